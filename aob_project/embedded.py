@@ -457,3 +457,9 @@ def kill_leftovers(root: Path) -> None:
         kill_leftover_postgres(root / "postgres" / "data")
     if _OwnerLock.is_free(root / "redis.lock"):
         kill_leftover_redis(root / "redis")
+
+
+def in_use(root: Path) -> bool:
+    """Whether a live process owns either server in ``root`` (holds its lock)."""
+    root = Path(root)
+    return not (_OwnerLock.is_free(root / "postgres.lock") and _OwnerLock.is_free(root / "redis.lock"))

@@ -1,0 +1,35 @@
+# AOB developer entry points. `make up` runs the whole stack with embedded PostgreSQL and Redis
+# (or the servers named by DATABASE_URL / REDIS_URL); `make test` runs the suite the same way.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv up services test lint bench clean
+
+venv: $(VENV)/.installed
+
+# The stamp makes `pip install` run again only when requirements.txt changes.
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+up: venv
+	$(BIN)/python -m aob_project.launcher up $(UP_ARGS)
+
+services: venv
+	$(BIN)/python -m aob_project.launcher services
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench $(BENCH_ARGS); \
+	else echo "make bench: the bench package is not there yet"; fi
+
+clean:
+	rm -rf .aob

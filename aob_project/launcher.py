@@ -1,0 +1,318 @@
+"""`make up` in one process: the whole stack on one machine, stopped as one by Ctrl-C.
+
+    python -m aob_project.launcher up [--port 8000] [--flower-port 5555] [--no-flower] [--data-dir .aob]
+    python -m aob_project.launcher services [--data-dir .aob]
+
+``up`` starts the embedded PostgreSQL / Redis for whichever of DATABASE_URL / REDIS_URL is unset,
+migrates, loads the demo, then runs the web app, a worker, beat and Flower as children, each in
+its own process group, so that Ctrl-C reaches only the launcher and it can stop them in order
+(children first, databases last). ``services`` only runs the embedded servers, for a developer's
+second shell or a benchmark. Both write ``<data-dir>/runtime.env``, which settings.py reads when
+the variables are unset, so ``manage.py`` in another shell talks to the same servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aob_project.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedServiceError,
+    die_with_parent,
+    port_open,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+FALLBACK_QUEUES = [
+    "wf.coordinator", "wf.tasks.http", "wf.tasks.agent", "wf.tasks.hitl", "wf.tasks.transform",
+    "wf.tasks.default", "wf.maintenance",
+]
+CHILD_STOP_TIMEOUT_S = 10.0
+WEB_READY_TIMEOUT_S = 60.0
+
+# Asks Django, in a child, for what the launcher must adapt to; a child because importing the
+# settings here would freeze this process's view of the environment before the services start.
+_DJANGO_PROBE = """
+import json, django
+django.setup()
+from django.conf import settings
+from django.core.management import get_commands
+print(json.dumps({"static_root": bool(getattr(settings, "STATIC_ROOT", None)),
+                  "commands": sorted(get_commands())}))
+"""
+
+
+class LaunchError(Exception):
+    """A start-up step failed; the message says which, and the launcher exits non-zero."""
+
+
+class Stop(Exception):
+    """SIGINT / SIGTERM arrived: unwind and stop everything."""
+
+
+def log(message: str) -> None:
+    print(f"[aob] {message}", flush=True)
+
+
+class StopSignal:
+    """Turns SIGINT / SIGTERM into a flag the launcher's loops poll, instead of an exception that
+    could land in the middle of starting a child and leak it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: str | None = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+        self.event.set()
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise Stop
+
+    def wait(self, seconds: float) -> None:
+        if self.event.wait(seconds):
+            raise Stop
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    pump: threading.Thread = field(repr=False)
+
+
+class Children:
+    """The launcher's children: started in their own session, output prefixed with their name."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.running: list[Child] = []
+        self._out = threading.Lock()
+
+    def spawn(self, name: str, argv: list[str]) -> Child:
+        proc = subprocess.Popen(
+            argv, cwd=BASE_DIR, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+        pump = threading.Thread(target=self._pump, args=(name, proc), daemon=True, name=f"pump-{name}")
+        pump.start()
+        child = Child(name, proc, pump)
+        self.running.append(child)
+        return child
+
+    def _pump(self, name: str, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            with self._out:
+                print(f"{name:>7} | {line}", flush=True)
+
+    def run_step(self, name: str, argv: list[str], stop: StopSignal) -> None:
+        """Run a one-shot command (migrate, ...) to completion, still interruptible by Ctrl-C."""
+        child = self.spawn(name, argv)
+        while child.proc.poll() is None:
+            stop.wait(0.2)
+        child.pump.join(5)
+        self.running.remove(child)
+        if child.proc.returncode != 0:
+            raise LaunchError(f"`{' '.join(argv[1:])}` failed with exit code {child.proc.returncode}")
+
+    def first_dead(self) -> Child | None:
+        return next((child for child in self.running if child.proc.poll() is not None), None)
+
+    def stop_all(self) -> None:
+        """SIGTERM everyone at once, wait up to CHILD_STOP_TIMEOUT_S, then SIGKILL each whole group
+        (which also reaps grandchildren such as Celery's pool processes)."""
+        for child in self.running:
+            _signal_group(child.proc, signal.SIGTERM)
+        deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+        for child in self.running:
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"{child.name} did not stop in {CHILD_STOP_TIMEOUT_S:.0f}s; killing it")
+        for child in self.running:
+            _signal_group(child.proc, signal.SIGKILL)
+            child.proc.wait()
+            child.pump.join(2)
+        self.running.clear()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # each child leads its own group (start_new_session)
+    except ProcessLookupError:
+        pass
+
+
+class Services:
+    """DATABASE_URL / REDIS_URL for the children: the caller's, or embedded servers in ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.runtime_env = data_dir / "runtime.env"
+        self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+
+    def start(self, environ: dict[str, str]) -> dict[str, str]:
+        env = dict(environ)
+        try:
+            if not env.get("DATABASE_URL"):
+                self.postgres = EmbeddedPostgres(self.data_dir)
+                env["DATABASE_URL"] = self.postgres.start()
+                log(f"embedded PostgreSQL: {env['DATABASE_URL']} (data in {self.postgres.home})")
+            if not env.get("REDIS_URL"):
+                self.redis = EmbeddedRedis(self.data_dir)
+                env["REDIS_URL"] = self.redis.start()
+                log(f"embedded Redis: {env['REDIS_URL']}")
+        except EmbeddedServiceError as exc:
+            raise LaunchError(f"{exc}\n(or point DATABASE_URL / REDIS_URL at running servers)") from exc
+        self.runtime_env.write_text(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}\n")
+        env["AOB_DATA_DIR"] = str(self.data_dir)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
+        return env
+
+    def stop(self) -> None:
+        self.runtime_env.unlink(missing_ok=True)
+        for server in (self.postgres, self.redis):
+            if server is not None:
+                server.stop()
+
+
+def worker_queues() -> list[str]:
+    try:
+        from aob_project.celery import ALL_QUEUES
+    except ImportError as exc:  # the app may be mid-rewrite; the worker itself reports real errors
+        log(f"warning: could not import aob_project.celery.ALL_QUEUES ({exc}); using the default queues")
+        return FALLBACK_QUEUES
+    return list(ALL_QUEUES)
+
+
+def django_probe(env: dict[str, str]) -> dict:
+    result = subprocess.run([sys.executable, "-c", _DJANGO_PROBE], cwd=BASE_DIR, env=env, capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=120)
+    if result.returncode != 0:
+        raise LaunchError(f"Django does not start:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def up(args: argparse.Namespace) -> int:
+    stop = StopSignal()
+    services = Services(args.data_dir)
+    children: Children | None = None
+    python = sys.executable
+    try:
+        env = services.start(os.environ)
+        children = Children(env)
+        stop.check()
+        manage = [python, "manage.py"]
+        children.run_step("migrate", [*manage, "migrate", "--noinput"], stop)
+        probe = django_probe(env)
+        if probe["static_root"]:
+            children.run_step("static", [*manage, "collectstatic", "--noinput", "-v", "0"], stop)
+        if "aob_demo" in probe["commands"]:
+            children.run_step("demo", [*manage, "aob_demo"], stop)
+        else:
+            log("warning: no `aob_demo` management command yet; starting without demo data")
+
+        celery = [python, "-m", "celery", "-A", "aob_project"]
+        children.spawn("web", [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
+                               "--port", str(args.port), "--timeout-graceful-shutdown", "5"])
+        children.spawn("worker", [*celery, "worker", "-Q", ",".join(worker_queues()), "--concurrency", "2",
+                                  "-n", "aob@%h", "--loglevel", "INFO"])
+        children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
+                                "--schedule", str(args.data_dir / "celerybeat-schedule")])
+        if not args.no_flower:
+            children.spawn("flower", [*celery, "flower", "--port", str(args.flower_port),
+                                      "--address", "127.0.0.1"])
+        return supervise(children, stop, args)
+    except Stop:
+        log(f"{stop.received}: stopping")
+        return 0
+    except LaunchError as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        if children is not None:
+            children.stop_all()
+        services.stop()
+        log("stopped")
+
+
+def supervise(children: Children, stop: StopSignal, args: argparse.Namespace) -> int:
+    """Print the URLs once the web app answers, then wait for Ctrl-C or for a child to die."""
+    deadline = time.monotonic() + WEB_READY_TIMEOUT_S
+    announced = False
+    while True:
+        dead = children.first_dead()
+        if dead is not None:
+            log(f"error: {dead.name} exited unexpectedly (code {dead.proc.returncode}); stopping everything")
+            return 1
+        if not announced and port_open(args.port):
+            announced = True
+            base = f"http://127.0.0.1:{args.port}"
+            lines = [f"UI        {base}/", f"Admin     {base}/admin/", f"API docs  {base}/api/v1/docs/"]
+            if not args.no_flower:
+                lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/")
+            log("AOB is up. Ctrl-C stops everything.\n" + "\n".join(f"      {line}" for line in lines))
+        if not announced and time.monotonic() > deadline:
+            log(f"error: the web app did not listen on port {args.port} within {WEB_READY_TIMEOUT_S:.0f}s")
+            return 1
+        stop.wait(0.5)
+
+
+def services_only(args: argparse.Namespace) -> int:
+    stop = StopSignal()
+    services = Services(args.data_dir)
+    try:
+        env = services.start(os.environ)
+        print(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}", flush=True)
+        log(f"also written to {services.runtime_env}; Ctrl-C stops the servers")
+        while True:
+            stop.wait(3600)
+    except Stop:
+        return 0
+    except LaunchError as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        services.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aob_project.launcher", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_parser = commands.add_parser("up", help="run the whole stack in the foreground")
+    up_parser.add_argument("--port", type=int, default=int(os.environ.get("AOB_PORT", "8000")))
+    up_parser.add_argument("--flower-port", type=int, default=int(os.environ.get("AOB_FLOWER_PORT", "5555")))
+    up_parser.add_argument("--no-flower", action="store_true")
+    services_parser = commands.add_parser("services", help="only the embedded PostgreSQL and Redis")
+    for sub in (up_parser, services_parser):
+        sub.add_argument("--data-dir", type=Path, default=BASE_DIR / ".aob")
+    args = parser.parse_args(argv)
+    args.data_dir = args.data_dir.resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return up(args) if args.command == "up" else services_only(args)
+    except LaunchError as exc:
+        log(f"error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

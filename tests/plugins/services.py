@@ -1,0 +1,89 @@
+"""PostgreSQL and Redis for the test session, so `make test` needs no services installed.
+
+Enabled by ``-p tests.plugins.services`` in pyproject's addopts. Before pytest-django imports the
+settings, it starts an embedded PostgreSQL (fast mode: no fsync) and Redis under
+``.aob/test-<pid>/`` for whichever of DATABASE_URL / REDIS_URL is unset, and exports the URLs,
+which child processes (Celery workers, uvicorn) started by tests inherit. Servers given by the
+environment are used as they are. A missing service is an error, never a skip.
+
+A killed session cannot clean up after itself: its servers die with it (parent-death signal, see
+``aob_project.embedded``) and the next session deletes the ``test-<pid>`` folders of dead pids.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aob_project.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServiceError, in_use, kill_leftovers
+
+AOB_DIR = Path(__file__).resolve().parents[2] / ".aob"
+_STALE_AFTER_S = 600  # a folder whose pid is alive but whose servers are unowned: a reused pid
+
+_started: list[EmbeddedPostgres | EmbeddedRedis] = []
+_folder: Path | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    global _folder
+    options = early_config.known_args_namespace
+    if getattr(options, "help", False) or getattr(options, "version", False):
+        return
+    remove_stale_folders()
+    wanted = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
+    if not wanted:
+        return
+    _folder = AOB_DIR / f"test-{os.getpid()}"
+    _folder.mkdir(parents=True, exist_ok=True)
+    atexit.register(stop_services)
+    try:
+        if "DATABASE_URL" in wanted:
+            _started.append(postgres := EmbeddedPostgres(_folder, fast=True))
+            os.environ["DATABASE_URL"] = postgres.start()
+        if "REDIS_URL" in wanted:
+            _started.append(redis := EmbeddedRedis(_folder))
+            os.environ["REDIS_URL"] = redis.start()
+    except EmbeddedServiceError as exc:
+        stop_services()
+        raise pytest.UsageError(f"could not start the embedded test services: {exc}") from exc
+    os.environ["AOB_DATA_DIR"] = str(_folder)  # never the developer's .aob/runtime.env
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"services: DATABASE_URL={os.environ.get('DATABASE_URL')} REDIS_URL={os.environ.get('REDIS_URL')}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop_services()
+
+
+def stop_services() -> None:
+    """Stop what this session started and delete its folder; safe to call twice."""
+    global _folder
+    while _started:
+        _started.pop().stop()
+    if _folder is not None:
+        shutil.rmtree(_folder, ignore_errors=True)
+        _folder = None
+
+
+def remove_stale_folders() -> None:
+    for folder in AOB_DIR.glob("test-*"):
+        try:
+            pid = int(folder.name.removeprefix("test-"))
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        reused_pid = time.time() - folder.stat().st_mtime > _STALE_AFTER_S and not in_use(folder)
+        if psutil.pid_exists(pid) and not reused_pid:
+            continue
+        kill_leftovers(folder)
+        shutil.rmtree(folder, ignore_errors=True)
