@@ -1,0 +1,316 @@
+"""The one outbound HTTP client. HTTP nodes and agent tools send every request through :func:`request`.
+
+Why it is built this way:
+
+- The SSRF check and the connection share one DNS answer. httpcore asks its *network backend*
+  for every new TCP connection, so :class:`_GuardedBackend` resolves there once, judges every
+  answer (:func:`workers.http.ssrf.resolve_checked`) and connects to one of those addresses. The
+  hostname still drives the ``Host`` header, TLS SNI and certificate verification, so HTTPS stays
+  verified against the name while the socket goes to the checked address. Redirect hops and
+  pooled connections are covered by the same path: the pool only ever holds checked sockets.
+- Redirects are followed here, not by httpx, so each hop's URL is judged by the full policy
+  before it is requested, and credentials are dropped when a hop changes origin.
+- One pooled ``httpx.Client`` per process (keyed on the pid, so a forked Celery worker never
+  shares its parent's sockets) and per policy snapshot, so a settings change gets a fresh pool.
+- ``trust_env=False``: an ``HTTP_PROXY`` in the environment would send requests to a proxy that
+  resolves names itself, bypassing every check.
+- One deadline for the whole request (all hops, connect, send, body): each socket operation
+  gets at most the time left, so a server dripping a byte at a time cannot stretch it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json as jsonlib
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpcore
+import httpx
+
+from aob_project.exceptions import ValidationFailed
+from workers.http.exceptions import HTTPRequestError, ResponseTooLarge, SSRFBlocked, TooManyRedirects
+from workers.http.ssrf import HttpPolicy, Resolver, check_url_static, policy_from_settings, resolve_checked
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "aob-http/1.0"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CALLER_MAY_NOT_SET = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "content-encoding"})
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("aob_http_deadline", default=None)
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """A completed response. Non-2xx statuses are results, not errors: the caller decides."""
+
+    status_code: int
+    headers: dict[str, str]
+    body_bytes: bytes
+    text: str
+    json_body: Any
+    url: str
+    method: str
+    duration_ms: int
+    redirect_urls: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+# --- the guarded network backend -----------------------------------------------------------------
+
+
+def _time_left(timeout: float | None, timeout_exc: type[Exception]) -> float | None:
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise timeout_exc("request deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """Clamps every socket operation to the current request's deadline (pooled streams too)."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _time_left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Resolves once, judges every answer, connects only to a judged address."""
+
+    def __init__(self, *, policy: HttpPolicy, resolver: Resolver | None) -> None:
+        self._policy = policy
+        self._resolver = resolver
+        self._sockets = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
+        addresses = resolve_checked(host=host, port=port, policy=self._policy, resolver=self._resolver)
+        failure: Exception | None = None
+        for address in addresses:  # each one judged; an IP literal makes no lookup in the socket layer
+            try:
+                stream = self._sockets.connect_tcp(
+                    address, port, timeout=_time_left(timeout, httpcore.ConnectTimeout),
+                    local_address=local_address, socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+                continue
+            return _DeadlineStream(stream)
+        assert failure is not None
+        raise failure
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        raise SSRFBlocked("unix sockets are never reachable", rule="unix-socket")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def _client_build(*, policy: HttpPolicy, resolver: Resolver | None) -> httpx.Client:
+    transport = httpx.HTTPTransport(retries=0, trust_env=False,
+                                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    pool = getattr(transport, "_pool", None)
+    if not isinstance(pool, httpcore.ConnectionPool) or not hasattr(pool, "_network_backend"):
+        raise RuntimeError("httpx/httpcore changed: cannot install the SSRF-guarded network backend")
+    pool._network_backend = _GuardedBackend(policy=policy, resolver=resolver)
+    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False,
+                        headers={"user-agent": USER_AGENT})
+
+
+_lock = threading.Lock()
+_shared: tuple[int, HttpPolicy, httpx.Client] | None = None
+
+
+def _client_shared(policy: HttpPolicy) -> httpx.Client:
+    """The process's pooled client, rebuilt after a fork or a settings change."""
+    global _shared
+    with _lock:
+        if _shared is not None and _shared[0] == os.getpid() and _shared[1] == policy:
+            return _shared[2]
+        if _shared is not None and _shared[0] == os.getpid():
+            _shared[2].close()  # same process, new policy; a forked child must not close its parent's
+        client = _client_build(policy=policy, resolver=None)
+        _shared = (os.getpid(), policy, client)
+        return client
+
+
+def client_close() -> None:
+    """Close this process's pooled client (tests, shutdown). The next request builds a new one."""
+    global _shared
+    with _lock:
+        if _shared is not None and _shared[0] == os.getpid():
+            _shared[2].close()
+        _shared = None
+
+
+# --- the request ---------------------------------------------------------------------------------
+
+
+def _caller_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    """Caller headers minus those that would retarget or desynchronize the request."""
+    return {k: str(v) for k, v in (headers or {}).items() if k.lower() not in _CALLER_MAY_NOT_SET}
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.raw_host, a.port) == (b.scheme, b.raw_host, b.port)
+
+
+def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
+    if isinstance(exc, httpx.TimeoutException):
+        return HTTPRequestError(f"timed out: {exc}", extra={"url": url, "transient": True, "kind": "timeout"})
+    transient = isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
+    return HTTPRequestError(f"{type(exc).__name__}: {exc}",
+                            extra={"url": url, "transient": transient, "kind": type(exc).__name__})
+
+
+def _read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise ResponseTooLarge(f"response declares {declared} bytes, over the {cap}-byte cap",
+                               extra={"url": url, "limit": cap, "transient": False})
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():  # decoded bytes: the cap also bounds a compression bomb
+        size += len(chunk)
+        if size > cap:
+            raise ResponseTooLarge(f"response body passed the {cap}-byte cap",
+                                   extra={"url": url, "limit": cap, "transient": False})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _result(response: httpx.Response, body: bytes, *, method: str, started: float,
+            redirects: list[str]) -> HttpResult:
+    try:
+        text = body.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset name
+        text = body.decode("utf-8", errors="replace")
+    try:
+        json_body = jsonlib.loads(text) if body.strip() else None
+    except ValueError:
+        json_body = None
+    return HttpResult(
+        status_code=response.status_code, headers=dict(response.headers.items()), body_bytes=body,
+        text=text, json_body=json_body, url=str(response.request.url), method=method,
+        duration_ms=round((time.monotonic() - started) * 1000), redirect_urls=tuple(redirects),
+    )
+
+
+def request(*, method: str, url: str, headers: dict[str, str] | None = None, params: dict[str, Any] | None = None,
+            json: Any = None, content: str | bytes | None = None, timeout_s: float | None = None,
+            max_response_bytes: int | None = None, follow_redirects: bool = True,
+            max_redirects: int | None = None, resolver: Resolver | None = None) -> HttpResult:
+    """Send one request through the SSRF policy and return the whole (capped) response.
+
+    Raises :class:`SSRFBlocked` for a refused URL or redirect hop (nothing is sent for it),
+    :class:`HTTPRequestError` for timeouts and transport failures (``transient`` set for
+    timeouts and connection errors), :class:`ResponseTooLarge` past the cap, and
+    :class:`TooManyRedirects`. ``resolver`` replaces DNS for this request only (tests, or a
+    caller with its own resolver); such a request gets its own unpooled connection.
+    """
+    if json is not None and content is not None:
+        raise ValidationFailed("send either json or content, not both")
+    policy = policy_from_settings()
+    timeout = policy.timeout_s if timeout_s is None else float(timeout_s)
+    cap = policy.max_response_bytes if max_response_bytes is None else int(max_response_bytes)
+    hops = policy.max_redirects if max_redirects is None else int(max_redirects)
+    if not (timeout > 0 and math.isfinite(timeout)) or cap < 0 or hops < 0:
+        raise ValidationFailed("timeout_s must be positive; max_response_bytes and max_redirects not negative")
+
+    started = time.monotonic()
+    client = _client_shared(policy) if resolver is None else _client_build(policy=policy, resolver=resolver)
+    token = _deadline.set(started + timeout)
+    try:
+        return _send(client, policy=policy, method=method.upper(), url=url, headers=_caller_headers(headers),
+                     params=params, json=json, content=content, cap=cap, hops=hops,
+                     follow_redirects=follow_redirects, started=started)
+    except SSRFBlocked as exc:
+        logger.warning("http.ssrf_blocked", extra={"rule": exc.rule, "url": exc.extra.get("url")})
+        raise
+    finally:
+        _deadline.reset(token)
+        if resolver is not None:
+            client.close()
+
+
+def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, headers: dict[str, str],
+          params: dict[str, Any] | None, json: Any, content: str | bytes | None, cap: int, hops: int,
+          follow_redirects: bool, started: float) -> HttpResult:
+    redirects: list[str] = []
+    current = url
+    body: dict[str, Any] = {"json": json} if json is not None else {"content": content}
+    while True:
+        check_url_static(current, policy=policy)
+        try:
+            outgoing = client.build_request(method, current, headers=headers, params=params, **body)
+        except httpx.InvalidURL as exc:
+            raise SSRFBlocked(f"invalid URL: {exc}", rule="invalid-url", url=current) from exc
+        sent_url = str(outgoing.url)
+        check_url_static(sent_url, policy=policy)  # the exact URL httpx will send (params merged)
+        try:
+            response = client.send(outgoing, stream=True)
+        except SSRFBlocked as exc:  # refused at connect time, after resolution
+            exc.extra.setdefault("url", sent_url)
+            raise
+        except httpx.HTTPError as exc:
+            raise _request_error(exc, sent_url) from exc
+        try:
+            location = response.headers.get("location")
+            if not (follow_redirects and response.status_code in REDIRECT_STATUSES and location):
+                try:
+                    data = _read_capped(response, cap=cap, url=sent_url)
+                except httpx.HTTPError as exc:
+                    raise _request_error(exc, sent_url) from exc
+                result = _result(response, data, method=method, started=started, redirects=redirects)
+                logger.info("http.request", extra={"method": method, "host": outgoing.url.host,
+                                                   "status": result.status_code,
+                                                   "duration_ms": result.duration_ms})
+                return result
+        finally:
+            response.close()
+        if len(redirects) >= hops:
+            raise TooManyRedirects(f"more than {hops} redirects", extra={"url": url, "transient": False,
+                                                                         "redirects": redirects})
+        try:
+            target = outgoing.url.join(location)
+        except httpx.InvalidURL as exc:
+            raise SSRFBlocked(f"invalid redirect location: {exc}", rule="invalid-url", url=location) from exc
+        if not _same_origin(outgoing.url, target):
+            headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+        if response.status_code == 303 and method != "HEAD" or (
+                response.status_code in (301, 302) and method == "POST"):
+            method, body = "GET", {}
+            headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
+        current, params = str(target), None
+        redirects.append(current)

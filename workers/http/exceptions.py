@@ -1,0 +1,58 @@
+"""The errors of the outbound HTTP client, in the one AobError tree.
+
+``extra["transient"]`` says whether a retry may help, the way executors decide to retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aob_project.exceptions import AobError
+
+
+class SSRFBlocked(AobError):
+    """A destination the policy refuses. ``extra["rule"]`` names the rule, ``extra["url"]`` the URL."""
+
+    code = "SSRFBlocked"
+    status = 400
+
+    def __init__(self, message: str, *, rule: str, url: str | None = None, **extra: Any) -> None:
+        details: dict[str, Any] = {"rule": rule, **extra}
+        if url is not None:
+            details["url"] = url
+        super().__init__(message, extra=details)
+
+    @property
+    def rule(self) -> str:
+        return self.extra["rule"]
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.extra.get("transient"))
+
+
+
+class HTTPRequestError(AobError):
+    """The request could not complete: timeout, refused connection, broken protocol.
+
+    Timeouts and connection-level failures carry ``extra["transient"] = True``.
+    """
+
+    code = "HTTPRequestError"
+    status = 502
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.extra.get("transient"))
+
+
+class ResponseTooLarge(HTTPRequestError):
+    """The response body passed the size cap; reading stopped there."""
+
+    code = "ResponseTooLarge"
+
+
+class TooManyRedirects(HTTPRequestError):
+    """More redirect hops than allowed."""
+
+    code = "TooManyRedirects"
