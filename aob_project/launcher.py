@@ -238,8 +238,8 @@ def up(args: argparse.Namespace) -> int:
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
                                 "--schedule", str(args.data_dir / "celerybeat-schedule")])
         if not args.no_flower:
-            children.spawn("flower", [*celery, "flower", "--port", str(args.flower_port),
-                                      "--address", "127.0.0.1"])
+            # Flower parses its own options with tornado, which wants `--name=value`.
+            children.spawn("flower", [*celery, "flower", f"--port={args.flower_port}", "--address=127.0.0.1"])
         return supervise(children, stop, args)
     except Stop:
         log(f"{stop.received}: stopping")
