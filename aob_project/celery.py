@@ -1,0 +1,54 @@
+"""The Celery app: one queue per node type plus the coordinator's, routed by task name."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
+
+COORDINATOR_QUEUE = "wf.coordinator"
+MAINTENANCE_QUEUE = "wf.maintenance"
+DEFAULT_NODE_QUEUE = "wf.tasks.default"
+# Node types with a queue of their own; every other type runs on DEFAULT_NODE_QUEUE.
+TYPED_QUEUES = {
+    "http": "wf.tasks.http",
+    "agent": "wf.tasks.agent",
+    "hitl": "wf.tasks.hitl",
+    "transform": "wf.tasks.transform",
+}
+ALL_QUEUES = [COORDINATOR_QUEUE, *TYPED_QUEUES.values(), DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE]
+
+
+def queue_for_type(node_type: str) -> str:
+    return TYPED_QUEUES.get(node_type, DEFAULT_NODE_QUEUE)
+
+
+def executor_task_name(node_type: str) -> str:
+    return f"workers.execute.{node_type}" if node_type in TYPED_QUEUES else "workers.execute.default"
+
+
+app = Celery("aob")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [Queue(name) for name in ALL_QUEUES]
+app.conf.task_default_queue = DEFAULT_NODE_QUEUE
+app.conf.task_routes = {
+    "workflows.coordinate": {"queue": COORDINATOR_QUEUE},
+    "workflows.sweep": {"queue": MAINTENANCE_QUEUE},
+    "approvals.expire": {"queue": MAINTENANCE_QUEUE},
+    **{executor_task_name(t): {"queue": q} for t, q in TYPED_QUEUES.items()},
+    "workers.execute.default": {"queue": DEFAULT_NODE_QUEUE},
+}
+app.autodiscover_tasks(["workflows", "workers", "approvals", "agents"])
+
+
+@app.on_after_finalize.connect
+def _schedule(sender: Celery, **_: object) -> None:
+    from django.conf import settings
+
+    if settings.AOB_SWEEPER_ENABLED:
+        sender.add_periodic_task(settings.AOB_SWEEP_INTERVAL_S, sender.signature("workflows.sweep"),
+                                 name="sweep stale node runs")
+    sender.add_periodic_task(5.0, sender.signature("approvals.expire"), name="expire approvals")

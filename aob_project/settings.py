@@ -1,0 +1,233 @@
+"""AOB settings: one module, every value from the environment (see .env.example).
+
+When DATABASE_URL / REDIS_URL are unset, the values the launcher wrote to
+``.aob/runtime.env`` for the embedded services are used, so ``manage.py`` in a second shell
+talks to the stack ``make up`` started.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _load_runtime_env() -> None:
+    runtime = Path(os.environ.get("AOB_DATA_DIR", BASE_DIR / ".aob")) / "runtime.env"
+    if not runtime.exists():
+        return
+    for line in runtime.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and key.strip() not in os.environ:
+            os.environ[key.strip()] = value.strip()
+
+
+if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+    _load_runtime_env()
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        if default is None:
+            raise RuntimeError(f"environment variable {name} is required")
+        return default
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    raw = os.environ.get(name)
+    return [item.strip() for item in (default if raw is None else raw).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+# Development may run without a secret; production must set one (check --deploy enforces its quality).
+SECRET_KEY = env_str("SECRET_KEY", "dev-insecure-aob-secret-key-change-me" if DEBUG or not env_bool(
+    "AOB_PRODUCTION", False) else None)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("AOB_CSRF_TRUSTED_ORIGINS", "")
+PRODUCTION = env_bool("AOB_PRODUCTION", False)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "workflows",
+    "workers",
+    "agents",
+    "approvals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "aob_project.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "aob_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/aob")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("AOB_DB_CONN_MAX_AGE", 600))}
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if os.environ.get("AOB_TEST_DATABASE_NAME"):
+    # Worker processes started by the test suite talk to pytest-django's test database.
+    DATABASES["default"]["NAME"] = os.environ["AOB_TEST_DATABASE_NAME"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".aob" / "static"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+# --- Security -------------------------------------------------------------------------------
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AOB_MAX_BODY_BYTES", 1024 * 1024)
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_SSL_REDIRECT = env_bool("AOB_SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("AOB_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("AOB_BEHIND_PROXY", False) else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- REST API ---------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["workflows.api.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "workflows.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AOB API",
+    "DESCRIPTION": "Agentic workflows on Django and Celery",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Channels ---------------------------------------------------------------------------------
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+    }
+}
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("AOB_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AOB_BROKER_VISIBILITY_TIMEOUT_S", 3600)}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+
+# --- Engine -----------------------------------------------------------------------------------
+# A node run left queued this long is re-published; a running one whose lease lapsed is re-run.
+AOB_SWEEPER_ENABLED = env_bool("AOB_SWEEPER_ENABLED", True)
+AOB_SWEEP_INTERVAL_S = env_float("AOB_SWEEP_INTERVAL_S", 5.0)
+AOB_REPUBLISH_AFTER_S = env_float("AOB_REPUBLISH_AFTER_S", 10.0)
+AOB_LEASE_S = env_float("AOB_LEASE_S", 15.0)
+AOB_MAX_ATTEMPTS_ON_LOST = env_int("AOB_MAX_ATTEMPTS_ON_LOST", 3)
+AOB_MAX_NODES = env_int("AOB_MAX_NODES", 1000)
+AOB_MAX_JSON_DEPTH = env_int("AOB_MAX_JSON_DEPTH", 64)
+AOB_DEFAULT_NODE_TIMEOUT_MS = env_int("AOB_DEFAULT_NODE_TIMEOUT_MS", 300_000)
+# Test hook: drop the broker publish after commit (simulates a crash between commit and publish).
+AOB_TEST_DROP_PUBLISH = env_bool("AOB_TEST_DROP_PUBLISH", False)
+
+# --- Outbound HTTP (workers/http) ---------------------------------------------------------------
+AOB_HTTP_ALLOWLIST = env_list("AOB_HTTP_ALLOWLIST", "")
+AOB_HTTP_ALLOWED_PORTS = [int(p) for p in env_list("AOB_HTTP_ALLOWED_PORTS", "80,443")]
+AOB_HTTP_MAX_RESPONSE_BYTES = env_int("AOB_HTTP_MAX_RESPONSE_BYTES", 10 * 1024 * 1024)
+AOB_HTTP_MAX_REDIRECTS = env_int("AOB_HTTP_MAX_REDIRECTS", 5)
+AOB_HTTP_TIMEOUT_S = env_float("AOB_HTTP_TIMEOUT_S", 30.0)
+
+# --- LLM (agents) -----------------------------------------------------------------------------
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
+AOB_LLM_MODEL = env_str("AOB_LLM_MODEL", "gpt-4o-mini")
+AOB_LLM_TIMEOUT_S = env_float("AOB_LLM_TIMEOUT_S", 60.0)
+AOB_MAX_AGENT_NODES = env_int("AOB_MAX_AGENT_NODES", 5)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("AOB_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

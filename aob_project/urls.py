@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("workflows.api.urls")),
+]
+
+handler404 = "workflows.api.errors.json_404"
+handler500 = "workflows.api.errors.json_500"

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Approval(models.Model):
+    """A pending human decision: for a ``hitl`` node, or for a run patch where policy asks.
+
+    The wait is this row, not a sleeping task: deadlines are swept by beat."""
+
+    class Kind(models.TextChoices):
+        NODE = "node"
+        PATCH = "patch"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        CANCELLED = "cancelled"
+
+    class OnTimeout(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        FAIL = "fail"
+        ESCALATE = "escalate"
+
+    run = models.ForeignKey("workflows.Run", on_delete=models.CASCADE, related_name="approvals")
+    node_run = models.OneToOneField("workflows.NodeRun", null=True, blank=True, on_delete=models.CASCADE,
+                                    related_name="approval")
+    patch = models.OneToOneField("workflows.RunPatch", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="approval")
+    node_id = models.CharField(max_length=200, blank=True, default="")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.NODE)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    message = models.TextField(blank=True, default="")
+    context = models.JSONField(default=dict, blank=True)
+    approvers = models.JSONField(default=list, blank=True)
+    required_approvals = models.PositiveIntegerField(default=1)
+    allow_self_approval = models.BooleanField(default=True)
+    form = models.JSONField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    on_timeout = models.CharField(max_length=10, choices=OnTimeout.choices, blank=True, default="")
+    escalate_to = models.JSONField(default=list, blank=True)
+    escalation_timeout_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    escalated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"approval {self.pk} ({self.kind} {self.node_id}, {self.status})"
+
+
+class Decision(models.Model):
+    """One person's vote; N-of-M counts distinct users, so a user votes once."""
+
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="decisions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    username = models.CharField(max_length=150)
+    approve = models.BooleanField()
+    comment = models.TextField(blank=True, default="")
+    data = models.JSONField(null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["approval", "username"], name="decision_one_per_user")]
+        ordering = ["at"]
+
+    def __str__(self) -> str:
+        return f"{self.username}: {'approve' if self.approve else 'reject'}"

@@ -1,0 +1,65 @@
+"""``http``: one request through the SSRF-safe client (workers/http)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from workers.exceptions import NodeFailed
+from workers.registry import NodeContext, executor
+
+CONFIG_SCHEMA = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {
+        "url": {"type": "string", "minLength": 1},
+        "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD",
+                                              "get", "post", "put", "patch", "delete", "head"]},
+        "headers": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "query": {"type": "object"},
+        "payload": {"type": ["object", "array", "string"]},
+        "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 600000},
+        "fail_on_status": {"type": "boolean"},
+        "max_response_bytes": {"type": "integer", "minimum": 1},
+    },
+}
+
+
+def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (mapping or {}).items()}
+
+
+@executor("http", config_schema=CONFIG_SCHEMA,
+          description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
+          "method}; 4xx/5xx complete unless fail_on_status.")
+def run_http(ctx: NodeContext) -> dict[str, Any]:
+    from workers.http.client import request
+
+    config = ctx.config
+    method = str(config.get("method", "GET")).upper()
+    payload = config.get("payload")
+    timeout_ms = config.get("timeout_ms")
+    result = request(
+        method=method,
+        url=str(config["url"]),
+        headers=_text_values(config.get("headers")),
+        params=_text_values(config.get("query")) or None,
+        json=payload if isinstance(payload, dict | list) else None,
+        content=payload if isinstance(payload, str) else None,
+        timeout_s=(timeout_ms / 1000) if timeout_ms else None,
+        max_response_bytes=config.get("max_response_bytes"),
+    )
+    body = result.json_body if result.json_body is not None else result.text
+    output = {
+        "status": "success" if result.status_code < 400 else "error",
+        "status_code": result.status_code,
+        "headers": result.headers,
+        "body": body,
+        "duration_ms": result.duration_ms,
+        "url": result.url,
+        "method": method,
+    }
+    if config.get("fail_on_status") and result.status_code >= 400:
+        raise NodeFailed(f"{method} {result.url} answered {result.status_code}", code="HTTPStatusError",
+                         extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None})
+    return output

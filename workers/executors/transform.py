@@ -1,0 +1,35 @@
+"""``transform``: an output computed from run inputs and upstream outputs, without I/O.
+
+Either ``expression`` (CEL over ``inputs``, ``nodes`` — upstream outputs by node id — and
+``iteration``) or ``template`` (any JSON whose ``$nodes…``, ``$inputs…`` and ``${…}`` references
+are resolved)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.exceptions import NodeFailed
+from workers.registry import NodeContext, executor
+from workflows.definition.expressions import ExpressionError, evaluate
+
+CONFIG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "expression": {"type": "string", "minLength": 1},
+        "template": {},
+    },
+    "oneOf": [{"required": ["expression"]}, {"required": ["template"]}],
+}
+
+
+@executor("transform", config_schema=CONFIG_SCHEMA,
+          description="Computes its output from a CEL `expression` over `inputs`, `nodes` (upstream outputs) "
+          "and `iteration`, or from a JSON `template` with $nodes/$inputs references.")
+def run_transform(ctx: NodeContext) -> Any:
+    if "expression" in ctx.raw_config:
+        try:
+            return evaluate(ctx.raw_config["expression"],
+                            {"inputs": ctx.inputs, "nodes": ctx.outputs, "iteration": ctx.iteration})
+        except ExpressionError as exc:
+            raise NodeFailed(f"transform expression failed: {exc}", code="ExpressionError") from exc
+    return ctx.config["template"]

@@ -1,0 +1,77 @@
+"""The executor registry: node types, the code that runs them, and the config each accepts.
+
+``@executor("http")`` registers a function that turns a resolved config into an output.
+Types the coordinator evaluates itself (``conditional``, ``loop``) register with ``inline=True``
+and no function. A type in neither is accepted with a warning and skipped at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    run_id: str
+    node_run_id: int
+    node_id: str
+    node_type: str
+    iteration: int
+    attempt: int
+    config: dict[str, Any]
+    raw_config: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    timeout_s: float | None
+    owner_id: int
+    definition: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    node_type: str
+    run: Callable[[NodeContext], Any] | None
+    config_schema: dict[str, Any]
+    description: str
+    inline: bool = False
+    resolve_config: bool = True
+
+
+EXECUTORS: dict[str, ExecutorSpec] = {}
+
+
+def executor(node_type: str, *, config_schema: dict[str, Any] | None = None, description: str = "",
+             resolve_config: bool = True) -> Callable[[Callable[[NodeContext], Any]], Callable[[NodeContext], Any]]:
+    def register(fn: Callable[[NodeContext], Any]) -> Callable[[NodeContext], Any]:
+        EXECUTORS[node_type] = ExecutorSpec(node_type, fn, config_schema or {"type": "object"},
+                                            description or (fn.__doc__ or "").strip(), resolve_config=resolve_config)
+        return fn
+
+    return register
+
+
+def inline_type(node_type: str, *, config_schema: dict[str, Any], description: str) -> None:
+    EXECUTORS[node_type] = ExecutorSpec(node_type, None, config_schema, description, inline=True)
+
+
+def get(node_type: str) -> ExecutorSpec | None:
+    _load()
+    return EXECUTORS.get(node_type)
+
+
+def catalogue() -> dict[str, ExecutorSpec]:
+    _load()
+    return dict(EXECUTORS)
+
+
+_loaded = False
+
+
+def _load() -> None:
+    """Import every executor module once, so the registry is complete in any process."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        import workers.executors  # noqa: F401

@@ -1,0 +1,91 @@
+"""The one DRF exception handler: ``{"error": code, "message": text, "details": {...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from aob_project.exceptions import AobError
+
+
+def _first_message(detail: Any, path: str = "") -> tuple[str, str]:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            return _first_message(value, f"{path}.{key}" if path else str(key))
+    if isinstance(detail, list) and detail:
+        if all(not isinstance(d, dict | list) for d in detail):
+            return path, str(detail[0])
+        for i, item in enumerate(detail):
+            if item:
+                return _first_message(item, f"{path}[{i}]")
+    return path, str(detail)
+
+
+def _plain(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {k: _plain(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [_plain(v) for v in detail]
+    return str(detail)
+
+
+def _codes(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {k: _codes(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [_codes(v) for v in detail]
+    return getattr(detail, "code", None)
+
+
+def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": code, "message": message, "details": details or {}}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    headers: dict[str, str] = {}
+    if isinstance(exc, AobError):
+        retry_after = exc.extra.get("retry_after_seconds")
+        if retry_after is not None:
+            headers["Retry-After"] = str(int(retry_after))
+        return Response(body(exc.code, exc.message, exc.extra), status=exc.status, headers=headers)
+    if isinstance(exc, Http404):
+        return Response(body("not_found", "not found"), status=404)
+    if isinstance(exc, DjangoPermissionDenied):
+        return Response(body("forbidden", "permission denied"), status=403)
+    if isinstance(exc, exceptions.ValidationError):
+        field, message = _first_message(exc.detail)
+        rule = None
+        codes = _codes(exc.detail)
+        if isinstance(codes, dict) and field in codes:
+            c = codes[field]
+            rule = c[0] if isinstance(c, list) and c and isinstance(c[0], str) else c if isinstance(c, str) else None
+        return Response(body("validation_error", f"{field}: {message}" if field else message,
+                             {"field": field or None, "rule": rule, "fields": _plain(exc.detail)}),
+                        status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, exceptions.ParseError):
+        code = getattr(exc, "rule", None) or "malformed_json"
+        return Response(body(code, str(exc.detail), {"rule": code}), status=400)
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response = Response(body("not_authenticated", str(exc.detail)), status=401)
+        response["WWW-Authenticate"] = 'Token realm="api"'
+        return response
+    if isinstance(exc, exceptions.Throttled):
+        if exc.wait:
+            headers["Retry-After"] = str(int(exc.wait))
+        return Response(body("rate_limit_exceeded", str(exc.detail)), status=429, headers=headers)
+    if isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
+        return Response(body(code, str(exc.detail)), status=exc.status_code)
+    return None
+
+
+def json_404(request: Any, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(body("not_found", f"no such endpoint: {request.path}"), status=404)
+
+
+def json_500(request: Any) -> JsonResponse:
+    return JsonResponse(body("internal_error", "internal error; it has been logged"), status=500)

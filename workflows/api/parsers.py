@@ -1,0 +1,78 @@
+"""A JSON parser that refuses what PostgreSQL or the engine cannot hold, as a 400 and never a 500:
+bodies over the limit, nesting past the limit, NUL characters (``jsonb`` rejects ``\\u0000``),
+integers beyond 64 bits, NaN and Infinity."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+from workflows.definition.validation import json_depth
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+class BodyRejected(ParseError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(detail=message, code=code)
+        self.rule = code
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not INT64[0] <= value <= INT64[1]:
+        raise BodyRejected("integer_out_of_range", f"integer {text[:30]} is outside the 64-bit range")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise BodyRejected("invalid_number", f"{name} is not valid JSON")
+
+
+def _contains_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def loads_strict(raw: bytes) -> Any:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit and len(raw) > limit:
+        raise BodyRejected("body_too_large", f"request body is {len(raw)} bytes; the limit is {limit}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyRejected("malformed_json", "request body is not UTF-8") from exc
+    try:
+        data = json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)
+    except BodyRejected:
+        raise
+    except RecursionError as exc:
+        raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH}") from exc
+    except ValueError as exc:
+        raise BodyRejected("malformed_json", f"malformed JSON: {exc}") from exc
+    if json_depth(data, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
+        raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
+    if _contains_nul(data):
+        raise BodyRejected("nul_character", "strings must not contain the NUL character (\\u0000)")
+    return data
+
+
+class StrictJSONParser(JSONParser):
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
+        raw = stream.read(limit + 1) if (stream is not None and limit) else (stream.read() if stream else b"")
+        return loads_strict(raw)

@@ -1,0 +1,200 @@
+"""Input serializers parse and check; output serializers shape. Neither saves domain objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from workflows.models import Event, Run
+
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown fields are an error, not silently dropped: a typo must not change meaning."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({unknown[0]: [serializers.ErrorDetail(
+                    "unknown field", code="unknown_field")]})
+        return super().to_internal_value(data)
+
+
+class JSONObjectField(serializers.JSONField):
+    default_error_messages = {"not_object": "must be a JSON object"}
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            self.fail("not_object")
+        return value
+
+
+class WorkflowCreateIn(StrictSerializer):
+    tag_name = serializers.RegexField(TAG_PATTERN, max_length=200)
+    workflow = JSONObjectField()
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+
+
+class WorkflowValidateIn(StrictSerializer):
+    workflow = serializers.JSONField()
+
+
+class WorkflowPatchIn(StrictSerializer):
+    operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=1000)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+
+
+class ExecuteIn(StrictSerializer):
+    inputs = JSONObjectField(required=False, default=dict)
+
+
+class RunCreateIn(StrictSerializer):
+    tag = serializers.RegexField(TAG_PATTERN, max_length=200, required=False)
+    workflow = JSONObjectField(required=False)
+    inputs = JSONObjectField(required=False, default=dict)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("tag" in attrs) == ("workflow" in attrs):
+            raise serializers.ValidationError({"tag": [serializers.ErrorDetail(
+                "give exactly one of tag or workflow", code="one_of")]})
+        return attrs
+
+
+class TokenIn(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=1000, trim_whitespace=False)
+
+
+class ProblemOut(serializers.Serializer):
+    path = serializers.CharField()
+    rule = serializers.CharField()
+    message = serializers.CharField()
+
+
+class WorkflowSavedOut(serializers.Serializer):
+    artifact_id = serializers.CharField()
+    cas_id = serializers.CharField()
+    version_hash = serializers.CharField()
+    tag = serializers.CharField()
+    owner = serializers.CharField()
+    version = serializers.IntegerField()
+    created = serializers.BooleanField()
+    nodes_count = serializers.IntegerField()
+    edges_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    warnings = ProblemOut(many=True)
+
+
+class ValidationOut(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = ProblemOut(many=True)
+    warnings = ProblemOut(many=True)
+
+
+class WorkflowOut(serializers.Serializer):
+    tag = serializers.CharField()
+    owner = serializers.CharField()
+    artifact_id = serializers.CharField(allow_null=True)
+    version = serializers.IntegerField(allow_null=True)
+    nodes_count = serializers.IntegerField()
+    edges_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    definition = serializers.JSONField(required=False)
+
+
+class VersionOut(serializers.Serializer):
+    tag = serializers.CharField()
+    seq = serializers.IntegerField()
+    artifact_id = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    definition = serializers.JSONField(required=False)
+
+
+class RunStartedOut(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    artifact_id = serializers.CharField()
+    status = serializers.CharField()
+    tag = serializers.CharField(allow_blank=True)
+
+
+class RunOut(serializers.ModelSerializer):
+    run_id = serializers.UUIDField(source="id")
+    artifact_id = serializers.CharField(source="base_artifact_id")
+    current_artifact_id = serializers.CharField()
+    replay_of = serializers.UUIDField(source="replay_of_id", allow_null=True)
+
+    class Meta:
+        model = Run
+        fields = ["run_id", "tag", "status", "artifact_id", "current_artifact_id", "inputs", "error", "replay_of",
+                  "replay_from_node", "usage", "created_at", "started_at", "finished_at"]
+
+
+class NodeDetailOut(serializers.Serializer):
+    node_id = serializers.CharField()
+    type = serializers.CharField()
+    added_by_patch = serializers.BooleanField()
+    status = serializers.CharField()
+    input = serializers.JSONField(allow_null=True)
+    output = serializers.JSONField(allow_null=True)
+    output_artifact_id = serializers.CharField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+    attempts = serializers.IntegerField()
+    attempt_log = serializers.JSONField()
+    iterations = serializers.IntegerField()
+    reused = serializers.BooleanField()
+    queued_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    queue_time_ms = serializers.IntegerField(allow_null=True)
+    execution_time_ms = serializers.IntegerField(allow_null=True)
+    total_duration_ms = serializers.IntegerField(allow_null=True)
+    usage = serializers.JSONField()
+
+
+class PatchSummaryOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    status = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    node_id = serializers.CharField(allow_blank=True)
+    op_count = serializers.IntegerField()
+    operations = serializers.JSONField()
+    artifact_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class RunDetailsOut(serializers.Serializer):
+    run = RunOut()
+    base_definition = serializers.JSONField()
+    current_definition = serializers.JSONField()
+    nodes = NodeDetailOut(many=True)
+    patches = PatchSummaryOut(many=True)
+
+
+class EventOut(serializers.ModelSerializer):
+    run_id = serializers.UUIDField()
+    node_id = serializers.CharField(allow_blank=True)
+
+    class Meta:
+        model = Event
+        fields = ["run_id", "seq", "type", "node_id", "data", "created_at"]
+
+
+class ArtifactOut(serializers.Serializer):
+    id = serializers.CharField()
+    kind = serializers.CharField()
+    content = serializers.JSONField()
+    size_bytes = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class ErrorOut(serializers.Serializer):
+    error = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()

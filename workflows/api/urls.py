@@ -1,0 +1,20 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from . import views
+
+router = SimpleRouter(trailing_slash=False)
+router.register("workflows", views.WorkflowViewSet, basename="workflow")
+router.register("runs", views.RunViewSet, basename="run")
+
+urlpatterns = [
+    path("health", views.HealthView.as_view(), name="health"),
+    path("auth/token", views.TokenView.as_view(), name="auth-token"),
+    path("schema/workflow", views.WorkflowSchemaView.as_view(), name="workflow-schema"),
+    path("schema/", SpectacularAPIView.as_view(), name="openapi"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
+    path("workflows/validate", views.WorkflowValidateView.as_view(), name="workflow-validate"),
+    path("artifacts/<str:artifact_id>", views.ArtifactView.as_view(), name="artifact"),
+    *router.urls,
+]

@@ -1,0 +1,328 @@
+"""REST API v1 (workflows, runs, artifacts, health). Views parse, call one service, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.db import connection
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from aob_project.exceptions import AobError, NotFound
+from workflows import selectors
+from workflows.definition.validation import validate, workflow_schema
+from workflows.models import Artifact, Run, Workflow, WorkflowVersion
+from workflows.services import definitions, runs
+
+from . import serializers as s
+
+ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
+
+
+def _counts(definition: dict[str, Any]) -> tuple[int, int]:
+    return len(definition.get("nodes", [])), len(definition.get("edges", []))
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request, "request_id", "") or request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+
+
+class TokenView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.TokenIn, responses={200: OpenApiTypes.OBJECT, 400: s.ErrorOut, 401: s.ErrorOut})
+    def post(self, request: Request) -> Response:
+        data = s.TokenIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(request, **data.validated_data)
+        if user is None:
+            raise AobError("wrong username or password", code="invalid_credentials", status=401)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key, "username": user.username})
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        checks = {"db": _check_db(), "redis": _check_redis(), "broker": _check_broker()}
+        healthy = all(v == "ok" for v in checks.values())
+        return Response({"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503)
+
+
+def _check_db() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
+        return f"error: {type(exc).__name__}"
+
+
+def _check_redis() -> str:
+    import redis
+    from django.conf import settings
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {type(exc).__name__}"
+
+
+def _check_broker() -> str:
+    from aob_project.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {type(exc).__name__}"
+
+
+class WorkflowSchemaView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        return Response(workflow_schema())
+
+
+class WorkflowValidateView(APIView):
+    @extend_schema(request=s.WorkflowValidateIn, responses={200: s.ValidationOut, **ERRORS})
+    def post(self, request: Request) -> Response:
+        data = s.WorkflowValidateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        report = validate(data.validated_data["workflow"])
+        return Response({"valid": report.valid, "errors": [p.as_dict() for p in report.errors],
+                         "warnings": [p.as_dict() for p in report.warnings]})
+
+
+def _workflow_out(workflow: Workflow, materialize: bool) -> dict[str, Any]:
+    version = workflow.current_version
+    definition = version.artifact.content if version else {"nodes": [], "edges": []}
+    nodes, edges = _counts(definition)
+    out = {"tag": workflow.tag, "owner": workflow.owner.username, "artifact_id": version.artifact_id if version else None,
+           "version": version.seq if version else None, "nodes_count": nodes, "edges_count": edges,
+           "created_at": workflow.created_at, "updated_at": workflow.updated_at}
+    if materialize:
+        out["definition"] = definition
+    return out
+
+
+def _saved_out(saved: definitions.Saved) -> dict[str, Any]:
+    definition = saved.version.artifact.content
+    nodes, edges = _counts(definition)
+    aid = saved.version.artifact_id
+    return {"artifact_id": aid, "cas_id": aid, "version_hash": aid.split(":", 1)[1], "tag": saved.workflow.tag,
+            "owner": saved.workflow.owner.username, "version": saved.version.seq, "created": saved.created,
+            "nodes_count": nodes, "edges_count": edges, "created_at": saved.version.created_at,
+            "warnings": [p.as_dict() for p in saved.report.warnings]}
+
+
+MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in {"1", "true", "yes"}
+
+
+class WorkflowViewSet(viewsets.GenericViewSet):
+    lookup_field = "tag"
+    lookup_value_regex = r"[^/]+"
+    serializer_class = s.WorkflowOut
+
+    def get_queryset(self) -> Any:
+        return selectors.workflows_visible(user=self.request.user)
+
+    def _get(self, tag: str) -> Workflow:
+        return definitions.workflow_get(owner=self.request.user, tag=tag)
+
+    @extend_schema(parameters=[OpenApiParameter("scope", str, enum=["user", "global", "all"]), MATERIALIZE],
+                   responses={200: s.WorkflowOut(many=True)})
+    def list(self, request: Request) -> Response:
+        qs = selectors.workflows_visible(user=request.user, scope=request.query_params.get("scope", "user"))
+        page = self.paginate_queryset(qs)
+        items = [_workflow_out(w, _truthy(request.query_params.get("materialize"))) for w in page]
+        return self.get_paginated_response(items)
+
+    @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut, **ERRORS})
+    def create(self, request: Request) -> Response:
+        data = s.WorkflowCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        saved = definitions.workflow_save(owner=request.user, tag=data.validated_data["tag_name"],
+                                          definition=data.validated_data["workflow"],
+                                          description=data.validated_data["description"])
+        return Response(_saved_out(saved), status=201 if saved.created else 200)
+
+    @extend_schema(parameters=[MATERIALIZE], responses={200: s.WorkflowOut, **ERRORS})
+    def retrieve(self, request: Request, tag: str) -> Response:
+        return Response(_workflow_out(self._get(tag), _truthy(request.query_params.get("materialize"))))
+
+    @extend_schema(responses={204: None, **ERRORS})
+    def destroy(self, request: Request, tag: str) -> Response:
+        definitions.workflow_delete(workflow=self._get(tag))
+        return Response(status=204)
+
+    @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, **ERRORS})
+    @action(detail=True, methods=["patch"], url_path="patch")
+    def patch_definition(self, request: Request, tag: str) -> Response:
+        data = s.WorkflowPatchIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        saved = definitions.workflow_patch(workflow=self._get(tag), operations=data.validated_data["operations"],
+                                           description=data.validated_data["description"])
+        return Response(_saved_out(saved))
+
+    @extend_schema(responses={200: s.VersionOut(many=True), **ERRORS})
+    @action(detail=True, methods=["get"], url_path="versions")
+    def versions(self, request: Request, tag: str) -> Response:
+        workflow = self._get(tag)
+        return Response([_version_out(workflow, v, False) for v in
+                         WorkflowVersion.objects.filter(workflow=workflow).order_by("seq")])
+
+    @extend_schema(parameters=[MATERIALIZE], responses={200: s.VersionOut, **ERRORS})
+    @action(detail=True, methods=["get"], url_path=r"versions/(?P<seq>\d{1,9})")
+    def version(self, request: Request, tag: str, seq: str) -> Response:
+        workflow = self._get(tag)
+        try:
+            version = WorkflowVersion.objects.select_related("artifact").get(workflow=workflow, seq=int(seq))
+        except WorkflowVersion.DoesNotExist:
+            raise NotFound(f"workflow {tag!r} has no version {seq}") from None
+        return Response(_version_out(workflow, version, _truthy(request.query_params.get("materialize"))))
+
+    @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **ERRORS})
+    @action(detail=True, methods=["post"], url_path="execute")
+    def execute(self, request: Request, tag: str) -> Response:
+        data = s.ExecuteIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        workflow = self._get(tag)
+        run = runs.run_start(owner=request.user, definition=workflow.current_version.artifact.content,
+                             inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request))
+        return Response(_run_started(run), status=201)
+
+    @extend_schema(parameters=[OpenApiParameter("limit", int)], responses={200: s.RunOut(many=True), **ERRORS})
+    @action(detail=True, methods=["get"], url_path="runs")
+    def runs(self, request: Request, tag: str) -> Response:
+        workflow = self._get(tag)
+        limit = _bounded_int(request.query_params.get("limit"), 20, 1, 500)
+        qs = Run.objects.filter(workflow=workflow, owner=request.user).order_by("-created_at")[:limit]
+        return Response(s.RunOut(qs, many=True).data)
+
+
+def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise AobError("must be an integer", code="validation_error", extra={"field": "limit"}) from None
+    return max(low, min(high, value))
+
+
+def _version_out(workflow: Workflow, version: WorkflowVersion, materialize: bool) -> dict[str, Any]:
+    out = {"tag": workflow.tag, "seq": version.seq, "artifact_id": version.artifact_id,
+           "description": version.description, "created_at": version.created_at}
+    if materialize:
+        out["definition"] = version.artifact.content
+    return out
+
+
+def _run_started(run: Run) -> dict[str, Any]:
+    return {"run_id": run.pk, "artifact_id": run.base_artifact_id, "status": Run.Status.QUEUED
+            if run.status == Run.Status.QUEUED else run.status, "tag": run.tag}
+
+
+class ArtifactView(APIView):
+    @extend_schema(responses={200: s.ArtifactOut, **ERRORS})
+    def get(self, request: Request, artifact_id: str) -> Response:
+        artifact: Artifact = selectors.artifact_get(user=request.user, artifact_id=artifact_id)
+        return Response(s.ArtifactOut(artifact).data)
+
+
+class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.RunOut
+    lookup_value_regex = r"[^/]+"
+
+    def get_queryset(self) -> Any:
+        qs = selectors.runs_visible(user=self.request.user).order_by("-created_at")
+        status = self.request.query_params.get("status")
+        if status:
+            if status not in Run.Status.values:
+                raise AobError(f"unknown status {status!r}", code="validation_error",
+                               extra={"field": "status", "allowed": Run.Status.values})
+            qs = qs.filter(status=status)
+        tag = self.request.query_params.get("tag")
+        if tag:
+            qs = qs.filter(tag=tag)
+        return qs
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Run.Status.values), OpenApiParameter("tag", str)])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    def _run(self, pk: str) -> Run:
+        return selectors.run_get(user=self.request.user, run_id=pk)
+
+    @extend_schema(request=s.RunCreateIn, responses={201: s.RunStartedOut, **ERRORS})
+    def create(self, request: Request) -> Response:
+        data = s.RunCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        workflow = None
+        if "tag" in data.validated_data:
+            workflow = definitions.workflow_get(owner=request.user, tag=data.validated_data["tag"])
+            definition = workflow.current_version.artifact.content
+        else:
+            definition = data.validated_data["workflow"]
+        run = runs.run_start(owner=request.user, definition=definition, inputs=data.validated_data["inputs"],
+                             workflow=workflow, request_id=_request_id(request))
+        return Response(_run_started(run), status=201)
+
+    @extend_schema(responses={200: s.RunOut, **ERRORS})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(s.RunOut(self._run(pk)).data)
+
+    @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
+    @action(detail=True, methods=["get"])
+    def details(self, request: Request, pk: str) -> Response:
+        return Response(s.RunDetailsOut(selectors.run_details(run=self._run(pk))).data)
+
+    @extend_schema(parameters=[OpenApiParameter("after", int)], responses={200: s.EventOut(many=True), **ERRORS})
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str) -> Response:
+        run = self._run(pk)
+        after = _bounded_int(request.query_params.get("after"), 0, 0, 2**31 - 1)
+        return Response(s.EventOut(selectors.events_after(run=run, after=after), many=True).data)
+
+    @extend_schema(request=None, responses={200: s.RunOut, 409: s.ErrorOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        run = self._run(pk)
+        if run.owner_id != request.user.pk:
+            raise NotFound("run not found")
+        return Response(s.RunOut(runs.run_cancel(run=run, user=request.user)).data)
+
+    @extend_schema(request=None, responses={201: s.RunStartedOut, 409: s.ErrorOut, **ERRORS})
+    @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
+    def replay(self, request: Request, pk: str, node_id: str) -> Response:
+        run = self._run(pk)
+        if run.owner_id != request.user.pk:
+            raise NotFound("run not found")
+        new = runs.run_replay(run=run, node_id=node_id, user=request.user, request_id=_request_id(request))
+        out = _run_started(new)
+        out["replay_of"] = str(run.pk)
+        return Response(out, status=201)
+
+

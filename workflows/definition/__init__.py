@@ -1,0 +1,1 @@
+"""Workflow definitions: the JSON Schema, the graph rules, and the compiled IR."""

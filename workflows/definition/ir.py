@@ -1,0 +1,150 @@
+"""The compiled form of a definition the coordinator decides from.
+
+Compiling is pure and keyed by the artifact's content hash, so each process compiles a
+version once (an LRU of IRs), whichever run or patch brought it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Any
+
+from aob_project.celery import queue_for_type
+
+from .expressions import compile_expression
+from .validation import validate
+
+
+class InvalidDefinition(ValueError):
+    def __init__(self, report: Any) -> None:
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in report.errors))
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    condition: str | None
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    type: str
+    config: dict[str, Any]
+    timeout_ms: int | None
+    retry: dict[str, Any] | None
+    queue: str
+
+
+@dataclass(frozen=True)
+class Loop:
+    max_iterations: int
+    loop_back_to: str
+    condition: str | None
+    break_path: str | None
+    timeout_path: str | None
+
+
+@dataclass
+class IR:
+    nodes: dict[str, Node]
+    # Outgoing edges in authoring order (loop jumps excluded); incoming edges for joins.
+    out_edges: dict[str, list[Edge]]
+    in_edges: dict[str, list[Edge]]
+    entries: list[str]
+    loops: dict[str, Loop] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def predecessors(self, node_id: str) -> list[str]:
+        return [e.source for e in self.in_edges[node_id]]
+
+    def ancestors(self, node_id: str) -> set[str]:
+        seen: set[str] = set()
+        todo = self.predecessors(node_id)
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.predecessors(current))
+        return seen
+
+    def descendants(self, node_id: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [e.target for e in self.out_edges[node_id]]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(e.target for e in self.out_edges[current])
+        return seen
+
+    def topological(self) -> list[str]:
+        order, indeg = [], {n: len(self.in_edges[n]) for n in self.nodes}
+        ready = [n for n in self.nodes if indeg[n] == 0]
+        while ready:
+            current = ready.pop(0)
+            order.append(current)
+            for e in self.out_edges[current]:
+                indeg[e.target] -= 1
+                if indeg[e.target] == 0:
+                    ready.append(e.target)
+        return order
+
+
+def compile_definition(definition: dict[str, Any], *, validated: bool = False) -> IR:
+    if not validated:
+        report = validate(definition)
+        if not report.valid:
+            raise InvalidDefinition(report)
+    nodes: dict[str, Node] = {}
+    loops: dict[str, Loop] = {}
+    for raw in definition["nodes"]:
+        config = raw.get("config", {})
+        nodes[raw["id"]] = Node(raw["id"], raw["type"], config, raw.get("timeout_ms"), raw.get("retry"),
+                                queue_for_type(raw["type"]))
+        if raw["type"] == "loop":
+            loops[raw["id"]] = Loop(int(config["max_iterations"]), config["loop_back_to"], config.get("condition"),
+                                    config.get("break_path"), config.get("timeout_path"))
+    out_edges: dict[str, list[Edge]] = {n: [] for n in nodes}
+    in_edges: dict[str, list[Edge]] = {n: [] for n in nodes}
+    for raw in definition.get("edges", []):
+        loop = loops.get(raw["from"])
+        if loop and raw["to"] == loop.loop_back_to:
+            continue
+        edge = Edge(raw["from"], raw["to"], raw.get("condition"))
+        if edge.condition:
+            compile_expression(edge.condition)
+        out_edges[edge.source].append(edge)
+        in_edges[edge.target].append(edge)
+    for loop_id, loop in loops.items():
+        for target in (loop.break_path, loop.timeout_path):
+            if target and all(e.target != target for e in out_edges[loop_id]):
+                edge = Edge(loop_id, target, None)
+                out_edges[loop_id].append(edge)
+                in_edges[target].append(edge)
+    entries = [n for n in nodes if not in_edges[n]]
+    return IR(nodes, out_edges, in_edges, entries, loops, definition.get("metadata", {}))
+
+
+_CACHE: OrderedDict[str, IR] = OrderedDict()
+_CACHE_LOCK = Lock()
+_CACHE_SIZE = 512
+
+
+def ir_for(artifact_id: str, definition_loader: Any) -> IR:
+    """The IR of a stored version; ``definition_loader()`` is called only on a cache miss."""
+    with _CACHE_LOCK:
+        ir = _CACHE.get(artifact_id)
+        if ir is not None:
+            _CACHE.move_to_end(artifact_id)
+            return ir
+    ir = compile_definition(definition_loader(), validated=True)
+    with _CACHE_LOCK:
+        _CACHE[artifact_id] = ir
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return ir

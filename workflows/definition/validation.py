@@ -1,0 +1,229 @@
+"""Validate a workflow definition: JSON Schema first, then the graph rules, then each type's config.
+
+Every problem comes back as ``{path, rule, message}`` with ``path`` a JSON Pointer, so an API
+client, the web editor and an agent correcting its own patch can all point at the culprit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaError
+
+from workers import registry
+
+from .expressions import ExpressionError, compile_expression
+
+SCHEMA_PATH = Path(__file__).with_name("workflow.schema.json")
+
+
+@cache
+def workflow_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(workflow_schema())
+
+
+@dataclass
+class Problem:
+    path: str
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "rule": self.rule, "message": self.message}
+
+
+@dataclass
+class Report:
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    def error(self, path: str, rule: str, message: str) -> None:
+        self.errors.append(Problem(path, rule, message))
+
+    def warn(self, path: str, rule: str, message: str) -> None:
+        self.warnings.append(Problem(path, rule, message))
+
+
+def _pointer(parts: Any) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts) if parts else "/"
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Depth of nesting, stopping early once past ``limit`` (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def validate(definition: Any) -> Report:
+    report = Report()
+    if json_depth(definition, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
+        report.error("/", "max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
+        return report
+    if not isinstance(definition, dict):
+        report.error("/", "type", "a workflow definition is a JSON object with nodes and edges")
+        return report
+    nodes = definition.get("nodes")
+    if isinstance(nodes, list) and len(nodes) > settings.AOB_MAX_NODES:
+        report.error("/nodes", "max_nodes", f"{len(nodes)} nodes; at most {settings.AOB_MAX_NODES} are allowed")
+        return report
+
+    for err in sorted(_validator().iter_errors(definition), key=lambda e: list(e.absolute_path)):
+        report.error(_pointer(err.absolute_path), f"schema.{err.validator}", _schema_message(err))
+    if not report.valid:
+        return report
+
+    _check_graph(definition, report)
+    return report
+
+
+def _schema_message(err: SchemaError) -> str:
+    if err.validator == "additionalProperties":
+        return err.message.replace("Additional properties are not allowed", "unknown field(s)")
+    if err.validator == "pattern":
+        return f"{err.instance!r} must match {err.validator_value}"
+    return err.message
+
+
+LOOP_KEYS = ("loop_back_to", "break_path", "timeout_path")
+
+
+def _check_graph(definition: dict[str, Any], report: Report) -> None:
+    nodes: list[dict[str, Any]] = definition["nodes"]
+    edges: list[dict[str, Any]] = definition.get("edges", [])
+    index: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if node["id"] in index:
+            report.error(f"/nodes/{i}/id", "unique_node_id", f"node id {node['id']!r} is used more than once")
+        else:
+            index[node["id"]] = i
+
+    for i, edge in enumerate(edges):
+        for end in ("from", "to"):
+            if edge[end] not in index:
+                report.error(f"/edges/{i}/{end}", "edge_node_exists", f"edge {end} unknown node {edge[end]!r}")
+        if "condition" in edge:
+            try:
+                compile_expression(edge["condition"])
+            except ExpressionError as exc:
+                report.error(f"/edges/{i}/condition", "condition_syntax", f"invalid CEL condition: {exc}")
+
+    for i, node in enumerate(nodes):
+        _check_config(i, node, index, report)
+    if not report.valid:
+        return
+
+    # Cycles are allowed only as a loop node's jump back, which is config, not an edge; an edge
+    # from a loop node to its loop_back_to target is accepted and read as that jump.
+    back = {(n["id"], n.get("config", {}).get("loop_back_to")) for n in nodes if n["type"] == "loop"}
+    forward = [e for e in edges if (e["from"], e["to"]) not in back]
+    incoming = {nid: 0 for nid in index}
+    outgoing = {nid: [] for nid in index}
+    for e in forward:
+        incoming[e["to"]] += 1
+        outgoing[e["from"]].append(e["to"])
+    for n in nodes:
+        if n["type"] == "loop":
+            for key in ("break_path", "timeout_path"):
+                target = n.get("config", {}).get(key)
+                if target and target not in outgoing[n["id"]]:
+                    outgoing[n["id"]].append(target)
+                    incoming[target] += 1
+    if not any(count == 0 for count in incoming.values()):
+        report.error("/edges", "entry_node", "no entry node: every node has an incoming edge")
+    if not any(not targets for targets in outgoing.values()):
+        report.error("/edges", "terminal_node", "no terminal node: every node has an outgoing edge")
+    cycle = _find_cycle(outgoing)
+    if cycle:
+        report.error("/edges", "acyclic", "cycle " + " -> ".join(cycle) + " does not go through a loop node's "
+                     "loop_back_to (cycles are allowed only as loops)")
+    for n in nodes:
+        if n["type"] == "loop" and not report.errors:
+            target = n["config"]["loop_back_to"]
+            if not _reaches(outgoing, target, n["id"]):
+                report.error(f"/nodes/{index[n['id']]}/config/loop_back_to", "loop_reaches_back",
+                             f"loop_back_to {target!r} does not lead back to loop node {n['id']!r}")
+
+
+def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: Report) -> None:
+    config = node.get("config", {})
+    spec = registry.get(node["type"])
+    if spec is None:
+        report.warn(f"/nodes/{i}/type", "unknown_type",
+                    f"no executor for node type {node['type']!r}: it will be skipped at run time")
+        return
+    for err in Draft202012Validator(spec.config_schema).iter_errors(config):
+        report.error(_pointer(["nodes", i, "config", *err.absolute_path]), f"config.{err.validator}",
+                     f"{node['type']} config: {_schema_message(err)}")
+    if node["type"] == "loop" and isinstance(config, dict):
+        for key in LOOP_KEYS:
+            target = config.get(key)
+            if target is not None and target not in index:
+                report.error(f"/nodes/{i}/config/{key}", "loop_target_exists", f"{key} names unknown node {target!r}")
+    for key in ("condition", "expression"):
+        source = config.get(key) if isinstance(config, dict) else None
+        if isinstance(source, str) and (node["type"] == "loop" or key == "expression"):
+            try:
+                compile_expression(source)
+            except ExpressionError as exc:
+                report.error(f"/nodes/{i}/config/{key}", f"{key}_syntax", f"invalid CEL {key}: {exc}")
+
+
+def _find_cycle(outgoing: dict[str, list[str]]) -> list[str] | None:
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(outgoing, white)
+    for start in outgoing:
+        if color[start] != white:
+            continue
+        stack = [(start, iter(outgoing[start]))]
+        path = [start]
+        color[start] = grey
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                color[node] = black
+                stack.pop()
+                path.pop()
+            elif color[child] == grey:
+                return path[path.index(child):] + [child]
+            elif color[child] == white:
+                color[child] = grey
+                stack.append((child, iter(outgoing[child])))
+                path.append(child)
+    return None
+
+
+def _reaches(outgoing: dict[str, list[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(outgoing[node])
+    return False

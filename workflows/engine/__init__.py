@@ -1,0 +1,1 @@
+"""The execution engine: emit, execute, decide (DESIGN.md, "How one step flows")."""

@@ -1,0 +1,286 @@
+"""Deciding what runs next: one transaction, the run row locked, reading only the database.
+
+A ``Decision`` holds the run's node runs in memory while the lock is held. Consuming a finished
+node run routes its outgoing edges (branch rules in authoring order, first match wins, else the
+unconditional edges), then considers each target: a node runs once every incoming edge has
+either delivered or is known dead; when all are dead it is skipped and the skip propagates
+(dead-path elimination). ``conditional`` and ``loop`` nodes are evaluated here, with no worker
+hop; a type with no executor is skipped with a warning and its edges carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from workers import registry
+from workflows.definition.expressions import evaluate_condition
+from workflows.definition.ir import IR, ir_for
+from workflows.models import Artifact, NodeRun, Run
+
+from . import events
+from .dispatch import Dispatch, publish_after_commit
+
+logger = logging.getLogger(__name__)
+
+DELIVERED, DEAD, PENDING = "delivered", "dead", "pending"
+ACTIVE = {NodeRun.Status.QUEUED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING}
+
+
+def load_ir(run: Run) -> IR:
+    return ir_for(run.current_artifact_id,
+                  lambda: Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id))
+
+
+class Decision:
+    def __init__(self, run: Run, node_runs: list[NodeRun] | None = None) -> None:
+        self.run = run
+        self.ir = load_ir(run)
+        if node_runs is None:
+            node_runs = list(NodeRun.objects.filter(run=run).order_by("iteration", "id"))
+        self.by_key: dict[tuple[str, int], NodeRun] = {(nr.node_id, nr.iteration): nr for nr in node_runs}
+        self.latest: dict[str, NodeRun] = {}
+        for nr in node_runs:
+            current = self.latest.get(nr.node_id)
+            if current is None or nr.iteration >= current.iteration:
+                self.latest[nr.node_id] = nr
+        self.new: list[NodeRun] = []
+        self.dirty: dict[int, set[str]] = {}
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.now = timezone.now()
+        self.run_fields: set[str] = set()
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _touch(self, nr: NodeRun, *fields: str) -> None:
+        if nr.pk is not None:
+            self.dirty.setdefault(nr.pk, set()).update(fields)
+
+    def _add(self, nr: NodeRun) -> NodeRun:
+        self.by_key[(nr.node_id, nr.iteration)] = nr
+        current = self.latest.get(nr.node_id)
+        if current is None or nr.iteration >= current.iteration:
+            self.latest[nr.node_id] = nr
+        self.new.append(nr)
+        return nr
+
+    def event(self, type_: str, node_id: str = "", **data: Any) -> None:
+        self.events.append((type_, node_id, data))
+
+    # --- routing ----------------------------------------------------------------------------------
+
+    def _predecessor_output(self, node_id: str) -> Any:
+        for edge in self.ir.in_edges[node_id]:
+            source = self.latest.get(edge.source)
+            if source is not None and source.taken is not None and node_id in source.taken:
+                return source.output
+        return None
+
+    def route(self, nr: NodeRun) -> list[str]:
+        """Targets of the edges a finished node takes: first true conditional edge in authoring
+        order, else every unconditional edge."""
+        edges = self.ir.out_edges[nr.node_id]
+        context = {"output": nr.output if nr.output is not None else {}, "inputs": self.run.inputs}
+        conditional = [e for e in edges if e.condition]
+        if not conditional:
+            return [e.target for e in edges]
+        for edge in conditional:
+            if evaluate_condition(edge.condition, context):
+                return [edge.target]
+        return [e.target for e in edges if not e.condition]
+
+    def edge_state(self, source_id: str, target_id: str) -> str:
+        source = self.latest.get(source_id)
+        if source is None or not source.consumed or source.taken is None:
+            return PENDING
+        return DELIVERED if target_id in source.taken else DEAD
+
+    # --- consuming and emitting ---------------------------------------------------------------------
+
+    def consume(self, nr: NodeRun) -> None:
+        nr.consumed = True
+        self._touch(nr, "consumed", "taken")
+        if self.run.status in Run.FINISHED:
+            return
+        if nr.status == NodeRun.Status.FAILED:
+            self.fail(nr)
+            return
+        if nr.status == NodeRun.Status.CANCELLED:
+            return
+        if nr.node_type == "loop" and nr.output and nr.output.get("decision") == "again":
+            nr.taken = None
+            self.emit(self.ir.loops[nr.node_id].loop_back_to, nr.iteration + 1)
+            return
+        if nr.node_type == "loop":
+            loop = self.ir.loops[nr.node_id]
+            chosen = loop.timeout_path if nr.output.get("decision") == "timeout" else loop.break_path
+            if chosen:
+                nr.taken = [chosen]
+            else:
+                nr.taken = [e.target for e in self.ir.out_edges[nr.node_id] if e.target != loop.timeout_path]
+        elif nr.status == NodeRun.Status.SKIPPED and not (nr.output or {}).get("_passthrough"):
+            nr.taken = []
+        else:
+            nr.taken = self.route(nr)
+        iteration = 0 if nr.node_type == "loop" else nr.iteration
+        for edge in self.ir.out_edges[nr.node_id]:
+            self.consider(edge.target, iteration)
+
+    def consider(self, node_id: str, iteration: int) -> None:
+        if (node_id, iteration) in self.by_key:
+            return
+        states = [self.edge_state(e.source, node_id) for e in self.ir.in_edges[node_id]]
+        if PENDING in states:
+            return
+        if DELIVERED not in states:
+            skipped = self._add(NodeRun(run=self.run, node_id=node_id, iteration=iteration,
+                                        node_type=self.ir.nodes[node_id].type, status=NodeRun.Status.SKIPPED,
+                                        consumed=True, taken=[], finished_at=self.now))
+            self.event("node_skipped", node_id, reason="dead_path", iteration=iteration)
+            for edge in self.ir.out_edges[node_id]:
+                self.consider(edge.target, skipped.iteration)
+            return
+        self.emit(node_id, iteration)
+
+    def emit(self, node_id: str, iteration: int) -> None:
+        if (node_id, iteration) in self.by_key:
+            return
+        node = self.ir.nodes[node_id]
+        spec = registry.get(node.type)
+        base = {"run": self.run, "node_id": node_id, "iteration": iteration, "node_type": node.type}
+        if node.type in ("conditional", "loop"):
+            upstream = self._predecessor_output(node_id)
+            output: Any = upstream
+            if node.type == "loop":
+                output = self._loop_output(node_id, iteration, upstream)
+            nr = self._add(NodeRun(**base, status=NodeRun.Status.COMPLETED, input=upstream, output=output,
+                                   started_at=self.now, finished_at=self.now, attempts=1))
+            self.event("node_started", node_id, iteration=iteration, inline=True)
+            self.event("node_completed", node_id, iteration=iteration, inline=True, output=output)
+            self.consume(nr)
+        elif spec is None:
+            nr = self._add(NodeRun(**base, status=NodeRun.Status.SKIPPED, output={"_passthrough": True},
+                                   finished_at=self.now))
+            self.event("node_skipped", node_id, iteration=iteration, reason="no_executor",
+                       warning=f"no executor for node type {node.type!r}; skipped")
+            self.consume(nr)
+        else:
+            self._add(NodeRun(**base, status=NodeRun.Status.QUEUED, queued_at=self.now, dispatched_at=self.now))
+
+    def _loop_output(self, node_id: str, iteration: int, upstream: Any) -> dict[str, Any]:
+        loop = self.ir.loops[node_id]
+        wants_more = True
+        if loop.condition:
+            wants_more = evaluate_condition(loop.condition, {"output": upstream if upstream is not None else {},
+                                                             "inputs": self.run.inputs, "iteration": iteration})
+        if not wants_more:
+            decision = "break"
+        elif iteration + 1 < loop.max_iterations:
+            decision = "again"
+        else:
+            decision = "timeout"
+        return {"iteration": iteration, "iterations": iteration + 1, "condition": wants_more, "decision": decision}
+
+    # --- run-level transitions --------------------------------------------------------------------
+
+    def fail(self, nr: NodeRun) -> None:
+        self.run.status = Run.Status.FAILED
+        self.run.error = {"node_id": nr.node_id, **(nr.error or {})}
+        self.run.finished_at = self.now
+        self.run_fields |= {"status", "error", "finished_at"}
+        self._cancel_active()
+        self.event("workflow_failed", nr.node_id, error=self.run.error)
+
+    def _cancel_active(self) -> None:
+        for other in list(self.by_key.values()):
+            if other.status in ACTIVE:
+                other.status = NodeRun.Status.CANCELLED
+                other.finished_at = self.now
+                other.lease_expires_at = None
+                self._touch(other, "status", "finished_at", "lease_expires_at")
+
+    def settle(self) -> None:
+        """Move the run's status to what its node runs say."""
+        if self.run.status in Run.FINISHED:
+            return
+        unfinished = [nr for nr in self.by_key.values()
+                      if nr.status in ACTIVE or (nr.status in NodeRun.FINISHED and not nr.consumed)]
+        if not unfinished:
+            self.run.status = Run.Status.COMPLETED
+            self.run.finished_at = self.now
+            self.run_fields |= {"status", "finished_at"}
+            self.event("workflow_completed", "", duration_ms=self._duration_ms())
+            return
+        busy = any(nr.status in (NodeRun.Status.QUEUED, NodeRun.Status.RUNNING) or not nr.consumed
+                   and nr.status in NodeRun.FINISHED for nr in unfinished)
+        status = Run.Status.RUNNING if busy else Run.Status.WAITING_FOR_APPROVAL
+        if self.run.status != status and not (self.run.status == Run.Status.QUEUED and busy):
+            self.run.status = status
+            self.run_fields.add("status")
+
+    def _duration_ms(self) -> int | None:
+        start = self.run.started_at or self.run.created_at
+        return int((self.now - start).total_seconds() * 1000) if start else None
+
+    def save(self) -> None:
+        if self.new:
+            NodeRun.objects.bulk_create(self.new)
+        index = {nr.pk: nr for nr in self.by_key.values() if nr.pk is not None}
+        for pk, fields in self.dirty.items():
+            nr = index.get(pk)
+            if nr is not None and nr not in self.new:
+                NodeRun.objects.filter(pk=pk).update(**{f: getattr(nr, f) for f in fields})
+        if self.run_fields:
+            Run.objects.filter(pk=self.run.pk).update(**{f: getattr(self.run, f) for f in self.run_fields})
+        events.append(self.run.pk, self.run.owner_id, self.events)
+        queued = [nr for nr in self.new if nr.status == NodeRun.Status.QUEUED]
+        publish_after_commit(
+            Dispatch(nr.pk, nr.node_id, nr.node_type, str(self.run.pk), self.ir.nodes[nr.node_id].timeout_ms)
+            for nr in queued
+        )
+
+
+def coordinate(node_run_id: int) -> None:
+    """Consume one finished node run, exactly once, and emit what follows it."""
+    with transaction.atomic():
+        run_id = NodeRun.objects.filter(pk=node_run_id).values_list("run_id", flat=True).first()
+        if run_id is None:
+            return
+        run = Run.objects.select_for_update().get(pk=run_id)
+        decision = Decision(run)
+        nr = next((n for n in decision.by_key.values() if n.pk == node_run_id), None)
+        if nr is None or nr.consumed or nr.status not in NodeRun.FINISHED:
+            return  # a duplicate message, or the node has not finished (a retry is queued)
+        decision.consume(nr)
+        decision.settle()
+        decision.save()
+
+
+def start(run: Run, node_runs: list[NodeRun] | None = None) -> Decision:
+    """Emit a new run's entry nodes (called inside run_start's transaction)."""
+    decision = Decision(run, node_runs or [])
+    decision.event("workflow_started", "", inputs=run.inputs, artifact_id=run.current_artifact_id)
+    reused = sorted((nr for nr in decision.by_key.values() if nr.reused),
+                    key=lambda nr: decision.ir.topological().index(nr.node_id))
+    for nr in reused:
+        decision.consume(nr)
+    for node_id in decision.ir.entries:
+        decision.emit(node_id, 0)
+    decision.settle()
+    return decision
+
+
+def refresh(run: Run) -> None:
+    """Re-decide a locked run after its definition changed (a patch): nodes whose predecessors
+    all finished before the patch added them are considered now."""
+    decision = Decision(run)
+    for node_id in decision.ir.topological():
+        if node_id not in decision.latest:
+            iterations = [decision.latest[p].iteration for p in decision.ir.predecessors(node_id)
+                          if p in decision.latest]
+            decision.consider(node_id, max(iterations, default=0) if node_id not in decision.ir.entries else 0)
+    decision.settle()
+    decision.save()

@@ -1,0 +1,75 @@
+"""Publishing node runs and coordinator messages to the broker, after commit, carrying only ids."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from aob_project.celery import app, executor_task_name, queue_for_type
+
+from . import testhooks
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    node_run_id: int
+    node_id: str
+    node_type: str
+    run_id: str
+    timeout_ms: int | None
+    countdown_s: float = 0.0
+
+
+def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
+    soft = (timeout_ms or settings.AOB_DEFAULT_NODE_TIMEOUT_MS) / 1000
+    return soft, soft + 10
+
+
+def publish_now(item: Dispatch) -> None:
+    soft, hard = _time_limits(item.timeout_ms)
+    app.send_task(
+        executor_task_name(item.node_type),
+        args=[item.node_run_id],
+        queue=queue_for_type(item.node_type),
+        soft_time_limit=soft,
+        time_limit=hard,
+        countdown=item.countdown_s or None,
+        link=app.signature("workflows.coordinate", args=[item.node_run_id], immutable=True),
+    )
+
+
+def publish_after_commit(items: Iterable[Dispatch]) -> None:
+    items = list(items)
+    if not items:
+        return
+
+    def send() -> None:
+        for item in items:
+            if testhooks.drop_publish(item.run_id, item.node_id):
+                logger.warning("dispatch.dropped_by_test_hook", extra={"node_id": item.node_id})
+                continue
+            try:
+                publish_now(item)
+            except Exception:  # noqa: BLE001 - the sweeper re-publishes anything left queued
+                logger.exception("dispatch.publish_failed", extra={"node_run_id": item.node_run_id})
+
+    transaction.on_commit(send)
+
+
+def coordinate_after_commit(node_run_ids: Iterable[int]) -> None:
+    ids = list(node_run_ids)
+    if ids:
+        transaction.on_commit(lambda: [coordinate_now(i) for i in ids])
+
+
+def coordinate_now(node_run_id: int) -> None:
+    try:
+        app.send_task("workflows.coordinate", args=[node_run_id])
+    except Exception:  # noqa: BLE001 - the sweeper finds finished node runs nobody consumed
+        logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})

@@ -1,0 +1,173 @@
+"""The executor's side of a step: claim a node run with a compare-and-set, run the registered
+executor, record the outcome once. Executors never decide what runs next."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from aob_project.exceptions import AobError
+from workers import registry
+from workers.registry import NodeContext
+from workflows.definition.references import referenced_nodes, resolve
+from workflows.models import NodeRun, Run, canonical_json, content_id
+
+from . import events
+from .coordinator import load_ir
+from .dispatch import Dispatch, publish_after_commit
+
+logger = logging.getLogger(__name__)
+
+
+def _lease(timeout_ms: int | None) -> timedelta:
+    return timedelta(milliseconds=timeout_ms or settings.AOB_DEFAULT_NODE_TIMEOUT_MS) + timedelta(
+        seconds=settings.AOB_LEASE_S)
+
+
+def claim(node_run_id: int) -> NodeContext | None:
+    """``queued → running`` with a compare-and-set; None when the message is a duplicate or the
+    node run is no longer ours (cancelled, finished, not yet due)."""
+    now = timezone.now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE workflows_noderun nr
+                   SET status = 'running', attempts = nr.attempts + 1, started_at = %s
+                  FROM workflows_run r
+                 WHERE nr.id = %s AND nr.status = 'queued' AND r.id = nr.run_id
+                   AND r.status IN ('queued', 'running', 'waiting_for_approval')
+                   AND (nr.available_at IS NULL OR nr.available_at <= %s)
+             RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts,
+                       r.owner_id, r.inputs, r.current_artifact_id, r.status
+                """,
+                [now, node_run_id, now + timedelta(milliseconds=50)],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        run_id, node_id, node_type, iteration, attempts, owner_id, inputs, artifact_id, run_status = row
+        run = Run(pk=run_id, owner_id=owner_id, inputs=inputs, current_artifact_id=artifact_id, status=run_status)
+        ir = load_ir(run)
+        node = ir.nodes.get(node_id)
+        timeout_ms = node.timeout_ms if node else None
+        NodeRun.objects.filter(pk=node_run_id).update(lease_expires_at=now + _lease(timeout_ms))
+        if run_status == Run.Status.QUEUED:
+            Run.objects.filter(pk=run_id, status=run_status).update(status=Run.Status.RUNNING, started_at=now)
+        elif run_status == Run.Status.WAITING_FOR_APPROVAL:
+            Run.objects.filter(pk=run_id, status=run_status).update(status=Run.Status.RUNNING)
+        events.append(run_id, owner_id, [("node_started", node_id, {"iteration": iteration, "attempt": attempts})])
+        raw_config = node.config if node else {}
+        refs = referenced_nodes(raw_config) | set(ir.predecessors(node_id) if node else [])
+        outputs: dict[str, Any] = {}
+        if refs:
+            for ref_id, output in (NodeRun.objects.filter(run_id=run_id, node_id__in=refs)
+                                   .order_by("iteration").values_list("node_id", "output")):
+                outputs[ref_id] = output
+    spec = registry.get(node_type)
+    config = resolve(raw_config, inputs=inputs, outputs=outputs) if (spec and spec.resolve_config) else raw_config
+    return NodeContext(run_id=str(run_id), node_run_id=node_run_id, node_id=node_id, node_type=node_type,
+                       iteration=iteration, attempt=attempts, config=config, raw_config=raw_config, inputs=inputs,
+                       outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
+                       definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
+
+
+def _store_artifact(value: Any) -> str:
+    aid = content_id(value)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workflows_artifact (id, kind, content, size_bytes, created_at) "
+            "VALUES (%s, 'node_io', %s::jsonb, %s, now()) ON CONFLICT (id) DO NOTHING",
+            [aid, canonical_json(value), len(canonical_json(value))],
+        )
+    return aid
+
+
+def complete(ctx: NodeContext, output: Any, started: float) -> bool:
+    now = timezone.now()
+    with transaction.atomic():
+        aid = _store_artifact(output)
+        entry = {"attempt": ctx.attempt, "status": "completed", "duration_ms": int((time.monotonic() - started) * 1000)}
+        moved = _finish(ctx, now, status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid,
+                        entry=entry)
+        if moved:
+            events.append(ctx.run_id, ctx.owner_id, [("node_completed", ctx.node_id, {
+                "iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid})])
+    return moved
+
+
+def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], **fields: Any) -> bool:
+    log = NodeRun.objects.filter(pk=ctx.node_run_id).values_list("attempt_log", flat=True).first() or []
+    return bool(NodeRun.objects.filter(pk=ctx.node_run_id, status=NodeRun.Status.RUNNING, attempts=ctx.attempt)
+                .update(status=status, finished_at=now, lease_expires_at=None, input=ctx.config,
+                        attempt_log=[*log, entry], **fields))
+
+
+def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
+    """Record a failure; a transient one with attempts left goes back to the queue with backoff.
+    Returns ``failed``, ``retrying`` or ``discarded``."""
+    now = timezone.now()
+    retry = (ctx.definition or {}).get("retry") or {}
+    max_attempts = int(retry.get("max_attempts", 1))
+    entry = {"attempt": ctx.attempt, "status": "failed", "error": error,
+             "duration_ms": int((time.monotonic() - started) * 1000)}
+    with transaction.atomic():
+        if error.get("transient") and ctx.attempt < max_attempts:
+            backoff_ms = int(retry.get("backoff_ms", 1000) * float(retry.get("backoff_multiplier", 2.0)) ** (
+                ctx.attempt - 1))
+            moved = _finish(ctx, None, status=NodeRun.Status.QUEUED, entry=entry, error=error,
+                            available_at=now + timedelta(milliseconds=backoff_ms), dispatched_at=now)
+            if not moved:
+                return "discarded"
+            events.append(ctx.run_id, ctx.owner_id, [("node_retrying", ctx.node_id, {
+                "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error, "backoff_ms": backoff_ms})])
+            publish_after_commit([Dispatch(ctx.node_run_id, ctx.node_id, ctx.node_type, ctx.run_id,
+                                           (ctx.definition or {}).get("timeout_ms"), countdown_s=backoff_ms / 1000)])
+            return "retrying"
+        moved = _finish(ctx, now, status=NodeRun.Status.FAILED, entry=entry, error=error)
+        if moved:
+            events.append(ctx.run_id, ctx.owner_id, [("node_failed", ctx.node_id, {
+                "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error})])
+    return "failed" if moved else "discarded"
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return {"error_type": "Timeout", "message": "node exceeded its timeout_ms", "transient": True}
+    if isinstance(exc, AobError):
+        return {"error_type": exc.code, "message": exc.message, **exc.extra}
+    return {"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "transient": False}
+
+
+def execute(node_run_id: int) -> str:
+    """The body of every executor task."""
+    ctx = claim(node_run_id)
+    if ctx is None:
+        return "duplicate"
+    started = time.monotonic()
+    spec = registry.get(ctx.node_type)
+    try:
+        if spec is None or spec.run is None:
+            raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
+        output = spec.run(ctx)
+    except SoftTimeLimitExceeded as exc:
+        return fail(ctx, error_payload(exc), started)
+    except AobError as exc:
+        return fail(ctx, error_payload(exc), started)
+    except Exception as exc:  # noqa: BLE001 - an executor bug fails its node with a visible reason
+        logger.exception("node_run.crashed", extra={"run_id": ctx.run_id, "node_id": ctx.node_id})
+        return fail(ctx, error_payload(exc), started)
+    if output is WAITING:
+        return "waiting"
+    return "completed" if complete(ctx, output, started) else "discarded"
+
+
+WAITING = object()
+"""Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""

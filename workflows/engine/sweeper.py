@@ -1,0 +1,89 @@
+"""The sweeper: what makes "any process may die at any line" true.
+
+Run from beat every few seconds, it finds (1) node runs left ``queued`` past a deadline — a crash
+between commit and publish, a broker that lost its queues — and re-publishes them; (2) node runs
+``running`` whose lease lapsed — a worker killed mid-node — and puts them back in the queue (or
+fails them after too many lost attempts); (3) finished node runs the coordinator never consumed,
+and asks it again. Every path ends in a compare-and-set, so a sweep racing a live worker is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from workflows.models import NodeRun, Run
+
+from . import events, testhooks
+from .coordinator import load_ir
+from .dispatch import Dispatch, coordinate_now, publish_now
+
+logger = logging.getLogger(__name__)
+LIVE_RUN = [Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_FOR_APPROVAL]
+
+
+def sweep() -> dict[str, int]:
+    if not settings.AOB_SWEEPER_ENABLED or testhooks.sweeper_paused():
+        return {"skipped": 1}
+    now = timezone.now()
+    counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0}
+
+    stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
+    queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
+              .filter(Q(available_at__isnull=True) | Q(available_at__lte=now))
+              .select_related("run")[:500])
+    for nr in queued:
+        if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
+                dispatched_at=now):
+            publish_now(_dispatch(nr))
+            counts["republished"] += 1
+
+    expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=now,
+                                     run__status__in=LIVE_RUN).select_related("run")[:500]
+    for nr in expired:
+        counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
+
+    unconsumed = NodeRun.objects.filter(
+        consumed=False, status__in=[NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED],
+        finished_at__lt=stale).values_list("pk", flat=True)[:500]
+    for pk in unconsumed:
+        coordinate_now(pk)
+        counts["reconsumed"] += 1
+    if any(counts.values()):
+        logger.info("sweeper.swept", extra=counts)
+    return counts
+
+
+def _dispatch(nr: NodeRun) -> Dispatch:
+    node = load_ir(nr.run).nodes.get(nr.node_id)
+    return Dispatch(nr.pk, nr.node_id, nr.node_type, str(nr.run_id), node.timeout_ms if node else None)
+
+
+def _recover_lost(nr: NodeRun, now: object) -> str:
+    entry = {"attempt": nr.attempts, "status": "lost", "error": {
+        "error_type": "WorkerLost", "message": "the worker running this node stopped before finishing"}}
+    with transaction.atomic():
+        if nr.attempts >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
+            error = {"error_type": "WorkerLost", "message": f"lost {nr.attempts} times; giving up",
+                     "transient": False}
+            moved = NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.RUNNING, attempts=nr.attempts).update(
+                status=NodeRun.Status.FAILED, error=error, finished_at=now, lease_expires_at=None,
+                attempt_log=[*nr.attempt_log, entry])
+            if moved:
+                events.append(nr.run_id, nr.run.owner_id, [("node_failed", nr.node_id, {"error": error})])
+                transaction.on_commit(lambda: coordinate_now(nr.pk))
+            return "failed"
+        moved = NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.RUNNING, attempts=nr.attempts).update(
+            status=NodeRun.Status.QUEUED, dispatched_at=now, lease_expires_at=None,
+            attempt_log=[*nr.attempt_log, entry])
+        if moved:
+            events.append(nr.run_id, nr.run.owner_id, [("node_retrying", nr.node_id, {
+                "attempt": nr.attempts, "error": entry["error"]})])
+            item = _dispatch(nr)
+            transaction.on_commit(lambda: publish_now(item))
+    return "requeued"

@@ -1,0 +1,16 @@
+from .artifact import Artifact, canonical_json, content_id
+from .event import Event
+from .run import NodeRun, Run, RunPatch
+from .workflow import Workflow, WorkflowVersion
+
+__all__ = [
+    "Artifact",
+    "Event",
+    "NodeRun",
+    "Run",
+    "RunPatch",
+    "Workflow",
+    "WorkflowVersion",
+    "canonical_json",
+    "content_id",
+]

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Event(models.Model):
+    """Append-only, numbered per run; the UI draws from it and resumes from ``seq``."""
+
+    class Type(models.TextChoices):
+        WORKFLOW_STARTED = "workflow_started"
+        NODE_STARTED = "node_started"
+        NODE_COMPLETED = "node_completed"
+        NODE_FAILED = "node_failed"
+        NODE_SKIPPED = "node_skipped"
+        NODE_RETRYING = "node_retrying"
+        APPROVAL_REQUIRED = "approval_required"
+        APPROVAL_DECIDED = "approval_decided"
+        PATCH_APPLIED = "patch_applied"
+        PATCH_REJECTED = "patch_rejected"
+        WORKFLOW_COMPLETED = "workflow_completed"
+        WORKFLOW_FAILED = "workflow_failed"
+        RUN_CANCELLED = "run_cancelled"
+
+    run = models.ForeignKey("workflows.Run", on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=32, choices=Type.choices)
+    node_id = models.CharField(max_length=200, blank=True, default="")
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="event_run_seq_unique")]
+        ordering = ["run", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.type}"
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": str(self.run_id),
+            "seq": self.seq,
+            "type": self.type,
+            "node_id": self.node_id or None,
+            "data": self.data,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }

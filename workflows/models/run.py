@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from .artifact import Artifact
+
+
+class Run(models.Model):
+    """One execution of a frozen workflow version; ``current`` is that version plus its run patches."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        WAITING_FOR_APPROVAL = "waiting_for_approval"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    workflow = models.ForeignKey("workflows.Workflow", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="runs")
+    tag = models.CharField(max_length=200, blank=True, default="")
+    base_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    current_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    event_seq = models.PositiveIntegerField(default=0)
+    patch_seq = models.PositiveIntegerField(default=0)
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
+    replay_from_node = models.CharField(max_length=200, blank=True, default="")
+    usage = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="run_owner_created")]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.tag or 'ad hoc'})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class NodeRun(models.Model):
+    """A token: one scheduled execution of one node; ``(run, node_id, iteration)`` is unique, so
+    emitting it twice is a no-op."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        WAITING = "waiting"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.WAITING)
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="node_runs")
+    node_id = models.CharField(max_length=200)
+    iteration = models.PositiveIntegerField(default=0)
+    node_type = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    output_artifact = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    error = models.JSONField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True)
+    # Targets of the edges this node's decision took; None until the coordinator consumed it.
+    taken = models.JSONField(null=True, blank=True)
+    consumed = models.BooleanField(default=False)
+    reused = models.BooleanField(default=False)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    available_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "node_id", "iteration"], name="node_run_token_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "dispatched_at"], name="node_run_sweep",
+                         condition=models.Q(status__in=["queued", "running"])),
+            models.Index(fields=["finished_at"], name="node_run_unconsumed",
+                         condition=models.Q(consumed=False, status__in=["completed", "failed", "skipped"])),
+        ]
+        ordering = ["run", "queued_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}#{self.iteration} ({self.status})"
+
+
+class RunPatch(models.Model):
+    """RFC 6902 operations against a run's current definition; never touches the workflow tag."""
+
+    class Status(models.TextChoices):
+        APPLIED = "applied"
+        PENDING_APPROVAL = "pending_approval"
+        REJECTED = "rejected"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="patches")
+    seq = models.PositiveIntegerField()
+    operations = models.JSONField()
+    description = models.TextField(blank=True, default="")
+    node_id = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices)
+    patch_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    before_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    after_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_patch_seq_unique")]
+        ordering = ["run", "seq"]
+
+    def __str__(self) -> str:
+        return f"patch {self.seq} of {self.run_id}"

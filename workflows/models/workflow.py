@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from .artifact import Artifact
+
+
+class Workflow(models.Model):
+    """A tag: a name owned by a user that points at the newest version of a definition."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflows")
+    tag = models.CharField(max_length=200)
+    current_version = models.ForeignKey(
+        "WorkflowVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "tag"], name="workflow_owner_tag_unique")]
+        ordering = ["tag"]
+
+    def __str__(self) -> str:
+        return self.tag
+
+
+class WorkflowVersion(models.Model):
+    """One link of a tag's version chain; ``seq`` 0 is the first version."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    seq = models.PositiveIntegerField()
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workflow", "seq"], name="workflow_version_seq_unique")]
+        ordering = ["workflow", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.tag}@{self.seq}"

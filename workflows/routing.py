@@ -1,0 +1,3 @@
+"""WebSocket routes (the consumers arrive with the live UI)."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,103 @@
+"""Runs: start, cancel, replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from aob_project.exceptions import Conflict, NotFound, ValidationFailed
+from workflows.definition.ir import compile_definition
+from workflows.definition.validation import validate
+from workflows.engine import coordinator, events
+from workflows.models import Artifact, NodeRun, Run, Workflow
+
+from .artifacts import artifact_store
+from .definitions import validation_error
+
+
+def run_start(*, owner: User, definition: Any, inputs: dict[str, Any] | None = None, workflow: Workflow | None = None,
+              request_id: str = "", replay_of: Run | None = None, replay_from_node: str = "",
+              reused: list[NodeRun] | None = None) -> Run:
+    """Validate and compile the frozen version, create the run and emit its entry nodes, in one
+    transaction; executor messages go out after commit."""
+    inputs = inputs if inputs is not None else {}
+    if not isinstance(inputs, dict):
+        raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
+    report = validate(definition)
+    if not report.valid:
+        raise validation_error(report, "the workflow version cannot run")
+    compile_definition(definition, validated=True)
+    _check_rate_limits(owner=owner, definition=definition)
+    with transaction.atomic():
+        artifact = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
+        run = Run.objects.create(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "",
+                                 base_artifact=artifact, current_artifact=artifact, inputs=inputs,
+                                 request_id=request_id, replay_of=replay_of, replay_from_node=replay_from_node)
+        seeded = []
+        if reused:
+            seeded = NodeRun.objects.bulk_create([
+                NodeRun(run=run, node_id=nr.node_id, iteration=nr.iteration, node_type=nr.node_type,
+                        status=nr.status, input=nr.input, output=nr.output, output_artifact_id=nr.output_artifact_id,
+                        attempts=0, reused=True, consumed=False, started_at=nr.started_at,
+                        finished_at=nr.finished_at)
+                for nr in reused
+            ])
+        decision = coordinator.start(run, seeded)
+        decision.save()
+    return run
+
+
+def _check_rate_limits(*, owner: User, definition: dict[str, Any]) -> None:
+    """Rate limits live in their own module (issue 8); imported lazily to keep the hop lean."""
+    try:
+        from workflows.ratelimit import check_run_start
+    except ImportError:
+        return
+    check_run_start(user=owner, definition=definition)
+
+
+def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.is_finished:
+            raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
+        now = timezone.now()
+        run.status = Run.Status.CANCELLED
+        run.finished_at = now
+        run.save(update_fields=["status", "finished_at"])
+        cancelled = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("node_id", flat=True))
+        NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).update(
+            status=NodeRun.Status.CANCELLED, finished_at=now, lease_expires_at=None)
+        _cancel_approvals(run)
+        events.append(run.pk, run.owner_id, [("run_cancelled", "", {
+            "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
+    return run
+
+
+def _cancel_approvals(run: Run) -> None:
+    from approvals.models import Approval
+
+    Approval.objects.filter(run=run, status=Approval.Status.PENDING).update(
+        status=Approval.Status.CANCELLED, decided_at=timezone.now())
+
+
+def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> Run:
+    """A new run of the source's current definition that reuses the recorded outputs of the nodes
+    upstream of ``node_id`` and executes from ``node_id`` on."""
+    ir = coordinator.load_ir(run)
+    if node_id not in ir.nodes:
+        raise NotFound(f"node {node_id!r} is not in run {run.pk}", extra={"field": "node_id"})
+    upstream = ir.ancestors(node_id)
+    latest: dict[str, NodeRun] = {}
+    for nr in NodeRun.objects.filter(run=run, node_id__in=upstream).order_by("iteration"):
+        latest[nr.node_id] = nr
+    missing = sorted(n for n in upstream if n not in latest or latest[n].status != NodeRun.Status.COMPLETED)
+    if missing:
+        raise Conflict("cannot replay: upstream nodes did not complete in the source run",
+                       code="replay_upstream_incomplete", extra={"nodes": missing})
+    definition = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
+    return run_start(owner=user, definition=definition, inputs=run.inputs, workflow=run.workflow,
+                     request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()))
