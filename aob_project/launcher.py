@@ -286,6 +286,7 @@ def services_only(args: argparse.Namespace) -> int:
         while True:
             stop.wait(3600)
     except Stop:
+        log(f"{stop.received}: stopping")
         return 0
     except LaunchError as exc:
         log(f"error: {exc}")
