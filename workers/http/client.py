@@ -273,7 +273,9 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
     while True:
         check_url_static(current, policy=policy)
         try:
-            outgoing = client.build_request(method, current, headers=headers, params=params, **body)
+            if params:  # merged into the URL's own query (httpx would replace it)
+                current = str(httpx.URL(current).copy_merge_params(params))
+            outgoing = client.build_request(method, current, headers=headers, **body)
         except httpx.InvalidURL as exc:
             raise SSRFBlocked(f"invalid URL: {exc}", rule="invalid-url", url=current) from exc
         sent_url = str(outgoing.url)

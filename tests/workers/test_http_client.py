@@ -1,0 +1,432 @@
+"""The outbound client against real loopback servers, opened to it one port at a time.
+
+Stub resolvers stand in for DNS; no test reaches a remote host.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpcore
+import pytest
+
+from workers.http import (
+    HTTPRequestError,
+    ResponseTooLarge,
+    SSRFBlocked,
+    TooManyRedirects,
+    client_close,
+    request,
+)
+from workers.http import client as client_module
+
+
+@dataclass
+class Hit:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    peer: tuple[str, int]
+
+
+@dataclass
+class Server:
+    port: int
+    hits: list[Hit] = field(default_factory=list)
+
+    def url(self, path: str = "/echo") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"content-type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.record.hits.append(Hit(self.command, self.path, dict(self.headers.items()), body,
+                                           self.client_address))
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if parts.path == "/echo":
+            echoed = {"method": self.command, "path": parts.path, "query": query,
+                      "headers": {k.lower(): v for k, v in self.headers.items()},
+                      "body": body.decode("utf-8", "replace")}
+            self._reply(200, json.dumps(echoed).encode())
+        elif parts.path == "/redirect":
+            self._reply(int(query.get("status", "302")), b"", {"location": query["to"]})
+        elif parts.path == "/loop":
+            self._reply(302, b"", {"location": "/loop"})
+        elif parts.path == "/big":
+            self._reply(200, b"x" * int(query["n"]), {"content-type": "text/plain"})
+        elif parts.path == "/undeclared":  # no content-length: the body runs until close
+            self.send_response(200)
+            self.send_header("connection", "close")
+            self.end_headers()
+            self.wfile.write(b"y" * int(query["n"]))
+            self.close_connection = True
+        elif parts.path == "/gzip-bomb":
+            self._reply(200, gzip.compress(b"\0" * int(query["n"])),
+                        {"content-encoding": "gzip", "content-type": "application/octet-stream"})
+        elif parts.path == "/slow":
+            time.sleep(float(query["s"]))
+            self._reply(200, b"{}")
+        elif parts.path == "/drip":
+            self.send_response(200)
+            self.send_header("content-length", "100")
+            self.end_headers()
+            for _ in range(100):
+                try:
+                    self.wfile.write(b"z")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
+        else:
+            self._reply(404, b"{}")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[[], Server]]:
+    started: list[ThreadingHTTPServer] = []
+
+    def start() -> Server:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        httpd.record = Server(port=httpd.server_address[1])  # type: ignore[attr-defined]
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        started.append(httpd)
+        return httpd.record  # type: ignore[attr-defined]
+
+    yield start
+    for httpd in started:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server(start_server: Callable[[], Server], settings: Any) -> Server:
+    """One loopback server, allowlisted by exactly its own port."""
+    srv = start_server()
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{srv.port}"]
+    return srv
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool() -> Iterator[None]:
+    client_close()
+    yield
+    client_close()
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every host the socket layer is asked to connect to."""
+    seen: list[str] = []
+    real = httpcore.SyncBackend.connect_tcp
+
+    def spy(self: httpcore.SyncBackend, host: str, port: int, **kwargs: Any) -> Any:
+        seen.append(f"{host}:{port}")
+        return real(self, host, port, **kwargs)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", spy)
+    return seen
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- what is sent arrives as sent ----------------------------------------------------------------
+
+
+def test_headers_query_and_json_arrive_as_sent(server: Server) -> None:
+    result = request(method="post", url=server.url("/echo?fixed=1"), headers={"X-Trace": "abc", "Accept": "a/b"},
+                     params={"q": "two words", "n": 3}, json={"a": [1, "é"], "b": None})
+    echoed = result.json_body
+    assert result.status_code == 200 and result.ok and result.method == "POST"
+    assert echoed["method"] == "POST"
+    assert echoed["query"] == {"fixed": "1", "q": "two words", "n": "3"}
+    assert echoed["headers"]["x-trace"] == "abc" and echoed["headers"]["accept"] == "a/b"
+    assert echoed["headers"]["content-type"] == "application/json"
+    assert echoed["headers"]["host"] == f"127.0.0.1:{server.port}"
+    assert json.loads(echoed["body"]) == {"a": [1, "é"], "b": None}
+    assert result.headers["content-type"] == "application/json"
+    assert result.text == result.body_bytes.decode()
+    assert result.url.startswith(server.url("/echo?"))
+    assert result.duration_ms >= 0 and result.redirect_urls == ()
+
+
+def test_raw_content_and_caller_cannot_retarget_host(server: Server) -> None:
+    result = request(method="PUT", url=server.url(), content=b"\x00raw", headers={"Host": "evil.example"})
+    assert server.hits[0].body == b"\x00raw"
+    assert result.json_body["headers"]["host"] == f"127.0.0.1:{server.port}"
+
+
+def test_non_json_body_has_no_json(server: Server) -> None:
+    result = request(method="GET", url=server.url("/big?n=5"))
+    assert (result.text, result.json_body) == ("xxxxx", None)
+
+
+def test_pooled_connection_is_reused(server: Server) -> None:
+    request(method="GET", url=server.url())
+    request(method="GET", url=server.url())
+    assert server.hits[0].peer == server.hits[1].peer
+
+
+def test_one_client_per_process(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    request(method="GET", url=server.url())
+    first = client_module._shared[2]
+    request(method="GET", url=server.url())
+    assert client_module._shared[2] is first
+    monkeypatch.setattr(client_module.os, "getpid", lambda: -1)  # as after a fork
+    request(method="GET", url=server.url())
+    assert client_module._shared[2] is not first and not first.is_closed  # the parent's stays open
+
+
+def test_environment_proxies_are_ignored(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9/")
+    assert request(method="GET", url=server.url()).status_code == 200
+
+
+# --- the allowlist at the socket -----------------------------------------------------------------
+
+
+def test_allowlisted_port_only(start_server: Callable[[], Server], settings: Any, connects: list[str]) -> None:
+    opened, other = start_server(), start_server()
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{opened.port}"]
+    assert request(method="GET", url=opened.url()).status_code == 200
+    with pytest.raises(SSRFBlocked) as caught:
+        request(method="GET", url=other.url())
+    assert str(caught.value) == "blocked address 127.0.0.1: loopback"
+    assert caught.value.extra == {"rule": "loopback", "address": "127.0.0.1", "url": other.url()}
+    assert other.hits == [] and connects == [f"127.0.0.1:{opened.port}"]
+
+
+def test_refused_without_allowlist_sends_nothing(start_server: Callable[[], Server], connects: list[str]) -> None:
+    srv = start_server()
+    with pytest.raises(SSRFBlocked):
+        request(method="GET", url=srv.url())
+    assert srv.hits == [] and connects == []
+
+
+# --- redirects -----------------------------------------------------------------------------------
+
+
+def test_redirect_within_allowlist_is_followed(server: Server) -> None:
+    result = request(method="GET", url=server.url("/redirect?to=/echo%3Fafter%3D1"))
+    assert result.status_code == 200 and result.json_body["query"] == {"after": "1"}
+    assert result.redirect_urls == (server.url("/echo?after=1"),) and result.url == server.url("/echo?after=1")
+
+
+def test_redirect_to_another_loopback_port_is_blocked_at_the_hop(
+        start_server: Callable[[], Server], server: Server, connects: list[str]) -> None:
+    second = start_server()
+    with pytest.raises(SSRFBlocked) as caught:
+        request(method="GET", url=server.url(f"/redirect?to=http://127.0.0.1:{second.port}/echo"))
+    assert caught.value.extra["rule"] == "loopback"
+    assert caught.value.extra["url"] == f"http://127.0.0.1:{second.port}/echo"
+    assert len(server.hits) == 1 and second.hits == []
+    assert connects == [f"127.0.0.1:{server.port}"]
+
+
+@pytest.mark.parametrize(("location", "rule"), [
+    ("http://169.254.169.254/latest/meta-data/", "cloud-metadata"),
+    ("http://[::ffff:169.254.169.254]/", "ipv4-mapped"),
+    ("http://metadata.google.internal/", "blocked-name"),
+    ("http://0x7f000001/", "loopback"),
+    ("file:///etc/passwd", "scheme"),
+    ("gopher://127.0.0.1:6379/_INFO", "scheme"),
+])
+def test_redirect_to_forbidden_places(server: Server, connects: list[str], location: str, rule: str) -> None:
+    with pytest.raises(SSRFBlocked) as caught:
+        request(method="GET", url=server.url("/redirect"), params={"to": location})
+    assert caught.value.rule == rule
+    assert connects == [f"127.0.0.1:{server.port}"]
+
+
+def test_redirect_to_a_name_resolving_private_is_blocked(server: Server, connects: list[str]) -> None:
+    answers = {"innocent.example": ["10.0.0.7"]}
+    with pytest.raises(SSRFBlocked) as caught:
+        request(method="GET", url=server.url("/redirect?to=http://innocent.example/"),
+                resolver=lambda host, port: answers[host])
+    assert caught.value.rule == "private" and caught.value.extra["url"] == "http://innocent.example/"
+    assert connects == [f"127.0.0.1:{server.port}"]
+
+
+def test_redirect_limit(server: Server, settings: Any) -> None:
+    with pytest.raises(TooManyRedirects) as caught:
+        request(method="GET", url=server.url("/loop"))
+    assert len(server.hits) == 6 and caught.value.code == "TooManyRedirects"
+    server.hits.clear()
+    settings.AOB_HTTP_MAX_REDIRECTS = 2
+    with pytest.raises(TooManyRedirects):
+        request(method="GET", url=server.url("/loop"))
+    assert len(server.hits) == 3
+    server.hits.clear()
+    with pytest.raises(TooManyRedirects):
+        request(method="GET", url=server.url("/loop"), max_redirects=0)
+    assert len(server.hits) == 1
+
+
+def test_redirects_can_be_left_to_the_caller(server: Server) -> None:
+    result = request(method="GET", url=server.url("/redirect?to=/echo"), follow_redirects=False)
+    assert result.status_code == 302 and result.headers["location"] == "/echo" and len(server.hits) == 1
+
+
+def test_303_turns_post_into_get_and_307_keeps_it(server: Server) -> None:
+    after_303 = request(method="POST", url=server.url("/redirect?status=303&to=/echo"), json={"x": 1})
+    assert after_303.json_body["method"] == "GET" and after_303.json_body["body"] == ""
+    assert "content-type" not in after_303.json_body["headers"]
+    after_307 = request(method="POST", url=server.url("/redirect?status=307&to=/echo"), json={"x": 1})
+    assert after_307.json_body["method"] == "POST" and json.loads(after_307.json_body["body"]) == {"x": 1}
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_origin(
+        start_server: Callable[[], Server], settings: Any) -> None:
+    first, second = start_server(), start_server()
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+    secret = {"Authorization": "Bearer s3cret", "Cookie": "a=b", "X-Keep": "1"}
+    same = request(method="GET", url=first.url("/redirect?to=/echo"), headers=secret)
+    assert same.json_body["headers"]["authorization"] == "Bearer s3cret"
+    other = request(method="GET", url=first.url(f"/redirect?to={second.url()}"), headers=secret)
+    assert "authorization" not in other.json_body["headers"] and "cookie" not in other.json_body["headers"]
+    assert other.json_body["headers"]["x-keep"] == "1"
+
+
+# --- one resolution, and the connection goes where it was judged ---------------------------------
+
+
+def test_connects_to_the_address_it_checked_with_one_lookup(
+        server: Server, connects: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([["127.0.0.1"], ["169.254.169.254"]])  # a rebinding name: safe, then metadata
+    calls: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return next(answers)
+
+    lookups: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def watch_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(str(host))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", watch_getaddrinfo)
+    url = f"http://rebind.test:{server.port}/echo"
+    result = request(method="GET", url=url, resolver=rebinding)
+    assert result.status_code == 200
+    assert calls == ["rebind.test"]  # resolved once: no second lookup between check and connect
+    assert connects == [f"127.0.0.1:{server.port}"]  # the socket went to the checked address
+    assert set(lookups) <= {"127.0.0.1"}  # the socket layer only ever saw the literal address
+    assert result.json_body["headers"]["host"] == f"rebind.test:{server.port}"  # the name drives Host
+    # The next connection resolves afresh, judges the new answer, and refuses it.
+    with pytest.raises(SSRFBlocked) as caught:
+        request(method="GET", url=url, resolver=rebinding)
+    assert caught.value.rule == "cloud-metadata" and caught.value.extra["url"] == url
+    assert calls == ["rebind.test", "rebind.test"] and len(connects) == 1 and len(server.hits) == 1
+
+
+def test_name_resolving_private_is_refused_before_connecting(server: Server, connects: list[str]) -> None:
+    with pytest.raises(SSRFBlocked) as caught:
+        request(method="GET", url=f"http://internal.test:{server.port}/echo",
+                resolver=lambda host, port: ["10.0.0.5"])
+    assert caught.value.rule == "private" and connects == [] and server.hits == []
+
+
+def test_one_private_answer_among_good_ones_refuses(server: Server, connects: list[str]) -> None:
+    with pytest.raises(SSRFBlocked):
+        request(method="GET", url=f"http://mixed.test:{server.port}/echo",
+                resolver=lambda host, port: ["127.0.0.1", "192.168.0.10"])
+    assert connects == [] and server.hits == []
+
+
+def test_failed_resolution_fails_closed(server: Server, connects: list[str]) -> None:
+    def broken(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "no such name")
+
+    for resolver in (broken, lambda host, port: []):
+        with pytest.raises(SSRFBlocked) as caught:
+            request(method="GET", url=f"http://gone.test:{server.port}/", resolver=resolver)
+        assert caught.value.rule == "unresolvable"
+    assert connects == []
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+
+def test_declared_body_over_the_cap(server: Server) -> None:
+    with pytest.raises(ResponseTooLarge) as caught:
+        request(method="GET", url=server.url("/big?n=2000"), max_response_bytes=1000)
+    assert caught.value.code == "ResponseTooLarge" and caught.value.extra["limit"] == 1000
+    assert request(method="GET", url=server.url("/big?n=1000"), max_response_bytes=1000).body_bytes == b"x" * 1000
+
+
+def test_undeclared_body_over_the_cap_is_cut_while_streaming(server: Server, settings: Any) -> None:
+    settings.AOB_HTTP_MAX_RESPONSE_BYTES = 50_000
+    with pytest.raises(ResponseTooLarge):
+        request(method="GET", url=server.url("/undeclared?n=200000"))
+    assert len(request(method="GET", url=server.url("/undeclared?n=50000")).body_bytes) == 50_000
+
+
+def test_cap_counts_decompressed_bytes(server: Server) -> None:
+    with pytest.raises(ResponseTooLarge):
+        request(method="GET", url=server.url("/gzip-bomb?n=5000000"), max_response_bytes=100_000)
+
+
+def test_slow_server_times_out_as_transient(server: Server) -> None:
+    started = time.monotonic()
+    with pytest.raises(HTTPRequestError) as caught:
+        request(method="GET", url=server.url("/slow?s=3"), timeout_s=0.3)
+    assert time.monotonic() - started < 2
+    assert caught.value.code == "HTTPRequestError" and caught.value.extra["transient"] is True
+    assert caught.value.transient
+
+
+def test_timeout_is_total_not_per_read(server: Server) -> None:
+    started = time.monotonic()  # each byte arrives well within any read timeout; the whole does not
+    with pytest.raises(HTTPRequestError) as caught:
+        request(method="GET", url=server.url("/drip"), timeout_s=0.5)
+    assert time.monotonic() - started < 1.5 and caught.value.transient
+
+
+def test_connection_refused_is_transient(settings: Any) -> None:
+    port = free_port()
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{port}"]
+    with pytest.raises(HTTPRequestError) as caught:
+        request(method="GET", url=f"http://127.0.0.1:{port}/")
+    assert caught.value.extra["transient"] is True and caught.value.extra["url"] == f"http://127.0.0.1:{port}/"
+
+
+def test_json_and_content_together_are_refused(server: Server) -> None:
+    with pytest.raises(Exception, match="either json or content"):
+        request(method="POST", url=server.url(), json={}, content=b"x")
+    assert server.hits == []
