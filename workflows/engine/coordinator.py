@@ -252,8 +252,13 @@ def coordinate(node_run_id: int) -> None:
         run = Run.objects.select_for_update().get(pk=run_id)
         decision = Decision(run)
         nr = next((n for n in decision.by_key.values() if n.pk == node_run_id), None)
-        if nr is None or nr.consumed or nr.status not in NodeRun.FINISHED:
-            return  # a duplicate message, or the node has not finished (a retry is queued)
+        if nr is None or nr.consumed:
+            return  # a duplicate message
+        if nr.status not in NodeRun.FINISHED:
+            if nr.status == NodeRun.Status.WAITING:
+                decision.settle()  # the run may now be waiting_for_approval
+                decision.save()
+            return  # not finished: a retry is queued, or a person decides later
         decision.consume(nr)
         decision.settle()
         decision.save()

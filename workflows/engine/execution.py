@@ -3,8 +3,10 @@ executor, record the outcome once. Executors never decide what runs next."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +23,7 @@ from workflows.models import NodeRun, Run, canonical_json, content_id
 
 from . import events
 from .coordinator import load_ir
-from .dispatch import Dispatch, publish_after_commit
+from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ def claim(node_run_id: int) -> NodeContext | None:
         if row is None:
             return None
         run_id, node_id, node_type, iteration, attempts, owner_id, inputs, artifact_id, run_status = row
+        if isinstance(inputs, str):  # Django's psycopg setup leaves jsonb as text in raw queries
+            inputs = json.loads(inputs)
         run = Run(pk=run_id, owner_id=owner_id, inputs=inputs, current_artifact_id=artifact_id, status=run_status)
         ir = load_ir(run)
         node = ir.nodes.get(node_id)
@@ -171,3 +175,41 @@ def execute(node_run_id: int) -> str:
 
 WAITING = object()
 """Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""
+
+
+def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, Any]]]]) -> bool:
+    """``running → waiting`` for a node a person decides: ``create()`` writes the rows the wait
+    is (an Approval) and returns the events to append, all in one transaction. The worker is
+    free as soon as this returns; no task sleeps."""
+    with transaction.atomic():
+        moved = NodeRun.objects.filter(pk=ctx.node_run_id, status=NodeRun.Status.RUNNING,
+                                       attempts=ctx.attempt).update(
+            status=NodeRun.Status.WAITING, lease_expires_at=None, input=ctx.config)
+        if not moved:
+            return False
+        events.append(ctx.run_id, ctx.owner_id, create())
+    return True
+
+
+def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None = None,
+           extra_events: list[tuple[str, str, dict[str, Any]]] | None = None) -> bool:
+    """``waiting → completed | failed`` (a decision arrived, or its deadline passed), then the
+    coordinator routes it. Call inside the caller's transaction; False if it was not waiting."""
+    now = timezone.now()
+    nr = NodeRun.objects.select_related("run").filter(pk=node_run_id).first()
+    if nr is None:
+        return False
+    fields: dict[str, Any] = {"finished_at": now}
+    if error is None:
+        aid = _store_artifact(output)
+        fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
+        event = ("node_completed", nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
+    else:
+        fields.update(status=NodeRun.Status.FAILED, error=error)
+        event = ("node_failed", nr.node_id, {"iteration": nr.iteration, "error": error})
+    moved = NodeRun.objects.filter(pk=node_run_id, status=NodeRun.Status.WAITING).update(**fields)
+    if not moved:
+        return False
+    events.append(nr.run_id, nr.run.owner_id, [*(extra_events or []), event])
+    coordinate_after_commit([node_run_id])
+    return True

@@ -1,0 +1,90 @@
+"""Shared fixtures: users and API clients, a loopback HTTP server, and the real worker stack."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.support import stack
+from tests.support.remote import RemoteServer
+from workflows.models import Run
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture
+def make_user(db: Any) -> Any:
+    def make(username: str = "alice", password: str = "s3cret-pass!", **extra: Any) -> User:
+        user = User.objects.create_user(username=username, password=password, **extra)
+        Token.objects.create(user=user)
+        return user
+
+    return make
+
+
+def client_for(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user.auth_token.key}")
+    return client
+
+
+@pytest.fixture
+def user(make_user: Any) -> User:
+    return make_user("alice")
+
+
+@pytest.fixture
+def api(user: User) -> APIClient:
+    return client_for(user)
+
+
+@pytest.fixture(scope="session")
+def remote() -> Iterator[RemoteServer]:
+    """A stand-in for remote hosts, on loopback; the workers' allowlist opens its port only."""
+    server = RemoteServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer) -> dict[str, str]:
+    return stack.test_env(settings.DATABASES["default"]["NAME"],
+                          AOB_HTTP_ALLOWLIST=f"127.0.0.1:{remote.port}")
+
+
+@pytest.fixture(scope="session")
+def workers(stack_env: dict[str, str]) -> Iterator[dict[str, stack.Proc]]:
+    """Real Celery worker and beat processes for the whole session."""
+    procs = {"worker": stack.start_worker(stack_env, "w1", concurrency=3), "beat": stack.start_beat(stack_env)}
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+@pytest.fixture
+def engine(workers: dict[str, stack.Proc], transactional_db: Any, remote: RemoteServer) -> dict[str, stack.Proc]:
+    """Integration tests: committed data visible to the worker processes; hooks reset."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("aob:test:*"):
+        client.delete(key)
+    remote.reset()
+    return workers
+
+
+def wait_for_run(run_id: Any, timeout: float = 30.0, statuses: set[str] = TERMINAL) -> Run:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = Run.objects.get(pk=run_id)
+        if run.status in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")
+        time.sleep(0.05)

@@ -1,0 +1,117 @@
+"""A loopback HTTP server standing in for remote hosts (the outside world, never our code).
+
+Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code>``,
+``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test),
+``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``.
+Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+class RemoteServer:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.scripts: dict[str, list[Any]] = {}
+        self.counters: dict[str, int] = {}
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                record = {"method": self.command, "path": parts.path, "query": parse_qs(parts.query),
+                          "headers": dict(self.headers), "body": raw.decode(errors="replace"), "at": time.time()}
+                with owner.lock:
+                    owner.requests.append(record)
+                owner.route(self, parts.path, record)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.scripts.clear()
+            self.counters.clear()
+
+    def script(self, key: str, answers: list[Any]) -> None:
+        with self.lock:
+            self.scripts[key] = list(answers)
+
+    def hits(self, path_prefix: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if r["path"].startswith(path_prefix)]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, code: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(code)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
+
+    def route(self, handler: BaseHTTPRequestHandler, path: str, record: dict[str, Any]) -> None:
+        parts = [p for p in path.split("/") if p]
+        head = parts[0] if parts else ""
+        if head == "echo":
+            body: Any = record["body"]
+            try:
+                body = json.loads(body) if body else None
+            except ValueError:
+                pass
+            self._send(handler, 200, {"method": record["method"], "path": path, "query": record["query"],
+                                      "headers": record["headers"], "json": body})
+        elif head == "status":
+            self._send(handler, int(parts[1]), {"status": int(parts[1])})
+        elif head == "sleep":
+            time.sleep(float(parts[1]))
+            self._send(handler, 200, {"slept": float(parts[1])})
+        elif head == "seq":
+            with self.lock:
+                answers = self.scripts.get(parts[1], [])
+                answer = answers.pop(0) if len(answers) > 1 else (answers[0] if answers else {})
+            self._send(handler, 200, answer)
+        elif head == "flaky":
+            key, failures = parts[1], int(parts[2])
+            with self.lock:
+                self.counters[key] = self.counters.get(key, 0) + 1
+                count = self.counters[key]
+            if count <= failures:
+                handler.close_connection = True
+                handler.connection.shutdown(2)
+                return
+            self._send(handler, 200, {"attempt": count})
+        elif head == "big":
+            size = int(parts[1])
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/plain")
+            handler.send_header("Content-Length", str(size))
+            handler.end_headers()
+            handler.wfile.write(b"x" * size)
+        else:
+            self._send(handler, 404, {"error": "no such path"})

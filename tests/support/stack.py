@@ -1,0 +1,91 @@
+"""Real processes for integration tests: Celery workers and beat against the test database.
+
+Nothing here is mocked: the processes are the production entry points (``celery -A aob_project
+worker`` / ``beat``) with test timings (a fast sweeper and short leases) in their environment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aob_project.celery import ALL_QUEUES
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def test_env(db_name: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "AOB_TEST_DATABASE_NAME": db_name,
+        "AOB_TEST_HOOKS": "1",
+        "AOB_SWEEP_INTERVAL_S": "1",
+        "AOB_REPUBLISH_AFTER_S": "3",
+        "AOB_LEASE_S": "2",
+        "AOB_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A child process in its own process group, so a kill takes its pool children too."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], ready_line: str | None = None) -> None:
+        self.name = name
+        self.log = Path(tempfile.mkstemp(prefix=f"aob-{name}-", suffix=".log")[1])
+        self._fh = self.log.open("wb")
+        self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        if ready_line:
+            self.wait_for(ready_line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text(errors="replace"):
+                return
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.tail()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not print {text!r} in {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        self._fh.close()
+
+
+def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None, concurrency: int = 2) -> Proc:
+    argv = [CELERY, "-A", "aob_project", "worker", "-Q", ",".join(queues or ALL_QUEUES), "-c", str(concurrency),
+            "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-P", "prefork"]
+    return Proc(name, argv, env, ready_line="ready.")
+
+
+def start_beat(env: dict[str, str]) -> Proc:
+    schedule = tempfile.mkdtemp(prefix="aob-beat-")
+    argv = [CELERY, "-A", "aob_project", "beat", "-l", "info", "-s", f"{schedule}/schedule", "--max-interval", "1"]
+    return Proc("beat", argv, env, ready_line="beat: Starting")
