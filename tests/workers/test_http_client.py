@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import certifi
 import httpcore
 import pytest
 
@@ -111,12 +116,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[[], Server]]:
+def start_server() -> Iterator[Callable[..., Server]]:
     started: list[ThreadingHTTPServer] = []
 
-    def start() -> Server:
+    def start(tls: ssl.SSLContext | None = None) -> Server:
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         httpd.daemon_threads = True
+        if tls is not None:
+            httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
         httpd.record = Server(port=httpd.server_address[1])  # type: ignore[attr-defined]
         threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         started.append(httpd)
@@ -129,7 +136,7 @@ def start_server() -> Iterator[Callable[[], Server]]:
 
 
 @pytest.fixture
-def server(start_server: Callable[[], Server], settings: Any) -> Server:
+def server(start_server: Callable[..., Server], settings: Any) -> Server:
     """One loopback server, allowlisted by exactly its own port."""
     srv = start_server()
     settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{srv.port}"]
@@ -219,7 +226,7 @@ def test_environment_proxies_are_ignored(server: Server, monkeypatch: pytest.Mon
 # --- the allowlist at the socket -----------------------------------------------------------------
 
 
-def test_allowlisted_port_only(start_server: Callable[[], Server], settings: Any, connects: list[str]) -> None:
+def test_allowlisted_port_only(start_server: Callable[..., Server], settings: Any, connects: list[str]) -> None:
     opened, other = start_server(), start_server()
     settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{opened.port}"]
     assert request(method="GET", url=opened.url()).status_code == 200
@@ -230,7 +237,7 @@ def test_allowlisted_port_only(start_server: Callable[[], Server], settings: Any
     assert other.hits == [] and connects == [f"127.0.0.1:{opened.port}"]
 
 
-def test_refused_without_allowlist_sends_nothing(start_server: Callable[[], Server], connects: list[str]) -> None:
+def test_refused_without_allowlist_sends_nothing(start_server: Callable[..., Server], connects: list[str]) -> None:
     srv = start_server()
     with pytest.raises(SSRFBlocked):
         request(method="GET", url=srv.url())
@@ -247,7 +254,7 @@ def test_redirect_within_allowlist_is_followed(server: Server) -> None:
 
 
 def test_redirect_to_another_loopback_port_is_blocked_at_the_hop(
-        start_server: Callable[[], Server], server: Server, connects: list[str]) -> None:
+        start_server: Callable[..., Server], server: Server, connects: list[str]) -> None:
     second = start_server()
     with pytest.raises(SSRFBlocked) as caught:
         request(method="GET", url=server.url(f"/redirect?to=http://127.0.0.1:{second.port}/echo"))
@@ -310,7 +317,7 @@ def test_303_turns_post_into_get_and_307_keeps_it(server: Server) -> None:
 
 
 def test_credentials_do_not_follow_a_redirect_to_another_origin(
-        start_server: Callable[[], Server], settings: Any) -> None:
+        start_server: Callable[..., Server], settings: Any) -> None:
     first, second = start_server(), start_server()
     settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
     secret = {"Authorization": "Bearer s3cret", "Cookie": "a=b", "X-Keep": "1"}
@@ -430,3 +437,66 @@ def test_json_and_content_together_are_refused(server: Server) -> None:
     with pytest.raises(Exception, match="either json or content"):
         request(method="POST", url=server.url(), json={}, content=b"x")
     assert server.hits == []
+
+
+# --- TLS: the socket goes to the checked address, the certificate is verified against the name ---
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA and a certificate for ``tls.test`` signed by it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to mint a test certificate")
+    work = tmp_path_factory.mktemp("tls")
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=AOB test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=work)
+    _openssl("req", *curve, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=tls.test", cwd=work)
+    (work / "leaf.ext").write_text("subjectAltName=DNS:tls.test\nbasicConstraints=CA:FALSE\n"
+                                   "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext", cwd=work)
+    return work
+
+
+@pytest.fixture
+def tls_server(start_server: Callable[..., Server], tls_ca: Path, settings: Any) -> tuple[Server, list[str]]:
+    """A loopback HTTPS server for ``tls.test``; records the SNI names clients send."""
+    names: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_ca / "leaf.pem", tls_ca / "leaf.key")
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    srv = start_server(tls=context)
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{srv.port}"]
+    return srv, names
+
+
+def test_https_verifies_the_name_and_sends_sni(
+        tls_server: tuple[Server, list[str]], tls_ca: Path, connects: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    srv, names = tls_server
+    monkeypatch.setattr(certifi, "where", lambda: str(tls_ca / "ca.pem"))  # trust the test CA only
+    result = request(method="GET", url=f"https://tls.test:{srv.port}/echo", resolver=lambda h, p: ["127.0.0.1"])
+    assert result.status_code == 200 and result.json_body["headers"]["host"] == f"tls.test:{srv.port}"
+    assert names == ["tls.test"] and connects == [f"127.0.0.1:{srv.port}"]
+
+
+def test_https_refuses_a_certificate_for_another_name(
+        tls_server: tuple[Server, list[str]], tls_ca: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    srv, _ = tls_server
+    monkeypatch.setattr(certifi, "where", lambda: str(tls_ca / "ca.pem"))
+    with pytest.raises(HTTPRequestError, match="(?i)certificate|hostname"):
+        request(method="GET", url=f"https://other.test:{srv.port}/echo", resolver=lambda h, p: ["127.0.0.1"])
+    assert srv.hits == []
+
+
+def test_https_refuses_an_untrusted_certificate(tls_server: tuple[Server, list[str]]) -> None:
+    srv, _ = tls_server
+    with pytest.raises(HTTPRequestError, match="(?i)certificate") as caught:
+        request(method="GET", url=f"https://tls.test:{srv.port}/echo", resolver=lambda h, p: ["127.0.0.1"])
+    assert srv.hits == [] and caught.value.extra["transient"] is False

@@ -25,6 +25,7 @@ import json as jsonlib
 import logging
 import math
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -186,10 +187,20 @@ def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
     return (a.scheme, a.raw_host, a.port) == (b.scheme, b.raw_host, b.port)
 
 
+def _is_tls_failure(exc: BaseException) -> bool:
+    """A certificate or handshake refusal: retrying will not change the server's certificate."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
     if isinstance(exc, httpx.TimeoutException):
         return HTTPRequestError(f"timed out: {exc}", extra={"url": url, "transient": True, "kind": "timeout"})
-    transient = isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
+    transient = isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError) and not _is_tls_failure(exc)
     return HTTPRequestError(f"{type(exc).__name__}: {exc}",
                             extra={"url": url, "transient": transient, "kind": type(exc).__name__})
 
@@ -310,7 +321,7 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             raise SSRFBlocked(f"invalid redirect location: {exc}", rule="invalid-url", url=location) from exc
         if not _same_origin(outgoing.url, target):
             headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
-        if response.status_code == 303 and method != "HEAD" or (
+        if (response.status_code == 303 and method != "HEAD") or (
                 response.status_code in (301, 302) and method == "POST"):
             method, body = "GET", {}
             headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
