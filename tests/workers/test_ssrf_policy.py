@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -376,6 +377,15 @@ def test_ipv6_entries(settings) -> None:
         check_url("http://[::1]/", resolver=no_dns)
 
 
+def test_cidr_entries_with_a_port(settings) -> None:
+    settings.AOB_HTTP_ALLOWLIST = ["10.20.0.0/16:9000", "[fd00::/8]:8443"]
+    assert check_url("http://10.20.1.2:9000/", resolver=no_dns).allowed_by == "10.20.0.0/16:9000"
+    assert check_url("https://[fd00::7]:8443/", resolver=no_dns).allowed_by == "[fd00::/8]:8443"
+    for url in ("http://10.20.1.2/", "https://[fd00::7]/", "http://10.21.0.1:9000/"):
+        with pytest.raises(SSRFBlocked):
+            check_url(url, resolver=no_dns)
+
+
 def test_allowed_ports_setting(settings) -> None:
     settings.AOB_HTTP_ALLOWED_PORTS = [80, 443, 8443]
     assert check_url("https://example.com:8443/", resolver=stub_resolver).port == 8443
@@ -399,3 +409,9 @@ def test_policy_defaults(settings) -> None:
     assert policy.allowlist == ()
     assert policy.allowed_ports == frozenset({80, 443})
     assert (policy.max_response_bytes, policy.max_redirects, policy.timeout_s) == (10 * 1024 * 1024, 5, 30.0)
+
+
+def test_security_doc_lists_every_blocked_network() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "SECURITY.md").read_text()
+    missing = [str(e.network) for e in BLOCKED_NETWORKS if f"`{e.network}`" not in doc]
+    assert missing == []

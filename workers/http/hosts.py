@@ -96,15 +96,14 @@ BLOCKED_NAMES: dict[str, str] = {
     "metadata.goog": "GCP metadata name",
     "instance-data": "AWS metadata name",
     "instance-data.ec2.internal": "AWS metadata name",
-    "metadata.azure.internal": "Azure metadata name",
     "kubernetes.default.svc": "Kubernetes API name",
 }
 BLOCKED_NAME_SUFFIXES: dict[str, str] = {
     "localhost": "RFC 6761 .localhost always resolves to loopback",
     "internal": "ICANN private-use .internal (cloud metadata and internal hosts)",
+    "cluster.local": "Kubernetes cluster names",
     "local": "RFC 6762 mDNS .local (LAN devices)",
     "home.arpa": "RFC 8375 home network",
-    "cluster.local": "Kubernetes cluster names",
 }
 
 _EMBEDDING_RULES = {"ipv4-mapped", "ipv4-compatible", "ipv4-translated", "nat64", "6to4", "teredo"}
