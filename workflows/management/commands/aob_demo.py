@@ -1,0 +1,42 @@
+"""Set up the demo: a demo user (admin too), its token, and the example workflows."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand
+from rest_framework.authtoken.models import Token
+
+from aob_project.exceptions import AobError
+from workflows.services.definitions import workflow_save
+
+EXAMPLES = Path(settings.BASE_DIR) / "examples"
+
+
+class Command(BaseCommand):
+    help = "Create the demo user and load the example workflows (idempotent)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        username = os.environ.get("AOB_DEMO_USER", "demo")
+        password = os.environ.get("AOB_DEMO_PASSWORD", "demo-password")
+        user, _ = User.objects.get_or_create(username=username)
+        user.set_password(password)
+        user.is_staff = user.is_superuser = True
+        user.save()
+        token, _ = Token.objects.get_or_create(user=user)
+        loaded = []
+        for path in sorted(EXAMPLES.glob("*.json")):
+            definition = json.loads(path.read_text())
+            try:
+                workflow_save(owner=user, tag=path.stem, definition=definition, description="example")
+                loaded.append(path.stem)
+            except AobError as exc:
+                self.stderr.write(f"example {path.name} is invalid: {exc.message}")
+        self.stdout.write(f"Demo login: {username} / {password}  (web UI and /admin/)")
+        self.stdout.write(f"API token:  {token.key}")
+        self.stdout.write(f"Examples:   {', '.join(loaded) or 'none'}")
