@@ -1,0 +1,208 @@
+"""Workflow tags over the REST API: content-addressed versions, the version chain, delete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.api.factories import (
+    API,
+    assert_error,
+    content_id,
+    fetch_then_store,
+    post_raw,
+    post_workflow,
+    with_url,
+)
+from workflows.models import Artifact, Workflow, WorkflowVersion
+
+SAVED_KEYS = {"artifact_id", "cas_id", "version_hash", "tag", "owner", "nodes_count", "edges_count", "created_at",
+              "warnings"}
+
+
+def test_create_answers_201_with_the_content_address(api, user):
+    definition = fetch_then_store()
+
+    response = post_workflow(api, "fetcher", definition)
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert SAVED_KEYS <= set(body)
+    assert body["artifact_id"] == content_id(definition)
+    assert body["cas_id"] == body["artifact_id"]
+    assert body["version_hash"] == body["artifact_id"].removeprefix("sha256:")
+    assert (body["tag"], body["owner"], body["version"]) == ("fetcher", user.username, 0)
+    assert (body["nodes_count"], body["edges_count"]) == (2, 1)
+    assert body["warnings"] == []
+
+
+def test_same_workflow_twice_is_the_same_artifact_and_no_new_version(api):
+    first = post_workflow(api, "fetcher", fetch_then_store())
+    second = post_workflow(api, "fetcher", fetch_then_store())
+
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json()["artifact_id"] == first.json()["artifact_id"]
+    assert (first.json()["created"], second.json()["created"]) == (True, False)
+    assert second.json()["version"] == 0
+    assert WorkflowVersion.objects.filter(workflow__tag="fetcher").count() == 1
+    assert Artifact.objects.filter(kind="dag_version").count() == 1
+
+
+def test_key_order_and_whitespace_do_not_change_the_artifact(api):
+    definition = fetch_then_store()
+    compact = json.dumps({"tag_name": "fetcher", "workflow": definition}, separators=(",", ":"))
+    reordered = json.dumps({"workflow": definition, "tag_name": "fetcher"}, sort_keys=True, indent=4)
+
+    first = post_raw(api, "/workflows", compact)
+    second = post_raw(api, "/workflows", reordered)
+
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["artifact_id"] == second.json()["artifact_id"] == content_id(definition)
+
+
+def test_same_content_under_another_tag_shares_the_artifact(api):
+    first = post_workflow(api, "one", fetch_then_store())
+    second = post_workflow(api, "two", fetch_then_store())
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["artifact_id"] == second.json()["artifact_id"]
+    assert Workflow.objects.count() == 2
+    assert Artifact.objects.filter(kind="dag_version").count() == 1
+
+
+def test_changed_content_is_a_new_version_of_the_tag(api):
+    first = post_workflow(api, "fetcher", with_url("https://example.com/a"))
+    second = post_workflow(api, "fetcher", with_url("https://example.com/b"))
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert second.json()["artifact_id"] != first.json()["artifact_id"]
+    assert second.json()["version"] == 1
+    current = api.get(f"{API}/workflows/fetcher", {"materialize": "true"}).json()
+    assert current["version"] == 1
+    assert current["artifact_id"] == second.json()["artifact_id"]
+    assert current["definition"] == with_url("https://example.com/b")
+    assert [v["seq"] for v in api.get(f"{API}/workflows/fetcher/versions").json()] == [0, 1]
+
+
+def test_version_zero_still_returns_the_first_definition(api):
+    post_workflow(api, "fetcher", with_url("https://example.com/a"))
+    post_workflow(api, "fetcher", with_url("https://example.com/b"))
+    post_workflow(api, "fetcher", with_url("https://example.com/c"))
+
+    response = api.get(f"{API}/workflows/fetcher/versions/0", {"materialize": "true"})
+
+    assert response.status_code == 200
+    assert response.json()["seq"] == 0
+    assert response.json()["definition"] == with_url("https://example.com/a")
+    assert response.json()["artifact_id"] == content_id(with_url("https://example.com/a"))
+
+
+def test_a_version_without_materialize_has_no_definition(api):
+    post_workflow(api, "fetcher", fetch_then_store())
+
+    response = api.get(f"{API}/workflows/fetcher/versions/0")
+
+    assert response.status_code == 200
+    assert "definition" not in response.json()
+
+
+def test_going_back_to_earlier_content_is_a_new_version_on_the_old_artifact(api):
+    a = post_workflow(api, "fetcher", with_url("https://example.com/a")).json()
+    post_workflow(api, "fetcher", with_url("https://example.com/b"))
+    again = post_workflow(api, "fetcher", with_url("https://example.com/a"))
+
+    assert again.status_code == 201
+    assert again.json()["version"] == 2
+    assert again.json()["artifact_id"] == a["artifact_id"]
+    assert Artifact.objects.filter(kind="dag_version").count() == 2
+
+
+@pytest.mark.parametrize("seq", ["2", "99", "999999999"])
+def test_a_version_out_of_range_is_a_404_json_error(api, seq):
+    post_workflow(api, "fetcher", with_url("https://example.com/a"))
+    post_workflow(api, "fetcher", with_url("https://example.com/b"))
+
+    response = api.get(f"{API}/workflows/fetcher/versions/{seq}", {"materialize": "true"})
+
+    assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("path", ["/workflows/fetcher/versions/-1", "/workflows/fetcher/versions/x",
+                                  "/workflows/fetcher/versions/9999999999"])
+def test_a_version_that_is_not_a_sequence_number_is_a_404_json_error(api, path):
+    post_workflow(api, "fetcher", fetch_then_store())
+
+    assert_error(api.get(f"{API}{path}"), 404, "not_found")
+
+
+def test_unknown_tag_is_a_404_json_error(api):
+    assert_error(api.get(f"{API}/workflows/nope"), 404, "not_found")
+    assert_error(api.get(f"{API}/workflows/nope/versions/0"), 404, "not_found")
+
+
+def test_list_shows_the_users_tags_with_their_current_version(api):
+    post_workflow(api, "alpha", with_url("https://example.com/a"))
+    post_workflow(api, "beta", with_url("https://example.com/b"))
+    post_workflow(api, "beta", with_url("https://example.com/c"))
+
+    response = api.get(f"{API}/workflows")
+
+    assert response.status_code == 200
+    items = {w["tag"]: w for w in response.json()["results"]}
+    assert set(items) == {"alpha", "beta"}
+    assert items["beta"]["version"] == 1
+    assert "definition" not in items["beta"]
+    materialized = api.get(f"{API}/workflows", {"materialize": "true"}).json()["results"]
+    assert {w["tag"]: w["definition"] for w in materialized}["beta"] == with_url("https://example.com/c")
+
+
+def test_delete_answers_204_then_the_tag_is_gone(api):
+    post_workflow(api, "fetcher", fetch_then_store())
+
+    response = api.delete(f"{API}/workflows/fetcher")
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_error(api.get(f"{API}/workflows/fetcher"), 404, "not_found")
+    assert_error(api.get(f"{API}/workflows/fetcher/versions/0"), 404, "not_found")
+    assert_error(api.delete(f"{API}/workflows/fetcher"), 404, "not_found")
+    assert not WorkflowVersion.objects.exists()
+
+
+def test_a_deleted_tag_can_be_created_again_from_version_zero(api):
+    post_workflow(api, "fetcher", with_url("https://example.com/a"))
+    post_workflow(api, "fetcher", with_url("https://example.com/b"))
+    api.delete(f"{API}/workflows/fetcher")
+
+    response = post_workflow(api, "fetcher", with_url("https://example.com/b"))
+
+    assert response.status_code == 201
+    assert response.json()["version"] == 0
+
+
+def test_an_artifact_is_readable_by_its_owner(api):
+    definition = fetch_then_store()
+    artifact_id = post_workflow(api, "fetcher", definition).json()["artifact_id"]
+
+    response = api.get(f"{API}/artifacts/{artifact_id}")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["id"], body["kind"], body["content"]) == (artifact_id, "dag_version", definition)
+    assert body["size_bytes"] == len(json.dumps(definition, sort_keys=True, separators=(",", ":")).encode())
+
+
+@pytest.mark.parametrize("tag", ["-leading-dash", "has space", "a" * 201, "slash/inside", ""])
+def test_a_bad_tag_name_is_a_400(api, tag):
+    body = assert_error(post_workflow(api, tag, fetch_then_store()), 400, "validation_error")
+
+    assert body["details"]["field"] == "tag_name"
+    assert not Workflow.objects.exists()
+
+
+def test_unknown_request_fields_are_refused(api):
+    body = assert_error(post_workflow(api, "fetcher", fetch_then_store(), tagname="typo"), 400, "validation_error")
+
+    assert body["details"]["field"] == "tagname"
+    assert not Workflow.objects.exists()
