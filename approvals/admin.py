@@ -1,6 +1,23 @@
-from django.contrib import admin
+"""Approvals in the admin: pending first, with their context; approve and reject go through
+``approval_decide`` as the admin user, like every other surface."""
 
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.db.models import Case, IntegerField, Value, When
+from django.utils.html import format_html
+
+from aob_project.exceptions import AobError
+from approvals import services
 from approvals.models import Approval, Decision
+
+
+class DecideActionForm(ActionForm):
+    comment = forms.CharField(required=False, label="Comment", widget=forms.TextInput(attrs={"size": 40}))
 
 
 class DecisionInline(admin.TabularInline):
@@ -13,10 +30,43 @@ class DecisionInline(admin.TabularInline):
 
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):
-    list_display = ["id", "status", "kind", "run", "node_id", "message", "deadline", "created_at"]
+    list_display = ["id", "status", "kind", "run", "node_id", "message", "approvers", "deadline", "created_at"]
     list_filter = ["status", "kind"]
-    readonly_fields = [f.name for f in Approval._meta.fields]
+    search_fields = ["node_id", "message", "run__id"]
+    readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approvers",
+                       "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
+                       "escalated", "patch", "created_at", "decided_at"]
+    exclude = ["context", "node_run", "escalation_timeout_ms"]
     inlines = [DecisionInline]
+    action_form = DecideActionForm
+    actions = ["approve", "reject"]
+
+    def get_queryset(self, request):  # noqa: ANN001, ANN201
+        pending_first = Case(When(status=Approval.Status.PENDING, then=Value(0)), default=Value(1),
+                             output_field=IntegerField())
+        return super().get_queryset(request).select_related("run").order_by(pending_first, "-created_at")
 
     def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False
+
+    @admin.display(description="context (inputs and upstream outputs)")
+    def context_pretty(self, obj: Approval) -> str:
+        return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>",
+                           json.dumps(obj.context, indent=2, ensure_ascii=False))
+
+    def _decide(self, request, queryset, approve: bool) -> None:  # noqa: ANN001
+        comment = request.POST.get("comment", "")
+        for approval in queryset:
+            try:
+                services.approval_decide(approval=approval, user=request.user, approve=approve, comment=comment)
+                self.message_user(request, f"approval {approval.pk}: {'approved' if approve else 'rejected'}")
+            except AobError as exc:
+                self.message_user(request, f"approval {approval.pk}: {exc.message}", level=messages.WARNING)
+
+    @admin.action(description="Approve selected (with the comment above)")
+    def approve(self, request, queryset):  # noqa: ANN001, ANN201
+        self._decide(request, queryset, True)
+
+    @admin.action(description="Reject selected (with the comment above)")
+    def reject(self, request, queryset):  # noqa: ANN001, ANN201
+        self._decide(request, queryset, False)

@@ -1,8 +1,159 @@
-"""Approval services: one decision path for every surface (API, admin, UI, CLI)."""
+"""Approval services: one decision path for every surface (API, admin, web UI, CLI)."""
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from jsonschema import Draft202012Validator
+
+from approvals.exceptions import (
+    AlreadyDecided,
+    ApprovalSettled,
+    FormDataInvalid,
+    FourEyesViolation,
+    NotAnApprover,
+)
+from approvals.models import Approval, Decision
+from approvals.selectors import is_approver
+from workflows.engine import events
+from workflows.engine.execution import resume
+
+logger = logging.getLogger(__name__)
+
+
+def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, node_id: str, config: dict[str, Any],
+                             context: dict[str, Any], owner_username: str) -> tuple[Approval, list]:
+    """The rows a waiting ``hitl`` node is; called inside the executor's park transaction."""
+    now = timezone.now()
+    timeout_ms = config.get("timeout_ms")
+    approvers = list(config.get("approvers") or [owner_username])
+    approval = Approval.objects.create(
+        run_id=run_id, node_run_id=node_run_id, node_id=node_id, kind=Approval.Kind.NODE,
+        message=str(config.get("message", "")), context=context, approvers=approvers,
+        required_approvals=int(config.get("required_approvals", 1)),
+        allow_self_approval=bool(config.get("allow_self_approval", True)), form=config.get("form"),
+        deadline=now + timedelta(milliseconds=timeout_ms) if timeout_ms else None,
+        on_timeout=config.get("on_timeout", "reject") if timeout_ms else "",
+        escalate_to=list(config.get("escalate_to") or []),
+        escalation_timeout_ms=config.get("escalation_timeout_ms"),
+    )
+    return approval, [("approval_required", node_id, _required_payload(approval))]
+
+
+def _required_payload(approval: Approval, **extra: Any) -> dict[str, Any]:
+    return {"run_id": str(approval.run_id), "node_id": approval.node_id, "approval_id": approval.pk,
+            "message": approval.message, "approvers": approval.approvers,
+            "required_approvals": approval.required_approvals,
+            "deadline": approval.deadline.isoformat() if approval.deadline else None, **extra}
+
+
+def approval_decide(*, approval: Approval, user: User, approve: bool, comment: str = "",
+                    data: Any = None) -> Approval:
+    """Count one person's decision; settle the approval and resume the run when it is decided.
+    Concurrent decisions serialize on the approval row, so it settles and routes once."""
+    with transaction.atomic():
+        approval = Approval.objects.select_for_update().select_related("run__owner").get(pk=approval.pk)
+        if approval.status != Approval.Status.PENDING:
+            raise ApprovalSettled(f"approval {approval.pk} is already {approval.status}",
+                                  extra={"status": approval.status})
+        if not is_approver(approval, user):
+            raise NotAnApprover(f"{user.username} is not an approver of approval {approval.pk}",
+                                extra={"approvers": approval.approvers})
+        if approve and not approval.allow_self_approval and approval.run.owner_id == user.pk:
+            raise FourEyesViolation("four-eyes: the run's owner cannot approve their own run",
+                                    extra={"rule": "allow_self_approval"})
+        if approve and approval.form and data is not None:
+            errors = sorted(Draft202012Validator(approval.form).iter_errors(data), key=lambda e: list(e.path))
+            if errors:
+                first = errors[0]
+                path = "/data" + "".join(f"/{p}" for p in first.absolute_path)
+                raise FormDataInvalid(f"data does not match the form: {path}: {first.message}",
+                                      extra={"field": "data", "path": path, "rule": f"form.{first.validator}"})
+        if Decision.objects.filter(approval=approval, username=user.username).exists():
+            raise AlreadyDecided(f"{user.username} has already decided approval {approval.pk}")
+        decision = Decision.objects.create(approval=approval, user=user, username=user.username, approve=approve,
+                                           comment=comment, data=data)
+        approvals = approval.decisions.filter(approve=True).count()
+        settled = None
+        if not approve:
+            settled = Approval.Status.REJECTED
+        elif approvals >= approval.required_approvals:
+            settled = Approval.Status.APPROVED
+        events.append(approval.run_id, approval.run.owner_id, [("approval_decided", approval.node_id, {
+            "approval_id": approval.pk, "user": user.username, "approve": approve, "comment": comment,
+            "approvals": approvals, "required_approvals": approval.required_approvals,
+            "settled": settled, "at": decision.at.isoformat()})])
+        if settled:
+            _settle(approval, settled, approved=settled == Approval.Status.APPROVED)
+    return approval
+
+
+def _output(approval: Approval, *, approved: bool, decision: str) -> dict[str, Any]:
+    decisions = list(approval.decisions.order_by("at"))
+    data = next((d.data for d in reversed(decisions) if d.approve and d.data is not None), None)
+    return {"approved": approved, "decision": decision, "approval_id": approval.pk,
+            "decisions": [{"user": d.username, "approve": d.approve, "comment": d.comment, "at": d.at.isoformat()}
+                          for d in decisions], "data": data}
+
+
+def _settle(approval: Approval, status: str, *, approved: bool, decision: str | None = None,
+            error: dict[str, Any] | None = None) -> None:
+    approval.status = status
+    approval.decided_at = timezone.now()
+    approval.save(update_fields=["status", "decided_at"])
+    if approval.kind == Approval.Kind.PATCH:
+        from workflows.services.patches import patch_approval_settled
+
+        patch_approval_settled(approval=approval, approved=approved)
+        return
+    if approval.node_run_id:
+        if error is not None:
+            resume(approval.node_run_id, error=error)
+        else:
+            resume(approval.node_run_id,
+                   output=_output(approval, approved=approved, decision=decision or ("approved" if approved
+                                                                                     else "rejected")))
+
 
 def approvals_expire_due() -> int:
-    """Apply ``on_timeout`` to approvals whose deadline passed (filled in by the approvals issue)."""
-    return 0
+    """Apply ``on_timeout`` to approvals whose deadline passed; run by beat, so the wait survives
+    any restart (nothing lives in memory)."""
+    now = timezone.now()
+    count = 0
+    for pk in Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now).values_list("pk", flat=True):
+        with transaction.atomic():
+            approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run")
+                        .filter(pk=pk, status=Approval.Status.PENDING, deadline__lte=now).first())
+            if approval is None:
+                continue
+            _expire(approval, now)
+            count += 1
+    return count
+
+
+def _expire(approval: Approval, now: Any) -> None:
+    outcome = approval.on_timeout or Approval.OnTimeout.REJECT
+    if outcome == Approval.OnTimeout.ESCALATE and approval.escalated:
+        outcome = Approval.OnTimeout.REJECT
+    if outcome == Approval.OnTimeout.ESCALATE:
+        approval.escalated = True
+        approval.approvers = list(dict.fromkeys([*approval.approvers, *approval.escalate_to]))
+        approval.deadline = (now + timedelta(milliseconds=approval.escalation_timeout_ms)
+                             if approval.escalation_timeout_ms else None)
+        approval.save(update_fields=["escalated", "approvers", "deadline"])
+        events.append(approval.run_id, approval.run.owner_id, [(
+            "approval_required", approval.node_id, _required_payload(approval, escalated=True,
+                                                                     escalated_to=approval.escalate_to))])
+        return
+    events.append(approval.run_id, approval.run.owner_id, [("approval_decided", approval.node_id, {
+        "approval_id": approval.pk, "timeout": True, "on_timeout": outcome, "settled": Approval.Status.EXPIRED})])
+    if outcome == Approval.OnTimeout.FAIL:
+        _settle(approval, Approval.Status.EXPIRED, approved=False, error={
+            "error_type": "ApprovalTimeout", "message": f"approval {approval.pk} was not decided before its deadline"})
+    else:
+        _settle(approval, Approval.Status.EXPIRED, approved=outcome == Approval.OnTimeout.APPROVE, decision="expired")

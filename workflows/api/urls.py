@@ -2,11 +2,14 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from approvals.api.views import ApprovalViewSet
+
 from . import views
 
 router = SimpleRouter(trailing_slash=False)
 router.register("workflows", views.WorkflowViewSet, basename="workflow")
 router.register("runs", views.RunViewSet, basename="run")
+router.register("approvals", ApprovalViewSet, basename="approval")
 
 urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),

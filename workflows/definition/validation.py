@@ -183,6 +183,9 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
             target = config.get(key)
             if target is not None and target not in index:
                 report.error(f"/nodes/{i}/config/{key}", "loop_target_exists", f"{key} names unknown node {target!r}")
+    if node["type"] == "hitl" and isinstance(config, dict) and config.get("on_timeout") == "escalate" and not config.get(
+            "escalate_to"):
+        report.error(f"/nodes/{i}/config/escalate_to", "config.required", "on_timeout escalate needs escalate_to")
     for key in ("condition", "expression"):
         source = config.get(key) if isinstance(config, dict) else None
         if isinstance(source, str) and (node["type"] == "loop" or key == "expression"):

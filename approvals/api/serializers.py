@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from approvals.models import Approval, Decision
+from workflows.api.serializers import StrictSerializer
+
+
+class DecideIn(StrictSerializer):
+    approve = serializers.BooleanField()
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    data = serializers.JSONField(required=False, allow_null=True, default=None)
+
+
+class CompatDecideIn(StrictSerializer):
+    run_id = serializers.UUIDField()
+    node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200)
+    approved = serializers.BooleanField()
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    data = serializers.JSONField(required=False, allow_null=True, default=None)
+
+
+class DecisionOut(serializers.ModelSerializer):
+    user = serializers.CharField(source="username")
+
+    class Meta:
+        model = Decision
+        fields = ["user", "approve", "comment", "data", "at"]
+
+
+class ApprovalOut(serializers.ModelSerializer):
+    run_id = serializers.UUIDField()
+    decisions = DecisionOut(many=True, read_only=True)
+    patch_id = serializers.IntegerField(allow_null=True)
+
+    class Meta:
+        model = Approval
+        fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
+                  "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
+                  "escalated", "patch_id", "decisions", "created_at", "decided_at"]

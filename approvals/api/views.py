@@ -1,0 +1,74 @@
+"""Approvals API: the inbox, one approval, and deciding (the one service every surface uses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from approvals import selectors, services
+from approvals.exceptions import ApprovalNotFound
+from approvals.models import Approval
+from workflows.api.serializers import ErrorOut
+from workflows.selectors import run_get
+
+from . import serializers as s
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+
+
+class ApprovalViewSet(viewsets.GenericViewSet):
+    serializer_class = s.ApprovalOut
+    lookup_value_regex = r"[^/]+"
+
+    def get_queryset(self) -> Any:
+        return selectors.approvals_visible(user=self.request.user)
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Approval.Status.values)],
+                   responses={200: s.ApprovalOut(many=True)})
+    def list(self, request: Request) -> Response:
+        status = request.query_params.get("status")
+        if status == Approval.Status.PENDING:
+            qs = selectors.approvals_decidable(user=request.user)
+        else:
+            qs = selectors.approvals_visible(user=request.user).order_by("-created_at")
+            if status:
+                qs = qs.filter(status=status)
+        page = self.paginate_queryset(qs.prefetch_related("decisions"))
+        return self.get_paginated_response(s.ApprovalOut(page, many=True).data)
+
+    @extend_schema(responses={200: s.ApprovalOut, **ERRORS})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(s.ApprovalOut(selectors.approval_get(user=request.user, approval_id=pk)).data)
+
+    @extend_schema(request=s.DecideIn, responses={200: s.ApprovalOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def decide(self, request: Request, pk: str) -> Response:
+        data = s.DecideIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        approval = selectors.approval_get(user=request.user, approval_id=pk)
+        approval = services.approval_decide(approval=approval, user=request.user, approve=data.validated_data["approve"],
+                                            comment=data.validated_data["comment"], data=data.validated_data["data"])
+        approval.refresh_from_db()
+        return Response(s.ApprovalOut(approval).data)
+
+    @extend_schema(request=s.CompatDecideIn, responses={200: s.ApprovalOut, **ERRORS})
+    def create(self, request: Request) -> Response:
+        """Compatible form of the system we replace: decide by run and node."""
+        data = s.CompatDecideIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = run_get(user=request.user, run_id=data.validated_data["run_id"])
+        approval = (selectors.approvals_visible(user=request.user)
+                    .filter(run=run, node_id=data.validated_data["node_id"], kind=Approval.Kind.NODE)
+                    .order_by("-created_at").first())
+        if approval is None:
+            raise ApprovalNotFound("no approval for that run and node")
+        approval = services.approval_decide(approval=approval, user=request.user,
+                                            approve=data.validated_data["approved"],
+                                            comment=data.validated_data["comment"], data=data.validated_data["data"])
+        approval.refresh_from_db()
+        return Response(s.ApprovalOut(approval).data)

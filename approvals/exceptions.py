@@ -1,0 +1,25 @@
+from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
+
+
+class ApprovalSettled(Conflict):
+    code = "approval_settled"
+
+
+class AlreadyDecided(Conflict):
+    code = "already_decided"
+
+
+class NotAnApprover(Forbidden):
+    code = "not_an_approver"
+
+
+class FourEyesViolation(Forbidden):
+    code = "four_eyes_violation"
+
+
+class ApprovalNotFound(NotFound):
+    code = "not_found"
+
+
+class FormDataInvalid(ValidationFailed):
+    code = "invalid_form_data"

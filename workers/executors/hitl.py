@@ -1,0 +1,47 @@
+"""``hitl``: a human approval. The executor records an Approval and parks the node run as
+``waiting``; the worker is free at once. A decision (approvals.services) resumes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.registry import NodeContext, executor
+
+CONFIG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string", "maxLength": 20000},
+        "approvers": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 150},
+                      "maxItems": 100},
+        "required_approvals": {"type": "integer", "minimum": 1, "maximum": 100},
+        "allow_self_approval": {"type": "boolean"},
+        "timeout_ms": {"type": "integer", "minimum": 1},
+        "on_timeout": {"enum": ["approve", "reject", "fail", "escalate"]},
+        "escalate_to": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 100},
+        "escalation_timeout_ms": {"type": "integer", "minimum": 1},
+        "form": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
+
+@executor("hitl", config_schema=CONFIG_SCHEMA,
+          description="Pauses its branch until approvers decide. Output {approved, decision, decisions, data}: "
+          "put `$.approved == true` on the approve edge and an unconditional edge for reject.")
+def run_hitl(ctx: NodeContext) -> Any:
+    from django.contrib.auth.models import User
+
+    from approvals.services import approval_create_for_node
+    from workflows.engine.execution import WAITING, park
+
+    owner = User.objects.only("username").get(pk=ctx.owner_id).username
+    context = {"inputs": ctx.inputs, "upstream": ctx.outputs}
+
+    def create() -> list:
+        _, items = approval_create_for_node(run_id=ctx.run_id, owner_id=ctx.owner_id, node_run_id=ctx.node_run_id,
+                                            node_id=ctx.node_id, config=ctx.config, context=context,
+                                            owner_username=owner)
+        return items
+
+    park(ctx, create)
+    return WAITING
