@@ -2,7 +2,8 @@
 
 Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code>``,
 ``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test),
-``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``.
+``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``,
+``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told).
 Every request is recorded.
 """
 
@@ -113,5 +114,10 @@ class RemoteServer:
             handler.send_header("Content-Length", str(size))
             handler.end_headers()
             handler.wfile.write(b"x" * size)
+        elif head == "redirect":
+            handler.send_response(int(record["query"].get("code", ["302"])[0]))
+            handler.send_header("Location", record["query"]["to"][0])
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
         else:
             self._send(handler, 404, {"error": "no such path"})
