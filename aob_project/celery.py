@@ -51,4 +51,5 @@ def _schedule(sender: Celery, **_: object) -> None:
     if settings.AOB_SWEEPER_ENABLED:
         sender.add_periodic_task(settings.AOB_SWEEP_INTERVAL_S, sender.signature("workflows.sweep"),
                                  name="sweep stale node runs")
-    sender.add_periodic_task(5.0, sender.signature("approvals.expire"), name="expire approvals")
+    sender.add_periodic_task(settings.AOB_APPROVAL_SWEEP_INTERVAL_S, sender.signature("approvals.expire"),
+                             name="expire approvals")

@@ -200,6 +200,8 @@ CELERY_TASK_SEND_SENT_EVENT = True
 # A node run left queued this long is re-published; a running one whose lease lapsed is re-run.
 AOB_SWEEPER_ENABLED = env_bool("AOB_SWEEPER_ENABLED", True)
 AOB_SWEEP_INTERVAL_S = env_float("AOB_SWEEP_INTERVAL_S", 5.0)
+# How often beat applies on_timeout to approvals whose deadline passed.
+AOB_APPROVAL_SWEEP_INTERVAL_S = env_float("AOB_APPROVAL_SWEEP_INTERVAL_S", 5.0)
 AOB_REPUBLISH_AFTER_S = env_float("AOB_REPUBLISH_AFTER_S", 10.0)
 AOB_LEASE_S = env_float("AOB_LEASE_S", 15.0)
 AOB_MAX_ATTEMPTS_ON_LOST = env_int("AOB_MAX_ATTEMPTS_ON_LOST", 3)
