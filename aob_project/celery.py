@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
 
@@ -32,8 +32,10 @@ def executor_task_name(node_type: str) -> str:
 
 app = Celery("aob")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in ALL_QUEUES]
+app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES]
 app.conf.task_default_queue = DEFAULT_NODE_QUEUE
+app.conf.task_default_exchange = DEFAULT_NODE_QUEUE
+app.conf.task_default_routing_key = DEFAULT_NODE_QUEUE
 app.conf.task_routes = {
     "workflows.coordinate": {"queue": COORDINATOR_QUEUE},
     "workflows.sweep": {"queue": MAINTENANCE_QUEUE},
