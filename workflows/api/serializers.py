@@ -198,3 +198,29 @@ class ErrorOut(serializers.Serializer):
     error = serializers.CharField()
     message = serializers.CharField()
     details = serializers.DictField()
+
+
+class RunPatchIn(StrictSerializer):
+    operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=1000)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200, required=False, default="")
+
+
+class RunPatchOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    run_id = serializers.UUIDField()
+    seq = serializers.IntegerField()
+    artifact_id = serializers.CharField(source="after_artifact_id")
+    patch_artifact_id = serializers.CharField()
+    before_artifact_id = serializers.CharField()
+    op_count = serializers.SerializerMethodField()
+    operations = serializers.JSONField()
+    description = serializers.CharField(allow_blank=True)
+    node_id = serializers.CharField(allow_blank=True)
+    status = serializers.CharField()
+    reason = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    applied_at = serializers.DateTimeField(allow_null=True)
+
+    def get_op_count(self, obj: Any) -> int:
+        return len(obj.operations)

@@ -20,8 +20,8 @@ from rest_framework.views import APIView
 from aob_project.exceptions import AobError, NotFound
 from workflows import selectors
 from workflows.definition.validation import validate, workflow_schema
-from workflows.models import Artifact, Run, Workflow, WorkflowVersion
-from workflows.services import definitions, runs
+from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.services import definitions, patches, runs
 
 from . import serializers as s
 
@@ -326,3 +326,29 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(out, status=201)
 
 
+
+    @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
+    @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
+                                                                      409: s.ErrorOut, **ERRORS})
+    @action(detail=True, methods=["get", "post"], url_path="patches")
+    def patches(self, request: Request, pk: str) -> Response:
+        run = self._run(pk)
+        if request.method == "GET":
+            return Response(s.RunPatchOut(RunPatch.objects.filter(run=run).order_by("seq"), many=True).data)
+        if run.owner_id != request.user.pk:
+            raise NotFound("run not found")
+        data = s.RunPatchIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        patch = patches.run_patch_propose(run=run, operations=data.validated_data["operations"],
+                                          description=data.validated_data["description"],
+                                          node_id=data.validated_data["node_id"], user=request.user)
+        return Response(s.RunPatchOut(patch).data, status=201)
+
+    @extend_schema(responses={200: s.RunPatchOut, **ERRORS})
+    @action(detail=True, methods=["get"], url_path=r"patches/(?P<seq>\d{1,9})")
+    def patch_detail(self, request: Request, pk: str, seq: str) -> Response:
+        run = self._run(pk)
+        try:
+            return Response(s.RunPatchOut(RunPatch.objects.get(run=run, seq=int(seq))).data)
+        except RunPatch.DoesNotExist:
+            raise NotFound(f"run has no patch {seq}") from None

@@ -105,6 +105,9 @@ class Decision:
         self._touch(nr, "consumed", "taken")
         if self.run.status in Run.FINISHED:
             return
+        if nr.node_id not in self.ir.nodes:
+            nr.taken = []  # a patch removed this node while it ran
+            return
         if nr.status == NodeRun.Status.FAILED:
             self.fail(nr)
             return
@@ -279,13 +282,30 @@ def start(run: Run, node_runs: list[NodeRun] | None = None) -> Decision:
 
 
 def refresh(run: Run) -> None:
-    """Re-decide a locked run after its definition changed (a patch): nodes whose predecessors
-    all finished before the patch added them are considered now."""
+    """Re-decide a locked run after a patch changed its definition. Node runs of nodes the patch
+    removed are cancelled if they had not started; a finished node that gained edges routes them
+    now; and nodes whose predecessors all finished before the patch added them are considered."""
     decision = Decision(run)
+    for nr in list(decision.by_key.values()):
+        if nr.node_id not in decision.ir.nodes and nr.status == NodeRun.Status.QUEUED:
+            nr.status, nr.consumed, nr.taken, nr.finished_at = NodeRun.Status.CANCELLED, True, [], decision.now
+            decision._touch(nr, "status", "consumed", "taken", "finished_at")
+    for node_id in decision.ir.topological():
+        nr = decision.latest.get(node_id)
+        if nr is None or not nr.consumed or nr.taken is None or nr.status != NodeRun.Status.COMPLETED:
+            continue
+        if nr.node_type == "loop":
+            continue
+        fresh = [t for t in decision.route(nr) if t not in nr.taken and t not in decision.latest]
+        if fresh:
+            nr.taken = [*nr.taken, *fresh]
+            decision._touch(nr, "taken")
+            for target in fresh:
+                decision.consider(target, nr.iteration)
     for node_id in decision.ir.topological():
         if node_id not in decision.latest:
             iterations = [decision.latest[p].iteration for p in decision.ir.predecessors(node_id)
                           if p in decision.latest]
-            decision.consider(node_id, max(iterations, default=0) if node_id not in decision.ir.entries else 0)
+            decision.consider(node_id, max(iterations, default=0))
     decision.settle()
     decision.save()
