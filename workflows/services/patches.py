@@ -52,7 +52,9 @@ def check_policy(*, run: Run, before: dict[str, Any], after: dict[str, Any]) -> 
     """Raise PatchRejected naming the rule a patched definition breaks."""
     report = validate(after)
     shaped = isinstance(after, dict) and isinstance(after.get("nodes"), list) and all(
-        isinstance(n, dict) and isinstance(n.get("id"), str) and "type" in n for n in after["nodes"])
+        isinstance(n, dict) and isinstance(n.get("id"), str) and "type" in n for n in after["nodes"]) and isinstance(
+        after.get("edges", []), list) and all(isinstance(e, dict) and isinstance(e.get("from"), str) and isinstance(
+            e.get("to"), str) for e in after.get("edges", []))
     if not shaped:
         _invalid(report)
     old = {n["id"]: n for n in before["nodes"]}
