@@ -1,0 +1,82 @@
+"""The ``hitl`` node on real workers: it parks its branch as a row, announces the approval, and
+routes on the decision (approve edge, reject edge, or no reject edge at all)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aob_project.celery import app
+from approvals.models import Approval
+from tests.approvals.runs import approval_of, decide, events, finished, output, parked, statuses, submit
+from tests.approvals.runs import refund as refund_flow
+
+
+def test_approve_takes_the_approve_edge_with_the_decision_as_output(engine, user, bob):
+    run_id, approval = parked(user, {"approvers": ["alice", "bob"]})
+
+    assert statuses(run_id) == {"prepare": "completed", "review": "waiting"}
+    (required,) = events(run_id, "approval_required")
+    assert required["deadline"] is None
+    assert {k: required[k] for k in ("run_id", "node_id", "approval_id", "message", "approvers")} == {
+        "run_id": run_id, "node_id": "review", "approval_id": approval.pk,
+        "message": "Refund 42 to ACME?", "approvers": ["alice", "bob"]}
+
+    response = decide(bob, approval, True, "looks fine")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "approved"
+
+    run = finished(run_id)
+    assert run.status == "completed"
+    assert statuses(run_id) == {"prepare": "completed", "review": "completed", "refund": "completed",
+                                "notify_rejected": "skipped"}
+    out = output(run_id)
+    assert {k: out[k] for k in ("approved", "decision", "data")} == {"approved": True, "decision": "approved",
+                                                                     "data": None}
+    (entry,) = out["decisions"]
+    assert {k: entry[k] for k in ("user", "approve", "comment")} == {"user": "bob", "approve": True,
+                                                                     "comment": "looks fine"}
+    datetime.fromisoformat(entry["at"])
+    assert output(run_id, "refund") == {"refunded": 42}
+    (decided,) = events(run_id, "approval_decided")
+    assert decided["user"] == "bob" and decided["settled"] == "approved"
+
+
+def test_reject_takes_the_unconditional_edge(engine, user):
+    run_id, approval = parked(user)
+    assert approval.approvers == ["alice"]  # default: the run's owner
+
+    assert decide(user, approval, False, "no").status_code == 200
+
+    assert finished(run_id).status == "completed"
+    assert statuses(run_id) == {"prepare": "completed", "review": "completed", "refund": "skipped",
+                                "notify_rejected": "completed"}
+    out = output(run_id)
+    assert (out["approved"], out["decision"]) == (False, "rejected")
+    assert [(d["user"], d["approve"], d["comment"]) for d in out["decisions"]] == [("alice", False, "no")]
+
+
+def test_reject_with_no_reject_edge_ends_the_branch_and_the_run_completes(engine, user):
+    run_id, approval = parked(user, reject_edge=False)
+
+    assert decide(user, approval, False).status_code == 200
+
+    run = finished(run_id)
+    assert run.status == "completed", run.error
+    assert statuses(run_id) == {"prepare": "completed", "review": "completed", "refund": "skipped"}
+
+
+def test_waiting_holds_no_worker(engine, user):
+    """More parked approvals than the worker has processes, and no executor task is running:
+    the wait is a row. Work submitted meanwhile still runs."""
+    concurrency = 3
+    run_ids = [submit(user, refund_flow()) for _ in range(concurrency + 1)]
+    approvals = [approval_of(run_id) for run_id in run_ids]
+    assert {a.status for a in approvals} == {Approval.Status.PENDING}
+
+    active = app.control.inspect(timeout=1.0).active() or {}
+    assert active, "no worker answered"
+    assert [t["name"] for tasks in active.values() for t in tasks if t["name"].startswith("workers.")] == []
+
+    other = submit(user, {"nodes": [{"id": "t", "type": "transform", "config": {"expression": "1"}}], "edges": []})
+    assert finished(other).status == "completed"
+    assert {r for r in run_ids if statuses(r)["review"] == "waiting"} == set(run_ids)
