@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -52,6 +54,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if retry_after is not None:
             headers["Retry-After"] = str(int(retry_after))
         return Response(body(exc.code, exc.message, exc.extra), status=exc.status, headers=headers)
+    if isinstance(exc, RequestDataTooBig):  # raised by request.body, which DRF reads before our parser
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(body("body_too_large", f"request body is larger than the limit of {limit} bytes",
+                             {"rule": "body_too_large"}), status=400)
     if isinstance(exc, Http404):
         return Response(body("not_found", "not found"), status=404)
     if isinstance(exc, DjangoPermissionDenied):

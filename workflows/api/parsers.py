@@ -5,6 +5,7 @@ integers beyond 64 bits, NaN and Infinity."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +27,13 @@ def _parse_int(text: str) -> int:
     value = int(text)
     if not INT64[0] <= value <= INT64[1]:
         raise BodyRejected("integer_out_of_range", f"integer {text[:30]} is outside the 64-bit range")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 is Infinity by another name
+        raise BodyRejected("invalid_number", f"number {text[:30]} is outside the range of a double")
     return value
 
 
@@ -57,7 +65,7 @@ def loads_strict(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BodyRejected("malformed_json", "request body is not UTF-8") from exc
     try:
-        data = json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_reject_constant)
     except BodyRejected:
         raise
     except RecursionError as exc:
