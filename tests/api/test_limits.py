@@ -1,0 +1,171 @@
+"""Inputs past a limit, or that PostgreSQL cannot hold, are a 400 in the one error format, never a
+413 or a 500: body size, node count, nesting depth, NUL characters, numbers beyond 64 bits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.conf import settings
+
+from tests.api.factories import (
+    API,
+    assert_error,
+    deep_workflow,
+    fetch_then_store,
+    many_nodes,
+    post_raw,
+    post_workflow,
+    problems,
+)
+from workflows.models import Artifact, Workflow
+
+MB = 1024 * 1024
+
+
+def _body_of_size(size: int) -> str:
+    """A valid create body of exactly ``size`` bytes, padded inside an http node's payload."""
+    definition = fetch_then_store()
+    definition["nodes"][0]["config"]["payload"] = ""
+    empty = json.dumps({"tag_name": "big", "workflow": definition})
+    definition["nodes"][0]["config"]["payload"] = "x" * (size - len(empty))
+    body = json.dumps({"tag_name": "big", "workflow": definition})
+    assert len(body) == size
+    return body
+
+
+def test_the_body_limit_is_one_megabyte():
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE == MB
+
+
+def test_a_body_of_exactly_one_megabyte_is_accepted(api):
+    response = post_raw(api, "/workflows", _body_of_size(MB))
+
+    assert response.status_code == 201, response.content[:300]
+
+
+@pytest.mark.parametrize("size", [MB + 1, 2 * MB, 5 * MB])
+def test_a_body_over_one_megabyte_is_a_400(api, size):
+    body = assert_error(post_raw(api, "/workflows", _body_of_size(size)), 400, "body_too_large")
+
+    assert body["details"]["rule"] == "body_too_large"
+    assert not Workflow.objects.exists()
+
+
+def test_a_body_over_one_megabyte_is_a_400_on_validate_and_patch_too(api):
+    post_workflow(api, "small", fetch_then_store())
+    padding = "x" * (MB + 10)
+
+    validate = post_raw(api, "/workflows/validate", json.dumps({"workflow": {"nodes": [], "pad": padding}}))
+    patch = api.generic("PATCH", f"{API}/workflows/small/patch", json.dumps(
+        {"operations": [{"op": "add", "path": "/metadata", "value": {"description": padding}}]}),
+        content_type="application/json")
+
+    assert_error(validate, 400, "body_too_large")
+    assert_error(patch, 400, "body_too_large")
+
+
+def test_a_thousand_nodes_are_accepted(api):
+    response = post_workflow(api, "wide", many_nodes(1000))
+
+    assert response.status_code == 201, response.content[:300]
+    assert response.json()["nodes_count"] == 1000
+
+
+def test_a_thousand_and_one_nodes_are_a_400_max_nodes(api):
+    body = assert_error(post_workflow(api, "wide", many_nodes(1001)), 400, "invalid_workflow")
+
+    assert problems(body) == {("/nodes", "max_nodes")}
+    assert not Workflow.objects.exists()
+
+
+def test_validate_reports_max_nodes(api):
+    response = api.post(f"{API}/workflows/validate", {"workflow": many_nodes(1001)}, format="json")
+
+    assert response.json()["valid"] is False
+    assert [(e["path"], e["rule"]) for e in response.json()["errors"]] == [("/nodes", "max_nodes")]
+
+
+def test_nesting_64_deep_is_accepted(api):
+    response = post_workflow(api, "deep", deep_workflow(64))
+
+    assert response.status_code == 201, response.content[:300]
+
+
+@pytest.mark.parametrize("depth", [65, 100, 900])
+def test_nesting_deeper_than_64_is_a_400(api, depth):
+    body = assert_error(post_workflow(api, "deep", deep_workflow(depth)), 400, "max_depth")
+
+    assert body["details"]["rule"] == "max_depth"
+    assert not Artifact.objects.exists()
+
+
+@pytest.mark.parametrize("raw", [
+    "[" * 100_000 + "]" * 100_000,
+    "[" * 100_000,
+    '{"a":' * 100_000 + "1" + "}" * 100_000,
+    '{"tag_name": "deep", "workflow": {"nodes": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+], ids=["closed arrays", "unclosed arrays", "objects", "inside a workflow"])
+def test_very_deep_nesting_is_a_400_not_a_500(api, raw):
+    assert_error(post_raw(api, "/workflows", raw), 400, "max_depth")
+    assert_error(post_raw(api, "/workflows/validate", raw), 400, "max_depth")
+
+
+@pytest.mark.parametrize("raw", [
+    '{"tag_name": "nul", "workflow": {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "\'\\u0000\'"}}]}}',
+    '{"tag_name": "nul\\u0000", "workflow": {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}]}}',
+    '{"tag_name": "nul", "workflow": {"nodes": [{"id": "a", "type": "transform", "config": {"template": {"k\\u0000": 1}}}]}}',
+], ids=["in a value", "in the tag", "in a key"])
+def test_a_nul_character_is_a_400(api, raw):
+    assert_error(post_raw(api, "/workflows", raw), 400, "nul_character")
+    assert not Workflow.objects.exists()
+
+
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 10**30])
+def test_an_integer_beyond_64_bits_is_a_400(api, number):
+    raw = json.dumps({"tag_name": "big", "workflow": {**fetch_then_store(), "metadata": {"n": number}}})
+
+    assert_error(post_raw(api, "/workflows", raw), 400, "integer_out_of_range")
+
+
+@pytest.mark.parametrize("number", [2**63 - 1, -(2**63)])
+def test_an_integer_at_the_64_bit_edge_is_accepted(api, number):
+    definition = {**fetch_then_store(), "metadata": {"n": number}}
+
+    response = post_raw(api, "/workflows", json.dumps({"tag_name": "edge", "workflow": definition}))
+
+    assert response.status_code == 201, response.content[:300]
+    stored = api.get(f"{API}/workflows/edge", {"materialize": "true"}).json()["definition"]
+    assert stored["metadata"]["n"] == number
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_a_number_postgres_cannot_hold_is_a_400(api, literal):
+    raw = json.dumps({"tag_name": "nan", "workflow": fetch_then_store()})
+    raw = raw.replace('"method": "GET"', f'"method": "GET", "timeout_ms": {literal}')
+
+    assert_error(post_raw(api, "/workflows", raw), 400, "invalid_number")
+    assert not Workflow.objects.exists()
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"{", "malformed_json"),
+    (b'{"tag_name": "x",}', "malformed_json"),
+    (b"{'tag_name': 'x'}", "malformed_json"),
+    (b"nodes: []", "malformed_json"),
+    (b"\xff\xfe{}", "malformed_json"),
+    (b"", "validation_error"),
+    (b"[]", "validation_error"),
+    (b'"a string"', "validation_error"),
+], ids=["unclosed", "trailing comma", "single quotes", "yaml", "not utf-8", "empty", "an array", "a string"])
+def test_malformed_json_is_a_400(api, raw, code):
+    response = api.generic("POST", f"{API}/workflows", raw, content_type="application/json")
+
+    assert_error(response, 400, code)
+    assert not Workflow.objects.exists()
+
+
+def test_a_body_that_is_not_json_is_a_415_in_the_error_format(api):
+    response = api.generic("POST", f"{API}/workflows", b"tag_name=x", content_type="application/x-www-form-urlencoded")
+
+    assert_error(response, 415)
