@@ -1,0 +1,160 @@
+"""Deciding through the API: who may decide what, N-of-M, forms, the compatible form, and two
+decisions at the same instant."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.db import connection
+
+from approvals.models import Approval
+from tests.approvals.runs import decide, events, finished, ids, output, parked, statuses
+from tests.conftest import client_for
+from workflows.models import Event, NodeRun
+
+
+def error(response: Any, status: int) -> str:
+    assert response.status_code == status, (response.status_code, response.json())
+    return response.json()["error"]
+
+
+def test_deciding_a_settled_approval_is_409(engine, user):
+    run_id, approval = parked(user)
+    assert decide(user, approval, True).status_code == 200
+    assert error(decide(user, approval, False), 409) == "approval_settled"
+    assert finished(run_id).status == "completed"
+    assert output(run_id)["approved"] is True
+
+
+def test_unknown_or_someone_elses_approval_is_404(engine, user, carol):
+    _, approval = parked(user)
+    assert error(decide(user, 987654321), 404) == "not_found"
+    assert error(decide(user, "nope"), 404) == "not_found"
+    assert error(decide(carol, approval), 404) == "not_found"
+    assert client_for(carol).get(f"/api/v1/approvals/{approval.pk}").status_code == 404
+    assert client_for(user).get(f"/api/v1/approvals/{approval.pk}").json()["status"] == "pending"
+
+
+def test_the_owner_who_is_not_an_approver_gets_403(engine, user, bob):
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    assert error(decide(user, approval, True), 403) == "not_an_approver"
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+    assert decide(bob, approval, True).status_code == 200
+    assert finished(run_id).status == "completed"
+
+
+def test_four_eyes_the_owner_cannot_approve_another_approver_can(engine, user, bob):
+    run_id, approval = parked(user, {"approvers": ["alice", "bob"], "allow_self_approval": False})
+    assert error(decide(user, approval, True), 403) == "four_eyes_violation"
+    assert statuses(run_id)["review"] == "waiting"
+    assert decide(bob, approval, True).status_code == 200
+    assert finished(run_id).status == "completed"
+    assert [d["user"] for d in output(run_id)["decisions"]] == ["bob"]
+
+
+def test_data_not_matching_the_form_is_400_and_valid_data_is_the_output(engine, user):
+    form = {"type": "object", "required": ["amount"], "additionalProperties": False,
+            "properties": {"amount": {"type": "integer", "maximum": 100}, "note": {"type": "string"}}}
+    run_id, approval = parked(user, {"form": form})
+
+    response = decide(user, approval, True, data={"amount": 500})
+    assert error(response, 400) == "invalid_form_data"
+    assert response.json()["details"]["path"] == "/data/amount"
+    assert approval.decisions.count() == 0
+
+    assert decide(user, approval, True, data={"amount": 40, "note": "partial"}).status_code == 200
+    assert finished(run_id).status == "completed"
+    assert output(run_id)["data"] == {"amount": 40, "note": "partial"}
+
+
+def test_two_of_three_counts_distinct_users(engine, user, bob, carol, dave):
+    run_id, approval = parked(user, {"approvers": ["bob", "carol", "dave"], "required_approvals": 2})
+
+    first = decide(bob, approval, True, "one")
+    assert first.status_code == 200 and first.json()["status"] == "pending"
+    assert error(decide(bob, approval, True, "again"), 409) == "already_decided"
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+    assert statuses(run_id)["review"] == "waiting"
+    assert [(e["user"], e["approvals"], e["settled"]) for e in events(run_id, "approval_decided")] == [
+        ("bob", 1, None)]
+
+    second = decide(carol, approval, True, "two")
+    assert second.status_code == 200 and second.json()["status"] == "approved"
+    assert finished(run_id).status == "completed"
+    out = output(run_id)
+    assert [(d["user"], d["comment"]) for d in out["decisions"]] == [("bob", "one"), ("carol", "two")]
+    assert statuses(run_id)["refund"] == "completed"
+    assert error(decide(dave, approval, True), 409) == "approval_settled"
+
+
+def test_approvers_by_group_name(engine, user, erin, bob):
+    run_id, approval = parked(user, {"approvers": ["finance"]})
+    assert ids(client_for(erin).get("/api/v1/approvals?status=pending")) == [approval.pk]
+    assert error(decide(bob, approval, True), 404) == "not_found"
+    assert decide(erin, approval, True).status_code == 200
+    assert finished(run_id).status == "completed"
+    assert output(run_id)["decisions"][0]["user"] == "erin"
+
+
+def test_pending_lists_only_what_the_user_may_decide(engine, user, bob, carol):
+    _, for_bob = parked(user, {"approvers": ["bob"]})
+    _, for_alice = parked(user)
+    settled_run, settled = parked(user, {"approvers": ["bob"]})
+    assert decide(bob, settled, False).status_code == 200
+    finished(settled_run)
+
+    pending = "/api/v1/approvals?status=pending"
+    assert ids(client_for(user).get(pending)) == [for_alice.pk]
+    assert ids(client_for(bob).get(pending)) == [for_bob.pk]
+    assert ids(client_for(carol).get(pending)) == []
+    # Everything visible (own runs and asked-for), when not filtered to what is decidable now.
+    assert set(ids(client_for(user).get("/api/v1/approvals"))) == {for_bob.pk, for_alice.pk, settled.pk}
+    assert ids(client_for(bob).get("/api/v1/approvals?status=rejected")) == [settled.pk]
+
+
+def test_compatible_form_decides_by_run_and_node(engine, user, bob, carol):
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    compat = {"run_id": run_id, "node_id": "review", "approved": False, "comment": "too much"}
+
+    assert error(client_for(carol).post("/api/v1/approvals", compat, format="json"), 404) == "not_found"
+    assert client_for(user).post("/api/v1/approvals", {**compat, "node_id": "prepare"},
+                                 format="json").status_code == 404
+    response = client_for(bob).post("/api/v1/approvals", compat, format="json")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["id"], response.json()["status"]) == (approval.pk, "rejected")
+
+    assert finished(run_id).status == "completed"
+    assert statuses(run_id)["notify_rejected"] == "completed"
+    assert output(run_id)["decisions"][0]["comment"] == "too much"
+    assert client_for(bob).post("/api/v1/approvals", compat, format="json").status_code == 409
+
+
+def test_two_decisions_at_the_same_instant_settle_and_route_once(engine, user, bob, carol):
+    run_id, approval = parked(user, {"approvers": ["bob", "carol"]})
+    barrier = threading.Barrier(2)
+    results: dict[str, int] = {}
+
+    def post(who: Any) -> None:
+        client = client_for(who)
+        try:
+            barrier.wait(timeout=10)
+            results[who.username] = client.post(f"/api/v1/approvals/{approval.pk}/decide",
+                                                {"approve": True}, format="json").status_code
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(who,)) for who in (bob, carol)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(results.values()) == [200, 409], results
+    assert finished(run_id).status == "completed"
+    decided = events(run_id, "approval_decided")
+    assert len(decided) == 1 and decided[0]["settled"] == "approved"
+    assert decided[0]["user"] == next(name for name, code in results.items() if code == 200)
+    assert NodeRun.objects.filter(run_id=run_id, node_id="refund").count() == 1
+    assert Event.objects.filter(run_id=run_id, node_id="refund", type="node_started").count() == 1
+    assert len(output(run_id)["decisions"]) == 1
