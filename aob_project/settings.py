@@ -233,3 +233,16 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("AOB_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- LLM prices (USD per 1M tokens) and OpenAPI documents agents may call ------------------------
+import json as _json  # noqa: E402
+
+AOB_LLM_PRICES = _json.loads(env_str("AOB_LLM_PRICES", _json.dumps({
+    "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
+    "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
+    "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
+})))
+AOB_LLM_MAX_RETRIES = env_int("AOB_LLM_MAX_RETRIES", 3)
+AOB_LLM_RETRY_BACKOFF_S = env_float("AOB_LLM_RETRY_BACKOFF_S", 0.5)
+# {"name": {"spec": "<path to an OpenAPI JSON file, or https URL>", "base_url": "https://api.example.com"}}
+AOB_OPENAPI_SPECS = _json.loads(env_str("AOB_OPENAPI_SPECS", "{}"))

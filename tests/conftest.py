@@ -14,6 +14,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.support import stack
+from tests.support.fake_llm import FakeLLM
 from tests.support.remote import RemoteServer
 from workflows.models import Run
 
@@ -55,9 +56,25 @@ def remote() -> Iterator[RemoteServer]:
 
 
 @pytest.fixture(scope="session")
-def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer) -> dict[str, str]:
+def llm_server() -> Iterator[FakeLLM]:
+    """A stand-in for the LLM provider: a local OpenAI-compatible server, scripted per test."""
+    server = FakeLLM()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fake_llm(llm_server: FakeLLM) -> FakeLLM:
+    llm_server.reset()
+    return llm_server
+
+
+@pytest.fixture(scope="session")
+def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer, llm_server: FakeLLM) -> dict[str, str]:
     return stack.test_env(settings.DATABASES["default"]["NAME"],
-                          AOB_HTTP_ALLOWLIST=f"127.0.0.1:{remote.port}")
+                          AOB_HTTP_ALLOWLIST=f"127.0.0.1:{remote.port}",
+                          OPENAI_BASE_URL=llm_server.base_url, OPENAI_API_KEY="test-key",
+                          AOB_LLM_RETRY_BACKOFF_S="0.05", AOB_LLM_MODEL="gpt-4o-mini")
 
 
 @pytest.fixture(scope="session")

@@ -1,3 +1,3 @@
 """Every executor module; importing this package fills the registry."""
 
-from . import flow, hitl, http, transform  # noqa: F401
+from . import agent, flow, hitl, http, transform  # noqa: F401

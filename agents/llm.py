@@ -1,0 +1,92 @@
+"""The LLM client: the ``openai`` SDK against OpenAI or any OpenAI-compatible server.
+
+One pooled client per process; our own retries with backoff for what is transient (rate limits,
+timeouts, connection errors, 5xx) and nothing else; every call's usage, latency and cost measured.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from django.conf import settings
+
+from agents.exceptions import LLMNotConfigured
+
+TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
+
+_clients: dict[tuple[int, str, str], openai.OpenAI] = {}
+_lock = threading.Lock()
+
+
+def configured() -> bool:
+    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+
+
+def client() -> openai.OpenAI:
+    if not configured():
+        raise LLMNotConfigured("no LLM configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server)")
+    key = (os.getpid(), settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
+    with _lock:
+        if key not in _clients:
+            _clients[key] = openai.OpenAI(api_key=settings.OPENAI_API_KEY or "not-needed",
+                                          base_url=settings.OPENAI_BASE_URL or None,
+                                          timeout=settings.AOB_LLM_TIMEOUT_S, max_retries=0)
+        return _clients[key]
+
+
+@dataclass
+class Call:
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: int = 0
+    cost_usd: float = 0.0
+    attempts: int = 1
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cached_tokens": self.cached_tokens, "latency_ms": self.latency_ms,
+                "cost_usd": round(self.cost_usd, 8), "attempts": self.attempts, "errors": self.errors}
+
+
+def cost(model: str, prompt: int, cached: int, completion: int) -> float:
+    prices = settings.AOB_LLM_PRICES.get(model) or {}
+    uncached = max(prompt - cached, 0)
+    return (uncached * prices.get("input", 0) + cached * prices.get("cached_input", prices.get("input", 0))
+            + completion * prices.get("output", 0)) / 1_000_000
+
+
+def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> tuple[Any, Call]:
+    call = Call(model=model)
+    delay = settings.AOB_LLM_RETRY_BACKOFF_S
+    while True:
+        started = time.monotonic()
+        try:
+            kwargs: dict[str, Any] = {"model": model, "messages": messages}
+            if tools:
+                kwargs["tools"] = tools
+            response = client().chat.completions.create(**kwargs)
+        except TRANSIENT as exc:
+            call.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            if call.attempts > settings.AOB_LLM_MAX_RETRIES:
+                raise
+            time.sleep(delay)
+            delay *= 2
+            call.attempts += 1
+            continue
+        call.latency_ms = int((time.monotonic() - started) * 1000)
+        usage = response.usage
+        if usage is not None:
+            call.prompt_tokens = usage.prompt_tokens or 0
+            call.completion_tokens = usage.completion_tokens or 0
+            details = getattr(usage, "prompt_tokens_details", None)
+            call.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
+        call.cost_usd = cost(model, call.prompt_tokens, call.cached_tokens, call.completion_tokens)
+        return response, call

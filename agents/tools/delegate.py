@@ -1,0 +1,46 @@
+"""``delegate_to_agent``: add an agent node with a sub-task after this one, via a patch (so the
+spawn limit and every other patch rule apply)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .base import AgentState
+from .patching import propose
+
+DESCRIPTION = "Add an agent node after you with a sub-task; limited per run (the spawn limit)."
+
+PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "task": {"type": "string", "minLength": 1},
+        "node_id": {"type": "string", "pattern": "^[a-zA-Z0-9_-]+$"},
+        "tools": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["task"],
+}
+
+
+def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
+    from workflows.models import Artifact, Run
+
+    run_ = Run.objects.get(pk=state.ctx.run_id)
+    current = Artifact.objects.values_list("content", flat=True).get(pk=run_.current_artifact_id)
+    taken = {n["id"] for n in current["nodes"]}
+    base = re.sub(r"[^a-zA-Z0-9_-]", "_", str(args.get("node_id") or f"{state.ctx.node_id}_delegate"))[:180]
+    node_id, n = base, 1
+    while node_id in taken:
+        n += 1
+        node_id = f"{base}_{n}"
+    config: dict[str, Any] = {"task": str(args["task"])}
+    if args.get("tools"):
+        config["tools"] = list(args["tools"])
+    operations = [
+        {"op": "add", "path": "/nodes/-", "value": {"id": node_id, "type": "agent", "config": config}},
+        {"op": "add", "path": "/edges/-", "value": {"from": state.ctx.node_id, "to": node_id}},
+    ]
+    result = propose(state, operations, f"delegate: {str(args['task'])[:200]}")
+    if result.get("status") != "error":
+        result["node_id"] = node_id
+    return result

@@ -1,0 +1,79 @@
+"""``openapi_action``: call an operation, by ``operationId``, of an OpenAPI document registered in
+settings (``AOB_OPENAPI_SPECS``), through the SSRF-safe client."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+
+from agents.exceptions import ToolError
+
+from .base import AgentState
+
+DESCRIPTION = ("Call an operation of a registered OpenAPI API: {api, operation_id, parameters (path and query), "
+               "body}. Returns the status code and the response body.")
+
+PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "api": {"type": "string"},
+        "operation_id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "body": {},
+    },
+    "required": ["api", "operation_id"],
+}
+
+METHODS = ("get", "post", "put", "patch", "delete", "head")
+
+
+@cache
+def _load(source: str) -> dict[str, Any]:
+    if source.startswith(("http://", "https://")):
+        from workers.http import request
+
+        return request(method="GET", url=source).json_body or {}
+    return json.loads(Path(source).read_text())
+
+
+def _operation(spec: dict[str, Any], operation_id: str) -> tuple[str, str, dict[str, Any]]:
+    for path, item in (spec.get("paths") or {}).items():
+        for method in METHODS:
+            op = item.get(method)
+            if isinstance(op, dict) and op.get("operationId") == operation_id:
+                return method.upper(), path, op
+    raise ToolError(f"no operation {operation_id!r} in this API")
+
+
+def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
+    from workers.http import request
+
+    registered = settings.AOB_OPENAPI_SPECS.get(str(args.get("api")))
+    if not registered:
+        raise ToolError(f"unknown api {args.get('api')!r}; registered: {sorted(settings.AOB_OPENAPI_SPECS)}")
+    spec = _load(registered["spec"])
+    method, path, op = _operation(spec, str(args["operation_id"]))
+    params = dict(args.get("parameters") or {})
+    query: dict[str, str] = {}
+    for p in op.get("parameters", []):
+        name, where = p.get("name"), p.get("in")
+        if name not in params:
+            if p.get("required"):
+                raise ToolError(f"parameter {name!r} ({where}) is required")
+            continue
+        value = params.pop(name)
+        if where == "path":
+            path = path.replace("{" + name + "}", quote(str(value), safe=""))
+        elif where == "query":
+            query[name] = str(value)
+    base = registered.get("base_url") or (spec.get("servers") or [{}])[0].get("url", "")
+    body = args.get("body")
+    result = request(method=method, url=base.rstrip("/") + path, params=query or None,
+                     json=body if isinstance(body, dict | list) else None)
+    return {"status": "success" if result.status_code < 400 else "error", "status_code": result.status_code,
+            "body": result.json_body if result.json_body is not None else result.text}

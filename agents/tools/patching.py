@@ -1,0 +1,45 @@
+"""``patch_workflow``: the agent's JSON Patch, through the one run-patch service. A refusal goes
+back to the model as the tool result, so it can correct itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aob_project.exceptions import AobError
+
+from .base import AgentState
+
+DESCRIPTION = ("Change the running workflow with RFC 6902 operations against the current definition "
+               "(add nodes with /nodes/-, edges with /edges/-). Returns the applied patch or the reason it was refused.")
+
+PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "operations": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+        "description": {"type": "string"},
+    },
+    "required": ["operations"],
+}
+
+
+def propose(state: AgentState, operations: Any, description: str) -> dict[str, Any]:
+    from workflows.models import Run
+    from workflows.services.patches import run_patch_propose
+
+    run = Run.objects.get(pk=state.ctx.run_id)
+    try:
+        patch = run_patch_propose(run=run, operations=operations, description=description,
+                                  node_id=state.ctx.node_id, from_agent=True)
+    except AobError as exc:
+        if exc.code == "excessive_agent_nodes":
+            state.spawn_limit_hit = True
+        return {"status": "error", "error": exc.code, "message": exc.message,
+                "details": {k: v for k, v in exc.extra.items() if k != "errors"} | (
+                    {"errors": exc.extra["errors"][:5]} if "errors" in exc.extra else {})}
+    state.spawn_limit_hit = False
+    state.patches_applied += 1
+    return {"status": patch.status, "patch_id": patch.pk, "seq": patch.seq, "artifact_id": patch.after_artifact_id}
+
+
+def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
+    return propose(state, args.get("operations"), str(args.get("description", "")))

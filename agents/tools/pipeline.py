@@ -1,0 +1,102 @@
+"""``execute_pipeline``: fetch (through the SSRF-safe client) and reshape tabular data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.exceptions import ToolError
+
+from .base import AgentState
+
+DESCRIPTION = ("Run data steps in order: http_request {url, method?, headers?, payload?} loads JSON; "
+               "table_sort {by, descending?}; table_filter {field, operator (== != > >= < <= contains), value}; "
+               "table_select {fields}; top_k {k}. Optional initial `data` (a list of objects).")
+
+OPS_NAMES = ("==", "!=", ">", ">=", "<", "<=", "contains")
+
+PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "array", "items": {"type": "object"}},
+        "steps": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "op": {"type": "string",
+                           "enum": ["http_request", "table_sort", "table_filter", "table_select", "top_k"]},
+                    "url": {"type": "string"}, "method": {"type": "string"}, "headers": {"type": "object"},
+                    "payload": {}, "by": {"type": "string"}, "descending": {"type": "boolean"},
+                    "field": {"type": "string"}, "operator": {"type": "string", "enum": list(OPS_NAMES)}, "value": {}, "fields": {"type": "array", "items": {"type": "string"}},
+                    "k": {"type": "integer", "minimum": 0},
+                },
+                "required": ["op"],
+            },
+        },
+    },
+    "required": ["steps"],
+}
+
+OPS = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, "contains": lambda a, b: b in a,
+}
+
+
+def _rows(data: Any, step: str) -> list[dict[str, Any]]:
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ToolError(f"{step} needs a list of objects; the data is {type(data).__name__}")
+    return data
+
+
+def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
+    from workers.http import request
+
+    data: Any = args.get("data")
+    done: list[dict[str, Any]] = []
+    for i, step in enumerate(args.get("steps") or []):
+        op = step.get("op")
+        if op == "http_request":
+            if not isinstance(step.get("url"), str):
+                raise ToolError(f"step {i}: http_request needs a url")
+            payload = step.get("payload")
+            result = request(method=str(step.get("method", "GET")).upper(), url=step["url"],
+                             headers={str(k): str(v) for k, v in (step.get("headers") or {}).items()},
+                             json=payload if isinstance(payload, dict | list) else None,
+                             content=payload if isinstance(payload, str) else None)
+            data = result.json_body if result.json_body is not None else result.text
+            done.append({"op": op, "status_code": result.status_code})
+        elif op == "table_sort":
+            rows = _rows(data, op)
+            by = step.get("by")
+            try:
+                data = sorted(rows, key=lambda r: (r.get(by) is None, r.get(by)), reverse=bool(step.get("descending")))
+            except TypeError as exc:
+                raise ToolError(f"step {i}: cannot sort by {by!r}: {exc}") from exc
+            done.append({"op": op, "by": by, "rows": len(data)})
+        elif op == "table_filter":
+            rows = _rows(data, op)
+            compare = OPS.get(step.get("operator") or "==")
+            field, value = step.get("field"), step.get("value")
+            if compare is None:
+                raise ToolError(f"step {i}: unknown operator {step.get('operator')!r}; use one of {sorted(OPS)}")
+            kept = []
+            for row in rows:
+                try:
+                    if field in row and compare(row[field], value):
+                        kept.append(row)
+                except TypeError:
+                    continue
+            data = kept
+            done.append({"op": op, "field": field, "rows": len(data)})
+        elif op == "table_select":
+            fields = step.get("fields") or []
+            data = [{f: r.get(f) for f in fields} for r in _rows(data, op)]
+            done.append({"op": op, "fields": fields})
+        elif op == "top_k":
+            k = int(step.get("k", 0))
+            data = _rows(data, op)[:k] if isinstance(data, list) else data
+            done.append({"op": op, "k": k})
+        else:
+            raise ToolError(f"step {i}: unknown op {op!r}")
+    return {"status": "success", "data": data, "pipeline_steps": done}
