@@ -1,0 +1,203 @@
+"""Who may call what: no credentials is a 401; another user's workflow or artifact is a 404,
+exactly like one that does not exist, so its existence does not leak."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.api.factories import API, assert_error, fetch_then_store, post_workflow, with_url
+from tests.conftest import client_for
+from workflows.models import Run, Workflow, WorkflowVersion
+
+PASSWORD = "s3cret-pass!"
+
+
+@pytest.fixture
+def bob(make_user: Any) -> APIClient:
+    return client_for(make_user("bob"))
+
+
+@pytest.fixture
+def alices(api) -> dict[str, Any]:
+    """Alice's workflow ``fetcher`` with two versions."""
+    post_workflow(api, "fetcher", with_url("https://example.com/a"))
+    return post_workflow(api, "fetcher", with_url("https://example.com/b")).json()
+
+
+OTHER_USERS_WORKFLOW = [
+    ("GET", "/workflows/fetcher", None),
+    ("GET", "/workflows/fetcher?materialize=true", None),
+    ("DELETE", "/workflows/fetcher", None),
+    ("PATCH", "/workflows/fetcher/patch", {"operations": [{"op": "replace", "path": "/nodes/0/config/url",
+                                                           "value": "https://evil.example/"}]}),
+    ("POST", "/workflows/fetcher/execute", {"inputs": {}}),
+    ("GET", "/workflows/fetcher/versions", None),
+    ("GET", "/workflows/fetcher/versions/0?materialize=true", None),
+    ("GET", "/workflows/fetcher/versions/1", None),
+    ("GET", "/workflows/fetcher/runs", None),
+    ("POST", "/runs", {"tag": "fetcher"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "data"), OTHER_USERS_WORKFLOW,
+                         ids=[f"{m} {p}" for m, p, _ in OTHER_USERS_WORKFLOW])
+def test_another_users_workflow_is_a_404(api, bob, alices, method, path, data):
+    response = bob.generic(method, f"{API}{path}", *([] if data is None else [json.dumps(data)]),
+                           content_type="application/json")
+
+    body = assert_error(response, 404, "not_found")
+    assert "fetcher" not in str(body["details"])
+    assert not Run.objects.exists()
+    mine = api.get(f"{API}/workflows/fetcher", {"materialize": "true"}).json()
+    assert (mine["version"], mine["artifact_id"]) == (1, alices["artifact_id"])
+    assert mine["definition"] == with_url("https://example.com/b")
+
+
+def test_another_users_workflow_answers_like_one_that_does_not_exist(bob, alices):
+    theirs = bob.get(f"{API}/workflows/fetcher")
+    missing = bob.get(f"{API}/workflows/no-such-tag")
+
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json()["error"] == missing.json()["error"]
+
+
+@pytest.mark.parametrize("scope", ["user", "global", "all"])
+def test_another_users_workflows_are_not_listed(bob, alices, scope):
+    response = bob.get(f"{API}/workflows", {"scope": scope})
+
+    assert response.status_code == 200
+    assert response.json()["results"] == []
+
+
+def test_two_users_may_use_the_same_tag_independently(api, bob, alices):
+    response = post_workflow(bob, "fetcher", with_url("https://example.com/bobs"))
+
+    assert response.status_code == 201
+    assert response.json()["version"] == 0
+    assert response.json()["owner"] == "bob"
+    assert Workflow.objects.filter(tag="fetcher").count() == 2
+    assert api.get(f"{API}/workflows/fetcher").json()["version"] == 1
+
+
+def test_another_users_artifact_is_a_404(api, bob, alices):
+    artifact = f"{API}/artifacts/{alices['artifact_id']}"
+
+    assert api.get(artifact).status_code == 200
+    assert_error(bob.get(artifact), 404, "not_found")
+
+
+@pytest.mark.parametrize("artifact_id", ["sha256:" + "0" * 64, "nope", "sha256:"])
+def test_an_unknown_artifact_is_a_404(api, alices, artifact_id):
+    assert_error(api.get(f"{API}/artifacts/{artifact_id}"), 404, "not_found")
+
+
+def test_a_shared_artifact_is_readable_by_each_user_who_saved_it(api, bob):
+    mine = post_workflow(api, "one", fetch_then_store()).json()["artifact_id"]
+    theirs = post_workflow(bob, "two", fetch_then_store()).json()["artifact_id"]
+
+    assert mine == theirs
+    assert bob.get(f"{API}/artifacts/{mine}").status_code == 200
+
+
+def test_a_deleted_workflows_artifact_is_no_longer_readable(api, alices):
+    api.delete(f"{API}/workflows/fetcher")
+
+    assert_error(api.get(f"{API}/artifacts/{alices['artifact_id']}"), 404, "not_found")
+    assert not WorkflowVersion.objects.exists()
+
+
+PROTECTED = [
+    ("GET", "/workflows"),
+    ("POST", "/workflows"),
+    ("GET", "/workflows/fetcher"),
+    ("DELETE", "/workflows/fetcher"),
+    ("PATCH", "/workflows/fetcher/patch"),
+    ("POST", "/workflows/fetcher/execute"),
+    ("GET", "/workflows/fetcher/versions/0"),
+    ("POST", "/workflows/validate"),
+    ("GET", "/artifacts/sha256:abc"),
+    ("GET", "/runs"),
+    ("POST", "/runs"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED, ids=[f"{m} {p}" for m, p in PROTECTED])
+def test_no_credentials_is_a_401_in_the_error_format(alices, method, path):
+    response = APIClient().generic(method, f"{API}{path}", '{"workflow": {}}', content_type="application/json")
+
+    assert_error(response, 401, "not_authenticated")
+    assert response["WWW-Authenticate"].startswith("Token")
+    assert WorkflowVersion.objects.count() == 2
+
+
+@pytest.mark.parametrize("header", ["Token not-a-real-token", "Token ", "Bearer abc", "Token a b"])
+def test_a_bad_token_is_a_401(alices, header):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+
+    assert_error(client.get(f"{API}/workflows/fetcher"), 401, "not_authenticated")
+
+
+def test_a_token_from_auth_token_works(user, alices):
+    response = APIClient().post(f"{API}/auth/token", {"username": "alice", "password": PASSWORD}, format="json")
+
+    assert response.status_code == 200
+    assert response.json() == {"token": user.auth_token.key, "username": "alice"}
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert client.get(f"{API}/workflows/fetcher").json()["version"] == 1
+
+
+def test_a_user_without_a_token_gets_one(make_user):
+    from rest_framework.authtoken.models import Token
+
+    carol = make_user("carol")
+    Token.objects.filter(user=carol).delete()
+
+    response = APIClient().post(f"{API}/auth/token", {"username": "carol", "password": PASSWORD}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["token"] == Token.objects.get(user=carol).key
+
+
+@pytest.mark.parametrize(("username", "password"), [("alice", "wrong"), ("nobody", PASSWORD), ("ALICE", PASSWORD),
+                                                    ("alice", PASSWORD + " "), ("alice", PASSWORD.upper())])
+def test_wrong_credentials_are_a_401(user, username, password):
+    response = APIClient().post(f"{API}/auth/token", {"username": username, "password": password}, format="json")
+
+    body = assert_error(response, 401, "invalid_credentials")
+    assert user.auth_token.key not in json.dumps(body)
+
+
+def test_an_inactive_user_gets_no_token(make_user):
+    make_user("dave", is_active=False)
+
+    response = APIClient().post(f"{API}/auth/token", {"username": "dave", "password": PASSWORD}, format="json")
+
+    assert_error(response, 401, "invalid_credentials")
+
+
+@pytest.mark.parametrize(("data", "field"), [({}, "username"), ({"username": "alice"}, "password"),
+                                            ({"username": "alice", "password": ""}, "password")])
+def test_a_token_request_with_a_missing_field_is_a_400(user, data, field):
+    body = assert_error(APIClient().post(f"{API}/auth/token", data, format="json"), 400, "validation_error")
+
+    assert body["details"]["field"] == field
+
+
+def test_a_session_login_works_too(user, alices):
+    client = APIClient()
+    assert client.login(username="alice", password=PASSWORD)
+
+    assert client.get(f"{API}/workflows/fetcher").json()["version"] == 1
+
+
+def test_health_and_the_workflow_schema_need_no_credentials(db):
+    client = APIClient()
+
+    assert client.get(f"{API}/health").status_code == 200
+    assert client.get(f"{API}/schema/workflow").status_code == 200
