@@ -44,7 +44,8 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
         url=str(config["url"]),
         headers=_text_values(config.get("headers")),
         params=_text_values(config.get("query")) or None,
-        json=payload if isinstance(payload, dict | list) else None,
+        # validated before resolution: a whole reference may resolve to a number or boolean
+        json=payload if not isinstance(payload, str) else None,
         content=payload if isinstance(payload, str) else None,
         timeout_s=(timeout_ms / 1000) if timeout_ms else None,
         max_response_bytes=config.get("max_response_bytes"),
