@@ -1,0 +1,234 @@
+"""The ``http`` node on real workers against the loopback remote (allowlisted as 127.0.0.1:<port> only).
+
+What a workflow author sees: what arrives at the remote, the node's output, which statuses and
+transport errors fail the node (and whether they are retried), and SSRF refusals at node level.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for_run
+from tests.support.remote import RemoteServer
+from workflows.models import Event, NodeRun, Run
+
+OUTPUT_KEYS = {"status", "status_code", "headers", "body", "duration_ms", "url", "method"}
+
+
+def http(node_id: str, url: str, **config: Any) -> dict[str, Any]:
+    node: dict[str, Any] = {"id": node_id, "type": "http", "config": {"url": url}}
+    if "retry" in config:
+        node["retry"] = config.pop("retry")
+    node["config"].update(config)
+    return node
+
+
+def submit(api: Any, nodes: list[dict[str, Any]], edges: list[dict[str, str]] | None = None,
+           inputs: dict[str, Any] | None = None) -> str:
+    response = api.post("/api/v1/runs", {"workflow": {"nodes": nodes, "edges": edges or []},
+                                         "inputs": inputs or {}}, format="json")
+    assert response.status_code == 201, response.json()
+    return str(response.json()["run_id"])
+
+
+def run_to_end(api: Any, nodes: list[dict[str, Any]], **kwargs: Any) -> tuple[Run, dict[str, NodeRun]]:
+    run = wait_for_run(submit(api, nodes, **kwargs))
+    return run, {nr.node_id: nr for nr in NodeRun.objects.filter(run=run)}
+
+
+def event_types(run: Run) -> list[str]:
+    return list(Event.objects.filter(run=run).order_by("seq").values_list("type", flat=True))
+
+
+def header(record: dict[str, Any], name: str) -> str | None:
+    return next((v for k, v in record["headers"].items() if k.lower() == name.lower()), None)
+
+
+@pytest.fixture(scope="module")
+def bystander() -> Iterator[RemoteServer]:
+    """A second loopback server on a port the workers' allowlist does not open."""
+    server = RemoteServer()
+    yield server
+    server.close()
+
+
+# --- what arrives, what comes out ---------------------------------------------------------------
+
+
+def test_headers_query_and_json_payload_arrive_as_sent_with_references_resolved(engine, api, remote):
+    source = {"id": "a", "type": "transform", "config": {"expression": "{'id': 7, 'token': 't-1', 'tags': ['x', 'y']}"}}
+    call = http("b", "${$inputs.base}/echo/${$nodes.a.id}", method="POST",
+                headers={"X-Token": "$nodes.a.token", "X-Trace": "run-${$inputs.n}", "X-Num": 5},
+                query={"id": "$nodes.a.id", "who": "$inputs.who", "q": "a b&c"},
+                payload={"id": "$nodes.a.id", "tags": "$nodes.a.tags", "text": "id=${$nodes.a.id}",
+                         "nested": {"n": "$inputs.n", "none": None, "flag": True}})
+    run, nodes = run_to_end(api, [source, call], edges=[{"from": "a", "to": "b"}],
+                            inputs={"base": remote.base, "n": 41, "who": "alice"})
+    assert run.status == "completed", nodes["b"].error
+    [got] = remote.hits("/echo")
+    assert got["method"] == "POST" and got["path"] == "/echo/7"
+    assert header(got, "X-Token") == "t-1" and header(got, "X-Trace") == "run-41" and header(got, "X-Num") == "5"
+    assert header(got, "Content-Type") == "application/json"
+    assert got["query"] == {"id": ["7"], "who": ["alice"], "q": ["a b&c"]}
+    assert nodes["b"].output["body"]["json"] == {"id": 7, "tags": ["x", "y"], "text": "id=7",
+                                                 "nested": {"n": 41, "none": None, "flag": True}}
+    assert nodes["b"].input["payload"]["id"] == 7  # the resolved config is what the node run records
+
+
+def test_string_payload_is_sent_as_is_and_query_merges_with_the_urls_own(engine, api, remote):
+    text = "a=1&b=${$inputs.b} {not json"
+    run, nodes = run_to_end(api, [http("s", f"{remote.base}/echo?fixed=1", method="PUT", payload=text,
+                                       headers={"Content-Type": "text/plain"}, query={"extra": "2"})],
+                            inputs={"b": "two"})
+    assert run.status == "completed", nodes["s"].error
+    [got] = remote.hits("/echo")
+    assert got["body"] == "a=1&b=two {not json"
+    assert header(got, "Content-Type") == "text/plain"
+    assert got["query"] == {"fixed": ["1"], "extra": ["2"]}
+
+
+def test_referenced_scalar_payload_is_sent_as_json(engine, api, remote):
+    run, nodes = run_to_end(api, [http("p", f"{remote.base}/echo", method="POST", payload="$inputs.n")],
+                            inputs={"n": 42})
+    assert run.status == "completed", nodes["p"].error
+    [got] = remote.hits("/echo")
+    assert got["body"] == "42" and header(got, "Content-Type") == "application/json"
+
+
+def test_output_shape_json_and_text_bodies(engine, api, remote):
+    run, nodes = run_to_end(api, [http("j", f"{remote.base}/echo", query={"k": "v"}),
+                                  http("t", f"{remote.base}/big/12", method="get")])
+    assert run.status == "completed"
+    j, t = nodes["j"].output, nodes["t"].output
+    assert set(j) == OUTPUT_KEYS and set(t) == OUTPUT_KEYS
+    assert j["status"] == "success" and j["status_code"] == 200 and j["method"] == "GET"
+    assert j["url"] == f"{remote.base}/echo?k=v"
+    assert j["body"]["method"] == "GET" and j["body"]["query"] == {"k": ["v"]}  # parsed JSON
+    assert j["headers"]["content-type"] == "application/json"
+    assert isinstance(j["duration_ms"], int) and j["duration_ms"] >= 0
+    assert t["body"] == "x" * 12 and t["method"] == "GET"  # not JSON: text
+
+
+def test_head_put_patch_delete(engine, api, remote):
+    methods = ["HEAD", "PUT", "PATCH", "DELETE"]
+    run, nodes = run_to_end(api, [http(m.lower(), f"{remote.base}/echo/{m}", method=m,
+                                       **({} if m == "HEAD" else {"payload": {"m": m}})) for m in methods])
+    assert run.status == "completed"
+    assert sorted(r["method"] for r in remote.hits("/echo")) == sorted(methods)
+    for m in methods:
+        out = nodes[m.lower()].output
+        assert out["status_code"] == 200 and out["method"] == m
+        if m == "HEAD":
+            assert out["body"] == "" and int(out["headers"]["content-length"]) > 0
+        else:
+            assert out["body"]["method"] == m and out["body"]["json"] == {"m": m}
+
+
+# --- statuses and sizes -------------------------------------------------------------------------
+
+
+def test_error_statuses_complete_by_default(engine, api, remote):
+    run, nodes = run_to_end(api, [http("e500", f"{remote.base}/status/500"),
+                                  http("e404", f"{remote.base}/status/404", fail_on_status=False)])
+    assert run.status == "completed"
+    for name, code in (("e500", 500), ("e404", 404)):
+        out = nodes[name].output
+        assert (out["status"], out["status_code"], out["body"]) == ("error", code, {"status": code})
+
+
+def test_fail_on_status_fails_the_node_and_the_run(engine, api, remote):
+    run, nodes = run_to_end(api, [http("f", f"{remote.base}/status/500", fail_on_status=True,
+                                       retry={"max_attempts": 3, "backoff_ms": 0})])
+    assert run.status == "failed"
+    f = nodes["f"]
+    assert f.status == "failed" and f.attempts == 1
+    assert f.error["error_type"] == "HTTPStatusError" and f.error["status_code"] == 500
+    assert "500" in f.error["message"]
+    assert run.error["node_id"] == "f" and run.error["error_type"] == "HTTPStatusError"
+    assert event_types(run)[-2:] == ["node_failed", "workflow_failed"]
+
+
+def test_body_over_max_response_bytes_fails_the_node(engine, api, remote):
+    run, nodes = run_to_end(api, [http("big", f"{remote.base}/big/5000", max_response_bytes=1000)])
+    assert run.status == "failed"
+    big = nodes["big"]
+    assert big.status == "failed" and big.error["error_type"] == "ResponseTooLarge"
+    assert big.error["limit"] == 1000 and "1000" in big.error["message"]
+
+
+# --- transport errors and retries ---------------------------------------------------------------
+
+
+def test_dropped_connection_is_retried_while_retry_allows(engine, api, remote):
+    key = uuid.uuid4().hex
+    run, nodes = run_to_end(api, [http("fl", f"{remote.base}/flaky/{key}/2",
+                                       retry={"max_attempts": 3, "backoff_ms": 0})])
+    assert run.status == "completed", nodes["fl"].error
+    fl = nodes["fl"]
+    assert fl.attempts == 3 and fl.output["body"] == {"attempt": 3}
+    assert [e["status"] for e in fl.attempt_log] == ["failed", "failed", "completed"]
+    assert fl.attempt_log[0]["error"]["error_type"] == "HTTPRequestError"
+    assert event_types(run).count("node_retrying") == 2
+
+
+def test_transport_error_fails_with_http_request_error_when_retries_run_out(engine, api, remote):
+    key = uuid.uuid4().hex
+    run, nodes = run_to_end(api, [http("fl", f"{remote.base}/flaky/{key}/9",
+                                       retry={"max_attempts": 2, "backoff_ms": 0})])
+    assert run.status == "failed"
+    fl = nodes["fl"]
+    assert fl.attempts == 2 and len(remote.hits(f"/flaky/{key}")) == 2
+    assert fl.error["error_type"] == "HTTPRequestError" and fl.error["transient"] is True
+    assert run.error["error_type"] == "HTTPRequestError"
+
+
+def test_config_timeout_ms_fails_with_http_request_error(engine, api, remote):
+    run, nodes = run_to_end(api, [http("slow", f"{remote.base}/sleep/1.5", timeout_ms=300)])
+    assert run.status == "failed"
+    slow = nodes["slow"]
+    assert slow.error["error_type"] == "HTTPRequestError" and slow.error["kind"] == "timeout"
+    assert slow.attempt_log[0]["duration_ms"] < 1400  # the client gave up, not the remote
+
+
+# --- SSRF at node level -------------------------------------------------------------------------
+
+BLOCKED = {  # case: (url, rule, what the message says)
+    "loopback-other-port": ("http://127.0.0.1:{bystander}/echo", "loopback", "blocked address 127.0.0.1: loopback"),
+    "localhost-name": ("http://localhost/", "blocked-name", "blocked name 'localhost'"),
+    "localhost-name-allowlisted-port": ("http://localhost:{remote}/echo", "blocked-name", "blocked name 'localhost'"),
+    "metadata": ("http://169.254.169.254/latest/meta-data/", "cloud-metadata",
+                 "blocked address 169.254.169.254: cloud-metadata"),
+    "redirect-to-loopback": ("{base}/redirect?to=http://127.0.0.1:{bystander}/echo", "loopback",
+                             "blocked address 127.0.0.1: loopback"),
+    "redirect-to-metadata": ("{base}/redirect?to=http://169.254.169.254/latest/meta-data/", "cloud-metadata",
+                             "blocked address 169.254.169.254: cloud-metadata"),
+}
+
+
+def test_ssrf_refusals_fail_the_node_name_the_rule_and_are_not_retried(engine, api, remote, bystander):
+    bystander.reset()
+    fill = {"bystander": bystander.port, "remote": remote.port, "base": remote.base}
+    runs = {case: submit(api, [http("call", url.format(**fill), retry={"max_attempts": 3, "backoff_ms": 0})])
+            for case, (url, _, _) in BLOCKED.items()}
+    for case, run_id in runs.items():
+        run = wait_for_run(run_id)
+        call = NodeRun.objects.get(run=run, node_id="call")
+        _, rule, message = BLOCKED[case]
+        assert (run.status, call.status, call.attempts) == ("failed", "failed", 1), (case, call.error)
+        assert call.error["error_type"] == "SSRFBlocked", (case, call.error)
+        assert call.error["rule"] == rule and call.error["message"].startswith(message), (case, call.error)
+        assert "node_retrying" not in event_types(run), case
+    assert bystander.requests == []  # nothing reached the refused target
+    assert len(remote.hits("/redirect")) == 2 and remote.hits("/echo") == []  # the first hop only
+
+
+def test_redirect_within_the_allowlist_is_followed(engine, api, remote):
+    run, nodes = run_to_end(api, [http("r", f"{remote.base}/redirect?to=/echo/after")])
+    assert run.status == "completed", nodes["r"].error
+    assert nodes["r"].output["url"] == f"{remote.base}/echo/after"
+    assert nodes["r"].output["body"]["path"] == "/echo/after"
+
