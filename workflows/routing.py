@@ -1,3 +1,10 @@
-"""WebSocket routes (the consumers arrive with the live UI)."""
+"""WebSocket routes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from workflows.consumers import RunEventsConsumer, UserEventsConsumer
+
+websocket_urlpatterns = [
+    path("ws/runs/<uuid:run_id>/", RunEventsConsumer.as_asgi()),
+    path("ws/events/", UserEventsConsumer.as_asgi()),
+]

@@ -1,0 +1,137 @@
+"""WebSocket consumers: a run's events (``ws/runs/<id>/``) and all of a user's (``ws/events/``).
+
+``?after=<seq>`` replays what the client missed from the database, then streams live with no gap
+and no duplicate at the seam: the consumer joins the group before reading the database, drops a
+live event it already sent, and fills any hole from the database before sending a later one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth.models import AnonymousUser, User
+
+UNAUTHENTICATED = 4401
+FORBIDDEN = 4403
+
+
+@database_sync_to_async
+def _token_user(key: str) -> User | None:
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token and token.user.is_active else None
+
+
+async def authenticate(scope: dict[str, Any]) -> User | None:
+    """Session (browser) or token: ``Authorization: Token <key>`` header, or ``?token=``."""
+    user = scope.get("user")
+    if user is not None and not isinstance(user, AnonymousUser) and user.is_authenticated:
+        return user
+    headers = dict(scope.get("headers") or [])
+    auth = headers.get(b"authorization", b"").decode(errors="ignore")
+    query = parse_qs((scope.get("query_string") or b"").decode(errors="ignore"))
+    key = auth.split(" ", 1)[1].strip() if auth.lower().startswith("token ") else (query.get("token") or [""])[0]
+    return await _token_user(key) if key else None
+
+
+def _after(scope: dict[str, Any]) -> int:
+    query = parse_qs((scope.get("query_string") or b"").decode(errors="ignore"))
+    try:
+        return max(0, int((query.get("after") or ["0"])[0]))
+    except ValueError:
+        return 0
+
+
+@database_sync_to_async
+def _visible_run(user: User, run_id: str) -> bool:
+    from workflows.selectors import runs_visible
+
+    try:
+        return runs_visible(user=user).filter(pk=run_id).exists()
+    except Exception:  # noqa: BLE001 - a malformed id is simply not visible
+        return False
+
+
+@database_sync_to_async
+def _events(run_id: str, after: int, upto: int | None = None) -> list[dict[str, Any]]:
+    from workflows.models import Event
+
+    qs = Event.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")
+    if upto is not None:
+        qs = qs.filter(seq__lte=upto)
+    return [e.as_dict() for e in qs[:5000]]
+
+
+class _Consumer(AsyncJsonWebsocketConsumer):
+    async def refuse(self, code: int) -> None:
+        """Accept, then close with a policy code, so the client learns why (a refused handshake
+        is only an HTTP 403)."""
+        await self.accept()
+        await self.close(code=code)
+
+
+class RunEventsConsumer(_Consumer):
+    async def connect(self) -> None:
+        self.run_id = str(self.scope["url_route"]["kwargs"]["run_id"])
+        self.group = None
+        user = await authenticate(self.scope)
+        if user is None:
+            await self.refuse(UNAUTHENTICATED)
+            return
+        if not await _visible_run(user, self.run_id):
+            await self.refuse(FORBIDDEN)
+            return
+        await self.accept()
+        self.group = f"run.{self.run_id}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.last = _after(self.scope)
+        for frame in await _events(self.run_id, self.last):
+            await self._send(frame)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.send_json(frame)
+        self.last = frame["seq"]
+
+    async def run_event(self, message: dict[str, Any]) -> None:
+        frame = message["event"]
+        if frame["seq"] <= self.last:
+            return  # already sent, from the replay or an earlier fill
+        if frame["seq"] > self.last + 1:
+            for missing in await _events(self.run_id, self.last, frame["seq"] - 1):
+                await self._send(missing)
+        await self._send(frame)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        pass  # the stream is one-way; steering goes through the REST API
+
+
+class UserEventsConsumer(_Consumer):
+    """Every event of the user's runs, live (per-run numbering; resume per run with ws/runs)."""
+
+    async def connect(self) -> None:
+        self.group = None
+        user = await authenticate(self.scope)
+        if user is None:
+            await self.refuse(UNAUTHENTICATED)
+            return
+        await self.accept()
+        self.group = f"user.{user.pk}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def run_event(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        pass
