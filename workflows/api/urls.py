@@ -14,6 +14,7 @@ router.register("approvals", ApprovalViewSet, basename="approval")
 urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),
     path("auth/token", views.TokenView.as_view(), name="auth-token"),
+    path("auth/me", views.MeView.as_view(), name="auth-me"),
     path("schema/workflow", views.WorkflowSchemaView.as_view(), name="workflow-schema"),
     path("schema/", SpectacularAPIView.as_view(), name="openapi"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),

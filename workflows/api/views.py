@@ -51,6 +51,14 @@ class TokenView(APIView):
         return Response({"token": token.key, "username": user.username})
 
 
+class MeView(APIView):
+    """Who the token belongs to: the CLI's ``whoami``."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: s.ErrorOut})
+    def get(self, request: Request) -> Response:
+        return Response({"username": request.user.username, "is_staff": request.user.is_staff})
+
+
 class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -341,7 +349,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         patch = patches.run_patch_propose(run=run, operations=data.validated_data["operations"],
                                           description=data.validated_data["description"],
-                                          node_id=data.validated_data["node_id"], user=request.user)
+                                          node_id=data.validated_data.get("node_id", ""), user=request.user)
         return Response(s.RunPatchOut(patch).data, status=201)
 
     @extend_schema(responses={200: s.RunPatchOut, **ERRORS})
