@@ -26,7 +26,8 @@ CONFIG_SCHEMA = {
 
 
 def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (mapping or {}).items()}
+    """Header and query values as text; a value that resolved to nothing is left out, not sent as "null"."""
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (mapping or {}).items() if v is not None}
 
 
 @executor("http", config_schema=CONFIG_SCHEMA,
