@@ -15,7 +15,7 @@ from workflows.models import Event, NodeRun, Run
 WAITING = {"waiting_for_approval", "completed", "failed", "cancelled"}
 
 
-def refund(review: dict[str, Any] | None = None, *, reject_edge: bool = True) -> dict[str, Any]:
+def refund_flow(review: dict[str, Any] | None = None, *, reject_edge: bool = True) -> dict[str, Any]:
     """examples/approval.json: prepare → review → refund if approved, else notify_rejected."""
     config = {"message": "Refund ${$nodes.prepare.amount} to ${$nodes.prepare.customer}?", **(review or {})}
     nodes = [
@@ -43,7 +43,7 @@ def submit(owner: User, definition: dict[str, Any], inputs: dict[str, Any] | Non
 
 def parked(owner: User, review: dict[str, Any] | None = None, **kwargs: Any) -> tuple[str, Approval]:
     """A refund run waiting at ``review``, and its approval."""
-    run_id = submit(owner, refund(review, **kwargs))
+    run_id = submit(owner, refund_flow(review, **kwargs))
     return run_id, approval_of(run_id)
 
 

@@ -7,8 +7,17 @@ from datetime import datetime
 
 from aob_project.celery import app
 from approvals.models import Approval
-from tests.approvals.runs import approval_of, decide, events, finished, output, parked, statuses, submit
-from tests.approvals.runs import refund as refund_flow
+from tests.approvals.runs import (
+    approval_of,
+    decide,
+    events,
+    finished,
+    output,
+    parked,
+    refund_flow,
+    statuses,
+    submit,
+)
 
 
 def test_approve_takes_the_approve_edge_with_the_decision_as_output(engine, user, bob):
