@@ -203,7 +203,8 @@ class ErrorOut(serializers.Serializer):
 class RunPatchIn(StrictSerializer):
     operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=1000)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
-    node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200, required=False, default="")
+    # No default "": it would contradict this field's pattern and make the OpenAPI document invalid.
+    node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200, required=False)
 
 
 class RunPatchOut(serializers.Serializer):
