@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from tests.support.remote import RemoteServer
 from workflows.models import Run
 
 TERMINAL = {"completed", "failed", "cancelled"}
+OPENAPI_SPEC = str(Path(__file__).parent / "support" / "openapi_remote.json")
 
 
 @pytest.fixture
@@ -74,7 +77,8 @@ def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer
     return stack.test_env(settings.DATABASES["default"]["NAME"],
                           AOB_HTTP_ALLOWLIST=f"127.0.0.1:{remote.port}",
                           OPENAI_BASE_URL=llm_server.base_url, OPENAI_API_KEY="test-key",
-                          AOB_LLM_RETRY_BACKOFF_S="0.05", AOB_LLM_MODEL="gpt-4o-mini")
+                          AOB_LLM_RETRY_BACKOFF_S="0.05", AOB_LLM_MODEL="gpt-4o-mini",
+                          AOB_OPENAPI_SPECS=json.dumps({"remote": {"spec": OPENAPI_SPEC, "base_url": remote.base}}))
 
 
 @pytest.fixture(scope="session")
