@@ -92,6 +92,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "workflows.middleware.GlobalRateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -210,6 +211,14 @@ AOB_MAX_JSON_DEPTH = env_int("AOB_MAX_JSON_DEPTH", 64)
 AOB_DEFAULT_NODE_TIMEOUT_MS = env_int("AOB_DEFAULT_NODE_TIMEOUT_MS", 300_000)
 # Test hook: drop the broker publish after commit (simulates a crash between commit and publish).
 AOB_TEST_DROP_PUBLISH = env_bool("AOB_TEST_DROP_PUBLISH", False)
+
+# --- Rate limits (workflows/ratelimit.py), per 60-second sliding window ---------------------------
+AOB_RATE_LIMITS_ENABLED = env_bool("AOB_RATE_LIMITS_ENABLED", True)
+AOB_RATE_GLOBAL_PER_MIN = env_int("AOB_RATE_GLOBAL_PER_MIN", 100)
+AOB_RATE_USER_RUNS_PER_MIN = env_int("AOB_RATE_USER_RUNS_PER_MIN", 50)
+AOB_RATE_TIER_SIMPLE_PER_MIN = env_int("AOB_RATE_TIER_SIMPLE_PER_MIN", 100)
+AOB_RATE_TIER_STANDARD_PER_MIN = env_int("AOB_RATE_TIER_STANDARD_PER_MIN", 20)
+AOB_RATE_TIER_HEAVY_PER_MIN = env_int("AOB_RATE_TIER_HEAVY_PER_MIN", 5)
 
 # --- Outbound HTTP (workers/http) ---------------------------------------------------------------
 AOB_HTTP_ALLOWLIST = env_list("AOB_HTTP_ALLOWLIST", "")

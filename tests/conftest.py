@@ -24,6 +24,24 @@ TERMINAL = {"completed", "failed", "cancelled"}
 OPENAPI_SPEC = str(Path(__file__).parent / "support" / "openapi_remote.json")
 
 
+RELAXED_LIMITS = {"AOB_RATE_GLOBAL_PER_MIN": 10**6, "AOB_RATE_USER_RUNS_PER_MIN": 10**6,
+                  "AOB_RATE_TIER_SIMPLE_PER_MIN": 10**6, "AOB_RATE_TIER_STANDARD_PER_MIN": 10**6,
+                  "AOB_RATE_TIER_HEAVY_PER_MIN": 10**6}
+
+
+@pytest.fixture(autouse=True)
+def _rate_limits(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Rate limits stay on in every test, but only tests marked ``ratelimit`` run at the real
+    defaults (on clean counters); the rest of the suite must not throttle itself."""
+    if request.node.get_closest_marker("ratelimit"):
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter("aob:rl:*"):
+            client.delete(key)
+        return
+    for name, value in RELAXED_LIMITS.items():
+        setattr(settings, name, value)
+
+
 @pytest.fixture
 def make_user(db: Any) -> Any:
     def make(username: str = "alice", password: str = "s3cret-pass!", **extra: Any) -> User:

@@ -31,6 +31,12 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         "AOB_LEASE_S": "2",
         "AOB_LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        # live servers started by tests must not throttle the suite (see tests/conftest.py)
+        "AOB_RATE_GLOBAL_PER_MIN": "1000000",
+        "AOB_RATE_USER_RUNS_PER_MIN": "1000000",
+        "AOB_RATE_TIER_SIMPLE_PER_MIN": "1000000",
+        "AOB_RATE_TIER_STANDARD_PER_MIN": "1000000",
+        "AOB_RATE_TIER_HEAVY_PER_MIN": "1000000",
     })
     env.update(extra)
     return env

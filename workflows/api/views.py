@@ -265,7 +265,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     lookup_value_regex = r"[^/]+"
 
     def get_queryset(self) -> Any:
-        qs = selectors.runs_visible(user=self.request.user).order_by("-created_at")
+        # The list is the user's own runs; an approver reaches a run it must decide through its approval.
+        qs = Run.objects.filter(owner=self.request.user).order_by("-created_at")
         status = self.request.query_params.get("status")
         if status:
             if status not in Run.Status.values:

@@ -1,0 +1,83 @@
+"""Rate limits: sliding windows per user and per workflow tier, a global write limit, 429 bodies
+with Retry-After, rejected calls create nothing, and Redis down fails run creation closed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import client_for
+from workflows.models import Run
+
+pytestmark = [pytest.mark.ratelimit, pytest.mark.django_db]
+
+
+def workflow(agents: int) -> dict:
+    nodes = [{"id": "t", "type": "transform", "config": {"expression": "1"}}]
+    nodes += [{"id": f"a{i}", "type": "agent", "config": {"task": "think"}} for i in range(agents)]
+    return {"nodes": nodes, "edges": []}
+
+
+def start(api, agents: int):
+    return api.post("/api/v1/runs", {"workflow": workflow(agents)}, format="json")
+
+
+def test_standard_tier_allows_20_then_429_with_retry_after(api, user):
+    for _ in range(20):
+        assert start(api, 1).status_code == 201
+    response = start(api, 2)
+    assert response.status_code == 429
+    body = response.json()
+    assert body["error"] == "rate_limit_exceeded"
+    assert body["details"]["tier"] == "standard"
+    assert body["details"]["limit"] == 20
+    assert body["details"]["window"] == "60 seconds"
+    assert body["details"]["current_count"] == 20
+    assert 1 <= body["details"]["retry_after_seconds"] <= 60
+    assert response["Retry-After"] == str(body["details"]["retry_after_seconds"])
+    assert Run.objects.filter(owner=user).count() == 20  # the rejected call created nothing
+
+
+def test_heavy_after_5_and_simple_not_blocked_by_heavy(api):
+    for _ in range(5):
+        assert start(api, 3).status_code == 201
+    heavy = start(api, 4)
+    assert heavy.status_code == 429 and heavy.json()["details"]["tier"] == "heavy"
+    assert start(api, 0).status_code == 201
+    assert start(api, 1).status_code == 201
+
+
+def test_per_user_limit_at_51_and_other_users_unaffected(api, make_user):
+    for _ in range(50):
+        assert start(api, 0).status_code == 201
+    response = start(api, 0)
+    assert response.status_code == 429
+    assert response.json()["error"] == "user_rate_limit_exceeded"
+    assert response.json()["details"]["limit"] == 50
+    assert "tier" not in response.json()["details"]
+    assert start(client_for(make_user("bob")), 0).status_code == 201
+
+
+def test_reads_never_limited(api):
+    assert start(api, 0).status_code == 201
+    for _ in range(200):
+        assert api.get("/api/v1/runs").status_code == 200
+    assert api.get("/api/v1/health").status_code in (200, 503)
+
+
+def test_global_limit_on_writes_only(api, settings):
+    settings.AOB_RATE_GLOBAL_PER_MIN = 5
+    for _ in range(5):
+        assert api.post("/api/v1/workflows/validate", {"workflow": workflow(0)}, format="json").status_code == 200
+    blocked = api.post("/api/v1/workflows/validate", {"workflow": workflow(0)}, format="json")
+    assert blocked.status_code == 429
+    assert blocked.json()["error"] == "global_rate_limit_exceeded"
+    assert blocked["Retry-After"]
+    assert api.get("/api/v1/workflows").status_code == 200
+
+
+def test_redis_unreachable_fails_run_creation_closed_with_503(api, user, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    response = start(api, 0)
+    assert response.status_code == 503
+    assert response.json()["error"] == "rate_limiter_unavailable"
+    assert not Run.objects.filter(owner=user).exists()

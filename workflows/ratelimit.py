@@ -1,0 +1,134 @@
+"""Rate limits that know how heavy a workflow is.
+
+A sliding-window log per key in a Redis sorted set, checked and recorded by one Lua script (one
+round trip, atomic across every layer of the check): all layers must have room, and only then is
+the call recorded in each — a rejected call is never counted. Unlike the fixed window of the
+system we replace, a sliding window cannot be doubled at a window's edge.
+
+Layers: a global limit on state-changing API requests (middleware), and on run creation a
+per-user limit plus a per-user tier by the number of agent nodes in the version to run
+(0 simple, 1–2 standard, ≥3 heavy), enforced in ``run_start`` so every surface is limited alike.
+
+Redis unreachable: run creation fails closed with 503 (we cannot know it is within limits);
+other writes fail open, logged, since they do not start work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+
+from aob_project.exceptions import AobError, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+WINDOW_S = 60
+SCRIPT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local member = ARGV[3]
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  if count >= tonumber(ARGV[3 + i]) then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    local retry = window
+    if oldest[2] then retry = window - (now - tonumber(oldest[2])) end
+    return {i, count, retry}
+  end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, window)
+end
+return {0, 0, 0}
+"""
+
+
+class RateLimited(AobError):
+    code = "rate_limit_exceeded"
+    status = 429
+
+
+@dataclass(frozen=True)
+class Layer:
+    key: str
+    limit: int
+    code: str
+    label: str
+    tier: str | None = None
+
+
+_local: dict[tuple[int, str], tuple[redis.Redis, Any]] = {}
+_lock = threading.Lock()
+
+
+def _client() -> tuple[redis.Redis, Any]:
+    key = (os.getpid(), settings.REDIS_URL)
+    with _lock:
+        if key not in _local:
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+            _local[key] = (client, client.register_script(SCRIPT))
+        return _local[key]
+
+
+def check(layers: list[Layer]) -> None:
+    """Record one call in every layer, or raise RateLimited naming the first full one."""
+    if not settings.AOB_RATE_LIMITS_ENABLED or not layers:
+        return
+    _, script = _client()
+    now_ms = int(time.time() * 1000)
+    failed, count, retry_ms = script(keys=[layer.key for layer in layers],
+                                     args=[now_ms, WINDOW_S * 1000, f"{now_ms}-{uuid.uuid4().hex}",
+                                           *[layer.limit for layer in layers]])
+    if not failed:
+        return
+    layer = layers[int(failed) - 1]
+    retry_after = max(1, -(-int(retry_ms) // 1000))
+    details: dict[str, Any] = {"limit": layer.limit, "window": f"{WINDOW_S} seconds", "current_count": int(count),
+                               "retry_after_seconds": retry_after}
+    if layer.tier:
+        details["tier"] = layer.tier
+    raise RateLimited(f"{layer.label}: at most {layer.limit} per {WINDOW_S} seconds; retry in {retry_after} s",
+                      code=layer.code, extra=details)
+
+
+def tier_for(definition: dict[str, Any]) -> tuple[str, int]:
+    agents = sum(1 for n in definition.get("nodes", []) if isinstance(n, dict) and n.get("type") == "agent")
+    if agents == 0:
+        return "simple", settings.AOB_RATE_TIER_SIMPLE_PER_MIN
+    if agents <= 2:
+        return "standard", settings.AOB_RATE_TIER_STANDARD_PER_MIN
+    return "heavy", settings.AOB_RATE_TIER_HEAVY_PER_MIN
+
+
+def check_run_start(*, user: Any, definition: dict[str, Any]) -> None:
+    tier, tier_limit = tier_for(definition)
+    layers = [
+        Layer(f"aob:rl:user:{user.pk}:runs", settings.AOB_RATE_USER_RUNS_PER_MIN, "user_rate_limit_exceeded",
+              "run creations per user"),
+        Layer(f"aob:rl:user:{user.pk}:tier:{tier}", tier_limit, "rate_limit_exceeded", f"{tier} workflow runs",
+              tier=tier),
+    ]
+    try:
+        check(layers)
+    except redis.RedisError as exc:
+        logger.error("ratelimit.redis_unavailable", extra={"error": str(exc)})
+        raise ServiceUnavailable("rate limiting is unavailable (Redis unreachable); no run was created",
+                                 code="rate_limiter_unavailable") from exc
+
+
+def check_global() -> None:
+    try:
+        check([Layer("aob:rl:global", settings.AOB_RATE_GLOBAL_PER_MIN, "global_rate_limit_exceeded",
+                     "state-changing requests across all users")])
+    except redis.RedisError as exc:
+        logger.warning("ratelimit.redis_unavailable_global", extra={"error": str(exc)})
