@@ -138,6 +138,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".aob" / "static"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+# Linked from the web UI; `make up` starts Flower on AOB_FLOWER_PORT.
+AOB_FLOWER_URL = env_str("AOB_FLOWER_URL", "http://127.0.0.1:5555/")
 
 # --- Security -------------------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AOB_MAX_BODY_BYTES", 1024 * 1024)
