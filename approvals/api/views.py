@@ -28,7 +28,8 @@ class ApprovalViewSet(viewsets.GenericViewSet):
     def get_queryset(self) -> Any:
         return selectors.approvals_visible(user=self.request.user)
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Approval.Status.values)],
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Approval.Status.values),
+                               OpenApiParameter("run", str, description="only this run's approvals (run id)")],
                    responses={200: s.ApprovalOut(many=True)})
     def list(self, request: Request) -> Response:
         status = request.query_params.get("status")
@@ -38,6 +39,9 @@ class ApprovalViewSet(viewsets.GenericViewSet):
             qs = selectors.approvals_visible(user=request.user).order_by("-created_at")
             if status:
                 qs = qs.filter(status=status)
+        run = request.query_params.get("run")
+        if run:
+            qs = qs.filter(run=run_get(user=request.user, run_id=run))
         page = self.paginate_queryset(qs.prefetch_related("decisions"))
         return self.get_paginated_response(s.ApprovalOut(page, many=True).data)
 
