@@ -9,10 +9,12 @@ BIN := $(VENV)/bin
 
 venv: $(VENV)/.installed
 
-# The stamp makes `pip install` run again only when requirements.txt changes.
-$(VENV)/.installed: requirements.txt
+# The stamp makes `pip install` run again only when requirements.txt or pyproject.toml changes.
+# The project itself is installed editable (for the `aob` console script), offline: no build isolation.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $@
 
 up: venv
