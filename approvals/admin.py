@@ -42,9 +42,14 @@ class ApprovalAdmin(admin.ModelAdmin):
     actions = ["approve", "reject"]
 
     def get_queryset(self, request):  # noqa: ANN001, ANN201
+        return super().get_queryset(request).select_related("run")
+
+    def get_ordering(self, request):  # noqa: ANN001, ANN201
+        # Here, not in get_queryset: the changelist puts this (or Meta.ordering) before any
+        # ordering the queryset carries.
         pending_first = Case(When(status=Approval.Status.PENDING, then=Value(0)), default=Value(1),
                              output_field=IntegerField())
-        return super().get_queryset(request).select_related("run").order_by(pending_first, "-created_at")
+        return [pending_first.asc(), "-created_at"]
 
     def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False

@@ -1,0 +1,72 @@
+"""The admin decides through the same service as every other surface, as the admin user, and
+lists pending approvals first."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.test import Client
+
+from approvals.models import Approval, Decision
+from tests.approvals.runs import events, finished, output, parked, statuses
+
+CHANGELIST = "/admin/approvals/approval/"
+
+
+def admin_client(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def act(client: Client, action: str, approval: Approval, comment: str) -> list[str]:
+    response = client.post(CHANGELIST, {"action": action, "_selected_action": [approval.pk], "comment": comment,
+                                        "index": 0}, follow=True)
+    assert response.status_code == 200
+    return [str(m) for m in response.context["messages"]]
+
+
+def listed(client: Client) -> list[int]:
+    response = client.get(CHANGELIST)
+    assert response.status_code == 200
+    return [int(pk) for pk in re.findall(r'name="_selected_action" value="(\d+)"', response.content.decode())]
+
+
+def test_admin_approve_action_decides_as_the_admin_user_with_the_comment(engine, user, boss):
+    run_id, approval = parked(user, {"approvers": ["boss"]})
+    client = admin_client(boss)
+
+    assert act(client, "approve", approval, "ok from the admin") == [f"approval {approval.pk}: approved"]
+
+    decision = Decision.objects.get(approval=approval)
+    assert (decision.user, decision.username, decision.approve, decision.comment) == (
+        boss, "boss", True, "ok from the admin")
+    assert finished(run_id).status == "completed"
+    assert statuses(run_id)["refund"] == "completed"
+    assert [(d["user"], d["comment"]) for d in output(run_id)["decisions"]] == [("boss", "ok from the admin")]
+    (decided,) = events(run_id, "approval_decided")
+    assert (decided["user"], decided["settled"]) == ("boss", "approved")
+
+
+def test_admin_actions_obey_the_same_rules(engine, user, boss):
+    """A staff user who is not an approver is refused like on the API, and nothing is counted."""
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+
+    (message,) = act(admin_client(boss), "reject", approval, "no")
+    assert "not an approver" in message
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+    assert statuses(run_id)["review"] == "waiting"
+
+
+def test_admin_lists_pending_first(engine, user, boss):
+    _, older = parked(user, {"approvers": ["boss"]})
+    newer_run, newer = parked(user, {"approvers": ["boss"]})
+    client = admin_client(boss)
+    assert listed(client) == [newer.pk, older.pk]
+
+    act(client, "reject", newer, "")
+    finished(newer_run)
+    assert listed(client) == [older.pk, newer.pk]
+    detail = client.get(f"{CHANGELIST}{older.pk}/change/").content.decode()
+    assert "Refund 42 to ACME?" in detail and "&quot;customer&quot;: &quot;ACME&quot;" in detail
