@@ -8,6 +8,7 @@ from django.db import transaction
 
 from agents.exceptions import BudgetExceeded
 from agents.llm import Call
+from aob_project.metrics import LLM_COST, LLM_TOKENS
 from workflows.models import NodeRun, Run
 
 
@@ -31,6 +32,10 @@ def check(run_id: str, budget: dict[str, Any] | None) -> None:
 
 def record(run_id: str, node_run_id: int, call: Call) -> None:
     tokens = call.prompt_tokens + call.completion_tokens
+    LLM_TOKENS.labels(call.model, "prompt").inc(call.prompt_tokens)
+    LLM_TOKENS.labels(call.model, "completion").inc(call.completion_tokens)
+    LLM_TOKENS.labels(call.model, "cached").inc(call.cached_tokens)
+    LLM_COST.labels(call.model).inc(call.cost_usd)
     with transaction.atomic():
         run = Run.objects.select_for_update().only("usage").get(pk=run_id)
         usage = dict(run.usage or {})

@@ -45,6 +45,8 @@ app.conf.task_routes = {
 }
 app.autodiscover_tasks(["workflows", "workers", "approvals", "agents"])
 
+import aob_project.context  # noqa: E402,F401  (request-id propagation through task headers)
+
 
 @app.on_after_finalize.connect
 def _schedule(sender: Celery, **_: object) -> None:

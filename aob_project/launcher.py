@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,6 +184,10 @@ class Services:
             raise LaunchError(f"{exc}\n(or point DATABASE_URL / REDIS_URL at running servers)") from exc
         self.runtime_env.write_text(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}\n")
         env["AOB_DATA_DIR"] = str(self.data_dir)
+        metrics_dir = self.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # multiprocess metrics start fresh with the stack
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
         return env

@@ -86,6 +86,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "aob_project.context.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -236,11 +237,14 @@ AOB_LLM_MODEL = env_str("AOB_LLM_MODEL", "gpt-4o-mini")
 AOB_LLM_TIMEOUT_S = env_float("AOB_LLM_TIMEOUT_S", 60.0)
 AOB_MAX_AGENT_NODES = env_int("AOB_MAX_AGENT_NODES", 5)
 
+from aob_project.logs import configure_structlog, formatter  # noqa: E402
+
+configure_structlog()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"json": formatter(json_output=env_bool("AOB_LOG_JSON", True))},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": env_str("AOB_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

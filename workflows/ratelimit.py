@@ -27,6 +27,7 @@ import redis
 from django.conf import settings
 
 from aob_project.exceptions import AobError, ServiceUnavailable
+from aob_project.metrics import RATE_LIMITED
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def check(layers: list[Layer]) -> None:
                                "retry_after_seconds": retry_after}
     if layer.tier:
         details["tier"] = layer.tier
+    RATE_LIMITED.labels(layer.code, layer.tier or "").inc()
     raise RateLimited(f"{layer.label}: at most {layer.limit} per {WINDOW_S} seconds; retry in {retry_after} s",
                       code=layer.code, extra=details)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     if getattr(options, "help", False) or getattr(options, "version", False):
         return
     remove_stale_folders()
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # every process of the test stack (this one, workers, live servers) writes metrics here
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aob-metrics-")
     wanted = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
     if not wanted:
         return

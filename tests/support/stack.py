@@ -29,7 +29,7 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         "AOB_APPROVAL_SWEEP_INTERVAL_S": "1",
         "AOB_REPUBLISH_AFTER_S": "3",
         "AOB_LEASE_S": "2",
-        "AOB_LOG_LEVEL": "WARNING",
+        "AOB_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
         # live servers started by tests must not throttle the suite (see tests/conftest.py)
         "AOB_RATE_GLOBAL_PER_MIN": "1000000",

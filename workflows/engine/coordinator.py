@@ -16,6 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from aob_project.metrics import DECISION
 from workers import registry
 from workflows.definition.expressions import evaluate_condition
 from workflows.definition.ir import IR, ir_for
@@ -248,7 +249,7 @@ class Decision:
 
 def coordinate(node_run_id: int) -> None:
     """Consume one finished node run, exactly once, and emit what follows it."""
-    with transaction.atomic():
+    with DECISION.time(), transaction.atomic():
         run_id = NodeRun.objects.filter(pk=node_run_id).values_list("run_id", flat=True).first()
         if run_id is None:
             return

@@ -12,6 +12,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from aob_project.context import current_request_id
 from workflows.models import Event
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,9 @@ def append(run_id: Any, owner_id: int, items: Iterable[tuple[str, str, dict[str,
         return []
     first = reserve_seq(run_id, len(items))
     now = timezone.now()
-    events = [Event(run_id=run_id, seq=first + i, type=t, node_id=node_id or "", data=data, created_at=now)
-              for i, (t, node_id, data) in enumerate(items)]
+    request_id = current_request_id()
+    events = [Event(run_id=run_id, seq=first + i, type=t, node_id=node_id or "", data=data, created_at=now,
+                    request_id=request_id) for i, (t, node_id, data) in enumerate(items)]
     Event.objects.bulk_create(events)
     frames = [e.as_dict() for e in events]
     transaction.on_commit(lambda: push(str(run_id), owner_id, frames))

@@ -15,7 +15,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
+from aob_project.metrics import NODE_DURATION, NODE_QUEUE
 from workers import registry
 from workers.registry import NodeContext
 from workflows.definition.references import referenced_nodes, resolve
@@ -48,14 +50,20 @@ def claim(node_run_id: int) -> NodeContext | None:
                    AND r.status IN ('queued', 'running', 'waiting_for_approval')
                    AND (nr.available_at IS NULL OR nr.available_at <= %s)
              RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts,
-                       r.owner_id, r.inputs, r.current_artifact_id, r.status
+                       r.owner_id, r.inputs, r.current_artifact_id, r.status, nr.queued_at, r.request_id
                 """,
                 [now, node_run_id, now + timedelta(milliseconds=50)],
             )
             row = cursor.fetchone()
         if row is None:
             return None
-        run_id, node_id, node_type, iteration, attempts, owner_id, inputs, artifact_id, run_status = row
+        (run_id, node_id, node_type, iteration, attempts, owner_id, inputs, artifact_id, run_status, queued_at,
+         request_id) = row
+        bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type,
+             request_id=current_request_id() or request_id)
+        if attempts == 1 and queued_at is not None:
+            NODE_QUEUE.labels(node_type).observe(max(0.0, (now - queued_at).total_seconds()))
+        logger.info("node_run.started", extra={"attempt": attempts, "iteration": iteration})
         if isinstance(inputs, str):  # Django's psycopg setup leaves jsonb as text in raw queries
             inputs = json.loads(inputs)
         run = Run(pk=run_id, owner_id=owner_id, inputs=inputs, current_artifact_id=artifact_id, status=run_status)
@@ -104,6 +112,8 @@ def complete(ctx: NodeContext, output: Any, started: float) -> bool:
         if moved:
             events.append(ctx.run_id, ctx.owner_id, [("node_completed", ctx.node_id, {
                 "iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid})])
+    NODE_DURATION.labels(ctx.node_type, "completed").observe(time.monotonic() - started)
+    logger.info("node_run.completed", extra={"duration_ms": entry["duration_ms"], "applied": moved})
     return moved
 
 
@@ -122,6 +132,8 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     max_attempts = int(retry.get("max_attempts", 1))
     entry = {"attempt": ctx.attempt, "status": "failed", "error": error,
              "duration_ms": int((time.monotonic() - started) * 1000)}
+    NODE_DURATION.labels(ctx.node_type, "failed").observe(time.monotonic() - started)
+    logger.info("node_run.failed", extra={"error_type": error.get("error_type"), "attempt": ctx.attempt})
     with transaction.atomic():
         if error.get("transient") and ctx.attempt < max_attempts:
             backoff_ms = int(retry.get("backoff_ms", 1000) * float(retry.get("backoff_multiplier", 2.0)) ** (

@@ -26,6 +26,7 @@ class Event(models.Model):
     type = models.CharField(max_length=32, choices=Type.choices)
     node_id = models.CharField(max_length=200, blank=True, default="")
     data = models.JSONField(default=dict)
+    request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,5 +43,6 @@ class Event(models.Model):
             "type": self.type,
             "node_id": self.node_id or None,
             "data": self.data,
+            "request_id": self.request_id or None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
         }

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from aob_project.exceptions import AobError, Conflict, ValidationFailed
+from aob_project.metrics import PATCHES
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events
 from workflows.models import Artifact, NodeRun, Run, RunPatch
@@ -114,10 +115,13 @@ def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_
                       user: User | None = None, from_agent: bool = False) -> RunPatch:
     """Validate, then apply (or hold for approval) a patch to a live run."""
     try:
-        return _propose(run=run, operations=operations, description=description, node_id=node_id, user=user,
-                        from_agent=from_agent)
+        patch = _propose(run=run, operations=operations, description=description, node_id=node_id, user=user,
+                         from_agent=from_agent)
+        PATCHES.labels(patch.status).inc()
+        return patch
     except (ValidationFailed, PatchDenied) as exc:
         _record_rejection(run, node_id, exc)
+        PATCHES.labels("rejected").inc()
         raise
 
 

@@ -1,0 +1,53 @@
+"""/metrics moves when a run completes; a node's log line carries the API call's request id."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.conftest import wait_for_run
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_move_when_a_run_completes(engine, api, client):
+    before = client.get("/metrics").content.decode()
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}},
+                            {"id": "b", "type": "transform", "config": {"expression": "2"}}],
+                  "edges": [{"from": "a", "to": "b"}]}
+    run = wait_for_run(api.post("/api/v1/runs", {"workflow": definition}, format="json").json()["run_id"])
+    assert run.status == "completed"
+    after = client.get("/metrics").content.decode()
+    assert metric(after, "aob_runs", status="completed") == metric(before, "aob_runs", status="completed") + 1
+    assert metric(after, "aob_node_runs", type="transform", status="completed") >= 2
+    # histograms observed in the worker processes, aggregated through the multiprocess directory
+    assert metric(after, "aob_node_duration_seconds_count", type="transform", status="completed") >= metric(
+        before, "aob_node_duration_seconds_count", type="transform", status="completed") + 2
+    assert metric(after, "aob_node_queue_seconds_count", type="transform") >= 2
+    assert metric(after, "aob_coordinator_decision_seconds_count") > metric(
+        before, "aob_coordinator_decision_seconds_count")
+
+
+def test_node_log_line_carries_the_request_id(engine, api):
+    definition = {"nodes": [{"id": "logged_node", "type": "transform", "config": {"expression": "1"}}], "edges": []}
+    response = api.post("/api/v1/runs", {"workflow": definition}, format="json", HTTP_X_REQUEST_ID="req-test-4242")
+    assert response["X-Request-ID"] == "req-test-4242"
+    run = wait_for_run(response.json()["run_id"])
+    assert run.request_id == "req-test-4242"
+    lines = [json.loads(line) for line in engine["worker"].log.read_text().splitlines()
+             if line.startswith("{") and "logged_node" in line]
+    started = [entry for entry in lines if entry.get("event") == "node_run.completed"
+               and entry.get("run_id") == str(run.pk)]
+    assert started, "no JSON log line for the node execution"
+    assert started[0]["request_id"] == "req-test-4242"
+    assert started[0]["node_id"] == "logged_node" and re.fullmatch(r"\d+", str(started[0]["node_run_id"]))
+    events = list(run.events.order_by("seq").values_list("request_id", flat=True))
+    assert events and all(rid == "req-test-4242" for rid in events)
