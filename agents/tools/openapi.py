@@ -67,10 +67,11 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
                 raise ToolError(f"parameter {name!r} ({where}) is required")
             continue
         value = params.pop(name)
+        value = value if isinstance(value, str) else json.dumps(value)  # true, not Python's True
         if where == "path":
-            path = path.replace("{" + name + "}", quote(str(value), safe=""))
+            path = path.replace("{" + name + "}", quote(value, safe=""))
         elif where == "query":
-            query[name] = str(value)
+            query[name] = value
     base = registered.get("base_url") or (spec.get("servers") or [{}])[0].get("url", "")
     body = args.get("body")
     result = request(method=method, url=base.rstrip("/") + path, params=query or None,

@@ -1,0 +1,84 @@
+"""The agent's data and discovery tools on real workers: execute_pipeline, search_tools,
+openapi_action and delegate_to_agent."""
+
+from __future__ import annotations
+
+import json
+
+from tests.agents.flows import agent, finish, node, start, tool_messages
+from workers import registry
+
+TEXT = {"content": "Done."}
+SCORES = [{"name": "ada", "score": 71}, {"name": "bob", "score": 93}, {"name": "cy", "score": 55},
+          {"name": "dee", "score": 88}, {"name": "eve", "score": 64}]
+
+
+def test_a_pipeline_fetches_sorts_and_takes_the_top_three(engine, api, fake_llm, remote):
+    remote.script("scores", [SCORES])
+    pipeline = {"steps": [{"op": "http_request", "url": f"{remote.base}/seq/scores"},
+                          {"op": "table_sort", "by": "score", "descending": True},
+                          {"op": "top_k", "k": 3}]}
+    blocked = {"steps": [{"op": "http_request", "url": "http://169.254.169.254/latest/meta-data"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline), ("execute_pipeline", blocked)]}, TEXT])
+
+    run = finish(start(api, [agent(task="top three scores")]))
+
+    assert run.status == "completed", run.error
+    top3 = [{"name": "bob", "score": 93}, {"name": "dee", "score": 88}, {"name": "ada", "score": 71}]
+    first, second = node(run, "plan").output["tool_calls"]
+    assert first["result"]["status"] == "success" and first["result"]["data"] == top3
+    assert [s["op"] for s in first["result"]["pipeline_steps"]] == ["http_request", "table_sort", "top_k"]
+    assert first["result"]["pipeline_steps"][0]["status_code"] == 200
+    assert second["result"]["status"] == "error"  # the SSRF-safe client refused the metadata address
+    fed_back = tool_messages(fake_llm.requests[1])
+    assert fed_back[0]["data"] == top3 and fed_back[1]["status"] == "error"
+    assert len(remote.hits("/seq/scores")) == 1
+
+
+def test_search_tools_returns_the_http_node_config_schema(engine, api, fake_llm):
+    fake_llm.reset([{"tool_calls": [("search_tools", {"query": "http"})]}, TEXT])
+
+    run = finish(start(api, [agent()]))
+
+    result = node(run, "plan").output["tool_calls"][0]["result"]
+    found = {t["type"]: t for t in result["node_types"]}
+    assert found["http"]["config_schema"] == registry.catalogue()["http"].config_schema
+    assert found["http"]["config_schema"]["required"] == ["url"]
+    assert "hitl" not in found
+    assert tool_messages(fake_llm.requests[1])[0] == json.loads(json.dumps(result))
+
+
+def test_openapi_action_calls_an_operation_of_a_registered_spec(engine, api, fake_llm, remote):
+    create = {"api": "remote", "operation_id": "createOrder", "body": {"sku": "A-1", "qty": 2}}
+    get = {"api": "remote", "operation_id": "getItem", "parameters": {"item_id": "a b", "verbose": True}}
+    missing = {"api": "remote", "operation_id": "getItem"}
+    unknown = {"api": "nowhere", "operation_id": "x"}
+    fake_llm.reset([{"tool_calls": [("openapi_action", a) for a in (create, get, missing, unknown)]}, TEXT])
+
+    run = finish(start(api, [agent()]))
+
+    assert run.status == "completed", run.error
+    created, got, no_param, no_api = [c["result"] for c in node(run, "plan").output["tool_calls"]]
+    assert created["status"] == "success" and created["status_code"] == 200
+    assert created["body"]["method"] == "POST" and created["body"]["json"] == {"sku": "A-1", "qty": 2}
+    assert got["body"]["path"] == "/echo/items/a%20b" and got["body"]["query"] == {"verbose": ["true"]}
+    assert no_param["status"] == "error" and "item_id" in no_param["message"]
+    assert no_api["status"] == "error" and "remote" in no_api["message"]
+    assert [h["path"] for h in remote.hits("/echo")] == ["/echo/orders", "/echo/items/a%20b"]
+
+
+def test_delegate_to_agent_adds_an_agent_node_that_runs(engine, api, fake_llm):
+    fake_llm.reset([{"tool_calls": [("delegate_to_agent", {"task": "summarize the findings"})]},
+                    {"content": "delegated"},
+                    {"content": "summary"}])
+
+    run = finish(start(api, [agent()]))
+
+    assert run.status == "completed", run.error
+    result = node(run, "plan").output["tool_calls"][0]["result"]
+    assert result["status"] == "applied" and result["node_id"] == "plan_delegate"
+    sub = node(run, "plan_delegate")
+    assert (sub.node_type, sub.status, sub.output["message"]) == ("agent", "completed", "summary")
+    assert len(fake_llm.requests) == 3
+    dynamic = fake_llm.requests[2]["body"]["messages"][1]["content"]
+    assert "Your node id: plan_delegate" in dynamic and "summarize the findings" in dynamic
