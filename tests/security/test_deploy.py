@@ -1,0 +1,37 @@
+"""Production settings pass Django's deployment checklist; development settings do not pretend to."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def check_deploy(**env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "AOB_PRODUCTION": "true", "DEBUG": "false", "ALLOWED_HOSTS": "aob.example.com", **env}
+    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = check_deploy(SECRET_KEY=secrets.token_urlsafe(64))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_catches_a_weak_secret():
+    result = check_deploy(SECRET_KEY="short")
+    assert result.returncode != 0
+    assert "security.W009" in result.stdout + result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret():
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                            env={**env, "AOB_PRODUCTION": "true", "DEBUG": "false"}, timeout=120)
+    assert result.returncode != 0
+    assert "SECRET_KEY is required" in result.stderr
