@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -19,6 +19,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="openapi"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
     path("workflows/validate", views.WorkflowValidateView.as_view(), name="workflow-validate"),
-    path("artifacts/<str:artifact_id>", views.ArtifactView.as_view(), name="artifact"),
+    re_path(r"^artifacts/(?P<artifact_id>[^/\x00]+)$", views.ArtifactView.as_view(), name="artifact"),
     *router.urls,
 ]

@@ -150,7 +150,7 @@ def _truthy(value: str | None) -> bool:
 
 class WorkflowViewSet(viewsets.GenericViewSet):
     lookup_field = "tag"
-    lookup_value_regex = r"[^/]+"
+    lookup_value_regex = r"[^/\x00]+"  # NUL cannot reach PostgreSQL (a 500); such a tag is no URL: 404
     serializer_class = s.WorkflowOut
 
     def get_queryset(self) -> Any:
@@ -275,6 +275,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             qs = qs.filter(status=status)
         tag = self.request.query_params.get("tag")
         if tag:
+            if "\x00" in tag:
+                raise AobError("tag must not contain the NUL character", code="validation_error",
+                               extra={"field": "tag"})
             qs = qs.filter(tag=tag)
         return qs
 
