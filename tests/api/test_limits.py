@@ -169,3 +169,27 @@ def test_a_body_that_is_not_json_is_a_415_in_the_error_format(api):
     response = api.generic("POST", f"{API}/workflows", b"tag_name=x", content_type="application/x-www-form-urlencoded")
 
     assert_error(response, 415)
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/workflows/a%00b"),
+    ("GET", "/workflows/a%00b/versions/0"),
+    ("DELETE", "/workflows/a%00b"),
+    ("PATCH", "/workflows/a%00b/patch"),
+    ("POST", "/workflows/a%00b/execute"),
+    ("GET", "/artifacts/sha256:%00"),
+    ("GET", "/runs/%00"),
+])
+def test_a_nul_character_in_the_url_is_a_404_not_a_500(api, method, path):
+    post_workflow(api, "a", fetch_then_store())
+
+    response = api.generic(method, f"{API}{path}", '{"operations": [{"op": "test", "path": "/nodes", "value": []}]}',
+                           content_type="application/json")
+
+    assert_error(response, 404, "not_found")
+
+
+def test_a_nul_character_in_a_query_filter_is_a_400(api):
+    body = assert_error(api.get(f"{API}/runs", {"tag": "a\x00b"}), 400, "validation_error")
+
+    assert body["details"]["field"] == "tag"
