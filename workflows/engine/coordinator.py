@@ -20,7 +20,7 @@ from aob_project.metrics import DECISION
 from workers import registry
 from workflows.definition.expressions import evaluate_condition
 from workflows.definition.ir import IR, ir_for
-from workflows.models import Artifact, NodeRun, Run
+from workflows.models import Artifact, NodeRun, Run, RunPatch
 
 from . import events
 from .dispatch import Dispatch, publish_after_commit
@@ -212,7 +212,10 @@ class Decision:
             return
         unfinished = [nr for nr in self.by_key.values()
                       if nr.status in ACTIVE or (nr.status in NodeRun.FINISHED and not nr.consumed)]
-        if not unfinished:
+        # an agent's patch held for approval may still grow the run: wait for the decision
+        held = not unfinished and RunPatch.objects.filter(
+            run_id=self.run.pk, status=RunPatch.Status.PENDING_APPROVAL).exists()
+        if not unfinished and not held:
             self.run.status = Run.Status.COMPLETED
             self.run.finished_at = self.now
             self.run_fields |= {"status", "finished_at"}

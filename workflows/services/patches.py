@@ -208,6 +208,8 @@ def _reject_held(run: Run, patch: RunPatch, reason: str) -> None:
     patch.save(update_fields=["status", "reason"])
     events.append(run.pk, run.owner_id, [("patch_rejected", patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "reason": reason})])
+    if not run.is_finished:
+        coordinator.refresh(run)  # the run may have been waiting only for this decision
 
 
 def _record_rejection(run: Run, node_id: str, exc: AobError) -> None:
