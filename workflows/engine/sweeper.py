@@ -16,7 +16,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import ChannelError
 
+from aob_project.celery import COORDINATOR_QUEUE, app, queue_for_type
 from workflows.models import NodeRun, Run
 
 from . import events, testhooks
@@ -37,7 +39,10 @@ def sweep() -> dict[str, int]:
     queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
               .filter(Q(available_at__isnull=True) | Q(available_at__lte=now))
               .select_related("run")[:500])
+    backlog = _backlogged_queues()
     for nr in queued:
+        if queue_for_type(nr.node_type) in backlog:
+            continue  # most likely still waiting its turn in that queue, not lost
         if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
                 dispatched_at=now):
             publish_now(_dispatch(nr))
@@ -51,12 +56,33 @@ def sweep() -> dict[str, int]:
     unconsumed = NodeRun.objects.filter(
         consumed=False, status__in=[NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED],
         finished_at__lt=stale).values_list("pk", flat=True)[:500]
-    for pk in unconsumed:
+    for pk in unconsumed if COORDINATOR_QUEUE not in backlog else ():  # else: not reached yet
         coordinate_now(pk)
         counts["reconsumed"] += 1
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
     return counts
+
+
+def _backlogged_queues() -> set[str]:
+    """Queues whose broker list still holds messages. A node run queued past the deadline there is
+    usually waiting its turn: re-publishing it would only lengthen the backlog, and re-publishing
+    every waiting node at every deadline grows a backlog faster than workers drain it (a duplicate
+    storm). A message truly lost meanwhile is re-published once its queue has drained."""
+    busy: set[str] = set()
+    try:
+        with app.pool.acquire(block=True, timeout=5) as conn:
+            for queue in {COORDINATOR_QUEUE, *(q.name for q in app.conf.task_queues)}:
+                try:
+                    _, count, _ = conn.default_channel.queue_declare(queue=queue, passive=True)
+                except ChannelError:
+                    continue  # no such list: empty
+                if count:
+                    busy.add(queue)
+    except Exception:  # noqa: BLE001 - without a broker answer, re-publish by the deadline alone
+        logger.warning("sweeper.backlog_unknown", exc_info=True)
+        return set()
+    return busy
 
 
 def _dispatch(nr: NodeRun) -> Dispatch:
