@@ -1,6 +1,6 @@
 """A JSON parser that refuses what PostgreSQL or the engine cannot hold, as a 400 and never a 500:
 bodies over the limit, nesting past the limit, NUL characters (``jsonb`` rejects ``\\u0000``),
-integers beyond 64 bits, NaN and Infinity."""
+lone surrogates (not UTF-8), integers beyond 64 bits, NaN and Infinity."""
 
 from __future__ import annotations
 
@@ -41,19 +41,24 @@ def _reject_constant(name: str) -> Any:
     raise BodyRejected("invalid_number", f"{name} is not valid JSON")
 
 
-def _contains_nul(value: Any) -> bool:
+def _string_problem(value: Any) -> BodyRejected | None:
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
+                return BodyRejected("nul_character", "strings must not contain the NUL character (\\u0000)")
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:  # "\ud800" parses, but is no UTF-8: PostgreSQL and hashing fail
+                    return BodyRejected("invalid_unicode", "strings must not contain lone surrogates (\\ud800)")
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None
 
 
 def loads_strict(raw: bytes) -> Any:
@@ -74,8 +79,9 @@ def loads_strict(raw: bytes) -> Any:
         raise BodyRejected("malformed_json", f"malformed JSON: {exc}") from exc
     if json_depth(data, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
         raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
-    if _contains_nul(data):
-        raise BodyRejected("nul_character", "strings must not contain the NUL character (\\u0000)")
+    problem = _string_problem(data)
+    if problem is not None:
+        raise problem
     return data
 
 
