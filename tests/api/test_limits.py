@@ -121,6 +121,29 @@ def test_a_nul_character_is_a_400(api, raw):
     assert not Workflow.objects.exists()
 
 
+@pytest.mark.parametrize("raw", [
+    '{"tag_name": "s", "workflow": {"nodes": [{"id": "a", "type": "transform", "config": {"template": "\\ud800"}}]}}',
+    '{"tag_name": "s", "workflow": {"nodes": [{"id": "a", "type": "transform", "config": {"template": {"\\udfff": 1}}}]}}',
+    '{"tag_name": "s", "workflow": {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "\'\\ud800\'"}}]}}',
+], ids=["in a value", "in a key", "in an expression"])
+def test_a_lone_surrogate_is_a_400(api, raw):
+    assert_error(post_raw(api, "/workflows", raw), 400, "invalid_unicode")
+    assert not Artifact.objects.exists()
+
+
+def test_text_beyond_ascii_is_kept_as_it_was_sent(api):
+    definition = fetch_then_store()
+    definition["metadata"] = {"name": "Grüße, 東京 \U0001f680", "description": "SURROGATE_PAIR"}
+    raw = json.dumps({"tag_name": "unicode", "workflow": definition}, ensure_ascii=False)
+    raw = raw.replace("SURROGATE_PAIR", "\\ud83d\\ude80 as a pair of escapes")
+
+    response = post_raw(api, "/workflows", raw.encode("utf-8"))
+
+    assert response.status_code == 201, response.content[:300]
+    stored = api.get(f"{API}/workflows/unicode", {"materialize": "true"}).json()["definition"]
+    assert stored["metadata"] == {"name": "Grüße, 東京 \U0001f680", "description": "\U0001f680 as a pair of escapes"}
+
+
 @pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 10**30])
 def test_an_integer_beyond_64_bits_is_a_400(api, number):
     raw = json.dumps({"tag_name": "big", "workflow": {**fetch_then_store(), "metadata": {"n": number}}})
