@@ -9,7 +9,7 @@ from typing import Any
 from django.db import connection
 
 from approvals.models import Approval
-from tests.approvals.runs import decide, events, finished, ids, output, parked, statuses
+from tests.approvals.runs import decide, events, finished, ids, output, parked, statuses, submit
 from tests.conftest import client_for
 from workflows.models import Event, NodeRun
 
@@ -158,3 +158,19 @@ def test_two_decisions_at_the_same_instant_settle_and_route_once(engine, user, b
     assert NodeRun.objects.filter(run_id=run_id, node_id="refund").count() == 1
     assert Event.objects.filter(run_id=run_id, node_id="refund", type="node_started").count() == 1
     assert len(output(run_id)["decisions"]) == 1
+
+
+def test_an_approval_of_a_run_that_failed_elsewhere_is_no_longer_decidable(engine, user, remote):
+    """Another branch fails the run while the approval waits: the approval is cancelled with it."""
+    definition = {"nodes": [{"id": "review", "type": "hitl", "config": {"message": "ok?"}},
+                            {"id": "later", "type": "http",
+                             "config": {"url": f"http://127.0.0.1:{remote.port}/sleep/0.5"}},
+                            {"id": "boom", "type": "transform", "config": {"expression": "1 / 0"}}],
+                  "edges": [{"from": "later", "to": "boom"}]}
+    run_id = submit(user, definition)
+    assert finished(run_id).status == "failed"
+    approval = Approval.objects.get(run_id=run_id)
+
+    assert approval.status == "cancelled"
+    assert ids(client_for(user).get("/api/v1/approvals?status=pending")) == []
+    assert error(decide(user, approval, True), 409) == "approval_settled"

@@ -242,12 +242,22 @@ class Decision:
                 NodeRun.objects.filter(pk=pk).update(**{f: getattr(nr, f) for f in fields})
         if self.run_fields:
             Run.objects.filter(pk=self.run.pk).update(**{f: getattr(self.run, f) for f in self.run_fields})
+            if self.run.status == Run.Status.FAILED:
+                _cancel_approvals(self.run.pk, self.now)
         events.append(self.run.pk, self.run.owner_id, self.events)
         queued = [nr for nr in self.new if nr.status == NodeRun.Status.QUEUED]
         publish_after_commit(
             Dispatch(nr.pk, nr.node_id, nr.node_type, str(self.run.pk), self.ir.nodes[nr.node_id].timeout_ms)
             for nr in queued
         )
+
+
+def _cancel_approvals(run_id: Any, now: Any) -> None:
+    """A failed run has nothing left to decide: its pending approvals leave the inbox (as on cancel)."""
+    from approvals.models import Approval
+
+    Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
+        status=Approval.Status.CANCELLED, decided_at=now)
 
 
 def coordinate(node_run_id: int) -> None:
