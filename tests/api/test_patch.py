@@ -162,3 +162,34 @@ def test_patching_an_unknown_tag_is_a_404(api):
 
     assert_error(response, 404, "not_found")
     assert not Workflow.objects.exists()
+
+
+def test_a_patch_whose_result_is_nested_too_deep_is_a_400(api, fetcher):
+    value: Any = 0
+    for _ in range(61):  # 61 arrays under /nodes/0/config/payload: 65 levels in all
+        value = [value]
+
+    response = patch(api, "fetcher", [{"op": "add", "path": "/nodes/0/config/payload", "value": value}])
+
+    body = assert_error(response, 400, "invalid_workflow")
+    assert problems(body) == {("/", "max_depth")}
+    assert current(api, "fetcher")["artifact_id"] == fetcher["artifact_id"]
+
+
+def test_a_patch_whose_result_has_too_many_nodes_is_a_400(api, fetcher):
+    operations = [{"op": "add", "path": "/nodes/-", "value": {"id": f"n{i}", "type": "transform",
+                                                              "config": {"expression": "1"}}} for i in range(999)]
+
+    response = patch(api, "fetcher", operations)
+
+    body = assert_error(response, 400, "invalid_workflow")
+    assert problems(body) == {("/nodes", "max_nodes")}
+    assert current(api, "fetcher")["nodes_count"] == 2
+
+
+def test_more_than_a_thousand_operations_are_a_400(api, fetcher):
+    operations = [{"op": "test", "path": "/nodes/0/id", "value": "fetch"}] * 1001
+
+    body = assert_error(patch(api, "fetcher", operations), 400, "validation_error")
+
+    assert body["details"]["field"] == "operations"
