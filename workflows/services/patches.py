@@ -97,7 +97,7 @@ def check_policy(*, run: Run, before: dict[str, Any], after: dict[str, Any]) -> 
                 check_url_static(url)
             except SSRFBlocked as exc:
                 raise PatchRejected(f"node {node_id!r}: {exc.message}",
-                                    extra={"rule": "ssrf", "node_id": node_id, **exc.extra}) from exc
+                                    extra={**exc.extra, "rule": "ssrf", "reason": exc.rule, "node_id": node_id}) from exc
 
 
 def _invalid(report: Any) -> None:

@@ -1,0 +1,128 @@
+"""People patch live runs through the API: the patch takes effect at the coordinator's next decision,
+concurrent patches serialize, and every refusal is a 4xx naming the rule, with nothing stored."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+from django.db import connection
+
+from tests.agents.flows import WAITING, add_after, edge, finish, http, node, start
+from tests.conftest import client_for, wait_for_run
+from workflows.models import Event, NodeRun, Run, RunPatch
+
+
+def running(run_id: str, node_id: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not NodeRun.objects.filter(run_id=run_id, node_id=node_id, status="running").exists():
+        assert time.monotonic() < deadline, f"{node_id} never started"
+        time.sleep(0.02)
+
+
+def test_a_persons_patch_to_a_running_run_takes_effect_at_the_next_completion(engine, api, remote):
+    run_id = start(api, [http("slow", f"{remote.base}/sleep/1.5")])
+    running(run_id, "slow")
+
+    response = api.post(f"/api/v1/runs/{run_id}/patches", {
+        "operations": add_after("slow", http("after", f"{remote.base}/echo")), "description": "then echo"},
+        format="json")
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    current = Run.objects.get(pk=run_id).current_artifact_id
+    assert {k: body[k] for k in ("run_id", "seq", "op_count", "status", "artifact_id")} == {
+        "run_id": run_id, "seq": 1, "op_count": 2, "status": "applied", "artifact_id": current}
+    assert node(run_id, "slow").status == "running" and not NodeRun.objects.filter(run_id=run_id,
+                                                                                   node_id="after").exists()
+    run = finish(run_id)
+    assert run.status == "completed", run.error
+    slow, after = node(run, "slow"), node(run, "after")
+    assert after.status == "completed" and after.started_at >= slow.finished_at
+    assert len(remote.hits("/echo")) == 1
+    kinds = list(Event.objects.filter(run=run, type__in=["patch_applied", "node_completed"])
+                 .order_by("seq").values_list("type", "node_id"))
+    assert kinds == [("patch_applied", ""), ("node_completed", "slow"), ("node_completed", "after")]
+    listed = api.get(f"/api/v1/runs/{run_id}/patches").json()
+    assert [(p["seq"], p["description"]) for p in listed] == [(1, "then echo")]
+    one = api.get(f"/api/v1/runs/{run_id}/patches/1").json()
+    assert one["operations"] == add_after("slow", http("after", f"{remote.base}/echo"))
+    assert api.get(f"/api/v1/runs/{run_id}/patches/2").status_code == 404
+
+
+def test_two_concurrent_patches_both_apply_with_distinct_seqs(engine, api, user, remote):
+    run_id = start(api, [http("slow", f"{remote.base}/sleep/1.5")])
+    running(run_id, "slow")
+    barrier = threading.Barrier(2)
+    answers: dict[str, Any] = {}
+
+    def propose(node_id: str) -> None:
+        try:
+            ops = add_after("slow", http(node_id, f"{remote.base}/echo?from={node_id}"))
+            barrier.wait()
+            answers[node_id] = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": ops},
+                                                     format="json")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=propose, args=(n,)) for n in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+
+    assert sorted(r.status_code for r in answers.values()) == [201, 201], {k: r.content for k, r in answers.items()}
+    assert sorted(r.json()["seq"] for r in answers.values()) == [1, 2]
+    run = finish(run_id)
+    assert run.status == "completed", run.error
+    assert node(run, "left").status == node(run, "right").status == "completed"
+    assert RunPatch.objects.get(run=run, seq=2).after_artifact_id == run.current_artifact_id
+
+
+def test_patch_refusals_are_4xx_naming_the_rule_and_store_nothing(engine, api, make_user, remote):
+    review = {"id": "review", "type": "hitl", "config": {"message": "go on?"}}
+    run_id = start(api, [http("a", f"{remote.base}/echo"), review, http("c", f"{remote.base}/echo")],
+                   [edge("a", "review"), edge("review", "c")], metadata={"patch_policy": "deny"})
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert run.status == "waiting_for_approval", (run.status, run.error)
+    url = f"/api/v1/runs/{run_id}/patches"
+
+    def refused(operations: list[dict[str, Any]], rule: str, error: str = "patch_rejected") -> dict[str, Any]:
+        response = api.post(url, {"operations": operations}, format="json")
+        assert response.status_code == 400, (rule, response.json())
+        body = response.json()
+        assert (body["error"], body["details"]["rule"]) == (error, rule), body
+        return body
+
+    dangling = refused([{"op": "add", "path": "/edges/-", "value": edge("c", "ghost")}], "edge_node_exists")
+    assert "ghost" in dangling["message"]
+    refused([{"op": "frobnicate", "path": "/nodes"}], "rfc6902", error="invalid_patch")
+    refused([{"op": "remove", "path": "/nodes/0"}], "history_immutable")  # a completed
+    refused([{"op": "replace", "path": "/nodes/0/config/url", "value": f"{remote.base}/echo?x=1"}],
+            "history_immutable")
+    refused([{"op": "replace", "path": "/nodes/1/config/message", "value": "changed"}], "history_immutable")
+    refused([{"op": "remove", "path": "/edges/0"}], "history_immutable")  # review's incoming edge
+    refused([{"op": "add", "path": "/edges/-", "value": edge("c", "a")}], "history_immutable")
+    refused([{"op": "replace", "path": "/nodes/2/type", "value": "transform"}], "type_immutable")
+    for blocked, reason in (("http://169.254.169.254/latest/meta-data", "cloud-metadata"),
+                            ("http://10.0.0.7/", "private"), ("http://localhost/", "blocked-name")):
+        body = refused(add_after("c", http("leak", blocked)), "ssrf")
+        assert "leak" in body["message"] and (body["details"]["reason"], body["details"]["url"]) == (reason, blocked)
+    assert not RunPatch.objects.filter(run_id=run_id).exists()
+    assert Run.objects.get(pk=run_id).current_artifact_id == run.base_artifact_id
+
+    assert api.post(f"/api/v1/runs/{uuid.uuid4()}/patches", {"operations": []}, format="json").status_code == 404
+    intruder = client_for(make_user("mallory"))
+    ok = add_after("c", http("d", f"{remote.base}/echo"))
+    assert intruder.post(url, {"operations": ok}, format="json").status_code == 404
+    assert intruder.get(url).status_code == 404
+
+    applied = api.post(url, {"operations": ok}, format="json")  # deny binds agents, not the run's owner
+    assert applied.status_code == 201 and applied.json()["status"] == "applied", applied.json()
+
+    assert api.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+    finished = api.post(url, {"operations": add_after("d", http("e", f"{remote.base}/echo"))}, format="json")
+    assert finished.status_code == 409 and finished.json()["error"] == "run_finished", finished.json()
+    assert RunPatch.objects.filter(run_id=run_id).count() == 1
