@@ -11,7 +11,7 @@ from django.db import connection
 from approvals.models import Approval
 from tests.approvals.runs import decide, events, finished, ids, output, parked, statuses, submit
 from tests.conftest import client_for
-from workflows.models import Event, NodeRun
+from workflows.models import Event, NodeRun, Run
 
 
 def error(response: Any, status: int) -> str:
@@ -76,6 +76,7 @@ def test_two_of_three_counts_distinct_users(engine, user, bob, carol, dave):
     assert error(decide(bob, approval, True, "again"), 409) == "already_decided"
     assert Approval.objects.get(pk=approval.pk).status == "pending"
     assert statuses(run_id)["review"] == "waiting"
+    assert Run.objects.get(pk=run_id).status == "waiting_for_approval"
     assert [(e["user"], e["approvals"], e["settled"]) for e in events(run_id, "approval_decided")] == [
         ("bob", 1, None)]
 
