@@ -58,6 +58,11 @@ def _ms(start: Any, end: Any) -> int | None:
     return max(0, int((end - start).total_seconds() * 1000))
 
 
+def _passthrough(output: Any) -> bool:
+    """The marker of a node skipped for want of an executor; any JSON value is a real output."""
+    return isinstance(output, dict) and bool(output.get("_passthrough"))
+
+
 def run_details(*, run: Run) -> dict[str, Any]:
     ir = load_ir(run)
     base = Artifact.objects.values_list("content", flat=True).get(pk=run.base_artifact_id)
@@ -77,7 +82,7 @@ def run_details(*, run: Run) -> dict[str, Any]:
             "added_by_patch": node_id not in base_ids,
             "status": last.status if last else "not_executed",
             "input": last.input if last else None,
-            "output": last.output if last and not (last.output or {}).get("_passthrough") else None,
+            "output": None if last is None or _passthrough(last.output) else last.output,
             "output_artifact_id": last.output_artifact_id if last else None,
             "error": last.error if last else None,
             "attempts": last.attempts if last else 0,
