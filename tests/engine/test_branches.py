@@ -1,0 +1,98 @@
+"""Semantic 3, branches: CEL over `output`, `$.x`, first true rule in authoring order, the
+unconditional edge as default, no match ends the branch, conditions on any node's edges."""
+
+from __future__ import annotations
+
+from tests.engine.flow import edge, event_counts, node_runs, statuses, submit, transform, wait_all
+from workflows.models import Run
+
+
+def routed(score: int, *, default: bool = True) -> dict:
+    """source → gate (conditional) → one of hi / mid / low (/ fallback)."""
+    edges = [
+        edge("source", "gate"),
+        edge("gate", "hi", "output.score > 90"),   # CEL over the predecessor's output
+        edge("gate", "mid", "$.score > 50"),        # `$.x` means output.x
+        edge("gate", "low", "$.score > 10"),
+    ]
+    nodes = [
+        transform("source", "{'score': inputs.score}"),
+        {"id": "gate", "type": "conditional", "config": {}},
+        transform("hi", "'hi'"), transform("mid", "'mid'"), transform("low", "'low'"),
+    ]
+    if default:
+        nodes.append(transform("fallback", "'fallback'"))
+        edges.append(edge("gate", "fallback"))
+    return {"nodes": nodes, "edges": edges}
+
+
+def test_conditional_routes_first_true_rule_in_authoring_order_else_default(engine, api):
+    cases = {  # score: the one target that runs
+        95: "hi",        # hi, mid and low all match: the first authored wins
+        60: "mid",       # mid and low match
+        20: "low",
+        5: "fallback",   # nothing matches: the unconditional edge
+    }
+    ids = {score: submit(api, routed(score), {"score": score}) for score in cases}
+    wait_all(list(ids.values()))
+    for score, winner in cases.items():
+        run = Run.objects.get(pk=ids[score])
+        assert run.status == "completed", (score, run.error)
+        got = statuses(run)
+        assert got["gate"] == "completed"
+        assert got["source"] == "completed"
+        for target in ("hi", "mid", "low", "fallback"):
+            assert got[target] == ("completed" if target == winner else "skipped"), (score, got)
+        assert node_runs(run)[winner].output == winner
+        counts = event_counts(run)
+        assert counts[("node_completed", "gate")] == 1
+        assert counts[("workflow_completed", "")] == 1
+        for target in ("hi", "mid", "low", "fallback"):
+            if target != winner:
+                assert counts[("node_skipped", target)] == 1
+                assert counts[("node_started", target)] == 0
+
+
+def test_no_match_and_no_default_skips_the_targets_and_the_run_completes(engine, api):
+    definition = routed(1, default=False)
+    definition["nodes"].append(transform("after_low", "'never'"))
+    definition["edges"].append(edge("low", "after_low"))
+    run = wait_all([submit(api, definition, {"score": 1})])[0]
+    assert run.status == "completed"
+    got = statuses(run)
+    assert got == {"source": "completed", "gate": "completed", "hi": "skipped", "mid": "skipped",
+                   "low": "skipped", "after_low": "skipped"}  # the skip propagates downstream
+    counts = event_counts(run)
+    assert counts[("workflow_completed", "")] == 1
+    assert counts[("node_skipped", "after_low")] == 1
+
+
+def test_condition_on_an_edge_leaving_a_non_conditional_node_tests_its_own_output(engine, api):
+    definition = {
+        "nodes": [
+            transform("check", "{'ok': inputs.ok, 'n': 3}"),
+            transform("when_ok", "nodes.check.n * 10"),
+            transform("otherwise", "'default'"),
+        ],
+        "edges": [edge("check", "when_ok", "$.ok && output.n == 3"), edge("check", "otherwise")],
+    }
+    yes = submit(api, definition, {"ok": True})
+    no = submit(api, definition, {"ok": False})
+    wait_all([yes, no])
+    assert statuses(yes) == {"check": "completed", "when_ok": "completed", "otherwise": "skipped"}
+    assert node_runs(yes)["when_ok"].output == 30
+    assert statuses(no) == {"check": "completed", "when_ok": "skipped", "otherwise": "completed"}
+    assert Run.objects.get(pk=yes).status == Run.objects.get(pk=no).status == "completed"
+
+
+def test_a_condition_on_the_only_edge_of_an_http_node_is_honoured(engine, api, remote):
+    definition = {
+        "nodes": [
+            {"id": "call", "type": "http", "config": {"url": f"{remote.base}/status/404"}},
+            transform("found", "'found'"),
+        ],
+        "edges": [edge("call", "found", "$.status_code == 200")],
+    }
+    run = wait_all([submit(api, definition)])[0]
+    assert run.status == "completed"
+    assert statuses(run) == {"call": "completed", "found": "skipped"}
