@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from jsonschema import Draft202012Validator
 
 from agents import budget, llm, prompt
 from agents.exceptions import SecurityError
@@ -39,6 +40,11 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": "invalid_arguments", "message": f"arguments are not JSON: {exc}"}
     if not isinstance(args, dict):
         return {"status": "error", "error": "invalid_arguments", "message": "arguments must be a JSON object"}
+    problem = next(iter(sorted(Draft202012Validator(tool.parameters).iter_errors(args), key=lambda e: list(e.path))),
+                   None)
+    if problem is not None:  # the schema is only advice to the model: hold it to it
+        where = "/" + "/".join(str(p) for p in problem.absolute_path)
+        return {"status": "error", "error": "invalid_arguments", "message": f"{where}: {problem.message}"}
     try:
         return tool.run(state, args)
     except AobError as exc:

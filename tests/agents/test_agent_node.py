@@ -60,18 +60,25 @@ def test_a_refused_patch_goes_back_to_the_model_which_corrects_it(engine, api, f
     assert Event.objects.filter(run=run, type="patch_rejected").count() == 1
 
 
-def test_the_spawn_limit_is_fed_back_then_fails_the_node_as_a_security_error(engine, api, fake_llm):
-    five = [op for i in range(5) for op in add_after("plan", agent(f"helper{i}", "help"))]
-    fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": five})]}] * 3)
+FIVE_HELPERS = [op for i in range(5) for op in add_after("plan", agent(f"helper{i}", "help"))]
 
-    run = finish(start(api, [agent(max_tool_rounds=2)]))
+
+@pytest.mark.parametrize(("call", "metadata", "limit", "count"), [
+    (("patch_workflow", {"operations": FIVE_HELPERS}), None, 5, 6),  # AOB_MAX_AGENT_NODES
+    (("delegate_to_agent", {"task": "help"}), {"max_agent_nodes": 1}, 1, 2),
+], ids=["default-limit-patch", "workflow-limit-delegate"])
+def test_the_spawn_limit_is_fed_back_then_fails_the_node_as_a_security_error(engine, api, fake_llm, call, metadata,
+                                                                             limit, count):
+    fake_llm.reset([{"tool_calls": [call]}] * 3)
+
+    run = finish(start(api, [agent(max_tool_rounds=2)], metadata=metadata))
 
     plan = node(run, "plan")
     assert (run.status, plan.status) == ("failed", "failed")
     assert plan.error["error_type"] == "SecurityError" and plan.error["reason"] == "excessive_agent_nodes"
     fed_back = tool_messages(fake_llm.requests[1])[0]
-    assert fed_back["error"] == "excessive_agent_nodes" and fed_back["details"]["limit"] == 5
-    assert fed_back["details"]["count"] == 6
+    assert fed_back["error"] == "excessive_agent_nodes"
+    assert (fed_back["details"]["limit"], fed_back["details"]["count"]) == (limit, count)
     assert len(fake_llm.requests) == 3
     assert not RunPatch.objects.filter(run=run).exists()
     assert list(run.node_runs.values_list("node_id", flat=True)) == ["plan"]

@@ -82,3 +82,16 @@ def test_delegate_to_agent_adds_an_agent_node_that_runs(engine, api, fake_llm):
     assert len(fake_llm.requests) == 3
     dynamic = fake_llm.requests[2]["body"]["messages"][1]["content"]
     assert "Your node id: plan_delegate" in dynamic and "summarize the findings" in dynamic
+
+
+def test_arguments_that_break_a_tools_schema_go_back_to_the_model(engine, api, fake_llm):
+    fake_llm.reset([{"tool_calls": [("delegate_to_agent", {}), ("execute_pipeline", {"steps": [{"op": "top_k",
+                                                                                                "k": "three"}]})]},
+                    TEXT])
+
+    run = finish(start(api, [agent()]))
+
+    assert run.status == "completed", run.error
+    missing, wrong = tool_messages(fake_llm.requests[1])
+    assert (missing["status"], missing["error"]) == ("error", "invalid_arguments") and "task" in missing["message"]
+    assert (wrong["status"], wrong["error"]) == ("error", "invalid_arguments") and "three" in wrong["message"]
