@@ -1,0 +1,177 @@
+// The browser's side of the REST API and the WebSocket streams, and a few DOM helpers.
+
+const API = "/api/v1";
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const message = (body && (body.message || body.detail)) || `HTTP ${status}`;
+    super(message);
+    this.status = status;
+    this.body = body || {};
+  }
+
+  // The first problem a validation error names, for a one-line message.
+  get detail() {
+    const details = this.body.details || {};
+    const errors = details.errors || [];
+    if (errors.length) return errors.map((e) => `${e.path || "/"}: ${e.message}`).join("; ");
+    const fields = Object.entries(details).filter(([, v]) => Array.isArray(v));
+    if (fields.length) return fields.map(([k, v]) => `${k}: ${v.join(", ")}`).join("; ");
+    return "";
+  }
+}
+
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
+export async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  const init = { method, headers, credentials: "same-origin" };
+  if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(API + path, init);
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = { message: text.slice(0, 200) }; }
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export function errorText(err) {
+  if (err instanceof ApiError) return err.detail ? `${err.message} (${err.detail})` : err.message;
+  return String(err && err.message ? err.message : err);
+}
+
+// el("div", {class: "x", onclick: fn}, "text", child, ...)
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+// replaceChildren that skips null / false / "" and flattens arrays.
+export function setChildren(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false && c !== ""));
+}
+
+// A definition with its keys in authoring order (the store keeps canonical, sorted JSON).
+export function authoringOrder(definition) {
+  const order = (obj, keys) => {
+    if (!obj || typeof obj !== "object" || Array.isArray(obj)) return obj;
+    const out = {};
+    for (const k of keys) if (k in obj) out[k] = obj[k];
+    for (const k of Object.keys(obj)) if (!(k in out)) out[k] = obj[k];
+    return out;
+  };
+  if (!definition || typeof definition !== "object") return definition;
+  const top = order(definition, ["metadata", "nodes", "edges"]);
+  if (Array.isArray(top.nodes)) top.nodes = top.nodes.map((n) => order(n, ["id", "type", "config", "timeout_ms", "retry"]));
+  if (Array.isArray(top.edges)) top.edges = top.edges.map((e) => order(e, ["from", "to", "condition"]));
+  if (top.metadata) top.metadata = order(top.metadata, ["name", "description"]);
+  return top;
+}
+
+export function pretty(value) {
+  return JSON.stringify(value, null, 2);
+}
+
+export function jsonBlock(value, label) {
+  return el("pre", { class: "json", tabindex: "0", "aria-label": label || "JSON" }, pretty(value));
+}
+
+export function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+    minute: "2-digit", second: "2-digit" });
+}
+
+export function timeEl(iso) {
+  return iso ? el("time", { datetime: iso }, fmtTime(iso)) : "";
+}
+
+export function pageData() {
+  const node = document.getElementById("page-data");
+  return node ? JSON.parse(node.textContent) : {};
+}
+
+export function showAlert(node, message) {
+  node.textContent = message || "";
+  node.hidden = !message;
+}
+
+export function badge(status, extra = "") {
+  return el("span", { class: `badge s-${status} ${extra}`.trim() }, status);
+}
+
+// A WebSocket that reconnects with backoff; ``urlFor()`` is asked for the URL on every connect, so
+// the run page can resume with ?after=<last seq>. Closes with 4401/4403 are final.
+export class LiveSocket {
+  constructor(urlFor, { onFrame, onState }) {
+    this.urlFor = urlFor;
+    this.onFrame = onFrame;
+    this.onState = onState || (() => {});
+    this.delay = 500;
+    this.stopped = false;
+    this.connect();
+    window.addEventListener("pagehide", () => this.stop());
+  }
+
+  connect() {
+    if (this.stopped) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}${this.urlFor()}`);
+    this.ws = ws;
+    this.onState("connecting");
+    ws.addEventListener("open", () => { this.onState("live"); });
+    ws.addEventListener("message", (msg) => {
+      this.delay = 500;
+      let frame;
+      try { frame = JSON.parse(msg.data); } catch { return; }
+      this.onFrame(frame);
+    });
+    ws.addEventListener("close", (event) => {
+      if (this.stopped) return;
+      if (event.code === 4401 || event.code === 4403) {
+        this.onState(event.code === 4401 ? "unauthorised" : "forbidden");
+        return;
+      }
+      const wait = this.delay;
+      this.delay = Math.min(this.delay * 2, 15000);
+      this.onState("reconnecting", wait);
+      setTimeout(() => this.connect(), wait);
+    });
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.ws) this.ws.close();
+  }
+}
+
+export function liveLabel(state, wait) {
+  return {
+    connecting: "connecting…",
+    live: "● live",
+    reconnecting: `reconnecting in ${Math.round((wait || 0) / 1000)} s…`,
+    unauthorised: "not logged in — reload the page",
+    forbidden: "not allowed to watch this run",
+  }[state] || state;
+}

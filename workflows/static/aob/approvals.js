@@ -1,0 +1,109 @@
+// The approvals inbox: what I can decide now, with its context. Follows ws/events/: an
+// approval_required or approval_decided frame re-reads the list. Cards stay put across re-reads,
+// so a half-typed comment survives.
+import { LiveSocket, api, el, errorText, jsonBlock, setChildren, showAlert, timeEl } from "./api.js";
+
+const inbox = document.getElementById("inbox");
+const alertBox = document.getElementById("inbox-alert");
+const cards = new Map();
+let inflight = false;
+let dirty = false;
+
+function contextBlock(a) {
+  const ctx = a.context || {};
+  if (a.kind === "patch") {
+    const names = (g) => (g && g.nodes ? g.nodes.map((n) => n.id).join(", ") : "");
+    return el("div", {},
+      el("p", {}, el("strong", {}, "Nodes before: "), names(ctx.before)),
+      el("p", {}, el("strong", {}, "Nodes after: "), names(ctx.after)),
+      el("h3", {}, "Operations"), jsonBlock(ctx.operations || [], "patch operations"));
+  }
+  return el("details", { open: true }, el("summary", {}, "Context: inputs and upstream outputs"),
+    jsonBlock(ctx, `context of approval ${a.id}`));
+}
+
+function card(a) {
+  const status = el("p", { class: "muted", role: "status", "aria-live": "polite" });
+  const commentId = `comment-${a.id}`;
+  const approvals = a.decisions.filter((d) => d.approve).length;
+  const form = el("form", { class: "approve-box" },
+    el("label", { for: commentId }, "Comment (optional)"),
+    el("textarea", { id: commentId, rows: "2" }),
+    a.form ? [el("label", { for: `data-${a.id}` }, "Form data (JSON)"),
+      el("textarea", { id: `data-${a.id}`, class: "code", rows: "3" }, "{}")] : null,
+    el("div", { class: "row" },
+      el("button", { type: "submit", class: "btn primary", value: "approve" }, "Approve"),
+      el("button", { type: "submit", class: "btn danger", value: "reject" }, "Reject")),
+    status);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const approve = ev.submitter ? ev.submitter.value === "approve" : true;
+    const body = { approve, comment: form.querySelector(`#${commentId}`).value };
+    if (a.form) {
+      try { body.data = JSON.parse(form.querySelector(`#data-${a.id}`).value || "null"); } catch (err) {
+        status.textContent = `Form data is not JSON: ${err.message}`;
+        return;
+      }
+    }
+    form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+    try {
+      await api(`/approvals/${a.id}/decide`, { method: "POST", body });
+      status.textContent = approve ? "Approved." : "Rejected.";
+      load();
+    } catch (err) {
+      status.textContent = errorText(err);
+      form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+    }
+  });
+  const headingId = `approval-${a.id}-h`;
+  return el("article", { class: "card approval", "aria-labelledby": headingId, "data-approval": a.id },
+    el("h2", { id: headingId }, a.message || (a.kind === "patch" ? "A patch to approve" : "Approve?")),
+    el("p", { class: "muted" },
+      `${a.kind === "patch" ? "Patch" : "Node"} `, el("span", { class: "mono" }, a.node_id || "—"),
+      " of run ", el("a", { class: "mono", href: `/runs/${a.run_id}/` }, a.run_id.slice(0, 8)),
+      " · asked ", timeEl(a.created_at),
+      a.deadline ? [" · deadline ", timeEl(a.deadline), a.on_timeout ? ` (then ${a.on_timeout})` : ""] : "",
+      ` · approvers ${a.approvers.join(", ")}`,
+      a.required_approvals > 1 ? ` · ${approvals} of ${a.required_approvals} approvals` : "",
+      a.escalated ? " · escalated" : ""),
+    contextBlock(a),
+    form);
+}
+
+async function load() {
+  if (inflight) { dirty = true; return; }
+  inflight = true;
+  try {
+    do {
+      dirty = false;
+      const data = await api("/approvals?status=pending&limit=200");
+      const ids = new Set(data.results.map((a) => a.id));
+      for (const [id, node] of cards) if (!ids.has(id)) { node.remove(); cards.delete(id); }
+      const ordered = data.results.map((a) => {
+        if (!cards.has(a.id)) cards.set(a.id, card(a));
+        return cards.get(a.id);
+      });
+      if (!ordered.length) {
+        setChildren(inbox, el("p", { class: "empty" }, "Nothing to decide right now."));
+      } else {
+        // Re-append in order; existing elements move, keeping what was typed into them.
+        for (const child of [...inbox.children]) if (!child.dataset.approval) child.remove();
+        ordered.forEach((node) => inbox.append(node));
+      }
+      showAlert(alertBox, "");
+    } while (dirty);
+  } catch (err) {
+    showAlert(alertBox, `Could not load the approvals: ${errorText(err)}`);
+  } finally {
+    inflight = false;
+  }
+}
+
+load();
+new LiveSocket(() => "/ws/events/", {
+  onFrame: (frame) => {
+    if (frame.type === "approval_required" || frame.type === "approval_decided" || frame.type === "run_cancelled"
+        || frame.type === "workflow_failed" || frame.type === "workflow_completed") load();
+  },
+  onState: () => {},
+});

@@ -1,0 +1,393 @@
+// The run page. Everything on it follows the run's WebSocket: each event frame re-fetches
+// /runs/{id}/details (coalesced while a fetch is in flight) and redraws. Resumes with
+// ?after=<last seq> after a disconnect, with backoff. No polling.
+import { LiveSocket, api, badge, el, errorText, fmtTime, jsonBlock, liveLabel, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
+import { graphOf, renderGraph } from "./graph.js";
+
+const page = pageData();
+const runId = page.run_id;
+const $ = (id) => document.getElementById(id);
+const FINISHED = new Set(["completed", "failed", "cancelled"]);
+const ACTIVE = new Set(["running", "waiting", "queued"]);
+
+const state = {
+  details: null,
+  events: [],
+  lastSeq: 0,
+  selected: null,
+  userSelected: false,
+  approvals: [],
+  inflight: false,
+  dirty: false,
+  artifacts: new Map(),
+  patchesKey: "",
+};
+
+// --- data ---------------------------------------------------------------------------------------
+
+async function fetchAll() {
+  const details = await api(`/runs/${runId}/details`);
+  const needApprovals = details.nodes.some((n) => n.status === "waiting")
+    || details.patches.some((p) => p.status === "pending_approval");
+  const approvals = needApprovals
+    ? (await api(`/approvals?status=pending&run=${runId}&limit=100`)).results : [];
+  return { details, approvals };
+}
+
+async function refresh() {
+  if (state.inflight) {
+    state.dirty = true;
+    return;
+  }
+  state.inflight = true;
+  try {
+    do {
+      state.dirty = false;
+      const { details, approvals } = await fetchAll();
+      state.details = details;
+      state.approvals = approvals;
+      render();
+    } while (state.dirty);
+  } catch (err) {
+    showAlert($("run-alert"), `Could not load the run: ${errorText(err)}`);
+  } finally {
+    state.inflight = false;
+  }
+}
+
+function onFrame(frame) {
+  if (typeof frame.seq !== "number" || frame.seq <= state.lastSeq) return;
+  state.lastSeq = frame.seq;
+  state.events.push(frame);
+  appendEvent(frame);
+  refresh();
+}
+
+// --- rendering ----------------------------------------------------------------------------------
+
+function nodeById(id) {
+  return state.details && state.details.nodes.find((n) => n.node_id === id);
+}
+
+function currentNodes() {
+  return state.details ? state.details.nodes.filter((n) => ACTIVE.has(n.status)) : [];
+}
+
+function render() {
+  const { run } = state.details;
+  const status = $("run-status");
+  status.textContent = run.status.replaceAll("_", " ");
+  status.className = `badge big s-${run.status}`;
+  status.dataset.status = run.status;
+  $("cancel-btn").hidden = !page.is_owner || FINISHED.has(run.status);
+  const meta = [`created ${fmtTime(run.created_at)}`];
+  if (run.started_at) meta.push(`started ${fmtTime(run.started_at)}`);
+  if (run.finished_at) meta.push(`finished ${fmtTime(run.finished_at)}`);
+  const inputs = Object.keys(run.inputs || {}).length ? ` · inputs ${JSON.stringify(run.inputs)}` : "";
+  setChildren($("run-meta"), meta.join(" · ") + inputs,
+    run.replay_of ? el("span", {}, " · replay of ", el("a", { href: `/runs/${run.replay_of}/` }, run.replay_of.slice(0, 8)),
+      run.replay_from_node ? ` from ${run.replay_from_node}` : "") : "");
+  if (run.error) showAlert($("run-alert"), `Run failed: ${run.error.message || JSON.stringify(run.error)}`);
+  $("llm-note").hidden = page.llm_configured || !state.details.nodes.some((n) => n.type === "agent");
+
+  const now = currentNodes();
+  if (!state.userSelected && (now.length || !state.selected)) {
+    const waiting = now.find((n) => n.status === "waiting");
+    state.selected = (waiting || now[0] || state.details.nodes[0] || {}).node_id || null;
+  }
+  setChildren($("now"), ...(now.length
+    ? [el("span", {}, "Now: "), ...now.map((n) => el("button", { type: "button", class: "chip", onclick: () => select(n.node_id, true) },
+      `${n.node_id} `, badge(n.status)))]
+    : [el("span", { class: "muted" }, FINISHED.has(run.status) ? `The run is ${run.status}.` : "Nothing running right now.")]));
+
+  drawRunGraph();
+  renderNodePanel();
+  renderPatches();
+  $("patch-count").textContent = state.details.patches.length;
+}
+
+function drawRunGraph() {
+  const byId = new Map(state.details.nodes.map((n) => [n.node_id, n]));
+  renderGraph($("graph"), state.details.current_definition, {
+    label: "Run graph: nodes coloured by status",
+    selected: state.selected,
+    onSelect: (id) => select(id, false),
+    nodeState: (id) => {
+      const n = byId.get(id);
+      return n ? { status: n.status, patched: n.added_by_patch, current: ACTIVE.has(n.status) } : { status: "not_executed" };
+    },
+  });
+}
+
+function select(id, focusPanel) {
+  state.selected = id;
+  state.userSelected = true;
+  drawRunGraph();
+  renderNodePanel();
+  if (focusPanel) $("node-panel").focus();
+}
+
+function timings(n) {
+  const rows = [
+    ["queued", n.queued_at && timeEl(n.queued_at)], ["started", n.started_at && timeEl(n.started_at)],
+    ["finished", n.finished_at && timeEl(n.finished_at)],
+    ["waited in queue", n.queue_time_ms !== null && `${n.queue_time_ms} ms`],
+    ["ran for", n.execution_time_ms !== null && `${n.execution_time_ms} ms`],
+    ["total", n.total_duration_ms !== null && `${n.total_duration_ms} ms`],
+    ["attempts", String(n.attempts)], ["iterations", String(n.iterations)],
+  ].filter(([, v]) => v);
+  return el("dl", { class: "facts" }, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+function section(title, value, label) {
+  if (value === null || value === undefined || (Array.isArray(value) && !value.length)) return null;
+  return el("section", {}, el("h3", {}, title), jsonBlock(value, label));
+}
+
+let decideKey = "";
+
+function renderNodePanel() {
+  const panel = $("node-panel");
+  const n = state.selected && nodeById(state.selected);
+  if (!n) {
+    setChildren(panel, el("h2", { id: "node-h" }, "Node"),
+      el("p", { class: "muted" }, "Select a node in the graph (click, or Tab to it and press Enter)."));
+    decideKey = "";
+    return;
+  }
+  const approval = state.approvals.find((a) => a.kind === "node" && a.node_id === n.node_id);
+  // Keep a half-typed comment: the decide form is rebuilt only when its approval changes.
+  const key = approval ? `${approval.id}` : `none:${n.node_id}:${n.status}`;
+  const oldDecide = panel.querySelector(".decide");
+  const decide = key === decideKey && oldDecide ? oldDecide : decideForm(n, approval);
+  decideKey = key;
+  const replay = page.is_owner && FINISHED.has(state.details.run.status)
+    ? el("button", { type: "button", class: "btn", onclick: () => replayFrom(n.node_id) }, `Replay from ${n.node_id}`) : null;
+  setChildren(panel, 
+    el("h2", { id: "node-h" }, "Node ", el("span", { class: "mono" }, n.node_id), " ", badge(n.status)),
+    el("p", { class: "muted" }, `type ${n.type}`, n.added_by_patch ? " · added by a patch" : "", n.reused ? " · output reused" : ""),
+    decide,
+    timings(n),
+    n.error ? el("section", {}, el("h3", {}, "Error"), el("p", { class: "alert" }, n.error.message || ""), jsonBlock(n.error, "error")) : null,
+    section("Input", n.input, "input"),
+    section("Output", n.output, "output"),
+    section("Attempts", n.attempt_log, "attempt log"),
+    Object.keys(n.usage || {}).length ? section("Usage", n.usage, "usage") : null,
+    replay,
+  );
+}
+
+function decideForm(n, approval) {
+  if (n.status !== "waiting") return el("div", { class: "decide", hidden: true });
+  if (!approval) {
+    return el("div", { class: "decide note" }, "Waiting for an approver; you cannot decide this one.");
+  }
+  const commentId = `comment-${approval.id}`;
+  const status = el("p", { class: "muted", role: "status", "aria-live": "polite" });
+  const form = el("form", { class: "decide approve-box", "aria-label": `Decide ${n.node_id}` },
+    el("p", { class: "message" }, approval.message || "Approve?"),
+    approval.required_approvals > 1 ? el("p", { class: "muted" },
+      `${approval.decisions.filter((d) => d.approve).length} of ${approval.required_approvals} approvals so far`) : null,
+    el("label", { for: commentId }, "Comment (optional)"),
+    el("textarea", { id: commentId, rows: "2" }),
+    approval.form ? [el("label", { for: `data-${approval.id}` }, "Form data (JSON)"),
+      el("textarea", { id: `data-${approval.id}`, class: "code", rows: "3" }, "{}")] : null,
+    el("div", { class: "row" },
+      el("button", { type: "submit", class: "btn primary", value: "approve" }, "Approve"),
+      el("button", { type: "submit", class: "btn danger", value: "reject" }, "Reject")),
+    status);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const approve = ev.submitter ? ev.submitter.value === "approve" : true;
+    const body = { approve, comment: form.querySelector(`#${commentId}`).value };
+    if (approval.form) {
+      try { body.data = JSON.parse(form.querySelector(`#data-${approval.id}`).value || "null"); } catch (err) {
+        status.textContent = `Form data is not JSON: ${err.message}`;
+        return;
+      }
+    }
+    form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+    status.textContent = approve ? "Approving…" : "Rejecting…";
+    try {
+      await api(`/approvals/${approval.id}/decide`, { method: "POST", body });
+      status.textContent = approve ? "Approved." : "Rejected.";
+    } catch (err) {
+      status.textContent = errorText(err);
+      form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+    }
+  });
+  return form;
+}
+
+async function replayFrom(nodeId) {
+  try {
+    const started = await api(`/runs/${runId}/nodes/${encodeURIComponent(nodeId)}/replay`, { method: "POST" });
+    location.assign(`/runs/${started.run_id}/`);
+  } catch (err) {
+    showAlert($("run-alert"), `Replay refused: ${errorText(err)}`);
+  }
+}
+
+// --- cancel -------------------------------------------------------------------------------------
+
+let cancelArmed = null;
+$("cancel-btn").addEventListener("click", async () => {
+  const button = $("cancel-btn");
+  if (!cancelArmed) {
+    button.textContent = "Confirm: cancel this run";
+    cancelArmed = setTimeout(() => { cancelArmed = null; button.textContent = "Cancel run"; }, 5000);
+    return;
+  }
+  clearTimeout(cancelArmed);
+  cancelArmed = null;
+  button.disabled = true;
+  try {
+    await api(`/runs/${runId}/cancel`, { method: "POST" });
+  } catch (err) {
+    showAlert($("run-alert"), `Not cancelled: ${errorText(err)}`);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Cancel run";
+  }
+});
+
+// --- events -------------------------------------------------------------------------------------
+
+function summary(frame) {
+  const d = frame.data || {};
+  switch (frame.type) {
+    case "node_failed": return (d.error && d.error.message) || d.message || "";
+    case "approval_required": return d.message || "";
+    case "approval_decided": return d.timeout ? `timed out: ${d.on_timeout}` : `${d.user}: ${d.approve ? "approved" : "rejected"}${d.comment ? ` — “${d.comment}”` : ""}`;
+    case "patch_applied": return `patch ${d.seq}: ${d.op_count} operation(s)${d.description ? ` — ${d.description}` : ""}`;
+    case "patch_rejected": return d.reason || "";
+    case "workflow_failed": return (d.error && d.error.message) || d.message || "";
+    case "run_cancelled": return d.reason || "";
+    default: return "";
+  }
+}
+
+function appendEvent(frame) {
+  const list = $("events");
+  const item = el("li", { class: `event t-${frame.type}` },
+    el("span", { class: "seq" }, `#${frame.seq}`),
+    el("time", { class: "when", datetime: frame.created_at, title: fmtTime(frame.created_at) },
+      new Date(frame.created_at).toLocaleTimeString(undefined, { hour12: false }) + `.${String(new Date(frame.created_at).getMilliseconds()).padStart(3, "0")}`),
+    el("span", { class: "etype" }, frame.type),
+    frame.node_id ? el("button", { type: "button", class: "link", onclick: () => { showTab("graph"); select(frame.node_id, true); } }, frame.node_id) : el("span"),
+    el("span", { class: "esummary" }, summary(frame)),
+    Object.keys(frame.data || {}).length ? el("details", {}, el("summary", {}, "data"), jsonBlock(frame.data, `event ${frame.seq} data`)) : null);
+  list.prepend(item);
+  $("event-count").textContent = state.events.length;
+}
+
+// --- patches ------------------------------------------------------------------------------------
+
+async function artifact(id) {
+  if (!state.artifacts.has(id)) state.artifacts.set(id, api(`/artifacts/${encodeURIComponent(id)}`).then((a) => a.content));
+  return state.artifacts.get(id);
+}
+
+function patchDecide(patch) {
+  const approval = state.approvals.find((a) => a.kind === "patch" && a.patch_id === patch.id);
+  if (!approval) return patch.status === "pending_approval" ? el("p", { class: "note" }, "Held for approval.") : null;
+  const status = el("span", { class: "muted", role: "status", "aria-live": "polite" });
+  const go = async (approve, buttons) => {
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      await api(`/approvals/${approval.id}/decide`, { method: "POST", body: { approve, comment: "" } });
+      status.textContent = approve ? "Approved." : "Rejected.";
+    } catch (err) {
+      status.textContent = errorText(err);
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  };
+  const yes = el("button", { type: "button", class: "btn primary" }, "Apply patch");
+  const no = el("button", { type: "button", class: "btn danger" }, "Reject patch");
+  yes.addEventListener("click", () => go(true, [yes, no]));
+  no.addEventListener("click", () => go(false, [yes, no]));
+  return el("div", { class: "row approve-box" }, el("span", {}, approval.message), yes, no, status);
+}
+
+async function renderPatches() {
+  const patches = state.details.patches;
+  const key = patches.map((p) => `${p.id}:${p.status}`).join(",") + `|${state.approvals.map((a) => a.id).join(",")}`;
+  if (key === state.patchesKey) return;
+  state.patchesKey = key;
+  const box = $("patches");
+  if (!patches.length) {
+    setChildren(box, el("p", { class: "empty" }, "No patches to this run."));
+    return;
+  }
+  let full;
+  try {
+    full = await api(`/runs/${runId}/patches`);
+  } catch (err) {
+    setChildren(box, el("p", { class: "alert" }, errorText(err)));
+    return;
+  }
+  const cards = [];
+  for (const p of full) {
+    const [before, after] = await Promise.all([artifact(p.before_artifact_id), artifact(p.artifact_id)]).catch(() => [null, null]);
+    const beforeBox = el("div", { class: "graph small" });
+    const afterBox = el("div", { class: "graph small" });
+    if (before && after) {
+      const b = graphOf(before);
+      const a = graphOf(after);
+      const beforeIds = new Set(b.nodes.map((n) => n.id));
+      const afterIds = new Set(a.nodes.map((n) => n.id));
+      renderGraph(beforeBox, before, { label: `Before patch ${p.seq}`, nodeState: (id) => ({ removed: !afterIds.has(id) }) });
+      renderGraph(afterBox, after, { label: `After patch ${p.seq}`, nodeState: (id) => ({ patched: !beforeIds.has(id) }) });
+    }
+    cards.push(el("article", { class: "card patch" },
+      el("h3", {}, `Patch ${p.seq} `, badge(p.status), p.node_id ? el("span", { class: "muted" }, ` by node ${p.node_id}`) : ""),
+      p.description ? el("p", {}, p.description) : null,
+      p.reason ? el("p", { class: "alert" }, p.reason) : null,
+      patchDecide(p),
+      el("h4", {}, `Operations (${p.op_count})`), el("pre", { class: "json", tabindex: "0" }, pretty(p.operations)),
+      el("div", { class: "before-after" },
+        el("figure", {}, el("figcaption", {}, "Before"), beforeBox),
+        el("figure", {}, el("figcaption", {}, "After"), afterBox))));
+  }
+  setChildren(box, ...cards);
+}
+
+// --- tabs ---------------------------------------------------------------------------------------
+
+const TABS = ["graph", "patches", "events"];
+
+function showTab(name) {
+  for (const t of TABS) {
+    const tab = $(`tab-${t}`);
+    const on = t === name;
+    tab.setAttribute("aria-selected", on ? "true" : "false");
+    tab.tabIndex = on ? 0 : -1;
+    $(`panel-${t}`).hidden = !on;
+  }
+}
+
+TABS.forEach((t, i) => {
+  const tab = $(`tab-${t}`);
+  tab.addEventListener("click", () => showTab(t));
+  tab.addEventListener("keydown", (ev) => {
+    const step = ev.key === "ArrowRight" ? 1 : ev.key === "ArrowLeft" ? -1 : 0;
+    if (!step) return;
+    const next = TABS[(i + step + TABS.length) % TABS.length];
+    showTab(next);
+    $(`tab-${next}`).focus();
+  });
+});
+
+// --- start --------------------------------------------------------------------------------------
+
+refresh();
+new LiveSocket(() => `/ws/runs/${runId}/?after=${state.lastSeq}`, {
+  onFrame,
+  onState: (s, wait) => {
+    const live = $("live");
+    live.textContent = liveLabel(s, wait);
+    live.className = `live ${s}`;
+    // Back after a gap: the replay brings the missed events, and with them a refresh.
+    if (s === "live" && state.details) refresh();
+  },
+});

@@ -1,0 +1,38 @@
+// The runs list follows ws/events/: a frame about a run in the table re-reads that run's row.
+import { LiveSocket, api, el, setChildren, timeEl } from "./api.js";
+
+const table = document.getElementById("runs-table");
+const note = document.getElementById("runs-live");
+const STATUS_EVENTS = new Set(["workflow_started", "approval_required", "approval_decided", "workflow_completed",
+  "workflow_failed", "run_cancelled", "node_started"]);
+const pending = new Set();
+
+async function update(runId) {
+  if (pending.has(runId)) return;
+  pending.add(runId);
+  try {
+    const run = await api(`/runs/${runId}`);
+    const row = table && table.querySelector(`tr[data-run="${run.run_id}"]`);
+    if (!row) return;
+    const badge = row.querySelector('[data-field="status"]');
+    badge.textContent = run.status;
+    badge.className = `badge s-${run.status}`;
+    row.querySelector('[data-field="finished"]').replaceChildren(timeEl(run.finished_at));
+  } catch {
+    // The run may be gone or not ours; the row keeps what it showed.
+  } finally {
+    pending.delete(runId);
+  }
+}
+
+new LiveSocket(() => "/ws/events/", {
+  onFrame: (frame) => {
+    if (!STATUS_EVENTS.has(frame.type)) return;
+    const known = table && table.querySelector(`tr[data-run="${frame.run_id}"]`);
+    if (known) update(frame.run_id);
+    else if (frame.type === "workflow_started") {
+      setChildren(note, "A new run started. ", el("a", { href: location.pathname + location.search }, "Show it"));
+    }
+  },
+  onState: (s) => { if (s === "unauthorised") note.textContent = "Live updates stopped: log in again."; },
+});
