@@ -7,6 +7,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("workflows.api.urls")),
+    path("", include("workflows.web.urls")),
 ]
 
 handler404 = "workflows.api.errors.json_404"
