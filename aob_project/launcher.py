@@ -232,6 +232,7 @@ def up(args: argparse.Namespace) -> int:
             children.run_step("static", [*manage, "collectstatic", "--noinput", "-v", "0"], stop)
         if "aob_demo" in probe["commands"]:
             children.run_step("demo", [*manage, "aob_demo"], stop)
+            args.demo_login = (env.get("AOB_DEMO_USER") or "demo", env.get("AOB_DEMO_PASSWORD") or "demo-password")
         else:
             log("warning: no `aob_demo` management command yet; starting without demo data")
 
@@ -274,6 +275,8 @@ def supervise(children: Children, stop: StopSignal, args: argparse.Namespace) ->
             lines = [f"UI        {base}/", f"Admin     {base}/admin/", f"API docs  {base}/api/v1/docs/"]
             if not args.no_flower:
                 lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/")
+            if getattr(args, "demo_login", None):
+                lines.append("Login     {} / {}  (the demo user, UI and admin)".format(*args.demo_login))
             log("AOB is up. Ctrl-C stops everything.\n" + "\n".join(f"      {line}" for line in lines))
         if not announced and time.monotonic() > deadline:
             log(f"error: the web app did not listen on port {args.port} within {WEB_READY_TIMEOUT_S:.0f}s")
