@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up services test lint bench clean
+.PHONY: venv up services test lint bench clean chromium
 
 venv: $(VENV)/.installed
 
@@ -23,8 +23,13 @@ up: venv
 services: venv
 	$(BIN)/python -m aob_project.launcher services
 
-test: venv
+test: venv chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The browser test drives Debian's Chromium (never a browser download); install it when missing.
+chromium:
+	@test -x /usr/bin/chromium || DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+	|| (DEBIAN_FRONTEND=noninteractive apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 lint: venv
 	$(BIN)/ruff check .
