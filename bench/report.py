@@ -1,0 +1,165 @@
+"""From per-repetition measurements to headline rows, ratios, verdicts, and the markdown report."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.stats import ratio, spread
+
+# The targets of issue 10 (docs/PERFORMANCE.md quotes them).
+HOP_P50_MAX_RATIO = 1.3
+HOP_P99_MAX_RATIO = 1.5
+THROUGHPUT_MIN_RATIO = 0.7
+EXECUTE_P50_MAX_MS = 25.0
+
+
+def _per_rep(reps: list[dict[str, Any]], *path: str) -> list[float]:
+    out = []
+    for rep in reps:
+        value: Any = rep
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            out.append(float(value))
+    return out
+
+
+def _row(scenario: str, metric: str, unit: str, aob: list[float], base: list[float] | None = None,
+         target: str = "", met: bool | None = None, better: str = "lower") -> dict[str, Any]:
+    a = spread(aob)
+    b = spread(base) if base is not None else None
+    return {"scenario": scenario, "metric": metric, "unit": unit, "aob": a, "baseline": b,
+            "ratio": ratio(a["median"], b["median"]) if b else math.nan, "target": target, "met": met,
+            "better": better}
+
+
+def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
+    s = results["scenarios"]
+    rows: list[dict[str, Any]] = []
+    hop_p50 = math.nan
+    if "chain" in s:
+        aob, base = s["chain"]["aob"], s["chain"]["baseline"]
+        for q, limit in (("p50", HOP_P50_MAX_RATIO), ("p95", None), ("p99", HOP_P99_MAX_RATIO)):
+            row = _row("1 chain", f"node→node hop {q}", "ms", _per_rep(aob, "hop_ms", q),
+                       _per_rep(base, "hop_ms", q))
+            if limit:
+                row["target"] = f"ratio ≤ {limit}"
+                row["met"] = row["ratio"] <= limit if not math.isnan(row["ratio"]) else None
+            rows.append(row)
+        rows.append(_row("1 chain", "end-to-end (median chain)", "ms", _per_rep(aob, "e2e_ms", "p50"),
+                         _per_rep(base, "e2e_ms", "p50")))
+        hop_p50 = spread(_per_rep(aob, "hop_ms", "p50"))["median"]
+    if "fanout" in s:
+        f = s["fanout"]
+        delay = _per_rep(f["aob"], "join_delay_ms", "p50")
+        for name in ("chord", "counted"):
+            row = _row("2 fan-out/join", f"join delay p50 (vs {name})", "ms", delay,
+                       _per_rep(f[f"baseline_{name}"], "join_delay_ms", "p50"))
+            if name == "chord":
+                row["target"] = f"≤ 1 AOB hop p50 ({hop_p50:.1f} ms)" if not math.isnan(hop_p50) else "≤ 1 hop"
+                row["met"] = row["aob"]["median"] <= hop_p50 if not math.isnan(hop_p50) else None
+            rows.append(row)
+        rows.append(_row("2 fan-out/join", "join delay max", "ms", _per_rep(f["aob"], "join_delay_ms", "max"),
+                         _per_rep(f["baseline_counted"], "join_delay_ms", "max")))
+        for name in ("chord", "counted"):
+            rows.append(_row("2 fan-out/join", f"end-to-end p50 (vs {name})", "ms",
+                             _per_rep(f["aob"], "e2e_ms", "p50"), _per_rep(f[f"baseline_{name}"], "e2e_ms", "p50")))
+    if "throughput" in s:
+        t = s["throughput"]
+        row = _row("3 throughput", "node transitions/s", "1/s", _per_rep(t["aob"], "nodes_per_s"),
+                   _per_rep(t["baseline"], "nodes_per_s"), target=f"ratio ≥ {THROUGHPUT_MIN_RATIO}",
+                   better="higher")
+        row["met"] = row["ratio"] >= THROUGHPUT_MIN_RATIO if not math.isnan(row["ratio"]) else None
+        rows.append(row)
+        rows.append(_row("3 throughput", "wall time, submit → last node", "s", _per_rep(t["aob"], "seconds"),
+                         _per_rep(t["baseline"], "seconds")))
+        rows.append(_row("3 throughput", "submitting the runs", "s", _per_rep(t["aob"], "submit_s"),
+                         _per_rep(t["baseline"], "submit_s")))
+        for q in ("p50", "p99"):
+            rows.append(_row("3 throughput", f"hop under load {q}", "ms", _per_rep(t["aob"], "hop_ms", q),
+                             _per_rep(t["baseline"], "hop_ms", q)))
+    if "api" in s:
+        a = s["api"]["aob"]
+        for q in ("p50", "p95", "p99"):
+            row = _row("4 API", f"POST …/execute {q}", "ms", _per_rep(a, "execute", "latency_ms", q))
+            if q == "p50":
+                row["target"] = f"≤ {EXECUTE_P50_MAX_MS:.0f} ms"
+                row["met"] = row["aob"]["median"] <= EXECUTE_P50_MAX_MS
+            rows.append(row)
+        rows.append(_row("4 API", "POST …/execute throughput", "req/s", _per_rep(a, "execute", "requests_per_s"),
+                         better="higher"))
+        for q in ("p50", "p95", "p99"):
+            rows.append(_row("4 API", f"GET /runs/{{id}}/details {q}", "ms", _per_rep(a, "details", "latency_ms", q)))
+        rows.append(_row("4 API", "GET …/details throughput", "req/s", _per_rep(a, "details", "requests_per_s"),
+                         better="higher"))
+    return rows
+
+
+def _fmt(value: float, unit: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if unit in ("s",):
+        return f"{value:.2f}"
+    return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+
+
+def _cell(sp: dict[str, Any] | None, unit: str) -> str:
+    if not sp or not sp.get("n"):
+        return "–"
+    if sp["n"] == 1:
+        return _fmt(sp["median"], unit)
+    return f"{_fmt(sp['median'], unit)} ({_fmt(sp['min'], unit)}–{_fmt(sp['max'], unit)})"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [f"# AOB bench {meta['timestamp']}", ""]
+    lines.append(f"{meta['repetitions']} repetition(s){' (quick)' if meta['quick'] else ''}; "
+                 f"commit `{meta['git']['commit']}`{' (dirty tree)' if meta['git']['dirty'] else ''}; "
+                 f"{meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}); PostgreSQL "
+                 f"{meta['versions'].get('postgresql', '?')} (fsync on), Redis {meta['versions'].get('redis', '?')}, "
+                 f"Celery {meta['versions']['celery']}, workers `-c {meta['concurrency']} -P prefork`; "
+                 f"total {meta.get('duration_s', 0):.0f} s.")
+    loads = [entry["loadavg_1min"] for entry in meta.get("load", [])]
+    if loads:
+        lines += ["", f"1-minute load average on this {meta['machine']['cpus']}-CPU machine during the run: "
+                  f"{min(loads):.1f}–{max(loads):.1f} (anything well above {meta['machine']['cpus']} means other "
+                  "processes shared the CPUs; trust the ratios more than the absolute figures)."]
+    lines += ["", "Each cell: median of the per-repetition figures (min–max across repetitions). Ratio: AOB / plain "
+              "Celery of the medians.", ""]
+    lines.append("| scenario | metric | AOB | plain Celery | AOB/Celery | target | met |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for row in results["headline"]:
+        met = {True: "yes", False: "**no**", None: ""}[row["met"]]
+        r = "–" if math.isnan(row["ratio"]) else f"{row['ratio']:.2f}×"
+        lines.append(f"| {row['scenario']} | {row['metric']} ({row['unit']}) | {_cell(row['aob'], row['unit'])} | "
+                     f"{_cell(row['baseline'], row['unit'])} | {r} | {row['target']} | {met} |")
+    memory = results.get("memory") or {}
+    for phase, peaks in memory.items():
+        if not peaks:
+            continue
+        lines += ["", f"Peak RSS during {phase} (MB):", "", "| process | peak RSS (MB) |", "|---|---|"]
+        lines += [f"| {name} | {mb:.1f} |" for name, mb in peaks.items()]
+    profile = results.get("profile")
+    if profile:
+        lines += ["", "## Profile of one AOB hop (middle nodes of chains)", ""]
+        anatomy = profile.get("anatomy") or {}
+        if anatomy.get("hops"):
+            lines += [f"Hop anatomy (median of {anatomy['hops']} hops, instrumented worker; hop "
+                      f"{anatomy['hop_ms']:.1f} ms):", "", "| part | ms |", "|---|---|"]
+            lines += [f"| {k} | {v:.1f} |" for k, v in anatomy["parts"].items() if v is not None]
+        for role in ("executor", "coordinator"):
+            t = profile.get("sql", {}).get(role) or {}
+            if not t.get("count"):
+                continue
+            lines += ["", f"**{role} task**: {t['statements']} SQL statements, {t['transactions']} transactions, "
+                      f"{t['round_trips']} round trips with BEGIN/COMMIT; task wall {t['wall_ms_median']:.1f} ms "
+                      f"(median), DB client time {t['db_ms_median']:.1f} ms "
+                      f"({t['typical_share'] * 100:.0f}% of {t['count']} tasks ran exactly this list):", "",
+                      "| # | statement | median ms |", "|---|---|---|"]
+            for i, st in enumerate(t["rows"], 1):
+                sql = st["sql"].replace("|", "\\|")
+                sql = sql if len(sql) <= 160 else sql[:159] + "…"
+                lines.append(f"| {i} | `{sql}` | {st['median_ms']:.2f} |")
+    return "\n".join(lines) + "\n"
