@@ -1,0 +1,84 @@
+"""POST /runs/{id}/nodes/{node_id}/replay: a new run, linked to its source, that reuses the
+recorded outputs upstream of the node and executes from the node on."""
+
+from __future__ import annotations
+
+from tests.conftest import wait_for_run
+from tests.engine.flow import edge, event_counts, http, node_runs, submit, transform
+from workflows.models import Run
+
+
+def pipeline(remote) -> dict:
+    """fetch (remote) → shape → finish, and fetch → side (a sibling not upstream of shape)."""
+    return {
+        "nodes": [
+            http("fetch", f"{remote.base}/echo", config={"method": "POST", "payload": {"n": "$inputs.n"}}),
+            transform("shape", "{'n': nodes.fetch.body.json.n, 'twice': nodes.fetch.body.json.n * 2}"),
+            transform("finish", "nodes.shape.twice + 1"),
+        ],
+        "edges": [edge("fetch", "shape"), edge("shape", "finish")],
+    }
+
+
+def test_replay_reuses_upstream_outputs_and_executes_from_the_node_on(engine, api, remote):
+    source = wait_for_run(submit(api, pipeline(remote), {"n": 5}))
+    assert source.status == "completed"
+    assert len(remote.hits("/echo")) == 1
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/shape/replay")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["replay_of"] == str(source.pk)
+    assert body["status"] == "queued"
+    replay = wait_for_run(body["run_id"])
+    assert replay.status == "completed", replay.error
+    assert replay.replay_of_id == source.pk
+    assert replay.replay_from_node == "shape"
+    assert replay.inputs == {"n": 5}
+
+    assert len(remote.hits("/echo")) == 1  # fetch was not executed again
+    old, new = node_runs(source), node_runs(replay)
+    assert new["fetch"].reused is True
+    assert new["fetch"].output == old["fetch"].output
+    assert new["fetch"].attempts == 0
+    assert new["shape"].reused is False and new["shape"].attempts == 1
+    assert new["shape"].output == {"n": 5, "twice": 10}
+    assert new["finish"].output == 11
+    counts = event_counts(replay)
+    assert counts[("node_started", "fetch")] == 0
+    assert counts[("node_started", "shape")] == counts[("node_started", "finish")] == 1
+    assert counts[("workflow_completed", "")] == 1
+
+    details = api.get(f"/api/v1/runs/{replay.pk}/details").json()
+    by_id = {n["node_id"]: n for n in details["nodes"]}
+    assert by_id["fetch"]["reused"] is True
+    assert by_id["fetch"]["status"] == "completed"
+    assert details["run"]["replay_of"] == str(source.pk)
+    assert api.get(f"/api/v1/runs/{replay.pk}").json()["replay_from_node"] == "shape"
+    assert Run.objects.get(pk=source.pk).status == "completed"  # the source is untouched
+
+
+def test_replay_from_an_entry_node_runs_everything_again(engine, api, remote):
+    source = wait_for_run(submit(api, pipeline(remote), {"n": 1}))
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/fetch/replay")
+    assert response.status_code == 201
+    replay = wait_for_run(response.json()["run_id"])
+    assert replay.status == "completed"
+    assert len(remote.hits("/echo")) == 2
+    assert not any(nr.reused for nr in node_runs(replay).values())
+
+
+def test_replay_needs_completed_upstream_nodes_and_a_known_node(engine, api, remote):
+    failing = {
+        "nodes": [http("fetch", f"{remote.base}/status/500", config={"fail_on_status": True}),
+                  transform("shape", "1")],
+        "edges": [edge("fetch", "shape")],
+    }
+    source = wait_for_run(submit(api, failing))
+    assert source.status == "failed"
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/shape/replay")
+    assert response.status_code == 409
+    assert response.json()["error"] == "replay_upstream_incomplete"
+    assert response.json()["details"]["nodes"] == ["fetch"]
+    assert api.post(f"/api/v1/runs/{source.pk}/nodes/nope/replay").status_code == 404
+    assert Run.objects.filter(replay_of=source).count() == 0
