@@ -19,29 +19,21 @@ def error(response: Any, status: int) -> str:
     return response.json()["error"]
 
 
-def test_deciding_a_settled_approval_is_409(engine, user):
-    run_id, approval = parked(user)
-    assert decide(user, approval, True).status_code == 200
-    assert error(decide(user, approval, False), 409) == "approval_settled"
-    assert finished(run_id).status == "completed"
-    assert output(run_id)["approved"] is True
-
-
-def test_unknown_or_someone_elses_approval_is_404(engine, user, carol):
-    _, approval = parked(user)
-    assert error(decide(user, 987654321), 404) == "not_found"
-    assert error(decide(user, "nope"), 404) == "not_found"
+def test_unknown_or_someone_elses_is_404_and_a_non_approver_403(engine, user, bob, carol):
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    assert error(decide(bob, 987654321), 404) == "not_found"
+    assert error(decide(bob, "nope"), 404) == "not_found"
     assert error(decide(carol, approval), 404) == "not_found"
     assert client_for(carol).get(f"/api/v1/approvals/{approval.pk}").status_code == 404
+    # The run's owner sees the approval but is not one of its approvers.
     assert client_for(user).get(f"/api/v1/approvals/{approval.pk}").json()["status"] == "pending"
-
-
-def test_the_owner_who_is_not_an_approver_gets_403(engine, user, bob):
-    run_id, approval = parked(user, {"approvers": ["bob"]})
     assert error(decide(user, approval, True), 403) == "not_an_approver"
-    assert Approval.objects.get(pk=approval.pk).status == "pending"
+    assert approval.decisions.count() == 0
+
     assert decide(bob, approval, True).status_code == 200
+    assert error(decide(bob, approval, False), 409) == "approval_settled"
     assert finished(run_id).status == "completed"
+    assert output(run_id)["approved"] is True
 
 
 def test_four_eyes_the_owner_cannot_approve_another_approver_can(engine, user, bob):

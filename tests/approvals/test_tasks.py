@@ -3,8 +3,6 @@ and says so in an event; ``escalate`` widens the approvers and sets a new deadli
 
 from __future__ import annotations
 
-import pytest
-
 from approvals.models import Approval
 from tests.approvals.runs import (
     approval_of,
@@ -23,29 +21,27 @@ from tests.conftest import client_for
 TIMEOUT = {"approvers": ["bob"], "timeout_ms": 200}
 
 
-@pytest.mark.parametrize(("on_timeout", "approved", "taken"), [("approve", True, "refund"),
-                                                                ("reject", False, "notify_rejected")])
-def test_timeout_approves_or_rejects_as_configured(engine, user, on_timeout, approved, taken):
-    run_id = submit(user, refund_flow({**TIMEOUT, "on_timeout": on_timeout}))
+def test_timeout_applies_on_timeout_approve_reject_or_fail(engine, user):
+    run_ids = {outcome: submit(user, refund_flow({**TIMEOUT, "on_timeout": outcome}))
+               for outcome in ("approve", "reject", "fail")}
 
-    assert finished(run_id).status == "completed"
-    assert Approval.objects.get(run_id=run_id).status == "expired"
-    out = output(run_id)
-    assert (out["approved"], out["decision"], out["decisions"]) == (approved, "expired", [])
-    assert statuses(run_id)[taken] == "completed"
-    (decided,) = events(run_id, "approval_decided")
-    assert (decided["timeout"], decided["on_timeout"], decided["settled"]) == (True, on_timeout, "expired")
+    for outcome, approved, taken in [("approve", True, "refund"), ("reject", False, "notify_rejected")]:
+        run_id = run_ids[outcome]
+        assert finished(run_id).status == "completed"
+        out = output(run_id)
+        assert (out["approved"], out["decision"], out["decisions"]) == (approved, "expired", [])
+        assert statuses(run_id)[taken] == "completed"
 
+    failed = finished(run_ids["fail"])
+    assert failed.status == "failed"
+    assert (failed.error["node_id"], failed.error["error_type"]) == ("review", "ApprovalTimeout")
+    assert statuses(failed.pk) == {"prepare": "completed", "review": "failed"}
+    assert events(failed.pk, "workflow_failed")[0]["error"]["error_type"] == "ApprovalTimeout"
 
-def test_timeout_fail_fails_the_run_with_approval_timeout(engine, user):
-    run_id = submit(user, refund_flow({**TIMEOUT, "on_timeout": "fail"}))
-
-    run = finished(run_id)
-    assert run.status == "failed"
-    assert (run.error["node_id"], run.error["error_type"]) == ("review", "ApprovalTimeout")
-    assert statuses(run_id) == {"prepare": "completed", "review": "failed"}
-    assert events(run_id, "approval_decided")[0]["on_timeout"] == "fail"
-    assert events(run_id, "workflow_failed")[0]["error"]["error_type"] == "ApprovalTimeout"
+    for outcome, run_id in run_ids.items():
+        assert Approval.objects.get(run_id=run_id).status == "expired"
+        (decided,) = events(run_id, "approval_decided")
+        assert (decided["timeout"], decided["on_timeout"], decided["settled"]) == (True, outcome, "expired")
 
 
 def test_timeout_escalates_then_the_escalation_target_decides(engine, user, bob, boss):
