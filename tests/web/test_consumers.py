@@ -1,0 +1,179 @@
+"""WebSocket consumers through the real ASGI application (origin check, auth, routing), with the
+Redis channel layer and real workers: who may subscribe, and resuming with ?after=<seq>."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connections
+
+from aob_project.asgi import application
+from approvals.models import Approval
+from approvals.services import approval_decide
+from tests.conftest import client_for, wait_for_run
+from workflows.models import Event, Run
+
+EXAMPLES = Path(settings.BASE_DIR) / "examples"
+HELLO = json.loads((EXAMPLES / "hello-chain.json").read_text())
+APPROVAL = json.loads((EXAMPLES / "approval.json").read_text())
+TIMEOUT = 10
+
+
+def run(coro: Any) -> Any:
+    """Run a test's async part; then close the database connection the consumers used in asgiref's
+    one thread-sensitive executor thread, which would otherwise outlive the test database."""
+
+    async def main() -> Any:
+        try:
+            return await coro
+        finally:
+            await sync_to_async(connections.close_all)()
+
+    return asyncio.run(main())
+
+
+def headers(token: str | None = None, origin: str = "http://127.0.0.1") -> list[tuple[bytes, bytes]]:
+    out = [(b"origin", origin.encode()), (b"host", b"127.0.0.1")]
+    if token:
+        out.append((b"authorization", f"Token {token}".encode()))
+    return out
+
+
+def communicator(path: str, token: str | None = None, **kw: Any) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=headers(token, **kw))
+
+
+async def close_code(comm: WebsocketCommunicator) -> int | None:
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected  # accepted, so the client can read why it is closed
+    message = await comm.receive_output(timeout=TIMEOUT)
+    assert message["type"] == "websocket.close", message
+    return message.get("code")
+
+
+async def frames_until(comm: WebsocketCommunicator, last_seq: int) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    while not frames or frames[-1]["seq"] < last_seq:
+        frames.append(await comm.receive_json_from(timeout=TIMEOUT))
+    return frames
+
+
+def start(user: Any, definition: dict[str, Any], inputs: dict[str, Any]) -> str:
+    response = client_for(user).post("/api/v1/runs", {"workflow": definition, "inputs": inputs}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()["run_id"]
+
+
+def stored(run_id: str, after: int) -> list[dict[str, Any]]:
+    return json.loads(json.dumps([e.as_dict() for e in Event.objects.filter(run_id=run_id, seq__gt=after)
+                                  .order_by("seq")], default=str))
+
+
+def test_socket_without_credentials_is_closed_4401(engine: Any) -> None:
+    async def main() -> int | None:
+        return await close_code(communicator(f"/ws/runs/{uuid.uuid4()}/"))
+
+    assert run(main()) == 4401
+
+
+def test_user_stream_without_credentials_is_closed_4401(engine: Any) -> None:
+    async def main() -> int | None:
+        return await close_code(communicator("/ws/events/", token="not-a-token"))
+
+    assert run(main()) == 4401
+
+
+def test_another_users_run_is_refused_4403(engine: Any, make_user: Any) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    run_id = start(alice, HELLO, {"name": "Ada"})
+    wait_for_run(run_id)
+
+    async def main() -> tuple[int | None, int | None]:
+        other = await close_code(communicator(f"/ws/runs/{run_id}/", token=bob.auth_token.key))
+        unknown = await close_code(communicator(f"/ws/runs/{uuid.uuid4()}/", token=bob.auth_token.key))
+        return other, unknown
+
+    assert run(main()) == (4403, 4403)
+
+
+def test_foreign_origin_is_rejected(engine: Any, user: Any) -> None:
+    async def main() -> bool:
+        comm = communicator("/ws/events/", token=user.auth_token.key, origin="http://evil.example")
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        await comm.disconnect()
+        return connected
+
+    assert run(main()) is False
+
+
+def test_resume_after_returns_exactly_the_missing_events(engine: Any, user: Any) -> None:
+    run_id = start(user, HELLO, {"name": "Ada"})
+    assert wait_for_run(run_id).status == "completed"
+    last = Run.objects.get(pk=run_id).event_seq
+    expected = stored(run_id, after=3)
+    assert last > 4 and expected[-1]["seq"] == last
+
+    async def main() -> tuple[list[dict[str, Any]], bool]:
+        comm = communicator(f"/ws/runs/{run_id}/?after=3", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        frames = await frames_until(comm, last)
+        quiet = await comm.receive_nothing(timeout=0.5)
+        await comm.disconnect()
+        return frames, quiet
+
+    frames, quiet = run(main())
+    assert [f["seq"] for f in frames] == list(range(4, last + 1))
+    assert frames == expected  # each frame is the event as stored
+    assert quiet  # nothing after the last one: no duplicate
+
+
+def test_live_events_follow_the_replay_without_gap_or_duplicate(engine: Any, user: Any) -> None:
+    run_id = start(user, APPROVAL, {"amount": 5, "customer": "Ada"})
+    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    replayed_upto = Run.objects.get(pk=run_id).event_seq
+    approval = Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)
+
+    async def main() -> list[dict[str, Any]]:
+        comm = communicator(f"/ws/runs/{run_id}/?after=2", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        frames = await frames_until(comm, replayed_upto)
+        # Now something new happens: the decision, then the workers finish the run.
+        await sync_to_async(approval_decide)(approval=approval, user=user, approve=True, comment="ok")
+        while frames[-1]["type"] != "workflow_completed":
+            frames.append(await comm.receive_json_from(timeout=TIMEOUT))
+        assert await comm.receive_nothing(timeout=0.5)
+        await comm.disconnect()
+        return frames
+
+    frames = run(main())
+    seqs = [f["seq"] for f in frames]
+    assert seqs == list(range(3, seqs[-1] + 1))
+    live = [f["type"] for f in frames if f["seq"] > replayed_upto]
+    assert live[0] == "approval_decided" and live[-1] == "workflow_completed"
+    assert frames == stored(run_id, after=2)
+
+
+def test_user_stream_carries_every_run_of_the_user(engine: Any, user: Any) -> None:
+    async def main() -> list[dict[str, Any]]:
+        comm = communicator("/ws/events/", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        run_id = await sync_to_async(start)(user, HELLO, {"name": "Ada"})
+        frames = []
+        while not frames or frames[-1]["type"] != "workflow_completed":
+            frames.append(await comm.receive_json_from(timeout=TIMEOUT))
+        await comm.disconnect()
+        assert {f["run_id"] for f in frames} == {run_id}
+        return frames
+
+    frames = run(main())
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
