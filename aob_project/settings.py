@@ -202,6 +202,7 @@ CELERY_TASK_SEND_SENT_EVENT = True
 
 # --- Engine -----------------------------------------------------------------------------------
 # A node run left queued this long is re-published; a running one whose lease lapsed is re-run.
+# Leases are renewed by a heartbeat every third of AOB_LEASE_S while the node runs.
 AOB_SWEEPER_ENABLED = env_bool("AOB_SWEEPER_ENABLED", True)
 AOB_SWEEP_INTERVAL_S = env_float("AOB_SWEEP_INTERVAL_S", 5.0)
 # How often beat applies on_timeout to approvals whose deadline passed.

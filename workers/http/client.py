@@ -145,7 +145,9 @@ def _client_build(*, policy: HttpPolicy, resolver: Resolver | None) -> httpx.Cli
     if not isinstance(pool, httpcore.ConnectionPool) or not hasattr(pool, "_network_backend"):
         raise RuntimeError("httpx/httpcore changed: cannot install the SSRF-guarded network backend")
     pool._network_backend = _GuardedBackend(policy=policy, resolver=resolver)
-    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False,
+    # timeout=None: the request's own deadline (the network backend's _time_left) bounds every
+    # step; httpx's default 5 s per read would cut a slow but legitimate answer short.
+    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False, timeout=None,
                         headers={"user-agent": USER_AGENT})
 
 

@@ -23,16 +23,11 @@ from workers.registry import NodeContext
 from workflows.definition.references import referenced_nodes, resolve
 from workflows.models import NodeRun, Run, canonical_json, content_id
 
-from . import events
+from . import events, heartbeat
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 
 logger = logging.getLogger(__name__)
-
-
-def _lease(timeout_ms: int | None) -> timedelta:
-    return timedelta(milliseconds=timeout_ms or settings.AOB_DEFAULT_NODE_TIMEOUT_MS) + timedelta(
-        seconds=settings.AOB_LEASE_S)
 
 
 def claim(node_run_id: int) -> NodeContext | None:
@@ -44,7 +39,7 @@ def claim(node_run_id: int) -> NodeContext | None:
             cursor.execute(
                 """
                 UPDATE workflows_noderun nr
-                   SET status = 'running', attempts = nr.attempts + 1, started_at = %s
+                   SET status = 'running', attempts = nr.attempts + 1, started_at = %s, lease_expires_at = %s
                   FROM workflows_run r
                  WHERE nr.id = %s AND nr.status = 'queued' AND r.id = nr.run_id
                    AND r.status IN ('queued', 'running', 'waiting_for_approval')
@@ -52,7 +47,7 @@ def claim(node_run_id: int) -> NodeContext | None:
              RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts,
                        r.owner_id, r.inputs, r.current_artifact_id, r.status, nr.queued_at, r.request_id
                 """,
-                [now, node_run_id, now + timedelta(milliseconds=50)],
+                [now, now + timedelta(seconds=settings.AOB_LEASE_S), node_run_id, now + timedelta(milliseconds=50)],
             )
             row = cursor.fetchone()
         if row is None:
@@ -70,7 +65,6 @@ def claim(node_run_id: int) -> NodeContext | None:
         ir = load_ir(run)
         node = ir.nodes.get(node_id)
         timeout_ms = node.timeout_ms if node else None
-        NodeRun.objects.filter(pk=node_run_id).update(lease_expires_at=now + _lease(timeout_ms))
         if run_status == Run.Status.QUEUED:
             Run.objects.filter(pk=run_id, status=run_status).update(status=Run.Status.RUNNING, started_at=now)
         elif run_status == Run.Status.WAITING_FOR_APPROVAL:
@@ -172,7 +166,8 @@ def execute(node_run_id: int) -> str:
     try:
         if spec is None or spec.run is None:
             raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
-        output = spec.run(ctx)
+        with heartbeat.holding(ctx.node_run_id):
+            output = spec.run(ctx)
     except SoftTimeLimitExceeded as exc:
         return fail(ctx, error_payload(exc), started)
     except AobError as exc:
