@@ -1,0 +1,101 @@
+"""The web UI in a real browser: Playwright driving Debian's Chromium headless (``make chromium``
+installs it; never a browser download) against uvicorn serving the ASGI app, with the session's
+real workers. Log in, run the approval example, watch the node turn waiting live, approve, watch
+the run complete live; no console errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from tests.support.stack import Proc
+from workflows.models import Run
+from workflows.services.definitions import workflow_save
+
+ROOT = Path(settings.BASE_DIR)
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PASSWORD = "browser-pass-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def web(engine: Any) -> Iterator[str]:
+    """uvicorn serving the ASGI app (HTTP and WebSocket) on a free loopback port, on the test database."""
+    port = free_port()
+    env = dict(os.environ, AOB_TEST_DATABASE_NAME=settings.DATABASES["default"]["NAME"])
+    proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
+                            "--port", str(port)], env, ready_line="Application startup complete")
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+@pytest.mark.browser
+def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    user = User.objects.create_user("browser", password=PASSWORD)
+    workflow_save(owner=user, tag="approval", definition=json.loads((ROOT / "examples/approval.json").read_text()),
+                  description="example")
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+
+    # No ORM calls inside: Playwright's sync API runs an event loop in this thread.
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1366, "height": 860})
+        page.set_default_timeout(20_000)
+        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        try:
+            page.goto(f"{web}/")
+            expect(page).to_have_url(f"{web}/login/?next=/")
+            page.get_by_label("Username").fill("browser")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_role("link", name="approval", exact=True).click()
+            expect(page.locator("#validation")).to_contain_text("Valid")
+            page.get_by_label("Inputs (JSON object)").fill('{"amount": 42, "customer": "Ada"}')
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.wait_for_url(f"{web}/runs/*/")
+            run_id = page.url.rstrip("/").rsplit("/", 1)[1]
+
+            review = page.locator('svg.dag [data-node="review"]')
+            expect(review).to_have_attribute("data-status", "waiting")  # drawn from a WebSocket event
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "waiting_for_approval")
+            expect(page.locator("#node-panel")).to_contain_text("Refund 42 to Ada?")
+            page.get_by_label("Comment (optional)").fill("fine by me")
+            page.get_by_role("button", name="Approve").click()
+
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+            expect(page.locator('svg.dag [data-node="refund"]')).to_have_attribute("data-status", "completed")
+            expect(page.locator('svg.dag [data-node="notify_rejected"]')).to_have_attribute("data-status", "skipped")
+            page.screenshot(path=str(ARTIFACTS / "web-run-approved.png"), full_page=True)
+            page.get_by_role("tab", name="Events").click()
+            expect(page.locator("#events")).to_contain_text("workflow_completed")
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "web-run-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    run = Run.objects.get(pk=run_id)
+    assert run.status == "completed"
+    assert run.approvals.get().decisions.get().comment == "fine by me"
+    assert problems == []
