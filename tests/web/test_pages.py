@@ -1,0 +1,148 @@
+"""The web pages as Django renders them: login, who sees what, the page data the scripts start
+from, static files served by the app itself, and the approvals list's ?run filter."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from approvals.models import Approval
+from tests.conftest import client_for, wait_for_run
+from workflows.services.definitions import workflow_save
+from workflows.services.runs import run_start
+
+EXAMPLES = Path(settings.BASE_DIR) / "examples"
+
+
+def example(name: str) -> dict[str, Any]:
+    return json.loads((EXAMPLES / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def browser(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def page_data(response: Any) -> dict[str, Any]:
+    match = re.search(r'<script id="page-data" type="application/json">(.*?)</script>', response.content.decode())
+    assert match, "the page carries its data for the scripts"
+    return json.loads(match.group(1))
+
+
+@pytest.mark.parametrize("path", ["/", "/workflows/new/", "/workflows/x/", "/runs/", "/approvals/",
+                                  "/runs/00000000-0000-0000-0000-000000000000/"])
+def test_pages_need_a_login(db: Any, path: str) -> None:
+    response = Client().get(path)
+    assert response.status_code == 302
+    assert response["Location"] == f"/login/?next={path}"
+
+
+def test_login_and_logout(user: Any) -> None:
+    client = Client()
+    assert client.get("/login/").status_code == 200
+    wrong = client.post("/login/", {"username": "alice", "password": "nope"})
+    assert wrong.status_code == 200 and b"Wrong username or password" in wrong.content
+    right = client.post("/login/", {"username": "alice", "password": "s3cret-pass!"})
+    assert right.status_code == 302 and right["Location"] == "/"
+    assert client.get("/").status_code == 200
+    out = client.post("/logout/")
+    assert out.status_code == 302 and out["Location"] == "/login/"
+    assert client.get("/").status_code == 302
+
+
+def test_workflow_list_shows_my_workflows_only(browser: Client, user: Any, make_user: Any) -> None:
+    workflow_save(owner=user, tag="mine", definition=example("hello-chain"), description="")
+    workflow_save(owner=make_user("bob"), tag="theirs", definition=example("hello-chain"), description="")
+    html = browser.get("/").content.decode()
+    assert 'href="/workflows/mine/"' in html and "Hello chain" in html
+    assert "theirs" not in html
+    assert browser.get("/workflows/theirs/").status_code == 404
+
+
+def test_every_page_links_to_flower_and_the_api_docs(browser: Client, settings: Any) -> None:
+    settings.AOB_FLOWER_URL = "http://flower.example:5555/"
+    html = browser.get("/runs/").content.decode()
+    assert 'href="http://flower.example:5555/"' in html
+    assert 'href="/api/v1/docs/"' in html
+
+
+def test_workflow_page_says_what_to_set_when_no_llm_is_configured(browser: Client, user: Any, settings: Any) -> None:
+    workflow_save(owner=user, tag="agentic", definition=example("agent-patch"), description="")
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
+    response = browser.get("/workflows/agentic/")
+    data = page_data(response)
+    assert data["llm_configured"] is False
+    assert data["definition"]["nodes"][0]["type"] == "agent"
+    html = response.content.decode()
+    assert "OPENAI_API_KEY" in html and "OPENAI_BASE_URL" in html
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
+    assert page_data(browser.get("/workflows/agentic/"))["llm_configured"] is True
+
+
+def test_new_workflow_page(browser: Client) -> None:
+    data = page_data(browser.get("/workflows/new/?tag=fresh"))
+    assert data == {"tag": "fresh", "is_new": True, "llm_configured": data["llm_configured"],
+                    "definition": {"nodes": [], "edges": []}}
+
+
+def test_run_page_for_owner_and_404_for_others(browser: Client, user: Any, make_user: Any) -> None:
+    run = run_start(owner=user, definition=example("hello-chain"), inputs={"name": "Ada"})
+    data = page_data(browser.get(f"/runs/{run.pk}/"))
+    assert data["run_id"] == str(run.pk) and data["is_owner"] is True
+    html = browser.get("/runs/").content.decode()
+    assert f'data-run="{run.pk}"' in html
+    other = Client()
+    other.force_login(make_user("bob"))
+    assert other.get(f"/runs/{run.pk}/").status_code == 404
+    assert f'data-run="{run.pk}"' not in other.get("/runs/").content.decode()
+
+
+def test_runs_list_filters_by_status(browser: Client, user: Any) -> None:
+    run = run_start(owner=user, definition=example("hello-chain"), inputs={"name": "Ada"})
+    assert f'data-run="{run.pk}"' in browser.get(f"/runs/?status={run.status}").content.decode()
+    assert f'data-run="{run.pk}"' not in browser.get("/runs/?status=cancelled").content.decode()
+    assert browser.get("/runs/?status=bogus").status_code == 200
+
+
+def test_static_files_are_served_by_the_app(db: Any) -> None:
+    client = Client()
+    script = client.get("/static/aob/run.js")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("text/javascript")
+    assert b"new LiveSocket" in script.content and b"setInterval" not in script.content
+    again = client.get("/static/aob/run.js", HTTP_IF_MODIFIED_SINCE=script["Last-Modified"])
+    assert again.status_code == 304
+    assert client.get("/static/admin/css/base.css").status_code == 200
+    for path in ["/static/../aob_project/settings.py", "/static/aob/../../../web/views.py", "/static/nope.js",
+                 "/static//etc/passwd"]:
+        assert client.get(path).status_code == 404, path
+
+
+def test_no_script_polls(db: Any) -> None:
+    folder = Path(settings.BASE_DIR) / "workflows/static/aob"
+    for script in folder.glob("*.js"):
+        assert "setInterval" not in script.read_text(), script.name
+
+
+def test_approvals_list_filters_by_run(engine: Any, user: Any, make_user: Any) -> None:
+    first = run_start(owner=user, definition=example("approval"), inputs={"amount": 1, "customer": "A"})
+    second = run_start(owner=user, definition=example("approval"), inputs={"amount": 2, "customer": "B"})
+    for run in (first, second):
+        wait_for_run(run.pk, statuses={"waiting_for_approval"})
+    api = client_for(user)
+    listed = api.get(f"/api/v1/approvals?status=pending&run={first.pk}").json()["results"]
+    assert [a["run_id"] for a in listed] == [str(first.pk)]
+    assert listed[0]["id"] == Approval.objects.get(run=first).pk
+    everything = api.get(f"/api/v1/approvals?run={second.pk}").json()["results"]
+    assert [a["run_id"] for a in everything] == [str(second.pk)]
+    bob = client_for(make_user("bob"))
+    assert bob.get(f"/api/v1/approvals?run={first.pk}").status_code == 404
+    assert api.get("/api/v1/approvals?run=not-a-uuid").status_code == 404
