@@ -1,0 +1,204 @@
+"""Durability with real processes: a worker killed by PID mid-node, duplicate and late
+messages, a crash between commit and publish (and its negative control), and the broker's
+queues emptied mid-run. Any process may die at any line; each node's work is applied once."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+
+from aob_project.celery import app
+from tests.conftest import wait_for_run
+from tests.engine.flow import (
+    edge,
+    event_counts,
+    events,
+    http,
+    node_runs,
+    submit,
+    transform,
+    unique,
+    wait_all,
+    wait_until,
+)
+from tests.support import stack
+from workflows.engine import testhooks
+from workflows.engine.dispatch import Dispatch, coordinate_now, publish_now
+from workflows.models import NodeRun, Run
+
+pytestmark = pytest.mark.fault
+
+HOOKS = redis.Redis.from_url(settings.REDIS_URL)
+SESSION_WORKER = f"w1@{socket.gethostname()}"
+
+
+def drop_first_publish(node_id: str) -> None:
+    HOOKS.set(f"aob:test:drop_publish:{node_id}", 1)
+
+
+def dispatch_of(nr: NodeRun, timeout_ms: int | None = None) -> Dispatch:
+    return Dispatch(nr.pk, nr.node_id, nr.node_type, str(nr.run_id), timeout_ms)
+
+
+def control(command: str, queue: str) -> None:
+    replies = getattr(app.control, command)(queue, destination=[SESSION_WORKER], reply=True, timeout=5)
+    assert replies, f"{SESSION_WORKER} did not answer {command}"
+
+
+def test_worker_killed_mid_node_the_node_runs_again_and_is_applied_once(engine, stack_env, api, remote):
+    control("cancel_consumer", "wf.tasks.http")  # the victim is the only http consumer
+    victim = stack.start_worker(stack_env, "victim", queues=["wf.tasks.http"], concurrency=1)
+    try:
+        definition = {
+            "nodes": [transform("a", "{'k': 1}"),
+                      http("slow", f"{remote.base}/sleep/3", timeout_ms=4000),  # lease: 4 s + 2 s grace
+                      transform("after", "nodes.slow.body.slept")],
+            "edges": [edge("a", "slow"), edge("slow", "after")],
+        }
+        run_id = submit(api, definition)
+        wait_until(lambda: remote.hits("/sleep/3"), what="the victim calling the remote")
+        time.sleep(0.3)
+        victim.kill()  # SIGKILL to its process group, the pool child included
+        killed_at = time.time()
+        assert NodeRun.objects.get(run_id=run_id, node_id="slow").status == "running"
+    finally:
+        control("add_consumer", "wf.tasks.http")
+        victim.stop()
+    run = wait_for_run(run_id, timeout=40)
+    assert run.status == "completed", run.error
+    hits = remote.hits("/sleep/3")
+    assert len(hits) == 2
+    assert hits[1]["at"] - killed_at < 30  # it ran again within 30 s
+    slow = node_runs(run)["slow"]
+    assert slow.status == "completed"
+    assert slow.attempts == 2
+    assert [entry["status"] for entry in slow.attempt_log] == ["lost", "completed"]
+    assert slow.attempt_log[0]["error"]["error_type"] == "WorkerLost"
+    assert NodeRun.objects.filter(run=run, node_id="after").count() == 1
+    assert node_runs(run)["after"].output == 3.0
+    counts = event_counts(run)
+    assert counts[("node_started", "slow")] == 2
+    assert counts[("node_retrying", "slow")] == 1
+    assert counts[("node_completed", "slow")] == 1  # applied once
+    assert counts[("node_started", "after")] == 1
+    assert counts[("workflow_completed", "")] == 1
+
+
+def test_the_same_executor_and_coordinator_messages_twice_change_nothing(engine, api, remote):
+    dup = unique("dup")
+    drop_first_publish(dup)  # the test publishes it, twice at once
+    definition = {
+        "nodes": [http(dup, f"{remote.base}/sleep/0.5"), http("next", f"{remote.base}/sleep/0.5"),
+                  transform("last", "1")],
+        "edges": [edge(dup, "next"), edge("next", "last")],
+    }
+    run_id = submit(api, definition)
+    nr = NodeRun.objects.get(run_id=run_id, node_id=dup)
+    publish_now(dispatch_of(nr))
+    publish_now(dispatch_of(nr))
+    wait_until(lambda: NodeRun.objects.filter(pk=nr.pk, consumed=True).exists(), what="dup consumed")
+    publish_now(dispatch_of(nr))   # the executor message again, once its node finished
+    coordinate_now(nr.pk)          # the coordinator message, twice more
+    coordinate_now(nr.pk)
+    run = wait_for_run(run_id)
+    assert run.status == "completed"
+    time.sleep(1)  # let the stragglers land
+    assert len(remote.hits("/sleep/0.5")) == 2  # dup's request once, next's once
+    assert NodeRun.objects.filter(run=run).count() == 3
+    assert NodeRun.objects.get(pk=nr.pk).attempts == 1
+    counts = event_counts(run)
+    for node_id in (dup, "next", "last"):
+        assert counts[("node_started", node_id)] == counts[("node_completed", node_id)] == 1, node_id
+    assert counts[("workflow_completed", "")] == 1
+    assert sum(counts.values()) == 8
+
+
+def test_a_late_duplicate_after_the_run_finished_has_no_effect(engine, api):
+    run = wait_for_run(submit(api, {"nodes": [transform("a", "1"), transform("b", "2")],
+                                    "edges": [edge("a", "b")]}))
+    assert run.status == "completed"
+    before = [(e.seq, e.type, e.node_id) for e in events(run)]
+    rows = {nr.pk: (nr.status, nr.attempts, nr.output, nr.finished_at) for nr in NodeRun.objects.filter(run=run)}
+    for nr in NodeRun.objects.filter(run=run):
+        publish_now(dispatch_of(nr))
+        coordinate_now(nr.pk)
+    time.sleep(1.5)
+    assert [(e.seq, e.type, e.node_id) for e in events(run)] == before
+    after = {nr.pk: (nr.status, nr.attempts, nr.output, nr.finished_at) for nr in NodeRun.objects.filter(run=run)}
+    assert after == rows
+    assert Run.objects.get(pk=run.pk).status == "completed"
+
+
+def lost_publish_flow(entry: str, middle: str) -> dict[str, Any]:
+    return {
+        "nodes": [transform(entry, "1"), transform(middle, f"nodes.{entry} + 1"),
+                  transform("end", f"nodes.{middle} * 10")],
+        "edges": [edge(entry, middle), edge(middle, "end")],
+    }
+
+
+def test_a_publish_lost_after_commit_is_republished_by_the_sweeper(engine, api, monkeypatch):
+    monkeypatch.setattr(testhooks, "ENABLED", True)  # run_start publishes from this process
+    entry, middle = unique("lost_entry"), unique("lost_mid")
+    drop_first_publish(entry)   # lost after run_start's commit
+    drop_first_publish(middle)  # lost after a coordinator's commit
+    run = wait_for_run(submit(api, lost_publish_flow(entry, middle)), timeout=30)
+    assert run.status == "completed", run.error
+    nrs = node_runs(run)
+    assert nrs["end"].output == 20
+    for node_id in (entry, middle):
+        waited = (nrs[node_id].started_at - nrs[node_id].queued_at).total_seconds()
+        assert waited >= 2.5, (node_id, waited)  # it ran only once the sweeper re-sent it
+        assert nrs[node_id].attempts == 1
+    assert HOOKS.exists(f"aob:test:drop_publish:{entry}", f"aob:test:drop_publish:{middle}") == 0
+
+
+def test_negative_control_without_the_sweeper_the_lost_node_is_detected(engine, api):
+    HOOKS.set("aob:test:sweeper_paused", 1)
+    entry, middle = unique("lost_entry"), unique("lost_mid")
+    drop_first_publish(middle)
+    run_id = submit(api, lost_publish_flow(entry, middle))
+    with pytest.raises(AssertionError, match="still running"):
+        wait_for_run(run_id, timeout=5)
+    lost = NodeRun.objects.get(run_id=run_id, node_id=middle)
+    assert lost.status == "queued" and lost.started_at is None
+    assert NodeRun.objects.get(run_id=run_id, node_id=entry).status == "completed"
+    HOOKS.delete("aob:test:sweeper_paused")
+    run = wait_for_run(run_id, timeout=30)
+    assert run.status == "completed"
+    assert node_runs(run)["end"].output == 20
+
+
+def broker_queue_keys(client: redis.Redis) -> list[bytes]:
+    keys = [k for k in client.scan_iter("wf.*") if client.type(k) == b"list"]
+    return keys + [k for k in (b"unacked", b"unacked_index") if client.exists(k)]
+
+
+def test_broker_queues_emptied_mid_run_every_run_still_completes(engine, api, remote):
+    definition = {
+        "nodes": [http("p1", f"{remote.base}/sleep/0.8"), http("p2", f"{remote.base}/sleep/0.8"),
+                  transform("join", "nodes.p1.status_code + nodes.p2.status_code"),
+                  http("tail", f"{remote.base}/echo", config={"method": "POST", "payload": {"j": "$nodes.join"}}),
+                  transform("end", "nodes.tail.body.json.j")],
+        "edges": [edge("p1", "join"), edge("p2", "join"), edge("join", "tail"), edge("tail", "end")],
+    }
+    ids = [submit(api, definition) for _ in range(5)]  # 10 slow requests for 3 worker processes
+    wait_until(lambda: len(remote.hits("/sleep/")) >= 2, what="the first requests")
+    broker = redis.Redis.from_url(app.conf.broker_url)
+    keys = broker_queue_keys(broker)
+    waiting = sum(broker.llen(k) for k in keys if broker.type(k) == b"list")
+    broker.delete(*keys)  # as if Redis restarted with its queues empty
+    assert waiting > 0, "nothing was waiting in the broker: the test proved nothing"
+    runs = wait_all(ids, timeout=60)
+    assert {r.status for r in runs} == {"completed"}, [r.error for r in runs]
+    for run in runs:
+        assert node_runs(run)["end"].output == 400
+        counts = event_counts(run)
+        for node_id in ("p1", "p2", "join", "tail", "end"):
+            assert counts[("node_completed", node_id)] == 1, (run.pk, node_id)
+        assert counts[("workflow_completed", "")] == 1
