@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from aob_project.exceptions import AobError
 from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, Workflow, WorkflowVersion
@@ -57,7 +57,11 @@ class WorkflowAdmin(admin.ModelAdmin):
 @admin.register(WorkflowVersion)
 class WorkflowVersionAdmin(ReadOnlyAdmin):
     list_display = ["workflow", "seq", "artifact", "created_at"]
-    readonly_fields = ["workflow", "seq", "artifact", "parent", "description", "created_at"]
+    readonly_fields = ["workflow", "seq", "artifact", "parent", "description", "created_at", "definition"]
+
+    @admin.display(description="definition")
+    def definition(self, obj: WorkflowVersion) -> str:
+        return pretty(obj.artifact.content)
 
 
 class NodeRunInline(admin.TabularInline):
@@ -107,17 +111,72 @@ class NodeRunAdmin(ReadOnlyAdmin):
     search_fields = ["node_id", "run__id"]
 
 
+def graph_diff(before: dict, after: dict) -> dict[str, list]:
+    """Nodes and edges a patch added or removed (edges as ``from → to``)."""
+    def nodes(d: dict) -> dict[str, str]:
+        return {n["id"]: n.get("type", "?") for n in d.get("nodes", [])}
+
+    def edges(d: dict) -> set[str]:
+        return {f"{e['from']} → {e['to']}" + (f" [{e['condition']}]" if e.get("condition") else "")
+                for e in d.get("edges", [])}
+
+    b, a = nodes(before), nodes(after)
+    return {"nodes added": [f"{k} ({a[k]})" for k in a if k not in b],
+            "nodes removed": [f"{k} ({b[k]})" for k in b if k not in a],
+            "nodes changed": [k for k in a if k in b and _node(after, k) != _node(before, k)],
+            "edges added": sorted(edges(after) - edges(before)), "edges removed": sorted(edges(before) - edges(after))}
+
+
+def _node(definition: dict, node_id: str) -> dict | None:
+    return next((n for n in definition.get("nodes", []) if n.get("id") == node_id), None)
+
+
 @admin.register(RunPatch)
 class RunPatchAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "status", "node_id", "description", "created_at"]
     list_filter = ["status"]
-    readonly_fields = ["run", "seq", "status", "node_id", "description", "operations_pretty", "reason", "created_at",
-                       "applied_at"]
+    readonly_fields = ["run", "seq", "status", "node_id", "description", "operations_pretty", "graph_diff", "reason",
+                       "created_at", "applied_at"]
     exclude = ["operations"]
+    actions = ["approve_patches", "reject_patches"]
 
     @admin.display(description="operations")
     def operations_pretty(self, obj: RunPatch) -> str:
         return pretty(obj.operations)
+
+    @admin.display(description="graph diff (before → after)")
+    def graph_diff(self, obj: RunPatch) -> str:
+        diff = graph_diff(obj.before_artifact.content, obj.after_artifact.content)
+        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
+                                ((k, ", ".join(v) or "—") for k, v in diff.items()))
+        return format_html("<table>{}</table>", rows)
+
+    def _decide(self, request, queryset, approve: bool) -> None:  # noqa: ANN001
+        from approvals.models import Approval
+        from approvals.services import approval_decide
+
+        for patch in queryset.select_related("run"):
+            approval = Approval.objects.filter(patch=patch, kind=Approval.Kind.PATCH).first()
+            if patch.status != RunPatch.Status.PENDING_APPROVAL or approval is None:
+                self.message_user(request, f"patch {patch.seq} of {patch.run_id} is {patch.status}, not pending",
+                                  level=messages.WARNING)
+                continue
+            try:
+                approval_decide(approval=approval, user=request.user, approve=approve,
+                                comment="decided in the admin")
+                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: "
+                                           f"{'approved' if approve else 'rejected'}")
+            except AobError as exc:
+                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: {exc.message}",
+                                  level=messages.WARNING)
+
+    @admin.action(description="Approve selected pending patches")
+    def approve_patches(self, request, queryset):  # noqa: ANN001, ANN201
+        self._decide(request, queryset, True)
+
+    @admin.action(description="Reject selected pending patches")
+    def reject_patches(self, request, queryset):  # noqa: ANN001, ANN201
+        self._decide(request, queryset, False)
 
 
 @admin.register(Event)
