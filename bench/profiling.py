@@ -1,6 +1,7 @@
 """An instrumented AOB worker for ``--profile``, and the analysis of what it recorded.
 
     BENCH_PROFILE_DIR=<dir> [BENCH_CPROFILE=1] python -m bench.profiling -A aob_project worker ...
+    BENCH_VARIANT=reuse_db python -m bench.profiling -A aob_project worker ...   (what-if, see below)
 
 is the production worker (``celery`` 's own entry point, same arguments) with, in each pool
 process: every SQL statement a task sends, through Django's ``connection.execute_wrapper`` (plus
@@ -70,9 +71,64 @@ def _patch_transactions() -> None:
     BaseDatabaseWrapper.commit = commit
     BaseDatabaseWrapper.set_autocommit = set_autocommit
 
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    original_connect = DatabaseWrapper.connect
+    original_usable = DatabaseWrapper.is_usable
+
+    def connect(self: Any) -> None:
+        started = time.perf_counter()
+        try:
+            return original_connect(self)
+        finally:
+            _note("connect", "CONNECT (a new PostgreSQL connection: TCP, startup, backend fork, settings)", started)
+
+    def is_usable(self: Any) -> bool:
+        started = time.perf_counter()
+        try:
+            return original_usable(self)
+        finally:
+            _note("sql", "SELECT 1 (CONN_HEALTH_CHECKS)", started)
+
+    DatabaseWrapper.connect = connect
+    DatabaseWrapper.is_usable = is_usable
+
+
+def install_variant(name: str) -> None:
+    """A what-if for the report's suggestions, applied in the worker only (no engine change).
+
+    ``reuse_db``: keep Django's database connection across tasks. Celery's Django fix-up closes
+    every connection before and after each task unless ``CELERY_DB_REUSE_MAX`` is set, so each task
+    opens a new PostgreSQL connection; here the fix-up's recycling is turned off and, as Django does
+    per request, ``close_old_connections()`` runs before each task (CONN_MAX_AGE, health checks and
+    broken connections still apply).
+    """
+    from celery import signals
+
+    if name != "reuse_db":
+        raise SystemExit(f"unknown BENCH_VARIANT {name!r}")
+
+    @signals.worker_init.connect(weak=False)
+    def _no_recycling(sender: Any = None, **_: Any) -> None:
+        for fixup in getattr(sender.app, "_fixups", []):
+            worker_fixup = getattr(fixup, "_worker_fixup", None) or getattr(fixup, "worker_fixup", None)
+            if worker_fixup is not None:
+                worker_fixup.db_reuse_max = 10**9
+
+    @signals.task_prerun.connect(weak=False)
+    def _django_request_like(**_: Any) -> None:
+        from django.db import close_old_connections
+
+        close_old_connections()
+
 
 def install() -> None:
     from celery import signals
+
+    if os.environ.get("BENCH_VARIANT"):
+        install_variant(os.environ["BENCH_VARIANT"])
+    if not os.environ.get("BENCH_PROFILE_DIR"):
+        return
 
     @signals.worker_process_init.connect(weak=False)
     def _init(**_: Any) -> None:
@@ -162,6 +218,7 @@ def _typical(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "count": len(records), "typical_share": seen / len(records),
         "statements": len(sql_only), "transactions": sum(1 for s in rows if s["sql"] == "COMMIT"),
+        "connects": sum(1 for s in rows if s["kind"] == "connect"),
         "round_trips": len(sql_only) + sum(1 for s in rows if s["sql"] == "COMMIT")
         + sum(1 for s in rows if s["sql"] == "BEGIN"),
         "wall_ms_median": statistics.median(r["wall_ms"] for r in records),

@@ -121,6 +121,9 @@ def markdown(results: dict[str, Any]) -> str:
                  f"{meta['versions'].get('postgresql', '?')} (fsync on), Redis {meta['versions'].get('redis', '?')}, "
                  f"Celery {meta['versions']['celery']}, workers `-c {meta['concurrency']} -P prefork`; "
                  f"total {meta.get('duration_s', 0):.0f} s.")
+    if meta.get("variant"):
+        lines += ["", f"**What-if variant `{meta['variant']}` applied to the AOB worker** (bench/profiling.py); "
+                  "not the production configuration."]
     loads = [entry["loadavg_1min"] for entry in meta.get("load", [])]
     if loads:
         lines += ["", f"1-minute load average on this {meta['machine']['cpus']}-CPU machine during the run: "
@@ -143,23 +146,42 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"| {name} | {mb:.1f} |" for name, mb in peaks.items()]
     profile = results.get("profile")
     if profile:
-        lines += ["", "## Profile of one AOB hop (middle nodes of chains)", ""]
-        anatomy = profile.get("anatomy") or {}
+        lines += _profile_lines(profile)
+    return "\n".join(lines) + "\n"
+
+
+def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    lines = ["", "## Profile of the AOB hop (middle nodes of chains, instrumented worker)", ""]
+    modes = [m for m in ("sql", "sql-reuse_db") if m in profile]
+    if modes:
+        lines += ["| worker | hop p50 (ms) | hop p95 (ms) | chain end-to-end p50 (ms) |", "|---|---|---|---|"]
+        for mode in modes:
+            hop, e2e = profile[mode]["hop_ms"], profile[mode]["e2e_ms"]
+            name = "production settings" if mode == "sql" else "what-if `reuse_db` (connection kept across tasks)"
+            lines.append(f"| {name} | {hop.get('p50', math.nan):.1f} | {hop.get('p95', math.nan):.1f} | "
+                         f"{e2e.get('p50', math.nan):.0f} |")
+    for mode in modes:
+        block = profile[mode]
+        title = "production settings" if mode == "sql" else "what-if reuse_db"
+        anatomy = block.get("anatomy") or {}
         if anatomy.get("hops"):
-            lines += [f"Hop anatomy (median of {anatomy['hops']} hops, instrumented worker; hop "
-                      f"{anatomy['hop_ms']:.1f} ms):", "", "| part | ms |", "|---|---|"]
+            lines += ["", f"Hop anatomy, {title} (median of {anatomy['hops']} hops; hop {anatomy['hop_ms']:.1f} ms):",
+                      "", "| part | ms |", "|---|---|"]
             lines += [f"| {k} | {v:.1f} |" for k, v in anatomy["parts"].items() if v is not None]
         for role in ("executor", "coordinator"):
-            t = profile.get("sql", {}).get(role) or {}
+            t = block.get("sql", {}).get(role) or {}
             if not t.get("count"):
                 continue
-            lines += ["", f"**{role} task**: {t['statements']} SQL statements, {t['transactions']} transactions, "
-                      f"{t['round_trips']} round trips with BEGIN/COMMIT; task wall {t['wall_ms_median']:.1f} ms "
-                      f"(median), DB client time {t['db_ms_median']:.1f} ms "
-                      f"({t['typical_share'] * 100:.0f}% of {t['count']} tasks ran exactly this list):", "",
+            lines += ["", f"**{role} task, {title}**: {t['statements']} SQL statements, {t['transactions']} "
+                      f"transaction(s), {t['round_trips']} round trips counting BEGIN/COMMIT, {t['connects']} new "
+                      f"connection(s); task wall "
+                      f"{t['wall_ms_median']:.1f} ms (median), DB client time {t['db_ms_median']:.1f} ms; "
+                      f"{t['typical_share'] * 100:.0f}% of {t['count']} tasks ran exactly this list:", "",
                       "| # | statement | median ms |", "|---|---|---|"]
             for i, st in enumerate(t["rows"], 1):
                 sql = st["sql"].replace("|", "\\|")
                 sql = sql if len(sql) <= 160 else sql[:159] + "…"
                 lines.append(f"| {i} | `{sql}` | {st['median_ms']:.2f} |")
-    return "\n".join(lines) + "\n"
+    if profile.get("cprofile_file"):
+        lines += ["", f"cProfile of the pool processes: `{profile['cprofile_file']}`."]
+    return lines

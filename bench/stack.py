@@ -96,8 +96,10 @@ class Child:
 class Stack:
     """Start with ``start()``; ``stop()`` is idempotent and always safe to call."""
 
-    def __init__(self, *, root: Path = ROOT, concurrency: int = 2, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, root: Path = ROOT, concurrency: int = 2, extra_env: dict[str, str] | None = None,
+                 variant: str = "") -> None:
         self.root = root
+        self.variant = variant
         self.concurrency = concurrency
         self.extra_env = extra_env or {}
         self.postgres: EmbeddedPostgres | None = None
@@ -161,6 +163,11 @@ class Stack:
                 "-c", str(self.concurrency), "-P", "prefork", "-n", "aob@%h", "--loglevel", "INFO"]
 
     def start_aob_worker(self, *, module: list[str] | None = None, env: dict[str, str] | None = None) -> Child:
+        """The production worker; with a what-if variant, the same worker through bench.profiling."""
+        env = dict(env or self.env)
+        if self.variant:
+            env["BENCH_VARIANT"] = self.variant
+            module = module or ["-m", "bench.profiling"]
         child = self.spawn("aob-worker", self.aob_worker_argv(module=module), env)
         child.wait_for_line("ready.")
         return child
