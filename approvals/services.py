@@ -67,8 +67,9 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
         if approve and not approval.allow_self_approval and approval.run.owner_id == user.pk:
             raise FourEyesViolation("four-eyes: the run's owner cannot approve their own run",
                                     extra={"rule": "allow_self_approval"})
-        if approve and approval.form and data is not None:
-            errors = sorted(Draft202012Validator(approval.form).iter_errors(data), key=lambda e: list(e.path))
+        if approve and approval.form:  # omitted data is checked too: a required field cannot be skipped
+            errors = sorted(Draft202012Validator(approval.form).iter_errors({} if data is None else data),
+                            key=lambda e: list(e.path))
             if errors:
                 first = errors[0]
                 path = "/data" + "".join(f"/{p}" for p in first.absolute_path)

@@ -167,3 +167,23 @@ def test_an_approval_of_a_run_that_failed_elsewhere_is_no_longer_decidable(engin
     assert approval.status == "cancelled"
     assert ids(client_for(user).get("/api/v1/approvals?status=pending")) == []
     assert error(decide(user, approval, True), 409) == "approval_settled"
+
+
+def test_approve_without_data_is_checked_against_a_form_with_required_fields(engine, api, user):
+    from approvals.models import Approval
+    from tests.conftest import wait_for_run
+
+    definition = {"nodes": [{"id": "gate", "type": "hitl",
+                             "config": {"message": "ok?", "form": {"type": "object", "required": ["reason"],
+                                                                   "properties": {"reason": {"type": "string"}}}}}],
+                  "edges": []}
+    run_id = api.post("/api/v1/runs", {"workflow": definition}, format="json").json()["run_id"]
+    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    approval = Approval.objects.get(run_id=run_id)
+    missing = api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True}, format="json")
+    assert missing.status_code == 400
+    assert missing.json()["details"]["rule"] == "form.required"
+    ok = api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True, "data": {"reason": "fine"}},
+                  format="json")
+    assert ok.status_code == 200
+    assert wait_for_run(run_id).status == "completed"
