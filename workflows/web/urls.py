@@ -3,6 +3,7 @@ staticfiles finders), because the ASGI server is the only web server `make up` r
 
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
+from django.views.generic import RedirectView
 
 from . import views
 
@@ -16,5 +17,6 @@ urlpatterns = [
     path("runs/", views.run_list, name="web-runs"),
     path("runs/<uuid:run_id>/", views.run_detail, name="web-run"),
     path("approvals/", views.approval_inbox, name="web-approvals"),
+    path("favicon.ico", RedirectView.as_view(url="/static/aob/favicon.svg", permanent=True)),
     re_path(r"^static/(?P<path>.+)$", views.static_file, name="web-static"),
 ]
