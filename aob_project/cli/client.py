@@ -1,0 +1,84 @@
+"""An httpx client for the REST API: token auth, and every error turned into the API's own message."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import click
+import httpx
+
+USER_AGENT = "aob-cli/0.1"
+
+
+class ApiError(click.ClickException):
+    """An error answer (``{"error", "message", "details"}``) or no answer at all; exits 1."""
+
+    def __init__(self, message: str, *, code: str = "error", status: int | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.details = details or {}
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+        for problem in self.details.get("errors") or []:
+            if isinstance(problem, dict):
+                click.echo(f"  {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})",
+                           err=True)
+        if self.code == "not_authenticated":
+            click.echo("hint: log in with `aob login`, or pass --token / AOB_TOKEN", err=True)
+
+
+def segment(value: Any) -> str:
+    """One path segment, quoted: a tag or an id never changes which endpoint is called."""
+    return quote(str(value), safe="")
+
+
+class ApiClient:
+    def __init__(self, api_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        self._http = httpx.Client(base_url=f"{self.api_url}/api/v1/", headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body=body)
+
+    def patch(self, path: str, body: Any = None) -> Any:
+        return self.request("PATCH", path, body=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path.lstrip("/"), json=body, params=query)
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach the API at {self.api_url}: {exc}", code="unreachable") from None
+        if response.status_code == 204 or not response.content:
+            data = None
+        else:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+        if response.is_error:
+            if isinstance(data, dict) and isinstance(data.get("message"), str):
+                raise ApiError(data["message"], code=str(data.get("error") or "error"), status=response.status_code,
+                               details=data.get("details") if isinstance(data.get("details"), dict) else {})
+            raise ApiError(f"{method} {response.url} answered HTTP {response.status_code} without an error body",
+                           status=response.status_code)
+        if data is None and response.status_code != 204 and response.content:
+            raise ApiError(f"{method} {response.url} answered something that is not JSON", status=response.status_code)
+        return data

@@ -1,0 +1,74 @@
+"""``aob``: the root command, its global options, and the account commands.
+
+Every command parses its arguments, makes one or two calls to the REST API, and prints the
+answer; errors print the API's ``message`` and exit 1.
+"""
+
+from __future__ import annotations
+
+import click
+
+from . import config
+from .approvals import approvals, approve, reject
+from .output import MODES, PRETTY, Output
+from .patches import patch
+from .runs import logs, run
+from .session import Session, pass_session
+from .workflows import workflow
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--api-url", envvar="AOB_API_URL", default=DEFAULT_API_URL, show_default=True, metavar="URL",
+              help="Where the AOB server is (env AOB_API_URL).")
+@click.option("--output", "-o", "output_mode", type=click.Choice(MODES), default=PRETTY, show_default=True,
+              help="pretty for people; json prints the API's answers as they are.")
+@click.option("--token", envvar="AOB_TOKEN", default=None, metavar="TOKEN",
+              help="Use this API token instead of the one `aob login` stored (env AOB_TOKEN).")
+@click.version_option("0.1.0", prog_name="aob")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str, output_mode: str, token: str | None) -> None:
+    """Work with AOB workflows, runs, approvals and patches through its API."""
+    session = Session(api_url=config.normalize_url(api_url), output=Output(output_mode), token_override=token)
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+
+
+@cli.command()
+@click.option("--username", "-u", prompt=True, help="Prompted for when not given.")
+@click.option("--password", "-p", prompt=True, hide_input=True, help="Prompted for (hidden) when not given.")
+@pass_session
+def login(session: Session, username: str, password: str) -> None:
+    """Get an API token and keep it in your config dir (mode 0600), for this API URL only."""
+    answer = session.anonymous_client().post("auth/token", {"username": username, "password": password})
+    path = config.credentials_save(api_url=session.api_url, token=answer["token"], username=answer["username"])
+    session.output.emit({"username": answer["username"], "api_url": session.api_url, "config": str(path)},
+                        lambda d: click.echo(f"logged in to {d['api_url']} as {d['username']}"))
+
+
+@cli.command()
+@pass_session
+def logout(session: Session) -> None:
+    """Forget the token stored for this API URL."""
+    forgotten = config.credentials_forget(api_url=session.api_url)
+    session.output.emit({"api_url": session.api_url, "logged_out": forgotten},
+                        lambda d: click.echo(f"logged out of {d['api_url']}" if forgotten
+                                             else f"was not logged in to {d['api_url']}"))
+
+
+@cli.command()
+@pass_session
+def whoami(session: Session) -> None:
+    """Who the API says the token belongs to."""
+    me = session.client.get("auth/me")
+    session.output.emit(me, lambda d: click.echo(
+        f"{d['username']}{' (staff)' if d.get('is_staff') else ''} at {session.api_url}"))
+
+
+for command in (workflow, run, logs, approvals, approve, reject, patch):
+    cli.add_command(command)
+
+
+if __name__ == "__main__":
+    cli()

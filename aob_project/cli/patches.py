@@ -1,0 +1,62 @@
+"""``aob patch``: changes to a running workflow's definition, proposed and reviewed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .client import segment
+from .output import dumps, short_time, table
+from .session import Session, operations_from, pass_session, read_json_file
+
+
+def _patches_path(run_id: str, *rest: str) -> str:
+    return "/".join(["runs", segment(run_id), "patches", *rest])
+
+
+@click.group()
+def patch() -> None:
+    """Run patches (RFC 6902 operations on a running workflow)."""
+
+
+@patch.command("list")
+@click.argument("run_id")
+@pass_session
+def patch_list(session: Session, run_id: str) -> None:
+    """A run's patches, in the order they were proposed."""
+    answer = session.client.get(_patches_path(run_id))
+    session.output.emit(answer, lambda d: table(
+        [(p["seq"], p["status"], p["op_count"], p["node_id"] or "-", short_time(p["created_at"]), p["description"])
+         for p in d], ["SEQ", "STATUS", "OPS", "BY NODE", "CREATED", "DESCRIPTION"]))
+
+
+def _pretty_patch(d: dict[str, Any]) -> None:
+    click.echo(f"patch {d['seq']} of run {d['run_id']}: {d['status']}"
+               f"{' (' + d['reason'] + ')' if d.get('reason') else ''}")
+    click.echo(f"{d['before_artifact_id']} -> {d['artifact_id']}")
+    if d.get("description"):
+        click.echo(d["description"])
+    click.echo(dumps(d["operations"], indent=2))
+
+
+@patch.command("show")
+@click.argument("run_id")
+@click.argument("seq", type=click.IntRange(0))
+@pass_session
+def patch_show(session: Session, run_id: str, seq: int) -> None:
+    """One patch and its operations."""
+    session.output.emit(session.client.get(_patches_path(run_id, str(seq))), _pretty_patch)
+
+
+@patch.command("propose")
+@click.argument("run_id")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--description", "-d", default=None, help="Why (default: the file's \"description\", if any).")
+@pass_session
+def patch_propose(session: Session, run_id: str, file: str, description: str | None) -> None:
+    """Propose the operations in FILE for RUN_ID: applied now, or held for approval by the run's policy."""
+    operations, from_file = operations_from(read_json_file(file, "patch file"), "the patch file")
+    answer = session.client.post(_patches_path(run_id), {"operations": operations,
+                                                          "description": description or from_file or ""})
+    session.output.emit(answer, _pretty_patch)

@@ -1,0 +1,154 @@
+"""``aob run`` and ``aob logs``: starting, following, steering and reading runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .client import segment
+from .output import short_time, table
+from .session import Session, json_file_or_text, json_object, pass_session, read_json_file
+from .watch import events_all, run_follow
+
+RUN_STATUSES = ("queued", "running", "waiting_for_approval", "completed", "failed", "cancelled")
+WATCH_HELP = "Then follow its events; exit 0 completed, 1 failed, 2 cancelled."
+
+
+def _run_path(run_id: str, *rest: str) -> str:
+    return "/".join(["runs", segment(run_id), *rest])
+
+
+def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -> None:
+    code = run_follow(client=session.client, run_id=run_id, after=after, on_event=session.output.event,
+                      use_ws=not poll)
+    raise SystemExit(code)
+
+
+def _started_text(d: dict[str, Any]) -> str:
+    tag = f" ({d['tag']})" if d.get("tag") else ""
+    replay = f", a replay of {d['replay_of']}" if d.get("replay_of") else ""
+    return f"run {d['run_id']} {d['status']}{tag}{replay}"
+
+
+def _started(session: Session, answer: dict[str, Any], watch: bool) -> None:
+    """The new run; with ``watch``, the first line of a stream, then its events."""
+    if not watch:
+        session.output.emit(answer, lambda d: click.echo(_started_text(d)))
+        return
+    session.output.line(answer, _started_text(answer))
+    _follow(session, str(answer["run_id"]))
+
+
+@click.group()
+def run() -> None:
+    """Workflow runs."""
+
+
+@run.command("start")
+@click.argument("target", metavar="TAG|FILE.json")
+@click.option("--inputs", "-i", default=None, metavar="FILE|JSON", help="The run's inputs: a JSON file or JSON text.")
+@click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
+@pass_session
+def run_start(session: Session, target: str, inputs: str | None, watch: bool) -> None:
+    """Run a saved workflow (TAG), or the definition in FILE.json without saving it."""
+    body: dict[str, Any] = {"inputs": json_object(json_file_or_text(inputs, "--inputs"), "--inputs") if inputs else {}}
+    if Path(target).is_file():
+        body["workflow"] = json_object(read_json_file(target, "workflow file"), "the workflow file")
+    else:
+        body["tag"] = target
+    _started(session, session.client.post("runs", body), watch)
+
+
+@run.command("watch")
+@click.argument("run_id")
+@click.option("--after", type=click.IntRange(0), default=0, help="Skip the events up to this seq.")
+@click.option("--poll", is_flag=True, help="Poll the REST API instead of opening a WebSocket.")
+@pass_session
+def run_watch(session: Session, run_id: str, after: int, poll: bool) -> None:
+    """Print RUN_ID's events as they happen; exit 0 completed, 1 failed, 2 cancelled."""
+    _follow(session, run_id, after, poll)
+
+
+@run.command("status")
+@click.argument("run_id")
+@pass_session
+def run_status(session: Session, run_id: str) -> None:
+    """A run and each of its nodes."""
+    details = session.client.get(_run_path(run_id, "details"))
+
+    def pretty(d: dict[str, Any]) -> None:
+        r = d["run"]
+        click.echo(f"run {r['run_id']}  {r['status']}  {r['tag'] or '(no tag)'}")
+        click.echo(f"created {short_time(r['created_at'])}  finished {short_time(r['finished_at']) or '-'}")
+        if r.get("replay_of"):
+            click.echo(f"replay of {r['replay_of']} from {r['replay_from_node']}")
+        if r.get("error"):
+            click.echo(f"error: {r['error']}")
+        click.echo("")
+        table([(n["node_id"], n["type"], n["status"], n["attempts"],
+                "" if n["execution_time_ms"] is None else f"{n['execution_time_ms']} ms",
+                (n["error"] or {}).get("message", "") if isinstance(n["error"], dict) else n["error"] or "")
+               for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR"])
+        if d["patches"]:
+            click.echo(f"\n{len(d['patches'])} patch(es): `aob patch list {r['run_id']}`")
+
+    session.output.emit(details, pretty)
+
+
+@run.command("list")
+@click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
+@click.option("--tag", default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
+@pass_session
+def run_list(session: Session, status: str | None, tag: str | None, limit: int, offset: int) -> None:
+    """Your runs, newest first."""
+    page = session.client.get("runs", status=status, tag=tag, limit=limit, offset=offset)
+
+    def pretty(d: dict[str, Any]) -> None:
+        table([(r["run_id"], r["status"], r["tag"] or "-", short_time(r["created_at"]),
+                short_time(r["finished_at"]) or "-") for r in d["results"]],
+              ["RUN", "STATUS", "TAG", "CREATED", "FINISHED"])
+        if d.get("next"):
+            click.echo(f"({len(d['results'])} of {d['count']}; --offset {offset + len(d['results'])} for more)")
+
+    session.output.emit(page, pretty)
+
+
+@run.command("cancel")
+@click.argument("run_id")
+@pass_session
+def run_cancel(session: Session, run_id: str) -> None:
+    """Cancel a run: nothing new starts, waiting approvals are withdrawn."""
+    answer = session.client.post(_run_path(run_id, "cancel"))
+    session.output.emit(answer, lambda d: click.echo(f"run {d['run_id']} {d['status']}"))
+
+
+@run.command("replay")
+@click.argument("run_id")
+@click.argument("node_id")
+@click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
+@pass_session
+def run_replay(session: Session, run_id: str, node_id: str, watch: bool) -> None:
+    """A new run of RUN_ID's definition that reuses the outputs upstream of NODE_ID and runs the rest."""
+    _started(session, session.client.post(_run_path(run_id, "nodes", segment(node_id), "replay")), watch)
+
+
+@click.command("logs")
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends (as `run watch`).")
+@click.option("--after", type=click.IntRange(0), default=0, help="Skip the events up to this seq.")
+@pass_session
+def logs(session: Session, run_id: str, follow: bool, after: int) -> None:
+    """A run's events, one line each."""
+    if follow:
+        _follow(session, run_id, after)
+    events = events_all(session.client, run_id, after)
+
+    def pretty(d: list[dict[str, Any]]) -> None:
+        for event in d:
+            session.output.event(event)
+
+    session.output.emit(events, pretty)

@@ -1,0 +1,81 @@
+"""What every command shares: the API URL, the token, the output mode, and small input readers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import config
+from .client import ApiClient
+from .output import Output
+
+
+@dataclass
+class Session:
+    api_url: str
+    output: Output
+    token_override: str | None = None
+    _client: ApiClient | None = field(default=None, repr=False)
+
+    @property
+    def token(self) -> str | None:
+        if self.token_override:
+            return self.token_override
+        stored = config.credentials_get(api_url=self.api_url)
+        return stored["token"] if stored else None
+
+    @property
+    def client(self) -> ApiClient:
+        if self._client is None:
+            self._client = ApiClient(self.api_url, self.token)
+        return self._client
+
+    def anonymous_client(self) -> ApiClient:
+        return ApiClient(self.api_url)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+pass_session = click.make_pass_decorator(Session)
+
+
+def read_json_file(path: str | Path, what: str = "file") -> Any:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.ClickException(f"{path} is not valid JSON: {exc}") from None
+
+
+def json_file_or_text(value: str, what: str) -> Any:
+    """``--inputs`` and friends: a path to a JSON file, or the JSON itself."""
+    if Path(value).is_file():
+        return read_json_file(value, what)
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.ClickException(f"{what} is neither a file nor valid JSON: {exc}") from None
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise click.ClickException(f"{what} must be a JSON object")
+    return value
+
+
+def operations_from(value: Any, what: str) -> tuple[list[Any], str | None]:
+    """A patch file is a list of RFC 6902 operations, or ``{"operations": [...], "description": ...}``."""
+    if isinstance(value, dict) and "operations" in value:
+        return value["operations"], value.get("description")
+    if isinstance(value, list):
+        return value, None
+    raise click.ClickException(f"{what} must be a list of RFC 6902 operations or an object with \"operations\"")

@@ -1,0 +1,149 @@
+"""``aob workflow``: saved definitions behind a tag, their versions, validation and design-time patches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .client import segment
+from .output import dumps, short_time, table
+from .session import Session, json_object, operations_from, pass_session, read_json_file
+
+SCOPES = ("user", "global", "all")
+
+
+def _tag_path(tag: str, *rest: str) -> str:
+    return "/".join(["workflows", segment(tag), *rest])
+
+
+def _warnings(answer: dict[str, Any]) -> None:
+    for problem in answer.get("warnings") or []:
+        click.echo(f"warning: {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})", err=True)
+
+
+@click.group()
+def workflow() -> None:
+    """Saved workflow definitions."""
+
+
+@workflow.command("list")
+@click.option("--scope", type=click.Choice(SCOPES), default="user", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
+@pass_session
+def workflow_list(session: Session, scope: str, limit: int, offset: int) -> None:
+    """The workflows you can see."""
+    page = session.client.get("workflows", scope=scope, limit=limit, offset=offset)
+
+    def pretty(d: dict[str, Any]) -> None:
+        rows = [(w["tag"], w["version"], w["nodes_count"], w["edges_count"], w["owner"], short_time(w["updated_at"]))
+                for w in d["results"]]
+        table(rows, ["TAG", "VERSION", "NODES", "EDGES", "OWNER", "UPDATED"])
+        if d.get("next"):
+            click.echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
+
+    session.output.emit(page, pretty)
+
+
+@workflow.command("show")
+@click.argument("tag")
+@click.option("--version", "seq", type=click.IntRange(0), default=None, help="An earlier version (see `versions`).")
+@pass_session
+def workflow_show(session: Session, tag: str, seq: int | None) -> None:
+    """A workflow's current (or an earlier) definition."""
+    if seq is None:
+        answer = session.client.get(_tag_path(tag), materialize="true")
+    else:
+        answer = session.client.get(_tag_path(tag, "versions", str(seq)), materialize="true")
+
+    def pretty(d: dict[str, Any]) -> None:
+        version = d.get("version", d.get("seq"))
+        click.echo(f"{d['tag']}  version {version}  {d['artifact_id']}")
+        if "owner" in d:
+            click.echo(f"owner {d['owner']}, {d['nodes_count']} nodes, {d['edges_count']} edges, "
+                       f"updated {short_time(d['updated_at'])}")
+        else:
+            click.echo(f"created {short_time(d['created_at'])}  {d.get('description') or ''}".rstrip())
+        click.echo(dumps(d.get("definition"), indent=2))
+
+    session.output.emit(answer, pretty)
+
+
+@workflow.command("create")
+@click.argument("tag")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--description", "-d", default="", help="Why this version exists.")
+@pass_session
+def workflow_create(session: Session, tag: str, file: str, description: str) -> None:
+    """Save the definition in FILE under TAG (a new version when it differs from the current one)."""
+    definition = json_object(read_json_file(file, "workflow file"), "the workflow file")
+    answer = session.client.post("workflows", {"tag_name": tag, "workflow": definition, "description": description})
+
+    def pretty(d: dict[str, Any]) -> None:
+        what = "saved" if d["created"] else "unchanged:"
+        click.echo(f"{what} {d['tag']} version {d['version']} ({d['artifact_id']}, "
+                   f"{d['nodes_count']} nodes, {d['edges_count']} edges)")
+        _warnings(d)
+
+    session.output.emit(answer, pretty)
+
+
+@workflow.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_session
+def workflow_validate(session: Session, file: str) -> None:
+    """Check the definition in FILE without saving it; exits 1 when it is invalid."""
+    answer = session.client.post("workflows/validate", {"workflow": read_json_file(file, "workflow file")})
+
+    def pretty(d: dict[str, Any]) -> None:
+        if d["valid"]:
+            click.echo(f"{file}: valid")
+        else:
+            click.echo(f"error: {file}: invalid", err=True)
+        for problem in d["errors"]:
+            click.echo(f"  {problem['path'] or '/'}: {problem['message']} ({problem['rule']})", err=True)
+        _warnings(d)
+
+    session.output.emit(answer, pretty)
+    if not answer["valid"]:
+        raise SystemExit(1)
+
+
+@workflow.command("patch")
+@click.argument("tag")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--description", "-d", default=None, help="Why (default: the file's \"description\", if any).")
+@pass_session
+def workflow_patch(session: Session, tag: str, file: str, description: str | None) -> None:
+    """Apply the RFC 6902 operations in FILE to TAG's current definition: a new version."""
+    operations, from_file = operations_from(read_json_file(file, "patch file"), "the patch file")
+    answer = session.client.patch(_tag_path(tag, "patch"),
+                                  {"operations": operations, "description": description or from_file or ""})
+
+    def pretty(d: dict[str, Any]) -> None:
+        click.echo(f"patched {d['tag']}: version {d['version']} ({d['artifact_id']})")
+        _warnings(d)
+
+    session.output.emit(answer, pretty)
+
+
+@workflow.command("versions")
+@click.argument("tag")
+@pass_session
+def workflow_versions(session: Session, tag: str) -> None:
+    """Every version of TAG, oldest first."""
+    answer = session.client.get(_tag_path(tag, "versions"))
+    session.output.emit(answer, lambda d: table(
+        [(v["seq"], v["artifact_id"], short_time(v["created_at"]), v["description"]) for v in d],
+        ["SEQ", "ARTIFACT", "CREATED", "DESCRIPTION"]))
+
+
+@workflow.command("delete")
+@click.argument("tag")
+@click.confirmation_option("--yes", "-y", prompt="Delete this workflow and its versions?")
+@pass_session
+def workflow_delete(session: Session, tag: str) -> None:
+    """Delete TAG and its versions (runs keep the definitions they ran)."""
+    session.client.delete(_tag_path(tag))
+    session.output.emit({"tag": tag, "deleted": True}, lambda d: click.echo(f"deleted {tag}"))
