@@ -1,0 +1,65 @@
+"""approvals list, approve by run and node, reject by id; patch propose / list / show on a parked run."""
+
+from __future__ import annotations
+
+from tests.cli.test_runs import event_types
+from tests.conftest import wait_for_run
+
+
+def hitl() -> dict:
+    return {"nodes": [{"id": "prep", "type": "transform", "config": {"expression": "{'amount': 42}"}},
+                      {"id": "review", "type": "hitl", "config": {"message": "ok?"}},
+                      {"id": "pay", "type": "transform", "config": {"expression": "{'paid': nodes.prep.amount}"}}],
+            "edges": [{"from": "prep", "to": "review"},
+                      {"from": "review", "to": "pay", "condition": "$.approved == true"}]}
+
+
+def start_parked(as_alice, path: str) -> str:
+    run_id = str(as_alice("-o", "json", "run", "start", path).json()["run_id"])
+    run = wait_for_run(run_id, statuses={"waiting_for_approval", "completed", "failed"})
+    assert run.status == "waiting_for_approval", run.error
+    return run_id
+
+
+def test_patch_then_approve_by_run_and_node(engine, as_alice, write_json):
+    run_id = start_parked(as_alice, write_json("hitl.json", hitl()))
+
+    inbox = as_alice("approvals", "list")
+    assert inbox.code == 0, inbox.err
+    header, row = inbox.lines()
+    assert header.split() == ["ID", "RUN", "NODE", "STATUS", "DEADLINE", "MESSAGE"]
+    assert row.split()[1:] == [run_id, "review", "pending", "-", "ok?"]
+
+    ops = [{"op": "add", "path": "/nodes/-", "value": {"id": "audit", "type": "transform",
+                                                        "config": {"expression": "'logged'"}}},
+           {"op": "add", "path": "/edges/-", "value": {"from": "pay", "to": "audit"}}]
+    proposed = as_alice("patch", "propose", run_id, write_json("ops.json", ops), "-d", "audit after paying")
+    assert proposed.code == 0, proposed.err
+    assert proposed.lines()[0] == f"patch 1 of run {run_id}: applied"
+    listed = as_alice("patch", "list", run_id).lines()
+    assert listed[1].split()[:4] == ["1", "applied", "2", "-"] and listed[1].endswith("audit after paying")
+    shown = as_alice("-o", "json", "patch", "show", run_id, "1").json()
+    assert shown["operations"] == ops and shown["status"] == "applied"
+
+    approved = as_alice("approve", run_id, "review", "--comment", "fine")
+    assert approved.code == 0, approved.err
+    assert approved.out.startswith("approved approval ") and approved.out.strip().endswith("now approved")
+
+    watched = as_alice("run", "watch", run_id)
+    assert watched.code == 0, watched.err
+    types = event_types(watched.lines())
+    assert ("patch_applied", "-") in types and ("approval_decided", "review") in types
+    assert ("node_completed", "audit") in types and types[-1] == ("workflow_completed", "-")
+
+
+def test_reject_by_approval_id_and_watch_by_polling(engine, as_alice, write_json):
+    run_id = start_parked(as_alice, write_json("hitl.json", hitl()))
+    (approval,) = as_alice("-o", "json", "approvals", "list", "--run", run_id).json()["results"]
+
+    rejected = as_alice("-o", "json", "reject", str(approval["id"]), "-m", "no")
+    assert rejected.code == 0, rejected.err
+    assert rejected.json()["status"] == "rejected"
+
+    watched = as_alice("run", "watch", run_id, "--poll")
+    assert watched.code == 0
+    assert ("node_skipped", "pay") in event_types(watched.lines())

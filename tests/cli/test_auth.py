@@ -1,0 +1,59 @@
+"""login keeps a token readable by the user only; whoami asks the API; without a token, the API's 401."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.stack import ROOT
+
+
+def test_login_whoami_logout(transactional_db, aob, make_user, settings, tmp_path):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]  # what the server checks
+    user = make_user("carol", password="carol-pass-1")
+
+    wrong = aob("login", "--username", "carol", "--password", "nope")
+    assert wrong.code == 1 and wrong.err.strip() == "error: wrong username or password"
+
+    login = aob("login", "--username", "carol", input="carol-pass-1\n")  # the password is prompted for
+    assert login.code == 0, login.err
+    assert "logged in to http://127.0.0.1:" in login.out and login.out.strip().endswith("as carol")
+    config = tmp_path / "config" / "aob" / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    (entry,) = json.loads(config.read_text())["servers"].values()
+    assert entry == {"token": user.auth_token.key, "username": "carol"}
+
+    assert aob("--output", "json", "whoami").json() == {"username": "carol", "is_staff": False}
+
+    assert aob("logout").out.startswith("logged out of http://127.0.0.1:")
+    assert json.loads(config.read_text())["servers"] == {}
+    anonymous = aob("whoami")
+    assert anonymous.code == 1
+    assert anonymous.err.splitlines() == ["error: Authentication credentials were not provided.",
+                                          "hint: log in with `aob login`, or pass --token / AOB_TOKEN"]
+
+
+def test_a_token_in_the_environment_and_a_bad_one(aob, alice):
+    assert aob("whoami", token=alice.auth_token.key).out.startswith("alice at http://127.0.0.1:")
+
+    bogus = aob("--token", "not-a-token", "workflow", "list")
+    assert bogus.code == 1 and bogus.err.startswith("error: Invalid token.\n")
+
+
+def test_an_unreachable_server_is_an_error_not_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "aob_project.cli.main", "--api-url", "http://127.0.0.1:9", "whoami"],
+                          capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot reach the API at http://127.0.0.1:9")
+    assert "Traceback" not in done.stderr
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).with_name("aob")
+    assert script.exists(), "run `make venv`: it installs the project (and its `aob` script) editable"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "workflow" in done.stdout

@@ -1,0 +1,96 @@
+"""run start --watch / status / list / cancel / replay / watch, and logs, on real workers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.conftest import wait_for_run
+
+
+def chain() -> dict:
+    return {"nodes": [
+        {"id": "a", "type": "transform", "config": {"expression": "{'x': inputs.n + 1}"}},
+        {"id": "b", "type": "transform", "config": {"template": {"x": "$nodes.a.x"}}},
+        {"id": "c", "type": "transform", "config": {"expression": "nodes.b.x * 2"}},
+    ], "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}]}
+
+
+def parked() -> dict:
+    return {"nodes": [{"id": "review", "type": "hitl", "config": {"message": "ok?"}},
+                      {"id": "done", "type": "transform", "config": {"expression": "1"}}],
+            "edges": [{"from": "review", "to": "done", "condition": "$.approved == true"}]}
+
+
+def event_types(lines: list[str]) -> list[tuple[str, str]]:
+    """(type, node) of each pretty event line: ``seq  time  type  node  data``."""
+    return [(cols[2], cols[3]) for cols in (line.split(maxsplit=4) for line in lines) if cols and cols[0].isdigit()]
+
+
+CHAIN_EVENTS = [("workflow_started", "-"), ("node_started", "a"), ("node_completed", "a"), ("node_started", "b"),
+                ("node_completed", "b"), ("node_started", "c"), ("node_completed", "c"), ("workflow_completed", "-")]
+
+
+def test_start_watch_a_chain_then_status_list_logs_replay(engine, as_alice, write_json, live_api):
+    started = as_alice("run", "start", write_json("chain.json", chain()), "--inputs", '{"n": 41}', "--watch")
+
+    assert started.code == 0, started.err
+    first, *events = started.lines()
+    assert first.startswith("run ") and first.endswith(" queued")
+    run_id = first.split()[1]
+    assert event_types(events) == CHAIN_EVENTS
+    assert f'"WebSocket /ws/runs/{run_id}/?after=' in live_api.log()  # live events came over the socket
+
+    status = as_alice("run", "status", run_id)
+    assert status.lines()[0].split() == ["run", run_id, "completed", "(no", "tag)"]
+    assert [line.split()[:3] for line in status.lines() if line[:2] in ("a ", "b ", "c ")] == [
+        ["a", "transform", "completed"], ["b", "transform", "completed"], ["c", "transform", "completed"]]
+    details = as_alice("-o", "json", "run", "status", run_id).json()
+    assert {n["node_id"]: n["output"] for n in details["nodes"]} == {"a": {"x": 42}, "b": {"x": 42}, "c": 84}
+    listed = as_alice("-o", "json", "run", "list", "--status", "completed").json()
+    assert [r["run_id"] for r in listed["results"]] == [run_id]
+
+    assert event_types(as_alice("logs", run_id).lines()) == CHAIN_EVENTS
+    as_json = as_alice("-o", "json", "logs", run_id).json()
+    assert [e["seq"] for e in as_json] == list(range(1, 9)) and as_json[-1]["type"] == "workflow_completed"
+
+    replay = as_alice("-o", "json", "run", "replay", run_id, "c", "--watch")
+    assert replay.code == 0, replay.err
+    frames = [json.loads(line) for line in replay.lines()]  # a stream: one JSON object a line
+    assert frames[0]["replay_of"] == run_id and frames[-1]["type"] == "workflow_completed"
+    assert ("node_completed", "c") in [(f.get("type"), f.get("node_id")) for f in frames]
+
+
+def test_a_failing_workflow_by_tag_exits_1(engine, as_alice, write_json):
+    failing = chain()
+    failing["nodes"][1] = {"id": "b", "type": "transform", "config": {"expression": "1/0"}}
+    assert as_alice("workflow", "create", "boom", write_json("boom.json", failing)).code == 0
+
+    watched = as_alice("run", "start", "boom", "-i", '{"n": 1}', "--watch")
+
+    assert watched.code == 1, (watched.out, watched.err)
+    assert watched.lines()[0].endswith(" queued (boom)")
+    types = event_types(watched.lines()[1:])
+    assert ("node_failed", "b") in types and types[-1][0] == "workflow_failed"
+    (listed,) = as_alice("-o", "json", "run", "list", "--tag", "boom").json()["results"]
+    assert listed["status"] == "failed"
+
+
+def test_cancel_then_watch_exits_2(engine, as_alice, write_json):
+    run_id = str(as_alice("-o", "json", "run", "start", write_json("wait.json", parked())).json()["run_id"])
+    assert wait_for_run(run_id, statuses={"waiting_for_approval"}).status == "waiting_for_approval"
+
+    cancelled = as_alice("run", "cancel", run_id)
+    assert cancelled.code == 0 and cancelled.out.strip() == f"run {run_id} cancelled"
+    watched = as_alice("run", "watch", run_id)
+    assert watched.code == 2 and event_types(watched.lines())[-1] == ("run_cancelled", "-")
+
+    again = as_alice("run", "cancel", run_id)
+    assert again.code == 1 and again.err.strip() == "error: run is already cancelled"
+
+
+def test_an_unknown_run_is_the_apis_message(engine, as_alice):
+    ghost = str(uuid.uuid4())
+    for args in (["run", "status", ghost], ["run", "watch", ghost]):
+        answer = as_alice(*args)
+        assert (answer.code, answer.err.strip()) == (1, "error: run not found"), args

@@ -1,0 +1,56 @@
+"""workflow create / show / list / versions / validate / patch / delete, against the live API."""
+
+from __future__ import annotations
+
+
+def greet() -> dict:
+    return {"nodes": [
+        {"id": "a", "type": "transform", "config": {"expression": "{'greeting': 'hello ' + inputs.name}"}},
+        {"id": "b", "type": "transform", "config": {"template": {"text": "${$nodes.a.greeting}!"}}},
+    ], "edges": [{"from": "a", "to": "b"}]}
+
+
+def test_workflow_lifecycle(as_alice, write_json):
+    created = as_alice("-o", "json", "workflow", "create", "greet", write_json("greet.json", greet()), "-d", "first")
+    assert created.code == 0, created.err
+    saved = created.json()  # --output json: the API's answer as it is
+    assert {k: saved[k] for k in ("tag", "version", "created", "nodes_count", "edges_count")} == {
+        "tag": "greet", "version": 0, "created": True, "nodes_count": 2, "edges_count": 1}
+
+    shown = as_alice("workflow", "show", "greet")
+    assert shown.out.startswith(f"greet  version 0  {saved['artifact_id']}\n") and "inputs.name" in shown.out
+    listed = as_alice("-o", "json", "workflow", "list").json()
+    assert [(w["tag"], w["version"]) for w in listed["results"]] == [("greet", 0)]
+
+    ops = write_json("ops.json", [{"op": "replace", "path": "/nodes/1/config/template/text",
+                                   "value": "${$nodes.a.greeting}?"}])
+    patched = as_alice("workflow", "patch", "greet", ops, "--description", "ask")
+    assert patched.code == 0, patched.err
+    assert patched.out.startswith("patched greet: version 1 (sha256:")
+    versions = as_alice("-o", "json", "workflow", "versions", "greet").json()
+    assert [(v["seq"], v["description"]) for v in versions] == [(0, "first"), (1, "ask")]
+    assert as_alice("-o", "json", "workflow", "show", "greet", "--version", "0").json()["definition"] == greet()
+
+    deleted = as_alice("workflow", "delete", "greet", "--yes")
+    assert deleted.code == 0 and deleted.out.strip() == "deleted greet"
+    gone = as_alice("run", "start", "greet")
+    assert gone.code == 1 and gone.err.strip() == "error: workflow 'greet' not found"
+
+
+def test_validate_and_create_report_the_apis_problems(as_alice, write_json):
+    valid = as_alice("workflow", "validate", write_json("ok.json", greet()))
+    assert valid.code == 0 and valid.out.strip().endswith("ok.json: valid")
+
+    broken = greet()
+    broken["edges"] = [{"from": "a", "to": "ghost"}]
+    path = write_json("broken.json", broken)
+    invalid = as_alice("workflow", "validate", path)
+    assert invalid.code == 1
+    assert invalid.err.splitlines()[0].endswith("broken.json: invalid")
+    assert "  /edges/0/to: " in invalid.err and "(edge_node_exists)" in invalid.err
+    report = as_alice("--output", "json", "workflow", "validate", path)
+    assert report.code == 1 and report.json()["valid"] is False
+
+    refused = as_alice("workflow", "create", "broken", path)
+    assert refused.code == 1
+    assert refused.err.startswith("error: workflow definition is invalid: /edges/0/to:")
