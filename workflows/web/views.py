@@ -21,6 +21,9 @@ from workflows import selectors
 from workflows.models import Run
 
 RUNS_PAGE_SIZE = 100
+# What a new workflow's editor starts from: one valid node to grow.
+STARTER = {"nodes": [{"id": "start", "type": "transform",
+                      "config": {"expression": "{'greeting': 'hello ' + inputs.name}"}}], "edges": []}
 
 
 def llm_configured() -> bool:
@@ -51,7 +54,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
 
 def _workflow_page(request: HttpRequest, tag: str, definition: dict[str, Any] | None) -> HttpResponse:
     page = {"tag": tag, "is_new": definition is None, "llm_configured": llm_configured(),
-            "definition": definition if definition is not None else {"nodes": [], "edges": []}}
+            "definition": definition if definition is not None else STARTER}
     return _render(request, "workflow.html", nav="workflows", tag=tag, page=page, is_new=definition is None)
 
 
