@@ -4,7 +4,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const W = 168;
 const H = 54;
-const GAP_X = 116;
+const GAP_X = 100;
 const GAP_Y = 26;
 const PAD = 22;
 
@@ -131,6 +131,8 @@ export function renderGraph(container, definition, options = {}) {
   const svg = s("svg", {
     viewBox: `0 0 ${width} ${height}`, width, height, role: "group",
     "aria-label": options.label || "Workflow graph", class: "dag",
+    // Shrinks to fit its box, but not below 85% of its size (then the box scrolls): text stays readable.
+    style: `min-width: ${Math.round(width * 0.85)}px`,
   });
   svg.append(s("defs", {},
     s("marker", { id: `arrow-${uid}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
@@ -165,7 +167,7 @@ export function renderGraph(container, definition, options = {}) {
     edgeLayer.append(s("path", { d, class: `edge ${e.kind} ${removedEdge || ""}`, "marker-end": `url(#arrow-${uid})` },
       s("title", {}, `${e.from} → ${e.to}${e.label ? ` when ${e.label}` : ""}`)));
     if (e.label) {
-      const text = truncate(e.label, 20);
+      const text = truncate(e.label, 18);
       const t = s("text", { x: lx, y: ly, class: "edge-label", "text-anchor": "middle" }, text);
       labelLayer.append(s("rect", { x: lx - text.length * 3.3 - 4, y: ly - 11, width: text.length * 6.6 + 8, height: 15, rx: 3, class: "edge-label-bg" }), t);
     }

@@ -98,7 +98,7 @@ function render() {
   setChildren($("now"), ...(now.length
     ? [el("span", {}, "Now: "), ...now.map((n) => el("button", { type: "button", class: "chip", onclick: () => select(n.node_id, true) },
       `${n.node_id} `, badge(n.status)))]
-    : [el("span", { class: "muted" }, FINISHED.has(run.status) ? `The run is ${run.status}.` : "Nothing running right now.")]));
+    : [el("span", { class: "muted" }, FINISHED.has(run.status) ? `The run has finished: ${run.status}.` : "Nothing running right now.")]));
 
   drawRunGraph();
   renderNodePanel();

@@ -71,7 +71,7 @@ async function validateNow() {
 
 function scheduleValidation() {
   clearTimeout(timer);
-  timer = setTimeout(validateNow, 450);
+  timer = setTimeout(validateNow, 700);
 }
 
 function guessInputs(definition) {
