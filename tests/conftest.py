@@ -42,6 +42,16 @@ def _rate_limits(request: pytest.FixtureRequest, settings: Any) -> None:
         setattr(settings, name, value)
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hasher(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Django's default PBKDF2 (over a million rounds) would be most of the suite's run time, and
+    hashing is not under test. Browser tests log in to a uvicorn subprocess, which checks the
+    default hashers, so they keep them (as does the CLI login test, for the same reason)."""
+    if request.node.get_closest_marker("browser"):
+        return
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_user(db: Any) -> Any:
     def make(username: str = "alice", password: str = "s3cret-pass!", **extra: Any) -> User:
