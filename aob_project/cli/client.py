@@ -23,8 +23,9 @@ class ApiError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.message}", err=True)
-        for problem in self.details.get("errors") or []:
-            if isinstance(problem, dict):
+        problems = [p for p in self.details.get("errors") or [] if isinstance(p, dict)]
+        if len(problems) > 1:  # the message names the first one already
+            for problem in problems:
                 click.echo(f"  {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})",
                            err=True)
         if self.code == "not_authenticated":

@@ -71,4 +71,4 @@ for command in (workflow, run, logs, approvals, approve, reject, patch):
 
 
 if __name__ == "__main__":
-    cli()
+    cli(prog_name="aob")

@@ -26,6 +26,14 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
     raise SystemExit(code)
 
 
+def _error_text(error: Any) -> str:
+    """A node's or run's error: ``{"message", "error_type", ...}``, or older plain text."""
+    if isinstance(error, dict):
+        where = f" (node {error['node_id']})" if error.get("node_id") else ""
+        return f"{error.get('message') or error.get('error_type') or error}{where}"
+    return "" if error is None else str(error)
+
+
 def _started_text(d: dict[str, Any]) -> str:
     tag = f" ({d['tag']})" if d.get("tag") else ""
     replay = f", a replay of {d['replay_of']}" if d.get("replay_of") else ""
@@ -85,11 +93,11 @@ def run_status(session: Session, run_id: str) -> None:
         if r.get("replay_of"):
             click.echo(f"replay of {r['replay_of']} from {r['replay_from_node']}")
         if r.get("error"):
-            click.echo(f"error: {r['error']}")
+            click.echo(f"error: {_error_text(r['error'])}")
         click.echo("")
         table([(n["node_id"], n["type"], n["status"], n["attempts"],
                 "" if n["execution_time_ms"] is None else f"{n['execution_time_ms']} ms",
-                (n["error"] or {}).get("message", "") if isinstance(n["error"], dict) else n["error"] or "")
+                _error_text(n["error"]))
                for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR"])
         if d["patches"]:
             click.echo(f"\n{len(d['patches'])} patch(es): `aob patch list {r['run_id']}`")

@@ -74,6 +74,9 @@ def test_a_failing_workflow_by_tag_exits_1(engine, as_alice, write_json):
     assert ("node_failed", "b") in types and types[-1][0] == "workflow_failed"
     (listed,) = as_alice("-o", "json", "run", "list", "--tag", "boom").json()["results"]
     assert listed["status"] == "failed"
+    status = as_alice("run", "status", listed["run_id"]).lines()
+    assert status[0].split()[2:] == ["failed", "boom"]
+    assert status[2].startswith("error: transform expression failed: ZeroDivisionError") and "(node b)" in status[2]
 
 
 def test_cancel_then_watch_exits_2(engine, as_alice, write_json):
