@@ -27,7 +27,6 @@ from tests.engine.flow import (
     wait_until,
 )
 from tests.support import stack
-from workflows.engine import testhooks
 from workflows.engine.dispatch import Dispatch, coordinate_now, publish_now
 from workflows.models import NodeRun, Run
 
@@ -142,8 +141,7 @@ def lost_publish_flow(entry: str, middle: str) -> dict[str, Any]:
     }
 
 
-def test_a_publish_lost_after_commit_is_republished_by_the_sweeper(engine, api, monkeypatch):
-    monkeypatch.setattr(testhooks, "ENABLED", True)  # run_start publishes from this process
+def test_a_publish_lost_after_commit_is_republished_by_the_sweeper(engine, api):
     entry, middle = unique("lost_entry"), unique("lost_mid")
     drop_first_publish(entry)   # lost after run_start's commit
     drop_first_publish(middle)  # lost after a coordinator's commit
