@@ -19,6 +19,7 @@ from .client import USER_AGENT, ApiClient, segment
 
 # The events that end a run, and the exit code each one gives `aob run watch`.
 EXIT_CODES = {"workflow_completed": 0, "workflow_failed": 1, "run_cancelled": 2}
+STATUS_EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
 POLL_INTERVAL_S = 0.5
 WS_QUIET_S = 5.0  # no frame for this long: catch up over REST, in case the live push was lost
 PAGE = 1000  # the events endpoint's page size
@@ -37,6 +38,8 @@ class _Cursor:
         if not isinstance(seq, int) or seq <= self.seq or self.exit_code is not None:
             return
         self.seq = seq
+        if event.get("node_id") is None:
+            event = {**event, "node_id": ""}  # WebSocket frames say null where the REST API says ""
         self.on_event(event)
         if event.get("type") in EXIT_CODES:
             self.exit_code = EXIT_CODES[event["type"]]
@@ -60,7 +63,10 @@ def run_follow(*, client: ApiClient, run_id: str, on_event: OnEvent, after: int 
     """Hand each event after ``after`` to ``on_event`` in order; return the exit code of the one that
     ends the run (0 completed, 1 failed, 2 cancelled). Errors of the REST API raise ``ApiError``."""
     cursor = _Cursor(after, on_event)
-    _catch_up(client, run_id, cursor)  # unknown run or bad token: the API's message, before any socket
+    status = client.get(f"runs/{segment(run_id)}")["status"]  # unknown run or bad token: the API's message
+    _catch_up(client, run_id, cursor)
+    if cursor.exit_code is None and status in STATUS_EXIT_CODES:
+        cursor.exit_code = STATUS_EXIT_CODES[status]  # it had ended before, at or below --after
     if cursor.exit_code is None and use_ws and client.token:
         _follow_ws(client, run_id, cursor)
     while cursor.exit_code is None:

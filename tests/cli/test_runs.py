@@ -53,6 +53,8 @@ def test_start_watch_a_chain_then_status_list_logs_replay(engine, as_alice, writ
     assert event_types(as_alice("logs", run_id).lines()) == CHAIN_EVENTS
     as_json = as_alice("-o", "json", "logs", run_id).json()
     assert [e["seq"] for e in as_json] == list(range(1, 9)) and as_json[-1]["type"] == "workflow_completed"
+    past_the_end = as_alice("run", "watch", run_id, "--after", "8")  # ended already: no wait, no lines
+    assert (past_the_end.code, past_the_end.out) == (0, "")
 
     replay = as_alice("-o", "json", "run", "replay", run_id, "c", "--watch")
     assert replay.code == 0, replay.err

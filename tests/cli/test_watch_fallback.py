@@ -32,7 +32,11 @@ class _Server(BaseHTTPRequestHandler):
         if self.path.startswith("/ws/"):
             self.send_error(404)
             return
-        body = json.dumps(self.script.pop(0) if self.script else []).encode()
+        if "/events" in self.path:
+            answer: object = self.script.pop(0) if self.script else []
+        else:
+            answer = {"run_id": RUN, "status": "running"}
+        body = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
