@@ -77,6 +77,28 @@ def test_fan_out_to_two_terminal_nodes_completes_once_after_both(engine, api, re
     assert completed.get().seq > last_node_event.seq
 
 
+def test_a_run_is_completed_only_when_no_node_run_is_queued_running_or_waiting(engine, api, remote):
+    definition = {
+        "nodes": [transform("a", "1"), transform("fast", "2"), http("slow", f"{remote.base}/sleep/1"),
+                  transform("after_slow", "3")],
+        "edges": [edge("a", "fast"), edge("a", "slow"), edge("slow", "after_slow")],
+    }
+    run_id = submit(api, definition)
+    observed = set()
+    while True:
+        status = Run.objects.get(pk=run_id).status
+        active = NodeRun.objects.filter(run_id=run_id, status__in=NodeRun.ACTIVE).count()
+        if status == "completed":
+            assert active == 0
+            break
+        if active:
+            observed.add(status)
+        assert status in ("queued", "running"), status
+    assert "running" in observed  # fast had finished while slow still ran: not completed then
+    assert statuses(run_id) == {"a": "completed", "fast": "completed", "slow": "completed",
+                                "after_slow": "completed"}
+
+
 WIDTH, RUNS = 50, 20
 
 
