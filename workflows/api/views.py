@@ -195,7 +195,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         return Response(_saved_out(saved))
 
     @extend_schema(responses={200: s.VersionOut(many=True), **ERRORS})
-    @action(detail=True, methods=["get"], url_path="versions")
+    @action(detail=True, methods=["get"], url_path="versions", pagination_class=None)
     def versions(self, request: Request, tag: str) -> Response:
         workflow = self._get(tag)
         return Response([_version_out(workflow, v, False) for v in
@@ -222,7 +222,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         return Response(_run_started(run), status=201)
 
     @extend_schema(parameters=[OpenApiParameter("limit", int)], responses={200: s.RunOut(many=True), **ERRORS})
-    @action(detail=True, methods=["get"], url_path="runs")
+    @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
     def runs(self, request: Request, tag: str) -> Response:
         workflow = self._get(tag)
         limit = _bounded_int(request.query_params.get("limit"), 20, 1, 500)
@@ -312,7 +312,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(s.RunDetailsOut(selectors.run_details(run=self._run(pk))).data)
 
     @extend_schema(parameters=[OpenApiParameter("after", int)], responses={200: s.EventOut(many=True), **ERRORS})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def events(self, request: Request, pk: str) -> Response:
         run = self._run(pk)
         after = _bounded_int(request.query_params.get("after"), 0, 0, 2**31 - 1)
@@ -342,7 +342,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
     @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
                                                                       409: s.ErrorOut, **ERRORS})
-    @action(detail=True, methods=["get", "post"], url_path="patches")
+    @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None)
     def patches(self, request: Request, pk: str) -> Response:
         run = self._run(pk)
         if request.method == "GET":
