@@ -30,7 +30,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=Approval.Status.values),
                                OpenApiParameter("run", str, description="only this run's approvals (run id)")],
-                   responses={200: s.ApprovalOut(many=True)})
+                   responses={200: s.ApprovalOut(many=True), 401: ErrorOut, 404: ErrorOut})
     def list(self, request: Request) -> Response:
         status = request.query_params.get("status")
         if status == Approval.Status.PENDING:

@@ -160,7 +160,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         return definitions.workflow_get(owner=self.request.user, tag=tag)
 
     @extend_schema(parameters=[OpenApiParameter("scope", str, enum=["user", "global", "all"]), MATERIALIZE],
-                   responses={200: s.WorkflowOut(many=True)})
+                   responses={200: s.WorkflowOut(many=True), 401: s.ErrorOut})
     def list(self, request: Request) -> Response:
         qs = selectors.workflows_visible(user=request.user, scope=request.query_params.get("scope", "user"))
         page = self.paginate_queryset(qs)
@@ -281,7 +281,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             qs = qs.filter(tag=tag)
         return qs
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Run.Status.values), OpenApiParameter("tag", str)])
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Run.Status.values), OpenApiParameter("tag", str)],
+                   responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
