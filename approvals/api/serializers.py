@@ -3,11 +3,11 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from approvals.models import Approval, Decision
-from workflows.api.serializers import StrictSerializer
+from workflows.api.serializers import JSONBooleanField, StrictSerializer
 
 
 class DecideIn(StrictSerializer):
-    approve = serializers.BooleanField()
+    approve = JSONBooleanField()
     comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
     data = serializers.JSONField(required=False, allow_null=True, default=None)
 
@@ -15,7 +15,7 @@ class DecideIn(StrictSerializer):
 class CompatDecideIn(StrictSerializer):
     run_id = serializers.UUIDField()
     node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200)
-    approved = serializers.BooleanField()
+    approved = JSONBooleanField()
     comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
     data = serializers.JSONField(required=False, allow_null=True, default=None)
 

@@ -33,6 +33,16 @@ class JSONObjectField(serializers.JSONField):
         return value
 
 
+class JSONBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` only: DRF's BooleanField also takes "yes", "on", 1 and "1", and a
+    decision must not be read out of a string."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class WorkflowCreateIn(StrictSerializer):
     tag_name = serializers.RegexField(TAG_PATTERN, max_length=200)
     workflow = JSONObjectField()
