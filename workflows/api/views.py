@@ -225,18 +225,18 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
     def runs(self, request: Request, tag: str) -> Response:
         workflow = self._get(tag)
-        limit = _bounded_int(request.query_params.get("limit"), 20, 1, 500)
+        limit = _bounded_int(request.query_params.get("limit"), 20, 1, 500, field="limit")
         qs = Run.objects.filter(workflow=workflow, owner=request.user).order_by("-created_at")[:limit]
         return Response(s.RunOut(qs, many=True).data)
 
 
-def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
+def _bounded_int(raw: str | None, default: int, low: int, high: int, *, field: str) -> int:
     if raw in (None, ""):
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise AobError("must be an integer", code="validation_error", extra={"field": "limit"}) from None
+        raise AobError(f"{field} must be an integer", code="validation_error", extra={"field": field}) from None
     return max(low, min(high, value))
 
 
@@ -316,7 +316,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=None)
     def events(self, request: Request, pk: str) -> Response:
         run = self._run(pk)
-        after = _bounded_int(request.query_params.get("after"), 0, 0, 2**31 - 1)
+        after = _bounded_int(request.query_params.get("after"), 0, 0, 2**31 - 1, field="after")
         return Response(s.EventOut(selectors.events_after(run=run, after=after), many=True).data)
 
     @extend_schema(request=None, responses={200: s.RunOut, 409: s.ErrorOut, **ERRORS})
