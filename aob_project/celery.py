@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
@@ -46,6 +46,20 @@ app.conf.task_routes = {
 app.autodiscover_tasks(["workflows", "workers", "approvals", "agents"])
 
 import aob_project.context  # noqa: E402,F401  (request-id propagation through task headers)
+
+
+@signals.worker_init.connect
+def _reuse_db_connections(**_: object) -> None:
+    """Celery's Django fixup closes the database connection before and after every task, so each
+    task pays a new PostgreSQL connection (about 6 ms, two per node hop). Apply Django's own rule
+    instead, as a request would: keep a connection for CONN_MAX_AGE and drop it once it is broken
+    or obsolete (``close_old_connections``)."""
+    from django.db import close_old_connections
+
+    for fixup in getattr(app, "_fixups", []):
+        worker_fixup = getattr(fixup, "worker_fixup", None)
+        if worker_fixup is not None:
+            worker_fixup.close_database = lambda **kwargs: close_old_connections()
 
 
 @app.on_after_finalize.connect

@@ -118,7 +118,9 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/aob")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("AOB_DB_CONN_MAX_AGE", 600))}
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A broken connection is marked unusable by its error and replaced on the next task or request;
+# a health-check query before every use would cost a round trip on the engine's hot path.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("AOB_DB_HEALTH_CHECKS", False)
 if os.environ.get("AOB_TEST_DATABASE_NAME"):
     # Worker processes started by the test suite talk to pytest-django's test database.
     DATABASES["default"]["NAME"] = os.environ["AOB_TEST_DATABASE_NAME"]

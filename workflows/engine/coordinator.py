@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from aob_project.metrics import DECISION
@@ -263,10 +264,11 @@ def _cancel_approvals(run_id: Any, now: Any) -> None:
 def coordinate(node_run_id: int) -> None:
     """Consume one finished node run, exactly once, and emit what follows it."""
     with DECISION.time(), transaction.atomic():
-        run_id = NodeRun.objects.filter(pk=node_run_id).values_list("run_id", flat=True).first()
-        if run_id is None:
+        run = (Run.objects.select_for_update()
+               .filter(pk=Subquery(NodeRun.objects.filter(pk=node_run_id).values("run_id")[:1]))
+               .order_by().first())
+        if run is None:
             return
-        run = Run.objects.select_for_update().get(pk=run_id)
         decision = Decision(run)
         nr = next((n for n in decision.by_key.values() if n.pk == node_run_id), None)
         if nr is None or nr.consumed:

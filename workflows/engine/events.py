@@ -27,6 +27,13 @@ def reserve_seq(run_id: Any, count: int) -> int:
     return last - count + 1
 
 
+def frame(run_id: Any, seq: int, type_: str, node_id: str, data: dict[str, Any], request_id: str | None,
+          created_at: Any) -> dict[str, Any]:
+    """An event as the API, the WebSocket and the UI see it (the shape of ``Event.as_dict``)."""
+    return {"run_id": str(run_id), "seq": seq, "type": type_, "node_id": node_id or None, "data": data,
+            "request_id": request_id or None, "created_at": created_at.isoformat() if created_at else None}
+
+
 def append(run_id: Any, owner_id: int, items: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Event]:
     """Append ``(type, node_id, data)`` items as numbered events and push them after commit."""
     items = list(items)

@@ -30,59 +30,80 @@ from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 logger = logging.getLogger(__name__)
 
 
+CLAIM = """
+WITH claimed AS (
+    UPDATE workflows_noderun nr
+       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s, lease_expires_at = %(lease)s
+      FROM workflows_run r
+     WHERE nr.id = %(id)s AND nr.status = 'queued' AND r.id = nr.run_id
+       AND r.status IN ('queued', 'running', 'waiting_for_approval')
+       AND (nr.available_at IS NULL OR nr.available_at <= %(due)s)
+ RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts, nr.queued_at
+), bumped AS (
+    UPDATE workflows_run r
+       SET event_seq = r.event_seq + 1,
+           status = CASE WHEN r.status IN ('queued', 'waiting_for_approval') THEN 'running' ELSE r.status END,
+           started_at = COALESCE(r.started_at, %(now)s)
+      FROM claimed
+     WHERE r.id = claimed.run_id
+ RETURNING r.id, r.event_seq, r.owner_id, r.inputs, r.current_artifact_id, r.request_id
+), started AS (
+    INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
+    SELECT bumped.id, bumped.event_seq, 'node_started', claimed.node_id,
+           jsonb_build_object('iteration', claimed.iteration, 'attempt', claimed.attempts),
+           COALESCE(NULLIF(%(request_id)s, ''), bumped.request_id), %(now)s
+      FROM claimed, bumped
+ RETURNING seq, request_id
+)
+SELECT claimed.run_id, claimed.node_id, claimed.node_type, claimed.iteration, claimed.attempts, claimed.queued_at,
+       bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id
+  FROM claimed, bumped, started
+"""
+
+
 def claim(node_run_id: int) -> NodeContext | None:
-    """``queued → running`` with a compare-and-set; None when the message is a duplicate or the
-    node run is no longer ours (cancelled, finished, not yet due)."""
+    """``queued → running`` with a compare-and-set, the run marked running and ``node_started``
+    appended, in one statement (one round trip on the hot path). None when the message is a
+    duplicate or the node run is no longer ours (cancelled, finished, not yet due)."""
     now = timezone.now()
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                UPDATE workflows_noderun nr
-                   SET status = 'running', attempts = nr.attempts + 1, started_at = %s, lease_expires_at = %s
-                  FROM workflows_run r
-                 WHERE nr.id = %s AND nr.status = 'queued' AND r.id = nr.run_id
-                   AND r.status IN ('queued', 'running', 'waiting_for_approval')
-                   AND (nr.available_at IS NULL OR nr.available_at <= %s)
-             RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts,
-                       r.owner_id, r.inputs, r.current_artifact_id, r.status, nr.queued_at, r.request_id
-                """,
-                [now, now + timedelta(seconds=settings.AOB_LEASE_S), node_run_id, now + timedelta(milliseconds=50)],
-            )
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        (run_id, node_id, node_type, iteration, attempts, owner_id, inputs, artifact_id, run_status, queued_at,
-         request_id) = row
-        bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type,
-             request_id=current_request_id() or request_id)
-        if attempts == 1 and queued_at is not None:
-            NODE_QUEUE.labels(node_type).observe(max(0.0, (now - queued_at).total_seconds()))
-        logger.info("node_run.started", extra={"attempt": attempts, "iteration": iteration})
-        if isinstance(inputs, str):  # Django's psycopg setup leaves jsonb as text in raw queries
-            inputs = json.loads(inputs)
-        run = Run(pk=run_id, owner_id=owner_id, inputs=inputs, current_artifact_id=artifact_id, status=run_status)
-        ir = load_ir(run)
-        node = ir.nodes.get(node_id)
-        timeout_ms = node.timeout_ms if node else None
-        if run_status == Run.Status.QUEUED:
-            Run.objects.filter(pk=run_id, status=run_status).update(status=Run.Status.RUNNING, started_at=now)
-        elif run_status == Run.Status.WAITING_FOR_APPROVAL:
-            Run.objects.filter(pk=run_id, status=run_status).update(status=Run.Status.RUNNING)
-        events.append(run_id, owner_id, [("node_started", node_id, {"iteration": iteration, "attempt": attempts})])
-        raw_config = node.config if node else {}
-        refs = referenced_nodes(raw_config) | set(ir.predecessors(node_id) if node else [])
-        outputs: dict[str, Any] = {}
-        if refs:
-            for ref_id, output in (NodeRun.objects.filter(run_id=run_id, node_id__in=refs)
-                                   .order_by("iteration").values_list("node_id", "output")):
-                outputs[ref_id] = output
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM, {"now": now, "lease": now + timedelta(seconds=settings.AOB_LEASE_S), "id": node_run_id,
+                               "due": now + timedelta(milliseconds=50), "request_id": current_request_id()})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (run_id, node_id, node_type, iteration, attempts, queued_at, owner_id, inputs, artifact_id, seq,
+     request_id) = row
+    bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type, request_id=request_id)
+    events.push(str(run_id), owner_id, [events.frame(run_id, seq, "node_started", node_id,
+                                                     {"iteration": iteration, "attempt": attempts}, request_id, now)])
+    if attempts == 1 and queued_at is not None:
+        NODE_QUEUE.labels(node_type).observe(max(0.0, (now - queued_at).total_seconds()))
+    logger.info("node_run.started", extra={"attempt": attempts, "iteration": iteration})
+    if isinstance(inputs, str):  # Django's psycopg setup leaves jsonb as text in raw queries
+        inputs = json.loads(inputs)
+    ir = load_ir(Run(pk=run_id, current_artifact_id=artifact_id))
+    node = ir.nodes.get(node_id)
+    timeout_ms = node.timeout_ms if node else None
+    raw_config = node.config if node else {}
+    refs = referenced_nodes(raw_config)
+    if node and node_type in UPSTREAM_AWARE:
+        refs |= set(ir.predecessors(node_id))
+    outputs: dict[str, Any] = {}
+    if refs:
+        for ref_id, output in (NodeRun.objects.filter(run_id=run_id, node_id__in=refs)
+                               .order_by("iteration").values_list("node_id", "output")):
+            outputs[ref_id] = output
     spec = registry.get(node_type)
     config = resolve(raw_config, inputs=inputs, outputs=outputs) if (spec and spec.resolve_config) else raw_config
     return NodeContext(run_id=str(run_id), node_run_id=node_run_id, node_id=node_id, node_type=node_type,
                        iteration=iteration, attempt=attempts, config=config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
+
+
+# Types whose executor reads its predecessors' outputs even without a reference in its config.
+UPSTREAM_AWARE = {"agent", "hitl"}
 
 
 def _store_artifact(value: Any) -> str:
@@ -96,26 +117,68 @@ def _store_artifact(value: Any) -> str:
     return aid
 
 
+COMPLETE = """
+WITH stored AS (
+    INSERT INTO workflows_artifact (id, kind, content, size_bytes, created_at)
+    VALUES (%(aid)s, 'node_io', %(output)s::jsonb, %(size)s, %(now)s) ON CONFLICT (id) DO NOTHING
+), done AS (
+    UPDATE workflows_noderun
+       SET status = 'completed', finished_at = %(now)s, lease_expires_at = NULL, input = %(input)s::jsonb,
+           output = %(output)s::jsonb, output_artifact_id = %(aid)s, attempt_log = attempt_log || %(entry)s::jsonb
+     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
+ RETURNING run_id
+), bumped AS (
+    UPDATE workflows_run r SET event_seq = r.event_seq + 1 FROM done WHERE r.id = done.run_id RETURNING r.event_seq
+)
+INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
+SELECT %(run_id)s, bumped.event_seq, 'node_completed', %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
+  FROM bumped
+RETURNING seq
+"""
+
+
 def complete(ctx: NodeContext, output: Any, started: float) -> bool:
+    """Record the output once: artifact, ``running → completed`` (compare-and-set on this attempt)
+    and ``node_completed``, in one statement. False when the result is discarded (the node run was
+    cancelled or re-queued meanwhile)."""
     now = timezone.now()
-    with transaction.atomic():
-        aid = _store_artifact(output)
-        entry = {"attempt": ctx.attempt, "status": "completed", "duration_ms": int((time.monotonic() - started) * 1000)}
-        moved = _finish(ctx, now, status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid,
-                        entry=entry)
-        if moved:
-            events.append(ctx.run_id, ctx.owner_id, [("node_completed", ctx.node_id, {
-                "iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid})])
+    duration_ms = int((time.monotonic() - started) * 1000)
+    text = canonical_json(output)
+    aid = content_id(output)
+    data = {"iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid}
+    request_id = current_request_id()
+    with connection.cursor() as cursor:
+        cursor.execute(COMPLETE, {
+            "aid": aid, "output": text, "size": len(text.encode()), "now": now, "input": canonical_json(ctx.config),
+            "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
+            "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
+            "data": json.dumps(data), "request_id": request_id})
+        row = cursor.fetchone()
+    moved = row is not None
+    if moved:
+        events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, row[0], "node_completed", ctx.node_id, data,
+                                                            request_id, now)])
     NODE_DURATION.labels(ctx.node_type, "completed").observe(time.monotonic() - started)
-    logger.info("node_run.completed", extra={"duration_ms": entry["duration_ms"], "applied": moved})
+    logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": moved})
     return moved
 
 
-def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], **fields: Any) -> bool:
-    log = NodeRun.objects.filter(pk=ctx.node_run_id).values_list("attempt_log", flat=True).first() or []
-    return bool(NodeRun.objects.filter(pk=ctx.node_run_id, status=NodeRun.Status.RUNNING, attempts=ctx.attempt)
-                .update(status=status, finished_at=now, lease_expires_at=None, input=ctx.config,
-                        attempt_log=[*log, entry], **fields))
+def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], error: dict[str, Any] | None = None,
+            available_at: Any = None, dispatched_at: Any = None) -> bool:
+    """Leave ``running`` (this attempt only) with the attempt appended to the log in place."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE workflows_noderun
+               SET status = %s, finished_at = %s, lease_expires_at = NULL, input = %s::jsonb,
+                   attempt_log = attempt_log || %s::jsonb, error = %s::jsonb,
+                   available_at = COALESCE(%s, available_at), dispatched_at = COALESCE(%s, dispatched_at)
+             WHERE id = %s AND status = 'running' AND attempts = %s
+            """,
+            [status, now, canonical_json(ctx.config), json.dumps([entry], default=str),
+             json.dumps(error, default=str) if error is not None else None, available_at, dispatched_at,
+             ctx.node_run_id, ctx.attempt])
+        return cursor.rowcount == 1
 
 
 def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:

@@ -31,7 +31,7 @@ class Event(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="event_run_seq_unique")]
-        ordering = ["run", "seq"]
+        ordering = ["run_id", "seq"]
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.type}"

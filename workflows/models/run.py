@@ -102,7 +102,7 @@ class NodeRun(models.Model):
             models.Index(fields=["finished_at"], name="node_run_unconsumed",
                          condition=models.Q(consumed=False, status__in=["completed", "failed", "skipped"])),
         ]
-        ordering = ["run", "queued_at", "id"]
+        ordering = ["run_id", "queued_at", "id"]
 
     def __str__(self) -> str:
         return f"{self.node_id}#{self.iteration} ({self.status})"
@@ -133,7 +133,7 @@ class RunPatch(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_patch_seq_unique")]
-        ordering = ["run", "seq"]
+        ordering = ["run_id", "seq"]
 
     def __str__(self) -> str:
         return f"patch {self.seq} of {self.run_id}"

@@ -37,7 +37,7 @@ class WorkflowVersion(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workflow", "seq"], name="workflow_version_seq_unique")]
-        ordering = ["workflow", "seq"]
+        ordering = ["workflow_id", "seq"]
 
     def __str__(self) -> str:
         return f"{self.workflow.tag}@{self.seq}"
