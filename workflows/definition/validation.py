@@ -168,6 +168,11 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
                              f"loop_back_to {target!r} does not lead back to loop node {n['id']!r}")
 
 
+@cache
+def _config_validator(node_type: str) -> Draft202012Validator:
+    return Draft202012Validator(registry.get(node_type).config_schema)
+
+
 def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: Report) -> None:
     config = node.get("config", {})
     spec = registry.get(node["type"])
@@ -175,7 +180,7 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
         report.warn(f"/nodes/{i}/type", "unknown_type",
                     f"no executor for node type {node['type']!r}: it will be skipped at run time")
         return
-    for err in Draft202012Validator(spec.config_schema).iter_errors(config):
+    for err in _config_validator(node["type"]).iter_errors(config):
         report.error(_pointer(["nodes", i, "config", *err.absolute_path]), f"config.{err.validator}",
                      f"{node['type']} config: {_schema_message(err)}")
     if node["type"] == "loop" and isinstance(config, dict):
