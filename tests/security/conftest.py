@@ -31,12 +31,12 @@ HELLO = {
 }
 
 
-def refund_flow(approvers: list[str]) -> dict[str, Any]:
+def refund_flow(approvers: list[str], **review: Any) -> dict[str, Any]:
     """prepare → review (hitl) → refund if approved."""
     return {
         "nodes": [
             {"id": "prepare", "type": "transform", "config": {"expression": "{'amount': inputs.amount}"}},
-            {"id": "review", "type": "hitl", "config": {"message": "Refund?", "approvers": approvers}},
+            {"id": "review", "type": "hitl", "config": {"message": "Refund?", "approvers": approvers, **review}},
             {"id": "refund", "type": "transform", "config": {"expression": "{'refunded': nodes.prepare.amount}"}},
         ],
         "edges": [{"from": "prepare", "to": "review"},
