@@ -185,9 +185,9 @@ def profile_phase(cfg: Config, owner: Any, stack: Stack, stamp: str) -> dict[str
                             "sql": profiling.analyze(records, middle),
                             "anatomy": profiling.hop_anatomy(records, nodes)}
         else:
-            text = profiling.cprofile_report(directory)
-            path = RESULTS / f"{stamp}-cprofile.txt"
             RESULTS.mkdir(parents=True, exist_ok=True)
+            text = profiling.cprofile_report(directory, save_to=RESULTS / f"{stamp}-cprofile.pstats")
+            path = RESULTS / f"{stamp}-cprofile.txt"
             path.write_text(text)
             result["cprofile_file"] = str(path.relative_to(BASE_DIR))
     return result
@@ -199,11 +199,11 @@ def _git() -> dict[str, Any]:
     def run(*args: str) -> str:
         with contextlib.suppress(Exception):
             return subprocess.run(["git", *args], cwd=BASE_DIR, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+                                  timeout=10).stdout.rstrip()
         return ""
 
     status = [line for line in run("status", "--porcelain", "--untracked-files=no").splitlines() if line]
-    return {"commit": run("rev-parse", "--short", "HEAD"), "dirty": bool(status),
+    return {"commit": run("rev-parse", "--short", "HEAD").strip(), "dirty": bool(status),
             "modified": [line[3:] for line in status]}
 
 

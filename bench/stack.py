@@ -51,6 +51,10 @@ class Child:
         self.argv = argv
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"{name}.log"
+        n = 1
+        while self.log_path.exists():  # a restarted child (the profile phase) keeps the earlier log
+            n += 1
+            self.log_path = LOGS / f"{name}-{n}.log"
         self._fh = self.log_path.open("wb")
         self.proc = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=self._fh,
                                      stderr=subprocess.STDOUT, start_new_session=True,
