@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from approvals.models import Approval
+from approvals.models import Approval, Decision
 from workflows.engine import coordinator, execution, heartbeat
-from workflows.models import NodeRun, Run, RunPatch, Workflow
+from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_save
 from workflows.services.patches import run_patch_propose
 from workflows.services.runs import run_start
@@ -62,6 +62,21 @@ def drive(run: Run) -> Run:
                 coordinator.coordinate(pk)
     run.refresh_from_db()
     return run
+
+
+def state() -> dict[str, Any]:
+    """Everything a request to the API could write, to compare before and after a refusal."""
+    return {
+        "runs": list(Run.objects.order_by("pk").values_list("pk", "status", "current_artifact_id", "patch_seq")),
+        "node_runs": list(NodeRun.objects.order_by("pk").values_list("pk", "status")),
+        "events": Event.objects.count(),
+        "patches": list(RunPatch.objects.order_by("pk").values_list("pk", "status")),
+        "approvals": list(Approval.objects.order_by("pk").values_list("pk", "status", "approvers")),
+        "decisions": Decision.objects.count(),
+        "artifacts": Artifact.objects.count(),
+        "workflows": list(Workflow.objects.order_by("pk").values_list("pk", "current_version_id")),
+        "versions": WorkflowVersion.objects.count(),
+    }
 
 
 @contextlib.contextmanager

@@ -13,29 +13,14 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from approvals.models import Approval, Decision
+from approvals.models import Approval
 from tests.api.factories import assert_error, nested_lists
 from tests.conftest import client_for
-from tests.security.conftest import World, add_node_after, drive, refund_flow
-from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, WorkflowVersion
+from tests.security.conftest import World, add_node_after, drive, refund_flow, state
 from workflows.services.runs import run_start
 
 API = "/api/v1"
 BEYOND_64_BITS = 2**64
-
-
-def state() -> dict[str, Any]:
-    """Everything a request to these endpoints could write."""
-    return {
-        "runs": list(Run.objects.order_by("pk").values_list("pk", "status", "current_artifact_id", "patch_seq")),
-        "node_runs": list(NodeRun.objects.order_by("pk").values_list("pk", "status")),
-        "events": Event.objects.count(),
-        "patches": list(RunPatch.objects.order_by("pk").values_list("pk", "status")),
-        "approvals": list(Approval.objects.order_by("pk").values_list("pk", "status", "approvers")),
-        "decisions": Decision.objects.count(),
-        "artifacts": Artifact.objects.count(),
-        "versions": WorkflowVersion.objects.count(),
-    }
 
 
 def post(client: APIClient, path: str, body: Any) -> Any:
