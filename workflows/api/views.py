@@ -26,6 +26,8 @@ from workflows.services import definitions, patches, runs
 from . import serializers as s
 
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
+# run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
+RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
 
 
 def _counts(definition: dict[str, Any]) -> tuple[int, int]:
@@ -211,7 +213,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
             raise NotFound(f"workflow {tag!r} has no version {seq}") from None
         return Response(_version_out(workflow, version, _truthy(request.query_params.get("materialize"))))
 
-    @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **ERRORS})
+    @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path="execute")
     def execute(self, request: Request, tag: str) -> Response:
         data = s.ExecuteIn(data=request.data)
@@ -289,7 +291,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def _run(self, pk: str) -> Run:
         return selectors.run_get(user=self.request.user, run_id=pk)
 
-    @extend_schema(request=s.RunCreateIn, responses={201: s.RunStartedOut, **ERRORS})
+    @extend_schema(request=s.RunCreateIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
     def create(self, request: Request) -> Response:
         data = s.RunCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -327,7 +329,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             raise NotFound("run not found")
         return Response(s.RunOut(runs.run_cancel(run=run, user=request.user)).data)
 
-    @extend_schema(request=None, responses={201: s.RunStartedOut, 409: s.ErrorOut, **ERRORS})
+    @extend_schema(request=None, responses={201: s.RunStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
     def replay(self, request: Request, pk: str, node_id: str) -> Response:
         run = self._run(pk)
