@@ -110,3 +110,31 @@ def test_every_operation_answers_as_documented(operation: schemathesis.APIOperat
             check()
     if real and operation.method.upper() == "GET":
         assert 200 in answered, f"the owner's own objects were never found: {sorted(answered)}"
+
+
+def run_starts(world: World) -> dict[str, tuple[dict[str, str], Any]]:
+    """Each operation that starts a run: its path parameters and body."""
+    return {"POST /api/v1/runs": ({}, {"tag": "hello"}),
+            "POST /api/v1/workflows/{tag}/execute": ({"tag": "hello"}, {"inputs": {"name": "x"}}),
+            "POST /api/v1/runs/{id}/nodes/{node_id}/replay": ({"id": str(world.finished.pk), "node_id": "done"},
+                                                              schemathesis.core.NOT_SET)}
+
+
+@pytest.mark.parametrize(("limiter", "status"), [("full", 429), ("unreachable", 503)])
+@pytest.mark.parametrize("label", ["POST /api/v1/runs", "POST /api/v1/workflows/{tag}/execute",
+                                   "POST /api/v1/runs/{id}/nodes/{node_id}/replay"])
+def test_a_run_start_the_rate_limiter_refuses_answers_as_documented(label, limiter, status, world, same_connection,
+                                                                   settings):
+    """The generated requests above run with relaxed limits; here the limiter says no (429), or
+    cannot be asked and run creation fails closed (503, by design: not a server error)."""
+    if limiter == "full":
+        settings.AOB_RATE_USER_RUNS_PER_MIN = 0
+    else:
+        settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    path_parameters, body = run_starts(world)[label]
+    case = SCHEMA.find_operation_by_label(label).Case(path_parameters=path_parameters, body=body)
+
+    response = case.call_and_validate(headers={"Authorization": f"Token {world.alice.auth_token.key}"},
+                                      checks=[check for check in CHECKS if check is not not_a_server_error])
+
+    assert response.status_code == status, response.content[:300]
