@@ -26,8 +26,8 @@ def test_transient_failures_are_retried_with_backoff_and_every_attempt_recorded(
     assert node_runs(run)["after"].output == 3
     hits = remote.hits(f"/flaky/{key}/")
     assert len(hits) == 3
-    assert hits[1]["at"] - hits[0]["at"] >= 0.09   # backoff_ms
-    assert hits[2]["at"] - hits[1]["at"] >= 0.19   # backoff_ms * multiplier
+    assert hits[1]["at"] - hits[0]["at"] >= 0.05   # backoff_ms (claim accepts 50 ms early)
+    assert hits[2]["at"] - hits[1]["at"] >= 0.15   # backoff_ms * multiplier
     counts = event_counts(run)
     assert counts[("node_retrying", "call")] == 2
     assert counts[("node_started", "call")] == 3
