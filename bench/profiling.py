@@ -36,18 +36,20 @@ _profiler: cProfile.Profile | None = None
 _out_dir: Path | None = None
 
 
-def _note(kind: str, sql: str, started: float, many: bool = False) -> None:
+def _note(kind: str, sql: str, started: float, many: bool = False, autocommit: bool = False) -> None:
     if _current is not None:
         _current["statements"].append({"sql": sql, "ms": (time.perf_counter() - started) * 1000, "kind": kind,
-                                       "many": many})
+                                       "many": many, "autocommit": autocommit})
 
 
 def _sql_wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
     started = time.perf_counter()
+    connection = context.get("connection") if isinstance(context, dict) else None
+    autocommit = bool(connection is not None and not connection.in_atomic_block)
     try:
         return execute(sql, params, many, context)
     finally:
-        _note("sql", sql, started, many)
+        _note("sql", sql, started, many, autocommit)
 
 
 def _patch_transactions() -> None:
@@ -188,6 +190,7 @@ def load_tasks(directory: Path) -> list[dict[str, Any]]:
 
 
 _SPACES = re.compile(r"\s+")
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 _IN_LIST = re.compile(r"IN \((%s(, )?)+\)")
 _VALUES = re.compile(r"VALUES (\((%s|[^()]*)\)(, )?)+")
 
@@ -212,12 +215,17 @@ def _typical(records: list[dict[str, Any]]) -> dict[str, Any]:
     matching = [r for r in records if tuple(normalize(s["sql"]) for s in r["statements"]) == sequence]
     rows = []
     for i, sql in enumerate(sequence):
-        rows.append({"sql": sql, "kind": matching[0]["statements"][i]["kind"],
+        first = matching[0]["statements"][i]
+        rows.append({"sql": sql, "kind": first["kind"], "autocommit": first.get("autocommit", False),
                      "median_ms": statistics.median(r["statements"][i]["ms"] for r in matching)})
     sql_only = [s for s in rows if s["kind"] == "sql"]
+    # each statement outside an atomic block is a transaction of its own (and a WAL flush if it writes)
+    autocommitted = [s for s in sql_only if s["autocommit"] and _WRITES.search(s["sql"])]
     return {
         "count": len(records), "typical_share": seen / len(records),
-        "statements": len(sql_only), "transactions": sum(1 for s in rows if s["sql"] == "COMMIT"),
+        "statements": len(sql_only),
+        "transactions": sum(1 for s in rows if s["sql"] == "COMMIT") + len(autocommitted),
+        "autocommit_writes": len(autocommitted),
         "connects": sum(1 for s in rows if s["kind"] == "connect"),
         "round_trips": len(sql_only) + sum(1 for s in rows if s["sql"] == "COMMIT")
         + sum(1 for s in rows if s["sql"] == "BEGIN"),

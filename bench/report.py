@@ -173,7 +173,8 @@ def _profile_lines(profile: dict[str, Any]) -> list[str]:
             if not t.get("count"):
                 continue
             lines += ["", f"**{role} task, {title}**: {t['statements']} SQL statements, {t['transactions']} "
-                      f"transaction(s), {t['round_trips']} round trips counting BEGIN/COMMIT, {t['connects']} new "
+                      f"transaction(s) ({t.get('autocommit_writes', 0)} of them single autocommit statements), "
+                      f"{t['round_trips']} round trips counting BEGIN/COMMIT, {t['connects']} new "
                       f"connection(s); task wall "
                       f"{t['wall_ms_median']:.1f} ms (median), DB client time {t['db_ms_median']:.1f} ms; "
                       f"{t['typical_share'] * 100:.0f}% of {t['count']} tasks ran exactly this list:", "",
@@ -181,7 +182,8 @@ def _profile_lines(profile: dict[str, Any]) -> list[str]:
             for i, st in enumerate(t["rows"], 1):
                 sql = st["sql"].replace("|", "\\|")
                 sql = sql if len(sql) <= 160 else sql[:159] + "…"
-                lines.append(f"| {i} | `{sql}` | {st['median_ms']:.2f} |")
+                mark = " (autocommit)" if st.get("autocommit") and st["kind"] == "sql" else ""
+                lines.append(f"| {i} | `{sql}`{mark} | {st['median_ms']:.2f} |")
     if profile.get("cprofile_file"):
         lines += ["", f"cProfile of the pool processes: `{profile['cprofile_file']}`."]
     return lines
