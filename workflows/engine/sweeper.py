@@ -40,8 +40,11 @@ def sweep() -> dict[str, int]:
               .filter(Q(available_at__isnull=True) | Q(available_at__lte=now))
               .select_related("run")[:500])
     backlog = _backlogged_queues()
+    # Under a backlog that never drains, a lost message must still be found: past this much
+    # longer deadline a queued node run is re-published anyway (once per deadline).
+    patience = now - timedelta(seconds=settings.AOB_REPUBLISH_BACKLOG_S)
     for nr in queued:
-        if queue_for_type(nr.node_type) in backlog:
+        if queue_for_type(nr.node_type) in backlog and nr.dispatched_at > patience:
             continue  # most likely still waiting its turn in that queue, not lost
         if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
                 dispatched_at=now):
