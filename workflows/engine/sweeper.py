@@ -58,8 +58,9 @@ def sweep() -> dict[str, int]:
 
     unconsumed = NodeRun.objects.filter(
         consumed=False, status__in=[NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED],
-        finished_at__lt=stale).values_list("pk", flat=True)[:500]
-    for pk in unconsumed if COORDINATOR_QUEUE not in backlog else ():  # else: not reached yet
+        finished_at__lt=patience if COORDINATOR_QUEUE in backlog else stale,  # else: likely not reached yet
+    ).values_list("pk", flat=True)[:500]
+    for pk in unconsumed:
         coordinate_now(pk)
         counts["reconsumed"] += 1
     if any(counts.values()):
