@@ -8,6 +8,7 @@ execute calls, from this process; the workers are separate processes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -17,6 +18,14 @@ from workflows.models import NodeRun, Run
 from workflows.services.runs import run_start
 
 TERMINAL = {Run.Status.COMPLETED, Run.Status.FAILED, Run.Status.CANCELLED}
+# Called on every poll while waiting (the bench checks that its processes are alive): a dead
+# worker ends the wait at once instead of at its timeout.
+watchdog: Callable[[], None] | None = None
+
+
+def _watch() -> None:
+    if watchdog is not None:
+        watchdog()
 EXPRESSION = {"expression": "1"}
 
 
@@ -60,6 +69,7 @@ def wait_runs(run_ids: list[str], timeout: float) -> None:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} AOB runs unfinished after {timeout:.0f}s")
+        _watch()
         time.sleep(0.05)
 
 
@@ -71,6 +81,7 @@ def wait_idle(timeout: float = 120.0) -> None:
             status__in=[Run.Status.QUEUED, Run.Status.RUNNING]).exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"AOB still busy after {timeout:.0f}s")
+        _watch()
         time.sleep(0.1)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -142,11 +143,16 @@ def done(batch: str) -> int:
     return int(client().get(f"bb:{batch}:done") or 0)
 
 
+watchdog: Callable[[], None] | None = None  # see bench.aob.watchdog
+
+
 def wait_done(batch: str, expected: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while done(batch) < expected:
         if time.monotonic() > deadline:
             raise TimeoutError(f"baseline batch {batch}: {done(batch)}/{expected} nodes after {timeout:.0f}s")
+        if watchdog is not None:
+            watchdog()
         time.sleep(0.02)
 
 

@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse(argv)
     wanted = [s for s in SCENARIOS if s in args.scenarios.split(",")]
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     started = time.monotonic()
     stack = Stack(concurrency=cfg.concurrency, variant=args.variant)
@@ -299,16 +300,19 @@ def main(argv: list[str] | None = None) -> int:
         log("child logs are in .aob/bench-logs/")
         raise
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        # a second Ctrl-C or SIGTERM must not cut the clean-up short
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         stack.stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         log(f"stopped ({time.monotonic() - started:.0f} s)")
 
 
 def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str) -> dict[str, Any]:
-    from bench import aob, plain
+    from bench import aob, baseline, plain
     from bench.memory import RssSampler
 
+    aob.watchdog = baseline.watchdog = stack.check_alive
     owner = aob.bench_user()
     results: dict[str, Any] = {
         "meta": {"timestamp": stamp, "quick": cfg.quick, "repetitions": cfg.repetitions, "config": asdict(cfg),
