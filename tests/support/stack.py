@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,9 @@ def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None
     argv = [CELERY, "-A", "aob_project", "worker", "-Q", ",".join(queues or ALL_QUEUES), "-c", str(concurrency),
             "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-P", "prefork"]
-    return Proc(name, argv, env, ready_line="ready.")
+    proc = Proc(name, argv, env, ready_line="ready.")
+    proc.node_name = f"{name}@{socket.gethostname()}"  # for remote control (app.control ... destination)
+    return proc
 
 
 def start_beat(env: dict[str, str]) -> Proc:

@@ -177,3 +177,14 @@ def test_user_stream_carries_every_run_of_the_user(engine: Any, user: Any) -> No
 
     frames = run(main())
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+
+
+def test_a_token_in_the_query_string_is_not_accepted(engine: Any, make_user: Any) -> None:
+    """Tokens travel in the Authorization header only: URLs end up in access logs."""
+    alice = make_user("alice")
+    run_id = start(alice, HELLO, {"name": "Ada"})
+
+    async def main() -> int | None:
+        return await close_code(communicator(f"/ws/runs/{run_id}/?token={alice.auth_token.key}"))
+
+    assert run(main()) == 4401
