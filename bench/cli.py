@@ -150,21 +150,22 @@ def scenario_api(cfg: Config, owner: Any, stack: Stack, out: dict[str, Any]) -> 
 
 # --- the profile phase ----------------------------------------------------------------------------------
 
-def profile_phase(cfg: Config, owner: Any, stack: Stack, stamp: str) -> dict[str, Any]:
-    """Replace the AOB worker by the instrumented one (bench/profiling.py) and run chains three
-    times: SQL capture only (statement lists, hop anatomy); the same with the ``reuse_db`` what-if,
-    back to back, to size the top suggestion; then under cProfile."""
+def profile_phase(cfg: Config, owner: Any, stack: Stack, stamp: str, variants: list[str]) -> dict[str, Any]:
+    """Replace the AOB worker by the instrumented one (bench/profiling.py) and run chains: SQL
+    capture only (statement lists, hop anatomy); the same with each what-if in ``variants``, back
+    to back, to size the suggestions; then under cProfile."""
     from bench import aob, profiling
     from bench.stats import summary
     from workflows.models import NodeRun
 
     result: dict[str, Any] = {}
-    for mode, variant in (("sql", ""), ("sql-reuse_db", "reuse_db"), ("cprofile", "")):
+    modes = [("sql", ""), *((f"sql-{v}", v) for v in variants), ("cprofile", "")]
+    for mode, variant in modes:
         directory = stack.root / f"profile-{mode}"
         shutil.rmtree(directory, ignore_errors=True)
         env = dict(stack.env, BENCH_PROFILE_DIR=str(directory), BENCH_CPROFILE="1" if mode == "cprofile" else "0")
         if variant:
-            env["BENCH_VARIANT"] = variant
+            env["BENCH_VARIANT"] = ",".join(filter(None, [stack.variant, variant]))
         stack.stop_child("aob-worker")
         log(f"profile: instrumented AOB worker ({mode})")
         stack.start_aob_worker(module=["-m", "bench.profiling"], env=env)
@@ -249,9 +250,12 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, profile the AOB hop: SQL statements per task, hop anatomy, cProfile")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes per worker (-c)")
-    parser.add_argument("--variant", choices=["reuse_db"], default="",
-                        help="what-if for the AOB worker only (see bench/profiling.py): reuse_db keeps the "
-                        "database connection across tasks")
+    parser.add_argument("--variant", default="",
+                        help="what-ifs for the AOB worker only, comma-separated (bench/profiling.py): "
+                        "inline_coordinate, no_sent_event, reuse_db")
+    parser.add_argument("--profile-variants", default="inline_coordinate,no_sent_event",
+                        help="what-ifs the profile phase measures back to back with production, "
+                        "each alone (comma-separated; empty for none)")
     args = parser.parse_args(argv)
     cfg = Config.quick_config() if args.quick else Config()
     if args.reps:
@@ -260,6 +264,12 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    from bench.profiling import VARIANTS
+
+    for option in (args.variant, args.profile_variants):
+        unknown = {v for v in option.split(",") if v} - set(VARIANTS)
+        if unknown:
+            parser.error(f"unknown variants: {', '.join(sorted(unknown))} (known: {', '.join(VARIANTS)})")
     return cfg, args
 
 
@@ -280,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         django.setup()
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
         stack.start_processes()
-        results = run(cfg, wanted, args.profile, stack, stamp)
+        results = run(cfg, wanted, args.profile, stack, stamp, [v for v in args.profile_variants.split(",") if v])
         results["meta"]["duration_s"] = time.monotonic() - started
         from bench.report import headline, markdown
 
@@ -308,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"stopped ({time.monotonic() - started:.0f} s)")
 
 
-def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str) -> dict[str, Any]:
+def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str,
+        profile_variants: list[str]) -> dict[str, Any]:
     from bench import aob, baseline, plain
     from bench.memory import RssSampler
 
@@ -373,7 +384,7 @@ def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str)
             log(f"  {name} took {time.monotonic() - t0:.1f}s (load average {load:.1f})")
     results["memory"] = peaks
     if profile:
-        results["profile"] = profile_phase(cfg, owner, stack, stamp)
+        results["profile"] = profile_phase(cfg, owner, stack, stamp, profile_variants)
     return results
 
 

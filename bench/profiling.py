@@ -1,7 +1,7 @@
 """An instrumented AOB worker for ``--profile``, and the analysis of what it recorded.
 
     BENCH_PROFILE_DIR=<dir> [BENCH_CPROFILE=1] python -m bench.profiling -A aob_project worker ...
-    BENCH_VARIANT=reuse_db python -m bench.profiling -A aob_project worker ...   (what-if, see below)
+    BENCH_VARIANT=inline_coordinate,... python -m bench.profiling -A aob_project worker ...  (what-ifs)
 
 is the production worker (``celery`` 's own entry point, same arguments) with, in each pool
 process: every SQL statement a task sends, through Django's ``connection.execute_wrapper`` (plus
@@ -96,32 +96,71 @@ def _patch_transactions() -> None:
     DatabaseWrapper.is_usable = is_usable
 
 
-def install_variant(name: str) -> None:
-    """A what-if for the report's suggestions, applied in the worker only (no engine change).
+VARIANTS = ("reuse_db", "inline_coordinate", "no_sent_event")
 
-    ``reuse_db``: keep Django's database connection across tasks. Celery's Django fix-up closes
-    every connection before and after each task unless ``CELERY_DB_REUSE_MAX`` is set, so each task
-    opens a new PostgreSQL connection; here the fix-up's recycling is turned off and, as Django does
-    per request, ``close_old_connections()`` runs before each task (CONN_MAX_AGE, health checks and
-    broken connections still apply).
+
+def install_variant(names: str) -> None:
+    """What-ifs for the report's suggestions, applied in the AOB worker only (no engine change);
+    ``names`` is a comma-separated list.
+
+    ``reuse_db``: keep Django's database connection across tasks (Celery's Django fix-up closes it
+    before and after each task unless ``CELERY_DB_REUSE_MAX`` is set); ``close_old_connections()``
+    runs before each task, as Django does per request. (Production does this since 643344b.)
+
+    ``inline_coordinate``: an executor task does not send its link; the worker process calls the
+    coordinator itself right after the task returned (where Celery would have published the
+    link), with the same argument. Duplicates and lost decisions are handled as with the link:
+    ``consumed`` under the run lock, and the sweeper's re-send of unconsumed finished node runs.
+
+    ``no_sent_event``: ``task_send_sent_event`` off for what this worker publishes (the task
+    events of ``worker_send_task_events`` stay on).
     """
     from celery import signals
 
-    if name != "reuse_db":
-        raise SystemExit(f"unknown BENCH_VARIANT {name!r}")
+    chosen = [n for n in names.split(",") if n]
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown BENCH_VARIANT {', '.join(sorted(unknown))}")
 
-    @signals.worker_init.connect(weak=False)
-    def _no_recycling(sender: Any = None, **_: Any) -> None:
-        for fixup in getattr(sender.app, "_fixups", []):
-            worker_fixup = getattr(fixup, "_worker_fixup", None) or getattr(fixup, "worker_fixup", None)
-            if worker_fixup is not None:
-                worker_fixup.db_reuse_max = 10**9
+    if "reuse_db" in chosen:
+        @signals.worker_init.connect(weak=False)
+        def _no_recycling(sender: Any = None, **_: Any) -> None:
+            for fixup in getattr(sender.app, "_fixups", []):
+                worker_fixup = getattr(fixup, "_worker_fixup", None) or getattr(fixup, "worker_fixup", None)
+                if worker_fixup is not None:
+                    worker_fixup.db_reuse_max = 10**9
 
-    @signals.task_prerun.connect(weak=False)
-    def _django_request_like(**_: Any) -> None:
-        from django.db import close_old_connections
+        @signals.task_prerun.connect(weak=False)
+        def _django_request_like(**_: Any) -> None:
+            from django.db import close_old_connections
 
-        close_old_connections()
+            close_old_connections()
+
+    if "no_sent_event" in chosen:
+        @signals.worker_process_init.connect(weak=False)
+        def _no_sent_event(**_: Any) -> None:
+            from celery import current_app
+
+            current_app.conf.task_send_sent_event = False
+
+    if "inline_coordinate" in chosen:
+        @signals.task_prerun.connect(weak=False)
+        def _drop_link(task: Any = None, **_: Any) -> None:
+            if task is not None and task.name.startswith(EXECUTOR_PREFIX):
+                task.request.callbacks = None  # read by Celery's tracer after the body returns
+
+        @signals.task_postrun.connect(weak=False)
+        def _coordinate_here(task: Any = None, args: Any = None, state: str | None = None, **_: Any) -> None:
+            if task is None or not task.name.startswith(EXECUTOR_PREFIX) or state != "SUCCESS" or not args:
+                return
+            from workflows.engine import coordinator
+
+            try:
+                coordinator.coordinate(args[0])
+            except Exception:  # noqa: BLE001 - as a lost link: the sweeper re-sends the decision
+                import logging
+
+                logging.getLogger(__name__).exception("bench.inline_coordinate_failed")
 
 
 def install() -> None:

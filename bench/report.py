@@ -152,17 +152,20 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _profile_lines(profile: dict[str, Any]) -> list[str]:
     lines = ["", "## Profile of the AOB hop (middle nodes of chains, instrumented worker)", ""]
-    modes = [m for m in ("sql", "sql-reuse_db") if m in profile]
+    modes = [m for m in profile if m == "sql" or m.startswith("sql-")]
     if modes:
-        lines += ["| worker | hop p50 (ms) | hop p95 (ms) | chain end-to-end p50 (ms) |", "|---|---|---|---|"]
+        lines += ["Each worker ran the same chains one after the other (what-ifs: bench/profiling.py).", "",
+                  "| worker | hop p50 (ms) | hop p95 (ms) | chain end-to-end p50 (ms) | executor / coordinator "
+                  "task wall p50 (ms) |", "|---|---|---|---|---|"]
         for mode in modes:
             hop, e2e = profile[mode]["hop_ms"], profile[mode]["e2e_ms"]
-            name = "production settings" if mode == "sql" else "what-if `reuse_db` (connection kept across tasks)"
-            lines.append(f"| {name} | {hop.get('p50', math.nan):.1f} | {hop.get('p95', math.nan):.1f} | "
-                         f"{e2e.get('p50', math.nan):.0f} |")
+            walls = [(profile[mode]["sql"].get(role) or {}).get("wall_ms_median") for role in ("executor", "coordinator")]
+            wall = " / ".join("–" if w is None else f"{w:.1f}" for w in walls)
+            lines.append(f"| {_title(mode)} | {hop.get('p50', math.nan):.1f} | {hop.get('p95', math.nan):.1f} | "
+                         f"{e2e.get('p50', math.nan):.0f} | {wall} |")
     for mode in modes:
         block = profile[mode]
-        title = "production settings" if mode == "sql" else "what-if reuse_db"
+        title = _title(mode)
         anatomy = block.get("anatomy") or {}
         if anatomy.get("hops"):
             lines += ["", f"Hop anatomy, {title} (median of {anatomy['hops']} hops; hop {anatomy['hop_ms']:.1f} ms):",
@@ -187,3 +190,7 @@ def _profile_lines(profile: dict[str, Any]) -> list[str]:
     if profile.get("cprofile_file"):
         lines += ["", f"cProfile of the pool processes: `{profile['cprofile_file']}`."]
     return lines
+
+
+def _title(mode: str) -> str:
+    return "production settings" if mode == "sql" else f"what-if `{mode.removeprefix('sql-')}`"
