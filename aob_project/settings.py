@@ -200,7 +200,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AOB_BROKER_VISIBILITY_TIMEOUT_S", 3600)}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Worker events feed Flower; a "task-sent" event would double every publish on the hot path.
+CELERY_TASK_SEND_SENT_EVENT = env_bool("AOB_TASK_SENT_EVENTS", False)
 
 # --- Engine -----------------------------------------------------------------------------------
 # A node run left queued this long is re-published; a running one whose lease lapsed is re-run.

@@ -56,7 +56,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": 3600},
     worker_send_task_events=True,
-    task_send_sent_event=True,
+    task_send_sent_event=False,  # as AOB's production settings
     task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
     task_default_queue=NODE_QUEUE,
     task_routes={"bench.node": {"queue": NODE_QUEUE}, "bench.member": {"queue": NODE_QUEUE},

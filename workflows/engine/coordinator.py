@@ -42,7 +42,9 @@ class Decision:
         self.run = run
         self.ir = load_ir(run)
         if node_runs is None:
-            node_runs = list(NodeRun.objects.filter(run=run).order_by("iteration", "id"))
+            # The decision reads status, routing state and outputs; not inputs, logs or usage.
+            node_runs = list(NodeRun.objects.filter(run=run).defer("input", "attempt_log", "usage")
+                             .order_by("iteration", "id"))
         self.by_key: dict[tuple[str, int], NodeRun] = {(nr.node_id, nr.iteration): nr for nr in node_runs}
         self.latest: dict[str, NodeRun] = {}
         for nr in node_runs:
@@ -279,6 +281,12 @@ def coordinate(node_run_id: int) -> None:
                 decision.save()
             return  # not finished: a retry is queued, or a person decides later
         decision.consume(nr)
+        # While the run is locked, consume every other finished node run too: at a join, the
+        # coordinator messages of the other parents then find nothing left to do, and the join
+        # starts one decision after its last parent instead of a queue of them later.
+        for other in sorted(decision.by_key.values(), key=lambda n: (n.finished_at is None, n.finished_at, n.pk or 0)):
+            if other.pk is not None and not other.consumed and other.status in NodeRun.FINISHED:
+                decision.consume(other)
         decision.settle()
         decision.save()
 
