@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         log(f"error: {type(exc).__name__}: {exc}")
-        log("child logs are in .aob/bench-logs/")
+        log(f"child logs are in {stack.logs.relative_to(BASE_DIR)}/")
         raise
     finally:
         # a second Ctrl-C or SIGTERM must not cut the clean-up short

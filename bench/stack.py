@@ -1,12 +1,13 @@
 """The benchmark's own stack, built like ``make up`` builds it, and torn down whatever happens.
 
 Embedded PostgreSQL with production durability (``fast=False``: fsync and synchronous commit on)
-and embedded Redis in ``.aob/bench/`` (fresh every run), ``manage.py migrate``, then: the AOB
-worker (``celery -A aob_project worker`` on every queue, ``-c 2 -P prefork``), beat (the sweeper
-and the approvals sweep at their production intervals), uvicorn (the API scenario), and the
-baseline worker (``celery -A bench.baseline worker``, same pool settings). Each child runs in its
-own process group with the parent-death signal, so Ctrl-C, an error or even SIGKILL of the bench
-leaves nothing running. Child output goes to ``.aob/bench-logs/<name>.log``.
+and embedded Redis in ``.aob/bench-<pid>/`` (fresh every run, one folder per bench process),
+``manage.py migrate``, then: the AOB worker (``celery -A aob_project worker`` on every queue,
+``-c 2 -P prefork``), beat (the sweeper and the approvals sweep at their production intervals),
+uvicorn (the API scenario), and the baseline worker (``celery -A bench.baseline worker``, same
+pool settings). Each child runs in its own process group with the parent-death signal, so Ctrl-C,
+an error or even SIGKILL of the bench leaves nothing running. Child output goes to
+``.aob/bench-<pid>/logs/<name>.log``, kept after the run until a later bench finds that pid gone.
 """
 
 from __future__ import annotations
@@ -20,19 +21,21 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from aob_project.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     die_with_parent,
     free_port,
+    in_use,
     kill_leftovers,
     log_tail,
     port_open,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-ROOT = BASE_DIR / ".aob" / "bench"
-LOGS = BASE_DIR / ".aob" / "bench-logs"
+AOB_DIR = BASE_DIR / ".aob"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 # The benchmark's clients must not be throttled; everything else keeps its production value.
@@ -45,16 +48,32 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def remove_stale_roots() -> None:
+    """Delete the folders of benches that are gone (their pid is dead and nobody owns their servers);
+    a bench still running keeps its own."""
+    for folder in AOB_DIR.glob("bench-*"):
+        try:
+            pid = int(folder.name.removeprefix("bench-"))
+        except ValueError:
+            continue
+        if pid == os.getpid() or (psutil.pid_exists(pid) and in_use(folder)):
+            continue
+        if psutil.pid_exists(pid) and time.time() - folder.stat().st_mtime < 24 * 3600:
+            continue  # a live bench still starting its servers
+        kill_leftovers(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class Child:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
         self.name = name
         self.argv = argv
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOGS / f"{name}.log"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"{name}.log"
         n = 1
         while self.log_path.exists():  # a restarted child (the profile phase) keeps the earlier log
             n += 1
-            self.log_path = LOGS / f"{name}-{n}.log"
+            self.log_path = logs / f"{name}-{n}.log"
         self._fh = self.log_path.open("wb")
         self.proc = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=self._fh,
                                      stderr=subprocess.STDOUT, start_new_session=True,
@@ -100,9 +119,12 @@ class Child:
 class Stack:
     """Start with ``start()``; ``stop()`` is idempotent and always safe to call."""
 
-    def __init__(self, *, root: Path = ROOT, concurrency: int = 2, extra_env: dict[str, str] | None = None,
+    def __init__(self, *, root: Path | None = None, concurrency: int = 2, extra_env: dict[str, str] | None = None,
                  variant: str = "") -> None:
-        self.root = root
+        # One folder per bench process, so two benches in one tree (two developers) never share
+        # servers or delete each other's data; logs stay in <root>/logs after the run.
+        self.root = root or AOB_DIR / f"bench-{os.getpid()}"
+        self.logs = self.root / "logs"
         self.variant = variant
         self.concurrency = concurrency
         self.extra_env = extra_env or {}
@@ -115,13 +137,11 @@ class Stack:
     # --- services -----------------------------------------------------------------------------------
 
     def start_services(self) -> dict[str, str]:
+        remove_stale_roots()
         if self.root.exists():
-            kill_leftovers(self.root)  # servers of a killed bench; our own lock refuses a live one
-            for sub in ("postgres", "redis", "metrics"):
-                shutil.rmtree(self.root / sub, ignore_errors=True)
-        self.root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(LOGS, ignore_errors=True)
-        LOGS.mkdir(parents=True, exist_ok=True)
+            kill_leftovers(self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
         log(f"starting embedded PostgreSQL (durable: fsync on) and Redis in {self.root}")
         self.postgres = EmbeddedPostgres(self.root, fast=False)
         database_url = self.postgres.start()
@@ -155,7 +175,7 @@ class Stack:
     # --- processes ------------------------------------------------------------------------------------
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        child = Child(name, argv, env or self.env)
+        child = Child(name, argv, env or self.env, self.logs)
         self.children[name] = child
         return child
 
@@ -219,4 +239,10 @@ class Stack:
                 with contextlib.suppress(Exception):
                     server.stop()
         self.postgres = self.redis = None
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root.exists():  # everything but the logs
+            for path in self.root.iterdir():
+                if path != self.logs:
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
