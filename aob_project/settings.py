@@ -217,8 +217,6 @@ AOB_MAX_ATTEMPTS_ON_LOST = env_int("AOB_MAX_ATTEMPTS_ON_LOST", 3)
 AOB_MAX_NODES = env_int("AOB_MAX_NODES", 1000)
 AOB_MAX_JSON_DEPTH = env_int("AOB_MAX_JSON_DEPTH", 64)
 AOB_DEFAULT_NODE_TIMEOUT_MS = env_int("AOB_DEFAULT_NODE_TIMEOUT_MS", 300_000)
-# Test hook: drop the broker publish after commit (simulates a crash between commit and publish).
-AOB_TEST_DROP_PUBLISH = env_bool("AOB_TEST_DROP_PUBLISH", False)
 
 # --- Rate limits (workflows/ratelimit.py), per 60-second sliding window ---------------------------
 AOB_RATE_LIMITS_ENABLED = env_bool("AOB_RATE_LIMITS_ENABLED", True)
