@@ -238,7 +238,8 @@ def up(args: argparse.Namespace) -> int:
 
         celery = [python, "-m", "celery", "-A", "aob_project"]
         children.spawn("web", [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                               "--port", str(args.port), "--timeout-graceful-shutdown", "5"])
+                               "--port", str(args.port), "--timeout-graceful-shutdown", "5",
+                               "--workers", os.environ.get("AOB_WEB_WORKERS", "2")])
         children.spawn("worker", [*celery, "worker", "-Q", ",".join(worker_queues()), "--concurrency", "2",
                                   "-n", "aob@%h", "--loglevel", "INFO"])
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",

@@ -249,7 +249,13 @@ LOGGING = {
     "formatters": {"json": formatter(json_output=env_bool("AOB_LOG_JSON", True))},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": env_str("AOB_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Celery's per-task "received"/"succeeded" lines duplicate the engine's node_run.* lines
+        # (and Flower's events); rendering them costs worker CPU on every hop.
+        "celery.app.trace": {"level": env_str("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
+        "celery.worker.strategy": {"level": env_str("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
+    },
 }
 
 # --- LLM prices (USD per 1M tokens) and OpenAPI documents agents may call ------------------------
