@@ -253,7 +253,7 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--variant", default="",
                         help="what-ifs for the AOB worker only, comma-separated (bench/profiling.py): "
                         "inline_coordinate, no_sent_event, reuse_db")
-    parser.add_argument("--profile-variants", default="inline_coordinate,no_sent_event",
+    parser.add_argument("--profile-variants", default="inline_coordinate",
                         help="what-ifs the profile phase measures back to back with production, "
                         "each alone (comma-separated; empty for none)")
     args = parser.parse_args(argv)
@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
 
         results["headline"] = headline(results)
         RESULTS.mkdir(parents=True, exist_ok=True)
+        if (RESULTS / f"{stamp}.json").exists():  # another bench started in the same second
+            stamp = f"{stamp}-{os.getpid()}"
+            results["meta"]["timestamp"] = stamp
         (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=str, allow_nan=True))
         text = markdown(results)
         (RESULTS / f"{stamp}.md").write_text(text)

@@ -113,7 +113,7 @@ def install_variant(names: str) -> None:
     ``consumed`` under the run lock, and the sweeper's re-send of unconsumed finished node runs.
 
     ``no_sent_event``: ``task_send_sent_event`` off for what this worker publishes (the task
-    events of ``worker_send_task_events`` stay on).
+    events of ``worker_send_task_events`` stay on). (Production does this since c13c97c.)
     """
     from celery import signals
 
