@@ -96,6 +96,46 @@ export function jsonBlock(value, label) {
   return el("pre", { class: "json", tabindex: "0", "aria-label": label || "JSON" }, pretty(value));
 }
 
+// The one approve/reject form, for the inbox and the run page: a comment, the form's data as JSON
+// when the approval has a form, and POST /approvals/{id}/decide. `lead` goes above the fields;
+// `onDecided` runs after a decision was counted.
+export function decisionForm(approval, { attrs = {}, lead = [], onDecided = () => {} } = {}) {
+  const commentId = `comment-${approval.id}`;
+  const dataId = `data-${approval.id}`;
+  const status = el("p", { class: "muted", role: "status", "aria-live": "polite" });
+  const form = el("form", { class: "approve-box", ...attrs }, lead,
+    el("label", { for: commentId }, "Comment (optional)"),
+    el("textarea", { id: commentId, rows: "2" }),
+    approval.form ? [el("label", { for: dataId }, "Form data (JSON)"),
+      el("textarea", { id: dataId, class: "code", rows: "3" }, "{}")] : null,
+    el("div", { class: "row" },
+      el("button", { type: "submit", class: "btn primary", value: "approve" }, "Approve"),
+      el("button", { type: "submit", class: "btn danger", value: "reject" }, "Reject")),
+    status);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const approve = ev.submitter ? ev.submitter.value === "approve" : true;
+    const body = { approve, comment: form.querySelector(`#${commentId}`).value };
+    if (approval.form) {
+      try { body.data = JSON.parse(form.querySelector(`#${dataId}`).value || "null"); } catch (err) {
+        status.textContent = `Form data is not JSON: ${err.message}`;
+        return;
+      }
+    }
+    form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+    status.textContent = approve ? "Approving…" : "Rejecting…";
+    try {
+      await api(`/approvals/${approval.id}/decide`, { method: "POST", body });
+      status.textContent = approve ? "Approved." : "Rejected.";
+      onDecided();
+    } catch (err) {
+      status.textContent = errorText(err);
+      form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+    }
+  });
+  return form;
+}
+
 export function fmtTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);

@@ -1,7 +1,7 @@
 // The approvals inbox: what I can decide now, with its context. Follows ws/events/: an
 // approval_required or approval_decided frame re-reads the list. Cards stay put across re-reads,
 // so a half-typed comment survives.
-import { LiveSocket, api, el, errorText, jsonBlock, setChildren, showAlert, timeEl } from "./api.js";
+import { LiveSocket, api, decisionForm, el, errorText, jsonBlock, setChildren, showAlert, timeEl } from "./api.js";
 
 const inbox = document.getElementById("inbox");
 const alertBox = document.getElementById("inbox-alert");
@@ -23,38 +23,8 @@ function contextBlock(a) {
 }
 
 function card(a) {
-  const status = el("p", { class: "muted", role: "status", "aria-live": "polite" });
-  const commentId = `comment-${a.id}`;
   const approvals = a.decisions.filter((d) => d.approve).length;
-  const form = el("form", { class: "approve-box" },
-    el("label", { for: commentId }, "Comment (optional)"),
-    el("textarea", { id: commentId, rows: "2" }),
-    a.form ? [el("label", { for: `data-${a.id}` }, "Form data (JSON)"),
-      el("textarea", { id: `data-${a.id}`, class: "code", rows: "3" }, "{}")] : null,
-    el("div", { class: "row" },
-      el("button", { type: "submit", class: "btn primary", value: "approve" }, "Approve"),
-      el("button", { type: "submit", class: "btn danger", value: "reject" }, "Reject")),
-    status);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const approve = ev.submitter ? ev.submitter.value === "approve" : true;
-    const body = { approve, comment: form.querySelector(`#${commentId}`).value };
-    if (a.form) {
-      try { body.data = JSON.parse(form.querySelector(`#data-${a.id}`).value || "null"); } catch (err) {
-        status.textContent = `Form data is not JSON: ${err.message}`;
-        return;
-      }
-    }
-    form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
-    try {
-      await api(`/approvals/${a.id}/decide`, { method: "POST", body });
-      status.textContent = approve ? "Approved." : "Rejected.";
-      load();
-    } catch (err) {
-      status.textContent = errorText(err);
-      form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
-    }
-  });
+  const form = decisionForm(a, { onDecided: load });
   const headingId = `approval-${a.id}-h`;
   return el("article", { class: "card approval", "aria-labelledby": headingId, "data-approval": a.id },
     el("h2", { id: headingId }, a.message || (a.kind === "patch" ? "A patch to approve" : "Approve?")),

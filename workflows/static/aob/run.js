@@ -1,7 +1,7 @@
 // The run page. Everything on it follows the run's WebSocket: each event frame re-fetches
 // /runs/{id}/details (coalesced while a fetch is in flight) and redraws. Resumes with
 // ?after=<last seq> after a disconnect, with backoff. No polling.
-import { LiveSocket, api, badge, el, errorText, fmtTime, jsonBlock, liveLabel, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
+import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
 
 const page = pageData();
@@ -182,41 +182,12 @@ function decideForm(n, approval) {
   if (!approval) {
     return el("div", { class: "decide note" }, "Waiting for an approver; you cannot decide this one.");
   }
-  const commentId = `comment-${approval.id}`;
-  const status = el("p", { class: "muted", role: "status", "aria-live": "polite" });
-  const form = el("form", { class: "decide approve-box", "aria-label": `Decide ${n.node_id}` },
-    el("p", { class: "message" }, approval.message || "Approve?"),
-    approval.required_approvals > 1 ? el("p", { class: "muted" },
-      `${approval.decisions.filter((d) => d.approve).length} of ${approval.required_approvals} approvals so far`) : null,
-    el("label", { for: commentId }, "Comment (optional)"),
-    el("textarea", { id: commentId, rows: "2" }),
-    approval.form ? [el("label", { for: `data-${approval.id}` }, "Form data (JSON)"),
-      el("textarea", { id: `data-${approval.id}`, class: "code", rows: "3" }, "{}")] : null,
-    el("div", { class: "row" },
-      el("button", { type: "submit", class: "btn primary", value: "approve" }, "Approve"),
-      el("button", { type: "submit", class: "btn danger", value: "reject" }, "Reject")),
-    status);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const approve = ev.submitter ? ev.submitter.value === "approve" : true;
-    const body = { approve, comment: form.querySelector(`#${commentId}`).value };
-    if (approval.form) {
-      try { body.data = JSON.parse(form.querySelector(`#data-${approval.id}`).value || "null"); } catch (err) {
-        status.textContent = `Form data is not JSON: ${err.message}`;
-        return;
-      }
-    }
-    form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
-    status.textContent = approve ? "Approving…" : "Rejecting…";
-    try {
-      await api(`/approvals/${approval.id}/decide`, { method: "POST", body });
-      status.textContent = approve ? "Approved." : "Rejected.";
-    } catch (err) {
-      status.textContent = errorText(err);
-      form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
-    }
+  return decisionForm(approval, {
+    attrs: { class: "decide approve-box", "aria-label": `Decide ${n.node_id}` },
+    lead: [el("p", { class: "message" }, approval.message || "Approve?"),
+      approval.required_approvals > 1 ? el("p", { class: "muted" },
+        `${approval.decisions.filter((d) => d.approve).length} of ${approval.required_approvals} approvals so far`) : null],
   });
-  return form;
 }
 
 async function replayFrom(nodeId) {
