@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from aob_project.exceptions import NotFound
@@ -29,14 +30,8 @@ def runs_visible(*, user: User) -> QuerySet[Run]:
 def run_get(*, user: User, run_id: Any) -> Run:
     try:
         return runs_visible(user=user).get(pk=run_id)
-    except (Run.DoesNotExist, ValueError, TypeError):
+    except (Run.DoesNotExist, ValueError, TypeError, ValidationError):  # ValidationError: not a UUID
         raise NotFound("run not found") from None
-    except Exception as exc:  # a malformed UUID from the URL
-        from django.core.exceptions import ValidationError
-
-        if isinstance(exc, ValidationError):
-            raise NotFound("run not found") from None
-        raise
 
 
 def artifact_get(*, user: User, artifact_id: str) -> Artifact:

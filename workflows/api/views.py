@@ -251,8 +251,7 @@ def _version_out(workflow: Workflow, version: WorkflowVersion, materialize: bool
 
 
 def _run_started(run: Run) -> dict[str, Any]:
-    return {"run_id": run.pk, "artifact_id": run.base_artifact_id, "status": Run.Status.QUEUED
-            if run.status == Run.Status.QUEUED else run.status, "tag": run.tag}
+    return {"run_id": run.pk, "artifact_id": run.base_artifact_id, "status": run.status, "tag": run.tag}
 
 
 class ArtifactView(APIView):
