@@ -29,6 +29,7 @@ import stat
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -94,6 +95,15 @@ def stop_process(proc: psutil.Process | subprocess.Popen, first: int, timeout: f
         except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
             proc.kill()
             proc.wait(5)
+
+
+def _on_a_free_port(spawn: Callable[[int], bool], what: str, log_path: Path) -> None:
+    """Start a server on a free port; ``spawn`` answers False when another process took the port
+    between our check and the server's bind, and we try another."""
+    for _ in range(_PORT_ATTEMPTS):
+        if spawn(free_port()):
+            return
+    raise EmbeddedServiceError(f"{what} found no free port:\n{log_tail(log_path)}")
 
 
 class _OwnerLock:
@@ -220,11 +230,7 @@ class EmbeddedPostgres:
             kill_leftover_postgres(self.pgdata)
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(account)
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                if self._spawn(free_port(), account):
-                    break
-                if attempt == _PORT_ATTEMPTS:
-                    raise EmbeddedServiceError(f"PostgreSQL found no free port:\n{log_tail(self.log_path)}")
+            _on_a_free_port(lambda port: self._spawn(port, account), "PostgreSQL", self.log_path)
             self._ensure_database()
         except BaseException:
             self.stop()
@@ -385,11 +391,7 @@ class EmbeddedRedis:
         self._lock.acquire()
         try:
             kill_leftover_redis(self.home)
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                if self._spawn(free_port()):
-                    break
-                if attempt == _PORT_ATTEMPTS:
-                    raise EmbeddedServiceError(f"Redis found no free port:\n{log_tail(self.log_path)}")
+            _on_a_free_port(self._spawn, "Redis", self.log_path)
         except BaseException:
             self.stop()
             raise
