@@ -23,8 +23,9 @@ NODE_DURATION = Histogram("aob_node_duration_seconds", "Execution time of a node
                           ["type", "status"], buckets=BUCKETS)
 NODE_QUEUE = Histogram("aob_node_queue_seconds", "Time a node run waited in the queue (queued → started)",
                        ["type"], buckets=BUCKETS)
-DECISION = Histogram("aob_coordinator_decision_seconds", "Coordinator decision latency (lock → commit)",
-                     buckets=BUCKETS)
+DECISION = Histogram("aob_coordinator_decision_seconds",
+                     "Coordinator decision latency, by step: plain (one statement) or full (run locked, graph read)",
+                     ["step"], buckets=BUCKETS)
 RATE_LIMITED = Counter("aob_rate_limit_rejections_total", "Requests refused by a rate limit", ["error", "tier"])
 LLM_TOKENS = Counter("aob_llm_tokens_total", "LLM tokens used", ["model", "kind"])
 LLM_COST = Counter("aob_llm_cost_usd_total", "LLM cost in USD (price table in settings)", ["model"])

@@ -16,7 +16,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from approvals.models import Approval, Decision
-from workflows.engine import coordinator, execution, heartbeat
+from workflows import tasks
+from workflows.engine import execution, heartbeat
 from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_save
 from workflows.services.patches import run_patch_propose
@@ -58,8 +59,7 @@ def drive(run: Run) -> Run:
             if not queued:
                 break
             for pk in queued:
-                execution.execute(pk)
-                coordinator.coordinate(pk)
+                tasks.coordinate(execution.execute(pk), pk)  # as the executor task's link does
     run.refresh_from_db()
     return run
 

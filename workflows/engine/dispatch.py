@@ -40,7 +40,8 @@ def publish_now(item: Dispatch) -> None:
         soft_time_limit=soft,
         time_limit=hard,
         countdown=item.countdown_s or None,
-        link=app.signature("workflows.coordinate", args=[item.node_run_id], immutable=True),
+        # Not immutable: Celery prepends the executor's return value (``completed_facts``).
+        link=app.signature("workflows.coordinate", args=[item.node_run_id]),
     )
 
 

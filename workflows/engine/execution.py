@@ -128,18 +128,22 @@ WITH stored AS (
      WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
  RETURNING run_id
 ), bumped AS (
-    UPDATE workflows_run r SET event_seq = r.event_seq + 1 FROM done WHERE r.id = done.run_id RETURNING r.event_seq
+    UPDATE workflows_run r SET event_seq = r.event_seq + 1 FROM done WHERE r.id = done.run_id
+ RETURNING r.event_seq, r.status, r.current_artifact_id, r.patch_seq
+), appended AS (
+    INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
+    SELECT %(run_id)s, bumped.event_seq, 'node_completed', %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
+      FROM bumped
+    RETURNING seq
 )
-INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
-SELECT %(run_id)s, bumped.event_seq, 'node_completed', %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
-  FROM bumped
-RETURNING seq
+SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq FROM appended, bumped
 """
 
 
-def complete(ctx: NodeContext, output: Any, started: float) -> bool:
+def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | None:
     """Record the output once: artifact, ``running → completed`` (compare-and-set on this attempt)
-    and ``node_completed``, in one statement. False when the result is discarded (the node run was
+    and ``node_completed``, in one statement. Returns what the coordinator needs to route it
+    without reading it back (``Completed``); None when the result is discarded (the node run was
     cancelled or re-queued meanwhile)."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
@@ -154,13 +158,23 @@ def complete(ctx: NodeContext, output: Any, started: float) -> bool:
             "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
             "data": json.dumps(data), "request_id": request_id})
         row = cursor.fetchone()
-    moved = row is not None
-    if moved:
-        events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, row[0], "node_completed", ctx.node_id, data,
-                                                            request_id, now)])
     NODE_DURATION.labels(ctx.node_type, "completed").observe(time.monotonic() - started)
-    logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": moved})
-    return moved
+    logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": row is not None})
+    if row is None:
+        return None
+    seq, run_status, artifact_id, patch_seq = row
+    events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, seq, "node_completed", ctx.node_id, data,
+                                                        request_id, now)])
+    return completed_facts(ctx, run_status, artifact_id, patch_seq)
+
+
+def completed_facts(ctx: NodeContext, run_status: str, artifact_id: str, patch_seq: int) -> dict[str, Any]:
+    """The executor task's return value, which Celery hands to the linked coordinator task: the
+    node run as the completion left it and the run's graph at that moment. The coordinator
+    routes from these without reading them back, and its write checks they still hold."""
+    return {"status": "completed", "node_run_id": ctx.node_run_id, "run_id": ctx.run_id, "node_id": ctx.node_id,
+            "node_type": ctx.node_type, "iteration": ctx.iteration, "run_status": run_status,
+            "artifact_id": artifact_id, "patch_seq": patch_seq}
 
 
 def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], error: dict[str, Any] | None = None,
@@ -219,8 +233,9 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     return {"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "transient": False}
 
 
-def execute(node_run_id: int) -> str:
-    """The body of every executor task."""
+def execute(node_run_id: int) -> str | dict[str, Any]:
+    """The body of every executor task: a status word, or for a completed node the facts its
+    coordinator routes from (``completed_facts``)."""
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
@@ -240,7 +255,7 @@ def execute(node_run_id: int) -> str:
         return fail(ctx, error_payload(exc), started)
     if output is WAITING:
         return "waiting"
-    return "completed" if complete(ctx, output, started) else "discarded"
+    return complete(ctx, output, started) or "discarded"
 
 
 WAITING = object()

@@ -1,0 +1,146 @@
+"""The coordinator's one-statement step (``step_plain``), driven in this process by the calls a
+worker makes: the executor task's body, then the coordinator task with the executor's return
+value, as Celery's link delivers it. Under the ``db`` fixture nothing commits, so no message
+leaves; each test checks the rows the step wrote, and that stale facts fall back to the full
+decision with the same outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from workflows import tasks
+from workflows.definition.ir import compile_definition
+from workflows.engine import coordinator, execution
+from workflows.models import NodeRun, Run
+from workflows.services.patches import run_patch_propose
+from workflows.services.runs import run_cancel, run_start
+
+pytestmark = pytest.mark.django_db
+
+
+def chain(*ids: str) -> dict[str, Any]:
+    return {"nodes": [{"id": i, "type": "transform", "config": {"expression": f"'{i}'"}} for i in ids],
+            "edges": [{"from": a, "to": b} for a, b in zip(ids, ids[1:], strict=False)]}
+
+
+def node_runs(run: Run) -> dict[str, NodeRun]:
+    return {nr.node_id: nr for nr in NodeRun.objects.filter(run=run)}
+
+
+def execute(run: Run, node_id: str) -> Any:
+    return execution.execute(NodeRun.objects.get(run=run, node_id=node_id).pk)
+
+
+def decisions() -> dict[str, float]:
+    """How many decisions took each step so far in this process, from the coordinator's metric."""
+    return {step: REGISTRY.get_sample_value("aob_coordinator_decision_seconds_count", {"step": step}) or 0.0
+            for step in ("plain", "full")}
+
+
+def taken_since(before: dict[str, float]) -> dict[str, float]:
+    return {step: count - before[step] for step, count in decisions().items()}
+
+
+def test_a_completed_node_in_a_chain_is_routed_by_the_plain_step(user):
+    before = decisions()
+    run = run_start(owner=user, definition=chain("a", "b", "c"))
+    facts = execute(run, "a")
+    assert facts["status"] == "completed" and facts["node_id"] == "a" and facts["run_status"] == "running"
+    assert facts["artifact_id"] == run.current_artifact_id and facts["patch_seq"] == 0
+    tasks.coordinate(facts, facts["node_run_id"])
+    rows = node_runs(run)
+    assert taken_since(before) == {"plain": 1, "full": 0}
+    assert rows["a"].consumed and rows["a"].taken == ["b"]
+    assert rows["b"].status == "queued" and rows["b"].iteration == 0 and rows["b"].node_type == "transform"
+    assert rows["b"].queued_at is not None and rows["b"].attempts == 0 and "c" not in rows
+    # the same link message again (a redelivery): the node run is consumed, the full decision
+    # finds nothing to do, and nothing new is queued
+    tasks.coordinate(facts, facts["node_run_id"])
+    assert taken_since(before) == {"plain": 1, "full": 1}
+    assert NodeRun.objects.filter(run=run).count() == 2
+
+
+def test_the_last_node_takes_the_full_decision_and_completes_the_run(user):
+    before = decisions()
+    run = run_start(owner=user, definition=chain("a", "b"))
+    for node_id in ("a", "b"):
+        facts = execute(run, node_id)
+        tasks.coordinate(facts, facts["node_run_id"])
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert taken_since(before) == {"plain": 1, "full": 1}  # a's step was plain; the end of the run is not
+
+
+def test_facts_from_before_a_patch_fall_back_to_the_full_decision_on_the_new_graph(user):
+    before = decisions()
+    run = run_start(owner=user, definition=chain("a", "b"))
+    facts = execute(run, "a")
+    # a person adds a second successor of ``a`` after it completed, before its coordinator ran
+    run_patch_propose(run=run, user=user, operations=[
+        {"op": "add", "path": "/nodes/-", "value": {"id": "extra", "type": "transform", "config": {"expression": "1"}}},
+        {"op": "add", "path": "/edges/-", "value": {"from": "a", "to": "extra"}}])
+    run.refresh_from_db()
+    assert run.patch_seq == 1 and run.current_artifact_id != facts["artifact_id"]
+    tasks.coordinate(facts, facts["node_run_id"])
+    rows = node_runs(run)
+    assert taken_since(before) == {"plain": 0, "full": 1}
+    assert rows["a"].consumed and sorted(rows["a"].taken) == ["b", "extra"]
+    assert rows["b"].status == rows["extra"].status == "queued"
+
+
+def test_a_run_cancelled_before_its_coordinator_queues_nothing(user):
+    before = decisions()
+    run = run_start(owner=user, definition=chain("a", "b"))
+    facts = execute(run, "a")
+    run_cancel(run=run, user=user)
+    tasks.coordinate(facts, facts["node_run_id"])
+    assert taken_since(before) == {"plain": 0, "full": 1}
+    assert "b" not in node_runs(run)
+    assert Run.objects.get(pk=run.pk).status == "cancelled"
+
+
+def test_a_node_run_already_consumed_is_not_routed_twice(user):
+    run = run_start(owner=user, definition=chain("a", "b"))
+    facts = execute(run, "a")
+    coordinator.coordinate(facts["node_run_id"])  # e.g. the sweeper's message got there first
+    first_b = node_runs(run)["b"].pk
+    before = decisions()
+    tasks.coordinate(facts, facts["node_run_id"])
+    assert taken_since(before) == {"plain": 0, "full": 1}
+    assert list(NodeRun.objects.filter(run=run, node_id="b").values_list("pk", flat=True)) == [first_b]
+
+
+def test_a_fan_out_queues_every_branch_in_one_step(user):
+    before = decisions()
+    definition = {"nodes": [{"id": n, "type": "transform", "config": {"expression": "1"}} for n in "rxyz"],
+                  "edges": [{"from": "r", "to": t} for t in "xyz"]}
+    run = run_start(owner=user, definition=definition)
+    facts = execute(run, "r")
+    tasks.coordinate(facts, facts["node_run_id"])
+    rows = node_runs(run)
+    assert taken_since(before) == {"plain": 1, "full": 0}
+    assert rows["r"].taken == ["x", "y", "z"]
+    assert [rows[t].status for t in "xyz"] == ["queued"] * 3
+
+
+T = {"expression": "1"}
+
+
+@pytest.mark.parametrize(("definition", "node_id", "plain"), [
+    (chain("a", "b"), "a", ["b"]),
+    (chain("a", "b"), "b", None),  # the end of a branch: the run may be finishing
+    ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "abj"],
+      "edges": [{"from": "a", "to": "j"}, {"from": "b", "to": "j"}]}, "a", None),  # a join
+    ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "ab"],
+      "edges": [{"from": "a", "to": "b", "condition": "output.x == 1"}]}, "a", None),  # a branch rule
+    ({"nodes": [{"id": "a", "type": "transform", "config": T},
+                {"id": "c", "type": "conditional", "config": {}}, {"id": "d", "type": "transform", "config": T}],
+      "edges": [{"from": "a", "to": "c"}, {"from": "c", "to": "d"}]}, "a", None),  # evaluated inline
+    ({"nodes": [{"id": "a", "type": "transform", "config": T}, {"id": "m", "type": "no_such_type", "config": {}}],
+      "edges": [{"from": "a", "to": "m"}]}, "a", None),  # no executor: skipped with a warning
+])
+def test_which_steps_are_plain(definition, node_id, plain):
+    assert coordinator.plain_successors(compile_definition(definition), node_id) == plain
