@@ -121,6 +121,10 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int
 # A broken connection is marked unusable by its error and replaced on the next task or request;
 # a health-check query before every use would cost a round trip on the engine's hot path.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("AOB_DB_HEALTH_CHECKS", False)
+# Server-side parameter binding lets psycopg prepare a statement after its fifth use, so the
+# engine's per-hop statements are parsed and planned once per connection.
+if env_bool("AOB_DB_PREPARE", True):
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 if os.environ.get("AOB_TEST_DATABASE_NAME"):
     # Worker processes started by the test suite talk to pytest-django's test database.
     DATABASES["default"]["NAME"] = os.environ["AOB_TEST_DATABASE_NAME"]
@@ -182,7 +186,7 @@ SPECTACULAR_SETTINGS = {
 # --- Channels ---------------------------------------------------------------------------------
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "aob_project.channel_layer.RedisChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
     }
 }

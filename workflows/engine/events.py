@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from celery import signals
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -78,11 +79,36 @@ class _Pusher:
 
 _pusher: _Pusher | None = None
 _pusher_lock = threading.Lock()
+# While a worker task runs, pushes wait here until it has returned and Celery has published what
+# follows it (the link, the next executor): the push thread then works while this process waits
+# for its next message, instead of taking the GIL from the hop.
+_held: list[tuple[str, int, list[dict[str, Any]]]] | None = None
 
 
 def push(run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
+    if _held is not None:
+        _held.append((run_id, owner_id, frames))
+        return
+    _submit(run_id, owner_id, frames)
+
+
+def _submit(run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
     global _pusher
     with _pusher_lock:
         if _pusher is None or _pusher.pid != os.getpid():
             _pusher = _Pusher()
     _pusher.submit(run_id, owner_id, frames)
+
+
+@signals.task_prerun.connect
+def _hold_pushes(**_: Any) -> None:
+    global _held
+    _held = []
+
+
+@signals.task_postrun.connect
+def _release_pushes(**_: Any) -> None:
+    global _held
+    held, _held = _held, None
+    for run_id, owner_id, frames in held or []:
+        _submit(run_id, owner_id, frames)
