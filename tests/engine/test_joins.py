@@ -112,10 +112,20 @@ def wide_join() -> dict:
     }
 
 
+def failed_tasks_since(engine, offset: int) -> list[str]:
+    """Task failures the worker logged after ``offset`` (a decision that raised is retried by the
+    sweeper seconds later, so a run can still complete with one)."""
+    with engine["worker"].log.open("rb") as log:
+        log.seek(offset)
+        return [line for line in log.read().decode(errors="replace").splitlines() if "raised unexpected" in line]
+
+
 def test_stress_wide_join_never_fires_early_and_never_twice(engine, api):
     definition = wide_join()
+    offset = engine["worker"].log.stat().st_size
     ids = [submit(api, definition, {"k": k}) for k in range(RUNS)]
     runs = wait_all(ids, timeout=240)  # ~35 s on an idle 2-core machine
+    assert failed_tasks_since(engine, offset) == []
     assert {r.status for r in runs} == {"completed"}, [r.error for r in runs if r.status != "completed"]
     for run in runs:
         k = run.inputs["k"]

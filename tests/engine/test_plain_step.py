@@ -129,11 +129,67 @@ def test_a_fan_out_queues_every_branch_in_one_step(user):
 T = {"expression": "1"}
 
 
+def fan_in(*edges: tuple[str, str]) -> dict[str, Any]:
+    """``r`` fans out to every parent; ``edges`` join them up."""
+    ids = sorted({n for e in edges for n in e})
+    return {"nodes": [{"id": n, "type": "transform", "config": T} for n in ["r", *ids]],
+            "edges": [*({"from": "r", "to": p} for p in sorted({a for a, _ in edges})),
+                      *({"from": a, "to": b} for a, b in edges)]}
+
+
+def step(run: Run, node_id: str) -> Any:
+    facts = execute(run, node_id)
+    tasks.coordinate(facts, facts["node_run_id"])
+    return facts
+
+
+def test_a_join_waits_for_its_other_parent_then_runs_once(user):
+    run = run_start(owner=user, definition=fan_in(("a", "j"), ("b", "j")))
+    step(run, "r")
+    before = decisions()
+    step(run, "a")
+    rows = node_runs(run)
+    assert rows["a"].consumed and rows["a"].taken == ["j"] and "j" not in rows  # b has not finished
+    step(run, "b")
+    rows = node_runs(run)
+    assert taken_since(before) == {"plain": 2, "full": 0}
+    assert rows["b"].consumed and rows["j"].status == "queued"
+    assert NodeRun.objects.filter(run=run, node_id="j").count() == 1
+
+
+def test_a_join_step_consumes_finished_parents_whose_only_edge_is_the_join(user):
+    run = run_start(owner=user, definition=fan_in(("a", "j"), ("b", "j"), ("c", "j")))
+    step(run, "r")
+    facts = {node_id: execute(run, node_id) for node_id in "abc"}  # all three finish first
+    before = decisions()
+    tasks.coordinate(facts["a"], facts["a"]["node_run_id"])
+    rows = node_runs(run)
+    assert all(rows[p].consumed and rows[p].taken == ["j"] for p in "abc")
+    assert rows["j"].status == "queued"
+    for p in "bc":  # their own messages arrive later and find nothing to do
+        tasks.coordinate(facts[p], facts[p]["node_run_id"])
+    assert taken_since(before) == {"plain": 1, "full": 2}
+    assert NodeRun.objects.filter(run=run, node_id="j").count() == 1
+
+
+def test_a_parent_with_another_edge_is_left_to_its_own_decision(user):
+    definition = fan_in(("a", "j"), ("b", "j"), ("b", "k"))
+    run = run_start(owner=user, definition=definition)
+    step(run, "r")
+    fa, fb = execute(run, "a"), execute(run, "b")
+    tasks.coordinate(fa, fa["node_run_id"])
+    rows = node_runs(run)
+    assert not rows["b"].consumed and "j" not in rows  # b also routes to k: not absorbed
+    tasks.coordinate(fb, fb["node_run_id"])
+    rows = node_runs(run)
+    assert rows["b"].taken == ["j", "k"] and rows["j"].status == rows["k"].status == "queued"
+
+
 @pytest.mark.parametrize(("definition", "node_id", "plain"), [
     (chain("a", "b"), "a", ["b"]),
     (chain("a", "b"), "b", None),  # the end of a branch: the run may be finishing
     ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "abj"],
-      "edges": [{"from": "a", "to": "j"}, {"from": "b", "to": "j"}]}, "a", None),  # a join
+      "edges": [{"from": "a", "to": "j"}, {"from": "b", "to": "j"}]}, "a", ["j"]),  # a join: waits in SQL
     ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "ab"],
       "edges": [{"from": "a", "to": "b", "condition": "output.x == 1"}]}, "a", None),  # a branch rule
     ({"nodes": [{"id": "a", "type": "transform", "config": T},
@@ -143,4 +199,19 @@ T = {"expression": "1"}
       "edges": [{"from": "a", "to": "m"}]}, "a", None),  # no executor: skipped with a warning
 ])
 def test_which_steps_are_plain(definition, node_id, plain):
-    assert coordinator.plain_successors(compile_definition(definition), node_id) == plain
+    successors = coordinator.plain_successors(compile_definition(definition), node_id)
+    assert (None if successors is None else [s.node_id for s in successors]) == plain
+
+
+def test_a_join_successor_knows_its_other_parents_and_which_can_be_absorbed():
+    ir = compile_definition(fan_in(("a", "j"), ("b", "j"), ("c", "j"), ("c", "k")))
+    assert coordinator.plain_successors(ir, "a") == [
+        coordinator.Successor("j", "transform", others=("b", "c"), absorbable=("b",))]
+
+
+def test_no_join_step_where_the_graph_has_a_loop():
+    definition = fan_in(("a", "j"), ("b", "j"))
+    definition["nodes"].append({"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "r"}})
+    definition["edges"].append({"from": "j", "to": "again"})
+    ir = compile_definition(definition)
+    assert ir.loops and coordinator.plain_successors(ir, "a") is None

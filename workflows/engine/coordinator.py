@@ -10,9 +10,11 @@ hop; a type with no executor is skipped with a warning and its edges carry on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.db import connection, transaction
@@ -34,9 +36,13 @@ DELIVERED, DEAD, PENDING = "delivered", "dead", "pending"
 ACTIVE = {NodeRun.Status.QUEUED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING}
 
 
+def graph(artifact_id: str) -> IR:
+    """The compiled graph of a stored version (cached per process; the content read on a miss)."""
+    return ir_for(artifact_id, lambda: Artifact.objects.values_list("content", flat=True).get(pk=artifact_id))
+
+
 def load_ir(run: Run) -> IR:
-    return ir_for(run.current_artifact_id,
-                  lambda: Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id))
+    return graph(run.current_artifact_id)
 
 
 class Decision:
@@ -265,10 +271,11 @@ def _cancel_approvals(run_id: Any, now: Any) -> None:
         status=Approval.Status.CANCELLED, decided_at=now)
 
 
-# The plain step, in one statement: lock the run only if it is still running on the graph the
-# decision was made from, consume the node run only if it is still unconsumed, and queue its
-# successors only if it was consumed here. No row means one of those no longer holds.
-PLAIN_STEP = """
+# The plain step into nodes with one parent, in one statement: lock the run only if it is still
+# running on the graph the decision was made from, consume the node run only if it is still
+# unconsumed, and queue its successors only if it was consumed here. No row means one of those
+# no longer holds.
+CHAIN_STEP = """
 WITH locked AS (
     SELECT id FROM workflows_run
      WHERE id = %(run_id)s AND status = 'running' AND current_artifact_id = %(artifact_id)s
@@ -278,59 +285,149 @@ WITH locked AS (
     UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
      WHERE id = %(id)s AND run_id IN (SELECT id FROM locked) AND status = 'completed' AND NOT consumed
  RETURNING run_id
+), emitted AS (
+    INSERT INTO workflows_noderun (run_id, node_id, iteration, node_type, status, attempts, attempt_log, consumed,
+                                   reused, queued_at, dispatched_at, usage)
+    SELECT consumed.run_id, successor.node_id, %(iteration)s, successor.node_type, 'queued', 0, '[]'::jsonb, false,
+           false, %(now)s, %(now)s, '{}'::jsonb
+      FROM consumed, jsonb_to_recordset(%(successors)s::jsonb) AS successor(node_id text, node_type text)
+    ON CONFLICT (run_id, node_id, iteration) DO NOTHING
+    RETURNING id, node_id, node_type
 )
-INSERT INTO workflows_noderun (run_id, node_id, iteration, node_type, status, attempts, attempt_log, consumed,
-                               reused, queued_at, dispatched_at, usage)
-SELECT consumed.run_id, successor.node_id, %(iteration)s, successor.node_type, 'queued', 0, '[]'::jsonb, false,
-       false, %(now)s, %(now)s, '{}'::jsonb
-  FROM consumed, unnest(%(node_ids)s::text[], %(node_types)s::text[]) AS successor(node_id, node_type)
-ON CONFLICT (run_id, node_id, iteration) DO NOTHING
-RETURNING id, node_id, node_type
+SELECT consumed.run_id, emitted.id, emitted.node_id, emitted.node_type FROM consumed LEFT JOIN emitted ON true
+"""
+
+# The plain step into a join (graphs without loops: every iteration is 0). Sent after the run is
+# locked by its own statement, so that this one reads the other parents as the last decision
+# committed them (a statement's snapshot predates the lock it waits for). A join runs once each
+# parent is consumed (it delivered or its edge is dead; this one delivers). Parents finished but
+# not yet consumed, whose only out-edge is the plain edge into the join, are consumed here too
+# (``absorbable``): their own messages then find nothing to do, and the join starts one decision
+# after its last parent rather than behind a queue of them.
+JOIN_STEP = """
+WITH consumed AS (
+    UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
+     WHERE id = %(id)s AND status = 'completed' AND NOT consumed
+       AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
+                   AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
+ RETURNING run_id
+), successor AS (
+    SELECT * FROM jsonb_to_recordset(%(successors)s::jsonb)
+        AS s(node_id text, node_type text, others text[], absorbable text[])
+), absorbed AS (
+    UPDATE workflows_noderun parent SET consumed = true, taken = jsonb_build_array(successor.node_id)
+      FROM consumed, successor
+     WHERE parent.run_id = consumed.run_id AND parent.iteration = 0 AND parent.node_id = ANY(successor.absorbable)
+       AND parent.status = 'completed' AND NOT parent.consumed
+), ready AS (
+    SELECT successor.node_id, successor.node_type, successor.others FROM consumed, successor
+     WHERE cardinality(successor.others) = (
+           SELECT count(*) FROM workflows_noderun parent
+            WHERE parent.run_id = consumed.run_id AND parent.iteration = 0 AND parent.node_id = ANY(successor.others)
+              AND (parent.consumed OR (parent.status = 'completed' AND parent.node_id = ANY(successor.absorbable))))
+), emitted AS (
+    INSERT INTO workflows_noderun (run_id, node_id, iteration, node_type, status, attempts, attempt_log, consumed,
+                                   reused, queued_at, dispatched_at, usage)
+    SELECT consumed.run_id, ready.node_id, 0, ready.node_type, 'queued', 0, '[]'::jsonb, false, false, queued.at,
+           queued.at, '{}'::jsonb
+      FROM consumed, ready, LATERAL (
+           -- ``now`` was taken before the lock; a parent may have finished while this waited
+           SELECT GREATEST(%(now)s, max(parent.finished_at)) AS at FROM workflows_noderun parent
+            WHERE parent.run_id = consumed.run_id AND parent.iteration = 0 AND parent.node_id = ANY(ready.others)
+      ) queued
+    ON CONFLICT (run_id, node_id, iteration) DO NOTHING
+    RETURNING id, node_id, node_type
+)
+SELECT consumed.run_id, emitted.id, emitted.node_id, emitted.node_type FROM consumed LEFT JOIN emitted ON true
 """
 
 
-def plain_successors(ir: IR, node_id: str) -> list[str] | None:
-    """The nodes a finished ``node_id`` hands on to when routing it needs nothing but the graph:
-    every out-edge unconditional and each target a worker node whose only in-edge this is. None
-    for anything else (branch rules, joins, loops, inline types, the end of a branch), which
-    takes the full decision."""
+@dataclass(frozen=True)
+class Successor:
+    node_id: str
+    node_type: str
+    others: tuple[str, ...] = ()  # its other parents, when it is a join
+    absorbable: tuple[str, ...] = ()  # those of them whose only out-edge is the plain edge into it
+
+
+def plain_successors(ir: IR, node_id: str) -> list[Successor] | None:
+    """What a finished ``node_id`` hands on to when routing it needs nothing but the graph and its
+    successors' other parents: every out-edge unconditional, each target a worker node, and a
+    join only where the graph has no loop. None for anything else (branch rules, loops, inline
+    types, the end of a branch), which takes the full decision."""
     node = ir.nodes.get(node_id)
     if node is None or node.type == "loop":
         return None
     edges = ir.out_edges[node_id]
     if not edges or any(e.condition for e in edges):
         return None
-    targets = [e.target for e in edges]
-    for target in targets:
-        if len(ir.in_edges[target]) != 1 or ir.nodes[target].type in ("conditional", "loop") \
-                or registry.get(ir.nodes[target].type) is None:
+    successors = []
+    for target in dict.fromkeys(e.target for e in edges):
+        kind = ir.nodes[target].type
+        if kind in ("conditional", "loop") or registry.get(kind) is None:
             return None
-    return targets
+        others = tuple(sorted({e.source for e in ir.in_edges[target]} - {node_id}))
+        if others and ir.loops:
+            return None
+        absorbable = tuple(p for p in others if [(e.target, e.condition) for e in ir.out_edges[p]] == [(target, None)])
+        successors.append(Successor(target, kind, others, absorbable))
+    return successors
 
 
 def step_plain(facts: dict[str, Any]) -> bool:
-    """Route a completed node run from the facts its executor returned, in one statement, when
+    """Route a completed node run from the facts its executor returned, in one round trip, when
     ``plain_successors`` allows it. False when the full decision must run instead: the run moved
     on (patched, cancelled, failed, waiting), the node run was consumed already, or the graph
     there needs more than the facts."""
     if facts.get("status") != "completed" or facts.get("run_status") != Run.Status.RUNNING:
         return False
-    ir = ir_for(facts["artifact_id"],
-                lambda: Artifact.objects.values_list("content", flat=True).get(pk=facts["artifact_id"]))
-    targets = plain_successors(ir, facts["node_id"])
-    if targets is None:
+    ir = graph(facts["artifact_id"])
+    successors = plain_successors(ir, facts["node_id"])
+    if successors is None:
         return False
-    with connection.cursor() as cursor:
-        cursor.execute(PLAIN_STEP, {
-            "run_id": facts["run_id"], "artifact_id": facts["artifact_id"], "patch_seq": facts["patch_seq"],
-            "id": facts["node_run_id"], "taken": json.dumps(targets), "iteration": facts["iteration"],
-            "now": timezone.now(), "node_ids": targets, "node_types": [ir.nodes[t].type for t in targets]})
-        emitted = cursor.fetchall()
-    if not emitted:
+    params = {"run_id": facts["run_id"], "artifact_id": facts["artifact_id"], "patch_seq": facts["patch_seq"],
+              "id": facts["node_run_id"], "taken": json.dumps([s.node_id for s in successors]),
+              "iteration": facts["iteration"], "now": timezone.now(),
+              "successors": json.dumps([asdict(s) for s in successors])}
+    if any(s.others for s in successors):
+        rows = _locked_statement(facts["run_id"], JOIN_STEP, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(CHAIN_STEP, params)
+            rows = cursor.fetchall()
+    if not rows:
         return False
     publish_after_commit(Dispatch(pk, node_id, node_type, facts["run_id"], ir.nodes[node_id].timeout_ms)
-                         for pk, node_id, node_type in emitted)
+                         for _, pk, node_id, node_type in rows if pk is not None)
     return True
+
+
+LOCK_RUN = "SELECT id FROM workflows_run WHERE id = %s FOR UPDATE"
+
+
+def _locked_statement(run_id: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Lock the run, then run ``sql`` with a snapshot taken once the lock is held, in one
+    transaction. In autocommit (a worker) ``BEGIN; lock; sql; COMMIT`` go out pipelined, one
+    round trip; inside a caller's transaction, as a savepoint."""
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(LOCK_RUN, [run_id])
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    connection.ensure_connection()
+    raw = connection.connection
+    try:
+        with raw.cursor() as lock, raw.cursor() as step:
+            with raw.pipeline():
+                lock.execute("BEGIN")
+                lock.execute(LOCK_RUN, [run_id])
+                step.execute(sql, params)
+                lock.execute("COMMIT")
+            return step.fetchall()
+    except Exception:
+        with contextlib.suppress(Exception):
+            raw.execute("ROLLBACK")
+        raise
 
 
 def coordinate(node_run_id: int, facts: dict[str, Any] | None = None) -> None:
@@ -345,6 +442,8 @@ def coordinate(node_run_id: int, facts: dict[str, Any] | None = None) -> None:
 
 
 def _decide(node_run_id: int) -> None:
+    if NodeRun.objects.filter(pk=node_run_id, consumed=True).exists():
+        return  # a duplicate, or consumed with a sibling's decision: no lock needed to know
     with transaction.atomic():
         run = (Run.objects.select_for_update()
                .filter(pk=Subquery(NodeRun.objects.filter(pk=node_run_id).values("run_id")[:1]))

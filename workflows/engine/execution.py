@@ -21,10 +21,10 @@ from aob_project.metrics import NODE_DURATION, NODE_QUEUE
 from workers import registry
 from workers.registry import NodeContext
 from workflows.definition.references import referenced_nodes, resolve
-from workflows.models import NodeRun, Run, canonical_json, content_id
+from workflows.models import NodeRun, canonical_json, content_id, text_id
 
 from . import events, heartbeat
-from .coordinator import load_ir
+from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def claim(node_run_id: int) -> NodeContext | None:
     logger.info("node_run.started", extra={"attempt": attempts, "iteration": iteration})
     if isinstance(inputs, str):  # Django's psycopg setup leaves jsonb as text in raw queries
         inputs = json.loads(inputs)
-    ir = load_ir(Run(pk=run_id, current_artifact_id=artifact_id))
+    ir = graph(artifact_id)
     node = ir.nodes.get(node_id)
     timeout_ms = node.timeout_ms if node else None
     raw_config = node.config if node else {}
@@ -148,7 +148,7 @@ def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | 
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
     text = canonical_json(output)
-    aid = content_id(output)
+    aid = text_id(text)
     data = {"iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid}
     request_id = current_request_id()
     with connection.cursor() as cursor:

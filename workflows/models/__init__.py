@@ -1,4 +1,4 @@
-from .artifact import Artifact, canonical_json, content_id
+from .artifact import Artifact, canonical_json, content_id, text_id
 from .event import Event
 from .run import NodeRun, Run, RunPatch
 from .workflow import Workflow, WorkflowVersion
@@ -13,4 +13,5 @@ __all__ = [
     "WorkflowVersion",
     "canonical_json",
     "content_id",
+    "text_id",
 ]

@@ -13,7 +13,12 @@ def canonical_json(value: Any) -> str:
 
 
 def content_id(value: Any) -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    return text_id(canonical_json(value))
+
+
+def text_id(canonical: str) -> str:
+    """The content id of a value already in ``canonical_json`` form."""
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class Artifact(models.Model):
