@@ -352,16 +352,25 @@ def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str,
 
     peaks: dict[str, dict[str, float]] = {}
 
-    def sampler_for(phase: str) -> Any:
+    cpu: dict[str, dict[str, list[float]]] = {}
+
+    def sampler_for(phase: str, work_units: int = 0) -> Any:
         @contextlib.contextmanager
         def sampling(side: str) -> Any:
             names = ("web", "aob-worker", "beat") if side == "aob" else ("baseline-worker",)
             roots = {name: stack.children[name].pid for name in names if name in stack.children}
+            roots.update({name: server.pid for name, server in (("postgres", stack.postgres), ("redis", stack.redis))
+                          if server is not None and server.pid and (side == "aob" or name == "redis")})
             with RssSampler(roots) as sampler:
                 yield
             merged = peaks.setdefault(f"{phase} ({side} half)", {})
             for key, mb in sampler.peaks_mb().items():
-                merged[key] = max(merged.get(key, 0.0), mb)
+                if not key.startswith(("postgres", "redis")):
+                    merged[key] = max(merged.get(key, 0.0), mb)
+            if work_units:
+                per_unit = cpu.setdefault(f"{phase} ({side} half)", {})
+                for name, seconds in sampler.cpu_seconds().items():
+                    per_unit.setdefault(name, []).append(round(seconds * 1000 / work_units, 3))
 
         return sampling
 
@@ -375,9 +384,10 @@ def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str,
             elif name == "fanout":
                 scenario_fanout(cfg, owner, rep, out)
             elif name == "throughput":
-                scenario_throughput(cfg, owner, rep, out, sampler_for("scenario 3"))
+                scenario_throughput(cfg, owner, rep, out,
+                                    sampler_for("scenario 3", cfg.throughput_runs * cfg.throughput_length))
             elif name == "api":
-                with sampler_for("scenario 4")("aob"):
+                with sampler_for("scenario 4", 2 * cfg.api_requests)("aob"):
                     scenario_api(cfg, owner, stack, out)
             aob.wait_idle()
             stack.check_alive()
@@ -386,6 +396,7 @@ def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str,
                                             "seconds": time.monotonic() - t0})
             log(f"  {name} took {time.monotonic() - t0:.1f}s (load average {load:.1f})")
     results["memory"] = peaks
+    results["cpu_ms_per_unit"] = cpu
     if profile:
         results["profile"] = profile_phase(cfg, owner, stack, stamp, profile_variants)
     return results

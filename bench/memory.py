@@ -1,4 +1,5 @@
-"""Peak RSS of named processes and their children, sampled by a background thread."""
+"""Peak RSS of named processes and their children, sampled by a background thread, and the CPU
+time each tree used between entering and leaving."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ class RssSampler:
         self.roots = roots
         self.interval_s = interval_s
         self.peaks: dict[str, int] = {}
+        # CPU seconds (user + system) per process, first and last seen, by root name
+        self.cpu_first: dict[str, dict[int, float]] = {}
+        self.cpu_last: dict[str, dict[int, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
 
@@ -37,15 +41,24 @@ class RssSampler:
         for name, pid in self.roots.items():
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(pid)
-                self._note(f"{name} (main)", root)
+                self._note(name, f"{name} (main)", root)
                 for child in root.children(recursive=True):
-                    self._note(f"{name} (pool {child.pid})", child)
+                    self._note(name, f"{name} (pool {child.pid})", child)
 
-    def _note(self, key: str, proc: psutil.Process) -> None:
+    def _note(self, name: str, key: str, proc: psutil.Process) -> None:
         with contextlib.suppress(psutil.Error):
             rss = proc.memory_info().rss
             if rss > self.peaks.get(key, 0):
                 self.peaks[key] = rss
+            times = proc.cpu_times()
+            self.cpu_first.setdefault(name, {}).setdefault(proc.pid, times.user + times.system)
+            self.cpu_last.setdefault(name, {})[proc.pid] = times.user + times.system
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time each root and its descendants used while sampled (a process that started
+        meanwhile counts from its first sample; one that ended after its last)."""
+        return {name: round(sum(last[pid] - self.cpu_first[name][pid] for pid in last), 3)
+                for name, last in sorted(self.cpu_last.items())}
 
     def peaks_mb(self) -> dict[str, float]:
         return {key: round(value / 2**20, 1) for key, value in sorted(self.peaks.items())}

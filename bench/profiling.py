@@ -96,7 +96,7 @@ def _patch_transactions() -> None:
     DatabaseWrapper.is_usable = is_usable
 
 
-VARIANTS = ("reuse_db", "inline_coordinate", "no_sent_event")
+VARIANTS = ("reuse_db", "inline_coordinate", "no_sent_event", "no_push")
 
 
 def install_variant(names: str) -> None:
@@ -111,6 +111,9 @@ def install_variant(names: str) -> None:
     coordinator itself right after the task returned (where Celery would have published the
     link), with the same argument. Duplicates and lost decisions are handled as with the link:
     ``consumed`` under the run lock, and the sweeper's re-send of unconsumed finished node runs.
+
+    ``no_push``: events are stored as always but not pushed to the channel layer (what the live
+    WebSocket push costs the workers).
 
     ``no_sent_event``: ``task_send_sent_event`` off for what this worker publishes (the task
     events of ``worker_send_task_events`` stay on). (Production does this since c13c97c.)
@@ -143,6 +146,13 @@ def install_variant(names: str) -> None:
 
             current_app.conf.task_send_sent_event = False
 
+    if "no_push" in chosen:
+        @signals.worker_process_init.connect(weak=False)
+        def _no_push(**_: Any) -> None:
+            from workflows.engine import events
+
+            events.push = lambda *args, **kwargs: None
+
     if "inline_coordinate" in chosen:
         @signals.task_prerun.connect(weak=False)
         def _drop_link(task: Any = None, **_: Any) -> None:
@@ -150,13 +160,14 @@ def install_variant(names: str) -> None:
                 task.request.callbacks = None  # read by Celery's tracer after the body returns
 
         @signals.task_postrun.connect(weak=False)
-        def _coordinate_here(task: Any = None, args: Any = None, state: str | None = None, **_: Any) -> None:
+        def _coordinate_here(task: Any = None, args: Any = None, retval: Any = None, state: str | None = None,
+                             **_: Any) -> None:
             if task is None or not task.name.startswith(EXECUTOR_PREFIX) or state != "SUCCESS" or not args:
                 return
             from workflows.engine import coordinator
 
             try:
-                coordinator.coordinate(args[0])
+                coordinator.coordinate(args[0], facts=retval if isinstance(retval, dict) else None)
             except Exception:  # noqa: BLE001 - as a lost link: the sweeper re-sends the decision
                 import logging
 
@@ -274,13 +285,18 @@ def _typical(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def node_run_of(record: dict[str, Any]) -> int:
+    """A coordinator task's node run: ``(node_run_id,)`` sent directly, ``(facts, node_run_id)`` as a link."""
+    return record["args"][-1]
+
+
 def hop_anatomy(records: list[dict[str, Any]], nodes: dict[int, tuple[str, str, float, float]]) -> dict[str, Any]:
     """Split each chain hop n<k> → n<k+1> into its parts (medians, ms), from the task records.
 
     ``nodes``: ``{node_run_id: (run_id, node_id, started_at, finished_at)}`` of the profiled chains.
     """
     executors = {r["args"][0]: r for r in records if r["task"].startswith(EXECUTOR_PREFIX) and r["args"]}
-    coordinators = {r["args"][0]: r for r in records if r["task"] == COORDINATOR and r["args"]}
+    coordinators = {node_run_of(r): r for r in records if r["task"] == COORDINATOR and r["args"]}
     by_key = {(run_id, node_id): pk for pk, (run_id, node_id, _, _) in nodes.items()}
     parts: dict[str, list[float]] = {k: [] for k in (
         "executor: finished_at -> task end (commit, link publish)",
@@ -309,7 +325,7 @@ def analyze(records: list[dict[str, Any]], middle_ids: set[int]) -> dict[str, An
     which also moves the run to running, nor the last, which completes it)."""
     executor = [r for r in records if r["task"].startswith(EXECUTOR_PREFIX) and r["args"]
                 and r["args"][0] in middle_ids]
-    coordinator = [r for r in records if r["task"] == COORDINATOR and r["args"] and r["args"][0] in middle_ids]
+    coordinator = [r for r in records if r["task"] == COORDINATOR and r["args"] and node_run_of(r) in middle_ids]
     return {"executor": _typical(executor), "coordinator": _typical(coordinator)}
 
 

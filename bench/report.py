@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from bench.stats import ratio, spread
@@ -144,10 +145,41 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         lines += ["", f"Peak RSS during {phase} (MB):", "", "| process | peak RSS (MB) |", "|---|---|"]
         lines += [f"| {name} | {mb:.1f} |" for name, mb in peaks.items()]
+    lines += _cpu_lines(results.get("cpu_ms_per_unit") or {})
     profile = results.get("profile")
     if profile:
         lines += _profile_lines(profile)
     return "\n".join(lines) + "\n"
+
+
+def _cpu_lines(cpu: dict[str, dict[str, list[float]]]) -> list[str]:
+    """CPU time per unit of work by process tree: per node transition in scenario 3 (AOB next to
+    plain Celery), per API request in scenario 4."""
+    lines: list[str] = []
+
+    def med(values: list[float] | None) -> float | None:
+        return statistics.median(values) if values else None
+
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    aob = cpu.get("scenario 3 (aob half)", {})
+    base = cpu.get("scenario 3 (baseline half)", {})
+    if aob or base:
+        lines += ["", "CPU time per node transition during scenario 3, by process tree (ms; median of the repetitions; "
+                  "PostgreSQL counts its backends, a worker its pool processes):", "",
+                  "| process | AOB | plain Celery |", "|---|---|---|"]
+        for name in sorted(set(aob) | set(base)):
+            lines.append(f"| {name} | {cell(med(aob.get(name)))} | {cell(med(base.get(name)))} |")
+        lines.append(f"| **all** | **{sum(med(v) or 0 for v in aob.values()):.2f}** | "
+                     f"**{sum(med(v) or 0 for v in base.values()):.2f}** |")
+    api = cpu.get("scenario 4 (aob half)", {})
+    if api:
+        lines += ["", "CPU time per API request during scenario 4 (the POSTs and the GETs together, and the workers "
+                  "running the runs those POSTs started), by process tree (ms):", "", "| process | AOB |", "|---|---|"]
+        lines += [f"| {name} | {cell(med(values))} |" for name, values in sorted(api.items())]
+        lines.append(f"| **all** | **{sum(med(v) or 0 for v in api.values()):.2f}** |")
+    return lines
 
 
 def _profile_lines(profile: dict[str, Any]) -> list[str]:
