@@ -53,28 +53,49 @@ def append(run_id: Any, owner_id: int, items: Iterable[tuple[str, str, dict[str,
 
 class _Pusher:
     """One event loop thread per process, so pushing never blocks a worker's hop and reuses
-    the channel layer's Redis connections (``async_to_sync`` would open one per call)."""
+    the channel layer's Redis connections (``async_to_sync`` would open one per call). Frames
+    that arrive while a batch is being sent go out together as the next batch: one round trip
+    finds which of its groups anyone is in."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="aob-event-push", daemon=True)
         self.thread.start()
+        self.lock = threading.Lock()
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.draining = False
 
     def submit(self, run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
-        asyncio.run_coroutine_threadsafe(self._send(run_id, owner_id, frames), self.loop)
+        sends = []
+        for frame in frames:
+            message = {"type": "run.event", "event": frame}
+            sends += [(f"run.{run_id}", message), (f"user.{owner_id}", message)]
+        with self.lock:
+            self.pending.extend(sends)
+            if self.draining:
+                return
+            self.draining = True
+        asyncio.run_coroutine_threadsafe(self._drain(), self.loop)
 
-    async def _send(self, run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
+    async def _drain(self) -> None:
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
-        try:
-            for frame in frames:
-                message = {"type": "run.event", "event": frame}
-                await layer.group_send(f"run.{run_id}", message)
-                await layer.group_send(f"user.{owner_id}", message)
-        except Exception:  # noqa: BLE001 - a live push is best effort; the events table is the truth
-            logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
+        while True:
+            with self.lock:
+                batch, self.pending = self.pending, []
+                if not batch:
+                    self.draining = False
+                    return
+            try:
+                if hasattr(layer, "group_send_many"):
+                    await layer.group_send_many(batch)
+                else:
+                    for group, message in batch:
+                        await layer.group_send(group, message)
+            except Exception:  # noqa: BLE001 - a live push is best effort; the events table is the truth
+                logger.warning("event.push_failed", extra={"groups": len(batch)}, exc_info=True)
 
 
 _pusher: _Pusher | None = None
