@@ -7,12 +7,14 @@ live event it already sent, and fills any hole from the database before sending 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
+from django.utils import timezone
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
@@ -57,12 +59,14 @@ def _visible_run(user: User, run_id: str) -> bool:
 
 
 @database_sync_to_async
-def _events(run_id: str, after: int, upto: int | None = None) -> list[dict[str, Any]]:
+def _events(run_id: str, after: int, upto: int | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
     from workflows.models import Event
 
     qs = Event.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")
     if upto is not None:
         qs = qs.filter(seq__lte=upto)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
     return [e.as_dict() for e in qs[:5000]]
 
 
@@ -114,10 +118,15 @@ class RunEventsConsumer(_Consumer):
 
 
 class UserEventsConsumer(_Consumer):
-    """Every event of the user's runs, live (per-run numbering; resume per run with ws/runs)."""
+    """Every event of the user's runs appended since the connection opened, live, in each run's
+    order (per-run numbering; resume per run with ws/runs). Events of one run are pushed by
+    different worker processes, so one can overtake another: a later event first fills the hole
+    from the database, and the overtaken one is dropped when it arrives."""
 
     async def connect(self) -> None:
         self.group = None
+        self.since = timezone.now()
+        self.last: dict[str, int] = {}
         user = await authenticate(self.scope)
         if user is None:
             await self.refuse(UNAUTHENTICATED)
@@ -131,7 +140,18 @@ class UserEventsConsumer(_Consumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def run_event(self, message: dict[str, Any]) -> None:
-        await self.send_json(message["event"])
+        frame = message["event"]
+        run_id, seq = frame["run_id"], frame["seq"]
+        last = self.last.get(run_id)
+        if last is not None and seq <= last:
+            return
+        if last is None:
+            missing = await _events(run_id, 0, seq - 1, since=self.since) if seq > 1 else []
+        else:
+            missing = await _events(run_id, last, seq - 1) if seq > last + 1 else []
+        for earlier in [*missing, frame]:
+            await self.send_json(earlier)
+        self.last[run_id] = seq
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass

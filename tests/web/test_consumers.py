@@ -179,6 +179,39 @@ def test_user_stream_carries_every_run_of_the_user(engine: Any, user: Any) -> No
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
 
 
+def stored_run_with_events(user: Any, count: int) -> tuple[str, list[dict[str, Any]]]:
+    """A run and ``count`` of its events, stored without any worker or push."""
+    from django.utils import timezone
+
+    from workflows.services.artifacts import artifact_store
+
+    artifact = artifact_store(kind="dag_version", content=HELLO)
+    run_ = Run.objects.create(owner=user, base_artifact=artifact, current_artifact=artifact, inputs={})
+    rows = Event.objects.bulk_create([Event(run=run_, seq=seq, type="node_started", node_id="greet", data={},
+                                            created_at=timezone.now()) for seq in range(1, count + 1)])
+    return str(run_.pk), [e.as_dict() for e in rows]
+
+
+def test_user_stream_keeps_a_runs_order_when_a_push_overtakes_another(transactional_db: Any, user: Any) -> None:
+    """Two workers push one run's events; the later one may arrive first."""
+    from channels.layers import get_channel_layer
+
+    async def main() -> list[dict[str, Any]]:
+        comm = communicator("/ws/events/", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        _, frames = await sync_to_async(stored_run_with_events)(user, 4)
+        layer = get_channel_layer()
+        for seq in (3, 1, 2, 4, 4):
+            await layer.group_send(f"user.{user.pk}", {"type": "run.event", "event": frames[seq - 1]})
+        got = [await comm.receive_json_from(timeout=TIMEOUT) for _ in range(4)]
+        assert await comm.receive_nothing(timeout=0.5)
+        await comm.disconnect()
+        return got
+
+    assert [f["seq"] for f in run(main())] == [1, 2, 3, 4]
+
+
 def test_a_token_in_the_query_string_is_not_accepted(engine: Any, make_user: Any) -> None:
     """Tokens travel in the Authorization header only: URLs end up in access logs."""
     alice = make_user("alice")
