@@ -28,6 +28,7 @@ from django.conf import settings
 
 from aob_project.exceptions import AobError, ServiceUnavailable
 from aob_project.metrics import RATE_LIMITED
+from workflows.definition.ir import IR
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ def check(layers: list[Layer]) -> None:
                       code=layer.code, extra=details)
 
 
-def tier_for(definition: dict[str, Any]) -> tuple[str, int]:
-    agents = sum(1 for n in definition.get("nodes", []) if isinstance(n, dict) and n.get("type") == "agent")
+def tier_for(ir: IR) -> tuple[str, int]:
+    agents = sum(1 for node in ir.nodes.values() if node.type == "agent")
     if agents == 0:
         return "simple", settings.AOB_RATE_TIER_SIMPLE_PER_MIN
     if agents <= 2:
@@ -112,8 +113,8 @@ def tier_for(definition: dict[str, Any]) -> tuple[str, int]:
     return "heavy", settings.AOB_RATE_TIER_HEAVY_PER_MIN
 
 
-def check_run_start(*, user: Any, definition: dict[str, Any]) -> None:
-    tier, tier_limit = tier_for(definition)
+def check_run_start(*, user: Any, ir: IR) -> None:
+    tier, tier_limit = tier_for(ir)
     layers = [
         Layer(f"aob:rl:user:{user.pk}:runs", settings.AOB_RATE_USER_RUNS_PER_MIN, "user_rate_limit_exceeded",
               "run creations per user"),

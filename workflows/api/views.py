@@ -218,8 +218,8 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def execute(self, request: Request, tag: str) -> Response:
         data = s.ExecuteIn(data=request.data)
         data.is_valid(raise_exception=True)
-        workflow = self._get(tag)
-        run = runs.run_start(owner=request.user, definition=workflow.current_version.artifact.content,
+        workflow = definitions.workflow_get(owner=request.user, tag=tag, content=False)
+        run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
                              inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request))
         return Response(_run_started(run), status=201)
 
@@ -296,12 +296,13 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         workflow = None
         if "tag" in data.validated_data:
-            workflow = definitions.workflow_get(owner=request.user, tag=data.validated_data["tag"])
-            definition = workflow.current_version.artifact.content
+            workflow = definitions.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
+            run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
+                                 inputs=data.validated_data["inputs"], workflow=workflow,
+                                 request_id=_request_id(request))
         else:
-            definition = data.validated_data["workflow"]
-        run = runs.run_start(owner=request.user, definition=definition, inputs=data.validated_data["inputs"],
-                             workflow=workflow, request_id=_request_id(request))
+            run = runs.run_start(owner=request.user, definition=data.validated_data["workflow"],
+                                 inputs=data.validated_data["inputs"], request_id=_request_id(request))
         return Response(_run_started(run), status=201)
 
     @extend_schema(responses={200: s.RunOut, **ERRORS})

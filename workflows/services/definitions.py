@@ -80,8 +80,10 @@ def workflow_delete(*, workflow: Workflow) -> None:
         workflow.delete()
 
 
-def workflow_get(*, owner: User, tag: str) -> Workflow:
+def workflow_get(*, owner: User, tag: str, content: bool = True) -> Workflow:
+    """``content=False`` leaves the current version's definition unread (running it needs only its id)."""
     try:
-        return Workflow.objects.select_related("current_version__artifact").get(owner=owner, tag=tag)
+        return Workflow.objects.select_related("current_version__artifact" if content else "current_version").get(
+            owner=owner, tag=tag)
     except Workflow.DoesNotExist:
         raise NotFound(f"workflow {tag!r} not found") from None

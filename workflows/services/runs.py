@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
-from workflows.definition.ir import ir_for
+from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events
 from workflows.models import Artifact, NodeRun, Run, Workflow, content_id
@@ -20,18 +20,23 @@ from .definitions import validation_error
 _RUNNABLE: dict[str, None] = {}
 
 
-def run_start(*, owner: User, definition: Any, inputs: dict[str, Any] | None = None, workflow: Workflow | None = None,
-              request_id: str = "", replay_of: Run | None = None, replay_from_node: str = "",
-              reused: list[NodeRun] | None = None) -> Run:
+def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | None = None,
+              workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
+              replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "") -> Run:
     """Validate and compile the frozen version, create the run and emit its entry nodes, in one
-    transaction; executor messages go out after commit."""
+    transaction; executor messages go out after commit. ``artifact_id`` names a version already
+    stored (a workflow's): its content is then read only if this process has not compiled it."""
     inputs = inputs if inputs is not None else {}
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
-    artifact_id = content_id(definition) if isinstance(definition, dict) else ""
+    stored = bool(artifact_id)
+    if not stored:
+        artifact_id = content_id(definition) if isinstance(definition, dict) else ""
     if artifact_id not in _RUNNABLE:
         # A version is validated and compiled before its first run in this process; its content
         # hash then vouches for it (same content, same id), so repeat runs skip both.
+        if definition is None:
+            definition = Artifact.objects.values_list("content", flat=True).get(pk=artifact_id)
         report = validate(definition)
         if not report.valid:
             raise validation_error(report, "the workflow version cannot run")
@@ -39,11 +44,12 @@ def run_start(*, owner: User, definition: Any, inputs: dict[str, Any] | None = N
         _RUNNABLE[artifact_id] = None
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
-    _check_rate_limits(owner=owner, definition=definition)
+    _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id))
     with transaction.atomic():
-        artifact = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
+        if not stored:
+            artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
         run = Run.objects.create(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "",
-                                 base_artifact=artifact, current_artifact=artifact, inputs=inputs,
+                                 base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
                                  request_id=request_id, replay_of=replay_of, replay_from_node=replay_from_node)
         seeded = []
         if reused:
@@ -59,13 +65,13 @@ def run_start(*, owner: User, definition: Any, inputs: dict[str, Any] | None = N
     return run
 
 
-def _check_rate_limits(*, owner: User, definition: dict[str, Any]) -> None:
+def _check_rate_limits(*, owner: User, ir: IR) -> None:
     """Rate limits live in their own module (issue 8); imported lazily to keep the hop lean."""
     try:
         from workflows.ratelimit import check_run_start
     except ImportError:
         return
-    check_run_start(user=owner, definition=definition)
+    check_run_start(user=owner, ir=ir)
 
 
 def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
@@ -107,6 +113,5 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> R
     if missing:
         raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                        code="replay_upstream_incomplete", extra={"nodes": missing})
-    definition = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
-    return run_start(owner=user, definition=definition, inputs=run.inputs, workflow=run.workflow,
+    return run_start(owner=user, artifact_id=run.current_artifact_id, inputs=run.inputs, workflow=run.workflow,
                      request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()))
