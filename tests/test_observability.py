@@ -21,18 +21,19 @@ def metric(text: str, name: str, **labels: str) -> float:
 def test_metrics_move_when_a_run_completes(engine, api, client):
     before = client.get("/metrics").content.decode()
     definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}},
-                            {"id": "b", "type": "transform", "config": {"expression": "2"}}],
-                  "edges": [{"from": "a", "to": "b"}]}
+                            {"id": "b", "type": "transform", "config": {"expression": "2"}},
+                            {"id": "c", "type": "transform", "config": {"expression": "3"}}],
+                  "edges": [{"from": "a", "to": "b", "condition": "true"}, {"from": "b", "to": "c"}]}
     run = wait_for_run(api.post("/api/v1/runs", {"workflow": definition}, format="json").json()["run_id"])
     assert run.status == "completed"
     after = client.get("/metrics").content.decode()
     assert metric(after, "aob_runs", status="completed") == metric(before, "aob_runs", status="completed") + 1
-    assert metric(after, "aob_node_runs", type="transform", status="completed") >= 2
+    assert metric(after, "aob_node_runs", type="transform", status="completed") >= 3
     # histograms observed in the worker processes, aggregated through the multiprocess directory
     assert metric(after, "aob_node_duration_seconds_count", type="transform", status="completed") >= metric(
         before, "aob_node_duration_seconds_count", type="transform", status="completed") + 2
     assert metric(after, "aob_node_queue_seconds_count", type="transform") >= 2
-    # a's successor was queued by the one-statement step, the end of the run by the full decision
+    # a's branch rule takes the full decision; b's plain edge and the end of the run the plain step
     for step in ("plain", "full"):
         assert metric(after, "aob_coordinator_decision_seconds_count", step=step) >= metric(
             before, "aob_coordinator_decision_seconds_count", step=step) + 1, step

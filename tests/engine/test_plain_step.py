@@ -14,11 +14,14 @@ from prometheus_client import REGISTRY
 from workflows import tasks
 from workflows.definition.ir import compile_definition
 from workflows.engine import coordinator, execution
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 from workflows.services.patches import run_patch_propose
 from workflows.services.runs import run_cancel, run_start
 
 pytestmark = pytest.mark.django_db
+
+
+T = {"expression": "1"}
 
 
 def chain(*ids: str) -> dict[str, Any]:
@@ -63,15 +66,48 @@ def test_a_completed_node_in_a_chain_is_routed_by_the_plain_step(user):
     assert NodeRun.objects.filter(run=run).count() == 2
 
 
-def test_the_last_node_takes_the_full_decision_and_completes_the_run(user):
+def test_the_last_node_completes_the_run_in_the_same_kind_of_step(user):
     before = decisions()
     run = run_start(owner=user, definition=chain("a", "b"))
     for node_id in ("a", "b"):
         facts = execute(run, node_id)
         tasks.coordinate(facts, facts["node_run_id"])
     run.refresh_from_db()
-    assert run.status == "completed"
-    assert taken_since(before) == {"plain": 1, "full": 1}  # a's step was plain; the end of the run is not
+    assert taken_since(before) == {"plain": 2, "full": 0}
+    assert run.status == "completed" and run.finished_at is not None
+    assert node_runs(run)["b"].consumed and node_runs(run)["b"].taken == []
+    last = Event.objects.filter(run=run).order_by("-seq").first()
+    assert last.type == "workflow_completed" and last.seq == run.event_seq
+    assert last.data["duration_ms"] == int((run.finished_at - run.started_at).total_seconds() * 1000)
+
+
+def test_the_end_of_one_branch_while_another_runs_leaves_the_run_running(user):
+    definition = {"nodes": [{"id": n, "type": "transform", "config": T} for n in "rab"],
+                  "edges": [{"from": "r", "to": "a"}, {"from": "r", "to": "b"}]}
+    run = run_start(owner=user, definition=definition)
+    step(run, "r")
+    before = decisions()
+    step(run, "a")  # b is still queued
+    run.refresh_from_db()
+    assert taken_since(before) == {"plain": 1, "full": 0}
+    assert run.status == "running" and node_runs(run)["a"].consumed
+    step(run, "b")
+    assert Run.objects.get(pk=run.pk).status == "completed"
+    assert Event.objects.filter(run=run, type="workflow_completed").count() == 1
+
+
+def test_the_end_of_a_branch_while_a_person_decides_the_other_is_left_to_the_full_decision(user):
+    definition = {"nodes": [{"id": "r", "type": "transform", "config": T}, {"id": "a", "type": "transform", "config": T},
+                            {"id": "h", "type": "hitl", "config": {"message": "ok?", "approvers": [user.username]}}],
+                  "edges": [{"from": "r", "to": "a"}, {"from": "r", "to": "h"}]}
+    run = run_start(owner=user, definition=definition)
+    step(run, "r")
+    step(run, "h")  # parks: waiting for a decision
+    before = decisions()
+    step(run, "a")
+    run.refresh_from_db()
+    assert taken_since(before) == {"plain": 0, "full": 1}
+    assert run.status == "waiting_for_approval" and node_runs(run)["a"].consumed
 
 
 def test_facts_from_before_a_patch_fall_back_to_the_full_decision_on_the_new_graph(user):
@@ -126,9 +162,6 @@ def test_a_fan_out_queues_every_branch_in_one_step(user):
     assert [rows[t].status for t in "xyz"] == ["queued"] * 3
 
 
-T = {"expression": "1"}
-
-
 def fan_in(*edges: tuple[str, str]) -> dict[str, Any]:
     """``r`` fans out to every parent; ``edges`` join them up."""
     ids = sorted({n for e in edges for n in e})
@@ -138,9 +171,11 @@ def fan_in(*edges: tuple[str, str]) -> dict[str, Any]:
 
 
 def step(run: Run, node_id: str) -> Any:
-    facts = execute(run, node_id)
-    tasks.coordinate(facts, facts["node_run_id"])
-    return facts
+    """What a worker does for one node run: the executor task, then its linked coordinator task."""
+    pk = NodeRun.objects.get(run=run, node_id=node_id).pk
+    result = execution.execute(pk)
+    tasks.coordinate(result, pk)
+    return result
 
 
 def test_a_join_waits_for_its_other_parent_then_runs_once(user):

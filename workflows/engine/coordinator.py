@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
+from aob_project.context import current_request_id
 from aob_project.metrics import DECISION
 from workers import registry
 from workflows.definition.expressions import evaluate_condition
@@ -342,6 +343,44 @@ SELECT consumed.run_id, emitted.id, emitted.node_id, emitted.node_type FROM cons
 """
 
 
+# The end of a branch (a node with no out-edge), sent after the run is locked like JOIN_STEP: the
+# node run is consumed if some other node run is still busy (the run goes on), or if nothing is
+# left at all and no patch awaits approval, in which case the run completes here. Anything else
+# (only people left to decide, a held patch) is left to the full decision, which settles it.
+END_STEP = """
+WITH others AS (
+    SELECT count(*) FILTER (WHERE status IN ('queued', 'running')
+                              OR (NOT consumed AND status IN ('completed', 'failed', 'skipped', 'cancelled'))) AS busy,
+           count(*) FILTER (WHERE status IN ('queued', 'running', 'waiting')
+                              OR (NOT consumed AND status IN ('completed', 'failed', 'skipped', 'cancelled'))) AS open
+      FROM workflows_noderun WHERE run_id = %(run_id)s AND id <> %(id)s
+), consumed AS (
+    UPDATE workflows_noderun SET consumed = true, taken = '[]'::jsonb
+      FROM others
+     WHERE id = %(id)s AND status = 'completed' AND NOT consumed
+       AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
+                   AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
+       AND (others.busy > 0 OR (others.open = 0 AND NOT EXISTS (
+            SELECT 1 FROM workflows_runpatch WHERE run_id = %(run_id)s AND status = 'pending_approval')))
+ RETURNING run_id, others.open
+), finished AS (
+    UPDATE workflows_run r SET status = 'completed', finished_at = %(now)s, event_seq = r.event_seq + 1
+      FROM consumed
+     WHERE r.id = consumed.run_id AND consumed.open = 0
+ RETURNING r.event_seq, r.owner_id,
+           floor(extract(epoch FROM %(now)s - COALESCE(r.started_at, r.created_at)) * 1000)::bigint AS duration_ms
+), appended AS (
+    INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
+    SELECT %(run_id)s, finished.event_seq, 'workflow_completed', '',
+           jsonb_build_object('duration_ms', finished.duration_ms), %(request_id)s, %(now)s
+      FROM finished
+    RETURNING seq, data
+)
+SELECT consumed.run_id, appended.seq, appended.data, finished.owner_id
+  FROM consumed LEFT JOIN finished ON true LEFT JOIN appended ON true
+"""
+
+
 @dataclass(frozen=True)
 class Successor:
     node_id: str
@@ -382,13 +421,16 @@ def step_plain(facts: dict[str, Any]) -> bool:
     if facts.get("status") != "completed" or facts.get("run_status") != Run.Status.RUNNING:
         return False
     ir = graph(facts["artifact_id"])
-    successors = plain_successors(ir, facts["node_id"])
+    node_id = facts["node_id"]
+    params = {"run_id": facts["run_id"], "artifact_id": facts["artifact_id"], "patch_seq": facts["patch_seq"],
+              "id": facts["node_run_id"], "iteration": facts["iteration"], "now": timezone.now()}
+    if node_id in ir.nodes and ir.nodes[node_id].type != "loop" and not ir.out_edges[node_id]:
+        return _end_step(params)
+    successors = plain_successors(ir, node_id)
     if successors is None:
         return False
-    params = {"run_id": facts["run_id"], "artifact_id": facts["artifact_id"], "patch_seq": facts["patch_seq"],
-              "id": facts["node_run_id"], "taken": json.dumps([s.node_id for s in successors]),
-              "iteration": facts["iteration"], "now": timezone.now(),
-              "successors": json.dumps([asdict(s) for s in successors])}
+    params.update(taken=json.dumps([s.node_id for s in successors]),
+                  successors=json.dumps([asdict(s) for s in successors]))
     if any(s.others for s in successors):
         rows = _locked_statement(facts["run_id"], JOIN_STEP, params)
     else:
@@ -399,6 +441,19 @@ def step_plain(facts: dict[str, Any]) -> bool:
         return False
     publish_after_commit(Dispatch(pk, node_id, node_type, facts["run_id"], ir.nodes[node_id].timeout_ms)
                          for _, pk, node_id, node_type in rows if pk is not None)
+    return True
+
+
+def _end_step(params: dict[str, Any]) -> bool:
+    request_id = current_request_id() or ""
+    rows = _locked_statement(params["run_id"], END_STEP, {**params, "request_id": request_id})
+    if not rows:
+        return False
+    _, seq, data, owner_id = rows[0]
+    if seq is not None:
+        data = json.loads(data) if isinstance(data, str) else data
+        events.push(params["run_id"], owner_id, [events.frame(params["run_id"], seq, "workflow_completed", "", data,
+                                                              request_id, params["now"])])
     return True
 
 
