@@ -6,7 +6,6 @@ the run complete live; no console errors."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -36,10 +35,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def web(engine: Any) -> Iterator[str]:
-    """uvicorn serving the ASGI app (HTTP and WebSocket) on a free loopback port, on the test database."""
+def web(engine: Any, stack_env: dict[str, str]) -> Iterator[str]:
+    """uvicorn serving the ASGI app (HTTP and WebSocket) on a free loopback port, on the test database,
+    with the test stack's environment (its rate limits too: the global write limit is counted in
+    the shared Redis, across every test of the last minute)."""
     port = free_port()
-    env = dict(os.environ, AOB_TEST_DATABASE_NAME=settings.DATABASES["default"]["NAME"])
+    env = dict(stack_env)
     proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
                             "--port", str(port)], env, ready_line="Application startup complete")
     yield f"http://127.0.0.1:{port}"
