@@ -69,3 +69,19 @@ def test_a_batch_reaches_the_groups_with_members_in_order_and_skips_the_rest():
         return got
 
     assert asyncio.run(main()) == [0, 1, 2, 3]
+
+
+def test_occupied_now_names_the_groups_anyone_is_in():
+    watched, empty = f"test.{uuid.uuid4().hex}", f"test.{uuid.uuid4().hex}"
+
+    async def main() -> tuple[set[str], set[str]]:
+        layer = RedisChannelLayer(hosts=[settings.REDIS_URL])
+        channel = await layer.new_channel()
+        await layer.group_add(watched, channel)
+        while_in = layer.occupied_now([watched, empty])  # blocking, as a worker calls it
+        await layer.group_discard(watched, channel)
+        after = layer.occupied_now([watched, empty])
+        await layer.close_pools()
+        return while_in, after
+
+    assert asyncio.run(main()) == ({watched}, set())

@@ -52,10 +52,11 @@ def append(run_id: Any, owner_id: int, items: Iterable[tuple[str, str, dict[str,
 
 
 class _Pusher:
-    """One event loop thread per process, so pushing never blocks a worker's hop and reuses
-    the channel layer's Redis connections (``async_to_sync`` would open one per call). Frames
-    that arrive while a batch is being sent go out together as the next batch: one round trip
-    finds which of its groups anyone is in."""
+    """Pushes for one process. Whether anyone watches the run or its owner is asked first,
+    synchronously, in one Redis round trip; usually nobody does and that is all. Otherwise the
+    frames go to one event loop thread, which reuses the channel layer's Redis connections
+    (``async_to_sync`` would open one per call) and sends what arrived while it was busy as one
+    batch."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -67,10 +68,22 @@ class _Pusher:
         self.draining = False
 
     def submit(self, run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
+        from channels.layers import get_channel_layer
+
         sends = []
         for frame in frames:
             message = {"type": "run.event", "event": frame}
             sends += [(f"run.{run_id}", message), (f"user.{owner_id}", message)]
+        layer = get_channel_layer()
+        if hasattr(layer, "occupied_now"):
+            try:
+                occupied = layer.occupied_now([f"run.{run_id}", f"user.{owner_id}"])
+            except Exception:  # noqa: BLE001 - a live push is best effort; the events table is the truth
+                logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
+                return
+            sends = [(group, message) for group, message in sends if group in occupied]
+            if not sends:
+                return  # nobody is watching: the usual case, settled in one round trip
         with self.lock:
             self.pending.extend(sends)
             if self.draining:
@@ -90,7 +103,7 @@ class _Pusher:
                     return
             try:
                 if hasattr(layer, "group_send_many"):
-                    await layer.group_send_many(batch)
+                    await layer.group_send_many(batch, checked=True)
                 else:
                     for group, message in batch:
                         await layer.group_send(group, message)
