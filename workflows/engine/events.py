@@ -144,5 +144,8 @@ def _hold_pushes(**_: Any) -> None:
 def _release_pushes(**_: Any) -> None:
     global _held
     held, _held = _held, None
+    merged: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run_id, owner_id, frames in held or []:
+        merged.setdefault((run_id, owner_id), []).extend(frames)  # one watch check per run
+    for (run_id, owner_id), frames in merged.items():
         _submit(run_id, owner_id, frames)
