@@ -4,12 +4,13 @@ from typing import Any
 
 from celery import shared_task
 
-from workflows.engine import coordinator, sweeper
+from workflows.engine import coordinator, events, sweeper
 
 
 @shared_task(name="workflows.coordinate", acks_late=True, ignore_result=True)
 def coordinate(result: Any, node_run_id: int | None = None) -> None:
     """As an executor's link: ``(executor result, node_run_id)``; sent directly: ``(node_run_id,)``."""
+    events.hold_until_task_end()  # the decision's events go out after the next executor's publish
     if node_run_id is None:
         coordinator.coordinate(result)
     else:

@@ -179,6 +179,28 @@ def test_user_stream_carries_every_run_of_the_user(engine: Any, user: Any) -> No
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
 
 
+def test_a_long_node_is_seen_starting_while_it_runs(engine: Any, user: Any, remote: Any) -> None:
+    """``node_started`` is pushed when the node starts, not held until its task ends."""
+    definition = {"nodes": [{"id": "first", "type": "http", "config": {"url": f"{remote.base}/sleep/0.5"}},
+                            {"id": "slow", "type": "http", "config": {"url": f"{remote.base}/sleep/2"}}],
+                  "edges": [{"from": "first", "to": "slow"}]}
+
+    async def main() -> str:
+        run_id = await sync_to_async(start)(user, definition, {})
+        comm = communicator(f"/ws/runs/{run_id}/", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        while True:
+            frame = await comm.receive_json_from(timeout=TIMEOUT)
+            if frame["type"] == "node_started" and frame["node_id"] == "slow":
+                break
+        status = await sync_to_async(lambda: Run.objects.get(pk=run_id).node_runs.get(node_id="slow").status)()
+        await comm.disconnect()
+        return status
+
+    assert run(main()) == "running"
+
+
 def stored_run_with_events(user: Any, count: int) -> tuple[str, list[dict[str, Any]]]:
     """A run and ``count`` of its events, stored without any worker or push."""
     from django.utils import timezone

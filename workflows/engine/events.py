@@ -113,9 +113,11 @@ class _Pusher:
 
 _pusher: _Pusher | None = None
 _pusher_lock = threading.Lock()
-# While a worker task runs, pushes wait here until it has returned and Celery has published what
-# follows it (the link, the next executor): the push thread then works while this process waits
-# for its next message, instead of taking the GIL from the hop.
+# Pushes a worker task makes once its node's work is done (the completion, the coordinator's
+# decision) wait here until the task has returned and Celery has published what follows it (the
+# link, the next executor), so the watch check and the push thread never delay the hop. Pushes made
+# while a node runs (``node_started``, an agent's patch) go out at once.
+_in_task = False
 _held: list[tuple[str, int, list[dict[str, Any]]]] | None = None
 
 
@@ -124,6 +126,13 @@ def push(run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
         _held.append((run_id, owner_id, frames))
         return
     _submit(run_id, owner_id, frames)
+
+
+def hold_until_task_end() -> None:
+    """In a worker task, keep this task's further pushes until it has returned (elsewhere: no-op)."""
+    global _held
+    if _in_task and _held is None:
+        _held = []
 
 
 def _submit(run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
@@ -135,15 +144,15 @@ def _submit(run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
 
 
 @signals.task_prerun.connect
-def _hold_pushes(**_: Any) -> None:
-    global _held
-    _held = []
+def _task_started(**_: Any) -> None:
+    global _in_task, _held
+    _in_task, _held = True, None
 
 
 @signals.task_postrun.connect
-def _release_pushes(**_: Any) -> None:
-    global _held
-    held, _held = _held, None
+def _task_ended(**_: Any) -> None:
+    global _in_task, _held
+    held, _held, _in_task = _held, None, False
     merged: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run_id, owner_id, frames in held or []:
         merged.setdefault((run_id, owner_id), []).extend(frames)  # one watch check per run

@@ -143,7 +143,7 @@ SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq
 def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | None:
     """Record the output once: artifact, ``running → completed`` (compare-and-set on this attempt)
     and ``node_completed``, in one statement. Returns what the coordinator needs to route it
-    without reading it back (``Completed``); None when the result is discarded (the node run was
+    without reading it back (``completed_facts``); None when the result is discarded (the node run was
     cancelled or re-queued meanwhile)."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
@@ -255,6 +255,7 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
         return fail(ctx, error_payload(exc), started)
     if output is WAITING:
         return "waiting"
+    events.hold_until_task_end()
     return complete(ctx, output, started) or "discarded"
 
 
