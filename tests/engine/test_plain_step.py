@@ -222,7 +222,7 @@ def test_a_parent_with_another_edge_is_left_to_its_own_decision(user):
 
 @pytest.mark.parametrize(("definition", "node_id", "plain"), [
     (chain("a", "b"), "a", ["b"]),
-    (chain("a", "b"), "b", None),  # the end of a branch: the run may be finishing
+    (chain("a", "b"), "b", None),  # the end of a branch: END_STEP, not a successor step
     ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "abj"],
       "edges": [{"from": "a", "to": "j"}, {"from": "b", "to": "j"}]}, "a", ["j"]),  # a join: waits in SQL
     ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "ab"],

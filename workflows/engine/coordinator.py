@@ -20,6 +20,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Subquery
 from django.utils import timezone
+from psycopg.pq import TransactionStatus
 
 from aob_project.context import current_request_id
 from aob_project.metrics import DECISION
@@ -284,7 +285,8 @@ WITH locked AS (
        FOR UPDATE
 ), consumed AS (
     UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
-     WHERE id = %(id)s AND run_id IN (SELECT id FROM locked) AND status = 'completed' AND NOT consumed
+     WHERE id = %(id)s AND run_id IN (SELECT id FROM locked) AND node_id = %(node_id)s AND iteration = %(iteration)s
+       AND status = 'completed' AND NOT consumed
  RETURNING run_id
 ), emitted AS (
     INSERT INTO workflows_noderun (run_id, node_id, iteration, node_type, status, attempts, attempt_log, consumed,
@@ -308,7 +310,8 @@ SELECT consumed.run_id, emitted.id, emitted.node_id, emitted.node_type FROM cons
 JOIN_STEP = """
 WITH consumed AS (
     UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
-     WHERE id = %(id)s AND status = 'completed' AND NOT consumed
+     WHERE id = %(id)s AND run_id = %(run_id)s AND node_id = %(node_id)s AND iteration = %(iteration)s
+       AND status = 'completed' AND NOT consumed
        AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
                    AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
  RETURNING run_id
@@ -352,31 +355,34 @@ WITH others AS (
     SELECT count(*) FILTER (WHERE status IN ('queued', 'running')
                               OR (NOT consumed AND status IN ('completed', 'failed', 'skipped', 'cancelled'))) AS busy,
            count(*) FILTER (WHERE status IN ('queued', 'running', 'waiting')
-                              OR (NOT consumed AND status IN ('completed', 'failed', 'skipped', 'cancelled'))) AS open
+                              OR (NOT consumed AND status IN ('completed', 'failed', 'skipped', 'cancelled'))) AS open,
+           -- ``now`` was taken before the lock; another branch may have finished while this waited
+           GREATEST(%(now)s, max(finished_at)) AS at
       FROM workflows_noderun WHERE run_id = %(run_id)s AND id <> %(id)s
 ), consumed AS (
     UPDATE workflows_noderun SET consumed = true, taken = '[]'::jsonb
       FROM others
-     WHERE id = %(id)s AND status = 'completed' AND NOT consumed
+     WHERE id = %(id)s AND run_id = %(run_id)s AND node_id = %(node_id)s AND iteration = %(iteration)s
+       AND status = 'completed' AND NOT consumed
        AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
                    AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
        AND (others.busy > 0 OR (others.open = 0 AND NOT EXISTS (
             SELECT 1 FROM workflows_runpatch WHERE run_id = %(run_id)s AND status = 'pending_approval')))
- RETURNING run_id, others.open
+ RETURNING run_id, others.open, others.at
 ), finished AS (
-    UPDATE workflows_run r SET status = 'completed', finished_at = %(now)s, event_seq = r.event_seq + 1
+    UPDATE workflows_run r SET status = 'completed', finished_at = consumed.at, event_seq = r.event_seq + 1
       FROM consumed
      WHERE r.id = consumed.run_id AND consumed.open = 0
- RETURNING r.event_seq, r.owner_id,
-           floor(extract(epoch FROM %(now)s - COALESCE(r.started_at, r.created_at)) * 1000)::bigint AS duration_ms
+ RETURNING r.event_seq, r.owner_id, consumed.at,
+           floor(extract(epoch FROM consumed.at - COALESCE(r.started_at, r.created_at)) * 1000)::bigint AS duration_ms
 ), appended AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
     SELECT %(run_id)s, finished.event_seq, 'workflow_completed', '',
-           jsonb_build_object('duration_ms', finished.duration_ms), %(request_id)s, %(now)s
+           jsonb_build_object('duration_ms', finished.duration_ms), %(request_id)s, finished.at
       FROM finished
-    RETURNING seq, data
+    RETURNING seq, data, created_at
 )
-SELECT consumed.run_id, appended.seq, appended.data, finished.owner_id
+SELECT consumed.run_id, appended.seq, appended.data, finished.owner_id, appended.created_at
   FROM consumed LEFT JOIN finished ON true LEFT JOIN appended ON true
 """
 
@@ -393,7 +399,7 @@ def plain_successors(ir: IR, node_id: str) -> list[Successor] | None:
     """What a finished ``node_id`` hands on to when routing it needs nothing but the graph and its
     successors' other parents: every out-edge unconditional, each target a worker node, and a
     join only where the graph has no loop. None for anything else (branch rules, loops, inline
-    types, the end of a branch), which takes the full decision."""
+    types, and a node with no out-edge, which ``step_plain`` hands to ``END_STEP``)."""
     node = ir.nodes.get(node_id)
     if node is None or node.type == "loop":
         return None
@@ -423,7 +429,7 @@ def step_plain(facts: dict[str, Any]) -> bool:
     ir = graph(facts["artifact_id"])
     node_id = facts["node_id"]
     params = {"run_id": facts["run_id"], "artifact_id": facts["artifact_id"], "patch_seq": facts["patch_seq"],
-              "id": facts["node_run_id"], "iteration": facts["iteration"], "now": timezone.now()}
+              "id": facts["node_run_id"], "node_id": node_id, "iteration": facts["iteration"], "now": timezone.now()}
     if node_id in ir.nodes and ir.nodes[node_id].type != "loop" and not ir.out_edges[node_id]:
         return _end_step(params)
     successors = plain_successors(ir, node_id)
@@ -439,8 +445,8 @@ def step_plain(facts: dict[str, Any]) -> bool:
             rows = cursor.fetchall()
     if not rows:
         return False
-    publish_after_commit(Dispatch(pk, node_id, node_type, facts["run_id"], ir.nodes[node_id].timeout_ms)
-                         for _, pk, node_id, node_type in rows if pk is not None)
+    publish_after_commit(Dispatch(pk, successor, kind, facts["run_id"], ir.nodes[successor].timeout_ms)
+                         for _, pk, successor, kind in rows if pk is not None)
     return True
 
 
@@ -449,11 +455,11 @@ def _end_step(params: dict[str, Any]) -> bool:
     rows = _locked_statement(params["run_id"], END_STEP, {**params, "request_id": request_id})
     if not rows:
         return False
-    _, seq, data, owner_id = rows[0]
+    _, seq, data, owner_id, created_at = rows[0]
     if seq is not None:
         data = json.loads(data) if isinstance(data, str) else data
-        events.push(params["run_id"], owner_id, [events.frame(params["run_id"], seq, "workflow_completed", "", data,
-                                                              request_id, params["now"])])
+        frames = [events.frame(params["run_id"], seq, "workflow_completed", "", data, request_id, created_at)]
+        transaction.on_commit(lambda: events.push(params["run_id"], owner_id, frames))
     return True
 
 
@@ -472,7 +478,7 @@ def _locked_statement(run_id: str, sql: str, params: dict[str, Any]) -> list[tup
     connection.ensure_connection()
     raw = connection.connection
     try:
-        with raw.cursor() as lock, raw.cursor() as step:
+        with connection.wrap_database_errors, raw.cursor() as lock, raw.cursor() as step:
             with raw.pipeline():
                 lock.execute("BEGIN")
                 lock.execute(LOCK_RUN, [run_id])
@@ -482,6 +488,8 @@ def _locked_statement(run_id: str, sql: str, params: dict[str, Any]) -> list[tup
     except Exception:
         with contextlib.suppress(Exception):
             raw.execute("ROLLBACK")
+        if raw.closed or raw.info.transaction_status != TransactionStatus.IDLE:
+            connection.close()  # never hand a half-open transaction (holding the run lock) to the next task
         raise
 
 
