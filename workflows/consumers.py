@@ -7,7 +7,7 @@ live event it already sent, and fills any hole from the database before sending 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -121,11 +121,16 @@ class UserEventsConsumer(_Consumer):
     """Every event of the user's runs appended since the connection opened, live, in each run's
     order (per-run numbering; resume per run with ws/runs). Events of one run are pushed by
     different worker processes, so one can overtake another: a later event first fills the hole
-    from the database, and the overtaken one is dropped when it arrives."""
+    from the database, and the overtaken one is dropped when it arrives. The first event seen of
+    a run also brings that run's events stamped up to ``SINCE_MARGIN_S`` before the connection
+    opened (an event is stamped before it commits, on its worker's clock)."""
+
+    SINCE_MARGIN_S = 5
+    RUNS_TRACKED = 10_000
 
     async def connect(self) -> None:
         self.group = None
-        self.since = timezone.now()
+        self.since = timezone.now() - timedelta(seconds=self.SINCE_MARGIN_S)
         self.last: dict[str, int] = {}
         user = await authenticate(self.scope)
         if user is None:
@@ -152,6 +157,8 @@ class UserEventsConsumer(_Consumer):
         for earlier in [*missing, frame]:
             await self.send_json(earlier)
         self.last[run_id] = seq
+        if len(self.last) > self.RUNS_TRACKED:
+            self.last.pop(next(iter(self.last)))  # the run seen longest ago
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass
