@@ -1,4 +1,4 @@
-"""``coordinator._locked_statement`` on a worker's autocommit connection: ``BEGIN; lock the run;
+"""``steps._locked_statement`` on a worker's autocommit connection: ``BEGIN; lock the run;
 statement; COMMIT`` pipelined in one round trip. The statement runs under the run lock, and
 whatever happens, the connection is handed back with no transaction open."""
 
@@ -9,7 +9,7 @@ import pytest
 from django.db import DatabaseError, connection
 from psycopg.pq import TransactionStatus
 
-from workflows.engine import coordinator
+from workflows.engine import steps
 from workflows.models import Run
 from workflows.services.artifacts import artifact_store
 
@@ -42,7 +42,7 @@ def lockable_from_elsewhere(run: Run) -> bool:
 def test_the_statement_runs_under_the_run_lock_and_commits(user):
     run = stored_run(user)
     assert connection.get_autocommit() and not connection.in_atomic_block
-    rows = coordinator._locked_statement(str(run.pk), LOCKED_BY_ME, {"run_id": str(run.pk)})
+    rows = steps._locked_statement(str(run.pk), LOCKED_BY_ME, {"run_id": str(run.pk)})
     assert rows == [(True,)]
     assert connection.connection.info.transaction_status == TransactionStatus.IDLE
     assert lockable_from_elsewhere(run)
@@ -51,7 +51,7 @@ def test_the_statement_runs_under_the_run_lock_and_commits(user):
 def test_a_failing_statement_rolls_back_and_leaves_a_usable_connection(user):
     run = stored_run(user)
     with pytest.raises(DatabaseError):  # Django's exception, as from any other query
-        coordinator._locked_statement(str(run.pk), "SELECT 1 / 0", {})
+        steps._locked_statement(str(run.pk), "SELECT 1 / 0", {})
     assert lockable_from_elsewhere(run)  # the lock went with the rolled-back transaction
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
