@@ -5,8 +5,8 @@ The engine pushes every event to its run's group and its owner's group, four sen
 hop, and most runs have nobody watching. channels_redis first trims a group's expired members
 and then reads them, one command each per send; here the trims and counts of every group in a
 batch go out in one pipeline, and only a group with members takes channels_redis's own path
-(which trims and reads again, then delivers). ``occupied_now`` asks the same synchronously, so a
-worker that finds nobody watching never wakes its push thread.
+(which trims and reads again, then delivers). ``anyone_in`` asks synchronously whether a group
+exists at all, so a worker that finds nobody watching never wakes its push thread.
 """
 
 from __future__ import annotations
@@ -23,28 +23,26 @@ class RedisChannelLayer(CoreLayer):
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         await self.group_send_many([(group, message)])
 
-    async def group_send_many(self, sends: list[tuple[str, dict[str, Any]]], *, checked: bool = False) -> None:
-        """``group_send`` for each ``(group, message)``, in order, skipping groups nobody is in
-        (``checked``: the caller has just asked ``occupied_now``)."""
-        occupied = {group for group, _ in sends}
-        if not checked:
-            occupied = set()
-            for index, groups in self._by_connection(sends).items():
-                async with self.connection(index).pipeline(transaction=False) as pipe:
-                    replies = await self._count_members(pipe, groups).execute()
-                occupied.update(group for group, count in zip(groups, replies[1::2], strict=True) if count)
+    async def group_send_many(self, sends: list[tuple[str, dict[str, Any]]]) -> None:
+        """``group_send`` for each ``(group, message)``, in order, skipping groups nobody is in."""
+        occupied: set[str] = set()
+        for index, groups in self._by_connection(sends).items():
+            async with self.connection(index).pipeline(transaction=False) as pipe:
+                replies = await self._count_members(pipe, groups).execute()
+            occupied.update(group for group, count in zip(groups, replies[1::2], strict=True) if count)
         for group, message in sends:
             if group in occupied:
                 await super().group_send(group, message)
 
-    def occupied_now(self, groups: list[str]) -> set[str]:
-        """The groups that anyone is in, asked synchronously: one pipelined round trip per Redis
-        host, and no event loop, for a caller that usually finds nobody (a worker after a task)."""
-        occupied: set[str] = set()
+    def anyone_in(self, groups: list[str]) -> bool:
+        """Whether any of ``groups`` may have members, asked synchronously with one ``EXISTS`` per
+        Redis host and no event loop, for a caller that usually finds nobody (a worker after a
+        task). Redis drops a group's key with its last member; a member that expired but was not
+        trimmed yet answers yes, and ``group_send_many`` then finds out exactly."""
         for index, names in self._by_connection([(group, {}) for group in groups]).items():
-            replies = self._count_members(self._sync_client(index).pipeline(transaction=False), names).execute()
-            occupied.update(group for group, count in zip(names, replies[1::2], strict=True) if count)
-        return occupied
+            if self._sync_client(index).exists(*(self._group_key(group) for group in names)):
+                return True
+        return False
 
     def _by_connection(self, sends: list[tuple[str, dict[str, Any]]]) -> dict[int, list[str]]:
         by_connection: dict[int, list[str]] = {}

@@ -75,15 +75,13 @@ class _Pusher:
             message = {"type": "run.event", "event": frame}
             sends += [(f"run.{run_id}", message), (f"user.{owner_id}", message)]
         layer = get_channel_layer()
-        if hasattr(layer, "occupied_now"):
+        if hasattr(layer, "anyone_in"):
             try:
-                occupied = layer.occupied_now([f"run.{run_id}", f"user.{owner_id}"])
+                if not layer.anyone_in([f"run.{run_id}", f"user.{owner_id}"]):
+                    return  # nobody is watching: the usual case, settled in one round trip
             except Exception:  # noqa: BLE001 - a live push is best effort; the events table is the truth
                 logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
                 return
-            sends = [(group, message) for group, message in sends if group in occupied]
-            if not sends:
-                return  # nobody is watching: the usual case, settled in one round trip
         with self.lock:
             self.pending.extend(sends)
             if self.draining:
@@ -103,7 +101,7 @@ class _Pusher:
                     return
             try:
                 if hasattr(layer, "group_send_many"):
-                    await layer.group_send_many(batch, checked=True)
+                    await layer.group_send_many(batch)
                 else:
                     for group, message in batch:
                         await layer.group_send(group, message)
