@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -26,7 +27,7 @@ class RedisChannelLayer(CoreLayer):
     async def group_send_many(self, sends: list[tuple[str, dict[str, Any]]]) -> None:
         """``group_send`` for each ``(group, message)``, in order, skipping groups nobody is in."""
         occupied: set[str] = set()
-        for index, groups in self._by_connection(sends).items():
+        for index, groups in self._by_connection(group for group, _ in sends).items():
             async with self.connection(index).pipeline(transaction=False) as pipe:
                 replies = await self._count_members(pipe, groups).execute()
             occupied.update(group for group, count in zip(groups, replies[1::2], strict=True) if count)
@@ -39,14 +40,15 @@ class RedisChannelLayer(CoreLayer):
         Redis host and no event loop, for a caller that usually finds nobody (a worker after a
         task). Redis drops a group's key with its last member; a member that expired but was not
         trimmed yet answers yes, and ``group_send_many`` then finds out exactly."""
-        for index, names in self._by_connection([(group, {}) for group in groups]).items():
+        for index, names in self._by_connection(groups).items():
             if self._sync_client(index).exists(*(self._group_key(group) for group in names)):
                 return True
         return False
 
-    def _by_connection(self, sends: list[tuple[str, dict[str, Any]]]) -> dict[int, list[str]]:
+    def _by_connection(self, groups: Iterable[str]) -> dict[int, list[str]]:
+        """Distinct group names by the Redis host that holds them."""
         by_connection: dict[int, list[str]] = {}
-        for group in dict.fromkeys(group for group, _ in sends):
+        for group in dict.fromkeys(groups):
             assert self.require_valid_group_name(group), "Group name not valid"
             by_connection.setdefault(self.consistent_hash(group), []).append(group)
         return by_connection

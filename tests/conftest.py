@@ -128,6 +128,16 @@ def engine(workers: dict[str, stack.Proc], transactional_db: Any, remote: Remote
     return workers
 
 
+def stored_run(owner: User, definition: dict[str, Any] | None = None) -> Run:
+    """A run row and its version only: no node run is emitted and nothing is published."""
+    from workflows.services.artifacts import artifact_store
+
+    definition = definition or {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}],
+                                "edges": []}
+    artifact = artifact_store(kind="dag_version", content=definition)
+    return Run.objects.create(owner=owner, base_artifact=artifact, current_artifact=artifact, inputs={})
+
+
 def wait_for_run(run_id: Any, timeout: float = 30.0, statuses: set[str] = TERMINAL) -> Run:
     deadline = time.monotonic() + timeout
     while True:

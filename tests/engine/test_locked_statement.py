@@ -9,9 +9,9 @@ import pytest
 from django.db import DatabaseError, connection
 from psycopg.pq import TransactionStatus
 
+from tests.conftest import stored_run
 from workflows.engine import steps
 from workflows.models import Run
-from workflows.services.artifacts import artifact_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,13 +19,6 @@ LOCKED_BY_ME = """
 SELECT xmax::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296
   FROM workflows_run WHERE id = %(run_id)s
 """
-
-
-def stored_run(user) -> Run:
-    """A run row only: nothing is emitted or published."""
-    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
-    artifact = artifact_store(kind="dag_version", content=definition)
-    return Run.objects.create(owner=user, base_artifact=artifact, current_artifact=artifact, inputs={})
 
 
 def lockable_from_elsewhere(run: Run) -> bool:

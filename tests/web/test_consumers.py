@@ -17,7 +17,7 @@ from django.db import connections
 from aob_project.asgi import application
 from approvals.models import Approval
 from approvals.services import approval_decide
-from tests.conftest import client_for, wait_for_run
+from tests.conftest import client_for, stored_run, wait_for_run
 from workflows.models import Event, Run
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples"
@@ -205,10 +205,7 @@ def stored_run_with_events(user: Any, count: int) -> tuple[str, list[dict[str, A
     """A run and ``count`` of its events, stored without any worker or push."""
     from django.utils import timezone
 
-    from workflows.services.artifacts import artifact_store
-
-    artifact = artifact_store(kind="dag_version", content=HELLO)
-    run_ = Run.objects.create(owner=user, base_artifact=artifact, current_artifact=artifact, inputs={})
+    run_ = stored_run(user, HELLO)
     rows = Event.objects.bulk_create([Event(run=run_, seq=seq, type="node_started", node_id="greet", data={},
                                             created_at=timezone.now()) for seq in range(1, count + 1)])
     return str(run_.pk), [e.as_dict() for e in rows]

@@ -70,14 +70,12 @@ class _Pusher:
     def submit(self, run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
         from channels.layers import get_channel_layer
 
-        sends = []
-        for frame in frames:
-            message = {"type": "run.event", "event": frame}
-            sends += [(f"run.{run_id}", message), (f"user.{owner_id}", message)]
+        groups = [f"run.{run_id}", f"user.{owner_id}"]
+        sends = [(group, {"type": "run.event", "event": frame}) for frame in frames for group in groups]
         layer = get_channel_layer()
         if hasattr(layer, "anyone_in"):
             try:
-                if not layer.anyone_in([f"run.{run_id}", f"user.{owner_id}"]):
+                if not layer.anyone_in(groups):
                     return  # nobody is watching: the usual case, settled in one round trip
             except Exception:  # noqa: BLE001 - a live push is best effort; the events table is the truth
                 logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
