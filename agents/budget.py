@@ -1,15 +1,41 @@
-"""Per-run LLM budgets and usage accounting: checked before every call, recorded after it."""
+"""LLM spend: every model call of every agent node is bounded, not only where a node declares a budget.
+
+Before a call its worst case (the prompt, and ``max_tokens`` of completion, at the model's price)
+is reserved against three ceilings: the node's own ``budget`` if it declares one (passing it fails
+the node), the run's (``Run.budget`` as its owner raised it, else the operator's
+``AOB_RUN_MAX_TOKENS`` / ``AOB_RUN_MAX_COST_USD``; passing it pauses the node until the owner
+raises it) and the owner's for the UTC day (``AOB_OWNER_DAILY_COST_USD``; passing it fails the
+node). After the call the reservation is released to the actual usage, in the same transaction
+that journals the response. A node run holds at most one reservation; a dead attempt's is
+replaced by the next attempt's.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from agents.exceptions import BudgetExceeded
-from agents.llm import Call
+from agents.exceptions import BudgetExceeded, BudgetPaused, OwnerBudgetExceeded
+from agents.llm import Call, price
+from agents.models import OwnerSpend
 from aob_project.metrics import LLM_COST, LLM_TOKENS
 from workflows.models import NodeRun, Run
+
+
+@dataclass(frozen=True)
+class Reservation:
+    run_id: str
+    node_run_id: int
+    owner_id: int
+    day: date
+    tokens: int
+    cost_usd: float
 
 
 def totals(run_id: str) -> dict[str, Any]:
@@ -17,10 +43,53 @@ def totals(run_id: str) -> dict[str, Any]:
     return {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0), "calls": usage.get("calls", 0)}
 
 
-def check(run_id: str, budget: dict[str, Any] | None) -> None:
+def worst_case(model: str, messages: list[dict[str, Any]], max_tokens: int) -> tuple[int, float]:
+    """Tokens and cost a call cannot exceed: a token is at least ~3 bytes of the prompt's JSON."""
+    prices = price(model)
+    prompt = len(json.dumps(messages, ensure_ascii=False).encode()) // 3 + 1
+    return prompt + max_tokens, (prompt * prices["input"] + max_tokens * prices["output"]) / 1_000_000
+
+
+def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[str, Any]], max_tokens: int,
+            node_budget: dict[str, Any] | None) -> Reservation:
+    tokens, cost = worst_case(model, messages, max_tokens)
+    day = timezone.now().date()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().only("usage", "budget", "owner_id").get(pk=run_id)
+        usage = dict(run.usage or {})
+        held = {k: v for k, v in (usage.get("reservations") or {}).items() if k != str(node_run_id)}
+        spent_tokens, spent_cost = usage.get("tokens", 0), usage.get("cost_usd", 0.0)
+        spent = {"tokens": spent_tokens, "cost_usd": spent_cost, "calls": usage.get("calls", 0)}
+        _check_node_budget(node_budget, spent)
+        held_tokens = sum(r["tokens"] for r in held.values())
+        held_cost = sum(r["cost_usd"] for r in held.values())
+        limits = run.ceilings
+        if (spent_tokens + held_tokens + tokens > limits["max_tokens"]
+                or spent_cost + held_cost + cost > limits["max_cost_usd"]):
+            raise BudgetPaused(
+                f"the run's budget ({limits['max_tokens']} tokens, ${limits['max_cost_usd']}) cannot cover the next "
+                f"model call (up to {tokens} tokens, ${cost:.6f}); its owner can raise it",
+                extra={"reason": "budget", "spent": spent, "budget": limits,
+                       "next_call": {"tokens": tokens, "cost_usd": round(cost, 8)}})
+        spend = _owner_day(run.owner_id, day)
+        in_flight = sum(v for k, v in spend.reserved.items() if k != str(node_run_id))
+        if spend.cost_usd + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
+            raise OwnerBudgetExceeded(
+                f"the owner's LLM spend today (${spend.cost_usd:.4f}) and this call (up to ${cost:.6f}) would pass "
+                f"the daily ceiling of ${settings.AOB_OWNER_DAILY_COST_USD}",
+                extra={"reason": "owner_daily", "transient": False})
+        held[str(node_run_id)] = {"tokens": tokens, "cost_usd": cost}
+        usage["reservations"] = held
+        Run.objects.filter(pk=run_id).update(usage=usage)
+        spend.reserved = {**spend.reserved, str(node_run_id): cost}
+        spend.save(update_fields=["reserved"])
+    return Reservation(str(run_id), node_run_id, run.owner_id, day, tokens, cost)
+
+
+def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any]) -> None:
+    """A node's declared budget is checked against what the run has spent: passing it fails the node."""
     if not budget:
         return
-    spent = totals(run_id)
     max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost_usd")
     if max_tokens is not None and spent["tokens"] >= max_tokens:
         raise BudgetExceeded(f"run has used {spent['tokens']} tokens of its budget of {max_tokens}",
@@ -30,29 +99,54 @@ def check(run_id: str, budget: dict[str, Any] | None) -> None:
                              extra={"spent": spent, "budget": budget})
 
 
-def record(run_id: str, node_run_id: int, call: Call) -> None:
-    tokens = call.prompt_tokens + call.completion_tokens
-    LLM_TOKENS.labels(call.model, "prompt").inc(call.prompt_tokens)
-    LLM_TOKENS.labels(call.model, "completion").inc(call.completion_tokens)
-    LLM_TOKENS.labels(call.model, "cached").inc(call.cached_tokens)
-    LLM_COST.labels(call.model).inc(call.cost_usd)
+def _owner_day(owner_id: int, day: date) -> OwnerSpend:
+    OwnerSpend.objects.get_or_create(owner_id=owner_id, day=day)
+    return OwnerSpend.objects.select_for_update().get(owner_id=owner_id, day=day)
+
+
+def release(reservation: Reservation, call: Call | None = None) -> None:
+    """Replace the reservation with the call's actual usage (none if the call failed). Call inside
+    the transaction that journals the response, so usage counts exactly once."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().only("usage").get(pk=run_id)
+        run = Run.objects.select_for_update().only("usage").get(pk=reservation.run_id)
         usage = dict(run.usage or {})
-        usage["tokens"] = usage.get("tokens", 0) + tokens
-        usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + call.prompt_tokens
-        usage["completion_tokens"] = usage.get("completion_tokens", 0) + call.completion_tokens
-        usage["cached_tokens"] = usage.get("cached_tokens", 0) + call.cached_tokens
-        usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + call.cost_usd, 8)
-        usage["calls"] = usage.get("calls", 0) + 1
-        Run.objects.filter(pk=run_id).update(usage=usage)
-        node_usage = NodeRun.objects.values_list("usage", flat=True).get(pk=node_run_id) or {}
-        calls = [*node_usage.get("calls", []), call.as_dict()]
-        NodeRun.objects.filter(pk=node_run_id).update(usage={
-            "calls": calls,
-            "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
-            "completion_tokens": sum(c["completion_tokens"] for c in calls),
-            "cached_tokens": sum(c["cached_tokens"] for c in calls),
-            "cost_usd": round(sum(c["cost_usd"] for c in calls), 8),
-            "latency_ms": sum(c["latency_ms"] for c in calls),
-        })
+        held = dict(usage.get("reservations") or {})
+        held.pop(str(reservation.node_run_id), None)
+        usage["reservations"] = held
+        if call is not None:
+            _add_usage(usage, call)
+        Run.objects.filter(pk=reservation.run_id).update(usage=usage)
+        spend = _owner_day(reservation.owner_id, reservation.day)
+        spend.reserved = {k: v for k, v in spend.reserved.items() if k != str(reservation.node_run_id)}
+        if call is not None:
+            spend.cost_usd += call.cost_usd
+        spend.save(update_fields=["reserved", "cost_usd"])
+        if call is not None:
+            _record_node_call(reservation.node_run_id, call)
+    if call is not None:
+        LLM_TOKENS.labels(call.model, "prompt").inc(call.prompt_tokens)
+        LLM_TOKENS.labels(call.model, "completion").inc(call.completion_tokens)
+        LLM_TOKENS.labels(call.model, "cached").inc(call.cached_tokens)
+        LLM_COST.labels(call.model).inc(call.cost_usd)
+
+
+def _add_usage(usage: dict[str, Any], call: Call) -> None:
+    usage["tokens"] = usage.get("tokens", 0) + call.prompt_tokens + call.completion_tokens
+    usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + call.prompt_tokens
+    usage["completion_tokens"] = usage.get("completion_tokens", 0) + call.completion_tokens
+    usage["cached_tokens"] = usage.get("cached_tokens", 0) + call.cached_tokens
+    usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + call.cost_usd, 8)
+    usage["calls"] = usage.get("calls", 0) + 1
+
+
+def _record_node_call(node_run_id: int, call: Call) -> None:
+    node_usage = NodeRun.objects.values_list("usage", flat=True).get(pk=node_run_id) or {}
+    calls = [*node_usage.get("calls", []), call.as_dict()]
+    NodeRun.objects.filter(pk=node_run_id).update(usage={
+        "calls": calls,
+        "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "cached_tokens": sum(c["cached_tokens"] for c in calls),
+        "cost_usd": round(sum(c["cost_usd"] for c in calls), 8),
+        "latency_ms": sum(c["latency_ms"] for c in calls),
+    })

@@ -5,6 +5,22 @@ class BudgetExceeded(AobError):
     code = "BudgetExceeded"
 
 
+class OwnerBudgetExceeded(BudgetExceeded):
+    """The owner's spend for the day (AOB_OWNER_DAILY_COST_USD) would be passed."""
+
+    code = "OwnerBudgetExceeded"
+
+
+class BudgetPaused(AobError):
+    """The run's ceiling would be passed: the node waits until its owner raises the run's budget."""
+
+    code = "BudgetPaused"
+
+
+class ModelNotPriced(AobError):
+    code = "ModelNotPriced"
+
+
 class SecurityError(AobError):
     code = "SecurityError"
 

@@ -15,7 +15,7 @@ from typing import Any
 import openai
 from django.conf import settings
 
-from agents.exceptions import LLMNotConfigured
+from agents.exceptions import LLMNotConfigured, ModelNotPriced
 
 TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
 
@@ -56,14 +56,26 @@ class Call:
                 "cost_usd": round(self.cost_usd, 8), "attempts": self.attempts, "errors": self.errors}
 
 
+def price(model: str) -> dict[str, float]:
+    """The model's prices (USD per 1M tokens). A model without one is refused before any call: a
+    call must never count as free."""
+    prices = settings.AOB_LLM_PRICES.get(model)
+    if not isinstance(prices, dict) or not isinstance(prices.get("input"), int | float) or not isinstance(
+            prices.get("output"), int | float):
+        raise ModelNotPriced(f"model {model!r} has no price in AOB_LLM_PRICES; calls to it are refused",
+                             extra={"model": model, "rule": "model_unpriced", "transient": False})
+    return prices
+
+
 def cost(model: str, prompt: int, cached: int, completion: int) -> float:
-    prices = settings.AOB_LLM_PRICES.get(model) or {}
+    prices = price(model)
     uncached = max(prompt - cached, 0)
     return (uncached * prices.get("input", 0) + cached * prices.get("cached_input", prices.get("input", 0))
             + completion * prices.get("output", 0)) / 1_000_000
 
 
-def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> tuple[Any, Call]:
+def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+         max_tokens: int | None = None) -> tuple[Any, Call]:
     call = Call(model=model)
     delay = settings.AOB_LLM_RETRY_BACKOFF_S
     while True:
@@ -72,6 +84,8 @@ def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, An
             kwargs: dict[str, Any] = {"model": model, "messages": messages}
             if tools:
                 kwargs["tools"] = tools
+            if max_tokens:
+                kwargs["max_tokens"] = max_tokens
             response = client().chat.completions.create(**kwargs)
         except TRANSIENT as exc:
             call.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -1,6 +1,13 @@
 """The agent loop: call the model, run the tools it asks for in order, feed the results back,
 until it answers without tools or the rounds run out. A refused patch is a tool result, so the
-model can correct itself within ``max_tool_rounds``."""
+model can correct itself within ``max_tool_rounds``.
+
+Every response and tool result is journaled as it happens (``agents.journal``): an attempt that
+resumes, after its worker died or after a budget pause, replays them and calls neither the model
+nor the tools again for what is already recorded. Every call first reserves its worst case from
+the run's budget (``agents.budget``); when the run's ceiling would be passed the node waits for
+its owner instead of failing.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,11 @@ from django.conf import settings
 from jsonschema import Draft202012Validator
 
 from agents import budget, llm, prompt
-from agents.exceptions import SecurityError
+from agents.exceptions import BudgetPaused, SecurityError
+from agents.journal import Journal, call_from
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
+from workers.executors.agent import effective_tools
 from workers.registry import NodeContext
 from workflows.models import Artifact, Run
 
@@ -31,8 +40,7 @@ def _usage_totals(calls: list[llm.Call]) -> dict[str, Any]:
 
 def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
     tool = TOOLS.get(name)
-    allowed = state.ctx.config.get("tools")
-    if tool is None or (allowed and name not in allowed):
+    if tool is None or name not in state.tools:
         return {"status": "error", "error": "unknown_tool", "message": f"tool {name!r} is not available"}
     try:
         args = json.loads(raw_args or "{}")
@@ -51,43 +59,58 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": exc.code, "message": exc.message}
 
 
-def run_agent(ctx: NodeContext) -> dict[str, Any]:
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _message(response: Any) -> dict[str, Any]:
+    message = response.choices[0].message
+    out: dict[str, Any] = {"role": "assistant", "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                             for c in message.tool_calls]
+    return out
+
+
+def run_agent(ctx: NodeContext) -> Any:
     config = ctx.config
     model = config.get("model") or settings.AOB_LLM_MODEL
+    llm.price(model)  # an unpriced model is refused before any call
     rounds = int(config.get("max_tool_rounds", 5))
-    run = Run.objects.only("current_artifact_id").get(pk=ctx.run_id)
-    definition = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
-    messages = prompt.messages(definition=definition, node_id=ctx.node_id, upstream=ctx.outputs, inputs=ctx.inputs,
-                               task=str(config.get("task", "")))
-    tools = schemas(config.get("tools"))
-    state = AgentState(ctx=ctx)
+    max_tokens = min(int(config.get("max_tokens") or settings.AOB_LLM_MAX_TOKENS), settings.AOB_LLM_MAX_TOKENS)
+    journal = Journal(ctx.node_run_id, ctx.attempt)
+    messages = list(journal.prompt or journal.record_prompt(_first_messages(ctx)))
+    names = effective_tools(config)
+    tools = schemas(names)
+    state = AgentState(ctx=ctx, tools=names)
     calls: list[llm.Call] = []
     tool_calls: list[dict[str, Any]] = []
-    for _ in range(rounds + 1):
-        budget.check(ctx.run_id, config.get("budget"))
-        try:
-            response, call = llm.chat(model=model, messages=messages, tools=tools)
-        except openai.APIError as exc:
-            retryable = isinstance(exc, llm.TRANSIENT)
-            raise AobError(f"LLM call failed: {exc}", code=type(exc).__name__,
-                           extra={"retryable": retryable, "transient": False}) from exc
-        calls.append(call)
-        budget.record(ctx.run_id, ctx.node_run_id, call)
-        message = response.choices[0].message
-        if not message.tool_calls:
-            return {"status": "success", "type": "text_response", "message": message.content or "",
+    for turn in range(rounds + 1):
+        record = journal.responses.get(turn)
+        if record is None:
+            try:
+                record = _call(ctx, journal, turn, model=model, messages=messages, tools=tools,
+                               max_tokens=max_tokens)
+            except BudgetPaused as exc:
+                return _pause(ctx, exc)
+        message = record["message"]
+        calls.append(call_from(record["call"]))
+        if not message.get("tool_calls"):
+            return {"status": "success", "type": "text_response", "message": message.get("content") or "",
                     "tool_calls": tool_calls, "usage": _usage_totals(calls)}
         if len(calls) > rounds:
             break
-        messages.append({"role": "assistant", "content": message.content,
-                         "tool_calls": [{"id": c.id, "type": "function",
-                                         "function": {"name": c.function.name, "arguments": c.function.arguments}}
-                                        for c in message.tool_calls]})
-        for call_ in message.tool_calls:
-            result = _run_tool(state, call_.function.name, call_.function.arguments)
-            tool_calls.append({"name": call_.function.name, "arguments": _parsed(call_.function.arguments),
-                               "result": result})
-            messages.append({"role": "tool", "tool_call_id": call_.id, "content": json.dumps(result, default=str)})
+        messages.append(message)
+        for index, call_ in enumerate(message["tool_calls"]):
+            name, arguments = call_["function"]["name"], call_["function"]["arguments"]
+            result = journal.tools.get((turn, index))
+            if result is None:
+                state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
+                result = journal.record_tool(turn, index, _json_safe(_run_tool(state, name, arguments)))
+            state.observe(name, result)
+            tool_calls.append({"name": name, "arguments": _parsed(arguments), "result": result})
+            messages.append({"role": "tool", "tool_call_id": call_["id"], "content": json.dumps(result, default=str)})
     if state.spawn_limit_hit:
         raise SecurityError("the agent kept asking for more agent nodes than the run allows",
                             extra={"reason": "excessive_agent_nodes", "tool_calls": tool_calls[-3:]})
@@ -97,10 +120,42 @@ def run_agent(ctx: NodeContext) -> dict[str, Any]:
             "tool_calls": tool_calls, "usage": _usage_totals(calls), "result": last}
 
 
+def _first_messages(ctx: NodeContext) -> list[dict[str, Any]]:
+    run = Run.objects.only("current_artifact_id").get(pk=ctx.run_id)
+    definition = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
+    return prompt.messages(definition=definition, node_id=ctx.node_id, upstream=ctx.outputs, inputs=ctx.inputs,
+                           task=str(ctx.config.get("task", "")))
+
+
+def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages: list[dict[str, Any]],
+          tools: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+    """One model call: reserve its worst case, call, journal the response with its actual usage."""
+    reservation = budget.reserve(run_id=ctx.run_id, node_run_id=ctx.node_run_id, model=model, messages=messages,
+                                 max_tokens=max_tokens, node_budget=ctx.config.get("budget"))
+    try:
+        response, call = llm.chat(model=model, messages=messages, tools=tools or None, max_tokens=max_tokens)
+    except openai.APIError as exc:
+        budget.release(reservation)
+        retryable = isinstance(exc, llm.TRANSIENT)
+        raise AobError(f"LLM call failed: {exc}", code=type(exc).__name__,
+                       extra={"retryable": retryable, "transient": False}) from exc
+    except BaseException:
+        budget.release(reservation)
+        raise
+    return journal.record_response(turn, _message(response), call, reservation)
+
+
+def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
+    """The run's budget cannot cover the next call: wait for the owner, holding no worker."""
+    from workflows.engine.execution import WAITING, park
+
+    park(ctx, lambda: [("node_paused", ctx.node_id, {"iteration": ctx.iteration, "reason": "budget",
+                                                     "message": exc.message, **exc.extra})], reason="budget")
+    return WAITING
+
+
 def _parsed(raw: str) -> Any:
     try:
         return json.loads(raw or "{}")
     except ValueError:
         return raw
-
-

@@ -14,8 +14,9 @@ from workflows.definition.validation import workflow_schema
 ROLE = """You are an agent node inside an AOB workflow run. You can read the run's state and change \
 the running workflow with JSON Patch (RFC 6902) operations through the patch_workflow tool, for \
 example to add nodes after yourself; the run continues into what you add. Patches that break the \
-rules are refused with the reason: read it, correct the operations, and try again. Nodes that have \
-run cannot be changed or removed. Be brief in your final answer."""
+rules are refused with the rule they break: read it, correct the operations, and try again. Nodes \
+that have run, human approval (hitl) nodes and their edges, and the workflow's metadata are out of \
+your reach; what you add must follow from your own node. Be brief in your final answer."""
 
 TOOL_GUIDE = """Tools:
 - execute_pipeline: fetch and reshape data: steps http_request, table_sort, table_filter, \
@@ -23,7 +24,8 @@ table_select, top_k, applied in order.
 - patch_workflow: JSON Patch operations against the current workflow (paths like /nodes/- and /edges/-).
 - search_tools: look up node types and their config schemas before you add nodes.
 - openapi_action: call an operation of a registered OpenAPI API by operationId.
-- delegate_to_agent: add an agent node with a sub-task after you (limited per run)."""
+- delegate_to_agent: add an agent node with a sub-task after you (limited per run).
+You may call only the tools you are given."""
 
 
 def _dumps(value: Any) -> str:

@@ -242,7 +242,17 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 AOB_LLM_MODEL = env_str("AOB_LLM_MODEL", "gpt-4o-mini")
 AOB_LLM_TIMEOUT_S = env_float("AOB_LLM_TIMEOUT_S", 60.0)
+# The spawn limit's ceiling: agent nodes patches may add to one run (a definition may lower it).
 AOB_MAX_AGENT_NODES = env_int("AOB_MAX_AGENT_NODES", 5)
+# The most nodes a run may grow to through patches.
+AOB_RUN_MAX_NODES = env_int("AOB_RUN_MAX_NODES", 200)
+# Spend ceilings for every agent node (agents/budget.py): per run (its owner may raise a run's),
+# and per owner per UTC day. A model call reserves its worst case first (AOB_LLM_MAX_TOKENS
+# completion tokens unless the node says fewer, at the model's price in AOB_LLM_PRICES).
+AOB_RUN_MAX_TOKENS = env_int("AOB_RUN_MAX_TOKENS", 500_000)
+AOB_RUN_MAX_COST_USD = env_float("AOB_RUN_MAX_COST_USD", 2.0)
+AOB_OWNER_DAILY_COST_USD = env_float("AOB_OWNER_DAILY_COST_USD", 20.0)
+AOB_LLM_MAX_TOKENS = env_int("AOB_LLM_MAX_TOKENS", 4096)
 
 from aob_project.logs import configure_structlog, formatter  # noqa: E402
 

@@ -45,6 +45,8 @@ class Approval(models.Model):
     escalate_to = models.JSONField(default=list, blank=True)
     escalation_timeout_ms = models.PositiveBigIntegerField(null=True, blank=True)
     escalated = models.BooleanField(default=False)
+    # The digest of the action the gate guards when it was settled (workflows.definition.gates).
+    action_digest = models.CharField(max_length=80, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -65,10 +67,15 @@ class Decision(models.Model):
     approve = models.BooleanField()
     comment = models.TextField(blank=True, default="")
     data = models.JSONField(null=True, blank=True)
+    # What the person decided on: the digest of the gated action at that moment. A patch that
+    # changes the action voids the decision; the person is asked again.
+    action_digest = models.CharField(max_length=80, blank=True, default="")
+    voided = models.BooleanField(default=False)
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["approval", "username"], name="decision_one_per_user")]
+        constraints = [models.UniqueConstraint(fields=["approval", "username"], name="decision_one_per_user",
+                                               condition=models.Q(voided=False))]
         ordering = ["at"]
 
     def __str__(self) -> str:

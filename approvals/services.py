@@ -75,11 +75,12 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
                 path = "/data" + "".join(f"/{p}" for p in first.absolute_path)
                 raise FormDataInvalid(f"data does not match the form: {path}: {first.message}",
                                       extra={"field": "data", "path": path, "rule": f"form.{first.validator}"})
-        if Decision.objects.filter(approval=approval, username=user.username).exists():
+        if Decision.objects.filter(approval=approval, username=user.username, voided=False).exists():
             raise AlreadyDecided(f"{user.username} has already decided approval {approval.pk}")
+        digest = _action_digest(approval)
         decision = Decision.objects.create(approval=approval, user=user, username=user.username, approve=approve,
-                                           comment=comment, data=data)
-        approvals = approval.decisions.filter(approve=True).count()
+                                           comment=comment, data=data, action_digest=digest)
+        approvals = approval.decisions.filter(approve=True, voided=False).count()
         settled = None
         if not approve:
             settled = Approval.Status.REJECTED
@@ -94,8 +95,63 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     return approval
 
 
+def _action_digest(approval: Approval) -> str:
+    """The digest of the action a node approval's gate guards, in the run's current definition."""
+    if approval.kind != Approval.Kind.NODE:
+        return ""
+    from workflows.definition.gates import action_digest
+    from workflows.models import Artifact
+
+    definition = Artifact.objects.values_list("content", flat=True).get(pk=approval.run.current_artifact_id)
+    return action_digest(definition, approval.node_id)
+
+
+def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revote: tuple[str, ...],
+                                      below: dict[str, set[str]], patch_seq: int) -> None:
+    """A patch changed the action a gate guards (the run is locked by the caller). Votes cast on a
+    pending gate lapse; an approved gate whose action has not begun asks again: its decision is
+    void, the node runs its decision emitted (none begun) are taken back, and it waits once more."""
+    from workflows.models import NodeRun
+
+    now = timezone.now()
+    items: list[tuple[str, str, dict[str, Any]]] = []
+    for node_id in revote:
+        approval = (Approval.objects.select_for_update().filter(run=run, node_id=node_id, kind=Approval.Kind.NODE,
+                                                                status=Approval.Status.PENDING).first())
+        if approval is None:
+            continue
+        voided = approval.decisions.filter(voided=False).update(voided=True)
+        if voided:
+            items.append(("approval_voided", node_id, {"approval_id": approval.pk, "reason": "action_changed",
+                                                       "patch_seq": patch_seq, "voided_decisions": voided}))
+    for node_id in reopen:
+        gate = NodeRun.objects.filter(run=run, node_id=node_id).order_by("-iteration").first()
+        approval = Approval.objects.select_for_update().filter(node_run=gate).first() if gate else None
+        if approval is None:
+            continue
+        emitted = set(NodeRun.objects.filter(run=run, node_id__in=below[node_id]).values_list("pk", flat=True))
+        lockable = set(NodeRun.objects.select_for_update(skip_locked=True).filter(pk__in=emitted)
+                       .values_list("pk", flat=True))
+        if lockable != emitted:
+            raise ApprovalSettled(f"the action gate {node_id!r} approved began while the patch was judged",
+                                  code="approved_action_started", extra={"rule": "approved_action_started"})
+        NodeRun.objects.filter(pk__in=emitted).delete()
+        NodeRun.objects.filter(pk=gate.pk).update(
+            status=NodeRun.Status.WAITING, consumed=False, taken=None, output=None, output_artifact=None,
+            finished_at=None, wait_reason="approval")
+        approval.decisions.filter(voided=False).update(voided=True)
+        approval.status, approval.decided_at, approval.action_digest = Approval.Status.PENDING, None, ""
+        if approval.deadline is not None:
+            approval.deadline = now + (approval.deadline - approval.created_at)
+        approval.save(update_fields=["status", "decided_at", "action_digest", "deadline"])
+        items.append(("approval_voided", node_id, {"approval_id": approval.pk, "reason": "action_changed",
+                                                   "patch_seq": patch_seq, "reopened": True}))
+        items.append(("approval_required", node_id, _required_payload(approval, reopened=True)))
+    events.append(run.pk, run.owner_id, items)
+
+
 def _output(approval: Approval, *, approved: bool, decision: str) -> dict[str, Any]:
-    decisions = list(approval.decisions.order_by("at"))
+    decisions = list(approval.decisions.filter(voided=False).order_by("at"))
     data = next((d.data for d in reversed(decisions) if d.approve and d.data is not None), None)
     return {"approved": approved, "decision": decision, "approval_id": approval.pk,
             "decisions": [{"user": d.username, "approve": d.approve, "comment": d.comment, "at": d.at.isoformat()}
@@ -106,7 +162,8 @@ def _settle(approval: Approval, status: str, *, approved: bool, decision: str | 
             error: dict[str, Any] | None = None) -> None:
     approval.status = status
     approval.decided_at = timezone.now()
-    approval.save(update_fields=["status", "decided_at"])
+    approval.action_digest = _action_digest(approval)
+    approval.save(update_fields=["status", "decided_at", "action_digest"])
     if approval.kind == Approval.Kind.PATCH:
         from workflows.services.patches import patch_approval_settled
 

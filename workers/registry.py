@@ -37,16 +37,21 @@ class ExecutorSpec:
     description: str
     inline: bool = False
     resolve_config: bool = True
+    # Rules a JSON Schema cannot say: (JSON Pointer under the config, rule, message) per problem.
+    check: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None
 
 
 EXECUTORS: dict[str, ExecutorSpec] = {}
 
 
 def executor(node_type: str, *, config_schema: dict[str, Any] | None = None, description: str = "",
-             resolve_config: bool = True) -> Callable[[Callable[[NodeContext], Any]], Callable[[NodeContext], Any]]:
+             resolve_config: bool = True, check: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None,
+             ) -> Callable[[Callable[[NodeContext], Any]], Callable[[NodeContext], Any]]:
     def register(fn: Callable[[NodeContext], Any]) -> Callable[[NodeContext], Any]:
-        EXECUTORS[node_type] = ExecutorSpec(node_type, fn, config_schema or {"type": "object"},
-                                            description or (fn.__doc__ or "").strip(), resolve_config=resolve_config)
+        EXECUTORS[node_type] = ExecutorSpec(node_type, fn,
+                                            config_schema or {"type": "object", "additionalProperties": False},
+                                            description or (fn.__doc__ or "").strip(), resolve_config=resolve_config,
+                                            check=check)
         return fn
 
     return register

@@ -10,7 +10,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from aob_project.exceptions import NotFound
 from workflows.engine.coordinator import load_ir
-from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 
 
 def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
@@ -91,11 +91,14 @@ def run_details(*, run: Run) -> dict[str, Any]:
             "execution_time_ms": _ms(last.started_at, last.finished_at) if last else None,
             "total_duration_ms": _ms(last.queued_at, last.finished_at) if last else None,
             "usage": last.usage if last else {},
+            "wait_reason": last.wait_reason if last else "",
         })
     patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": p.description, "node_id": p.node_id,
                 "op_count": len(p.operations), "operations": p.operations, "artifact_id": p.after_artifact_id,
                 "created_at": p.created_at} for p in RunPatch.objects.filter(run=run).order_by("seq")]
-    return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches}
+    refusals = PatchRefusal.objects.filter(run=run).select_related("proposed_by").order_by("-created_at", "-id")[:50]
+    return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
+            "patch_refusals": list(refusals)}
 
 
 def events_after(*, run: Run, after: int = 0, limit: int = 1000) -> QuerySet[Event]:

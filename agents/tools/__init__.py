@@ -32,7 +32,8 @@ TOOLS: dict[str, Tool] = {
 }
 
 
-def schemas(names: list[str] | None) -> list[dict[str, Any]]:
-    chosen = [TOOLS[n] for n in (names or list(TOOLS)) if n in TOOLS]
+def schemas(names: list[str]) -> list[dict[str, Any]]:
+    """The function definitions of the named tools (an empty list: none)."""
+    chosen = [TOOLS[n] for n in names if n in TOOLS]
     return [{"type": "function", "function": {"name": t.name, "description": t.description,
                                               "parameters": t.parameters}} for t in chosen]

@@ -11,7 +11,19 @@ class AgentState:
     """What a tool call may see and change: the node's context, and what the loop learns."""
 
     ctx: NodeContext
+    tools: list[str] = field(default_factory=list)  # the tools this node may call
+    proposal_key: str = ""  # node run, turn and call of the tool call running now
     patches_applied: int = 0
     spawn_limit_hit: bool = False
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def observe(self, name: str, result: Any) -> None:
+        """Learn from a tool result, fresh or replayed from the journal."""
+        if name not in ("patch_workflow", "delegate_to_agent") or not isinstance(result, dict):
+            return
+        if result.get("status") == "error":
+            self.spawn_limit_hit = result.get("error") == "excessive_agent_nodes" or self.spawn_limit_hit
+        else:
+            self.spawn_limit_hit = False
+            self.patches_applied += 1

@@ -1,5 +1,6 @@
 """``delegate_to_agent``: add an agent node with a sub-task after this one, via a patch (so the
-spawn limit and every other patch rule apply)."""
+spawn limit and every other patch rule apply). The delegate inherits the delegating node's tools
+(or fewer, if asked) and its budget, never more."""
 
 from __future__ import annotations
 
@@ -34,8 +35,13 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
         n += 1
         node_id = f"{base}_{n}"
     config: dict[str, Any] = {"task": str(args["task"])}
-    if args.get("tools"):
-        config["tools"] = list(args["tools"])
+    asked = args.get("tools")
+    config["tools"] = [t for t in state.tools if asked is None or t in asked]
+    if state.ctx.raw_config.get("budget"):
+        config["budget"] = dict(state.ctx.raw_config["budget"])
+    for key in ("model", "max_tokens"):
+        if state.ctx.raw_config.get(key) is not None:
+            config[key] = state.ctx.raw_config[key]
     operations = [
         {"op": "add", "path": "/nodes/-", "value": {"id": node_id, "type": "agent", "config": config}},
         {"op": "add", "path": "/edges/-", "value": {"from": state.ctx.node_id, "to": node_id}},

@@ -29,15 +29,11 @@ def propose(state: AgentState, operations: Any, description: str) -> dict[str, A
     run = Run.objects.get(pk=state.ctx.run_id)
     try:
         patch = run_patch_propose(run=run, operations=operations, description=description,
-                                  node_id=state.ctx.node_id, from_agent=True)
+                                  node_id=state.ctx.node_id, from_agent=True, proposal_key=state.proposal_key)
     except AobError as exc:
-        if exc.code == "excessive_agent_nodes":
-            state.spawn_limit_hit = True
         return {"status": "error", "error": exc.code, "message": exc.message,
                 "details": {k: v for k, v in exc.extra.items() if k != "errors"} | (
                     {"errors": exc.extra["errors"][:5]} if "errors" in exc.extra else {})}
-    state.spawn_limit_hit = False
-    state.patches_applied += 1
     return {"status": patch.status, "patch_id": patch.pk, "seq": patch.seq, "artifact_id": patch.after_artifact_id}
 
 

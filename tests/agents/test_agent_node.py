@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.agents.flows import add_after, agent, edge, finish, http, node, start, tool_messages
-from workflows.models import Event, RunPatch, Workflow
+from workflows.models import PatchRefusal, Event, RunPatch, Workflow
 
 TEXT = {"content": "Done."}
 
@@ -57,21 +57,25 @@ def test_a_refused_patch_goes_back_to_the_model_which_corrects_it(engine, api, f
     assert [c["result"]["status"] for c in node(run, "plan").output["tool_calls"]] == ["error", "applied"]
     assert node(run, "notify").status == "completed" and len(remote.hits("/echo")) == 1
     assert RunPatch.objects.filter(run=run).count() == 1
-    assert Event.objects.filter(run=run, type="patch_rejected").count() == 1
+    assert not Event.objects.filter(run=run, type="patch_rejected").exists()  # a refusal changes nothing
+    refused = PatchRefusal.objects.get(run=run)
+    assert (refused.agent, refused.node_id, refused.rule, refused.op) == (True, "plan", "config.required", 0)
 
 
-FIVE_HELPERS = [op for i in range(5) for op in add_after("plan", agent(f"helper{i}", "help"))]
+SIX_HELPERS = [op for i in range(6) for op in add_after("plan", agent(f"helper{i}", "help", tools=[]))]
 
 
 @pytest.mark.parametrize(("call", "metadata", "limit", "count"), [
-    (("patch_workflow", {"operations": FIVE_HELPERS}), None, 5, 6),  # AOB_MAX_AGENT_NODES
-    (("delegate_to_agent", {"task": "help"}), {"max_agent_nodes": 1}, 1, 2),
-], ids=["default-limit-patch", "workflow-limit-delegate"])
+    (("patch_workflow", {"operations": SIX_HELPERS}), None, 5, 6),  # AOB_MAX_AGENT_NODES: agents added
+    (("delegate_to_agent", {"task": "help"}), {"max_agent_nodes": 0}, 0, 1),
+    (("patch_workflow", {"operations": SIX_HELPERS}), {"max_agent_nodes": 50}, 5, 6),  # never raised
+], ids=["default-limit-patch", "workflow-limit-delegate", "workflow-cannot-raise-the-ceiling"])
 def test_the_spawn_limit_is_fed_back_then_fails_the_node_as_a_security_error(engine, api, fake_llm, call, metadata,
                                                                              limit, count):
     fake_llm.reset([{"tool_calls": [call]}] * 3)
 
-    run = finish(start(api, [agent(max_tool_rounds=2)], metadata=metadata))
+    run = finish(start(api, [agent(max_tool_rounds=2, tools=["patch_workflow", "delegate_to_agent"])],
+                       metadata=metadata))
 
     plan = node(run, "plan")
     assert (run.status, plan.status) == ("failed", "failed")

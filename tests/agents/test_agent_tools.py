@@ -55,7 +55,7 @@ def test_openapi_action_calls_an_operation_of_a_registered_spec(engine, api, fak
     unknown = {"api": "nowhere", "operation_id": "x"}
     fake_llm.reset([{"tool_calls": [("openapi_action", a) for a in (create, get, missing, unknown)]}, TEXT])
 
-    run = finish(start(api, [agent()]))
+    run = finish(start(api, [agent(tools=["openapi_action"])]))
 
     assert run.status == "completed", run.error
     created, got, no_param, no_api = [c["result"] for c in node(run, "plan").output["tool_calls"]]
@@ -72,7 +72,7 @@ def test_delegate_to_agent_adds_an_agent_node_that_runs(engine, api, fake_llm):
                     {"content": "delegated"},
                     {"content": "summary"}])
 
-    run = finish(start(api, [agent()]))
+    run = finish(start(api, [agent(tools=["delegate_to_agent", "search_tools"], budget={"max_cost_usd": 1})]))
 
     assert run.status == "completed", run.error
     result = node(run, "plan").output["tool_calls"][0]["result"]
@@ -82,6 +82,10 @@ def test_delegate_to_agent_adds_an_agent_node_that_runs(engine, api, fake_llm):
     assert len(fake_llm.requests) == 3
     dynamic = fake_llm.requests[2]["body"]["messages"][1]["content"]
     assert "Your node id: plan_delegate" in dynamic and "summarize the findings" in dynamic
+    # the delegate inherits its delegator's tools and budget, never more
+    assert sub.input["tools"] == ["delegate_to_agent", "search_tools"] and sub.input["budget"] == {"max_cost_usd": 1}
+    assert [t["function"]["name"] for t in fake_llm.requests[2]["body"]["tools"]] == ["delegate_to_agent",
+                                                                                     "search_tools"]
 
 
 def test_arguments_that_break_a_tools_schema_go_back_to_the_model(engine, api, fake_llm):
@@ -89,7 +93,7 @@ def test_arguments_that_break_a_tools_schema_go_back_to_the_model(engine, api, f
                                                                                                 "k": "three"}]})]},
                     TEXT])
 
-    run = finish(start(api, [agent()]))
+    run = finish(start(api, [agent(tools=["delegate_to_agent", "execute_pipeline"])]))
 
     assert run.status == "completed", run.error
     missing, wrong = tool_messages(fake_llm.requests[1])

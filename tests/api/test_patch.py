@@ -69,13 +69,13 @@ def test_every_rfc_6902_operation_applies(api, fetcher):
 
 
 def test_a_key_with_a_slash_is_reached_by_its_escaped_pointer(api, fetcher):
-    response = patch(api, "fetcher", [{"op": "add", "path": "/nodes/0/config/headers",
+    response = patch(api, "fetcher", [{"op": "add", "path": "/nodes/0/config/query",
                                        "value": {"a/b": "1", "c~d": "2"}},
-                                      {"op": "replace", "path": "/nodes/0/config/headers/a~1b", "value": "3"},
-                                      {"op": "remove", "path": "/nodes/0/config/headers/c~0d"}])
+                                      {"op": "replace", "path": "/nodes/0/config/query/a~1b", "value": "3"},
+                                      {"op": "remove", "path": "/nodes/0/config/query/c~0d"}])
 
     assert response.status_code == 200, response.json()
-    assert current(api, "fetcher")["definition"]["nodes"][0]["config"]["headers"] == {"a/b": "3"}
+    assert current(api, "fetcher")["definition"]["nodes"][0]["config"]["query"] == {"a/b": "3"}
 
 
 def test_a_patch_that_changes_nothing_makes_no_version(api, fetcher):

@@ -6,6 +6,19 @@ from typing import Any
 
 from workers.registry import NodeContext, executor
 
+TOOL_NAMES = ("execute_pipeline", "patch_workflow", "search_tools", "openapi_action", "delegate_to_agent")
+# Least privilege: no outbound calls (openapi_action) and no spawning (delegate_to_agent) unless asked.
+DEFAULT_TOOLS = ("execute_pipeline", "patch_workflow", "search_tools")
+
+
+def effective_tools(config: dict[str, Any]) -> list[str]:
+    """The tools an agent node may call: ``tools`` as given (``[]`` is none), else the default set."""
+    tools = config.get("tools") if isinstance(config, dict) else None
+    if not isinstance(tools, list):
+        return list(DEFAULT_TOOLS)
+    return [t for t in dict.fromkeys(tools) if t in TOOL_NAMES]
+
+
 CONFIG_SCHEMA = {
     "type": "object",
     "required": ["task"],
@@ -13,8 +26,11 @@ CONFIG_SCHEMA = {
         "task": {"type": "string", "minLength": 1, "maxLength": 50000},
         "model": {"type": "string", "minLength": 1, "maxLength": 200},
         "max_tool_rounds": {"type": "integer", "minimum": 0, "maximum": 50},
-        "tools": {"type": "array", "items": {"enum": ["execute_pipeline", "patch_workflow", "search_tools",
-                                                      "openapi_action", "delegate_to_agent"]}},
+        "tools": {"type": "array", "items": {"enum": list(TOOL_NAMES)}, "uniqueItems": True,
+                  "description": "The tools this agent may call; [] is none; missing gives "
+                                 + ", ".join(DEFAULT_TOOLS)},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 200000,
+                       "description": "Most completion tokens per model call (reserved from the budget before it)"},
         "budget": {
             "type": "object",
             "properties": {"max_tokens": {"type": "integer", "minimum": 0},
@@ -22,12 +38,13 @@ CONFIG_SCHEMA = {
             "additionalProperties": False,
         },
     },
+    "additionalProperties": False,
 }
 
 
 @executor("agent", config_schema=CONFIG_SCHEMA,
-          description="An LLM agent (OpenAI function calling) with tools execute_pipeline, patch_workflow, "
-          "search_tools, openapi_action, delegate_to_agent; it may add nodes after itself.")
+          description="An LLM agent (OpenAI function calling) with tools (default execute_pipeline, patch_workflow, "
+          "search_tools; also openapi_action, delegate_to_agent when listed); it may add nodes after itself.")
 def run_agent_node(ctx: NodeContext) -> Any:
     from agents.loop import run_agent
 

@@ -4,7 +4,7 @@ from workers.registry import inline_type
 
 inline_type(
     "conditional",
-    config_schema={"type": "object"},
+    config_schema={"type": "object", "additionalProperties": False},
     description="Routes on its predecessor's output: conditions on its outgoing edges are CEL over "
     "`output` (the predecessor's output; `$.x` means `output.x`); first true rule wins, else the "
     "unconditional edge.",
@@ -22,6 +22,7 @@ inline_type(
             "break_path": {"type": "string"},
             "timeout_path": {"type": "string"},
         },
+        "additionalProperties": False,
     },
     description="Repeats the nodes from `loop_back_to` while `condition` holds, at most `max_iterations` "
     "times; then continues to `break_path` (condition false) or `timeout_path` (iterations exhausted).",

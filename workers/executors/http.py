@@ -22,7 +22,25 @@ CONFIG_SCHEMA = {
         "fail_on_status": {"type": "boolean"},
         "max_response_bytes": {"type": "integer", "minimum": 1},
     },
+    "additionalProperties": False,
 }
+
+
+def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Literal headers are judged at save; templated values again by the client when they are final."""
+    from workers.http import header_problem
+
+    problems = []
+    headers = config.get("headers")
+    for name, value in (headers.items() if isinstance(headers, dict) else []):
+        problem = header_problem(name, value if isinstance(value, str) and "$" not in value else "")
+        if problem is not None:
+            problems.append((f"/headers/{_escape(name)}", *problem))
+    return problems
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
@@ -30,7 +48,7 @@ def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (mapping or {}).items() if v is not None}
 
 
-@executor("http", config_schema=CONFIG_SCHEMA,
+@executor("http", config_schema=CONFIG_SCHEMA, check=check_config,
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
           "method}; 4xx/5xx complete unless fail_on_status.")
 def run_http(ctx: NodeContext) -> dict[str, Any]:

@@ -19,6 +19,7 @@ CONFIG_SCHEMA = {
         "template": {},
     },
     "oneOf": [{"required": ["expression"]}, {"required": ["template"]}],
+    "additionalProperties": False,
 }
 
 

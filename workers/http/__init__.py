@@ -5,10 +5,17 @@ The policy and its settings are described in ``docs/SECURITY.md``.
 """
 
 from workers.http.client import HttpResult, client_close, request
-from workers.http.exceptions import HTTPRequestError, ResponseTooLarge, SSRFBlocked, TooManyRedirects
+from workers.http.exceptions import (
+    HTTPRequestError,
+    InvalidHeader,
+    ResponseTooLarge,
+    SSRFBlocked,
+    TooManyRedirects,
+)
+from workers.http.headers import check_headers, header_problem
 from workers.http.ssrf import CheckedTarget, Target, check_url, check_url_static
 
 __all__ = [
-    "CheckedTarget", "HTTPRequestError", "HttpResult", "ResponseTooLarge", "SSRFBlocked", "Target",
-    "TooManyRedirects", "check_url", "check_url_static", "client_close", "request",
+    "CheckedTarget", "HTTPRequestError", "InvalidHeader", "HttpResult", "ResponseTooLarge", "SSRFBlocked", "Target",
+    "TooManyRedirects", "check_headers", "check_url", "header_problem", "check_url_static", "client_close", "request",
 ]

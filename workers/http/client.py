@@ -36,13 +36,13 @@ import httpx
 
 from aob_project.exceptions import ValidationFailed
 from workers.http.exceptions import HTTPRequestError, ResponseTooLarge, SSRFBlocked, TooManyRedirects
+from workers.http.headers import check_headers
 from workers.http.ssrf import HttpPolicy, Resolver, check_url_static, policy_from_settings, resolve_checked
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "aob-http/1.0"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_CALLER_MAY_NOT_SET = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "content-encoding"})
 
@@ -181,8 +181,9 @@ def client_close() -> None:
 
 
 def _caller_headers(headers: dict[str, str] | None) -> dict[str, str]:
-    """Caller headers minus those that would retarget or desynchronize the request."""
-    return {k: str(v) for k, v in (headers or {}).items() if k.lower() not in _CALLER_MAY_NOT_SET}
+    """Caller headers as text; one that would retarget or desynchronize the request, or smuggle
+    another (CR/LF), is refused by name, never silently dropped."""
+    return check_headers(headers)
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:

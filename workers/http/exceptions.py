@@ -56,3 +56,10 @@ class TooManyRedirects(HTTPRequestError):
     """More redirect hops than allowed."""
 
     code = "TooManyRedirects"
+
+
+class InvalidHeader(AobError):
+    """A request header a workflow may not send (``workers.http.headers``); never retried."""
+
+    code = "InvalidHeader"
+    status = 400

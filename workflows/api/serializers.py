@@ -138,11 +138,13 @@ class RunOut(serializers.ModelSerializer):
     artifact_id = serializers.CharField(source="base_artifact_id")
     current_artifact_id = serializers.CharField()
     replay_of = serializers.UUIDField(source="replay_of_id", allow_null=True)
+    budget = serializers.JSONField(source="ceilings", help_text="The run's LLM spend ceilings {max_tokens, "
+                                   "max_cost_usd}: its owner's, else the operator's")
 
     class Meta:
         model = Run
         fields = ["run_id", "tag", "status", "artifact_id", "current_artifact_id", "inputs", "error", "replay_of",
-                  "replay_from_node", "usage", "created_at", "started_at", "finished_at"]
+                  "replay_from_node", "usage", "budget", "spawned_agents", "created_at", "started_at", "finished_at"]
 
 
 class NodeDetailOut(serializers.Serializer):
@@ -165,6 +167,7 @@ class NodeDetailOut(serializers.Serializer):
     execution_time_ms = serializers.IntegerField(allow_null=True)
     total_duration_ms = serializers.IntegerField(allow_null=True)
     usage = serializers.JSONField()
+    wait_reason = serializers.CharField(allow_blank=True, help_text="why a waiting node waits: approval or budget")
 
 
 class PatchSummaryOut(serializers.Serializer):
@@ -179,12 +182,37 @@ class PatchSummaryOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class PatchRefusalOut(serializers.Serializer):
+    """A patch the policy refused; nothing of it reached the run."""
+
+    node_id = serializers.CharField(allow_blank=True)
+    agent = serializers.BooleanField()
+    proposed_by = serializers.CharField(source="proposed_by.username", allow_null=True, default=None)
+    rule = serializers.CharField()
+    op = serializers.IntegerField(allow_null=True)
+    path = serializers.CharField(allow_blank=True)
+    message = serializers.CharField()
+    operations = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
 class RunDetailsOut(serializers.Serializer):
     run = RunOut()
     base_definition = serializers.JSONField()
     current_definition = serializers.JSONField()
     nodes = NodeDetailOut(many=True)
     patches = PatchSummaryOut(many=True)
+    patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
+
+
+class RunBudgetIn(StrictSerializer):
+    max_tokens = serializers.IntegerField(min_value=0, max_value=10**12, required=False)
+    max_cost_usd = serializers.FloatField(min_value=0, max_value=10**9, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("give max_tokens, max_cost_usd or both")
+        return attrs
 
 
 class EventOut(serializers.ModelSerializer):
@@ -211,18 +239,19 @@ class ErrorOut(serializers.Serializer):
 
 
 class RunPatchIn(StrictSerializer):
-    operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=1000)
+    # An empty list is a valid no-op (RFC 6902); the policy allows at most 100 operations.
+    operations = serializers.ListField(child=JSONObjectField(), min_length=0, max_length=1000)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
     # No default "": it would contradict this field's pattern and make the OpenAPI document invalid.
     node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200, required=False)
 
 
 class RunPatchOut(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.IntegerField(allow_null=True, help_text="null for an empty patch (status noop): nothing stored")
     run_id = serializers.UUIDField()
-    seq = serializers.IntegerField()
+    seq = serializers.IntegerField(allow_null=True)
     artifact_id = serializers.CharField(source="after_artifact_id")
-    patch_artifact_id = serializers.CharField()
+    patch_artifact_id = serializers.CharField(allow_null=True)
     before_artifact_id = serializers.CharField()
     op_count = serializers.SerializerMethodField()
     operations = serializers.JSONField()

@@ -329,6 +329,17 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             raise NotFound("run not found")
         return Response(s.RunOut(runs.run_cancel(run=run, user=request.user)).data)
 
+    @extend_schema(request=s.RunBudgetIn, responses={200: s.RunOut, 409: s.ErrorOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def budget(self, request: Request, pk: str) -> Response:
+        """Raise (or set) the run's LLM spend ceilings; agent nodes paused on them resume."""
+        run = self._run(pk)
+        if run.owner_id != request.user.pk:
+            raise NotFound("run not found")
+        data = s.RunBudgetIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(s.RunOut(runs.run_budget_raise(run=run, user=request.user, **data.validated_data)).data)
+
     @extend_schema(request=None, responses={201: s.RunStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
     def replay(self, request: Request, pk: str, node_id: str) -> Response:

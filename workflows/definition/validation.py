@@ -55,6 +55,9 @@ class Report:
     def error(self, path: str, rule: str, message: str) -> None:
         self.errors.append(Problem(path, rule, message))
 
+    def errors_under(self, prefix: str) -> bool:
+        return any(p.path == prefix or p.path.startswith(prefix + "/") for p in self.errors)
+
     def warn(self, path: str, rule: str, message: str) -> None:
         self.warnings.append(Problem(path, rule, message))
 
@@ -183,6 +186,9 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
     for err in _config_validator(node["type"]).iter_errors(config):
         report.error(_pointer(["nodes", i, "config", *err.absolute_path]), f"config.{err.validator}",
                      f"{node['type']} config: {_schema_message(err)}")
+    if spec.check is not None and isinstance(config, dict) and not report.errors_under(f"/nodes/{i}/config"):
+        for where, rule, message in spec.check(config):
+            report.error(f"/nodes/{i}/config{where}", rule, f"{node['type']} config: {message}")
     if node["type"] == "loop" and isinstance(config, dict):
         for key in LOOP_KEYS:
             target = config.get(key)

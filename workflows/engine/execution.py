@@ -263,14 +263,15 @@ WAITING = object()
 """Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""
 
 
-def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, Any]]]]) -> bool:
-    """``running → waiting`` for a node a person decides: ``create()`` writes the rows the wait
-    is (an Approval) and returns the events to append, all in one transaction. The worker is
-    free as soon as this returns; no task sleeps."""
+def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, Any]]]],
+         reason: str = "approval") -> bool:
+    """``running → waiting`` for a node a person decides (``reason``: an approval, or the run's
+    budget): ``create()`` writes the rows the wait is and returns the events to append, all in one
+    transaction. The worker is free as soon as this returns; no task sleeps."""
     with transaction.atomic():
         moved = NodeRun.objects.filter(pk=ctx.node_run_id, status=NodeRun.Status.RUNNING,
                                        attempts=ctx.attempt).update(
-            status=NodeRun.Status.WAITING, lease_expires_at=None, input=ctx.config)
+            status=NodeRun.Status.WAITING, lease_expires_at=None, input=ctx.config, wait_reason=reason)
         if not moved:
             return False
         events.append(ctx.run_id, ctx.owner_id, create())
@@ -285,7 +286,7 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
     nr = NodeRun.objects.select_related("run").filter(pk=node_run_id).first()
     if nr is None:
         return False
-    fields: dict[str, Any] = {"finished_at": now}
+    fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
     if error is None:
         aid = _store_artifact(output)
         fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)

@@ -1,12 +1,13 @@
 from .artifact import Artifact, canonical_json, content_id, text_id
 from .event import Event
-from .run import NodeRun, Run, RunPatch
+from .run import NodeRun, PatchRefusal, Run, RunPatch
 from .workflow import Workflow, WorkflowVersion
 
 __all__ = [
     "Artifact",
     "Event",
     "NodeRun",
+    "PatchRefusal",
     "Run",
     "RunPatch",
     "Workflow",

@@ -36,6 +36,12 @@ class Run(models.Model):
     replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
     replay_from_node = models.CharField(max_length=200, blank=True, default="")
     usage = models.JSONField(default=dict, blank=True)
+    # The run's spend ceilings as its owner raised them ({max_tokens, max_cost_usd}); unset keys
+    # fall back to the operator's AOB_RUN_MAX_TOKENS / AOB_RUN_MAX_COST_USD.
+    budget = models.JSONField(default=dict, blank=True)
+    # Agent nodes patches have added to this run: the spawn limit counts these, and removing a
+    # node gives nothing back.
+    spawned_agents = models.PositiveIntegerField(default=0)
     request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -51,6 +57,12 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def ceilings(self) -> dict[str, float]:
+        """The run's LLM spend ceilings: what its owner set, else the operator's."""
+        return {"max_tokens": self.budget.get("max_tokens", settings.AOB_RUN_MAX_TOKENS),
+                "max_cost_usd": self.budget.get("max_cost_usd", settings.AOB_RUN_MAX_COST_USD)}
 
 
 class NodeRun(models.Model):
@@ -91,6 +103,8 @@ class NodeRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     usage = models.JSONField(default=dict, blank=True)
+    # Why a ``waiting`` node run waits: a person's decision (approval) or its run's budget.
+    wait_reason = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -115,6 +129,7 @@ class RunPatch(models.Model):
         APPLIED = "applied"
         PENDING_APPROVAL = "pending_approval"
         REJECTED = "rejected"
+        NOOP = "noop"  # an empty patch: answered, never stored
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="patches")
     seq = models.PositiveIntegerField()
@@ -128,12 +143,43 @@ class RunPatch(models.Model):
     proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     reason = models.TextField(blank=True, default="")
+    # An agent's proposal names its node run, attempt and turn, so a resumed attempt that proposes
+    # the same patch again gets the one it made instead of a second copy.
+    proposal_key = models.CharField(max_length=120, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     applied_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_patch_seq_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="run_patch_seq_unique"),
+            models.UniqueConstraint(fields=["run", "proposal_key"], name="run_patch_proposal_unique",
+                                    condition=~models.Q(proposal_key="")),
+        ]
         ordering = ["run_id", "seq"]
 
     def __str__(self) -> str:
         return f"patch {self.seq} of {self.run_id}"
+
+
+class PatchRefusal(models.Model):
+    """A patch the policy refused: nothing of it reached the run. Kept apart from the run's patches
+    and events, for the run page and the admin (who tried what, and which rule stopped it)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="patch_refusals")
+    node_id = models.CharField(max_length=200, blank=True, default="")
+    agent = models.BooleanField(default=False)
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    rule = models.CharField(max_length=64)
+    op = models.PositiveIntegerField(null=True, blank=True)
+    path = models.CharField(max_length=1000, blank=True, default="")
+    message = models.TextField()
+    operations = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["run", "-created_at"], name="patch_refusal_run")]
+
+    def __str__(self) -> str:
+        return f"refused patch ({self.rule}) of {self.run_id}"

@@ -9,9 +9,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
+from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events
+from workflows.engine.dispatch import Dispatch, publish_after_commit
 from workflows.models import Artifact, NodeRun, Run, Workflow, content_id
 
 from .artifacts import artifact_store
@@ -101,11 +103,15 @@ def _cancel_approvals(run: Run) -> None:
 
 def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> Run:
     """A new run of the source's current definition that reuses the recorded outputs of the nodes
-    upstream of ``node_id`` and executes from ``node_id`` on."""
+    upstream of ``node_id`` and executes from ``node_id`` on. A human gate's decision is never
+    reused: a gate upstream of ``node_id`` asks again, and what lies between it and ``node_id`` runs
+    again after it."""
     ir = coordinator.load_ir(run)
     if node_id not in ir.nodes:
         raise NotFound(f"node {node_id!r} is not in run {run.pk}", extra={"field": "node_id"})
     upstream = ir.ancestors(node_id)
+    for gate in [n for n in upstream if ir.nodes[n].type == gates.GATE]:
+        upstream -= {gate, *ir.descendants(gate)}
     latest: dict[str, NodeRun] = {}
     for nr in NodeRun.objects.filter(run=run, node_id__in=upstream).order_by("iteration"):
         latest[nr.node_id] = nr
@@ -115,3 +121,33 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> R
                        code="replay_upstream_incomplete", extra={"nodes": missing})
     return run_start(owner=user, artifact_id=run.current_artifact_id, inputs=run.inputs, workflow=run.workflow,
                      request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()))
+
+
+def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
+                     max_cost_usd: float | None = None) -> Run:
+    """Set a run's LLM spend ceilings (its owner's decision) and resume every node paused on them;
+    a resumed agent replays its journal, so no model call is lost or made twice."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.is_finished:
+            raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
+        budget = dict(run.ceilings)
+        if max_tokens is not None:
+            budget["max_tokens"] = max_tokens
+        if max_cost_usd is not None:
+            budget["max_cost_usd"] = max_cost_usd
+        run.budget = budget
+        Run.objects.filter(pk=run.pk).update(budget=budget)
+        now = timezone.now()
+        paused = list(NodeRun.objects.filter(run=run, status=NodeRun.Status.WAITING, wait_reason="budget"))
+        NodeRun.objects.filter(pk__in=[nr.pk for nr in paused]).update(
+            status=NodeRun.Status.QUEUED, wait_reason="", queued_at=now, dispatched_at=now, available_at=None)
+        events.append(run.pk, run.owner_id, [("budget_raised", "", {
+            "by": user.username, "budget": budget, "resumed": [nr.node_id for nr in paused]})])
+        ir = coordinator.load_ir(run)
+        publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk),
+                                      ir.nodes[nr.node_id].timeout_ms if nr.node_id in ir.nodes else None)
+                             for nr in paused)
+        if paused:
+            coordinator.refresh(run)
+    return run

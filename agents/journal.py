@@ -1,0 +1,67 @@
+"""The journal of an agent node run (``AgentTurn``): what the model answered and what each tool
+returned, written as it happens, so an attempt that resumes (after a worker died, or after a
+budget pause) replays it instead of calling the model or the tools again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from agents import budget
+from agents.llm import Call
+from agents.models import AgentTurn
+
+
+class Journal:
+    def __init__(self, node_run_id: int, attempt: int) -> None:
+        self.node_run_id, self.attempt = node_run_id, attempt
+        self.prompt: list[dict[str, Any]] | None = None
+        self.responses: dict[int, dict[str, Any]] = {}
+        self.tools: dict[tuple[int, int], Any] = {}
+        for turn, kind, index, content in (AgentTurn.objects.filter(node_run_id=node_run_id)
+                                           .values_list("turn", "kind", "index", "content")):
+            if kind == AgentTurn.Kind.PROMPT:
+                self.prompt = content
+            elif kind == AgentTurn.Kind.RESPONSE:
+                self.responses[turn] = content
+            else:
+                self.tools[(turn, index)] = content
+
+    @property
+    def resumed(self) -> bool:
+        return self.prompt is not None
+
+    def _write(self, turn: int, kind: str, index: int, content: Any) -> Any:
+        """Write once; a row that is already there wins (what a lost attempt wrote stands)."""
+        try:
+            with transaction.atomic():
+                AgentTurn.objects.create(node_run_id=self.node_run_id, turn=turn, kind=kind, index=index,
+                                         content=content, attempt=self.attempt)
+            return content
+        except IntegrityError:
+            return AgentTurn.objects.values_list("content", flat=True).get(
+                node_run_id=self.node_run_id, turn=turn, kind=kind, index=index)
+
+    def record_prompt(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.prompt = self._write(0, AgentTurn.Kind.PROMPT, 0, messages)
+        return self.prompt
+
+    def record_response(self, turn: int, message: dict[str, Any], call: Call,
+                        reservation: budget.Reservation) -> dict[str, Any]:
+        """The response and its usage in one transaction: the reservation is released to what the
+        call cost, counted once."""
+        content = {"message": message, "call": call.as_dict()}
+        with transaction.atomic():
+            stored = self._write(turn, AgentTurn.Kind.RESPONSE, 0, content)
+            budget.release(reservation, call if stored is content else None)
+        self.responses[turn] = stored
+        return stored
+
+    def record_tool(self, turn: int, index: int, result: Any) -> Any:
+        self.tools[(turn, index)] = self._write(turn, AgentTurn.Kind.TOOL, index, result)
+        return self.tools[(turn, index)]
+
+
+def call_from(record: dict[str, Any]) -> Call:
+    return Call(**{k: v for k, v in record.items() if k in Call.__dataclass_fields__})

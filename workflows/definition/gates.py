@@ -1,0 +1,136 @@
+"""Human gates in a definition's graph: what a gate guards, and which nodes can be reached around it.
+
+Pure functions of a definition (the JSON document, not the compiled IR, so a patch can be judged
+before it is stored). The patch policy uses them to keep gates out of an agent's reach, and an
+approval records the digest of the action its gate guards, so a later change to that action
+voids the decision instead of riding on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+GATE = "hitl"
+LOOP_TARGETS = ("loop_back_to", "break_path", "timeout_path")
+
+# What an edge out of a gate may test: the gate's own outcome, nothing else (normalized spelling).
+_OUTCOMES = {"output.approved", "!output.approved", "output.approved==true", "output.approved==false",
+             "output.approved!=true", "output.approved!=false", "true==output.approved",
+             "false==output.approved"}
+_OUTCOMES |= {f'output.decision{op}"{value}"' for op in ("==", "!=") for value in ("approved", "rejected", "expired")}
+
+
+def nodes_by_id(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and isinstance(n.get("id"), str)}
+
+
+def gates(definition: dict[str, Any]) -> list[str]:
+    return [n["id"] for n in definition.get("nodes", []) if isinstance(n, dict) and n.get("type") == GATE]
+
+
+def _targets(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def successors(definition: dict[str, Any]) -> dict[str, list[str]]:
+    """Every way control can move from a node: its edges, and a loop node's jump and exits."""
+    adjacency: dict[str, list[str]] = {node_id: [] for node_id in nodes_by_id(definition)}
+    for edge in definition.get("edges", []):
+        if isinstance(edge, dict) and edge.get("from") in adjacency and edge.get("to") in adjacency:
+            adjacency[edge["from"]].append(edge["to"])
+    for node_id, node in nodes_by_id(definition).items():
+        config = node.get("config")
+        if node.get("type") == "loop" and isinstance(config, dict):
+            for key in LOOP_TARGETS:
+                adjacency[node_id].extend(t for t in _targets(config.get(key)) if t in adjacency)
+    return adjacency
+
+
+def reachable(adjacency: dict[str, list[str]], starts: Iterable[str], avoid: str | None = None) -> set[str]:
+    """Nodes reachable from ``starts`` (included) without passing through ``avoid``."""
+    seen: set[str] = set()
+    todo = [s for s in starts if s in adjacency and s != avoid]
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(t for t in adjacency[node] if t != avoid and t not in seen)
+    return seen
+
+
+def predecessors(adjacency: dict[str, list[str]]) -> dict[str, list[str]]:
+    reverse: dict[str, list[str]] = {node: [] for node in adjacency}
+    for source, targets in adjacency.items():
+        for target in targets:
+            reverse[target].append(source)
+    return reverse
+
+
+def bypassed(definition: dict[str, Any], gate: str) -> set[str]:
+    """Nodes downstream of ``gate`` that a node upstream of it reaches without passing through it."""
+    adjacency = successors(definition)
+    if gate not in adjacency:
+        return set()
+    reverse = predecessors(adjacency)
+    upstream = reachable(reverse, reverse[gate], avoid=gate)
+    downstream = reachable(adjacency, adjacency[gate], avoid=gate)
+    return reachable(adjacency, upstream, avoid=gate) & downstream
+
+
+def guarded(definition: dict[str, Any], gate: str) -> list[str]:
+    """The action a gate guards: the nodes after it, up to the next gate or the end."""
+    adjacency = successors(definition)
+    nodes = nodes_by_id(definition)
+    seen: set[str] = set()
+    todo = list(adjacency.get(gate, []))
+    while todo:
+        node = todo.pop()
+        if node in seen or node == gate or nodes[node].get("type") == GATE:
+            continue
+        seen.add(node)
+        todo.extend(adjacency[node])
+    return sorted(seen)
+
+
+def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[str] = ()) -> str:
+    """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
+    the nodes it guards and the edges out of them (in authoring order, which routes). Nodes named
+    in ``leave_out`` (added by an agent the gate already approved) are not part of it."""
+    skip = set(leave_out)
+    nodes = nodes_by_id(definition)
+    region = [n for n in guarded(definition, gate) if n not in skip]
+    inside = {gate, *region}
+    edges = [[e.get("from"), e.get("to"), e.get("condition")] for e in definition.get("edges", [])
+             if isinstance(e, dict) and e.get("from") in inside and e.get("to") not in skip]
+    action = {"gate": nodes.get(gate), "nodes": [nodes[n] for n in region], "edges": edges}
+    text = json.dumps(action, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_outcome(condition: str | None) -> bool:
+    """Whether an edge condition out of a gate tests only the gate's outcome."""
+    if condition is None:
+        return True
+    from .expressions import expand_shorthand
+
+    normal = "".join(expand_shorthand(condition).split()).replace("'", '"')
+    return normal in _OUTCOMES
+
+
+def named_approvers(definition: dict[str, Any]) -> set[str]:
+    """Every approver and escalation target the definition's author named on a gate."""
+    names: set[str] = set()
+    for node in definition.get("nodes", []):
+        config = node.get("config") if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get("type") == GATE and isinstance(config, dict):
+            for key in ("approvers", "escalate_to"):
+                names.update(_targets(config.get(key)))
+    return names

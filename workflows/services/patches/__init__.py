@@ -1,0 +1,232 @@
+"""Run patches: one service for agents, the API, the web UI, the admin and the CLI.
+
+``jsonpatch`` applies RFC 6902; it is not a policy engine and will happily rewrite history, so the
+rules are ours, in ``policy`` (one validator, judged on the definitions before and after). A patch
+is applied atomically as a new ``dag_version`` artifact, takes effect at the coordinator's next
+decision (at once for an idle run), and never touches the workflow tag. A refused patch stores
+nothing of the run's: its definition, patch list, node runs and events stay as they were; the
+refusal itself is kept apart (``PatchRefusal``) for the run page and the admin.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from aob_project.exceptions import AobError, Conflict, ValidationFailed
+from aob_project.metrics import PATCHES
+from workflows.definition import gates
+from workflows.engine import coordinator, events
+from workflows.models import Artifact, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
+
+from ..artifacts import artifact_store
+from .policy import (
+    MAX_OPERATIONS,
+    PatchRejected,
+    Proposer,
+    RunState,
+    SpawnLimitExceeded,
+    Verdict,
+    agent_limit,
+    judge,
+)
+
+__all__ = [
+    "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "SpawnLimitExceeded", "agent_limit",
+    "graph_summary", "patch_approval_settled", "refusals", "run_patch_propose", "run_state",
+]
+
+logger = logging.getLogger(__name__)
+
+HISTORY = (NodeRun.Status.COMPLETED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING)
+
+
+class PatchDenied(AobError):
+    code = "patch_denied"
+    status = 403
+
+
+def graph_summary(definition: dict[str, Any]) -> dict[str, Any]:
+    return {"nodes": [{"id": n["id"], "type": n["type"]} for n in definition["nodes"]],
+            "edges": [[e["from"], e["to"]] for e in definition.get("edges", [])]}
+
+
+def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_id: str = "",
+                      user: User | None = None, from_agent: bool = False, proposal_key: str = "") -> RunPatch:
+    """Judge, then apply (or hold for approval) a patch to a live run. A patch that names a
+    proposing node (``node_id``) is an agent's, whoever carries it. ``proposal_key`` (an agent's
+    node run, attempt and turn) makes a repeated proposal return the patch it already made."""
+    proposer = Proposer(agent=from_agent or bool(node_id), node_id=node_id)
+    try:
+        patch = _propose(run=run, operations=operations, description=description, proposer=proposer, user=user,
+                         proposal_key=proposal_key)
+        PATCHES.labels(patch.status).inc()
+        return patch
+    except (ValidationFailed, PatchDenied) as exc:
+        _record_refusal(run, proposer, user, operations, exc)
+        PATCHES.labels("rejected").inc()
+        raise
+
+
+def run_state(run: Run) -> RunState:
+    """What the policy reads of a locked run."""
+    latest: dict[str, tuple[int, str, Any]] = {}
+    started: set[str] = set()
+    history: set[str] = set()
+    for node_id, iteration, status, attempts, output in (
+            NodeRun.objects.filter(run=run).order_by("iteration", "id")
+            .values_list("node_id", "iteration", "status", "attempts", "output")):
+        latest[node_id] = (iteration, status, output)
+        if status in HISTORY:
+            history.add(node_id)
+        if status != NodeRun.Status.SKIPPED and not (status == NodeRun.Status.QUEUED and attempts == 0):
+            started.add(node_id)
+    base = Artifact.objects.values_list("content", flat=True).get(pk=run.base_artifact_id)
+    approved = {node_id for node_id, (_, status, output) in latest.items()
+                if status == NodeRun.Status.COMPLETED and isinstance(output, dict) and output.get("approved") is True}
+    owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
+    return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, history=frozenset(history),
+                    started=frozenset(started), approved=frozenset(approved),
+                    base=base, owner=owner, spawned=run.spawned_agents)
+
+
+def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
+             proposal_key: str) -> RunPatch:
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if proposal_key:
+            already = RunPatch.objects.filter(run=run, proposal_key=proposal_key).first()
+            if already is not None:
+                return already  # a resumed agent attempt proposing what it proposed before
+        if run.is_finished:
+            raise Conflict(f"run is {run.status}; a finished run cannot be patched", code="run_finished",
+                           extra={"status": run.status})
+        before = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
+        verdict = judge(before=before, operations=operations, proposer=proposer, state=run_state(run))
+        if not operations:
+            return _noop(run, description, proposer)
+        policy = before.get("metadata", {}).get("patch_policy", "auto")
+        if proposer.agent and policy == "deny":
+            raise PatchDenied("this workflow's patch_policy is deny: agents may not patch its runs",
+                              extra={"rule": "patch_policy", "op": None, "path": None})
+        held = proposer.agent and policy == "require_approval"
+        run.patch_seq += 1
+        patch = RunPatch.objects.create(
+            run=run, seq=run.patch_seq, operations=operations, description=description, node_id=proposer.node_id,
+            status=RunPatch.Status.PENDING_APPROVAL if held else RunPatch.Status.APPLIED, proposal_key=proposal_key,
+            patch_artifact=artifact_store(kind=Artifact.Kind.PATCH_SET, content=operations),
+            before_artifact_id=run.current_artifact_id,
+            after_artifact=artifact_store(kind=Artifact.Kind.DAG_VERSION, content=verdict.after),
+            proposed_by=user, applied_at=None if held else timezone.now())
+        Run.objects.filter(pk=run.pk).update(patch_seq=run.patch_seq)
+        if held:
+            _hold_for_approval(run, patch, before, verdict.after)
+        else:
+            _apply(run, patch, verdict, before)
+    return patch
+
+
+def _noop(run: Run, description: str, proposer: Proposer) -> RunPatch:
+    """RFC 6902 allows an empty patch: it changes nothing, so nothing is stored."""
+    return RunPatch(run=run, seq=None, operations=[], description=description, node_id=proposer.node_id,
+                    status=RunPatch.Status.NOOP, before_artifact_id=run.current_artifact_id,
+                    after_artifact_id=run.current_artifact_id, patch_artifact_id=None, created_at=timezone.now())
+
+
+def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any]) -> None:
+    run.current_artifact_id = patch.after_artifact_id
+    Run.objects.filter(pk=run.pk).update(current_artifact_id=patch.after_artifact_id,
+                                         spawned_agents=F("spawned_agents") + verdict.spawned)
+    events.append(run.pk, run.owner_id, [("patch_applied", patch.node_id, {
+        "patch_id": patch.pk, "seq": patch.seq, "op_count": len(patch.operations),
+        "description": patch.description, "artifact_id": patch.after_artifact_id})])
+    if verdict.reopen or verdict.revote:
+        from approvals.services import approvals_void_for_changed_action
+
+        below = {gate: _below(before, gate) | _below(verdict.after, gate) for gate in verdict.reopen}
+        approvals_void_for_changed_action(run=run, reopen=verdict.reopen, revote=verdict.revote, below=below,
+                                          patch_seq=patch.seq)
+    coordinator.refresh(run)
+
+
+def _below(definition: dict[str, Any], gate: str) -> set[str]:
+    adjacency = gates.successors(definition)
+    return gates.reachable(adjacency, adjacency.get(gate, []), avoid=gate)
+
+
+def _hold_for_approval(run: Run, patch: RunPatch, before: dict[str, Any], after: dict[str, Any]) -> None:
+    from approvals.models import Approval
+
+    owner = User.objects.only("username").get(pk=run.owner_id).username
+    approval = Approval.objects.create(
+        run=run, patch=patch, node_id=patch.node_id, kind=Approval.Kind.PATCH, approvers=[owner],
+        message=patch.description or f"An agent proposes {len(patch.operations)} change(s) to this run",
+        context={"operations": patch.operations, "before": graph_summary(before), "after": graph_summary(after)})
+    events.append(run.pk, run.owner_id, [("approval_required", patch.node_id, {
+        "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
+        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
+
+
+def patch_approval_settled(*, approval: Any, approved: bool) -> None:
+    """Called by approvals.services inside the decision's transaction. The held patch is judged
+    again, as the agent's it is, against the run as it is now."""
+    run = Run.objects.select_for_update().get(pk=approval.run_id)
+    patch = RunPatch.objects.select_for_update().get(pk=approval.patch_id)
+    if patch.status != RunPatch.Status.PENDING_APPROVAL:
+        return
+    if not approved or run.is_finished:
+        _reject_held(run, patch, "rejected by an approver" if not approved else f"run is {run.status}")
+        return
+    before = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
+    try:
+        verdict = judge(before=before, operations=patch.operations,
+                        proposer=Proposer(agent=True, node_id=patch.node_id), state=run_state(run))
+    except AobError as exc:
+        _reject_held(run, patch, f"no longer applies: {exc.message}")
+        return
+    patch.after_artifact = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=verdict.after)
+    patch.before_artifact_id = run.current_artifact_id
+    patch.status = RunPatch.Status.APPLIED
+    patch.applied_at = timezone.now()
+    patch.save(update_fields=["after_artifact", "before_artifact", "status", "applied_at"])
+    _apply(run, patch, verdict, before)
+
+
+def _reject_held(run: Run, patch: RunPatch, reason: str) -> None:
+    patch.status = RunPatch.Status.REJECTED
+    patch.reason = reason
+    patch.save(update_fields=["status", "reason"])
+    events.append(run.pk, run.owner_id, [("patch_rejected", patch.node_id, {
+        "patch_id": patch.pk, "seq": patch.seq, "reason": reason})])
+    if not run.is_finished:
+        coordinator.refresh(run)  # the run may have been waiting only for this decision
+
+
+_KEPT_OPERATIONS_BYTES = 64 * 1024
+
+
+def _record_refusal(run: Run, proposer: Proposer, user: User | None, operations: Any, exc: AobError) -> None:
+    """A refused patch changes nothing of the run; the refusal is kept apart, for people to see."""
+    try:
+        text = canonical_json(operations)
+        kept = operations if len(text) <= _KEPT_OPERATIONS_BYTES else {"truncated": True, "bytes": len(text)}
+    except (TypeError, ValueError):
+        kept = {"unreadable": True}
+    op = exc.extra.get("op")
+    try:
+        PatchRefusal.objects.create(
+            run_id=run.pk, node_id=proposer.node_id, agent=proposer.agent, proposed_by=user,
+            rule=str(exc.extra.get("rule") or exc.code)[:64], op=op if isinstance(op, int) else None,
+            path=str(exc.extra.get("path") or "")[:1000], message=exc.message[:4000], operations=kept)
+    except Exception:  # noqa: BLE001 - the refusal itself is what the caller must see
+        logger.warning("patch.refusal_record_failed", exc_info=True)
+
+
+def refusals(run: Run, limit: int = 50) -> list[PatchRefusal]:
+    return list(PatchRefusal.objects.filter(run=run).order_by("-created_at", "-id")[:limit])
+

@@ -1,0 +1,363 @@
+"""The run-patch policy: one validator for every patch, from an agent or a person, on every surface.
+
+A patch is judged by what it does, not by how RFC 6902 spells it: the operations are applied to a
+copy and the definitions before and after are compared, so ``move``, ``copy``, ``add`` onto an
+existing member, ``~0``/``~1`` escapes and ``-`` all come to the same verdict. Only when a rule is
+broken are the operations replayed one at a time, to name the first one that broke it.
+
+Who proposes matters. An agent is untrusted (its task and what it reads may be an attacker's
+words): human gates, the run's rules (``/metadata``), the spawn budget and its own privileges are
+out of its reach, and what it adds must hang off the node proposing it. A person is trusted as far
+as the gates allow: a four-eyes gate, or any gate waiting for a decision, cannot be changed by a run
+patch, whoever asks. ``docs/SECURITY.md`` has the rules as a table.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import jsonpatch
+import jsonpointer
+from django.conf import settings
+
+from aob_project.exceptions import ValidationFailed
+from workers.executors.agent import effective_tools
+from workflows.definition import gates
+from workflows.definition.validation import validate
+
+from ..definitions import apply_operations
+
+MAX_OPERATIONS = 100
+
+
+class PatchRejected(ValidationFailed):
+    code = "patch_rejected"
+
+
+class SpawnLimitExceeded(PatchRejected):
+    code = "excessive_agent_nodes"
+
+
+@dataclass(frozen=True)
+class Proposer:
+    """``agent`` when the patch comes from an agent node (the tool, or any request naming one)."""
+
+    agent: bool
+    node_id: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "agent" if self.agent else "person"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the policy needs to know of the run, read under its lock."""
+
+    statuses: dict[str, str] = field(default_factory=dict)  # node id -> status of its latest node run
+    history: frozenset[str] = frozenset()  # nodes completed, running or waiting: their past is fixed
+    started: frozenset[str] = frozenset()  # nodes with a node run that has begun (not merely queued)
+    approved: frozenset[str] = frozenset()  # gates whose latest decision approved
+    base: dict[str, Any] = field(default_factory=dict)  # the frozen version the run started from
+    owner: str = ""
+    spawned: int = 0  # agent nodes patches have added to this run so far (removals give nothing back)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    after: dict[str, Any]
+    spawned: int = 0  # agent nodes this patch adds
+    reopen: tuple[str, ...] = ()  # approved gates whose guarded action this patch changes: asked again
+    revote: tuple[str, ...] = ()  # pending gates whose guarded action changes: the votes so far lapse
+
+
+def agent_limit(definition: dict[str, Any]) -> int:
+    """The spawn limit: the operator's ceiling, which a definition may lower and never raise."""
+    ceiling = settings.AOB_MAX_AGENT_NODES
+    declared = definition.get("metadata", {}).get("max_agent_nodes") if isinstance(definition, dict) else None
+    return min(ceiling, declared) if isinstance(declared, int) else ceiling
+
+
+def judge(*, before: dict[str, Any], operations: Any, proposer: Proposer, state: RunState) -> Verdict:
+    """The patched definition and what applying it entails, or PatchRejected naming the operation
+    (``op``), its JSON Pointer (``path``) and the ``rule`` it breaks."""
+    return _Judgement(before, operations, proposer, state).run()
+
+
+class _Judgement:
+    def __init__(self, before: dict[str, Any], operations: Any, proposer: Proposer, state: RunState) -> None:
+        self.before, self.operations, self.proposer, self.state = before, operations, proposer, state
+
+    # --- refusing, with the operation to blame ---------------------------------------------------
+
+    def refuse(self, rule: str, message: str, probe: Callable[[Any], Any] | None = None, *, op: int | None = None,
+               error: type[PatchRejected] = PatchRejected, code: str | None = None, **extra: Any) -> NoReturn:
+        if op is None and probe is not None:
+            op = self.culprit(probe)
+        path = self.operations[op].get("path") if op is not None and isinstance(self.operations[op], dict) else None
+        raise error(f"{message} ({self.proposer.kind} patch refused: {rule})", code=code,
+                    extra={"op": op, "path": path, "rule": rule, **extra})
+
+    def culprit(self, probe: Callable[[Any], Any]) -> int | None:
+        """The first operation after which ``probe`` of the document differs from before."""
+        target = probe(self.before)
+        doc = copy.deepcopy(self.before)
+        for index, operation in enumerate(self.operations):
+            try:
+                doc = jsonpatch.JsonPatch([operation]).apply(doc, in_place=True)
+            except Exception:  # noqa: BLE001 - any failure here is this operation's
+                return index
+            if probe(doc) != target:
+                return index
+        return len(self.operations) - 1 if self.operations else None
+
+    # --- the rules, in the order they are judged --------------------------------------------------
+
+    def run(self) -> Verdict:
+        if not isinstance(self.operations, list):
+            self.refuse("rfc6902", "operations must be a list of RFC 6902 operations")
+        if len(self.operations) > MAX_OPERATIONS:
+            self.refuse("max_operations", f"{len(self.operations)} operations; a patch has at most {MAX_OPERATIONS}",
+                        op=MAX_OPERATIONS, limit=MAX_OPERATIONS)
+        if not self.operations:
+            return Verdict(after=self.before)
+        self.after = self.apply()
+        self.old, self.new = gates.nodes_by_id(self.before), gates.nodes_by_id(self.after)
+        self.check_shape()
+        self.check_history()
+        if self.proposer.agent:
+            self.check_rules_untouched()
+        self.check_gates_untouched()
+        self.check_valid()
+        if self.proposer.agent:
+            self.check_reach()
+            self.check_new_gates()
+            self.check_bypass()
+            self.check_privileges()
+        self.check_duplicate_edges()
+        self.check_growth()
+        spawned = self.check_spawn()
+        self.check_ssrf()
+        reopen, revote = self.check_approved_actions()
+        return Verdict(after=self.after, spawned=spawned, reopen=reopen, revote=revote)
+
+    def apply(self) -> dict[str, Any]:
+        try:
+            return apply_operations(self.before, self.operations)
+        except ValidationFailed as exc:
+            op = self.culprit(lambda doc: None)
+            self.refuse(exc.extra.get("rule", "rfc6902"), exc.message, op=op, code=exc.code,
+                        **{k: v for k, v in exc.extra.items() if k not in ("rule", "field")})
+
+    def check_shape(self) -> None:
+        after = self.after
+        shaped = isinstance(after, dict) and isinstance(after.get("nodes"), list) and all(
+            isinstance(n, dict) and isinstance(n.get("id"), str) and isinstance(n.get("type"), str)
+            for n in after["nodes"]) and isinstance(after.get("edges", []), list) and all(
+            isinstance(e, dict) and isinstance(e.get("from"), str) and isinstance(e.get("to"), str)
+            for e in after.get("edges", []))
+        if not shaped:
+            self.refuse_invalid(validate(after))
+
+    def check_history(self) -> None:
+        for node_id in sorted(self.state.history):
+            if node_id not in self.old:
+                continue
+            if node_id not in self.new:
+                self.refuse("history_immutable", f"node {node_id!r} has already run or is running and cannot be "
+                            "removed", _node(node_id), node_id=node_id)
+            if self.new[node_id] != self.old[node_id]:
+                self.refuse("history_immutable", f"node {node_id!r} has already run or is running and cannot be "
+                            "changed", _node(node_id), node_id=node_id)
+            if _incoming(self.before, node_id) != _incoming(self.after, node_id):
+                self.refuse("history_immutable", f"the incoming edges of node {node_id!r}, which has already run, "
+                            "cannot change", lambda doc, n=node_id: _incoming(doc, n), node_id=node_id)
+        for node_id, node in self.new.items():
+            if node_id in self.old and self.old[node_id].get("type") != node.get("type"):
+                self.refuse("type_immutable", f"node {node_id!r} cannot change type ({self.old[node_id].get('type')} "
+                            f"→ {node.get('type')})", _node(node_id), node_id=node_id)
+
+    def check_rules_untouched(self) -> None:
+        if self.before.get("metadata") != self.after.get("metadata"):
+            self.refuse("metadata_immutable", "an agent may not change /metadata: the patch policy, the spawn "
+                        "limit and the budgets are the run's rules", lambda doc: _dump(doc.get("metadata")))
+
+    def check_gates_untouched(self) -> None:
+        for gate in gates.gates(self.before):
+            config = self.old[gate].get("config") or {}
+            four_eyes = isinstance(config, dict) and config.get("allow_self_approval") is False
+            pending = self.state.statuses.get(gate) == "waiting"
+            if not (self.proposer.agent or four_eyes or pending):
+                continue
+            why = ("a human gate is out of an agent's reach" if self.proposer.agent else
+                   f"gate {gate!r} is {'four-eyes' if four_eyes else 'waiting for a decision'}: a new workflow "
+                   "version is the way to change it")
+            if self.new.get(gate) != self.old[gate]:
+                self.refuse("gate_immutable", f"node {gate!r}: {why}", _node(gate), node_id=gate)
+            if _touching(self.before, gate) != _touching(self.after, gate):
+                self.refuse("gate_immutable", f"the edges into and out of gate {gate!r}: {why}",
+                            lambda doc, g=gate: _touching(doc, g), node_id=gate)
+
+    def check_valid(self) -> None:
+        report = validate(self.after)
+        if not report.valid:
+            self.refuse_invalid(report)
+
+    def refuse_invalid(self, report: Any) -> NoReturn:
+        first = report.errors[0]
+        pointer = "" if first.path == "/" else first.path
+        self.refuse(first.rule, f"the patched workflow is invalid: {first.path}: {first.message}",
+                    lambda doc: _dump(jsonpointer.resolve_pointer(doc, pointer, None)),
+                    at=first.path, errors=[p.as_dict() for p in report.errors[:20]])
+
+    def check_reach(self) -> None:
+        added = [n for n in self.new if n not in self.old]
+        if not added:
+            return
+        reach = gates.reachable(gates.successors(self.after), [self.proposer.node_id])
+        for node_id in added:
+            if node_id not in reach:
+                self.refuse("unreachable_node", f"node {node_id!r} must be reachable from the proposing node "
+                            f"{self.proposer.node_id!r} (an agent adds steps after itself, never new starts)",
+                            _node(node_id), node_id=node_id)
+
+    def check_new_gates(self) -> None:
+        named = gates.named_approvers(self.state.base or self.before) | {self.state.owner}
+        for gate in gates.gates(self.after):
+            if gate in self.old:
+                continue
+            config = self.new[gate].get("config") or {}
+            for key in ("approvers", "escalate_to"):
+                people = config.get(key)
+                if key == "approvers" and people is not None and not people:
+                    self.refuse("gate_approvers", f"gate {gate!r}: an empty approver list approves nothing",
+                                _node(gate), node_id=gate)
+                strangers = sorted(set(people or []) - named)
+                if strangers:
+                    self.refuse("gate_approvers", f"gate {gate!r}: {key} may name only people the workflow's author "
+                                f"named ({', '.join(strangers)} are not)", _node(gate), node_id=gate)
+            if config.get("on_timeout") == "approve":
+                self.refuse("gate_timeout_approve", f"gate {gate!r}: an agent's gate may not approve itself on "
+                            "timeout", _node(gate), node_id=gate)
+            for edge in self.after.get("edges", []):
+                if edge["from"] == gate and not gates.is_outcome(edge.get("condition")):
+                    self.refuse("gate_outcome", f"an edge out of gate {gate!r} may test only its outcome "
+                                "($.approved or $.decision)", lambda doc, g=gate: _touching(doc, g), node_id=gate)
+
+    def check_bypass(self) -> None:
+        for gate in gates.gates(self.before):
+            if gate not in self.new:
+                continue
+            fresh = gates.bypassed(self.after, gate) - gates.bypassed(self.before, gate)
+            if fresh:
+                self.refuse("gate_bypass", f"the patch lets nodes upstream of gate {gate!r} reach "
+                            f"{', '.join(sorted(fresh)[:5])} without passing through it",
+                            lambda doc, g=gate: sorted(gates.bypassed(doc, g)), node_id=gate)
+
+    def check_privileges(self) -> None:
+        proposer = self.old.get(self.proposer.node_id) or {}
+        mine = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
+        tools = set(effective_tools(mine))
+        budget = mine.get("budget") or {}
+        for node_id, node in self.new.items():
+            if node.get("type") != "agent" or self.old.get(node_id) == node:
+                continue
+            config = node.get("config") or {}
+            extra_tools = sorted(set(effective_tools(config)) - tools)
+            if extra_tools:
+                self.refuse("agent_privilege", f"agent {node_id!r} may not have tools its proposer lacks: "
+                            f"{', '.join(extra_tools)}", _node(node_id), node_id=node_id)
+            theirs = config.get("budget") or {}
+            for key, limit in budget.items():
+                if theirs.get(key) is None or theirs[key] > limit:
+                    self.refuse("agent_privilege", f"agent {node_id!r}: budget.{key} must be at most its proposer's "
+                                f"({limit})", _node(node_id), node_id=node_id)
+
+    def check_duplicate_edges(self) -> None:
+        before = Counter((e["from"], e["to"]) for e in self.before.get("edges", []))
+        after = Counter((e["from"], e["to"]) for e in self.after.get("edges", []))
+        for pair, count in after.items():
+            if count > 1 and count > before.get(pair, 0):
+                self.refuse("duplicate_edge", f"edge {pair[0]!r} → {pair[1]!r} is already there",
+                            lambda doc, p=pair: sum(1 for e in doc.get("edges", []) if (e.get("from"),
+                                                                                         e.get("to")) == p))
+
+    def check_growth(self) -> None:
+        cap, count = settings.AOB_RUN_MAX_NODES, len(self.after["nodes"])
+        if count > cap and count > len(self.before["nodes"]):
+            self.refuse("max_run_nodes", f"the patch would grow the run to {count} nodes; a run may grow to {cap}",
+                        lambda doc: len(doc.get("nodes", [])), limit=cap, count=count)
+
+    def check_spawn(self) -> int:
+        added = [n for n, node in self.new.items() if node.get("type") == "agent" and n not in self.old]
+        limit = agent_limit(self.before)
+        total = self.state.spawned + len(added)
+        if added and total > limit:
+            self.refuse("excessive_agent_nodes", f"the patch would make {total} agent nodes added to this run; the "
+                        f"limit per run is {limit}", _node(added[-1]), error=SpawnLimitExceeded,
+                        reason="excessive_agent_nodes", limit=limit, count=total)
+        return len(added)
+
+    def check_ssrf(self) -> None:
+        from workers.http import SSRFBlocked, check_url_static
+
+        for node_id, node in self.new.items():
+            config = node.get("config") or {}
+            url = config.get("url") if node.get("type") == "http" else None
+            if self.old.get(node_id) != node and isinstance(url, str) and "$" not in url:
+                try:
+                    check_url_static(url)
+                except SSRFBlocked as exc:
+                    self.refuse("ssrf", f"node {node_id!r}: {exc.message}", _node(node_id), node_id=node_id,
+                                reason=exc.rule, url=url)
+
+    def check_approved_actions(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """An approval is bound to the action it approved: a patch that changes it voids the decision."""
+        reopen, revote = [], []
+        added = [n for n in self.new if n not in self.old]
+        for gate in gates.gates(self.before):
+            pending = self.state.statuses.get(gate) == "waiting"
+            if not (pending or gate in self.state.approved):
+                continue
+            inside = self.proposer.agent and self.proposer.node_id in gates.guarded(self.before, gate)
+            leave_out = added if inside else ()
+            if gates.action_digest(self.before, gate) == gates.action_digest(self.after, gate, leave_out=leave_out):
+                continue
+            if pending:
+                revote.append(gate)
+                continue
+            below = gates.reachable(gates.successors(self.before), gates.successors(self.before)[gate])
+            begun = sorted(below & self.state.started)
+            if begun:
+                self.refuse("approved_action_started", f"gate {gate!r} approved an action that has begun "
+                            f"({', '.join(begun[:5])}); it cannot change under the approval",
+                            lambda doc, g=gate, skip=leave_out: gates.action_digest(doc, g, leave_out=skip),
+                            node_id=gate)
+            reopen.append(gate)
+        return tuple(reopen), tuple(revote)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _node(node_id: str) -> Callable[[Any], str]:
+    return lambda doc: _dump(gates.nodes_by_id(doc).get(node_id)) if isinstance(doc, dict) else ""
+
+
+def _incoming(definition: dict[str, Any], node_id: str) -> list[tuple[str, str]]:
+    return sorted((e.get("from"), e.get("condition") or "") for e in definition.get("edges", [])
+                  if isinstance(e, dict) and e.get("to") == node_id)
+
+
+def _touching(definition: Any, node_id: str) -> list[Any]:
+    """The edges into and out of a node, in authoring order (which routes)."""
+    if not isinstance(definition, dict):
+        return []
+    return [[e.get("from"), e.get("to"), e.get("condition")] for e in definition.get("edges", [])
+            if isinstance(e, dict) and node_id in (e.get("from"), e.get("to"))]
