@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
 from aob_project.exceptions import AobError
-from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import runs
 
 
@@ -74,6 +74,18 @@ class NodeRunInline(admin.TabularInline):
     ordering = ["queued_at", "id"]
 
 
+class PatchRefusalInline(admin.TabularInline):
+    model = PatchRefusal
+    extra = 0
+    fields = ["created_at", "agent", "node_id", "proposed_by", "rule", "op", "path", "message"]
+    readonly_fields = fields
+    can_delete = False
+    verbose_name_plural = "refused patches (nothing of them reached the run)"
+
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
 class EventInline(admin.TabularInline):
     model = Event
     extra = 0
@@ -88,7 +100,7 @@ class RunAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["id", "tag", "owner__username"]
     readonly_fields = [f.name for f in Run._meta.fields]
-    inlines = [NodeRunInline, EventInline]
+    inlines = [NodeRunInline, PatchRefusalInline, EventInline]
     actions = ["cancel_runs"]
 
     def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
@@ -183,3 +195,19 @@ class RunPatchAdmin(ReadOnlyAdmin):
 class EventAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "type", "node_id", "created_at"]
     list_filter = ["type"]
+
+
+@admin.register(PatchRefusal)
+class PatchRefusalAdmin(ReadOnlyAdmin):
+    """Patches the policy refused, with the operation and the rule: who tried what."""
+
+    list_display = ["run", "created_at", "agent", "node_id", "proposed_by", "rule", "op", "path"]
+    list_filter = ["rule", "agent"]
+    search_fields = ["run__id", "node_id", "rule"]
+    readonly_fields = ["run", "created_at", "agent", "node_id", "proposed_by", "rule", "op", "path", "message",
+                       "operations_pretty"]
+    exclude = ["operations"]
+
+    @admin.display(description="operations")
+    def operations_pretty(self, obj: PatchRefusal) -> str:
+        return pretty(obj.operations)

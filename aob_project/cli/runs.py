@@ -134,6 +134,22 @@ def run_cancel(session: Session, run_id: str) -> None:
     session.output.emit(answer, lambda d: click.echo(f"run {d['run_id']} {d['status']}"))
 
 
+@run.command("budget")
+@click.argument("run_id")
+@click.option("--max-cost-usd", type=click.FloatRange(0), default=None, help="The run's new cost ceiling in USD.")
+@click.option("--max-tokens", type=click.IntRange(0), default=None, help="The run's new token ceiling.")
+@pass_session
+def run_budget(session: Session, run_id: str, max_cost_usd: float | None, max_tokens: int | None) -> None:
+    """Raise a run's LLM spend ceilings; agent nodes paused on them resume where they stopped."""
+    if max_cost_usd is None and max_tokens is None:
+        raise click.UsageError("give --max-cost-usd, --max-tokens or both")
+    body = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_tokens", max_tokens)) if v is not None}
+    answer = session.client.post(_run_path(run_id, "budget"), body)
+    session.output.emit(answer, lambda d: click.echo(
+        f"run {d['run_id']} {d['status']}: budget ${d['budget']['max_cost_usd']}, {d['budget']['max_tokens']} tokens "
+        f"(spent ${d['usage'].get('cost_usd', 0)}, {d['usage'].get('tokens', 0)} tokens)"))
+
+
 @run.command("replay")
 @click.argument("run_id")
 @click.argument("node_id")

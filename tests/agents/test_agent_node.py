@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.agents.flows import add_after, agent, edge, finish, http, node, start, tool_messages
-from workflows.models import PatchRefusal, Event, RunPatch, Workflow
+from workflows.models import Event, PatchRefusal, RunPatch, Workflow
 
 TEXT = {"content": "Done."}
 

@@ -55,8 +55,8 @@ def test_pending_patches_are_approved_and_rejected_in_the_admin(engine: Any, adm
                                                                 admin_client: Client) -> None:
     run = run_start(owner=admin_user, definition=HELD, inputs={"amount": 3, "customer": "Ada"})
     wait_for_run(run.pk, statuses={"waiting_for_approval"})
-    kept = run_patch_propose(run=run, operations=add_after_refund("audit"), description="audit it", from_agent=True)
-    dropped = run_patch_propose(run=run, operations=add_after_refund("spam"), description="spam", from_agent=True)
+    kept = run_patch_propose(run=run, operations=add_after_refund("audit"), description="audit it", node_id="refund")
+    dropped = run_patch_propose(run=run, operations=add_after_refund("spam"), description="spam", node_id="refund")
     assert kept.status == dropped.status == RunPatch.Status.PENDING_APPROVAL
 
     page = admin_client.get(f"/admin/workflows/runpatch/{kept.pk}/change/").content.decode()

@@ -26,6 +26,7 @@ import pytest
 
 from workers.http import (
     HTTPRequestError,
+    InvalidHeader,
     ResponseTooLarge,
     SSRFBlocked,
     TooManyRedirects,
@@ -190,10 +191,28 @@ def test_headers_query_and_json_arrive_as_sent(server: Server) -> None:
     assert result.duration_ms >= 0 and result.redirect_urls == ()
 
 
-def test_raw_content_and_caller_cannot_retarget_host(server: Server) -> None:
-    result = request(method="PUT", url=server.url(), content=b"\x00raw", headers={"Host": "evil.example"})
+def test_raw_content_is_sent_as_is(server: Server) -> None:
+    result = request(method="PUT", url=server.url(), content=b"\x00raw")
     assert server.hits[0].body == b"\x00raw"
     assert result.json_body["headers"]["host"] == f"127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize(("headers", "rule"), [
+    ({"Host": "evil.example"}, "header_forbidden"),
+    ({"transfer-encoding": "chunked"}, "header_forbidden"),
+    ({"Proxy-Authorization": "Basic x"}, "header_forbidden"),
+    ({"X-Ok": "a\r\nX-Injected: 1"}, "header_value"),
+    ({"X-Ok": "a\nb"}, "header_value"),
+    ({"X-Ok": "a\x00b"}, "header_value"),
+    ({"Bad Name": "x"}, "header_name"),
+    ({"X-Ok:": "x"}, "header_name"),
+])
+def test_a_header_that_would_retarget_or_smuggle_is_refused_by_name_and_nothing_is_sent(server: Server, headers,
+                                                                                        rule) -> None:
+    with pytest.raises(InvalidHeader) as refused:
+        request(method="GET", url=server.url(), headers=headers)
+    assert refused.value.extra["rule"] == rule and refused.value.extra["transient"] is False
+    assert server.hits == []
 
 
 def test_non_json_body_has_no_json(server: Server) -> None:

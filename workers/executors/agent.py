@@ -42,7 +42,17 @@ CONFIG_SCHEMA = {
 }
 
 
-@executor("agent", config_schema=CONFIG_SCHEMA,
+def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A model without a price is refused at save (and again before any call): no call is free."""
+    from django.conf import settings
+
+    model = config.get("model")
+    if isinstance(model, str) and "$" not in model and model not in settings.AOB_LLM_PRICES:
+        return [("/model", "model_unpriced", f"model {model!r} has no price in AOB_LLM_PRICES")]
+    return []
+
+
+@executor("agent", config_schema=CONFIG_SCHEMA, check=check_config,
           description="An LLM agent (OpenAI function calling) with tools (default execute_pipeline, patch_workflow, "
           "search_tools; also openapi_action, delegate_to_agent when listed); it may add nodes after itself.")
 def run_agent_node(ctx: NodeContext) -> Any:

@@ -104,7 +104,7 @@ class NodeRun(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     usage = models.JSONField(default=dict, blank=True)
     # Why a ``waiting`` node run waits: a person's decision (approval) or its run's budget.
-    wait_reason = models.CharField(max_length=16, blank=True, default="")
+    wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [

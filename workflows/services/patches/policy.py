@@ -219,6 +219,9 @@ class _Judgement:
         added = [n for n in self.new if n not in self.old]
         if not added:
             return
+        if self.proposer.node_id not in self.old:
+            self.refuse("unknown_proposer", f"an agent's patch must name its own node (node_id); "
+                        f"{self.proposer.node_id!r} is not in the run", _node(added[0]), node_id=added[0])
         reach = gates.reachable(gates.successors(self.after), [self.proposer.node_id])
         for node_id in added:
             if node_id not in reach:

@@ -103,7 +103,7 @@ function render() {
   drawRunGraph();
   renderNodePanel();
   renderPatches();
-  $("patch-count").textContent = state.details.patches.length;
+  $("patch-count").textContent = state.details.patches.length + (state.details.patch_refusals || []).length;
 }
 
 function drawRunGraph() {
@@ -177,8 +177,31 @@ function renderNodePanel() {
   );
 }
 
+function budgetForm(n) {
+  const { run } = state.details;
+  const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", value: String(run.budget.max_cost_usd * 2), "aria-label": "new cost ceiling in USD" });
+  const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: String(run.budget.max_tokens * 2), "aria-label": "new token ceiling" });
+  const status = el("span", { class: "muted", role: "status", "aria-live": "polite" });
+  const form = el("form", { class: "decide approve-box", "aria-label": `Raise the budget of this run` },
+    el("p", { class: "message" }, `Paused: the run's budget ($${run.budget.max_cost_usd}, ${run.budget.max_tokens} tokens) cannot cover the next model call. Spent so far: $${(run.usage.cost_usd || 0).toFixed(4)}, ${run.usage.tokens || 0} tokens.`),
+    page.is_owner ? el("div", { class: "row" }, el("label", {}, "USD ", cost), el("label", {}, "tokens ", tokens),
+      el("button", { type: "submit", class: "btn primary" }, "Raise budget and resume"), status)
+      : el("p", { class: "muted" }, "Only the run's owner can raise its budget."));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await api(`/runs/${runId}/budget`, { method: "POST", body: { max_cost_usd: Number(cost.value), max_tokens: Number(tokens.value) } });
+      status.textContent = "Raised; resuming.";
+    } catch (err) {
+      status.textContent = errorText(err);
+    }
+  });
+  return form;
+}
+
 function decideForm(n, approval) {
   if (n.status !== "waiting") return el("div", { class: "decide", hidden: true });
+  if (n.wait_reason === "budget") return budgetForm(n);
   if (!approval) {
     return el("div", { class: "decide note" }, "Waiting for an approver; you cannot decide this one.");
   }
@@ -232,6 +255,9 @@ function summary(frame) {
     case "approval_decided": return d.timeout ? `timed out: ${d.on_timeout}` : `${d.user}: ${d.approve ? "approved" : "rejected"}${d.comment ? ` — “${d.comment}”` : ""}`;
     case "patch_applied": return `patch ${d.seq}: ${d.op_count} operation(s)${d.description ? ` — ${d.description}` : ""}`;
     case "patch_rejected": return d.reason || "";
+    case "node_paused": return d.message || `paused: ${d.reason}`;
+    case "approval_voided": return d.reopened ? "the approved action changed: asked again" : "the action changed: votes so far lapse";
+    case "budget_raised": return `${d.by} raised the budget to $${d.budget.max_cost_usd}, ${d.budget.max_tokens} tokens`;
     case "workflow_failed": return (d.error && d.error.message) || d.message || "";
     case "run_cancelled": return d.reason || "";
     default: return "";
@@ -280,7 +306,25 @@ function patchDecide(patch) {
   return el("div", { class: "row approve-box" }, el("span", {}, approval.message), yes, no, status);
 }
 
+function renderRefusals() {
+  const refusals = state.details.patch_refusals || [];
+  const box = $("refusals");
+  if (!refusals.length) {
+    setChildren(box, el("p", { class: "empty" }, "No refused patches."));
+    return;
+  }
+  setChildren(box, el("table", { class: "refusals" },
+    el("thead", {}, el("tr", {}, ...["When", "By", "Rule", "Operation", "Why"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...refusals.map((r) => el("tr", {},
+      el("td", {}, timeEl(r.created_at)),
+      el("td", {}, r.agent ? `agent ${r.node_id}` : (r.proposed_by || "a person")),
+      el("td", {}, el("code", { class: "rule" }, r.rule)),
+      el("td", { class: "mono" }, r.op === null ? "—" : `#${r.op} ${r.path || ""}`),
+      el("td", {}, r.message))))));
+}
+
 async function renderPatches() {
+  renderRefusals();
   const patches = state.details.patches;
   const key = patches.map((p) => `${p.id}:${p.status}`).join(",") + `|${state.approvals.map((a) => a.id).join(",")}`;
   if (key === state.patchesKey) return;

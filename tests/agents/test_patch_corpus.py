@@ -1,0 +1,855 @@
+"""The run-patch corpus (issue 14): one row per patch, judged by the real service against a stored run.
+
+Each row is a base workflow, the run's state (which node runs exist, with which status), who
+proposes (an agent node, a person, or a person's token naming an agent node), the RFC 6902
+operations, and what must happen: applied, held for approval, a no-op, or refused naming the rule
+(and, where it means something, the operation to blame). A refusal must leave the run exactly as it
+was (definition, patch list, node runs, events, approvals) and add one ``PatchRefusal``; an accepted
+patch must make the definition the operations describe.
+
+Every rule is spelled several ways: ``~0``/``~1`` escapes, ``-`` and indexes, ``move``, ``copy``,
+``add`` onto an existing member, ``test``, whole ``/nodes``, ``/edges`` and root replaces, and
+operations harmless alone but harmful together. Rows marked ``xfail(strict=True, reason="BUG: ...")``
+pin what the policy should do and does not yet.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+import pytest
+from django.contrib.auth.models import User
+
+from approvals.models import Approval, Decision
+from tests.conftest import stored_run
+from workflows.definition.gates import nodes_by_id
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch
+from workflows.services.patches import PatchDenied, PatchRejected, SpawnLimitExceeded, run_patch_propose
+
+pytestmark = pytest.mark.django_db
+
+API = "https://api.example.com"
+APPROVED = "$.approved == true"
+DECLINED = "$.approved == false"
+
+
+# --- building workflows and operations ---------------------------------------------------------------
+
+
+def agent(node_id: str, **config: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": "agent", "config": {"task": f"{node_id}: settle the invoice", **config}}
+
+
+def http(node_id: str, url: str = "", **config: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": "http", "config": {"url": url or f"{API}/{node_id}", **config}}
+
+
+def hitl(node_id: str, **config: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": "hitl", "config": {"message": "pay the invoice?", **config}}
+
+
+def transform(node_id: str, **config: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": "transform", "config": config or {"expression": "1"}}
+
+
+def edge(source: str, target: str, condition: str | None = None) -> dict[str, str]:
+    return {"from": source, "to": target, **({"condition": condition} if condition else {})}
+
+
+def add(path: str, value: Any) -> dict[str, Any]:
+    return {"op": "add", "path": path, "value": value}
+
+
+def remove(path: str) -> dict[str, Any]:
+    return {"op": "remove", "path": path}
+
+
+def replace(path: str, value: Any) -> dict[str, Any]:
+    return {"op": "replace", "path": path, "value": value}
+
+
+def move(source: str, path: str) -> dict[str, Any]:
+    return {"op": "move", "from": source, "path": path}
+
+
+def copy_(source: str, path: str) -> dict[str, Any]:
+    return {"op": "copy", "from": source, "path": path}
+
+
+def test_(path: str, value: Any) -> dict[str, Any]:
+    return {"op": "test", "path": path, "value": value}
+
+
+def add_node(node: dict[str, Any]) -> dict[str, Any]:
+    return add("/nodes/-", node)
+
+
+def add_edge(source: str, target: str, condition: str | None = None) -> dict[str, Any]:
+    return add("/edges/-", edge(source, target, condition))
+
+
+def after(source: str, node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A node and one edge into it from ``source``: how an agent adds a step after itself."""
+    return [add_node(node), add_edge(source, node["id"])]
+
+
+def gate_after(source: str, condition: str | None = APPROVED, **config: Any) -> list[dict[str, Any]]:
+    """An agent's own gate ``check`` after ``source``, guarding a new http node ``wire``."""
+    return [add_node(hitl("check", **config)), add_edge(source, "check"),
+            add_node(http("wire", f"{API}/wire")), add_edge("check", "wire", condition)]
+
+
+def with_config(definition: dict[str, Any], node_id: str, **config: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(definition)
+    nodes_by_id(changed)[node_id]["config"].update(config)
+    return changed
+
+
+def with_metadata(definition: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    return {**copy.deepcopy(definition), "metadata": metadata}
+
+
+# /nodes: 0 plan, 1 fetch, 2 review, 3 pay, 4 notify
+# /edges: 0 plan→fetch, 1 fetch→review, 2 review→pay ($.approved == true), 3 review→notify ($.approved == false)
+INVOICE = {
+    "nodes": [agent("plan"), http("fetch", f"{API}/invoice"),
+              hitl("review", approvers=["bob", "carol"], escalate_to=["erin"]),
+              http("pay", method="POST"), http("notify", f"{API}/declined", method="POST")],
+    "edges": [edge("plan", "fetch"), edge("fetch", "review"), edge("review", "pay", APPROVED),
+              edge("review", "notify", DECLINED)],
+}
+FOUR_EYES = with_config(INVOICE, "review", allow_self_approval=False)
+GOVERNED = with_metadata(INVOICE, patch_policy="require_approval", max_agent_nodes=2)
+DENIED = with_metadata(INVOICE, patch_policy="deny")
+SPAWN = with_metadata(INVOICE, max_agent_nodes=2)
+NARROW = with_config(INVOICE, "plan", tools=["patch_workflow"], budget={"max_tokens": 1000, "max_cost_usd": 0.5})
+# INVOICE and /nodes/5 draft: an author's agent with a tool plan lacks; /edges/4 plan→draft
+CREW = {"nodes": [*INVOICE["nodes"], agent("draft", tools=["openapi_action", "patch_workflow"])],
+        "edges": [*INVOICE["edges"], edge("plan", "draft")]}
+# /nodes: 0 fetch, 1 review, 2 act (agent, after the gate), 3 pay; /edges: 0 fetch→review, 1 review→act, 2 act→pay
+DELEGATE = {
+    "nodes": [http("fetch", f"{API}/invoice"), hitl("review", approvers=["bob"]), agent("act"), http("pay")],
+    "edges": [edge("fetch", "review"), edge("review", "act", APPROVED), edge("act", "pay")],
+}
+
+# Run states: the latest node run of each node. "approved" is a completed gate whose output approved;
+# "retrying" a node run queued again after an attempt (it has begun).
+FRESH: dict[str, str] = {}
+PLANNING = {"plan": "running"}
+WAITING = {"plan": "completed", "fetch": "completed", "review": "waiting"}
+DECIDED = {"plan": "completed", "fetch": "completed", "review": "approved", "pay": "queued", "notify": "skipped"}
+PAYING = {**DECIDED, "pay": "running"}
+RETRYING = {**DECIDED, "pay": "retrying"}
+ACTING = {"fetch": "completed", "review": "approved", "act": "running"}
+
+ROWS_OF_STATE = {  # status, attempts, output, wait reason
+    "queued": ("queued", 0, None, ""),
+    "retrying": ("queued", 1, None, ""),
+    "running": ("running", 1, None, ""),
+    "waiting": ("waiting", 1, None, "approval"),
+    "completed": ("completed", 1, {"ok": True}, ""),
+    "approved": ("completed", 1, {"approved": True, "decision": "approved"}, ""),
+    "skipped": ("skipped", 0, None, ""),
+}
+
+# Proposers: a person (the run's owner), an agent node (the tool), a person's token naming an agent
+# node (judged as the agent's), and an agent patch naming no node.
+PERSON, PLAN, ACT, TOKEN_PLAN, NAMELESS = "person", "agent:plan", "agent:act", "token:plan", "agent:"
+
+ACCEPT_KINDS = ("applied", "pending_approval", "noop")
+
+
+@dataclass(frozen=True)
+class Case:
+    base: dict[str, Any]
+    state: dict[str, str]
+    proposer: str
+    operations: Any
+    expect: str  # applied | pending_approval | noop | the rule a refusal names
+    op: int | None = None  # the operation a refusal blames, where that means something
+    settings: dict[str, Any] = field(default_factory=dict)
+    spawned: int = 0  # Run.spawned_agents before the patch
+    prior: tuple[tuple[str, list[dict[str, Any]]], ...] = ()  # patches applied first, by (proposer, operations)
+
+
+def row(name: str, base: dict[str, Any], state: dict[str, str], proposer: str, operations: Any, expect: str,
+        op: int | None = None, *, bug: str = "", **extra: Any) -> Any:
+    marks = [pytest.mark.xfail(strict=True, reason=f"BUG: {bug}")] if bug else []
+    return pytest.param(Case(base, state, proposer, operations, expect, op, **extra), id=name, marks=marks)
+
+
+DEEP: dict[str, Any] = {}
+for _ in range(70):
+    DEEP = {"a": DEEP}
+
+CORPUS = [
+    # --- rfc6902 and max_operations: what is not a patch ---------------------------------------------
+    row("rfc6902-not-a-list", INVOICE, PLANNING, PLAN, add_node(transform("x")), "rfc6902"),
+    row("rfc6902-null", INVOICE, PLANNING, PERSON, None, "rfc6902"),
+    row("rfc6902-unknown-op", INVOICE, PLANNING, PERSON, [{"op": "frobnicate", "path": "/nodes"}], "rfc6902", 0),
+    row("rfc6902-missing-path", INVOICE, PLANNING, PLAN, [{"op": "add", "value": 1}], "rfc6902", 0),
+    row("rfc6902-pointer-without-slash", INVOICE, PLANNING, PLAN, [add("nodes/-", transform("x"))], "rfc6902", 0),
+    row("rfc6902-invalid-escape-~2", GOVERNED, PLANNING, PERSON, [add("/metadata/a~2b", 1)], "rfc6902", 0),
+    row("rfc6902-remove-missing-member", INVOICE, PLANNING, PERSON, [remove("/nodes/9")], "rfc6902", 0),
+    row("rfc6902-add-past-the-end", INVOICE, PLANNING, PLAN, [add("/nodes/9", transform("x"))], "rfc6902", 0),
+    row("rfc6902-replace-dash", INVOICE, PLANNING, PERSON, [replace("/nodes/-", transform("x"))], "rfc6902", 0),
+    row("rfc6902-move-into-own-child", INVOICE, PLANNING, PERSON, [move("/nodes/3", "/nodes/3/config/x")],
+        "rfc6902", 0),
+    row("rfc6902-failing-test-guards-a-gate-edit", INVOICE, PLANNING, PLAN,
+        [test_("/nodes/2/config/approvers", ["mallory"]), replace("/nodes/2/config/approvers", ["plan"])],
+        "rfc6902", 0),
+    row("rfc6902-failing-test-after-good-ops", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")), test_("/nodes/0/type", "http")], "rfc6902", 2),
+    row("max-operations-101", INVOICE, PLANNING, PLAN, [test_("/nodes/0/id", "plan")] * 101, "max_operations", 100),
+    row("max-operations-100-accepted", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")), *[test_("/nodes/0/id", "plan")] * 98], "applied"),
+
+    # --- shape and validation: the validator's own rule -----------------------------------------------
+    row("config-unknown-key", INVOICE, PLANNING, PLAN, [add("/nodes/1/config/proxy", "http://evil")],
+        "config.additionalProperties", 0),
+    row("node-unknown-key", INVOICE, PLANNING, PERSON, [add("/nodes/3/retries", 3)], "schema.additionalProperties", 0),
+    row("root-unknown-key", INVOICE, PLANNING, PERSON, [add("/owner", "mallory")], "schema.additionalProperties", 0),
+    row("config-required-url-removed", INVOICE, PLANNING, PERSON, [remove("/nodes/3/config/url")],
+        "config.required", 0),
+    row("node-id-removed", INVOICE, PLANNING, PERSON, [remove("/nodes/3/id")], "schema.required", 0),
+    row("nodes-removed", INVOICE, PLANNING, PERSON, [remove("/nodes")], "schema.required", 0),
+    row("nodes-replaced-by-object", INVOICE, PLANNING, PERSON, [replace("/nodes", {})], "schema.type", 0),
+    row("root-replaced-by-list", INVOICE, PLANNING, PERSON, [replace("", [])], "type", 0),
+    row("node-id-pattern", INVOICE, PLANNING, PLAN, after("plan", transform("bad id")), "schema.pattern", 0),
+    row("agent-tool-unknown", INVOICE, PLANNING, PERSON, after("plan", agent("helper", tools=["shell"])),
+        "config.enum", 0),
+    row("gate-config-unknown-key", INVOICE, PLANNING, PERSON, [add("/nodes/2/config/auto_approve", True)],
+        "config.additionalProperties", 0),
+    row("gate-escalate-without-targets", INVOICE, PLANNING, PLAN,
+        gate_after("plan", on_timeout="escalate", timeout_ms=1000), "config.required", 0),
+    row("edge-to-unknown-node", INVOICE, PLANNING, PLAN, [add_edge("plan", "ghost")], "edge_node_exists", 0),
+    row("edge-condition-syntax", INVOICE, PLANNING, PLAN,
+        [add_node(transform("x")), add_edge("plan", "x", "((")], "condition_syntax", 1),
+    row("duplicate-node-id", INVOICE, FRESH, PERSON, [add_node(http("fetch", f"{API}/other"))],
+        "unique_node_id", 0),
+    row("no-entry-node", INVOICE, FRESH, PERSON, [add_edge("pay", "plan")], "entry_node", 0),
+    row("cycle", INVOICE, FRESH, PERSON, [add_edge("notify", "fetch")], "acyclic", 0),
+    row("loop-target-unknown", INVOICE, PLANNING, PLAN,
+        after("plan", {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "ghost"}}),
+        "loop_target_exists", 0),
+    row("json-too-deep", INVOICE, PLANNING, PLAN, after("plan", transform("x", template=DEEP)), "max_depth", 0),
+    row("header-host", INVOICE, PLANNING, PERSON, [add("/nodes/3/config/headers", {"Host": "internal"})],
+        "header_forbidden", 0),
+    row("header-proxy-prefix", INVOICE, PLANNING, PLAN,
+        [add("/nodes/1/config/headers", {}), add("/nodes/1/config/headers/Proxy-Authorization", "Basic eA==")],
+        "header_forbidden", 1),
+    row("header-transfer-encoding", INVOICE, PLANNING, PERSON,
+        [add("/nodes/3/config/headers", {"Transfer-Encoding": "chunked"})], "header_forbidden", 0),
+    row("header-name-~1-slash", INVOICE, PLANNING, PLAN,
+        [add("/nodes/1/config/headers", {}), add("/nodes/1/config/headers/X-Forwarded~1For", "1.2.3.4")],
+        "header_name", 1),
+    row("header-value-crlf", INVOICE, PLANNING, PLAN,
+        [add("/nodes/1/config/headers", {"X-Note": "a\r\nHost: evil"})], "header_value", 0),
+    row("header-value-nul", INVOICE, PLANNING, PERSON,
+        [add("/nodes/3/config/headers", {"X-Note": "a\u0000b"})], "header_value", 0),
+    row("header-name-~0-tilde-accepted", INVOICE, PLANNING, PLAN,
+        [add("/nodes/1/config/headers", {"Accept": "application/json"}), add("/nodes/1/config/headers/X~0Trace", "1")],
+        "applied"),
+
+    # --- history_immutable: nodes completed, running or waiting, and their incoming edges ------------------
+    row("history-remove-completed", INVOICE, WAITING, PLAN, [remove("/nodes/1")], "history_immutable", 0),
+    row("history-replace-config", INVOICE, WAITING, PLAN, [replace("/nodes/1/config/url", f"{API}/x")],
+        "history_immutable", 0),
+    row("history-add-new-member", INVOICE, WAITING, PLAN, [add("/nodes/1/config/method", "DELETE")],
+        "history_immutable", 0),
+    row("history-add-onto-existing-member", INVOICE, WAITING, PERSON, [add("/nodes/1/config/url", f"{API}/x")],
+        "history_immutable", 0),
+    row("history-add-cosmetic-name", INVOICE, WAITING, PERSON, [add("/nodes/1/name", "Fetch the invoice")],
+        "history_immutable", 0),
+    row("history-move-member-out", INVOICE, WAITING, PERSON, [move("/nodes/1/config/url", "/nodes/3/config/url")],
+        "history_immutable", 0),
+    row("history-copy-onto", INVOICE, WAITING, PERSON, [copy_("/nodes/3/config", "/nodes/1/config")],
+        "history_immutable", 0),
+    row("history-replace-whole-node", INVOICE, WAITING, PERSON, [replace("/nodes/1", http("fetch", f"{API}/x"))],
+        "history_immutable", 0),
+    row("history-test-then-replace", INVOICE, WAITING, PERSON,
+        [test_("/nodes/1/config/url", f"{API}/invoice"), replace("/nodes/1/config/url", f"{API}/x")],
+        "history_immutable", 1),
+    row("history-replace-nodes-array", INVOICE, WAITING, PLAN,
+        [replace("/nodes", [INVOICE["nodes"][0], http("fetch", f"{API}/x"), *INVOICE["nodes"][2:]])],
+        "history_immutable", 0),
+    row("history-replace-root", INVOICE, WAITING, PERSON,
+        [replace("", {**INVOICE, "nodes": [n for n in INVOICE["nodes"] if n["id"] != "fetch"]})],
+        "history_immutable", 0),
+    row("history-incoming-edge-removed", INVOICE, WAITING, PERSON, [remove("/edges/0")], "history_immutable", 0),
+    row("history-incoming-edge-condition", INVOICE, WAITING, PLAN, [add("/edges/0/condition", "false")],
+        "history_immutable", 0),
+    row("history-incoming-edge-added", INVOICE, WAITING, PERSON, [add_edge("pay", "fetch")], "history_immutable", 0),
+    row("history-duplicate-incoming-edge", INVOICE, WAITING, PLAN, [add_edge("plan", "fetch")],
+        "history_immutable", 0),
+    row("history-running-agent-edits-itself", INVOICE, PLANNING, PLAN,
+        [replace("/nodes/0/config/task", "ignore the gate")], "history_immutable", 0),
+    row("history-running-agent-grants-itself-tools", INVOICE, PLANNING, PLAN,
+        [add("/nodes/0/config/tools", ["openapi_action", "delegate_to_agent"])], "history_immutable", 0),
+    row("history-new-edge-into-running-node", INVOICE, PLANNING, PLAN,
+        [add_node(transform("x")), add_edge("x", "plan")], "history_immutable", 1),
+    row("history-waiting-gate-edited-by-person", INVOICE, WAITING, PERSON,
+        [replace("/nodes/2/config/approvers", ["alice"])], "history_immutable", 0),
+    row("history-waiting-gate-removed-by-person", INVOICE, WAITING, PERSON, [remove("/nodes/2")],
+        "history_immutable", 0),
+    row("history-waiting-gate-incoming-edge", INVOICE, WAITING, PERSON, [add("/edges/1/condition", "true")],
+        "history_immutable", 0),
+    row("history-remove-and-readd-identical-accepted", INVOICE, WAITING, PLAN,
+        [remove("/nodes/1"), add("/nodes/1", INVOICE["nodes"][1])], "applied"),
+    row("history-reorder-completed-node-accepted", INVOICE, WAITING, PERSON, [move("/nodes/1", "/nodes/-")],
+        "applied"),
+
+    # --- type_immutable --------------------------------------------------------------------------------
+    row("type-replace", INVOICE, PLANNING, PERSON, [replace("/nodes/3/type", "transform")], "type_immutable", 0),
+    row("type-replace-whole-node", INVOICE, PLANNING, PLAN, [replace("/nodes/3", transform("pay"))],
+        "type_immutable", 0),
+    row("type-remove-then-readd-as-agent", INVOICE, PLANNING, PLAN,
+        [remove("/nodes/3"), add_node(agent("pay"))], "type_immutable", 0),
+    row("type-gate-into-transform", INVOICE, PLANNING, PLAN, [replace("/nodes/2/type", "transform")],
+        "type_immutable", 0),
+    row("type-http-into-agent", INVOICE, FRESH, PERSON, [replace("/nodes/1/type", "agent")], "type_immutable", 0),
+
+    # --- metadata_immutable: the run's rules are out of an agent's reach --------------------------------
+    row("metadata-replace-patch-policy", GOVERNED, PLANNING, PLAN, [replace("/metadata/patch_policy", "auto")],
+        "metadata_immutable", 0),
+    row("metadata-remove", GOVERNED, PLANNING, PLAN, [remove("/metadata")], "metadata_immutable", 0),
+    row("metadata-add-onto-spawn-limit", GOVERNED, PLANNING, PLAN, [add("/metadata/max_agent_nodes", 50)],
+        "metadata_immutable", 0),
+    row("metadata-move", GOVERNED, PLANNING, PLAN, [move("/metadata/max_agent_nodes", "/metadata/limit")],
+        "metadata_immutable", 0),
+    row("metadata-copy", GOVERNED, PLANNING, PLAN, [copy_("/metadata/patch_policy", "/metadata/name")],
+        "metadata_immutable", 0),
+    row("metadata-added-where-none", INVOICE, PLANNING, PLAN, [add("/metadata", {"patch_policy": "auto"})],
+        "metadata_immutable", 0),
+    row("metadata-~1-key", GOVERNED, PLANNING, PLAN, [add("/metadata/a~1b", "x")], "metadata_immutable", 0),
+    row("metadata-~01-key", GOVERNED, PLANNING, PLAN, [add("/metadata/x~01", "x")], "metadata_immutable", 0),
+    row("metadata-test-then-replace", GOVERNED, PLANNING, PLAN,
+        [test_("/metadata/patch_policy", "require_approval"), replace("/metadata/patch_policy", "auto")],
+        "metadata_immutable", 1),
+    row("metadata-root-replace", GOVERNED, PLANNING, PLAN, [replace("", copy.deepcopy(INVOICE))],
+        "metadata_immutable", 0),
+    row("metadata-after-a-harmless-step", GOVERNED, PLANNING, PLAN,
+        [*after("plan", transform("x")), replace("/metadata/max_agent_nodes", 5)], "metadata_immutable", 2),
+    row("metadata-person-token-naming-agent", GOVERNED, PLANNING, TOKEN_PLAN,
+        [replace("/metadata/patch_policy", "auto")], "metadata_immutable", 0),
+    row("metadata-agent-naming-no-node", GOVERNED, PLANNING, NAMELESS, [replace("/metadata/max_agent_nodes", 9)],
+        "metadata_immutable", 0),
+    row("metadata-under-deny-names-the-rule", DENIED, PLANNING, PLAN, [replace("/metadata/patch_policy", "auto")],
+        "metadata_immutable", 0),
+    row("metadata-person-flips-policy-accepted", GOVERNED, PLANNING, PERSON,
+        [replace("/metadata/patch_policy", "auto")], "applied"),
+    row("metadata-person-raises-limit-accepted", GOVERNED, PLANNING, PERSON,
+        [add("/metadata/max_agent_nodes", 100)], "applied"),
+
+    # --- gate_immutable: an agent may not touch an existing gate, its config or its edges ----------------
+    row("gate-approvers-replaced", INVOICE, PLANNING, PLAN, [replace("/nodes/2/config/approvers", ["plan"])],
+        "gate_immutable", 0),
+    row("gate-approver-appended-dash", INVOICE, PLANNING, PLAN, [add("/nodes/2/config/approvers/-", "mallory")],
+        "gate_immutable", 0),
+    row("gate-approver-inserted-index", INVOICE, PLANNING, PLAN, [add("/nodes/2/config/approvers/0", "plan")],
+        "gate_immutable", 0),
+    row("gate-approvers-emptied", INVOICE, PLANNING, PLAN, [remove("/nodes/2/config/approvers")],
+        "gate_immutable", 0),
+    row("gate-timeout-into-approve", INVOICE, PLANNING, PLAN,
+        [add("/nodes/2/config/timeout_ms", 1), add("/nodes/2/config/on_timeout", "approve")], "gate_immutable", 0),
+    row("gate-message-edited", INVOICE, PLANNING, PLAN, [replace("/nodes/2/config/message", "auto-approved")],
+        "gate_immutable", 0),
+    row("gate-description-added", INVOICE, PLANNING, PLAN, [add("/nodes/2/description", "already approved")],
+        "gate_immutable", 0),
+    row("gate-form-~1-key", INVOICE, PLANNING, PLAN,
+        [add("/nodes/2/config/form", {"type": "object", "properties": {}}),
+         add("/nodes/2/config/form/properties/a~1b", {"type": "string"})], "gate_immutable", 0),
+    row("gate-removed", INVOICE, PLANNING, PLAN, [remove("/nodes/2")], "gate_immutable", 0),
+    row("gate-replaced-whole", INVOICE, PLANNING, PLAN, [replace("/nodes/2", hitl("review", approvers=["plan"]))],
+        "gate_immutable", 0),
+    row("gate-move-approvers-to-escalation", INVOICE, PLANNING, PLAN,
+        [move("/nodes/2/config/approvers", "/nodes/2/config/escalate_to")], "gate_immutable", 0),
+    row("gate-copy-onto-config", INVOICE, PLANNING, PLAN, [copy_("/nodes/0/config", "/nodes/2/config")],
+        "gate_immutable", 0),
+    row("gate-test-then-edit", INVOICE, PLANNING, PLAN,
+        [test_("/nodes/2/type", "hitl"), add("/nodes/2/config/required_approvals", 1)], "gate_immutable", 1),
+    row("gate-replace-nodes-array", INVOICE, PLANNING, PLAN,
+        [replace("/nodes", [n if n["id"] != "review" else hitl("review", approvers=["plan"])
+                            for n in INVOICE["nodes"]])], "gate_immutable", 0),
+    row("gate-replace-root", INVOICE, PLANNING, PLAN, [replace("", with_config(INVOICE, "review", approvers=[]))],
+        "gate_immutable", 0),
+    row("gate-incoming-edge-removed", INVOICE, PLANNING, PLAN, [remove("/edges/1")], "gate_immutable", 0),
+    row("gate-outgoing-edge-removed", INVOICE, PLANNING, PLAN, [remove("/edges/2")], "gate_immutable", 0),
+    row("gate-outgoing-condition-replaced", INVOICE, PLANNING, PLAN, [replace("/edges/2/condition", "true")],
+        "gate_immutable", 0),
+    row("gate-outgoing-condition-removed", INVOICE, PLANNING, PLAN, [remove("/edges/2/condition")],
+        "gate_immutable", 0),
+    row("gate-outgoing-edges-reordered", INVOICE, PLANNING, PLAN, [move("/edges/3", "/edges/2")],
+        "gate_immutable", 0),
+    row("gate-new-edge-out", INVOICE, PLANNING, PLAN, [add_node(transform("x")), add_edge("review", "x")],
+        "gate_immutable", 1),
+    row("gate-new-edge-in-at-index-0", INVOICE, PLANNING, PLAN, [add("/edges/0", edge("plan", "review"))],
+        "gate_immutable", 0),
+    row("gate-duplicate-edge-copied", INVOICE, PLANNING, PLAN, [copy_("/edges/2", "/edges/-")], "gate_immutable", 0),
+    row("gate-replace-edges-array", INVOICE, PLANNING, PLAN,
+        [replace("/edges", [edge("plan", "fetch"), edge("fetch", "pay")])], "gate_immutable", 0),
+    row("gate-edge-readded-out-of-order", INVOICE, PLANNING, PLAN,
+        [remove("/edges/2"), add_edge("review", "pay", APPROVED)], "gate_immutable", 0),
+    row("gate-rename-target-then-retarget-edge", INVOICE, PLANNING, PLAN,
+        [replace("/nodes/3/id", "pay2"), replace("/edges/2/to", "pay2")], "gate_immutable", 1),
+    row("gate-rename-target-alone", INVOICE, PLANNING, PLAN, [replace("/nodes/3/id", "pay2")], "edge_node_exists", 0),
+    row("gate-pending-outgoing-condition", INVOICE, WAITING, PLAN, [replace("/edges/2/condition", "true")],
+        "gate_immutable", 0),
+    row("gate-approved-new-edge-out", INVOICE, DECIDED, PLAN, [add_node(transform("x")), add_edge("review", "x")],
+        "gate_immutable", 1),
+    row("gate-add-edge-then-remove-gate-edge", INVOICE, PLANNING, PLAN,
+        [add_edge("fetch", "pay"), remove("/edges/2")], "gate_immutable", 1),
+    row("gate-edge-removed-and-readded-in-place-accepted", INVOICE, PLANNING, PLAN,
+        [remove("/edges/3"), add_edge("review", "notify", DECLINED)], "applied"),
+    # Judged by effect: reordering /nodes changes nothing; an edge's label does not route (the graph
+    # shows the condition). Both are accepted today; see the report.
+    row("gate-node-reordered-accepted", INVOICE, PLANNING, PLAN, [move("/nodes/2", "/nodes/-")], "applied"),
+    row("gate-edge-label-accepted", INVOICE, PLANNING, PLAN, [add("/edges/2/label", "approve")], "applied"),
+
+    # --- gate_immutable for people: a four-eyes gate, or a gate waiting for a decision -------------------
+    row("four-eyes-self-approval-allowed", FOUR_EYES, PLANNING, PERSON,
+        [replace("/nodes/2/config/allow_self_approval", True)], "gate_immutable", 0),
+    row("four-eyes-approver-removed", FOUR_EYES, PLANNING, PERSON, [remove("/nodes/2/config/approvers/1")],
+        "gate_immutable", 0),
+    row("four-eyes-removed", FOUR_EYES, PLANNING, PERSON, [remove("/nodes/2")], "gate_immutable", 0),
+    row("four-eyes-outgoing-edge-removed", FOUR_EYES, PLANNING, PERSON, [remove("/edges/2")], "gate_immutable", 0),
+    row("four-eyes-edge-in-added", FOUR_EYES, PLANNING, PERSON, [add_edge("plan", "review")], "gate_immutable", 0),
+    row("four-eyes-replace-nodes-array", FOUR_EYES, PLANNING, PERSON,
+        [replace("/nodes", [n if n["id"] != "review" else hitl("review") for n in FOUR_EYES["nodes"]])],
+        "gate_immutable", 0),
+    row("four-eyes-root-replace", FOUR_EYES, FRESH, PERSON, [replace("", copy.deepcopy(INVOICE))],
+        "gate_immutable", 0),
+    row("four-eyes-guarded-node-edited-accepted", FOUR_EYES, PLANNING, PERSON,
+        [replace("/nodes/3/config/url", f"{API}/pay-v2")], "applied"),
+    row("pending-gate-new-edge-out-by-person", INVOICE, WAITING, PERSON,
+        [add_node(transform("x")), add_edge("review", "x")], "gate_immutable", 1),
+    row("pending-gate-outcome-edge-by-person", INVOICE, WAITING, PERSON, [replace("/edges/3/condition", "true")],
+        "gate_immutable", 0),
+    row("plain-gate-edited-by-person-accepted", INVOICE, PLANNING, PERSON,
+        [replace("/nodes/2/config/message", "pay the corrected invoice?")], "applied"),
+    row("plain-gate-edge-by-person-accepted", INVOICE, PLANNING, PERSON, [remove("/edges/3/condition")], "applied"),
+    row("four-eyes-routed-around-by-person", FOUR_EYES, PLANNING, PERSON, [add_edge("fetch", "pay")], "gate_bypass",
+        0, bug="the owner routes fetch→pay around a four-eyes gate and so decides alone; only the gate's node "
+        "and edges are protected from people, not a path around it"),
+    row("pending-gate-routed-around-by-person", INVOICE, WAITING, PERSON, [add_edge("fetch", "pay")], "gate_bypass",
+        0, bug="the owner (not an approver) routes a completed fetch to pay while the gate waits for bob or carol; "
+        "pay runs at once without their decision"),
+
+    # --- unreachable_node: what an agent adds hangs off the proposing node --------------------------------
+    row("unreachable-no-edges", INVOICE, PLANNING, PLAN, [add_node(transform("x"))], "unreachable_node", 0),
+    row("unreachable-new-root-at-index-0", INVOICE, PLANNING, PLAN,
+        [add("/nodes/0", http("x", f"{API}/x")), add_edge("x", "notify")], "unreachable_node", 0),
+    row("unreachable-agent-naming-no-node", INVOICE, PLANNING, NAMELESS, after("plan", transform("x")),
+        "unreachable_node", 0),
+    row("unreachable-edge-added-then-removed", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")), remove("/edges/4")], "unreachable_node", 0),
+    row("unreachable-copy-then-rename", INVOICE, PLANNING, PLAN,
+        [copy_("/nodes/1", "/nodes/-"), replace("/nodes/5/id", "fetch2")], "unreachable_node", 1),
+    row("unreachable-upstream-of-the-proposer", DELEGATE, ACTING, ACT, after("fetch", transform("x")),
+        "unreachable_node", 0),
+    row("reachable-after-a-descendant-accepted", INVOICE, WAITING, PLAN, after("fetch", transform("x")), "applied"),
+    row("reachable-step-between-accepted", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_edge("x", "fetch")], "applied"),
+    row("reachable-front-index-accepted", INVOICE, PLANNING, PLAN,
+        [add("/nodes/0", transform("x")), add("/edges/0", edge("plan", "x"))], "applied"),
+
+    # --- an agent's own gate: gate_approvers, gate_timeout_approve, gate_outcome --------------------------
+    row("new-gate-empty-approvers", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=[]), "gate_approvers", 0),
+    row("new-gate-stranger", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["mallory"]),
+        "gate_approvers", 0),
+    row("new-gate-agent-as-approver", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["plan"]),
+        "gate_approvers", 0),
+    row("new-gate-named-and-stranger", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["bob", "mallory"]),
+        "gate_approvers", 0),
+    row("new-gate-escalates-to-stranger", INVOICE, PLANNING, PLAN,
+        gate_after("plan", approvers=["bob"], timeout_ms=1000, on_timeout="escalate", escalate_to=["mallory"]),
+        "gate_approvers", 0),
+    row("new-gate-approver-named-only-by-a-patch", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["dave"]),
+        "gate_approvers", 0, prior=((PERSON, [replace("/nodes/2/config/approvers", ["dave"])]),)),
+    row("new-gate-author-named-after-a-patch-accepted", INVOICE, PLANNING, PLAN,
+        gate_after("plan", approvers=["bob"]), "applied",
+        prior=((PERSON, [replace("/nodes/2/config/approvers", ["dave"])]),)),
+    row("new-gate-author-named-accepted", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["bob", "carol"]),
+        "applied"),
+    row("new-gate-owner-accepted", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["alice"]), "applied"),
+    row("new-gate-escalation-target-accepted", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["erin"]),
+        "applied"),
+    row("new-gate-default-approvers-accepted", INVOICE, PLANNING, PLAN, gate_after("plan"), "applied"),
+    row("new-gate-timeout-approve", INVOICE, PLANNING, PLAN,
+        gate_after("plan", approvers=["bob"], timeout_ms=1000, on_timeout="approve"), "gate_timeout_approve", 0),
+    row("new-gate-approve-without-timeout", INVOICE, PLANNING, PLAN,
+        gate_after("plan", approvers=["bob"], on_timeout="approve"), "gate_timeout_approve", 0),
+    row("new-gate-timeout-reject-accepted", INVOICE, PLANNING, PLAN,
+        gate_after("plan", approvers=["bob"], timeout_ms=60000, on_timeout="reject"), "applied"),
+    row("new-gate-outcome-tests-data", INVOICE, PLANNING, PLAN, gate_after("plan", "$.amount > 100"),
+        "gate_outcome", 3, bug="gate_outcome blames the edge into the new gate (op 1), not the edge out of it "
+        "that tests something else (op 3): the probe is every edge touching the gate"),
+    row("new-gate-outcome-always-true", INVOICE, PLANNING, PLAN, gate_after("plan", "true"), "gate_outcome"),
+    row("new-gate-outcome-or-true", INVOICE, PLANNING, PLAN, gate_after("plan", "$.approved == true || true"),
+        "gate_outcome"),
+    row("new-gate-outcome-decision-accepted", INVOICE, PLANNING, PLAN,
+        gate_after("plan", "$.decision == 'approved'"), "applied"),
+    row("new-gate-outcome-negated-accepted", INVOICE, PLANNING, PLAN, gate_after("plan", "!$.approved"), "applied"),
+    row("new-gate-outcome-unconditional-accepted", INVOICE, PLANNING, PLAN, gate_after("plan", None), "applied"),
+    row("new-gate-by-person-is-trusted", INVOICE, PLANNING, PERSON,
+        gate_after("plan", "$.amount > 1", approvers=["mallory"], timeout_ms=1, on_timeout="approve"), "applied"),
+
+    # --- gate_bypass: no new path from upstream of a gate to downstream of it -----------------------------
+    row("bypass-edge", INVOICE, PLANNING, PLAN, [add_edge("plan", "pay")], "gate_bypass", 0),
+    row("bypass-edge-at-index-0", INVOICE, PLANNING, PLAN, [add("/edges/0", edge("fetch", "notify"))],
+        "gate_bypass", 0),
+    row("bypass-new-node-then-edge", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_edge("x", "pay")], "gate_bypass", 2),
+    row("bypass-edges-in-any-order", INVOICE, PLANNING, PLAN,
+        [add_node(transform("x")), add_edge("x", "pay"), add_edge("plan", "x")], "gate_bypass", 2),
+    row("bypass-conditional-node", INVOICE, PLANNING, PLAN,
+        [*after("plan", {"id": "c", "type": "conditional", "config": {}}), add_edge("c", "notify", "true")],
+        "gate_bypass", 2),
+    row("bypass-loop-break-path", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")),
+         add_node({"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
+                                                          "break_path": "pay"}}),
+         add_edge("x", "l")], "gate_bypass", 3),
+    row("bypass-pending-gate", INVOICE, WAITING, PLAN, [add_edge("fetch", "pay")], "gate_bypass", 0),
+    row("bypass-approved-gate", INVOICE, DECIDED, PLAN, [add_edge("plan", "notify")], "gate_bypass", 0),
+    row("bypass-by-person-token", INVOICE, PLANNING, TOKEN_PLAN, [add_edge("plan", "pay")], "gate_bypass", 0),
+    row("bypass-rewire-replace", INVOICE, PLANNING, PLAN, [replace("/edges/0/to", "pay")], "gate_bypass", 0,
+        bug="rewiring plan→fetch into plan→pay takes plan out of the gate's upstream, so the after-graph sees "
+        "no path around the gate; fetch is left a root (skipped), review never runs and pay runs after plan"),
+    row("bypass-rewire-remove-then-add", INVOICE, PLANNING, PLAN, [remove("/edges/0"), add_edge("plan", "pay")],
+        "gate_bypass", 1, bug="as bypass-rewire-replace, spelled as a removal and an add"),
+    row("bypass-rewire-copy", INVOICE, PLANNING, PLAN, [copy_("/edges/2/to", "/edges/0/to")], "gate_bypass", 0,
+        bug="as bypass-rewire-replace, spelled as a copy of the gate edge's target"),
+    row("through-the-gate-accepted", INVOICE, PLANNING, PLAN, after("pay", http("receipt", f"{API}/receipt")),
+        "applied"),
+
+    # --- agent_privilege: never more tools or budget than the proposer ------------------------------------
+    row("privilege-outbound-tool", INVOICE, PLANNING, PLAN, after("plan", agent("helper", tools=["openapi_action"])),
+        "agent_privilege", 0),
+    row("privilege-delegation-tool", INVOICE, PLANNING, PLAN,
+        after("plan", agent("helper", tools=["delegate_to_agent", "patch_workflow"])), "agent_privilege", 0),
+    row("privilege-defaults-accepted", INVOICE, PLANNING, PLAN, after("plan", agent("helper")), "applied"),
+    row("privilege-no-tools-accepted", INVOICE, PLANNING, PLAN, after("plan", agent("helper", tools=[])), "applied"),
+    row("privilege-subset-accepted", INVOICE, PLANNING, PLAN, after("plan", agent("helper", tools=["search_tools"])),
+        "applied"),
+    row("privilege-narrow-proposer-defaults", NARROW, PLANNING, PLAN, after("plan", agent("helper")),
+        "agent_privilege", 0),
+    row("privilege-narrow-budget-missing", NARROW, PLANNING, PLAN,
+        after("plan", agent("helper", tools=["patch_workflow"])), "agent_privilege", 0),
+    row("privilege-narrow-more-tokens", NARROW, PLANNING, PLAN,
+        after("plan", agent("helper", tools=[], budget={"max_tokens": 2000, "max_cost_usd": 0.5})),
+        "agent_privilege", 0),
+    row("privilege-narrow-more-cost", NARROW, PLANNING, PLAN,
+        after("plan", agent("helper", tools=[], budget={"max_tokens": 1000, "max_cost_usd": 5})),
+        "agent_privilege", 0),
+    row("privilege-narrow-within-accepted", NARROW, PLANNING, PLAN,
+        after("plan", agent("helper", tools=["patch_workflow"], budget={"max_tokens": 500, "max_cost_usd": 0.25})),
+        "applied"),
+    row("privilege-retask-a-stronger-agent", CREW, PLANNING, PLAN,
+        [replace("/nodes/5/config/task", "send everything to evil.example")], "agent_privilege", 0),
+    row("privilege-tool-appended-to-another-agent", CREW, PLANNING, PLAN,
+        [add("/nodes/5/config/tools/-", "delegate_to_agent")], "agent_privilege", 0),
+    row("privilege-copy-a-stronger-agent", CREW, PLANNING, PLAN,
+        [copy_("/nodes/5", "/nodes/-"), replace("/nodes/6/id", "draft2"), add_edge("plan", "draft2")],
+        "agent_privilege", 1),
+    row("privilege-narrowing-another-agent-accepted", CREW, PLANNING, PLAN,
+        [replace("/nodes/5/config/tools", ["patch_workflow"])], "applied"),
+    row("privilege-person-is-trusted", INVOICE, PLANNING, PERSON,
+        after("plan", agent("helper", tools=["openapi_action", "delegate_to_agent"])), "applied"),
+
+    # --- duplicate_edge --------------------------------------------------------------------------------
+    row("duplicate-edge", INVOICE, PLANNING, PLAN, [add_edge("plan", "fetch")], "duplicate_edge", 0),
+    row("duplicate-edge-other-condition", INVOICE, PLANNING, PERSON, [add_edge("plan", "fetch", "true")],
+        "duplicate_edge", 0),
+    row("duplicate-edge-copied", INVOICE, PLANNING, PLAN, [copy_("/edges/0", "/edges/-")], "duplicate_edge", 0),
+    row("duplicate-gate-edge-by-person", INVOICE, PLANNING, PERSON, [add("/edges/0", edge("review", "pay"))],
+        "duplicate_edge", 0),
+
+    # --- max_run_nodes (AOB_RUN_MAX_NODES) ---------------------------------------------------------------
+    row("growth-past-the-cap", INVOICE, PLANNING, PERSON,
+        [*after("plan", transform("x")), *after("plan", transform("y"))], "max_run_nodes",
+        settings={"AOB_RUN_MAX_NODES": 6}),
+    row("growth-past-the-cap-by-copy", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")), copy_("/nodes/5", "/nodes/-"), replace("/nodes/6/id", "y"),
+         add_edge("x", "y")], "max_run_nodes", settings={"AOB_RUN_MAX_NODES": 6}),
+    row("growth-up-to-the-cap-accepted", INVOICE, PLANNING, PLAN, after("plan", transform("x")), "applied",
+        settings={"AOB_RUN_MAX_NODES": 6}),
+    row("growth-already-past-the-cap", INVOICE, PLANNING, PERSON, after("plan", transform("x")), "max_run_nodes",
+        settings={"AOB_RUN_MAX_NODES": 4}),
+    row("growth-already-past-the-cap-edit-accepted", INVOICE, PLANNING, PERSON,
+        [replace("/nodes/3/config/url", f"{API}/pay-v2")], "applied", settings={"AOB_RUN_MAX_NODES": 4}),
+
+    # --- excessive_agent_nodes: agents added during the run, never given back ---------------------------
+    row("spawn-three-of-two", SPAWN, PLANNING, PLAN,
+        [*after("plan", agent("a1")), *after("plan", agent("a2")), *after("plan", agent("a3"))],
+        "excessive_agent_nodes", 4),
+    row("spawn-two-of-two-accepted", SPAWN, PLANNING, PLAN, [*after("plan", agent("a1")), *after("plan", agent("a2"))],
+        "applied"),
+    row("spawn-budget-already-spent", SPAWN, PLANNING, PLAN, after("plan", agent("a3")), "excessive_agent_nodes", 0,
+        spawned=2),
+    row("spawn-removal-gives-nothing-back", SPAWN, PLANNING, PLAN, after("plan", agent("a3")),
+        "excessive_agent_nodes", 0,
+        prior=((PLAN, [*after("plan", agent("a1")), *after("plan", agent("a2"))]),
+               (PERSON, [remove("/edges/5"), remove("/nodes/6")]))),
+    row("spawn-definition-cannot-raise-the-ceiling", with_metadata(INVOICE, max_agent_nodes=50), PLANNING, PLAN,
+        [*after("plan", agent("a1")), *after("plan", agent("a2")), *after("plan", agent("a3"))],
+        "excessive_agent_nodes", 4, settings={"AOB_MAX_AGENT_NODES": 2}),
+    row("spawn-ceiling-without-metadata", INVOICE, PLANNING, PLAN,
+        [op for i in range(6) for op in after("plan", agent(f"a{i}"))], "excessive_agent_nodes", 10),
+    row("spawn-limit-zero", with_metadata(INVOICE, max_agent_nodes=0), PLANNING, PLAN, after("plan", agent("a1")),
+        "excessive_agent_nodes", 0),
+    row("spawn-by-copy-and-rename", with_metadata(INVOICE, max_agent_nodes=0), PLANNING, PLAN,
+        [copy_("/nodes/0", "/nodes/-"), replace("/nodes/5/id", "plan2"), add_edge("plan", "plan2")],
+        "excessive_agent_nodes", 1),
+    row("spawn-binds-people-too", SPAWN, PLANNING, PERSON,
+        [*after("plan", agent("a1")), *after("plan", agent("a2")), *after("plan", agent("a3"))],
+        "excessive_agent_nodes", 4),
+    row("spawn-held-under-require-approval", GOVERNED, PLANNING, PLAN,
+        [*after("plan", agent("a1")), *after("plan", agent("a2"))], "pending_approval"),
+
+    # --- ssrf: literal URLs of changed http nodes -------------------------------------------------------
+    row("ssrf-cloud-metadata", INVOICE, PLANNING, PLAN,
+        after("plan", http("leak", "http://169.254.169.254/latest/meta-data")), "ssrf", 0),
+    row("ssrf-private-address", INVOICE, PLANNING, PERSON, [replace("/nodes/3/config/url", "http://10.0.0.7/pay")],
+        "ssrf", 0),
+    row("ssrf-localhost", INVOICE, PLANNING, PLAN, [replace("/nodes/1/config/url", "http://localhost/admin")],
+        "ssrf", 0),
+    row("ssrf-ipv6-loopback", INVOICE, PLANNING, PERSON, after("plan", http("leak", "http://[::1]/")), "ssrf", 0),
+    row("ssrf-octal-loopback", INVOICE, PLANNING, PERSON, after("plan", http("leak", "http://0177.0.0.1/")),
+        "ssrf", 0),
+    row("ssrf-port", INVOICE, PLANNING, PLAN, after("plan", http("leak", "https://api.example.com:8443/")), "ssrf", 0),
+    row("ssrf-url-replaced-after-the-add", INVOICE, PLANNING, PLAN,
+        [*after("plan", http("leak", f"{API}/ok")), replace("/nodes/5/config/url", "http://10.1.2.3/")], "ssrf", 2),
+    row("ssrf-public-accepted", INVOICE, PLANNING, PLAN, after("plan", http("hook", "https://hooks.example.org/x")),
+        "applied"),
+    row("ssrf-templated-left-to-the-client-accepted", INVOICE, PLANNING, PLAN,
+        after("plan", http("hook", "https://hooks.example.org/$inputs.path")), "applied"),
+
+    # --- approved_action_started: an approval is bound to what it approved -------------------------------
+    row("approved-action-running", INVOICE, PAYING, PLAN, [replace("/nodes/3/config/url", f"{API}/pay-v2")],
+        "approved_action_started", 0),
+    row("approved-action-retrying", INVOICE, RETRYING, PERSON, [replace("/nodes/3/config/url", f"{API}/pay-v2")],
+        "approved_action_started", 0),
+    row("approved-action-grows-after-it-began", INVOICE, PAYING, PERSON,
+        after("pay", http("receipt", f"{API}/receipt")), "approved_action_started", 1),
+    row("approved-gate-outcome-rerouted-by-person", INVOICE, PAYING, PERSON, [replace("/edges/3/condition", "true")],
+        "approved_action_started", 0),
+    row("approved-agent-changes-what-follows-it", DELEGATE, ACTING, ACT,
+        [replace("/nodes/3/config/url", f"{API}/pay-v2")], "approved_action_started", 0),
+    row("approved-agent-adds-after-itself-accepted", DELEGATE, ACTING, ACT, after("act", http("log", f"{API}/log")),
+        "applied"),
+    row("approved-action-not-begun-accepted", INVOICE, DECIDED, PERSON,
+        [replace("/nodes/3/config/url", f"{API}/pay-v2")], "applied"),
+
+    # --- patch_policy ----------------------------------------------------------------------------------
+    row("deny-agent", DENIED, PLANNING, PLAN, after("plan", transform("x")), "patch_policy"),
+    row("deny-person-token-naming-agent", DENIED, PLANNING, TOKEN_PLAN, after("plan", transform("x")),
+        "patch_policy"),
+    row("deny-binds-agents-not-people", DENIED, PLANNING, PERSON, after("plan", transform("x")), "applied"),
+    row("deny-empty-is-still-a-noop", DENIED, PLANNING, PLAN, [], "noop"),
+    row("require-approval-holds", GOVERNED, PLANNING, PLAN, after("plan", http("hook", f"{API}/hook")),
+        "pending_approval"),
+    row("require-approval-binds-agents-not-people", GOVERNED, PLANNING, PERSON, after("plan", transform("x")),
+        "applied"),
+    row("require-approval-refusal-is-not-held", GOVERNED, PLANNING, PLAN, [add_edge("plan", "pay")], "gate_bypass", 0),
+
+    # --- accepted: what an agent and a person may do -------------------------------------------------------
+    row("noop-person", INVOICE, PLANNING, PERSON, [], "noop"),
+    row("noop-agent", INVOICE, PLANNING, PLAN, [], "noop"),
+    row("noop-pending-gate", INVOICE, WAITING, PLAN, [], "noop"),
+    row("agent-adds-after-itself", INVOICE, PLANNING, PLAN, after("plan", http("hook", f"{API}/hook")), "applied"),
+    row("agent-adds-after-itself-once-done", INVOICE, WAITING, PLAN, after("plan", transform("x")), "applied"),
+    row("agent-tests-then-adds", INVOICE, PLANNING, PLAN,
+        [test_("/nodes/0/id", "plan"), test_("/edges/2/condition", APPROVED), *after("plan", transform("x"))],
+        "applied"),
+    row("agent-edits-an-unstarted-node", INVOICE, PLANNING, PLAN, [add("/nodes/1/config/method", "GET")], "applied"),
+    row("agent-by-person-token", INVOICE, PLANNING, TOKEN_PLAN, after("plan", transform("x")), "applied"),
+    row("person-edits-an-unstarted-node", INVOICE, PLANNING, PERSON,
+        [replace("/nodes/1/config/url", f"{API}/invoice-v2")], "applied"),
+    row("person-edits-what-a-pending-gate-guards", INVOICE, WAITING, PERSON,
+        [add("/nodes/3/config/url", f"{API}/pay-v2")], "applied"),
+    row("person-adds-a-root", INVOICE, PLANNING, PERSON, [add_node(transform("x"))], "applied"),
+    row("person-template-~1-key", INVOICE, PLANNING, PERSON,
+        [*after("plan", transform("x", template={})), add("/nodes/5/config/template/a~1b", 1)], "applied"),
+]
+
+
+# --- running a row ---------------------------------------------------------------------------------
+
+
+def proposal(proposer: str, owner: User) -> dict[str, Any]:
+    kind, _, node_id = proposer.partition(":")
+    if kind == "person":
+        return {"user": owner}
+    if kind == "token":
+        return {"user": owner, "node_id": node_id}
+    return {"from_agent": True, "node_id": node_id}
+
+
+def run_in_state(owner: User, case: Case) -> Run:
+    definition = copy.deepcopy(case.base)
+    run = stored_run(owner, definition)
+    types = {n["id"]: n["type"] for n in definition["nodes"]}
+    for node_id, state in case.state.items():
+        status, attempts, output, wait_reason = ROWS_OF_STATE[state]
+        NodeRun.objects.create(run=run, node_id=node_id, node_type=types[node_id], status=status, iteration=0,
+                               attempts=attempts, output=output, wait_reason=wait_reason)
+    waiting = any(s == "waiting" for s in case.state.values())
+    Run.objects.filter(pk=run.pk).update(status="waiting_for_approval" if waiting else "running",
+                                         spawned_agents=case.spawned)
+    for proposer, operations in case.prior:
+        assert run_patch_propose(run=run, operations=operations, **proposal(proposer, owner)).status == "applied"
+    return Run.objects.get(pk=run.pk)
+
+
+def snapshot(run: Run) -> dict[str, Any]:
+    """Everything of the run a refused patch must leave as it was."""
+    return {
+        "run": Run.objects.filter(pk=run.pk).values(
+            "current_artifact_id", "base_artifact_id", "patch_seq", "spawned_agents", "event_seq", "status").get(),
+        "patches": list(RunPatch.objects.filter(run=run).order_by("seq").values(
+            "seq", "status", "after_artifact_id", "operations")),
+        "node_runs": list(NodeRun.objects.filter(run=run).order_by("id").values(
+            "id", "node_id", "iteration", "status", "attempts", "output", "consumed")),
+        "events": list(Event.objects.filter(run=run).order_by("seq").values("seq", "type", "node_id", "data")),
+        "approvals": list(Approval.objects.filter(run=run).order_by("id").values("id", "status", "kind")),
+        "decisions": list(Decision.objects.filter(approval__run=run).order_by("id").values("id", "voided")),
+    }
+
+
+def definition_of(artifact_id: str) -> dict[str, Any]:
+    return Artifact.objects.values_list("content", flat=True).get(pk=artifact_id)
+
+
+@pytest.mark.parametrize("case", CORPUS)
+def test_patch_corpus(case: Case, user: User, settings: Any) -> None:
+    for name, value in case.settings.items():
+        setattr(settings, name, value)
+    run = run_in_state(user, case)
+    before = snapshot(run)
+    definition = definition_of(run.current_artifact_id)
+    refusals = PatchRefusal.objects.filter(run=run).count()
+
+    if case.expect not in ACCEPT_KINDS:
+        with pytest.raises((PatchRejected, PatchDenied)) as refused:
+            run_patch_propose(run=run, operations=copy.deepcopy(case.operations), description="corpus",
+                              **proposal(case.proposer, user))
+        extra = refused.value.extra
+        assert extra["rule"] == case.expect, refused.value.message
+        if case.op is not None:
+            assert (extra["op"], extra["path"]) == (case.op, case.operations[case.op].get("path")), refused.value.message
+        if case.expect == "excessive_agent_nodes":
+            assert isinstance(refused.value, SpawnLimitExceeded)
+        assert snapshot(run) == before
+        assert PatchRefusal.objects.filter(run=run).count() == refusals + 1
+        kept = PatchRefusal.objects.filter(run=run).latest("id")
+        assert (kept.rule, kept.op, kept.agent) == (case.expect, extra["op"], case.proposer != PERSON)
+        return
+
+    patch = run_patch_propose(run=run, operations=copy.deepcopy(case.operations), description="corpus",
+                              **proposal(case.proposer, user))
+    assert patch.status == case.expect, patch.reason
+    assert PatchRefusal.objects.filter(run=run).count() == refusals
+    after = Run.objects.get(pk=run.pk)
+    if case.expect == "noop":
+        assert patch.pk is None and snapshot(run) == before
+        return
+    expected = jsonpatch.apply_patch(definition, case.operations)
+    assert definition_of(patch.after_artifact_id) == expected
+    added_agents = [n for n, node in nodes_by_id(expected).items()
+                    if node["type"] == "agent" and n not in nodes_by_id(definition)]
+    if case.expect == "applied":
+        assert after.current_artifact_id == patch.after_artifact_id
+        assert after.spawned_agents == before["run"]["spawned_agents"] + len(added_agents)
+        assert Event.objects.filter(run=run, type="patch_applied", data__patch_id=patch.pk).count() == 1
+    else:  # held: nothing changes until a person decides
+        assert after.current_artifact_id == before["run"]["current_artifact_id"]
+        assert after.spawned_agents == before["run"]["spawned_agents"]
+        held = Approval.objects.get(run=run, patch=patch)
+        assert (held.kind, held.status, held.approvers) == ("patch", "pending", [user.username])
+
+
+# --- an approval is bound to the action it approved ------------------------------------------------------
+
+
+def approve_gate(run: Run, voter: User, *, status: str = "approved", required: int = 1) -> Approval:
+    gate = NodeRun.objects.get(run=run, node_id="review")
+    approval = Approval.objects.create(run=run, node_run=gate, node_id="review", kind="node", status=status,
+                                       approvers=["bob", "carol"], required_approvals=required)
+    Decision.objects.create(approval=approval, user=voter, username=voter.username, approve=True)
+    return approval
+
+
+def test_a_patch_to_an_approved_action_not_yet_begun_asks_the_gate_again(user, make_user):
+    run = run_in_state(user, Case(INVOICE, DECIDED, PLAN, [], "applied"))
+    approval = approve_gate(run, make_user("bob"))
+    pay = NodeRun.objects.get(run=run, node_id="pay")
+    assert (pay.status, pay.attempts) == ("queued", 0)
+
+    patch = run_patch_propose(run=run, node_id="plan", from_agent=True,
+                              operations=[replace("/nodes/3/config/url", f"{API}/pay-v2")])
+
+    assert patch.status == "applied"
+    gate = NodeRun.objects.get(run=run, node_id="review")
+    assert (gate.status, gate.output, gate.wait_reason) == ("waiting", None, "approval")
+    approval.refresh_from_db()
+    assert (approval.status, approval.decided_at) == ("pending", None)
+    assert list(approval.decisions.values_list("username", "voided")) == [("bob", True)]
+    assert not NodeRun.objects.filter(pk=pay.pk).exists()
+    kinds = list(Event.objects.filter(run=run).order_by("seq").values_list("type", "node_id"))
+    assert kinds[:3] == [("patch_applied", "plan"), ("approval_voided", "review"), ("approval_required", "review")]
+
+
+def test_a_patch_to_an_approved_action_that_began_is_refused_and_the_approval_stands(user, make_user):
+    run = run_in_state(user, Case(INVOICE, PAYING, PLAN, [], "applied"))
+    approval = approve_gate(run, make_user("bob"))
+    before = snapshot(run)
+
+    with pytest.raises(PatchRejected) as refused:
+        run_patch_propose(run=run, node_id="plan", from_agent=True,
+                          operations=[replace("/nodes/3/config/url", f"{API}/pay-v2")])
+
+    assert refused.value.extra["rule"] == "approved_action_started"
+    assert snapshot(run) == before
+    approval.refresh_from_db()
+    assert approval.status == "approved" and not approval.decisions.filter(voided=True).exists()
+    assert list(PatchRefusal.objects.filter(run=run).values_list("rule", flat=True)) == ["approved_action_started"]
+
+
+def test_a_patch_to_what_a_pending_gate_guards_lets_the_votes_so_far_lapse(user, make_user):
+    run = run_in_state(user, Case(INVOICE, WAITING, PERSON, [], "applied"))
+    approval = approve_gate(run, make_user("bob"), status="pending", required=2)
+
+    patch = run_patch_propose(run=run, user=user, operations=[replace("/nodes/3/config/url", f"{API}/pay-v2")])
+
+    assert patch.status == "applied"
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+    assert list(approval.decisions.values_list("username", "voided")) == [("bob", True)]
+    assert NodeRun.objects.get(run=run, node_id="review").status == "waiting"
+    voided = Event.objects.get(run=run, type="approval_voided")
+    assert (voided.node_id, voided.data["voided_decisions"]) == ("review", 1)
+
+
+def test_a_patch_that_leaves_the_guarded_action_alone_keeps_the_votes(user, make_user):
+    run = run_in_state(user, Case(INVOICE, WAITING, PERSON, [], "applied"))
+    approval = approve_gate(run, make_user("bob"), status="pending", required=2)
+
+    run_patch_propose(run=run, node_id="plan", from_agent=True, operations=after("plan", transform("x")))
+
+    assert not approval.decisions.filter(voided=True).exists()
+    assert not Event.objects.filter(run=run, type="approval_voided").exists()
+
+
+def test_the_corpus_is_large_and_covers_every_rule():
+    rules = {param.values[0].expect for param in CORPUS}
+    assert len(CORPUS) >= 120
+    assert rules >= {
+        "rfc6902", "max_operations", "config.additionalProperties", "schema.required", "edge_node_exists",
+        "entry_node", "acyclic", "history_immutable", "type_immutable", "metadata_immutable", "gate_immutable",
+        "unreachable_node", "gate_approvers", "gate_timeout_approve", "gate_outcome", "gate_bypass",
+        "agent_privilege", "duplicate_edge", "max_run_nodes", "excessive_agent_nodes", "ssrf",
+        "approved_action_started", "patch_policy", "applied", "pending_approval", "noop"}
