@@ -22,6 +22,9 @@ from workflows.models import Run
 
 TERMINAL = {"completed", "failed", "cancelled"}
 OPENAPI_SPEC = str(Path(__file__).parent / "support" / "openapi_remote.json")
+# A model whose worst case ($1.99 for 1,000 completion tokens) fits a run's default ceiling ($2) once.
+PRICEY_MODEL = "pricey-test-model"
+TEST_PRICES = {**settings.AOB_LLM_PRICES, PRICEY_MODEL: {"input": 0.0, "output": 1990.0}}
 
 
 RELAXED_LIMITS = {"AOB_RATE_GLOBAL_PER_MIN": 10**6, "AOB_RATE_USER_RUNS_PER_MIN": 10**6,
@@ -106,6 +109,7 @@ def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer
                           AOB_HTTP_ALLOWLIST=f"127.0.0.1:{remote.port}",
                           OPENAI_BASE_URL=llm_server.base_url, OPENAI_API_KEY="test-key",
                           AOB_LLM_RETRY_BACKOFF_S="0.05", AOB_LLM_MODEL="gpt-4o-mini",
+                          AOB_LLM_PRICES=json.dumps(TEST_PRICES),
                           AOB_OPENAPI_SPECS=json.dumps({"remote": {"spec": OPENAPI_SPEC, "base_url": remote.base}}))
 
 

@@ -79,7 +79,7 @@ def copy_(source: str, path: str) -> dict[str, Any]:
     return {"op": "copy", "from": source, "path": path}
 
 
-def test_(path: str, value: Any) -> dict[str, Any]:
+def holds(path: str, value: Any) -> dict[str, Any]:
     return {"op": "test", "path": path, "value": value}
 
 
@@ -135,6 +135,13 @@ DELEGATE = {
     "edges": [edge("fetch", "review"), edge("review", "act", APPROVED), edge("act", "pay")],
 }
 
+# Two roots: an agent researching on its own, beside an invoice the gate guards.
+# /nodes: 0 plan, 1 fetch, 2 review, 3 pay; /edges: 0 fetch→review, 1 review→pay
+PARALLEL = {
+    "nodes": [agent("plan"), http("fetch", f"{API}/invoice"), hitl("review", approvers=["bob"]), http("pay")],
+    "edges": [edge("fetch", "review"), edge("review", "pay", APPROVED)],
+}
+
 # Run states: the latest node run of each node. "approved" is a completed gate whose output approved;
 # "retrying" a node run queued again after an attempt (it has begun).
 FRESH: dict[str, str] = {}
@@ -144,6 +151,7 @@ DECIDED = {"plan": "completed", "fetch": "completed", "review": "approved", "pay
 PAYING = {**DECIDED, "pay": "running"}
 RETRYING = {**DECIDED, "pay": "retrying"}
 ACTING = {"fetch": "completed", "review": "approved", "act": "running"}
+BESIDE = {"plan": "running", "fetch": "completed", "review": "waiting"}
 
 ROWS_OF_STATE = {  # status, attempts, output, wait reason
     "queued": ("queued", 0, None, ""),
@@ -188,7 +196,11 @@ for _ in range(70):
 CORPUS = [
     # --- rfc6902 and max_operations: what is not a patch ---------------------------------------------
     row("rfc6902-not-a-list", INVOICE, PLANNING, PLAN, add_node(transform("x")), "rfc6902"),
-    row("rfc6902-null", INVOICE, PLANNING, PERSON, None, "rfc6902"),
+    row("rfc6902-null", INVOICE, PLANNING, PERSON, None, "rfc6902",
+        bug="the refusal of operations=null is not kept: PatchRefusal.operations is NOT NULL, so the insert "
+        "fails (logged, no row); with no savepoint it also poisons any enclosing transaction. The agent tool "
+        "passes args.get('operations'), so a model omitting it lands here"),
+    row("rfc6902-op-not-an-object", INVOICE, PLANNING, PLAN, [42], "rfc6902", 0),
     row("rfc6902-unknown-op", INVOICE, PLANNING, PERSON, [{"op": "frobnicate", "path": "/nodes"}], "rfc6902", 0),
     row("rfc6902-missing-path", INVOICE, PLANNING, PLAN, [{"op": "add", "value": 1}], "rfc6902", 0),
     row("rfc6902-pointer-without-slash", INVOICE, PLANNING, PLAN, [add("nodes/-", transform("x"))], "rfc6902", 0),
@@ -199,13 +211,17 @@ CORPUS = [
     row("rfc6902-move-into-own-child", INVOICE, PLANNING, PERSON, [move("/nodes/3", "/nodes/3/config/x")],
         "rfc6902", 0),
     row("rfc6902-failing-test-guards-a-gate-edit", INVOICE, PLANNING, PLAN,
-        [test_("/nodes/2/config/approvers", ["mallory"]), replace("/nodes/2/config/approvers", ["plan"])],
+        [holds("/nodes/2/config/approvers", ["mallory"]), replace("/nodes/2/config/approvers", ["plan"])],
         "rfc6902", 0),
     row("rfc6902-failing-test-after-good-ops", INVOICE, PLANNING, PLAN,
-        [*after("plan", transform("x")), test_("/nodes/0/type", "http")], "rfc6902", 2),
-    row("max-operations-101", INVOICE, PLANNING, PLAN, [test_("/nodes/0/id", "plan")] * 101, "max_operations", 100),
+        [*after("plan", transform("x")), holds("/nodes/0/type", "http")], "rfc6902", 2),
+    row("max-operations-101", INVOICE, PLANNING, PLAN, [holds("/nodes/0/id", "plan")] * 101, "max_operations", 100),
+    row("max-operations-judged-before-anything-else", INVOICE, PLANNING, PLAN,
+        [replace("/nodes/2/config/approvers", ["plan"]), *[holds("/nodes/0/id", "plan")] * 100], "max_operations", 100),
+    row("max-operations-binds-people", INVOICE, PLANNING, PERSON,
+        [op for i in range(51) for op in after("plan", transform(f"x{i}"))], "max_operations", 100),
     row("max-operations-100-accepted", INVOICE, PLANNING, PLAN,
-        [*after("plan", transform("x")), *[test_("/nodes/0/id", "plan")] * 98], "applied"),
+        [*after("plan", transform("x")), *[holds("/nodes/0/id", "plan")] * 98], "applied"),
 
     # --- shape and validation: the validator's own rule -----------------------------------------------
     row("config-unknown-key", INVOICE, PLANNING, PLAN, [add("/nodes/1/config/proxy", "http://evil")],
@@ -217,14 +233,26 @@ CORPUS = [
     row("node-id-removed", INVOICE, PLANNING, PERSON, [remove("/nodes/3/id")], "schema.required", 0),
     row("nodes-removed", INVOICE, PLANNING, PERSON, [remove("/nodes")], "schema.required", 0),
     row("nodes-replaced-by-object", INVOICE, PLANNING, PERSON, [replace("/nodes", {})], "schema.type", 0),
-    row("root-replaced-by-list", INVOICE, PLANNING, PERSON, [replace("", [])], "type", 0),
+    row("root-replaced-by-list", INVOICE, PLANNING, PERSON, [replace("", [])], "type", 0,
+        bug="judge() reads the patched document with gates.nodes_by_id before check_shape: a root that is not "
+        "an object raises AttributeError (a 500 / a crashed agent tool call) instead of a refusal"),
+    row("root-replaced-by-list-then-back", GOVERNED, PLANNING, PLAN,
+        [replace("", []), replace("", copy.deepcopy(INVOICE))], "metadata_immutable",
+        bug="finding the culprit replays the operations and probes doc.get('metadata') on the intermediate "
+        "list: AttributeError instead of the refusal"),
+    row("edge-condition-not-a-string", INVOICE, WAITING, PERSON,
+        [add("/edges/-", {"from": "plan", "to": "fetch", "condition": 5})], "history_immutable", 0,
+        bug="history_immutable sorts a completed node's incoming edges as (from, condition) tuples: a second "
+        "edge from the same node with a non-string condition raises TypeError instead of a refusal"),
     row("node-id-pattern", INVOICE, PLANNING, PLAN, after("plan", transform("bad id")), "schema.pattern", 0),
     row("agent-tool-unknown", INVOICE, PLANNING, PERSON, after("plan", agent("helper", tools=["shell"])),
         "config.enum", 0),
     row("gate-config-unknown-key", INVOICE, PLANNING, PERSON, [add("/nodes/2/config/auto_approve", True)],
         "config.additionalProperties", 0),
     row("gate-escalate-without-targets", INVOICE, PLANNING, PLAN,
-        gate_after("plan", on_timeout="escalate", timeout_ms=1000), "config.required", 0),
+        gate_after("plan", on_timeout="escalate", timeout_ms=1000), "config.required", 0,
+        bug="the problem's pointer names a member that is missing before and after (escalate_to), so the probe "
+        "never changes and the last operation (an innocent edge, op 3) is blamed"),
     row("edge-to-unknown-node", INVOICE, PLANNING, PLAN, [add_edge("plan", "ghost")], "edge_node_exists", 0),
     row("edge-condition-syntax", INVOICE, PLANNING, PLAN,
         [add_node(transform("x")), add_edge("plan", "x", "((")], "condition_syntax", 1),
@@ -249,7 +277,10 @@ CORPUS = [
     row("header-value-crlf", INVOICE, PLANNING, PLAN,
         [add("/nodes/1/config/headers", {"X-Note": "a\r\nHost: evil"})], "header_value", 0),
     row("header-value-nul", INVOICE, PLANNING, PERSON,
-        [add("/nodes/3/config/headers", {"X-Note": "a\u0000b"})], "header_value", 0),
+        [add("/nodes/3/config/headers", {"X-Note": "a\u0000b"})], "header_value", 0,
+        bug="the refusal of a NUL in a header value, the very thing header_value refuses, is not kept: "
+        "PostgreSQL jsonb cannot store \\u0000 in PatchRefusal.operations (insert fails, logged, no row, and "
+        "no savepoint)"),
     row("header-name-~0-tilde-accepted", INVOICE, PLANNING, PLAN,
         [add("/nodes/1/config/headers", {"Accept": "application/json"}), add("/nodes/1/config/headers/X~0Trace", "1")],
         "applied"),
@@ -271,7 +302,7 @@ CORPUS = [
     row("history-replace-whole-node", INVOICE, WAITING, PERSON, [replace("/nodes/1", http("fetch", f"{API}/x"))],
         "history_immutable", 0),
     row("history-test-then-replace", INVOICE, WAITING, PERSON,
-        [test_("/nodes/1/config/url", f"{API}/invoice"), replace("/nodes/1/config/url", f"{API}/x")],
+        [holds("/nodes/1/config/url", f"{API}/invoice"), replace("/nodes/1/config/url", f"{API}/x")],
         "history_immutable", 1),
     row("history-replace-nodes-array", INVOICE, WAITING, PLAN,
         [replace("/nodes", [INVOICE["nodes"][0], http("fetch", f"{API}/x"), *INVOICE["nodes"][2:]])],
@@ -291,6 +322,11 @@ CORPUS = [
         [add("/nodes/0/config/tools", ["openapi_action", "delegate_to_agent"])], "history_immutable", 0),
     row("history-new-edge-into-running-node", INVOICE, PLANNING, PLAN,
         [add_node(transform("x")), add_edge("x", "plan")], "history_immutable", 1),
+    row("history-loop-jump-into-running-agent", INVOICE, PLANNING, PLAN,
+        after("plan", {"id": "again", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "plan"}}),
+        "history_immutable", 0, bug="a loop's loop_back_to is an incoming jump (gates.successors counts it) but "
+        "history_immutable compares edges only: the running agent makes itself run 10000 more times, each "
+        "iteration with its patch tool, outside the spawn count"),
     row("history-waiting-gate-edited-by-person", INVOICE, WAITING, PERSON,
         [replace("/nodes/2/config/approvers", ["alice"])], "history_immutable", 0),
     row("history-waiting-gate-removed-by-person", INVOICE, WAITING, PERSON, [remove("/nodes/2")],
@@ -327,7 +363,7 @@ CORPUS = [
     row("metadata-~1-key", GOVERNED, PLANNING, PLAN, [add("/metadata/a~1b", "x")], "metadata_immutable", 0),
     row("metadata-~01-key", GOVERNED, PLANNING, PLAN, [add("/metadata/x~01", "x")], "metadata_immutable", 0),
     row("metadata-test-then-replace", GOVERNED, PLANNING, PLAN,
-        [test_("/metadata/patch_policy", "require_approval"), replace("/metadata/patch_policy", "auto")],
+        [holds("/metadata/patch_policy", "require_approval"), replace("/metadata/patch_policy", "auto")],
         "metadata_immutable", 1),
     row("metadata-root-replace", GOVERNED, PLANNING, PLAN, [replace("", copy.deepcopy(INVOICE))],
         "metadata_immutable", 0),
@@ -370,7 +406,7 @@ CORPUS = [
     row("gate-copy-onto-config", INVOICE, PLANNING, PLAN, [copy_("/nodes/0/config", "/nodes/2/config")],
         "gate_immutable", 0),
     row("gate-test-then-edit", INVOICE, PLANNING, PLAN,
-        [test_("/nodes/2/type", "hitl"), add("/nodes/2/config/required_approvals", 1)], "gate_immutable", 1),
+        [holds("/nodes/2/type", "hitl"), add("/nodes/2/config/required_approvals", 1)], "gate_immutable", 1),
     row("gate-replace-nodes-array", INVOICE, PLANNING, PLAN,
         [replace("/nodes", [n if n["id"] != "review" else hitl("review", approvers=["plan"])
                             for n in INVOICE["nodes"]])], "gate_immutable", 0),
@@ -442,8 +478,10 @@ CORPUS = [
     row("unreachable-no-edges", INVOICE, PLANNING, PLAN, [add_node(transform("x"))], "unreachable_node", 0),
     row("unreachable-new-root-at-index-0", INVOICE, PLANNING, PLAN,
         [add("/nodes/0", http("x", f"{API}/x")), add_edge("x", "notify")], "unreachable_node", 0),
-    row("unreachable-agent-naming-no-node", INVOICE, PLANNING, NAMELESS, after("plan", transform("x")),
-        "unreachable_node", 0),
+    row("unknown-proposer-agent-naming-no-node", INVOICE, PLANNING, NAMELESS, after("plan", transform("x")),
+        "unknown_proposer", 0),
+    row("unknown-proposer-token-naming-a-ghost", INVOICE, PLANNING, "token:ghost", after("plan", transform("x")),
+        "unknown_proposer", 0),
     row("unreachable-edge-added-then-removed", INVOICE, PLANNING, PLAN,
         [*after("plan", transform("x")), remove("/edges/4")], "unreachable_node", 0),
     row("unreachable-copy-then-rename", INVOICE, PLANNING, PLAN,
@@ -523,6 +561,15 @@ CORPUS = [
         "gate_bypass", 1, bug="as bypass-rewire-replace, spelled as a removal and an add"),
     row("bypass-rewire-copy", INVOICE, PLANNING, PLAN, [copy_("/edges/2/to", "/edges/0/to")], "gate_bypass", 0,
         bug="as bypass-rewire-replace, spelled as a copy of the gate edge's target"),
+    row("bypass-from-a-parallel-root", PARALLEL, BESIDE, PLAN, [add_edge("plan", "pay")], "gate_bypass", 0,
+        bug="only nodes upstream of the gate count as a bypass's source; pay runs when any incoming edge "
+        "delivers, so an edge from any node the gate does not guard (here a second root) runs pay even when "
+        "the gate rejects"),
+    row("bypass-from-a-parallel-root-via-new-node", PARALLEL, BESIDE, PLAN,
+        [*after("plan", transform("x")), add_edge("x", "pay")], "gate_bypass", 2,
+        bug="as bypass-from-a-parallel-root, through a node the agent adds after itself"),
+    row("parallel-root-adds-after-itself-accepted", PARALLEL, BESIDE, PLAN, after("plan", transform("x")),
+        "applied"),
     row("through-the-gate-accepted", INVOICE, PLANNING, PLAN, after("pay", http("receipt", f"{API}/receipt")),
         "applied"),
 
@@ -622,15 +669,19 @@ CORPUS = [
         "ssrf", 0),
     row("ssrf-port", INVOICE, PLANNING, PLAN, after("plan", http("leak", "https://api.example.com:8443/")), "ssrf", 0),
     row("ssrf-url-replaced-after-the-add", INVOICE, PLANNING, PLAN,
-        [*after("plan", http("leak", f"{API}/ok")), replace("/nodes/5/config/url", "http://10.1.2.3/")], "ssrf", 2),
+        [*after("plan", http("leak", f"{API}/ok")), replace("/nodes/5/config/url", "http://10.1.2.3/")], "ssrf", 2,
+        bug="ssrf blames the first operation that touched the node (op 0, a public URL), not the one that set "
+        "the blocked URL (op 2)"),
     row("ssrf-public-accepted", INVOICE, PLANNING, PLAN, after("plan", http("hook", "https://hooks.example.org/x")),
         "applied"),
     row("ssrf-templated-left-to-the-client-accepted", INVOICE, PLANNING, PLAN,
         after("plan", http("hook", "https://hooks.example.org/$inputs.path")), "applied"),
 
     # --- approved_action_started: an approval is bound to what it approved -------------------------------
-    row("approved-action-running", INVOICE, PAYING, PLAN, [replace("/nodes/3/config/url", f"{API}/pay-v2")],
-        "approved_action_started", 0),
+    row("approved-action-running-is-history-first", INVOICE, PAYING, PLAN,
+        [replace("/nodes/3/config/url", f"{API}/pay-v2")], "history_immutable", 0),
+    row("approved-action-begun-sibling-changed", INVOICE, PAYING, PLAN,
+        [replace("/nodes/4/config/url", f"{API}/declined-v2")], "approved_action_started", 0),
     row("approved-action-retrying", INVOICE, RETRYING, PERSON, [replace("/nodes/3/config/url", f"{API}/pay-v2")],
         "approved_action_started", 0),
     row("approved-action-grows-after-it-began", INVOICE, PAYING, PERSON,
@@ -663,7 +714,7 @@ CORPUS = [
     row("agent-adds-after-itself", INVOICE, PLANNING, PLAN, after("plan", http("hook", f"{API}/hook")), "applied"),
     row("agent-adds-after-itself-once-done", INVOICE, WAITING, PLAN, after("plan", transform("x")), "applied"),
     row("agent-tests-then-adds", INVOICE, PLANNING, PLAN,
-        [test_("/nodes/0/id", "plan"), test_("/edges/2/condition", APPROVED), *after("plan", transform("x"))],
+        [holds("/nodes/0/id", "plan"), holds("/edges/2/condition", APPROVED), *after("plan", transform("x"))],
         "applied"),
     row("agent-edits-an-unstarted-node", INVOICE, PLANNING, PLAN, [add("/nodes/1/config/method", "GET")], "applied"),
     row("agent-by-person-token", INVOICE, PLANNING, TOKEN_PLAN, after("plan", transform("x")), "applied"),
@@ -740,7 +791,9 @@ def test_patch_corpus(case: Case, user: User, settings: Any) -> None:
         extra = refused.value.extra
         assert extra["rule"] == case.expect, refused.value.message
         if case.op is not None:
-            assert (extra["op"], extra["path"]) == (case.op, case.operations[case.op].get("path")), refused.value.message
+            blamed = case.operations[case.op]
+            path = blamed.get("path") if isinstance(blamed, dict) else None
+            assert (extra["op"], extra["path"]) == (case.op, path), refused.value.message
         if case.expect == "excessive_agent_nodes":
             assert isinstance(refused.value, SpawnLimitExceeded)
         assert snapshot(run) == before
@@ -810,9 +863,9 @@ def test_a_patch_to_an_approved_action_that_began_is_refused_and_the_approval_st
 
     with pytest.raises(PatchRejected) as refused:
         run_patch_propose(run=run, node_id="plan", from_agent=True,
-                          operations=[replace("/nodes/3/config/url", f"{API}/pay-v2")])
+                          operations=after("pay", http("receipt", f"{API}/receipt")))
 
-    assert refused.value.extra["rule"] == "approved_action_started"
+    assert (refused.value.extra["rule"], refused.value.extra["op"]) == ("approved_action_started", 1)
     assert snapshot(run) == before
     approval.refresh_from_db()
     assert approval.status == "approved" and not approval.decisions.filter(voided=True).exists()

@@ -8,6 +8,14 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, User
 
+from tests.support.remote import RemoteServer
+
+
+@pytest.fixture(autouse=True)
+def web_allowlist(settings: Any, remote: RemoteServer) -> None:
+    """As in a deployment, the web process judges patched URLs with the workers' allowlist."""
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
+
 
 @pytest.fixture
 def bob(make_user: Any) -> User:

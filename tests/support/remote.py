@@ -3,7 +3,8 @@
 Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code>``,
 ``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test),
 ``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``,
-``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told).
+``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told),
+``/hold/<key>`` (answers only once the test calls ``release(key)``; 60 s at most).
 Every request is recorded.
 """
 
@@ -22,6 +23,7 @@ class RemoteServer:
         self.requests: list[dict[str, Any]] = []
         self.scripts: dict[str, list[Any]] = {}
         self.counters: dict[str, int] = {}
+        self.holds: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
         owner = self
 
@@ -54,6 +56,16 @@ class RemoteServer:
             self.requests.clear()
             self.scripts.clear()
             self.counters.clear()
+            for held in self.holds.values():
+                held.set()  # a request a finished test left holding answers now
+            self.holds.clear()
+
+    def _hold(self, key: str) -> threading.Event:
+        with self.lock:
+            return self.holds.setdefault(key, threading.Event())
+
+    def release(self, key: str) -> None:
+        self._hold(key).set()
 
     def script(self, key: str, answers: list[Any]) -> None:
         with self.lock:
@@ -92,6 +104,9 @@ class RemoteServer:
                                       "headers": record["headers"], "json": body})
         elif head == "status":
             self._send(handler, int(parts[1]), {"status": int(parts[1])})
+        elif head == "hold":
+            self._hold(parts[1]).wait(60)
+            self._send(handler, 200, {"held": parts[1]})
         elif head == "sleep":
             time.sleep(float(parts[1]))
             self._send(handler, 200, {"slept": float(parts[1])})

@@ -63,27 +63,37 @@ SELECT consumed.run_id, emitted.id, emitted.node_id, emitted.node_type FROM cons
 # (``absorbable``): their own messages then find nothing to do, and the join starts one decision
 # after its last parent rather than behind a queue of them.
 JOIN_STEP = """
-WITH consumed AS (
+WITH successor AS (
+    SELECT * FROM jsonb_to_recordset(%(successors)s::jsonb)
+        AS s(node_id text, node_type text, others text[], absorbable text[])
+), ready AS (
+    SELECT successor.node_id, successor.node_type, successor.others FROM successor
+     WHERE cardinality(successor.others) = (
+           SELECT count(*) FROM workflows_noderun parent
+            WHERE parent.run_id = %(run_id)s AND parent.iteration = 0 AND parent.node_id = ANY(successor.others)
+              AND (parent.consumed OR (parent.status = 'completed' AND parent.node_id = ANY(successor.absorbable))))
+), busy AS (
+    -- another node run still moving (absorbed parents aside): the run stays running without a decision
+    SELECT 1 FROM workflows_noderun other
+     WHERE other.run_id = %(run_id)s AND other.id <> %(id)s
+       AND (other.status IN ('queued', 'running')
+            OR (NOT other.consumed AND other.status IN ('completed', 'failed', 'skipped', 'cancelled')
+                AND NOT other.node_id = ANY(ARRAY(SELECT unnest(absorbable) FROM successor))))
+     LIMIT 1
+), consumed AS (
     UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
      WHERE id = %(id)s AND run_id = %(run_id)s AND node_id = %(node_id)s AND iteration = %(iteration)s
        AND status = 'completed' AND NOT consumed
        AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
                    AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
+       -- else only people are left to act (a join waits on a gate): the full decision settles the run
+       AND (EXISTS (SELECT 1 FROM ready) OR EXISTS (SELECT 1 FROM busy))
  RETURNING run_id
-), successor AS (
-    SELECT * FROM jsonb_to_recordset(%(successors)s::jsonb)
-        AS s(node_id text, node_type text, others text[], absorbable text[])
 ), absorbed AS (
     UPDATE workflows_noderun parent SET consumed = true, taken = jsonb_build_array(successor.node_id)
       FROM consumed, successor
      WHERE parent.run_id = consumed.run_id AND parent.iteration = 0 AND parent.node_id = ANY(successor.absorbable)
        AND parent.status = 'completed' AND NOT parent.consumed
-), ready AS (
-    SELECT successor.node_id, successor.node_type, successor.others FROM consumed, successor
-     WHERE cardinality(successor.others) = (
-           SELECT count(*) FROM workflows_noderun parent
-            WHERE parent.run_id = consumed.run_id AND parent.iteration = 0 AND parent.node_id = ANY(successor.others)
-              AND (parent.consumed OR (parent.status = 'completed' AND parent.node_id = ANY(successor.absorbable))))
 ), emitted AS (
     INSERT INTO workflows_noderun (run_id, node_id, iteration, node_type, status, attempts, attempt_log, consumed,
                                    reused, queued_at, dispatched_at, usage)

@@ -1,0 +1,103 @@
+"""Spend is bounded for every run: each model call reserves its worst case first; a run that
+reaches its ceiling pauses its agent (``waiting``, reason ``budget``) until the owner raises it,
+and the agent then resumes from its journal with no model call lost or made twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.models import AgentTurn
+from tests.agents.flows import WAITING, agent, finish, node, start
+from tests.conftest import PRICEY_MODEL, TEST_PRICES, wait_for_run
+from workflows.models import Event
+
+TEXT = {"content": "Done."}
+
+
+@pytest.fixture(autouse=True)
+def _prices(settings: Any) -> None:
+    settings.AOB_LLM_PRICES = TEST_PRICES  # the web process validates models as the workers price them
+
+
+def test_a_run_at_its_ceiling_waits_then_resumes_when_its_owner_raises_it(engine, api, user, fake_llm, remote):
+    pipeline = {"steps": [{"op": "http_request", "url": f"{remote.base}/echo"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline)]}, TEXT])
+    run_id = start(api, [agent(model=PRICEY_MODEL, max_tokens=1000)])
+
+    run = wait_for_run(run_id, statuses=WAITING)
+
+    plan = node(run, "plan")
+    assert (run.status, plan.status, plan.wait_reason) == ("waiting_for_approval", "waiting", "budget")
+    assert len(fake_llm.requests) == 1 and len(remote.hits("/echo")) == 1  # the first call and its tool ran
+    paused = Event.objects.get(run=run, type="node_paused")
+    assert paused.data["reason"] == "budget" and paused.data["budget"] == {"max_tokens": 500000, "max_cost_usd": 2.0}
+    assert run.usage["reservations"] == {} and run.usage["calls"] == 1
+    details = api.get(f"/api/v1/runs/{run_id}/details").json()
+    assert [n["wait_reason"] for n in details["nodes"]] == ["budget"]
+
+    raised = api.post(f"/api/v1/runs/{run_id}/budget", {"max_cost_usd": 5}, format="json")
+
+    assert raised.status_code == 200, raised.json()
+    assert raised.json()["budget"] == {"max_tokens": 500000, "max_cost_usd": 5}
+    run = finish(run_id)
+    assert run.status == "completed", run.error
+    plan = node(run, "plan")
+    assert plan.output["message"] == "Done." and plan.attempts == 2
+    assert [c["name"] for c in plan.output["tool_calls"]] == ["execute_pipeline"]
+    assert len(fake_llm.requests) == 2 and len(remote.hits("/echo")) == 1  # nothing repeated, nothing lost
+    assert fake_llm.requests[1]["body"]["max_tokens"] == 1000
+    assert run.usage["calls"] == 2 and run.usage["cost_usd"] == pytest.approx(2 * 20 * 1990 / 1e6)
+    assert AgentTurn.objects.filter(node_run=plan, kind="response").count() == 2
+    assert list(Event.objects.filter(run=run, type__in=["node_paused", "budget_raised"]).values_list(
+        "type", flat=True)) == ["node_paused", "budget_raised"]
+
+
+def test_only_the_owner_raises_a_budget_and_a_finished_run_has_none_to_raise(engine, api, make_user, fake_llm):
+    fake_llm.reset([TEXT])
+    run_id = start(api, [agent()])
+    run = finish(run_id)
+    assert run.status == "completed", run.error
+    from tests.conftest import client_for
+
+    stranger = client_for(make_user("mallory"))
+    assert stranger.post(f"/api/v1/runs/{run_id}/budget", {"max_cost_usd": 5}, format="json").status_code == 404
+    assert api.post(f"/api/v1/runs/{run_id}/budget", {}, format="json").status_code == 400
+    assert api.post(f"/api/v1/runs/{run_id}/budget", {"max_cost_usd": -1}, format="json").status_code == 400
+    late = api.post(f"/api/v1/runs/{run_id}/budget", {"max_cost_usd": 5}, format="json")
+    assert late.status_code == 409 and late.json()["error"] == "run_finished"
+
+
+def test_an_unpriced_model_is_refused_at_save_and_before_any_call(engine, api, fake_llm):
+    fake_llm.reset([TEXT])
+    saved = api.post("/api/v1/workflows", {"tag_name": "free", "workflow": {
+        "nodes": [agent(model="free-lunch-1")], "edges": []}}, format="json")
+    assert saved.status_code == 400
+    assert [(e["path"], e["rule"]) for e in saved.json()["details"]["errors"]] == [
+        ("/nodes/0/config/model", "model_unpriced")]
+
+    run = finish(start(api, [agent(model="$inputs.model")], inputs={"model": "free-lunch-1"}))
+
+    assert run.status == "failed"
+    assert node(run, "plan").error["error_type"] == "ModelNotPriced" and fake_llm.requests == []
+
+
+def test_no_tools_means_no_tools(engine, api, fake_llm):
+    fake_llm.reset([TEXT])
+
+    run = finish(start(api, [agent(tools=[])]))
+
+    assert run.status == "completed", run.error
+    assert "tools" not in fake_llm.requests[0]["body"]
+
+
+def test_a_missing_tools_list_gives_the_documented_default_set(engine, api, fake_llm):
+    fake_llm.reset([{"tool_calls": [("delegate_to_agent", {"task": "x"})]}, TEXT])
+
+    run = finish(start(api, [agent()]))
+
+    assert run.status == "completed", run.error
+    offered = [t["function"]["name"] for t in fake_llm.requests[0]["body"]["tools"]]
+    assert offered == ["execute_pipeline", "patch_workflow", "search_tools"]
+    assert node(run, "plan").output["tool_calls"][0]["result"]["error"] == "unknown_tool"

@@ -1,0 +1,138 @@
+"""An approval is bound to what it approved: a patch that changes the gated action voids the
+decision and the gate asks again; a four-eyes or pending gate cannot be changed by a run patch,
+by anyone; a replay below a gate never reuses the old decision."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from approvals.models import Approval, Decision
+from tests.approvals.runs import WAITING, decide, submit
+from tests.conftest import client_for, wait_for_run
+from workflows.models import Event, NodeRun, Run
+
+
+def _join_behind_gate(owner: str, remote: Any, **review: Any) -> dict[str, Any]:
+    """start → review (hitl) and start → slow (held by the test); pay joins both: approving review
+    starts nothing until the test releases slow."""
+    return {"nodes": [
+        {"id": "start", "type": "transform", "config": {"expression": "{'amount': 5}"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [owner], **review}},
+        {"id": "slow", "type": "http", "config": {"url": f"{remote.base}/hold/slow"}},
+        {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo", "method": "POST",
+                                                 "payload": {"amount": 5}}},
+    ], "edges": [{"from": "start", "to": "review"}, {"from": "start", "to": "slow"},
+                 {"from": "review", "to": "pay", "condition": "$.approved == true"}, {"from": "slow", "to": "pay"}]}
+
+
+def pending_approval(run_id: str, timeout: float = 20.0) -> Approval:
+    deadline = time.monotonic() + timeout
+    while not Approval.objects.filter(run_id=run_id, status="pending").exists():
+        assert time.monotonic() < deadline, "no approval was asked for"
+        time.sleep(0.05)
+    return Approval.objects.get(run_id=run_id, status="pending")
+
+
+def test_a_patch_to_an_approved_action_that_has_not_begun_asks_the_gate_again(engine, user, remote):
+    run_id = submit(user, _join_behind_gate(user.username, remote))
+    approval = pending_approval(run_id)
+    assert decide(user, approval).status_code == 200
+    assert NodeRun.objects.get(run_id=run_id, node_id="review").status == "completed"
+    assert not NodeRun.objects.filter(run_id=run_id, node_id="pay").exists()  # waiting for slow
+
+    patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/3/config/payload/amount", "value": 5000}]}, format="json")
+
+    assert patched.status_code == 201, patched.json()
+    review = NodeRun.objects.get(run_id=run_id, node_id="review")
+    approval.refresh_from_db()
+    assert (review.status, review.consumed, review.output, approval.status) == ("waiting", False, None, "pending")
+    assert list(Decision.objects.filter(approval=approval).values_list("voided", flat=True)) == [True]
+    voided = Event.objects.get(run_id=run_id, type="approval_voided")
+    assert voided.data["reopened"] is True and voided.data["patch_seq"] == 1
+    remote.release("slow")
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert run.status == "waiting_for_approval" and not remote.hits("/echo")  # slow done, pay waits for review
+
+    again = decide(user, approval, comment="5000 is fine")  # the same person may decide again: a new question
+    assert again.status_code == 200, again.json()
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5000}']
+    approval.refresh_from_db()
+    assert approval.status == "approved" and approval.action_digest.startswith("sha256:")
+
+
+def test_votes_cast_on_a_pending_gate_lapse_when_its_action_changes(engine, user, make_user, remote):
+    bob = make_user("bob")
+    definition = _join_behind_gate(user.username, remote)
+    definition["nodes"][1]["config"].update(approvers=[user.username, "bob"], required_approvals=2)
+    run_id = submit(user, definition)
+    approval = pending_approval(run_id)
+    assert decide(bob, approval).status_code == 200  # 1 of 2
+
+    patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/3/config/payload/amount", "value": 7}]}, format="json")
+
+    assert patched.status_code == 201, patched.json()
+    assert list(Decision.objects.filter(approval=approval).values_list("username", "voided")) == [("bob", True)]
+    assert decide(user, approval).status_code == 200  # 1 of 2 again: bob's vote was on another action
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+    assert decide(bob, approval).status_code == 200
+    remote.release("slow")
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":7}']
+
+
+def test_nobody_changes_a_four_eyes_gate_or_its_edges_by_a_run_patch(engine, user, make_user, remote):
+    """The gate is not reached yet (slow runs first); four-eyes alone keeps it out of the owner's reach."""
+    make_user("bob")
+    definition = {"nodes": [
+        {"id": "slow", "type": "http", "config": {"url": f"{remote.base}/hold/slow"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [user.username, "bob"],
+                                                    "allow_self_approval": False}},
+        {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo"}},
+        {"id": "other", "type": "http", "config": {"url": f"{remote.base}/echo"}},
+    ], "edges": [{"from": "slow", "to": "review"}, {"from": "review", "to": "pay"}, {"from": "slow", "to": "other"}]}
+    run_id = submit(user, definition)
+    wait_for_run(run_id, statuses={"running"})
+    owner = client_for(user)
+    url = f"/api/v1/runs/{run_id}/patches"
+    before = Run.objects.get(pk=run_id).current_artifact_id
+
+    for operations in (
+            [{"op": "replace", "path": "/nodes/1/config/approvers", "value": [user.username]}],
+            [{"op": "replace", "path": "/nodes/1/config/allow_self_approval", "value": True}],
+            [{"op": "remove", "path": "/edges/1"}],
+            [{"op": "add", "path": "/edges/-", "value": {"from": "review", "to": "other"}}]):
+        refused = owner.post(url, {"operations": operations}, format="json")
+        assert refused.status_code == 400, refused.json()
+        assert (refused.json()["details"]["rule"], refused.json()["details"]["op"]) == ("gate_immutable", 0)
+    assert Run.objects.get(pk=run_id).current_artifact_id == before
+    # the rest of the run is still the owner's to change
+    fine = owner.post(url, {"operations": [{"op": "add", "path": "/nodes/3/config/method", "value": "POST"}]},
+                      format="json")
+    assert fine.status_code == 201, fine.json()
+    remote.release("slow")
+
+
+def test_a_replay_below_a_gate_asks_the_gate_again(engine, user, remote):
+    run_id = submit(user, _join_behind_gate(user.username, remote))
+    assert decide(user, pending_approval(run_id)).status_code == 200
+    remote.release("slow")
+    assert wait_for_run(run_id).status == "completed"
+
+    replay = client_for(user).post(f"/api/v1/runs/{run_id}/nodes/pay/replay")
+
+    assert replay.status_code == 201, replay.json()
+    new_id = replay.json()["run_id"]
+    run = wait_for_run(new_id, statuses=WAITING)
+    assert run.status == "waiting_for_approval"
+    review = NodeRun.objects.get(run_id=new_id, node_id="review")
+    assert (review.status, review.reused) == ("waiting", False)
+    assert NodeRun.objects.get(run_id=new_id, node_id="start").reused is True
+    fresh = Approval.objects.get(run_id=new_id)
+    assert fresh.status == "pending" and not fresh.decisions.exists()
