@@ -468,11 +468,12 @@ CORPUS = [
         [replace("/nodes/2/config/message", "pay the corrected invoice?")], "applied"),
     row("plain-gate-edge-by-person-accepted", INVOICE, PLANNING, PERSON, [remove("/edges/3/condition")], "applied"),
     row("four-eyes-routed-around-by-person", FOUR_EYES, PLANNING, PERSON, [add_edge("fetch", "pay")], "gate_bypass",
-        0, bug="the owner routes fetch→pay around a four-eyes gate and so decides alone; only the gate's node "
-        "and edges are protected from people, not a path around it"),
+        0, bug="the owner adds fetch→pay beside a four-eyes gate; a node runs when any incoming edge delivers, so "
+        "pay runs whatever the approvers decide and the owner alone decides it. Only the gate's node and edges "
+        "are kept from people, not a path around it"),
     row("pending-gate-routed-around-by-person", INVOICE, WAITING, PERSON, [add_edge("fetch", "pay")], "gate_bypass",
-        0, bug="the owner (not an approver) routes a completed fetch to pay while the gate waits for bob or carol; "
-        "pay runs at once without their decision"),
+        0, bug="while the gate waits for bob or carol, the owner (not an approver) adds fetch→pay: once they "
+        "decide, pay runs even if they rejected it"),
 
     # --- unreachable_node: what an agent adds hangs off the proposing node --------------------------------
     row("unreachable-no-edges", INVOICE, PLANNING, PLAN, [add_node(transform("x"))], "unreachable_node", 0),
