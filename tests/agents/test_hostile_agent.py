@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.test import Client
+
 from approvals.models import Approval
 from tests.agents.flows import WAITING, agent, edge, finish, http, node, start, tool_messages
 from tests.conftest import wait_for_run
@@ -100,8 +102,8 @@ def test_a_prompt_injected_agent_cannot_get_past_the_gate(engine, api, user, fak
     assert len(remote.hits("/echo")) == 1 and node(run, "pay").status == "completed"
 
 
-def test_the_same_bypass_over_the_rest_api_naming_the_agent_is_judged_as_the_agents(engine, api, user, fake_llm,
-                                                                                    remote):
+def test_the_same_bypass_over_the_rest_api_naming_the_agent_is_judged_as_the_agents(engine, api, user, make_user,
+                                                                                    fake_llm, remote):
     """The original system's agent runner sent its patches to this endpoint with the owner's token."""
     run_id = start(api, [agent(), {"id": "review", "type": "hitl", "config": {"message": "Pay?"}},
                          http("pay", f"{remote.base}/echo")], [edge("plan", "review"), edge("review", "pay")])
@@ -117,3 +119,12 @@ def test_the_same_bypass_over_the_rest_api_naming_the_agent_is_judged_as_the_age
     refusal = PatchRefusal.objects.get(run_id=run_id)
     assert (refusal.agent, refusal.node_id, refusal.proposed_by_id) == (True, "plan", user.pk)
     assert Run.objects.get(pk=run_id).current_artifact_id == run.base_artifact_id
+    shown = api.get(f"/api/v1/runs/{run_id}/details").json()["patch_refusals"]
+    assert [(r["rule"], r["op"], r["path"], r["agent"], r["proposed_by"]) for r in shown] == [
+        ("gate_bypass", 0, "/edges/-", True, user.username)]
+    staff = Client()
+    staff.force_login(make_user("root", is_staff=True, is_superuser=True))
+    page = staff.get(f"/admin/workflows/run/{run_id}/change/").content.decode()
+    assert "Refused patches" in page and "gate_bypass" in page
+    listing = staff.get("/admin/workflows/patchrefusal/?rule=gate_bypass").content.decode()
+    assert str(run_id) in listing
