@@ -9,8 +9,7 @@ patch must make the definition the operations describe.
 
 Every rule is spelled several ways: ``~0``/``~1`` escapes, ``-`` and indexes, ``move``, ``copy``,
 ``add`` onto an existing member, ``test``, whole ``/nodes``, ``/edges`` and root replaces, and
-operations harmless alone but harmful together. Rows marked ``xfail(strict=True, reason="BUG: ...")``
-pin what the policy should do and does not yet.
+operations harmless alone but harmful together.
 """
 
 from __future__ import annotations
@@ -184,9 +183,8 @@ class Case:
 
 
 def row(name: str, base: dict[str, Any], state: dict[str, str], proposer: str, operations: Any, expect: str,
-        op: int | None = None, *, bug: str = "", **extra: Any) -> Any:
-    marks = [pytest.mark.xfail(strict=True, reason=f"BUG: {bug}")] if bug else []
-    return pytest.param(Case(base, state, proposer, operations, expect, op, **extra), id=name, marks=marks)
+        op: int | None = None, **extra: Any) -> Any:
+    return pytest.param(Case(base, state, proposer, operations, expect, op, **extra), id=name)
 
 
 DEEP: dict[str, Any] = {}
@@ -196,10 +194,7 @@ for _ in range(70):
 CORPUS = [
     # --- rfc6902 and max_operations: what is not a patch ---------------------------------------------
     row("rfc6902-not-a-list", INVOICE, PLANNING, PLAN, add_node(transform("x")), "rfc6902"),
-    row("rfc6902-null", INVOICE, PLANNING, PERSON, None, "rfc6902",
-        bug="the refusal of operations=null is not kept: PatchRefusal.operations is NOT NULL, so the insert "
-        "fails (logged, no row); with no savepoint it also poisons any enclosing transaction. The agent tool "
-        "passes args.get('operations'), so a model omitting it lands here"),
+    row("rfc6902-null", INVOICE, PLANNING, PERSON, None, "rfc6902"),
     row("rfc6902-op-not-an-object", INVOICE, PLANNING, PLAN, [42], "rfc6902", 0),
     row("rfc6902-unknown-op", INVOICE, PLANNING, PERSON, [{"op": "frobnicate", "path": "/nodes"}], "rfc6902", 0),
     row("rfc6902-missing-path", INVOICE, PLANNING, PLAN, [{"op": "add", "value": 1}], "rfc6902", 0),
@@ -233,26 +228,18 @@ CORPUS = [
     row("node-id-removed", INVOICE, PLANNING, PERSON, [remove("/nodes/3/id")], "schema.required", 0),
     row("nodes-removed", INVOICE, PLANNING, PERSON, [remove("/nodes")], "schema.required", 0),
     row("nodes-replaced-by-object", INVOICE, PLANNING, PERSON, [replace("/nodes", {})], "schema.type", 0),
-    row("root-replaced-by-list", INVOICE, PLANNING, PERSON, [replace("", [])], "type", 0,
-        bug="judge() reads the patched document with gates.nodes_by_id before check_shape: a root that is not "
-        "an object raises AttributeError (a 500 / a crashed agent tool call) instead of a refusal"),
+    row("root-replaced-by-list", INVOICE, PLANNING, PERSON, [replace("", [])], "type", 0),
     row("root-replaced-by-list-then-back", GOVERNED, PLANNING, PLAN,
-        [replace("", []), replace("", copy.deepcopy(INVOICE))], "metadata_immutable",
-        bug="finding the culprit replays the operations and probes doc.get('metadata') on the intermediate "
-        "list: AttributeError instead of the refusal"),
+        [replace("", []), replace("", copy.deepcopy(INVOICE))], "metadata_immutable"),
     row("edge-condition-not-a-string", INVOICE, WAITING, PERSON,
-        [add("/edges/-", {"from": "plan", "to": "fetch", "condition": 5})], "history_immutable", 0,
-        bug="history_immutable sorts a completed node's incoming edges as (from, condition) tuples: a second "
-        "edge from the same node with a non-string condition raises TypeError instead of a refusal"),
+        [add("/edges/-", {"from": "plan", "to": "fetch", "condition": 5})], "history_immutable", 0),
     row("node-id-pattern", INVOICE, PLANNING, PLAN, after("plan", transform("bad id")), "schema.pattern", 0),
     row("agent-tool-unknown", INVOICE, PLANNING, PERSON, after("plan", agent("helper", tools=["shell"])),
         "config.enum", 0),
     row("gate-config-unknown-key", INVOICE, PLANNING, PERSON, [add("/nodes/2/config/auto_approve", True)],
         "config.additionalProperties", 0),
     row("gate-escalate-without-targets", INVOICE, PLANNING, PLAN,
-        gate_after("plan", on_timeout="escalate", timeout_ms=1000), "config.required", 0,
-        bug="the problem's pointer names a member that is missing before and after (escalate_to), so the probe "
-        "never changes and the last operation (an innocent edge, op 3) is blamed"),
+        gate_after("plan", on_timeout="escalate", timeout_ms=1000), "config.required", 0),
     row("edge-to-unknown-node", INVOICE, PLANNING, PLAN, [add_edge("plan", "ghost")], "edge_node_exists", 0),
     row("edge-condition-syntax", INVOICE, PLANNING, PLAN,
         [add_node(transform("x")), add_edge("plan", "x", "((")], "condition_syntax", 1),
@@ -277,10 +264,7 @@ CORPUS = [
     row("header-value-crlf", INVOICE, PLANNING, PLAN,
         [add("/nodes/1/config/headers", {"X-Note": "a\r\nHost: evil"})], "header_value", 0),
     row("header-value-nul", INVOICE, PLANNING, PERSON,
-        [add("/nodes/3/config/headers", {"X-Note": "a\u0000b"})], "header_value", 0,
-        bug="the refusal of a NUL in a header value, the very thing header_value refuses, is not kept: "
-        "PostgreSQL jsonb cannot store \\u0000 in PatchRefusal.operations (insert fails, logged, no row, and "
-        "no savepoint)"),
+        [add("/nodes/3/config/headers", {"X-Note": "a\u0000b"})], "header_value", 0),
     row("header-name-~0-tilde-accepted", INVOICE, PLANNING, PLAN,
         [add("/nodes/1/config/headers", {"Accept": "application/json"}), add("/nodes/1/config/headers/X~0Trace", "1")],
         "applied"),
@@ -324,9 +308,7 @@ CORPUS = [
         [add_node(transform("x")), add_edge("x", "plan")], "history_immutable", 1),
     row("history-loop-jump-into-running-agent", INVOICE, PLANNING, PLAN,
         after("plan", {"id": "again", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "plan"}}),
-        "history_immutable", 0, bug="a loop's loop_back_to is an incoming jump (gates.successors counts it) but "
-        "history_immutable compares edges only: the running agent makes itself run 10000 more times, each "
-        "iteration with its patch tool, outside the spawn count"),
+        "history_immutable", 0),
     row("history-waiting-gate-edited-by-person", INVOICE, WAITING, PERSON,
         [replace("/nodes/2/config/approvers", ["alice"])], "history_immutable", 0),
     row("history-waiting-gate-removed-by-person", INVOICE, WAITING, PERSON, [remove("/nodes/2")],
@@ -468,12 +450,9 @@ CORPUS = [
         [replace("/nodes/2/config/message", "pay the corrected invoice?")], "applied"),
     row("plain-gate-edge-by-person-accepted", INVOICE, PLANNING, PERSON, [remove("/edges/3/condition")], "applied"),
     row("four-eyes-routed-around-by-person", FOUR_EYES, PLANNING, PERSON, [add_edge("fetch", "pay")], "gate_bypass",
-        0, bug="the owner adds fetch→pay beside a four-eyes gate; a node runs when any incoming edge delivers, so "
-        "pay runs whatever the approvers decide and the owner alone decides it. Only the gate's node and edges "
-        "are kept from people, not a path around it"),
+        0),
     row("pending-gate-routed-around-by-person", INVOICE, WAITING, PERSON, [add_edge("fetch", "pay")], "gate_bypass",
-        0, bug="while the gate waits for bob or carol, the owner (not an approver) adds fetch→pay: once they "
-        "decide, pay runs even if they rejected it"),
+        0),
 
     # --- unreachable_node: what an agent adds hangs off the proposing node --------------------------------
     row("unreachable-no-edges", INVOICE, PLANNING, PLAN, [add_node(transform("x"))], "unreachable_node", 0),
@@ -524,8 +503,7 @@ CORPUS = [
     row("new-gate-timeout-reject-accepted", INVOICE, PLANNING, PLAN,
         gate_after("plan", approvers=["bob"], timeout_ms=60000, on_timeout="reject"), "applied"),
     row("new-gate-outcome-tests-data", INVOICE, PLANNING, PLAN, gate_after("plan", "$.amount > 100"),
-        "gate_outcome", 3, bug="gate_outcome blames the edge into the new gate (op 1), not the edge out of it "
-        "that tests something else (op 3): the probe is every edge touching the gate"),
+        "gate_outcome", 3),
     row("new-gate-outcome-always-true", INVOICE, PLANNING, PLAN, gate_after("plan", "true"), "gate_outcome"),
     row("new-gate-outcome-or-true", INVOICE, PLANNING, PLAN, gate_after("plan", "$.approved == true || true"),
         "gate_outcome"),
@@ -543,7 +521,7 @@ CORPUS = [
     row("bypass-new-node-then-edge", INVOICE, PLANNING, PLAN,
         [*after("plan", transform("x")), add_edge("x", "pay")], "gate_bypass", 2),
     row("bypass-edges-in-any-order", INVOICE, PLANNING, PLAN,
-        [add_node(transform("x")), add_edge("x", "pay"), add_edge("plan", "x")], "gate_bypass", 2),
+        [add_node(transform("x")), add_edge("x", "pay"), add_edge("plan", "x")], "gate_bypass", 1),
     row("bypass-conditional-node", INVOICE, PLANNING, PLAN,
         [*after("plan", {"id": "c", "type": "conditional", "config": {}}), add_edge("c", "notify", "true")],
         "gate_bypass", 2),
@@ -551,24 +529,17 @@ CORPUS = [
         [*after("plan", transform("x")),
          add_node({"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
                                                           "break_path": "pay"}}),
-         add_edge("x", "l")], "gate_bypass", 3),
+         add_edge("x", "l")], "gate_bypass", 2),
     row("bypass-pending-gate", INVOICE, WAITING, PLAN, [add_edge("fetch", "pay")], "gate_bypass", 0),
     row("bypass-approved-gate", INVOICE, DECIDED, PLAN, [add_edge("plan", "notify")], "gate_bypass", 0),
     row("bypass-by-person-token", INVOICE, PLANNING, TOKEN_PLAN, [add_edge("plan", "pay")], "gate_bypass", 0),
-    row("bypass-rewire-replace", INVOICE, PLANNING, PLAN, [replace("/edges/0/to", "pay")], "gate_bypass", 0,
-        bug="rewiring plan→fetch into plan→pay takes plan out of the gate's upstream, so the after-graph sees "
-        "no path around the gate; fetch is left a root (skipped), review never runs and pay runs after plan"),
+    row("bypass-rewire-replace", INVOICE, PLANNING, PLAN, [replace("/edges/0/to", "pay")], "gate_bypass", 0),
     row("bypass-rewire-remove-then-add", INVOICE, PLANNING, PLAN, [remove("/edges/0"), add_edge("plan", "pay")],
-        "gate_bypass", 1, bug="as bypass-rewire-replace, spelled as a removal and an add"),
-    row("bypass-rewire-copy", INVOICE, PLANNING, PLAN, [copy_("/edges/2/to", "/edges/0/to")], "gate_bypass", 0,
-        bug="as bypass-rewire-replace, spelled as a copy of the gate edge's target"),
-    row("bypass-from-a-parallel-root", PARALLEL, BESIDE, PLAN, [add_edge("plan", "pay")], "gate_bypass", 0,
-        bug="only nodes upstream of the gate count as a bypass's source; pay runs when any incoming edge "
-        "delivers, so an edge from any node the gate does not guard (here a second root) runs pay even when "
-        "the gate rejects"),
+        "gate_bypass", 1),
+    row("bypass-rewire-copy", INVOICE, PLANNING, PLAN, [copy_("/edges/2/to", "/edges/0/to")], "gate_bypass", 0),
+    row("bypass-from-a-parallel-root", PARALLEL, BESIDE, PLAN, [add_edge("plan", "pay")], "gate_bypass", 0),
     row("bypass-from-a-parallel-root-via-new-node", PARALLEL, BESIDE, PLAN,
-        [*after("plan", transform("x")), add_edge("x", "pay")], "gate_bypass", 2,
-        bug="as bypass-from-a-parallel-root, through a node the agent adds after itself"),
+        [*after("plan", transform("x")), add_edge("x", "pay")], "gate_bypass", 2),
     row("parallel-root-adds-after-itself-accepted", PARALLEL, BESIDE, PLAN, after("plan", transform("x")),
         "applied"),
     row("through-the-gate-accepted", INVOICE, PLANNING, PLAN, after("pay", http("receipt", f"{API}/receipt")),
@@ -670,9 +641,7 @@ CORPUS = [
         "ssrf", 0),
     row("ssrf-port", INVOICE, PLANNING, PLAN, after("plan", http("leak", "https://api.example.com:8443/")), "ssrf", 0),
     row("ssrf-url-replaced-after-the-add", INVOICE, PLANNING, PLAN,
-        [*after("plan", http("leak", f"{API}/ok")), replace("/nodes/5/config/url", "http://10.1.2.3/")], "ssrf", 2,
-        bug="ssrf blames the first operation that touched the node (op 0, a public URL), not the one that set "
-        "the blocked URL (op 2)"),
+        [*after("plan", http("leak", f"{API}/ok")), replace("/nodes/5/config/url", "http://10.1.2.3/")], "ssrf", 2),
     row("ssrf-public-accepted", INVOICE, PLANNING, PLAN, after("plan", http("hook", "https://hooks.example.org/x")),
         "applied"),
     row("ssrf-templated-left-to-the-client-accepted", INVOICE, PLANNING, PLAN,
@@ -906,4 +875,4 @@ def test_the_corpus_is_large_and_covers_every_rule():
         "entry_node", "acyclic", "history_immutable", "type_immutable", "metadata_immutable", "gate_immutable",
         "unreachable_node", "gate_approvers", "gate_timeout_approve", "gate_outcome", "gate_bypass",
         "agent_privilege", "duplicate_edge", "max_run_nodes", "excessive_agent_nodes", "ssrf",
-        "approved_action_started", "patch_policy", "applied", "pending_approval", "noop"}
+        "approved_action_started", "patch_policy", "unknown_proposer", "applied", "pending_approval", "noop"}

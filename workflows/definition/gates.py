@@ -74,15 +74,23 @@ def predecessors(adjacency: dict[str, list[str]]) -> dict[str, list[str]]:
     return reverse
 
 
+def entries(definition: dict[str, Any]) -> list[str]:
+    """Nodes no edge leads to: where a run starts."""
+    targets = {e.get("to") for e in definition.get("edges", []) if isinstance(e, dict)}
+    return [n for n in nodes_by_id(definition) if n not in targets]
+
+
 def bypassed(definition: dict[str, Any], gate: str) -> set[str]:
-    """Nodes downstream of ``gate`` that a node upstream of it reaches without passing through it."""
+    """Nodes downstream of ``gate`` that can be reached without passing through it: from where
+    the run starts, or from a node upstream of the gate. A node runs once each incoming edge has
+    delivered or is dead, so one such path lets it run whatever the gate's people decide."""
     adjacency = successors(definition)
     if gate not in adjacency:
         return set()
     reverse = predecessors(adjacency)
     upstream = reachable(reverse, reverse[gate], avoid=gate)
     downstream = reachable(adjacency, adjacency[gate], avoid=gate)
-    return reachable(adjacency, upstream, avoid=gate) & downstream
+    return reachable(adjacency, [*entries(definition), *upstream], avoid=gate) & downstream
 
 
 def guarded(definition: dict[str, Any], gate: str) -> list[str]:

@@ -10,6 +10,7 @@ refusal itself is kept apart (``PatchRefusal``) for the run page and the admin.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -210,19 +211,29 @@ def _reject_held(run: Run, patch: RunPatch, reason: str) -> None:
 _KEPT_OPERATIONS_BYTES = 64 * 1024
 
 
+def _storable(value: Any) -> Any:
+    """``value`` as PostgreSQL stores it: JSON without NUL (which jsonb and text refuse), bounded."""
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError):
+        return {"unreadable": True}
+    if len(text) > _KEPT_OPERATIONS_BYTES:
+        return {"truncated": True, "bytes": len(text)}
+    return json.loads(text.replace("\\u0000", "\\ufffd"))
+
+
 def _record_refusal(run: Run, proposer: Proposer, user: User | None, operations: Any, exc: AobError) -> None:
     """A refused patch changes nothing of the run; the refusal is kept apart, for people to see."""
-    try:
-        text = canonical_json(operations)
-        kept = operations if len(text) <= _KEPT_OPERATIONS_BYTES else {"truncated": True, "bytes": len(text)}
-    except (TypeError, ValueError):
-        kept = {"unreadable": True}
     op = exc.extra.get("op")
+    kept = _storable(operations)
     try:
-        PatchRefusal.objects.create(
-            run_id=run.pk, node_id=proposer.node_id, agent=proposer.agent, proposed_by=user,
-            rule=str(exc.extra.get("rule") or exc.code)[:64], op=op if isinstance(op, int) else None,
-            path=str(exc.extra.get("path") or "")[:1000], message=exc.message[:4000], operations=kept)
+        with transaction.atomic():
+            PatchRefusal.objects.create(
+                run_id=run.pk, node_id=proposer.node_id, agent=proposer.agent, proposed_by=user,
+                rule=str(exc.extra.get("rule") or exc.code)[:64], op=op if isinstance(op, int) else None,
+                path=str(exc.extra.get("path") or "").replace("\x00", "\ufffd")[:1000],
+                message=exc.message.replace("\x00", "\ufffd")[:4000],
+                operations=kept if kept is not None else {"operations": None})
     except Exception:  # noqa: BLE001 - the refusal itself is what the caller must see
         logger.warning("patch.refusal_record_failed", exc_info=True)
 

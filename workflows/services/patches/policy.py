@@ -95,25 +95,27 @@ class _Judgement:
 
     # --- refusing, with the operation to blame ---------------------------------------------------
 
-    def refuse(self, rule: str, message: str, probe: Callable[[Any], Any] | None = None, *, op: int | None = None,
+    def refuse(self, rule: str, message: str, *probes: Callable[[Any], Any], op: int | None = None,
                error: type[PatchRejected] = PatchRejected, code: str | None = None, **extra: Any) -> NoReturn:
-        if op is None and probe is not None:
-            op = self.culprit(probe)
+        if op is None and probes:
+            op = self.culprit(*probes)
         path = self.operations[op].get("path") if op is not None and isinstance(self.operations[op], dict) else None
         raise error(f"{message} ({self.proposer.kind} patch refused: {rule})", code=code,
                     extra={"op": op, "path": path, "rule": rule, **extra})
 
-    def culprit(self, probe: Callable[[Any], Any]) -> int | None:
-        """The first operation after which ``probe`` of the document differs from before."""
-        target = probe(self.before)
-        doc = copy.deepcopy(self.before)
-        for index, operation in enumerate(self.operations):
-            try:
-                doc = jsonpatch.JsonPatch([operation]).apply(doc, in_place=True)
-            except Exception:  # noqa: BLE001 - any failure here is this operation's
-                return index
-            if probe(doc) != target:
-                return index
+    def culprit(self, *probes: Callable[[Any], Any]) -> int | None:
+        """The first operation after which a probe of the document differs from before (the
+        first probe that ever differs decides; a probe that fails counts as a difference)."""
+        for probe in probes:
+            target = _safely(probe, self.before)
+            doc = copy.deepcopy(self.before)
+            for index, operation in enumerate(self.operations):
+                try:
+                    doc = jsonpatch.JsonPatch([operation]).apply(doc, in_place=True)
+                except Exception:  # noqa: BLE001 - any failure here is this operation's
+                    return index
+                if _safely(probe, doc) != target:
+                    return index
         return len(self.operations) - 1 if self.operations else None
 
     # --- the rules, in the order they are judged --------------------------------------------------
@@ -127,8 +129,8 @@ class _Judgement:
         if not self.operations:
             return Verdict(after=self.before)
         self.after = self.apply()
-        self.old, self.new = gates.nodes_by_id(self.before), gates.nodes_by_id(self.after)
         self.check_shape()
+        self.old, self.new = gates.nodes_by_id(self.before), gates.nodes_by_id(self.after)
         self.check_history()
         if self.proposer.agent:
             self.check_rules_untouched()
@@ -137,7 +139,8 @@ class _Judgement:
         if self.proposer.agent:
             self.check_reach()
             self.check_new_gates()
-            self.check_bypass()
+        self.check_bypass()
+        if self.proposer.agent:
             self.check_privileges()
         self.check_duplicate_edges()
         self.check_growth()
@@ -187,13 +190,19 @@ class _Judgement:
             self.refuse("metadata_immutable", "an agent may not change /metadata: the patch policy, the spawn "
                         "limit and the budgets are the run's rules", lambda doc: _dump(doc.get("metadata")))
 
+    def guards_against_proposer(self, gate: str) -> bool:
+        """Every gate is out of an agent's reach; a four-eyes gate, and a gate waiting for its people,
+        out of anyone's."""
+        config = self.old[gate].get("config") or {}
+        four_eyes = isinstance(config, dict) and config.get("allow_self_approval") is False
+        return self.proposer.agent or four_eyes or self.state.statuses.get(gate) == "waiting"
+
     def check_gates_untouched(self) -> None:
         for gate in gates.gates(self.before):
+            if not self.guards_against_proposer(gate):
+                continue
             config = self.old[gate].get("config") or {}
             four_eyes = isinstance(config, dict) and config.get("allow_self_approval") is False
-            pending = self.state.statuses.get(gate) == "waiting"
-            if not (self.proposer.agent or four_eyes or pending):
-                continue
             why = ("a human gate is out of an agent's reach" if self.proposer.agent else
                    f"gate {gate!r} is {'four-eyes' if four_eyes else 'waiting for a decision'}: a new workflow "
                    "version is the way to change it")
@@ -210,9 +219,12 @@ class _Judgement:
 
     def refuse_invalid(self, report: Any) -> NoReturn:
         first = report.errors[0]
-        pointer = "" if first.path == "/" else first.path
-        self.refuse(first.rule, f"the patched workflow is invalid: {first.path}: {first.message}",
-                    lambda doc: _dump(jsonpointer.resolve_pointer(doc, pointer, None)),
+        parts = [] if first.path == "/" else first.path.split("/")[1:]
+        # the value at the error's pointer, then at each parent: a missing key blames what made its parent
+        probes = [lambda doc, at="".join("/" + p for p in parts[:depth]): _dump(jsonpointer.resolve_pointer(doc, at, None))
+                  for depth in range(len(parts), -1, -1)]
+        op = self.culprit(*probes)
+        self.refuse(first.rule, f"the patched workflow is invalid: {first.path}: {first.message}", op=op,
                     at=first.path, errors=[p.as_dict() for p in report.errors[:20]])
 
     def check_reach(self) -> None:
@@ -250,11 +262,11 @@ class _Judgement:
             for edge in self.after.get("edges", []):
                 if edge["from"] == gate and not gates.is_outcome(edge.get("condition")):
                     self.refuse("gate_outcome", f"an edge out of gate {gate!r} may test only its outcome "
-                                "($.approved or $.decision)", lambda doc, g=gate: _touching(doc, g), node_id=gate)
+                                "($.approved or $.decision)", lambda doc, g=gate: _outcomes(doc, g), node_id=gate)
 
     def check_bypass(self) -> None:
         for gate in gates.gates(self.before):
-            if gate not in self.new:
+            if gate not in self.new or not self.guards_against_proposer(gate):
                 continue
             fresh = gates.bypassed(self.after, gate) - gates.bypassed(self.before, gate)
             if fresh:
@@ -316,8 +328,9 @@ class _Judgement:
                 try:
                     check_url_static(url)
                 except SSRFBlocked as exc:
-                    self.refuse("ssrf", f"node {node_id!r}: {exc.message}", _node(node_id), node_id=node_id,
-                                reason=exc.rule, url=url)
+                    self.refuse("ssrf", f"node {node_id!r}: {exc.message}",
+                                lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u), _node(node_id),
+                                node_id=node_id, reason=exc.rule, url=url)
 
     def check_approved_actions(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """An approval is bound to the action it approved: a patch that changes it voids the decision."""
@@ -349,13 +362,34 @@ def _dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _safely(probe: Callable[[Any], Any], doc: Any) -> Any:
+    try:
+        return probe(doc)
+    except Exception as exc:  # noqa: BLE001 - a document a probe cannot read differs from one it can
+        return ("unreadable", type(exc).__name__)
+
+
 def _node(node_id: str) -> Callable[[Any], str]:
     return lambda doc: _dump(gates.nodes_by_id(doc).get(node_id)) if isinstance(doc, dict) else ""
 
 
-def _incoming(definition: dict[str, Any], node_id: str) -> list[tuple[str, str]]:
-    return sorted((e.get("from"), e.get("condition") or "") for e in definition.get("edges", [])
-                  if isinstance(e, dict) and e.get("to") == node_id)
+def _url(node_id: str) -> Callable[[Any], str]:
+    return lambda doc: _dump(((gates.nodes_by_id(doc).get(node_id) or {}).get("config") or {}).get("url"))
+
+
+def _outcomes(definition: Any, gate: str) -> list[Any]:
+    return [e.get("condition") for e in definition.get("edges", []) if isinstance(e, dict) and e.get("from") == gate]
+
+
+def _incoming(definition: Any, node_id: str) -> list[str]:
+    """Every way into a node: its edges (with their conditions) and loop jumps to it."""
+    if not isinstance(definition, dict):
+        return []
+    edges = [_dump([e.get("from"), e.get("condition")]) for e in definition.get("edges", [])
+             if isinstance(e, dict) and e.get("to") == node_id]
+    jumps = [_dump([source, "loop"]) for source, targets in gates.successors(definition).items()
+             if node_id in targets and gates.nodes_by_id(definition)[source].get("type") == "loop"]
+    return sorted(edges + jumps)
 
 
 def _touching(definition: Any, node_id: str) -> list[Any]:
