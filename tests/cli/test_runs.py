@@ -99,3 +99,17 @@ def test_an_unknown_run_is_the_apis_message(engine, as_alice):
     for args in (["run", "status", ghost], ["run", "watch", ghost]):
         answer = as_alice(*args)
         assert (answer.code, answer.err.strip()) == (1, "error: run not found"), args
+
+
+def test_budget_sets_a_runs_ceilings_and_needs_one(engine, as_alice, write_json):
+    run_id = str(as_alice("-o", "json", "run", "start", write_json("wait.json", parked())).json()["run_id"])
+    assert wait_for_run(run_id, statuses={"waiting_for_approval"}).status == "waiting_for_approval"
+
+    raised = as_alice("run", "budget", run_id, "--max-cost-usd", "7.5")
+
+    assert raised.code == 0, raised.err
+    assert raised.out.strip() == f"run {run_id} waiting_for_approval: budget $7.5, 500000 tokens (spent $0, 0 tokens)"
+    both = as_alice("-o", "json", "run", "budget", run_id, "--max-tokens", "1000")
+    assert both.json()["budget"] == {"max_cost_usd": 7.5, "max_tokens": 1000}
+    neither = as_alice("run", "budget", run_id)
+    assert neither.code == 2 and "--max-cost-usd" in neither.err
