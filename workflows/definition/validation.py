@@ -19,6 +19,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from workers import registry
 
 from .expressions import ExpressionError, compile_expression
+from .forms import form_problems
 
 SCHEMA_PATH = Path(__file__).with_name("workflow.schema.json")
 
@@ -191,6 +192,9 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
     if node["type"] == "hitl" and isinstance(config, dict) and config.get("on_timeout") == "escalate" and not config.get(
             "escalate_to"):
         report.error(f"/nodes/{i}/config/escalate_to", "config.required", "on_timeout escalate needs escalate_to")
+    if node["type"] == "hitl" and isinstance(config, dict) and isinstance(config.get("form"), dict):
+        for problem in form_problems(config["form"]):
+            report.error(f"/nodes/{i}/config/form{problem.path}", problem.rule, f"hitl form: {problem.message}")
     for key in ("condition", "expression"):
         source = config.get(key) if isinstance(config, dict) else None
         if isinstance(source, str) and (node["type"] == "loop" or key == "expression"):
