@@ -169,7 +169,8 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         items = [_workflow_out(w, _truthy(request.query_params.get("materialize"))) for w in page]
         return self.get_paginated_response(items)
 
-    @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut, **ERRORS})
+    @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
+                                                          413: s.ErrorOut, **ERRORS})
     def create(self, request: Request) -> Response:
         data = s.WorkflowCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -187,7 +188,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         definitions.workflow_delete(workflow=self._get(tag))
         return Response(status=204)
 
-    @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, **ERRORS})
+    @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, 413: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["patch"], url_path="patch")
     def patch_definition(self, request: Request, tag: str) -> Response:
         data = s.WorkflowPatchIn(data=request.data)
@@ -344,7 +345,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
     @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
-                                                                      409: s.ErrorOut, **ERRORS})
+                                                                      409: s.ErrorOut, 413: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None)
     def patches(self, request: Request, pk: str) -> Response:
         run = self._run(pk)
