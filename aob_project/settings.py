@@ -93,7 +93,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "workflows.middleware.GlobalRateLimitMiddleware",
+    "workflows.middleware.LoginRateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -184,6 +184,9 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "workflows.api.errors.exception_handler",
+    # After authentication (workflows/api/throttles.py); limits in AOB_RATE_* below.
+    "DEFAULT_THROTTLE_CLASSES": ["workflows.api.throttles.AnonymousThrottle",
+                                 "workflows.api.throttles.GlobalWriteThrottle"],
     "DEFAULT_PAGINATION_CLASS": "workflows.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

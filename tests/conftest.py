@@ -26,7 +26,8 @@ OPENAPI_SPEC = str(Path(__file__).parent / "support" / "openapi_remote.json")
 
 RELAXED_LIMITS = {"AOB_RATE_GLOBAL_PER_MIN": 10**6, "AOB_RATE_USER_RUNS_PER_MIN": 10**6,
                   "AOB_RATE_TIER_SIMPLE_PER_MIN": 10**6, "AOB_RATE_TIER_STANDARD_PER_MIN": 10**6,
-                  "AOB_RATE_TIER_HEAVY_PER_MIN": 10**6}
+                  "AOB_RATE_TIER_HEAVY_PER_MIN": 10**6, "AOB_RATE_ANON_PER_MIN": 10**6,
+                  "AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN": 10**6, "AOB_RATE_LOGIN_PER_USERNAME_PER_MIN": 10**6}
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import definitions, patches, runs
 
 from . import serializers as s
+from .throttles import AnonymousThrottle, LoginThrottle
 
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
@@ -41,8 +42,10 @@ def _request_id(request: Request) -> str:
 class TokenView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [LoginThrottle]
 
-    @extend_schema(request=s.TokenIn, responses={200: OpenApiTypes.OBJECT, 400: s.ErrorOut, 401: s.ErrorOut})
+    @extend_schema(request=s.TokenIn, responses={200: OpenApiTypes.OBJECT, 400: s.ErrorOut, 401: s.ErrorOut,
+                                                 429: s.ErrorOut})
     def post(self, request: Request) -> Response:
         data = s.TokenIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -112,6 +115,7 @@ class WorkflowSchemaView(APIView):
 
 
 class WorkflowValidateView(APIView):
+    throttle_classes = [AnonymousThrottle]  # a POST that changes nothing: not counted as a write
     @extend_schema(request=s.WorkflowValidateIn, responses={200: s.ValidationOut, **ERRORS})
     def post(self, request: Request) -> Response:
         data = s.WorkflowValidateIn(data=request.data)
