@@ -15,6 +15,7 @@ import pytest
 from tests.support.stack import Proc
 
 LIMIT = 65536
+pytestmark = pytest.mark.django_db  # the server's test database is set up for marked tests only
 
 
 def free_port() -> int:
