@@ -44,6 +44,13 @@ def _rate_limits(request: pytest.FixtureRequest, settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _web_allowlist(settings: Any, remote: RemoteServer) -> None:
+    """The web tier judges literal URLs at save with the workers' allowlist, as a deployment
+    configures both alike: the loopback remote is open, nothing else."""
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
+
+
+@pytest.fixture(autouse=True)
 def fast_password_hasher(request: pytest.FixtureRequest, settings: Any) -> None:
     """Django's default PBKDF2 (over a million rounds) would be most of the suite's run time, and
     hashing is not under test. Browser tests log in to a uvicorn subprocess, which checks the

@@ -120,7 +120,7 @@ class WorkflowValidateView(APIView):
     def post(self, request: Request) -> Response:
         data = s.WorkflowValidateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        report = validate(data.validated_data["workflow"])
+        report = validate(data.validated_data["workflow"], literal_urls=True)
         return Response({"valid": report.valid, "errors": [p.as_dict() for p in report.errors],
                          "warnings": [p.as_dict() for p in report.warnings]})
 

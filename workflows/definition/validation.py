@@ -7,6 +7,7 @@ client, the web editor and an agent correcting its own patch can all point at th
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -39,9 +40,10 @@ class Problem:
     path: str
     rule: str
     message: str
+    details: dict[str, Any] = field(default_factory=dict)  # what a rule adds (the SSRF policy's reason)
 
-    def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "rule": self.rule, "message": self.message}
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rule": self.rule, "message": self.message, **self.details}
 
 
 @dataclass
@@ -79,7 +81,9 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def validate(definition: Any) -> Report:
+def validate(definition: Any, *, literal_urls: bool = False) -> Report:
+    """``literal_urls``: judge literal ``http`` URLs by the SSRF policy too (on save: see
+    ``literal_url_problems``)."""
     report = Report()
     if json_depth(definition, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
         report.error("/", "max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
@@ -98,7 +102,33 @@ def validate(definition: Any) -> Report:
         return report
 
     _check_graph(definition, report)
+    if literal_urls and report.valid:
+        report.errors.extend(literal_url_problems(definition))
     return report
+
+
+def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str] | None = None) -> list[Problem]:
+    """The SSRF policy's static verdict (scheme, userinfo, port, blocked names and addresses; no
+    DNS) on each literal ``http`` node URL (one without ``$``: a reference or template is known
+    only at run time), for the nodes in ``node_ids`` or all. Refusing at save names the rule
+    early; the check at connect time stays the authority (a name may still resolve to a blocked
+    address). The web tier must have the workers' ``AOB_HTTP_ALLOWLIST`` for the two to agree."""
+    from workers.http import SSRFBlocked, check_url_static
+
+    problems = []
+    for i, node in enumerate(definition.get("nodes", [])):
+        if node.get("type") != "http" or (node_ids is not None and node.get("id") not in node_ids):
+            continue
+        url = node.get("config", {}).get("url")
+        if not isinstance(url, str) or "$" in url:
+            continue
+        try:
+            check_url_static(url)
+        except SSRFBlocked as exc:
+            problems.append(Problem(f"/nodes/{i}/config/url", "ssrf", f"node {node['id']!r}: {exc.message}",
+                                    {**{k: v for k, v in exc.extra.items() if k != "rule"}, "reason": exc.rule,
+                                     "node_id": node["id"]}))
+    return problems
 
 
 def _schema_message(err: SchemaError) -> str:

@@ -42,7 +42,7 @@ class DocumentTooLarge(ValidationFailed):
 
 def workflow_save(*, owner: User, tag: str, definition: Any, description: str = "") -> Saved:
     """Point ``tag`` at this definition: a new version unless it is already the current one."""
-    report = validate(definition)
+    report = validate(definition, literal_urls=True)
     if not report.valid:
         raise validation_error(report)
     size, limit = json_size(definition), settings.AOB_MAX_DEFINITION_BYTES
