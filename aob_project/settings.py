@@ -61,12 +61,15 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-# Development may run without a secret; production must set one (check --deploy enforces its quality).
-SECRET_KEY = env_str("SECRET_KEY", "dev-insecure-aob-secret-key-change-me" if DEBUG or not env_bool(
-    "AOB_PRODUCTION", False) else None)
+PRODUCTION = env_bool("AOB_PRODUCTION", False)
+# Development may run without a secret; production must set one, whatever DEBUG says (check
+# --deploy enforces its quality), and never the development one.
+DEV_SECRET_KEY = "dev-insecure-aob-secret-key-change-me"
+SECRET_KEY = env_str("SECRET_KEY", None if PRODUCTION else DEV_SECRET_KEY)
+if PRODUCTION and SECRET_KEY == DEV_SECRET_KEY:
+    raise RuntimeError("SECRET_KEY is the development key; production (AOB_PRODUCTION) needs its own")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("AOB_CSRF_TRUSTED_ORIGINS", "")
-PRODUCTION = env_bool("AOB_PRODUCTION", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
