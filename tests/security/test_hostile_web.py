@@ -255,3 +255,18 @@ def test_an_unknown_query_value_is_a_400_naming_the_parameter(api, query, name, 
         assert one_allowed in body["details"]["allowed"] and one_allowed in body["message"]
     else:
         assert body["details"]["rule"] == "integer"
+
+
+def test_a_form_completed_from_the_inputs_is_judged_again_when_the_node_runs(engine, user, canary_owner):
+    form = {"type": "object", "properties": {"code": {"type": "string", "pattern": "$inputs.pattern"}}}
+    definition = hitl_workflow(form)
+    with canary_alongside(canary_owner):
+        started = client_for(user).post(f"{API}/runs", {"workflow": definition, "inputs": {
+            "amount": 1, "customer": "x", "pattern": "^(a+)+\\1$"}}, format="json")
+        assert started.status_code == 201, started.json()
+        run = wait_for_run(started.json()["run_id"], timeout=30)
+    assert run.status == "failed"
+    review = run.node_runs.get(node_id="review")
+    assert review.error["error_type"] == "InvalidForm", review.error
+    assert (review.error["rule"], review.error["path"]) == ("form.pattern", "/config/form/properties/code/pattern")
+    assert not Approval.objects.filter(run=run).exists()
