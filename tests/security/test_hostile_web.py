@@ -135,12 +135,13 @@ def test_a_dangerous_form_is_refused_at_save_and_nothing_is_fetched(engine, api,
 
 def test_a_pattern_is_run_by_a_linear_time_engine(engine, user, bob, canary_owner):
     form = {"type": "object", "required": ["code"], "properties": {"code": {"type": "string", "pattern": EVIL_PATTERN}}}
-    _, approval = parked(user, {"form": form, "approvers": ["bob"]})
+    run_id, approval = parked(user, {"form": form, "approvers": ["bob"]})
     with canary_alongside(canary_owner):
         response = promptly(lambda: decide(bob, approval, data={"code": EVIL_SUBJECT}))
     assert response.status_code == 400
     assert response.json()["details"] == {"field": "data", "path": "/data/code", "rule": "form.pattern"}
     assert promptly(lambda: decide(bob, approval, data={"code": "aaaa"})).status_code == 200
+    assert wait_for_run(run_id).status == "completed"
 
 
 OLD_FORMS = {  # what an older stored definition may hold, written past today's save check
@@ -159,7 +160,7 @@ OLD_FORMS = {  # what an older stored definition may hold, written past today's 
 @pytest.mark.parametrize("case", list(OLD_FORMS))
 def test_an_old_stored_form_cannot_freeze_or_fetch_at_decision(engine, user, bob, remote, canary_owner, case):
     form, data, path, rule = OLD_FORMS[case]
-    _, approval = parked(user, {"approvers": ["bob"]})
+    run_id, approval = parked(user, {"approvers": ["bob"]})
     Approval.objects.filter(pk=approval.pk).update(form=with_remote(form, remote.base))
     with canary_alongside(canary_owner):
         response = promptly(lambda: decide(bob, approval, data=data))
@@ -169,6 +170,7 @@ def test_an_old_stored_form_cannot_freeze_or_fetch_at_decision(engine, user, bob
     assert not Decision.objects.filter(approval=approval).exists()
     assert remote.requests == []
     assert decide(bob, approval, approve=False).status_code == 200  # a person can still reject it
+    assert wait_for_run(run_id).status == "completed"  # by the reject edge
 
 
 # --- documents that grow ---------------------------------------------------------------------------
