@@ -117,17 +117,18 @@ def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str
 
     problems = []
     for i, node in enumerate(definition.get("nodes", [])):
-        if node.get("type") != "http" or (node_ids is not None and node.get("id") not in node_ids):
+        if not isinstance(node, dict) or node.get("type") != "http" or (
+                node_ids is not None and node.get("id") not in node_ids):
             continue
-        url = node.get("config", {}).get("url")
+        url = node["config"].get("url") if isinstance(node.get("config"), dict) else None
         if not isinstance(url, str) or "$" in url:
             continue
         try:
             check_url_static(url)
         except SSRFBlocked as exc:
-            problems.append(Problem(f"/nodes/{i}/config/url", "ssrf", f"node {node['id']!r}: {exc.message}",
+            problems.append(Problem(f"/nodes/{i}/config/url", "ssrf", f"node {node.get('id')!r}: {exc.message}",
                                     {**{k: v for k, v in exc.extra.items() if k != "rule"}, "reason": exc.rule,
-                                     "node_id": node["id"]}))
+                                     "node_id": node.get("id")}))
     return problems
 
 
