@@ -208,6 +208,11 @@ def worker_queues() -> list[str]:
     return list(ALL_QUEUES)
 
 
+def production_mode(env: dict[str, str]) -> bool:
+    """As settings.py reads AOB_PRODUCTION: production never gets the demo user and its password."""
+    return (env.get("AOB_PRODUCTION") or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def django_probe(env: dict[str, str]) -> dict:
     result = subprocess.run([sys.executable, "-c", _DJANGO_PROBE], cwd=BASE_DIR, env=env, capture_output=True,
                             text=True, stdin=subprocess.DEVNULL, timeout=120)
@@ -230,7 +235,9 @@ def up(args: argparse.Namespace) -> int:
         probe = django_probe(env)
         if probe["static_root"]:
             children.run_step("static", [*manage, "collectstatic", "--noinput", "-v", "0"], stop)
-        if "aob_demo" in probe["commands"]:
+        if production_mode(env):
+            log("production mode (AOB_PRODUCTION): no demo user; create users with manage.py aob_create_user")
+        elif "aob_demo" in probe["commands"]:
             children.run_step("demo", [*manage, "aob_demo"], stop)
             args.demo_login = (env.get("AOB_DEMO_USER") or "demo", env.get("AOB_DEMO_PASSWORD") or "demo-password")
         else:

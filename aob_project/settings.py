@@ -61,12 +61,15 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-# Development may run without a secret; production must set one (check --deploy enforces its quality).
-SECRET_KEY = env_str("SECRET_KEY", "dev-insecure-aob-secret-key-change-me" if DEBUG or not env_bool(
-    "AOB_PRODUCTION", False) else None)
+PRODUCTION = env_bool("AOB_PRODUCTION", False)
+# Development may run without a secret; production must set one, whatever DEBUG says (check
+# --deploy enforces its quality), and never the development one.
+DEV_SECRET_KEY = "dev-insecure-aob-secret-key-change-me"
+SECRET_KEY = env_str("SECRET_KEY", None if PRODUCTION else DEV_SECRET_KEY)
+if PRODUCTION and SECRET_KEY == DEV_SECRET_KEY:
+    raise RuntimeError("SECRET_KEY is the development key; production (AOB_PRODUCTION) needs its own")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("AOB_CSRF_TRUSTED_ORIGINS", "")
-PRODUCTION = env_bool("AOB_PRODUCTION", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -93,7 +96,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "workflows.middleware.GlobalRateLimitMiddleware",
+    "workflows.middleware.LoginRateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -149,14 +152,27 @@ LOGIN_REDIRECT_URL = "/"
 AOB_FLOWER_URL = env_str("AOB_FLOWER_URL", "http://127.0.0.1:5555/")
 
 # --- Security -------------------------------------------------------------------------------
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AOB_MAX_BODY_BYTES", 1024 * 1024)
+# A request body over this is refused: by its declared Content-Length before it is read
+# (aob_project/asgi.py), else while it streams in.
+AOB_MAX_BODY_BYTES = env_int("AOB_MAX_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = AOB_MAX_BODY_BYTES
+# A workflow definition (saved, or a run's patched version) as compact JSON; JSON Patch
+# application stops as soon as a document would pass it (workflows/services/definitions.py).
+AOB_MAX_DEFINITION_BYTES = env_int("AOB_MAX_DEFINITION_BYTES", 1024 * 1024)
+# Keyword evaluations one approval decision may spend checking data against a hitl form
+# (workflows/definition/forms.py); about 20 µs each.
+AOB_FORM_EVAL_BUDGET = env_int("AOB_FORM_EVAL_BUDGET", 10_000)
+# /metrics answers only `Authorization: Bearer <this>` (or a staff session); empty: staff only.
+AOB_METRICS_TOKEN = os.environ.get("AOB_METRICS_TOKEN", "")
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION
 SECURE_SSL_REDIRECT = env_bool("AOB_SECURE_SSL_REDIRECT", PRODUCTION)
 SECURE_HSTS_SECONDS = env_int("AOB_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
 SECURE_HSTS_PRELOAD = PRODUCTION
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("AOB_BEHIND_PROXY", False) else None
+# Behind a reverse proxy, the client address is the last X-Forwarded-For entry (the proxy's own).
+AOB_BEHIND_PROXY = env_bool("AOB_BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if AOB_BEHIND_PROXY else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -171,6 +187,9 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "workflows.api.errors.exception_handler",
+    # After authentication (workflows/api/throttles.py); limits in AOB_RATE_* below.
+    "DEFAULT_THROTTLE_CLASSES": ["workflows.api.throttles.AnonymousThrottle",
+                                 "workflows.api.throttles.GlobalWriteThrottle"],
     "DEFAULT_PAGINATION_CLASS": "workflows.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -229,6 +248,11 @@ AOB_RATE_USER_RUNS_PER_MIN = env_int("AOB_RATE_USER_RUNS_PER_MIN", 50)
 AOB_RATE_TIER_SIMPLE_PER_MIN = env_int("AOB_RATE_TIER_SIMPLE_PER_MIN", 100)
 AOB_RATE_TIER_STANDARD_PER_MIN = env_int("AOB_RATE_TIER_STANDARD_PER_MIN", 20)
 AOB_RATE_TIER_HEAVY_PER_MIN = env_int("AOB_RATE_TIER_HEAVY_PER_MIN", 5)
+# Requests without a valid identity, per client address (an IPv6 client by its /64).
+AOB_RATE_ANON_PER_MIN = env_int("AOB_RATE_ANON_PER_MIN", 60)
+# Login attempts (API token, /login/, /admin/login/), per client address and per username.
+AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN = env_int("AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN", 20)
+AOB_RATE_LOGIN_PER_USERNAME_PER_MIN = env_int("AOB_RATE_LOGIN_PER_USERNAME_PER_MIN", 10)
 
 # --- Outbound HTTP (workers/http) ---------------------------------------------------------------
 AOB_HTTP_ALLOWLIST = env_list("AOB_HTTP_ALLOWLIST", "")

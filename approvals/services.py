@@ -9,7 +9,6 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
-from jsonschema import Draft202012Validator
 
 from approvals.exceptions import (
     AlreadyDecided,
@@ -20,6 +19,7 @@ from approvals.exceptions import (
 )
 from approvals.models import Approval, Decision
 from approvals.selectors import is_approver
+from workflows.definition.forms import form_data_failure
 from workflows.engine import events
 from workflows.engine.execution import resume
 
@@ -68,13 +68,11 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
             raise FourEyesViolation("four-eyes: the run's owner cannot approve their own run",
                                     extra={"rule": "allow_self_approval"})
         if approve and approval.form:  # omitted data is checked too: a required field cannot be skipped
-            errors = sorted(Draft202012Validator(approval.form).iter_errors({} if data is None else data),
-                            key=lambda e: list(e.path))
-            if errors:
-                first = errors[0]
-                path = "/data" + "".join(f"/{p}" for p in first.absolute_path)
-                raise FormDataInvalid(f"data does not match the form: {path}: {first.message}",
-                                      extra={"field": "data", "path": path, "rule": f"form.{first.validator}"})
+            failure = form_data_failure(approval.form, {} if data is None else data)
+            if failure is not None:
+                path = "/data" + failure.path
+                raise FormDataInvalid(f"data does not match the form: {path}: {failure.message}",
+                                      extra={"field": "data", "path": path, "rule": failure.rule})
         if Decision.objects.filter(approval=approval, username=user.username, voided=False).exists():
             raise AlreadyDecided(f"{user.username} has already decided approval {approval.pk}")
         digest = _action_digest(approval)

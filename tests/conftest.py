@@ -29,7 +29,8 @@ TEST_PRICES = {**settings.AOB_LLM_PRICES, PRICEY_MODEL: {"input": 0.0, "output":
 
 RELAXED_LIMITS = {"AOB_RATE_GLOBAL_PER_MIN": 10**6, "AOB_RATE_USER_RUNS_PER_MIN": 10**6,
                   "AOB_RATE_TIER_SIMPLE_PER_MIN": 10**6, "AOB_RATE_TIER_STANDARD_PER_MIN": 10**6,
-                  "AOB_RATE_TIER_HEAVY_PER_MIN": 10**6}
+                  "AOB_RATE_TIER_HEAVY_PER_MIN": 10**6, "AOB_RATE_ANON_PER_MIN": 10**6,
+                  "AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN": 10**6, "AOB_RATE_LOGIN_PER_USERNAME_PER_MIN": 10**6}
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +44,13 @@ def _rate_limits(request: pytest.FixtureRequest, settings: Any) -> None:
         return
     for name, value in RELAXED_LIMITS.items():
         setattr(settings, name, value)
+
+
+@pytest.fixture(autouse=True)
+def _web_allowlist(settings: Any, remote: RemoteServer) -> None:
+    """The web tier judges literal URLs at save with the workers' allowlist, as a deployment
+    configures both alike: the loopback remote is open, nothing else."""
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
 
 
 @pytest.fixture(autouse=True)

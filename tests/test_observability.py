@@ -18,7 +18,9 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_metrics_move_when_a_run_completes(engine, api, client):
+def test_metrics_move_when_a_run_completes(engine, api, client, settings):
+    settings.AOB_METRICS_TOKEN = "scraper-token"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer scraper-token"
     before = client.get("/metrics").content.decode()
     definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}},
                             {"id": "b", "type": "transform", "config": {"expression": "2"}},

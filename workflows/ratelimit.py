@@ -5,16 +5,20 @@ round trip, atomic across every layer of the check): all layers must have room, 
 the call recorded in each — a rejected call is never counted. Unlike the fixed window of the
 system we replace, a sliding window cannot be doubled at a window's edge.
 
-Layers: a global limit on state-changing API requests (middleware), and on run creation a
-per-user limit plus a per-user tier by the number of agent nodes in the version to run
-(0 simple, 1–2 standard, ≥3 heavy), enforced in ``run_start`` so every surface is limited alike.
+Layers: a global limit on state-changing API requests by known users (a DRF throttle, after
+authentication, so anonymous traffic cannot spend it); requests without a valid identity per
+client address; login attempts per address and per username; and on run creation a per-user
+limit plus a per-user tier by the number of agent nodes in the version to run (0 simple, 1–2
+standard, ≥3 heavy), enforced in ``run_start`` so every surface is limited alike.
 
 Redis unreachable: run creation fails closed with 503 (we cannot know it is within limits);
-other writes fail open, logged, since they do not start work.
+other checks fail open, logged, since they do not start work.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
 import os
 import threading
@@ -130,8 +134,47 @@ def check_run_start(*, user: Any, ir: IR) -> None:
 
 
 def check_global() -> None:
+    _fail_open([Layer("aob:rl:global", settings.AOB_RATE_GLOBAL_PER_MIN, "global_rate_limit_exceeded",
+                      "state-changing requests across all users")])
+
+
+def check_anonymous(*, address: str) -> None:
+    _fail_open([Layer(f"aob:rl:anon:{address}", settings.AOB_RATE_ANON_PER_MIN, "anonymous_rate_limit_exceeded",
+                      "requests without a valid identity from one address")])
+
+
+def check_login(*, address: str, username: str) -> None:
+    """One login attempt, counted for its address and for the username it tries (whatever the
+    outcome: a password guess costs the same whether it is right)."""
+    name = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+    _fail_open([
+        Layer(f"aob:rl:login:addr:{address}", settings.AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN, "login_rate_limit_exceeded",
+              "login attempts from one address"),
+        Layer(f"aob:rl:login:user:{name}", settings.AOB_RATE_LOGIN_PER_USERNAME_PER_MIN, "login_rate_limit_exceeded",
+              "login attempts for one username"),
+    ])
+
+
+def _fail_open(layers: list[Layer]) -> None:
     try:
-        check([Layer("aob:rl:global", settings.AOB_RATE_GLOBAL_PER_MIN, "global_rate_limit_exceeded",
-                     "state-changing requests across all users")])
+        check(layers)
     except redis.RedisError as exc:
-        logger.warning("ratelimit.redis_unavailable_global", extra={"error": str(exc)})
+        logger.warning("ratelimit.redis_unavailable", extra={"error": str(exc), "layer": layers[0].code})
+
+
+def client_address(meta: dict[str, Any]) -> str:
+    """The client's address as rate limits count it: behind a proxy (``AOB_BEHIND_PROXY``) the
+    last ``X-Forwarded-For`` entry, which that proxy wrote; an IPv6 client by its /64, since one
+    host commonly holds the whole prefix."""
+    raw = meta.get("REMOTE_ADDR") or ""
+    if settings.AOB_BEHIND_PROXY and meta.get("HTTP_X_FORWARDED_FOR"):
+        raw = meta["HTTP_X_FORWARDED_FOR"].split(",")[-1].strip()
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return f"{ipaddress.ip_network(f'{address}/64', strict=False).network_address}/64"
+    return str(address)

@@ -10,10 +10,10 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from aob_project.exceptions import ValidationFailed
 from approvals import selectors, services
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
+from workflows.api.params import query_choice
 from workflows.api.serializers import ErrorOut
 from workflows.selectors import run_get
 
@@ -33,10 +33,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
                                OpenApiParameter("run", str, description="only this run's approvals (run id)")],
                    responses={200: s.ApprovalOut(many=True), 400: ErrorOut, 401: ErrorOut, 404: ErrorOut})
     def list(self, request: Request) -> Response:
-        status = request.query_params.get("status")
-        if status and status not in Approval.Status.values:  # also keeps NUL from PostgreSQL (a 500)
-            raise ValidationFailed(f"unknown status {status!r}",
-                                   extra={"field": "status", "allowed": Approval.Status.values})
+        status = query_choice(request, "status", Approval.Status.values)  # also keeps NUL from PostgreSQL
         if status == Approval.Status.PENDING:
             qs = selectors.approvals_decidable(user=request.user)
         else:

@@ -38,6 +38,9 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         "AOB_RATE_TIER_SIMPLE_PER_MIN": "1000000",
         "AOB_RATE_TIER_STANDARD_PER_MIN": "1000000",
         "AOB_RATE_TIER_HEAVY_PER_MIN": "1000000",
+        "AOB_RATE_ANON_PER_MIN": "1000000",
+        "AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN": "1000000",
+        "AOB_RATE_LOGIN_PER_USERNAME_PER_MIN": "1000000",
     })
     env.update(extra)
     return env

@@ -212,7 +212,10 @@ BLOCKED = {  # case: (url, rule, what the message says)
 def test_ssrf_refusals_fail_the_node_name_the_rule_and_are_not_retried(engine, api, remote, bystander):
     bystander.reset()
     fill = {"bystander": bystander.port, "remote": remote.port, "base": remote.base}
-    runs = {case: submit(api, [http("call", url.format(**fill), retry={"max_attempts": 3, "backoff_ms": 0})])
+    # Given through the inputs: a literal blocked URL is refused at save already, and the check at
+    # run time must hold on its own.
+    runs = {case: submit(api, [http("call", "$inputs.url", retry={"max_attempts": 3, "backoff_ms": 0})],
+                         inputs={"url": url.format(**fill)})
             for case, (url, _, _) in BLOCKED.items()}
     for case, run_id in runs.items():
         run = wait_for_run(run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers.exceptions import NodeFailed
 from workers.registry import NodeContext, executor
 
 CONFIG_SCHEMA = {
@@ -32,8 +33,15 @@ def run_hitl(ctx: NodeContext) -> Any:
     from django.contrib.auth.models import User
 
     from approvals.services import approval_create_for_node
+    from workflows.definition.forms import form_problems
     from workflows.engine.execution import WAITING, park
 
+    # Checked at save too; again here because `$inputs` references resolve only now.
+    problems = form_problems(ctx.config["form"]) if isinstance(ctx.config.get("form"), dict) else []
+    if problems:
+        first = problems[0]
+        raise NodeFailed(f"the approval form is refused: {first.path or '/'}: {first.message}",
+                         code="InvalidForm", extra={"rule": first.rule, "path": f"/config/form{first.path}"})
     owner = User.objects.only("username").get(pk=ctx.owner_id).username
     context = {"inputs": ctx.inputs, "upstream": ctx.outputs}
 

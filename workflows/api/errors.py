@@ -76,6 +76,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = getattr(exc, "rule", None) or "malformed_json"
         return Response(body(code, str(exc.detail), {"rule": code}), status=400)
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        from workflows.api.throttles import count_refused_anonymous
+        from workflows.ratelimit import RateLimited
+
+        try:
+            if context.get("request") is not None:
+                count_refused_anonymous(context["request"])
+        except RateLimited as limited:
+            return exception_handler(limited, context)
         response = Response(body("not_authenticated", str(exc.detail)), status=401)
         response["WWW-Authenticate"] = 'Token realm="api"'
         return response

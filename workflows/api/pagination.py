@@ -7,11 +7,18 @@ from typing import Any
 
 from rest_framework.pagination import LimitOffsetPagination
 
+from .params import query_int
+
 MAX_OFFSET = 2**62  # past every row; far from the 64-bit edge once the limit is added
 
 
 class BoundedLimitOffsetPagination(LimitOffsetPagination):
+    """Also strict: ``?limit=ten`` is a 400 naming ``limit``, not the default page."""
+
     max_limit = 1000  # the CLI's --limit goes up to 1000
 
+    def get_limit(self, request: Any) -> int:
+        return query_int(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
+
     def get_offset(self, request: Any) -> int:
-        return min(super().get_offset(request), MAX_OFFSET)
+        return query_int(request, self.offset_query_param, 0, 0, MAX_OFFSET)

@@ -24,6 +24,8 @@ from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import definitions, patches, runs
 
 from . import serializers as s
+from .params import query_bool, query_choice, query_int
+from .throttles import AnonymousThrottle, LoginThrottle
 
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
@@ -41,8 +43,10 @@ def _request_id(request: Request) -> str:
 class TokenView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [LoginThrottle]
 
-    @extend_schema(request=s.TokenIn, responses={200: OpenApiTypes.OBJECT, 400: s.ErrorOut, 401: s.ErrorOut})
+    @extend_schema(request=s.TokenIn, responses={200: OpenApiTypes.OBJECT, 400: s.ErrorOut, 401: s.ErrorOut,
+                                                 429: s.ErrorOut})
     def post(self, request: Request) -> Response:
         data = s.TokenIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -112,11 +116,12 @@ class WorkflowSchemaView(APIView):
 
 
 class WorkflowValidateView(APIView):
+    throttle_classes = [AnonymousThrottle]  # a POST that changes nothing: not counted as a write
     @extend_schema(request=s.WorkflowValidateIn, responses={200: s.ValidationOut, **ERRORS})
     def post(self, request: Request) -> Response:
         data = s.WorkflowValidateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        report = validate(data.validated_data["workflow"])
+        report = validate(data.validated_data["workflow"], literal_urls=True)
         return Response({"valid": report.valid, "errors": [p.as_dict() for p in report.errors],
                          "warnings": [p.as_dict() for p in report.warnings]})
 
@@ -144,10 +149,7 @@ def _saved_out(saved: definitions.Saved) -> dict[str, Any]:
 
 
 MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition")
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").lower() in {"1", "true", "yes"}
+SCOPES = ["user", "global", "all"]
 
 
 class WorkflowViewSet(viewsets.GenericViewSet):
@@ -161,15 +163,17 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def _get(self, tag: str) -> Workflow:
         return definitions.workflow_get(owner=self.request.user, tag=tag)
 
-    @extend_schema(parameters=[OpenApiParameter("scope", str, enum=["user", "global", "all"]), MATERIALIZE],
-                   responses={200: s.WorkflowOut(many=True), 401: s.ErrorOut})
+    @extend_schema(parameters=[OpenApiParameter("scope", str, enum=SCOPES), MATERIALIZE],
+                   responses={200: s.WorkflowOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut})
     def list(self, request: Request) -> Response:
-        qs = selectors.workflows_visible(user=request.user, scope=request.query_params.get("scope", "user"))
-        page = self.paginate_queryset(qs)
-        items = [_workflow_out(w, _truthy(request.query_params.get("materialize"))) for w in page]
+        scope = query_choice(request, "scope", SCOPES, default="user")
+        materialize = query_bool(request, "materialize")
+        page = self.paginate_queryset(selectors.workflows_visible(user=request.user, scope=scope))
+        items = [_workflow_out(w, materialize) for w in page]
         return self.get_paginated_response(items)
 
-    @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut, **ERRORS})
+    @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
+                                                          413: s.ErrorOut, **ERRORS})
     def create(self, request: Request) -> Response:
         data = s.WorkflowCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -180,14 +184,15 @@ class WorkflowViewSet(viewsets.GenericViewSet):
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.WorkflowOut, **ERRORS})
     def retrieve(self, request: Request, tag: str) -> Response:
-        return Response(_workflow_out(self._get(tag), _truthy(request.query_params.get("materialize"))))
+        materialize = query_bool(request, "materialize")
+        return Response(_workflow_out(self._get(tag), materialize))
 
     @extend_schema(responses={204: None, **ERRORS})
     def destroy(self, request: Request, tag: str) -> Response:
         definitions.workflow_delete(workflow=self._get(tag))
         return Response(status=204)
 
-    @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, **ERRORS})
+    @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, 413: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["patch"], url_path="patch")
     def patch_definition(self, request: Request, tag: str) -> Response:
         data = s.WorkflowPatchIn(data=request.data)
@@ -206,12 +211,13 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.VersionOut, **ERRORS})
     @action(detail=True, methods=["get"], url_path=r"versions/(?P<seq>\d{1,9})")
     def version(self, request: Request, tag: str, seq: str) -> Response:
+        materialize = query_bool(request, "materialize")
         workflow = self._get(tag)
         try:
             version = WorkflowVersion.objects.select_related("artifact").get(workflow=workflow, seq=int(seq))
         except WorkflowVersion.DoesNotExist:
             raise NotFound(f"workflow {tag!r} has no version {seq}") from None
-        return Response(_version_out(workflow, version, _truthy(request.query_params.get("materialize"))))
+        return Response(_version_out(workflow, version, materialize))
 
     @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path="execute")
@@ -226,20 +232,10 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     @extend_schema(parameters=[OpenApiParameter("limit", int)], responses={200: s.RunOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
     def runs(self, request: Request, tag: str) -> Response:
+        limit = query_int(request, "limit", 20, 1, 500)
         workflow = self._get(tag)
-        limit = _bounded_int(request.query_params.get("limit"), 20, 1, 500, field="limit")
         qs = Run.objects.filter(workflow=workflow, owner=request.user).order_by("-created_at")[:limit]
         return Response(s.RunOut(qs, many=True).data)
-
-
-def _bounded_int(raw: str | None, default: int, low: int, high: int, *, field: str) -> int:
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise AobError(f"{field} must be an integer", code="validation_error", extra={"field": field}) from None
-    return max(low, min(high, value))
 
 
 def _version_out(workflow: Workflow, version: WorkflowVersion, materialize: bool) -> dict[str, Any]:
@@ -268,11 +264,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> Any:
         # The list is the user's own runs; an approver reaches a run it must decide through its approval.
         qs = Run.objects.filter(owner=self.request.user).order_by("-created_at")
-        status = self.request.query_params.get("status")
+        status = query_choice(self.request, "status", Run.Status.values)
         if status:
-            if status not in Run.Status.values:
-                raise AobError(f"unknown status {status!r}", code="validation_error",
-                               extra={"field": "status", "allowed": Run.Status.values})
             qs = qs.filter(status=status)
         tag = self.request.query_params.get("tag")
         if tag:
@@ -317,8 +310,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(parameters=[OpenApiParameter("after", int)], responses={200: s.EventOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None)
     def events(self, request: Request, pk: str) -> Response:
+        after = query_int(request, "after", 0, 0, 2**31 - 1)
         run = self._run(pk)
-        after = _bounded_int(request.query_params.get("after"), 0, 0, 2**31 - 1, field="after")
         return Response(s.EventOut(selectors.events_after(run=run, after=after), many=True).data)
 
     @extend_schema(request=None, responses={200: s.RunOut, 409: s.ErrorOut, **ERRORS})
@@ -355,7 +348,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
     @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
-                                                                      409: s.ErrorOut, **ERRORS})
+                                                                      409: s.ErrorOut, 413: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None)
     def patches(self, request: Request, pk: str) -> Response:
         run = self._run(pk)

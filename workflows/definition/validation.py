@@ -7,6 +7,7 @@ client, the web editor and an agent correcting its own patch can all point at th
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -19,6 +20,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from workers import registry
 
 from .expressions import ExpressionError, compile_expression
+from .forms import form_problems
 
 SCHEMA_PATH = Path(__file__).with_name("workflow.schema.json")
 
@@ -38,9 +40,10 @@ class Problem:
     path: str
     rule: str
     message: str
+    details: dict[str, Any] = field(default_factory=dict)  # what a rule adds (the SSRF policy's reason)
 
-    def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "rule": self.rule, "message": self.message}
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rule": self.rule, "message": self.message, **self.details}
 
 
 @dataclass
@@ -81,7 +84,9 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def validate(definition: Any) -> Report:
+def validate(definition: Any, *, literal_urls: bool = False) -> Report:
+    """``literal_urls``: judge literal ``http`` URLs by the SSRF policy too (on save: see
+    ``literal_url_problems``)."""
     report = Report()
     if json_depth(definition, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
         report.error("/", "max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
@@ -100,7 +105,34 @@ def validate(definition: Any) -> Report:
         return report
 
     _check_graph(definition, report)
+    if literal_urls and report.valid:
+        report.errors.extend(literal_url_problems(definition))
     return report
+
+
+def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str] | None = None) -> list[Problem]:
+    """The SSRF policy's static verdict (scheme, userinfo, port, blocked names and addresses; no
+    DNS) on each literal ``http`` node URL (one without ``$``: a reference or template is known
+    only at run time), for the nodes in ``node_ids`` or all. Refusing at save names the rule
+    early; the check at connect time stays the authority (a name may still resolve to a blocked
+    address). The web tier must have the workers' ``AOB_HTTP_ALLOWLIST`` for the two to agree."""
+    from workers.http import SSRFBlocked, check_url_static
+
+    problems = []
+    for i, node in enumerate(definition.get("nodes", [])):
+        if not isinstance(node, dict) or node.get("type") != "http" or (
+                node_ids is not None and node.get("id") not in node_ids):
+            continue
+        url = node["config"].get("url") if isinstance(node.get("config"), dict) else None
+        if not isinstance(url, str) or "$" in url:
+            continue
+        try:
+            check_url_static(url)
+        except SSRFBlocked as exc:
+            problems.append(Problem(f"/nodes/{i}/config/url", "ssrf", f"node {node.get('id')!r}: {exc.message}",
+                                    {**{k: v for k, v in exc.extra.items() if k != "rule"}, "reason": exc.rule,
+                                     "node_id": node.get("id")}))
+    return problems
 
 
 def _schema_message(err: SchemaError) -> str:
@@ -197,6 +229,9 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
     if node["type"] == "hitl" and isinstance(config, dict) and config.get("on_timeout") == "escalate" and not config.get(
             "escalate_to"):
         report.error(f"/nodes/{i}/config/escalate_to", "config.required", "on_timeout escalate needs escalate_to")
+    if node["type"] == "hitl" and isinstance(config, dict) and isinstance(config.get("form"), dict):
+        for problem in form_problems(config["form"]):
+            report.error(f"/nodes/{i}/config/form{problem.path}", problem.rule, f"hitl form: {problem.message}")
     for key in ("condition", "expression"):
         source = config.get(key) if isinstance(config, dict) else None
         if isinstance(source, str) and (node["type"] == "loop" or key == "expression"):

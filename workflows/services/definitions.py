@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
+import jsonpointer
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
@@ -31,11 +35,20 @@ def validation_error(report: Report, message: str = "workflow definition is inva
                                    "warnings": [p.as_dict() for p in report.warnings]})
 
 
+class DocumentTooLarge(ValidationFailed):
+    code = "document_too_large"
+    status = 413
+
+
 def workflow_save(*, owner: User, tag: str, definition: Any, description: str = "") -> Saved:
     """Point ``tag`` at this definition: a new version unless it is already the current one."""
-    report = validate(definition)
+    report = validate(definition, literal_urls=True)
     if not report.valid:
         raise validation_error(report)
+    size, limit = json_size(definition), settings.AOB_MAX_DEFINITION_BYTES
+    if size > limit:
+        raise DocumentTooLarge(f"the workflow definition is {size} bytes; the limit is {limit}",
+                               extra={"field": "workflow", "rule": "max_bytes", "limit": limit, "size": size})
     with transaction.atomic():
         artifact = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
         try:
@@ -63,15 +76,76 @@ def workflow_patch(*, workflow: Workflow, operations: list[dict[str, Any]], desc
 
 
 def apply_operations(document: Any, operations: Any) -> Any:
+    """Apply RFC 6902 operations one at a time, stopping at the first that would take the document
+    past ``AOB_MAX_DEFINITION_BYTES``: a few dozen ``copy`` operations double it each time, so the
+    size is followed operation by operation, from the sizes of the values each one touches (never
+    by serializing the whole document again). The bytes ``copy`` operations duplicate are bounded
+    by the same limit, so a copy-and-remove loop cannot spend the web process's CPU either."""
     if not isinstance(operations, list) or not operations:
         raise ValidationFailed("operations must be a non-empty list of RFC 6902 operations",
                                code="invalid_patch", extra={"field": "operations"})
+    limit = settings.AOB_MAX_DEFINITION_BYTES
+    size, copied = json_size(document), 0
     try:
-        return jsonpatch.JsonPatch(operations).apply(document, in_place=False)
+        jsonpatch.JsonPatch(operations)  # every operation well formed before any is applied
+        document = copy.deepcopy(document)
+        for index, operation in enumerate(operations):
+            change, duplicated = _size_change(document, operation)
+            copied += duplicated
+            if size + change > limit or copied > limit:
+                what = (f"would make the document {size + change} bytes" if size + change > limit
+                        else f"would make the patch copy {copied} bytes")
+                raise DocumentTooLarge(
+                    f"operation {index} ({operation['op']} {str(operation['path'])[:200]}) {what}; "
+                    f"the limit is {limit}",
+                    extra={"field": "operations", "path": f"/operations/{index}", "rule": "max_bytes",
+                           "limit": limit, "size": size + change, "copied": copied})
+            document = jsonpatch.JsonPatch([operation]).apply(document, in_place=True)
+            size += change
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError,
             ValueError) as exc:
         raise ValidationFailed(f"patch cannot be applied: {exc}", code="invalid_patch",
                                extra={"field": "operations", "rule": "rfc6902"}) from exc
+    return document
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON, the measure of ``AOB_MAX_DEFINITION_BYTES``."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _size_change(document: Any, operation: dict[str, Any]) -> tuple[int, int]:
+    """(bytes ``operation`` adds to the compact JSON of ``document``, negative when it takes
+    some; bytes it duplicates). Exact for add, remove, replace and copy; an upper bound for move.
+    A pointer that does not resolve raises, as applying the operation would."""
+    op = operation["op"]
+    if op == "test":
+        return 0, 0
+    if op == "remove":
+        container, key = jsonpointer.JsonPointer(operation["path"]).to_last(document)
+        member = json_size(key) + 1 if isinstance(container, dict) else 0
+        return -(member + json_size(container[key]) + (1 if len(container) > 1 else 0)), 0
+    if op == "move":  # the value only changes place: at most its new key and a comma more
+        parts = jsonpointer.JsonPointer(operation["path"]).parts
+        return (json_size(parts[-1]) + 2 if parts else 0), 0
+    if op == "copy":
+        value_size = json_size(jsonpointer.JsonPointer(operation["from"]).resolve(document))
+        return _placed(document, operation["path"], value_size, replace=False), value_size
+    return _placed(document, operation["path"], json_size(operation["value"]), replace=op == "replace"), 0
+
+
+def _placed(document: Any, path: str, value_size: int, *, replace: bool) -> int:
+    pointer = jsonpointer.JsonPointer(path)
+    if not pointer.parts:
+        return value_size - json_size(document)
+    container, key = pointer.to_last(document)
+    if isinstance(container, dict):
+        if key in container:
+            return value_size - json_size(container[key])
+        return json_size(key) + 1 + value_size + (1 if container else 0)
+    if replace:
+        return value_size - json_size(container[key])
+    return value_size + (1 if container else 0)
 
 
 def workflow_delete(*, workflow: Workflow) -> None:

@@ -39,7 +39,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         # hash then vouches for it (same content, same id), so repeat runs skip both.
         if definition is None:
             definition = Artifact.objects.values_list("content", flat=True).get(pk=artifact_id)
-        report = validate(definition)
+        report = validate(definition, literal_urls=not stored)  # a stored version was judged at its save
         if not report.valid:
             raise validation_error(report, "the workflow version cannot run")
         ir_for(artifact_id, lambda: definition)

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from aob_project.exceptions import AobError
@@ -22,6 +22,9 @@ class Command(BaseCommand):
     help = "Create the demo user and load the example workflows (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if settings.PRODUCTION:  # a staff user with a published password
+            raise CommandError("aob_demo refuses to run in production mode (AOB_PRODUCTION): it creates a staff "
+                               "user with a known password")
         username = os.environ.get("AOB_DEMO_USER", "demo")
         password = os.environ.get("AOB_DEMO_PASSWORD", "demo-password")
         user, _ = User.objects.get_or_create(username=username)

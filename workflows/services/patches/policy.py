@@ -28,7 +28,7 @@ from django.conf import settings
 from aob_project.exceptions import ValidationFailed
 from workers.executors.agent import effective_tools
 from workflows.definition import gates
-from workflows.definition.validation import validate
+from workflows.definition.validation import literal_url_problems, validate
 
 from ..definitions import apply_operations
 
@@ -319,18 +319,12 @@ class _Judgement:
         return len(added)
 
     def check_ssrf(self) -> None:
-        from workers.http import SSRFBlocked, check_url_static
-
-        for node_id, node in self.new.items():
-            config = node.get("config") or {}
-            url = config.get("url") if node.get("type") == "http" else None
-            if self.old.get(node_id) != node and isinstance(url, str) and "$" not in url:
-                try:
-                    check_url_static(url)
-                except SSRFBlocked as exc:
-                    self.refuse("ssrf", f"node {node_id!r}: {exc.message}",
-                                lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u), _node(node_id),
-                                node_id=node_id, reason=exc.rule, url=url)
+        """Literal URLs of the nodes this patch adds or changes, by the save-time SSRF verdict."""
+        changed = {n for n, node in self.new.items() if self.old.get(n) != node}
+        for problem in literal_url_problems(self.after, node_ids=changed)[:1]:
+            node_id, url = problem.details["node_id"], problem.details.get("url")
+            self.refuse("ssrf", problem.message, lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u),
+                        _node(node_id), **problem.details)
 
     def check_approved_actions(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """An approval is bound to the action it approved: a patch that changes it voids the decision."""

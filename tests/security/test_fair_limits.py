@@ -1,0 +1,124 @@
+"""Fair limits: anonymous traffic is counted per client address and never spends the global write
+limit, so an anonymous flood cannot lock known users out; login attempts are limited per address
+and per username on every login surface (API token, /login/, /admin/login/). Real Redis counters
+at the default limits (the ``ratelimit`` marker)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.test import Client
+from rest_framework.test import APIClient
+
+from tests.conftest import client_for, wait_for_run
+from workflows.models import Run, Workflow
+
+pytestmark = [pytest.mark.ratelimit]
+
+FLOODER = "203.0.113.9"
+HELLO = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "{'ok': true}"}}], "edges": []}
+
+
+def refused_for_rate(response, error: str) -> dict:
+    assert response.status_code == 429, response.content
+    body = response.json()
+    assert body["error"] == error, body
+    assert response["Retry-After"] == str(body["details"]["retry_after_seconds"])
+    assert 1 <= body["details"]["retry_after_seconds"] <= 60
+    return body
+
+
+def test_an_anonymous_write_flood_is_limited_per_address_and_never_locks_out_a_known_user(engine, make_user):
+    canary_owner = make_user("canary")
+    anonymous = APIClient()
+    started = time.monotonic()
+    answers = [anonymous.post("/api/v1/runs", {"workflow": HELLO}, format="json", REMOTE_ADDR=FLOODER).status_code
+               for _ in range(django_settings.AOB_RATE_ANON_PER_MIN + 40)]
+    assert answers[:django_settings.AOB_RATE_ANON_PER_MIN] == [401] * django_settings.AOB_RATE_ANON_PER_MIN
+    assert set(answers[django_settings.AOB_RATE_ANON_PER_MIN:]) == {429}
+    refused_for_rate(anonymous.post("/api/v1/runs", {"workflow": HELLO}, format="json", REMOTE_ADDR=FLOODER),
+                     "anonymous_rate_limit_exceeded")
+    # a bogus token is no identity either, and counts for its address the same way
+    anonymous.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    refused_for_rate(anonymous.post("/api/v1/workflows", {}, format="json", REMOTE_ADDR=FLOODER),
+                     "anonymous_rate_limit_exceeded")
+    assert time.monotonic() - started < 30
+
+    # none of it was counted as a write: the global window is empty, and other addresses are unaffected
+    assert redis.Redis.from_url(django_settings.REDIS_URL).zcard("aob:rl:global") == 0
+    assert APIClient().post("/api/v1/runs", {}, format="json", REMOTE_ADDR="198.51.100.20").status_code == 401
+    assert not Run.objects.exists()
+
+    canary = client_for(canary_owner)
+    saved = canary.post("/api/v1/workflows", {"tag_name": "hello", "workflow": HELLO}, format="json",
+                        REMOTE_ADDR=FLOODER)
+    assert saved.status_code == 201, saved.json()
+    run = canary.post("/api/v1/workflows/hello/execute", {"inputs": {}}, format="json", REMOTE_ADDR=FLOODER)
+    assert run.status_code == 201, run.json()
+    assert wait_for_run(run.json()["run_id"], timeout=20).status == "completed"
+
+
+@pytest.mark.django_db
+def test_the_global_write_limit_counts_authenticated_writes_only(api, settings):
+    settings.AOB_RATE_GLOBAL_PER_MIN = 5
+    for _ in range(30):
+        assert APIClient().post("/api/v1/workflows", {"tag_name": "x", "workflow": HELLO},
+                                format="json").status_code == 401
+    for i in range(5):
+        assert api.post("/api/v1/workflows", {"tag_name": f"w{i}", "workflow": HELLO},
+                        format="json").status_code == 201
+    refused_for_rate(api.post("/api/v1/workflows", {"tag_name": "w5", "workflow": HELLO}, format="json"),
+                     "global_rate_limit_exceeded")
+    assert Workflow.objects.count() == 5
+
+
+@pytest.mark.django_db
+def test_token_login_is_limited_per_address(make_user):
+    make_user("alice", password="right-password-1")
+    limit = django_settings.AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN
+    guesser = APIClient()
+    for i in range(limit):  # a different name each time: only the address limit can stop this
+        wrong = guesser.post("/api/v1/auth/token", {"username": f"user{i}", "password": "guess"}, format="json",
+                             REMOTE_ADDR=FLOODER)
+        assert wrong.status_code == 401, wrong.json()
+    body = refused_for_rate(guesser.post("/api/v1/auth/token", {"username": "alice", "password": "right-password-1"},
+                                         format="json", REMOTE_ADDR=FLOODER), "login_rate_limit_exceeded")
+    assert body["details"]["limit"] == limit
+    # another address logs in
+    other = APIClient().post("/api/v1/auth/token", {"username": "alice", "password": "right-password-1"},
+                             format="json", REMOTE_ADDR="198.51.100.21")
+    assert other.status_code == 200 and other.json()["token"]
+
+
+@pytest.mark.django_db
+def test_login_is_limited_per_username_across_addresses_and_surfaces(make_user):
+    make_user("bob", password="right-password-2")
+    make_user("carol", password="right-password-3")
+    limit = django_settings.AOB_RATE_LOGIN_PER_USERNAME_PER_MIN
+    surfaces = ["/login/", "/admin/login/"]
+    for i in range(limit):  # a new address each time: only the username limit can stop this
+        response = Client().post(surfaces[i % 2], {"username": "bob", "password": f"guess{i}"},
+                                 REMOTE_ADDR=f"198.51.100.{100 + i}")
+        assert response.status_code == 200  # the form again, with its error
+    for path in surfaces:
+        refused_for_rate(Client().post(path, {"username": "bob", "password": "right-password-2"},
+                                       REMOTE_ADDR="198.51.100.250"), "login_rate_limit_exceeded")
+    refused_for_rate(APIClient().post("/api/v1/auth/token", {"username": "BOB", "password": "x"}, format="json",
+                                      REMOTE_ADDR="198.51.100.251"), "login_rate_limit_exceeded")
+    # another user is not locked out by bob's attacker
+    logged_in = Client().post("/login/", {"username": "carol", "password": "right-password-3"},
+                              REMOTE_ADDR="198.51.100.252")
+    assert logged_in.status_code == 302 and logged_in.url == "/"
+
+
+@pytest.mark.django_db
+def test_an_ipv6_client_is_one_address_per_64(make_user, settings):
+    settings.AOB_RATE_ANON_PER_MIN = 3
+    for host in range(3):
+        assert APIClient().get("/api/v1/runs", REMOTE_ADDR=f"2001:db8:1:2::{host + 1}").status_code == 401
+    refused_for_rate(APIClient().get("/api/v1/runs", REMOTE_ADDR="2001:db8:1:2:ffff::9"),
+                     "anonymous_rate_limit_exceeded")
+    assert APIClient().get("/api/v1/runs", REMOTE_ADDR="2001:db8:1:3::1").status_code == 401

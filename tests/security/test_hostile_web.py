@@ -1,0 +1,274 @@
+"""Hostile requests to the web tier, on real workers: each is answered within a few seconds with a
+4xx naming the path and the rule, a refused request stores nothing, and a canary run of another
+user started at the same moment completes.
+
+Cases: approval forms that would make the web process fetch a URL or a file, backtrack for ever
+or evaluate exponentially (refused at save; and harmless at decision time when an older stored
+definition holds them); JSON Patches of a few dozen ``copy`` operations (design time and run
+patches); a literal http URL aimed at the metadata service; unknown query-parameter values.
+(Rate limits: test_fair_limits.py; bodies announced in gigabytes: test_body_limit.py; /metrics:
+test_operations.py.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from approvals.models import Approval, Decision
+from tests.approvals.runs import decide, parked, refund_flow
+from tests.conftest import client_for, wait_for_run
+from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
+
+API = "/api/v1"
+PROMPT_S = 5.0  # "within a few seconds", with room for a loaded 2-core machine
+CANARY = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "{'alive': true}"}},
+                    {"id": "b", "type": "transform", "config": {"expression": "{'still': nodes.a.alive}"}}],
+          "edges": [{"from": "a", "to": "b"}]}
+EVIL_PATTERN = "^(a+)+$"  # exponential for a backtracking engine on "aaa…a!"; linear in RE2
+EVIL_SUBJECT = "a" * 64 + "!"
+
+
+def stored(owner: Any) -> dict[str, Any]:
+    """What a request of ``owner`` could have stored (the canary, already run once, adds no artifact)."""
+    return {"workflows": Workflow.objects.filter(owner=owner).count(),
+            "versions": WorkflowVersion.objects.filter(workflow__owner=owner).count(),
+            "runs": Run.objects.filter(owner=owner).count(), "patches": RunPatch.objects.filter(run__owner=owner).count(),
+            "decisions": Decision.objects.filter(approval__run__owner=owner).count(),
+            "artifacts": Artifact.objects.count()}
+
+
+@contextmanager
+def canary_alongside(owner: Any) -> Iterator[None]:
+    """Start another user's run, let the hostile request happen, then see the run complete."""
+    started = client_for(owner).post(f"{API}/runs", {"workflow": CANARY}, format="json")
+    assert started.status_code == 201, started.json()
+    yield
+    run = wait_for_run(started.json()["run_id"], timeout=30)
+    assert run.status == "completed", run.error
+
+
+def promptly(call: Callable[[], Any]) -> Any:
+    started = time.monotonic()
+    response = call()
+    elapsed = time.monotonic() - started
+    assert elapsed < PROMPT_S, f"answered after {elapsed:.1f}s"
+    return response
+
+
+def refused_workflow(response: Any, path: str, rule: str, status: int = 400) -> dict[str, Any]:
+    assert response.status_code == status, response.content[:500]
+    body = response.json()
+    assert body["error"] == "invalid_workflow", body
+    first = body["details"]["errors"][0]
+    assert (first["path"], first["rule"]) == (path, rule), body
+    return first
+
+
+def hitl_workflow(form: dict[str, Any]) -> dict[str, Any]:
+    return refund_flow({"form": form})
+
+
+@pytest.fixture
+def bob(make_user: Any) -> Any:
+    return make_user("bob")
+
+
+@pytest.fixture
+def canary_owner(engine: Any, make_user: Any) -> Any:
+    """Another tenant, whose canary has run once already (its artifacts exist, by content)."""
+    owner = make_user("canary")
+    with canary_alongside(owner):
+        pass
+    return owner
+
+
+# --- approval forms --------------------------------------------------------------------------------
+
+FORM_PATH = "/nodes/1/config/form"
+SAVE_REFUSALS = {
+    "remote $ref": ({"type": "object", "properties": {"x": {"$ref": "{remote}/schema.json"}}},
+                    "/properties/x/$ref", "form.remote_ref"),
+    "file $ref": ({"$ref": "file:///etc/passwd"}, "/$ref", "form.remote_ref"),
+    "$id rebasing local refs": ({"$id": "{remote}/base/", "$ref": "#/$defs/x", "$defs": {"x": True}}, "",
+                                "form.keyword"),
+    "$dynamicRef": ({"$dynamicRef": "{remote}/dyn#meta"}, "", "form.keyword"),
+    "backreference": ({"type": "string", "pattern": "^(a|b)\\1$"}, "/pattern", "form.pattern"),
+    "lookahead in patternProperties": ({"patternProperties": {"^(?=a)": True}}, "/patternProperties",
+                                       "form.pattern"),
+    "self reference": ({"$ref": "#"}, "", "form.budget"),
+    "exponential references": ({"$defs": {**{f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2}
+                                             for i in range(40)}, "d40": True}, "$ref": "#/$defs/d0"}, "",
+                               "form.budget"),
+    "dangling reference": ({"$ref": "#/$defs/missing"}, "/$ref", "form.ref_unresolved"),
+}
+
+
+def with_remote(value: Any, base: str) -> Any:
+    if isinstance(value, dict):
+        return {k: with_remote(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_remote(v, base) for v in value]
+    return value.replace("{remote}", base) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("case", list(SAVE_REFUSALS))
+def test_a_dangerous_form_is_refused_at_save_and_nothing_is_fetched(engine, api, user, remote, canary_owner,
+                                                                      case):
+    form, path, rule = SAVE_REFUSALS[case]
+    definition = hitl_workflow(with_remote(form, remote.base))
+    before = stored(user)
+    with canary_alongside(canary_owner):
+        saved = promptly(lambda: api.post(f"{API}/workflows", {"tag_name": "refund", "workflow": definition},
+                                          format="json"))
+        started = promptly(lambda: api.post(f"{API}/runs", {"workflow": definition}, format="json"))
+    for response in (saved, started):
+        problem = refused_workflow(response, FORM_PATH + path, rule)
+        assert problem["message"].startswith("hitl form: ")
+    assert stored(user) == before
+    assert remote.requests == []  # the schema library fetched nothing
+
+
+def test_a_pattern_is_run_by_a_linear_time_engine(engine, user, bob, canary_owner):
+    form = {"type": "object", "required": ["code"], "properties": {"code": {"type": "string", "pattern": EVIL_PATTERN}}}
+    run_id, approval = parked(user, {"form": form, "approvers": ["bob"]})
+    with canary_alongside(canary_owner):
+        response = promptly(lambda: decide(bob, approval, data={"code": EVIL_SUBJECT}))
+    assert response.status_code == 400
+    assert response.json()["details"] == {"field": "data", "path": "/data/code", "rule": "form.pattern"}
+    assert promptly(lambda: decide(bob, approval, data={"code": "aaaa"})).status_code == 200
+    assert wait_for_run(run_id).status == "completed"
+
+
+OLD_FORMS = {  # what an older stored definition may hold, written past today's save check
+    "backtracking pattern": ({"properties": {"code": {"pattern": EVIL_PATTERN}}}, {"code": EVIL_SUBJECT},
+                             "/data/code", "form.pattern"),
+    "backreference": ({"properties": {"code": {"pattern": "^(a+)+\\1$"}}}, {"code": EVIL_SUBJECT}, "/data",
+                      "form.pattern"),
+    "remote $ref": ({"properties": {"code": {"$ref": "{remote}/schema.json"}}}, {"code": "x"}, "/data",
+                    "form.remote_ref"),
+    "file $ref": ({"$ref": "file:///etc/passwd"}, {}, "/data", "form.remote_ref"),
+    "exponential references": (SAVE_REFUSALS["exponential references"][0], {}, "/data", "form.budget"),
+    "self reference": ({"$ref": "#"}, {}, "/data", "form.budget"),
+}
+
+
+@pytest.mark.parametrize("case", list(OLD_FORMS))
+def test_an_old_stored_form_cannot_freeze_or_fetch_at_decision(engine, user, bob, remote, canary_owner, case):
+    form, data, path, rule = OLD_FORMS[case]
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    Approval.objects.filter(pk=approval.pk).update(form=with_remote(form, remote.base))
+    with canary_alongside(canary_owner):
+        response = promptly(lambda: decide(bob, approval, data=data))
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"] == "invalid_form_data"
+    assert (response.json()["details"]["path"], response.json()["details"]["rule"]) == (path, rule)
+    assert not Decision.objects.filter(approval=approval).exists()
+    assert remote.requests == []
+    assert decide(bob, approval, approve=False).status_code == 200  # a person can still reject it
+    assert wait_for_run(run_id).status == "completed"  # by the reject edge
+
+
+# --- documents that grow ---------------------------------------------------------------------------
+
+def doubling(count: int = 40) -> list[dict[str, Any]]:
+    ops = [{"op": "add", "path": "/metadata/blob", "value": {"x": ["a" * 16]}}]
+    for i in range(count):  # each copy holds everything so far: 2^count times the first value
+        ops.append({"op": "copy", "from": "/metadata/blob", "path": f"/metadata/blob/c{i}"})
+    return ops
+
+
+def test_an_exponential_design_time_patch_is_refused_fast(engine, api, user, canary_owner):
+    assert api.post(f"{API}/workflows", {"tag_name": "grow", "workflow": {**CANARY, "metadata": {}}},
+                    format="json").status_code == 201
+    before = stored(user)
+    with canary_alongside(canary_owner):
+        response = promptly(lambda: api.patch(f"{API}/workflows/grow/patch", {"operations": doubling()},
+                                              format="json"))
+    assert response.status_code == 413, response.content[:300]
+    body = response.json()
+    assert body["error"] == "document_too_large"
+    assert body["details"]["rule"] == "max_bytes" and body["details"]["path"].startswith("/operations/")
+    assert stored(user) == before
+
+
+def test_an_exponential_run_patch_is_refused_fast(engine, api, user, canary_owner):
+    _, approval = parked(user, {})
+    run = Run.objects.get(pk=approval.run_id)
+    before = stored(user)
+    operations = [{"op": "add", "path": "/metadata", "value": {}}, *doubling()]
+    with canary_alongside(canary_owner):
+        response = promptly(lambda: api.post(f"{API}/runs/{run.pk}/patches", {"operations": operations},
+                                             format="json"))
+    assert response.status_code == 413, response.content[:300]
+    assert response.json()["details"]["rule"] == "max_bytes"
+    assert stored(user) == before
+    assert Run.objects.get(pk=run.pk).current_artifact_id == run.current_artifact_id
+
+
+# --- literal URLs and query parameters -------------------------------------------------------------
+
+def test_a_metadata_address_is_refused_at_save_with_the_ssrf_reason(engine, api, user, canary_owner):
+    metadata = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+    definition = {"nodes": [{"id": "steal", "type": "http", "config": {"url": metadata}}], "edges": []}
+    before = stored(user)
+    with canary_alongside(canary_owner):
+        answers = [promptly(lambda: api.post(f"{API}/workflows", {"tag_name": "steal", "workflow": definition},
+                                             format="json")),
+                   promptly(lambda: api.post(f"{API}/runs", {"workflow": definition}, format="json"))]
+    for response in answers:
+        problem = refused_workflow(response, "/nodes/0/config/url", "ssrf")
+        assert problem["reason"] == "cloud-metadata" and problem["url"] == metadata and problem["node_id"] == "steal"
+        assert "blocked address 169.254.169.254: cloud-metadata" in response.json()["message"]
+    assert stored(user) == before
+    editor = api.post(f"{API}/workflows/validate", {"workflow": definition}, format="json").json()
+    assert not editor["valid"] and editor["errors"][0]["reason"] == "cloud-metadata"
+    # a URL known only at run time is judged then (the connect-time check is the authority)
+    templated = {"nodes": [{"id": "later", "type": "http", "config": {"url": "$inputs.url"}}], "edges": []}
+    assert api.post(f"{API}/workflows", {"tag_name": "later", "workflow": templated}, format="json").status_code == 201
+
+
+QUERIES = [
+    ("/runs?status=bogus", "status", "completed"),
+    ("/approvals?status=bogus", "status", "pending"),
+    ("/workflows?scope=everyone", "scope", "global"),
+    ("/workflows?materialize=maybe", "materialize", "true"),
+    ("/workflows/hello?materialize=maybe", "materialize", "true"),
+    ("/runs?limit=ten", "limit", None),
+    ("/approvals?offset=last", "offset", None),
+    ("/workflows/hello/runs?limit=all", "limit", None),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("query", "name", "one_allowed"), QUERIES, ids=[q for q, _, _ in QUERIES])
+def test_an_unknown_query_value_is_a_400_naming_the_parameter(api, query, name, one_allowed):
+    assert api.post(f"{API}/workflows", {"tag_name": "hello", "workflow": CANARY}, format="json").status_code == 201
+    response = api.get(API + query)
+    assert response.status_code == 400, response.content[:300]
+    body = response.json()
+    assert body["error"] == "validation_error" and body["details"]["field"] == name
+    assert body["message"].startswith(name)
+    if one_allowed:
+        assert one_allowed in body["details"]["allowed"] and one_allowed in body["message"]
+    else:
+        assert body["details"]["rule"] == "integer"
+
+
+def test_a_form_completed_from_the_inputs_is_judged_again_when_the_node_runs(engine, user, canary_owner):
+    form = {"type": "object", "properties": {"code": {"type": "string", "pattern": "$inputs.pattern"}}}
+    definition = hitl_workflow(form)
+    with canary_alongside(canary_owner):
+        started = client_for(user).post(f"{API}/runs", {"workflow": definition, "inputs": {
+            "amount": 1, "customer": "x", "pattern": "^(a+)+\\1$"}}, format="json")
+        assert started.status_code == 201, started.json()
+        run = wait_for_run(started.json()["run_id"], timeout=30)
+    assert run.status == "failed"
+    review = run.node_runs.get(node_id="review")
+    assert review.error["error_type"] == "InvalidForm", review.error
+    assert (review.error["rule"], review.error["path"]) == ("form.pattern", "/config/form/properties/code/pattern")
+    assert not Approval.objects.filter(run=run).exists()

@@ -1,0 +1,107 @@
+"""Operations hygiene: /metrics only for the scraper (a bearer token) or staff; metric labels drawn
+from user input are bucketed; production mode never gets the demo user, the development secret
+key or an open Flower."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from aob_project.launcher import production_mode
+from aob_project.metrics import LLM_TOKENS, NODE_DURATION
+from tests.conftest import stored_run
+from workflows.models import NodeRun
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "scraper-" + "x" * 32
+
+
+@pytest.fixture
+def scraper_token(settings):
+    settings.AOB_METRICS_TOKEN = TOKEN
+    return TOKEN
+
+
+@pytest.mark.django_db
+def test_metrics_are_refused_without_the_token(scraper_token, make_user):
+    for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer wrong"}, {"HTTP_AUTHORIZATION": scraper_token},
+                    {"HTTP_AUTHORIZATION": f"Token {scraper_token}"}):
+        response = Client().get("/metrics", **headers)
+        assert response.status_code == 401, headers
+        assert response.json()["details"] == {"rule": "metrics_token"}
+        assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert b"aob_runs" not in response.content
+    someone = Client()
+    someone.force_login(make_user("someone"))
+    assert someone.get("/metrics").status_code == 401
+
+    scraped = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scraper_token}")
+    assert scraped.status_code == 200 and b"aob_runs" in scraped.content
+    staff = Client()
+    staff.force_login(make_user("operator", is_staff=True))
+    assert staff.get("/metrics").status_code == 200
+
+
+@pytest.mark.django_db
+def test_metrics_are_refused_when_no_token_is_configured(settings):
+    settings.AOB_METRICS_TOKEN = ""
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+
+
+@pytest.mark.django_db
+def test_labels_from_user_input_are_bucketed(scraper_token, make_user):
+    model, node_type = f"model-{uuid.uuid4().hex}", f"type-{uuid.uuid4().hex}"
+    LLM_TOKENS.labels(model, "prompt").inc(7)
+    LLM_TOKENS.labels(django_settings.AOB_LLM_MODEL, "prompt").inc(1)
+    NODE_DURATION.labels(node_type, "completed").observe(0.01)
+    run = stored_run(make_user("tenant"))
+    NodeRun.objects.create(run=run, node_id="x", iteration=0, node_type=node_type, status=NodeRun.Status.SKIPPED)
+
+    text = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scraper_token}").content.decode()
+
+    assert model not in text and node_type not in text
+    assert 'aob_llm_tokens_total{kind="prompt",model="other"}' in text
+    assert f'model="{django_settings.AOB_LLM_MODEL}"' in text
+    assert 'aob_node_duration_seconds_count{status="completed",type="other"}' in text
+    assert 'aob_node_runs{status="skipped",type="other"} 1.0' in text
+
+
+def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "AOB_PRODUCTION")}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_debug_does_not_let_production_start_with_the_development_secret():
+    without = run_manage("check", AOB_PRODUCTION="true", DEBUG="true")
+    assert without.returncode != 0 and "SECRET_KEY is required" in without.stderr
+    development = run_manage("check", AOB_PRODUCTION="true", DEBUG="true",
+                             SECRET_KEY=django_settings.DEV_SECRET_KEY)
+    assert development.returncode != 0 and "development key" in development.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_mode_never_creates_the_demo_user():
+    assert production_mode({"AOB_PRODUCTION": "true"}) and production_mode({"AOB_PRODUCTION": " On "})
+    assert not production_mode({}) and not production_mode({"AOB_PRODUCTION": "false"})
+    result = run_manage("aob_demo", AOB_PRODUCTION="true", SECRET_KEY=secrets.token_urlsafe(64),
+                        AOB_TEST_DATABASE_NAME=django_settings.DATABASES["default"]["NAME"])
+    assert result.returncode != 0 and "production mode" in result.stderr
+    assert not User.objects.filter(username="demo").exists()
+
+
+def test_compose_flower_requires_basic_auth():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    command = services["flower"]["command"]
+    assert any(part.startswith("--basic-auth=${FLOWER_BASIC_AUTH:?") for part in command), command
+    assert "FLOWER_BASIC_AUTH=" in (ROOT / ".env.example").read_text()

@@ -1,0 +1,49 @@
+"""Query parameters, read strictly: a value the endpoint does not know is a 400 naming the
+parameter and what it accepts, never silently read as the default. Integers out of range are
+clamped to it (a page past the end is an empty page), as the pagination always did."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aob_project.exceptions import ValidationFailed
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _raw(request: Any, name: str) -> str | None:
+    value = request.query_params.get(name)
+    return None if value in (None, "") else value
+
+
+def query_choice(request: Any, name: str, allowed: Sequence[str], default: str | None = None) -> str | None:
+    value = _raw(request, name)
+    if value is None:
+        return default
+    if value not in allowed:
+        raise ValidationFailed(f"{name}: unknown value {value[:100]!r}; one of {', '.join(allowed)}",
+                               extra={"field": name, "rule": "enum", "allowed": list(allowed)})
+    return value
+
+
+def query_bool(request: Any, name: str) -> bool:
+    value = _raw(request, name)
+    if value is None:
+        return False
+    if value.lower() not in BOOLEANS:
+        raise ValidationFailed(f"{name}: {value[:100]!r} is not a boolean; one of {', '.join(BOOLEANS)}",
+                               extra={"field": name, "rule": "boolean", "allowed": list(BOOLEANS)})
+    return BOOLEANS[value.lower()]
+
+
+def query_int(request: Any, name: str, default: int, low: int, high: int) -> int:
+    value = _raw(request, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an integer, not {value[:100]!r}",
+                               extra={"field": name, "rule": "integer", "minimum": low, "maximum": high}) from None
+    return max(low, min(high, number))

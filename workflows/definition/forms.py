@@ -1,0 +1,303 @@
+"""Approval forms: the JSON Schema a ``hitl`` node asks its approvers to fill, made safe to run in
+the web process.
+
+A form is user input that the web tier compiles and evaluates at decision time, so three things
+are refused that a general JSON Schema library allows:
+
+- **Retrieval.** ``$ref`` is local only (``#`` or ``#/...``); ``$id``, ``$anchor`` and the
+  dynamic references are not part of a form. The validator is built on an empty ``referencing``
+  registry whose retrieval always fails, so not even an old stored form can make the library
+  fetch a URL or read a file.
+- **Backtracking regular expressions.** ``pattern`` and ``patternProperties`` are compiled with
+  RE2 (linear time in the input, no backreferences or lookaround); a pattern RE2 cannot compile
+  is refused at save, and at decision time too if it came from an older stored definition.
+- **Unbounded evaluation.** A decision evaluates at most ``AOB_FORM_EVAL_BUDGET`` keywords
+  (references that fan out can make a small schema exponential); past it the decision is a 400.
+
+``form_problems`` judges a form at save (against ``FORM_META_SCHEMA``, a restricted meta-schema);
+``form_data_failure`` checks an approver's data at decision time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+from django.conf import settings
+from jsonschema import Draft202012Validator, FormatChecker, validators
+from jsonschema.exceptions import ValidationError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+TYPES = ["array", "boolean", "integer", "null", "number", "object", "string"]
+
+# Keywords whose value is one subschema, a list of them, or a map of name → subschema.
+ONE = ("items", "contains", "additionalProperties", "propertyNames", "not", "if", "then", "else",
+       "unevaluatedItems", "unevaluatedProperties")
+MANY = ("prefixItems", "allOf", "anyOf", "oneOf")
+MAP = ("$defs", "properties", "patternProperties", "dependentSchemas")
+
+_schema = {"$ref": "#/$defs/schema"}
+_count = {"type": "integer", "minimum": 0}
+FORM_META_SCHEMA: dict[str, Any] = {
+    "$schema": DIALECT,
+    "$ref": "#/$defs/schema",
+    "$defs": {
+        "schema": {
+            "type": ["object", "boolean"],
+            "properties": {
+                "$schema": {"const": DIALECT},
+                "$ref": {"type": "string", "pattern": "^#(/.*)?$"},
+                "$comment": {"type": "string"},
+                "title": {"type": "string"}, "description": {"type": "string"},
+                "default": True, "examples": {"type": "array"},
+                "deprecated": {"type": "boolean"}, "readOnly": {"type": "boolean"},
+                "writeOnly": {"type": "boolean"},
+                "type": {"anyOf": [{"enum": TYPES},
+                                   {"type": "array", "items": {"enum": TYPES}, "uniqueItems": True}]},
+                "enum": {"type": "array"}, "const": True,
+                "multipleOf": {"type": "number", "exclusiveMinimum": 0},
+                "maximum": {"type": "number"}, "exclusiveMaximum": {"type": "number"},
+                "minimum": {"type": "number"}, "exclusiveMinimum": {"type": "number"},
+                "maxLength": _count, "minLength": _count,
+                "pattern": {"type": "string", "format": "regex"},
+                "format": {"type": "string"},
+                "maxItems": _count, "minItems": _count, "uniqueItems": {"type": "boolean"},
+                "maxContains": _count, "minContains": _count,
+                "maxProperties": _count, "minProperties": _count,
+                "required": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+                "dependentRequired": {"type": "object",
+                                      "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+                **dict.fromkeys(ONE, _schema),
+                **{key: {"type": "array", "items": _schema} for key in MANY},
+                **{key: {"type": "object", "additionalProperties": _schema} for key in MAP},
+                "patternProperties": {"type": "object", "propertyNames": {"format": "regex"},
+                                      "additionalProperties": _schema},
+            },
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class FormProblem:
+    path: str  # a JSON Pointer into the form (at save) or into the approver's data (at decision)
+    rule: str
+    message: str
+
+
+class BudgetExceeded(Exception):
+    """The form's evaluation went past ``AOB_FORM_EVAL_BUDGET`` keywords."""
+
+
+class PatternRefused(Exception):
+    def __init__(self, pattern: str, reason: str) -> None:
+        super().__init__(f"pattern {pattern[:100]!r} is not supported by the linear-time engine (RE2): {reason}")
+        self.pattern = pattern
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+@functools.lru_cache(maxsize=512)
+def compile_pattern(pattern: str) -> Any:
+    """The RE2 program for ``pattern``, or PatternRefused: never Python's backtracking ``re``."""
+    try:
+        return re2.compile(pattern, _re2_options())
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise PatternRefused(pattern, reason) from None
+
+
+def _pointer(parts: Any) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+# --- the safe validator ---------------------------------------------------------------------------
+
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("aob_form_budget", default=None)
+
+
+def _metered(keyword: Any) -> Any:
+    @functools.wraps(keyword)
+    def metered(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        left = _budget.get()
+        if left is not None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise BudgetExceeded
+        return keyword(validator, value, instance, schema)
+
+    return metered
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not compile_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance[:100]!r} does not match {pattern[:200]!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
+                        schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        program = compile_pattern(pattern)
+        for key, value in instance.items():
+            if program.search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _hashable(value: Any) -> Any:
+    """A key equal for values JSON Schema calls equal (1 == 1.0, but true != 1), so uniqueness is
+    one pass over a set instead of the library's pairwise fallback for objects."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, dict):
+        return ("object", frozenset((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("array", tuple(_hashable(v) for v in value))
+    return ("scalar", value)
+
+
+def _unique_items(validator: Any, unique: bool, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if unique and validator.is_type(instance, "array"):
+        seen: set[Any] = set()
+        for item in instance:
+            key = _hashable(item)
+            if key in seen:
+                yield ValidationError("array has non-unique elements")
+                return
+            seen.add(key)
+
+
+_SAFE = {"pattern": _pattern, "patternProperties": _pattern_properties, "uniqueItems": _unique_items}
+FormValidator = validators.extend(
+    Draft202012Validator,
+    validators={name: _metered(_SAFE.get(name, keyword)) for name, keyword in Draft202012Validator.VALIDATORS.items()},
+)
+# No resource is registered and retrieval always fails: a reference is local or it is an error.
+NO_RETRIEVAL = Registry()
+
+
+def _validator(form: Any) -> Any:
+    return FormValidator(form, registry=NO_RETRIEVAL)
+
+
+def _metered_errors(form: Any, instance: Any) -> list[ValidationError]:
+    token = _budget.set([settings.AOB_FORM_EVAL_BUDGET])
+    try:
+        return sorted(_validator(form).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+    finally:
+        _budget.reset(token)
+
+
+# --- at save --------------------------------------------------------------------------------------
+
+_regex_format = FormatChecker(formats=())
+
+
+@_regex_format.checks("regex", raises=PatternRefused)
+def _is_re2(value: object) -> bool:
+    if isinstance(value, str):
+        compile_pattern(value)
+    return True
+
+
+_meta = Draft202012Validator(FORM_META_SCHEMA, format_checker=_regex_format, registry=NO_RETRIEVAL)
+
+
+def _subschemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, dict[str, Any]]]:
+    """Every object subschema of a form that passed the meta-schema, with its path (iterative)."""
+    stack = [(path, schema)]
+    while stack:
+        here, node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        yield here, node
+        for key in ONE:
+            if key in node:
+                stack.append(((*here, key), node[key]))
+        for key in MANY:
+            for i, child in enumerate(node.get(key, ())):
+                stack.append(((*here, key, i), child))
+        for key in MAP:
+            for name, child in node.get(key, {}).items():
+                stack.append(((*here, key, name), child))
+
+
+def _resolves(form: Any, ref: str) -> bool:
+    node = form
+    for raw in ref[2:].split("/") if ref.startswith("#/") else ():
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _meta_rule(err: ValidationError) -> tuple[str, str]:
+    where = err.absolute_path[-1] if err.absolute_path else None
+    if where == "$ref":
+        return "form.remote_ref", f"$ref {str(err.instance)[:200]!r} is not local: a form may refer only to " \
+                                  "its own definitions (#/...); nothing is ever fetched"
+    if err.validator == "format" and isinstance(err.cause, PatternRefused):
+        return "form.pattern", str(err.cause)
+    if err.validator == "additionalProperties":
+        return "form.keyword", err.message.replace("Additional properties are not allowed",
+                                                   "keyword(s) not allowed in a form")
+    return f"form.{err.validator}", err.message
+
+
+def form_problems(form: Any) -> list[FormProblem]:
+    """What is wrong with ``form`` as an approval form; empty when it is safe to store and run."""
+    problems = []
+    for err in sorted(_meta.iter_errors(form), key=lambda e: [str(p) for p in e.absolute_path]):
+        rule, message = _meta_rule(err)
+        problems.append(FormProblem(_pointer(err.absolute_path), rule, message))
+    if problems:
+        return problems
+    for path, schema in _subschemas(form):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not _resolves(form, ref):
+            problems.append(FormProblem(_pointer((*path, "$ref")), "form.ref_unresolved",
+                                        f"$ref {ref[:200]!r} does not point into this form"))
+    if not problems:  # a reference loop that never consumes input shows on the empty answer already
+        try:
+            _metered_errors(form, {})
+        except (BudgetExceeded, RecursionError):
+            problems.append(FormProblem("", "form.budget", "the form does not finish evaluating an empty answer "
+                                        "(a $ref loop?)"))
+    return problems
+
+
+# --- at decision time -----------------------------------------------------------------------------
+
+def form_data_failure(form: Any, data: Any) -> FormProblem | None:
+    """The first way ``data`` fails ``form``, or None. Whatever the stored form holds, this never
+    fetches, never backtracks and stops after the evaluation budget."""
+    try:
+        errors = _metered_errors(form, data)
+    except PatternRefused as exc:
+        return FormProblem("", "form.pattern", str(exc))
+    except Unresolvable as exc:
+        return FormProblem("", "form.remote_ref", f"the form refers to something outside itself ({exc}); "
+                           "nothing is fetched")
+    except (BudgetExceeded, RecursionError):
+        return FormProblem("", "form.budget", f"checking the data against the form took more than "
+                           f"{settings.AOB_FORM_EVAL_BUDGET} steps")
+    if not errors:
+        return None
+    first = errors[0]
+    return FormProblem(_pointer(first.absolute_path), f"form.{first.validator}", first.message)
