@@ -85,9 +85,11 @@ def apply_operations(document: Any, operations: Any) -> Any:
         raise ValidationFailed("operations must be a non-empty list of RFC 6902 operations",
                                code="invalid_patch", extra={"field": "operations"})
     limit = settings.AOB_MAX_DEFINITION_BYTES
-    size, copied = json_size(document), 0
+    size, copied, index = json_size(document), 0, 0
     try:
-        jsonpatch.JsonPatch(operations)  # every operation well formed before any is applied
+        for index, operation in enumerate(operations):  # every operation well formed before any is applied
+            jsonpatch.JsonPatch([operation])
+        index = 0
         document = copy.deepcopy(document)
         for index, operation in enumerate(operations):
             change, duplicated = _size_change(document, operation)
@@ -99,13 +101,13 @@ def apply_operations(document: Any, operations: Any) -> Any:
                     f"operation {index} ({operation['op']} {str(operation['path'])[:200]}) {what}; "
                     f"the limit is {limit}",
                     extra={"field": "operations", "path": f"/operations/{index}", "rule": "max_bytes",
-                           "limit": limit, "size": size + change, "copied": copied})
+                           "op": index, "limit": limit, "size": size + change, "copied": copied})
             document = jsonpatch.JsonPatch([operation]).apply(document, in_place=True)
             size += change
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError,
             ValueError) as exc:
         raise ValidationFailed(f"patch cannot be applied: {exc}", code="invalid_patch",
-                               extra={"field": "operations", "rule": "rfc6902"}) from exc
+                               extra={"field": "operations", "rule": "rfc6902", "op": index}) from exc
     return document
 
 

@@ -96,11 +96,12 @@ class _Judgement:
     # --- refusing, with the operation to blame ---------------------------------------------------
 
     def refuse(self, rule: str, message: str, *probes: Callable[[Any], Any], op: int | None = None,
-               error: type[PatchRejected] = PatchRejected, code: str | None = None, **extra: Any) -> NoReturn:
+               error: type[PatchRejected] = PatchRejected, code: str | None = None, status: int | None = None,
+               **extra: Any) -> NoReturn:
         if op is None and probes:
             op = self.culprit(*probes)
         path = self.operations[op].get("path") if op is not None and isinstance(self.operations[op], dict) else None
-        raise error(f"{message} ({self.proposer.kind} patch refused: {rule})", code=code,
+        raise error(f"{message} ({self.proposer.kind} patch refused: {rule})", code=code, status=status,
                     extra={"op": op, "path": path, "rule": rule, **extra})
 
     def culprit(self, *probes: Callable[[Any], Any]) -> int | None:
@@ -152,10 +153,10 @@ class _Judgement:
     def apply(self) -> dict[str, Any]:
         try:
             return apply_operations(self.before, self.operations)
-        except ValidationFailed as exc:
-            op = self.culprit(lambda doc: None)
-            self.refuse(exc.extra.get("rule", "rfc6902"), exc.message, op=op, code=exc.code,
-                        **{k: v for k, v in exc.extra.items() if k not in ("rule", "field")})
+        except ValidationFailed as exc:  # it names the operation: no replay of a patch that may be a bomb
+            self.refuse(exc.extra.get("rule", "rfc6902"), exc.message, op=exc.extra.get("op"), code=exc.code,
+                        status=exc.status, **{k: v for k, v in exc.extra.items() if k not in ("rule", "field", "op",
+                                                                                           "path")})
 
     def check_shape(self) -> None:
         after = self.after
