@@ -222,6 +222,15 @@ AOB_MAX_NODES = env_int("AOB_MAX_NODES", 1000)
 AOB_MAX_JSON_DEPTH = env_int("AOB_MAX_JSON_DEPTH", 64)
 AOB_DEFAULT_NODE_TIMEOUT_MS = env_int("AOB_DEFAULT_NODE_TIMEOUT_MS", 300_000)
 
+# --- Expressions (workflows/definition/expressions.py) --------------------------------------------
+# CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are
+# refused at save; evaluation stops at the deadline; chained `+` are estimated against the data.
+AOB_CEL_MAX_SOURCE_BYTES = env_int("AOB_CEL_MAX_SOURCE_BYTES", 4096)
+AOB_CEL_MAX_MACROS = env_int("AOB_CEL_MAX_MACROS", 8)
+AOB_CEL_MAX_COMPREHENSION_DEPTH = env_int("AOB_CEL_MAX_COMPREHENSION_DEPTH", 2)
+AOB_CEL_TIMEOUT_MS = env_int("AOB_CEL_TIMEOUT_MS", 1000)
+AOB_CEL_MAX_CONCAT_BYTES = env_int("AOB_CEL_MAX_CONCAT_BYTES", 64 * 1024 * 1024)
+
 # --- Rate limits (workflows/ratelimit.py), per 60-second sliding window ---------------------------
 AOB_RATE_LIMITS_ENABLED = env_bool("AOB_RATE_LIMITS_ENABLED", True)
 AOB_RATE_GLOBAL_PER_MIN = env_int("AOB_RATE_GLOBAL_PER_MIN", 100)

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from aob_project.metrics import DECISION
 from workers import registry
-from workflows.definition.expressions import evaluate_condition
+from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
 
@@ -58,6 +58,8 @@ class Decision:
             if current is None or nr.iteration >= current.iteration:
                 self.latest[nr.node_id] = nr
         self.new: list[NodeRun] = []
+        self._todo: list[tuple[str, int]] = []  # (node, iteration) to consider: a stack, not recursion
+        self._draining = False
         self.dirty: dict[int, set[str]] = {}
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         self.now = timezone.now()
@@ -98,9 +100,19 @@ class Decision:
         if not conditional:
             return [e.target for e in edges]
         for edge in conditional:
-            if evaluate_condition(edge.condition, context):
+            if self._holds(edge.condition, context, nr.node_id, {"from": edge.source, "to": edge.target}):
                 return [edge.target]
         return [e.target for e in edges if not e.condition]
+
+    def _holds(self, condition: str, context: dict[str, Any], node_id: str, where: dict[str, Any]) -> bool:
+        """A condition that fails to evaluate (a missing key, an index past the end, its budget
+        spent) counts as false, and a ``condition_error`` event says which and why."""
+        try:
+            return evaluate_condition(condition, context)
+        except ExpressionError as exc:
+            self.event("condition_error", node_id, **where, condition=condition, rule=exc.rule, error=str(exc),
+                       warning=f"condition {condition!r} failed to evaluate ({exc}); counted as false")
+            return False
 
     def edge_state(self, source_id: str, target_id: str) -> str:
         source = self.latest.get(source_id)
@@ -131,18 +143,33 @@ class Decision:
             loop = self.ir.loops[nr.node_id]
             chosen = loop.timeout_path if nr.output.get("decision") == "timeout" else loop.break_path
             if chosen:
-                nr.taken = [chosen]
+                nr.taken = list(chosen)
             else:
-                nr.taken = [e.target for e in self.ir.out_edges[nr.node_id] if e.target != loop.timeout_path]
+                nr.taken = [e.target for e in self.ir.out_edges[nr.node_id] if e.target not in loop.timeout_path]
         elif nr.status == NodeRun.Status.SKIPPED and not (nr.output or {}).get("_passthrough"):
             nr.taken = []
         else:
             nr.taken = self.route(nr)
         iteration = 0 if nr.node_type == "loop" else nr.iteration
-        for edge in self.ir.out_edges[nr.node_id]:
-            self.consider(edge.target, iteration)
+        self.consider_all([(edge.target, iteration) for edge in self.ir.out_edges[nr.node_id]])
 
     def consider(self, node_id: str, iteration: int) -> None:
+        self.consider_all([(node_id, iteration)])
+
+    def consider_all(self, items: list[tuple[str, int]]) -> None:
+        """Consider nodes depth-first, in order, with an explicit stack: a chain of a thousand
+        inline nodes or a long dead branch is a loop here, not a thousand nested calls."""
+        self._todo.extend(reversed(items))
+        if self._draining:
+            return  # the outer call's loop takes them next
+        self._draining = True
+        try:
+            while self._todo:
+                self._consider_one(*self._todo.pop())
+        finally:
+            self._draining = False
+
+    def _consider_one(self, node_id: str, iteration: int) -> None:
         if (node_id, iteration) in self.by_key:
             return
         states = [self.edge_state(e.source, node_id) for e in self.ir.in_edges[node_id]]
@@ -153,8 +180,7 @@ class Decision:
                                         node_type=self.ir.nodes[node_id].type, status=NodeRun.Status.SKIPPED,
                                         consumed=True, taken=[], finished_at=self.now))
             self.event("node_skipped", node_id, reason="dead_path", iteration=iteration)
-            for edge in self.ir.out_edges[node_id]:
-                self.consider(edge.target, skipped.iteration)
+            self.consider_all([(edge.target, skipped.iteration) for edge in self.ir.out_edges[node_id]])
             return
         self.emit(node_id, iteration)
 
@@ -187,8 +213,9 @@ class Decision:
         loop = self.ir.loops[node_id]
         wants_more = True
         if loop.condition:
-            wants_more = evaluate_condition(loop.condition, {"output": upstream if upstream is not None else {},
-                                                             "inputs": self.run.inputs, "iteration": iteration})
+            wants_more = self._holds(loop.condition, {"output": upstream if upstream is not None else {},
+                                                      "inputs": self.run.inputs, "iteration": iteration},
+                                     node_id, {"loop": node_id})
         if not wants_more:
             decision = "break"
         elif iteration + 1 < loop.max_iterations:
