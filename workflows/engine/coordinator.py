@@ -11,11 +11,13 @@ hop; a type with no executor is skipped with a warning and its edges carry on.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
@@ -25,8 +27,8 @@ from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
 
-from . import events, steps
-from .dispatch import Dispatch, publish_after_commit
+from . import events, steps, testhooks
+from .dispatch import Dispatch, coordinate_later, publish_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +303,8 @@ def coordinate(node_run_id: int, facts: dict[str, Any] | None = None) -> None:
     ``facts``, a plain step (``steps.step_plain``) is one round trip; anything else, or a step
     whose facts no longer hold, takes the full decision below with the run locked."""
     started = time.perf_counter()
+    if facts is not None:
+        testhooks.poison_decision(facts.get("node_id", ""))
     step = "plain" if facts is not None and steps.step_plain(facts, graph(facts["artifact_id"])) else "full"
     if step == "full":
         _decide(node_run_id)
@@ -320,6 +324,7 @@ def _decide(node_run_id: int) -> None:
         nr = next((n for n in decision.by_key.values() if n.pk == node_run_id), None)
         if nr is None or nr.consumed:
             return  # a duplicate message
+        testhooks.poison_decision(nr.node_id)
         if nr.status not in NodeRun.FINISHED:
             if nr.status == NodeRun.Status.WAITING:
                 decision.settle()  # the run may now be waiting_for_approval
@@ -334,6 +339,53 @@ def _decide(node_run_id: int) -> None:
                 decision.consume(other)
         decision.settle()
         decision.save()
+
+
+DECISION_FAILED = "decision_failed"
+
+
+def decision_failed(node_run_id: int, exc: BaseException) -> str:
+    """A decision about ``node_run_id`` raised (rolled back). Record it in the node run's
+    attempt log; below ``AOB_MAX_DECISION_FAILURES`` ask again after a backoff (the sweeper
+    would too), at the limit fail the run with ``DecisionFailed`` so a poison message ends
+    instead of holding a coordinator slot forever. Returns ``retrying``, ``failed`` or ``gone``."""
+    connection.close_if_unusable_or_obsolete()
+    message = (str(exc) or type(exc).__name__)[:2000]
+    error = {"error_type": type(exc).__name__, "message": message}
+    now = timezone.now()
+    entry = {"status": DECISION_FAILED, "error": error, "at": now.isoformat()}
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE workflows_noderun SET attempt_log = attempt_log || %s::jsonb
+                 WHERE id = %s AND NOT consumed
+             RETURNING run_id, node_id,
+                       jsonb_array_length(jsonb_path_query_array(attempt_log, '$[*] ? (@.status == "decision_failed")'))
+                """, [json.dumps([entry]), node_run_id])
+            row = cursor.fetchone()
+        if row is None:
+            return "gone"  # consumed meanwhile, or no such node run
+        run_id, node_id, failures = row
+        limit = settings.AOB_MAX_DECISION_FAILURES
+        logger.error("decision.failed", extra={"run_id": str(run_id), "node_id": node_id, "failures": failures,
+                                               "error_type": error["error_type"]}, exc_info=exc)
+        if failures < limit:
+            transaction.on_commit(lambda: coordinate_later(node_run_id, countdown_s=min(2.0 ** failures / 4, 30.0)))
+            return "retrying"
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        NodeRun.objects.filter(pk=node_run_id).update(consumed=True, taken=[])
+        if run is None or run.status in Run.FINISHED:
+            return "gone"
+        run.error = {"error_type": "DecisionFailed", "node_id": node_id, "failures": failures,
+                     "message": f"deciding what follows {node_id!r} failed {failures} times: "
+                                f"{error['error_type']}: {message}"}
+        Run.objects.filter(pk=run_id).update(status=Run.Status.FAILED, error=run.error, finished_at=now)
+        NodeRun.objects.filter(run_id=run_id, status__in=ACTIVE).update(
+            status=NodeRun.Status.CANCELLED, finished_at=now, lease_expires_at=None)
+        _cancel_approvals(run_id, now)
+        events.append(run_id, run.owner_id, [("workflow_failed", node_id, {"error": run.error})])
+    return "failed"
 
 
 def start(run: Run, node_runs: list[NodeRun] | None = None) -> Decision:

@@ -3,6 +3,7 @@ executor, record the outcome once. Executors never decide what runs next."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -94,10 +95,9 @@ def claim(node_run_id: int) -> NodeContext | None:
         for ref_id, output in (NodeRun.objects.filter(run_id=run_id, node_id__in=refs)
                                .order_by("iteration").values_list("node_id", "output")):
             outputs[ref_id] = output
-    spec = registry.get(node_type)
-    config = resolve(raw_config, inputs=inputs, outputs=outputs) if (spec and spec.resolve_config) else raw_config
+    # the config is resolved in ``execute``, where a config past its byte cap fails the node
     return NodeContext(run_id=str(run_id), node_run_id=node_run_id, node_id=node_id, node_type=node_type,
-                       iteration=iteration, attempt=attempts, config=config, raw_config=raw_config, inputs=inputs,
+                       iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
 
@@ -244,6 +244,8 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
     try:
         if spec is None or spec.run is None:
             raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
+        if spec.resolve_config:
+            ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
         with heartbeat.holding(ctx.node_run_id):
             output = spec.run(ctx)
     except SoftTimeLimitExceeded as exc:
