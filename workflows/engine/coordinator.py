@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Subquery
+from django.db.models import Case, F, JSONField, Q, Subquery, Value, When
 from django.utils import timezone
 
 from aob_project.metrics import DECISION
@@ -50,9 +50,7 @@ class Decision:
         self.run = run
         self.ir = load_ir(run)
         if node_runs is None:
-            # The decision reads status, routing state and outputs; not inputs, logs or usage.
-            node_runs = list(NodeRun.objects.filter(run=run).defer("input", "attempt_log", "usage")
-                             .order_by("iteration", "id"))
+            node_runs = _needed_node_runs(run, self.ir)
         self.by_key: dict[tuple[str, int], NodeRun] = {(nr.node_id, nr.iteration): nr for nr in node_runs}
         self.latest: dict[str, NodeRun] = {}
         for nr in node_runs:
@@ -60,6 +58,7 @@ class Decision:
             if current is None or nr.iteration >= current.iteration:
                 self.latest[nr.node_id] = nr
         self.new: list[NodeRun] = []
+        self._stored_count: int | None = None
         self._todo: list[tuple[str, int]] = []  # (node, iteration) to consider: a stack, not recursion
         self._draining = False
         self.dirty: dict[int, set[str]] = {}
@@ -72,6 +71,14 @@ class Decision:
     def _touch(self, nr: NodeRun, *fields: str) -> None:
         if nr.pk is not None:
             self.dirty.setdefault(nr.pk, set()).update(fields)
+
+    def known(self, node_id: str, iteration: int) -> bool:
+        """Whether a node run ``(node_id, iteration)`` exists. Only the latest iteration of each
+        node is loaded; iterations only grow, so anything at or below it exists already."""
+        if (node_id, iteration) in self.by_key:
+            return True
+        latest = self.latest.get(node_id)
+        return latest is not None and latest.iteration >= iteration
 
     def _add(self, nr: NodeRun) -> NodeRun:
         self.by_key[(nr.node_id, nr.iteration)] = nr
@@ -137,6 +144,8 @@ class Decision:
             return
         if nr.status == NodeRun.Status.CANCELLED:
             return
+        if self._over_limits(nr):
+            return
         if nr.node_type == "loop" and nr.output and nr.output.get("decision") == "again":
             nr.taken = None
             self.emit(self.ir.loops[nr.node_id].loop_back_to, nr.iteration + 1)
@@ -172,7 +181,7 @@ class Decision:
             self._draining = False
 
     def _consider_one(self, node_id: str, iteration: int) -> None:
-        if (node_id, iteration) in self.by_key:
+        if self.known(node_id, iteration):
             return
         states = [self.edge_state(e.source, node_id) for e in self.ir.in_edges[node_id]]
         if PENDING in states:
@@ -187,7 +196,7 @@ class Decision:
         self.emit(node_id, iteration)
 
     def emit(self, node_id: str, iteration: int) -> None:
-        if (node_id, iteration) in self.by_key:
+        if self.known(node_id, iteration):
             return
         node = self.ir.nodes[node_id]
         spec = registry.get(node.type)
@@ -229,12 +238,36 @@ class Decision:
     # --- run-level transitions --------------------------------------------------------------------
 
     def fail(self, nr: NodeRun) -> None:
+        self.fail_run({"node_id": nr.node_id, **(nr.error or {})}, nr.node_id)
+
+    def fail_run(self, error: dict[str, Any], node_id: str = "") -> None:
         self.run.status = Run.Status.FAILED
-        self.run.error = {"node_id": nr.node_id, **(nr.error or {})}
+        self.run.error = error
         self.run.finished_at = self.now
         self.run_fields |= {"status", "error", "finished_at"}
         self._cancel_active()
-        self.event("workflow_failed", nr.node_id, error=self.run.error)
+        self.event("workflow_failed", node_id, error=self.run.error)
+
+    def _over_limits(self, nr: NodeRun) -> bool:
+        """The run's own size: what its outputs have stored (counted by each completion), and,
+        where a loop goes round, how many node runs it has. Past either cap the run fails."""
+        stored = (self.run.usage or {}).get("output_bytes", 0)
+        if stored > settings.AOB_MAX_RUN_OUTPUT_BYTES:
+            self.fail_run({"node_id": nr.node_id, "error_type": "RunLimitExceeded", "limit": "output_bytes",
+                           "message": f"the run's outputs passed {settings.AOB_MAX_RUN_OUTPUT_BYTES} bytes "
+                                      f"({stored} stored; AOB_MAX_RUN_OUTPUT_BYTES)"}, nr.node_id)
+            return True
+        if nr.node_type == "loop" and nr.output and nr.output.get("decision") == "again":
+            if self._stored_count is None:
+                self._stored_count = NodeRun.objects.filter(run_id=self.run.pk).count()
+            count = self._stored_count + len(self.new)
+            if count >= settings.AOB_MAX_NODE_RUNS_PER_RUN:
+                self.fail_run({"node_id": nr.node_id, "error_type": "RunLimitExceeded", "limit": "node_runs",
+                               "message": f"the run has {count} node runs; at most "
+                                          f"{settings.AOB_MAX_NODE_RUNS_PER_RUN} are allowed "
+                                          "(AOB_MAX_NODE_RUNS_PER_RUN)"}, nr.node_id)
+                return True
+        return False
 
     def _cancel_active(self) -> None:
         for other in list(self.by_key.values()):
@@ -288,6 +321,33 @@ class Decision:
             Dispatch(nr.pk, nr.node_id, nr.node_type, str(self.run.pk), self.ir.nodes[nr.node_id].timeout_ms)
             for nr in queued
         )
+
+
+def _needed_node_runs(run: Run, ir: IR) -> list[NodeRun]:
+    """What a decision reads: the latest iteration of each node, plus any node run still active
+    or not yet consumed; outputs only where routing reads them (nodes with conditional out-edges,
+    conditional and loop nodes and what feeds them, and skipped nodes' pass-through marker).
+    Never inputs, logs or usage. A loop of many iterations with large outputs costs a decision
+    what its last iteration costs."""
+    readers: set[str] = set()
+    for node_id, node in ir.nodes.items():
+        if any(e.condition for e in ir.out_edges[node_id]):
+            readers.add(node_id)
+        if node.type in ("conditional", "loop"):
+            readers.add(node_id)
+            readers.update(ir.predecessors(node_id))
+    latest = (NodeRun.objects.filter(run_id=run.pk).order_by("node_id", "-iteration").distinct("node_id")
+              .values("pk"))
+    rows = (NodeRun.objects.filter(run_id=run.pk)
+            .filter(Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE))
+            .defer("input", "attempt_log", "usage", "output")
+            .annotate(routing_output=Case(When(Q(node_id__in=readers) | Q(status=NodeRun.Status.SKIPPED),
+                                               then=F("output")), default=Value(None), output_field=JSONField()))
+            .order_by("iteration", "id"))
+    node_runs = list(rows)
+    for nr in node_runs:
+        nr.output = nr.routing_output
+    return node_runs
 
 
 def _cancel_approvals(run_id: Any, now: Any) -> None:
