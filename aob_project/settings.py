@@ -229,6 +229,8 @@ AOB_DECISION_TIME_LIMIT_S = env_float("AOB_DECISION_TIME_LIMIT_S", 60.0)
 # Per run: node runs (loops multiply them) and bytes of stored outputs; past either the run fails.
 AOB_MAX_NODE_RUNS_PER_RUN = env_int("AOB_MAX_NODE_RUNS_PER_RUN", 10000)
 AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024)
+# GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).
+AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 
 # --- Expressions (workflows/definition/expressions.py) --------------------------------------------
 # CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are
