@@ -149,7 +149,9 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
                 "created_at": p.created_at} for p in RunPatch.objects.filter(run=run).order_by("seq")]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = _Page(min(ceiling, max_bytes or ceiling))
-    page.fits(_size(base) + (0 if current is base else _size(current)) + _size(patches))
+    # what is always there is spent first: the definitions, the patches, the run's inputs (all
+    # bounded by the request body cap when they were written)
+    page.fits(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
     heavy = _heavy_rows([latest[n] for n in ir.nodes if n in latest], page, run)
     nodes = []
     for node_id, node in ir.nodes.items():
