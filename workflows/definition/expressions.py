@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cel
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
@@ -275,6 +276,8 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
             return compiled.program.execute(context)
         return compiled.program.execute(cel.Context(context, {TICK: budget}))
     except (KeyError, ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
+        if "SoftTimeLimitExceeded" in str(exc):
+            raise SoftTimeLimitExceeded() from exc  # the task's own limit, raised in our tick: not the expression's
         if budget.expired:
             raise ExpressionError(f"evaluation stopped after {int(min(ceiling, timeout_ms or ceiling))} ms "
                                   "(AOB_CEL_TIMEOUT_MS)", "timeout") from None
