@@ -16,6 +16,7 @@ from tests.conftest import client_for
 from tests.security.conftest import drive
 from workers import registry
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, shape
+from workflows.definition.ir import compile_definition
 from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.definition.validation import validate
 from workflows.models import Run
@@ -115,9 +116,11 @@ def test_a_caller_may_lower_the_resolve_cap_never_raise_it(settings: Any) -> Non
 
 # --- the validator: a wrong type anywhere is a problem with path and rule, never an exception ------
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-10, 10**12) | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                    max_leaves=8)
+IDS = st.sampled_from(["a", "b", "c", "d"])
+ANY = st.recursive(st.none() | st.booleans() | st.integers(-3, 20000) | IDS | st.text(max_size=5),
+                   lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4) | IDS, inner,
+                                                                                max_size=3), max_leaves=6)
+JSON = ANY
 CONFIG_KEYS = sorted({k for spec in registry.catalogue().values()
                       for k in spec.config_schema.get("properties", {})} | {"form", "template"})
 
@@ -136,6 +139,32 @@ def test_fuzzed_configs_never_crash_the_validator(node_type: str, config: Any, e
     report = validate(definition)
     for problem in report.errors:
         assert problem.path.startswith("/") and problem.rule and problem.message
+
+
+LOOP_CONFIG = st.fixed_dictionaries({}, optional={
+    "max_iterations": st.integers(-1, 5) | ANY, "loop_back_to": IDS | ANY,
+    "condition": st.sampled_from(["true", "$.x > 1", "iteration < 2"]) | ANY,
+    "break_path": IDS | st.lists(IDS, max_size=3) | ANY, "timeout_path": IDS | st.lists(IDS, max_size=3) | ANY})
+NODE = st.fixed_dictionaries(
+    {"id": IDS, "type": st.sampled_from(["transform", "loop", "conditional", "http", "hitl", "agent", "unknown"])},
+    optional={"config": LOOP_CONFIG | st.dictionaries(st.sampled_from(["expression", "template", "url", "form",
+                                                                        "message", "task"]), ANY, max_size=2) | ANY,
+              "timeout_ms": ANY, "retry": ANY})
+EDGE = st.fixed_dictionaries({"from": IDS | ANY, "to": IDS | ANY},
+                             optional={"condition": st.sampled_from(["true", "$.x", "nodes.a.x > 1"]) | ANY})
+DEFINITION = st.fixed_dictionaries({"nodes": st.lists(NODE, max_size=5) | ANY},
+                                   optional={"edges": st.lists(EDGE, max_size=6) | ANY, "metadata": ANY})
+
+
+@hsettings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(definition=DEFINITION)
+def test_fuzzed_definitions_validate_or_compile_never_crash(definition: Any) -> None:
+    """Whatever shape a definition has, the validator answers with problems, and what it accepts
+    compiles (the coordinator's IR): no exception, so no 500 at save and no poison at run time."""
+    report = validate(definition)
+    if report.valid:
+        compile_definition(definition, validated=True)
+    assert all(p.path.startswith("/") and p.rule for p in report.errors)
 
 
 @pytest.mark.parametrize("value", [["b"], "b", ["b", "c"]])

@@ -233,6 +233,7 @@ function summary(frame) {
     case "patch_applied": return `patch ${d.seq}: ${d.op_count} operation(s)${d.description ? ` — ${d.description}` : ""}`;
     case "patch_rejected": return d.reason || "";
     case "workflow_failed": return (d.error && d.error.message) || d.message || "";
+    case "condition_error": return `${d.loop ? `loop ${d.loop}` : `${d.from} → ${d.to}`}: ${d.error || ""} (counted as false)`;
     case "run_cancelled": return d.reason || "";
     default: return "";
   }
