@@ -45,6 +45,10 @@ def test_the_lexer_finds_comprehensions_and_their_nesting(source: str, macros: i
     ("xs.exists(a, ys.all(b, a < b))", {"xs": [1, 5], "ys": [3, 4]}, True),
     ("xs.filter(x, x in [1, 3]).size()", {"xs": [1, 2, 3]}, 2),
     ("xs.exists_one(x, x == ')')", {"xs": [")", "("]}, True),
+    ("xs.map(x, 'a,b)' + string(x))", {"xs": [1]}, ["a,b)1"]),
+    ("xs.map(x, x > 1, xs.filter(y, y < x))", {"xs": [1, 2, 3]}, [[1], [1, 2]]),
+    ("xs.all(x, // a comment with ) and ,\n x > 0)", {"xs": [1]}, True),
+    ("xs.map(x, '''multi, ) line''' + r'\\(' + string(x))", {"xs": [1]}, ["multi, ) line\\(1"]),
 ])
 def test_guarded_comprehensions_evaluate_as_written(source: str, context: dict, expected: Any) -> None:
     assert evaluate(source, context) == expected
