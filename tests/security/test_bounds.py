@@ -254,3 +254,39 @@ def test_a_request_may_lower_the_response_cap_never_raise_it(settings: Any, remo
     with pytest.raises(ResponseTooLarge):
         request(method="GET", url=f"{remote.base}/big/500", max_response_bytes=100)
     assert len(request(method="GET", url=f"{remote.base}/big/500", max_response_bytes=10**9).body_bytes) == 500
+
+
+# --- what a decision reads -----------------------------------------------------------------------
+
+
+def test_a_decision_reads_the_latest_iteration_and_only_the_outputs_routing_needs(make_user: Any) -> None:
+    from workflows.engine.coordinator import Decision
+
+    definition = counting_loop(30)
+    definition["nodes"].append({"id": "after", "type": "transform", "config": {"template": {"big": "$inputs.pad"}}})
+    definition["nodes"][1]["config"]["break_path"] = ["after"]
+    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "z" * 5000}))
+    assert run.status == Run.Status.COMPLETED and run.node_runs.count() == 61
+
+    decision = Decision(run)
+
+    assert sorted((nr.node_id, nr.iteration) for nr in decision.by_key.values()) == [
+        ("after", 0), ("again", 29), ("body", 29)]
+    outputs = {nr.node_id: nr.output for nr in decision.by_key.values()}
+    assert outputs["body"] == 29 and outputs["again"]["decision"] == "timeout"  # read by the loop
+    assert outputs["after"] is None  # a plain node's output: routing never reads it
+    assert decision.known("body", 3) and not decision.known("body", 30)
+
+
+def test_a_loop_condition_that_raises_breaks_the_loop_with_a_condition_error(make_user: Any) -> None:
+    from workflows.models import Event
+
+    definition = counting_loop(5)
+    definition["nodes"][1]["config"].update(condition="$.missing.deeper > 1", break_path="done")
+    definition["nodes"].append({"id": "done", "type": "transform", "config": {"expression": "'out'"}})
+    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={}))
+
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert run.node_runs.get(node_id="done").status == "completed"
+    [error] = Event.objects.filter(run=run, type="condition_error")
+    assert error.node_id == "again" and error.data["loop"] == "again" and error.data["rule"] == "evaluation"
