@@ -7,7 +7,7 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from workflows.engine import coordinator, events, sweeper
+from workflows.engine import coordinator, events, poison, sweeper
 
 
 class _Coordinate(Task):
@@ -16,7 +16,7 @@ class _Coordinate(Task):
         this): count it like any failed decision, or the sweeper would re-send it forever."""
         if isinstance(exc, TimeLimitExceeded) and args:
             target = args[1] if len(args) > 1 and args[1] is not None else kwargs.get("node_run_id", args[0])
-            coordinator.decision_failed(int(target), exc)
+            poison.decision_failed(int(target), exc)
 
 
 # A decision takes milliseconds; the soft limit raises in it (counted as a failed decision), the
@@ -35,7 +35,7 @@ def coordinate(result: Any, node_run_id: int | None = None) -> None:
     except (OperationalError, InterfaceError):
         raise  # the database, not the decision: the sweeper asks again once it is back
     except Exception as exc:  # noqa: BLE001 - counted per node run; at the limit the run fails (poison ends)
-        coordinator.decision_failed(target, exc)
+        poison.decision_failed(target, exc)
 
 
 @shared_task(name="workflows.sweep", acks_late=True, ignore_result=True, expires=30)

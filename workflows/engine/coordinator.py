@@ -11,13 +11,12 @@ hop; a type with no executor is skipped with a warning and its edges carry on.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Case, F, JSONField, Q, Subquery, Value, When
 from django.utils import timezone
 
@@ -28,7 +27,7 @@ from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
 
 from . import events, steps, testhooks
-from .dispatch import Dispatch, coordinate_later, publish_after_commit
+from .dispatch import Dispatch, publish_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +313,7 @@ class Decision:
         if self.run_fields:
             Run.objects.filter(pk=self.run.pk).update(**{f: getattr(self.run, f) for f in self.run_fields})
             if self.run.status == Run.Status.FAILED:
-                _cancel_approvals(self.run.pk, self.now)
+                cancel_approvals(self.run.pk, self.now)
         events.append(self.run.pk, self.run.owner_id, self.events)
         queued = [nr for nr in self.new if nr.status == NodeRun.Status.QUEUED]
         publish_after_commit(
@@ -350,7 +349,7 @@ def _needed_node_runs(run: Run, ir: IR) -> list[NodeRun]:
     return node_runs
 
 
-def _cancel_approvals(run_id: Any, now: Any) -> None:
+def cancel_approvals(run_id: Any, now: Any) -> None:
     """A failed run has nothing left to decide: its pending approvals leave the inbox (as on cancel)."""
     from approvals.models import Approval
 
@@ -399,53 +398,6 @@ def _decide(node_run_id: int) -> None:
                 decision.consume(other)
         decision.settle()
         decision.save()
-
-
-DECISION_FAILED = "decision_failed"
-
-
-def decision_failed(node_run_id: int, exc: BaseException) -> str:
-    """A decision about ``node_run_id`` raised (rolled back). Record it in the node run's
-    attempt log; below ``AOB_MAX_DECISION_FAILURES`` ask again after a backoff (the sweeper
-    would too), at the limit fail the run with ``DecisionFailed`` so a poison message ends
-    instead of holding a coordinator slot forever. Returns ``retrying``, ``failed`` or ``gone``."""
-    connection.close_if_unusable_or_obsolete()
-    message = (str(exc) or type(exc).__name__)[:2000]
-    error = {"error_type": type(exc).__name__, "message": message}
-    now = timezone.now()
-    entry = {"status": DECISION_FAILED, "error": error, "at": now.isoformat()}
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                UPDATE workflows_noderun SET attempt_log = attempt_log || %s::jsonb
-                 WHERE id = %s AND NOT consumed
-             RETURNING run_id, node_id,
-                       jsonb_array_length(jsonb_path_query_array(attempt_log, '$[*] ? (@.status == "decision_failed")'))
-                """, [json.dumps([entry]), node_run_id])
-            row = cursor.fetchone()
-        if row is None:
-            return "gone"  # consumed meanwhile, or no such node run
-        run_id, node_id, failures = row
-        limit = settings.AOB_MAX_DECISION_FAILURES
-        logger.error("decision.failed", extra={"run_id": str(run_id), "node_id": node_id, "failures": failures,
-                                               "error_type": error["error_type"]}, exc_info=exc)
-        if failures < limit:
-            transaction.on_commit(lambda: coordinate_later(node_run_id, countdown_s=min(2.0 ** failures / 4, 30.0)))
-            return "retrying"
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
-        NodeRun.objects.filter(pk=node_run_id).update(consumed=True, taken=[])
-        if run is None or run.status in Run.FINISHED:
-            return "gone"
-        run.error = {"error_type": "DecisionFailed", "node_id": node_id, "failures": failures,
-                     "message": f"deciding what follows {node_id!r} failed {failures} times: "
-                                f"{error['error_type']}: {message}"}
-        Run.objects.filter(pk=run_id).update(status=Run.Status.FAILED, error=run.error, finished_at=now)
-        NodeRun.objects.filter(run_id=run_id, status__in=ACTIVE).update(
-            status=NodeRun.Status.CANCELLED, finished_at=now, lease_expires_at=None)
-        _cancel_approvals(run_id, now)
-        events.append(run_id, run.owner_id, [("workflow_failed", node_id, {"error": run.error})])
-    return "failed"
 
 
 def start(run: Run, node_runs: list[NodeRun] | None = None) -> Decision:
