@@ -240,6 +240,27 @@ AOB_MAX_ATTEMPTS_ON_LOST = env_int("AOB_MAX_ATTEMPTS_ON_LOST", 3)
 AOB_MAX_NODES = env_int("AOB_MAX_NODES", 1000)
 AOB_MAX_JSON_DEPTH = env_int("AOB_MAX_JSON_DEPTH", 64)
 AOB_DEFAULT_NODE_TIMEOUT_MS = env_int("AOB_DEFAULT_NODE_TIMEOUT_MS", 300_000)
+# A decision about one node run that raises this many times fails the run (DecisionFailed);
+# workflows.coordinate's soft and hard time limits (workflows/tasks.py).
+AOB_MAX_DECISION_FAILURES = env_int("AOB_MAX_DECISION_FAILURES", 3)
+AOB_DECISION_SOFT_TIME_LIMIT_S = env_float("AOB_DECISION_SOFT_TIME_LIMIT_S", 30.0)
+AOB_DECISION_TIME_LIMIT_S = env_float("AOB_DECISION_TIME_LIMIT_S", 60.0)
+# Per run: node runs (loops multiply them) and bytes of stored outputs; past either the run fails.
+AOB_MAX_NODE_RUNS_PER_RUN = env_int("AOB_MAX_NODE_RUNS_PER_RUN", 10000)
+AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024)
+# GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).
+AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
+
+# --- Expressions (workflows/definition/expressions.py) --------------------------------------------
+# CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are
+# refused at save; evaluation stops at the deadline; chained `+` are estimated against the data.
+AOB_CEL_MAX_SOURCE_BYTES = env_int("AOB_CEL_MAX_SOURCE_BYTES", 4096)
+AOB_CEL_MAX_MACROS = env_int("AOB_CEL_MAX_MACROS", 8)
+AOB_CEL_MAX_COMPREHENSION_DEPTH = env_int("AOB_CEL_MAX_COMPREHENSION_DEPTH", 2)
+AOB_CEL_TIMEOUT_MS = env_int("AOB_CEL_TIMEOUT_MS", 1000)
+AOB_CEL_MAX_CONCAT_BYTES = env_int("AOB_CEL_MAX_CONCAT_BYTES", 256 * 1024 * 1024)
+# A node's config with its $inputs/$nodes references resolved (workflows/definition/references.py).
+AOB_MAX_RESOLVED_CONFIG_BYTES = env_int("AOB_MAX_RESOLVED_CONFIG_BYTES", 16 * 1024 * 1024)
 
 # --- Rate limits (workflows/ratelimit.py), per 60-second sliding window ---------------------------
 AOB_RATE_LIMITS_ENABLED = env_bool("AOB_RATE_LIMITS_ENABLED", True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, TextField
+from django.db.models.functions import Cast, Coalesce, Length
 
 from aob_project.exceptions import NotFound
 from workflows.engine.coordinator import load_ir
@@ -58,47 +61,123 @@ def _passthrough(output: Any) -> bool:
     return isinstance(output, dict) and bool(output.get("_passthrough"))
 
 
-def run_details(*, run: Run) -> dict[str, Any]:
+# Node fields a details answer carries inline while they fit in its byte budget; past it, a field
+# becomes a marker with its size and where to fetch it (the output's artifact, or the node's
+# iterations page).
+HEAVY_FIELDS = ("input", "output", "attempt_log")
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+class _Page:
+    """The byte budget of one answer, spent in order; what does not fit is left in the database."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+
+def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run) -> dict[int, dict[str, Any]]:
+    """Load input, output and attempt log of ``rows`` (sizes measured in the database first), each
+    only if it still fits in ``page``; a field that does not is a ``{"truncated": true, …}`` marker."""
+    sized = (NodeRun.objects.filter(pk__in=[nr.pk for nr in rows])
+             .annotate(**{f"{f}_bytes": Coalesce(Length(Cast(f, TextField())), 0) for f in HEAVY_FIELDS})
+             .values_list("pk", *(f"{f}_bytes" for f in HEAVY_FIELDS)))
+    sizes = {pk: dict(zip(HEAVY_FIELDS, rest, strict=True)) for pk, *rest in sized}
+    wanted: dict[int, list[str]] = {}
+    out: dict[int, dict[str, Any]] = {}
+    for nr in rows:
+        for f in HEAVY_FIELDS:
+            size = sizes.get(nr.pk, {}).get(f, 0)
+            if page.fits(size):
+                wanted.setdefault(nr.pk, []).append(f)
+            else:
+                href = (f"/api/v1/artifacts/{nr.output_artifact_id}" if f == "output" and nr.output_artifact_id else
+                        f"/api/v1/runs/{run.pk}/nodes/{nr.node_id}/iterations?offset={nr.iteration}&limit=1")
+                out.setdefault(nr.pk, {})[f] = {"truncated": True, "bytes": size, "href": href}
+    for f in HEAVY_FIELDS:
+        pks = [pk for pk, fields in wanted.items() if f in fields]
+        for pk, value in NodeRun.objects.filter(pk__in=pks).values_list("pk", f):
+            out.setdefault(pk, {})[f] = value
+    return out
+
+
+def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
+    output = heavy.get("output") if nr else None
+    return {
+        "status": nr.status if nr else "not_executed",
+        "input": heavy.get("input") if nr else None,
+        "output": None if nr is None or _passthrough(output) else output,
+        "output_artifact_id": nr.output_artifact_id if nr else None,
+        "error": nr.error if nr else None,
+        "attempts": nr.attempts if nr else 0,
+        "attempt_log": heavy.get("attempt_log", []) if nr else [],
+        "reused": nr.reused if nr else False,
+        "queued_at": nr.queued_at if nr else None,
+        "started_at": nr.started_at if nr else None,
+        "finished_at": nr.finished_at if nr else None,
+        "queue_time_ms": _ms(nr.queued_at, nr.started_at) if nr else None,
+        "execution_time_ms": _ms(nr.started_at, nr.finished_at) if nr else None,
+        "total_duration_ms": _ms(nr.queued_at, nr.finished_at) if nr else None,
+        "usage": nr.usage if nr else {},
+        "wait_reason": nr.wait_reason if nr else "",
+    }
+
+
+def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
+    """The run, its definitions and patches, and the latest iteration of each node. The answer
+    stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): a node's input, output or attempt
+    log that would pass it is a marker linking to the rest; earlier iterations are paged by
+    ``node_iterations``. Never more than one node run per node is read."""
     ir = load_ir(run)
     base = Artifact.objects.values_list("content", flat=True).get(pk=run.base_artifact_id)
     current = base if run.current_artifact_id == run.base_artifact_id else Artifact.objects.values_list(
         "content", flat=True).get(pk=run.current_artifact_id)
     base_ids = {n["id"] for n in base["nodes"]}
-    by_node: dict[str, list[NodeRun]] = {}
-    for nr in NodeRun.objects.filter(run=run).order_by("node_id", "iteration"):
-        by_node.setdefault(nr.node_id, []).append(nr)
-    nodes = []
-    for node_id, node in ir.nodes.items():
-        runs = by_node.get(node_id, [])
-        last = runs[-1] if runs else None
-        nodes.append({
-            "node_id": node_id,
-            "type": node.type,
-            "added_by_patch": node_id not in base_ids,
-            "status": last.status if last else "not_executed",
-            "input": last.input if last else None,
-            "output": None if last is None or _passthrough(last.output) else last.output,
-            "output_artifact_id": last.output_artifact_id if last else None,
-            "error": last.error if last else None,
-            "attempts": last.attempts if last else 0,
-            "attempt_log": last.attempt_log if last else [],
-            "iterations": len(runs),
-            "reused": last.reused if last else False,
-            "queued_at": last.queued_at if last else None,
-            "started_at": last.started_at if last else None,
-            "finished_at": last.finished_at if last else None,
-            "queue_time_ms": _ms(last.queued_at, last.started_at) if last else None,
-            "execution_time_ms": _ms(last.started_at, last.finished_at) if last else None,
-            "total_duration_ms": _ms(last.queued_at, last.finished_at) if last else None,
-            "usage": last.usage if last else {},
-            "wait_reason": last.wait_reason if last else "",
-        })
+    light = NodeRun.objects.filter(run=run).defer(*HEAVY_FIELDS)
+    latest = {nr.node_id: nr for nr in light.order_by("node_id", "-iteration").distinct("node_id")}
+    counts = dict(NodeRun.objects.filter(run=run).values("node_id").annotate(n=Count("pk")).values_list("node_id", "n"))
     patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": p.description, "node_id": p.node_id,
                 "op_count": len(p.operations), "operations": p.operations, "artifact_id": p.after_artifact_id,
                 "created_at": p.created_at} for p in RunPatch.objects.filter(run=run).order_by("seq")]
+    ceiling = settings.AOB_DETAILS_MAX_BYTES
+    page = _Page(min(ceiling, max_bytes or ceiling))
+    # what is always there is spent first: the definitions, the patches, the run's inputs (all
+    # bounded by the request body cap when they were written)
+    page.fits(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
+    heavy = _heavy_rows([latest[n] for n in ir.nodes if n in latest], page, run)
+    nodes = []
+    for node_id, node in ir.nodes.items():
+        last = latest.get(node_id)
+        nodes.append({"node_id": node_id, "type": node.type, "added_by_patch": node_id not in base_ids,
+                      "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
     refusals = PatchRefusal.objects.filter(run=run).select_related("proposed_by").order_by("-created_at", "-id")[:50]
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
-            "patch_refusals": list(refusals)}
+            "patch_refusals": list(refusals), "truncated": page.used > page.limit or any(
+                isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())}
+
+
+def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,
+                    max_bytes: int | None = None) -> dict[str, Any]:
+    """One node's iterations in order, a page at a time, under the same byte budget as details."""
+    rows = list(NodeRun.objects.filter(run=run, node_id=node_id).defer(*HEAVY_FIELDS)
+                .order_by("iteration")[offset:offset + limit])
+    total = NodeRun.objects.filter(run=run, node_id=node_id).count()
+    ceiling = settings.AOB_DETAILS_MAX_BYTES
+    heavy = _heavy_rows(rows, _Page(min(ceiling, max_bytes or ceiling)), run)
+    items = [{"iteration": nr.iteration, **_node_out(nr, heavy.get(nr.pk, {}))} for nr in rows]
+    following = offset + len(rows)
+    return {"node_id": node_id, "count": total, "offset": offset, "results": items,
+            "next": (f"/api/v1/runs/{run.pk}/nodes/{node_id}/iterations?offset={following}&limit={limit}"
+                     if following < total else None)}
 
 
 def events_after(*, run: Run, after: int = 0, limit: int = 1000) -> QuerySet[Event]:

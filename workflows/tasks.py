@@ -2,19 +2,40 @@
 
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
-from workflows.engine import coordinator, events, sweeper
+from workflows.engine import coordinator, events, poison, sweeper
 
 
-@shared_task(name="workflows.coordinate", acks_late=True, ignore_result=True)
+class _Coordinate(Task):
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """The hard time limit killed the process mid-decision (the worker's main process calls
+        this): count it like any failed decision, or the sweeper would re-send it forever."""
+        if isinstance(exc, TimeLimitExceeded) and args:
+            target = args[1] if len(args) > 1 and args[1] is not None else kwargs.get("node_run_id", args[0])
+            poison.decision_failed(int(target), exc)
+
+
+# A decision takes milliseconds; the soft limit raises in it (counted as a failed decision), the
+# hard one kills a process that could not stop.
+@shared_task(base=_Coordinate, name="workflows.coordinate", acks_late=True, ignore_result=True,
+             soft_time_limit=settings.AOB_DECISION_SOFT_TIME_LIMIT_S, time_limit=settings.AOB_DECISION_TIME_LIMIT_S)
 def coordinate(result: Any, node_run_id: int | None = None) -> None:
     """As an executor's link: ``(executor result, node_run_id)``; sent directly: ``(node_run_id,)``."""
     events.hold_until_task_end()  # the decision's events go out after the next executor's publish
-    if node_run_id is None:
-        coordinator.coordinate(result)
-    else:
-        coordinator.coordinate(node_run_id, facts=result if isinstance(result, dict) else None)
+    target = result if node_run_id is None else node_run_id
+    try:
+        if node_run_id is None:
+            coordinator.coordinate(result)
+        else:
+            coordinator.coordinate(node_run_id, facts=result if isinstance(result, dict) else None)
+    except (OperationalError, InterfaceError):
+        raise  # the database, not the decision: the sweeper asks again once it is back
+    except Exception as exc:  # noqa: BLE001 - counted per node run; at the limit the run fails (poison ends)
+        poison.decision_failed(target, exc)
 
 
 @shared_task(name="workflows.sweep", acks_late=True, ignore_result=True, expires=30)

@@ -9,10 +9,22 @@ from agents.exceptions import ToolError
 from .base import AgentState
 
 DESCRIPTION = ("Run data steps in order: http_request {url, method?, headers?, payload?} loads JSON; "
-               "table_sort {by, descending?}; table_filter {field, operator (== != > >= < <= contains), value}; "
-               "table_select {fields}; top_k {k}. Optional initial `data` (a list of objects).")
+               "table_sort {by, descending?} (or {field, order: asc|desc}); "
+               "table_filter {field, operator (== != > >= < <= contains), value}; "
+               "table_select {fields}; top_k {k}. Optional initial `data` (a list of objects). "
+               "A field a step does not know is an error.")
 
 OPS_NAMES = ("==", "!=", ">", ">=", "<", "<=", "contains")
+
+# The fields each step takes ("op" aside). ``field`` and ``order`` on table_sort are the original
+# system's names for ``by`` and ``descending``.
+STEP_FIELDS = {
+    "http_request": {"url", "method", "headers", "payload"},
+    "table_sort": {"by", "descending", "field", "order"},
+    "table_filter": {"field", "operator", "value"},
+    "table_select": {"fields"},
+    "top_k": {"k"},
+}
 
 PARAMETERS = {
     "type": "object",
@@ -23,14 +35,16 @@ PARAMETERS = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "op": {"type": "string",
-                           "enum": ["http_request", "table_sort", "table_filter", "table_select", "top_k"]},
+                    "op": {"type": "string", "enum": list(STEP_FIELDS)},
                     "url": {"type": "string"}, "method": {"type": "string"}, "headers": {"type": "object"},
                     "payload": {}, "by": {"type": "string"}, "descending": {"type": "boolean"},
-                    "field": {"type": "string"}, "operator": {"type": "string", "enum": list(OPS_NAMES)}, "value": {}, "fields": {"type": "array", "items": {"type": "string"}},
+                    "order": {"type": "string", "enum": ["asc", "desc", "ascending", "descending"]},
+                    "field": {"type": "string"}, "operator": {"type": "string", "enum": list(OPS_NAMES)}, "value": {},
+                    "fields": {"type": "array", "items": {"type": "string"}},
                     "k": {"type": "integer", "minimum": 0},
                 },
                 "required": ["op"],
+                "additionalProperties": False,
             },
         },
     },
@@ -56,6 +70,10 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
     done: list[dict[str, Any]] = []
     for i, step in enumerate(args.get("steps") or []):
         op = step.get("op")
+        unknown = sorted(set(step) - {"op"} - STEP_FIELDS.get(op, set()))
+        if op in STEP_FIELDS and unknown:
+            raise ToolError(f"step {i} ({op}): unknown field(s) {', '.join(unknown)}; "
+                            f"{op} takes {', '.join(sorted(STEP_FIELDS[op]))}", extra={"step": i, "fields": unknown})
         if op == "http_request":
             if not isinstance(step.get("url"), str):
                 raise ToolError(f"step {i}: http_request needs a url")
@@ -68,9 +86,10 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             done.append({"op": op, "status_code": result.status_code})
         elif op == "table_sort":
             rows = _rows(data, op)
-            by = step.get("by")
+            by = step.get("by", step.get("field"))
+            descending = step.get("descending", str(step.get("order", "asc")).lower().startswith("desc"))
             try:
-                data = sorted(rows, key=lambda r: (r.get(by) is None, r.get(by)), reverse=bool(step.get("descending")))
+                data = sorted(rows, key=lambda r: (r.get(by) is None, r.get(by)), reverse=bool(descending))
             except TypeError as exc:
                 raise ToolError(f"step {i}: cannot sort by {by!r}: {exc}") from exc
             done.append({"op": op, "by": by, "rows": len(data)})

@@ -19,8 +19,11 @@ inline_type(
             "max_iterations": {"type": "integer", "minimum": 1, "maximum": 10000},
             "loop_back_to": {"type": "string"},
             "condition": {"type": "string", "description": "CEL over the predecessor's output; true = go round"},
-            "break_path": {"type": "string"},
-            "timeout_path": {"type": "string"},
+            # one node id, or (the original system's shape) a list of them, all followed
+            "break_path": {"type": ["string", "array"], "minLength": 1, "items": {"type": "string", "minLength": 1},
+                           "minItems": 1, "maxItems": 1000},
+            "timeout_path": {"type": ["string", "array"], "minLength": 1, "items": {"type": "string", "minLength": 1},
+                             "minItems": 1, "maxItems": 1000},
         },
         "additionalProperties": False,
     },

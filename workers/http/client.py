@@ -257,8 +257,10 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
         raise ValidationFailed("send either json or content, not both")
     policy = policy_from_settings()
     timeout = policy.timeout_s if timeout_s is None else float(timeout_s)
-    cap = policy.max_response_bytes if max_response_bytes is None else int(max_response_bytes)
-    hops = policy.max_redirects if max_redirects is None else int(max_redirects)
+    # A caller (a workflow's http node, an agent's tool call) may lower the operator's caps, never raise them.
+    cap = policy.max_response_bytes if max_response_bytes is None else min(int(max_response_bytes),
+                                                                            policy.max_response_bytes)
+    hops = policy.max_redirects if max_redirects is None else min(int(max_redirects), policy.max_redirects)
     if not (timeout > 0 and math.isfinite(timeout)) or cap < 0 or hops < 0:
         raise ValidationFailed("timeout_s must be positive; max_response_bytes and max_redirects not negative")
 

@@ -202,7 +202,24 @@ class RunDetailsOut(serializers.Serializer):
     current_definition = serializers.JSONField()
     nodes = NodeDetailOut(many=True)
     patches = PatchSummaryOut(many=True)
+    truncated = serializers.BooleanField()  # some node field is a {"truncated": true, "bytes", "href"} marker
     patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
+
+
+class NodeIterationOut(NodeDetailOut):
+    node_id = None
+    type = None
+    added_by_patch = None
+    iterations = None
+    iteration = serializers.IntegerField()
+
+
+class NodeIterationsOut(serializers.Serializer):
+    node_id = serializers.CharField()
+    count = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    results = NodeIterationOut(many=True)
 
 
 class RunBudgetIn(StrictSerializer):

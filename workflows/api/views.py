@@ -307,6 +307,18 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def details(self, request: Request, pk: str) -> Response:
         return Response(s.RunDetailsOut(selectors.run_details(run=self._run(pk))).data)
 
+    @extend_schema(parameters=[OpenApiParameter("offset", int), OpenApiParameter("limit", int)],
+                   responses={200: s.NodeIterationsOut, **ERRORS})
+    @action(detail=True, methods=["get"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/iterations",
+            pagination_class=None)
+    def iterations(self, request: Request, pk: str, node_id: str) -> Response:
+        """A node's iterations, a page at a time (details carries only the latest)."""
+        run = self._run(pk)
+        offset = _bounded_int(request.query_params.get("offset"), 0, 0, 2**31 - 1, field="offset")
+        limit = _bounded_int(request.query_params.get("limit"), 20, 1, 100, field="limit")
+        return Response(s.NodeIterationsOut(selectors.node_iterations(run=run, node_id=node_id, offset=offset,
+                                                                      limit=limit)).data)
+
     @extend_schema(parameters=[OpenApiParameter("after", int)], responses={200: s.EventOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None)
     def events(self, request: Request, pk: str) -> Response:

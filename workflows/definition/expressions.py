@@ -1,20 +1,47 @@
 """CEL, the one expression language of AOB (edge conditions, loop conditions, transforms).
 
 We use ``common-expression-language`` (Python bindings of the Rust ``cel`` crate): a maintained,
-sandboxed implementation of Google's CEL, compiled once at validation time and about 5 µs per
+sandboxed implementation of Google's CEL, compiled once at validation time and a few µs per
 evaluation. Never ``eval``. ``$.x`` is shorthand for ``output.x``.
+
+The binding has no cost or time limit of its own and holds the GIL while it evaluates, so a
+thread or a signal cannot stop it, and a fork per evaluation costs ~10 ms. The bounds are ours,
+all in this module, with the operator's ceilings from settings:
+
+- at compile time (a workflow save refuses what breaks them, with path and rule): the source
+  size, the number of comprehension macros (``all``, ``exists``, ``exists_one``, ``map``,
+  ``filter``) and how deeply they nest;
+- at evaluation: a deadline. Each comprehension body is rewritten to call a function of ours
+  first (``xs.map(x, f(x))`` runs as ``xs.map(x, __aob_tick() ? (f(x)) : null)``), which raises
+  once the deadline has passed; the binding then aborts the evaluation. Only comprehensions
+  loop, so that bounds the time of everything else but concatenation, whose cost the source
+  cannot show: ``s + s + ... + s`` over a large ``s`` copies quadratically. A source with many
+  ``+`` is estimated against the size of the values it runs over before it runs.
 """
 
 from __future__ import annotations
 
 import functools
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import cel
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+TICK = "__aob_tick"
+# Up to this many ``+`` the copying is at most a few times the largest value: no estimate needed.
+CHEAP_CONCATENATIONS = 3
 
 
 class ExpressionError(ValueError):
-    pass
+    """A CEL source that cannot be compiled or evaluated; ``rule`` names the bound it broke."""
+
+    def __init__(self, message: str, rule: str = "syntax") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 def expand_shorthand(source: str) -> str:
@@ -45,26 +72,219 @@ def expand_shorthand(source: str) -> str:
     return "".join(out)
 
 
+# --- static shape --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the lexer sees of a source: its comprehension macros, how deeply they nest, how many
+    ``+`` it has, and the source with every comprehension body guarded by the tick."""
+
+    macros: int
+    depth: int
+    concatenations: int
+    guarded: str
+
+
+def _string_end(source: str, i: int) -> int:
+    """Index just past the string literal starting at ``i`` (prefixes r/b/R/B already skipped)."""
+    raw = i > 0 and source[i - 1] in "rR" or (i > 1 and source[i - 2] in "rR" and source[i - 1] in "bB")
+    quote = source[i]
+    triple = source.startswith(quote * 3, i)
+    delim = quote * 3 if triple else quote
+    j = i + len(delim)
+    while j < len(source):
+        if source[j] == "\\" and not raw:
+            j += 2
+            continue
+        if source.startswith(delim, j):
+            return j + len(delim)
+        if source[j] == "\n" and not triple:
+            break
+        j += 1
+    return len(source)  # unterminated: the compiler will say so
+
+
+def shape(source: str) -> Shape:
+    """One pass over the source: strings and comments are skipped; a ``.name(`` with ``name`` a
+    comprehension macro opens a frame closed by its matching parenthesis. The body of each (its
+    second argument) is wrapped in ``(__aob_tick() ? (…) : null)``."""
+    inserts: list[tuple[int, str]] = []
+    stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
+    macros = depth = concatenations = 0
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if ch in "'\"":
+            i = _string_end(source, i)
+            continue
+        if source.startswith("//", i):
+            newline = source.find("\n", i)
+            i = n if newline < 0 else newline
+            continue
+        if ch == "+":
+            concatenations += 1
+        elif ch.isalpha() or ch == "_":
+            j = i
+            while j < n and (source[j].isalnum() or source[j] == "_"):
+                j += 1
+            word = source[i:j]
+            k = j
+            while k < n and source[k] in " \t\r\n":
+                k += 1
+            before = i - 1
+            while before >= 0 and source[before] in " \t\r\n":
+                before -= 1
+            if word in MACROS and k < n and source[k] == "(" and before >= 0 and source[before] == ".":
+                macros += 1
+                stack.append({"macro": True, "arg": 0, "guarded": False})
+                depth = max(depth, sum(1 for f in stack if f["macro"]))
+                i = k + 1
+                continue
+            i = j
+            continue
+        elif ch in "([{":
+            stack.append({"macro": False})
+        elif ch in ")]}":
+            if stack:
+                frame = stack.pop()
+                if frame["macro"] and frame["guarded"]:
+                    inserts.append((i, ") : null)"))
+        elif ch == "," and stack and stack[-1]["macro"]:
+            frame = stack[-1]
+            frame["arg"] += 1
+            if frame["arg"] == 1:  # the body (or the filter of map's three-argument form)
+                inserts.append((i + 1, f" ({TICK}() ? ("))
+                frame["guarded"] = True
+            elif frame["guarded"] and frame["arg"] == 2:
+                inserts.append((i, ") : null)"))
+                frame["guarded"] = False
+        i += 1
+    guarded, last = [], 0
+    for pos, text in inserts:
+        guarded.append(source[last:pos])
+        guarded.append(text)
+        last = pos
+    guarded.append(source[last:])
+    return Shape(macros, depth, concatenations, "".join(guarded))
+
+
+# --- compiling -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compiled:
+    source: str
+    program: cel.Program  # the guarded program
+    shape: Shape
+
+
+def limits() -> dict[str, int]:
+    return {"max_source_bytes": settings.AOB_CEL_MAX_SOURCE_BYTES, "max_macros": settings.AOB_CEL_MAX_MACROS,
+            "max_comprehension_depth": settings.AOB_CEL_MAX_COMPREHENSION_DEPTH}
+
+
+def compile_expression(source: str) -> Compiled:
+    """Check the source against the bounds, then compile it (cached per process). Raises
+    ``ExpressionError`` whose ``rule`` is ``max_source_bytes``, ``max_macros``,
+    ``max_comprehension_depth`` or ``syntax``."""
+    bounds = limits()
+    return _compile(source, bounds["max_source_bytes"], bounds["max_macros"], bounds["max_comprehension_depth"])
+
+
 @functools.lru_cache(maxsize=4096)
-def compile_expression(source: str) -> cel.Program:
+def _compile(source: str, max_bytes: int, max_macros: int, max_depth: int) -> Compiled:
+    size = len(source.encode())
+    if size > max_bytes:
+        raise ExpressionError(f"expression is {size} bytes; at most {max_bytes} are allowed", "max_source_bytes")
+    expanded = expand_shorthand(source)
+    found = shape(expanded)
+    if found.macros > max_macros:
+        raise ExpressionError(f"{found.macros} comprehension macros (all, exists, exists_one, map, filter); "
+                              f"at most {max_macros} are allowed", "max_macros")
+    if found.depth > max_depth:
+        raise ExpressionError(f"comprehensions nest {found.depth} deep; at most {max_depth} levels are allowed",
+                              "max_comprehension_depth")
     try:
-        return cel.compile(expand_shorthand(source))
+        cel.compile(expanded)  # the author's source: its syntax errors point at what they wrote
+        program = cel.compile(found.guarded)
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(str(exc).split("\n")[0]) from exc
+    return Compiled(source, program, found)
 
 
-def evaluate(source: str, context: dict[str, Any]) -> Any:
-    program = compile_expression(source)
+# --- evaluating ----------------------------------------------------------------------------------
+
+
+class _Budget:
+    """The tick a guarded program calls at every comprehension step."""
+
+    __slots__ = ("deadline", "expired")
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.expired = False
+
+    def __call__(self) -> bool:
+        if time.monotonic() > self.deadline:
+            self.expired = True
+            raise TimeoutError("evaluation budget exhausted")
+        return True
+
+
+def largest_value(value: Any, stop: int) -> int:
+    """The size of the largest string (in characters) or list or map (in items) in ``value``,
+    walked iteratively, stopping as soon as one reaches ``stop``."""
+    largest = 0
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str | bytes):
+            largest = max(largest, len(item))
+        elif isinstance(item, dict):
+            largest = max(largest, len(item))
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            largest = max(largest, len(item))
+            todo.extend(item)
+        if largest >= stop:
+            break
+    return largest
+
+
+def _check_concatenation(compiled: Compiled, context: dict[str, Any]) -> None:
+    k = compiled.shape.concatenations
+    if k <= CHEAP_CONCATENATIONS:
+        return
+    # k chained ``+`` over values of at most S copy at most S·k(k+1)/2 in all.
+    budget = settings.AOB_CEL_MAX_CONCAT_BYTES
+    stop = budget * 2 // (k * (k + 1)) + 1
+    if largest_value(context, stop) >= stop:
+        raise ExpressionError(f"{k} concatenations over values this large could copy more than {budget} bytes",
+                              "max_concat_bytes")
+
+
+def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = None) -> Any:
+    """Evaluate under the deadline (``AOB_CEL_TIMEOUT_MS``, or less when asked). Any failure,
+    the budget included, is an ``ExpressionError`` with a message a person can act on."""
+    compiled = compile_expression(source)
+    _check_concatenation(compiled, context)
+    ceiling = settings.AOB_CEL_TIMEOUT_MS
+    budget = _Budget(min(ceiling, timeout_ms or ceiling) / 1000)
     try:
-        return program.execute(context)
-    except (KeyError, ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError) as exc:
-        raise ExpressionError(f"{type(exc).__name__}: {exc}") from exc
+        if not compiled.shape.macros:  # nothing loops: no tick to call (the common, cheapest case)
+            return compiled.program.execute(context)
+        return compiled.program.execute(cel.Context(context, {TICK: budget}))
+    except (KeyError, ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
+        if "SoftTimeLimitExceeded" in str(exc):
+            raise SoftTimeLimitExceeded() from exc  # the task's own limit, raised in our tick: not the expression's
+        if budget.expired:
+            raise ExpressionError(f"evaluation stopped after {int(min(ceiling, timeout_ms or ceiling))} ms "
+                                  "(AOB_CEL_TIMEOUT_MS)", "timeout") from None
+        raise ExpressionError(f"{type(exc).__name__}: {exc}", "evaluation") from exc
 
 
 def evaluate_condition(source: str, context: dict[str, Any]) -> bool:
-    """A condition is true only when it evaluates to ``true``; an error (such as a missing
-    field) counts as no match, like a failed comparison in SQL."""
-    try:
-        return evaluate(source, context) is True
-    except ExpressionError:
-        return False
+    """A condition holds only when it evaluates to ``true``. Errors raise ``ExpressionError``:
+    the coordinator counts them as false and says so in a ``condition_error`` event."""
+    return evaluate(source, context) is True

@@ -14,7 +14,7 @@ from typing import Any
 from aob_project.celery import queue_for_type
 
 from .expressions import compile_expression
-from .validation import validate
+from .validation import loop_targets, validate
 
 
 class InvalidDefinition(ValueError):
@@ -45,8 +45,8 @@ class Loop:
     max_iterations: int
     loop_back_to: str
     condition: str | None
-    break_path: str | None
-    timeout_path: str | None
+    break_path: tuple[str, ...]  # all followed when the condition stops the loop
+    timeout_path: tuple[str, ...]  # all followed when max_iterations is reached
 
 
 @dataclass
@@ -108,7 +108,8 @@ def compile_definition(definition: dict[str, Any], *, validated: bool = False) -
                                 queue_for_type(raw["type"]))
         if raw["type"] == "loop":
             loops[raw["id"]] = Loop(int(config["max_iterations"]), config["loop_back_to"], config.get("condition"),
-                                    config.get("break_path"), config.get("timeout_path"))
+                                    tuple(loop_targets(config.get("break_path"))),
+                                    tuple(loop_targets(config.get("timeout_path"))))
     out_edges: dict[str, list[Edge]] = {n: [] for n in nodes}
     in_edges: dict[str, list[Edge]] = {n: [] for n in nodes}
     for raw in definition.get("edges", []):
@@ -121,8 +122,8 @@ def compile_definition(definition: dict[str, Any], *, validated: bool = False) -
         out_edges[edge.source].append(edge)
         in_edges[edge.target].append(edge)
     for loop_id, loop in loops.items():
-        for target in (loop.break_path, loop.timeout_path):
-            if target and all(e.target != target for e in out_edges[loop_id]):
+        for target in (*loop.break_path, *loop.timeout_path):
+            if all(e.target != target for e in out_edges[loop_id]):
                 edge = Edge(loop_id, target, None)
                 out_edges[loop_id].append(edge)
                 in_edges[target].append(edge)

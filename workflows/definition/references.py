@@ -7,6 +7,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
+
+from aob_project.exceptions import AobError
+
 TEMPLATE = re.compile(r"\$\{\s*\$?((?:nodes|inputs)(?:\.[A-Za-z0-9_\-]+)+)\s*\}")
 WHOLE = re.compile(r"^\$((?:nodes|inputs)(?:\.[A-Za-z0-9_\-]+)+)$")
 NODE_REF = re.compile(r"\$\{?\s*\$?nodes\.([A-Za-z0-9_\-]+)")
@@ -48,20 +52,65 @@ def _to_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def resolve(value: Any, *, inputs: dict, outputs: dict[str, Any]) -> Any:
+class ConfigTooLarge(AobError):
+    code = "ConfigTooLarge"
+
+
+class _Budget:
+    """Bytes a resolved config may still take. References repeated in a config would copy a large
+    input once per use (into the node's input, its request, its stored record), so each use is
+    counted, and resolution stops at the first one past the cap rather than after building it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._sizes: dict[str, int] = {}
+
+    def spend(self, size: int, what: str) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise ConfigTooLarge(
+                f"the resolved config passed {self.limit} bytes (AOB_MAX_RESOLVED_CONFIG_BYTES) at {what}: "
+                "reference less data, or fewer times", extra={"limit": self.limit, "transient": False})
+
+    def size_of(self, path: str, value: Any) -> int:
+        if isinstance(value, str):
+            return len(value)
+        if path not in self._sizes:
+            self._sizes[path] = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
+        return self._sizes[path]
+
+
+def resolve(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int | None = None) -> Any:
     """A string that is exactly a reference takes the referenced value with its type; a
-    ``${…}`` inside a longer string interpolates its text."""
+    ``${…}`` inside a longer string interpolates its text. The result is at most ``max_bytes``
+    (``AOB_MAX_RESOLVED_CONFIG_BYTES``, or less when asked) as JSON text, or ``ConfigTooLarge``."""
+    ceiling = settings.AOB_MAX_RESOLVED_CONFIG_BYTES
+    budget = _Budget(min(ceiling, max_bytes or ceiling))
+    return _resolve(value, inputs, outputs, budget)
+
+
+def _resolve(value: Any, inputs: dict, outputs: dict[str, Any], budget: _Budget) -> Any:
     if isinstance(value, str):
         whole = WHOLE.match(value)
         if whole:
-            return lookup(whole.group(1), inputs=inputs, outputs=outputs)
+            found = lookup(whole.group(1), inputs=inputs, outputs=outputs)
+            budget.spend(budget.size_of(whole.group(1), found), value)
+            return found
         if "${" in value:
-            return TEMPLATE.sub(lambda m: _to_text(lookup(m.group(1), inputs=inputs, outputs=outputs)), value)
+            def text(m: re.Match[str]) -> str:
+                piece = _to_text(lookup(m.group(1), inputs=inputs, outputs=outputs))
+                budget.spend(len(piece), m.group(0))
+                return piece
+
+            budget.spend(len(value), "a template")
+            return TEMPLATE.sub(text, value)
+        budget.spend(len(value), "a string")
         return value
     if isinstance(value, dict):
-        return {k: resolve(v, inputs=inputs, outputs=outputs) for k, v in value.items()}
+        return {k: _resolve(v, inputs, outputs, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v, inputs=inputs, outputs=outputs) for v in value]
+        return [_resolve(v, inputs, outputs, budget) for v in value]
     return value
 
 

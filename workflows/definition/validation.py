@@ -161,10 +161,7 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
             if edge[end] not in index:
                 report.error(f"/edges/{i}/{end}", "edge_node_exists", f"edge {end} unknown node {edge[end]!r}")
         if "condition" in edge:
-            try:
-                compile_expression(edge["condition"])
-            except ExpressionError as exc:
-                report.error(f"/edges/{i}/condition", "condition_syntax", f"invalid CEL condition: {exc}")
+            _check_expression(report, f"/edges/{i}/condition", "condition", edge["condition"])
 
     for i, node in enumerate(nodes):
         _check_config(i, node, index, report)
@@ -183,10 +180,10 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
     for n in nodes:
         if n["type"] == "loop":
             for key in ("break_path", "timeout_path"):
-                target = n.get("config", {}).get(key)
-                if target and target not in outgoing[n["id"]]:
-                    outgoing[n["id"]].append(target)
-                    incoming[target] += 1
+                for target in loop_targets(n.get("config", {}).get(key)):
+                    if target not in outgoing[n["id"]]:
+                        outgoing[n["id"]].append(target)
+                        incoming[target] += 1
     if not any(count == 0 for count in incoming.values()):
         report.error("/edges", "entry_node", "no entry node: every node has an incoming edge")
     if not any(not targets for targets in outgoing.values()):
@@ -223,9 +220,12 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
             report.error(f"/nodes/{i}/config{where}", rule, f"{node['type']} config: {message}")
     if node["type"] == "loop" and isinstance(config, dict):
         for key in LOOP_KEYS:
-            target = config.get(key)
-            if target is not None and target not in index:
-                report.error(f"/nodes/{i}/config/{key}", "loop_target_exists", f"{key} names unknown node {target!r}")
+            value = config.get(key)
+            targets = [(f"/nodes/{i}/config/{key}", value)] if not isinstance(value, list) else [
+                (f"/nodes/{i}/config/{key}/{j}", v) for j, v in enumerate(value)]
+            for path, target in targets:
+                if isinstance(target, str) and target not in index:
+                    report.error(path, "loop_target_exists", f"{key} names unknown node {target!r}")
     if node["type"] == "hitl" and isinstance(config, dict) and config.get("on_timeout") == "escalate" and not config.get(
             "escalate_to"):
         report.error(f"/nodes/{i}/config/escalate_to", "config.required", "on_timeout escalate needs escalate_to")
@@ -235,10 +235,29 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
     for key in ("condition", "expression"):
         source = config.get(key) if isinstance(config, dict) else None
         if isinstance(source, str) and (node["type"] == "loop" or key == "expression"):
-            try:
-                compile_expression(source)
-            except ExpressionError as exc:
-                report.error(f"/nodes/{i}/config/{key}", f"{key}_syntax", f"invalid CEL {key}: {exc}")
+            _check_expression(report, f"/nodes/{i}/config/{key}", key, source)
+
+
+def _check_expression(report: Report, path: str, key: str, source: str) -> None:
+    """Compile a CEL source: a syntax error is ``<key>_syntax``; a bound it breaks (size,
+    comprehension macros, their nesting) is ``cel.<bound>``, with the limit in the message."""
+    try:
+        compile_expression(source)
+    except ExpressionError as exc:
+        if exc.rule == "syntax":
+            report.error(path, f"{key}_syntax", f"invalid CEL {key}: {exc}")
+        else:
+            report.error(path, f"cel.{exc.rule}", f"CEL {key} too costly: {exc}")
+
+
+def loop_targets(value: Any) -> list[str]:
+    """``break_path`` / ``timeout_path``: one node id, or (the original system's shape) a list of
+    them, all followed."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
 
 
 def _find_cycle(outgoing: dict[str, list[str]]) -> list[str] | None:

@@ -15,17 +15,18 @@ import logging
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Subquery
+from django.db.models import Case, F, JSONField, Q, Subquery, Value, When
 from django.utils import timezone
 
 from aob_project.metrics import DECISION
 from workers import registry
-from workflows.definition.expressions import evaluate_condition
+from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
 
-from . import events, steps
+from . import events, steps, testhooks
 from .dispatch import Dispatch, publish_after_commit
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,7 @@ class Decision:
         self.run = run
         self.ir = load_ir(run)
         if node_runs is None:
-            # The decision reads status, routing state and outputs; not inputs, logs or usage.
-            node_runs = list(NodeRun.objects.filter(run=run).defer("input", "attempt_log", "usage")
-                             .order_by("iteration", "id"))
+            node_runs = _needed_node_runs(run, self.ir)
         self.by_key: dict[tuple[str, int], NodeRun] = {(nr.node_id, nr.iteration): nr for nr in node_runs}
         self.latest: dict[str, NodeRun] = {}
         for nr in node_runs:
@@ -58,6 +57,9 @@ class Decision:
             if current is None or nr.iteration >= current.iteration:
                 self.latest[nr.node_id] = nr
         self.new: list[NodeRun] = []
+        self._stored_count: int | None = None
+        self._todo: list[tuple[str, int]] = []  # (node, iteration) to consider: a stack, not recursion
+        self._draining = False
         self.dirty: dict[int, set[str]] = {}
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         self.now = timezone.now()
@@ -68,6 +70,14 @@ class Decision:
     def _touch(self, nr: NodeRun, *fields: str) -> None:
         if nr.pk is not None:
             self.dirty.setdefault(nr.pk, set()).update(fields)
+
+    def known(self, node_id: str, iteration: int) -> bool:
+        """Whether a node run ``(node_id, iteration)`` exists. Only the latest iteration of each
+        node is loaded; iterations only grow, so anything at or below it exists already."""
+        if (node_id, iteration) in self.by_key:
+            return True
+        latest = self.latest.get(node_id)
+        return latest is not None and latest.iteration >= iteration
 
     def _add(self, nr: NodeRun) -> NodeRun:
         self.by_key[(nr.node_id, nr.iteration)] = nr
@@ -98,9 +108,19 @@ class Decision:
         if not conditional:
             return [e.target for e in edges]
         for edge in conditional:
-            if evaluate_condition(edge.condition, context):
+            if self._holds(edge.condition, context, nr.node_id, {"from": edge.source, "to": edge.target}):
                 return [edge.target]
         return [e.target for e in edges if not e.condition]
+
+    def _holds(self, condition: str, context: dict[str, Any], node_id: str, where: dict[str, Any]) -> bool:
+        """A condition that fails to evaluate (a missing key, an index past the end, its budget
+        spent) counts as false, and a ``condition_error`` event says which and why."""
+        try:
+            return evaluate_condition(condition, context)
+        except ExpressionError as exc:
+            self.event("condition_error", node_id, **where, condition=condition, rule=exc.rule, error=str(exc),
+                       warning=f"condition {condition!r} failed to evaluate ({exc}); counted as false")
+            return False
 
     def edge_state(self, source_id: str, target_id: str) -> str:
         source = self.latest.get(source_id)
@@ -123,6 +143,8 @@ class Decision:
             return
         if nr.status == NodeRun.Status.CANCELLED:
             return
+        if self._over_limits(nr):
+            return
         if nr.node_type == "loop" and nr.output and nr.output.get("decision") == "again":
             nr.taken = None
             self.emit(self.ir.loops[nr.node_id].loop_back_to, nr.iteration + 1)
@@ -131,19 +153,34 @@ class Decision:
             loop = self.ir.loops[nr.node_id]
             chosen = loop.timeout_path if nr.output.get("decision") == "timeout" else loop.break_path
             if chosen:
-                nr.taken = [chosen]
+                nr.taken = list(chosen)
             else:
-                nr.taken = [e.target for e in self.ir.out_edges[nr.node_id] if e.target != loop.timeout_path]
+                nr.taken = [e.target for e in self.ir.out_edges[nr.node_id] if e.target not in loop.timeout_path]
         elif nr.status == NodeRun.Status.SKIPPED and not (nr.output or {}).get("_passthrough"):
             nr.taken = []
         else:
             nr.taken = self.route(nr)
         iteration = 0 if nr.node_type == "loop" else nr.iteration
-        for edge in self.ir.out_edges[nr.node_id]:
-            self.consider(edge.target, iteration)
+        self.consider_all([(edge.target, iteration) for edge in self.ir.out_edges[nr.node_id]])
 
     def consider(self, node_id: str, iteration: int) -> None:
-        if (node_id, iteration) in self.by_key:
+        self.consider_all([(node_id, iteration)])
+
+    def consider_all(self, items: list[tuple[str, int]]) -> None:
+        """Consider nodes depth-first, in order, with an explicit stack: a chain of a thousand
+        inline nodes or a long dead branch is a loop here, not a thousand nested calls."""
+        self._todo.extend(reversed(items))
+        if self._draining:
+            return  # the outer call's loop takes them next
+        self._draining = True
+        try:
+            while self._todo:
+                self._consider_one(*self._todo.pop())
+        finally:
+            self._draining = False
+
+    def _consider_one(self, node_id: str, iteration: int) -> None:
+        if self.known(node_id, iteration):
             return
         states = [self.edge_state(e.source, node_id) for e in self.ir.in_edges[node_id]]
         if PENDING in states:
@@ -153,13 +190,12 @@ class Decision:
                                         node_type=self.ir.nodes[node_id].type, status=NodeRun.Status.SKIPPED,
                                         consumed=True, taken=[], finished_at=self.now))
             self.event("node_skipped", node_id, reason="dead_path", iteration=iteration)
-            for edge in self.ir.out_edges[node_id]:
-                self.consider(edge.target, skipped.iteration)
+            self.consider_all([(edge.target, skipped.iteration) for edge in self.ir.out_edges[node_id]])
             return
         self.emit(node_id, iteration)
 
     def emit(self, node_id: str, iteration: int) -> None:
-        if (node_id, iteration) in self.by_key:
+        if self.known(node_id, iteration):
             return
         node = self.ir.nodes[node_id]
         spec = registry.get(node.type)
@@ -187,8 +223,9 @@ class Decision:
         loop = self.ir.loops[node_id]
         wants_more = True
         if loop.condition:
-            wants_more = evaluate_condition(loop.condition, {"output": upstream if upstream is not None else {},
-                                                             "inputs": self.run.inputs, "iteration": iteration})
+            wants_more = self._holds(loop.condition, {"output": upstream if upstream is not None else {},
+                                                      "inputs": self.run.inputs, "iteration": iteration},
+                                     node_id, {"loop": node_id})
         if not wants_more:
             decision = "break"
         elif iteration + 1 < loop.max_iterations:
@@ -200,12 +237,36 @@ class Decision:
     # --- run-level transitions --------------------------------------------------------------------
 
     def fail(self, nr: NodeRun) -> None:
+        self.fail_run({"node_id": nr.node_id, **(nr.error or {})}, nr.node_id)
+
+    def fail_run(self, error: dict[str, Any], node_id: str = "") -> None:
         self.run.status = Run.Status.FAILED
-        self.run.error = {"node_id": nr.node_id, **(nr.error or {})}
+        self.run.error = error
         self.run.finished_at = self.now
         self.run_fields |= {"status", "error", "finished_at"}
         self._cancel_active()
-        self.event("workflow_failed", nr.node_id, error=self.run.error)
+        self.event("workflow_failed", node_id, error=self.run.error)
+
+    def _over_limits(self, nr: NodeRun) -> bool:
+        """The run's own size: what its outputs have stored (counted by each completion), and,
+        where a loop goes round, how many node runs it has. Past either cap the run fails."""
+        stored = (self.run.usage or {}).get("output_bytes", 0)
+        if stored > settings.AOB_MAX_RUN_OUTPUT_BYTES:
+            self.fail_run({"node_id": nr.node_id, "error_type": "RunLimitExceeded", "limit": "output_bytes",
+                           "message": f"the run's outputs passed {settings.AOB_MAX_RUN_OUTPUT_BYTES} bytes "
+                                      f"({stored} stored; AOB_MAX_RUN_OUTPUT_BYTES)"}, nr.node_id)
+            return True
+        if nr.node_type == "loop" and nr.output and nr.output.get("decision") == "again":
+            if self._stored_count is None:
+                self._stored_count = NodeRun.objects.filter(run_id=self.run.pk).count()
+            count = self._stored_count + len(self.new)
+            if count >= settings.AOB_MAX_NODE_RUNS_PER_RUN:
+                self.fail_run({"node_id": nr.node_id, "error_type": "RunLimitExceeded", "limit": "node_runs",
+                               "message": f"the run has {count} node runs; at most "
+                                          f"{settings.AOB_MAX_NODE_RUNS_PER_RUN} are allowed "
+                                          "(AOB_MAX_NODE_RUNS_PER_RUN)"}, nr.node_id)
+                return True
+        return False
 
     def _cancel_active(self) -> None:
         for other in list(self.by_key.values()):
@@ -252,7 +313,7 @@ class Decision:
         if self.run_fields:
             Run.objects.filter(pk=self.run.pk).update(**{f: getattr(self.run, f) for f in self.run_fields})
             if self.run.status == Run.Status.FAILED:
-                _cancel_approvals(self.run.pk, self.now)
+                cancel_approvals(self.run.pk, self.now)
         events.append(self.run.pk, self.run.owner_id, self.events)
         queued = [nr for nr in self.new if nr.status == NodeRun.Status.QUEUED]
         publish_after_commit(
@@ -261,7 +322,34 @@ class Decision:
         )
 
 
-def _cancel_approvals(run_id: Any, now: Any) -> None:
+def _needed_node_runs(run: Run, ir: IR) -> list[NodeRun]:
+    """What a decision reads: the latest iteration of each node, plus any node run still active
+    or not yet consumed; outputs only where routing reads them (nodes with conditional out-edges,
+    conditional and loop nodes and what feeds them, and skipped nodes' pass-through marker).
+    Never inputs, logs or usage. A loop of many iterations with large outputs costs a decision
+    what its last iteration costs."""
+    readers: set[str] = set()
+    for node_id, node in ir.nodes.items():
+        if any(e.condition for e in ir.out_edges[node_id]):
+            readers.add(node_id)
+        if node.type in ("conditional", "loop"):
+            readers.add(node_id)
+            readers.update(ir.predecessors(node_id))
+    latest = (NodeRun.objects.filter(run_id=run.pk).order_by("node_id", "-iteration").distinct("node_id")
+              .values("pk"))
+    rows = (NodeRun.objects.filter(run_id=run.pk)
+            .filter(Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE))
+            .defer("input", "attempt_log", "usage", "output")
+            .annotate(routing_output=Case(When(Q(node_id__in=readers) | Q(status=NodeRun.Status.SKIPPED),
+                                               then=F("output")), default=Value(None), output_field=JSONField()))
+            .order_by("iteration", "id"))
+    node_runs = list(rows)
+    for nr in node_runs:
+        nr.output = nr.routing_output
+    return node_runs
+
+
+def cancel_approvals(run_id: Any, now: Any) -> None:
     """A failed run has nothing left to decide: its pending approvals leave the inbox (as on cancel)."""
     from approvals.models import Approval
 
@@ -274,6 +362,8 @@ def coordinate(node_run_id: int, facts: dict[str, Any] | None = None) -> None:
     ``facts``, a plain step (``steps.step_plain``) is one round trip; anything else, or a step
     whose facts no longer hold, takes the full decision below with the run locked."""
     started = time.perf_counter()
+    if facts is not None:
+        testhooks.poison_decision(facts.get("node_id", ""))
     step = "plain" if facts is not None and steps.step_plain(facts, graph(facts["artifact_id"])) else "full"
     if step == "full":
         _decide(node_run_id)
@@ -293,6 +383,7 @@ def _decide(node_run_id: int) -> None:
         nr = next((n for n in decision.by_key.values() if n.pk == node_run_id), None)
         if nr is None or nr.consumed:
             return  # a duplicate message
+        testhooks.poison_decision(nr.node_id)
         if nr.status not in NodeRun.FINISHED:
             if nr.status == NodeRun.Status.WAITING:
                 decision.settle()  # the run may now be waiting_for_approval

@@ -70,7 +70,11 @@ def coordinate_after_commit(node_run_ids: Iterable[int]) -> None:
 
 
 def coordinate_now(node_run_id: int) -> None:
+    coordinate_later(node_run_id)
+
+
+def coordinate_later(node_run_id: int, countdown_s: float = 0.0) -> None:
     try:
-        app.send_task("workflows.coordinate", args=[node_run_id])
+        app.send_task("workflows.coordinate", args=[node_run_id], countdown=countdown_s or None)
     except Exception:  # noqa: BLE001 - the sweeper finds finished node runs nobody consumed
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})

@@ -3,6 +3,7 @@ executor, record the outcome once. Executors never decide what runs next."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -94,10 +95,9 @@ def claim(node_run_id: int) -> NodeContext | None:
         for ref_id, output in (NodeRun.objects.filter(run_id=run_id, node_id__in=refs)
                                .order_by("iteration").values_list("node_id", "output")):
             outputs[ref_id] = output
-    spec = registry.get(node_type)
-    config = resolve(raw_config, inputs=inputs, outputs=outputs) if (spec and spec.resolve_config) else raw_config
+    # the config is resolved in ``execute``, where a config past its byte cap fails the node
     return NodeContext(run_id=str(run_id), node_run_id=node_run_id, node_id=node_id, node_type=node_type,
-                       iteration=iteration, attempt=attempts, config=config, raw_config=raw_config, inputs=inputs,
+                       iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
 
@@ -128,15 +128,19 @@ WITH stored AS (
      WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
  RETURNING run_id
 ), bumped AS (
-    UPDATE workflows_run r SET event_seq = r.event_seq + 1 FROM done WHERE r.id = done.run_id
- RETURNING r.event_seq, r.status, r.current_artifact_id, r.patch_seq
+    UPDATE workflows_run r SET event_seq = r.event_seq + 1,
+           usage = jsonb_set(r.usage, '{output_bytes}',
+                             to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))
+      FROM done WHERE r.id = done.run_id
+ RETURNING r.event_seq, r.status, r.current_artifact_id, r.patch_seq,
+           (r.usage->>'output_bytes')::bigint AS output_bytes
 ), appended AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
     SELECT %(run_id)s, bumped.event_seq, 'node_completed', %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
       FROM bumped
     RETURNING seq
 )
-SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq FROM appended, bumped
+SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq, bumped.output_bytes FROM appended, bumped
 """
 
 
@@ -162,19 +166,20 @@ def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | 
     logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": row is not None})
     if row is None:
         return None
-    seq, run_status, artifact_id, patch_seq = row
+    seq, run_status, artifact_id, patch_seq, output_bytes = row
     events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, seq, "node_completed", ctx.node_id, data,
                                                         request_id, now)])
-    return completed_facts(ctx, run_status, artifact_id, patch_seq)
+    return completed_facts(ctx, run_status, artifact_id, patch_seq, output_bytes)
 
 
-def completed_facts(ctx: NodeContext, run_status: str, artifact_id: str, patch_seq: int) -> dict[str, Any]:
+def completed_facts(ctx: NodeContext, run_status: str, artifact_id: str, patch_seq: int,
+                    output_bytes: int = 0) -> dict[str, Any]:
     """The executor task's return value, which Celery hands to the linked coordinator task: the
     node run as the completion left it and the run's graph at that moment. The coordinator
     routes from these without reading them back, and its write checks they still hold."""
     return {"status": "completed", "node_run_id": ctx.node_run_id, "run_id": ctx.run_id, "node_id": ctx.node_id,
             "node_type": ctx.node_type, "iteration": ctx.iteration, "run_status": run_status,
-            "artifact_id": artifact_id, "patch_seq": patch_seq}
+            "artifact_id": artifact_id, "patch_seq": patch_seq, "output_bytes": output_bytes}
 
 
 def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], error: dict[str, Any] | None = None,
@@ -244,6 +249,8 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
     try:
         if spec is None or spec.run is None:
             raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
+        if spec.resolve_config:
+            ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
         with heartbeat.holding(ctx.node_run_id):
             output = spec.run(ctx)
     except SoftTimeLimitExceeded as exc:

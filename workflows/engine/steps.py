@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.pq import TransactionStatus
@@ -191,6 +192,8 @@ def step_plain(facts: dict[str, Any], ir: IR) -> bool:
     node run was consumed already, or the graph there needs more than the facts."""
     if facts.get("status") != "completed" or facts.get("run_status") != Run.Status.RUNNING:
         return False
+    if facts.get("output_bytes", 0) > settings.AOB_MAX_RUN_OUTPUT_BYTES:
+        return False  # the full decision fails the run (``Decision._over_limits``)
     node_id = facts["node_id"]
     params = {"run_id": facts["run_id"], "artifact_id": facts["artifact_id"], "patch_seq": facts["patch_seq"],
               "id": facts["node_run_id"], "node_id": node_id, "iteration": facts["iteration"], "now": timezone.now()}

@@ -27,3 +27,9 @@ def drop_publish(run_id: str, node_id: str) -> bool:
 
 def sweeper_paused() -> bool:
     return ENABLED and bool(_redis().exists("aob:test:sweeper_paused"))
+
+
+def poison_decision(node_id: str) -> None:
+    """Make every decision about a node id the test marked raise, as a bug in the engine would."""
+    if ENABLED and _redis().exists(f"aob:test:poison_decision:{node_id}"):
+        raise RuntimeError(f"poisoned decision for {node_id} (test hook)")

@@ -259,6 +259,7 @@ function summary(frame) {
     case "approval_voided": return d.reopened ? "the approved action changed: asked again" : "the action changed: votes so far lapse";
     case "budget_raised": return `${d.by} raised the budget to $${d.budget.max_cost_usd}, ${d.budget.max_tokens} tokens`;
     case "workflow_failed": return (d.error && d.error.message) || d.message || "";
+    case "condition_error": return `${d.loop ? `loop ${d.loop}` : `${d.from} → ${d.to}`}: ${d.error || ""} (counted as false)`;
     case "run_cancelled": return d.reason || "";
     default: return "";
   }

@@ -1,0 +1,292 @@
+"""The engine's bounds as pure pieces (expressions, references, the validator) and, in this process
+against the real database, the per-run caps and the bounded details answer."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from tests.conftest import client_for
+from tests.security.conftest import drive
+from workers import registry
+from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, shape
+from workflows.definition.ir import compile_definition
+from workflows.definition.references import ConfigTooLarge, resolve
+from workflows.definition.validation import validate
+from workflows.models import Run
+from workflows.services.runs import run_start
+
+# --- expressions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source, macros, depth", [
+    ("output.x == 1", 0, 0),
+    ("xs.map(x, x * 2)", 1, 1),
+    ("xs.exists(a, ys.all(b, a + b > 0))", 2, 2),
+    ("xs.filter(a, a > 0).map(b, b)", 2, 1),
+    ("'.map(x, y)' + \"exists(\" == s", 0, 0),  # in strings: not macros
+    ("m.map == 1 && has(m.filter)", 0, 0),  # fields named like macros, has() is no comprehension
+    ("xs .map ( x , [x].exists(y, y == x) )", 2, 2),
+])
+def test_the_lexer_finds_comprehensions_and_their_nesting(source: str, macros: int, depth: int) -> None:
+    found = shape(source)
+    assert (found.macros, found.depth) == (macros, depth)
+
+
+@pytest.mark.parametrize("source, context, expected", [
+    ("xs.map(x, x * 2)", {"xs": [1, 2]}, [2, 4]),
+    ("xs.map(x, x > 1, x * 10)", {"xs": [1, 2, 3]}, [20, 30]),
+    ("xs.exists(a, ys.all(b, a < b))", {"xs": [1, 5], "ys": [3, 4]}, True),
+    ("xs.filter(x, x in [1, 3]).size()", {"xs": [1, 2, 3]}, 2),
+    ("xs.exists_one(x, x == ')')", {"xs": [")", "("]}, True),
+    ("xs.map(x, 'a,b)' + string(x))", {"xs": [1]}, ["a,b)1"]),
+    ("xs.map(x, x > 1, xs.filter(y, y < x))", {"xs": [1, 2, 3]}, [[1], [1, 2]]),
+    ("xs.all(x, // a comment with ) and ,\n x > 0)", {"xs": [1]}, True),
+    ("xs.map(x, '''multi, ) line''' + r'\\(' + string(x))", {"xs": [1]}, ["multi, ) line\\(1"]),
+])
+def test_guarded_comprehensions_evaluate_as_written(source: str, context: dict, expected: Any) -> None:
+    assert evaluate(source, context) == expected
+
+
+@pytest.mark.parametrize("source, rule", [
+    ("x == '" + "a" * 5000 + "'", "max_source_bytes"),
+    (" && ".join(f"xs.all(x{i}, x{i} > 0)" for i in range(9)), "max_macros"),
+    ("xs.all(a, xs.all(b, xs.all(c, a + b + c > 0)))", "max_comprehension_depth"),
+    ("1 +", "syntax"),
+])
+def test_sources_past_a_bound_are_refused_at_compile_time_by_rule(source: str, rule: str) -> None:
+    with pytest.raises(ExpressionError) as caught:
+        compile_expression(source)
+    assert caught.value.rule == rule
+
+
+def test_the_deadline_stops_a_comprehension_bomb(settings: Any) -> None:
+    settings.AOB_CEL_TIMEOUT_MS = 200
+    started = time.monotonic()
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("xs.map(a, xs.filter(b, b > a).size())", {"xs": list(range(5000))})
+    assert caught.value.rule == "timeout" and time.monotonic() - started < 2
+
+
+def test_a_definition_may_ask_for_less_time_never_more(settings: Any) -> None:
+    settings.AOB_CEL_TIMEOUT_MS = 100
+    started = time.monotonic()
+    with pytest.raises(ExpressionError):
+        evaluate("xs.map(a, xs.filter(b, b > a).size())", {"xs": list(range(5000))}, timeout_ms=60_000)
+    assert time.monotonic() - started < 2
+
+
+def test_chained_concatenation_over_large_values_is_refused_before_it_runs() -> None:
+    source = " + ".join(["inputs.s"] * 60) + " == ''"
+    with pytest.raises(ExpressionError) as caught:
+        evaluate(source, {"inputs": {"s": "x" * 1_000_000}})
+    assert caught.value.rule == "max_concat_bytes"
+    assert evaluate(source, {"inputs": {"s": "x"}}) is False  # small values: fine
+
+
+def test_evaluation_errors_are_expression_errors() -> None:
+    for source, context in [("xs[5]", {"xs": [1]}), ("m.missing", {"m": {}}), ("1 / x", {"x": 0})]:
+        with pytest.raises(ExpressionError) as caught:
+            evaluate(source, context)
+        assert caught.value.rule == "evaluation"
+
+
+# --- references ----------------------------------------------------------------------------------
+
+
+def test_resolving_stops_at_the_byte_cap_for_templates_and_whole_references(settings: Any) -> None:
+    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 10_000
+    inputs = {"big": "x" * 3000, "n": 1}
+    assert resolve({"a": "${inputs.big}", "b": "$inputs.n"}, inputs=inputs, outputs={})["a"] == "x" * 3000
+    for config in ({"t": "${inputs.big}" * 4}, {"l": ["$inputs.big"] * 4}, {"x": "${inputs.big}", "y": ["$inputs.big"] * 3}):
+        with pytest.raises(ConfigTooLarge) as caught:
+            resolve(config, inputs=inputs, outputs={})
+        assert caught.value.code == "ConfigTooLarge" and "10000" in caught.value.message
+
+
+def test_a_caller_may_lower_the_resolve_cap_never_raise_it(settings: Any) -> None:
+    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 1000
+    with pytest.raises(ConfigTooLarge):
+        resolve("$inputs.s", inputs={"s": "x" * 2000}, outputs={}, max_bytes=10**9)
+    with pytest.raises(ConfigTooLarge):
+        resolve("$inputs.s", inputs={"s": "x" * 200}, outputs={}, max_bytes=100)
+
+
+# --- the validator: a wrong type anywhere is a problem with path and rule, never an exception ------
+
+IDS = st.sampled_from(["a", "b", "c", "d"])
+ANY = st.recursive(st.none() | st.booleans() | st.integers(-3, 20000) | IDS | st.text(max_size=5),
+                   lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4) | IDS, inner,
+                                                                                max_size=3), max_leaves=6)
+JSON = ANY
+CONFIG_KEYS = sorted({k for spec in registry.catalogue().values()
+                      for k in spec.config_schema.get("properties", {})} | {"form", "template"})
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(node_type=st.sampled_from(sorted(registry.catalogue())),
+       config=st.dictionaries(st.sampled_from(CONFIG_KEYS), JSON, max_size=5) | JSON,
+       edge_condition=st.none() | JSON)
+def test_fuzzed_configs_never_crash_the_validator(node_type: str, config: Any, edge_condition: Any) -> None:
+    edge: dict[str, Any] = {"from": "a", "to": "b"}
+    if edge_condition is not None:
+        edge["condition"] = edge_condition
+    definition = {"nodes": [{"id": "a", "type": node_type, "config": config}, {"id": "b", "type": "transform",
+                                                                             "config": {"expression": "1"}}],
+                  "edges": [edge]}
+    report = validate(definition)
+    for problem in report.errors:
+        assert problem.path.startswith("/") and problem.rule and problem.message
+
+
+LOOP_CONFIG = st.fixed_dictionaries({}, optional={
+    "max_iterations": st.integers(-1, 5) | ANY, "loop_back_to": IDS | ANY,
+    "condition": st.sampled_from(["true", "$.x > 1", "iteration < 2"]) | ANY,
+    "break_path": IDS | st.lists(IDS, max_size=3) | ANY, "timeout_path": IDS | st.lists(IDS, max_size=3) | ANY})
+NODE = st.fixed_dictionaries(
+    {"id": IDS, "type": st.sampled_from(["transform", "loop", "conditional", "http", "hitl", "agent", "unknown"])},
+    optional={"config": LOOP_CONFIG | st.dictionaries(st.sampled_from(["expression", "template", "url", "form",
+                                                                        "message", "task"]), ANY, max_size=2) | ANY,
+              "timeout_ms": ANY, "retry": ANY})
+EDGE = st.fixed_dictionaries({"from": IDS | ANY, "to": IDS | ANY},
+                             optional={"condition": st.sampled_from(["true", "$.x", "nodes.a.x > 1"]) | ANY})
+DEFINITION = st.fixed_dictionaries({"nodes": st.lists(NODE, max_size=5) | ANY},
+                                   optional={"edges": st.lists(EDGE, max_size=6) | ANY, "metadata": ANY})
+
+
+@hsettings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(definition=DEFINITION)
+def test_fuzzed_definitions_validate_or_compile_never_crash(definition: Any) -> None:
+    """Whatever shape a definition has, the validator answers with problems, and what it accepts
+    compiles (the coordinator's IR): no exception, so no 500 at save and no poison at run time."""
+    report = validate(definition)
+    if report.valid:
+        compile_definition(definition, validated=True)
+    assert all(p.path.startswith("/") and p.rule for p in report.errors)
+
+
+@pytest.mark.parametrize("value", [["b"], "b", ["b", "c"]])
+def test_loop_paths_take_a_node_id_or_a_list_of_them(value: Any) -> None:
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}},
+                            {"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "a",
+                                                                   "break_path": value, "timeout_path": value}},
+                            {"id": "b", "type": "transform", "config": {"expression": "1"}},
+                            {"id": "c", "type": "transform", "config": {"expression": "1"}}],
+                  "edges": [{"from": "a", "to": "l"}]}
+    assert validate(definition).valid, validate(definition).errors
+
+
+# --- per-run caps, driven in this process --------------------------------------------------------
+
+
+def counting_loop(max_iterations: int) -> dict[str, Any]:
+    return {"nodes": [{"id": "body", "type": "transform", "config": {"expression": "iteration"}},
+                      {"id": "again", "type": "loop", "config": {"max_iterations": max_iterations,
+                                                                 "loop_back_to": "body", "condition": "true"}}],
+            "edges": [{"from": "body", "to": "again"}]}
+
+
+def test_a_run_past_its_node_run_cap_fails_with_a_clear_reason(make_user: Any, settings: Any) -> None:
+    settings.AOB_MAX_NODE_RUNS_PER_RUN = 20
+    run = drive(run_start(owner=make_user("carol"), definition=counting_loop(100), inputs={}))
+
+    assert run.status == Run.Status.FAILED
+    assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "node_runs"
+    assert "AOB_MAX_NODE_RUNS_PER_RUN" in run.error["message"]
+    assert run.node_runs.count() <= 21
+
+
+def test_a_run_past_its_output_bytes_fails_with_a_clear_reason(make_user: Any, settings: Any) -> None:
+    settings.AOB_MAX_RUN_OUTPUT_BYTES = 50_000
+    definition = {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}}
+                            for i in range(5)],
+                  "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(4)]}
+    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
+
+    assert run.status == Run.Status.FAILED
+    assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "output_bytes"
+    assert run.usage["output_bytes"] > 50_000
+    assert not run.node_runs.filter(node_id="n4").exists()
+
+
+def test_a_loop_with_a_large_output_keeps_details_under_its_byte_budget(make_user: Any, settings: Any) -> None:
+    settings.AOB_DETAILS_MAX_BYTES = 60_000
+    owner = make_user("carol")
+    definition = counting_loop(6)
+    definition["nodes"][0]["config"] = {"template": {"iteration": "$inputs.n", "pad": "$inputs.pad"}}
+    run = drive(run_start(owner=owner, definition=definition, inputs={"pad": "y" * 40_000, "n": 1}))
+    assert run.status == Run.Status.COMPLETED, run.error
+    api = client_for(owner)
+
+    response = api.get(f"/api/v1/runs/{run.pk}/details")
+
+    assert response.status_code == 200 and len(response.content) < 60_000 + 10_000
+    body = response.json()
+    body_node = next(n for n in body["nodes"] if n["node_id"] == "body")
+    assert body_node["iterations"] == 6 and body["truncated"] is True
+    marker = next(body_node[f] for f in ("input", "output") if isinstance(body_node[f], dict)
+                  and body_node[f].get("truncated"))
+    assert marker["bytes"] > 40_000
+    rest = api.get(marker["href"])
+    assert rest.status_code == 200 and "y" * 1000 in json.dumps(rest.json())
+    page = api.get(f"/api/v1/runs/{run.pk}/nodes/body/iterations?limit=2").json()
+    assert page["count"] == 6 and [r["iteration"] for r in page["results"]] == [0, 1] and page["next"]
+    assert api.get(f"/api/v1/runs/{run.pk}/nodes/body/iterations?limit=x").status_code == 400
+
+
+# --- outbound HTTP -------------------------------------------------------------------------------
+
+
+def test_a_request_may_lower_the_response_cap_never_raise_it(settings: Any, remote: Any) -> None:
+    from workers.http import request
+    from workers.http.exceptions import ResponseTooLarge
+
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
+    settings.AOB_HTTP_MAX_RESPONSE_BYTES = 1000
+    with pytest.raises(ResponseTooLarge):
+        request(method="GET", url=f"{remote.base}/big/5000", max_response_bytes=10**9)
+    with pytest.raises(ResponseTooLarge):
+        request(method="GET", url=f"{remote.base}/big/500", max_response_bytes=100)
+    assert len(request(method="GET", url=f"{remote.base}/big/500", max_response_bytes=10**9).body_bytes) == 500
+
+
+# --- what a decision reads -----------------------------------------------------------------------
+
+
+def test_a_decision_reads_the_latest_iteration_and_only_the_outputs_routing_needs(make_user: Any) -> None:
+    from workflows.engine.coordinator import Decision
+
+    definition = counting_loop(30)
+    definition["nodes"].append({"id": "after", "type": "transform", "config": {"template": {"big": "$inputs.pad"}}})
+    definition["nodes"][1]["config"]["break_path"] = ["after"]
+    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "z" * 5000}))
+    assert run.status == Run.Status.COMPLETED and run.node_runs.count() == 61
+
+    decision = Decision(run)
+
+    assert sorted((nr.node_id, nr.iteration) for nr in decision.by_key.values()) == [
+        ("after", 0), ("again", 29), ("body", 29)]
+    outputs = {nr.node_id: nr.output for nr in decision.by_key.values()}
+    assert outputs["body"] == 29 and outputs["again"]["decision"] == "timeout"  # read by the loop
+    assert outputs["after"] is None  # a plain node's output: routing never reads it
+    assert decision.known("body", 3) and not decision.known("body", 30)
+
+
+def test_a_loop_condition_that_raises_breaks_the_loop_with_a_condition_error(make_user: Any) -> None:
+    from workflows.models import Event
+
+    definition = counting_loop(5)
+    definition["nodes"][1]["config"].update(condition="$.missing.deeper > 1", break_path="done")
+    definition["nodes"].append({"id": "done", "type": "transform", "config": {"expression": "'out'"}})
+    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={}))
+
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert run.node_runs.get(node_id="done").status == "completed"
+    [error] = Event.objects.filter(run=run, type="condition_error")
+    assert error.node_id == "again" and error.data["loop"] == "again" and error.data["rule"] == "evaluation"
