@@ -314,8 +314,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def iterations(self, request: Request, pk: str, node_id: str) -> Response:
         """A node's iterations, a page at a time (details carries only the latest)."""
         run = self._run(pk)
-        offset = _bounded_int(request.query_params.get("offset"), 0, 0, 2**31 - 1, field="offset")
-        limit = _bounded_int(request.query_params.get("limit"), 20, 1, 100, field="limit")
+        offset = query_int(request, "offset", 0, 0, 2**31 - 1)
+        limit = query_int(request, "limit", 20, 1, 100)
         return Response(s.NodeIterationsOut(selectors.node_iterations(run=run, node_id=node_id, offset=offset,
                                                                       limit=limit)).data)
 

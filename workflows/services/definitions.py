@@ -87,7 +87,8 @@ def apply_operations(document: Any, operations: Any) -> Any:
     limit = settings.AOB_MAX_DEFINITION_BYTES
     size, copied, index = json_size(document), 0, 0
     try:
-        for index, operation in enumerate(operations):  # every operation well formed before any is applied
+        for position, operation in enumerate(operations):  # every operation well formed before any is applied
+            index = position  # named in the refusal if it is not
             jsonpatch.JsonPatch([operation])
         index = 0
         document = copy.deepcopy(document)
