@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,7 +47,11 @@ class Scheduler(DatabaseScheduler):
         return changed or (before is None and self._last_timestamp is not None)
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
-        if entry.task == FIRE_TASK and "schedule_id" in (entry.kwargs or {}):
-            entry = copy.copy(entry)
-            entry.kwargs = {**entry.kwargs, "fired_at": datetime.now(UTC).isoformat()}
-        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        if entry.task != FIRE_TASK or "schedule_id" not in (entry.kwargs or {}):
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        original = entry.kwargs  # beat is one thread: the entry carries the moment for this send only
+        entry.kwargs = {**original, "fired_at": datetime.now(UTC).isoformat()}
+        try:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        finally:
+            entry.kwargs = original
