@@ -35,7 +35,7 @@ def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
         if not created:
             secret.ciphertext = crypto.encrypt(value)
             secret.save(update_fields=["ciphertext", "updated_at"])
-    logger.info("secret.set", extra={"owner_id": owner.pk, "secret": name, "created": created})
+    logger.info("secret.set", extra={"owner_id": owner.pk, "secret": name, "new": created})
     return secret, created
 
 
