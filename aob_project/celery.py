@@ -32,20 +32,25 @@ def executor_task_name(node_type: str) -> str:
 
 
 
-def _queue_arguments() -> dict[str, str] | None:
-    """RabbitMQ: quorum queues (replicated, durable; docs/OPERATIONS.md). Redis: none. Read from the
+def _quorum() -> bool:
+    """RabbitMQ with quorum queues (replicated, durable; docs/OPERATIONS.md)? Read from the
     environment, as the settings do: importing this module must not load the settings."""
     broker = os.environ.get("AOB_BROKER_URL", "")
     quorum = os.environ.get("AOB_BROKER_QUORUM_QUEUES", "true").strip().lower() in {"1", "true", "yes", "on"}
-    if broker.startswith(("amqp://", "amqps://", "pyamqp://")) and quorum:
-        return {"x-queue-type": "quorum"}
-    return None
+    return broker.startswith(("amqp://", "amqps://", "pyamqp://")) and quorum
+
+
+def _queue(name: str) -> Queue:
+    if not _quorum():
+        return Queue(name, Exchange(name, type="direct"), routing_key=name)
+    # Quorum queues behind topic exchanges: a retry's countdown then waits in RabbitMQ (Celery's native
+    # delayed delivery), not in a worker's memory, which quorum queues' per-consumer QoS cannot count.
+    return Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments={"x-queue-type": "quorum"})
 
 
 app = Celery("aob")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name,
-                              queue_arguments=_queue_arguments()) for name in ALL_QUEUES]
+app.conf.task_queues = [_queue(name) for name in ALL_QUEUES]
 app.conf.task_default_queue = DEFAULT_NODE_QUEUE
 app.conf.task_default_exchange = DEFAULT_NODE_QUEUE
 app.conf.task_default_routing_key = DEFAULT_NODE_QUEUE
