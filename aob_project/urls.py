@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/v1/", include("subflows.urls")),
     path("api/v1/", include("retention.urls")),
     path("", include("approvals.urls")),
+    path("", include("triggers.web_urls")),
+    path("", include("vault.web_urls")),
     path("", include("workflows.web.urls")),
 ]
 
