@@ -151,7 +151,7 @@ class HookDetailView(APIView):
         return Response(status=204)
 
     @extend_schema(request=OpenApiTypes.OBJECT, parameters=SIGNATURE_HEADERS, auth=[], operation_id="hooks_deliver",
-                   responses={202: s.HookAcceptedOut, 200: s.HookAcceptedOut, 400: ErrorOut, 401: ErrorOut,
+                   responses={202: s.HookAcceptedOut, 200: s.HookAcceptedOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut,
                               429: ErrorOut, 503: ErrorOut})
     def post(self, request: Request, hook_id: str) -> Response:
         accepted = hooks.hook_deliver(hook_id=hook_id, timestamp=request.headers.get("X-AOB-Timestamp"),

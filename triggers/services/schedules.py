@@ -49,7 +49,7 @@ def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
         raise ScheduleInvalid(f"cron {cron!r}: {exc}", extra={"field": "cron", "rule": "cron_syntax"}) from None
     try:
         zone = ZoneInfo(str(tz))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long, or a folder
         raise ScheduleInvalid(f"unknown time zone {tz!r}", extra={"field": "timezone", "rule": "timezone"}) from None
     return " ".join(parts), zone
 
