@@ -122,3 +122,13 @@ def test_an_agent_may_not_add_a_node_that_sends_a_secret(user):
               state=RunState(statuses={"plan": "running"}, history=frozenset({"plan"})))
 
     assert refused.value.extra["rule"] == "secret_reference"
+
+
+@pytest.mark.django_db
+def test_a_url_may_not_refer_to_a_secret(api):
+    definition = {"nodes": [{"id": "f", "type": "http", "config": {"url": "https://example.com/?k=${secrets.K}"}}]}
+
+    response = api.post("/api/v1/workflows", {"tag_name": "leaky", "workflow": definition}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["details"]["errors"][0]["rule"] == "secret_in_url"

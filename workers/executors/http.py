@@ -30,9 +30,13 @@ CONFIG_SCHEMA = {
 
 def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Literal headers are judged at save; templated values again by the client when they are final."""
+    from vault.references import has_reference
     from workers.http import header_problem
 
     problems = []
+    if has_reference(config.get("url")):
+        problems.append(("/url", "secret_in_url", "a URL may not refer to $secrets (it is logged and kept in outputs); "
+                         "put the secret in query or headers"))
     headers = config.get("headers")
     for name, value in (headers.items() if isinstance(headers, dict) else []):
         problem = header_problem(name, value if isinstance(value, str) and "$" not in value else "")
