@@ -16,12 +16,18 @@ class MaskSecrets(logging.Filter):
         box = active_box()
         if box is None or not box.used:
             return True
-        record.msg = box.mask(record.getMessage())
-        record.args = None
+        if isinstance(record.msg, dict):  # a structlog event dict
+            record.msg = box.mask(record.msg)
+        else:
+            record.msg = box.mask(record.getMessage())
+            record.args = None
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD:
                 record.__dict__[key] = box.mask(value)
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = box.mask("".join(traceback.format_exception(*record.exc_info)))
-            record.exc_info = None
+            # the traceback, rendered and masked here (an exception's text may carry a URL or a header)
+            trace = box.mask("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_info, record.exc_text = None, None
+            if isinstance(record.msg, str):
+                record.msg = f"{record.msg}\n{trace}"
         return True
