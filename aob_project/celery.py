@@ -30,9 +30,27 @@ def executor_task_name(node_type: str) -> str:
     return f"workers.execute.{node_type}" if node_type in TYPED_QUEUES else "workers.execute.default"
 
 
+
+
+def _quorum() -> bool:
+    """RabbitMQ with quorum queues (replicated, durable; docs/OPERATIONS.md)? Read from the
+    environment, as the settings do: importing this module must not load the settings."""
+    broker = os.environ.get("AOB_BROKER_URL", "")
+    quorum = os.environ.get("AOB_BROKER_QUORUM_QUEUES", "true").strip().lower() in {"1", "true", "yes", "on"}
+    return broker.startswith(("amqp://", "amqps://", "pyamqp://")) and quorum
+
+
+def _queue(name: str) -> Queue:
+    if not _quorum():
+        return Queue(name, Exchange(name, type="direct"), routing_key=name)
+    # Quorum queues behind topic exchanges: a retry's countdown then waits in RabbitMQ (Celery's native
+    # delayed delivery), not in a worker's memory, which quorum queues' per-consumer QoS cannot count.
+    return Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments={"x-queue-type": "quorum"})
+
+
 app = Celery("aob")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES]
+app.conf.task_queues = [_queue(name) for name in ALL_QUEUES]
 app.conf.task_default_queue = DEFAULT_NODE_QUEUE
 app.conf.task_default_exchange = DEFAULT_NODE_QUEUE
 app.conf.task_default_routing_key = DEFAULT_NODE_QUEUE
@@ -40,10 +58,16 @@ app.conf.task_routes = {
     "workflows.coordinate": {"queue": COORDINATOR_QUEUE},
     "workflows.sweep": {"queue": MAINTENANCE_QUEUE},
     "approvals.expire": {"queue": MAINTENANCE_QUEUE},
+    # issue 18: triggers, notifications, sub-workflow backstop and retention are maintenance work
+    "triggers.*": {"queue": MAINTENANCE_QUEUE},
+    "approvals.notify": {"queue": MAINTENANCE_QUEUE},
+    "approvals.remind": {"queue": MAINTENANCE_QUEUE},
+    "subflows.*": {"queue": MAINTENANCE_QUEUE},
+    "retention.*": {"queue": MAINTENANCE_QUEUE},
     **{executor_task_name(t): {"queue": q} for t, q in TYPED_QUEUES.items()},
     "workers.execute.default": {"queue": DEFAULT_NODE_QUEUE},
 }
-app.autodiscover_tasks(["workflows", "workers", "approvals", "agents"])
+app.autodiscover_tasks(["workflows", "workers", "approvals", "agents", "triggers", "subflows", "retention"])
 
 import aob_project.context  # noqa: E402,F401  (request-id propagation through task headers)
 
@@ -71,3 +95,9 @@ def _schedule(sender: Celery, **_: object) -> None:
                                  name="sweep stale node runs")
     sender.add_periodic_task(settings.AOB_APPROVAL_SWEEP_INTERVAL_S, sender.signature("approvals.expire"),
                              name="expire approvals")
+    sender.add_periodic_task(settings.AOB_APPROVAL_SWEEP_INTERVAL_S, sender.signature("approvals.remind"),
+                             name="remind approvers")
+    sender.add_periodic_task(settings.AOB_SWEEP_INTERVAL_S, sender.signature("subflows.sweep"),
+                             name="settle sub-workflows")
+    sender.add_periodic_task(settings.AOB_RETENTION_INTERVAL_S, sender.signature("retention.prune"),
+                             name="prune finished runs past retention")

@@ -250,7 +250,7 @@ def up(args: argparse.Namespace) -> int:
         children.spawn("worker", [*celery, "worker", "-Q", ",".join(worker_queues()), "--concurrency", "2",
                                   "-n", "aob@%h", "--loglevel", "INFO"])
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
-                                "--schedule", str(args.data_dir / "celerybeat-schedule")])
+                                "--scheduler", "aob_project.beat:Scheduler"])
         if not args.no_flower:
             # Flower parses its own options with tornado, which wants `--name=value`.
             children.spawn("flower", [*celery, "flower", f"--port={args.flower_port}", "--address=127.0.0.1"])

@@ -86,6 +86,12 @@ INSTALLED_APPS = [
     "workers",
     "agents",
     "approvals",
+    # issue 18: schedules and webhooks, secrets, sub-workflows, retention
+    "django_celery_beat",
+    "vault",
+    "triggers",
+    "subflows",
+    "retention",
 ]
 
 MIDDLEWARE = [
@@ -306,7 +312,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": formatter(json_output=env_bool("AOB_LOG_JSON", True))},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    # secrets an executor is sending are masked in whatever is logged meanwhile (vault/logs.py)
+    "filters": {"secrets": {"()": "vault.logs.MaskSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["secrets"]}},
     "root": {"handlers": ["console"], "level": env_str("AOB_LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -329,3 +337,52 @@ AOB_LLM_MAX_RETRIES = env_int("AOB_LLM_MAX_RETRIES", 3)
 AOB_LLM_RETRY_BACKOFF_S = env_float("AOB_LLM_RETRY_BACKOFF_S", 0.5)
 # {"name": {"spec": "<path to an OpenAPI JSON file, or https URL>", "base_url": "https://api.example.com"}}
 AOB_OPENAPI_SPECS = _json.loads(env_str("AOB_OPENAPI_SPECS", "{}"))
+
+
+# --- Triggers, secrets, notifications, sub-workflows, retention, broker (issue 18) ---------------
+# Beat reads its schedule from the database (django-celery-beat), with the engine's own periodic
+# tasks kept from code (aob_project/beat.py).
+CELERY_BEAT_SCHEDULER = "aob_project.beat:Scheduler"
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+# A schedule's firing later than this after its time is a missed one: its catch_up policy decides.
+AOB_SCHEDULE_GRACE_S = env_float("AOB_SCHEDULE_GRACE_S", 60.0)
+AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS", 30)
+# Webhooks: signed timestamps older (or newer) than this are refused; delivery ids are kept this
+# long for replay protection (a replay older than the tolerance is refused by its timestamp anyway).
+AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300)
+AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 86400)
+# Secrets are encrypted with Fernet; the first key encrypts, every key decrypts (rotation).
+# Production refuses to start without one; development derives one from SECRET_KEY.
+AOB_SECRETS_KEYS = env_list("AOB_SECRETS_KEYS", "")
+if PRODUCTION and not AOB_SECRETS_KEYS:
+    raise RuntimeError("environment variable AOB_SECRETS_KEYS is required when AOB_PRODUCTION=true "
+                       "(a Fernet key: python -c 'from cryptography.fernet import Fernet; "
+                       "print(Fernet.generate_key().decode())')")
+# Sub-workflows: how deep `workflow` nodes may nest runs.
+AOB_SUBWORKFLOW_MAX_DEPTH = env_int("AOB_SUBWORKFLOW_MAX_DEPTH", 5)
+# Retention of finished runs (an owner's own policy may differ), pruned by beat in batches.
+AOB_RETENTION_DAYS = env_int("AOB_RETENTION_DAYS", 30)
+AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100)
+AOB_RETENTION_INTERVAL_S = env_float("AOB_RETENTION_INTERVAL_S", 3600.0)
+# An artifact younger than this is never removed, referenced or not (one may be about to be).
+AOB_ARTIFACT_GRACE_S = env_int("AOB_ARTIFACT_GRACE_S", 86400)
+# Approval notifications: email through Django's backend, Slack-compatible webhooks, signed links.
+AOB_PUBLIC_URL = env_str("AOB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+EMAIL_BACKEND = env_str("AOB_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+                        if not PRODUCTION else "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("AOB_EMAIL_FROM", "aob@localhost")
+AOB_NOTIFY_MAX_RETRIES = env_int("AOB_NOTIFY_MAX_RETRIES", 5)
+AOB_NOTIFY_RETRY_BACKOFF_S = env_float("AOB_NOTIFY_RETRY_BACKOFF_S", 10.0)
+AOB_APPROVAL_LINK_MAX_AGE_S = env_int("AOB_APPROVAL_LINK_MAX_AGE_S", 7 * 86400)
+# RabbitMQ (AOB_BROKER_URL=amqp://...): quorum queues and publisher confirms (docs/OPERATIONS.md).
+AOB_BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))
+AOB_BROKER_QUORUM_QUEUES = env_bool("AOB_BROKER_QUORUM_QUEUES", True)
+if AOB_BROKER_IS_AMQP:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": env_bool("AOB_BROKER_CONFIRM_PUBLISH", True)}
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True

@@ -7,6 +7,14 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("workflows.api.urls")),
+    # issue 18: secrets, schedules and hooks, sub-run links, the approval page and its signed links
+    path("api/v1/", include("vault.urls")),
+    path("api/v1/", include("triggers.urls")),
+    path("api/v1/", include("subflows.urls")),
+    path("api/v1/", include("retention.urls")),
+    path("", include("approvals.urls")),
+    path("", include("triggers.web_urls")),
+    path("", include("vault.web_urls")),
     path("", include("workflows.web.urls")),
 ]
 

@@ -13,7 +13,7 @@ from django.utils.html import format_html
 
 from aob_project.exceptions import AobError
 from approvals import services
-from approvals.models import Approval, Decision
+from approvals.models import Approval, Decision, Delivery, NotificationTarget
 
 
 class DecideActionForm(ActionForm):
@@ -28,6 +28,25 @@ class DecisionInline(admin.TabularInline):
     can_delete = False
 
 
+class DeliveryInline(admin.TabularInline):
+    """Who was told, when, on which channel, and what came of it."""
+
+    model = Delivery
+    extra = 0
+    fields = ["recipient", "channel", "reason", "status", "attempts", "error", "created_at", "sent_at"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
+@admin.register(NotificationTarget)
+class NotificationTargetAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "group", "webhook_url", "enabled", "created_at"]
+    list_filter = ["enabled"]
+
+
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):
     list_display = ["id", "status", "kind", "run", "node_id", "message", "approvers", "deadline", "created_at"]
@@ -37,7 +56,7 @@ class ApprovalAdmin(admin.ModelAdmin):
                        "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                        "escalated", "patch", "created_at", "decided_at"]
     exclude = ["context", "node_run", "escalation_timeout_ms"]
-    inlines = [DecisionInline]
+    inlines = [DecisionInline, DeliveryInline]
     action_form = DecideActionForm
     actions = ["approve", "reject"]
 

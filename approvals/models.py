@@ -47,6 +47,9 @@ class Approval(models.Model):
     escalated = models.BooleanField(default=False)
     # The digest of the action the gate guards when it was settled (workflows.definition.gates).
     action_digest = models.CharField(max_length=80, blank=True, default="")
+    # Approvers are reminded once, this long before the deadline (hitl ``remind_before_ms``).
+    remind_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -80,3 +83,73 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}: {'approve' if self.approve else 'reject'}"
+
+
+class NotificationTarget(models.Model):
+    """A Slack-compatible incoming webhook (``{"text": ...}``) for a user or a group of approvers."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="+")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    webhook_url = models.URLField(max_length=2000)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(user__isnull=False) ^ models.Q(group__isnull=False),
+                                              name="notification_target_user_xor_group")]
+
+    def __str__(self) -> str:
+        return f"webhook for {self.user or self.group}"
+
+
+class Delivery(models.Model):
+    """One notification to one approver (or group) on one channel, with its outcome."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    class Reason(models.TextChoices):
+        REQUIRED = "required"
+        REMINDER = "reminder"
+        ESCALATED = "escalated"
+        REOPENED = "reopened"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="deliveries")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    recipient = models.CharField(max_length=150)  # the username or group name, as the approver list says
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.REQUIRED)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.recipient} ({self.status})"
+
+
+class LinkOpen(models.Model):
+    """A delivery's signed link, opened by one of its people: each opens it once."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="opens")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["delivery", "user"], name="link_open_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} opened {self.delivery_id}"

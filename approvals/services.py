@@ -17,7 +17,8 @@ from approvals.exceptions import (
     FourEyesViolation,
     NotAnApprover,
 )
-from approvals.models import Approval, Decision
+from approvals.models import Approval, Decision, Delivery
+from approvals.notifications import approval_notify
 from approvals.selectors import is_approver
 from workflows.definition.forms import form_data_failure
 from workflows.engine import events
@@ -41,7 +42,10 @@ def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, no
         on_timeout=config.get("on_timeout", "reject") if timeout_ms else "",
         escalate_to=list(config.get("escalate_to") or []),
         escalation_timeout_ms=config.get("escalation_timeout_ms"),
+        remind_at=(now + timedelta(milliseconds=max(0, timeout_ms - config["remind_before_ms"]))
+                   if timeout_ms and config.get("remind_before_ms") else None),
     )
+    approval_notify(approval=approval)
     return approval, [("approval_required", node_id, _required_payload(approval))]
 
 
@@ -145,6 +149,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
         items.append(("approval_voided", node_id, {"approval_id": approval.pk, "reason": "action_changed",
                                                    "patch_seq": patch_seq, "reopened": True}))
         items.append(("approval_required", node_id, _required_payload(approval, reopened=True)))
+        approval_notify(approval=approval, reason=Delivery.Reason.REOPENED)
     events.append(run.pk, run.owner_id, items)
 
 
@@ -202,6 +207,7 @@ def _expire(approval: Approval, now: Any) -> None:
         approval.deadline = (now + timedelta(milliseconds=approval.escalation_timeout_ms)
                              if approval.escalation_timeout_ms else None)
         approval.save(update_fields=["escalated", "approvers", "deadline"])
+        approval_notify(approval=approval, reason=Delivery.Reason.ESCALATED, names=list(approval.escalate_to))
         events.append(approval.run_id, approval.run.owner_id, [(
             "approval_required", approval.node_id, _required_payload(approval, escalated=True,
                                                                      escalated_to=approval.escalate_to))])

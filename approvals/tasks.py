@@ -8,3 +8,25 @@ def expire() -> int:
     from approvals import services
 
     return services.approvals_expire_due()
+
+
+@shared_task(name="approvals.notify", bind=True, acks_late=True, ignore_result=True)
+def notify(self, delivery_id: int) -> str:  # noqa: ANN001
+    """Send one approval notification; transient failures retry with exponential backoff."""
+    from django.conf import settings
+
+    from approvals.notifications import TransientNotifyError, delivery_send
+
+    final = self.request.retries >= settings.AOB_NOTIFY_MAX_RETRIES
+    try:
+        return delivery_send(delivery_id=delivery_id, final_attempt=final)
+    except TransientNotifyError as exc:
+        raise self.retry(exc=exc, countdown=settings.AOB_NOTIFY_RETRY_BACKOFF_S * 2 ** self.request.retries,
+                         max_retries=settings.AOB_NOTIFY_MAX_RETRIES) from exc
+
+
+@shared_task(name="approvals.remind", acks_late=True, ignore_result=True, expires=30)
+def remind() -> int:
+    from approvals.notifications import approvals_remind_due
+
+    return approvals_remind_due()

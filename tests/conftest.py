@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from tests.support import stack
 from tests.support.fake_llm import FakeLLM
 from tests.support.remote import RemoteServer
+from tests.support.smtp import SmtpServer
 from workflows.models import Run
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -112,8 +113,19 @@ def fake_llm(llm_server: FakeLLM) -> FakeLLM:
 
 
 @pytest.fixture(scope="session")
-def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer, llm_server: FakeLLM) -> dict[str, str]:
+def smtp() -> Iterator[SmtpServer]:
+    """A stand-in for the mail server, on loopback: the workers send approval emails to it."""
+    server = SmtpServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer, llm_server: FakeLLM,
+              smtp: SmtpServer) -> dict[str, str]:
     return stack.test_env(settings.DATABASES["default"]["NAME"],
+                          AOB_EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+                          EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp.port), AOB_NOTIFY_RETRY_BACKOFF_S="0.2",
                           AOB_HTTP_ALLOWLIST=f"127.0.0.1:{remote.port}",
                           OPENAI_BASE_URL=llm_server.base_url, OPENAI_API_KEY="test-key",
                           AOB_LLM_RETRY_BACKOFF_S="0.05", AOB_LLM_MODEL="gpt-4o-mini",

@@ -39,6 +39,9 @@ class ExecutorSpec:
     resolve_config: bool = True
     # Rules a JSON Schema cannot say: (JSON Pointer under the config, rule, message) per problem.
     check: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None
+    # Called after commit whenever any run has finished (run id, its status): a type whose nodes
+    # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
+    on_run_finished: Callable[[str, str], None] | None = None
 
 
 EXECUTORS: dict[str, ExecutorSpec] = {}
@@ -46,12 +49,13 @@ EXECUTORS: dict[str, ExecutorSpec] = {}
 
 def executor(node_type: str, *, config_schema: dict[str, Any] | None = None, description: str = "",
              resolve_config: bool = True, check: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None,
+             on_run_finished: Callable[[str, str], None] | None = None,
              ) -> Callable[[Callable[[NodeContext], Any]], Callable[[NodeContext], Any]]:
     def register(fn: Callable[[NodeContext], Any]) -> Callable[[NodeContext], Any]:
         EXECUTORS[node_type] = ExecutorSpec(node_type, fn,
                                             config_schema or {"type": "object", "additionalProperties": False},
                                             description or (fn.__doc__ or "").strip(), resolve_config=resolve_config,
-                                            check=check)
+                                            check=check, on_run_finished=on_run_finished)
         return fn
 
     return register
@@ -64,6 +68,11 @@ def inline_type(node_type: str, *, config_schema: dict[str, Any], description: s
 def get(node_type: str) -> ExecutorSpec | None:
     _load()
     return EXECUTORS.get(node_type)
+
+
+def run_finished_hooks() -> list[Callable[[str, str], None]]:
+    _load()
+    return [spec.on_run_finished for spec in EXECUTORS.values() if spec.on_run_finished is not None]
 
 
 def catalogue() -> dict[str, ExecutorSpec]:

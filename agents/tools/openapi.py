@@ -12,6 +12,9 @@ from urllib.parse import quote
 from django.conf import settings
 
 from agents.exceptions import ToolError
+from aob_project.exceptions import AobError
+from vault.references import SecretBox
+from workflows.definition.references import resolve
 
 from .base import AgentState
 
@@ -74,7 +77,23 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             query[name] = value
     base = registered.get("base_url") or (spec.get("servers") or [{}])[0].get("url", "")
     body = args.get("body")
-    result = request(method=method, url=base.rstrip("/") + path, params=query or None,
-                     json=body if isinstance(body, dict | list) else None)
-    return {"status": "success" if result.status_code < 400 else "error", "status_code": result.status_code,
-            "body": result.json_body if result.json_body is not None else result.text}
+    # The node's credentials for this API (``auth``), with $secrets.NAME put in only here, at send
+    # time; the result the model reads (and the journal keeps) has them masked.
+    ctx = state.ctx
+    raw_auth = (ctx.raw_config.get("auth") or {}).get(str(args.get("api"))) or {}
+    resolved_auth = (ctx.config.get("auth") or {}).get(str(args.get("api"))) or {}
+    box = SecretBox(ctx.owner_id)
+    with box.active():
+        def text(fragment: str) -> Any:
+            return resolve(fragment, inputs=ctx.inputs, outputs=ctx.outputs)
+
+        headers = box.render(raw_auth.get("headers") or {}, resolved_auth.get("headers") or {}, text)
+        query.update(box.render(raw_auth.get("query") or {}, resolved_auth.get("query") or {}, text))
+        try:
+            result = request(method=method, url=base.rstrip("/") + path, params=query or None, headers=headers or None,
+                             json=body if isinstance(body, dict | list) else None)
+        except AobError as exc:
+            raise box.masked(exc) from None
+        return box.mask({"status": "success" if result.status_code < 400 else "error",
+                         "status_code": result.status_code,
+                         "body": result.json_body if result.json_body is not None else result.text})

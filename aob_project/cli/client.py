@@ -58,6 +58,9 @@ class ApiClient:
     def patch(self, path: str, body: Any = None) -> Any:
         return self.request("PATCH", path, body=body)
 
+    def put(self, path: str, body: Any = None) -> Any:
+        return self.request("PUT", path, body=body)
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 

@@ -14,6 +14,7 @@ from .output import MODES, PRETTY, Output
 from .patches import patch
 from .runs import logs, run
 from .session import Session, pass_session
+from .triggers import hook, prune, schedule, secret
 from .workflows import workflow
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -66,7 +67,7 @@ def whoami(session: Session) -> None:
         f"{d['username']}{' (staff)' if d.get('is_staff') else ''} at {session.api_url}"))
 
 
-for command in (workflow, run, logs, approvals, approve, reject, patch):
+for command in (workflow, run, logs, approvals, approve, reject, patch, schedule, hook, secret, prune):
     cli.add_command(command)
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from approvals.models import Approval, Decision
+from approvals.models import Approval, Decision, Delivery
 from workflows.api.serializers import JSONBooleanField, StrictSerializer
 
 
@@ -28,13 +28,20 @@ class DecisionOut(serializers.ModelSerializer):
         fields = ["user", "approve", "comment", "data", "at"]
 
 
+class NotificationDeliveryOut(serializers.ModelSerializer):
+    class Meta:
+        model = Delivery
+        fields = ["recipient", "channel", "reason", "status", "attempts", "error", "created_at", "sent_at"]
+
+
 class ApprovalOut(serializers.ModelSerializer):
     run_id = serializers.UUIDField()
     decisions = DecisionOut(many=True, read_only=True)
+    deliveries = NotificationDeliveryOut(many=True, read_only=True)
     patch_id = serializers.IntegerField(allow_null=True)
 
     class Meta:
         model = Approval
         fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
-                  "escalated", "patch_id", "decisions", "created_at", "decided_at"]
+                  "escalated", "patch_id", "decisions", "deliveries", "created_at", "decided_at"]

@@ -43,7 +43,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         run = request.query_params.get("run")
         if run:
             qs = qs.filter(run=run_get(user=request.user, run_id=run))
-        page = self.paginate_queryset(qs.prefetch_related("decisions"))
+        page = self.paginate_queryset(qs.prefetch_related("decisions", "deliveries"))
         return self.get_paginated_response(s.ApprovalOut(page, many=True).data)
 
     @extend_schema(responses={200: s.ApprovalOut, **ERRORS})

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_deploy(**env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "AOB_PRODUCTION": "true", "DEBUG": "false", "ALLOWED_HOSTS": "aob.example.com", **env}
+    full = {**os.environ, "AOB_PRODUCTION": "true", "DEBUG": "false", "ALLOWED_HOSTS": "aob.example.com",
+            "AOB_SECRETS_KEYS": "kNXy1Jw4uGaO0sKhBQq3Vfr7o5Kx3nJ2s8h8m2Jc8Ao=", **env}
     return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                           cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
 
@@ -35,3 +36,18 @@ def test_production_refuses_to_start_without_a_secret():
                             env={**env, "AOB_PRODUCTION": "true", "DEBUG": "false"}, timeout=120)
     assert result.returncode != 0
     assert "SECRET_KEY is required" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_key_for_the_secrets():
+    env = {k: v for k, v in os.environ.items() if k != "AOB_SECRETS_KEYS"}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                            env={**env, "AOB_PRODUCTION": "true", "DEBUG": "false",
+                                 "SECRET_KEY": secrets.token_urlsafe(64)}, timeout=120)
+    assert result.returncode != 0
+    assert "AOB_SECRETS_KEYS is required" in result.stderr
+
+
+def test_a_key_that_is_not_a_fernet_key_is_refused_at_start():
+    result = check_deploy(SECRET_KEY=secrets.token_urlsafe(64), AOB_SECRETS_KEYS="not-a-key")
+    assert result.returncode != 0
+    assert "vault.E001" in result.stdout + result.stderr

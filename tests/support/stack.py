@@ -99,6 +99,7 @@ def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None
 
 
 def start_beat(env: dict[str, str]) -> Proc:
-    schedule = tempfile.mkdtemp(prefix="aob-beat-")
-    argv = [CELERY, "-A", "aob_project", "beat", "-l", "info", "-s", f"{schedule}/schedule", "--max-interval", "1"]
+    """Beat as `make up` runs it: django-celery-beat's database scheduler (aob_project.beat)."""
+    argv = [CELERY, "-A", "aob_project", "beat", "-l", "info", "--scheduler", "aob_project.beat:Scheduler",
+            "--max-interval", "1"]
     return Proc("beat", argv, env, ready_line="beat: Starting")

@@ -31,6 +31,17 @@ CONFIG_SCHEMA = {
                                  + ", ".join(DEFAULT_TOOLS)},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": 200000,
                        "description": "Most completion tokens per model call (reserved from the budget before it)"},
+        "auth": {
+            "type": "object",
+            "description": "Credentials openapi_action sends, per registered API: {api: {headers, query}}; "
+                           "values may use $secrets.NAME (resolved at send time, never shown to the model)",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                               "query": {"type": "object", "additionalProperties": {"type": "string"}}},
+                "additionalProperties": False,
+            },
+        },
         "budget": {
             "type": "object",
             "properties": {"max_tokens": {"type": "integer", "minimum": 0},

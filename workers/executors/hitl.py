@@ -17,6 +17,8 @@ CONFIG_SCHEMA = {
         "required_approvals": {"type": "integer", "minimum": 1, "maximum": 100},
         "allow_self_approval": {"type": "boolean"},
         "timeout_ms": {"type": "integer", "minimum": 1},
+        "remind_before_ms": {"type": "integer", "minimum": 1,
+                             "description": "remind the approvers (email, webhooks) this long before timeout_ms ends"},
         "on_timeout": {"enum": ["approve", "reject", "fail", "escalate"]},
         "escalate_to": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 100},
         "escalation_timeout_ms": {"type": "integer", "minimum": 1},

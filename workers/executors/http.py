@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aob_project.exceptions import AobError
 from workers.exceptions import NodeFailed
 from workers.registry import NodeContext, executor
+from workflows.definition.references import resolve
 
 CONFIG_SCHEMA = {
     "type": "object",
@@ -28,9 +30,13 @@ CONFIG_SCHEMA = {
 
 def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Literal headers are judged at save; templated values again by the client when they are final."""
+    from vault.references import has_reference
     from workers.http import header_problem
 
     problems = []
+    if has_reference(config.get("url")):
+        problems.append(("/url", "secret_in_url", "a URL may not refer to $secrets (it is logged and kept in outputs); "
+                         "put the secret in query or headers"))
     headers = config.get("headers")
     for name, value in (headers.items() if isinstance(headers, dict) else []):
         problem = header_problem(name, value if isinstance(value, str) and "$" not in value else "")
@@ -52,9 +58,31 @@ def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
           "method}; 4xx/5xx complete unless fail_on_status.")
 def run_http(ctx: NodeContext) -> dict[str, Any]:
+    from vault.references import SecretBox, has_reference
+
+    if not has_reference([ctx.raw_config.get(k) for k in SECRET_FIELDS]):
+        return _run_http(ctx, ctx.config)
+    # $secrets.NAME: the values are put in here, at send time, and masked out of what is kept.
+    box = SecretBox(ctx.owner_id)
+    with box.active():
+        config = dict(ctx.config)
+        for key in SECRET_FIELDS:
+            if key in ctx.raw_config:
+                config[key] = box.render(ctx.raw_config[key], ctx.config.get(key), lambda text: resolve(
+                    text, inputs=ctx.inputs, outputs=ctx.outputs))
+        try:
+            return box.mask(_run_http(ctx, config))
+        except AobError as exc:
+            raise box.masked(exc) from None
+
+
+# Where an http node may refer to secrets; the URL may not (it is logged, and shown in outputs).
+SECRET_FIELDS = ("headers", "query", "payload")
+
+
+def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     from workers.http.client import request
 
-    config = ctx.config
     method = str(config.get("method", "GET")).upper()
     payload = config.get("payload")
     timeout_ms = config.get("timeout_ms")

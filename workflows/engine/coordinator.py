@@ -26,7 +26,7 @@ from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
 
-from . import events, steps, testhooks
+from . import events, hooks, steps, testhooks
 from .dispatch import Dispatch, publish_after_commit
 
 logger = logging.getLogger(__name__)
@@ -314,6 +314,8 @@ class Decision:
             Run.objects.filter(pk=self.run.pk).update(**{f: getattr(self.run, f) for f in self.run_fields})
             if self.run.status == Run.Status.FAILED:
                 cancel_approvals(self.run.pk, self.now)
+            if "status" in self.run_fields and self.run.status in Run.FINISHED:
+                hooks.run_finished(self.run.pk, self.run.status)
         events.append(self.run.pk, self.run.owner_id, self.events)
         queued = [nr for nr in self.new if nr.status == NodeRun.Status.QUEUED]
         publish_after_commit(

@@ -26,7 +26,7 @@ from workers import registry
 from workflows.definition.ir import IR
 from workflows.models import Run
 
-from . import events
+from . import events, hooks
 from .dispatch import Dispatch, publish_after_commit
 
 # The plain step into nodes with one parent, in one statement: lock the run only if it is still
@@ -227,6 +227,7 @@ def _end_step(params: dict[str, Any]) -> bool:
         data = json.loads(data) if isinstance(data, str) else data
         frames = [events.frame(params["run_id"], seq, "workflow_completed", "", data, request_id, created_at)]
         transaction.on_commit(lambda: events.push(params["run_id"], owner_id, frames))
+        hooks.run_finished(params["run_id"], Run.Status.COMPLETED)
     return True
 
 

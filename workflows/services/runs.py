@@ -12,7 +12,7 @@ from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
-from workflows.engine import coordinator, events
+from workflows.engine import coordinator, events, hooks
 from workflows.engine.dispatch import Dispatch, publish_after_commit
 from workflows.models import Artifact, NodeRun, Run, Workflow, content_id
 
@@ -91,6 +91,7 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         _cancel_approvals(run)
         events.append(run.pk, run.owner_id, [("run_cancelled", "", {
             "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
+        hooks.run_finished(run.pk, run.status)
     return run
 
 

@@ -168,6 +168,9 @@ def _hold_for_approval(run: Run, patch: RunPatch, before: dict[str, Any], after:
         run=run, patch=patch, node_id=patch.node_id, kind=Approval.Kind.PATCH, approvers=[owner],
         message=patch.description or f"An agent proposes {len(patch.operations)} change(s) to this run",
         context={"operations": patch.operations, "before": graph_summary(before), "after": graph_summary(after)})
+    from approvals.notifications import approval_notify
+
+    approval_notify(approval=approval)
     events.append(run.pk, run.owner_id, [("approval_required", patch.node_id, {
         "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
         "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])

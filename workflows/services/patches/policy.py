@@ -143,6 +143,7 @@ class _Judgement:
         self.check_bypass()
         if self.proposer.agent:
             self.check_privileges()
+            self.check_credentials()
         self.check_duplicate_edges()
         self.check_growth()
         spawned = self.check_spawn()
@@ -293,6 +294,22 @@ class _Judgement:
                 if theirs.get(key) is None or theirs[key] > limit:
                     self.refuse("agent_privilege", f"agent {node_id!r}: budget.{key} must be at most its proposer's "
                                 f"({limit})", _node(node_id), node_id=node_id)
+
+    def check_credentials(self) -> None:
+        """An agent may not add or change a node that sends the owner's secrets ($secrets.NAME) or
+        runs another of the owner's workflows: either would let an injected prompt aim the owner's
+        credentials, or workflows, at a target of its choosing."""
+        from vault.references import referenced_names
+
+        for node_id, node in self.new.items():
+            if self.old.get(node_id) == node:
+                continue
+            if referenced_names(node.get("config")):
+                self.refuse("secret_reference", f"node {node_id!r}: an agent may not add or change a node that "
+                            "refers to $secrets", _node(node_id), node_id=node_id)
+            if node.get("type") == "workflow":
+                self.refuse("agent_privilege", f"node {node_id!r}: an agent may not add or change a workflow "
+                            "(sub-workflow) node", _node(node_id), node_id=node_id)
 
     def check_duplicate_edges(self) -> None:
         before = Counter((e["from"], e["to"]) for e in self.before.get("edges", []))

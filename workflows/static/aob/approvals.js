@@ -35,7 +35,8 @@ function card(a) {
       a.deadline ? [" · deadline ", timeEl(a.deadline), a.on_timeout ? ` (then ${a.on_timeout})` : ""] : "",
       ` · approvers ${a.approvers.join(", ")}`,
       a.required_approvals > 1 ? ` · ${approvals} of ${a.required_approvals} approvals` : "",
-      a.escalated ? " · escalated" : ""),
+      a.escalated ? " · escalated" : "",
+      " · ", el("a", { href: `/approvals/${a.id}/` }, "details and notifications")),
     contextBlock(a),
     form);
 }

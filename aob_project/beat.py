@@ -1,0 +1,57 @@
+"""The beat scheduler: django-celery-beat's database scheduler, with two additions.
+
+- The engine's own periodic tasks (the sweeper, approval deadlines and reminders, retention; see
+  ``aob_project.celery``) are kept from code, in memory, beside the database's rows: deleting a row in
+  the admin (or a test flushing its tables) cannot stop the engine. The database holds what people
+  schedule (``triggers.Schedule`` rows, one ``PeriodicTask`` each).
+- A schedule's firing carries the moment beat sent it (``fired_at``, beat's clock), from which the
+  task finds the cron time it was due, not from a worker's clock when it runs: with the schedule's id it is the firing's
+  idempotency key (``triggers.ScheduleFiring``), so a beat restart that sends a firing again, or a
+  queue that delivers it twice, starts one run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.beat import ScheduleEntry
+from django_celery_beat.schedulers import DatabaseScheduler
+
+FIRE_TASK = "triggers.fire_schedule"
+
+
+class Scheduler(DatabaseScheduler):
+    _static: dict[str, ScheduleEntry]
+
+    def setup_schedule(self) -> None:
+        self._static = {name: ScheduleEntry(**dict(fields, name=name, app=self.app))
+                        for name, fields in self.app.conf.beat_schedule.items()}
+        self.schedule  # noqa: B018 - the first read loads the database's rows
+
+    def all_as_schedule(self) -> dict[str, Any]:
+        schedule = super().all_as_schedule()
+        schedule.update(getattr(self, "_static", {}))
+        return schedule
+
+    def reserve(self, entry: Any) -> Any:
+        if entry.name in getattr(self, "_static", {}):
+            new = self._static[entry.name] = next(entry)
+            return new
+        return super().reserve(entry)
+
+    def schedule_changed(self) -> bool:
+        # The change marker row appearing (its first write ever, or after a flush) is a change too.
+        before = self._last_timestamp
+        changed = super().schedule_changed()
+        return changed or (before is None and self._last_timestamp is not None)
+
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+        if entry.task != FIRE_TASK or "schedule_id" not in (entry.kwargs or {}):
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        original = entry.kwargs  # beat is one thread: the entry carries the moment for this send only
+        entry.kwargs = {**original, "fired_at": datetime.now(UTC).isoformat()}
+        try:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        finally:
+            entry.kwargs = original

@@ -1,0 +1,167 @@
+"""``aob schedule``, ``aob hook``, ``aob secret`` and ``aob prune``: what starts runs, what they
+may send, and how long they are kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .client import segment
+from .output import short_time, table
+from .session import Session, json_file_or_text, json_object, pass_session
+
+
+@click.group()
+def schedule() -> None:
+    """Cron schedules of workflows (run by Celery beat)."""
+
+
+@schedule.command("list")
+@pass_session
+def schedule_list(session: Session) -> None:
+    """Your schedules."""
+    items = session.client.get("schedules")
+    session.output.emit(items, lambda d: table(
+        [(s["id"], s["tag"], s["cron"], s["timezone"], s["catch_up"], "on" if s["enabled"] else "off", s["name"])
+         for s in d], ["ID", "TAG", "CRON", "TZ", "CATCH-UP", "ENABLED", "NAME"]))
+
+
+@schedule.command("add")
+@click.argument("tag")
+@click.argument("cron")
+@click.option("--timezone", "tz", default="UTC", show_default=True, help="IANA name, e.g. Europe/Paris.")
+@click.option("--inputs", default=None, help="JSON object, or a path to a JSON file.")
+@click.option("--catch-up", type=click.Choice(["skip", "run_once"]), default="skip", show_default=True,
+              help="What a firing missed while beat was down does.")
+@click.option("--version", "version", type=int, default=None, help="Pin a version (seq); default: the latest.")
+@click.option("--name", default="")
+@pass_session
+def schedule_add(session: Session, tag: str, cron: str, tz: str, inputs: str | None, catch_up: str,
+                 version: int | None, name: str) -> None:
+    """Run TAG on CRON (five fields: minute hour day month weekday)."""
+    body: dict[str, Any] = {"tag": tag, "cron": cron, "timezone": tz, "catch_up": catch_up, "name": name}
+    if inputs is not None:
+        body["inputs"] = json_object(json_file_or_text(inputs, "--inputs"), "--inputs")
+    if version is not None:
+        body["version"] = version
+    answer = session.client.post("schedules", body)
+    session.output.emit(answer, lambda d: click.echo(f"schedule {d['id']}: {d['tag']} at '{d['cron']}' "
+                                                     f"({d['timezone']}, catch-up {d['catch_up']})"))
+
+
+@schedule.command("enable")
+@click.argument("schedule_id", type=int)
+@click.option("--off", is_flag=True, help="Disable instead.")
+@pass_session
+def schedule_enable(session: Session, schedule_id: int, off: bool) -> None:
+    """Enable (or with --off disable) a schedule."""
+    answer = session.client.patch(f"schedules/{schedule_id}", {"enabled": not off})
+    session.output.emit(answer, lambda d: click.echo(f"schedule {d['id']} {'enabled' if d['enabled'] else 'disabled'}"))
+
+
+@schedule.command("remove")
+@click.argument("schedule_id", type=int)
+@pass_session
+def schedule_remove(session: Session, schedule_id: int) -> None:
+    session.client.delete(f"schedules/{schedule_id}")
+    session.output.emit({"removed": schedule_id}, lambda d: click.echo(f"schedule {schedule_id} removed"))
+
+
+@schedule.command("firings")
+@click.argument("schedule_id", type=int)
+@pass_session
+def schedule_firings(session: Session, schedule_id: int) -> None:
+    """A schedule's recent firings: when, and the run each started."""
+    items = session.client.get(f"schedules/{schedule_id}/firings")
+    session.output.emit(items, lambda d: table(
+        [(short_time(f["fire_time"]), f["outcome"], f["run_id"] or "-", f["deliveries"]) for f in d],
+        ["DUE", "OUTCOME", "RUN", "SENT"]))
+
+
+@click.group()
+def hook() -> None:
+    """Webhook triggers: POST /api/v1/hooks/{id}, signed with the hook's secret."""
+
+
+@hook.command("list")
+@pass_session
+def hook_list(session: Session) -> None:
+    items = session.client.get("hooks")
+    session.output.emit(items, lambda d: table(
+        [(h["id"], h["tag"], "on" if h["enabled"] else "off", short_time(h["last_delivery_at"]) or "-", h["url"])
+         for h in d], ["ID", "TAG", "ENABLED", "LAST DELIVERY", "URL"]))
+
+
+@hook.command("add")
+@click.argument("tag")
+@click.option("--cel", default=None, help="Map the body to inputs with a CEL expression over body and headers.")
+@click.option("--template", default=None, help="Map the body with a JSON template ($inputs.<path> reads the body).")
+@click.option("--name", default="")
+@pass_session
+def hook_add(session: Session, tag: str, cel: str | None, template: str | None, name: str) -> None:
+    """A new hook for TAG; its signing secret is printed this once."""
+    if cel and template:
+        raise click.UsageError("give --cel or --template, not both")
+    mapping = {"cel": cel} if cel else {"template": json_file_or_text(template, "--template")} if template else None
+    answer = session.client.post("hooks", {"tag": tag, "name": name, "mapping": mapping})
+    session.output.emit(answer, lambda d: click.echo(
+        f"hook {d['id']} for {d['tag']}\nurl:    {d['url']}\nsecret: {d['secret']}  (shown once)"))
+
+
+@hook.command("rotate")
+@click.argument("hook_id")
+@pass_session
+def hook_rotate(session: Session, hook_id: str) -> None:
+    """A new signing secret (the old one stops working now)."""
+    answer = session.client.post(f"hooks/{segment(hook_id)}/rotate")
+    session.output.emit(answer, lambda d: click.echo(f"secret: {d['secret']}  (shown once)"))
+
+
+@hook.command("remove")
+@click.argument("hook_id")
+@pass_session
+def hook_remove(session: Session, hook_id: str) -> None:
+    session.client.delete(f"hooks/{segment(hook_id)}")
+    session.output.emit({"removed": hook_id}, lambda d: click.echo(f"hook {hook_id} removed"))
+
+
+@click.group()
+def secret() -> None:
+    """Named secrets ($secrets.NAME in http nodes and agent auth); values are write-only."""
+
+
+@secret.command("list")
+@pass_session
+def secret_list(session: Session) -> None:
+    items = session.client.get("secrets")
+    session.output.emit(items, lambda d: table([(s["name"], short_time(s["updated_at"])) for s in d],
+                                               ["NAME", "UPDATED"]))
+
+
+@secret.command("set")
+@click.argument("name")
+@click.option("--value", prompt=True, hide_input=True, help="Prompted for (hidden) when not given.")
+@pass_session
+def secret_set(session: Session, name: str, value: str) -> None:
+    """Set NAME (the value is never shown again)."""
+    answer = session.client.put(f"secrets/{segment(name)}", {"value": value})
+    session.output.emit(answer, lambda d: click.echo(f"secret {d['name']} set"))
+
+
+@secret.command("remove")
+@click.argument("name")
+@pass_session
+def secret_remove(session: Session, name: str) -> None:
+    session.client.delete(f"secrets/{segment(name)}")
+    session.output.emit({"removed": name}, lambda d: click.echo(f"secret {name} removed"))
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Count what would go; remove nothing.")
+@pass_session
+def prune(session: Session, dry_run: bool) -> None:
+    """Remove finished runs past retention, unreferenced artifacts, old delivery ids (staff only)."""
+    answer = session.client.post("prune", {"dry_run": dry_run})
+    session.output.emit(answer, lambda d: table(
+        [(k, v) for k, v in d.items() if k != "dry_run"], ["WOULD GO" if dry_run else "REMOVED", "COUNT"]))

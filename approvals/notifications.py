@@ -1,0 +1,216 @@
+"""Telling approvers a decision waits for them: email through Django's email backend (console in
+`make up`, SMTP by settings) and Slack-compatible webhooks (``NotificationTarget``, per user or
+group, sent through the SSRF-safe client), each with a signed link to the approval page.
+
+``approval_notify`` records one ``Delivery`` per person (or group) and channel in the caller's
+transaction and publishes one ``approvals.notify`` task per delivery after commit; the task sends,
+retries transient failures with backoff, and records the outcome on the delivery. Reminders are
+sent once, ``remind_before_ms`` before an approval's deadline, by the ``approvals.remind`` beat task.
+
+A link is ``/approvals/{id}/open/{token}``: the token is signed (``django.core.signing``, salted,
+with a maximum age) and names the delivery, so it opens the approval only for that delivery's
+person (or a member of its group), once each; anyone else is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core import signing
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from approvals.models import Approval, Delivery, NotificationTarget
+
+logger = logging.getLogger(__name__)
+
+LINK_SALT = "aob.approvals.link"
+
+
+def approval_notify(*, approval: Approval, reason: str = Delivery.Reason.REQUIRED,
+                    names: list[str] | None = None) -> list[Delivery]:
+    """Queue the notifications for ``names`` (default: every approver) of ``approval``."""
+    deliveries: list[Delivery] = []
+    seen_users: set[int] = set()
+    for name in dict.fromkeys(names if names is not None else approval.approvers):
+        user = User.objects.filter(username=name, is_active=True).first()
+        if user is not None:
+            deliveries += _for_user(approval, user, name, reason, seen_users)
+            continue
+        group = Group.objects.filter(name=name).first()
+        if group is None:
+            continue
+        if NotificationTarget.objects.filter(group=group, enabled=True).exists():
+            deliveries.append(Delivery(approval=approval, group=group, recipient=name,
+                                       channel=Delivery.Channel.WEBHOOK, reason=reason))
+        for member in group.user_set.filter(is_active=True):
+            deliveries += _for_user(approval, member, member.username, reason, seen_users, webhooks=False)
+    if not deliveries:
+        return []
+    Delivery.objects.bulk_create(deliveries)
+    ids = [d.pk for d in deliveries]
+    transaction.on_commit(lambda: _publish(ids))
+    return deliveries
+
+
+def _for_user(approval: Approval, user: User, name: str, reason: str, seen: set[int],
+              webhooks: bool = True) -> list[Delivery]:
+    if user.pk in seen:
+        return []
+    seen.add(user.pk)
+    out = []
+    if user.email:
+        out.append(Delivery(approval=approval, user=user, recipient=name, channel=Delivery.Channel.EMAIL,
+                            reason=reason))
+    if webhooks and NotificationTarget.objects.filter(user=user, enabled=True).exists():
+        out.append(Delivery(approval=approval, user=user, recipient=name, channel=Delivery.Channel.WEBHOOK,
+                            reason=reason))
+    return out
+
+
+def _publish(ids: list[int]) -> None:
+    from aob_project.celery import app
+
+    for pk in ids:
+        try:
+            app.send_task("approvals.notify", args=[pk])
+        except Exception:  # noqa: BLE001 - a notification must not break the decision path
+            logger.exception("approval.notify_publish_failed", extra={"delivery_id": pk})
+
+
+def link_for(delivery: Delivery) -> str:
+    token = signing.dumps({"d": delivery.pk}, salt=LINK_SALT, compress=True)
+    return settings.AOB_PUBLIC_URL + reverse("web-approval-open", args=[delivery.approval_id, token])
+
+
+def delivery_for_token(token: str) -> Delivery | None:
+    """The delivery a link names, if its signature holds and it is not too old."""
+    try:
+        data = signing.loads(token, salt=LINK_SALT, max_age=settings.AOB_APPROVAL_LINK_MAX_AGE_S)
+    except signing.BadSignature:
+        return None
+    return Delivery.objects.select_related("approval").filter(pk=data.get("d")).first()
+
+
+def may_open(delivery: Delivery, user: User) -> bool:
+    if delivery.user_id is not None:
+        return delivery.user_id == user.pk
+    return delivery.group_id is not None and user.groups.filter(pk=delivery.group_id).exists()
+
+
+class TransientNotifyError(Exception):
+    """Worth a retry: the mail server or the webhook could not be reached, or answered 5xx/429."""
+
+
+def delivery_send(*, delivery_id: int, final_attempt: bool) -> str:
+    """Send one delivery; returns its status. Raises TransientNotifyError to be retried."""
+    delivery = (Delivery.objects.select_related("approval", "user", "group").filter(pk=delivery_id).first())
+    if delivery is None or delivery.status == Delivery.Status.SENT:
+        return "gone" if delivery is None else delivery.status
+    approval = delivery.approval
+    if approval.status != Approval.Status.PENDING:
+        Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.FAILED,
+                                                       error=f"not sent: the approval is {approval.status}")
+        return Delivery.Status.FAILED
+    Delivery.objects.filter(pk=delivery.pk).update(attempts=delivery.attempts + 1)
+    link = link_for(delivery)
+    try:
+        if delivery.channel == Delivery.Channel.EMAIL:
+            _send_email(delivery, link)
+        else:
+            _send_webhook(delivery, link)
+    except TransientNotifyError as exc:
+        if not final_attempt:
+            Delivery.objects.filter(pk=delivery.pk).update(error=str(exc)[:2000])
+            raise
+        return _record(delivery, Delivery.Status.FAILED, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a permanent failure is recorded on the delivery, not retried
+        return _record(delivery, Delivery.Status.FAILED, f"{type(exc).__name__}: {exc}")
+    return _record(delivery, Delivery.Status.SENT, "")
+
+
+def _record(delivery: Delivery, status: str, error: str) -> str:
+    Delivery.objects.filter(pk=delivery.pk).update(status=status, error=error[:2000],
+                                                   sent_at=timezone.now() if status == Delivery.Status.SENT else None)
+    logger.info("approval.notified", extra={"approval_id": delivery.approval_id, "delivery_id": delivery.pk,
+                                            "channel": delivery.channel, "status": status})
+    return status
+
+
+def _subject(delivery: Delivery) -> str:
+    approval = delivery.approval
+    lead = {"reminder": "Reminder: approval needed", "escalated": "Escalated: approval needed",
+            "reopened": "Approval needed again"}.get(delivery.reason, "Approval needed")
+    return f"[AOB] {lead}: {(approval.message or approval.node_id or 'a run')[:80]}"
+
+
+def _text(delivery: Delivery, link: str) -> str:
+    approval = delivery.approval
+    lines = [approval.message or "A decision is needed.", "",
+             f"Run {approval.run_id}, {'patch' if approval.kind == Approval.Kind.PATCH else 'node'} "
+             f"{approval.node_id or '-'}."]
+    if approval.deadline:
+        lines.append(f"Deadline: {approval.deadline.isoformat()} (then {approval.on_timeout or 'reject'}).")
+    lines += ["", f"Open the approval: {link}", "(the link works once, for you only)"]
+    return "\n".join(lines)
+
+
+def _send_email(delivery: Delivery, link: str) -> None:
+    import smtplib
+
+    from django.core.mail import send_mail
+
+    try:
+        send_mail(_subject(delivery), _text(delivery, link), None, [delivery.user.email], fail_silently=False)
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError, TimeoutError) as exc:
+        raise TransientNotifyError(f"email: {type(exc).__name__}: {exc}") from exc
+
+
+def _send_webhook(delivery: Delivery, link: str) -> None:
+    from workers.http import request
+    from workers.http.exceptions import HTTPRequestError
+
+    if delivery.user_id is not None:
+        targets = list(NotificationTarget.objects.filter(user_id=delivery.user_id, enabled=True))
+    else:
+        targets = list(NotificationTarget.objects.filter(group_id=delivery.group_id, enabled=True))
+    if not targets:
+        raise ValueError("no enabled webhook for this recipient")
+    text = f"*{_subject(delivery)}*\n{_text(delivery, link).replace(link, f'<{link}|Open the approval>')}"
+    for target in targets:
+        try:
+            result = request(method="POST", url=target.webhook_url, json={"text": text},
+                             headers={"Idempotency-Key": f"aob-approval-delivery-{delivery.pk}"})
+        except HTTPRequestError as exc:
+            if exc.extra.get("transient"):
+                raise TransientNotifyError(f"webhook: {exc.message}") from exc
+            raise
+        if result.status_code == 429 or result.status_code >= 500:
+            raise TransientNotifyError(f"webhook answered {result.status_code}")
+        if result.status_code >= 400:
+            raise ValueError(f"webhook answered {result.status_code}")
+
+
+def approvals_remind_due() -> int:
+    """Queue one reminder for each pending approval whose reminder time has come."""
+    now = timezone.now()
+    count = 0
+    for pk in Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now,
+                                      reminded_at__isnull=True).values_list("pk", flat=True)[:500]:
+        with transaction.atomic():
+            moved = Approval.objects.filter(pk=pk, status=Approval.Status.PENDING, reminded_at__isnull=True).update(
+                reminded_at=now)
+            if moved:
+                approval_notify(approval=Approval.objects.get(pk=pk), reason=Delivery.Reason.REMINDER)
+                count += 1
+    return count
+
+
+def deliveries_summary(approval: Approval) -> list[dict[str, Any]]:
+    return [{"recipient": d.recipient, "channel": d.channel, "reason": d.reason, "status": d.status,
+             "attempts": d.attempts, "error": d.error, "created_at": d.created_at, "sent_at": d.sent_at}
+            for d in approval.deliveries.all()]

@@ -1,0 +1,40 @@
+"""``GET /runs/{id}/family``: a run's parent (if it is a child run) and its children."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workflows.api.serializers import ErrorOut
+from workflows.selectors import run_get
+
+from .models import SubRun
+
+
+class RelativeOut(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    node_id = serializers.CharField(help_text="the parent's workflow node")
+    status = serializers.CharField()
+
+
+class FamilyOut(serializers.Serializer):
+    parent = RelativeOut(allow_null=True)
+    children = RelativeOut(many=True)
+
+
+class RunFamilyView(APIView):
+    serializer_class = FamilyOut
+
+    @extend_schema(responses={200: FamilyOut, 401: ErrorOut, 404: ErrorOut})
+    def get(self, request: Request, id: str) -> Response:  # noqa: A002 - the runs API names it id
+        run = run_get(user=request.user, run_id=id)
+        up = SubRun.objects.filter(child_run=run).select_related("parent_run", "parent_node_run").first()
+        down = SubRun.objects.filter(parent_run=run).select_related("child_run", "parent_node_run").order_by("created_at")
+        return Response(FamilyOut({
+            "parent": {"run_id": up.parent_run_id, "node_id": up.parent_node_run.node_id,
+                       "status": up.parent_run.status} if up else None,
+            "children": [{"run_id": link.child_run_id, "node_id": link.parent_node_run.node_id,
+                          "status": link.child_run.status} for link in down]}).data)

@@ -1,0 +1,88 @@
+"""``workflow``: run another of the owner's workflows as a child run and wait for it.
+
+The node parks as ``waiting`` (reason ``workflow``) in the transaction that starts the child, so no
+worker waits; the child's end resumes it with ``{run_id, status, outputs}`` (the outputs of the
+child's last nodes), or fails it when the child failed or was cancelled. The child runs as the
+parent's owner, with what is left of the parent's LLM budget as its ceiling (its spend is added to
+the parent's when it ends); cancelling or failing the parent cancels the child. Runs nest at most
+``AOB_SUBWORKFLOW_MAX_DEPTH`` deep."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from workers.exceptions import NodeFailed
+from workers.registry import NodeContext, executor
+
+from .services import on_run_finished
+
+CONFIG_SCHEMA = {
+    "type": "object",
+    "required": ["tag"],
+    "properties": {
+        "tag": {"type": "string", "minLength": 1, "maxLength": 200,
+                "description": "the owner's workflow to run"},
+        "version": {"type": "integer", "minimum": 0, "description": "a pinned version (seq); omitted: the latest"},
+        "inputs": {"type": ["object", "string"],
+                   "description": "the child's inputs; values may use $inputs / $nodes references"},
+    },
+    "additionalProperties": False,
+}
+
+
+@executor("workflow", config_schema=CONFIG_SCHEMA, on_run_finished=on_run_finished,
+          description="Runs another workflow (tag, optional pinned version) of the same owner as a child run with "
+          "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
+          "outputs); fails when the child fails or is cancelled. Not available to agents.")
+def run_workflow(ctx: NodeContext) -> Any:
+    from django.contrib.auth.models import User
+
+    from workflows.engine.execution import WAITING, park
+    from workflows.models import Run, Workflow, WorkflowVersion
+    from workflows.services.runs import run_start
+
+    from .models import SubRun
+
+    if SubRun.objects.filter(parent_node_run_id=ctx.node_run_id).exists():
+        raise NodeFailed("this node's child run was already started", code="SubWorkflowStarted")
+    above = SubRun.objects.filter(child_run_id=ctx.run_id).values_list("depth", flat=True).first() or 0
+    depth = above + 1
+    if depth > settings.AOB_SUBWORKFLOW_MAX_DEPTH:
+        raise NodeFailed(f"sub-workflows nest at most {settings.AOB_SUBWORKFLOW_MAX_DEPTH} deep "
+                         "(AOB_SUBWORKFLOW_MAX_DEPTH)", code="SubWorkflowTooDeep",
+                         extra={"depth": depth, "limit": settings.AOB_SUBWORKFLOW_MAX_DEPTH, "transient": False})
+    tag = ctx.config["tag"]
+    workflow = Workflow.objects.filter(owner_id=ctx.owner_id, tag=tag).select_related("current_version").first()
+    pinned = ctx.config.get("version")
+    version = (workflow.current_version if pinned is None else
+               WorkflowVersion.objects.filter(workflow=workflow, seq=pinned).first()) if workflow else None
+    if version is None:
+        raise NodeFailed(f"the owner has no workflow {tag!r}" + (f" version {pinned}" if pinned is not None else ""),
+                         code="SubWorkflowNotFound", extra={"tag": tag, "version": pinned, "transient": False})
+    inputs = ctx.config.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs", extra={"transient": False})
+    owner = User.objects.get(pk=ctx.owner_id)
+    parent = Run.objects.only("usage", "budget").get(pk=ctx.run_id)
+
+    def start_child() -> list[tuple[str, str, dict[str, Any]]]:
+        child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
+                          request_id=f"sub-{ctx.node_run_id}")
+        Run.objects.filter(pk=child.pk).update(budget=_remaining(parent))
+        SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
+                              depth=depth)
+        return [("subworkflow_started", ctx.node_id, {"iteration": ctx.iteration, "child_run_id": str(child.pk),
+                                                      "tag": tag, "version": version.seq, "depth": depth})]
+
+    park(ctx, start_child, reason="workflow")
+    return WAITING
+
+
+def _remaining(parent: Any) -> dict[str, float]:
+    """What is left of the parent's LLM budget: the child's ceiling."""
+    usage = parent.usage or {}
+    ceilings = parent.ceilings
+    return {"max_tokens": max(0, int(ceilings["max_tokens"]) - int(usage.get("tokens", 0))),
+            "max_cost_usd": max(0.0, float(ceilings["max_cost_usd"]) - float(usage.get("cost_usd", 0.0)))}

@@ -1,0 +1,104 @@
+"""Sub-workflows: a ``workflow`` node runs another tag as a child run and waits for it without a
+worker; the child's end resumes the node (``subflow_settle``), and a parent's end cancels its
+children (``subflow_cancel_children``). Both run from the engine's run-finished hook, and again
+from a periodic sweep for whatever a crash in between left undone."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from workflows.engine.execution import resume
+from workflows.models import NodeRun, Run
+
+from .models import SubRun
+
+logger = logging.getLogger(__name__)
+
+
+def final_outputs(run: Run) -> dict[str, Any]:
+    """The outputs of the child's last nodes (those with no out-edge) that completed, by node id."""
+    from workflows.engine.coordinator import load_ir
+
+    ir = load_ir(run)
+    ends = [node_id for node_id in ir.nodes if not ir.out_edges[node_id]]
+    outputs: dict[str, Any] = {}
+    for node_id, output in (NodeRun.objects.filter(run=run, node_id__in=ends, status=NodeRun.Status.COMPLETED)
+                            .order_by("iteration").values_list("node_id", "output")):
+        outputs[node_id] = output
+    return outputs
+
+
+def subflow_settle(*, link: SubRun) -> bool:
+    """Resume the parent's waiting node with the finished child's outcome; False if there was
+    nothing to do (the child runs on, or the node no longer waits)."""
+    child = Run.objects.get(pk=link.child_run_id)
+    if child.status not in Run.FINISHED:
+        return False
+    with transaction.atomic():
+        parent = Run.objects.select_for_update().only("usage", "owner_id").get(pk=link.parent_run_id)
+        if child.status == Run.Status.COMPLETED:
+            resumed = resume(link.parent_node_run_id, output={
+                "run_id": str(child.pk), "status": child.status, "outputs": final_outputs(child)})
+        else:
+            cause = (child.error or {}).get("message") if child.status == Run.Status.FAILED else "it was cancelled"
+            resumed = resume(link.parent_node_run_id, error={
+                "error_type": "SubWorkflowFailed" if child.status == Run.Status.FAILED else "SubWorkflowCancelled",
+                "message": f"child run {child.pk} {child.status}: {cause}", "child_run_id": str(child.pk),
+                "child_error": child.error, "transient": False})
+        if resumed:
+            _roll_up_usage(parent, child)
+            SubRun.objects.filter(pk=link.pk).update(settled_at=timezone.now())
+    if resumed:
+        logger.info("subflow.settled", extra={"run_id": str(link.parent_run_id), "child_run_id": str(child.pk),
+                                              "status": child.status})
+    return resumed
+
+
+def _roll_up_usage(parent: Run, child: Run) -> None:
+    """The child's LLM spend counts against its parent's budget from now on."""
+    usage = dict(parent.usage or {})
+    theirs = child.usage or {}
+    for key in ("tokens", "prompt_tokens", "completion_tokens", "cached_tokens", "calls"):
+        usage[key] = usage.get(key, 0) + theirs.get(key, 0)
+    usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + theirs.get("cost_usd", 0.0), 8)
+    Run.objects.filter(pk=parent.pk).update(usage=usage)
+
+
+def subflow_cancel_children(*, run_id: Any) -> int:
+    """Cancel the unfinished children of a run that has ended (and, through their own ends, theirs)."""
+    from workflows.services.runs import run_cancel
+
+    cancelled = 0
+    for child in Run.objects.filter(parent_link__parent_run_id=run_id).exclude(status__in=Run.FINISHED):
+        try:
+            run_cancel(run=child, reason="its parent run ended")
+            cancelled += 1
+        except Exception as exc:  # noqa: BLE001 - a child that ended meanwhile (Conflict) is fine
+            logger.info("subflow.cancel_skipped", extra={"child_run_id": str(child.pk), "reason": str(exc)})
+    return cancelled
+
+
+def on_run_finished(run_id: str, status: str) -> None:
+    """The ``workflow`` type's run-finished hook (workflows.engine.hooks)."""
+    link = SubRun.objects.filter(child_run_id=run_id, settled_at__isnull=True).first()
+    if link is not None:
+        subflow_settle(link=link)
+    if status != Run.Status.COMPLETED:
+        subflow_cancel_children(run_id=run_id)
+
+
+def subflows_sweep() -> dict[str, int]:
+    """The backstop: children that ended with their parent's node still waiting, and children still
+    running under a parent that ended."""
+    settled = 0
+    for link in SubRun.objects.filter(settled_at__isnull=True, child_run__status__in=Run.FINISHED,
+                                      parent_node_run__status=NodeRun.Status.WAITING)[:100]:
+        settled += subflow_settle(link=link)
+    orphaned = (SubRun.objects.filter(parent_run__status__in=Run.FINISHED).exclude(child_run__status__in=Run.FINISHED)
+                .values_list("parent_run_id", flat=True).distinct()[:100])
+    cancelled = sum(subflow_cancel_children(run_id=run_id) for run_id in orphaned)
+    return {"settled": settled, "cancelled": cancelled}

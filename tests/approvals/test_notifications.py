@@ -1,0 +1,120 @@
+"""An approval tells its approvers: an email (through the workers' SMTP backend, to a loopback mail
+server) and a Slack-compatible webhook, each with a signed link that opens the approval for that
+approver only, once. Reminders go out before the deadline; every delivery is recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core import mail
+from django.test import Client
+
+from approvals.models import Approval, Delivery, NotificationTarget
+from approvals.notifications import approval_notify
+from tests.approvals.runs import refund_flow, submit
+from tests.engine.flow import wait_until
+
+LINK = re.compile(r"https?://[^\s<>|]+/approvals/(\d+)/open/([^\s<>|]+)")
+
+
+def browser(user: User | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def link_path(text: str) -> str:
+    match = LINK.search(text)
+    assert match, text
+    return "/" + match.group(0).split("://", 1)[1].split("/", 1)[1]
+
+
+def test_an_approval_sends_an_email_and_a_webhook_with_a_link_for_that_approver_only(
+        engine: Any, user: User, bob: User, carol: User, remote: Any, smtp: Any) -> None:
+    bob.email, carol.email = "bob@example.com", "carol@example.com"
+    bob.save(), carol.save()
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/echo/slack/bob")
+    run_id = submit(user, refund_flow({"approvers": ["bob", "carol"], "timeout_ms": 3_600_000}))
+
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    wait_until(lambda: approval.deliveries.filter(status="sent").count() == 3, timeout=30,
+               what="email to bob and carol, webhook to bob")
+    email = wait_until(lambda: smtp.sent_to("bob@example.com"), what="bob's email")[0]
+    hook = wait_until(lambda: remote.hits("/echo/slack/bob"), what="bob's webhook")[0]
+
+    assert "Refund 42 to ACME?" in email["Subject"]
+    email_link = link_path(smtp.body(email))
+    webhook_link = link_path(json.loads(hook["body"])["text"])
+    assert email_link != webhook_link and f"/approvals/{approval.pk}/open/" in email_link
+    # another approver, a stranger and nobody cannot use bob's link; a forged one opens nothing
+    assert browser(carol).get(email_link).status_code == 403
+    assert browser(None).get(email_link)["Location"].startswith("/login/")
+    assert browser(bob).get(email_link[:-3] + "xyz").status_code == 404
+    opened = browser(bob).get(email_link)
+    assert opened.status_code == 302 and opened["Location"] == f"/approvals/{approval.pk}/"
+    page = browser(bob).get(opened["Location"])
+    assert page.status_code == 200 and f"Approval <span class=\"mono\">{approval.pk}</span>" in page.content.decode()
+    assert browser(bob).get(email_link).status_code == 410  # once
+    assert browser(bob).get(webhook_link).status_code == 302  # each link once
+    # carol's own link works for her
+    carol_link = link_path(smtp.body(smtp.sent_to("carol@example.com")[0]))
+    assert browser(carol).get(carol_link).status_code == 302
+
+    # recorded on the approval: who, when, which channel, the outcome; in the API and the admin
+    details = browser(user).get(f"/api/v1/approvals/{approval.pk}").json()["deliveries"]
+    assert sorted((d["recipient"], d["channel"], d["status"]) for d in details) == [
+        ("bob", "email", "sent"), ("bob", "webhook", "sent"), ("carol", "email", "sent")]
+    assert all(d["sent_at"] for d in details)
+    staff = User.objects.create_superuser("root", "root@example.com", "pw-root-123")
+    admin_page = browser(staff).get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+    assert "bob" in admin_page and "webhook" in admin_page and "sent" in admin_page
+
+
+def test_a_reminder_goes_out_before_the_deadline(engine: Any, user: User, bob: User, smtp: Any) -> None:
+    bob.email = "bob.remind@example.com"
+    bob.save()
+    run_id = submit(user, refund_flow({"approvers": ["bob"], "timeout_ms": 3_600_000,
+                                       "remind_before_ms": 3_599_000}))
+
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    wait_until(lambda: approval.deliveries.filter(reason="reminder", status="sent").exists(), timeout=30,
+               what="the reminder")
+
+    subjects = [m["Subject"] for m in smtp.sent_to("bob.remind@example.com")]
+    assert any(s.startswith("[AOB] Reminder: approval needed") for s in subjects)
+    assert approval.deliveries.filter(reason="reminder").count() == 1
+
+
+def test_a_webhook_that_keeps_failing_is_retried_then_recorded_as_failed(engine: Any, user: User, bob: User,
+                                                                         remote: Any) -> None:
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/status/503")
+    run_id = submit(user, refund_flow({"approvers": ["bob"]}))
+
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    delivery = wait_until(lambda: approval.deliveries.filter(status="failed").first(), timeout=60,
+                          what="the delivery given up")
+
+    assert delivery.attempts == 6  # the first try and AOB_NOTIFY_MAX_RETRIES (5) retries
+    assert "503" in delivery.error
+    assert len(remote.hits("/status/503")) == 6
+
+
+@pytest.mark.django_db
+def test_a_group_approver_is_told_through_its_webhook_and_its_members(user: User, erin: User) -> None:
+    from tests.conftest import stored_run
+
+    erin.email = "erin@example.com"
+    erin.save()
+    NotificationTarget.objects.create(group=Group.objects.get(name="finance"), webhook_url="https://example.com/x")
+    approval = Approval.objects.create(run=stored_run(user), approvers=["finance", "nobody-known"])
+
+    deliveries = approval_notify(approval=approval)
+
+    assert sorted((d.recipient, d.channel) for d in deliveries) == [("erin", "email"), ("finance", "webhook")]
+    assert Delivery.objects.filter(approval=approval).count() == 2
+    assert mail.outbox == []  # queued for the workers, not sent from the web process

@@ -1,0 +1,22 @@
+"""``aob prune --dry-run`` against a live server: staff see what would go; nothing goes."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from tests.conftest import stored_run
+from workflows.models import Run
+
+
+def test_prune_dry_run_shows_what_would_go_and_removes_nothing(aob, make_user, transactional_db):
+    staff = make_user("ops", is_staff=True)
+    old = stored_run(staff)
+    Run.objects.filter(pk=old.pk).update(status="completed", finished_at=timezone.now() - timezone.timedelta(days=45))
+
+    shown = aob("-o", "json", "prune", "--dry-run", token=staff.auth_token.key)
+    refused = aob("prune", "--dry-run", token=make_user("alice").auth_token.key)
+
+    assert shown.code == 0, shown.err
+    assert shown.json()["dry_run"] is True and shown.json()["runs"] == 1
+    assert Run.objects.filter(pk=old.pk).exists()
+    assert refused.code == 1 and "permission" in refused.err.lower()

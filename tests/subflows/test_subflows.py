@@ -1,0 +1,110 @@
+"""A ``workflow`` node runs a child run on the real workers: it completes, fails and is cancelled
+with its parent."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from subflows.models import SubRun
+from tests.conftest import wait_for_run
+from tests.engine.flow import wait_until
+from workflows.models import NodeRun, Run
+from workflows.services.definitions import workflow_save
+
+CHILD_OK = {"nodes": [{"id": "double", "type": "transform", "config": {"expression": "inputs.n * 2"}},
+                      {"id": "label", "type": "transform", "config": {"expression": "'n=' + string(nodes.double)"}}],
+            "edges": [{"from": "double", "to": "label"}]}
+
+
+def parent(tag: str, **config) -> dict:
+    return {"nodes": [{"id": "prep", "type": "transform", "config": {"expression": "{'n': inputs.n + 1}"}},
+                      {"id": "child", "type": "workflow", "config": {"tag": tag, **config}},
+                      {"id": "after", "type": "transform", "config": {"expression": "nodes.child.outputs.label"}}],
+            "edges": [{"from": "prep", "to": "child"}, {"from": "child", "to": "after"}]}
+
+
+def start(api, definition: dict, inputs: dict) -> Run:
+    response = api.post("/api/v1/runs", {"workflow": definition, "inputs": inputs}, format="json")
+    assert response.status_code == 201, response.json()
+    return Run.objects.get(pk=response.json()["run_id"])
+
+
+def test_a_child_run_completes_and_its_outputs_are_the_nodes_output(engine, api, user):
+    workflow_save(owner=user, tag="double", definition=CHILD_OK)
+
+    run = wait_for_run(start(api, parent("double", inputs="$nodes.prep"), {"n": 20}).pk)
+
+    assert run.status == "completed", run.error
+    link = SubRun.objects.get(parent_run=run)
+    child = link.child_run
+    assert child.status == "completed" and child.owner == user and child.inputs == {"n": 21}
+    node = NodeRun.objects.get(run=run, node_id="child")
+    assert node.output == {"run_id": str(child.pk), "status": "completed", "outputs": {"label": "n=42"}}
+    assert NodeRun.objects.get(run=run, node_id="after").output == "n=42"
+    family = api.get(f"/api/v1/runs/{run.pk}/family").json()
+    assert family == {"parent": None, "children": [{"run_id": str(child.pk), "node_id": "child",
+                                                    "status": "completed"}]}
+    assert api.get(f"/api/v1/runs/{child.pk}/family").json()["parent"]["run_id"] == str(run.pk)
+    page = Client()
+    page.force_login(user)
+    assert f"/runs/{child.pk}/" in page.get(f"/runs/{run.pk}/").content.decode()
+    assert f"/runs/{run.pk}/" in page.get(f"/runs/{child.pk}/").content.decode()
+
+
+def test_a_failing_child_fails_its_parent(engine, api, user, remote):
+    failing = {"nodes": [{"id": "call", "type": "http", "config": {"url": f"{remote.base}/status/500",
+                                                                    "fail_on_status": True}}], "edges": []}
+    workflow_save(owner=user, tag="flaky", definition=failing)
+
+    run = wait_for_run(start(api, parent("flaky"), {"n": 1}).pk)
+
+    assert run.status == "failed"
+    assert run.error["node_id"] == "child" and run.error["error_type"] == "SubWorkflowFailed"
+    child = SubRun.objects.get(parent_run=run).child_run
+    assert child.status == "failed" and run.error["child_run_id"] == str(child.pk)
+    assert not NodeRun.objects.filter(run=run, node_id="after", status="completed").exists()
+
+
+def test_cancelling_the_parent_cancels_the_child(engine, api, user):
+    waits = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "go?"}}], "edges": []}
+    workflow_save(owner=user, tag="gated", definition=waits)
+    run = start(api, parent("gated"), {"n": 1})
+    link = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), what="the child run")
+    wait_until(lambda: NodeRun.objects.filter(run=link.child_run, node_id="gate", status="waiting").exists(),
+               what="the child waiting at its gate")
+    assert NodeRun.objects.get(run=run, node_id="child").wait_reason == "workflow"
+
+    assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
+
+    child = wait_for_run(link.child_run_id)
+    assert child.status == "cancelled"
+    assert child.approvals.get().status == "cancelled"
+    assert wait_for_run(run.pk).status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_an_agent_may_not_add_a_workflow_node(user):
+    from workflows.services.patches import PatchRejected
+    from workflows.services.patches.policy import Proposer, RunState, judge
+
+    before = {"nodes": [{"id": "plan", "type": "agent", "config": {"task": "t"}}], "edges": []}
+    operations = [{"op": "add", "path": "/nodes/-", "value": {"id": "deploy", "type": "workflow",
+                                                              "config": {"tag": "deploy-prod"}}},
+                  {"op": "add", "path": "/edges/-", "value": {"from": "plan", "to": "deploy"}}]
+    with pytest.raises(PatchRejected) as refused:
+        judge(before=before, operations=operations, proposer=Proposer(agent=True, node_id="plan"),
+              state=RunState(statuses={"plan": "running"}, history=frozenset({"plan"})))
+    assert refused.value.extra["rule"] == "agent_privilege"
+
+
+def test_runs_nest_no_deeper_than_the_limit(engine, api, user, settings):
+    itself = {"nodes": [{"id": "again", "type": "workflow", "config": {"tag": "recursive"}}], "edges": []}
+    workflow_save(owner=user, tag="recursive", definition=itself)
+
+    run = wait_for_run(start(api, itself, {}).pk, timeout=60)
+
+    assert run.status == "failed"
+    deepest = Run.objects.filter(tag="recursive").order_by("-created_at").first()
+    assert SubRun.objects.count() == 5  # AOB_SUBWORKFLOW_MAX_DEPTH: the sixth level is refused
+    assert deepest.error["error_type"] == "SubWorkflowTooDeep"

@@ -1,0 +1,128 @@
+"""Signed webhooks through the HTTP API, runs on the real workers."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.conftest import wait_for_run
+from triggers.models import HookDelivery
+from triggers.services.hooks import signature_for
+from workflows.models import Run
+from workflows.services.definitions import workflow_save
+
+ECHO = {"nodes": [{"id": "echo", "type": "transform", "config": {"expression": "inputs"}}], "edges": []}
+UNAUTHORIZED = {"error": "unauthorized", "message": "the request could not be authenticated", "details": {}}
+
+
+def make_hook(api: APIClient, user, **extra) -> dict:
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    response = api.post("/api/v1/hooks", {"tag": "on-push", **extra}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def deliver(hook: dict, body: dict | bytes, *, secret: str | None = None, timestamp: int | None = None,
+            delivery: str | None = None, signature: str | None = None):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    sig = signature or "sha256=" + signature_for(secret or hook["secret"], ts, raw)
+    return APIClient().post(f"/api/v1/hooks/{hook['id']}", raw, content_type="application/json",
+                            HTTP_X_AOB_TIMESTAMP=ts, HTTP_X_AOB_SIGNATURE=sig,
+                            HTTP_X_AOB_DELIVERY=delivery or str(uuid.uuid4()))
+
+
+def test_a_signed_webhook_starts_a_run_with_the_body_as_inputs(engine, api, user):
+    hook = make_hook(api, user)
+
+    response = deliver(hook, {"ref": "main", "commits": 3})
+
+    assert response.status_code == 202, response.json()
+    run = wait_for_run(response.json()["run_id"])
+    assert run.status == "completed" and run.owner == user and run.tag == "on-push"
+    assert run.inputs == {"ref": "main", "commits": 3}
+    assert run.node_runs.get(node_id="echo").output == {"ref": "main", "commits": 3}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("tamper", ["bad_signature", "other_secret", "stale_timestamp", "future_timestamp",
+                                    "no_signature", "body_changed", "unknown_hook", "disabled_hook"])
+def test_a_bad_signature_a_stale_timestamp_or_an_unknown_hook_starts_nothing_and_says_not_why(api, user, tamper):
+    hook = make_hook(api, user)
+    body = {"ref": "main"}
+    raw = json.dumps(body).encode()
+    now = int(time.time())
+    kwargs: dict = {}
+    if tamper == "bad_signature":
+        kwargs["signature"] = "sha256=" + "0" * 64
+    elif tamper == "other_secret":
+        kwargs["secret"] = "whsec_not-the-hooks-secret"
+    elif tamper == "stale_timestamp":
+        kwargs["timestamp"] = now - 301  # signed correctly, but more than 5 minutes old
+    elif tamper == "future_timestamp":
+        kwargs["timestamp"] = now + 301
+    elif tamper == "no_signature":
+        kwargs["signature"] = "sha256="
+    elif tamper == "unknown_hook":
+        hook = {**hook, "id": "hk_doesnotexist"}
+    elif tamper == "disabled_hook":
+        assert api.patch(f"/api/v1/hooks/{hook['id']}", {"enabled": False}, format="json").status_code == 200
+    if tamper == "body_changed":
+        ts = str(now)
+        signature = "sha256=" + signature_for(hook["secret"], ts, raw)
+        response = deliver(hook, {"ref": "evil"}, timestamp=now, signature=signature)
+    else:
+        response = deliver(hook, body, **kwargs)
+
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORIZED
+    assert not Run.objects.exists()
+    assert not HookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_replayed_delivery_starts_nothing_new(api, user):
+    hook = make_hook(api, user)
+    first = deliver(hook, {"n": 1}, delivery="delivery-1")
+    assert first.status_code == 202
+
+    same_id = deliver(hook, {"n": 1}, delivery="delivery-1", timestamp=int(time.time()) + 1)  # the sender's retry
+    ts, raw = int(time.time()), json.dumps({"n": 2}).encode()
+    captured = deliver(hook, raw, delivery="delivery-2", timestamp=ts)
+    replayed = deliver(hook, raw, delivery="delivery-3", timestamp=ts,  # a captured request with a new id
+                       signature="sha256=" + signature_for(hook["secret"], str(ts), raw))
+
+    assert same_id.status_code == 200 and same_id.json() == {"run_id": first.json()["run_id"], "duplicate": True}
+    assert captured.status_code == 202
+    assert replayed.status_code == 200 and replayed.json()["run_id"] == captured.json()["run_id"]
+    assert Run.objects.count() == 2
+    assert HookDelivery.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_mapping_shapes_the_inputs(api, user):
+    cel = make_hook(api, user, mapping={"cel": "{'branch': body.ref, 'count': size(body.commits)}"})
+    template = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"template": {"who": "$inputs.pusher.name"}}},
+                        format="json").json()
+
+    by_cel = deliver(cel, {"ref": "main", "commits": [1, 2]})
+    by_template = deliver(template, {"pusher": {"name": "ana"}})
+
+    assert Run.objects.get(pk=by_cel.json()["run_id"]).inputs == {"branch": "main", "count": 2}
+    assert Run.objects.get(pk=by_template.json()["run_id"]).inputs == {"who": "ana"}
+
+
+@pytest.mark.django_db
+def test_the_hook_secret_is_shown_once(api, user):
+    hook = make_hook(api, user)
+
+    listed = api.get("/api/v1/hooks").json()
+    one = api.get(f"/api/v1/hooks/{hook['id']}").json()
+
+    assert hook["secret"].startswith("whsec_")
+    assert "secret" not in listed[0] and "secret" not in one
+    assert hook["secret"] not in json.dumps(listed) + json.dumps(one)

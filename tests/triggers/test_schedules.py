@@ -1,0 +1,96 @@
+"""Schedules run by the real beat (django-celery-beat's database scheduler) and real workers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.conftest import wait_for_run
+from tests.engine.flow import wait_until
+from tests.support import stack
+from triggers.models import Schedule, ScheduleFiring
+from triggers.services.schedules import due_time
+from workflows.models import Run
+from workflows.services.definitions import workflow_save
+
+GREETING = {"nodes": [{"id": "hello", "type": "transform", "config": {"expression": "'hello ' + inputs.name"}}],
+            "edges": []}
+
+
+def test_a_schedule_fires_and_a_beat_restart_in_the_same_minute_starts_it_once(engine, api, user, stack_env):
+    workflow_save(owner=user, tag="every-minute", definition=GREETING)
+    response = api.post("/api/v1/schedules", {"tag": "every-minute", "cron": "* * * * *", "timezone": "Europe/Paris",
+                                              "inputs": {"name": "beat"}}, format="json")
+    assert response.status_code == 201, response.json()
+    schedule_id = response.json()["id"]
+
+    try:
+        firing = wait_until(lambda: ScheduleFiring.objects.filter(schedule_id=schedule_id).first(), timeout=90,
+                            what="the first firing")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nbeat:\n{engine['beat'].tail(60)}\nworker:\n{engine['worker'].tail(30)}") from None
+    # Beat dies before it wrote down that it fired (as on a crash or a kill -9), and is back within the
+    # minute: with the firing's time unrecorded, it sends the same firing again.
+    engine["beat"].kill()
+    engine["beat"] = stack.start_beat(stack_env)
+    wait_until(lambda: ScheduleFiring.objects.get(pk=firing.pk).deliveries >= 2, timeout=30,
+               what="beat sending the firing again after its restart")
+
+    assert ScheduleFiring.objects.filter(schedule_id=schedule_id, fire_time=firing.fire_time).count() == 1
+    assert firing.fire_time.second == 0 and firing.outcome == ScheduleFiring.Outcome.STARTED
+    run = wait_for_run(firing.run_id)
+    assert run.status == "completed"
+    assert run.inputs == {"name": "beat"}
+    runs_in_that_minute = Run.objects.filter(tag="every-minute", created_at__gte=firing.fire_time,
+                                             created_at__lt=firing.fire_time.replace(second=59))
+    assert runs_in_that_minute.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_due_time_is_the_cron_time_in_the_schedule_zone(user):
+    schedule = Schedule(cron="30 9 * * 1-5", timezone="America/New_York")
+    # beat sends it a moment after 09:30 New York time (14:30 UTC in winter)
+    assert due_time(schedule, datetime(2026, 12, 2, 14, 30, 0, 400000, tzinfo=UTC)) == datetime(
+        2026, 12, 2, 14, 30, tzinfo=UTC)
+    # a firing sent at 16:00 UTC (beat was down) still belongs to 09:30
+    assert due_time(schedule, datetime(2026, 12, 2, 16, 0, tzinfo=UTC)) == datetime(2026, 12, 2, 14, 30, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "field", "rule"), [
+    ({"cron": "61 * * * *"}, "cron", "cron_syntax"),
+    ({"cron": "* * * *"}, "cron", "cron_syntax"),
+    ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone", "timezone"),
+    ({"cron": "* * * * *", "version": 7}, "version", "version_exists"),
+    ({"cron": "* * * * *", "catch_up": "always"}, "catch_up", "invalid_choice"),
+])
+def test_a_bad_schedule_is_refused_by_field_and_rule(api, user, body, field, rule):
+    workflow_save(owner=user, tag="greet", definition=GREETING)
+
+    response = api.post("/api/v1/schedules", {"tag": "greet", **body}, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["details"]["field"] == field
+    assert response.json()["details"]["rule"] == rule
+    assert not Schedule.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_missed_firing_is_skipped_or_run_once_as_its_schedule_says(user, settings):
+    from triggers.services.schedules import schedule_create, schedule_fire
+    from workflows.models import Workflow
+
+    saved = workflow_save(owner=user, tag="nightly", definition=GREETING)
+    workflow = Workflow.objects.get(pk=saved.workflow.pk)
+    skip = schedule_create(owner=user, workflow=workflow, cron="0 2 * * *", inputs={"name": "x"})
+    once = schedule_create(owner=user, workflow=workflow, cron="0 2 * * *", inputs={"name": "x"}, catch_up="run_once")
+    back_at = datetime(2026, 12, 2, 7, 45, tzinfo=UTC)  # beat was down from before 02:00 until 07:45
+
+    skipped = schedule_fire(schedule_id=skip.pk, fired_at=back_at)
+    ran = schedule_fire(schedule_id=once.pk, fired_at=back_at)
+
+    assert skipped.outcome == "skipped" and skipped.run_id is None
+    assert skipped.fire_time == datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+    assert ran.outcome == "started" and ran.run_id is not None
+    assert Run.objects.filter(tag="nightly").count() == 1

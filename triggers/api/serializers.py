@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from workflows.api.serializers import TAG_PATTERN, JSONBooleanField, JSONObjectField, StrictSerializer
+
+from ..models import Hook, HookDelivery, Schedule, ScheduleFiring
+
+
+class ScheduleIn(StrictSerializer):
+    tag = serializers.RegexField(TAG_PATTERN, max_length=200)
+    cron = serializers.CharField(max_length=200)
+    timezone = serializers.CharField(max_length=64, required=False, default="UTC")
+    inputs = JSONObjectField(required=False, default=dict)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    version = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True,
+                                       default=None)
+    catch_up = serializers.ChoiceField(choices=Schedule.CatchUp.choices, required=False,
+                                       default=Schedule.CatchUp.SKIP)
+    enabled = JSONBooleanField(required=False, default=True)
+
+
+class ScheduleUpdateIn(StrictSerializer):
+    cron = serializers.CharField(max_length=200, required=False)
+    timezone = serializers.CharField(max_length=64, required=False)
+    inputs = JSONObjectField(required=False)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    version = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True)
+    catch_up = serializers.ChoiceField(choices=Schedule.CatchUp.choices, required=False)
+    enabled = JSONBooleanField(required=False)
+
+
+class ScheduleOut(serializers.ModelSerializer):
+    tag = serializers.CharField(source="workflow.tag")
+
+    class Meta:
+        model = Schedule
+        fields = ["id", "tag", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled",
+                  "created_at", "updated_at"]
+
+
+class FiringOut(serializers.ModelSerializer):
+    run_id = serializers.UUIDField(allow_null=True)
+
+    class Meta:
+        model = ScheduleFiring
+        fields = ["fire_time", "fired_at", "outcome", "run_id", "deliveries", "error"]
+
+
+class HookIn(StrictSerializer):
+    tag = serializers.RegexField(TAG_PATTERN, max_length=200)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    mapping = JSONObjectField(required=False, allow_null=True, default=None,
+                              help_text='{"cel": "<expression over body, headers>"} or {"template": <JSON>}')
+    enabled = JSONBooleanField(required=False, default=True)
+
+
+class HookUpdateIn(StrictSerializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    mapping = JSONObjectField(required=False, allow_null=True)
+    enabled = JSONBooleanField(required=False)
+
+
+class HookOut(serializers.ModelSerializer):
+    tag = serializers.CharField(source="workflow.tag")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Hook
+        fields = ["id", "tag", "name", "url", "mapping", "enabled", "created_at", "last_delivery_at"]
+
+    def get_url(self, hook: Hook) -> str:
+        from django.conf import settings
+
+        return f"{settings.AOB_PUBLIC_URL}/api/v1/hooks/{hook.pk}"
+
+
+class HookSecretOut(HookOut):
+    secret = serializers.CharField(help_text="the signing secret: shown this once")
+
+    class Meta(HookOut.Meta):
+        fields = [*HookOut.Meta.fields, "secret"]
+
+
+class HookDeliveryOut(serializers.ModelSerializer):
+    run_id = serializers.UUIDField(allow_null=True)
+
+    class Meta:
+        model = HookDelivery
+        fields = ["delivery_id", "received_at", "run_id"]
+
+
+class HookAcceptedOut(serializers.Serializer):
+    run_id = serializers.UUIDField(allow_null=True)
+    duplicate = serializers.BooleanField()

@@ -1,0 +1,1 @@
+"""Trigger services: schedules (``schedules``) and webhooks (``hooks``)."""

@@ -1,0 +1,175 @@
+"""Webhooks: ``POST /api/v1/hooks/{id}`` starts a run of the hook's workflow.
+
+The sender signs ``"{timestamp}.{body}"`` with HMAC-SHA256 and the hook's secret (the convention of
+Stripe; GitHub's ``sha256=`` prefix), and sends::
+
+    X-AOB-Timestamp: <unix seconds>
+    X-AOB-Signature: sha256=<hex digest>
+    X-AOB-Delivery:  <the sender's id of this delivery>
+
+A timestamp more than ``AOB_HOOK_TOLERANCE_S`` (5 minutes) from now, a signature that does not
+match (compared in constant time), an unknown or disabled hook: all are the same 401, which says
+nothing of why. The delivery id and the signature are unique per hook: a sender's retry, or
+someone replaying a captured request within the tolerance, answers with the first run and starts
+nothing new. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
+expression over ``body`` and ``headers`` that evaluates to an object, or a JSON template whose
+``$inputs.<path>`` references read the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from aob_project.exceptions import ValidationFailed
+from vault import crypto
+from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
+from workflows.definition.references import resolve
+from workflows.models import Run, Workflow
+
+from ..exceptions import HookUnauthorized
+from ..models import Hook, HookDelivery
+
+logger = logging.getLogger(__name__)
+
+_DUMMY_SECRET = secrets.token_bytes(32)  # unknown hooks take the same path (and time) as known ones
+MAX_DELIVERY_ID = 200
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def mapping_check(mapping: Any) -> dict[str, Any] | None:
+    if mapping is None:
+        return None
+    if not isinstance(mapping, dict) or len(mapping) != 1 or next(iter(mapping)) not in ("cel", "template"):
+        raise ValidationFailed('mapping is {"cel": "<expression>"} or {"template": <JSON>}',
+                               extra={"field": "mapping", "rule": "mapping_shape"})
+    if "cel" in mapping:
+        if not isinstance(mapping["cel"], str) or not mapping["cel"].strip() or len(mapping["cel"]) > 4096:
+            raise ValidationFailed("mapping.cel is a CEL expression of at most 4096 characters",
+                                   extra={"field": "mapping.cel", "rule": "type"})
+        try:
+            compile_expression(mapping["cel"])
+        except ExpressionError as exc:
+            raise ValidationFailed(f"mapping.cel: {exc}", extra={"field": "mapping.cel", "rule": "cel_syntax"}) from None
+    return mapping
+
+
+def hook_create(*, owner: User, workflow: Workflow, name: str = "", mapping: Any = None,
+                enabled: bool = True) -> tuple[Hook, str]:
+    """A new hook and its signing secret, which is shown this once."""
+    secret = new_secret()
+    hook = Hook.objects.create(id="hk_" + secrets.token_urlsafe(16), owner=owner, workflow=workflow, name=name,
+                               secret_ciphertext=crypto.encrypt(secret), mapping=mapping_check(mapping),
+                               enabled=enabled)
+    logger.info("hook.created", extra={"hook_id": hook.pk, "tag": workflow.tag})
+    return hook, secret
+
+
+def hook_update(*, hook: Hook, **changes: Any) -> Hook:
+    if "mapping" in changes:
+        changes["mapping"] = mapping_check(changes["mapping"])
+    for key, value in changes.items():
+        setattr(hook, key, value)
+    hook.save(update_fields=list(changes))
+    return hook
+
+
+def hook_rotate(*, hook: Hook) -> str:
+    secret = new_secret()
+    Hook.objects.filter(pk=hook.pk).update(secret_ciphertext=crypto.encrypt(secret))
+    logger.info("hook.secret_rotated", extra={"hook_id": hook.pk})
+    return secret
+
+
+def signature_for(secret: str | bytes, timestamp: str, body: bytes) -> str:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    run: Run | None
+    duplicate: bool
+
+
+def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, delivery_id: str | None,
+                 body: bytes, headers: dict[str, str] | None = None) -> Accepted:
+    """Authenticate one delivery and start its run, once."""
+    hook = Hook.objects.select_related("owner", "workflow__current_version").filter(pk=hook_id).first()
+    secret = crypto.decrypt(hook.secret_ciphertext).encode() if hook is not None else _DUMMY_SECRET
+    given = (signature or "").removeprefix("sha256=").strip().lower()
+    expected = signature_for(secret, timestamp or "", body)
+    valid = hmac.compare_digest(given.encode(), expected.encode())
+    fresh = _fresh(timestamp)
+    if not (valid and fresh and hook is not None and hook.enabled and delivery_id
+            and len(delivery_id) <= MAX_DELIVERY_ID):
+        logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
+        raise HookUnauthorized("the request could not be authenticated")
+    inputs = _inputs(hook, body, headers or {})
+    try:
+        with transaction.atomic():
+            delivery = HookDelivery.objects.create(hook=hook, delivery_id=delivery_id, signature=expected)
+            run = _start(hook, inputs, delivery_id)
+            HookDelivery.objects.filter(pk=delivery.pk).update(run=run)
+            Hook.objects.filter(pk=hook.pk).update(last_delivery_at=timezone.now())
+    except IntegrityError:
+        first = (HookDelivery.objects.filter(hook=hook, delivery_id=delivery_id).first()
+                 or HookDelivery.objects.filter(hook=hook, signature=expected).first())
+        logger.info("hook.duplicate_delivery", extra={"hook_id": hook.pk})
+        return Accepted(run=first.run if first else None, duplicate=True)
+    logger.info("hook.delivered", extra={"hook_id": hook.pk, "run_id": str(run.pk)})
+    return Accepted(run=run, duplicate=False)
+
+
+def _fresh(timestamp: str | None) -> bool:
+    try:
+        sent = int(timestamp or "")
+    except ValueError:
+        return False
+    return abs(time.time() - sent) <= settings.AOB_HOOK_TOLERANCE_S
+
+
+def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    try:
+        payload = json.loads(body.decode("utf-8")) if body.strip() else {}
+    except (UnicodeDecodeError, ValueError):
+        raise ValidationFailed("the body is not JSON", code="malformed_json", extra={"rule": "malformed_json"}) from None
+    mapping = hook.mapping
+    if not mapping:
+        inputs = payload
+    elif "cel" in mapping:
+        try:
+            inputs = evaluate(mapping["cel"], {"body": payload, "headers": headers})
+        except ExpressionError as exc:
+            raise ValidationFailed(f"the hook's mapping failed: {exc}", code="mapping_failed",
+                                   extra={"field": "mapping.cel", "rule": "cel_evaluation"}) from None
+        inputs = json.loads(json.dumps(inputs, default=str))  # CEL maps and lists as plain JSON
+    else:
+        inputs = resolve(mapping["template"], inputs=payload if isinstance(payload, dict) else {"body": payload},
+                         outputs={})
+    if not isinstance(inputs, dict):
+        raise ValidationFailed("a run's inputs are a JSON object: send one, or map the body to one",
+                               code="invalid_inputs", extra={"field": "inputs", "rule": "type"})
+    return inputs
+
+
+def _start(hook: Hook, inputs: dict[str, Any], delivery_id: str) -> Run:
+    from workflows.services.runs import run_start
+
+    version = hook.workflow.current_version
+    return run_start(owner=hook.owner, artifact_id=version.artifact_id, inputs=inputs, workflow=hook.workflow,
+                     request_id=f"hook-{delivery_id}"[:64])

@@ -1,0 +1,168 @@
+"""Schedules: a workflow tag run on a cron (with time zone) by Celery beat through django-celery-beat.
+
+Each schedule owns one ``PeriodicTask`` (task ``triggers.fire_schedule``) that beat reads from the
+database. A firing goes through ``run_start`` like any other start (rate limits, budgets), keyed by
+``(schedule, fire_time)``: the cron time the firing was due, found from the moment beat sent it. A
+beat restart that sends a firing again, or a message delivered twice, meets the unique key and
+starts nothing. A firing later than ``AOB_SCHEDULE_GRACE_S`` after its time was missed (beat was
+down): ``catch_up`` skips it, or runs it once (the most recent missed time only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from celery.schedules import crontab
+from croniter import croniter
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from aob_project.exceptions import AobError
+from workflows.models import Workflow, WorkflowVersion
+
+from ..exceptions import ScheduleInvalid
+from ..models import Schedule, ScheduleFiring
+
+logger = logging.getLogger(__name__)
+
+FIRE_TASK = "triggers.fire_schedule"
+FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
+    """The expression as five fields and its time zone, or ScheduleInvalid naming which is wrong."""
+    if not isinstance(cron, str) or len(cron) > 200 or len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise ScheduleInvalid(f"cron {cron!r} is not a five-field cron expression (minute hour day month weekday)",
+                              extra={"field": "cron", "rule": "cron_syntax"})
+    parts = cron.split()
+    try:
+        crontab(*parts)
+    except (ValueError, TypeError) as exc:
+        raise ScheduleInvalid(f"cron {cron!r}: {exc}", extra={"field": "cron", "rule": "cron_syntax"}) from None
+    try:
+        zone = ZoneInfo(str(tz))
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long, or a folder
+        raise ScheduleInvalid(f"unknown time zone {tz!r}", extra={"field": "timezone", "rule": "timezone"}) from None
+    return " ".join(parts), zone
+
+
+def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UTC", inputs: dict | None = None,
+                    name: str = "", version: int | None = None, catch_up: str = Schedule.CatchUp.SKIP,
+                    enabled: bool = True) -> Schedule:
+    cron, _ = cron_check(cron, tz)
+    _check_version(workflow, version)
+    with transaction.atomic():
+        schedule = Schedule.objects.create(owner=owner, workflow=workflow, cron=cron, timezone=tz, inputs=inputs or {},
+                                           name=name, version=version, catch_up=catch_up, enabled=enabled)
+        _sync_periodic_task(schedule)
+    logger.info("schedule.created", extra={"schedule_id": schedule.pk, "cron": cron, "tz": tz})
+    return schedule
+
+
+def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
+    cron, _ = cron_check(changes.get("cron", schedule.cron), changes.get("timezone", schedule.timezone))
+    changes["cron"] = cron
+    if "version" in changes:
+        _check_version(schedule.workflow, changes["version"])
+    with transaction.atomic():
+        schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
+        for key, value in changes.items():
+            setattr(schedule, key, value)
+        schedule.save()
+        _sync_periodic_task(schedule)
+    return schedule
+
+
+def schedule_delete(*, schedule: Schedule) -> None:
+    with transaction.atomic():
+        task_id = schedule.periodic_task_id
+        schedule.delete()
+        if task_id:
+            PeriodicTask.objects.filter(pk=task_id).delete()
+
+
+def _check_version(workflow: Workflow, version: int | None) -> None:
+    if version is not None and not WorkflowVersion.objects.filter(workflow=workflow, seq=version).exists():
+        raise ScheduleInvalid(f"workflow {workflow.tag!r} has no version {version}",
+                              extra={"field": "version", "rule": "version_exists"})
+
+
+def _sync_periodic_task(schedule: Schedule) -> None:
+    """The PeriodicTask beat reads for this schedule; a change marks beat's schedule as changed."""
+    cron = dict(zip(FIELDS, schedule.cron.split(), strict=True))
+    crontab_row, _ = CrontabSchedule.objects.get_or_create(**cron, timezone=schedule.timezone)
+    fields = {"task": FIRE_TASK, "crontab": crontab_row, "interval": None, "kwargs": json.dumps(
+        {"schedule_id": schedule.pk}), "enabled": schedule.enabled,
+              "description": f"AOB schedule {schedule.pk} of {schedule.workflow.tag}"}
+    if schedule.periodic_task_id:
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(**fields)
+        task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+        task.save()  # the save signal tells beat its schedule changed (update() sends none)
+    else:
+        task = PeriodicTask.objects.create(name=f"aob-schedule-{schedule.pk}", **fields)
+        Schedule.objects.filter(pk=schedule.pk).update(periodic_task=task)
+        schedule.periodic_task = task
+
+
+def due_time(schedule: Schedule, fired_at: datetime) -> datetime:
+    """The cron time a firing sent at ``fired_at`` was due: the latest at or before it."""
+    zone = ZoneInfo(schedule.timezone)
+    # a second's slack: beat sends at (not before) the due time, by its own clock
+    return croniter(schedule.cron, (fired_at + timedelta(seconds=1)).astimezone(zone)).get_prev(datetime).astimezone(UTC)
+
+
+def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None) -> ScheduleFiring | None:
+    """Start the run of one firing, once: a firing already recorded is counted and left alone."""
+    schedule = Schedule.objects.select_related("workflow__current_version", "owner").filter(pk=schedule_id).first()
+    if schedule is None or not schedule.enabled:
+        return None
+    fired_at = fired_at or timezone.now()
+    slot = due_time(schedule, fired_at)
+    late = (fired_at - slot).total_seconds() > settings.AOB_SCHEDULE_GRACE_S
+    base = {"schedule": schedule, "fire_time": slot, "fired_at": fired_at}
+    try:
+        with transaction.atomic():
+            if late and schedule.catch_up == Schedule.CatchUp.SKIP:
+                firing = ScheduleFiring.objects.create(**base, outcome=ScheduleFiring.Outcome.SKIPPED,
+                                                       error={"reason": "missed", "late_s": round(
+                                                           (fired_at - slot).total_seconds(), 1)})
+                logger.info("schedule.missed_skipped", extra={"schedule_id": schedule.pk, "fire_time": str(slot)})
+                return firing
+            firing = ScheduleFiring.objects.create(**base, outcome=ScheduleFiring.Outcome.STARTED)
+            run = _start(schedule, slot)
+            ScheduleFiring.objects.filter(pk=firing.pk).update(run=run)
+            firing.run = run
+    except IntegrityError:
+        ScheduleFiring.objects.filter(schedule=schedule, fire_time=slot).update(deliveries=F("deliveries") + 1)
+        logger.info("schedule.duplicate_firing", extra={"schedule_id": schedule.pk, "fire_time": str(slot)})
+        return None
+    except AobError as exc:
+        firing, _ = ScheduleFiring.objects.get_or_create(**base, defaults={
+            "outcome": ScheduleFiring.Outcome.FAILED, "error": {"error": exc.code, "message": exc.message}})
+        logger.warning("schedule.start_failed", extra={"schedule_id": schedule.pk, "error": exc.code})
+        return firing
+    logger.info("schedule.fired", extra={"schedule_id": schedule.pk, "fire_time": str(slot), "run_id": str(run.pk)})
+    return firing
+
+
+def _start(schedule: Schedule, slot: datetime) -> Any:
+    from workflows.services.runs import run_start
+
+    workflow = schedule.workflow
+    if schedule.version is None:
+        version = workflow.current_version
+    else:
+        version = WorkflowVersion.objects.filter(workflow=workflow, seq=schedule.version).first()
+    if version is None:
+        raise ScheduleInvalid(f"workflow {workflow.tag!r} has no version {schedule.version}",
+                              extra={"field": "version"})
+    return run_start(owner=schedule.owner, artifact_id=version.artifact_id, inputs=dict(schedule.inputs),
+                     workflow=workflow, request_id=f"schedule-{schedule.pk}-{int(slot.timestamp())}")

@@ -1,0 +1,82 @@
+// A workflow's schedules and webhooks: list, add, enable/disable, remove; a new hook's secret is
+// shown once, with how to sign a delivery.
+import { api, el, errorText, pageData, setChildren, showAlert, timeEl } from "/static/aob/api.js";
+
+const { tag } = pageData();
+const alertBox = document.getElementById("triggers-alert");
+const schedules = document.querySelector("#schedules tbody");
+const hooks = document.querySelector("#hooks tbody");
+const secretBox = document.getElementById("hook-secret");
+
+function fail(err) { showAlert(alertBox, errorText(err)); }
+
+async function act(fn) {
+  try { await fn(); showAlert(alertBox, ""); await load(); } catch (err) { fail(err); }
+}
+
+function toggle(label, enabled, onChange) {
+  return el("input", { type: "checkbox", "aria-label": label, checked: enabled, onchange: (ev) => onChange(ev.target.checked) });
+}
+
+async function load() {
+  try {
+    const [mine, theirHooks] = await Promise.all([api("/schedules"), api("/hooks")]);
+    setChildren(schedules, mine.filter((s) => s.tag === tag).map((s) => el("tr", {},
+      el("td", { class: "mono" }, s.cron), el("td", {}, s.timezone), el("td", {}, s.catch_up),
+      el("td", { class: "mono" }, JSON.stringify(s.inputs)),
+      el("td", {}, toggle(`schedule ${s.id} enabled`, s.enabled,
+        (on) => act(() => api(`/schedules/${s.id}`, { method: "PATCH", body: { enabled: on } })))),
+      el("td", {}, el("button", { type: "button", class: "btn small danger",
+        onclick: () => act(() => api(`/schedules/${s.id}`, { method: "DELETE" })) }, "Remove")))));
+    setChildren(hooks, theirHooks.filter((h) => h.tag === tag).map((h) => el("tr", {},
+      el("td", { class: "mono", style: "word-break: break-all" }, h.url),
+      el("td", { class: "mono", style: "word-break: break-all" }, h.mapping ? JSON.stringify(h.mapping) : "—"),
+      el("td", {}, timeEl(h.last_delivery_at) || "never"),
+      el("td", {}, toggle(`webhook ${h.id} enabled`, h.enabled,
+        (on) => act(() => api(`/hooks/${h.id}`, { method: "PATCH", body: { enabled: on } })))),
+      el("td", {},
+        el("button", { type: "button", class: "btn small", onclick: () => act(async () => showSecret(
+          await api(`/hooks/${h.id}/rotate`, { method: "POST" }))) }, "New secret"),
+        el("button", { type: "button", class: "btn small danger",
+          onclick: () => act(() => api(`/hooks/${h.id}`, { method: "DELETE" })) }, "Remove")))));
+  } catch (err) { fail(err); }
+}
+
+function showSecret(hook) {
+  secretBox.hidden = false;
+  setChildren(secretBox, el("p", {}, el("strong", {}, "Signing secret (shown once): "), el("code", {}, hook.secret)),
+    el("p", {}, "Sign each delivery: X-AOB-Timestamp (unix seconds), X-AOB-Delivery (your id), and "
+      + "X-AOB-Signature: sha256=HMAC-SHA256(secret, timestamp + \".\" + body)."),
+    el("pre", { class: "json" }, `ts=$(date +%s); body='{"hello":"world"}'\n`
+      + `sig=$(printf '%s.%s' "$ts" "$body" | openssl dgst -sha256 -hmac '${hook.secret}' | cut -d' ' -f2)\n`
+      + `curl -X POST ${hook.url} -H "X-AOB-Timestamp: $ts" -H "X-AOB-Delivery: $(uuidgen)" \\\n`
+      + `  -H "X-AOB-Signature: sha256=$sig" -H 'Content-Type: application/json' -d "$body"`));
+}
+
+document.getElementById("schedule-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  act(async () => {
+    let inputs;
+    try { inputs = JSON.parse(document.getElementById("schedule-inputs").value || "{}"); } catch (err) {
+      throw new Error(`Inputs are not JSON: ${err.message}`);
+    }
+    await api("/schedules", { method: "POST", body: { tag, inputs, cron: document.getElementById("cron").value,
+      timezone: document.getElementById("timezone").value, catch_up: document.getElementById("catch-up").value } });
+  });
+});
+
+document.getElementById("hook-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  act(async () => {
+    const kind = document.getElementById("mapping-kind").value;
+    const source = document.getElementById("mapping-source").value;
+    let mapping = null;
+    if (kind === "cel") mapping = { cel: source };
+    if (kind === "template") {
+      try { mapping = { template: JSON.parse(source) }; } catch (err) { throw new Error(`Template is not JSON: ${err.message}`); }
+    }
+    showSecret(await api("/hooks", { method: "POST", body: { tag, mapping } }));
+  });
+});
+
+load();

@@ -1,0 +1,149 @@
+"""``$secrets.NAME`` in node config: resolved only inside an executor, at send time, and masked on
+the way out.
+
+The engine resolves a node's config (``$inputs``, ``$nodes``, ``${…}``) before its executor runs and
+stores that as the node's input; it leaves secret references as they are, so the stored input, the
+events and the LLM prompt carry ``$secrets.NAME``, never the value. An executor that sends a request
+asks a ``SecretBox`` to render the values that need secrets, from the config as the author wrote it
+(``ctx.raw_config``): the text around a reference is resolved as usual and the reference is replaced
+by the value. Only the author's text can name a secret: a run input or an upstream output that
+happens to contain ``$secrets.X`` is sent as that literal text.
+
+Whatever the executor keeps (its output, an error message) goes through ``SecretBox.mask`` first: a
+response echoing a secret is stored with ``[secret:NAME]`` in its place (the value as sent and its
+URL-encoded forms).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+NAME = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+NAME_RE = re.compile(rf"^{NAME}$")
+REFERENCE = re.compile(rf"\$\{{\s*\$?secrets\.({NAME})\s*\}}|\$secrets\.({NAME})")
+
+
+def has_reference(value: Any) -> bool:
+    if isinstance(value, str):
+        return "secrets." in value and REFERENCE.search(value) is not None
+    if isinstance(value, dict):
+        return any(has_reference(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_reference(v) for v in value)
+    return False
+
+
+def referenced_names(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {a or b for a, b in REFERENCE.findall(value)}
+    if isinstance(value, dict):
+        return set().union(*(referenced_names(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(referenced_names(v) for v in value)) if value else set()
+    return set()
+
+
+class SecretBox:
+    """The secrets of one owner, for one executor call: loaded when first needed, remembered for masking."""
+
+    def __init__(self, owner_id: int, *, loader: Callable[[int, set[str]], dict[str, str]] | None = None) -> None:
+        self.owner_id = owner_id
+        self.used: dict[str, str] = {}
+        self._loader = loader
+
+    def _load(self, names: set[str]) -> None:
+        missing = names - set(self.used)
+        if not missing:
+            return
+        if self._loader is None:
+            from vault.services import secret_values
+
+            self.used.update(secret_values(owner_id=self.owner_id, names=missing))
+        else:
+            self.used.update(self._loader(self.owner_id, missing))
+
+    def render(self, raw: Any, resolved: Any, resolve_text: Callable[[str], Any]) -> Any:
+        """``resolved`` (the engine's resolution of ``raw``), with every string the author wrote with
+        a secret reference rendered again from ``raw``: text around a reference through
+        ``resolve_text``, the reference as the secret's value."""
+        if isinstance(raw, str):
+            if "secrets." not in raw or not REFERENCE.search(raw):
+                return resolved
+            self._load(referenced_names(raw))
+            return self._render_text(raw, resolve_text)
+        if isinstance(raw, dict) and isinstance(resolved, dict):
+            return {k: self.render(raw.get(k), v, resolve_text) if k in raw else v for k, v in resolved.items()}
+        if isinstance(raw, list) and isinstance(resolved, list) and len(raw) == len(resolved):
+            return [self.render(r, v, resolve_text) for r, v in zip(raw, resolved, strict=True)]
+        return resolved
+
+    def _render_text(self, raw: str, resolve_text: Callable[[str], Any]) -> str:
+        out: list[str] = []
+        last = 0
+        for match in REFERENCE.finditer(raw):
+            if match.start() > last:
+                out.append(_text(resolve_text(raw[last:match.start()])))
+            out.append(self.used[match.group(1) or match.group(2)])
+            last = match.end()
+        if last < len(raw):
+            out.append(_text(resolve_text(raw[last:])))
+        return "".join(out)
+
+    def mask(self, value: Any) -> Any:
+        """``value`` with every secret this box handed out replaced by ``[secret:NAME]``."""
+        if not self.used:
+            return value
+        forms = sorted(((form, f"[secret:{name}]") for name, secret in self.used.items() if secret
+                        for form in {secret, quote(secret, safe=""), quote_plus(secret)}),
+                       key=lambda pair: -len(pair[0]))
+        return _mask(value, forms)
+
+    def masked(self, exc: Any) -> Any:
+        """An AobError (raised while secrets were in play) with its message and details masked."""
+        exc.message = self.mask(exc.message)
+        exc.args = (exc.message,)
+        exc.extra = self.mask(exc.extra)
+        return exc
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """While in this block, log records of this thread have this box's values masked too
+        (``vault.logs.MaskSecrets``): a library that logs a URL or a header cannot leak one."""
+        token = _ACTIVE.set(self)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
+
+_ACTIVE: contextvars.ContextVar[SecretBox | None] = contextvars.ContextVar("aob_secret_box", default=None)
+
+
+def active_box() -> SecretBox | None:
+    return _ACTIVE.get()
+
+
+def _mask(value: Any, forms: list[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+        for form, label in forms:
+            if form in value:
+                value = value.replace(form, label)
+        return value
+    if isinstance(value, dict):
+        return {_mask(k, forms): _mask(v, forms) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, forms) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    """As the engine interpolates a value into a template (``workflows.definition.references``)."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)

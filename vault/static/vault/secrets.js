@@ -1,0 +1,35 @@
+// Secrets: names and dates from GET /secrets; PUT sets a value, DELETE removes one. No value is
+// ever read back, so none can be shown.
+import { api, el, errorText, setChildren, showAlert, timeEl } from "/static/aob/api.js";
+
+const rows = document.querySelector("#secrets tbody");
+const alertBox = document.getElementById("secrets-alert");
+const status = document.getElementById("secret-status");
+
+async function load() {
+  try {
+    const items = await api("/secrets");
+    setChildren(rows, items.length ? items.map((s) => el("tr", {},
+      el("td", { class: "mono" }, s.name), el("td", {}, timeEl(s.created_at)), el("td", {}, timeEl(s.updated_at)),
+      el("td", {}, el("button", { type: "button", class: "btn small danger", onclick: async () => {
+        try { await api(`/secrets/${s.name}`, { method: "DELETE" }); await load(); } catch (err) {
+          showAlert(alertBox, errorText(err));
+        }
+      } }, "Remove")))) : el("tr", {}, el("td", { colspan: "4", class: "empty" }, "No secrets yet.")));
+    showAlert(alertBox, "");
+  } catch (err) { showAlert(alertBox, errorText(err)); }
+}
+
+document.getElementById("secret-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const name = document.getElementById("secret-name");
+  const value = document.getElementById("secret-value");
+  try {
+    await api(`/secrets/${encodeURIComponent(name.value)}`, { method: "PUT", body: { value: value.value } });
+    status.textContent = `${name.value} saved.`;
+    value.value = "";
+    await load();
+  } catch (err) { status.textContent = errorText(err); }
+});
+
+load();
