@@ -94,7 +94,10 @@ def test_debug_does_not_let_production_start_with_the_development_secret():
 def test_production_mode_never_creates_the_demo_user():
     assert production_mode({"AOB_PRODUCTION": "true"}) and production_mode({"AOB_PRODUCTION": " On "})
     assert not production_mode({}) and not production_mode({"AOB_PRODUCTION": "false"})
+    from cryptography.fernet import Fernet
+
     result = run_manage("aob_demo", AOB_PRODUCTION="true", SECRET_KEY=secrets.token_urlsafe(64),
+                        AOB_SECRETS_KEYS=Fernet.generate_key().decode(),
                         AOB_TEST_DATABASE_NAME=django_settings.DATABASES["default"]["NAME"])
     assert result.returncode != 0 and "production mode" in result.stderr
     assert not User.objects.filter(username="demo").exists()
