@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from workflows.models import Event, Run
+from workflows.results import run_duration_ms, run_output
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 
@@ -43,13 +46,31 @@ class JSONBooleanField(serializers.BooleanField):
         return data
 
 
-class WorkflowCreateIn(StrictSerializer):
+DEFINITION_KEYS = {"nodes", "edges", "metadata"}
+
+
+class EnvelopeSerializer(StrictSerializer):
+    """A body that carries a definition under ``workflow``: a definition posted bare (an example
+    file as it is) gets a message that shows the expected body instead of "unknown field"."""
+
+    envelope = '{"workflow": {...}}'
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and "workflow" not in data and DEFINITION_KEYS & set(data):
+            raise serializers.ValidationError({"workflow": [serializers.ErrorDetail(
+                f"this looks like a bare workflow definition; send it wrapped: {self.envelope}",
+                code="definition_not_wrapped")]})
+        return super().to_internal_value(data)
+
+
+class WorkflowCreateIn(EnvelopeSerializer):
+    envelope = '{"tag_name": "my-workflow", "workflow": {"nodes": [...], "edges": [...]}, "description": "..."}'
     tag_name = serializers.RegexField(TAG_PATTERN, max_length=200)
     workflow = JSONObjectField()
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
 
 
-class WorkflowValidateIn(StrictSerializer):
+class WorkflowValidateIn(EnvelopeSerializer):
     workflow = serializers.JSONField()
 
 
@@ -62,7 +83,8 @@ class ExecuteIn(StrictSerializer):
     inputs = JSONObjectField(required=False, default=dict)
 
 
-class RunCreateIn(StrictSerializer):
+class RunCreateIn(EnvelopeSerializer):
+    envelope = '{"tag": "my-workflow", "inputs": {...}} or {"workflow": {"nodes": [...]}, "inputs": {...}}'
     tag = serializers.RegexField(TAG_PATTERN, max_length=200, required=False)
     workflow = JSONObjectField(required=False)
     inputs = JSONObjectField(required=False, default=dict)
@@ -140,11 +162,42 @@ class RunOut(serializers.ModelSerializer):
     replay_of = serializers.UUIDField(source="replay_of_id", allow_null=True)
     budget = serializers.JSONField(source="ceilings", help_text="The run's LLM spend ceilings {max_tokens, "
                                    "max_cost_usd}: its owner's, else the operator's")
+    duration_ms = serializers.SerializerMethodField(help_text="from submission to the end; null until it ends")
 
     class Meta:
         model = Run
         fields = ["run_id", "tag", "status", "artifact_id", "current_artifact_id", "inputs", "error", "replay_of",
-                  "replay_from_node", "usage", "budget", "spawned_agents", "created_at", "started_at", "finished_at"]
+                  "replay_from_node", "usage", "budget", "spawned_agents", "created_at", "started_at", "finished_at",
+                  "duration_ms"]
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_duration_ms(self, run: Run) -> int | None:
+        return run_duration_ms(run)
+
+
+class RunResultOut(RunOut):
+    """A run with its result: ``output`` (``metadata.output`` evaluated, else the terminal nodes'
+    outputs by node id; null until the run completes) and ``output_error`` when that failed."""
+
+    output = serializers.SerializerMethodField()
+    output_error = serializers.SerializerMethodField()
+
+    class Meta(RunOut.Meta):
+        fields = [*RunOut.Meta.fields, "output", "output_error"]
+
+    def _result(self, run: Run) -> tuple[Any, Any]:
+        cache = self.context.setdefault("_results", {})
+        if run.pk not in cache:
+            cache[run.pk] = run_output(run)
+        return cache[run.pk]
+
+    @extend_schema_field({"nullable": True, "description": "any JSON value"})
+    def get_output(self, run: Run) -> Any:
+        return self._result(run)[0]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_output_error(self, run: Run) -> Any:
+        return self._result(run)[1]
 
 
 class NodeDetailOut(serializers.Serializer):
@@ -197,7 +250,7 @@ class PatchRefusalOut(serializers.Serializer):
 
 
 class RunDetailsOut(serializers.Serializer):
-    run = RunOut()
+    run = RunResultOut()
     base_definition = serializers.JSONField()
     current_definition = serializers.JSONField()
     nodes = NodeDetailOut(many=True)
@@ -264,3 +317,42 @@ class RunPatchOut(serializers.Serializer):
 
     def get_op_count(self, obj: Any) -> int:
         return len(obj.operations)
+
+
+class TimelineAttemptOut(serializers.Serializer):
+    attempt = serializers.IntegerField()
+    status = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    start_ms = serializers.IntegerField(allow_null=True, help_text="offset from the run's creation")
+    duration_ms = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class TimelineItemOut(serializers.Serializer):
+    node_id = serializers.CharField()
+    type = serializers.CharField()
+    iteration = serializers.IntegerField()
+    status = serializers.CharField()
+    wait_reason = serializers.CharField(allow_blank=True)
+    attempts = serializers.IntegerField()
+    queued_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    queued_ms = serializers.IntegerField(allow_null=True, help_text="offsets from the run's creation")
+    started_ms = serializers.IntegerField(allow_null=True)
+    finished_ms = serializers.IntegerField(allow_null=True)
+    queue_wait_ms = serializers.IntegerField(allow_null=True)
+    run_ms = serializers.IntegerField(allow_null=True, help_text="so far, for a node run still active")
+    attempt_log = TimelineAttemptOut(many=True)
+
+
+class TimelineOut(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    span_ms = serializers.IntegerField(allow_null=True, help_text="from creation to the end, or to now")
+    items = TimelineItemOut(many=True, help_text="every node run, iterations included, in queue order")
+    truncated = serializers.BooleanField(help_text="more node runs than the timeline lists")

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aob_project.exceptions import AobError, NotFound
-from workflows import selectors
+from workflows import results, selectors
 from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import definitions, patches, runs
@@ -305,9 +305,15 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                                  inputs=data.validated_data["inputs"], request_id=_request_id(request))
         return Response(_run_started(run), status=201)
 
-    @extend_schema(responses={200: s.RunOut, **ERRORS})
+    @extend_schema(responses={200: s.RunResultOut, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(s.RunOut(self._run(pk)).data)
+        return Response(s.RunResultOut(self._run(pk)).data)
+
+    @extend_schema(responses={200: s.TimelineOut, **ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def timeline(self, request: Request, pk: str) -> Response:
+        """Every node run with its queue wait, run time and attempts, for a Gantt chart."""
+        return Response(s.TimelineOut(results.run_timeline(run=self._run(pk))).data)
 
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
     @action(detail=True, methods=["get"])
