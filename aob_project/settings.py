@@ -189,6 +189,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The docs pages load Swagger UI / ReDoc from our static files, never a CDN, and Swagger UI
     # sends the document to no online validator: the docs work offline.
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "workflows.models.run.Run.Status",
+                            "ApprovalStatusEnum": "approvals.models.Approval.Status"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

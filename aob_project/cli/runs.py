@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import click
 
@@ -138,20 +139,27 @@ def run_status(session: Session, run_id: str) -> None:
 
 @run.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
-@click.option("--tag", default=None)
+@click.option("--workflow", "--tag", "workflow", default=None, help="Only this workflow's runs (its tag).")
+@click.option("--since", default=None, metavar="ISO-TIME", help="Created at or after, e.g. 2026-12-01 or 2026-12-01T10:00Z.")
+@click.option("--until", default=None, metavar="ISO-TIME", help="Created before.")
+@click.option("--owner", default=None, help="Staff: another user's runs.")
+@click.option("--search", "-q", default=None, help="Text in the run's inputs or error.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--cursor", default=None, help="The next page: the cursor the previous page printed.")
 @pass_session
-def run_list(session: Session, status: str | None, tag: str | None, limit: int, offset: int) -> None:
-    """Your runs, newest first."""
-    page = session.client.get("runs", status=status, tag=tag, limit=limit, offset=offset)
+def run_list(session: Session, status: str | None, workflow: str | None, since: str | None, until: str | None,
+             owner: str | None, search: str | None, limit: int, cursor: str | None) -> None:
+    """Your runs, newest first (keyset pages: --cursor continues where a page ended)."""
+    page = session.client.get("runs", status=status, workflow=workflow, created_after=since,
+                              created_before=until, owner=owner, q=search, limit=limit, cursor=cursor)
 
     def pretty(d: dict[str, Any]) -> None:
         table([(r["run_id"], r["status"], r["tag"] or "-", short_time(r["created_at"]),
-                short_time(r["finished_at"]) or "-") for r in d["results"]],
-              ["RUN", "STATUS", "TAG", "CREATED", "FINISHED"])
+                duration_text(r.get("duration_ms")), _error_text(r.get("error"))[:60]) for r in d["results"]],
+              ["RUN", "STATUS", "WORKFLOW", "CREATED", "DURATION", "ERROR"])
         if d.get("next"):
-            click.echo(f"({len(d['results'])} of {d['count']}; --offset {offset + len(d['results'])} for more)")
+            next_cursor = parse_qs(urlsplit(d["next"]).query).get("cursor", [""])[0]
+            click.echo(f"(more: --cursor {next_cursor})")
 
     session.output.emit(page, pretty)
 

@@ -127,6 +127,12 @@ class ValidationOut(serializers.Serializer):
     warnings = ProblemOut(many=True)
 
 
+class LastRunOut(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField(help_text="a run status: " + ", ".join(Run.Status.values))
+    created_at = serializers.DateTimeField()
+
+
 class WorkflowOut(serializers.Serializer):
     tag = serializers.CharField()
     owner = serializers.CharField()
@@ -134,6 +140,9 @@ class WorkflowOut(serializers.Serializer):
     version = serializers.IntegerField(allow_null=True)
     nodes_count = serializers.IntegerField()
     edges_count = serializers.IntegerField()
+    name = serializers.CharField(allow_blank=True, help_text="metadata.name of the current version")
+    description = serializers.CharField(allow_blank=True, help_text="metadata.description of the current version")
+    last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow, by anyone")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     definition = serializers.JSONField(required=False)

@@ -23,6 +23,7 @@ from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import definitions, patches, runs
 
+from . import filters
 from . import serializers as s
 
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
@@ -125,8 +126,14 @@ def _workflow_out(workflow: Workflow, materialize: bool) -> dict[str, Any]:
     version = workflow.current_version
     definition = version.artifact.content if version else {"nodes": [], "edges": []}
     nodes, edges = _counts(definition)
+    metadata = definition.get("metadata") or {}
+    if not hasattr(workflow, "last_run_status"):
+        workflow = filters.with_last_run(Workflow.objects.filter(pk=workflow.pk)).select_related("owner").get()
+    last_run = {"run_id": workflow.last_run_id, "status": workflow.last_run_status,
+                "created_at": workflow.last_run_at} if workflow.last_run_id else None
     out = {"tag": workflow.tag, "owner": workflow.owner.username, "artifact_id": version.artifact_id if version else None,
            "version": version.seq if version else None, "nodes_count": nodes, "edges_count": edges,
+           "name": metadata.get("name", ""), "description": metadata.get("description", ""), "last_run": last_run,
            "created_at": workflow.created_at, "updated_at": workflow.updated_at}
     if materialize:
         out["definition"] = definition
@@ -143,17 +150,31 @@ def _saved_out(saved: definitions.Saved) -> dict[str, Any]:
             "warnings": [p.as_dict() for p in saved.report.warnings]}
 
 
-MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition")
+MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition (true or false)")
+SCOPES = ["user", "global", "all"]
+FLAGS = {"true": True, "false": False}
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").lower() in {"1", "true", "yes"}
+def _choice(request: Request, name: str, allowed: list[str], default: str) -> str:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value not in allowed:
+        raise AobError(f"{name}: unknown value {value[:50]!r}", code="validation_error",
+                       extra={"field": name, "rule": "enum", "allowed": allowed})
+    return value
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A boolean query parameter: exactly true or false, as the schema says."""
+    return FLAGS[_choice(request, name, list(FLAGS), "false")]
 
 
 class WorkflowViewSet(viewsets.GenericViewSet):
     lookup_field = "tag"
     lookup_value_regex = r"[^/\x00]+"  # NUL cannot reach PostgreSQL (a 500); such a tag is no URL: 404
     serializer_class = s.WorkflowOut
+    filterset_class = filters.WorkflowFilter
 
     def get_queryset(self) -> Any:
         return selectors.workflows_visible(user=self.request.user)
@@ -161,13 +182,17 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def _get(self, tag: str) -> Workflow:
         return definitions.workflow_get(owner=self.request.user, tag=tag)
 
-    @extend_schema(parameters=[OpenApiParameter("scope", str, enum=["user", "global", "all"]), MATERIALIZE],
-                   responses={200: s.WorkflowOut(many=True), 401: s.ErrorOut})
+    @extend_schema(parameters=[OpenApiParameter("scope", str, enum=SCOPES), MATERIALIZE,
+                               OpenApiParameter("q", str, pattern=filters.TAG_PARAM_PATTERN,
+                                                description="text in the tag, name or description")],
+                   responses={200: s.WorkflowOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut})
     def list(self, request: Request) -> Response:
-        qs = selectors.workflows_visible(user=request.user, scope=request.query_params.get("scope", "user"))
+        scope = _choice(request, "scope", SCOPES, "user")
+        materialize = _flag(request, "materialize")
+        qs = selectors.workflows_visible(user=request.user, scope=scope)
+        qs = filters.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
         page = self.paginate_queryset(qs)
-        items = [_workflow_out(w, _truthy(request.query_params.get("materialize"))) for w in page]
-        return self.get_paginated_response(items)
+        return self.get_paginated_response([_workflow_out(w, materialize) for w in page])
 
     @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut, **ERRORS})
     def create(self, request: Request) -> Response:
@@ -180,7 +205,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.WorkflowOut, **ERRORS})
     def retrieve(self, request: Request, tag: str) -> Response:
-        return Response(_workflow_out(self._get(tag), _truthy(request.query_params.get("materialize"))))
+        return Response(_workflow_out(self._get(tag), _flag(request, "materialize")))
 
     @extend_schema(responses={204: None, **ERRORS})
     def destroy(self, request: Request, tag: str) -> Response:
@@ -211,7 +236,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
             version = WorkflowVersion.objects.select_related("artifact").get(workflow=workflow, seq=int(seq))
         except WorkflowVersion.DoesNotExist:
             raise NotFound(f"workflow {tag!r} has no version {seq}") from None
-        return Response(_version_out(workflow, version, _truthy(request.query_params.get("materialize"))))
+        return Response(_version_out(workflow, version, _flag(request, "materialize")))
 
     @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path="execute")
@@ -264,26 +289,19 @@ class ArtifactView(APIView):
 class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = s.RunOut
     lookup_value_regex = r"[^/]+"
+    filter_backends = [filters.CheckedFilterBackend]
+    filterset_class = filters.RunFilter
+    pagination_class = filters.KeysetPagination
 
     def get_queryset(self) -> Any:
-        # The list is the user's own runs; an approver reaches a run it must decide through its approval.
-        qs = Run.objects.filter(owner=self.request.user).order_by("-created_at")
-        status = self.request.query_params.get("status")
-        if status:
-            if status not in Run.Status.values:
-                raise AobError(f"unknown status {status!r}", code="validation_error",
-                               extra={"field": "status", "allowed": Run.Status.values})
-            qs = qs.filter(status=status)
-        tag = self.request.query_params.get("tag")
-        if tag:
-            if "\x00" in tag:
-                raise AobError("tag must not contain the NUL character", code="validation_error",
-                               extra={"field": "tag"})
-            qs = qs.filter(tag=tag)
-        return qs
+        # The list is the user's own runs (staff may name another owner); an approver reaches a
+        # run it must decide through its approval.
+        if getattr(self, "swagger_fake_view", False):  # the OpenAPI generator has no user
+            return Run.objects.none()
+        return filters.runs_for_list(user=self.request.user, owner=self.request.query_params.get("owner"))
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Run.Status.values), OpenApiParameter("tag", str)],
-                   responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut})
+    @extend_schema(parameters=filters.RUN_FILTER_PARAMETERS,
+                   responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
