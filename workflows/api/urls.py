@@ -1,10 +1,10 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
 from approvals.api.views import ApprovalViewSet
 
-from . import index, views
+from . import docs, index, views
 
 router = SimpleRouter(trailing_slash=False)
 router.register("workflows", views.WorkflowViewSet, basename="workflow")
@@ -20,9 +20,8 @@ urlpatterns = [
     path("schema/workflow", views.WorkflowSchemaView.as_view(), name="workflow-schema"),
     path("schema/", SpectacularAPIView.as_view(), name="openapi"),
     # Swagger UI and ReDoc from local static files (drf-spectacular-sidecar): the docs work offline.
-    path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="openapi", template_name="aob/redoc.html"),
-         name="api-redoc"),
+    path("docs/", docs.swagger_ui, name="api-docs"),
+    path("redoc/", docs.redoc, name="api-redoc"),
     path("workflows/validate", views.WorkflowValidateView.as_view(), name="workflow-validate"),
     re_path(r"^artifacts/(?P<artifact_id>[^/\x00]+)$", views.ArtifactView.as_view(), name="artifact"),
     *router.urls,
