@@ -14,9 +14,23 @@ SCHEMES = (b"token", b"bearer")
 class TokenOrBearerAuthentication(TokenAuthentication):
     def authenticate(self, request: Request) -> Any:
         parts = get_authorization_header(request).split()
-        if parts and parts[0].lower() == b"bearer":
-            request.META["HTTP_AUTHORIZATION"] = b" ".join([b"Token", *parts[1:]]).decode("latin-1")
-        return super().authenticate(request)
+        if not parts or parts[0].lower() != b"bearer":
+            return super().authenticate(request)
+        if len(parts) != 2:
+            return super().authenticate(_AsToken(request, parts))
+        try:
+            key = parts[1].decode()
+        except UnicodeError:
+            return super().authenticate(_AsToken(request, parts))
+        return self.authenticate_credentials(key)
 
     def authenticate_header(self, request: Request) -> str:
         return 'Token realm="api", Bearer realm="api"'
+
+
+class _AsToken:
+    """A malformed ``Bearer`` header, shown to the Token scheme's checks for their messages."""
+
+    def __init__(self, request: Request, parts: list[bytes]) -> None:
+        self.headers = {"authorization": b" ".join([b"Token", *parts[1:]])}
+        self._request = request
