@@ -21,7 +21,8 @@ from aob_project.exceptions import NotFound, ValidationFailed
 from workflows.models import Run, Workflow
 
 TEXT_MAX = 200
-TAG_PARAM_PATTERN = r"^[^\x00]{1,200}$"
+# Up to 200 characters, no NUL; empty means "any" (no filter).
+TAG_PARAM_PATTERN = r"^[^\x00]{0,200}$"
 
 
 def refuse(field: str, message: str, rule: str, **extra: Any) -> ValidationFailed:
@@ -35,6 +36,9 @@ class CheckedFilterBackend(DjangoFilterBackend):
         filterset = self.get_filterset(request, queryset, view)
         if filterset is None:
             return queryset
+        for name, flt in filterset.filters.items():
+            if isinstance(flt, django_filters.IsoDateTimeFilter) and request.query_params.get(name, None) == "":
+                raise refuse(name, "must be an ISO 8601 date-time, e.g. 2026-12-01T00:00:00Z", "date_time")
         if not filterset.is_valid():
             field, errors = next(iter(filterset.errors.items()))
             allowed = getattr(filterset.filters.get(field), "allowed", None)

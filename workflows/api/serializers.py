@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -12,10 +11,12 @@ from workflows.models import Event, Run
 from workflows.results import run_duration_ms, run_output
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+RESERVED_TAGS = {"validate"}
 
 
 class StrictSerializer(serializers.Serializer):
-    """Unknown fields are an error, not silently dropped: a typo must not change meaning."""
+    """Unknown fields are an error, not silently dropped: a typo must not change meaning. Types are
+    JSON's, as the OpenAPI document says: DRF would read 5 as the string "5" and "5" as the integer 5."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -23,9 +24,36 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({unknown[0]: [serializers.ErrorDetail(
                     "unknown field", code="unknown_field")]})
+            for name, field in self.fields.items():
+                expected = _json_type(field)
+                value = data.get(name)
+                if expected and value is not None and not _is(value, expected):
+                    raise serializers.ValidationError({name: [serializers.ErrorDetail(
+                        f"must be {expected}", code="type")]})
         return super().to_internal_value(data)
 
 
+def _json_type(field: serializers.Field) -> str | None:
+    if isinstance(field, serializers.CharField):
+        return "a string"
+    if isinstance(field, serializers.IntegerField):
+        return "an integer"
+    if isinstance(field, serializers.FloatField):
+        return "a number"
+    return None
+
+
+def _is(value: Any, expected: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if expected == "a string":
+        return isinstance(value, str)
+    if expected == "an integer":
+        return isinstance(value, int)
+    return isinstance(value, int | float)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
 class JSONObjectField(serializers.JSONField):
     default_error_messages = {"not_object": "must be a JSON object"}
 
@@ -64,14 +92,25 @@ class EnvelopeSerializer(StrictSerializer):
 
 
 class WorkflowCreateIn(EnvelopeSerializer):
+    """Save a definition under a tag: a new version when the content is new."""
+
     envelope = '{"tag_name": "my-workflow", "workflow": {"nodes": [...], "edges": [...]}, "description": "..."}'
     tag_name = serializers.RegexField(TAG_PATTERN, max_length=200)
+
+    def validate_tag_name(self, value: str) -> str:
+        if value in RESERVED_TAGS:
+            raise serializers.ValidationError(f"{value!r} is reserved (POST /workflows/{value} is an operation)",
+                                              code="reserved")
+        return value
     workflow = JSONObjectField()
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
 
 
 class WorkflowValidateIn(EnvelopeSerializer):
-    workflow = serializers.JSONField()
+    """A definition to check without saving."""
+
+    # Any JSON: the answer says why it is not a workflow (valid: false), never a 400.
+    workflow = serializers.JSONField(allow_null=True)
 
 
 class WorkflowPatchIn(StrictSerializer):
@@ -84,7 +123,10 @@ class ExecuteIn(StrictSerializer):
 
 
 class RunCreateIn(EnvelopeSerializer):
+    """Start a run of a saved workflow (tag) or of a definition (workflow): exactly one of them."""
+
     envelope = '{"tag": "my-workflow", "inputs": {...}} or {"workflow": {"nodes": [...]}, "inputs": {...}}'
+    one_of_required = (("tag",), ("workflow",))
     tag = serializers.RegexField(TAG_PATTERN, max_length=200, required=False)
     workflow = JSONObjectField(required=False)
     inputs = JSONObjectField(required=False, default=dict)
@@ -179,7 +221,7 @@ class RunOut(serializers.ModelSerializer):
                   "replay_from_node", "usage", "budget", "spawned_agents", "created_at", "started_at", "finished_at",
                   "duration_ms"]
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field({"type": "integer", "nullable": True})
     def get_duration_ms(self, run: Run) -> int | None:
         return run_duration_ms(run)
 
@@ -204,7 +246,8 @@ class RunResultOut(RunOut):
     def get_output(self, run: Run) -> Any:
         return self._result(run)[0]
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": {},
+                          "description": "why metadata.output could not be computed"})
     def get_output_error(self, run: Run) -> Any:
         return self._result(run)[1]
 
@@ -268,6 +311,8 @@ class RunDetailsOut(serializers.Serializer):
 
 
 class RunBudgetIn(StrictSerializer):
+    min_properties = 1
+
     max_tokens = serializers.IntegerField(min_value=0, max_value=10**12, required=False)
     max_cost_usd = serializers.FloatField(min_value=0, max_value=10**9, required=False)
 

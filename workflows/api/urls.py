@@ -4,7 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from approvals.api.views import ApprovalViewSet
 
-from . import docs, index, views
+from . import docs, index, openapi, views  # noqa: F401  (openapi registers the schema extension)
 
 router = SimpleRouter(trailing_slash=False)
 router.register("workflows", views.WorkflowViewSet, basename="workflow")

@@ -113,6 +113,22 @@ class WorkflowSchemaView(APIView):
 
 
 class WorkflowValidateView(APIView):
+    """POST validates. The path is also where a workflow named "validate" would be, and there is
+    none (the name is refused at save), so reading or deleting it is that workflow's 404. The
+    operation here is POST only, and ``Allow`` says so."""
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        return ["POST", "OPTIONS"]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        raise NotFound("workflow 'validate' not found (the name is reserved)")
+
+    @extend_schema(exclude=True)
+    def delete(self, request: Request) -> Response:
+        raise NotFound("workflow 'validate' not found (the name is reserved)")
+
     @extend_schema(request=s.WorkflowValidateIn, responses={200: s.ValidationOut, **ERRORS})
     def post(self, request: Request) -> Response:
         data = s.WorkflowValidateIn(data=request.data)
@@ -328,18 +344,18 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(s.RunResultOut(self._run(pk)).data)
 
     @extend_schema(responses={200: s.TimelineOut, **ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None)
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def timeline(self, request: Request, pk: str) -> Response:
         """Every node run with its queue wait, run time and attempts, for a Gantt chart."""
         return Response(s.TimelineOut(results.run_timeline(run=self._run(pk))).data)
 
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])
     def details(self, request: Request, pk: str) -> Response:
         return Response(s.RunDetailsOut(selectors.run_details(run=self._run(pk))).data)
 
     @extend_schema(parameters=[OpenApiParameter("after", int)], responses={200: s.EventOut(many=True), **ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None)
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request: Request, pk: str) -> Response:
         run = self._run(pk)
         after = _bounded_int(request.query_params.get("after"), 0, 0, 2**31 - 1, field="after")
@@ -380,7 +396,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
     @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
                                                                       409: s.ErrorOut, **ERRORS})
-    @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None)
+    @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None, filter_backends=[])
     def patches(self, request: Request, pk: str) -> Response:
         run = self._run(pk)
         if request.method == "GET":
