@@ -104,7 +104,17 @@ def _fill_links() -> None:
 
 
 def add_links(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """drf-spectacular post-processing hook: OpenAPI links on the answers above."""
+    """drf-spectacular post-processing hook: OpenAPI links on the answers above; and a body whose
+    schema asks for at least one property is a required body (an absent body has none)."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if not body:
+                continue
+            ref = body.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+            if schemas.get(ref.rsplit("/", 1)[-1], {}).get("minProperties"):
+                body["required"] = True
     _fill_links()
     for (path, method, status), links in LINKS.items():
         response = result.get("paths", {}).get(path, {}).get(method, {}).get("responses", {}).get(status)
