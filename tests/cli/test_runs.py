@@ -138,3 +138,27 @@ def test_budget_sets_a_runs_ceilings_and_needs_one(engine, as_alice, write_json)
     assert both.json()["budget"] == {"max_cost_usd": 7.5, "max_tokens": 1000}
     neither = as_alice("run", "budget", run_id)
     assert neither.code == 2 and "--max-cost-usd" in neither.err
+
+
+def test_run_list_filters_by_workflow_dates_and_text_and_pages_by_cursor(as_alice, alice):
+    from tests.api.test_lists import a_run
+
+    old = a_run(alice, tag="billing", days_ago=10, inputs={"customer": "Ada Lovelace"})
+    mid = a_run(alice, tag="billing", status="failed", days_ago=5, error={"message": "card declined", "node_id": "pay"})
+    new = a_run(alice, tag="reports", days_ago=1)
+
+    def listed(*args: str) -> list[str]:
+        result = as_alice("-o", "json", "run", "list", *args)
+        assert result.code == 0, result.err
+        return [r["run_id"] for r in result.json()["results"]]
+
+    assert listed("--workflow", "billing") == [str(mid.pk), str(old.pk)]
+    assert listed("--since", "2000-01-01", "--search", "lovelace") == [str(old.pk)]
+    assert listed("--until", (new.created_at.date()).isoformat(), "--search", "declined") == [str(mid.pk)]
+    first = as_alice("run", "list", "--limit", "2")
+    assert first.lines()[0].split() == ["RUN", "STATUS", "WORKFLOW", "CREATED", "DURATION", "ERROR"]
+    assert "card declined (node pay)" in first.out
+    cursor = first.lines()[-1].removeprefix("(more: --cursor ").removesuffix(")")
+    assert listed("--limit", "2", "--cursor", cursor) == [str(old.pk)]
+    bad = as_alice("run", "list", "--since", "last week")
+    assert bad.code == 1 and bad.err.startswith("error: created_after: ")
