@@ -215,6 +215,11 @@ async function run(event) {
 async function start() {
   editor.value = prettyDefinition(page.definition);
   $("save-form").addEventListener("submit", save);
+  if (!page.is_new) {  // before any await: a person may type inputs while the editors load
+    const guessed = guessInputs(page.definition);
+    if (Object.keys(guessed).length && $("inputs").value.trim() === "{}") $("inputs").value = pretty(guessed);
+    $("run-form").addEventListener("submit", run);
+  }
   let catalogue = { types: [], references: {} };
   let schema = {};
   try {
@@ -227,9 +232,6 @@ async function start() {
   drawGraph(page.definition);
   validateNow();
   if (!page.is_new) {
-    const guessed = guessInputs(page.definition);
-    if (Object.keys(guessed).length) $("inputs").value = pretty(guessed);
-    $("run-form").addEventListener("submit", run);
     if (location.hash === "#run-it") $("inputs").focus();
     Promise.all([loadSummary(), loadVersions(), loadRuns()]).catch((err) => showAlert(alertBox, errorText(err)));
   }
