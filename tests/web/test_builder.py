@@ -37,8 +37,13 @@ def log_in(page: Any, web: str, username: str) -> None:
 
 
 def centre(page: Any, selector: str) -> tuple[float, float]:
-    box = page.locator(selector).bounding_box()
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    """The element's centre. The canvas is redrawn as validation answers arrive, and an element
+    replaced between finding it and measuring it has no box: find it again."""
+    for _ in range(20):
+        box = page.locator(selector).bounding_box()
+        if box is not None:
+            return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    raise AssertionError(f"{selector} has no box")
 
 
 def connect(page: Any, source: str, target: str) -> None:

@@ -147,9 +147,13 @@ export class Builder {
   }
 
   setProblems(errors) {
+    const key = JSON.stringify(errors || []);
+    if (key === this.problemsKey) return;  // nothing new: keep the canvas (and a drag in progress)
+    this.problemsKey = key;
     this.problems = errors || [];
     this.renderCanvas();
-    this.renderInspector();
+    // Never pull a field out from under someone typing in it; the node's outline shows the news.
+    if (!this.inspector.contains(document.activeElement)) this.renderInspector();
   }
 
   definition() {
