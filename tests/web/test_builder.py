@@ -196,9 +196,10 @@ def test_the_json_view_and_the_builder_stay_equal(web: str) -> None:
                                    ('{"nodes": [{"id": "x", "type": "http", "config": {"ur', '"url"'),
                                    ('{"nodes": [{"id": "x", "ty', '"type"')):
                 page.locator(".cm-content").fill(text)
+                expect(page.locator(".cm-content")).to_have_text(text)
                 page.keyboard.press("Control+End")
                 page.keyboard.press("Control+Space")
-                expect(options.first).to_be_visible()
+                expect(options.first, f"completions for {text!r}").to_be_visible()
                 expect(page.locator(".cm-tooltip-autocomplete")).to_contain_text(expected)
                 page.keyboard.press("Escape")
         except Exception:

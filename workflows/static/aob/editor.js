@@ -12,11 +12,11 @@ export async function mountJsonEditor(textarea, { workflowSchema, catalogue, onC
     textarea.addEventListener("input", onChange);
     return { set: (text) => { textarea.value = text; }, focus: () => textarea.focus(), kind: "textarea" };
   }
-  const { EditorView, basicSetup, json, jsonParseLinter, linter, lintGutter, autocompletion, syntaxTree } = cm;
+  const { EditorView, basicSetup, json, jsonParseLinter, linter, lintGutter, autocompletion } = cm;
   const types = new Map((catalogue || []).map((t) => [t.type, t]));
   let applying = false;
 
-  const complete = (context) => completions(context, syntaxTree, workflowSchema, types);
+  const complete = (context) => completions(context, workflowSchema, types);
   const host = document.createElement("div");
   host.className = "cm-host";
   host.dataset.editor = "codemirror";
@@ -52,52 +52,50 @@ export async function mountJsonEditor(textarea, { workflowSchema, catalogue, onC
 }
 
 // --- completion -----------------------------------------------------------------------------------
+// Where the cursor is, read from the text before it with a small JSON scanner: the keys from the
+// root down ("*" for an array step), whether a key or a value is being typed, and the plain string
+// values of the node object around it (its "type"). A scanner and not the syntax tree: the text
+// being typed is not JSON yet, and error recovery makes a tree that depends on the edits before.
 
-function textOf(state, node) {
-  return state.doc.sliceString(node.from, node.to);
-}
-
-function unquote(text) {
-  try { return JSON.parse(text); } catch { return text.replace(/^"|"$/g, ""); }
-}
-
-// The keys from the document root down to the cursor (array steps as "*"), and the object the
-// cursor is in (its syntax node), from the JSON syntax tree.
-function pathAt(state, syntaxTree, pos) {
-  let node = syntaxTree(state).resolveInner(pos, -1);
-  const path = [];
-  let object = null;
-  let inName = node.name === "PropertyName";
-  let valueOf = null;
-  for (let cur = node; cur; cur = cur.parent) {
-    if (cur.name === "Property") {
-      const name = cur.getChild("PropertyName");
-      if (name && !(name.from <= pos && pos <= name.to)) {
-        const key = unquote(textOf(state, name));
-        if (valueOf === null && !inName && path.length === 0 && object === null) valueOf = key;
-        path.unshift(key);
+function scan(text) {
+  const stack = [];
+  let i = 0;
+  while (i < text.length) {
+    const ch = text[i];
+    if (ch === '"') {
+      let j = i + 1;
+      let value = "";
+      while (j < text.length && text[j] !== '"') {
+        if (text[j] === "\\") j++;
+        value += text[j] || "";
+        j++;
       }
-    } else if (cur.name === "Array") {
-      path.unshift("*");
-    } else if (cur.name === "Object" && object === null) {
-      object = cur;
+      if (j >= text.length) break; // an unterminated string: the word being typed
+      const top = stack[stack.length - 1];
+      if (top && top.type === "obj" && top.expectingKey) { top.key = value; top.expectingKey = false; }
+      else if (top && top.type === "obj" && top.key !== null) top.values[top.key] = value;
+      i = j + 1;
+      continue;
     }
-  }
-  if (valueOf !== null) path.pop(); // the value's own key is not a step into it
-  return { path, object, valueOf, inName, node };
-}
-
-function siblingValue(state, object, key) {
-  if (!object) return null;
-  for (let child = object.firstChild; child; child = child.nextSibling) {
-    if (child.name !== "Property") continue;
-    const name = child.getChild("PropertyName");
-    if (name && unquote(textOf(state, name)) === key) {
-      const value = name.nextSibling && name.nextSibling.nextSibling;
-      return value ? unquote(textOf(state, value)) : null;
+    if (ch === "{") stack.push({ type: "obj", key: null, expectingKey: true, values: {} });
+    else if (ch === "[") stack.push({ type: "arr" });
+    else if (ch === "}" || ch === "]") stack.pop();
+    else if (ch === ",") {
+      const top = stack[stack.length - 1];
+      if (top && top.type === "obj") { top.expectingKey = true; top.key = null; }
     }
+    i++;
   }
-  return null;
+  const path = [];
+  stack.slice(0, -1).forEach((c) => path.push(c.type === "arr" ? "*" : c.key));
+  const inner = stack[stack.length - 1] || { type: "obj", expectingKey: true, values: {} };
+  const nodeObject = stack[0] && stack[0].key === "nodes" && stack[1] && stack[1].type === "arr" ? stack[2] : null;
+  return {
+    path,
+    atKey: inner.type === "obj" && inner.expectingKey,
+    valueOf: inner.type === "obj" && !inner.expectingKey ? inner.key : null,
+    nodeType: nodeObject ? nodeObject.values.type || null : null,
+  };
 }
 
 function resolveRef(root, schema) {
@@ -131,20 +129,12 @@ function nodeIds(state) {
   }
 }
 
-function completions(context, syntaxTree, workflowSchema, types) {
-  const { state, pos } = context;
+function completions(context, workflowSchema, types) {
+  const { state } = context;
   const word = context.matchBefore(/"?[\w$.\-]*/);
   if (!word || (word.from === word.to && !context.explicit)) return null;
-  const { path, object, valueOf, inName } = pathAt(state, syntaxTree, pos);
-  const before = state.doc.sliceString(Math.max(0, word.from - 40), word.from).trimEnd();
-  const atKey = inName || /[{,]$/.test(before);
-  const inNode = path.length >= 2 && path[0] === "nodes";
-  let nodeType = null;
-  if (inNode) {
-    // the node object is the one holding "config" (or the cursor's own object at depth 2)
-    nodeType = path.length === 2 ? siblingValue(state, object, "type") : nodeTypeAround(state, syntaxTree, pos);
-  }
-  const quoted = (text) => (word.text.startsWith('"') ? `"${text}"` : `"${text}"`);
+  const { path, atKey, valueOf, nodeType } = scan(state.doc.sliceString(0, word.from));
+  const quoted = (text) => `"${text}"`;
   let options = [];
   if (atKey) {
     const schema = schemaAt(workflowSchema, path, nodeType, types);
@@ -152,15 +142,14 @@ function completions(context, syntaxTree, workflowSchema, types) {
       label: quoted(key), type: "property", detail: (prop && (prop.type || (prop.enum ? "enum" : ""))) || "",
       info: prop && prop.description ? prop.description : undefined, apply: `${quoted(key)}: ` }));
   } else if (valueOf !== null) {
-    const parentPath = path;
-    if (valueOf === "type" && parentPath.length === 2 && parentPath[0] === "nodes") {
+    if (valueOf === "type" && path.length === 2 && path[0] === "nodes") {
       options = [...types.values()].map((t) => ({ label: quoted(t.type), type: "enum", info: t.description }));
-    } else if ((valueOf === "from" || valueOf === "to") && parentPath[0] === "edges") {
+    } else if ((valueOf === "from" || valueOf === "to") && path[0] === "edges") {
       options = nodeIds(state).map((id) => ({ label: quoted(id), type: "variable" }));
     } else {
-      const schema = schemaAt(workflowSchema, [...parentPath, valueOf], nodeType, types);
+      const schema = schemaAt(workflowSchema, [...path, valueOf], nodeType, types);
       if (schema.enum) options = schema.enum.map((v) => ({ label: JSON.stringify(v), type: "enum" }));
-      else if (inNode && parentPath.includes("config")) {
+      else if (path[0] === "nodes" && path.includes("config")) {
         options = [{ label: '"$inputs.', type: "text", info: "a value of the run's inputs" },
           ...nodeIds(state).map((id) => ({ label: `"$nodes.${id}.`, type: "text", info: `${id}'s output` }))];
       }
@@ -168,18 +157,4 @@ function completions(context, syntaxTree, workflowSchema, types) {
   }
   if (!options.length) return null;
   return { from: word.from, options, validFor: /^"?[\w$.\-]*$/ };
-}
-
-function nodeTypeAround(state, syntaxTree, pos) {
-  // Climb to the object that is an element of "nodes" and read its "type".
-  let node = syntaxTree(state).resolveInner(pos, -1);
-  let candidate = null;
-  for (let cur = node; cur; cur = cur.parent) {
-    if (cur.name === "Object" && cur.parent && cur.parent.name === "Array") {
-      const holder = cur.parent.parent;
-      const name = holder && holder.getChild("PropertyName");
-      if (name && unquote(textOf(state, name)) === "nodes") candidate = cur;
-    }
-  }
-  return candidate ? siblingValue(state, candidate, "type") : null;
 }
