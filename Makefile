@@ -11,14 +11,19 @@ venv: $(VENV)/.installed
 
 # The stamp makes `pip install` run again only when requirements.txt or pyproject.toml changes.
 # The project itself is installed editable (for the `aob` console script), offline: no build isolation.
+# Its output goes to .aob/install.log (shown only when it fails), so `make up` ends on its banner.
 $(VENV)/.installed: requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
-	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
-	touch $@
+	@mkdir -p .aob
+	@echo "[aob] installing the pinned requirements into $(VENV) (output in .aob/install.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt >.aob/install.log 2>&1 \
+	  || (tail -40 .aob/install.log; exit 1)
+	@$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . \
+	  >>.aob/install.log 2>&1 || (tail -40 .aob/install.log; exit 1)
+	@touch $@
 
 up: venv
-	$(BIN)/python -m aob_project.launcher up $(UP_ARGS)
+	@$(BIN)/python -m aob_project.launcher up $(UP_ARGS)
 
 services: venv
 	$(BIN)/python -m aob_project.launcher services

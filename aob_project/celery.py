@@ -67,6 +67,11 @@ app.conf.task_routes = {
     **{executor_task_name(t): {"queue": q} for t, q in TYPED_QUEUES.items()},
     "workers.execute.default": {"queue": DEFAULT_NODE_QUEUE},
 }
+# The maintenance tasks run every few seconds; without events of their own they stay out of
+# Flower's task list, which then shows workflow work (AOB_FLOWER_SHOW_MAINTENANCE=true shows them).
+MAINTENANCE_TASKS = ["workflows.sweep", "approvals.expire", "approvals.remind", "subflows.sweep", "retention.prune"]
+if os.environ.get("AOB_FLOWER_SHOW_MAINTENANCE", "").lower() not in {"1", "true", "yes"}:
+    app.conf.task_annotations = {name: {"send_events": False} for name in MAINTENANCE_TASKS}
 app.autodiscover_tasks(["workflows", "workers", "approvals", "agents", "triggers", "subflows", "retention"])
 
 import aob_project.context  # noqa: E402,F401  (request-id propagation through task headers)

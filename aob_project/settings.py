@@ -1,4 +1,5 @@
-"""AOB settings: one module, every value from the environment (see .env.example).
+"""AOB settings: one module, every value from the environment (see .env.example), which a ``.env``
+file in the project (or at ``AOB_ENV_FILE``) fills in when present.
 
 When DATABASE_URL / REDIS_URL are unset, the values the launcher wrote to
 ``.aob/runtime.env`` for the embedded services are used, so ``manage.py`` in a second shell
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import dj_database_url
 
+from aob_project.dotenv import load_dotenv
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+ENV_FILE = load_dotenv()  # .env, when present (never overrides the environment)
 
 
 def _load_runtime_env() -> None:
-    runtime = Path(os.environ.get("AOB_DATA_DIR", BASE_DIR / ".aob")) / "runtime.env"
+    runtime = Path(os.environ.get("AOB_DATA_DIR") or BASE_DIR / ".aob") / "runtime.env"
     if not runtime.exists():
         return
     for line in runtime.read_text().splitlines():
@@ -81,6 +85,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "channels",
     "workflows",
     "workers",
@@ -149,6 +155,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["aob_project.formats"]  # times to the second (aob_project/formats/en/formats.py)
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".aob" / "static"
@@ -185,7 +192,7 @@ X_FRAME_OPTIONS = "DENY"
 # --- REST API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "workflows.api.authentication.TokenOrBearerAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -206,6 +213,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The docs pages load Swagger UI / ReDoc from our static files, never a CDN, and Swagger UI
+    # sends the document to no online validator: the docs work offline.
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "workflows.models.run.Run.Status",
+                            "ApprovalStatusEnum": "approvals.models.Approval.Status"},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "workflows.api.openapi.add_links"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": True},
 }
 
 # --- Channels ---------------------------------------------------------------------------------

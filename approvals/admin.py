@@ -9,7 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.db.models import Case, IntegerField, Value, When
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from aob_project.exceptions import AobError
 from approvals import services
@@ -26,6 +26,9 @@ class DecisionInline(admin.TabularInline):
     fields = ["username", "approve", "comment", "data", "at"]
     readonly_fields = fields
     can_delete = False
+
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
 
 
 class DeliveryInline(admin.TabularInline):
@@ -49,13 +52,13 @@ class NotificationTargetAdmin(admin.ModelAdmin):
 
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):
-    list_display = ["id", "status", "kind", "run", "node_id", "message", "approvers", "deadline", "created_at"]
+    list_display = ["id", "status", "kind", "run", "node_id", "message", "approver_list", "deadline", "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
-    readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approvers",
+    readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",
                        "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                        "escalated", "patch", "created_at", "decided_at"]
-    exclude = ["context", "node_run", "escalation_timeout_ms"]
+    exclude = ["context", "node_run", "escalation_timeout_ms", "approvers"]
     inlines = [DecisionInline, DeliveryInline]
     action_form = DecideActionForm
     actions = ["approve", "reject"]
@@ -72,6 +75,19 @@ class ApprovalAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False
+
+    # Decisions are history: they are made through approval_decide (the actions), never edited.
+    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    @admin.display(description="approvers")
+    def approver_list(self, obj: Approval) -> str:
+        """One name a line, never cut: who may decide is what an admin looks for."""
+        names = obj.approvers or []
+        return format_html_join("", "<div style='white-space:nowrap'>{}</div>", ((n,) for n in names)) or "—"
 
     @admin.display(description="context (inputs and upstream outputs)")
     def context_pretty(self, obj: Approval) -> str:

@@ -18,10 +18,29 @@ def pretty(value: object) -> str:
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """History: no add, change or delete by hand; what may change goes through a service (actions)."""
+
     def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False
 
     def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False
 
 
@@ -64,7 +83,7 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
         return pretty(obj.artifact.content)
 
 
-class NodeRunInline(admin.TabularInline):
+class NodeRunInline(ReadOnlyInline):
     model = NodeRun
     extra = 0
     fields = ["node_id", "iteration", "node_type", "status", "attempts", "queued_at", "started_at", "finished_at",
@@ -74,7 +93,7 @@ class NodeRunInline(admin.TabularInline):
     ordering = ["queued_at", "id"]
 
 
-class PatchRefusalInline(admin.TabularInline):
+class PatchRefusalInline(ReadOnlyInline):
     model = PatchRefusal
     extra = 0
     fields = ["created_at", "agent", "node_id", "proposed_by", "rule", "op", "path", "message"]
@@ -82,11 +101,8 @@ class PatchRefusalInline(admin.TabularInline):
     can_delete = False
     verbose_name_plural = "refused patches (nothing of them reached the run)"
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
 
-
-class EventInline(admin.TabularInline):
+class EventInline(ReadOnlyInline):
     model = Event
     extra = 0
     fields = ["seq", "type", "node_id", "data", "created_at"]
@@ -95,16 +111,13 @@ class EventInline(admin.TabularInline):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "tag", "owner", "status", "created_at", "finished_at"]
     list_filter = ["status"]
     search_fields = ["id", "tag", "owner__username"]
     readonly_fields = [f.name for f in Run._meta.fields]
     inlines = [NodeRunInline, PatchRefusalInline, EventInline]
     actions = ["cancel_runs"]
-
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
 
     @admin.action(description="Cancel selected runs")
     def cancel_runs(self, request, queryset):  # noqa: ANN001, ANN201

@@ -29,14 +29,14 @@ def _token_user(key: str) -> User | None:
 
 
 async def authenticate(scope: dict[str, Any]) -> User | None:
-    """Session (browser) or token (``Authorization: Token <key>`` header). Never a token in the
+    """Session (browser) or token (``Authorization: Token <key>`` or ``Bearer <key>`` header). Never a token in the
     query string: servers log URLs, and a token there would end up in access logs."""
     user = scope.get("user")
     if user is not None and not isinstance(user, AnonymousUser) and user.is_authenticated:
         return user
     headers = dict(scope.get("headers") or [])
     auth = headers.get(b"authorization", b"").decode(errors="ignore")
-    key = auth.split(" ", 1)[1].strip() if auth.lower().startswith("token ") else ""
+    key = auth.split(" ", 1)[1].strip() if auth.lower().startswith(("token ", "bearer ")) else ""
     return await _token_user(key) if key else None
 
 

@@ -58,6 +58,14 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
     for row in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
+
+def duration_text(ms: Any, missing: str = "-") -> str:
+    """``1234`` → ``1.234 s``; under a second in ms."""
+    if not isinstance(ms, int):
+        return missing
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.3f} s"
+
+
 def short_time(value: Any) -> str:
     """``2026-11-24T01:41:05.123456Z`` → ``2026-11-24 01:41:05``."""
     return str(value or "")[:19].replace("T", " ")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import click
 
 from .client import segment
-from .output import short_time, table
+from .output import dumps, duration_text, short_time, table
 from .session import Session, json_file_or_text, json_object, pass_session, read_json_file
 from .watch import events_all, run_follow
 
@@ -20,9 +21,34 @@ def _run_path(run_id: str, *rest: str) -> str:
     return "/".join(["runs", segment(run_id), *rest])
 
 
+def _gate_hint(event: dict[str, Any]) -> str | None:
+    """The exact commands that settle a gate the run now waits at."""
+    data = event.get("data") or {}
+    if event.get("type") == "approval_required":
+        run_id, node_id = data.get("run_id") or "", event.get("node_id") or data.get("node_id") or ""
+        who = ", ".join(data.get("approvers") or []) or "an approver"
+        return (f"waiting for {who} at {node_id}: aob approve {run_id} {node_id} --comment '…'"
+                f"   (or: aob reject {run_id} {node_id})")
+    if event.get("type") == "node_paused" and data.get("reason") == "budget":
+        return f"paused on the run's budget: aob run budget {data.get('run_id') or '<run_id>'} --max-cost-usd <usd>"
+    return None
+
+
 def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -> None:
-    code = run_follow(client=session.client, run_id=run_id, after=after, on_event=session.output.event,
-                      use_ws=not poll)
+    def on_event(event: dict[str, Any]) -> None:
+        session.output.event(event)
+        hint = _gate_hint({**event, "data": {"run_id": run_id, **(event.get("data") or {})}})
+        if hint:  # to stderr under -o json, so the stream stays one JSON object a line
+            click.echo(f"  → {hint}", err=session.output.json)
+
+    code = run_follow(client=session.client, run_id=run_id, after=after, on_event=on_event, use_ws=not poll)
+    if not session.output.json:
+        run = session.client.get(_run_path(run_id))
+        click.echo(f"{run['status']} in {duration_text(run.get('duration_ms'))}")
+        if run.get("output_error"):
+            click.echo(f"output error: {_error_text(run['output_error'])}")
+        elif run["status"] == "completed":
+            click.echo(f"output: {dumps(run.get('output'))}")
     raise SystemExit(code)
 
 
@@ -89,15 +115,21 @@ def run_status(session: Session, run_id: str) -> None:
     def pretty(d: dict[str, Any]) -> None:
         r = d["run"]
         click.echo(f"run {r['run_id']}  {r['status']}  {r['tag'] or '(no tag)'}")
-        click.echo(f"created {short_time(r['created_at'])}  finished {short_time(r['finished_at']) or '-'}")
+        click.echo(f"created {short_time(r['created_at'])}  finished {short_time(r['finished_at']) or '-'}  "
+                   f"duration {duration_text(r.get('duration_ms'))}")
         if r.get("replay_of"):
             click.echo(f"replay of {r['replay_of']} from {r['replay_from_node']}")
         if r.get("error"):
             click.echo(f"error: {_error_text(r['error'])}")
+        if r.get("output_error"):
+            click.echo(f"output error: {_error_text(r['output_error'])}")
+        elif r["status"] == "completed":
+            click.echo(f"output: {dumps(r.get('output'))}")
         click.echo("")
-        table([(n["node_id"], n["type"], n["status"], n["attempts"],
-                "" if n["execution_time_ms"] is None else f"{n['execution_time_ms']} ms",
-                _error_text(n["error"]))
+        # One error shown once: the node whose failure failed the run has it on the line above.
+        failed_node = (r.get("error") or {}).get("node_id") if isinstance(r.get("error"), dict) else None
+        table([(n["node_id"], n["type"], n["status"], n["attempts"], duration_text(n["execution_time_ms"], ""),
+                "(above)" if n["node_id"] == failed_node and n["error"] else _error_text(n["error"]))
                for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR"])
         if d["patches"]:
             click.echo(f"\n{len(d['patches'])} patch(es): `aob patch list {r['run_id']}`")
@@ -107,20 +139,27 @@ def run_status(session: Session, run_id: str) -> None:
 
 @run.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
-@click.option("--tag", default=None)
+@click.option("--workflow", "--tag", "workflow", default=None, help="Only this workflow's runs (its tag).")
+@click.option("--since", default=None, metavar="ISO-TIME", help="Created at or after, e.g. 2026-12-01 or 2026-12-01T10:00Z.")
+@click.option("--until", default=None, metavar="ISO-TIME", help="Created before.")
+@click.option("--owner", default=None, help="Staff: another user's runs.")
+@click.option("--search", "-q", default=None, help="Text in the run's inputs or error.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--cursor", default=None, help="The next page: the cursor the previous page printed.")
 @pass_session
-def run_list(session: Session, status: str | None, tag: str | None, limit: int, offset: int) -> None:
-    """Your runs, newest first."""
-    page = session.client.get("runs", status=status, tag=tag, limit=limit, offset=offset)
+def run_list(session: Session, status: str | None, workflow: str | None, since: str | None, until: str | None,
+             owner: str | None, search: str | None, limit: int, cursor: str | None) -> None:
+    """Your runs, newest first (keyset pages: --cursor continues where a page ended)."""
+    page = session.client.get("runs", status=status, workflow=workflow, created_after=since,
+                              created_before=until, owner=owner, q=search, limit=limit, cursor=cursor)
 
     def pretty(d: dict[str, Any]) -> None:
         table([(r["run_id"], r["status"], r["tag"] or "-", short_time(r["created_at"]),
-                short_time(r["finished_at"]) or "-") for r in d["results"]],
-              ["RUN", "STATUS", "TAG", "CREATED", "FINISHED"])
+                duration_text(r.get("duration_ms")), _error_text(r.get("error"))[:60]) for r in d["results"]],
+              ["RUN", "STATUS", "WORKFLOW", "CREATED", "DURATION", "ERROR"])
         if d.get("next"):
-            click.echo(f"({len(d['results'])} of {d['count']}; --offset {offset + len(d['results'])} for more)")
+            next_cursor = parse_qs(urlsplit(d["next"]).query).get("cursor", [""])[0]
+            click.echo(f"(more: --cursor {next_cursor})")
 
     session.output.emit(page, pretty)
 

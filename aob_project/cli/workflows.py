@@ -31,15 +31,17 @@ def workflow() -> None:
 @click.option("--scope", type=click.Choice(SCOPES), default="user", show_default=True)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--search", "-q", default=None, help="Text in the tag, name or description.")
 @pass_session
-def workflow_list(session: Session, scope: str, limit: int, offset: int) -> None:
-    """The workflows you can see."""
-    page = session.client.get("workflows", scope=scope, limit=limit, offset=offset)
+def workflow_list(session: Session, scope: str, limit: int, offset: int, search: str | None) -> None:
+    """The workflows you can see, with their last run."""
+    page = session.client.get("workflows", scope=scope, limit=limit, offset=offset, q=search)
 
     def pretty(d: dict[str, Any]) -> None:
-        rows = [(w["tag"], w["version"], w["nodes_count"], w["edges_count"], w["owner"], short_time(w["updated_at"]))
+        rows = [(w["tag"], w["version"], w["nodes_count"], w["edges_count"], w["owner"], short_time(w["updated_at"]),
+                 (w.get("last_run") or {}).get("status", "-"), (w.get("description") or w.get("name") or "")[:50])
                 for w in d["results"]]
-        table(rows, ["TAG", "VERSION", "NODES", "EDGES", "OWNER", "UPDATED"])
+        table(rows, ["TAG", "VERSION", "NODES", "EDGES", "OWNER", "UPDATED", "LAST RUN", "DESCRIPTION"])
         if d.get("next"):
             click.echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
 

@@ -39,10 +39,13 @@ def test_start_watch_a_chain_then_status_list_logs_replay(engine, as_alice, writ
     assert first.startswith("run ") and first.endswith(" queued")
     run_id = first.split()[1]
     assert event_types(events) == CHAIN_EVENTS
+    assert events[-2].startswith("completed in ") and events[-1] == 'output: {"c": 84}'  # the result, last
     assert f'"WebSocket /ws/runs/{run_id}/?after=' in live_api.log()  # live events came over the socket
 
     status = as_alice("run", "status", run_id)
     assert status.lines()[0].split() == ["run", run_id, "completed", "(no", "tag)"]
+    assert " duration " in status.lines()[1] and status.lines()[1].split()[-1] in ("ms", "s")
+    assert status.lines()[2] == 'output: {"c": 84}'
     assert [line.split()[:3] for line in status.lines() if line[:2] in ("a ", "b ", "c ")] == [
         ["a", "transform", "completed"], ["b", "transform", "completed"], ["c", "transform", "completed"]]
     details = as_alice("-o", "json", "run", "status", run_id).json()
@@ -53,8 +56,9 @@ def test_start_watch_a_chain_then_status_list_logs_replay(engine, as_alice, writ
     assert event_types(as_alice("logs", run_id).lines()) == CHAIN_EVENTS
     as_json = as_alice("-o", "json", "logs", run_id).json()
     assert [e["seq"] for e in as_json] == list(range(1, 9)) and as_json[-1]["type"] == "workflow_completed"
-    past_the_end = as_alice("run", "watch", run_id, "--after", "8")  # ended already: no wait, no lines
-    assert (past_the_end.code, past_the_end.out) == (0, "")
+    past_the_end = as_alice("run", "watch", run_id, "--after", "8")  # ended already: no wait, only the result
+    assert past_the_end.code == 0 and past_the_end.lines()[1:] == ['output: {"c": 84}']
+    assert event_types(past_the_end.lines()) == []
 
     replay = as_alice("-o", "json", "run", "replay", run_id, "c", "--watch")
     assert replay.code == 0, replay.err
@@ -79,6 +83,27 @@ def test_a_failing_workflow_by_tag_exits_1(engine, as_alice, write_json):
     status = as_alice("run", "status", listed["run_id"]).lines()
     assert status[0].split()[2:] == ["failed", "boom"]
     assert status[2].startswith("error: transform expression failed: ZeroDivisionError") and "(node b)" in status[2]
+    # one error shown once: the failed node's row points at it instead of repeating it
+    assert sum("ZeroDivisionError" in line for line in status) == 1
+    assert [line.split()[-1] for line in status if line.startswith("b ")] == ["(above)"]
+
+
+def test_a_watch_that_reaches_a_gate_prints_the_approve_command(engine, as_alice, write_json):
+    run_id = str(as_alice("-o", "json", "run", "start", write_json("gate.json", parked())).json()["run_id"])
+    assert wait_for_run(run_id, statuses={"waiting_for_approval"}).status == "waiting_for_approval"
+    assert as_alice("approve", run_id, "review").code == 0  # the watch below replays from the start
+
+    watched = as_alice("run", "watch", run_id)
+
+    assert watched.code == 0, watched.err
+    lines = watched.lines()
+    gate = next(i for i, line in enumerate(lines) if "approval_required" in line)
+    assert lines[gate + 1].lstrip().startswith("→ waiting for alice at review: ")
+    assert f"aob approve {run_id} review" in lines[gate + 1]
+    assert lines[-1] == 'output: {"done": 1}'
+    as_json = as_alice("-o", "json", "run", "watch", run_id)  # the hint goes to stderr there
+    assert f"aob approve {run_id} review" in as_json.err
+    assert all(line.startswith("{") for line in as_json.lines())
 
 
 def test_cancel_then_watch_exits_2(engine, as_alice, write_json):
@@ -113,3 +138,27 @@ def test_budget_sets_a_runs_ceilings_and_needs_one(engine, as_alice, write_json)
     assert both.json()["budget"] == {"max_cost_usd": 7.5, "max_tokens": 1000}
     neither = as_alice("run", "budget", run_id)
     assert neither.code == 2 and "--max-cost-usd" in neither.err
+
+
+def test_run_list_filters_by_workflow_dates_and_text_and_pages_by_cursor(as_alice, alice):
+    from tests.api.test_lists import a_run
+
+    old = a_run(alice, tag="billing", days_ago=10, inputs={"customer": "Ada Lovelace"})
+    mid = a_run(alice, tag="billing", status="failed", days_ago=5, error={"message": "card declined", "node_id": "pay"})
+    new = a_run(alice, tag="reports", days_ago=1)
+
+    def listed(*args: str) -> list[str]:
+        result = as_alice("-o", "json", "run", "list", *args)
+        assert result.code == 0, result.err
+        return [r["run_id"] for r in result.json()["results"]]
+
+    assert listed("--workflow", "billing") == [str(mid.pk), str(old.pk)]
+    assert listed("--since", "2000-01-01", "--search", "lovelace") == [str(old.pk)]
+    assert listed("--until", (new.created_at.date()).isoformat(), "--search", "declined") == [str(mid.pk)]
+    first = as_alice("run", "list", "--limit", "2")
+    assert first.lines()[0].split() == ["RUN", "STATUS", "WORKFLOW", "CREATED", "DURATION", "ERROR"]
+    assert "card declined (node pay)" in first.out
+    cursor = first.lines()[-1].removeprefix("(more: --cursor ").removesuffix(")")
+    assert listed("--limit", "2", "--cursor", cursor) == [str(old.pk)]
+    bad = as_alice("run", "list", "--since", "last week")
+    assert bad.code == 1 and bad.err.startswith("error: created_after: ")

@@ -43,7 +43,7 @@ def test_execute_by_tag_list_filters_pagination_and_a_tags_runs(engine, api, mak
     wait_all([*triple, broken])
 
     listed = api.get("/api/v1/runs").json()
-    assert listed["count"] == 5
+    assert len(listed["results"]) == 5 and listed["next"] is None
     created = [datetime.fromisoformat(r["created_at"]) for r in listed["results"]]
     assert created == sorted(created, reverse=True)  # newest first
 
@@ -55,14 +55,16 @@ def test_execute_by_tag_list_filters_pagination_and_a_tags_runs(engine, api, mak
     tagged = api.get("/api/v1/runs", {"tag": "broken"}).json()
     assert [r["run_id"] for r in tagged["results"]] == [broken]
     both = api.get("/api/v1/runs", {"tag": "triple", "status": "failed"}).json()
-    assert both["count"] == 0
+    assert both["results"] == []
 
+    # keyset pages: each next link carries a cursor; a run started meanwhile shifts nothing
     first = api.get("/api/v1/runs", {"limit": 2}).json()
-    second = api.get("/api/v1/runs", {"limit": 2, "offset": 2}).json()
-    third = api.get("/api/v1/runs", {"limit": 2, "offset": 4}).json()
+    second = api.get(first["next"]).json()
+    third = api.get(second["next"]).json()
     pages = [r["run_id"] for page in (first, second, third) for r in page["results"]]
     assert len(pages) == 5 and set(pages) == {*triple, broken}
     assert first["next"] and third["next"] is None
+    assert [r["run_id"] for r in api.get(second["previous"]).json()["results"]] == pages[:2]
     assert [r["run_id"] for r in listed["results"]] == pages
 
     recent = api.get("/api/v1/workflows/triple/runs", {"limit": 2}).json()
@@ -77,7 +79,7 @@ def test_execute_by_tag_list_filters_pagination_and_a_tags_runs(engine, api, mak
     assert one["started_at"] and one["finished_at"]
 
     other = client_for(make_user("bob"))  # owner-scoped
-    assert other.get("/api/v1/runs").json()["count"] == 0
+    assert other.get("/api/v1/runs").json()["results"] == []
     assert other.get(f"/api/v1/runs/{triple[0]}").status_code == 404
     assert other.get(f"/api/v1/runs/{triple[0]}/details").status_code == 404
     assert api.get("/api/v1/runs/not-a-uuid").status_code == 404

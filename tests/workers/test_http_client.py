@@ -25,6 +25,7 @@ import httpcore
 import pytest
 
 from workers.http import (
+    DNSResolutionFailed,
     HTTPRequestError,
     InvalidHeader,
     ResponseTooLarge,
@@ -395,7 +396,7 @@ def test_one_private_answer_among_good_ones_refuses(server: Server, connects: li
     assert connects == [] and server.hits == []
 
 
-def test_failed_resolution_fails_closed(server: Server, connects: list[str]) -> None:
+def test_failed_resolution_fails_closed_as_a_transient_dns_failure(server: Server, connects: list[str]) -> None:
     def broken(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "no such name")
 
@@ -403,6 +404,9 @@ def test_failed_resolution_fails_closed(server: Server, connects: list[str]) -> 
         with pytest.raises(SSRFBlocked) as caught:
             request(method="GET", url=f"http://gone.test:{server.port}/", resolver=resolver)
         assert caught.value.rule == "unresolvable"
+        # a name that does not resolve now may resolve later: transient, so the node's retries are used
+        assert isinstance(caught.value, DNSResolutionFailed) and caught.value.code == "DNSResolutionFailed"
+        assert caught.value.transient is True
     assert connects == []
 
 

@@ -221,7 +221,10 @@ ALLOWED = [
 def test_refused(url: str, rule: str) -> None:
     with pytest.raises(SSRFBlocked) as caught:
         check_url(url, resolver=stub_resolver)
-    assert caught.value.code == "SSRFBlocked"
+    # a name without an address is a DNS failure (transient), still refused under the same rule
+    dns = url in ("http://nxdomain.example.com/", "http://empty.example.com/")
+    assert caught.value.code == ("DNSResolutionFailed" if dns else "SSRFBlocked")
+    assert caught.value.transient is dns
     assert caught.value.extra["rule"] == rule, str(caught.value)
     assert caught.value.extra["url"] == url
 

@@ -6,6 +6,7 @@ The policy and its settings are described in ``docs/SECURITY.md``.
 
 from workers.http.client import HttpResult, client_close, request
 from workers.http.exceptions import (
+    DNSResolutionFailed,
     HTTPRequestError,
     InvalidHeader,
     ResponseTooLarge,
@@ -16,6 +17,6 @@ from workers.http.headers import check_headers, header_problem
 from workers.http.ssrf import CheckedTarget, Target, check_url, check_url_static
 
 __all__ = [
-    "CheckedTarget", "HTTPRequestError", "InvalidHeader", "HttpResult", "ResponseTooLarge", "SSRFBlocked", "Target",
+    "CheckedTarget", "DNSResolutionFailed", "HTTPRequestError", "InvalidHeader", "HttpResult", "ResponseTooLarge", "SSRFBlocked", "Target",
     "TooManyRedirects", "check_headers", "check_url", "header_problem", "check_url_static", "client_close", "request",
 ]

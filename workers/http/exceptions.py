@@ -31,6 +31,17 @@ class SSRFBlocked(AobError):
         return bool(self.extra.get("transient"))
 
 
+class DNSResolutionFailed(SSRFBlocked):
+    """The host name has no address now (NXDOMAIN, no answer, a resolver failure). Transient: DNS
+    fails and recovers, so the node's retries are used. Still a refusal to connect (rule
+    ``unresolvable``): a name that does not resolve is never sent to some fallback."""
+
+    code = "DNSResolutionFailed"
+    status = 502
+
+    def __init__(self, message: str, *, url: str | None = None, **extra: Any) -> None:
+        super().__init__(message, rule="unresolvable", url=url, **{**extra, "transient": True})
+
 
 class HTTPRequestError(AobError):
     """The request could not complete: timeout, refused connection, broken protocol.

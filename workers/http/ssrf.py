@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.core.exceptions import ImproperlyConfigured
 
-from workers.http.exceptions import SSRFBlocked
+from workers.http.exceptions import DNSResolutionFailed, SSRFBlocked
 from workers.http.hosts import (
     IPAddress,
     IPNetwork,
@@ -301,12 +301,12 @@ def resolve_checked(*, host: str, port: int, policy: HttpPolicy | None = None,
     name_entry = _judge_name(name, port, policy, url=url)
     try:
         answers = list(resolver(name, port))
-    except (OSError, UnicodeError) as exc:
-        transient = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
-        raise SSRFBlocked(f"could not resolve {name!r}: {exc}", rule="unresolvable", url=url, host=name,
-                          transient=transient) from exc
+    except UnicodeError as exc:
+        raise SSRFBlocked(f"could not resolve {name!r}: {exc}", rule="unresolvable", url=url, host=name) from exc
+    except OSError as exc:
+        raise DNSResolutionFailed(f"could not resolve {name!r}: {exc}", url=url, host=name) from exc
     if not answers:
-        raise SSRFBlocked(f"{name!r} resolved to no address", rule="unresolvable", url=url, host=name)
+        raise DNSResolutionFailed(f"{name!r} resolved to no address", url=url, host=name)
     addresses: list[str] = []
     for answer in answers:
         try:

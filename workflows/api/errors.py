@@ -84,8 +84,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                 count_refused_anonymous(context["request"])
         except RateLimited as limited:
             return exception_handler(limited, context)
-        response = Response(body("not_authenticated", str(exc.detail)), status=401)
-        response["WWW-Authenticate"] = 'Token realm="api"'
+        response = Response(body("not_authenticated", str(exc.detail), {
+            "schemes": ["Token", "Bearer"],
+            "hint": "send `Authorization: Token <key>` (or `Bearer <key>`); POST /api/v1/auth/token gives a key"}),
+            status=401)
+        response["WWW-Authenticate"] = 'Token realm="api", Bearer realm="api"'
         return response
     if isinstance(exc, exceptions.Throttled):
         if exc.wait:

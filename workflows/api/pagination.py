@@ -1,5 +1,6 @@
 """Pagination with bounds: ``?limit=`` and ``?offset=`` become SQL ``LIMIT``/``OFFSET``, which
-PostgreSQL holds as 64-bit integers; a larger number was a DataError (500), not a page."""
+PostgreSQL holds as 64-bit integers; a larger number was a DataError (500), not a page. A value
+that is not an integer, or below the minimum, is a 400 naming the parameter (DRF would ignore it)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
 
     def get_offset(self, request: Any) -> int:
         return query_int(request, self.offset_query_param, 0, 0, MAX_OFFSET)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": "limit", "in": "query", "required": False,
+             "description": f"results per page (at most {self.max_limit} are returned)",
+             "schema": {"type": "integer", "minimum": 1}},
+            {"name": "offset", "in": "query", "required": False, "description": "results to skip",
+             "schema": {"type": "integer", "minimum": 0}},
+        ]

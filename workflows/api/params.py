@@ -1,6 +1,7 @@
 """Query parameters, read strictly: a value the endpoint does not know is a 400 naming the
 parameter and what it accepts, never silently read as the default. Integers out of range are
-clamped to it (a page past the end is an empty page), as the pagination always did."""
+refused below their minimum (as the schema says) and clamped above their maximum (a page past the
+end is an empty page)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from aob_project.exceptions import ValidationFailed
 
-BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+BOOLEANS = {"true": True, "false": False}  # exactly what the schema says
 
 
 def _raw(request: Any, name: str) -> str | None:
@@ -46,4 +47,7 @@ def query_int(request: Any, name: str, default: int, low: int, high: int) -> int
     except ValueError:
         raise ValidationFailed(f"{name} must be an integer, not {value[:100]!r}",
                                extra={"field": name, "rule": "integer", "minimum": low, "maximum": high}) from None
-    return max(low, min(high, number))
+    if number < low:  # what the schema forbids is refused
+        raise ValidationFailed(f"{name} must be at least {low}", extra={"field": name, "rule": "minimum",
+                                                                       "minimum": low})
+    return min(high, number)  # past the end is an empty page

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from workflows.models import Event, Run
+from workflows.results import run_duration_ms, run_output
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+RESERVED_TAGS = {"validate"}
 
 
 class StrictSerializer(serializers.Serializer):
-    """Unknown fields are an error, not silently dropped: a typo must not change meaning."""
+    """Unknown fields are an error, not silently dropped: a typo must not change meaning. Types are
+    JSON's, as the OpenAPI document says: DRF would read 5 as the string "5" and "5" as the integer 5."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -20,9 +24,36 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({unknown[0]: [serializers.ErrorDetail(
                     "unknown field", code="unknown_field")]})
+            for name, field in self.fields.items():
+                expected = _json_type(field)
+                value = data.get(name)
+                if expected and value is not None and not _is(value, expected):
+                    raise serializers.ValidationError({name: [serializers.ErrorDetail(
+                        f"must be {expected}", code="type")]})
         return super().to_internal_value(data)
 
 
+def _json_type(field: serializers.Field) -> str | None:
+    if isinstance(field, serializers.CharField):
+        return "a string"
+    if isinstance(field, serializers.IntegerField):
+        return "an integer"
+    if isinstance(field, serializers.FloatField):
+        return "a number"
+    return None
+
+
+def _is(value: Any, expected: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if expected == "a string":
+        return isinstance(value, str)
+    if expected == "an integer":
+        return isinstance(value, int)
+    return isinstance(value, int | float)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
 class JSONObjectField(serializers.JSONField):
     default_error_messages = {"not_object": "must be a JSON object"}
 
@@ -43,14 +74,43 @@ class JSONBooleanField(serializers.BooleanField):
         return data
 
 
-class WorkflowCreateIn(StrictSerializer):
+DEFINITION_KEYS = {"nodes", "edges", "metadata"}
+
+
+class EnvelopeSerializer(StrictSerializer):
+    """A body that carries a definition under ``workflow``: a definition posted bare (an example
+    file as it is) gets a message that shows the expected body instead of "unknown field"."""
+
+    envelope = '{"workflow": {...}}'
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and "workflow" not in data and DEFINITION_KEYS & set(data):
+            raise serializers.ValidationError({"workflow": [serializers.ErrorDetail(
+                f"this looks like a bare workflow definition; send it wrapped: {self.envelope}",
+                code="definition_not_wrapped")]})
+        return super().to_internal_value(data)
+
+
+class WorkflowCreateIn(EnvelopeSerializer):
+    """Save a definition under a tag: a new version when the content is new."""
+
+    envelope = '{"tag_name": "my-workflow", "workflow": {"nodes": [...], "edges": [...]}, "description": "..."}'
     tag_name = serializers.RegexField(TAG_PATTERN, max_length=200)
+
+    def validate_tag_name(self, value: str) -> str:
+        if value in RESERVED_TAGS:
+            raise serializers.ValidationError(f"{value!r} is reserved (POST /workflows/{value} is an operation)",
+                                              code="reserved")
+        return value
     workflow = JSONObjectField()
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
 
 
-class WorkflowValidateIn(StrictSerializer):
-    workflow = serializers.JSONField()
+class WorkflowValidateIn(EnvelopeSerializer):
+    """A definition to check without saving."""
+
+    # Any JSON: the answer says why it is not a workflow (valid: false), never a 400.
+    workflow = serializers.JSONField(allow_null=True)
 
 
 class WorkflowPatchIn(StrictSerializer):
@@ -62,7 +122,11 @@ class ExecuteIn(StrictSerializer):
     inputs = JSONObjectField(required=False, default=dict)
 
 
-class RunCreateIn(StrictSerializer):
+class RunCreateIn(EnvelopeSerializer):
+    """Start a run of a saved workflow (tag) or of a definition (workflow): exactly one of them."""
+
+    envelope = '{"tag": "my-workflow", "inputs": {...}} or {"workflow": {"nodes": [...]}, "inputs": {...}}'
+    one_of_required = (("tag",), ("workflow",))
     tag = serializers.RegexField(TAG_PATTERN, max_length=200, required=False)
     workflow = JSONObjectField(required=False)
     inputs = JSONObjectField(required=False, default=dict)
@@ -105,6 +169,12 @@ class ValidationOut(serializers.Serializer):
     warnings = ProblemOut(many=True)
 
 
+class LastRunOut(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField(help_text="a run status: " + ", ".join(Run.Status.values))
+    created_at = serializers.DateTimeField()
+
+
 class WorkflowOut(serializers.Serializer):
     tag = serializers.CharField()
     owner = serializers.CharField()
@@ -112,6 +182,9 @@ class WorkflowOut(serializers.Serializer):
     version = serializers.IntegerField(allow_null=True)
     nodes_count = serializers.IntegerField()
     edges_count = serializers.IntegerField()
+    name = serializers.CharField(allow_blank=True, help_text="metadata.name of the current version")
+    description = serializers.CharField(allow_blank=True, help_text="metadata.description of the current version")
+    last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow, by anyone")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     definition = serializers.JSONField(required=False)
@@ -140,11 +213,43 @@ class RunOut(serializers.ModelSerializer):
     replay_of = serializers.UUIDField(source="replay_of_id", allow_null=True)
     budget = serializers.JSONField(source="ceilings", help_text="The run's LLM spend ceilings {max_tokens, "
                                    "max_cost_usd}: its owner's, else the operator's")
+    duration_ms = serializers.SerializerMethodField(help_text="from submission to the end; null until it ends")
 
     class Meta:
         model = Run
         fields = ["run_id", "tag", "status", "artifact_id", "current_artifact_id", "inputs", "error", "replay_of",
-                  "replay_from_node", "usage", "budget", "spawned_agents", "created_at", "started_at", "finished_at"]
+                  "replay_from_node", "usage", "budget", "spawned_agents", "created_at", "started_at", "finished_at",
+                  "duration_ms"]
+
+    @extend_schema_field({"type": "integer", "nullable": True})
+    def get_duration_ms(self, run: Run) -> int | None:
+        return run_duration_ms(run)
+
+
+class RunResultOut(RunOut):
+    """A run with its result: ``output`` (``metadata.output`` evaluated, else the terminal nodes'
+    outputs by node id; null until the run completes) and ``output_error`` when that failed."""
+
+    output = serializers.SerializerMethodField()
+    output_error = serializers.SerializerMethodField()
+
+    class Meta(RunOut.Meta):
+        fields = [*RunOut.Meta.fields, "output", "output_error"]
+
+    def _result(self, run: Run) -> tuple[Any, Any]:
+        cache = self.context.setdefault("_results", {})
+        if run.pk not in cache:
+            cache[run.pk] = run_output(run)
+        return cache[run.pk]
+
+    @extend_schema_field({"nullable": True, "description": "any JSON value"})
+    def get_output(self, run: Run) -> Any:
+        return self._result(run)[0]
+
+    @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": {},
+                          "description": "why metadata.output could not be computed"})
+    def get_output_error(self, run: Run) -> Any:
+        return self._result(run)[1]
 
 
 class NodeDetailOut(serializers.Serializer):
@@ -197,7 +302,7 @@ class PatchRefusalOut(serializers.Serializer):
 
 
 class RunDetailsOut(serializers.Serializer):
-    run = RunOut()
+    run = RunResultOut()
     base_definition = serializers.JSONField()
     current_definition = serializers.JSONField()
     nodes = NodeDetailOut(many=True)
@@ -223,6 +328,8 @@ class NodeIterationsOut(serializers.Serializer):
 
 
 class RunBudgetIn(StrictSerializer):
+    min_properties = 1
+
     max_tokens = serializers.IntegerField(min_value=0, max_value=10**12, required=False)
     max_cost_usd = serializers.FloatField(min_value=0, max_value=10**9, required=False)
 
@@ -281,3 +388,42 @@ class RunPatchOut(serializers.Serializer):
 
     def get_op_count(self, obj: Any) -> int:
         return len(obj.operations)
+
+
+class TimelineAttemptOut(serializers.Serializer):
+    attempt = serializers.IntegerField()
+    status = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    start_ms = serializers.IntegerField(allow_null=True, help_text="offset from the run's creation")
+    duration_ms = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class TimelineItemOut(serializers.Serializer):
+    node_id = serializers.CharField()
+    type = serializers.CharField()
+    iteration = serializers.IntegerField()
+    status = serializers.CharField()
+    wait_reason = serializers.CharField(allow_blank=True)
+    attempts = serializers.IntegerField()
+    queued_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    queued_ms = serializers.IntegerField(allow_null=True, help_text="offsets from the run's creation")
+    started_ms = serializers.IntegerField(allow_null=True)
+    finished_ms = serializers.IntegerField(allow_null=True)
+    queue_wait_ms = serializers.IntegerField(allow_null=True)
+    run_ms = serializers.IntegerField(allow_null=True, help_text="so far, for a node run still active")
+    attempt_log = TimelineAttemptOut(many=True)
+
+
+class TimelineOut(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    span_ms = serializers.IntegerField(allow_null=True, help_text="from creation to the end, or to now")
+    items = TimelineItemOut(many=True, help_text="every node run, iterations included, in queue order")
+    truncated = serializers.BooleanField(help_text="more node runs than the timeline lists")

@@ -1,10 +1,10 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
 from approvals.api.views import ApprovalViewSet
 
-from . import views
+from . import docs, index, openapi, views  # noqa: F401  (openapi registers the schema extension)
 
 router = SimpleRouter(trailing_slash=False)
 router.register("workflows", views.WorkflowViewSet, basename="workflow")
@@ -12,12 +12,16 @@ router.register("runs", views.RunViewSet, basename="run")
 router.register("approvals", ApprovalViewSet, basename="approval")
 
 urlpatterns = [
+    path("", index.ApiIndexView.as_view(), name="api-index"),
+    path("node-types", index.NodeTypesView.as_view(), name="node-types"),
     path("health", views.HealthView.as_view(), name="health"),
     path("auth/token", views.TokenView.as_view(), name="auth-token"),
     path("auth/me", views.MeView.as_view(), name="auth-me"),
     path("schema/workflow", views.WorkflowSchemaView.as_view(), name="workflow-schema"),
     path("schema/", SpectacularAPIView.as_view(), name="openapi"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
+    # Swagger UI and ReDoc from local static files (drf-spectacular-sidecar): the docs work offline.
+    path("docs/", docs.swagger_ui, name="api-docs"),
+    path("redoc/", docs.redoc, name="api-redoc"),
     path("workflows/validate", views.WorkflowValidateView.as_view(), name="workflow-validate"),
     re_path(r"^artifacts/(?P<artifact_id>[^/\x00]+)$", views.ArtifactView.as_view(), name="artifact"),
     *router.urls,

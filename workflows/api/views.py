@@ -18,11 +18,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aob_project.exceptions import AobError, NotFound
-from workflows import selectors
+from workflows import results, selectors
 from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import definitions, patches, runs
 
+from . import filters
 from . import serializers as s
 from .params import query_bool, query_choice, query_int
 from .throttles import AnonymousThrottle, LoginThrottle
@@ -117,6 +118,22 @@ class WorkflowSchemaView(APIView):
 
 class WorkflowValidateView(APIView):
     throttle_classes = [AnonymousThrottle]  # a POST that changes nothing: not counted as a write
+    """POST validates. The path is also where a workflow named "validate" would be, and there is
+    none (the name is refused at save), so reading or deleting it is that workflow's 404. The
+    operation here is POST only, and ``Allow`` says so."""
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        return ["POST", "OPTIONS"]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        raise NotFound("workflow 'validate' not found (the name is reserved)")
+
+    @extend_schema(exclude=True)
+    def delete(self, request: Request) -> Response:
+        raise NotFound("workflow 'validate' not found (the name is reserved)")
+
     @extend_schema(request=s.WorkflowValidateIn, responses={200: s.ValidationOut, **ERRORS})
     def post(self, request: Request) -> Response:
         data = s.WorkflowValidateIn(data=request.data)
@@ -130,8 +147,14 @@ def _workflow_out(workflow: Workflow, materialize: bool) -> dict[str, Any]:
     version = workflow.current_version
     definition = version.artifact.content if version else {"nodes": [], "edges": []}
     nodes, edges = _counts(definition)
+    metadata = definition.get("metadata") or {}
+    if not hasattr(workflow, "last_run_status"):
+        workflow = filters.with_last_run(Workflow.objects.filter(pk=workflow.pk)).select_related("owner").get()
+    last_run = {"run_id": workflow.last_run_id, "status": workflow.last_run_status,
+                "created_at": workflow.last_run_at} if workflow.last_run_id else None
     out = {"tag": workflow.tag, "owner": workflow.owner.username, "artifact_id": version.artifact_id if version else None,
            "version": version.seq if version else None, "nodes_count": nodes, "edges_count": edges,
+           "name": metadata.get("name", ""), "description": metadata.get("description", ""), "last_run": last_run,
            "created_at": workflow.created_at, "updated_at": workflow.updated_at}
     if materialize:
         out["definition"] = definition
@@ -148,7 +171,7 @@ def _saved_out(saved: definitions.Saved) -> dict[str, Any]:
             "warnings": [p.as_dict() for p in saved.report.warnings]}
 
 
-MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition")
+MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition (true or false)")
 SCOPES = ["user", "global", "all"]
 
 
@@ -156,6 +179,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     lookup_field = "tag"
     lookup_value_regex = r"[^/\x00]+"  # NUL cannot reach PostgreSQL (a 500); such a tag is no URL: 404
     serializer_class = s.WorkflowOut
+    filterset_class = filters.WorkflowFilter
 
     def get_queryset(self) -> Any:
         return selectors.workflows_visible(user=self.request.user)
@@ -163,14 +187,17 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def _get(self, tag: str) -> Workflow:
         return definitions.workflow_get(owner=self.request.user, tag=tag)
 
-    @extend_schema(parameters=[OpenApiParameter("scope", str, enum=SCOPES), MATERIALIZE],
+    @extend_schema(parameters=[OpenApiParameter("scope", str, enum=SCOPES), MATERIALIZE,
+                               OpenApiParameter("q", str, pattern=filters.TAG_PARAM_PATTERN,
+                                                description="text in the tag, name or description")],
                    responses={200: s.WorkflowOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut})
     def list(self, request: Request) -> Response:
         scope = query_choice(request, "scope", SCOPES, default="user")
         materialize = query_bool(request, "materialize")
-        page = self.paginate_queryset(selectors.workflows_visible(user=request.user, scope=scope))
-        items = [_workflow_out(w, materialize) for w in page]
-        return self.get_paginated_response(items)
+        qs = selectors.workflows_visible(user=request.user, scope=scope)
+        qs = filters.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response([_workflow_out(w, materialize) for w in page])
 
     @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
                                                           413: s.ErrorOut, **ERRORS})
@@ -184,8 +211,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.WorkflowOut, **ERRORS})
     def retrieve(self, request: Request, tag: str) -> Response:
-        materialize = query_bool(request, "materialize")
-        return Response(_workflow_out(self._get(tag), materialize))
+        return Response(_workflow_out(self._get(tag), query_bool(request, "materialize")))
 
     @extend_schema(responses={204: None, **ERRORS})
     def destroy(self, request: Request, tag: str) -> Response:
@@ -260,23 +286,19 @@ class ArtifactView(APIView):
 class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = s.RunOut
     lookup_value_regex = r"[^/]+"
+    filter_backends = [filters.CheckedFilterBackend]
+    filterset_class = filters.RunFilter
+    pagination_class = filters.KeysetPagination
 
     def get_queryset(self) -> Any:
-        # The list is the user's own runs; an approver reaches a run it must decide through its approval.
-        qs = Run.objects.filter(owner=self.request.user).order_by("-created_at")
-        status = query_choice(self.request, "status", Run.Status.values)
-        if status:
-            qs = qs.filter(status=status)
-        tag = self.request.query_params.get("tag")
-        if tag:
-            if "\x00" in tag:
-                raise AobError("tag must not contain the NUL character", code="validation_error",
-                               extra={"field": "tag"})
-            qs = qs.filter(tag=tag)
-        return qs
+        # The list is the user's own runs (staff may name another owner); an approver reaches a
+        # run it must decide through its approval.
+        if getattr(self, "swagger_fake_view", False):  # the OpenAPI generator has no user
+            return Run.objects.none()
+        return filters.runs_for_list(user=self.request.user, owner=self.request.query_params.get("owner"))
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Run.Status.values), OpenApiParameter("tag", str)],
-                   responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut})
+    @extend_schema(parameters=filters.RUN_FILTER_PARAMETERS,
+                   responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
@@ -298,12 +320,18 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                                  inputs=data.validated_data["inputs"], request_id=_request_id(request))
         return Response(_run_started(run), status=201)
 
-    @extend_schema(responses={200: s.RunOut, **ERRORS})
+    @extend_schema(responses={200: s.RunResultOut, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(s.RunOut(self._run(pk)).data)
+        return Response(s.RunResultOut(self._run(pk)).data)
+
+    @extend_schema(responses={200: s.TimelineOut, **ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def timeline(self, request: Request, pk: str) -> Response:
+        """Every node run with its queue wait, run time and attempts, for a Gantt chart."""
+        return Response(s.TimelineOut(results.run_timeline(run=self._run(pk))).data)
 
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])
     def details(self, request: Request, pk: str) -> Response:
         return Response(s.RunDetailsOut(selectors.run_details(run=self._run(pk))).data)
 
@@ -320,7 +348,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                                                                       limit=limit)).data)
 
     @extend_schema(parameters=[OpenApiParameter("after", int)], responses={200: s.EventOut(many=True), **ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None)
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request: Request, pk: str) -> Response:
         after = query_int(request, "after", 0, 0, 2**31 - 1)
         run = self._run(pk)
@@ -361,7 +389,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
     @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
                                                                       409: s.ErrorOut, 413: s.ErrorOut, **ERRORS})
-    @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None)
+    @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None, filter_backends=[])
     def patches(self, request: Request, pk: str) -> Response:
         run = self._run(pk)
         if request.method == "GET":

@@ -165,6 +165,12 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
 
     for i, node in enumerate(nodes):
         _check_config(i, node, index, report)
+    output = (definition.get("metadata") or {}).get("output") or {}
+    if "expression" in output:
+        try:
+            compile_expression(output["expression"])
+        except ExpressionError as exc:
+            report.error("/metadata/output/expression", "expression_syntax", f"invalid CEL expression: {exc}")
     if not report.valid:
         return
 

@@ -6,19 +6,30 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
 from django.core.exceptions import SuspiciousFileOperation
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified, QueryDict
 from django.shortcuts import render
 from django.utils.http import http_date
 from django.views.static import was_modified_since
+from rest_framework.request import Request
 
-from aob_project.exceptions import NotFound
+from aob_project.exceptions import AobError, NotFound
 from workflows import selectors
+from workflows.api.filters import (
+    CheckedFilterBackend,
+    KeysetPagination,
+    RunFilter,
+    WorkflowFilter,
+    runs_for_list,
+    with_last_run,
+)
 from workflows.models import Run
+from workflows.results import run_duration_ms
 
 RUNS_PAGE_SIZE = 100
 # What a new workflow's editor starts from: one valid node to grow.
@@ -41,15 +52,21 @@ def _not_found(request: HttpRequest, what: str) -> HttpResponse:
 
 @login_required
 def workflow_list(request: HttpRequest) -> HttpResponse:
+    search = request.GET.get("q", "").replace("\x00", "")[:200]
+    qs = selectors.workflows_visible(user=request.user).order_by("tag")
+    if search:
+        qs = WorkflowFilter({"q": search}, queryset=qs).qs
     workflows = []
-    for workflow in selectors.workflows_visible(user=request.user).order_by("tag"):
+    for workflow in with_last_run(qs):
         version = workflow.current_version
         definition = version.artifact.content if version else {}
+        metadata = definition.get("metadata") or {}
         workflows.append({"tag": workflow.tag, "version": version.seq if version else None,
-                          "name": (definition.get("metadata") or {}).get("name", ""),
+                          "name": metadata.get("name", ""), "description": metadata.get("description", ""),
                           "nodes": len(definition.get("nodes", [])), "edges": len(definition.get("edges", [])),
-                          "updated_at": workflow.updated_at})
-    return _render(request, "workflow_list.html", nav="workflows", workflows=workflows)
+                          "updated_at": workflow.updated_at, "last_run_id": workflow.last_run_id,
+                          "last_run_status": workflow.last_run_status, "last_run_at": workflow.last_run_at})
+    return _render(request, "workflow_list.html", nav="workflows", workflows=workflows, q=search)
 
 
 def _workflow_page(request: HttpRequest, tag: str, definition: dict[str, Any] | None) -> HttpResponse:
@@ -73,14 +90,56 @@ def workflow_detail(request: HttpRequest, tag: str) -> HttpResponse:
 
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    status = request.GET.get("status", "")
-    runs = Run.objects.filter(owner=request.user).order_by("-created_at")
-    if status in Run.Status.values:
-        runs = runs.filter(status=status)
-    else:
-        status = ""
-    return _render(request, "run_list.html", nav="runs", runs=runs[:RUNS_PAGE_SIZE], status=status,
-                   statuses=Run.Status.values, page_size=RUNS_PAGE_SIZE)
+    """The runs list, filtered and paged as ``GET /api/v1/runs`` is (the same filter and keyset pages)."""
+    wanted = {k: v for k, v in request.GET.items() if k in RUN_LIST_PARAMS and v != ""}
+    drf_request = Request(request)
+    drf_request._request.GET = QueryDict(mutable=True)
+    drf_request._request.GET.update(wanted)
+    problem = ""
+    base = runs_for_list(user=request.user, owner=wanted.get("owner"))
+    runs: list[Run] = []
+    paginator = KeysetPagination()
+    paginator.page_size = RUNS_PAGE_SIZE
+    try:
+        filtered = CheckedFilterBackend().filter_queryset(drf_request, base, RunListView)
+        runs = paginator.paginate_queryset(filtered, drf_request) or []
+    except AobError as exc:
+        problem = exc.message
+    next_link = paginator.get_next_link() if runs else None
+    previous_link = paginator.get_previous_link() if runs else None
+    tags = sorted(set(Run.objects.filter(owner=request.user).exclude(tag="").values_list("tag", flat=True)
+                      .distinct()[:500]))
+    return _render(request, "run_list.html", nav="runs", runs=[_run_row(r) for r in runs], filters=wanted,
+                   statuses=Run.Status.values, tags=tags, problem=problem, page_size=RUNS_PAGE_SIZE,
+                   next_query=_query_of(next_link), previous_query=_query_of(previous_link),
+                   is_staff=request.user.is_staff)
+
+
+RUN_LIST_PARAMS = ("workflow", "status", "created_after", "created_before", "owner", "q", "cursor")
+
+
+class RunListView:
+    """What django-filter asks of a view: the filter set of the runs list."""
+
+    filterset_class = RunFilter
+
+
+def _query_of(link: str | None) -> str:
+    return "?" + urlsplit(link).query if link else ""
+
+
+def _run_row(run: Run) -> dict[str, Any]:
+    error = run.error if isinstance(run.error, dict) else ({"message": str(run.error)} if run.error else None)
+    return {"pk": run.pk, "tag": run.tag, "status": run.status, "created_at": run.created_at,
+            "finished_at": run.finished_at, "duration": fmt_ms(run_duration_ms(run)),
+            "error": (error or {}).get("message", ""), "error_node": (error or {}).get("node_id", ""),
+            "owner": run.owner.username}
+
+
+def fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
 @login_required

@@ -4,7 +4,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const W = 168;
 const H = 54;
-const GAP_X = 100;
+const BASE_GAP_X = 100;
 const GAP_Y = 26;
 const PAD = 22;
 
@@ -44,6 +44,9 @@ export function graphOf(definition) {
 }
 
 export function layout({ nodes, edges }) {
+  // Room between layers for the longest edge label, so labels are drawn whole.
+  const longest = Math.max(0, ...edges.map((e) => (e.label || "").length));
+  const GAP_X = Math.max(BASE_GAP_X, Math.min(480, longest * 6.7 + 40));
   const out = new Map(nodes.map((n) => [n.id, []]));
   for (const e of edges) out.get(e.from).push(e);
   // Back edges: found by a depth-first search in authoring order.
@@ -167,9 +170,9 @@ export function renderGraph(container, definition, options = {}) {
     edgeLayer.append(s("path", { d, class: `edge ${e.kind} ${removedEdge || ""}`, "marker-end": `url(#arrow-${uid})` },
       s("title", {}, `${e.from} → ${e.to}${e.label ? ` when ${e.label}` : ""}`)));
     if (e.label) {
-      const text = truncate(e.label, 18);
+      const text = e.label;
       const t = s("text", { x: lx, y: ly, class: "edge-label", "text-anchor": "middle" }, text);
-      labelLayer.append(s("rect", { x: lx - text.length * 3.3 - 4, y: ly - 11, width: text.length * 6.6 + 8, height: 15, rx: 3, class: "edge-label-bg" }), t);
+      labelLayer.append(s("rect", { x: lx - text.length * 3.35 - 5, y: ly - 11, width: text.length * 6.7 + 10, height: 15, rx: 3, class: "edge-label-bg" }), t);
     }
   }
   svg.append(edgeLayer, labelLayer);

@@ -3,6 +3,7 @@
 // ?after=<last seq> after a disconnect, with backoff. No polling.
 import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
+import { fmtMs, renderTimeline } from "./timeline.js";
 
 const page = pageData();
 const runId = page.run_id;
@@ -43,10 +44,11 @@ async function refresh() {
   try {
     do {
       state.dirty = false;
-      const { details, approvals } = await fetchAll();
+      const [{ details, approvals }, timeline] = await Promise.all([fetchAll(), api(`/runs/${runId}/timeline`)]);
       state.details = details;
       state.approvals = approvals;
       render();
+      renderTimeline($("timeline"), timeline);
     } while (state.dirty);
   } catch (err) {
     showAlert($("run-alert"), `Could not load the run: ${errorText(err)}`);
@@ -87,7 +89,9 @@ function render() {
   setChildren($("run-meta"), meta.join(" · ") + inputs,
     run.replay_of ? el("span", {}, " · replay of ", el("a", { href: `/runs/${run.replay_of}/` }, run.replay_of.slice(0, 8)),
       run.replay_from_node ? ` from ${run.replay_from_node}` : "") : "");
-  if (run.error) showAlert($("run-alert"), `Run failed: ${run.error.message || JSON.stringify(run.error)}`);
+  if (run.error) showAlert($("run-alert"), `Run failed: ${run.error.message || JSON.stringify(run.error)}`
+    + (run.error.node_id ? ` (node ${run.error.node_id})` : ""));
+  renderResult(run);
   $("llm-note").hidden = page.llm_configured || !state.details.nodes.some((n) => n.type === "agent");
 
   const now = currentNodes();
@@ -104,6 +108,21 @@ function render() {
   renderNodePanel();
   renderPatches();
   $("patch-count").textContent = state.details.patches.length + (state.details.patch_refusals || []).length;
+}
+
+// The run's result: its duration and output (the error is the alert above, shown once).
+function renderResult(run) {
+  const done = FINISHED.has(run.status);
+  $("result-card").hidden = !done;
+  if (!done) return;
+  const rows = [["status", run.status], ["duration", fmtMs(run.duration_ms)]];
+  const out = [];
+  for (const [k, v] of rows) out.push(el("dt", {}, k), el("dd", { id: `result-${k}` }, v));
+  if (run.status === "completed") {
+    out.push(el("dt", {}, "output"), el("dd", { id: "result-output" },
+      run.output_error ? el("p", { class: "alert" }, run.output_error.message) : jsonBlock(run.output, "run output")));
+  }
+  setChildren($("result"), out);
 }
 
 function drawRunGraph() {
@@ -370,7 +389,7 @@ async function renderPatches() {
 
 // --- tabs ---------------------------------------------------------------------------------------
 
-const TABS = ["graph", "patches", "events"];
+const TABS = ["graph", "timeline", "patches", "events"];
 
 function showTab(name) {
   for (const t of TABS) {

@@ -1,5 +1,7 @@
-// The runs list follows ws/events/: a frame about a run in the table re-reads that run's row.
-import { LiveSocket, api, el, setChildren, timeEl } from "./api.js";
+// The runs list follows ws/events/: a frame about a run in the table re-reads that run's row
+// (status, duration, error).
+import { LiveSocket, api, el, setChildren } from "./api.js";
+import { fmtMs } from "./timeline.js";
 
 const table = document.getElementById("runs-table");
 const note = document.getElementById("runs-live");
@@ -17,7 +19,10 @@ async function update(runId) {
     const badge = row.querySelector('[data-field="status"]');
     badge.textContent = run.status;
     badge.className = `badge s-${run.status}`;
-    row.querySelector('[data-field="finished"]').replaceChildren(timeEl(run.finished_at));
+    const duration = row.querySelector('[data-field="duration"]');
+    if (duration) duration.textContent = run.duration_ms === null ? "" : fmtMs(run.duration_ms);
+    const error = row.querySelector('[data-field="error"]');
+    if (error && run.error) error.textContent = run.error.message || JSON.stringify(run.error);
   } catch {
     // The run may be gone or not ours; the row keeps what it showed.
   } finally {

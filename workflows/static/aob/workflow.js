@@ -1,7 +1,9 @@
-// The workflow page: the definition in an editor, validated as you type (debounced, through
-// POST /workflows/validate), its graph, its versions, and a run button with an inputs form.
+// The workflow page: the visual builder and the JSON view side by side, kept equal (an edit in
+// either redraws the other), validated as you type (debounced, POST /workflows/validate) with each
+// problem shown beside its node; versions, recent runs and a run button with an inputs form.
 import { api, authoringOrder, badge, el, errorText, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
-import { renderGraph } from "./graph.js";
+import { Builder } from "./builder.js";
+import { mountJsonEditor } from "./editor.js";
 
 const page = pageData();
 const $ = (id) => document.getElementById(id);
@@ -12,6 +14,8 @@ const enc = encodeURIComponent;
 let lastValidated = null;
 let timer = null;
 let sequence = 0;
+let builder = null;
+let json = { set: (text) => { editor.value = text; }, focus: () => editor.focus() };
 
 function hasAgent(definition) {
   return Array.isArray(definition && definition.nodes) && definition.nodes.some((n) => n && n.type === "agent");
@@ -34,8 +38,28 @@ function parseEditor() {
 }
 
 function drawGraph(definition) {
-  renderGraph($("graph"), definition, { label: `Graph of ${page.tag || "the new workflow"}` });
+  if (builder) builder.setDefinition(definition);
   $("llm-note").hidden = page.llm_configured || !hasAgent(definition);
+}
+
+// Indented JSON in authoring order, each [x, y] of metadata.layout on one line.
+function prettyDefinition(definition) {
+  return pretty(authoringOrder(definition)).replace(/\[\s+(-?[\d.]+),\s+(-?[\d.]+)\s+\]/g, "[$1, $2]");
+}
+
+// The builder changed the definition: the JSON view follows, then validation.
+function fromBuilder(definition) {
+  json.set(prettyDefinition(definition));
+  editor.value = prettyDefinition(definition);
+  $("llm-note").hidden = page.llm_configured || !hasAgent(definition);
+  scheduleValidation(250);
+}
+
+// The JSON view changed: the builder follows (once it parses), then validation.
+function fromJson() {
+  const parsed = parseEditor();
+  if (!parsed.error) drawGraph(parsed.definition);
+  scheduleValidation();
 }
 
 async function validateNow() {
@@ -45,7 +69,6 @@ async function validateNow() {
     setChildren(validation, el("strong", {}, "Not JSON: "), parsed.error);
     return;
   }
-  drawGraph(parsed.definition);
   const canonical = JSON.stringify(parsed.definition);
   if (canonical === lastValidated) return;
   lastValidated = canonical;
@@ -55,6 +78,7 @@ async function validateNow() {
   try {
     const report = await api("/workflows/validate", { method: "POST", body: { workflow: parsed.definition } });
     if (mine !== sequence) return; // a newer edit is being checked
+    if (builder) builder.setProblems(report.errors);
     validation.className = `validation ${report.valid ? "valid" : "invalid"}`;
     setChildren(validation, 
       report.valid ? el("strong", {}, "✓ Valid") : el("strong", {}, `✗ ${report.errors.length} problem(s)`),
@@ -69,9 +93,9 @@ async function validateNow() {
   }
 }
 
-function scheduleValidation() {
+function scheduleValidation(delay = 700) {
   clearTimeout(timer);
-  timer = setTimeout(validateNow, 700);
+  timer = setTimeout(validateNow, delay);
 }
 
 function guessInputs(definition) {
@@ -87,7 +111,7 @@ async function save(event) {
   const parsed = parseEditor();
   if (parsed.error) {
     showAlert(alertBox, `The definition is not JSON: ${parsed.error}`);
-    editor.focus();
+    json.focus();
     return;
   }
   const tag = page.is_new ? $("tag-input").value.trim() : page.tag;
@@ -135,9 +159,11 @@ async function loadVersions() {
 async function loadVersion(seq) {
   try {
     const v = await api(`/workflows/${enc(page.tag)}/versions/${seq}?materialize=true`);
-    editor.value = pretty(authoringOrder(v.definition));
+    editor.value = prettyDefinition(v.definition);
+    json.set(editor.value);
+    drawGraph(v.definition);
     $("save-status").textContent = `Version ${seq} is in the editor; save to make it the current version.`;
-    editor.focus();
+    json.focus();
     scheduleValidation();
   } catch (err) {
     showAlert(alertBox, errorText(err));
@@ -186,14 +212,29 @@ async function run(event) {
   }
 }
 
-editor.value = pretty(authoringOrder(page.definition));
-editor.addEventListener("input", scheduleValidation);
-$("save-form").addEventListener("submit", save);
-drawGraph(page.definition);
-validateNow();
-if (!page.is_new) {
-  const guessed = guessInputs(page.definition);
-  if (Object.keys(guessed).length) $("inputs").value = pretty(guessed);
-  $("run-form").addEventListener("submit", run);
-  Promise.all([loadSummary(), loadVersions(), loadRuns()]).catch((err) => showAlert(alertBox, errorText(err)));
+async function start() {
+  editor.value = prettyDefinition(page.definition);
+  $("save-form").addEventListener("submit", save);
+  if (!page.is_new) {  // before any await: a person may type inputs while the editors load
+    const guessed = guessInputs(page.definition);
+    if (Object.keys(guessed).length && $("inputs").value.trim() === "{}") $("inputs").value = pretty(guessed);
+    $("run-form").addEventListener("submit", run);
+  }
+  let catalogue = { types: [], references: {} };
+  let schema = {};
+  try {
+    [catalogue, schema] = await Promise.all([api("/node-types"), api("/schema/workflow")]);
+  } catch (err) {
+    showAlert(alertBox, `Could not load the node types: ${errorText(err)}`);
+  }
+  builder = new Builder($("builder"), { catalogue: catalogue.types, references: catalogue.references, onChange: fromBuilder });
+  json = await mountJsonEditor(editor, { workflowSchema: schema, catalogue: catalogue.types, onChange: fromJson });
+  drawGraph(page.definition);
+  validateNow();
+  if (!page.is_new) {
+    if (location.hash === "#run-it") $("inputs").focus();
+    Promise.all([loadSummary(), loadVersions(), loadRuns()]).catch((err) => showAlert(alertBox, errorText(err)));
+  }
 }
+
+start();

@@ -1,0 +1,127 @@
+"""The runs and workflows lists: filters (django-filter) by workflow, status, date range, owner
+(staff) and text in inputs or errors; keyset pages; workflows with their description, last run and
+a search. A value a filter cannot take is a 400 naming the parameter (and the allowed values)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from tests.conftest import client_for, stored_run
+from workflows.models import Run
+from workflows.services.definitions import workflow_save
+
+API = "/api/v1"
+
+
+def a_run(owner: Any, *, tag: str = "", status: str = "completed", days_ago: float = 0, inputs: dict | None = None,
+          error: dict | None = None) -> Run:
+    run = stored_run(owner)
+    Run.objects.filter(pk=run.pk).update(tag=tag, status=status, inputs=inputs or {}, error=error,
+                                         created_at=timezone.now() - timedelta(days=days_ago))
+    return Run.objects.get(pk=run.pk)
+
+
+def ids(response: Any) -> list[str]:
+    assert response.status_code == 200, response.content[:300]
+    return [r["run_id"] for r in response.json()["results"]]
+
+
+@pytest.fixture
+def runs(make_user: Any) -> dict[str, Any]:
+    alice, bob = make_user("alice"), make_user("bob")
+    return {"alice": alice, "bob": bob,
+            "old": a_run(alice, tag="billing", days_ago=10, inputs={"customer": "Ada Lovelace"}),
+            "mid": a_run(alice, tag="billing", status="failed", days_ago=5,
+                         error={"message": "card declined by issuer", "node_id": "pay"}),
+            "new": a_run(alice, tag="reports", days_ago=1),
+            "bobs": a_run(bob, tag="billing", days_ago=2)}
+
+
+def test_runs_filter_by_workflow_status_dates_and_text(runs):
+    api = client_for(runs["alice"])
+    old, mid, new = (str(runs[k].pk) for k in ("old", "mid", "new"))
+    since = (timezone.now() - timedelta(days=7)).isoformat()
+    until = (timezone.now() - timedelta(days=3)).isoformat()
+
+    assert ids(api.get(f"{API}/runs")) == [new, mid, old]
+    assert ids(api.get(f"{API}/runs", {"workflow": "billing"})) == [mid, old]
+    assert ids(api.get(f"{API}/runs", {"workflow": "billing", "status": "failed"})) == [mid]
+    assert ids(api.get(f"{API}/runs", {"created_after": since})) == [new, mid]
+    assert ids(api.get(f"{API}/runs", {"created_after": since, "created_before": until})) == [mid]
+    assert ids(api.get(f"{API}/runs", {"q": "lovelace"})) == [old]  # in the inputs, any case
+    assert ids(api.get(f"{API}/runs", {"q": "declined"})) == [mid]  # in the error
+    listed = api.get(f"{API}/runs").json()["results"]
+    assert {r["run_id"]: r["error"] for r in listed}[mid]["message"] == "card declined by issuer"
+    assert all("duration_ms" in r for r in listed)
+
+
+def test_only_staff_see_another_owners_runs(runs, make_user):
+    bobs = str(runs["bobs"].pk)
+    assert ids(client_for(runs["alice"]).get(f"{API}/runs", {"owner": "bob"})) == []
+    staff = client_for(make_user("root", is_staff=True))
+    assert ids(staff.get(f"{API}/runs", {"owner": "bob"})) == [bobs]
+    assert ids(staff.get(f"{API}/runs")) == []  # without owner: their own
+
+
+def test_keyset_pages_do_not_shift_when_a_run_starts_meanwhile(runs):
+    api = client_for(runs["alice"])
+    first = api.get(f"{API}/runs", {"limit": 2}).json()
+    a_run(runs["alice"], tag="late")  # newer than every row: must not push a row onto page two
+    second = api.get(first["next"]).json()
+
+    assert [r["run_id"] for r in first["results"]] == [str(runs["new"].pk), str(runs["mid"].pk)]
+    assert [r["run_id"] for r in second["results"]] == [str(runs["old"].pk)] and second["next"] is None
+
+
+@pytest.mark.parametrize(("query", "field", "status"), [
+    ({"status": "done"}, "status", 400),
+    ({"created_after": "yesterday"}, "created_after", 400),
+    ({"q": "a\x00b"}, "q", 400),
+    ({"q": "x" * 201}, "q", 400),
+    ({"limit": "ten"}, "limit", 400),
+    ({"limit": "0"}, "limit", 400),
+    ({"cursor": "not-a-cursor"}, "cursor", 404),
+])
+def test_a_value_a_run_filter_cannot_take_is_refused_by_name(runs, query, field, status):
+    response = client_for(runs["alice"]).get(f"{API}/runs", query)
+
+    assert response.status_code == status, response.content[:300]
+    body = response.json()
+    assert body["details"]["field"] == field and body["message"].startswith(f"{field}:")
+    if field == "status":
+        assert body["details"]["allowed"] == Run.Status.values
+
+
+def test_workflows_list_description_last_run_and_search(runs):
+    alice = runs["alice"]
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
+    workflow_save(owner=alice, tag="billing", definition={**definition, "metadata": {
+        "name": "Billing", "description": "Charge the customer's card"}})
+    workflow_save(owner=alice, tag="reports", definition=definition)
+    Run.objects.filter(tag="billing", owner=alice).update(workflow=alice.workflows.get(tag="billing"))
+    api = client_for(alice)
+
+    listed = {w["tag"]: w for w in api.get(f"{API}/workflows").json()["results"]}
+
+    assert listed["billing"]["description"] == "Charge the customer's card" and listed["billing"]["name"] == "Billing"
+    assert listed["billing"]["last_run"]["run_id"] == str(runs["mid"].pk)
+    assert listed["billing"]["last_run"]["status"] == "failed"
+    assert listed["reports"]["last_run"] is None and listed["reports"]["description"] == ""
+    assert [w["tag"] for w in api.get(f"{API}/workflows", {"q": "card"}).json()["results"]] == ["billing"]
+    assert [w["tag"] for w in api.get(f"{API}/workflows", {"q": "REPO"}).json()["results"]] == ["reports"]
+    one = api.get(f"{API}/workflows/billing", {"materialize": "true"}).json()
+    assert one["definition"]["metadata"]["name"] == "Billing" and one["last_run"]["status"] == "failed"
+    assert "definition" not in api.get(f"{API}/workflows/billing").json()
+
+
+@pytest.mark.parametrize("query", [{"scope": "mine"}, {"materialize": "yes"}, {"offset": "two"}, {"offset": "-1"},
+                                   {"limit": "0"}, {"q": "\x00"}])
+def test_a_value_the_workflows_list_cannot_take_is_a_400(runs, query):
+    response = client_for(runs["alice"]).get(f"{API}/workflows", query)
+
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["details"]["field"] == next(iter(query))

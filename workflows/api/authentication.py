@@ -1,0 +1,36 @@
+"""Token authentication that also takes ``Authorization: Bearer <key>``: most HTTP clients and
+API tools send ``Bearer``, and answering them "credentials were not provided" helps nobody."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+SCHEMES = (b"token", b"bearer")
+
+
+class TokenOrBearerAuthentication(TokenAuthentication):
+    def authenticate(self, request: Request) -> Any:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != b"bearer":
+            return super().authenticate(request)
+        if len(parts) != 2:
+            return super().authenticate(_AsToken(request, parts))
+        try:
+            key = parts[1].decode()
+        except UnicodeError:
+            return super().authenticate(_AsToken(request, parts))
+        return self.authenticate_credentials(key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Token realm="api", Bearer realm="api"'
+
+
+class _AsToken:
+    """A malformed ``Bearer`` header, shown to the Token scheme's checks for their messages."""
+
+    def __init__(self, request: Request, parts: list[bytes]) -> None:
+        self.headers = {"authorization": b" ".join([b"Token", *parts[1:]])}
+        self._request = request

@@ -1,0 +1,168 @@
+"""List filters (django-filter) and keyset pagination for the runs and workflows lists.
+
+A value the filter cannot take is a 400 that names the parameter, the rule and, for a choice, the
+allowed values, the same as every other refused query parameter; never silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.exceptions import NotFound as DrfNotFound
+from rest_framework.pagination import CursorPagination
+
+from aob_project.exceptions import NotFound, ValidationFailed
+from workflows.models import Run, Workflow
+
+TEXT_MAX = 200
+# Up to 200 characters, no NUL; empty means "any" (no filter).
+TAG_PARAM_PATTERN = r"^[^\x00]{0,200}$"
+
+
+def refuse(field: str, message: str, rule: str, **extra: Any) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", extra={"field": field, "rule": rule, **extra})
+
+
+class CheckedFilterBackend(DjangoFilterBackend):
+    """django-filter, with its errors in our shape: the first bad parameter by name."""
+
+    def filter_queryset(self, request: Any, queryset: QuerySet, view: Any) -> QuerySet:
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        for name, flt in filterset.filters.items():
+            if isinstance(flt, django_filters.IsoDateTimeFilter) and request.query_params.get(name, None) == "":
+                raise refuse(name, "must be an ISO 8601 date-time, e.g. 2026-12-01T00:00:00Z", "date_time")
+        if not filterset.is_valid():
+            field, errors = next(iter(filterset.errors.items()))
+            allowed = getattr(filterset.filters.get(field), "allowed", None)
+            extra = {"allowed": allowed} if allowed else {}
+            code = errors.as_data()[0].code if hasattr(errors, "as_data") else "invalid"
+            raise refuse(field, " ".join(str(e) for e in errors), code or "invalid", **extra)
+        return filterset.qs
+
+
+class Text(django_filters.CharFilter):
+    """A bounded text value without NUL (PostgreSQL refuses NUL in text)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", TEXT_MAX)
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        if value and "\x00" in value:
+            raise refuse(self.field_name if self.field_name != "id" else "q", "must not contain NUL", "nul")
+        return super().filter(qs, value)
+
+
+class Choice(django_filters.ChoiceFilter):
+    def __init__(self, *args: Any, choices: list[str], **kwargs: Any) -> None:
+        self.allowed = list(choices)
+        super().__init__(*args, choices=[(c, c) for c in choices], **kwargs)
+
+
+class RunFilter(django_filters.FilterSet):
+    workflow = Text(field_name="tag", help_text="the workflow's tag")
+    tag = Text(field_name="tag", help_text="the same as workflow")
+    status = Choice(choices=Run.Status.values)
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    owner = Text(method="filter_owner", help_text="staff only: another user's runs, by username")
+    q = Text(method="filter_text", help_text="text in the run's inputs or error")
+
+    class Meta:
+        model = Run
+        fields: list[str] = []
+
+    def filter_owner(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        return qs.filter(owner__username=value)
+
+    def filter_text(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        return qs.annotate(_inputs_text=Cast("inputs", TextField()), _error_text=Cast("error", TextField())).filter(
+            Q(_inputs_text__icontains=value) | Q(_error_text__icontains=value))
+
+
+RUN_FILTER_PARAMETERS = [
+    OpenApiParameter("workflow", str, description="only runs of this workflow (tag)", pattern=TAG_PARAM_PATTERN),
+    OpenApiParameter("tag", str, description="the same as workflow", pattern=TAG_PARAM_PATTERN),
+    OpenApiParameter("status", str, enum=Run.Status.values),
+    OpenApiParameter("created_after", OpenApiTypes.DATETIME, description="created at or after (ISO 8601)"),
+    OpenApiParameter("created_before", OpenApiTypes.DATETIME, description="created before (ISO 8601)"),
+    OpenApiParameter("owner", str, pattern=TAG_PARAM_PATTERN,
+                     description="staff: any user's runs, by username; others see only their own"),
+    OpenApiParameter("q", str, pattern=TAG_PARAM_PATTERN, description="text in the run's inputs or error"),
+]
+
+
+def runs_for_list(*, user: Any, owner: str | None) -> QuerySet[Run]:
+    """The list's base: your runs; staff asking for an owner, every run (the filter narrows)."""
+    if owner and user.is_staff:
+        return Run.objects.all()
+    return Run.objects.filter(owner=user)
+
+
+class WorkflowFilter(django_filters.FilterSet):
+    q = Text(method="filter_text", help_text="text in the tag, name or description")
+
+    class Meta:
+        model = Workflow
+        fields: list[str] = []
+
+    def filter_text(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        return qs.filter(Q(tag__icontains=value)
+                         | Q(current_version__artifact__content__metadata__name__icontains=value)
+                         | Q(current_version__artifact__content__metadata__description__icontains=value))
+
+
+def with_last_run(qs: QuerySet[Workflow]) -> QuerySet[Workflow]:
+    """Each workflow with the status and time of its newest run."""
+    last = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
+    return qs.annotate(last_run_id=Subquery(last.values("id")[:1]),
+                       last_run_status=Subquery(last.values("status")[:1]),
+                       last_run_at=Subquery(last.values("created_at")[:1]))
+
+
+class KeysetPagination(CursorPagination):
+    """Keyset (cursor) pages, newest first: a page costs the same at any depth, and a run started
+    while you page does not shift the next page. ``?limit=`` (1…1000) and ``?cursor=`` from ``next``."""
+
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+    def get_page_size(self, request: Any) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw in (None, ""):
+            return self.page_size
+        try:
+            value = int(raw)
+        except ValueError:
+            raise refuse("limit", "must be an integer", "integer") from None
+        if value < 1:
+            raise refuse("limit", "must be at least 1", "minimum")
+        return min(value, self.max_page_size)
+
+    def decode_cursor(self, request: Any) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except DrfNotFound:
+            # 404, as DRF answers: no such page. The message names the parameter.
+            raise NotFound("cursor: no such page (take cursors from the next or previous link)",
+                           extra={"field": "cursor", "rule": "invalid_cursor"}) from None
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": "cursor", "in": "query", "required": False,
+             "description": "the page after (or before) another: take it from next / previous",
+             "schema": {"type": "string"}},
+            {"name": "limit", "in": "query", "required": False,
+             "description": "results per page (at most 1000 are returned)",
+             "schema": {"type": "integer", "minimum": 1}},
+        ]
