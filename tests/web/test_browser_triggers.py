@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from tests.web.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, web  # noqa: F401 (fixture)
+from tests.web.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD
 from triggers.models import Hook, Schedule
 from vault.models import Secret
 from workflows.services.definitions import workflow_save
@@ -15,7 +15,7 @@ GREETING = {"nodes": [{"id": "hello", "type": "transform", "config": {"expressio
 
 
 @pytest.mark.browser
-def test_add_a_schedule_a_webhook_and_a_secret_in_the_browser(web: str) -> None:  # noqa: F811
+def test_add_a_schedule_a_webhook_and_a_secret_in_the_browser(web: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     user = User.objects.create_user("trigger-browser", password=PASSWORD)
