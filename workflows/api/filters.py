@@ -42,9 +42,11 @@ class CheckedFilterBackend(DjangoFilterBackend):
         if not filterset.is_valid():
             field, errors = next(iter(filterset.errors.items()))
             allowed = getattr(filterset.filters.get(field), "allowed", None)
-            extra = {"allowed": allowed} if allowed else {}
+            if allowed:
+                value = str(request.query_params.get(field, ""))[:100]
+                raise refuse(field, f"unknown value {value!r}; one of {', '.join(allowed)}", "enum", allowed=allowed)
             code = errors.as_data()[0].code if hasattr(errors, "as_data") else "invalid"
-            raise refuse(field, " ".join(str(e) for e in errors), code or "invalid", **extra)
+            raise refuse(field, " ".join(str(e) for e in errors), code or "invalid")
         return filterset.qs
 
 

@@ -8,14 +8,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from drf_spectacular.utils import OpenApiParameter
+
 from aob_project.exceptions import ValidationFailed
 
 BOOLEANS = {"true": True, "false": False}  # exactly what the schema says
 
 
 def _raw(request: Any, name: str) -> str | None:
-    value = request.query_params.get(name)
-    return None if value in (None, "") else value
+    """The parameter's text; absent is None. Present but empty is a value like any other (and
+    refused where the schema says boolean, integer or one of a list)."""
+    return request.query_params.get(name)
+
+
+def int_parameter(name: str, low: int, description: str = "") -> OpenApiParameter:
+    """The OpenAPI side of ``query_int``: an integer with its minimum (above the maximum it clamps)."""
+    return OpenApiParameter(name, {"type": "integer", "minimum": low}, description=description)
 
 
 def query_choice(request: Any, name: str, allowed: Sequence[str], default: str | None = None) -> str | None:

@@ -25,7 +25,7 @@ from workflows.services import definitions, patches, runs
 
 from . import filters
 from . import serializers as s
-from .params import query_bool, query_choice, query_int
+from .params import int_parameter, query_bool, query_choice, query_int
 from .throttles import AnonymousThrottle, LoginThrottle
 
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
@@ -255,7 +255,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
                              inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request))
         return Response(_run_started(run), status=201)
 
-    @extend_schema(parameters=[OpenApiParameter("limit", int)], responses={200: s.RunOut(many=True), **ERRORS})
+    @extend_schema(parameters=[int_parameter("limit", 1)], responses={200: s.RunOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
     def runs(self, request: Request, tag: str) -> Response:
         limit = query_int(request, "limit", 20, 1, 500)
@@ -335,7 +335,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def details(self, request: Request, pk: str) -> Response:
         return Response(s.RunDetailsOut(selectors.run_details(run=self._run(pk))).data)
 
-    @extend_schema(parameters=[OpenApiParameter("offset", int), OpenApiParameter("limit", int)],
+    @extend_schema(parameters=[int_parameter("offset", 0), int_parameter("limit", 1)],
                    responses={200: s.NodeIterationsOut, **ERRORS})
     @action(detail=True, methods=["get"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/iterations",
             pagination_class=None)
@@ -347,7 +347,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(s.NodeIterationsOut(selectors.node_iterations(run=run, node_id=node_id, offset=offset,
                                                                       limit=limit)).data)
 
-    @extend_schema(parameters=[OpenApiParameter("after", int)], responses={200: s.EventOut(many=True), **ERRORS})
+    @extend_schema(parameters=[int_parameter("after", 0)], responses={200: s.EventOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request: Request, pk: str) -> Response:
         after = query_int(request, "after", 0, 0, 2**31 - 1)
