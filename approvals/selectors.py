@@ -7,6 +7,7 @@ from django.db.models import Q, QuerySet
 
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
+from workflows.models import Run
 
 
 def approver_names(user: User) -> list[str]:
@@ -41,3 +42,26 @@ def approval_get(*, user: User, approval_id: object) -> Approval:
         return approvals_visible(user=user).get(pk=int(str(approval_id)))
     except (Approval.DoesNotExist, ValueError, OverflowError):
         raise ApprovalNotFound("approval not found") from None
+
+
+def approvals_listed(*, user: User, status: str | None = None, run: Run | None = None) -> QuerySet[Approval]:
+    """The inbox: pending ones the user may decide (soonest deadline first), else every visible one
+    (newest first), narrowed to ``status`` and ``run``."""
+    if status == Approval.Status.PENDING:
+        qs = approvals_decidable(user=user)
+    else:
+        qs = approvals_visible(user=user).order_by("-created_at")
+        if status:
+            qs = qs.filter(status=status)
+    if run is not None:
+        qs = qs.filter(run=run)
+    return qs.prefetch_related("decisions", "deliveries")
+
+
+def approval_for_node(*, user: User, run: Run, node_id: str) -> Approval:
+    """The newest visible approval of a run's node (the compatible way to name one)."""
+    approval = (approvals_visible(user=user).filter(run=run, node_id=node_id, kind=Approval.Kind.NODE)
+                .order_by("-created_at").first())
+    if approval is None:
+        raise ApprovalNotFound("no approval for that run and node")
+    return approval

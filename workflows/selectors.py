@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, TextField
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast, Coalesce, Length
 
 from aob_project.exceptions import NotFound
@@ -23,18 +23,95 @@ def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
     return qs.filter(owner=user)
 
 
+def workflow_get(*, owner: User, tag: str, content: bool = True) -> Workflow:
+    """``owner``'s workflow ``tag``, or 404. ``content=False`` leaves the current version's
+    definition unread (running it needs only its id)."""
+    try:
+        return Workflow.objects.select_related("current_version__artifact" if content else "current_version").get(
+            owner=owner, tag=tag)
+    except Workflow.DoesNotExist:
+        raise NotFound(f"workflow {tag!r} not found") from None
+
+
+def with_last_run(qs: QuerySet[Workflow]) -> QuerySet[Workflow]:
+    """Each workflow with the status and time of its newest run."""
+    last = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
+    return qs.annotate(last_run_id=Subquery(last.values("id")[:1]),
+                       last_run_status=Subquery(last.values("status")[:1]),
+                       last_run_at=Subquery(last.values("created_at")[:1]))
+
+
+def workflow_with_last_run(*, workflow: Workflow) -> Workflow:
+    """``workflow`` annotated as ``with_last_run`` does for a list (a no-op when it already is)."""
+    if hasattr(workflow, "last_run_status"):
+        return workflow
+    return with_last_run(Workflow.objects.filter(pk=workflow.pk)).select_related(
+        "current_version__artifact", "owner").get()
+
+
+def workflow_versions(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
+    return WorkflowVersion.objects.filter(workflow=workflow).order_by("seq")
+
+
+def workflow_version_get(*, workflow: Workflow, seq: int) -> WorkflowVersion:
+    try:
+        return WorkflowVersion.objects.select_related("artifact").get(workflow=workflow, seq=seq)
+    except WorkflowVersion.DoesNotExist:
+        raise NotFound(f"workflow {workflow.tag!r} has no version {seq}") from None
+
+
+def workflow_runs(*, workflow: Workflow, user: User, limit: int) -> QuerySet[Run]:
+    """The newest runs of ``workflow`` that ``user`` started."""
+    return runs_owned(user=user).filter(workflow=workflow).order_by("-created_at")[:limit]
+
+
 def runs_visible(*, user: User) -> QuerySet[Run]:
+    """The one rule for who may see a run: every read of a run by id goes through here."""
     from approvals.models import Approval
 
     approver_of = Approval.objects.filter(run=OuterRef("pk"), approvers__contains=[user.username])
     return Run.objects.filter(Q(owner=user) | Q(Exists(approver_of)))
 
 
-def run_get(*, user: User, run_id: Any) -> Run:
+def runs_owned(*, user: User) -> QuerySet[Run]:
+    """The runs ``user`` may change (cancel, budget, replay, patch): its own."""
+    return Run.objects.filter(owner=user)
+
+
+def is_run_owner(run: Run, *, user: User) -> bool:
+    """The one owner check: only a run's owner may change it."""
+    return run.owner_id == user.pk
+
+
+def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
+    """A run ``user`` may see, or with ``change`` one it may also change (``is_run_owner``).
+    Anything else is the 404 of a run that does not exist: an id never tells whether a run exists."""
     try:
-        return runs_visible(user=user).get(pk=run_id)
+        run = runs_visible(user=user).get(pk=run_id)
     except (Run.DoesNotExist, ValueError, TypeError, ValidationError):  # ValidationError: not a UUID
         raise NotFound("run not found") from None
+    if change and not is_run_owner(run, user=user):
+        raise NotFound("run not found")
+    return run
+
+
+def runs_for_list(*, user: User, owner: str | None) -> QuerySet[Run]:
+    """The runs list's base: your runs; staff asking for an owner, every run (the filter narrows).
+    An approver reaches a run it must decide through its approval."""
+    if owner and user.is_staff:
+        return Run.objects.all()
+    return runs_owned(user=user)
+
+
+def run_patches(*, run: Run) -> QuerySet[RunPatch]:
+    return RunPatch.objects.filter(run=run).order_by("seq")
+
+
+def run_patch_get(*, run: Run, seq: int) -> RunPatch:
+    try:
+        return RunPatch.objects.get(run=run, seq=seq)
+    except RunPatch.DoesNotExist:
+        raise NotFound(f"run has no patch {seq}") from None
 
 
 def artifact_get(*, user: User, artifact_id: str) -> Artifact:
@@ -147,7 +224,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     counts = dict(NodeRun.objects.filter(run=run).values("node_id").annotate(n=Count("pk")).values_list("node_id", "n"))
     patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": p.description, "node_id": p.node_id,
                 "op_count": len(p.operations), "operations": p.operations, "artifact_id": p.after_artifact_id,
-                "created_at": p.created_at} for p in RunPatch.objects.filter(run=run).order_by("seq")]
+                "created_at": p.created_at} for p in run_patches(run=run)]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = _Page(min(ceiling, max_bytes or ceiling))
     # what is always there is spent first: the definitions, the patches, the run's inputs (all

@@ -1,4 +1,5 @@
-"""Approvals API: the inbox, one approval, and deciding (the one service every surface uses)."""
+"""Approvals API: the inbox, one approval, and deciding (the one service every surface uses).
+Reads go through ``approvals.selectors`` (runs through ``workflows.selectors.run_get``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from approvals import selectors, services
-from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
 from workflows.api.params import query_choice
 from workflows.api.serializers import ErrorOut
@@ -34,16 +34,9 @@ class ApprovalViewSet(viewsets.GenericViewSet):
                    responses={200: s.ApprovalOut(many=True), 400: ErrorOut, 401: ErrorOut, 404: ErrorOut})
     def list(self, request: Request) -> Response:
         status = query_choice(request, "status", Approval.Status.values)  # also keeps NUL from PostgreSQL
-        if status == Approval.Status.PENDING:
-            qs = selectors.approvals_decidable(user=request.user)
-        else:
-            qs = selectors.approvals_visible(user=request.user).order_by("-created_at")
-            if status:
-                qs = qs.filter(status=status)
-        run = request.query_params.get("run")
-        if run:
-            qs = qs.filter(run=run_get(user=request.user, run_id=run))
-        page = self.paginate_queryset(qs.prefetch_related("decisions", "deliveries"))
+        run_id = request.query_params.get("run")
+        run = run_get(user=request.user, run_id=run_id) if run_id else None
+        page = self.paginate_queryset(selectors.approvals_listed(user=request.user, status=status, run=run))
         return self.get_paginated_response(s.ApprovalOut(page, many=True).data)
 
     @extend_schema(responses={200: s.ApprovalOut, **ERRORS})
@@ -67,11 +60,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         data = s.CompatDecideIn(data=request.data)
         data.is_valid(raise_exception=True)
         run = run_get(user=request.user, run_id=data.validated_data["run_id"])
-        approval = (selectors.approvals_visible(user=request.user)
-                    .filter(run=run, node_id=data.validated_data["node_id"], kind=Approval.Kind.NODE)
-                    .order_by("-created_at").first())
-        if approval is None:
-            raise ApprovalNotFound("no approval for that run and node")
+        approval = selectors.approval_for_node(user=request.user, run=run, node_id=data.validated_data["node_id"])
         approval = services.approval_decide(approval=approval, user=request.user,
                                             approve=data.validated_data["approved"],
                                             comment=data.validated_data["comment"], data=data.validated_data["data"])

@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from workflows import selectors
 from workflows.api.serializers import ErrorOut
-from workflows.services import definitions
 
 from ..exceptions import HookNotFound, ScheduleNotFound
 from ..models import Hook, HookDelivery, Schedule, ScheduleFiring
@@ -52,7 +52,7 @@ class ScheduleListView(APIView):
         data = s.ScheduleIn(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
-        workflow = definitions.workflow_get(owner=request.user, tag=fields.pop("tag"), content=False)
+        workflow = selectors.workflow_get(owner=request.user, tag=fields.pop("tag"), content=False)
         schedule = schedules.schedule_create(owner=request.user, workflow=workflow, tz=fields.pop("timezone"),
                                              **fields)
         return Response(s.ScheduleOut(schedule).data, status=201)
@@ -101,7 +101,7 @@ class HookListView(APIView):
         data = s.HookIn(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
-        workflow = definitions.workflow_get(owner=request.user, tag=fields.pop("tag"), content=False)
+        workflow = selectors.workflow_get(owner=request.user, tag=fields.pop("tag"), content=False)
         hook, secret = hooks.hook_create(owner=request.user, workflow=workflow, **fields)
         hook.secret = secret
         return Response(s.HookSecretOut(hook).data, status=201)

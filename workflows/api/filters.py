@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from django.db.models import OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -102,13 +102,6 @@ RUN_FILTER_PARAMETERS = [
 ]
 
 
-def runs_for_list(*, user: Any, owner: str | None) -> QuerySet[Run]:
-    """The list's base: your runs; staff asking for an owner, every run (the filter narrows)."""
-    if owner and user.is_staff:
-        return Run.objects.all()
-    return Run.objects.filter(owner=user)
-
-
 class WorkflowFilter(django_filters.FilterSet):
     q = Text(method="filter_text", help_text="text in the tag, name or description")
 
@@ -120,14 +113,6 @@ class WorkflowFilter(django_filters.FilterSet):
         return qs.filter(Q(tag__icontains=value)
                          | Q(current_version__artifact__content__metadata__name__icontains=value)
                          | Q(current_version__artifact__content__metadata__description__icontains=value))
-
-
-def with_last_run(qs: QuerySet[Workflow]) -> QuerySet[Workflow]:
-    """Each workflow with the status and time of its newest run."""
-    last = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
-    return qs.annotate(last_run_id=Subquery(last.values("id")[:1]),
-                       last_run_status=Subquery(last.values("status")[:1]),
-                       last_run_at=Subquery(last.values("created_at")[:1]))
 
 
 class KeysetPagination(CursorPagination):

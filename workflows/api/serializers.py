@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
-from workflows.models import Event, Run
+from workflows.models import Event, Run, Workflow
 from workflows.results import run_duration_ms, run_output
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
@@ -143,67 +145,145 @@ class TokenIn(StrictSerializer):
     password = serializers.CharField(max_length=1000, trim_whitespace=False)
 
 
+F = TypeVar("F", bound=serializers.Field)
+
+
+def computed(field_class: type[F], value: Callable[[Any], Any], **kwargs: Any) -> F:
+    """An output field of ``field_class`` (its type is what the schema says, and it renders the
+    value as that class does) whose value is ``value(instance)``: for what the instance holds only
+    as a fact to derive (a count, a part of its definition)."""
+    cls = type(field_class.__name__, (field_class,), {"get_attribute": lambda self, instance: value(instance)})
+    return cls(**kwargs)
+
+
+class MaterializedField(serializers.JSONField):
+    """A definition, present only when the request asked for it (``materialize`` in the context)."""
+
+    def __init__(self, value: Callable[[Any], Any], **kwargs: Any) -> None:
+        self.value = value
+        super().__init__(required=False, **kwargs)
+
+    def get_attribute(self, instance: Any) -> Any:
+        if not self.context.get("materialize"):
+            raise SkipField
+        return self.value(instance)
+
+
+EMPTY_DEFINITION: dict[str, Any] = {"nodes": [], "edges": []}
+
+
+def _current_definition(workflow: Workflow) -> dict[str, Any]:
+    version = workflow.current_version
+    return version.artifact.content if version else EMPTY_DEFINITION
+
+
+def _metadata(workflow: Workflow) -> dict[str, Any]:
+    return _current_definition(workflow).get("metadata") or {}
+
+
 class ProblemOut(serializers.Serializer):
+    """One finding; a rule may add keys of its own after these."""
+
     path = serializers.CharField()
     rule = serializers.CharField()
     message = serializers.CharField()
 
+    def to_representation(self, problem: Any) -> dict[str, Any]:
+        return {**super().to_representation(problem), **problem.details}
+
 
 class WorkflowSavedOut(serializers.Serializer):
-    artifact_id = serializers.CharField()
-    cas_id = serializers.CharField()
-    version_hash = serializers.CharField()
-    tag = serializers.CharField()
-    owner = serializers.CharField()
-    version = serializers.IntegerField()
+    # renders definitions.Saved: what saving a definition did
+
+    artifact_id = serializers.CharField(source="version.artifact_id")
+    cas_id = serializers.CharField(source="version.artifact_id")
+    version_hash = computed(serializers.CharField, lambda saved: saved.version.artifact_id.split(":", 1)[1])
+    tag = serializers.CharField(source="workflow.tag")
+    owner = serializers.CharField(source="workflow.owner.username")
+    version = serializers.IntegerField(source="version.seq")
     created = serializers.BooleanField()
-    nodes_count = serializers.IntegerField()
-    edges_count = serializers.IntegerField()
-    created_at = serializers.DateTimeField()
-    warnings = ProblemOut(many=True)
+    nodes_count = computed(serializers.IntegerField, lambda saved: len(saved.version.artifact.content.get("nodes", [])))
+    edges_count = computed(serializers.IntegerField, lambda saved: len(saved.version.artifact.content.get("edges", [])))
+    created_at = serializers.DateTimeField(source="version.created_at")
+    warnings = ProblemOut(many=True, source="report.warnings")
 
 
 class ValidationOut(serializers.Serializer):
+    # renders validation.Report
+
     valid = serializers.BooleanField()
     errors = ProblemOut(many=True)
     warnings = ProblemOut(many=True)
 
 
 class LastRunOut(serializers.Serializer):
-    run_id = serializers.UUIDField()
-    status = serializers.CharField(help_text="a run status: " + ", ".join(Run.Status.values))
-    created_at = serializers.DateTimeField()
+    # renders a workflow's selectors.with_last_run annotations; null when it has no run
+
+    run_id = serializers.UUIDField(source="last_run_id")
+    status = serializers.CharField(source="last_run_status",
+                                   help_text="a run status: " + ", ".join(Run.Status.values))
+    created_at = serializers.DateTimeField(source="last_run_at")
+
+    def get_attribute(self, workflow: Workflow) -> Workflow | None:
+        return workflow if workflow.last_run_id else None
 
 
 class WorkflowOut(serializers.Serializer):
+    # renders a workflow annotated by selectors.with_last_run; its definition with context["materialize"]
+
     tag = serializers.CharField()
-    owner = serializers.CharField()
-    artifact_id = serializers.CharField(allow_null=True)
-    version = serializers.IntegerField(allow_null=True)
-    nodes_count = serializers.IntegerField()
-    edges_count = serializers.IntegerField()
-    name = serializers.CharField(allow_blank=True, help_text="metadata.name of the current version")
-    description = serializers.CharField(allow_blank=True, help_text="metadata.description of the current version")
+    owner = serializers.CharField(source="owner.username")
+    artifact_id = serializers.CharField(source="current_version.artifact_id", allow_null=True)
+    version = serializers.IntegerField(source="current_version.seq", allow_null=True)
+    nodes_count = computed(serializers.IntegerField, lambda w: len(_current_definition(w).get("nodes", [])))
+    edges_count = computed(serializers.IntegerField, lambda w: len(_current_definition(w).get("edges", [])))
+    name = computed(serializers.CharField, lambda w: _metadata(w).get("name", ""), allow_blank=True,
+                    help_text="metadata.name of the current version")
+    description = computed(serializers.CharField, lambda w: _metadata(w).get("description", ""), allow_blank=True,
+                           help_text="metadata.description of the current version")
     last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow, by anyone")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-    definition = serializers.JSONField(required=False)
+    definition = MaterializedField(_current_definition)
 
 
 class VersionOut(serializers.Serializer):
-    tag = serializers.CharField()
+    # renders a WorkflowVersion; its definition with context["materialize"]
+
+    tag = serializers.CharField(source="workflow.tag")
     seq = serializers.IntegerField()
     artifact_id = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
-    definition = serializers.JSONField(required=False)
+    definition = MaterializedField(lambda version: version.artifact.content)
 
 
 class RunStartedOut(serializers.Serializer):
-    run_id = serializers.UUIDField()
-    artifact_id = serializers.CharField()
+    run_id = serializers.UUIDField(source="pk")
+    artifact_id = serializers.CharField(source="base_artifact_id")
     status = serializers.CharField()
     tag = serializers.CharField(allow_blank=True)
+
+
+class ReplayStartedOut(RunStartedOut):
+    replay_of = serializers.UUIDField(source="replay_of_id", help_text="the run replayed")
+
+
+class TokenOut(serializers.Serializer):
+    # renders an authtoken Token
+
+    token = serializers.CharField(source="key")
+    username = serializers.CharField(source="user.username")
+
+
+class MeOut(serializers.Serializer):
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+
+
+class HealthOut(serializers.Serializer):
+    status = serializers.CharField(help_text="ok, or degraded when a check failed")
+    checks = serializers.DictField(child=serializers.CharField(), help_text='"ok" or "error: <what failed>" per part')
 
 
 class RunOut(serializers.ModelSerializer):

@@ -1,4 +1,5 @@
-"""REST API v1 (workflows, runs, artifacts, health). Views parse, call one service, shape the answer."""
+"""REST API v1 (workflows, runs, artifacts, health). Views parse the request, read through
+``workflows.selectors`` or call one service, and answer with the output serializer the schema names."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from rest_framework.views import APIView
 from aob_project.exceptions import AobError, NotFound
 from workflows import results, selectors
 from workflows.definition.validation import validate, workflow_schema
-from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.models import Run, Workflow
 from workflows.services import definitions, patches, runs
 
 from . import filters
@@ -33,10 +34,6 @@ ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
 RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
 
 
-def _counts(definition: dict[str, Any]) -> tuple[int, int]:
-    return len(definition.get("nodes", [])), len(definition.get("edges", []))
-
-
 def _request_id(request: Request) -> str:
     return getattr(request, "request_id", "") or request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
 
@@ -46,8 +43,7 @@ class TokenView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [LoginThrottle]
 
-    @extend_schema(request=s.TokenIn, responses={200: OpenApiTypes.OBJECT, 400: s.ErrorOut, 401: s.ErrorOut,
-                                                 429: s.ErrorOut})
+    @extend_schema(request=s.TokenIn, responses={200: s.TokenOut, 400: s.ErrorOut, 401: s.ErrorOut, 429: s.ErrorOut})
     def post(self, request: Request) -> Response:
         data = s.TokenIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -55,26 +51,27 @@ class TokenView(APIView):
         if user is None:
             raise AobError("wrong username or password", code="invalid_credentials", status=401)
         token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key, "username": user.username})
+        return Response(s.TokenOut(token).data)
 
 
 class MeView(APIView):
     """Who the token belongs to: the CLI's ``whoami``."""
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: s.ErrorOut})
+    @extend_schema(responses={200: s.MeOut, 401: s.ErrorOut})
     def get(self, request: Request) -> Response:
-        return Response({"username": request.user.username, "is_staff": request.user.is_staff})
+        return Response(s.MeOut(request.user).data)
 
 
 class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: s.HealthOut, 503: s.HealthOut})
     def get(self, request: Request) -> Response:
         checks = {"db": _check_db(), "redis": _check_redis(), "broker": _check_broker()}
         healthy = all(v == "ok" for v in checks.values())
-        return Response({"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503)
+        health = {"status": "ok" if healthy else "degraded", "checks": checks}
+        return Response(s.HealthOut(health).data, status=200 if healthy else 503)
 
 
 def _check_db() -> str:
@@ -138,37 +135,7 @@ class WorkflowValidateView(APIView):
     def post(self, request: Request) -> Response:
         data = s.WorkflowValidateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        report = validate(data.validated_data["workflow"], literal_urls=True)
-        return Response({"valid": report.valid, "errors": [p.as_dict() for p in report.errors],
-                         "warnings": [p.as_dict() for p in report.warnings]})
-
-
-def _workflow_out(workflow: Workflow, materialize: bool) -> dict[str, Any]:
-    version = workflow.current_version
-    definition = version.artifact.content if version else {"nodes": [], "edges": []}
-    nodes, edges = _counts(definition)
-    metadata = definition.get("metadata") or {}
-    if not hasattr(workflow, "last_run_status"):
-        workflow = filters.with_last_run(Workflow.objects.filter(pk=workflow.pk)).select_related("owner").get()
-    last_run = {"run_id": workflow.last_run_id, "status": workflow.last_run_status,
-                "created_at": workflow.last_run_at} if workflow.last_run_id else None
-    out = {"tag": workflow.tag, "owner": workflow.owner.username, "artifact_id": version.artifact_id if version else None,
-           "version": version.seq if version else None, "nodes_count": nodes, "edges_count": edges,
-           "name": metadata.get("name", ""), "description": metadata.get("description", ""), "last_run": last_run,
-           "created_at": workflow.created_at, "updated_at": workflow.updated_at}
-    if materialize:
-        out["definition"] = definition
-    return out
-
-
-def _saved_out(saved: definitions.Saved) -> dict[str, Any]:
-    definition = saved.version.artifact.content
-    nodes, edges = _counts(definition)
-    aid = saved.version.artifact_id
-    return {"artifact_id": aid, "cas_id": aid, "version_hash": aid.split(":", 1)[1], "tag": saved.workflow.tag,
-            "owner": saved.workflow.owner.username, "version": saved.version.seq, "created": saved.created,
-            "nodes_count": nodes, "edges_count": edges, "created_at": saved.version.created_at,
-            "warnings": [p.as_dict() for p in saved.report.warnings]}
+        return Response(s.ValidationOut(validate(data.validated_data["workflow"], literal_urls=True)).data)
 
 
 MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition (true or false)")
@@ -185,7 +152,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         return selectors.workflows_visible(user=self.request.user)
 
     def _get(self, tag: str) -> Workflow:
-        return definitions.workflow_get(owner=self.request.user, tag=tag)
+        return selectors.workflow_get(owner=self.request.user, tag=tag)
 
     @extend_schema(parameters=[OpenApiParameter("scope", str, enum=SCOPES), MATERIALIZE,
                                OpenApiParameter("q", str, pattern=filters.TAG_PARAM_PATTERN,
@@ -195,9 +162,9 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         scope = query_choice(request, "scope", SCOPES, default="user")
         materialize = query_bool(request, "materialize")
         qs = selectors.workflows_visible(user=request.user, scope=scope)
-        qs = filters.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
+        qs = selectors.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
         page = self.paginate_queryset(qs)
-        return self.get_paginated_response([_workflow_out(w, materialize) for w in page])
+        return self.get_paginated_response(s.WorkflowOut(page, many=True, context={"materialize": materialize}).data)
 
     @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
                                                           413: s.ErrorOut, **ERRORS})
@@ -207,11 +174,12 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         saved = definitions.workflow_save(owner=request.user, tag=data.validated_data["tag_name"],
                                           definition=data.validated_data["workflow"],
                                           description=data.validated_data["description"])
-        return Response(_saved_out(saved), status=201 if saved.created else 200)
+        return Response(s.WorkflowSavedOut(saved).data, status=201 if saved.created else 200)
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.WorkflowOut, **ERRORS})
     def retrieve(self, request: Request, tag: str) -> Response:
-        return Response(_workflow_out(self._get(tag), query_bool(request, "materialize")))
+        workflow = selectors.workflow_with_last_run(workflow=self._get(tag))
+        return Response(s.WorkflowOut(workflow, context={"materialize": query_bool(request, "materialize")}).data)
 
     @extend_schema(responses={204: None, **ERRORS})
     def destroy(self, request: Request, tag: str) -> Response:
@@ -225,62 +193,42 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         saved = definitions.workflow_patch(workflow=self._get(tag), operations=data.validated_data["operations"],
                                            description=data.validated_data["description"])
-        return Response(_saved_out(saved))
+        return Response(s.WorkflowSavedOut(saved).data)
 
     @extend_schema(responses={200: s.VersionOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="versions", pagination_class=None)
     def versions(self, request: Request, tag: str) -> Response:
-        workflow = self._get(tag)
-        return Response([_version_out(workflow, v, False) for v in
-                         WorkflowVersion.objects.filter(workflow=workflow).order_by("seq")])
+        return Response(s.VersionOut(selectors.workflow_versions(workflow=self._get(tag)), many=True).data)
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.VersionOut, **ERRORS})
     @action(detail=True, methods=["get"], url_path=r"versions/(?P<seq>\d{1,9})")
     def version(self, request: Request, tag: str, seq: str) -> Response:
         materialize = query_bool(request, "materialize")
-        workflow = self._get(tag)
-        try:
-            version = WorkflowVersion.objects.select_related("artifact").get(workflow=workflow, seq=int(seq))
-        except WorkflowVersion.DoesNotExist:
-            raise NotFound(f"workflow {tag!r} has no version {seq}") from None
-        return Response(_version_out(workflow, version, materialize))
+        version = selectors.workflow_version_get(workflow=self._get(tag), seq=int(seq))
+        return Response(s.VersionOut(version, context={"materialize": materialize}).data)
 
     @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path="execute")
     def execute(self, request: Request, tag: str) -> Response:
         data = s.ExecuteIn(data=request.data)
         data.is_valid(raise_exception=True)
-        workflow = definitions.workflow_get(owner=request.user, tag=tag, content=False)
+        workflow = selectors.workflow_get(owner=request.user, tag=tag, content=False)
         run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
                              inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request))
-        return Response(_run_started(run), status=201)
+        return Response(s.RunStartedOut(run).data, status=201)
 
     @extend_schema(parameters=[int_parameter("limit", 1)], responses={200: s.RunOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
     def runs(self, request: Request, tag: str) -> Response:
         limit = query_int(request, "limit", 20, 1, 500)
-        workflow = self._get(tag)
-        qs = Run.objects.filter(workflow=workflow, owner=request.user).order_by("-created_at")[:limit]
+        qs = selectors.workflow_runs(workflow=self._get(tag), user=request.user, limit=limit)
         return Response(s.RunOut(qs, many=True).data)
-
-
-def _version_out(workflow: Workflow, version: WorkflowVersion, materialize: bool) -> dict[str, Any]:
-    out = {"tag": workflow.tag, "seq": version.seq, "artifact_id": version.artifact_id,
-           "description": version.description, "created_at": version.created_at}
-    if materialize:
-        out["definition"] = version.artifact.content
-    return out
-
-
-def _run_started(run: Run) -> dict[str, Any]:
-    return {"run_id": run.pk, "artifact_id": run.base_artifact_id, "status": run.status, "tag": run.tag}
 
 
 class ArtifactView(APIView):
     @extend_schema(responses={200: s.ArtifactOut, **ERRORS})
     def get(self, request: Request, artifact_id: str) -> Response:
-        artifact: Artifact = selectors.artifact_get(user=request.user, artifact_id=artifact_id)
-        return Response(s.ArtifactOut(artifact).data)
+        return Response(s.ArtifactOut(selectors.artifact_get(user=request.user, artifact_id=artifact_id)).data)
 
 
 class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -291,19 +239,18 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     pagination_class = filters.KeysetPagination
 
     def get_queryset(self) -> Any:
-        # The list is the user's own runs (staff may name another owner); an approver reaches a
-        # run it must decide through its approval.
         if getattr(self, "swagger_fake_view", False):  # the OpenAPI generator has no user
             return Run.objects.none()
-        return filters.runs_for_list(user=self.request.user, owner=self.request.query_params.get("owner"))
+        return selectors.runs_for_list(user=self.request.user, owner=self.request.query_params.get("owner"))
 
     @extend_schema(parameters=filters.RUN_FILTER_PARAMETERS,
                    responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    def _run(self, pk: str) -> Run:
-        return selectors.run_get(user=self.request.user, run_id=pk)
+    def _run(self, pk: str, change: bool = False) -> Run:
+        """The run by id: one the user may see, or with ``change`` one it may change."""
+        return selectors.run_get(user=self.request.user, run_id=pk, change=change)
 
     @extend_schema(request=s.RunCreateIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
     def create(self, request: Request) -> Response:
@@ -311,14 +258,14 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         workflow = None
         if "tag" in data.validated_data:
-            workflow = definitions.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
+            workflow = selectors.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
             run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
                                  inputs=data.validated_data["inputs"], workflow=workflow,
                                  request_id=_request_id(request))
         else:
             run = runs.run_start(owner=request.user, definition=data.validated_data["workflow"],
                                  inputs=data.validated_data["inputs"], request_id=_request_id(request))
-        return Response(_run_started(run), status=201)
+        return Response(s.RunStartedOut(run).data, status=201)
 
     @extend_schema(responses={200: s.RunResultOut, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -357,45 +304,32 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(request=None, responses={200: s.RunOut, 409: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        run = self._run(pk)
-        if run.owner_id != request.user.pk:
-            raise NotFound("run not found")
-        return Response(s.RunOut(runs.run_cancel(run=run, user=request.user)).data)
+        return Response(s.RunOut(runs.run_cancel(run=self._run(pk, change=True), user=request.user)).data)
 
     @extend_schema(request=s.RunBudgetIn, responses={200: s.RunOut, 409: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["post"])
     def budget(self, request: Request, pk: str) -> Response:
         """Raise (or set) the run's LLM spend ceilings; agent nodes paused on them resume."""
-        run = self._run(pk)
-        if run.owner_id != request.user.pk:
-            raise NotFound("run not found")
+        run = self._run(pk, change=True)
         data = s.RunBudgetIn(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(s.RunOut(runs.run_budget_raise(run=run, user=request.user, **data.validated_data)).data)
 
-    @extend_schema(request=None, responses={201: s.RunStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
+    @extend_schema(request=None, responses={201: s.ReplayStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
     def replay(self, request: Request, pk: str, node_id: str) -> Response:
-        run = self._run(pk)
-        if run.owner_id != request.user.pk:
-            raise NotFound("run not found")
-        new = runs.run_replay(run=run, node_id=node_id, user=request.user, request_id=_request_id(request))
-        out = _run_started(new)
-        out["replay_of"] = str(run.pk)
-        return Response(out, status=201)
-
-
+        new = runs.run_replay(run=self._run(pk, change=True), node_id=node_id, user=request.user,
+                              request_id=_request_id(request))
+        return Response(s.ReplayStartedOut(new).data, status=201)
 
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
     @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
                                                                       409: s.ErrorOut, 413: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None, filter_backends=[])
     def patches(self, request: Request, pk: str) -> Response:
-        run = self._run(pk)
         if request.method == "GET":
-            return Response(s.RunPatchOut(RunPatch.objects.filter(run=run).order_by("seq"), many=True).data)
-        if run.owner_id != request.user.pk:
-            raise NotFound("run not found")
+            return Response(s.RunPatchOut(selectors.run_patches(run=self._run(pk)), many=True).data)
+        run = self._run(pk, change=True)
         data = s.RunPatchIn(data=request.data)
         data.is_valid(raise_exception=True)
         patch = patches.run_patch_propose(run=run, operations=data.validated_data["operations"],
@@ -406,8 +340,4 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(responses={200: s.RunPatchOut, **ERRORS})
     @action(detail=True, methods=["get"], url_path=r"patches/(?P<seq>\d{1,9})")
     def patch_detail(self, request: Request, pk: str, seq: str) -> Response:
-        run = self._run(pk)
-        try:
-            return Response(s.RunPatchOut(RunPatch.objects.get(run=run, seq=int(seq))).data)
-        except RunPatch.DoesNotExist:
-            raise NotFound(f"run has no patch {seq}") from None
+        return Response(s.RunPatchOut(selectors.run_patch_get(run=self._run(pk), seq=int(seq))).data)

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
-from aob_project.exceptions import NotFound, ValidationFailed
+from aob_project.exceptions import ValidationFailed
 from workflows.definition.validation import Report, validate
 from workflows.models import Artifact, Workflow, WorkflowVersion
 
@@ -155,12 +155,3 @@ def workflow_delete(*, workflow: Workflow) -> None:
     """Delete the tag and its version chain; runs keep their frozen artifacts."""
     with transaction.atomic():
         workflow.delete()
-
-
-def workflow_get(*, owner: User, tag: str, content: bool = True) -> Workflow:
-    """``content=False`` leaves the current version's definition unread (running it needs only its id)."""
-    try:
-        return Workflow.objects.select_related("current_version__artifact" if content else "current_version").get(
-            owner=owner, tag=tag)
-    except Workflow.DoesNotExist:
-        raise NotFound(f"workflow {tag!r} not found") from None

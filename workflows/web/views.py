@@ -20,14 +20,7 @@ from rest_framework.request import Request
 
 from aob_project.exceptions import AobError, NotFound
 from workflows import selectors
-from workflows.api.filters import (
-    CheckedFilterBackend,
-    KeysetPagination,
-    RunFilter,
-    WorkflowFilter,
-    runs_for_list,
-    with_last_run,
-)
+from workflows.api.filters import CheckedFilterBackend, KeysetPagination, RunFilter, WorkflowFilter
 from workflows.models import Run
 from workflows.results import run_duration_ms
 
@@ -57,7 +50,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     if search:
         qs = WorkflowFilter({"q": search}, queryset=qs).qs
     workflows = []
-    for workflow in with_last_run(qs):
+    for workflow in selectors.with_last_run(qs):
         version = workflow.current_version
         definition = version.artifact.content if version else {}
         metadata = definition.get("metadata") or {}
@@ -96,7 +89,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     drf_request._request.GET = QueryDict(mutable=True)
     drf_request._request.GET.update(wanted)
     problem = ""
-    base = runs_for_list(user=request.user, owner=wanted.get("owner"))
+    base = selectors.runs_for_list(user=request.user, owner=wanted.get("owner"))
     runs: list[Run] = []
     paginator = KeysetPagination()
     paginator.page_size = RUNS_PAGE_SIZE
