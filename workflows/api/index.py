@@ -46,7 +46,7 @@ class ApiIndexView(APIView):
         def url(name: str) -> str:
             return reverse(name, request=request)
 
-        return Response({
+        return Response(IndexOut({
             "name": "AOB API", "version": "v1",
             "docs": {"swagger_ui": url("api-docs"), "redoc": url("api-redoc"), "openapi": url("openapi"),
                      "workflow_schema": url("workflow-schema")},
@@ -55,7 +55,7 @@ class ApiIndexView(APIView):
             "endpoints": {"health": url("health"), "me": url("auth-me"), "node_types": url("node-types"),
                           "workflows": url("workflow-list"), "validate": url("workflow-validate"),
                           "runs": url("run-list"), "approvals": url("approval-list")},
-        })
+        }).data)
 
 
 class NodeTypeOut(serializers.Serializer):
@@ -81,7 +81,7 @@ class NodeTypesView(APIView):
 
     @extend_schema(responses={200: NodeTypesOut, 401: ErrorOut}, operation_id="node_types_list")
     def get(self, request: Request) -> Response:
-        return Response({"types": node_types(), "references": REFERENCE_HELP})
+        return Response(NodeTypesOut({"types": node_types(), "references": REFERENCE_HELP}).data)
 
 
 __all__ = ["ApiIndexView", "NodeTypesView", "OpenApiTypes"]
