@@ -49,7 +49,7 @@ class RedisChannelLayer(CoreLayer):
         """Distinct group names by the Redis host that holds them."""
         by_connection: dict[int, list[str]] = {}
         for group in dict.fromkeys(groups):
-            assert self.require_valid_group_name(group), "Group name not valid"
+            self.require_valid_group_name(group)  # raises TypeError for an invalid one
             by_connection.setdefault(self.consistent_hash(group), []).append(group)
         return by_connection
 

@@ -207,7 +207,8 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        assert self.port is not None, "not started"
+        if self.port is None:
+            raise RuntimeError("not started")
         return f"postgresql://postgres@{HOST}:{self.port}/{self.database}"
 
     @property
@@ -277,7 +278,7 @@ class EmbeddedPostgres:
                 "--encoding=UTF8", "--no-locale"]
         if self.fast:
             argv.append("--no-sync")
-        result = subprocess.run(argv, cwd=self.home, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        result = subprocess.run(argv, cwd=self.home, stdin=subprocess.DEVNULL, capture_output=True, text=True,  # noqa: S603 - our binary, no shell
                                 timeout=120, **self._run_as(account))
         if result.returncode != 0:
             raise EmbeddedServiceError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -298,7 +299,7 @@ class EmbeddedPostgres:
         """Start the postmaster on ``port`` and wait until ready; False if the port was taken."""
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # noqa: S603 - the bundled postgres, no shell
                 [str(self.bin / "postgres"), "-D", str(self.pgdata), *self._settings(port)],
                 cwd=self.home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **self._run_as(account),
@@ -376,7 +377,8 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        assert self.port is not None, "not started"
+        if self.port is None:
+            raise RuntimeError("not started")
         return f"redis://{HOST}:{self.port}/0"
 
     @property
@@ -414,7 +416,7 @@ class EmbeddedRedis:
         argv = [str(server), "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
                 "--dir", str(self.home), "--daemonize", "no", "--protected-mode", "yes"]
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(argv, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,
+            self._proc = subprocess.Popen(argv, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,  # noqa: S603 - bundled redis
                                           stderr=subprocess.STDOUT, start_new_session=True,
                                           preexec_fn=die_with_parent(signal.SIGTERM))
         self.pid_path.write_text(str(self._proc.pid))

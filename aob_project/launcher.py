@@ -117,7 +117,7 @@ class Children:
         self.captured: dict[str, list[str]] = {}
 
     def spawn(self, name: str, argv: list[str]) -> Child:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: S603 - our own commands (python -m ...), no shell
             argv, cwd=BASE_DIR, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
         )
@@ -128,7 +128,8 @@ class Children:
         return child
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
+        if proc.stdout is None:  # spawn() always pipes it
+            raise RuntimeError(f"{name}: no output pipe")
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
             with self._out:
@@ -240,7 +241,7 @@ def production_mode(env: dict[str, str]) -> bool:
 
 
 def django_probe(env: dict[str, str]) -> dict:
-    result = subprocess.run([sys.executable, "-c", _DJANGO_PROBE], cwd=BASE_DIR, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", _DJANGO_PROBE], cwd=BASE_DIR, env=env, capture_output=True,  # noqa: S603
                             text=True, stdin=subprocess.DEVNULL, timeout=120)
     if result.returncode != 0:
         raise LaunchError(f"Django does not start:\n{result.stderr[-4000:]}")

@@ -71,7 +71,7 @@ PATCHES = Counter("aob_patches_total", "Run patches proposed, by outcome", ["sta
 class StateCollector:
     """Gauges computed from the database at scrape time."""
 
-    def collect(self):  # noqa: ANN201
+    def collect(self):
         from django.db.models import Count
 
         from approvals.models import Approval
@@ -107,7 +107,7 @@ def render() -> tuple[bytes, str]:
     else:
         from prometheus_client import REGISTRY
 
-        for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the process's own metrics
+        for collector in list(REGISTRY._collector_to_names):  # the process's own metrics
             registry.register(collector)
     registry.register(StateCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST

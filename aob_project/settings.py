@@ -68,7 +68,7 @@ DEBUG = env_bool("DEBUG", False)
 PRODUCTION = env_bool("AOB_PRODUCTION", False)
 # Development may run without a secret; production must set one, whatever DEBUG says (check
 # --deploy enforces its quality), and never the development one.
-DEV_SECRET_KEY = "dev-insecure-aob-secret-key-change-me"
+DEV_SECRET_KEY = "dev-insecure-aob-secret-key-change-me"  # noqa: S105 - the public development key, refused in production
 SECRET_KEY = env_str("SECRET_KEY", None if PRODUCTION else DEV_SECRET_KEY)
 if PRODUCTION and SECRET_KEY == DEV_SECRET_KEY:
     raise RuntimeError("SECRET_KEY is the development key; production (AOB_PRODUCTION) needs its own")

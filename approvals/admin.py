@@ -23,11 +23,10 @@ class DecideActionForm(ActionForm):
 class DecisionInline(admin.TabularInline):
     model = Decision
     extra = 0
-    fields = ["username", "approve", "comment", "data", "at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("username", "approve", "comment", "data", "at")
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False
 
 
@@ -36,11 +35,10 @@ class DeliveryInline(admin.TabularInline):
 
     model = Delivery
     extra = 0
-    fields = ["recipient", "channel", "reason", "status", "attempts", "error", "created_at", "sent_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("recipient", "channel", "reason", "status", "attempts", "error", "created_at", "sent_at")
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False
 
 
@@ -63,24 +61,24 @@ class ApprovalAdmin(admin.ModelAdmin):
     action_form = DecideActionForm
     actions = ["approve", "reject"]
 
-    def get_queryset(self, request):  # noqa: ANN001, ANN201
+    def get_queryset(self, request):
         return super().get_queryset(request).select_related("run")
 
-    def get_ordering(self, request):  # noqa: ANN001, ANN201
+    def get_ordering(self, request):
         # Here, not in get_queryset: the changelist puts this (or Meta.ordering) before any
         # ordering the queryset carries.
         pending_first = Case(When(status=Approval.Status.PENDING, then=Value(0)), default=Value(1),
                              output_field=IntegerField())
         return [pending_first.asc(), "-created_at"]
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False
 
     # Decisions are history: they are made through approval_decide (the actions), never edited.
-    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_change_permission(self, request, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.display(description="approvers")
@@ -94,7 +92,7 @@ class ApprovalAdmin(admin.ModelAdmin):
         return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>",
                            json.dumps(obj.context, indent=2, ensure_ascii=False))
 
-    def _decide(self, request, queryset, approve: bool) -> None:  # noqa: ANN001
+    def _decide(self, request, queryset, approve: bool) -> None:
         comment = request.POST.get("comment", "")
         for approval in queryset:
             try:
@@ -104,9 +102,9 @@ class ApprovalAdmin(admin.ModelAdmin):
                 self.message_user(request, f"approval {approval.pk}: {exc.message}", level=messages.WARNING)
 
     @admin.action(description="Approve selected (with the comment above)")
-    def approve(self, request, queryset):  # noqa: ANN001, ANN201
+    def approve(self, request, queryset):
         self._decide(request, queryset, True)
 
     @admin.action(description="Reject selected (with the comment above)")
-    def reject(self, request, queryset):  # noqa: ANN001, ANN201
+    def reject(self, request, queryset):
         self._decide(request, queryset, False)

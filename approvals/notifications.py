@@ -78,7 +78,7 @@ def _publish(ids: list[int]) -> None:
     for pk in ids:
         try:
             app.send_task("approvals.notify", args=[pk])
-        except Exception:  # noqa: BLE001 - a notification must not break the decision path
+        except Exception:  # a notification must not break the decision path
             logger.exception("approval.notify_publish_failed", extra={"delivery_id": pk})
 
 
@@ -164,6 +164,8 @@ def _send_email(delivery: Delivery, link: str) -> None:
 
     from django.core.mail import send_mail
 
+    if delivery.user is None:
+        raise ValueError("the recipient's account no longer exists")
     try:
         send_mail(_subject(delivery), _text(delivery, link), None, [delivery.user.email], fail_silently=False)
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError, TimeoutError) as exc:
@@ -176,8 +178,10 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
 
     if delivery.user_id is not None:
         targets = list(NotificationTarget.objects.filter(user_id=delivery.user_id, enabled=True))
-    else:
+    elif delivery.group_id is not None:
         targets = list(NotificationTarget.objects.filter(group_id=delivery.group_id, enabled=True))
+    else:  # the group was deleted
+        targets = []
     if not targets:
         raise ValueError("no enabled webhook for this recipient")
     text = f"*{_subject(delivery)}*\n{_text(delivery, link).replace(link, f'<{link}|Open the approval>')}"

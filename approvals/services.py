@@ -129,7 +129,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
     for node_id in reopen:
         gate = NodeRun.objects.filter(run=run, node_id=node_id).order_by("-iteration").first()
         approval = Approval.objects.select_for_update().filter(node_run=gate).first() if gate else None
-        if approval is None:
+        if gate is None or approval is None:
             continue
         emitted = set(NodeRun.objects.filter(run=run, node_id__in=below[node_id]).values_list("pk", flat=True))
         lockable = set(NodeRun.objects.select_for_update(skip_locked=True).filter(pk__in=emitted)

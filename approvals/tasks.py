@@ -11,7 +11,7 @@ def expire() -> int:
 
 
 @shared_task(name="approvals.notify", bind=True, acks_late=True, ignore_result=True)
-def notify(self, delivery_id: int) -> str:  # noqa: ANN001
+def notify(self, delivery_id: int) -> str:
     """Send one approval notification; transient failures retry with exponential backoff."""
     from django.conf import settings
 

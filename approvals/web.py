@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
@@ -39,7 +42,7 @@ def approval_open(request: HttpRequest, approval_id: int, token: str) -> HttpRes
 @login_required
 def approval_page(request: HttpRequest, approval_id: int) -> HttpResponse:
     try:
-        approval = selectors.approval_get(user=request.user, approval_id=approval_id)
+        approval = selectors.approval_get(user=cast(User, request.user), approval_id=approval_id)  # login_required
     except ApprovalNotFound:
         return render(request, "aob/not_found.html", {"what": "approval", "nav": "approvals"}, status=404)
     return render(request, "approvals/approval.html", {"approval": approval, "nav": "approvals",

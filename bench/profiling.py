@@ -168,7 +168,7 @@ def install_variant(names: str) -> None:
 
             try:
                 coordinator.coordinate(args[0], facts=retval if isinstance(retval, dict) else None)
-            except Exception:  # noqa: BLE001 - as a lost link: the sweeper re-sends the decision
+            except Exception:  # as a lost link: the sweeper re-sends the decision
                 import logging
 
                 logging.getLogger(__name__).exception("bench.inline_coordinate_failed")

@@ -75,7 +75,7 @@ class Child:
             n += 1
             self.log_path = logs / f"{name}-{n}.log"
         self._fh = self.log_path.open("wb")
-        self.proc = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=self._fh,
+        self.proc = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=self._fh,  # noqa: S603
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=die_with_parent(signal.SIGTERM))
 

@@ -29,7 +29,7 @@ class RunFamilyView(APIView):
     serializer_class = FamilyOut
 
     @extend_schema(responses={200: FamilyOut, 401: ErrorOut, 404: ErrorOut})
-    def get(self, request: Request, id: str) -> Response:  # noqa: A002 - the runs API names it id
+    def get(self, request: Request, id: str) -> Response:  # the runs API names it id
         run = run_get(user=request.user, run_id=id)
         up = SubRun.objects.filter(child_run=run).select_related("parent_run", "parent_node_run").first()
         down = SubRun.objects.filter(parent_run=run).select_related("child_run", "parent_node_run").order_by("created_at")

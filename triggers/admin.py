@@ -23,7 +23,7 @@ class FiringInline(admin.TabularInline):
     can_delete = False
     ordering = ["-fire_time"]
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False
 
 
@@ -52,11 +52,11 @@ class ScheduleAdmin(admin.ModelAdmin):
     readonly_fields = ["periodic_task", "created_at", "updated_at"]
     inlines = [FiringInline]
 
-    def save_model(self, request, obj, form, change):  # noqa: ANN001, ANN201
+    def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        schedules._sync_periodic_task(obj)  # noqa: SLF001 - the service's own sync, as on the API
+        schedules._sync_periodic_task(obj)  # the service's own sync, as on the API
 
-    def delete_model(self, request, obj):  # noqa: ANN001, ANN201
+    def delete_model(self, request, obj):
         schedules.schedule_delete(schedule=obj)
 
 
@@ -67,7 +67,7 @@ class DeliveryInline(admin.TabularInline):
     readonly_fields = fields
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False
 
 
@@ -80,5 +80,5 @@ class HookAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "owner", "workflow", "created_at", "last_delivery_at"]
     inlines = [DeliveryInline]
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False

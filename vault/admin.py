@@ -35,10 +35,10 @@ class SecretAdmin(admin.ModelAdmin):
     search_fields = ["name", "owner__username"]
     readonly_fields = ["created_at", "updated_at"]
 
-    def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
+    def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "owner", "name"] if obj else self.readonly_fields
 
-    def save_model(self, request, obj, form, change):  # noqa: ANN001, ANN201
+    def save_model(self, request, obj, form, change):
         value = form.cleaned_data.get("value")
         if value:
             obj.ciphertext = crypto.encrypt(value)

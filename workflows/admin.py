@@ -20,13 +20,13 @@ def pretty(value: object) -> str:
 class ReadOnlyAdmin(admin.ModelAdmin):
     """History: no add, change or delete by hand; what may change goes through a service (actions)."""
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False
 
-    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_change_permission(self, request, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -34,13 +34,13 @@ class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_add_permission(self, request, obj=None):
         return False
 
-    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_change_permission(self, request, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -120,7 +120,7 @@ class RunAdmin(ReadOnlyAdmin):
     actions = ["cancel_runs"]
 
     @admin.action(description="Cancel selected runs")
-    def cancel_runs(self, request, queryset):  # noqa: ANN001, ANN201
+    def cancel_runs(self, request, queryset):
         for run in queryset:
             try:
                 runs.run_cancel(run=run, user=request.user, reason="cancelled in the admin")
@@ -176,7 +176,7 @@ class RunPatchAdmin(ReadOnlyAdmin):
                                 ((k, ", ".join(v) or "—") for k, v in diff.items()))
         return format_html("<table>{}</table>", rows)
 
-    def _decide(self, request, queryset, approve: bool) -> None:  # noqa: ANN001
+    def _decide(self, request, queryset, approve: bool) -> None:
         from approvals.models import Approval
         from approvals.services import approval_decide
 
@@ -196,11 +196,11 @@ class RunPatchAdmin(ReadOnlyAdmin):
                                   level=messages.WARNING)
 
     @admin.action(description="Approve selected pending patches")
-    def approve_patches(self, request, queryset):  # noqa: ANN001, ANN201
+    def approve_patches(self, request, queryset):
         self._decide(request, queryset, True)
 
     @admin.action(description="Reject selected pending patches")
-    def reject_patches(self, request, queryset):  # noqa: ANN001, ANN201
+    def reject_patches(self, request, queryset):
         self._decide(request, queryset, False)
 
 

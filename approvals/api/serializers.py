@@ -9,7 +9,8 @@ from workflows.api.serializers import JSONBooleanField, StrictSerializer
 class DecideIn(StrictSerializer):
     approve = JSONBooleanField()
     comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
-    data = serializers.JSONField(required=False, allow_null=True, default=None)
+    # the API's field name; it shadows Serializer.data, which an input serializer never reads
+    data = serializers.JSONField(required=False, allow_null=True, default=None)  # type: ignore[assignment]
 
 
 class CompatDecideIn(StrictSerializer):
@@ -17,7 +18,7 @@ class CompatDecideIn(StrictSerializer):
     node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200)
     approved = JSONBooleanField()
     comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
-    data = serializers.JSONField(required=False, allow_null=True, default=None)
+    data = serializers.JSONField(required=False, allow_null=True, default=None)  # type: ignore[assignment]
 
 
 class DecisionOut(serializers.ModelSerializer):

@@ -8,11 +8,11 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from approvals import selectors, services
 from approvals.models import Approval
+from workflows.api.authentication import AuthenticatedRequest
 from workflows.api.params import query_choice
 from workflows.api.serializers import ErrorOut
 from workflows.selectors import run_get
@@ -26,13 +26,15 @@ class ApprovalViewSet(viewsets.GenericViewSet):
     serializer_class = s.ApprovalOut
     lookup_value_regex = r"[^/]+"
 
+    request: AuthenticatedRequest
+
     def get_queryset(self) -> Any:
         return selectors.approvals_visible(user=self.request.user)
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=Approval.Status.values),
                                OpenApiParameter("run", str, description="only this run's approvals (run id)")],
                    responses={200: s.ApprovalOut(many=True), 400: ErrorOut, 401: ErrorOut, 404: ErrorOut})
-    def list(self, request: Request) -> Response:
+    def list(self, request: AuthenticatedRequest) -> Response:
         status = query_choice(request, "status", Approval.Status.values)  # also keeps NUL from PostgreSQL
         run_id = request.query_params.get("run")
         run = run_get(user=request.user, run_id=run_id) if run_id else None
@@ -40,12 +42,12 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(s.ApprovalOut(page, many=True).data)
 
     @extend_schema(responses={200: s.ApprovalOut, **ERRORS})
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: AuthenticatedRequest, pk: str) -> Response:
         return Response(s.ApprovalOut(selectors.approval_get(user=request.user, approval_id=pk)).data)
 
     @extend_schema(request=s.DecideIn, responses={200: s.ApprovalOut, **ERRORS})
     @action(detail=True, methods=["post"])
-    def decide(self, request: Request, pk: str) -> Response:
+    def decide(self, request: AuthenticatedRequest, pk: str) -> Response:
         data = s.DecideIn(data=request.data)
         data.is_valid(raise_exception=True)
         approval = selectors.approval_get(user=request.user, approval_id=pk)
@@ -55,7 +57,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         return Response(s.ApprovalOut(approval).data)
 
     @extend_schema(request=s.CompatDecideIn, responses={200: s.ApprovalOut, **ERRORS})
-    def create(self, request: Request) -> Response:
+    def create(self, request: AuthenticatedRequest) -> Response:
         """Compatible form of the system we replace: decide by run and node."""
         data = s.CompatDecideIn(data=request.data)
         data.is_valid(raise_exception=True)

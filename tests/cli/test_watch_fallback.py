@@ -27,7 +27,7 @@ class _Server(BaseHTTPRequestHandler):
     seen: list[tuple[str, str | None]] = []
     script: list[list[dict]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         self.seen.append((self.path, self.headers.get("Authorization")))
         if self.path.startswith("/ws/"):
             self.send_error(404)

@@ -127,8 +127,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
                 failure = exc
                 continue
             return _DeadlineStream(stream)
-        assert failure is not None
-        raise failure
+        raise failure or httpcore.ConnectError(f"no address to connect to for {host}")
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Any = None) -> httpcore.NetworkStream:
@@ -147,7 +146,7 @@ def _client_build(*, policy: HttpPolicy, resolver: Resolver | None) -> httpx.Cli
     pool._network_backend = _GuardedBackend(policy=policy, resolver=resolver)
     # timeout=None: the request's own deadline (the network backend's _time_left) bounds every
     # step; httpx's default 5 s per read would cut a slow but legitimate answer short.
-    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False, timeout=None,
+    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False, timeout=None,  # noqa: S113
                         headers={"user-agent": USER_AGENT})
 
 

@@ -108,7 +108,7 @@ class Decision:
         if not conditional:
             return [e.target for e in edges]
         for edge in conditional:
-            if self._holds(edge.condition, context, nr.node_id, {"from": edge.source, "to": edge.target}):
+            if self._holds(edge.condition or "", context, nr.node_id, {"from": edge.source, "to": edge.target}):
                 return [edge.target]
         return [e.target for e in edges if not e.condition]
 
@@ -151,7 +151,7 @@ class Decision:
             return
         if nr.node_type == "loop":
             loop = self.ir.loops[nr.node_id]
-            chosen = loop.timeout_path if nr.output.get("decision") == "timeout" else loop.break_path
+            chosen = loop.timeout_path if (nr.output or {}).get("decision") == "timeout" else loop.break_path
             if chosen:
                 nr.taken = list(chosen)
             else:
@@ -348,7 +348,7 @@ def _needed_node_runs(run: Run, ir: IR) -> list[NodeRun]:
     node_runs = list(rows)
     for nr in node_runs:
         nr.output = nr.routing_output
-    return node_runs
+    return [*node_runs]
 
 
 def cancel_approvals(run_id: Any, now: Any) -> None:
@@ -421,10 +421,11 @@ def refresh(run: Run) -> None:
     removed are cancelled if they had not started; a finished node that gained edges routes them
     now; and nodes whose predecessors all finished before the patch added them are considered."""
     decision = Decision(run)
-    for nr in list(decision.by_key.values()):
-        if nr.node_id not in decision.ir.nodes and nr.status == NodeRun.Status.QUEUED:
-            nr.status, nr.consumed, nr.taken, nr.finished_at = NodeRun.Status.CANCELLED, True, [], decision.now
-            decision._touch(nr, "status", "consumed", "taken", "finished_at")
+    for stale in list(decision.by_key.values()):
+        if stale.node_id not in decision.ir.nodes and stale.status == NodeRun.Status.QUEUED:
+            stale.status, stale.consumed, stale.taken = NodeRun.Status.CANCELLED, True, []
+            stale.finished_at = decision.now
+            decision._touch(stale, "status", "consumed", "taken", "finished_at")
     for node_id in decision.ir.topological():
         nr = decision.latest.get(node_id)
         if nr is None or not nr.consumed or nr.taken is None or nr.status != NodeRun.Status.COMPLETED:

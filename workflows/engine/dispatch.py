@@ -57,7 +57,7 @@ def publish_after_commit(items: Iterable[Dispatch]) -> None:
                 continue
             try:
                 publish_now(item)
-            except Exception:  # noqa: BLE001 - the sweeper re-publishes anything left queued
+            except Exception:  # the sweeper re-publishes anything left queued
                 logger.exception("dispatch.publish_failed", extra={"node_run_id": item.node_run_id})
 
     transaction.on_commit(send)
@@ -65,8 +65,13 @@ def publish_after_commit(items: Iterable[Dispatch]) -> None:
 
 def coordinate_after_commit(node_run_ids: Iterable[int]) -> None:
     ids = list(node_run_ids)
+
+    def send() -> None:
+        for node_run_id in ids:
+            coordinate_now(node_run_id)
+
     if ids:
-        transaction.on_commit(lambda: [coordinate_now(i) for i in ids])
+        transaction.on_commit(send)
 
 
 def coordinate_now(node_run_id: int) -> None:
@@ -76,5 +81,5 @@ def coordinate_now(node_run_id: int) -> None:
 def coordinate_later(node_run_id: int, countdown_s: float = 0.0) -> None:
     try:
         app.send_task("workflows.coordinate", args=[node_run_id], countdown=countdown_s or None)
-    except Exception:  # noqa: BLE001 - the sweeper finds finished node runs nobody consumed
+    except Exception:  # the sweeper finds finished node runs nobody consumed
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})

@@ -77,7 +77,7 @@ class _Pusher:
             try:
                 if not layer.anyone_in(groups):
                     return  # nobody is watching: the usual case, settled in one round trip
-            except Exception:  # noqa: BLE001 - a live push is best effort; the events table is the truth
+            except Exception:  # a live push is best effort; the events table is the truth
                 logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
                 return
         with self.lock:
@@ -103,7 +103,7 @@ class _Pusher:
                 else:
                     for group, message in batch:
                         await layer.group_send(group, message)
-            except Exception:  # noqa: BLE001 - a live push is best effort; the events table is the truth
+            except Exception:  # a live push is best effort; the events table is the truth
                 logger.warning("event.push_failed", extra={"groups": len(batch)}, exc_info=True)
 
 

@@ -257,7 +257,7 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
         return fail(ctx, error_payload(exc), started)
     except AobError as exc:
         return fail(ctx, error_payload(exc), started)
-    except Exception as exc:  # noqa: BLE001 - an executor bug fails its node with a visible reason
+    except Exception as exc:  # an executor bug fails its node with a visible reason
         logger.exception("node_run.crashed", extra={"run_id": ctx.run_id, "node_id": ctx.node_id})
         return fail(ctx, error_payload(exc), started)
     if output is WAITING:

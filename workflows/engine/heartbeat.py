@@ -43,7 +43,7 @@ class _Beat:
                     cursor.execute(
                         "UPDATE workflows_noderun SET lease_expires_at = %s WHERE id = ANY(%s) AND status = 'running'",
                         [timezone.now() + timedelta(seconds=settings.AOB_LEASE_S), ids])
-            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the next one retries
+            except Exception:  # a missed beat only shortens the lease; the next one retries
                 logger.warning("lease.heartbeat_failed", exc_info=True)
 
 

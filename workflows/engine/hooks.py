@@ -26,7 +26,7 @@ def run_finished(run_id: Any, status: str) -> None:
         for hook in hooks:
             try:
                 hook(str(run_id), str(status))
-            except Exception:  # noqa: BLE001 - a hook's failure must not undo the run's end; its sweep retries
+            except Exception:  # a hook's failure must not undo the run's end; its sweep retries
                 logger.exception("run.finished_hook_failed", extra={"run_id": str(run_id)})
 
     transaction.on_commit(call)

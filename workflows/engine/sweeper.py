@@ -44,7 +44,7 @@ def sweep() -> dict[str, int]:
     # longer deadline a queued node run is re-published anyway (once per deadline).
     patience = now - timedelta(seconds=settings.AOB_REPUBLISH_BACKLOG_S)
     for nr in queued:
-        if queue_for_type(nr.node_type) in backlog and nr.dispatched_at > patience:
+        if queue_for_type(nr.node_type) in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
             continue  # most likely still waiting its turn in that queue, not lost
         if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
                 dispatched_at=now):
@@ -83,7 +83,7 @@ def _backlogged_queues() -> set[str]:
                     continue  # no such list: empty
                 if count:
                     busy.add(queue)
-    except Exception:  # noqa: BLE001 - without a broker answer, re-publish by the deadline alone
+    except Exception:  # without a broker answer, re-publish by the deadline alone
         logger.warning("sweeper.backlog_unknown", exc_info=True)
         return set()
     return busy

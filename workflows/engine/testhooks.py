@@ -10,7 +10,7 @@ ENABLED = os.environ.get("AOB_TEST_HOOKS") == "1"
 
 
 @cache
-def _redis():  # type: ignore[no-untyped-def]
+def _redis():
     import redis
     from django.conf import settings
 

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand
 class Command(BaseCommand):
     help = "Re-encrypt secrets with the first AOB_SECRETS_KEYS key, after a new key was put first."
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN001, ANN002, ANN003
+    def handle(self, *args, **options) -> None:
         from vault.crypto import rotate_all
 
         for label, count in rotate_all().items():

@@ -237,7 +237,7 @@ def _record_refusal(run: Run, proposer: Proposer, user: User | None, operations:
                 path=str(exc.extra.get("path") or "").replace("\x00", "\ufffd")[:1000],
                 message=exc.message.replace("\x00", "\ufffd")[:4000],
                 operations=kept if kept is not None else {"operations": None})
-    except Exception:  # noqa: BLE001 - the refusal itself is what the caller must see
+    except Exception:  # the refusal itself is what the caller must see
         logger.warning("patch.refusal_record_failed", exc_info=True)
 
 
