@@ -100,7 +100,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         problem = exc.message
     next_link = paginator.get_next_link() if runs else None
     previous_link = paginator.get_previous_link() if runs else None
-    tags = sorted(set(Run.objects.filter(owner=request.user).exclude(tag="").values_list("tag", flat=True)
+    tags = sorted(set(selectors.runs_owned(user=request.user).exclude(tag="").values_list("tag", flat=True)
                       .distinct()[:500]))
     return _render(request, "run_list.html", nav="runs", runs=[_run_row(r) for r in runs], filters=wanted,
                    statuses=Run.Status.values, tags=tags, problem=problem, page_size=RUNS_PAGE_SIZE,
@@ -141,7 +141,8 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         run = selectors.run_get(user=request.user, run_id=run_id)
     except NotFound:
         return _not_found(request, "run")
-    page = {"run_id": str(run.pk), "is_owner": run.owner_id == request.user.pk, "llm_configured": llm_configured()}
+    page = {"run_id": str(run.pk), "is_owner": selectors.is_run_owner(run, user=request.user),
+            "llm_configured": llm_configured()}
     return _render(request, "run.html", nav="runs", run=run, page=page)
 
 
