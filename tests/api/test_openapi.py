@@ -125,3 +125,21 @@ def test_the_workflow_json_schema_is_served(db):
     assert validator.is_valid(loop_workflow())
     assert not validator.is_valid({"nodes": [{"id": "bad id", "type": "http"}]})
     assert not validator.is_valid({"nodes": [{"id": "a", "type": "http"}], "extra": True})
+
+
+# Answers that are documents of their own, not API objects.
+FREE_FORM = {"/api/v1/schema/workflow": "the workflow JSON Schema", "/api/v1/prune": "counts by kind of row"}
+
+
+def test_every_answer_with_a_body_is_a_named_output_serializer(api):
+    document = openapi_json(api, data={"format": "json"})
+
+    unnamed = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation.get("responses", {}).items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                if schema is not None and "$ref" not in json.dumps(schema) and path not in FREE_FORM:
+                    unnamed.append(f"{method.upper()} {path} {status}")
+
+    assert unnamed == []
