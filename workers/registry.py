@@ -1,15 +1,41 @@
-"""The executor registry: node types, the code that runs them, and the config each accepts.
+"""The node-type registry: one record per type holds every fact the platform keeps about it.
 
-``@executor("http")`` registers a function that turns a resolved config into an output.
-Types the coordinator evaluates itself (``conditional``, ``loop``) register with ``inline=True``
-and no function. A type in neither is accepted with a warning and skipped at run time.
+A type is registered once, by the app that owns it, in that app's ``nodetypes`` module (the
+loader imports ``<app>.nodetypes`` for every installed app, as the admin finds ``admin`` modules):
+
+    register(NodeType("http", run=run_http, config_schema=CONFIG_SCHEMA, description="..."))
+
+or, for a function, ``@executor("http", config_schema=..., description=...)``. A second
+registration of a name is an error. From the records come the queue a type runs on
+(``wf.tasks.<type>``), the queues a worker consumes (``queues``), the catalogue the API and the
+agents show, the config checks at save, and the hooks the engine calls when a run ends, so the
+engine never imports the apps that own the types. Types the coordinator evaluates itself
+(``conditional``, ``loop``) are ``inline``: no function, no queue. A type that is not registered
+is accepted with a warning at save and skipped at run time.
+
+This module imports nothing of the project: every layer may read it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+QUEUE_PREFIX = "wf.tasks."
+COORDINATOR_QUEUE = "wf.coordinator"
+MAINTENANCE_QUEUE = "wf.maintenance"
+# Celery's default queue: nothing of ours is routed here, a worker of the whole stack still consumes it.
+DEFAULT_NODE_QUEUE = "wf.tasks.default"
+# The one executor task: its queue comes from the node type (``dispatch.publish_now``).
+EXECUTOR_TASK = "workers.execute"
+
+Check = Callable[[dict[str, Any]], list[tuple[str, str, str]]]
+
+
+class RegistryError(Exception):
+    """A node type registered twice, or a worker asked to serve a type nobody registered."""
 
 
 @dataclass(frozen=True)
@@ -30,62 +56,148 @@ class NodeContext:
 
 
 @dataclass(frozen=True)
-class ExecutorSpec:
+class NodeType:
+    """Every per-type fact, in one place."""
+
     node_type: str
+    # Turns a NodeContext into the node's output; None for an inline type.
     run: Callable[[NodeContext], Any] | None
-    config_schema: dict[str, Any]
-    description: str
+    config_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "additionalProperties": False})
+    description: str = ""
+    # Evaluated by the coordinator in its own decision, with no worker hop (``conditional``, ``loop``).
     inline: bool = False
+    # The executor receives its config with ``$inputs…``, ``$nodes…`` and ``${…}`` resolved.
     resolve_config: bool = True
+    # The executor reads its predecessors' outputs even where its config names none (``agent``, ``hitl``).
+    reads_upstream: bool = False
+    # The Celery queue its executor task is published to; ``wf.tasks.<type>`` unless given.
+    queue: str = ""
     # Rules a JSON Schema cannot say: (JSON Pointer under the config, rule, message) per problem.
-    check: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None
+    check: Check | None = None
+    # Called inside the transaction that ends a run (run id, status, time): a type that leaves rows
+    # waiting on people (``hitl``'s approvals) settles them with the run.
+    on_run_ending: Callable[[str, str, Any], None] | None = None
     # Called after commit whenever any run has finished (run id, its status): a type whose nodes
     # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
     on_run_finished: Callable[[str, str], None] | None = None
 
+    def __post_init__(self) -> None:
+        if not self.inline and self.run is None:
+            raise RegistryError(f"node type {self.node_type!r} has neither an executor nor inline=True")
+        if not self.inline and not self.queue:
+            object.__setattr__(self, "queue", QUEUE_PREFIX + self.node_type)
 
-EXECUTORS: dict[str, ExecutorSpec] = {}
+    @property
+    def routed(self) -> bool:
+        """Runs on a worker (as opposed to inside the coordinator's decision)."""
+        return not self.inline
+
+
+# The record's former name; the engine and the tests may still say it.
+ExecutorSpec = NodeType
+
+_TYPES: dict[str, NodeType] = {}
+_lock = threading.Lock()
+
+
+def register(spec: NodeType) -> NodeType:
+    with _lock:
+        if spec.node_type in _TYPES:
+            raise RegistryError(f"node type {spec.node_type!r} is already registered "
+                                f"(by {_owner(_TYPES[spec.node_type])}); a type has one record")
+        _TYPES[spec.node_type] = spec
+    return spec
+
+
+def _owner(spec: NodeType) -> str:
+    fn = spec.run or spec.on_run_finished or spec.check
+    return getattr(fn, "__module__", "?") if fn is not None else "an inline registration"
 
 
 def executor(node_type: str, *, config_schema: dict[str, Any] | None = None, description: str = "",
-             resolve_config: bool = True, check: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None,
-             on_run_finished: Callable[[str, str], None] | None = None,
-             ) -> Callable[[Callable[[NodeContext], Any]], Callable[[NodeContext], Any]]:
-    def register(fn: Callable[[NodeContext], Any]) -> Callable[[NodeContext], Any]:
-        EXECUTORS[node_type] = ExecutorSpec(node_type, fn,
-                                            config_schema or {"type": "object", "additionalProperties": False},
-                                            description or (fn.__doc__ or "").strip(), resolve_config=resolve_config,
-                                            check=check, on_run_finished=on_run_finished)
+             **facts: Any) -> Callable[[Callable[[NodeContext], Any]], Callable[[NodeContext], Any]]:
+    """``@executor("http", config_schema=..., check=...)`` registers the function as the type's executor;
+    any other field of ``NodeType`` may be given by keyword."""
+
+    def decorate(fn: Callable[[NodeContext], Any]) -> Callable[[NodeContext], Any]:
+        register(NodeType(node_type, fn, config_schema or {"type": "object", "additionalProperties": False},
+                          description or (fn.__doc__ or "").strip(), **facts))
         return fn
 
-    return register
+    return decorate
 
 
 def inline_type(node_type: str, *, config_schema: dict[str, Any], description: str) -> None:
-    EXECUTORS[node_type] = ExecutorSpec(node_type, None, config_schema, description, inline=True)
+    register(NodeType(node_type, None, config_schema, description, inline=True))
 
 
-def get(node_type: str) -> ExecutorSpec | None:
+def get(node_type: str) -> NodeType | None:
     _load()
-    return EXECUTORS.get(node_type)
+    return _TYPES.get(node_type)
+
+
+def is_inline(node_type: str) -> bool:
+    spec = get(node_type)
+    return spec is not None and spec.inline
+
+
+def catalogue() -> dict[str, NodeType]:
+    _load()
+    return dict(_TYPES)
+
+
+def routed() -> dict[str, NodeType]:
+    """The types that run on workers, by name."""
+    return {name: spec for name, spec in catalogue().items() if spec.routed}
+
+
+def queue_for(node_type: str) -> str:
+    """The queue a node of this type is published to (Celery's default queue for a type nobody
+    registered: the coordinator skips those, so nothing is published there in practice)."""
+    spec = get(node_type)
+    return spec.queue if spec is not None and spec.queue else DEFAULT_NODE_QUEUE
+
+
+def queues(node_types: Iterable[str] | None = None) -> list[str]:
+    """The queues of these node types (all routed types when None), in a stable order. A name
+    nobody registered, or an inline type, is refused: a worker started for it would idle forever."""
+    types = routed()
+    if node_types is None:
+        return sorted({spec.queue for spec in types.values()})
+    wanted = [t.strip() for t in node_types if t.strip()]
+    unknown = [t for t in wanted if t not in types]
+    if unknown:
+        raise RegistryError(f"no node type runs on workers under the name(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(types))}")
+    return sorted({types[t].queue for t in wanted})
+
+
+def all_queues() -> list[str]:
+    """Every queue of the whole stack: the coordinator's, each routed type's, the default, maintenance."""
+    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE]
+
+
+def run_ending_hooks() -> list[Callable[[str, str, Any], None]]:
+    return [spec.on_run_ending for spec in catalogue().values() if spec.on_run_ending is not None]
 
 
 def run_finished_hooks() -> list[Callable[[str, str], None]]:
-    _load()
-    return [spec.on_run_finished for spec in EXECUTORS.values() if spec.on_run_finished is not None]
-
-
-def catalogue() -> dict[str, ExecutorSpec]:
-    _load()
-    return dict(EXECUTORS)
+    return [spec.on_run_finished for spec in catalogue().values() if spec.on_run_finished is not None]
 
 
 _loaded = False
 
 
 def _load() -> None:
-    """Import every executor module once, so the registry is complete in any process."""
+    """Import ``<app>.nodetypes`` of every installed app once, so the registry is complete in any
+    process (web, worker, coordinator, CLI command) whichever module asks first."""
     global _loaded
-    if not _loaded:
+    if _loaded:
+        return
+    with _lock:
+        if _loaded:
+            return
         _loaded = True
-        import workers.executors  # noqa: F401
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("nodetypes")
