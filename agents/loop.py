@@ -22,9 +22,9 @@ from jsonschema import Draft202012Validator
 from agents import budget, llm, prompt
 from agents.exceptions import BudgetPaused, SecurityError
 from agents.journal import Journal, call_from
+from agents.nodetypes import effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
-from workers.executors.agent import effective_tools
 from workers.registry import NodeContext
 from workflows.models import Artifact, Run
 

@@ -1,4 +1,5 @@
-"""``agent``: an LLM with tools that may patch the running workflow (agents/)."""
+"""``agent``: an LLM with tools that may patch the running workflow, registered by the agents app
+(the registry's loader imports this module)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     return []
 
 
-@executor("agent", config_schema=CONFIG_SCHEMA, check=check_config,
+@executor("agent", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, grants=effective_tools,
           description="An LLM agent (OpenAI function calling) with tools (default execute_pipeline, patch_workflow, "
           "search_tools; also openapi_action, delegate_to_agent when listed); it may add nodes after itself.")
 def run_agent_node(ctx: NodeContext) -> Any:

@@ -1,5 +1,7 @@
-"""``hitl``: a human approval. The executor records an Approval and parks the node run as
-``waiting``; the worker is free at once. A decision (approvals.services) resumes it."""
+"""``hitl``: a human approval, registered by the approvals app (the registry's loader imports this
+module). The executor records an Approval and parks the node run as ``waiting``; the worker is
+free at once. A decision (approvals.services) resumes it; a run that ends cancels what is still
+pending (``on_run_ending``), so the engine never imports this app."""
 
 from __future__ import annotations
 
@@ -28,7 +30,16 @@ CONFIG_SCHEMA = {
 }
 
 
-@executor("hitl", config_schema=CONFIG_SCHEMA,
+def cancel_pending(run_id: str, status: str, now: Any) -> None:
+    """A failed or cancelled run has nothing left to decide: its pending approvals (node gates and
+    held patches alike) leave the inbox, in the transaction that ends the run."""
+    if status in ("failed", "cancelled"):
+        from approvals.services import approvals_cancel_for_run
+
+        approvals_cancel_for_run(run_id=run_id, now=now)
+
+
+@executor("hitl", config_schema=CONFIG_SCHEMA, reads_upstream=True, on_run_ending=cancel_pending,
           description="Pauses its branch until approvers decide. Output {approved, decision, decisions, data}: "
           "put `$.approved == true` on the approve edge and an unconditional edge for reject.")
 def run_hitl(ctx: NodeContext) -> Any:

@@ -108,6 +108,12 @@ def _action_digest(approval: Approval) -> str:
     return action_digest(definition, approval.node_id)
 
 
+def approvals_cancel_for_run(*, run_id: Any, now: Any) -> int:
+    """Every pending approval of a run that ended leaves the inbox; called inside the run's last transaction."""
+    return Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
+        status=Approval.Status.CANCELLED, decided_at=now)
+
+
 def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revote: tuple[str, ...],
                                       below: dict[str, set[str]], patch_seq: int) -> None:
     """A patch changed the action a gate guards (the run is locked by the caller). Votes cast on a

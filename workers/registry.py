@@ -74,6 +74,9 @@ class NodeType:
     queue: str = ""
     # Rules a JSON Schema cannot say: (JSON Pointer under the config, rule, message) per problem.
     check: Check | None = None
+    # What a node of this type may do with a config (an agent's tools): a patch may not give a node
+    # it adds more than its proposer holds (workflows/services/patches/policy.py).
+    grants: Callable[[dict[str, Any]], list[str]] | None = None
     # Called inside the transaction that ends a run (run id, status, time): a type that leaves rows
     # waiting on people (``hitl``'s approvals) settles them with the run.
     on_run_ending: Callable[[str, str, Any], None] | None = None
@@ -82,8 +85,7 @@ class NodeType:
     on_run_finished: Callable[[str, str], None] | None = None
 
     def __post_init__(self) -> None:
-        if not self.inline and self.run is None:
-            raise RegistryError(f"node type {self.node_type!r} has neither an executor nor inline=True")
+        # A routed type without ``run`` is refused at start-up by the system check (workers/checks.py).
         if not self.inline and not self.queue:
             object.__setattr__(self, "queue", QUEUE_PREFIX + self.node_type)
 
@@ -159,12 +161,14 @@ def queue_for(node_type: str) -> str:
 
 
 def queues(node_types: Iterable[str] | None = None) -> list[str]:
-    """The queues of these node types (all routed types when None), in a stable order. A name
+    """The queues of these node types (all routed types when None or ``*``), in a stable order. A name
     nobody registered, or an inline type, is refused: a worker started for it would idle forever."""
     types = routed()
     if node_types is None:
         return sorted({spec.queue for spec in types.values()})
     wanted = [t.strip() for t in node_types if t.strip()]
+    if wanted == ["*"]:
+        return queues()
     unknown = [t for t in wanted if t not in types]
     if unknown:
         raise RegistryError(f"no node type runs on workers under the name(s) {', '.join(unknown)}; "
