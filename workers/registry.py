@@ -190,18 +190,27 @@ def run_finished_hooks() -> list[Callable[[str, str], None]]:
 
 
 _loaded = False
+_loading = threading.local()
 
 
 def _load() -> None:
     """Import ``<app>.nodetypes`` of every installed app once, so the registry is complete in any
-    process (web, worker, coordinator, CLI command) whichever module asks first."""
+    process (web, worker, coordinator, CLI command) whichever module asks first. A registration
+    that fails (a duplicate, say) fails every later lookup too, never a half-filled registry."""
     global _loaded
-    if _loaded:
+    if _loaded or getattr(_loading, "active", False):
         return
-    with _lock:
-        if _loaded:
-            return
-        _loaded = True
     from django.utils.module_loading import autodiscover_modules
 
-    autodiscover_modules("nodetypes")
+    with _load_lock:
+        if _loaded:
+            return
+        _loading.active = True
+        try:
+            autodiscover_modules("nodetypes")
+        finally:
+            _loading.active = False
+        _loaded = True
+
+
+_load_lock = threading.RLock()
