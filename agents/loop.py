@@ -25,8 +25,8 @@ from agents.journal import Journal, call_from
 from agents.nodetypes import effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
-from workers.registry import NodeContext
 from workflows.models import Artifact, Run
+from workflows.registry import NodeContext
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.registry import NodeContext, executor
+from workflows.registry import NodeContext, executor
 
 TOOL_NAMES = ("execute_pipeline", "patch_workflow", "search_tools", "openapi_action", "delegate_to_agent")
 # Least privilege: no outbound calls (openapi_action) and no spawning (delegate_to_agent) unless asked.

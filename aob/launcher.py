@@ -50,7 +50,7 @@ import json, django
 django.setup()
 from django.conf import settings
 from django.core.management import get_commands
-from workers import registry
+from workflows import registry
 print(json.dumps({"static_root": bool(getattr(settings, "STATIC_ROOT", None)),
                   "commands": sorted(get_commands()), "queues": registry.all_queues()}))
 """

@@ -10,9 +10,9 @@ from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
 
-# The queues' names and the node types' queues come from the node-type registry (workers/registry.py),
+# The queues' names and the node types' queues come from the node-type registry (workflows/registry.py),
 # which imports nothing of the project, so this module stays importable before Django is set up.
-from workers.registry import (  # noqa: E402
+from workflows.registry import (  # noqa: E402
     COORDINATOR_QUEUE,
     DEFAULT_NODE_QUEUE,
     EXECUTOR_TASK,
@@ -82,7 +82,7 @@ class ServeNodeTypes(bootsteps.Step):
         names = node_types or os.environ.get("AOB_WORKER_NODE_TYPES", "")
         if not names.strip():
             return
-        from workers import registry
+        from workflows import registry
 
         typed = registry.queues(names.split(","))
         queues = parent.app.amqp.queues  # type: ignore[attr-defined]

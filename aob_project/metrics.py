@@ -26,7 +26,7 @@ OTHER = "other"
 def node_type_label(node_type: str) -> str:
     """A registered node type, else "other": a definition may name any type (it is then skipped),
     and each distinct label value is a time series kept for ever."""
-    from workers import registry
+    from workflows import registry
 
     return node_type if registry.get(node_type) is not None else OTHER
 

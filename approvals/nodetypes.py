@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.exceptions import NodeFailed
-from workers.registry import NodeContext, executor
+from workflows.registry import NodeContext, executor
 
 CONFIG_SCHEMA = {
     "type": "object",

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from workers.exceptions import NodeFailed
-from workers.registry import NodeContext, executor
+from workflows.registry import NodeContext, executor
 
 from .services import on_run_finished
 

@@ -19,7 +19,7 @@ from tests.support import stack
 from tests.support.fake_llm import FakeLLM
 from tests.support.remote import RemoteServer
 from tests.support.smtp import SmtpServer
-from workers import registry
+from workflows import registry
 from workflows.models import Run
 
 SHOUT_QUEUE = "wf.tasks.shout"

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core import checks
 
-from workers import registry
+from workflows import registry
 
 
 @checks.register("aob")

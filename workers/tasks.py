@@ -6,8 +6,8 @@ from typing import Any
 
 from celery import shared_task
 
-from workers.registry import EXECUTOR_TASK
 from workflows.engine.execution import execute
+from workflows.registry import EXECUTOR_TASK
 
 
 @shared_task(name=EXECUTOR_TASK, acks_late=True, ignore_result=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from workers import registry
+from workflows import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))

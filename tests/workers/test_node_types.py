@@ -15,7 +15,7 @@ from aob_project.celery import app
 from tests.conftest import SHOUT_QUEUE, wait_for_run
 from tests.engine.flow import edge, submit, transform, unique
 from tests.support import stack
-from workers import registry
+from workflows import registry
 from workflows.models import NodeRun, Run
 
 ROOT = stack.ROOT

@@ -7,8 +7,8 @@ from typing import Any
 
 from aob_project.exceptions import AobError
 from workers.exceptions import NodeFailed
-from workers.registry import NodeContext, executor
 from workflows.definition.references import resolve
+from workflows.registry import NodeContext, executor
 
 CONFIG_SCHEMA = {
     "type": "object",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
 
-from workers import registry
+from workflows import registry
 
 from .expressions import compile_expression
 from .validation import loop_targets, validate

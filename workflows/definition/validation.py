@@ -17,7 +17,7 @@ from django.conf import settings
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from workers import registry
+from workflows import registry
 
 from .expressions import ExpressionError, compile_expression
 from .forms import form_problems

@@ -21,7 +21,7 @@ from django.db.models import Case, F, JSONField, Q, Subquery, Value, When
 from django.utils import timezone
 
 from aob_project.metrics import DECISION
-from workers import registry
+from workflows import registry
 from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch

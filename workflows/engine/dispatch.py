@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from aob_project.celery import app
-from workers import registry
+from workflows import registry
 
 from . import testhooks
 

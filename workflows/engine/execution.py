@@ -19,10 +19,10 @@ from django.utils import timezone
 from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_QUEUE
-from workers import registry
-from workers.registry import NodeContext
+from workflows import registry
 from workflows.definition.references import referenced_nodes, resolve
 from workflows.models import NodeRun, canonical_json, content_id, text_id
+from workflows.registry import NodeContext
 
 from . import events, heartbeat
 from .coordinator import graph

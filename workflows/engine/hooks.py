@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
-from workers import registry
+from workflows import registry
 
 logger = logging.getLogger(__name__)
 

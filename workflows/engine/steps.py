@@ -22,7 +22,7 @@ from django.utils import timezone
 from psycopg.pq import TransactionStatus
 
 from aob_project.context import current_request_id
-from workers import registry
+from workflows import registry
 from workflows.definition.ir import IR
 from workflows.models import Run
 

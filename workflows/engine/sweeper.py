@@ -19,7 +19,7 @@ from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from aob_project.celery import COORDINATOR_QUEUE, app
-from workers import registry
+from workflows import registry
 from workflows.models import NodeRun, Run
 
 from . import events, testhooks

@@ -26,7 +26,7 @@ import jsonpointer
 from django.conf import settings
 
 from aob_project.exceptions import ValidationFailed
-from workers import registry
+from workflows import registry
 from workflows.definition import gates
 from workflows.definition.validation import literal_url_problems, validate
 

@@ -1,4 +1,4 @@
-from workers.registry import executor
+from workflows.registry import executor
 
 
 @executor("transform", description="a second transform: refused, a type has one record")
