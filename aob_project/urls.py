@@ -7,6 +7,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("workflows.api.urls")),
+    path("api/v1/", include("approvals.api.urls")),
     # issue 18: secrets, schedules and hooks, sub-run links, the approval page and its signed links
     path("api/v1/", include("vault.urls")),
     path("api/v1/", include("triggers.urls")),
