@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
+
+from approvals.services import (
+    approval_create_for_node,
+    approval_hold_patch,
+    approvals_cancel_for_run,
+    approvals_void_for_changed_action,
+)
 from workers.exceptions import NodeFailed
+from workflows.definition.forms import form_problems
+from workflows.engine.execution import WAITING, park
 from workflows.registry import NodeContext, executor
 
 CONFIG_SCHEMA = {
@@ -34,21 +44,14 @@ def cancel_pending(run_id: str, status: str, now: Any) -> None:
     """A failed or cancelled run has nothing left to decide: its pending approvals (node gates and
     held patches alike) leave the inbox, in the transaction that ends the run."""
     if status in ("failed", "cancelled"):
-        from approvals.services import approvals_cancel_for_run
-
         approvals_cancel_for_run(run_id=run_id, now=now)
 
 
 @executor("hitl", config_schema=CONFIG_SCHEMA, reads_upstream=True, on_run_ending=cancel_pending,
+          hold_patch=approval_hold_patch, void_approvals=approvals_void_for_changed_action,
           description="Pauses its branch until approvers decide. Output {approved, decision, decisions, data}: "
           "put `$.approved == true` on the approve edge and an unconditional edge for reject.")
 def run_hitl(ctx: NodeContext) -> Any:
-    from django.contrib.auth.models import User
-
-    from approvals.services import approval_create_for_node
-    from workflows.definition.forms import form_problems
-    from workflows.engine.execution import WAITING, park
-
     # Checked at save too; again here because `$inputs` references resolve only now.
     problems = form_problems(ctx.config["form"]) if isinstance(ctx.config.get("form"), dict) else []
     if problems:

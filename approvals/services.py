@@ -108,6 +108,21 @@ def _action_digest(approval: Approval) -> str:
     return action_digest(definition, approval.node_id)
 
 
+def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: dict[str, Any]) -> Approval:
+    """An agent's patch that policy sends to a person: the run's owner decides it (``approval_decide``
+    then applies or rejects it, ``patch_approval_settled``). ``before`` and ``after`` are graph summaries."""
+    owner = User.objects.only("username").get(pk=run.owner_id).username
+    approval = Approval.objects.create(
+        run=run, patch=patch, node_id=patch.node_id, kind=Approval.Kind.PATCH, approvers=[owner],
+        message=patch.description or f"An agent proposes {len(patch.operations)} change(s) to this run",
+        context={"operations": patch.operations, "before": before, "after": after})
+    approval_notify(approval=approval)
+    events.append(run.pk, run.owner_id, [("approval_required", patch.node_id, {
+        "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
+        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
+    return approval
+
+
 def approvals_cancel_for_run(*, run_id: Any, now: Any) -> int:
     """Every pending approval of a run that ended leaves the inbox; called inside the run's last transaction."""
     return Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(

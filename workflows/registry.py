@@ -81,6 +81,11 @@ class NodeType:
     # What a node of this type may do with a config (an agent's tools): a patch may not give a node
     # it adds more than its proposer holds (workflows/services/patches/policy.py).
     grants: Callable[[dict[str, Any]], list[str]] | None = None
+    # The human gate (``hitl``): holds an agent's patch for a person (run, patch, before, after: graph
+    # summaries), and voids approvals whose guarded action a patch changed (run, reopen, revote, below,
+    # patch_seq); both inside the patch's transaction (workflows/services/patches).
+    hold_patch: Callable[..., Any] | None = None
+    void_approvals: Callable[..., Any] | None = None
     # Called inside the transaction that ends a run (run id, status, time): a type that leaves rows
     # waiting on people (``hitl``'s approvals) settles them with the run.
     on_run_ending: Callable[[str, str, Any], None] | None = None
