@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from aob_project.metrics import metrics_view
+from aob_project.scrape import metrics_view
 
 urlpatterns = [
     path("metrics", metrics_view, name="metrics"),

@@ -15,10 +15,9 @@ from approvals.services import (
     approvals_cancel_for_run,
     approvals_void_for_changed_action,
 )
-from workers.exceptions import NodeFailed
 from workflows.definition.forms import form_problems
 from workflows.engine.execution import WAITING, park
-from workflows.registry import NodeContext, executor
+from workflows.registry import NodeContext, NodeFailed, executor
 
 CONFIG_SCHEMA = {
     "type": "object",

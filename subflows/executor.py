@@ -13,8 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from workers.exceptions import NodeFailed
-from workflows.registry import NodeContext, executor
+from workflows.registry import NodeContext, NodeFailed, executor
 
 from .services import on_run_finished
 

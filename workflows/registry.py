@@ -13,7 +13,8 @@ engine never imports the apps that own the types. Types the coordinator evaluate
 (``conditional``, ``loop``) are ``inline``: no function, no queue. A type that is not registered
 is accepted with a warning at save and skipped at run time.
 
-This module imports nothing of the project: every layer may read it.
+With the records live the executor interface (``NodeContext`` in, an output or ``NodeFailed``
+out). This module imports nothing of the project but the error tree: every layer may read it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from aob_project.exceptions import AobError
 
 QUEUE_PREFIX = "wf.tasks."
 COORDINATOR_QUEUE = "wf.coordinator"
@@ -32,6 +35,17 @@ DEFAULT_NODE_QUEUE = "wf.tasks.default"
 EXECUTOR_TASK = "workers.execute"
 
 Check = Callable[[dict[str, Any]], list[tuple[str, str, str]]]
+
+
+class NodeFailed(AobError):
+    """An executor's way to fail its node with a reason a person can act on (``error_type`` = ``code``);
+    ``extra["transient"]`` marks errors worth a retry."""
+
+    code = "NodeFailed"
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.extra.get("transient"))
 
 
 class RegistryError(Exception):

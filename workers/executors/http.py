@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 from aob_project.exceptions import AobError
-from workers.exceptions import NodeFailed
 from workers.executors.outbound import literal_url_problems
 from workflows.definition.references import resolve
-from workflows.registry import NodeContext, executor
+from workflows.registry import NodeContext, NodeFailed, executor
 
 CONFIG_SCHEMA = {
     "type": "object",

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.exceptions import NodeFailed
-from workflows.registry import NodeContext, executor
+from workflows.registry import NodeContext, NodeFailed, executor
 
 CONFIG_SCHEMA = {
     "type": "object",
