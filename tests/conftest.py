@@ -19,10 +19,7 @@ from tests.support import stack
 from tests.support.fake_llm import FakeLLM
 from tests.support.remote import RemoteServer
 from tests.support.smtp import SmtpServer
-from workflows import registry
 from workflows.models import Run
-
-SHOUT_QUEUE = "wf.tasks.shout"
 
 TERMINAL = {"completed", "failed", "cancelled"}
 OPENAPI_SPEC = str(Path(__file__).parent / "support" / "openapi_remote.json")
@@ -138,11 +135,8 @@ def stack_env(django_db_setup: Any, django_db_blocker: Any, remote: RemoteServer
 
 @pytest.fixture(scope="session")
 def workers(stack_env: dict[str, str]) -> Iterator[dict[str, stack.Proc]]:
-    """Real Celery worker and beat processes for the whole session. The test stack's example type
-    (``shout``) has a worker of its own (tests/workers/test_node_types.py): w1 serves every other queue."""
-    queues = [q for q in registry.all_queues() if q != SHOUT_QUEUE]
-    procs = {"worker": stack.start_worker(stack_env, "w1", queues=queues, concurrency=3),
-             "beat": stack.start_beat(stack_env)}
+    """Real Celery worker and beat processes for the whole session."""
+    procs = {"worker": stack.start_worker(stack_env, "w1", concurrency=3), "beat": stack.start_beat(stack_env)}
     yield procs
     for proc in procs.values():
         proc.stop()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from aob_project.celery import app
-from tests.conftest import SHOUT_QUEUE, wait_for_run
+from tests.conftest import wait_for_run
 from tests.engine.flow import edge, submit, transform, unique
 from tests.support import stack
 from workflows import registry
@@ -97,8 +97,8 @@ def _consumed(node_name: str) -> set[str]:
 def test_two_workers_with_disjoint_queues_run_one_workflow(engine: Any, shout_worker: stack.Proc,
                                                            api: Any) -> None:
     w1 = engine["worker"]
-    assert _consumed(shout_worker.node_name) == {SHOUT_QUEUE}
-    assert SHOUT_QUEUE not in _consumed(w1.node_name) and "wf.tasks.transform" in _consumed(w1.node_name)
+    assert _consumed(shout_worker.node_name) == {stack.EXAMPLE_QUEUE}
+    assert stack.EXAMPLE_QUEUE not in _consumed(w1.node_name) and "wf.tasks.transform" in _consumed(w1.node_name)
 
     first, loud, last = unique("first"), unique("loud"), unique("last")
     run_id = submit(api, {"nodes": [
