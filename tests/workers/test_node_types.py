@@ -115,3 +115,19 @@ def test_two_workers_with_disjoint_queues_run_one_workflow(engine: Any, shout_wo
     # the shout node ran in the shout worker's pool, the transforms around it in w1's
     _host, pid = outputs[loud]["worker"].rsplit(":", 1)
     assert os.getpgid(int(pid)) == shout_worker.popen.pid
+
+
+def test_a_worker_takes_its_types_from_the_environment_besides_its_queues(workers: Any,
+                                                                          stack_env: dict[str, str]) -> None:
+    """``AOB_WORKER_NODE_TYPES`` (as docker-compose or a host's unit file sets it) plus ``-Q``."""
+    proc = stack.start_worker({**stack_env, "AOB_WORKER_NODE_TYPES": "shout"}, "env-types",
+                              queues=["wf.tasks.default"], concurrency=1)
+    try:
+        assert _consumed(proc.node_name) == {stack.EXAMPLE_QUEUE, "wf.tasks.default"}
+    finally:
+        proc.stop()
+
+
+def test_a_worker_for_a_type_nobody_registered_does_not_start(workers: Any, stack_env: dict[str, str]) -> None:
+    with pytest.raises(RuntimeError, match="nosuchtype"):
+        stack.start_worker(stack_env, "no-such-type", node_types=["nosuchtype"], concurrency=1)
