@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Coalesce, Length
 
@@ -23,9 +24,16 @@ def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
     return qs.filter(owner=user)
 
 
-# Who may see a run is one rule, in workflows/visibility.py; these names stay for the callers.
-runs_visible = visibility.runs_visible
-run_get = visibility.run_get
+def runs_visible(*, user: User) -> QuerySet[Run]:
+    """Who may see a run: the one rule, workflows/visibility.py."""
+    return visibility.runs_visible(user=user)
+
+
+def run_get(*, user: User, run_id: Any) -> Run:
+    try:
+        return runs_visible(user=user).get(pk=run_id)
+    except (Run.DoesNotExist, ValueError, TypeError, ValidationError):  # ValidationError: not a UUID
+        raise NotFound("run not found") from None
 
 
 def artifact_get(*, user: User, artifact_id: str) -> Artifact:

@@ -1,5 +1,5 @@
-"""Who may see a run: one rule, used by every run view and selector (API, web pages, WebSocket,
-approvals, sub-runs).
+"""Who may see a run: one rule. ``workflows.selectors.runs_visible`` / ``run_get`` read it, and every
+run view (API, web pages, WebSocket, approvals, sub-runs) reads through those.
 
 A run is visible to its owner, to staff, and to every person asked to decide one of its
 approvals, by name or through a group they belong to (an approver who could decide but not see
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
-from aob_project.exceptions import NotFound
 from workflows.models import Run
 
 
@@ -31,14 +29,3 @@ def runs_visible(*, user: Any) -> QuerySet[Run]:
     for name in approver_names(user):
         asked |= Q(approvals__approvers__contains=[name])
     return Run.objects.filter(Q(owner=user) | Q(pk__in=Run.objects.filter(asked).values("pk")))
-
-
-def run_visible(*, user: Any, run: Run) -> bool:
-    return runs_visible(user=user).filter(pk=run.pk).exists()
-
-
-def run_get(*, user: Any, run_id: Any) -> Run:
-    try:
-        return runs_visible(user=user).get(pk=run_id)
-    except (Run.DoesNotExist, ValueError, TypeError, ValidationError):  # ValidationError: not a UUID
-        raise NotFound("run not found") from None
