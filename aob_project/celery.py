@@ -11,8 +11,9 @@ from kombu import Exchange, Queue
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
 
 # The queues' names and the node types' queues come from the node-type registry (workflows/registry.py),
-# which imports nothing of the project, so this module stays importable before Django is set up.
-from workflows.registry import (  # noqa: E402
+# which imports nothing of the project but the error tree, so this module stays importable before
+# Django is set up.
+from workflows.registry import (
     COORDINATOR_QUEUE,
     DEFAULT_NODE_QUEUE,
     EXECUTOR_TASK,
