@@ -58,6 +58,7 @@ def test_start_up_refuses_a_routed_type_without_an_executor() -> None:
     done = _manage_check("tests.support.broken_types.no_executor")
     assert done.returncode != 0
     assert "workers.E002" in done.stderr and "'unrun'" in done.stderr and "wf.tasks.unrun" in done.stderr
+    assert "workers.E003" in done.stderr and "'halfinline'" in done.stderr
 
 
 def test_start_up_refuses_a_type_registered_twice() -> None:
