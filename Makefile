@@ -23,10 +23,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@touch $@
 
 up: venv
-	@$(BIN)/python -m aob_project.launcher up $(UP_ARGS)
+	@$(BIN)/python -m aob.launcher up $(UP_ARGS)
 
 services: venv
-	$(BIN)/python -m aob_project.launcher services
+	$(BIN)/python -m aob.launcher services
 
 test: venv chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -38,6 +38,7 @@ chromium:
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 bench: venv
 	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench $(BENCH_ARGS); \

@@ -22,11 +22,12 @@ from jsonschema import Draft202012Validator
 from agents import budget, llm, prompt
 from agents.exceptions import BudgetPaused, SecurityError
 from agents.journal import Journal, call_from
+from agents.nodetypes import effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
-from workers.executors.agent import effective_tools
-from workers.registry import NodeContext
+from workflows.engine.execution import WAITING, park
 from workflows.models import Artifact, Run
+from workflows.registry import NodeContext
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,6 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
 
 def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
     """The run's budget cannot cover the next call: wait for the owner, holding no worker."""
-    from workflows.engine.execution import WAITING, park
 
     park(ctx, lambda: [("node_paused", ctx.node_id, {"iteration": ctx.iteration, "reason": "budget",
                                                      "message": exc.message, **exc.extra})], reason="budget")

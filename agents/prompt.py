@@ -8,7 +8,7 @@ import json
 from functools import cache
 from typing import Any
 
-from workers import registry
+from workflows import registry
 from workflows.definition.validation import workflow_schema
 
 ROLE = """You are an agent node inside an AOB workflow run. You can read the run's state and change \

@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery, signals
+import click
+from celery import Celery, bootsteps, signals
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
 
-COORDINATOR_QUEUE = "wf.coordinator"
-MAINTENANCE_QUEUE = "wf.maintenance"
-DEFAULT_NODE_QUEUE = "wf.tasks.default"
-# Node types with a queue of their own; every other type runs on DEFAULT_NODE_QUEUE.
-TYPED_QUEUES = {
-    "http": "wf.tasks.http",
-    "agent": "wf.tasks.agent",
-    "hitl": "wf.tasks.hitl",
-    "transform": "wf.tasks.transform",
-}
-ALL_QUEUES = [COORDINATOR_QUEUE, *TYPED_QUEUES.values(), DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE]
+# The queues' names and the node types' queues come from the node-type registry (workflows/registry.py),
+# which imports nothing of the project but the error tree, so this module stays importable before
+# Django is set up.
+from workflows.registry import (
+    COORDINATOR_QUEUE,
+    DEFAULT_NODE_QUEUE,
+    EXECUTOR_TASK,
+    MAINTENANCE_QUEUE,
+)
 
-
-def queue_for_type(node_type: str) -> str:
-    return TYPED_QUEUES.get(node_type, DEFAULT_NODE_QUEUE)
-
-
-def executor_task_name(node_type: str) -> str:
-    return f"workers.execute.{node_type}" if node_type in TYPED_QUEUES else "workers.execute.default"
-
-
+# Declared up front; a node type's queue (``wf.tasks.<type>``) is declared when it is first used, in the
+# same shape (``task_create_missing_queue_*`` below), because the types are known only once Django has
+# loaded the apps that register them. Routing: ``dispatch.publish_now`` names the type's queue.
+STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE]
 
 
 def _quorum() -> bool:
@@ -50,7 +44,9 @@ def _queue(name: str) -> Queue:
 
 app = Celery("aob")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [_queue(name) for name in ALL_QUEUES]
+app.conf.task_queues = [_queue(name) for name in STATIC_QUEUES]
+app.conf.task_create_missing_queue_type = "quorum" if _quorum() else "classic"
+app.conf.task_create_missing_queue_exchange_type = "topic" if _quorum() else "direct"
 app.conf.task_default_queue = DEFAULT_NODE_QUEUE
 app.conf.task_default_exchange = DEFAULT_NODE_QUEUE
 app.conf.task_default_routing_key = DEFAULT_NODE_QUEUE
@@ -64,8 +60,8 @@ app.conf.task_routes = {
     "approvals.remind": {"queue": MAINTENANCE_QUEUE},
     "subflows.*": {"queue": MAINTENANCE_QUEUE},
     "retention.*": {"queue": MAINTENANCE_QUEUE},
-    **{executor_task_name(t): {"queue": q} for t, q in TYPED_QUEUES.items()},
-    "workers.execute.default": {"queue": DEFAULT_NODE_QUEUE},
+    # The executor task goes to its node type's queue, named at publish time from the registry.
+    EXECUTOR_TASK: {"queue": DEFAULT_NODE_QUEUE},
 }
 # The maintenance tasks run every few seconds; without events of their own they stay out of
 # Flower's task list, which then shows workflow work (AOB_FLOWER_SHOW_MAINTENANCE=true shows them).
@@ -73,6 +69,35 @@ MAINTENANCE_TASKS = ["workflows.sweep", "approvals.expire", "approvals.remind", 
 if os.environ.get("AOB_FLOWER_SHOW_MAINTENANCE", "").lower() not in {"1", "true", "yes"}:
     app.conf.task_annotations = {name: {"send_events": False} for name in MAINTENANCE_TASKS}
 app.autodiscover_tasks(["workflows", "workers", "approvals", "agents", "triggers", "subflows", "retention"])
+
+
+
+class ServeNodeTypes(bootsteps.Step):
+    """``celery -A aob_project worker --node-types http,agent`` (or ``AOB_WORKER_NODE_TYPES``): this
+    worker consumes those types' queues, as the registry names them, and with ``-Q`` the queues named
+    there too (``-Q wf.coordinator`` for a worker that also decides), so a team can run HTTP, agent
+    and coordinator workers on different hosts. A name no routed type has stops the worker."""
+
+    def __init__(self, parent: object, node_types: str | None = None, **kwargs: object) -> None:
+        super().__init__(parent, **kwargs)
+        names = node_types or os.environ.get("AOB_WORKER_NODE_TYPES", "")
+        if not names.strip():
+            return
+        from workflows import registry
+
+        typed = registry.queues(names.split(","))
+        queues = parent.app.amqp.queues  # type: ignore[attr-defined]
+        if queues._consume_from is None:  # no -Q: the types' queues only
+            queues.select(typed)
+        else:
+            for name in typed:
+                queues.select_add(name)
+
+
+app.user_options["worker"].add(click.Option(
+    ["--node-types"], default=None, help="Serve only these node types' queues (comma separated; "
+    "AOB_WORKER_NODE_TYPES); add -Q for other queues such as wf.coordinator."))
+app.steps["worker"].add(ServeNodeTypes)
 
 import aob_project.context  # noqa: E402,F401  (request-id propagation through task headers)
 

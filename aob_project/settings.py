@@ -99,6 +99,9 @@ INSTALLED_APPS = [
     "subflows",
     "retention",
 ]
+# A deployment's own apps, appended: a node type of its own is one ``nodetypes`` module in one of them
+# (docs/ARCHITECTURE.md, "Writing a node type").
+INSTALLED_APPS += env_list("AOB_EXTRA_APPS")
 
 MIDDLEWARE = [
     "aob_project.context.RequestIdMiddleware",

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from aob_project.metrics import metrics_view
+from aob_project.scrape import metrics_view
 
 urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("workflows.api.urls")),
+    path("api/v1/", include("approvals.api.urls")),
     # issue 18: secrets, schedules and hooks, sub-run links, the approval page and its signed links
     path("api/v1/", include("vault.urls")),
     path("api/v1/", include("triggers.urls")),

@@ -14,6 +14,8 @@ from django.utils.html import format_html, format_html_join
 from aob_project.exceptions import AobError
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
+from workflows.admin import RunPatchAdmin
+from workflows.models import RunPatch
 
 
 class DecideActionForm(ActionForm):
@@ -108,3 +110,38 @@ class ApprovalAdmin(admin.ModelAdmin):
     @admin.action(description="Reject selected (with the comment above)")
     def reject(self, request, queryset):
         self._decide(request, queryset, False)
+
+
+class RunPatchDecisionAdmin(RunPatchAdmin):
+    """Run patches as the workflows app shows them, plus approve / reject of the ones held for a
+    person, through ``approval_decide`` (registered here so that workflows never imports approvals)."""
+
+    actions = ["approve_patches", "reject_patches"]
+
+    def _decide(self, request, queryset, approve: bool) -> None:
+        for patch in queryset.select_related("run"):
+            approval = Approval.objects.filter(patch=patch, kind=Approval.Kind.PATCH).first()
+            if patch.status != RunPatch.Status.PENDING_APPROVAL or approval is None:
+                self.message_user(request, f"patch {patch.seq} of {patch.run_id} is {patch.status}, not pending",
+                                  level=messages.WARNING)
+                continue
+            try:
+                services.approval_decide(approval=approval, user=request.user, approve=approve,
+                                comment="decided in the admin")
+                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: "
+                                           f"{'approved' if approve else 'rejected'}")
+            except AobError as exc:
+                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: {exc.message}",
+                                  level=messages.WARNING)
+
+    @admin.action(description="Approve selected pending patches")
+    def approve_patches(self, request, queryset):
+        self._decide(request, queryset, True)
+
+    @admin.action(description="Reject selected pending patches")
+    def reject_patches(self, request, queryset):
+        self._decide(request, queryset, False)
+
+
+admin.site.unregister(RunPatch)
+admin.site.register(RunPatch, RunPatchDecisionAdmin)

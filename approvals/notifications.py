@@ -24,7 +24,10 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from aob_project.celery import app
 from approvals.models import Approval, Delivery, NotificationTarget
+from workers.http import request
+from workers.http.exceptions import HTTPRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +76,6 @@ def _for_user(approval: Approval, user: User, name: str, reason: str, seen: set[
 
 
 def _publish(ids: list[int]) -> None:
-    from aob_project.celery import app
 
     for pk in ids:
         try:
@@ -173,8 +175,6 @@ def _send_email(delivery: Delivery, link: str) -> None:
 
 
 def _send_webhook(delivery: Delivery, link: str) -> None:
-    from workers.http import request
-    from workers.http.exceptions import HTTPRequestError
 
     if delivery.user_id is not None:
         targets = list(NotificationTarget.objects.filter(user_id=delivery.user_id, enabled=True))

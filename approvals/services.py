@@ -21,8 +21,11 @@ from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
 from approvals.selectors import is_approver
 from workflows.definition.forms import form_data_failure
+from workflows.definition.gates import action_digest
 from workflows.engine import events
 from workflows.engine.execution import resume
+from workflows.models import Artifact, NodeRun
+from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +104,30 @@ def _action_digest(approval: Approval) -> str:
     """The digest of the action a node approval's gate guards, in the run's current definition."""
     if approval.kind != Approval.Kind.NODE:
         return ""
-    from workflows.definition.gates import action_digest
-    from workflows.models import Artifact
 
     definition = Artifact.objects.values_list("content", flat=True).get(pk=approval.run.current_artifact_id)
     return action_digest(definition, approval.node_id)
+
+
+def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: dict[str, Any]) -> Approval:
+    """An agent's patch that policy sends to a person: the run's owner decides it (``approval_decide``
+    then applies or rejects it, ``patch_approval_settled``). ``before`` and ``after`` are graph summaries."""
+    owner = User.objects.only("username").get(pk=run.owner_id).username
+    approval = Approval.objects.create(
+        run=run, patch=patch, node_id=patch.node_id, kind=Approval.Kind.PATCH, approvers=[owner],
+        message=patch.description or f"An agent proposes {len(patch.operations)} change(s) to this run",
+        context={"operations": patch.operations, "before": before, "after": after})
+    approval_notify(approval=approval)
+    events.append(run.pk, run.owner_id, [("approval_required", patch.node_id, {
+        "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
+        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
+    return approval
+
+
+def approvals_cancel_for_run(*, run_id: Any, now: Any) -> int:
+    """Every pending approval of a run that ended leaves the inbox; called inside the run's last transaction."""
+    return Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
+        status=Approval.Status.CANCELLED, decided_at=now)
 
 
 def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revote: tuple[str, ...],
@@ -113,7 +135,6 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
     """A patch changed the action a gate guards (the run is locked by the caller). Votes cast on a
     pending gate lapse; an approved gate whose action has not begun asks again: its decision is
     void, the node runs its decision emitted (none begun) are taken back, and it waits once more."""
-    from workflows.models import NodeRun
 
     now = timezone.now()
     items: list[tuple[str, str, dict[str, Any]]] = []
@@ -168,7 +189,6 @@ def _settle(approval: Approval, status: str, *, approved: bool, decision: str | 
     approval.action_digest = _action_digest(approval)
     approval.save(update_fields=["status", "decided_at", "action_digest"])
     if approval.kind == Approval.Kind.PATCH:
-        from workflows.services.patches import patch_approval_settled
 
         patch_approval_settled(approval=approval, approved=approved)
         return

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-EXECUTOR_PREFIX = "workers.execute."
+EXECUTOR_PREFIX = "workers.execute"  # the one executor task (workflows/registry.py EXECUTOR_TASK)
 COORDINATOR = "workflows.coordinate"
 
 # --- in the worker ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from aob_project.embedded import (
+from aob.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     die_with_parent,
@@ -180,10 +180,11 @@ class Stack:
         return child
 
     def aob_worker_argv(self, *, module: list[str] | None = None) -> list[str]:
-        from aob_project.celery import ALL_QUEUES
+        from aob_project.celery import STATIC_QUEUES
 
         entry = module or ["-m", "celery"]
-        return [sys.executable, *entry, "-A", "aob_project", "worker", "-Q", ",".join(ALL_QUEUES),
+        # every node type's queue (the worker asks its registry) and the coordinator's, default and maintenance
+        return [sys.executable, *entry, "-A", "aob_project", "worker", "--node-types", "*", "-Q", ",".join(STATIC_QUEUES),
                 "-c", str(self.concurrency), "-P", "prefork", "-n", "aob@%h", "--loglevel", "INFO"]
 
     def start_aob_worker(self, *, module: list[str] | None = None, env: dict[str, str] | None = None) -> Child:

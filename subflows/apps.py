@@ -5,6 +5,3 @@ class SubflowsConfig(AppConfig):
     name = "subflows"
     verbose_name = "Sub-workflows"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from . import executor  # noqa: F401  (registers the ``workflow`` node type)

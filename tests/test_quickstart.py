@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aob_project.embedded import free_port
+from aob.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 UP_TIMEOUT_S = 150
@@ -64,7 +64,7 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
     output = data_dir / "launcher.log"
     with open(output, "wb") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "aob_project.launcher", "up", "--port", str(port),
+            [sys.executable, "-m", "aob.launcher", "up", "--port", str(port),
              "--flower-port", str(flower_port), "--data-dir", str(data_dir)],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )

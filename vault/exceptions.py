@@ -1,5 +1,5 @@
 from aob_project.exceptions import NotFound, ValidationFailed
-from workers.exceptions import NodeFailed
+from workflows.registry import NodeFailed
 
 
 class SecretNotFound(NotFound):

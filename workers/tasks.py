@@ -1,32 +1,15 @@
-"""One executor task per typed queue, plus the default queue's; the node type comes from the row."""
+"""The one executor task. It is published to the queue of the node run's type
+(``wf.tasks.<type>``, from the registry), so each type still has a queue of its own in Flower and
+a worker can serve a subset of types; the node type itself comes from the row."""
 
 from typing import Any
 
 from celery import shared_task
 
 from workflows.engine.execution import execute
+from workflows.registry import EXECUTOR_TASK
 
 
-@shared_task(name="workers.execute.http", acks_late=True, ignore_result=True)
-def execute_http(node_run_id: int) -> str | dict[str, Any]:
-    return execute(node_run_id)
-
-
-@shared_task(name="workers.execute.agent", acks_late=True, ignore_result=True)
-def execute_agent(node_run_id: int) -> str | dict[str, Any]:
-    return execute(node_run_id)
-
-
-@shared_task(name="workers.execute.hitl", acks_late=True, ignore_result=True)
-def execute_hitl(node_run_id: int) -> str | dict[str, Any]:
-    return execute(node_run_id)
-
-
-@shared_task(name="workers.execute.transform", acks_late=True, ignore_result=True)
-def execute_transform(node_run_id: int) -> str | dict[str, Any]:
-    return execute(node_run_id)
-
-
-@shared_task(name="workers.execute.default", acks_late=True, ignore_result=True)
-def execute_default(node_run_id: int) -> str | dict[str, Any]:
+@shared_task(name=EXECUTOR_TASK, acks_late=True, ignore_result=True)
+def execute_node(node_run_id: int) -> str | dict[str, Any]:
     return execute(node_run_id)

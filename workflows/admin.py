@@ -163,7 +163,7 @@ class RunPatchAdmin(ReadOnlyAdmin):
     readonly_fields = ["run", "seq", "status", "node_id", "description", "operations_pretty", "graph_diff", "reason",
                        "created_at", "applied_at"]
     exclude = ["operations"]
-    actions = ["approve_patches", "reject_patches"]
+    # approve / reject of held patches: added by approvals/admin.py (the approvals app decides)
 
     @admin.display(description="operations")
     def operations_pretty(self, obj: RunPatch) -> str:
@@ -175,33 +175,6 @@ class RunPatchAdmin(ReadOnlyAdmin):
         rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
                                 ((k, ", ".join(v) or "—") for k, v in diff.items()))
         return format_html("<table>{}</table>", rows)
-
-    def _decide(self, request, queryset, approve: bool) -> None:
-        from approvals.models import Approval
-        from approvals.services import approval_decide
-
-        for patch in queryset.select_related("run"):
-            approval = Approval.objects.filter(patch=patch, kind=Approval.Kind.PATCH).first()
-            if patch.status != RunPatch.Status.PENDING_APPROVAL or approval is None:
-                self.message_user(request, f"patch {patch.seq} of {patch.run_id} is {patch.status}, not pending",
-                                  level=messages.WARNING)
-                continue
-            try:
-                approval_decide(approval=approval, user=request.user, approve=approve,
-                                comment="decided in the admin")
-                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: "
-                                           f"{'approved' if approve else 'rejected'}")
-            except AobError as exc:
-                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: {exc.message}",
-                                  level=messages.WARNING)
-
-    @admin.action(description="Approve selected pending patches")
-    def approve_patches(self, request, queryset):
-        self._decide(request, queryset, True)
-
-    @admin.action(description="Reject selected pending patches")
-    def reject_patches(self, request, queryset):
-        self._decide(request, queryset, False)
 
 
 @admin.register(Event)

@@ -8,10 +8,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast, Coalesce, Length
 
 from aob_project.exceptions import NotFound
+from workflows import visibility
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 
@@ -66,11 +67,9 @@ def workflow_runs(*, workflow: Workflow, user: User, limit: int) -> QuerySet[Run
 
 
 def runs_visible(*, user: User) -> QuerySet[Run]:
-    """The one rule for who may see a run: every read of a run by id goes through here."""
-    from approvals.models import Approval
-
-    approver_of = Approval.objects.filter(run=OuterRef("pk"), approvers__contains=[user.username])
-    return Run.objects.filter(Q(owner=user) | Q(Exists(approver_of)))
+    """Who may see a run: the one rule, workflows/visibility.py. Every read of a run by id goes
+    through here."""
+    return visibility.runs_visible(user=user)
 
 
 def runs_owned(*, user: User) -> QuerySet[Run]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.registry import NodeContext
+from workflows.registry import NodeContext
 
 
 @dataclass

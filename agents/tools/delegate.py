@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from workflows.models import Artifact, Run
+
 from .base import AgentState
 from .patching import propose
 
@@ -24,7 +26,6 @@ PARAMETERS = {
 
 
 def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
-    from workflows.models import Artifact, Run
 
     run_ = Run.objects.get(pk=state.ctx.run_id)
     current = Artifact.objects.values_list("content", flat=True).get(pk=run_.current_artifact_id)

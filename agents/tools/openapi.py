@@ -14,6 +14,7 @@ from django.conf import settings
 from agents.exceptions import ToolError
 from aob_project.exceptions import AobError
 from vault.references import SecretBox
+from workers.http import request
 from workflows.definition.references import resolve
 
 from .base import AgentState
@@ -38,7 +39,6 @@ METHODS = ("get", "post", "put", "patch", "delete", "head")
 @cache
 def _load(source: str) -> dict[str, Any]:
     if source.startswith(("http://", "https://")):
-        from workers.http import request
 
         return request(method="GET", url=source).json_body or {}
     return json.loads(Path(source).read_text())
@@ -54,7 +54,6 @@ def _operation(spec: dict[str, Any], operation_id: str) -> tuple[str, str, dict[
 
 
 def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
-    from workers.http import request
 
     registered = settings.AOB_OPENAPI_SPECS.get(str(args.get("api")))
     if not registered:

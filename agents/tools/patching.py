@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from aob_project.exceptions import AobError
+from workflows.models import Run
+from workflows.services.patches import run_patch_propose
 
 from .base import AgentState
 
@@ -23,8 +25,6 @@ PARAMETERS = {
 
 
 def propose(state: AgentState, operations: Any, description: str) -> dict[str, Any]:
-    from workflows.models import Run
-    from workflows.services.patches import run_patch_propose
 
     run = Run.objects.get(pk=state.ctx.run_id)
     try:

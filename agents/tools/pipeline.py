@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.exceptions import ToolError
+from workers.http import request
 
 from .base import AgentState
 
@@ -64,7 +65,6 @@ def _rows(data: Any, step: str) -> list[dict[str, Any]]:
 
 
 def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
-    from workers.http import request
 
     data: Any = args.get("data")
     done: list[dict[str, Any]] = []

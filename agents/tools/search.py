@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers import registry
+from workflows import registry
 
 from .base import AgentState
 

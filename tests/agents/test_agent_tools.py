@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.agents.flows import agent, finish, node, start, tool_messages
-from workers import registry
+from workflows import registry
 
 TEXT = {"content": "Done."}
 SCORES = [{"name": "ada", "score": 71}, {"name": "bob", "score": 93}, {"name": "cy", "score": 55},

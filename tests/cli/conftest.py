@@ -75,7 +75,7 @@ def aob(live_api: LiveApi, tmp_path: Path) -> Aob:
 
     def run(*args: str, token: str | None = None, input: str | None = None, timeout: float = 60) -> Result:
         call_env = dict(env, AOB_TOKEN=token) if token else env
-        done = subprocess.run([sys.executable, "-m", "aob_project.cli.main", "--api-url", live_api.url, *args],
+        done = subprocess.run([sys.executable, "-m", "aob.cli.main", "--api-url", live_api.url, *args],
                               cwd=stack.ROOT, env=call_env, input=input, capture_output=True, text=True,
                               timeout=timeout)
         return Result(done.returncode, done.stdout, done.stderr)

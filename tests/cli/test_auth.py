@@ -44,7 +44,7 @@ def test_a_token_in_the_environment_and_a_bad_one(aob, alice):
 
 
 def test_an_unreachable_server_is_an_error_not_a_traceback(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "aob_project.cli.main", "--api-url", "http://127.0.0.1:9", "whoami"],
+    done = subprocess.run([sys.executable, "-m", "aob.cli.main", "--api-url", "http://127.0.0.1:9", "whoami"],
                           capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
                           cwd=ROOT, timeout=60)
     assert done.returncode == 1

@@ -60,7 +60,7 @@ def old_server() -> Iterator[str]:
 
 
 def test_a_refused_handshake_falls_back_to_polling(old_server, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "aob_project.cli.main", "--api-url", old_server, "--token", "t0k",
+    done = subprocess.run([sys.executable, "-m", "aob.cli.main", "--api-url", old_server, "--token", "t0k",
                            "run", "watch", RUN], capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
 

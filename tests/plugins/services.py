@@ -7,7 +7,7 @@ which child processes (Celery workers, uvicorn) started by tests inherit. Server
 environment are used as they are. A missing service is an error, never a skip.
 
 A killed session cannot clean up after itself: its servers die with it (parent-death signal, see
-``aob_project.embedded``) and the next session deletes the ``test-<pid>`` folders of dead pids.
+``aob.embedded``) and the next session deletes the ``test-<pid>`` folders of dead pids.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aob_project.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServiceError, in_use, kill_leftovers
+from aob.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServiceError, in_use, kill_leftovers
 
 AOB_DIR = Path(__file__).resolve().parents[2] / ".aob"
 _STALE_AFTER_S = 600  # a folder whose pid is alive but whose servers are unowned: a reused pid
@@ -38,6 +38,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     if getattr(options, "help", False) or getattr(options, "version", False):
         return
     remove_stale_folders()
+    # the test stack's own node type (tests/support/nodetypes), in this process and every worker it starts
+    os.environ["AOB_EXTRA_APPS"] = ",".join(dict.fromkeys(
+        [*filter(None, os.environ.get("AOB_EXTRA_APPS", "").split(",")), "tests.support.example_types"]))
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # every process of the test stack (this one, workers, live servers) writes metrics here
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aob-metrics-")

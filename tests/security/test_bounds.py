@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import client_for
 from tests.security.conftest import drive
-from workers import registry
+from workflows import registry
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, shape
 from workflows.definition.ir import compile_definition
 from workflows.definition.references import ConfigTooLarge, resolve

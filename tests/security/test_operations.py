@@ -17,7 +17,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from aob_project.launcher import production_mode
+from aob.launcher import production_mode
 from aob_project.metrics import LLM_TOKENS, NODE_DURATION
 from tests.conftest import stored_run
 from workflows.models import NodeRun

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aob_project.celery import ALL_QUEUES
+from workflows import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -89,8 +89,23 @@ class Proc:
         self._fh.close()
 
 
-def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None, concurrency: int = 2) -> Proc:
-    argv = [CELERY, "-A", "aob_project", "worker", "-Q", ",".join(queues or ALL_QUEUES), "-c", str(concurrency),
+# The test stack's example type runs only on a worker of its own (tests/workers/test_node_types.py).
+EXAMPLE_QUEUE = "wf.tasks.shout"
+
+
+def stack_queues() -> list[str]:
+    """Every queue of the stack, from the registry, but the example type's."""
+    return [q for q in registry.all_queues() if q != EXAMPLE_QUEUE]
+
+
+def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None, concurrency: int = 2,
+                 node_types: list[str] | None = None) -> Proc:
+    """A worker of every queue of the stack (``stack_queues``), or of ``queues``, or of the queues of
+    ``node_types`` (``--node-types``, as an operator splits workers by type) plus ``queues``."""
+    selection = ["--node-types", ",".join(node_types)] if node_types else []
+    if queues or not node_types:
+        selection += ["-Q", ",".join(queues or stack_queues())]
+    argv = [CELERY, "-A", "aob_project", "worker", *selection, "-c", str(concurrency),
             "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-P", "prefork"]
     proc = Proc(name, argv, env, ready_line="ready.")

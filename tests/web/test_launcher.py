@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aob_project import launcher
+from aob import launcher
 
 
 class NoDeaths:

@@ -1,3 +1,2 @@
-"""Every executor module; importing this package fills the registry."""
-
-from . import agent, flow, hitl, http, transform  # noqa: F401
+"""The executors that need no app of their own: ``http``, ``transform``, and the coordinator's
+inline ``conditional`` and ``loop``. ``workers/nodetypes.py`` registers them."""

@@ -1,6 +1,6 @@
 """Types the coordinator evaluates itself, with no worker hop."""
 
-from workers.registry import inline_type
+from workflows.registry import inline_type
 
 inline_type(
     "conditional",

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from aob_project.exceptions import AobError
-from workers.exceptions import NodeFailed
-from workers.registry import NodeContext, executor
+from workers.executors.outbound import literal_url_problems
 from workflows.definition.references import resolve
+from workflows.registry import NodeContext, NodeFailed, executor
 
 CONFIG_SCHEMA = {
     "type": "object",
@@ -54,7 +54,7 @@ def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (mapping or {}).items() if v is not None}
 
 
-@executor("http", config_schema=CONFIG_SCHEMA, check=check_config,
+@executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
           "method}; 4xx/5xx complete unless fail_on_status.")
 def run_http(ctx: NodeContext) -> dict[str, Any]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.exceptions import NodeFailed
-from workers.registry import NodeContext, executor
 from workflows.definition.expressions import ExpressionError, evaluate
+from workflows.registry import NodeContext, NodeFailed, executor
 
 CONFIG_SCHEMA = {
     "type": "object",

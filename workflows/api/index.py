@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from workers import registry
+from workflows import registry
 
 from .serializers import ErrorOut
 

@@ -2,14 +2,11 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
-from approvals.api.views import ApprovalViewSet
-
 from . import docs, index, openapi, views  # noqa: F401  (openapi registers the schema extension)
 
 router = SimpleRouter(trailing_slash=False)
 router.register("workflows", views.WorkflowViewSet, basename="workflow")
 router.register("runs", views.RunViewSet, basename="run")
-router.register("approvals", ApprovalViewSet, basename="approval")
 
 urlpatterns = [
     path("", index.ApiIndexView.as_view(), name="api-index"),

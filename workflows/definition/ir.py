@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
 
-from aob_project.celery import queue_for_type
+from workflows import registry
 
 from .expressions import compile_expression
 from .validation import loop_targets, validate
@@ -105,7 +105,7 @@ def compile_definition(definition: dict[str, Any], *, validated: bool = False) -
     for raw in definition["nodes"]:
         config = raw.get("config", {})
         nodes[raw["id"]] = Node(raw["id"], raw["type"], config, raw.get("timeout_ms"), raw.get("retry"),
-                                queue_for_type(raw["type"]))
+                                registry.queue_for(raw["type"]))
         if raw["type"] == "loop":
             loops[raw["id"]] = Loop(int(config["max_iterations"]), config["loop_back_to"], config.get("condition"),
                                     tuple(loop_targets(config.get("break_path"))),

@@ -17,7 +17,7 @@ from django.conf import settings
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from workers import registry
+from workflows import registry
 
 from .expressions import ExpressionError, compile_expression
 from .forms import form_problems
@@ -111,27 +111,23 @@ def validate(definition: Any, *, literal_urls: bool = False) -> Report:
 
 
 def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str] | None = None) -> list[Problem]:
-    """The SSRF policy's static verdict (scheme, userinfo, port, blocked names and addresses; no
-    DNS) on each literal ``http`` node URL (one without ``$``: a reference or template is known
-    only at run time), for the nodes in ``node_ids`` or all. Refusing at save names the rule
+    """Each node type's outbound policy on what its config names literally (for ``http``, the SSRF
+    policy's static verdict on a URL without ``$``: scheme, userinfo, port, blocked names and
+    addresses; no DNS), for the nodes in ``node_ids`` or all. Refusing at save names the rule
     early; the check at connect time stays the authority (a name may still resolve to a blocked
     address). The web tier must have the workers' ``AOB_HTTP_ALLOWLIST`` for the two to agree."""
-    from workers.http import SSRFBlocked, check_url_static
-
     problems = []
     for i, node in enumerate(definition.get("nodes", [])):
-        if not isinstance(node, dict) or node.get("type") != "http" or (
+        if not isinstance(node, dict) or not isinstance(node.get("type"), str) or (
                 node_ids is not None and node.get("id") not in node_ids):
             continue
-        url = node["config"].get("url") if isinstance(node.get("config"), dict) else None
-        if not isinstance(url, str) or "$" in url:
+        spec = registry.get(node["type"])
+        config = node.get("config")
+        if spec is None or spec.check_outbound is None or not isinstance(config, dict):
             continue
-        try:
-            check_url_static(url)
-        except SSRFBlocked as exc:
-            problems.append(Problem(f"/nodes/{i}/config/url", "ssrf", f"node {node.get('id')!r}: {exc.message}",
-                                    {**{k: v for k, v in exc.extra.items() if k != "rule"}, "reason": exc.rule,
-                                     "node_id": node.get("id")}))
+        for where, rule, message, details in spec.check_outbound(config):
+            problems.append(Problem(f"/nodes/{i}/config{where}", rule, f"node {node.get('id')!r}: {message}",
+                                    {**details, "node_id": node.get("id")}))
     return problems
 
 

@@ -21,7 +21,7 @@ from django.db.models import Case, F, JSONField, Q, Subquery, Value, When
 from django.utils import timezone
 
 from aob_project.metrics import DECISION
-from workers import registry
+from workflows import registry
 from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
@@ -200,7 +200,7 @@ class Decision:
         node = self.ir.nodes[node_id]
         spec = registry.get(node.type)
         base = {"run": self.run, "node_id": node_id, "iteration": iteration, "node_type": node.type}
-        if node.type in ("conditional", "loop"):
+        if spec is not None and spec.inline:
             upstream = self._predecessor_output(node_id)
             output: Any = upstream
             if node.type == "loop":
@@ -334,7 +334,7 @@ def _needed_node_runs(run: Run, ir: IR) -> list[NodeRun]:
     for node_id, node in ir.nodes.items():
         if any(e.condition for e in ir.out_edges[node_id]):
             readers.add(node_id)
-        if node.type in ("conditional", "loop"):
+        if registry.is_inline(node.type):
             readers.add(node_id)
             readers.update(ir.predecessors(node_id))
     latest = (NodeRun.objects.filter(run_id=run.pk).order_by("node_id", "-iteration").distinct("node_id")
@@ -352,11 +352,9 @@ def _needed_node_runs(run: Run, ir: IR) -> list[NodeRun]:
 
 
 def cancel_approvals(run_id: Any, now: Any) -> None:
-    """A failed run has nothing left to decide: its pending approvals leave the inbox (as on cancel)."""
-    from approvals.models import Approval
-
-    Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
-        status=Approval.Status.CANCELLED, decided_at=now)
+    """A failed run has nothing left to decide: the node types' end-of-run hooks settle what waits
+    on people (``hitl`` cancels its pending approvals), in this transaction, as on cancel."""
+    hooks.run_ending(run_id, Run.Status.FAILED, now)
 
 
 def coordinate(node_run_id: int, facts: dict[str, Any] | None = None) -> None:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
-from aob_project.celery import app, executor_task_name, queue_for_type
+from aob_project.celery import app
+from workflows import registry
 
 from . import testhooks
 
@@ -34,9 +35,9 @@ def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
 def publish_now(item: Dispatch) -> None:
     soft, hard = _time_limits(item.timeout_ms)
     app.send_task(
-        executor_task_name(item.node_type),
+        registry.EXECUTOR_TASK,
         args=[item.node_run_id],
-        queue=queue_for_type(item.node_type),
+        queue=registry.queue_for(item.node_type),
         soft_time_limit=soft,
         time_limit=hard,
         countdown=item.countdown_s or None,

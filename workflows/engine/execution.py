@@ -19,10 +19,10 @@ from django.utils import timezone
 from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_QUEUE
-from workers import registry
-from workers.registry import NodeContext
+from workflows import registry
 from workflows.definition.references import referenced_nodes, resolve
 from workflows.models import NodeRun, canonical_json, content_id, text_id
+from workflows.registry import NodeContext
 
 from . import events, heartbeat
 from .coordinator import graph
@@ -88,7 +88,8 @@ def claim(node_run_id: int) -> NodeContext | None:
     timeout_ms = node.timeout_ms if node else None
     raw_config = node.config if node else {}
     refs = referenced_nodes(raw_config)
-    if node and node_type in UPSTREAM_AWARE:
+    spec = registry.get(node_type) if node else None
+    if spec is not None and spec.reads_upstream:
         refs |= set(ir.predecessors(node_id))
     outputs: dict[str, Any] = {}
     if refs:
@@ -100,10 +101,6 @@ def claim(node_run_id: int) -> NodeContext | None:
                        iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
-
-
-# Types whose executor reads its predecessors' outputs even without a reference in its config.
-UPSTREAM_AWARE = {"agent", "hitl"}
 
 
 def _store_artifact(value: Any) -> str:

@@ -1,6 +1,8 @@
-"""Run-level hooks: the engine tells the node-type registry when a run has finished.
+"""Run-level hooks: the engine tells the node-type registry when a run ends, so it never imports
+the apps that own the types.
 
-One call site per way a run ends (the full decision, the plain end step, cancel). The hooks run
+``run_ending`` runs inside the transaction that ends the run. For ``run_finished`` there is one
+call site per way a run ends (the full decision, the plain end step, cancel). The hooks run
 after the commit that ended the run, each in its own transactions, so a hook never extends the
 run's lock or its transaction; a process that dies in between leaves the work to the hook's own
 backstop (``subflows.sweep`` for sub-workflows)."""
@@ -12,9 +14,16 @@ from typing import Any
 
 from django.db import transaction
 
-from workers import registry
+from workflows import registry
 
 logger = logging.getLogger(__name__)
+
+
+def run_ending(run_id: Any, status: str, now: Any) -> None:
+    """In the transaction that ends a run: each type's ``on_run_ending`` settles rows that wait on the
+    run (``hitl``'s pending approvals), so they end with it or not at all."""
+    for hook in registry.run_ending_hooks():
+        hook(str(run_id), str(status), now)
 
 
 def run_finished(run_id: Any, status: str) -> None:

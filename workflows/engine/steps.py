@@ -22,7 +22,7 @@ from django.utils import timezone
 from psycopg.pq import TransactionStatus
 
 from aob_project.context import current_request_id
-from workers import registry
+from workflows import registry
 from workflows.definition.ir import IR
 from workflows.models import Run
 
@@ -175,7 +175,8 @@ def plain_successors(ir: IR, node_id: str) -> list[Successor] | None:
     successors = []
     for target in dict.fromkeys(e.target for e in edges):
         kind = ir.nodes[target].type
-        if kind in ("conditional", "loop") or registry.get(kind) is None:
+        spec = registry.get(kind)
+        if spec is None or spec.inline:
             return None
         others = tuple(sorted({e.source for e in ir.in_edges[target]} - {node_id}))
         if others and ir.loops:

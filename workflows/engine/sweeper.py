@@ -18,7 +18,8 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
-from aob_project.celery import COORDINATOR_QUEUE, app, queue_for_type
+from aob_project.celery import COORDINATOR_QUEUE, app
+from workflows import registry
 from workflows.models import NodeRun, Run
 
 from . import events, testhooks
@@ -44,7 +45,7 @@ def sweep() -> dict[str, int]:
     # longer deadline a queued node run is re-published anyway (once per deadline).
     patience = now - timedelta(seconds=settings.AOB_REPUBLISH_BACKLOG_S)
     for nr in queued:
-        if queue_for_type(nr.node_type) in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
+        if registry.queue_for(nr.node_type) in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
             continue  # most likely still waiting its turn in that queue, not lost
         if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
                 dispatched_at=now):

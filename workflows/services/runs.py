@@ -88,18 +88,11 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         cancelled = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("node_id", flat=True))
         NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).update(
             status=NodeRun.Status.CANCELLED, finished_at=now, lease_expires_at=None)
-        _cancel_approvals(run)
+        hooks.run_ending(run.pk, run.status, now)
         events.append(run.pk, run.owner_id, [("run_cancelled", "", {
             "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
         hooks.run_finished(run.pk, run.status)
     return run
-
-
-def _cancel_approvals(run: Run) -> None:
-    from approvals.models import Approval
-
-    Approval.objects.filter(run=run, status=Approval.Status.PENDING).update(
-        status=Approval.Status.CANCELLED, decided_at=timezone.now())
 
 
 def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> Run:

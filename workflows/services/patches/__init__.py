@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from aob_project.exceptions import AobError, Conflict, ValidationFailed
 from aob_project.metrics import PATCHES
+from workflows import registry
 from workflows.definition import gates
 from workflows.engine import coordinator, events
 from workflows.models import Artifact, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
@@ -147,10 +148,8 @@ def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any]) 
         "patch_id": patch.pk, "seq": patch.seq, "op_count": len(patch.operations),
         "description": patch.description, "artifact_id": patch.after_artifact_id})])
     if verdict.reopen or verdict.revote:
-        from approvals.services import approvals_void_for_changed_action
-
         below = {gate: _below(before, gate) | _below(verdict.after, gate) for gate in verdict.reopen}
-        approvals_void_for_changed_action(run=run, reopen=verdict.reopen, revote=verdict.revote, below=below,
+        _gate().void_approvals(run=run, reopen=verdict.reopen, revote=verdict.revote, below=below,
                                           patch_seq=patch.seq)
     coordinator.refresh(run)
 
@@ -161,19 +160,16 @@ def _below(definition: dict[str, Any], gate: str) -> set[str]:
 
 
 def _hold_for_approval(run: Run, patch: RunPatch, before: dict[str, Any], after: dict[str, Any]) -> None:
-    from approvals.models import Approval
+    """The human-gate type (``hitl``, registered by the approvals app) holds the patch for the run's
+    owner: an approval of kind ``patch``, its notifications and ``approval_required``."""
+    _gate().hold_patch(run=run, patch=patch, before=graph_summary(before), after=graph_summary(after))
 
-    owner = User.objects.only("username").get(pk=run.owner_id).username
-    approval = Approval.objects.create(
-        run=run, patch=patch, node_id=patch.node_id, kind=Approval.Kind.PATCH, approvers=[owner],
-        message=patch.description or f"An agent proposes {len(patch.operations)} change(s) to this run",
-        context={"operations": patch.operations, "before": graph_summary(before), "after": graph_summary(after)})
-    from approvals.notifications import approval_notify
 
-    approval_notify(approval=approval)
-    events.append(run.pk, run.owner_id, [("approval_required", patch.node_id, {
-        "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
-        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
+def _gate() -> Any:
+    spec = registry.get(gates.GATE)
+    if spec is None or spec.hold_patch is None or spec.void_approvals is None:
+        raise Conflict("this installation has no human gate (the approvals app) to hold or void approvals")
+    return spec
 
 
 def patch_approval_settled(*, approval: Any, approved: bool) -> None:

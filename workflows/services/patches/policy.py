@@ -26,13 +26,19 @@ import jsonpointer
 from django.conf import settings
 
 from aob_project.exceptions import ValidationFailed
-from workers.executors.agent import effective_tools
+from workflows import registry
 from workflows.definition import gates
 from workflows.definition.validation import literal_url_problems, validate
 
 from ..definitions import apply_operations
 
 MAX_OPERATIONS = 100
+
+
+def effective_tools(config: dict[str, Any]) -> list[str]:
+    """What an agent node with this config may do, as the agent type registered it."""
+    spec = registry.get("agent")
+    return spec.grants(config) if spec is not None and spec.grants is not None else []
 
 
 class PatchRejected(ValidationFailed):

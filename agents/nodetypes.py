@@ -1,10 +1,11 @@
-"""``agent``: an LLM with tools that may patch the running workflow (agents/)."""
+"""``agent``: an LLM with tools that may patch the running workflow, registered by the agents app
+(the registry's loader imports this module)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from workers.registry import NodeContext, executor
+from workflows.registry import NodeContext, executor
 
 TOOL_NAMES = ("execute_pipeline", "patch_workflow", "search_tools", "openapi_action", "delegate_to_agent")
 # Least privilege: no outbound calls (openapi_action) and no spawning (delegate_to_agent) unless asked.
@@ -63,7 +64,7 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     return []
 
 
-@executor("agent", config_schema=CONFIG_SCHEMA, check=check_config,
+@executor("agent", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, grants=effective_tools,
           description="An LLM agent (OpenAI function calling) with tools (default execute_pipeline, patch_workflow, "
           "search_tools; also openapi_action, delegate_to_agent when listed); it may add nodes after itself.")
 def run_agent_node(ctx: NodeContext) -> Any:

@@ -12,10 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 
-from workers.exceptions import NodeFailed
-from workers.registry import NodeContext, executor
+from workflows.engine.execution import WAITING, park
+from workflows.models import Run, Workflow, WorkflowVersion
+from workflows.registry import NodeContext, NodeFailed, executor
+from workflows.services.runs import run_start
 
+from .models import SubRun
 from .services import on_run_finished
 
 CONFIG_SCHEMA = {
@@ -37,14 +41,6 @@ CONFIG_SCHEMA = {
           "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
           "outputs); fails when the child fails or is cancelled. Not available to agents.")
 def run_workflow(ctx: NodeContext) -> Any:
-    from django.contrib.auth.models import User
-
-    from workflows.engine.execution import WAITING, park
-    from workflows.models import Run, Workflow, WorkflowVersion
-    from workflows.services.runs import run_start
-
-    from .models import SubRun
-
     if SubRun.objects.filter(parent_node_run_id=ctx.node_run_id).exists():
         raise NodeFailed("this node's child run was already started", code="SubWorkflowStarted")
     above = SubRun.objects.filter(child_run_id=ctx.run_id).values_list("depth", flat=True).first() or 0

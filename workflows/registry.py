@@ -1,0 +1,239 @@
+"""The node-type registry: one record per type holds every fact the platform keeps about it.
+
+A type is registered once, by the app that owns it, in that app's ``nodetypes`` module (the
+loader imports ``<app>.nodetypes`` for every installed app, as the admin finds ``admin`` modules):
+
+    register(NodeType("http", run=run_http, config_schema=CONFIG_SCHEMA, description="..."))
+
+or, for a function, ``@executor("http", config_schema=..., description=...)``. A second
+registration of a name is an error. From the records come the queue a type runs on
+(``wf.tasks.<type>``), the queues a worker consumes (``queues``), the catalogue the API and the
+agents show, the config checks at save, and the hooks the engine calls when a run ends, so the
+engine never imports the apps that own the types. Types the coordinator evaluates itself
+(``conditional``, ``loop``) are ``inline``: no function, no queue. A type that is not registered
+is accepted with a warning at save and skipped at run time.
+
+With the records live the executor interface (``NodeContext`` in, an output or ``NodeFailed``
+out). This module imports nothing of the project but the error tree: every layer may read it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aob_project.exceptions import AobError
+
+QUEUE_PREFIX = "wf.tasks."
+COORDINATOR_QUEUE = "wf.coordinator"
+MAINTENANCE_QUEUE = "wf.maintenance"
+# Celery's default queue: nothing of ours is routed here, a worker of the whole stack still consumes it.
+DEFAULT_NODE_QUEUE = "wf.tasks.default"
+# The one executor task: its queue comes from the node type (``dispatch.publish_now``).
+EXECUTOR_TASK = "workers.execute"
+
+Check = Callable[[dict[str, Any]], list[tuple[str, str, str]]]
+
+
+class NodeFailed(AobError):
+    """An executor's way to fail its node with a reason a person can act on (``error_type`` = ``code``);
+    ``extra["transient"]`` marks errors worth a retry."""
+
+    code = "NodeFailed"
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.extra.get("transient"))
+
+
+class RegistryError(Exception):
+    """A node type registered twice, or a worker asked to serve a type nobody registered."""
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    run_id: str
+    node_run_id: int
+    node_id: str
+    node_type: str
+    iteration: int
+    attempt: int
+    config: dict[str, Any]
+    raw_config: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    timeout_s: float | None
+    owner_id: int
+    definition: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """Every per-type fact, in one place."""
+
+    node_type: str
+    # Turns a NodeContext into the node's output; None for an inline type.
+    run: Callable[[NodeContext], Any] | None
+    config_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "additionalProperties": False})
+    description: str = ""
+    # Evaluated by the coordinator in its own decision, with no worker hop (``conditional``, ``loop``).
+    inline: bool = False
+    # The executor receives its config with ``$inputs…``, ``$nodes…`` and ``${…}`` resolved.
+    resolve_config: bool = True
+    # The executor reads its predecessors' outputs even where its config names none (``agent``, ``hitl``).
+    reads_upstream: bool = False
+    # The Celery queue its executor task is published to; ``wf.tasks.<type>`` unless given.
+    queue: str = ""
+    # Rules a JSON Schema cannot say: (JSON Pointer under the config, rule, message) per problem.
+    check: Check | None = None
+    # The operator's outbound policy on what the config names literally (the SSRF policy's static
+    # verdict on an ``http`` URL): (pointer under the config, rule, message, details) per problem. Run
+    # where literal URLs are judged (``validate(literal_urls=True)``, every patch).
+    check_outbound: Callable[[dict[str, Any]], list[tuple[str, str, str, dict[str, Any]]]] | None = None
+    # What a node of this type may do with a config (an agent's tools): a patch may not give a node
+    # it adds more than its proposer holds (workflows/services/patches/policy.py).
+    grants: Callable[[dict[str, Any]], list[str]] | None = None
+    # The human gate (``hitl``): holds an agent's patch for a person (run, patch, before, after: graph
+    # summaries), and voids approvals whose guarded action a patch changed (run, reopen, revote, below,
+    # patch_seq); both inside the patch's transaction (workflows/services/patches).
+    hold_patch: Callable[..., Any] | None = None
+    void_approvals: Callable[..., Any] | None = None
+    # Called inside the transaction that ends a run (run id, status, time): a type that leaves rows
+    # waiting on people (``hitl``'s approvals) settles them with the run.
+    on_run_ending: Callable[[str, str, Any], None] | None = None
+    # Called after commit whenever any run has finished (run id, its status): a type whose nodes
+    # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
+    on_run_finished: Callable[[str, str], None] | None = None
+
+    def __post_init__(self) -> None:
+        # A routed type without ``run`` is refused at start-up by the system check (workers/checks.py).
+        if not self.inline and not self.queue:
+            object.__setattr__(self, "queue", QUEUE_PREFIX + self.node_type)
+
+    @property
+    def routed(self) -> bool:
+        """Runs on a worker (as opposed to inside the coordinator's decision)."""
+        return not self.inline
+
+
+# The record's former name; the engine and the tests may still say it.
+ExecutorSpec = NodeType
+
+_TYPES: dict[str, NodeType] = {}
+_lock = threading.Lock()
+
+
+def register(spec: NodeType) -> NodeType:
+    with _lock:
+        if spec.node_type in _TYPES:
+            raise RegistryError(f"node type {spec.node_type!r} is already registered "
+                                f"(by {_owner(_TYPES[spec.node_type])}); a type has one record")
+        _TYPES[spec.node_type] = spec
+    return spec
+
+
+def _owner(spec: NodeType) -> str:
+    fn = spec.run or spec.on_run_finished or spec.check
+    return getattr(fn, "__module__", "?") if fn is not None else "an inline registration"
+
+
+def executor(node_type: str, *, config_schema: dict[str, Any] | None = None, description: str = "",
+             **facts: Any) -> Callable[[Callable[[NodeContext], Any]], Callable[[NodeContext], Any]]:
+    """``@executor("http", config_schema=..., check=...)`` registers the function as the type's executor;
+    any other field of ``NodeType`` may be given by keyword."""
+
+    def decorate(fn: Callable[[NodeContext], Any]) -> Callable[[NodeContext], Any]:
+        register(NodeType(node_type, fn, config_schema or {"type": "object", "additionalProperties": False},
+                          description or (fn.__doc__ or "").strip(), **facts))
+        return fn
+
+    return decorate
+
+
+def inline_type(node_type: str, *, config_schema: dict[str, Any], description: str) -> None:
+    register(NodeType(node_type, None, config_schema, description, inline=True))
+
+
+def get(node_type: str) -> NodeType | None:
+    _load()
+    return _TYPES.get(node_type)
+
+
+def is_inline(node_type: str) -> bool:
+    spec = get(node_type)
+    return spec is not None and spec.inline
+
+
+def catalogue() -> dict[str, NodeType]:
+    _load()
+    return dict(_TYPES)
+
+
+def routed() -> dict[str, NodeType]:
+    """The types that run on workers, by name."""
+    return {name: spec for name, spec in catalogue().items() if spec.routed}
+
+
+def queue_for(node_type: str) -> str:
+    """The queue a node of this type is published to (Celery's default queue for a type nobody
+    registered: the coordinator skips those, so nothing is published there in practice)."""
+    spec = get(node_type)
+    return spec.queue if spec is not None and spec.queue else DEFAULT_NODE_QUEUE
+
+
+def queues(node_types: Iterable[str] | None = None) -> list[str]:
+    """The queues of these node types (all routed types when None or ``*``), in a stable order. A name
+    nobody registered, or an inline type, is refused: a worker started for it would idle forever."""
+    types = routed()
+    if node_types is None:
+        return sorted({spec.queue for spec in types.values()})
+    wanted = [t.strip() for t in node_types if t.strip()]
+    if wanted == ["*"]:
+        return queues()
+    unknown = [t for t in wanted if t not in types]
+    if unknown:
+        raise RegistryError(f"no node type runs on workers under the name(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(types))}")
+    return sorted({types[t].queue for t in wanted})
+
+
+def all_queues() -> list[str]:
+    """Every queue of the whole stack: the coordinator's, each routed type's, the default, maintenance."""
+    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE]
+
+
+def run_ending_hooks() -> list[Callable[[str, str, Any], None]]:
+    return [spec.on_run_ending for spec in catalogue().values() if spec.on_run_ending is not None]
+
+
+def run_finished_hooks() -> list[Callable[[str, str], None]]:
+    return [spec.on_run_finished for spec in catalogue().values() if spec.on_run_finished is not None]
+
+
+_loaded = False
+_loading = threading.local()
+
+
+def _load() -> None:
+    """Import ``<app>.nodetypes`` of every installed app once, so the registry is complete in any
+    process (web, worker, coordinator, CLI command) whichever module asks first. A registration
+    that fails (a duplicate, say) fails every later lookup too, never a half-filled registry."""
+    global _loaded
+    if _loaded or getattr(_loading, "active", False):
+        return
+    from django.utils.module_loading import autodiscover_modules
+
+    with _load_lock:
+        if _loaded:
+            return
+        _loading.active = True
+        try:
+            autodiscover_modules("nodetypes")
+        finally:
+            _loading.active = False
+        _loaded = True
+
+
+_load_lock = threading.RLock()

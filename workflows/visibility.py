@@ -1,0 +1,31 @@
+"""Who may see a run: one rule. ``workflows.selectors.runs_visible`` / ``run_get`` read it, and every
+run view (API, web pages, WebSocket, approvals, sub-runs) reads through those.
+
+A run is visible to its owner, to staff, and to every person asked to decide one of its
+approvals, by name or through a group they belong to (an approver who could decide but not see
+the run would decide blind). The approvers are read through the reverse relation ``approvals``
+(``approvals.Approval.run``), so this module needs no import of the approvals app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from workflows.models import Run
+
+
+def approver_names(user: Any) -> list[str]:
+    """The names an approval may list to ask this user: the username and each of the user's groups."""
+    return [user.username, *user.groups.values_list("name", flat=True)]
+
+
+def runs_visible(*, user: Any) -> QuerySet[Run]:
+    if not getattr(user, "is_authenticated", False):
+        return Run.objects.none()
+    if user.is_staff:
+        return Run.objects.all()
+    asked = Q()
+    for name in approver_names(user):
+        asked |= Q(approvals__approvers__contains=[name])
+    return Run.objects.filter(Q(owner=user) | Q(pk__in=Run.objects.filter(asked).values("pk")))
