@@ -40,7 +40,8 @@ def publish_now(item: Dispatch) -> None:
         soft_time_limit=soft,
         time_limit=hard,
         countdown=item.countdown_s or None,
-        # Not immutable: Celery prepends the executor's return value (``completed_facts``).
+        # Not immutable: Celery prepends the executor's return value (a ``Completion`` as a dict,
+        # or a status word): ``workflows.coordinate(result, node_run_id)``.
         link=app.signature("workflows.coordinate", args=[item.node_run_id]),
     )
 
@@ -75,6 +76,7 @@ def coordinate_now(node_run_id: int) -> None:
 
 def coordinate_later(node_run_id: int, countdown_s: float = 0.0) -> None:
     try:
-        app.send_task("workflows.coordinate", args=[node_run_id], countdown=countdown_s or None)
+        # the one signature ``(result, node_run_id)``, with no executor result
+        app.send_task("workflows.coordinate", args=[None, node_run_id], countdown=countdown_s or None)
     except Exception:  # noqa: BLE001 - the sweeper finds finished node runs nobody consumed
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})

@@ -25,6 +25,7 @@ from workflows.definition.references import referenced_nodes, resolve
 from workflows.models import NodeRun, canonical_json, content_id, text_id
 
 from . import events, heartbeat
+from .completion import Completion
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 
@@ -144,11 +145,11 @@ SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq
 """
 
 
-def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | None:
+def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None:
     """Record the output once: artifact, ``running → completed`` (compare-and-set on this attempt)
     and ``node_completed``, in one statement. Returns what the coordinator needs to route it
-    without reading it back (``completed_facts``); None when the result is discarded (the node run was
-    cancelled or re-queued meanwhile)."""
+    without reading it back (a ``Completion``); None when the result is discarded (the node run
+    was cancelled or re-queued meanwhile)."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
     text = canonical_json(output)
@@ -169,17 +170,9 @@ def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | 
     seq, run_status, artifact_id, patch_seq, output_bytes = row
     events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, seq, "node_completed", ctx.node_id, data,
                                                         request_id, now)])
-    return completed_facts(ctx, run_status, artifact_id, patch_seq, output_bytes)
-
-
-def completed_facts(ctx: NodeContext, run_status: str, artifact_id: str, patch_seq: int,
-                    output_bytes: int = 0) -> dict[str, Any]:
-    """The executor task's return value, which Celery hands to the linked coordinator task: the
-    node run as the completion left it and the run's graph at that moment. The coordinator
-    routes from these without reading them back, and its write checks they still hold."""
-    return {"status": "completed", "node_run_id": ctx.node_run_id, "run_id": ctx.run_id, "node_id": ctx.node_id,
-            "node_type": ctx.node_type, "iteration": ctx.iteration, "run_status": run_status,
-            "artifact_id": artifact_id, "patch_seq": patch_seq, "output_bytes": output_bytes}
+    return Completion(node_run_id=ctx.node_run_id, run_id=ctx.run_id, node_id=ctx.node_id, node_type=ctx.node_type,
+                      iteration=ctx.iteration, run_status=run_status, artifact_id=artifact_id, patch_seq=patch_seq,
+                      output_bytes=output_bytes or 0)
 
 
 def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], error: dict[str, Any] | None = None,
@@ -239,8 +232,8 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
 
 
 def execute(node_run_id: int) -> str | dict[str, Any]:
-    """The body of every executor task: a status word, or for a completed node the facts its
-    coordinator routes from (``completed_facts``)."""
+    """The body of every executor task: a status word, or for a completed node its
+    ``Completion`` as a plain dict (Celery hands it to the linked ``workflows.coordinate``)."""
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
@@ -263,7 +256,8 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
     if output is WAITING:
         return "waiting"
     events.hold_until_task_end()
-    return complete(ctx, output, started) or "discarded"
+    completion = complete(ctx, output, started)
+    return completion.as_message() if completion is not None else "discarded"
 
 
 WAITING = object()

@@ -62,8 +62,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
                         finished_at=nr.finished_at)
                 for nr in reused
             ])
-        decision = coordinator.start(run, seeded)
-        decision.save()
+        coordinator.start(run, seeded)
     return run
 
 
