@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, Count, Exists, F, JSONField, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
@@ -130,7 +131,8 @@ def coordinate(node_run_id: int, completion: Completion | None = None) -> None:
     started = time.perf_counter()
     if completion is not None:
         testhooks.poison_decision(completion.node_id)
-    plain = completion is not None and steps.step_plain(completion, graph(completion.artifact_id))
+    plain = (completion is not None and settings.AOB_PLAIN_STEPS
+             and steps.step_plain(completion, graph(completion.artifact_id)))
     if not plain:
         _decide(node_run_id)
     DECISION.labels("plain" if plain else "full").observe(time.perf_counter() - started)
