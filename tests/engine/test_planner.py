@@ -286,10 +286,11 @@ def premises_hold(step: planner.PlainStep, tokens: list[Token], me: Token) -> bo
     """What the plain step's SQL checks (``steps``): its node run unconsumed and completed, the
     run running, no successor row yet; at the end of a branch, nothing else open. Stronger here,
     so that the comparison is exact: no other finished node run waits for its own message (the
-    full decision would consume it in the same plan), absorbable parents aside."""
+    full decision would consume it in the same plan), completed absorbable parents aside."""
     others = [t for t in tokens if t.pk != me.pk]
     absorbable = {p for s in step.successors for p in s.absorbable}
-    if any(t.status in planner.FINISHED and not t.consumed and t.node_id not in absorbable for t in others):
+    if any(t.status in planner.FINISHED and not t.consumed
+           and not (t.node_id in absorbable and t.status == NodeRun.Status.COMPLETED) for t in others):
         return False
     if step.ends:
         return not any(t.status in planner.ACTIVE for t in others)
@@ -315,7 +316,7 @@ def checking_plain_steps(sim: Sim) -> list[str]:
                                                                        and latest[o].status == "completed"))
                                for o in s.others)]
             queued = [(t.node_id, t.node_type) for t in result.inserts if t.status == NodeRun.Status.QUEUED]
-            assert sorted(queued) == sorted(expected)
+            assert sorted(queued) == sorted(expected), (sim.definition, me.node_id, sim.finals())
             absorbed = {sim.tokens[p].node_id: tuple(f["taken"]) for p, f in result.updates.items() if p != pk}
             assert absorbed.items() <= dict(step.absorbed).items()
             assert (result.run.get("status") == Run.Status.COMPLETED) == step.ends

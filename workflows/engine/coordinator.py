@@ -21,7 +21,7 @@ from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
 
-from . import events, hooks, planner, steps, testhooks
+from . import events, hooks, planner, steps, testhooks, transitions
 from .completion import Completion
 from .dispatch import Dispatch, publish_after_commit
 from .planner import Plan, State, Token
@@ -76,9 +76,12 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
     if new:
         NodeRun.objects.bulk_create(new)
     for pk, fields in plan.updates.items():
-        NodeRun.objects.filter(pk=pk).update(**fields)
+        if "status" in fields:
+            transitions.move_node_run(pk, **fields)
+        else:
+            NodeRun.objects.filter(pk=pk).update(**fields)
     if plan.run:
-        Run.objects.filter(pk=run.pk).update(**plan.run)
+        transitions.move_run(run.pk, sources=[run.status], **plan.run)
         for name, value in plan.run.items():
             setattr(run, name, value)
         if plan.run.get("status") == Run.Status.FAILED:

@@ -27,7 +27,7 @@ from aob_project.context import current_request_id
 from workflows.definition.ir import IR
 from workflows.models import Event, NodeRun, Run
 
-from . import events, hooks, planner
+from . import events, hooks, planner, transitions
 from .completion import Completion
 from .dispatch import Dispatch, publish_after_commit
 
@@ -207,6 +207,9 @@ def _end_step(params: dict[str, Any]) -> bool:
         hooks.run_finished(params["run_id"], Run.Status.COMPLETED)
     return True
 
+
+# The moves these statements make in SQL, as the transition table allows them.
+transitions.check_run_move(Run.Status.RUNNING, Run.Status.COMPLETED)
 
 LOCK_RUN = "SELECT id FROM workflows_run WHERE id = %s FOR UPDATE"
 

@@ -23,7 +23,7 @@ from aob_project.exceptions import AobError, Conflict, ValidationFailed
 from aob_project.metrics import PATCHES
 from workflows.definition import gates
 from workflows.engine import coordinator, events
-from workflows.models import Artifact, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
 
 from ..artifacts import artifact_store
 from .policy import (
@@ -143,7 +143,7 @@ def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any]) 
     run.current_artifact_id = patch.after_artifact_id
     Run.objects.filter(pk=run.pk).update(current_artifact_id=patch.after_artifact_id,
                                          spawned_agents=F("spawned_agents") + verdict.spawned)
-    events.append(run.pk, run.owner_id, [("patch_applied", patch.node_id, {
+    events.append(run.pk, run.owner_id, [(Event.Type.PATCH_APPLIED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "op_count": len(patch.operations),
         "description": patch.description, "artifact_id": patch.after_artifact_id})])
     if verdict.reopen or verdict.revote:
@@ -171,7 +171,7 @@ def _hold_for_approval(run: Run, patch: RunPatch, before: dict[str, Any], after:
     from approvals.notifications import approval_notify
 
     approval_notify(approval=approval)
-    events.append(run.pk, run.owner_id, [("approval_required", patch.node_id, {
+    events.append(run.pk, run.owner_id, [(Event.Type.APPROVAL_REQUIRED, patch.node_id, {
         "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
         "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
 
@@ -205,7 +205,7 @@ def _reject_held(run: Run, patch: RunPatch, reason: str) -> None:
     patch.status = RunPatch.Status.REJECTED
     patch.reason = reason
     patch.save(update_fields=["status", "reason"])
-    events.append(run.pk, run.owner_id, [("patch_rejected", patch.node_id, {
+    events.append(run.pk, run.owner_id, [(Event.Type.PATCH_REJECTED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "reason": reason})])
     if not run.is_finished:
         coordinator.refresh(run)  # the run may have been waiting only for this decision
