@@ -91,6 +91,7 @@ class Proc:
 
 def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None, concurrency: int = 2) -> Proc:
     argv = [CELERY, "-A", "aob_project", "worker", "-Q", ",".join(queues or ALL_QUEUES), "-c", str(concurrency),
+            "--include", "tests.support.faults",  # fault injection for the durability tests (AOB_TEST_HOOKS)
             "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-P", "prefork"]
     proc = Proc(name, argv, env, ready_line="ready.")

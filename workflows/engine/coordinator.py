@@ -21,7 +21,7 @@ from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch
 
-from . import events, hooks, planner, steps, testhooks, transitions
+from . import events, hooks, planner, steps, transitions
 from .completion import Completion
 from .dispatch import Dispatch, publish_after_commit
 from .planner import Plan, State, Token
@@ -132,8 +132,6 @@ def coordinate(node_run_id: int, completion: Completion | None = None) -> None:
     ``completion``, a plain step (``steps.step_plain``) is one round trip; anything else, or a
     step whose facts no longer hold, takes the full decision below with the run locked."""
     started = time.perf_counter()
-    if completion is not None:
-        testhooks.poison_decision(completion.node_id)
     plain = (completion is not None and settings.AOB_PLAIN_STEPS
              and steps.step_plain(completion, graph(completion.artifact_id)))
     if not plain:
@@ -153,7 +151,6 @@ def _decide(node_run_id: int) -> None:
         mine = next((t for t in state.tokens if t.pk == node_run_id), None)
         if mine is None or mine.consumed:
             return  # a duplicate message
-        testhooks.poison_decision(mine.node_id)
         apply(run, ir, planner.plan(ir, state, node_run_id), state.now)
 
 

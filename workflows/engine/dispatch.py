@@ -11,8 +11,6 @@ from django.db import transaction
 
 from aob_project.celery import app, executor_task_name, queue_for_type
 
-from . import testhooks
-
 logger = logging.getLogger(__name__)
 
 
@@ -53,9 +51,6 @@ def publish_after_commit(items: Iterable[Dispatch]) -> None:
 
     def send() -> None:
         for item in items:
-            if testhooks.drop_publish(item.run_id, item.node_id):
-                logger.warning("dispatch.dropped_by_test_hook", extra={"node_id": item.node_id})
-                continue
             try:
                 publish_now(item)
             except Exception:  # noqa: BLE001 - the sweeper re-publishes anything left queued

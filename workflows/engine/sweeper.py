@@ -21,7 +21,7 @@ from kombu.exceptions import ChannelError
 from aob_project.celery import COORDINATOR_QUEUE, app, queue_for_type
 from workflows.models import Event, NodeRun, Run
 
-from . import testhooks, transitions
+from . import transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -30,7 +30,7 @@ LIVE_RUN = [Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_FOR_APPROV
 
 
 def sweep() -> dict[str, int]:
-    if not settings.AOB_SWEEPER_ENABLED or testhooks.sweeper_paused():
+    if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
     counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0}
