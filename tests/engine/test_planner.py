@@ -125,12 +125,15 @@ class Sim:
         return {(t.node_id, t.iteration): t.status for t in self.tokens.values()}
 
 
-def drive(sim: Sim, choose: Any, max_steps: int = 2000) -> Sim:
+def drive(sim: Sim, choose: Any, max_steps: int = 2000, patch_at: int = -1, patch: Any = None) -> Sim:
     """Run to the end, ``choose(n)`` picking the next of n possible events: execute a queued node
-    run, deliver a pending coordinator message, or deliver one again (a duplicate)."""
+    run, deliver a pending coordinator message, or deliver one again (a duplicate). At step
+    ``patch_at``, ``patch(sim)`` may change the run's graph (as a run patch does)."""
     sim.start()
     delivered: list[int] = []
-    for _ in range(max_steps):
+    for step in range(max_steps):
+        if step == patch_at and patch is not None:
+            patch(sim)
         queued = [pk for pk, t in sim.tokens.items() if t.status == NodeRun.Status.QUEUED]
         options = [("execute", pk) for pk in queued] + [("message", pk) for pk in sim.messages]
         if delivered:
@@ -213,6 +216,35 @@ def test_nested_loops_run_every_pass_and_end(definition, data):
             assert token.output["iteration"] == expected
             expected = expected + 1 if token.output["decision"] == "again" else 0
         assert passes[-1].output["decision"] != "again"
+
+
+def add_node_after(source: str) -> Any:
+    """A patch adding ``patched`` (a worker node) after ``source``, applied as ``refresh`` does."""
+    def patch(sim: Sim) -> None:
+        if sim.ended:
+            return
+        definition = {"nodes": [*sim.definition["nodes"],
+                                {"id": "patched", "type": "transform", "config": {"expression": "{'x': 1}"}}],
+                      "edges": [*sim.definition["edges"], {"from": source, "to": "patched"}]}
+        sim.definition, sim.ir = definition, compile_definition(definition)
+        sim.nodes = {n["id"]: n for n in definition["nodes"]}
+        sim.apply(planner.plan_refresh(sim.ir, sim.state()))
+    return patch
+
+
+@settings(max_examples=150, deadline=None)
+@given(graphs.dags(failures=False), st.integers(0, 12), st.data())
+def test_a_patch_mid_run_adds_a_node_that_runs_once_its_parent_delivered(definition, when, data):
+    source = data.draw(st.sampled_from([n["id"] for n in definition["nodes"]]))
+    sim = drive(Sim(definition), drawn(data), patch_at=when, patch=add_node_after(source))
+    assert sim.run["status"] == Run.Status.COMPLETED
+    if "patched" in sim.ir.nodes:
+        parent = sim.latest()[source]
+        patched = [t for t in sim.tokens.values() if t.node_id == "patched"]
+        # the new node is decided once: it ran if its parent ran and routes to it, else it was skipped
+        assert len(patched) == 1
+        if parent.status == NodeRun.Status.COMPLETED and "patched" in (parent.taken or []):
+            assert patched[0].status == NodeRun.Status.COMPLETED
 
 
 def test_the_named_nested_loop_example_runs_both_loops_fully():
