@@ -174,7 +174,7 @@ def fails(definition: dict[str, Any]) -> bool:
 # --- invariants ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(graphs.dags(), st.data())
 def test_generated_dags_end_with_every_join_after_its_live_parents(definition, data):
     sim = drive(Sim(definition), drawn(data))
@@ -191,7 +191,7 @@ def test_generated_dags_end_with_every_join_after_its_live_parents(definition, d
     assert len(started) == len(set(started)), "a node run executed twice"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(graphs.dags(failures=False), st.data())
 def test_without_failures_the_outcome_does_not_depend_on_the_order_of_events(definition, data):
     one = drive(Sim(definition), first)
@@ -232,7 +232,7 @@ def add_node_after(source: str) -> Any:
     return patch
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(graphs.dags(failures=False), st.integers(0, 12), st.data())
 def test_a_patch_mid_run_adds_a_node_that_runs_once_its_parent_delivered(definition, when, data):
     source = data.draw(st.sampled_from([n["id"] for n in definition["nodes"]]))
@@ -359,7 +359,7 @@ def checking_plain_steps(sim: Sim) -> list[str]:
     return checked
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(graphs.dags(), st.data())
 def test_the_plain_step_is_what_the_plan_does_wherever_its_premises_hold(definition, data):
     """Drive a run; at every completed node with a plain step whose premises hold, ``plan`` on
