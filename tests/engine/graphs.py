@@ -5,7 +5,8 @@ Two families, each a valid definition the API accepts:
 - ``dags``: fan-outs and joins, branch rules on edges (some true, some false, some failing to
   evaluate), ``conditional`` nodes, types with no executor, and nodes that fail.
 - ``loop_chains``: chains with loops, nested to any depth the strategy draws, with and without
-  a condition (``iteration < k``) and ``max_iterations`` from 1 to 3.
+  a condition (``iteration < k``) and ``max_iterations`` from 1 to 3, and fork-joins (one branch
+  maybe behind a branch rule) inside and between them.
 
 Every worker node is a ``transform`` whose output is ``{'x': k}`` (``OK``), or whose expression
 fails at run time (``FAILS``); ``outcome`` gives what a node returns, for the pure simulation.
@@ -59,10 +60,12 @@ def dags(draw: st.DrawFn, failures: bool = True) -> dict[str, Any]:
 
 
 # A block is a list of items; an item is a node (its output's x) or a loop around a block.
+# A fork is a node, two branches (one maybe behind a branch rule) and a join.
+forks = st.tuples(st.just("fork"), st.integers(0, 1), st.none() | st.sampled_from(CONDITIONS[:2]))
 blocks = st.recursive(
-    st.lists(st.integers(0, 1), min_size=1, max_size=2).map(lambda xs: [("node", x) for x in xs]),
+    st.lists(st.integers(0, 1).map(lambda x: ("node", x)) | forks, min_size=1, max_size=2),
     lambda inner: st.lists(
-        st.integers(0, 1).map(lambda x: ("node", x))
+        st.integers(0, 1).map(lambda x: ("node", x)) | forks
         | st.tuples(st.just("loop"), inner, st.integers(1, 3), st.none() | st.integers(0, 3)),
         min_size=1, max_size=3),
     max_leaves=6,
@@ -86,6 +89,14 @@ def loop_chains(draw: st.DrawFn) -> dict[str, Any]:
                 node_id = f"t{next(counter)}"
                 nodes.append({"id": node_id, "type": "transform", "config": {"expression": ok(item[1])}})
                 head = tail = node_id
+            elif item[0] == "fork":
+                _, x, condition = item
+                n = next(counter)
+                head, left, right, tail = f"f{n}", f"l{n}", f"r{n}", f"j{n}"
+                for node_id in (head, left, right, tail):
+                    nodes.append({"id": node_id, "type": "transform", "config": {"expression": ok(x)}})
+                edges.extend([{"from": head, "to": left, **({"condition": condition} if condition else {})},
+                              {"from": head, "to": right}, {"from": left, "to": tail}, {"from": right, "to": tail}])
             else:
                 _, body, max_iterations, below = item
                 head, body_tail = render(body)

@@ -142,6 +142,13 @@ def loop_body(ir: IR, loop_id: str) -> frozenset[str]:
     return _derived(ir, "bodies", compute)[loop_id]
 
 
+def in_one_loop(ir: IR, a: str, b: str) -> bool:
+    """Whether two nodes lie in the body of one loop (each pass runs both, at the pass's iteration)."""
+    if not ir.loops:
+        return False
+    return any(a in loop_body(ir, lid) and b in loop_body(ir, lid) for lid in ir.loops)
+
+
 def nested(ir: IR, loop_id: str) -> bool:
     """Whether a loop lies inside another loop's body."""
     return any(loop_id in loop_body(ir, other) for other in ir.loops if other != loop_id)
@@ -231,10 +238,12 @@ class _Planner:
                        error=str(exc), warning=f"condition {condition!r} failed to evaluate ({exc}); counted as false")
             return False
 
-    def edge_state(self, source_id: str, target_id: str) -> str:
+    def edge_state(self, source_id: str, target_id: str, iteration: int) -> str:
         source = self.latest.get(source_id)
         if source is None or not source.consumed or source.taken is None:
             return PENDING
+        if source.iteration < iteration and in_one_loop(self.ir, source_id, target_id):
+            return PENDING  # it has not run in this pass yet: what it did is from an earlier one
         return DELIVERED if target_id in source.taken else DEAD
 
     # --- consuming and emitting -------------------------------------------------------------------
@@ -296,7 +305,7 @@ class _Planner:
     def _consider_one(self, node_id: str, iteration: int) -> None:
         if self.known(node_id, iteration):
             return
-        states = [self.edge_state(e.source, node_id) for e in self.ir.in_edges[node_id]]
+        states = [self.edge_state(e.source, node_id, iteration) for e in self.ir.in_edges[node_id]]
         if PENDING in states:
             return
         if DELIVERED not in states:
