@@ -105,17 +105,9 @@ class Plan:
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property
-    def queued(self) -> list[Token]:
-        return [t for t in self.inserts if t.status == NodeRun.Status.QUEUED]
-
-    @property
     def run_finished(self) -> str | None:
         status = self.run.get("status")
         return status if status in RUN_FINISHED else None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.inserts or self.updates or self.run or self.events)
 
 
 # --- facts derived from a graph, once per compiled graph ------------------------------------------
@@ -329,7 +321,7 @@ class _Planner:
                                     output=output, started_at=self.now, finished_at=self.now, attempts=1))
             self.event(Event.Type.NODE_STARTED, node_id, iteration=iteration, inline=True)
             self.event(Event.Type.NODE_COMPLETED, node_id, iteration=iteration, inline=True,
-                       output=_public(output))
+                       output=_public(output) if node.type == "loop" else output)
             self.consume(token)
         elif registry.get(node.type) is None:
             token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.SKIPPED,
@@ -422,10 +414,10 @@ class _Planner:
             self._set_run(status=status)
 
 
-def _public(output: Any) -> Any:
-    if isinstance(output, dict) and "entered_at" in output and "decision" in output:
-        return {k: v for k, v in output.items() if k != "entered_at"}
-    return output
+def _public(loop_output: dict[str, Any]) -> dict[str, Any]:
+    """A loop's output as its ``node_completed`` event shows it (where a nested loop's successors
+    continue is bookkeeping)."""
+    return {k: v for k, v in loop_output.items() if k != "entered_at"}
 
 
 def _order(tokens: Iterable[Token]) -> list[Token]:
