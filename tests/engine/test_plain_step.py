@@ -162,6 +162,18 @@ def test_a_fan_out_queues_every_branch_in_one_step(user):
     assert [rows[t].status for t in "xyz"] == ["queued"] * 3
 
 
+def test_a_successor_row_that_exists_already_sends_the_step_to_the_full_decision(user):
+    """The plain plan assumes no successor row yet (a collision was how nested loops once lost a
+    pass silently); where one exists the statement writes nothing and the full decision reads."""
+    before = decisions()
+    run = run_start(owner=user, definition=chain("a", "b"))
+    facts = execute(run, "a")
+    NodeRun.objects.create(run=run, node_id="b", iteration=0, node_type="transform", status=NodeRun.Status.QUEUED)
+    tasks.coordinate(facts, facts["node_run_id"])
+    assert taken_since(before) == {"plain": 0, "full": 1}
+    assert node_runs(run)["a"].consumed and NodeRun.objects.filter(run=run, node_id="b").count() == 1
+
+
 def fan_in(*edges: tuple[str, str]) -> dict[str, Any]:
     """``r`` fans out to every parent; ``edges`` join them up."""
     ids = sorted({n for e in edges for n in e})
