@@ -34,7 +34,6 @@ DELIVERED, DEAD, PENDING = "delivered", "dead", "pending"
 ACTIVE = frozenset({NodeRun.Status.QUEUED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING})
 FINISHED = frozenset(NodeRun.FINISHED)
 RUN_FINISHED = frozenset(Run.FINISHED)
-INLINE = frozenset({"conditional", "loop"})  # evaluated by the planner, never sent to a worker
 
 
 @dataclass
@@ -132,6 +131,13 @@ def loop_body(ir: IR, loop_id: str) -> frozenset[str]:
             bodies[lid] = frozenset(({start} | ir.descendants(start)) & ({lid} | ir.ancestors(lid)) | {lid})
         return bodies
     return _derived(ir, "bodies", compute)[loop_id]
+
+
+def inline(node_type: str) -> bool:
+    """Whether the planner evaluates a type itself, with no worker hop (the registry's ``inline``
+    fact: ``conditional`` and ``loop``)."""
+    spec = registry.get(node_type)
+    return bool(spec is not None and getattr(spec, "inline", False))
 
 
 def in_one_loop(ir: IR, a: str, b: str) -> bool:
@@ -258,7 +264,8 @@ class _Planner:
         if self._over_limits(token):
             self._touch(token, taken=token.taken)
             return
-        decision = (token.output or {}).get("decision") if token.node_type == "loop" else None
+        is_loop = token.node_id in self.ir.loops
+        decision = (token.output or {}).get("decision") if is_loop else None
         if decision == "again":
             self._touch(token, taken=None)
             body = loop_body(self.ir, token.node_id)
@@ -266,7 +273,7 @@ class _Planner:
             self.emit(self.ir.loops[token.node_id].loop_back_to, fresh)
             return
         iteration = token.iteration
-        if token.node_type == "loop":
+        if is_loop:
             loop = self.ir.loops[token.node_id]
             chosen = loop.timeout_path if decision == "timeout" else loop.break_path
             if chosen:
@@ -312,16 +319,16 @@ class _Planner:
         if self.known(node_id, iteration):
             return
         node = self.ir.nodes[node_id]
-        if node.type in INLINE:
+        if inline(node.type):
             upstream = self._predecessor_output(node_id)
-            output: Any = upstream
-            if node.type == "loop":
+            output: Any = upstream  # a conditional passes its input on; its edges' rules route it
+            if node_id in self.ir.loops:
                 output = self._loop_output(node_id, iteration, upstream)
             token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.COMPLETED, input=upstream,
                                     output=output, started_at=self.now, finished_at=self.now, attempts=1))
             self.event(Event.Type.NODE_STARTED, node_id, iteration=iteration, inline=True)
             self.event(Event.Type.NODE_COMPLETED, node_id, iteration=iteration, inline=True,
-                       output=_public(output) if node.type == "loop" else output)
+                       output=_public(output) if node_id in self.ir.loops else output)
             self.consume(token)
         elif registry.get(node.type) is None:
             token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.SKIPPED,
@@ -375,7 +382,7 @@ class _Planner:
                            "message": f"the run's outputs passed {limits.max_output_bytes} bytes "
                                       f"({stored} stored; AOB_MAX_RUN_OUTPUT_BYTES)"}, token.node_id)
             return True
-        if token.node_type == "loop" and token.output and token.output.get("decision") == "again":
+        if token.node_id in self.ir.loops and token.output and token.output.get("decision") == "again":
             count = self.state.node_runs_stored + len(self.plan.inserts)
             if count >= limits.max_node_runs:
                 self.fail_run({"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "node_runs",
@@ -470,7 +477,7 @@ def plan_refresh(ir: IR, state: State) -> Plan:
         token = planner.latest.get(node_id)
         if token is None or not token.consumed or token.taken is None or token.status != NodeRun.Status.COMPLETED:
             continue
-        if token.node_type == "loop":
+        if token.node_id in ir.loops:
             continue
         fresh = [t for t in planner.route(token) if t not in token.taken and t not in planner.latest]
         if fresh:
@@ -492,7 +499,7 @@ def reads_output(ir: IR, node_id: str) -> bool:
         for nid, node in ir.nodes.items():
             if any(e.condition for e in ir.out_edges[nid]):
                 readers.add(nid)
-            if node.type in INLINE:
+            if inline(node.type):
                 readers.add(nid)
                 readers.update(ir.predecessors(nid))
         return frozenset(readers)
@@ -567,7 +574,7 @@ def _only_consumes(result: Plan) -> bool:
 
 def _plain_step(ir: IR, node_id: str) -> PlainStep | None:
     node = ir.nodes.get(node_id)
-    if node is None or node.type in INLINE or any(e.condition for e in ir.out_edges[node_id]):
+    if node is None or inline(node.type) or any(e.condition for e in ir.out_edges[node_id]):
         return None
     if not ir.out_edges[node_id]:
         alone = plan(ir, _hypothesis(ir, node_id, {}), 1)
