@@ -26,7 +26,7 @@ from agents.nodetypes import effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
 from workflows.engine.execution import WAITING, park
-from workflows.models import Artifact, Run
+from workflows.models import Artifact, Event, Run
 from workflows.registry import NodeContext
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
 def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
     """The run's budget cannot cover the next call: wait for the owner, holding no worker."""
 
-    park(ctx, lambda: [("node_paused", ctx.node_id, {"iteration": ctx.iteration, "reason": "budget",
+    park(ctx, lambda: [(Event.Type.NODE_PAUSED, ctx.node_id, {"iteration": ctx.iteration, "reason": "budget",
                                                      "message": exc.message, **exc.extra})], reason="budget")
     return WAITING
 

@@ -270,6 +270,9 @@ AOB_DEFAULT_NODE_TIMEOUT_MS = env_int("AOB_DEFAULT_NODE_TIMEOUT_MS", 300_000)
 AOB_MAX_DECISION_FAILURES = env_int("AOB_MAX_DECISION_FAILURES", 3)
 AOB_DECISION_SOFT_TIME_LIMIT_S = env_float("AOB_DECISION_SOFT_TIME_LIMIT_S", 30.0)
 AOB_DECISION_TIME_LIMIT_S = env_float("AOB_DECISION_TIME_LIMIT_S", 60.0)
+# The plain step (workflows/engine/steps.py): a plan made in advance, applied in one statement once
+# SQL has checked its premises. Off, every decision is the full one (same outcome, more queries).
+AOB_PLAIN_STEPS = env_bool("AOB_PLAIN_STEPS", True)
 # Per run: node runs (loops multiply them) and bytes of stored outputs; past either the run fails.
 AOB_MAX_NODE_RUNS_PER_RUN = env_int("AOB_MAX_NODE_RUNS_PER_RUN", 10000)
 AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024)

@@ -22,9 +22,9 @@ from approvals.notifications import approval_notify
 from approvals.selectors import is_approver
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
-from workflows.engine import events
+from workflows.engine import events, transitions
 from workflows.engine.execution import resume
-from workflows.models import Artifact, NodeRun
+from workflows.models import Artifact, Event, NodeRun
 from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, no
                    if timeout_ms and config.get("remind_before_ms") else None),
     )
     approval_notify(approval=approval)
-    return approval, [("approval_required", node_id, _required_payload(approval))]
+    return approval, [(Event.Type.APPROVAL_REQUIRED, node_id, _required_payload(approval))]
 
 
 def _required_payload(approval: Approval, **extra: Any) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
             settled = Approval.Status.REJECTED
         elif approvals >= approval.required_approvals:
             settled = Approval.Status.APPROVED
-        events.append(approval.run_id, approval.run.owner_id, [("approval_decided", approval.node_id, {
+        events.append(approval.run_id, approval.run.owner_id, [(Event.Type.APPROVAL_DECIDED, approval.node_id, {
             "approval_id": approval.pk, "user": user.username, "approve": approve, "comment": comment,
             "approvals": approvals, "required_approvals": approval.required_approvals,
             "settled": settled, "at": decision.at.isoformat()})])
@@ -118,7 +118,7 @@ def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: 
         message=patch.description or f"An agent proposes {len(patch.operations)} change(s) to this run",
         context={"operations": patch.operations, "before": before, "after": after})
     approval_notify(approval=approval)
-    events.append(run.pk, run.owner_id, [("approval_required", patch.node_id, {
+    events.append(run.pk, run.owner_id, [(Event.Type.APPROVAL_REQUIRED, patch.node_id, {
         "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
         "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
     return approval
@@ -145,7 +145,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
             continue
         voided = approval.decisions.filter(voided=False).update(voided=True)
         if voided:
-            items.append(("approval_voided", node_id, {"approval_id": approval.pk, "reason": "action_changed",
+            items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
                                                        "patch_seq": patch_seq, "voided_decisions": voided}))
     for node_id in reopen:
         gate = NodeRun.objects.filter(run=run, node_id=node_id).order_by("-iteration").first()
@@ -159,17 +159,19 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
             raise ApprovalSettled(f"the action gate {node_id!r} approved began while the patch was judged",
                                   code="approved_action_started", extra={"rule": "approved_action_started"})
         NodeRun.objects.filter(pk__in=emitted).delete()
-        NodeRun.objects.filter(pk=gate.pk).update(
-            status=NodeRun.Status.WAITING, consumed=False, taken=None, output=None, output_artifact=None,
-            finished_at=None, wait_reason="approval")
+        if not transitions.move_node_run(gate.pk, NodeRun.Status.WAITING, sources=[NodeRun.Status.COMPLETED],
+                                         consumed=False, taken=None, output=None, output_artifact=None,
+                                         finished_at=None, wait_reason="approval"):
+            raise ApprovalSettled(f"the gate {node_id!r} is no longer an approved, completed step",
+                                  code="approved_action_started", extra={"rule": "approved_action_started"})
         approval.decisions.filter(voided=False).update(voided=True)
         approval.status, approval.decided_at, approval.action_digest = Approval.Status.PENDING, None, ""
         if approval.deadline is not None:
             approval.deadline = now + (approval.deadline - approval.created_at)
         approval.save(update_fields=["status", "decided_at", "action_digest", "deadline"])
-        items.append(("approval_voided", node_id, {"approval_id": approval.pk, "reason": "action_changed",
+        items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
                                                    "patch_seq": patch_seq, "reopened": True}))
-        items.append(("approval_required", node_id, _required_payload(approval, reopened=True)))
+        items.append((Event.Type.APPROVAL_REQUIRED, node_id, _required_payload(approval, reopened=True)))
         approval_notify(approval=approval, reason=Delivery.Reason.REOPENED)
     events.append(run.pk, run.owner_id, items)
 
@@ -229,10 +231,10 @@ def _expire(approval: Approval, now: Any) -> None:
         approval.save(update_fields=["escalated", "approvers", "deadline"])
         approval_notify(approval=approval, reason=Delivery.Reason.ESCALATED, names=list(approval.escalate_to))
         events.append(approval.run_id, approval.run.owner_id, [(
-            "approval_required", approval.node_id, _required_payload(approval, escalated=True,
+            Event.Type.APPROVAL_REQUIRED, approval.node_id, _required_payload(approval, escalated=True,
                                                                      escalated_to=approval.escalate_to))])
         return
-    events.append(approval.run_id, approval.run.owner_id, [("approval_decided", approval.node_id, {
+    events.append(approval.run_id, approval.run.owner_id, [(Event.Type.APPROVAL_DECIDED, approval.node_id, {
         "approval_id": approval.pk, "timeout": True, "on_timeout": outcome, "settled": Approval.Status.EXPIRED})])
     if outcome == Approval.OnTimeout.FAIL:
         _settle(approval, Approval.Status.EXPIRED, approved=False, error={

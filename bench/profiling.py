@@ -165,10 +165,11 @@ def install_variant(names: str) -> None:
             if task is None or not task.name.startswith(EXECUTOR_PREFIX) or state != "SUCCESS" or not args:
                 return
             from workflows.engine import coordinator
+            from workflows.engine.completion import Completion
 
             try:
-                coordinator.coordinate(args[0], facts=retval if isinstance(retval, dict) else None)
-            except Exception:  # as a lost link: the sweeper re-sends the decision
+                coordinator.coordinate(args[0], Completion.from_message(retval))
+            except Exception:
                 import logging
 
                 logging.getLogger(__name__).exception("bench.inline_coordinate_failed")

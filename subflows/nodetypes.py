@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from workflows.engine.execution import WAITING, park
-from workflows.models import Run, Workflow, WorkflowVersion
+from workflows.models import Event, Run, Workflow, WorkflowVersion
 from workflows.registry import NodeContext, NodeFailed, executor
 from workflows.services.runs import run_start
 
@@ -69,7 +69,7 @@ def run_workflow(ctx: NodeContext) -> Any:
         Run.objects.filter(pk=child.pk).update(budget=_remaining(parent))
         SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
                               depth=depth)
-        return [("subworkflow_started", ctx.node_id, {"iteration": ctx.iteration, "child_run_id": str(child.pk),
+        return [(Event.Type.SUBWORKFLOW_STARTED, ctx.node_id, {"iteration": ctx.iteration, "child_run_id": str(child.pk),
                                                       "tag": tag, "version": version.seq, "depth": depth})]
 
     park(ctx, start_child, reason="workflow")

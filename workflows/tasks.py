@@ -8,14 +8,15 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from workflows.engine import coordinator, events, poison, sweeper
+from workflows.engine.completion import Completion
 
 
 class _Coordinate(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """The hard time limit killed the process mid-decision (the worker's main process calls
         this): count it like any failed decision, or the sweeper would re-send it forever."""
-        if isinstance(exc, TimeLimitExceeded) and args:
-            target = args[1] if len(args) > 1 and args[1] is not None else kwargs.get("node_run_id", args[0])
+        target = args[1] if len(args) > 1 else kwargs.get("node_run_id")
+        if isinstance(exc, TimeLimitExceeded) and target is not None:
             poison.decision_failed(int(target), exc)
 
 
@@ -23,19 +24,17 @@ class _Coordinate(Task):
 # hard one kills a process that could not stop.
 @shared_task(base=_Coordinate, name="workflows.coordinate", acks_late=True, ignore_result=True,
              soft_time_limit=settings.AOB_DECISION_SOFT_TIME_LIMIT_S, time_limit=settings.AOB_DECISION_TIME_LIMIT_S)
-def coordinate(result: Any, node_run_id: int | None = None) -> None:
-    """As an executor's link: ``(executor result, node_run_id)``; sent directly: ``(node_run_id,)``."""
+def coordinate(result: Any, node_run_id: int) -> None:
+    """``(executor result, node_run_id)``: as an executor's link, Celery prepends the executor's
+    return value (a ``Completion`` as a dict, or a status word); sent directly (the sweeper, a
+    person's decision, a retry after a failed decision), ``result`` is None."""
     events.hold_until_task_end()  # the decision's events go out after the next executor's publish
-    target = result if node_run_id is None else node_run_id
     try:
-        if node_run_id is None:
-            coordinator.coordinate(result)
-        else:
-            coordinator.coordinate(node_run_id, facts=result if isinstance(result, dict) else None)
+        coordinator.coordinate(node_run_id, Completion.from_message(result))
     except (OperationalError, InterfaceError):
         raise  # the database, not the decision: the sweeper asks again once it is back
     except Exception as exc:  # noqa: BLE001 - counted per node run; at the limit the run fails (poison ends)
-        poison.decision_failed(target, exc)
+        poison.decision_failed(node_run_id, exc)
 
 
 @shared_task(name="workflows.sweep", acks_late=True, ignore_result=True, expires=30)

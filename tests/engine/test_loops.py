@@ -74,3 +74,30 @@ def test_always_pending_with_max_three_takes_the_timeout_path(engine, api):
     counts = event_counts(run)
     assert counts[("node_completed", "gave_up")] == 1
     assert counts[("workflow_completed", "")] == 1
+
+
+def nested_loops() -> dict:
+    """a → b → inner? (back to b, twice) → c → outer? (back to a, twice) → d."""
+    return {
+        "nodes": [
+            transform("a", "'a'"), transform("b", "'b'"),
+            {"id": "inner", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "b"}},
+            transform("c", "'c'"),
+            {"id": "outer", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "a"}},
+            transform("d", "'d'"),
+        ],
+        "edges": [edge("a", "b"), edge("b", "inner"), edge("inner", "b"), edge("inner", "c"),
+                  edge("c", "outer"), edge("outer", "a"), edge("outer", "d")],
+    }
+
+
+def test_nested_loops_run_every_pass_of_both_loops_then_the_exit(engine, api):
+    """The inner loop's passes never collide with the outer loop's: each outer pass runs the
+    inner loop twice, and the run ends with the node after the outer loop."""
+    run = wait_all([submit(api, nested_loops())])[0]
+    counts = {n: NodeRun.objects.filter(run=run, node_id=n, status="completed").count()
+              for n in ("a", "b", "inner", "c", "outer", "d")}
+    assert run.status == "completed", run.error
+    assert counts == {"a": 2, "b": 4, "inner": 4, "c": 2, "outer": 2, "d": 1}
+    inner = [nr.output["decision"] for nr in NodeRun.objects.filter(run=run, node_id="inner").order_by("iteration")]
+    assert inner == ["again", "timeout", "again", "timeout"]

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from workflows import tasks
 from workflows.definition.ir import compile_definition
-from workflows.engine import coordinator, execution, steps
+from workflows.engine import coordinator, execution, planner
 from workflows.models import Event, NodeRun, Run
 from workflows.services.patches import run_patch_propose
 from workflows.services.runs import run_cancel, run_start
@@ -162,6 +162,18 @@ def test_a_fan_out_queues_every_branch_in_one_step(user):
     assert [rows[t].status for t in "xyz"] == ["queued"] * 3
 
 
+def test_a_successor_row_that_exists_already_sends_the_step_to_the_full_decision(user):
+    """The plain plan assumes no successor row yet (a collision was how nested loops once lost a
+    pass silently); where one exists the statement writes nothing and the full decision reads."""
+    before = decisions()
+    run = run_start(owner=user, definition=chain("a", "b"))
+    facts = execute(run, "a")
+    NodeRun.objects.create(run=run, node_id="b", iteration=0, node_type="transform", status=NodeRun.Status.QUEUED)
+    tasks.coordinate(facts, facts["node_run_id"])
+    assert taken_since(before) == {"plain": 0, "full": 1}
+    assert node_runs(run)["a"].consumed and NodeRun.objects.filter(run=run, node_id="b").count() == 1
+
+
 def fan_in(*edges: tuple[str, str]) -> dict[str, Any]:
     """``r`` fans out to every parent; ``edges`` join them up."""
     ids = sorted({n for e in edges for n in e})
@@ -222,7 +234,7 @@ def test_a_parent_with_another_edge_is_left_to_its_own_decision(user):
 
 @pytest.mark.parametrize(("definition", "node_id", "plain"), [
     (chain("a", "b"), "a", ["b"]),
-    (chain("a", "b"), "b", None),  # the end of a branch: END_STEP, not a successor step
+    (chain("a", "b"), "b", []),  # the end of a branch: END_STEP
     ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "abj"],
       "edges": [{"from": "a", "to": "j"}, {"from": "b", "to": "j"}]}, "a", ["j"]),  # a join: waits in SQL
     ({"nodes": [{"id": n, "type": "transform", "config": T} for n in "ab"],
@@ -234,14 +246,18 @@ def test_a_parent_with_another_edge_is_left_to_its_own_decision(user):
       "edges": [{"from": "a", "to": "m"}]}, "a", None),  # no executor: skipped with a warning
 ])
 def test_which_steps_are_plain(definition, node_id, plain):
-    successors = steps.plain_successors(compile_definition(definition), node_id)
-    assert (None if successors is None else [s.node_id for s in successors]) == plain
+    step = planner.plain_step(compile_definition(definition), node_id)
+    assert (None if step is None else [s.node_id for s in step.successors]) == plain
+    if step is not None:
+        assert step.ends == (plain == [])
 
 
 def test_a_join_successor_knows_its_other_parents_and_which_can_be_absorbed():
     ir = compile_definition(fan_in(("a", "j"), ("b", "j"), ("c", "j"), ("c", "k")))
-    assert steps.plain_successors(ir, "a") == [
-        steps.Successor("j", "transform", others=("b", "c"), absorbable=("b",))]
+    step = planner.plain_step(ir, "a")
+    assert step is not None and step.taken == ("j",)
+    assert step.successors == (planner.Successor("j", "transform", others=("b", "c"), absorbable=("b",)),)
+    assert step.absorbed == (("b", ("j",)),)  # what the plan routes b to, when b is consumed here
 
 
 def test_no_join_step_where_the_graph_has_a_loop():
@@ -249,4 +265,4 @@ def test_no_join_step_where_the_graph_has_a_loop():
     definition["nodes"].append({"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "r"}})
     definition["edges"].append({"from": "j", "to": "again"})
     ir = compile_definition(definition)
-    assert ir.loops and steps.plain_successors(ir, "a") is None
+    assert ir.loops and planner.plain_step(ir, "a") is None

@@ -260,7 +260,7 @@ def test_a_request_may_lower_the_response_cap_never_raise_it(settings: Any, remo
 
 
 def test_a_decision_reads_the_latest_iteration_and_only_the_outputs_routing_needs(make_user: Any) -> None:
-    from workflows.engine.coordinator import Decision
+    from workflows.engine import coordinator, planner
 
     definition = counting_loop(30)
     definition["nodes"].append({"id": "after", "type": "transform", "config": {"template": {"big": "$inputs.pad"}}})
@@ -268,13 +268,14 @@ def test_a_decision_reads_the_latest_iteration_and_only_the_outputs_routing_need
     run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "z" * 5000}))
     assert run.status == Run.Status.COMPLETED and run.node_runs.count() == 61
 
-    decision = Decision(run)
+    ir = coordinator.load_ir(run)
+    state = coordinator.read_state(run, ir)
 
-    assert sorted((nr.node_id, nr.iteration) for nr in decision.by_key.values()) == [
-        ("after", 0), ("again", 29), ("body", 29)]
-    outputs = {nr.node_id: nr.output for nr in decision.by_key.values()}
+    assert sorted((t.node_id, t.iteration) for t in state.tokens) == [("after", 0), ("again", 29), ("body", 29)]
+    outputs = {t.node_id: t.output for t in state.tokens}
     assert outputs["body"] == 29 and outputs["again"]["decision"] == "timeout"  # read by the loop
     assert outputs["after"] is None  # a plain node's output: routing never reads it
+    decision = planner._Planner(ir, state)
     assert decision.known("body", 3) and not decision.known("body", 30)
 
 

@@ -12,8 +12,6 @@ from django.db import transaction
 from aob_project.celery import app
 from workflows import registry
 
-from . import testhooks
-
 logger = logging.getLogger(__name__)
 
 
@@ -41,7 +39,8 @@ def publish_now(item: Dispatch) -> None:
         soft_time_limit=soft,
         time_limit=hard,
         countdown=item.countdown_s or None,
-        # Not immutable: Celery prepends the executor's return value (``completed_facts``).
+        # Not immutable: Celery prepends the executor's return value (a ``Completion`` as a dict,
+        # or a status word): ``workflows.coordinate(result, node_run_id)``.
         link=app.signature("workflows.coordinate", args=[item.node_run_id]),
     )
 
@@ -53,9 +52,6 @@ def publish_after_commit(items: Iterable[Dispatch]) -> None:
 
     def send() -> None:
         for item in items:
-            if testhooks.drop_publish(item.run_id, item.node_id):
-                logger.warning("dispatch.dropped_by_test_hook", extra={"node_id": item.node_id})
-                continue
             try:
                 publish_now(item)
             except Exception:  # the sweeper re-publishes anything left queued
@@ -81,6 +77,7 @@ def coordinate_now(node_run_id: int) -> None:
 
 def coordinate_later(node_run_id: int, countdown_s: float = 0.0) -> None:
     try:
-        app.send_task("workflows.coordinate", args=[node_run_id], countdown=countdown_s or None)
-    except Exception:  # the sweeper finds finished node runs nobody consumed
+        # the one signature ``(result, node_run_id)``, with no executor result
+        app.send_task("workflows.coordinate", args=[None, node_run_id], countdown=countdown_s or None)
+    except Exception:
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})

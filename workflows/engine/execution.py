@@ -21,10 +21,11 @@ from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_QUEUE
 from workflows import registry
 from workflows.definition.references import referenced_nodes, resolve
-from workflows.models import NodeRun, canonical_json, content_id, text_id
+from workflows.models import Event, NodeRun, Run, canonical_json, content_id, text_id
 from workflows.registry import NodeContext
 
-from . import events, heartbeat
+from . import events, heartbeat, transitions
+from .completion import Completion
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 
@@ -50,7 +51,7 @@ WITH claimed AS (
  RETURNING r.id, r.event_seq, r.owner_id, r.inputs, r.current_artifact_id, r.request_id
 ), started AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
-    SELECT bumped.id, bumped.event_seq, 'node_started', claimed.node_id,
+    SELECT bumped.id, bumped.event_seq, %(event_type)s, claimed.node_id,
            jsonb_build_object('iteration', claimed.iteration, 'attempt', claimed.attempts),
            COALESCE(NULLIF(%(request_id)s, ''), bumped.request_id), %(now)s
       FROM claimed, bumped
@@ -62,6 +63,13 @@ SELECT claimed.run_id, claimed.node_id, claimed.node_type, claimed.iteration, cl
 """
 
 
+# The moves CLAIM and COMPLETE make in SQL, as the transition table allows them.
+transitions.check_node_run_move(NodeRun.Status.QUEUED, NodeRun.Status.RUNNING)
+transitions.check_node_run_move(NodeRun.Status.RUNNING, NodeRun.Status.COMPLETED)
+transitions.check_run_move(Run.Status.QUEUED, Run.Status.RUNNING)
+transitions.check_run_move(Run.Status.WAITING_FOR_APPROVAL, Run.Status.RUNNING)
+
+
 def claim(node_run_id: int) -> NodeContext | None:
     """``queued → running`` with a compare-and-set, the run marked running and ``node_started``
     appended, in one statement (one round trip on the hot path). None when the message is a
@@ -69,14 +77,15 @@ def claim(node_run_id: int) -> NodeContext | None:
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(CLAIM, {"now": now, "lease": now + timedelta(seconds=settings.AOB_LEASE_S), "id": node_run_id,
-                               "due": now + timedelta(milliseconds=50), "request_id": current_request_id()})
+                               "due": now + timedelta(milliseconds=50), "request_id": current_request_id(),
+                               "event_type": Event.Type.NODE_STARTED.value})
         row = cursor.fetchone()
     if row is None:
         return None
     (run_id, node_id, node_type, iteration, attempts, queued_at, owner_id, inputs, artifact_id, seq,
      request_id) = row
     bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type, request_id=request_id)
-    events.push(str(run_id), owner_id, [events.frame(run_id, seq, "node_started", node_id,
+    events.push(str(run_id), owner_id, [events.frame(run_id, seq, Event.Type.NODE_STARTED, node_id,
                                                      {"iteration": iteration, "attempt": attempts}, request_id, now)])
     if attempts == 1 and queued_at is not None:
         NODE_QUEUE.labels(node_type).observe(max(0.0, (now - queued_at).total_seconds()))
@@ -133,7 +142,7 @@ WITH stored AS (
            (r.usage->>'output_bytes')::bigint AS output_bytes
 ), appended AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
-    SELECT %(run_id)s, bumped.event_seq, 'node_completed', %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
+    SELECT %(run_id)s, bumped.event_seq, %(event_type)s, %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
       FROM bumped
     RETURNING seq
 )
@@ -141,11 +150,11 @@ SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq
 """
 
 
-def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | None:
+def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None:
     """Record the output once: artifact, ``running → completed`` (compare-and-set on this attempt)
     and ``node_completed``, in one statement. Returns what the coordinator needs to route it
-    without reading it back (``completed_facts``); None when the result is discarded (the node run was
-    cancelled or re-queued meanwhile)."""
+    without reading it back (a ``Completion``); None when the result is discarded (the node run
+    was cancelled or re-queued meanwhile)."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
     text = canonical_json(output)
@@ -157,31 +166,24 @@ def complete(ctx: NodeContext, output: Any, started: float) -> dict[str, Any] | 
             "aid": aid, "output": text, "size": len(text.encode()), "now": now, "input": canonical_json(ctx.config),
             "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
             "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
-            "data": json.dumps(data), "request_id": request_id})
+            "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value})
         row = cursor.fetchone()
     NODE_DURATION.labels(ctx.node_type, "completed").observe(time.monotonic() - started)
     logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": row is not None})
     if row is None:
         return None
     seq, run_status, artifact_id, patch_seq, output_bytes = row
-    events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, seq, "node_completed", ctx.node_id, data,
+    events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, seq, Event.Type.NODE_COMPLETED, ctx.node_id, data,
                                                         request_id, now)])
-    return completed_facts(ctx, run_status, artifact_id, patch_seq, output_bytes)
-
-
-def completed_facts(ctx: NodeContext, run_status: str, artifact_id: str, patch_seq: int,
-                    output_bytes: int = 0) -> dict[str, Any]:
-    """The executor task's return value, which Celery hands to the linked coordinator task: the
-    node run as the completion left it and the run's graph at that moment. The coordinator
-    routes from these without reading them back, and its write checks they still hold."""
-    return {"status": "completed", "node_run_id": ctx.node_run_id, "run_id": ctx.run_id, "node_id": ctx.node_id,
-            "node_type": ctx.node_type, "iteration": ctx.iteration, "run_status": run_status,
-            "artifact_id": artifact_id, "patch_seq": patch_seq, "output_bytes": output_bytes}
+    return Completion(node_run_id=ctx.node_run_id, run_id=ctx.run_id, node_id=ctx.node_id, node_type=ctx.node_type,
+                      iteration=ctx.iteration, run_status=run_status, artifact_id=artifact_id, patch_seq=patch_seq,
+                      output_bytes=output_bytes or 0)
 
 
 def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], error: dict[str, Any] | None = None,
             available_at: Any = None, dispatched_at: Any = None) -> bool:
     """Leave ``running`` (this attempt only) with the attempt appended to the log in place."""
+    transitions.check_node_run_move(NodeRun.Status.RUNNING, status)
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -215,14 +217,14 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
                             available_at=now + timedelta(milliseconds=backoff_ms), dispatched_at=now)
             if not moved:
                 return "discarded"
-            events.append(ctx.run_id, ctx.owner_id, [("node_retrying", ctx.node_id, {
+            events.append(ctx.run_id, ctx.owner_id, [(Event.Type.NODE_RETRYING, ctx.node_id, {
                 "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error, "backoff_ms": backoff_ms})])
             publish_after_commit([Dispatch(ctx.node_run_id, ctx.node_id, ctx.node_type, ctx.run_id,
                                            (ctx.definition or {}).get("timeout_ms"), countdown_s=backoff_ms / 1000)])
             return "retrying"
         moved = _finish(ctx, now, status=NodeRun.Status.FAILED, entry=entry, error=error)
         if moved:
-            events.append(ctx.run_id, ctx.owner_id, [("node_failed", ctx.node_id, {
+            events.append(ctx.run_id, ctx.owner_id, [(Event.Type.NODE_FAILED, ctx.node_id, {
                 "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error})])
     return "failed" if moved else "discarded"
 
@@ -236,8 +238,8 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
 
 
 def execute(node_run_id: int) -> str | dict[str, Any]:
-    """The body of every executor task: a status word, or for a completed node the facts its
-    coordinator routes from (``completed_facts``)."""
+    """The body of every executor task: a status word, or for a completed node its
+    ``Completion`` as a plain dict (Celery hands it to the linked ``workflows.coordinate``)."""
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
@@ -260,7 +262,8 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
     if output is WAITING:
         return "waiting"
     events.hold_until_task_end()
-    return complete(ctx, output, started) or "discarded"
+    completion = complete(ctx, output, started)
+    return completion.as_message() if completion is not None else "discarded"
 
 
 WAITING = object()
@@ -273,9 +276,9 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
     budget): ``create()`` writes the rows the wait is and returns the events to append, all in one
     transaction. The worker is free as soon as this returns; no task sleeps."""
     with transaction.atomic():
-        moved = NodeRun.objects.filter(pk=ctx.node_run_id, status=NodeRun.Status.RUNNING,
-                                       attempts=ctx.attempt).update(
-            status=NodeRun.Status.WAITING, lease_expires_at=None, input=ctx.config, wait_reason=reason)
+        moved = transitions.move_node_run(ctx.node_run_id, NodeRun.Status.WAITING, sources=[NodeRun.Status.RUNNING],
+                                          guard={"attempts": ctx.attempt}, lease_expires_at=None, input=ctx.config,
+                                          wait_reason=reason)
         if not moved:
             return False
         events.append(ctx.run_id, ctx.owner_id, create())
@@ -294,13 +297,13 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
     if error is None:
         aid = _store_artifact(output)
         fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
-        event = ("node_completed", nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
+        event = (Event.Type.NODE_COMPLETED, nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
     else:
         fields.update(status=NodeRun.Status.FAILED, error=error)
-        event = ("node_failed", nr.node_id, {"iteration": nr.iteration, "error": error})
-    moved = NodeRun.objects.filter(pk=node_run_id, status=NodeRun.Status.WAITING).update(**fields)
+        event = (Event.Type.NODE_FAILED, nr.node_id, {"iteration": nr.iteration, "error": error})
+    moved = transitions.move_node_run(node_run_id, sources=[NodeRun.Status.WAITING], run_id=nr.run_id,
+                                      owner_id=nr.run.owner_id, event=[*(extra_events or []), event], **fields)
     if not moved:
         return False
-    events.append(nr.run_id, nr.run.owner_id, [*(extra_events or []), event])
     coordinate_after_commit([node_run_id])
     return True

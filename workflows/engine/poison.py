@@ -10,10 +10,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 
-from . import events
-from .coordinator import ACTIVE, cancel_approvals
+from . import events, transitions
+from .coordinator import cancel_approvals
 from .dispatch import coordinate_later
 
 logger = logging.getLogger(__name__)
@@ -57,9 +57,8 @@ def decision_failed(node_run_id: int, exc: BaseException) -> str:
         run.error = {"error_type": "DecisionFailed", "node_id": node_id, "failures": failures,
                      "message": f"deciding what follows {node_id!r} failed {failures} times: "
                                 f"{error['error_type']}: {message}"}
-        Run.objects.filter(pk=run_id).update(status=Run.Status.FAILED, error=run.error, finished_at=now)
-        NodeRun.objects.filter(run_id=run_id, status__in=ACTIVE).update(
-            status=NodeRun.Status.CANCELLED, finished_at=now, lease_expires_at=None)
+        transitions.move_run(run_id, Run.Status.FAILED, sources=[run.status], error=run.error, finished_at=now)
+        transitions.cancel_active(run_id, now)
         cancel_approvals(run_id, now)
-        events.append(run_id, run.owner_id, [("workflow_failed", node_id, {"error": run.error})])
+        events.append(run_id, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": run.error})])
     return "failed"

@@ -1,32 +1,34 @@
-"""Plain steps: the coordinator's decisions that need nothing but the graph and the facts the
-executor's completion returned (``execution.completed_facts``: node run, run status, the run's
-graph artifact and ``patch_seq``), made in one round trip with every check in SQL.
+"""Plain steps: a plan the planner made in advance, applied in one round trip once SQL has
+checked its premises.
 
-``CHAIN_STEP`` hands a node on to successors with one parent; ``JOIN_STEP`` to a join;
-``END_STEP`` ends a branch and, when nothing is left, the run. Each writes nothing unless the run
-is still running on that graph and the node run is still unconsumed, and returns no row then:
-the caller falls back to the full decision (``coordinator._decide``), which reads everything
-under the run lock. The semantics are the full decision's, for the cases each step takes.
+``planner.plain_step(graph, node_id)`` plans what follows a completed node from a hypothetical
+state (the run running, the node run unconsumed, no successor row yet, a join's other parents
+consumed); it is computed once per graph and node. Here the executor's ``Completion`` (node run,
+run status, the run's graph artifact and ``patch_seq``) names the node, and one statement checks
+that the real state is that hypothesis and writes the plan: ``CHAIN_STEP`` queues successors
+with one parent, ``JOIN_STEP`` a join, ``END_STEP`` ends a branch and, when nothing is left, the
+run. A statement that finds a premise false writes nothing and returns no row: the caller falls
+back to the full decision (``coordinator._decide``), which reads everything under the run lock
+and plans. Nothing here decides; ``tests/engine/test_planner.py`` checks the derivation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.pq import TransactionStatus
 
 from aob_project.context import current_request_id
-from workflows import registry
 from workflows.definition.ir import IR
-from workflows.models import Run
+from workflows.models import Event, NodeRun, Run
 
-from . import events, hooks
+from . import events, hooks, planner, transitions
+from .completion import Completion
 from .dispatch import Dispatch, publish_after_commit
 
 # The plain step into nodes with one parent, in one statement: lock the run only if it is still
@@ -43,6 +45,8 @@ WITH locked AS (
     UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
      WHERE id = %(id)s AND run_id IN (SELECT id FROM locked) AND node_id = %(node_id)s AND iteration = %(iteration)s
        AND status = 'completed' AND NOT consumed
+       AND NOT EXISTS (SELECT 1 FROM workflows_noderun s WHERE s.run_id = %(run_id)s
+                        AND s.node_id = ANY(%(successor_ids)s) AND s.iteration >= %(iteration)s)
  RETURNING run_id
 ), emitted AS (
     INSERT INTO workflows_noderun (run_id, node_id, iteration, node_type, status, attempts, attempt_log, consumed,
@@ -87,13 +91,15 @@ WITH successor AS (
        AND status = 'completed' AND NOT consumed
        AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
                    AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
+       AND NOT EXISTS (SELECT 1 FROM workflows_noderun s WHERE s.run_id = %(run_id)s
+                        AND s.node_id = ANY(%(successor_ids)s))
        -- else only people are left to act (a join waits on a gate): the full decision settles the run
        AND (EXISTS (SELECT 1 FROM ready) OR EXISTS (SELECT 1 FROM busy))
  RETURNING run_id
 ), absorbed AS (
-    UPDATE workflows_noderun parent SET consumed = true, taken = jsonb_build_array(successor.node_id)
-      FROM consumed, successor
-     WHERE parent.run_id = consumed.run_id AND parent.iteration = 0 AND parent.node_id = ANY(successor.absorbable)
+    UPDATE workflows_noderun parent SET consumed = true, taken = planned.taken
+      FROM consumed, jsonb_to_recordset(%(absorbed)s::jsonb) AS planned(node_id text, taken jsonb)
+     WHERE parent.run_id = consumed.run_id AND parent.iteration = 0 AND parent.node_id = planned.node_id
        AND parent.status = 'completed' AND NOT parent.consumed
 ), emitted AS (
     INSERT INTO workflows_noderun (run_id, node_id, iteration, node_type, status, attempts, attempt_log, consumed,
@@ -126,7 +132,7 @@ WITH others AS (
            GREATEST(%(now)s, max(finished_at)) AS at
       FROM workflows_noderun WHERE run_id = %(run_id)s AND id <> %(id)s
 ), consumed AS (
-    UPDATE workflows_noderun SET consumed = true, taken = '[]'::jsonb
+    UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
       FROM others
      WHERE id = %(id)s AND run_id = %(run_id)s AND node_id = %(node_id)s AND iteration = %(iteration)s
        AND status = 'completed' AND NOT consumed
@@ -143,7 +149,7 @@ WITH others AS (
            floor(extract(epoch FROM consumed.at - COALESCE(r.started_at, r.created_at)) * 1000)::bigint AS duration_ms
 ), appended AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
-    SELECT %(run_id)s, finished.event_seq, 'workflow_completed', '',
+    SELECT %(run_id)s, finished.event_seq, %(event_type)s, '',
            jsonb_build_object('duration_ms', finished.duration_ms), %(request_id)s, finished.at
       FROM finished
     RETURNING seq, data, created_at
@@ -153,84 +159,57 @@ SELECT consumed.run_id, appended.seq, appended.data, finished.owner_id, appended
 """
 
 
-@dataclass(frozen=True)
-class Successor:
-    node_id: str
-    node_type: str
-    others: tuple[str, ...] = ()  # its other parents, when it is a join
-    absorbable: tuple[str, ...] = ()  # those of them whose only out-edge is the plain edge into it
-
-
-def plain_successors(ir: IR, node_id: str) -> list[Successor] | None:
-    """What a finished ``node_id`` hands on to when routing it needs nothing but the graph and its
-    successors' other parents: every out-edge unconditional, each target a worker node, and a
-    join only where the graph has no loop. None for anything else (branch rules, loops, inline
-    types, and a node with no out-edge, which ``step_plain`` hands to ``END_STEP``)."""
-    node = ir.nodes.get(node_id)
-    if node is None or node.type == "loop":
-        return None
-    edges = ir.out_edges[node_id]
-    if not edges or any(e.condition for e in edges):
-        return None
-    successors = []
-    for target in dict.fromkeys(e.target for e in edges):
-        kind = ir.nodes[target].type
-        spec = registry.get(kind)
-        if spec is None or spec.inline:
-            return None
-        others = tuple(sorted({e.source for e in ir.in_edges[target]} - {node_id}))
-        if others and ir.loops:
-            return None
-        absorbable = tuple(p for p in others if [(e.target, e.condition) for e in ir.out_edges[p]] == [(target, None)])
-        successors.append(Successor(target, kind, others, absorbable))
-    return successors
-
-
-def step_plain(facts: dict[str, Any], ir: IR) -> bool:
-    """Route a completed node run from the facts its executor returned (``ir``: the graph of the
-    artifact they name), in one round trip, when ``plain_successors`` allows it. False when the
-    full decision must run instead: the run moved on (patched, cancelled, failed, waiting), the
-    node run was consumed already, or the graph there needs more than the facts."""
-    if facts.get("status") != "completed" or facts.get("run_status") != Run.Status.RUNNING:
+def step_plain(completion: Completion, ir: IR) -> bool:
+    """Apply the plan ``planner.plain_step`` made for the completed node (``ir``: the graph of the
+    artifact the completion names), in one round trip, if its premises hold. False when the full
+    decision must run instead: there is no plain plan for that node, the run moved on (patched,
+    cancelled, failed, waiting), the node run was consumed already, or the state is not the one
+    planned for."""
+    if completion.status != NodeRun.Status.COMPLETED or completion.run_status != Run.Status.RUNNING:
         return False
-    if facts.get("output_bytes", 0) > settings.AOB_MAX_RUN_OUTPUT_BYTES:
-        return False  # the full decision fails the run (``Decision._over_limits``)
-    node_id = facts["node_id"]
-    params = {"run_id": facts["run_id"], "artifact_id": facts["artifact_id"], "patch_seq": facts["patch_seq"],
-              "id": facts["node_run_id"], "node_id": node_id, "iteration": facts["iteration"], "now": timezone.now()}
-    if node_id in ir.nodes and ir.nodes[node_id].type != "loop" and not ir.out_edges[node_id]:
+    if planner.over_output_limit(completion.output_bytes, planner.Limits.from_settings()):
+        return False  # the full decision fails the run
+    step = planner.plain_step(ir, completion.node_id)
+    if step is None:
+        return False
+    params: dict[str, Any] = {"run_id": completion.run_id, "artifact_id": completion.artifact_id, "patch_seq": completion.patch_seq,
+              "id": completion.node_run_id, "node_id": completion.node_id, "iteration": completion.iteration,
+              "now": timezone.now(), "taken": json.dumps(list(step.taken))}
+    if step.ends:
         return _end_step(params)
-    successors = plain_successors(ir, node_id)
-    if successors is None:
-        return False
-    params.update(taken=json.dumps([s.node_id for s in successors]),
-                  successors=json.dumps([asdict(s) for s in successors]))
-    if any(s.others for s in successors):
-        rows = _locked_statement(facts["run_id"], JOIN_STEP, params)
+    params.update(successors=json.dumps([asdict(s) for s in step.successors]),
+                  successor_ids=[s.node_id for s in step.successors],
+                  absorbed=json.dumps([{"node_id": p, "taken": list(t)} for p, t in step.absorbed]))
+    if any(s.others for s in step.successors):
+        rows = _locked_statement(completion.run_id, JOIN_STEP, params)
     else:
         with connection.cursor() as cursor:
             cursor.execute(CHAIN_STEP, params)
             rows = cursor.fetchall()
     if not rows:
         return False
-    publish_after_commit(Dispatch(pk, successor, kind, facts["run_id"], ir.nodes[successor].timeout_ms)
+    publish_after_commit(Dispatch(pk, successor, kind, completion.run_id, ir.nodes[successor].timeout_ms)
                          for _, pk, successor, kind in rows if pk is not None)
     return True
 
 
 def _end_step(params: dict[str, Any]) -> bool:
     request_id = current_request_id() or ""
-    rows = _locked_statement(params["run_id"], END_STEP, {**params, "request_id": request_id})
+    kind = Event.Type.WORKFLOW_COMPLETED
+    rows = _locked_statement(params["run_id"], END_STEP, {**params, "request_id": request_id, "event_type": kind.value})
     if not rows:
         return False
     _, seq, data, owner_id, created_at = rows[0]
     if seq is not None:
         data = json.loads(data) if isinstance(data, str) else data
-        frames = [events.frame(params["run_id"], seq, "workflow_completed", "", data, request_id, created_at)]
+        frames = [events.frame(params["run_id"], seq, kind, "", data, request_id, created_at)]
         transaction.on_commit(lambda: events.push(params["run_id"], owner_id, frames))
         hooks.run_finished(params["run_id"], Run.Status.COMPLETED)
     return True
 
+
+# The moves these statements make in SQL, as the transition table allows them.
+transitions.check_run_move(Run.Status.RUNNING, Run.Status.COMPLETED)
 
 LOCK_RUN = "SELECT id FROM workflows_run WHERE id = %s FOR UPDATE"
 

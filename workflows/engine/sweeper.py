@@ -20,9 +20,9 @@ from kombu.exceptions import ChannelError
 
 from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 
-from . import events, testhooks
+from . import transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -31,7 +31,7 @@ LIVE_RUN = [Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_FOR_APPROV
 
 
 def sweep() -> dict[str, int]:
-    if not settings.AOB_SWEEPER_ENABLED or testhooks.sweeper_paused():
+    if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
     counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0}
@@ -102,19 +102,19 @@ def _recover_lost(nr: NodeRun, now: object) -> str:
         if nr.attempts >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
             error = {"error_type": "WorkerLost", "message": f"lost {nr.attempts} times; giving up",
                      "transient": False}
-            moved = NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.RUNNING, attempts=nr.attempts).update(
-                status=NodeRun.Status.FAILED, error=error, finished_at=now, lease_expires_at=None,
-                attempt_log=[*nr.attempt_log, entry])
+            moved = transitions.move_node_run(
+                nr.pk, NodeRun.Status.FAILED, sources=[NodeRun.Status.RUNNING], guard={"attempts": nr.attempts},
+                run_id=nr.run_id, owner_id=nr.run.owner_id, event=(Event.Type.NODE_FAILED, nr.node_id, {"error": error}),
+                error=error, finished_at=now, lease_expires_at=None, attempt_log=[*nr.attempt_log, entry])
             if moved:
-                events.append(nr.run_id, nr.run.owner_id, [("node_failed", nr.node_id, {"error": error})])
                 transaction.on_commit(lambda: coordinate_now(nr.pk))
             return "failed"
-        moved = NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.RUNNING, attempts=nr.attempts).update(
-            status=NodeRun.Status.QUEUED, dispatched_at=now, lease_expires_at=None,
-            attempt_log=[*nr.attempt_log, entry])
+        moved = transitions.move_node_run(
+            nr.pk, NodeRun.Status.QUEUED, sources=[NodeRun.Status.RUNNING], guard={"attempts": nr.attempts},
+            run_id=nr.run_id, owner_id=nr.run.owner_id,
+            event=(Event.Type.NODE_RETRYING, nr.node_id, {"attempt": nr.attempts, "error": entry["error"]}),
+            dispatched_at=now, lease_expires_at=None, attempt_log=[*nr.attempt_log, entry])
         if moved:
-            events.append(nr.run_id, nr.run.owner_id, [("node_retrying", nr.node_id, {
-                "attempt": nr.attempts, "error": entry["error"]})])
             item = _dispatch(nr)
             transaction.on_commit(lambda: publish_now(item))
     return "requeued"

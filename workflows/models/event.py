@@ -24,6 +24,7 @@ class Event(models.Model):
         WORKFLOW_COMPLETED = "workflow_completed"
         WORKFLOW_FAILED = "workflow_failed"
         RUN_CANCELLED = "run_cancelled"
+        SUBWORKFLOW_STARTED = "subworkflow_started"
 
     run = models.ForeignKey("workflows.Run", on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()

@@ -6,15 +6,16 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
-from workflows.engine import coordinator, events, hooks
+from workflows.engine import coordinator, events, hooks, transitions
 from workflows.engine.dispatch import Dispatch, publish_after_commit
-from workflows.models import Artifact, NodeRun, Run, Workflow, content_id
+from workflows.models import Artifact, Event, NodeRun, Run, Workflow, content_id
 
 from .artifacts import artifact_store
 from .definitions import validation_error
@@ -62,8 +63,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
                         finished_at=nr.finished_at)
                 for nr in reused
             ])
-        decision = coordinator.start(run, seeded)
-        decision.save()
+        coordinator.start(run, seeded)
     return run
 
 
@@ -82,14 +82,11 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
         now = timezone.now()
-        run.status = Run.Status.CANCELLED
-        run.finished_at = now
-        run.save(update_fields=["status", "finished_at"])
-        cancelled = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("node_id", flat=True))
-        NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).update(
-            status=NodeRun.Status.CANCELLED, finished_at=now, lease_expires_at=None)
+        transitions.move_run(run.pk, Run.Status.CANCELLED, sources=[run.status], finished_at=now)
+        run.status, run.finished_at = Run.Status.CANCELLED, now
+        cancelled = transitions.cancel_active(run.pk, now)
         hooks.run_ending(run.pk, run.status, now)
-        events.append(run.pk, run.owner_id, [("run_cancelled", "", {
+        events.append(run.pk, run.owner_id, [(Event.Type.RUN_CANCELLED, "", {
             "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
         hooks.run_finished(run.pk, run.status)
     return run
@@ -133,10 +130,12 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
         run.budget = budget
         Run.objects.filter(pk=run.pk).update(budget=budget)
         now = timezone.now()
-        paused = list(NodeRun.objects.filter(run=run, status=NodeRun.Status.WAITING, wait_reason="budget"))
-        NodeRun.objects.filter(pk__in=[nr.pk for nr in paused]).update(
-            status=NodeRun.Status.QUEUED, wait_reason="", queued_at=now, dispatched_at=now, available_at=None)
-        events.append(run.pk, run.owner_id, [("budget_raised", "", {
+        paused = list(NodeRun.objects.select_for_update().filter(run=run, status=NodeRun.Status.WAITING,
+                                                                 wait_reason="budget"))
+        transitions.move_node_runs(Q(pk__in=[nr.pk for nr in paused], wait_reason="budget"), NodeRun.Status.QUEUED,
+                                   sources=[NodeRun.Status.WAITING], wait_reason="", queued_at=now,
+                                   dispatched_at=now, available_at=None)
+        events.append(run.pk, run.owner_id, [(Event.Type.BUDGET_RAISED, "", {
             "by": user.username, "budget": budget, "resumed": [nr.node_id for nr in paused]})])
         ir = coordinator.load_ir(run)
         publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk),

@@ -24,7 +24,7 @@ from aob_project.metrics import PATCHES
 from workflows import registry
 from workflows.definition import gates
 from workflows.engine import coordinator, events
-from workflows.models import Artifact, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
 
 from ..artifacts import artifact_store
 from .policy import (
@@ -144,7 +144,7 @@ def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any]) 
     run.current_artifact_id = patch.after_artifact_id
     Run.objects.filter(pk=run.pk).update(current_artifact_id=patch.after_artifact_id,
                                          spawned_agents=F("spawned_agents") + verdict.spawned)
-    events.append(run.pk, run.owner_id, [("patch_applied", patch.node_id, {
+    events.append(run.pk, run.owner_id, [(Event.Type.PATCH_APPLIED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "op_count": len(patch.operations),
         "description": patch.description, "artifact_id": patch.after_artifact_id})])
     if verdict.reopen or verdict.revote:
@@ -201,7 +201,7 @@ def _reject_held(run: Run, patch: RunPatch, reason: str) -> None:
     patch.status = RunPatch.Status.REJECTED
     patch.reason = reason
     patch.save(update_fields=["status", "reason"])
-    events.append(run.pk, run.owner_id, [("patch_rejected", patch.node_id, {
+    events.append(run.pk, run.owner_id, [(Event.Type.PATCH_REJECTED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "reason": reason})])
     if not run.is_finished:
         coordinator.refresh(run)  # the run may have been waiting only for this decision

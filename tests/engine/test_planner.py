@@ -1,0 +1,390 @@
+"""The planner's invariants, on the pure function: generated graphs (``tests.engine.graphs``) run
+in a simulation that executes queued node runs and delivers coordinator messages in an order
+hypothesis draws (duplicates included), applying each ``Plan`` as the coordinator would.
+
+- every node run's ``(node, iteration)`` is new when the plan inserts it (the nested-loop bug
+  of issue 16 was a collision here);
+- a join runs once (per iteration), and only after every parent is decided, one of them live;
+- every run ends: nothing queued, nothing unconsumed, the run completed or failed;
+- no node run is queued once the run has ended;
+- without failures the final node states do not depend on the order of events;
+- the plain step (``planner.plain_step``) is what ``plan`` does on every state whose premises
+  the plain step's SQL checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from tests.engine import graphs
+from workflows.definition.ir import IR, compile_definition
+from workflows.engine import planner
+from workflows.engine.planner import Limits, Plan, State, Token
+from workflows.models import NodeRun, Run
+
+LIMITS = Limits(max_output_bytes=10**9, max_node_runs=10**6)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Sim:
+    """A run held in memory, changed only by the plans it is given."""
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        self.definition = definition
+        self.ir: IR = compile_definition(definition)
+        self.nodes = {n["id"]: n for n in definition["nodes"]}
+        self.tokens: dict[int, Token] = {}
+        self.run: dict[str, Any] = {"status": Run.Status.QUEUED}
+        self.messages: list[int] = []
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.clock = T0
+        self.started: list[tuple[str, int]] = []
+
+    def tick(self) -> datetime:
+        self.clock += timedelta(milliseconds=1)
+        return self.clock
+
+    def state(self) -> State:
+        return State(run_status=self.run["status"], inputs={}, now=self.tick(), limits=LIMITS,
+                     tokens=[dataclasses.replace(t) for t in self.tokens.values()],
+                     node_runs_stored=len(self.tokens), started_at=T0)
+
+    @property
+    def ended(self) -> bool:
+        return self.run["status"] in Run.FINISHED
+
+    def apply(self, plan: Plan) -> None:
+        ended_before = self.ended
+        keys = {(t.node_id, t.iteration) for t in self.tokens.values()}
+        for token in plan.inserts:
+            key = (token.node_id, token.iteration)
+            assert key not in keys, f"{key} planned twice"  # the unique (run, node, iteration)
+            keys.add(key)
+            token = dataclasses.replace(token, pk=len(self.tokens) + 1)
+            self.tokens[token.pk] = token
+            if ended_before:
+                assert token.status != NodeRun.Status.QUEUED, f"{key} queued after the run ended"
+        for pk, fields in plan.updates.items():
+            for name, value in fields.items():
+                if name != "lease_expires_at":
+                    setattr(self.tokens[pk], name, value)
+        self.run.update(plan.run)
+        self.events.extend(plan.events)
+        if self.ended:
+            assert not any(t.status == NodeRun.Status.QUEUED for t in self.tokens.values())
+        self.check_joins(plan)
+
+    def latest(self) -> dict[str, Token]:
+        latest: dict[str, Token] = {}
+        for token in sorted(self.tokens.values(), key=lambda t: t.iteration):
+            latest[token.node_id] = token
+        return latest
+
+    def check_joins(self, plan: Plan) -> None:
+        latest = self.latest()
+        for token in plan.inserts:
+            parents = {e.source for e in self.ir.in_edges[token.node_id]}
+            if len(parents) < 2 or token.status == NodeRun.Status.SKIPPED or token.status == NodeRun.Status.CANCELLED:
+                continue
+            decided = [latest.get(p) for p in parents]
+            assert all(p is not None and p.consumed and p.status in NodeRun.FINISHED for p in decided), \
+                f"join {token.node_id} before every parent was decided"
+            assert any(token.node_id in (p.taken or []) for p in decided if p is not None), \
+                f"join {token.node_id} with no live parent"
+
+    def execute(self, pk: int) -> None:
+        """A worker claims and runs a queued node run (claims refuse once the run ended)."""
+        token = self.tokens[pk]
+        assert token.status == NodeRun.Status.QUEUED
+        assert not self.ended, "a node ran after the run ended"
+        self.started.append((token.node_id, token.iteration))
+        if self.run["status"] == Run.Status.QUEUED:
+            self.run["status"] = Run.Status.RUNNING
+        status, value = graphs.outcome(self.nodes[token.node_id])
+        token.status = status
+        token.finished_at = self.tick()
+        if status == NodeRun.Status.COMPLETED:
+            token.output = value
+        else:
+            token.error = value
+        self.messages.append(pk)
+
+    def coordinate(self, pk: int) -> None:
+        self.apply(planner.plan(self.ir, self.state(), pk))
+
+    def start(self) -> None:
+        self.apply(planner.plan_start(self.ir, self.state(), {}, "artifact"))
+
+    def finals(self) -> dict[tuple[str, int], str]:
+        return {(t.node_id, t.iteration): t.status for t in self.tokens.values()}
+
+
+def drive(sim: Sim, choose: Any, max_steps: int = 2000, patch_at: int = -1, patch: Any = None) -> Sim:
+    """Run to the end, ``choose(n)`` picking the next of n possible events: execute a queued node
+    run, deliver a pending coordinator message, or deliver one again (a duplicate). At step
+    ``patch_at``, ``patch(sim)`` may change the run's graph (as a run patch does)."""
+    sim.start()
+    delivered: list[int] = []
+    for step in range(max_steps):
+        if step == patch_at and patch is not None:
+            patch(sim)
+        queued = [pk for pk, t in sim.tokens.items() if t.status == NodeRun.Status.QUEUED]
+        options = [("execute", pk) for pk in queued] + [("message", pk) for pk in sim.messages]
+        if delivered:
+            options.append(("duplicate", delivered[-1]))
+        if not queued and not sim.messages:
+            break
+        kind, pk = options[choose(len(options))]
+        if kind == "execute":
+            sim.execute(pk)
+        else:
+            if kind == "message":
+                sim.messages.remove(pk)
+                delivered.append(pk)
+            sim.coordinate(pk)
+    else:
+        raise AssertionError("the run did not end")
+    assert sim.ended, f"run stuck {sim.run['status']}: {sim.finals()}"
+    assert all(t.status in NodeRun.FINISHED for t in sim.tokens.values())
+    # (node runs cancelled when the run failed are left unconsumed: nothing follows them)
+    assert all(t.consumed or t.status == NodeRun.Status.CANCELLED for t in sim.tokens.values()), \
+        "a finished node run was never consumed"
+    return sim
+
+
+def first(n: int) -> int:
+    return 0
+
+
+def drawn(data: st.DataObject) -> Any:
+    return lambda n: data.draw(st.integers(0, n - 1))
+
+
+def fails(definition: dict[str, Any]) -> bool:
+    return any(n["type"] == "transform" and n["config"]["expression"] == graphs.FAILS
+               for n in definition["nodes"])
+
+
+# --- invariants ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(graphs.dags(), st.data())
+def test_generated_dags_end_with_every_join_after_its_live_parents(definition, data):
+    sim = drive(Sim(definition), drawn(data))
+    statuses = [t.status for t in sim.tokens.values()]
+    if not fails(definition):
+        assert sim.run["status"] == Run.Status.COMPLETED
+        # a graph without loops decides each node once: it ran or it was skipped
+        assert sorted(t.node_id for t in sim.tokens.values()) == sorted(sim.ir.nodes)
+        assert set(statuses) <= {NodeRun.Status.COMPLETED, NodeRun.Status.SKIPPED}
+    elif sim.run["status"] == Run.Status.FAILED:
+        assert sim.run["error"]["node_id"] in {t.node_id for t in sim.tokens.values()
+                                               if t.status == NodeRun.Status.FAILED}
+    started = [key for key in sim.started]
+    assert len(started) == len(set(started)), "a node run executed twice"
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs.dags(failures=False), st.data())
+def test_without_failures_the_outcome_does_not_depend_on_the_order_of_events(definition, data):
+    one = drive(Sim(definition), first)
+    other = drive(Sim(definition), drawn(data))
+    assert one.finals() == other.finals()
+    assert one.run["status"] == other.run["status"] == Run.Status.COMPLETED
+
+
+@settings(max_examples=200, deadline=None)
+@example(definition=graphs.nested_loops(), data=None)
+@given(definition=graphs.loop_chains(), data=st.data())
+def test_nested_loops_run_every_pass_and_end(definition, data):
+    sim = drive(Sim(definition), first if data is None else drawn(data))
+    assert sim.run["status"] == Run.Status.COMPLETED, sim.finals()
+    ran = [t for t in sim.tokens.values() if t.node_id == "end" or t.node_id == "d"]
+    assert len(ran) == 1 and ran[0].status == NodeRun.Status.COMPLETED  # the node after every loop ran, once
+    # each loop ran as many passes as its own count says, on every entry into it
+    for loop_id in sim.ir.loops:
+        passes = sorted((t for t in sim.tokens.values() if t.node_id == loop_id), key=lambda t: t.iteration)
+        expected = 0
+        for token in passes:
+            assert token.output["iteration"] == expected
+            expected = expected + 1 if token.output["decision"] == "again" else 0
+        assert passes[-1].output["decision"] != "again"
+
+
+def add_node_after(source: str) -> Any:
+    """A patch adding ``patched`` (a worker node) after ``source``, applied as ``refresh`` does."""
+    def patch(sim: Sim) -> None:
+        if sim.ended:
+            return
+        definition = {"nodes": [*sim.definition["nodes"],
+                                {"id": "patched", "type": "transform", "config": {"expression": "{'x': 1}"}}],
+                      "edges": [*sim.definition["edges"], {"from": source, "to": "patched"}]}
+        sim.definition, sim.ir = definition, compile_definition(definition)
+        sim.nodes = {n["id"]: n for n in definition["nodes"]}
+        sim.apply(planner.plan_refresh(sim.ir, sim.state()))
+    return patch
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs.dags(failures=False), st.integers(0, 12), st.data())
+def test_a_patch_mid_run_adds_a_node_that_runs_once_its_parent_delivered(definition, when, data):
+    source = data.draw(st.sampled_from([n["id"] for n in definition["nodes"]]))
+    sim = drive(Sim(definition), drawn(data), patch_at=when, patch=add_node_after(source))
+    assert sim.run["status"] == Run.Status.COMPLETED
+    if "patched" in sim.ir.nodes:
+        parent = sim.latest()[source]
+        patched = [t for t in sim.tokens.values() if t.node_id == "patched"]
+        # the new node is decided once: it ran if its parent ran and routes to it, else it was skipped
+        assert len(patched) == 1
+        if parent.status == NodeRun.Status.COMPLETED and "patched" in (parent.taken or []):
+            assert patched[0].status == NodeRun.Status.COMPLETED
+
+
+def test_the_named_nested_loop_example_runs_both_loops_fully():
+    sim = drive(Sim(graphs.nested_loops()), first)
+    counts: dict[str, int] = {}
+    for token in sim.tokens.values():
+        counts[token.node_id] = counts.get(token.node_id, 0) + 1
+    assert counts == {"a": 2, "b": 4, "inner": 4, "c": 2, "outer": 2, "d": 1}
+    assert {t.node_id: t.iteration for t in sim.tokens.values() if t.node_id in ("d",)} == {"d": 0}
+
+
+def test_a_single_loop_keeps_its_iterations_and_its_exit_at_zero():
+    definition = {"nodes": [{"id": "body", "type": "transform", "config": {"expression": "{'x': 1}"}},
+                            {"id": "again", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "body"}},
+                            {"id": "done", "type": "transform", "config": {"expression": "{'x': 1}"}}],
+                  "edges": [{"from": "body", "to": "again"}, {"from": "again", "to": "done"}]}
+    sim = drive(Sim(definition), first)
+    assert sorted(k for k in sim.finals() if k[0] == "body") == [("body", 0), ("body", 1), ("body", 2)]
+    assert ("done", 0) in sim.finals()
+    loops = sorted((t for t in sim.tokens.values() if t.node_id == "again"), key=lambda t: t.iteration)
+    assert [t.output for t in loops] == [
+        {"iteration": i, "iterations": i + 1, "condition": True, "decision": d}
+        for i, d in enumerate(["again", "again", "timeout"])]
+
+
+def test_a_failed_node_fails_the_run_and_cancels_what_was_queued():
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": graphs.FAILS}},
+                            {"id": "b", "type": "transform", "config": {"expression": "{'x': 1}"}},
+                            {"id": "c", "type": "transform", "config": {"expression": "{'x': 1}"}}],
+                  "edges": [{"from": "b", "to": "c"}]}
+    sim = Sim(definition)
+    sim.start()
+    a, b = (pk for pk, t in sim.tokens.items() if t.node_id in ("a", "b"))
+    sim.execute(a)
+    sim.coordinate(a)
+    assert sim.run["status"] == Run.Status.FAILED and sim.run["error"]["node_id"] == "a"
+    assert sim.tokens[b].status == NodeRun.Status.CANCELLED
+    assert [e[0] for e in sim.events][-1] == "workflow_failed"
+
+
+def test_a_pending_patch_holds_the_run_open_until_decided():
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "{'x': 1}"}}], "edges": []}
+    sim = Sim(definition)
+    sim.start()
+    sim.execute(1)
+    state = sim.state()
+    state.patch_pending = True
+    held = planner.plan(sim.ir, state, 1)
+    assert held.run == {"status": Run.Status.WAITING_FOR_APPROVAL}
+    sim.coordinate(1)
+    assert sim.run["status"] == Run.Status.COMPLETED
+
+
+def test_a_loop_past_the_node_run_cap_fails_the_run():
+    definition = {"nodes": [{"id": "body", "type": "transform", "config": {"expression": "{'x': 1}"}},
+                            {"id": "again", "type": "loop", "config": {"max_iterations": 50, "loop_back_to": "body"}}],
+                  "edges": [{"from": "body", "to": "again"}]}
+    sim = Sim(definition)
+    sim.start()
+    sim.execute(1)
+    state = sim.state()
+    state.limits = Limits(max_output_bytes=10**9, max_node_runs=2)
+    result = planner.plan(sim.ir, state, 1)
+    assert result.run["status"] == Run.Status.FAILED and result.run["error"]["limit"] == "node_runs"
+
+
+# --- the plain step is the plan ---------------------------------------------------------------------
+
+
+def premises_hold(step: planner.PlainStep, tokens: list[Token], me: Token) -> bool:
+    """What the plain step's SQL checks (``steps``): its node run unconsumed and completed, the
+    run running, no successor row yet; at the end of a branch, nothing else open. Stronger here,
+    so that the comparison is exact: no other finished node run waits for its own message (the
+    full decision would consume it in the same plan), completed absorbable parents aside."""
+    others = [t for t in tokens if t.pk != me.pk]
+    absorbable = {p for s in step.successors for p in s.absorbable}
+    if any(t.status in planner.FINISHED and not t.consumed
+           and not (t.node_id in absorbable and t.status == NodeRun.Status.COMPLETED) for t in others):
+        return False
+    if step.ends:
+        return not any(t.status in planner.ACTIVE for t in others)
+    return not any(t.node_id in {s.node_id for s in step.successors} for t in others)
+
+
+def checking_plain_steps(sim: Sim) -> list[str]:
+    """Make ``sim`` compare, before each decision, the plain step of the completed node (where
+    its premises hold) with ``plan`` on the real state; returns the nodes compared so far."""
+    checked: list[str] = []
+    original = sim.coordinate
+
+    def coordinate(pk: int) -> None:
+        me = sim.tokens[pk]
+        step = planner.plain_step(sim.ir, me.node_id)
+        if (step is not None and not me.consumed and me.status == NodeRun.Status.COMPLETED and not sim.ended
+                and premises_hold(step, list(sim.tokens.values()), me)):
+            result = planner.plan(sim.ir, sim.state(), pk)
+            assert tuple(result.updates[pk]["taken"]) == step.taken
+            latest = sim.latest()
+            expected = [(s.node_id, s.node_type) for s in step.successors
+                        if all(o in latest and (latest[o].consumed or (o in s.absorbable
+                                                                       and latest[o].status == "completed"))
+                               for o in s.others)]
+            queued = [(t.node_id, t.node_type) for t in result.inserts if t.status == NodeRun.Status.QUEUED]
+            assert sorted(queued) == sorted(expected), (sim.definition, me.node_id, sim.finals())
+            absorbed = {sim.tokens[p].node_id: tuple(f["taken"]) for p, f in result.updates.items() if p != pk}
+            assert absorbed.items() <= dict(step.absorbed).items()
+            assert (result.run.get("status") == Run.Status.COMPLETED) == step.ends
+            checked.append(me.node_id)
+        original(pk)
+
+    sim.coordinate = coordinate  # type: ignore[method-assign]
+    return checked
+
+
+@settings(max_examples=200, deadline=None)
+@given(graphs.dags(), st.data())
+def test_the_plain_step_is_what_the_plan_does_wherever_its_premises_hold(definition, data):
+    """Drive a run; at every completed node with a plain step whose premises hold, ``plan`` on
+    the real state consumes it with the plain step's ``taken``, queues exactly the successors
+    the plain step's statement would queue (a join only once its other parents are consumed),
+    absorbs the same parents, and completes the run exactly when the plain step ends it."""
+    sim = Sim(definition)
+    checking_plain_steps(sim)
+    drive(sim, drawn(data))
+
+
+def test_the_comparison_of_plain_steps_runs():
+    definition = {"nodes": [{"id": n, "type": "transform", "config": {"expression": "{'x': 1}"}} for n in "abcj"],
+                  "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "j"}, {"from": "c", "to": "j"}]}
+    sim = Sim(definition)
+    checked = checking_plain_steps(sim)
+    drive(sim, first)
+    assert {"b", "j"} <= set(checked)  # into a join (c absorbable), and the end of the run
+
+
+@pytest.mark.parametrize("definition", [graphs.nested_loops()])
+def test_no_plain_step_queues_into_a_row_that_exists(definition):
+    """With loops, a successor at this iteration may exist already (the plain step then falls
+    back): the plain step plans for nodes whose successors follow at the same iteration."""
+    ir = compile_definition(definition)
+    step = planner.plain_step(ir, "a")
+    assert step is not None and [s.node_id for s in step.successors] == ["b"] and not step.ends
+    assert planner.plain_step(ir, "b") is None  # into a loop node: evaluated inline, the full decision

@@ -1,0 +1,69 @@
+"""Fault injection for the durability tests, installed by the test stack: into every worker
+(``celery worker --include tests.support.faults``, see ``stack.start_worker``, when
+``AOB_TEST_HOOKS=1``) and into the test process for the engine tests (``tests/engine/conftest.py``).
+Production modules know nothing of it: it wraps three engine functions. Switches live in Redis,
+so a test flips them for every process of its stack at once:
+
+- ``aob:test:drop_publish:<node_id>``: the first after-commit publish of that node is dropped
+  (a crash between commit and publish); the sweeper must find it;
+- ``aob:test:sweeper_paused``: the sweeper does nothing;
+- ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
+  engine would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
+    """``(module, name, replacement)`` for each engine function a fault wraps."""
+    from workflows.engine import coordinator, dispatch, sweeper
+    from workflows.models import NodeRun
+
+    publish_now, sweep, coordinate = dispatch.publish_now, sweeper.sweep, coordinator.coordinate
+
+    def dropping_publish(item: Any) -> None:
+        if _redis().delete(f"aob:test:drop_publish:{item.node_id}"):
+            logger.warning("dispatch.dropped_by_test_hook", extra={"node_id": item.node_id})
+            return
+        publish_now(item)
+
+    def pausable_sweep() -> dict[str, int]:
+        if _redis().exists("aob:test:sweeper_paused"):
+            return {"skipped": 1}
+        return sweep()
+
+    def poisonable_coordinate(node_run_id: int, completion: Any = None) -> None:
+        node_id = completion.node_id if completion is not None else (
+            NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first())
+        if node_id and _redis().exists(f"aob:test:poison_decision:{node_id}"):
+            raise RuntimeError(f"poisoned decision for {node_id} (test hook)")
+        coordinate(node_run_id, completion)
+
+    return [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
+            (coordinator, "coordinate", poisonable_coordinate)]
+
+
+def install() -> None:
+    for module, name, replacement in patches():
+        setattr(module, name, replacement)
+
+
+if os.environ.get("AOB_TEST_HOOKS") == "1":
+    install()

@@ -1,0 +1,607 @@
+"""The engine's one decision, as a pure function: ``plan(graph, state, finished) -> Plan``.
+
+No database, no broker, no clock of its own: the coordinator reads the ``State`` (the run and the
+node runs a decision needs, under the run lock), calls ``plan`` and applies the ``Plan`` (rows to
+insert and update, events, what to dispatch). The plain step (``steps``) is derived from this
+module too (``plain_step``), so there is one place that decides.
+
+Consuming a finished node run routes its outgoing edges (branch rules in authoring order, first
+true wins, else the unconditional edges), then considers each target: a node runs once every
+incoming edge has either delivered or is known dead; when all are dead it is skipped and the skip
+propagates (dead-path elimination). ``conditional`` and ``loop`` nodes are evaluated here, with
+no worker hop; a type with no executor is skipped with a warning and its edges carry on.
+
+Iterations. ``(node, iteration)`` names one node run. A loop going round again starts its body at
+a fresh iteration (one past the highest its body has used), so an inner loop's passes never
+collide with an outer loop's; a loop counts its own passes in its output (``iteration``), and
+when it ends its successors continue at the iteration of the pass that entered it (0 for a loop
+that is inside no other loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from workflows import registry
+from workflows.definition.expressions import ExpressionError, evaluate_condition
+from workflows.definition.ir import IR
+from workflows.models import Event, NodeRun, Run
+
+DELIVERED, DEAD, PENDING = "delivered", "dead", "pending"
+ACTIVE = frozenset({NodeRun.Status.QUEUED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING})
+FINISHED = frozenset(NodeRun.FINISHED)
+RUN_FINISHED = frozenset(Run.FINISHED)
+
+
+@dataclass
+class Token:
+    """A node run as the planner sees it. ``pk`` is None for one this plan creates. ``output`` is
+    what routing reads (None where the reader left it out)."""
+
+    node_id: str
+    iteration: int
+    node_type: str
+    status: str
+    pk: int | None = None
+    consumed: bool = False
+    taken: list[str] | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    finished_at: datetime | None = None
+    reused: bool = False
+    # set on tokens this plan creates
+    input: Any = None
+    started_at: datetime | None = None
+    queued_at: datetime | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_output_bytes: int  # AOB_MAX_RUN_OUTPUT_BYTES
+    max_node_runs: int  # AOB_MAX_NODE_RUNS_PER_RUN
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        from django.conf import settings
+
+        return cls(settings.AOB_MAX_RUN_OUTPUT_BYTES, settings.AOB_MAX_NODE_RUNS_PER_RUN)
+
+
+def over_output_limit(stored: int, limits: Limits) -> bool:
+    """Whether what a run's outputs have stored is past its cap (the run then fails)."""
+    return stored > limits.max_output_bytes
+
+
+@dataclass
+class State:
+    """What a decision reads: the run (locked) and its node runs: the latest iteration of each
+    node, and any node run still active or unconsumed."""
+
+    run_status: str
+    inputs: dict[str, Any]
+    tokens: list[Token]
+    now: datetime
+    limits: Limits
+    output_bytes: int = 0  # what the run's outputs have stored so far
+    node_runs_stored: int = 0  # how many node runs the run has (read where a loop can go round)
+    patch_pending: bool = False  # a patch awaits approval: the run may still grow
+    started_at: datetime | None = None
+
+
+@dataclass
+class Plan:
+    """What to write. ``inserts`` are new node runs (queued ones are dispatched after commit);
+    ``updates`` maps a stored node run's pk to the fields to set; ``run`` the run's fields;
+    ``events`` are ``(type, node_id, data)`` in order."""
+
+    inserts: list[Token] = field(default_factory=list)
+    updates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def run_finished(self) -> str | None:
+        status = self.run.get("status")
+        return status if status in RUN_FINISHED else None
+
+
+# --- facts derived from a graph, once per compiled graph ------------------------------------------
+
+
+def _derived(ir: IR, name: str, compute: Callable[[IR], Any]) -> Any:
+    cache = ir.__dict__.setdefault("_planner", {})
+    if name not in cache:
+        cache[name] = compute(ir)
+    return cache[name]
+
+
+def loop_body(ir: IR, loop_id: str) -> frozenset[str]:
+    """The nodes one pass of a loop runs: from its ``loop_back_to`` to the loop node."""
+    def compute(ir: IR) -> dict[str, frozenset[str]]:
+        bodies = {}
+        for lid, loop in ir.loops.items():
+            start = loop.loop_back_to
+            if start not in ir.nodes:
+                bodies[lid] = frozenset({lid})
+                continue
+            bodies[lid] = frozenset(({start} | ir.descendants(start)) & ({lid} | ir.ancestors(lid)) | {lid})
+        return bodies
+    return _derived(ir, "bodies", compute)[loop_id]
+
+
+def inline(node_type: str) -> bool:
+    """Whether the planner evaluates a type itself, with no worker hop (the registry's ``inline``
+    fact: ``conditional`` and ``loop``)."""
+    spec = registry.get(node_type)
+    return bool(spec is not None and getattr(spec, "inline", False))
+
+
+def in_one_loop(ir: IR, a: str, b: str) -> bool:
+    """Whether two nodes lie in the body of one loop (each pass runs both, at the pass's iteration)."""
+    if not ir.loops:
+        return False
+    return any(a in loop_body(ir, lid) and b in loop_body(ir, lid) for lid in ir.loops)
+
+
+def nested(ir: IR, loop_id: str) -> bool:
+    """Whether a loop lies inside another loop's body."""
+    return any(loop_id in loop_body(ir, other) for other in ir.loops if other != loop_id)
+
+
+# --- the decision ---------------------------------------------------------------------------------
+
+
+class _Planner:
+    def __init__(self, ir: IR, state: State) -> None:
+        self.ir = ir
+        self.state = state
+        self.now = state.now
+        self.run_status = state.run_status
+        self.by_key: dict[tuple[str, int], Token] = {}
+        self.latest: dict[str, Token] = {}
+        for token in sorted(state.tokens, key=lambda t: t.iteration):
+            self._index(token)
+        self.plan = Plan()
+        self._todo: list[tuple[str, int]] = []  # (node, iteration) to consider: a stack, not recursion
+        self._draining = False
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _index(self, token: Token) -> None:
+        self.by_key[(token.node_id, token.iteration)] = token
+        current = self.latest.get(token.node_id)
+        if current is None or token.iteration >= current.iteration:
+            self.latest[token.node_id] = token
+
+    def _touch(self, token: Token, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(token, name, value)
+        if token.pk is not None:
+            self.plan.updates.setdefault(token.pk, {}).update(fields)
+
+    def known(self, node_id: str, iteration: int) -> bool:
+        """Whether ``(node_id, iteration)`` exists. Only the latest iteration of each node is read;
+        a node's iterations only grow, so anything at or below it exists already."""
+        if (node_id, iteration) in self.by_key:
+            return True
+        latest = self.latest.get(node_id)
+        return latest is not None and latest.iteration >= iteration
+
+    def _add(self, token: Token) -> Token:
+        self._index(token)
+        self.plan.inserts.append(token)
+        return token
+
+    def event(self, type_: str, node_id: str = "", **data: Any) -> None:
+        self.plan.events.append((type_, node_id, data))
+
+    def _set_run(self, **fields: Any) -> None:
+        if "status" in fields:
+            self.run_status = fields["status"]
+        self.plan.run.update(fields)
+
+    # --- routing ----------------------------------------------------------------------------------
+
+    def _predecessor_output(self, node_id: str) -> Any:
+        for edge in self.ir.in_edges[node_id]:
+            source = self.latest.get(edge.source)
+            if source is not None and source.taken is not None and node_id in source.taken:
+                return source.output
+        return None
+
+    def route(self, token: Token) -> list[str]:
+        """Targets of the edges a finished node takes: first true conditional edge in authoring
+        order, else every unconditional edge."""
+        edges = self.ir.out_edges[token.node_id]
+        conditional = [e for e in edges if e.condition]
+        if not conditional:
+            return [e.target for e in edges]
+        context = {"output": token.output if token.output is not None else {}, "inputs": self.state.inputs}
+        for edge in conditional:
+            if self._holds(edge.condition or "", context, token.node_id, {"from": edge.source, "to": edge.target}):
+                return [edge.target]
+        return [e.target for e in edges if not e.condition]
+
+    def _holds(self, condition: str, context: dict[str, Any], node_id: str, where: dict[str, Any]) -> bool:
+        """A condition that fails to evaluate (a missing key, an index past the end, its budget
+        spent) counts as false, and a ``condition_error`` event says which and why."""
+        try:
+            return evaluate_condition(condition, context)
+        except ExpressionError as exc:
+            self.event(Event.Type.CONDITION_ERROR, node_id, **where, condition=condition, rule=exc.rule,
+                       error=str(exc), warning=f"condition {condition!r} failed to evaluate ({exc}); counted as false")
+            return False
+
+    def edge_state(self, source_id: str, target_id: str, iteration: int) -> str:
+        source = self.latest.get(source_id)
+        if source is None or not source.consumed or source.taken is None:
+            return PENDING
+        if source.iteration < iteration and in_one_loop(self.ir, source_id, target_id):
+            return PENDING  # it has not run in this pass yet: what it did is from an earlier one
+        return DELIVERED if target_id in source.taken else DEAD
+
+    # --- consuming and emitting -------------------------------------------------------------------
+
+    def consume(self, token: Token) -> None:
+        self._touch(token, consumed=True)
+        if self.run_status in RUN_FINISHED:
+            self._touch(token, taken=token.taken)
+            return
+        if token.node_id not in self.ir.nodes:
+            self._touch(token, taken=[])  # a patch removed this node while it ran
+            return
+        if token.status == NodeRun.Status.FAILED:
+            self._touch(token, taken=token.taken)
+            self.fail_run({"node_id": token.node_id, **(token.error or {})}, token.node_id)
+            return
+        if token.status == NodeRun.Status.CANCELLED:
+            self._touch(token, taken=token.taken)
+            return
+        if self._over_limits(token):
+            self._touch(token, taken=token.taken)
+            return
+        is_loop = token.node_id in self.ir.loops
+        decision = (token.output or {}).get("decision") if is_loop else None
+        if decision == "again":
+            self._touch(token, taken=None)
+            body = loop_body(self.ir, token.node_id)
+            fresh = max((self.latest[n].iteration for n in body if n in self.latest), default=token.iteration) + 1
+            self.emit(self.ir.loops[token.node_id].loop_back_to, fresh)
+            return
+        iteration = token.iteration
+        if is_loop:
+            loop = self.ir.loops[token.node_id]
+            chosen = loop.timeout_path if decision == "timeout" else loop.break_path
+            if chosen:
+                taken = list(chosen)
+            else:
+                taken = [e.target for e in self.ir.out_edges[token.node_id] if e.target not in loop.timeout_path]
+            self._touch(token, taken=taken)
+            iteration = (token.output or {}).get("entered_at", 0) if nested(self.ir, token.node_id) else 0
+        elif token.status == NodeRun.Status.SKIPPED and not (token.output or {}).get("_passthrough"):
+            self._touch(token, taken=[])
+        else:
+            self._touch(token, taken=self.route(token))
+        self.consider_all([(edge.target, iteration) for edge in self.ir.out_edges[token.node_id]])
+
+    def consider_all(self, items: list[tuple[str, int]]) -> None:
+        """Consider nodes depth-first, in order, with an explicit stack: a chain of a thousand
+        inline nodes or a long dead branch is a loop here, not a thousand nested calls."""
+        self._todo.extend(reversed(items))
+        if self._draining:
+            return  # the outer call's loop takes them next
+        self._draining = True
+        try:
+            while self._todo:
+                self._consider_one(*self._todo.pop())
+        finally:
+            self._draining = False
+
+    def _consider_one(self, node_id: str, iteration: int) -> None:
+        if self.known(node_id, iteration):
+            return
+        states = [self.edge_state(e.source, node_id, iteration) for e in self.ir.in_edges[node_id]]
+        if PENDING in states:
+            return
+        if DELIVERED not in states:
+            self._add(Token(node_id, iteration, self.ir.nodes[node_id].type, NodeRun.Status.SKIPPED, consumed=True,
+                            taken=[], finished_at=self.now))
+            self.event(Event.Type.NODE_SKIPPED, node_id, reason="dead_path", iteration=iteration)
+            self.consider_all([(edge.target, iteration) for edge in self.ir.out_edges[node_id]])
+            return
+        self.emit(node_id, iteration)
+
+    def emit(self, node_id: str, iteration: int) -> None:
+        if self.known(node_id, iteration):
+            return
+        node = self.ir.nodes[node_id]
+        if inline(node.type):
+            upstream = self._predecessor_output(node_id)
+            output: Any = upstream  # a conditional passes its input on; its edges' rules route it
+            if node_id in self.ir.loops:
+                output = self._loop_output(node_id, iteration, upstream)
+            token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.COMPLETED, input=upstream,
+                                    output=output, started_at=self.now, finished_at=self.now, attempts=1))
+            self.event(Event.Type.NODE_STARTED, node_id, iteration=iteration, inline=True)
+            self.event(Event.Type.NODE_COMPLETED, node_id, iteration=iteration, inline=True,
+                       output=_public(output) if node_id in self.ir.loops else output)
+            self.consume(token)
+        elif registry.get(node.type) is None:
+            token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.SKIPPED,
+                                    output={"_passthrough": True}, finished_at=self.now))
+            self.event(Event.Type.NODE_SKIPPED, node_id, iteration=iteration, reason="no_executor",
+                       warning=f"no executor for node type {node.type!r}; skipped")
+            self.consume(token)
+        else:
+            self._add(Token(node_id, iteration, node.type, NodeRun.Status.QUEUED, queued_at=self.now))
+
+    def _loop_output(self, node_id: str, iteration: int, upstream: Any) -> dict[str, Any]:
+        """A loop counts its own passes: this pass continues the last one if that went round
+        again, else it is the first of a new entry into the loop."""
+        loop = self.ir.loops[node_id]
+        previous = self.latest.get(node_id)
+        last = previous.output if previous is not None and isinstance(previous.output, dict) else {}
+        if last.get("decision") == "again":
+            index, entered_at = int(last.get("iteration", 0)) + 1, last.get("entered_at", 0)
+        else:
+            index, entered_at = 0, iteration
+        wants_more = True
+        if loop.condition:
+            wants_more = self._holds(loop.condition, {"output": upstream if upstream is not None else {},
+                                                      "inputs": self.state.inputs, "iteration": index},
+                                     node_id, {"loop": node_id})
+        if not wants_more:
+            decision = "break"
+        elif index + 1 < loop.max_iterations:
+            decision = "again"
+        else:
+            decision = "timeout"
+        output = {"iteration": index, "iterations": index + 1, "condition": wants_more, "decision": decision}
+        if nested(self.ir, node_id):
+            output["entered_at"] = entered_at  # where its successors continue when it ends
+        return output
+
+    # --- run-level transitions --------------------------------------------------------------------
+
+    def fail_run(self, error: dict[str, Any], node_id: str = "") -> None:
+        self._set_run(status=Run.Status.FAILED, error=error, finished_at=self.now)
+        self._cancel_active()
+        self.event(Event.Type.WORKFLOW_FAILED, node_id, error=error)
+
+    def _over_limits(self, token: Token) -> bool:
+        """The run's own size: what its outputs have stored (counted by each completion), and,
+        where a loop goes round, how many node runs it has. Past either cap the run fails."""
+        limits = self.state.limits
+        stored = self.state.output_bytes
+        if over_output_limit(stored, limits):
+            self.fail_run({"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "output_bytes",
+                           "message": f"the run's outputs passed {limits.max_output_bytes} bytes "
+                                      f"({stored} stored; AOB_MAX_RUN_OUTPUT_BYTES)"}, token.node_id)
+            return True
+        if token.node_id in self.ir.loops and token.output and token.output.get("decision") == "again":
+            count = self.state.node_runs_stored + len(self.plan.inserts)
+            if count >= limits.max_node_runs:
+                self.fail_run({"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "node_runs",
+                               "message": f"the run has {count} node runs; at most "
+                                          f"{limits.max_node_runs} are allowed (AOB_MAX_NODE_RUNS_PER_RUN)"},
+                              token.node_id)
+                return True
+        return False
+
+    def _cancel_active(self) -> None:
+        for other in list(self.by_key.values()):
+            if other.status in ACTIVE:
+                if other.pk is None:
+                    other.status, other.finished_at = NodeRun.Status.CANCELLED, self.now
+                else:
+                    self._touch(other, status=NodeRun.Status.CANCELLED, finished_at=self.now,
+                                lease_expires_at=None)
+
+    def settle(self) -> None:
+        """Move the run's status to what its node runs say."""
+        if self.run_status in RUN_FINISHED:
+            return
+        unfinished = [t for t in self.by_key.values()
+                      if t.status in ACTIVE or (t.status in FINISHED and not t.consumed)]
+        # an agent's patch held for approval may still grow the run: wait for the decision
+        if not unfinished and not self.state.patch_pending:
+            self._set_run(status=Run.Status.COMPLETED, finished_at=self.now)
+            start = self.state.started_at
+            duration = int((self.now - start).total_seconds() * 1000) if start else None
+            self.event(Event.Type.WORKFLOW_COMPLETED, "", duration_ms=duration)
+            return
+        busy = any(t.status in (NodeRun.Status.QUEUED, NodeRun.Status.RUNNING)
+                   or (not t.consumed and t.status in FINISHED) for t in unfinished)
+        status = Run.Status.RUNNING if busy else Run.Status.WAITING_FOR_APPROVAL
+        if self.run_status != status and not (self.run_status == Run.Status.QUEUED and busy):
+            self._set_run(status=status)
+
+
+def _public(loop_output: dict[str, Any]) -> dict[str, Any]:
+    """A loop's output as its ``node_completed`` event shows it (where a nested loop's successors
+    continue is bookkeeping)."""
+    return {k: v for k, v in loop_output.items() if k != "entered_at"}
+
+
+def _order(tokens: Iterable[Token]) -> list[Token]:
+    return sorted(tokens, key=lambda t: (t.finished_at is None, t.finished_at or datetime.min.replace(tzinfo=UTC), t.pk or 0))
+
+
+def plan(ir: IR, state: State, finished: int) -> Plan:
+    """Consume the finished node run ``finished`` (a pk in ``state``) and every other finished,
+    unconsumed one (at a join the other parents' messages then find nothing left to do), emit
+    what follows, and settle the run's status. A node run not finished yet (a retry is queued, a
+    person decides) only settles the run's status when it waits."""
+    planner = _Planner(ir, state)
+    token = next((t for t in planner.by_key.values() if t.pk == finished), None)
+    if token is None or token.consumed:
+        return planner.plan  # a duplicate message
+    if token.status not in FINISHED:
+        if token.status == NodeRun.Status.WAITING:
+            planner.settle()  # the run may now be waiting_for_approval
+        return planner.plan
+    planner.consume(token)
+    for other in _order(list(planner.by_key.values())):
+        if other.pk is not None and not other.consumed and other.status in FINISHED:
+            planner.consume(other)
+    planner.settle()
+    return planner.plan
+
+
+def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str) -> Plan:
+    """A new run: consume the node runs a replay reused (in graph order), emit the entry nodes."""
+    planner = _Planner(ir, state)
+    planner.event(Event.Type.WORKFLOW_STARTED, "", inputs=inputs, artifact_id=artifact_id)
+    order = {node_id: i for i, node_id in enumerate(ir.topological())}
+    for token in sorted((t for t in planner.by_key.values() if t.reused), key=lambda t: order[t.node_id]):
+        planner.consume(token)
+    for node_id in ir.entries:
+        planner.emit(node_id, 0)
+    planner.settle()
+    return planner.plan
+
+
+def plan_refresh(ir: IR, state: State) -> Plan:
+    """Re-decide after a patch changed the run's graph. Node runs of nodes the patch removed are
+    cancelled if they had not started; a finished node that gained edges routes them now; and
+    nodes whose predecessors all finished before the patch added them are considered."""
+    planner = _Planner(ir, state)
+    for token in list(planner.by_key.values()):
+        if token.node_id not in ir.nodes and token.status == NodeRun.Status.QUEUED:
+            planner._touch(token, status=NodeRun.Status.CANCELLED, consumed=True, taken=[], finished_at=planner.now)
+    for node_id in ir.topological():
+        latest = planner.latest.get(node_id)
+        if latest is None or not latest.consumed or latest.taken is None or latest.status != NodeRun.Status.COMPLETED:
+            continue
+        if latest.node_id in ir.loops:
+            continue
+        fresh = [t for t in planner.route(latest) if t not in latest.taken and t not in planner.latest]
+        if fresh:
+            planner._touch(latest, taken=[*latest.taken, *fresh])
+            planner.consider_all([(target, latest.iteration) for target in fresh])
+    for node_id in ir.topological():
+        if node_id not in planner.latest:
+            iterations = [planner.latest[p].iteration for p in ir.predecessors(node_id) if p in planner.latest]
+            planner.consider_all([(node_id, max(iterations, default=0))])
+    planner.settle()
+    return planner.plan
+
+
+def reads_output(ir: IR, node_id: str) -> bool:
+    """Whether routing reads this node's output: it has branch rules, or it feeds (or is) an
+    inline node."""
+    def compute(ir: IR) -> frozenset[str]:
+        readers: set[str] = set()
+        for nid, node in ir.nodes.items():
+            if any(e.condition for e in ir.out_edges[nid]):
+                readers.add(nid)
+            if inline(node.type):
+                readers.add(nid)
+                readers.update(ir.predecessors(nid))
+        return frozenset(readers)
+    return node_id in _derived(ir, "readers", compute)
+
+
+def output_readers(ir: IR) -> frozenset[str]:
+    """Every node whose output routing reads (``reads_output``)."""
+    reads_output(ir, "")
+    return _derived(ir, "readers", lambda _ir: frozenset())
+
+
+# --- the plain step, derived from the plan ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Successor:
+    node_id: str
+    node_type: str
+    others: tuple[str, ...] = ()  # its other parents, when it is a join: each must be consumed first
+    absorbable: tuple[str, ...] = ()  # those of them that may still be finished and unconsumed
+
+
+@dataclass(frozen=True)
+class PlainStep:
+    """What the plan does with a completed node run, in the cases one statement can check
+    (``steps``): consume it with ``taken`` and queue ``successors`` at its iteration, a join once
+    its other parents are consumed, those in ``absorbable`` consumed here with ``absorbed``'s
+    taken if they are still finished and unconsumed. With no successors (``ends``) it ends a
+    branch, and the run when nothing else is open. The statement checks the state is the one this
+    was planned from (run running on that graph and patch, node run unconsumed, no successor row
+    yet, the join's parents) and writes it, or writes nothing and the full decision plans."""
+
+    taken: tuple[str, ...]
+    successors: tuple[Successor, ...] = ()
+    absorbed: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (parent, its taken)
+    ends: bool = False
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # the hypothetical states' clock (never stored)
+_LIMITS = Limits(max_output_bytes=1 << 62, max_node_runs=1 << 62)
+
+
+def _hypothesis(ir: IR, node_id: str, others: dict[str, str], busy: bool = False) -> State:
+    """A running run where ``node_id`` (pk 1) just completed, each parent in ``others`` consumed
+    (``"consumed"``, delivering to its own targets) or finished and unconsumed (``"finished"``),
+    and with ``busy`` one more node run queued elsewhere."""
+    tokens = [Token(node_id, 0, ir.nodes[node_id].type, NodeRun.Status.COMPLETED, pk=1, finished_at=_EPOCH)]
+    for i, (parent, how) in enumerate(sorted(others.items()), start=2):
+        taken = [e.target for e in ir.out_edges[parent]] if how == "consumed" else None
+        tokens.append(Token(parent, 0, ir.nodes[parent].type, NodeRun.Status.COMPLETED, pk=i, finished_at=_EPOCH,
+                            consumed=how == "consumed", taken=taken))
+    if busy:
+        tokens.append(Token("\x00elsewhere", 0, "", NodeRun.Status.QUEUED, pk=len(tokens) + 1))
+    return State(run_status=Run.Status.RUNNING, inputs={}, tokens=tokens, now=_EPOCH, limits=_LIMITS)
+
+
+def plain_step(ir: IR, node_id: str) -> PlainStep | None:
+    """The plan for a completed ``node_id`` when one statement can check its premises: no branch
+    rules and no loop on it, every successor a worker node (no inline node, no unknown type), a
+    join only in a graph without loops. None otherwise: the full decision reads and plans.
+    Derived from ``plan`` on the hypothetical state the statement checks, once per graph."""
+    cache = _derived(ir, "plain", lambda ir: {})
+    if node_id not in cache:
+        cache[node_id] = _plain_step(ir, node_id)
+    return cache[node_id]
+
+
+def _only_consumes(result: Plan) -> bool:
+    return not (result.events or result.run or result.inserts) and list(result.updates) == [1]
+
+
+def _plain_step(ir: IR, node_id: str) -> PlainStep | None:
+    node = ir.nodes.get(node_id)
+    if node is None or inline(node.type) or any(e.condition for e in ir.out_edges[node_id]):
+        return None
+    if not ir.out_edges[node_id]:
+        alone = plan(ir, _hypothesis(ir, node_id, {}), 1)
+        others_busy = plan(ir, _hypothesis(ir, node_id, {}, busy=True), 1)
+        if alone.inserts or alone.run.get("status") != Run.Status.COMPLETED or not _only_consumes(others_busy):
+            return None
+        return PlainStep(taken=tuple(alone.updates[1]["taken"]), ends=True)
+    targets = list(dict.fromkeys(e.target for e in ir.out_edges[node_id]))
+    others: dict[str, str] = {}
+    shape: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+    for target in targets:
+        parents = sorted({e.source for e in ir.in_edges[target]} - {node_id})
+        if parents and ir.loops:
+            return None  # a join's parents at other iterations: the full decision reads them
+        # a parent whose only out-edge is the plain edge into the join may still be unconsumed
+        absorbable = [p for p in parents if [(e.target, e.condition) for e in ir.out_edges[p]] == [(target, None)]]
+        others.update({p: "finished" if p in absorbable else "consumed" for p in parents})
+        shape.append((target, tuple(parents), tuple(absorbable)))
+    result = plan(ir, _hypothesis(ir, node_id, others, busy=True), 1)
+    if result.events or result.run or any(t.status != NodeRun.Status.QUEUED or t.iteration != 0
+                                          for t in result.inserts):
+        return None  # an inline node, a skip, an unknown type, a run-level move: not a plain step
+    kinds = {t.node_id: t.node_type for t in result.inserts}
+    if sorted(kinds) != sorted(targets):
+        return None
+    names = {i: name for i, name in enumerate(sorted(others), start=2)}
+    absorbed = tuple((names[pk], tuple(fields["taken"])) for pk, fields in result.updates.items() if pk != 1)
+    return PlainStep(taken=tuple(result.updates[1]["taken"]),
+                     successors=tuple(Successor(t, kinds[t], parents, absorbable) for t, parents, absorbable in shape),
+                     absorbed=absorbed)
