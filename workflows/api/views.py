@@ -21,7 +21,7 @@ from aob_project.exceptions import AobError, NotFound
 from workflows import results, selectors
 from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Artifact, Run, RunPatch, Workflow, WorkflowVersion
-from workflows.services import definitions, patches, runs
+from workflows.services import definitions, idempotency, patches, runs
 
 from . import filters
 from . import serializers as s
@@ -31,6 +31,12 @@ from .throttles import AnonymousThrottle, LoginThrottle
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
 RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
+IDEMPOTENCY_KEY = OpenApiParameter(
+    idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
+    pattern=r"^[\x20-\x7e]{1,255}$",
+    description="Makes the start safe to retry: within 24 h the same key and the same request body return the run "
+                "the first request started (200, the same body); the same key with another body is refused (422). "
+                "Keys are scoped per user.")
 
 
 def _counts(definition: dict[str, Any]) -> tuple[int, int]:
@@ -245,15 +251,16 @@ class WorkflowViewSet(viewsets.GenericViewSet):
             raise NotFound(f"workflow {tag!r} has no version {seq}") from None
         return Response(_version_out(workflow, version, materialize))
 
-    @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
+    @extend_schema(request=s.ExecuteIn, parameters=[IDEMPOTENCY_KEY],
+                   responses={201: s.RunStartedOut, 200: s.RunStartedOut, 422: s.ErrorOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path="execute")
     def execute(self, request: Request, tag: str) -> Response:
         data = s.ExecuteIn(data=request.data)
         data.is_valid(raise_exception=True)
         workflow = definitions.workflow_get(owner=request.user, tag=tag, content=False)
-        run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
-                             inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request))
-        return Response(_run_started(run), status=201)
+        return _start_once(request, lambda record: runs.run_start(
+            owner=request.user, artifact_id=workflow.current_version.artifact_id, inputs=data.validated_data["inputs"],
+            workflow=workflow, request_id=_request_id(request), record=record))
 
     @extend_schema(parameters=[int_parameter("limit", 1)], responses={200: s.RunOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
@@ -273,7 +280,18 @@ def _version_out(workflow: Workflow, version: WorkflowVersion, materialize: bool
 
 
 def _run_started(run: Run) -> dict[str, Any]:
-    return {"run_id": run.pk, "artifact_id": run.base_artifact_id, "status": run.status, "tag": run.tag}
+    return {"run_id": str(run.pk), "artifact_id": run.base_artifact_id, "status": run.status, "tag": run.tag}
+
+
+def _start_once(request: Request, begin: Any) -> Response:
+    """A start that honours ``Idempotency-Key`` (workflows/services/idempotency.py): 201 with the
+    new run, or 200 with the answer the key's first request got."""
+    start = idempotency.start_key(header=request.headers.get(idempotency.HEADER),
+                                  endpoint=f"{request.method} {request.path}", body=request.data)
+    answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=_run_started, begin=begin)
+    return Response(answer, status=201 if created else 200)
+
+
 
 
 class ArtifactView(APIView):
@@ -305,20 +323,20 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def _run(self, pk: str) -> Run:
         return selectors.run_get(user=self.request.user, run_id=pk)
 
-    @extend_schema(request=s.RunCreateIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
+    @extend_schema(request=s.RunCreateIn, parameters=[IDEMPOTENCY_KEY],
+                   responses={201: s.RunStartedOut, 200: s.RunStartedOut, 422: s.ErrorOut, **RUN_START_ERRORS})
     def create(self, request: Request) -> Response:
         data = s.RunCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        workflow = None
         if "tag" in data.validated_data:
             workflow = definitions.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
-            run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
-                                 inputs=data.validated_data["inputs"], workflow=workflow,
-                                 request_id=_request_id(request))
-        else:
-            run = runs.run_start(owner=request.user, definition=data.validated_data["workflow"],
-                                 inputs=data.validated_data["inputs"], request_id=_request_id(request))
-        return Response(_run_started(run), status=201)
+            return _start_once(request, lambda record: runs.run_start(
+                owner=request.user, artifact_id=workflow.current_version.artifact_id,
+                inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request),
+                record=record))
+        return _start_once(request, lambda record: runs.run_start(
+            owner=request.user, definition=data.validated_data["workflow"], inputs=data.validated_data["inputs"],
+            request_id=_request_id(request), record=record))
 
     @extend_schema(responses={200: s.RunResultOut, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:

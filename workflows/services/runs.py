@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -24,10 +25,12 @@ _RUNNABLE: dict[str, None] = {}
 
 def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | None = None,
               workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
-              replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "") -> Run:
+              replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "",
+              record: Callable[[Run], None] | None = None) -> Run:
     """Validate and compile the frozen version, create the run and emit its entry nodes, in one
     transaction; executor messages go out after commit. ``artifact_id`` names a version already
-    stored (a workflow's): its content is then read only if this process has not compiled it."""
+    stored (a workflow's): its content is then read only if this process has not compiled it.
+    ``record(run)`` runs in that transaction (an idempotency key's claim: if it raises, no run)."""
     inputs = inputs if inputs is not None else {}
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
@@ -64,6 +67,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             ])
         decision = coordinator.start(run, seeded)
         decision.save()
+        if record is not None:
+            record(run)
     return run
 
 
