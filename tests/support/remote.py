@@ -4,7 +4,10 @@ Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code
 ``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test),
 ``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``,
 ``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told),
-``/hold/<key>`` (answers only once the test calls ``release(key)``; 60 s at most).
+``/hold/<key>`` (answers only once the test calls ``release(key)``; 60 s at most),
+``/effect/<name>/<seconds>`` (applies an effect — appended to ``effects(name)`` — then answers after
+sleeping; it honours ``Idempotency-Key`` as Stripe does: a request repeating a key applies nothing
+and gets the first request's answer, waiting for it if that one is still running).
 Every request is recorded.
 """
 
@@ -24,6 +27,8 @@ class RemoteServer:
         self.scripts: dict[str, list[Any]] = {}
         self.counters: dict[str, int] = {}
         self.holds: dict[str, threading.Event] = {}
+        self.applied: list[dict[str, Any]] = []
+        self.keys: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         owner = self
 
@@ -59,6 +64,8 @@ class RemoteServer:
             for held in self.holds.values():
                 held.set()  # a request a finished test left holding answers now
             self.holds.clear()
+            self.applied.clear()
+            self.keys.clear()
 
     def _hold(self, key: str) -> threading.Event:
         with self.lock:
@@ -74,6 +81,11 @@ class RemoteServer:
     def hits(self, path_prefix: str) -> list[dict[str, Any]]:
         with self.lock:
             return [r for r in self.requests if r["path"].startswith(path_prefix)]
+
+    def effects(self, name: str) -> list[dict[str, Any]]:
+        """The effects ``/effect/<name>/…`` applied: one per request, one per key when one is sent."""
+        with self.lock:
+            return [e for e in self.applied if e["name"] == name]
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -110,6 +122,26 @@ class RemoteServer:
         elif head == "sleep":
             time.sleep(float(parts[1]))
             self._send(handler, 200, {"slept": float(parts[1])})
+        elif head == "effect":
+            name, seconds = parts[1], float(parts[2])
+            key = handler.headers.get("Idempotency-Key")
+            with self.lock:
+                entry = self.keys.get(key) if key else None
+                first = entry is None
+                if first:
+                    entry = {"done": threading.Event(), "answer": None}
+                    if key:
+                        self.keys[key] = entry
+                    self.applied.append({"name": name, "key": key, "at": time.time()})
+                    count = len([e for e in self.applied if e["name"] == name])
+            if not first:
+                entry["done"].wait(60)
+                self._send(handler, 200, entry["answer"])
+                return
+            time.sleep(seconds)
+            entry["answer"] = {"effect": count, "slept": seconds, "key": key}
+            entry["done"].set()
+            self._send(handler, 200, entry["answer"])
         elif head == "seq":
             with self.lock:
                 answers = self.scripts.get(parts[1], [])
