@@ -27,6 +27,7 @@ from workflows.models import NodeRun, canonical_json, content_id, text_id
 from . import events, heartbeat
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
+from .outputs import strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     """Record a failure; a transient one with attempts left goes back to the queue with backoff.
     Returns ``failed``, ``retrying`` or ``discarded``."""
     now = timezone.now()
+    error = strict_json(error, non_finite="null")
     retry = (ctx.definition or {}).get("retry") or {}
     max_attempts = int(retry.get("max_attempts", 1))
     entry = {"attempt": ctx.attempt, "status": "failed", "error": error,
@@ -253,6 +255,8 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
             ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
         with heartbeat.holding(ctx.node_run_id):
             output = spec.run(ctx)
+        if output is not WAITING:
+            output = strict_json(output)  # a value JSON cannot hold fails the node here, by one rule
     except SoftTimeLimitExceeded as exc:
         return fail(ctx, error_payload(exc), started)
     except AobError as exc:
@@ -295,10 +299,12 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
         return False
     fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
     if error is None:
+        output = strict_json(output)
         aid = _store_artifact(output)
         fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
         event = ("node_completed", nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
     else:
+        error = strict_json(error, non_finite="null")
         fields.update(status=NodeRun.Status.FAILED, error=error)
         event = ("node_failed", nr.node_id, {"iteration": nr.iteration, "error": error})
     moved = NodeRun.objects.filter(pk=node_run_id, status=NodeRun.Status.WAITING).update(**fields)
