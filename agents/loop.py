@@ -26,6 +26,7 @@ from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
 from workers.executors.agent import effective_tools
 from workers.registry import NodeContext
+from workflows.engine import heartbeat
 from workflows.models import Artifact, Run
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def run_agent(ctx: NodeContext) -> Any:
     for turn in range(rounds + 1):
         record = journal.responses.get(turn)
         if record is None:
+            heartbeat.ensure_held(ctx.node_run_id, ctx.attempt)  # cancelled or re-queued: no further model call
             try:
                 record = _call(ctx, journal, turn, model=model, messages=messages, tools=tools,
                                max_tokens=max_tokens)

@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 CLAIM = """
 WITH claimed AS (
     UPDATE workflows_noderun nr
-       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s, lease_expires_at = %(lease)s
+       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
+           lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)  -- the database clock
       FROM workflows_run r
      WHERE nr.id = %(id)s AND nr.status = 'queued' AND r.id = nr.run_id
        AND r.status IN ('queued', 'running', 'waiting_for_approval')
@@ -69,7 +70,7 @@ def claim(node_run_id: int) -> NodeContext | None:
     duplicate or the node run is no longer ours (cancelled, finished, not yet due)."""
     now = timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM, {"now": now, "lease": now + timedelta(seconds=settings.AOB_LEASE_S), "id": node_run_id,
+        cursor.execute(CLAIM, {"now": now, "lease_s": settings.AOB_LEASE_S, "id": node_run_id,
                                "due": now + timedelta(milliseconds=50), "request_id": current_request_id()})
         row = cursor.fetchone()
     if row is None:
@@ -253,10 +254,14 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
             raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
         if spec.resolve_config:
             ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
-        with heartbeat.holding(ctx.node_run_id):
+        with heartbeat.holding(ctx.node_run_id, ctx.attempt):
             output = spec.run(ctx)
         if output is not WAITING:
             output = strict_json(output)  # a value JSON cannot hold fails the node here, by one rule
+    except heartbeat.LeaseLost:
+        # cancelled, or re-queued for another attempt: nothing of this attempt is written
+        logger.warning("node_run.lease_lost", extra={"attempt": ctx.attempt})
+        return "lease_lost"
     except SoftTimeLimitExceeded as exc:
         return fail(ctx, error_payload(exc), started)
     except AobError as exc:

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, Func, Q, QuerySet
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -51,7 +51,7 @@ def sweep() -> dict[str, int]:
             publish_now(_dispatch(nr))
             counts["republished"] += 1
 
-    expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=now,
+    expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=ClockTimestamp(),
                                      run__status__in=LIVE_RUN).select_related("run")[:500]
     for nr in expired:
         counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
@@ -94,6 +94,22 @@ def _dispatch(nr: NodeRun) -> Dispatch:
     return Dispatch(nr.pk, nr.node_id, nr.node_type, str(nr.run_id), node.timeout_ms if node else None)
 
 
+class ClockTimestamp(Func):
+    """PostgreSQL's ``clock_timestamp()``: the database's time at the moment the statement reads it
+    (``now()`` is the transaction's start). Leases are taken and judged by this one clock."""
+
+    template = "clock_timestamp()"
+    output_field = DateTimeField()
+
+
+def lapsed(nr: NodeRun) -> QuerySet[NodeRun]:
+    """The node run if it is still this attempt's and its lease has lapsed by the database's clock
+    at the moment of the update: a heartbeat that renewed it meanwhile wins (the row lock orders
+    the two, and the UPDATE re-reads the lease)."""
+    return NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.RUNNING, attempts=nr.attempts,
+                                  lease_expires_at__lt=ClockTimestamp())
+
+
 def _recover_lost(nr: NodeRun, now: object) -> str:
     entry = {"attempt": nr.attempts, "status": "lost", "error": {
         "error_type": "WorkerLost", "message": "the worker running this node stopped before finishing"}}
@@ -101,14 +117,14 @@ def _recover_lost(nr: NodeRun, now: object) -> str:
         if nr.attempts >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
             error = {"error_type": "WorkerLost", "message": f"lost {nr.attempts} times; giving up",
                      "transient": False}
-            moved = NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.RUNNING, attempts=nr.attempts).update(
+            moved = lapsed(nr).update(
                 status=NodeRun.Status.FAILED, error=error, finished_at=now, lease_expires_at=None,
                 attempt_log=[*nr.attempt_log, entry])
             if moved:
                 events.append(nr.run_id, nr.run.owner_id, [("node_failed", nr.node_id, {"error": error})])
                 transaction.on_commit(lambda: coordinate_now(nr.pk))
             return "failed"
-        moved = NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.RUNNING, attempts=nr.attempts).update(
+        moved = lapsed(nr).update(
             status=NodeRun.Status.QUEUED, dispatched_at=now, lease_expires_at=None,
             attempt_log=[*nr.attempt_log, entry])
         if moved:

@@ -33,3 +33,13 @@ def poison_decision(node_id: str) -> None:
     """Make every decision about a node id the test marked raise, as a bug in the engine would."""
     if ENABLED and _redis().exists(f"aob:test:poison_decision:{node_id}"):
         raise RuntimeError(f"poisoned decision for {node_id} (test hook)")
+
+
+def heartbeat_paused(node_run_id: int) -> bool:
+    """Skip renewing one node run's lease, as a heartbeat cut off from the database would."""
+    return ENABLED and bool(_redis().exists(f"aob:test:heartbeat_paused:{node_run_id}"))
+
+
+def lease_stop_off() -> bool:
+    """Negative control: a heartbeat that finds its lease gone does not stop its executor."""
+    return ENABLED and bool(_redis().exists("aob:test:lease_stop_off"))

@@ -14,7 +14,7 @@ from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks
-from workflows.engine.dispatch import Dispatch, publish_after_commit
+from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
 from workflows.models import Artifact, NodeRun, Run, Workflow, content_id
 
 from .artifacts import artifact_store
@@ -90,9 +90,12 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         run.status = Run.Status.CANCELLED
         run.finished_at = now
         run.save(update_fields=["status", "finished_at"])
-        cancelled = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("node_id", flat=True))
+        active = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("pk", "node_id"))
+        cancelled = [node_id for _, node_id in active]
         NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).update(
             status=NodeRun.Status.CANCELLED, finished_at=now, lease_expires_at=None)
+        # queued messages are revoked; a running executor's heartbeat finds its lease gone and stops it
+        revoke_after_commit(pk for pk, _ in active)
         _cancel_approvals(run)
         events.append(run.pk, run.owner_id, [("run_cancelled", "", {
             "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
