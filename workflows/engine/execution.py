@@ -24,7 +24,7 @@ from workers.registry import NodeContext
 from workflows.definition.references import referenced_nodes, resolve
 from workflows.models import NodeRun, canonical_json, content_id, text_id
 
-from . import events, heartbeat
+from . import events, heartbeat, locks
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 from .outputs import strict_json
@@ -33,13 +33,17 @@ logger = logging.getLogger(__name__)
 
 
 CLAIM = """
-WITH claimed AS (
+WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
+    SELECT id FROM workflows_run
+     WHERE id = (SELECT run_id FROM workflows_noderun WHERE id = %(id)s AND status = 'queued')
+       AND status IN ('queued', 'running', 'waiting_for_approval')
+       FOR UPDATE
+), claimed AS (
     UPDATE workflows_noderun nr
        SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
            lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)  -- the database clock
-      FROM workflows_run r
+      FROM locked r
      WHERE nr.id = %(id)s AND nr.status = 'queued' AND r.id = nr.run_id
-       AND r.status IN ('queued', 'running', 'waiting_for_approval')
        AND (nr.available_at IS NULL OR nr.available_at <= %(due)s)
  RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts, nr.queued_at
 ), bumped AS (
@@ -120,14 +124,16 @@ def _store_artifact(value: Any) -> str:
 
 
 COMPLETE = """
-WITH stored AS (
+WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
+    SELECT id FROM workflows_run WHERE id = %(run_id)s FOR UPDATE
+), stored AS (
     INSERT INTO workflows_artifact (id, kind, content, size_bytes, created_at)
     VALUES (%(aid)s, 'node_io', %(output)s::jsonb, %(size)s, %(now)s) ON CONFLICT (id) DO NOTHING
 ), done AS (
     UPDATE workflows_noderun
        SET status = 'completed', finished_at = %(now)s, lease_expires_at = NULL, input = %(input)s::jsonb,
            output = %(output)s::jsonb, output_artifact_id = %(aid)s, attempt_log = attempt_log || %(entry)s::jsonb
-     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
+     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s AND run_id IN (SELECT id FROM locked)
  RETURNING run_id
 ), bumped AS (
     UPDATE workflows_run r SET event_seq = r.event_seq + 1,
@@ -214,6 +220,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     NODE_DURATION.labels(ctx.node_type, "failed").observe(time.monotonic() - started)
     logger.info("node_run.failed", extra={"error_type": error.get("error_type"), "attempt": ctx.attempt})
     with transaction.atomic():
+        locks.lock_run(ctx.run_id)
         if error.get("transient") and ctx.attempt < max_attempts:
             backoff_ms = int(retry.get("backoff_ms", 1000) * float(retry.get("backoff_multiplier", 2.0)) ** (
                 ctx.attempt - 1))
@@ -285,6 +292,7 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
     budget): ``create()`` writes the rows the wait is and returns the events to append, all in one
     transaction. The worker is free as soon as this returns; no task sleeps."""
     with transaction.atomic():
+        locks.lock_run(ctx.run_id)
         moved = NodeRun.objects.filter(pk=ctx.node_run_id, status=NodeRun.Status.RUNNING,
                                        attempts=ctx.attempt).update(
             status=NodeRun.Status.WAITING, lease_expires_at=None, input=ctx.config, wait_reason=reason)
@@ -299,22 +307,25 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
     """``waiting → completed | failed`` (a decision arrived, or its deadline passed), then the
     coordinator routes it. Call inside the caller's transaction; False if it was not waiting."""
     now = timezone.now()
-    nr = NodeRun.objects.select_related("run").filter(pk=node_run_id).first()
-    if nr is None:
-        return False
-    fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
-    if error is None:
-        output = strict_json(output)
-        aid = _store_artifact(output)
-        fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
-        event = ("node_completed", nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
-    else:
-        error = strict_json(error, non_finite="null")
-        fields.update(status=NodeRun.Status.FAILED, error=error)
-        event = ("node_failed", nr.node_id, {"iteration": nr.iteration, "error": error})
-    moved = NodeRun.objects.filter(pk=node_run_id, status=NodeRun.Status.WAITING).update(**fields)
-    if not moved:
-        return False
-    events.append(nr.run_id, nr.run.owner_id, [*(extra_events or []), event])
-    coordinate_after_commit([node_run_id])
-    return True
+    with transaction.atomic():  # a savepoint in the caller's transaction
+        if locks.lock_run_of(node_run_id) is None:
+            return False
+        nr = NodeRun.objects.select_related("run").filter(pk=node_run_id).first()
+        if nr is None:
+            return False
+        fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
+        if error is None:
+            output = strict_json(output)
+            aid = _store_artifact(output)
+            fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
+            event = ("node_completed", nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
+        else:
+            error = strict_json(error, non_finite="null")
+            fields.update(status=NodeRun.Status.FAILED, error=error)
+            event = ("node_failed", nr.node_id, {"iteration": nr.iteration, "error": error})
+        moved = NodeRun.objects.filter(pk=node_run_id, status=NodeRun.Status.WAITING).update(**fields)
+        if not moved:
+            return False
+        events.append(nr.run_id, nr.run.owner_id, [*(extra_events or []), event])
+        coordinate_after_commit([node_run_id])
+        return True

@@ -21,7 +21,7 @@ from kombu.exceptions import ChannelError
 from aob_project.celery import COORDINATOR_QUEUE, app, queue_for_type
 from workflows.models import NodeRun, Run
 
-from . import events, testhooks
+from . import events, locks, testhooks
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -114,6 +114,7 @@ def _recover_lost(nr: NodeRun, now: object) -> str:
     entry = {"attempt": nr.attempts, "status": "lost", "error": {
         "error_type": "WorkerLost", "message": "the worker running this node stopped before finishing"}}
     with transaction.atomic():
+        locks.lock_run(nr.run_id)
         if nr.attempts >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
             error = {"error_type": "WorkerLost", "message": f"lost {nr.attempts} times; giving up",
                      "transient": False}
