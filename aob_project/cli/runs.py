@@ -197,10 +197,13 @@ def run_budget(session: Session, run_id: str, max_cost_usd: float | None, max_to
 @click.argument("run_id")
 @click.argument("node_id")
 @click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
+@click.option("--reuse-llm", is_flag=True,
+              help="Agent nodes reuse the recorded model responses while the conversation matches (no call, no cost).")
 @pass_session
-def run_replay(session: Session, run_id: str, node_id: str, watch: bool) -> None:
+def run_replay(session: Session, run_id: str, node_id: str, watch: bool, reuse_llm: bool) -> None:
     """A new run of RUN_ID's definition that reuses the outputs upstream of NODE_ID and runs the rest."""
-    _started(session, session.client.post(_run_path(run_id, "nodes", segment(node_id), "replay")), watch)
+    body = {"reuse_llm": True} if reuse_llm else None
+    _started(session, session.client.post(_run_path(run_id, "nodes", segment(node_id), "replay"), body), watch)
 
 
 @click.command("logs")

@@ -391,13 +391,16 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         return Response(s.RunOut(runs.run_budget_raise(run=run, user=request.user, **data.validated_data)).data)
 
-    @extend_schema(request=None, responses={201: s.RunStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
+    @extend_schema(request=s.ReplayIn, responses={201: s.RunStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
     def replay(self, request: Request, pk: str, node_id: str) -> Response:
         run = self._run(pk)
         if run.owner_id != request.user.pk:
             raise NotFound("run not found")
-        new = runs.run_replay(run=run, node_id=node_id, user=request.user, request_id=_request_id(request))
+        data = s.ReplayIn(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        new = runs.run_replay(run=run, node_id=node_id, user=request.user, request_id=_request_id(request),
+                              reuse_llm=data.validated_data["reuse_llm"])
         out = _run_started(new)
         out["replay_of"] = str(run.pk)
         return Response(out, status=201)

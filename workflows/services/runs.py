@@ -26,7 +26,7 @@ _RUNNABLE: dict[str, None] = {}
 def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | None = None,
               workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
               replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "",
-              record: Callable[[Run], None] | None = None) -> Run:
+              record: Callable[[Run], None] | None = None, reuse_llm: bool = False) -> Run:
     """Validate and compile the frozen version, create the run and emit its entry nodes, in one
     transaction; executor messages go out after commit. ``artifact_id`` names a version already
     stored (a workflow's): its content is then read only if this process has not compiled it.
@@ -55,7 +55,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
         run = Run.objects.create(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "",
                                  base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
-                                 request_id=request_id, replay_of=replay_of, replay_from_node=replay_from_node)
+                                 request_id=request_id, replay_of=replay_of, replay_from_node=replay_from_node,
+                                 reuse_llm=reuse_llm and replay_of is not None)
         seeded = []
         if reused:
             seeded = NodeRun.objects.bulk_create([
@@ -110,11 +111,12 @@ def _cancel_approvals(run: Run) -> None:
         status=Approval.Status.CANCELLED, decided_at=timezone.now())
 
 
-def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> Run:
+def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reuse_llm: bool = False) -> Run:
     """A new run of the source's current definition that reuses the recorded outputs of the nodes
     upstream of ``node_id`` and executes from ``node_id`` on. A human gate's decision is never
     reused: a gate upstream of ``node_id`` asks again, and what lies between it and ``node_id`` runs
-    again after it."""
+    again after it. With ``reuse_llm`` its agent nodes reuse the source's recorded model responses
+    while their conversation matches the source's (agents/journal.py): no call, no cost."""
     ir = coordinator.load_ir(run)
     if node_id not in ir.nodes:
         raise NotFound(f"node {node_id!r} is not in run {run.pk}", extra={"field": "node_id"})
@@ -129,7 +131,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> R
         raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                        code="replay_upstream_incomplete", extra={"nodes": missing})
     return run_start(owner=user, artifact_id=run.current_artifact_id, inputs=run.inputs, workflow=run.workflow,
-                     request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()))
+                     request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()),
+                     reuse_llm=reuse_llm)
 
 
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
