@@ -182,3 +182,5 @@ def test_start_sends_an_idempotency_key_a_new_one_per_invocation_unless_given(en
     other = as_alice("run", "start", flow, "--inputs", '{"n": 3}', "--idempotency-key", key)
     assert other.code != 0 and "Idempotency-Key" in other.err
     assert Run.objects.count() == 3
+    for run_id in Run.objects.values_list("pk", flat=True):
+        assert wait_for_run(run_id).status == "completed"

@@ -112,6 +112,8 @@ def test_a_cancelled_agent_is_interrupted_mid_tool_call(engine, api, fake_llm, r
     cancel(api, run_id)
     wait_until(lambda: remote.outcomes(key), timeout=10, what="the tool's request ending")
     assert remote.outcomes(key) == ["aborted"]
+    plan = NodeRun.objects.get(run_id=run_id, node_id="plan")
+    wait_until(lambda: logged(engine["worker"], "node_run.lease_lost", node_run_id=plan.pk), what="the agent stopping")
     remote.release(key)
     assert len(fake_llm.requests) == 1
 

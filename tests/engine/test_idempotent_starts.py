@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.conftest import client_for, wait_for_run
-from tests.engine.flow import transform
+from tests.engine.flow import transform, wait_all
 from workflows.models import IdempotencyKey, Run
 
 DEFINITION = {"nodes": [transform("a", "inputs.n * 2")], "edges": []}
+
+
+@pytest.fixture(autouse=True)
+def runs_finish() -> Iterator[None]:
+    """Every run a test started ends before the database is flushed for the next one."""
+    yield
+    wait_all([str(pk) for pk in Run.objects.values_list("pk", flat=True)])
 
 
 def start(api: APIClient, key: str | None, body: dict[str, Any], path: str = "/api/v1/runs") -> Any:

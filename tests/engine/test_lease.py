@@ -117,8 +117,8 @@ def test_the_sweepers_update_rereads_the_lease(engine, user, renewed):
     """A heartbeat that renewed the lease after the sweeper read it wins: the UPDATE's own
     condition, not the earlier read, decides."""
     run = stored_run(user)
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE workflows_run SET status = 'running' WHERE id = %s", [run.pk])
+    with connection.cursor() as cursor:  # a finished run: the live sweeper and workers leave it alone
+        cursor.execute("UPDATE workflows_run SET status = 'completed' WHERE id = %s", [run.pk])
     nr = NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="running", attempts=1,
                                 lease_expires_at=timezone.now() - timezone.timedelta(seconds=5))
     read = NodeRun.objects.select_related("run").get(pk=nr.pk)  # what the sweeper's query saw: lapsed

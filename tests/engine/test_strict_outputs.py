@@ -76,3 +76,4 @@ def test_the_rule():
     with pytest.raises(NonJSONOutput) as err:
         strict_json({"x": object()})
     assert err.value.extra["path"] == "/x" and err.value.extra["type"] == "object"
+    assert strict_json({"x": ValueError("boom")}, non_finite="null") == {"x": "boom"}  # an error payload

@@ -266,7 +266,9 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
         if output is not WAITING:
             output = strict_json(output)  # a value JSON cannot hold fails the node here, by one rule
     except heartbeat.LeaseLost:
-        # cancelled, or re-queued for another attempt: nothing of this attempt is written
+        # cancelled, or re-queued for another attempt: nothing of this attempt is written. The
+        # interrupt may have landed mid-query: the connection is closed, and opened afresh next time.
+        connection.close()
         logger.warning("node_run.lease_lost", extra={"attempt": ctx.attempt})
         return "lease_lost"
     except SoftTimeLimitExceeded as exc:

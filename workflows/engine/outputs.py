@@ -14,7 +14,7 @@ The rule:
 - Bytes: standard base64 strings.
 - Map keys: strings (``1`` → ``"1"``, ``true`` → ``"true"``); tuples and sets: arrays.
 - Strings: NUL (``jsonb`` cannot hold it) and lone surrogates become U+FFFD.
-- Anything else: ``NonJSONOutput`` naming its path and type.
+- Anything else: ``NonJSONOutput`` naming its path and type (in an error payload: its text).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _walk(value: Any, path: str, non_finite: str) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            key = _key(k, path)
+            key = _text(str(k)) if non_finite == "null" and not isinstance(k, str | int | float | bool) else _key(k, path)
             out[key] = _walk(v, _pointer(path, key), non_finite)
         return out
     if isinstance(value, list | tuple | set | frozenset):
@@ -122,5 +122,7 @@ def _walk(value: Any, path: str, non_finite: str) -> Any:
         return isodate.duration_isoformat(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
+    if non_finite == "null":  # an error payload: recorded whatever it holds
+        return _text(str(value))
     raise NonJSONOutput(f"the output is not JSON: {path or 'the output'} is a {type(value).__name__}",
                         extra={"path": path or "/", "type": type(value).__name__, "transient": False})
