@@ -20,7 +20,7 @@ DEFINITION = {"nodes": [transform("a", "inputs.n * 2")], "edges": []}
 
 
 @pytest.fixture(autouse=True)
-def runs_finish() -> Iterator[None]:
+def runs_finish(engine: Any) -> Iterator[None]:
     """Every run a test started ends before the database is flushed for the next one."""
     yield
     wait_all([str(pk) for pk in Run.objects.values_list("pk", flat=True)])
