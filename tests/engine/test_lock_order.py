@@ -18,7 +18,7 @@ from tests.conftest import client_for, wait_for_run
 from tests.engine.flow import edge, http, submit, transform, unique, wait_all, wait_until
 from workflows.engine import locks
 from workflows.engine.dispatch import Dispatch, publish_now
-from workflows.models import NodeRun
+from workflows.models import NodeRun, Run
 
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)
 
@@ -51,8 +51,12 @@ def hammer(engine: dict[str, Any], api: Any, user: Any, seed: int, runs: int = 6
         try:
             time.sleep(delay)  # spread the requests over the runs' lifetimes (timing is not asserted)
             if what == "approve":
-                approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30,
-                                      what="the approval")
+                wait_until(lambda: Approval.objects.filter(run_id=run_id).exists()
+                           or Run.objects.filter(pk=run_id, status__in=Run.FINISHED).exists(),
+                           timeout=30, what="the approval, or the run cancelled before it")
+                approval = Approval.objects.filter(run_id=run_id).first()
+                if approval is None:
+                    return  # cancelled before its gate was reached: nothing to decide
                 answer = client.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True}, format="json")
             else:
                 answer = client.post(f"/api/v1/runs/{run_id}/cancel")
