@@ -19,6 +19,7 @@ class Journal:
         self.prompt: list[dict[str, Any]] | None = None
         self.responses: dict[int, dict[str, Any]] = {}
         self.tools: dict[tuple[int, int], Any] = {}
+        self.source: dict[tuple[str, int, int], Any] = {}
         for turn, kind, index, content in (AgentTurn.objects.filter(node_run_id=node_run_id)
                                            .values_list("turn", "kind", "index", "content")):
             if kind == AgentTurn.Kind.PROMPT:
@@ -31,6 +32,37 @@ class Journal:
     @property
     def resumed(self) -> bool:
         return self.prompt is not None
+
+    def reuse_from(self, source_node_run_id: int | None, prompt: list[dict[str, Any]]) -> None:
+        """A replay with ``reuse_llm``: the source node run's recorded responses may stand in for
+        model calls while this conversation is the source's (same prompt; every tool result so far
+        the same). The first difference ends the reuse; from then on the model is called."""
+        self.source = {}
+        if source_node_run_id is None:
+            return
+        for turn, kind, index, content in (AgentTurn.objects.filter(node_run_id=source_node_run_id)
+                                           .values_list("turn", "kind", "index", "content")):
+            self.source[(kind, turn, index)] = content
+        if self.source.get((AgentTurn.Kind.PROMPT, 0, 0)) != prompt:
+            self.source = {}
+
+    def reused_response(self, turn: int) -> dict[str, Any] | None:
+        """The source's response for ``turn``, journaled as this node run's own with no usage
+        (no call was made, nothing is spent); None when there is none to reuse."""
+        source = self.source.get((AgentTurn.Kind.RESPONSE, turn, 0))
+        if source is None:
+            return None
+        call = {**source["call"], "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0, "cost_usd": 0.0,
+                "latency_ms": 0, "attempts": 0, "errors": []}
+        stored = self._write(turn, AgentTurn.Kind.RESPONSE, 0, {"message": source["message"], "call": call,
+                                                                "reused": True})
+        self.responses[turn] = stored
+        return stored
+
+    def compare_tool(self, turn: int, index: int, result: Any) -> None:
+        """A tool result unlike the source's ends the reuse: the conversation has diverged."""
+        if self.source and self.source.get((AgentTurn.Kind.TOOL, turn, index)) != result:
+            self.source = {}
 
     def _write(self, turn: int, kind: str, index: int, content: Any) -> Any:
         """Write once; a row that is already there wins (what a lost attempt wrote stands)."""

@@ -25,6 +25,7 @@ from agents.journal import Journal, call_from
 from agents.nodetypes import effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
+from workflows.engine import heartbeat
 from workflows.engine.execution import WAITING, park
 from workflows.models import Artifact, Event, Run
 from workflows.registry import NodeContext
@@ -82,6 +83,7 @@ def run_agent(ctx: NodeContext) -> Any:
     max_tokens = min(int(config.get("max_tokens") or settings.AOB_LLM_MAX_TOKENS), settings.AOB_LLM_MAX_TOKENS)
     journal = Journal(ctx.node_run_id, ctx.attempt)
     messages = list(journal.prompt or journal.record_prompt(_first_messages(ctx)))
+    journal.reuse_from(_replay_source(ctx), messages)
     names = effective_tools(config)
     tools = schemas(names)
     state = AgentState(ctx=ctx, tools=names)
@@ -89,6 +91,9 @@ def run_agent(ctx: NodeContext) -> Any:
     tool_calls: list[dict[str, Any]] = []
     for turn in range(rounds + 1):
         record = journal.responses.get(turn)
+        if record is None:
+            heartbeat.ensure_held(ctx.node_run_id, ctx.attempt)  # cancelled or re-queued: no further model call
+            record = journal.reused_response(turn)  # a replay with reuse_llm: no call while nothing differs
         if record is None:
             try:
                 record = _call(ctx, journal, turn, model=model, messages=messages, tools=tools,
@@ -109,6 +114,7 @@ def run_agent(ctx: NodeContext) -> Any:
             if result is None:
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
                 result = journal.record_tool(turn, index, _json_safe(_run_tool(state, name, arguments)))
+            journal.compare_tool(turn, index, result)
             state.observe(name, result)
             tool_calls.append({"name": name, "arguments": _parsed(arguments), "result": result})
             messages.append({"role": "tool", "tool_call_id": call_["id"], "content": json.dumps(result, default=str)})
@@ -119,6 +125,17 @@ def run_agent(ctx: NodeContext) -> Any:
     return {"status": "success", "type": "tool_result",
             "message": f"stopped after {len(calls)} model calls; last tool result attached",
             "tool_calls": tool_calls, "usage": _usage_totals(calls), "result": last}
+
+
+def _replay_source(ctx: NodeContext) -> int | None:
+    """The node run of the run this one replays, when the replay reuses recorded responses."""
+    from workflows.models import NodeRun
+
+    source = Run.objects.filter(pk=ctx.run_id, reuse_llm=True).values_list("replay_of_id", flat=True).first()
+    if source is None:
+        return None
+    return (NodeRun.objects.filter(run_id=source, node_id=ctx.node_id, iteration=ctx.iteration)
+            .values_list("pk", flat=True).first())
 
 
 def _first_messages(ctx: NodeContext) -> list[dict[str, Any]]:

@@ -22,9 +22,9 @@ from approvals.notifications import approval_notify
 from approvals.selectors import is_approver
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
-from workflows.engine import events, transitions
+from workflows.engine import events, locks, transitions
 from workflows.engine.execution import resume
-from workflows.models import Artifact, Event, NodeRun
+from workflows.models import Artifact, Event, NodeRun, Run
 from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
@@ -64,10 +64,14 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     """Count one person's decision; settle the approval and resume the run when it is decided.
     Concurrent decisions serialize on the approval row, so it settles and routes once."""
     with transaction.atomic():
+        run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
         approval = Approval.objects.select_for_update().select_related("run__owner").get(pk=approval.pk)
         if approval.status != Approval.Status.PENDING:
             raise ApprovalSettled(f"approval {approval.pk} is already {approval.status}",
                                   extra={"status": approval.status})
+        if run_status in Run.FINISHED:
+            raise ApprovalSettled(f"run {approval.run_id} is already {run_status}", code="run_finished",
+                                  extra={"status": run_status})
         if not is_approver(approval, user):
             raise NotAnApprover(f"{user.username} is not an approver of approval {approval.pk}",
                                 extra={"approvers": approval.approvers})
@@ -210,6 +214,10 @@ def approvals_expire_due() -> int:
     count = 0
     for pk in Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now).values_list("pk", flat=True):
         with transaction.atomic():
+            run_id = Approval.objects.filter(pk=pk).values_list("run_id", flat=True).first()
+            if run_id is None:
+                continue
+            locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
             approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run")
                         .filter(pk=pk, status=Approval.Status.PENDING, deadline__lte=now).first())
             if approval is None:

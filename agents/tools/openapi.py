@@ -14,7 +14,7 @@ from django.conf import settings
 from agents.exceptions import ToolError
 from aob_project.exceptions import AobError
 from vault.references import SecretBox
-from workers.http import request
+from workers.http import idempotency, request
 from workflows.definition.references import resolve
 
 from .base import AgentState
@@ -89,7 +89,9 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
         headers = box.render(raw_auth.get("headers") or {}, resolved_auth.get("headers") or {}, text)
         query.update(box.render(raw_auth.get("query") or {}, resolved_auth.get("query") or {}, text))
         try:
-            result = request(method=method, url=base.rstrip("/") + path, params=query or None, headers=headers or None,
+            headers = idempotency.with_key(headers, idempotency.HEADER,
+                                           idempotency.effect_key(ctx, "tool", state.proposal_key))
+            result = request(method=method, url=base.rstrip("/") + path, params=query or None, headers=headers,
                              json=body if isinstance(body, dict | list) else None)
         except AobError as exc:
             raise box.masked(exc) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.exceptions import ToolError
-from workers.http import request
+from workers.http import idempotency, request
 
 from .base import AgentState
 
@@ -78,8 +78,11 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(step.get("url"), str):
                 raise ToolError(f"step {i}: http_request needs a url")
             payload = step.get("payload")
+            # one key per step of this tool call of this turn: a resumed attempt repeats it with the same key
+            key = idempotency.effect_key(state.ctx, "tool", state.proposal_key, i)
             result = request(method=str(step.get("method", "GET")).upper(), url=step["url"],
-                             headers={str(k): str(v) for k, v in (step.get("headers") or {}).items()},
+                             headers=idempotency.with_key({str(k): str(v) for k, v in (step.get("headers") or {}).items()},
+                                                          idempotency.HEADER, key),
                              json=payload if isinstance(payload, dict | list) else None,
                              content=payload if isinstance(payload, str) else None)
             data = result.json_body if result.json_body is not None else result.text

@@ -52,8 +52,19 @@ class ApiClient:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, body=body)
+    def post(self, path: str, body: Any = None, *, headers: dict[str, str] | None = None) -> Any:
+        return self.request("POST", path, body=body, headers=headers)
+
+    def start(self, path: str, body: Any, *, idempotency_key: str, retries: int = 2) -> Any:
+        """A run start, safe to retry: the server answers a repeated ``Idempotency-Key`` with the run
+        the first request started, so a request whose answer was lost (a timeout) is sent again."""
+        for attempt in range(retries + 1):
+            try:
+                return self.post(path, body, headers={"Idempotency-Key": idempotency_key})
+            except ApiError as exc:
+                if exc.code != "unreachable" or attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
 
     def patch(self, path: str, body: Any = None) -> Any:
         return self.request("PATCH", path, body=body)
@@ -64,10 +75,11 @@ class ApiClient:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
-    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                headers: dict[str, str] | None = None) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, path.lstrip("/"), json=body, params=query)
+            response = self._http.request(method, path.lstrip("/"), json=body, params=query, headers=headers)
         except httpx.TransportError as exc:
             raise ApiError(f"cannot reach the API at {self.api_url}: {exc}", code="unreachable") from None
         if response.status_code == 204 or not response.content:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -84,15 +85,18 @@ def run() -> None:
 @click.argument("target", metavar="TAG|FILE.json")
 @click.option("--inputs", "-i", default=None, metavar="FILE|JSON", help="The run's inputs: a JSON file or JSON text.")
 @click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
+@click.option("--idempotency-key", default=None, metavar="KEY",
+              help="Sent as the Idempotency-Key header (default: a new UUID per invocation); the same key and "
+              "inputs within 24 h return the run already started instead of a second one.")
 @pass_session
-def run_start(session: Session, target: str, inputs: str | None, watch: bool) -> None:
+def run_start(session: Session, target: str, inputs: str | None, watch: bool, idempotency_key: str | None) -> None:
     """Run a saved workflow (TAG), or the definition in FILE.json without saving it."""
     body: dict[str, Any] = {"inputs": json_object(json_file_or_text(inputs, "--inputs"), "--inputs") if inputs else {}}
     if Path(target).is_file():
         body["workflow"] = json_object(read_json_file(target, "workflow file"), "the workflow file")
     else:
         body["tag"] = target
-    _started(session, session.client.post("runs", body), watch)
+    _started(session, session.client.start("runs", body, idempotency_key=idempotency_key or str(uuid.uuid4())), watch)
 
 
 @run.command("watch")
@@ -193,10 +197,13 @@ def run_budget(session: Session, run_id: str, max_cost_usd: float | None, max_to
 @click.argument("run_id")
 @click.argument("node_id")
 @click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
+@click.option("--reuse-llm", is_flag=True,
+              help="Agent nodes reuse the recorded model responses while the conversation matches (no call, no cost).")
 @pass_session
-def run_replay(session: Session, run_id: str, node_id: str, watch: bool) -> None:
+def run_replay(session: Session, run_id: str, node_id: str, watch: bool, reuse_llm: bool) -> None:
     """A new run of RUN_ID's definition that reuses the outputs upstream of NODE_ID and runs the rest."""
-    _started(session, session.client.post(_run_path(run_id, "nodes", segment(node_id), "replay")), watch)
+    body = {"reuse_llm": True} if reuse_llm else None
+    _started(session, session.client.post(_run_path(run_id, "nodes", segment(node_id), "replay"), body), watch)
 
 
 @click.command("logs")

@@ -99,3 +99,22 @@ def test_arguments_that_break_a_tools_schema_go_back_to_the_model(engine, api, f
     missing, wrong = tool_messages(fake_llm.requests[1])
     assert (missing["status"], missing["error"]) == ("error", "invalid_arguments") and "task" in missing["message"]
     assert (wrong["status"], wrong["error"]) == ("error", "invalid_arguments") and "three" in wrong["message"]
+
+
+def test_each_tool_request_carries_its_own_idempotency_key(engine, api, fake_llm, remote):
+    pipeline = {"steps": [{"op": "http_request", "url": f"{remote.base}/echo/one"},
+                          {"op": "http_request", "url": f"{remote.base}/echo/two", "method": "POST", "payload": {}}]}
+    own = {"steps": [{"op": "http_request", "url": f"{remote.base}/echo/own", "headers": {"Idempotency-Key": "mine"}}]}
+    create = {"api": "remote", "operation_id": "createOrder", "body": {"sku": "A-1", "qty": 1}}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline), ("execute_pipeline", own),
+                                    ("openapi_action", create)]}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline", "openapi_action"])]))
+
+    assert run.status == "completed", run.error
+    keys = {h["path"]: next((v for k, v in h["headers"].items() if k.lower() == "idempotency-key"), None)
+            for h in remote.hits("/echo")}
+    assert set(keys) == {"/echo/one", "/echo/two", "/echo/own", "/echo/orders"}
+    assert keys["/echo/own"] == "mine"  # a step's own header wins
+    generated = [keys[p] for p in ("/echo/one", "/echo/two", "/echo/orders")]
+    assert all(generated) and len(set(generated)) == 3  # one per step and per call

@@ -162,3 +162,25 @@ def test_run_list_filters_by_workflow_dates_and_text_and_pages_by_cursor(as_alic
     assert listed("--limit", "2", "--cursor", cursor) == [str(old.pk)]
     bad = as_alice("run", "list", "--since", "last week")
     assert bad.code == 1 and bad.err.startswith("error: created_after: ")
+
+
+def test_start_sends_an_idempotency_key_a_new_one_per_invocation_unless_given(engine, as_alice, write_json):
+    from workflows.models import IdempotencyKey, Run
+
+    flow = write_json("chain.json", chain())
+    one = as_alice("-o", "json", "run", "start", flow, "--inputs", '{"n": 1}').json()
+    two = as_alice("-o", "json", "run", "start", flow, "--inputs", '{"n": 1}').json()
+    assert one["run_id"] != two["run_id"]
+    keys = list(IdempotencyKey.objects.values_list("key", flat=True))
+    assert len(keys) == 2 and all(uuid.UUID(k) for k in keys)  # one uuid per invocation
+
+    key = str(uuid.uuid4())
+    first = as_alice("-o", "json", "run", "start", flow, "--inputs", '{"n": 2}', "--idempotency-key", key)
+    again = as_alice("-o", "json", "run", "start", flow, "--inputs", '{"n": 2}', "--idempotency-key", key)
+    assert first.code == again.code == 0, (first.err, again.err)
+    assert again.json() == first.json()  # the retry answered the run already started
+    other = as_alice("run", "start", flow, "--inputs", '{"n": 3}', "--idempotency-key", key)
+    assert other.code != 0 and "Idempotency-Key" in other.err
+    assert Run.objects.count() == 3
+    for run_id in Run.objects.values_list("pk", flat=True):
+        assert wait_for_run(run_id).status == "completed"

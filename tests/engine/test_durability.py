@@ -50,18 +50,23 @@ def control(worker: str, command: str, queue: str) -> None:
     raise AssertionError(f"{worker} did not answer {command}")
 
 
-def test_worker_killed_mid_node_the_node_runs_again_and_is_applied_once(engine, stack_env, api, remote):
+def kill_mid_request(engine: dict[str, Any], stack_env: dict[str, str], api: Any, remote: Any,
+                     config: dict[str, Any]) -> tuple[str, str, float]:
+    """One trial: a POST node whose worker is killed by PID (SIGKILL) while the remote is applying
+    its effect. Returns (run id, effect name, when killed). The remote honours Idempotency-Key."""
+    name = unique("charge")
     control(engine["worker"].node_name, "cancel_consumer", "wf.tasks.http")  # the victim is the only http consumer
     victim = stack.start_worker(stack_env, "victim", queues=["wf.tasks.http"], concurrency=1)
     try:
         definition = {
             "nodes": [transform("a", "{'k': 1}"),
-                      http("slow", f"{remote.base}/sleep/3", timeout_ms=4000),  # lease: 4 s + 2 s grace
+                      http("slow", f"{remote.base}/effect/{name}/3", timeout_ms=4000,  # lease: 4 s + 2 s grace
+                           config={"method": "POST", "payload": {"amount": 5}, **config}),
                       transform("after", "nodes.slow.body.slept")],
             "edges": [edge("a", "slow"), edge("slow", "after")],
         }
         run_id = submit(api, definition)
-        wait_until(lambda: remote.hits("/sleep/3"), what="the victim calling the remote")
+        wait_until(lambda: remote.effects(name), what="the victim calling the remote")
         time.sleep(0.3)
         victim.kill()  # SIGKILL to its process group, the pool child included
         killed_at = time.time()
@@ -69,13 +74,22 @@ def test_worker_killed_mid_node_the_node_runs_again_and_is_applied_once(engine, 
     finally:
         control(engine["worker"].node_name, "add_consumer", "wf.tasks.http")
         victim.stop()
+    return run_id, name, killed_at
+
+
+def test_worker_killed_mid_node_the_node_runs_again_and_is_applied_once(engine, stack_env, api, remote):
+    run_id, name, killed_at = kill_mid_request(engine, stack_env, api, remote, {})
     run = wait_for_run(run_id, timeout=40)
     assert run.status == "completed", run.error
-    hits = remote.hits("/sleep/3")
-    assert len(hits) == 2
+    hits = remote.hits(f"/effect/{name}/")
+    assert len(hits) == 2  # sent again after the kill ...
+    keys = {next(v for k, v in h["headers"].items() if k.lower() == "idempotency-key") for h in hits}
+    assert len(keys) == 1  # ... with the same key,
+    assert len(remote.effects(name)) == 1  # so the remote applied it once
     assert hits[1]["at"] - killed_at < 30  # it ran again within 30 s
     slow = node_runs(run)["slow"]
     assert slow.status == "completed"
+    assert slow.output["body"]["effect"] == 1
     assert slow.attempts == 2
     assert [entry["status"] for entry in slow.attempt_log] == ["lost", "completed"]
     assert slow.attempt_log[0]["error"]["error_type"] == "WorkerLost"
@@ -87,6 +101,33 @@ def test_worker_killed_mid_node_the_node_runs_again_and_is_applied_once(engine, 
     assert counts[("node_completed", "slow")] == 1  # applied once
     assert counts[("node_started", "after")] == 1
     assert counts[("workflow_completed", "")] == 1
+
+
+def test_negative_control_without_the_key_the_repeat_applies_the_effect_twice(engine, stack_env, api, remote):
+    """The same trial with the protecting mechanism off (no key, told to repeat): the check above
+    does detect the doubling."""
+    run_id, name, _ = kill_mid_request(engine, stack_env, api, remote,
+                                       {"idempotency_header": False, "on_lost": "repeat"})
+    run = wait_for_run(run_id, timeout=40)
+    assert run.status == "completed", run.error
+    assert len(remote.hits(f"/effect/{name}/")) == 2
+    assert len(remote.effects(name)) == 2  # doubled
+    assert node_runs(run)["slow"].output["body"]["effect"] == 2
+
+
+def test_a_post_without_a_key_is_not_repeated_after_a_kill_it_fails_as_outcome_unknown(engine, stack_env, api,
+                                                                                      remote):
+    run_id, name, _ = kill_mid_request(engine, stack_env, api, remote, {"idempotency_header": None})
+    run = wait_for_run(run_id, timeout=40)
+    assert run.status == "failed"
+    slow = node_runs(run)["slow"]
+    assert slow.status == "failed"
+    assert slow.error["error_type"] == "OutcomeUnknown" and slow.error["transient"] is False
+    assert "on_lost" in slow.error["message"]
+    assert [entry["status"] for entry in slow.attempt_log] == ["lost", "failed"]
+    assert len(remote.hits(f"/effect/{name}/")) == 1  # not sent again: a person decides
+    assert len(remote.effects(name)) == 1
+    assert run.error["error_type"] == "OutcomeUnknown"
 
 
 def test_the_same_executor_and_coordinator_messages_twice_change_nothing(engine, api, remote):

@@ -83,7 +83,7 @@ def state() -> dict[str, Any]:
 def _no_heartbeat() -> Any:
     """The lease heartbeat is a thread with its own connection; transforms finish long before a beat."""
     original = heartbeat.holding
-    heartbeat.holding = lambda node_run_id: contextlib.nullcontext()  # type: ignore[assignment]
+    heartbeat.holding = lambda *held: contextlib.nullcontext()  # type: ignore[assignment]
     try:
         yield
     finally:

@@ -8,7 +8,11 @@ so a test flips them for every process of its stack at once:
   (a crash between commit and publish); the sweeper must find it;
 - ``aob:test:sweeper_paused``: the sweeper does nothing;
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
-  engine would.
+  engine would;
+- ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
+  off from the database would;
+- ``aob:test:lease_stop_off``: negative control: a heartbeat that finds its lease gone does not stop
+  its executor.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def _redis() -> redis.Redis:
 
 def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     """``(module, name, replacement)`` for each engine function a fault wraps."""
-    from workflows.engine import coordinator, dispatch, sweeper
+    from workflows.engine import coordinator, dispatch, heartbeat, sweeper
     from workflows.models import NodeRun
 
     publish_now, sweep, coordinate = dispatch.publish_now, sweeper.sweep, coordinator.coordinate
@@ -56,13 +60,32 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             raise RuntimeError(f"poisoned decision for {node_id} (test hook)")
         coordinate(node_run_id, completion)
 
+    to_renew, interrupt = heartbeat._Beat.to_renew, heartbeat._Beat.interrupt
+
+    def pausable_renewals(beat: Any, held: dict[int, int]) -> dict[int, int]:
+        return to_renew(beat, {i: a for i, a in held.items() if not _redis().exists(f"aob:test:heartbeat_paused:{i}")})
+
+    def switchable_interrupt(beat: Any) -> None:
+        if not _redis().exists("aob:test:lease_stop_off"):
+            interrupt(beat)
+
     return [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
-            (coordinator, "coordinate", poisonable_coordinate)]
+            (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
+            (heartbeat._Beat, "interrupt", switchable_interrupt)]
+
+
+ORIGINALS: dict[tuple[Any, str], Any] = {}
 
 
 def install() -> None:
     for module, name, replacement in patches():
+        ORIGINALS.setdefault((module, name), getattr(module, name))
         setattr(module, name, replacement)
+
+
+def unwrapped(module: Any, name: str) -> Any:
+    """The engine's own function, without the fault wrapped around it here."""
+    return ORIGINALS.get((module, name), getattr(module, name))
 
 
 if os.environ.get("AOB_TEST_HOOKS") == "1":

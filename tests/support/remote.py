@@ -4,13 +4,20 @@ Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code
 ``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test),
 ``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``,
 ``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told),
-``/hold/<key>`` (answers only once the test calls ``release(key)``; 60 s at most).
+``/hold/<key>`` (answers only once the test calls ``release(key)``; 60 s at most; ``outcomes(key)``
+says for each request whether it was ``answered`` or ``aborted`` — the client closed the connection
+while it was held),
+``/effect/<name>/<seconds>`` (applies an effect — appended to ``effects(name)`` — then answers after
+sleeping; it honours ``Idempotency-Key`` as Stripe does: a request repeating a key applies nothing
+and gets the first request's answer, waiting for it if that one is still running).
 Every request is recorded.
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +31,9 @@ class RemoteServer:
         self.scripts: dict[str, list[Any]] = {}
         self.counters: dict[str, int] = {}
         self.holds: dict[str, threading.Event] = {}
+        self.applied: list[dict[str, Any]] = []
+        self.held_outcomes: dict[str, list[str]] = {}
+        self.keys: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         owner = self
 
@@ -59,6 +69,9 @@ class RemoteServer:
             for held in self.holds.values():
                 held.set()  # a request a finished test left holding answers now
             self.holds.clear()
+            self.applied.clear()
+            self.held_outcomes.clear()
+            self.keys.clear()
 
     def _hold(self, key: str) -> threading.Event:
         with self.lock:
@@ -74,6 +87,29 @@ class RemoteServer:
     def hits(self, path_prefix: str) -> list[dict[str, Any]]:
         with self.lock:
             return [r for r in self.requests if r["path"].startswith(path_prefix)]
+
+    def outcomes(self, key: str) -> list[str]:
+        with self.lock:
+            return list(self.held_outcomes.get(key, []))
+
+    def _held(self, handler: BaseHTTPRequestHandler, key: str) -> None:
+        """Wait for ``release(key)``, noticing a client that gives up meanwhile."""
+        released, deadline = self._hold(key), time.monotonic() + 60
+        while not released.wait(0.05) and time.monotonic() < deadline:
+            readable, _, _ = select.select([handler.connection], [], [], 0)
+            if readable and handler.connection.recv(1, socket.MSG_PEEK) == b"":
+                with self.lock:
+                    self.held_outcomes.setdefault(key, []).append("aborted")
+                handler.close_connection = True
+                return
+        with self.lock:
+            self.held_outcomes.setdefault(key, []).append("answered")
+        self._send(handler, 200, {"held": key})
+
+    def effects(self, name: str) -> list[dict[str, Any]]:
+        """The effects ``/effect/<name>/…`` applied: one per request, one per key when one is sent."""
+        with self.lock:
+            return [e for e in self.applied if e["name"] == name]
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -105,11 +141,30 @@ class RemoteServer:
         elif head == "status":
             self._send(handler, int(parts[1]), {"status": int(parts[1])})
         elif head == "hold":
-            self._hold(parts[1]).wait(60)
-            self._send(handler, 200, {"held": parts[1]})
+            self._held(handler, parts[1])
         elif head == "sleep":
             time.sleep(float(parts[1]))
             self._send(handler, 200, {"slept": float(parts[1])})
+        elif head == "effect":
+            name, seconds = parts[1], float(parts[2])
+            key = handler.headers.get("Idempotency-Key")
+            with self.lock:
+                entry = self.keys.get(key) if key else None
+                first = entry is None
+                if first:
+                    entry = {"done": threading.Event(), "answer": None}
+                    if key:
+                        self.keys[key] = entry
+                    self.applied.append({"name": name, "key": key, "at": time.time()})
+                    count = len([e for e in self.applied if e["name"] == name])
+            if not first:
+                entry["done"].wait(60)
+                self._send(handler, 200, entry["answer"])
+                return
+            time.sleep(seconds)
+            entry["answer"] = {"effect": count, "slept": seconds, "key": key}
+            entry["done"].set()
+            self._send(handler, 200, entry["answer"])
         elif head == "seq":
             with self.lock:
                 answers = self.scripts.get(parts[1], [])

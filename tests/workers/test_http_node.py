@@ -6,6 +6,7 @@ transport errors fail the node (and whether they are retried), and SSRF refusals
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -235,3 +236,63 @@ def test_redirect_within_the_allowlist_is_followed(engine, api, remote):
     assert nodes["r"].output["url"] == f"{remote.base}/echo/after"
     assert nodes["r"].output["body"]["path"] == "/echo/after"
 
+
+
+# --- idempotency keys ---------------------------------------------------------------------------
+
+
+def test_every_attempt_of_a_node_sends_one_idempotency_key(engine, api, remote):
+    key = uuid.uuid4().hex
+    run, nodes = run_to_end(api, [http("fl", f"{remote.base}/flaky/{key}/2", method="POST", payload={"a": 1},
+                                       retry={"max_attempts": 3, "backoff_ms": 0}),
+                                  http("other", f"{remote.base}/echo")])
+    assert run.status == "completed", nodes["fl"].error
+    sent = [header(h, "Idempotency-Key") for h in remote.hits(f"/flaky/{key}")]
+    assert len(sent) == 3 and sent[0] and len(set(sent)) == 1  # the same key across retries
+    assert str(uuid.UUID(sent[0])) == sent[0]
+    other = header(remote.hits("/echo")[0], "Idempotency-Key")
+    assert other and other != sent[0]  # another node, another key
+
+
+def test_loop_iterations_and_replays_send_other_keys(engine, api, remote):
+    remote.script("poll", [{"state": "pending"}, {"state": "done"}])
+    definition = {"nodes": [
+        {"id": "start", "type": "transform", "config": {"expression": "1"}},
+        http("body", f"{remote.base}/seq/poll"),
+        {"id": "again", "type": "loop", "config": {"max_iterations": 5, "loop_back_to": "body",
+                                                   "condition": "$.body.state == 'pending'"}}],
+        "edges": [{"from": "start", "to": "body"}, {"from": "body", "to": "again"}, {"from": "again", "to": "body"}]}
+    response = api.post("/api/v1/runs", {"workflow": definition, "inputs": {}}, format="json")
+    source = wait_for_run(response.json()["run_id"])
+    assert source.status == "completed", source.error
+    first, second = [header(h, "Idempotency-Key") for h in remote.hits("/seq/poll")]
+    assert first and second and first != second  # one per iteration
+
+    replay = wait_for_run(api.post(f"/api/v1/runs/{source.pk}/nodes/body/replay").json()["run_id"])
+    assert replay.status == "completed", replay.error
+    replayed = [header(h, "Idempotency-Key") for h in remote.hits("/seq/poll")][2:]
+    assert replayed and not set(replayed) & {first, second}  # a replay is a new run: new keys
+
+
+def test_the_key_header_can_be_renamed_turned_off_or_set_by_the_author(engine, api, remote):
+    run, _ = run_to_end(api, [http("renamed", f"{remote.base}/echo/renamed", idempotency_header="X-Request-Key"),
+                              http("off", f"{remote.base}/echo/off", idempotency_header=False),
+                              http("null", f"{remote.base}/echo/null", idempotency_header=None),
+                              http("own", f"{remote.base}/echo/own", headers={"idempotency-key": "author's"})])
+    assert run.status == "completed", run.error
+    hits = {h["path"]: h for h in remote.hits("/echo")}
+    assert header(hits["/echo/renamed"], "X-Request-Key") and not header(hits["/echo/renamed"], "Idempotency-Key")
+    assert header(hits["/echo/off"], "Idempotency-Key") is None
+    assert header(hits["/echo/null"], "Idempotency-Key") is None
+    assert header(hits["/echo/own"], "Idempotency-Key") == "author's"
+
+
+def test_a_key_header_that_is_not_a_token_or_a_bad_on_lost_is_refused_at_save(api):
+    for config, pointer in (({"idempotency_header": "bad header"}, "idempotency_header"),
+                            ({"idempotency_header": "Host"}, "idempotency_header"),
+                            ({"on_lost": "maybe"}, "on_lost")):
+        response = api.post("/api/v1/workflows/validate", {"workflow": {
+            "nodes": [http("h", "https://example.com/", **config)], "edges": []}}, format="json")
+        assert response.status_code == 200, response.json()
+        body = response.json()
+        assert body["valid"] is False and pointer in json.dumps(body), body

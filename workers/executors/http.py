@@ -7,6 +7,7 @@ from typing import Any
 
 from aob_project.exceptions import AobError
 from workers.executors.outbound import literal_url_problems
+from workers.http import idempotency
 from workflows.definition.references import resolve
 from workflows.registry import NodeContext, NodeFailed, executor
 
@@ -23,6 +24,12 @@ CONFIG_SCHEMA = {
         "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 600000},
         "fail_on_status": {"type": "boolean"},
         "max_response_bytes": {"type": "integer", "minimum": 1},
+        # The header that carries the node's idempotency key (workers/http/idempotency.py); null or
+        # false sends none.
+        "idempotency_header": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 100},
+                                         {"enum": [None, False]}]},
+        # After a worker died mid-request: send again (same key) or fail as OutcomeUnknown.
+        "on_lost": {"enum": ["repeat", "fail"]},
     },
     "additionalProperties": False,
 }
@@ -37,6 +44,10 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     if has_reference(config.get("url")):
         problems.append(("/url", "secret_in_url", "a URL may not refer to $secrets (it is logged and kept in outputs); "
                          "put the secret in query or headers"))
+    key_header = config.get("idempotency_header")
+    key_problem = header_problem(key_header) if isinstance(key_header, str) and "$" not in key_header else None
+    if key_problem is not None:
+        problems.append(("/idempotency_header", *key_problem))
     headers = config.get("headers")
     for name, value in (headers.items() if isinstance(headers, dict) else []):
         problem = header_problem(name, value if isinstance(value, str) and "$" not in value else "")
@@ -86,10 +97,16 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     method = str(config.get("method", "GET")).upper()
     payload = config.get("payload")
     timeout_ms = config.get("timeout_ms")
+    key_header = config.get("idempotency_header", idempotency.HEADER) or None
+    if not idempotency.repeats_when_lost(method, config.get("on_lost"), bool(key_header)) and _after_lost(ctx):
+        raise NodeFailed(
+            f"the worker running the previous attempt stopped mid-request: whether {method} {config['url']} took "
+            "effect is unknown, and this node does not repeat it (on_lost: fail); replay or skip it",
+            code="OutcomeUnknown", extra={"transient": False, "attempt": ctx.attempt - 1})
     result = request(
         method=method,
         url=str(config["url"]),
-        headers=_text_values(config.get("headers")),
+        headers=idempotency.with_key(_text_values(config.get("headers")), key_header, idempotency.effect_key(ctx)),
         params=_text_values(config.get("query")) or None,
         # validated before resolution: a whole reference may resolve to a number or boolean
         json=payload if not isinstance(payload, str) else None,
@@ -111,3 +128,14 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
         raise NodeFailed(f"{method} {result.url} answered {result.status_code}", code="HTTPStatusError",
                          extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None})
     return output
+
+
+def _after_lost(ctx: NodeContext) -> bool:
+    """Whether the attempt before this one was lost: claimed, and its worker died before it
+    finished (the sweeper logged it ``lost``)."""
+    if ctx.attempt <= 1:
+        return False
+    from workflows.models import NodeRun
+
+    log = NodeRun.objects.filter(pk=ctx.node_run_id).values_list("attempt_log", flat=True).first() or []
+    return bool(log) and isinstance(log[-1], dict) and log[-1].get("status") == "lost"

@@ -407,6 +407,18 @@ class NodeIterationsOut(serializers.Serializer):
     results = NodeIterationOut(many=True)
 
 
+class ReplayIn(StrictSerializer):
+    reuse_llm = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Agent nodes reuse the source run's recorded model responses while their conversation matches "
+                  "it: no call, no cost")
+
+    def validate_reuse_llm(self, value: bool) -> bool:
+        if not isinstance(self.initial_data.get("reuse_llm", False), bool):
+            raise serializers.ValidationError("must be true or false", code="type")
+        return value
+
+
 class RunBudgetIn(StrictSerializer):
     min_properties = 1
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from django.contrib.auth import authenticate
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -22,7 +24,7 @@ from aob_project.exceptions import AobError, NotFound
 from workflows import results, selectors
 from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Run, Workflow
-from workflows.services import definitions, patches, runs
+from workflows.services import definitions, idempotency, patches, runs
 
 from . import filters
 from . import serializers as s
@@ -32,6 +34,12 @@ from .throttles import AnonymousThrottle, LoginThrottle
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
 RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
+IDEMPOTENCY_KEY = OpenApiParameter(
+    idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
+    pattern=r"^[\x20-\x7e]{1,255}$",
+    description="Makes the start safe to retry: within 24 h the same key and the same request body return the run "
+                "the first request started (200, the same body); the same key with another body is refused (422). "
+                "Keys are scoped per user.")
 
 
 def _request_id(request: Request) -> str:
@@ -207,15 +215,16 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         version = selectors.workflow_version_get(workflow=self._get(tag), seq=int(seq))
         return Response(s.VersionOut(version, context={"materialize": materialize}).data)
 
-    @extend_schema(request=s.ExecuteIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
+    @extend_schema(request=s.ExecuteIn, parameters=[IDEMPOTENCY_KEY],
+                   responses={201: s.RunStartedOut, 200: s.RunStartedOut, 422: s.ErrorOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path="execute")
     def execute(self, request: Request, tag: str) -> Response:
         data = s.ExecuteIn(data=request.data)
         data.is_valid(raise_exception=True)
         workflow = selectors.workflow_get(owner=request.user, tag=tag, content=False)
-        run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
-                             inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request))
-        return Response(s.RunStartedOut(run).data, status=201)
+        return _start_once(request, lambda record: runs.run_start(
+            owner=request.user, artifact_id=workflow.current_version.artifact_id, inputs=data.validated_data["inputs"],
+            workflow=workflow, request_id=_request_id(request), record=record))
 
     @extend_schema(parameters=[int_parameter("limit", 1)], responses={200: s.RunOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
@@ -223,6 +232,20 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         limit = query_int(request, "limit", 20, 1, 500)
         qs = selectors.workflow_runs(workflow=self._get(tag), user=request.user, limit=limit)
         return Response(s.RunOut(qs, many=True).data)
+
+
+def _run_started(run: Run) -> dict[str, Any]:
+    """The start's answer as plain JSON (an idempotent repeat answers it again from storage)."""
+    return json.loads(json.dumps(s.RunStartedOut(run).data, cls=DjangoJSONEncoder))
+
+
+def _start_once(request: Request, begin: Any) -> Response:
+    """A start that honours ``Idempotency-Key`` (workflows/services/idempotency.py): 201 with the
+    new run, or 200 with the answer the key's first request got."""
+    start = idempotency.start_key(header=request.headers.get(idempotency.HEADER),
+                                  endpoint=f"{request.method} {request.path}", body=request.data)
+    answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=_run_started, begin=begin)
+    return Response(answer, status=201 if created else 200)
 
 
 class ArtifactView(APIView):
@@ -252,20 +275,20 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         """The run by id: one the user may see, or with ``change`` one it may change."""
         return selectors.run_get(user=self.request.user, run_id=pk, change=change)
 
-    @extend_schema(request=s.RunCreateIn, responses={201: s.RunStartedOut, **RUN_START_ERRORS})
+    @extend_schema(request=s.RunCreateIn, parameters=[IDEMPOTENCY_KEY],
+                   responses={201: s.RunStartedOut, 200: s.RunStartedOut, 422: s.ErrorOut, **RUN_START_ERRORS})
     def create(self, request: Request) -> Response:
         data = s.RunCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        workflow = None
         if "tag" in data.validated_data:
             workflow = selectors.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
-            run = runs.run_start(owner=request.user, artifact_id=workflow.current_version.artifact_id,
-                                 inputs=data.validated_data["inputs"], workflow=workflow,
-                                 request_id=_request_id(request))
-        else:
-            run = runs.run_start(owner=request.user, definition=data.validated_data["workflow"],
-                                 inputs=data.validated_data["inputs"], request_id=_request_id(request))
-        return Response(s.RunStartedOut(run).data, status=201)
+            return _start_once(request, lambda record: runs.run_start(
+                owner=request.user, artifact_id=workflow.current_version.artifact_id,
+                inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request),
+                record=record))
+        return _start_once(request, lambda record: runs.run_start(
+            owner=request.user, definition=data.validated_data["workflow"], inputs=data.validated_data["inputs"],
+            request_id=_request_id(request), record=record))
 
     @extend_schema(responses={200: s.RunResultOut, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -315,11 +338,14 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         return Response(s.RunOut(runs.run_budget_raise(run=run, user=request.user, **data.validated_data)).data)
 
-    @extend_schema(request=None, responses={201: s.ReplayStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
+    @extend_schema(request=s.ReplayIn, responses={201: s.ReplayStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
     def replay(self, request: Request, pk: str, node_id: str) -> Response:
-        new = runs.run_replay(run=self._run(pk, change=True), node_id=node_id, user=request.user,
-                              request_id=_request_id(request))
+        run = self._run(pk, change=True)
+        data = s.ReplayIn(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        new = runs.run_replay(run=run, node_id=node_id, user=request.user, request_id=_request_id(request),
+                              reuse_llm=data.validated_data["reuse_llm"])
         return Response(s.ReplayStartedOut(new).data, status=201)
 
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})

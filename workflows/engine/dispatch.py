@@ -30,11 +30,34 @@ def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
     return soft, soft + 10
 
 
+def task_id(node_run_id: int) -> str:
+    """Every executor message of a node run carries this id, so cancel can revoke it by id without
+    storing which messages went out (the first, a retry's, the sweeper's)."""
+    return f"aob-node-run-{node_run_id}"
+
+
+def revoke_after_commit(node_run_ids: Iterable[int]) -> None:
+    """Revoke the executor messages of node runs that will never run (their run was cancelled): a
+    worker drops them unclaimed. A running one is stopped by its heartbeat (``heartbeat.LeaseLost``)."""
+    ids = [task_id(i) for i in node_run_ids]
+    if not ids:
+        return
+
+    def send() -> None:
+        try:
+            app.control.revoke(ids)
+        except Exception:
+            logger.warning("dispatch.revoke_failed", exc_info=True)
+
+    transaction.on_commit(send)
+
+
 def publish_now(item: Dispatch) -> None:
     soft, hard = _time_limits(item.timeout_ms)
     app.send_task(
         registry.EXECUTOR_TASK,
         args=[item.node_run_id],
+        task_id=task_id(item.node_run_id),
         queue=registry.queue_for(item.node_type),
         soft_time_limit=soft,
         time_limit=hard,

@@ -24,21 +24,27 @@ from workflows.definition.references import referenced_nodes, resolve
 from workflows.models import Event, NodeRun, Run, canonical_json, content_id, text_id
 from workflows.registry import NodeContext
 
-from . import events, heartbeat, transitions
+from . import events, heartbeat, locks, transitions
 from .completion import Completion
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
+from .outputs import strict_json
 
 logger = logging.getLogger(__name__)
 
 
 CLAIM = """
-WITH claimed AS (
+WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
+    SELECT id FROM workflows_run
+     WHERE id = (SELECT run_id FROM workflows_noderun WHERE id = %(id)s AND status = 'queued')
+       AND status IN ('queued', 'running', 'waiting_for_approval')
+       FOR UPDATE
+), claimed AS (
     UPDATE workflows_noderun nr
-       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s, lease_expires_at = %(lease)s
-      FROM workflows_run r
+       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
+           lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)  -- the database clock
+      FROM locked r
      WHERE nr.id = %(id)s AND nr.status = 'queued' AND r.id = nr.run_id
-       AND r.status IN ('queued', 'running', 'waiting_for_approval')
        AND (nr.available_at IS NULL OR nr.available_at <= %(due)s)
  RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts, nr.queued_at
 ), bumped AS (
@@ -76,7 +82,7 @@ def claim(node_run_id: int) -> NodeContext | None:
     duplicate or the node run is no longer ours (cancelled, finished, not yet due)."""
     now = timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM, {"now": now, "lease": now + timedelta(seconds=settings.AOB_LEASE_S), "id": node_run_id,
+        cursor.execute(CLAIM, {"now": now, "lease_s": settings.AOB_LEASE_S, "id": node_run_id,
                                "due": now + timedelta(milliseconds=50), "request_id": current_request_id(),
                                "event_type": Event.Type.NODE_STARTED.value})
         row = cursor.fetchone()
@@ -124,14 +130,16 @@ def _store_artifact(value: Any) -> str:
 
 
 COMPLETE = """
-WITH stored AS (
+WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
+    SELECT id FROM workflows_run WHERE id = %(run_id)s FOR UPDATE
+), stored AS (
     INSERT INTO workflows_artifact (id, kind, content, size_bytes, created_at)
     VALUES (%(aid)s, 'node_io', %(output)s::jsonb, %(size)s, %(now)s) ON CONFLICT (id) DO NOTHING
 ), done AS (
     UPDATE workflows_noderun
        SET status = 'completed', finished_at = %(now)s, lease_expires_at = NULL, input = %(input)s::jsonb,
            output = %(output)s::jsonb, output_artifact_id = %(aid)s, attempt_log = attempt_log || %(entry)s::jsonb
-     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
+     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s AND run_id IN (SELECT id FROM locked)
  RETURNING run_id
 ), bumped AS (
     UPDATE workflows_run r SET event_seq = r.event_seq + 1,
@@ -203,6 +211,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     """Record a failure; a transient one with attempts left goes back to the queue with backoff.
     Returns ``failed``, ``retrying`` or ``discarded``."""
     now = timezone.now()
+    error = strict_json(error, non_finite="null")
     retry = (ctx.definition or {}).get("retry") or {}
     max_attempts = int(retry.get("max_attempts", 1))
     entry = {"attempt": ctx.attempt, "status": "failed", "error": error,
@@ -210,6 +219,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     NODE_DURATION.labels(ctx.node_type, "failed").observe(time.monotonic() - started)
     logger.info("node_run.failed", extra={"error_type": error.get("error_type"), "attempt": ctx.attempt})
     with transaction.atomic():
+        locks.lock_run(ctx.run_id)
         if error.get("transient") and ctx.attempt < max_attempts:
             backoff_ms = int(retry.get("backoff_ms", 1000) * float(retry.get("backoff_multiplier", 2.0)) ** (
                 ctx.attempt - 1))
@@ -250,8 +260,16 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
             raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
         if spec.resolve_config:
             ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
-        with heartbeat.holding(ctx.node_run_id):
+        with heartbeat.holding(ctx.node_run_id, ctx.attempt):
             output = spec.run(ctx)
+        if output is not WAITING:
+            output = strict_json(output)  # a value JSON cannot hold fails the node here, by one rule
+    except heartbeat.LeaseLost:
+        # cancelled, or re-queued for another attempt: nothing of this attempt is written. The
+        # interrupt may have landed mid-query: the connection is closed, and opened afresh next time.
+        connection.close()
+        logger.warning("node_run.lease_lost", extra={"attempt": ctx.attempt})
+        return "lease_lost"
     except SoftTimeLimitExceeded as exc:
         return fail(ctx, error_payload(exc), started)
     except AobError as exc:
@@ -276,6 +294,7 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
     budget): ``create()`` writes the rows the wait is and returns the events to append, all in one
     transaction. The worker is free as soon as this returns; no task sleeps."""
     with transaction.atomic():
+        locks.lock_run(ctx.run_id)
         moved = transitions.move_node_run(ctx.node_run_id, NodeRun.Status.WAITING, sources=[NodeRun.Status.RUNNING],
                                           guard={"attempts": ctx.attempt}, lease_expires_at=None, input=ctx.config,
                                           wait_reason=reason)
@@ -290,20 +309,25 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
     """``waiting → completed | failed`` (a decision arrived, or its deadline passed), then the
     coordinator routes it. Call inside the caller's transaction; False if it was not waiting."""
     now = timezone.now()
-    nr = NodeRun.objects.select_related("run").filter(pk=node_run_id).first()
-    if nr is None:
-        return False
-    fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
-    if error is None:
-        aid = _store_artifact(output)
-        fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
-        event = (Event.Type.NODE_COMPLETED, nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
-    else:
-        fields.update(status=NodeRun.Status.FAILED, error=error)
-        event = (Event.Type.NODE_FAILED, nr.node_id, {"iteration": nr.iteration, "error": error})
-    moved = transitions.move_node_run(node_run_id, sources=[NodeRun.Status.WAITING], run_id=nr.run_id,
-                                      owner_id=nr.run.owner_id, event=[*(extra_events or []), event], **fields)
-    if not moved:
-        return False
-    coordinate_after_commit([node_run_id])
-    return True
+    with transaction.atomic():  # a savepoint in the caller's transaction
+        if locks.lock_run_of(node_run_id) is None:
+            return False
+        nr = NodeRun.objects.select_related("run").filter(pk=node_run_id).first()
+        if nr is None:
+            return False
+        fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
+        if error is None:
+            output = strict_json(output)
+            aid = _store_artifact(output)
+            fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
+            event = (Event.Type.NODE_COMPLETED, nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
+        else:
+            error = strict_json(error, non_finite="null")
+            fields.update(status=NodeRun.Status.FAILED, error=error)
+            event = (Event.Type.NODE_FAILED, nr.node_id, {"iteration": nr.iteration, "error": error})
+        moved = transitions.move_node_run(node_run_id, sources=[NodeRun.Status.WAITING], run_id=nr.run_id,
+                                          owner_id=nr.run.owner_id, event=[*(extra_events or []), event], **fields)
+        if not moved:
+            return False
+        coordinate_after_commit([node_run_id])
+        return True

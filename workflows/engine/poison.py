@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from workflows.models import Event, NodeRun, Run
 
-from . import events, transitions
+from . import events, locks, transitions
 from .coordinator import cancel_approvals
 from .dispatch import coordinate_later
 
@@ -32,6 +32,7 @@ def decision_failed(node_run_id: int, exc: BaseException) -> str:
     now = timezone.now()
     entry = {"status": DECISION_FAILED, "error": error, "at": now.isoformat()}
     with transaction.atomic():
+        locks.lock_run_of(node_run_id)  # the run row first (workflows/engine/locks.py)
         with connection.cursor() as cursor:
             cursor.execute(
                 """

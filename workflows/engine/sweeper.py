@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, Func, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -22,7 +22,7 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import transitions
+from . import locks, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -52,7 +52,7 @@ def sweep() -> dict[str, int]:
             publish_now(_dispatch(nr))
             counts["republished"] += 1
 
-    expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=now,
+    expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=ClockTimestamp(),
                                      run__status__in=LIVE_RUN).select_related("run")[:500]
     for nr in expired:
         counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
@@ -95,22 +95,38 @@ def _dispatch(nr: NodeRun) -> Dispatch:
     return Dispatch(nr.pk, nr.node_id, nr.node_type, str(nr.run_id), node.timeout_ms if node else None)
 
 
+class ClockTimestamp(Func):
+    """PostgreSQL's ``clock_timestamp()``: the database's time at the moment the statement reads it
+    (``now()`` is the transaction's start). Leases are taken and judged by this one clock."""
+
+    template = "clock_timestamp()"
+    output_field = DateTimeField()
+
+
+def lapsed(nr: NodeRun) -> dict[str, object]:
+    """The guard of a move out of a lost attempt: still this attempt's, its lease lapsed by the
+    database's clock at the moment of the update (a heartbeat that renewed it meanwhile wins: the
+    row lock orders the two, and the UPDATE re-reads the lease)."""
+    return {"attempts": nr.attempts, "lease_expires_at__lt": ClockTimestamp()}
+
+
 def _recover_lost(nr: NodeRun, now: object) -> str:
     entry = {"attempt": nr.attempts, "status": "lost", "error": {
         "error_type": "WorkerLost", "message": "the worker running this node stopped before finishing"}}
     with transaction.atomic():
+        locks.lock_run(nr.run_id)
         if nr.attempts >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
             error = {"error_type": "WorkerLost", "message": f"lost {nr.attempts} times; giving up",
                      "transient": False}
             moved = transitions.move_node_run(
-                nr.pk, NodeRun.Status.FAILED, sources=[NodeRun.Status.RUNNING], guard={"attempts": nr.attempts},
+                nr.pk, NodeRun.Status.FAILED, sources=[NodeRun.Status.RUNNING], guard=lapsed(nr),
                 run_id=nr.run_id, owner_id=nr.run.owner_id, event=(Event.Type.NODE_FAILED, nr.node_id, {"error": error}),
                 error=error, finished_at=now, lease_expires_at=None, attempt_log=[*nr.attempt_log, entry])
             if moved:
                 transaction.on_commit(lambda: coordinate_now(nr.pk))
             return "failed"
         moved = transitions.move_node_run(
-            nr.pk, NodeRun.Status.QUEUED, sources=[NodeRun.Status.RUNNING], guard={"attempts": nr.attempts},
+            nr.pk, NodeRun.Status.QUEUED, sources=[NodeRun.Status.RUNNING], guard=lapsed(nr),
             run_id=nr.run_id, owner_id=nr.run.owner_id,
             event=(Event.Type.NODE_RETRYING, nr.node_id, {"attempt": nr.attempts, "error": entry["error"]}),
             dispatched_at=now, lease_expires_at=None, attempt_log=[*nr.attempt_log, entry])

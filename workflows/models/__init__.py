@@ -1,11 +1,13 @@
 from .artifact import Artifact, canonical_json, content_id, text_id
 from .event import Event
+from .idempotency import IdempotencyKey
 from .run import NodeRun, PatchRefusal, Run, RunPatch
 from .workflow import Workflow, WorkflowVersion
 
 __all__ = [
     "Artifact",
     "Event",
+    "IdempotencyKey",
     "NodeRun",
     "PatchRefusal",
     "Run",

@@ -35,6 +35,9 @@ class Run(models.Model):
     patch_seq = models.PositiveIntegerField(default=0)
     replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
     replay_from_node = models.CharField(max_length=200, blank=True, default="")
+    # A replay whose agent nodes reuse the source run's recorded model responses while their
+    # conversation matches it (no call, no cost); see agents/journal.py.
+    reuse_llm = models.BooleanField(default=False, db_default=False)
     usage = models.JSONField(default=dict, blank=True)
     # The run's spend ceilings as its owner raised them ({max_tokens, max_cost_usd}); unset keys
     # fall back to the operator's AOB_RUN_MAX_TOKENS / AOB_RUN_MAX_COST_USD.

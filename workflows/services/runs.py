@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -14,7 +15,7 @@ from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, transitions
-from workflows.engine.dispatch import Dispatch, publish_after_commit
+from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, content_id
 
 from .artifacts import artifact_store
@@ -25,10 +26,12 @@ _RUNNABLE: dict[str, None] = {}
 
 def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | None = None,
               workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
-              replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "") -> Run:
+              replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "",
+              record: Callable[[Run], None] | None = None, reuse_llm: bool = False) -> Run:
     """Validate and compile the frozen version, create the run and emit its entry nodes, in one
     transaction; executor messages go out after commit. ``artifact_id`` names a version already
-    stored (a workflow's): its content is then read only if this process has not compiled it."""
+    stored (a workflow's): its content is then read only if this process has not compiled it.
+    ``record(run)`` runs in that transaction (an idempotency key's claim: if it raises, no run)."""
     inputs = inputs if inputs is not None else {}
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
@@ -53,7 +56,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
         run = Run.objects.create(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "",
                                  base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
-                                 request_id=request_id, replay_of=replay_of, replay_from_node=replay_from_node)
+                                 request_id=request_id, replay_of=replay_of, replay_from_node=replay_from_node,
+                                 reuse_llm=reuse_llm and replay_of is not None)
         seeded = []
         if reused:
             seeded = NodeRun.objects.bulk_create([
@@ -64,6 +68,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
                 for nr in reused
             ])
         coordinator.start(run, seeded)
+        if record is not None:
+            record(run)
     return run
 
 
@@ -84,7 +90,10 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         now = timezone.now()
         transitions.move_run(run.pk, Run.Status.CANCELLED, sources=[run.status], finished_at=now)
         run.status, run.finished_at = Run.Status.CANCELLED, now
+        active = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("pk", flat=True))
         cancelled = transitions.cancel_active(run.pk, now)
+        # queued messages are revoked; a running executor's heartbeat finds its lease gone and stops it
+        revoke_after_commit(active)
         hooks.run_ending(run.pk, run.status, now)
         events.append(run.pk, run.owner_id, [(Event.Type.RUN_CANCELLED, "", {
             "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
@@ -92,11 +101,12 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
     return run
 
 
-def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> Run:
+def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reuse_llm: bool = False) -> Run:
     """A new run of the source's current definition that reuses the recorded outputs of the nodes
     upstream of ``node_id`` and executes from ``node_id`` on. A human gate's decision is never
     reused: a gate upstream of ``node_id`` asks again, and what lies between it and ``node_id`` runs
-    again after it."""
+    again after it. With ``reuse_llm`` its agent nodes reuse the source's recorded model responses
+    while their conversation matches the source's (agents/journal.py): no call, no cost."""
     ir = coordinator.load_ir(run)
     if node_id not in ir.nodes:
         raise NotFound(f"node {node_id!r} is not in run {run.pk}", extra={"field": "node_id"})
@@ -111,7 +121,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "") -> R
         raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                        code="replay_upstream_incomplete", extra={"nodes": missing})
     return run_start(owner=user, artifact_id=run.current_artifact_id, inputs=run.inputs, workflow=run.workflow,
-                     request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()))
+                     request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()),
+                     reuse_llm=reuse_llm)
 
 
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,

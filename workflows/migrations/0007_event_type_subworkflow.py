@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0005_event_condition_error'),
+        ('workflows', '0006_idempotency_keys'),
     ]
 
     operations = [

@@ -1,0 +1,79 @@
+"""Strict outputs (workflows/engine/outputs.py): a value JSON cannot hold fails its node at once
+with a message naming where it is (never three attempts and a WorkerLost); CEL timestamps,
+durations and bytes are stored as ISO 8601 and base64 strings."""
+
+from __future__ import annotations
+
+import datetime
+import math
+
+import pytest
+
+from tests.engine.flow import edge, event_counts, http, node_runs, run_to_end, transform
+from workflows.engine.outputs import NonJSONOutput, strict_json
+from workflows.models import canonical_json
+
+
+def test_an_http_body_with_nan_fails_the_node_at_once_naming_the_path(engine, api, remote):
+    remote.script("nan", [{"ok": 1, "items": [{"x": math.nan}]}])  # json.dumps writes NaN
+    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/nan", retry={"max_attempts": 3}),
+                                     transform("after", "1")],
+                           "edges": [edge("fetch", "after")]})
+    assert run.status == "failed"
+    fetch = node_runs(run)["fetch"]
+    assert fetch.status == "failed" and fetch.attempts == 1  # not retried, not lost
+    assert fetch.error["error_type"] == "NonJSONOutput"
+    assert fetch.error["path"] == "/body/items/0/x" and "/body/items/0/x" in fetch.error["message"]
+    assert fetch.error["transient"] is False
+    assert [entry["status"] for entry in fetch.attempt_log] == ["failed"]
+    counts = event_counts(run)
+    assert counts[("node_retrying", "fetch")] == 0
+    assert run.error["error_type"] == "NonJSONOutput"
+
+
+def test_cel_timestamps_durations_and_bytes_are_stored_as_strings(engine, api):
+    conv = transform("conv", "{'t': timestamp('2024-01-02T03:04:05Z'), 'd': duration('90s'), 'b': b'hi', "
+                             "'list': [duration('-1.5s'), timestamp('2024-01-02T03:04:05.25Z')], 1: 'one'}")
+    run = run_to_end(api, {"nodes": [conv, transform("reads", "nodes.conv.t + ' / ' + nodes.conv.d")],
+                           "edges": [edge("conv", "reads")]})
+    assert run.status == "completed", run.error
+    nrs = node_runs(run)
+    assert nrs["conv"].output == {"t": "2024-01-02T03:04:05Z", "d": "PT1M30S", "b": "aGk=",
+                                  "list": ["-PT1.5S", "2024-01-02T03:04:05.250000Z"], "1": "one"}
+    assert nrs["conv"].attempts == 1
+    assert nrs["reads"].output == "2024-01-02T03:04:05Z / PT1M30S"  # downstream reads strings
+
+
+def test_infinity_from_cel_fails_the_node_and_nul_in_a_body_is_replaced(engine, api, remote):
+    run = run_to_end(api, {"nodes": [transform("inf", "{'x': 1.0 / 0.0}")], "edges": []})
+    assert run.status == "failed"
+    assert node_runs(run)["inf"].error["error_type"] == "NonJSONOutput"
+    assert node_runs(run)["inf"].error["path"] == "/x"
+
+    remote.script("nul", [{"s": "a\u0000b"}])
+    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/nul")], "edges": []})
+    assert run.status == "completed", run.error
+    assert node_runs(run)["fetch"].output["body"] == {"s": "a\ufffdb"}
+
+
+# --- the rule itself (a pure function) ----------------------------------------------------------
+
+
+def test_the_rule():
+    assert strict_json({"a": [1, "x", None, True, 1.5]}) == {"a": [1, "x", None, True, 1.5]}
+    assert strict_json({"t": datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC)}) == {"t": "2024-01-02T00:00:00Z"}
+    assert strict_json(datetime.date(2024, 1, 2)) == "2024-01-02"
+    assert strict_json(datetime.timedelta(days=1, seconds=1)) == "P1DT1S"
+    assert strict_json(bytearray(b"\x00\xff")) == "AP8="
+    assert strict_json({True: 1, 10: (3, 4), 2: 0}) == {"true": 1, "10": [3, 4], "2": 0}
+    assert canonical_json(strict_json({"k": (1, 2)})) == canonical_json({"k": [1, 2]})
+    assert strict_json({True: b"", 2: (3, 4)}) == {"true": "", "2": [3, 4]}
+    assert strict_json("\ud800x\x00") == "\ufffdx\ufffd"
+    assert strict_json({"e": [math.inf, -math.inf, math.nan]}, non_finite="null") == {"e": [None, None, None]}
+    with pytest.raises(NonJSONOutput) as err:
+        strict_json({"a/b": {"c": -math.inf}})
+    assert err.value.extra["path"] == "/a~1b/c"
+    with pytest.raises(NonJSONOutput) as err:
+        strict_json({"x": object()})
+    assert err.value.extra["path"] == "/x" and err.value.extra["type"] == "object"
+    assert strict_json({"x": ValueError("boom")}, non_finite="null") == {"x": "boom"}  # an error payload

@@ -1,0 +1,128 @@
+"""Strict outputs: what an executor returns is stored as strict JSON, by one rule, here.
+
+Applied where every executor's output is stored (``execution.execute``, ``execution.resume``), so
+a value JSON cannot hold fails its node at once with a message naming where it is, instead of
+crashing the completion (which looked like a lost worker: three attempts and a ``WorkerLost``).
+
+The rule:
+
+- ``NaN``, ``Infinity`` and ``-Infinity`` (a remote's non-standard JSON, ``1.0/0.0`` in CEL): the
+  node fails with ``NonJSONOutput`` naming the JSON Pointer of the value; not retried. In an error
+  payload they become ``null`` (a failure is recorded whatever it holds).
+- Timestamps (``datetime``, ``date``, ``time``): ISO 8601 strings, UTC written ``Z``.
+- Durations (``timedelta``): ISO 8601 durations (``PT1M30S``).
+- Bytes: standard base64 strings.
+- Map keys: strings (``1`` → ``"1"``, ``true`` → ``"true"``); tuples and sets: arrays.
+- Strings: NUL (``jsonb`` cannot hold it) and lone surrogates become U+FFFD.
+- Anything else: ``NonJSONOutput`` naming its path and type (in an error payload: its text).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+from typing import Any
+
+import isodate
+
+from aob_project.exceptions import AobError
+from workflows.models import canonical_json
+
+
+class NonJSONOutput(AobError):
+    code = "NonJSONOutput"
+
+
+def strict_json(value: Any, *, non_finite: str = "fail") -> Any:
+    """``value`` as strict JSON by the rule above; ``non_finite`` is ``"fail"`` or ``"null"``."""
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        if "\\u0000" not in text and _encodable(text) and _string_keys(value):
+            return value  # already strict: stored exactly as serialised (tuples as arrays)
+    return _walk(value, "", non_finite)
+
+
+def _string_keys(value: Any) -> bool:
+    """Every map key is a string (json.dumps would write others, but sort them by their own type)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    return False
+                if isinstance(v, dict | list | tuple):
+                    stack.append(v)
+        elif isinstance(item, list | tuple):
+            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+    return True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(value: str) -> str:
+    if not _encodable(value):
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value.replace("\x00", "\ufffd")
+
+
+def _key(key: Any, path: str) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, str):
+        return _text(key)
+    if isinstance(key, int | float):
+        return str(key)
+    raise NonJSONOutput(f"the output is not JSON: a map key at {path or '/'} is a {type(key).__name__}",
+                        extra={"path": path or "/", "transient": False})
+
+
+def _pointer(path: str, key: str) -> str:
+    return f"{path}/{key.replace('~', '~0').replace('/', '~1')}"
+
+
+def _walk(value: Any, path: str, non_finite: str) -> Any:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        if non_finite == "null":
+            return None
+        raise NonJSONOutput(
+            f"the output is not JSON: {path or 'the output'} is {value!r} (JSON has no NaN or Infinity)",
+            extra={"path": path or "/", "value": repr(value), "transient": False})
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = _text(str(k)) if non_finite == "null" and not isinstance(k, str | int | float | bool) else _key(k, path)
+            out[key] = _walk(v, _pointer(path, key), non_finite)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return [_walk(v, f"{path}/{i}", non_finite) for i, v in enumerate(items)]
+    if isinstance(value, datetime.datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return isodate.duration_isoformat(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if non_finite == "null":  # an error payload: recorded whatever it holds
+        return _text(str(value))
+    raise NonJSONOutput(f"the output is not JSON: {path or 'the output'} is a {type(value).__name__}",
+                        extra={"path": path or "/", "type": type(value).__name__, "transient": False})

@@ -1,0 +1,122 @@
+"""Idempotent starts: ``POST /workflows/{tag}/execute`` and ``POST /runs`` with an
+``Idempotency-Key`` header (the Stripe / IETF draft convention).
+
+The same key and the same request within ``TTL`` answer the run the first request started (200,
+the body it got); the same key with another request is refused (422). Keys are scoped per user.
+Two requests with one key race on the table's unique constraint inside the transaction that
+creates the run: the loser's run rolls back and it answers the winner's run. No check-then-insert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import connection
+
+from aob_project.exceptions import AobError, ValidationFailed
+from workflows.models import Run, canonical_json
+
+HEADER = "Idempotency-Key"
+TTL = timedelta(hours=24)
+MAX_LENGTH = 255
+
+RULE_REUSED = ("a key names one request: within 24 h the same key with the same endpoint and body returns the "
+               "run it started; with another endpoint or body it is refused")
+
+
+@dataclass(frozen=True)
+class StartKey:
+    key: str
+    fingerprint: str
+
+
+class KeyReused(AobError):
+    code = "idempotency_key_reused"
+    status = 422
+
+
+class KeyTaken(Exception):
+    """Raised inside run_start's transaction when another request holds the key: rolls its run back."""
+
+
+def start_key(*, header: str | None, endpoint: str, body: Any) -> StartKey | None:
+    """The request's key and fingerprint; None without the header. A malformed key is a 400 naming it."""
+    if header is None:
+        return None
+    key = header.strip()
+    if not key or len(key) > MAX_LENGTH or not key.isascii() or not key.isprintable():
+        raise ValidationFailed(f"{HEADER} must be 1 to {MAX_LENGTH} printable ASCII characters",
+                               code="invalid_idempotency_key",
+                               extra={"field": HEADER, "rule": f"1 to {MAX_LENGTH} printable ASCII characters"})
+    try:
+        text = canonical_json({"endpoint": endpoint, "body": body})
+    except (TypeError, ValueError):
+        text = json.dumps({"endpoint": endpoint, "body": body}, sort_keys=True, default=str)
+    return StartKey(key, hashlib.sha256(text.encode()).hexdigest())
+
+
+def start_key_answer(*, owner: User, start: StartKey) -> dict[str, Any] | None:
+    """The stored answer of a live key with this request's fingerprint; None if the key is unused
+    (or older than ``TTL``); ``KeyReused`` if it named another request."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT fingerprint, response FROM workflows_idempotencykey "
+            "WHERE owner_id = %s AND key = %s AND created_at > now() - %s",
+            [owner.pk, start.key, TTL])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    fingerprint, response = row
+    if fingerprint != start.fingerprint:
+        raise KeyReused(f"the {HEADER} {start.key!r} was already used for another request",
+                        extra={"field": HEADER, "rule": RULE_REUSED})
+    return json.loads(response) if isinstance(response, str) else response
+
+
+def start_key_record(*, owner: User, start: StartKey, run: Run, response: dict[str, Any]) -> None:
+    """Claim the key for ``run`` inside the transaction that creates it. A live key held by another
+    request (committed, or committing: PostgreSQL makes this insert wait for it) raises ``KeyTaken``;
+    an expired one is taken over."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO workflows_idempotencykey (owner_id, key, fingerprint, run_id, response, created_at)
+            VALUES (%s, %s, %s, %s, %s::jsonb, now())
+            ON CONFLICT (owner_id, key) DO UPDATE
+               SET fingerprint = EXCLUDED.fingerprint, run_id = EXCLUDED.run_id, response = EXCLUDED.response,
+                   created_at = EXCLUDED.created_at
+             WHERE workflows_idempotencykey.created_at <= now() - %s
+            RETURNING id
+            """,
+            [owner.pk, start.key, start.fingerprint, run.pk, json.dumps(response, default=str), TTL])
+        if cursor.fetchone() is None:
+            raise KeyTaken(start.key)
+
+
+def run_start_once(*, owner: User, start: StartKey | None, respond: Callable[[Run], dict[str, Any]],
+                   begin: Callable[[Callable[[Run], None] | None], Run]) -> tuple[dict[str, Any], bool]:
+    """Start a run at most once per key: ``(answer, created)``. ``begin(record)`` calls run_start,
+    which calls ``record(run)`` in its transaction; ``respond(run)`` shapes the answer kept."""
+    if start is None:
+        return respond(begin(None)), True
+    answer = start_key_answer(owner=owner, start=start)
+    if answer is not None:
+        return answer, False
+
+    def record(run: Run) -> None:
+        start_key_record(owner=owner, start=start, run=run, response=respond(run))
+
+    try:
+        run = begin(record)
+    except KeyTaken:
+        answer = start_key_answer(owner=owner, start=start)
+        if answer is None:  # the holder's key expired between the two statements; vanishingly rare
+            raise
+        return answer, False
+    return respond(run), True
