@@ -1,27 +1,39 @@
-"""A user who owns one of everything, made through the services and rolled back after each test.
+"""A user who owns one of everything, made once per module by the real worker stack.
 
-Runs are driven in this process by the same calls a worker makes (claim and execute a node run,
-then coordinate it), so there is a finished run and a run waiting for an approval without worker
-processes. Under the ``db`` fixture nothing commits, so the Celery publishes and WebSocket pushes
-that wait for a commit never fire.
+``committed_world`` (module scope) starts the runs through the services, outside any test's
+transaction, and waits for the worker processes to finish one and park the other at its approval.
+Each test then sees that world under the ``db`` fixture, inside a transaction rolled back after
+it: what a test writes never commits, so the Celery publishes and WebSocket pushes that wait for a
+commit never fire, the workers never see it, and the next test finds the world as it was. The
+module's teardown flushes the database, as pytest-django does after a transactional test, and so
+does a transactional test of the module before it starts (it makes its own users).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
 
 from approvals.models import Approval, Decision
-from workflows import tasks
-from workflows.engine import execution, heartbeat
+from tests.conftest import RELAXED_LIMITS, TERMINAL, wait_for_run
+from tests.support import stack
 from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_save
 from workflows.services.patches import run_patch_propose
 from workflows.services.runs import run_start
+
+PASSWORD = "s3cret-pass!"  # make_user's
+WAITING = {"waiting_for_approval", *TERMINAL}
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+T = TypeVar("T")
 
 HELLO = {
     "nodes": [
@@ -51,19 +63,6 @@ def add_node_after(after: str, node_id: str) -> list[dict[str, Any]]:
             {"op": "add", "path": "/edges/-", "value": {"from": after, "to": node_id}}]
 
 
-def drive(run: Run) -> Run:
-    """Do what the workers would: execute each queued node run and coordinate it, until none is queued."""
-    with _no_heartbeat():
-        while True:
-            queued = list(NodeRun.objects.filter(run=run, status=NodeRun.Status.QUEUED).values_list("pk", flat=True))
-            if not queued:
-                break
-            for pk in queued:
-                tasks.coordinate(execution.execute(pk), pk)  # as the executor task's link does
-    run.refresh_from_db()
-    return run
-
-
 def state() -> dict[str, Any]:
     """Everything a request to the API could write, to compare before and after a refusal."""
     return {
@@ -79,17 +78,6 @@ def state() -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _no_heartbeat() -> Any:
-    """The lease heartbeat is a thread with its own connection; transforms finish long before a beat."""
-    original = heartbeat.holding
-    heartbeat.holding = lambda *held: contextlib.nullcontext()  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        heartbeat.holding = original
-
-
 @dataclass
 class World:
     alice: User
@@ -101,19 +89,110 @@ class World:
     patch: RunPatch
 
 
-@pytest.fixture
-def world(make_user: Any) -> World:
-    """alice owns a workflow ``hello`` (two versions), a finished run of it, and a run waiting at
-    ``review`` for alice or bob, with one applied patch; bob owns nothing."""
-    alice, bob = make_user("alice"), make_user("bob")
+def committed_user(username: str) -> User:
+    """As ``make_user`` makes one, with the suite's fast hasher (see ``fast_password_hasher``)."""
+    user = User.objects.create_user(username=username, password=PASSWORD)
+    Token.objects.create(user=user)
+    return user
+
+
+def committed_run(owner: User, definition: dict[str, Any], inputs: dict[str, Any], status: str,
+                  **start: Any) -> Run:
+    """A run started outside any test's transaction, once the workers have brought it to ``status``."""
+    run = wait_for_run(run_start(owner=owner, definition=definition, inputs=inputs, **start).pk,
+                       statuses=WAITING if status == Run.Status.WAITING_FOR_APPROVAL else TERMINAL)
+    assert run.status == status, (run.status, run.error)
+    return run
+
+
+class Committed:
+    """The module's world while it is in the database; ``close`` flushes it."""
+
+    def __init__(self, blocker: Any) -> None:
+        self.blocker = blocker
+        self.world: World | None = None
+
+    def build(self, make: Callable[[], T]) -> T:
+        """``make()``, committed as it goes (the services' own transactions), in the world's database."""
+        with self.blocker.unblock(), override_settings(PASSWORD_HASHERS=FAST_HASHERS, **RELAXED_LIMITS):
+            try:
+                return make()
+            except BaseException:
+                self.flush()
+                raise
+
+    def close(self) -> None:
+        if self.world is not None:
+            self.world = None
+            with self.blocker.unblock():
+                self.flush()
+
+    @staticmethod
+    def flush() -> None:
+        call_command("flush", verbosity=0, interactive=False)
+
+
+_open: list[Committed] = []  # the module's, while its world is in the database
+
+
+def _build_world() -> World:
+    alice, bob = committed_user("alice"), committed_user("bob")
     workflow_save(owner=alice, tag="hello", definition=HELLO, description="first")
     second = {**HELLO, "metadata": {"description": "second"}}
     workflow = workflow_save(owner=alice, tag="hello", definition=second, description="second").workflow
-    finished = drive(run_start(owner=alice, definition=second, inputs={"name": "Ada"}, workflow=workflow))
-    assert finished.status == Run.Status.COMPLETED, finished.error
-    waiting = drive(run_start(owner=alice, definition=refund_flow(["alice", "bob"]), inputs={"amount": 42}))
-    assert waiting.status == Run.Status.WAITING_FOR_APPROVAL, waiting.error
+    finished = committed_run(alice, second, {"name": "Ada"}, Run.Status.COMPLETED, workflow=workflow)
+    waiting = committed_run(alice, refund_flow(["alice", "bob"]), {"amount": 42}, Run.Status.WAITING_FOR_APPROVAL)
     patch = run_patch_propose(run=waiting, operations=add_node_after("refund", "audit"), description="audit",
                               user=alice)
     return World(alice=alice, bob=bob, workflow=workflow, finished=finished, waiting=waiting,
                  approval=Approval.objects.get(run=waiting), patch=patch)
+
+
+@pytest.fixture(scope="module")
+def committed(workers: dict[str, stack.Proc], django_db_blocker: Any) -> Iterator[Committed]:
+    """alice owns a workflow ``hello`` (two versions), a finished run of it, and a run waiting at
+    ``review`` for alice or bob, with one applied patch; bob owns nothing. Run by the workers."""
+    holder = Committed(django_db_blocker)
+    holder.world = holder.build(_build_world)
+    _open.append(holder)
+    yield holder
+    _open.remove(holder)
+    holder.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_committed_world_under_transactions(request: pytest.FixtureRequest) -> None:
+    """A transactional test makes its own users and flushes after itself: the module's world goes first."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")))
+    if transactional or {"transactional_db", "live_server"} & set(request.fixturenames):
+        for holder in _open:
+            holder.close()
+
+
+@pytest.fixture
+def world(committed: Committed, db: Any) -> World:
+    """The module's world, read afresh in this test's transaction."""
+    made = committed.world
+    assert made is not None, "a transactional test of this module ran first and flushed the world"
+    return World(**{field.name: _fresh(getattr(made, field.name)) for field in fields(World)})
+
+
+def _fresh(instance: Any) -> Any:
+    return type(instance)._default_manager.get(pk=instance.pk)
+
+
+@contextlib.contextmanager
+def swapped_worker(workers: dict[str, stack.Proc], stack_env: dict[str, str], name: str,
+                   **settings: str) -> Iterator[stack.Proc]:
+    """The stack's worker replaced by one started with ``settings`` in its environment (a worker
+    reads its settings at start), then by a usual one again. Each swap starts the new worker before
+    stopping the old, so the stack always has one (as tests/approvals/test_restart.py does)."""
+    usual = workers["worker"]
+    workers["worker"] = swapped = stack.start_worker({**stack_env, **settings}, name, concurrency=3)
+    usual.stop()
+    try:
+        yield swapped
+    finally:
+        workers["worker"] = stack.start_worker(stack_env, usual.name, concurrency=3)
+        swapped.stop()

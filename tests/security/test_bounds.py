@@ -1,10 +1,11 @@
-"""The engine's bounds as pure pieces (expressions, references, the validator) and, in this process
-against the real database, the per-run caps and the bounded details answer."""
+"""The engine's bounds as pure pieces (expressions, references, the validator) and, on runs carried
+out by the real worker processes, the per-run caps and the bounded details answer."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,8 +13,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.conftest import client_for
-from tests.security.conftest import drive
+from tests.conftest import client_for, wait_for_run
+from tests.security.conftest import swapped_worker
+from tests.support import stack
 from workflows import registry
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, shape
 from workflows.definition.ir import compile_definition
@@ -182,7 +184,20 @@ def test_loop_paths_take_a_node_id_or_a_list_of_them(value: Any) -> None:
     assert validate(definition).valid, validate(definition).errors
 
 
-# --- per-run caps, driven in this process --------------------------------------------------------
+# --- per-run caps, enforced by the workers -------------------------------------------------------
+
+CAPS = {"AOB_MAX_NODE_RUNS_PER_RUN": "20", "AOB_MAX_RUN_OUTPUT_BYTES": "50000"}
+
+
+@pytest.fixture
+def capped_worker(engine: dict[str, stack.Proc], stack_env: dict[str, str]) -> Iterator[stack.Proc]:
+    """The stack's worker, swapped for one whose per-run caps are ``CAPS`` for this test."""
+    with swapped_worker(engine, stack_env, "capped", **CAPS) as proc:
+        yield proc
+
+
+def finished(run: Run, timeout: float = 60.0) -> Run:
+    return wait_for_run(run.pk, timeout=timeout)
 
 
 def counting_loop(max_iterations: int) -> dict[str, Any]:
@@ -192,9 +207,8 @@ def counting_loop(max_iterations: int) -> dict[str, Any]:
             "edges": [{"from": "body", "to": "again"}]}
 
 
-def test_a_run_past_its_node_run_cap_fails_with_a_clear_reason(make_user: Any, settings: Any) -> None:
-    settings.AOB_MAX_NODE_RUNS_PER_RUN = 20
-    run = drive(run_start(owner=make_user("carol"), definition=counting_loop(100), inputs={}))
+def test_a_run_past_its_node_run_cap_fails_with_a_clear_reason(capped_worker: stack.Proc, make_user: Any) -> None:
+    run = finished(run_start(owner=make_user("carol"), definition=counting_loop(100), inputs={}))
 
     assert run.status == Run.Status.FAILED
     assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "node_runs"
@@ -202,12 +216,11 @@ def test_a_run_past_its_node_run_cap_fails_with_a_clear_reason(make_user: Any, s
     assert run.node_runs.count() <= 21
 
 
-def test_a_run_past_its_output_bytes_fails_with_a_clear_reason(make_user: Any, settings: Any) -> None:
-    settings.AOB_MAX_RUN_OUTPUT_BYTES = 50_000
+def test_a_run_past_its_output_bytes_fails_with_a_clear_reason(capped_worker: stack.Proc, make_user: Any) -> None:
     definition = {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}}
                             for i in range(5)],
                   "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(4)]}
-    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
+    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
 
     assert run.status == Run.Status.FAILED
     assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "output_bytes"
@@ -215,12 +228,13 @@ def test_a_run_past_its_output_bytes_fails_with_a_clear_reason(make_user: Any, s
     assert not run.node_runs.filter(node_id="n4").exists()
 
 
-def test_a_loop_with_a_large_output_keeps_details_under_its_byte_budget(make_user: Any, settings: Any) -> None:
-    settings.AOB_DETAILS_MAX_BYTES = 60_000
+def test_a_loop_with_a_large_output_keeps_details_under_its_byte_budget(engine: Any, make_user: Any,
+                                                                        settings: Any) -> None:
+    settings.AOB_DETAILS_MAX_BYTES = 60_000  # read where the details are answered: this process
     owner = make_user("carol")
     definition = counting_loop(6)
     definition["nodes"][0]["config"] = {"template": {"iteration": "$inputs.n", "pad": "$inputs.pad"}}
-    run = drive(run_start(owner=owner, definition=definition, inputs={"pad": "y" * 40_000, "n": 1}))
+    run = finished(run_start(owner=owner, definition=definition, inputs={"pad": "y" * 40_000, "n": 1}))
     assert run.status == Run.Status.COMPLETED, run.error
     api = client_for(owner)
 
@@ -259,13 +273,13 @@ def test_a_request_may_lower_the_response_cap_never_raise_it(settings: Any, remo
 # --- what a decision reads -----------------------------------------------------------------------
 
 
-def test_a_decision_reads_the_latest_iteration_and_only_the_outputs_routing_needs(make_user: Any) -> None:
+def test_a_decision_reads_the_latest_iteration_and_only_the_outputs_routing_needs(engine: Any, make_user: Any) -> None:
     from workflows.engine import coordinator, planner
 
     definition = counting_loop(30)
     definition["nodes"].append({"id": "after", "type": "transform", "config": {"template": {"big": "$inputs.pad"}}})
     definition["nodes"][1]["config"]["break_path"] = ["after"]
-    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "z" * 5000}))
+    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "z" * 5000}))
     assert run.status == Run.Status.COMPLETED and run.node_runs.count() == 61
 
     ir = coordinator.load_ir(run)
@@ -279,13 +293,13 @@ def test_a_decision_reads_the_latest_iteration_and_only_the_outputs_routing_need
     assert decision.known("body", 3) and not decision.known("body", 30)
 
 
-def test_a_loop_condition_that_raises_breaks_the_loop_with_a_condition_error(make_user: Any) -> None:
+def test_a_loop_condition_that_raises_breaks_the_loop_with_a_condition_error(engine: Any, make_user: Any) -> None:
     from workflows.models import Event
 
     definition = counting_loop(5)
     definition["nodes"][1]["config"].update(condition="$.missing.deeper > 1", break_path="done")
     definition["nodes"].append({"id": "done", "type": "transform", "config": {"expression": "'out'"}})
-    run = drive(run_start(owner=make_user("carol"), definition=definition, inputs={}))
+    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={}))
 
     assert run.status == Run.Status.COMPLETED, run.error
     assert run.node_runs.get(node_id="done").status == "completed"

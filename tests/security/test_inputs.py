@@ -16,9 +16,8 @@ from rest_framework.test import APIClient
 from approvals.models import Approval
 from tests.api.factories import assert_error, nested_lists
 from tests.conftest import client_for
-from tests.security.conftest import World, add_node_after, drive, refund_flow, state
-from workflows.models import PatchRefusal
-from workflows.services.runs import run_start
+from tests.security.conftest import Committed, World, add_node_after, committed_run, refund_flow, state
+from workflows.models import PatchRefusal, Run
 
 API = "/api/v1"
 BEYOND_64_BITS = 2**64
@@ -104,13 +103,25 @@ def test_hostile_bodies_are_refused_and_change_nothing(world, endpoint, case, ma
     assert state() == before
 
 
-def test_the_valid_bodies_are_accepted(world):
+@pytest.fixture(scope="module")
+def parked(committed: Committed) -> dict[str, Run]:
+    """Two more of alice's runs, parked at ``review`` by the workers beside the world: one for
+    alice alone, one that needs two approvals of alice or bob."""
+    assert committed.world is not None
+    alice = committed.world.alice
+    return committed.build(lambda: {
+        "alone": committed_run(alice, refund_flow(["alice"]), {"amount": 1}, Run.Status.WAITING_FOR_APPROVAL),
+        "two": committed_run(alice, refund_flow(["alice", "bob"], required_approvals=2), {"amount": 1},
+                             Run.Status.WAITING_FOR_APPROVAL)})
+
+
+def test_the_valid_bodies_are_accepted(world, parked):
     """The control: each endpoint takes its valid body (so a refusal above is the hostile part's)."""
     alice = client_for(world.alice)
     for endpoint in ["POST /runs", "POST /runs/{id}/patches", "POST /approvals/{id}/decide"]:
         path, body = ENDPOINTS[endpoint](world)
         assert post(alice, path, body).status_code in (200, 201), endpoint
-    other = drive(run_start(owner=world.alice, definition=refund_flow(["alice"]), inputs={"amount": 1}))
+    other = parked["alone"]
     path, body = _compat(world)
     assert post(alice, path, {**body, "run_id": str(other.pk)}).status_code == 200
 
@@ -210,9 +221,8 @@ def test_a_decision_made_twice_is_a_409_and_changes_nothing(world):
     assert state() == before
 
 
-def test_one_person_deciding_twice_is_a_409_while_the_approval_waits_for_another(world):
-    run = drive(run_start(owner=world.alice, definition=refund_flow(["alice", "bob"], required_approvals=2),
-                          inputs={"amount": 1}))
+def test_one_person_deciding_twice_is_a_409_while_the_approval_waits_for_another(world, parked):
+    run = parked["two"]
     approval = Approval.objects.get(run=run)
     path = f"/approvals/{approval.pk}/decide"
     alice = client_for(world.alice)

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,10 +25,12 @@ from rest_framework.test import APIClient
 from aob_project.asgi import application
 from aob_project.logs import formatter as log_format
 from tests.api.factories import assert_error
-from tests.conftest import client_for
-from tests.security.conftest import HELLO, World, add_node_after, drive, state
+from tests.approvals.runs import wait_until
+from tests.conftest import client_for, wait_for_run
+from tests.security.conftest import HELLO, World, add_node_after, state, swapped_worker
+from tests.support import stack
 from workflows.engine import dispatch
-from workflows.models import NodeRun, Run
+from workflows.models import NodeRun
 from workflows.services.runs import run_start
 
 API = "/api/v1"
@@ -275,9 +278,18 @@ def console() -> Any:
     logging.getLogger().removeHandler(handler)
 
 
-def test_secrets_are_never_logged(world, caplog, console):
-    """A login (right and wrong), token use, a run carried out, a session login: at DEBUG on every
-    logger, no record and no rendered line holds the password, the token or SECRET_KEY."""
+@pytest.fixture
+def debug_worker(engine: dict[str, stack.Proc], stack_env: dict[str, str]) -> Iterator[stack.Proc]:
+    """The stack's worker, swapped for one logging at DEBUG for this test."""
+    with swapped_worker(engine, stack_env, "debug", AOB_LOG_LEVEL="DEBUG") as proc:
+        yield proc
+
+
+def test_secrets_are_never_logged(debug_worker, make_user, caplog, console):
+    """A login (right and wrong), token use, a run carried out by a worker, a session login: at
+    DEBUG on every logger of this process and of the worker, no record and no rendered line holds
+    the password, the token or SECRET_KEY."""
+    make_user("alice")
     for name in [None, *logging.root.manager.loggerDict]:
         caplog.set_level(logging.DEBUG, logger=name)
     anonymous = APIClient()
@@ -288,17 +300,28 @@ def test_secrets_are_never_logged(world, caplog, console):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     started = client.post(f"{API}/runs", {"workflow": HELLO, "inputs": {"name": "Ada"}}, format="json")
-    run = drive(Run.objects.get(pk=started.json()["run_id"]))
+    run = wait_for_run(started.json()["run_id"])
     client.get(f"{API}/runs/{run.pk}/details")
     bad = APIClient()
     bad.credentials(HTTP_AUTHORIZATION=f"Token {token[:-1]}x")
     bad.get(f"{API}/runs")
     APIClient().post("/login/", {"username": "alice", "password": PASSWORD})
+    worker = wait_until(lambda: _logged_completion(debug_worker, run.pk), what="the worker's node_run.completed")
 
     assert (issued.status_code, wrong.status_code, run.status) == (200, 401, "completed")
     records = [f"{r.getMessage()} {r.__dict__!r}" for r in caplog.records]
     rendered = console.getvalue()
-    assert "node_run.completed" in rendered and len(records) > 5  # the run was logged, and heard
+    heard = "Unauthorized: /api/v1/runs"  # the wrong token's request: this process was heard
+    assert heard in rendered and [line for line in records if heard in line]
+    assert '"level": "debug"' in worker  # and the worker, at DEBUG, carried the run out
     for secret in (PASSWORD, token, token[:-1], settings.SECRET_KEY):
         assert not [line for line in records if secret in line], secret[:4]
         assert secret not in rendered, secret[:4]
+        assert secret not in worker, secret[:4]
+
+
+def _logged_completion(worker: stack.Proc, run_id: Any) -> str:
+    """The worker's log, once it holds the completion of both of the run's node runs (HELLO's)."""
+    log = worker.log.read_text(errors="replace")
+    done = [line for line in log.splitlines() if "node_run.completed" in line and str(run_id) in line]
+    return log if len(done) == 2 else ""
