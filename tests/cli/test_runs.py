@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from typing import Any
 
 from tests.conftest import wait_for_run
+from tests.engine.flow import http, transform, wait_until
 
 
 def chain() -> dict:
@@ -40,7 +43,6 @@ def test_start_watch_a_chain_then_status_list_logs_replay(engine, as_alice, writ
     run_id = first.split()[1]
     assert event_types(events) == CHAIN_EVENTS
     assert events[-2].startswith("completed in ") and events[-1] == 'output: {"c": 84}'  # the result, last
-    assert f'"WebSocket /ws/runs/{run_id}/?after=' in live_api.log()  # live events came over the socket
 
     status = as_alice("run", "status", run_id)
     assert status.lines()[0].split() == ["run", run_id, "completed", "(no", "tag)"]
@@ -184,3 +186,25 @@ def test_start_sends_an_idempotency_key_a_new_one_per_invocation_unless_given(en
     assert Run.objects.count() == 3
     for run_id in Run.objects.values_list("pk", flat=True):
         assert wait_for_run(run_id).status == "completed"
+
+
+def test_watch_follows_a_run_still_running_over_the_websocket(engine, as_alice, write_json, live_api, remote):
+    """A run that is still running when the watch has caught up is followed live over the socket
+    (a run that ends during the catch-up is, rightly, never followed at all)."""
+    key = f"cli-ws-{uuid.uuid4().hex[:8]}"
+    flow = {"nodes": [http("wait", f"{remote.base}/hold/{key}"), transform("after", "1")],
+            "edges": [{"from": "wait", "to": "after"}]}
+    outcome: dict[str, Any] = {}
+    watch = threading.Thread(target=lambda: outcome.update(
+        result=as_alice("run", "start", write_json("held.json", flow), "--watch")))
+    watch.start()
+    try:
+        wait_until(lambda: '"WebSocket /ws/runs/' in live_api.log(), timeout=30, what="the watch's WebSocket")
+    finally:
+        remote.release(key)
+        watch.join(60)
+    result = outcome["result"]
+    assert result.code == 0, result.err
+    types = event_types(result.lines()[1:])
+    assert ("node_completed", "wait") in types and ("node_completed", "after") in types
+    assert types[-1] == ("workflow_completed", "-")

@@ -69,23 +69,23 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         if not _redis().exists("aob:test:lease_stop_off"):
             interrupt(beat)
 
-    return [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
-            (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
-            (heartbeat._Beat, "interrupt", switchable_interrupt)]
-
-
-ORIGINALS: dict[tuple[Any, str], Any] = {}
+    wrapped = [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
+               (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
+               (heartbeat._Beat, "interrupt", switchable_interrupt)]
+    for module, name, replacement in wrapped:
+        replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
+    return wrapped
 
 
 def install() -> None:
     for module, name, replacement in patches():
-        ORIGINALS.setdefault((module, name), getattr(module, name))
         setattr(module, name, replacement)
 
 
 def unwrapped(module: Any, name: str) -> Any:
     """The engine's own function, without the fault wrapped around it here."""
-    return ORIGINALS.get((module, name), getattr(module, name))
+    current = getattr(module, name)
+    return getattr(current, "__wrapped__", current)
 
 
 if os.environ.get("AOB_TEST_HOOKS") == "1":
