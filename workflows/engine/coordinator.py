@@ -168,12 +168,12 @@ def start(run: Run, node_runs: list[NodeRun] | None = None) -> list[NodeRun]:
     ir = load_ir(run)
     run.patch_pending, run.node_run_count = False, len(node_runs or [])  # type: ignore[attr-defined]  # a new run: nothing else to read
     state = read_state(run, ir, tokens=[token(nr) for nr in node_runs or []])
-    return apply(run, ir, planner.plan_start(ir, state, run.inputs, run.current_artifact_id, pure.evaluator_for(run)),
-                 state.now)
+    # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`
+    return apply(run, ir, planner.plan_start(ir, state, run.inputs, run.current_artifact_id), state.now)
 
 
 def refresh(run: Run) -> None:
     """Re-decide a locked run after a patch changed its definition (``planner.plan_refresh``)."""
     ir = load_ir(run)
     state = read_state(run, ir)
-    apply(run, ir, planner.plan_refresh(ir, state, pure.evaluator_for(run)), state.now)
+    apply(run, ir, planner.plan_refresh(ir, state), state.now)  # in the patch's request: pure nodes queue
