@@ -102,8 +102,9 @@ def test_pure_nodes_in_the_decision_record_what_a_worker_records(engine, api, de
 
 def test_a_failing_pure_node_fails_the_run_with_the_workers_error(engine, api):
     run = wait_all([submit(api, graphs.in_decision(failing_chain()))], timeout=60)[0]
-    assert run.status == Run.Status.FAILED and run.error["node_id"] == "boom"
-    assert run.error["error_type"] == "ExpressionError"
+    error = run.error or {}
+    assert run.status == Run.Status.FAILED and error["node_id"] == "boom"
+    assert error["error_type"] == "ExpressionError"
     boom = NodeRun.objects.get(run=run, node_id="boom")
     assert boom.status == NodeRun.Status.FAILED and boom.dispatched_at is None
     assert not NodeRun.objects.filter(run=run, node_id="never").exists()
