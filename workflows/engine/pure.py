@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
 
@@ -56,6 +57,8 @@ def evaluate(ctx: NodeContext) -> tuple[NodeContext, Any, dict[str, Any] | None]
         if spec.resolve_config:
             ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
         return ctx, spec.run(ctx), None
+    except SoftTimeLimitExceeded:
+        raise  # the decision's own time limit: the decision is retried, not this node failed
     except Exception as exc:  # noqa: BLE001 - a bug in a pure function fails its node, as on a worker
         return ctx, None, error_payload(exc)
 
