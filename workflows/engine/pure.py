@@ -12,6 +12,7 @@ retry, it answers None and the node goes through the queue like any other.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +23,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from aob_project.exceptions import AobError
+from aob_project.metrics import NODE_DURATION
 from workflows import registry
 from workflows.definition.ir import Node
 from workflows.definition.references import resolve
 from workflows.models import canonical_json, text_id
 from workflows.registry import NodeContext
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,11 @@ class Evaluator:
         self.spent += elapsed
         if error is not None and error.get("transient"):
             return None  # its retries with backoff are the queue's
+        status = "failed" if error is not None else "completed"
+        NODE_DURATION.labels(node.type, status).observe(elapsed)  # as a worker observes it
+        logger.info(f"node_run.{status}", extra={"run_id": self.run_id, "node_id": node.id, "iteration": iteration,
+                                                  "duration_ms": int(elapsed * 1000), "in_decision": True,
+                                                  **({"error_type": error.get("error_type")} if error else {})})
         common: dict[str, Any] = {"input": ctx.config, "started_at": started_at, "finished_at": timezone.now(),
                   "duration_ms": int(elapsed * 1000)}
         if error is not None:
