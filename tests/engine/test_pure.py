@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.engine import graphs
 from tests.engine.flow import submit, wait_all
+from tests.engine.test_planner import Sim, drive, first
 from workflows.definition.ir import compile_definition
 from workflows.engine import planner, pure
 from workflows.engine.planner import Limits, State, Token
@@ -163,3 +164,44 @@ def test_dispatch_queue_and_no_evaluator_queue_the_node():
 def test_the_plain_step_falls_back_where_a_successor_is_pure(config, plain):
     ir = compile_definition(chain(2, **config))
     assert (planner.plain_step(ir, "w") is not None) is plain
+
+
+# --- the planner's properties with an evaluator (in process, many graphs) ------------------------
+
+class PureSim(Sim):
+    """The planner's simulated run, its decisions evaluating pure nodes (the real evaluator)."""
+
+    def check_joins(self, plan: planner.Plan) -> None:
+        """As ``Sim``'s, with each parent read at the join's pass: one decision may now evaluate a
+        loop's body and go round into the next pass, so a parent's latest run can be newer."""
+        for token in plan.inserts:
+            parents = {e.source for e in self.ir.in_edges[token.node_id]}
+            if len(parents) < 2 or token.status in (NodeRun.Status.SKIPPED, NodeRun.Status.CANCELLED):
+                continue
+            decided = [max((t for t in self.tokens.values() if t.node_id == p and t.iteration <= token.iteration),
+                           key=lambda t: t.iteration, default=None) for p in parents]
+            assert all(p is not None and p.consumed and p.status in NodeRun.FINISHED for p in decided), \
+                f"join {token.node_id} before every parent was decided"
+            assert any(token.node_id in (p.taken or []) for p in decided if p is not None), \
+                f"join {token.node_id} with no live parent"
+
+    def coordinate(self, pk: int) -> None:
+        evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs={}, max_nodes=3, max_ms=10_000)
+        self.apply(planner.plan(self.ir, self.state(), pk, evaluator))
+
+
+def finals_and_taken(sim: Sim) -> dict[tuple[str, int], tuple[str, Any]]:
+    return {(t.node_id, t.iteration): (t.status, t.taken) for t in sim.tokens.values()}
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@example(definition=graphs.nested_loops())
+@given(definition=graphs.dags(failures=False) | graphs.loop_chains())
+def test_the_planner_with_pure_nodes_reaches_the_same_final_states(definition):
+    """Every invariant ``drive`` checks (a join runs once, every run ends, every finished node run
+    consumed) holds with pure nodes evaluated in the decisions (a budget of 3 per decision, so
+    the rest go through the queue), and the final states and edges taken are the worker path's."""
+    on_workers = drive(Sim(definition), first)
+    in_decision = drive(PureSim(graphs.in_decision(definition)), first)
+    assert finals_and_taken(in_decision) == finals_and_taken(on_workers)
+    assert in_decision.run["status"] == on_workers.run["status"] == Run.Status.COMPLETED
