@@ -26,14 +26,18 @@ watchdog: Callable[[], None] | None = None
 def _watch() -> None:
     if watchdog is not None:
         watchdog()
-EXPRESSION = {"expression": "1"}
+# Worker nodes: a transform that asks for the queue, so every hop is a real queue hop (issue 20:
+# pure transforms otherwise run inside the decision). ``PURE``: the same node left to the decision.
+EXPRESSION = {"expression": "1", "dispatch": "queue"}
+PURE = {"expression": "1"}
 
 
-def chain_definition(length: int) -> dict[str, Any]:
+def chain_definition(length: int, pure: bool = False) -> dict[str, Any]:
     ids = [f"n{k:02d}" for k in range(length)]
-    return {"nodes": [{"id": i, "type": "transform", "config": dict(EXPRESSION)} for i in ids],
+    config = PURE if pure else EXPRESSION
+    return {"nodes": [{"id": i, "type": "transform", "config": dict(config)} for i in ids],
             "edges": [{"from": a, "to": b} for a, b in zip(ids, ids[1:], strict=False)],
-            "metadata": {"bench": f"chain-{length}"}}
+            "metadata": {"bench": f"chain-{length}{'-pure' if pure else ''}"}}
 
 
 def fanout_definition(width: int) -> dict[str, Any]:
@@ -112,9 +116,11 @@ def last_finish(nodes: dict[str, tuple[float, float]]) -> float:
 
 # --- scenario bodies (one repetition each) --------------------------------------------------------------
 
-def run_chains(owner: User, length: int, count: int, timeout: float = 120.0) -> dict[str, list[float]]:
-    """``count`` chains of ``length`` transform nodes, one after the other."""
-    definition = chain_definition(length)
+def run_chains(owner: User, length: int, count: int, timeout: float = 120.0,
+               pure: bool = False) -> dict[str, list[float]]:
+    """``count`` chains of ``length`` transform nodes, one after the other (``pure``: left to the
+    decision, so only the first goes through a worker)."""
+    definition = chain_definition(length, pure)
     hops: list[float] = []
     e2e: list[float] = []
     for _ in range(count):
@@ -145,9 +151,9 @@ def run_fanouts(owner: User, width: int, count: int, timeout: float = 120.0) -> 
     return {"join_delay_ms": delays, "e2e_ms": e2e}
 
 
-def run_throughput(owner: User, runs: int, length: int, timeout: float = 600.0) -> dict[str, Any]:
+def run_throughput(owner: User, runs: int, length: int, timeout: float = 600.0, pure: bool = False) -> dict[str, Any]:
     """``runs`` chains of ``length`` submitted at once; node transitions per second until all finish."""
-    definition = chain_definition(length)
+    definition = chain_definition(length, pure)
     t0 = time.time()
     run_ids = [submit(owner, definition) for _ in range(runs)]
     submitted = time.time()

@@ -29,7 +29,7 @@ from bench.stack import BASE_DIR, Stack, log
 from bench.stats import summary
 
 RESULTS = BASE_DIR / "bench" / "results"
-SCENARIOS = ("chain", "fanout", "throughput", "api")
+SCENARIOS = ("chain", "fanout", "throughput", "api", "pure", "pure_throughput")
 
 
 @dataclass
@@ -44,6 +44,10 @@ class Config:
     api_requests: int = 200
     api_clients: int = 4
     api_chain_length: int = 1
+    pure_chain_length: int = 20
+    pure_chains_per_rep: int = 10
+    pure_throughput_runs: int = 50
+    pure_throughput_length: int = 10
     profile_chains: int = 10
     concurrency: int = 2
     quick: bool = False
@@ -51,7 +55,9 @@ class Config:
     @classmethod
     def quick_config(cls) -> Config:
         return cls(repetitions=1, chain_length=5, chains_per_rep=2, fanout_width=5, fanouts_per_rep=1,
-                   throughput_runs=10, throughput_length=5, api_requests=20, profile_chains=2, quick=True)
+                   throughput_runs=10, throughput_length=5, api_requests=20, profile_chains=2,
+                   pure_chain_length=5, pure_chains_per_rep=2, pure_throughput_runs=5, pure_throughput_length=5,
+                   quick=True)
 
 
 class Terminated(Exception):
@@ -123,6 +129,37 @@ def scenario_throughput(cfg: Config, owner: Any, rep: int, out: dict[str, Any], 
 
     a, b = _both(rep, aob_half, baseline_half)
     out.setdefault("aob", []).append(_summarize(a))
+    out.setdefault("baseline", []).append(_summarize(b))
+
+
+def scenario_pure(cfg: Config, owner: Any, rep: int, out: dict[str, Any]) -> None:
+    """A chain of pure nodes (issue 20): the first on a worker, the rest in one decision; the
+    baseline is the same chain of Celery tasks."""
+    from bench import aob, plain
+
+    a, b = _both(rep, lambda: aob.run_chains(owner, cfg.pure_chain_length, cfg.pure_chains_per_rep, pure=True),
+                 lambda: plain.run_chains(cfg.pure_chain_length, cfg.pure_chains_per_rep))
+    out.setdefault("aob", []).append(_summarize(a))
+    out.setdefault("baseline", []).append(_summarize(b))
+
+
+def scenario_pure_throughput(cfg: Config, owner: Any, rep: int, out: dict[str, Any]) -> None:
+    """``pure_throughput_runs`` × ``pure_throughput_length`` at once, on both kinds of node: worker
+    transforms (``dispatch: "queue"``) and pure ones; the baseline the same chains of Celery tasks."""
+    from bench import aob, plain
+
+    runs, length = cfg.pure_throughput_runs, cfg.pure_throughput_length
+
+    def aob_half() -> tuple[dict[str, Any], dict[str, Any]]:
+        queued = aob.run_throughput(owner, runs, length)
+        aob.wait_idle()
+        in_decision = aob.run_throughput(owner, runs, length, pure=True)
+        aob.wait_idle()
+        return queued, in_decision
+
+    a, b = _both(rep, aob_half, lambda: plain.run_throughput(runs, length))
+    out.setdefault("aob", []).append(_summarize(a[0]))
+    out.setdefault("aob_pure", []).append(_summarize(a[1]))
     out.setdefault("baseline", []).append(_summarize(b))
 
 
@@ -383,6 +420,10 @@ def run(cfg: Config, wanted: list[str], profile: bool, stack: Stack, stamp: str,
                 scenario_chain(cfg, owner, rep, out)
             elif name == "fanout":
                 scenario_fanout(cfg, owner, rep, out)
+            elif name == "pure":
+                scenario_pure(cfg, owner, rep, out)
+            elif name == "pure_throughput":
+                scenario_pure_throughput(cfg, owner, rep, out)
             elif name == "throughput":
                 scenario_throughput(cfg, owner, rep, out,
                                     sampler_for("scenario 3", cfg.throughput_runs * cfg.throughput_length))

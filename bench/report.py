@@ -80,6 +80,20 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
         for q in ("p50", "p99"):
             rows.append(_row("3 throughput", f"hop under load {q}", "ms", _per_rep(t["aob"], "hop_ms", q),
                              _per_rep(t["baseline"], "hop_ms", q)))
+    if "pure" in s:
+        aob, base = s["pure"]["aob"], s["pure"]["baseline"]
+        for q in ("p50", "p99"):
+            rows.append(_row("1b pure chain", f"node→node hop {q}", "ms", _per_rep(aob, "hop_ms", q),
+                             _per_rep(base, "hop_ms", q)))
+        rows.append(_row("1b pure chain", "end-to-end (median chain)", "ms", _per_rep(aob, "e2e_ms", "p50"),
+                         _per_rep(base, "e2e_ms", "p50")))
+    if "pure_throughput" in s:
+        t = s["pure_throughput"]
+        for kind, label in (("aob", "worker nodes"), ("aob_pure", "pure nodes")):
+            rows.append(_row("3b throughput 50×10", f"node transitions/s, {label}", "1/s", _per_rep(t[kind], "nodes_per_s"),
+                             _per_rep(t["baseline"], "nodes_per_s"), better="higher"))
+            rows.append(_row("3b throughput 50×10", f"wall time, {label}", "s", _per_rep(t[kind], "seconds"),
+                             _per_rep(t["baseline"], "seconds")))
     if "api" in s:
         a = s["api"]["aob"]
         for q in ("p50", "p95", "p99"):

@@ -22,9 +22,10 @@ def test_metrics_move_when_a_run_completes(engine, api, client, settings):
     settings.AOB_METRICS_TOKEN = "scraper-token"
     client.defaults["HTTP_AUTHORIZATION"] = "Bearer scraper-token"
     before = client.get("/metrics").content.decode()
-    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}},
-                            {"id": "b", "type": "transform", "config": {"expression": "2"}},
-                            {"id": "c", "type": "transform", "config": {"expression": "3"}}],
+    queue = {"dispatch": "queue"}  # worker nodes: their queue wait is observed, and b's step is plain
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1", **queue}},
+                            {"id": "b", "type": "transform", "config": {"expression": "2", **queue}},
+                            {"id": "c", "type": "transform", "config": {"expression": "3", **queue}}],
                   "edges": [{"from": "a", "to": "b", "condition": "true"}, {"from": "b", "to": "c"}]}
     run = wait_for_run(api.post("/api/v1/runs", {"workflow": definition}, format="json").json()["run_id"])
     assert run.status == "completed"

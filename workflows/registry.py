@@ -80,6 +80,10 @@ class NodeType:
     description: str = ""
     # Evaluated by the coordinator in its own decision, with no worker hop (``conditional``, ``loop``).
     inline: bool = False
+    # ``run`` is pure (no I/O, bounded: ``transform``): the coordinator may evaluate a node of this type
+    # inside the decision that reaches it, recorded as its own node run (workflows/engine/pure.py), unless
+    # its config says ``dispatch: "queue"``.
+    pure: bool = False
     # The executor receives its config with ``$inputs…``, ``$nodes…`` and ``${…}`` resolved.
     resolve_config: bool = True
     # The executor reads its predecessors' outputs even where its config names none (``agent``, ``hitl``).

@@ -38,3 +38,10 @@ def test_percentiles_and_report_from_synthetic_results():
     results["headline"] = rows
     text = markdown(results)
     assert "| 1 chain | node→node hop p50 (ms) | 6.0 (6.0–6.0) | 5.0 (5.0–5.0) | 1.20× |" in text
+
+
+def test_pure_chain_measurement_yields_positive_finite_figures(engine, user):
+    """Issue 20's scenario: a chain of pure transforms, the first on a worker, the rest in one decision."""
+    out = aob.run_chains(user, length=3, count=1, timeout=60, pure=True)
+    assert len(out["hop_ms"]) == 2 and len(out["e2e_ms"]) == 1
+    assert all(math.isfinite(h) for h in out["hop_ms"]) and sane(out["e2e_ms"][0])

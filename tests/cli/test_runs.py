@@ -12,10 +12,12 @@ from tests.engine.flow import http, transform, wait_until
 
 
 def chain() -> dict:
+    # worker nodes (``dispatch: "queue"``): a run of three queue hops lasts long enough to be watched live
+    q = {"dispatch": "queue"}
     return {"nodes": [
-        {"id": "a", "type": "transform", "config": {"expression": "{'x': inputs.n + 1}"}},
-        {"id": "b", "type": "transform", "config": {"template": {"x": "$nodes.a.x"}}},
-        {"id": "c", "type": "transform", "config": {"expression": "nodes.b.x * 2"}},
+        {"id": "a", "type": "transform", "config": {"expression": "{'x': inputs.n + 1}", **q}},
+        {"id": "b", "type": "transform", "config": {"template": {"x": "$nodes.a.x"}, **q}},
+        {"id": "c", "type": "transform", "config": {"expression": "nodes.b.x * 2", **q}},
     ], "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}]}
 
 

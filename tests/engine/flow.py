@@ -18,8 +18,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def transform(node_id: str, expression: str, **extra: Any) -> dict[str, Any]:
-    return {"id": node_id, "type": "transform", "config": {"expression": expression}, **extra}
+def transform(node_id: str, expression: str, *, pure: bool = False, **extra: Any) -> dict[str, Any]:
+    """A node that runs on a worker (``dispatch: "queue"``), or with ``pure`` in the decision."""
+    config = {"expression": expression} if pure else {"expression": expression, "dispatch": "queue"}
+    return {"id": node_id, "type": "transform", "config": config, **extra}
 
 
 def http(node_id: str, url: str, **extra: Any) -> dict[str, Any]:

@@ -8,8 +8,10 @@ Two families, each a valid definition the API accepts:
   a condition (``iteration < k``) and ``max_iterations`` from 1 to 3, and fork-joins (one branch
   maybe behind a branch rule) inside and between them.
 
-Every worker node is a ``transform`` whose output is ``{'x': k}`` (``OK``), or whose expression
-fails at run time (``FAILS``); ``outcome`` gives what a node returns, for the pure simulation.
+Every worker node is a ``transform`` with ``dispatch: "queue"`` whose output is ``{'x': k}``
+(``OK``), or whose expression fails at run time (``FAILS``); ``outcome`` gives what a node
+returns, for the pure simulation. ``in_decision`` turns them into pure nodes the decision
+evaluates (``test_pure``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def outcome(node: dict[str, Any]) -> tuple[str, Any]:
     return "completed", {"x": int(expression.split(":")[1].strip(" }"))}
 
 
+Q = {"dispatch": "queue"}
+
+
+def in_decision(definition: dict[str, Any]) -> dict[str, Any]:
+    """The same graph with every transform left to the decision (no ``dispatch: "queue"``)."""
+    nodes = [{**n, "config": {k: v for k, v in n["config"].items() if k != "dispatch"}} for n in definition["nodes"]]
+    return {**definition, "nodes": nodes}
+
+
 @st.composite
 def dags(draw: st.DrawFn, failures: bool = True) -> dict[str, Any]:
     n = draw(st.integers(2, 7))
@@ -47,7 +58,7 @@ def dags(draw: st.DrawFn, failures: bool = True) -> dict[str, Any]:
         if kind == "transform":
             fails = failures and draw(st.integers(0, 9)) == 0
             nodes.append({"id": node_id, "type": kind,
-                          "config": {"expression": FAILS if fails else ok(draw(st.integers(0, 1)))}})
+                          "config": {"expression": FAILS if fails else ok(draw(st.integers(0, 1))), **Q}})
         else:
             nodes.append({"id": node_id, "type": kind, "config": {}})
         if i == 0:
@@ -87,14 +98,14 @@ def loop_chains(draw: st.DrawFn) -> dict[str, Any]:
         for item in block:
             if item[0] == "node":
                 node_id = f"t{next(counter)}"
-                nodes.append({"id": node_id, "type": "transform", "config": {"expression": ok(item[1])}})
+                nodes.append({"id": node_id, "type": "transform", "config": {"expression": ok(item[1]), **Q}})
                 head = tail = node_id
             elif item[0] == "fork":
                 _, x, condition = item
                 n = next(counter)
                 head, left, right, tail = f"f{n}", f"l{n}", f"r{n}", f"j{n}"
                 for node_id in (head, left, right, tail):
-                    nodes.append({"id": node_id, "type": "transform", "config": {"expression": ok(x)}})
+                    nodes.append({"id": node_id, "type": "transform", "config": {"expression": ok(x), **Q}})
                 edges.extend([{"from": head, "to": left, **({"condition": condition} if condition else {})},
                               {"from": head, "to": right}, {"from": left, "to": tail}, {"from": right, "to": tail}])
             else:
@@ -114,7 +125,7 @@ def loop_chains(draw: st.DrawFn) -> dict[str, Any]:
         return first, last
 
     _, last = render(top)
-    nodes.append({"id": "end", "type": "transform", "config": {"expression": ok(1)}})
+    nodes.append({"id": "end", "type": "transform", "config": {"expression": ok(1), **Q}})
     edges.append({"from": last, "to": "end"})
     return {"nodes": nodes, "edges": edges}
 
@@ -124,11 +135,11 @@ def nested_loops() -> dict[str, Any]:
     twice) → d. Each outer pass runs the inner loop twice; the run ends with d."""
     t = {"type": "transform"}
     return {
-        "nodes": [{"id": "a", **t, "config": {"expression": ok(0)}}, {"id": "b", **t, "config": {"expression": ok(0)}},
+        "nodes": [{"id": "a", **t, "config": {"expression": ok(0), **Q}}, {"id": "b", **t, "config": {"expression": ok(0), **Q}},
                   {"id": "inner", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "b"}},
-                  {"id": "c", **t, "config": {"expression": ok(0)}},
+                  {"id": "c", **t, "config": {"expression": ok(0), **Q}},
                   {"id": "outer", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "a"}},
-                  {"id": "d", **t, "config": {"expression": ok(1)}}],
+                  {"id": "d", **t, "config": {"expression": ok(1), **Q}}],
         "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "inner"}, {"from": "inner", "to": "b"},
                   {"from": "inner", "to": "c"}, {"from": "c", "to": "outer"}, {"from": "outer", "to": "a"},
                   {"from": "outer", "to": "d"}],

@@ -21,11 +21,11 @@ from workflows.services.runs import run_cancel, run_start
 pytestmark = pytest.mark.django_db
 
 
-T = {"expression": "1"}
+T = {"expression": "1", "dispatch": "queue"}  # a worker node: pure ones run in the decision
 
 
 def chain(*ids: str) -> dict[str, Any]:
-    return {"nodes": [{"id": i, "type": "transform", "config": {"expression": f"'{i}'"}} for i in ids],
+    return {"nodes": [{"id": i, "type": "transform", "config": {"expression": f"'{i}'", "dispatch": "queue"}} for i in ids],
             "edges": [{"from": a, "to": b} for a, b in zip(ids, ids[1:], strict=False)]}
 
 
@@ -116,7 +116,7 @@ def test_facts_from_before_a_patch_fall_back_to_the_full_decision_on_the_new_gra
     facts = execute(run, "a")
     # a person adds a second successor of ``a`` after it completed, before its coordinator ran
     run_patch_propose(run=run, user=user, operations=[
-        {"op": "add", "path": "/nodes/-", "value": {"id": "extra", "type": "transform", "config": {"expression": "1"}}},
+        {"op": "add", "path": "/nodes/-", "value": {"id": "extra", "type": "transform", "config": T}},
         {"op": "add", "path": "/edges/-", "value": {"from": "a", "to": "extra"}}])
     run.refresh_from_db()
     assert run.patch_seq == 1 and run.current_artifact_id != facts["artifact_id"]
@@ -151,7 +151,7 @@ def test_a_node_run_already_consumed_is_not_routed_twice(user):
 
 def test_a_fan_out_queues_every_branch_in_one_step(user):
     before = decisions()
-    definition = {"nodes": [{"id": n, "type": "transform", "config": {"expression": "1"}} for n in "rxyz"],
+    definition = {"nodes": [{"id": n, "type": "transform", "config": T} for n in "rxyz"],
                   "edges": [{"from": "r", "to": t} for t in "xyz"]}
     run = run_start(owner=user, definition=definition)
     facts = execute(run, "r")

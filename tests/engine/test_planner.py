@@ -372,7 +372,7 @@ def test_the_plain_step_is_what_the_plan_does_wherever_its_premises_hold(definit
 
 
 def test_the_comparison_of_plain_steps_runs():
-    definition = {"nodes": [{"id": n, "type": "transform", "config": {"expression": "{'x': 1}"}} for n in "abcj"],
+    definition = {"nodes": [{"id": n, "type": "transform", "config": {"expression": "{'x': 1}", **graphs.Q}} for n in "abcj"],
                   "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "j"}, {"from": "c", "to": "j"}]}
     sim = Sim(definition)
     checked = checking_plain_steps(sim)

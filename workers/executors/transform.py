@@ -2,7 +2,8 @@
 
 Either ``expression`` (CEL over ``inputs``, ``nodes`` — upstream outputs by node id — and
 ``iteration``) or ``template`` (any JSON whose ``$nodes…``, ``$inputs…`` and ``${…}`` references
-are resolved)."""
+are resolved). Pure: the coordinator evaluates it in the decision that reaches it (the same
+function, ``workflows/engine/pure.py``) unless ``dispatch`` is ``"queue"``."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ CONFIG_SCHEMA = {
     "properties": {
         "expression": {"type": "string", "minLength": 1},
         "template": {},
+        # "queue": always run on a worker (wf.tasks.transform); "decision" (the default): in the
+        # coordinator's decision when its budget allows.
+        "dispatch": {"enum": ["decision", "queue"]},
     },
     "oneOf": [{"required": ["expression"]}, {"required": ["template"]}],
     "additionalProperties": False,
 }
 
 
-@executor("transform", config_schema=CONFIG_SCHEMA,
+@executor("transform", config_schema=CONFIG_SCHEMA, pure=True,
           description="Computes its output from a CEL `expression` over `inputs`, `nodes` (upstream outputs) "
           "and `iteration`, or from a JSON `template` with $nodes/$inputs references.")
 def run_transform(ctx: NodeContext) -> Any:

@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
-from workflows.models import Artifact, NodeRun, Run, RunPatch
+from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
 
-from . import events, hooks, planner, steps, transitions
+from . import events, hooks, planner, pure, steps, transitions
 from .completion import Completion
 from .dispatch import Dispatch, publish_after_commit
 from .planner import Plan, State, Token
@@ -68,11 +68,22 @@ def locked_run(node_run_id: int) -> Run | None:
 def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
     """Write a plan, in the caller's transaction: new node runs, updates, the run's fields and
     events; dispatch the queued node runs and call the run-finished hooks after commit."""
+    stored = {t.output_artifact_id: t.output for t in plan.inserts if t.output_artifact_id}
+    if stored:  # the outputs of pure nodes evaluated in this decision
+        Artifact.objects.bulk_create([Artifact(id=aid, kind=Artifact.Kind.NODE_IO, content=content,
+                                               size_bytes=len(canonical_json(content).encode()))
+                                      for aid, content in stored.items()], ignore_conflicts=True)
     new = [NodeRun(run_id=run.pk, node_id=t.node_id, iteration=t.iteration, node_type=t.node_type, status=t.status,
                    input=t.input, output=t.output, consumed=t.consumed, taken=t.taken, started_at=t.started_at,
-                   finished_at=t.finished_at, attempts=t.attempts,
+                   finished_at=t.finished_at, attempts=t.attempts, error=t.error,
+                   output_artifact_id=t.output_artifact_id, attempt_log=t.attempt_log or [],
                    dispatched_at=now if t.status == NodeRun.Status.QUEUED else None)
            for t in plan.inserts]
+    if plan.output_bytes:
+        usage = dict(run.usage or {})  # the run is locked: nobody else writes it meanwhile
+        usage["output_bytes"] = int(usage.get("output_bytes", 0)) + plan.output_bytes
+        Run.objects.filter(pk=run.pk).update(usage=usage)
+        run.usage = usage
     if new:
         NodeRun.objects.bulk_create(new)
     for pk, fields in plan.updates.items():
@@ -149,7 +160,7 @@ def _decide(node_run_id: int) -> None:
         mine = next((t for t in state.tokens if t.pk == node_run_id), None)
         if mine is None or mine.consumed:
             return  # a duplicate message
-        apply(run, ir, planner.plan(ir, state, node_run_id), state.now)
+        apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run)), state.now)
 
 
 def start(run: Run, node_runs: list[NodeRun] | None = None) -> list[NodeRun]:
@@ -157,6 +168,7 @@ def start(run: Run, node_runs: list[NodeRun] | None = None) -> list[NodeRun]:
     ir = load_ir(run)
     run.patch_pending, run.node_run_count = False, len(node_runs or [])  # type: ignore[attr-defined]  # a new run: nothing else to read
     state = read_state(run, ir, tokens=[token(nr) for nr in node_runs or []])
+    # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`
     return apply(run, ir, planner.plan_start(ir, state, run.inputs, run.current_artifact_id), state.now)
 
 
@@ -164,4 +176,4 @@ def refresh(run: Run) -> None:
     """Re-decide a locked run after a patch changed its definition (``planner.plan_refresh``)."""
     ir = load_ir(run)
     state = read_state(run, ir)
-    apply(run, ir, planner.plan_refresh(ir, state), state.now)
+    apply(run, ir, planner.plan_refresh(ir, state), state.now)  # in the patch's request: pure nodes queue

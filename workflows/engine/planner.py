@@ -9,7 +9,10 @@ Consuming a finished node run routes its outgoing edges (branch rules in authori
 true wins, else the unconditional edges), then considers each target: a node runs once every
 incoming edge has either delivered or is known dead; when all are dead it is skipped and the skip
 propagates (dead-path elimination). ``conditional`` and ``loop`` nodes are evaluated here, with
-no worker hop; a type with no executor is skipped with a warning and its edges carry on.
+no worker hop; so are pure nodes (``transform``) when the coordinator hands the planner an
+evaluator (``pure.Evaluator``: the type's one function, within the decision's budget), each
+recorded as a node run of its own; a type with no executor is skipped with a warning and its
+edges carry on.
 
 Iterations. ``(node, iteration)`` names one node run. A loop going round again starts its body at
 a fresh iteration (one past the highest its body has used), so an inner loop's passes never
@@ -28,7 +31,13 @@ from typing import Any
 from workflows import registry
 from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR
+from workflows.definition.references import referenced_nodes
 from workflows.models import Event, NodeRun, Run
+
+from .pure import Outcome, in_decision
+
+# Evaluates a pure node over the outputs it references, or None: it goes through the queue.
+Evaluate = Callable[[Any, int, dict[str, Any]], Outcome | None]
 
 DELIVERED, DEAD, PENDING = "delivered", "dead", "pending"
 ACTIVE = frozenset({NodeRun.Status.QUEUED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING})
@@ -57,6 +66,8 @@ class Token:
     started_at: datetime | None = None
     queued_at: datetime | None = None
     attempts: int = 0
+    output_artifact_id: str | None = None
+    attempt_log: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,7 @@ class Plan:
     updates: dict[int, dict[str, Any]] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    output_bytes: int = 0  # stored by the pure nodes this plan evaluated (added to the run's usage)
 
     @property
     def run_finished(self) -> str | None:
@@ -156,9 +168,10 @@ def nested(ir: IR, loop_id: str) -> bool:
 
 
 class _Planner:
-    def __init__(self, ir: IR, state: State) -> None:
+    def __init__(self, ir: IR, state: State, evaluate: Evaluate | None = None) -> None:
         self.ir = ir
         self.state = state
+        self.evaluate = evaluate
         self.now = state.now
         self.run_status = state.run_status
         self.by_key: dict[tuple[str, int], Token] = {}
@@ -330,6 +343,8 @@ class _Planner:
             self.event(Event.Type.NODE_COMPLETED, node_id, iteration=iteration, inline=True,
                        output=_public(output) if node_id in self.ir.loops else output)
             self.consume(token)
+        elif self.evaluate is not None and in_decision(node) and self._evaluated(self.evaluate, node, iteration):
+            return
         elif registry.get(node.type) is None:
             token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.SKIPPED,
                                     output={"_passthrough": True}, finished_at=self.now))
@@ -338,6 +353,33 @@ class _Planner:
             self.consume(token)
         else:
             self._add(Token(node_id, iteration, node.type, NodeRun.Status.QUEUED, queued_at=self.now))
+
+    def _evaluated(self, evaluate: Evaluate, node: Any, iteration: int) -> bool:
+        """A pure node run here, as a worker would have run it: its own node run (attempt 1), its
+        ``node_started`` and ``node_completed`` (or ``node_failed``) with a worker's payloads, then
+        consumed like any finished node. False when the evaluator hands it to the queue."""
+        outputs = {ref: self.latest[ref].output for ref in pure_refs(self.ir, node.id) if ref in self.latest}
+        outcome = evaluate(node, iteration, outputs)
+        if outcome is None:
+            return False
+        failed = outcome.error is not None
+        entry: dict[str, Any] = {"attempt": 1, "status": "failed" if failed else "completed",
+                                 "duration_ms": outcome.duration_ms}
+        if failed:
+            entry["error"] = outcome.error
+        token = self._add(Token(node.id, iteration, node.type, NodeRun.Status.FAILED if failed else NodeRun.Status.COMPLETED,
+                                input=outcome.input, output=outcome.output, error=outcome.error,
+                                output_artifact_id=outcome.artifact_id, attempt_log=[entry],
+                                started_at=outcome.started_at, finished_at=outcome.finished_at, attempts=1))
+        self.event(Event.Type.NODE_STARTED, node.id, iteration=iteration, attempt=1)
+        if failed:
+            self.event(Event.Type.NODE_FAILED, node.id, iteration=iteration, attempt=1, error=outcome.error)
+        else:
+            self.plan.output_bytes += outcome.size
+            self.event(Event.Type.NODE_COMPLETED, node.id, iteration=iteration, attempt=1,
+                       output_artifact_id=outcome.artifact_id)
+        self.consume(token)
+        return True
 
     def _loop_output(self, node_id: str, iteration: int, upstream: Any) -> dict[str, Any]:
         """A loop counts its own passes: this pass continues the last one if that went round
@@ -376,7 +418,7 @@ class _Planner:
         """The run's own size: what its outputs have stored (counted by each completion), and,
         where a loop goes round, how many node runs it has. Past either cap the run fails."""
         limits = self.state.limits
-        stored = self.state.output_bytes
+        stored = self.state.output_bytes + self.plan.output_bytes
         if over_output_limit(stored, limits):
             self.fail_run({"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "output_bytes",
                            "message": f"the run's outputs passed {limits.max_output_bytes} bytes "
@@ -431,12 +473,12 @@ def _order(tokens: Iterable[Token]) -> list[Token]:
     return sorted(tokens, key=lambda t: (t.finished_at is None, t.finished_at or datetime.min.replace(tzinfo=UTC), t.pk or 0))
 
 
-def plan(ir: IR, state: State, finished: int) -> Plan:
+def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None) -> Plan:
     """Consume the finished node run ``finished`` (a pk in ``state``) and every other finished,
     unconsumed one (at a join the other parents' messages then find nothing left to do), emit
     what follows, and settle the run's status. A node run not finished yet (a retry is queued, a
     person decides) only settles the run's status when it waits."""
-    planner = _Planner(ir, state)
+    planner = _Planner(ir, state, evaluate)
     token = next((t for t in planner.by_key.values() if t.pk == finished), None)
     if token is None or token.consumed:
         return planner.plan  # a duplicate message
@@ -452,9 +494,10 @@ def plan(ir: IR, state: State, finished: int) -> Plan:
     return planner.plan
 
 
-def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str) -> Plan:
+def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str,
+               evaluate: Evaluate | None = None) -> Plan:
     """A new run: consume the node runs a replay reused (in graph order), emit the entry nodes."""
-    planner = _Planner(ir, state)
+    planner = _Planner(ir, state, evaluate)
     planner.event(Event.Type.WORKFLOW_STARTED, "", inputs=inputs, artifact_id=artifact_id)
     order = {node_id: i for i, node_id in enumerate(ir.topological())}
     for token in sorted((t for t in planner.by_key.values() if t.reused), key=lambda t: order[t.node_id]):
@@ -465,11 +508,11 @@ def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str) -
     return planner.plan
 
 
-def plan_refresh(ir: IR, state: State) -> Plan:
+def plan_refresh(ir: IR, state: State, evaluate: Evaluate | None = None) -> Plan:
     """Re-decide after a patch changed the run's graph. Node runs of nodes the patch removed are
     cancelled if they had not started; a finished node that gained edges routes them now; and
     nodes whose predecessors all finished before the patch added them are considered."""
-    planner = _Planner(ir, state)
+    planner = _Planner(ir, state, evaluate)
     for token in list(planner.by_key.values()):
         if token.node_id not in ir.nodes and token.status == NodeRun.Status.QUEUED:
             planner._touch(token, status=NodeRun.Status.CANCELLED, consumed=True, taken=[], finished_at=planner.now)
@@ -491,12 +534,29 @@ def plan_refresh(ir: IR, state: State) -> Plan:
     return planner.plan
 
 
+def pure_refs(ir: IR, node_id: str) -> frozenset[str]:
+    """The nodes whose outputs a pure node reads (what its config references, its predecessors
+    where its type reads upstream), as a worker would load them."""
+    def compute(ir: IR) -> dict[str, frozenset[str]]:
+        refs = {}
+        for nid, node in ir.nodes.items():
+            if in_decision(node):
+                spec = registry.get(node.type)
+                found = referenced_nodes(node.config)
+                if spec is not None and spec.reads_upstream:
+                    found |= set(ir.predecessors(nid))
+                refs[nid] = frozenset(found)
+        return refs
+    return _derived(ir, "pure_refs", compute).get(node_id, frozenset())
+
+
 def reads_output(ir: IR, node_id: str) -> bool:
-    """Whether routing reads this node's output: it has branch rules, or it feeds (or is) an
-    inline node."""
+    """Whether a decision reads this node's output: it has branch rules, it feeds (or is) an
+    inline node, or a pure node the decision may evaluate references it."""
     def compute(ir: IR) -> frozenset[str]:
         readers: set[str] = set()
         for nid, node in ir.nodes.items():
+            readers.update(pure_refs(ir, nid))
             if any(e.condition for e in ir.out_edges[nid]):
                 readers.add(nid)
             if inline(node.type):
@@ -568,6 +628,12 @@ def plain_step(ir: IR, node_id: str) -> PlainStep | None:
     return cache[node_id]
 
 
+def _evaluates(node: Any, iteration: int, outputs: dict[str, Any]) -> Outcome:
+    """The hypothetical evaluator: a pure successor is evaluated in the decision (whether the
+    budget allows is known only then), so a step that reaches one is never plain."""
+    return Outcome(output={}, artifact_id="sha256:", started_at=_EPOCH, finished_at=_EPOCH)
+
+
 def _only_consumes(result: Plan) -> bool:
     return not (result.events or result.run or result.inserts) and list(result.updates) == [1]
 
@@ -593,7 +659,7 @@ def _plain_step(ir: IR, node_id: str) -> PlainStep | None:
         absorbable = [p for p in parents if [(e.target, e.condition) for e in ir.out_edges[p]] == [(target, None)]]
         others.update({p: "finished" if p in absorbable else "consumed" for p in parents})
         shape.append((target, tuple(parents), tuple(absorbable)))
-    result = plan(ir, _hypothesis(ir, node_id, others, busy=True), 1)
+    result = plan(ir, _hypothesis(ir, node_id, others, busy=True), 1, _evaluates)
     if result.events or result.run or any(t.status != NodeRun.Status.QUEUED or t.iteration != 0
                                           for t in result.inserts):
         return None  # an inline node, a skip, an unknown type, a run-level move: not a plain step

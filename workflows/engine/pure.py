@@ -1,0 +1,125 @@
+"""Pure nodes in the decision: a node whose type is ``pure`` in the registry (``transform``) is
+evaluated by the coordinator when the plan reaches it, with no worker hop, and recorded as its own
+node run with the events, input, output and timings a worker would have written.
+
+The planner stays pure: it asks an ``Evaluator`` (built here by the coordinator, per decision)
+for a node's ``Outcome`` over the outputs its state holds; the evaluator runs the type's one
+function (the registry's ``run``, the same a worker calls) and keeps the decision's budget
+(``AOB_PURE_MAX_NODES``, ``AOB_PURE_MAX_MS``). Past it, or when the outcome is an error worth a
+retry, it answers None and the node goes through the queue like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.utils import timezone
+
+from aob_project.exceptions import AobError
+from aob_project.metrics import NODE_DURATION
+from workflows import registry
+from workflows.definition.ir import Node
+from workflows.definition.references import resolve
+from workflows.models import canonical_json, text_id
+from workflows.registry import NodeContext
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What evaluating a pure node gave: an output (with its artifact id and size) or an error
+    payload, the resolved config (the node run's input) and when it ran."""
+
+    output: Any = None
+    error: dict[str, Any] | None = None
+    input: Any = None
+    artifact_id: str | None = None
+    size: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int = 0
+
+
+def evaluate(ctx: NodeContext) -> tuple[NodeContext, Any, dict[str, Any] | None]:
+    """Run a node's registered function as a worker would: resolve the config (where the type
+    asks), call ``run``; an error becomes the payload a worker records. Returns the context with
+    its resolved config, the output, and the error (None when it completed)."""
+    from .execution import error_payload  # the one mapping of an exception to a node's error
+
+    spec = registry.get(ctx.node_type)
+    try:
+        if spec is None or spec.run is None:
+            raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
+        if spec.resolve_config:
+            ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
+        return ctx, spec.run(ctx), None
+    except SoftTimeLimitExceeded:
+        raise  # the decision's own time limit: the decision is retried, not this node failed
+    except Exception as exc:  # noqa: BLE001 - a bug in a pure function fails its node, as on a worker
+        return ctx, None, error_payload(exc)
+
+
+def in_decision(node: Node) -> bool:
+    """Whether the planner may evaluate this node itself: its type is pure and its config does not
+    ask for the queue (``dispatch: "queue"``)."""
+    spec = registry.get(node.type)
+    return bool(spec is not None and spec.pure and spec.run is not None
+                and (node.config or {}).get("dispatch") != "queue")
+
+
+class Evaluator:
+    """The coordinator's evaluator for one decision: pure nodes until the budget is spent."""
+
+    def __init__(self, *, run_id: str, owner_id: int, inputs: dict[str, Any],
+                 max_nodes: int | None = None, max_ms: int | None = None) -> None:
+        self.run_id, self.owner_id, self.inputs = run_id, owner_id, inputs
+        self.max_nodes = settings.AOB_PURE_MAX_NODES if max_nodes is None else max_nodes
+        self.max_ms = settings.AOB_PURE_MAX_MS if max_ms is None else max_ms
+        self.count = 0
+        self.spent = 0.0  # seconds spent evaluating in this decision
+
+    def __call__(self, node: Node, iteration: int, outputs: dict[str, Any]) -> Outcome | None:
+        if self.count >= self.max_nodes or self.spent * 1000 >= self.max_ms:
+            return None  # the rest goes through the queue: one run cannot hold a coordinator slot
+        self.count += 1
+        started_at = timezone.now()
+        started = time.monotonic()
+        ctx = NodeContext(run_id=self.run_id, node_run_id=0, node_id=node.id, node_type=node.type,
+                          iteration=iteration, attempt=1, config=node.config, raw_config=node.config,
+                          inputs=self.inputs, outputs=outputs,
+                          timeout_s=(node.timeout_ms / 1000) if node.timeout_ms else None, owner_id=self.owner_id,
+                          definition={"retry": node.retry, "timeout_ms": node.timeout_ms})
+        ctx, output, error = evaluate(ctx)
+        elapsed = time.monotonic() - started
+        self.spent += elapsed
+        if error is not None and error.get("transient"):
+            return None  # its retries with backoff are the queue's
+        status = "failed" if error is not None else "completed"
+        NODE_DURATION.labels(node.type, status).observe(elapsed)  # as a worker observes it
+        logger.info(f"node_run.{status}", extra={"run_id": self.run_id, "node_id": node.id, "iteration": iteration,
+                                                  "duration_ms": int(elapsed * 1000), "in_decision": True,
+                                                  **({"error_type": error.get("error_type")} if error else {})})
+        common: dict[str, Any] = {"input": ctx.config, "started_at": started_at, "finished_at": timezone.now(),
+                  "duration_ms": int(elapsed * 1000)}
+        if error is not None:
+            return Outcome(error=error, **common)
+        try:
+            text = canonical_json(output)
+        except (TypeError, ValueError):
+            return None  # not storable as JSON: the worker's path records that failure
+        return Outcome(output=output, artifact_id=text_id(text), size=len(text.encode()), **common)
+
+
+def evaluator_for(run: Any) -> Evaluator | None:
+    """The evaluator for a decision about ``run``, or None when the setting turns the feature off."""
+    if not settings.AOB_PURE_NODES:
+        return None
+    return Evaluator(run_id=str(run.pk), owner_id=run.owner_id, inputs=run.inputs or {})
