@@ -247,6 +247,18 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     return {"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "transient": False}
 
 
+def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any]]:
+    """The node's context with the config resolved where its type asks, and the type's function:
+    the one preparation of a node, on a worker and in the decision (``pure.evaluate``). Raises
+    ``AobError`` for a type with no executor, and what resolving raises."""
+    spec = registry.get(ctx.node_type)
+    if spec is None or spec.run is None:
+        raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
+    if spec.resolve_config:
+        ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
+    return ctx, spec.run
+
+
 def execute(node_run_id: int) -> str | dict[str, Any]:
     """The body of every executor task: a status word, or for a completed node its
     ``Completion`` as a plain dict (Celery hands it to the linked ``workflows.coordinate``)."""
@@ -254,14 +266,10 @@ def execute(node_run_id: int) -> str | dict[str, Any]:
     if ctx is None:
         return "duplicate"
     started = time.monotonic()
-    spec = registry.get(ctx.node_type)
     try:
-        if spec is None or spec.run is None:
-            raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
-        if spec.resolve_config:
-            ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
+        ctx, run = prepared(ctx)
         with heartbeat.holding(ctx.node_run_id, ctx.attempt):
-            output = spec.run(ctx)
+            output = run(ctx)
         if output is not WAITING:
             output = strict_json(output)  # a value JSON cannot hold fails the node here, by one rule
     except heartbeat.LeaseLost:

@@ -11,7 +11,6 @@ retry, it answers None and the node goes through the queue like any other.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,13 +21,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
 
-from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION
 from workflows import registry
 from workflows.definition.ir import Node
-from workflows.definition.references import resolve
 from workflows.models import canonical_json, text_id
 from workflows.registry import NodeContext
+
+from .outputs import strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +51,11 @@ def evaluate(ctx: NodeContext) -> tuple[NodeContext, Any, dict[str, Any] | None]
     """Run a node's registered function as a worker would: resolve the config (where the type
     asks), call ``run``; an error becomes the payload a worker records. Returns the context with
     its resolved config, the output, and the error (None when it completed)."""
-    from .execution import error_payload  # the one mapping of an exception to a node's error
+    from .execution import error_payload, prepared  # a worker's own preparation and error mapping
 
-    spec = registry.get(ctx.node_type)
     try:
-        if spec is None or spec.run is None:
-            raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
-        if spec.resolve_config:
-            ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
-        return ctx, spec.run(ctx), None
+        ctx, run = prepared(ctx)
+        return ctx, strict_json(run(ctx)), None  # the one rule for what an output may hold
     except SoftTimeLimitExceeded:
         raise  # the decision's own time limit: the decision is retried, not this node failed
     except Exception as exc:  # noqa: BLE001 - a bug in a pure function fails its node, as on a worker
