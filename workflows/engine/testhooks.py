@@ -48,8 +48,8 @@ def poison_decision(node_id: str) -> None:
 
 def stall(point: str, node_id: str) -> None:
     """Hold this process at a kill point the test marked for a node id (once: the mark is taken),
-    leaving its pid in ``aob:test:stalled:<point>:<node_id>`` for the test to ``kill -9``. A test
-    that never kills it lets it go after STALL_LIMIT_S."""
+    leaving its pid in ``aob:test:stalled:<point>:<node_id>`` for the test to ``kill -9``. It goes
+    on when the test sets ``aob:test:stall_release:<point>:<node_id>``, or after STALL_LIMIT_S."""
     if not ENABLED:
         return
     client = _redis()
@@ -57,7 +57,7 @@ def stall(point: str, node_id: str) -> None:
         return
     client.set(f"aob:test:stalled:{point}:{node_id}", os.getpid(), ex=int(STALL_LIMIT_S) * 2)
     deadline = time.monotonic() + STALL_LIMIT_S
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not client.exists(f"aob:test:stall_release:{point}:{node_id}"):
         time.sleep(0.05)
 
 
