@@ -270,3 +270,16 @@ class Victim:
         for queue in self.queues:
             control(self.session_worker.node_name, "add_consumer", queue)
         self.proc.stop()
+
+
+def owned_server(kind: type) -> Any:
+    """The embedded server of this test session (tests/plugins/services.py) of that kind; a
+    server named by the environment is not ours to restart."""
+    import pytest
+
+    from tests.plugins import services
+
+    for server in services._started:
+        if isinstance(server, kind):
+            return server
+    pytest.skip(f"the {kind.__name__} of this session was given by the environment: not ours to restart")

@@ -37,13 +37,18 @@ class Probe:
         return f"{node}_{self.tag}"
 
 
-def probe(base: str, tag: str) -> Probe:
+def probe(base: str, tag: str, *, hold_c: bool = False) -> Probe:
+    """With ``hold_c``, c's request is answered only once the test calls ``remote.release(hold_key(tag))``."""
     def n(node: str) -> str:
         return f"{node}_{tag}"
 
+    paths = {node: f"/echo/fx/{tag}/{node}" for node in ("a", "c", "d")}
+    if hold_c:
+        paths["c"] = f"/hold/{hold_key(tag)}"
+
     def post(node: str) -> dict[str, Any]:
         return {"id": n(node), "type": "http",
-                "config": {"url": f"{base}/echo/fx/{tag}/{node}", "method": "POST", "payload": {"node": node}}}
+                "config": {"url": f"{base}{paths[node]}", "method": "POST", "payload": {"node": node}}}
 
     def transform(node: str, expression: str) -> dict[str, Any]:
         return {"id": n(node), "type": "transform", "config": {"expression": expression}}
@@ -56,7 +61,11 @@ def probe(base: str, tag: str) -> Probe:
                   {"from": n("b"), "to": n("j")}, {"from": n("c"), "to": n("j")},
                   {"from": n("j"), "to": n("d"), "condition": "output == 400"}, {"from": n("j"), "to": n("e")}],
     }
-    return Probe(tag, definition, {node: f"/echo/fx/{tag}/{node}" for node, kind in PROBE.items() if kind == "http"})
+    return Probe(tag, definition, paths)
+
+
+def hold_key(tag: str) -> str:
+    return f"fx-{tag}-c"
 
 
 def settle(run_ids: list[str], timeout: float) -> None:
