@@ -127,6 +127,8 @@ def summary() -> dict[str, dict[str, Any]]:
             "requests_resent": sum(r["resent"] for r in trials),
             "recover_p50_s": round(statistics.median(times), 2) if times else None,
             "recover_max_s": round(times[-1], 2) if times else None,
+            # session processes (worker, beat) that exited of the fault and were started again
+            "processes_restarted": sum(len(r["drawn"].get("restarted", [])) for r in trials),
             "controls": len(controls),
             "controls_detected": sum(1 for r in controls if r["lost"] or r["doubled"]),
             "seeds": [r["seed"] for r in trials],
@@ -266,10 +268,23 @@ class Victim:
     def restart(self) -> None:
         self.proc = self._start()
 
-    def close(self) -> None:
-        for queue in self.queues:
-            control(self.session_worker.node_name, "add_consumer", queue)
+    def stop(self) -> None:
         self.proc.stop()
+
+    def close(self, workers: dict[str, Any] | None = None) -> None:
+        """Hand the queues back to the session worker; when it no longer answers remote control
+        (after a broker restart this process's replies can go astray), start it again instead."""
+        self.proc.stop()
+        try:
+            for queue in self.queues:
+                control(self.session_worker.node_name, "add_consumer", queue)
+        except AssertionError:
+            if workers is None:
+                raise
+            from tests.support import stack
+
+            workers["worker"].stop()
+            workers["worker"] = stack.start_worker(self.env, "w1", concurrency=3)
 
 
 def owned_server(kind: type) -> Any:
@@ -283,3 +298,20 @@ def owned_server(kind: type) -> Any:
         if isinstance(server, kind):
             return server
     pytest.skip(f"the {kind.__name__} of this session was given by the environment: not ours to restart")
+
+
+def supervise(workers: dict[str, Any], env: dict[str, str], settle_s: float = 3.0) -> list[str]:
+    """Do what a deployment's supervisor does (compose ``restart: unless-stopped``, systemd): start
+    again each session process (worker, beat) that exited. Waits ``settle_s`` first, so a process
+    that is going to die of the fault has died. Returns the names of those started again."""
+    from tests.support import stack
+
+    time.sleep(settle_s)
+    restarted = []
+    for name, proc in list(workers.items()):
+        if proc.popen.poll() is None:
+            continue
+        restarted.append(name)
+        proc.stop()
+        workers[name] = stack.start_beat(env) if name == "beat" else stack.start_worker(env, "w1", concurrency=3)
+    return restarted
