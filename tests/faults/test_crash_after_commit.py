@@ -30,7 +30,7 @@ from .harness import (
 from .probe import account, probe, settle
 
 FAULT = "crash between commit and publish"
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.faults_full]  # test_durability.py keeps one of each in `make test`
 
 EXECUTED = ["a", "b", "c", "j", "d"]  # the probe's nodes that run on a worker
 

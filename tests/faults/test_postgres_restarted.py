@@ -14,14 +14,15 @@ from django.db import connections
 from aob_project.embedded import EmbeddedPostgres
 from tests.engine.flow import submit, wait_all
 
-from .harness import Trial, owned_server, pause_sweeper, record, resume_sweeper, wait_for
+from .harness import Trial, owned_server, pause_sweeper, record, resume_sweeper, supervise, wait_for
 from .probe import account, hold_key, probe, settle
 
 FAULT = "PostgreSQL restarted mid-run"
 pytestmark = [pytest.mark.fault, pytest.mark.faults_full]
 
 
-def restart_mid_run(trial: Trial, api, remote, moments: list[str]) -> tuple[list[str], list, float]:
+def restart_mid_run(trial: Trial, workers, stack_env, api, remote, moments: list[str]
+                    ) -> tuple[list[str], list, float]:
     postgres = owned_server(EmbeddedPostgres)
     moment = trial.choice("moment", moments)
     count = trial.randint("runs", 1, 3)
@@ -45,11 +46,12 @@ def restart_mid_run(trial: Trial, api, remote, moments: list[str]) -> tuple[list
         postgres.restart(down_s)
         for p in probes:
             remote.release(hold_key(p.tag))
+    trial.draw("restarted", supervise(workers, stack_env, settle_s=1.0))  # any process the restart ended
     return run_ids, probes, fault_at
 
 
-def test_runs_still_finish(trial: Trial, engine, api, remote):
-    run_ids, probes, fault_at = restart_mid_run(trial, api, remote, ["mid_request", "early"])
+def test_runs_still_finish(trial: Trial, engine, workers, stack_env, api, remote):
+    run_ids, probes, fault_at = restart_mid_run(trial, workers, stack_env, api, remote, ["mid_request", "early"])
     settle(run_ids, timeout=90)
     # c's request may be sent again (its worker could not record the answer): counted apart
     # until requests carry an Idempotency-Key.
@@ -58,11 +60,12 @@ def test_runs_still_finish(trial: Trial, engine, api, remote):
     assert outcome.clean, f"{trial}: {outcome.detail}"
 
 
-def test_control_without_the_sweeper_the_interrupted_node_is_lost(control_trial: Trial, engine, api, remote):
+def test_control_without_the_sweeper_the_interrupted_node_is_lost(control_trial: Trial, engine, workers, stack_env,
+                                                                  api, remote):
     """Only restarts while every c is waiting on the remote are drawn: the restart then always
     cuts a node's completion, which nothing but the sweeper puts back."""
     pause_sweeper()
-    run_ids, probes, fault_at = restart_mid_run(control_trial, api, remote, ["mid_request"])
+    run_ids, probes, fault_at = restart_mid_run(control_trial, workers, stack_env, api, remote, ["mid_request"])
     settle(run_ids, timeout=10)
     outcome = account(run_ids, probes, remote, fault_at, resend_ok=True)
     record(control_trial, outcome)
