@@ -78,11 +78,13 @@ def settle(run_ids: list[str], timeout: float) -> None:
 
 
 def account(run_ids: list[str], probes: list[Probe], remote: RemoteServer, fault_at: float, *,
-            resend_ok: bool = False, expected: dict[str, str] = EXPECTED) -> Outcome:
+            resend_ok: bool = False, expected: dict[str, str] = EXPECTED, dedupe_by: str | None = None) -> Outcome:
     """What the trial cost. A run is lost unless it completed with every node as the graph says;
     an effect is doubled when a node run key has two rows, a node two ``node_completed`` events or
     the remote two requests for one node. With ``resend_ok`` (a worker lost mid-request, before
-    Idempotency-Key exists) extra requests are counted as re-sent instead of doubled."""
+    Idempotency-Key exists) extra requests are counted as re-sent instead of doubled. With
+    ``dedupe_by`` (a header, e.g. ``Idempotency-Key``) the remote is one that honours it: requests
+    repeating a value are re-sent, only distinct values are effects."""
     outcome = Outcome(runs=len(run_ids))
     ends: list[datetime] = []
     for p, run_id in zip(probes, run_ids, strict=True):
@@ -105,7 +107,12 @@ def account(run_ids: list[str], probes: list[Probe], remote: RemoteServer, fault
                 outcome.doubled += count - 1
                 outcome.detail.append(f"{node_id}: completed {count} times")
         for node, path in p.effects.items():
-            hits = len(remote.hits(path))
+            requests = remote.hits(path)
+            hits = len(requests)
+            if dedupe_by is not None:
+                effects = len({r["headers"].get(dedupe_by) for r in requests})
+                outcome.resent += hits - effects
+                hits = effects
             if hits > 1:
                 if resend_ok:
                     outcome.resent += hits - 1
