@@ -45,7 +45,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     figures = harness.write_results()
     if figures:
-        terminalreporter.write_sep("-", f"fault suite (also in {harness.RESULTS})")
+        terminalreporter.write_sep("-", f"fault suite (also in {harness.results_path()})")
         for line in harness.table(figures):
             terminalreporter.write_line(line)
 

@@ -136,18 +136,24 @@ def summary() -> dict[str, dict[str, Any]]:
     return faults
 
 
+def results_path() -> Path:
+    """The lean subset of ``make test`` keeps its figures apart from the suite's."""
+    return AOB_DIR / "faults-lean.json" if lean() else RESULTS
+
+
 def write_results() -> dict[str, dict[str, Any]]:
     """Merge this session's figures into .aob/faults.json (faults not run now keep theirs)."""
     current = summary()
     if not current:
         return current
     AOB_DIR.mkdir(parents=True, exist_ok=True)
+    path = results_path()
     try:
-        stored = json.loads(RESULTS.read_text())
+        stored = json.loads(path.read_text())
     except (OSError, ValueError):
         stored = {}
     stored.update(current)
-    RESULTS.write_text(json.dumps(stored, indent=2, sort_keys=True))
+    path.write_text(json.dumps(stored, indent=2, sort_keys=True))
     return current
 
 
