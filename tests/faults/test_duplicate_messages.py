@@ -18,6 +18,7 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from tests.engine.flow import submit, wait_all
 from workflows.engine.dispatch import coordinate_now
 from workflows.models import NodeRun, Run
+from workflows.services.runs import run_cancel
 
 from .harness import Trial, Victim, hooks, mark_stall, record, wait_for, wait_stalled
 from .probe import account, probe, settle
@@ -99,7 +100,7 @@ def unfenced(engine) -> Iterator[list[str]]:
     yield run_ids
     hooks().delete("aob:test:unfenced_steps")
     for run_id in run_ids:
-        api_cancel(run_id)
+        cancel(run_id)
     wait_all(run_ids, timeout=60)
     time.sleep(1)
     NodeRun.objects.filter(run_id__in=run_ids).delete()
@@ -107,9 +108,7 @@ def unfenced(engine) -> Iterator[list[str]]:
         cursor.execute(f"ALTER TABLE workflows_noderun ADD CONSTRAINT {CONSTRAINT} UNIQUE (run_id, node_id, iteration)")
 
 
-def api_cancel(run_id: str) -> None:
-    from workflows.services.runs import run_cancel  # noqa: PLC0415 - only the control's clean-up needs it
-
+def cancel(run_id: str) -> None:
     run = Run.objects.get(pk=run_id)
     if run.status not in ("completed", "failed", "cancelled"):
         run_cancel(run=run, user=run.owner)
