@@ -97,6 +97,7 @@ class Outcome:
     doubled: int = 0         # effects applied more than once (node completions, remote effects)
     recover_s: float | None = None  # from the fault to the last run's end
     resent: int = 0          # requests sent again to the remote (no Idempotency-Key yet: counted apart)
+    llm_repeated: int = 0    # model calls made again by a resumed agent (the journal replays them)
     detail: list[str] = field(default_factory=list)
 
     @property
@@ -125,12 +126,13 @@ def summary() -> dict[str, dict[str, Any]]:
             "runs_lost": sum(r["lost"] for r in trials),
             "effects_doubled": sum(r["doubled"] for r in trials),
             "requests_resent": sum(r["resent"] for r in trials),
+            "llm_calls_repeated": sum(r["llm_repeated"] for r in trials),
             "recover_p50_s": round(statistics.median(times), 2) if times else None,
             "recover_max_s": round(times[-1], 2) if times else None,
             # session processes (worker, beat) that exited of the fault and were started again
             "processes_restarted": sum(len(r["drawn"].get("restarted", [])) for r in trials),
             "controls": len(controls),
-            "controls_detected": sum(1 for r in controls if r["lost"] or r["doubled"]),
+            "controls_detected": sum(1 for r in controls if r["lost"] or r["doubled"] or r["llm_repeated"]),
             "seeds": [r["seed"] for r in trials],
         }
     return faults
@@ -158,14 +160,15 @@ def write_results() -> dict[str, dict[str, Any]]:
 
 
 def table(faults: dict[str, dict[str, Any]]) -> list[str]:
-    head = f"{'fault':<48} {'trials':>6} {'runs':>5} {'lost':>5} {'doubled':>7} {'resent':>6} " \
+    head = f"{'fault':<48} {'trials':>6} {'runs':>5} {'lost':>5} {'doubled':>7} {'resent':>6} {'llm+':>5} " \
            f"{'p50 s':>6} {'max s':>6} {'controls':>9}"
     lines = [head, "-" * len(head)]
     for name, f in faults.items():
         p50 = "-" if f["recover_p50_s"] is None else f"{f['recover_p50_s']:.2f}"
         top = "-" if f["recover_max_s"] is None else f"{f['recover_max_s']:.2f}"
         lines.append(f"{name:<48} {f['trials']:>6} {f['runs']:>5} {f['runs_lost']:>5} {f['effects_doubled']:>7} "
-                     f"{f['requests_resent']:>6} {p50:>6} {top:>6} {f['controls_detected']:>4}/{f['controls']:<4}")
+                     f"{f['requests_resent']:>6} {f['llm_calls_repeated']:>5} {p50:>6} {top:>6} "
+                     f"{f['controls_detected']:>4}/{f['controls']:<4}")
     return lines
 
 
