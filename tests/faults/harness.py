@@ -134,6 +134,8 @@ def summary() -> dict[str, dict[str, Any]]:
             "controls": len(controls),
             "controls_detected": sum(1 for r in controls if r["lost"] or r["doubled"] or r["llm_repeated"]),
             "seeds": [r["seed"] for r in trials],
+            "trial_records": [{k: r[k] for k in ("seed", "protected", "drawn", "lost", "doubled", "resent",
+                                                 "llm_repeated", "recover_s")} for r in trials + controls],
         }
     return faults
 
