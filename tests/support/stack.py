@@ -92,7 +92,7 @@ class Proc:
 def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None, concurrency: int = 2) -> Proc:
     argv = [CELERY, "-A", "aob_project", "worker", "-Q", ",".join(queues or ALL_QUEUES), "-c", str(concurrency),
             "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-P", "prefork"]
+            "-P", "prefork", "--include", "tests.support.fault_points"]
     proc = Proc(name, argv, env, ready_line="ready.")
     proc.node_name = f"{name}@{socket.gethostname()}"  # for remote control (app.control ... destination)
     return proc
