@@ -108,7 +108,7 @@ def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None
     argv = [CELERY, "-A", "aob_project", "worker", *selection, "-c", str(concurrency),
             "--include", "tests.support.faults",  # fault injection for the durability tests (AOB_TEST_HOOKS)
             "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-P", "prefork"]
+            "-P", "prefork", "--include", "tests.support.fault_points"]
     proc = Proc(name, argv, env, ready_line="ready.")
     proc.node_name = f"{name}@{socket.gethostname()}"  # for remote control (app.control ... destination)
     return proc
