@@ -255,7 +255,8 @@ class EmbeddedPostgres:
         """Stop the server and start it again on the same port after ``down_s`` seconds, so its
         clients keep their URL (the fault suite restarts the test server under live workers)."""
         port = self.port
-        assert port is not None, "not started"
+        if port is None:
+            raise EmbeddedServiceError("not started")
         self.stop()
         time.sleep(down_s)
         self._lock.acquire()
@@ -427,7 +428,8 @@ class EmbeddedRedis:
         """Stop the server (its data goes: no persistence) and start it again on the same port
         after ``down_s`` seconds, so its clients keep their URL (for the fault suite)."""
         port = self.port
-        assert port is not None, "not started"
+        if port is None:
+            raise EmbeddedServiceError("not started")
         self.stop()
         time.sleep(down_s)
         self._lock.acquire()

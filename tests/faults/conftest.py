@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workflows.engine import testhooks
+from tests.support import faults
 
 from . import harness
 
@@ -52,5 +52,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def live_test_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_start (called in-process through the API) publishes a run's entry nodes from here."""
-    monkeypatch.setattr(testhooks, "ENABLED", True)
+    """The fault injection (``tests.support.faults``) is live in this process too: run_start (called
+    in-process through the API) publishes a run's entry nodes from here (a dropped publish)."""
+    for module, name, replacement in faults.patches():
+        monkeypatch.setattr(module, name, replacement)

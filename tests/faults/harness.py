@@ -181,7 +181,7 @@ def hooks() -> redis.Redis:
 
 
 def mark_stall(point: str, node_id: str) -> None:
-    """Ask the process that reaches ``point`` for ``node_id`` to hold there (workflows/engine/testhooks)."""
+    """Ask the process that reaches ``point`` for ``node_id`` to hold there (tests/support/fault_points.py)."""
     hooks().set(f"aob:test:stall:{point}:{node_id}", 1)
 
 

@@ -37,8 +37,11 @@ class Probe:
         return f"{node}_{self.tag}"
 
 
-def probe(base: str, tag: str, *, hold_c: bool = False) -> Probe:
-    """With ``hold_c``, c's request is answered only once the test calls ``remote.release(hold_key(tag))``."""
+def probe(base: str, tag: str, *, hold_c: bool = False, keyed: bool = True) -> Probe:
+    """With ``hold_c``, c's request is answered only once the test calls ``remote.release(hold_key(tag))``.
+    Without ``keyed`` (a negative control), the http nodes send no ``Idempotency-Key``
+    (``idempotency_header: false``) and repeat a request lost with its worker all the same
+    (``on_lost: repeat``), as a client that cannot be deduplicated would."""
     def n(node: str) -> str:
         return f"{node}_{tag}"
 
@@ -47,8 +50,10 @@ def probe(base: str, tag: str, *, hold_c: bool = False) -> Probe:
         paths["c"] = f"/hold/{hold_key(tag)}"
 
     def post(node: str) -> dict[str, Any]:
-        return {"id": n(node), "type": "http",
-                "config": {"url": f"{base}{paths[node]}", "method": "POST", "payload": {"node": node}}}
+        config = {"url": f"{base}{paths[node]}", "method": "POST", "payload": {"node": node}}
+        if not keyed:
+            config.update(idempotency_header=False, on_lost="repeat")
+        return {"id": n(node), "type": "http", "config": config}
 
     def transform(node: str, expression: str) -> dict[str, Any]:
         return {"id": n(node), "type": "transform", "config": {"expression": expression}}
@@ -81,10 +86,10 @@ def account(run_ids: list[str], probes: list[Probe], remote: RemoteServer, fault
             resend_ok: bool = False, expected: dict[str, str] = EXPECTED, dedupe_by: str | None = None) -> Outcome:
     """What the trial cost. A run is lost unless it completed with every node as the graph says;
     an effect is doubled when a node run key has two rows, a node two ``node_completed`` events or
-    the remote two requests for one node. With ``resend_ok`` (a worker lost mid-request, before
-    Idempotency-Key exists) extra requests are counted as re-sent instead of doubled. With
-    ``dedupe_by`` (a header, e.g. ``Idempotency-Key``) the remote is one that honours it: requests
-    repeating a value are re-sent, only distinct values are effects."""
+    the remote two effects for one node. With ``resend_ok`` extra requests are counted as re-sent
+    instead of doubled. With ``dedupe_by`` (a header, e.g. ``Idempotency-Key``) the remote is one
+    that honours it, as ``tests/support/remote.py``'s ``/effect`` does: requests repeating a value
+    are counted as re-sent, and each distinct value (or request without the header) is an effect."""
     outcome = Outcome(runs=len(run_ids))
     ends: list[datetime] = []
     for p, run_id in zip(probes, run_ids, strict=True):
@@ -109,8 +114,10 @@ def account(run_ids: list[str], probes: list[Probe], remote: RemoteServer, fault
         for node, path in p.effects.items():
             requests = remote.hits(path)
             hits = len(requests)
-            if dedupe_by is not None:
-                effects = len({r["headers"].get(dedupe_by) for r in requests})
+            if dedupe_by is not None:  # requests without the header are an effect each
+                keys = [next((v for h, v in r["headers"].items() if h.lower() == dedupe_by.lower()), None)
+                        for r in requests]
+                effects = len({k for k in keys if k}) + sum(1 for k in keys if not k)
                 outcome.resent += hits - effects
                 hits = effects
             if hits > 1:

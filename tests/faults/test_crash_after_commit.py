@@ -74,11 +74,12 @@ def inject(trial: Trial, executors: Victim, api, remote, windows: list[str], kil
 def test_every_run_completes_and_every_node_is_applied_once(trial: Trial, engine, executors, api, remote):
     run_ids, probes, fault_at = inject(trial, executors, api, remote, ["callback", "publish"], ["child", "worker"])
     settle(run_ids, timeout=60)
-    # A worker killed whole may take another node's request with it, mid-flight: until requests
-    # carry an Idempotency-Key that one is sent again, counted apart (see docs/OPERATIONS.md).
-    outcome = account(run_ids, probes, remote, fault_at, resend_ok=trial.drawn.get("kill") == "worker")
+    # A worker killed whole may take another node's request with it, mid-flight: that one is sent
+    # again with its Idempotency-Key, which the remote honours (one effect).
+    outcome = account(run_ids, probes, remote, fault_at, dedupe_by="Idempotency-Key")
     record(trial, outcome)
     assert outcome.clean, f"{trial}: {outcome.detail}"
+    assert outcome.doubled == 0
 
 
 def test_control_without_the_sweeper_the_lost_message_is_detected(control_trial: Trial, engine, executors, api,
@@ -91,7 +92,7 @@ def test_control_without_the_sweeper_the_lost_message_is_detected(control_trial:
     run_ids, probes, fault_at = inject(control_trial, executors, api, remote, ["callback", "publish"], ["worker"],
                                        ["a", "j", "d"])
     settle(run_ids, timeout=8)  # the sweeper would have sent it again after 3 s
-    outcome = account(run_ids, probes, remote, fault_at)
+    outcome = account(run_ids, probes, remote, fault_at, dedupe_by="Idempotency-Key")
     record(control_trial, outcome)
     resume_sweeper()
     assert outcome.lost >= 1, f"{control_trial}: the control lost nothing, so the trial proves nothing"

@@ -16,6 +16,7 @@ from django.db import connection
 
 from aob_project.celery import COORDINATOR_QUEUE, app
 from tests.engine.flow import submit, wait_all
+from workflows.engine.completion import Completion
 from workflows.engine.dispatch import coordinate_now
 from workflows.models import NodeRun, Run
 from workflows.services.runs import run_cancel
@@ -39,11 +40,11 @@ def coordinator(workers, stack_env):
 
 
 def facts_of(nr: NodeRun) -> dict:
-    """The link message's first argument, as ``execution.completed_facts`` builds it."""
+    """The link message's first argument: the executor's ``Completion`` as a dict."""
     run = Run.objects.get(pk=nr.run_id)
-    return {"status": nr.status, "node_run_id": nr.pk, "run_id": str(nr.run_id), "node_id": nr.node_id,
-            "node_type": nr.node_type, "iteration": nr.iteration, "run_status": run.status,
-            "artifact_id": run.current_artifact_id, "patch_seq": run.patch_seq, "output_bytes": 0}
+    return Completion(node_run_id=nr.pk, run_id=str(nr.run_id), node_id=nr.node_id, node_type=nr.node_type,
+                      iteration=nr.iteration, run_status=run.status, artifact_id=run.current_artifact_id,
+                      patch_seq=run.patch_seq, status=nr.status).as_message()
 
 
 def duplicate(trial: Trial, api, remote, nodes: list[str], kinds: list[str]) -> tuple[list[str], list, float]:
@@ -90,8 +91,8 @@ def test_nothing_is_doubled(trial: Trial, engine, coordinator, api, remote):
 
 @pytest.fixture
 def unfenced(engine) -> Iterator[list[str]]:
-    """The control's switch: the plain chain step stops checking ``consumed`` (test hook
-    ``aob:test:unfenced_steps``) and the node-run key loses its unique constraint. Both come back,
+    """The control's switch: the plain chain step stops checking ``consumed`` and its successors'
+    rows (test hook ``aob:test:unfenced_steps``) and the node-run key loses its unique constraint. Both come back,
     the doubled rows of the control's runs removed first, whatever the test did."""
     run_ids: list[str] = []
     with connection.cursor() as cursor:

@@ -1,9 +1,10 @@
 """kill -9 of an executor mid-HTTP request: c's request is held at the remote while the worker
 running it is killed — its Celery pool process, or the whole http worker (started again). The
 node run stays ``running`` until its lease lapses; the sweeper queues it again and the request is
-sent again. Today the remote cannot recognise the second request (counted as *re-sent*); once
-requests carry an ``Idempotency-Key`` (issue 17), ``account(..., dedupe_by="Idempotency-Key")``
-turns that count into the effects the remote applied, which must be one per node."""
+sent again, with the same ``Idempotency-Key`` (workers/http/idempotency.py): a remote that honours
+it (``account(..., dedupe_by="Idempotency-Key")``, as ``tests/support/remote.py``'s ``/effect``)
+applies one effect per node. The negative controls: the sweeper off loses the node; the key off
+(``idempotency_header: false``, ``on_lost: repeat``) doubles its effect."""
 
 from __future__ import annotations
 
@@ -32,12 +33,12 @@ def http_worker(workers, stack_env):
     victim.close()
 
 
-def kill_mid_request(trial: Trial, http_worker: Victim, api, remote, kills: list[str]
+def kill_mid_request(trial: Trial, http_worker: Victim, api, remote, kills: list[str], *, keyed: bool = True
                      ) -> tuple[list[str], list, float]:
     kill = trial.choice("kill", kills)
     count = trial.randint("runs", 1, 3)
     victim_run = trial.randint("victim_run", 0, count - 1)
-    probes = [probe(remote.base, f"{trial.tag}r{i}", hold_c=(i == victim_run)) for i in range(count)]
+    probes = [probe(remote.base, f"{trial.tag}r{i}", hold_c=(i == victim_run), keyed=keyed) for i in range(count)]
     victim = probes[victim_run]
     run_ids = [submit(api, p.definition) for p in probes]
     wait_for(lambda: remote.hits(victim.effects["c"]), 30, "c's request at the remote")
@@ -55,13 +56,25 @@ def kill_mid_request(trial: Trial, http_worker: Victim, api, remote, kills: list
     return run_ids, probes, fault_at
 
 
-def test_every_run_completes_and_the_request_is_counted(trial: Trial, engine, http_worker, api, remote):
+def test_every_run_completes_and_every_effect_is_applied_once(trial: Trial, engine, http_worker, api, remote):
     run_ids, probes, fault_at = kill_mid_request(trial, http_worker, api, remote, ["child", "worker"])
     settle(run_ids, timeout=60)
-    outcome = account(run_ids, probes, remote, fault_at, resend_ok=True)
+    outcome = account(run_ids, probes, remote, fault_at, dedupe_by="Idempotency-Key")
     record(trial, outcome)
     assert outcome.clean, f"{trial}: {outcome.detail}"
+    assert outcome.doubled == 0
     assert outcome.resent >= 1, f"{trial}: the killed request was not sent again"
+
+
+def test_control_without_the_idempotency_key_the_effect_is_doubled(control_trial: Trial, engine, http_worker, api,
+                                                                   remote):
+    run_ids, probes, fault_at = kill_mid_request(control_trial, http_worker, api, remote, ["child", "worker"],
+                                                 keyed=False)
+    settle(run_ids, timeout=60)
+    outcome = account(run_ids, probes, remote, fault_at, dedupe_by="Idempotency-Key")
+    record(control_trial, outcome)
+    assert outcome.lost == 0, f"{control_trial}: {outcome.detail}"
+    assert outcome.doubled >= 1, f"{control_trial}: the control doubled nothing, so the trial proves nothing"
 
 
 def test_control_without_the_sweeper_the_killed_node_is_lost(control_trial: Trial, engine, http_worker, api,
@@ -69,7 +82,7 @@ def test_control_without_the_sweeper_the_killed_node_is_lost(control_trial: Tria
     pause_sweeper()
     run_ids, probes, fault_at = kill_mid_request(control_trial, http_worker, api, remote, ["child", "worker"])
     settle(run_ids, timeout=8)  # the lease (3 s) would have lapsed and the sweeper re-queued it
-    outcome = account(run_ids, probes, remote, fault_at, resend_ok=True)
+    outcome = account(run_ids, probes, remote, fault_at, dedupe_by="Idempotency-Key")
     record(control_trial, outcome)
     resume_sweeper()
     assert outcome.lost >= 1, f"{control_trial}: the control lost nothing, so the trial proves nothing"

@@ -13,8 +13,8 @@ import pytest
 import redis
 from django.conf import settings
 
+from aob.embedded import EmbeddedRedis
 from aob_project.celery import COORDINATOR_QUEUE, app
-from aob_project.embedded import EmbeddedRedis
 from approvals.models import Approval
 from tests.conftest import wait_for_run
 from tests.engine.flow import submit, wait_all
