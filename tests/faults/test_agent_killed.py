@@ -16,10 +16,10 @@ import psutil
 import pytest
 
 from agents.models import AgentTurn
-from aob_project.celery import TYPED_QUEUES
 from tests.engine.flow import submit, wait_all
 from tests.support.fake_llm import FakeLLM
 from workflows.models import NodeRun
+from workflows.registry import queue_for
 
 from .harness import Trial, Victim, kill9, pause_sweeper, record, resume_sweeper, wait_for
 from .probe import Probe, account, settle
@@ -33,7 +33,7 @@ MODEL_CALLS = 2  # the tool call, then the answer
 @pytest.fixture(scope="module")
 def agent_worker(workers, stack_env):
     """The only consumer of the agent queue while this module runs, with one pool process."""
-    victim = Victim(workers, stack_env, [TYPED_QUEUES["agent"]], concurrency=1)
+    victim = Victim(workers, stack_env, [queue_for("agent")], concurrency=1)
     yield victim
     victim.close()
 

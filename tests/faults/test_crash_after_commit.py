@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
-from aob_project.celery import TYPED_QUEUES
 from tests.engine.flow import submit, wait_all
+from workflows.registry import queue_for
 
 from .harness import (
     Trial,
@@ -38,7 +38,7 @@ EXECUTED = ["a", "b", "c", "j", "d"]  # the probe's nodes that run on a worker
 @pytest.fixture(scope="module")
 def executors(workers, stack_env):
     """The only consumer of the http and transform queues while this module runs."""
-    victim = Victim(workers, stack_env, [TYPED_QUEUES["http"], TYPED_QUEUES["transform"]])
+    victim = Victim(workers, stack_env, [queue_for("http"), queue_for("transform")])
     yield victim
     victim.close()
 

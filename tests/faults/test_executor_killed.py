@@ -13,9 +13,9 @@ import time
 import psutil
 import pytest
 
-from aob_project.celery import TYPED_QUEUES
 from tests.engine.flow import submit, wait_all
 from workflows.models import NodeRun
+from workflows.registry import queue_for
 
 from .harness import Trial, Victim, kill9, pause_sweeper, record, resume_sweeper, wait_for
 from .probe import account, hold_key, probe, settle
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.faults_full]
 def http_worker(workers, stack_env):
     """The only consumer of the http queue while this module runs, with one pool process: the
     one that holds the request."""
-    victim = Victim(workers, stack_env, [TYPED_QUEUES["http"]], concurrency=1)
+    victim = Victim(workers, stack_env, [queue_for("http")], concurrency=1)
     yield victim
     victim.close()
 
