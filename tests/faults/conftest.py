@@ -54,5 +54,4 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def live_test_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fault injection (``tests.support.faults``) is live in this process too: run_start (called
     in-process through the API) publishes a run's entry nodes from here (a dropped publish)."""
-    for module, name, replacement in faults.patches():
-        monkeypatch.setattr(module, name, replacement)
+    faults.patch(monkeypatch)
