@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up services test lint bench clean chromium
+.PHONY: venv up services test test-faults lint bench clean chromium
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,15 @@ services: venv
 
 test: venv chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The fault suite (tests/faults, docs/OPERATIONS.md): every fault in FAULT_TRIALS seeded trials (20 unless
+# told) and FAULT_CONTROL_TRIALS negative controls; the figures go to .aob/faults.json and a table.
+# `make test` runs its lean subset (two trials of the lighter faults).
+FAULT_TRIALS ?= 20
+FAULT_CONTROL_TRIALS ?= 3
+test-faults: venv
+	FAULT_TRIALS=$(FAULT_TRIALS) FAULT_CONTROL_TRIALS=$(FAULT_CONTROL_TRIALS) $(BIN)/pytest tests/faults -m fault \
+	  $(PYTEST_ARGS)
 
 # The browser test drives Debian's Chromium (never a browser download); install it when missing.
 chromium:

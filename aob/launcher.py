@@ -42,6 +42,12 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 BASE_DIR = Path(__file__).resolve().parent.parent
 CHILD_STOP_TIMEOUT_S = 10.0
 WEB_READY_TIMEOUT_S = 60.0
+# The processes started again when they exit, as compose's ``restart:`` does (a Celery worker or
+# beat can die of a broker or database outage); one that exits RESTART_LIMIT times within
+# RESTART_WINDOW_S stops everything, as any other child that exits does.
+RESTARTED = frozenset({"worker", "beat"})
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
 
 # Asks Django, in a child, for what the launcher must adapt to; a child because importing the
 # settings here would freeze this process's view of the environment before the services start.
@@ -97,6 +103,8 @@ class Child:
     name: str
     proc: subprocess.Popen
     pump: threading.Thread = field(repr=False)
+    argv: list[str] = field(default_factory=list)
+    restarts: list[float] = field(default_factory=list)  # when it was started again (monotonic)
 
 
 class Children:
@@ -120,8 +128,21 @@ class Children:
         )
         pump = threading.Thread(target=self._pump, args=(name, proc), daemon=True, name=f"pump-{name}")
         pump.start()
-        child = Child(name, proc, pump)
+        child = Child(name, proc, pump, argv)
         self.running.append(child)
+        return child
+
+    def restart(self, dead: Child) -> Child | None:
+        """Start a child that exited again with its command; None (left dead) when it exited
+        RESTART_LIMIT times within RESTART_WINDOW_S already."""
+        now = time.monotonic()
+        recent = [t for t in dead.restarts if now - t < RESTART_WINDOW_S]
+        if len(recent) >= RESTART_LIMIT:
+            return None
+        dead.pump.join(2)
+        self.running.remove(dead)
+        child = self.spawn(dead.name, dead.argv)
+        child.restarts = [*recent, now]
         return child
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
@@ -297,12 +318,15 @@ def up(args: argparse.Namespace) -> int:
 
 
 def supervise(children: Children, stop: StopSignal, args: argparse.Namespace) -> int:
-    """Print the URLs once the web app answers, then wait for Ctrl-C or for a child to die."""
+    """Print the URLs once the web app answers, then wait for Ctrl-C or for a child to die: a
+    worker or beat is started again (``RESTARTED``), any other child stops everything."""
     deadline = time.monotonic() + WEB_READY_TIMEOUT_S
     announced = False
     while True:
         dead = children.first_dead()
-        if dead is not None:
+        if dead is not None and dead.name in RESTARTED and children.restart(dead) is not None:
+            log(f"{dead.name} exited (code {dead.proc.returncode}); started it again")
+        elif dead is not None:
             tail = children.tail() if hasattr(children, "tail") else ""
             log(f"error: {dead.name} exited unexpectedly (code {dead.proc.returncode}); stopping everything"
                 + (f"\n{tail}" if tail else ""))

@@ -8,21 +8,31 @@
   task finds the cron time it was due, not from a worker's clock when it runs: with the schedule's id it is the firing's
   idempotency key (``triggers.ScheduleFiring``), so a beat restart that sends a firing again, or a
   queue that delivers it twice, starts one run.
+
+A database that cannot be read (PostgreSQL restarting) does not end beat: django-celery-beat lets
+an ``OperationalError`` out of its schedule reload, which would stop beat and with it the sweeper
+that recovers what the outage interrupted. The reload keeps the schedule already loaded, logs the
+error and is tried again on the next tick (the fault suite's PostgreSQL restart proves it).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from celery.beat import ScheduleEntry
+from django.db import DatabaseError, InterfaceError, close_old_connections
 from django_celery_beat.schedulers import DatabaseScheduler
+
+logger = logging.getLogger(__name__)
 
 FIRE_TASK = "triggers.fire_schedule"
 
 
 class Scheduler(DatabaseScheduler):
     _static: dict[str, ScheduleEntry]
+    _reload_failed = False
 
     def setup_schedule(self) -> None:
         self._static = {name: ScheduleEntry(**dict(fields, name=name, app=self.app))
@@ -30,7 +40,16 @@ class Scheduler(DatabaseScheduler):
         self.schedule  # noqa: B018 - the first read loads the database's rows
 
     def all_as_schedule(self) -> dict[str, Any]:
-        schedule = super().all_as_schedule()
+        try:
+            schedule = super().all_as_schedule()
+        except (DatabaseError, InterfaceError) as exc:
+            # Keep what is loaded (at first, the engine's own entries) and read again next tick.
+            logger.warning("beat.schedule_reload_failed", extra={"error": repr(exc)})
+            close_old_connections()  # a broken connection is replaced on the next read
+            self._reload_failed = True
+            schedule = dict(self._schedule or {})
+        else:
+            self._reload_failed = False
         schedule.update(getattr(self, "_static", {}))
         return schedule
 
@@ -42,9 +61,10 @@ class Scheduler(DatabaseScheduler):
 
     def schedule_changed(self) -> bool:
         # The change marker row appearing (its first write ever, or after a flush) is a change too.
+        # A reload that failed is tried again.
         before = self._last_timestamp
         changed = super().schedule_changed()
-        return changed or (before is None and self._last_timestamp is not None)
+        return changed or self._reload_failed or (before is None and self._last_timestamp is not None)
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         if entry.task != FIRE_TASK or "schedule_id" not in (entry.kwargs or {}):

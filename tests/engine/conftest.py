@@ -10,5 +10,4 @@ from tests.support import faults
 
 @pytest.fixture(autouse=True)
 def live_test_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module, name, replacement in faults.patches():
-        monkeypatch.setattr(module, name, replacement)
+    faults.patch(monkeypatch)

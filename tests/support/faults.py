@@ -82,6 +82,14 @@ def install() -> None:
         setattr(module, name, replacement)
 
 
+def patch(monkeypatch: Any) -> None:
+    """``install()`` for one test of the test process (``monkeypatch`` undoes it), the originals
+    kept for ``unwrapped``."""
+    for module, name, replacement in patches():
+        ORIGINALS.setdefault((module, name), getattr(module, name))
+        monkeypatch.setattr(module, name, replacement)
+
+
 def unwrapped(module: Any, name: str) -> Any:
     """The engine's own function, without the fault wrapped around it here."""
     current = getattr(module, name)

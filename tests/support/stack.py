@@ -106,7 +106,8 @@ def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None
     if queues or not node_types:
         selection += ["-Q", ",".join(queues or stack_queues())]
     argv = [CELERY, "-A", "aob_project", "worker", *selection, "-c", str(concurrency),
-            "--include", "tests.support.faults",  # fault injection for the durability tests (AOB_TEST_HOOKS)
+            # fault injection for the durability tests and the kill points of the fault suite (AOB_TEST_HOOKS)
+            "--include", "tests.support.faults,tests.support.fault_points",
             "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-P", "prefork"]
     proc = Proc(name, argv, env, ready_line="ready.")

@@ -1,9 +1,13 @@
 """What `make up` prints once the web app answers: the UI, API base, docs, admin and Flower URLs,
-the demo login and its token."""
+the demo login and its token; and how it supervises its processes."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,3 +37,44 @@ def test_up_prints_every_url_and_the_demo_login(monkeypatch: pytest.MonkeyPatch,
                  "Flower    http://127.0.0.1:5566/", "Login     demo / demo-password",
                  "Token     abc123  (header: Authorization: Token abc123)"):
         assert line in out, out
+
+
+class StopAfter:
+    """Lets the launcher's loop run for ``looks`` rounds (without the 0.5 s waits), then stops it."""
+
+    def __init__(self, looks: int) -> None:
+        self.looks = looks
+
+    def wait(self, seconds: float) -> None:
+        self.looks -= 1
+        if self.looks <= 0:
+            raise launcher.Stop
+        time.sleep(0.05)
+
+
+def test_a_worker_or_beat_that_exits_is_started_again_and_one_that_keeps_exiting_stops_everything(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any) -> None:
+    monkeypatch.setattr(launcher, "port_open", lambda port: False)
+    args = argparse.Namespace(port=8123)
+    children = launcher.Children(dict(os.environ), tmp_path / "aob.log")
+    try:
+        started = tmp_path / "started"
+        # beat exits once (its first start finds no marker), then stays up, as after an outage
+        once = (f"import pathlib, sys, time; p = pathlib.Path({str(started)!r}); first = not p.exists(); "
+                "p.touch(); sys.exit(3) if first else time.sleep(60)")
+        children.spawn("beat", [sys.executable, "-c", once])
+        children.spawn("web", [sys.executable, "-c", "import time; time.sleep(60)"])
+        with pytest.raises(launcher.Stop):
+            launcher.supervise(children, StopAfter(60), args)
+        beat = next(c for c in children.running if c.name == "beat")
+        assert beat.proc.poll() is None and len(beat.restarts) == 1
+
+        children.spawn("worker", [sys.executable, "-c", "import sys; sys.exit(4)"])  # dies on every start
+        assert launcher.supervise(children, StopAfter(10_000), args) == 1
+        worker = next(c for c in children.running if c.name == "worker")
+        assert len(worker.restarts) == launcher.RESTART_LIMIT
+        out = capsys.readouterr().out
+        assert "beat exited (code 3); started it again" in out
+        assert "worker exited unexpectedly (code 4); stopping everything" in out
+    finally:
+        children.stop_all()

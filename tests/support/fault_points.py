@@ -1,0 +1,112 @@
+"""Kill points and switches of the fault suite (tests/faults), installed into every worker of the
+test stack (``celery worker --include tests.support.faults,tests.support.fault_points``, see
+``stack.start_worker``; after ``tests.support.faults``, whose wrappers these wrap) when
+``AOB_TEST_HOOKS=1``. Production modules know nothing of them: they wrap engine functions and
+connect a Celery signal. The switches live in Redis, so a test flips them for every process of
+its stack at once:
+
+- ``aob:test:stall:<point>:<node_id>``: the first process that reaches ``point`` for that node
+  holds there, its pid left in ``aob:test:stalled:<point>:<node_id>`` for the test to ``kill -9``;
+  it goes on when the test sets ``aob:test:stall_release:<point>:<node_id>`` (60 s at most).
+  Points: ``decision`` (a coordinator message about the node, before its decision starts),
+  ``decision_locked`` (the planner's full decision consuming the node, ``planner.plan``, inside
+  its transaction with the run row locked), ``callback`` (the node's completion committed, its linked coordinator message about
+  to be published);
+- ``aob:test:unfenced_steps``: the plain chain step checks neither that its node run is still
+  unconsumed nor that no successor row exists yet, nor lets the unique key absorb a second emit
+  (the test drops the constraint too): the negative control of the duplicate-message fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from functools import cache
+from typing import Any
+
+import redis
+from django.conf import settings
+
+STALL_LIMIT_S = 60.0
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def stall(point: str, node_id: str) -> None:
+    client = _redis()
+    if not client.delete(f"aob:test:stall:{point}:{node_id}"):
+        return
+    client.set(f"aob:test:stalled:{point}:{node_id}", os.getpid(), ex=int(STALL_LIMIT_S) * 2)
+    deadline = time.monotonic() + STALL_LIMIT_S
+    while time.monotonic() < deadline and not client.exists(f"aob:test:stall_release:{point}:{node_id}"):
+        time.sleep(0.05)
+
+
+# What fences the plain chain step against a second copy of its message: the node run must still
+# be unconsumed, no successor row may exist yet, and the unique node-run key absorbs a second emit.
+FENCES = (re.compile(r"\s+AND NOT consumed\b"),
+          re.compile(r"\s+AND NOT EXISTS \(SELECT 1 FROM workflows_noderun s WHERE.*?s\.iteration >= %\(iteration\)s\)",
+                     re.S),
+          re.compile(r"\s+ON CONFLICT \(run_id, node_id, iteration\) DO NOTHING"))
+
+
+def unfenced(sql: str) -> str:
+    for fence in FENCES:
+        sql, count = fence.subn("", sql)
+        assert count == 1, f"the fence {fence.pattern!r} is no longer in the statement"
+    return sql
+
+
+def install() -> None:
+    from celery import signals
+
+    from workflows.engine import coordinator, planner, steps
+    from workflows.models import NodeRun
+
+    coordinate, plan, step_plain, chain_step = coordinator.coordinate, planner.plan, steps.step_plain, steps.CHAIN_STEP
+    open_chain_step = unfenced(chain_step)
+
+    def stalling_coordinate(node_run_id: int, completion: Any = None) -> None:
+        node_id = completion.node_id if completion is not None else (
+            NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first())
+        if node_id:
+            stall("decision", node_id)
+        coordinate(node_run_id, completion)
+
+    def stalling_plan(ir: Any, state: Any, finished: int) -> Any:
+        """The full decision, inside its transaction with the run row locked (``coordinator._decide``)."""
+        token = next((t for t in state.tokens if t.pk == finished), None)
+        if token is not None and not token.consumed:
+            stall("decision_locked", token.node_id)
+        return plan(ir, state, finished)
+
+    def unfenceable_step_plain(completion: Any, ir: Any) -> bool:
+        if not _redis().exists("aob:test:unfenced_steps"):
+            return step_plain(completion, ir)
+        steps.CHAIN_STEP = open_chain_step  # read by step_plain at call time; one task per process
+        try:
+            return step_plain(completion, ir)
+        finally:
+            steps.CHAIN_STEP = chain_step
+
+    def stalling_callback(sender: str | None = None, body: Any = None, **_: Any) -> None:
+        """The executor's completion is committed and Celery is about to publish its linked
+        coordinator message, whose first argument is the ``Completion`` as a dict."""
+        if sender != "workflows.coordinate" or not isinstance(body, (list, tuple)) or not body:
+            return
+        args = body[0]
+        if isinstance(args, (list, tuple)) and args and isinstance(args[0], dict):
+            stall("callback", str(args[0].get("node_id", "")))
+
+    coordinator.coordinate = stalling_coordinate
+    planner.plan = stalling_plan
+    steps.step_plain = unfenceable_step_plain
+    signals.before_task_publish.connect(stalling_callback, weak=False)
+
+
+if os.environ.get("AOB_TEST_HOOKS") == "1":
+    install()
