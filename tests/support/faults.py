@@ -83,10 +83,8 @@ def install() -> None:
 
 
 def patch(monkeypatch: Any) -> None:
-    """``install()`` for one test of the test process (``monkeypatch`` undoes it), the originals
-    kept for ``unwrapped``."""
+    """``install()`` for one test of the test process (``monkeypatch`` undoes it)."""
     for module, name, replacement in patches():
-        ORIGINALS.setdefault((module, name), getattr(module, name))
         monkeypatch.setattr(module, name, replacement)
 
 
