@@ -77,12 +77,12 @@ def install() -> None:
             stall("decision", node_id)
         coordinate(node_run_id, completion)
 
-    def stalling_plan(ir: Any, state: Any, finished: int) -> Any:
+    def stalling_plan(ir: Any, state: Any, finished: int, *args: Any, **kwargs: Any) -> Any:
         """The full decision, inside its transaction with the run row locked (``coordinator._decide``)."""
         token = next((t for t in state.tokens if t.pk == finished), None)
         if token is not None and not token.consumed:
             stall("decision_locked", token.node_id)
-        return plan(ir, state, finished)
+        return plan(ir, state, finished, *args, **kwargs)
 
     def unfenceable_step_plain(completion: Any, ir: Any) -> bool:
         if not _redis().exists("aob:test:unfenced_steps"):
