@@ -56,7 +56,9 @@ def probe(base: str, tag: str, *, hold_c: bool = False, keyed: bool = True) -> P
         return {"id": n(node), "type": "http", "config": config}
 
     def transform(node: str, expression: str) -> dict[str, Any]:
-        return {"id": n(node), "type": "transform", "config": {"expression": expression}}
+        # on a worker (``dispatch: "queue"``): every node of the probe is a hop an executor, a
+        # publish and a decision can die in; evaluated in the decision it would be none of them
+        return {"id": n(node), "type": "transform", "config": {"expression": expression, "dispatch": "queue"}}
 
     definition = {
         "nodes": [post("a"), transform("b", f"nodes.{n('a')}.status_code"), post("c"),
