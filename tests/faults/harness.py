@@ -30,6 +30,8 @@ import psutil
 import redis
 from django.conf import settings
 
+from tests.engine.flow import wait_until
+
 AOB_DIR = Path(__file__).resolve().parents[2] / ".aob"
 RESULTS = AOB_DIR / "faults.json"
 LEAN_TRIALS = 2
@@ -221,14 +223,8 @@ def resume_sweeper() -> None:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached after {timeout}s")
-        time.sleep(0.05)
+    """The engine tests' wait (``tests.engine.flow.wait_until``), every argument named."""
+    return wait_until(predicate, timeout=timeout, what=what)
 
 
 # --- workers the suite may kill whole -----------------------------------------------------------
