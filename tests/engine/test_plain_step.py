@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from workflows import tasks
 from workflows.definition.ir import compile_definition
 from workflows.engine import coordinator, execution, planner
+from workflows.engine.completion import Completion
 from workflows.models import Event, NodeRun, Run
 from workflows.services.patches import run_patch_propose
 from workflows.services.runs import run_cancel, run_start
@@ -33,8 +34,18 @@ def node_runs(run: Run) -> dict[str, NodeRun]:
     return {nr.node_id: nr for nr in NodeRun.objects.filter(run=run)}
 
 
+class Message(list):
+    """The executor's return value (the completion as a list), its fields also readable by name."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return getattr(Completion.from_message(list(self)), key)
+        return super().__getitem__(key)
+
+
 def execute(run: Run, node_id: str) -> Any:
-    return execution.execute(NodeRun.objects.get(run=run, node_id=node_id).pk)
+    result = execution.execute(NodeRun.objects.get(run=run, node_id=node_id).pk)
+    return Message(result) if isinstance(result, list) else result
 
 
 def decisions() -> dict[str, float]:

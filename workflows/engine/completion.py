@@ -1,15 +1,17 @@
 """What an executor hands its coordinator: the typed completion of one node run.
 
-The executor task returns it as a plain dict (Celery serialises task results as JSON) and Celery
-prepends it to the linked ``workflows.coordinate`` task's arguments; the coordinator reads it
-back with ``Completion.from_message``. It carries the node run as the completion left it and the
+The executor task returns it as a plain list of its fields in order (Celery serialises task
+results as JSON, and writes a ``repr`` of each for Flower and the task events: a list costs a
+third of a dict's) and Celery prepends it to the linked ``workflows.coordinate`` task's arguments;
+the coordinator reads it back with ``Completion.from_message``, which also takes the dict older
+workers returned. It carries the node run as the completion left it and the
 run's graph at that moment, so a plain step routes without reading them back; its SQL checks
 they still hold.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 
@@ -26,17 +28,19 @@ class Completion:
     output_bytes: int = 0  # what the run's outputs had stored, this one included
     status: str = "completed"
 
-    def as_message(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_message(self) -> list[Any]:
+        return list(astuple(self))
 
     @classmethod
     def from_message(cls, message: Any) -> Completion | None:
         """The completion in an executor's return value; None for a status word (``duplicate``,
         ``waiting``, ``failed``, ...) or anything else."""
-        if not isinstance(message, dict):
-            return None
-        names = {f.name for f in fields(cls)}
         try:
-            return cls(**{k: v for k, v in message.items() if k in names})
+            if isinstance(message, list):
+                return cls(*message)
+            if isinstance(message, dict):  # from a worker before the list (a rolling deploy)
+                names = {f.name for f in fields(cls)}
+                return cls(**{k: v for k, v in message.items() if k in names})
         except TypeError:
             return None
+        return None

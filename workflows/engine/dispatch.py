@@ -64,7 +64,9 @@ def publish_now(item: Dispatch) -> None:
         countdown=item.countdown_s or None,
         # Not immutable: Celery prepends the executor's return value (a ``Completion`` as a dict,
         # or a status word): ``workflows.coordinate(result, node_run_id)``.
-        link=app.signature("workflows.coordinate", args=[item.node_run_id]),
+        link=app.signature("workflows.coordinate", args=[item.node_run_id],
+                           # what Flower shows for the arguments, instead of a repr of the completion
+                           argsrepr=f"[<completion>, {item.node_run_id}]"),
     )
 
 

@@ -26,7 +26,8 @@ class Event(models.Model):
         RUN_CANCELLED = "run_cancelled"
         SUBWORKFLOW_STARTED = "subworkflow_started"
 
-    run = models.ForeignKey("workflows.Run", on_delete=models.CASCADE, related_name="events")
+    # No index of its own for ``run``: ``event_run_seq_unique`` leads with it.
+    run = models.ForeignKey("workflows.Run", on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=32, choices=Type.choices)
     node_id = models.CharField(max_length=200, blank=True, default="")

@@ -22,13 +22,15 @@ class Run(models.Model):
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    # No index of its own for ``owner``: ``run_owner_created`` leads with it.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs",
+                              db_index=False)
     workflow = models.ForeignKey("workflows.Workflow", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="runs")
     tag = models.CharField(max_length=200, blank=True, default="")
-    base_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
-    current_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
-    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    base_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+", db_index=False)
+    current_artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+", db_index=False)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
     inputs = models.JSONField(default=dict, blank=True)
     error = models.JSONField(null=True, blank=True)
     event_seq = models.PositiveIntegerField(default=0)
@@ -52,7 +54,15 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"], name="run_owner_created")]
+        # Plain b-tree indexes only (a ``db_index`` on a text column or a key to one adds a second,
+        # ``LIKE`` index nothing queries), and none a longer one already leads with: every index is
+        # written on each insert and on each update that moves an indexed column (issue 20).
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="run_owner_created"),
+            models.Index(fields=["status"], name="run_status"),
+            models.Index(fields=["base_artifact"], name="run_base_artifact"),
+            models.Index(fields=["current_artifact"], name="run_current_artifact"),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.id} ({self.tag or 'ad hoc'})"
@@ -84,14 +94,16 @@ class NodeRun(models.Model):
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.WAITING)
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="node_runs")
+    # No index of its own for ``run``: ``node_run_token_unique`` leads with it.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="node_runs", db_index=False)
     node_id = models.CharField(max_length=200)
     iteration = models.PositiveIntegerField(default=0)
     node_type = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     input = models.JSONField(null=True, blank=True)
     output = models.JSONField(null=True, blank=True)
-    output_artifact = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    output_artifact = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                        db_index=False)
     error = models.JSONField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     attempt_log = models.JSONField(default=list, blank=True)
@@ -113,7 +125,10 @@ class NodeRun(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "node_id", "iteration"], name="node_run_token_unique"),
         ]
+        # As ``Run``'s: no ``LIKE`` twins, nothing a longer index leads with. A node run is inserted
+        # and updated three times per step, each update writing every index.
         indexes = [
+            models.Index(fields=["output_artifact"], name="node_run_output_artifact"),
             models.Index(fields=["status", "dispatched_at"], name="node_run_sweep",
                          condition=models.Q(status__in=["queued", "running"])),
             models.Index(fields=["finished_at"], name="node_run_unconsumed",
