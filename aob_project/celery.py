@@ -8,6 +8,8 @@ import click
 from celery import Celery, bootsteps, signals
 from kombu import Exchange, Queue
 
+from aob_project import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
 
 # The queues' names and the node types' queues come from the node-type registry (workflows/registry.py),
@@ -42,6 +44,7 @@ def _queue(name: str) -> Queue:
     return Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments={"x-queue-type": "quorum"})
 
 
+broker.install()  # kombu's Redis transport, one client per pool (aob_project/broker.py)
 app = Celery("aob")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [_queue(name) for name in STATIC_QUEUES]

@@ -95,7 +95,9 @@ def claim(node_run_id: int) -> NodeContext | None:
                                                      {"iteration": iteration, "attempt": attempts}, request_id, now)])
     if attempts == 1 and queued_at is not None:
         NODE_QUEUE.labels(node_type).observe(max(0.0, (now - queued_at).total_seconds()))
-    logger.info("node_run.started", extra={"attempt": attempts, "iteration": iteration})
+    # One INFO line per node outcome (completed, failed, retrying, lease lost); the start is the
+    # ``node_started`` event, and a log line per step costs a node as much as its expression.
+    logger.debug("node_run.started", extra={"attempt": attempts, "iteration": iteration})
     if isinstance(inputs, str):  # Django's psycopg setup leaves jsonb as text in raw queries
         inputs = json.loads(inputs)
     ir = graph(artifact_id)
@@ -177,7 +179,8 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
             "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value})
         row = cursor.fetchone()
     NODE_DURATION.labels(ctx.node_type, "completed").observe(time.monotonic() - started)
-    logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": row is not None})
+    logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": row is not None,
+                                             "attempt": ctx.attempt, "iteration": ctx.iteration})
     if row is None:
         return None
     seq, run_status, artifact_id, patch_seq, output_bytes = row
