@@ -1,11 +1,13 @@
-"""ASGI entry: Django for HTTP, Channels for WebSocket."""
+"""ASGI entry: Django for HTTP (each request in one thread of a pool: aob_project/http_handler.py),
+Channels for WebSocket."""
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
-django_asgi_app = get_asgi_application()
+
+from aob_project.http_handler import get_thread_pool_application
+
+django_http_app = get_thread_pool_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -16,7 +18,7 @@ from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BodySizeLimit(django_asgi_app),
+        "http": BodySizeLimit(django_http_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -143,6 +143,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("AOB_DB_HEALTH_CHECKS", Fa
 # engine's per-hop statements are parsed and planned once per connection.
 if env_bool("AOB_DB_PREPARE", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+# Threads per web process that run HTTP requests (aob_project/http_handler.py), each keeping its
+# database connection across requests: at most this many requests per process at once.
+AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8)
 if os.environ.get("AOB_TEST_DATABASE_NAME"):
     # Worker processes started by the test suite talk to pytest-django's test database.
     DATABASES["default"]["NAME"] = os.environ["AOB_TEST_DATABASE_NAME"]

@@ -53,10 +53,17 @@ class RssSampler:
             times = proc.cpu_times()
             self.cpu_first.setdefault(name, {}).setdefault(proc.pid, times.user + times.system)
             self.cpu_last.setdefault(name, {})[proc.pid] = times.user + times.system
+            # its children that ended and were reaped (-pid: a key of its own), e.g. PostgreSQL
+            # backends of connections that lived less than a sampling interval
+            reaped = times.children_user + times.children_system
+            self.cpu_first[name].setdefault(-proc.pid, reaped)
+            self.cpu_last[name][-proc.pid] = reaped
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time each root and its descendants used while sampled (a process that started
-        meanwhile counts from its first sample; one that ended after its last)."""
+        meanwhile counts from its first sample; one that ended after its last, plus, once its
+        parent reaped it, all of its time through the parent's children times: an ended process
+        that was sampled twice or more is counted partly twice, one never sampled is counted once)."""
         return {name: round(sum(last[pid] - self.cpu_first[name][pid] for pid in last), 3)
                 for name, last in sorted(self.cpu_last.items())}
 

@@ -9,7 +9,11 @@ Layers: a global limit on state-changing API requests by known users (a DRF thro
 authentication, so anonymous traffic cannot spend it); requests without a valid identity per
 client address; login attempts per address and per username; and on run creation a per-user
 limit plus a per-user tier by the number of agent nodes in the version to run (0 simple, 1–2
-standard, ≥3 heavy), enforced in ``run_start`` so every surface is limited alike.
+standard, ≥3 heavy), enforced in ``run_start`` so every surface is limited alike. An API request
+that starts a run has its global write layer checked in ``run_start``'s call, ahead of the run's
+own layers (one round trip, the same order as two calls): such a request spends the global budget
+when it reaches the start, so one refused earlier for its input, or by a run limit, or answered
+from its idempotency key changes nothing and spends nothing.
 
 Redis unreachable: run creation fails closed with 503 (we cannot know it is within limits);
 other checks fail open, logged, since they do not start work.
@@ -117,7 +121,9 @@ def tier_for(ir: IR) -> tuple[str, int]:
     return "heavy", settings.AOB_RATE_TIER_HEAVY_PER_MIN
 
 
-def check_run_start(*, user: Any, ir: IR) -> None:
+def check_run_start(*, user: Any, ir: IR, api_write: bool = False) -> None:
+    """The run limits of a start by ``user``; with ``api_write`` (a state-changing API request,
+    whose throttle left the global write limit to this call) the global write layer first."""
     tier, tier_limit = tier_for(ir)
     layers = [
         Layer(f"aob:rl:user:{user.pk}:runs", settings.AOB_RATE_USER_RUNS_PER_MIN, "user_rate_limit_exceeded",
@@ -125,6 +131,8 @@ def check_run_start(*, user: Any, ir: IR) -> None:
         Layer(f"aob:rl:user:{user.pk}:tier:{tier}", tier_limit, "rate_limit_exceeded", f"{tier} workflow runs",
               tier=tier),
     ]
+    if api_write:
+        layers.insert(0, global_write_layer())
     try:
         check(layers)
     except redis.RedisError as exc:
@@ -133,9 +141,13 @@ def check_run_start(*, user: Any, ir: IR) -> None:
                                  code="rate_limiter_unavailable") from exc
 
 
+def global_write_layer() -> Layer:
+    return Layer("aob:rl:global", settings.AOB_RATE_GLOBAL_PER_MIN, "global_rate_limit_exceeded",
+                 "state-changing requests across all users")
+
+
 def check_global() -> None:
-    _fail_open([Layer("aob:rl:global", settings.AOB_RATE_GLOBAL_PER_MIN, "global_rate_limit_exceeded",
-                      "state-changing requests across all users")])
+    _fail_open([global_write_layer()])
 
 
 def check_anonymous(*, address: str) -> None:

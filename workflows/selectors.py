@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, TextField, When, Window
 from django.db.models.functions import Cast, Coalesce, Length
 
 from aob_project.exceptions import NotFound
@@ -86,10 +86,10 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     """A run ``user`` may see, or with ``change`` one it may also change (``is_run_owner``).
     Anything else is the 404 of a run that does not exist: an id never tells whether a run exists."""
     try:
-        run = runs_visible(user=user).get(pk=run_id)
+        run = Run.objects.get(pk=run_id)
     except (Run.DoesNotExist, ValueError, TypeError, ValidationError):  # ValidationError: not a UUID
         raise NotFound("run not found") from None
-    if change and not is_run_owner(run, user=user):
+    if not visibility.run_visible(run, user=user) or (change and not is_run_owner(run, user=user)):
         raise NotFound("run not found")
     return run
 
@@ -179,10 +179,16 @@ def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run) -> dict[int, dict[st
                 href = (f"/api/v1/artifacts/{nr.output_artifact_id}" if f == "output" and nr.output_artifact_id else
                         f"/api/v1/runs/{run.pk}/nodes/{nr.node_id}/iterations?offset={nr.iteration}&limit=1")
                 out.setdefault(nr.pk, {})[f] = {"truncated": True, "bytes": size, "href": href}
-    for f in HEAVY_FIELDS:
-        pks = [pk for pk, fields in wanted.items() if f in fields]
-        for pk, value in NodeRun.objects.filter(pk__in=pks).values_list("pk", f):
-            out.setdefault(pk, {})[f] = value
+    if wanted:
+        # one statement for every field that fits: each column only for the rows it fits for
+        picked = {f: Case(When(pk__in=[pk for pk, fields in wanted.items() if f in fields], then=F(f)), default=None)
+                  for f in HEAVY_FIELDS}
+        for pk, *values in (NodeRun.objects.filter(pk__in=list(wanted)).order_by()
+                            .annotate(**{f"{f}_value": picked[f] for f in HEAVY_FIELDS})
+                            .values_list("pk", *(f"{f}_value" for f in HEAVY_FIELDS))):
+            for f, value in zip(HEAVY_FIELDS, values, strict=True):
+                if f in wanted[pk]:
+                    out.setdefault(pk, {})[f] = value
     return out
 
 
@@ -218,12 +224,16 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     current = base if run.current_artifact_id == run.base_artifact_id else Artifact.objects.values_list(
         "content", flat=True).get(pk=run.current_artifact_id)
     base_ids = {n["id"] for n in base["nodes"]}
-    light = NodeRun.objects.filter(run=run).defer(*HEAVY_FIELDS)
-    latest = {nr.node_id: nr for nr in light.order_by("node_id", "-iteration").distinct("node_id")}
-    counts = dict(NodeRun.objects.filter(run=run).values("node_id").annotate(n=Count("pk")).values_list("node_id", "n"))
+    # the latest iteration of each node with the node's count of iterations: one statement (the
+    # window counts every row of its node before DISTINCT ON keeps the latest)
+    latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=run).defer(*HEAVY_FIELDS)
+              .annotate(iteration_count=Window(Count("pk"), partition_by=[F("node_id")]))
+              .order_by("node_id", "-iteration").distinct("node_id")}
+    counts = {node_id: nr.iteration_count for node_id, nr in latest.items()}
+    # a run's patches are numbered by its patch_seq: none yet, nothing to read
     patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": p.description, "node_id": p.node_id,
                 "op_count": len(p.operations), "operations": p.operations, "artifact_id": p.after_artifact_id,
-                "created_at": p.created_at} for p in run_patches(run=run)]
+                "created_at": p.created_at} for p in (run_patches(run=run) if run.patch_seq else [])]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = _Page(min(ceiling, max_bytes or ceiling))
     # what is always there is spent first: the definitions, the patches, the run's inputs (all

@@ -25,7 +25,23 @@ def runs_visible(*, user: Any) -> QuerySet[Run]:
         return Run.objects.none()
     if user.is_staff:
         return Run.objects.all()
+    return Run.objects.filter(Q(owner=user) | Q(pk__in=_asked(user)))
+
+
+def run_visible(run: Run, *, user: Any) -> bool:
+    """The same rule for one run already read: owner and staff are answered from the row and the
+    user (no query: the common case, a person reading their own run); only someone else's run
+    asks the database whether an approval names this user."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    if user.is_staff or run.owner_id == user.pk:
+        return True
+    return _asked(user).filter(pk=run.pk).exists()
+
+
+def _asked(user: Any) -> QuerySet[Run]:
+    """The runs with an approval that names ``user`` or one of its groups."""
     asked = Q()
     for name in approver_names(user):
         asked |= Q(approvals__approvers__contains=[name])
-    return Run.objects.filter(Q(owner=user) | Q(pk__in=Run.objects.filter(asked).values("pk")))
+    return Run.objects.filter(asked).values("pk")

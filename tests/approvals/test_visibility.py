@@ -27,6 +27,10 @@ def test_the_rule(user: User, bob: User, erin: User, carol: User, boss: User) ->
     assert seen(bob) == {asked_by_name.pk}
     assert seen(carol) == set()
     assert {mine.pk, asked_by_group.pk, asked_by_name.pk} <= seen(boss)  # staff
+    # the one-run form (run_get reads the row, then asks it) agrees with the queryset everywhere
+    for who in (user, erin, bob, carol, boss):
+        for run in (mine, asked_by_group, asked_by_name):
+            assert visibility.run_visible(run, user=who) is (run.pk in seen(who)), (who.username, run.pk)
 
 
 def test_a_group_approver_sees_the_run_it_decides(engine: Any, user: User, erin: User, bob: User) -> None:

@@ -17,8 +17,8 @@ def workflow(agents: int) -> dict:
     return {"nodes": nodes, "edges": []}
 
 
-def start(api, agents: int):
-    return api.post("/api/v1/runs", {"workflow": workflow(agents)}, format="json")
+def start(api, agents: int, **extra):
+    return api.post("/api/v1/runs", {"workflow": workflow(agents)}, format="json", **extra)
 
 
 def test_standard_tier_allows_20_then_429_with_retry_after(api, user):
@@ -84,3 +84,51 @@ def test_redis_unreachable_fails_run_creation_closed_with_503(api, user, setting
     assert response.status_code == 503
     assert response.json()["error"] == "rate_limiter_unavailable"
     assert not Run.objects.filter(owner=user).exists()
+
+
+def execute(api, tag: str = "one", **extra):
+    return api.post(f"/api/v1/workflows/{tag}/execute", {"inputs": {}}, format="json", **extra)
+
+
+def test_run_starts_spend_the_global_write_limit_in_the_run_limits_call(api, user, settings):
+    """execute and POST /runs check the global write limit in run_start's one Redis call; it is the
+    same budget the other writes spend, and a start over it is refused naming it, creating nothing."""
+    settings.AOB_RATE_GLOBAL_PER_MIN = 4
+    assert api.post("/api/v1/workflows", {"tag_name": "one", "workflow": workflow(0)},
+                    format="json").status_code == 201
+    assert execute(api).status_code == 201
+    assert start(api, 0).status_code == 201
+    assert execute(api).status_code == 201
+    for refused in (execute(api), start(api, 0),
+                    api.post("/api/v1/workflows", {"tag_name": "two", "workflow": workflow(0)}, format="json")):
+        assert refused.status_code == 429
+        body = refused.json()
+        assert body["error"] == "global_rate_limit_exceeded"
+        assert body["details"]["limit"] == 4 and body["details"]["current_count"] == 4
+        assert refused["Retry-After"] == str(body["details"]["retry_after_seconds"])
+    assert Run.objects.filter(owner=user).count() == 3
+
+
+def test_the_global_write_limit_is_named_first_when_a_run_limit_is_also_full(api, settings):
+    settings.AOB_RATE_GLOBAL_PER_MIN = 2
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 2
+    assert start(api, 0).status_code == 201 and start(api, 0).status_code == 201
+    assert start(api, 0).json()["error"] == "global_rate_limit_exceeded"
+
+
+def test_a_start_refused_by_a_run_limit_or_answered_from_its_key_spends_no_global_write(api, settings):
+    """A rejected call is never counted (one script checks every layer before recording any), and
+    a start that changes nothing (bad input, an idempotent repeat) does not spend the write budget."""
+    settings.AOB_RATE_GLOBAL_PER_MIN = 3
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 1
+    assert start(api, 0).status_code == 201
+    assert start(api, 0).json()["error"] == "user_rate_limit_exceeded"
+    assert api.post("/api/v1/runs", {"workflow": {"nodes": []}}, format="json").status_code == 400
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 50
+    first = start(api, 0, HTTP_IDEMPOTENCY_KEY="k1")
+    assert first.status_code == 201
+    repeat = start(api, 0, HTTP_IDEMPOTENCY_KEY="k1")
+    assert repeat.status_code == 200 and repeat.json() == first.json()
+    # two writes spent (the two runs started): one more fits, the next does not
+    assert api.post("/api/v1/workflows", {"tag_name": "w", "workflow": workflow(0)}, format="json").status_code == 201
+    assert start(api, 0).json()["error"] == "global_rate_limit_exceeded"

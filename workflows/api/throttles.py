@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from workflows import ratelimit
@@ -32,12 +33,19 @@ class AnonymousThrottle(BaseThrottle):
 
 class GlobalWriteThrottle(BaseThrottle):
     """State-changing requests across all users. A view that changes nothing although it is a
-    POST (the editor's validate-as-you-type) leaves this throttle out of its ``throttle_classes``."""
+    POST (the editor's validate-as-you-type) leaves this throttle out of its ``throttle_classes``;
+    a view that starts a run leaves it to ``run_start`` (``run_start_throttles``)."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if request.method in WRITES and request.user.is_authenticated:
             ratelimit.check_global()
         return True
+
+
+def run_start_throttles() -> list[BaseThrottle]:
+    """The throttles of a view that starts a run: the defaults without the global write limit,
+    which ``run_start(api_write=True)`` checks in the same round trip as the run's own limits."""
+    return [throttle() for throttle in api_settings.DEFAULT_THROTTLE_CLASSES if throttle is not GlobalWriteThrottle]
 
 
 class LoginThrottle(BaseThrottle):

@@ -29,7 +29,7 @@ from workflows.services import definitions, idempotency, patches, runs
 from . import filters
 from . import serializers as s
 from .params import int_parameter, query_bool, query_choice, query_int
-from .throttles import AnonymousThrottle, LoginThrottle
+from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles
 
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
@@ -224,7 +224,10 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         workflow = selectors.workflow_get(owner=request.user, tag=tag, content=False)
         return _start_once(request, lambda record: runs.run_start(
             owner=request.user, artifact_id=workflow.current_version.artifact_id, inputs=data.validated_data["inputs"],
-            workflow=workflow, request_id=_request_id(request), record=record))
+            workflow=workflow, request_id=_request_id(request), record=record, api_write=True))
+
+    def get_throttles(self) -> list[Any]:
+        return run_start_throttles() if self.action == "execute" else super().get_throttles()
 
     @extend_schema(parameters=[int_parameter("limit", 1)], responses={200: s.RunOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
@@ -271,6 +274,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
+    def get_throttles(self) -> list[Any]:
+        return run_start_throttles() if self.action == "create" else super().get_throttles()
+
     def _run(self, pk: str, change: bool = False) -> Run:
         """The run by id: one the user may see, or with ``change`` one it may change."""
         return selectors.run_get(user=self.request.user, run_id=pk, change=change)
@@ -285,10 +291,10 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return _start_once(request, lambda record: runs.run_start(
                 owner=request.user, artifact_id=workflow.current_version.artifact_id,
                 inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request),
-                record=record))
+                record=record, api_write=True))
         return _start_once(request, lambda record: runs.run_start(
             owner=request.user, definition=data.validated_data["workflow"], inputs=data.validated_data["inputs"],
-            request_id=_request_id(request), record=record))
+            request_id=_request_id(request), record=record, api_write=True))
 
     @extend_schema(responses={200: s.RunResultOut, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:

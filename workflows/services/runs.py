@@ -27,11 +27,13 @@ _RUNNABLE: dict[str, None] = {}
 def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | None = None,
               workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
               replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "",
-              record: Callable[[Run], None] | None = None, reuse_llm: bool = False) -> Run:
+              record: Callable[[Run], None] | None = None, reuse_llm: bool = False, api_write: bool = False) -> Run:
     """Validate and compile the frozen version, create the run and emit its entry nodes, in one
     transaction; executor messages go out after commit. ``artifact_id`` names a version already
     stored (a workflow's): its content is then read only if this process has not compiled it.
-    ``record(run)`` runs in that transaction (an idempotency key's claim: if it raises, no run)."""
+    ``record(run)`` runs in that transaction (an idempotency key's claim: if it raises, no run).
+    ``api_write``: the start answers a state-changing API request whose throttle left the global
+    write limit to the run limits' check (workflows/api/throttles.py): one round trip for both."""
     inputs = inputs if inputs is not None else {}
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
@@ -50,7 +52,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         _RUNNABLE[artifact_id] = None
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
-    _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id))
+    _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
     with transaction.atomic():
         if not stored:
             artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
@@ -73,13 +75,13 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     return run
 
 
-def _check_rate_limits(*, owner: User, ir: IR) -> None:
+def _check_rate_limits(*, owner: User, ir: IR, api_write: bool) -> None:
     """Rate limits live in their own module (issue 8); imported lazily to keep the hop lean."""
     try:
         from workflows.ratelimit import check_run_start
     except ImportError:
         return
-    check_run_start(user=owner, ir=ir)
+    check_run_start(user=owner, ir=ir, api_write=api_write)
 
 
 def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
