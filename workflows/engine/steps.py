@@ -246,7 +246,7 @@ SELECT id FROM workflows_run
 """
 
 
-def _locked_statement(run_id: str, sql: str, params: dict[str, Any],
+def _locked_statement(run_id: Any, sql: str, params: dict[str, Any],
                       unconsumed: int | None = None) -> list[tuple[Any, ...]]:
     """Lock the run, then run ``sql`` with a snapshot taken once the lock is held, in one
     transaction. In autocommit (a worker) ``BEGIN; lock; sql; COMMIT`` go out pipelined, one
