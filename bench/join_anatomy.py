@@ -4,6 +4,7 @@ received by the worker, started), the coordinator that emitted the join and the 
 claim, with every pool process's tasks around it; medians at the end, and chains of 20 for the hop.
 
     .venv/bin/python -m bench.join_anatomy [fanouts] [width]       # JOIN_PGLOG=1: server-side statement times
+    JOIN_WORKER_ARGS="--prefetch-multiplier 2" .venv/bin/python -m bench.join_anatomy    # a worker what-if
 
 A stack of its own (PostgreSQL, Redis, beat, the probe worker), like the bench's; not timed by it.
 """
@@ -37,7 +38,12 @@ def main() -> None:
         wenv = dict(stack.env, BENCH_PROFILE_DIR=str(directory), BENCH_CPROFILE="0")
         stack.spawn("beat", [sys.executable, "-m", "celery", "-A", "aob_project", "beat", "--loglevel", "INFO",
                              "--schedule", str(stack.root / "celerybeat-schedule")])
-        stack.start_aob_worker(module=["-m", "bench.join_probe"], env=wenv)
+        extra = os.environ.get("JOIN_WORKER_ARGS", "").split()  # a what-if, e.g. "--prefetch-multiplier 2"
+        if extra:
+            stack.spawn("aob-worker", [*stack.aob_worker_argv(module=["-m", "bench.join_probe"]), *extra],
+                        wenv).wait_for_line("ready.")
+        else:
+            stack.start_aob_worker(module=["-m", "bench.join_probe"], env=wenv)
         from bench import aob
         from workflows.models import NodeRun
 
