@@ -39,7 +39,20 @@ def main() -> None:
         stack.spawn("beat", [sys.executable, "-m", "celery", "-A", "aob_project", "beat", "--loglevel", "INFO",
                              "--schedule", str(stack.root / "celerybeat-schedule")])
         extra = os.environ.get("JOIN_WORKER_ARGS", "").split()  # a what-if, e.g. "--prefetch-multiplier 2"
-        if extra:
+        if os.environ.get("JOIN_SPLIT"):  # a what-if: one process for the coordinator queue, one for the rest
+            from aob_project.celery import COORDINATOR_QUEUE, STATIC_QUEUES
+
+            argv = stack.aob_worker_argv(module=["-m", "bench.join_probe"])
+            rest = ",".join(q for q in STATIC_QUEUES if q != COORDINATOR_QUEUE)
+            queues = argv.index("-Q") + 1
+            executors = [*argv[:queues], rest, *argv[queues + 1:]]
+            executors[executors.index("-c") + 1] = "1"
+            coordinators = [a for a in executors if a not in ("--node-types", "*")]
+            coordinators[coordinators.index("-Q") + 1] = COORDINATOR_QUEUE
+            coordinators[coordinators.index("-n") + 1] = "coord@%h"
+            stack.spawn("aob-worker", executors, wenv).wait_for_line("ready.")
+            stack.spawn("aob-coordinator", coordinators, wenv).wait_for_line("ready.")
+        elif extra:
             stack.spawn("aob-worker", [*stack.aob_worker_argv(module=["-m", "bench.join_probe"]), *extra],
                         wenv).wait_for_line("ready.")
         else:
@@ -60,6 +73,7 @@ def main() -> None:
         delays = aob.run_fanouts(owner, width, count)["join_delay_ms"]
         hops = aob.run_chains(owner, 20, 3)["hop_ms"]
         stack.stop_child("aob-worker")
+        stack.stop_child("aob-coordinator")
         analyse(directory, warm, delays, hops)
         if os.environ.get("JOIN_PGLOG"):
             pglog(stack.postgres.log_path)
