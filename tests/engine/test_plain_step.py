@@ -6,11 +6,17 @@ decision with the same outcome."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import connection
+from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from tests.conftest import stored_run
+from tests.engine.flow import wait_until
 from workflows import tasks
 from workflows.definition.ir import compile_definition
 from workflows.engine import coordinator, execution, planner
@@ -224,9 +230,9 @@ def test_a_join_step_consumes_finished_parents_whose_only_edge_is_the_join(user)
     rows = node_runs(run)
     assert all(rows[p].consumed and rows[p].taken == ["j"] for p in "abc")
     assert rows["j"].status == "queued"
-    for p in "bc":  # their own messages arrive later and find nothing to do
+    for p in "bc":  # their own messages arrive later and find nothing to do, in the same step
         tasks.coordinate(facts[p], facts[p]["node_run_id"])
-    assert taken_since(before) == {"plain": 1, "full": 2}
+    assert taken_since(before) == {"plain": 3, "full": 0}
     assert NodeRun.objects.filter(run=run, node_id="j").count() == 1
 
 
@@ -277,3 +283,83 @@ def test_no_join_step_where_the_graph_has_a_loop():
     definition["edges"].append({"from": "j", "to": "again"})
     ir = compile_definition(definition)
     assert ir.loops and planner.plain_step(ir, "a") is None
+
+
+
+def finished_parents(user: Any) -> tuple[Run, dict[str, dict[str, Any]]]:
+    """A committed run of ``fan_in`` into ``j`` whose root was consumed and whose parents ``abc``
+    all completed, written as rows: nothing is published, so no worker of the test session takes
+    them; with each parent's completion as its executor would have returned it."""
+    run = stored_run(user, fan_in(("a", "j"), ("b", "j"), ("c", "j")))
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING, started_at=now)
+    NodeRun.objects.create(run=run, node_id="r", iteration=0, node_type="transform", status=NodeRun.Status.COMPLETED,
+                           consumed=True, taken=["a", "b", "c"], finished_at=now)
+    facts = {}
+    for p in "abc":
+        nr = NodeRun.objects.create(run=run, node_id=p, iteration=0, node_type="transform",
+                                    status=NodeRun.Status.COMPLETED, finished_at=now)
+        facts[p] = Completion(node_run_id=nr.pk, run_id=str(run.pk), node_id=p, node_type="transform", iteration=0,
+                              run_status=Run.Status.RUNNING, artifact_id=run.current_artifact_id,
+                              patch_seq=0).as_message()
+    return run, facts
+
+
+def run_lock_held_elsewhere(run: Run) -> psycopg.Connection:
+    """Another session holding the run lock, as a sibling's decision does (close it to release)."""
+    other = psycopg.connect(**connection.get_connection_params(), autocommit=False)
+    other.execute("SELECT id FROM workflows_run WHERE id = %s FOR UPDATE", [run.pk])
+    return other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_absorbed_parents_message_does_not_wait_for_the_run_lock(user):
+    run, facts = finished_parents(user)
+    tasks.coordinate(facts["a"], facts["a"]["node_run_id"])  # absorbs b and c, queues j
+    other = run_lock_held_elsewhere(run)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")  # a wait for the lock would fail the message
+        before = decisions()
+        tasks.coordinate(facts["b"], facts["b"]["node_run_id"])
+        assert taken_since(before) == {"plain": 1, "full": 0}
+    finally:
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+    assert NodeRun.objects.filter(run=run, node_id="j").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_parent_absorbed_while_its_step_waits_for_the_lock_is_not_consumed_twice(user):
+    """Its node run was unconsumed when the step asked for the lock; the sibling's decision that
+    held it consumed the node run meanwhile: the step, once locked, finds nothing to do."""
+    run, facts = finished_parents(user)
+    other = run_lock_held_elsewhere(run)
+    before = decisions()
+    waiting = threading.Thread(target=lambda: (tasks.coordinate(facts["b"], facts["b"]["node_run_id"]),
+                                               connection.close()))
+    try:
+        waiting.start()
+        wait_until(lambda: blocked_on_a_lock(other), 10, "b's step waiting for the run lock")
+        other.execute("UPDATE workflows_noderun SET consumed = true, taken = '[\"j\"]' WHERE id = %s",
+                      [facts["b"]["node_run_id"]])
+        other.commit()
+    finally:
+        other.close()
+        waiting.join(10)
+    assert not waiting.is_alive()
+    assert taken_since(before) == {"plain": 1, "full": 0}
+    rows = node_runs(run)
+    assert rows["b"].consumed and not rows["a"].consumed and "j" not in rows  # nothing written by b's step
+    tasks.coordinate(facts["a"], facts["a"]["node_run_id"])  # absorbs c, queues j
+    assert NodeRun.objects.filter(run=run, node_id="j").count() == 1
+
+
+def blocked_on_a_lock(other: psycopg.Connection) -> bool:
+    """Whether some session waits for a lock ``other`` holds (asked from a session of its own: a
+    transaction sees the activity statistics as they were at its first look)."""
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as observer:
+        row = observer.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                               [other.info.backend_pid]).fetchone()
+    return bool(row and row[0])

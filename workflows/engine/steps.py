@@ -15,6 +15,7 @@ and plans. Nothing here decides; ``tests/engine/test_planner.py`` checks the der
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import asdict
 from typing import Any
@@ -66,7 +67,9 @@ SELECT consumed.run_id, emitted.id, emitted.node_id, emitted.node_type FROM cons
 # parent is consumed (it delivered or its edge is dead; this one delivers). Parents finished but
 # not yet consumed, whose only out-edge is the plain edge into the join, are consumed here too
 # (``absorbable``): their own messages then find nothing to do, and the join starts one decision
-# after its last parent rather than behind a queue of them.
+# after its last parent rather than behind a queue of them. A node run consumed before this
+# statement (absorbed by a sibling's step, or a duplicate message) answers one row of NULLs: the
+# message is done, with no full decision after it (``step_plain``).
 JOIN_STEP = """
 WITH successor AS (
     SELECT * FROM jsonb_to_recordset(%(successors)s::jsonb)
@@ -115,13 +118,16 @@ WITH successor AS (
     RETURNING id, node_id, node_type
 )
 SELECT consumed.run_id, emitted.id, emitted.node_id, emitted.node_type FROM consumed LEFT JOIN emitted ON true
+UNION ALL
+SELECT NULL, NULL, NULL, NULL FROM workflows_noderun WHERE id = %(id)s AND consumed
 """
 
 
 # The end of a branch (a node with no out-edge), sent after the run is locked like JOIN_STEP: the
 # node run is consumed if some other node run is still busy (the run goes on), or if nothing is
 # left at all and no patch awaits approval, in which case the run completes here. Anything else
-# (only people left to decide, a held patch) is left to the full decision, which settles it.
+# (only people left to decide, a held patch) is left to the full decision, which settles it. A
+# node run consumed before answers one row of NULLs, as in JOIN_STEP.
 END_STEP = """
 WITH others AS (
     SELECT count(*) FILTER (WHERE status IN ('queued', 'running')
@@ -156,6 +162,8 @@ WITH others AS (
 )
 SELECT consumed.run_id, appended.seq, appended.data, finished.owner_id, appended.created_at
   FROM consumed LEFT JOIN finished ON true LEFT JOIN appended ON true
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL FROM workflows_noderun WHERE id = %(id)s AND consumed
 """
 
 
@@ -163,8 +171,9 @@ def step_plain(completion: Completion, ir: IR) -> bool:
     """Apply the plan ``planner.plain_step`` made for the completed node (``ir``: the graph of the
     artifact the completion names), in one round trip, if its premises hold. False when the full
     decision must run instead: there is no plain plan for that node, the run moved on (patched,
-    cancelled, failed, waiting), the node run was consumed already, or the state is not the one
-    planned for."""
+    cancelled, failed, waiting), the node run was consumed already (a chain step's), or the state
+    is not the one planned for. True also when a join or end step finds its node run consumed
+    before it (absorbed by a sibling's join step, or a duplicate): nothing is left to do."""
     if completion.status != NodeRun.Status.COMPLETED or completion.run_status != Run.Status.RUNNING:
         return False
     if planner.over_output_limit(completion.output_bytes, planner.Limits.from_settings()):
@@ -172,16 +181,16 @@ def step_plain(completion: Completion, ir: IR) -> bool:
     step = planner.plain_step(ir, completion.node_id)
     if step is None:
         return False
-    params: dict[str, Any] = {"run_id": completion.run_id, "artifact_id": completion.artifact_id, "patch_seq": completion.patch_seq,
-              "id": completion.node_run_id, "node_id": completion.node_id, "iteration": completion.iteration,
-              "now": timezone.now(), "taken": json.dumps(list(step.taken))}
+    params: dict[str, Any] = {"run_id": completion.run_id, "artifact_id": completion.artifact_id,
+                              "patch_seq": completion.patch_seq, "id": completion.node_run_id,
+                              "node_id": completion.node_id, "iteration": completion.iteration, "now": timezone.now(),
+                              **_encoded(step)}
     if step.ends:
         return _end_step(params)
-    params.update(successors=json.dumps([asdict(s) for s in step.successors]),
-                  successor_ids=[s.node_id for s in step.successors],
-                  absorbed=json.dumps([{"node_id": p, "taken": list(t)} for p, t in step.absorbed]))
     if any(s.others for s in step.successors):
-        rows = _locked_statement(completion.run_id, JOIN_STEP, params)
+        rows = _locked_statement(completion.run_id, JOIN_STEP, params, unconsumed=completion.node_run_id)
+        if rows and all(run_id is None for run_id, *_ in rows):
+            return True  # consumed before: absorbed by a sibling's join step, or a duplicate message
     else:
         with connection.cursor() as cursor:
             cursor.execute(CHAIN_STEP, params)
@@ -193,13 +202,24 @@ def step_plain(completion: Completion, ir: IR) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
+def _encoded(step: planner.PlainStep) -> dict[str, Any]:
+    """A plain step's own parameters, as its statement takes them: the same for every node run of
+    that node (a join's lists grow with its parents), so encoded once."""
+    return {"taken": json.dumps(list(step.taken)),
+            "successors": json.dumps([asdict(s) for s in step.successors]),
+            "successor_ids": [s.node_id for s in step.successors],
+            "absorbed": json.dumps([{"node_id": p, "taken": list(t)} for p, t in step.absorbed])}
+
+
 def _end_step(params: dict[str, Any]) -> bool:
     request_id = current_request_id() or ""
     kind = Event.Type.WORKFLOW_COMPLETED
-    rows = _locked_statement(params["run_id"], END_STEP, {**params, "request_id": request_id, "event_type": kind.value})
+    rows = _locked_statement(params["run_id"], END_STEP, {**params, "request_id": request_id, "event_type": kind.value},
+                             unconsumed=params["id"])
     if not rows:
         return False
-    _, seq, data, owner_id, created_at = rows[0]
+    _, seq, data, owner_id, created_at = rows[0]  # all NULL: consumed before, nothing to do
     if seq is not None:
         data = json.loads(data) if isinstance(data, str) else data
         frames = [events.frame(params["run_id"], seq, kind, "", data, request_id, created_at)]
@@ -213,14 +233,29 @@ transitions.check_run_move(Run.Status.RUNNING, Run.Status.COMPLETED)
 
 LOCK_RUN = "SELECT id FROM workflows_run WHERE id = %s FOR UPDATE"
 
+# The run lock for a step whose node run may have been consumed already: taken only while it is
+# not, so a message with nothing left to do (its node run absorbed by a sibling's join step, a
+# duplicate) does not queue behind the decisions holding the lock. Its statement, sent unlocked
+# then, writes nothing: it consumes only a node run it sees unconsumed, and a consumed node run
+# becomes unconsumed again only when a patch reopens a gate, which moves the run's patch_seq past
+# the one in the message's completion, which the statement checks.
+LOCK_RUN_UNCONSUMED = """
+SELECT id FROM workflows_run
+ WHERE id = %s AND EXISTS (SELECT 1 FROM workflows_noderun WHERE id = %s AND NOT consumed)
+   FOR UPDATE
+"""
 
-def _locked_statement(run_id: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+
+def _locked_statement(run_id: Any, sql: str, params: dict[str, Any],
+                      unconsumed: int | None = None) -> list[tuple[Any, ...]]:
     """Lock the run, then run ``sql`` with a snapshot taken once the lock is held, in one
     transaction. In autocommit (a worker) ``BEGIN; lock; sql; COMMIT`` go out pipelined, one
-    round trip; inside a caller's transaction, as a savepoint."""
+    round trip; inside a caller's transaction, as a savepoint. With ``unconsumed`` (a node run),
+    the lock is taken only while that node run is unconsumed (``LOCK_RUN_UNCONSUMED``)."""
+    lock_sql, lock_params = (LOCK_RUN, [run_id]) if unconsumed is None else (LOCK_RUN_UNCONSUMED, [run_id, unconsumed])
     if connection.in_atomic_block:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(LOCK_RUN, [run_id])
+            cursor.execute(lock_sql, lock_params)
             cursor.execute(sql, params)
             return cursor.fetchall()
     connection.ensure_connection()
@@ -229,7 +264,7 @@ def _locked_statement(run_id: str, sql: str, params: dict[str, Any]) -> list[tup
         with connection.wrap_database_errors, raw.cursor() as lock, raw.cursor() as step:
             with raw.pipeline():
                 lock.execute("BEGIN")
-                lock.execute(LOCK_RUN, [run_id])
+                lock.execute(lock_sql, lock_params)
                 step.execute(sql, params)
                 lock.execute("COMMIT")
             return step.fetchall()
