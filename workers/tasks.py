@@ -11,5 +11,5 @@ from workflows.registry import EXECUTOR_TASK
 
 
 @shared_task(name=EXECUTOR_TASK, acks_late=True, ignore_result=True)
-def execute_node(node_run_id: int) -> str | dict[str, Any]:
+def execute_node(node_run_id: int) -> str | list[Any]:
     return execute(node_run_id)

@@ -286,7 +286,7 @@ def test_no_join_step_where_the_graph_has_a_loop():
 
 
 
-def finished_parents(user: Any) -> tuple[Run, dict[str, dict[str, Any]]]:
+def finished_parents(user: Any) -> tuple[Run, dict[str, Any]]:
     """A committed run of ``fan_in`` into ``j`` whose root was consumed and whose parents ``abc``
     all completed, written as rows: nothing is published, so no worker of the test session takes
     them; with each parent's completion as its executor would have returned it."""
@@ -299,9 +299,9 @@ def finished_parents(user: Any) -> tuple[Run, dict[str, dict[str, Any]]]:
     for p in "abc":
         nr = NodeRun.objects.create(run=run, node_id=p, iteration=0, node_type="transform",
                                     status=NodeRun.Status.COMPLETED, finished_at=now)
-        facts[p] = Completion(node_run_id=nr.pk, run_id=str(run.pk), node_id=p, node_type="transform", iteration=0,
-                              run_status=Run.Status.RUNNING, artifact_id=run.current_artifact_id,
-                              patch_seq=0).as_message()
+        facts[p] = Message(Completion(node_run_id=nr.pk, run_id=str(run.pk), node_id=p, node_type="transform",
+                                      iteration=0, run_status=Run.Status.RUNNING,
+                                      artifact_id=run.current_artifact_id, patch_seq=0).as_message())
     return run, facts
 
 

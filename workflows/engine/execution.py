@@ -262,9 +262,9 @@ def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any
     return ctx, spec.run
 
 
-def execute(node_run_id: int) -> str | dict[str, Any]:
+def execute(node_run_id: int) -> str | list[Any]:
     """The body of every executor task: a status word, or for a completed node its
-    ``Completion`` as a plain dict (Celery hands it to the linked ``workflows.coordinate``)."""
+    ``Completion`` as a plain list (Celery hands it to the linked ``workflows.coordinate``)."""
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
