@@ -14,7 +14,9 @@ loop, then one hop into a pool of ``AOB_WEB_THREADS`` long-lived threads runs
 ``request_started``, the middleware chain, the view and the response's ``close()`` (so
 ``request_finished`` and ``close_old_connections`` run in the thread that owns the connection),
 and the response goes out from the event loop. Each thread keeps its connection across requests
-as ``CONN_MAX_AGE`` says. WebSockets stay on Channels (``aob_project/asgi.py``).
+as ``CONN_MAX_AGE`` says, checked before each request reuses it (``AOB_WEB_DB_HEALTH_CHECKS``:
+Django's ``CONN_HEALTH_CHECKS`` for the web's connections only; the workers' hot path goes
+without). WebSockets stay on Channels (``aob_project/asgi.py``).
 
 Every view here is sync; an async view would still work (Django adapts it with
 ``async_to_sync``), only without a gain. A streaming response (none of ours is) is sent from the
@@ -33,6 +35,7 @@ from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import connections
 from django.http import HttpResponseBase
 from django.urls import set_script_prefix
 
@@ -40,6 +43,9 @@ from django.urls import set_script_prefix
 class ThreadPoolHandler(ASGIHandler):
     def __init__(self) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler's: its middleware chain is the async one
+        if settings.AOB_WEB_DB_HEALTH_CHECKS:
+            for alias in connections.settings:  # read by each thread's connection when it connects
+                connections.settings[alias]["CONN_HEALTH_CHECKS"] = True
         self.load_middleware(is_async=False)
         self.pool = ThreadPoolExecutor(max_workers=settings.AOB_WEB_THREADS, thread_name_prefix="aob-web")
 

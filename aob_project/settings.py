@@ -146,6 +146,10 @@ if env_bool("AOB_DB_PREPARE", True):
 # Threads per web process that run HTTP requests (aob_project/http_handler.py), each keeping its
 # database connection across requests: at most this many requests per process at once.
 AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8)
+# The web checks a kept connection before each request reuses it (Django's CONN_HEALTH_CHECKS,
+# one `SELECT 1`), so a PostgreSQL restart or a dropped idle connection costs no failed request:
+# a worker's task is asked again by the sweeper, an HTTP client's request would not be.
+AOB_WEB_DB_HEALTH_CHECKS = env_bool("AOB_WEB_DB_HEALTH_CHECKS", True)
 if os.environ.get("AOB_TEST_DATABASE_NAME"):
     # Worker processes started by the test suite talk to pytest-django's test database.
     DATABASES["default"]["NAME"] = os.environ["AOB_TEST_DATABASE_NAME"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from aob_project.exceptions import AobError
+
+logger = logging.getLogger(__name__)
 
 
 def _first_message(detail: Any, path: str = "") -> tuple[str, str]:
@@ -97,6 +101,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         return Response(body(code, str(exc.detail)), status=exc.status_code)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # PostgreSQL restarting, unreachable or cancelling the statement: nothing was committed
+        # (the view's transaction rolled back); the client may send the request again, a POST
+        # with its Idempotency-Key. The connection is replaced after this request.
+        logger.warning("api.database_unavailable", exc_info=exc)
+        return Response(body("service_unavailable", "the database did not answer; send the request again shortly",
+                             {"rule": "database_unavailable"}), status=503, headers={"Retry-After": "1"})
     return None
 
 

@@ -1,0 +1,88 @@
+"""The web keeps a database connection per thread (aob_project/http_handler.py). When PostgreSQL
+drops those connections (a restart, a failover, an idle timeout), the next requests still succeed:
+each thread checks its kept connection before reusing it (AOB_WEB_DB_HEALTH_CHECKS). Without the
+check (the negative control) a request lands on a dead connection, and the API answers it with a
+JSON 503 naming the rule, never a 500."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.engine.flow import wait_until
+from tests.support.stack import Proc
+from tests.web.conftest import free_port
+
+
+def web_backends(application_name: str) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [application_name])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def drop_backends(application_name: str) -> int:
+    """What a PostgreSQL restart does to the web's kept connections: the server ends them."""
+    pids = web_backends(application_name)
+    with connection.cursor() as cursor:
+        for pid in pids:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    wait_until(lambda: not web_backends(application_name), what="the web's connections ended")
+    return len(pids)
+
+
+@pytest.fixture
+def live_web(transactional_db: Any, stack_env: dict[str, str]) -> Iterator[Any]:
+    """uvicorn on the test database whose connections carry a name of their own (to find them in
+    pg_stat_activity); ``start(checks)`` with the web's health checks on or off."""
+    procs: list[Proc] = []
+
+    def start(checks: bool) -> tuple[str, str]:
+        name = f"aob-web-{uuid.uuid4().hex[:8]}"
+        db = settings.DATABASES["default"]
+        port = free_port()
+        env = dict(stack_env, AOB_WEB_DB_HEALTH_CHECKS="true" if checks else "false", AOB_DB_HEALTH_CHECKS="false",
+                   DATABASE_URL=f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+                                f"?application_name={name}")
+        procs.append(Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
+                                      "127.0.0.1", "--port", str(port)], env, ready_line="Application startup complete"))
+        return f"http://127.0.0.1:{port}", name
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def answers_after_drop(base: str, name: str, token: str) -> list[httpx.Response]:
+    headers = {"Authorization": f"Token {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        for _ in range(4):  # the threads that answer open and keep their connections
+            assert client.get("/api/v1/workflows").status_code == 200
+        assert drop_backends(name) >= 1
+        return [client.get("/api/v1/workflows") for _ in range(2 * settings.AOB_WEB_THREADS)]
+
+
+def test_requests_after_postgres_drops_the_webs_connections_succeed(live_web: Any, user: Any) -> None:
+    base, name = live_web(checks=True)
+    answers = answers_after_drop(base, name, user.auth_token.key)
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    assert web_backends(name), "the web opened new connections"
+
+
+def test_control_without_the_check_a_request_lands_on_a_dead_connection(live_web: Any, user: Any) -> None:
+    base, name = live_web(checks=False)
+    answers = answers_after_drop(base, name, user.auth_token.key)
+    failed = [a for a in answers if a.status_code != 200]
+    assert failed, "every request succeeded without the check: the test no longer drops a kept connection"
+    for answer in failed:  # a clear, retryable JSON error, not a 500
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "service_unavailable"
+        assert answer.json()["details"]["rule"] == "database_unavailable"
+        assert answer.headers["Retry-After"] == "1"
+    assert answers[-1].status_code == 200, "the dead connection is replaced after its failed request"
