@@ -40,14 +40,22 @@ from django.http import HttpResponseBase
 from django.urls import set_script_prefix
 
 
+def _check_kept_connections() -> None:
+    """In each pool thread, once: its connections (Django's are per thread) check themselves before
+    a request reuses them (``CONN_HEALTH_CHECKS``, read when they connect), on a copy of the
+    settings, so nothing else in the process changes."""
+    if settings.AOB_WEB_DB_HEALTH_CHECKS:
+        for alias in connections:
+            wrapper = connections[alias]
+            wrapper.settings_dict = {**wrapper.settings_dict, "CONN_HEALTH_CHECKS": True}
+
+
 class ThreadPoolHandler(ASGIHandler):
     def __init__(self) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler's: its middleware chain is the async one
-        if settings.AOB_WEB_DB_HEALTH_CHECKS:
-            for alias in connections.settings:  # read by each thread's connection when it connects
-                connections.settings[alias]["CONN_HEALTH_CHECKS"] = True
         self.load_middleware(is_async=False)
-        self.pool = ThreadPoolExecutor(max_workers=settings.AOB_WEB_THREADS, thread_name_prefix="aob-web")
+        self.pool = ThreadPoolExecutor(max_workers=settings.AOB_WEB_THREADS, thread_name_prefix="aob-web",
+                                       initializer=_check_kept_connections)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

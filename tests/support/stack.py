@@ -56,7 +56,11 @@ class Proc:
         self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         if ready_line:
-            self.wait_for(ready_line)
+            try:
+                self.wait_for(ready_line)
+            except BaseException:  # never ready: no one else holds it to stop it
+                self.kill()
+                raise
 
     def wait_for(self, text: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

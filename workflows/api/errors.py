@@ -13,7 +13,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from aob_project.exceptions import AobError
+from aob_project.exceptions import AobError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +102,28 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         return Response(body(code, str(exc.detail)), status=exc.status_code)
     if isinstance(exc, OperationalError | InterfaceError):
-        # PostgreSQL restarting, unreachable or cancelling the statement: nothing was committed
-        # (the view's transaction rolled back); the client may send the request again, a POST
-        # with its Idempotency-Key. The connection is replaced after this request.
-        logger.warning("api.database_unavailable", exc_info=exc)
-        return Response(body("service_unavailable", "the database did not answer; send the request again shortly",
-                             {"rule": "database_unavailable"}), status=503, headers={"Retry-After": "1"})
+        logger.warning("api.database_error", exc_info=exc)
+        return exception_handler(_database_error(exc), context)
     return None
+
+
+# SQLSTATE of a connection the server ended or never gave (class 08, and an administrator's or a
+# crash's shutdown); a client-side failure to connect has none.
+_CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+
+
+def _database_error(exc: Exception) -> ServiceUnavailable:
+    """A database error the request could not get past, as the API's 503. Whether the request's
+    writes were kept is unknown if the connection went during a commit: a POST sent again with its
+    ``Idempotency-Key`` is applied once. The broken connection is replaced after this request."""
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if isinstance(exc, InterfaceError) or not sqlstate or sqlstate.startswith(_CONNECTION_LOST):
+        return ServiceUnavailable("the database did not answer; send the request again shortly",
+                                  extra={"rule": "database_unavailable", "retry_after_seconds": 1})
+    # a statement cancelled, a deadlock, a serialization failure, a lock not granted: the database is
+    # up; no Retry-After, so a heavy request is not sent again at once
+    return ServiceUnavailable(f"the database could not complete the request (SQLSTATE {sqlstate})",
+                              extra={"rule": "database_busy", "sqlstate": sqlstate})
 
 
 def json_404(request: Any, exception: Exception | None = None) -> JsonResponse:

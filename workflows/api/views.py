@@ -31,7 +31,8 @@ from . import serializers as s
 from .params import int_parameter, query_bool, query_choice, query_int
 from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles
 
-ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut}
+# 503: the database did not answer (workflows/api/errors.py)
+ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut, 503: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
 RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
 IDEMPOTENCY_KEY = OpenApiParameter(
