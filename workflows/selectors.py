@@ -8,8 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, TextField, When, Window
-from django.db.models.functions import Cast, Coalesce, Length
+from django.db import connection
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Window
 
 from aob_project.exceptions import NotFound
 from workflows import visibility
@@ -161,13 +161,23 @@ class _Page:
         return True
 
 
+# The two statements of ``_heavy_rows`` as text, prepared after their fifth use per connection (an
+# ORM expression per field, built and compiled per request, cost more CPU than the rest of
+# ``details``). Columns in ``HEAVY_FIELDS``' order.
+_HEAVY_SIZES = ("SELECT id, COALESCE(length(input::text), 0), COALESCE(length(output::text), 0), "
+                "COALESCE(length(attempt_log::text), 0) FROM workflows_noderun WHERE id = ANY(%s)")
+_HEAVY_VALUES = ("SELECT id, CASE WHEN id = ANY(%s) THEN input END, CASE WHEN id = ANY(%s) THEN output END, "
+                 "CASE WHEN id = ANY(%s) THEN attempt_log END FROM workflows_noderun WHERE id = ANY(%s)")
+
+
 def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run) -> dict[int, dict[str, Any]]:
     """Load input, output and attempt log of ``rows`` (sizes measured in the database first), each
     only if it still fits in ``page``; a field that does not is a ``{"truncated": true, …}`` marker."""
-    sized = (NodeRun.objects.filter(pk__in=[nr.pk for nr in rows])
-             .annotate(**{f"{f}_bytes": Coalesce(Length(Cast(f, TextField())), 0) for f in HEAVY_FIELDS})
-             .values_list("pk", *(f"{f}_bytes" for f in HEAVY_FIELDS)))
-    sizes = {pk: dict(zip(HEAVY_FIELDS, rest, strict=True)) for pk, *rest in sized}
+    if not rows:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_HEAVY_SIZES, [[nr.pk for nr in rows]])
+        sizes = {pk: dict(zip(HEAVY_FIELDS, rest, strict=True)) for pk, *rest in cursor.fetchall()}
     wanted: dict[int, list[str]] = {}
     out: dict[int, dict[str, Any]] = {}
     for nr in rows:
@@ -181,14 +191,13 @@ def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run) -> dict[int, dict[st
                 out.setdefault(nr.pk, {})[f] = {"truncated": True, "bytes": size, "href": href}
     if wanted:
         # one statement for every field that fits: each column only for the rows it fits for
-        picked = {f: Case(When(pk__in=[pk for pk, fields in wanted.items() if f in fields], then=F(f)), default=None)
-                  for f in HEAVY_FIELDS}
-        for pk, *values in (NodeRun.objects.filter(pk__in=list(wanted)).order_by()
-                            .annotate(**{f"{f}_value": picked[f] for f in HEAVY_FIELDS})
-                            .values_list("pk", *(f"{f}_value" for f in HEAVY_FIELDS))):
-            for f, value in zip(HEAVY_FIELDS, values, strict=True):
-                if f in wanted[pk]:
-                    out.setdefault(pk, {})[f] = value
+        picked = [[pk for pk, fields in wanted.items() if f in fields] for f in HEAVY_FIELDS]
+        with connection.cursor() as cursor:
+            cursor.execute(_HEAVY_VALUES, [*picked, list(wanted)])
+            for pk, *values in cursor.fetchall():
+                for f, value in zip(HEAVY_FIELDS, values, strict=True):
+                    if f in wanted[pk]:  # jsonb arrives as its text (Django's loader), as a JSONField reads it
+                        out.setdefault(pk, {})[f] = None if value is None else json.loads(value)
     return out
 
 
