@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 
+from aob_project.compiled import CompiledRead
 from aob_project.exceptions import NotFound
 from workflows import visibility
 from workflows.engine.coordinator import load_ir
@@ -24,14 +25,22 @@ def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
     return qs.filter(owner=user)
 
 
+# The reads behind most API requests, compiled once per thread (aob_project/compiled.py).
+_WORKFLOW_BY_TAG = {
+    content: CompiledRead(lambda owner_id, tag, related=related: Workflow.objects.select_related(related).filter(
+        owner_id=owner_id, tag=tag), owner_id=-7_319_604, tag="\ncompiled-read-probe")
+    for content, related in ((True, "current_version__artifact"), (False, "current_version"))
+}
+_RUN_BY_ID = CompiledRead(lambda pk: Run.objects.filter(pk=pk), pk=uuid.UUID(int=0x5E7))
+
+
 def workflow_get(*, owner: User, tag: str, content: bool = True) -> Workflow:
     """``owner``'s workflow ``tag``, or 404. ``content=False`` leaves the current version's
     definition unread (running it needs only its id)."""
-    try:
-        return Workflow.objects.select_related("current_version__artifact" if content else "current_version").get(
-            owner=owner, tag=tag)
-    except Workflow.DoesNotExist:
-        raise NotFound(f"workflow {tag!r} not found") from None
+    found = _WORKFLOW_BY_TAG[content].objects(owner_id=owner.pk, tag=str(tag))
+    if not found:
+        raise NotFound(f"workflow {tag!r} not found")
+    return found[0]
 
 
 def with_last_run(qs: QuerySet[Workflow]) -> QuerySet[Workflow]:
@@ -86,9 +95,12 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     """A run ``user`` may see, or with ``change`` one it may also change (``is_run_owner``).
     Anything else is the 404 of a run that does not exist: an id never tells whether a run exists."""
     try:
-        run = Run.objects.get(pk=run_id)
-    except (Run.DoesNotExist, ValueError, TypeError, ValidationError):  # ValidationError: not a UUID
+        found = _RUN_BY_ID.objects(pk=run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id)))
+    except (ValueError, TypeError):  # not a UUID
         raise NotFound("run not found") from None
+    if not found:
+        raise NotFound("run not found")
+    run = found[0]
     if not visibility.run_visible(run, user=user) or (change and not is_run_owner(run, user=user)):
         raise NotFound("run not found")
     return run
@@ -179,6 +191,13 @@ _LATEST_PER_NODE = (
     " ORDER BY node_id, iteration DESC")
 
 
+# details' other reads, compiled once per thread (aob_project/compiled.py)
+_ARTIFACT_CONTENT = CompiledRead(lambda pk: Artifact.objects.filter(pk=pk).values_list("content"),
+                                 pk="\ncompiled-read-probe")
+_LATEST_REFUSALS = CompiledRead(lambda run_id: PatchRefusal.objects.filter(run_id=run_id).select_related(
+    "proposed_by").order_by("-created_at", "-id")[:50], run_id=uuid.UUID(int=0x5E7))
+
+
 def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run) -> dict[int, dict[str, Any]]:
     """Load input, output and attempt log of ``rows`` (sizes measured in the database first), each
     only if it still fits in ``page``; a field that does not is a ``{"truncated": true, …}`` marker."""
@@ -238,9 +257,9 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     log that would pass it is a marker linking to the rest; earlier iterations are paged by
     ``node_iterations``. Never more than one node run per node is read."""
     ir = load_ir(run)
-    base = Artifact.objects.values_list("content", flat=True).get(pk=run.base_artifact_id)
-    current = base if run.current_artifact_id == run.base_artifact_id else Artifact.objects.values_list(
-        "content", flat=True).get(pk=run.current_artifact_id)
+    [(base,)] = _ARTIFACT_CONTENT.rows(pk=run.base_artifact_id)
+    current = base if run.current_artifact_id == run.base_artifact_id else _ARTIFACT_CONTENT.rows(
+        pk=run.current_artifact_id)[0][0]
     base_ids = {n["id"] for n in base["nodes"]}
     # the latest iteration of each node with the node's count of iterations: one statement (the
     # window counts every row of its node before DISTINCT ON keeps the latest)
@@ -261,9 +280,9 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
         last = latest.get(node_id)
         nodes.append({"node_id": node_id, "type": node.type, "added_by_patch": node_id not in base_ids,
                       "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
-    refusals = PatchRefusal.objects.filter(run=run).select_related("proposed_by").order_by("-created_at", "-id")[:50]
+    refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
-            "patch_refusals": list(refusals), "truncated": page.used > page.limit or any(
+            "patch_refusals": refusals, "truncated": page.used > page.limit or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())}
 
 

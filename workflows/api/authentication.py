@@ -6,10 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
+from aob_project.compiled import CompiledRead
+
 SCHEMES = (b"token", b"bearer")
+
+# Every API request reads its token and user: compiled once per thread (aob_project/compiled.py).
+_TOKEN_WITH_USER = CompiledRead(lambda key: Token.objects.select_related("user").filter(key=key),
+                                key="\ncompiled-read-probe")
 
 
 class TokenOrBearerAuthentication(TokenAuthentication):
@@ -24,6 +33,16 @@ class TokenOrBearerAuthentication(TokenAuthentication):
         except UnicodeError:
             return super().authenticate(_AsToken(request, parts))
         return self.authenticate_credentials(key)
+
+    def authenticate_credentials(self, key: str) -> tuple[User, Token]:
+        """DRF's lookup and checks, on the compiled read."""
+        found = _TOKEN_WITH_USER.objects(key=str(key))
+        if not found:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        token = found[0]
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        return token.user, token
 
     def authenticate_header(self, request: Request) -> str:
         return 'Token realm="api", Bearer realm="api"'
