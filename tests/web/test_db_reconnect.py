@@ -7,6 +7,7 @@ JSON 503 naming the rule, never a 500."""
 from __future__ import annotations
 
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from aob_project import http_handler
 from tests.engine.flow import wait_until
 from tests.support.stack import Proc
 from tests.web.conftest import free_port
@@ -96,3 +98,67 @@ def test_control_without_the_check_a_request_lands_on_a_dead_connection(live_web
         assert answer.json()["error"] == "service_unavailable"
         assert answer.json()["details"]["rule"] == "database_unavailable"
         assert answer.headers["Retry-After"] == "1"
+
+
+def last_statement(pid: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return row[0] if row else ""
+
+
+@pytest.mark.parametrize("socket_first", [True, False])
+def test_a_quiet_kept_connection_is_reused_without_a_statement_and_a_dropped_one_is_replaced(
+        transactional_db: Any, socket_first: bool) -> None:
+    """In one web thread: the check sends nothing while the server has said nothing, and finds
+    the connection the server ended. The control (Django's check alone, ``socket_first`` off)
+    sends its ``SELECT 1``, so the first assertion can see a statement."""
+    seen: dict[str, Any] = {}
+
+    def web_thread() -> None:
+        try:
+            if socket_first:
+                http_handler._check_kept_connections()
+            else:
+                connection.settings_dict = {**connection.settings_dict, "CONN_HEALTH_CHECKS": True}
+            marker = f"SELECT 'kept-{uuid.uuid4().hex}'"
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = cursor.fetchone()[0]
+                cursor.execute(marker)  # the backend's last statement, until another is sent
+            connection.health_check_done = False  # a new request
+            connection.close_if_health_check_failed()
+            seen["quiet"] = (connection.connection is not None, marker, pid)
+            seen["terminate"].wait(30)  # the server ends this thread's connection meanwhile
+            connection.health_check_done = False
+            connection.close_if_health_check_failed()
+            seen["dropped"] = connection.connection is None
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                seen["new_pid"] = cursor.fetchone()[0]
+        except Exception as exc:
+            seen["error"] = repr(exc)
+            raise
+        finally:
+            connection.close()
+
+    seen["terminate"] = threading.Event()
+    thread = threading.Thread(target=web_thread)
+    thread.start()
+    wait_until(lambda: "quiet" in seen or not thread.is_alive(), what="the first check")
+    kept, marker, pid = seen["quiet"]
+    assert kept
+    assert (last_statement(pid) == marker) is socket_first, last_statement(pid)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    wait_until(lambda: not web_backends_by_pid(pid), what="the backend ended")
+    seen["terminate"].set()
+    thread.join(30)
+    assert "error" not in seen, seen.get("error")
+    assert seen["dropped"] and seen["new_pid"] != pid
+
+
+def web_backends_by_pid(pid: int) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE pid = %s", [pid])
+        return [row[0] for row in cursor.fetchall()]
