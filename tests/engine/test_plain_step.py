@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from tests.conftest import stored_run
+from tests.conftest import stored_run, wait_for_run
 from tests.engine.flow import wait_until
 from workflows import tasks
 from workflows.definition.ir import compile_definition
@@ -313,7 +313,7 @@ def run_lock_held_elsewhere(run: Run) -> psycopg.Connection:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_absorbed_parents_message_does_not_wait_for_the_run_lock(user):
+def test_an_absorbed_parents_message_does_not_wait_for_the_run_lock(engine, user):
     run, facts = finished_parents(user)
     tasks.coordinate(facts["a"], facts["a"]["node_run_id"])  # absorbs b and c, queues j
     other = run_lock_held_elsewhere(run)
@@ -328,10 +328,11 @@ def test_an_absorbed_parents_message_does_not_wait_for_the_run_lock(user):
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = 0")
     assert NodeRun.objects.filter(run=run, node_id="j").count() == 1
+    assert_j_ran_to_the_end(run)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_parent_absorbed_while_its_step_waits_for_the_lock_is_not_consumed_twice(user):
+def test_a_parent_absorbed_while_its_step_waits_for_the_lock_is_not_consumed_twice(engine, user):
     """Its node run was unconsumed when the step asked for the lock; the sibling's decision that
     held it consumed the node run meanwhile: the step, once locked, finds nothing to do."""
     run, facts = finished_parents(user)
@@ -354,6 +355,13 @@ def test_a_parent_absorbed_while_its_step_waits_for_the_lock_is_not_consumed_twi
     assert rows["b"].consumed and not rows["a"].consumed and "j" not in rows  # nothing written by b's step
     tasks.coordinate(facts["a"], facts["a"]["node_run_id"])  # absorbs c, queues j
     assert NodeRun.objects.filter(run=run, node_id="j").count() == 1
+    assert_j_ran_to_the_end(run)
+
+
+def assert_j_ran_to_the_end(run: Run) -> None:
+    """``j`` was published after commit (these tests commit): a worker runs it and the run ends.
+    Waiting for that also keeps the worker's statements out of the next test's flush."""
+    assert wait_for_run(run.pk).status == Run.Status.COMPLETED
 
 
 def blocked_on_a_lock(other: psycopg.Connection) -> bool:
