@@ -14,6 +14,7 @@ compares reads with the querysets they come from.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,12 @@ from typing import Any
 from django.db import connections
 from django.db.models import QuerySet
 from django.db.models.query import get_related_populators
+
+# Probe values no real argument takes (no key, tag or id holds a newline; no user id is negative);
+# the arguments of one read need probes that differ, in type or value.
+PROBE_TEXT = "\ncompiled-read-probe"
+PROBE_INT = -7_319_604
+PROBE_UUID = uuid.UUID(int=0x5E7)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 
-from aob_project.compiled import CompiledRead
+from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import NotFound
 from workflows import visibility
 from workflows.engine.coordinator import load_ir
@@ -28,10 +28,10 @@ def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
 # The reads behind most API requests, compiled once per thread (aob_project/compiled.py).
 _WORKFLOW_BY_TAG = {
     content: CompiledRead(lambda owner_id, tag, related=related: Workflow.objects.select_related(related).filter(
-        owner_id=owner_id, tag=tag), owner_id=-7_319_604, tag="\ncompiled-read-probe")
+        owner_id=owner_id, tag=tag), owner_id=PROBE_INT, tag=PROBE_TEXT)
     for content, related in ((True, "current_version__artifact"), (False, "current_version"))
 }
-_RUN_BY_ID = CompiledRead(lambda pk: Run.objects.filter(pk=pk), pk=uuid.UUID(int=0x5E7))
+_RUN_BY_ID = CompiledRead(lambda pk: Run.objects.filter(pk=pk), pk=PROBE_UUID)
 
 
 def workflow_get(*, owner: User, tag: str, content: bool = True) -> Workflow:
@@ -193,9 +193,9 @@ _LATEST_PER_NODE = (
 
 # details' other reads, compiled once per thread (aob_project/compiled.py)
 _ARTIFACT_CONTENT = CompiledRead(lambda pk: Artifact.objects.filter(pk=pk).values_list("content"),
-                                 pk="\ncompiled-read-probe")
+                                 pk=PROBE_TEXT)
 _LATEST_REFUSALS = CompiledRead(lambda run_id: PatchRefusal.objects.filter(run_id=run_id).select_related(
-    "proposed_by").order_by("-created_at", "-id")[:50], run_id=uuid.UUID(int=0x5E7))
+    "proposed_by").order_by("-created_at", "-id")[:50], run_id=PROBE_UUID)
 
 
 def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run) -> dict[int, dict[str, Any]]:

@@ -12,13 +12,13 @@ from rest_framework.authentication import TokenAuthentication, get_authorization
 from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
-from aob_project.compiled import CompiledRead
+from aob_project.compiled import PROBE_TEXT, CompiledRead
 
 SCHEMES = (b"token", b"bearer")
 
 # Every API request reads its token and user: compiled once per thread (aob_project/compiled.py).
 _TOKEN_WITH_USER = CompiledRead(lambda key: Token.objects.select_related("user").filter(key=key),
-                                key="\ncompiled-read-probe")
+                                key=PROBE_TEXT)
 
 
 class TokenOrBearerAuthentication(TokenAuthentication):
