@@ -35,7 +35,9 @@ class _Compiled:
     sql: str
     slots: list[tuple[str | None, Any]]  # per parameter: the argument bound there, or a constant
     compiler: Any
-    model: Any  # for a model queryset: its class, the attnames of its columns and their span
+    # a model queryset's: its class (None for values_list), its columns' attnames and their span
+    # in a row, the select_related populators and the annotations' positions
+    model: Any
     init_list: list[str]
     span: tuple[int, int]
     populators: list[Any]

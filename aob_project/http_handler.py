@@ -61,9 +61,9 @@ def _quiet_or_usable(wrapper: Any, is_usable: Any) -> bool:
     (a restart, ``pg_terminate_backend``, an idle timeout) sends its error and closes, and the
     socket turns readable. Quiet and idle: usable, with no statement sent (asking the socket
     costs 0.008 ms; the ``SELECT 1`` 0.07 ms of CPU in a quiet process, 0.17-0.22 ms in the web
-    under load). Anything else: Django's check decides. A
-    server that vanished without a word fails the request's first statement, as it would the
-    ``SELECT 1``: a 503 (workflows/api/errors.py)."""
+    under load). Anything else: Django's check decides. A server that vanished without a word
+    fails the request's first statement, as it would the ``SELECT 1``: a 503
+    (workflows/api/errors.py)."""
     raw = wrapper.connection
     if raw is not None and not raw.closed and raw.info.transaction_status == TransactionStatus.IDLE:
         try:
