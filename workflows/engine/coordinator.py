@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Case, Count, Exists, F, JSONField, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
+from aob_project.inserts import insert_together
 from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
@@ -73,12 +74,7 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
         Artifact.objects.bulk_create([Artifact(id=aid, kind=Artifact.Kind.NODE_IO, content=content,
                                                size_bytes=len(canonical_json(content).encode()))
                                       for aid, content in stored.items()], ignore_conflicts=True)
-    new = [NodeRun(run_id=run.pk, node_id=t.node_id, iteration=t.iteration, node_type=t.node_type, status=t.status,
-                   input=t.input, output=t.output, consumed=t.consumed, taken=t.taken, started_at=t.started_at,
-                   finished_at=t.finished_at, attempts=t.attempts, error=t.error,
-                   output_artifact_id=t.output_artifact_id, attempt_log=t.attempt_log or [],
-                   dispatched_at=now if t.status == NodeRun.Status.QUEUED else None)
-           for t in plan.inserts]
+    new = _node_runs(run, plan, now)
     if plan.output_bytes:
         usage = dict(run.usage or {})  # the run is locked: nobody else writes it meanwhile
         usage["output_bytes"] = int(usage.get("output_bytes", 0)) + plan.output_bytes
@@ -100,9 +96,22 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
         if plan.run_finished:
             hooks.run_finished(run.pk, plan.run_finished)
     events.append(run.pk, run.owner_id, plan.events)
+    _publish_after_commit(run, ir, new)
+    return new
+
+
+def _node_runs(run: Run, plan: Plan, now: Any) -> list[NodeRun]:
+    return [NodeRun(run_id=run.pk, node_id=t.node_id, iteration=t.iteration, node_type=t.node_type, status=t.status,
+                    input=t.input, output=t.output, consumed=t.consumed, taken=t.taken, started_at=t.started_at,
+                    finished_at=t.finished_at, attempts=t.attempts, error=t.error,
+                    output_artifact_id=t.output_artifact_id, attempt_log=t.attempt_log or [],
+                    dispatched_at=now if t.status == NodeRun.Status.QUEUED else None)
+            for t in plan.inserts]
+
+
+def _publish_after_commit(run: Run, ir: IR, new: list[NodeRun]) -> None:
     publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk), ir.nodes[nr.node_id].timeout_ms)
                          for nr in new if nr.status == NodeRun.Status.QUEUED)
-    return new
 
 
 def _needed_tokens(run: Run, ir: IR) -> list[Token]:
@@ -163,8 +172,32 @@ def _decide(node_run_id: int) -> None:
         apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run)), state.now)
 
 
+def start_new(run: Run) -> list[NodeRun]:
+    """Store a new run (``run`` not saved yet) and emit its entry nodes. When the plan only inserts
+    node runs and events (a usual start), the run, its node runs and its first events (numbered
+    from 1, the run's ``event_seq`` set to match) are one statement (``aob_project.inserts``),
+    atomic by itself; any other plan (an entry node that settles the run at once) takes the
+    decision's path in a transaction: the run saved, then ``start``."""
+    ir = load_ir(run)
+    run.patch_pending, run.node_run_count = False, 0  # type: ignore[attr-defined]  # a new run: nothing to read
+    state = read_state(run, ir, tokens=[])
+    plan = planner.plan_start(ir, state, run.inputs, run.current_artifact_id)
+    if plan.updates or plan.run or plan.output_bytes or any(t.output_artifact_id for t in plan.inserts):
+        with transaction.atomic(savepoint=False):
+            run.save(force_insert=True)
+            return start(run)
+    new = _node_runs(run, plan, state.now)
+    first = events.numbered(run.pk, 1, plan.events)
+    run.event_seq = len(first)
+    insert_together([run], new, first)
+    events.push_after_commit(run.pk, run.owner_id, first)
+    _publish_after_commit(run, ir, new)
+    return new
+
+
 def start(run: Run, node_runs: list[NodeRun] | None = None) -> list[NodeRun]:
-    """Emit a new run's entry nodes (called inside run_start's transaction, the run new)."""
+    """Emit a stored new run's entry nodes, in the caller's transaction; ``node_runs`` are those a
+    replay reused."""
     ir = load_ir(run)
     run.patch_pending, run.node_run_count = False, len(node_runs or [])  # type: ignore[attr-defined]  # a new run: nothing else to read
     state = read_state(run, ir, tokens=[token(nr) for nr in node_runs or []])

@@ -40,15 +40,24 @@ def append(run_id: Any, owner_id: int, items: Iterable[tuple[str, str, dict[str,
     items = list(items)
     if not items:
         return []
-    first = reserve_seq(run_id, len(items))
+    events = numbered(run_id, reserve_seq(run_id, len(items)), items)
+    Event.objects.bulk_create(events)
+    push_after_commit(run_id, owner_id, events)
+    return events
+
+
+def numbered(run_id: Any, first: int, items: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Event]:
+    """``(type, node_id, data)`` items as events numbered from ``first`` (unsaved): ``append``'s,
+    or a new run's first events, which it numbers from 1 (``coordinator.start``)."""
     now = timezone.now()
     request_id = current_request_id()
-    events = [Event(run_id=run_id, seq=first + i, type=t, node_id=node_id or "", data=data, created_at=now,
-                    request_id=request_id) for i, (t, node_id, data) in enumerate(items)]
-    Event.objects.bulk_create(events)
+    return [Event(run_id=run_id, seq=first + i, type=t, node_id=node_id or "", data=data, created_at=now,
+                  request_id=request_id) for i, (t, node_id, data) in enumerate(items)]
+
+
+def push_after_commit(run_id: Any, owner_id: int, events: list[Event]) -> None:
     frames = [e.as_dict() for e in events]
     transaction.on_commit(lambda: push(str(run_id), owner_id, frames))
-    return events
 
 
 class _Pusher:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -53,23 +54,25 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
-    with transaction.atomic():
+    run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
+              current_artifact_id=artifact_id, inputs=inputs, request_id=request_id, replay_of=replay_of,
+              replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None)
+    # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
+    # when something else must commit with it.
+    with transaction.atomic() if not stored or reused or record is not None else nullcontext():
         if not stored:
             artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
-        run = Run.objects.create(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "",
-                                 base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
-                                 request_id=request_id, replay_of=replay_of, replay_from_node=replay_from_node,
-                                 reuse_llm=reuse_llm and replay_of is not None)
-        seeded = []
         if reused:
-            seeded = NodeRun.objects.bulk_create([
+            run.save(force_insert=True)
+            coordinator.start(run, NodeRun.objects.bulk_create([
                 NodeRun(run=run, node_id=nr.node_id, iteration=nr.iteration, node_type=nr.node_type,
                         status=nr.status, input=nr.input, output=nr.output, output_artifact_id=nr.output_artifact_id,
                         attempts=0, reused=True, consumed=False, started_at=nr.started_at,
                         finished_at=nr.finished_at)
                 for nr in reused
-            ])
-        coordinator.start(run, seeded)
+            ]))
+        else:
+            coordinator.start_new(run)
         if record is not None:
             record(run)
     return run

@@ -1,0 +1,116 @@
+"""A run's start (issue 20): when the start's plan only inserts node runs and events, the run, its
+node runs and its first events are one statement (``coordinator.start_new``); any other plan takes
+the decision's path (the run saved, then ``coordinator.start``, in a transaction).
+
+Either way the rows must be the decision path's: each generated graph is started both ways and
+the run's fields, its node runs and its events are compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.engine import graphs
+from workflows.engine import coordinator
+from workflows.models import Event, NodeRun, Run
+from workflows.services.definitions import workflow_save
+from workflows.services.runs import run_start
+
+Q = graphs.Q
+
+
+def facts(run: Run) -> dict[str, Any]:
+    """What a start wrote, but for ids and clock readings (their presence only)."""
+    run.refresh_from_db()
+    nodes = {(nr.node_id, nr.iteration): (nr.node_type, nr.status, nr.input, nr.output, nr.error, nr.consumed,
+                                          nr.taken, nr.attempts, nr.output_artifact_id, nr.attempt_log, nr.reused,
+                                          nr.wait_reason, nr.usage, nr.started_at is None, nr.finished_at is None,
+                                          nr.dispatched_at is None, nr.queued_at is None)
+             for nr in NodeRun.objects.filter(run=run)}
+    events = [(e.seq, e.type, e.node_id, e.data, e.request_id) for e in Event.objects.filter(run=run).order_by("seq")]
+    return {"run": (run.status, run.error, run.event_seq, run.inputs, run.usage, run.tag, run.base_artifact_id,
+                    run.current_artifact_id, run.started_at is None, run.finished_at is None),
+            "nodes": nodes, "events": events}
+
+
+def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any]) -> Run:
+    """The reference: the run saved, then the decision's ``start`` applies the plan."""
+    run = Run(owner=owner, base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs)
+    with transaction.atomic():
+        run.save(force_insert=True)
+        coordinator.start(run)
+    return run
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(definition=graphs.dags() | graphs.dags(failures=False).map(graphs.in_decision) | graphs.loop_chains(),
+       inputs=st.sampled_from([{}, {"n": 1}]))
+def test_a_start_writes_what_the_decisions_path_writes(user: Any, definition: dict[str, Any],
+                                                       inputs: dict[str, Any]) -> None:
+    started = run_start(owner=user, definition=definition, inputs=inputs)
+    reference = decision_path(user, started.base_artifact_id, inputs)
+
+    assert facts(started) == facts(reference)
+
+
+def test_a_usual_start_is_one_statement(user: Any) -> None:
+    saved = workflow_save(owner=user, tag="two", definition={
+        "nodes": [{"id": "a", "type": "transform", "config": {"expression": "1", **Q}},
+                  {"id": "b", "type": "transform", "config": {"expression": "2", **Q}},
+                  {"id": "c", "type": "transform", "config": {"expression": "3", **Q}}],
+        "edges": [{"from": "a", "to": "c"}, {"from": "b", "to": "c"}]})
+    artifact_id = saved.workflow.current_version.artifact_id
+    run_start(owner=user, artifact_id=artifact_id)  # the version validated and compiled in this process
+
+    with CaptureQueriesContext(connection) as statements:
+        run = run_start(owner=user, artifact_id=artifact_id, inputs={"k": 1})
+
+    assert len(statements.captured_queries) == 1, [q["sql"][:60] for q in statements.captured_queries]
+    assert statements.captured_queries[0]["sql"].startswith('WITH i0 AS (INSERT INTO "workflows_run"')
+    created_at = run.created_at
+    stored = facts(run)
+    assert stored["run"][:4] == ("queued", None, 1, {"k": 1})  # event_seq: the one event it wrote
+    assert {key: row[1] for key, row in stored["nodes"].items()} == {("a", 0): "queued", ("b", 0): "queued"}
+    assert [event[:3] for event in stored["events"]] == [(1, "workflow_started", "")]
+    assert run.created_at == created_at  # the caller's instance holds what was stored
+
+
+def test_a_start_that_settles_the_run_takes_the_decisions_path(user: Any) -> None:
+    # the only entry is a conditional with no successor: the start completes the run at once
+    definition = {"nodes": [{"id": "only", "type": "conditional", "config": {}}], "edges": []}
+    run_start(owner=user, definition=definition)  # validated and compiled here
+    artifact_id = Run.objects.latest("created_at").base_artifact_id
+
+    with CaptureQueriesContext(connection) as statements:
+        run = run_start(owner=user, artifact_id=artifact_id)
+
+    sql = [q["sql"] for q in statements.captured_queries]
+    assert not any(s.startswith("WITH i0 AS (INSERT") for s in sql)
+    assert any(s.startswith('INSERT INTO "workflows_run"') for s in sql)
+    assert facts(run)["run"][0] == "completed"
+    assert facts(run) == facts(decision_path(user, artifact_id, {}))
+
+
+def test_a_start_and_its_idempotency_key_commit_together(user: Any) -> None:
+    """With a key, the key's claim shares the start's transaction: a claim that fails leaves no run."""
+    from workflows.services import idempotency
+
+    saved = workflow_save(owner=user, tag="one", definition={
+        "nodes": [{"id": "a", "type": "transform", "config": {"expression": "1", **Q}}], "edges": []})
+    artifact_id = saved.workflow.current_version.artifact_id
+    before = Run.objects.count()
+
+    def claim(run: Run) -> None:
+        raise idempotency.KeyTaken("start-1")
+
+    with pytest.raises(idempotency.KeyTaken):
+        run_start(owner=user, artifact_id=artifact_id, record=claim)
+
+    assert Run.objects.count() == before
