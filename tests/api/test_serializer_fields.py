@@ -36,3 +36,43 @@ def test_fields_built_once_answer_as_fields_built_per_instance(cls: Any, make_us
     assert shape(first) == shape(plain)
     assert all(first.fields[name] is not second.fields[name] for name in first.fields)  # each binds its own
     assert all(field.parent is first for field in first.fields.values())
+
+
+def test_a_serializer_kept_per_thread_answers_as_a_fresh_one(make_user: Any) -> None:
+    from workflows import selectors
+
+    owner = make_user()
+    runs = [stored_run(owner), stored_run(owner, {"nodes": [
+        {"id": "a", "type": "transform", "config": {"expression": "1"}},
+        {"id": "b", "type": "transform", "config": {"expression": "2"}}], "edges": [{"from": "a", "to": "b"}]})]
+    Run.objects.filter(pk=runs[0].pk).update(status=Run.Status.COMPLETED, inputs={"x": [1, 2]})
+    kept = s.RenderedPerThread(s.RunDetailsOut)
+
+    # one kept serializer renders each run as a fresh serializer does, nothing carried over
+    for run in [*runs, runs[0]]:
+        details = selectors.run_details(run=Run.objects.get(pk=run.pk))
+        assert kept.render(details) == s.RunDetailsOut(details).data
+
+    started = s.RenderedPerThread(s.RunStartedOut)
+    assert started.render(runs[1]) == s.RunStartedOut(runs[1]).data
+
+
+def test_each_thread_keeps_its_own_serializer() -> None:
+    import threading
+
+    kept = s.RenderedPerThread(s.RunStartedOut)
+    run = Run(tag="t", base_artifact_id="sha256:x", status=Run.Status.QUEUED)
+    seen = []
+
+    def render() -> None:
+        kept.render(run)
+        seen.append(kept._local.serializer)
+
+    threads = [threading.Thread(target=render) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    render()
+
+    assert len({id(serializer) for serializer in seen}) == 3

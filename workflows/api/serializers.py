@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -302,6 +303,25 @@ class FieldsBuiltOnce(serializers.ModelSerializer):
             built = super().get_fields()
             type(self)._fields_built = built  # a race builds the same fields twice, harmlessly
         return copy.deepcopy(built)
+
+
+class RenderedPerThread:
+    """An output serializer built once per thread and kept: ``render(obj)`` is its
+    ``to_representation``. Building a ``RunDetailsOut`` (its fields, its nested serializers' fields)
+    was 0.46 ms of a details answer's CPU and rendering 0.06 ms. Only for serializers built without
+    context, whose answer depends on the object alone; a serializer is bound to one thread because
+    its fields point back at it while they render. ``tests/api/test_serializer_fields.py`` compares
+    the output with a fresh serializer's ``data``."""
+
+    def __init__(self, serializer_class: type[serializers.Serializer]) -> None:
+        self.serializer_class = serializer_class
+        self._local = threading.local()
+
+    def render(self, instance: Any) -> dict[str, Any]:
+        serializer = getattr(self._local, "serializer", None)
+        if serializer is None:
+            serializer = self._local.serializer = self.serializer_class()
+        return serializer.to_representation(instance)
 
 
 class RunOut(FieldsBuiltOnce):

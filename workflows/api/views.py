@@ -238,9 +238,14 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         return Response(s.RunOut(qs, many=True).data)
 
 
+# the hottest answers' serializers, kept per thread (serializers.RenderedPerThread)
+_RUN_STARTED = s.RenderedPerThread(s.RunStartedOut)
+_RUN_DETAILS = s.RenderedPerThread(s.RunDetailsOut)
+
+
 def _run_started(run: Run) -> dict[str, Any]:
     """The start's answer as plain JSON (an idempotent repeat answers it again from storage)."""
-    return json.loads(json.dumps(s.RunStartedOut(run).data, cls=DjangoJSONEncoder))
+    return json.loads(json.dumps(_RUN_STARTED.render(run), cls=DjangoJSONEncoder))
 
 
 def _start_once(request: Request, begin: Any) -> Response:
@@ -310,7 +315,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
     @action(detail=True, methods=["get"], filter_backends=[])
     def details(self, request: Request, pk: str) -> Response:
-        return Response(s.RunDetailsOut(selectors.run_details(run=self._run(pk))).data)
+        return Response(_RUN_DETAILS.render(selectors.run_details(run=self._run(pk))))
 
     @extend_schema(parameters=[int_parameter("offset", 0), int_parameter("limit", 1)],
                    responses={200: s.NodeIterationsOut, **ERRORS})
