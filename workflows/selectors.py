@@ -201,14 +201,14 @@ _LATEST_REFUSALS = CompiledRead(lambda run_id: PatchRefusal.objects.filter(run_i
     "proposed_by").order_by("-created_at", "-id")[:50], run_id=PROBE_UUID)
 
 
-def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run) -> dict[int, dict[str, Any]]:
-    """Load input, output and attempt log of ``rows`` (sizes measured in the database first), each
-    only if it still fits in ``page``; a field that does not is a ``{"truncated": true, …}`` marker."""
+def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run,
+                sizes: dict[int, dict[str, int]] | None = None) -> dict[int, dict[str, Any]]:
+    """Load input, output and attempt log of ``rows`` (``sizes`` measured in the database first,
+    here unless read with the rows), each only if it still fits in ``page``; a field that does not
+    is a ``{"truncated": true, …}`` marker."""
     if not rows:
         return {}
-    if all(hasattr(nr, "input_bytes") for nr in rows):  # read with the rows (``_LATEST_PER_NODE``)
-        sizes = {nr.pk: {f: getattr(nr, f"{f}_bytes") for f in HEAVY_FIELDS} for nr in rows}
-    else:
+    if sizes is None:
         with connection.cursor() as cursor:
             cursor.execute(_HEAVY_SIZES, [[nr.pk for nr in rows]])
             sizes = {pk: dict(zip(HEAVY_FIELDS, rest, strict=True)) for pk, *rest in cursor.fetchall()}
@@ -280,7 +280,8 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     # what is always there is spent first: the definitions, the patches, the run's inputs (all
     # bounded by the request body cap when they were written)
     page.fits(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
-    heavy = _heavy_rows([latest[n] for n in ir.nodes if n in latest], page, run)
+    rows = [latest[n] for n in ir.nodes if n in latest]
+    heavy = _heavy_rows(rows, page, run, {nr.pk: {f: getattr(nr, f"{f}_bytes") for f in HEAVY_FIELDS} for nr in rows})
     nodes = []
     for node_id, node in ir.nodes.items():
         last = latest.get(node_id)

@@ -48,7 +48,7 @@ def append(run_id: Any, owner_id: int, items: Iterable[tuple[str, str, dict[str,
 
 def numbered(run_id: Any, first: int, items: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Event]:
     """``(type, node_id, data)`` items as events numbered from ``first`` (unsaved): ``append``'s,
-    or a new run's first events, which it numbers from 1 (``coordinator.start``)."""
+    or a new run's first events, numbered from 1 (``coordinator.start_new``)."""
     now = timezone.now()
     request_id = current_request_id()
     return [Event(run_id=run_id, seq=first + i, type=t, node_id=node_id or "", data=data, created_at=now,
