@@ -185,8 +185,11 @@ def test_a_long_node_is_seen_starting_while_it_runs(engine: Any, user: Any, remo
                             {"id": "slow", "type": "http", "config": {"url": f"{remote.base}/sleep/2"}}],
                   "edges": [{"from": "first", "to": "slow"}]}
 
+    run_ids: list[str] = []
+
     async def main() -> str:
         run_id = await sync_to_async(start)(user, definition, {})
+        run_ids.append(run_id)
         comm = communicator(f"/ws/runs/{run_id}/", token=user.auth_token.key)
         connected, _ = await comm.connect(timeout=TIMEOUT)
         assert connected
@@ -199,6 +202,8 @@ def test_a_long_node_is_seen_starting_while_it_runs(engine: Any, user: Any, remo
         return status
 
     assert run(main()) == "running"
+    # the session worker finishes the run before the next test's flush truncates its tables
+    assert wait_for_run(run_ids[0]).status == "completed"
 
 
 def stored_run_with_events(user: Any, count: int) -> tuple[str, list[dict[str, Any]]]:
@@ -240,3 +245,5 @@ def test_a_token_in_the_query_string_is_not_accepted(engine: Any, make_user: Any
         return await close_code(communicator(f"/ws/runs/{run_id}/?token={alice.auth_token.key}"))
 
     assert run(main()) == 4401
+    # the session worker finishes the run before the next test's flush truncates its tables
+    assert wait_for_run(run_id).status == "completed"
