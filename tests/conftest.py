@@ -12,6 +12,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import TransactionTestCase
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -32,6 +33,41 @@ RELAXED_LIMITS = {"AOB_RATE_GLOBAL_PER_MIN": 10**6, "AOB_RATE_USER_RUNS_PER_MIN"
                   "AOB_RATE_TIER_SIMPLE_PER_MIN": 10**6, "AOB_RATE_TIER_STANDARD_PER_MIN": 10**6,
                   "AOB_RATE_TIER_HEAVY_PER_MIN": 10**6, "AOB_RATE_ANON_PER_MIN": 10**6,
                   "AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN": 10**6, "AOB_RATE_LOGIN_PER_USERNAME_PER_MIN": 10**6}
+
+
+DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for a deadlock victim
+FLUSH_ATTEMPTS = 5
+DJANGO_FLUSH = TransactionTestCase._fixture_teardown
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if getattr(exc, "sqlstate", None) == DEADLOCK:
+            return True
+        exc = exc.__cause__
+    return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_outlives_a_deadlock() -> Iterator[None]:
+    """A transactional test ends by truncating every table, which PostgreSQL locks one table after
+    another. A session worker still finishing a run the test left behind can then deadlock with
+    it; when the flush is the victim its rows would stay and break the next test's setup. The
+    flush is tried again instead (the victim's locks are gone; the worker's transaction finishes
+    first). Tests still wait for the runs they start; this covers the ones a test cannot see."""
+    from django.core.management.base import CommandError
+
+    def flush_again_after_a_deadlock(self: TransactionTestCase) -> None:  # tests/test_flush.py
+        for attempt in range(1, FLUSH_ATTEMPTS + 1):
+            try:
+                return DJANGO_FLUSH(self)
+            except CommandError as exc:
+                if attempt == FLUSH_ATTEMPTS or not _is_deadlock(exc):
+                    raise
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TransactionTestCase, "_fixture_teardown", flush_again_after_a_deadlock)
+        yield
 
 
 @pytest.fixture(autouse=True)
