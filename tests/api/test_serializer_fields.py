@@ -11,7 +11,7 @@ from rest_framework import serializers
 from tests.conftest import stored_run
 from workflows.api import serializers as s
 from workflows.engine import events
-from workflows.models import Event, Run
+from workflows.models import Event, NodeRun, Run
 
 
 def rebuilt_per_instance(cls: type[serializers.ModelSerializer]) -> type[serializers.ModelSerializer]:
@@ -52,6 +52,17 @@ def test_a_serializer_kept_per_thread_answers_as_a_fresh_one(make_user: Any) -> 
     for run in [*runs, runs[0]]:
         details = selectors.run_details(run=Run.objects.get(pk=run.pk))
         assert kept.render(details) == s.RunDetailsOut(details).data
+
+    # a run that moved on between two answers: the second shows where it is now
+    before = kept.render(selectors.run_details(run=Run.objects.get(pk=runs[1].pk)))
+    NodeRun.objects.create(run=runs[1], node_id="b", node_type="transform", status=NodeRun.Status.COMPLETED,
+                           output={"x": 2}, consumed=True)
+    Run.objects.filter(pk=runs[1].pk).update(status=Run.Status.COMPLETED)
+    details = selectors.run_details(run=Run.objects.get(pk=runs[1].pk))
+    after = kept.render(details)
+    assert after == s.RunDetailsOut(details).data
+    assert (before["run"]["status"], before["run"]["output"]) == ("queued", None)
+    assert (after["run"]["status"], after["run"]["output"]) == ("completed", {"b": {"x": 2}})
 
     started = s.RenderedPerThread(s.RunStartedOut)
     assert started.render(runs[1]) == s.RunStartedOut(runs[1]).data

@@ -308,10 +308,11 @@ class FieldsBuiltOnce(serializers.ModelSerializer):
 class RenderedPerThread:
     """An output serializer built once per thread and kept: ``render(obj)`` is its
     ``to_representation``. Building a ``RunDetailsOut`` (its fields, its nested serializers' fields)
-    was 0.46 ms of a details answer's CPU and rendering 0.06 ms. Only for serializers built without
-    context, whose answer depends on the object alone; a serializer is bound to one thread because
-    its fields point back at it while they render. ``tests/api/test_serializer_fields.py`` compares
-    the output with a fresh serializer's ``data``."""
+    was 0.46 ms of a details answer's CPU and rendering 0.06 ms. Only for serializers the views
+    build without context: each answer gets an empty context of its own, as a fresh serializer
+    would (``RunResultOut`` caches a run's result there for one answer). A serializer is bound to
+    one thread because its fields point back at it while they render.
+    ``tests/api/test_serializer_fields.py`` compares the output with a fresh serializer's ``data``."""
 
     def __init__(self, serializer_class: type[serializers.Serializer]) -> None:
         self.serializer_class = serializer_class
@@ -321,6 +322,7 @@ class RenderedPerThread:
         serializer = getattr(self._local, "serializer", None)
         if serializer is None:
             serializer = self._local.serializer = self.serializer_class()
+        serializer._context = {}
         return serializer.to_representation(instance)
 
 
