@@ -173,11 +173,15 @@ class _Page:
         return True
 
 
+def _sizes(table: str = "") -> str:
+    """The heavy fields' sizes in the database, in ``HEAVY_FIELDS``' order: what ``_Page`` spends."""
+    return ", ".join(f"COALESCE(length({table}{f}::text), 0) AS {f}_bytes" for f in HEAVY_FIELDS)
+
+
 # The two statements of ``_heavy_rows`` as text, prepared after their fifth use per connection (an
 # ORM expression per field, built and compiled per request, cost more CPU than the rest of
 # ``details``). Columns in ``HEAVY_FIELDS``' order.
-_HEAVY_SIZES = ("SELECT id, COALESCE(length(input::text), 0), COALESCE(length(output::text), 0), "
-                "COALESCE(length(attempt_log::text), 0) FROM workflows_noderun WHERE id = ANY(%s)")
+_HEAVY_SIZES = f"SELECT id, {_sizes()} FROM workflows_noderun WHERE id = ANY(%s)"  # noqa: S608 - column names
 _HEAVY_VALUES = ("SELECT id, CASE WHEN id = ANY(%s) THEN input END, CASE WHEN id = ANY(%s) THEN output END, "
                  "CASE WHEN id = ANY(%s) THEN attempt_log END FROM workflows_noderun WHERE id = ANY(%s)")
 
@@ -187,7 +191,7 @@ _HEAVY_VALUES = ("SELECT id, CASE WHEN id = ANY(%s) THEN input END, CASE WHEN id
 # heavy fields' sizes (``_HEAVY_SIZES``' columns) come along, measured on the latest rows only.
 _LATEST_PER_NODE = (
     "SELECT latest.*, "  # noqa: S608 - the model's own column names, no input
-    + ", ".join(f"COALESCE(length(n.{f}::text), 0) AS {f}_bytes" for f in HEAVY_FIELDS)
+    + _sizes("n.")
     + " FROM (SELECT DISTINCT ON (node_id) "
     + ", ".join(f.column for f in NodeRun._meta.concrete_fields if f.name not in HEAVY_FIELDS)
     + ", COUNT(id) OVER (PARTITION BY node_id) AS iteration_count FROM workflows_noderun WHERE run_id = %s"

@@ -26,14 +26,15 @@ Q = graphs.Q
 
 
 def facts(run: Run) -> dict[str, Any]:
-    """What a start wrote, but for ids and clock readings (their presence only)."""
+    """What a start wrote, but for ids and clock readings (their presence only, a duration's too)."""
     run.refresh_from_db()
     nodes = {(nr.node_id, nr.iteration): (nr.node_type, nr.status, nr.input, nr.output, nr.error, nr.consumed,
                                           nr.taken, nr.attempts, nr.output_artifact_id, nr.attempt_log, nr.reused,
                                           nr.wait_reason, nr.usage, nr.started_at is None, nr.finished_at is None,
                                           nr.dispatched_at is None, nr.queued_at is None)
              for nr in NodeRun.objects.filter(run=run)}
-    events = [(e.seq, e.type, e.node_id, e.data, e.request_id) for e in Event.objects.filter(run=run).order_by("seq")]
+    events = [(e.seq, e.type, e.node_id, {k: v if k != "duration_ms" else v is None for k, v in e.data.items()},
+               e.request_id) for e in Event.objects.filter(run=run).order_by("seq")]
     return {"run": (run.status, run.error, run.event_seq, run.inputs, run.usage, run.tag, run.base_artifact_id,
                     run.current_artifact_id, run.started_at is None, run.finished_at is None),
             "nodes": nodes, "events": events}

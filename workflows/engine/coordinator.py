@@ -174,15 +174,16 @@ def _decide(node_run_id: int) -> None:
 
 def start_new(run: Run) -> list[NodeRun]:
     """Store a new run (``run`` not saved yet) and emit its entry nodes. When the plan only inserts
-    node runs and events (a usual start), the run, its node runs and its first events (numbered
-    from 1, the run's ``event_seq`` set to match) are one statement (``aob_project.inserts``),
-    atomic by itself; any other plan (an entry node that settles the run at once) takes the
-    decision's path in a transaction: the run saved, then ``start``."""
+    node runs and events (``Plan.inserts_only``, a usual start), the run, its node runs and its
+    first events (numbered from 1, the run's ``event_seq`` set to match) are one statement
+    (``aob_project.inserts``), atomic by itself and sending no model signals, as ``bulk_create``;
+    any other plan (an entry node that settles the run at once) takes the decision's path in a
+    transaction: the run saved, then ``start``, which plans again with the run's ``created_at``."""
     ir = load_ir(run)
     run.patch_pending, run.node_run_count = False, 0  # type: ignore[attr-defined]  # a new run: nothing to read
     state = read_state(run, ir, tokens=[])
     plan = planner.plan_start(ir, state, run.inputs, run.current_artifact_id)
-    if plan.updates or plan.run or plan.output_bytes or any(t.output_artifact_id for t in plan.inserts):
+    if not plan.inserts_only:
         with transaction.atomic(savepoint=False):
             run.save(force_insert=True)
             return start(run)

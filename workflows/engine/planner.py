@@ -116,6 +116,13 @@ class Plan:
     output_bytes: int = 0  # stored by the pure nodes this plan evaluated (added to the run's usage)
 
     @property
+    def inserts_only(self) -> bool:
+        """Nothing but new node runs (none with a stored output) and events: a new run's start
+        writes such a plan with the run in one statement (``coordinator.start_new``); every other
+        field is something ``coordinator.apply`` writes."""
+        return not (self.updates or self.run or self.output_bytes or any(t.output_artifact_id for t in self.inserts))
+
+    @property
     def run_finished(self) -> str | None:
         status = self.run.get("status")
         return status if status in RUN_FINISHED else None

@@ -58,7 +58,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
               current_artifact_id=artifact_id, inputs=inputs, request_id=request_id, replay_of=replay_of,
               replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None)
     # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
-    # when something else must commit with it.
+    # when something else must commit with it. Inside a caller's transaction there is no savepoint:
+    # a failed start fails the caller's transaction.
     with transaction.atomic() if not stored or reused or record is not None else nullcontext():
         if not stored:
             artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
