@@ -53,8 +53,11 @@ def test_a_serializer_kept_per_thread_answers_as_a_fresh_one(make_user: Any) -> 
         details = selectors.run_details(run=Run.objects.get(pk=run.pk))
         assert kept.render(details) == s.RunDetailsOut(details).data
 
-    # a run that moved on between two answers: the second shows where it is now
+    # a run that moved on between two answers: the second shows where it is now (details, and
+    # GET /runs/{id}'s RunResultOut)
+    result = s.RenderedPerThread(s.RunResultOut)
     before = kept.render(selectors.run_details(run=Run.objects.get(pk=runs[1].pk)))
+    assert result.render(Run.objects.get(pk=runs[1].pk))["output"] is None
     NodeRun.objects.create(run=runs[1], node_id="b", node_type="transform", status=NodeRun.Status.COMPLETED,
                            output={"x": 2}, consumed=True)
     Run.objects.filter(pk=runs[1].pk).update(status=Run.Status.COMPLETED)
@@ -63,6 +66,9 @@ def test_a_serializer_kept_per_thread_answers_as_a_fresh_one(make_user: Any) -> 
     assert after == s.RunDetailsOut(details).data
     assert (before["run"]["status"], before["run"]["output"]) == ("queued", None)
     assert (after["run"]["status"], after["run"]["output"]) == ("completed", {"b": {"x": 2}})
+    completed = Run.objects.get(pk=runs[1].pk)
+    assert result.render(completed) == s.RunResultOut(completed).data
+    assert result.render(completed)["output"] == {"b": {"x": 2}}
 
     started = s.RenderedPerThread(s.RunStartedOut)
     assert started.render(runs[1]) == s.RunStartedOut(runs[1]).data

@@ -241,6 +241,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
 # the hottest answers' serializers, kept per thread (serializers.RenderedPerThread)
 _RUN_STARTED = s.RenderedPerThread(s.RunStartedOut)
 _RUN_DETAILS = s.RenderedPerThread(s.RunDetailsOut)
+_RUN_RESULT = s.RenderedPerThread(s.RunResultOut)  # GET /runs/{id}, what clients poll
 
 
 def _run_started(run: Run) -> dict[str, Any]:
@@ -304,7 +305,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(responses={200: s.RunResultOut, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(s.RunResultOut(self._run(pk)).data)
+        return Response(_RUN_RESULT.render(self._run(pk)))
 
     @extend_schema(responses={200: s.TimelineOut, **ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
