@@ -179,10 +179,7 @@ def start_new(run: Run) -> list[NodeRun]:
     (``aob_project.inserts``), atomic by itself and sending no model signals, as ``bulk_create``;
     any other plan (an entry node that settles the run at once) takes the decision's path in a
     transaction: the run saved, then ``start``, which plans again with the run's ``created_at``."""
-    ir = load_ir(run)
-    run.patch_pending, run.node_run_count = False, 0  # type: ignore[attr-defined]  # a new run: nothing to read
-    state = read_state(run, ir, tokens=[])
-    plan = planner.plan_start(ir, state, run.inputs, run.current_artifact_id)
+    ir, state, plan = _plan_start(run, [])
     if not plan.inserts_only:
         with transaction.atomic(savepoint=False):
             run.save(force_insert=True)
@@ -199,11 +196,17 @@ def start_new(run: Run) -> list[NodeRun]:
 def start(run: Run, node_runs: list[NodeRun] | None = None) -> list[NodeRun]:
     """Emit a stored new run's entry nodes, in the caller's transaction; ``node_runs`` are those a
     replay reused."""
+    ir, state, plan = _plan_start(run, node_runs or [])
+    return apply(run, ir, plan, state.now)
+
+
+def _plan_start(run: Run, node_runs: list[NodeRun]) -> tuple[IR, State, Plan]:
+    """A new run's state (nothing to read: no patch, only a replay's reused node runs) and its plan."""
     ir = load_ir(run)
-    run.patch_pending, run.node_run_count = False, len(node_runs or [])  # type: ignore[attr-defined]  # a new run: nothing else to read
-    state = read_state(run, ir, tokens=[token(nr) for nr in node_runs or []])
+    run.patch_pending, run.node_run_count = False, len(node_runs)  # type: ignore[attr-defined]
+    state = read_state(run, ir, tokens=[token(nr) for nr in node_runs])
     # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`
-    return apply(run, ir, planner.plan_start(ir, state, run.inputs, run.current_artifact_id), state.now)
+    return ir, state, planner.plan_start(ir, state, run.inputs, run.current_artifact_id)
 
 
 def refresh(run: Run) -> None:
