@@ -17,6 +17,7 @@ import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import Client
 
 from aob_project import http_handler
 from tests.engine.flow import wait_until
@@ -61,24 +62,33 @@ def live_web(transactional_db: Any, stack_env: dict[str, str]) -> Iterator[Any]:
         proc.stop()
 
 
-def concurrently(base: str, token: str, count: int) -> list[httpx.Response]:
+def concurrently(base: str, token: str, count: int, path: str = "/api/v1/workflows") -> list[httpx.Response]:
     """``count`` requests at once, so several of the web's threads answer (one after another, an
-    idle thread would answer them all)."""
+    idle thread would answer them all). ``token``: the API's, or for a page a session's key."""
     def get(_: int) -> httpx.Response:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Token {token}"}, timeout=30) as client:
-            return client.get("/api/v1/workflows")
+        auth = ({"cookies": {settings.SESSION_COOKIE_NAME: token}} if not path.startswith("/api/") else
+                {"headers": {"Authorization": f"Token {token}"}})
+        with httpx.Client(base_url=base, timeout=30, **auth) as client:
+            return client.get(path)
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return list(pool.map(get, range(count)))
 
 
-def answers_after_drop(base: str, name: str, token: str) -> list[httpx.Response]:
+def answers_after_drop(base: str, name: str, token: str, path: str = "/api/v1/workflows") -> list[httpx.Response]:
     threads = settings.AOB_WEB_THREADS
-    assert all(a.status_code == 200 for a in concurrently(base, token, threads))
+    assert all(a.status_code == 200 for a in concurrently(base, token, threads, path))
     kept = len(web_backends(name))
     assert kept >= 2, f"only {kept} of the web's threads kept a connection"
     assert drop_backends(name) == kept
-    return concurrently(base, token, threads) + concurrently(base, token, threads)
+    return concurrently(base, token, threads, path) + concurrently(base, token, threads, path)
+
+
+def session_of(user: Any) -> str:
+    """A logged-in session's key, stored where the web reads sessions."""
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 def test_requests_after_postgres_drops_the_webs_connections_succeed(live_web: Any, user: Any) -> None:
@@ -96,6 +106,19 @@ def test_control_without_the_check_a_request_lands_on_a_dead_connection(live_web
     for answer in failed:  # a clear, retryable JSON error, not a 500
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"] == "service_unavailable"
+        assert answer.json()["details"]["rule"] == "database_unavailable"
+        assert answer.headers["Retry-After"] == "1"
+
+
+def test_control_a_page_on_a_dead_connection_is_the_same_503(live_web: Any, user: Any) -> None:
+    """The pages (the web UI here) answer a database error as the API does
+    (workflows.middleware.DatabaseErrorMiddleware); without it they answered a 500."""
+    base, name = live_web(checks=False)
+    answers = answers_after_drop(base, name, session_of(user), path="/runs/")
+    failed = [a for a in answers if a.status_code != 200]
+    assert failed, "every page succeeded without the check: the test no longer drops a kept connection"
+    for answer in failed:
+        assert answer.status_code == 503, answer.text
         assert answer.json()["details"]["rule"] == "database_unavailable"
         assert answer.headers["Retry-After"] == "1"
 

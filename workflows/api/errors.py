@@ -51,13 +51,15 @@ def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict
     return {"error": code, "message": message, "details": details or {}}
 
 
+def aob_error_headers(exc: AobError) -> dict[str, str]:
+    retry_after = exc.extra.get("retry_after_seconds")
+    return {} if retry_after is None else {"Retry-After": str(int(retry_after))}
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     headers: dict[str, str] = {}
     if isinstance(exc, AobError):
-        retry_after = exc.extra.get("retry_after_seconds")
-        if retry_after is not None:
-            headers["Retry-After"] = str(int(retry_after))
-        return Response(body(exc.code, exc.message, exc.extra), status=exc.status, headers=headers)
+        return Response(body(exc.code, exc.message, exc.extra), status=exc.status, headers=aob_error_headers(exc))
     if isinstance(exc, RequestDataTooBig):  # raised by request.body, which DRF reads before our parser
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(body("body_too_large", f"request body is larger than the limit of {limit} bytes",
@@ -103,7 +105,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(body(code, str(exc.detail)), status=exc.status_code)
     if isinstance(exc, OperationalError | InterfaceError):
         logger.warning("api.database_error", exc_info=exc)
-        return exception_handler(_database_error(exc), context)
+        return exception_handler(database_error(exc), context)
     return None
 
 
@@ -112,8 +114,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
 
 
-def _database_error(exc: Exception) -> ServiceUnavailable:
-    """A database error the request could not get past, as the API's 503. Whether the request's
+def database_error(exc: Exception) -> ServiceUnavailable:
+    """A database error the request could not get past, as a 503 (the API's, and the pages'
+    through ``workflows.middleware.DatabaseErrorMiddleware``). Whether the request's
     writes were kept is unknown if the connection went during a commit: a POST sent again with its
     ``Idempotency-Key`` is applied once. The broken connection is replaced after this request."""
     sqlstate = getattr(exc.__cause__, "sqlstate", None)
