@@ -371,3 +371,48 @@ def blocked_on_a_lock(other: psycopg.Connection) -> bool:
         row = observer.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
                                [other.info.backend_pid]).fetchone()
     return bool(row and row[0])
+
+
+# --- the run's output cap: a plain step agrees with the full decision ---------------------------------
+
+SMALL = {"expression": "'s'", "dispatch": "queue"}
+BIG = {"template": "x" * 2000, "dispatch": "queue"}  # alone past the 500-byte cap below
+
+
+def capped(shape: str) -> dict[str, Any]:
+    """``r`` fans out to ``a`` and a big ``b``; after ``a``: a chain into ``a2``, the end of a
+    branch, or a join ``j`` with ``c`` (consumed before)."""
+    nodes = {"r": SMALL, "a": SMALL, "b": BIG}
+    edges = [("r", "a"), ("r", "b")]
+    if shape == "chain":
+        nodes["a2"] = SMALL
+        edges.append(("a", "a2"))
+    elif shape == "join":
+        nodes.update(c=SMALL, j=SMALL)
+        edges += [("r", "c"), ("a", "j"), ("c", "j")]
+    return {"nodes": [{"id": i, "type": "transform", "config": c} for i, c in nodes.items()],
+            "edges": [{"from": a, "to": b} for a, b in edges]}
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "full"])
+@pytest.mark.parametrize("shape", ["chain", "end", "join"])
+def test_a_step_after_a_sibling_passed_the_output_cap_fails_the_run(user, settings, shape, plain):
+    """``a`` completes under the cap, then ``b`` passes it, then ``a``'s message arrives: the full
+    decision reads the run's usage and fails the run; a plain step, planned before ``b``, must not
+    queue ``a``'s successor (or end the run) on the stale count its completion carried."""
+    settings.AOB_MAX_RUN_OUTPUT_BYTES = 500
+    settings.AOB_PLAIN_STEPS = plain
+    run = run_start(owner=user, definition=capped(shape))
+    step(run, "r")
+    if shape == "join":
+        step(run, "c")
+    before = decisions()
+    small, big = execute(run, "a"), execute(run, "b")
+    assert small["output_bytes"] <= 500 < big["output_bytes"]
+
+    tasks.coordinate(small, small["node_run_id"])
+
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error["limit"] == "output_bytes", run.error
+    assert set(node_runs(run)) == {n["id"] for n in capped(shape)["nodes"]} - {"a2", "j"}
+    assert taken_since(before)["full"] == 1  # the statement wrote nothing; the full decision failed the run

@@ -32,16 +32,19 @@ from . import events, hooks, planner, transitions
 from .completion import Completion
 from .dispatch import Dispatch, publish_after_commit
 
+# The run a plain step was planned for: running, on the graph and patch its completion names, and
+# its outputs within their cap (``planner.over_output_limit``'s rule, negated: past the cap the full
+# decision fails the run, so no step may queue more after a sibling's output passed it).
+RUN_AS_PLANNED = """status = 'running' AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s
+       AND COALESCE((usage->>'output_bytes')::bigint, 0) <= %(max_output_bytes)s"""
+
 # The plain step into nodes with one parent, in one statement: lock the run only if it is still
 # running on the graph the decision was made from, consume the node run only if it is still
 # unconsumed, and queue its successors only if it was consumed here. No row means one of those
 # no longer holds.
 CHAIN_STEP = """
 WITH locked AS (
-    SELECT id FROM workflows_run
-     WHERE id = %(run_id)s AND status = 'running' AND current_artifact_id = %(artifact_id)s
-       AND patch_seq = %(patch_seq)s
-       FOR UPDATE
+    SELECT id FROM workflows_run WHERE id = %(run_id)s AND {run_as_planned} FOR UPDATE
 ), consumed AS (
     UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
      WHERE id = %(id)s AND run_id IN (SELECT id FROM locked) AND node_id = %(node_id)s AND iteration = %(iteration)s
@@ -92,8 +95,7 @@ WITH successor AS (
     UPDATE workflows_noderun SET consumed = true, taken = %(taken)s::jsonb
      WHERE id = %(id)s AND run_id = %(run_id)s AND node_id = %(node_id)s AND iteration = %(iteration)s
        AND status = 'completed' AND NOT consumed
-       AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
-                   AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
+       AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND {run_as_planned})
        AND NOT EXISTS (SELECT 1 FROM workflows_noderun s WHERE s.run_id = %(run_id)s
                         AND s.node_id = ANY(%(successor_ids)s))
        -- else only people are left to act (a join waits on a gate): the full decision settles the run
@@ -142,8 +144,7 @@ WITH others AS (
       FROM others
      WHERE id = %(id)s AND run_id = %(run_id)s AND node_id = %(node_id)s AND iteration = %(iteration)s
        AND status = 'completed' AND NOT consumed
-       AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND status = 'running'
-                   AND current_artifact_id = %(artifact_id)s AND patch_seq = %(patch_seq)s)
+       AND EXISTS (SELECT 1 FROM workflows_run WHERE id = %(run_id)s AND {run_as_planned})
        AND (others.busy > 0 OR (others.open = 0 AND NOT EXISTS (
             SELECT 1 FROM workflows_runpatch WHERE run_id = %(run_id)s AND status = 'pending_approval')))
  RETURNING run_id, others.open, others.at
@@ -176,7 +177,8 @@ def step_plain(completion: Completion, ir: IR) -> bool:
     before it (absorbed by a sibling's join step, or a duplicate): nothing is left to do."""
     if completion.status != NodeRun.Status.COMPLETED or completion.run_status != Run.Status.RUNNING:
         return False
-    if planner.over_output_limit(completion.output_bytes, planner.Limits.from_settings()):
+    limits = planner.Limits.from_settings()
+    if planner.over_output_limit(completion.output_bytes, limits):
         return False  # the full decision fails the run
     step = planner.plain_step(ir, completion.node_id)
     if step is None:
@@ -184,7 +186,7 @@ def step_plain(completion: Completion, ir: IR) -> bool:
     params: dict[str, Any] = {"run_id": completion.run_id, "artifact_id": completion.artifact_id,
                               "patch_seq": completion.patch_seq, "id": completion.node_run_id,
                               "node_id": completion.node_id, "iteration": completion.iteration, "now": timezone.now(),
-                              **_encoded(step)}
+                              "max_output_bytes": limits.max_output_bytes, **_encoded(step)}
     if step.ends:
         return _end_step(params)
     if any(s.others for s in step.successors):
@@ -227,6 +229,9 @@ def _end_step(params: dict[str, Any]) -> bool:
         hooks.run_finished(params["run_id"], Run.Status.COMPLETED)
     return True
 
+
+CHAIN_STEP, JOIN_STEP, END_STEP = (sql.replace("{run_as_planned}", RUN_AS_PLANNED)
+                                   for sql in (CHAIN_STEP, JOIN_STEP, END_STEP))
 
 # The moves these statements make in SQL, as the transition table allows them.
 transitions.check_run_move(Run.Status.RUNNING, Run.Status.COMPLETED)
