@@ -281,11 +281,14 @@ AOB_DECISION_TIME_LIMIT_S = env_float("AOB_DECISION_TIME_LIMIT_S", 60.0)
 # The plain step (workflows/engine/steps.py): a plan made in advance, applied in one statement once
 # SQL has checked its premises. Off, every decision is the full one (same outcome, more queries).
 AOB_PLAIN_STEPS = env_bool("AOB_PLAIN_STEPS", True)
-# Pure nodes (``transform``) evaluated inside the decision that reaches them, no worker hop; at most
-# this many, for this long, per decision: the rest go through the queue (workflows/engine/pure.py).
+# Pure nodes (``transform``) evaluated inside the decision that reaches them, no worker hop.
 AOB_PURE_NODES = env_bool("AOB_PURE_NODES", True)
-AOB_PURE_MAX_NODES = env_int("AOB_PURE_MAX_NODES", 50)
-AOB_PURE_MAX_MS = env_int("AOB_PURE_MAX_MS", 50)
+# What one decision evaluates in place (pure, conditional and loop nodes; edge and loop conditions):
+# at most this many nodes, for this long. Past it, pure nodes go through the queue and the rest of
+# the decision continues in a decision of its own (workflows/engine/pure.py). ``AOB_PURE_MAX_*``
+# are these settings' earlier names.
+AOB_DECISION_MAX_NODES = env_int("AOB_DECISION_MAX_NODES", env_int("AOB_PURE_MAX_NODES", 50))
+AOB_DECISION_MAX_MS = env_int("AOB_DECISION_MAX_MS", env_int("AOB_PURE_MAX_MS", 50))
 # Per run: node runs (loops multiply them) and bytes of stored outputs; past either the run fails.
 AOB_MAX_NODE_RUNS_PER_RUN = env_int("AOB_MAX_NODE_RUNS_PER_RUN", 10000)
 AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024)

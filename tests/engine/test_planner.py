@@ -62,10 +62,14 @@ class Sim:
     def apply(self, plan: Plan) -> None:
         ended_before = self.ended
         keys = {(t.node_id, t.iteration) for t in self.tokens.values()}
+        continued = {id(t) for t in plan.continued}
         for token in plan.inserts:
             key = (token.node_id, token.iteration)
             assert key not in keys, f"{key} planned twice"  # the unique (run, node, iteration)
             keys.add(key)
+            if id(token) in continued:  # the budget was spent: a coordinator message of its own
+                assert not token.consumed and token.status in NodeRun.FINISHED
+                self.messages.append(len(self.tokens) + 1)
             token = dataclasses.replace(token, pk=len(self.tokens) + 1)
             self.tokens[token.pk] = token
             if ended_before:

@@ -187,7 +187,7 @@ class PureSim(Sim):
 
     def coordinate(self, pk: int) -> None:
         evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs={}, max_nodes=3, max_ms=10_000)
-        self.apply(planner.plan(self.ir, self.state(), pk, evaluator))
+        self.apply(planner.plan(self.ir, self.state(), pk, evaluator, evaluator.budget))
 
 
 def finals_and_taken(sim: Sim) -> dict[tuple[str, int], tuple[str, Any]]:

@@ -21,8 +21,11 @@ all in this module, with the operator's ceilings from settings:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,12 +267,28 @@ def _check_concatenation(compiled: Compiled, context: dict[str, Any]) -> None:
                               "max_concat_bytes")
 
 
+# A tighter deadline for every evaluation in this context (``capped``): a decision evaluating a pure
+# node gives it what is left of its budget, however the node's own function calls ``evaluate``.
+_CAP_MS: ContextVar[float | None] = ContextVar("aob_cel_cap_ms", default=None)
+
+
+@contextlib.contextmanager
+def capped(ms: float) -> Iterator[None]:
+    """Evaluations inside stop after ``ms`` at most (an ``ExpressionError`` with rule ``timeout``)."""
+    token = _CAP_MS.set(ms)
+    try:
+        yield
+    finally:
+        _CAP_MS.reset(token)
+
+
 def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = None) -> Any:
-    """Evaluate under the deadline (``AOB_CEL_TIMEOUT_MS``, or less when asked). Any failure,
-    the budget included, is an ``ExpressionError`` with a message a person can act on."""
+    """Evaluate under the deadline (``AOB_CEL_TIMEOUT_MS``, or less when asked or ``capped``). Any
+    failure, the budget included, is an ``ExpressionError`` with a message a person can act on."""
     compiled = compile_expression(source)
     _check_concatenation(compiled, context)
-    ceiling = settings.AOB_CEL_TIMEOUT_MS
+    cap = _CAP_MS.get()
+    ceiling = settings.AOB_CEL_TIMEOUT_MS if cap is None else min(settings.AOB_CEL_TIMEOUT_MS, cap)
     budget = _Budget(min(ceiling, timeout_ms or ceiling) / 1000)
     try:
         if not compiled.shape.macros:  # nothing loops: no tick to call (the common, cheapest case)

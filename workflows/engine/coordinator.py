@@ -24,7 +24,7 @@ from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
 
 from . import events, hooks, planner, pure, steps, transitions
 from .completion import Completion
-from .dispatch import Dispatch, publish_after_commit
+from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 from .planner import Plan, State, Token
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
             hooks.run_finished(run.pk, plan.run_finished)
     events.append(run.pk, run.owner_id, plan.events)
     _publish_after_commit(run, ir, new)
+    if plan.continued:  # the budget was spent: each goes on in a decision of its own
+        continued = {id(t) for t in plan.continued}
+        coordinate_after_commit(nr.pk for nr, t in zip(new, plan.inserts, strict=True) if id(t) in continued)
     return new
 
 
@@ -169,7 +172,8 @@ def _decide(node_run_id: int) -> None:
         mine = next((t for t in state.tokens if t.pk == node_run_id), None)
         if mine is None or mine.consumed:
             return  # a duplicate message
-        apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run)), state.now)
+        budget = pure.Budget()
+        apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run, budget), budget), state.now)
 
 
 def start_new(run: Run) -> list[NodeRun]:
@@ -205,12 +209,14 @@ def _plan_start(run: Run, node_runs: list[NodeRun]) -> tuple[IR, State, Plan]:
     ir = load_ir(run)
     run.patch_pending, run.node_run_count = False, len(node_runs)  # type: ignore[attr-defined]
     state = read_state(run, ir, tokens=[token(nr) for nr in node_runs])
-    # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`
-    return ir, state, planner.plan_start(ir, state, run.inputs, run.current_artifact_id)
+    # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`;
+    # the budget bounds the inline nodes it evaluates, the rest goes on in the coordinator
+    return ir, state, planner.plan_start(ir, state, run.inputs, run.current_artifact_id, budget=pure.Budget())
 
 
 def refresh(run: Run) -> None:
     """Re-decide a locked run after a patch changed its definition (``planner.plan_refresh``)."""
     ir = load_ir(run)
     state = read_state(run, ir)
-    apply(run, ir, planner.plan_refresh(ir, state), state.now)  # in the patch's request: pure nodes queue
+    # in the patch's request: pure nodes queue, and past the budget the rest goes on in the coordinator
+    apply(run, ir, planner.plan_refresh(ir, state, budget=pure.Budget()), state.now)

@@ -12,7 +12,8 @@ propagates (dead-path elimination). ``conditional`` and ``loop`` nodes are evalu
 no worker hop; so are pure nodes (``transform``) when the coordinator hands the planner an
 evaluator (``pure.Evaluator``: the type's one function, within the decision's budget), each
 recorded as a node run of its own; a type with no executor is skipped with a warning and its
-edges carry on.
+edges carry on. A decision's ``Budget`` bounds what it evaluates in place: once it is spent, a
+node finished here is left unconsumed for a decision of its own (``Plan.continued``).
 
 Iterations. ``(node, iteration)`` names one node run. A loop going round again starts its body at
 a fresh iteration (one past the highest its body has used), so an inner loop's passes never
@@ -23,6 +24,7 @@ that is inside no other loop).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +36,7 @@ from workflows.definition.ir import IR
 from workflows.definition.references import referenced_nodes
 from workflows.models import Event, NodeRun, Run
 
-from .pure import Outcome, in_decision
+from .pure import Budget, Outcome, in_decision
 
 # Evaluates a pure node over the outputs it references, or None: it goes through the queue.
 Evaluate = Callable[[Any, int, dict[str, Any]], Outcome | None]
@@ -114,13 +116,17 @@ class Plan:
     run: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     output_bytes: int = 0  # stored by the pure nodes this plan evaluated (added to the run's usage)
+    # node runs this plan finished in place but left unconsumed, its budget spent: each is routed
+    # by a decision of its own (a coordinator message after commit; the sweeper if it is lost)
+    continued: list[Token] = field(default_factory=list)
 
     @property
     def inserts_only(self) -> bool:
         """Nothing but new node runs (none with a stored output) and events: a new run's start
         writes such a plan with the run in one statement (``coordinator.start_new``); every other
         field is something ``coordinator.apply`` writes."""
-        return not (self.updates or self.run or self.output_bytes or any(t.output_artifact_id for t in self.inserts))
+        return not (self.updates or self.run or self.output_bytes or self.continued
+                    or any(t.output_artifact_id for t in self.inserts))
 
     @property
     def run_finished(self) -> str | None:
@@ -175,10 +181,11 @@ def nested(ir: IR, loop_id: str) -> bool:
 
 
 class _Planner:
-    def __init__(self, ir: IR, state: State, evaluate: Evaluate | None = None) -> None:
+    def __init__(self, ir: IR, state: State, evaluate: Evaluate | None = None, budget: Budget | None = None) -> None:
         self.ir = ir
         self.state = state
         self.evaluate = evaluate
+        self.budget = budget  # None: no bound (the plain step's hypothetical plans, tests)
         self.now = state.now
         self.run_status = state.run_status
         self.by_key: dict[tuple[str, int], Token] = {}
@@ -250,7 +257,8 @@ class _Planner:
         """A condition that fails to evaluate (a missing key, an index past the end, its budget
         spent) counts as false, and a ``condition_error`` event says which and why."""
         try:
-            return evaluate_condition(condition, context)
+            with self.budget.timing() if self.budget is not None else contextlib.nullcontext():
+                return evaluate_condition(condition, context)
         except ExpressionError as exc:
             self.event(Event.Type.CONDITION_ERROR, node_id, **where, condition=condition, rule=exc.rule,
                        error=str(exc), warning=f"condition {condition!r} failed to evaluate ({exc}); counted as false")
@@ -267,6 +275,9 @@ class _Planner:
     # --- consuming and emitting -------------------------------------------------------------------
 
     def consume(self, token: Token) -> None:
+        if token.pk is None and self.budget is not None and self.budget.spent:
+            self.plan.continued.append(token)  # finished here; routed by a decision of its own
+            return
         self._touch(token, consumed=True)
         if self.run_status in RUN_FINISHED:
             self._touch(token, taken=token.taken)
@@ -340,6 +351,8 @@ class _Planner:
             return
         node = self.ir.nodes[node_id]
         if inline(node.type):
+            if self.budget is not None:
+                self.budget.nodes += 1
             upstream = self._predecessor_output(node_id)
             output: Any = upstream  # a conditional passes its input on; its edges' rules route it
             if node_id in self.ir.loops:
@@ -480,12 +493,13 @@ def _order(tokens: Iterable[Token]) -> list[Token]:
     return sorted(tokens, key=lambda t: (t.finished_at is None, t.finished_at or datetime.min.replace(tzinfo=UTC), t.pk or 0))
 
 
-def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None) -> Plan:
+def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None, budget: Budget | None = None) -> Plan:
     """Consume the finished node run ``finished`` (a pk in ``state``) and every other finished,
     unconsumed one (at a join the other parents' messages then find nothing left to do), emit
     what follows, and settle the run's status. A node run not finished yet (a retry is queued, a
-    person decides) only settles the run's status when it waits."""
-    planner = _Planner(ir, state, evaluate)
+    person decides) only settles the run's status when it waits. ``budget`` bounds what it
+    evaluates in place (``pure.Budget``)."""
+    planner = _Planner(ir, state, evaluate, budget)
     token = next((t for t in planner.by_key.values() if t.pk == finished), None)
     if token is None or token.consumed:
         return planner.plan  # a duplicate message
@@ -502,9 +516,9 @@ def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None) 
 
 
 def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str,
-               evaluate: Evaluate | None = None) -> Plan:
+               evaluate: Evaluate | None = None, budget: Budget | None = None) -> Plan:
     """A new run: consume the node runs a replay reused (in graph order), emit the entry nodes."""
-    planner = _Planner(ir, state, evaluate)
+    planner = _Planner(ir, state, evaluate, budget)
     planner.event(Event.Type.WORKFLOW_STARTED, "", inputs=inputs, artifact_id=artifact_id)
     order = {node_id: i for i, node_id in enumerate(ir.topological())}
     for token in sorted((t for t in planner.by_key.values() if t.reused), key=lambda t: order[t.node_id]):
@@ -515,11 +529,11 @@ def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str,
     return planner.plan
 
 
-def plan_refresh(ir: IR, state: State, evaluate: Evaluate | None = None) -> Plan:
+def plan_refresh(ir: IR, state: State, evaluate: Evaluate | None = None, budget: Budget | None = None) -> Plan:
     """Re-decide after a patch changed the run's graph. Node runs of nodes the patch removed are
     cancelled if they had not started; a finished node that gained edges routes them now; and
     nodes whose predecessors all finished before the patch added them are considered."""
-    planner = _Planner(ir, state, evaluate)
+    planner = _Planner(ir, state, evaluate, budget)
     for token in list(planner.by_key.values()):
         if token.node_id not in ir.nodes and token.status == NodeRun.Status.QUEUED:
             planner._touch(token, status=NodeRun.Status.CANCELLED, consumed=True, taken=[], finished_at=planner.now)

@@ -4,15 +4,24 @@ node run with the events, input, output and timings a worker would have written.
 
 The planner stays pure: it asks an ``Evaluator`` (built here by the coordinator, per decision)
 for a node's ``Outcome`` over the outputs its state holds; the evaluator runs the type's one
-function (the registry's ``run``, the same a worker calls) and keeps the decision's budget
-(``AOB_PURE_MAX_NODES``, ``AOB_PURE_MAX_MS``). Past it, or when the outcome is an error worth a
-retry, it answers None and the node goes through the queue like any other.
+function (the registry's ``run``, the same a worker calls), capped at what is left of the
+decision's ``Budget`` and at the node's own ``timeout_ms``. Past the budget, when the cap stopped
+it, or when the outcome is an error worth a retry, it answers None and the node goes through the
+queue like any other, where a worker applies the node's timeout and retries.
+
+The ``Budget`` bounds everything one decision evaluates in place, pure nodes and the planner's own
+(``conditional`` and ``loop`` nodes, edge and loop conditions): ``AOB_DECISION_MAX_NODES`` nodes and
+``AOB_DECISION_MAX_MS`` of evaluation. Once spent, the planner leaves a node it evaluated finished
+but unconsumed, for a decision of its own (``Plan.continued``), so a loop of inline nodes or a long
+run of expensive conditions cannot hold a coordinator, a web request or the run lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +32,7 @@ from django.utils import timezone
 
 from aob_project.metrics import NODE_DURATION
 from workflows import registry
+from workflows.definition.expressions import capped
 from workflows.definition.ir import Node
 from workflows.models import canonical_json, text_id
 from workflows.registry import NodeContext
@@ -70,21 +80,47 @@ def in_decision(node: Node) -> bool:
                 and (node.config or {}).get("dispatch") != "queue")
 
 
+class Budget:
+    """What one decision may evaluate in place: ``max_nodes`` nodes (pure, conditional, loop) and
+    ``max_ms`` of evaluation (pure nodes, edge and loop conditions). ``spent`` once either is used."""
+
+    def __init__(self, max_nodes: int | None = None, max_ms: float | None = None) -> None:
+        self.max_nodes = settings.AOB_DECISION_MAX_NODES if max_nodes is None else max_nodes
+        self.max_ms = settings.AOB_DECISION_MAX_MS if max_ms is None else max_ms
+        self.nodes = 0
+        self.seconds = 0.0  # spent evaluating in this decision
+
+    @property
+    def spent(self) -> bool:
+        return self.nodes >= self.max_nodes or self.seconds * 1000 >= self.max_ms
+
+    def left_ms(self) -> float:
+        return max(0.0, self.max_ms - self.seconds * 1000)
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds += time.monotonic() - started
+
+
 class Evaluator:
     """The coordinator's evaluator for one decision: pure nodes until the budget is spent."""
 
-    def __init__(self, *, run_id: str, owner_id: int, inputs: dict[str, Any],
-                 max_nodes: int | None = None, max_ms: int | None = None) -> None:
+    def __init__(self, *, run_id: str, owner_id: int, inputs: dict[str, Any], budget: Budget | None = None,
+                 max_nodes: int | None = None, max_ms: float | None = None) -> None:
         self.run_id, self.owner_id, self.inputs = run_id, owner_id, inputs
-        self.max_nodes = settings.AOB_PURE_MAX_NODES if max_nodes is None else max_nodes
-        self.max_ms = settings.AOB_PURE_MAX_MS if max_ms is None else max_ms
-        self.count = 0
-        self.spent = 0.0  # seconds spent evaluating in this decision
+        self.budget = budget if budget is not None else Budget(max_nodes, max_ms)
 
     def __call__(self, node: Node, iteration: int, outputs: dict[str, Any]) -> Outcome | None:
-        if self.count >= self.max_nodes or self.spent * 1000 >= self.max_ms:
+        budget = self.budget
+        if budget.spent:
             return None  # the rest goes through the queue: one run cannot hold a coordinator slot
-        self.count += 1
+        budget.nodes += 1
+        # at most what the budget has left, and never past the node's own timeout (a worker's limit)
+        cap_ms = min(budget.left_ms(), node.timeout_ms or budget.left_ms())
         started_at = timezone.now()
         started = time.monotonic()
         ctx = NodeContext(run_id=self.run_id, node_run_id=0, node_id=node.id, node_type=node.type,
@@ -92,9 +128,11 @@ class Evaluator:
                           inputs=self.inputs, outputs=outputs,
                           timeout_s=(node.timeout_ms / 1000) if node.timeout_ms else None, owner_id=self.owner_id,
                           definition={"retry": node.retry, "timeout_ms": node.timeout_ms})
-        ctx, output, error = evaluate(ctx)
+        with capped(cap_ms), budget.timing():
+            ctx, output, error = evaluate(ctx)
         elapsed = time.monotonic() - started
-        self.spent += elapsed
+        if elapsed * 1000 >= cap_ms:
+            return None  # stopped by (or ran into) the cap: a worker evaluates it under the node's own limits
         if error is not None and error.get("transient"):
             return None  # its retries with backoff are the queue's
         status = "failed" if error is not None else "completed"
@@ -113,8 +151,9 @@ class Evaluator:
         return Outcome(output=output, artifact_id=text_id(text), size=len(text.encode()), **common)
 
 
-def evaluator_for(run: Any) -> Evaluator | None:
-    """The evaluator for a decision about ``run``, or None when the setting turns the feature off."""
+def evaluator_for(run: Any, budget: Budget) -> Evaluator | None:
+    """The evaluator for a decision about ``run`` within ``budget``, or None when the setting turns
+    the feature off."""
     if not settings.AOB_PURE_NODES:
         return None
-    return Evaluator(run_id=str(run.pk), owner_id=run.owner_id, inputs=run.inputs or {})
+    return Evaluator(run_id=str(run.pk), owner_id=run.owner_id, inputs=run.inputs or {}, budget=budget)

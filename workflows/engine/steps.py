@@ -242,8 +242,9 @@ LOCK_RUN = "SELECT id FROM workflows_run WHERE id = %s FOR UPDATE"
 # not, so a message with nothing left to do (its node run absorbed by a sibling's join step, a
 # duplicate) does not queue behind the decisions holding the lock. Its statement, sent unlocked
 # then, writes nothing: it consumes only a node run it sees unconsumed, and a consumed node run
-# becomes unconsumed again only when a patch reopens a gate, which moves the run's patch_seq past
-# the one in the message's completion, which the statement checks.
+# becomes unconsumed again only when a patch that reopens a gate is applied, which moves the run to
+# the patch's graph (a new ``current_artifact_id``; ``patch_seq`` moved when it was proposed), and
+# the statement checks both against the message's completion.
 LOCK_RUN_UNCONSUMED = """
 SELECT id FROM workflows_run
  WHERE id = %s AND EXISTS (SELECT 1 FROM workflows_noderun WHERE id = %s AND NOT consumed)
