@@ -12,6 +12,7 @@ The planner and the evaluator are checked in process (they are pure functions); 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -114,6 +115,131 @@ def test_decisions_cut_by_the_budget_reach_the_same_final_states(definition, dat
     assert sorted(e[:2] for e in bounded.events) == sorted(e[:2] for e in unbounded.events)
 
 
+def fan_of_conditions(k: int) -> dict[str, Any]:
+    """``w`` into ``k`` conditionals, each routing to its own worker node through a slow condition."""
+    nodes = [{"id": "w", "type": "transform", "config": {"expression": graphs.ok(1), **Q}}]
+    edges = []
+    for i in range(k):
+        nodes += [{"id": f"c{i}", "type": "conditional", "config": {}},
+                  {"id": f"e{i}", "type": "transform", "config": {"expression": graphs.ok(2), **Q}}]
+        edges += [{"from": "w", "to": f"c{i}"}, {"from": f"c{i}", "to": f"e{i}", "condition": SLOW}]
+    return {"nodes": nodes, "edges": edges}
+
+
+def stored(plan: planner.Plan, before: list[Token]) -> list[Token]:
+    """The node runs after ``plan`` is written, as the next decision reads them."""
+    tokens = [dataclasses.replace(t, **plan.updates.get(t.pk, {})) for t in before]
+    return tokens + [dataclasses.replace(t, pk=len(before) + i) for i, t in enumerate(plan.inserts, start=1)]
+
+
+def test_a_decision_after_a_cut_leaves_the_other_stored_node_runs_to_their_own_messages():
+    """The decision after a budget cut, sent for one of the node runs the cut left: once its
+    budget is spent, the others (each a slow branch rule away from a worker node) wait for their
+    own messages instead of being routed here; its own is routed whatever the budget says."""
+    inputs = {"xs": list(range(300))}
+    ir = compile_definition(fan_of_conditions(30))
+    w = Token("w", 0, "transform", NodeRun.Status.COMPLETED, pk=1, output={"x": 1}, finished_at=T0)
+    state = State(run_status=Run.Status.RUNNING, inputs=inputs, now=T0, limits=LIMITS, node_runs_stored=1, tokens=[w])
+    first_cut = planner.plan(ir, state, 1, None, pure.Budget(max_nodes=5, max_ms=10_000))
+    assert len(first_cut.continued) > 20  # the budget took on 5 conditionals; the rest wait
+    tokens = stored(first_cut, [w])
+    left = [t.pk for t in tokens if not t.consumed and t.node_id.startswith("c")]
+
+    def later() -> State:  # a fresh read for each decision (a plan changes the tokens it is given)
+        return State(run_status=Run.Status.RUNNING, inputs=inputs, now=T0, limits=LIMITS, node_runs_stored=len(tokens),
+                     tokens=[dataclasses.replace(t) for t in tokens])
+
+    bounded = planner.plan(ir, later(), left[0], None, pure.Budget(max_nodes=5, max_ms=1))
+    assert bounded.updates[left[0]]["consumed"] is True
+    waiting = {t.pk for t in bounded.continued}
+    assert waiting and left[0] not in waiting and waiting <= set(left)
+    assert len([pk for pk in left if bounded.updates.get(pk, {}).get("consumed")]) < 5
+    # the control: with room in the budget the same decision routes every one of them
+    unbounded = planner.plan(ir, later(), left[0], None, pure.Budget(max_nodes=10**6, max_ms=10**9))
+    assert not unbounded.continued and all(unbounded.updates[pk]["consumed"] for pk in left)
+
+
+SLOW_FALSE = SLOW.replace(">= 0", "< 0")
+
+
+def test_the_conditions_of_one_decision_share_one_cel_timeout(settings):
+    """One node's branch rules are routed together (first true wins), so a budget cannot cut
+    between them: the conditions of a decision share one ``AOB_CEL_TIMEOUT_MS``, and past it they
+    count as false with a ``condition_error`` event naming the timeout."""
+    settings.AOB_CEL_TIMEOUT_MS = 100
+    inputs = {"xs": list(range(300))}
+    nodes = [{"id": "w", "type": "transform", "config": {"expression": graphs.ok(1), **Q}},
+             {"id": "c", "type": "conditional", "config": {}}]
+    nodes += [{"id": f"e{i}", "type": "transform", "config": {"expression": graphs.ok(2), **Q}} for i in range(30)]
+    edges = [{"from": "w", "to": "c"}] + [{"from": "c", "to": f"e{i}", "condition": SLOW_FALSE} for i in range(30)]
+    definition = {"nodes": nodes, "edges": edges}
+
+    budget = pure.Budget(max_nodes=50, max_ms=50)
+    bounded = after_w(definition, inputs, budget)
+    assert budget.condition_seconds * 1000 < 2 * 100  # one shared timeout (and the tick's grain)
+    stopped = [e for e in bounded.events if e[0] == Event.Type.CONDITION_ERROR and e[2]["rule"] == "timeout"]
+    assert stopped and all(e[1] == "c" for e in stopped)
+    # the control: unbounded, each condition has its own timeout and all thirty are evaluated
+    unbounded = after_w(definition, inputs)
+    assert not [e for e in unbounded.events if e[0] == Event.Type.CONDITION_ERROR]
+
+
+def test_a_queued_run_is_running_once_a_decision_moves_it_on():
+    """Nothing a worker claimed yet (an inline loop from the start), but a decision took it on."""
+    ir = compile_definition(inline_loop(300, worker_first=False))
+    start = planner.plan_start(ir, State(run_status=Run.Status.QUEUED, inputs={}, now=T0, limits=LIMITS, tokens=[]),
+                               {}, "artifact", budget=pure.Budget(max_nodes=5, max_ms=10_000))
+    assert not start.run and len(start.continued) == 1  # the web's start stays queued
+    tokens = stored(start, [])
+    state = State(run_status=Run.Status.QUEUED, inputs={}, now=T0, limits=LIMITS, tokens=tokens,
+                  node_runs_stored=len(tokens))
+    later = planner.plan(ir, state, start.inserts.index(start.continued[0]) + 1, None,
+                         pure.Budget(max_nodes=5, max_ms=10_000))
+    assert later.run == {"status": Run.Status.RUNNING, "started_at": T0}
+
+
+def test_a_patch_refresh_and_a_replay_start_are_bounded_too(settings):
+    settings.AOB_CEL_TIMEOUT_MS = 100
+    inputs = {"xs": list(range(300))}
+    n = 30
+    nodes = [{"id": f"{x}{i}", "type": "transform", "config": {"expression": graphs.ok(1), **Q}}
+             for i in range(n) for x in "ab"]
+    edges = [{"from": f"a{i}", "to": f"b{i}", "condition": SLOW} for i in range(n)]
+    ir = compile_definition({"nodes": nodes, "edges": edges})
+    # a refresh re-routes every finished node whose edges could have grown
+    routed = [Token(f"a{i}", 0, "transform", NodeRun.Status.COMPLETED, pk=i + 1, consumed=True, taken=[f"b{i}"],
+                    output={"x": 1}, finished_at=T0) for i in range(n)]
+    budget = pure.Budget(max_nodes=50, max_ms=50)
+    planner.plan_refresh(ir, State(run_status=Run.Status.RUNNING, inputs=inputs, now=T0, limits=LIMITS,
+                                   tokens=routed), budget=budget)
+    assert budget.condition_seconds * 1000 < 2 * 100
+    # a replay consumes the node runs it reused: past the budget, each in a decision of its own
+    reused = [Token(f"a{i}", 0, "transform", NodeRun.Status.COMPLETED, pk=i + 1, output={"x": 1}, finished_at=T0,
+                    reused=True) for i in range(n)]
+    budget = pure.Budget(max_nodes=50, max_ms=50)
+    replay = planner.plan_start(ir, State(run_status=Run.Status.QUEUED, inputs=inputs, now=T0, limits=LIMITS,
+                                          tokens=reused), inputs, "artifact", budget=budget)
+    assert replay.continued and budget.condition_seconds * 1000 < 2 * 100
+
+
+def test_a_pure_node_failing_in_place_fails_the_run_at_once_and_nothing_starts_after():
+    """Budget or not, a failure is settled where it happens: the run fails in this plan and its
+    other branch (a worker node) is not queued into a failed run."""
+    definition = {"nodes": [{"id": "w", "type": "transform", "config": {"expression": graphs.ok(1), **Q}},
+                            {"id": "p", "type": "transform", "config": {"expression": graphs.FAILS}},
+                            {"id": "q", "type": "transform", "config": {"expression": graphs.ok(2), **Q}}],
+                  "edges": [{"from": "w", "to": "p"}, {"from": "w", "to": "q"}]}
+    for max_nodes in (1, 50):
+        budget = pure.Budget(max_nodes=max_nodes, max_ms=10_000)
+        evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs={}, budget=budget)
+        state = State(run_status=Run.Status.RUNNING, inputs={}, now=T0, limits=LIMITS, node_runs_stored=1,
+                      tokens=[Token("w", 0, "transform", NodeRun.Status.COMPLETED, pk=1, output={"x": 1},
+                                    finished_at=T0)])
+        result = planner.plan(compile_definition(definition), state, 1, evaluator, budget)
+        assert result.run_finished == Run.Status.FAILED and not result.continued, max_nodes
+        assert [t.node_id for t in result.inserts if t.status == NodeRun.Status.QUEUED] == [], max_nodes
+
+
 # --- a pure node's one evaluation, capped ----------------------------------------------------------
 
 
@@ -145,6 +271,7 @@ def test_an_inline_loop_runs_to_its_end_in_many_decisions(engine, api, worker_fi
     most 50 nodes each (their clock: one ``finished_at`` per decision)."""
     [run] = wait_all([submit(api, inline_loop(200, worker_first=worker_first))], timeout=120)
     assert run.status == Run.Status.COMPLETED, run.error
+    assert run.started_at is not None  # running from the first decision that moved it on
     loops = NodeRun.objects.filter(run=run, node_id="L")
     assert loops.count() == 200 and loops.filter(output__decision="timeout").count() == 1
     assert NodeRun.objects.get(run=run, node_id="end").output == {"x": 2}

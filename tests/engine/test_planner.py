@@ -80,6 +80,7 @@ class Sim:
                     setattr(self.tokens[pk], name, value)
         self.run.update(plan.run)
         self.events.extend(plan.events)
+        self.messages.extend(t.pk for t in plan.continued if t.pk is not None)  # stored ones, routed later
         if self.ended:
             assert not any(t.status == NodeRun.Status.QUEUED for t in self.tokens.values())
         self.check_joins(plan)

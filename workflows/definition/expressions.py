@@ -298,8 +298,10 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
         if "SoftTimeLimitExceeded" in str(exc):
             raise SoftTimeLimitExceeded() from exc  # the task's own limit, raised in our tick: not the expression's
         if budget.expired:
-            raise ExpressionError(f"evaluation stopped after {int(min(ceiling, timeout_ms or ceiling))} ms "
-                                  "(AOB_CEL_TIMEOUT_MS)", "timeout") from None
+            limit = min(ceiling, timeout_ms or ceiling)
+            why = ("AOB_CEL_TIMEOUT_MS" if cap is None or cap >= settings.AOB_CEL_TIMEOUT_MS else
+                   "what was left of the time this decision's expressions share, AOB_CEL_TIMEOUT_MS")
+            raise ExpressionError(f"evaluation stopped after {int(limit)} ms ({why})", "timeout") from None
         raise ExpressionError(f"{type(exc).__name__}: {exc}", "evaluation") from exc
 
 

@@ -116,8 +116,9 @@ class Plan:
     run: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     output_bytes: int = 0  # stored by the pure nodes this plan evaluated (added to the run's usage)
-    # node runs this plan finished in place but left unconsumed, its budget spent: each is routed
-    # by a decision of its own (a coordinator message after commit; the sweeper if it is lost)
+    # finished node runs this plan left unconsumed, its budget spent (new ones it finished in place,
+    # stored ones it would have routed): each is routed by a decision of its own (a coordinator
+    # message after commit; the sweeper if it is lost)
     continued: list[Token] = field(default_factory=list)
 
     @property
@@ -257,7 +258,7 @@ class _Planner:
         """A condition that fails to evaluate (a missing key, an index past the end, its budget
         spent) counts as false, and a ``condition_error`` event says which and why."""
         try:
-            with self.budget.timing() if self.budget is not None else contextlib.nullcontext():
+            with self.budget.conditions() if self.budget is not None else contextlib.nullcontext():
                 return evaluate_condition(condition, context)
         except ExpressionError as exc:
             self.event(Event.Type.CONDITION_ERROR, node_id, **where, condition=condition, rule=exc.rule,
@@ -274,9 +275,14 @@ class _Planner:
 
     # --- consuming and emitting -------------------------------------------------------------------
 
-    def consume(self, token: Token) -> None:
-        if token.pk is None and self.budget is not None and self.budget.spent:
-            self.plan.continued.append(token)  # finished here; routed by a decision of its own
+    def consume(self, token: Token, *, due: bool = False) -> None:
+        """Route a finished node run and consider its targets. Once the budget is spent, one that
+        would be routed (not ``due``: the node run this decision was sent for) is left for a
+        decision of its own (``Plan.continued``); a failure and a finished run cost nothing more
+        and are settled here."""
+        if (not due and self.budget is not None and self.budget.spent and self.run_status not in RUN_FINISHED
+                and token.status != NodeRun.Status.FAILED):
+            self.plan.continued.append(token)
             return
         self._touch(token, consumed=True)
         if self.run_status in RUN_FINISHED:
@@ -333,8 +339,8 @@ class _Planner:
             self._draining = False
 
     def _consider_one(self, node_id: str, iteration: int) -> None:
-        if self.known(node_id, iteration):
-            return
+        if self.known(node_id, iteration) or self.run_status in RUN_FINISHED:
+            return  # nothing starts once the run ended (a node failed, a limit passed) in this plan
         states = [self.edge_state(e.source, node_id, iteration) for e in self.ir.in_edges[node_id]]
         if PENDING in states:
             return
@@ -507,10 +513,14 @@ def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None, 
         if token.status == NodeRun.Status.WAITING:
             planner.settle()  # the run may now be waiting_for_approval
         return planner.plan
-    planner.consume(token)
+    planner.consume(token, due=True)
     for other in _order(list(planner.by_key.values())):
         if other.pk is not None and not other.consumed and other.status in FINISHED:
             planner.consume(other)
+    if planner.run_status == Run.Status.QUEUED and (planner.plan.inserts or planner.plan.continued):
+        # no worker has claimed a node yet, but this decision moves the run on (inline and pure
+        # nodes continued after the start): it is running
+        planner._set_run(status=Run.Status.RUNNING, started_at=planner.now)
     planner.settle()
     return planner.plan
 

@@ -89,6 +89,7 @@ class Budget:
         self.max_ms = settings.AOB_DECISION_MAX_MS if max_ms is None else max_ms
         self.nodes = 0
         self.seconds = 0.0  # spent evaluating in this decision
+        self.condition_seconds = 0.0  # of which in conditions
 
     @property
     def spent(self) -> bool:
@@ -104,6 +105,22 @@ class Budget:
             yield
         finally:
             self.seconds += time.monotonic() - started
+
+    @contextlib.contextmanager
+    def conditions(self) -> Iterator[None]:
+        """A condition's evaluation, timed, and capped at what is left of the one
+        ``AOB_CEL_TIMEOUT_MS`` every condition of this decision shares: the budget stops the
+        decision taking on more nodes, this bounds the conditions of those it has taken on (one
+        node's branch rules, the loops among its targets). A condition stopped by it counts as
+        false, with a ``condition_error`` event, as one that ran out of its own time."""
+        started = time.monotonic()
+        try:
+            with capped(max(0.0, settings.AOB_CEL_TIMEOUT_MS - self.condition_seconds * 1000)):
+                yield
+        finally:
+            elapsed = time.monotonic() - started
+            self.seconds += elapsed
+            self.condition_seconds += elapsed
 
 
 class Evaluator:
