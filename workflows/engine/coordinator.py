@@ -182,13 +182,13 @@ def start_new(run: Run) -> list[NodeRun]:
     node runs and events (``Plan.inserts_only``, a usual start), the run, its node runs and its
     first events (numbered from 1, the run's ``event_seq`` set to match) are one statement
     (``aob_project.inserts``), atomic by itself and sending no model signals, as ``bulk_create``;
-    any other plan (an entry node that settles the run at once) takes the decision's path in a
-    transaction: the run saved, then ``start``, which plans again with the run's ``created_at``."""
+    any other plan (an entry node that settles the run at once, a start cut by its budget) is
+    written by the decision's ``apply`` in a transaction, after the run is saved."""
     ir, state, plan = _plan_start(run, [])
     if not plan.inserts_only:
         with transaction.atomic(savepoint=False):
             run.save(force_insert=True)
-            return start(run)
+            return apply(run, ir, plan, state.now)
     new = _node_runs(run, plan, state.now)
     first = events.numbered(run.pk, 1, plan.events)
     run.event_seq = len(first)
@@ -210,6 +210,7 @@ def _plan_start(run: Run, node_runs: list[NodeRun]) -> tuple[IR, State, Plan]:
     ir = load_ir(run)
     run.patch_pending, run.node_run_count = False, len(node_runs)  # type: ignore[attr-defined]
     state = read_state(run, ir, tokens=[token(nr) for nr in node_runs])
+    state.started_at = state.started_at or state.now  # a run not stored yet starts now
     # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`;
     # the budget bounds the inline nodes it evaluates, the rest goes on in the coordinator
     return ir, state, planner.plan_start(ir, state, run.inputs, run.current_artifact_id, budget=pure.Budget())
