@@ -280,3 +280,19 @@ def test_an_inline_loop_runs_to_its_end_in_many_decisions(engine, api, worker_fi
                     .values_list("finished_at", flat=True))
     assert len(decisions) >= 2 * 200 // 50
     assert Event.objects.filter(run=run, type=Event.Type.NODE_COMPLETED, node_id="L").count() == 200
+
+
+@pytest.mark.parametrize("stored_bytes", [10, 10**6], ids=["under-the-cap", "over-the-cap"])
+def test_a_patch_starts_nothing_in_a_run_past_its_output_cap(stored_bytes):
+    """A patch gives a finished node a new edge while a completion that passed the run's output cap
+    waits for its decision (which fails the run): the refresh must not queue the new node first."""
+    ir = compile_definition({"nodes": [{"id": n, "type": "transform", "config": {"expression": graphs.ok(1), **Q}}
+                                       for n in ("a", "b", "new")],
+                             "edges": [{"from": "a", "to": "b"}, {"from": "a", "to": "new"}]})
+    tokens = [Token("a", 0, "transform", NodeRun.Status.COMPLETED, pk=1, consumed=True, taken=["b"], output={"x": 1},
+                    finished_at=T0),
+              Token("b", 0, "transform", NodeRun.Status.COMPLETED, pk=2, output={"x": 1}, finished_at=T0)]
+    state = State(run_status=Run.Status.RUNNING, inputs={}, now=T0, tokens=tokens, output_bytes=stored_bytes,
+                  limits=planner.Limits(max_output_bytes=1000, max_node_runs=10**6))
+    refreshed = planner.plan_refresh(ir, state, budget=pure.Budget())
+    assert [t.node_id for t in refreshed.inserts] == (["new"] if stored_bytes < 1000 else [])

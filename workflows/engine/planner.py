@@ -542,11 +542,16 @@ def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str,
 def plan_refresh(ir: IR, state: State, evaluate: Evaluate | None = None, budget: Budget | None = None) -> Plan:
     """Re-decide after a patch changed the run's graph. Node runs of nodes the patch removed are
     cancelled if they had not started; a finished node that gained edges routes them now; and
-    nodes whose predecessors all finished before the patch added them are considered."""
+    nodes whose predecessors all finished before the patch added them are considered. Nothing new
+    starts in a run whose outputs passed their cap: the decision still due for the completion that
+    passed it fails the run."""
     planner = _Planner(ir, state, evaluate, budget)
     for token in list(planner.by_key.values()):
         if token.node_id not in ir.nodes and token.status == NodeRun.Status.QUEUED:
             planner._touch(token, status=NodeRun.Status.CANCELLED, consumed=True, taken=[], finished_at=planner.now)
+    if over_output_limit(state.output_bytes, state.limits):
+        planner.settle()
+        return planner.plan
     for node_id in ir.topological():
         latest = planner.latest.get(node_id)
         if latest is None or not latest.consumed or latest.taken is None or latest.status != NodeRun.Status.COMPLETED:
