@@ -11,9 +11,10 @@ queue like any other, where a worker applies the node's timeout and retries.
 
 The ``Budget`` bounds everything one decision evaluates in place, pure nodes and the planner's own
 (``conditional`` and ``loop`` nodes, edge and loop conditions): ``AOB_DECISION_MAX_NODES`` nodes and
-``AOB_DECISION_MAX_MS`` of evaluation. Once spent, the planner leaves a node it evaluated finished
-but unconsumed, for a decision of its own (``Plan.continued``), so a loop of inline nodes or a long
-run of expensive conditions cannot hold a coordinator, a web request or the run lock.
+``AOB_DECISION_MAX_MS`` of evaluation. Once spent, the planner leaves each finished node run it
+would route next unconsumed, for a decision of its own (``Plan.continued``), and the conditions
+still to evaluate share what is left of one ``AOB_CEL_TIMEOUT_MS``; so a loop of inline nodes or a
+long run of expensive conditions cannot hold a coordinator, a web request or the run lock.
 """
 
 from __future__ import annotations
