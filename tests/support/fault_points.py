@@ -65,6 +65,7 @@ def install() -> None:
     from celery import signals
 
     from workflows.engine import coordinator, planner, steps
+    from workflows.engine.completion import Completion
     from workflows.models import NodeRun
 
     coordinate, plan, step_plain, chain_step = coordinator.coordinate, planner.plan, steps.step_plain, steps.CHAIN_STEP
@@ -95,12 +96,14 @@ def install() -> None:
 
     def stalling_callback(sender: str | None = None, body: Any = None, **_: Any) -> None:
         """The executor's completion is committed and Celery is about to publish its linked
-        coordinator message, whose first argument is the ``Completion`` as a dict."""
+        coordinator message, whose first argument is the ``Completion`` (as the executor returns
+        it: a list, or a dict from an older worker)."""
         if sender != "workflows.coordinate" or not isinstance(body, (list, tuple)) or not body:
             return
         args = body[0]
-        if isinstance(args, (list, tuple)) and args and isinstance(args[0], dict):
-            stall("callback", str(args[0].get("node_id", "")))
+        completion = Completion.from_message(args[0]) if isinstance(args, (list, tuple)) and args else None
+        if completion is not None:
+            stall("callback", completion.node_id)
 
     coordinator.coordinate = stalling_coordinate
     planner.plan = stalling_plan
