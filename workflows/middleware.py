@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-from workflows.api.errors import aob_error_headers, body, database_error
+from workflows.api.errors import database_error, json_error
 from workflows.ratelimit import RateLimited, check_login, client_address
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,7 @@ class LoginRateLimitMiddleware:
             try:
                 check_login(address=client_address(request.META), username=request.POST.get("username", ""))
             except RateLimited as exc:
-                response = JsonResponse(body(exc.code, exc.message, exc.extra), status=429)
-                response["Retry-After"] = str(exc.extra["retry_after_seconds"])
-                return response
+                return json_error(exc)
         return self.get_response(request)
 
 
@@ -49,6 +47,4 @@ class DatabaseErrorMiddleware:
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
         logger.warning("web.database_error", extra={"path": request.path}, exc_info=exception)
-        error = database_error(exception)
-        return JsonResponse(body(error.code, error.message, error.extra), status=error.status,
-                            headers=aob_error_headers(error))
+        return json_error(database_error(exception))

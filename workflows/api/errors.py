@@ -56,6 +56,11 @@ def aob_error_headers(exc: AobError) -> dict[str, str]:
     return {} if retry_after is None else {"Retry-After": str(int(retry_after))}
 
 
+def json_error(exc: AobError) -> JsonResponse:
+    """An ``AobError`` answered outside DRF (the pages' middleware), as the handler below answers it."""
+    return JsonResponse(body(exc.code, exc.message, exc.extra), status=exc.status, headers=aob_error_headers(exc))
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     headers: dict[str, str] = {}
     if isinstance(exc, AobError):
