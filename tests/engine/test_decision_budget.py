@@ -241,6 +241,37 @@ def test_a_pure_node_failing_in_place_fails_the_run_at_once_and_nothing_starts_a
         assert [t.node_id for t in result.inserts if t.status == NodeRun.Status.QUEUED] == [], max_nodes
 
 
+def with_side_branch(definition: dict[str, Any]) -> dict[str, Any]:
+    """``w`` gains a second branch to a worker node, planned after the first."""
+    nodes = [*definition["nodes"], {"id": "side", "type": "transform", "config": {"expression": graphs.ok(3), **Q}}]
+    return {"nodes": nodes, "edges": [*definition["edges"], {"from": "w", "to": "side"}]}
+
+
+def test_a_cap_passed_where_the_budget_runs_out_fails_the_run_at_once_and_nothing_starts_after():
+    """A budget cut leaves the node it stopped at for a later decision, but never one that passed
+    the run's output cap or, a loop going round, its node-run cap: the run fails in this plan and
+    the sibling branch's worker node (an outside request, in real life) is not queued."""
+    inputs = {"big": "x" * 5000}
+    big = with_side_branch({"nodes": [{"id": "w", "type": "transform", "config": {"expression": graphs.ok(1), **Q}},
+                                      {"id": "p", "type": "transform", "config": {"expression": "inputs.big"}}],
+                            "edges": [{"from": "w", "to": "p"}]})
+    # the budget runs out at the node that passes the cap (p; the loop L after c), or has room (50)
+    caps = {"output_bytes": (big, planner.Limits(max_output_bytes=1000, max_node_runs=10**6), (1, 50)),
+            "node_runs": (with_side_branch(inline_loop(300)), planner.Limits(max_output_bytes=1 << 40, max_node_runs=3),
+                          (2, 50))}
+    for limit, (definition, limits, cuts) in caps.items():
+        for max_nodes in cuts:
+            budget = pure.Budget(max_nodes=max_nodes, max_ms=10_000)
+            evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs=inputs, budget=budget)
+            state = State(run_status=Run.Status.RUNNING, inputs=inputs, now=T0, limits=limits, node_runs_stored=1,
+                          tokens=[Token("w", 0, "transform", NodeRun.Status.COMPLETED, pk=1, output={"x": 1},
+                                        finished_at=T0)])
+            result = planner.plan(compile_definition(definition), state, 1, evaluator, budget)
+            assert result.run_finished == Run.Status.FAILED, (limit, max_nodes)
+            assert result.run["error"]["limit"] == limit and not result.continued, (limit, max_nodes)
+            assert [t.node_id for t in result.inserts if t.status == NodeRun.Status.QUEUED] == [], (limit, max_nodes)
+
+
 # --- a pure node's one evaluation, capped ----------------------------------------------------------
 
 

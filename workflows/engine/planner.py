@@ -278,10 +278,10 @@ class _Planner:
     def consume(self, token: Token, *, due: bool = False) -> None:
         """Route a finished node run and consider its targets. Once the budget is spent, one that
         would be routed (not ``due``: the node run this decision was sent for) is left for a
-        decision of its own (``Plan.continued``); a failure and a finished run cost nothing more
-        and are settled here."""
+        decision of its own (``Plan.continued``); a failure, a passed cap and a finished run cost
+        nothing more and are settled here: nothing else starts meanwhile."""
         if (not due and self.budget is not None and self.budget.spent and self.run_status not in RUN_FINISHED
-                and token.status != NodeRun.Status.FAILED):
+                and token.status != NodeRun.Status.FAILED and self._limit_passed(token) is None):
             self.plan.continued.append(token)
             return
         self._touch(token, consumed=True)
@@ -441,24 +441,28 @@ class _Planner:
         self.event(Event.Type.WORKFLOW_FAILED, node_id, error=error)
 
     def _over_limits(self, token: Token) -> bool:
+        """Past either of the run's caps (``_limit_passed``) the run fails."""
+        error = self._limit_passed(token)
+        if error is not None:
+            self.fail_run(error, token.node_id)
+        return error is not None
+
+    def _limit_passed(self, token: Token) -> dict[str, Any] | None:
         """The run's own size: what its outputs have stored (counted by each completion), and,
-        where a loop goes round, how many node runs it has. Past either cap the run fails."""
+        where a loop goes round, how many node runs it has. The error it fails with, or None."""
         limits = self.state.limits
         stored = self.state.output_bytes + self.plan.output_bytes
         if over_output_limit(stored, limits):
-            self.fail_run({"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "output_bytes",
-                           "message": f"the run's outputs passed {limits.max_output_bytes} bytes "
-                                      f"({stored} stored; AOB_MAX_RUN_OUTPUT_BYTES)"}, token.node_id)
-            return True
+            return {"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "output_bytes",
+                    "message": f"the run's outputs passed {limits.max_output_bytes} bytes "
+                               f"({stored} stored; AOB_MAX_RUN_OUTPUT_BYTES)"}
         if token.node_id in self.ir.loops and token.output and token.output.get("decision") == "again":
             count = self.state.node_runs_stored + len(self.plan.inserts)
             if count >= limits.max_node_runs:
-                self.fail_run({"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "node_runs",
-                               "message": f"the run has {count} node runs; at most "
-                                          f"{limits.max_node_runs} are allowed (AOB_MAX_NODE_RUNS_PER_RUN)"},
-                              token.node_id)
-                return True
-        return False
+                return {"node_id": token.node_id, "error_type": "RunLimitExceeded", "limit": "node_runs",
+                        "message": f"the run has {count} node runs; at most {limits.max_node_runs} are allowed "
+                                   f"(AOB_MAX_NODE_RUNS_PER_RUN)"}
+        return None
 
     def _cancel_active(self) -> None:
         for other in list(self.by_key.values()):
