@@ -303,6 +303,8 @@ AOB_CEL_MAX_MACROS = env_int("AOB_CEL_MAX_MACROS", 8)
 AOB_CEL_MAX_COMPREHENSION_DEPTH = env_int("AOB_CEL_MAX_COMPREHENSION_DEPTH", 2)
 AOB_CEL_TIMEOUT_MS = env_int("AOB_CEL_TIMEOUT_MS", 1000)
 AOB_CEL_MAX_CONCAT_BYTES = env_int("AOB_CEL_MAX_CONCAT_BYTES", 256 * 1024 * 1024)
+# What the references of one expression may read in all (outside comprehensions it holds no more).
+AOB_CEL_MAX_COPY_BYTES = env_int("AOB_CEL_MAX_COPY_BYTES", 32 * 1024 * 1024)
 # A node's config with its $inputs/$nodes references resolved (workflows/definition/references.py).
 AOB_MAX_RESOLVED_CONFIG_BYTES = env_int("AOB_MAX_RESOLVED_CONFIG_BYTES", 16 * 1024 * 1024)
 

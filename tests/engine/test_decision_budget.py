@@ -185,6 +185,32 @@ def test_the_conditions_of_one_decision_share_one_cel_timeout(settings):
     assert not [e for e in unbounded.events if e[0] == Event.Type.CONDITION_ERROR]
 
 
+def branch_rules(k: int, rule: str) -> dict[str, Any]:
+    """An entry conditional with ``k`` branch rules, each to its own worker node."""
+    nodes = [{"id": "c", "type": "conditional", "config": {}}]
+    nodes += [{"id": f"e{i}", "type": "transform", "config": {"expression": graphs.ok(2), **Q}} for i in range(k)]
+    return {"nodes": nodes, "edges": [{"from": "c", "to": f"e{i}", "condition": rule} for i in range(k)]}
+
+
+def test_cheap_rules_over_large_inputs_are_bounded_by_the_shared_time(settings):
+    """A rule that never loops still pays for converting what it reads to CEL values, outside any
+    tick (about 0.2 s here for 30,000 small objects of inputs, a body under 1 MB): once the
+    decision's shared time is spent the rest do not start, so twelve of them cost about one, in
+    the web's start as in a coordinator. A rule that does not read the inputs does not pay for them."""
+    settings.AOB_CEL_TIMEOUT_MS = 50
+    inputs = {"b": [{"k": i} for i in range(30_000)]}
+    start = State(run_status=Run.Status.QUEUED, inputs=inputs, now=T0, limits=LIMITS, tokens=[])
+
+    def timeouts(rule: str, budget: pure.Budget | None) -> int:
+        plan = planner.plan_start(compile_definition(branch_rules(12, rule)), dataclasses.replace(start), inputs,
+                                  "artifact", budget=budget)
+        return len([e for e in plan.events if e[0] == Event.Type.CONDITION_ERROR and e[2]["rule"] == "timeout"])
+
+    assert timeouts("inputs.b.size() == 1", pure.Budget(max_nodes=50, max_ms=50)) >= 10  # at most two converted
+    assert timeouts("1 == 2", pure.Budget(max_nodes=50, max_ms=50)) == 0  # nothing to convert: all twelve evaluated
+    assert timeouts("inputs.b.size() == 1", None) == 0  # the control: without the shared time, all twelve run
+
+
 def test_a_queued_run_is_running_once_a_decision_moves_it_on():
     """Nothing a worker claimed yet (an inline loop from the start), but a decision took it on."""
     ir = compile_definition(inline_loop(300, worker_first=False))

@@ -14,9 +14,13 @@ all in this module, with the operator's ceilings from settings:
 - at evaluation: a deadline. Each comprehension body is rewritten to call a function of ours
   first (``xs.map(x, f(x))`` runs as ``xs.map(x, __aob_tick() ? (f(x)) : null)``), which raises
   once the deadline has passed; the binding then aborts the evaluation. Only comprehensions
-  loop, so that bounds the time of everything else but concatenation, whose cost the source
-  cannot show: ``s + s + ... + s`` over a large ``s`` copies quadratically. A source with many
-  ``+`` is estimated against the size of the values it runs over before it runs.
+  loop, so that bounds the time of everything else but what the source cannot show, which is
+  estimated against the size of the values it runs over before it runs: concatenation
+  (``s + s + ... + s`` over a large ``s`` copies quadratically) and many references (a list of
+  400 ``inputs.s`` holds 400 copies);
+- converting the context to CEL values happens before any tick, so only the variables the
+  expression reads are converted, and a decision's conditions share one deadline
+  (``capped``): once it has passed, the next does not start.
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+KEYWORDS = frozenset({"true", "false", "null", "in"})
 TICK = "__aob_tick"
 # Up to this many ``+`` the copying is at most a few times the largest value: no estimate needed.
 CHEAP_CONCATENATIONS = 3
+# Up to this many references an expression holds at most a few times the largest value it reads,
+# which is in memory already: no weighing needed (a condition's usual few cost nothing more).
+CHEAP_REFERENCES = 4
 
 
 class ExpressionError(ValueError):
@@ -81,12 +89,15 @@ def expand_shorthand(source: str) -> str:
 @dataclass(frozen=True)
 class Shape:
     """What the lexer sees of a source: its comprehension macros, how deeply they nest, how many
-    ``+`` it has, and the source with every comprehension body guarded by the tick."""
+    ``+`` it has, the variables it reads (each as the path of field names that follows it:
+    ``inputs.a.b`` is ``("inputs", "a", "b")``), and the source with every comprehension body
+    guarded by the tick."""
 
     macros: int
     depth: int
     concatenations: int
     guarded: str
+    references: tuple[tuple[str, ...], ...] = ()
 
 
 def _string_end(source: str, i: int) -> int:
@@ -108,11 +119,38 @@ def _string_end(source: str, i: int) -> int:
     return len(source)  # unterminated: the compiler will say so
 
 
+def _field_path(source: str, word: str, j: int) -> tuple[str, ...]:
+    """The reference starting with ``word`` (ending at ``j``) and the field names that follow it
+    (``.name`` not called as a method); an index or anything else ends it."""
+    path, n = [word], len(source)
+    while True:
+        k = j
+        while k < n and source[k] in " \t\r\n":
+            k += 1
+        if k >= n or source[k] != ".":
+            return tuple(path)
+        k += 1
+        while k < n and source[k] in " \t\r\n":
+            k += 1
+        end = k
+        while end < n and (source[end].isalnum() or source[end] == "_"):
+            end += 1
+        after = end
+        while after < n and source[after] in " \t\r\n":
+            after += 1
+        if end == k or (after < n and source[after] == "("):
+            return tuple(path)
+        path.append(source[k:end])
+        j = end
+
+
 def shape(source: str) -> Shape:
     """One pass over the source: strings and comments are skipped; a ``.name(`` with ``name`` a
     comprehension macro opens a frame closed by its matching parenthesis. The body of each (its
-    second argument) is wrapped in ``(__aob_tick() ? (…) : null)``."""
+    second argument) is wrapped in ``(__aob_tick() ? (…) : null)``. An identifier neither after a
+    ``.`` nor called is a reference to a variable, with its field path."""
     inserts: list[tuple[int, str]] = []
+    references: list[tuple[str, ...]] = []
     stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
     macros = depth = concatenations = 0
     i, n = 0, len(source)
@@ -144,6 +182,9 @@ def shape(source: str) -> Shape:
                 depth = max(depth, sum(1 for f in stack if f["macro"]))
                 i = k + 1
                 continue
+            if (word not in KEYWORDS and (before < 0 or source[before] != ".")
+                    and (k >= n or source[k] != "(")):
+                references.append(_field_path(source, word, j))
             i = j
             continue
         elif ch in "([{":
@@ -169,7 +210,7 @@ def shape(source: str) -> Shape:
         guarded.append(text)
         last = pos
     guarded.append(source[last:])
-    return Shape(macros, depth, concatenations, "".join(guarded))
+    return Shape(macros, depth, concatenations, "".join(guarded), tuple(references))
 
 
 # --- compiling -----------------------------------------------------------------------------------
@@ -180,6 +221,7 @@ class Compiled:
     source: str
     program: cel.Program  # the guarded program
     shape: Shape
+    variables: frozenset[str]  # the names it reads: only these are converted to CEL values
 
 
 def limits() -> dict[str, int]:
@@ -213,7 +255,7 @@ def _compile(source: str, max_bytes: int, max_macros: int, max_depth: int) -> Co
         program = cel.compile(found.guarded)
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(str(exc).split("\n")[0]) from exc
-    return Compiled(source, program, found)
+    return Compiled(source, program, found, frozenset(program.variables()) - {TICK})
 
 
 # --- evaluating ----------------------------------------------------------------------------------
@@ -267,6 +309,52 @@ def _check_concatenation(compiled: Compiled, context: dict[str, Any]) -> None:
                               "max_concat_bytes")
 
 
+def weight(value: Any, stop: int) -> int:
+    """About the bytes ``value`` takes as CEL and Python values: its strings' characters and 8 per
+    number, list item or map entry; walked iteratively, stopping once it reaches ``stop``."""
+    total = 0
+    todo = [value]
+    while todo and total < stop:
+        item = todo.pop()
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += 8 * len(item)
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            total += 8 * len(item)
+            todo.extend(item)
+        else:
+            total += 8
+    return total
+
+
+def _check_copying(compiled: Compiled, variables: dict[str, Any]) -> None:
+    """Outside a comprehension (which the deadline stops) an expression builds its result from
+    literals and what its references read, so it holds at most the sum of those: a list of 400
+    references to one 500 kB input is 200 MB. Each reference is weighed at the value its field
+    path reaches (an index or a call is weighed at what it applies to, never less)."""
+    references = compiled.shape.references
+    if len(references) <= CHEAP_REFERENCES:
+        return
+    budget = settings.AOB_CEL_MAX_COPY_BYTES
+    weighed: dict[tuple[str, ...], int] = {}
+    total = 0
+    for path in references:
+        if path not in weighed:
+            value = variables.get(path[0])
+            for name in path[1:]:
+                if not isinstance(value, dict) or name not in value:
+                    break
+                value = value[name]
+            weighed[path] = weight(value, budget - total + 1) if path[0] in variables else 0
+        total += weighed[path]
+        if total > budget:
+            raise ExpressionError(f"its {len(references)} references read more than {budget} bytes in all "
+                                  "(AOB_CEL_MAX_COPY_BYTES)", "max_copy_bytes")
+
+
 # A tighter deadline for every evaluation in this context (``capped``): a decision evaluating a pure
 # node gives it what is left of its budget, however the node's own function calls ``evaluate``.
 _CAP_MS: ContextVar[float | None] = ContextVar("aob_cel_cap_ms", default=None)
@@ -286,22 +374,32 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
     """Evaluate under the deadline (``AOB_CEL_TIMEOUT_MS``, or less when asked or ``capped``). Any
     failure, the budget included, is an ``ExpressionError`` with a message a person can act on."""
     compiled = compile_expression(source)
-    _check_concatenation(compiled, context)
     cap = _CAP_MS.get()
     ceiling = settings.AOB_CEL_TIMEOUT_MS if cap is None else min(settings.AOB_CEL_TIMEOUT_MS, cap)
-    budget = _Budget(min(ceiling, timeout_ms or ceiling) / 1000)
+    limit = min(ceiling, timeout_ms or ceiling)
+
+    def stopped() -> ExpressionError:
+        why = ("AOB_CEL_TIMEOUT_MS" if cap is None or cap >= settings.AOB_CEL_TIMEOUT_MS else
+               "what was left of the time this decision's expressions share, AOB_CEL_TIMEOUT_MS")
+        return ExpressionError(f"evaluation stopped after {int(limit)} ms ({why})", "timeout")
+
+    if limit <= 0:
+        raise stopped()  # nothing left of the time it shares: it does not start
+    # Only what the expression reads is converted to CEL values, in a ``cel.Context`` (several
+    # times faster than a dict): converting large inputs it never reads would cost more than it.
+    variables = {name: context[name] for name in compiled.variables if name in context}
+    _check_concatenation(compiled, variables)
+    _check_copying(compiled, variables)
+    budget = _Budget(limit / 1000)
     try:
         if not compiled.shape.macros:  # nothing loops: no tick to call (the common, cheapest case)
-            return compiled.program.execute(context)
-        return compiled.program.execute(cel.Context(context, {TICK: budget}))
+            return compiled.program.execute(cel.Context(variables))
+        return compiled.program.execute(cel.Context(variables, {TICK: budget}))
     except (KeyError, ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
         if "SoftTimeLimitExceeded" in str(exc):
             raise SoftTimeLimitExceeded() from exc  # the task's own limit, raised in our tick: not the expression's
         if budget.expired:
-            limit = min(ceiling, timeout_ms or ceiling)
-            why = ("AOB_CEL_TIMEOUT_MS" if cap is None or cap >= settings.AOB_CEL_TIMEOUT_MS else
-                   "what was left of the time this decision's expressions share, AOB_CEL_TIMEOUT_MS")
-            raise ExpressionError(f"evaluation stopped after {int(limit)} ms ({why})", "timeout") from None
+            raise stopped() from None
         raise ExpressionError(f"{type(exc).__name__}: {exc}", "evaluation") from exc
 
 
