@@ -99,7 +99,7 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
     _publish_after_commit(run, ir, new)
     if plan.continued:  # the budget was spent: each goes on in a decision of its own
         continued = {id(t) for t in plan.continued}
-        coordinate_after_commit([t.pk for t in plan.continued if t.pk is not None]
+        coordinate_after_commit([t.pk for t in plan.continued if t.pk is not None]  # a replay's reused
                                 + [nr.pk for nr, t in zip(new, plan.inserts, strict=True) if id(t) in continued])
     return new
 

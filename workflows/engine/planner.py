@@ -116,9 +116,10 @@ class Plan:
     run: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     output_bytes: int = 0  # stored by the pure nodes this plan evaluated (added to the run's usage)
-    # finished node runs this plan left unconsumed, its budget spent (new ones it finished in place,
-    # stored ones it would have routed): each is routed by a decision of its own (a coordinator
-    # message after commit; the sweeper if it is lost)
+    # finished node runs this plan left unconsumed, its budget spent, that no message was sent for
+    # (new ones it finished in place, a replay's reused ones): each is routed by a decision of its
+    # own (a coordinator message after commit; the sweeper if it is lost). Other stored ones it would
+    # have routed are left to the message each has.
     continued: list[Token] = field(default_factory=list)
 
     @property
@@ -194,6 +195,7 @@ class _Planner:
         for token in sorted(state.tokens, key=lambda t: t.iteration):
             self._index(token)
         self.plan = Plan()
+        self.unsent: set[int] = set()  # stored node runs no message was sent for (a replay's reused)
         self._todo: list[tuple[str, int]] = []  # (node, iteration) to consider: a stack, not recursion
         self._draining = False
 
@@ -278,11 +280,14 @@ class _Planner:
     def consume(self, token: Token, *, due: bool = False) -> None:
         """Route a finished node run and consider its targets. Once the budget is spent, one that
         would be routed (not ``due``: the node run this decision was sent for) is left for a
-        decision of its own (``Plan.continued``); a failure, a passed cap and a finished run cost
-        nothing more and are settled here: nothing else starts meanwhile."""
+        decision of its own: one this plan finished, or no message was sent for, goes in
+        ``Plan.continued`` (a message each); any other is left to the message it has. A failure, a
+        passed cap and a finished run cost nothing more and are settled here: nothing else starts
+        meanwhile."""
         if (not due and self.budget is not None and self.budget.spent and self.run_status not in RUN_FINISHED
                 and token.status != NodeRun.Status.FAILED and self._limit_passed(token) is None):
-            self.plan.continued.append(token)
+            if token.pk is None or token.pk in self.unsent:
+                self.plan.continued.append(token)
             return
         self._touch(token, consumed=True)
         if self.run_status in RUN_FINISHED:
@@ -533,6 +538,7 @@ def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str,
                evaluate: Evaluate | None = None, budget: Budget | None = None) -> Plan:
     """A new run: consume the node runs a replay reused (in graph order), emit the entry nodes."""
     planner = _Planner(ir, state, evaluate, budget)
+    planner.unsent = {t.pk for t in state.tokens if t.reused and t.pk is not None}
     planner.event(Event.Type.WORKFLOW_STARTED, "", inputs=inputs, artifact_id=artifact_id)
     order = {node_id: i for i, node_id in enumerate(ir.topological())}
     for token in sorted((t for t in planner.by_key.values() if t.reused), key=lambda t: order[t.node_id]):
