@@ -43,10 +43,12 @@ def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
         raise ScheduleInvalid(f"cron {cron!r} is not a five-field cron expression (minute hour day month weekday)",
                               extra={"field": "cron", "rule": "cron_syntax"})
     parts = cron.split()
-    try:
-        crontab(*parts)
-    except (ValueError, TypeError) as exc:
-        raise ScheduleInvalid(f"cron {cron!r}: {exc}", extra={"field": "cron", "rule": "cron_syntax"}) from None
+    for name, value in zip(FIELDS, parts, strict=True):  # as beat will build it: by name, never by position
+        try:
+            crontab(**{name: value})
+        except (ValueError, TypeError) as exc:
+            raise ScheduleInvalid(f"cron {cron!r}: {name} {value!r}: {exc}",
+                                  extra={"field": "cron", "rule": "cron_syntax"}) from None
     try:
         zone = ZoneInfo(str(tz))
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long, or a folder
