@@ -104,6 +104,24 @@ def test_a_replayed_delivery_starts_nothing_new(api, user):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("raw", "rule"), [
+    (b'{"title": "a\\u0000b"}', "nul_character"),  # attacker text inside a third party's payload
+    (b'{"n": NaN}', "invalid_number"),
+    (b"[" * 100_000 + b"]" * 100_000, "max_depth"),
+    (b'{"n": 1' + b"0" * 30 + b"}", "integer_out_of_range"),
+    (b"{not json", "malformed_json"),
+])
+def test_a_signed_delivery_the_api_would_refuse_is_refused_alike_and_starts_nothing(api, user, raw, rule):
+    """The body goes through the API's strict parser: a 400 naming the rule, never a 500 from the
+    database or the recursion limit, and nothing recorded, so the sender may send it again fixed."""
+    hook = make_hook(api, user)
+    response = deliver(hook, raw)
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["details"] == {"field": "body", "rule": rule}
+    assert not Run.objects.exists() and not HookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_mapping_shapes_the_inputs(api, user):
     cel = make_hook(api, user, mapping={"cel": "{'branch': body.ref, 'count': size(body.commits)}"})
     template = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"template": {"who": "$inputs.pusher.name"}}},

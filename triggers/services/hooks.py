@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from aob_project.exceptions import ValidationFailed
 from vault import crypto
+from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import resolve
 from workflows.models import Run, Workflow
@@ -144,10 +145,11 @@ def _fresh(timestamp: str | None) -> bool:
 
 
 def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-    try:
-        payload = json.loads(body.decode("utf-8")) if body.strip() else {}
-    except (UnicodeDecodeError, ValueError):
-        raise ValidationFailed("the body is not JSON", code="malformed_json", extra={"rule": "malformed_json"}) from None
+    try:  # the API's own parser: NUL characters, NaN, deep nesting and huge integers are refused alike
+        payload = loads_strict(body) if body.strip() else {}
+    except BodyRejected as exc:
+        raise ValidationFailed(f"the body is not accepted: {exc.detail}", code=exc.rule,
+                               extra={"field": "body", "rule": exc.rule}) from None
     mapping = hook.mapping
     if not mapping:
         inputs = payload
