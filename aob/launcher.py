@@ -295,6 +295,8 @@ def up(args: argparse.Namespace) -> int:
         celery = [python, "-m", "celery", "-A", "aob_project"]
         children.spawn("web", [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
                                "--port", str(args.port), "--timeout-graceful-shutdown", "5",
+                               # clients send nothing over the event streams: no 16 MiB frames to buffer
+                               "--ws-max-size", "4096",
                                "--workers", os.environ.get("AOB_WEB_WORKERS") or "2"])
         children.spawn("worker", [*celery, "worker", *worker_command(probe, args.node_types), "--concurrency", "2",
                                   "-n", "aob@%h", "--loglevel", "INFO"])

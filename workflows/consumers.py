@@ -71,6 +71,11 @@ def _events(run_id: str, after: int, upto: int | None = None, since: datetime | 
 
 
 class _Consumer(AsyncJsonWebsocketConsumer):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        """The stream is one-way (steering goes through the REST API): a frame a client sends is
+        dropped unread. Decoding it would parse up to the server's frame limit of JSON in the event
+        loop every other socket and request of this process shares."""
+
     async def refuse(self, code: int) -> None:
         """Accept, then close with a policy code, so the client learns why (a refused handshake
         is only an HTTP 403)."""
@@ -112,9 +117,6 @@ class RunEventsConsumer(_Consumer):
             for missing in await _events(self.run_id, self.last, frame["seq"] - 1):
                 await self._send(missing)
         await self._send(frame)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        pass  # the stream is one-way; steering goes through the REST API
 
 
 class UserEventsConsumer(_Consumer):
@@ -159,6 +161,3 @@ class UserEventsConsumer(_Consumer):
         self.last[run_id] = seq
         if len(self.last) > self.RUNS_TRACKED:
             self.last.pop(next(iter(self.last)))  # the run seen longest ago
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        pass

@@ -247,3 +247,29 @@ def test_a_token_in_the_query_string_is_not_accepted(engine: Any, make_user: Any
     assert run(main()) == 4401
     # the session worker finishes the run before the next test's flush truncates its tables
     assert wait_for_run(run_id).status == "completed"
+
+
+def test_a_frame_a_client_sends_is_dropped_unread_and_the_stream_goes_on(engine: Any, user: Any) -> None:
+    """The stream is one-way: what a client sends (here 1 MB that is not JSON) is never parsed in
+    the event loop every socket and request of the process shares, and breaks nothing."""
+    run_id = start(user, APPROVAL, {"amount": 5, "customer": "Ada"})
+    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    seen = Run.objects.get(pk=run_id).event_seq
+    approval = Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)
+
+    async def main() -> list[dict[str, Any]]:
+        comm = communicator(f"/ws/runs/{run_id}/?after={seen}", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        await comm.send_to(text_data="[" * 1_000_000)
+        await comm.send_to(bytes_data=b"\x00" * 1000)
+        assert await comm.receive_nothing(timeout=0.5)
+        await sync_to_async(approval_decide)(approval=approval, user=user, approve=True, comment="ok")
+        frames = [await comm.receive_json_from(timeout=TIMEOUT)]
+        while frames[-1]["type"] != "workflow_completed":
+            frames.append(await comm.receive_json_from(timeout=TIMEOUT))
+        await comm.disconnect()
+        return frames
+
+    frames = run(main())
+    assert frames[0]["type"] == "approval_decided" and frames == stored(run_id, after=seen)
