@@ -348,6 +348,35 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin(
     assert other.json_body["headers"]["x-keep"] == "1"
 
 
+def test_a_secret_in_a_custom_header_or_the_body_never_follows_a_redirect_to_another_origin(
+        start_server: Callable[..., Server], settings: Any) -> None:
+    """The executors render ``$secrets.NAME`` in a ``SecretBox`` active while they send: a 307 to
+    another origin would re-send a custom header (``X-Api-Key``) and the body. Refused instead,
+    naming the secret, never its value; without secrets, or to the same origin, it is followed."""
+    from vault.references import SecretBox
+
+    first, second = start_server(), start_server()
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+    value = "tok-9f8e7d6c"
+    to_second = f"/redirect?status=307&to={second.url('/echo')}"
+    box = SecretBox(1, loader=lambda owner, names: {name: value for name in names})
+    with box.active():
+        box.render("$secrets.API_KEY", None, str)  # as an executor renders the author's config
+        for headers, payload in (({"X-Api-Key": value}, None), ({}, {"token": value})):
+            with pytest.raises(SSRFBlocked) as caught:
+                request(method="POST", url=first.url(to_second), headers=headers, json=payload)
+            assert caught.value.rule == "secret-redirect" and "API_KEY" in str(caught.value)
+            assert value not in str(caught.value) and not second.hits
+        home = request(method="POST", url=first.url("/redirect?status=307&to=/echo"), headers={"X-Api-Key": value})
+        assert home.json_body["headers"]["x-api-key"] == value  # the same origin: followed
+        # a 303 turns the POST into a GET without the body: nothing of the secret goes on
+        request(method="POST", url=first.url(f"/redirect?status=303&to={second.url('/echo')}"), json={"t": value})
+        assert len(second.hits) == 1 and value.encode() not in second.hits[0].body
+    # the control: the same request with no secret in use is followed to the other origin
+    request(method="POST", url=first.url(to_second), headers={"X-Api-Key": value})
+    assert second.hits[-1].headers["X-Api-Key"] == value
+
+
 # --- one resolution, and the connection goes where it was judged ---------------------------------
 
 

@@ -279,6 +279,28 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
             client.close()
 
 
+def _keep_secrets_home(headers: dict[str, str], body: dict[str, Any], target: httpx.URL) -> None:
+    """A secret the request carries (``vault``: the executor's active ``SecretBox``) in a header
+    other than the credential ones dropped above, or in a body a 307/308 sends again, was meant for
+    one origin: a redirect to another is refused, not followed (an open redirect, or a location an
+    agent's output chose, would otherwise receive it in plain text)."""
+    from vault.references import active_box
+
+    box = active_box()
+    if box is None or not box.used:
+        return
+    content = body.get("content")
+    sent = [*headers.values(), content.decode(errors="replace") if isinstance(content, bytes) else content or ""]
+    if body.get("json") is not None:
+        sent.append(jsonlib.dumps(body["json"], ensure_ascii=False))
+    carried = [name for name, value in box.used.items()
+               if value and any(value in text or jsonlib.dumps(value)[1:-1] in text for text in sent)]
+    if carried:
+        raise SSRFBlocked(f"a redirect to another origin ({target.scheme}://{target.netloc.decode()}) from a request "
+                          f"that carries secrets ({', '.join(sorted(carried))}) is not followed",
+                          rule="secret-redirect", url=str(target))
+
+
 def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, headers: dict[str, str],
           params: dict[str, Any] | None, json: Any, content: str | bytes | None, cap: int, hops: int,
           follow_redirects: bool, started: float) -> HttpResult:
@@ -323,11 +345,14 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             target = outgoing.url.join(location)
         except httpx.InvalidURL as exc:
             raise SSRFBlocked(f"invalid redirect location: {exc}", rule="invalid-url", url=location) from exc
-        if not _same_origin(outgoing.url, target):
+        cross_origin = not _same_origin(outgoing.url, target)
+        if cross_origin:
             headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
         if (response.status_code == 303 and method != "HEAD") or (
                 response.status_code in (301, 302) and method == "POST"):
             method, body = "GET", {}
             headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
+        if cross_origin:
+            _keep_secrets_home(headers, body, target)
         current, params = str(target), None
         redirects.append(current)
