@@ -5,17 +5,23 @@ worker waits; the child's end resumes it with ``{run_id, status, outputs}`` (the
 child's last nodes), or fails it when the child failed or was cancelled. The child runs as the
 parent's owner, with what is left of the parent's LLM budget as its ceiling (its spend is added to
 the parent's when it ends); cancelling or failing the parent cancels the child. Runs nest at most
-``AOB_SUBWORKFLOW_MAX_DEPTH`` deep."""
+``AOB_SUBWORKFLOW_MAX_DEPTH`` deep.
+
+An unpinned tag runs its current version, except in an action a gate approved: there it runs the
+version that was current when the gate was approved (the earliest, if several gates guard it),
+so saving a new version afterwards cannot change what the approvers let run."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from workflows.definition.gates import GATE, guarded
 from workflows.engine.execution import WAITING, park
-from workflows.models import Event, Run, Workflow, WorkflowVersion
+from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVersion
 from workflows.registry import NodeContext, NodeFailed, executor
 from workflows.services.runs import run_start
 
@@ -52,11 +58,19 @@ def run_workflow(ctx: NodeContext) -> Any:
     tag = ctx.config["tag"]
     workflow = Workflow.objects.filter(owner_id=ctx.owner_id, tag=tag).select_related("current_version").first()
     pinned = ctx.config.get("version")
-    version = (workflow.current_version if pinned is None else
-               WorkflowVersion.objects.filter(workflow=workflow, seq=pinned).first()) if workflow else None
+    approved_at = _approved_at(ctx) if pinned is None else None
+    if workflow is None:
+        version = None
+    elif pinned is not None:
+        version = WorkflowVersion.objects.filter(workflow=workflow, seq=pinned).first()
+    elif approved_at is not None:  # the version the approvers could see: current when they approved
+        version = WorkflowVersion.objects.filter(workflow=workflow, created_at__lte=approved_at).order_by("-seq").first()
+    else:
+        version = workflow.current_version
     if version is None:
-        raise NodeFailed(f"the owner has no workflow {tag!r}" + (f" version {pinned}" if pinned is not None else ""),
-                         code="SubWorkflowNotFound", extra={"tag": tag, "version": pinned, "transient": False})
+        when = f" when this action was approved ({approved_at.isoformat()})" if approved_at and workflow else ""
+        raise NodeFailed(f"the owner has no workflow {tag!r}" + (f" version {pinned}" if pinned is not None else "")
+                         + when, code="SubWorkflowNotFound", extra={"tag": tag, "version": pinned, "transient": False})
     inputs = ctx.config.get("inputs", {})
     if not isinstance(inputs, dict):
         raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs", extra={"transient": False})
@@ -70,10 +84,28 @@ def run_workflow(ctx: NodeContext) -> Any:
         SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
                               depth=depth)
         return [(Event.Type.SUBWORKFLOW_STARTED, ctx.node_id, {"iteration": ctx.iteration, "child_run_id": str(child.pk),
-                                                      "tag": tag, "version": version.seq, "depth": depth})]
+                                                      "tag": tag, "version": version.seq, "depth": depth,
+                                                      **({"as_approved_at": approved_at.isoformat()}
+                                                         if approved_at else {})})]
 
     park(ctx, start_child, reason="workflow")
     return WAITING
+
+
+def _approved_at(ctx: NodeContext) -> datetime | None:
+    """When the gates that guard this node (``gates.guarded``, in the run's current definition)
+    were approved, the earliest: a gate's node run completes when its approval is decided."""
+    artifact_id = Run.objects.filter(pk=ctx.run_id).values_list("current_artifact_id", flat=True).first()
+    definition = Artifact.objects.filter(pk=artifact_id).values_list("content", flat=True).first() or {}
+    gates = [node["id"] for node in definition.get("nodes", [])
+             if isinstance(node, dict) and node.get("type") == GATE and ctx.node_id in guarded(definition, node["id"])]
+    times = []
+    for gate in gates:
+        latest = (NodeRun.objects.filter(run_id=ctx.run_id, node_id=gate, status=NodeRun.Status.COMPLETED)
+                  .order_by("-iteration").values_list("finished_at", "output").first())
+        if latest and isinstance(latest[1], dict) and latest[1].get("approved") is True:
+            times.append(latest[0])
+    return min(times, default=None)
 
 
 def _remaining(parent: Any) -> dict[str, float]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from approvals.models import Approval
 from subflows.models import SubRun
+from tests.approvals.runs import decide, submit
 from tests.conftest import wait_for_run
 from tests.engine.flow import wait_until
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 from workflows.services.definitions import workflow_save
 
 CHILD_OK = {"nodes": [{"id": "double", "type": "transform", "config": {"expression": "inputs.n * 2"}},
@@ -108,3 +110,38 @@ def test_runs_nest_no_deeper_than_the_limit(engine, api, user, settings):
     deepest = Run.objects.filter(tag="recursive").order_by("-created_at").first()
     assert SubRun.objects.count() == 5  # AOB_SUBWORKFLOW_MAX_DEPTH: the sixth level is refused
     assert deepest.error["error_type"] == "SubWorkflowTooDeep"
+
+
+def test_an_approved_action_runs_the_child_version_current_when_it_was_approved(engine, user, make_user, remote):
+    """Four eyes: bob approves an action that runs the owner's unpinned `payload`; the owner then
+    saves a new version of it before the child starts. The child runs the version bob could see.
+    Without a gate, an unpinned tag runs its latest version."""
+    bob = make_user("bob")
+    leaf = {"nodes": [{"id": "leaf", "type": "transform", "config": {"expression": "'v1'"}}], "edges": []}
+    workflow_save(owner=user, tag="payload", definition=leaf)
+    gated = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "run payload?", "approvers": ["bob"],
+                                                                 "allow_self_approval": False}},
+                       {"id": "wait", "type": "http", "config": {"url": f"{remote.base}/sleep/3"}},
+                       {"id": "child", "type": "workflow", "config": {"tag": "payload"}}],
+             "edges": [{"from": "gate", "to": "wait", "condition": "$.approved == true"},
+                       {"from": "wait", "to": "child"}]}
+    run_id = submit(user, gated, {})
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(),
+                        timeout=30, what="the approval")
+    assert decide(bob, approval).status_code == 200
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="wait", status="running").exists(),
+             timeout=30, what="the approved action under way")
+    workflow_save(owner=user, tag="payload", definition={"nodes": [
+        {"id": "leaf", "type": "transform", "config": {"expression": "'v2: something bob never saw'"}}], "edges": []})
+
+    run = wait_for_run(run_id, timeout=60)
+    assert run.status == "completed", run.error
+    child = SubRun.objects.get(parent_run_id=run_id).child_run
+    assert NodeRun.objects.get(run=child, node_id="leaf").output == "v1"
+    started = Event.objects.get(run_id=run_id, type=Event.Type.SUBWORKFLOW_STARTED).data
+    assert started["version"] == 0 and "as_approved_at" in started
+    # the control: no gate guards it, and the same unpinned node runs what is current now
+    ungated = {"nodes": [{"id": "child", "type": "workflow", "config": {"tag": "payload"}}], "edges": []}
+    run = wait_for_run(submit(user, ungated, {}), timeout=60)
+    child = SubRun.objects.get(parent_run_id=run.pk).child_run
+    assert NodeRun.objects.get(run=child, node_id="leaf").output == "v2: something bob never saw"
