@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import wait_for_run
+from tests.conftest import client_for, wait_for_run
 from tests.engine.flow import wait_until
 from tests.support import stack
 from triggers.models import Schedule, ScheduleFiring
@@ -93,6 +93,23 @@ def test_a_schedule_is_judged_by_the_fields_beat_will_load(api, user, cron, expe
     task.refresh_from_db()
     loaded = task.schedule  # what django-celery-beat builds: a ValueError here and beat skips the entry
     assert {name: getattr(loaded, name) for name in expected} == expected
+
+
+@pytest.mark.django_db
+def test_an_owner_has_at_most_the_operators_number_of_schedules(api, user, make_user, settings):
+    """Beat sends every firing itself: one owner cannot load it with thousands of schedules."""
+    settings.AOB_MAX_SCHEDULES_PER_OWNER = 3
+    workflow_save(owner=user, tag="greet", definition=GREETING)
+    made = [api.post("/api/v1/schedules", {"tag": "greet", "cron": "* * * * *"}, format="json") for _ in range(4)]
+    assert [r.status_code for r in made] == [201, 201, 201, 400]
+    assert made[-1].json()["details"] == {"field": "schedules", "rule": "max_schedules", "limit": 3}
+    assert Schedule.objects.filter(owner=user).count() == 3
+    other = make_user("other")  # the cap is each owner's
+    workflow_save(owner=other, tag="greet", definition=GREETING)
+    assert client_for(other).post("/api/v1/schedules", {"tag": "greet", "cron": "* * * * *"},
+                                  format="json").status_code == 201
+    assert api.delete(f"/api/v1/schedules/{made[0].json()['id']}").status_code == 204  # room again
+    assert api.post("/api/v1/schedules", {"tag": "greet", "cron": "* * * * *"}, format="json").status_code == 201
 
 
 @pytest.mark.django_db

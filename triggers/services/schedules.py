@@ -62,6 +62,11 @@ def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UT
     cron, _ = cron_check(cron, tz)
     _check_version(workflow, version)
     with transaction.atomic():
+        User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
+        limit = settings.AOB_MAX_SCHEDULES_PER_OWNER
+        if Schedule.objects.filter(owner=owner).count() >= limit:
+            raise ScheduleInvalid(f"an owner has at most {limit} schedules (AOB_MAX_SCHEDULES_PER_OWNER); delete one "
+                                  "first", extra={"field": "schedules", "rule": "max_schedules", "limit": limit})
         schedule = Schedule.objects.create(owner=owner, workflow=workflow, cron=cron, timezone=tz, inputs=inputs or {},
                                            name=name, version=version, catch_up=catch_up, enabled=enabled)
         _sync_periodic_task(schedule)
