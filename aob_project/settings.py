@@ -294,6 +294,9 @@ AOB_MAX_NODE_RUNS_PER_RUN = env_int("AOB_MAX_NODE_RUNS_PER_RUN", 10000)
 AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024)
 # GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).
 AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
+# An open event stream judges its user again (token, session, active, the run visible) before it
+# streams on, at most this often: a revoked token or a logout ends it within this many seconds.
+AOB_WS_RECHECK_S = env_float("AOB_WS_RECHECK_S", 30.0)
 
 # --- Expressions (workflows/definition/expressions.py) --------------------------------------------
 # CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are

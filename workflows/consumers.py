@@ -7,12 +7,16 @@ live event it already sent, and fills any hole from the database before sending 
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.utils import timezone
 
@@ -28,12 +32,19 @@ def _token_user(key: str) -> User | None:
     return token.user if token and token.user.is_active else None
 
 
-async def authenticate(scope: dict[str, Any]) -> User | None:
+async def authenticate(scope: dict[str, Any], *, again: bool = False) -> User | None:
     """Session (browser) or token (``Authorization: Token <key>`` or ``Bearer <key>`` header). Never a token in the
-    query string: servers log URLs, and a token there would end up in access logs."""
+    query string: servers log URLs, and a token there would end up in access logs. ``again``: for an
+    open socket, read the session from the database afresh (a logout, an expiry or a password change
+    ends it; the scope keeps what was read at the handshake)."""
     user = scope.get("user")
     if user is not None and not isinstance(user, AnonymousUser) and user.is_authenticated:
-        return user
+        if not again:
+            return user
+        key = getattr(scope.get("session"), "session_key", None)
+        fresh = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key) if key else None
+        user = await get_user({**scope, "session": fresh}) if fresh is not None else None
+        return user if user is not None and user.is_authenticated and user.is_active else None
     headers = dict(scope.get("headers") or [])
     auth = headers.get(b"authorization", b"").decode(errors="ignore")
     key = auth.split(" ", 1)[1].strip() if auth.lower().startswith(("token ", "bearer ")) else ""
@@ -71,6 +82,25 @@ def _events(run_id: str, after: int, upto: int | None = None, since: datetime | 
 
 
 class _Consumer(AsyncJsonWebsocketConsumer):
+    user_id: int | None = None
+    recheck_at = 0.0
+
+    async def still_allowed(self, run_id: str | None = None) -> bool:
+        """Before it streams on, an open socket's user is judged again, at most every
+        ``AOB_WS_RECHECK_S``: a revoked token, a logout or a deactivated user closes it (4401),
+        and so does a run no longer visible to them (4403)."""
+        if time.monotonic() < self.recheck_at:
+            return True
+        self.recheck_at = time.monotonic() + settings.AOB_WS_RECHECK_S
+        user = await authenticate(self.scope, again=True)
+        if user is None or user.pk != self.user_id:
+            await self.close(code=UNAUTHENTICATED)
+            return False
+        if run_id is not None and not await _visible_run(user, run_id):
+            await self.close(code=FORBIDDEN)
+            return False
+        return True
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         """The stream is one-way (steering goes through the REST API): a frame a client sends is
         dropped unread. Decoding it would parse up to the server's frame limit of JSON in the event
@@ -94,6 +124,7 @@ class RunEventsConsumer(_Consumer):
         if not await _visible_run(user, self.run_id):
             await self.refuse(FORBIDDEN)
             return
+        self.user_id, self.recheck_at = user.pk, time.monotonic() + settings.AOB_WS_RECHECK_S
         await self.accept()
         self.group = f"run.{self.run_id}"
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -113,6 +144,8 @@ class RunEventsConsumer(_Consumer):
         frame = message["event"]
         if frame["seq"] <= self.last:
             return  # already sent, from the replay or an earlier fill
+        if not await self.still_allowed(self.run_id):
+            return
         if frame["seq"] > self.last + 1:
             for missing in await _events(self.run_id, self.last, frame["seq"] - 1):
                 await self._send(missing)
@@ -138,6 +171,7 @@ class UserEventsConsumer(_Consumer):
         if user is None:
             await self.refuse(UNAUTHENTICATED)
             return
+        self.user_id, self.recheck_at = user.pk, time.monotonic() + settings.AOB_WS_RECHECK_S
         await self.accept()
         self.group = f"user.{user.pk}"
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -151,6 +185,8 @@ class UserEventsConsumer(_Consumer):
         run_id, seq = frame["run_id"], frame["seq"]
         last = self.last.get(run_id)
         if last is not None and seq <= last:
+            return
+        if not await self.still_allowed():
             return
         if last is None:
             missing = await _events(run_id, 0, seq - 1, since=self.since) if seq > 1 else []

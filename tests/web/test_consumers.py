@@ -12,7 +12,10 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connections
+from django.test import Client
+from rest_framework.authtoken.models import Token
 
 from aob_project.asgi import application
 from approvals.models import Approval
@@ -273,3 +276,76 @@ def test_a_frame_a_client_sends_is_dropped_unread_and_the_stream_goes_on(engine:
 
     frames = run(main())
     assert frames[0]["type"] == "approval_decided" and frames == stored(run_id, after=seen)
+
+
+def test_an_open_stream_ends_when_its_token_is_revoked_or_its_user_deactivated(engine: Any, user: Any,
+                                                                               make_user: Any, settings: Any) -> None:
+    """An open socket is judged again before it streams on (``AOB_WS_RECHECK_S``, 0 here): the
+    next event after its token is deleted, or its user deactivated, closes it with 4401 instead of
+    reaching a client that may no longer read it. The control: the same user's stream goes on
+    through a whole run while the user is still active."""
+    settings.AOB_WS_RECHECK_S = 0
+    keeper = make_user("keeper")
+    waiting = []
+    for owner in (user, keeper, keeper):
+        run_id = start(owner, APPROVAL, {"amount": 5, "customer": "Ada"})
+        wait_for_run(run_id, statuses={"waiting_for_approval"})
+        waiting.append((run_id, Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)))
+    (revoked_run, revoked_approval), (first_run, first_approval), (_, second_approval) = waiting
+    seen = Run.objects.get(pk=revoked_run).event_seq
+    revoked, kept_key = user.auth_token.key, keeper.auth_token.key
+
+    async def main() -> tuple[Any, Any, list[dict[str, Any]], Any]:
+        comm = communicator(f"/ws/runs/{revoked_run}/?after={seen}", token=revoked)
+        events = communicator("/ws/events/", token=revoked)
+        kept = communicator("/ws/events/", token=kept_key)
+        for socket in (comm, events, kept):
+            assert (await socket.connect(timeout=TIMEOUT))[0]
+        await sync_to_async(lambda: Token.objects.filter(key=revoked).delete())()
+        await sync_to_async(approval_decide)(approval=revoked_approval, user=user, approve=True, comment="ok")
+        closed = await comm.receive_output(timeout=TIMEOUT)
+        closed_too = await events.receive_output(timeout=TIMEOUT)  # the same token, on the user stream
+        await sync_to_async(approval_decide)(approval=first_approval, user=keeper, approve=True, comment="ok")
+        frames = [await kept.receive_json_from(timeout=TIMEOUT)]
+        while frames[-1]["type"] != "workflow_completed":
+            frames.append(await kept.receive_json_from(timeout=TIMEOUT))
+        await sync_to_async(lambda: User.objects.filter(pk=keeper.pk).update(is_active=False))()
+        await sync_to_async(approval_decide)(approval=second_approval, user=keeper, approve=True, comment="ok")
+        later = await kept.receive_output(timeout=TIMEOUT)
+        return closed, closed_too, frames, later
+
+    closed, closed_too, frames, later = run(main())
+    assert closed == {"type": "websocket.close", "code": 4401}
+    assert closed_too == {"type": "websocket.close", "code": 4401}
+    assert {f["run_id"] for f in frames} == {first_run} and "approval_decided" in [f["type"] for f in frames]
+    assert later == {"type": "websocket.close", "code": 4401}
+
+
+def test_a_browsers_open_stream_ends_at_logout(engine: Any, user: Any, settings: Any) -> None:
+    """A session socket is judged again from the session as the database has it now (the scope
+    keeps what the handshake read): after a logout its next event closes it with 4401; before it,
+    the stream goes on (the control)."""
+    settings.AOB_WS_RECHECK_S = 0
+    waiting = []
+    for _ in range(2):
+        run_id = start(user, APPROVAL, {"amount": 5, "customer": "Ada"})
+        wait_for_run(run_id, statuses={"waiting_for_approval"})
+        waiting.append(Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING))
+    browser = Client()
+    browser.force_login(user)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
+
+    async def main() -> tuple[list[dict[str, Any]], Any]:
+        comm = WebsocketCommunicator(application, "/ws/events/", headers=[*headers(), (b"cookie", cookie)])
+        assert (await comm.connect(timeout=TIMEOUT))[0]
+        await sync_to_async(approval_decide)(approval=waiting[0], user=user, approve=True, comment="ok")
+        frames = [await comm.receive_json_from(timeout=TIMEOUT)]
+        while frames[-1]["type"] != "workflow_completed":
+            frames.append(await comm.receive_json_from(timeout=TIMEOUT))
+        await sync_to_async(browser.logout)()
+        await sync_to_async(approval_decide)(approval=waiting[1], user=user, approve=True, comment="ok")
+        return frames, await comm.receive_output(timeout=TIMEOUT)
+
+    frames, closed = run(main())
+    assert "approval_decided" in [f["type"] for f in frames]
+    assert closed == {"type": "websocket.close", "code": 4401}
