@@ -297,6 +297,8 @@ AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 # An open event stream judges its user again (token, session, active, the run visible) before it
 # streams on, at most this often: a revoked token or a logout ends it within this many seconds.
 AOB_WS_RECHECK_S = env_float("AOB_WS_RECHECK_S", 30.0)
+# Open event streams (WebSockets) per user in one web process; past it a socket is closed with 4429.
+AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50)
 
 # --- Expressions (workflows/definition/expressions.py) --------------------------------------------
 # CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
+TOO_MANY = 4429
 
 
 @database_sync_to_async
@@ -84,6 +85,32 @@ def _events(run_id: str, after: int, upto: int | None = None, since: datetime | 
 class _Consumer(AsyncJsonWebsocketConsumer):
     user_id: int | None = None
     recheck_at = 0.0
+    group: str | None = None
+    # Open sockets per user in this process (gone with it, so a crash leaves no count behind).
+    open_sockets: dict[int, int] = {}
+
+    async def admit(self, user: User) -> bool:
+        """Accept the socket of an authenticated user, or refuse it (4429) past
+        ``AOB_WS_MAX_PER_USER`` open in this process: one user's sockets cannot take a web
+        process's memory and file descriptors from everyone else's."""
+        if self.open_sockets.get(user.pk, 0) >= settings.AOB_WS_MAX_PER_USER:
+            await self.refuse(TOO_MANY)
+            return False
+        self.open_sockets[user.pk] = self.open_sockets.get(user.pk, 0) + 1
+        self.user_id, self.recheck_at = user.pk, time.monotonic() + settings.AOB_WS_RECHECK_S
+        await self.accept()
+        return True
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.user_id is not None:
+            left = self.open_sockets.get(self.user_id, 1) - 1
+            if left > 0:
+                self.open_sockets[self.user_id] = left
+            else:
+                self.open_sockets.pop(self.user_id, None)
+            self.user_id = None
 
     async def still_allowed(self, run_id: str | None = None) -> bool:
         """Before it streams on, an open socket's user is judged again, at most every
@@ -124,17 +151,13 @@ class RunEventsConsumer(_Consumer):
         if not await _visible_run(user, self.run_id):
             await self.refuse(FORBIDDEN)
             return
-        self.user_id, self.recheck_at = user.pk, time.monotonic() + settings.AOB_WS_RECHECK_S
-        await self.accept()
+        if not await self.admit(user):
+            return
         self.group = f"run.{self.run_id}"
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.last = _after(self.scope)
         for frame in await _events(self.run_id, self.last):
             await self._send(frame)
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.send_json(frame)
@@ -171,14 +194,10 @@ class UserEventsConsumer(_Consumer):
         if user is None:
             await self.refuse(UNAUTHENTICATED)
             return
-        self.user_id, self.recheck_at = user.pk, time.monotonic() + settings.AOB_WS_RECHECK_S
-        await self.accept()
+        if not await self.admit(user):
+            return
         self.group = f"user.{user.pk}"
         await self.channel_layer.group_add(self.group, self.channel_name)
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def run_event(self, message: dict[str, Any]) -> None:
         frame = message["event"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -31,7 +32,9 @@ TIMEOUT = 10
 
 def run(coro: Any) -> Any:
     """Run a test's async part; then close the database connection the consumers used in asgiref's
-    one thread-sensitive executor thread, which would otherwise outlive the test database."""
+    one thread-sensitive executor thread, which would otherwise outlive the test database, and
+    drop the channel layer, whose locks belong to this event loop (a socket the server closed
+    mid-receive can leave one held for the next test's loop)."""
 
     async def main() -> Any:
         try:
@@ -39,7 +42,10 @@ def run(coro: Any) -> Any:
         finally:
             await sync_to_async(connections.close_all)()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        channel_layers.backends.clear()
 
 
 def headers(token: str | None = None, origin: str = "http://127.0.0.1") -> list[tuple[bytes, bytes]]:
@@ -312,6 +318,8 @@ def test_an_open_stream_ends_when_its_token_is_revoked_or_its_user_deactivated(e
         await sync_to_async(lambda: User.objects.filter(pk=keeper.pk).update(is_active=False))()
         await sync_to_async(approval_decide)(approval=second_approval, user=keeper, approve=True, comment="ok")
         later = await kept.receive_output(timeout=TIMEOUT)
+        for socket in (comm, events, kept):
+            await socket.disconnect()
         return closed, closed_too, frames, later
 
     closed, closed_too, frames, later = run(main())
@@ -344,8 +352,37 @@ def test_a_browsers_open_stream_ends_at_logout(engine: Any, user: Any, settings:
             frames.append(await comm.receive_json_from(timeout=TIMEOUT))
         await sync_to_async(browser.logout)()
         await sync_to_async(approval_decide)(approval=waiting[1], user=user, approve=True, comment="ok")
-        return frames, await comm.receive_output(timeout=TIMEOUT)
+        closed = await comm.receive_output(timeout=TIMEOUT)
+        await comm.disconnect()
+        return frames, closed
 
     frames, closed = run(main())
     assert "approval_decided" in [f["type"] for f in frames]
     assert closed == {"type": "websocket.close", "code": 4401}
+
+
+def test_one_user_has_at_most_the_operators_number_of_open_streams(transactional_db: Any, make_user: Any,
+                                                                    settings: Any) -> None:
+    """Past ``AOB_WS_MAX_PER_USER`` open in a process, a user's next socket is closed with 4429;
+    another user's is not, and closing one makes room again."""
+    settings.AOB_WS_MAX_PER_USER = 2
+    many, other = make_user("many"), make_user("other")
+    keys = {"many": many.auth_token.key, "other": other.auth_token.key}
+
+    async def main() -> tuple[Any, bool, bool]:
+        first, second = (communicator("/ws/events/", token=keys["many"]) for _ in range(2))
+        for socket in (first, second):
+            assert (await socket.connect(timeout=TIMEOUT))[0]
+        third = communicator("/ws/events/", token=keys["many"])
+        refused = await close_code(third)
+        theirs = communicator("/ws/events/", token=keys["other"])
+        their_ok = (await theirs.connect(timeout=TIMEOUT))[0] and await theirs.receive_nothing(timeout=0.2)
+        await first.disconnect()
+        again = communicator("/ws/events/", token=keys["many"])
+        room = (await again.connect(timeout=TIMEOUT))[0] and await again.receive_nothing(timeout=0.2)
+        for socket in (second, theirs, again, third):
+            await socket.disconnect()
+        return refused, their_ok, room
+
+    refused, their_ok, room = run(main())
+    assert refused == 4429 and their_ok and room
