@@ -85,6 +85,7 @@ def _events(run_id: str, after: int, upto: int | None = None, since: datetime | 
 class _Consumer(AsyncJsonWebsocketConsumer):
     user_id: int | None = None
     recheck_at = 0.0
+    closed = False
     group: str | None = None
     # Open sockets per user in this process (gone with it, so a crash leaves no count behind).
     open_sockets: dict[int, int] = {}
@@ -101,9 +102,13 @@ class _Consumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         return True
 
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # a handler that raised (a client gone mid-send, Redis) never reaches disconnect()
+            self._release()
+
+    def _release(self) -> None:
         if self.user_id is not None:
             left = self.open_sockets.get(self.user_id, 1) - 1
             if left > 0:
@@ -112,21 +117,27 @@ class _Consumer(AsyncJsonWebsocketConsumer):
                 self.open_sockets.pop(self.user_id, None)
             self.user_id = None
 
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        self._release()
+
     async def still_allowed(self, run_id: str | None = None) -> bool:
         """Before it streams on, an open socket's user is judged again, at most every
         ``AOB_WS_RECHECK_S``: a revoked token, a logout or a deactivated user closes it (4401),
         and so does a run no longer visible to them (4403)."""
+        if self.closed:
+            return False  # events already queued for a socket closed here are dropped
         if time.monotonic() < self.recheck_at:
             return True
         self.recheck_at = time.monotonic() + settings.AOB_WS_RECHECK_S
         user = await authenticate(self.scope, again=True)
-        if user is None or user.pk != self.user_id:
-            await self.close(code=UNAUTHENTICATED)
-            return False
-        if run_id is not None and not await _visible_run(user, run_id):
-            await self.close(code=FORBIDDEN)
-            return False
-        return True
+        code = (UNAUTHENTICATED if user is None or user.pk != self.user_id else
+                FORBIDDEN if run_id is not None and not await _visible_run(user, run_id) else None)
+        if code is not None:
+            self.closed = True
+            await self.close(code=code)
+        return code is None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         """The stream is one-way (steering goes through the REST API): a frame a client sends is

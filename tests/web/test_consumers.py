@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -386,3 +386,29 @@ def test_one_user_has_at_most_the_operators_number_of_open_streams(transactional
 
     refused, their_ok, room = run(main())
     assert refused == 4429 and their_ok and room
+
+
+def test_a_socket_whose_handler_raised_gives_its_place_back(transactional_db: Any, make_user: Any,
+                                                           settings: Any) -> None:
+    """A handler that raises (a client gone mid-send, a Redis error) ends the consumer without
+    ``disconnect()``: its place among the user's open sockets is released all the same."""
+    settings.AOB_WS_MAX_PER_USER = 1
+    owner = make_user("owner")
+    key = owner.auth_token.key
+
+    async def main() -> tuple[bool, bool]:
+        broken = communicator("/ws/events/", token=key)
+        assert (await broken.connect(timeout=TIMEOUT))[0]
+        await get_channel_layer().group_send(f"user.{owner.pk}", {"type": "run.event"})  # no event: KeyError
+        try:
+            await broken.wait(timeout=TIMEOUT)
+            raised = False
+        except KeyError:
+            raised = True
+        fresh = communicator("/ws/events/", token=key)
+        admitted = (await fresh.connect(timeout=TIMEOUT))[0] and await fresh.receive_nothing(timeout=0.2)
+        await fresh.disconnect()
+        return raised, admitted
+
+    raised, admitted = run(main())
+    assert raised and admitted
