@@ -111,6 +111,23 @@ def test_many_references_to_a_large_value_are_refused_before_they_run(settings: 
         evaluate("[" + ", ".join(["output"] * 20) + "]", {"output": output})
 
 
+def test_weighing_follows_string_indexes_and_skips_what_only_answers_a_boolean_or_a_number() -> None:
+    """A node id with a ``-`` is read as ``nodes["a-1"]``: weighed at that node, not at every node.
+    A value only asked ``contains``/``size`` copies nothing into the result. A ``filter`` does:
+    those references still count (an edge condition refused would silently count as false)."""
+    doc = "q" * 7_000_000  # five references to it would weigh 35 MB, past the 32 MiB default
+    assert evaluate(" && ".join(f'inputs.doc.contains("{"q" * (i + 1)}") && inputs.doc.size() > 0' for i in range(5)),
+                    {"inputs": {"doc": doc}}) is True
+    nodes = {"a-1": {"output": {"ok": True}}, "big-doc": {"output": doc}}
+    assert evaluate(" && ".join(['nodes["a-1"].output.ok'] * 5), {"nodes": nodes}) is True
+    with pytest.raises(ExpressionError) as caught:  # the control: the same five reading the document
+        evaluate("[" + ", ".join(['nodes["big-doc"].output'] * 5) + "]", {"nodes": nodes})
+    assert caught.value.rule == "max_copy_bytes"
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("[" + ", ".join(["inputs.l.filter(x, true)"] * 8) + "]", {"inputs": {"l": [doc]}})
+    assert caught.value.rule == "max_copy_bytes"
+
+
 def test_an_expression_converts_only_the_variables_it_reads() -> None:
     """Converting a context to CEL values costs the binding about 0.4 s for 60,000 small objects,
     outside any tick: a rule that reads only its node's output does not pay for large inputs."""

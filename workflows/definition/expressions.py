@@ -119,27 +119,44 @@ def _string_end(source: str, i: int) -> int:
     return len(source)  # unterminated: the compiler will say so
 
 
-def _field_path(source: str, word: str, j: int) -> tuple[str, ...]:
-    """The reference starting with ``word`` (ending at ``j``) and the field names that follow it
-    (``.name`` not called as a method); an index or anything else ends it."""
+# Methods whose result holds (a part of) the value they are called on; the others answer a
+# boolean or a number (``contains``, ``size``, ``exists``, …), so the value they read copies nothing.
+COPYING_METHODS = frozenset({"map", "filter"})
+
+
+def _skip_blanks(source: str, k: int) -> int:
+    while k < len(source) and source[k] in " \t\r\n":
+        k += 1
+    return k
+
+
+def _field_path(source: str, word: str, j: int) -> tuple[tuple[str, ...], str | None]:
+    """The reference starting with ``word`` (ending at ``j``): the field names that follow it
+    (``.name``, or ``["name"]`` as a node id with a ``-`` needs), and the method it is called
+    with, if any (``.name(``). Any other index or operator ends it."""
     path, n = [word], len(source)
     while True:
-        k = j
-        while k < n and source[k] in " \t\r\n":
-            k += 1
+        k = _skip_blanks(source, j)
+        if k < n and source[k] == "[":  # a string-literal index is a field name too
+            q = _skip_blanks(source, k + 1)
+            close = source.find(source[q], q + 1) if q < n and source[q] in "'\"" else -1
+            bracket = _skip_blanks(source, close + 1) if close > 0 else n
+            if close < 0 or "\\" in source[q + 1:close] or bracket >= n or source[bracket] != "]":
+                return tuple(path), None
+            path.append(source[q + 1:close])
+            j = bracket + 1
+            continue
         if k >= n or source[k] != ".":
-            return tuple(path)
-        k += 1
-        while k < n and source[k] in " \t\r\n":
-            k += 1
+            return tuple(path), None
+        k = _skip_blanks(source, k + 1)
         end = k
         while end < n and (source[end].isalnum() or source[end] == "_"):
             end += 1
-        after = end
-        while after < n and source[after] in " \t\r\n":
-            after += 1
-        if end == k or (after < n and source[after] == "("):
-            return tuple(path)
+        after = _skip_blanks(source, end)
+        if end == k:
+            return tuple(path), None
+        if after < n and source[after] == "(":
+            return tuple(path), source[k:end]
         path.append(source[k:end])
         j = end
 
@@ -184,7 +201,9 @@ def shape(source: str) -> Shape:
                 continue
             if (word not in KEYWORDS and (before < 0 or source[before] != ".")
                     and (k >= n or source[k] != "(")):
-                references.append(_field_path(source, word, j))
+                path, method = _field_path(source, word, j)
+                if method is None or method in COPYING_METHODS:
+                    references.append(path)
             i = j
             continue
         elif ch in "([{":
