@@ -9,7 +9,8 @@ the parent's when it ends); cancelling or failing the parent cancels the child. 
 
 An unpinned tag runs its current version, except in an action a gate approved: there it runs the
 version that was current when the gate was approved (the earliest, if several gates guard it),
-so saving a new version afterwards cannot change what the approvers let run."""
+and so do the unpinned ``workflow`` nodes of the child runs it starts, so saving a new version
+afterwards cannot change what the approvers let run."""
 
 from __future__ import annotations
 
@@ -93,15 +94,35 @@ def run_workflow(ctx: NodeContext) -> Any:
 
 
 def _approved_at(ctx: NodeContext) -> datetime | None:
-    """When the gates that guard this node (``gates.guarded``, in the run's current definition)
-    were approved, the earliest: a gate's node run completes when its approval is decided."""
-    artifact_id = Run.objects.filter(pk=ctx.run_id).values_list("current_artifact_id", flat=True).first()
+    """When the action this node is part of was approved, the earliest time: a gate of its own
+    run that guards it, or, for a child run, whatever approved the node that started it (so a
+    grandchild is bound by the parent's approval as the child is)."""
+    times = []
+    run_id, node_id, iteration = ctx.run_id, ctx.node_id, ctx.iteration
+    for _ in range(settings.AOB_SUBWORKFLOW_MAX_DEPTH + 1):
+        own = _gates_approved_at(run_id, node_id, iteration)
+        if own is not None:
+            times.append(own)
+        link = (SubRun.objects.filter(child_run_id=run_id)
+                .values_list("parent_run_id", "parent_node_run__node_id", "parent_node_run__iteration").first())
+        if link is None:
+            break
+        run_id, node_id, iteration = link
+    return min(times, default=None)
+
+
+def _gates_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | None:
+    """When the gates of ``run_id`` that guard ``node_id`` (``gates.guarded``, in the run's current
+    definition) were approved, the earliest: a gate's node run completes when its approval is
+    decided. Only a gate's iterations up to the node's own count."""
+    artifact_id = Run.objects.filter(pk=run_id).values_list("current_artifact_id", flat=True).first()
     definition = Artifact.objects.filter(pk=artifact_id).values_list("content", flat=True).first() or {}
     gates = [node["id"] for node in definition.get("nodes", [])
-             if isinstance(node, dict) and node.get("type") == GATE and ctx.node_id in guarded(definition, node["id"])]
+             if isinstance(node, dict) and node.get("type") == GATE and node_id in guarded(definition, node["id"])]
     times = []
     for gate in gates:
-        latest = (NodeRun.objects.filter(run_id=ctx.run_id, node_id=gate, status=NodeRun.Status.COMPLETED)
+        latest = (NodeRun.objects.filter(run_id=run_id, node_id=gate, status=NodeRun.Status.COMPLETED,
+                                         iteration__lte=iteration)
                   .order_by("-iteration").values_list("finished_at", "output").first())
         if latest and isinstance(latest[1], dict) and latest[1].get("approved") is True:
             times.append(latest[0])

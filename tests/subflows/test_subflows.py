@@ -113,12 +113,15 @@ def test_runs_nest_no_deeper_than_the_limit(engine, api, user, settings):
 
 
 def test_an_approved_action_runs_the_child_version_current_when_it_was_approved(engine, user, make_user, remote):
-    """Four eyes: bob approves an action that runs the owner's unpinned `payload`; the owner then
-    saves a new version of it before the child starts. The child runs the version bob could see.
-    Without a gate, an unpinned tag runs its latest version."""
+    """Four eyes: bob approves an action that runs the owner's unpinned `payload`, which runs the
+    unpinned `deeper`; the owner then saves new versions of both before the child starts. The
+    child and the grandchild run the versions bob could see. Without a gate, an unpinned tag
+    runs its latest version."""
     bob = make_user("bob")
-    leaf = {"nodes": [{"id": "leaf", "type": "transform", "config": {"expression": "'v1'"}}], "edges": []}
-    workflow_save(owner=user, tag="payload", definition=leaf)
+    deeper = {"nodes": [{"id": "leaf", "type": "transform", "config": {"expression": "'v1'"}}], "edges": []}
+    payload = {"nodes": [{"id": "inner", "type": "workflow", "config": {"tag": "deeper"}}], "edges": []}
+    workflow_save(owner=user, tag="deeper", definition=deeper)
+    workflow_save(owner=user, tag="payload", definition=payload)
     gated = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "run payload?", "approvers": ["bob"],
                                                                  "allow_self_approval": False}},
                        {"id": "wait", "type": "http", "config": {"url": f"{remote.base}/sleep/3"}},
@@ -126,22 +129,26 @@ def test_an_approved_action_runs_the_child_version_current_when_it_was_approved(
              "edges": [{"from": "gate", "to": "wait", "condition": "$.approved == true"},
                        {"from": "wait", "to": "child"}]}
     run_id = submit(user, gated, {})
-    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(),
-                        timeout=30, what="the approval")
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30, what="the approval")
     assert decide(bob, approval).status_code == 200
     wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="wait", status="running").exists(),
-             timeout=30, what="the approved action under way")
-    workflow_save(owner=user, tag="payload", definition={"nodes": [
-        {"id": "leaf", "type": "transform", "config": {"expression": "'v2: something bob never saw'"}}], "edges": []})
+               timeout=30, what="the approved action under way")
+    changed = {"nodes": [{"id": "leaf", "type": "transform", "config": {"expression": "'v2: never seen'"}}],
+               "edges": []}
+    workflow_save(owner=user, tag="payload", definition=changed)
+    workflow_save(owner=user, tag="deeper", definition=changed)
 
     run = wait_for_run(run_id, timeout=60)
     assert run.status == "completed", run.error
     child = SubRun.objects.get(parent_run_id=run_id).child_run
-    assert NodeRun.objects.get(run=child, node_id="leaf").output == "v1"
+    grandchild = SubRun.objects.get(parent_run_id=child.pk).child_run
+    assert NodeRun.objects.filter(run=child, node_id="inner").exists()  # payload's version 0
+    assert NodeRun.objects.get(run=grandchild, node_id="leaf").output == "v1"  # deeper's version 0
     started = Event.objects.get(run_id=run_id, type=Event.Type.SUBWORKFLOW_STARTED).data
     assert started["version"] == 0 and "as_approved_at" in started
+    assert Event.objects.get(run_id=child.pk, type=Event.Type.SUBWORKFLOW_STARTED).data["version"] == 0
     # the control: no gate guards it, and the same unpinned node runs what is current now
     ungated = {"nodes": [{"id": "child", "type": "workflow", "config": {"tag": "payload"}}], "edges": []}
     run = wait_for_run(submit(user, ungated, {}), timeout=60)
     child = SubRun.objects.get(parent_run_id=run.pk).child_run
-    assert NodeRun.objects.get(run=child, node_id="leaf").output == "v2: something bob never saw"
+    assert NodeRun.objects.get(run=child, node_id="leaf").output == "v2: never seen"
