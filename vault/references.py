@@ -95,14 +95,22 @@ class SecretBox:
             out.append(_text(resolve_text(raw[last:])))
         return "".join(out)
 
+    def _forms(self) -> list[tuple[str, str]]:
+        """Every form a secret this box handed out may take in text (as it is, URL-encoded, inside
+        a JSON string), longest first, with the label that replaces it."""
+        return sorted(((form, f"[secret:{name}]") for name, secret in self.used.items() if secret
+                       for form in {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}),
+                      key=lambda pair: -len(pair[0]))
+
     def mask(self, value: Any) -> Any:
         """``value`` with every secret this box handed out replaced by ``[secret:NAME]``."""
         if not self.used:
             return value
-        forms = sorted(((form, f"[secret:{name}]") for name, secret in self.used.items() if secret
-                        for form in {secret, quote(secret, safe=""), quote_plus(secret)}),
-                       key=lambda pair: -len(pair[0]))
-        return _mask(value, forms)
+        return _mask(value, self._forms())
+
+    def carried(self, texts: list[str]) -> list[str]:
+        """The names of the secrets this box handed out that appear, in any form, in ``texts``."""
+        return sorted({label[8:-1] for form, label in self._forms() if any(form in text for text in texts)})
 
     def masked(self, exc: Any) -> Any:
         """An AobError (raised while secrets were in play) with its message and details masked."""

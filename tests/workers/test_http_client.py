@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import certifi
 import httpcore
@@ -357,14 +357,15 @@ def test_a_secret_in_a_custom_header_or_the_body_never_follows_a_redirect_to_ano
 
     first, second = start_server(), start_server()
     settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
-    value = "tok-9f8e7d6c"
+    value = "tok/9f+8e7=d6c"  # a slash, a plus and '=' so the URL-encoded forms differ from the value
     to_second = f"/redirect?status=307&to={second.url('/echo')}"
     box = SecretBox(1, loader=lambda owner, names: {name: value for name in names})
     with box.active():
         box.render("$secrets.API_KEY", None, str)  # as an executor renders the author's config
-        for headers, payload in (({"X-Api-Key": value}, None), ({}, {"token": value})):
+        for headers, body in (({"X-Api-Key": value}, {}), ({}, {"json": {"token": value}}),
+                              ({}, {"content": f"token={quote_plus(value)}"})):  # a form body, URL-encoded
             with pytest.raises(SSRFBlocked) as caught:
-                request(method="POST", url=first.url(to_second), headers=headers, json=payload)
+                request(method="POST", url=first.url(to_second), headers=headers, **body)
             assert caught.value.rule == "secret-redirect" and "API_KEY" in str(caught.value)
             assert value not in str(caught.value) and not second.hits
         home = request(method="POST", url=first.url("/redirect?status=307&to=/echo"), headers={"X-Api-Key": value})

@@ -293,8 +293,7 @@ def _keep_secrets_home(headers: dict[str, str], body: dict[str, Any], target: ht
     sent = [*headers.values(), content.decode(errors="replace") if isinstance(content, bytes) else content or ""]
     if body.get("json") is not None:
         sent.append(jsonlib.dumps(body["json"], ensure_ascii=False))
-    carried = [name for name, value in box.used.items()
-               if value and any(value in text or jsonlib.dumps(value)[1:-1] in text for text in sent)]
+    carried = box.carried(sent)  # in any form the box masks: as it is, URL-encoded, in a JSON string
     if carried:
         raise SSRFBlocked(f"a redirect to another origin ({target.scheme}://{target.netloc.decode()}) from a request "
                           f"that carries secrets ({', '.join(sorted(carried))}) is not followed",
