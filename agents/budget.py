@@ -7,7 +7,12 @@ the node), the run's (``Run.budget`` as its owner raised it, else the operator's
 raises it) and the owner's for the UTC day (``AOB_OWNER_DAILY_COST_USD``; passing it fails the
 node). After the call the reservation is released to the actual usage, in the same transaction
 that journals the response. A node run holds at most one reservation; a dead attempt's is
-replaced by the next attempt's.
+replaced by the next attempt's, and a reservation whose node run no longer runs holds nothing.
+
+A sub-workflow's spend also counts against its parent's ceilings, and theirs, up the nesting
+(``Run.within``): the reservation and the usage are written to every run of that line at once, so
+children running side by side share what their parent has left instead of each taking all of it.
+The runs of a line are locked child first, then parent, as every path that locks two runs does.
 """
 
 from __future__ import annotations
@@ -54,36 +59,79 @@ def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[st
             node_budget: dict[str, Any] | None) -> Reservation:
     tokens, cost = worst_case(model, messages, max_tokens)
     day = timezone.now().date()
+    key = str(node_run_id)
     with transaction.atomic():
-        run = Run.objects.select_for_update().only("usage", "budget", "owner_id").get(pk=run_id)
-        usage = dict(run.usage or {})
-        held = {k: v for k, v in (usage.get("reservations") or {}).items() if k != str(node_run_id)}
-        spent_tokens, spent_cost = usage.get("tokens", 0), usage.get("cost_usd", 0.0)
-        spent = {"tokens": spent_tokens, "cost_usd": spent_cost, "calls": usage.get("calls", 0)}
-        _check_node_budget(node_budget, spent)
-        held_tokens = sum(r["tokens"] for r in held.values())
-        held_cost = sum(r["cost_usd"] for r in held.values())
-        limits = run.ceilings
-        if (spent_tokens + held_tokens + tokens > limits["max_tokens"]
-                or spent_cost + held_cost + cost > limits["max_cost_usd"]):
-            raise BudgetPaused(
-                f"the run's budget ({limits['max_tokens']} tokens, ${limits['max_cost_usd']}) cannot cover the next "
-                f"model call (up to {tokens} tokens, ${cost:.6f}); its owner can raise it",
-                extra={"reason": "budget", "spent": spent, "budget": limits,
-                       "next_call": {"tokens": tokens, "cost_usd": round(cost, 8)}})
+        line = _line(run_id)
+        run = line[0]
+        usage = run.usage or {}
+        _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
+                                         "calls": usage.get("calls", 0)})
+        live = _running({k for r in line for k in (r.usage or {}).get("reservations") or {}} - {key})
+        for each in line:
+            each.usage = dict(each.usage or {})
+            held = {k: v for k, v in (each.usage.get("reservations") or {}).items() if k in live}
+            _check_run_ceilings(each, held, tokens, cost, own=each is run)
+            each.usage["reservations"] = {**held, key: {"tokens": tokens, "cost_usd": cost}}
         spend = _owner_day(run.owner_id, day)
-        in_flight = sum(v for k, v in spend.reserved.items() if k != str(node_run_id))
+        in_flight = sum(v for k, v in spend.reserved.items() if k != key)
         if spend.cost_usd + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
             raise OwnerBudgetExceeded(
                 f"the owner's LLM spend today (${spend.cost_usd:.4f}) and this call (up to ${cost:.6f}) would pass "
                 f"the daily ceiling of ${settings.AOB_OWNER_DAILY_COST_USD}",
                 extra={"reason": "owner_daily", "transient": False})
-        held[str(node_run_id)] = {"tokens": tokens, "cost_usd": cost}
-        usage["reservations"] = held
-        Run.objects.filter(pk=run_id).update(usage=usage)
-        spend.reserved = {**spend.reserved, str(node_run_id): cost}
+        for each in line:
+            Run.objects.filter(pk=each.pk).update(usage=each.usage)
+        spend.reserved = {**spend.reserved, key: cost}
         spend.save(update_fields=["reserved"])
     return Reservation(str(run_id), node_run_id, run.owner_id, day, tokens, cost)
+
+
+def _line(run_id: str) -> list[Run]:
+    """The run and the runs its spend also counts against (its parent, theirs, ...), each locked,
+    child first."""
+    line: list[Run] = []
+    next_id: str | None = run_id
+    while next_id is not None and len(line) <= settings.AOB_SUBWORKFLOW_MAX_DEPTH:
+        if any(str(r.pk) == str(next_id) for r in line):
+            break
+        found = Run.objects.select_for_update().only("usage", "budget", "owner_id").filter(pk=next_id).first()
+        if found is None:
+            break
+        line.append(found)
+        next_id = found.within
+    if not line:
+        raise Run.DoesNotExist(run_id)
+    return line
+
+
+def _running(keys: set[str]) -> set[str]:
+    """The node runs among ``keys`` still running: only their reservations hold anything (a node run
+    killed mid-call, or cancelled with its run, leaves one behind)."""
+    if not keys:
+        return set()
+    return {str(pk) for pk in NodeRun.objects.filter(pk__in=[int(k) for k in keys], status=NodeRun.Status.RUNNING)
+            .values_list("pk", flat=True)}
+
+
+def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float, *, own: bool) -> None:
+    """Passing a run's ceilings pauses the node until that run's owner raises them (a ceiling left
+    null, a sub-workflow's, is the runs above)."""
+    usage = run.usage or {}
+    spent_tokens, spent_cost = usage.get("tokens", 0), usage.get("cost_usd", 0.0)
+    limits = run.ceilings
+    max_tokens, max_cost = limits["max_tokens"], limits["max_cost_usd"]
+    if ((max_tokens is None or spent_tokens + sum(r["tokens"] for r in held.values()) + tokens <= max_tokens)
+            and (max_cost is None or spent_cost + sum(r["cost_usd"] for r in held.values()) + cost <= max_cost)):
+        return
+    whose = "the run's budget" if own else f"the budget of run {run.pk}, which this sub-workflow's spend counts against,"
+    shown = ", ".join(text for text in (f"{max_tokens} tokens" if max_tokens is not None else "",
+                                        f"${max_cost}" if max_cost is not None else "") if text)
+    raise BudgetPaused(
+        f"{whose} ({shown}) cannot cover the next model call (up to {tokens} tokens, ${cost:.6f}) beside what is "
+        "spent and reserved; its owner can raise it",
+        extra={"reason": "budget", "budget_run_id": str(run.pk),
+               "spent": {"tokens": spent_tokens, "cost_usd": spent_cost, "calls": usage.get("calls", 0)},
+               "budget": limits, "next_call": {"tokens": tokens, "cost_usd": round(cost, 8)}})
 
 
 def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any]) -> None:
@@ -105,17 +153,18 @@ def _owner_day(owner_id: int, day: date) -> OwnerSpend:
 
 
 def release(reservation: Reservation, call: Call | None = None) -> None:
-    """Replace the reservation with the call's actual usage (none if the call failed). Call inside
-    the transaction that journals the response, so usage counts exactly once."""
+    """Replace the reservation with the call's actual usage (none if the call failed), in the run and
+    every run its spend counts against. Call inside the transaction that journals the response, so
+    usage counts exactly once."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().only("usage").get(pk=reservation.run_id)
-        usage = dict(run.usage or {})
-        held = dict(usage.get("reservations") or {})
-        held.pop(str(reservation.node_run_id), None)
-        usage["reservations"] = held
-        if call is not None:
-            _add_usage(usage, call)
-        Run.objects.filter(pk=reservation.run_id).update(usage=usage)
+        for run in _line(reservation.run_id):
+            usage = dict(run.usage or {})
+            held = dict(usage.get("reservations") or {})
+            held.pop(str(reservation.node_run_id), None)
+            usage["reservations"] = held
+            if call is not None:
+                _add_usage(usage, call)
+            Run.objects.filter(pk=run.pk).update(usage=usage)
         spend = _owner_day(reservation.owner_id, reservation.day)
         spend.reserved = {k: v for k, v in spend.reserved.items() if k != str(reservation.node_run_id)}
         if call is not None:

@@ -3,8 +3,9 @@
 The node parks as ``waiting`` (reason ``workflow``) in the transaction that starts the child, so no
 worker waits; the child's end resumes it with ``{run_id, status, outputs}`` (the outputs of the
 child's last nodes), or fails it when the child failed or was cancelled. The child runs as the
-parent's owner, with what is left of the parent's LLM budget as its ceiling (its spend is added to
-the parent's when it ends); cancelling or failing the parent cancels the child. Runs nest at most
+parent's owner. Its LLM spend counts against the parent's ceilings (and theirs, up the nesting) as
+it happens: children side by side share what the parent has left, and raising the parent's budget
+raises theirs (``agents.budget``, ``Run.within``). Cancelling or failing the parent cancels the child. Runs nest at most
 ``AOB_SUBWORKFLOW_MAX_DEPTH`` deep.
 
 An unpinned tag runs its current version, except in an action a gate approved: there it runs the
@@ -76,12 +77,11 @@ def run_workflow(ctx: NodeContext) -> Any:
     if not isinstance(inputs, dict):
         raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs", extra={"transient": False})
     owner = User.objects.get(pk=ctx.owner_id)
-    parent = Run.objects.only("usage", "budget").get(pk=ctx.run_id)
 
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:
         child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
                           request_id=f"sub-{ctx.node_run_id}")
-        Run.objects.filter(pk=child.pk).update(budget=_remaining(parent))
+        Run.objects.filter(pk=child.pk).update(budget={Run.WITHIN: str(ctx.run_id)})
         SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
                               depth=depth)
         return [(Event.Type.SUBWORKFLOW_STARTED, ctx.node_id, {"iteration": ctx.iteration, "child_run_id": str(child.pk),
@@ -128,10 +128,3 @@ def _gates_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | 
             times.append(latest[0])
     return min(times, default=None)
 
-
-def _remaining(parent: Any) -> dict[str, float]:
-    """What is left of the parent's LLM budget: the child's ceiling."""
-    usage = parent.usage or {}
-    ceilings = parent.ceilings
-    return {"max_tokens": max(0, int(ceilings["max_tokens"]) - int(usage.get("tokens", 0))),
-            "max_cost_usd": max(0.0, float(ceilings["max_cost_usd"]) - float(usage.get("cost_usd", 0.0)))}

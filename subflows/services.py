@@ -39,7 +39,6 @@ def subflow_settle(*, link: SubRun) -> bool:
     if child.status not in Run.FINISHED:
         return False
     with transaction.atomic():
-        parent = Run.objects.select_for_update().only("usage", "owner_id").get(pk=link.parent_run_id)
         if child.status == Run.Status.COMPLETED:
             resumed = resume(link.parent_node_run_id, output={
                 "run_id": str(child.pk), "status": child.status, "outputs": final_outputs(child)})
@@ -50,22 +49,11 @@ def subflow_settle(*, link: SubRun) -> bool:
                 "message": f"child run {child.pk} {child.status}: {cause}", "child_run_id": str(child.pk),
                 "child_error": child.error, "transient": False})
         if resumed:
-            _roll_up_usage(parent, child)
             SubRun.objects.filter(pk=link.pk).update(settled_at=timezone.now())
     if resumed:
         logger.info("subflow.settled", extra={"run_id": str(link.parent_run_id), "child_run_id": str(child.pk),
                                               "status": child.status})
     return resumed
-
-
-def _roll_up_usage(parent: Run, child: Run) -> None:
-    """The child's LLM spend counts against its parent's budget from now on."""
-    usage = dict(parent.usage or {})
-    theirs = child.usage or {}
-    for key in ("tokens", "prompt_tokens", "completion_tokens", "cached_tokens", "calls"):
-        usage[key] = usage.get(key, 0) + theirs.get(key, 0)
-    usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + theirs.get("cost_usd", 0.0), 8)
-    Run.objects.filter(pk=parent.pk).update(usage=usage)
 
 
 def subflow_cancel_children(*, run_id: Any) -> int:

@@ -31,7 +31,8 @@ def _gate_hint(event: dict[str, Any]) -> str | None:
         return (f"waiting for {who} at {node_id}: aob approve {run_id} {node_id} --comment '…'"
                 f"   (or: aob reject {run_id} {node_id})")
     if event.get("type") == "node_paused" and data.get("reason") == "budget":
-        return f"paused on the run's budget: aob run budget {data.get('run_id') or '<run_id>'} --max-cost-usd <usd>"
+        whose = data.get("budget_run_id") or data.get("run_id") or "<run_id>"
+        return f"paused on a run's budget: aob run budget {whose} --max-cost-usd <usd>"
     return None
 
 

@@ -332,7 +332,9 @@ class RunOut(FieldsBuiltOnce):
     current_artifact_id = serializers.CharField()
     replay_of = serializers.UUIDField(source="replay_of_id", allow_null=True)
     budget = serializers.JSONField(source="ceilings", help_text="The run's LLM spend ceilings {max_tokens, "
-                                   "max_cost_usd}: its owner's, else the operator's")
+                                   "max_cost_usd}: its owner's, else the operator's. A sub-workflow's are null "
+                                   "unless its owner set them, and within_run names the run whose ceilings its "
+                                   "spend counts against")
     duration_ms = serializers.SerializerMethodField(help_text="from submission to the end; null until it ends")
 
     class Meta:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -20,6 +21,7 @@ class Run(models.Model):
         CANCELLED = "cancelled"
 
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+    WITHIN = "within_run"  # the ``budget`` key naming the run this one's spend also counts against
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No index of its own for ``owner``: ``run_owner_created`` leads with it.
@@ -42,7 +44,8 @@ class Run(models.Model):
     reuse_llm = models.BooleanField(default=False, db_default=False)
     usage = models.JSONField(default=dict, blank=True)
     # The run's spend ceilings as its owner raised them ({max_tokens, max_cost_usd}); unset keys
-    # fall back to the operator's AOB_RUN_MAX_TOKENS / AOB_RUN_MAX_COST_USD.
+    # fall back to the operator's AOB_RUN_MAX_TOKENS / AOB_RUN_MAX_COST_USD. A run whose spend also
+    # counts against another run's ceilings (a sub-workflow's parent) names it under ``WITHIN``.
     budget = models.JSONField(default=dict, blank=True)
     # Agent nodes patches have added to this run: the spawn limit counts these, and removing a
     # node gives nothing back.
@@ -72,10 +75,21 @@ class Run(models.Model):
         return self.status in self.FINISHED
 
     @property
-    def ceilings(self) -> dict[str, float]:
-        """The run's LLM spend ceilings: what its owner set, else the operator's."""
+    def ceilings(self) -> dict[str, Any]:
+        """The run's LLM spend ceilings: what its owner set, else the operator's. A run whose spend
+        counts against another's (a sub-workflow's, ``within``) has none of its own unless its
+        owner set one (null): the ceilings of the runs above bind it as they stand. It names the
+        run above under ``WITHIN``."""
+        if self.within:
+            return {"max_tokens": self.budget.get("max_tokens"), "max_cost_usd": self.budget.get("max_cost_usd"),
+                    self.WITHIN: self.within}
         return {"max_tokens": self.budget.get("max_tokens", settings.AOB_RUN_MAX_TOKENS),
                 "max_cost_usd": self.budget.get("max_cost_usd", settings.AOB_RUN_MAX_COST_USD)}
+
+    @property
+    def within(self) -> str | None:
+        """The run whose ceilings this run's spend also counts against, if any (agents.budget)."""
+        return (self.budget or {}).get(self.WITHIN)
 
 
 class NodeRun(models.Model):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
@@ -133,31 +134,61 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
 
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
                      max_cost_usd: float | None = None) -> Run:
-    """Set a run's LLM spend ceilings (its owner's decision) and resume every node paused on them;
-    a resumed agent replays its journal, so no model call is lost or made twice."""
+    """Set a run's LLM spend ceilings (its owner's decision) and resume every node paused on them,
+    in this run and in the sub-workflows whose spend counts against it; a resumed agent replays its
+    journal, so no model call is lost or made twice, and one still short pauses again."""
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
-        budget = dict(run.ceilings)
+        budget = {**run.budget, **run.ceilings}
         if max_tokens is not None:
             budget["max_tokens"] = max_tokens
         if max_cost_usd is not None:
             budget["max_cost_usd"] = max_cost_usd
         run.budget = budget
         Run.objects.filter(pk=run.pk).update(budget=budget)
-        now = timezone.now()
-        paused = list(NodeRun.objects.select_for_update().filter(run=run, status=NodeRun.Status.WAITING,
-                                                                 wait_reason="budget"))
-        transitions.move_node_runs(Q(pk__in=[nr.pk for nr in paused], wait_reason="budget"), NodeRun.Status.QUEUED,
-                                   sources=[NodeRun.Status.WAITING], wait_reason="", queued_at=now,
-                                   dispatched_at=now, available_at=None)
-        events.append(run.pk, run.owner_id, [(Event.Type.BUDGET_RAISED, "", {
-            "by": user.username, "budget": budget, "resumed": [nr.node_id for nr in paused]})])
-        ir = coordinator.load_ir(run)
-        publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk),
-                                      ir.nodes[nr.node_id].timeout_ms if nr.node_id in ir.nodes else None)
-                             for nr in paused)
-        if paused:
-            coordinator.refresh(run)
+        raised = {"by": user.username, "budget": run.ceilings}
+        _resume_budget_paused(run, raised)
+    # each in a transaction of its own, after this one: a child's run is never locked after its
+    # parent's (agents.budget locks child first)
+    for pk in _counting_against(run.pk):
+        with transaction.atomic():
+            below = Run.objects.select_for_update().filter(pk=pk).exclude(status__in=Run.FINISHED).first()
+            if below is not None:
+                _resume_budget_paused(below, {**raised, "raised_on": str(run.pk)})
     return run
+
+
+def _resume_budget_paused(run: Run, raised: dict[str, Any]) -> None:
+    """Queue a locked run's nodes paused on a budget again, with a ``budget_raised`` event (in a run
+    below the one raised, only when it had some)."""
+    now = timezone.now()
+    paused = list(NodeRun.objects.select_for_update().filter(run=run, status=NodeRun.Status.WAITING,
+                                                             wait_reason="budget"))
+    if not paused and "raised_on" in raised:
+        return
+    transitions.move_node_runs(Q(pk__in=[nr.pk for nr in paused], wait_reason="budget"), NodeRun.Status.QUEUED,
+                               sources=[NodeRun.Status.WAITING], wait_reason="", queued_at=now,
+                               dispatched_at=now, available_at=None)
+    events.append(run.pk, run.owner_id, [(Event.Type.BUDGET_RAISED, "", {
+        **raised, "resumed": [nr.node_id for nr in paused]})])
+    ir = coordinator.load_ir(run)
+    publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk),
+                                  ir.nodes[nr.node_id].timeout_ms if nr.node_id in ir.nodes else None)
+                         for nr in paused)
+    if paused:
+        coordinator.refresh(run)
+
+
+def _counting_against(run_id: Any) -> list[Any]:
+    """The unfinished runs whose spend counts against ``run_id``'s ceilings, down the nesting."""
+    found: list[Any] = []
+    level = [str(run_id)]
+    for _ in range(settings.AOB_SUBWORKFLOW_MAX_DEPTH):
+        level = [str(pk) for pk in Run.objects.exclude(status__in=Run.FINISHED)
+                 .filter(**{f"budget__{Run.WITHIN}__in": level}).values_list("pk", flat=True)]
+        if not level:
+            break
+        found += level
+    return found

@@ -1,0 +1,95 @@
+"""A sub-workflow's LLM spend counts against its parent's ceilings as it happens: children running
+side by side share what the parent has left, on the real workers with the real ``openai`` SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from subflows.models import SubRun
+from tests.agents.flows import agent, node
+from tests.approvals.runs import approval_of, decide, submit
+from tests.conftest import PRICEY_MODEL, TEST_PRICES, wait_for_run
+from tests.engine.flow import wait_until
+from workflows.models import Event, NodeRun, Run
+from workflows.services.definitions import workflow_save
+
+TEXT = {"content": "Done."}
+CALL_COST = 20 * 1990 / 1e6  # the fake model's 20 completion tokens at the pricey model's price
+CHILDREN = 4
+
+
+@pytest.fixture(autouse=True)
+def _prices(settings: Any) -> None:
+    settings.AOB_LLM_PRICES = TEST_PRICES  # the web process validates models as the workers price them
+
+
+def _children(run_id: str) -> list[Run]:
+    return list(Run.objects.filter(parent_link__parent_run_id=run_id))
+
+
+def test_children_side_by_side_share_what_their_parent_has_left(engine, api, user, fake_llm):
+    # each child's one model call reserves its worst case, $1.99: the parent's $2 covers one at a time
+    workflow_save(owner=user, tag="ask", definition={"nodes": [agent(model=PRICEY_MODEL, max_tokens=1000)],
+                                                     "edges": []})
+    fake_llm.reset([TEXT] * CHILDREN)
+    parent = {"nodes": [{"id": f"c{i}", "type": "workflow", "config": {"tag": "ask"}} for i in range(CHILDREN)],
+              "edges": []}
+    response = api.post("/api/v1/runs", {"workflow": parent, "inputs": {}}, format="json")
+    assert response.status_code == 201, response.json()
+    run_id = response.json()["run_id"]
+
+    def settled() -> list[Run] | None:
+        children = _children(run_id)
+        states = sorted(c.status for c in children)
+        return children if states == ["completed"] + ["waiting_for_approval"] * (CHILDREN - 1) else None
+
+    children = wait_until(settled, timeout=30, what="one child done, the others paused on the parent's budget")
+
+    assert len(fake_llm.requests) == 1  # before the fix: four calls, $7.96 reserved against $2
+    for child in children:
+        assert child.budget == {Run.WITHIN: run_id}
+        if child.status == "waiting_for_approval":
+            assert (node(child, "plan").status, node(child, "plan").wait_reason) == ("waiting", "budget")
+            paused = Event.objects.get(run=child, type="node_paused")
+            assert paused.data["budget_run_id"] == run_id and run_id in paused.data["message"]
+    parent_run = Run.objects.get(pk=run_id)
+    assert parent_run.usage["calls"] == 1 and parent_run.usage["cost_usd"] == pytest.approx(CALL_COST)
+    assert parent_run.usage["reservations"] == {}
+    child_view = api.get(f"/api/v1/runs/{children[0].pk}").json()
+    assert child_view["budget"] == {"max_tokens": None, "max_cost_usd": None, "within_run": run_id}
+
+    raised = api.post(f"/api/v1/runs/{run_id}/budget", {"max_cost_usd": 10}, format="json")
+
+    assert raised.status_code == 200, raised.json()
+    parent_run = wait_for_run(run_id)
+    assert parent_run.status == "completed", parent_run.error
+    assert len(fake_llm.requests) == CHILDREN
+    # counted once each, as it happened: the child's end adds nothing more
+    assert parent_run.usage["calls"] == CHILDREN
+    assert parent_run.usage["cost_usd"] == pytest.approx(CHILDREN * CALL_COST)
+    assert all(c.usage["calls"] == 1 for c in _children(run_id))
+    resumed = Event.objects.filter(run__in=[c.pk for c in children], type="budget_raised")
+    assert sorted(e.data["raised_on"] for e in resumed) == [run_id] * (CHILDREN - 1)
+    assert SubRun.objects.filter(parent_run_id=run_id, settled_at__isnull=False).count() == CHILDREN
+
+
+def test_a_reservation_left_by_a_node_that_no_longer_runs_holds_nothing(engine, api, user, fake_llm):
+    """A node run killed mid-call (or cancelled with its child) leaves its reservation behind; it
+    must not shrink what the run, or the parent, has left for ever."""
+    fake_llm.reset([TEXT])
+    gated = {"nodes": [{"id": "review", "type": "hitl", "config": {"message": "go?"}},
+                       agent(model=PRICEY_MODEL, max_tokens=1000)],
+             "edges": [{"from": "review", "to": "plan", "condition": "$.approved == true"}]}
+    run_id = submit(user, gated)
+    approval = approval_of(run_id)
+    gone = NodeRun.objects.create(run_id=run_id, node_id="gone", node_type="agent", status=NodeRun.Status.FAILED)
+    Run.objects.filter(pk=run_id).update(usage={"reservations": {str(gone.pk): {"tokens": 10**6, "cost_usd": 2.0}}})
+
+    assert decide(user, approval).status_code == 200
+    run = wait_for_run(run_id)
+
+    assert run.status == "completed", run.error
+    assert len(fake_llm.requests) == 1  # before: paused, the dead reservation took the whole $2
+    assert run.usage["reservations"] == {} and run.usage["calls"] == 1
