@@ -139,6 +139,7 @@ class NodeRun(models.Model):
                          condition=models.Q(status__in=["queued", "running"])),
             models.Index(fields=["finished_at"], name="node_run_unconsumed",
                          condition=models.Q(consumed=False, status__in=["completed", "failed", "skipped"])),
+            # the sweeper's look for undecided parks; holds only those, so no ordinary step writes it
             models.Index(fields=["undecided_since"], name="node_run_undecided",
                          condition=models.Q(status="waiting", undecided_since__isnull=False)),
         ]
