@@ -303,6 +303,34 @@ def test_a_pending_patch_holds_the_run_open_until_decided():
     assert sim.run["status"] == Run.Status.COMPLETED
 
 
+def test_a_park_is_decided_once_asking_again_changes_nothing_and_its_resume_is_routed_once():
+    """A node run parked ``waiting`` (``execution.park``): its decision settles the run and clears
+    the park's mark (``undecided_since``, what the sweeper looks for); the same decision asked
+    again, as the sweeper does when the first message was lost, writes nothing new; the resumed
+    node run is routed by one decision, and a second message for it finds it consumed."""
+    definition = {"nodes": [{"id": "gate", "type": "hitl", "config": {}},
+                            {"id": "after", "type": "transform", "config": {"expression": "{'x': 1}"}}],
+                  "edges": [{"from": "gate", "to": "after"}]}
+    sim = Sim(definition)
+    sim.start()
+    ((pk, gate),) = sim.tokens.items()
+    sim.run["status"], gate.status = Run.Status.RUNNING, NodeRun.Status.WAITING  # claimed, then parked
+
+    decided = planner.plan(sim.ir, sim.state(), pk)
+    assert decided.run == {"status": Run.Status.WAITING_FOR_APPROVAL}
+    assert decided.updates == {pk: {"undecided_since": None}} and not decided.inserts and not decided.events
+    sim.apply(decided)
+    again = planner.plan(sim.ir, sim.state(), pk)
+    assert (again.run, again.inserts, again.events) == ({}, [], [])
+
+    gate.status, gate.output, gate.finished_at = NodeRun.Status.COMPLETED, {"approved": True}, sim.tick()  # resume
+    sim.coordinate(pk)
+    assert [(t.node_id, t.status) for t in sim.tokens.values()] == [("gate", "completed"), ("after", "queued")]
+    assert sim.run["status"] == Run.Status.RUNNING
+    duplicate = planner.plan(sim.ir, sim.state(), pk)
+    assert (duplicate.run, duplicate.inserts, duplicate.updates, duplicate.events) == ({}, [], {}, [])
+
+
 def test_a_loop_past_the_node_run_cap_fails_the_run():
     definition = {"nodes": [{"id": "body", "type": "transform", "config": {"expression": "{'x': 1}"}},
                             {"id": "again", "type": "loop", "config": {"max_iterations": 50, "loop_back_to": "body"}}],

@@ -10,8 +10,9 @@ its stack at once:
   it goes on when the test sets ``aob:test:stall_release:<point>:<node_id>`` (60 s at most).
   Points: ``decision`` (a coordinator message about the node, before its decision starts),
   ``decision_locked`` (the planner's full decision consuming the node, ``planner.plan``, inside
-  its transaction with the run row locked), ``callback`` (the node's completion committed, its linked coordinator message about
-  to be published);
+  its transaction with the run row locked), ``callback`` (the node's completion committed, or its
+  park (``execution.park``, the executor's result the status word ``waiting``), its linked
+  coordinator message about to be published);
 - ``aob:test:unfenced_steps``: the plain chain step checks neither that its node run is still
   unconsumed nor that no successor row exists yet, nor lets the unique key absorb a second emit
   (the test drops the constraint too): the negative control of the duplicate-message fault.
@@ -95,15 +96,19 @@ def install() -> None:
             steps.CHAIN_STEP = chain_step
 
     def stalling_callback(sender: str | None = None, body: Any = None, **_: Any) -> None:
-        """The executor's completion is committed and Celery is about to publish its linked
-        coordinator message, whose first argument is the ``Completion`` (as the executor returns
-        it: a list, or a dict from an older worker)."""
+        """The executor's completion (or park) is committed and Celery is about to publish its
+        linked coordinator message, whose first argument is the ``Completion`` (as the executor
+        returns it: a list, or a dict from an older worker) or, for a park, ``waiting``."""
         if sender != "workflows.coordinate" or not isinstance(body, (list, tuple)) or not body:
             return
         args = body[0]
         completion = Completion.from_message(args[0]) if isinstance(args, (list, tuple)) and args else None
         if completion is not None:
             stall("callback", completion.node_id)
+        elif isinstance(args, (list, tuple)) and len(args) == 2 and args[0] == "waiting":  # (result, node_run_id)
+            node_id = NodeRun.objects.filter(pk=args[1]).values_list("node_id", flat=True).first()
+            if node_id:
+                stall("callback", node_id)
 
     coordinator.coordinate = stalling_coordinate
     planner.plan = stalling_plan

@@ -1,12 +1,15 @@
 """Fault injection for the durability tests, installed by the test stack: into every worker
 (``celery worker --include tests.support.faults``, see ``stack.start_worker``, when
 ``AOB_TEST_HOOKS=1``) and into the test process for the engine tests (``tests/engine/conftest.py``).
-Production modules know nothing of it: it wraps three engine functions. Switches live in Redis,
+Production modules know nothing of it: it wraps engine functions. Switches live in Redis,
 so a test flips them for every process of its stack at once:
 
 - ``aob:test:drop_publish:<node_id>``: the first after-commit publish of that node is dropped
   (a crash between commit and publish); the sweeper must find it;
 - ``aob:test:sweeper_paused``: the sweeper does nothing;
+- ``aob:test:undecided_parks_off``: the sweeper finds no park left undecided
+  (``sweeper.undecided_parks``), its other passes unchanged: negative control of the lost park
+  callback (tests/approvals/test_park_callback_lost.py);
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
   engine would;
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
@@ -41,6 +44,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     from workflows.models import NodeRun
 
     publish_now, sweep, coordinate = dispatch.publish_now, sweeper.sweep, coordinator.coordinate
+    undecided_parks = sweeper.undecided_parks
 
     def dropping_publish(item: Any) -> None:
         if _redis().delete(f"aob:test:drop_publish:{item.node_id}"):
@@ -52,6 +56,11 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         if _redis().exists("aob:test:sweeper_paused"):
             return {"skipped": 1}
         return sweep()
+
+    def switchable_undecided_parks(before: Any) -> list[int]:
+        if _redis().exists("aob:test:undecided_parks_off"):
+            return []
+        return undecided_parks(before)
 
     def poisonable_coordinate(node_run_id: int, completion: Any = None) -> None:
         node_id = completion.node_id if completion is not None else (
@@ -70,6 +79,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             interrupt(beat)
 
     wrapped = [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
+               (sweeper, "undecided_parks", switchable_undecided_parks),
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
                (heartbeat._Beat, "interrupt", switchable_interrupt)]
     for module, name, replacement in wrapped:

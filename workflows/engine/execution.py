@@ -303,12 +303,14 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
          reason: str = "approval") -> bool:
     """``running → waiting`` for a node a person decides (``reason``: an approval, or the run's
     budget): ``create()`` writes the rows the wait is and returns the events to append, all in one
-    transaction. The worker is free as soon as this returns; no task sleeps."""
+    transaction. The worker is free as soon as this returns; no task sleeps. The run's next status
+    is the linked coordinator's decision; until it has run the node run is marked
+    ``undecided_since``, so the sweeper asks for that decision again if the message is lost."""
     with transaction.atomic():
         locks.lock_run(ctx.run_id)
         moved = transitions.move_node_run(ctx.node_run_id, NodeRun.Status.WAITING, sources=[NodeRun.Status.RUNNING],
                                           guard={"attempts": ctx.attempt}, lease_expires_at=None, input=ctx.config,
-                                          wait_reason=reason)
+                                          wait_reason=reason, undecided_since=timezone.now())
         if not moved:
             return False
         events.append(ctx.run_id, ctx.owner_id, create())

@@ -512,8 +512,9 @@ def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None, 
     """Consume the finished node run ``finished`` (a pk in ``state``) and every other finished,
     unconsumed one (at a join the other parents' messages then find nothing left to do), emit
     what follows, and settle the run's status. A node run not finished yet (a retry is queued, a
-    person decides) only settles the run's status when it waits. ``budget`` bounds what it
-    evaluates in place (``pure.Budget``)."""
+    person decides) only settles the run's status when it waits, and clears its park's mark
+    (``undecided_since``: the decision the sweeper would ask for again has run). ``budget`` bounds
+    what it evaluates in place (``pure.Budget``)."""
     planner = _Planner(ir, state, evaluate, budget)
     token = next((t for t in planner.by_key.values() if t.pk == finished), None)
     if token is None or token.consumed:
@@ -521,6 +522,7 @@ def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None, 
     if token.status not in FINISHED:
         if token.status == NodeRun.Status.WAITING:
             planner.settle()  # the run may now be waiting_for_approval
+            planner._touch(token, undecided_since=None)
         return planner.plan
     planner.consume(token, due=True)
     for other in _order(list(planner.by_key.values())):

@@ -4,13 +4,14 @@ Run from beat every few seconds, it finds (1) node runs left ``queued`` past a d
 between commit and publish, a broker that lost its queues — and re-publishes them; (2) node runs
 ``running`` whose lease lapsed — a worker killed mid-node — and puts them back in the queue (or
 fails them after too many lost attempts); (3) finished node runs the coordinator never consumed,
-and asks it again. Every path ends in a compare-and-set, so a sweep racing a live worker is a no-op.
+and parked node runs whose park it never decided (``undecided_since``), and asks it again. Every
+path ends in a compare-and-set, so a sweep racing a live worker is a no-op.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -34,7 +35,7 @@ def sweep() -> dict[str, int]:
     if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
-    counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0}
+    counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0}
 
     stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
     queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
@@ -57,16 +58,28 @@ def sweep() -> dict[str, int]:
     for nr in expired:
         counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
 
+    decided_by = patience if COORDINATOR_QUEUE in backlog else stale  # else: likely not reached yet
     unconsumed = NodeRun.objects.filter(
         consumed=False, status__in=[NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED],
-        finished_at__lt=patience if COORDINATOR_QUEUE in backlog else stale,  # else: likely not reached yet
+        finished_at__lt=decided_by,
     ).values_list("pk", flat=True)[:500]
     for pk in unconsumed:
         coordinate_now(pk)
         counts["reconsumed"] += 1
+    for pk in undecided_parks(decided_by):
+        coordinate_now(pk)  # the same decision its executor's link would have asked for
+        counts["redecided"] += 1
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
     return counts
+
+
+def undecided_parks(before: datetime) -> list[int]:
+    """Node runs parked (``execution.park``) before ``before`` whose coordinator decision never
+    ran: the executor's process died between the park's commit and the publish of its linked
+    message. Which status the run then takes is that decision's, not the sweeper's."""
+    return list(NodeRun.objects.filter(status=NodeRun.Status.WAITING, undecided_since__lt=before)
+                .values_list("pk", flat=True)[:500])
 
 
 def _backlogged_queues() -> set[str]:

@@ -134,6 +134,12 @@ class NodeRun(models.Model):
     usage = models.JSONField(default=dict, blank=True)
     # Why a ``waiting`` node run waits: a person's decision (approval) or its run's budget.
     wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # A park whose coordinator decision has not run yet, since when: set in the park's transaction,
+    # cleared by that decision (it settles the run, e.g. ``waiting_for_approval``). The sweeper asks
+    # the coordinator again for a ``waiting`` node run still marked past its deadline (the executor
+    # died between the park's commit and the publish of its linked coordinator message). Read only
+    # while the node run waits: whatever moves it on is routed by a decision of its own.
+    undecided_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -147,6 +153,9 @@ class NodeRun(models.Model):
                          condition=models.Q(status__in=["queued", "running"])),
             models.Index(fields=["finished_at"], name="node_run_unconsumed",
                          condition=models.Q(consumed=False, status__in=["completed", "failed", "skipped"])),
+            # the sweeper's look for undecided parks; holds only those, so no ordinary step writes it
+            models.Index(fields=["undecided_since"], name="node_run_undecided",
+                         condition=models.Q(status="waiting", undecided_since__isnull=False)),
         ]
         ordering = ["run_id", "queued_at", "id"]
 
