@@ -66,12 +66,8 @@ def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[st
         usage = run.usage or {}
         _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
                                          "calls": usage.get("calls", 0)})
-        live = _running({k for r in line for k in (r.usage or {}).get("reservations") or {}} - {key})
-        for each in line:
-            each.usage = dict(each.usage or {})
-            held = {k: v for k, v in (each.usage.get("reservations") or {}).items() if k in live}
-            _check_run_ceilings(each, held, tokens, cost, own=each is run)
-            each.usage["reservations"] = {**held, key: {"tokens": tokens, "cost_usd": cost}}
+        for each, held in _check_line(line, key, tokens, cost):
+            each.usage = {**(each.usage or {}), "reservations": {**held, key: {"tokens": tokens, "cost_usd": cost}}}
         spend = _owner_day(run.owner_id, day)
         in_flight = sum(v for k, v in spend.reserved.items() if k != key)
         if spend.cost_usd + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
@@ -86,9 +82,34 @@ def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[st
     return Reservation(str(run_id), node_run_id, run.owner_id, day, tokens, cost)
 
 
+def fits_now(*, run_id: str, node_run_id: int, tokens: int, cost: float) -> bool:
+    """Whether a call refused by a run's ceiling would fit now. Asked after its node has parked: a
+    release between the refusal and the park found nothing paused to wake, and the line's locks
+    order this check after any such release (its own wake then finds the park)."""
+    with transaction.atomic():
+        try:
+            _check_line(_line(run_id), str(node_run_id), tokens, cost)
+        except BudgetPaused:
+            return False
+    return True
+
+
+def _check_line(line: list[Run], key: str, tokens: int, cost: float) -> list[tuple[Run, dict[str, Any]]]:
+    """Every run of the line, with the reservations that still hold in it, once the call fits in
+    each; else BudgetPaused naming the first run it does not fit in."""
+    live = _running({k for r in line for k in (r.usage or {}).get("reservations") or {}} - {key})
+    checked = []
+    for each in line:
+        held = {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k in live}
+        _check_run_ceilings(each, held, tokens, cost, own=each is line[0], top=each is line[-1])
+        checked.append((each, held))
+    return checked
+
+
 def _line(run_id: str) -> list[Run]:
     """The run and the runs its spend also counts against (its parent, theirs, ...), each locked,
-    child first."""
+    child first. A line cut short (a run above gone, or deeper than the nesting allows) ends in a
+    run whose own ceilings then fall back to the operator's (``_check_run_ceilings``)."""
     line: list[Run] = []
     next_id: str | None = run_id
     while next_id is not None and len(line) <= settings.AOB_SUBWORKFLOW_MAX_DEPTH:
@@ -104,6 +125,19 @@ def _line(run_id: str) -> list[Run]:
     return line
 
 
+def _line_ids(run_id: Any) -> list[str]:
+    """``_line``'s runs, unlocked."""
+    ids: list[str] = []
+    next_id: Any = run_id
+    while next_id is not None and len(ids) <= settings.AOB_SUBWORKFLOW_MAX_DEPTH and str(next_id) not in ids:
+        budget = Run.objects.filter(pk=next_id).values_list("budget", flat=True).first()
+        if budget is None:
+            break
+        ids.append(str(next_id))
+        next_id = budget.get(Run.WITHIN)
+    return ids
+
+
 def _running(keys: set[str]) -> set[str]:
     """The node runs among ``keys`` still running: only their reservations hold anything (a node run
     killed mid-call, or cancelled with its run, leaves one behind)."""
@@ -113,12 +147,16 @@ def _running(keys: set[str]) -> set[str]:
             .values_list("pk", flat=True)}
 
 
-def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float, *, own: bool) -> None:
-    """Passing a run's ceilings pauses the node until that run's owner raises them (a ceiling left
-    null, a sub-workflow's, is the runs above)."""
+def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float, *, own: bool, top: bool) -> None:
+    """Passing a run's ceilings pauses the node until that run's owner raises them. A ceiling left
+    null (a sub-workflow's) is the runs above; at the top of a line cut short, the operator's."""
     usage = run.usage or {}
     spent_tokens, spent_cost = usage.get("tokens", 0), usage.get("cost_usd", 0.0)
-    limits = run.ceilings
+    limits = dict(run.ceilings)
+    if top:
+        limits["max_tokens"] = settings.AOB_RUN_MAX_TOKENS if limits["max_tokens"] is None else limits["max_tokens"]
+        limits["max_cost_usd"] = (settings.AOB_RUN_MAX_COST_USD if limits["max_cost_usd"] is None
+                                  else limits["max_cost_usd"])
     max_tokens, max_cost = limits["max_tokens"], limits["max_cost_usd"]
     if ((max_tokens is None or spent_tokens + sum(r["tokens"] for r in held.values()) + tokens <= max_tokens)
             and (max_cost is None or spent_cost + sum(r["cost_usd"] for r in held.values()) + cost <= max_cost)):
@@ -157,7 +195,8 @@ def release(reservation: Reservation, call: Call | None = None) -> None:
     every run its spend counts against. Call inside the transaction that journals the response, so
     usage counts exactly once."""
     with transaction.atomic():
-        for run in _line(reservation.run_id):
+        line = _line(reservation.run_id)
+        for run in line:
             usage = dict(run.usage or {})
             held = dict(usage.get("reservations") or {})
             held.pop(str(reservation.node_run_id), None)
@@ -172,6 +211,8 @@ def release(reservation: Reservation, call: Call | None = None) -> None:
         spend.save(update_fields=["reserved", "cost_usd"])
         if call is not None:
             _record_node_call(reservation.node_run_id, call)
+        ids = [str(r.pk) for r in line]
+        transaction.on_commit(lambda: wake(ids, reservation.owner_id), robust=True)
     if call is not None:
         LLM_TOKENS.labels(call.model, "prompt").inc(call.prompt_tokens)
         LLM_TOKENS.labels(call.model, "completion").inc(call.completion_tokens)
@@ -199,3 +240,16 @@ def _record_node_call(node_run_id: int, call: Call) -> None:
         "cost_usd": round(sum(c["cost_usd"] for c in calls), 8),
         "latency_ms": sum(c["latency_ms"] for c in calls),
     })
+
+
+def wake(line: list[str], owner_id: int) -> None:
+    """A release freed room in the runs of ``line``: the owner's nodes paused on a budget whose own
+    line shares one of them try again (a pause is judged against other calls' worst cases, which
+    their actual usage then replaces). Few rows: the index holds only nodes paused on a budget."""
+    from workflows.services.runs import run_budget_wake
+
+    paused = {str(pk) for pk in NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget",
+                                                       run__owner_id=owner_id).values_list("run_id", flat=True)}
+    if paused:
+        ours = set(line)
+        run_budget_wake(run_ids=[pk for pk in sorted(paused) if ours & set(_line_ids(pk))], freed_in=line[0])

@@ -164,10 +164,14 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
 
 
 def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
-    """The run's budget cannot cover the next call: wait for the owner, holding no worker."""
-
-    park(ctx, lambda: [(Event.Type.NODE_PAUSED, ctx.node_id, {"iteration": ctx.iteration, "reason": "budget",
-                                                     "message": exc.message, **exc.extra})], reason="budget")
+    """The run's budget cannot cover the next call: wait for the owner, or for room another call's
+    release frees (``budget.wake``), holding no worker."""
+    parked = park(ctx, lambda: [(Event.Type.NODE_PAUSED, ctx.node_id, {
+        "iteration": ctx.iteration, "reason": "budget", "message": exc.message, **exc.extra})], reason="budget")
+    following = exc.extra["next_call"]
+    if parked and budget.fits_now(run_id=ctx.run_id, node_run_id=ctx.node_run_id, tokens=following["tokens"],
+                                  cost=following["cost_usd"]):
+        budget.wake([str(ctx.run_id)], ctx.owner_id)  # room was freed before the park was there to find
     return WAITING
 
 

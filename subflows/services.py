@@ -49,11 +49,23 @@ def subflow_settle(*, link: SubRun) -> bool:
                 "message": f"child run {child.pk} {child.status}: {cause}", "child_run_id": str(child.pk),
                 "child_error": child.error, "transient": False})
         if resumed:
+            if child.within is None:  # started before its spend counted against the parent as it happened
+                _roll_up_usage(link.parent_run_id, child)
             SubRun.objects.filter(pk=link.pk).update(settled_at=timezone.now())
     if resumed:
         logger.info("subflow.settled", extra={"run_id": str(link.parent_run_id), "child_run_id": str(child.pk),
                                               "status": child.status})
     return resumed
+
+
+def _roll_up_usage(parent_id: Any, child: Run) -> None:
+    parent = Run.objects.select_for_update().only("usage").get(pk=parent_id)
+    usage = dict(parent.usage or {})
+    theirs = child.usage or {}
+    for key in ("tokens", "prompt_tokens", "completion_tokens", "cached_tokens", "calls"):
+        usage[key] = usage.get(key, 0) + theirs.get(key, 0)
+    usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + theirs.get("cost_usd", 0.0), 8)
+    Run.objects.filter(pk=parent_id).update(usage=usage)
 
 
 def subflow_cancel_children(*, run_id: Any) -> int:

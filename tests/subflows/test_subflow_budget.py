@@ -3,6 +3,7 @@ side by side share what the parent has left, on the real workers with the real `
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ def test_children_side_by_side_share_what_their_parent_has_left(engine, api, use
         assert child.budget == {Run.WITHIN: run_id}
         if child.status == "waiting_for_approval":
             assert (node(child, "plan").status, node(child, "plan").wait_reason) == ("waiting", "budget")
-            paused = Event.objects.get(run=child, type="node_paused")
+            paused = Event.objects.filter(run=child, type="node_paused").last()
             assert paused.data["budget_run_id"] == run_id and run_id in paused.data["message"]
     parent_run = Run.objects.get(pk=run_id)
     assert parent_run.usage["calls"] == 1 and parent_run.usage["cost_usd"] == pytest.approx(CALL_COST)
@@ -73,6 +74,32 @@ def test_children_side_by_side_share_what_their_parent_has_left(engine, api, use
     resumed = Event.objects.filter(run__in=[c.pk for c in children], type="budget_raised")
     assert sorted(e.data["raised_on"] for e in resumed) == [run_id] * (CHILDREN - 1)
     assert SubRun.objects.filter(parent_run_id=run_id, settled_at__isnull=False).count() == CHILDREN
+
+
+def test_a_child_paused_on_a_siblings_reservation_goes_on_once_that_call_has_cost_less(engine, api, user, fake_llm):
+    # each call reserves $1.194 (600 tokens at the pricey model's price) and costs $0.0398: two
+    # reservations do not fit in the parent's $2, the first call's usage and the second do
+    workflow_save(owner=user, tag="ask", definition={"nodes": [agent(model=PRICEY_MODEL, max_tokens=600)],
+                                                     "edges": []})
+    first_answers = threading.Event()
+    fake_llm.reset([{**TEXT, "until": first_answers}, TEXT])
+    parent = {"nodes": [{"id": f"c{i}", "type": "workflow", "config": {"tag": "ask"}} for i in range(2)], "edges": []}
+    response = api.post("/api/v1/runs", {"workflow": parent, "inputs": {}}, format="json")
+    run_id = response.json()["run_id"]
+
+    try:
+        paused = wait_until(lambda: NodeRun.objects.filter(run__parent_link__parent_run_id=run_id, node_id="plan",
+                                                           status="waiting", wait_reason="budget").first(),
+                            timeout=30, what="the second child paused while the first call is in flight")
+    finally:
+        first_answers.set()
+    run = wait_for_run(run_id)
+
+    assert run.status == "completed", run.error  # no one raised anything
+    assert len(fake_llm.requests) == 2
+    assert run.usage["cost_usd"] == pytest.approx(2 * CALL_COST) and run.usage["reservations"] == {}
+    freed = Event.objects.filter(run_id=paused.run_id, type="budget_freed").values_list("data", flat=True)
+    assert [d["resumed"] for d in freed] == [["plan"]]
 
 
 def test_a_reservation_left_by_a_node_that_no_longer_runs_holds_nothing(engine, api, user, fake_llm):

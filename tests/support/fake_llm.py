@@ -2,7 +2,8 @@
 ``openai`` SDK. Each test scripts its answers; every request is recorded.
 
 Script items: ``{"content": "text"}`` for a plain answer, ``{"tool_calls": [(name, args_dict), ...]}``
-for function calls, ``{"status": 500}`` for an error response, optionally with ``"usage"``.
+for function calls, ``{"status": 500}`` for an error response, optionally with ``"usage"``, and
+with ``"until"``: a ``threading.Event`` the answer waits for (a call a test holds in flight).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class FakeLLM:
                 with owner.lock:
                     owner.requests.append({"path": self.path, "body": body, "at": time.time()})
                     item = owner.script.pop(0) if owner.script else {"content": "(script exhausted)"}
+                if "until" in item:
+                    item["until"].wait(timeout=60)
                 status, payload = owner.reply(body, item)
                 data = json.dumps(payload).encode()
                 self.send_response(status)

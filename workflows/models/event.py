@@ -19,6 +19,7 @@ class Event(models.Model):
         APPROVAL_VOIDED = "approval_voided"
         NODE_PAUSED = "node_paused"
         BUDGET_RAISED = "budget_raised"
+        BUDGET_FREED = "budget_freed"
         PATCH_APPLIED = "patch_applied"
         PATCH_REJECTED = "patch_rejected"
         WORKFLOW_COMPLETED = "workflow_completed"

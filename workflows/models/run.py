@@ -154,6 +154,9 @@ class NodeRun(models.Model):
             models.Index(fields=["finished_at"], name="node_run_unconsumed",
                          condition=models.Q(consumed=False, status__in=["completed", "failed", "skipped"])),
             # the sweeper's look for undecided parks; holds only those, so no ordinary step writes it
+            # Nodes paused on a budget, found when a release frees room (agents.budget); no other row is in it.
+            models.Index(fields=["run"], name="node_run_budget_paused",
+                         condition=models.Q(status="waiting", wait_reason="budget")),
             models.Index(fields=["undecided_since"], name="node_run_undecided",
                          condition=models.Q(status="waiting", undecided_since__isnull=False)),
         ]

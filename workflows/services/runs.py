@@ -160,19 +160,29 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
     return run
 
 
-def _resume_budget_paused(run: Run, raised: dict[str, Any]) -> None:
-    """Queue a locked run's nodes paused on a budget again, with a ``budget_raised`` event (in a run
-    below the one raised, only when it had some)."""
+def run_budget_wake(*, run_ids: list[Any], freed_in: Any) -> None:
+    """Room was freed in ``freed_in``'s budget (a reservation released to its actual, smaller cost):
+    the nodes of ``run_ids`` paused on a budget try again, each run in a transaction of its own. One
+    that still does not fit pauses again; no model call is lost or made twice (the journal)."""
+    for pk in run_ids:
+        with transaction.atomic():
+            run = Run.objects.select_for_update().filter(pk=pk).exclude(status__in=Run.FINISHED).first()
+            if run is not None:
+                _resume_budget_paused(run, {"freed_in": str(freed_in)}, kind=Event.Type.BUDGET_FREED)
+
+
+def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type.BUDGET_RAISED) -> None:
+    """Queue a locked run's nodes paused on a budget again, with an event (``budget_raised`` in the
+    run raised; in another run only when it had some)."""
     now = timezone.now()
     paused = list(NodeRun.objects.select_for_update().filter(run=run, status=NodeRun.Status.WAITING,
                                                              wait_reason="budget"))
-    if not paused and "raised_on" in raised:
+    if not paused and ("raised_on" in data or kind != Event.Type.BUDGET_RAISED):
         return
     transitions.move_node_runs(Q(pk__in=[nr.pk for nr in paused], wait_reason="budget"), NodeRun.Status.QUEUED,
                                sources=[NodeRun.Status.WAITING], wait_reason="", queued_at=now,
                                dispatched_at=now, available_at=None)
-    events.append(run.pk, run.owner_id, [(Event.Type.BUDGET_RAISED, "", {
-        **raised, "resumed": [nr.node_id for nr in paused]})])
+    events.append(run.pk, run.owner_id, [(kind, "", {**data, "resumed": [nr.node_id for nr in paused]})])
     ir = coordinator.load_ir(run)
     publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk),
                                   ir.nodes[nr.node_id].timeout_ms if nr.node_id in ir.nodes else None)
