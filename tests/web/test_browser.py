@@ -1,11 +1,12 @@
 """The web UI in a real browser: Playwright driving Debian's Chromium headless (``make chromium``
 installs it; never a browser download) against uvicorn serving the ASGI app, with the session's
-real workers. Log in, run the approval example, watch the node turn waiting live, approve, watch
-the run complete live; no console errors."""
+real workers. Log in, run the approval example, watch the node turn waiting live, type a comment
+while the page redraws, approve, watch the run complete live; no console errors."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ PASSWORD = "browser-pass-1"
 
 @pytest.mark.browser
 def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import WebSocketRoute, expect, sync_playwright
 
     user = User.objects.create_user("browser", password=PASSWORD)
     workflow_save(owner=user, tag="approval", definition=json.loads((ROOT / "examples/approval.json").read_text()),
@@ -40,6 +41,14 @@ def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> Non
         page.set_default_timeout(20_000)
         page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        # The run page's sockets pass through here, so the test can drop one as a network blip would.
+        sockets: list[WebSocketRoute] = []
+
+        def through(socket: WebSocketRoute) -> None:
+            socket.connect_to_server()
+            sockets.append(socket)
+
+        page.route_web_socket(re.compile(r"/ws/runs/"), through)
         try:
             page.goto(f"{web}/")
             expect(page).to_have_url(f"{web}/login/?next=/")
@@ -57,7 +66,18 @@ def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> Non
             expect(review).to_have_attribute("data-status", "waiting")  # drawn from a WebSocket event
             expect(page.locator("#run-status")).to_have_attribute("data-status", "waiting_for_approval")
             expect(page.locator("#node-panel")).to_contain_text("Refund 42 to Ada?")
-            page.get_by_label("Comment (optional)").fill("fine by me")
+            # A person types; the page redraws under them (here: the socket drops and the page
+            # re-reads the run on reconnecting); they type on and approve. Every key must land.
+            comment = page.get_by_label("Comment (optional)")
+            comment.click()
+            page.keyboard.type("fine by")
+            page.locator("#node-h").evaluate("h => { h.dataset.drawn = 'before'; }")
+            sockets[-1].close()
+            expect(page.locator("#node-h")).not_to_have_attribute("data-drawn", "before")  # redrawn since
+            expect(page.locator("#live")).to_have_text("● live")
+            expect(comment).to_be_focused()
+            page.keyboard.type(" me")
+            expect(comment).to_have_value("fine by me")
             page.get_by_role("button", name="Approve").click()
 
             expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")

@@ -80,6 +80,13 @@ def start(user: Any, definition: dict[str, Any], inputs: dict[str, Any]) -> str:
     return response.json()["run_id"]
 
 
+def waiting_approval_run(owner: Any) -> tuple[str, Approval]:
+    """A run of the approval example, parked at its gate: its id and the pending approval."""
+    run_id = start(owner, APPROVAL, {"amount": 5, "customer": "Ada"})
+    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    return run_id, Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)
+
+
 def stored(run_id: str, after: int) -> list[dict[str, Any]]:
     return json.loads(json.dumps([e.as_dict() for e in Event.objects.filter(run_id=run_id, seq__gt=after)
                                   .order_by("seq")], default=str))
@@ -145,10 +152,8 @@ def test_resume_after_returns_exactly_the_missing_events(engine: Any, user: Any)
 
 
 def test_live_events_follow_the_replay_without_gap_or_duplicate(engine: Any, user: Any) -> None:
-    run_id = start(user, APPROVAL, {"amount": 5, "customer": "Ada"})
-    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    run_id, approval = waiting_approval_run(user)
     replayed_upto = Run.objects.get(pk=run_id).event_seq
-    approval = Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)
 
     async def main() -> list[dict[str, Any]]:
         comm = communicator(f"/ws/runs/{run_id}/?after=2", token=user.auth_token.key)
@@ -261,10 +266,8 @@ def test_a_token_in_the_query_string_is_not_accepted(engine: Any, make_user: Any
 def test_a_frame_a_client_sends_is_dropped_unread_and_the_stream_goes_on(engine: Any, user: Any) -> None:
     """The stream is one-way: what a client sends (here 1 MB that is not JSON) is never parsed in
     the event loop every socket and request of the process shares, and breaks nothing."""
-    run_id = start(user, APPROVAL, {"amount": 5, "customer": "Ada"})
-    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    run_id, approval = waiting_approval_run(user)
     seen = Run.objects.get(pk=run_id).event_seq
-    approval = Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)
 
     async def main() -> list[dict[str, Any]]:
         comm = communicator(f"/ws/runs/{run_id}/?after={seen}", token=user.auth_token.key)

@@ -66,9 +66,20 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+const present = (children) => children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false && c !== "");
+
 // replaceChildren that skips null / false / "" and flattens arrays.
 export function setChildren(node, ...children) {
-  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false && c !== ""));
+  node.replaceChildren(...present(children));
+}
+
+// setChildren around a child that stays put: only its siblings are replaced. A node taken out of
+// the page, even to be put straight back, loses focus, and the keys typed next go nowhere.
+export function setSiblings(keep, before, after) {
+  while (keep.previousSibling) keep.previousSibling.remove();
+  while (keep.nextSibling) keep.nextSibling.remove();
+  keep.before(...present(before));
+  keep.after(...present(after));
 }
 
 // A definition with its keys in authoring order (the store keeps canonical, sorted JSON).

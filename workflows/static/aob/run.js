@@ -1,7 +1,7 @@
 // The run page. Everything on it follows the run's WebSocket: each event frame re-fetches
 // /runs/{id}/details (coalesced while a fetch is in flight) and redraws. Resumes with
 // ?after=<last seq> after a disconnect, with backoff. No polling.
-import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
+import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, pageData, pretty, setChildren, setSiblings, showAlert, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
 import { fmtMs, renderTimeline } from "./timeline.js";
 
@@ -175,17 +175,20 @@ function renderNodePanel() {
     return;
   }
   const approval = state.approvals.find((a) => a.kind === "node" && a.node_id === n.node_id);
-  // Keep a half-typed comment: the decide form is rebuilt only when its approval changes.
+  // Keep what a person is typing: the decide form is rebuilt only when its approval changes, and
+  // otherwise stays in the page (with its values, focus and caret) while the rest is redrawn.
   const key = approval ? `${approval.id}` : `none:${n.node_id}:${n.status}`;
   const oldDecide = panel.querySelector(".decide");
-  const decide = key === decideKey && oldDecide ? oldDecide : decideForm(n, approval);
+  const kept = key === decideKey && oldDecide;
+  const decide = kept ? oldDecide : decideForm(n, approval);
   decideKey = key;
   const replay = page.is_owner && FINISHED.has(state.details.run.status)
     ? el("button", { type: "button", class: "btn", onclick: () => replayFrom(n.node_id) }, `Replay from ${n.node_id}`) : null;
-  setChildren(panel, 
+  const head = [
     el("h2", { id: "node-h" }, "Node ", el("span", { class: "mono" }, n.node_id), " ", badge(n.status)),
     el("p", { class: "muted" }, `type ${n.type}`, n.added_by_patch ? " · added by a patch" : "", n.reused ? " · output reused" : ""),
-    decide,
+  ];
+  const rest = [
     timings(n),
     n.error ? el("section", {}, el("h3", {}, "Error"), el("p", { class: "alert" }, n.error.message || ""), jsonBlock(n.error, "error")) : null,
     section("Input", n.input, "input"),
@@ -193,7 +196,9 @@ function renderNodePanel() {
     section("Attempts", n.attempt_log, "attempt log"),
     Object.keys(n.usage || {}).length ? section("Usage", n.usage, "usage") : null,
     replay,
-  );
+  ];
+  if (kept) setSiblings(decide, head, rest);
+  else setChildren(panel, head, decide, rest);
 }
 
 function budgetForm(n) {
