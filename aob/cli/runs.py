@@ -190,8 +190,16 @@ def run_budget(session: Session, run_id: str, max_cost_usd: float | None, max_to
     body = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_tokens", max_tokens)) if v is not None}
     answer = session.client.post(_run_path(run_id, "budget"), body)
     session.output.emit(answer, lambda d: click.echo(
-        f"run {d['run_id']} {d['status']}: budget ${d['budget']['max_cost_usd']}, {d['budget']['max_tokens']} tokens "
+        f"run {d['run_id']} {d['status']}: budget {_ceilings(d['budget'])} "
         f"(spent ${d['usage'].get('cost_usd', 0)}, {d['usage'].get('tokens', 0)} tokens)"))
+
+
+def _ceilings(budget: dict[str, Any]) -> str:
+    """A run's ceilings as the API gives them; a sub-workflow's unset ones are its parent's."""
+    cost, tokens = budget.get("max_cost_usd"), budget.get("max_tokens")
+    above = f" within run {budget['within_run']}" if budget.get("within_run") else ""
+    return (f"${cost}" if cost is not None else "no cost ceiling of its own") + ", " + (
+        f"{tokens} tokens" if tokens is not None else "no token ceiling of its own") + above
 
 
 @run.command("replay")

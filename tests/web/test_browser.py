@@ -96,3 +96,64 @@ def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> Non
     assert run.status == "completed"
     assert run.approvals.get().decisions.get().comment == "fine by me"
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_sub_workflow_paused_on_its_parents_budget_is_resumed_from_its_own_page(web: str, fake_llm, settings) -> None:
+    """The child's page names the run whose ceiling binds and raises that one, never the child's
+    own (a sub-workflow has none unless set)."""
+    from playwright.sync_api import expect, sync_playwright
+    from rest_framework.test import APIClient
+
+    from tests.agents.flows import agent
+    from tests.conftest import PRICEY_MODEL, TEST_PRICES
+    from tests.engine.flow import wait_until
+    from workflows.models import NodeRun
+
+    settings.AOB_LLM_PRICES = TEST_PRICES
+    user = User.objects.create_user("browser", password=PASSWORD)
+    workflow_save(owner=user, tag="ask", definition={"nodes": [agent(model=PRICEY_MODEL, max_tokens=1000)],
+                                                     "edges": []})
+    fake_llm.reset([{"content": "Done."}] * 2)
+    parent = {"nodes": [{"id": f"c{i}", "type": "workflow", "config": {"tag": "ask"}} for i in range(2)], "edges": []}
+    api = APIClient()
+    api.force_authenticate(user)
+    run_id = api.post("/api/v1/runs", {"workflow": parent, "inputs": {}}, format="json").json()["run_id"]
+    paused = wait_until(lambda: NodeRun.objects.filter(run__parent_link__parent_run_id=run_id, node_id="plan",
+                                                       status="waiting", wait_reason="budget").first(),
+                        timeout=30, what="a child paused on the parent's budget")
+    child_id = str(paused.run_id)
+    problems: list[str] = []
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1366, "height": 860})
+        page.set_default_timeout(20_000)
+        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        try:
+            page.goto(f"{web}/login/?next=/runs/{child_id}/")
+            page.get_by_label("Username").fill("browser")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(f"{web}/runs/{child_id}/")
+            page.locator('svg.dag [data-node="plan"]').click()
+            panel = page.locator("#node-panel")
+            expect(panel).to_contain_text(f"counts against run {run_id[:8]}")
+            expect(page.get_by_label("new cost ceiling in USD")).to_have_value("")  # no $0 default
+            page.get_by_label("new cost ceiling in USD").fill("10")
+            page.get_by_role("button", name="Raise that budget and resume").click()
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "web-budget-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    from tests.conftest import wait_for_run
+
+    assert wait_for_run(run_id).status == "completed"
+    assert Run.objects.get(pk=run_id).budget["max_cost_usd"] == 10
+    assert Run.objects.get(pk=child_id).budget == {Run.WITHIN: run_id}  # the child's own: untouched
+    assert problems == []

@@ -203,18 +203,28 @@ function renderNodePanel() {
 
 function budgetForm(n) {
   const { run } = state.details;
-  const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", value: String(run.budget.max_cost_usd * 2), "aria-label": "new cost ceiling in USD" });
-  const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: String(run.budget.max_tokens * 2), "aria-label": "new token ceiling" });
+  // a sub-workflow's spend counts against the run above it: that run's ceilings are the ones to raise
+  const above = run.budget.within_run || null;
+  const target = above || runId;
+  const suggest = (value) => (value === null || value === undefined ? "" : String(value * 2));
+  const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", required: true, value: above ? "" : suggest(run.budget.max_cost_usd), "aria-label": "new cost ceiling in USD" });
+  const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: above ? "" : suggest(run.budget.max_tokens), "aria-label": "new token ceiling" });
+  const spent = `Spent so far: $${(run.usage.cost_usd || 0).toFixed(4)}, ${run.usage.tokens || 0} tokens.`;
   const status = el("span", { class: "muted", role: "status", "aria-live": "polite" });
-  const form = el("form", { class: "decide approve-box", "aria-label": `Raise the budget of this run` },
-    el("p", { class: "message" }, `Paused: the run's budget ($${run.budget.max_cost_usd}, ${run.budget.max_tokens} tokens) cannot cover the next model call. Spent so far: $${(run.usage.cost_usd || 0).toFixed(4)}, ${run.usage.tokens || 0} tokens.`),
+  const form = el("form", { class: "decide approve-box", "aria-label": above ? "Raise the budget of the run above" : "Raise the budget of this run" },
+    above
+      ? el("p", { class: "message" }, "Paused: this sub-workflow's spend counts against run ", el("a", { href: `/runs/${above}/`, class: "mono" }, above.slice(0, 8)),
+        ", whose budget (or one above it) cannot cover the next model call. Raising it resumes this node. ", spent)
+      : el("p", { class: "message" }, `Paused: the run's budget ($${run.budget.max_cost_usd}, ${run.budget.max_tokens} tokens) cannot cover the next model call. ${spent}`),
     page.is_owner ? el("div", { class: "row" }, el("label", {}, "USD ", cost), el("label", {}, "tokens ", tokens),
-      el("button", { type: "submit", class: "btn primary" }, "Raise budget and resume"), status)
+      el("button", { type: "submit", class: "btn primary" }, above ? "Raise that budget and resume" : "Raise budget and resume"), status)
       : el("p", { class: "muted" }, "Only the run's owner can raise its budget."));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const body = { max_cost_usd: Number(cost.value) };
+    if (tokens.value !== "") body.max_tokens = Number(tokens.value);
     try {
-      await api(`/runs/${runId}/budget`, { method: "POST", body: { max_cost_usd: Number(cost.value), max_tokens: Number(tokens.value) } });
+      await api(`/runs/${target}/budget`, { method: "POST", body });
       status.textContent = "Raised; resuming.";
     } catch (err) {
       status.textContent = errorText(err);
@@ -281,7 +291,10 @@ function summary(frame) {
     case "patch_rejected": return d.reason || "";
     case "node_paused": return d.message || `paused: ${d.reason}`;
     case "approval_voided": return d.reopened ? "the approved action changed: asked again" : "the action changed: votes so far lapse";
-    case "budget_raised": return `${d.by} raised the budget to $${d.budget.max_cost_usd}, ${d.budget.max_tokens} tokens`;
+    case "budget_raised": return d.raised_on
+      ? `${d.by} raised the budget of run ${d.raised_on.slice(0, 8)}: resumed ${(d.resumed || []).join(", ")}`
+      : `${d.by} raised the budget to $${d.budget.max_cost_usd}, ${d.budget.max_tokens} tokens`;
+    case "budget_freed": return `another call cost less than it reserved: resumed ${(d.resumed || []).join(", ")}`;
     case "workflow_failed": return (d.error && d.error.message) || d.message || "";
     case "condition_error": return `${d.loop ? `loop ${d.loop}` : `${d.from} → ${d.to}`}: ${d.error || ""} (counted as false)`;
     case "run_cancelled": return d.reason || "";
