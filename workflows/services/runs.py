@@ -135,9 +135,15 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
                      max_cost_usd: float | None = None) -> Run:
     """Set a run's LLM spend ceilings (its owner's decision) and resume every node paused on them,
-    in this run and in the sub-workflows whose spend counts against it; a resumed agent replays its
-    journal, so no model call is lost or made twice, and one still short pauses again."""
+    in this run and in the sub-workflows whose spend counts against it, in one transaction; a
+    resumed agent replays its journal, so no model call is lost or made twice, and one still short
+    pauses again."""
+    below = _counting_against(run.pk)
     with transaction.atomic():
+        # the runs below first, the deepest first, then this one: agents.budget locks a child before
+        # its parent, so no two paths wait on each other
+        locked_below = [r for r in (Run.objects.select_for_update().filter(pk=pk).first() for pk in reversed(below))
+                        if r is not None and not r.is_finished]
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
@@ -150,13 +156,8 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
         Run.objects.filter(pk=run.pk).update(budget=budget)
         raised = {"by": user.username, "budget": run.ceilings}
         _resume_budget_paused(run, raised)
-    # each in a transaction of its own, after this one: a child's run is never locked after its
-    # parent's (agents.budget locks child first)
-    for pk in _counting_against(run.pk):
-        with transaction.atomic():
-            below = Run.objects.select_for_update().filter(pk=pk).exclude(status__in=Run.FINISHED).first()
-            if below is not None:
-                _resume_budget_paused(below, {**raised, "raised_on": str(run.pk)})
+        for each in locked_below:
+            _resume_budget_paused(each, {**raised, "raised_on": str(run.pk)})
     return run
 
 
@@ -192,12 +193,13 @@ def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type
 
 
 def _counting_against(run_id: Any) -> list[Any]:
-    """The unfinished runs whose spend counts against ``run_id``'s ceilings, down the nesting."""
+    """The unfinished runs whose spend counts against ``run_id``'s ceilings, down the nesting, a
+    level after another (each in the order of its ids)."""
     found: list[Any] = []
     level = [str(run_id)]
     for _ in range(settings.AOB_SUBWORKFLOW_MAX_DEPTH):
         level = [str(pk) for pk in Run.objects.exclude(status__in=Run.FINISHED)
-                 .filter(**{f"budget__{Run.WITHIN}__in": level}).values_list("pk", flat=True)]
+                 .filter(**{f"budget__{Run.WITHIN}__in": level}).order_by("pk").values_list("pk", flat=True)]
         if not level:
             break
         found += level
