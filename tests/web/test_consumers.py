@@ -295,11 +295,7 @@ def test_an_open_stream_ends_when_its_token_is_revoked_or_its_user_deactivated(e
     through a whole run while the user is still active."""
     settings.AOB_WS_RECHECK_S = 0
     keeper = make_user("keeper")
-    waiting = []
-    for owner in (user, keeper, keeper):
-        run_id = start(owner, APPROVAL, {"amount": 5, "customer": "Ada"})
-        wait_for_run(run_id, statuses={"waiting_for_approval"})
-        waiting.append((run_id, Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)))
+    waiting = [waiting_approval_run(owner) for owner in (user, keeper, keeper)]
     (revoked_run, revoked_approval), (first_run, first_approval), (_, second_approval) = waiting
     seen = Run.objects.get(pk=revoked_run).event_seq
     revoked, kept_key = user.auth_token.key, keeper.auth_token.key
@@ -337,11 +333,7 @@ def test_a_browsers_open_stream_ends_at_logout(engine: Any, user: Any, settings:
     keeps what the handshake read): after a logout its next event closes it with 4401; before it,
     the stream goes on (the control)."""
     settings.AOB_WS_RECHECK_S = 0
-    waiting = []
-    for _ in range(2):
-        run_id = start(user, APPROVAL, {"amount": 5, "customer": "Ada"})
-        wait_for_run(run_id, statuses={"waiting_for_approval"})
-        waiting.append(Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING))
+    waiting = [waiting_approval_run(user)[1] for _ in range(2)]
     browser = Client()
     browser.force_login(user)
     cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
