@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +30,7 @@ from agents.exceptions import BudgetExceeded, BudgetPaused, OwnerBudgetExceeded
 from agents.llm import Call, price
 from agents.models import OwnerSpend
 from aob_project.metrics import LLM_COST, LLM_TOKENS
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[st
         for each, held in _check_line(line, key, tokens, cost):
             each.usage = {**(each.usage or {}), "reservations": {**held, key: {"tokens": tokens, "cost_usd": cost}}}
         spend = _owner_day(run.owner_id, day)
-        in_flight = sum(v for k, v in spend.reserved.items() if k != key)
+        live = _running(set(spend.reserved) - {key})
+        in_flight = sum(v for k, v in spend.reserved.items() if k in live)
         if spend.cost_usd + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
             raise OwnerBudgetExceeded(
                 f"the owner's LLM spend today (${spend.cost_usd:.4f}) and this call (up to ${cost:.6f}) would pass "
@@ -169,7 +170,7 @@ def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float
         "spent and reserved; its owner can raise it",
         extra={"reason": "budget", "budget_run_id": str(run.pk),
                "spent": {"tokens": spent_tokens, "cost_usd": spent_cost, "calls": usage.get("calls", 0)},
-               "budget": limits, "next_call": {"tokens": tokens, "cost_usd": round(cost, 8)}})
+               "budget": limits, "next_call": {"tokens": tokens, "cost_usd": cost}})  # exact: fits_now judges it
 
 
 def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any]) -> None:
@@ -244,12 +245,44 @@ def _record_node_call(node_run_id: int, call: Call) -> None:
 
 def wake(line: list[str], owner_id: int) -> None:
     """A release freed room in the runs of ``line``: the owner's nodes paused on a budget whose own
-    line shares one of them try again (a pause is judged against other calls' worst cases, which
-    their actual usage then replaces). Few rows: the index holds only nodes paused on a budget."""
+    line shares one of them go on if their next call fits now (a pause is judged against other
+    calls' worst cases, which their actual usage then replaces). Few rows: the index holds only
+    nodes paused on a budget."""
+    ours = set(line)
+    paused = [row for row in NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget",
+                                                    run__owner_id=owner_id).values_list("pk", "run_id", "node_id")
+              if ours & set(_line_ids(row[1]))]
+    _resume_fitting(paused, freed_in=line[0])
+
+
+def sweep_paused(*, older_than_s: float, limit: int = 100) -> int:
+    """The backstop of ``wake``: a process that died between a release's commit and its wake (or a
+    wake that failed) leaves a node paused whose call fits. Nodes paused longer than ``older_than_s``
+    are judged again, by the same rule; the number resumed."""
+    since = timezone.now() - timedelta(seconds=older_than_s)
+    paused = list(NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget",
+                                         started_at__lt=since)
+                  .order_by("pk").values_list("pk", "run_id", "node_id")[:limit])
+    return _resume_fitting(paused, freed_in=None)
+
+
+def _resume_fitting(paused: list[tuple[int, Any, str]], *, freed_in: str | None) -> int:
     from workflows.services.runs import run_budget_wake
 
-    paused = {str(pk) for pk in NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget",
-                                                       run__owner_id=owner_id).values_list("run_id", flat=True)}
-    if paused:
-        ours = set(line)
-        run_budget_wake(run_ids=[pk for pk in sorted(paused) if ours & set(_line_ids(pk))], freed_in=line[0])
+    fitting: dict[str, list[int]] = {}
+    for pk, run_id, node_id in paused:
+        following = _next_call(run_id, node_id)
+        if following is None or fits_now(run_id=str(run_id), node_run_id=pk, tokens=following["tokens"],
+                                         cost=following["cost_usd"]):
+            fitting.setdefault(str(run_id), []).append(pk)
+    if fitting:
+        run_budget_wake(node_runs=fitting, freed_in=freed_in)
+    return sum(len(pks) for pks in fitting.values())
+
+
+def _next_call(run_id: Any, node_id: str) -> dict[str, Any] | None:
+    """The worst case the node's last pause could not fit (its ``node_paused`` event)."""
+    data = (Event.objects.filter(run_id=run_id, type=Event.Type.NODE_PAUSED, node_id=node_id)
+            .order_by("-seq").values_list("data", flat=True).first())
+    following = (data or {}).get("next_call")
+    return following if isinstance(following, dict) and {"tokens", "cost_usd"} <= set(following) else None

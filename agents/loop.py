@@ -168,10 +168,8 @@ def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
     release frees (``budget.wake``), holding no worker."""
     parked = park(ctx, lambda: [(Event.Type.NODE_PAUSED, ctx.node_id, {
         "iteration": ctx.iteration, "reason": "budget", "message": exc.message, **exc.extra})], reason="budget")
-    following = exc.extra["next_call"]
-    if parked and budget.fits_now(run_id=ctx.run_id, node_run_id=ctx.node_run_id, tokens=following["tokens"],
-                                  cost=following["cost_usd"]):
-        budget.wake([str(ctx.run_id)], ctx.owner_id)  # room was freed before the park was there to find
+    if parked:  # a release or a raise that came between the refusal and the park found nothing to wake
+        budget.wake([str(ctx.run_id)], ctx.owner_id)
     return WAITING
 
 

@@ -70,7 +70,8 @@ app.conf.task_routes = {
 }
 # The maintenance tasks run every few seconds; without events of their own they stay out of
 # Flower's task list, which then shows workflow work (AOB_FLOWER_SHOW_MAINTENANCE=true shows them).
-MAINTENANCE_TASKS = ["workflows.sweep", "approvals.expire", "approvals.remind", "subflows.sweep", "retention.prune"]
+MAINTENANCE_TASKS = ["workflows.sweep", "approvals.expire", "approvals.remind", "subflows.sweep", "agents.sweep",
+                     "retention.prune"]
 if os.environ.get("AOB_FLOWER_SHOW_MAINTENANCE", "").lower() not in {"1", "true", "yes"}:
     app.conf.task_annotations = {name: {"send_events": False} for name in MAINTENANCE_TASKS}
 app.autodiscover_tasks(["workflows", "workers", "approvals", "agents", "triggers", "subflows", "retention"])
@@ -151,5 +152,7 @@ def _schedule(sender: Celery, **_: object) -> None:
                              name="remind approvers")
     sender.add_periodic_task(settings.AOB_SWEEP_INTERVAL_S, sender.signature("subflows.sweep"),
                              name="settle sub-workflows")
+    sender.add_periodic_task(settings.AOB_SWEEP_INTERVAL_S, sender.signature("agents.sweep"),
+                             name="resume nodes paused on a budget that fits again")
     sender.add_periodic_task(settings.AOB_RETENTION_INTERVAL_S, sender.signature("retention.prune"),
                              name="prune finished runs past retention")

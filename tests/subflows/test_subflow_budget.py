@@ -13,6 +13,7 @@ from tests.agents.flows import agent, node
 from tests.approvals.runs import approval_of, decide, submit
 from tests.conftest import PRICEY_MODEL, TEST_PRICES, wait_for_run
 from tests.engine.flow import wait_until
+from tests.faults.harness import hooks
 from workflows.models import Event, NodeRun, Run
 from workflows.services.definitions import workflow_save
 
@@ -76,30 +77,69 @@ def test_children_side_by_side_share_what_their_parent_has_left(engine, api, use
     assert SubRun.objects.filter(parent_run_id=run_id, settled_at__isnull=False).count() == CHILDREN
 
 
-def test_a_child_paused_on_a_siblings_reservation_goes_on_once_that_call_has_cost_less(engine, api, user, fake_llm):
-    # each call reserves $1.194 (600 tokens at the pricey model's price) and costs $0.0398: two
-    # reservations do not fit in the parent's $2, the first call's usage and the second do
+def _second_child_paused_while_the_first_call_is_in_flight(api, user, fake_llm) -> tuple[str, NodeRun]:
+    """Two children of a $2 parent; each call reserves $1.194 (600 tokens at the pricey model's
+    price) and costs $0.0398: two reservations do not fit, the first call's usage and the second
+    do. The first call is held until the second child has paused; the parent's id and that pause."""
     workflow_save(owner=user, tag="ask", definition={"nodes": [agent(model=PRICEY_MODEL, max_tokens=600)],
                                                      "edges": []})
     first_answers = threading.Event()
     fake_llm.reset([{**TEXT, "until": first_answers}, TEXT])
     parent = {"nodes": [{"id": f"c{i}", "type": "workflow", "config": {"tag": "ask"}} for i in range(2)], "edges": []}
-    response = api.post("/api/v1/runs", {"workflow": parent, "inputs": {}}, format="json")
-    run_id = response.json()["run_id"]
-
+    run_id = api.post("/api/v1/runs", {"workflow": parent, "inputs": {}}, format="json").json()["run_id"]
     try:
         paused = wait_until(lambda: NodeRun.objects.filter(run__parent_link__parent_run_id=run_id, node_id="plan",
                                                            status="waiting", wait_reason="budget").first(),
                             timeout=30, what="the second child paused while the first call is in flight")
     finally:
         first_answers.set()
-    run = wait_for_run(run_id)
+    return run_id, paused
 
+
+def _completed_with_both_calls(run_id: str, fake_llm) -> Run:
+    run = wait_for_run(run_id)
     assert run.status == "completed", run.error  # no one raised anything
     assert len(fake_llm.requests) == 2
     assert run.usage["cost_usd"] == pytest.approx(2 * CALL_COST) and run.usage["reservations"] == {}
+    return run
+
+
+def test_a_child_paused_on_a_siblings_reservation_goes_on_once_that_call_has_cost_less(engine, api, user, fake_llm):
+    run_id, paused = _second_child_paused_while_the_first_call_is_in_flight(api, user, fake_llm)
+
+    _completed_with_both_calls(run_id, fake_llm)
+
     freed = Event.objects.filter(run_id=paused.run_id, type="budget_freed").values_list("data", flat=True)
     assert [d["resumed"] for d in freed] == [["plan"]]
+    assert all(d["freed_in"] for d in freed)  # woken by the release itself
+
+
+@pytest.mark.fault
+def test_a_wake_lost_with_its_process_is_made_up_by_the_sweep(engine, api, user, fake_llm):
+    hooks().set("aob:test:budget_wake_off", 1)
+    try:
+        run_id, paused = _second_child_paused_while_the_first_call_is_in_flight(api, user, fake_llm)
+
+        _completed_with_both_calls(run_id, fake_llm)
+    finally:
+        hooks().delete("aob:test:budget_wake_off")
+    freed = Event.objects.filter(run_id=paused.run_id, type="budget_freed").values_list("data", flat=True)
+    assert [d["resumed"] for d in freed] == [["plan"]] and "freed_in" not in freed[0]  # by agents.sweep
+
+
+@pytest.mark.fault
+def test_control_without_wake_and_sweep_the_node_stays_paused_though_it_fits(engine, api, user, fake_llm):
+    hooks().set("aob:test:budget_wake_off", 1)
+    hooks().set("aob:test:budget_sweep_off", 1)
+    try:
+        run_id, paused = _second_child_paused_while_the_first_call_is_in_flight(api, user, fake_llm)
+        wait_until(lambda: Run.objects.get(pk=run_id).usage.get("calls") == 1, what="the first call released")
+        with pytest.raises(AssertionError, match="still"):
+            wait_for_run(run_id, timeout=6)  # the sweep would have judged it again after 3 s
+        assert NodeRun.objects.get(pk=paused.pk).status == "waiting"
+    finally:
+        hooks().delete("aob:test:budget_wake_off", "aob:test:budget_sweep_off")
+    _completed_with_both_calls(run_id, fake_llm)
 
 
 def test_a_reservation_left_by_a_node_that_no_longer_runs_holds_nothing(engine, api, user, fake_llm):

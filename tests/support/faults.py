@@ -10,6 +10,10 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:undecided_parks_off``: the sweeper finds no park left undecided
   (``sweeper.undecided_parks``), its other passes unchanged: negative control of the lost park
   callback (tests/approvals/test_park_callback_lost.py);
+- ``aob:test:budget_wake_off``: a release frees room and wakes no node paused on a budget (a
+  process that died between the release's commit and its wake); ``aob:test:budget_sweep_off``:
+  ``agents.sweep`` finds none either, the negative control of that backstop
+  (tests/subflows/test_subflow_budget.py);
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
   engine would;
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
@@ -40,6 +44,7 @@ def _redis() -> redis.Redis:
 
 def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     """``(module, name, replacement)`` for each engine function a fault wraps."""
+    from agents import budget
     from workflows.engine import coordinator, dispatch, heartbeat, sweeper
     from workflows.models import NodeRun
 
@@ -62,6 +67,15 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             return []
         return undecided_parks(before)
 
+    wake, sweep_paused = budget.wake, budget.sweep_paused
+
+    def switchable_wake(line: list[str], owner_id: int) -> None:
+        if not _redis().exists("aob:test:budget_wake_off"):
+            wake(line, owner_id)
+
+    def switchable_sweep_paused(**kwargs: Any) -> int:
+        return 0 if _redis().exists("aob:test:budget_sweep_off") else sweep_paused(**kwargs)
+
     def poisonable_coordinate(node_run_id: int, completion: Any = None) -> None:
         node_id = completion.node_id if completion is not None else (
             NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first())
@@ -80,6 +94,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
 
     wrapped = [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
                (sweeper, "undecided_parks", switchable_undecided_parks),
+               (budget, "wake", switchable_wake), (budget, "sweep_paused", switchable_sweep_paused),
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
                (heartbeat._Beat, "interrupt", switchable_interrupt)]
     for module, name, replacement in wrapped:

@@ -139,8 +139,8 @@ def test_a_sub_workflow_paused_on_its_parents_budget_is_resumed_from_its_own_pag
             page.wait_for_url(f"{web}/runs/{child_id}/")
             page.locator('svg.dag [data-node="plan"]').click()
             panel = page.locator("#node-panel")
-            expect(panel).to_contain_text(f"counts against run {run_id[:8]}")
-            expect(page.get_by_label("new cost ceiling in USD")).to_have_value("")  # no $0 default
+            expect(panel).to_contain_text(f"counts against run {run_id[:8]}, whose budget ($2, 500000 tokens)")
+            expect(page.get_by_label("new cost ceiling in USD")).to_have_value("4")  # twice that run's, not $0
             page.get_by_label("new cost ceiling in USD").fill("10")
             page.get_by_role("button", name="Raise that budget and resume").click()
             expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")

@@ -153,10 +153,10 @@ class NodeRun(models.Model):
                          condition=models.Q(status__in=["queued", "running"])),
             models.Index(fields=["finished_at"], name="node_run_unconsumed",
                          condition=models.Q(consumed=False, status__in=["completed", "failed", "skipped"])),
-            # the sweeper's look for undecided parks; holds only those, so no ordinary step writes it
-            # Nodes paused on a budget, found when a release frees room (agents.budget); no other row is in it.
+            # nodes paused on a budget, for a release's wake and agents.sweep; holds only those
             models.Index(fields=["run"], name="node_run_budget_paused",
                          condition=models.Q(status="waiting", wait_reason="budget")),
+            # the sweeper's look for undecided parks; holds only those, so no ordinary step writes it
             models.Index(fields=["undecided_since"], name="node_run_undecided",
                          condition=models.Q(status="waiting", undecided_since__isnull=False)),
         ]

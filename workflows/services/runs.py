@@ -161,23 +161,26 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
     return run
 
 
-def run_budget_wake(*, run_ids: list[Any], freed_in: Any) -> None:
-    """Room was freed in ``freed_in``'s budget (a reservation released to its actual, smaller cost):
-    the nodes of ``run_ids`` paused on a budget try again, each run in a transaction of its own. One
-    that still does not fit pauses again; no model call is lost or made twice (the journal)."""
-    for pk in run_ids:
+def run_budget_wake(*, node_runs: dict[str, list[int]], freed_in: Any) -> None:
+    """Nodes paused on a budget whose next call fits now (``agents.budget`` judges that) go on, each
+    run in a transaction of its own. One that no longer fits by the time it calls pauses again; no
+    model call is lost or made twice (the journal)."""
+    for pk, paused in node_runs.items():
         with transaction.atomic():
             run = Run.objects.select_for_update().filter(pk=pk).exclude(status__in=Run.FINISHED).first()
             if run is not None:
-                _resume_budget_paused(run, {"freed_in": str(freed_in)}, kind=Event.Type.BUDGET_FREED)
+                _resume_budget_paused(run, {"freed_in": str(freed_in)} if freed_in else {},
+                                      kind=Event.Type.BUDGET_FREED, only=paused)
 
 
-def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type.BUDGET_RAISED) -> None:
-    """Queue a locked run's nodes paused on a budget again, with an event (``budget_raised`` in the
-    run raised; in another run only when it had some)."""
+def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type.BUDGET_RAISED,
+                          only: list[int] | None = None) -> None:
+    """Queue a locked run's nodes paused on a budget (or those of ``only``) again, with an event
+    (``budget_raised`` in the run raised; in another run only when it had some)."""
     now = timezone.now()
     paused = list(NodeRun.objects.select_for_update().filter(run=run, status=NodeRun.Status.WAITING,
-                                                             wait_reason="budget"))
+                                                             wait_reason="budget",
+                                                             **({"pk__in": only} if only is not None else {})))
     if not paused and ("raised_on" in data or kind != Event.Type.BUDGET_RAISED):
         return
     transitions.move_node_runs(Q(pk__in=[nr.pk for nr in paused], wait_reason="budget"), NodeRun.Status.QUEUED,

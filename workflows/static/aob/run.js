@@ -177,7 +177,8 @@ function renderNodePanel() {
   const approval = state.approvals.find((a) => a.kind === "node" && a.node_id === n.node_id);
   // Keep what a person is typing: the decide form is rebuilt only when its approval changes, and
   // otherwise stays in the page (with its values, focus and caret) while the rest is redrawn.
-  const key = approval ? `${approval.id}` : `none:${n.node_id}:${n.status}`;
+  const pause = n.wait_reason === "budget" ? lastPause(n) : null;  // a new pause names its run afresh
+  const key = approval ? `${approval.id}` : `none:${n.node_id}:${n.status}:${pause ? pause.seq : ""}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
   const decide = kept ? oldDecide : decideForm(n, approval);
@@ -201,23 +202,37 @@ function renderNodePanel() {
   else setChildren(panel, head, decide, rest);
 }
 
+// The node's last pause: its event names the run whose ceiling stopped it, with that run's ceilings.
+function lastPause(n) {
+  for (let i = state.events.length - 1; i >= 0; i -= 1) {
+    const e = state.events[i];
+    if (e.type === "node_paused" && e.node_id === n.node_id) return e;
+  }
+  return null;
+}
+
 function budgetForm(n) {
   const { run } = state.details;
-  // a sub-workflow's spend counts against the run above it: that run's ceilings are the ones to raise
-  const above = run.budget.within_run || null;
-  const target = above || runId;
+  const pause = lastPause(n);
+  const d = (pause && pause.data) || {};
+  // a sub-workflow's spend counts against the runs above it: raise the one that stopped the node
+  const target = d.budget_run_id || run.budget.within_run || runId;
+  const elsewhere = target !== runId;
+  const limits = d.budget || (elsewhere ? {} : run.budget);
+  const spentThere = d.spent || (elsewhere ? {} : run.usage);
   const suggest = (value) => (value === null || value === undefined ? "" : String(value * 2));
-  const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", required: true, value: above ? "" : suggest(run.budget.max_cost_usd), "aria-label": "new cost ceiling in USD" });
-  const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: above ? "" : suggest(run.budget.max_tokens), "aria-label": "new token ceiling" });
-  const spent = `Spent so far: $${(run.usage.cost_usd || 0).toFixed(4)}, ${run.usage.tokens || 0} tokens.`;
+  const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", required: true, value: suggest(limits.max_cost_usd), "aria-label": "new cost ceiling in USD" });
+  const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: suggest(limits.max_tokens), "aria-label": "new token ceiling" });
+  const ceiling = `$${limits.max_cost_usd ?? "?"}, ${limits.max_tokens ?? "?"} tokens`;
+  const spent = `Spent there so far: $${(spentThere.cost_usd || 0).toFixed(4)}, ${spentThere.tokens || 0} tokens.`;
   const status = el("span", { class: "muted", role: "status", "aria-live": "polite" });
-  const form = el("form", { class: "decide approve-box", "aria-label": above ? "Raise the budget of the run above" : "Raise the budget of this run" },
-    above
-      ? el("p", { class: "message" }, "Paused: this sub-workflow's spend counts against run ", el("a", { href: `/runs/${above}/`, class: "mono" }, above.slice(0, 8)),
-        ", whose budget (or one above it) cannot cover the next model call. Raising it resumes this node. ", spent)
-      : el("p", { class: "message" }, `Paused: the run's budget ($${run.budget.max_cost_usd}, ${run.budget.max_tokens} tokens) cannot cover the next model call. ${spent}`),
+  const form = el("form", { class: "decide approve-box", "aria-label": elsewhere ? "Raise the budget of the run above" : "Raise the budget of this run" },
+    elsewhere
+      ? el("p", { class: "message" }, "Paused: this sub-workflow's spend counts against run ", el("a", { href: `/runs/${target}/`, class: "mono" }, target.slice(0, 8)),
+        `, whose budget (${ceiling}) cannot cover the next model call. Raising it resumes this node. `, spent)
+      : el("p", { class: "message" }, `Paused: the run's budget (${ceiling}) cannot cover the next model call. ${spent.replace(" there", "")}`),
     page.is_owner ? el("div", { class: "row" }, el("label", {}, "USD ", cost), el("label", {}, "tokens ", tokens),
-      el("button", { type: "submit", class: "btn primary" }, above ? "Raise that budget and resume" : "Raise budget and resume"), status)
+      el("button", { type: "submit", class: "btn primary" }, elsewhere ? "Raise that budget and resume" : "Raise budget and resume"), status)
       : el("p", { class: "muted" }, "Only the run's owner can raise its budget."));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -293,8 +308,8 @@ function summary(frame) {
     case "approval_voided": return d.reopened ? "the approved action changed: asked again" : "the action changed: votes so far lapse";
     case "budget_raised": return d.raised_on
       ? `${d.by} raised the budget of run ${d.raised_on.slice(0, 8)}: resumed ${(d.resumed || []).join(", ")}`
-      : `${d.by} raised the budget to $${d.budget.max_cost_usd}, ${d.budget.max_tokens} tokens`;
-    case "budget_freed": return `another call cost less than it reserved: resumed ${(d.resumed || []).join(", ")}`;
+      : `${d.by} raised the budget to $${d.budget.max_cost_usd ?? "(the run above's)"}, ${d.budget.max_tokens ?? "(the run above's)"} tokens`;
+    case "budget_freed": return `the next model call fits again: resumed ${(d.resumed || []).join(", ")}`;
     case "workflow_failed": return (d.error && d.error.message) || d.message || "";
     case "condition_error": return `${d.loop ? `loop ${d.loop}` : `${d.from} → ${d.to}`}: ${d.error || ""} (counted as false)`;
     case "run_cancelled": return d.reason || "";

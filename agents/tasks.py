@@ -1,0 +1,11 @@
+from celery import shared_task
+
+
+@shared_task(name="agents.sweep", acks_late=True, ignore_result=True, expires=30)
+def sweep() -> int:
+    """Nodes paused on a budget whose next call fits now, left so by a wake that never ran."""
+    from django.conf import settings
+
+    from agents.budget import sweep_paused
+
+    return sweep_paused(older_than_s=settings.AOB_REPUBLISH_AFTER_S)
