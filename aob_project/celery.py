@@ -59,11 +59,12 @@ app.conf.task_routes = {
     "workflows.coordinate": {"queue": COORDINATOR_QUEUE},
     "workflows.sweep": {"queue": MAINTENANCE_QUEUE},
     "approvals.expire": {"queue": MAINTENANCE_QUEUE},
-    # issue 18: triggers, notifications, sub-workflow backstop and retention are maintenance work
+    # issue 18: triggers, notifications, the sub-workflow and budget backstops and retention are maintenance work
     "triggers.*": {"queue": MAINTENANCE_QUEUE},
     "approvals.notify": {"queue": MAINTENANCE_QUEUE},
     "approvals.remind": {"queue": MAINTENANCE_QUEUE},
     "subflows.*": {"queue": MAINTENANCE_QUEUE},
+    "agents.sweep": {"queue": MAINTENANCE_QUEUE},
     "retention.*": {"queue": MAINTENANCE_QUEUE},
     # The executor task goes to its node type's queue, named at publish time from the registry.
     EXECUTOR_TASK: {"queue": DEFAULT_NODE_QUEUE},
