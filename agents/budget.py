@@ -18,6 +18,7 @@ The runs of a line are locked child first, then parent, as every path that locks
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -31,6 +32,8 @@ from agents.llm import Call, price
 from agents.models import OwnerSpend
 from aob_project.metrics import LLM_COST, LLM_TOKENS
 from workflows.models import Event, NodeRun, Run
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,8 @@ def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[st
 
 
 def fits_now(*, run_id: str, node_run_id: int, tokens: int, cost: float) -> bool:
-    """Whether a call refused by a run's ceiling would fit now. Asked after its node has parked: a
-    release between the refusal and the park found nothing paused to wake, and the line's locks
-    order this check after any such release (its own wake then finds the park)."""
+    """Whether a call a run's ceiling refused would fit now: the reservation's own check, under the
+    line's locks (so a release or raise that committed first is seen)."""
     with transaction.atomic():
         try:
             _check_line(_line(run_id), str(node_run_id), tokens, cost)
@@ -213,7 +215,7 @@ def release(reservation: Reservation, call: Call | None = None) -> None:
         if call is not None:
             _record_node_call(reservation.node_run_id, call)
         ids = [str(r.pk) for r in line]
-        transaction.on_commit(lambda: wake(ids, reservation.owner_id), robust=True)
+        transaction.on_commit(lambda: wake_later(ids, reservation.owner_id))
     if call is not None:
         LLM_TOKENS.labels(call.model, "prompt").inc(call.prompt_tokens)
         LLM_TOKENS.labels(call.model, "completion").inc(call.completion_tokens)
@@ -244,45 +246,71 @@ def _record_node_call(node_run_id: int, call: Call) -> None:
 
 
 def wake(line: list[str], owner_id: int) -> None:
-    """A release freed room in the runs of ``line``: the owner's nodes paused on a budget whose own
-    line shares one of them go on if their next call fits now (a pause is judged against other
-    calls' worst cases, which their actual usage then replaces). Few rows: the index holds only
-    nodes paused on a budget."""
+    """A release freed room in the runs of ``line`` (or a node just parked there): the owner's nodes
+    paused on a budget whose own line shares one of them go on if their next call fits now (a pause
+    is judged against other calls' worst cases, which their actual usage then replaces). Few rows:
+    the index holds only nodes paused on a budget. Runs as a task of its own (``agents.wake``), not
+    in the agent's executor."""
     ours = set(line)
     paused = [row for row in NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget",
-                                                    run__owner_id=owner_id).values_list("pk", "run_id", "node_id")
+                                                    run__owner_id=owner_id)
+              .values_list("pk", "run_id", "node_id", "iteration")
               if ours & set(_line_ids(row[1]))]
     _resume_fitting(paused, freed_in=line[0])
 
 
+def wake_later(line: list[str], owner_id: int) -> None:
+    """Ask ``agents.wake`` for ``wake``, when the owner has a node paused on a budget at all; a send
+    that fails is left to ``agents.sweep``."""
+    from agents.tasks import wake as wake_task
+
+    try:
+        if NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget", run__owner_id=owner_id).exists():
+            wake_task.delay(line, owner_id)
+    except Exception:  # the sweep is the backstop; the call itself is journaled
+        logger.warning("budget.wake_not_sent", exc_info=True, extra={"run_id": line[0]})
+
+
+_swept_after = 0  # this process's sweep cursor: each sweep goes on past the last node run it judged
+
+
 def sweep_paused(*, older_than_s: float, limit: int = 100) -> int:
     """The backstop of ``wake``: a process that died between a release's commit and its wake (or a
-    wake that failed) leaves a node paused whose call fits. Nodes paused longer than ``older_than_s``
-    are judged again, by the same rule; the number resumed."""
+    wake that failed) leaves a node paused whose call fits. Nodes whose paused attempt started more
+    than ``older_than_s`` ago are judged again, by the same rule, ``limit`` at a time, round the
+    whole set over successive sweeps; the number resumed."""
+    global _swept_after
     since = timezone.now() - timedelta(seconds=older_than_s)
-    paused = list(NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget",
-                                         started_at__lt=since)
-                  .order_by("pk").values_list("pk", "run_id", "node_id")[:limit])
-    return _resume_fitting(paused, freed_in=None)
+    paused = NodeRun.objects.filter(status=NodeRun.Status.WAITING, wait_reason="budget", started_at__lt=since)
+    fields = ("pk", "run_id", "node_id", "iteration")
+    batch = list(paused.filter(pk__gt=_swept_after).order_by("pk").values_list(*fields)[:limit])
+    if len(batch) < limit:  # round again from the start
+        batch += list(paused.filter(pk__lte=_swept_after).order_by("pk").values_list(*fields)[:limit - len(batch)])
+    _swept_after = batch[-1][0] if batch else 0
+    return _resume_fitting(batch, freed_in=None)
 
 
-def _resume_fitting(paused: list[tuple[int, Any, str]], *, freed_in: str | None) -> int:
+def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | None) -> int:
     from workflows.services.runs import run_budget_wake
 
     fitting: dict[str, list[int]] = {}
-    for pk, run_id, node_id in paused:
-        following = _next_call(run_id, node_id)
-        if following is None or fits_now(run_id=str(run_id), node_run_id=pk, tokens=following["tokens"],
-                                         cost=following["cost_usd"]):
-            fitting.setdefault(str(run_id), []).append(pk)
+    for pk, run_id, node_id, iteration in paused:
+        try:
+            following = _next_call(run_id, node_id, iteration)
+            if following is None or fits_now(run_id=str(run_id), node_run_id=pk, tokens=following["tokens"],
+                                             cost=following["cost_usd"]):
+                fitting.setdefault(str(run_id), []).append(pk)
+        except Exception:  # one row must not stop the others; the next sweep tries again
+            logger.exception("budget.judge_failed", extra={"run_id": str(run_id), "node_run_id": pk})
     if fitting:
         run_budget_wake(node_runs=fitting, freed_in=freed_in)
     return sum(len(pks) for pks in fitting.values())
 
 
-def _next_call(run_id: Any, node_id: str) -> dict[str, Any] | None:
-    """The worst case the node's last pause could not fit (its ``node_paused`` event)."""
-    data = (Event.objects.filter(run_id=run_id, type=Event.Type.NODE_PAUSED, node_id=node_id)
+def _next_call(run_id: Any, node_id: str, iteration: int) -> dict[str, Any] | None:
+    """The worst case the node run's last pause could not fit (its ``node_paused`` event)."""
+    data = (Event.objects.filter(run_id=run_id, type=Event.Type.NODE_PAUSED, node_id=node_id,
+                                 data__iteration=iteration)
             .order_by("-seq").values_list("data", flat=True).first())
     following = (data or {}).get("next_call")
     return following if isinstance(following, dict) and {"tokens", "cost_usd"} <= set(following) else None

@@ -169,7 +169,7 @@ def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
     parked = park(ctx, lambda: [(Event.Type.NODE_PAUSED, ctx.node_id, {
         "iteration": ctx.iteration, "reason": "budget", "message": exc.message, **exc.extra})], reason="budget")
     if parked:  # a release or a raise that came between the refusal and the park found nothing to wake
-        budget.wake([str(ctx.run_id)], ctx.owner_id)
+        budget.wake_later([str(ctx.run_id)], ctx.owner_id)
     return WAITING
 
 

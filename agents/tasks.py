@@ -9,3 +9,11 @@ def sweep() -> int:
     from agents.budget import sweep_paused
 
     return sweep_paused(older_than_s=settings.AOB_REPUBLISH_AFTER_S)
+
+
+@shared_task(name="agents.wake", acks_late=True, ignore_result=True)
+def wake(line: list[str], owner_id: int) -> None:
+    """Nodes paused on a budget whose next call fits since a release in ``line`` (agents.budget)."""
+    from agents.budget import wake as wake_paused
+
+    wake_paused(line, owner_id)

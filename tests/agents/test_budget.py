@@ -101,3 +101,28 @@ def test_a_missing_tools_list_gives_the_documented_default_set(engine, api, fake
     offered = [t["function"]["name"] for t in fake_llm.requests[0]["body"]["tools"]]
     assert offered == ["execute_pipeline", "patch_workflow", "search_tools"]
     assert node(run, "plan").output["tool_calls"][0]["result"]["error"] == "unknown_tool"
+
+
+def test_a_refused_call_never_fits_by_the_figure_its_pause_recorded(api):
+    """The wake judges a paused node by the worst case its ``node_paused`` event recorded: were that
+    figure rounded, a ceiling between it and the exact cost would pause, wake, pause... for ever."""
+    from agents import budget
+    from agents.exceptions import BudgetPaused
+    from workflows.models import NodeRun, Run
+
+    run_id = start(api, [{"id": "gate", "type": "hitl", "config": {"message": "go?"}}])
+    gate = NodeRun.objects.get(run_id=run_id, node_id="gate").pk
+    between = 0
+    for size in range(1, 3000, 7):
+        messages = [{"role": "user", "content": "x" * size}]
+        tokens, cost = budget.worst_case("gpt-4o-mini", messages, 1000)
+        Run.objects.filter(pk=run_id).update(budget={"max_cost_usd": round(cost, 8)}, usage={})
+        try:
+            budget.reserve(run_id=run_id, node_run_id=gate, model="gpt-4o-mini", messages=messages,
+                           max_tokens=1000, node_budget=None)
+        except BudgetPaused as exc:
+            between += 1
+            following = exc.extra["next_call"]
+            assert not budget.fits_now(run_id=run_id, node_run_id=gate, tokens=following["tokens"],
+                                       cost=following["cost_usd"]), size
+    assert between  # some sizes cost a hair more than their rounded figure: the case that looped
