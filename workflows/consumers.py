@@ -90,15 +90,18 @@ class _Consumer(AsyncJsonWebsocketConsumer):
     # Open sockets per user in this process (gone with it, so a crash leaves no count behind).
     open_sockets: dict[int, int] = {}
 
-    async def admit(self, user: User) -> bool:
-        """Accept the socket of an authenticated user, or refuse it (4429) past
+    async def admit(self, user: User, group: str) -> bool:
+        """Join ``group`` and accept the socket of an authenticated user, or refuse it (4429) past
         ``AOB_WS_MAX_PER_USER`` open in this process: one user's sockets cannot take a web
-        process's memory and file descriptors from everyone else's."""
+        process's memory and file descriptors from everyone else's. The group is joined before
+        the socket is accepted, so no event sent once the client sees it open can pass it by."""
         if self.open_sockets.get(user.pk, 0) >= settings.AOB_WS_MAX_PER_USER:
             await self.refuse(TOO_MANY)
             return False
         self.open_sockets[user.pk] = self.open_sockets.get(user.pk, 0) + 1
         self.user_id, self.recheck_at = user.pk, time.monotonic() + settings.AOB_WS_RECHECK_S
+        self.group = group
+        await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         return True
 
@@ -162,10 +165,8 @@ class RunEventsConsumer(_Consumer):
         if not await _visible_run(user, self.run_id):
             await self.refuse(FORBIDDEN)
             return
-        if not await self.admit(user):
+        if not await self.admit(user, f"run.{self.run_id}"):
             return
-        self.group = f"run.{self.run_id}"
-        await self.channel_layer.group_add(self.group, self.channel_name)
         self.last = _after(self.scope)
         for frame in await _events(self.run_id, self.last):
             await self._send(frame)
@@ -205,10 +206,8 @@ class UserEventsConsumer(_Consumer):
         if user is None:
             await self.refuse(UNAUTHENTICATED)
             return
-        if not await self.admit(user):
+        if not await self.admit(user, f"user.{user.pk}"):
             return
-        self.group = f"user.{user.pk}"
-        await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def run_event(self, message: dict[str, Any]) -> None:
         frame = message["event"]
