@@ -126,3 +126,25 @@ def test_a_refused_call_never_fits_by_the_figure_its_pause_recorded(api):
             assert not budget.fits_now(run_id=run_id, node_run_id=gate, tokens=following["tokens"],
                                        cost=following["cost_usd"]), size
     assert between  # some sizes cost a hair more than their rounded figure: the case that looped
+
+
+def test_a_dead_reservation_holds_nothing_against_the_owners_day_either(api, user):
+    """A node run killed mid-call leaves its cost in the owner's in-flight total for the day; only
+    reservations of node runs still running count there, as against the run's ceilings."""
+    from django.utils import timezone
+
+    from agents import budget
+    from agents.models import OwnerSpend
+    from workflows.models import NodeRun
+
+    run_id = start(api, [{"id": "gate", "type": "hitl", "config": {"message": "go?"}},
+                         {"id": "gone", "type": "hitl", "config": {"message": "go?"}}])
+    gate, gone = (NodeRun.objects.get(run_id=run_id, node_id=n).pk for n in ("gate", "gone"))
+    NodeRun.objects.filter(pk=gone).update(status=NodeRun.Status.FAILED)
+    OwnerSpend.objects.create(owner=user, day=timezone.now().date(), reserved={str(gone): 19.9999})
+
+    reservation = budget.reserve(run_id=run_id, node_run_id=gate, model="gpt-4o-mini",
+                                 messages=[{"role": "user", "content": "hi"}], max_tokens=1000, node_budget=None)
+
+    assert reservation.cost_usd > 0.0005  # with the dead 19.9999 counted, this would pass the $20 day
+    assert set(OwnerSpend.objects.get(owner=user).reserved) >= {str(gate)}
