@@ -157,3 +157,68 @@ def test_a_sub_workflow_paused_on_its_parents_budget_is_resumed_from_its_own_pag
     assert Run.objects.get(pk=run_id).budget["max_cost_usd"] == 10
     assert Run.objects.get(pk=child_id).budget == {Run.WITHIN: run_id}  # the child's own: untouched
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: str) -> None:
+    """A gate two people must approve: while one types a comment, the other approves through the
+    API; the page shows the new count live and what is typed stays, focus included."""
+    import httpx
+    from playwright.sync_api import expect, sync_playwright
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from approvals.models import Approval
+    from tests.approvals.runs import refund_flow
+    from tests.conftest import wait_for_run
+
+    user = User.objects.create_user("browser", password=PASSWORD)
+    bob = User.objects.create_user("bob", password="bob-pass-1")
+    bobs = Token.objects.create(user=bob).key
+    api = APIClient()
+    api.force_authenticate(user)
+    definition = refund_flow({"approvers": ["browser", "bob"], "required_approvals": 2})
+    run_id = api.post("/api/v1/runs", {"workflow": definition, "inputs": {"amount": 7, "customer": "Ada"}},
+                      format="json").json()["run_id"]
+    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    approval_id = Approval.objects.get(run_id=run_id).pk
+    problems: list[str] = []
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1366, "height": 860})
+        page.set_default_timeout(20_000)
+        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        try:
+            page.goto(f"{web}/login/?next=/runs/{run_id}/")
+            page.get_by_label("Username").fill("browser")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(f"{web}/runs/{run_id}/")
+            votes = page.locator("#node-panel").get_by_text(re.compile(r"of 2 approvals so far"))
+            expect(votes).to_have_text("0 of 2 approvals so far")
+            comment = page.get_by_label("Comment (optional)")
+            comment.click()
+            page.keyboard.type("fine by")
+
+            voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
+                               headers={"Authorization": f"Token {bobs}"})
+            assert voted.status_code == 200, voted.text
+
+            expect(votes).to_have_text("1 of 2 approvals so far")
+            expect(comment).to_be_focused()
+            page.keyboard.type(" me")
+            expect(comment).to_have_value("fine by me")
+            page.get_by_role("button", name="Approve").click()
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "web-votes-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    decisions = {d.user.username: d.comment for d in Approval.objects.get(pk=approval_id).decisions.all()}
+    assert decisions == {"bob": "", "browser": "fine by me"}
+    assert problems == []

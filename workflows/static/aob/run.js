@@ -198,6 +198,10 @@ function renderNodePanel() {
     Object.keys(n.usage || {}).length ? section("Usage", n.usage, "usage") : null,
     replay,
   ];
+  if (kept && approval) {  // a colleague's vote changes the count, not what this person is typing
+    const votes = decide.querySelector(".votes");
+    if (votes) votes.textContent = votesSoFar(approval);
+  }
   if (kept) setSiblings(decide, head, rest);
   else setChildren(panel, head, decide, rest);
 }
@@ -257,9 +261,12 @@ function decideForm(n, approval) {
   return decisionForm(approval, {
     attrs: { class: "decide approve-box", "aria-label": `Decide ${n.node_id}` },
     lead: [el("p", { class: "message" }, approval.message || "Approve?"),
-      approval.required_approvals > 1 ? el("p", { class: "muted" },
-        `${approval.decisions.filter((d) => d.approve).length} of ${approval.required_approvals} approvals so far`) : null],
+      approval.required_approvals > 1 ? el("p", { class: "muted votes" }, votesSoFar(approval)) : null],
   });
+}
+
+function votesSoFar(approval) {
+  return `${approval.decisions.filter((d) => d.approve).length} of ${approval.required_approvals} approvals so far`;
 }
 
 async function replayFrom(nodeId) {
