@@ -13,34 +13,23 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from tests.web.browsing import ARTIFACTS, PASSWORD, chromium_page, log_in
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
 
 ROOT = Path(settings.BASE_DIR)
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-PASSWORD = "browser-pass-1"
 
 
 @pytest.mark.browser
 def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> None:
-    from playwright.sync_api import WebSocketRoute, expect, sync_playwright
+    from playwright.sync_api import WebSocketRoute, expect
 
     user = User.objects.create_user("browser", password=PASSWORD)
     workflow_save(owner=user, tag="approval", definition=json.loads((ROOT / "examples/approval.json").read_text()),
                   description="example")
     ARTIFACTS.mkdir(exist_ok=True)
-    problems: list[str] = []
 
-    # No ORM calls inside: Playwright's sync API runs an event loop in this thread.
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1366, "height": 860})
-        page.set_default_timeout(20_000)
-        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    with chromium_page("web-run-failure.png") as (page, problems):
         # The run page's sockets pass through here, so the test can drop one as a network blip would.
         sockets: list[WebSocketRoute] = []
 
@@ -49,48 +38,42 @@ def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> Non
             sockets.append(socket)
 
         page.route_web_socket(re.compile(r"/ws/runs/"), through)
-        try:
-            page.goto(f"{web}/")
-            expect(page).to_have_url(f"{web}/login/?next=/")
-            page.get_by_label("Username").fill("browser")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.get_by_role("link", name="approval", exact=True).click()
-            expect(page.locator("#validation")).to_contain_text("Valid")
-            page.get_by_label("Inputs (JSON object)").fill('{"amount": 42, "customer": "Ada"}')
-            page.get_by_role("button", name="Run", exact=True).click()
-            page.wait_for_url(f"{web}/runs/*/")
-            run_id = page.url.rstrip("/").rsplit("/", 1)[1]
+        page.goto(f"{web}/")
+        expect(page).to_have_url(f"{web}/login/?next=/")
+        page.get_by_label("Username").fill("browser")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("link", name="approval", exact=True).click()
+        expect(page.locator("#validation")).to_contain_text("Valid")
+        page.get_by_label("Inputs (JSON object)").fill('{"amount": 42, "customer": "Ada"}')
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.wait_for_url(f"{web}/runs/*/")
+        run_id = page.url.rstrip("/").rsplit("/", 1)[1]
 
-            review = page.locator('svg.dag [data-node="review"]')
-            expect(review).to_have_attribute("data-status", "waiting")  # drawn from a WebSocket event
-            expect(page.locator("#run-status")).to_have_attribute("data-status", "waiting_for_approval")
-            expect(page.locator("#node-panel")).to_contain_text("Refund 42 to Ada?")
-            # A person types; the page redraws under them (here: the socket drops and the page
-            # re-reads the run on reconnecting); they type on and approve. Every key must land.
-            comment = page.get_by_label("Comment (optional)")
-            comment.click()
-            page.keyboard.type("fine by")
-            page.locator("#node-h").evaluate("h => { h.dataset.drawn = 'before'; }")
-            sockets[-1].close()
-            expect(page.locator("#node-h")).not_to_have_attribute("data-drawn", "before")  # redrawn since
-            expect(page.locator("#live")).to_have_text("● live")
-            expect(comment).to_be_focused()
-            page.keyboard.type(" me")
-            expect(comment).to_have_value("fine by me")
-            page.get_by_role("button", name="Approve").click()
+        review = page.locator('svg.dag [data-node="review"]')
+        expect(review).to_have_attribute("data-status", "waiting")  # drawn from a WebSocket event
+        expect(page.locator("#run-status")).to_have_attribute("data-status", "waiting_for_approval")
+        expect(page.locator("#node-panel")).to_contain_text("Refund 42 to Ada?")
+        # A person types; the page redraws under them (here: the socket drops and the page
+        # re-reads the run on reconnecting); they type on and approve. Every key must land.
+        comment = page.get_by_label("Comment (optional)")
+        comment.click()
+        page.keyboard.type("fine by")
+        page.locator("#node-h").evaluate("h => { h.dataset.drawn = 'before'; }")
+        sockets[-1].close()
+        expect(page.locator("#node-h")).not_to_have_attribute("data-drawn", "before")  # redrawn since
+        expect(page.locator("#live")).to_have_text("● live")
+        expect(comment).to_be_focused()
+        page.keyboard.type(" me")
+        expect(comment).to_have_value("fine by me")
+        page.get_by_role("button", name="Approve").click()
 
-            expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
-            expect(page.locator('svg.dag [data-node="refund"]')).to_have_attribute("data-status", "completed")
-            expect(page.locator('svg.dag [data-node="notify_rejected"]')).to_have_attribute("data-status", "skipped")
-            page.screenshot(path=str(ARTIFACTS / "web-run-approved.png"), full_page=True)
-            page.get_by_role("tab", name="Events").click()
-            expect(page.locator("#events")).to_contain_text("workflow_completed")
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "web-run-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+        expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+        expect(page.locator('svg.dag [data-node="refund"]')).to_have_attribute("data-status", "completed")
+        expect(page.locator('svg.dag [data-node="notify_rejected"]')).to_have_attribute("data-status", "skipped")
+        page.screenshot(path=str(ARTIFACTS / "web-run-approved.png"), full_page=True)
+        page.get_by_role("tab", name="Events").click()
+        expect(page.locator("#events")).to_contain_text("workflow_completed")
 
     run = Run.objects.get(pk=run_id)
     assert run.status == "completed"
@@ -102,7 +85,7 @@ def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> Non
 def test_a_sub_workflow_paused_on_its_parents_budget_is_resumed_from_its_own_page(web: str, fake_llm, settings) -> None:
     """The child's page names the run whose ceiling binds and raises that one, never the child's
     own (a sub-workflow has none unless set)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
     from rest_framework.test import APIClient
 
     from tests.agents.flows import agent
@@ -123,33 +106,16 @@ def test_a_sub_workflow_paused_on_its_parents_budget_is_resumed_from_its_own_pag
                                                        status="waiting", wait_reason="budget").first(),
                         timeout=30, what="a child paused on the parent's budget")
     child_id = str(paused.run_id)
-    problems: list[str] = []
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1366, "height": 860})
-        page.set_default_timeout(20_000)
-        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        try:
-            page.goto(f"{web}/login/?next=/runs/{child_id}/")
-            page.get_by_label("Username").fill("browser")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(f"{web}/runs/{child_id}/")
-            page.locator('svg.dag [data-node="plan"]').click()
-            panel = page.locator("#node-panel")
-            expect(panel).to_contain_text(f"counts against run {run_id[:8]}, whose budget ($2, 500000 tokens)")
-            expect(page.get_by_label("new cost ceiling in USD")).to_have_value("4")  # twice that run's, not $0
-            page.get_by_label("new cost ceiling in USD").fill("10")
-            page.get_by_role("button", name="Raise that budget and resume").click()
-            expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
-        except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "web-budget-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with chromium_page("web-budget-failure.png") as (page, problems):
+        log_in(page, web, "browser", f"/runs/{child_id}/")
+        page.locator('svg.dag [data-node="plan"]').click()
+        panel = page.locator("#node-panel")
+        expect(panel).to_contain_text(f"counts against run {run_id[:8]}, whose budget ($2, 500000 tokens)")
+        expect(page.get_by_label("new cost ceiling in USD")).to_have_value("4")  # twice that run's, not $0
+        page.get_by_label("new cost ceiling in USD").fill("10")
+        page.get_by_role("button", name="Raise that budget and resume").click()
+        expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
 
     from tests.conftest import wait_for_run
 
@@ -164,7 +130,7 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
     """A gate two people must approve: while one types a comment, the other approves through the
     API; the page shows the new count live and what is typed stays, focus included."""
     import httpx
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
@@ -182,42 +148,25 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
                       format="json").json()["run_id"]
     wait_for_run(run_id, statuses={"waiting_for_approval"})
     approval_id = Approval.objects.get(run_id=run_id).pk
-    problems: list[str] = []
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1366, "height": 860})
-        page.set_default_timeout(20_000)
-        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        try:
-            page.goto(f"{web}/login/?next=/runs/{run_id}/")
-            page.get_by_label("Username").fill("browser")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(f"{web}/runs/{run_id}/")
-            votes = page.locator("#node-panel").get_by_text(re.compile(r"of 2 approvals so far"))
-            expect(votes).to_have_text("0 of 2 approvals so far")
-            comment = page.get_by_label("Comment (optional)")
-            comment.click()
-            page.keyboard.type("fine by")
+    with chromium_page("web-votes-failure.png") as (page, problems):
+        log_in(page, web, "browser", f"/runs/{run_id}/")
+        votes = page.locator("#node-panel").get_by_text(re.compile(r"of 2 approvals so far"))
+        expect(votes).to_have_text("0 of 2 approvals so far")
+        comment = page.get_by_label("Comment (optional)")
+        comment.click()
+        page.keyboard.type("fine by")
 
-            voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
-                               headers={"Authorization": f"Token {bobs}"})
-            assert voted.status_code == 200, voted.text
+        voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
+                           headers={"Authorization": f"Token {bobs}"})
+        assert voted.status_code == 200, voted.text
 
-            expect(votes).to_have_text("1 of 2 approvals so far")
-            expect(comment).to_be_focused()
-            page.keyboard.type(" me")
-            expect(comment).to_have_value("fine by me")
-            page.get_by_role("button", name="Approve").click()
-            expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
-        except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "web-votes-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+        expect(votes).to_have_text("1 of 2 approvals so far")
+        expect(comment).to_be_focused()
+        page.keyboard.type(" me")
+        expect(comment).to_have_value("fine by me")
+        page.get_by_role("button", name="Approve").click()
+        expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
 
     decisions = {d.user.username: d.comment for d in Approval.objects.get(pk=approval_id).decisions.all()}
     assert decisions == {"bob": "", "browser": "fine by me"}

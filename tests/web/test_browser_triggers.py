@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from tests.web.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.web.browsing import ARTIFACTS, PASSWORD, chromium_page, log_in
 from triggers.models import Hook, Schedule
 from vault.models import Secret
 from workflows.services.definitions import workflow_save
@@ -16,44 +16,29 @@ GREETING = {"nodes": [{"id": "hello", "type": "transform", "config": {"expressio
 
 @pytest.mark.browser
 def test_add_a_schedule_a_webhook_and_a_secret_in_the_browser(web: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     user = User.objects.create_user("trigger-browser", password=PASSWORD)
     workflow_save(owner=user, tag="greet", definition=GREETING)
     ARTIFACTS.mkdir(exist_ok=True)
-    problems: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1366, "height": 860})
-        page.set_default_timeout(20_000)
-        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        try:
-            page.goto(f"{web}/login/?next=/workflows/greet/")
-            page.get_by_label("Username").fill("trigger-browser")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.get_by_role("link", name="Schedules and webhooks").click()
-            page.get_by_label("Cron (minute hour day month weekday)").fill("15 6 * * *")
-            page.get_by_label("Time zone").fill("Europe/Berlin")
-            page.get_by_role("button", name="Add schedule").click()
-            expect(page.locator("#schedules")).to_contain_text("15 6 * * *")
-            page.get_by_role("button", name="Add webhook").click()
-            expect(page.locator("#hook-secret")).to_contain_text("whsec_")
-            expect(page.locator("#hooks")).to_contain_text("/api/v1/hooks/hk_")
-            page.screenshot(path=str(ARTIFACTS / "web-triggers.png"), full_page=True)
-            page.get_by_role("link", name="Secrets").click()
-            page.get_by_label("Name").fill("CRM_TOKEN")
-            page.get_by_label("Value").fill("crm-token-value-123")
-            page.get_by_role("button", name="Save").click()
-            expect(page.locator("#secrets")).to_contain_text("CRM_TOKEN")
-            page.screenshot(path=str(ARTIFACTS / "web-secrets.png"), full_page=True)
-            html = page.content()
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "web-triggers-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with chromium_page("web-triggers-failure.png") as (page, problems):
+        log_in(page, web, "trigger-browser", "/workflows/greet/")
+        page.get_by_role("link", name="Schedules and webhooks").click()
+        page.get_by_label("Cron (minute hour day month weekday)").fill("15 6 * * *")
+        page.get_by_label("Time zone").fill("Europe/Berlin")
+        page.get_by_role("button", name="Add schedule").click()
+        expect(page.locator("#schedules")).to_contain_text("15 6 * * *")
+        page.get_by_role("button", name="Add webhook").click()
+        expect(page.locator("#hook-secret")).to_contain_text("whsec_")
+        expect(page.locator("#hooks")).to_contain_text("/api/v1/hooks/hk_")
+        page.screenshot(path=str(ARTIFACTS / "web-triggers.png"), full_page=True)
+        page.get_by_role("link", name="Secrets").click()
+        page.get_by_label("Name").fill("CRM_TOKEN")
+        page.get_by_label("Value").fill("crm-token-value-123")
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("#secrets")).to_contain_text("CRM_TOKEN")
+        page.screenshot(path=str(ARTIFACTS / "web-secrets.png"), full_page=True)
+        html = page.content()
 
     assert "crm-token-value-123" not in html
     assert Schedule.objects.get().timezone == "Europe/Berlin" and Hook.objects.count() == 1

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from tests.web.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD
 from workflows.models import Run, Workflow
 from workflows.services.definitions import workflow_save
 
