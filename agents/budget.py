@@ -6,8 +6,10 @@ the node), the run's (``Run.budget`` as its owner raised it, else the operator's
 ``AOB_RUN_MAX_TOKENS`` / ``AOB_RUN_MAX_COST_USD``; passing it pauses the node until the owner
 raises it) and the owner's for the UTC day (``AOB_OWNER_DAILY_COST_USD``; passing it fails the
 node). After the call the reservation is released to the actual usage, in the same transaction
-that journals the response. A node run holds at most one reservation; a dead attempt's is
-replaced by the next attempt's, and a reservation whose node run no longer runs holds nothing.
+that journals the response. Every call made is charged, an attempt's that lost the race to journal
+its turn as well. A reservation is its attempt's (``<node run>/<attempt>``): it holds while that
+attempt runs, so a late release from a lapsed attempt never frees the next attempt's, and one left
+by a node run killed mid-call, cancelled, or given to another attempt holds nothing.
 
 A sub-workflow's spend also counts against its parent's ceilings, and theirs, up the nesting
 (``Run.within``): the reservation and the usage are written to every run of that line at once, so
@@ -40,10 +42,15 @@ logger = logging.getLogger(__name__)
 class Reservation:
     run_id: str
     node_run_id: int
+    attempt: int
     owner_id: int
     day: date
     tokens: int
     cost_usd: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.node_run_id}/{self.attempt}"
 
 
 def totals(run_id: str) -> dict[str, Any]:
@@ -58,11 +65,11 @@ def worst_case(model: str, messages: list[dict[str, Any]], max_tokens: int) -> t
     return prompt + max_tokens, (prompt * prices["input"] + max_tokens * prices["output"]) / 1_000_000
 
 
-def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[str, Any]], max_tokens: int,
-            node_budget: dict[str, Any] | None) -> Reservation:
+def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages: list[dict[str, Any]],
+            max_tokens: int, node_budget: dict[str, Any] | None) -> Reservation:
     tokens, cost = worst_case(model, messages, max_tokens)
     day = timezone.now().date()
-    key = str(node_run_id)
+    key = f"{node_run_id}/{attempt}"
     with transaction.atomic():
         line = _line(run_id)
         run = line[0]
@@ -72,7 +79,7 @@ def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[st
         for each, held in _check_line(line, key, tokens, cost):
             each.usage = {**(each.usage or {}), "reservations": {**held, key: {"tokens": tokens, "cost_usd": cost}}}
         spend = _owner_day(run.owner_id, day)
-        live = _running(set(spend.reserved) - {key})
+        live = _holding(set(spend.reserved) - {key})
         in_flight = sum(v for k, v in spend.reserved.items() if k in live)
         if spend.cost_usd + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
             raise OwnerBudgetExceeded(
@@ -83,24 +90,26 @@ def reserve(*, run_id: str, node_run_id: int, model: str, messages: list[dict[st
             Run.objects.filter(pk=each.pk).update(usage=each.usage)
         spend.reserved = {**spend.reserved, key: cost}
         spend.save(update_fields=["reserved"])
-    return Reservation(str(run_id), node_run_id, run.owner_id, day, tokens, cost)
+    return Reservation(str(run_id), node_run_id, attempt, run.owner_id, day, tokens, cost)
 
 
-def fits_now(*, run_id: str, node_run_id: int, tokens: int, cost: float) -> bool:
+def fits_now(*, run_id: str, tokens: int, cost: float) -> bool:
     """Whether a call a run's ceiling refused would fit now: the reservation's own check, under the
-    line's locks (so a release or raise that committed first is seen)."""
+    line's locks (so a release or raise that committed first is seen). The paused node run holds no
+    reservation of its own: it is not running."""
     with transaction.atomic():
         try:
-            _check_line(_line(run_id), str(node_run_id), tokens, cost)
+            _check_line(_line(run_id), None, tokens, cost)
         except BudgetPaused:
             return False
     return True
 
 
-def _check_line(line: list[Run], key: str, tokens: int, cost: float) -> list[tuple[Run, dict[str, Any]]]:
-    """Every run of the line, with the reservations that still hold in it, once the call fits in
-    each; else BudgetPaused naming the first run it does not fit in."""
-    live = _running({k for r in line for k in (r.usage or {}).get("reservations") or {}} - {key})
+def _check_line(line: list[Run], key: str | None, tokens: int, cost: float) -> list[tuple[Run, dict[str, Any]]]:
+    """Every run of the line, with the reservations that still hold in it (but ``key``'s, which the
+    call replaces), once the call fits in each; else BudgetPaused naming the first run it does not
+    fit in."""
+    live = _holding({k for r in line for k in (r.usage or {}).get("reservations") or {}} - {key})
     checked = []
     for each in line:
         held = {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k in live}
@@ -141,13 +150,16 @@ def _line_ids(run_id: Any) -> list[str]:
     return ids
 
 
-def _running(keys: set[str]) -> set[str]:
-    """The node runs among ``keys`` still running: only their reservations hold anything (a node run
-    killed mid-call, or cancelled with its run, leaves one behind)."""
+def _holding(keys: set[str]) -> set[str]:
+    """The reservations among ``keys`` that still hold: their attempt is the node run's and it is
+    running. (A key written before reservations named their attempt holds while its node run runs.)"""
     if not keys:
         return set()
-    return {str(pk) for pk in NodeRun.objects.filter(pk__in=[int(k) for k in keys], status=NodeRun.Status.RUNNING)
-            .values_list("pk", flat=True)}
+    named = {key: key.partition("/") for key in keys}
+    running = dict(NodeRun.objects.filter(pk__in={int(pk) for pk, _, _ in named.values()},
+                                          status=NodeRun.Status.RUNNING).values_list("pk", "attempts"))
+    return {key for key, (pk, _, attempt) in named.items()
+            if int(pk) in running and (not attempt or int(attempt) == running[int(pk)])}
 
 
 def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float, *, own: bool, top: bool) -> None:
@@ -202,13 +214,13 @@ def release(reservation: Reservation, call: Call | None = None) -> None:
         for run in line:
             usage = dict(run.usage or {})
             held = dict(usage.get("reservations") or {})
-            held.pop(str(reservation.node_run_id), None)
+            held.pop(reservation.key, None)
             usage["reservations"] = held
             if call is not None:
                 _add_usage(usage, call)
             Run.objects.filter(pk=run.pk).update(usage=usage)
         spend = _owner_day(reservation.owner_id, reservation.day)
-        spend.reserved = {k: v for k, v in spend.reserved.items() if k != str(reservation.node_run_id)}
+        spend.reserved = {k: v for k, v in spend.reserved.items() if k != reservation.key}
         if call is not None:
             spend.cost_usd += call.cost_usd
         spend.save(update_fields=["reserved", "cost_usd"])
@@ -297,8 +309,7 @@ def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | 
     for pk, run_id, node_id, iteration in paused:
         try:
             following = _next_call(run_id, node_id, iteration)
-            if following is None or fits_now(run_id=str(run_id), node_run_id=pk, tokens=following["tokens"],
-                                             cost=following["cost_usd"]):
+            if following is None or fits_now(run_id=str(run_id), tokens=following["tokens"], cost=following["cost_usd"]):
                 fitting.setdefault(str(run_id), []).append(pk)
         except Exception:  # one row must not stop the others; the next sweep tries again
             logger.exception("budget.judge_failed", extra={"run_id": str(run_id), "node_run_id": pk})

@@ -82,11 +82,12 @@ class Journal:
     def record_response(self, turn: int, message: dict[str, Any], call: Call,
                         reservation: budget.Reservation) -> dict[str, Any]:
         """The response and its usage in one transaction: the reservation is released to what the
-        call cost, counted once."""
+        call cost, counted once. A call whose turn another attempt journaled first was made all the
+        same: it is charged, and the conversation goes on with the journaled answer."""
         content = {"message": message, "call": call.as_dict()}
         with transaction.atomic():
             stored = self._write(turn, AgentTurn.Kind.RESPONSE, 0, content)
-            budget.release(reservation, call if stored is content else None)
+            budget.release(reservation, call)
         self.responses[turn] = stored
         return stored
 

@@ -148,8 +148,8 @@ def _first_messages(ctx: NodeContext) -> list[dict[str, Any]]:
 def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages: list[dict[str, Any]],
           tools: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
     """One model call: reserve its worst case, call, journal the response with its actual usage."""
-    reservation = budget.reserve(run_id=ctx.run_id, node_run_id=ctx.node_run_id, model=model, messages=messages,
-                                 max_tokens=max_tokens, node_budget=ctx.config.get("budget"))
+    reservation = budget.reserve(run_id=ctx.run_id, node_run_id=ctx.node_run_id, attempt=ctx.attempt, model=model,
+                                 messages=messages, max_tokens=max_tokens, node_budget=ctx.config.get("budget"))
     try:
         response, call = llm.chat(model=model, messages=messages, tools=tools or None, max_tokens=max_tokens)
     except openai.APIError as exc:

@@ -118,13 +118,12 @@ def test_a_refused_call_never_fits_by_the_figure_its_pause_recorded(api):
         tokens, cost = budget.worst_case("gpt-4o-mini", messages, 1000)
         Run.objects.filter(pk=run_id).update(budget={"max_cost_usd": round(cost, 8)}, usage={})
         try:
-            budget.reserve(run_id=run_id, node_run_id=gate, model="gpt-4o-mini", messages=messages,
+            budget.reserve(run_id=run_id, node_run_id=gate, attempt=1, model="gpt-4o-mini", messages=messages,
                            max_tokens=1000, node_budget=None)
         except BudgetPaused as exc:
             between += 1
             following = exc.extra["next_call"]
-            assert not budget.fits_now(run_id=run_id, node_run_id=gate, tokens=following["tokens"],
-                                       cost=following["cost_usd"]), size
+            assert not budget.fits_now(run_id=run_id, tokens=following["tokens"], cost=following["cost_usd"]), size
     assert between  # some sizes cost a hair more than their rounded figure: the case that looped
 
 
@@ -144,8 +143,69 @@ def test_a_dead_reservation_holds_nothing_against_the_owners_day_either(api, use
     NodeRun.objects.filter(pk=gone).update(status=NodeRun.Status.FAILED)
     OwnerSpend.objects.create(owner=user, day=timezone.now().date(), reserved={str(gone): 19.9999})
 
-    reservation = budget.reserve(run_id=run_id, node_run_id=gate, model="gpt-4o-mini",
+    reservation = budget.reserve(run_id=run_id, node_run_id=gate, attempt=1, model="gpt-4o-mini",
                                  messages=[{"role": "user", "content": "hi"}], max_tokens=1000, node_budget=None)
 
     assert reservation.cost_usd > 0.0005  # with the dead 19.9999 counted, this would pass the $20 day
-    assert set(OwnerSpend.objects.get(owner=user).reserved) >= {str(gate)}
+    assert set(OwnerSpend.objects.get(owner=user).reserved) >= {f"{gate}/1"}
+
+
+def _two_attempts(api: Any) -> tuple[str, int, Any, Any]:
+    """A run whose agent node run lapsed at attempt 1 while its call was in flight (a worker frozen
+    past its lease) and was claimed again by attempt 2, which reserved its own call: both calls in
+    flight at once, as the sweeper's re-queue allows."""
+    from agents import budget
+    from workflows.models import NodeRun
+
+    run_id = start(api, [{"id": "gate", "type": "hitl", "config": {"message": "go?"}}])
+    pk = NodeRun.objects.get(run_id=run_id, node_id="gate").pk
+    messages = [{"role": "user", "content": "hi"}]
+    NodeRun.objects.filter(pk=pk).update(status=NodeRun.Status.RUNNING, attempts=1)
+    first = budget.reserve(run_id=run_id, node_run_id=pk, attempt=1, model="gpt-4o-mini", messages=messages,
+                           max_tokens=1000, node_budget=None)
+    NodeRun.objects.filter(pk=pk).update(attempts=2)
+    second = budget.reserve(run_id=run_id, node_run_id=pk, attempt=2, model="gpt-4o-mini", messages=messages,
+                            max_tokens=1000, node_budget=None)
+    return run_id, pk, first, second
+
+
+def test_a_late_release_from_a_lapsed_attempt_leaves_the_next_attempts_reservation(api, user):
+    """Attempt 1's release (its heartbeat aborted the call once the lease was gone) came after
+    attempt 2 reserved: before, both shared the node run's key and the release freed attempt 2's
+    call, so other calls could reserve into room that call still takes."""
+    from agents import budget
+    from agents.models import OwnerSpend
+    from workflows.models import Run
+
+    run_id, _, first, second = _two_attempts(api)
+    Run.objects.filter(pk=run_id).update(budget={"max_cost_usd": round(second.cost_usd * 1.5, 8)})
+
+    budget.release(first)
+
+    assert set(Run.objects.get(pk=run_id).usage["reservations"]) == {second.key}
+    assert set(OwnerSpend.objects.get(owner=user).reserved) == {second.key}
+    assert not budget.fits_now(run_id=run_id, tokens=second.tokens, cost=second.cost_usd)  # attempt 2's call holds
+    budget.release(second)
+    assert budget.fits_now(run_id=run_id, tokens=second.tokens, cost=second.cost_usd)
+
+
+def test_a_call_whose_turn_another_attempt_journaled_first_is_still_charged(api, user):
+    """Both attempts called the model for the same turn; the journal keeps the first answer, but
+    the second call was made and paid for: before, it was never charged."""
+    from agents.journal import Journal
+    from agents.llm import Call
+    from agents.models import OwnerSpend
+    from workflows.models import NodeRun, Run
+
+    run_id, pk, first, second = _two_attempts(api)
+    calls = [Call(model="gpt-4o-mini", prompt_tokens=10, completion_tokens=5, cost_usd=0.25),
+             Call(model="gpt-4o-mini", prompt_tokens=20, completion_tokens=7, cost_usd=0.5)]
+
+    kept = Journal(pk, 1).record_response(0, {"role": "assistant", "content": "one"}, calls[0], first)
+    lost = Journal(pk, 2).record_response(0, {"role": "assistant", "content": "two"}, calls[1], second)
+
+    assert lost == kept and kept["message"]["content"] == "one"  # attempt 2 goes on with the journaled answer
+    usage = Run.objects.get(pk=run_id).usage
+    assert (usage["calls"], usage["tokens"], usage["cost_usd"], usage["reservations"]) == (2, 42, 0.75, {})
+    assert OwnerSpend.objects.get(owner=user).cost_usd == pytest.approx(0.75)
+    assert len(NodeRun.objects.get(pk=pk).usage["calls"]) == 2

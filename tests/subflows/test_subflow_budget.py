@@ -152,7 +152,7 @@ def test_a_reservation_left_by_a_node_that_no_longer_runs_holds_nothing(engine, 
     run_id = submit(user, gated)
     approval = approval_of(run_id)
     gone = NodeRun.objects.create(run_id=run_id, node_id="gone", node_type="agent", status=NodeRun.Status.FAILED)
-    Run.objects.filter(pk=run_id).update(usage={"reservations": {str(gone.pk): {"tokens": 10**6, "cost_usd": 2.0}}})
+    Run.objects.filter(pk=run_id).update(usage={"reservations": {f"{gone.pk}/1": {"tokens": 10**6, "cost_usd": 2.0}}})
 
     assert decide(user, approval).status_code == 200
     run = wait_for_run(run_id)
