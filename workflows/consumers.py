@@ -7,6 +7,7 @@ live event it already sent, and fills any hole from the database before sending 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta
 from importlib import import_module
@@ -105,11 +106,19 @@ class _Consumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         return True
 
+    # The group departures of consumers that ended without disconnect(), until they are done.
+    leaving: set[asyncio.Task[None]] = set()
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:  # a handler that raised (a client gone mid-send, Redis) never reaches disconnect()
             self._release()
+            if self.group is not None:  # nor leaves its group: a task of its own does, this one may be cancelled
+                task = asyncio.get_running_loop().create_task(
+                    self.channel_layer.group_discard(self.group, self.channel_name))
+                self.leaving.add(task)
+                task.add_done_callback(self.leaving.discard)
 
     def _release(self) -> None:
         if self.user_id is not None:
@@ -123,6 +132,7 @@ class _Consumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
         self._release()
 
     async def still_allowed(self, run_id: str | None = None) -> bool:

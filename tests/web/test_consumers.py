@@ -383,22 +383,33 @@ def test_one_user_has_at_most_the_operators_number_of_open_streams(transactional
     assert refused == 4429 and their_ok and room
 
 
+async def group_members(group: str) -> list[bytes]:
+    layer = get_channel_layer()
+    return await layer.connection(layer.consistent_hash(group)).zrange(layer._group_key(group), 0, -1)
+
+
 def test_a_socket_whose_handler_raised_gives_its_place_back(transactional_db: Any, make_user: Any,
                                                            settings: Any) -> None:
     """A handler that raises (a client gone mid-send, a Redis error) ends the consumer without
-    ``disconnect()``: its place among the user's open sockets is released all the same."""
+    ``disconnect()``: its place among the user's open sockets is released all the same, and its
+    channel leaves the group (before, events went on queuing for it until the group expired)."""
     settings.AOB_WS_MAX_PER_USER = 1
     owner = make_user("owner")
     key = owner.auth_token.key
+    group = f"user.{owner.pk}"
 
     async def break_one() -> bool:
         broken = communicator("/ws/events/", token=key)
         assert (await broken.connect(timeout=TIMEOUT))[0]
-        await get_channel_layer().group_send(f"user.{owner.pk}", {"type": "run.event"})  # no event: KeyError
+        assert len(await group_members(group)) == 1
+        await get_channel_layer().group_send(group, {"type": "run.event"})  # no event: KeyError
         try:
             await broken.wait(timeout=TIMEOUT)
         except KeyError:
-            return True
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while await group_members(group) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)  # polls the condition: the departure runs as a task of its own
+            return not await group_members(group)
         return False
 
     async def open_another() -> bool:
