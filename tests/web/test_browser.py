@@ -171,3 +171,48 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
     decisions = {d.user.username: d.comment for d in Approval.objects.get(pk=approval_id).decisions.all()}
     assert decisions == {"bob": "", "browser": "fine by me"}
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_focused_chip_of_a_node_running_now_keeps_focus_when_an_event_redraws_the_page(web: str) -> None:
+    """Someone tabbed to the chip of the waiting node; a colleague's vote redraws the page; the
+    chip still has focus, so the Enter pressed next selects its node."""
+    import httpx
+    from playwright.sync_api import expect
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from approvals.models import Approval
+    from tests.approvals.runs import refund_flow
+    from tests.conftest import wait_for_run
+
+    user = User.objects.create_user("browser", password=PASSWORD)
+    bob = User.objects.create_user("bob", password="bob-pass-1")
+    bobs = Token.objects.create(user=bob).key
+    api = APIClient()
+    api.force_authenticate(user)
+    definition = refund_flow({"approvers": ["browser", "bob"], "required_approvals": 2})
+    run_id = api.post("/api/v1/runs", {"workflow": definition, "inputs": {"amount": 7, "customer": "Ada"}},
+                      format="json").json()["run_id"]
+    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    approval_id = Approval.objects.get(run_id=run_id).pk
+
+    with chromium_page("web-now-chip-failure.png") as (page, problems):
+        log_in(page, web, "browser", f"/runs/{run_id}/")
+        votes = page.locator("#node-panel").get_by_text(re.compile(r"of 2 approvals so far"))
+        expect(votes).to_have_text("0 of 2 approvals so far")
+        chip = page.locator("#now").get_by_role("button", name="review")
+        chip.focus()
+        expect(chip).to_be_focused()
+
+        voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
+                           headers={"Authorization": f"Token {bobs}"})
+        assert voted.status_code == 200, voted.text
+
+        expect(votes).to_have_text("1 of 2 approvals so far")  # the page has redrawn since
+        expect(chip).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#node-panel")).to_be_focused()
+
+    assert problems == []
+

@@ -99,15 +99,35 @@ function render() {
     const waiting = now.find((n) => n.status === "waiting");
     state.selected = (waiting || now[0] || state.details.nodes[0] || {}).node_id || null;
   }
-  setChildren($("now"), ...(now.length
-    ? [el("span", {}, "Now: "), ...now.map((n) => el("button", { type: "button", class: "chip", onclick: () => select(n.node_id, true) },
-      `${n.node_id} `, badge(n.status)))]
-    : [el("span", { class: "muted" }, FINISHED.has(run.status) ? `The run has finished: ${run.status}.` : "Nothing running right now.")]));
-
+  renderNow(now, run);
   drawRunGraph();
   renderNodePanel();
   renderPatches();
   $("patch-count").textContent = state.details.patches.length + (state.details.patch_refusals || []).length;
+}
+
+// The nodes running now, as chips that select theirs. A chip with focus stays in the page (only
+// its badge is redrawn) while its node is listed: taken out, even to be put straight back, it
+// would lose focus, and the Enter pressed next would go nowhere.
+function renderNow(now, run) {
+  const box = $("now");
+  if (!now.length) {
+    setChildren(box, el("span", { class: "muted" }, FINISHED.has(run.status) ? `The run has finished: ${run.status}.` : "Nothing running right now."));
+    return;
+  }
+  const focused = box.contains(document.activeElement) ? document.activeElement : null;
+  const chips = now.map((n) => {
+    if (focused && focused.dataset.node === n.node_id) {
+      focused.replaceChildren(`${n.node_id} `, badge(n.status));
+      return focused;
+    }
+    return el("button", { type: "button", class: "chip", "data-node": n.node_id, onclick: () => select(n.node_id, true) },
+      `${n.node_id} `, badge(n.status));
+  });
+  const at = chips.indexOf(focused);
+  const label = el("span", {}, "Now: ");
+  if (at >= 0) setSiblings(focused, [label, chips.slice(0, at)], chips.slice(at + 1));
+  else setChildren(box, label, chips);
 }
 
 // The run's result: its duration and output (the error is the alert above, shown once).
