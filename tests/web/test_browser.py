@@ -171,3 +171,125 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
     decisions = {d.user.username: d.comment for d in Approval.objects.get(pk=approval_id).decisions.all()}
     assert decisions == {"bob": "", "browser": "fine by me"}
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_focused_chip_of_a_node_running_now_keeps_focus_when_an_event_redraws_the_page(web: str) -> None:
+    """Someone tabbed to the chip of the waiting node; a colleague's vote redraws the page; the
+    chip still has focus, so the Enter pressed next selects its node."""
+    import httpx
+    from playwright.sync_api import expect
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from approvals.models import Approval
+    from tests.approvals.runs import refund_flow
+    from tests.conftest import wait_for_run
+
+    user = User.objects.create_user("browser", password=PASSWORD)
+    bob = User.objects.create_user("bob", password="bob-pass-1")
+    bobs = Token.objects.create(user=bob).key
+    api = APIClient()
+    api.force_authenticate(user)
+    definition = refund_flow({"approvers": ["browser", "bob"], "required_approvals": 2})
+    run_id = api.post("/api/v1/runs", {"workflow": definition, "inputs": {"amount": 7, "customer": "Ada"}},
+                      format="json").json()["run_id"]
+    wait_for_run(run_id, statuses={"waiting_for_approval"})
+    approval_id = Approval.objects.get(run_id=run_id).pk
+
+    with chromium_page("web-now-chip-failure.png") as (page, problems):
+        log_in(page, web, "browser", f"/runs/{run_id}/")
+        votes = page.locator("#node-panel").get_by_text(re.compile(r"of 2 approvals so far"))
+        expect(votes).to_have_text("0 of 2 approvals so far")
+        chip = page.locator("#now").get_by_role("button", name="review")
+        chip.focus()
+        expect(chip).to_be_focused()
+
+        voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
+                           headers={"Authorization": f"Token {bobs}"})
+        assert voted.status_code == 200, voted.text
+
+        expect(votes).to_have_text("1 of 2 approvals so far")  # the page has redrawn since
+        expect(chip).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#node-panel")).to_be_focused()
+
+    assert problems == []
+
+
+@pytest.mark.browser
+def test_a_new_budget_pause_keeps_the_ceiling_being_typed(web: str, fake_llm, settings) -> None:
+    """The owner is typing a new ceiling on the page when the node pauses again (the budget was
+    raised elsewhere, not far enough): the message names the new ceiling, the suggestion nobody
+    touched follows it, and what is typed stays, focus included."""
+    import httpx
+    from playwright.sync_api import WebSocketRoute, expect
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from tests.agents.flows import agent
+    from tests.conftest import PRICEY_MODEL, TEST_PRICES, wait_for_run
+    from tests.engine.flow import wait_until
+    from workflows.models import NodeRun
+
+    settings.AOB_LLM_PRICES = TEST_PRICES
+    user = User.objects.create_user("browser", password=PASSWORD)
+    token = Token.objects.create(user=user).key
+    fake_llm.reset([{"content": "Done."}])
+    api = APIClient()
+    api.force_authenticate(user)
+    # up to 2000 tokens at $1990 a million: $3.98, past the run's $2
+    run_id = api.post("/api/v1/runs", {"workflow": {"nodes": [agent(model=PRICEY_MODEL, max_tokens=2000)], "edges": []},
+                                       "inputs": {}}, format="json").json()["run_id"]
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="plan", status="waiting",
+                                              wait_reason="budget").exists(),
+               timeout=30, what="the node paused on the run's budget")
+    headers = {"Authorization": f"Token {token}"}
+
+    def pauses() -> int:
+        events = httpx.get(f"{web}/api/v1/runs/{run_id}/events", headers=headers).json()
+        return sum(e["type"] == "node_paused" for e in events)
+
+    with chromium_page("web-budget-kept-failure.png") as (page, problems):
+        # While the network is down the page's socket stays open but reaches nothing (as behind a
+        # stalled proxy), so the page sees the node only as paused, before and after.
+        sockets: list[WebSocketRoute] = []
+        network = {"up": True}
+
+        def through(socket: WebSocketRoute) -> None:
+            if network["up"]:
+                socket.connect_to_server()
+            sockets.append(socket)
+
+        page.route_web_socket(re.compile(r"/ws/runs/"), through)
+        log_in(page, web, "browser", f"/runs/{run_id}/")
+        panel = page.locator("#node-panel")
+        expect(panel).to_contain_text("Paused: the run's budget ($2, 500000 tokens)")
+        usd = page.get_by_label("new cost ceiling in USD")
+        tokens = page.get_by_label("new token ceiling")
+        expect(usd).to_have_value("4")
+        expect(tokens).to_have_value("1000000")
+        usd.fill("2")
+
+        network["up"] = False
+        page.locator("#node-h").evaluate("h => { h.dataset.drawn = 'before'; }")
+        sockets[-1].close()
+        expect(page.locator("#node-h")).not_to_have_attribute("data-drawn", "before")  # back, on the dead line
+        raised = httpx.post(f"{web}/api/v1/runs/{run_id}/budget", json={"max_cost_usd": 3, "max_tokens": 600000},
+                            headers=headers)
+        assert raised.status_code == 200, raised.text
+        wait_until(lambda: pauses() == 2, timeout=30, what="the node paused again, on $3")
+        network["up"] = True
+        sockets[-1].close()  # the page reconnects and is sent what it missed
+
+        expect(panel).to_contain_text("Paused: the run's budget ($3, 600000 tokens)")
+        expect(tokens).to_have_value("1200000")  # untouched: follows the new ceiling
+        expect(usd).to_have_value("2")
+        expect(usd).to_be_focused()
+        page.keyboard.type("5")
+        expect(usd).to_have_value("25")
+        page.get_by_role("button", name="Raise budget and resume").click()
+        expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+
+    assert wait_for_run(run_id).budget["max_cost_usd"] == 25
+    assert problems == []

@@ -99,15 +99,35 @@ function render() {
     const waiting = now.find((n) => n.status === "waiting");
     state.selected = (waiting || now[0] || state.details.nodes[0] || {}).node_id || null;
   }
-  setChildren($("now"), ...(now.length
-    ? [el("span", {}, "Now: "), ...now.map((n) => el("button", { type: "button", class: "chip", onclick: () => select(n.node_id, true) },
-      `${n.node_id} `, badge(n.status)))]
-    : [el("span", { class: "muted" }, FINISHED.has(run.status) ? `The run has finished: ${run.status}.` : "Nothing running right now.")]));
-
+  renderNow(now, run);
   drawRunGraph();
   renderNodePanel();
   renderPatches();
   $("patch-count").textContent = state.details.patches.length + (state.details.patch_refusals || []).length;
+}
+
+// The nodes running now, as chips that select theirs. A chip with focus stays in the page (only
+// its badge is redrawn) while its node is listed: taken out, even to be put straight back, it
+// would lose focus, and the Enter pressed next would go nowhere.
+function renderNow(now, run) {
+  const box = $("now");
+  if (!now.length) {
+    setChildren(box, el("span", { class: "muted" }, FINISHED.has(run.status) ? `The run has finished: ${run.status}.` : "Nothing running right now."));
+    return;
+  }
+  const focused = box.contains(document.activeElement) ? document.activeElement : null;
+  const chips = now.map((n) => {
+    if (focused && focused.dataset.node === n.node_id) {
+      focused.replaceChildren(`${n.node_id} `, badge(n.status));
+      return focused;
+    }
+    return el("button", { type: "button", class: "chip", "data-node": n.node_id, onclick: () => select(n.node_id, true) },
+      `${n.node_id} `, badge(n.status));
+  });
+  const at = chips.indexOf(focused);
+  const label = el("span", {}, "Now: ");
+  if (at >= 0) setSiblings(focused, [label, chips.slice(0, at)], chips.slice(at + 1));
+  else setChildren(box, label, chips);
 }
 
 // The run's result: its duration and output (the error is the alert above, shown once).
@@ -175,10 +195,11 @@ function renderNodePanel() {
     return;
   }
   const approval = state.approvals.find((a) => a.kind === "node" && a.node_id === n.node_id);
-  // Keep what a person is typing: the decide form is rebuilt only when its approval changes, and
-  // otherwise stays in the page (with its values, focus and caret) while the rest is redrawn.
-  const pause = n.wait_reason === "budget" ? lastPause(n) : null;  // a new pause names its run afresh
-  const key = approval ? `${approval.id}` : `none:${n.node_id}:${n.status}:${pause ? pause.seq : ""}`;
+  // Keep what a person is typing: the decide form is rebuilt only when its approval changes (for a
+  // budget pause: when the run to raise changes), and otherwise stays in the page (with its values,
+  // focus and caret) while the rest is redrawn.
+  const ask = n.status === "waiting" && n.wait_reason === "budget" ? budgetAsk(n) : null;
+  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.target}` : `none:${n.node_id}:${n.status}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
   const decide = kept ? oldDecide : decideForm(n, approval);
@@ -202,6 +223,7 @@ function renderNodePanel() {
     const votes = decide.querySelector(".votes");
     if (votes) votes.textContent = votesSoFar(approval);
   }
+  if (kept && ask) budgetFollow(decide, ask);  // a new pause of that run: new ceilings, same typing
   if (kept) setSiblings(decide, head, rest);
   else setChildren(panel, head, decide, rest);
 }
@@ -215,26 +237,37 @@ function lastPause(n) {
   return null;
 }
 
-function budgetForm(n) {
+// What a budget pause asks of the owner: the run to raise (a sub-workflow's spend counts against
+// the runs above it: the one that stopped the node), that run's ceilings and its spend.
+function budgetAsk(n) {
   const { run } = state.details;
   const pause = lastPause(n);
   const d = (pause && pause.data) || {};
-  // a sub-workflow's spend counts against the runs above it: raise the one that stopped the node
   const target = d.budget_run_id || run.budget.within_run || runId;
   const elsewhere = target !== runId;
-  const limits = d.budget || (elsewhere ? {} : run.budget);
-  const spentThere = d.spent || (elsewhere ? {} : run.usage);
-  const suggest = (value) => (value === null || value === undefined ? "" : String(value * 2));
+  return { seq: pause ? pause.seq : 0, target, elsewhere,
+    limits: d.budget || (elsewhere ? {} : run.budget), spent: d.spent || (elsewhere ? {} : run.usage) };
+}
+
+const suggest = (value) => (value === null || value === undefined ? "" : String(value * 2));
+
+function budgetMessage({ target, elsewhere, limits, spent }) {
+  const ceiling = `$${limits.max_cost_usd ?? "?"}, ${limits.max_tokens ?? "?"} tokens`;
+  const spentText = `Spent there so far: $${(spent.cost_usd || 0).toFixed(4)}, ${spent.tokens || 0} tokens.`;
+  return elsewhere
+    ? el("p", { class: "message" }, "Paused: this sub-workflow's spend counts against run ", el("a", { href: `/runs/${target}/`, class: "mono" }, target.slice(0, 8)),
+      `, whose budget (${ceiling}) cannot cover the next model call. Raising it resumes this node. `, spentText)
+    : el("p", { class: "message" }, `Paused: the run's budget (${ceiling}) cannot cover the next model call. ${spentText.replace(" there", "")}`);
+}
+
+function budgetForm(n) {
+  const ask = budgetAsk(n);
+  const { target, elsewhere, limits } = ask;
   const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", required: true, value: suggest(limits.max_cost_usd), "aria-label": "new cost ceiling in USD" });
   const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: suggest(limits.max_tokens), "aria-label": "new token ceiling" });
-  const ceiling = `$${limits.max_cost_usd ?? "?"}, ${limits.max_tokens ?? "?"} tokens`;
-  const spent = `Spent there so far: $${(spentThere.cost_usd || 0).toFixed(4)}, ${spentThere.tokens || 0} tokens.`;
   const status = el("span", { class: "muted", role: "status", "aria-live": "polite" });
-  const form = el("form", { class: "decide approve-box", "aria-label": elsewhere ? "Raise the budget of the run above" : "Raise the budget of this run" },
-    elsewhere
-      ? el("p", { class: "message" }, "Paused: this sub-workflow's spend counts against run ", el("a", { href: `/runs/${target}/`, class: "mono" }, target.slice(0, 8)),
-        `, whose budget (${ceiling}) cannot cover the next model call. Raising it resumes this node. `, spent)
-      : el("p", { class: "message" }, `Paused: the run's budget (${ceiling}) cannot cover the next model call. ${spent.replace(" there", "")}`),
+  const form = el("form", { class: "decide approve-box", "data-pause": ask.seq, "aria-label": elsewhere ? "Raise the budget of the run above" : "Raise the budget of this run" },
+    budgetMessage(ask),
     page.is_owner ? el("div", { class: "row" }, el("label", {}, "USD ", cost), el("label", {}, "tokens ", tokens),
       el("button", { type: "submit", class: "btn primary" }, elsewhere ? "Raise that budget and resume" : "Raise budget and resume"), status)
       : el("p", { class: "muted" }, "Only the run's owner can raise its budget."));
@@ -250,6 +283,18 @@ function budgetForm(n) {
     }
   });
   return form;
+}
+
+// A kept budget form follows a new pause on the same run's budget: its message, and the suggested
+// ceilings the person has not edited. Setting an input's default value changes what it shows only
+// until someone types into it, so what the person typed stays. A status about the last raise lapses.
+function budgetFollow(form, ask) {
+  if (form.dataset.pause === String(ask.seq)) return;
+  form.dataset.pause = ask.seq;
+  form.querySelector(".message").replaceWith(budgetMessage(ask));
+  for (const input of form.querySelectorAll("input")) input.defaultValue = suggest(ask.limits[input.name]);
+  const status = form.querySelector("[role=status]");
+  if (status) status.textContent = "";
 }
 
 function decideForm(n, approval) {
