@@ -20,7 +20,7 @@ from django.utils import timezone
 from aob_project.inserts import insert_together
 from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
-from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
+from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json, keep_artifacts
 
 from . import events, hooks, planner, pure, steps, transitions
 from .completion import Completion
@@ -71,9 +71,7 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
     events; dispatch the queued node runs and call the run-finished hooks after commit."""
     stored = {t.output_artifact_id: t.output for t in plan.inserts if t.output_artifact_id}
     if stored:  # the outputs of pure nodes evaluated in this decision
-        Artifact.objects.bulk_create([Artifact(id=aid, kind=Artifact.Kind.NODE_IO, content=content,
-                                               size_bytes=len(canonical_json(content).encode()))
-                                      for aid, content in stored.items()], ignore_conflicts=True)
+        keep_artifacts({aid: (Artifact.Kind.NODE_IO, canonical_json(content)) for aid, content in stored.items()})
     new = _node_runs(run, plan, now)
     if plan.output_bytes:
         usage = dict(run.usage or {})  # the run is locked: nobody else writes it meanwhile

@@ -13,15 +13,16 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from psycopg.errors import ForeignKeyViolation
 
 from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_QUEUE
 from workflows import registry
 from workflows.definition.references import referenced_nodes, resolve
-from workflows.models import Event, NodeRun, Run, canonical_json, content_id, text_id
+from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, keep_artifacts, size_of, text_id
 from workflows.registry import NodeContext
 
 from . import events, heartbeat, locks, transitions
@@ -121,13 +122,9 @@ def claim(node_run_id: int) -> NodeContext | None:
 
 
 def _store_artifact(value: Any) -> str:
-    aid = content_id(value)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO workflows_artifact (id, kind, content, size_bytes, created_at) "
-            "VALUES (%s, 'node_io', %s::jsonb, %s, now()) ON CONFLICT (id) DO NOTHING",
-            [aid, canonical_json(value), len(canonical_json(value))],
-        )
+    text = canonical_json(value)
+    aid = text_id(text)
+    keep_artifacts({aid: (Artifact.Kind.NODE_IO, text)})
     return aid
 
 
@@ -171,13 +168,22 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
     aid = text_id(text)
     data = {"iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid}
     request_id = current_request_id()
-    with connection.cursor() as cursor:
-        cursor.execute(COMPLETE, {
-            "aid": aid, "output": text, "size": len(text.encode()), "now": now, "input": canonical_json(ctx.config),
-            "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
-            "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
-            "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value})
-        row = cursor.fetchone()
+    params = {"aid": aid, "output": text, "size": size_of(text), "now": now, "input": canonical_json(ctx.config),
+              "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
+              "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
+              "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value}
+    for last in (False, True):
+        try:
+            with connection.cursor() as cursor:  # autocommit: one statement, nothing half written
+                cursor.execute(COMPLETE, params)
+                row = cursor.fetchone()
+            break
+        except IntegrityError as exc:
+            # An artifact with this output, stored before and referenced no more, was pruned between
+            # the statement's insert (which found it) and the check of its reference: once more
+            # stores it afresh, and the node's work is not done again by another attempt.
+            if last or not isinstance(exc.__cause__, ForeignKeyViolation):
+                raise
     NODE_DURATION.labels(ctx.node_type, "completed").observe(time.monotonic() - started)
     logger.info("node_run.completed", extra={"duration_ms": duration_ms, "applied": row is not None,
                                              "attempt": ctx.attempt, "iteration": ctx.iteration})

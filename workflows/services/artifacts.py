@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from workflows.models import Artifact, canonical_json, content_id
+from workflows.models import Artifact, canonical_json, keep_artifacts, size_of, text_id
 
 
 def artifact_store(*, kind: str, content: Any) -> Artifact:
-    """Store content once under its hash; the same content is the same artifact."""
-    aid = content_id(content)
-    artifact, _ = Artifact.objects.get_or_create(
-        pk=aid, defaults={"kind": kind, "content": content, "size_bytes": len(canonical_json(content).encode())}
-    )
+    """Store content once under its hash (the same content is the same artifact), held for the
+    reference the caller's transaction writes (``keep_artifacts``)."""
+    text = canonical_json(content)
+    aid = text_id(text)
+    keep_artifacts({aid: (kind, text)})
+    artifact = Artifact(id=aid, kind=kind, content=content, size_bytes=size_of(text))
+    artifact._state.adding = False  # it is stored
     return artifact
