@@ -126,12 +126,16 @@ def run_patch_get(*, run: Run, seq: int) -> RunPatch:
 
 
 def artifact_get(*, user: User, artifact_id: str) -> Artifact:
+    """An artifact is visible through what refers to it: a version of one's own workflow, or a run
+    one may see (``visibility``: its definitions, node outputs and patches). An approver reads the
+    artifacts of the run behind the approval, as its page links them."""
+    runs = visibility.runs_visible(user=user)
     visible = (
         WorkflowVersion.objects.filter(artifact_id=artifact_id, workflow__owner=user).exists()
-        or Run.objects.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id), owner=user).exists()
-        or NodeRun.objects.filter(output_artifact_id=artifact_id, run__owner=user).exists()
-        or RunPatch.objects.filter(Q(patch_artifact_id=artifact_id) | Q(after_artifact_id=artifact_id),
-                                   run__owner=user).exists()
+        or runs.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id)).exists()
+        or NodeRun.objects.filter(output_artifact_id=artifact_id, run__in=runs).exists()
+        or RunPatch.objects.filter(Q(patch_artifact_id=artifact_id) | Q(after_artifact_id=artifact_id)
+                                   | Q(before_artifact_id=artifact_id), run__in=runs).exists()
     )
     if not visible:
         raise NotFound("artifact not found")

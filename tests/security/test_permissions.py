@@ -125,8 +125,12 @@ def test_an_approver_sees_and_decides_what_is_asked_of_them_and_nothing_else(wor
     for method, path, body in [*run_writes(world), ("GET", f"/runs/{world.finished.pk}", None),
                                *workflow_endpoints("hello")]:
         assert_error(call(bob, method, path, body), 404, "not_found")
-    for artifact in artifacts(world):
+    version, definition, finished_output, patch_set, patched = artifacts(world)
+    for artifact in (version, finished_output):  # alice's workflow, and a run not behind the approval
         assert_error(bob.get(f"{API}/artifacts/{artifact}"), 404, "not_found")
+    for artifact in (definition, patch_set, patched, world.patch.before_artifact_id):
+        # what the run behind the approval links: its definition and its patches' before and after
+        assert bob.get(f"{API}/artifacts/{artifact}").status_code == 200, artifact
     assert state() == before
 
     decided = call(bob, "POST", f"/approvals/{world.approval.pk}/decide", {"approve": True, "comment": "fine"})
