@@ -49,9 +49,13 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, within: tuple[int, int] | None = None) -> int:
+    """The variable as an integer; with ``within`` (low, high) one outside it refuses start-up."""
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    number = int(value) if value not in (None, "") else default
+    if within is not None and not within[0] <= number <= within[1]:
+        raise RuntimeError(f"environment variable {name} must be from {within[0]} to {within[1]}, not {number}")
+    return number
 
 
 def env_float(name: str, default: float) -> float:
@@ -407,8 +411,12 @@ if PRODUCTION and not AOB_SECRETS_KEYS:
                        "print(Fernet.generate_key().decode())')")
 # Sub-workflows: how deep `workflow` nodes may nest runs.
 AOB_SUBWORKFLOW_MAX_DEPTH = env_int("AOB_SUBWORKFLOW_MAX_DEPTH", 5)
-# Retention of finished runs (an owner's own policy may differ), pruned by beat in batches.
-AOB_RETENTION_DAYS = env_int("AOB_RETENTION_DAYS", 30)
+# Retention of finished runs (an owner's own policy may differ), pruned by beat in batches. Days
+# run from one (a run then outlives its start's Idempotency-Key, kept 24 h) to a century (``now -
+# days`` then stays far inside PostgreSQL's timestamp range); an owner's policy is held to the same
+# range (retention/models.py: validators and a check constraint).
+AOB_RETENTION_DAYS_RANGE = (1, 36_500)
+AOB_RETENTION_DAYS = env_int("AOB_RETENTION_DAYS", 30, within=AOB_RETENTION_DAYS_RANGE)
 AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100)
 AOB_RETENTION_INTERVAL_S = env_float("AOB_RETENTION_INTERVAL_S", 3600.0)
 # An artifact younger than this is never removed, referenced or not (one may be about to be).

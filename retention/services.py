@@ -6,7 +6,8 @@ firings past their own retention.
 
 Each batch (``AOB_RETENTION_BATCH_SIZE`` rows) is its own short transaction that skips rows someone
 holds, so pruning never stands in a run's way. A run that is not finished is never a candidate; nor
-is a finished child run whose parent has not taken its outcome yet.
+is a finished child run whose parent has not taken its outcome yet, nor a run an unfinished replay
+replays.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ def runs_past_retention(now: datetime) -> QuerySet[Run]:
 
     waiting_parent = SubRun.objects.filter(child_run=OuterRef("pk"), settled_at__isnull=True).exclude(
         parent_run__status__in=Run.FINISHED)
+    # a replay reads its source while it runs (reuse_llm: the source's journal stands in for model
+    # calls); removed, the replay's reference would go null and its agents call the model again
+    replaying = Run.objects.filter(replay_of=OuterRef("pk")).exclude(status__in=Run.FINISHED)
     return (Run.objects.filter(status__in=Run.FINISHED, finished_at__isnull=False)
             .annotate(keep=keep).filter(finished_at__lt=Value(now) - F("keep"))
-            .exclude(Exists(waiting_parent)))
+            .exclude(Exists(waiting_parent)).exclude(Exists(replaying)))
 
 
 def _artifact_references() -> list[tuple[Any, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,7 +10,7 @@ import click
 
 from .client import segment
 from .output import dumps, duration_text, short_time, table
-from .session import Session, json_file_or_text, json_object, pass_session, read_json_file
+from .session import Session, json_file_or_text, json_object, names_a_file, pass_session, read_json_file
 from .watch import events_all, run_follow
 
 RUN_STATUSES = ("queued", "running", "waiting_for_approval", "completed", "failed", "cancelled")
@@ -93,7 +92,7 @@ def run() -> None:
 def run_start(session: Session, target: str, inputs: str | None, watch: bool, idempotency_key: str | None) -> None:
     """Run a saved workflow (TAG), or the definition in FILE.json without saving it."""
     body: dict[str, Any] = {"inputs": json_object(json_file_or_text(inputs, "--inputs"), "--inputs") if inputs else {}}
-    if Path(target).is_file():
+    if names_a_file(target):
         body["workflow"] = json_object(read_json_file(target, "workflow file"), "the workflow file")
     else:
         body["tag"] = target

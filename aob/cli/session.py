@@ -56,9 +56,18 @@ def read_json_file(path: str | Path, what: str = "file") -> Any:
         raise click.ClickException(f"{path} is not valid JSON: {exc}") from None
 
 
+def names_a_file(value: str) -> bool:
+    """Whether ``value`` is the path of a file. A value the system refuses as a path (inline JSON
+    past its 255-byte name limit: ENAMETOOLONG) is not one; ``is_file`` raises for it."""
+    try:
+        return Path(value).is_file()
+    except OSError:
+        return False
+
+
 def json_file_or_text(value: str, what: str) -> Any:
     """``--inputs`` and friends: a path to a JSON file, or the JSON itself."""
-    if Path(value).is_file():
+    if names_a_file(value):
         return read_json_file(value, what)
     try:
         return json.loads(value)

@@ -210,3 +210,20 @@ def test_watch_follows_a_run_still_running_over_the_websocket(engine, as_alice, 
     types = event_types(result.lines()[1:])
     assert ("node_completed", "wait") in types and ("node_completed", "after") in types
     assert types[-1] == ("workflow_completed", "-")
+
+
+def test_inline_json_longer_than_a_file_name_may_be_is_read_as_json(engine, as_alice, write_json):
+    from workflows.models import Run
+
+    inputs = {"n": 1, "note": "x" * 300}  # past the 255 bytes a file name may have: no path, but JSON
+    started = as_alice("-o", "json", "run", "start", write_json("chain.json", chain()), "--inputs", json.dumps(inputs))
+
+    assert started.code == 0, started.err
+    run_id = started.json()["run_id"]
+    assert Run.objects.get(pk=run_id).inputs == inputs
+    assert wait_for_run(run_id).status == "completed"
+    not_json = as_alice("run", "start", write_json("chain.json", chain()), "--inputs", "{" + "x" * 300)
+    assert not_json.code == 1 and not_json.err.startswith("Error: --inputs is neither a file nor valid JSON: ")
+    long_tag = as_alice("run", "start", "t" * 300)  # not a file either: a tag, which the API judges
+    assert long_tag.code == 1 and long_tag.err.startswith("error: "), long_tag.err
+    assert "Traceback" not in not_json.err + long_tag.err

@@ -113,23 +113,34 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
     upstream of ``node_id`` and executes from ``node_id`` on. A human gate's decision is never
     reused: a gate upstream of ``node_id`` asks again, and what lies between it and ``node_id`` runs
     again after it. With ``reuse_llm`` its agent nodes reuse the source's recorded model responses
-    while their conversation matches the source's (agents/journal.py): no call, no cost."""
-    ir = coordinator.load_ir(run)
-    if node_id not in ir.nodes:
-        raise NotFound(f"node {node_id!r} is not in run {run.pk}", extra={"field": "node_id"})
-    upstream = ir.ancestors(node_id)
-    for gate in [n for n in upstream if ir.nodes[n].type == gates.GATE]:
-        upstream -= {gate, *ir.descendants(gate)}
-    latest: dict[str, NodeRun] = {}
-    for nr in NodeRun.objects.filter(run=run, node_id__in=upstream).order_by("iteration"):
-        latest[nr.node_id] = nr
-    missing = sorted(n for n in upstream if n not in latest or latest[n].status != NodeRun.Status.COMPLETED)
-    if missing:
-        raise Conflict("cannot replay: upstream nodes did not complete in the source run",
-                       code="replay_upstream_incomplete", extra={"nodes": missing})
-    return run_start(owner=user, artifact_id=run.current_artifact_id, inputs=run.inputs, workflow=run.workflow,
-                     request_id=request_id, replay_of=run, replay_from_node=node_id, reused=list(latest.values()),
-                     reuse_llm=reuse_llm)
+    while their conversation matches the source's (agents/journal.py): no call, no cost.
+
+    The source is read under a row lock in the start's transaction, so retention cannot remove it
+    (nor the version and outputs only it refers to) between the read and the new run's insert;
+    retention skips a locked run, and keeps one an unfinished replay refers to
+    (retention/services.py). One already removed is a 404 naming it."""
+    with transaction.atomic():
+        # NO KEY UPDATE: holds off a delete, not another run's reference to this one
+        source = Run.objects.select_for_update(no_key=True).filter(pk=run.pk).first()
+        if source is None:
+            raise NotFound(f"run {run.pk} not found: it was removed before the replay could start",
+                           extra={"run_id": str(run.pk)})
+        ir = coordinator.load_ir(source)
+        if node_id not in ir.nodes:
+            raise NotFound(f"node {node_id!r} is not in run {source.pk}", extra={"field": "node_id"})
+        upstream = ir.ancestors(node_id)
+        for gate in [n for n in upstream if ir.nodes[n].type == gates.GATE]:
+            upstream -= {gate, *ir.descendants(gate)}
+        latest: dict[str, NodeRun] = {}
+        for nr in NodeRun.objects.filter(run=source, node_id__in=upstream).order_by("iteration"):
+            latest[nr.node_id] = nr
+        missing = sorted(n for n in upstream if n not in latest or latest[n].status != NodeRun.Status.COMPLETED)
+        if missing:
+            raise Conflict("cannot replay: upstream nodes did not complete in the source run",
+                           code="replay_upstream_incomplete", extra={"nodes": missing})
+        return run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
+                         workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
+                         reused=list(latest.values()), reuse_llm=reuse_llm)
 
 
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
