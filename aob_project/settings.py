@@ -52,7 +52,10 @@ def env_bool(name: str, default: bool) -> bool:
 def env_int(name: str, default: int, *, within: tuple[int, int] | None = None) -> int:
     """The variable as an integer; with ``within`` (low, high) one outside it refuses start-up."""
     value = os.environ.get(name)
-    number = int(value) if value not in (None, "") else default
+    try:
+        number = int(value) if value not in (None, "") else default
+    except ValueError:
+        raise RuntimeError(f"environment variable {name} must be an integer, not {value!r}") from None
     if within is not None and not within[0] <= number <= within[1]:
         raise RuntimeError(f"environment variable {name} must be from {within[0]} to {within[1]}, not {number}")
     return number
@@ -395,13 +398,14 @@ CELERY_BEAT_SCHEDULER = "aob_project.beat:Scheduler"
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 # A schedule's firing later than this after its time is a missed one: its catch_up policy decides.
 AOB_SCHEDULE_GRACE_S = env_float("AOB_SCHEDULE_GRACE_S", 60.0)
-AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS", 30)
+AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS", 30, within=(1, 36_500))
 # Beat sends every schedule's firings itself (and runs the sweeper): one owner has at most this many.
 AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100)
 # Webhooks: signed timestamps older (or newer) than this are refused; delivery ids are kept this
 # long for replay protection (a replay older than the tolerance is refused by its timestamp anyway).
 AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300)
-AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 86400)
+AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 86400,
+                                        within=(AOB_HOOK_TOLERANCE_S, 36_500 * 86_400))  # a century
 # Secrets are encrypted with Fernet; the first key encrypts, every key decrypts (rotation).
 # Production refuses to start without one; development derives one from SECRET_KEY.
 AOB_SECRETS_KEYS = env_list("AOB_SECRETS_KEYS", "")
@@ -420,7 +424,8 @@ AOB_RETENTION_DAYS = env_int("AOB_RETENTION_DAYS", 30, within=AOB_RETENTION_DAYS
 AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100)
 AOB_RETENTION_INTERVAL_S = env_float("AOB_RETENTION_INTERVAL_S", 3600.0)
 # An artifact younger than this is never removed, referenced or not (one may be about to be).
-AOB_ARTIFACT_GRACE_S = env_int("AOB_ARTIFACT_GRACE_S", 86400)
+# The prune's ages, like the days above, stay within a century: ``now -`` them never overflows.
+AOB_ARTIFACT_GRACE_S = env_int("AOB_ARTIFACT_GRACE_S", 86400, within=(0, 36_500 * 86_400))
 # Approval notifications: email through Django's backend, Slack-compatible webhooks, signed links.
 AOB_PUBLIC_URL = env_str("AOB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 EMAIL_BACKEND = env_str("AOB_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
