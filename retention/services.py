@@ -98,24 +98,30 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
 
 
 def _in_batches(candidates: Any, model: Any, batch: int) -> int:
-    removed = 0
+    """Delete the candidates ``batch`` at a time, in key order from where the last batch ended (each
+    batch reads on from there, never the rows before it again). Each batch is its own short
+    transaction: its rows are locked, skipping any someone holds (the next prune takes those),
+    judged again once locked, in a statement of its own (a reference committed while the first read
+    ran keeps its row), then deleted."""
+    removed, after = 0, None
     while True:
-        ids = list(candidates().order_by("pk").values_list("pk", flat=True)[:batch])
+        page = candidates() if after is None else candidates().filter(pk__gt=after)
+        ids = list(page.order_by("pk").values_list("pk", flat=True)[:batch])
         if not ids:
             return removed
+        after = ids[-1]
         try:
             with transaction.atomic():
-                locked = list(candidates().filter(pk__in=ids).select_for_update(skip_locked=True, of=("self",))
+                locked = list(model.objects.filter(pk__in=ids).select_for_update(skip_locked=True)
                               .values_list("pk", flat=True))
-                if locked:
-                    model.objects.filter(pk__in=locked).delete()
+                gone = list(candidates().filter(pk__in=locked).values_list("pk", flat=True)) if locked else []
+                if gone:
+                    model.objects.filter(pk__in=gone).delete()
         except (ProtectedError, RestrictedError):
-            # something began to refer to a candidate meanwhile (an artifact reused): the rest waits
+            # something began to refer to a candidate meanwhile: its batch waits for the next prune
             logger.info("retention.batch_skipped", extra={"model": model.__name__})
-            return removed
-        removed += len(locked)
-        if len(locked) < len(ids):
-            return removed  # rows someone holds: the next pass takes them
+            continue
+        removed += len(gone)
 
 
 def _preview(now: datetime) -> dict[str, Any]:

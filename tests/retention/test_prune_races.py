@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from retention.services import prune
-from tests.conftest import wait_for_run
+from tests.conftest import stored_run, wait_for_run
 from tests.engine.flow import submit, transform, wait_until
 from workflows.models import Artifact, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.services.artifacts import artifact_store
@@ -129,3 +129,31 @@ def test_a_node_whose_output_was_pruned_under_its_completion_completes_in_its_fi
     same = NodeRun.objects.get(run=run, node_id="same")
     assert (same.attempts, same.output_artifact_id) == (1, aid)
     assert Artifact.objects.filter(pk=aid).exists()
+
+
+def test_a_run_someone_holds_waits_for_the_next_prune_and_the_rest_go_now(transactional_db: Any,
+                                                                         user: User) -> None:
+    """A batch skips the rows someone holds; the prune goes on past them from where it stopped.
+    Before, the first held row ended the whole pass (and each batch read the candidates again
+    from the start)."""
+    runs = sorted((stored_run(user) for _ in range(3)), key=lambda r: r.pk)
+    Run.objects.filter(pk__in=[r.pk for r in runs]).update(status="completed",
+                                                           finished_at=timezone.now() - timedelta(days=60))
+    locked, go_on = threading.Event(), threading.Event()
+
+    def hold_the_first() -> None:
+        with transaction.atomic():
+            assert Run.objects.select_for_update().filter(pk=runs[0].pk).exists()
+            locked.set()
+            assert go_on.wait(TIMEOUT)
+
+    holding, held = in_another_connection(hold_the_first)
+    assert locked.wait(TIMEOUT)
+    try:
+        assert prune(batch_size=1)["runs"] == 2
+    finally:
+        go_on.set()
+        holding.join(TIMEOUT)
+    assert "error" not in held, held
+    assert list(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("pk", flat=True)) == [runs[0].pk]
+    assert prune(batch_size=1)["runs"] == 1  # the next prune takes it
