@@ -42,9 +42,12 @@ def runs_past_retention(now: datetime) -> QuerySet[Run]:
     # a replay reads its source while it runs (reuse_llm: the source's journal stands in for model
     # calls); removed, the replay's reference would go null and its agents call the model again
     replaying = Run.objects.filter(replay_of=OuterRef("pk")).exclude(status__in=Run.FINISHED)
+    # a parent whose child still runs (its cancel lost): the sweeper finds the child through the
+    # link, and the child's spend counts against the parent's ceilings
+    running_child = SubRun.objects.filter(parent_run=OuterRef("pk")).exclude(child_run__status__in=Run.FINISHED)
     return (Run.objects.filter(status__in=Run.FINISHED, finished_at__isnull=False)
             .annotate(keep=keep).filter(finished_at__lt=Value(now) - F("keep"))
-            .exclude(Exists(waiting_parent)).exclude(Exists(replaying)))
+            .exclude(Exists(waiting_parent)).exclude(Exists(replaying)).exclude(Exists(running_child)))
 
 
 def _artifact_references() -> list[tuple[Any, str]]:

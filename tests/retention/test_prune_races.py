@@ -157,3 +157,19 @@ def test_a_run_someone_holds_waits_for_the_next_prune_and_the_rest_go_now(transa
     assert "error" not in held, held
     assert list(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("pk", flat=True)) == [runs[0].pk]
     assert prune(batch_size=1)["runs"] == 1  # the next prune takes it
+
+
+def test_a_parent_whose_child_still_runs_is_kept(transactional_db: Any, user: User) -> None:
+    """Its cancel lost, the child runs on; the sweeper finds it through the parent's link (which the
+    parent's removal would take with it), and its spend counts against the parent's ceilings."""
+    from subflows.models import SubRun
+
+    parent, child = stored_run(user), stored_run(user)
+    Run.objects.filter(pk=parent.pk).update(status="cancelled", finished_at=timezone.now() - timedelta(days=60))
+    Run.objects.filter(pk=child.pk).update(status="running")
+    waiting = NodeRun.objects.create(run=parent, node_id="a", node_type="workflow", status="cancelled")
+    SubRun.objects.create(parent_run=parent, parent_node_run=waiting, child_run=child)
+
+    assert prune()["runs"] == 0
+    Run.objects.filter(pk=child.pk).update(status="cancelled", finished_at=timezone.now())
+    assert prune()["runs"] == 1 and not Run.objects.filter(pk=parent.pk).exists()  # the child is recent: kept
