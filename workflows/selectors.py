@@ -128,18 +128,21 @@ def run_patch_get(*, run: Run, seq: int) -> RunPatch:
 def artifact_get(*, user: User, artifact_id: str) -> Artifact:
     """An artifact is visible through what refers to it: a version of one's own workflow, or a run
     one may see (``visibility``: its definitions, node outputs and patches). An approver reads the
-    artifacts of the run behind the approval, as its page links them."""
-    runs = visibility.runs_visible(user=user)
-    visible = (
-        WorkflowVersion.objects.filter(artifact_id=artifact_id, workflow__owner=user).exists()
-        or runs.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id)).exists()
-        or NodeRun.objects.filter(output_artifact_id=artifact_id, run__in=runs).exists()
-        or RunPatch.objects.filter(Q(patch_artifact_id=artifact_id) | Q(after_artifact_id=artifact_id)
-                                   | Q(before_artifact_id=artifact_id), run__in=runs).exists()
-    )
+    artifacts of the run behind the approval, as its page links them. One's own runs are asked
+    first (their owner index); the rule's other runs (staff's, an approver's) only on a miss."""
+    visible = (WorkflowVersion.objects.filter(artifact_id=artifact_id, workflow__owner=user).exists()
+               or _refers_to(artifact_id, Run.objects.filter(owner=user))
+               or _refers_to(artifact_id, visibility.runs_visible(user=user)))
     if not visible:
         raise NotFound("artifact not found")
     return Artifact.objects.get(pk=artifact_id)
+
+
+def _refers_to(artifact_id: str, runs: QuerySet[Run]) -> bool:
+    return (runs.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id)).exists()
+            or NodeRun.objects.filter(output_artifact_id=artifact_id, run__in=runs).exists()
+            or RunPatch.objects.filter(Q(patch_artifact_id=artifact_id) | Q(after_artifact_id=artifact_id)
+                                       | Q(before_artifact_id=artifact_id), run__in=runs).exists())
 
 
 def _ms(start: Any, end: Any) -> int | None:

@@ -173,3 +173,32 @@ def test_a_parent_whose_child_still_runs_is_kept(transactional_db: Any, user: Us
     assert prune()["runs"] == 0
     Run.objects.filter(pk=child.pk).update(status="cancelled", finished_at=timezone.now())
     assert prune()["runs"] == 1 and not Run.objects.filter(pk=parent.pk).exists()  # the child is recent: kept
+
+
+def test_a_pure_node_whose_output_a_prune_deletes_under_the_decision_completes_at_once(engine: Any, api: Any,
+                                                                                      user: User) -> None:
+    """The decision that evaluates a pure node stores its output (``coordinator.apply``): found
+    stored, then deleted by a prune before the node run referring to it commits. Before, that
+    decision failed on the foreign key and was asked again (one of the run's few allowed)."""
+    flow = {"nodes": [transform("first", "1"), transform("same", "'the pure output'", pure=True)],
+            "edges": [{"from": "first", "to": "same"}]}
+    earlier = wait_for_run(submit(api, flow))
+    aid = NodeRun.objects.get(run=earlier, node_id="same").output_artifact_id
+    Run.objects.filter(pk=earlier.pk).delete()
+    aged(aid)
+    locked, go_on = threading.Event(), threading.Event()
+    pruning, pruned = in_another_connection(holding_then_deleting(aid, locked, go_on))
+    assert locked.wait(TIMEOUT)
+
+    run_id = submit(api, flow)
+    wait_until(someone_waits_on_a_lock, what="the decision waiting for the prune's lock")
+    go_on.set()
+    pruning.join(TIMEOUT)
+    run = wait_for_run(run_id)
+
+    assert "error" not in pruned, pruned
+    assert run.status == "completed", run.error
+    log = NodeRun.objects.get(run=run, node_id="first").attempt_log
+    assert [entry["status"] for entry in log] == ["completed"], log  # no decision_failed
+    assert NodeRun.objects.get(run=run, node_id="same").output_artifact_id == aid
+    assert Artifact.objects.filter(pk=aid).exists()

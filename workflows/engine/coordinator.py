@@ -20,9 +20,10 @@ from django.utils import timezone
 from aob_project.inserts import insert_together
 from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
-from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json, keep_artifacts
+from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
 
 from . import events, hooks, planner, pure, steps, transitions
+from .artifacts import keep_artifacts
 from .completion import Completion
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
 from .planner import Plan, State, Token

@@ -22,10 +22,11 @@ from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_QUEUE
 from workflows import registry
 from workflows.definition.references import referenced_nodes, resolve
-from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, keep_artifacts, size_of, text_id
+from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
 from . import events, heartbeat, locks, transitions
+from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit

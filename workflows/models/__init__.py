@@ -1,4 +1,4 @@
-from .artifact import Artifact, canonical_json, content_id, keep_artifacts, size_of, text_id
+from .artifact import Artifact, canonical_json, content_id, size_of, text_id
 from .event import Event
 from .idempotency import IdempotencyKey
 from .run import NodeRun, PatchRefusal, Run, RunPatch
@@ -16,7 +16,6 @@ __all__ = [
     "WorkflowVersion",
     "canonical_json",
     "content_id",
-    "keep_artifacts",
     "size_of",
     "text_id",
 ]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workflows.models import Artifact, canonical_json, keep_artifacts, size_of, text_id
+from workflows.engine.artifacts import keep_artifacts
+from workflows.models import Artifact, canonical_json, size_of, text_id
 
 
 def artifact_store(*, kind: str, content: Any) -> Artifact:
