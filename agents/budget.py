@@ -70,16 +70,17 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
     tokens, cost = worst_case(model, messages, max_tokens)
     day = timezone.now().date()
     key = f"{node_run_id}/{attempt}"
+    replaced = {key, str(node_run_id)}  # its attempt's last one, or one written before keys named attempts
     with transaction.atomic():
         line = _line(run_id)
         run = line[0]
         usage = run.usage or {}
         _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
                                          "calls": usage.get("calls", 0)})
-        for each, held in _check_line(line, key, tokens, cost):
+        for each, held in _check_line(line, replaced, tokens, cost):
             each.usage = {**(each.usage or {}), "reservations": {**held, key: {"tokens": tokens, "cost_usd": cost}}}
         spend = _owner_day(run.owner_id, day)
-        live = _holding(set(spend.reserved) - {key})
+        live = _holding(set(spend.reserved) - replaced)
         in_flight = sum(v for k, v in spend.reserved.items() if k in live)
         if spend.cost_usd + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
             raise OwnerBudgetExceeded(
@@ -88,7 +89,7 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
                 extra={"reason": "owner_daily", "transient": False})
         for each in line:
             Run.objects.filter(pk=each.pk).update(usage=each.usage)
-        spend.reserved = {**spend.reserved, key: cost}
+        spend.reserved = {**{k: v for k, v in spend.reserved.items() if k not in replaced}, key: cost}
         spend.save(update_fields=["reserved"])
     return Reservation(str(run_id), node_run_id, attempt, run.owner_id, day, tokens, cost)
 
@@ -99,17 +100,17 @@ def fits_now(*, run_id: str, tokens: int, cost: float) -> bool:
     reservation of its own: it is not running."""
     with transaction.atomic():
         try:
-            _check_line(_line(run_id), None, tokens, cost)
+            _check_line(_line(run_id), set(), tokens, cost)
         except BudgetPaused:
             return False
     return True
 
 
-def _check_line(line: list[Run], key: str | None, tokens: int, cost: float) -> list[tuple[Run, dict[str, Any]]]:
-    """Every run of the line, with the reservations that still hold in it (but ``key``'s, which the
-    call replaces), once the call fits in each; else BudgetPaused naming the first run it does not
-    fit in."""
-    live = _holding({k for r in line for k in (r.usage or {}).get("reservations") or {}} - {key})
+def _check_line(line: list[Run], replaced: set[str], tokens: int, cost: float) -> list[tuple[Run, dict[str, Any]]]:
+    """Every run of the line, with the reservations that still hold in it (but those the call
+    replaces), once the call fits in each; else BudgetPaused naming the first run it does not fit
+    in."""
+    live = _holding({k for r in line for k in (r.usage or {}).get("reservations") or {}} - replaced)
     checked = []
     for each in line:
         held = {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k in live}

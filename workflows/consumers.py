@@ -8,6 +8,7 @@ live event it already sent, and fills any hole from the database before sending 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import datetime, timedelta
 from importlib import import_module
@@ -20,6 +21,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
@@ -83,6 +86,12 @@ def _events(run_id: str, after: int, upto: int | None = None, since: datetime | 
     return [e.as_dict() for e in qs[:5000]]
 
 
+def _left(task: asyncio.Task[None]) -> None:
+    _Consumer.leaving.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # Redis away: the group's expiry ends it
+        logger.warning("ws.group_discard_failed", exc_info=task.exception())
+
+
 class _Consumer(AsyncJsonWebsocketConsumer):
     user_id: int | None = None
     recheck_at = 0.0
@@ -118,7 +127,7 @@ class _Consumer(AsyncJsonWebsocketConsumer):
                 task = asyncio.get_running_loop().create_task(
                     self.channel_layer.group_discard(self.group, self.channel_name))
                 self.leaving.add(task)
-                task.add_done_callback(self.leaving.discard)
+                task.add_done_callback(_left)
 
     def _release(self) -> None:
         if self.user_id is not None:

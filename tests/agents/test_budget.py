@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from agents.models import AgentTurn
 from tests.agents.flows import WAITING, agent, finish, node, start
@@ -209,3 +210,23 @@ def test_a_call_whose_turn_another_attempt_journaled_first_is_still_charged(api,
     assert (usage["calls"], usage["tokens"], usage["cost_usd"], usage["reservations"]) == (2, 42, 0.75, {})
     assert OwnerSpend.objects.get(owner=user).cost_usd == pytest.approx(0.75)
     assert len(NodeRun.objects.get(pk=pk).usage["calls"]) == 2
+
+
+def test_a_reservation_written_before_keys_named_attempts_is_replaced_by_its_node_runs_next(api, user):
+    """During a rolling deploy an older worker's reservation (keyed by the node run alone) may be
+    left when the node run's next attempt reserves on a newer one: it is replaced, not counted twice."""
+    from agents import budget
+    from agents.models import OwnerSpend
+    from workflows.models import NodeRun, Run
+
+    run_id = start(api, [{"id": "gate", "type": "hitl", "config": {"message": "go?"}}])
+    pk = NodeRun.objects.get(run_id=run_id, node_id="gate").pk
+    NodeRun.objects.filter(pk=pk).update(status=NodeRun.Status.RUNNING, attempts=2)
+    Run.objects.filter(pk=run_id).update(usage={"reservations": {str(pk): {"tokens": 10, "cost_usd": 1.5}}})
+    OwnerSpend.objects.create(owner=user, day=timezone.now().date(), reserved={str(pk): 1.5})
+
+    reservation = budget.reserve(run_id=run_id, node_run_id=pk, attempt=2, model="gpt-4o-mini",
+                                 messages=[{"role": "user", "content": "hi"}], max_tokens=1000, node_budget=None)
+
+    assert set(Run.objects.get(pk=run_id).usage["reservations"]) == {reservation.key}
+    assert set(OwnerSpend.objects.get(owner=user).reserved) == {reservation.key}
