@@ -293,3 +293,75 @@ def test_a_new_budget_pause_keeps_the_ceiling_being_typed(web: str, fake_llm, se
 
     assert wait_for_run(run_id).budget["max_cost_usd"] == 25
     assert problems == []
+
+
+@pytest.mark.browser
+def test_the_ceiling_being_typed_survives_the_node_running_between_two_budget_pauses(web: str, fake_llm,
+                                                                                       settings) -> None:
+    """Live: the owner is typing a new ceiling when the budget is raised through the API by too
+    little; the page draws the node running its one call, then paused again on the new ceiling, and
+    the form comes back as it was left: what is typed, and focus."""
+    import threading
+
+    import httpx
+    from playwright.sync_api import expect
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from tests.agents.flows import agent
+    from tests.conftest import PRICEY_MODEL, TEST_PRICES, wait_for_run
+    from tests.engine.flow import wait_until
+    from workflows.models import NodeRun
+
+    settings.AOB_LLM_PRICES = TEST_PRICES
+    user = User.objects.create_user("browser", password=PASSWORD)
+    token = Token.objects.create(user=user).key
+    # Each call reserves up to 2000 tokens at $1990 a million ($3.98): past the run's $2, within $5.
+    # The first costs $2.985 (1500 tokens), so the next call does not fit in $5 either.
+    answer = threading.Event()
+    fake_llm.reset([{"tool_calls": [("search_tools", {"query": "http"})], "until": answer,
+                     "usage": {"prompt_tokens": 100, "completion_tokens": 1500, "total_tokens": 1600}},
+                    {"content": "Done."}])
+    api = APIClient()
+    api.force_authenticate(user)
+    run_id = api.post("/api/v1/runs", {"workflow": {"nodes": [agent(model=PRICEY_MODEL, max_tokens=2000)], "edges": []},
+                                       "inputs": {}}, format="json").json()["run_id"]
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="plan", status="waiting",
+                                              wait_reason="budget").exists(),
+               timeout=30, what="the node paused on the run's budget")
+
+    try:
+        with chromium_page("web-budget-live-failure.png") as (page, problems):
+            log_in(page, web, "browser", f"/runs/{run_id}/")
+            panel = page.locator("#node-panel")
+            plan = page.locator('svg.dag [data-node="plan"]')
+            expect(panel).to_contain_text("Paused: the run's budget ($2, 500000 tokens)")
+            usd = page.get_by_label("new cost ceiling in USD")
+            tokens = page.get_by_label("new token ceiling")
+            expect(usd).to_have_value("4")
+            usd.fill("2")
+            expect(usd).to_be_focused()
+
+            raised = httpx.post(f"{web}/api/v1/runs/{run_id}/budget", json={"max_cost_usd": 5, "max_tokens": 600000},
+                                headers={"Authorization": f"Token {token}"})
+            assert raised.status_code == 200, raised.text
+            expect(plan).to_have_attribute("data-status", "running")  # drawn live, its call held
+            expect(usd).to_be_hidden()
+            answer.set()
+
+            expect(plan).to_have_attribute("data-status", "waiting")
+            expect(panel).to_contain_text("Paused: the run's budget ($5, 600000 tokens)")
+            expect(tokens).to_have_value("1200000")  # untouched: follows the new ceiling
+            expect(usd).to_have_value("2")
+            expect(usd).to_be_focused()
+            page.keyboard.type("5")
+            expect(usd).to_have_value("25")
+            page.get_by_role("button", name="Raise budget and resume").click()
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+            expect(usd).to_have_count(0)  # the node completed: its form is gone
+    finally:
+        answer.set()
+
+    run = wait_for_run(run_id)
+    assert run.budget["max_cost_usd"] == 25 and len(fake_llm.requests) == 2
+    assert problems == []

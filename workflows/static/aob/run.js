@@ -197,12 +197,14 @@ function renderNodePanel() {
   const approval = state.approvals.find((a) => a.kind === "node" && a.node_id === n.node_id);
   // Keep what a person is typing: the decide form is rebuilt only when its approval changes (for a
   // budget pause: when the run to raise changes), and otherwise stays in the page (with its values,
-  // focus and caret) while the rest is redrawn.
-  const ask = n.status === "waiting" && n.wait_reason === "budget" ? budgetAsk(n) : null;
+  // focus and caret) while the rest is redrawn. A budget form also stays, hidden, while a raise or a
+  // wake has the node queued and running, until it pauses again (on the same run: shown again) or ends.
+  const between = (n.status === "queued" || n.status === "running") && lastPause(n);
+  const ask = ((n.status === "waiting" && n.wait_reason === "budget") || between) ? budgetAsk(n) : null;
   const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.target}` : `none:${n.node_id}:${n.status}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
-  const decide = kept ? oldDecide : decideForm(n, approval);
+  const decide = kept ? oldDecide : decideForm(n, approval, ask);
   decideKey = key;
   const replay = page.is_owner && FINISHED.has(state.details.run.status)
     ? el("button", { type: "button", class: "btn", onclick: () => replayFrom(n.node_id) }, `Replay from ${n.node_id}`) : null;
@@ -224,6 +226,7 @@ function renderNodePanel() {
     if (votes) votes.textContent = votesSoFar(approval);
   }
   if (kept && ask) budgetFollow(decide, ask);  // a new pause of that run: new ceilings, same typing
+  if (ask) budgetShow(decide, n.status === "waiting");
   if (kept) setSiblings(decide, head, rest);
   else setChildren(panel, head, decide, rest);
 }
@@ -260,8 +263,7 @@ function budgetMessage({ target, elsewhere, limits, spent }) {
     : el("p", { class: "message" }, `Paused: the run's budget (${ceiling}) cannot cover the next model call. ${spentText.replace(" there", "")}`);
 }
 
-function budgetForm(n) {
-  const ask = budgetAsk(n);
+function budgetForm(ask) {
   const { target, elsewhere, limits } = ask;
   const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", required: true, value: suggest(limits.max_cost_usd), "aria-label": "new cost ceiling in USD" });
   const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: suggest(limits.max_tokens), "aria-label": "new token ceiling" });
@@ -297,9 +299,26 @@ function budgetFollow(form, ask) {
   if (status) status.textContent = "";
 }
 
-function decideForm(n, approval) {
+// Between two pauses the budget form waits hidden. A hidden field cannot hold focus, so the field
+// that had it when the form hid gets it back when the form shows again, unless focus went elsewhere.
+let budgetFocus = null;
+
+function budgetShow(form, shown) {
+  if (form.hidden === !shown) return;
+  if (!shown) {
+    budgetFocus = form.contains(document.activeElement) ? document.activeElement : null;
+    form.hidden = true;
+    return;
+  }
+  form.hidden = false;
+  const unfocused = !document.activeElement || document.activeElement === document.body;
+  if (unfocused && form.contains(budgetFocus)) budgetFocus.focus();
+  budgetFocus = null;
+}
+
+function decideForm(n, approval, ask) {
+  if (ask) return budgetForm(ask);
   if (n.status !== "waiting") return el("div", { class: "decide", hidden: true });
-  if (n.wait_reason === "budget") return budgetForm(n);
   if (!approval) {
     return el("div", { class: "decide note" }, "Waiting for an approver; you cannot decide this one.");
   }
