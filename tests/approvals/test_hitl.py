@@ -4,6 +4,7 @@ routes on the decision (approve edge, reject edge, or no reject edge at all)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from aob_project.celery import app
 from approvals.models import Approval
@@ -18,6 +19,7 @@ from tests.approvals.runs import (
     statuses,
     submit,
 )
+from workflows.models import NodeRun
 
 
 def test_approve_takes_the_approve_edge_with_the_decision_as_output(engine, user, bob):
@@ -89,3 +91,23 @@ def test_waiting_holds_no_worker(engine, user):
     other = submit(user, {"nodes": [{"id": "t", "type": "transform", "config": {"expression": "1"}}], "edges": []})
     assert finished(other).status == "completed"
     assert {r for r in run_ids if statuses(r)["review"] == "waiting"} == set(run_ids)
+
+
+def test_a_message_its_references_make_longer_than_a_gate_allows_fails_the_node_and_asks_no_one(
+        engine: Any, user: Any) -> None:
+    """Its save judged ``$inputs.text``, a short string; what the reference holds (an input, an
+    agent's or a remote's output) is held to the type's bound when it runs: before, 300,000
+    characters went into the approval, its event, every approver's email and the admin's list."""
+    flow = {"nodes": [{"id": "review", "type": "hitl",
+                       "config": {"message": "$inputs.text", "approvers": [user.username]}}], "edges": []}
+    run = finished(submit(user, flow, {"text": "x" * 20_001}))
+
+    review = NodeRun.objects.get(run=run, node_id="review")
+    assert (run.status, review.status) == ("failed", "failed")
+    assert (review.error["error_type"], review.error["rule"], review.error["path"]) == (
+        "ConfigInvalid", "config.maxLength", "/message")
+    assert "20000" in review.error["message"] and len(review.error["message"]) < 300  # the limit, not the value
+    assert not Approval.objects.filter(run=run).exists()
+
+    within = submit(user, flow, {"text": "x" * 20_000})  # control: at the bound, the gate asks
+    assert approval_of(within).message == "x" * 20_000

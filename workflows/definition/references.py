@@ -64,6 +64,7 @@ class _Budget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.resolved = 0  # references taken: none, and the value is the one its save judged
         self._sizes: dict[str, int] = {}
 
     def spend(self, size: int, what: str) -> None:
@@ -85,15 +86,21 @@ def resolve(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int
     """A string that is exactly a reference takes the referenced value with its type; a
     ``${…}`` inside a longer string interpolates its text. The result is at most ``max_bytes``
     (``AOB_MAX_RESOLVED_CONFIG_BYTES``, or less when asked) as JSON text, or ``ConfigTooLarge``."""
+    return resolve_counted(value, inputs=inputs, outputs=outputs, max_bytes=max_bytes)[0]
+
+
+def resolve_counted(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int | None = None) -> tuple[Any, int]:
+    """``resolve``, and how many references it took (none: the value is what its save judged)."""
     ceiling = settings.AOB_MAX_RESOLVED_CONFIG_BYTES
     budget = _Budget(min(ceiling, max_bytes or ceiling))
-    return _resolve(value, inputs, outputs, budget)
+    return _resolve(value, inputs, outputs, budget), budget.resolved
 
 
 def _resolve(value: Any, inputs: dict, outputs: dict[str, Any], budget: _Budget) -> Any:
     if isinstance(value, str):
         whole = WHOLE.match(value)
         if whole:
+            budget.resolved += 1
             found = lookup(whole.group(1), inputs=inputs, outputs=outputs)
             budget.spend(budget.size_of(whole.group(1), found), value)
             return found
@@ -103,6 +110,7 @@ def _resolve(value: Any, inputs: dict, outputs: dict[str, Any], budget: _Budget)
                 budget.spend(len(piece), m.group(0))
                 return piece
 
+            budget.resolved += 1
             budget.spend(len(value), "a template")
             return TEMPLATE.sub(text, value)
         budget.spend(len(value), "a string")

@@ -207,6 +207,25 @@ def _config_validator(node_type: str) -> Draft202012Validator:
     return Draft202012Validator(registry.get(node_type).config_schema)
 
 
+SIZE_RULES = frozenset({"maxLength", "maxItems", "maxProperties"})
+
+
+def resolved_config_problem(node_type: str, config: Any) -> tuple[str, str, str] | None:
+    """The first size bound of its type's schema a config passes once its references are resolved
+    (its save judged the references, not what they hold: a hitl ``message`` of ``$inputs.text`` is
+    any size until then): (pointer under the config, rule, message), or None. Only the bounds: what
+    a reference brings may be of another type than the reference (a number for ``payload``), which
+    each executor judges with its own error. The message names the limit, never the value."""
+    if registry.get(node_type) is None:
+        return None
+    for err in _config_validator(node_type).iter_errors(config):
+        if err.validator in SIZE_RULES:
+            where = _pointer(list(err.absolute_path))
+            return where, f"config.{err.validator}", (f"{node_type} config at {where}, with its references "
+                                                      f"resolved, passes its bound {err.validator} {err.validator_value}")
+    return None
+
+
 def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: Report) -> None:
     config = node.get("config", {})
     spec = registry.get(node["type"])

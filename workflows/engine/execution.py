@@ -21,7 +21,8 @@ from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_QUEUE
 from workflows import registry
-from workflows.definition.references import referenced_nodes, resolve
+from workflows.definition.references import referenced_nodes, resolve_counted
+from workflows.definition.validation import resolved_config_problem
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
@@ -265,7 +266,12 @@ def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any
     if spec is None or spec.run is None:
         raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
     if spec.resolve_config:
-        ctx = dataclasses.replace(ctx, config=resolve(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs))
+        config, resolved = resolve_counted(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs)
+        problem = resolved_config_problem(ctx.node_type, config) if resolved else None
+        if problem is not None:  # the type's bounds hold for what references bring, not only for the references
+            where, rule, message = problem
+            raise AobError(message, code="ConfigInvalid", extra={"path": where, "rule": rule, "transient": False})
+        ctx = dataclasses.replace(ctx, config=config)
     return ctx, spec.run
 
 
