@@ -31,12 +31,24 @@ CONFIG_SCHEMA = {
         "remind_before_ms": {"type": "integer", "minimum": 1,
                              "description": "remind the approvers (email, webhooks) this long before timeout_ms ends"},
         "on_timeout": {"enum": ["approve", "reject", "fail", "escalate"]},
-        "escalate_to": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 100},
+        "escalate_to": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 150},
+                        "maxItems": 100},
         "escalation_timeout_ms": {"type": "integer", "minimum": 1},
         "form": {"type": "object"},
     },
     "additionalProperties": False,
 }
+
+
+def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """What the schema cannot say: an escalation needs someone to escalate to, and a form is a
+    form (``workflows/definition/forms.py``)."""
+    problems = []
+    if config.get("on_timeout") == "escalate" and not config.get("escalate_to"):
+        problems.append(("/escalate_to", "config.required", "on_timeout escalate needs escalate_to"))
+    if isinstance(config.get("form"), dict):
+        problems += [(f"/form{p.path}", p.rule, f"form: {p.message}") for p in form_problems(config["form"])]
+    return problems
 
 
 def cancel_pending(run_id: str, status: str, now: Any) -> None:
@@ -46,7 +58,7 @@ def cancel_pending(run_id: str, status: str, now: Any) -> None:
         approvals_cancel_for_run(run_id=run_id, now=now)
 
 
-@executor("hitl", config_schema=CONFIG_SCHEMA, reads_upstream=True, on_run_ending=cancel_pending,
+@executor("hitl", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, on_run_ending=cancel_pending,
           hold_patch=approval_hold_patch, void_approvals=approvals_void_for_changed_action,
           description="Pauses its branch until approvers decide. Output {approved, decision, decisions, data}: "
           "put `$.approved == true` on the approve edge and an unconditional edge for reject.")

@@ -128,7 +128,7 @@ def test_a_dangerous_form_is_refused_at_save_and_nothing_is_fetched(engine, api,
         started = promptly(lambda: api.post(f"{API}/runs", {"workflow": definition}, format="json"))
     for response in (saved, started):
         problem = refused_workflow(response, FORM_PATH + path, rule)
-        assert problem["message"].startswith("hitl form: ")
+        assert problem["message"].startswith("hitl config: form: ")
     assert stored(user) == before
     assert remote.requests == []  # the schema library fetched nothing
 

@@ -20,7 +20,6 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from workflows import registry
 
 from .expressions import ExpressionError, compile_expression
-from .forms import form_problems
 
 SCHEMA_PATH = Path(__file__).with_name("workflow.schema.json")
 
@@ -247,12 +246,6 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
             for path, target in targets:
                 if isinstance(target, str) and target not in index:
                     report.error(path, "loop_target_exists", f"{key} names unknown node {target!r}")
-    if node["type"] == "hitl" and isinstance(config, dict) and config.get("on_timeout") == "escalate" and not config.get(
-            "escalate_to"):
-        report.error(f"/nodes/{i}/config/escalate_to", "config.required", "on_timeout escalate needs escalate_to")
-    if node["type"] == "hitl" and isinstance(config, dict) and isinstance(config.get("form"), dict):
-        for problem in form_problems(config["form"]):
-            report.error(f"/nodes/{i}/config/form{problem.path}", problem.rule, f"hitl form: {problem.message}")
     for key in ("condition", "expression"):
         source = config.get(key) if isinstance(config, dict) else None
         if isinstance(source, str) and (node["type"] == "loop" or key == "expression"):
