@@ -6,6 +6,7 @@ alike. The executor's completion stores its output inside its own statement
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from django.db import connection
 
@@ -37,7 +38,7 @@ def keep_artifacts(items: Mapping[str, tuple[str, str]]) -> None:
     meanwhile is held on the next pass. Rows are taken in id order, so two writers of the same new
     contents never wait on each other in a circle."""
     ids = sorted(items)
-    params = {"ids": ids, "kinds": [items[i][0] for i in ids], "contents": [items[i][1] for i in ids],
+    params: dict[str, Any] = {"ids": ids, "kinds": [items[i][0] for i in ids], "contents": [items[i][1] for i in ids],
               "sizes": [size_of(items[i][1]) for i in ids]}
     for _ in range(5):
         with connection.cursor() as cursor:

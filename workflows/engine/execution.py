@@ -170,10 +170,11 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
     aid = text_id(text)
     data = {"iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid}
     request_id = current_request_id()
-    params = {"aid": aid, "output": text, "size": size_of(text), "now": now, "input": canonical_json(ctx.config),
-              "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
-              "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
-              "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value}
+    params: dict[str, Any] = {
+        "aid": aid, "output": text, "size": size_of(text), "now": now, "input": canonical_json(ctx.config),
+        "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
+        "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
+        "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value}
     for last in (False, True):
         try:
             with connection.cursor() as cursor:  # autocommit: one statement, nothing half written
