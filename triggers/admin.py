@@ -10,21 +10,22 @@ from django import forms
 from django.contrib import admin
 
 from aob_project.exceptions import AobError
+from workflows.admin import ReadOnlyAdmin, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
 from .services import schedules
 
 
-class FiringInline(admin.TabularInline):
-    model = ScheduleFiring
-    extra = 0
-    fields = ["fire_time", "fired_at", "outcome", "run", "deliveries", "error"]
-    readonly_fields = fields
-    can_delete = False
-    ordering = ["-fire_time"]
+@admin.register(ScheduleFiring)
+class ScheduleFiringAdmin(ReadOnlyAdmin):
+    list_display = ["schedule", "fire_time", "fired_at", "outcome", "run", "deliveries"]
+    list_filter = ["outcome"]
 
-    def has_add_permission(self, request, obj=None):
-        return False
+
+@admin.register(HookDelivery)
+class HookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["hook", "delivery_id", "received_at", "run"]
+    search_fields = ["delivery_id"]
 
 
 class ScheduleForm(forms.ModelForm):
@@ -48,9 +49,15 @@ class ScheduleAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "catch_up"]
     search_fields = ["name", "workflow__tag", "owner__username"]
     fields = ["owner", "workflow", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled",
-              "periodic_task", "created_at", "updated_at"]
-    readonly_fields = ["periodic_task", "created_at", "updated_at"]
-    inlines = [FiringInline]
+              "periodic_task", "created_at", "updated_at", "firings"]
+    readonly_fields = ["periodic_task", "created_at", "updated_at", "firings"]
+
+    @admin.display(description="firings (latest first)")
+    def firings(self, obj: Schedule) -> str:
+        if obj.pk is None:
+            return "—"
+        return latest_rows(ScheduleFiring.objects.filter(schedule=obj).order_by("-fire_time"),
+                           ["fire_time", "fired_at", "outcome", "run", "deliveries", "error"], rest={"schedule": obj.pk})
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -60,25 +67,18 @@ class ScheduleAdmin(admin.ModelAdmin):
         schedules.schedule_delete(schedule=obj)
 
 
-class DeliveryInline(admin.TabularInline):
-    model = HookDelivery
-    extra = 0
-    fields = ["delivery_id", "received_at", "run"]
-    readonly_fields = fields
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Hook)
 class HookAdmin(admin.ModelAdmin):
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["id", "name", "workflow__tag", "owner__username"]
-    fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at"]
-    readonly_fields = ["id", "owner", "workflow", "created_at", "last_delivery_at"]
-    inlines = [DeliveryInline]
+    fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at", "deliveries"]
+    readonly_fields = ["id", "owner", "workflow", "created_at", "last_delivery_at", "deliveries"]
+
+    @admin.display(description="deliveries (latest first)")
+    def deliveries(self, obj: Hook) -> str:
+        return latest_rows(HookDelivery.objects.filter(hook=obj).order_by("-received_at", "-id"),
+                           ["delivery_id", "received_at", "run"], rest={"hook": obj.pk})
 
     def has_add_permission(self, request, obj=None):
         return False
