@@ -159,7 +159,12 @@ class RunAdmin(ReadOnlyAdmin):
         return latest_rows(Event.objects.filter(run=obj).order_by("-seq"),
                            ["seq", "type", "node_id", "data", "created_at"], rest={"run": obj.pk})
 
-    @admin.action(description="Cancel selected runs")
+    def has_cancel_permission(self, request) -> bool:
+        """Who sees the action: a user with the permission to change runs (not view-only staff);
+        whose runs it cancels is run_cancel's rule (the owner's only, as on the API)."""
+        return request.user.has_perm("workflows.change_run")
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_runs(self, request, queryset):
         for run in queryset:
             try:
