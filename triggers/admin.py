@@ -14,7 +14,7 @@ from aob_project.exceptions import AobError
 from workflows.admin import ReadOnlyAdmin, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
-from .services import schedules
+from .services import hooks, schedules
 
 
 @admin.register(ScheduleFiring)
@@ -113,8 +113,23 @@ class ScheduleAdmin(admin.ModelAdmin):
             schedules.schedule_delete(schedule=schedule)
 
 
+class HookForm(forms.ModelForm):
+    """A mapping is judged by the service's ``mapping_check``, as on the API."""
+
+    class Meta:
+        model = Hook
+        fields = ["name", "mapping", "enabled"]
+
+    def clean_mapping(self) -> Any:
+        try:
+            return hooks.mapping_check(self.cleaned_data.get("mapping"))
+        except AobError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
 @admin.register(Hook)
 class HookAdmin(admin.ModelAdmin):
+    form = HookForm
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["id", "name", "workflow__tag", "owner__username"]
@@ -128,3 +143,6 @@ class HookAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def save_model(self, request, obj, form, change):
+        hooks.hook_update(hook=obj, **{f: form.cleaned_data[f] for f in form.changed_data})

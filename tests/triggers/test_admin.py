@@ -3,14 +3,17 @@ as form errors (never a 500), and what is saved or deleted goes through the serv
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
+from rest_framework.test import APIClient
 
-from triggers.models import Schedule
-from triggers.services import schedules
+from triggers.models import Hook, HookDelivery, Schedule
+from triggers.services import hooks, schedules
+from workflows.models import Run
 from workflows.services.definitions import workflow_save
 
 ONE = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
@@ -122,3 +125,37 @@ def test_deleting_schedules_in_the_admin_removes_their_beat_entries(admin_client
     assert response.status_code == 302
     assert not Schedule.objects.exists()
     assert not PeriodicTask.objects.filter(task=schedules.FIRE_TASK).exists()
+
+
+def test_a_hook_mapping_saved_in_the_admin_is_checked_as_on_the_api(admin_client: Client, user: Any) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    hook, _ = hooks.hook_create(owner=user, workflow=workflow, name="push")
+    change = f"/admin/triggers/hook/{hook.pk}/change/"
+
+    shown = errors(admin_client.post(change, {"name": "push", "mapping": '{"x": 1}', "enabled": "on"}))
+    assert shown == {"mapping": ['mapping is {"cel": "<expression>"} or {"template": <JSON>}']}
+    shown = errors(admin_client.post(change, {"name": "push", "mapping": '{"cel": "body."}', "enabled": "on"}))
+    assert list(shown) == ["mapping"] and shown["mapping"][0].startswith("mapping.cel: ")
+    hook.refresh_from_db()
+    assert hook.mapping is None
+
+    response = admin_client.post(change, {"name": "renamed", "mapping": '{"cel": "{\'n\': body.n}"}', "enabled": "on"})
+    assert response.status_code == 302
+    hook.refresh_from_db()
+    assert (hook.name, hook.mapping) == ("renamed", {"cel": "{'n': body.n}"})
+
+
+def test_a_stored_mapping_the_rule_refuses_is_a_clear_error_not_a_500(user: Any) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    hook, secret = hooks.hook_create(owner=user, workflow=workflow)
+    Hook.objects.filter(pk=hook.pk).update(mapping={"x": 1})  # saved before the admin checked mappings
+    body, timestamp = b'{"a": 1}', str(int(time.time()))
+
+    response = APIClient().post(f"/api/v1/hooks/{hook.pk}", body, content_type="application/json",
+                                HTTP_X_AOB_TIMESTAMP=timestamp, HTTP_X_AOB_DELIVERY="d1",
+                                HTTP_X_AOB_SIGNATURE="sha256=" + hooks.signature_for(secret, timestamp, body))
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "mapping_invalid"
+    assert "its owner must correct it" in response.json()["message"]
+    assert not HookDelivery.objects.exists() and not Run.objects.exists()
