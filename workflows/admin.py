@@ -106,11 +106,15 @@ class ArtifactAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(ReadOnlyAdmin):
+    """Read only: a tag is made, and moved to a new version, by ``workflow_save`` (API, UI, CLI),
+    which validates the definition; an owner or a tag changed here would bypass it (and move the
+    schedules and hooks that run the tag as its owner's). Deleting is ``workflow_delete`` (API,
+    CLI); the admin never could (the versions it would cascade to are history, not deletable)."""
+
     list_display = ["tag", "owner", "current_version", "updated_at"]
     search_fields = ["tag", "owner__username"]
-    readonly_fields = ["current_version", "created_at", "updated_at", "versions"]
-    fields = ["tag", "owner", *readonly_fields]
+    readonly_fields = ["tag", "owner", "current_version", "created_at", "updated_at", "versions"]
 
     @admin.display(description="versions (newest first)")
     def versions(self, obj: Workflow) -> str:
