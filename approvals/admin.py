@@ -97,7 +97,7 @@ class ApprovalAdmin(admin.ModelAdmin):
 
     @admin.display(description="message")
     def message_head(self, obj: Approval) -> str:
-        return Truncator(obj.message_cut).chars(MESSAGE_CHARS)
+        return Truncator(obj.message_cut).chars(MESSAGE_CHARS)  # type: ignore[attr-defined]  # get_queryset's
 
     @admin.display(description="context (inputs and upstream outputs)")
     def context_pretty(self, obj: Approval) -> str:
