@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.db.models import Case, IntegerField, Value, When
-from django.utils.html import format_html, format_html_join
+from django.db.models.functions import Left
+from django.utils.html import format_html_join
+from django.utils.text import Truncator
 
 from aob_project.exceptions import AobError
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
-from workflows.admin import RunPatchAdmin
+from workflows.admin import RunPatchAdmin, pretty_head
 from workflows.models import RunPatch
+
+MESSAGE_CHARS = 120  # the list's cut of a message (the approval's page shows it whole)
 
 
 class DecideActionForm(ActionForm):
@@ -52,7 +54,8 @@ class NotificationTargetAdmin(admin.ModelAdmin):
 
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):
-    list_display = ["id", "status", "kind", "run", "node_id", "message", "approver_list", "deadline", "created_at"]
+    list_display = ["id", "status", "kind", "run", "node_id", "message_head", "approver_list", "deadline",
+                    "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
     readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",
@@ -64,7 +67,10 @@ class ApprovalAdmin(admin.ModelAdmin):
     actions = ["approve", "reject"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("run")
+        # the context (every upstream output) is read only cut, by context_pretty; the list reads
+        # a message's head only (the page reads it whole)
+        return (super().get_queryset(request).select_related("run").defer("context", "message")
+                .annotate(message_cut=Left("message", MESSAGE_CHARS + 1)))
 
     def get_ordering(self, request):
         # Here, not in get_queryset: the changelist puts this (or Meta.ordering) before any
@@ -89,10 +95,13 @@ class ApprovalAdmin(admin.ModelAdmin):
         names = obj.approvers or []
         return format_html_join("", "<div style='white-space:nowrap'>{}</div>", ((n,) for n in names)) or "—"
 
+    @admin.display(description="message")
+    def message_head(self, obj: Approval) -> str:
+        return Truncator(obj.message_cut).chars(MESSAGE_CHARS)  # type: ignore[attr-defined]  # get_queryset's
+
     @admin.display(description="context (inputs and upstream outputs)")
     def context_pretty(self, obj: Approval) -> str:
-        return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>",
-                           json.dumps(obj.context, indent=2, ensure_ascii=False))
+        return pretty_head(Approval.objects.filter(pk=obj.pk), "context", whole=f"GET /api/v1/approvals/{obj.pk}")
 
     def _decide(self, request, queryset, approve: bool) -> None:
         comment = request.POST.get("comment", "")

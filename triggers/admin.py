@@ -1,43 +1,67 @@
-"""Schedules and hooks in the admin. A schedule saved here goes through the same service as the API
-(its PeriodicTask follows); a hook's secret is never shown (create hooks through the API, UI or CLI,
-which show it once)."""
+"""Schedules and hooks in the admin. A schedule is made, changed and deleted here through the same
+services as on the API (their rules shown on the form; its PeriodicTask follows); a hook's secret
+is never shown (create hooks through the API, UI or CLI, which show it once)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 
 from aob_project.exceptions import AobError
+from workflows.admin import ReadOnlyAdmin, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
-from .services import schedules
+from .services import hooks, schedules
 
 
-class FiringInline(admin.TabularInline):
-    model = ScheduleFiring
-    extra = 0
-    fields = ["fire_time", "fired_at", "outcome", "run", "deliveries", "error"]
-    readonly_fields = fields
-    can_delete = False
-    ordering = ["-fire_time"]
+@admin.register(ScheduleFiring)
+class ScheduleFiringAdmin(ReadOnlyAdmin):
+    list_display = ["schedule", "fire_time", "fired_at", "outcome", "run", "deliveries"]
+    list_filter = ["outcome"]
 
-    def has_add_permission(self, request, obj=None):
-        return False
+
+@admin.register(HookDelivery)
+class HookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["hook", "delivery_id", "received_at", "run"]
+    search_fields = ["delivery_id"]
+
+
+EDITABLE = ["name", "cron", "timezone", "inputs", "version", "catch_up", "enabled"]  # owner, workflow: once
 
 
 class ScheduleForm(forms.ModelForm):
+    """Parses the fields; the rules are the service's (``schedule_check``), shown by field."""
+
     class Meta:
         model = Schedule
-        fields = ["owner", "workflow", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled"]
+        fields = ["owner", "workflow", *EDITABLE]
+
+    def clean_inputs(self) -> dict[str, Any]:
+        inputs = self.cleaned_data.get("inputs")
+        if inputs is None:
+            return {}
+        if not isinstance(inputs, dict):
+            raise forms.ValidationError("a run's inputs are a JSON object")
+        return inputs
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        if self.errors:  # a field that did not parse: the rules would judge a value that is not there
+            return cleaned
+        new = self.instance.pk is None
         try:
-            cleaned["cron"], _ = schedules.cron_check(cleaned.get("cron"), cleaned.get("timezone"))
+            cleaned["cron"] = schedules.schedule_check(
+                owner=cleaned["owner"] if new else self.instance.owner,
+                workflow=cleaned["workflow"] if new else self.instance.workflow,
+                cron=cleaned["cron"], tz=cleaned["timezone"],
+                version=cleaned["version"] if new or "version" in self.changed_data else None,
+                schedule=None if new else self.instance)
         except AobError as exc:
-            self.add_error(exc.extra.get("field") or None, exc.message)
+            field = exc.extra.get("field")
+            self.add_error(field if field in self.fields else None, exc.message)
         return cleaned
 
 
@@ -48,37 +72,77 @@ class ScheduleAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "catch_up"]
     search_fields = ["name", "workflow__tag", "owner__username"]
     fields = ["owner", "workflow", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled",
-              "periodic_task", "created_at", "updated_at"]
-    readonly_fields = ["periodic_task", "created_at", "updated_at"]
-    inlines = [FiringInline]
+              "periodic_task", "created_at", "updated_at", "firings"]
+    readonly_fields = ["periodic_task", "created_at", "updated_at", "firings"]
+    raw_id_fields = ["owner", "workflow"]  # a select would list every user and every workflow
+
+    @admin.display(description="firings (latest first)")
+    def firings(self, obj: Schedule) -> str:
+        if obj.pk is None:
+            return "—"
+        return latest_rows(ScheduleFiring.objects.filter(schedule=obj).order_by("-fire_time"),
+                           ["fire_time", "fired_at", "outcome", "run", "deliveries", "error"], rest={"schedule": obj.pk})
+
+    def get_readonly_fields(self, request, obj=None):
+        # as on the API, a schedule's owner and workflow are chosen once, when it is made
+        return [*self.readonly_fields, "owner", "workflow"] if obj else self.readonly_fields
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except AobError as exc:  # a rule the form saw hold, broken before the save (another save took the last slot)
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        schedules._sync_periodic_task(obj)  # the service's own sync, as on the API
+        data = form.cleaned_data
+        if change:
+            schedules.schedule_update(schedule=obj, **{f: data[f] for f in form.changed_data if f in EDITABLE})
+            return
+        made = schedules.schedule_create(owner=data["owner"], workflow=data["workflow"], cron=data["cron"],
+                                         tz=data["timezone"], inputs=data["inputs"], name=data["name"],
+                                         version=data["version"], catch_up=data["catch_up"], enabled=data["enabled"])
+        obj.pk = made.pk  # the admin's log entry and redirect name the schedule made
+        obj.refresh_from_db()
 
     def delete_model(self, request, obj):
         schedules.schedule_delete(schedule=obj)
 
+    def delete_queryset(self, request, queryset):
+        for schedule in queryset:
+            schedules.schedule_delete(schedule=schedule)
 
-class DeliveryInline(admin.TabularInline):
-    model = HookDelivery
-    extra = 0
-    fields = ["delivery_id", "received_at", "run"]
-    readonly_fields = fields
-    can_delete = False
 
-    def has_add_permission(self, request, obj=None):
-        return False
+class HookForm(forms.ModelForm):
+    """A mapping is judged by the service's ``mapping_check``, as on the API."""
+
+    class Meta:
+        model = Hook
+        fields = ["name", "mapping", "enabled"]
+
+    def clean_mapping(self) -> Any:
+        try:
+            return hooks.mapping_check(self.cleaned_data.get("mapping"))
+        except AobError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 @admin.register(Hook)
 class HookAdmin(admin.ModelAdmin):
+    form = HookForm
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["id", "name", "workflow__tag", "owner__username"]
-    fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at"]
-    readonly_fields = ["id", "owner", "workflow", "created_at", "last_delivery_at"]
-    inlines = [DeliveryInline]
+    fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at", "deliveries"]
+    readonly_fields = ["id", "owner", "workflow", "created_at", "last_delivery_at", "deliveries"]
+
+    @admin.display(description="deliveries (latest first)")
+    def deliveries(self, obj: Hook) -> str:
+        return latest_rows(HookDelivery.objects.filter(hook=obj).order_by("-received_at", "-id"),
+                           ["delivery_id", "received_at", "run"], rest={"hook": obj.pk})
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def save_model(self, request, obj, form, change):
+        hooks.hook_update(hook=obj, **{f: form.cleaned_data[f] for f in form.changed_data})

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_field
+from django.db.models import F, Field, Func, Model, QuerySet, TextField
+from django.db.models.functions import Left
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
 
 from aob_project.exceptions import AobError
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
@@ -17,22 +24,60 @@ def pretty(value: object) -> str:
                        json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+PRETTY_CHARS = 64 * 1024  # a stored JSON value a page shows is cut here, by the database
+
+
+def pretty_head(queryset: QuerySet, field: str, *, whole: str) -> str:
+    """The JSON column ``field`` of the one row of ``queryset``, pretty-printed and cut at
+    ``PRETTY_CHARS`` by the database, so the page never reads the whole value (an artifact, or an
+    approval's context of every upstream output, may be hundreds of megabytes; the admin defers
+    the column). ``whole`` says where the whole value is."""
+    text = queryset.values_list(Left(Func(F(field), function="jsonb_pretty", output_field=TextField()),
+                                     PRETTY_CHARS + 1), flat=True).first() or ""
+    if len(text) <= PRETTY_CHARS:
+        return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>", text)
+    return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre><p>Cut at {} characters: the "
+                       "whole value is at {}.</p>", text[:PRETTY_CHARS], PRETTY_CHARS, whole)
+
+
+# A page shows this many of a run's (a workflow's, a hook's, a schedule's) rows, newest first; the
+# model's changelist, filtered to the one parent and paged, has the rest. An inline would read and
+# render every row: a run at the node-run cap took a minute and 50 MB for one page.
+LATEST_ROWS = 50
+CELL_CHARS = 300  # a cell's text past this is cut (an error, an event's data)
+
+
+def latest_rows(queryset: QuerySet, fields: list[str], *, rest: dict[str, Any]) -> str:
+    """The first ``LATEST_ROWS`` rows of ``queryset`` (ordered newest first) as a read-only table
+    of ``fields``, and when there are more, a link to all of them: the model's changelist filtered
+    by ``rest`` (e.g. ``{"run": run.pk}``)."""
+    opts = queryset.model._meta
+    columns = [opts.get_field(name) for name in fields]
+    rows = list(queryset.only(*fields)[:LATEST_ROWS + 1])
+    if not rows:
+        return "—"
+    head = format_html_join("", "<th>{}</th>", ((c.verbose_name,) for c in columns))
+    body = format_html_join("", "<tr>{}</tr>", (
+        (format_html_join("", "<td>{}</td>", ((_cell(row, c),) for c in columns)),) for row in rows[:LATEST_ROWS]))
+    table = format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
+    if len(rows) <= LATEST_ROWS:
+        return table
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist") + "?" + urlencode(rest)
+    return format_html('{}<p>The latest {} are shown. <a href="{}">All {} →</a></p>', table, LATEST_ROWS, url,
+                       opts.verbose_name_plural)
+
+
+def _cell(row: Model, field: Field) -> str:
+    value = getattr(row, field.attname)
+    # a status or an event type as the API, the logs and the filters name it (not its label)
+    text = str(value) if field.choices and value is not None else display_for_field(value, field, "—")
+    if isinstance(text, SafeString) or len(str(text)) <= CELL_CHARS:  # safe: a boolean's icon
+        return text
+    return str(text)[:CELL_CHARS] + "…"
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """History: no add, change or delete by hand; what may change goes through a service (actions)."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -52,25 +97,29 @@ class ArtifactAdmin(ReadOnlyAdmin):
     readonly_fields = ["id", "kind", "size_bytes", "created_at", "content_pretty"]
     exclude = ["content"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("content")
+
     @admin.display(description="content")
     def content_pretty(self, obj: Artifact) -> str:
-        return pretty(obj.content)
-
-
-class VersionInline(admin.TabularInline):
-    model = WorkflowVersion
-    extra = 0
-    fields = ["seq", "artifact", "description", "created_at"]
-    readonly_fields = fields
-    can_delete = False
+        return pretty_head(Artifact.objects.filter(pk=obj.pk), "content", whole=f"GET /api/v1/artifacts/{obj.pk}")
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(ReadOnlyAdmin):
+    """Read only: a tag is made, and moved to a new version, by ``workflow_save`` (API, UI, CLI),
+    which validates the definition; an owner or a tag changed here would bypass it (and move the
+    schedules and hooks that run the tag as its owner's). Deleting is ``workflow_delete`` (API,
+    CLI); the admin never could (the versions it would cascade to are history, not deletable)."""
+
     list_display = ["tag", "owner", "current_version", "updated_at"]
     search_fields = ["tag", "owner__username"]
-    readonly_fields = ["current_version", "created_at", "updated_at"]
-    inlines = [VersionInline]
+    readonly_fields = ["tag", "owner", "current_version", "created_at", "updated_at", "versions"]
+
+    @admin.display(description="versions (newest first)")
+    def versions(self, obj: Workflow) -> str:
+        return latest_rows(WorkflowVersion.objects.filter(workflow=obj).order_by("-seq"),
+                           ["seq", "artifact", "description", "created_at"], rest={"workflow": obj.pk})
 
 
 @admin.register(WorkflowVersion)
@@ -83,43 +132,43 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
         return pretty(obj.artifact.content)
 
 
-class NodeRunInline(ReadOnlyInline):
-    model = NodeRun
-    extra = 0
-    fields = ["node_id", "iteration", "node_type", "status", "attempts", "queued_at", "started_at", "finished_at",
-              "error"]
-    readonly_fields = fields
-    can_delete = False
-    ordering = ["queued_at", "id"]
-
-
-class PatchRefusalInline(ReadOnlyInline):
-    model = PatchRefusal
-    extra = 0
-    fields = ["created_at", "agent", "node_id", "proposed_by", "rule", "op", "path", "message"]
-    readonly_fields = fields
-    can_delete = False
-    verbose_name_plural = "refused patches (nothing of them reached the run)"
-
-
-class EventInline(ReadOnlyInline):
-    model = Event
-    extra = 0
-    fields = ["seq", "type", "node_id", "data", "created_at"]
-    readonly_fields = fields
-    can_delete = False
-
-
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "tag", "owner", "status", "created_at", "finished_at"]
     list_filter = ["status"]
     search_fields = ["id", "tag", "owner__username"]
-    readonly_fields = [f.name for f in Run._meta.fields]
-    inlines = [NodeRunInline, PatchRefusalInline, EventInline]
+    readonly_fields = [*(f.name for f in Run._meta.fields), "node_runs", "patch_refusals", "events"]
+    fieldsets = [
+        (None, {"fields": [f.name for f in Run._meta.fields]}),
+        ("Node runs", {"fields": ["node_runs"]}),
+        ("Refused patches (nothing of them reached the run)", {"fields": ["patch_refusals"]}),
+        ("Events", {"fields": ["events"]}),
+    ]
     actions = ["cancel_runs"]
 
-    @admin.action(description="Cancel selected runs")
+    @admin.display(description="latest first")
+    def node_runs(self, obj: Run) -> str:
+        return latest_rows(NodeRun.objects.filter(run=obj).order_by("-queued_at", "-id"),
+                           ["node_id", "iteration", "node_type", "status", "attempts", "queued_at", "started_at",
+                            "finished_at", "error"], rest={"run": obj.pk})
+
+    @admin.display(description="latest first")
+    def patch_refusals(self, obj: Run) -> str:
+        return latest_rows(PatchRefusal.objects.filter(run=obj).order_by("-created_at", "-id"),
+                           ["created_at", "agent", "node_id", "proposed_by", "rule", "op", "path", "message"],
+                           rest={"run": obj.pk})
+
+    @admin.display(description="latest first")
+    def events(self, obj: Run) -> str:
+        return latest_rows(Event.objects.filter(run=obj).order_by("-seq"),
+                           ["seq", "type", "node_id", "data", "created_at"], rest={"run": obj.pk})
+
+    def has_cancel_permission(self, request) -> bool:
+        """Who sees the action: a user with the permission to change runs (not view-only staff);
+        whose runs it cancels is run_cancel's rule (the owner's only, as on the API)."""
+        return request.user.has_perm("workflows.change_run")
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_runs(self, request, queryset):
         for run in queryset:
             try:

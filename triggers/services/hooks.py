@@ -150,7 +150,12 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
     except BodyRejected as exc:
         raise ValidationFailed(f"the body is not accepted: {exc.detail}", code=exc.rule,
                                extra={"field": "body", "rule": exc.rule}) from None
-    mapping = hook.mapping
+    try:  # the rule every save applies, applied to what is stored too: a mapping saved before it held
+        mapping = mapping_check(hook.mapping)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"the hook's stored mapping is refused ({exc.message}): its owner must correct it",
+                               code="mapping_invalid", extra={"field": "mapping", "rule": exc.extra.get("rule")}
+                               ) from None
     if not mapping:
         inputs = payload
     elif "cel" in mapping:

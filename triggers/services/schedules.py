@@ -56,17 +56,44 @@ def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
     return " ".join(parts), zone
 
 
+def schedule_check(*, owner: User, workflow: Workflow, cron: Any, tz: Any, version: int | None,
+                   schedule: Schedule | None = None) -> str:
+    """The rules a schedule obeys whoever saves it, as ``schedule_create`` (no ``schedule``) and
+    ``schedule_update`` apply them: a five-field cron and a known time zone, a pinned version the
+    workflow has and, for a new schedule, the owner's own workflow and room under the owner's
+    limit (an update changes neither owner nor workflow). A form (the admin's) calls it to show
+    the errors by field before it saves through those services, which check again (the limit
+    under the owner's lock). Returns the cron as five fields, or raises ScheduleInvalid."""
+    cron, _ = cron_check(cron, tz)
+    _check_version(workflow, version)
+    if schedule is None:
+        _check_owner(owner, workflow)
+        _check_room(owner)
+    return cron
+
+
+def _check_owner(owner: User, workflow: Workflow) -> None:
+    if workflow.owner_id != owner.pk:  # the API finds the workflow by tag among the owner's own
+        raise ScheduleInvalid(f"workflow {workflow.tag!r} is not {owner.username!r}'s: a schedule runs its owner's "
+                              "own workflow", extra={"field": "workflow", "rule": "workflow_owner"})
+
+
+def _check_room(owner: User) -> None:
+    limit = settings.AOB_MAX_SCHEDULES_PER_OWNER
+    if Schedule.objects.filter(owner=owner).count() >= limit:
+        raise ScheduleInvalid(f"an owner has at most {limit} schedules (AOB_MAX_SCHEDULES_PER_OWNER); delete one "
+                              "first", extra={"field": "schedules", "rule": "max_schedules", "limit": limit})
+
+
 def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UTC", inputs: dict | None = None,
                     name: str = "", version: int | None = None, catch_up: str = Schedule.CatchUp.SKIP,
                     enabled: bool = True) -> Schedule:
     cron, _ = cron_check(cron, tz)
     _check_version(workflow, version)
+    _check_owner(owner, workflow)
     with transaction.atomic():
         User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
-        limit = settings.AOB_MAX_SCHEDULES_PER_OWNER
-        if Schedule.objects.filter(owner=owner).count() >= limit:
-            raise ScheduleInvalid(f"an owner has at most {limit} schedules (AOB_MAX_SCHEDULES_PER_OWNER); delete one "
-                                  "first", extra={"field": "schedules", "rule": "max_schedules", "limit": limit})
+        _check_room(owner)
         schedule = Schedule.objects.create(owner=owner, workflow=workflow, cron=cron, timezone=tz, inputs=inputs or {},
                                            name=name, version=version, catch_up=catch_up, enabled=enabled)
         _sync_periodic_task(schedule)

@@ -12,13 +12,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from aob_project.exceptions import Conflict, NotFound, ValidationFailed
+from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, transitions
 from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, content_id
+from workflows.selectors import is_run_owner
 
 from .artifacts import artifact_store
 from .definitions import validation_error
@@ -90,6 +91,11 @@ def _check_rate_limits(*, owner: User, ir: IR, api_write: bool) -> None:
 
 
 def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
+    """Cancel ``run`` as ``user``, who must be its owner (``is_run_owner``, the one check for every
+    change: staff included, on every surface); ``user=None`` is the system (a parent run ending)."""
+    if user is not None and not is_run_owner(run, user=user):
+        raise Forbidden("only the run's owner may cancel it", code="not_run_owner",
+                        extra={"run_id": str(run.pk), "rule": "run_owner"})
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.is_finished:

@@ -1,0 +1,161 @@
+"""Schedules and hooks in the admin obey the rules they obey on the API: the services' checks show
+as form errors (never a 500), and what is saved or deleted goes through the services."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from django.test import Client
+from django_celery_beat.models import PeriodicTask
+from rest_framework.test import APIClient
+
+from triggers.models import Hook, HookDelivery, Schedule
+from triggers.services import hooks, schedules
+from workflows.models import Run
+from workflows.services.definitions import workflow_save
+
+ONE = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
+ADD = "/admin/triggers/schedule/add/"
+
+
+@pytest.fixture
+def admin_client(make_user: Any) -> Client:
+    client = Client()
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def bob(make_user: Any) -> Any:
+    return make_user("bob")
+
+
+def form(owner: Any, workflow: Any, **fields: Any) -> dict[str, Any]:
+    return {"owner": owner.pk, "workflow": workflow.pk, "name": "nightly", "cron": "0 3 * * *", "timezone": "UTC",
+            "inputs": "{}", "version": "", "catch_up": "skip", "enabled": "on", **fields}
+
+
+def errors(response: Any) -> dict[str, list[str]]:
+    assert response.status_code == 200, response.status_code  # the form again, with its errors
+    form = response.context["adminform"].form
+    return {field: [str(e) for e in errs] for field, errs in form.errors.items()}
+
+
+def test_a_schedule_added_in_the_admin_goes_through_the_service(admin_client: Client, user: Any) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+
+    response = admin_client.post(ADD, form(user, workflow, cron="0  3 * * *", inputs='{"day": 1}'))
+
+    assert response.status_code == 302
+    schedule = Schedule.objects.get()
+    assert (schedule.owner, schedule.workflow, schedule.cron, schedule.inputs) == (user, workflow, "0 3 * * *",
+                                                                                  {"day": 1})
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    assert task.name == f"aob-schedule-{schedule.pk}" and task.crontab.hour == "3"
+
+
+@pytest.mark.parametrize(("fields", "field", "message"), [
+    ({"version": "99"}, "version", "workflow 'nightly' has no version 99"),
+    ({"cron": "61 * * * *"}, "cron", "is not a five-field cron expression"),
+    ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone 'Mars/Olympus'"),
+    ({"inputs": "[1, 2]"}, "inputs", "a run's inputs are a JSON object"),
+])
+def test_a_field_the_service_refuses_is_a_form_error(admin_client: Client, user: Any, fields: dict, field: str,
+                                                     message: str) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+
+    shown = errors(admin_client.post(ADD, form(user, workflow, **fields)))
+
+    assert list(shown) == [field] and message in shown[field][0]
+    assert not Schedule.objects.exists() and not PeriodicTask.objects.filter(task=schedules.FIRE_TASK).exists()
+
+
+def test_a_schedule_runs_its_owners_own_workflow(admin_client: Client, user: Any, bob: Any) -> None:
+    bobs = workflow_save(owner=bob, tag="bobs", definition=ONE).workflow
+
+    shown = errors(admin_client.post(ADD, form(user, bobs)))
+
+    assert shown == {"workflow": ["workflow 'bobs' is not 'alice''s: a schedule runs its owner's own workflow"]}
+    assert not Schedule.objects.exists()
+    with pytest.raises(schedules.ScheduleInvalid):  # the service's rule, not the form's
+        schedules.schedule_create(owner=user, workflow=bobs, cron="* * * * *")
+
+
+def test_the_owners_schedule_limit_holds_in_the_admin(admin_client: Client, user: Any, settings: Any) -> None:
+    settings.AOB_MAX_SCHEDULES_PER_OWNER = 1
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    assert admin_client.post(ADD, form(user, workflow)).status_code == 302
+
+    shown = errors(admin_client.post(ADD, form(user, workflow, name="second")))
+
+    assert shown == {"__all__": ["an owner has at most 1 schedules (AOB_MAX_SCHEDULES_PER_OWNER); delete one first"]}
+    assert Schedule.objects.count() == 1
+
+
+def test_a_change_goes_through_the_service_and_keeps_owner_and_workflow(admin_client: Client, user: Any,
+                                                                        bob: Any) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    schedule = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+    bobs = workflow_save(owner=bob, tag="bobs", definition=ONE).workflow
+    change = f"/admin/triggers/schedule/{schedule.pk}/change/"
+
+    assert errors(admin_client.post(change, form(user, workflow, version="7")))["version"] == [
+        "workflow 'nightly' has no version 7"]
+    response = admin_client.post(change, form(bob, bobs, cron="30 4 * * *", enabled=""))
+
+    assert response.status_code == 302
+    schedule.refresh_from_db()
+    assert (schedule.owner, schedule.workflow, schedule.cron, schedule.enabled) == (user, workflow, "30 4 * * *",
+                                                                                  False)
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    assert (task.crontab.minute, task.crontab.hour, task.enabled) == ("30", "4", False)
+
+
+def test_deleting_schedules_in_the_admin_removes_their_beat_entries(admin_client: Client, user: Any) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    made = [schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *") for _ in range(3)]
+
+    response = admin_client.post(f"/admin/triggers/schedule/{made[0].pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    response = admin_client.post("/admin/triggers/schedule/", {
+        "action": "delete_selected", "_selected_action": [s.pk for s in made[1:]], "post": "yes"})
+
+    assert response.status_code == 302
+    assert not Schedule.objects.exists()
+    assert not PeriodicTask.objects.filter(task=schedules.FIRE_TASK).exists()
+
+
+def test_a_hook_mapping_saved_in_the_admin_is_checked_as_on_the_api(admin_client: Client, user: Any) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    hook, _ = hooks.hook_create(owner=user, workflow=workflow, name="push")
+    change = f"/admin/triggers/hook/{hook.pk}/change/"
+
+    shown = errors(admin_client.post(change, {"name": "push", "mapping": '{"x": 1}', "enabled": "on"}))
+    assert shown == {"mapping": ['mapping is {"cel": "<expression>"} or {"template": <JSON>}']}
+    shown = errors(admin_client.post(change, {"name": "push", "mapping": '{"cel": "body."}', "enabled": "on"}))
+    assert list(shown) == ["mapping"] and shown["mapping"][0].startswith("mapping.cel: ")
+    hook.refresh_from_db()
+    assert hook.mapping is None
+
+    response = admin_client.post(change, {"name": "renamed", "mapping": '{"cel": "{\'n\': body.n}"}', "enabled": "on"})
+    assert response.status_code == 302
+    hook.refresh_from_db()
+    assert (hook.name, hook.mapping) == ("renamed", {"cel": "{'n': body.n}"})
+
+
+def test_a_stored_mapping_the_rule_refuses_is_a_clear_error_not_a_500(user: Any) -> None:
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    hook, secret = hooks.hook_create(owner=user, workflow=workflow)
+    Hook.objects.filter(pk=hook.pk).update(mapping={"x": 1})  # saved before the admin checked mappings
+    body, timestamp = b'{"a": 1}', str(int(time.time()))
+
+    response = APIClient().post(f"/api/v1/hooks/{hook.pk}", body, content_type="application/json",
+                                HTTP_X_AOB_TIMESTAMP=timestamp, HTTP_X_AOB_DELIVERY="d1",
+                                HTTP_X_AOB_SIGNATURE="sha256=" + hooks.signature_for(secret, timestamp, body))
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "mapping_invalid"
+    assert "its owner must correct it" in response.json()["message"]
+    assert not HookDelivery.objects.exists() and not Run.objects.exists()

@@ -1,0 +1,129 @@
+"""An admin page costs the same whatever its object has gathered: a run's node runs, events and
+refused patches, a workflow's versions, a hook's deliveries and a schedule's firings are the latest
+50, with a link to all of them in their changelist; a stored JSON value is cut by the database;
+the approvals list shows a message's head."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from approvals.models import Approval
+from tests.conftest import stored_run
+from triggers.models import HookDelivery, ScheduleFiring
+from triggers.services import hooks, schedules
+from workflows.admin import LATEST_ROWS, PRETTY_CHARS
+from workflows.models import Event, NodeRun, PatchRefusal, Run, WorkflowVersion
+from workflows.services.definitions import workflow_save
+
+ONE = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
+
+
+@pytest.fixture
+def root(make_user: Any) -> Any:
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(root: Any) -> Client:
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+def marks(page: str, prefix: str) -> list[int]:
+    return [int(n) for n in re.findall(rf"{prefix}-(\d+)\b", page)]
+
+
+def test_a_run_page_shows_the_latest_rows_and_links_the_rest(admin_client: Client, user: Any) -> None:
+    run, other = stored_run(user), stored_run(user)
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"step-{i}", node_type="transform", status="completed",
+                                         error={"message": "x" * 2000}) for i in range(300)])
+    Event.objects.bulk_create([Event(run=run, seq=i, type="node_completed", node_id="", data={"mark": f"ev-{i}"})
+                               for i in range(1, 601)])
+    PatchRefusal.objects.bulk_create([PatchRefusal(run=run, rule="ops", message=f"refused-{i}") for i in range(80)])
+    Event.objects.create(run=other, seq=1, type="workflow_started", node_id="", data={"mark": "ev-9999"})
+
+    page = admin_client.get(f"/admin/workflows/run/{run.pk}/change/").content.decode()
+
+    node_runs, events, refusals = marks(page, "step"), marks(page, "ev"), marks(page, "refused")
+    assert len(node_runs) == len(events) == len(refusals) == LATEST_ROWS
+    assert events == list(range(600, 600 - LATEST_ROWS, -1))  # the latest, newest first
+    assert "x" * 288 not in page and "x" * 287 + "…</td>" in page  # a cell is cut at 300 characters
+    for model in ("noderun", "event", "patchrefusal"):
+        assert f'href="/admin/workflows/{model}/?run={run.pk}"' in page
+
+    everything = admin_client.get(f"/admin/workflows/event/?run={run.pk}")
+    assert everything.status_code == 200
+    assert everything.context["cl"].result_count == 600  # the link's list is the run's, paged
+
+
+def test_a_short_history_is_shown_whole_without_a_link(admin_client: Client, user: Any) -> None:
+    run = stored_run(user)
+    Event.objects.bulk_create([Event(run=run, seq=i, type="node_completed", node_id="", data={"mark": f"ev-{i}"})
+                               for i in range(1, 4)])
+
+    page = admin_client.get(f"/admin/workflows/run/{run.pk}/change/").content.decode()
+
+    assert marks(page, "ev") == [3, 2, 1]
+    assert "/admin/workflows/event/?run=" not in page
+
+
+def test_workflow_hook_and_schedule_pages_show_the_latest_rows(admin_client: Client, user: Any) -> None:
+    saved = workflow_save(owner=user, tag="many", definition=ONE)
+    WorkflowVersion.objects.bulk_create([
+        WorkflowVersion(workflow=saved.workflow, seq=i, artifact=saved.version.artifact, description=f"version-{i}")
+        for i in range(1, 80)])
+    hook, _ = hooks.hook_create(owner=user, workflow=saved.workflow)
+    HookDelivery.objects.bulk_create([HookDelivery(hook=hook, delivery_id=f"delivery-{i}", signature=str(i))
+                                      for i in range(80)])
+    schedule = schedules.schedule_create(owner=user, workflow=saved.workflow, cron="* * * * *")
+    now = timezone.now()
+    ScheduleFiring.objects.bulk_create([
+        ScheduleFiring(schedule=schedule, fire_time=now - timedelta(minutes=i), fired_at=now, outcome="failed",
+                       error={"message": f"firing-{i}"}) for i in range(80)])
+
+    versions = admin_client.get(f"/admin/workflows/workflow/{saved.workflow.pk}/change/").content.decode()
+    deliveries = admin_client.get(f"/admin/triggers/hook/{hook.pk}/change/").content.decode()
+    firings = admin_client.get(f"/admin/triggers/schedule/{schedule.pk}/change/").content.decode()
+
+    assert len(marks(versions, "version")) == len(marks(deliveries, "delivery")) == LATEST_ROWS
+    assert marks(firings, "firing") == list(range(LATEST_ROWS))  # the latest fire times first
+    assert f'href="/admin/workflows/workflowversion/?workflow={saved.workflow.pk}"' in versions
+    assert f'href="/admin/triggers/hookdelivery/?hook={hook.pk}"' in deliveries
+    assert f'href="/admin/triggers/schedulefiring/?schedule={schedule.pk}"' in firings
+    for link in (f"/admin/workflows/workflowversion/?workflow={saved.workflow.pk}",
+                 f"/admin/triggers/hookdelivery/?hook={hook.pk}",
+                 f"/admin/triggers/schedulefiring/?schedule={schedule.pk}"):
+        assert admin_client.get(link).context["cl"].result_count == 80
+
+
+def test_an_approval_context_is_cut_and_the_list_shows_a_message_head(admin_client: Client, user: Any) -> None:
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(status="completed")
+    approval = Approval.objects.create(run=run, node_id="review", message="m" * 5000,
+                                       context={"upstream": {"fetch": "c" * 300_000}})
+
+    page = admin_client.get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+    listed = admin_client.get("/admin/approvals/approval/").content.decode()
+
+    assert "c" * PRETTY_CHARS not in page and "c" * (PRETTY_CHARS - 100) in page
+    assert f"Cut at {PRETTY_CHARS} characters" in page and f"/api/v1/approvals/{approval.pk}" in page
+    assert len(page) < 2 * PRETTY_CHARS + 50_000  # the context and the page's own markup, not 300 kB
+    assert "m" * 5000 in page  # the page shows the message whole
+    assert "m" * 119 + "…" in listed and "m" * 120 not in listed
+
+
+def test_an_artifact_page_cuts_its_content(admin_client: Client, user: Any) -> None:
+    from workflows.services.artifacts import artifact_store
+
+    artifact = artifact_store(kind="node_io", content={"big": "b" * 300_000})
+
+    page = admin_client.get(f"/admin/workflows/artifact/{artifact.pk}/change/").content.decode()
+
+    assert "b" * PRETTY_CHARS not in page and f"Cut at {PRETTY_CHARS} characters" in page
