@@ -13,6 +13,7 @@ from django.utils import timezone
 from approvals.exceptions import (
     AlreadyDecided,
     ApprovalSettled,
+    CommentInvalid,
     FormDataInvalid,
     FourEyesViolation,
     NotAnApprover,
@@ -28,6 +29,10 @@ from workflows.models import Artifact, Event, NodeRun, Run
 from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
+
+# A decision's comment is kept on the decision, in its event and in the node's output: bounded here,
+# for every surface (the API's serializer states the same number for its schema).
+COMMENT_MAX_CHARS = 10_000
 
 
 def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, node_id: str, config: dict[str, Any],
@@ -63,6 +68,7 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
                     data: Any = None) -> Approval:
     """Count one person's decision; settle the approval and resume the run when it is decided.
     Concurrent decisions serialize on the approval row, so it settles and routes once."""
+    _check_comment(comment)
     with transaction.atomic():
         run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
         approval = Approval.objects.select_for_update().select_related("run__owner").get(pk=approval.pk)
@@ -102,6 +108,17 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
         if settled:
             _settle(approval, settled, approved=settled == Approval.Status.APPROVED)
     return approval
+
+
+def _check_comment(comment: Any) -> None:
+    if not isinstance(comment, str):
+        raise CommentInvalid("comment must be a string", extra={"field": "comment", "rule": "type"})
+    if len(comment) > COMMENT_MAX_CHARS:
+        raise CommentInvalid(f"comment is {len(comment)} characters; at most {COMMENT_MAX_CHARS} are kept",
+                             extra={"field": "comment", "rule": "max_length", "limit": COMMENT_MAX_CHARS})
+    if "\x00" in comment:  # PostgreSQL text cannot hold it: refused here, not failed at the insert
+        raise CommentInvalid("comment must not contain NUL (\\x00) characters",
+                             extra={"field": "comment", "rule": "no_nul"})
 
 
 def _action_digest(approval: Approval) -> str:
