@@ -23,3 +23,7 @@ class ApprovalNotFound(NotFound):
 
 class FormDataInvalid(ValidationFailed):
     code = "invalid_form_data"
+
+
+class CommentInvalid(ValidationFailed):
+    code = "invalid_comment"

@@ -133,6 +133,9 @@ class Delivery(models.Model):
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When its ``approvals.notify`` was last published: a pending delivery never attempted long
+    # after it was is one whose publish was lost, and is published again (``deliveries_republish``).
+    published_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -5,7 +5,9 @@ group, sent through the SSRF-safe client), each with a signed link to the approv
 ``approval_notify`` records one ``Delivery`` per person (or group) and channel in the caller's
 transaction and publishes one ``approvals.notify`` task per delivery after commit; the task sends,
 retries transient failures with backoff, and records the outcome on the delivery. Reminders are
-sent once, ``remind_before_ms`` before an approval's deadline, by the ``approvals.remind`` beat task.
+sent once, ``remind_before_ms`` before an approval's deadline, by the ``approvals.remind`` beat task,
+which also publishes again a delivery whose publish was lost (the process died between the commit
+and the publish): one never attempted ``AOB_NOTIFY_REPUBLISH_AFTER_S`` after its last publish.
 
 A link is ``/approvals/{id}/open/{token}``: the token is signed (``django.core.signing``, salted,
 with a maximum age) and names the delivery, so it opens the approval only for that delivery's
@@ -15,12 +17,14 @@ person (or a member of its group), once each; anyone else is refused.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core import signing
 from django.db import transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -54,6 +58,9 @@ def approval_notify(*, approval: Approval, reason: str = Delivery.Reason.REQUIRE
             deliveries += _for_user(approval, member, member.username, reason, seen_users, webhooks=False)
     if not deliveries:
         return []
+    now = timezone.now()
+    for delivery in deliveries:
+        delivery.published_at = now  # published after commit; if that is lost, deliveries_republish
     Delivery.objects.bulk_create(deliveries)
     ids = [d.pk for d in deliveries]
     transaction.on_commit(lambda: _publish(ids))
@@ -118,7 +125,11 @@ def delivery_send(*, delivery_id: int, final_attempt: bool) -> str:
         Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.FAILED,
                                                        error=f"not sent: the approval is {approval.status}")
         return Delivery.Status.FAILED
-    Delivery.objects.filter(pk=delivery.pk).update(attempts=delivery.attempts + 1)
+    # one sender per attempt: a second message for the same delivery (published again, or sent
+    # twice) that read the same attempt finds it taken and sends nothing
+    if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING,
+                                   attempts=delivery.attempts).update(attempts=delivery.attempts + 1):
+        return Delivery.objects.filter(pk=delivery.pk).values_list("status", flat=True).first() or "gone"
     link = link_for(delivery)
     try:
         if delivery.channel == Delivery.Channel.EMAIL:
@@ -212,6 +223,25 @@ def approvals_remind_due() -> int:
                 approval_notify(approval=Approval.objects.get(pk=pk), reason=Delivery.Reason.REMINDER)
                 count += 1
     return count
+
+
+def deliveries_republish(*, older_than_s: float, limit: int = 500) -> int:
+    """Publish again the deliveries whose publish was lost: pending, never attempted, and last
+    published more than ``older_than_s`` ago. Each is claimed by moving its ``published_at`` (so a
+    delivery goes out at most once per period, however often the sweep runs, and never as a
+    storm onto the shared maintenance queue), then published after commit."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=older_than_s)
+    lost = (Delivery.objects.filter(status=Delivery.Status.PENDING, attempts=0)
+            .filter(Q(published_at__lt=stale) | Q(published_at__isnull=True, created_at__lt=stale)))
+    with transaction.atomic():
+        ids = list(lost.order_by("id").select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+        if not ids:
+            return 0
+        Delivery.objects.filter(pk__in=ids).update(published_at=now)
+        transaction.on_commit(lambda: _publish(ids))
+    logger.info("approval.notify_republished", extra={"deliveries": len(ids)})
+    return len(ids)
 
 
 def deliveries_summary(approval: Approval) -> list[dict[str, Any]]:

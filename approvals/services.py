@@ -13,6 +13,7 @@ from django.utils import timezone
 from approvals.exceptions import (
     AlreadyDecided,
     ApprovalSettled,
+    CommentInvalid,
     FormDataInvalid,
     FourEyesViolation,
     NotAnApprover,
@@ -28,6 +29,10 @@ from workflows.models import Artifact, Event, NodeRun, Run
 from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
+
+# A decision's comment is kept on the decision, in its event and in the node's output: bounded here,
+# for every surface (the API's serializer states the same number for its schema).
+COMMENT_MAX_CHARS = 10_000
 
 
 def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, node_id: str, config: dict[str, Any],
@@ -63,6 +68,7 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
                     data: Any = None) -> Approval:
     """Count one person's decision; settle the approval and resume the run when it is decided.
     Concurrent decisions serialize on the approval row, so it settles and routes once."""
+    _check_comment(comment)
     with transaction.atomic():
         run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
         approval = Approval.objects.select_for_update().select_related("run__owner").get(pk=approval.pk)
@@ -72,36 +78,63 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
         if run_status in Run.FINISHED:
             raise ApprovalSettled(f"run {approval.run_id} is already {run_status}", code="run_finished",
                                   extra={"status": run_status})
-        if not is_approver(approval, user):
-            raise NotAnApprover(f"{user.username} is not an approver of approval {approval.pk}",
-                                extra={"approvers": approval.approvers})
-        if approve and not approval.allow_self_approval and approval.run.owner_id == user.pk:
-            raise FourEyesViolation("four-eyes: the run's owner cannot approve their own run",
-                                    extra={"rule": "allow_self_approval"})
-        if approve and approval.form:  # omitted data is checked too: a required field cannot be skipped
-            failure = form_data_failure(approval.form, {} if data is None else data)
-            if failure is not None:
-                path = "/data" + failure.path
-                raise FormDataInvalid(f"data does not match the form: {path}: {failure.message}",
-                                      extra={"field": "data", "path": path, "rule": failure.rule})
-        if Decision.objects.filter(approval=approval, username=user.username, voided=False).exists():
-            raise AlreadyDecided(f"{user.username} has already decided approval {approval.pk}")
-        digest = _action_digest(approval)
-        decision = Decision.objects.create(approval=approval, user=user, username=user.username, approve=approve,
-                                           comment=comment, data=data, action_digest=digest)
-        approvals = approval.decisions.filter(approve=True, voided=False).count()
-        settled = None
-        if not approve:
-            settled = Approval.Status.REJECTED
-        elif approvals >= approval.required_approvals:
-            settled = Approval.Status.APPROVED
-        events.append(approval.run_id, approval.run.owner_id, [(Event.Type.APPROVAL_DECIDED, approval.node_id, {
-            "approval_id": approval.pk, "user": user.username, "approve": approve, "comment": comment,
-            "approvals": approvals, "required_approvals": approval.required_approvals,
-            "settled": settled, "at": decision.at.isoformat()})])
-        if settled:
-            _settle(approval, settled, approved=settled == Approval.Status.APPROVED)
+        # Past its deadline, the approval's on_timeout applies now, as the sweep would apply it
+        # (escalate widens the approvers and sets a new deadline: the decision is judged after it).
+        deadline = approval.deadline.isoformat() if approval.deadline else None
+        _expire_if_due(approval, timezone.now())
+        expired = approval.status != Approval.Status.PENDING
+        if not expired:
+            _count(approval, user=user, approve=approve, comment=comment, data=data)
+    if expired:  # refused after the commit: the expiry stands
+        raise ApprovalSettled(f"approval {approval.pk} passed its deadline ({deadline}): its on_timeout applied, "
+                              f"it is {approval.status}",
+                              code="deadline_passed", extra={"status": approval.status, "rule": "deadline",
+                                                             "deadline": deadline})
     return approval
+
+
+def _count(approval: Approval, *, user: User, approve: bool, comment: str, data: Any) -> None:
+    """One decision on a pending approval within its deadline; the caller holds the run and approval locks."""
+    if not is_approver(approval, user):
+        raise NotAnApprover(f"{user.username} is not an approver of approval {approval.pk}",
+                            extra={"approvers": approval.approvers})
+    if approve and not approval.allow_self_approval and approval.run.owner_id == user.pk:
+        raise FourEyesViolation("four-eyes: the run's owner cannot approve their own run",
+                                extra={"rule": "allow_self_approval"})
+    if approve and approval.form:  # omitted data is checked too: a required field cannot be skipped
+        failure = form_data_failure(approval.form, {} if data is None else data)
+        if failure is not None:
+            path = "/data" + failure.path
+            raise FormDataInvalid(f"data does not match the form: {path}: {failure.message}",
+                                  extra={"field": "data", "path": path, "rule": failure.rule})
+    if Decision.objects.filter(approval=approval, username=user.username, voided=False).exists():
+        raise AlreadyDecided(f"{user.username} has already decided approval {approval.pk}")
+    digest = _action_digest(approval)
+    decision = Decision.objects.create(approval=approval, user=user, username=user.username, approve=approve,
+                                       comment=comment, data=data, action_digest=digest)
+    approvals = approval.decisions.filter(approve=True, voided=False).count()
+    settled = None
+    if not approve:
+        settled = Approval.Status.REJECTED
+    elif approvals >= approval.required_approvals:
+        settled = Approval.Status.APPROVED
+    events.append(approval.run_id, approval.run.owner_id, [(Event.Type.APPROVAL_DECIDED, approval.node_id, {
+        "approval_id": approval.pk, "user": user.username, "approve": approve, "comment": comment,
+        "approvals": approvals, "required_approvals": approval.required_approvals,
+        "settled": settled, "at": decision.at.isoformat()})])
+    if settled:
+        _settle(approval, settled, approved=settled == Approval.Status.APPROVED)
+
+
+def _check_comment(comment: Any) -> None:
+    if not isinstance(comment, str):
+        raise CommentInvalid("comment must be a string", extra={"field": "comment", "rule": "type"})
+    if len(comment) > COMMENT_MAX_CHARS:
+        raise CommentInvalid(f"comment is {len(comment)} characters; at most {COMMENT_MAX_CHARS} are kept",
+                             extra={"field": "comment", "rule": "max_length", "limit": COMMENT_MAX_CHARS})
+    if "\x00" in comment:  # PostgreSQL text cannot hold it: refused here, not failed at the insert
+        raise CommentInvalid("comment must not contain NUL (\\x00) characters",
+                             extra={"field": "comment", "rule": "no_nul"})
 
 
 def _action_digest(approval: Approval) -> str:
@@ -219,12 +252,20 @@ def approvals_expire_due() -> int:
                 continue
             locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
             approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run")
-                        .filter(pk=pk, status=Approval.Status.PENDING, deadline__lte=now).first())
-            if approval is None:
-                continue
-            _expire(approval, now)
-            count += 1
+                        .filter(pk=pk, status=Approval.Status.PENDING).first())
+            if approval is not None and _expire_if_due(approval, now):
+                count += 1
     return count
+
+
+def _expire_if_due(approval: Approval, now: Any) -> bool:
+    """Apply ``on_timeout`` to a pending approval whose deadline has come (the caller locked the run
+    and the approval): the one deadline rule of the sweep and of a decision that comes too late.
+    An escalation leaves it pending, with new approvers and a new deadline. True when it applied."""
+    if approval.deadline is None or approval.deadline > now:
+        return False
+    _expire(approval, now)
+    return True
 
 
 def _expire(approval: Approval, now: Any) -> None:

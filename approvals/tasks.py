@@ -27,6 +27,10 @@ def notify(self, delivery_id: int) -> str:
 
 @shared_task(name="approvals.remind", acks_late=True, ignore_result=True, expires=30)
 def remind() -> int:
-    from approvals.notifications import approvals_remind_due
+    """Reminders that are due, and notifications whose publish was lost."""
+    from django.conf import settings
 
+    from approvals.notifications import approvals_remind_due, deliveries_republish
+
+    deliveries_republish(older_than_s=settings.AOB_NOTIFY_REPUBLISH_AFTER_S)
     return approvals_remind_due()

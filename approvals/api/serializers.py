@@ -3,12 +3,13 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from approvals.models import Approval, Decision, Delivery
+from approvals.services import COMMENT_MAX_CHARS
 from workflows.api.serializers import JSONBooleanField, StrictSerializer
 
 
 class DecideIn(StrictSerializer):
     approve = JSONBooleanField()
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=COMMENT_MAX_CHARS, default="")
     # the API's field name; it shadows Serializer.data, which an input serializer never reads
     data = serializers.JSONField(required=False, allow_null=True, default=None)  # type: ignore[assignment]
 
@@ -17,7 +18,7 @@ class CompatDecideIn(StrictSerializer):
     run_id = serializers.UUIDField()
     node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200)
     approved = JSONBooleanField()
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=COMMENT_MAX_CHARS, default="")
     data = serializers.JSONField(required=False, allow_null=True, default=None)  # type: ignore[assignment]
 
 

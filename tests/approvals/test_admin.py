@@ -70,3 +70,28 @@ def test_admin_lists_pending_first(engine, user, boss):
     assert listed(client) == [older.pk, newer.pk]
     detail = client.get(f"{CHANGELIST}{older.pk}/change/").content.decode()
     assert "Refund 42 to ACME?" in detail and "&quot;customer&quot;: &quot;ACME&quot;" in detail
+
+
+def test_a_comment_past_the_limit_is_refused_whoever_decides(db, user, boss):
+    """The limit lived in the API's serializer only: the admin once stored a 500,000-character
+    comment (and put it in the event and the node's output). The service is the authority now, for
+    a NUL too (which PostgreSQL's text refuses at the insert)."""
+    import pytest
+
+    from approvals.exceptions import CommentInvalid
+    from approvals.services import COMMENT_MAX_CHARS, approval_decide
+    from tests.conftest import stored_run
+
+    run = stored_run(user)
+    approval = Approval.objects.create(run=run, node_id="a", approvers=["boss"], required_approvals=2)
+    client = admin_client(boss)
+
+    (too_long,) = act(client, "approve", approval, "C" * (COMMENT_MAX_CHARS + 1))
+    assert too_long == (f"approval {approval.pk}: comment is {COMMENT_MAX_CHARS + 1} characters; "
+                        f"at most {COMMENT_MAX_CHARS} are kept")
+    with pytest.raises(CommentInvalid) as nul:
+        approval_decide(approval=approval, user=boss, approve=True, comment="a\x00b")
+    assert (nul.value.code, nul.value.extra) == ("invalid_comment", {"field": "comment", "rule": "no_nul"})
+    assert not Decision.objects.exists()
+    assert act(client, "approve", approval, "C" * COMMENT_MAX_CHARS) == [f"approval {approval.pk}: approved"]
+    assert len(Decision.objects.get(approval=approval).comment) == COMMENT_MAX_CHARS

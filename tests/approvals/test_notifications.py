@@ -118,3 +118,28 @@ def test_a_group_approver_is_told_through_its_webhook_and_its_members(user: User
     assert sorted((d.recipient, d.channel) for d in deliveries) == [("erin", "email"), ("finance", "webhook")]
     assert Delivery.objects.filter(approval=approval).count() == 2
     assert mail.outbox == []  # queued for the workers, not sent from the web process
+
+
+def test_a_notification_whose_publish_was_lost_is_published_again_once(engine: Any, user: User, bob: User,
+                                                                        smtp: Any) -> None:
+    """``approval_notify`` publishes after commit: a process that dies in between left the delivery
+    pending for ever, its approver never told. Beat's ``approvals.remind`` publishes it again once
+    it is ``AOB_NOTIFY_REPUBLISH_AFTER_S`` old and was never attempted; the real worker sends it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.conftest import stored_run
+
+    bob.email = "bob-lost@example.com"
+    bob.save()
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
+    # what the committed transaction left when its publish never happened (an hour ago)
+    lost = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="email",
+                                   published_at=timezone.now() - timedelta(hours=1))
+
+    wait_until(lambda: Delivery.objects.filter(pk=lost.pk, status="sent").exists(), timeout=30,
+               what="the lost delivery published again and sent")
+    assert len(smtp.sent_to("bob-lost@example.com")) == 1
+    lost.refresh_from_db()
+    assert lost.attempts == 1 and lost.published_at > timezone.now() - timedelta(minutes=1)

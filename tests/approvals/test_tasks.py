@@ -70,3 +70,50 @@ def test_timeout_escalates_then_the_escalation_target_decides(engine, user, bob,
     assert len(events(unanswered, "approval_required")) == 2
     assert (output(unanswered)["decision"], output(unanswered)["approved"]) == ("expired", False)
     assert statuses(unanswered)["notify_rejected"] == "completed"
+
+
+def _past_deadline(owner, **fields):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.conftest import stored_run
+
+    return Approval.objects.create(run=stored_run(owner), node_id="a", approvers=["bob"],
+                                   deadline=timezone.now() - timedelta(seconds=1), **fields)
+
+
+def test_a_decision_after_the_deadline_is_refused_and_the_deadline_s_policy_applies(db, user, bob):
+    """Before, a decision was counted until the sweep came round: a late approve won over
+    ``on_timeout: reject``. Now the decision applies the sweep's own expiry first, then is refused."""
+    from workflows.models import Event
+
+    approval = _past_deadline(user, on_timeout="reject")
+
+    response = decide(bob, approval, True, "just in time?")
+
+    assert response.status_code == 409, response.json()
+    assert response.json()["error"] == "deadline_passed"
+    assert response.json()["details"]["rule"] == "deadline"
+    approval.refresh_from_db()
+    assert (approval.status, approval.decisions.count()) == ("expired", 0)
+    (decided,) = Event.objects.filter(run_id=approval.run_id, type="approval_decided").values_list("data", flat=True)
+    assert (decided["timeout"], decided["on_timeout"], decided["settled"]) == (True, "reject", "expired")
+
+
+def test_a_late_decision_on_an_escalating_approval_is_judged_after_the_escalation(db, user, bob, boss):
+    """``escalate`` keeps the approval open, widened to the escalation target, with a new deadline:
+    the escalation applies, and a decision within the new deadline counts, as it would once the
+    sweep had escalated."""
+    from workflows.models import Event
+
+    approval = _past_deadline(user, on_timeout="escalate", escalate_to=["boss"], escalation_timeout_ms=60_000)
+
+    response = decide(bob, approval, False, "no, late but within the escalation")
+
+    assert response.status_code == 200, response.json()
+    approval.refresh_from_db()
+    assert (approval.status, approval.escalated, approval.approvers) == ("rejected", True, ["bob", "boss"])
+    trail = [(e.type, e.data.get("escalated"), e.data.get("settled"))
+             for e in Event.objects.filter(run_id=approval.run_id).order_by("seq")]
+    assert trail == [("approval_required", True, None), ("approval_decided", None, "rejected")]

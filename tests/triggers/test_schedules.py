@@ -130,3 +130,53 @@ def test_a_missed_firing_is_skipped_or_run_once_as_its_schedule_says(user, setti
     assert skipped.fire_time == datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
     assert ran.outcome == "started" and ran.run_id is not None
     assert Run.objects.filter(tag="nightly").count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("removal", ["workflow through the API", "owner", "bulk delete", "schedule through the API"])
+def test_beat_s_entry_goes_with_its_schedule_however_the_schedule_is_removed(api, user, removal):
+    """A schedule deleted by its workflow's cascade once left its PeriodicTask behind: beat sent
+    ``triggers.fire_schedule`` to the shared maintenance queue every tick, for ever, and the owner's
+    cap (which counts schedules) let them do it again without end."""
+    from django.contrib.auth.models import User
+    from django_celery_beat.models import PeriodicTask
+
+    workflow_save(owner=user, tag="greet", definition=GREETING)
+    made = api.post("/api/v1/schedules", {"tag": "greet", "cron": "* * * * *"}, format="json")
+    assert made.status_code == 201, made.json()
+    schedule = Schedule.objects.get(pk=made.json()["id"])
+    assert PeriodicTask.objects.filter(pk=schedule.periodic_task_id, name=f"aob-schedule-{schedule.pk}").exists()
+
+    if removal == "workflow through the API":
+        assert api.delete("/api/v1/workflows/greet").status_code == 204
+    elif removal == "owner":
+        User.objects.filter(pk=user.pk).delete()
+    elif removal == "bulk delete":  # as the admin's "delete selected" does
+        Schedule.objects.filter(pk=schedule.pk).delete()
+    else:
+        assert api.delete(f"/api/v1/schedules/{schedule.pk}").status_code == 204
+
+    assert not Schedule.objects.filter(pk=schedule.pk).exists()
+    assert not PeriodicTask.objects.filter(task="triggers.fire_schedule").exists()
+
+
+def test_a_firing_of_a_schedule_that_is_gone_removes_its_beat_entry(engine, user):
+    """The backstop for entries left behind before the rule, or by a row removed outside the ORM:
+    the first firing beat sends for it removes it, and starts nothing."""
+    from django.db import connection
+    from django_celery_beat.models import PeriodicTask
+
+    from aob_project.celery import app
+    from triggers.services.schedules import schedule_create
+
+    workflow = workflow_save(owner=user, tag="yearly", definition=GREETING).workflow
+    schedule = schedule_create(owner=user, workflow=workflow, cron="0 0 1 1 *")
+    with connection.cursor() as cursor:  # past the ORM: no signal follows it
+        cursor.execute("DELETE FROM triggers_schedule WHERE id = %s", [schedule.pk])
+    assert PeriodicTask.objects.filter(name=f"aob-schedule-{schedule.pk}").exists()
+
+    app.send_task("triggers.fire_schedule", args=[schedule.pk])  # what beat sends for the entry
+
+    wait_until(lambda: not PeriodicTask.objects.filter(name=f"aob-schedule-{schedule.pk}").exists(), timeout=30,
+               what="the firing removing the orphaned beat entry")
+    assert not Run.objects.filter(tag="yearly").exists()

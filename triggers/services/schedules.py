@@ -21,7 +21,7 @@ from croniter import croniter
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
@@ -116,11 +116,30 @@ def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
 
 
 def schedule_delete(*, schedule: Schedule) -> None:
+    """Its beat entry goes with it, as with any removal of a schedule row (``periodic_task_remove``)."""
     with transaction.atomic():
-        task_id = schedule.periodic_task_id
         schedule.delete()
-        if task_id:
-            PeriodicTask.objects.filter(pk=task_id).delete()
+
+
+def periodic_task_remove(*, schedule_id: int, task_id: int | None = None) -> int:
+    """Remove beat's entry for a schedule that no longer exists, by its id or its name.
+
+    Run for every deleted ``Schedule`` row (``triggers.signals``: a workflow's or an owner's
+    deletion cascades to its schedules from apps that never import triggers, and the admin deletes
+    in bulk), and by a firing that finds its schedule gone (a row removed some other way, or before
+    this rule existed): beat would otherwise send it to the maintenance queue every tick, for ever.
+    Deleted through the ORM so that django-celery-beat's signal tells beat its schedule changed."""
+    entry = Q(name=task_name(schedule_id))
+    if task_id is not None:
+        entry |= Q(pk=task_id)
+    removed, _ = PeriodicTask.objects.filter(entry, task=FIRE_TASK).delete()
+    if removed:
+        logger.info("schedule.periodic_task_removed", extra={"schedule_id": schedule_id})
+    return removed
+
+
+def task_name(schedule_id: int) -> str:
+    return f"aob-schedule-{schedule_id}"
 
 
 def _check_version(workflow: Workflow, version: int | None) -> None:
@@ -141,7 +160,7 @@ def _sync_periodic_task(schedule: Schedule) -> None:
         task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
         task.save()  # the save signal tells beat its schedule changed (update() sends none)
     else:
-        task = PeriodicTask.objects.create(name=f"aob-schedule-{schedule.pk}", **fields)
+        task = PeriodicTask.objects.create(name=task_name(schedule.pk), **fields)
         Schedule.objects.filter(pk=schedule.pk).update(periodic_task=task)
         schedule.periodic_task = task
 
@@ -156,7 +175,10 @@ def due_time(schedule: Schedule, fired_at: datetime) -> datetime:
 def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None) -> ScheduleFiring | None:
     """Start the run of one firing, once: a firing already recorded is counted and left alone."""
     schedule = Schedule.objects.select_related("workflow__current_version", "owner").filter(pk=schedule_id).first()
-    if schedule is None or not schedule.enabled:
+    if schedule is None:
+        periodic_task_remove(schedule_id=schedule_id)
+        return None
+    if not schedule.enabled:
         return None
     fired_at = fired_at or timezone.now()
     slot = due_time(schedule, fired_at)
