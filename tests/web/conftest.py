@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from tests.support.stack import Proc
 
@@ -29,3 +30,16 @@ def web(engine: Any, stack_env: dict[str, str]) -> Iterator[str]:
                             "--port", str(port)], env, ready_line="Application startup complete")
     yield f"http://127.0.0.1:{port}"
     proc.stop()
+
+
+@pytest.fixture
+def root(make_user: Any) -> Any:
+    """A superuser, for the admin's pages."""
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(root: Any) -> Client:
+    client = Client()
+    client.force_login(root)
+    return client

@@ -9,7 +9,6 @@ import re
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from django.test import Client
 from django.utils import timezone
 
@@ -24,16 +23,6 @@ from workflows.services.definitions import workflow_save
 ONE = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
 
 
-@pytest.fixture
-def root(make_user: Any) -> Any:
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(root: Any) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
 
 
 def marks(page: str, prefix: str) -> list[int]:

@@ -18,16 +18,6 @@ from workflows.models import Artifact, Event, NodeRun, Run
 READ_ONLY = ["run", "noderun", "event", "artifact", "runpatch", "patchrefusal"]
 
 
-@pytest.fixture
-def root(make_user: Any) -> Any:
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(root: Any) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
 
 
 @pytest.fixture

@@ -125,12 +125,9 @@ def test_a_sub_workflow_paused_on_its_parents_budget_is_resumed_from_its_own_pag
     assert problems == []
 
 
-@pytest.mark.browser
-def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: str) -> None:
-    """A gate two people must approve: while one types a comment, the other approves through the
-    API; the page shows the new count live and what is typed stays, focus included."""
-    import httpx
-    from playwright.sync_api import expect
+def gate_for_two() -> tuple[str, int, str]:
+    """A run waiting at a gate the page's user and bob must both approve: its id, the approval's and
+    bob's API token."""
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
@@ -140,14 +137,31 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
 
     user = User.objects.create_user("browser", password=PASSWORD)
     bob = User.objects.create_user("bob", password="bob-pass-1")
-    bobs = Token.objects.create(user=bob).key
     api = APIClient()
     api.force_authenticate(user)
     definition = refund_flow({"approvers": ["browser", "bob"], "required_approvals": 2})
     run_id = api.post("/api/v1/runs", {"workflow": definition, "inputs": {"amount": 7, "customer": "Ada"}},
                       format="json").json()["run_id"]
     wait_for_run(run_id, statuses={"waiting_for_approval"})
-    approval_id = Approval.objects.get(run_id=run_id).pk
+    return run_id, Approval.objects.get(run_id=run_id).pk, Token.objects.create(user=bob).key
+
+
+def bob_approves(web: str, approval_id: int, token: str) -> None:
+    """bob's vote through the API, as a colleague's from elsewhere."""
+    import httpx
+
+    voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
+                       headers={"Authorization": f"Token {token}"})
+    assert voted.status_code == 200, voted.text
+
+
+@pytest.mark.browser
+def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: str) -> None:
+    """A gate two people must approve: while one types a comment, the other approves through the
+    API; the page shows the new count live and what is typed stays, focus included."""
+    from playwright.sync_api import expect
+
+    run_id, approval_id, bobs = gate_for_two()
 
     with chromium_page("web-votes-failure.png") as (page, problems):
         log_in(page, web, "browser", f"/runs/{run_id}/")
@@ -157,9 +171,7 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
         comment.click()
         page.keyboard.type("fine by")
 
-        voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
-                           headers={"Authorization": f"Token {bobs}"})
-        assert voted.status_code == 200, voted.text
+        bob_approves(web, approval_id, bobs)
 
         expect(votes).to_have_text("1 of 2 approvals so far")
         expect(comment).to_be_focused()
@@ -167,6 +179,8 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
         expect(comment).to_have_value("fine by me")
         page.get_by_role("button", name="Approve").click()
         expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+
+    from approvals.models import Approval
 
     decisions = {d.user.username: d.comment for d in Approval.objects.get(pk=approval_id).decisions.all()}
     assert decisions == {"bob": "", "browser": "fine by me"}
@@ -177,25 +191,9 @@ def test_a_colleagues_vote_updates_the_count_and_keeps_what_is_being_typed(web: 
 def test_a_focused_chip_of_a_node_running_now_keeps_focus_when_an_event_redraws_the_page(web: str) -> None:
     """Someone tabbed to the chip of the waiting node; a colleague's vote redraws the page; the
     chip still has focus, so the Enter pressed next selects its node."""
-    import httpx
     from playwright.sync_api import expect
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
 
-    from approvals.models import Approval
-    from tests.approvals.runs import refund_flow
-    from tests.conftest import wait_for_run
-
-    user = User.objects.create_user("browser", password=PASSWORD)
-    bob = User.objects.create_user("bob", password="bob-pass-1")
-    bobs = Token.objects.create(user=bob).key
-    api = APIClient()
-    api.force_authenticate(user)
-    definition = refund_flow({"approvers": ["browser", "bob"], "required_approvals": 2})
-    run_id = api.post("/api/v1/runs", {"workflow": definition, "inputs": {"amount": 7, "customer": "Ada"}},
-                      format="json").json()["run_id"]
-    wait_for_run(run_id, statuses={"waiting_for_approval"})
-    approval_id = Approval.objects.get(run_id=run_id).pk
+    run_id, approval_id, bobs = gate_for_two()
 
     with chromium_page("web-now-chip-failure.png") as (page, problems):
         log_in(page, web, "browser", f"/runs/{run_id}/")
@@ -205,9 +203,7 @@ def test_a_focused_chip_of_a_node_running_now_keeps_focus_when_an_event_redraws_
         chip.focus()
         expect(chip).to_be_focused()
 
-        voted = httpx.post(f"{web}/api/v1/approvals/{approval_id}/decide", json={"approve": True},
-                           headers={"Authorization": f"Token {bobs}"})
-        assert voted.status_code == 200, voted.text
+        bob_approves(web, approval_id, bobs)
 
         expect(votes).to_have_text("1 of 2 approvals so far")  # the page has redrawn since
         expect(chip).to_be_focused()
