@@ -442,6 +442,9 @@ AOB_NOTIFY_RETRY_BACKOFF_S = env_float("AOB_NOTIFY_RETRY_BACKOFF_S", 10.0)
 # A notification never attempted this long after its publish is published again (the publish was
 # lost); at least 10 s, so a delivery waiting its turn in the queue is not published again each sweep.
 AOB_NOTIFY_REPUBLISH_AFTER_S = env_int("AOB_NOTIFY_REPUBLISH_AFTER_S", 300, within=(10, 7 * 86400))
+# What a node gate stores and shows of its inputs and upstream outputs (approvals/services.py
+# gate_context); the inbox lists up to 200 gates, each with its context.
+AOB_APPROVAL_CONTEXT_MAX_BYTES = env_int("AOB_APPROVAL_CONTEXT_MAX_BYTES", 64 * 1024, within=(1024, 16 * 1024 * 1024))
 AOB_APPROVAL_LINK_MAX_AGE_S = env_int("AOB_APPROVAL_LINK_MAX_AGE_S", 7 * 86400)
 # RabbitMQ (AOB_BROKER_URL=amqp://...): quorum queues and publisher confirms (docs/OPERATIONS.md).
 AOB_BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))

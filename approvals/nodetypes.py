@@ -14,6 +14,7 @@ from approvals.services import (
     approval_hold_patch,
     approvals_cancel_for_run,
     approvals_void_for_changed_action,
+    gate_context,
 )
 from workflows.definition.forms import form_problems
 from workflows.engine.execution import WAITING, park
@@ -70,7 +71,9 @@ def run_hitl(ctx: NodeContext) -> Any:
         raise NodeFailed(f"the approval form is refused: {first.path or '/'}: {first.message}",
                          code="InvalidForm", extra={"rule": first.rule, "path": f"/config/form{first.path}"})
     owner = User.objects.only("username").get(pk=ctx.owner_id).username
-    context = {"inputs": ctx.inputs, "upstream": ctx.outputs}
+    # measured before the park's transaction: a context may be megabytes before it is bounded
+    context = gate_context(run_id=ctx.run_id, node_id=ctx.node_id, iteration=ctx.iteration, inputs=ctx.inputs,
+                           upstream=ctx.outputs)
 
     def create() -> list:
         _, items = approval_create_for_node(run_id=ctx.run_id, owner_id=ctx.owner_id, node_run_id=ctx.node_run_id,

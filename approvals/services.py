@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +27,8 @@ from workflows.definition.gates import action_digest
 from workflows.engine import events, locks, transitions
 from workflows.engine.execution import resume
 from workflows.models import Artifact, Event, NodeRun, Run
+from workflows.models.artifact import canonical_json, size_of
+from workflows.selectors import Page, left_out
 from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
@@ -35,9 +38,30 @@ logger = logging.getLogger(__name__)
 COMMENT_MAX_CHARS = 10_000
 
 
+def gate_context(*, run_id: str, node_id: str, iteration: int, inputs: Any,
+                 upstream: dict[str, Any]) -> dict[str, Any]:
+    """What a node gate shows its approvers: the node's inputs and its upstream nodes' outputs,
+    within ``AOB_APPROVAL_CONTEXT_MAX_BYTES`` (the inbox lists many gates, each with its context).
+    The smallest values go in first; one that does not fit is a marker linking to it whole, as in
+    the run's details, and ``truncated`` says so."""
+    sizes = {name: size_of(canonical_json(value)) for name, value in upstream.items()}
+    page = Page(settings.AOB_APPROVAL_CONTEXT_MAX_BYTES)
+    shown = inputs if page.fits(size_of(canonical_json(inputs))) else left_out(
+        size_of(canonical_json(inputs)), run_id=run_id, node_id=node_id, iteration=iteration)
+    kept = {name for name in sorted(sizes, key=lambda n: (sizes[n], n)) if page.fits(sizes[name])}
+    latest = {node: (iteration, artifact) for node, iteration, artifact in NodeRun.objects.filter(
+        run_id=run_id, node_id__in=set(sizes) - kept).order_by("node_id", "-iteration").distinct("node_id")
+        .values_list("node_id", "iteration", "output_artifact_id")} if len(kept) < len(sizes) else {}
+    return {"inputs": shown, "upstream": {
+        name: value if name in kept else left_out(sizes[name], run_id=run_id, node_id=name,
+                                                  iteration=latest[name][0], artifact_id=latest[name][1])
+        for name, value in upstream.items()}, "truncated": shown is not inputs or len(kept) < len(sizes)}
+
+
 def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, node_id: str, config: dict[str, Any],
                              context: dict[str, Any], owner_username: str) -> tuple[Approval, list]:
-    """The rows a waiting ``hitl`` node is; called inside the executor's park transaction."""
+    """The rows a waiting ``hitl`` node is; called inside the executor's park transaction, with
+    the ``context`` ``gate_context`` bounded before it."""
     now = timezone.now()
     timeout_ms = config.get("timeout_ms")
     approvers = list(config.get("approvers") or [owner_username])

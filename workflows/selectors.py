@@ -166,7 +166,15 @@ def _size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
-class _Page:
+def left_out(size: int, *, run_id: Any, node_id: str, iteration: int, artifact_id: str | None = None) -> dict[str, Any]:
+    """What an answer shows in place of a node run's value that did not fit: its size and where to
+    read it whole (the output's artifact, or the node's iteration)."""
+    href = (f"/api/v1/artifacts/{artifact_id}" if artifact_id else
+            f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations?offset={iteration}&limit=1")
+    return {"truncated": True, "bytes": size, "href": href}
+
+
+class Page:
     """The byte budget of one answer, spent in order; what does not fit is left in the database."""
 
     def __init__(self, limit: int) -> None:
@@ -181,7 +189,7 @@ class _Page:
 
 
 def _sizes(table: str = "") -> str:
-    """The heavy fields' sizes in the database, in ``HEAVY_FIELDS``' order: what ``_Page`` spends."""
+    """The heavy fields' sizes in the database, in ``HEAVY_FIELDS``' order: what ``Page`` spends."""
     return ", ".join(f"COALESCE(length({table}{f}::text), 0) AS {f}_bytes" for f in HEAVY_FIELDS)
 
 
@@ -212,7 +220,7 @@ _LATEST_REFUSALS = CompiledRead(lambda run_id: PatchRefusal.objects.filter(run_i
     "proposed_by").order_by("-created_at", "-id")[:50], run_id=PROBE_UUID)
 
 
-def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run,
+def _heavy_rows(rows: list[NodeRun], page: Page, run: Run,
                 sizes: dict[int, dict[str, int]] | None = None) -> dict[int, dict[str, Any]]:
     """Load input, output and attempt log of ``rows`` (``sizes`` measured in the database first,
     here unless read with the rows), each only if it still fits in ``page``; a field that does not
@@ -231,9 +239,8 @@ def _heavy_rows(rows: list[NodeRun], page: _Page, run: Run,
             if page.fits(size):
                 wanted.setdefault(nr.pk, []).append(f)
             else:
-                href = (f"/api/v1/artifacts/{nr.output_artifact_id}" if f == "output" and nr.output_artifact_id else
-                        f"/api/v1/runs/{run.pk}/nodes/{nr.node_id}/iterations?offset={nr.iteration}&limit=1")
-                out.setdefault(nr.pk, {})[f] = {"truncated": True, "bytes": size, "href": href}
+                out.setdefault(nr.pk, {})[f] = left_out(size, run_id=run.pk, node_id=nr.node_id, iteration=nr.iteration,
+                                                        artifact_id=nr.output_artifact_id if f == "output" else None)
     if wanted:
         # one statement for every field that fits: each column only for the rows it fits for
         picked = [[pk for pk, fields in wanted.items() if f in fields] for f in HEAVY_FIELDS]
@@ -287,7 +294,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
                 "op_count": len(p.operations), "operations": p.operations, "artifact_id": p.after_artifact_id,
                 "created_at": p.created_at} for p in (run_patches(run=run) if run.patch_seq else [])]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
-    page = _Page(min(ceiling, max_bytes or ceiling))
+    page = Page(min(ceiling, max_bytes or ceiling))
     # what is always there is spent first: the definitions, the patches, the run's inputs (all
     # bounded by the request body cap when they were written)
     page.fits(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
@@ -311,7 +318,7 @@ def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,
                 .order_by("iteration")[offset:offset + limit])
     total = NodeRun.objects.filter(run=run, node_id=node_id).count()
     ceiling = settings.AOB_DETAILS_MAX_BYTES
-    heavy = _heavy_rows(rows, _Page(min(ceiling, max_bytes or ceiling)), run)
+    heavy = _heavy_rows(rows, Page(min(ceiling, max_bytes or ceiling)), run)
     items = [{"iteration": nr.iteration, **_node_out(nr, heavy.get(nr.pk, {}))} for nr in rows]
     following = offset + len(rows)
     return {"node_id": node_id, "count": total, "offset": offset, "results": items,

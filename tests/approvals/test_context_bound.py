@@ -1,0 +1,60 @@
+"""A node gate's context (its inputs and upstream outputs) is bounded where it is stored, so the
+inbox, which lists up to 200 gates with their contexts, stays small; what did not fit links to
+the whole value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from approvals.services import gate_context
+from tests.approvals.runs import approval_of, decide, submit
+from tests.conftest import client_for, wait_for_run
+
+PAD = "x" * 100_000  # past the default AOB_APPROVAL_CONTEXT_MAX_BYTES (64 KiB)
+
+
+def _gate_after_small_and_large() -> dict[str, Any]:
+    return {"nodes": [
+        {"id": "small", "type": "transform", "config": {"expression": "{'amount': 5}"}},
+        {"id": "large", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?"}},
+    ], "edges": [{"from": "small", "to": "review"}, {"from": "large", "to": "review"}]}
+
+
+def test_a_gate_stores_what_fits_and_links_to_the_rest(engine: Any, user: Any) -> None:
+    run_id = submit(user, _gate_after_small_and_large(), inputs={"pad": PAD})
+    approval = approval_of(run_id)
+    api = client_for(user)
+
+    listed = api.get("/api/v1/approvals?status=pending")
+
+    assert listed.status_code == 200
+    assert len(listed.content) < settings.AOB_APPROVAL_CONTEXT_MAX_BYTES + 10_000
+    [shown] = listed.json()["results"]
+    context = shown["context"]
+    assert context["truncated"] is True
+    assert context["upstream"]["small"] == {"amount": 5}
+    marker = context["upstream"]["large"]
+    assert marker["truncated"] is True and marker["bytes"] > 100_000
+    assert marker["href"].startswith("/api/v1/artifacts/")
+    whole = api.get(marker["href"])
+    assert whole.status_code == 200 and PAD in whole.content.decode()
+    assert api.get(f"/api/v1/approvals/{approval.pk}").json()["context"] == context
+    # the gate still decides as before
+    assert decide(user, approval).status_code == 200
+    assert wait_for_run(run_id).status == "completed"
+
+
+def test_inputs_past_the_bound_link_to_the_gate_s_iteration(settings: Any) -> None:
+    settings.AOB_APPROVAL_CONTEXT_MAX_BYTES = 1024
+    upstream = {"b": {"v": "b" * 400}, "a": {"v": "a" * 400}}
+
+    context = gate_context(run_id="r1", node_id="review", iteration=3, inputs={"pad": "i" * 2000}, upstream=upstream)
+
+    assert context == {"inputs": {"truncated": True, "bytes": 2010,
+                                  "href": "/api/v1/runs/r1/nodes/review/iterations?offset=3&limit=1"},
+                       "upstream": upstream, "truncated": True}
+    assert gate_context(run_id="r1", node_id="review", iteration=0, inputs={}, upstream=upstream) == {
+        "inputs": {}, "upstream": upstream, "truncated": False}
