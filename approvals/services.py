@@ -28,7 +28,7 @@ from workflows.engine import events, locks, transitions
 from workflows.engine.execution import resume
 from workflows.models import Artifact, Event, NodeRun, Run
 from workflows.models.artifact import canonical_json, size_of
-from workflows.selectors import Page, left_out
+from workflows.selectors import Page, left_out, node_value_href
 from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
@@ -46,15 +46,16 @@ def gate_context(*, run_id: str, node_id: str, iteration: int, inputs: Any,
     the run's details, and ``truncated`` says so."""
     sizes = {name: size_of(canonical_json(value)) for name, value in upstream.items()}
     page = Page(settings.AOB_APPROVAL_CONTEXT_MAX_BYTES)
-    shown = inputs if page.fits(size_of(canonical_json(inputs))) else left_out(
-        size_of(canonical_json(inputs)), run_id=run_id, node_id=node_id, iteration=iteration)
+    size = size_of(canonical_json(inputs))
+    shown = inputs if page.fits(size) else left_out(size, node_value_href(run_id=run_id, node_id=node_id,
+                                                                          iteration=iteration))
     kept = {name for name in sorted(sizes, key=lambda n: (sizes[n], n)) if page.fits(sizes[name])}
     latest = {node: (iteration, artifact) for node, iteration, artifact in NodeRun.objects.filter(
         run_id=run_id, node_id__in=set(sizes) - kept).order_by("node_id", "-iteration").distinct("node_id")
         .values_list("node_id", "iteration", "output_artifact_id")} if len(kept) < len(sizes) else {}
     return {"inputs": shown, "upstream": {
-        name: value if name in kept else left_out(sizes[name], run_id=run_id, node_id=name,
-                                                  iteration=latest[name][0], artifact_id=latest[name][1])
+        name: value if name in kept else left_out(sizes[name], node_value_href(
+            run_id=run_id, node_id=name, iteration=latest[name][0], artifact_id=latest[name][1]))
         for name, value in upstream.items()}, "truncated": shown is not inputs or len(kept) < len(sizes)}
 
 

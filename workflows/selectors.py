@@ -166,12 +166,15 @@ def _size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
-def left_out(size: int, *, run_id: Any, node_id: str, iteration: int, artifact_id: str | None = None) -> dict[str, Any]:
-    """What an answer shows in place of a node run's value that did not fit: its size and where to
-    read it whole (the output's artifact, or the node's iteration)."""
-    href = (f"/api/v1/artifacts/{artifact_id}" if artifact_id else
-            f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations?offset={iteration}&limit=1")
+def left_out(size: int, href: str) -> dict[str, Any]:
+    """What an answer shows in place of a value that did not fit: its size and where to read it whole."""
     return {"truncated": True, "bytes": size, "href": href}
+
+
+def node_value_href(*, run_id: Any, node_id: str, iteration: int, artifact_id: str | None = None) -> str:
+    """Where a node run's value is read whole: its output's artifact, or the node's iteration."""
+    return (f"/api/v1/artifacts/{artifact_id}" if artifact_id else
+            f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations?offset={iteration}&limit=1")
 
 
 class Page:
@@ -239,8 +242,9 @@ def _heavy_rows(rows: list[NodeRun], page: Page, run: Run,
             if page.fits(size):
                 wanted.setdefault(nr.pk, []).append(f)
             else:
-                out.setdefault(nr.pk, {})[f] = left_out(size, run_id=run.pk, node_id=nr.node_id, iteration=nr.iteration,
-                                                        artifact_id=nr.output_artifact_id if f == "output" else None)
+                out.setdefault(nr.pk, {})[f] = left_out(size, node_value_href(
+                    run_id=run.pk, node_id=nr.node_id, iteration=nr.iteration,
+                    artifact_id=nr.output_artifact_id if f == "output" else None))
     if wanted:
         # one statement for every field that fits: each column only for the rows it fits for
         picked = [[pk for pk, fields in wanted.items() if f in fields] for f in HEAVY_FIELDS]

@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db.models import TextField
+from django.db.models.functions import Cast, Length
 
+from approvals.models import Approval
 from approvals.services import gate_context
-from tests.approvals.runs import approval_of, decide, submit
+from tests.approvals.runs import approval_of, decide, parked, submit
 from tests.conftest import client_for, wait_for_run
 
 PAD = "x" * 100_000  # past the default AOB_APPROVAL_CONTEXT_MAX_BYTES (64 KiB)
@@ -58,3 +61,21 @@ def test_inputs_past_the_bound_link_to_the_gate_s_iteration(settings: Any) -> No
                        "upstream": upstream, "truncated": True}
     assert gate_context(run_id="r1", node_id="review", iteration=0, inputs={}, upstream=upstream) == {
         "inputs": {}, "upstream": upstream, "truncated": False}
+
+
+def test_the_inbox_reads_contexts_while_they_fit_its_answer(engine: Any, user: Any, settings: Any) -> None:
+    """Contexts stored before their bound, and patch gates' graphs, still meet the answer's budget."""
+    approvals = [parked(user)[1] for _ in range(3)]
+    sizes = dict(Approval.objects.filter(pk__in=[a.pk for a in approvals])
+                 .annotate(size=Length(Cast("context", TextField()))).values_list("pk", "size"))
+    settings.AOB_DETAILS_MAX_BYTES = max(sizes.values()) + min(sizes.values()) + 1  # two fit, not three
+    api = client_for(user)
+
+    listed = api.get("/api/v1/approvals?status=pending").json()["results"]
+
+    full = [a for a in listed if not a["context"].get("truncated")]
+    [marked] = [a for a in listed if a["context"].get("truncated")]
+    assert len(full) == 2 and all(a["context"]["upstream"]["prepare"]["amount"] == 42 for a in full)
+    assert marked["context"] == {"truncated": True, "bytes": sizes[marked["id"]],
+                                 "href": f"/api/v1/approvals/{marked['id']}"}
+    assert api.get(marked["context"]["href"]).json()["context"]["upstream"]["prepare"]["amount"] == 42

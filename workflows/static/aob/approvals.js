@@ -11,6 +11,10 @@ let dirty = false;
 
 function contextBlock(a) {
   const ctx = a.context || {};
+  if (ctx.truncated && ctx.href) {  // past the list's byte budget: the approval's own page shows it
+    return el("p", { class: "muted" }, `The context (${ctx.bytes} bytes) is too large for this list: `,
+      el("a", { href: `/approvals/${a.id}/` }, "read it on the approval's page"), ".");
+  }
   if (a.kind === "patch") {
     const names = (g) => (g && g.nodes ? g.nodes.map((n) => n.id).join(", ") : "");
     return el("div", {},
