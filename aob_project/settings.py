@@ -423,6 +423,10 @@ AOB_RETENTION_DAYS_RANGE = (1, 36_500)
 AOB_RETENTION_DAYS = env_int("AOB_RETENTION_DAYS", 30, within=AOB_RETENTION_DAYS_RANGE)
 AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100)
 AOB_RETENTION_INTERVAL_S = env_float("AOB_RETENTION_INTERVAL_S", 3600.0)
+# POST /api/v1/prune starts no batch after this many seconds (the beat's prune has no such bound)
+AOB_PRUNE_REQUEST_S = env_int("AOB_PRUNE_REQUEST_S", 10, within=(1, 600))
+# a dry run counts each kind of row up to this many (`at_least` names those that reached it)
+AOB_PRUNE_PREVIEW_CAP = env_int("AOB_PRUNE_PREVIEW_CAP", 100_000, within=(1, 1_000_000_000))
 # An artifact younger than this is never removed, referenced or not (one may be about to be).
 # The prune's ages, like the days above, stay within a century: ``now -`` them never overflows.
 AOB_ARTIFACT_GRACE_S = env_int("AOB_ARTIFACT_GRACE_S", 86400, within=(0, 36_500 * 86_400))

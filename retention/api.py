@@ -1,7 +1,10 @@
-"""``POST /api/v1/prune`` (staff): run retention now, or with ``dry_run`` count what would go."""
+"""``POST /api/v1/prune`` (staff): run retention now, for at most ``AOB_PRUNE_REQUEST_S`` (``finished``
+false: the rest is left to the next prune, the beat's or a repeat), or with ``dry_run`` count what
+would go (each count up to ``AOB_PRUNE_PREVIEW_CAP``)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import IsAdminUser
@@ -26,4 +29,4 @@ class PruneView(APIView):
     def post(self, request: Request) -> Response:
         data = PruneIn(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(prune(dry_run=data.validated_data["dry_run"]))
+        return Response(prune(dry_run=data.validated_data["dry_run"], within_s=settings.AOB_PRUNE_REQUEST_S))

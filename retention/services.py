@@ -13,6 +13,7 @@ replays.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,35 +84,47 @@ def _expired_firings(now: datetime) -> QuerySet:
         created_at__lt=now - timedelta(days=settings.AOB_SCHEDULE_FIRING_RETENTION_DAYS))
 
 
-def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int | None = None) -> dict[str, Any]:
-    """Remove (or with ``dry_run`` count) what is past retention; returns the counts."""
+def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int | None = None,
+          within_s: float | None = None) -> dict[str, Any]:
+    """Remove (or with ``dry_run`` count) what is past retention; returns the counts. With
+    ``within_s`` (a request's prune) no batch starts after that many seconds: ``finished`` says
+    whether everything was reached, and the next prune (the beat's, or a repeat) takes the rest."""
     now = now or timezone.now()
     batch = batch_size or settings.AOB_RETENTION_BATCH_SIZE
     if dry_run:
         return _preview(now)
-    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0}
-    counts["runs"] = _in_batches(lambda: runs_past_retention(now), Run, batch)
-    counts["artifacts"] = _in_batches(lambda: artifacts_unreferenced(now), Artifact, batch)
     from triggers.models import HookDelivery, ScheduleFiring
 
-    counts["hook_deliveries"] = _in_batches(lambda: _expired_deliveries(now), HookDelivery, batch)
-    counts["schedule_firings"] = _in_batches(lambda: _expired_firings(now), ScheduleFiring, batch)
+    deadline = None if within_s is None else time.monotonic() + within_s
+    counts: dict[str, Any] = {}
+    finished = True
+    for name, candidates, model in (("runs", lambda: runs_past_retention(now), Run),
+                                    ("artifacts", lambda: artifacts_unreferenced(now), Artifact),
+                                    ("hook_deliveries", lambda: _expired_deliveries(now), HookDelivery),
+                                    ("schedule_firings", lambda: _expired_firings(now), ScheduleFiring)):
+        counts[name], finished = _in_batches(candidates, model, batch, deadline)
+        if not finished:
+            break
+    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, **counts, "finished": finished}
     logger.info("retention.pruned", extra=counts)
     return counts
 
 
-def _in_batches(candidates: Any, model: Any, batch: int) -> int:
+def _in_batches(candidates: Any, model: Any, batch: int, deadline: float | None = None) -> tuple[int, bool]:
     """Delete the candidates ``batch`` at a time, in key order from where the last batch ended (each
     batch reads on from there, never the rows before it again). Each batch is its own short
     transaction: its rows are locked, skipping any someone holds (the next prune takes those),
     judged again once locked, in a statement of its own (a reference committed while the first read
-    ran keeps its row), then deleted."""
+    ran keeps its row), then deleted. Returns the count and whether the candidates ran out before
+    ``deadline`` (``time.monotonic``)."""
     removed, after = 0, None
     while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            return removed, False
         page = candidates() if after is None else candidates().filter(pk__gt=after)
         ids = list(page.order_by("pk").values_list("pk", flat=True)[:batch])
         if not ids:
-            return removed
+            return removed, True
         after = ids[-1]
         try:
             with transaction.atomic():
@@ -128,13 +141,17 @@ def _in_batches(candidates: Any, model: Any, batch: int) -> int:
 
 
 def _preview(now: datetime) -> dict[str, Any]:
+    """Each kind of row counted up to ``AOB_PRUNE_PREVIEW_CAP`` (``at_least`` names the ones that
+    reached it): an exact count of every event of every run past retention scans most of the database."""
     from approvals.models import Approval
 
     runs = runs_past_retention(now)
     ids = runs.values("pk")
-    return {"dry_run": True, "runs": runs.count(), "node_runs": NodeRun.objects.filter(run__in=ids).count(),
-            "events": Event.objects.filter(run__in=ids).count(),
-            "patches": RunPatch.objects.filter(run__in=ids).count(),
-            "approvals": Approval.objects.filter(run__in=ids).count(),
-            "artifacts": artifacts_unreferenced(now, without_runs=runs).count(),
-            "hook_deliveries": _expired_deliveries(now).count(), "schedule_firings": _expired_firings(now).count()}
+    kinds = {"runs": runs, "node_runs": NodeRun.objects.filter(run__in=ids),
+             "events": Event.objects.filter(run__in=ids), "patches": RunPatch.objects.filter(run__in=ids),
+             "approvals": Approval.objects.filter(run__in=ids),
+             "artifacts": artifacts_unreferenced(now, without_runs=runs),
+             "hook_deliveries": _expired_deliveries(now), "schedule_firings": _expired_firings(now)}
+    cap = settings.AOB_PRUNE_PREVIEW_CAP
+    counts = {name: qs.values("pk")[:cap].count() for name, qs in kinds.items()}
+    return {"dry_run": True, **counts, "at_least": [name for name, n in counts.items() if n >= cap]}

@@ -163,5 +163,14 @@ def secret_remove(session: Session, name: str) -> None:
 def prune(session: Session, dry_run: bool) -> None:
     """Remove finished runs past retention, unreferenced artifacts, old delivery ids (staff only)."""
     answer = session.client.post("prune", {"dry_run": dry_run})
-    session.output.emit(answer, lambda d: table(
-        [(k, v) for k, v in d.items() if k != "dry_run"], ["WOULD GO" if dry_run else "REMOVED", "COUNT"]))
+    session.output.emit(answer, lambda d: _prune_text(d, dry_run))
+
+
+def _prune_text(answer: dict, dry_run: bool) -> None:
+    """The counts; a count that reached the dry run's cap reads, say, ``100000+``, and a prune that ran
+    out of its request's time says the rest is left."""
+    capped = set(answer.get("at_least", []))
+    table([(k, f"{v}+" if k in capped else v) for k, v in answer.items() if k not in ("dry_run", "at_least", "finished")],
+          ["WOULD GO" if dry_run else "REMOVED", "COUNT"])
+    if answer.get("finished") is False:
+        click.echo("more is past retention: run `aob prune` again, or leave it to the hourly prune")

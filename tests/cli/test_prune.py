@@ -20,3 +20,6 @@ def test_prune_dry_run_shows_what_would_go_and_removes_nothing(aob, make_user, t
     assert shown.json()["dry_run"] is True and shown.json()["runs"] == 1
     assert Run.objects.filter(pk=old.pk).exists()
     assert refused.code == 1 and "permission" in refused.err.lower()
+    text = aob("prune", "--dry-run", token=staff.auth_token.key)
+    assert text.code == 0 and any(line.split() == ["runs", "1"] for line in text.out.splitlines()), text.out
+    assert "at_least" not in text.out and "more is past retention" not in text.out
