@@ -1,7 +1,7 @@
 """An admin page costs the same whatever its object has gathered: a run's node runs, events and
-refused patches, a workflow's versions, a hook's deliveries and a schedule's firings are the latest
-50, with a link to all of them in their changelist; a stored JSON value is cut by the database;
-the approvals list shows a message's head."""
+refused patches, a workflow's versions, a hook's deliveries, a schedule's firings and an approval's
+decisions and notifications are the latest 50, with a link to all of them in their changelist; a
+stored JSON value is cut by the database; the approvals list shows a message's head."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals.models import Approval
+from approvals.models import Approval, Decision, Delivery
 from tests.conftest import stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
@@ -116,3 +118,33 @@ def test_an_artifact_page_cuts_its_content(admin_client: Client, user: Any) -> N
     page = admin_client.get(f"/admin/workflows/artifact/{artifact.pk}/change/").content.decode()
 
     assert "b" * PRETTY_CHARS not in page and f"Cut at {PRETTY_CHARS} characters" in page
+
+
+def test_an_approval_page_shows_the_latest_decisions_and_deliveries(admin_client: Client, user: Any) -> None:
+    approval = Approval.objects.create(run=stored_run(user), node_id="review", message="ok?")
+    Decision.objects.bulk_create([Decision(approval=approval, username=f"voter-{i}", approve=True,
+                                           comment="c" * 2000) for i in range(60)])
+    Delivery.objects.bulk_create([Delivery(approval=approval, recipient=f"recipient-{i}", channel="email")
+                                  for i in range(60)])
+
+    page = admin_client.get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+
+    assert marks(page, "voter") == list(range(59, 59 - LATEST_ROWS, -1))  # the latest, newest first
+    assert marks(page, "recipient") == list(range(59, 59 - LATEST_ROWS, -1))
+    assert "c" * 301 not in page and "c" * 300 + "…</td>" in page  # a comment is cut in its cell
+    for model in ("decision", "delivery"):
+        link = f"/admin/approvals/{model}/?approval={approval.pk}"
+        assert f'href="{link}"' in page
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(link).context["cl"].result_count == 60  # the link's list is the approval's
+        assert not [q for q in queries if '"approvals_approval"."context"' in q["sql"]]  # rows name it by id
+
+
+def test_an_approval_with_few_decisions_shows_them_without_a_link(admin_client: Client, user: Any) -> None:
+    approval = Approval.objects.create(run=stored_run(user), node_id="review", message="ok?")
+    Decision.objects.create(approval=approval, username="voter-1", approve=False, comment="not yet")
+
+    page = admin_client.get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+
+    assert marks(page, "voter") == [1] and "not yet" in page
+    assert "/admin/approvals/decision/?approval=" not in page and "/admin/approvals/delivery/?approval=" not in page
