@@ -47,6 +47,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
 class NotificationTargetAdmin(admin.ModelAdmin):
     list_display = ["id", "user", "group", "webhook_url", "enabled", "created_at"]
     list_filter = ["enabled"]
+    # searched as one types (the auth admins' search_fields), not a select of every user and group
+    autocomplete_fields = ["user", "group"]
 
 
 @admin.register(Approval)

@@ -9,12 +9,14 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.admin.widgets import AutocompleteSelect
+from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals.models import Approval, Decision, Delivery
+from approvals.models import Approval, Decision, Delivery, NotificationTarget
 from tests.conftest import stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
@@ -148,3 +150,32 @@ def test_an_approval_with_few_decisions_shows_them_without_a_link(admin_client: 
 
     assert marks(page, "voter") == [1] and "not yet" in page
     assert "/admin/approvals/decision/?approval=" not in page and "/admin/approvals/delivery/?approval=" not in page
+
+
+def test_a_notification_target_form_searches_users_and_groups_instead_of_listing_them(admin_client: Client) -> None:
+    User.objects.bulk_create([User(username=f"person-{i}") for i in range(30)])
+    Group.objects.bulk_create([Group(name=f"team-{i}") for i in range(30)])
+    seven = User.objects.get(username="person-7")
+    target = NotificationTarget.objects.create(user=seven, webhook_url="https://hooks.example/seven")
+
+    add = admin_client.get("/admin/approvals/notificationtarget/add/")
+    change = admin_client.get(f"/admin/approvals/notificationtarget/{target.pk}/change/").content.decode()
+
+    fields = add.context["adminform"].form.fields
+    assert isinstance(fields["user"].widget.widget, AutocompleteSelect)  # inside the add/change-related wrapper
+    assert isinstance(fields["group"].widget.widget, AutocompleteSelect)
+    assert "person-" not in add.content.decode() and "team-" not in add.content.decode()
+    assert "person-7" in change and not [n for n in marks(change, "person") if n != 7] and "team-" not in change
+
+    def search(field: str, term: str) -> list[str]:
+        found = admin_client.get("/admin/autocomplete/", {"app_label": "approvals", "model_name": "notificationtarget",
+                                                          "field_name": field, "term": term})
+        return sorted(row["text"] for row in found.json()["results"])
+
+    assert search("user", "person-2") == ["person-2", *(f"person-2{i}" for i in range(10))]
+    assert search("group", "team-1") == ["team-1", *(f"team-1{i}" for i in range(10))]
+    made = admin_client.post("/admin/approvals/notificationtarget/add/",
+                             {"group": Group.objects.get(name="team-3").pk, "webhook_url": "https://hooks.example/3",
+                              "enabled": "on"})
+    assert made.status_code == 302
+    assert NotificationTarget.objects.filter(group__name="team-3", user=None).exists()
