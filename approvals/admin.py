@@ -14,7 +14,7 @@ from django.utils.text import Truncator
 from aob_project.exceptions import AobError
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
-from workflows.admin import ReadOnlyAdmin, RunPatchAdmin, latest_rows, pretty_head
+from workflows.admin import BoundedListAdmin, ReadOnlyAdmin, RunPatchAdmin, latest_rows, pretty_head
 from workflows.models import RunPatch
 
 MESSAGE_CHARS = 120  # the list's cut of a message (the approval's page shows it whole)
@@ -52,7 +52,7 @@ class NotificationTargetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(BoundedListAdmin):
     list_display = ["id", "status", "kind", "run", "node_id", "message_head", "approver_list", "deadline",
                     "created_at"]
     list_filter = ["status", "kind"]

@@ -9,6 +9,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth.models import Group, User
 from django.db import connection
@@ -20,7 +21,7 @@ from approvals.models import Approval, Decision, Delivery, NotificationTarget
 from tests.conftest import stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
-from workflows.admin import LATEST_ROWS, PRETTY_CHARS
+from workflows.admin import COUNT_CAP, LATEST_ROWS, PRETTY_CHARS
 from workflows.models import Event, NodeRun, PatchRefusal, Run, WorkflowVersion
 from workflows.services.definitions import workflow_save
 
@@ -179,3 +180,49 @@ def test_a_notification_target_form_searches_users_and_groups_instead_of_listing
                               "enabled": "on"})
     assert made.status_code == 302
     assert NotificationTarget.objects.filter(group__name="team-3", user=None).exists()
+
+
+BIG_LISTS = ["workflows/run", "workflows/noderun", "workflows/event", "workflows/artifact", "workflows/runpatch",
+             "workflows/patchrefusal", "workflows/workflow", "workflows/workflowversion", "approvals/approval",
+             "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery"]
+
+
+def counts(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+
+
+@pytest.mark.parametrize("changelist", BIG_LISTS)
+def test_a_changelist_counts_its_rows_once_and_only_up_to_the_cap(admin_client: Client, user: Any,
+                                                                   changelist: str) -> None:
+    Approval.objects.create(run=stored_run(user), node_id="review", message="ok?")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(f"/admin/{changelist}/", {"_facets": "True"})  # facets asked for, not counted
+
+    assert response.status_code == 200
+    (counted,) = counts(queries)  # the filtered count only: no count of the whole table
+    assert f"LIMIT {COUNT_CAP + 1}" in counted and "ORDER BY" not in counted
+
+
+def test_past_the_cap_a_changelist_says_so_and_filters_and_search_count_exactly(admin_client: Client,
+                                                                                 user: Any) -> None:
+    run = stored_run(user)
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"step-{i}", node_type="transform", status="completed")
+                                 for i in range(COUNT_CAP + 1)])
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"broken-{i}", node_type="http", status="failed")
+                                 for i in range(3)])
+    changelist = "/admin/workflows/noderun/"
+
+    everything = admin_client.get(changelist)
+    page = everything.content.decode()
+    assert everything.context["cl"].result_count == COUNT_CAP
+    assert f"{COUNT_CAP}+ node runs" in page and f"{COUNT_CAP}+ results" in page
+    assert str(COUNT_CAP + 4) not in page  # never the true total
+    last = COUNT_CAP // everything.context["cl"].list_per_page
+    assert admin_client.get(changelist, {"p": last}).status_code == 200
+    assert "e=1" in admin_client.get(changelist, {"p": last + 1})["Location"]  # no deeper OFFSET
+
+    failed = admin_client.get(changelist, {"status": "failed"})
+    assert failed.context["cl"].result_count == 3 and "3 node runs" in failed.content.decode()
+    assert admin_client.get(changelist, {"q": "broken"}).context["cl"].result_count == 3
+    assert admin_client.get(changelist, {"q": "step-1234", "node_type": "transform"}).context["cl"].result_count == 1
