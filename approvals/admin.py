@@ -14,7 +14,7 @@ from django.utils.text import Truncator
 from aob_project.exceptions import AobError
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
-from workflows.admin import RunPatchAdmin, pretty_head
+from workflows.admin import BoundedListAdmin, ReadOnlyAdmin, RunPatchAdmin, latest_rows, pretty_head
 from workflows.models import RunPatch
 
 MESSAGE_CHARS = 120  # the list's cut of a message (the approval's page shows it whole)
@@ -24,45 +24,48 @@ class DecideActionForm(ActionForm):
     comment = forms.CharField(required=False, label="Comment", widget=forms.TextInput(attrs={"size": 40}))
 
 
-class DecisionInline(admin.TabularInline):
-    model = Decision
-    extra = 0
-    fields = readonly_fields = ("username", "approve", "comment", "data", "at")
-    can_delete = False
+# The approval by id: naming it (its __str__) would join every approval row, context and all.
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdmin):
+    """Votes, for the link under an approval's latest ones; made only through approval_decide."""
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    list_display = ["approval_id", "username", "approve", "voided", "at"]
+    list_filter = ["approve", "voided"]
+    search_fields = ["username"]
 
 
-class DeliveryInline(admin.TabularInline):
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
     """Who was told, when, on which channel, and what came of it."""
 
-    model = Delivery
-    extra = 0
-    fields = readonly_fields = ("recipient", "channel", "reason", "status", "attempts", "error", "created_at", "sent_at")
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    list_display = ["approval_id", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
+    list_filter = ["status", "channel", "reason"]
+    search_fields = ["recipient"]
 
 
 @admin.register(NotificationTarget)
 class NotificationTargetAdmin(admin.ModelAdmin):
     list_display = ["id", "user", "group", "webhook_url", "enabled", "created_at"]
     list_filter = ["enabled"]
+    # searched as one types (the auth admins' search_fields), not a select of every user and group
+    autocomplete_fields = ["user", "group"]
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(BoundedListAdmin):
     list_display = ["id", "status", "kind", "run", "node_id", "message_head", "approver_list", "deadline",
                     "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
     readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",
                        "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
-                       "escalated", "patch", "created_at", "decided_at"]
-    exclude = ["context", "node_run", "escalation_timeout_ms", "approvers"]
-    inlines = [DecisionInline, DeliveryInline]
+                       "escalated", "patch", "created_at", "decided_at", "remind_at", "reminded_at", "action_digest",
+                       "decisions", "deliveries"]
+    fieldsets = [
+        (None, {"fields": tuple(readonly_fields[:-2])}),
+        ("Decisions", {"fields": ["decisions"]}),
+        ("Notifications", {"fields": ["deliveries"]}),
+    ]
     action_form = DecideActionForm
     actions = ["approve", "reject"]
 
@@ -102,6 +105,20 @@ class ApprovalAdmin(admin.ModelAdmin):
     @admin.display(description="context (inputs and upstream outputs)")
     def context_pretty(self, obj: Approval) -> str:
         return pretty_head(Approval.objects.filter(pk=obj.pk), "context", whole=f"GET /api/v1/approvals/{obj.pk}")
+
+    # The latest votes and notifications, with a link to the rest: an approval reopened by
+    # patches, or notified through many groups, gathers rows without end, and an inline read and
+    # rendered every one of them.
+    @admin.display(description="latest first")
+    def decisions(self, obj: Approval) -> str:
+        return latest_rows(Decision.objects.filter(approval=obj).order_by("-at", "-id"),
+                           ["username", "approve", "voided", "comment", "data", "at"], rest={"approval": obj.pk})
+
+    @admin.display(description="latest first")
+    def deliveries(self, obj: Approval) -> str:
+        return latest_rows(Delivery.objects.filter(approval=obj).order_by("-created_at", "-id"),
+                           ["recipient", "channel", "reason", "status", "attempts", "error", "created_at", "sent_at"],
+                           rest={"approval": obj.pk})
 
     def _decide(self, request, queryset, approve: bool) -> None:
         comment = request.POST.get("comment", "")

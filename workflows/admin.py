@@ -7,9 +7,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field
+from django.core.paginator import Paginator
 from django.db.models import F, Field, Func, Model, QuerySet, TextField
 from django.db.models.functions import Left
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
@@ -76,7 +78,39 @@ def _cell(row: Model, field: Field) -> str:
     return str(text)[:CELL_CHARS] + "…"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+# A changelist counts at most this many rows: past it, it says "10000+ events" and pages that far
+# (filters and the search narrow the rest). Django counted every row twice per page (the filtered
+# count and the full count), a scan of a whole table of events or node runs for each visitor, and
+# let ?p= ask for an OFFSET as deep as the table.
+COUNT_CAP = 10_000
+
+
+class AtLeast(int):
+    """A count that stopped at the cap: the cap in comparisons and page arithmetic, "10000+" on
+    the page (the changelist's templates print it in the result count and "Select all")."""
+
+    def __str__(self) -> str:
+        return f"{int(self)}+"
+
+
+class CappedPaginator(Paginator):
+    @cached_property
+    def count(self) -> int:
+        # one COUNT over a LIMITed subquery of ids; no ordering, which would sort every match
+        rows = self.object_list.order_by().values("pk")[:COUNT_CAP + 1].count()
+        return AtLeast(COUNT_CAP) if rows > COUNT_CAP else rows
+
+
+class BoundedListAdmin(admin.ModelAdmin):
+    """A changelist whose reads are bounded whatever the table holds: one capped count, no count
+    of the unfiltered table, no per-choice filter counts (facets)."""
+
+    paginator = CappedPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+
+
+class ReadOnlyAdmin(BoundedListAdmin):
     """History: no add, change or delete by hand; what may change goes through a service (actions)."""
 
     def has_add_permission(self, request, obj=None):

@@ -1,7 +1,7 @@
 """An admin page costs the same whatever its object has gathered: a run's node runs, events and
-refused patches, a workflow's versions, a hook's deliveries and a schedule's firings are the latest
-50, with a link to all of them in their changelist; a stored JSON value is cut by the database;
-the approvals list shows a message's head."""
+refused patches, a workflow's versions, a hook's deliveries, a schedule's firings and an approval's
+decisions and notifications are the latest 50, with a link to all of them in their changelist; a
+stored JSON value is cut by the database; the approvals list shows a message's head."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from django.contrib.admin.widgets import AutocompleteSelect
+from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals.models import Approval
+from approvals.models import Approval, Decision, Delivery, NotificationTarget
 from tests.conftest import stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
-from workflows.admin import LATEST_ROWS, PRETTY_CHARS
+from workflows.admin import COUNT_CAP, LATEST_ROWS, PRETTY_CHARS
 from workflows.models import Event, NodeRun, PatchRefusal, Run, WorkflowVersion
 from workflows.services.definitions import workflow_save
 
@@ -116,3 +121,108 @@ def test_an_artifact_page_cuts_its_content(admin_client: Client, user: Any) -> N
     page = admin_client.get(f"/admin/workflows/artifact/{artifact.pk}/change/").content.decode()
 
     assert "b" * PRETTY_CHARS not in page and f"Cut at {PRETTY_CHARS} characters" in page
+
+
+def test_an_approval_page_shows_the_latest_decisions_and_deliveries(admin_client: Client, user: Any) -> None:
+    approval = Approval.objects.create(run=stored_run(user), node_id="review", message="ok?")
+    Decision.objects.bulk_create([Decision(approval=approval, username=f"voter-{i}", approve=True,
+                                           comment="c" * 2000) for i in range(60)])
+    Delivery.objects.bulk_create([Delivery(approval=approval, recipient=f"recipient-{i}", channel="email")
+                                  for i in range(60)])
+
+    page = admin_client.get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+
+    assert marks(page, "voter") == list(range(59, 59 - LATEST_ROWS, -1))  # the latest, newest first
+    assert marks(page, "recipient") == list(range(59, 59 - LATEST_ROWS, -1))
+    assert "c" * 301 not in page and "c" * 300 + "…</td>" in page  # a comment is cut in its cell
+    for model in ("decision", "delivery"):
+        link = f"/admin/approvals/{model}/?approval={approval.pk}"
+        assert f'href="{link}"' in page
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(link).context["cl"].result_count == 60  # the link's list is the approval's
+        assert not [q for q in queries if '"approvals_approval"."context"' in q["sql"]]  # rows name it by id
+
+
+def test_an_approval_with_few_decisions_shows_them_without_a_link(admin_client: Client, user: Any) -> None:
+    approval = Approval.objects.create(run=stored_run(user), node_id="review", message="ok?")
+    Decision.objects.create(approval=approval, username="voter-1", approve=False, comment="not yet")
+
+    page = admin_client.get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+
+    assert marks(page, "voter") == [1] and "not yet" in page
+    assert "/admin/approvals/decision/?approval=" not in page and "/admin/approvals/delivery/?approval=" not in page
+
+
+def test_a_notification_target_form_searches_users_and_groups_instead_of_listing_them(admin_client: Client) -> None:
+    User.objects.bulk_create([User(username=f"person-{i}") for i in range(30)])
+    Group.objects.bulk_create([Group(name=f"team-{i}") for i in range(30)])
+    seven = User.objects.get(username="person-7")
+    target = NotificationTarget.objects.create(user=seven, webhook_url="https://hooks.example/seven")
+
+    add = admin_client.get("/admin/approvals/notificationtarget/add/")
+    change = admin_client.get(f"/admin/approvals/notificationtarget/{target.pk}/change/").content.decode()
+
+    fields = add.context["adminform"].form.fields
+    assert isinstance(fields["user"].widget.widget, AutocompleteSelect)  # inside the add/change-related wrapper
+    assert isinstance(fields["group"].widget.widget, AutocompleteSelect)
+    assert "person-" not in add.content.decode() and "team-" not in add.content.decode()
+    assert "person-7" in change and not [n for n in marks(change, "person") if n != 7] and "team-" not in change
+
+    def search(field: str, term: str) -> list[str]:
+        found = admin_client.get("/admin/autocomplete/", {"app_label": "approvals", "model_name": "notificationtarget",
+                                                          "field_name": field, "term": term})
+        return sorted(row["text"] for row in found.json()["results"])
+
+    assert search("user", "person-2") == ["person-2", *(f"person-2{i}" for i in range(10))]
+    assert search("group", "team-1") == ["team-1", *(f"team-1{i}" for i in range(10))]
+    made = admin_client.post("/admin/approvals/notificationtarget/add/",
+                             {"group": Group.objects.get(name="team-3").pk, "webhook_url": "https://hooks.example/3",
+                              "enabled": "on"})
+    assert made.status_code == 302
+    assert NotificationTarget.objects.filter(group__name="team-3", user=None).exists()
+
+
+BIG_LISTS = ["workflows/run", "workflows/noderun", "workflows/event", "workflows/artifact", "workflows/runpatch",
+             "workflows/patchrefusal", "workflows/workflow", "workflows/workflowversion", "approvals/approval",
+             "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery"]
+
+
+def counts(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+
+
+@pytest.mark.parametrize("changelist", BIG_LISTS)
+def test_a_changelist_counts_its_rows_once_and_only_up_to_the_cap(admin_client: Client, user: Any,
+                                                                   changelist: str) -> None:
+    Approval.objects.create(run=stored_run(user), node_id="review", message="ok?")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(f"/admin/{changelist}/", {"_facets": "True"})  # facets asked for, not counted
+
+    assert response.status_code == 200
+    (counted,) = counts(queries)  # the filtered count only: no count of the whole table
+    assert f"LIMIT {COUNT_CAP + 1}" in counted and "ORDER BY" not in counted
+
+
+def test_past_the_cap_a_changelist_says_so_and_filters_and_search_count_exactly(admin_client: Client,
+                                                                                 user: Any) -> None:
+    run = stored_run(user)
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"step-{i}", node_type="transform", status="completed")
+                                 for i in range(COUNT_CAP + 1)])
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"broken-{i}", node_type="http", status="failed")
+                                 for i in range(3)])
+    changelist = "/admin/workflows/noderun/"
+
+    everything = admin_client.get(changelist)
+    page = everything.content.decode()
+    assert everything.context["cl"].result_count == COUNT_CAP
+    assert f"{COUNT_CAP}+ node runs" in page and f"{COUNT_CAP}+ results" in page
+    assert str(COUNT_CAP + 4) not in page  # never the true total
+    last = COUNT_CAP // everything.context["cl"].list_per_page
+    assert admin_client.get(changelist, {"p": last}).status_code == 200
+    assert "e=1" in admin_client.get(changelist, {"p": last + 1})["Location"]  # no deeper OFFSET
+
+    failed = admin_client.get(changelist, {"status": "failed"})
+    assert failed.context["cl"].result_count == 3 and "3 node runs" in failed.content.decode()
+    assert admin_client.get(changelist, {"q": "broken"}).context["cl"].result_count == 3
+    assert admin_client.get(changelist, {"q": "step-1234", "node_type": "transform"}).context["cl"].result_count == 1
