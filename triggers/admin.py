@@ -9,12 +9,27 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from aob_project.exceptions import AobError
 from workflows.admin import ReadOnlyAdmin, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
 from .services import hooks, schedules
+
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class BeatEntryAdmin(PeriodicTaskAdmin):
+    """django-celery-beat's page without the schedules' own entries: each is derived from its
+    ``Schedule`` (changed, disabled and deleted on the Schedules page, through the services), and
+    one changed, disabled or deleted here would leave its schedule saying one thing and beat doing
+    another. Deleting one elsewhere is refused (``Schedule.periodic_task`` protects it)."""
+
+    def get_queryset(self, request: Any) -> Any:
+        return super().get_queryset(request).exclude(task=schedules.FIRE_TASK)
 
 
 @admin.register(ScheduleFiring)

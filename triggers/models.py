@@ -23,8 +23,10 @@ class Schedule(models.Model):
     version = models.PositiveIntegerField(null=True, blank=True)
     catch_up = models.CharField(max_length=10, choices=CatchUp.choices, default=CatchUp.SKIP)
     enabled = models.BooleanField(default=True)
+    # Beat's entry is derived from this row and goes with it (``triggers.signals``); deleted on its
+    # own (django-celery-beat's admin), the schedule would stay enabled and never fire: refused.
     periodic_task = models.OneToOneField("django_celery_beat.PeriodicTask", null=True, blank=True,
-                                         on_delete=models.SET_NULL, related_name="+")
+                                         on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -47,7 +49,7 @@ class ScheduleFiring(models.Model):
     fire_time = models.DateTimeField()
     fired_at = models.DateTimeField()
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
-    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     error = models.JSONField(null=True, blank=True)
     # How often beat sent this firing: more than once after a beat restart; it still ran once.
     deliveries = models.PositiveIntegerField(default=1)
@@ -90,7 +92,7 @@ class HookDelivery(models.Model):
     hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
     delivery_id = models.CharField(max_length=200)
     signature = models.CharField(max_length=64)
-    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

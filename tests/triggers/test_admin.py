@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from django.db.models import ProtectedError
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
@@ -124,6 +125,33 @@ def test_deleting_schedules_in_the_admin_removes_their_beat_entries(admin_client
 
     assert response.status_code == 302
     assert not Schedule.objects.exists()
+    assert not PeriodicTask.objects.filter(task=schedules.FIRE_TASK).exists()
+
+
+def test_beat_s_entry_of_a_schedule_is_changed_only_through_its_schedule(admin_client: Client, user: Any) -> None:
+    """Deleted in django-celery-beat's admin, the entry took the schedule's link with it and the
+    schedule stayed enabled, never firing again, with nothing to say so; disabled or changed there,
+    the schedule said one thing and beat did another."""
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    schedule = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+    other = PeriodicTask.objects.create(name="someone's own", task="workflows.sweep",
+                                        crontab=schedule.periodic_task.crontab)
+    entries = "/admin/django_celery_beat/periodictask/"
+
+    listed = admin_client.get(entries)
+    change = admin_client.get(f"{entries}{schedule.periodic_task_id}/change/")
+    delete = admin_client.post(f"{entries}{schedule.periodic_task_id}/delete/", {"post": "yes"})
+    disable = admin_client.post(entries, {"action": "disable_tasks", "post": "yes",
+                                          "_selected_action": [schedule.periodic_task_id, other.pk]})
+
+    assert listed.status_code == 200 and "someone&#x27;s own" in listed.content.decode()
+    assert f"aob-schedule-{schedule.pk}" not in listed.content.decode()
+    assert change.status_code == 302 and delete.status_code == 302 and disable.status_code == 302
+    assert PeriodicTask.objects.filter(pk=schedule.periodic_task_id, enabled=True).exists()
+    assert not PeriodicTask.objects.get(pk=other.pk).enabled  # the page still works for other entries
+    with pytest.raises(ProtectedError):  # nor may anything else delete it on its own
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).delete()
+    schedules.schedule_delete(schedule=schedule)  # with its schedule it goes
     assert not PeriodicTask.objects.filter(task=schedules.FIRE_TASK).exists()
 
 
