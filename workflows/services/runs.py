@@ -12,14 +12,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
+from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, transitions
 from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, content_id
-from workflows.selectors import is_run_owner
+from workflows.selectors import run_owner_check
 
 from .artifacts import artifact_store
 from .definitions import validation_error
@@ -91,11 +91,10 @@ def _check_rate_limits(*, owner: User, ir: IR, api_write: bool) -> None:
 
 
 def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
-    """Cancel ``run`` as ``user``, who must be its owner (``is_run_owner``, the one check for every
-    change: staff included, on every surface); ``user=None`` is the system (a parent run ending)."""
-    if user is not None and not is_run_owner(run, user=user):
-        raise Forbidden("only the run's owner may cancel it", code="not_run_owner",
-                        extra={"run_id": str(run.pk), "rule": "run_owner"})
+    """Cancel ``run`` as ``user``, who must be its owner (``run_owner_check``, the one check for
+    every change: staff included, on every surface); ``user=None`` is the system (a parent run ending)."""
+    if user is not None:
+        run_owner_check(run=run, user=user, action="cancel it")
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.is_finished:
