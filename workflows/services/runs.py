@@ -153,7 +153,8 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
     """Set a run's LLM spend ceilings (its owner's decision) and resume every node paused on them,
     in this run and in the sub-workflows whose spend counts against it, in one transaction; a
     resumed agent replays its journal, so no model call is lost or made twice, and one still short
-    pauses again."""
+    pauses again. ``user`` must be the run's owner (``run_owner_check``)."""
+    run_owner_check(run=run, user=user, action="set its budget")
     below = _counting_against(run.pk)
     with transaction.atomic():
         # the runs below first, the deepest first, then this one: agents.budget locks a child before

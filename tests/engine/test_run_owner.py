@@ -1,0 +1,44 @@
+"""Changing a run is its owner's alone, whoever calls the service: the API answers a non-owner's
+change with a 404 before any service runs (tests/approvals/test_run_access.py), and the services
+refuse it themselves (Forbidden, ``not_run_owner``), so the admin, a command or a task cannot reach
+around that rule. Staff are no exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aob_project.exceptions import Forbidden
+from tests.conftest import stored_run
+from workflows.models import Event, Run
+from workflows.services import runs
+
+
+@pytest.fixture(params=["bob", "root"])
+def stranger(request: pytest.FixtureRequest, make_user: Any) -> Any:
+    """Another user: a plain one, and a superuser."""
+    staff = request.param == "root"
+    return make_user(request.param, is_staff=staff, is_superuser=staff)
+
+
+def refused(exc: pytest.ExceptionInfo[Forbidden], run: Run, action: str) -> bool:
+    error = exc.value
+    return (error.status, error.code, error.message, error.extra) == (
+        403, "not_run_owner", f"only the run's owner may {action}", {"run_id": str(run.pk), "rule": "run_owner"})
+
+
+def test_only_the_owner_sets_a_runs_budget(user: Any, stranger: Any) -> None:
+    run = stored_run(user)
+
+    with pytest.raises(Forbidden) as exc:
+        runs.run_budget_raise(run=run, user=stranger, max_cost_usd=5)
+
+    assert refused(exc, run, "set its budget")
+    assert Run.objects.get(pk=run.pk).budget in (None, {})
+    assert not Event.objects.filter(run=run, type="budget_raised").exists()
+
+    raised = runs.run_budget_raise(run=run, user=user, max_cost_usd=5)
+
+    assert raised.budget["max_cost_usd"] == Run.objects.get(pk=run.pk).budget["max_cost_usd"] == 5
+    assert Event.objects.get(run=run, type="budget_raised").data["by"] == "alice"
