@@ -42,3 +42,17 @@ def test_only_the_owner_sets_a_runs_budget(user: Any, stranger: Any) -> None:
 
     assert raised.budget["max_cost_usd"] == Run.objects.get(pk=run.pk).budget["max_cost_usd"] == 5
     assert Event.objects.get(run=run, type="budget_raised").data["by"] == "alice"
+
+
+def test_only_the_owner_replays_a_run(user: Any, stranger: Any) -> None:
+    run = stored_run(user)
+
+    with pytest.raises(Forbidden) as exc:
+        runs.run_replay(run=run, node_id="a", user=stranger)
+
+    assert refused(exc, run, "replay it")
+    assert not Run.objects.filter(replay_of=run).exists()
+
+    replay = runs.run_replay(run=run, node_id="a", user=user)
+
+    assert (replay.owner, replay.replay_of, replay.replay_from_node) == (user, run, "a")

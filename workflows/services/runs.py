@@ -123,7 +123,11 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
     The source is read under a row lock in the start's transaction, so retention cannot remove it
     (nor the version and outputs only it refers to) between the read and the new run's insert;
     retention skips a locked run, and keeps one an unfinished replay refers to
-    (retention/services.py). One already removed is a 404 naming it."""
+    (retention/services.py). One already removed is a 404 naming it.
+
+    Only the source's owner replays it (``run_owner_check``): the new run is ``user``'s, and
+    carries the source's inputs and outputs."""
+    run_owner_check(run=run, user=user, action="replay it")
     with transaction.atomic():
         # NO KEY UPDATE: holds off a delete, not another run's reference to this one
         source = Run.objects.select_for_update(no_key=True).filter(pk=run.pk).first()
