@@ -11,8 +11,12 @@ import pytest
 
 from aob_project.exceptions import Forbidden
 from tests.conftest import stored_run
-from workflows.models import Event, Run
+from workflows.models import Event, PatchRefusal, Run, RunPatch
 from workflows.services import runs
+from workflows.services.patches import run_patch_propose
+
+ADD_B = [{"op": "add", "path": "/nodes/-", "value": {"id": "b", "type": "transform", "config": {"expression": "2"}}},
+         {"op": "add", "path": "/edges/-", "value": {"from": "a", "to": "b"}}]
 
 
 @pytest.fixture(params=["bob", "root"])
@@ -56,3 +60,20 @@ def test_only_the_owner_replays_a_run(user: Any, stranger: Any) -> None:
     replay = runs.run_replay(run=run, node_id="a", user=user)
 
     assert (replay.owner, replay.replay_of, replay.replay_from_node) == (user, run, "a")
+
+
+def test_only_the_owner_patches_a_run(user: Any, stranger: Any) -> None:
+    run = stored_run(user)
+
+    with pytest.raises(Forbidden) as exc:
+        run_patch_propose(run=run, operations=ADD_B, description="theirs", user=stranger)
+
+    assert refused(exc, run, "patch it")
+    unchanged = Run.objects.get(pk=run.pk)
+    assert (unchanged.patch_seq, unchanged.current_artifact_id) == (0, run.current_artifact_id)
+    assert not RunPatch.objects.filter(run=run).exists() and not PatchRefusal.objects.filter(run=run).exists()
+
+    patch = run_patch_propose(run=run, operations=ADD_B, description="mine", user=user)
+
+    assert (patch.status, patch.seq, patch.proposed_by) == ("applied", 1, user)
+    assert Run.objects.get(pk=run.pk).current_artifact_id == patch.after_artifact_id
