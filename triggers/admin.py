@@ -1,6 +1,7 @@
 """Schedules and hooks in the admin. A schedule is made, changed and deleted here through the same
-services as on the API (their rules shown on the form; its PeriodicTask follows); a hook's secret
-is never shown (create hooks through the API, UI or CLI, which show it once)."""
+services as on the API (their rules shown on the form; its PeriodicTask follows); a hook is changed
+and deleted through its services too (deleted by its owner only), and its secret is never shown
+(create hooks through the API, UI or CLI, which show it once)."""
 
 from __future__ import annotations
 
@@ -161,3 +162,17 @@ class HookAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         hooks.hook_update(hook=obj, **{f: form.cleaned_data[f] for f in form.changed_data})
+
+    def has_delete_permission(self, request, obj=None):
+        """A hook is deleted by its owner only (``hooks.is_hook_owner``, as on the API): another
+        user's has no delete button, and its delete page or a bulk delete that selects it is
+        refused (403) with nothing deleted."""
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or hooks.is_hook_owner(obj, user=request.user))
+
+    def delete_model(self, request, obj):
+        hooks.hook_delete(hook=obj, user=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for hook in queryset:
+            hooks.hook_delete(hook=hook, user=request.user)

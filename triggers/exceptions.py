@@ -1,4 +1,4 @@
-from aob_project.exceptions import AobError, NotFound, ValidationFailed
+from aob_project.exceptions import AobError, Forbidden, NotFound, ValidationFailed
 
 
 class ScheduleInvalid(ValidationFailed):
@@ -11,6 +11,10 @@ class ScheduleNotFound(NotFound):
 
 class HookNotFound(NotFound):
     code = "not_found"
+
+
+class NotHookOwner(Forbidden):
+    code = "not_hook_owner"
 
 
 class HookUnauthorized(AobError):

@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
-from aob_project.exceptions import NotFound
+from aob_project.exceptions import Forbidden, NotFound
 from workflows import visibility
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
@@ -89,6 +89,16 @@ def runs_owned(*, user: User) -> QuerySet[Run]:
 def is_run_owner(run: Run, *, user: User) -> bool:
     """The one owner check: only a run's owner may change it."""
     return run.owner_id == user.pk
+
+
+def run_owner_check(*, run: Run, user: User, action: str) -> None:
+    """``is_run_owner`` as a service applies it: every service that changes a run on a person's
+    behalf (cancel, budget, replay, patch) calls this first, so the admin, a command or a task
+    meets the rule the API meets (where ``run_get(change=True)`` has already answered a 404).
+    ``action`` completes the message: "only the run's owner may <action>"."""
+    if not is_run_owner(run, user=user):
+        raise Forbidden(f"only the run's owner may {action}", code="not_run_owner",
+                        extra={"run_id": str(run.pk), "rule": "run_owner"})
 
 
 def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db.models import ProtectedError
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
@@ -187,3 +188,21 @@ def test_a_stored_mapping_the_rule_refuses_is_a_clear_error_not_a_500(user: Any)
     assert response.json()["error"] == "mapping_invalid"
     assert "its owner must correct it" in response.json()["message"]
     assert not HookDelivery.objects.exists() and not Run.objects.exists()
+
+
+def test_a_hook_is_deleted_in_the_admin_by_its_owner_only(admin_client: Client, user: Any) -> None:
+    theirs, _ = hooks.hook_create(owner=user, workflow=workflow_save(owner=user, tag="push", definition=ONE).workflow)
+    root = User.objects.get(username="root")
+    workflow = workflow_save(owner=root, tag="push", definition=ONE).workflow
+    own = [hooks.hook_create(owner=root, workflow=workflow)[0] for _ in range(3)]
+    changelist = "/admin/triggers/hook/"
+
+    assert admin_client.post(f"{changelist}{theirs.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [theirs.pk, own[2].pk],
+                                          "post": "yes"}).status_code == 403
+    assert Hook.objects.count() == 4
+
+    assert admin_client.post(f"{changelist}{own[0].pk}/delete/", {"post": "yes"}).status_code == 302
+    assert admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [h.pk for h in own[1:]],
+                                          "post": "yes"}).status_code == 302
+    assert list(Hook.objects.values_list("pk", flat=True)) == [theirs.pk]

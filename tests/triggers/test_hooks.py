@@ -9,9 +9,10 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
-from tests.conftest import wait_for_run
-from triggers.models import HookDelivery
-from triggers.services.hooks import signature_for
+from tests.conftest import client_for, wait_for_run
+from triggers.exceptions import NotHookOwner
+from triggers.models import Hook, HookDelivery
+from triggers.services.hooks import hook_create, hook_delete, signature_for
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
 
@@ -144,3 +145,40 @@ def test_the_hook_secret_is_shown_once(api, user):
     assert hook["secret"].startswith("whsec_")
     assert "secret" not in listed[0] and "secret" not in one
     assert hook["secret"] not in json.dumps(listed) + json.dumps(one)
+
+
+@pytest.fixture(params=["bob", "root"])
+def stranger(request, make_user):
+    """Another user: a plain one, and a superuser."""
+    staff = request.param == "root"
+    return make_user(request.param, is_staff=staff, is_superuser=staff)
+
+
+@pytest.mark.django_db
+def test_only_the_owner_deletes_a_hook_and_its_deliveries_go_with_it(user, stranger):
+    hook, _ = hook_create(owner=user, workflow=workflow_save(owner=user, tag="on-push", definition=ECHO).workflow)
+    HookDelivery.objects.create(hook=hook, delivery_id="d1", signature="0" * 64)
+
+    with pytest.raises(NotHookOwner) as exc:
+        hook_delete(hook=hook, user=stranger)
+
+    assert (exc.value.status, exc.value.code, exc.value.message, exc.value.extra) == (
+        403, "not_hook_owner", "only the hook's owner may delete it", {"hook_id": hook.pk, "rule": "hook_owner"})
+    assert Hook.objects.filter(pk=hook.pk).exists() and HookDelivery.objects.filter(hook_id=hook.pk).exists()
+
+    hook_delete(hook=hook, user=user)
+
+    assert not Hook.objects.filter(pk=hook.pk).exists() and not HookDelivery.objects.filter(hook_id=hook.pk).exists()
+
+
+@pytest.mark.django_db
+def test_the_api_deletes_a_hook_for_its_owner_and_answers_anyone_else_as_if_it_did_not_exist(api, user, make_user):
+    hook = make_hook(api, user)
+
+    response = client_for(make_user("bob")).delete(f"/api/v1/hooks/{hook['id']}")
+
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert Hook.objects.filter(pk=hook["id"]).exists()
+    assert api.delete(f"/api/v1/hooks/{hook['id']}").status_code == 204
+    assert not Hook.objects.filter(pk=hook["id"]).exists()
+    assert deliver(hook, {"ref": "main"}).json() == UNAUTHORIZED

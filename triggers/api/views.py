@@ -147,7 +147,7 @@ class HookDetailView(APIView):
 
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request: Request, hook_id: str) -> Response:
-        _hook(request, hook_id).delete()
+        hooks.hook_delete(hook=_hook(request, hook_id), user=request.user)
         return Response(status=204)
 
     @extend_schema(request=OpenApiTypes.OBJECT, parameters=SIGNATURE_HEADERS, auth=[], operation_id="hooks_deliver",

@@ -39,7 +39,7 @@ from workflows.definition.expressions import ExpressionError, compile_expression
 from workflows.definition.references import resolve
 from workflows.models import Run, Workflow
 
-from ..exceptions import HookUnauthorized
+from ..exceptions import HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,23 @@ def hook_rotate(*, hook: Hook) -> str:
     Hook.objects.filter(pk=hook.pk).update(secret_ciphertext=crypto.encrypt(secret))
     logger.info("hook.secret_rotated", extra={"hook_id": hook.pk})
     return secret
+
+
+def is_hook_owner(hook: Hook, *, user: User) -> bool:
+    """Who may remove a hook: its owner only, staff included, on every surface (as a run's
+    changes are its owner's: ``workflows.selectors.is_run_owner``)."""
+    return hook.owner_id == user.pk
+
+
+def hook_delete(*, hook: Hook, user: User) -> None:
+    """Remove ``hook`` as ``user``, who must be its owner. Its deliveries go with it (cascade) and
+    its secret lived only in its row, so nothing is left to clean up elsewhere; the runs it
+    started stay. A delivery to it afterwards is the 401 of an unknown hook."""
+    if not is_hook_owner(hook, user=user):
+        raise NotHookOwner("only the hook's owner may delete it", extra={"hook_id": hook.pk, "rule": "hook_owner"})
+    with transaction.atomic():
+        Hook.objects.filter(pk=hook.pk).delete()
+    logger.info("hook.deleted", extra={"hook_id": hook.pk})
 
 
 def signature_for(secret: str | bytes, timestamp: str, body: bytes) -> str:

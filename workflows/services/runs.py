@@ -12,14 +12,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
+from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, transitions
 from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, content_id
-from workflows.selectors import is_run_owner
+from workflows.selectors import run_owner_check
 
 from .artifacts import artifact_store
 from .definitions import validation_error
@@ -91,11 +91,10 @@ def _check_rate_limits(*, owner: User, ir: IR, api_write: bool) -> None:
 
 
 def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
-    """Cancel ``run`` as ``user``, who must be its owner (``is_run_owner``, the one check for every
-    change: staff included, on every surface); ``user=None`` is the system (a parent run ending)."""
-    if user is not None and not is_run_owner(run, user=user):
-        raise Forbidden("only the run's owner may cancel it", code="not_run_owner",
-                        extra={"run_id": str(run.pk), "rule": "run_owner"})
+    """Cancel ``run`` as ``user``, who must be its owner (``run_owner_check``, the one check for
+    every change: staff included, on every surface); ``user=None`` is the system (a parent run ending)."""
+    if user is not None:
+        run_owner_check(run=run, user=user, action="cancel it")
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.is_finished:
@@ -124,7 +123,11 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
     The source is read under a row lock in the start's transaction, so retention cannot remove it
     (nor the version and outputs only it refers to) between the read and the new run's insert;
     retention skips a locked run, and keeps one an unfinished replay refers to
-    (retention/services.py). One already removed is a 404 naming it."""
+    (retention/services.py). One already removed is a 404 naming it.
+
+    Only the source's owner replays it (``run_owner_check``): the new run is ``user``'s, and
+    carries the source's inputs and outputs."""
+    run_owner_check(run=run, user=user, action="replay it")
     with transaction.atomic():
         # NO KEY UPDATE: holds off a delete, not another run's reference to this one
         source = Run.objects.select_for_update(no_key=True).filter(pk=run.pk).first()
@@ -154,7 +157,8 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
     """Set a run's LLM spend ceilings (its owner's decision) and resume every node paused on them,
     in this run and in the sub-workflows whose spend counts against it, in one transaction; a
     resumed agent replays its journal, so no model call is lost or made twice, and one still short
-    pauses again."""
+    pauses again. ``user`` must be the run's owner (``run_owner_check``)."""
+    run_owner_check(run=run, user=user, action="set its budget")
     below = _counting_against(run.pk)
     with transaction.atomic():
         # the runs below first, the deepest first, then this one: agents.budget locks a child before

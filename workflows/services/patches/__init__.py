@@ -25,6 +25,7 @@ from workflows import registry
 from workflows.definition import gates
 from workflows.engine import coordinator, events
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
+from workflows.selectors import run_owner_check
 
 from ..artifacts import artifact_store
 from .policy import (
@@ -62,7 +63,12 @@ def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_
                       user: User | None = None, from_agent: bool = False, proposal_key: str = "") -> RunPatch:
     """Judge, then apply (or hold for approval) a patch to a live run. A patch that names a
     proposing node (``node_id``) is an agent's, whoever carries it. ``proposal_key`` (an agent's
-    node run, attempt and turn) makes a repeated proposal return the patch it already made."""
+    node run, attempt and turn) makes a repeated proposal return the patch it already made.
+
+    A ``user`` must be the run's owner (``run_owner_check``); no refusal is recorded for anyone
+    else, whose patch is never judged. ``user=None`` is the run's own agent, or the system."""
+    if user is not None:
+        run_owner_check(run=run, user=user, action="patch it")
     proposer = Proposer(agent=from_agent or bool(node_id), node_id=node_id)
     try:
         patch = _propose(run=run, operations=operations, description=description, proposer=proposer, user=user,
