@@ -108,6 +108,29 @@ SAVE_REFUSALS = {
 }
 
 
+def gates_with_form(form: dict[str, Any], n: int) -> dict[str, Any]:
+    return {"nodes": [{"id": f"gate{i}", "type": "hitl", "config": {"message": "Go?", "form": form}}
+                      for i in range(n)], "edges": []}
+
+
+def test_a_workflow_s_forms_share_one_evaluation_budget_at_save(api: Any, settings: Any) -> None:
+    """Each form had a budget of its own: 900 forms that each used most of theirs took 71 s to save."""
+    heavy = {"$defs": {**{f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(9)},
+                       "d9": {"type": "object"}}, "$ref": "#/$defs/d0"}  # about 2,000 steps on {}
+    plain = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 200}}}
+
+    alone = api.post(f"{API}/workflows/validate", {"workflow": gates_with_form(heavy, 1)}, format="json")
+    many = api.post(f"{API}/workflows/validate", {"workflow": gates_with_form(heavy, 30)}, format="json")
+    ordinary = api.post(f"{API}/workflows/validate", {"workflow": gates_with_form(plain, 200)}, format="json")
+
+    assert alone.status_code == 200 and alone.json()["valid"] is True, alone.json()
+    assert many.status_code == 200 and many.json()["valid"] is False
+    refused = [e for e in many.json()["errors"] if e["rule"] == "form.budget"]
+    assert refused and refused[-1]["path"] == "/nodes/29/config/form"
+    assert f"within {settings.AOB_FORM_EVAL_BUDGET} steps, shared by the workflow's forms" in refused[0]["message"]
+    assert ordinary.json()["valid"] is True, ordinary.json()  # ordinary forms are far from it
+
+
 def with_remote(value: Any, base: str) -> Any:
     if isinstance(value, dict):
         return {k: with_remote(v, base) for k, v in value.items()}

@@ -20,6 +20,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from workflows import registry
 
 from .expressions import ExpressionError, compile_expression
+from .forms import one_budget
 
 SCHEMA_PATH = Path(__file__).with_name("workflow.schema.json")
 
@@ -103,7 +104,8 @@ def validate(definition: Any, *, literal_urls: bool = False) -> Report:
     if not report.valid:
         return report
 
-    _check_graph(definition, report)
+    with one_budget():  # the forms of all hitl nodes together
+        _check_graph(definition, report)
     if literal_urls and report.valid:
         report.errors.extend(literal_url_problems(definition))
     return report
