@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # A decision's comment is kept on the decision, in its event and in the node's output: bounded here,
 # for every surface (the API's serializer states the same number for its schema).
 COMMENT_MAX_CHARS = 10_000
+# A decision's form data is kept on the decision and in the node's output, and answered with the
+# approval in every inbox that lists it.
+DATA_MAX_BYTES = 64 * 1024
 
 
 def gate_context(*, run_id: str, node_id: str, iteration: int, inputs: Any,
@@ -94,6 +97,7 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     """Count one person's decision; settle the approval and resume the run when it is decided.
     Concurrent decisions serialize on the approval row, so it settles and routes once."""
     _check_comment(comment)
+    _check_data(data)
     with transaction.atomic():
         run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
         approval = Approval.objects.select_for_update().select_related("run__owner").get(pk=approval.pk)
@@ -149,6 +153,13 @@ def _count(approval: Approval, *, user: User, approve: bool, comment: str, data:
         "settled": settled, "at": decision.at.isoformat()})])
     if settled:
         _settle(approval, settled, approved=settled == Approval.Status.APPROVED)
+
+
+def _check_data(data: Any) -> None:
+    size = size_of(canonical_json(data))
+    if size > DATA_MAX_BYTES:
+        raise FormDataInvalid(f"data is {size} bytes; at most {DATA_MAX_BYTES} are kept",
+                              extra={"field": "data", "rule": "max_bytes", "limit": DATA_MAX_BYTES})
 
 
 def _check_comment(comment: Any) -> None:

@@ -295,3 +295,33 @@ def test_a_form_completed_from_the_inputs_is_judged_again_when_the_node_runs(eng
     assert review.error["error_type"] == "InvalidForm", review.error
     assert (review.error["rule"], review.error["path"]) == ("form.pattern", "/config/form/properties/code/pattern")
     assert not Approval.objects.filter(run=run).exists()
+
+
+def test_a_form_that_grows_past_its_bound_through_a_reference_fails_its_node(engine, api, user):
+    """A reference in a form resolved to as much as 16 MiB, stored on the approval and answered in
+    every inbox listing it."""
+    form = {"type": "object", "properties": {"note": {"type": "string", "default": "$inputs.pad"}}}
+    started = client_for(user).post(f"{API}/runs", {"workflow": hitl_workflow(form), "inputs": {
+        "amount": 1, "customer": "x", "pad": "p" * 70_000}}, format="json")
+    assert started.status_code == 201, started.json()
+    run = wait_for_run(started.json()["run_id"], timeout=30)
+
+    assert run.status == "failed"
+    review = run.node_runs.get(node_id="review")
+    assert (review.error["error_type"], review.error["rule"]) == ("InvalidForm", "form.max_bytes"), review.error
+    assert not Approval.objects.filter(run=run).exists()
+    literal = {"type": "object", "properties": {"note": {"type": "string", "default": "p" * 70_000}}}
+    refused_workflow(api.post(f"{API}/workflows", {"tag_name": "big", "workflow": hitl_workflow(literal)},
+                              format="json"), FORM_PATH, "form.max_bytes")
+
+
+def test_an_approver_s_data_past_its_bound_is_refused_and_the_gate_still_decides(engine, user):
+    run_id, approval = parked(user)
+
+    refused = decide(user, approval, data={"note": "d" * 70_000})
+    accepted = decide(user, approval, data={"note": "fine"})
+
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_form_data"
+    assert (refused.json()["details"]["field"], refused.json()["details"]["rule"]) == ("data", "max_bytes")
+    assert accepted.status_code == 200 and wait_for_run(run_id).status == "completed"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -271,8 +272,16 @@ def _meta_rule(err: ValidationError) -> tuple[str, str]:
     return f"form.{err.validator}", err.message
 
 
+# A form is stored on its approval and answered with it in every inbox that lists it; a reference
+# in it (``{"default": "$nodes.fetch"}``) resolves when the node runs, to as much as 16 MiB.
+FORM_MAX_BYTES = 64 * 1024
+
+
 def form_problems(form: Any) -> list[FormProblem]:
     """What is wrong with ``form`` as an approval form; empty when it is safe to store and run."""
+    size = len(json.dumps(form, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    if size > FORM_MAX_BYTES:
+        return [FormProblem("", "form.max_bytes", f"the form is {size} bytes; at most {FORM_MAX_BYTES} are kept")]
     problems = []
     for err in sorted(_meta.iter_errors(form), key=lambda e: [str(p) for p in e.absolute_path]):
         rule, message = _meta_rule(err)
