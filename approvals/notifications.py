@@ -3,7 +3,8 @@
 group, sent through the SSRF-safe client), each with a signed link to the approval page.
 
 ``approval_notify`` records one ``Delivery`` per person (or group) and channel in the caller's
-transaction and publishes one ``approvals.notify`` task per delivery after commit; the task sends,
+transaction and publishes one ``approvals.notify`` task per delivery after commit, to its own queue
+(``wf.notify``, apart from the sweeper's maintenance queue); the task sends,
 retries transient failures with backoff, and records the outcome on the delivery. Reminders are
 sent once, ``remind_before_ms`` before an approval's deadline, by the ``approvals.remind`` beat task,
 which also publishes again a delivery whose publish was lost (the process died between the commit
@@ -229,7 +230,7 @@ def deliveries_republish(*, older_than_s: float, limit: int = 500) -> int:
     """Publish again the deliveries whose publish was lost: pending, never attempted, and last
     published more than ``older_than_s`` ago. Each is claimed by moving its ``published_at`` (so a
     delivery goes out at most once per period, however often the sweep runs, and never as a
-    storm onto the shared maintenance queue), then published after commit."""
+    storm onto the notification queue), then published after commit."""
     now = timezone.now()
     stale = now - timedelta(seconds=older_than_s)
     lost = (Delivery.objects.filter(status=Delivery.Status.PENDING, attempts=0)

@@ -4,8 +4,10 @@ approver only, once. Reminders go out before the deadline; every delivery is rec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from approvals.models import Approval, Delivery, NotificationTarget
 from approvals.notifications import approval_notify
 from tests.approvals.runs import refund_flow, submit
 from tests.engine.flow import wait_until
+from workflows.registry import MAINTENANCE_QUEUE
 
 LINK = re.compile(r"https?://[^\s<>|]+/approvals/(\d+)/open/([^\s<>|]+)")
 
@@ -143,3 +146,31 @@ def test_a_notification_whose_publish_was_lost_is_published_again_once(engine: A
     assert len(smtp.sent_to("bob-lost@example.com")) == 1
     lost.refresh_from_db()
     assert lost.attempts == 1 and lost.published_at > timezone.now() - timedelta(minutes=1)
+
+
+@contextlib.contextmanager
+def not_consuming(worker: Any, queue: str) -> Iterator[None]:
+    """The stack's worker stops taking ``queue`` (a maintenance queue that is stalled or backed up)."""
+    from aob_project.celery import app
+
+    assert app.control.cancel_consumer(queue, destination=[worker.node_name], reply=True, timeout=10)
+    try:
+        yield
+    finally:
+        assert app.control.add_consumer(queue, destination=[worker.node_name], reply=True, timeout=10)
+
+
+def test_an_approver_is_told_through_the_notification_queue_whatever_the_maintenance_queue_holds(
+        engine: Any, user: User, bob: User, smtp: Any) -> None:
+    """``approvals.notify`` runs on ``wf.notify``, not on the maintenance queue it used to share with
+    the sweeper: with no worker taking maintenance work, bob is still told."""
+    bob.email = "bob-queue@example.com"
+    bob.save()
+
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):
+        run_id = submit(user, refund_flow({"approvers": ["bob"]}))
+        approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+        wait_until(lambda: approval.deliveries.filter(status="sent").exists(), timeout=30,
+                   what="bob's email sent by a worker of wf.notify")
+
+    assert len(smtp.sent_to("bob-queue@example.com")) == 1
