@@ -246,9 +246,9 @@ class Services:
 
 def worker_command(probe: dict, node_types: str | None) -> list[str]:
     """The worker's queues: every queue of the stack, from the node-type registry (the probe), or with
-    ``--node-types`` only those types' queues plus the coordinator's and maintenance."""
+    ``--node-types`` only those types' queues plus the coordinator's, maintenance and notifications."""
     if node_types:
-        return ["--node-types", node_types, "-Q", "wf.coordinator,wf.maintenance"]
+        return ["--node-types", node_types, "-Q", "wf.coordinator,wf.maintenance,wf.notify"]
     return ["-Q", ",".join(probe["queues"])]
 
 

@@ -22,12 +22,13 @@ from workflows.registry import (
     DEFAULT_NODE_QUEUE,
     EXECUTOR_TASK,
     MAINTENANCE_QUEUE,
+    NOTIFY_QUEUE,
 )
 
 # Declared up front; a node type's queue (``wf.tasks.<type>``) is declared when it is first used, in the
 # same shape (``task_create_missing_queue_*`` below), because the types are known only once Django has
 # loaded the apps that register them. Routing: ``dispatch.publish_now`` names the type's queue.
-STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE]
+STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE]
 
 
 def _quorum() -> bool:
@@ -59,9 +60,11 @@ app.conf.task_routes = {
     "workflows.coordinate": {"queue": COORDINATOR_QUEUE},
     "workflows.sweep": {"queue": MAINTENANCE_QUEUE},
     "approvals.expire": {"queue": MAINTENANCE_QUEUE},
-    # issue 18: triggers, notifications, the sub-workflow and budget backstops and retention are maintenance work
+    # issue 18: triggers, reminders, the sub-workflow and budget backstops and retention are maintenance work
     "triggers.*": {"queue": MAINTENANCE_QUEUE},
-    "approvals.notify": {"queue": MAINTENANCE_QUEUE},
+    # Sending a notification waits on a mail server or a webhook, and one run may ask many people:
+    # its own queue, so a backlog of them never stands between the sweeper and the maintenance queue.
+    "approvals.notify": {"queue": NOTIFY_QUEUE},
     "approvals.remind": {"queue": MAINTENANCE_QUEUE},
     "subflows.*": {"queue": MAINTENANCE_QUEUE},
     "agents.sweep": {"queue": MAINTENANCE_QUEUE},

@@ -449,6 +449,10 @@ AOB_NOTIFY_RETRY_BACKOFF_S = env_float("AOB_NOTIFY_RETRY_BACKOFF_S", 10.0)
 # A notification never attempted this long after its publish is published again (the publish was
 # lost); at least 10 s, so a delivery waiting its turn in the queue is not published again each sweep.
 AOB_NOTIFY_REPUBLISH_AFTER_S = env_int("AOB_NOTIFY_REPUBLISH_AFTER_S", 300, within=(10, 7 * 86400))
+# Notifications (emails, webhooks; reminders and escalations too) one run may send, whatever its gates
+# name (a group of thousands, a gate in a loop, an agent's patch): past it they are not sent, and the
+# run says so once (event notifications_capped); its approvals wait in the inbox all the same.
+AOB_MAX_NOTIFICATIONS_PER_RUN = env_int("AOB_MAX_NOTIFICATIONS_PER_RUN", 200, within=(1, 100_000))
 # What a node gate stores and shows of its inputs and upstream outputs (approvals/services.py
 # gate_context); the inbox lists up to 200 gates, each with its context.
 AOB_APPROVAL_CONTEXT_MAX_BYTES = env_int("AOB_APPROVAL_CONTEXT_MAX_BYTES", 64 * 1024, within=(1024, 16 * 1024 * 1024))

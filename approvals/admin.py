@@ -60,11 +60,12 @@ class ApprovalAdmin(BoundedListAdmin):
     readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",
                        "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                        "escalated", "patch", "created_at", "decided_at", "remind_at", "reminded_at", "action_digest",
-                       "decisions", "deliveries"]
+                       "decisions", "deliveries", "notifications_not_sent"]
     fieldsets = [
-        (None, {"fields": tuple(readonly_fields[:-2])}),
+        (None, {"fields": tuple(readonly_fields[:-3])}),
         ("Decisions", {"fields": ["decisions"]}),
-        ("Notifications", {"fields": ["deliveries"]}),
+        # how many the run's AOB_MAX_NOTIFICATIONS_PER_RUN kept back (approvals/notifications.py)
+        ("Notifications", {"fields": ["deliveries", "notifications_not_sent"]}),
     ]
     action_form = DecideActionForm
     actions = ["approve", "reject"]

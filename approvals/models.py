@@ -50,6 +50,9 @@ class Approval(models.Model):
     # Approvers are reminded once, this long before the deadline (hitl ``remind_before_ms``).
     remind_at = models.DateTimeField(null=True, blank=True, db_index=True)
     reminded_at = models.DateTimeField(null=True, blank=True)
+    # Notifications about this approval that were not sent: its run had reached
+    # AOB_MAX_NOTIFICATIONS_PER_RUN (approvals/notifications.py). It waits in the inbox all the same.
+    notifications_not_sent = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 

@@ -3,11 +3,20 @@
 group, sent through the SSRF-safe client), each with a signed link to the approval page.
 
 ``approval_notify`` records one ``Delivery`` per person (or group) and channel in the caller's
-transaction and publishes one ``approvals.notify`` task per delivery after commit; the task sends,
+transaction and publishes one ``approvals.notify`` task per delivery after commit, to its own queue
+(``wf.notify``, apart from the sweeper's maintenance queue); the task sends,
 retries transient failures with backoff, and records the outcome on the delivery. Reminders are
 sent once, ``remind_before_ms`` before an approval's deadline, by the ``approvals.remind`` beat task,
 which also publishes again a delivery whose publish was lost (the process died between the commit
 and the publish): one never attempted ``AOB_NOTIFY_REPUBLISH_AFTER_S`` after its last publish.
+
+One run sends at most ``AOB_MAX_NOTIFICATIONS_PER_RUN`` notifications, whoever asks for them (a
+gate naming a group of thousands, a gate in a loop, an agent's patch adding gates, reminders and
+escalations): ``approval_notify`` counts the run's deliveries so far, in one query under the run's
+lock, and records only what fits. The rest is not sent, and not stored one row each (a loop would
+make millions): the approval counts it (``notifications_not_sent``) and, the first time the cap
+bites in a run, the run's events say so (``notifications_capped``, naming the cap and the setting).
+The approvals themselves wait in the inbox and are decided as ever.
 
 A link is ``/approvals/{id}/open/{token}``: the token is signed (``django.core.signing``, salted,
 with a maximum age) and names the delivery, so it opens the approval only for that delivery's
@@ -24,7 +33,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core import signing
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, F, Max, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -32,6 +41,8 @@ from aob_project.celery import app
 from approvals.models import Approval, Delivery, NotificationTarget
 from workers.http import request
 from workers.http.exceptions import HTTPRequestError
+from workflows.engine import events, locks
+from workflows.models import Event
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +51,25 @@ LINK_SALT = "aob.approvals.link"
 
 def approval_notify(*, approval: Approval, reason: str = Delivery.Reason.REQUIRED,
                     names: list[str] | None = None) -> list[Delivery]:
-    """Queue the notifications for ``names`` (default: every approver) of ``approval``."""
+    """Queue the notifications for ``names`` (default: every approver) of ``approval``, as many as
+    its run has left of ``AOB_MAX_NOTIFICATIONS_PER_RUN``. Call it holding the run's lock
+    (``locks.lock_run``, as every caller does), so two approvals of one run count in turn."""
+    deliveries = _wanted(approval, reason, names)
+    if not deliveries:
+        return []
+    deliveries = _within_cap(approval, deliveries)
+    if not deliveries:
+        return []
+    now = timezone.now()
+    for delivery in deliveries:
+        delivery.published_at = now  # published after commit; if that is lost, deliveries_republish
+    Delivery.objects.bulk_create(deliveries)
+    ids = [d.pk for d in deliveries]
+    transaction.on_commit(lambda: _publish(ids))
+    return deliveries
+
+
+def _wanted(approval: Approval, reason: str, names: list[str] | None) -> list[Delivery]:
     deliveries: list[Delivery] = []
     seen_users: set[int] = set()
     for name in dict.fromkeys(names if names is not None else approval.approvers):
@@ -54,17 +83,35 @@ def approval_notify(*, approval: Approval, reason: str = Delivery.Reason.REQUIRE
         if NotificationTarget.objects.filter(group=group, enabled=True).exists():
             deliveries.append(Delivery(approval=approval, group=group, recipient=name,
                                        channel=Delivery.Channel.WEBHOOK, reason=reason))
-        for member in group.user_set.filter(is_active=True):
+        for member in group.user_set.filter(is_active=True).order_by("pk"):
             deliveries += _for_user(approval, member, member.username, reason, seen_users, webhooks=False)
-    if not deliveries:
-        return []
-    now = timezone.now()
-    for delivery in deliveries:
-        delivery.published_at = now  # published after commit; if that is lost, deliveries_republish
-    Delivery.objects.bulk_create(deliveries)
-    ids = [d.pk for d in deliveries]
-    transaction.on_commit(lambda: _publish(ids))
     return deliveries
+
+
+def _within_cap(approval: Approval, deliveries: list[Delivery]) -> list[Delivery]:
+    """The first of ``deliveries`` that fit in the run's cap. What does not fit is not sent: the
+    approval counts it (``notifications_not_sent``, on its page and in the API), and the first
+    time the cap bites in a run, the run's events say so (``notifications_capped``)."""
+    cap = settings.AOB_MAX_NOTIFICATIONS_PER_RUN
+    # one query: the run's deliveries so far, and whether the cap has bitten before
+    usage = Approval.objects.filter(run_id=approval.run_id).aggregate(
+        sent=Count("deliveries"), capped=Max("notifications_not_sent"))
+    room = max(0, cap - usage["sent"])
+    if len(deliveries) <= room:
+        return deliveries
+    not_sent = len(deliveries) - room
+    approval.notifications_not_sent += not_sent
+    Approval.objects.filter(pk=approval.pk).update(notifications_not_sent=F("notifications_not_sent") + not_sent)
+    logger.warning("approval.notifications_capped", extra={"run_id": str(approval.run_id), "approval_id": approval.pk,
+                                                           "limit": cap, "sent": room, "not_sent": not_sent})
+    if not usage["capped"]:
+        events.append(approval.run_id, approval.run.owner_id, [(Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
+            "approval_id": approval.pk, "limit": cap, "setting": "AOB_MAX_NOTIFICATIONS_PER_RUN",
+            "sent": room, "not_sent": not_sent,
+            "message": f"this run reached its limit of {cap} notifications (AOB_MAX_NOTIFICATIONS_PER_RUN): "
+                       f"{not_sent} about approval {approval.pk} were not sent, nor will later ones be; "
+                       f"its approvals wait in the inbox all the same"})])
+    return deliveries[:room]
 
 
 def _for_user(approval: Approval, user: User, name: str, reason: str, seen: set[int],
@@ -214,9 +261,10 @@ def approvals_remind_due() -> int:
     """Queue one reminder for each pending approval whose reminder time has come."""
     now = timezone.now()
     count = 0
-    for pk in Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now,
-                                      reminded_at__isnull=True).values_list("pk", flat=True)[:500]:
+    for pk, run_id in Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now,
+                                              reminded_at__isnull=True).values_list("pk", "run_id")[:500]:
         with transaction.atomic():
+            locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py); its notifications count in turn
             moved = Approval.objects.filter(pk=pk, status=Approval.Status.PENDING, reminded_at__isnull=True).update(
                 reminded_at=now)
             if moved:
@@ -229,7 +277,7 @@ def deliveries_republish(*, older_than_s: float, limit: int = 500) -> int:
     """Publish again the deliveries whose publish was lost: pending, never attempted, and last
     published more than ``older_than_s`` ago. Each is claimed by moving its ``published_at`` (so a
     delivery goes out at most once per period, however often the sweep runs, and never as a
-    storm onto the shared maintenance queue), then published after commit."""
+    storm onto the notification queue), then published after commit."""
     now = timezone.now()
     stale = now - timedelta(seconds=older_than_s)
     lost = (Delivery.objects.filter(status=Delivery.Status.PENDING, attempts=0)

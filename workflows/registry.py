@@ -29,6 +29,9 @@ from aob_project.exceptions import AobError
 QUEUE_PREFIX = "wf.tasks."
 COORDINATOR_QUEUE = "wf.coordinator"
 MAINTENANCE_QUEUE = "wf.maintenance"
+# Approval notifications (email, webhooks): a queue of their own, so a run that asks many people
+# cannot hold up the sweeper's crash recovery on the maintenance queue for every tenant.
+NOTIFY_QUEUE = "wf.notify"
 # Celery's default queue: nothing of ours is routed here, a worker of the whole stack still consumes it.
 DEFAULT_NODE_QUEUE = "wf.tasks.default"
 # The one executor task: its queue comes from the node type (``dispatch.publish_now``).
@@ -204,8 +207,9 @@ def queues(node_types: Iterable[str] | None = None) -> list[str]:
 
 
 def all_queues() -> list[str]:
-    """Every queue of the whole stack: the coordinator's, each routed type's, the default, maintenance."""
-    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE]
+    """Every queue of the whole stack: the coordinator's, each routed type's, the default, maintenance,
+    notifications."""
+    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE]
 
 
 def run_ending_hooks() -> list[Callable[[str, str, Any], None]]:

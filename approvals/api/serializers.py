@@ -46,4 +46,5 @@ class ApprovalOut(serializers.ModelSerializer):
         model = Approval
         fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
-                  "escalated", "patch_id", "decisions", "deliveries", "created_at", "decided_at"]
+                  "escalated", "patch_id", "decisions", "deliveries", "notifications_not_sent", "created_at",
+                  "decided_at"]

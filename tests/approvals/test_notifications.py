@@ -4,8 +4,10 @@ approver only, once. Reminders go out before the deadline; every delivery is rec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from approvals.models import Approval, Delivery, NotificationTarget
 from approvals.notifications import approval_notify
 from tests.approvals.runs import refund_flow, submit
 from tests.engine.flow import wait_until
+from workflows.registry import MAINTENANCE_QUEUE
 
 LINK = re.compile(r"https?://[^\s<>|]+/approvals/(\d+)/open/([^\s<>|]+)")
 
@@ -120,6 +123,36 @@ def test_a_group_approver_is_told_through_its_webhook_and_its_members(user: User
     assert mail.outbox == []  # queued for the workers, not sent from the web process
 
 
+@pytest.mark.django_db
+def test_the_cap_counts_every_notification_of_the_run_reminders_too_and_is_announced_once(
+        settings: Any, user: User, bob: User, carol: User, dave: User) -> None:
+    """Filling the cap exactly announces nothing; the first notification past it does, once; a later
+    approval of the run tells nobody, and another run has a cap of its own."""
+    from tests.conftest import stored_run
+    from workflows.models import Event
+
+    settings.AOB_MAX_NOTIFICATIONS_PER_RUN = 2
+    for person in (bob, carol, dave):
+        person.email = f"{person.username}@cap.example.com"
+        person.save()
+    run = stored_run(user)
+    first = Approval.objects.create(run=run, node_id="a", approvers=["bob", "carol"])
+
+    assert len(approval_notify(approval=first)) == 2
+    assert not Event.objects.filter(run=run, type="notifications_capped").exists()
+    assert approval_notify(approval=first, reason=Delivery.Reason.REMINDER) == []
+    second = Approval.objects.create(run=run, node_id="b", approvers=["dave", "bob"])
+    assert approval_notify(approval=second) == []
+
+    assert [(a.node_id, a.notifications_not_sent) for a in Approval.objects.filter(run=run).order_by("node_id")] == [
+        ("a", 2), ("b", 2)]
+    capped = list(Event.objects.filter(run=run, type="notifications_capped").values_list("data", flat=True))
+    assert len(capped) == 1 and capped[0]["approval_id"] == first.pk and capped[0]["not_sent"] == 2
+    assert Delivery.objects.filter(approval__run=run).count() == 2
+    elsewhere = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["dave"])
+    assert len(approval_notify(approval=elsewhere)) == 1
+
+
 def test_a_notification_whose_publish_was_lost_is_published_again_once(engine: Any, user: User, bob: User,
                                                                         smtp: Any) -> None:
     """``approval_notify`` publishes after commit: a process that dies in between left the delivery
@@ -143,3 +176,91 @@ def test_a_notification_whose_publish_was_lost_is_published_again_once(engine: A
     assert len(smtp.sent_to("bob-lost@example.com")) == 1
     lost.refresh_from_db()
     assert lost.attempts == 1 and lost.published_at > timezone.now() - timedelta(minutes=1)
+
+
+@contextlib.contextmanager
+def not_consuming(worker: Any, queue: str) -> Iterator[None]:
+    """The stack's worker stops taking ``queue`` (a maintenance queue that is stalled or backed up)."""
+    from aob_project.celery import app
+
+    assert app.control.cancel_consumer(queue, destination=[worker.node_name], reply=True, timeout=10)
+    try:
+        yield
+    finally:
+        assert app.control.add_consumer(queue, destination=[worker.node_name], reply=True, timeout=10)
+
+
+def test_an_approver_is_told_through_the_notification_queue_whatever_the_maintenance_queue_holds(
+        engine: Any, user: User, bob: User, smtp: Any) -> None:
+    """``approvals.notify`` runs on ``wf.notify``, not on the maintenance queue it used to share with
+    the sweeper: with no worker taking maintenance work, bob is still told."""
+    bob.email = "bob-queue@example.com"
+    bob.save()
+
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):
+        run_id = submit(user, refund_flow({"approvers": ["bob"]}))
+        approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+        wait_until(lambda: approval.deliveries.filter(status="sent").exists(), timeout=30,
+                   what="bob's email sent by a worker of wf.notify")
+
+    assert len(smtp.sent_to("bob-queue@example.com")) == 1
+
+
+NOTIFY_CAP = 3
+
+
+@pytest.fixture
+def capped_worker(engine: dict[str, Any], stack_env: dict[str, str]) -> Iterator[Any]:
+    """The stack's worker, swapped for one that sends at most ``NOTIFY_CAP`` notifications a run
+    (a worker reads its settings at start; the gate's notifications are recorded in its park)."""
+    from tests.security.conftest import swapped_worker
+
+    with swapped_worker(engine, stack_env, "notify-capped", AOB_MAX_NOTIFICATIONS_PER_RUN=str(NOTIFY_CAP)) as proc:
+        yield proc
+
+
+def two_gates_for(group: str) -> dict[str, Any]:
+    gate = {"type": "hitl", "config": {"message": "Go on?", "approvers": [group]}}
+    return {"nodes": [{"id": "first", **gate}, {"id": "second", **gate},
+                      {"id": "done", "type": "transform", "config": {"expression": "'done'"}}],
+            "edges": [{"from": "first", "to": "second"}, {"from": "second", "to": "done"}]}
+
+
+def test_a_run_sends_at_most_its_cap_of_notifications_says_so_once_and_its_gates_still_decide(
+        capped_worker: Any, user: User, make_user: Any, smtp: Any) -> None:
+    """A gate naming a group larger than the cap tells the first ``NOTIFY_CAP`` of its people only; the
+    approval says how many were not told, the run's events say once which bound bit, and a later gate
+    of the run tells nobody. Everyone in the group still finds the gates in the inbox and decides them."""
+    from tests.approvals.runs import approval_of, decide, events, finished
+    from tests.conftest import client_for
+
+    group = Group.objects.create(name="reviewers")
+    members = [make_user(f"rev{i}", email=f"rev{i}@cap.example.com") for i in range(5)]
+    group.user_set.add(*members)
+    run_id = submit(user, two_gates_for("reviewers"))
+
+    first = approval_of(run_id)
+    assert first.node_id == "first" and first.deliveries.count() == NOTIFY_CAP
+    assert first.notifications_not_sent == len(members) - NOTIFY_CAP
+    wait_until(lambda: first.deliveries.filter(status="sent").count() == NOTIFY_CAP, timeout=30, what="the sends")
+    told = {m.email for m in members if smtp.sent_to(m.email)}
+    assert told == {m.email for m in members[:NOTIFY_CAP]}
+    capped = events(run_id, "notifications_capped")
+    assert capped == [{"approval_id": first.pk, "limit": NOTIFY_CAP, "setting": "AOB_MAX_NOTIFICATIONS_PER_RUN",
+                       "sent": NOTIFY_CAP, "not_sent": 2, "message": capped[0]["message"]}]
+    assert "AOB_MAX_NOTIFICATIONS_PER_RUN" in capped[0]["message"]
+    shown = client_for(user).get(f"/api/v1/approvals/{first.pk}").json()
+    assert shown["notifications_not_sent"] == 2 and len(shown["deliveries"]) == NOTIFY_CAP
+
+    untold = members[-1]  # not told, and still an approver: the gate is in the inbox
+    inbox = client_for(untold).get("/api/v1/approvals?status=pending").json()["results"]
+    assert [a["id"] for a in inbox] == [first.pk]
+    assert decide(untold, first).status_code == 200
+
+    second = wait_until(lambda: Approval.objects.filter(run_id=run_id, node_id="second").first(),
+                        what="the second gate")
+    assert second.deliveries.count() == 0 and second.notifications_not_sent == len(members)
+    assert len(events(run_id, "notifications_capped")) == 1
+    assert decide(members[0], second).status_code == 200
+    assert finished(run_id).status == "completed"
+    assert Delivery.objects.filter(approval__run_id=run_id).count() == NOTIFY_CAP

@@ -73,7 +73,7 @@ def run(client: httpx.Client, definition: dict[str, Any], inputs: dict[str, Any]
 def test_the_queues_are_quorum_queues_and_publishes_are_confirmed(amqp: AmqpStack, stack_env: dict[str, str]) -> None:
     types = rabbitmq.queue_types(amqp.vhost)
     ours = {name: kind for name, kind in types.items() if name.startswith("wf.")}
-    assert set(ours) >= {"wf.coordinator", "wf.tasks.http", "wf.tasks.hitl", "wf.maintenance"}
+    assert set(ours) >= {"wf.coordinator", "wf.tasks.http", "wf.tasks.hitl", "wf.maintenance", "wf.notify"}
     assert set(ours.values()) == {"quorum"}
     code = ("from aob_project.celery import app; c = app.connection_for_write(); c.connect(); "
             "print(c.transport_options.get('confirm_publish'), c.connection.confirm_publish)")

@@ -17,6 +17,7 @@ class Event(models.Model):
         APPROVAL_REQUIRED = "approval_required"
         APPROVAL_DECIDED = "approval_decided"
         APPROVAL_VOIDED = "approval_voided"
+        NOTIFICATIONS_CAPPED = "notifications_capped"
         NODE_PAUSED = "node_paused"
         BUDGET_RAISED = "budget_raised"
         BUDGET_FREED = "budget_freed"

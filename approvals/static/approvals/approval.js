@@ -6,6 +6,7 @@ const { approval_id: id } = pageData();
 const box = document.getElementById("approval");
 const alertBox = document.getElementById("approval-alert");
 const deliveries = document.querySelector("#deliveries tbody");
+const capped = document.getElementById("deliveries-capped");
 
 function render(a) {
   document.getElementById("approval-status").textContent = a.status;
@@ -19,6 +20,11 @@ function render(a) {
     el("td", {}, d.recipient), el("td", {}, d.channel), el("td", {}, d.reason),
     el("td", {}, d.status, d.error ? el("span", { class: "muted" }, ` (${d.error})`) : ""),
     el("td", {}, String(d.attempts)), el("td", {}, timeEl(d.sent_at || d.created_at)))));
+  capped.hidden = !a.notifications_not_sent;
+  capped.textContent = a.notifications_not_sent
+    ? `${a.notifications_not_sent} notification(s) not sent: this run reached its limit (AOB_MAX_NOTIFICATIONS_PER_RUN). `
+      + "The approval waits in its approvers' inboxes all the same."
+    : "";
 }
 
 async function load() {

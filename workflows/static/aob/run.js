@@ -376,6 +376,7 @@ function summary(frame) {
     case "patch_applied": return `patch ${d.seq}: ${d.op_count} operation(s)${d.description ? ` — ${d.description}` : ""}`;
     case "patch_rejected": return d.reason || "";
     case "node_paused": return d.message || `paused: ${d.reason}`;
+    case "notifications_capped": return d.message || `notifications capped at ${d.limit}`;
     case "approval_voided": return d.reopened ? "the approved action changed: asked again" : "the action changed: votes so far lapse";
     case "budget_raised": return d.raised_on
       ? `${d.by} raised the budget of run ${d.raised_on.slice(0, 8)}: resumed ${(d.resumed || []).join(", ")}`
