@@ -49,7 +49,7 @@ class ScheduleFiring(models.Model):
     fire_time = models.DateTimeField()
     fired_at = models.DateTimeField()
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
-    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     error = models.JSONField(null=True, blank=True)
     # How often beat sent this firing: more than once after a beat restart; it still ran once.
     deliveries = models.PositiveIntegerField(default=1)
@@ -92,7 +92,7 @@ class HookDelivery(models.Model):
     hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
     delivery_id = models.CharField(max_length=200)
     signature = models.CharField(max_length=64)
-    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    run = models.ForeignKey("workflows.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
