@@ -30,6 +30,7 @@ class DecisionAdmin(ReadOnlyAdmin):
     """Votes, for the link under an approval's latest ones; made only through approval_decide."""
 
     list_display = ["approval_id", "username", "approve", "voided", "at"]
+    list_columns = ["approval", "username", "approve", "voided", "at"]
     list_filter = ["approve", "voided"]
     search_fields = ["username"]
 
@@ -39,6 +40,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     """Who was told, when, on which channel, and what came of it."""
 
     list_display = ["approval_id", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
+    list_columns = ["approval", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
     list_filter = ["status", "channel", "reason"]
     search_fields = ["recipient"]
 
@@ -55,6 +57,7 @@ class NotificationTargetAdmin(admin.ModelAdmin):
 class ApprovalAdmin(BoundedListAdmin):
     list_display = ["id", "status", "kind", "run", "node_id", "message_head", "approver_list", "deadline",
                     "created_at"]
+    list_columns = ["status", "kind", "run__tag", "node_id", "approvers", "deadline", "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
     readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",

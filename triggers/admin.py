@@ -20,12 +20,15 @@ from .services import hooks, schedules
 @admin.register(ScheduleFiring)
 class ScheduleFiringAdmin(ReadOnlyAdmin):
     list_display = ["schedule", "fire_time", "fired_at", "outcome", "run", "deliveries"]
+    list_columns = ["schedule__cron", "schedule__timezone", "fire_time", "fired_at", "outcome", "run__tag",
+                    "deliveries"]
     list_filter = ["outcome"]
 
 
 @admin.register(HookDelivery)
 class HookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["hook", "delivery_id", "received_at", "run"]
+    list_columns = ["hook__id", "delivery_id", "received_at", "run__tag"]
     search_fields = ["delivery_id"]
 
 

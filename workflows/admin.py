@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import F, Field, Func, Model, QuerySet, TextField
 from django.db.models.functions import Left
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -101,13 +104,42 @@ class CappedPaginator(Paginator):
         return AtLeast(COUNT_CAP) if rows > COUNT_CAP else rows
 
 
+class ColumnsChangeList(ChangeList):
+    """A changelist page that reads of its rows only its admin's ``list_columns``."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        columns = self.model_admin.list_columns
+        if columns:
+            self.queryset = self.queryset.select_related(None).only(*columns)
+            if related := self.model_admin.get_list_select_related(request):
+                self.queryset = self.queryset.select_related(*related)
+        super().get_results(request)
+
+
 class BoundedListAdmin(admin.ModelAdmin):
     """A changelist whose reads are bounded whatever the table holds: one capped count, no count
-    of the unfiltered table, no per-choice filter counts (facets)."""
+    of the unfiltered table, no per-choice filter counts (facets), and of each row only the
+    columns it shows (``list_columns``)."""
 
     paginator = CappedPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    # What a changelist page reads of each row: the columns it shows, and of a row it names in a
+    # column, what that row's name needs (``run__tag``: a run is named by its id and tag); the
+    # rows those names reach are joined, no others. Unset, a page read every column of its 100
+    # rows (a node run's input, output and attempt log, an event's data) and, for a list naming
+    # any row by key, that row and every row it refers to in turn (a run's owner and both its
+    # definitions' artifacts, contents and all). Only the page: a change page and an action read
+    # whole rows (one, or the ones selected).
+    list_columns: Sequence[str] = ()
+
+    def get_list_select_related(self, request: HttpRequest) -> Any:
+        if not self.list_columns:
+            return super().get_list_select_related(request)
+        return sorted({c.rsplit("__", 1)[0] for c in self.list_columns if "__" in c})
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ColumnsChangeList
 
 
 class ReadOnlyAdmin(BoundedListAdmin):
@@ -147,6 +179,7 @@ class WorkflowAdmin(ReadOnlyAdmin):
     CLI); the admin never could (the versions it would cascade to are history, not deletable)."""
 
     list_display = ["tag", "owner", "current_version", "updated_at"]
+    list_columns = ["tag", "owner__username", "current_version__seq", "current_version__workflow__tag", "updated_at"]
     search_fields = ["tag", "owner__username"]
     readonly_fields = ["tag", "owner", "current_version", "created_at", "updated_at", "versions"]
 
@@ -159,6 +192,7 @@ class WorkflowAdmin(ReadOnlyAdmin):
 @admin.register(WorkflowVersion)
 class WorkflowVersionAdmin(ReadOnlyAdmin):
     list_display = ["workflow", "seq", "artifact", "created_at"]
+    list_columns = ["workflow__tag", "seq", "artifact__kind", "created_at"]
     readonly_fields = ["workflow", "seq", "artifact", "parent", "description", "created_at", "definition"]
 
     @admin.display(description="definition")
@@ -169,6 +203,7 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "tag", "owner", "status", "created_at", "finished_at"]
+    list_columns = ["tag", "owner__username", "status", "created_at", "finished_at"]
     list_filter = ["status"]
     search_fields = ["id", "tag", "owner__username"]
     readonly_fields = [*(f.name for f in Run._meta.fields), "node_runs", "patch_refusals", "events"]
@@ -215,6 +250,7 @@ class RunAdmin(ReadOnlyAdmin):
 @admin.register(NodeRun)
 class NodeRunAdmin(ReadOnlyAdmin):
     list_display = ["run", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
+    list_columns = ["run__tag", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
     list_filter = ["status", "node_type"]
     search_fields = ["node_id", "run__id"]
 
@@ -242,6 +278,7 @@ def _node(definition: dict, node_id: str) -> dict | None:
 @admin.register(RunPatch)
 class RunPatchAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "status", "node_id", "description", "created_at"]
+    list_columns = ["run__tag", "seq", "status", "node_id", "description", "created_at"]
     list_filter = ["status"]
     readonly_fields = ["run", "seq", "status", "node_id", "description", "operations_pretty", "graph_diff", "reason",
                        "created_at", "applied_at"]
@@ -263,6 +300,7 @@ class RunPatchAdmin(ReadOnlyAdmin):
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "type", "node_id", "created_at"]
+    list_columns = ["run__tag", "seq", "type", "node_id", "created_at"]
     list_filter = ["type"]
 
 
@@ -271,6 +309,7 @@ class PatchRefusalAdmin(ReadOnlyAdmin):
     """Patches the policy refused, with the operation and the rule: who tried what."""
 
     list_display = ["run", "created_at", "agent", "node_id", "proposed_by", "rule", "op", "path"]
+    list_columns = ["run__tag", "created_at", "agent", "node_id", "proposed_by__username", "rule", "op", "path"]
     list_filter = ["rule", "agent"]
     search_fields = ["run__id", "node_id", "rule"]
     readonly_fields = ["run", "created_at", "agent", "node_id", "proposed_by", "rule", "op", "path", "message",
