@@ -20,9 +20,11 @@ from approvals.models import Approval, Decision, Delivery
 from tests.conftest import stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
+from workflows import registry
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, RunPatch
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import workflow_save
+from workflows.services.patches import PatchRejected, Rule, run_patch_propose
 
 ONE = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
 PROJECT_APPS = ("workflows", "approvals", "triggers", "vault", "retention")
@@ -109,3 +111,38 @@ def test_a_page_of_node_runs_or_events_of_megabytes_each_stays_small(admin_clien
         sql = "\n".join(q["sql"] for q in queries)
         for column in ("input", "output", "error", "attempt_log", "data", "content", "inputs"):
             assert f'."{column}"' not in sql  # of no table: not the run's, nor its artifacts'
+
+
+def choices(response: Any, title: str) -> list[str]:
+    """A list filter's choices as the page offers them, "All" left out."""
+    changelist = response.context["cl"]
+    spec = next(spec for spec in changelist.filter_specs if spec.title == title)
+    return [str(choice["display"]) for choice in spec.choices(changelist)][1:]
+
+
+def test_node_type_and_rule_filters_offer_what_is_declared_without_reading_the_table(admin_client: Client,
+                                                                                      user: Any) -> None:
+    run = stored_run(user)
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"n-{i}", node_type=node_type)
+                                 for i, node_type in enumerate(["transform", "http", "retired"])])
+    with pytest.raises(PatchRejected):  # an agent's patch of the run's rules: a refusal as the policy names it
+        run_patch_propose(run=run, operations=[{"op": "add", "path": "/metadata", "value": {}}], node_id="a")
+    PatchRefusal.objects.bulk_create([PatchRefusal(run=run, rule=rule, message=rule)
+                                      for rule in ["gate_bypass", "schema.required", "edge_node_exists"]])
+
+    with CaptureQueriesContext(connection) as queries:
+        node_runs = admin_client.get("/admin/workflows/noderun/")
+        refusals = admin_client.get("/admin/workflows/patchrefusal/")
+
+    assert not [q["sql"] for q in queries if "DISTINCT" in q["sql"].upper()]
+    assert choices(node_runs, "node type") == sorted(registry.catalogue())  # "retired" is no choice
+    assert {"transform", "http", "agent", "hitl"} <= set(choices(node_runs, "node type"))
+    assert choices(refusals, "rule")[:-1] == [rule.value for rule in Rule]
+
+    def count(changelist: str, **query: str) -> int:
+        return admin_client.get(f"/admin/workflows/{changelist}/", query).context["cl"].result_count
+
+    assert count("noderun", node_type="http") == count("noderun", node_type="retired") == 1
+    assert count("patchrefusal", rule="metadata_immutable") == count("patchrefusal", rule="gate_bypass") == 1
+    assert count("patchrefusal", rule="other") == 2  # the validator's rules
+    assert count("patchrefusal", rule="schema.required") == 1
