@@ -46,8 +46,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(NotificationTarget)
-class NotificationTargetAdmin(admin.ModelAdmin):
+class NotificationTargetAdmin(BoundedListAdmin):
     list_display = ["id", "user", "group", "webhook_url", "enabled", "created_at"]
+    list_columns = ["user__username", "group__name", "webhook_url", "enabled", "created_at"]
     list_filter = ["enabled"]
     # searched as one types (the auth admins' search_fields), not a select of every user and group
     autocomplete_fields = ["user", "group"]

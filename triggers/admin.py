@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 
 from aob_project.exceptions import AobError
-from workflows.admin import ReadOnlyAdmin, latest_rows
+from workflows.admin import BoundedListAdmin, ReadOnlyAdmin, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
 from .services import hooks, schedules
@@ -69,9 +69,10 @@ class ScheduleForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(BoundedListAdmin):
     form = ScheduleForm
     list_display = ["id", "workflow", "name", "cron", "timezone", "catch_up", "enabled", "owner", "updated_at"]
+    list_columns = ["workflow__tag", "name", "cron", "timezone", "catch_up", "enabled", "owner__username", "updated_at"]
     list_filter = ["enabled", "catch_up"]
     search_fields = ["name", "workflow__tag", "owner__username"]
     fields = ["owner", "workflow", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled",
@@ -131,9 +132,10 @@ class HookForm(forms.ModelForm):
 
 
 @admin.register(Hook)
-class HookAdmin(admin.ModelAdmin):
+class HookAdmin(BoundedListAdmin):
     form = HookForm
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]
+    list_columns = ["workflow__tag", "name", "enabled", "owner__username", "last_delivery_at", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["id", "name", "workflow__tag", "owner__username"]
     fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at", "deliveries"]

@@ -182,9 +182,33 @@ def test_a_notification_target_form_searches_users_and_groups_instead_of_listing
     assert NotificationTarget.objects.filter(group__name="team-3", user=None).exists()
 
 
+@pytest.mark.parametrize("model", ["vault/secret", "retention/retentionpolicy"])
+def test_a_secret_or_retention_policy_form_searches_owners_instead_of_listing_them(admin_client: Client,
+                                                                                   model: str) -> None:
+    User.objects.bulk_create([User(username=f"person-{i}") for i in range(30)])
+    app_label, model_name = model.split("/")
+
+    add = admin_client.get(f"/admin/{model}/add/")
+
+    assert isinstance(add.context["adminform"].form.fields["owner"].widget.widget, AutocompleteSelect)
+    assert "person-" not in add.content.decode()
+    found = admin_client.get("/admin/autocomplete/", {"app_label": app_label, "model_name": model_name,
+                                                      "field_name": "owner", "term": "person-2"})
+    assert sorted(row["text"] for row in found.json()["results"]) == ["person-2", *(f"person-2{i}" for i in range(10))]
+    seven = User.objects.get(username="person-7")
+    fields = {"owner": seven.pk, **({"name": "TOKEN", "value": "s3cret-value"} if model == "vault/secret" else
+                                    {"days": "30"})}
+    assert admin_client.post(f"/admin/{model}/add/", fields).status_code == 302
+    made = add.context["adminform"].form._meta.model.objects.get()
+    assert made.owner == seven
+    assert "person-7" in admin_client.get(f"/admin/{model}/{made.pk}/change/").content.decode()
+
+
 BIG_LISTS = ["workflows/run", "workflows/noderun", "workflows/event", "workflows/artifact", "workflows/runpatch",
              "workflows/patchrefusal", "workflows/workflow", "workflows/workflowversion", "approvals/approval",
-             "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery"]
+             "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery",
+             "triggers/schedule", "triggers/hook", "approvals/notificationtarget", "vault/secret",
+             "retention/retentionpolicy"]
 
 
 def counts(queries: CaptureQueriesContext) -> list[str]:

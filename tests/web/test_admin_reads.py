@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 from django.apps import apps
+from django.contrib.auth.models import User
 from django.db import connection, models
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals.models import Approval, Decision, Delivery
+from approvals.models import Approval, Decision, Delivery, NotificationTarget
+from retention.models import RetentionPolicy
 from tests.conftest import stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
+from vault.services import secret_set
 from workflows import registry
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, RunPatch
 from workflows.services.artifacts import artifact_store
@@ -70,11 +73,17 @@ def everything(user: Any, n: int, big: str) -> None:
                                       fired_at=timezone.now(), outcome="started", run=run, error={"big": big})
         hook, _ = hooks.hook_create(owner=user, workflow=saved.workflow)
         HookDelivery.objects.create(hook=hook, delivery_id=str(run.pk), signature=str(run.pk), run=run)
+        someone = User.objects.create(username=f"someone-{run.pk}")
+        secret_set(owner=someone, name="TOKEN", value=big[:1000])
+        RetentionPolicy.objects.create(owner=someone, days=30)
+        NotificationTarget.objects.create(user=someone, webhook_url="https://hooks.example/x")
 
 
 LISTS = ["workflows/run", "workflows/noderun", "workflows/event", "workflows/artifact", "workflows/runpatch",
          "workflows/patchrefusal", "workflows/workflow", "workflows/workflowversion", "approvals/approval",
-         "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery"]
+         "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery",
+         "triggers/schedule", "triggers/hook", "approvals/notificationtarget", "vault/secret",
+         "retention/retentionpolicy"]
 
 
 @pytest.mark.parametrize("changelist", LISTS)
