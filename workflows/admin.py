@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,12 +23,6 @@ from workflows import registry
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import runs
 from workflows.services.patches import Rule
-
-
-def pretty(value: object) -> str:
-    return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>",
-                       json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
 
 PRETTY_CHARS = 64 * 1024  # a stored JSON value a page shows is cut here, by the database
 
@@ -231,9 +224,14 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
     list_columns = ["workflow__tag", "seq", "artifact__kind", "created_at"]
     readonly_fields = ["workflow", "seq", "artifact", "parent", "description", "created_at", "definition"]
 
+    def get_queryset(self, request):
+        # the artifact is named on the page; its content is read only cut, by definition()
+        return super().get_queryset(request).select_related("artifact").defer("artifact__content")
+
     @admin.display(description="definition")
     def definition(self, obj: WorkflowVersion) -> str:
-        return pretty(obj.artifact.content)
+        return pretty_head(Artifact.objects.filter(pk=obj.artifact_id), "content",
+                           whole=f"GET /api/v1/artifacts/{obj.artifact_id}")
 
 
 @admin.register(Run)
@@ -321,9 +319,13 @@ class RunPatchAdmin(ReadOnlyAdmin):
     exclude = ["operations"]
     # approve / reject of held patches: added by approvals/admin.py (the approvals app decides)
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("operations")  # read only cut, by operations_pretty
+
     @admin.display(description="operations")
     def operations_pretty(self, obj: RunPatch) -> str:
-        return pretty(obj.operations)
+        return pretty_head(RunPatch.objects.filter(pk=obj.pk), "operations",
+                           whole=f"GET /api/v1/runs/{obj.run_id}/patches/{obj.seq}")
 
     @admin.display(description="graph diff (before → after)")
     def graph_diff(self, obj: RunPatch) -> str:
@@ -352,6 +354,12 @@ class PatchRefusalAdmin(ReadOnlyAdmin):
                        "operations_pretty"]
     exclude = ["operations"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("operations")  # read only cut, by operations_pretty
+
     @admin.display(description="operations")
     def operations_pretty(self, obj: PatchRefusal) -> str:
-        return pretty(obj.operations)
+        # kept up to 64 KiB (services.patches), which pretty-printed may pass the cut; the API
+        # has a run's latest 50 refusals whole
+        return pretty_head(PatchRefusal.objects.filter(pk=obj.pk), "operations",
+                           whole=f"GET /api/v1/runs/{obj.run_id}/details (patch_refusals, the run's latest 50)")
