@@ -30,6 +30,7 @@ class DecisionAdmin(ReadOnlyAdmin):
     """Votes, for the link under an approval's latest ones; made only through approval_decide."""
 
     list_display = ["approval_id", "username", "approve", "voided", "at"]
+    list_columns = ["approval", "username", "approve", "voided", "at"]
     list_filter = ["approve", "voided"]
     search_fields = ["username"]
 
@@ -39,13 +40,15 @@ class DeliveryAdmin(ReadOnlyAdmin):
     """Who was told, when, on which channel, and what came of it."""
 
     list_display = ["approval_id", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
+    list_columns = ["approval", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
     list_filter = ["status", "channel", "reason"]
     search_fields = ["recipient"]
 
 
 @admin.register(NotificationTarget)
-class NotificationTargetAdmin(admin.ModelAdmin):
+class NotificationTargetAdmin(BoundedListAdmin):
     list_display = ["id", "user", "group", "webhook_url", "enabled", "created_at"]
+    list_columns = ["user__username", "group__name", "webhook_url", "enabled", "created_at"]
     list_filter = ["enabled"]
     # searched as one types (the auth admins' search_fields), not a select of every user and group
     autocomplete_fields = ["user", "group"]
@@ -55,6 +58,7 @@ class NotificationTargetAdmin(admin.ModelAdmin):
 class ApprovalAdmin(BoundedListAdmin):
     list_display = ["id", "status", "kind", "run", "node_id", "message_head", "approver_list", "deadline",
                     "created_at"]
+    list_columns = ["status", "kind", "run__tag", "node_id", "approvers", "deadline", "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
     readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",

@@ -14,7 +14,7 @@ from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
 from aob_project.exceptions import AobError
-from workflows.admin import ReadOnlyAdmin, latest_rows
+from workflows.admin import BoundedListAdmin, ReadOnlyAdmin, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
 from .services import hooks, schedules
@@ -36,12 +36,15 @@ class BeatEntryAdmin(PeriodicTaskAdmin):
 @admin.register(ScheduleFiring)
 class ScheduleFiringAdmin(ReadOnlyAdmin):
     list_display = ["schedule", "fire_time", "fired_at", "outcome", "run", "deliveries"]
+    list_columns = ["schedule__cron", "schedule__timezone", "fire_time", "fired_at", "outcome", "run__tag",
+                    "deliveries"]
     list_filter = ["outcome"]
 
 
 @admin.register(HookDelivery)
 class HookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["hook", "delivery_id", "received_at", "run"]
+    list_columns = ["hook__id", "delivery_id", "received_at", "run__tag"]
     search_fields = ["delivery_id"]
 
 
@@ -82,9 +85,10 @@ class ScheduleForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(BoundedListAdmin):
     form = ScheduleForm
     list_display = ["id", "workflow", "name", "cron", "timezone", "catch_up", "enabled", "owner", "updated_at"]
+    list_columns = ["workflow__tag", "name", "cron", "timezone", "catch_up", "enabled", "owner__username", "updated_at"]
     list_filter = ["enabled", "catch_up"]
     search_fields = ["name", "workflow__tag", "owner__username"]
     fields = ["owner", "workflow", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled",
@@ -144,9 +148,10 @@ class HookForm(forms.ModelForm):
 
 
 @admin.register(Hook)
-class HookAdmin(admin.ModelAdmin):
+class HookAdmin(BoundedListAdmin):
     form = HookForm
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]
+    list_columns = ["workflow__tag", "name", "enabled", "owner__username", "last_delivery_at", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["id", "name", "workflow__tag", "owner__username"]
     fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at", "deliveries"]

@@ -8,6 +8,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 
+from workflows.admin import BoundedListAdmin
+
 from . import crypto, services
 from .models import Secret
 
@@ -29,10 +31,12 @@ class SecretForm(forms.ModelForm):
 
 
 @admin.register(Secret)
-class SecretAdmin(admin.ModelAdmin):
+class SecretAdmin(BoundedListAdmin):
     form = SecretForm
     list_display = ["name", "owner", "created_at", "updated_at"]
+    list_columns = ["name", "owner__username", "created_at", "updated_at"]  # never the ciphertext
     search_fields = ["name", "owner__username"]
+    autocomplete_fields = ["owner"]  # searched as one types, not a select of every user
     readonly_fields = ["created_at", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import F, Field, Func, Model, QuerySet, TextField
 from django.db.models.functions import Left
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -17,14 +19,10 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from aob_project.exceptions import AobError
+from workflows import registry
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import runs
-
-
-def pretty(value: object) -> str:
-    return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>",
-                       json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
+from workflows.services.patches import Rule
 
 PRETTY_CHARS = 64 * 1024  # a stored JSON value a page shows is cut here, by the database
 
@@ -101,13 +99,42 @@ class CappedPaginator(Paginator):
         return AtLeast(COUNT_CAP) if rows > COUNT_CAP else rows
 
 
+class ColumnsChangeList(ChangeList):
+    """A changelist page that reads of its rows only its admin's ``list_columns``."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        columns = self.model_admin.list_columns
+        if columns:
+            self.queryset = self.queryset.select_related(None).only(*columns)
+            if related := self.model_admin.get_list_select_related(request):
+                self.queryset = self.queryset.select_related(*related)
+        super().get_results(request)
+
+
 class BoundedListAdmin(admin.ModelAdmin):
     """A changelist whose reads are bounded whatever the table holds: one capped count, no count
-    of the unfiltered table, no per-choice filter counts (facets)."""
+    of the unfiltered table, no per-choice filter counts (facets), and of each row only the
+    columns it shows (``list_columns``)."""
 
     paginator = CappedPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    # What a changelist page reads of each row: the columns it shows, and of a row it names in a
+    # column, what that row's name needs (``run__tag``: a run is named by its id and tag); the
+    # rows those names reach are joined, no others. Unset, a page read every column of its 100
+    # rows (a node run's input, output and attempt log, an event's data) and, for a list naming
+    # any row by key, that row and every row it refers to in turn (a run's owner and both its
+    # definitions' artifacts, contents and all). Only the page: a change page and an action read
+    # whole rows (one, or the ones selected).
+    list_columns: Sequence[str] = ()
+
+    def get_list_select_related(self, request: HttpRequest) -> Any:
+        if not self.list_columns:
+            return super().get_list_select_related(request)
+        return sorted({c.rsplit("__", 1)[0] for c in self.list_columns if "__" in c})
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ColumnsChangeList
 
 
 class ReadOnlyAdmin(BoundedListAdmin):
@@ -121,6 +148,40 @@ class ReadOnlyAdmin(BoundedListAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# A filter's choices come from where their values are declared: Django's own, for a column without
+# choices, were a SELECT DISTINCT over the whole table (every node run, every refusal) on each page.
+class NodeTypeFilter(admin.SimpleListFilter):
+    """The registered node types (``workflows.registry``); ``?node_type=`` takes any name, a type
+    nobody registered too (its node runs were skipped)."""
+
+    title = "node type"
+    parameter_name = "node_type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(name, name) for name in sorted(registry.catalogue())]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(node_type=self.value()) if self.value() else queryset
+
+
+class RefusalRuleFilter(admin.SimpleListFilter):
+    """The policy's rules (``Rule``), in the order it judges them, and the rest: the rules of the
+    validator that a patched definition broke (``schema.*``, ``config.*``, …; ``?rule=`` takes one)."""
+
+    title = "rule"
+    parameter_name = "rule"
+    OTHER = "other"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [*((rule.value, rule.value) for rule in Rule),
+                (self.OTHER, "another: the patched definition's validation (schema.*, config.*, …)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == self.OTHER:
+            return queryset.exclude(rule__in=[rule.value for rule in Rule])
+        return queryset.filter(rule=self.value()) if self.value() else queryset
 
 
 @admin.register(Artifact)
@@ -147,6 +208,7 @@ class WorkflowAdmin(ReadOnlyAdmin):
     CLI); the admin never could (the versions it would cascade to are history, not deletable)."""
 
     list_display = ["tag", "owner", "current_version", "updated_at"]
+    list_columns = ["tag", "owner__username", "current_version__seq", "current_version__workflow__tag", "updated_at"]
     search_fields = ["tag", "owner__username"]
     readonly_fields = ["tag", "owner", "current_version", "created_at", "updated_at", "versions"]
 
@@ -159,16 +221,23 @@ class WorkflowAdmin(ReadOnlyAdmin):
 @admin.register(WorkflowVersion)
 class WorkflowVersionAdmin(ReadOnlyAdmin):
     list_display = ["workflow", "seq", "artifact", "created_at"]
+    list_columns = ["workflow__tag", "seq", "artifact__kind", "created_at"]
     readonly_fields = ["workflow", "seq", "artifact", "parent", "description", "created_at", "definition"]
+
+    def get_queryset(self, request):
+        # the artifact is named on the page; its content is read only cut, by definition()
+        return super().get_queryset(request).select_related("artifact").defer("artifact__content")
 
     @admin.display(description="definition")
     def definition(self, obj: WorkflowVersion) -> str:
-        return pretty(obj.artifact.content)
+        return pretty_head(Artifact.objects.filter(pk=obj.artifact_id), "content",
+                           whole=f"GET /api/v1/artifacts/{obj.artifact_id}")
 
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "tag", "owner", "status", "created_at", "finished_at"]
+    list_columns = ["tag", "owner__username", "status", "created_at", "finished_at"]
     list_filter = ["status"]
     search_fields = ["id", "tag", "owner__username"]
     readonly_fields = [*(f.name for f in Run._meta.fields), "node_runs", "patch_refusals", "events"]
@@ -215,7 +284,8 @@ class RunAdmin(ReadOnlyAdmin):
 @admin.register(NodeRun)
 class NodeRunAdmin(ReadOnlyAdmin):
     list_display = ["run", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
-    list_filter = ["status", "node_type"]
+    list_columns = ["run__tag", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
+    list_filter = ["status", NodeTypeFilter]
     search_fields = ["node_id", "run__id"]
 
 
@@ -242,15 +312,20 @@ def _node(definition: dict, node_id: str) -> dict | None:
 @admin.register(RunPatch)
 class RunPatchAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "status", "node_id", "description", "created_at"]
+    list_columns = ["run__tag", "seq", "status", "node_id", "description", "created_at"]
     list_filter = ["status"]
     readonly_fields = ["run", "seq", "status", "node_id", "description", "operations_pretty", "graph_diff", "reason",
                        "created_at", "applied_at"]
     exclude = ["operations"]
     # approve / reject of held patches: added by approvals/admin.py (the approvals app decides)
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("operations")  # read only cut, by operations_pretty
+
     @admin.display(description="operations")
     def operations_pretty(self, obj: RunPatch) -> str:
-        return pretty(obj.operations)
+        return pretty_head(RunPatch.objects.filter(pk=obj.pk), "operations",
+                           whole=f"GET /api/v1/runs/{obj.run_id}/patches/{obj.seq}")
 
     @admin.display(description="graph diff (before → after)")
     def graph_diff(self, obj: RunPatch) -> str:
@@ -263,6 +338,7 @@ class RunPatchAdmin(ReadOnlyAdmin):
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "type", "node_id", "created_at"]
+    list_columns = ["run__tag", "seq", "type", "node_id", "created_at"]
     list_filter = ["type"]
 
 
@@ -271,12 +347,19 @@ class PatchRefusalAdmin(ReadOnlyAdmin):
     """Patches the policy refused, with the operation and the rule: who tried what."""
 
     list_display = ["run", "created_at", "agent", "node_id", "proposed_by", "rule", "op", "path"]
-    list_filter = ["rule", "agent"]
+    list_columns = ["run__tag", "created_at", "agent", "node_id", "proposed_by__username", "rule", "op", "path"]
+    list_filter = [RefusalRuleFilter, "agent"]
     search_fields = ["run__id", "node_id", "rule"]
     readonly_fields = ["run", "created_at", "agent", "node_id", "proposed_by", "rule", "op", "path", "message",
                        "operations_pretty"]
     exclude = ["operations"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("operations")  # read only cut, by operations_pretty
+
     @admin.display(description="operations")
     def operations_pretty(self, obj: PatchRefusal) -> str:
-        return pretty(obj.operations)
+        # kept up to 64 KiB (services.patches), which pretty-printed may pass the cut; the API
+        # has a run's latest 50 refusals whole
+        return pretty_head(PatchRefusal.objects.filter(pk=obj.pk), "operations",
+                           whole=f"GET /api/v1/runs/{obj.run_id}/details (patch_refusals, the run's latest 50)")

@@ -22,7 +22,7 @@ from tests.conftest import stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
 from workflows.admin import COUNT_CAP, LATEST_ROWS, PRETTY_CHARS
-from workflows.models import Event, NodeRun, PatchRefusal, Run, WorkflowVersion
+from workflows.models import Event, NodeRun, PatchRefusal, Run, RunPatch, WorkflowVersion
 from workflows.services.definitions import workflow_save
 
 ONE = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
@@ -123,6 +123,40 @@ def test_an_artifact_page_cuts_its_content(admin_client: Client, user: Any) -> N
     assert "b" * PRETTY_CHARS not in page and f"Cut at {PRETTY_CHARS} characters" in page
 
 
+def read_whole(queries: CaptureQueriesContext, column: str) -> list[str]:
+    """The queries that read ``column`` other than cut (``LEFT(jsonb_pretty(column), …)``)."""
+    return [q["sql"] for q in queries if q["sql"].count(column) > q["sql"].count(f"jsonb_pretty({column})")]
+
+
+@pytest.mark.parametrize("model", ["workflowversion", "runpatch", "patchrefusal"])
+def test_version_patch_and_refusal_pages_cut_their_definition_and_operations(admin_client: Client, user: Any,
+                                                                            model: str) -> None:
+    from workflows.services.artifacts import artifact_store
+
+    saved = workflow_save(owner=user, tag="big", definition=ONE)
+    big = artifact_store(kind="dag_version", content={**ONE, "metadata": {"description": "o" * 300_000}})
+    version = WorkflowVersion.objects.create(workflow=saved.workflow, seq=1, artifact=big)
+    run = stored_run(user)
+    operations = [{"op": "test", "path": "/nodes/0/id", "value": "o" * 300_000}]
+    patch = RunPatch.objects.create(run=run, seq=1, operations=operations, status="applied",
+                                    patch_artifact=artifact_store(kind="patch_set", content=operations),
+                                    before_artifact_id=run.base_artifact_id, after_artifact_id=run.base_artifact_id)
+    refusal = PatchRefusal.objects.create(run=run, rule="rfc6902", message="refused", operations=operations)
+    pk, column, whole = {
+        "workflowversion": (version.pk, '"workflows_artifact"."content"', f"GET /api/v1/artifacts/{big.pk}"),
+        "runpatch": (patch.pk, '"workflows_runpatch"."operations"', f"GET /api/v1/runs/{run.pk}/patches/1"),
+        "patchrefusal": (refusal.pk, '"workflows_patchrefusal"."operations"', f"GET /api/v1/runs/{run.pk}/details"),
+    }[model]
+
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(f"/admin/workflows/{model}/{pk}/change/").content.decode()
+
+    assert "o" * PRETTY_CHARS not in page and "o" * (PRETTY_CHARS - 1000) in page
+    assert f"Cut at {PRETTY_CHARS} characters" in page and whole in page
+    assert len(page) < 2 * PRETTY_CHARS + 50_000
+    assert read_whole(queries, column) == []  # read only cut, by the database
+
+
 def test_an_approval_page_shows_the_latest_decisions_and_deliveries(admin_client: Client, user: Any) -> None:
     approval = Approval.objects.create(run=stored_run(user), node_id="review", message="ok?")
     Decision.objects.bulk_create([Decision(approval=approval, username=f"voter-{i}", approve=True,
@@ -182,9 +216,33 @@ def test_a_notification_target_form_searches_users_and_groups_instead_of_listing
     assert NotificationTarget.objects.filter(group__name="team-3", user=None).exists()
 
 
+@pytest.mark.parametrize("model", ["vault/secret", "retention/retentionpolicy"])
+def test_a_secret_or_retention_policy_form_searches_owners_instead_of_listing_them(admin_client: Client,
+                                                                                   model: str) -> None:
+    User.objects.bulk_create([User(username=f"person-{i}") for i in range(30)])
+    app_label, model_name = model.split("/")
+
+    add = admin_client.get(f"/admin/{model}/add/")
+
+    assert isinstance(add.context["adminform"].form.fields["owner"].widget.widget, AutocompleteSelect)
+    assert "person-" not in add.content.decode()
+    found = admin_client.get("/admin/autocomplete/", {"app_label": app_label, "model_name": model_name,
+                                                      "field_name": "owner", "term": "person-2"})
+    assert sorted(row["text"] for row in found.json()["results"]) == ["person-2", *(f"person-2{i}" for i in range(10))]
+    seven = User.objects.get(username="person-7")
+    fields = {"owner": seven.pk, **({"name": "TOKEN", "value": "s3cret-value"} if model == "vault/secret" else
+                                    {"days": "30"})}
+    assert admin_client.post(f"/admin/{model}/add/", fields).status_code == 302
+    made = add.context["adminform"].form._meta.model.objects.get()
+    assert made.owner == seven
+    assert "person-7" in admin_client.get(f"/admin/{model}/{made.pk}/change/").content.decode()
+
+
 BIG_LISTS = ["workflows/run", "workflows/noderun", "workflows/event", "workflows/artifact", "workflows/runpatch",
              "workflows/patchrefusal", "workflows/workflow", "workflows/workflowversion", "approvals/approval",
-             "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery"]
+             "approvals/decision", "approvals/delivery", "triggers/schedulefiring", "triggers/hookdelivery",
+             "triggers/schedule", "triggers/hook", "approvals/notificationtarget", "vault/secret",
+             "retention/retentionpolicy"]
 
 
 def counts(queries: CaptureQueriesContext) -> list[str]:

@@ -32,6 +32,7 @@ from .policy import (
     MAX_OPERATIONS,
     PatchRejected,
     Proposer,
+    Rule,
     RunState,
     SpawnLimitExceeded,
     Verdict,
@@ -40,7 +41,7 @@ from .policy import (
 )
 
 __all__ = [
-    "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "SpawnLimitExceeded", "agent_limit",
+    "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule", "SpawnLimitExceeded", "agent_limit",
     "graph_summary", "patch_approval_settled", "refusals", "run_patch_propose", "run_state",
 ]
 
@@ -121,7 +122,7 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
         policy = before.get("metadata", {}).get("patch_policy", "auto")
         if proposer.agent and policy == "deny":
             raise PatchDenied("this workflow's patch_policy is deny: agents may not patch its runs",
-                              extra={"rule": "patch_policy", "op": None, "path": None})
+                              extra={"rule": Rule.PATCH_POLICY, "op": None, "path": None})
         held = proposer.agent and policy == "require_approval"
         run.patch_seq += 1
         patch = RunPatch.objects.create(

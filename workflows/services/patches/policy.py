@@ -19,6 +19,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NoReturn
 
 import jsonpatch
@@ -33,6 +34,34 @@ from workflows.definition.validation import literal_url_problems, validate
 from ..definitions import apply_operations
 
 MAX_OPERATIONS = 100
+
+
+class Rule(StrEnum):
+    """The rules the policy refuses a patch by, in the order it judges them, as a refusal names
+    them (its details' ``rule``, ``PatchRefusal.rule``); docs/SECURITY.md has them as a table. A
+    patched definition that would not save as a workflow is refused by the validator's own rule
+    instead (``schema.*``, ``config.*``, ``edge_node_exists``, ``max_bytes``, …), not listed here."""
+
+    RFC6902 = "rfc6902"
+    MAX_OPERATIONS = "max_operations"
+    HISTORY_IMMUTABLE = "history_immutable"
+    TYPE_IMMUTABLE = "type_immutable"
+    METADATA_IMMUTABLE = "metadata_immutable"
+    GATE_IMMUTABLE = "gate_immutable"
+    UNKNOWN_PROPOSER = "unknown_proposer"
+    UNREACHABLE_NODE = "unreachable_node"
+    GATE_APPROVERS = "gate_approvers"
+    GATE_TIMEOUT_APPROVE = "gate_timeout_approve"
+    GATE_OUTCOME = "gate_outcome"
+    GATE_BYPASS = "gate_bypass"
+    AGENT_PRIVILEGE = "agent_privilege"
+    SECRET_REFERENCE = "secret_reference"  # noqa: S105 - a rule's name, not a secret
+    DUPLICATE_EDGE = "duplicate_edge"
+    MAX_RUN_NODES = "max_run_nodes"
+    EXCESSIVE_AGENT_NODES = "excessive_agent_nodes"
+    SSRF = "ssrf"
+    APPROVED_ACTION_STARTED = "approved_action_started"
+    PATCH_POLICY = "patch_policy"  # the workflow's patch_policy is deny (services.patches)
 
 
 def effective_tools(config: dict[str, Any]) -> list[str]:
@@ -129,9 +158,9 @@ class _Judgement:
 
     def run(self) -> Verdict:
         if not isinstance(self.operations, list):
-            self.refuse("rfc6902", "operations must be a list of RFC 6902 operations")
+            self.refuse(Rule.RFC6902, "operations must be a list of RFC 6902 operations")
         if len(self.operations) > MAX_OPERATIONS:
-            self.refuse("max_operations", f"{len(self.operations)} operations; a patch has at most {MAX_OPERATIONS}",
+            self.refuse(Rule.MAX_OPERATIONS, f"{len(self.operations)} operations; a patch has at most {MAX_OPERATIONS}",
                         op=MAX_OPERATIONS, limit=MAX_OPERATIONS)
         if not self.operations:
             return Verdict(after=self.before)
@@ -161,7 +190,7 @@ class _Judgement:
         try:
             return apply_operations(self.before, self.operations)
         except ValidationFailed as exc:  # it names the operation: no replay of a patch that may be a bomb
-            self.refuse(exc.extra.get("rule", "rfc6902"), exc.message, op=exc.extra.get("op"), code=exc.code,
+            self.refuse(exc.extra.get("rule", Rule.RFC6902), exc.message, op=exc.extra.get("op"), code=exc.code,
                         status=exc.status, **{k: v for k, v in exc.extra.items() if k not in ("rule", "field", "op",
                                                                                            "path")})
 
@@ -180,22 +209,22 @@ class _Judgement:
             if node_id not in self.old:
                 continue
             if node_id not in self.new:
-                self.refuse("history_immutable", f"node {node_id!r} has already run or is running and cannot be "
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has already run or is running and cannot be "
                             "removed", _node(node_id), node_id=node_id)
             if self.new[node_id] != self.old[node_id]:
-                self.refuse("history_immutable", f"node {node_id!r} has already run or is running and cannot be "
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has already run or is running and cannot be "
                             "changed", _node(node_id), node_id=node_id)
             if _incoming(self.before, node_id) != _incoming(self.after, node_id):
-                self.refuse("history_immutable", f"the incoming edges of node {node_id!r}, which has already run, "
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"the incoming edges of node {node_id!r}, which has already run, "
                             "cannot change", lambda doc, n=node_id: _incoming(doc, n), node_id=node_id)
         for node_id, node in self.new.items():
             if node_id in self.old and self.old[node_id].get("type") != node.get("type"):
-                self.refuse("type_immutable", f"node {node_id!r} cannot change type ({self.old[node_id].get('type')} "
+                self.refuse(Rule.TYPE_IMMUTABLE, f"node {node_id!r} cannot change type ({self.old[node_id].get('type')} "
                             f"→ {node.get('type')})", _node(node_id), node_id=node_id)
 
     def check_rules_untouched(self) -> None:
         if self.before.get("metadata") != self.after.get("metadata"):
-            self.refuse("metadata_immutable", "an agent may not change /metadata: the patch policy, the spawn "
+            self.refuse(Rule.METADATA_IMMUTABLE, "an agent may not change /metadata: the patch policy, the spawn "
                         "limit and the budgets are the run's rules", lambda doc: _dump(doc.get("metadata")))
 
     def guards_against_proposer(self, gate: str) -> bool:
@@ -215,9 +244,9 @@ class _Judgement:
                    f"gate {gate!r} is {'four-eyes' if four_eyes else 'waiting for a decision'}: a new workflow "
                    "version is the way to change it")
             if self.new.get(gate) != self.old[gate]:
-                self.refuse("gate_immutable", f"node {gate!r}: {why}", _node(gate), node_id=gate)
+                self.refuse(Rule.GATE_IMMUTABLE, f"node {gate!r}: {why}", _node(gate), node_id=gate)
             if _touching(self.before, gate) != _touching(self.after, gate):
-                self.refuse("gate_immutable", f"the edges into and out of gate {gate!r}: {why}",
+                self.refuse(Rule.GATE_IMMUTABLE, f"the edges into and out of gate {gate!r}: {why}",
                             lambda doc, g=gate: _touching(doc, g), node_id=gate)
 
     def check_valid(self) -> None:
@@ -240,12 +269,12 @@ class _Judgement:
         if not added:
             return
         if self.proposer.node_id not in self.old:
-            self.refuse("unknown_proposer", f"an agent's patch must name its own node (node_id); "
+            self.refuse(Rule.UNKNOWN_PROPOSER, f"an agent's patch must name its own node (node_id); "
                         f"{self.proposer.node_id!r} is not in the run", _node(added[0]), node_id=added[0])
         reach = gates.reachable(gates.successors(self.after), [self.proposer.node_id])
         for node_id in added:
             if node_id not in reach:
-                self.refuse("unreachable_node", f"node {node_id!r} must be reachable from the proposing node "
+                self.refuse(Rule.UNREACHABLE_NODE, f"node {node_id!r} must be reachable from the proposing node "
                             f"{self.proposer.node_id!r} (an agent adds steps after itself, never new starts)",
                             _node(node_id), node_id=node_id)
 
@@ -258,18 +287,18 @@ class _Judgement:
             for key in ("approvers", "escalate_to"):
                 people = config.get(key)
                 if key == "approvers" and people is not None and not people:
-                    self.refuse("gate_approvers", f"gate {gate!r}: an empty approver list approves nothing",
+                    self.refuse(Rule.GATE_APPROVERS, f"gate {gate!r}: an empty approver list approves nothing",
                                 _node(gate), node_id=gate)
                 strangers = sorted(set(people or []) - named)
                 if strangers:
-                    self.refuse("gate_approvers", f"gate {gate!r}: {key} may name only people the workflow's author "
+                    self.refuse(Rule.GATE_APPROVERS, f"gate {gate!r}: {key} may name only people the workflow's author "
                                 f"named ({', '.join(strangers)} are not)", _node(gate), node_id=gate)
             if config.get("on_timeout") == "approve":
-                self.refuse("gate_timeout_approve", f"gate {gate!r}: an agent's gate may not approve itself on "
+                self.refuse(Rule.GATE_TIMEOUT_APPROVE, f"gate {gate!r}: an agent's gate may not approve itself on "
                             "timeout", _node(gate), node_id=gate)
             for edge in self.after.get("edges", []):
                 if edge["from"] == gate and not gates.is_outcome(edge.get("condition")):
-                    self.refuse("gate_outcome", f"an edge out of gate {gate!r} may test only its outcome "
+                    self.refuse(Rule.GATE_OUTCOME, f"an edge out of gate {gate!r} may test only its outcome "
                                 "($.approved or $.decision)", lambda doc, g=gate: _outcomes(doc, g), node_id=gate)
 
     def check_bypass(self) -> None:
@@ -278,7 +307,7 @@ class _Judgement:
                 continue
             fresh = gates.bypassed(self.after, gate) - gates.bypassed(self.before, gate)
             if fresh:
-                self.refuse("gate_bypass", f"the patch lets nodes upstream of gate {gate!r} reach "
+                self.refuse(Rule.GATE_BYPASS, f"the patch lets nodes upstream of gate {gate!r} reach "
                             f"{', '.join(sorted(fresh)[:5])} without passing through it",
                             lambda doc, g=gate: sorted(gates.bypassed(doc, g)), node_id=gate)
 
@@ -293,12 +322,12 @@ class _Judgement:
             config = node.get("config") or {}
             extra_tools = sorted(set(effective_tools(config)) - tools)
             if extra_tools:
-                self.refuse("agent_privilege", f"agent {node_id!r} may not have tools its proposer lacks: "
+                self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r} may not have tools its proposer lacks: "
                             f"{', '.join(extra_tools)}", _node(node_id), node_id=node_id)
             theirs = config.get("budget") or {}
             for key, limit in budget.items():
                 if theirs.get(key) is None or theirs[key] > limit:
-                    self.refuse("agent_privilege", f"agent {node_id!r}: budget.{key} must be at most its proposer's "
+                    self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most its proposer's "
                                 f"({limit})", _node(node_id), node_id=node_id)
 
     def check_credentials(self) -> None:
@@ -311,10 +340,10 @@ class _Judgement:
             if self.old.get(node_id) == node:
                 continue
             if referenced_names(node.get("config")):
-                self.refuse("secret_reference", f"node {node_id!r}: an agent may not add or change a node that "
+                self.refuse(Rule.SECRET_REFERENCE, f"node {node_id!r}: an agent may not add or change a node that "
                             "refers to $secrets", _node(node_id), node_id=node_id)
             if node.get("type") == "workflow":
-                self.refuse("agent_privilege", f"node {node_id!r}: an agent may not add or change a workflow "
+                self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not add or change a workflow "
                             "(sub-workflow) node", _node(node_id), node_id=node_id)
 
     def check_duplicate_edges(self) -> None:
@@ -322,14 +351,14 @@ class _Judgement:
         after = Counter((e["from"], e["to"]) for e in self.after.get("edges", []))
         for pair, count in after.items():
             if count > 1 and count > before.get(pair, 0):
-                self.refuse("duplicate_edge", f"edge {pair[0]!r} → {pair[1]!r} is already there",
+                self.refuse(Rule.DUPLICATE_EDGE, f"edge {pair[0]!r} → {pair[1]!r} is already there",
                             lambda doc, p=pair: sum(1 for e in doc.get("edges", []) if (e.get("from"),
                                                                                          e.get("to")) == p))
 
     def check_growth(self) -> None:
         cap, count = settings.AOB_RUN_MAX_NODES, len(self.after["nodes"])
         if count > cap and count > len(self.before["nodes"]):
-            self.refuse("max_run_nodes", f"the patch would grow the run to {count} nodes; a run may grow to {cap}",
+            self.refuse(Rule.MAX_RUN_NODES, f"the patch would grow the run to {count} nodes; a run may grow to {cap}",
                         lambda doc: len(doc.get("nodes", [])), limit=cap, count=count)
 
     def check_spawn(self) -> int:
@@ -337,9 +366,9 @@ class _Judgement:
         limit = agent_limit(self.before)
         total = self.state.spawned + len(added)
         if added and total > limit:
-            self.refuse("excessive_agent_nodes", f"the patch would make {total} agent nodes added to this run; the "
+            self.refuse(Rule.EXCESSIVE_AGENT_NODES, f"the patch would make {total} agent nodes added to this run; the "
                         f"limit per run is {limit}", _node(added[-1]), error=SpawnLimitExceeded,
-                        reason="excessive_agent_nodes", limit=limit, count=total)
+                        reason=Rule.EXCESSIVE_AGENT_NODES, limit=limit, count=total)
         return len(added)
 
     def check_ssrf(self) -> None:
@@ -347,7 +376,7 @@ class _Judgement:
         changed = {n for n, node in self.new.items() if self.old.get(n) != node}
         for problem in literal_url_problems(self.after, node_ids=changed)[:1]:
             node_id, url = problem.details["node_id"], problem.details.get("url")
-            self.refuse("ssrf", problem.message, lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u),
+            self.refuse(Rule.SSRF, problem.message, lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u),
                         _node(node_id), **problem.details)
 
     def check_approved_actions(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -368,7 +397,7 @@ class _Judgement:
             below = gates.reachable(gates.successors(self.before), gates.successors(self.before)[gate])
             begun = sorted(below & self.state.started)
             if begun:
-                self.refuse("approved_action_started", f"gate {gate!r} approved an action that has begun "
+                self.refuse(Rule.APPROVED_ACTION_STARTED, f"gate {gate!r} approved an action that has begun "
                             f"({', '.join(begun[:5])}); it cannot change under the approval",
                             lambda doc, g=gate, skip=leave_out: gates.action_digest(doc, g, leave_out=skip),
                             node_id=gate)
