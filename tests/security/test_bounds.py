@@ -274,6 +274,24 @@ def test_a_run_past_its_output_bytes_fails_with_a_clear_reason(capped_worker: st
     assert not run.node_runs.filter(node_id="n4").exists()
 
 
+def test_conditionals_count_the_copy_they_pass_on_and_keep_it_out_of_their_events(capped_worker: stack.Proc,
+                                                                                  make_user: Any) -> None:
+    """Each conditional stores what it passes on; a chain of them after a large output copied it
+    into each node run and each event, none of it counted."""
+    definition = {"nodes": [{"id": "fetch", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}},
+                            *[{"id": f"c{i}", "type": "conditional", "config": {}} for i in range(10)]],
+                  "edges": [{"from": "fetch", "to": "c0"}, *[{"from": f"c{i}", "to": f"c{i + 1}"} for i in range(9)]]}
+    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
+
+    assert run.status == Run.Status.FAILED
+    assert (run.error["error_type"], run.error["limit"], run.error["node_id"]) == ("RunLimitExceeded", "output_bytes",
+                                                                                   "c1")
+    assert run.usage["output_bytes"] > 50_000
+    assert not run.node_runs.filter(node_id="c2").exists()
+    completed = run.events.filter(type="node_completed", node_id="c0").get()
+    assert completed.data == {"iteration": 0, "inline": True}
+
+
 def test_a_loop_with_a_large_output_keeps_details_under_its_byte_budget(engine: Any, make_user: Any,
                                                                         settings: Any) -> None:
     settings.AOB_DETAILS_MAX_BYTES = 60_000  # read where the details are answered: this process

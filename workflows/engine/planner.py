@@ -34,7 +34,7 @@ from workflows import registry
 from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR
 from workflows.definition.references import referenced_nodes
-from workflows.models import Event, NodeRun, Run
+from workflows.models import Event, NodeRun, Run, canonical_json, size_of
 
 from .pure import Budget, Outcome, in_decision
 
@@ -366,13 +366,19 @@ class _Planner:
                 self.budget.nodes += 1
             upstream = self._predecessor_output(node_id)
             output: Any = upstream  # a conditional passes its input on; its edges' rules route it
+            shown: dict[str, Any] = {}
             if node_id in self.ir.loops:
                 output = self._loop_output(node_id, iteration, upstream)
+                shown["output"] = _public(output)  # its own few counters
+            else:
+                # it stores a copy of what it passes on: counted against the run's output bytes
+                # as any output is, and left out of its event (a chain of conditionals after a
+                # large output copied it into each one's event)
+                self.plan.output_bytes += size_of(canonical_json(upstream))
             token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.COMPLETED, input=upstream,
                                     output=output, started_at=self.now, finished_at=self.now, attempts=1))
             self.event(Event.Type.NODE_STARTED, node_id, iteration=iteration, inline=True)
-            self.event(Event.Type.NODE_COMPLETED, node_id, iteration=iteration, inline=True,
-                       output=_public(output) if node_id in self.ir.loops else output)
+            self.event(Event.Type.NODE_COMPLETED, node_id, iteration=iteration, inline=True, **shown)
             self.consume(token)
         elif self.evaluate is not None and in_decision(node) and self._evaluated(self.evaluate, node, iteration):
             return
