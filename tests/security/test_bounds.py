@@ -17,7 +17,7 @@ from tests.conftest import client_for, wait_for_run
 from tests.security.conftest import swapped_worker
 from tests.support import stack
 from workflows import registry
-from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, shape
+from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, fields_read, shape
 from workflows.definition.ir import compile_definition
 from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.definition.validation import validate
@@ -39,6 +39,19 @@ from workflows.services.runs import run_start
 def test_the_lexer_finds_comprehensions_and_their_nesting(source: str, macros: int, depth: int) -> None:
     found = shape(source)
     assert (found.macros, found.depth) == (macros, depth)
+
+
+@pytest.mark.parametrize("source, fields", [
+    ("nodes.a.x + nodes['b-1'].y", {"a", "b-1"}),
+    ("has(nodes.a) ? nodes.a.size() : nodes.b.exists(x, x > 1)", {"a", "b"}),
+    ("inputs.n + 1", set()),
+    ("size(nodes)", None),  # the whole map: every node's output
+    ("nodes[inputs.k]", None),
+    ("nodes.exists(k, k == 'a')", None),
+])
+def test_an_expression_names_the_nodes_it_reads_or_reads_them_all(source: str, fields: set[str] | None) -> None:
+    found = fields_read(source, "nodes")
+    assert found == (None if fields is None else frozenset(fields))
 
 
 @pytest.mark.parametrize("source, context, expected", [
