@@ -6,17 +6,22 @@ Read-only and computed when asked, from the rows the engine already writes (node
 A run's **output** is, when its definition sets ``metadata.output``, that expression (CEL over
 ``inputs`` and ``nodes``) or template (``$nodes…`` / ``$inputs…`` references) evaluated over the
 latest output of each node; otherwise the outputs of its terminal nodes (no outgoing edge) that
-completed, keyed by node id. Only a completed run has an output.
+completed, keyed by node id. Only a completed run has an output. Only the latest completed
+iteration of each node it reads is read (one statement), however many a loop ran: clients poll
+``GET /runs/{id}``.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
-from workflows.definition.expressions import ExpressionError, evaluate
+from workflows.definition.expressions import ExpressionError, evaluate, fields_read
+from workflows.definition.ir import IR
 from workflows.definition.references import referenced_nodes, resolve
 from workflows.engine.coordinator import load_ir
 from workflows.models import Event, NodeRun, Run
@@ -36,17 +41,37 @@ def run_duration_ms(run: Run) -> int | None:
     return ms_between(run.created_at, run.finished_at) if run.finished_at else None
 
 
-def _latest_outputs(run: Run, node_ids: set[str] | None) -> dict[str, Any]:
-    """The latest completed output of each node (of ``node_ids`` only, when given)."""
-    qs = NodeRun.objects.filter(run=run, status=NodeRun.Status.COMPLETED)
-    if node_ids is not None:
-        qs = qs.filter(node_id__in=node_ids)
-    outputs: dict[str, Any] = {}
-    for node_id, output in qs.order_by("iteration").values_list("node_id", "output"):
-        if isinstance(output, dict) and output.get("_passthrough"):
-            continue  # a node skipped for want of an executor produced nothing
-        outputs[node_id] = output
-    return outputs
+# The latest completed iteration of each node in ``node_ids`` (DISTINCT ON over the index, as
+# details' ``_LATEST_PER_NODE``: the other iterations are never read). A latest completion that is
+# the pass-through marker of a node skipped for want of an executor is no output.
+_LATEST_OUTPUTS = """
+SELECT n.node_id, n.output
+  FROM (SELECT DISTINCT ON (node_id) id FROM workflows_noderun
+         WHERE run_id = %(run_id)s AND node_id = ANY(%(node_ids)s) AND status = 'completed'
+         ORDER BY node_id, iteration DESC) latest
+  JOIN workflows_noderun n ON n.id = latest.id
+ WHERE NOT COALESCE(n.output @> '{"_passthrough": true}', false)
+ ORDER BY n.node_id
+"""
+
+
+def _latest_outputs(run: Run, node_ids: list[str]) -> dict[str, Any]:
+    """The latest completed output of each node of ``node_ids``, one row per node."""
+    if not node_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_LATEST_OUTPUTS, {"run_id": run.pk, "node_ids": node_ids})
+        # jsonb arrives as its text (Django's loader); a SQL NULL output is JSON null
+        return {node_id: None if text is None else json.loads(text) for node_id, text in cursor.fetchall()}
+
+
+def _reads(ir: IR, spec: dict[str, Any]) -> list[str]:
+    """The nodes whose outputs ``metadata.output`` reads: those its template or expression names,
+    every node when an expression reads ``nodes`` whole. Raises ``ExpressionError``."""
+    if "expression" in spec:
+        named = fields_read(spec["expression"], "nodes")
+        return sorted(ir.nodes if named is None else named)
+    return sorted(referenced_nodes(spec["template"]))
 
 
 def run_output(run: Run) -> tuple[Any, dict[str, Any] | None]:
@@ -56,15 +81,14 @@ def run_output(run: Run) -> tuple[Any, dict[str, Any] | None]:
     ir = load_ir(run)
     spec = (ir.metadata or {}).get("output")
     if isinstance(spec, dict) and ("expression" in spec or "template" in spec):
-        if "expression" in spec:
-            outputs = _latest_outputs(run, None)
-            try:
+        try:
+            outputs = _latest_outputs(run, _reads(ir, spec))
+            if "expression" in spec:
                 return evaluate(spec["expression"], {"inputs": run.inputs, "nodes": outputs}), None
-            except ExpressionError as exc:
-                return None, {"error_type": "OutputExpressionError", "message": f"metadata.output: {exc}"}
-        outputs = _latest_outputs(run, referenced_nodes(spec["template"]))
+        except ExpressionError as exc:
+            return None, {"error_type": "OutputExpressionError", "message": f"metadata.output: {exc}"}
         return resolve(spec["template"], inputs=run.inputs, outputs=outputs), None
-    terminal = {node_id for node_id, edges in ir.out_edges.items() if not edges}
+    terminal = sorted(node_id for node_id, edges in ir.out_edges.items() if not edges)
     return _latest_outputs(run, terminal), None
 
 

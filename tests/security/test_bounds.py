@@ -3,12 +3,14 @@ out by the real worker processes, the per-run caps and the bounded details answe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import connection
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -311,6 +313,53 @@ def test_a_loop_with_a_large_output_keeps_details_under_its_byte_budget(engine: 
     page = api.get(f"/api/v1/runs/{run.pk}/nodes/body/iterations?limit=2").json()
     assert page["count"] == 6 and [r["iteration"] for r in page["results"]] == [0, 1] and page["next"]
     assert api.get(f"/api/v1/runs/{run.pk}/nodes/body/iterations?limit=x").status_code == 400
+
+
+# --- a run's result, as GET /runs/{id} and details answer it --------------------------------------
+
+
+@contextlib.contextmanager
+def node_rows_read() -> Iterator[list[int]]:
+    """The rows each statement reading node runs answered, in this process (the API's)."""
+    rows: list[int] = []
+
+    def counting(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        result = execute(sql, params, many, context)
+        if "workflows_noderun" in sql:
+            rows.append(context["cursor"].rowcount)
+        return result
+
+    with connection.execute_wrapper(counting):
+        yield rows
+
+
+def padded_loop(iterations: int) -> dict[str, Any]:
+    """A loop whose body outputs a large value each time round, and a large node nothing reads."""
+    definition = counting_loop(iterations)
+    definition["nodes"][0]["config"] = {"template": {"n": "$inputs.n", "pad": "$inputs.pad"}}
+    definition["nodes"].append({"id": "aside", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}})
+    return definition
+
+
+def test_polling_a_loop_reads_the_latest_iteration_of_only_the_nodes_its_output_reads(engine: Any, make_user: Any,
+                                                                                       settings: Any) -> None:
+    owner = make_user("carol")
+    definition = {**padded_loop(40), "metadata": {"output": {"expression": "{'n': nodes.body.n, "
+                                                                           "'size': size(nodes.body.pad)}"}}}
+    run = finished(run_start(owner=owner, definition=definition, inputs={"pad": "p" * 20_000, "n": 7}))
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert run.node_runs.filter(node_id="body").count() == 40
+    api = client_for(owner)
+
+    with node_rows_read() as rows:
+        body = api.get(f"/api/v1/runs/{run.pk}").json()
+
+    assert body["output"] == {"n": 7, "size": 20_000} and body["output_error"] is None
+    assert rows == [1]  # the body's 40th iteration: not its 39 others, not the loop's, not the aside
+    with node_rows_read() as rows:
+        details = api.get(f"/api/v1/runs/{run.pk}/details").json()
+    assert details["run"]["output"] == body["output"]
+    assert rows == [3, 3, 1]  # the latest row of each node (and its sizes), their fields, the output's
 
 
 # --- outbound HTTP -------------------------------------------------------------------------------
