@@ -17,6 +17,7 @@ from workflows import visibility
 from workflows.answers import Page, json_size, left_out, node_value_href
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.results import run_result
 
 
 def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
@@ -262,10 +263,11 @@ def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
-    """The run, its definitions and patches, and the latest iteration of each node. The answer
-    stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): a node's input, output or attempt
-    log that would pass it is a marker linking to the rest; earlier iterations are paged by
-    ``node_iterations``. Never more than one node run per node is read."""
+    """The run with its result, its definitions and patches, and the latest iteration of each node.
+    The answer stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): the run's output, a
+    node's input, output or attempt log that would pass it is a marker linking to the rest;
+    earlier iterations are paged by ``node_iterations``. Never more than one node run per node is
+    read."""
     ir = load_ir(run)
     [(base,)] = _ARTIFACT_CONTENT.rows(pk=run.base_artifact_id)
     current = base if run.current_artifact_id == run.base_artifact_id else _ARTIFACT_CONTENT.rows(
@@ -285,6 +287,8 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     # bounded by the request body cap when they were written)
     page.fits(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches)
               + json_size(run.inputs))
+    # then the run's result, before the nodes' fields: RunResultOut renders what was read here
+    result = run.result = run_result(run, page=page)  # type: ignore[attr-defined]
     rows = [latest[n] for n in ir.nodes if n in latest]
     heavy = _heavy_rows(rows, page, run, {nr.pk: {f: getattr(nr, f"{f}_bytes") for f in HEAVY_FIELDS} for nr in rows})
     nodes = []
@@ -294,7 +298,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
                       "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
     refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
-            "patch_refusals": refusals, "truncated": page.used > page.limit or any(
+            "patch_refusals": refusals, "truncated": page.used > page.limit or result.truncated or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())}
 
 

@@ -359,7 +359,55 @@ def test_polling_a_loop_reads_the_latest_iteration_of_only_the_nodes_its_output_
     with node_rows_read() as rows:
         details = api.get(f"/api/v1/runs/{run.pk}/details").json()
     assert details["run"]["output"] == body["output"]
-    assert rows == [3, 3, 1]  # the latest row of each node (and its sizes), their fields, the output's
+    assert rows == [3, 1, 3]  # the latest row of each node (and its sizes), the output's, their fields
+    assert api.get(f"/api/v1/runs/{run.pk}/output").json()["output"] == body["output"]
+
+
+def test_an_output_past_the_answer_budget_is_a_marker_leading_to_where_it_is_read_whole(
+        engine: Any, make_user: Any, settings: Any) -> None:
+    settings.AOB_DETAILS_MAX_BYTES = 60_000  # read where the answers are made: this process
+    owner = make_user("carol")
+    chunk = "q" * 1000
+    big = [chunk] * 100  # 100 kB from 1 kB of inputs
+    ends = {"nodes": [{"id": "small", "type": "transform", "config": {"expression": "'ok'"}},
+                      {"id": "big", "type": "transform", "config": {"template": ["$inputs.chunk"] * 100}}],
+            "edges": []}
+    twice = {**ends, "metadata": {"output": {"template": {"a": "$inputs.half", "b": "$inputs.half"}}}}
+    from_big = {**ends, "metadata": {"output": {"expression": "size(nodes.big)"}}}
+    runs = [finished(run_start(owner=owner, definition=d, inputs=i)) for d, i in (
+        (ends, {"chunk": chunk}), (twice, {"chunk": "", "half": "h" * 35_000}), (from_big, {"chunk": chunk}))]
+    assert [r.status for r in runs] == [Run.Status.COMPLETED] * 3, [r.error for r in runs]
+    api = client_for(owner)
+    terminal, repeated, computed_from_big = runs
+
+    # the terminal nodes' outputs: each goes in while it fits, else its artifact is linked
+    response = api.get(f"/api/v1/runs/{terminal.pk}")
+    assert response.status_code == 200 and len(response.content) < 60_000
+    output = response.json()["output"]
+    assert output["small"] == "ok" and output["big"]["truncated"] is True and output["big"]["bytes"] > 100_000
+    assert api.get(output["big"]["href"]).json()["content"] == big
+    details = api.get(f"/api/v1/runs/{terminal.pk}/details")
+    assert details.status_code == 200 and len(details.content) < 60_000 + 10_000
+    assert details.json()["run"]["output"] == output and details.json()["truncated"] is True
+    whole = api.get(f"/api/v1/runs/{terminal.pk}/output")
+    assert whole.status_code == 200 and whole.json() == {"run_id": str(terminal.pk), "output_error": None,
+                                                         "output": {"small": "ok", "big": big}}
+
+    # metadata.output larger than what is left of the answer (after the 35 kB of inputs)
+    response = api.get(f"/api/v1/runs/{repeated.pk}")
+    assert response.status_code == 200 and len(response.content) < 60_000
+    marker = response.json()["output"]
+    assert marker == {"truncated": True, "bytes": 70_000 + len('{"a":"","b":""}'),
+                      "href": f"/api/v1/runs/{repeated.pk}/output"}
+    assert api.get(marker["href"]).json()["output"] == {"a": "h" * 35_000, "b": "h" * 35_000}
+
+    # computed from more node outputs than an answer reads: not computed there, only at its href
+    response = api.get(f"/api/v1/runs/{computed_from_big.pk}")
+    assert response.status_code == 200 and len(response.content) < 60_000
+    marker = response.json()["output"]
+    assert marker["truncated"] is True and marker["href"] == f"/api/v1/runs/{computed_from_big.pk}/output"
+    assert marker["bytes"] > 100_000  # what it is computed from
+    assert api.get(marker["href"]).json()["output"] == 100
 
 
 # --- outbound HTTP -------------------------------------------------------------------------------
