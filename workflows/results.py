@@ -16,7 +16,8 @@ else a ``left_out`` marker links to its artifact; ``metadata.output`` is compute
 ``AOB_DETAILS_MAX_BYTES`` of node outputs (converting them to CEL values happens before the
 expression's deadline starts) and goes in while it fits, else the marker links to
 ``GET /runs/{id}/output``, which computes it once from at most ``AOB_MAX_RESOLVED_CONFIG_BYTES``
-(``run_output_text``).
+(``run_output_text``). An output that cannot be computed is an ``error`` naming the rule it broke,
+never an exception: the run is still answered.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from django.utils import timezone
 from workflows.answers import Page, json_size, left_out, node_value_href
 from workflows.definition.expressions import ExpressionError, evaluate, fields_read
 from workflows.definition.ir import IR
-from workflows.definition.references import referenced_nodes, resolve
+from workflows.definition.references import ConfigTooLarge, referenced_nodes, resolve
 from workflows.engine.coordinator import load_ir
+from workflows.engine.outputs import NonJSONOutput, strict_json
 from workflows.models import Event, NodeRun, Run
 
 # The most node runs a timeline lists (a loop of many iterations); the rest are counted, not sent.
@@ -137,14 +139,21 @@ def _too_much_read(rows: list[_Latest]) -> dict[str, Any] | None:
 
 
 def _computed(spec: dict[str, Any], inputs: dict[str, Any], rows: list[_Latest]) -> tuple[Any, dict[str, Any] | None]:
-    """``metadata.output`` over the outputs read, or the error naming the rule it broke."""
+    """``metadata.output`` over the outputs read, as strict JSON (``strict_json``, the one rule
+    for what an output may hold), or the error naming the rule it broke."""
     outputs = {r.node_id: json.loads(r.text) for r in rows if r.text is not None}
-    if "template" in spec:
-        return resolve(spec["template"], inputs=inputs, outputs=outputs), None
     try:
-        return evaluate(spec["expression"], {"inputs": inputs, "nodes": outputs}), None
+        if "expression" in spec:
+            value = evaluate(spec["expression"], {"inputs": inputs, "nodes": outputs})
+        else:
+            value = resolve(spec["template"], inputs=inputs, outputs=outputs)
+        return strict_json(value), None
     except ExpressionError as exc:
         return None, _failed("OutputExpressionError", exc.rule, str(exc))
+    except ConfigTooLarge as exc:
+        return None, _failed(exc.code, "max_resolved_config_bytes", exc.message)
+    except NonJSONOutput as exc:
+        return None, _failed(exc.code, "strict_json", exc.message)
 
 
 def run_result(run: Run, *, page: Page | None = None) -> Result:

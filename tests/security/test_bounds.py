@@ -410,6 +410,36 @@ def test_an_output_past_the_answer_budget_is_a_marker_leading_to_where_it_is_rea
     assert api.get(marker["href"]).json()["output"] == 100
 
 
+def test_an_output_that_cannot_be_computed_is_stated_and_the_run_still_answered(engine: Any, make_user: Any,
+                                                                               settings: Any) -> None:
+    owner = make_user("carol")
+    one = [{"id": "a", "type": "transform", "config": {"expression": "1"}}]
+    outputs = {"too_large": {"template": {"a": "$inputs.pad", "b": "$inputs.pad"}},
+               "not_json": {"expression": "1.0 / 0.0"},
+               "broken": {"expression": "nodes.a.missing"}}
+    runs = {name: finished(run_start(owner=owner, definition={"nodes": one, "edges": [], "metadata": {"output": spec}},
+                                     inputs={"pad": "x" * 30_000}))
+            for name, spec in outputs.items()}
+    assert {r.status for r in runs.values()} == {Run.Status.COMPLETED}, [r.error for r in runs.values()]
+    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 50_000  # the template's 60 kB passes it (16 MiB unless lowered)
+    api = client_for(owner)
+
+    rules = {"too_large": ("ConfigTooLarge", "max_resolved_config_bytes"),
+             "not_json": ("NonJSONOutput", "strict_json"), "broken": ("OutputExpressionError", "evaluation")}
+    for name, run in runs.items():
+        for path in (f"/api/v1/runs/{run.pk}", f"/api/v1/runs/{run.pk}/details", f"/api/v1/runs/{run.pk}/output"):
+            response = api.get(path)
+            assert response.status_code == 200, (name, path, response.content[:300])
+            body = response.json()
+            answered = body.get("run", body)
+            assert answered["output"] is None, (name, path)
+            error = answered["output_error"]
+            assert (error["error_type"], error["rule"]) == rules[name], (name, path, error)
+            assert error["message"].startswith("metadata.output:")
+    assert "AOB_MAX_RESOLVED_CONFIG_BYTES" in api.get(f"/api/v1/runs/{runs['too_large'].pk}").json()[
+        "output_error"]["message"]
+
+
 # --- outbound HTTP -------------------------------------------------------------------------------
 
 
