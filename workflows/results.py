@@ -114,6 +114,10 @@ def _spec(ir: IR) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) and ("expression" in spec or "template" in spec) else None
 
 
+def _terminal(ir: IR) -> list[str]:
+    return sorted(node_id for node_id, edges in ir.out_edges.items() if not edges)
+
+
 def _reads(ir: IR, spec: dict[str, Any]) -> list[str]:
     """The nodes whose outputs ``metadata.output`` reads: those its template or expression names,
     every node when an expression reads ``nodes`` whole. Raises ``ExpressionError``."""
@@ -127,15 +131,20 @@ def _failed(error_type: str, rule: str, message: str) -> dict[str, Any]:
     return {"error_type": error_type, "rule": rule, "message": f"metadata.output: {message}"}
 
 
-def _too_much_read(rows: list[_Latest]) -> dict[str, Any] | None:
-    """Past ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of node outputs, ``metadata.output`` is not computed
-    anywhere: the bound on what a resolved config may take bounds what the result is taken from."""
+def _read_for(run: Run, ir: IR, spec: dict[str, Any], budget: int) -> tuple[list[_Latest], dict[str, Any] | None]:
+    """The latest outputs ``metadata.output`` is computed from, read while all of them fit
+    ``budget``, or why it cannot be computed anywhere: past ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of
+    them (the bound on what a resolved config may take bounds what the result is taken from)."""
+    try:
+        rows = _latest(run, _reads(ir, spec), budget=budget, whole=True)
+    except ExpressionError as exc:
+        return [], _failed("OutputExpressionError", exc.rule, str(exc))
     read, ceiling = sum(r.bytes for r in rows), settings.AOB_MAX_RESOLVED_CONFIG_BYTES
-    if read <= ceiling:
-        return None
-    return _failed("OutputTooLarge", "max_resolved_config_bytes",
-                   f"it reads {read} bytes of node outputs; at most {ceiling} are allowed "
-                   "(AOB_MAX_RESOLVED_CONFIG_BYTES)")
+    if read > ceiling:
+        return [], _failed("OutputTooLarge", "max_resolved_config_bytes",
+                           f"it reads {read} bytes of node outputs; at most {ceiling} are allowed "
+                           "(AOB_MAX_RESOLVED_CONFIG_BYTES)")
+    return rows, None
 
 
 def _computed(spec: dict[str, Any], inputs: dict[str, Any], rows: list[_Latest]) -> tuple[Any, dict[str, Any] | None]:
@@ -168,10 +177,9 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
     ir = load_ir(run)
     spec = _spec(ir)
     if spec is None:
-        terminal = sorted(node_id for node_id, edges in ir.out_edges.items() if not edges)
         output: dict[str, Any] = {}
         truncated = False
-        for row in _latest(run, terminal, budget=page.left(), whole=False):
+        for row in _latest(run, _terminal(ir), budget=page.left(), whole=False):
             if row.text is not None and page.fits(row.bytes):
                 output[row.node_id] = json.loads(row.text)
             else:  # one node's output: read whole as its artifact
@@ -179,13 +187,10 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
                 output[row.node_id] = left_out(row.bytes, node_value_href(
                     run_id=run.pk, node_id=row.node_id, iteration=row.iteration, artifact_id=row.artifact_id))
         return Result(output, truncated=truncated)
-    try:
-        rows = _latest(run, _reads(ir, spec), budget=settings.AOB_DETAILS_MAX_BYTES, whole=True)
-    except ExpressionError as exc:
-        return Result(error=_failed("OutputExpressionError", exc.rule, str(exc)))
-    if (error := _too_much_read(rows)) is not None:
+    rows, error = _read_for(run, ir, spec, settings.AOB_DETAILS_MAX_BYTES)
+    if error is not None:
         return Result(error=error)
-    if any(r.text is None for r in rows):  # computed from more than this answer reads: not here
+    if any(r.text is None for r in rows):  # computed from more than an answer reads: only at its href
         return Result(left_out(sum(r.bytes for r in rows), output_href(run)), truncated=True)
     value, error = _computed(spec, run.inputs, rows)
     if error is not None:
@@ -205,14 +210,10 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
     ir = load_ir(run)
     spec = _spec(ir)
     if spec is None:
-        terminal = sorted(node_id for node_id, edges in ir.out_edges.items() if not edges)
-        rows = _latest(run, terminal, budget=2**62, whole=True)
+        rows = _latest(run, _terminal(ir), budget=2**62, whole=True)
         return "{" + ",".join(f"{json.dumps(r.node_id)}:{r.text}" for r in rows) + "}", None
-    try:
-        rows = _latest(run, _reads(ir, spec), budget=settings.AOB_MAX_RESOLVED_CONFIG_BYTES, whole=True)
-    except ExpressionError as exc:
-        return "null", _failed("OutputExpressionError", exc.rule, str(exc))
-    if (error := _too_much_read(rows)) is not None:
+    rows, error = _read_for(run, ir, spec, settings.AOB_MAX_RESOLVED_CONFIG_BYTES)
+    if error is not None:
         return "null", error
     value, error = _computed(spec, run.inputs, rows)
     if error is not None:
