@@ -7,18 +7,36 @@ A run's **output** is, when its definition sets ``metadata.output``, that expres
 ``inputs`` and ``nodes``) or template (``$nodes…`` / ``$inputs…`` references) evaluated over the
 latest output of each node; otherwise the outputs of its terminal nodes (no outgoing edge) that
 completed, keyed by node id. Only a completed run has an output.
+
+Clients poll ``GET /runs/{id}``, so what one answer costs is bounded whatever the run holds: only
+the latest completed iteration of each node the output reads is read (one statement), and its
+outputs only within a byte budget, measured in the database first. In an answer (``run_result``)
+a terminal node's output goes in while it fits the answer's ``Page`` (``AOB_DETAILS_MAX_BYTES``),
+else a ``left_out`` marker links to its artifact; ``metadata.output`` is computed only from at most
+``AOB_DETAILS_MAX_BYTES`` of node outputs (converting them to CEL values happens before the
+expression's deadline starts) and goes in while it fits, else the marker links to
+``GET /runs/{id}/output``, which computes it once from at most ``AOB_MAX_RESOLVED_CONFIG_BYTES``
+(``run_output_text``). An output that cannot be computed is an ``error`` naming the rule it broke,
+never an exception: the run is still answered.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
-from workflows.definition.expressions import ExpressionError, evaluate
-from workflows.definition.references import referenced_nodes, resolve
+from workflows.answers import Page, json_size, left_out, node_value_href
+from workflows.definition.expressions import ExpressionError, evaluate, fields_read
+from workflows.definition.ir import IR
+from workflows.definition.references import ConfigTooLarge, referenced_nodes, resolve
 from workflows.engine.coordinator import load_ir
+from workflows.engine.outputs import NonJSONOutput, strict_json
 from workflows.models import Event, NodeRun, Run
 
 # The most node runs a timeline lists (a loop of many iterations); the rest are counted, not sent.
@@ -36,36 +54,171 @@ def run_duration_ms(run: Run) -> int | None:
     return ms_between(run.created_at, run.finished_at) if run.finished_at else None
 
 
-def _latest_outputs(run: Run, node_ids: set[str] | None) -> dict[str, Any]:
-    """The latest completed output of each node (of ``node_ids`` only, when given)."""
-    qs = NodeRun.objects.filter(run=run, status=NodeRun.Status.COMPLETED)
-    if node_ids is not None:
-        qs = qs.filter(node_id__in=node_ids)
-    outputs: dict[str, Any] = {}
-    for node_id, output in qs.order_by("iteration").values_list("node_id", "output"):
-        if isinstance(output, dict) and output.get("_passthrough"):
-            continue  # a node skipped for want of an executor produced nothing
-        outputs[node_id] = output
-    return outputs
+# The latest completed iteration of each node in ``node_ids`` (DISTINCT ON over the index, as
+# details' ``_LATEST_PER_NODE``: the other iterations are never read), its output's size as the
+# database measures it, and the output itself only while it fits ``budget``: with ``whole``, all
+# of them or none (what ``metadata.output`` is computed from); else smallest first, each while
+# the sum fits (the terminal nodes' outputs, each an entry of its own). A latest completion that
+# is the pass-through marker of a node skipped for want of an executor is no output.
+_LATEST_OUTPUTS = """
+SELECT node_id, iteration, output_artifact_id, bytes, fits, CASE WHEN fits THEN output END FROM (
+    SELECT n.node_id, n.iteration, n.output_artifact_id, n.output, measured.bytes,
+           CASE WHEN %(whole)s THEN sum(measured.bytes) OVER ()
+                ELSE sum(measured.bytes) OVER (ORDER BY measured.bytes, n.node_id) END <= %(budget)s AS fits
+      FROM (SELECT DISTINCT ON (node_id) id FROM workflows_noderun
+             WHERE run_id = %(run_id)s AND node_id = ANY(%(node_ids)s) AND status = 'completed'
+             ORDER BY node_id, iteration DESC) latest
+      JOIN workflows_noderun n ON n.id = latest.id
+     CROSS JOIN LATERAL (SELECT COALESCE(length(n.output::text), 4) AS bytes) measured
+     WHERE NOT COALESCE(n.output @> '{"_passthrough": true}', false)
+) latest_outputs ORDER BY node_id
+"""
 
 
-def run_output(run: Run) -> tuple[Any, dict[str, Any] | None]:
-    """``(output, error)``: the run's result, or why ``metadata.output`` could not be computed."""
-    if run.status != Run.Status.COMPLETED:
-        return None, None
-    ir = load_ir(run)
+@dataclass(frozen=True)
+class _Latest:
+    node_id: str
+    iteration: int
+    artifact_id: str | None
+    bytes: int
+    text: str | None  # the output as JSON text; None when it was past the budget, and not read
+
+
+def _latest(run: Run, node_ids: list[str], *, budget: int, whole: bool) -> list[_Latest]:
+    if not node_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_LATEST_OUTPUTS, {"run_id": run.pk, "node_ids": node_ids, "budget": budget, "whole": whole})
+        # jsonb arrives as its text (Django's loader); a SQL NULL output is JSON null
+        return [_Latest(node_id, iteration, artifact_id, int(size), (text or "null") if fits else None)
+                for node_id, iteration, artifact_id, size, fits, text in cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A run's output as one answer carries it, or why it could not be computed (``error``:
+    ``{error_type, rule, message}``). ``truncated``: the output, or a terminal node's entry in it,
+    is a ``left_out`` marker."""
+
+    output: Any = None
+    error: dict[str, Any] | None = None
+    truncated: bool = False
+
+
+def output_href(run: Run) -> str:
+    return f"/api/v1/runs/{run.pk}/output"
+
+
+def _spec(ir: IR) -> dict[str, Any] | None:
     spec = (ir.metadata or {}).get("output")
-    if isinstance(spec, dict) and ("expression" in spec or "template" in spec):
+    return spec if isinstance(spec, dict) and ("expression" in spec or "template" in spec) else None
+
+
+def _terminal(ir: IR) -> list[str]:
+    return sorted(node_id for node_id, edges in ir.out_edges.items() if not edges)
+
+
+def _reads(ir: IR, spec: dict[str, Any]) -> list[str]:
+    """The nodes whose outputs ``metadata.output`` reads: those its template or expression names,
+    every node when an expression reads ``nodes`` whole. Raises ``ExpressionError``."""
+    if "expression" in spec:
+        named = fields_read(spec["expression"], "nodes")
+        return sorted(ir.nodes if named is None else named)
+    return sorted(referenced_nodes(spec["template"]))
+
+
+def _failed(error_type: str, rule: str, message: str) -> dict[str, Any]:
+    return {"error_type": error_type, "rule": rule, "message": f"metadata.output: {message}"}
+
+
+def _read_for(run: Run, ir: IR, spec: dict[str, Any], budget: int) -> tuple[list[_Latest], dict[str, Any] | None]:
+    """The latest outputs ``metadata.output`` is computed from, read while all of them fit
+    ``budget``, or why it cannot be computed anywhere: past ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of
+    them (the bound on what a resolved config may take bounds what the result is taken from)."""
+    try:
+        rows = _latest(run, _reads(ir, spec), budget=budget, whole=True)
+    except ExpressionError as exc:
+        return [], _failed("OutputExpressionError", exc.rule, str(exc))
+    read, ceiling = sum(r.bytes for r in rows), settings.AOB_MAX_RESOLVED_CONFIG_BYTES
+    if read > ceiling:
+        return [], _failed("OutputTooLarge", "max_resolved_config_bytes",
+                           f"it reads {read} bytes of node outputs; at most {ceiling} are allowed "
+                           "(AOB_MAX_RESOLVED_CONFIG_BYTES)")
+    return rows, None
+
+
+def _computed(spec: dict[str, Any], inputs: dict[str, Any], rows: list[_Latest]) -> tuple[Any, dict[str, Any] | None]:
+    """``metadata.output`` over the outputs read, as strict JSON (``strict_json``, the one rule
+    for what an output may hold), or the error naming the rule it broke."""
+    outputs = {r.node_id: json.loads(r.text) for r in rows if r.text is not None}
+    try:
         if "expression" in spec:
-            outputs = _latest_outputs(run, None)
-            try:
-                return evaluate(spec["expression"], {"inputs": run.inputs, "nodes": outputs}), None
-            except ExpressionError as exc:
-                return None, {"error_type": "OutputExpressionError", "message": f"metadata.output: {exc}"}
-        outputs = _latest_outputs(run, referenced_nodes(spec["template"]))
-        return resolve(spec["template"], inputs=run.inputs, outputs=outputs), None
-    terminal = {node_id for node_id, edges in ir.out_edges.items() if not edges}
-    return _latest_outputs(run, terminal), None
+            value = evaluate(spec["expression"], {"inputs": inputs, "nodes": outputs})
+        else:
+            value = resolve(spec["template"], inputs=inputs, outputs=outputs)
+        return strict_json(value), None
+    except ExpressionError as exc:
+        return None, _failed("OutputExpressionError", exc.rule, str(exc))
+    except ConfigTooLarge as exc:
+        return None, _failed(exc.code, "max_resolved_config_bytes", exc.message)
+    except NonJSONOutput as exc:
+        return None, _failed(exc.code, "strict_json", exc.message)
+
+
+def run_result(run: Run, *, page: Page | None = None) -> Result:
+    """The run's output as an answer carries it: what fits ``page`` (the answer's budget, shared
+    with what else it carries; by default ``AOB_DETAILS_MAX_BYTES`` after the run's inputs, as
+    ``GET /runs/{id}`` answers), markers for the rest."""
+    if run.status != Run.Status.COMPLETED:
+        return Result()
+    if page is None:
+        page = Page(settings.AOB_DETAILS_MAX_BYTES)
+        page.fits(json_size(run.inputs))
+    ir = load_ir(run)
+    spec = _spec(ir)
+    if spec is None:
+        output: dict[str, Any] = {}
+        truncated = False
+        for row in _latest(run, _terminal(ir), budget=page.left(), whole=False):
+            if row.text is not None and page.fits(row.bytes):
+                output[row.node_id] = json.loads(row.text)
+            else:  # one node's output: read whole as its artifact
+                truncated = True
+                output[row.node_id] = left_out(row.bytes, node_value_href(
+                    run_id=run.pk, node_id=row.node_id, iteration=row.iteration, artifact_id=row.artifact_id))
+        return Result(output, truncated=truncated)
+    rows, error = _read_for(run, ir, spec, settings.AOB_DETAILS_MAX_BYTES)
+    if error is not None:
+        return Result(error=error)
+    if any(r.text is None for r in rows):  # computed from more than an answer reads: only at its href
+        return Result(left_out(sum(r.bytes for r in rows), output_href(run)), truncated=True)
+    value, error = _computed(spec, run.inputs, rows)
+    if error is not None:
+        return Result(error=error)
+    size = json_size(value)
+    return Result(value) if page.fits(size) else Result(left_out(size, output_href(run)), truncated=True)
+
+
+def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
+    """The run's output whole, as JSON text, or why it could not be computed (``GET
+    /runs/{id}/output``, where the markers of ``run_result`` lead). The terminal nodes' outputs are
+    joined as the database writes them, never parsed (their sum is bounded by
+    ``AOB_MAX_RUN_OUTPUT_BYTES``); ``metadata.output`` is computed once, from at most
+    ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of node outputs."""
+    if run.status != Run.Status.COMPLETED:
+        return "null", None
+    ir = load_ir(run)
+    spec = _spec(ir)
+    if spec is None:
+        rows = _latest(run, _terminal(ir), budget=2**62, whole=True)
+        return "{" + ",".join(f"{json.dumps(r.node_id)}:{r.text}" for r in rows) + "}", None
+    rows, error = _read_for(run, ir, spec, settings.AOB_MAX_RESOLVED_CONFIG_BYTES)
+    if error is not None:
+        return "null", error
+    value, error = _computed(spec, run.inputs, rows)
+    if error is not None:
+        return "null", error
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False), None
 
 
 def run_timeline(*, run: Run) -> dict[str, Any]:

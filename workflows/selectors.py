@@ -14,8 +14,10 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
 from workflows import visibility
+from workflows.answers import Page, json_size, left_out, node_value_href
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.results import run_result
 
 
 def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
@@ -172,35 +174,6 @@ def _passthrough(output: Any) -> bool:
 HEAVY_FIELDS = ("input", "output", "attempt_log")
 
 
-def _size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str))
-
-
-def left_out(size: int, href: str) -> dict[str, Any]:
-    """What an answer shows in place of a value that did not fit: its size and where to read it whole."""
-    return {"truncated": True, "bytes": size, "href": href}
-
-
-def node_value_href(*, run_id: Any, node_id: str, iteration: int, artifact_id: str | None = None) -> str:
-    """Where a node run's value is read whole: its output's artifact, or the node's iteration."""
-    return (f"/api/v1/artifacts/{artifact_id}" if artifact_id else
-            f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations?offset={iteration}&limit=1")
-
-
-class Page:
-    """The byte budget of one answer, spent in order; what does not fit is left in the database."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def fits(self, size: int) -> bool:
-        if self.used + size > self.limit:
-            return False
-        self.used += size
-        return True
-
-
 def _sizes(table: str = "") -> str:
     """The heavy fields' sizes in the database, in ``HEAVY_FIELDS``' order: what ``Page`` spends."""
     return ", ".join(f"COALESCE(length({table}{f}::text), 0) AS {f}_bytes" for f in HEAVY_FIELDS)
@@ -290,10 +263,11 @@ def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
-    """The run, its definitions and patches, and the latest iteration of each node. The answer
-    stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): a node's input, output or attempt
-    log that would pass it is a marker linking to the rest; earlier iterations are paged by
-    ``node_iterations``. Never more than one node run per node is read."""
+    """The run with its result, its definitions and patches, and the latest iteration of each node.
+    The answer stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): the run's output, a
+    node's input, output or attempt log that would pass it is a marker linking to the rest;
+    earlier iterations are paged by ``node_iterations``. Never more than one node run per node is
+    read."""
     ir = load_ir(run)
     [(base,)] = _ARTIFACT_CONTENT.rows(pk=run.base_artifact_id)
     current = base if run.current_artifact_id == run.base_artifact_id else _ARTIFACT_CONTENT.rows(
@@ -311,7 +285,10 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     page = Page(min(ceiling, max_bytes or ceiling))
     # what is always there is spent first: the definitions, the patches, the run's inputs (all
     # bounded by the request body cap when they were written)
-    page.fits(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
+    page.fits(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches)
+              + json_size(run.inputs))
+    # then the run's result, before the nodes' fields: RunResultOut renders what was read here
+    result = run.result = run_result(run, page=page)  # type: ignore[attr-defined]
     rows = [latest[n] for n in ir.nodes if n in latest]
     heavy = _heavy_rows(rows, page, run, {nr.pk: {f: getattr(nr, f"{f}_bytes") for f in HEAVY_FIELDS} for nr in rows})
     nodes = []
@@ -321,7 +298,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
                       "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
     refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
-            "patch_refusals": refusals, "truncated": page.used > page.limit or any(
+            "patch_refusals": refusals, "truncated": page.used > page.limit or result.truncated or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())}
 
 

@@ -3,12 +3,14 @@ out by the real worker processes, the per-run caps and the bounded details answe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import connection
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -17,7 +19,7 @@ from tests.conftest import client_for, wait_for_run
 from tests.security.conftest import swapped_worker
 from tests.support import stack
 from workflows import registry
-from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, shape
+from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, fields_read, shape
 from workflows.definition.ir import compile_definition
 from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.definition.validation import validate
@@ -39,6 +41,19 @@ from workflows.services.runs import run_start
 def test_the_lexer_finds_comprehensions_and_their_nesting(source: str, macros: int, depth: int) -> None:
     found = shape(source)
     assert (found.macros, found.depth) == (macros, depth)
+
+
+@pytest.mark.parametrize("source, fields", [
+    ("nodes.a.x + nodes['b-1'].y", {"a", "b-1"}),
+    ("has(nodes.a) ? nodes.a.size() : nodes.b.exists(x, x > 1)", {"a", "b"}),
+    ("inputs.n + 1", set()),
+    ("size(nodes)", None),  # the whole map: every node's output
+    ("nodes[inputs.k]", None),
+    ("nodes.exists(k, k == 'a')", None),
+])
+def test_an_expression_names_the_nodes_it_reads_or_reads_them_all(source: str, fields: set[str] | None) -> None:
+    found = fields_read(source, "nodes")
+    assert found == (None if fields is None else frozenset(fields))
 
 
 @pytest.mark.parametrize("source, context, expected", [
@@ -316,6 +331,131 @@ def test_a_loop_with_a_large_output_keeps_details_under_its_byte_budget(engine: 
     page = api.get(f"/api/v1/runs/{run.pk}/nodes/body/iterations?limit=2").json()
     assert page["count"] == 6 and [r["iteration"] for r in page["results"]] == [0, 1] and page["next"]
     assert api.get(f"/api/v1/runs/{run.pk}/nodes/body/iterations?limit=x").status_code == 400
+
+
+# --- a run's result, as GET /runs/{id} and details answer it --------------------------------------
+
+
+@contextlib.contextmanager
+def node_rows_read() -> Iterator[list[int]]:
+    """The rows each statement reading node runs answered, in this process (the API's)."""
+    rows: list[int] = []
+
+    def counting(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        result = execute(sql, params, many, context)
+        if "workflows_noderun" in sql:
+            rows.append(context["cursor"].rowcount)
+        return result
+
+    with connection.execute_wrapper(counting):
+        yield rows
+
+
+def padded_loop(iterations: int) -> dict[str, Any]:
+    """A loop whose body outputs a large value each time round, and a large node nothing reads."""
+    definition = counting_loop(iterations)
+    definition["nodes"][0]["config"] = {"template": {"n": "$inputs.n", "pad": "$inputs.pad"}}
+    definition["nodes"].append({"id": "aside", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}})
+    return definition
+
+
+def test_polling_a_loop_reads_the_latest_iteration_of_only_the_nodes_its_output_reads(engine: Any, make_user: Any,
+                                                                                       settings: Any) -> None:
+    owner = make_user("carol")
+    definition = {**padded_loop(40), "metadata": {"output": {"expression": "{'n': nodes.body.n, "
+                                                                           "'size': size(nodes.body.pad)}"}}}
+    run = finished(run_start(owner=owner, definition=definition, inputs={"pad": "p" * 20_000, "n": 7}))
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert run.node_runs.filter(node_id="body").count() == 40
+    api = client_for(owner)
+
+    with node_rows_read() as rows:
+        body = api.get(f"/api/v1/runs/{run.pk}").json()
+
+    assert body["output"] == {"n": 7, "size": 20_000} and body["output_error"] is None
+    assert rows == [1]  # the body's 40th iteration: not its 39 others, not the loop's, not the aside
+    with node_rows_read() as rows:
+        details = api.get(f"/api/v1/runs/{run.pk}/details").json()
+    assert details["run"]["output"] == body["output"]
+    assert rows == [3, 1, 3]  # the latest row of each node (and its sizes), the output's, their fields
+    assert api.get(f"/api/v1/runs/{run.pk}/output").json()["output"] == body["output"]
+
+
+def test_an_output_past_the_answer_budget_is_a_marker_leading_to_where_it_is_read_whole(
+        engine: Any, make_user: Any, settings: Any) -> None:
+    settings.AOB_DETAILS_MAX_BYTES = 60_000  # read where the answers are made: this process
+    owner = make_user("carol")
+    chunk = "q" * 1000
+    big = [chunk] * 100  # 100 kB from 1 kB of inputs
+    ends = {"nodes": [{"id": "small", "type": "transform", "config": {"expression": "'ok'"}},
+                      {"id": "big", "type": "transform", "config": {"template": ["$inputs.chunk"] * 100}}],
+            "edges": []}
+    twice = {**ends, "metadata": {"output": {"template": {"a": "$inputs.half", "b": "$inputs.half"}}}}
+    from_big = {**ends, "metadata": {"output": {"expression": "size(nodes.big)"}}}
+    runs = [finished(run_start(owner=owner, definition=d, inputs=i)) for d, i in (
+        (ends, {"chunk": chunk}), (twice, {"chunk": "", "half": "h" * 35_000}), (from_big, {"chunk": chunk}))]
+    assert [r.status for r in runs] == [Run.Status.COMPLETED] * 3, [r.error for r in runs]
+    api = client_for(owner)
+    terminal, repeated, computed_from_big = runs
+
+    # the terminal nodes' outputs: each goes in while it fits, else its artifact is linked
+    response = api.get(f"/api/v1/runs/{terminal.pk}")
+    assert response.status_code == 200 and len(response.content) < 60_000
+    output = response.json()["output"]
+    assert output["small"] == "ok" and output["big"]["truncated"] is True and output["big"]["bytes"] > 100_000
+    assert api.get(output["big"]["href"]).json()["content"] == big
+    details = api.get(f"/api/v1/runs/{terminal.pk}/details")
+    assert details.status_code == 200 and len(details.content) < 60_000 + 10_000
+    assert details.json()["run"]["output"] == output and details.json()["truncated"] is True
+    whole = api.get(f"/api/v1/runs/{terminal.pk}/output")
+    assert whole.status_code == 200 and whole.json() == {"run_id": str(terminal.pk), "output_error": None,
+                                                         "output": {"small": "ok", "big": big}}
+
+    # metadata.output larger than what is left of the answer (after the 35 kB of inputs)
+    response = api.get(f"/api/v1/runs/{repeated.pk}")
+    assert response.status_code == 200 and len(response.content) < 60_000
+    marker = response.json()["output"]
+    assert marker == {"truncated": True, "bytes": 70_000 + len('{"a":"","b":""}'),
+                      "href": f"/api/v1/runs/{repeated.pk}/output"}
+    assert api.get(marker["href"]).json()["output"] == {"a": "h" * 35_000, "b": "h" * 35_000}
+
+    # computed from more node outputs than an answer reads: not computed there, only at its href
+    response = api.get(f"/api/v1/runs/{computed_from_big.pk}")
+    assert response.status_code == 200 and len(response.content) < 60_000
+    marker = response.json()["output"]
+    assert marker["truncated"] is True and marker["href"] == f"/api/v1/runs/{computed_from_big.pk}/output"
+    assert marker["bytes"] > 100_000  # what it is computed from
+    assert api.get(marker["href"]).json()["output"] == 100
+
+
+def test_an_output_that_cannot_be_computed_is_stated_and_the_run_still_answered(engine: Any, make_user: Any,
+                                                                               settings: Any) -> None:
+    owner = make_user("carol")
+    one = [{"id": "a", "type": "transform", "config": {"expression": "1"}}]
+    outputs = {"too_large": {"template": {"a": "$inputs.pad", "b": "$inputs.pad"}},
+               "not_json": {"expression": "1.0 / 0.0"},
+               "broken": {"expression": "nodes.a.missing"}}
+    runs = {name: finished(run_start(owner=owner, definition={"nodes": one, "edges": [], "metadata": {"output": spec}},
+                                     inputs={"pad": "x" * 30_000}))
+            for name, spec in outputs.items()}
+    assert {r.status for r in runs.values()} == {Run.Status.COMPLETED}, [r.error for r in runs.values()]
+    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 50_000  # the template's 60 kB passes it (16 MiB unless lowered)
+    api = client_for(owner)
+
+    rules = {"too_large": ("ConfigTooLarge", "max_resolved_config_bytes"),
+             "not_json": ("NonJSONOutput", "strict_json"), "broken": ("OutputExpressionError", "evaluation")}
+    for name, run in runs.items():
+        for path in (f"/api/v1/runs/{run.pk}", f"/api/v1/runs/{run.pk}/details", f"/api/v1/runs/{run.pk}/output"):
+            response = api.get(path)
+            assert response.status_code == 200, (name, path, response.content[:300])
+            body = response.json()
+            answered = body.get("run", body)
+            assert answered["output"] is None, (name, path)
+            error = answered["output_error"]
+            assert (error["error_type"], error["rule"]) == rules[name], (name, path, error)
+            assert error["message"].startswith("metadata.output:")
+    assert "AOB_MAX_RESOLVED_CONFIG_BYTES" in api.get(f"/api/v1/runs/{runs['too_large'].pk}").json()[
+        "output_error"]["message"]
 
 
 # --- outbound HTTP -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from rest_framework import serializers
 from rest_framework.fields import SkipField
 
 from workflows.models import Event, Run, Workflow
-from workflows.results import run_duration_ms, run_output
+from workflows.results import Result, run_duration_ms, run_result
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 RESERVED_TAGS = {"validate"}
@@ -350,7 +350,10 @@ class RunOut(FieldsBuiltOnce):
 
 class RunResultOut(RunOut):
     """A run with its result: ``output`` (``metadata.output`` evaluated, else the terminal nodes'
-    outputs by node id; null until the run completes) and ``output_error`` when that failed."""
+    outputs by node id; null until the run completes) and ``output_error`` when that failed. The
+    output is carried while it fits the answer's byte budget (``workflows.results.run_result``):
+    the run's selector may have read it already (details, sharing one budget with the nodes, sets
+    ``run.result``); else it is read here, once per answer."""
 
     output = serializers.SerializerMethodField()
     output_error = serializers.SerializerMethodField()
@@ -358,20 +361,32 @@ class RunResultOut(RunOut):
     class Meta(RunOut.Meta):
         fields = [*RunOut.Meta.fields, "output", "output_error"]
 
-    def _result(self, run: Run) -> tuple[Any, Any]:
+    def _result(self, run: Run) -> Result:
         cache = self.context.setdefault("_results", {})
         if run.pk not in cache:
-            cache[run.pk] = run_output(run)
+            read = getattr(run, "result", None)
+            cache[run.pk] = read if read is not None else run_result(run)
         return cache[run.pk]
 
-    @extend_schema_field({"nullable": True, "description": "any JSON value"})
+    @extend_schema_field({"nullable": True, "description": "any JSON value; past the answer's byte budget "
+                          "(AOB_DETAILS_MAX_BYTES) a {truncated: true, bytes, href} marker in its place (a terminal "
+                          "node's entry: its artifact; metadata.output: GET /runs/{id}/output)"})
     def get_output(self, run: Run) -> Any:
-        return self._result(run)[0]
+        return self._result(run).output
 
     @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": {},
-                          "description": "why metadata.output could not be computed"})
+                          "description": "why metadata.output could not be computed: {error_type, rule, message}"})
     def get_output_error(self, run: Run) -> Any:
-        return self._result(run)[1]
+        return self._result(run).error
+
+
+class RunOutputOut(serializers.Serializer):
+    """``GET /runs/{id}/output``: the run's output whole, where the markers of ``GET /runs/{id}``
+    and details lead (null until the run completes), or why it could not be computed."""
+
+    run_id = serializers.UUIDField()
+    output = serializers.JSONField(allow_null=True, help_text="any JSON value")
+    output_error = serializers.JSONField(allow_null=True, help_text="{error_type, rule, message}")
 
 
 class NodeDetailOut(serializers.Serializer):
@@ -429,7 +444,7 @@ class RunDetailsOut(serializers.Serializer):
     current_definition = serializers.JSONField()
     nodes = NodeDetailOut(many=True)
     patches = PatchSummaryOut(many=True)
-    truncated = serializers.BooleanField()  # some node field is a {"truncated": true, "bytes", "href"} marker
+    truncated = serializers.BooleanField()  # the run's output or a node field is a {"truncated": true, …} marker
     patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib.auth import authenticate
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, viewsets
@@ -312,6 +313,17 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def timeline(self, request: Request, pk: str) -> Response:
         """Every node run with its queue wait, run time and attempts, for a Gantt chart."""
         return Response(s.TimelineOut(results.run_timeline(run=self._run(pk))).data)
+
+    @extend_schema(responses={200: s.RunOutputOut, **ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def output(self, request: Request, pk: str) -> HttpResponse:
+        """The run's output whole: where the run's and its details' markers lead once it passes
+        their byte budget. Computed once and written as it is read: the terminal nodes' outputs
+        are the database's own JSON text, joined, never parsed (``results.run_output_text``)."""
+        run = self._run(pk)
+        text, error = results.run_output_text(run)
+        body = f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)}}}'
+        return HttpResponse(body.encode(), content_type="application/json")
 
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
     @action(detail=True, methods=["get"], filter_backends=[])

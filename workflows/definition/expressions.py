@@ -91,13 +91,15 @@ class Shape:
     """What the lexer sees of a source: its comprehension macros, how deeply they nest, how many
     ``+`` it has, the variables it reads (each as the path of field names that follows it:
     ``inputs.a.b`` is ``("inputs", "a", "b")``), and the source with every comprehension body
-    guarded by the tick."""
+    guarded by the tick. ``references`` leaves out those only asked a boolean or a number
+    (``COPYING_METHODS``); ``reads`` has every one."""
 
     macros: int
     depth: int
     concatenations: int
     guarded: str
     references: tuple[tuple[str, ...], ...] = ()
+    reads: tuple[tuple[str, ...], ...] = ()
 
 
 def _string_end(source: str, i: int) -> int:
@@ -168,6 +170,7 @@ def shape(source: str) -> Shape:
     ``.`` nor called is a reference to a variable, with its field path."""
     inserts: list[tuple[int, str]] = []
     references: list[tuple[str, ...]] = []
+    reads: list[tuple[str, ...]] = []
     stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
     macros = depth = concatenations = 0
     i, n = 0, len(source)
@@ -202,6 +205,7 @@ def shape(source: str) -> Shape:
             if (word not in KEYWORDS and (before < 0 or source[before] != ".")
                     and (k >= n or source[k] != "(")):
                 path, method = _field_path(source, word, j)
+                reads.append(path)
                 if method is None or method in COPYING_METHODS:
                     references.append(path)
             i = j
@@ -229,7 +233,7 @@ def shape(source: str) -> Shape:
         guarded.append(text)
         last = pos
     guarded.append(source[last:])
-    return Shape(macros, depth, concatenations, "".join(guarded), tuple(references))
+    return Shape(macros, depth, concatenations, "".join(guarded), tuple(references), tuple(reads))
 
 
 # --- compiling -----------------------------------------------------------------------------------
@@ -275,6 +279,20 @@ def _compile(source: str, max_bytes: int, max_macros: int, max_depth: int) -> Co
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(str(exc).split("\n")[0]) from exc
     return Compiled(source, program, found, frozenset(program.variables()) - {TICK})
+
+
+def fields_read(source: str, variable: str) -> frozenset[str] | None:
+    """The fields of ``variable`` that ``source`` reads (``nodes.a``, ``nodes["a-1"]``: ``a``,
+    ``a-1``), or None when it reads the variable whole (``size(nodes)``, ``nodes[k]``,
+    ``nodes.map(…)``, a ``nodes`` the lexer cannot follow): which node outputs a run's
+    ``metadata.output`` needs. Raises ``ExpressionError`` as ``compile_expression``."""
+    compiled = compile_expression(source)
+    if variable not in compiled.variables:
+        return frozenset()
+    paths = [path for path in compiled.shape.reads if path[0] == variable]
+    if not paths or any(len(path) < 2 for path in paths):
+        return None
+    return frozenset(path[1] for path in paths)
 
 
 # --- evaluating ----------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""What one API answer may carry: a byte budget spent in order (``Page``), and in place of a value
+that did not fit, a marker with its size and where it is read whole (``left_out``). Shared by the
+selectors (details, a node's iterations), the run's result (``workflows.results``) and the
+approvals' contexts, so a truncated value looks the same wherever it is cut."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def left_out(size: int, href: str) -> dict[str, Any]:
+    """What an answer shows in place of a value that did not fit: its size and where to read it whole."""
+    return {"truncated": True, "bytes": size, "href": href}
+
+
+def node_value_href(*, run_id: Any, node_id: str, iteration: int, artifact_id: str | None = None) -> str:
+    """Where a node run's value is read whole: its output's artifact, or the node's iteration."""
+    return (f"/api/v1/artifacts/{artifact_id}" if artifact_id else
+            f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations?offset={iteration}&limit=1")
+
+
+class Page:
+    """The byte budget of one answer, spent in order; what does not fit is left in the database."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def left(self) -> int:
+        return max(0, self.limit - self.used)
