@@ -25,11 +25,8 @@ def final_outputs(run: Run) -> dict[str, Any]:
 
     ir = load_ir(run)
     ends = [node_id for node_id in ir.nodes if not ir.out_edges[node_id]]
-    outputs: dict[str, Any] = {}
-    for node_id, output in (NodeRun.objects.filter(run=run, node_id__in=ends, status=NodeRun.Status.COMPLETED)
-                            .order_by("iteration").values_list("node_id", "output")):
-        outputs[node_id] = output
-    return outputs
+    return dict(NodeRun.objects.filter(run=run, node_id__in=ends, status=NodeRun.Status.COMPLETED)
+                .order_by("node_id", "-iteration").distinct("node_id").values_list("node_id", "output"))
 
 
 def subflow_settle(*, link: SubRun) -> bool:

@@ -112,10 +112,9 @@ def claim(node_run_id: int) -> NodeContext | None:
     if spec is not None and spec.reads_upstream:
         refs |= set(ir.predecessors(node_id))
     outputs: dict[str, Any] = {}
-    if refs:
-        for ref_id, output in (NodeRun.objects.filter(run_id=run_id, node_id__in=refs)
-                               .order_by("iteration").values_list("node_id", "output")):
-            outputs[ref_id] = output
+    if refs:  # each node's latest iteration only: a node after a loop of thousands reads one row of it
+        outputs = dict(NodeRun.objects.filter(run_id=run_id, node_id__in=refs).order_by("node_id", "-iteration")
+                       .distinct("node_id").values_list("node_id", "output"))
     # the config is resolved in ``execute``, where a config past its byte cap fails the node
     return NodeContext(run_id=str(run_id), node_run_id=node_run_id, node_id=node_id, node_type=node_type,
                        iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
