@@ -404,6 +404,7 @@ AOB_SCHEDULE_GRACE_S = env_float("AOB_SCHEDULE_GRACE_S", 60.0)
 AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS", 30, within=(1, 36_500))
 # Beat sends every schedule's firings itself (and runs the sweeper): one owner has at most this many.
 AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100)
+AOB_MAX_HOOKS_PER_OWNER = env_int("AOB_MAX_HOOKS_PER_OWNER", 100, within=(1, 100_000))
 # Webhooks: signed timestamps older (or newer) than this are refused; delivery ids are kept this
 # long for replay protection (a replay older than the tolerance is refused by its timestamp anyway).
 AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300)

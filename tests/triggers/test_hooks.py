@@ -198,3 +198,24 @@ def test_inputs_a_hook_s_mapping_builds_past_their_bound_start_nothing_and_say_w
     assert refused.json()["error"] == "invalid_inputs"
     assert refused.json()["details"] == {"field": "inputs", "rule": "max_bytes", "limit": 4096, "size": 6015}
     assert fits.status_code == 202 and Run.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_owner_s_hooks_and_their_mappings_are_bounded_as_they_are_listed_with_them(api, user, make_user,
+                                                                                      settings):
+    settings.AOB_MAX_HOOKS_PER_OWNER = 2
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    big = {"template": {"pad": "m" * 70_000}}
+
+    too_big = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": big}, format="json")
+    made = [api.post("/api/v1/hooks", {"tag": "on-push"}, format="json") for _ in range(3)]
+    grown = api.patch(f"/api/v1/hooks/{made[0].json()['id']}", {"mapping": big}, format="json")
+
+    assert too_big.status_code == 400 and too_big.json()["details"] == {"field": "mapping", "rule": "max_bytes",
+                                                                         "limit": 65536}
+    assert [r.status_code for r in made] == [201, 201, 400]
+    assert made[-1].json()["details"] == {"field": "hooks", "rule": "max_hooks", "limit": 2}
+    assert grown.status_code == 400 and grown.json()["details"]["rule"] == "max_bytes"
+    other = make_user("other")  # the cap is each owner's
+    workflow_save(owner=other, tag="on-push", definition=ECHO)
+    assert client_for(other).post("/api/v1/hooks", {"tag": "on-push"}, format="json").status_code == 201

@@ -180,3 +180,18 @@ def test_a_firing_of_a_schedule_that_is_gone_removes_its_beat_entry(engine, user
     wait_until(lambda: not PeriodicTask.objects.filter(name=f"aob-schedule-{schedule.pk}").exists(), timeout=30,
                what="the firing removing the orphaned beat entry")
     assert not Run.objects.filter(tag="yearly").exists()
+
+
+@pytest.mark.django_db
+def test_a_schedule_s_inputs_are_bounded_as_it_is_listed_with_them(api, user):
+    workflow_save(owner=user, tag="greet", definition=GREETING)
+    big = {"name": "n" * 70_000}
+
+    made = api.post("/api/v1/schedules", {"tag": "greet", "cron": "* * * * *", "inputs": big}, format="json")
+    fits = api.post("/api/v1/schedules", {"tag": "greet", "cron": "* * * * *", "inputs": {"name": "x"}}, format="json")
+    grown = api.patch(f"/api/v1/schedules/{fits.json()['id']}", {"inputs": big}, format="json")
+
+    for refused in (made, grown):
+        assert refused.status_code == 400, refused.json()
+        assert refused.json()["details"] == {"field": "inputs", "rule": "max_bytes", "limit": 65536}
+    assert Schedule.objects.get().inputs == {"name": "x"}

@@ -37,7 +37,7 @@ from vault import crypto
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import resolve
-from workflows.models import Run, Workflow
+from workflows.models import Run, Workflow, canonical_json, size_of
 
 from ..exceptions import HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery
@@ -52,9 +52,17 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
+# A hook is listed with its mapping (``GET /api/v1/hooks``), at most AOB_MAX_HOOKS_PER_OWNER of them.
+MAPPING_MAX_BYTES = 64 * 1024
+
+
 def mapping_check(mapping: Any) -> dict[str, Any] | None:
     if mapping is None:
         return None
+    size = size_of(canonical_json(mapping))
+    if size > MAPPING_MAX_BYTES:
+        raise ValidationFailed(f"mapping is {size} bytes; at most {MAPPING_MAX_BYTES}",
+                               extra={"field": "mapping", "rule": "max_bytes", "limit": MAPPING_MAX_BYTES})
     if not isinstance(mapping, dict) or len(mapping) != 1 or next(iter(mapping)) not in ("cel", "template"):
         raise ValidationFailed('mapping is {"cel": "<expression>"} or {"template": <JSON>}',
                                extra={"field": "mapping", "rule": "mapping_shape"})
@@ -73,9 +81,16 @@ def hook_create(*, owner: User, workflow: Workflow, name: str = "", mapping: Any
                 enabled: bool = True) -> tuple[Hook, str]:
     """A new hook and its signing secret, which is shown this once."""
     secret = new_secret()
-    hook = Hook.objects.create(id="hk_" + secrets.token_urlsafe(16), owner=owner, workflow=workflow, name=name,
-                               secret_ciphertext=crypto.encrypt(secret), mapping=mapping_check(mapping),
-                               enabled=enabled)
+    mapping = mapping_check(mapping)
+    with transaction.atomic():
+        User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
+        limit = settings.AOB_MAX_HOOKS_PER_OWNER
+        if Hook.objects.filter(owner=owner).count() >= limit:
+            raise ValidationFailed(f"an owner has at most {limit} hooks (AOB_MAX_HOOKS_PER_OWNER); delete one first",
+                                   extra={"field": "hooks", "rule": "max_hooks", "limit": limit})
+        hook = Hook.objects.create(id="hk_" + secrets.token_urlsafe(16), owner=owner, workflow=workflow,
+                                   name=name, secret_ciphertext=crypto.encrypt(secret), mapping=mapping,
+                                   enabled=enabled)
     logger.info("hook.created", extra={"hook_id": hook.pk, "tag": workflow.tag})
     return hook, secret
 

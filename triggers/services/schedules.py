@@ -26,7 +26,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from aob_project.exceptions import AobError
-from workflows.models import Workflow, WorkflowVersion
+from workflows.models import Workflow, WorkflowVersion, canonical_json, size_of
 
 from ..exceptions import ScheduleInvalid
 from ..models import Schedule, ScheduleFiring
@@ -78,6 +78,17 @@ def _check_owner(owner: User, workflow: Workflow) -> None:
                               "own workflow", extra={"field": "workflow", "rule": "workflow_owner"})
 
 
+# A schedule is listed with its inputs (``GET /api/v1/schedules``), at most AOB_MAX_SCHEDULES_PER_OWNER of them.
+INPUTS_MAX_BYTES = 64 * 1024
+
+
+def _check_inputs(inputs: Any) -> None:
+    size = size_of(canonical_json(inputs))
+    if size > INPUTS_MAX_BYTES:
+        raise ScheduleInvalid(f"inputs are {size} bytes; at most {INPUTS_MAX_BYTES}",
+                              extra={"field": "inputs", "rule": "max_bytes", "limit": INPUTS_MAX_BYTES})
+
+
 def _check_room(owner: User) -> None:
     limit = settings.AOB_MAX_SCHEDULES_PER_OWNER
     if Schedule.objects.filter(owner=owner).count() >= limit:
@@ -91,6 +102,7 @@ def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UT
     cron, _ = cron_check(cron, tz)
     _check_version(workflow, version)
     _check_owner(owner, workflow)
+    _check_inputs(inputs or {})
     with transaction.atomic():
         User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
         _check_room(owner)
@@ -106,6 +118,8 @@ def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
     changes["cron"] = cron
     if "version" in changes:
         _check_version(schedule.workflow, changes["version"])
+    if "inputs" in changes:
+        _check_inputs(changes["inputs"])
     with transaction.atomic():
         schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
         for key, value in changes.items():
