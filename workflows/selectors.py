@@ -18,11 +18,21 @@ from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 
 
-def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
-    qs = Workflow.objects.select_related("current_version__artifact", "owner")
+def _in_scope(qs: QuerySet[Workflow], *, user: User, scope: str) -> QuerySet[Workflow]:
     if scope in ("global", "all") and user.is_staff:
         return qs
     return qs.filter(owner=user)
+
+
+def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
+    return _in_scope(Workflow.objects.select_related("current_version__artifact", "owner"), user=user, scope=scope)
+
+
+def workflows_listed(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
+    """The workflows a list shows, each with its current version's summary (counts, name and
+    description, kept at save); the definitions stay in the database."""
+    qs = Workflow.objects.select_related("current_version", "owner")
+    return _in_scope(qs, user=user, scope=scope)
 
 
 # The reads behind most API requests, compiled once per thread (aob_project/compiled.py).

@@ -179,8 +179,10 @@ def _current_definition(workflow: Workflow) -> dict[str, Any]:
     return version.artifact.content if version else EMPTY_DEFINITION
 
 
-def _metadata(workflow: Workflow) -> dict[str, Any]:
-    return _current_definition(workflow).get("metadata") or {}
+def _summary(workflow: Workflow, field: str, empty: Any) -> Any:
+    """One of the current version's summary fields (kept at save): a list reads no definition."""
+    version = workflow.current_version
+    return getattr(version, field) if version else empty
 
 
 class ProblemOut(serializers.Serializer):
@@ -204,8 +206,8 @@ class WorkflowSavedOut(serializers.Serializer):
     owner = serializers.CharField(source="workflow.owner.username")
     version = serializers.IntegerField(source="version.seq")
     created = serializers.BooleanField()
-    nodes_count = computed(serializers.IntegerField, lambda saved: len(saved.version.artifact.content.get("nodes", [])))
-    edges_count = computed(serializers.IntegerField, lambda saved: len(saved.version.artifact.content.get("edges", [])))
+    nodes_count = serializers.IntegerField(source="version.nodes_count")
+    edges_count = serializers.IntegerField(source="version.edges_count")
     created_at = serializers.DateTimeField(source="version.created_at")
     warnings = ProblemOut(many=True, source="report.warnings")
 
@@ -237,12 +239,12 @@ class WorkflowOut(serializers.Serializer):
     owner = serializers.CharField(source="owner.username")
     artifact_id = serializers.CharField(source="current_version.artifact_id", allow_null=True)
     version = serializers.IntegerField(source="current_version.seq", allow_null=True)
-    nodes_count = computed(serializers.IntegerField, lambda w: len(_current_definition(w).get("nodes", [])))
-    edges_count = computed(serializers.IntegerField, lambda w: len(_current_definition(w).get("edges", [])))
-    name = computed(serializers.CharField, lambda w: _metadata(w).get("name", ""), allow_blank=True,
+    nodes_count = computed(serializers.IntegerField, lambda w: _summary(w, "nodes_count", 0))
+    edges_count = computed(serializers.IntegerField, lambda w: _summary(w, "edges_count", 0))
+    name = computed(serializers.CharField, lambda w: _summary(w, "metadata_name", ""), allow_blank=True,
                     help_text="metadata.name of the current version")
-    description = computed(serializers.CharField, lambda w: _metadata(w).get("description", ""), allow_blank=True,
-                           help_text="metadata.description of the current version")
+    description = computed(serializers.CharField, lambda w: _summary(w, "metadata_description", ""),
+                           allow_blank=True, help_text="metadata.description of the current version")
     last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow, by anyone")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

@@ -170,7 +170,9 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def list(self, request: Request) -> Response:
         scope = query_choice(request, "scope", SCOPES, default="user")
         materialize = query_bool(request, "materialize")
-        qs = selectors.workflows_visible(user=request.user, scope=scope)
+        qs = selectors.workflows_listed(user=request.user, scope=scope)
+        if materialize:
+            qs = qs.select_related("current_version__artifact")
         qs = selectors.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(s.WorkflowOut(page, many=True, context={"materialize": materialize}).data)

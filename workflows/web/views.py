@@ -46,17 +46,16 @@ def _not_found(request: HttpRequest, what: str) -> HttpResponse:
 @login_required
 def workflow_list(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").replace("\x00", "")[:200]
-    qs = selectors.workflows_visible(user=request.user).order_by("tag")
+    qs = selectors.workflows_listed(user=request.user).order_by("tag")
     if search:
         qs = WorkflowFilter({"q": search}, queryset=qs).qs
     workflows = []
     for workflow in selectors.with_last_run(qs):
         version = workflow.current_version
-        definition = version.artifact.content if version else {}
-        metadata = definition.get("metadata") or {}
         workflows.append({"tag": workflow.tag, "version": version.seq if version else None,
-                          "name": metadata.get("name", ""), "description": metadata.get("description", ""),
-                          "nodes": len(definition.get("nodes", [])), "edges": len(definition.get("edges", [])),
+                          "name": version.metadata_name if version else "",
+                          "description": version.metadata_description if version else "",
+                          "nodes": version.nodes_count if version else 0, "edges": version.edges_count if version else 0,
                           "updated_at": workflow.updated_at, "last_run_id": workflow.last_run_id,
                           "last_run_status": workflow.last_run_status, "last_run_at": workflow.last_run_at})
     return _render(request, "workflow_list.html", nav="workflows", workflows=workflows, q=search)

@@ -1,0 +1,76 @@
+"""Lists answer within bounds however large what they list: the workflows list (and the web's
+workflows page, and a search) reads each version's summary, never a definition."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from tests.conftest import client_for
+from workflows.models import Artifact, WorkflowVersion
+from workflows.services.definitions import version_summary, workflow_save
+
+API = "/api/v1"
+CONTENT = '"workflows_artifact"."content"'
+
+
+def padded(name: str, kilobytes: int, nodes: int = 2) -> dict[str, Any]:
+    """A valid definition of about ``kilobytes`` kB: its builder layout (which runs ignore) pads it."""
+    return {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"expression": "1"}} for i in range(nodes)],
+            "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(nodes - 1)],
+            "metadata": {"name": name.title(), "description": f"the {name} workflow",
+                         "layout": {f"{i:06d}{'x' * 94}": [0, 0] for i in range(kilobytes * 10)}}}
+
+
+def read(client: Any, path: str, query: dict[str, str] | None = None) -> tuple[Any, list[str]]:
+    """The answer and the statements that made it (one request per capture: a request clears the log)."""
+    with CaptureQueriesContext(connection) as reads:
+        response = client.get(path, query or {})
+    assert response.status_code == 200, response.content[:300]
+    return response, [q["sql"] for q in reads.captured_queries]
+
+
+def saved(owner: Any, tag: str, kilobytes: int, nodes: int = 2) -> int:
+    """Save ``tag``; its definition's size in bytes, as stored."""
+    return workflow_save(owner=owner, tag=tag, definition=padded(tag, kilobytes, nodes)).version.artifact.size_bytes
+
+
+def test_the_workflows_list_a_search_and_the_web_page_read_no_definition(user: Any) -> None:
+    for tag, nodes in (("alpha", 3), ("beta", 2), ("gamma", 5)):
+        saved(user, tag, 100, nodes)
+    api, browser = client_for(user), Client()
+    browser.force_login(user)
+
+    answers = [read(api, f"{API}/workflows"), read(api, f"{API}/workflows", {"q": "the beta"}),
+               read(browser, "/"), read(browser, "/", {"q": "GAMMA work"})]
+
+    for _, statements in answers:
+        assert statements and not [sql for sql in statements if CONTENT in sql]
+    (listed, _), (searched, _), (page, _), (found, _) = answers
+    listed, searched = listed.json()["results"], searched.json()["results"]
+    assert [(w["tag"], w["nodes_count"], w["edges_count"], w["name"], w["description"]) for w in listed] == [
+        ("alpha", 3, 2, "Alpha", "the alpha workflow"), ("beta", 2, 1, "Beta", "the beta workflow"),
+        ("gamma", 5, 4, "Gamma", "the gamma workflow")]
+    assert "definition" not in listed[0]
+    assert [w["tag"] for w in searched] == ["beta"]
+    assert page.status_code == 200 and [w["tag"] for w in page.context["workflows"]] == ["alpha", "beta", "gamma"]
+    assert [(w["tag"], w["nodes"], w["name"]) for w in found.context["workflows"]] == [("gamma", 5, "Gamma")]
+
+
+def test_versions_saved_before_their_summary_get_it_from_their_definition(user: Any) -> None:
+    """Migration 0011 fills the summary of the versions already saved, as a save takes it."""
+    for tag, nodes in (("one", 1), ("two", 4)):
+        saved(user, tag, 1, nodes)
+    WorkflowVersion.objects.update(nodes_count=0, edges_count=0, metadata_name="", metadata_description="")
+
+    with connection.cursor() as cursor:
+        cursor.execute(importlib.import_module("workflows.migrations.0011_version_summary").BACKFILL)
+
+    for version in WorkflowVersion.objects.all():
+        content = Artifact.objects.get(pk=version.artifact_id).content
+        assert {f: getattr(version, f) for f in version_summary(content)} == version_summary(content)
+        assert version.nodes_count == len(content["nodes"]) > 0
