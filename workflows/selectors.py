@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
@@ -30,9 +31,37 @@ def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
 
 def workflows_listed(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
     """The workflows a list shows, each with its current version's summary (counts, name and
-    description, kept at save); the definitions stay in the database."""
-    qs = Workflow.objects.select_related("current_version", "owner")
+    description, kept at save) and its definition's size; the definitions stay in the database
+    (``workflows_materialized`` reads those a page has room for)."""
+    qs = Workflow.objects.select_related("current_version", "owner").annotate(
+        definition_bytes=F("current_version__artifact__size_bytes"))
     return _in_scope(qs, user=user, scope=scope)
+
+
+def workflow_href(workflow: Workflow, *, user: User) -> str:
+    """Where ``user`` reads a listed workflow's current definition whole: the workflow's own
+    endpoint, which answers its owner; for another owner's (staff listing every owner's) the
+    version's artifact."""
+    if workflow.owner_id == user.pk:
+        return f"/api/v1/workflows/{quote(workflow.tag, safe='')}?materialize=true"
+    return f"/api/v1/artifacts/{workflow.current_version.artifact_id}"
+
+
+def workflows_materialized(workflows: list[Workflow], *, user: User) -> list[Workflow]:
+    """A page of ``workflows_listed`` with each current definition (``listed_definition``) read
+    while they fit one answer's budget (``AOB_DETAILS_MAX_BYTES``), in the page's order, by the
+    sizes stored with them; one that does not is a marker linking to ``workflow_href``. These
+    instances are for answering, never for saving."""
+    page = Page(settings.AOB_DETAILS_MAX_BYTES)
+    shown = {w.pk: page.fits(w.definition_bytes) for w in workflows  # type: ignore[attr-defined]
+             if w.current_version is not None}
+    wanted = {w.current_version.artifact_id for w in workflows if shown.get(w.pk)}
+    read = dict(Artifact.objects.filter(pk__in=wanted).values_list("pk", "content")) if wanted else {}
+    for w in workflows:
+        if w.current_version is not None:
+            w.listed_definition = (read[w.current_version.artifact_id] if shown[w.pk]  # type: ignore[attr-defined]
+                                   else left_out(w.definition_bytes, workflow_href(w, user=user)))  # type: ignore[attr-defined]
+    return workflows
 
 
 # The reads behind most API requests, compiled once per thread (aob_project/compiled.py).
@@ -147,12 +176,14 @@ def run_patch_get(*, run: Run, seq: int) -> RunPatch:
 
 def artifact_get(*, user: User, artifact_id: str) -> Artifact:
     """An artifact is visible through what refers to it: a version of one's own workflow, or a run
-    one may see (``visibility``: its definitions, node outputs and patches). An approver reads the
-    artifacts of the run behind the approval, as its page links them. One's own runs are asked
+    one may see (``visibility``: its definitions, node outputs and patches); to staff, any
+    workflow's version too, as the workflows list shows them (``scope=global``). An approver reads
+    the artifacts of the run behind the approval, as its page links them. One's own runs are asked
     first (their owner index); the rule's other runs (staff's, an approver's) only on a miss."""
     visible = (WorkflowVersion.objects.filter(artifact_id=artifact_id, workflow__owner=user).exists()
                or _refers_to(artifact_id, Run.objects.filter(owner=user))
-               or _refers_to(artifact_id, visibility.runs_visible(user=user)))
+               or _refers_to(artifact_id, visibility.runs_visible(user=user))
+               or (user.is_staff and WorkflowVersion.objects.filter(artifact_id=artifact_id).exists()))
     if not visible:
         raise NotFound("artifact not found")
     return Artifact.objects.get(pk=artifact_id)

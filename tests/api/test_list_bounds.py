@@ -1,5 +1,7 @@
 """Lists answer within bounds however large what they list: the workflows list (and the web's
-workflows page, and a search) reads each version's summary, never a definition."""
+workflows page, and a search) reads each version's summary, never a definition; with
+``materialize=true`` it carries definitions while they fit ``AOB_DETAILS_MAX_BYTES``, and a marker
+linking to where the rest is read whole."""
 
 from __future__ import annotations
 
@@ -59,6 +61,39 @@ def test_the_workflows_list_a_search_and_the_web_page_read_no_definition(user: A
     assert [w["tag"] for w in searched] == ["beta"]
     assert page.status_code == 200 and [w["tag"] for w in page.context["workflows"]] == ["alpha", "beta", "gamma"]
     assert [(w["tag"], w["nodes"], w["name"]) for w in found.context["workflows"]] == [("gamma", 5, "Gamma")]
+
+
+def test_a_materialized_list_carries_definitions_while_they_fit(user: Any, settings: Any) -> None:
+    sizes = {tag: saved(user, tag, kb) for tag, kb in (("a", 300), ("b", 300), ("c", 300), ("d", 300))}
+    settings.AOB_DETAILS_MAX_BYTES = 1024 * 1024  # three fit, not four
+    api = client_for(user)
+
+    response = api.get(f"{API}/workflows", {"materialize": "true"})
+
+    assert response.status_code == 200, response.content[:300]
+    assert len(response.content) < settings.AOB_DETAILS_MAX_BYTES + 10_000
+    listed = {w["tag"]: w for w in response.json()["results"]}
+    assert all(listed[t]["definition"]["metadata"]["name"] == t.title() for t in "abc")
+    assert listed["d"]["definition"] == {"truncated": True, "bytes": sizes["d"],
+                                         "href": f"{API}/workflows/d?materialize=true"}
+    assert api.get(listed["d"]["definition"]["href"]).json()["definition"] == padded("d", 300)
+    assert listed["d"]["nodes_count"] == 2 and listed["d"]["name"] == "D"
+
+
+def test_staff_read_another_owner_s_left_out_definition_from_its_artifact(make_user: Any, settings: Any) -> None:
+    alice, admin = make_user("alice"), make_user("admin", is_staff=True)
+    saved(alice, "big", 200)
+    settings.AOB_DETAILS_MAX_BYTES = 10_000
+    staff, owner = client_for(admin), client_for(alice)
+
+    [listed] = staff.get(f"{API}/workflows", {"scope": "global", "materialize": "true"}).json()["results"]
+
+    artifact = alice.workflows.get(tag="big").current_version.artifact_id
+    assert listed["definition"]["href"] == f"{API}/artifacts/{artifact}"
+    assert staff.get(listed["definition"]["href"]).json()["content"] == padded("big", 200)
+    assert owner.get(f"{API}/workflows", {"materialize": "true"}).json()["results"][0]["definition"]["href"] == (
+        f"{API}/workflows/big?materialize=true")
+    assert client_for(make_user("bob")).get(listed["definition"]["href"]).status_code == 404
 
 
 def test_versions_saved_before_their_summary_get_it_from_their_definition(user: Any) -> None:

@@ -175,6 +175,9 @@ EMPTY_DEFINITION: dict[str, Any] = {"nodes": [], "edges": []}
 
 
 def _current_definition(workflow: Workflow) -> dict[str, Any]:
+    listed = getattr(workflow, "listed_definition", None)  # a list's: read while it fit, else a marker
+    if listed is not None:
+        return listed
     version = workflow.current_version
     return version.artifact.content if version else EMPTY_DEFINITION
 
@@ -248,7 +251,9 @@ class WorkflowOut(serializers.Serializer):
     last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow, by anyone")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-    definition = MaterializedField(_current_definition)
+    definition = MaterializedField(_current_definition, help_text=(
+        "with materialize=true; in a list, while the page's definitions fit AOB_DETAILS_MAX_BYTES, past it "
+        '{"truncated": true, "bytes", "href"} linking to where it is read whole'))
 
 
 class VersionOut(serializers.Serializer):

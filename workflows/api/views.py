@@ -171,10 +171,10 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         scope = query_choice(request, "scope", SCOPES, default="user")
         materialize = query_bool(request, "materialize")
         qs = selectors.workflows_listed(user=request.user, scope=scope)
-        if materialize:
-            qs = qs.select_related("current_version__artifact")
         qs = selectors.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
         page = self.paginate_queryset(qs)
+        if materialize:
+            page = selectors.workflows_materialized(page, user=request.user)
         return self.get_paginated_response(s.WorkflowOut(page, many=True, context={"materialize": materialize}).data)
 
     @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
