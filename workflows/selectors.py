@@ -241,6 +241,10 @@ class Page:
         self.used += size
         return True
 
+    def spend(self, size: int) -> None:
+        """What the answer carries whatever its size: what follows gets only what is left."""
+        self.used += size
+
 
 def _sizes(table: str = "") -> str:
     """The heavy fields' sizes in the database, in ``HEAVY_FIELDS``' order: what ``Page`` spends."""
@@ -352,7 +356,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     page = Page(min(ceiling, max_bytes or ceiling))
     # what is always there is spent first: the definitions, the patches, the run's inputs (all
     # bounded by the request body cap when they were written)
-    page.fits(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
+    page.spend(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
     rows = [latest[n] for n in ir.nodes if n in latest]
     heavy = _heavy_rows(rows, page, run, {nr.pk: {f: getattr(nr, f"{f}_bytes") for f in HEAVY_FIELDS} for nr in rows})
     nodes = []

@@ -1,7 +1,8 @@
 """Lists answer within bounds however large what they list: the workflows list (and the web's
 workflows page, and a search) reads each version's summary, never a definition; with
 ``materialize=true`` it carries definitions while they fit ``AOB_DETAILS_MAX_BYTES``, and a marker
-linking to where the rest is read whole."""
+linking to where the rest is read whole. Run details spend their budget on what they always carry
+first."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from tests.conftest import client_for
-from workflows.models import Artifact, WorkflowVersion
+from tests.conftest import client_for, stored_run
+from workflows.models import Artifact, NodeRun, Run, WorkflowVersion
 from workflows.services.definitions import version_summary, workflow_save
 
 API = "/api/v1"
@@ -109,3 +110,21 @@ def test_versions_saved_before_their_summary_get_it_from_their_definition(user: 
         content = Artifact.objects.get(pk=version.artifact_id).content
         assert {f: getattr(version, f) for f in version_summary(content)} == version_summary(content)
         assert version.nodes_count == len(content["nodes"]) > 0
+
+
+# --- run details ---------------------------------------------------------------------------------
+
+def test_run_details_spend_what_they_always_carry_first(user: Any, settings: Any) -> None:
+    """The run's inputs (and definitions, and patches) are always in the answer; past the budget
+    on their own, no node field fits after them."""
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(inputs={"pad": "i" * 600_000})
+    NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1,
+                           input={}, output={"pad": "o" * 300_000})
+    settings.AOB_DETAILS_MAX_BYTES = 500_000
+
+    body = client_for(user).get(f"{API}/runs/{run.pk}/details").json()
+
+    [node] = body["nodes"]
+    assert node["output"]["truncated"] is True and node["output"]["bytes"] > 300_000
+    assert body["truncated"] is True
