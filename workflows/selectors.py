@@ -10,7 +10,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
@@ -165,6 +165,31 @@ def runs_for_list(*, user: User, owner: str | None) -> QuerySet[Run]:
 
 def run_patches(*, run: Run) -> QuerySet[RunPatch]:
     return RunPatch.objects.filter(run=run).order_by("seq")
+
+
+def run_patches_listed(*, run: Run) -> QuerySet[RunPatch]:
+    """A run's patches in order, each with its operations' size (its patch set artifact's, stored)
+    and count; the operations stay in the database (``patch_operations_fill`` reads those that fit)."""
+    return run_patches(run=run).defer("operations").annotate(
+        operations_bytes=F("patch_artifact__size_bytes"),
+        op_count=Func(F("operations"), function="jsonb_array_length", output_field=IntegerField()))
+
+
+def patch_href(*, run_id: Any, seq: int) -> str:
+    return f"/api/v1/runs/{run_id}/patches/{seq}"
+
+
+def patch_operations_fill(patches: list[RunPatch], *, run: Run, page: Page | None = None) -> list[RunPatch]:
+    """``patches`` (of ``run_patches_listed``) with each one's operations read while they fit
+    ``page`` (one answer's ``AOB_DETAILS_MAX_BYTES`` unless given), in order; one that does not is
+    a marker linking to the patch. These instances are for answering, never for saving."""
+    page = page if page is not None else Page(settings.AOB_DETAILS_MAX_BYTES)
+    fits = [p.pk for p in patches if page.fits(p.operations_bytes)]  # type: ignore[attr-defined]
+    read = dict(RunPatch.objects.filter(pk__in=fits).values_list("pk", "operations")) if fits else {}
+    for p in patches:
+        p.operations = read[p.pk] if p.pk in read else left_out(
+            p.operations_bytes, patch_href(run_id=run.pk, seq=p.seq))  # type: ignore[attr-defined]
+    return patches
 
 
 def run_patch_get(*, run: Run, seq: int) -> RunPatch:

@@ -2,7 +2,8 @@
 workflows page, and a search) reads each version's summary, never a definition; with
 ``materialize=true`` it carries definitions while they fit ``AOB_DETAILS_MAX_BYTES``, and a marker
 linking to where the rest is read whole. Run details spend their budget on what they always carry
-first."""
+first. A run's patches are paged, with each one's operations while they fit, else a marker linking
+to the patch."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from tests.conftest import client_for, stored_run
-from workflows.models import Artifact, NodeRun, Run, WorkflowVersion
+from workflows.models import Artifact, NodeRun, Run, RunPatch, WorkflowVersion
+from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import version_summary, workflow_save
 
 API = "/api/v1"
@@ -128,3 +131,51 @@ def test_run_details_spend_what_they_always_carry_first(user: Any, settings: Any
     [node] = body["nodes"]
     assert node["output"]["truncated"] is True and node["output"]["bytes"] > 300_000
     assert body["truncated"] is True
+
+
+# --- a run's patches -------------------------------------------------------------------------------
+
+def operations(seq: int, kilobytes: int) -> list[dict[str, Any]]:
+    return [{"op": "test", "path": "/nodes/0/id", "value": "a"},
+            {"op": "add", "path": f"/metadata/pad{seq}", "value": "p" * (kilobytes * 1024)}]
+
+
+def patched_run(owner: Any, kilobytes: list[int]) -> Run:
+    """A stored run with an applied patch of about ``kilobytes[i]`` kB of operations for each i
+    (the rows only: nothing runs, nothing is applied)."""
+    run = stored_run(owner)
+    for seq, size in enumerate(kilobytes, start=1):
+        ops = operations(seq, size)
+        RunPatch.objects.create(run=run, seq=seq, operations=ops, description=f"patch {seq}", status="applied",
+                                patch_artifact=artifact_store(kind="patch_set", content=ops),
+                                before_artifact_id=run.base_artifact_id, after_artifact_id=run.base_artifact_id,
+                                applied_at=timezone.now())
+    Run.objects.filter(pk=run.pk).update(patch_seq=len(kilobytes))
+    return Run.objects.get(pk=run.pk)
+
+
+def marker(run: Run, seq: int) -> dict[str, Any]:
+    size = RunPatch.objects.get(run=run, seq=seq).patch_artifact.size_bytes
+    return {"truncated": True, "bytes": size, "href": f"{API}/runs/{run.pk}/patches/{seq}"}
+
+
+def test_a_run_s_patches_are_paged_with_their_operations_while_they_fit(user: Any, settings: Any) -> None:
+    run = patched_run(user, [300] * 5)
+    settings.AOB_DETAILS_MAX_BYTES = 1024 * 1024  # three fit, not four
+    api = client_for(user)
+
+    response, statements = read(api, f"{API}/runs/{run.pk}/patches")
+
+    assert len(response.content) < settings.AOB_DETAILS_MAX_BYTES + 10_000
+    body = response.json()
+    assert body["count"] == 5 and body["next"] is None
+    assert [p["operations"] for p in body["results"]] == [operations(s, 300) for s in (1, 2, 3)] + [
+        marker(run, 4), marker(run, 5)]
+    assert all(p["op_count"] == 2 for p in body["results"])
+    assert api.get(body["results"][4]["operations"]["href"]).json()["operations"] == operations(5, 300)
+    counted = [sql for sql in statements if "COUNT(" in sql]
+    assert counted and not [sql for sql in counted if "operations" in sql]  # the count reads no patch
+
+    paged = api.get(f"{API}/runs/{run.pk}/patches", {"limit": 2, "offset": 2}).json()
+    assert [p["seq"] for p in paged["results"]] == [3, 4] and "offset=4" in paged["next"]
+    assert paged["results"][1]["operations"] == operations(4, 300)  # a page of its own: room for it

@@ -519,7 +519,9 @@ class RunPatchOut(serializers.Serializer):
     patch_artifact_id = serializers.CharField(allow_null=True)
     before_artifact_id = serializers.CharField()
     op_count = serializers.SerializerMethodField()
-    operations = serializers.JSONField()
+    operations = serializers.JSONField(help_text=(
+        'in a list, while the page has room (AOB_DETAILS_MAX_BYTES), else {"truncated": true, "bytes", "href"} '
+        "linking to the patch"))
     description = serializers.CharField(allow_blank=True)
     node_id = serializers.CharField(allow_blank=True)
     status = serializers.CharField()
@@ -528,7 +530,8 @@ class RunPatchOut(serializers.Serializer):
     applied_at = serializers.DateTimeField(allow_null=True)
 
     def get_op_count(self, obj: Any) -> int:
-        return len(obj.operations)
+        counted = getattr(obj, "op_count", None)  # a list's, counted in the database
+        return counted if counted is not None else len(obj.operations)
 
 
 class TimelineAttemptOut(serializers.Serializer):
