@@ -359,11 +359,16 @@ def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# details lists a run's latest patches, this many; GET /runs/{id}/patches pages through them all
+DETAILS_PATCHES = 100
+
+
 def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
-    """The run, its definitions and patches, and the latest iteration of each node. The answer
-    stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): a node's input, output or attempt
-    log that would pass it is a marker linking to the rest; earlier iterations are paged by
-    ``node_iterations``. Never more than one node run per node is read."""
+    """The run, its definitions, its latest ``DETAILS_PATCHES`` patches and the latest iteration
+    of each node. The answer stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): a node's
+    input, output or attempt log, then a patch's operations, that would pass it is a marker linking
+    to the rest; earlier iterations are paged by ``node_iterations``, the patches by
+    ``GET /runs/{id}/patches``. Never more than one node run per node is read."""
     ir = load_ir(run)
     [(base,)] = _ARTIFACT_CONTENT.rows(pk=run.base_artifact_id)
     current = base if run.current_artifact_id == run.base_artifact_id else _ARTIFACT_CONTENT.rows(
@@ -374,13 +379,14 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     latest = {nr.node_id: nr for nr in NodeRun.objects.raw(_LATEST_PER_NODE, [run.pk])}
     counts = {node_id: nr.iteration_count for node_id, nr in latest.items()}
     # a run's patches are numbered by its patch_seq: none yet, nothing to read
+    listed = (list(run_patches_listed(run=run).order_by("-seq")[:DETAILS_PATCHES])[::-1] if run.patch_seq else [])
     patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": p.description, "node_id": p.node_id,
-                "op_count": len(p.operations), "operations": p.operations, "artifact_id": p.after_artifact_id,
-                "created_at": p.created_at} for p in (run_patches(run=run) if run.patch_seq else [])]
+                "op_count": p.op_count, "operations": None, "artifact_id": p.after_artifact_id,  # type: ignore[attr-defined]
+                "created_at": p.created_at} for p in listed]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = Page(min(ceiling, max_bytes or ceiling))
-    # what is always there is spent first: the definitions, the patches, the run's inputs (all
-    # bounded by the request body cap when they were written)
+    # what is always there is spent first: the definitions, the patches but their operations, the
+    # run's inputs (all bounded by the request body cap when they were written)
     page.spend(_size(base) + (0 if current is base else _size(current)) + _size(patches) + _size(run.inputs))
     rows = [latest[n] for n in ir.nodes if n in latest]
     heavy = _heavy_rows(rows, page, run, {nr.pk: {f: getattr(nr, f"{f}_bytes") for f in HEAVY_FIELDS} for nr in rows})
@@ -389,10 +395,14 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
         last = latest.get(node_id)
         nodes.append({"node_id": node_id, "type": node.type, "added_by_patch": node_id not in base_ids,
                       "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
+    # the operations last: the nodes are what the run page draws from details
+    for summary, patch in zip(patches, patch_operations_fill(listed, run=run, page=page), strict=True):
+        summary["operations"] = patch.operations
     refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
-            "patch_refusals": refusals, "truncated": page.used > page.limit or any(
-                isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())}
+            "patches_count": run.patch_seq, "patch_refusals": refusals, "truncated": page.used > page.limit or any(
+                isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())
+            or any(isinstance(p["operations"], dict) for p in patches)}
 
 
 def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,

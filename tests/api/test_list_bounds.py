@@ -2,8 +2,8 @@
 workflows page, and a search) reads each version's summary, never a definition; with
 ``materialize=true`` it carries definitions while they fit ``AOB_DETAILS_MAX_BYTES``, and a marker
 linking to where the rest is read whole. Run details spend their budget on what they always carry
-first. A run's patches are paged, with each one's operations while they fit, else a marker linking
-to the patch."""
+first. A run's patches are paged, and they and run details carry each patch's operations while they
+fit, else a marker linking to the patch."""
 
 from __future__ import annotations
 
@@ -179,3 +179,32 @@ def test_a_run_s_patches_are_paged_with_their_operations_while_they_fit(user: An
     paged = api.get(f"{API}/runs/{run.pk}/patches", {"limit": 2, "offset": 2}).json()
     assert [p["seq"] for p in paged["results"]] == [3, 4] and "offset=4" in paged["next"]
     assert paged["results"][1]["operations"] == operations(4, 300)  # a page of its own: room for it
+
+
+def test_run_details_carry_patch_operations_while_they_fit(user: Any, settings: Any) -> None:
+    run = patched_run(user, [300] * 8)
+    api = client_for(user)
+
+    response = api.get(f"{API}/runs/{run.pk}/details")
+
+    assert response.status_code == 200, response.content[:300]
+    assert len(response.content) < settings.AOB_DETAILS_MAX_BYTES
+    body = response.json()
+    assert body["truncated"] is True and body["patches_count"] == 8
+    assert [p["seq"] for p in body["patches"]] == list(range(1, 9)) and all(p["op_count"] == 2 for p in body["patches"])
+    shown = [p["seq"] for p in body["patches"] if isinstance(p["operations"], list)]
+    assert shown == [1, 2, 3]
+    assert [p["operations"] for p in body["patches"][3:]] == [marker(run, s) for s in range(4, 9)]
+    assert api.get(body["patches"][7]["operations"]["href"]).json()["operations"] == operations(8, 300)
+
+
+def test_run_details_list_the_latest_patches_and_count_them_all(user: Any) -> None:
+    run = patched_run(user, [0] * 105)
+    api = client_for(user)
+
+    body = api.get(f"{API}/runs/{run.pk}/details").json()
+
+    assert body["patches_count"] == 105 and body["truncated"] is False
+    assert [p["seq"] for p in body["patches"]] == list(range(6, 106))
+    assert body["patches"][0]["operations"] == operations(6, 0)
+    assert api.get(f"{API}/runs/{run.pk}/patches", {"limit": 1000}).json()["count"] == 105

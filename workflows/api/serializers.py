@@ -411,7 +411,8 @@ class PatchSummaryOut(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     node_id = serializers.CharField(allow_blank=True)
     op_count = serializers.IntegerField()
-    operations = serializers.JSONField()
+    operations = serializers.JSONField(help_text=(
+        'while the answer has room, else {"truncated": true, "bytes", "href"} linking to the patch'))
     artifact_id = serializers.CharField()
     created_at = serializers.DateTimeField()
 
@@ -435,8 +436,10 @@ class RunDetailsOut(serializers.Serializer):
     base_definition = serializers.JSONField()
     current_definition = serializers.JSONField()
     nodes = NodeDetailOut(many=True)
-    patches = PatchSummaryOut(many=True)
-    truncated = serializers.BooleanField()  # some node field is a {"truncated": true, "bytes", "href"} marker
+    patches = PatchSummaryOut(many=True, help_text="the latest 100 patches, in order (GET /runs/{id}/patches: all)")
+    patches_count = serializers.IntegerField(help_text="how many patches the run has")
+    # some node field or patch's operations is a {"truncated": true, "bytes", "href"} marker
+    truncated = serializers.BooleanField()
     patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
 
 

@@ -29,7 +29,8 @@ const state = {
 async function fetchAll() {
   const details = await api(`/runs/${runId}/details`);
   const needApprovals = details.nodes.some((n) => n.status === "waiting")
-    || details.patches.some((p) => p.status === "pending_approval");
+    || details.patches.some((p) => p.status === "pending_approval")
+    || (details.patches_count ?? 0) > details.patches.length;  // an older one may be held
   const approvals = needApprovals
     ? (await api(`/approvals?status=pending&run=${runId}&limit=100`)).results : [];
   return { details, approvals };
@@ -103,7 +104,8 @@ function render() {
   drawRunGraph();
   renderNodePanel();
   renderPatches();
-  $("patch-count").textContent = state.details.patches.length + (state.details.patch_refusals || []).length;
+  $("patch-count").textContent = (state.details.patches_count ?? state.details.patches.length)
+    + (state.details.patch_refusals || []).length;
 }
 
 // The nodes running now, as chips that select theirs. A chip with focus stays in the page (only
@@ -472,7 +474,8 @@ const PATCHES_PAGE = 50;
 async function renderPatches() {
   renderRefusals();
   const patches = state.details.patches;
-  const key = patches.map((p) => `${p.id}:${p.status}`).join(",") + `|${state.approvals.map((a) => a.id).join(",")}`;
+  const key = `${state.details.patches_count}|` + patches.map((p) => `${p.id}:${p.status}`).join(",")
+    + `|${state.approvals.map((a) => a.id).join(",")}`;
   if (key === state.patchesKey) return;
   state.patchesKey = key;
   const box = $("patches");
