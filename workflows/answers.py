@@ -37,5 +37,9 @@ class Page:
         self.used += size
         return True
 
+    def spend(self, size: int) -> None:
+        """What the answer carries whatever its size: what follows gets only what is left."""
+        self.used += size
+
     def left(self) -> int:
         return max(0, self.limit - self.used)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
@@ -20,11 +21,49 @@ from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPat
 from workflows.results import run_result
 
 
-def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
-    qs = Workflow.objects.select_related("current_version__artifact", "owner")
+def _in_scope(qs: QuerySet[Workflow], *, user: User, scope: str) -> QuerySet[Workflow]:
     if scope in ("global", "all") and user.is_staff:
         return qs
     return qs.filter(owner=user)
+
+
+def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
+    return _in_scope(Workflow.objects.select_related("current_version__artifact", "owner"), user=user, scope=scope)
+
+
+def workflows_listed(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
+    """The workflows a list shows, each with its current version's summary (counts, name and
+    description, kept at save) and its definition's size; the definitions stay in the database
+    (``workflows_materialized`` reads those a page has room for)."""
+    qs = Workflow.objects.select_related("current_version", "owner").annotate(
+        definition_bytes=F("current_version__artifact__size_bytes"))
+    return _in_scope(qs, user=user, scope=scope)
+
+
+def workflow_href(workflow: Workflow, *, user: User) -> str:
+    """Where ``user`` reads a listed workflow's current definition whole: the workflow's own
+    endpoint, which answers its owner; for another owner's (staff listing every owner's) the
+    version's artifact."""
+    if workflow.owner_id == user.pk:
+        return f"/api/v1/workflows/{quote(workflow.tag, safe='')}?materialize=true"
+    return f"/api/v1/artifacts/{workflow.current_version.artifact_id}"
+
+
+def workflows_materialized(workflows: list[Workflow], *, user: User) -> list[Workflow]:
+    """A page of ``workflows_listed`` with each current definition (``listed_definition``) read
+    while they fit one answer's budget (``AOB_DETAILS_MAX_BYTES``), in the page's order, by the
+    sizes stored with them; one that does not is a marker linking to ``workflow_href``. These
+    instances are for answering, never for saving."""
+    page = Page(settings.AOB_DETAILS_MAX_BYTES)
+    shown = {w.pk: page.fits(w.definition_bytes) for w in workflows  # type: ignore[attr-defined]
+             if w.current_version is not None}
+    wanted = {w.current_version.artifact_id for w in workflows if shown.get(w.pk)}
+    read = dict(Artifact.objects.filter(pk__in=wanted).values_list("pk", "content")) if wanted else {}
+    for w in workflows:
+        if w.current_version is not None:
+            w.listed_definition = (read[w.current_version.artifact_id] if shown[w.pk]  # type: ignore[attr-defined]
+                                   else left_out(w.definition_bytes, workflow_href(w, user=user)))  # type: ignore[attr-defined]
+    return workflows
 
 
 # The reads behind most API requests, compiled once per thread (aob_project/compiled.py).
@@ -130,6 +169,31 @@ def run_patches(*, run: Run) -> QuerySet[RunPatch]:
     return RunPatch.objects.filter(run=run).order_by("seq")
 
 
+def run_patches_listed(*, run: Run) -> QuerySet[RunPatch]:
+    """A run's patches in order, each with its operations' size (its patch set artifact's, stored)
+    and count; the operations stay in the database (``patch_operations_fill`` reads those that fit)."""
+    return run_patches(run=run).defer("operations").annotate(
+        operations_bytes=F("patch_artifact__size_bytes"),
+        op_count=Func(F("operations"), function="jsonb_array_length", output_field=IntegerField()))
+
+
+def patch_href(*, run_id: Any, seq: int) -> str:
+    return f"/api/v1/runs/{run_id}/patches/{seq}"
+
+
+def patch_operations_fill(patches: list[RunPatch], *, run: Run, page: Page | None = None) -> list[RunPatch]:
+    """``patches`` (of ``run_patches_listed``) with each one's operations read while they fit
+    ``page`` (one answer's ``AOB_DETAILS_MAX_BYTES`` unless given), in order; one that does not is
+    a marker linking to the patch. These instances are for answering, never for saving."""
+    page = page if page is not None else Page(settings.AOB_DETAILS_MAX_BYTES)
+    fits = [p.pk for p in patches if page.fits(p.operations_bytes)]  # type: ignore[attr-defined]
+    read = dict(RunPatch.objects.filter(pk__in=fits).values_list("pk", "operations")) if fits else {}
+    for p in patches:
+        p.operations = read[p.pk] if p.pk in read else left_out(
+            p.operations_bytes, patch_href(run_id=run.pk, seq=p.seq))  # type: ignore[attr-defined]
+    return patches
+
+
 def run_patch_get(*, run: Run, seq: int) -> RunPatch:
     try:
         return RunPatch.objects.get(run=run, seq=seq)
@@ -139,12 +203,14 @@ def run_patch_get(*, run: Run, seq: int) -> RunPatch:
 
 def artifact_get(*, user: User, artifact_id: str) -> Artifact:
     """An artifact is visible through what refers to it: a version of one's own workflow, or a run
-    one may see (``visibility``: its definitions, node outputs and patches). An approver reads the
-    artifacts of the run behind the approval, as its page links them. One's own runs are asked
+    one may see (``visibility``: its definitions, node outputs and patches); to staff, any
+    workflow's version too, as the workflows list shows them (``scope=global``). An approver reads
+    the artifacts of the run behind the approval, as its page links them. One's own runs are asked
     first (their owner index); the rule's other runs (staff's, an approver's) only on a miss."""
     visible = (WorkflowVersion.objects.filter(artifact_id=artifact_id, workflow__owner=user).exists()
                or _refers_to(artifact_id, Run.objects.filter(owner=user))
-               or _refers_to(artifact_id, visibility.runs_visible(user=user)))
+               or _refers_to(artifact_id, visibility.runs_visible(user=user))
+               or (user.is_staff and WorkflowVersion.objects.filter(artifact_id=artifact_id).exists()))
     if not visible:
         raise NotFound("artifact not found")
     return Artifact.objects.get(pk=artifact_id)
@@ -262,12 +328,17 @@ def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# details lists a run's latest patches, this many; GET /runs/{id}/patches pages through them all
+DETAILS_PATCHES = 100
+
+
 def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
-    """The run with its result, its definitions and patches, and the latest iteration of each node.
-    The answer stays under ``AOB_DETAILS_MAX_BYTES`` (or less when asked): the run's output, a
-    node's input, output or attempt log that would pass it is a marker linking to the rest;
-    earlier iterations are paged by ``node_iterations``. Never more than one node run per node is
-    read."""
+    """The run with its result, its definitions, its latest ``DETAILS_PATCHES`` patches and the
+    latest iteration of each node. The answer stays under ``AOB_DETAILS_MAX_BYTES`` (or less when
+    asked): the run's output, a node's input, output or attempt log, then a patch's operations,
+    that would pass it is a marker linking to the rest; earlier iterations are paged by
+    ``node_iterations``, the patches by ``GET /runs/{id}/patches``. Never more than one node run
+    per node is read."""
     ir = load_ir(run)
     [(base,)] = _ARTIFACT_CONTENT.rows(pk=run.base_artifact_id)
     current = base if run.current_artifact_id == run.base_artifact_id else _ARTIFACT_CONTENT.rows(
@@ -278,15 +349,16 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     latest = {nr.node_id: nr for nr in NodeRun.objects.raw(_LATEST_PER_NODE, [run.pk])}
     counts = {node_id: nr.iteration_count for node_id, nr in latest.items()}
     # a run's patches are numbered by its patch_seq: none yet, nothing to read
+    listed = (list(run_patches_listed(run=run).order_by("-seq")[:DETAILS_PATCHES])[::-1] if run.patch_seq else [])
     patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": p.description, "node_id": p.node_id,
-                "op_count": len(p.operations), "operations": p.operations, "artifact_id": p.after_artifact_id,
-                "created_at": p.created_at} for p in (run_patches(run=run) if run.patch_seq else [])]
+                "op_count": p.op_count, "operations": None, "artifact_id": p.after_artifact_id,  # type: ignore[attr-defined]
+                "created_at": p.created_at} for p in listed]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = Page(min(ceiling, max_bytes or ceiling))
-    # what is always there is spent first: the definitions, the patches, the run's inputs (all
-    # bounded by the request body cap when they were written)
-    page.fits(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches)
-              + json_size(run.inputs))
+    # what is always there is spent first: the definitions, the patches but their operations, the
+    # run's inputs (all bounded when they were written)
+    page.spend(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches)
+               + json_size(run.inputs))
     # then the run's result, before the nodes' fields: RunResultOut renders what was read here
     result = run.result = run_result(run, page=page)  # type: ignore[attr-defined]
     rows = [latest[n] for n in ir.nodes if n in latest]
@@ -296,10 +368,15 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
         last = latest.get(node_id)
         nodes.append({"node_id": node_id, "type": node.type, "added_by_patch": node_id not in base_ids,
                       "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
+    # the operations last: the nodes are what the run page draws from details
+    for summary, patch in zip(patches, patch_operations_fill(listed, run=run, page=page), strict=True):
+        summary["operations"] = patch.operations
     refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
-            "patch_refusals": refusals, "truncated": page.used > page.limit or result.truncated or any(
-                isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())}
+            "patches_count": run.patch_seq, "patch_refusals": refusals,
+            "truncated": page.used > page.limit or result.truncated or any(
+                isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())
+            or any(isinstance(p["operations"], dict) for p in patches)}
 
 
 def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,

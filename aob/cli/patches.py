@@ -22,13 +22,21 @@ def patch() -> None:
 
 @patch.command("list")
 @click.argument("run_id")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
 @pass_session
-def patch_list(session: Session, run_id: str) -> None:
-    """A run's patches, in the order they were proposed."""
-    answer = session.client.get(_patches_path(run_id))
-    session.output.emit(answer, lambda d: table(
-        [(p["seq"], p["status"], p["op_count"], p["node_id"] or "-", short_time(p["created_at"]), p["description"])
-         for p in d], ["SEQ", "STATUS", "OPS", "BY NODE", "CREATED", "DESCRIPTION"]))
+def patch_list(session: Session, run_id: str, limit: int, offset: int) -> None:
+    """A run's patches, in the order they were proposed (`show` for one's operations)."""
+    answer = session.client.get(_patches_path(run_id), limit=limit, offset=offset)
+
+    def pretty(d: dict[str, Any]) -> None:
+        rows = [(p["seq"], p["status"], p["op_count"], p["node_id"] or "-", short_time(p["created_at"]),
+                 p["description"]) for p in d["results"]]
+        table(rows, ["SEQ", "STATUS", "OPS", "BY NODE", "CREATED", "DESCRIPTION"])
+        if d.get("next"):
+            click.echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
+
+    session.output.emit(answer, pretty)
 
 
 def _pretty_patch(d: dict[str, Any]) -> None:

@@ -135,8 +135,9 @@ def run_status(session: Session, run_id: str) -> None:
         table([(n["node_id"], n["type"], n["status"], n["attempts"], duration_text(n["execution_time_ms"], ""),
                 "(above)" if n["node_id"] == failed_node and n["error"] else _error_text(n["error"]))
                for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR"])
-        if d["patches"]:
-            click.echo(f"\n{len(d['patches'])} patch(es): `aob patch list {r['run_id']}`")
+        count = d.get("patches_count", len(d["patches"]))
+        if count:
+            click.echo(f"\n{count} patch(es): `aob patch list {r['run_id']}`")
 
     session.output.emit(details, pretty)
 

@@ -45,7 +45,7 @@ def test_a_persons_patch_to_a_running_run_takes_effect_at_the_next_completion(en
     kinds = list(Event.objects.filter(run=run, type__in=["patch_applied", "node_completed"])
                  .order_by("seq").values_list("type", "node_id"))
     assert kinds == [("patch_applied", ""), ("node_completed", "slow"), ("node_completed", "after")]
-    listed = api.get(f"/api/v1/runs/{run_id}/patches").json()
+    listed = api.get(f"/api/v1/runs/{run_id}/patches").json()["results"]
     assert [(p["seq"], p["description"]) for p in listed] == [(1, "then echo")]
     one = api.get(f"/api/v1/runs/{run_id}/patches/1").json()
     assert one["operations"] == add_after("slow", http("after", f"{remote.base}/echo"))

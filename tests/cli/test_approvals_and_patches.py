@@ -1,4 +1,4 @@
-"""approvals list, approve by run and node, reject by id; patch propose / list / show on a parked run."""
+"""approvals list, approve by run and node, reject by id; patch propose / list (paged) / show on a parked run."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def test_patch_then_approve_by_run_and_node(engine, as_alice, write_json):
     assert listed[1].split()[:4] == ["1", "applied", "2", "-"] and listed[1].endswith("audit after paying")
     shown = as_alice("-o", "json", "patch", "show", run_id, "1").json()
     assert shown["operations"] == ops and shown["status"] == "applied"
+    more = [{"op": "add", "path": "/nodes/-", "value": {"id": "note", "type": "transform", "config": {"expression": "1"}}},
+            {"op": "add", "path": "/edges/-", "value": {"from": "audit", "to": "note"}}]
+    assert as_alice("patch", "propose", run_id, write_json("more.json", more)).code == 0
+    first = as_alice("patch", "list", run_id, "--limit", "1").lines()
+    assert [line.split()[0] for line in first[1:-1]] == ["1"] and first[-1] == "(1 of 2; --offset 1 for more)"
+    assert [line.split()[0] for line in as_alice("patch", "list", run_id, "--offset", "1").lines()[1:]] == ["2"]
+    assert "2 patch(es): `aob patch list" in as_alice("run", "status", run_id).out
 
     approved = as_alice("approve", run_id, "review", "--comment", "fine")
     assert approved.code == 0, approved.err

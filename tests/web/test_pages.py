@@ -17,6 +17,7 @@ from tests.conftest import client_for, wait_for_run
 from workflows.definition.validation import validate
 from workflows.services.definitions import workflow_save
 from workflows.services.runs import run_start
+from workflows.web import views as web_views
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples"
 
@@ -66,6 +67,23 @@ def test_workflow_list_shows_my_workflows_only(browser: Client, user: Any, make_
     assert 'href="/workflows/mine/"' in html and "Hello chain" in html
     assert "theirs" not in html
     assert browser.get("/workflows/theirs/").status_code == 404
+
+
+def test_the_workflows_page_pages_by_tag_and_keeps_the_search(browser: Client, user: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(web_views, "WORKFLOWS_PAGE_SIZE", 2)
+    for tag in ("echo", "delta", "charlie", "bravo", "alpha", "other"):
+        workflow_save(owner=user, tag=tag, definition={**example("hello-chain"), "metadata": {
+            "name": tag.title(), "description": "a page" if tag != "other" else ""}})
+    pages, query = [], "?q=page"
+    while query and len(pages) < 5:
+        response = browser.get("/" + query)
+        assert response.status_code == 200
+        pages.append([w["tag"] for w in response.context["workflows"]])
+        query = response.context["next_query"]
+        assert not query or "q=page" in query
+    assert pages == [["alpha", "bravo"], ["charlie", "delta"], ["echo"]]
+    assert 'rel="prev"' in response.content.decode()
+    assert browser.get("/?cursor=nonsense").context["problem"].startswith("cursor:")
 
 
 def test_every_page_links_to_flower_and_the_api_docs(browser: Client, settings: Any) -> None:

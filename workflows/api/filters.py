@@ -110,9 +110,9 @@ class WorkflowFilter(django_filters.FilterSet):
         fields: list[str] = []
 
     def filter_text(self, qs: QuerySet, name: str, value: str) -> QuerySet:
-        return qs.filter(Q(tag__icontains=value)
-                         | Q(current_version__artifact__content__metadata__name__icontains=value)
-                         | Q(current_version__artifact__content__metadata__description__icontains=value))
+        # the summary kept with each version: a search reads no definition
+        return qs.filter(Q(tag__icontains=value) | Q(current_version__metadata_name__icontains=value)
+                         | Q(current_version__metadata_description__icontains=value))
 
 
 class KeysetPagination(CursorPagination):

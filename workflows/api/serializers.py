@@ -175,12 +175,17 @@ EMPTY_DEFINITION: dict[str, Any] = {"nodes": [], "edges": []}
 
 
 def _current_definition(workflow: Workflow) -> dict[str, Any]:
+    listed = getattr(workflow, "listed_definition", None)  # a list's: read while it fit, else a marker
+    if listed is not None:
+        return listed
     version = workflow.current_version
     return version.artifact.content if version else EMPTY_DEFINITION
 
 
-def _metadata(workflow: Workflow) -> dict[str, Any]:
-    return _current_definition(workflow).get("metadata") or {}
+def _summary(workflow: Workflow, field: str, empty: Any) -> Any:
+    """One of the current version's summary fields (kept at save): a list reads no definition."""
+    version = workflow.current_version
+    return getattr(version, field) if version else empty
 
 
 class ProblemOut(serializers.Serializer):
@@ -204,8 +209,8 @@ class WorkflowSavedOut(serializers.Serializer):
     owner = serializers.CharField(source="workflow.owner.username")
     version = serializers.IntegerField(source="version.seq")
     created = serializers.BooleanField()
-    nodes_count = computed(serializers.IntegerField, lambda saved: len(saved.version.artifact.content.get("nodes", [])))
-    edges_count = computed(serializers.IntegerField, lambda saved: len(saved.version.artifact.content.get("edges", [])))
+    nodes_count = serializers.IntegerField(source="version.nodes_count")
+    edges_count = serializers.IntegerField(source="version.edges_count")
     created_at = serializers.DateTimeField(source="version.created_at")
     warnings = ProblemOut(many=True, source="report.warnings")
 
@@ -237,16 +242,18 @@ class WorkflowOut(serializers.Serializer):
     owner = serializers.CharField(source="owner.username")
     artifact_id = serializers.CharField(source="current_version.artifact_id", allow_null=True)
     version = serializers.IntegerField(source="current_version.seq", allow_null=True)
-    nodes_count = computed(serializers.IntegerField, lambda w: len(_current_definition(w).get("nodes", [])))
-    edges_count = computed(serializers.IntegerField, lambda w: len(_current_definition(w).get("edges", [])))
-    name = computed(serializers.CharField, lambda w: _metadata(w).get("name", ""), allow_blank=True,
+    nodes_count = computed(serializers.IntegerField, lambda w: _summary(w, "nodes_count", 0))
+    edges_count = computed(serializers.IntegerField, lambda w: _summary(w, "edges_count", 0))
+    name = computed(serializers.CharField, lambda w: _summary(w, "metadata_name", ""), allow_blank=True,
                     help_text="metadata.name of the current version")
-    description = computed(serializers.CharField, lambda w: _metadata(w).get("description", ""), allow_blank=True,
-                           help_text="metadata.description of the current version")
+    description = computed(serializers.CharField, lambda w: _summary(w, "metadata_description", ""),
+                           allow_blank=True, help_text="metadata.description of the current version")
     last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow, by anyone")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-    definition = MaterializedField(_current_definition)
+    definition = MaterializedField(_current_definition, help_text=(
+        "with materialize=true; in a list, while the page's definitions fit AOB_DETAILS_MAX_BYTES, past it "
+        '{"truncated": true, "bytes", "href"} linking to where it is read whole'))
 
 
 class VersionOut(serializers.Serializer):
@@ -419,7 +426,8 @@ class PatchSummaryOut(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     node_id = serializers.CharField(allow_blank=True)
     op_count = serializers.IntegerField()
-    operations = serializers.JSONField()
+    operations = serializers.JSONField(help_text=(
+        'while the answer has room, else {"truncated": true, "bytes", "href"} linking to the patch'))
     artifact_id = serializers.CharField()
     created_at = serializers.DateTimeField()
 
@@ -443,8 +451,10 @@ class RunDetailsOut(serializers.Serializer):
     base_definition = serializers.JSONField()
     current_definition = serializers.JSONField()
     nodes = NodeDetailOut(many=True)
-    patches = PatchSummaryOut(many=True)
-    truncated = serializers.BooleanField()  # the run's output or a node field is a {"truncated": true, …} marker
+    patches = PatchSummaryOut(many=True, help_text="the latest 100 patches, in order (GET /runs/{id}/patches: all)")
+    patches_count = serializers.IntegerField(help_text="how many patches the run has")
+    # the run's output, a node field or a patch's operations is a {"truncated": true, "bytes", "href"} marker
+    truncated = serializers.BooleanField()
     patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
 
 
@@ -527,7 +537,9 @@ class RunPatchOut(serializers.Serializer):
     patch_artifact_id = serializers.CharField(allow_null=True)
     before_artifact_id = serializers.CharField()
     op_count = serializers.SerializerMethodField()
-    operations = serializers.JSONField()
+    operations = serializers.JSONField(help_text=(
+        'in a list, while the page has room (AOB_DETAILS_MAX_BYTES), else {"truncated": true, "bytes", "href"} '
+        "linking to the patch"))
     description = serializers.CharField(allow_blank=True)
     node_id = serializers.CharField(allow_blank=True)
     status = serializers.CharField()
@@ -536,7 +548,8 @@ class RunPatchOut(serializers.Serializer):
     applied_at = serializers.DateTimeField(allow_null=True)
 
     def get_op_count(self, obj: Any) -> int:
-        return len(obj.operations)
+        counted = getattr(obj, "op_count", None)  # a list's, counted in the database
+        return counted if counted is not None else len(obj.operations)
 
 
 class TimelineAttemptOut(serializers.Serializer):

@@ -29,6 +29,7 @@ from workflows.services import definitions, idempotency, patches, runs
 
 from . import filters
 from . import serializers as s
+from .pagination import BoundedLimitOffsetPagination
 from .params import int_parameter, query_bool, query_choice, query_int
 from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles
 
@@ -171,9 +172,11 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def list(self, request: Request) -> Response:
         scope = query_choice(request, "scope", SCOPES, default="user")
         materialize = query_bool(request, "materialize")
-        qs = selectors.workflows_visible(user=request.user, scope=scope)
+        qs = selectors.workflows_listed(user=request.user, scope=scope)
         qs = selectors.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
         page = self.paginate_queryset(qs)
+        if materialize:
+            page = selectors.workflows_materialized(page, user=request.user)
         return self.get_paginated_response(s.WorkflowOut(page, many=True, context={"materialize": materialize}).data)
 
     @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
@@ -373,13 +376,19 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                               reuse_llm=data.validated_data["reuse_llm"])
         return Response(s.ReplayStartedOut(new).data, status=201)
 
-    @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS})
+    @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS},
+                   description="The run's patches in order, a page at a time; each one's operations while the "
+                               "page has room (AOB_DETAILS_MAX_BYTES), else a marker linking to the patch.")
     @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
                                                                       409: s.ErrorOut, 413: s.ErrorOut, **ERRORS})
-    @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=None, filter_backends=[])
+    @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=BoundedLimitOffsetPagination,
+            filter_backends=[])
     def patches(self, request: Request, pk: str) -> Response:
         if request.method == "GET":
-            return Response(s.RunPatchOut(selectors.run_patches(run=self._run(pk)), many=True).data)
+            run = self._run(pk)
+            page = self.paginate_queryset(selectors.run_patches_listed(run=run))
+            return self.get_paginated_response(
+                s.RunPatchOut(selectors.patch_operations_fill(page, run=run), many=True).data)
         run = self._run(pk, change=True)
         data = s.RunPatchIn(data=request.data)
         data.is_valid(raise_exception=True)

@@ -34,6 +34,13 @@ class WorkflowVersion(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     description = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # What a list shows of the definition, taken from it once at save: a list of workflows or a
+    # search reads these, never a definition (each up to AOB_MAX_DEFINITION_BYTES, and an owner's
+    # workflows are not counted). Never changed: a version's artifact is fixed.
+    nodes_count = models.PositiveIntegerField(default=0)
+    edges_count = models.PositiveIntegerField(default=0)
+    metadata_name = models.TextField(blank=True, default="")
+    metadata_description = models.TextField(blank=True, default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workflow", "seq"], name="workflow_version_seq_unique")]

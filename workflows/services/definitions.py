@@ -62,10 +62,23 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
             return Saved(workflow, current, False, report)
         seq = (current.seq + 1) if current is not None else 0
         version = WorkflowVersion.objects.create(workflow=workflow, seq=seq, artifact=artifact, parent=current,
-                                                 description=description)
+                                                 description=description, **version_summary(definition))
         workflow.current_version = version
         workflow.save(update_fields=["current_version", "updated_at"])
     return Saved(workflow, version, True, report)
+
+
+def version_summary(definition: dict[str, Any]) -> dict[str, Any]:
+    """What lists show of a definition, kept on its version (``WorkflowVersion.nodes_count`` and
+    the rest) so that no list reads a definition. Versions saved before these fields got theirs
+    from migration 0011, by the same rules."""
+    metadata = definition.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    nodes, edges = definition.get("nodes"), definition.get("edges")
+    return {"nodes_count": len(nodes) if isinstance(nodes, list) else 0,
+            "edges_count": len(edges) if isinstance(edges, list) else 0,
+            "metadata_name": str(metadata.get("name") or ""),
+            "metadata_description": str(metadata.get("description") or "")}
 
 
 def workflow_patch(*, workflow: Workflow, operations: list[dict[str, Any]], description: str = "") -> Saved:

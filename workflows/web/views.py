@@ -25,6 +25,7 @@ from workflows.models import Run
 from workflows.results import run_duration_ms
 
 RUNS_PAGE_SIZE = 100
+WORKFLOWS_PAGE_SIZE = 100
 # What a new workflow's editor starts from: one valid node to grow.
 STARTER = {"nodes": [{"id": "start", "type": "transform",
                       "config": {"expression": "{'greeting': 'hello ' + inputs.name}"}}], "edges": []}
@@ -45,21 +46,37 @@ def _not_found(request: HttpRequest, what: str) -> HttpResponse:
 
 @login_required
 def workflow_list(request: HttpRequest) -> HttpResponse:
+    """The user's workflows by tag, a keyset page at a time (``?cursor=`` from the pager), from
+    each version's summary: no definition is read."""
     search = request.GET.get("q", "").replace("\x00", "")[:200]
-    qs = selectors.workflows_visible(user=request.user).order_by("tag")
+    wanted = {k: v for k, v in (("q", search), ("cursor", request.GET.get("cursor", ""))) if v}
+    drf_request = Request(request)
+    drf_request._request.GET = QueryDict(mutable=True)
+    drf_request._request.GET.update(wanted)
+    qs = selectors.workflows_listed(user=request.user)
     if search:
         qs = WorkflowFilter({"q": search}, queryset=qs).qs
+    paginator = KeysetPagination()
+    paginator.page_size = WORKFLOWS_PAGE_SIZE
+    paginator.ordering = ("tag",)  # one owner's tags are unique: a key
+    problem = ""
+    try:
+        page = paginator.paginate_queryset(selectors.with_last_run(qs), drf_request) or []
+    except AobError as exc:  # a cursor that is no page
+        page, problem = [], exc.message
     workflows = []
-    for workflow in selectors.with_last_run(qs):
+    for workflow in page:
         version = workflow.current_version
-        definition = version.artifact.content if version else {}
-        metadata = definition.get("metadata") or {}
         workflows.append({"tag": workflow.tag, "version": version.seq if version else None,
-                          "name": metadata.get("name", ""), "description": metadata.get("description", ""),
-                          "nodes": len(definition.get("nodes", [])), "edges": len(definition.get("edges", [])),
+                          "name": version.metadata_name if version else "",
+                          "description": version.metadata_description if version else "",
+                          "nodes": version.nodes_count if version else 0, "edges": version.edges_count if version else 0,
                           "updated_at": workflow.updated_at, "last_run_id": workflow.last_run_id,
                           "last_run_status": workflow.last_run_status, "last_run_at": workflow.last_run_at})
-    return _render(request, "workflow_list.html", nav="workflows", workflows=workflows, q=search)
+    next_link = paginator.get_next_link() if page else None
+    previous_link = paginator.get_previous_link() if page else None
+    return _render(request, "workflow_list.html", nav="workflows", workflows=workflows, q=search, problem=problem,
+                   next_query=_query_of(next_link), previous_query=_query_of(previous_link))
 
 
 def _workflow_page(request: HttpRequest, tag: str, definition: dict[str, Any] | None) -> HttpResponse:

@@ -29,7 +29,8 @@ const state = {
 async function fetchAll() {
   const details = await api(`/runs/${runId}/details`);
   const needApprovals = details.nodes.some((n) => n.status === "waiting")
-    || details.patches.some((p) => p.status === "pending_approval");
+    || details.patches.some((p) => p.status === "pending_approval")
+    || (details.patches_count ?? 0) > details.patches.length;  // an older one may be held
   const approvals = needApprovals
     ? (await api(`/approvals?status=pending&run=${runId}&limit=100`)).results : [];
   return { details, approvals };
@@ -103,7 +104,8 @@ function render() {
   drawRunGraph();
   renderNodePanel();
   renderPatches();
-  $("patch-count").textContent = state.details.patches.length + (state.details.patch_refusals || []).length;
+  $("patch-count").textContent = (state.details.patches_count ?? state.details.patches.length)
+    + (state.details.patch_refusals || []).length;
 }
 
 // The nodes running now, as chips that select theirs. A chip with focus stays in the page (only
@@ -448,10 +450,33 @@ function renderRefusals() {
       el("td", {}, r.message))))));
 }
 
+// A patch's operations, or (past the list's byte budget) a button that reads them from the patch.
+function operationsBlock(p) {
+  const ops = p.operations;
+  if (Array.isArray(ops) || !(ops && ops.truncated)) return el("pre", { class: "json", tabindex: "0" }, pretty(ops));
+  const box = el("div", {});
+  const load = el("button", { type: "button", class: "btn small" }, "Show them");
+  load.addEventListener("click", async () => {
+    load.disabled = true;
+    try {
+      const whole = await api(`/runs/${runId}/patches/${p.seq}`);
+      setChildren(box, el("pre", { class: "json", tabindex: "0" }, pretty(whole.operations)));
+    } catch (err) {
+      setChildren(box, el("p", { class: "alert" }, errorText(err)));
+      load.disabled = false;
+    }
+  });
+  setChildren(box, el("p", { class: "muted" }, `Too large to list (${ops.bytes} bytes). `, load));
+  return box;
+}
+
+const PATCHES_PAGE = 50;
+
 async function renderPatches() {
   renderRefusals();
   const patches = state.details.patches;
-  const key = patches.map((p) => `${p.id}:${p.status}`).join(",") + `|${state.approvals.map((a) => a.id).join(",")}`;
+  const key = `${state.details.patches_count}|` + patches.map((p) => `${p.id}:${p.status}`).join(",")
+    + `|${state.approvals.map((a) => a.id).join(",")}`;
   if (key === state.patchesKey) return;
   state.patchesKey = key;
   const box = $("patches");
@@ -459,15 +484,18 @@ async function renderPatches() {
     setChildren(box, el("p", { class: "empty" }, "No patches to this run."));
     return;
   }
-  let full;
   try {
-    full = await api(`/runs/${runId}/patches`);
+    setChildren(box, ...await patchCards(0));
   } catch (err) {
     setChildren(box, el("p", { class: "alert" }, errorText(err)));
-    return;
   }
+}
+
+// One page of GET /runs/{id}/patches as cards, and a button that adds the next page in its place.
+async function patchCards(offset) {
+  const page = await api(`/runs/${runId}/patches?limit=${PATCHES_PAGE}&offset=${offset}`);
   const cards = [];
-  for (const p of full) {
+  for (const p of page.results) {
     const [before, after] = await Promise.all([artifact(p.before_artifact_id), artifact(p.artifact_id)]).catch(() => [null, null]);
     const beforeBox = el("div", { class: "graph small" });
     const afterBox = el("div", { class: "graph small" });
@@ -484,12 +512,26 @@ async function renderPatches() {
       p.description ? el("p", {}, p.description) : null,
       p.reason ? el("p", { class: "alert" }, p.reason) : null,
       patchDecide(p),
-      el("h4", {}, `Operations (${p.op_count})`), el("pre", { class: "json", tabindex: "0" }, pretty(p.operations)),
+      el("h4", {}, `Operations (${p.op_count})`), operationsBlock(p),
       el("div", { class: "before-after" },
         el("figure", {}, el("figcaption", {}, "Before"), beforeBox),
         el("figure", {}, el("figcaption", {}, "After"), afterBox))));
   }
-  setChildren(box, ...cards);
+  if (page.next) {
+    const following = offset + page.results.length;
+    const more = el("button", { type: "button", class: "btn" }, `More patches (${page.count - following} left)`);
+    more.addEventListener("click", async () => {
+      more.disabled = true;
+      try {
+        more.replaceWith(...await patchCards(following));
+      } catch (err) {
+        more.disabled = false;
+        more.after(el("p", { class: "alert" }, errorText(err)));
+      }
+    });
+    cards.push(more);
+  }
+  return cards;
 }
 
 // --- tabs ---------------------------------------------------------------------------------------

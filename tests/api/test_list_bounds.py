@@ -1,0 +1,210 @@
+"""Lists answer within bounds however large what they list: the workflows list (and the web's
+workflows page, and a search) reads each version's summary, never a definition; with
+``materialize=true`` it carries definitions while they fit ``AOB_DETAILS_MAX_BYTES``, and a marker
+linking to where the rest is read whole. Run details spend their budget on what they always carry
+first. A run's patches are paged, and they and run details carry each patch's operations while they
+fit, else a marker linking to the patch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.conftest import client_for, stored_run
+from workflows.models import Artifact, NodeRun, Run, RunPatch, WorkflowVersion
+from workflows.services.artifacts import artifact_store
+from workflows.services.definitions import version_summary, workflow_save
+
+API = "/api/v1"
+CONTENT = '"workflows_artifact"."content"'
+
+
+def padded(name: str, kilobytes: int, nodes: int = 2) -> dict[str, Any]:
+    """A valid definition of about ``kilobytes`` kB: its builder layout (which runs ignore) pads it."""
+    return {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"expression": "1"}} for i in range(nodes)],
+            "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(nodes - 1)],
+            "metadata": {"name": name.title(), "description": f"the {name} workflow",
+                         "layout": {f"{i:06d}{'x' * 94}": [0, 0] for i in range(kilobytes * 10)}}}
+
+
+def read(client: Any, path: str, query: dict[str, str] | None = None) -> tuple[Any, list[str]]:
+    """The answer and the statements that made it (one request per capture: a request clears the log)."""
+    with CaptureQueriesContext(connection) as reads:
+        response = client.get(path, query or {})
+    assert response.status_code == 200, response.content[:300]
+    return response, [q["sql"] for q in reads.captured_queries]
+
+
+def saved(owner: Any, tag: str, kilobytes: int, nodes: int = 2) -> int:
+    """Save ``tag``; its definition's size in bytes, as stored."""
+    return workflow_save(owner=owner, tag=tag, definition=padded(tag, kilobytes, nodes)).version.artifact.size_bytes
+
+
+def test_the_workflows_list_a_search_and_the_web_page_read_no_definition(user: Any) -> None:
+    for tag, nodes in (("alpha", 3), ("beta", 2), ("gamma", 5)):
+        saved(user, tag, 100, nodes)
+    api, browser = client_for(user), Client()
+    browser.force_login(user)
+
+    answers = [read(api, f"{API}/workflows"), read(api, f"{API}/workflows", {"q": "the beta"}),
+               read(browser, "/"), read(browser, "/", {"q": "GAMMA work"})]
+
+    for _, statements in answers:
+        assert statements and not [sql for sql in statements if CONTENT in sql]
+    (listed, _), (searched, _), (page, _), (found, _) = answers
+    listed, searched = listed.json()["results"], searched.json()["results"]
+    assert [(w["tag"], w["nodes_count"], w["edges_count"], w["name"], w["description"]) for w in listed] == [
+        ("alpha", 3, 2, "Alpha", "the alpha workflow"), ("beta", 2, 1, "Beta", "the beta workflow"),
+        ("gamma", 5, 4, "Gamma", "the gamma workflow")]
+    assert "definition" not in listed[0]
+    assert [w["tag"] for w in searched] == ["beta"]
+    assert page.status_code == 200 and [w["tag"] for w in page.context["workflows"]] == ["alpha", "beta", "gamma"]
+    assert [(w["tag"], w["nodes"], w["name"]) for w in found.context["workflows"]] == [("gamma", 5, "Gamma")]
+
+
+def test_a_materialized_list_carries_definitions_while_they_fit(user: Any, settings: Any) -> None:
+    sizes = {tag: saved(user, tag, kb) for tag, kb in (("a", 300), ("b", 300), ("c", 300), ("d", 300))}
+    settings.AOB_DETAILS_MAX_BYTES = 1024 * 1024  # three fit, not four
+    api = client_for(user)
+
+    response = api.get(f"{API}/workflows", {"materialize": "true"})
+
+    assert response.status_code == 200, response.content[:300]
+    assert len(response.content) < settings.AOB_DETAILS_MAX_BYTES + 10_000
+    listed = {w["tag"]: w for w in response.json()["results"]}
+    assert all(listed[t]["definition"]["metadata"]["name"] == t.title() for t in "abc")
+    assert listed["d"]["definition"] == {"truncated": True, "bytes": sizes["d"],
+                                         "href": f"{API}/workflows/d?materialize=true"}
+    assert api.get(listed["d"]["definition"]["href"]).json()["definition"] == padded("d", 300)
+    assert listed["d"]["nodes_count"] == 2 and listed["d"]["name"] == "D"
+
+
+def test_staff_read_another_owner_s_left_out_definition_from_its_artifact(make_user: Any, settings: Any) -> None:
+    alice, admin = make_user("alice"), make_user("admin", is_staff=True)
+    saved(alice, "big", 200)
+    settings.AOB_DETAILS_MAX_BYTES = 10_000
+    staff, owner = client_for(admin), client_for(alice)
+
+    [listed] = staff.get(f"{API}/workflows", {"scope": "global", "materialize": "true"}).json()["results"]
+
+    artifact = alice.workflows.get(tag="big").current_version.artifact_id
+    assert listed["definition"]["href"] == f"{API}/artifacts/{artifact}"
+    assert staff.get(listed["definition"]["href"]).json()["content"] == padded("big", 200)
+    assert owner.get(f"{API}/workflows", {"materialize": "true"}).json()["results"][0]["definition"]["href"] == (
+        f"{API}/workflows/big?materialize=true")
+    assert client_for(make_user("bob")).get(listed["definition"]["href"]).status_code == 404
+
+
+def test_versions_saved_before_their_summary_get_it_from_their_definition(user: Any) -> None:
+    """Migration 0011 fills the summary of the versions already saved, as a save takes it."""
+    for tag, nodes in (("one", 1), ("two", 4)):
+        saved(user, tag, 1, nodes)
+    WorkflowVersion.objects.update(nodes_count=0, edges_count=0, metadata_name="", metadata_description="")
+
+    with connection.cursor() as cursor:
+        cursor.execute(importlib.import_module("workflows.migrations.0012_version_summary").BACKFILL)
+
+    for version in WorkflowVersion.objects.all():
+        content = Artifact.objects.get(pk=version.artifact_id).content
+        assert {f: getattr(version, f) for f in version_summary(content)} == version_summary(content)
+        assert version.nodes_count == len(content["nodes"]) > 0
+
+
+# --- run details ---------------------------------------------------------------------------------
+
+def test_run_details_spend_what_they_always_carry_first(user: Any, settings: Any) -> None:
+    """The run's inputs (and definitions, and patches) are always in the answer; past the budget
+    on their own, no node field fits after them."""
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(inputs={"pad": "i" * 600_000})
+    NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1,
+                           input={}, output={"pad": "o" * 300_000})
+    settings.AOB_DETAILS_MAX_BYTES = 500_000
+
+    body = client_for(user).get(f"{API}/runs/{run.pk}/details").json()
+
+    [node] = body["nodes"]
+    assert node["output"]["truncated"] is True and node["output"]["bytes"] > 300_000
+    assert body["truncated"] is True
+
+
+# --- a run's patches -------------------------------------------------------------------------------
+
+def operations(seq: int, kilobytes: int) -> list[dict[str, Any]]:
+    return [{"op": "test", "path": "/nodes/0/id", "value": "a"},
+            {"op": "add", "path": f"/metadata/pad{seq}", "value": "p" * (kilobytes * 1024)}]
+
+
+def patched_run(owner: Any, kilobytes: list[int]) -> Run:
+    """A stored run with an applied patch of about ``kilobytes[i]`` kB of operations for each i
+    (the rows only: nothing runs, nothing is applied)."""
+    run = stored_run(owner)
+    for seq, size in enumerate(kilobytes, start=1):
+        ops = operations(seq, size)
+        RunPatch.objects.create(run=run, seq=seq, operations=ops, description=f"patch {seq}", status="applied",
+                                patch_artifact=artifact_store(kind="patch_set", content=ops),
+                                before_artifact_id=run.base_artifact_id, after_artifact_id=run.base_artifact_id,
+                                applied_at=timezone.now())
+    Run.objects.filter(pk=run.pk).update(patch_seq=len(kilobytes))
+    return Run.objects.get(pk=run.pk)
+
+
+def marker(run: Run, seq: int) -> dict[str, Any]:
+    size = RunPatch.objects.get(run=run, seq=seq).patch_artifact.size_bytes
+    return {"truncated": True, "bytes": size, "href": f"{API}/runs/{run.pk}/patches/{seq}"}
+
+
+def test_a_run_s_patches_are_paged_with_their_operations_while_they_fit(user: Any, settings: Any) -> None:
+    run = patched_run(user, [300] * 5)
+    settings.AOB_DETAILS_MAX_BYTES = 1024 * 1024  # three fit, not four
+    api = client_for(user)
+
+    response, statements = read(api, f"{API}/runs/{run.pk}/patches")
+
+    assert len(response.content) < settings.AOB_DETAILS_MAX_BYTES + 10_000
+    body = response.json()
+    assert body["count"] == 5 and body["next"] is None
+    assert [p["operations"] for p in body["results"]] == [operations(s, 300) for s in (1, 2, 3)] + [
+        marker(run, 4), marker(run, 5)]
+    assert all(p["op_count"] == 2 for p in body["results"])
+    assert api.get(body["results"][4]["operations"]["href"]).json()["operations"] == operations(5, 300)
+    counted = [sql for sql in statements if "COUNT(" in sql]
+    assert counted and not [sql for sql in counted if "operations" in sql]  # the count reads no patch
+
+    paged = api.get(f"{API}/runs/{run.pk}/patches", {"limit": 2, "offset": 2}).json()
+    assert [p["seq"] for p in paged["results"]] == [3, 4] and "offset=4" in paged["next"]
+    assert paged["results"][1]["operations"] == operations(4, 300)  # a page of its own: room for it
+
+
+def test_run_details_carry_patch_operations_while_they_fit(user: Any, settings: Any) -> None:
+    run = patched_run(user, [300] * 8)
+    api = client_for(user)
+
+    response = api.get(f"{API}/runs/{run.pk}/details")
+
+    assert response.status_code == 200, response.content[:300]
+    assert len(response.content) < settings.AOB_DETAILS_MAX_BYTES
+    body = response.json()
+    assert body["truncated"] is True and body["patches_count"] == 8
+    assert [p["seq"] for p in body["patches"]] == list(range(1, 9)) and all(p["op_count"] == 2 for p in body["patches"])
+    shown = [p["seq"] for p in body["patches"] if isinstance(p["operations"], list)]
+    assert shown == [1, 2, 3]
+    assert [p["operations"] for p in body["patches"][3:]] == [marker(run, s) for s in range(4, 9)]
+    assert api.get(body["patches"][7]["operations"]["href"]).json()["operations"] == operations(8, 300)
+
+
+def test_run_details_list_the_latest_patches_and_count_them_all(user: Any) -> None:
+    run = patched_run(user, [0] * 105)
+    api = client_for(user)
+
+    body = api.get(f"{API}/runs/{run.pk}/details").json()
+
+    assert body["patches_count"] == 105 and body["truncated"] is False
+    assert [p["seq"] for p in body["patches"]] == list(range(6, 106))
+    assert body["patches"][0]["operations"] == operations(6, 0)
+    assert api.get(f"{API}/runs/{run.pk}/patches", {"limit": 1000}).json()["count"] == 105
