@@ -84,8 +84,29 @@ class ScheduleForm(forms.ModelForm):
         return cleaned
 
 
+class DeletedWithHistory:
+    """The delete confirmation of a schedule or hook names what is deleted and counts what goes
+    with it (its firings, its delivery ids), in one query each. Django's own listed every one of
+    those rows, and asked for a permission to delete them that no one has (they are read-only
+    history), so the page refused even the owner as soon as there was one."""
+
+    history: tuple[tuple[Any, str], ...] = ()
+
+    def get_deleted_objects(self, objs: Any, request: Any) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        objs = list(objs)
+        counts = {model._meta.verbose_name_plural: model.objects.filter(**{f"{parent}__in": objs}).count()
+                  for model, parent in self.history}
+        own = self.model._meta  # type: ignore[attr-defined]
+        # each selected row's own rule still holds (a hook: its owner only)
+        refused = {own.verbose_name} if any(not self.has_delete_permission(request, obj)  # type: ignore[attr-defined]
+                                            for obj in objs) else set()
+        return [str(obj) for obj in objs], {own.verbose_name_plural: len(objs),
+                                            **{name: n for name, n in counts.items() if n}}, refused, []
+
+
 @admin.register(Schedule)
-class ScheduleAdmin(BoundedListAdmin):
+class ScheduleAdmin(DeletedWithHistory, BoundedListAdmin):
+    history = ((ScheduleFiring, "schedule"),)
     form = ScheduleForm
     list_display = ["id", "workflow", "name", "cron", "timezone", "catch_up", "enabled", "owner", "updated_at"]
     list_columns = ["workflow__tag", "name", "cron", "timezone", "catch_up", "enabled", "owner__username", "updated_at"]
@@ -148,7 +169,8 @@ class HookForm(forms.ModelForm):
 
 
 @admin.register(Hook)
-class HookAdmin(BoundedListAdmin):
+class HookAdmin(DeletedWithHistory, BoundedListAdmin):
+    history = ((HookDelivery, "hook"),)
     form = HookForm
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]
     list_columns = ["workflow__tag", "name", "enabled", "owner__username", "last_delivery_at", "created_at"]

@@ -4,16 +4,18 @@ as form errors (never a 500), and what is saved or deleted goes through the serv
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.db.models import ProtectedError
 from django.test import Client
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
-from triggers.models import Hook, HookDelivery, Schedule
+from triggers.models import Hook, HookDelivery, Schedule, ScheduleFiring
 from triggers.services import hooks, schedules
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
@@ -206,3 +208,26 @@ def test_a_hook_is_deleted_in_the_admin_by_its_owner_only(admin_client: Client, 
     assert admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [h.pk for h in own[1:]],
                                           "post": "yes"}).status_code == 302
     assert list(Hook.objects.values_list("pk", flat=True)) == [theirs.pk]
+
+
+def test_a_schedule_or_hook_with_history_is_deleted_in_the_admin_with_it(admin_client: Client) -> None:
+    """Their firings and delivery ids are read-only history: Django asked for a permission to
+    delete them that no one has, so the owner's delete was refused once there was one (and the
+    confirmation listed every row)."""
+    root = User.objects.get(username="root")
+    workflow = workflow_save(owner=root, tag="push", definition=ONE).workflow
+    hook, _ = hooks.hook_create(owner=root, workflow=workflow)
+    schedule = schedules.schedule_create(owner=root, workflow=workflow, cron="0 3 * * *")
+    for i in range(3):
+        HookDelivery.objects.create(hook=hook, delivery_id=f"d{i}", signature=str(i) * 64)
+        ScheduleFiring.objects.create(schedule=schedule, fire_time=timezone.now() - timedelta(days=i),
+                                      fired_at=timezone.now(), outcome="started")
+
+    for page, history in ((f"/admin/triggers/hook/{hook.pk}/delete/", "hook deliverys: 3"),
+                          (f"/admin/triggers/schedule/{schedule.pk}/delete/", "schedule firings: 3")):
+        asked = admin_client.get(page)
+        assert asked.status_code == 200 and history in asked.content.decode().lower(), asked.content[-3000:]
+        assert admin_client.post(page, {"post": "yes"}).status_code == 302
+
+    assert not Hook.objects.exists() and not HookDelivery.objects.exists()
+    assert not Schedule.objects.exists() and not ScheduleFiring.objects.exists()
