@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import Q, QuerySet, TextField
-from django.db.models.functions import Cast, Length
+from django.db.models import Q, QuerySet
 
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
 from workflows.models import Run
-from workflows.selectors import Page, left_out
+from workflows.selectors import fill_within, measured
 from workflows.visibility import approver_names  # one definition of the names that ask a user
 
 
@@ -56,22 +54,13 @@ def approvals_listed(*, user: User, status: str | None = None, run: Run | None =
     if run is not None:
         qs = qs.filter(run=run)
     # each context is measured in the database and read only if it fits (``fill_contexts``)
-    return (qs.defer("context").annotate(context_bytes=Length(Cast("context", TextField())))
-            .prefetch_related("decisions", "deliveries"))
+    return measured(qs, "context").prefetch_related("decisions", "deliveries")
 
 
 def fill_contexts(approvals: list[Approval]) -> list[Approval]:
-    """A page of ``approvals_listed`` with each context read while they fit in one answer's budget
-    (``AOB_DETAILS_MAX_BYTES``); one that does not is a marker linking to its approval, so these
-    instances are for answering, never for saving."""
-    page = Page(settings.AOB_DETAILS_MAX_BYTES)
-    sizes: dict[int, int] = {a.pk: a.context_bytes for a in approvals}  # type: ignore[attr-defined]
-    fits = [pk for pk, size in sizes.items() if page.fits(size)]
-    read = dict(Approval.objects.filter(pk__in=fits).values_list("pk", "context")) if fits else {}
-    for approval in approvals:
-        approval.context = (read[approval.pk] if approval.pk in read
-                            else left_out(sizes[approval.pk], f"/api/v1/approvals/{approval.pk}"))
-    return approvals
+    """A page of ``approvals_listed`` with each context read while they fit one answer's budget;
+    past it, a marker linking to the approval (``workflows.selectors.fill_within``)."""
+    return fill_within(approvals, "context", lambda approval: f"/api/v1/approvals/{approval.pk}")
 
 
 def approval_for_node(*, user: User, run: Run, node_id: str) -> Approval:

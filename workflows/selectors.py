@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast, Length
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
@@ -112,8 +114,8 @@ def workflow_version_get(*, workflow: Workflow, seq: int) -> WorkflowVersion:
 
 
 def workflow_runs(*, workflow: Workflow, user: User, limit: int) -> QuerySet[Run]:
-    """The newest runs of ``workflow`` that ``user`` started."""
-    return runs_owned(user=user).filter(workflow=workflow).order_by("-created_at")[:limit]
+    """The newest runs of ``workflow`` that ``user`` started, their inputs ``measured``."""
+    return measured(runs_owned(user=user).filter(workflow=workflow), "inputs").order_by("-created_at")[:limit]
 
 
 def runs_visible(*, user: User) -> QuerySet[Run]:
@@ -155,6 +157,24 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     if not visibility.run_visible(run, user=user) or (change and not is_run_owner(run, user=user)):
         raise NotFound("run not found")
     return run
+
+
+def measured(qs: QuerySet[Any], field: str) -> QuerySet[Any]:
+    """Rows of a list with ``field`` (a JSON column) left in the database and its size measured
+    there, as ``<field>_bytes``: ``fill_within`` then reads the values that fit the answer."""
+    return qs.defer(field).annotate(**{f"{field}_bytes": Length(Cast(field, TextField()))})
+
+
+def fill_within(rows: list[Any], field: str, href: Callable[[Any], str]) -> list[Any]:
+    """A page of ``measured`` rows with ``field`` read while the values fit one answer's budget
+    (``AOB_DETAILS_MAX_BYTES``), in one statement; a value that does not is the marker linking to
+    ``href(row)``. The instances are for answering, never for saving."""
+    page = Page(settings.AOB_DETAILS_MAX_BYTES)
+    fits = [row.pk for row in rows if page.fits(getattr(row, f"{field}_bytes") or 0)]
+    read = dict(type(rows[0]).objects.filter(pk__in=fits).values_list("pk", field)) if fits else {}
+    for row in rows:
+        setattr(row, field, read[row.pk] if row.pk in read else left_out(getattr(row, f"{field}_bytes"), href(row)))
+    return rows
 
 
 def runs_for_list(*, user: User, owner: str | None) -> QuerySet[Run]:

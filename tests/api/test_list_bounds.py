@@ -208,3 +208,32 @@ def test_run_details_list_the_latest_patches_and_count_them_all(user: Any) -> No
     assert [p["seq"] for p in body["patches"]] == list(range(6, 106))
     assert body["patches"][0]["operations"] == operations(6, 0)
     assert api.get(f"{API}/runs/{run.pk}/patches", {"limit": 1000}).json()["count"] == 105
+
+
+def test_run_lists_carry_inputs_while_they_fit_and_the_web_list_reads_none(make_user: Any, settings: Any) -> None:
+    """A run's inputs reach AOB_MAX_RUN_INPUTS_BYTES (16 MiB) when a hook or a parent builds them,
+    and the lists answer up to 1,000 (API) or 500 (a workflow's runs) runs."""
+    owner = make_user("ann")
+    saved = workflow_save(owner=owner, tag="pad", definition=padded("pad", 1))
+    runs = [stored_run(owner) for _ in range(3)]
+    for i, run in enumerate(runs):
+        Run.objects.filter(pk=run.pk).update(inputs={"pad": "p" * 300_000}, workflow=saved.workflow,
+                                             created_at=timezone.now() - timezone.timedelta(minutes=3 - i))
+    settings.AOB_DETAILS_MAX_BYTES = 700_000  # two fit
+    api = client_for(owner)
+
+    for path in (f"{API}/runs", f"{API}/workflows/pad/runs"):
+        answer, _ = read(api, path)
+        listed = answer.json()["results"] if isinstance(answer.json(), dict) else answer.json()
+        assert len(answer.content) < 700_000 + 10_000
+        marked = [r for r in listed if r["inputs"].get("truncated")]
+        assert len(listed) == 3 and len(marked) == 1, path
+        assert marked[0]["inputs"]["href"] == f"{API}/runs/{marked[0]['run_id']}"
+        assert marked[0]["inputs"]["bytes"] > 300_000
+        assert api.get(marked[0]["inputs"]["href"]).json()["inputs"] == {"pad": "p" * 300_000}
+
+    web = Client()
+    web.force_login(owner)
+    page, statements = read(web, "/runs/")
+    assert page.content.count(b"/runs/") >= 3
+    assert not any('"workflows_run"."inputs"' in sql for sql in statements), statements

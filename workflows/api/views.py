@@ -238,8 +238,8 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], url_path="runs", pagination_class=None)
     def runs(self, request: Request, tag: str) -> Response:
         limit = query_int(request, "limit", 20, 1, 500)
-        qs = selectors.workflow_runs(workflow=self._get(tag), user=request.user, limit=limit)
-        return Response(s.RunOut(qs, many=True).data)
+        rows = list(selectors.workflow_runs(workflow=self._get(tag), user=request.user, limit=limit))
+        return Response(s.RunOut(selectors.fill_within(rows, "inputs", _run_href) if rows else [], many=True).data)
 
 
 # the hottest answers' serializers, kept per thread (serializers.RenderedPerThread)
@@ -260,6 +260,10 @@ def _start_once(request: Request, begin: Any) -> Response:
                                   endpoint=f"{request.method} {request.path}", body=request.data)
     answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=_run_started, begin=begin)
     return Response(answer, status=201 if created else 200)
+
+
+def _run_href(run: Run) -> str:
+    return f"/api/v1/runs/{run.pk}"
 
 
 class ArtifactView(APIView):
@@ -283,7 +287,11 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(parameters=filters.RUN_FILTER_PARAMETERS,
                    responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+        """A page of runs, each one's inputs while the page fits its byte budget, else a marker
+        linking to the run (``selectors.fill_within``)."""
+        page = self.paginate_queryset(selectors.measured(self.filter_queryset(self.get_queryset()), "inputs")) or []
+        rows = selectors.fill_within(page, "inputs", _run_href) if page else []
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
     def get_throttles(self) -> list[Any]:
         return run_start_throttles() if self.action == "create" else super().get_throttles()
