@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tests.api.test_list_bounds import patched_run
 from tests.conftest import stored_run
-from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, chromium_page
 from tests.web.test_builder import log_in
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
@@ -78,31 +78,26 @@ def test_the_runs_list_filters_by_workflow_and_date(web: str) -> None:
 
 
 def test_the_run_page_pages_its_patches_and_reads_operations_too_large_to_list(web: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     user = User.objects.create_user("patcher", password=PASSWORD)
     run = patched_run(user, [1100] + [0] * 51)  # the first past AOB_DETAILS_MAX_BYTES (1 MiB); 50 a page
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(20_000)
-        try:
-            log_in(page, web, "patcher")
-            page.goto(f"{web}/runs/{run.pk}/")
-            expect(page.locator("#patch-count")).to_have_text("52")
-            page.locator("#tab-patches").click()
-            cards = page.locator("#patches article.patch")
-            expect(cards).to_have_count(50)
-            expect(cards.nth(1).locator("pre.json")).to_contain_text("pad2")
-            first = cards.nth(0)
-            expect(first).to_contain_text("Too large to list")
-            first.get_by_role("button", name="Show them").click()
-            expect(first.locator("pre.json")).to_contain_text("pad1")
-            page.get_by_role("button", name="More patches (2 left)").click()
-            expect(cards).to_have_count(52)
-            expect(cards.nth(51)).to_contain_text("Patch 52")
-        finally:
-            browser.close()
+    with chromium_page("web-run-patches-failure.png") as (page, problems):
+        log_in(page, web, "patcher")
+        page.goto(f"{web}/runs/{run.pk}/")
+        expect(page.locator("#patch-count")).to_have_text("52")
+        page.locator("#tab-patches").click()
+        cards = page.locator("#patches article.patch")
+        expect(cards).to_have_count(50)
+        expect(cards.nth(1).locator("pre.json")).to_contain_text("pad2")
+        first = cards.nth(0)
+        expect(first).to_contain_text("Too large to list")
+        first.get_by_role("button", name="Show them").click()
+        expect(first.locator("pre.json")).to_contain_text("pad1")
+        page.get_by_role("button", name="More patches (2 left)").click()
+        expect(cards).to_have_count(52)
+        expect(cards.nth(51)).to_contain_text("Patch 52")
+        assert problems == []
 
 
 @pytest.mark.parametrize("path", ["/api/v1/docs/", "/api/v1/redoc/"])
