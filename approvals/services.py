@@ -22,13 +22,14 @@ from approvals.exceptions import (
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
 from approvals.selectors import is_approver
+from workflows.answers import Page, left_out, node_value_href
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
 from workflows.engine import events, locks, transitions
 from workflows.engine.execution import resume
+from workflows.limits import refuse_past
 from workflows.models import Artifact, Event, NodeRun, Run
 from workflows.models.artifact import canonical_json, size_of
-from workflows.selectors import Page, left_out, node_value_href
 from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     """Count one person's decision; settle the approval and resume the run when it is decided.
     Concurrent decisions serialize on the approval row, so it settles and routes once."""
     _check_comment(comment)
-    _check_data(data)
+    refuse_past(data, DATA_MAX_BYTES, field="data", error=FormDataInvalid)
     with transaction.atomic():
         run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
         approval = Approval.objects.select_for_update().select_related("run__owner").get(pk=approval.pk)
@@ -153,13 +154,6 @@ def _count(approval: Approval, *, user: User, approve: bool, comment: str, data:
         "settled": settled, "at": decision.at.isoformat()})])
     if settled:
         _settle(approval, settled, approved=settled == Approval.Status.APPROVED)
-
-
-def _check_data(data: Any) -> None:
-    size = size_of(canonical_json(data))
-    if size > DATA_MAX_BYTES:
-        raise FormDataInvalid(f"data is {size} bytes; at most {DATA_MAX_BYTES} are kept",
-                              extra={"field": "data", "rule": "max_bytes", "limit": DATA_MAX_BYTES})
 
 
 def _check_comment(comment: Any) -> None:

@@ -212,7 +212,7 @@ def test_an_owner_s_hooks_and_their_mappings_are_bounded_as_they_are_listed_with
     grown = api.patch(f"/api/v1/hooks/{made[0].json()['id']}", {"mapping": big}, format="json")
 
     assert too_big.status_code == 400 and too_big.json()["details"] == {"field": "mapping", "rule": "max_bytes",
-                                                                         "limit": 65536}
+                                                                         "limit": 65536, "size": 70_023}
     assert [r.status_code for r in made] == [201, 201, 400]
     assert made[-1].json()["details"] == {"field": "hooks", "rule": "max_hooks", "limit": 2}
     assert grown.status_code == 400 and grown.json()["details"]["rule"] == "max_bytes"

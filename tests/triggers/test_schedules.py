@@ -193,5 +193,5 @@ def test_a_schedule_s_inputs_are_bounded_as_it_is_listed_with_them(api, user):
 
     for refused in (made, grown):
         assert refused.status_code == 400, refused.json()
-        assert refused.json()["details"] == {"field": "inputs", "rule": "max_bytes", "limit": 65536}
+        assert refused.json()["details"] == {"field": "inputs", "rule": "max_bytes", "limit": 65536, "size": 70_011}
     assert Schedule.objects.get().inputs == {"name": "x"}

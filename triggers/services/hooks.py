@@ -37,7 +37,8 @@ from vault import crypto
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import resolve
-from workflows.models import Run, Workflow, canonical_json, size_of
+from workflows.limits import refuse_past
+from workflows.models import Run, Workflow
 
 from ..exceptions import HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery
@@ -59,10 +60,7 @@ MAPPING_MAX_BYTES = 64 * 1024
 def mapping_check(mapping: Any) -> dict[str, Any] | None:
     if mapping is None:
         return None
-    size = size_of(canonical_json(mapping))
-    if size > MAPPING_MAX_BYTES:
-        raise ValidationFailed(f"mapping is {size} bytes; at most {MAPPING_MAX_BYTES}",
-                               extra={"field": "mapping", "rule": "max_bytes", "limit": MAPPING_MAX_BYTES})
+    refuse_past(mapping, MAPPING_MAX_BYTES, field="mapping")
     if not isinstance(mapping, dict) or len(mapping) != 1 or next(iter(mapping)) not in ("cel", "template"):
         raise ValidationFailed('mapping is {"cel": "<expression>"} or {"template": <JSON>}',
                                extra={"field": "mapping", "rule": "mapping_shape"})

@@ -26,7 +26,8 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from aob_project.exceptions import AobError
-from workflows.models import Workflow, WorkflowVersion, canonical_json, size_of
+from workflows.limits import refuse_past
+from workflows.models import Workflow, WorkflowVersion
 
 from ..exceptions import ScheduleInvalid
 from ..models import Schedule, ScheduleFiring
@@ -83,10 +84,7 @@ INPUTS_MAX_BYTES = 64 * 1024
 
 
 def _check_inputs(inputs: Any) -> None:
-    size = size_of(canonical_json(inputs))
-    if size > INPUTS_MAX_BYTES:
-        raise ScheduleInvalid(f"inputs are {size} bytes; at most {INPUTS_MAX_BYTES}",
-                              extra={"field": "inputs", "rule": "max_bytes", "limit": INPUTS_MAX_BYTES})
+    refuse_past(inputs, INPUTS_MAX_BYTES, field="inputs", error=ScheduleInvalid)
 
 
 def _check_room(owner: User) -> None:

@@ -18,8 +18,8 @@ from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, transitions
 from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
+from workflows.limits import refuse_past
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, content_id
-from workflows.models.artifact import canonical_json, size_of
 from workflows.selectors import run_owner_check
 
 from .artifacts import artifact_store
@@ -42,12 +42,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
     if inputs:  # whoever starts it: the API (its body is capped), a hook's mapping, a parent run
-        size = size_of(canonical_json(inputs))
-        if size > settings.AOB_MAX_RUN_INPUTS_BYTES:
-            raise ValidationFailed(f"inputs are {size} bytes; at most {settings.AOB_MAX_RUN_INPUTS_BYTES} "
-                                   "(AOB_MAX_RUN_INPUTS_BYTES)", code="invalid_inputs",
-                                   extra={"field": "inputs", "rule": "max_bytes",
-                                          "limit": settings.AOB_MAX_RUN_INPUTS_BYTES, "size": size})
+        refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs", setting="AOB_MAX_RUN_INPUTS_BYTES",
+                    code="invalid_inputs")
     stored = bool(artifact_id)
     if not stored:
         artifact_id = content_id(definition) if isinstance(definition, dict) else ""
