@@ -356,6 +356,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(parameters=[int_parameter("after", 0)], responses={200: s.EventOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request: Request, pk: str) -> Response:
+        """The run's events after sequence number ``after``, in order, at most 1,000 an answer: ask
+        again with the last one's ``seq`` until fewer come (``ws/runs/<id>/`` follows them live)."""
         after = query_int(request, "after", 0, 0, 2**31 - 1)
         run = self._run(pk)
         return Response(s.EventOut(selectors.events_after(run=run, after=after), many=True).data)
