@@ -102,8 +102,11 @@ def workflow_with_last_run(*, workflow: Workflow) -> Workflow:
         "current_version__artifact", "owner").get()
 
 
-def workflow_versions(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
-    return WorkflowVersion.objects.filter(workflow=workflow).order_by("seq")
+def workflow_versions(*, workflow: Workflow, after: int = -1, limit: int = 1000) -> QuerySet[WorkflowVersion]:
+    """A workflow's versions after seq ``after`` (the first is 0), oldest first, at most ``limit``:
+    a workflow saved ten thousand times is read a page at a time, and its tag once."""
+    return WorkflowVersion.objects.filter(workflow=workflow, seq__gt=after).select_related("workflow").order_by(
+        "seq")[:limit]
 
 
 def workflow_version_get(*, workflow: Workflow, seq: int) -> WorkflowVersion:

@@ -16,6 +16,7 @@ from tests.api.factories import (
     with_url,
 )
 from workflows.models import Artifact, Workflow, WorkflowVersion
+from workflows.services.definitions import workflow_save
 
 SAVED_KEYS = {"artifact_id", "cas_id", "version_hash", "tag", "owner", "nodes_count", "edges_count", "created_at",
               "warnings"}
@@ -206,3 +207,21 @@ def test_unknown_request_fields_are_refused(api):
 
     assert body["details"]["field"] == "tagname"
     assert not Workflow.objects.exists()
+
+
+def test_versions_come_a_page_at_a_time_and_read_the_tag_once(api, user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
+    for i in range(5):
+        workflow_save(owner=user, tag="often", definition={**definition, "metadata": {"name": f"v{i}"}})
+
+    first = api.get(f"{API}/workflows/often/versions", {"limit": 2})
+    with CaptureQueriesContext(connection) as reads:
+        rest = api.get(f"{API}/workflows/often/versions", {"after": first.json()[-1]["seq"]})
+
+    assert [v["seq"] for v in first.json()] == [0, 1]
+    assert [v["seq"] for v in rest.json()] == [2, 3, 4] and {v["tag"] for v in rest.json()} == {"often"}
+    assert len(reads.captured_queries) == 3, [q["sql"][:160] for q in reads.captured_queries]  # token, tag, versions
+    assert [v["seq"] for v in api.get(f"{API}/workflows/often/versions").json()] == [0, 1, 2, 3, 4]

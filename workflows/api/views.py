@@ -208,10 +208,17 @@ class WorkflowViewSet(viewsets.GenericViewSet):
                                            description=data.validated_data["description"])
         return Response(s.WorkflowSavedOut(saved).data)
 
-    @extend_schema(responses={200: s.VersionOut(many=True), **ERRORS})
+    @extend_schema(parameters=[int_parameter("after", 0, "only versions with a greater seq (the first is 0)"),
+                               int_parameter("limit", 1, "at most this many (at most 1000)")],
+                   responses={200: s.VersionOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="versions", pagination_class=None)
     def versions(self, request: Request, tag: str) -> Response:
-        return Response(s.VersionOut(selectors.workflow_versions(workflow=self._get(tag)), many=True).data)
+        """The versions oldest first, at most ``limit`` (1,000) an answer: ask again with ``after``
+        the last one's ``seq`` until fewer come."""
+        after = query_int(request, "after", -1, 0, 2**31 - 1)  # absent: from the first, seq 0
+        limit = query_int(request, "limit", 1000, 1, 1000)
+        return Response(s.VersionOut(selectors.workflow_versions(workflow=self._get(tag), after=after, limit=limit),
+                                     many=True).data)
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.VersionOut, **ERRORS})
     @action(detail=True, methods=["get"], url_path=r"versions/(?P<seq>\d{1,9})")
