@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.conf import settings
 from django.test import Client
 
@@ -29,18 +28,6 @@ def add_after_refund(node_id: str) -> list[dict[str, Any]]:
             {"op": "add", "path": "/edges/-", "value": {"from": "refund", "to": node_id}}]
 
 
-@pytest.fixture
-def admin_user(make_user: Any) -> Any:
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(admin_user: Any) -> Client:
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
 def test_graph_diff_names_what_a_patch_added_removed_and_changed() -> None:
     before = {"nodes": [{"id": "a", "type": "transform"}, {"id": "b", "type": "http", "config": {"url": "x"}}],
               "edges": [{"from": "a", "to": "b"}]}
@@ -51,9 +38,9 @@ def test_graph_diff_names_what_a_patch_added_removed_and_changed() -> None:
         "edges added": ["b → c [$.ok]"], "edges removed": ["a → b"]}
 
 
-def test_pending_patches_are_approved_and_rejected_in_the_admin(engine: Any, admin_user: Any,
+def test_pending_patches_are_approved_and_rejected_in_the_admin(engine: Any, root: Any,
                                                                 admin_client: Client) -> None:
-    run = run_start(owner=admin_user, definition=HELD, inputs={"amount": 3, "customer": "Ada"})
+    run = run_start(owner=root, definition=HELD, inputs={"amount": 3, "customer": "Ada"})
     wait_for_run(run.pk, statuses={"waiting_for_approval"})
     kept = run_patch_propose(run=run, operations=add_after_refund("audit"), description="audit it", node_id="refund")
     dropped = run_patch_propose(run=run, operations=add_after_refund("spam"), description="spam", node_id="refund")
@@ -81,14 +68,14 @@ def test_pending_patches_are_approved_and_rejected_in_the_admin(engine: Any, adm
     assert dropped.status == RunPatch.Status.REJECTED
 
 
-def test_workflow_shows_its_versions_and_a_run_its_node_runs(admin_user: Any, admin_client: Client) -> None:
-    saved = workflow_save(owner=admin_user, tag="refunds", definition=APPROVAL, description="first")
-    workflow_save(owner=admin_user, tag="refunds", definition=HELD, description="second")
+def test_workflow_shows_its_versions_and_a_run_its_node_runs(root: Any, admin_client: Client) -> None:
+    saved = workflow_save(owner=root, tag="refunds", definition=APPROVAL, description="first")
+    workflow_save(owner=root, tag="refunds", definition=HELD, description="second")
     page = admin_client.get(f"/admin/workflows/workflow/{saved.workflow.pk}/change/").content.decode()
     assert "first" in page and "second" in page
     version = admin_client.get(f"/admin/workflows/workflowversion/{saved.version.pk}/change/").content.decode()
     assert "notify_rejected" in version
-    run = run_start(owner=admin_user, definition=APPROVAL, inputs={"amount": 1, "customer": "A"})
+    run = run_start(owner=root, definition=APPROVAL, inputs={"amount": 1, "customer": "A"})
     page = admin_client.get(f"/admin/workflows/run/{run.pk}/change/").content.decode()
     assert "Node runs" in page
     assert "cancel_runs" in admin_client.get("/admin/workflows/run/").content.decode()
