@@ -17,7 +17,7 @@ from django.db.models.functions import Cast, Length
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
 from workflows import visibility
-from workflows.answers import Page, json_size, left_out, node_value_href
+from workflows.answers import Page, json_size, left_out, node_value_href, run_href
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.results import run_result
@@ -358,7 +358,7 @@ DETAILS_PATCHES = 100
 def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     """The run with its result, its definitions, its latest ``DETAILS_PATCHES`` patches and the
     latest iteration of each node. The answer stays under ``AOB_DETAILS_MAX_BYTES`` (or less when
-    asked): the run's output, a node's input, output or attempt log, then a patch's operations,
+    asked): the run's inputs, its output, a node's input, output or attempt log, then a patch's operations,
     that would pass it is a marker linking to the rest; earlier iterations are paged by
     ``node_iterations``, the patches by ``GET /runs/{id}/patches``. Never more than one node run
     per node is read."""
@@ -378,10 +378,13 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
                 "created_at": p.created_at} for p in listed]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = Page(min(ceiling, max_bytes or ceiling))
-    # what is always there is spent first: the definitions, the patches but their operations, the
-    # run's inputs (all bounded when they were written)
-    page.spend(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches)
-               + json_size(run.inputs))
+    # the run's inputs first, while they fit (up to AOB_MAX_RUN_INPUTS_BYTES, read whole from the run)
+    size = json_size(run.inputs)
+    inputs_cut = not page.fits(size)
+    if inputs_cut:
+        run.inputs = left_out(size, run_href(run.pk))  # for this answer only, never saved
+    # then what is always there: the definitions, the patches but their operations (bounded when written)
+    page.spend(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches))
     # then the run's result, before the nodes' fields: RunResultOut renders what was read here
     result = run.result = run_result(run, page=page)  # type: ignore[attr-defined]
     rows = [latest[n] for n in ir.nodes if n in latest]
@@ -397,7 +400,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
             "patches_count": run.patch_seq, "patch_refusals": refusals,
-            "truncated": page.used > page.limit or result.truncated or any(
+            "truncated": inputs_cut or page.used > page.limit or result.truncated or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())
             or any(isinstance(p["operations"], dict) for p in patches)}
 

@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import client_for, stored_run
+from workflows.answers import json_size
 from workflows.models import Artifact, NodeRun, Run, RunPatch, WorkflowVersion
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import version_summary, workflow_save
@@ -117,20 +118,43 @@ def test_versions_saved_before_their_summary_get_it_from_their_definition(user: 
 
 # --- run details ---------------------------------------------------------------------------------
 
-def test_run_details_spend_what_they_always_carry_first(user: Any, settings: Any) -> None:
-    """The run's inputs (and definitions, and patches) are always in the answer; past the budget
-    on their own, no node field fits after them."""
+def test_run_details_spend_the_run_s_inputs_first(user: Any, settings: Any) -> None:
+    """The run's inputs are spent first (then the definitions and patches): once they fit, a node
+    field that would pass the budget after them is a marker."""
     run = stored_run(user)
-    Run.objects.filter(pk=run.pk).update(inputs={"pad": "i" * 600_000})
+    Run.objects.filter(pk=run.pk).update(inputs={"pad": "i" * 300_000})
     NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1,
                            input={}, output={"pad": "o" * 300_000})
     settings.AOB_DETAILS_MAX_BYTES = 500_000
 
     body = client_for(user).get(f"{API}/runs/{run.pk}/details").json()
 
+    assert body["run"]["inputs"] == {"pad": "i" * 300_000}
     [node] = body["nodes"]
     assert node["output"]["truncated"] is True and node["output"]["bytes"] > 300_000
     assert body["truncated"] is True
+
+
+def test_run_details_carry_inputs_past_the_budget_as_a_link_to_the_run(user: Any, settings: Any) -> None:
+    """Inputs reach AOB_MAX_RUN_INPUTS_BYTES (16 MiB) when a hook or a parent builds them; details,
+    which the run page polls, carries them only while they fit, else a marker linking to the run,
+    which answers them whole. The node's output then has the room."""
+    run = stored_run(user)
+    inputs = {"pad": "i" * 600_000}
+    Run.objects.filter(pk=run.pk).update(inputs=inputs)
+    NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1,
+                           input={}, output={"pad": "o" * 300_000})
+    settings.AOB_DETAILS_MAX_BYTES = 500_000
+    client = client_for(user)
+
+    body = client.get(f"{API}/runs/{run.pk}/details").json()
+
+    cut = body["run"]["inputs"]
+    assert cut == {"truncated": True, "bytes": json_size(inputs), "href": f"{API}/runs/{run.pk}"}
+    assert body["nodes"][0]["output"] == {"pad": "o" * 300_000}
+    assert body["truncated"] is True
+    assert client.get(cut["href"]).json()["inputs"] == inputs
+    assert Run.objects.get(pk=run.pk).inputs == inputs  # cut for the answer only
 
 
 # --- a run's patches -------------------------------------------------------------------------------

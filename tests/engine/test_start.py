@@ -115,3 +115,32 @@ def test_a_start_and_its_idempotency_key_commit_together(user: Any) -> None:
         run_start(owner=user, artifact_id=artifact_id, record=claim)
 
     assert Run.objects.count() == before
+
+
+def test_a_run_s_large_inputs_reach_its_first_event_as_a_link(user: Any) -> None:
+    """A run's inputs reach AOB_MAX_RUN_INPUTS_BYTES (16 MiB) when a hook or a parent builds them.
+    Its ``workflow_started`` event carries them up to ``EVENT_VALUE_MAX_BYTES``, else a marker
+    linking to the run, which answers them whole: the event row, its push and every page of
+    ``GET /runs/{id}/events`` stay small. Both ways of starting (one statement, the decision's)."""
+    from tests.conftest import client_for
+    from workflows.engine.events import EVENT_VALUE_MAX_BYTES
+
+    saved = workflow_save(owner=user, tag="big", definition={
+        "nodes": [{"id": "a", "type": "transform", "config": {"expression": "1", **Q}}], "edges": []})
+    artifact_id = saved.workflow.current_version.artifact_id
+    small, large = {"pad": "s" * 1000}, {"pad": "l" * EVENT_VALUE_MAX_BYTES}
+    client = client_for(user)
+
+    for start in (lambda inputs: run_start(owner=user, artifact_id=artifact_id, inputs=inputs),
+                  lambda inputs: decision_path(user, artifact_id, inputs)):
+        shown = {}
+        for name, inputs in (("small", small), ("large", large)):
+            run = start(inputs)
+            [event] = client.get(f"/api/v1/runs/{run.pk}/events").json()
+            assert event["type"] == "workflow_started"
+            shown[name] = event["data"]["inputs"]
+            assert Run.objects.get(pk=run.pk).inputs == inputs
+            assert client.get(f"/api/v1/runs/{run.pk}").json()["inputs"] == inputs
+        assert shown["small"] == small
+        assert shown["large"]["truncated"] is True and shown["large"]["bytes"] > EVENT_VALUE_MAX_BYTES
+        assert client.get(shown["large"]["href"]).json()["inputs"] == large

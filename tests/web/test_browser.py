@@ -361,3 +361,25 @@ def test_the_ceiling_being_typed_survives_the_node_running_between_two_budget_pa
     run = wait_for_run(run_id)
     assert run.budget["max_cost_usd"] == 25 and len(fake_llm.requests) == 2
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_run_s_inputs_past_the_details_budget_are_a_link_in_the_run_page(web: str) -> None:
+    """The run page polls details: inputs past its byte budget (AOB_DETAILS_MAX_BYTES, 1 MiB) come
+    as a marker, and the header shows their size linking to the run, which answers them whole."""
+    from playwright.sync_api import expect
+
+    from tests.conftest import stored_run
+
+    user = User.objects.create_user("inputs", password=PASSWORD)
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(inputs={"pad": "x" * (settings.AOB_DETAILS_MAX_BYTES + 1)})
+
+    with chromium_page("web-run-inputs-failure.png") as (page, problems):
+        log_in(page, web, "inputs", f"/runs/{run.pk}/")
+        link = page.locator("#run-meta a", has_text="bytes)")
+        expect(link).to_have_attribute("href", f"/api/v1/runs/{run.pk}")
+        expect(page.locator("#run-meta")).not_to_contain_text("xxxx")
+        whole = page.request.get(f"{web}/api/v1/runs/{run.pk}").json()["inputs"]["pad"]
+    assert len(whole) == settings.AOB_DETAILS_MAX_BYTES + 1
+    assert problems == []

@@ -453,7 +453,7 @@ class RunDetailsOut(serializers.Serializer):
     nodes = NodeDetailOut(many=True)
     patches = PatchSummaryOut(many=True, help_text="the latest 100 patches, in order (GET /runs/{id}/patches: all)")
     patches_count = serializers.IntegerField(help_text="how many patches the run has")
-    # the run's output, a node field or a patch's operations is a {"truncated": true, "bytes", "href"} marker
+    # the run's inputs or output, a node field or a patch's operations is a {"truncated": true, "bytes", "href"} marker
     truncated = serializers.BooleanField()
     patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
 

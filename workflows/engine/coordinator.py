@@ -212,7 +212,8 @@ def _plan_start(run: Run, node_runs: list[NodeRun]) -> tuple[IR, State, Plan]:
     state.started_at = state.started_at or state.now  # a run not stored yet starts now
     # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`;
     # the budget bounds the inline nodes it evaluates, the rest goes on in the coordinator
-    return ir, state, planner.plan_start(ir, state, run.inputs, run.current_artifact_id, budget=pure.Budget())
+    return ir, state, planner.plan_start(ir, state, events.shown_inputs(run), run.current_artifact_id,
+                                         budget=pure.Budget())
 
 
 def refresh(run: Run) -> None:

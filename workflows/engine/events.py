@@ -14,9 +14,21 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from aob_project.context import current_request_id
+from workflows.answers import run_href, within
 from workflows.models import Event
 
 logger = logging.getLogger(__name__)
+
+
+# An event's value that may be large (a run's inputs, up to AOB_MAX_RUN_INPUTS_BYTES) is carried
+# up to this many bytes, else a marker linking to it whole: every event stays small in the
+# database, in the pushes and in GET /runs/{id}/events' pages of 1,000.
+EVENT_VALUE_MAX_BYTES = 64 * 1024
+
+
+def shown_inputs(run: Any) -> Any:
+    """A run's inputs as its ``workflow_started`` event carries them (``EVENT_VALUE_MAX_BYTES``)."""
+    return within(run.inputs, EVENT_VALUE_MAX_BYTES, run_href(run.pk)) if run.inputs else run.inputs
 
 
 def reserve_seq(run_id: Any, count: int) -> int:

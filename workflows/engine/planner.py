@@ -544,7 +544,8 @@ def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None, 
 
 def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str,
                evaluate: Evaluate | None = None, budget: Budget | None = None) -> Plan:
-    """A new run: consume the node runs a replay reused (in graph order), emit the entry nodes."""
+    """A new run: consume the node runs a replay reused (in graph order), emit the entry nodes.
+    ``inputs``: the run's inputs as its ``workflow_started`` event shows them (``events.shown_inputs``)."""
     planner = _Planner(ir, state, evaluate, budget)
     planner.unsent = {t.pk for t in state.tokens if t.reused and t.pk is not None}
     planner.event(Event.Type.WORKFLOW_STARTED, "", inputs=inputs, artifact_id=artifact_id)

@@ -76,6 +76,18 @@ function currentNodes() {
   return state.details ? state.details.nodes.filter((n) => ACTIVE.has(n.status)) : [];
 }
 
+// the run's inputs in its header line: the first characters, or past details' byte budget a link
+// to where they are read whole (the marker's href)
+function inputsShown(run) {
+  const inputs = run.inputs || {};
+  if (inputs.truncated === true && inputs.href && state.details.truncated) {
+    return [" · inputs ", el("a", { href: inputs.href }, `(${inputs.bytes} bytes)`)];
+  }
+  if (!Object.keys(inputs).length) return [];
+  const text = JSON.stringify(inputs);
+  return [` · inputs ${text.length > 300 ? `${text.slice(0, 300)}…` : text}`];
+}
+
 function render() {
   const { run } = state.details;
   const status = $("run-status");
@@ -86,8 +98,7 @@ function render() {
   const meta = [`created ${fmtTime(run.created_at)}`];
   if (run.started_at) meta.push(`started ${fmtTime(run.started_at)}`);
   if (run.finished_at) meta.push(`finished ${fmtTime(run.finished_at)}`);
-  const inputs = Object.keys(run.inputs || {}).length ? ` · inputs ${JSON.stringify(run.inputs)}` : "";
-  setChildren($("run-meta"), meta.join(" · ") + inputs,
+  setChildren($("run-meta"), meta.join(" · "), ...inputsShown(run),
     run.replay_of ? el("span", {}, " · replay of ", el("a", { href: `/runs/${run.replay_of}/` }, run.replay_of.slice(0, 8)),
       run.replay_from_node ? ` from ${run.replay_from_node}` : "") : "");
   if (run.error) showAlert($("run-alert"), `Run failed: ${run.error.message || JSON.stringify(run.error)}`
