@@ -36,6 +36,7 @@ from workflows.definition.expressions import ExpressionError, evaluate, fields_r
 from workflows.definition.ir import IR
 from workflows.definition.references import ConfigTooLarge, referenced_nodes, resolve
 from workflows.engine.coordinator import load_ir
+from workflows.engine.execution import bounded_error
 from workflows.engine.outputs import NonJSONOutput, strict_json
 from workflows.models import Event, NodeRun, Run
 
@@ -128,7 +129,7 @@ def _reads(ir: IR, spec: dict[str, Any]) -> list[str]:
 
 
 def _failed(error_type: str, rule: str, message: str) -> dict[str, Any]:
-    return {"error_type": error_type, "rule": rule, "message": f"metadata.output: {message}"}
+    return bounded_error({"error_type": error_type, "rule": rule, "message": f"metadata.output: {message}"})
 
 
 def _read_for(run: Run, ir: IR, spec: dict[str, Any], budget: int) -> tuple[list[_Latest], dict[str, Any] | None]:

@@ -1,0 +1,48 @@
+"""A node's error is bounded where it is made (``execution.bounded_error``): an exception's text
+can carry a value the node read (CEL names a missing key, and a key can be 16 MiB of a run's
+inputs), and the error is copied into the node run, its ``node_failed`` event, the run's error
+(in every run a list answers, 1,000 a page) and a parent's error. Through the real workers, on
+both paths a transform takes (a worker, the decision)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.engine.flow import node_runs, run_to_end, transform, unique
+from workflows.engine.execution import ERROR_MAX_BYTES
+from workflows.models import Event
+
+
+def size(value: Any) -> int:
+    return len(json.dumps(value))
+
+
+def test_a_node_error_naming_a_large_value_is_stored_bounded(engine, api) -> None:
+    key = "k" * 600_000  # the API's body is at most 1 MiB; a hook or a parent can build 16 MiB
+    for pure in (False, True):
+        node_id = unique("lookup")
+        run = run_to_end(api, {"nodes": [transform(node_id, "inputs.table[inputs.key]", pure=pure)], "edges": []},
+                         {"table": {}, "key": key})
+
+        assert run.status == "failed"
+        error = node_runs(run)[node_id].error
+        assert error["error_type"] == "ExpressionError" and error["truncated"] is True
+        assert "KeyError: 'kkkk" in error["message"] and "characters in all" in error["message"]
+        [failed] = Event.objects.filter(run=run, type="node_failed")
+        for stored in (error, failed.data["error"], run.error):
+            assert size(stored) <= ERROR_MAX_BYTES, (pure, size(stored))
+        listed = api.get("/api/v1/runs", {"limit": 1}).json()["results"][0]
+        assert listed["run_id"] == str(run.pk) and size(listed["error"]) <= ERROR_MAX_BYTES
+
+
+def test_an_error_past_the_bound_keeps_its_type_the_start_of_its_message_and_its_small_fields() -> None:
+    from workflows.engine.execution import bounded_error
+
+    small = {"error_type": "AgentLoop", "message": "m", "reason": "excessive_agent_nodes"}
+    assert bounded_error(small) is small
+    cut = bounded_error({**small, "message": "x" * 50_000, "tool_calls": [{"arguments": "a" * 9_000}]})
+    assert cut == {"error_type": "AgentLoop", "message": "x" * 2000 + "… (50000 characters in all)",
+                   "reason": "excessive_agent_nodes", "tool_calls": {"truncated": True, "bytes": 9_018},
+                   "truncated": True}
+    assert size(cut) <= ERROR_MAX_BYTES
