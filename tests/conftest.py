@@ -202,7 +202,7 @@ def wait_for_run(run_id: Any, timeout: float = 30.0, statuses: set[str] = TERMIN
     deadline = time.monotonic() + timeout
     while True:
         run = Run.objects.get(pk=run_id)
-        if run.status in statuses:
+        if run.status in statuses and not run.output_pending:  # a metadata.output is stored after
             return run
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")

@@ -8,16 +8,21 @@ A run's **output** is, when its definition sets ``metadata.output``, that expres
 latest output of each node; otherwise the outputs of its terminal nodes (no outgoing edge) that
 completed, keyed by node id. Only a completed run has an output.
 
+``metadata.output`` is computed **once**, by a worker, after the run completes (``store_output``,
+asked for by the decision that completes the run, and by the sweeper while it is pending): from at
+most ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of node outputs, under the CEL deadline, stored as an
+artifact (or the error naming the rule it broke) with an ``output_computed`` event. No answer
+evaluates it: clients poll ``GET /runs/{id}``, and an evaluation (converting 16 MiB of outputs to
+CEL values takes seconds) in a web process would hold it for everyone. Until it is stored an
+answer says ``output_pending`` (``Run.output_asked_at`` is set).
+
 Clients poll ``GET /runs/{id}``, so what one answer costs is bounded whatever the run holds: only
-the latest completed iteration of each node the output reads is read (one statement), and its
-outputs only within a byte budget, measured in the database first. In an answer (``run_result``)
-a terminal node's output goes in while it fits the answer's ``Page`` (``AOB_DETAILS_MAX_BYTES``),
-else a ``left_out`` marker links to its artifact; ``metadata.output`` is computed only from at most
-``AOB_DETAILS_MAX_BYTES`` of node outputs (converting them to CEL values happens before the
-expression's deadline starts) and goes in while it fits, else the marker links to
-``GET /runs/{id}/output``, which computes it once from at most ``AOB_MAX_RESOLVED_CONFIG_BYTES``
-(``run_output_text``). An output that cannot be computed is an ``error`` naming the rule it broke,
-never an exception: the run is still answered.
+the latest completed iteration of each terminal node is read (one statement), and its output only
+within the answer's ``Page`` (``AOB_DETAILS_MAX_BYTES``), measured in the database first, else a
+``left_out`` marker links to its artifact; a stored ``metadata.output`` goes in while it fits,
+else the marker links to ``GET /runs/{id}/output``, which answers it whole (``run_output_text``).
+An output that cannot be computed is an ``error`` naming the rule it broke, never an exception:
+the run is still answered.
 """
 
 from __future__ import annotations
@@ -27,18 +32,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from workflows.answers import Page, json_size, left_out, node_value_href
 from workflows.definition.expressions import ExpressionError, evaluate, fields_read
 from workflows.definition.ir import IR
 from workflows.definition.references import ConfigTooLarge, referenced_nodes, resolve
+from workflows.engine import events
+from workflows.engine.artifacts import keep_artifacts
 from workflows.engine.coordinator import load_ir
 from workflows.engine.execution import bounded_error
 from workflows.engine.outputs import NonJSONOutput, strict_json
-from workflows.models import Event, NodeRun, Run
+from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 
 # The most node runs a timeline lists (a loop of many iterations); the rest are counted, not sent.
 TIMELINE_MAX_ITEMS = 2000
@@ -104,15 +112,11 @@ class Result:
     output: Any = None
     error: dict[str, Any] | None = None
     truncated: bool = False
+    pending: bool = False  # metadata.output is still to be computed (``store_output``)
 
 
 def output_href(run: Run) -> str:
     return f"/api/v1/runs/{run.pk}/output"
-
-
-def _spec(ir: IR) -> dict[str, Any] | None:
-    spec = (ir.metadata or {}).get("output")
-    return spec if isinstance(spec, dict) and ("expression" in spec or "template" in spec) else None
 
 
 def _terminal(ir: IR) -> list[str]:
@@ -169,57 +173,100 @@ def _computed(spec: dict[str, Any], inputs: dict[str, Any], rows: list[_Latest])
 def run_result(run: Run, *, page: Page | None = None) -> Result:
     """The run's output as an answer carries it: what fits ``page`` (the answer's budget, shared
     with what else it carries; by default ``AOB_DETAILS_MAX_BYTES`` after the run's inputs, as
-    ``GET /runs/{id}`` answers), markers for the rest."""
+    ``GET /runs/{id}`` answers), markers for the rest. ``metadata.output`` is read as stored."""
     if run.status != Run.Status.COMPLETED:
         return Result()
     if page is None:
         page = Page(settings.AOB_DETAILS_MAX_BYTES)
         page.fits(json_size(run.inputs))
     ir = load_ir(run)
-    spec = _spec(ir)
-    if spec is None:
-        output: dict[str, Any] = {}
-        truncated = False
-        for row in _latest(run, _terminal(ir), budget=page.left(), whole=False):
-            if row.text is not None and page.fits(row.bytes):
-                output[row.node_id] = json.loads(row.text)
-            else:  # one node's output: read whole as its artifact
-                truncated = True
-                output[row.node_id] = left_out(row.bytes, node_value_href(
-                    run_id=run.pk, node_id=row.node_id, iteration=row.iteration, artifact_id=row.artifact_id))
-        return Result(output, truncated=truncated)
-    rows, error = _read_for(run, ir, spec, settings.AOB_DETAILS_MAX_BYTES)
-    if error is not None:
-        return Result(error=error)
-    if any(r.text is None for r in rows):  # computed from more than an answer reads: only at its href
-        return Result(left_out(sum(r.bytes for r in rows), output_href(run)), truncated=True)
-    value, error = _computed(spec, run.inputs, rows)
-    if error is not None:
-        return Result(error=error)
-    size = json_size(value)
-    return Result(value) if page.fits(size) else Result(left_out(size, output_href(run)), truncated=True)
+    if ir.output_spec is not None:
+        return _stored(run, page)
+    output: dict[str, Any] = {}
+    truncated = False
+    for row in _latest(run, _terminal(ir), budget=page.left(), whole=False):
+        if row.text is not None and page.fits(row.bytes):
+            output[row.node_id] = json.loads(row.text)
+        else:  # one node's output: read whole as its artifact
+            truncated = True
+            output[row.node_id] = left_out(row.bytes, node_value_href(
+                run_id=run.pk, node_id=row.node_id, iteration=row.iteration, artifact_id=row.artifact_id))
+    return Result(output, truncated=truncated)
+
+
+# A stored output's size, and its JSON text while it fits what is left of the answer
+_STORED = "SELECT size_bytes, CASE WHEN size_bytes <= %s THEN content::text END FROM workflows_artifact WHERE id = %s"
+
+
+def _stored(run: Run, page: Page) -> Result:
+    if run.output_pending:
+        return Result(pending=True)
+    if run.output_artifact_id is None:
+        return Result(error=run.output_error)
+    with connection.cursor() as cursor:
+        cursor.execute(_STORED, [page.left(), run.output_artifact_id])
+        size, text = cursor.fetchone()
+    if text is not None and page.fits(size):
+        return Result(json.loads(text))
+    return Result(left_out(size, output_href(run)), truncated=True)
 
 
 def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
     """The run's output whole, as JSON text, or why it could not be computed (``GET
-    /runs/{id}/output``, where the markers of ``run_result`` lead). The terminal nodes' outputs are
-    joined as the database writes them, never parsed (their sum is bounded by
-    ``AOB_MAX_RUN_OUTPUT_BYTES``); ``metadata.output`` is computed once, from at most
-    ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of node outputs."""
+    /runs/{id}/output``, where the markers of ``run_result`` lead): ``null`` until it is stored.
+    The terminal nodes' outputs, and a stored ``metadata.output``, are the database's JSON text,
+    never parsed (the terminal outputs' sum is bounded by ``AOB_MAX_RUN_OUTPUT_BYTES``)."""
     if run.status != Run.Status.COMPLETED:
         return "null", None
     ir = load_ir(run)
-    spec = _spec(ir)
-    if spec is None:
+    if ir.output_spec is None:
         rows = _latest(run, _terminal(ir), budget=2**62, whole=True)
         return "{" + ",".join(f"{json.dumps(r.node_id)}:{r.text}" for r in rows) + "}", None
+    if run.output_artifact_id is None:
+        return "null", None if run.output_pending else run.output_error
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT content::text FROM workflows_artifact WHERE id = %s", [run.output_artifact_id])
+        return cursor.fetchone()[0], None
+
+
+def compute_output(run: Run) -> tuple[Any, dict[str, Any] | None]:
+    """``metadata.output`` over the run's latest node outputs (at most
+    ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of them), or why it cannot be computed. A worker's work
+    (``store_output``), never an answer's."""
+    ir = load_ir(run)
+    spec = ir.output_spec
+    if spec is None:
+        return None, None
     rows, error = _read_for(run, ir, spec, settings.AOB_MAX_RESOLVED_CONFIG_BYTES)
     if error is not None:
-        return "null", error
-    value, error = _computed(spec, run.inputs, rows)
-    if error is not None:
-        return "null", error
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False), None
+        return None, error
+    return _computed(spec, run.inputs, rows)
+
+
+def store_output(run_id: str) -> bool:
+    """Compute a completed run's pending ``metadata.output`` and store it (an artifact, or the
+    error), with an ``output_computed`` event; False when it was not pending (stored already: a
+    repeated message, or the sweeper's and the decision's both arrived)."""
+    run = Run.objects.filter(pk=run_id, output_asked_at__isnull=False).first()
+    if run is None:
+        return False
+    try:
+        value, error = compute_output(run)
+    except SoftTimeLimitExceeded:  # stored as its error: asking again would take as long
+        value, error = None, _failed("OutputTimeout", "time_limit", f"not computed within the worker's "
+                                     f"{settings.AOB_OUTPUT_TIME_LIMIT_S} s (AOB_OUTPUT_TIME_LIMIT_S)")
+    with transaction.atomic():
+        artifact_id, data = None, {"error_type": error["error_type"]} if error else {}
+        if error is None:
+            text = canonical_json(value)
+            artifact_id = text_id(text)
+            keep_artifacts({artifact_id: (Artifact.Kind.NODE_IO, text)})
+            data = {"artifact_id": artifact_id, "bytes": size_of(text)}
+        if not Run.objects.filter(pk=run_id, output_asked_at__isnull=False).update(
+                output_asked_at=None, output_artifact_id=artifact_id, output_error=error):
+            return False
+        events.append(run.pk, run.owner_id, [(Event.Type.OUTPUT_COMPUTED, "", data)])
+    return True
 
 
 def run_timeline(*, run: Run) -> dict[str, Any]:

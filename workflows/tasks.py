@@ -7,6 +7,7 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from workflows import results
 from workflows.engine import coordinator, events, poison, sweeper
 from workflows.engine.completion import Completion
 
@@ -40,3 +41,9 @@ def coordinate(result: Any, node_run_id: int) -> None:
 @shared_task(name="workflows.sweep", acks_late=True, ignore_result=True, expires=30)
 def sweep() -> dict[str, int]:
     return sweeper.sweep()
+
+
+@shared_task(name="workflows.run_output", acks_late=True, ignore_result=True)
+def run_output(run_id: str) -> bool:
+    """A completed run's ``metadata.output``, computed once and stored (``results.store_output``)."""
+    return results.store_output(run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,7 +12,7 @@ import click
 from .client import segment
 from .output import dumps, duration_text, short_time, table
 from .session import Session, json_file_or_text, json_object, names_a_file, pass_session, read_json_file
-from .watch import events_all, run_follow
+from .watch import POLL_INTERVAL_S, events_all, run_follow
 
 RUN_STATUSES = ("queued", "running", "waiting_for_approval", "completed", "failed", "cancelled")
 WATCH_HELP = "Then follow its events; exit 0 completed, 1 failed, 2 cancelled."
@@ -45,6 +46,9 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
     code = run_follow(client=session.client, run_id=run_id, after=after, on_event=on_event, use_ws=not poll)
     if not session.output.json:
         run = session.client.get(_run_path(run_id))
+        while run.get("output_pending"):  # a worker computes metadata.output after the run completes
+            time.sleep(POLL_INTERVAL_S)
+            run = session.client.get(_run_path(run_id))
         click.echo(f"{run['status']} in {duration_text(run.get('duration_ms'))}")
         if run.get("output_error"):
             click.echo(f"output error: {_error_text(run['output_error'])}")

@@ -48,7 +48,7 @@ def wait_all(run_ids: list[str], timeout: float = 60.0) -> list[Run]:
     deadline = time.monotonic() + timeout
     while True:
         runs = list(Run.objects.filter(pk__in=run_ids))
-        if all(r.status in TERMINAL for r in runs):
+        if all(r.status in TERMINAL and not r.output_pending for r in runs):
             return runs
         if time.monotonic() > deadline:
             late = Counter(r.status for r in runs if r.status not in TERMINAL)

@@ -14,6 +14,10 @@ so a test flips them for every process of its stack at once:
   process that died between the release's commit and its wake); ``aob:test:budget_sweep_off``:
   ``agents.sweep`` finds none either, the negative control of that backstop
   (tests/subflows/test_subflow_budget.py);
+- ``aob:test:drop_outputs``: while set, the ask for a completed run's ``metadata.output`` that the
+  completing decision sends after its commit is dropped (a crash between commit and send); the
+  sweeper's ask (``sweeper.ask_for_outputs``) must find it; ``aob:test:output_sweep_off``: that
+  pass finds none, its negative control (tests/engine/test_output_stored.py);
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
   engine would;
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
@@ -49,7 +53,17 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     from workflows.models import NodeRun
 
     publish_now, sweep, coordinate = dispatch.publish_now, sweeper.sweep, coordinator.coordinate
-    undecided_parks = sweeper.undecided_parks
+    undecided_parks, compute_output_now, ask_for_outputs = (sweeper.undecided_parks, dispatch.compute_output_now,
+                                                            sweeper.ask_for_outputs)
+
+    def dropping_output(run_id: str) -> None:
+        if _redis().exists("aob:test:drop_outputs"):
+            logger.warning("dispatch.output_dropped_by_test_hook", extra={"run_id": run_id})
+            return
+        compute_output_now(run_id)
+
+    def switchable_ask_for_outputs(now: Any) -> int:
+        return 0 if _redis().exists("aob:test:output_sweep_off") else ask_for_outputs(now)
 
     def dropping_publish(item: Any) -> None:
         if _redis().delete(f"aob:test:drop_publish:{item.node_id}"):
@@ -94,6 +108,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
 
     wrapped = [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
                (sweeper, "undecided_parks", switchable_undecided_parks),
+               (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
                (budget, "wake", switchable_wake), (budget, "sweep_paused", switchable_sweep_paused),
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
                (heartbeat._Beat, "interrupt", switchable_interrupt)]

@@ -356,17 +356,21 @@ class RunOut(FieldsBuiltOnce):
 
 
 class RunResultOut(RunOut):
-    """A run with its result: ``output`` (``metadata.output`` evaluated, else the terminal nodes'
-    outputs by node id; null until the run completes) and ``output_error`` when that failed. The
-    output is carried while it fits the answer's byte budget (``workflows.results.run_result``):
-    the run's selector may have read it already (details, sharing one budget with the nodes, sets
+    """A run with its result: ``output`` (``metadata.output`` as a worker computed and stored it
+    once the run completed, else the terminal nodes' outputs by node id; null until the run
+    completes, and while ``output_pending``) and ``output_error`` when that failed. The output is
+    carried while it fits the answer's byte budget (``workflows.results.run_result``): the run's
+    selector may have read it already (details, sharing one budget with the nodes, sets
     ``run.result``); else it is read here, once per answer."""
 
     output = serializers.SerializerMethodField()
     output_error = serializers.SerializerMethodField()
+    output_pending = serializers.SerializerMethodField(help_text=(
+        "the run completed and a worker is computing its metadata.output (an output_computed event "
+        "follows); output is null until then"))
 
     class Meta(RunOut.Meta):
-        fields = [*RunOut.Meta.fields, "output", "output_error"]
+        fields = [*RunOut.Meta.fields, "output", "output_error", "output_pending"]
 
     def _result(self, run: Run) -> Result:
         cache = self.context.setdefault("_results", {})
@@ -386,6 +390,9 @@ class RunResultOut(RunOut):
     def get_output_error(self, run: Run) -> Any:
         return self._result(run).error
 
+    def get_output_pending(self, run: Run) -> bool:
+        return self._result(run).pending
+
 
 class RunOutputOut(serializers.Serializer):
     """``GET /runs/{id}/output``: the run's output whole, where the markers of ``GET /runs/{id}``
@@ -394,6 +401,7 @@ class RunOutputOut(serializers.Serializer):
     run_id = serializers.UUIDField()
     output = serializers.JSONField(allow_null=True, help_text="any JSON value")
     output_error = serializers.JSONField(allow_null=True, help_text="{error_type, rule, message}")
+    output_pending = serializers.BooleanField(help_text="metadata.output is still being computed: null until then")
 
 
 class NodeDetailOut(serializers.Serializer):

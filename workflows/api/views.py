@@ -337,11 +337,12 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def output(self, request: Request, pk: str) -> HttpResponse:
         """The run's output whole: where the run's and its details' markers lead once it passes
-        their byte budget. Computed once and written as it is read: the terminal nodes' outputs
-        are the database's own JSON text, joined, never parsed (``results.run_output_text``)."""
+        their byte budget. Written as it is read: the terminal nodes' outputs, or the stored
+        ``metadata.output``, are the database's own JSON text, never parsed (``results.run_output_text``)."""
         run = self._run(pk)
         text, error = results.run_output_text(run)
-        body = f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)}}}'
+        pending = json.dumps(run.output_pending)
+        body = f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)},"output_pending":{pending}}}'
         return HttpResponse(body.encode(), content_type="application/json")
 
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})

@@ -59,6 +59,12 @@ class IR:
     loops: dict[str, Loop] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def output_spec(self) -> dict[str, Any] | None:
+        """``metadata.output`` (an ``expression`` or a ``template``), when the definition sets one."""
+        spec = (self.metadata or {}).get("output")
+        return spec if isinstance(spec, dict) and ("expression" in spec or "template" in spec) else None
+
     def predecessors(self, node_id: str) -> list[str]:
         return [e.source for e in self.in_edges[node_id]]
 

@@ -25,7 +25,7 @@ from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
 from . import events, hooks, planner, pure, steps, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
-from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
+from .dispatch import Dispatch, compute_output_after_commit, coordinate_after_commit, publish_after_commit
 from .planner import Plan, State, Token
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
             cancel_approvals(run.pk, now)
         if plan.run_finished:
             hooks.run_finished(run.pk, plan.run_finished)
+        if plan.run.get("output_asked_at"):
+            compute_output_after_commit(str(run.pk))
     events.append(run.pk, run.owner_id, plan.events)
     _publish_after_commit(run, ir, new)
     if plan.continued:  # the budget was spent: each goes on in a decision of its own

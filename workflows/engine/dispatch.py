@@ -106,3 +106,21 @@ def coordinate_later(node_run_id: int, countdown_s: float = 0.0) -> None:
         app.send_task("workflows.coordinate", args=[None, node_run_id], countdown=countdown_s or None)
     except Exception:
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})
+
+
+OUTPUT_TASK = "workflows.run_output"
+
+
+def compute_output_now(run_id: str) -> None:
+    """Ask a worker to compute a completed run's ``metadata.output`` (``workflows.results.store_output``),
+    on the queue of the node type whose work it is like: ``transform``, pure and bounded."""
+    soft = settings.AOB_OUTPUT_TIME_LIMIT_S
+    try:
+        app.send_task(OUTPUT_TASK, args=[run_id], queue=registry.queue_for("transform"),
+                      soft_time_limit=soft, time_limit=soft + 10)
+    except Exception:  # the sweeper asks again for an output still pending
+        logger.exception("dispatch.output_failed", extra={"run_id": run_id})
+
+
+def compute_output_after_commit(run_id: str) -> None:
+    transaction.on_commit(lambda: compute_output_now(run_id))

@@ -492,7 +492,9 @@ class _Planner:
                       if t.status in ACTIVE or (t.status in FINISHED and not t.consumed)]
         # an agent's patch held for approval may still grow the run: wait for the decision
         if not unfinished and not self.state.patch_pending:
-            self._set_run(status=Run.Status.COMPLETED, finished_at=self.now)
+            # a metadata.output is computed after the commit, by a worker (workflows.results.store_output)
+            self._set_run(status=Run.Status.COMPLETED, finished_at=self.now,
+                          **({"output_asked_at": self.now} if self.ir.output_spec else {}))
             start = self.state.started_at
             duration = int((self.now - start).total_seconds() * 1000) if start else None
             self.event(Event.Type.WORKFLOW_COMPLETED, "", duration_ms=duration)
@@ -700,8 +702,9 @@ def _plain_step(ir: IR, node_id: str) -> PlainStep | None:
     if not ir.out_edges[node_id]:
         alone = plan(ir, _hypothesis(ir, node_id, {}), 1)
         others_busy = plan(ir, _hypothesis(ir, node_id, {}, busy=True), 1)
-        if alone.inserts or alone.run.get("status") != Run.Status.COMPLETED or not _only_consumes(others_busy):
-            return None
+        if (alone.inserts or alone.run.get("status") != Run.Status.COMPLETED or alone.run.get("output_asked_at")
+                or not _only_consumes(others_busy)):
+            return None  # (an output to compute: the full decision ends the run and asks for it)
         return PlainStep(taken=tuple(alone.updates[1]["taken"]), ends=True)
     targets = list(dict.fromkeys(e.target for e in ir.out_edges[node_id]))
     others: dict[str, str] = {}

@@ -25,7 +25,7 @@ from workflows.models import Event, NodeRun, Run
 
 from . import locks, transitions
 from .coordinator import load_ir
-from .dispatch import Dispatch, coordinate_now, publish_now
+from .dispatch import Dispatch, compute_output_now, coordinate_now, publish_now
 
 logger = logging.getLogger(__name__)
 LIVE_RUN = [Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_FOR_APPROVAL]
@@ -35,7 +35,7 @@ def sweep() -> dict[str, int]:
     if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
-    counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0}
+    counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0}
 
     stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
     queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
@@ -69,6 +69,7 @@ def sweep() -> dict[str, int]:
     for pk in undecided_parks(decided_by):
         coordinate_now(pk)  # the same decision its executor's link would have asked for
         counts["redecided"] += 1
+    counts["outputs"] = ask_for_outputs(now)
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
     return counts
@@ -147,3 +148,16 @@ def _recover_lost(nr: NodeRun, now: object) -> str:
             item = _dispatch(nr)
             transaction.on_commit(lambda: publish_now(item))
     return "requeued"
+
+
+def ask_for_outputs(now: datetime) -> int:
+    """Completed runs whose ``metadata.output`` is still pending once the worker asked for it had
+    its time (``AOB_OUTPUT_TIME_LIMIT_S``, and the republish delay): its message was lost, or the
+    worker died. Each is asked for again, once per that period (``output_asked_at`` moves on)."""
+    asked_by = now - timedelta(seconds=settings.AOB_OUTPUT_TIME_LIMIT_S + settings.AOB_REPUBLISH_AFTER_S)
+    asked = 0
+    for run_id, at in Run.objects.filter(output_asked_at__lt=asked_by).values_list("pk", "output_asked_at")[:500]:
+        if Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now):
+            compute_output_now(str(run_id))
+            asked += 1
+    return asked

@@ -24,6 +24,7 @@ class Event(models.Model):
         PATCH_APPLIED = "patch_applied"
         PATCH_REJECTED = "patch_rejected"
         WORKFLOW_COMPLETED = "workflow_completed"
+        OUTPUT_COMPUTED = "output_computed"
         WORKFLOW_FAILED = "workflow_failed"
         RUN_CANCELLED = "run_cancelled"
         SUBWORKFLOW_STARTED = "subworkflow_started"

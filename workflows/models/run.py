@@ -54,6 +54,14 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A definition's ``metadata.output`` is computed once, by a worker, after the run completes
+    # (``workflows.results.store_output``); answers read what it stored, never evaluate it. Until
+    # then ``output_asked_at`` says when a worker was last asked for it (the sweeper asks again past
+    # AOB_OUTPUT_TIME_LIMIT_S); then the output's artifact, or why it could not be computed.
+    output_asked_at = models.DateTimeField(null=True, blank=True)
+    output_artifact = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                        db_index=False)
+    output_error = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -65,6 +73,11 @@ class Run(models.Model):
             models.Index(fields=["status"], name="run_status"),
             models.Index(fields=["base_artifact"], name="run_base_artifact"),
             models.Index(fields=["current_artifact"], name="run_current_artifact"),
+            # partial: only the runs with a stored output, and those whose output is still to compute
+            models.Index(fields=["output_artifact"], name="run_output_artifact",
+                         condition=models.Q(output_artifact__isnull=False)),
+            models.Index(fields=["output_asked_at"], name="run_output_asked",
+                         condition=models.Q(output_asked_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -73,6 +86,11 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def output_pending(self) -> bool:
+        """Completed, and its ``metadata.output`` not stored yet (``output_asked_at`` is set)."""
+        return self.output_asked_at is not None
 
     @property
     def ceilings(self) -> dict[str, Any]:

@@ -153,7 +153,9 @@ function renderResult(run) {
   for (const [k, v] of rows) out.push(el("dt", {}, k), el("dd", { id: `result-${k}` }, v));
   if (run.status === "completed") {
     out.push(el("dt", {}, "output"), el("dd", { id: "result-output" },
-      run.output_error ? el("p", { class: "alert" }, run.output_error.message) : jsonBlock(run.output, "run output")));
+      run.output_pending ? el("p", { class: "muted" }, "Computing the output…")  // its output_computed event redraws
+        : run.output_error ? el("p", { class: "alert" }, run.output_error.message)
+          : jsonBlock(run.output, "run output")));
   }
   setChildren($("result"), out);
 }

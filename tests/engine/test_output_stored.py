@@ -1,0 +1,106 @@
+"""A run's ``metadata.output`` is computed once, by a worker, after the run completes
+(``results.store_output``), and every answer reads what it stored: no web request evaluates it.
+Converting 16 MiB of node outputs to CEL values takes seconds, and clients poll ``GET /runs/{id}``;
+in a web process that would hold it for every other user. Real workers throughout; the lost ask
+is found by the sweeper, with its negative control."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.conftest import client_for, stored_run, wait_for_run
+from tests.engine.flow import events, submit, transform, unique, wait_until
+from workflows.models import Artifact, NodeRun, Run
+
+HOOKS = redis.Redis.from_url(settings.REDIS_URL)
+
+
+def with_output(node_id: str) -> dict[str, Any]:
+    return {"nodes": [transform(node_id, "inputs.n * 2")], "edges": [],
+            "metadata": {"output": {"expression": f"{{'double': nodes.{node_id}, 'who': inputs.name}}"}}}
+
+
+def test_the_output_is_computed_once_by_a_worker_and_every_answer_reads_it_stored(engine, api) -> None:
+    node_id = unique("double")
+    run = wait_for_run(submit(api, with_output(node_id), {"n": 21, "name": "Ada"}))
+
+    assert run.status == "completed" and not run.output_pending
+    assert Artifact.objects.get(pk=run.output_artifact_id).content == {"double": 42, "who": "Ada"}
+    kinds = [e.type for e in events(run)]
+    assert kinds[-2:] == ["workflow_completed", "output_computed"] and kinds.count("output_computed") == 1
+    # what the answers carry is what was stored: the node's output changed since is not read again
+    NodeRun.objects.filter(run=run, node_id=node_id).update(output=0)
+    body = api.get(f"/api/v1/runs/{run.pk}").json()
+    assert body["output"] == {"double": 42, "who": "Ada"} and body["output_pending"] is False
+    assert api.get(f"/api/v1/runs/{run.pk}/details").json()["run"]["output"] == body["output"]
+    assert api.get(f"/api/v1/runs/{run.pk}/output").json() == {
+        "run_id": str(run.pk), "output": body["output"], "output_error": None, "output_pending": False}
+
+
+def test_an_output_that_cannot_be_computed_is_stored_as_its_error(engine, api) -> None:
+    definition = {**with_output(unique("double")), "metadata": {"output": {"expression": "nodes.nowhere.x"}}}
+    run = wait_for_run(submit(api, definition, {"n": 1, "name": "Ada"}))
+
+    assert run.status == "completed" and run.output_artifact_id is None
+    assert run.output_error["error_type"] == "OutputExpressionError"
+    body = api.get(f"/api/v1/runs/{run.pk}").json()
+    assert body["output"] is None and body["output_error"] == run.output_error and body["output_pending"] is False
+
+
+def test_while_it_is_pending_no_answer_evaluates_it(db, user) -> None:
+    """A completed run whose output a worker has not stored yet (this test's transaction: no worker
+    sees it): the answers say pending and read no node output."""
+    run = stored_run(user, {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": [],
+                            "metadata": {"output": {"expression": "nodes.a"}}})
+    NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1,
+                           output={"pad": "x" * 100_000})
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(status="completed", finished_at=now, output_asked_at=now)
+    client = client_for(user)
+
+    with CaptureQueriesContext(connection) as statements:
+        body = client.get(f"/api/v1/runs/{run.pk}").json()
+        whole = client.get(f"/api/v1/runs/{run.pk}/output").json()
+        details = client.get(f"/api/v1/runs/{run.pk}/details").json()
+
+    assert (body["output"], body["output_error"], body["output_pending"]) == (None, None, True)
+    assert whole == {"run_id": str(run.pk), "output": None, "output_error": None, "output_pending": True}
+    assert details["run"]["output_pending"] is True
+    assert not [q["sql"] for q in statements.captured_queries if "output_artifact_id, bytes, fits" in q["sql"]]
+
+
+@pytest.mark.fault
+def test_an_ask_lost_after_the_run_completed_is_sent_again_by_the_sweeper(engine, api) -> None:
+    HOOKS.set("aob:test:drop_outputs", 1)  # the completing decision's ask is lost after its commit
+    try:
+        run_id = submit(api, with_output(unique("double")), {"n": 2, "name": "Ada"})
+        wait_until(lambda: Run.objects.filter(pk=run_id, status="completed").exists(), what="completed")
+    finally:
+        HOOKS.delete("aob:test:drop_outputs")
+    assert Run.objects.get(pk=run_id).output_pending
+    run = wait_for_run(run_id, timeout=40)  # the sweeper asks past AOB_OUTPUT_TIME_LIMIT_S + republish delay
+    assert Artifact.objects.get(pk=run.output_artifact_id).content == {"double": 4, "who": "Ada"}
+    assert [e.type for e in events(run)].count("output_computed") == 1
+
+
+@pytest.mark.fault
+def test_negative_control_without_the_sweeper_s_pass_the_lost_ask_stays_pending(engine, api) -> None:
+    HOOKS.set("aob:test:output_sweep_off", 1)
+    HOOKS.set("aob:test:drop_outputs", 1)
+    try:
+        run_id = submit(api, with_output(unique("double")), {"n": 2, "name": "Ada"})
+        wait_until(lambda: Run.objects.filter(pk=run_id, status="completed").exists(), what="completed")
+        HOOKS.delete("aob:test:drop_outputs")
+        with pytest.raises(AssertionError, match="still completed"):
+            wait_for_run(run_id, timeout=12)  # past the 8 s after which the sweeper would ask
+        assert Run.objects.get(pk=run_id).output_pending
+    finally:
+        HOOKS.delete("aob:test:output_sweep_off", "aob:test:drop_outputs")
+    assert wait_for_run(run_id, timeout=40).output_artifact_id is not None
