@@ -18,6 +18,11 @@ def left_out(size: int, href: str) -> dict[str, Any]:
     return {"truncated": True, "bytes": size, "href": href}
 
 
+def run_href(*, run_id: Any) -> str:
+    """Where a run's inputs are read whole: the run, which always carries them (bounded when written)."""
+    return f"/api/v1/runs/{run_id}"
+
+
 def node_value_href(*, run_id: Any, node_id: str, iteration: int, artifact_id: str | None = None) -> str:
     """Where a node run's value is read whole: its output's artifact, or the node's iteration."""
     return (f"/api/v1/artifacts/{artifact_id}" if artifact_id else

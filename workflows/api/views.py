@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from aob_project.exceptions import AobError, NotFound
 from workflows import results, selectors
+from workflows.answers import run_href
 from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Run, Workflow
 from workflows.services import definitions, idempotency, patches, runs
@@ -270,7 +271,7 @@ def _start_once(request: Request, begin: Any) -> Response:
 
 
 def _run_href(run: Run) -> str:
-    return f"/api/v1/runs/{run.pk}"
+    return run_href(run_id=run.pk)
 
 
 class ArtifactView(APIView):
