@@ -57,7 +57,7 @@ def gate_context(*, run_id: str, inputs: Any, upstream: dict[str, Any]) -> dict[
         .values_list("node_id", "iteration", "output_artifact_id")} if len(kept) < len(sizes) else {}
     return {"inputs": shown, "upstream": {
         name: value if name in kept else left_out(sizes[name], node_value_href(
-            run_id=run_id, node_id=name, iteration=latest[name][0], artifact_id=latest[name][1]))
+            run_id=run_id, node_id=name, iteration=latest[name][0], field="output", artifact_id=latest[name][1]))
         for name, value in upstream.items()}, "truncated": shown is not inputs or len(kept) < len(sizes)}
 
 
