@@ -72,8 +72,7 @@ def run_hitl(ctx: NodeContext) -> Any:
                          code="InvalidForm", extra={"rule": first.rule, "path": f"/config/form{first.path}"})
     owner = User.objects.only("username").get(pk=ctx.owner_id).username
     # measured before the park's transaction: a context may be megabytes before it is bounded
-    context = gate_context(run_id=ctx.run_id, node_id=ctx.node_id, iteration=ctx.iteration, inputs=ctx.inputs,
-                           upstream=ctx.outputs)
+    context = gate_context(run_id=ctx.run_id, inputs=ctx.inputs, upstream=ctx.outputs)
 
     def create() -> list:
         _, items = approval_create_for_node(run_id=ctx.run_id, owner_id=ctx.owner_id, node_run_id=ctx.node_run_id,

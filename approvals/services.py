@@ -22,7 +22,7 @@ from approvals.exceptions import (
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
 from approvals.selectors import is_approver
-from workflows.answers import Page, left_out, node_value_href
+from workflows.answers import Page, left_out, node_value_href, run_href
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
 from workflows.engine import events, locks, transitions
@@ -42,24 +42,22 @@ COMMENT_MAX_CHARS = 10_000
 DATA_MAX_BYTES = 64 * 1024
 
 
-def gate_context(*, run_id: str, node_id: str, iteration: int, inputs: Any,
-                 upstream: dict[str, Any]) -> dict[str, Any]:
-    """What a node gate shows its approvers: the node's inputs and its upstream nodes' outputs,
+def gate_context(*, run_id: str, inputs: Any, upstream: dict[str, Any]) -> dict[str, Any]:
+    """What a node gate shows its approvers: the run's inputs and its upstream nodes' outputs,
     within ``AOB_APPROVAL_CONTEXT_MAX_BYTES`` (the inbox lists many gates, each with its context).
-    The smallest values go in first; one that does not fit is a marker linking to it whole, as in
-    the run's details, and ``truncated`` says so."""
+    The smallest values go in first; one that does not fit is a marker linking to it whole (the
+    inputs: the run; an output: as in the run's details), and ``truncated`` says so."""
     sizes = {name: size_of(canonical_json(value)) for name, value in upstream.items()}
     page = Page(settings.AOB_APPROVAL_CONTEXT_MAX_BYTES)
     size = size_of(canonical_json(inputs))
-    shown = inputs if page.fits(size) else left_out(size, node_value_href(run_id=run_id, node_id=node_id,
-                                                                          iteration=iteration))
+    shown = inputs if page.fits(size) else left_out(size, run_href(run_id=run_id))
     kept = {name for name in sorted(sizes, key=lambda n: (sizes[n], n)) if page.fits(sizes[name])}
     latest = {node: (iteration, artifact) for node, iteration, artifact in NodeRun.objects.filter(
         run_id=run_id, node_id__in=set(sizes) - kept).order_by("node_id", "-iteration").distinct("node_id")
         .values_list("node_id", "iteration", "output_artifact_id")} if len(kept) < len(sizes) else {}
     return {"inputs": shown, "upstream": {
         name: value if name in kept else left_out(sizes[name], node_value_href(
-            run_id=run_id, node_id=name, iteration=latest[name][0], artifact_id=latest[name][1]))
+            run_id=run_id, node_id=name, iteration=latest[name][0], field="output", artifact_id=latest[name][1]))
         for name, value in upstream.items()}, "truncated": shown is not inputs or len(kept) < len(sizes)}
 
 

@@ -24,15 +24,18 @@ def within(value: Any, limit: int, href: str) -> Any:
     return value if size <= limit else left_out(size, href)
 
 
-def run_href(run_id: Any) -> str:
-    """Where a run's inputs are read whole: the run itself (``GET /runs/{id}``)."""
+def run_href(*, run_id: Any) -> str:
+    """Where a run's inputs are read whole: the run, which always carries them (bounded when written)."""
     return f"/api/v1/runs/{run_id}"
 
 
-def node_value_href(*, run_id: Any, node_id: str, iteration: int, artifact_id: str | None = None) -> str:
-    """Where a node run's value is read whole: its output's artifact, or the node's iteration."""
-    return (f"/api/v1/artifacts/{artifact_id}" if artifact_id else
-            f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations?offset={iteration}&limit=1")
+def node_value_href(*, run_id: Any, node_id: str, iteration: int, field: str, artifact_id: str | None = None) -> str:
+    """Where one field (input, output or attempt log) of a node run is read whole: an output's
+    artifact when it has one, else the node run's field itself, answered whatever its size
+    (``GET /runs/{id}/nodes/{node}/iterations/{iteration}/{field}``)."""
+    if field == "output" and artifact_id:
+        return f"/api/v1/artifacts/{artifact_id}"
+    return f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations/{iteration}/{field}"
 
 
 class Page:

@@ -190,7 +190,8 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
         else:  # one node's output: read whole as its artifact
             truncated = True
             output[row.node_id] = left_out(row.bytes, node_value_href(
-                run_id=run.pk, node_id=row.node_id, iteration=row.iteration, artifact_id=row.artifact_id))
+                run_id=run.pk, node_id=row.node_id, iteration=row.iteration, field="output",
+                artifact_id=row.artifact_id))
     return Result(output, truncated=truncated)
 
 

@@ -11,7 +11,19 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import (
+    Case,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.functions import Cast, Length
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
@@ -258,8 +270,8 @@ def _passthrough(output: Any) -> bool:
 
 
 # Node fields a details answer carries inline while they fit in its byte budget; past it, a field
-# becomes a marker with its size and where to fetch it (the output's artifact, or the node's
-# iterations page).
+# becomes a marker with its size and where to fetch it (``answers.node_value_href``: the output's
+# artifact, or ``node_field_text``).
 HEAVY_FIELDS = ("input", "output", "attempt_log")
 
 
@@ -315,8 +327,8 @@ def _heavy_rows(rows: list[NodeRun], page: Page, run: Run,
                 wanted.setdefault(nr.pk, []).append(f)
             else:
                 out.setdefault(nr.pk, {})[f] = left_out(size, node_value_href(
-                    run_id=run.pk, node_id=nr.node_id, iteration=nr.iteration,
-                    artifact_id=nr.output_artifact_id if f == "output" else None))
+                    run_id=run.pk, node_id=nr.node_id, iteration=nr.iteration, field=f,
+                    artifact_id=nr.output_artifact_id))
     if wanted:
         # one statement for every field that fits: each column only for the rows it fits for
         picked = [[pk for pk, fields in wanted.items() if f in fields] for f in HEAVY_FIELDS]
@@ -382,7 +394,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     size = json_size(run.inputs)
     inputs_cut = not page.fits(size)
     if inputs_cut:
-        run.inputs = left_out(size, run_href(run.pk))  # for this answer only, never saved
+        run.inputs = left_out(size, run_href(run_id=run.pk))  # for this answer only, never saved
     # then what is always there: the definitions, the patches but their operations (bounded when written)
     page.spend(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches))
     # then the run's result, before the nodes' fields: RunResultOut renders what was read here
@@ -418,6 +430,25 @@ def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,
     return {"node_id": node_id, "count": total, "offset": offset, "results": items,
             "next": (f"/api/v1/runs/{run.pk}/nodes/{node_id}/iterations?offset={following}&limit={limit}"
                      if following < total else None)}
+
+
+def node_field_text(*, run: Run, node_id: str, iteration: int, field: str) -> str:
+    """One field (``HEAVY_FIELDS``) of one node run whole, as the database's own JSON text, never
+    parsed: where the markers of details and iterations lead once the field passes their byte
+    budget. Only that column of that row is read. Its size is bounded by what was written, not by
+    ``AOB_DETAILS_MAX_BYTES``: an input (the resolved config) by ``AOB_MAX_RESOLVED_CONFIG_BYTES``
+    (16 MiB), an output by the run's ``AOB_MAX_RUN_OUTPUT_BYTES``, an attempt log by one entry per
+    attempt. A skipped node's passthrough output is null, as details show it."""
+    if field not in HEAVY_FIELDS:
+        raise NotFound(f"a node run has no field {field!r} (one of {', '.join(HEAVY_FIELDS)})", extra={"field": field})
+    text: Any = Cast(field, TextField())
+    if field == "output":
+        text = Case(When(output__contains={"_passthrough": True}, then=Value(None)), default=text)
+    rows = list(NodeRun.objects.filter(run=run, node_id=node_id, iteration=iteration).values_list(text, flat=True))
+    if not rows:  # (run, node_id, iteration) is unique: one row or none
+        raise NotFound(f"node {node_id!r} has no iteration {iteration}",
+                       extra={"node_id": node_id, "iteration": iteration})
+    return "null" if rows[0] is None else rows[0]
 
 
 def events_after(*, run: Run, after: int = 0, limit: int = 1000) -> QuerySet[Event]:

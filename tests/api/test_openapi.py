@@ -30,6 +30,7 @@ PATHS = {
     "/api/v1/health": {"get"},
     "/api/v1/schema/workflow": {"get"},
     "/api/v1/runs": {"get", "post"},
+    "/api/v1/runs/{id}/nodes/{node_id}/iterations/{iteration}/{field}": {"get"},
 }
 
 

@@ -50,16 +50,16 @@ def test_a_gate_stores_what_fits_and_links_to_the_rest(engine: Any, user: Any) -
     assert wait_for_run(run_id).status == "completed"
 
 
-def test_inputs_past_the_bound_link_to_the_gate_s_iteration(settings: Any) -> None:
+def test_inputs_past_the_bound_link_to_the_run_which_carries_them_whole(settings: Any) -> None:
+    """The inputs a gate shows are the run's (not the gate node's resolved config): read at the run."""
     settings.AOB_APPROVAL_CONTEXT_MAX_BYTES = 1024
     upstream = {"b": {"v": "b" * 400}, "a": {"v": "a" * 400}}
 
-    context = gate_context(run_id="r1", node_id="review", iteration=3, inputs={"pad": "i" * 2000}, upstream=upstream)
+    context = gate_context(run_id="r1", inputs={"pad": "i" * 2000}, upstream=upstream)
 
-    assert context == {"inputs": {"truncated": True, "bytes": 2010,
-                                  "href": "/api/v1/runs/r1/nodes/review/iterations?offset=3&limit=1"},
+    assert context == {"inputs": {"truncated": True, "bytes": 2010, "href": "/api/v1/runs/r1"},
                        "upstream": upstream, "truncated": True}
-    assert gate_context(run_id="r1", node_id="review", iteration=0, inputs={}, upstream=upstream) == {
+    assert gate_context(run_id="r1", inputs={}, upstream=upstream) == {
         "inputs": {}, "upstream": upstream, "truncated": False}
 
 

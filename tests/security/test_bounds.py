@@ -359,8 +359,10 @@ def padded_loop(iterations: int) -> dict[str, Any]:
     return definition
 
 
-def test_polling_a_loop_reads_the_latest_iteration_of_only_the_nodes_its_output_reads(engine: Any, make_user: Any,
-                                                                                       settings: Any) -> None:
+def test_polling_a_loop_reads_no_node_output_for_its_stored_output(engine: Any, make_user: Any,
+                                                                   settings: Any) -> None:
+    """metadata.output is computed once, by a worker (from the latest iteration of only the nodes it
+    reads); a poll reads what was stored, and details the latest row of each node."""
     owner = make_user("carol")
     definition = {**padded_loop(40), "metadata": {"output": {"expression": "{'n': nodes.body.n, "
                                                                            "'size': size(nodes.body.pad)}"}}}
@@ -373,11 +375,11 @@ def test_polling_a_loop_reads_the_latest_iteration_of_only_the_nodes_its_output_
         body = api.get(f"/api/v1/runs/{run.pk}").json()
 
     assert body["output"] == {"n": 7, "size": 20_000} and body["output_error"] is None
-    assert rows == [1]  # the body's 40th iteration: not its 39 others, not the loop's, not the aside
+    assert rows == []  # the stored output: no node run is read
     with node_rows_read() as rows:
         details = api.get(f"/api/v1/runs/{run.pk}/details").json()
     assert details["run"]["output"] == body["output"]
-    assert rows == [3, 1, 3]  # the latest row of each node (and its sizes), the output's, their fields
+    assert rows == [3, 3]  # the latest row of each node (and its sizes), their fields
     assert api.get(f"/api/v1/runs/{run.pk}/output").json()["output"] == body["output"]
 
 
@@ -409,7 +411,8 @@ def test_an_output_past_the_answer_budget_is_a_marker_leading_to_where_it_is_rea
     assert details.json()["run"]["output"] == output and details.json()["truncated"] is True
     whole = api.get(f"/api/v1/runs/{terminal.pk}/output")
     assert whole.status_code == 200 and whole.json() == {"run_id": str(terminal.pk), "output_error": None,
-                                                         "output": {"small": "ok", "big": big}}
+                                                         "output": {"small": "ok", "big": big},
+                                                         "output_pending": False}
 
     # metadata.output larger than what is left of the answer (after the 35 kB of inputs)
     response = api.get(f"/api/v1/runs/{repeated.pk}")
@@ -419,13 +422,11 @@ def test_an_output_past_the_answer_budget_is_a_marker_leading_to_where_it_is_rea
                       "href": f"/api/v1/runs/{repeated.pk}/output"}
     assert api.get(marker["href"]).json()["output"] == {"a": "h" * 35_000, "b": "h" * 35_000}
 
-    # computed from more node outputs than an answer reads: not computed there, only at its href
+    # computed by the worker from more node outputs than an answer carries: the small result is stored
     response = api.get(f"/api/v1/runs/{computed_from_big.pk}")
     assert response.status_code == 200 and len(response.content) < 60_000
-    marker = response.json()["output"]
-    assert marker["truncated"] is True and marker["href"] == f"/api/v1/runs/{computed_from_big.pk}/output"
-    assert marker["bytes"] > 100_000  # what it is computed from
-    assert api.get(marker["href"]).json()["output"] == 100
+    assert response.json()["output"] == 100
+    assert api.get(f"/api/v1/runs/{computed_from_big.pk}/output").json()["output"] == 100
 
 
 def test_an_output_that_cannot_be_computed_is_stated_and_the_run_still_answered(engine: Any, make_user: Any,
@@ -435,11 +436,12 @@ def test_an_output_that_cannot_be_computed_is_stated_and_the_run_still_answered(
     outputs = {"too_large": {"template": {"a": "$inputs.pad", "b": "$inputs.pad"}},
                "not_json": {"expression": "1.0 / 0.0"},
                "broken": {"expression": "nodes.a.missing"}}
+    # the worker computes it, under its own AOB_MAX_RESOLVED_CONFIG_BYTES (16 MiB): the template's
+    # 2 × 8.5 MiB passes it
     runs = {name: finished(run_start(owner=owner, definition={"nodes": one, "edges": [], "metadata": {"output": spec}},
-                                     inputs={"pad": "x" * 30_000}))
+                                     inputs={"pad": "x" * (17 << 19)}))
             for name, spec in outputs.items()}
     assert {r.status for r in runs.values()} == {Run.Status.COMPLETED}, [r.error for r in runs.values()]
-    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 50_000  # the template's 60 kB passes it (16 MiB unless lowered)
     api = client_for(owner)
 
     rules = {"too_large": ("ConfigTooLarge", "max_resolved_config_bytes"),

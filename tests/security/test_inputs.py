@@ -304,6 +304,8 @@ NUL_PATHS = [
     ("GET", "/runs/{run}/patches/%00"), ("GET", "/runs/{run}/patches/1%00"), ("POST", "/runs/{run}%00/cancel"),
     ("POST", "/runs/%00/cancel"), ("POST", "/runs/{run}/nodes/%00/replay"), ("POST", "/runs/{run}/nodes/done%00/replay"),
     ("POST", "/runs/{run}%00/nodes/done/replay"), ("GET", "/approvals?run=%00"), ("GET", "/approvals?run={run}%00"),
+    ("GET", "/runs/{run}/nodes/review/iterations/0/input%00"), ("GET", "/runs/{run}/nodes/review%00/iterations/0/input"),
+    ("GET", "/runs/{run}/nodes/review/iterations/0%00/input"),
 ]
 
 

@@ -52,9 +52,15 @@ def artifacts(world: World) -> list[str]:
 
 
 def run_endpoints(world: World) -> list[tuple[str, str, Any]]:
+    return [*run_reads(world), *run_writes(world)]
+
+
+def run_reads(world: World) -> list[tuple[str, str, Any]]:
     reads = [("GET", f"/runs/{run.pk}{suffix}", None) for run in (world.finished, world.waiting)
              for suffix in ("", "/details", "/events", "/events?after=1", "/patches")]
-    return [*reads, ("GET", f"/runs/{world.waiting.pk}/patches/{world.patch.seq}", None), *run_writes(world)]
+    return [*reads, ("GET", f"/runs/{world.waiting.pk}/patches/{world.patch.seq}", None),
+            ("GET", f"/runs/{world.finished.pk}/nodes/done/iterations/0/output", None),
+            ("GET", f"/runs/{world.waiting.pk}/nodes/review/iterations/0/input", None)]
 
 
 def run_writes(world: World) -> list[tuple[str, str, Any]]:
@@ -86,7 +92,7 @@ def call(client: APIClient, method: str, path: str, body: Any = None) -> Any:
 def test_the_owner_reaches_everything_the_others_do_not(world):
     """The control for the 404s below: the same calls as alice are answered."""
     alice = client_for(world.alice)
-    for method, path, _ in [*run_endpoints(world)[:11], *workflow_endpoints("hello")[:4],
+    for method, path, _ in [*run_reads(world), *workflow_endpoints("hello")[:4],
                             *approval_endpoints(world)[:2]]:
         assert call(alice, method, path).status_code == 200, path
     for artifact in artifacts(world):
@@ -122,7 +128,9 @@ def test_an_approver_sees_and_decides_what_is_asked_of_them_and_nothing_else(wor
     assert bob.get(f"{API}/approvals/{world.approval.pk}").status_code == 200
     assert bob.get(f"{API}/runs").json()["results"] == []  # the runs list is one's own runs
     assert bob.get(f"{API}/runs/{world.waiting.pk}").status_code == 200  # the run behind the approval
+    assert bob.get(f"{API}/runs/{world.waiting.pk}/nodes/review/iterations/0/input").status_code == 200
     for method, path, body in [*run_writes(world), ("GET", f"/runs/{world.finished.pk}", None),
+                               ("GET", f"/runs/{world.finished.pk}/nodes/done/iterations/0/input", None),
                                *workflow_endpoints("hello")]:
         assert_error(call(bob, method, path, body), 404, "not_found")
     version, definition, finished_output, patch_set, patched = artifacts(world)

@@ -76,8 +76,8 @@ def real_path_parameters(operation: schemathesis.APIOperation, world: World) -> 
         variants = [{"artifact_id": world.workflow.current_version.artifact_id},
                     {"artifact_id": world.patch.after_artifact_id}]
     elif path.startswith("/api/v1/runs/"):
-        variants = [{"id": str(world.finished.pk), "node_id": "done", "seq": "1"},
-                    {"id": str(world.waiting.pk), "node_id": "refund", "seq": str(world.patch.seq)}]
+        variants = [{"id": str(world.finished.pk), "node_id": "done", "seq": "1", "iteration": "0"},
+                    {"id": str(world.waiting.pk), "node_id": "refund", "seq": str(world.patch.seq), "iteration": "0"}]
     elif path.startswith("/api/v1/approvals/"):
         variants = [{"id": str(world.approval.pk)}]
     return [{k: v for k, v in variant.items() if k in names} for variant in variants]

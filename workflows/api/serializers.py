@@ -13,6 +13,7 @@ from rest_framework.fields import SkipField
 
 from workflows.models import Event, Run, Workflow
 from workflows.results import Result, run_duration_ms, run_result
+from workflows.selectors import HEAVY_FIELDS
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 RESERVED_TAGS = {"validate"}
@@ -480,6 +481,17 @@ class NodeIterationsOut(serializers.Serializer):
     offset = serializers.IntegerField()
     next = serializers.CharField(allow_null=True)
     results = NodeIterationOut(many=True)
+
+
+class NodeFieldOut(serializers.Serializer):
+    """``GET /runs/{id}/nodes/{node_id}/iterations/{iteration}/{field}``: one field of one node run
+    whole, where the markers of details and iterations lead once it passes their byte budget."""
+
+    run_id = serializers.UUIDField()
+    node_id = serializers.CharField()
+    iteration = serializers.IntegerField()
+    field = serializers.ChoiceField(choices=HEAVY_FIELDS)
+    value = serializers.JSONField(allow_null=True, help_text="any JSON value, whole")
 
 
 class ReplayIn(StrictSerializer):

@@ -271,13 +271,17 @@ def _start_once(request: Request, begin: Any) -> Response:
 
 
 def _run_href(run: Run) -> str:
-    return run_href(run.pk)
+    return run_href(run_id=run.pk)
 
 
 class ArtifactView(APIView):
     @extend_schema(responses={200: s.ArtifactOut, **ERRORS})
     def get(self, request: Request, artifact_id: str) -> Response:
         return Response(s.ArtifactOut(selectors.artifact_get(user=request.user, artifact_id=artifact_id)).data)
+
+
+NODE_FIELD = OpenApiParameter("field", str, OpenApiParameter.PATH, enum=list(selectors.HEAVY_FIELDS),
+                              description="the node run's field to read whole")
 
 
 class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -361,6 +365,23 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         limit = query_int(request, "limit", 20, 1, 100)
         return Response(s.NodeIterationsOut(selectors.node_iterations(run=run, node_id=node_id, offset=offset,
                                                                       limit=limit)).data)
+
+    @extend_schema(operation_id="runs_nodes_iterations_field_retrieve", parameters=[NODE_FIELD],
+                   responses={200: s.NodeFieldOut, **ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[],
+            url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/iterations/(?P<iteration>\d{1,9})/(?P<field>[^/]+)")
+    def node_field(self, request: Request, pk: str, node_id: str, iteration: str, field: str) -> HttpResponse:
+        """One field of one node run whole (input, output or attempt_log), whatever its size: where
+        the markers of details and iterations lead once it passes their byte budget (an output
+        with an artifact links to the artifact instead). Only that column of that row is read, and
+        written as it is read, the database's JSON text never parsed (``selectors.node_field_text``);
+        its size is bounded by what was written (an input, the resolved config: 16 MiB)."""
+        run = self._run(pk)
+        text = selectors.node_field_text(run=run, node_id=node_id, iteration=int(iteration), field=field)
+        # node_id is the URL's pattern and field one of HEAVY_FIELDS (checked above): nothing to escape
+        body = (f'{{"run_id":"{run.pk}","node_id":"{node_id}","iteration":{int(iteration)},'
+                f'"field":"{field}","value":{text}}}')
+        return HttpResponse(body.encode(), content_type="application/json")
 
     @extend_schema(parameters=[int_parameter("after", 0)], responses={200: s.EventOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])

@@ -28,7 +28,7 @@ EVENT_VALUE_MAX_BYTES = 64 * 1024
 
 def shown_inputs(run: Any) -> Any:
     """A run's inputs as its ``workflow_started`` event carries them (``EVENT_VALUE_MAX_BYTES``)."""
-    return within(run.inputs, EVENT_VALUE_MAX_BYTES, run_href(run.pk)) if run.inputs else run.inputs
+    return within(run.inputs, EVENT_VALUE_MAX_BYTES, run_href(run_id=run.pk)) if run.inputs else run.inputs
 
 
 def reserve_seq(run_id: Any, count: int) -> int:
