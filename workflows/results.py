@@ -28,13 +28,14 @@ the run is still answered.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from workflows.answers import Page, json_size, left_out, node_value_href
@@ -47,6 +48,8 @@ from workflows.engine.coordinator import load_ir
 from workflows.engine.execution import bounded_error
 from workflows.engine.outputs import NonJSONOutput, strict_json
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
+
+logger = logging.getLogger(__name__)
 
 # The most node runs a timeline lists (a loop of many iterations); the rest are counted, not sent.
 TIMELINE_MAX_ITEMS = 2000
@@ -256,6 +259,11 @@ def store_output(run_id: str) -> bool:
     except SoftTimeLimitExceeded:  # stored as its error: asking again would take as long
         value, error = None, _failed("OutputTimeout", "time_limit", f"not computed within the worker's "
                                      f"{settings.AOB_OUTPUT_TIME_LIMIT_S} s (AOB_OUTPUT_TIME_LIMIT_S)")
+    except DatabaseError:
+        raise  # the sweeper asks again
+    except Exception as exc:  # a fault of ours: stated on the run, not asked for forever
+        logger.exception("results.output_failed", extra={"run_id": str(run_id)})
+        value, error = None, _failed("OutputFailed", "internal", f"{type(exc).__name__}: {exc}")
     with transaction.atomic():
         artifact_id, data = None, {"error_type": error["error_type"]} if error else {}
         if error is None:

@@ -104,3 +104,19 @@ def test_negative_control_without_the_sweeper_s_pass_the_lost_ask_stays_pending(
     finally:
         HOOKS.delete("aob:test:output_sweep_off", "aob:test:drop_outputs")
     assert wait_for_run(run_id, timeout=40).output_artifact_id is not None
+
+
+def test_an_output_that_fails_for_a_reason_of_ours_is_stated_not_asked_for_forever(db, user) -> None:
+    """A fault in computing it (here: a stored definition the compiler rejects) ends as the run's
+    ``OutputFailed`` output error, so the sweeper does not ask for it again and again."""
+    from workflows.results import store_output
+
+    run = stored_run(user, {"nodes": "not a list", "edges": [], "metadata": {"output": {"expression": "1"}}})
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(status="completed", finished_at=now, output_asked_at=now)
+
+    assert store_output(str(run.pk)) is True
+    run.refresh_from_db()
+    assert not run.output_pending and run.output_artifact_id is None
+    assert (run.output_error["error_type"], run.output_error["rule"]) == ("OutputFailed", "internal")
+    assert store_output(str(run.pk)) is False  # stored: a repeated ask changes nothing

@@ -383,3 +383,23 @@ def test_a_run_s_inputs_past_the_details_budget_are_a_link_in_the_run_page(web: 
         whole = page.request.get(f"{web}/api/v1/runs/{run.pk}").json()["inputs"]["pad"]
     assert len(whole) == settings.AOB_DETAILS_MAX_BYTES + 1
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_run_s_output_computed_after_it_completes_appears_on_its_page(web: str) -> None:
+    """A worker computes ``metadata.output`` once the run completed; the page, which showed it as
+    being computed, draws it when its ``output_computed`` event arrives."""
+    from playwright.sync_api import expect
+
+    user = User.objects.create_user("greeter", password=PASSWORD)
+    workflow_save(owner=user, tag="greet", definition=json.loads((ROOT / "examples/greet.json").read_text()))
+
+    with chromium_page("web-run-output-failure.png") as (page, problems):
+        log_in(page, web, "greeter", "/workflows/greet/")
+        page.get_by_label("Inputs (JSON object)").fill('{"name": "Ada"}')
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.wait_for_url(f"{web}/runs/*/")
+        expect(page.locator("#result-output")).to_contain_text("hello Ada!")
+        page.get_by_role("tab", name="Events").click()
+        expect(page.locator("#events")).to_contain_text("output_computed")
+    assert problems == []
