@@ -8,7 +8,8 @@ A run's **output** is, when its definition sets ``metadata.output``, that expres
 latest output of each node; otherwise the outputs of its terminal nodes (no outgoing edge) that
 completed, keyed by node id. Only a completed run has an output.
 
-``metadata.output`` is computed **once**, by a worker, after the run completes (``store_output``,
+``metadata.output`` is computed **once**, by a worker, after the run completes (``run_output_compute``
+for ``services.runs.run_output_store``,
 asked for by the decision that completes the run, and by the sweeper while it is pending): from at
 most ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of node outputs, under the CEL deadline, stored as an
 artifact (or the error naming the rule it broke) with an ``output_computed`` event. No answer
@@ -35,19 +36,18 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from workflows.answers import Page, json_size, left_out, node_value_href
 from workflows.definition.expressions import ExpressionError, evaluate, fields_read
 from workflows.definition.ir import IR
 from workflows.definition.references import ConfigTooLarge, referenced_nodes, resolve
-from workflows.engine import events
-from workflows.engine.artifacts import keep_artifacts
+from workflows.engine import run_output
 from workflows.engine.coordinator import load_ir
-from workflows.engine.execution import bounded_error
 from workflows.engine.outputs import NonJSONOutput, strict_json
-from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
+from workflows.limits import bounded_error
+from workflows.models import Event, NodeRun, Run
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +205,9 @@ _STORED = "SELECT size_bytes, CASE WHEN size_bytes <= %s THEN content::text END 
 def _stored(run: Run, page: Page) -> Result:
     if run.output_pending:
         return Result(pending=True)
+    if run.output_artifact_id is None and run.output_error is None:  # completed before outputs were stored
+        run_output.ask_unasked(run)
+        return Result(pending=True)
     if run.output_artifact_id is None:
         return Result(error=run.output_error)
     with connection.cursor() as cursor:
@@ -226,6 +229,8 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
     if ir.output_spec is None:
         rows = _latest(run, _terminal(ir), budget=2**62, whole=True)
         return "{" + ",".join(f"{json.dumps(r.node_id)}:{r.text}" for r in rows) + "}", None
+    if run.output_artifact_id is None and run.output_error is None and not run.output_pending:
+        run_output.ask_unasked(run)  # completed before outputs were stored
     if run.output_artifact_id is None:
         return "null", None if run.output_pending else run.output_error
     with connection.cursor() as cursor:
@@ -233,49 +238,29 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
         return cursor.fetchone()[0], None
 
 
-def compute_output(run: Run) -> tuple[Any, dict[str, Any] | None]:
+def run_output_compute(run: Run) -> tuple[Any, dict[str, Any] | None]:
     """``metadata.output`` over the run's latest node outputs (at most
-    ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of them), or why it cannot be computed. A worker's work
-    (``store_output``), never an answer's."""
-    ir = load_ir(run)
-    spec = ir.output_spec
-    if spec is None:
-        return None, None
-    rows, error = _read_for(run, ir, spec, settings.AOB_MAX_RESOLVED_CONFIG_BYTES)
-    if error is not None:
-        return None, error
-    return _computed(spec, run.inputs, rows)
-
-
-def store_output(run_id: str) -> bool:
-    """Compute a completed run's pending ``metadata.output`` and store it (an artifact, or the
-    error), with an ``output_computed`` event; False when it was not pending (stored already: a
-    repeated message, or the sweeper's and the decision's both arrived)."""
-    run = Run.objects.filter(pk=run_id, output_asked_at__isnull=False).first()
-    if run is None:
-        return False
+    ``AOB_MAX_RESOLVED_CONFIG_BYTES`` of them), or why it cannot be computed: a worker's work
+    (``services.runs.run_output_store``), never an answer's. Past the task's soft time limit, and
+    for a fault of ours, the error says so (asking again would end the same way); a database
+    error is raised, for the sweeper to ask again."""
     try:
-        value, error = compute_output(run)
-    except SoftTimeLimitExceeded:  # stored as its error: asking again would take as long
-        value, error = None, _failed("OutputTimeout", "time_limit", f"not computed within the worker's "
-                                     f"{settings.AOB_OUTPUT_TIME_LIMIT_S} s (AOB_OUTPUT_TIME_LIMIT_S)")
+        ir = load_ir(run)
+        spec = ir.output_spec
+        if spec is None:
+            return None, None
+        rows, error = _read_for(run, ir, spec, settings.AOB_MAX_RESOLVED_CONFIG_BYTES)
+        if error is not None:
+            return None, error
+        return _computed(spec, run.inputs, rows)
+    except SoftTimeLimitExceeded:
+        return None, _failed("OutputTimeout", "time_limit", f"not computed within the worker's "
+                             f"{settings.AOB_OUTPUT_TIME_LIMIT_S} s (AOB_OUTPUT_TIME_LIMIT_S)")
     except DatabaseError:
-        raise  # the sweeper asks again
-    except Exception as exc:  # a fault of ours: stated on the run, not asked for forever
-        logger.exception("results.output_failed", extra={"run_id": str(run_id)})
-        value, error = None, _failed("OutputFailed", "internal", f"{type(exc).__name__}: {exc}")
-    with transaction.atomic():
-        artifact_id, data = None, {"error_type": error["error_type"]} if error else {}
-        if error is None:
-            text = canonical_json(value)
-            artifact_id = text_id(text)
-            keep_artifacts({artifact_id: (Artifact.Kind.NODE_IO, text)})
-            data = {"artifact_id": artifact_id, "bytes": size_of(text)}
-        if not Run.objects.filter(pk=run_id, output_asked_at__isnull=False).update(
-                output_asked_at=None, output_artifact_id=artifact_id, output_error=error):
-            return False
-        events.append(run.pk, run.owner_id, [(Event.Type.OUTPUT_COMPUTED, "", data)])
-    return True
+        raise
+    except Exception as exc:
+        logger.exception("results.output_failed", extra={"run_id": str(run.pk)})
+        return None, _failed("OutputFailed", "internal", f"{type(exc).__name__}: {exc}")
 
 
 def run_timeline(*, run: Run) -> dict[str, Any]:

@@ -252,7 +252,8 @@ def artifact_get(*, user: User, artifact_id: str) -> Artifact:
 
 
 def _refers_to(artifact_id: str, runs: QuerySet[Run]) -> bool:
-    return (runs.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id)).exists()
+    return (runs.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id)
+                        | Q(output_artifact_id=artifact_id)).exists()
             or NodeRun.objects.filter(output_artifact_id=artifact_id, run__in=runs).exists()
             or RunPatch.objects.filter(Q(patch_artifact_id=artifact_id) | Q(after_artifact_id=artifact_id)
                                        | Q(before_artifact_id=artifact_id), run__in=runs).exists())
@@ -411,7 +412,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
         summary["operations"] = patch.operations
     refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
-            "patches_count": run.patch_seq, "patch_refusals": refusals,
+            "patches_count": run.patch_seq, "patch_refusals": refusals, "inputs_truncated": inputs_cut,
             "truncated": inputs_cut or page.used > page.limit or result.truncated or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())
             or any(isinstance(p["operations"], dict) for p in patches)}

@@ -7,9 +7,9 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from workflows import results
 from workflows.engine import coordinator, events, poison, sweeper
 from workflows.engine.completion import Completion
+from workflows.services import runs
 
 
 class _Coordinate(Task):
@@ -45,5 +45,5 @@ def sweep() -> dict[str, int]:
 
 @shared_task(name="workflows.run_output", acks_late=True, ignore_result=True)
 def run_output(run_id: str) -> bool:
-    """A completed run's ``metadata.output``, computed once and stored (``results.store_output``)."""
-    return results.store_output(run_id)
+    """A completed run's ``metadata.output``, computed once and stored (``runs.run_output_store``)."""
+    return runs.run_output_store(run_id=run_id)

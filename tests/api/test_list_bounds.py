@@ -129,7 +129,7 @@ def test_run_details_spend_the_run_s_inputs_first(user: Any, settings: Any) -> N
 
     body = client_for(user).get(f"{API}/runs/{run.pk}/details").json()
 
-    assert body["run"]["inputs"] == {"pad": "i" * 300_000}
+    assert body["run"]["inputs"] == {"pad": "i" * 300_000} and body["inputs_truncated"] is False
     [node] = body["nodes"]
     assert node["output"]["truncated"] is True and node["output"]["bytes"] > 300_000
     assert body["truncated"] is True
@@ -151,6 +151,7 @@ def test_run_details_carry_inputs_past_the_budget_as_a_link_to_the_run(user: Any
 
     cut = body["run"]["inputs"]
     assert cut == {"truncated": True, "bytes": json_size(inputs), "href": f"{API}/runs/{run.pk}"}
+    assert body["inputs_truncated"] is True
     assert body["nodes"][0]["output"] == {"pad": "o" * 300_000}
     assert body["truncated"] is True
     assert client.get(cut["href"]).json()["inputs"] == inputs

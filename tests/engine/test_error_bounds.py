@@ -1,4 +1,4 @@
-"""A node's error is bounded where it is made (``execution.bounded_error``): an exception's text
+"""A node's error is bounded where it is made (``limits.bounded_error``): an exception's text
 can carry a value the node read (CEL names a missing key, and a key can be 16 MiB of a run's
 inputs), and the error is copied into the node run, its ``node_failed`` event, the run's error
 (in every run a list answers, 1,000 a page) and a parent's error. Through the real workers, on
@@ -10,12 +10,13 @@ import json
 from typing import Any
 
 from tests.engine.flow import node_runs, run_to_end, transform, unique
-from workflows.engine.execution import ERROR_MAX_BYTES
+from workflows.limits import ERROR_MAX_BYTES
 from workflows.models import Event
 
 
 def size(value: Any) -> int:
-    return len(json.dumps(value))
+    """Bytes as the database stores the value (UTF-8 JSON)."""
+    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 def test_a_node_error_naming_a_large_value_is_stored_bounded(engine, api) -> None:
@@ -37,7 +38,7 @@ def test_a_node_error_naming_a_large_value_is_stored_bounded(engine, api) -> Non
 
 
 def test_an_error_past_the_bound_keeps_its_type_the_start_of_its_message_and_its_small_fields() -> None:
-    from workflows.engine.execution import bounded_error
+    from workflows.limits import bounded_error
 
     small = {"error_type": "AgentLoop", "message": "m", "reason": "excessive_agent_nodes"}
     assert bounded_error(small) is small
@@ -46,3 +47,29 @@ def test_an_error_past_the_bound_keeps_its_type_the_start_of_its_message_and_its
                    "reason": "excessive_agent_nodes", "tool_calls": {"truncated": True, "bytes": 9_018},
                    "truncated": True}
     assert size(cut) <= ERROR_MAX_BYTES
+
+
+def test_an_error_is_within_its_bound_whatever_its_characters_and_however_many_its_fields() -> None:
+    from workflows.limits import bounded_error
+
+    wide = bounded_error({"error_type": "X", "message": "€" * 5_000})  # 3 bytes each in UTF-8
+    many = bounded_error({"error_type": "X", "message": "m" * 9_000, **{f"f{i}": "v" * 1000 for i in range(50)}})
+
+    for cut in (wide, many):
+        assert size(cut) <= ERROR_MAX_BYTES and cut["truncated"] is True
+    assert wide["message"].startswith("€" * 600) and wide["message"].endswith("(5000 characters in all)")
+    kept = [k for k in many if k.startswith("f") and k[1:].isdigit()]
+    assert 0 < len(kept) < 50 and many["fields_left_out"] == 50 - len(kept)
+
+
+def test_a_condition_that_fails_naming_a_large_value_says_so_in_a_bounded_event(engine, api) -> None:
+    """A condition error's message is in its event twice (its error, its warning), and a loop's
+    condition can fail on every pass."""
+    gate, after = unique("gate"), unique("after")
+    run = run_to_end(api, {"nodes": [{"id": gate, "type": "conditional", "config": {}}, transform(after, "1")],
+                           "edges": [{"from": gate, "to": after, "condition": "inputs.table[inputs.key] == 1"}]},
+                     {"table": {}, "key": "k" * 600_000})
+
+    [event] = Event.objects.filter(run=run, type="condition_error")
+    assert size(event.data) <= 3 * 2000 + 4096 + 200, size(event.data)  # two messages, the condition
+    assert "characters in all" in event.data["error"]

@@ -1,5 +1,5 @@
 """A run's ``metadata.output`` is computed once, by a worker, after the run completes
-(``results.store_output``), and every answer reads what it stored: no web request evaluates it.
+(``services.runs.run_output_store``), and every answer reads what it stored: no web request evaluates it.
 Converting 16 MiB of node outputs to CEL values takes seconds, and clients poll ``GET /runs/{id}``;
 in a web process that would hold it for every other user. Real workers throughout; the lost ask
 is found by the sweeper, with its negative control."""
@@ -33,6 +33,10 @@ def test_the_output_is_computed_once_by_a_worker_and_every_answer_reads_it_store
 
     assert run.status == "completed" and not run.output_pending
     assert Artifact.objects.get(pk=run.output_artifact_id).content == {"double": 42, "who": "Ada"}
+    # its event names the artifact, which its owner reads
+    [computed] = [e for e in events(run) if e.type == "output_computed"]
+    assert api.get(f"/api/v1/artifacts/{computed.data['artifact_id']}").json()["content"] == {"double": 42,
+                                                                                             "who": "Ada"}
     kinds = [e.type for e in events(run)]
     assert kinds[-2:] == ["workflow_completed", "output_computed"] and kinds.count("output_computed") == 1
     # what the answers carry is what was stored: the node's output changed since is not read again
@@ -86,6 +90,7 @@ def test_an_ask_lost_after_the_run_completed_is_sent_again_by_the_sweeper(engine
         HOOKS.delete("aob:test:drop_outputs")
     assert Run.objects.get(pk=run_id).output_pending
     run = wait_for_run(run_id, timeout=40)  # the sweeper asks past AOB_OUTPUT_TIME_LIMIT_S + republish delay
+    assert run.output_asks == 1
     assert Artifact.objects.get(pk=run.output_artifact_id).content == {"double": 4, "who": "Ada"}
     assert [e.type for e in events(run)].count("output_computed") == 1
 
@@ -99,7 +104,7 @@ def test_negative_control_without_the_sweeper_s_pass_the_lost_ask_stays_pending(
         wait_until(lambda: Run.objects.filter(pk=run_id, status="completed").exists(), what="completed")
         HOOKS.delete("aob:test:drop_outputs")
         with pytest.raises(AssertionError, match="still completed"):
-            wait_for_run(run_id, timeout=12)  # past the 8 s after which the sweeper would ask
+            wait_for_run(run_id, timeout=10)  # past the 6 s after which the sweeper would ask
         assert Run.objects.get(pk=run_id).output_pending
     finally:
         HOOKS.delete("aob:test:output_sweep_off", "aob:test:drop_outputs")
@@ -109,14 +114,52 @@ def test_negative_control_without_the_sweeper_s_pass_the_lost_ask_stays_pending(
 def test_an_output_that_fails_for_a_reason_of_ours_is_stated_not_asked_for_forever(db, user) -> None:
     """A fault in computing it (here: a stored definition the compiler rejects) ends as the run's
     ``OutputFailed`` output error, so the sweeper does not ask for it again and again."""
-    from workflows.results import store_output
+    from workflows.services.runs import run_output_store
 
     run = stored_run(user, {"nodes": "not a list", "edges": [], "metadata": {"output": {"expression": "1"}}})
     now = timezone.now()
     Run.objects.filter(pk=run.pk).update(status="completed", finished_at=now, output_asked_at=now)
 
-    assert store_output(str(run.pk)) is True
+    assert run_output_store(run_id=str(run.pk)) is True
     run.refresh_from_db()
     assert not run.output_pending and run.output_artifact_id is None
     assert (run.output_error["error_type"], run.output_error["rule"]) == ("OutputFailed", "internal")
-    assert store_output(str(run.pk)) is False  # stored: a repeated ask changes nothing
+    assert run_output_store(run_id=str(run.pk)) is False  # stored: a repeated ask changes nothing
+
+
+
+@pytest.mark.fault
+def test_an_output_never_stored_ends_as_an_error_after_the_sweeper_s_last_ask(engine, api) -> None:
+    """Every ask lost (as a worker killed computing it each time would lose it): after
+    AOB_MAX_ATTEMPTS_ON_LOST asks of its own the sweeper ends it as ``OutputFailed``, rule
+    ``worker_lost``, so the run does not say pending forever."""
+    HOOKS.set("aob:test:drop_outputs", 1)
+    try:
+        run_id = submit(api, with_output(unique("double")), {"n": 2, "name": "Ada"})
+        run = wait_for_run(run_id, timeout=60)
+    finally:
+        HOOKS.delete("aob:test:drop_outputs")
+    assert run.output_asks == settings.AOB_MAX_ATTEMPTS_ON_LOST and run.output_artifact_id is None
+    assert (run.output_error["error_type"], run.output_error["rule"]) == ("OutputFailed", "worker_lost")
+    body = api.get(f"/api/v1/runs/{run.pk}").json()
+    assert body["output_pending"] is False and body["output_error"]["rule"] == "worker_lost"
+    assert [e.type for e in events(run)].count("output_computed") == 1
+
+
+
+def test_a_run_completed_before_outputs_were_stored_has_its_output_asked_for_on_its_first_read(engine, user) -> None:
+    """No backfill: such a run (or one a worker of that version completed during a deploy) has no
+    output, no error and no ask; its first read asks, once, and a worker stores it."""
+    run = stored_run(user, {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": [],
+                            "metadata": {"output": {"expression": "nodes.a + 1"}}})
+    NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1, output=41,
+                           consumed=True, taken=[])
+    Run.objects.filter(pk=run.pk).update(status="completed", finished_at=timezone.now())
+    client = client_for(user)
+
+    first = client.get(f"/api/v1/runs/{run.pk}").json()
+
+    assert (first["output"], first["output_pending"]) == (None, True)
+    assert wait_for_run(run.pk).output_asks == 0  # asked once, by that read; stored by a worker
+    assert client.get(f"/api/v1/runs/{run.pk}").json()["output"] == 42
+    assert [e.type for e in events(run)] == ["output_computed"]

@@ -83,8 +83,9 @@ def test_a_usual_start_is_one_statement(user: Any) -> None:
     assert run.created_at == created_at  # the caller's instance holds what was stored
 
 
-def test_a_start_that_settles_the_run_takes_the_decisions_path(user: Any) -> None:
-    # the only entry is a conditional with no successor: the start completes the run at once
+def test_a_start_that_continues_in_the_coordinator_takes_the_decisions_path(user: Any) -> None:
+    # the only entry is a conditional with no successor: the start stores it for a coordinator's
+    # decision (which completes the run), so it is not a plain insert
     definition = {"nodes": [{"id": "only", "type": "conditional", "config": {}}], "edges": []}
     run_start(owner=user, definition=definition)  # validated and compiled here
     artifact_id = Run.objects.latest("created_at").base_artifact_id
@@ -95,7 +96,8 @@ def test_a_start_that_settles_the_run_takes_the_decisions_path(user: Any) -> Non
     sql = [q["sql"] for q in statements.captured_queries]
     assert not any(s.startswith("WITH i0 AS (INSERT") for s in sql)
     assert any(s.startswith('INSERT INTO "workflows_run"') for s in sql)
-    assert facts(run)["run"][0] == "completed"
+    assert facts(run)["run"][0] == "queued"
+    assert [row[5] for row in facts(run)["nodes"].values()] == [False]  # the conditional, unconsumed
     assert facts(run) == facts(decision_path(user, artifact_id, {}))
 
 
@@ -144,3 +146,23 @@ def test_a_run_s_large_inputs_reach_its_first_event_as_a_link(user: Any) -> None
         assert shown["small"] == small
         assert shown["large"]["truncated"] is True and shown["large"]["bytes"] > EVENT_VALUE_MAX_BYTES
         assert client.get(shown["large"]["href"]).json()["inputs"] == large
+
+
+def test_a_start_evaluates_no_expression_its_entry_conditional_goes_on_in_the_coordinator(user: Any) -> None:
+    """The start runs in the web process (or a hook's, a parent's): it evaluates nothing in place.
+    An entry conditional is stored as it completes, unconsumed, for a coordinator's decision to
+    route (its edge rules are that decision's); nothing after it is emitted yet."""
+    definition = {"nodes": [{"id": "gate", "type": "conditional", "config": {}},
+                            {"id": "yes", "type": "transform", "config": {"expression": "1", **Q}},
+                            {"id": "no", "type": "transform", "config": {"expression": "2", **Q}}],
+                  "edges": [{"from": "gate", "to": "yes", "condition": "inputs.n > 1"},
+                            {"from": "gate", "to": "no", "condition": "inputs.missing.x"}]}
+
+    run = run_start(owner=user, definition=definition, inputs={"n": 2})
+
+    [gate] = NodeRun.objects.filter(run=run)
+    assert (gate.node_id, gate.status, gate.consumed, gate.taken) == ("gate", "completed", False, None)
+    assert [e.type for e in Event.objects.filter(run=run).order_by("seq")] == [
+        "workflow_started", "node_started", "node_completed"]  # no condition_error: nothing was evaluated
+    run.refresh_from_db()
+    assert run.status == "queued"  # until a decision moves it on

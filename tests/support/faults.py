@@ -14,10 +14,11 @@ so a test flips them for every process of its stack at once:
   process that died between the release's commit and its wake); ``aob:test:budget_sweep_off``:
   ``agents.sweep`` finds none either, the negative control of that backstop
   (tests/subflows/test_subflow_budget.py);
-- ``aob:test:drop_outputs``: while set, the ask for a completed run's ``metadata.output`` that the
-  completing decision sends after its commit is dropped (a crash between commit and send); the
-  sweeper's ask (``sweeper.ask_for_outputs``) must find it; ``aob:test:output_sweep_off``: that
-  pass finds none, its negative control (tests/engine/test_output_stored.py);
+- ``aob:test:drop_outputs``: while set, every ask for a completed run's ``metadata.output`` is
+  dropped (the completing decision's after its commit, the sweeper's: a crash between commit and
+  send, a worker lost computing it); the sweeper (``sweeper.ask_for_outputs``) must ask again, and
+  give up past its limit; ``aob:test:output_sweep_off``: that pass finds none, its negative control
+  (tests/engine/test_output_stored.py);
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
   engine would;
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
@@ -62,8 +63,8 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             return
         compute_output_now(run_id)
 
-    def switchable_ask_for_outputs(now: Any) -> int:
-        return 0 if _redis().exists("aob:test:output_sweep_off") else ask_for_outputs(now)
+    def switchable_ask_for_outputs(now: Any, backlog: Any = frozenset()) -> int:
+        return 0 if _redis().exists("aob:test:output_sweep_off") else ask_for_outputs(now, backlog)
 
     def dropping_publish(item: Any) -> None:
         if _redis().delete(f"aob:test:drop_publish:{item.node_id}"):

@@ -30,7 +30,7 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         "AOB_APPROVAL_SWEEP_INTERVAL_S": "1",
         "AOB_REPUBLISH_AFTER_S": "3",
         "AOB_LEASE_S": "3",
-        "AOB_OUTPUT_TIME_LIMIT_S": "5",
+        "AOB_OUTPUT_TIME_LIMIT_S": "3",
         "AOB_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
         # live servers started by tests must not throttle the suite (see tests/conftest.py)

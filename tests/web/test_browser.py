@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from tests.web.browsing import ARTIFACTS, PASSWORD, chromium_page, log_in
-from workflows.models import Run
+from workflows.models import NodeRun, Run
 from workflows.services.definitions import workflow_save
 
 ROOT = Path(settings.BASE_DIR)
@@ -374,6 +374,12 @@ def test_a_run_s_inputs_past_the_details_budget_are_a_link_in_the_run_page(web: 
     user = User.objects.create_user("inputs", password=PASSWORD)
     run = stored_run(user)
     Run.objects.filter(pk=run.pk).update(inputs={"pad": "x" * (settings.AOB_DETAILS_MAX_BYTES + 1)})
+    # inputs are anyone's JSON (a hook's payload): ones shaped like the marker are shown as text
+    look_alike = stored_run(user)
+    Run.objects.filter(pk=look_alike.pk).update(inputs={"truncated": True, "bytes": 1, "href": "javascript:alert(1)"})
+    # and a node field past the budget, so details are truncated for that run too
+    NodeRun.objects.create(run=look_alike, node_id="a", node_type="transform", status="completed", attempts=1,
+                           input={}, output={"pad": "o" * (settings.AOB_DETAILS_MAX_BYTES + 1)})
 
     with chromium_page("web-run-inputs-failure.png") as (page, problems):
         log_in(page, web, "inputs", f"/runs/{run.pk}/")
@@ -381,6 +387,9 @@ def test_a_run_s_inputs_past_the_details_budget_are_a_link_in_the_run_page(web: 
         expect(link).to_have_attribute("href", f"/api/v1/runs/{run.pk}")
         expect(page.locator("#run-meta")).not_to_contain_text("xxxx")
         whole = page.request.get(f"{web}/api/v1/runs/{run.pk}").json()["inputs"]["pad"]
+        page.goto(f"{web}/runs/{look_alike.pk}/")
+        expect(page.locator("#run-meta")).to_contain_text('"href":"javascript:alert(1)"')
+        expect(page.locator("#run-meta a")).to_have_count(0)
     assert len(whole) == settings.AOB_DETAILS_MAX_BYTES + 1
     assert problems == []
 

@@ -464,6 +464,8 @@ class RunDetailsOut(serializers.Serializer):
     patches_count = serializers.IntegerField(help_text="how many patches the run has")
     # the run's inputs or output, a node field or a patch's operations is a {"truncated": true, "bytes", "href"} marker
     truncated = serializers.BooleanField()
+    inputs_truncated = serializers.BooleanField(help_text="run.inputs is the marker: they passed the answer's "
+                                                "byte budget (GET /runs/{id} carries them whole)")
     patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
 
 

@@ -212,15 +212,15 @@ def _plan_start(run: Run, node_runs: list[NodeRun]) -> tuple[IR, State, Plan]:
     run.patch_pending, run.node_run_count = False, len(node_runs)  # type: ignore[attr-defined]
     state = read_state(run, ir, tokens=[token(nr) for nr in node_runs])
     state.started_at = state.started_at or state.now  # a run not stored yet starts now
-    # no pure nodes evaluated here: this is the web process's request, and a new run answers `queued`;
-    # the budget bounds the inline nodes it evaluates, the rest goes on in the coordinator
+    # nothing evaluated here: this is the web process's request (or a hook's, a parent's), and a new
+    # run answers `queued`; an entry node evaluated in place goes on in the coordinator
     return ir, state, planner.plan_start(ir, state, events.shown_inputs(run), run.current_artifact_id,
-                                         budget=pure.Budget())
+                                         budget=pure.Budget.none())
 
 
 def refresh(run: Run) -> None:
     """Re-decide a locked run after a patch changed its definition (``planner.plan_refresh``)."""
     ir = load_ir(run)
     state = read_state(run, ir)
-    # in the patch's request: pure nodes queue, and past the budget the rest goes on in the coordinator
-    apply(run, ir, planner.plan_refresh(ir, state, budget=pure.Budget()), state.now)
+    # in the patch's request: nothing evaluated here, what is evaluated in place goes on in the coordinator
+    apply(run, ir, planner.plan_refresh(ir, state, budget=pure.Budget.none()), state.now)

@@ -21,9 +21,9 @@ from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_QUEUE
 from workflows import registry
-from workflows.answers import json_size
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
+from workflows.limits import bounded_error
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
@@ -259,32 +259,6 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
         return bounded_error({"error_type": exc.code, "message": exc.message, **exc.extra})
     return bounded_error({"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
                           "transient": False})
-
-
-# A node's error is stored in its node run, its event, the run's error (in every run a list answers)
-# and a parent's error: at most this many bytes. An exception's text can carry a value the node
-# read (CEL names a missing key, up to 16 MiB of inputs) and an agent's error the model's tool calls.
-ERROR_MAX_BYTES = 8 * 1024
-_ERROR_MESSAGE_CHARS = 2000
-_ERROR_FIELD_BYTES = 1024
-
-
-def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
-    """``error`` when it fits ``ERROR_MAX_BYTES``; else its type, the start of its message (with
-    the whole message's length) and each other field that fits ``_ERROR_FIELD_BYTES``, the rest
-    a ``{"truncated": true, "bytes"}`` marker, and ``truncated: true``."""
-    if json_size(error) <= ERROR_MAX_BYTES:
-        return error
-    message = str(error.get("message", ""))
-    if len(message) > _ERROR_MESSAGE_CHARS:
-        message = f"{message[:_ERROR_MESSAGE_CHARS]}… ({len(message)} characters in all)"
-    out: dict[str, Any] = {"error_type": str(error.get("error_type", ""))[:200], "message": message}
-    for key, value in error.items():
-        if key not in out:
-            size = json_size(value)
-            out[str(key)[:200]] = value if size <= _ERROR_FIELD_BYTES else {"truncated": True, "bytes": size}
-    out["truncated"] = True
-    return out
 
 
 def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any]]:

@@ -34,6 +34,7 @@ from workflows import registry
 from workflows.definition.expressions import ExpressionError, evaluate_condition
 from workflows.definition.ir import IR
 from workflows.definition.references import referenced_nodes
+from workflows.limits import clipped
 from workflows.models import Event, NodeRun, Run, canonical_json, size_of
 
 from .pure import Budget, Outcome, in_decision
@@ -263,8 +264,10 @@ class _Planner:
             with self.budget.conditions() if self.budget is not None else contextlib.nullcontext():
                 return evaluate_condition(condition, context)
         except ExpressionError as exc:
+            # the message can name a value the condition read (a missing key: up to 16 MiB of inputs)
             self.event(Event.Type.CONDITION_ERROR, node_id, **where, condition=condition, rule=exc.rule,
-                       error=str(exc), warning=f"condition {condition!r} failed to evaluate ({exc}); counted as false")
+                       error=clipped(str(exc)),
+                       warning=f"condition {condition!r} failed to evaluate ({clipped(str(exc))}); counted as false")
             return False
 
     def edge_state(self, source_id: str, target_id: str, iteration: int) -> str:

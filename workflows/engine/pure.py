@@ -92,6 +92,14 @@ class Budget:
         self.seconds = 0.0  # spent evaluating in this decision
         self.condition_seconds = 0.0  # of which in conditions
 
+    @classmethod
+    def none(cls) -> Budget:
+        """A request's decision (a run's start, a patch's refresh): it takes on no node to evaluate
+        in place (pure, conditional, loop), so a start evaluates no expression in the web process;
+        each such node goes on in a coordinator's decision (``Plan.continued``). A refresh still
+        routes a finished node's new edges itself, their conditions within the one shared second."""
+        return cls(max_nodes=0, max_ms=0)
+
     @property
     def spent(self) -> bool:
         return self.nodes >= self.max_nodes or self.seconds * 1000 >= self.max_ms

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, Func, Q
+from django.db.models import DateTimeField, F, Func, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -23,9 +23,9 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import locks, transitions
+from . import dispatch, locks, run_output, transitions
 from .coordinator import load_ir
-from .dispatch import Dispatch, compute_output_now, coordinate_now, publish_now
+from .dispatch import Dispatch, coordinate_now, publish_now
 
 logger = logging.getLogger(__name__)
 LIVE_RUN = [Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_FOR_APPROVAL]
@@ -69,7 +69,7 @@ def sweep() -> dict[str, int]:
     for pk in undecided_parks(decided_by):
         coordinate_now(pk)  # the same decision its executor's link would have asked for
         counts["redecided"] += 1
-    counts["outputs"] = ask_for_outputs(now)
+    counts["outputs"] = ask_for_outputs(now, backlog)
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
     return counts
@@ -150,14 +150,28 @@ def _recover_lost(nr: NodeRun, now: object) -> str:
     return "requeued"
 
 
-def ask_for_outputs(now: datetime) -> int:
+def ask_for_outputs(now: datetime, backlog: set[str] | frozenset[str] = frozenset()) -> int:
     """Completed runs whose ``metadata.output`` is still pending once the worker asked for it had
-    its time (``AOB_OUTPUT_TIME_LIMIT_S``, and the republish delay): its message was lost, or the
-    worker died. Each is asked for again, once per that period (``output_asked_at`` moves on)."""
-    asked_by = now - timedelta(seconds=settings.AOB_OUTPUT_TIME_LIMIT_S + settings.AOB_REPUBLISH_AFTER_S)
+    its time (``AOB_OUTPUT_TIME_LIMIT_S``, and the republish delay; with a backlog on its queue,
+    ``AOB_REPUBLISH_BACKLOG_S``): the ask was lost, or the worker died computing it. Each is asked
+    for again, once per that period (``output_asked_at`` moves on, ``output_asks`` counts); past
+    ``AOB_MAX_ATTEMPTS_ON_LOST`` asks it ends as the error ``OutputFailed`` (rule ``worker_lost``),
+    so no run waits for it forever."""
+    queue = registry.queue_for("transform")
+    wait = settings.AOB_REPUBLISH_BACKLOG_S if queue in backlog else settings.AOB_REPUBLISH_AFTER_S
+    asked_by = now - timedelta(seconds=settings.AOB_OUTPUT_TIME_LIMIT_S + wait)
     asked = 0
-    for run_id, at in Run.objects.filter(output_asked_at__lt=asked_by).values_list("pk", "output_asked_at")[:500]:
-        if Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now):
-            compute_output_now(str(run_id))
+    for run_id, owner_id, at, asks in (Run.objects.filter(output_asked_at__lt=asked_by).order_by("output_asked_at")
+                                       .values_list("pk", "owner_id", "output_asked_at", "output_asks")[:500]):
+        if asks >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
+            with transaction.atomic():
+                if Run.objects.filter(pk=run_id, output_asked_at=at).exists():
+                    run_output.settle(run_id, owner_id, artifact_id=None, error={
+                        "error_type": "OutputFailed", "rule": "worker_lost",
+                        "message": f"metadata.output: asked for {asks + 1} times and never stored (a worker lost "
+                                   "computing it each time; AOB_MAX_ATTEMPTS_ON_LOST)"})
+        elif Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now,
+                                                                      output_asks=F("output_asks") + 1):
+            dispatch.compute_output_now(str(run_id))  # looked up here: the test hooks wrap it
             asked += 1
     return asked

@@ -59,6 +59,7 @@ class Run(models.Model):
     # then ``output_asked_at`` says when a worker was last asked for it (the sweeper asks again past
     # AOB_OUTPUT_TIME_LIMIT_S); then the output's artifact, or why it could not be computed.
     output_asked_at = models.DateTimeField(null=True, blank=True)
+    output_asks = models.PositiveSmallIntegerField(default=0, db_default=0)  # the sweeper's asks so far
     output_artifact = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
                                         db_index=False)
     output_error = models.JSONField(null=True, blank=True)

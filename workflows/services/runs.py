@@ -16,10 +16,22 @@ from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
-from workflows.engine import coordinator, events, hooks, transitions
+from workflows.engine import coordinator, events, hooks, run_output, transitions
+from workflows.engine.artifacts import keep_artifacts
 from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
 from workflows.limits import refuse_past
-from workflows.models import Artifact, Event, NodeRun, Run, Workflow, content_id
+from workflows.models import (
+    Artifact,
+    Event,
+    NodeRun,
+    Run,
+    Workflow,
+    canonical_json,
+    content_id,
+    size_of,
+    text_id,
+)
+from workflows.results import run_output_compute
 from workflows.selectors import run_owner_check
 
 from .artifacts import artifact_store
@@ -232,3 +244,20 @@ def _counting_against(run_id: Any) -> list[Any]:
             break
         found += level
     return found
+
+
+def run_output_store(*, run_id: str) -> bool:
+    """Compute a completed run's pending ``metadata.output`` and store it: an artifact, or the
+    error (``run_output.settle``). False when it was not pending (stored already: a repeated
+    message, or the sweeper's ask and the decision's both arrived)."""
+    run = Run.objects.filter(pk=run_id, output_asked_at__isnull=False).first()
+    if run is None:
+        return False
+    value, error = run_output_compute(run)
+    with transaction.atomic():
+        if error is not None:
+            return run_output.settle(run.pk, run.owner_id, artifact_id=None, error=error)
+        text = canonical_json(value)
+        artifact_id = text_id(text)
+        keep_artifacts({artifact_id: (Artifact.Kind.NODE_IO, text)})
+        return run_output.settle(run.pk, run.owner_id, artifact_id=artifact_id, error=None, size=size_of(text))

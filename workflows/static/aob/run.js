@@ -76,12 +76,13 @@ function currentNodes() {
   return state.details ? state.details.nodes.filter((n) => ACTIVE.has(n.status)) : [];
 }
 
-// the run's inputs in its header line: the first characters, or past details' byte budget a link
-// to where they are read whole (the marker's href)
+// the run's inputs in its header line: the first characters, or past details' byte budget (as
+// details say, never as the value looks: inputs are anyone's JSON) a link to the run, which
+// carries them whole
 function inputsShown(run) {
   const inputs = run.inputs || {};
-  if (inputs.truncated === true && inputs.href && state.details.truncated) {
-    return [" · inputs ", el("a", { href: inputs.href }, `(${inputs.bytes} bytes)`)];
+  if (state.details.inputs_truncated) {
+    return [" · inputs ", el("a", { href: `/api/v1/runs/${encodeURIComponent(run.run_id)}` }, `(${inputs.bytes} bytes)`)];
   }
   if (!Object.keys(inputs).length) return [];
   const text = JSON.stringify(inputs);

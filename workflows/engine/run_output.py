@@ -1,0 +1,44 @@
+"""A completed run's ``metadata.output``: the decision that completes the run sets
+``output_asked_at`` (``planner.settle``) and asks a worker after its commit
+(``dispatch.compute_output_after_commit``); the worker computes and stores it
+(``services.runs.run_output_store``); the sweeper asks again past its time
+(``sweeper.ask_for_outputs``), and past ``AOB_MAX_ATTEMPTS_ON_LOST`` asks gives up. Either way it
+ends here: one compare-and-set on ``output_asked_at``, so a repeat changes nothing, and one
+``output_computed`` event. A run completed before outputs were stored (or by a worker of that
+version during a deploy) is asked for on its first read (``ask_unasked``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from workflows.models import Event, Run
+
+from . import events
+from .dispatch import compute_output_after_commit
+
+
+def settle(run_id: Any, owner_id: int, *, artifact_id: str | None, error: dict[str, Any] | None,
+           size: int = 0) -> bool:
+    """Store the output's artifact (``size`` bytes) or ``error``, in the caller's transaction;
+    False when it was no longer pending."""
+    if not Run.objects.filter(pk=run_id, output_asked_at__isnull=False).update(
+            output_asked_at=None, output_artifact_id=artifact_id, output_error=error):
+        return False
+    data = {"error_type": error["error_type"]} if error else {"artifact_id": artifact_id, "bytes": size}
+    events.append(run_id, owner_id, [(Event.Type.OUTPUT_COMPUTED, "", data)])
+    return True
+
+
+def ask_unasked(run: Run) -> bool:
+    """Ask for the output of a completed run that has none stored, no error and was never asked
+    for (it completed before outputs were stored); True when it is pending now. Once per run: the
+    ask is a compare-and-set."""
+    now = timezone.now()
+    asked = Run.objects.filter(pk=run.pk, output_asked_at__isnull=True, output_artifact__isnull=True,
+                               output_error__isnull=True).update(output_asked_at=now)
+    if asked:
+        run.output_asked_at = now
+        compute_output_after_commit(str(run.pk))
+    return bool(asked)
