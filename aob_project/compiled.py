@@ -30,10 +30,19 @@ PROBE_INT = -7_319_604
 PROBE_UUID = uuid.UUID(int=0x5E7)
 
 
+def _is_probe(param: Any, probe: Any) -> bool:
+    """``param`` is ``probe`` as the backend passes it: the same type, or an integer it wrapped."""
+    if type(param) is type(probe):
+        return bool(param == probe)
+    return type(probe) is int and isinstance(param, int) and not isinstance(param, bool) and param == probe
+
+
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    slots: list[tuple[str | None, Any]]  # per parameter: the argument bound there, or a constant
+    # per parameter: the argument bound there, or a constant; for an argument the backend wrapped
+    # (psycopg's ``Int4`` for an integer compared with an integer column), the wrapper as constant
+    slots: list[tuple[str | None, Any]]
     compiler: Any
     # a model queryset's: its class (None for values_list), its columns' attnames and their span
     # in a row, the select_related populators and the annotations' positions
@@ -63,8 +72,9 @@ class CompiledRead:
             sql, params = compiler.as_sql()
             slots: list[tuple[str | None, Any]] = []
             for param in params:
-                names = [name for name, probe in self._probes.items() if type(param) is type(probe) and param == probe]
-                slots.append((names[0], None) if names else (None, param))
+                names = [name for name, probe in self._probes.items() if _is_probe(param, probe)]
+                wrapper = type(param) if names and type(param) is not type(self._probes[names[0]]) else None
+                slots.append((names[0], wrapper) if names else (None, param))
             missing = set(self._probes) - {name for name, _ in slots}
             if missing:
                 raise ValueError(f"probes not among the statement's parameters: {sorted(missing)}")
@@ -85,7 +95,8 @@ class CompiledRead:
         for name, value in values.items():
             if type(value) is not type(self._probes[name]):
                 raise TypeError(f"{name}: {type(value).__name__}, not {type(self._probes[name]).__name__}")
-        params = [values[name] if name is not None else constant for name, constant in compiled.slots]
+        params = [constant if name is None else values[name] if constant is None else constant(values[name])
+                  for name, constant in compiled.slots]
         with connections[compiled.compiler.using].cursor() as cursor:
             cursor.execute(compiled.sql, params)
             fetched = cursor.fetchall()

@@ -304,7 +304,7 @@ AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024
 AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
 # A run's metadata.output is computed once after it completes, by a worker on the transform queue
 # (workflows/results.py store_output), within this many seconds (the task's soft time limit).
-AOB_OUTPUT_TIME_LIMIT_S = env_int("AOB_OUTPUT_TIME_LIMIT_S", 60)
+AOB_OUTPUT_TIME_LIMIT_S = env_int("AOB_OUTPUT_TIME_LIMIT_S", 60, within=(1, 3600))
 # GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).
 AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 # An open event stream judges its user again (token, session, active, the run visible) before it

@@ -22,7 +22,7 @@ from approvals.exceptions import (
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
 from approvals.selectors import is_approver
-from workflows.answers import Page, left_out, node_value_href, run_href
+from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
 from workflows.engine import events, locks, transitions
@@ -50,7 +50,7 @@ def gate_context(*, run_id: str, inputs: Any, upstream: dict[str, Any]) -> dict[
     sizes = {name: size_of(canonical_json(value)) for name, value in upstream.items()}
     page = Page(settings.AOB_APPROVAL_CONTEXT_MAX_BYTES)
     size = size_of(canonical_json(inputs))
-    shown = inputs if page.fits(size) else left_out(size, run_href(run_id=run_id))
+    shown = inputs if page.fits(size) else left_out(size, run_inputs_href(run_id=run_id))
     kept = {name for name in sorted(sizes, key=lambda n: (sizes[n], n)) if page.fits(sizes[name])}
     latest = {node: (iteration, artifact) for node, iteration, artifact in NodeRun.objects.filter(
         run_id=run_id, node_id__in=set(sizes) - kept).order_by("node_id", "-iteration").distinct("node_id")

@@ -24,9 +24,9 @@ def within(value: Any, limit: int, href: str) -> Any:
     return value if size <= limit else left_out(size, href)
 
 
-def run_href(*, run_id: Any) -> str:
-    """Where a run's inputs are read whole: the run, which always carries them (bounded when written)."""
-    return f"/api/v1/runs/{run_id}"
+def run_inputs_href(*, run_id: Any) -> str:
+    """Where a run's inputs are read whole (``GET /runs/{id}/inputs``; up to AOB_MAX_RUN_INPUTS_BYTES)."""
+    return f"/api/v1/runs/{run_id}/inputs"
 
 
 def node_value_href(*, run_id: Any, node_id: str, iteration: int, field: str, artifact_id: str | None = None) -> str:

@@ -179,9 +179,9 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
     ``GET /runs/{id}`` answers), markers for the rest. ``metadata.output`` is read as stored."""
     if run.status != Run.Status.COMPLETED:
         return Result()
-    if page is None:
+    if page is None:  # after the inputs the answer carries (``selectors.run_get``: them, or their marker)
         page = Page(settings.AOB_DETAILS_MAX_BYTES)
-        page.fits(json_size(run.inputs))
+        page.fits(json_size(getattr(run, "inputs_shown", None) or run.inputs))
     ir = load_ir(run)
     if ir.output_spec is not None:
         return _stored(run, page)

@@ -16,6 +16,7 @@ from django.db.models import (
     F,
     Func,
     IntegerField,
+    JSONField,
     OuterRef,
     Q,
     QuerySet,
@@ -29,7 +30,7 @@ from django.db.models.functions import Cast, Length
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
 from workflows import visibility
-from workflows.answers import Page, json_size, left_out, node_value_href, run_href
+from workflows.answers import Page, json_size, left_out, node_value_href, run_inputs_href
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.results import run_result
@@ -86,7 +87,13 @@ _WORKFLOW_BY_TAG = {
         owner_id=owner_id, tag=tag), owner_id=PROBE_INT, tag=PROBE_TEXT)
     for content, related in ((True, "current_version__artifact"), (False, "current_version"))
 }
-_RUN_BY_ID = CompiledRead(lambda pk: Run.objects.filter(pk=pk), pk=PROBE_UUID)
+# A run by id with its inputs left in the database (up to AOB_MAX_RUN_INPUTS_BYTES): their size,
+# measured there, and the inputs themselves only when they fit ``limit`` (an answer's budget).
+# ``run.inputs`` loads them whole when a service needs them.
+_RUN_BY_ID = CompiledRead(lambda pk, limit: Run.objects.filter(pk=pk).defer("inputs").annotate(
+    inputs_bytes=Length(Cast("inputs", TextField()))).annotate(inputs_head=Case(
+        When(inputs_bytes__lte=limit, then=F("inputs")), default=Value(None), output_field=JSONField())),
+    pk=PROBE_UUID, limit=PROBE_INT)
 
 
 def workflow_get(*, owner: User, tag: str, content: bool = True) -> Workflow:
@@ -163,7 +170,8 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     """A run ``user`` may see, or with ``change`` one it may also change (``is_run_owner``).
     Anything else is the 404 of a run that does not exist: an id never tells whether a run exists."""
     try:
-        found = _RUN_BY_ID.objects(pk=run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id)))
+        found = _RUN_BY_ID.objects(pk=run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id)),
+                                   limit=settings.AOB_DETAILS_MAX_BYTES)
     except (ValueError, TypeError):  # not a UUID
         raise NotFound("run not found") from None
     if not found:
@@ -171,6 +179,9 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     run = found[0]
     if not visibility.run_visible(run, user=user) or (change and not is_run_owner(run, user=user)):
         raise NotFound("run not found")
+    # what an answer shows of its inputs (``RunOut``): them, or past the budget the marker
+    run.inputs_shown = (run.inputs_head if run.inputs_head is not None else  # type: ignore[attr-defined]
+                        left_out(run.inputs_bytes, run_inputs_href(run_id=run.pk)))  # type: ignore[attr-defined]
     return run
 
 
@@ -391,11 +402,12 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
                 "created_at": p.created_at} for p in listed]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = Page(min(ceiling, max_bytes or ceiling))
-    # the run's inputs first, while they fit (up to AOB_MAX_RUN_INPUTS_BYTES, read whole from the run)
-    size = json_size(run.inputs)
+    # the run's inputs first, while they fit (up to AOB_MAX_RUN_INPUTS_BYTES, read whole at their href;
+    # ``run_get`` measured them in the database, and read them only if they fit an answer)
+    size = run.inputs_bytes  # type: ignore[attr-defined]
     inputs_cut = not page.fits(size)
     if inputs_cut:
-        run.inputs = left_out(size, run_href(run_id=run.pk))  # for this answer only, never saved
+        run.inputs_shown = left_out(size, run_inputs_href(run_id=run.pk))  # type: ignore[attr-defined]
     # then what is always there: the definitions, the patches but their operations (bounded when written)
     page.spend(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches))
     # then the run's result, before the nodes' fields: RunResultOut renders what was read here

@@ -16,6 +16,8 @@ from .watch import POLL_INTERVAL_S, events_all, run_follow
 
 RUN_STATUSES = ("queued", "running", "waiting_for_approval", "completed", "failed", "cancelled")
 WATCH_HELP = "Then follow its events; exit 0 completed, 1 failed, 2 cancelled."
+# how long --watch waits, once the run completed, for a worker to store its metadata.output
+OUTPUT_WAIT_S = 60.0
 
 
 def _run_path(run_id: str, *rest: str) -> str:
@@ -46,11 +48,14 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
     code = run_follow(client=session.client, run_id=run_id, after=after, on_event=on_event, use_ws=not poll)
     if not session.output.json:
         run = session.client.get(_run_path(run_id))
-        while run.get("output_pending"):  # a worker computes metadata.output after the run completes
+        deadline = time.monotonic() + OUTPUT_WAIT_S
+        while run.get("output_pending") and time.monotonic() < deadline:  # a worker computes metadata.output
             time.sleep(POLL_INTERVAL_S)
             run = session.client.get(_run_path(run_id))
         click.echo(f"{run['status']} in {duration_text(run.get('duration_ms'))}")
-        if run.get("output_error"):
+        if run.get("output_pending"):
+            click.echo(f"output: still being computed (aob run status {run_id})")
+        elif run.get("output_error"):
             click.echo(f"output error: {_error_text(run['output_error'])}")
         elif run["status"] == "completed":
             click.echo(f"output: {dumps(run.get('output'))}")
@@ -129,7 +134,9 @@ def run_status(session: Session, run_id: str) -> None:
             click.echo(f"replay of {r['replay_of']} from {r['replay_from_node']}")
         if r.get("error"):
             click.echo(f"error: {_error_text(r['error'])}")
-        if r.get("output_error"):
+        if r.get("output_pending"):
+            click.echo("output: being computed")
+        elif r.get("output_error"):
             click.echo(f"output error: {_error_text(r['output_error'])}")
         elif r["status"] == "completed":
             click.echo(f"output: {dumps(r.get('output'))}")

@@ -8,6 +8,7 @@ fit, else a marker linking to the patch."""
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any
 
 from django.db import connection
@@ -16,7 +17,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import client_for, stored_run
-from workflows.answers import json_size
 from workflows.models import Artifact, NodeRun, Run, RunPatch, WorkflowVersion
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import version_summary, workflow_save
@@ -150,7 +150,7 @@ def test_run_details_carry_inputs_past_the_budget_as_a_link_to_the_run(user: Any
     body = client.get(f"{API}/runs/{run.pk}/details").json()
 
     cut = body["run"]["inputs"]
-    assert cut == {"truncated": True, "bytes": json_size(inputs), "href": f"{API}/runs/{run.pk}"}
+    assert cut == {"truncated": True, "bytes": len(json.dumps(inputs)), "href": f"{API}/runs/{run.pk}/inputs"}
     assert body["inputs_truncated"] is True
     assert body["nodes"][0]["output"] == {"pad": "o" * 300_000}
     assert body["truncated"] is True
@@ -253,7 +253,7 @@ def test_run_lists_carry_inputs_while_they_fit_and_the_web_list_reads_none(make_
         assert len(answer.content) < 700_000 + 10_000
         marked = [r for r in listed if r["inputs"].get("truncated")]
         assert len(listed) == 3 and len(marked) == 1, path
-        assert marked[0]["inputs"]["href"] == f"{API}/runs/{marked[0]['run_id']}"
+        assert marked[0]["inputs"]["href"] == f"{API}/runs/{marked[0]['run_id']}/inputs"
         assert marked[0]["inputs"]["bytes"] > 300_000
         assert api.get(marked[0]["inputs"]["href"]).json()["inputs"] == {"pad": "p" * 300_000}
 
@@ -262,3 +262,30 @@ def test_run_lists_carry_inputs_while_they_fit_and_the_web_list_reads_none(make_
     page, statements = read(web, "/runs/")
     assert page.content.count(b"/runs/") >= 3
     assert not any('"workflows_run"."inputs"' in sql for sql in statements), statements
+
+
+def test_a_run_s_answers_carry_its_inputs_while_they_fit_and_inputs_answers_them_whole(user: Any, make_user: Any,
+                                                                                         settings: Any) -> None:
+    """Clients poll GET /runs/{id}; inputs a hook or a parent built reach 16 MiB. The run is read
+    with its inputs measured in the database and loaded only when they fit the answer's budget."""
+    run = stored_run(user)
+    inputs = {"pad": "i" * 600_000}
+    Run.objects.filter(pk=run.pk).update(inputs=inputs)
+    settings.AOB_DETAILS_MAX_BYTES = 500_000
+    client = client_for(user)
+
+    with CaptureQueriesContext(connection) as statements:
+        body = client.get(f"{API}/runs/{run.pk}").json()
+
+    marker = {"truncated": True, "bytes": len(json.dumps(inputs)), "href": f"{API}/runs/{run.pk}/inputs"}
+    assert body["inputs"] == marker
+    run_reads = [q["sql"] for q in statements.captured_queries if 'FROM "workflows_run"' in q["sql"]]
+    assert len(run_reads) == 1 and "CASE WHEN" in run_reads[0], run_reads  # the inputs left where they are
+    cancelled = client.post(f"{API}/runs/{run.pk}/cancel").json()["inputs"]  # every run answer
+    assert (cancelled["truncated"], cancelled["href"]) == (True, marker["href"])
+    whole = client.get(marker["href"])
+    assert whole.json() == {"run_id": str(run.pk), "inputs": inputs}
+    assert client_for(make_user("mallory")).get(marker["href"]).status_code == 404
+    settings.AOB_DETAILS_MAX_BYTES = 1024 * 1024
+    assert client.get(f"{API}/runs/{run.pk}").json()["inputs"] == inputs
+

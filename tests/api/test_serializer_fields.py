@@ -50,18 +50,18 @@ def test_a_serializer_kept_per_thread_answers_as_a_fresh_one(make_user: Any) -> 
 
     # one kept serializer renders each run as a fresh serializer does, nothing carried over
     for run in [*runs, runs[0]]:
-        details = selectors.run_details(run=Run.objects.get(pk=run.pk))
+        details = selectors.run_details(run=selectors.run_get(user=owner, run_id=run.pk))
         assert kept.render(details) == s.RunDetailsOut(details).data
 
     # a run that moved on between two answers: the second shows where it is now (details, and
     # GET /runs/{id}'s RunResultOut)
     result = s.RenderedPerThread(s.RunResultOut)
-    before = kept.render(selectors.run_details(run=Run.objects.get(pk=runs[1].pk)))
+    before = kept.render(selectors.run_details(run=selectors.run_get(user=owner, run_id=runs[1].pk)))
     assert result.render(Run.objects.get(pk=runs[1].pk))["output"] is None
     NodeRun.objects.create(run=runs[1], node_id="b", node_type="transform", status=NodeRun.Status.COMPLETED,
                            output={"x": 2}, consumed=True)
     Run.objects.filter(pk=runs[1].pk).update(status=Run.Status.COMPLETED)
-    details = selectors.run_details(run=Run.objects.get(pk=runs[1].pk))
+    details = selectors.run_details(run=selectors.run_get(user=owner, run_id=runs[1].pk))
     after = kept.render(details)
     assert after == s.RunDetailsOut(details).data
     assert (before["run"]["status"], before["run"]["output"]) == ("queued", None)

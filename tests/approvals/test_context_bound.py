@@ -57,7 +57,7 @@ def test_inputs_past_the_bound_link_to_the_run_which_carries_them_whole(settings
 
     context = gate_context(run_id="r1", inputs={"pad": "i" * 2000}, upstream=upstream)
 
-    assert context == {"inputs": {"truncated": True, "bytes": 2010, "href": "/api/v1/runs/r1"},
+    assert context == {"inputs": {"truncated": True, "bytes": 2010, "href": "/api/v1/runs/r1/inputs"},
                        "upstream": upstream, "truncated": True}
     assert gate_context(run_id="r1", inputs={}, upstream=upstream) == {
         "inputs": {}, "upstream": upstream, "truncated": False}

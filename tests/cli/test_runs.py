@@ -227,3 +227,14 @@ def test_inline_json_longer_than_a_file_name_may_be_is_read_as_json(engine, as_a
     long_tag = as_alice("run", "start", "t" * 300)  # not a file either: a tag, which the API judges
     assert long_tag.code == 1 and long_tag.err.startswith("error: "), long_tag.err
     assert "Traceback" not in not_json.err + long_tag.err
+
+
+def test_start_watch_prints_the_output_a_worker_computes_after_the_run_completes(engine, as_alice, write_json):
+    """``metadata.output`` is stored by a worker after the run completes: ``--watch`` waits for it."""
+    definition = {**chain(), "metadata": {"output": {"expression": "{'doubled': nodes.c}"}}}
+    started = as_alice("run", "start", write_json("output.json", definition), "--inputs", '{"n": 41}', "--watch")
+
+    assert started.code == 0, started.err
+    assert started.lines()[-1] == 'output: {"doubled": 84}'
+    run_id = started.lines()[0].split()[1]
+    assert as_alice("run", "status", run_id).lines()[2] == 'output: {"doubled": 84}'

@@ -366,7 +366,7 @@ def test_the_ceiling_being_typed_survives_the_node_running_between_two_budget_pa
 @pytest.mark.browser
 def test_a_run_s_inputs_past_the_details_budget_are_a_link_in_the_run_page(web: str) -> None:
     """The run page polls details: inputs past its byte budget (AOB_DETAILS_MAX_BYTES, 1 MiB) come
-    as a marker, and the header shows their size linking to the run, which answers them whole."""
+    as a marker, and the header shows their size linking to where they are read whole."""
     from playwright.sync_api import expect
 
     from tests.conftest import stored_run
@@ -384,9 +384,9 @@ def test_a_run_s_inputs_past_the_details_budget_are_a_link_in_the_run_page(web: 
     with chromium_page("web-run-inputs-failure.png") as (page, problems):
         log_in(page, web, "inputs", f"/runs/{run.pk}/")
         link = page.locator("#run-meta a", has_text="bytes)")
-        expect(link).to_have_attribute("href", f"/api/v1/runs/{run.pk}")
+        expect(link).to_have_attribute("href", f"/api/v1/runs/{run.pk}/inputs")
         expect(page.locator("#run-meta")).not_to_contain_text("xxxx")
-        whole = page.request.get(f"{web}/api/v1/runs/{run.pk}").json()["inputs"]["pad"]
+        whole = page.request.get(f"{web}/api/v1/runs/{run.pk}/inputs").json()["inputs"]["pad"]
         page.goto(f"{web}/runs/{look_alike.pk}/")
         expect(page.locator("#run-meta")).to_contain_text('"href":"javascript:alert(1)"')
         expect(page.locator("#run-meta a")).to_have_count(0)

@@ -7,10 +7,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
+from workflows.answers import run_inputs_href, within
 from workflows.models import Event, Run, Workflow
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
@@ -334,6 +336,9 @@ class RenderedPerThread:
         return serializer.to_representation(instance)
 
 
+_UNSET = object()
+
+
 class RunOut(FieldsBuiltOnce):
     run_id = serializers.UUIDField(source="id")
     artifact_id = serializers.CharField(source="base_artifact_id")
@@ -344,6 +349,7 @@ class RunOut(FieldsBuiltOnce):
                                    "unless its owner set them, and within_run names the run whose ceilings its "
                                    "spend counts against")
     duration_ms = serializers.SerializerMethodField(help_text="from submission to the end; null until it ends")
+    inputs = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
@@ -354,6 +360,18 @@ class RunOut(FieldsBuiltOnce):
     @extend_schema_field({"type": "integer", "nullable": True})
     def get_duration_ms(self, run: Run) -> int | None:
         return run_duration_ms(run)
+
+    @extend_schema_field({"type": "object", "additionalProperties": {}, "description": (
+        "the run's inputs while they fit the answer's byte budget (AOB_DETAILS_MAX_BYTES), else "
+        '{"truncated": true, "bytes", "href"} linking to GET /runs/{id}/inputs, which answers them whole')})
+    def get_inputs(self, run: Run) -> Any:
+        # a run read for an answer (``selectors.run_get``) says what it shows, measured in the
+        # database; a list's rows carry theirs, or the marker, already (``selectors.fill_within``);
+        # a run a service wrote and returned (a cancel's) is measured here
+        shown = getattr(run, "inputs_shown", _UNSET)
+        if shown is not _UNSET:
+            return shown
+        return within(run.inputs, settings.AOB_DETAILS_MAX_BYTES, run_inputs_href(run_id=run.pk))
 
 
 class RunResultOut(RunOut):
@@ -393,6 +411,13 @@ class RunResultOut(RunOut):
 
     def get_output_pending(self, run: Run) -> bool:
         return self._result(run).pending
+
+
+class RunInputsOut(serializers.Serializer):
+    """``GET /runs/{id}/inputs``: the run's inputs whole, where the markers of its answers lead."""
+
+    run_id = serializers.UUIDField()
+    inputs = serializers.JSONField(help_text="a JSON object")
 
 
 class RunOutputOut(serializers.Serializer):

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from aob_project.exceptions import AobError, NotFound
 from workflows import results, selectors
-from workflows.answers import run_href
+from workflows.answers import run_inputs_href
 from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Run, Workflow
 from workflows.services import definitions, idempotency, patches, runs
@@ -271,7 +271,7 @@ def _start_once(request: Request, begin: Any) -> Response:
 
 
 def _run_href(run: Run) -> str:
-    return run_href(run_id=run.pk)
+    return run_inputs_href(run_id=run.pk)
 
 
 class ArtifactView(APIView):
@@ -348,6 +348,17 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         pending = json.dumps(run.output_pending)
         body = f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)},"output_pending":{pending}}}'
         return HttpResponse(body.encode(), content_type="application/json")
+
+    @extend_schema(responses={200: s.RunInputsOut, **ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def inputs(self, request: Request, pk: str) -> HttpResponse:
+        """The run's inputs whole (up to AOB_MAX_RUN_INPUTS_BYTES): where the markers of the run's
+        answers and its ``workflow_started`` event lead. The database's JSON text, never parsed."""
+        run = self._run(pk)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT inputs::text FROM workflows_run WHERE id = %s", [run.pk])
+            text = cursor.fetchone()[0]
+        return HttpResponse(f'{{"run_id":"{run.pk}","inputs":{text}}}'.encode(), content_type="application/json")
 
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
     @action(detail=True, methods=["get"], filter_backends=[])

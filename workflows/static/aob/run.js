@@ -77,12 +77,11 @@ function currentNodes() {
 }
 
 // the run's inputs in its header line: the first characters, or past details' byte budget (as
-// details say, never as the value looks: inputs are anyone's JSON) a link to the run, which
-// carries them whole
+// details say, never as the value looks: inputs are anyone's JSON) a link to where they are read whole
 function inputsShown(run) {
   const inputs = run.inputs || {};
   if (state.details.inputs_truncated) {
-    return [" · inputs ", el("a", { href: `/api/v1/runs/${encodeURIComponent(run.run_id)}` }, `(${inputs.bytes} bytes)`)];
+    return [" · inputs ", el("a", { href: `/api/v1/runs/${encodeURIComponent(run.run_id)}/inputs` }, `(${inputs.bytes} bytes)`)];
   }
   if (!Object.keys(inputs).length) return [];
   const text = JSON.stringify(inputs);
