@@ -303,7 +303,7 @@ AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024
 # than the API's body cap): refused at the start past it
 AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
 # A run's metadata.output is computed once after it completes, by a worker on the transform queue
-# (workflows/results.py store_output), within this many seconds (the task's soft time limit).
+# (workflows/services/runs.py run_output_store), within this many seconds (the task's soft time limit).
 AOB_OUTPUT_TIME_LIMIT_S = env_int("AOB_OUTPUT_TIME_LIMIT_S", 60, within=(1, 3600))
 # GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).
 AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)

@@ -48,20 +48,25 @@ def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
     """``error`` when it fits ``ERROR_MAX_BYTES``; else its type, the start of its message (with
     the whole message's length) and, smallest first while the whole fits, its other fields, each
     past ``_FIELD_BYTES`` as ``{"truncated": true, "bytes"}``; ``truncated: true``, and how many
-    fields were left out."""
+    fields were left out. Sizes are the stored JSON's (escapes included): a message is cut shorter
+    until the type and it take at most half the bound."""
     if _size(error) <= ERROR_MAX_BYTES:
         return error
-    out: dict[str, Any] = {"error_type": clipped(str(error.get("error_type", "")), 200),
-                           "message": clipped(str(error.get("message", ""))), "truncated": True}
+    kind, message = str(error.get("error_type", "")), str(error.get("message", ""))
+    cut = _MESSAGE_BYTES
+    out = {"error_type": clipped(kind, 200), "message": clipped(message, cut), "truncated": True}
+    while _size(out) > ERROR_MAX_BYTES // 2:  # escapes (a control character is six bytes) made it larger
+        cut //= 2
+        out = {"error_type": clipped(kind, min(200, cut)), "message": clipped(message, cut), "truncated": True}
     others = [(clipped(str(key), 100), value) for key, value in error.items()
               if key not in ("error_type", "message", "truncated")]
     shown = [(key, value if size <= _FIELD_BYTES else {"truncated": True, "bytes": size})
              for key, value, size in ((k, v, _size(v)) for k, v in others)]
     left_out = 0
     for key, value in sorted(shown, key=lambda kv: _size(kv[1])):
-        if _size({**out, key: value, "fields_left_out": len(shown)}) <= ERROR_MAX_BYTES:
+        if key not in out and _size({**out, key: value, "fields_left_out": len(shown)}) <= ERROR_MAX_BYTES:
             out[key] = value
-        else:
+        else:  # past the bound, or a key that is another's once cut
             left_out += 1
     if left_out:
         out["fields_left_out"] = left_out

@@ -115,7 +115,7 @@ class Result:
     output: Any = None
     error: dict[str, Any] | None = None
     truncated: bool = False
-    pending: bool = False  # metadata.output is still to be computed (``store_output``)
+    pending: bool = False  # metadata.output is still to be computed (``services.runs.run_output_store``)
 
 
 def output_href(run: Run) -> str:
@@ -181,7 +181,8 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
         return Result()
     if page is None:  # after the inputs the answer carries (``selectors.run_get``: them, or their marker)
         page = Page(settings.AOB_DETAILS_MAX_BYTES)
-        page.fits(json_size(getattr(run, "inputs_shown", None) or run.inputs))
+        shown = run.inputs_shown if hasattr(run, "inputs_shown") else run.inputs
+        page.fits(json_size(shown))
     ir = load_ir(run)
     if ir.output_spec is not None:
         return _stored(run, page)
@@ -230,7 +231,7 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
         rows = _latest(run, _terminal(ir), budget=2**62, whole=True)
         return "{" + ",".join(f"{json.dumps(r.node_id)}:{r.text}" for r in rows) + "}", None
     if run.output_artifact_id is None and run.output_error is None and not run.output_pending:
-        run_output.ask_unasked(run)  # completed before outputs were stored
+        run_output.ask_unasked(run)  # completed before outputs were stored (pending now, whoever asked)
     if run.output_artifact_id is None:
         return "null", None if run.output_pending else run.output_error
     with connection.cursor() as cursor:

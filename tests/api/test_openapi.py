@@ -31,6 +31,8 @@ PATHS = {
     "/api/v1/schema/workflow": {"get"},
     "/api/v1/runs": {"get", "post"},
     "/api/v1/runs/{id}/nodes/{node_id}/iterations/{iteration}/{field}": {"get"},
+    "/api/v1/runs/{id}/inputs": {"get"},
+    "/api/v1/runs/{id}/output": {"get"},
 }
 
 

@@ -73,3 +73,18 @@ def test_a_condition_that_fails_naming_a_large_value_says_so_in_a_bounded_event(
     [event] = Event.objects.filter(run=run, type="condition_error")
     assert size(event.data) <= 3 * 2000 + 4096 + 200, size(event.data)  # two messages, the condition
     assert "characters in all" in event.data["error"]
+
+
+def test_an_error_of_control_characters_and_colliding_keys_is_within_its_bound() -> None:
+    """A control character is six bytes once stored as JSON; keys cut to their first 100 bytes can
+    be one key."""
+    from workflows.limits import bounded_error
+
+    escaped = bounded_error({"error_type": "\x01" * 5_000, "message": "\x02" * 50_000})
+    colliding = bounded_error({"error_type": "X", "message": "m" * 9_000,
+                               **{"k" * 100 + str(i): i for i in range(3_000)}})
+
+    for cut in (escaped, colliding):
+        assert size(cut) <= ERROR_MAX_BYTES and cut["truncated"] is True
+    kept = [key for key in colliding if key.startswith("k")]  # one per length of the cut keys' suffix
+    assert 0 < len(kept) <= 4 and colliding["fields_left_out"] == 3_000 - len(kept)

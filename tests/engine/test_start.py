@@ -166,3 +166,15 @@ def test_a_start_evaluates_no_expression_its_entry_conditional_goes_on_in_the_co
         "workflow_started", "node_started", "node_completed"]  # no condition_error: nothing was evaluated
     run.refresh_from_db()
     assert run.status == "queued"  # until a decision moves it on
+
+
+def test_a_loop_node_that_loops_back_to_itself_is_refused() -> None:
+    """It would have no body and be an entry, whose condition a run's start would evaluate."""
+    from workflows.definition.validation import validate
+
+    report = validate({"nodes": [{"id": "spin", "type": "loop", "config": {"loop_back_to": "spin",
+                                                                          "max_iterations": 3, "condition": "true"}}],
+                       "edges": []})
+
+    assert not report.valid
+    assert [(p.path, p.rule) for p in report.errors] == [("/nodes/0/config/loop_back_to", "loop_reaches_back")]

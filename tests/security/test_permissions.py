@@ -57,7 +57,7 @@ def run_endpoints(world: World) -> list[tuple[str, str, Any]]:
 
 def run_reads(world: World) -> list[tuple[str, str, Any]]:
     reads = [("GET", f"/runs/{run.pk}{suffix}", None) for run in (world.finished, world.waiting)
-             for suffix in ("", "/details", "/events", "/events?after=1", "/patches")]
+             for suffix in ("", "/details", "/events", "/events?after=1", "/patches", "/inputs", "/output")]
     return [*reads, ("GET", f"/runs/{world.waiting.pk}/patches/{world.patch.seq}", None),
             ("GET", f"/runs/{world.finished.pk}/nodes/done/iterations/0/output", None),
             ("GET", f"/runs/{world.waiting.pk}/nodes/review/iterations/0/input", None)]

@@ -16,8 +16,9 @@ so a test flips them for every process of its stack at once:
   (tests/subflows/test_subflow_budget.py);
 - ``aob:test:drop_outputs``: while set, every ask for a completed run's ``metadata.output`` is
   dropped (the completing decision's after its commit, the sweeper's: a crash between commit and
-  send, a worker lost computing it); the sweeper (``sweeper.ask_for_outputs``) must ask again, and
-  give up past its limit; ``aob:test:output_sweep_off``: that pass finds none, its negative control
+  send); the sweeper (``sweeper.ask_for_outputs``) must ask again; ``aob:test:output_sweep_off``:
+  that pass finds none, its negative control; ``aob:test:output_crash``: the worker process
+  computing an output dies (``os._exit``) as it starts, as one killed would
   (tests/engine/test_output_stored.py);
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
   engine would;
@@ -52,10 +53,19 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     from agents import budget
     from workflows.engine import coordinator, dispatch, heartbeat, sweeper
     from workflows.models import NodeRun
+    from workflows.services import runs
 
     publish_now, sweep, coordinate = dispatch.publish_now, sweeper.sweep, coordinator.coordinate
     undecided_parks, compute_output_now, ask_for_outputs = (sweeper.undecided_parks, dispatch.compute_output_now,
                                                             sweeper.ask_for_outputs)
+
+    output_compute = runs.run_output_compute
+
+    def crashing_output_compute(run: Any) -> Any:
+        if _redis().exists("aob:test:output_crash"):
+            logger.warning("results.output_crash_by_test_hook", extra={"run_id": str(run.pk)})
+            os._exit(1)  # the pool process dies here, mid-task, as a killed one would
+        return output_compute(run)
 
     def dropping_output(run_id: str) -> None:
         if _redis().exists("aob:test:drop_outputs"):
@@ -110,6 +120,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     wrapped = [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
                (sweeper, "undecided_parks", switchable_undecided_parks),
                (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
+               (runs, "run_output_compute", crashing_output_compute),
                (budget, "wake", switchable_wake), (budget, "sweep_paused", switchable_sweep_paused),
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
                (heartbeat._Beat, "interrupt", switchable_interrupt)]

@@ -490,7 +490,7 @@ class RunDetailsOut(serializers.Serializer):
     # the run's inputs or output, a node field or a patch's operations is a {"truncated": true, "bytes", "href"} marker
     truncated = serializers.BooleanField()
     inputs_truncated = serializers.BooleanField(help_text="run.inputs is the marker: they passed the answer's "
-                                                "byte budget (GET /runs/{id} carries them whole)")
+                                                "byte budget (GET /runs/{id}/inputs answers them whole)")
     patch_refusals = PatchRefusalOut(many=True, help_text="the latest 50 refused patches, newest first")
 
 

@@ -198,7 +198,7 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
     for n in nodes:
         if n["type"] == "loop" and not report.errors:
             target = n["config"]["loop_back_to"]
-            if not _reaches(outgoing, target, n["id"]):
+            if target == n["id"] or not _reaches(outgoing, target, n["id"]):  # itself: no body, and an entry
                 report.error(f"/nodes/{index[n['id']]}/config/loop_back_to", "loop_reaches_back",
                              f"loop_back_to {target!r} does not lead back to loop node {n['id']!r}")
 

@@ -112,7 +112,7 @@ OUTPUT_TASK = "workflows.run_output"
 
 
 def compute_output_now(run_id: str) -> None:
-    """Ask a worker to compute a completed run's ``metadata.output`` (``workflows.results.store_output``),
+    """Ask a worker to compute a completed run's ``metadata.output`` (``services.runs.run_output_store``),
     on the queue of the node type whose work it is like: ``transform``, pure and bounded."""
     soft = settings.AOB_OUTPUT_TIME_LIMIT_S
     try:

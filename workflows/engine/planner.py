@@ -495,7 +495,7 @@ class _Planner:
                       if t.status in ACTIVE or (t.status in FINISHED and not t.consumed)]
         # an agent's patch held for approval may still grow the run: wait for the decision
         if not unfinished and not self.state.patch_pending:
-            # a metadata.output is computed after the commit, by a worker (workflows.results.store_output)
+            # a metadata.output is computed after the commit, by a worker (services.runs.run_output_store)
             self._set_run(status=Run.Status.COMPLETED, finished_at=self.now,
                           **({"output_asked_at": self.now} if self.ir.output_spec else {}))
             start = self.state.started_at

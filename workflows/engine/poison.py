@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from workflows.limits import bounded_error
 from workflows.models import Event, NodeRun, Run
 
 from . import events, locks, transitions
@@ -27,8 +28,7 @@ def decision_failed(node_run_id: int, exc: BaseException) -> str:
     would too), at the limit fail the run with ``DecisionFailed`` so a poison message ends
     instead of holding a coordinator slot forever. Returns ``retrying``, ``failed`` or ``gone``."""
     connection.close_if_unusable_or_obsolete()
-    message = (str(exc) or type(exc).__name__)[:2000]
-    error = {"error_type": type(exc).__name__, "message": message}
+    error = bounded_error({"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__})
     now = timezone.now()
     entry = {"status": DECISION_FAILED, "error": error, "at": now.isoformat()}
     with transaction.atomic():
@@ -57,7 +57,7 @@ def decision_failed(node_run_id: int, exc: BaseException) -> str:
             return "gone"
         run.error = {"error_type": "DecisionFailed", "node_id": node_id, "failures": failures,
                      "message": f"deciding what follows {node_id!r} failed {failures} times: "
-                                f"{error['error_type']}: {message}"}
+                                f"{error['error_type']}: {error['message']}"}
         transitions.move_run(run_id, Run.Status.FAILED, sources=[run.status], error=run.error, finished_at=now)
         transitions.cancel_active(run_id, now)
         cancel_approvals(run_id, now)

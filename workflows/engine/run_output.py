@@ -2,7 +2,8 @@
 ``output_asked_at`` (``planner.settle``) and asks a worker after its commit
 (``dispatch.compute_output_after_commit``); the worker computes and stores it
 (``services.runs.run_output_store``); the sweeper asks again past its time
-(``sweeper.ask_for_outputs``), and past ``AOB_MAX_ATTEMPTS_ON_LOST`` asks gives up. Either way it
+(``sweeper.ask_for_outputs``); past ``AOB_MAX_ATTEMPTS_ON_LOST`` attempts a worker died in, the
+worker that starts the next one ends it as ``lost`` instead. Either way it
 ends here: one compare-and-set on ``output_asked_at``, so a repeat changes nothing, and one
 ``output_computed`` event. A run completed before outputs were stored (or by a worker of that
 version during a deploy) is asked for on its first read (``ask_unasked``)."""
@@ -31,14 +32,22 @@ def settle(run_id: Any, owner_id: int, *, artifact_id: str | None, error: dict[s
     return True
 
 
+def lost(attempts: int) -> dict[str, Any]:
+    """The error of an output whose every attempt a worker died in."""
+    return {"error_type": "OutputFailed", "rule": "worker_lost",
+            "message": f"metadata.output: {attempts} attempts to compute it ended with their worker lost "
+                       "(AOB_MAX_ATTEMPTS_ON_LOST)"}
+
+
 def ask_unasked(run: Run) -> bool:
     """Ask for the output of a completed run that has none stored, no error and was never asked
-    for (it completed before outputs were stored); True when it is pending now. Once per run: the
-    ask is a compare-and-set."""
+    for (it completed before outputs were stored). Once per run: the ask is a compare-and-set; the
+    caller's ``run`` says pending afterwards whoever asked (a concurrent read, or this one), and
+    the next read shows what a worker stored meanwhile."""
     now = timezone.now()
     asked = Run.objects.filter(pk=run.pk, output_asked_at__isnull=True, output_artifact__isnull=True,
                                output_error__isnull=True).update(output_asked_at=now)
+    run.output_asked_at = now
     if asked:
-        run.output_asked_at = now
         compute_output_after_commit(str(run.pk))
     return bool(asked)

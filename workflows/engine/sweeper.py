@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, F, Func, Q
+from django.db.models import DateTimeField, Func, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -23,7 +23,7 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import dispatch, locks, run_output, transitions
+from . import dispatch, locks, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -153,25 +153,17 @@ def _recover_lost(nr: NodeRun, now: object) -> str:
 def ask_for_outputs(now: datetime, backlog: set[str] | frozenset[str] = frozenset()) -> int:
     """Completed runs whose ``metadata.output`` is still pending once the worker asked for it had
     its time (``AOB_OUTPUT_TIME_LIMIT_S``, and the republish delay; with a backlog on its queue,
-    ``AOB_REPUBLISH_BACKLOG_S``): the ask was lost, or the worker died computing it. Each is asked
-    for again, once per that period (``output_asked_at`` moves on, ``output_asks`` counts); past
-    ``AOB_MAX_ATTEMPTS_ON_LOST`` asks it ends as the error ``OutputFailed`` (rule ``worker_lost``),
-    so no run waits for it forever."""
+    ``AOB_REPUBLISH_BACKLOG_S``, since the ask is most likely waiting its turn): the ask was lost,
+    or the worker died computing it. Each is asked for again, once per that period
+    (``output_asked_at`` moves on). The worker counts attempts as they start
+    (``services.runs.run_output_store``), so a long queue never fails an output."""
     queue = registry.queue_for("transform")
     wait = settings.AOB_REPUBLISH_BACKLOG_S if queue in backlog else settings.AOB_REPUBLISH_AFTER_S
     asked_by = now - timedelta(seconds=settings.AOB_OUTPUT_TIME_LIMIT_S + wait)
     asked = 0
-    for run_id, owner_id, at, asks in (Run.objects.filter(output_asked_at__lt=asked_by).order_by("output_asked_at")
-                                       .values_list("pk", "owner_id", "output_asked_at", "output_asks")[:500]):
-        if asks >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
-            with transaction.atomic():
-                if Run.objects.filter(pk=run_id, output_asked_at=at).exists():
-                    run_output.settle(run_id, owner_id, artifact_id=None, error={
-                        "error_type": "OutputFailed", "rule": "worker_lost",
-                        "message": f"metadata.output: asked for {asks + 1} times and never stored (a worker lost "
-                                   "computing it each time; AOB_MAX_ATTEMPTS_ON_LOST)"})
-        elif Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now,
-                                                                      output_asks=F("output_asks") + 1):
+    for run_id, at in (Run.objects.filter(output_asked_at__lt=asked_by).order_by("output_asked_at")
+                       .values_list("pk", "output_asked_at")[:500]):
+        if Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now):
             dispatch.compute_output_now(str(run_id))  # looked up here: the test hooks wrap it
             asked += 1
     return asked

@@ -55,7 +55,7 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # A definition's ``metadata.output`` is computed once, by a worker, after the run completes
-    # (``workflows.results.store_output``); answers read what it stored, never evaluate it. Until
+    # (``services.runs.run_output_store``); answers read what it stored, never evaluate it. Until
     # then ``output_asked_at`` says when a worker was last asked for it (the sweeper asks again past
     # AOB_OUTPUT_TIME_LIMIT_S); then the output's artifact, or why it could not be computed.
     output_asked_at = models.DateTimeField(null=True, blank=True)

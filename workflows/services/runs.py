@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
@@ -249,10 +249,17 @@ def _counting_against(run_id: Any) -> list[Any]:
 def run_output_store(*, run_id: str) -> bool:
     """Compute a completed run's pending ``metadata.output`` and store it: an artifact, or the
     error (``run_output.settle``). False when it was not pending (stored already: a repeated
-    message, or the sweeper's ask and the decision's both arrived)."""
+    message, or the sweeper's ask and the decision's both arrived). Each attempt is counted before
+    it starts (``output_asks``), so one a worker dies in counts: past ``AOB_MAX_ATTEMPTS_ON_LOST``
+    the output ends as ``OutputFailed``/``worker_lost`` instead of being tried again."""
+    if not Run.objects.filter(pk=run_id, output_asked_at__isnull=False).update(output_asks=F("output_asks") + 1):
+        return False
     run = Run.objects.filter(pk=run_id, output_asked_at__isnull=False).first()
     if run is None:
         return False
+    if run.output_asks > settings.AOB_MAX_ATTEMPTS_ON_LOST:
+        with transaction.atomic():
+            return run_output.settle(run.pk, run.owner_id, artifact_id=None, error=run_output.lost(run.output_asks - 1))
     value, error = run_output_compute(run)
     with transaction.atomic():
         if error is not None:
