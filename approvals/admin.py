@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.db import models
 from django.db.models import Case, IntegerField, Value, When
 from django.db.models.functions import Left
 from django.utils.html import format_html_join
@@ -52,6 +53,8 @@ class NotificationTargetAdmin(BoundedListAdmin):
     list_filter = ["enabled"]
     # searched as one types (the auth admins' search_fields), not a select of every user and group
     autocomplete_fields = ["user", "group"]
+    # a webhook typed without its scheme is https (Django 6's default, stated now)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Approval)
