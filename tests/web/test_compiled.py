@@ -135,3 +135,22 @@ def test_the_api_reads_token_workflow_and_run_in_one_statement_each(make_user: A
     unknown = client_for(bob)
     unknown.credentials(HTTP_AUTHORIZATION="Token no-such-token")
     assert unknown.get("/api/v1/auth/me").json()["message"] == "Invalid token."
+
+
+def test_an_integer_the_backend_wraps_is_bound_per_call(make_user: Any) -> None:
+    """psycopg passes an integer compared with an integer column as ``Int4``: still the probe, and
+    each call's value is bound in its place, wrapped the same way (``selectors.run_get`` binds the
+    answer's byte budget so)."""
+    from django.db.models import TextField
+    from django.db.models.functions import Cast, Length
+
+    from aob_project.compiled import PROBE_INT
+
+    run = a_run(make_user(), pad="x" * 100)
+    read = CompiledRead(lambda pk, limit: Run.objects.filter(pk=pk).annotate(
+        size=Length(Cast("inputs", TextField()))).filter(size__lte=limit), pk=PROBE_ID, limit=PROBE_INT)
+
+    for limit in (10_000, 10, 10_000):
+        expected = list(read._build(pk=run.pk, limit=limit).values_list("pk", "size"))
+        assert [(r.pk, r.size) for r in read.objects(pk=run.pk, limit=limit)] == expected
+        assert bool(expected) == (limit == 10_000)
