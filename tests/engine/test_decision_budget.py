@@ -379,3 +379,25 @@ def test_a_patch_starts_nothing_in_a_run_past_its_output_cap(stored_bytes):
                   limits=planner.Limits(max_output_bytes=1000, max_node_runs=10**6))
     refreshed = planner.plan_refresh(ir, state, budget=pure.Budget())
     assert [t.node_id for t in refreshed.inserts] == (["new"] if stored_bytes < 1000 else [])
+
+
+def test_a_patch_s_refresh_leaves_a_conditional_it_adds_to_a_coordinator_s_decision():
+    """A patch's refresh runs in the patch's request (``Budget.none``): a conditional it adds after
+    a finished node is stored, unconsumed, for a coordinator's decision, which evaluates its rules."""
+    ir = compile_definition({"nodes": [{"id": "a", "type": "transform", "config": {"expression": graphs.ok(1), **Q}},
+                                       {"id": "gate", "type": "conditional", "config": {}},
+                                       {"id": "c", "type": "transform", "config": {"expression": graphs.ok(1), **Q}}],
+                             "edges": [{"from": "a", "to": "gate"},
+                                       {"from": "gate", "to": "c", "condition": "inputs.missing.x"}]})
+    tokens = [Token("a", 0, "transform", NodeRun.Status.COMPLETED, pk=1, consumed=True, taken=[], output={"x": 1},
+                    finished_at=T0)]
+    state = State(run_status=Run.Status.RUNNING, inputs={}, now=T0, tokens=tokens,
+                  limits=planner.Limits(max_output_bytes=10**9, max_node_runs=10**6))
+
+    deferred = planner.plan_refresh(ir, state, budget=pure.Budget.none())
+    decided = planner.plan_refresh(ir, state, budget=pure.Budget())
+
+    assert [(t.node_id, t.status, t.consumed) for t in deferred.inserts] == [("gate", NodeRun.Status.COMPLETED, False)]
+    assert [t.node_id for t in deferred.continued] == ["gate"]
+    assert Event.Type.CONDITION_ERROR not in [kind for kind, _, _ in deferred.events]
+    assert Event.Type.CONDITION_ERROR in [kind for kind, _, _ in decided.events]  # the rules, evaluated in place
