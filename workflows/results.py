@@ -204,10 +204,8 @@ _STORED = "SELECT size_bytes, CASE WHEN size_bytes <= %s THEN content::text END 
 
 
 def _stored(run: Run, page: Page) -> Result:
+    run_output.ask_unasked(run)  # a run completed before outputs were stored: pending from now
     if run.output_pending:
-        return Result(pending=True)
-    if run.output_artifact_id is None and run.output_error is None:  # completed before outputs were stored
-        run_output.ask_unasked(run)
         return Result(pending=True)
     if run.output_artifact_id is None:
         return Result(error=run.output_error)
@@ -230,8 +228,7 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
     if ir.output_spec is None:
         rows = _latest(run, _terminal(ir), budget=2**62, whole=True)
         return "{" + ",".join(f"{json.dumps(r.node_id)}:{r.text}" for r in rows) + "}", None
-    if run.output_artifact_id is None and run.output_error is None and not run.output_pending:
-        run_output.ask_unasked(run)  # completed before outputs were stored (pending now, whoever asked)
+    run_output.ask_unasked(run)  # a run completed before outputs were stored: pending from now
     if run.output_artifact_id is None:
         return "null", None if run.output_pending else run.output_error
     with connection.cursor() as cursor:

@@ -41,9 +41,11 @@ def lost(attempts: int) -> dict[str, Any]:
 
 def ask_unasked(run: Run) -> bool:
     """Ask for the output of a completed run that has none stored, no error and was never asked
-    for (it completed before outputs were stored). Once per run: the ask is a compare-and-set; the
-    caller's ``run`` says pending afterwards whoever asked (a concurrent read, or this one), and
-    the next read shows what a worker stored meanwhile."""
+    for (it completed before outputs were stored); any other run is left as it is. Once per run:
+    the ask is a compare-and-set; the caller's ``run`` says pending afterwards whoever asked (a
+    concurrent read, or this one), and the next read shows what a worker stored meanwhile."""
+    if run.output_pending or run.output_artifact_id is not None or run.output_error is not None:
+        return False
     now = timezone.now()
     asked = Run.objects.filter(pk=run.pk, output_asked_at__isnull=True, output_artifact__isnull=True,
                                output_error__isnull=True).update(output_asked_at=now)
