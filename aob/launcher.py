@@ -58,7 +58,8 @@ from django.conf import settings
 from django.core.management import get_commands
 from workflows import registry
 print(json.dumps({"static_root": bool(getattr(settings, "STATIC_ROOT", None)),
-                  "commands": sorted(get_commands()), "queues": registry.all_queues()}))
+                  "commands": sorted(get_commands()), "queues": registry.all_queues(),
+                  "service_queues": list(registry.SERVICE_QUEUES)}))
 """
 
 
@@ -246,9 +247,10 @@ class Services:
 
 def worker_command(probe: dict, node_types: str | None) -> list[str]:
     """The worker's queues: every queue of the stack, from the node-type registry (the probe), or with
-    ``--node-types`` only those types' queues plus the coordinator's, maintenance and notifications."""
+    ``--node-types`` only those types' queues plus the service queues (the coordinator's, maintenance,
+    notifications, run outputs)."""
     if node_types:
-        return ["--node-types", node_types, "-Q", "wf.coordinator,wf.maintenance,wf.notify"]
+        return ["--node-types", node_types, "-Q", ",".join(probe["service_queues"])]
     return ["-Q", ",".join(probe["queues"])]
 
 

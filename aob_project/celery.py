@@ -23,12 +23,13 @@ from workflows.registry import (
     EXECUTOR_TASK,
     MAINTENANCE_QUEUE,
     NOTIFY_QUEUE,
+    OUTPUT_QUEUE,
 )
 
 # Declared up front; a node type's queue (``wf.tasks.<type>``) is declared when it is first used, in the
 # same shape (``task_create_missing_queue_*`` below), because the types are known only once Django has
 # loaded the apps that register them. Routing: ``dispatch.publish_now`` names the type's queue.
-STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE]
+STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE]
 
 
 def _quorum() -> bool:
@@ -66,6 +67,9 @@ app.conf.task_routes = {
     # its own queue, so a backlog of them never stands between the sweeper and the maintenance queue.
     "approvals.notify": {"queue": NOTIFY_QUEUE},
     "approvals.remind": {"queue": MAINTENANCE_QUEUE},
+    # A completed run's metadata.output: up to AOB_OUTPUT_TIME_LIMIT_S of one owner's evaluation,
+    # never on a node type's queue in front of every user's nodes.
+    "workflows.run_output": {"queue": OUTPUT_QUEUE},
     "subflows.*": {"queue": MAINTENANCE_QUEUE},
     "agents.sweep": {"queue": MAINTENANCE_QUEUE},
     "agents.wake": {"queue": MAINTENANCE_QUEUE},

@@ -32,6 +32,11 @@ MAINTENANCE_QUEUE = "wf.maintenance"
 # Approval notifications (email, webhooks): a queue of their own, so a run that asks many people
 # cannot hold up the sweeper's crash recovery on the maintenance queue for every tenant.
 NOTIFY_QUEUE = "wf.notify"
+# A completed run's metadata.output (``workflows.run_output``, up to AOB_OUTPUT_TIME_LIMIT_S each): a
+# queue of its own, so one owner's heavy outputs never take the workers every user's nodes need.
+OUTPUT_QUEUE = "wf.output"
+# The queues that carry no node type's work; every way of starting workers consumes them.
+SERVICE_QUEUES = (COORDINATOR_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE)
 # Celery's default queue: nothing of ours is routed here, a worker of the whole stack still consumes it.
 DEFAULT_NODE_QUEUE = "wf.tasks.default"
 # The one executor task: its queue comes from the node type (``dispatch.publish_now``).
@@ -207,9 +212,9 @@ def queues(node_types: Iterable[str] | None = None) -> list[str]:
 
 
 def all_queues() -> list[str]:
-    """Every queue of the whole stack: the coordinator's, each routed type's, the default, maintenance,
-    notifications."""
-    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE]
+    """Every queue of the whole stack: each routed type's, the default, and the service queues (the
+    coordinator's, maintenance, notifications, run outputs)."""
+    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, *SERVICE_QUEUES[1:]]
 
 
 def run_ending_hooks() -> list[Callable[[str, str, Any], None]]:

@@ -113,11 +113,10 @@ OUTPUT_TASK = "workflows.run_output"
 
 def compute_output_now(run_id: str) -> None:
     """Ask a worker to compute a completed run's ``metadata.output`` (``services.runs.run_output_store``),
-    on the queue of the node type whose work it is like: ``transform``, pure and bounded."""
+    on its own queue (``registry.OUTPUT_QUEUE``, routed in ``aob_project/celery.py``)."""
     soft = settings.AOB_OUTPUT_TIME_LIMIT_S
     try:
-        app.send_task(OUTPUT_TASK, args=[run_id], queue=registry.queue_for("transform"),
-                      soft_time_limit=soft, time_limit=soft + 10)
+        app.send_task(OUTPUT_TASK, args=[run_id], soft_time_limit=soft, time_limit=soft + 10)
     except Exception:  # the sweeper asks again for an output still pending
         logger.exception("dispatch.output_failed", extra={"run_id": run_id})
 
