@@ -37,6 +37,8 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import JSONField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from workflows.answers import Page, json_size, left_out, node_value_href
@@ -47,12 +49,35 @@ from workflows.engine import run_output
 from workflows.engine.coordinator import load_ir
 from workflows.engine.outputs import NonJSONOutput, strict_json
 from workflows.limits import bounded_error
-from workflows.models import Event, NodeRun, Run
+from workflows.models import NodeRun, Run
 
 logger = logging.getLogger(__name__)
 
 # The most node runs a timeline lists (a loop of many iterations); the rest are counted, not sent.
 TIMELINE_MAX_ITEMS = 2000
+# What a timeline shows of an attempt's error: the start of its message, in characters (the bar's tooltip).
+TIMELINE_ERROR_CHARS = 200
+# A timeline's byte budget, in answers' budgets (AOB_DETAILS_MAX_BYTES): 2,000 node runs of one
+# attempt each fit the default whole; ones of many failed attempts fill it sooner.
+TIMELINE_BUDGETS = 4
+# A node run's attempts as the timeline shows them, cut in the database: each entry's number,
+# status, duration and the start of its error's message with the message's length.
+_ATTEMPTS_SHOWN = """(
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'attempt', e -> 'attempt', 'status', e -> 'status', 'duration_ms', e -> 'duration_ms',
+               'message', left(e -> 'error' ->> 'message', %s), 'message_chars', length(e -> 'error' ->> 'message'))
+           ORDER BY o), '[]'::jsonb)
+    FROM jsonb_array_elements(CASE jsonb_typeof(workflows_noderun.attempt_log)
+                              WHEN 'array' THEN workflows_noderun.attempt_log ELSE '[]'::jsonb END)
+         WITH ORDINALITY AS x(e, o)
+    WHERE jsonb_typeof(e) = 'object')"""
+# The starts of the listed node runs' attempts: their node_started events, and no other's.
+_ATTEMPT_STARTS = """
+    SELECT e.node_id, e.data ->> 'iteration', e.data ->> 'attempt', e.created_at
+    FROM workflows_event e
+    JOIN unnest(%s::text[], %s::text[]) AS listed(node_id, iteration)
+      ON e.node_id = listed.node_id AND coalesce(e.data ->> 'iteration', '0') = listed.iteration
+    WHERE e.run_id = %s AND e.type = 'node_started'"""
 
 
 def ms_between(start: datetime | None, end: datetime | None) -> int | None:
@@ -180,7 +205,7 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
     if run.status != Run.Status.COMPLETED:
         return Result()
     if page is None:  # after the inputs the answer carries (``selectors.run_get``: them, or their marker)
-        page = Page(settings.AOB_DETAILS_MAX_BYTES)
+        page = Page(TIMELINE_BUDGETS * settings.AOB_DETAILS_MAX_BYTES)
         shown = run.inputs_shown if hasattr(run, "inputs_shown") else run.inputs
         page.fits(json_size(shown))
     ir = load_ir(run)
@@ -263,34 +288,47 @@ def run_output_compute(run: Run) -> tuple[Any, dict[str, Any] | None]:
 
 def run_timeline(*, run: Run) -> dict[str, Any]:
     """Each node run with its queue wait and run time, and each attempt's start and duration: the
-    run page's Gantt bars. Times are ISO instants; ``*_ms`` are offsets from the run's creation."""
+    run page's Gantt bars. Times are ISO instants; ``*_ms`` are offsets from the run's creation.
+
+    Bounded whatever the run holds (up to AOB_MAX_NODE_RUNS_PER_RUN node runs of up to 20 attempts
+    each, an error of up to 8 KiB per attempt): at most ``TIMELINE_MAX_ITEMS`` node runs are read,
+    each attempt's error as the start of its message (``TIMELINE_ERROR_CHARS``, cut in the database;
+    the whole error is in the node run's attempt log), only the ``node_started`` events of the node
+    runs listed, and items go in while they fit ``TIMELINE_BUDGETS`` answers' budgets
+    (``AOB_DETAILS_MAX_BYTES``); past either bound ``truncated`` is true."""
     origin = run.created_at
-    node_runs = list(NodeRun.objects.filter(run=run).order_by("queued_at", "id")
+    shown = RawSQL(_ATTEMPTS_SHOWN, [TIMELINE_ERROR_CHARS], output_field=JSONField())  # noqa: S611 - a constant
+    node_runs = list(NodeRun.objects.filter(run=run).order_by("queued_at", "id").annotate(attempts_shown=shown)
                      .values("node_id", "node_type", "iteration", "status", "queued_at", "started_at",
-                             "finished_at", "attempts", "attempt_log", "wait_reason")[:TIMELINE_MAX_ITEMS + 1])
+                             "finished_at", "attempts", "attempts_shown", "wait_reason")[:TIMELINE_MAX_ITEMS + 1])
     truncated = len(node_runs) > TIMELINE_MAX_ITEMS
     node_runs = node_runs[:TIMELINE_MAX_ITEMS]
     starts: dict[tuple[str, int, int], datetime] = {}
-    for node_id, data, at in (Event.objects.filter(run=run, type=Event.Type.NODE_STARTED)
-                              .values_list("node_id", "data", "created_at")):
-        data = data or {}
-        starts[(node_id, int(data.get("iteration", 0)), int(data.get("attempt", 1)))] = at
+    if node_runs:
+        with connection.cursor() as cursor:
+            cursor.execute(_ATTEMPT_STARTS, [[nr["node_id"] for nr in node_runs],
+                                             [str(nr["iteration"]) for nr in node_runs], run.pk])
+            for node_id, iteration, attempt, at in cursor.fetchall():
+                try:
+                    starts[(node_id, int(iteration), int(attempt or 1))] = at
+                except (TypeError, ValueError):
+                    continue
+    page = Page(TIMELINE_BUDGETS * settings.AOB_DETAILS_MAX_BYTES)
     now = timezone.now()
     items = []
     for nr in node_runs:
         attempts = []
-        for entry in nr["attempt_log"] or []:
-            if not isinstance(entry, dict):
-                continue
-            number = int(entry.get("attempt") or 0)
+        for entry in nr["attempts_shown"] or []:
+            number = int(entry.get("attempt") or 0) if isinstance(entry.get("attempt"), int) else 0
             started = starts.get((nr["node_id"], nr["iteration"], number))
-            attempts.append({"attempt": number, "status": str(entry.get("status", "")),
+            message, chars = entry.get("message"), entry.get("message_chars") or 0
+            if message is not None and chars > len(message):
+                message = f"{message}… ({chars} characters in all)"
+            attempts.append({"attempt": number, "status": str(entry.get("status") or ""),
                              "started_at": started, "start_ms": ms_between(origin, started),
-                             "duration_ms": entry.get("duration_ms"),
-                             "error": (entry.get("error") or {}).get("message") if isinstance(
-                                 entry.get("error"), dict) else None})
+                             "duration_ms": entry.get("duration_ms"), "error": message})
         end = nr["finished_at"] or (now if nr["status"] in NodeRun.ACTIVE else None)
-        items.append({
+        item = {
             "node_id": nr["node_id"], "type": nr["node_type"], "iteration": nr["iteration"], "status": nr["status"],
             "wait_reason": nr["wait_reason"], "attempts": nr["attempts"],
             "queued_at": nr["queued_at"], "started_at": nr["started_at"], "finished_at": nr["finished_at"],
@@ -300,7 +338,11 @@ def run_timeline(*, run: Run) -> dict[str, Any]:
             "queue_wait_ms": ms_between(nr["queued_at"], nr["started_at"]),
             "run_ms": ms_between(nr["started_at"], end),
             "attempt_log": attempts,
-        })
+        }
+        if not page.fits(json_size(item)):
+            truncated = True
+            break
+        items.append(item)
     span_end = run.finished_at or now
     return {"run_id": run.pk, "status": run.status, "created_at": run.created_at, "started_at": run.started_at,
             "finished_at": run.finished_at, "duration_ms": run_duration_ms(run),

@@ -17,7 +17,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import client_for, stored_run
-from workflows.models import Artifact, NodeRun, Run, RunPatch, WorkflowVersion
+from workflows import results
+from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, WorkflowVersion
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import version_summary, workflow_save
 
@@ -289,3 +290,28 @@ def test_a_run_s_answers_carry_its_inputs_while_they_fit_and_inputs_answers_them
     settings.AOB_DETAILS_MAX_BYTES = 1024 * 1024
     assert client.get(f"{API}/runs/{run.pk}").json()["inputs"] == inputs
 
+
+
+def test_a_timeline_is_bounded_however_many_attempts_and_errors_its_node_runs_hold(user: Any, settings: Any) -> None:
+    """Up to 10,000 node runs of 20 attempts, each with an error of up to 8 KiB: the timeline read
+    and sent them all (hundreds of MB). Now each attempt's error is the start of its message, cut in
+    the database, and items go in while they fit the answer's budget."""
+    settings.AOB_DETAILS_MAX_BYTES = 16 * 1024
+    run, now = stored_run(user), timezone.now()
+    log = [{"attempt": n, "status": "failed", "duration_ms": 5, "error": {"error_type": "E", "message": "x" * 8000}}
+           for n in range(1, 21)]
+    NodeRun.objects.bulk_create(NodeRun(run=run, node_id="a", iteration=i, node_type="transform", status="failed",
+                                        attempts=20, attempt_log=log, queued_at=now, started_at=now, finished_at=now)
+                                for i in range(40))
+    Event.objects.bulk_create(Event(run=run, seq=1 + i * 20 + n, type="node_started", node_id="a",
+                                    data={"iteration": i, "attempt": n + 1}, created_at=now)
+                              for i in range(40) for n in range(20))
+
+    response, _ = read(client_for(user), f"{API}/runs/{run.pk}/timeline")
+
+    assert len(response.content) <= results.TIMELINE_BUDGETS * 16 * 1024 + 2048  # the budget, the run's own fields
+    body = response.json()
+    assert body["truncated"] is True and 0 < len(body["items"]) < 40
+    attempts = [a for item in body["items"] for a in item["attempt_log"]]
+    assert len(attempts) == 20 * len(body["items"]) and all(a["started_at"] for a in attempts)
+    assert {a["error"] for a in attempts} == {"x" * results.TIMELINE_ERROR_CHARS + "… (8000 characters in all)"}

@@ -605,7 +605,7 @@ class TimelineAttemptOut(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     start_ms = serializers.IntegerField(allow_null=True, help_text="offset from the run's creation")
     duration_ms = serializers.IntegerField(allow_null=True)
-    error = serializers.CharField(allow_null=True)
+    error = serializers.CharField(allow_null=True, help_text="the start of its message (200 characters), and its length")
 
 
 class TimelineItemOut(serializers.Serializer):
@@ -634,5 +634,8 @@ class TimelineOut(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     duration_ms = serializers.IntegerField(allow_null=True)
     span_ms = serializers.IntegerField(allow_null=True, help_text="from creation to the end, or to now")
-    items = TimelineItemOut(many=True, help_text="every node run, iterations included, in queue order")
+    items = TimelineItemOut(many=True, help_text=(
+        "node runs, iterations included, in queue order: at most 2,000 and four answers' byte budgets "
+        "(AOB_DETAILS_MAX_BYTES); an attempt's error is the start of its message (the whole error is in the "
+        "node run's attempt log)"))
     truncated = serializers.BooleanField(help_text="more node runs than the timeline lists")
