@@ -9,8 +9,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db.models import F, Field, Func, Model, QuerySet, TextField
-from django.db.models.functions import Left
+from django.db.models import F, Field, Func, JSONField, Model, QuerySet, TextField
+from django.db.models.functions import Cast, Left
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString
 
 from aob_project.exceptions import AobError
 from workflows import registry
+from workflows.answers import node_value_href, run_inputs_href
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services import runs
 from workflows.services.patches import Rule
@@ -53,7 +54,11 @@ def latest_rows(queryset: QuerySet, fields: list[str], *, rest: dict[str, Any]) 
     by ``rest`` (e.g. ``{"run": run.pk}``)."""
     opts = queryset.model._meta
     columns = [opts.get_field(name) for name in fields]
-    rows = list(queryset.only(*fields)[:LATEST_ROWS + 1])
+    # a JSON cell (an event's data, an error) is cut by the database: a row never reads it whole
+    cut = {c.name: Left(Cast(c.name, TextField()), CELL_CHARS + 1) for c in columns if isinstance(c, JSONField)}
+    plain = [name for name in fields if name not in cut]
+    rows = list(queryset.only(*plain).annotate(**{f"{name}{_CUT}": text for name, text in cut.items()})
+                [:LATEST_ROWS + 1])
     if not rows:
         return "—"
     head = format_html_join("", "<th>{}</th>", ((c.verbose_name,) for c in columns))
@@ -67,7 +72,13 @@ def latest_rows(queryset: QuerySet, fields: list[str], *, rest: dict[str, Any]) 
                        opts.verbose_name_plural)
 
 
+_CUT = "_shown_cut"
+
+
 def _cell(row: Model, field: Field) -> str:
+    if hasattr(row, f"{field.name}{_CUT}"):  # the start of its JSON text (``latest_rows``)
+        text = getattr(row, f"{field.name}{_CUT}")
+        return "—" if text is None else text if len(text) <= CELL_CHARS else text[:CELL_CHARS] + "…"
     value = getattr(row, field.attname)
     # a status or an event type as the API, the logs and the filters name it (not its label)
     text = str(value) if field.choices and value is not None else display_for_field(value, field, "—")
@@ -240,14 +251,23 @@ class RunAdmin(ReadOnlyAdmin):
     list_columns = ["tag", "owner__username", "status", "created_at", "finished_at"]
     list_filter = ["status"]
     search_fields = ["id", "tag", "owner__username"]
-    readonly_fields = [*(f.name for f in Run._meta.fields), "node_runs", "patch_refusals", "events"]
+    # the inputs (up to AOB_MAX_RUN_INPUTS_BYTES) are left in the database and shown cut, by inputs_pretty
+    readonly_fields = [*(f.name for f in Run._meta.fields if f.name != "inputs"), "inputs_pretty", "node_runs",
+                       "patch_refusals", "events"]
     fieldsets = [
-        (None, {"fields": [f.name for f in Run._meta.fields]}),
+        (None, {"fields": [f.name if f.name != "inputs" else "inputs_pretty" for f in Run._meta.fields]}),
         ("Node runs", {"fields": ["node_runs"]}),
         ("Refused patches (nothing of them reached the run)", {"fields": ["patch_refusals"]}),
         ("Events", {"fields": ["events"]}),
     ]
     actions = ["cancel_runs"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("inputs")
+
+    @admin.display(description="inputs")
+    def inputs_pretty(self, obj: Run) -> str:
+        return pretty_head(Run.objects.filter(pk=obj.pk), "inputs", whole=run_inputs_href(run_id=obj.pk))
 
     @admin.display(description="latest first")
     def node_runs(self, obj: Run) -> str:
@@ -281,12 +301,40 @@ class RunAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{run.pk}: {exc.message}", level=messages.WARNING)
 
 
+_NODE_RUN_LARGE = ("input", "output", "attempt_log")
+
+
 @admin.register(NodeRun)
 class NodeRunAdmin(ReadOnlyAdmin):
     list_display = ["run", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
     list_columns = ["run__tag", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
     list_filter = ["status", NodeTypeFilter]
     search_fields = ["node_id", "run__id"]
+    # a node run's input, output and attempt log (each up to megabytes) are left in the database
+    # and shown cut (``pretty_head``), with where each is read whole
+    fields = [f"{f.name}_pretty" if f.name in _NODE_RUN_LARGE else f.name for f in NodeRun._meta.fields]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        # the run it names is read without its inputs
+        return super().get_queryset(request).select_related("run").defer(*_NODE_RUN_LARGE, "run__inputs")
+
+    def _pretty(self, obj: NodeRun, field: str) -> str:
+        return pretty_head(NodeRun.objects.filter(pk=obj.pk), field, whole=node_value_href(
+            run_id=obj.run_id, node_id=obj.node_id, iteration=obj.iteration, field=field,
+            artifact_id=obj.output_artifact_id))
+
+    @admin.display(description="input")
+    def input_pretty(self, obj: NodeRun) -> str:
+        return self._pretty(obj, "input")
+
+    @admin.display(description="output")
+    def output_pretty(self, obj: NodeRun) -> str:
+        return self._pretty(obj, "output")
+
+    @admin.display(description="attempt log")
+    def attempt_log_pretty(self, obj: NodeRun) -> str:
+        return self._pretty(obj, "attempt_log")
 
 
 def graph_diff(before: dict, after: dict) -> dict[str, list]:
@@ -320,7 +368,8 @@ class RunPatchAdmin(ReadOnlyAdmin):
     # approve / reject of held patches: added by approvals/admin.py (the approvals app decides)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer("operations")  # read only cut, by operations_pretty
+        # read only cut, by operations_pretty; the run it names without its inputs
+        return super().get_queryset(request).select_related("run").defer("operations", "run__inputs")
 
     @admin.display(description="operations")
     def operations_pretty(self, obj: RunPatch) -> str:
@@ -340,6 +389,17 @@ class EventAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "type", "node_id", "created_at"]
     list_columns = ["run__tag", "seq", "type", "node_id", "created_at"]
     list_filter = ["type"]
+    # an event's data, shown cut as the other JSON values are (those stored before events were bounded)
+    fields = ["run", "seq", "type", "node_id", "data_pretty", "request_id", "created_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("run").defer("data", "run__inputs")
+
+    @admin.display(description="data")
+    def data_pretty(self, obj: Event) -> str:
+        return pretty_head(Event.objects.filter(pk=obj.pk), "data",
+                           whole=f"GET /api/v1/runs/{obj.run_id}/events?after={obj.seq - 1} (the first)")
 
 
 @admin.register(PatchRefusal)
@@ -355,7 +415,8 @@ class PatchRefusalAdmin(ReadOnlyAdmin):
     exclude = ["operations"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer("operations")  # read only cut, by operations_pretty
+        # read only cut, by operations_pretty; the run it names without its inputs
+        return super().get_queryset(request).select_related("run").defer("operations", "run__inputs")
 
     @admin.display(description="operations")
     def operations_pretty(self, obj: PatchRefusal) -> str:

@@ -124,8 +124,10 @@ def test_an_artifact_page_cuts_its_content(admin_client: Client, user: Any) -> N
 
 
 def read_whole(queries: CaptureQueriesContext, column: str) -> list[str]:
-    """The queries that read ``column`` other than cut (``LEFT(jsonb_pretty(column), …)``)."""
-    return [q["sql"] for q in queries if q["sql"].count(column) > q["sql"].count(f"jsonb_pretty({column})")]
+    """The queries that read ``column`` other than cut (``LEFT(jsonb_pretty(column), …)`` on a
+    page, ``LEFT((column)::text, …)`` in a table's cell)."""
+    return [q["sql"] for q in queries
+            if q["sql"].count(column) > q["sql"].count(f"jsonb_pretty({column})") + q["sql"].count(f"({column})::text")]
 
 
 @pytest.mark.parametrize("model", ["workflowversion", "runpatch", "patchrefusal"])
@@ -284,3 +286,33 @@ def test_past_the_cap_a_changelist_says_so_and_filters_and_search_count_exactly(
     assert failed.context["cl"].result_count == 3 and "3 node runs" in failed.content.decode()
     assert admin_client.get(changelist, {"q": "broken"}).context["cl"].result_count == 3
     assert admin_client.get(changelist, {"q": "step-1234", "node_type": "transform"}).context["cl"].result_count == 1
+
+
+def test_run_node_run_and_event_pages_cut_their_json_values(admin_client: Client, user: Any) -> None:
+    """A run's inputs (up to 16 MiB), a node run's input, output and attempt log, and an event's
+    data were shown whole on their admin pages: one click read and rendered megabytes. A page that
+    names the run (an approval's) read its inputs too."""
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(inputs={"big": "i" * 300_000})
+    big = {"big": "n" * 300_000}
+    node_run = NodeRun.objects.create(run=run, node_id="a", iteration=0, node_type="transform", status="completed",
+                                      input=big, output=big, attempt_log=[big])
+    event = Event.objects.create(run=run, seq=1, type="node_started", node_id="a", data=big)
+    approval = Approval.objects.create(run=run, node_id="review", message="m", context={})
+    pages = {"run": f"/admin/workflows/run/{run.pk}/change/", "noderun": f"/admin/workflows/noderun/{node_run.pk}/change/",
+             "event": f"/admin/workflows/event/{event.pk}/change/",
+             "approval": f"/admin/approvals/approval/{approval.pk}/change/"}
+
+    with CaptureQueriesContext(connection) as queries:
+        shown = {name: admin_client.get(path) for name, path in pages.items()}
+
+    for name, response in shown.items():
+        page = response.content.decode()
+        assert response.status_code == 200, name
+        assert len(page) < 3 * PRETTY_CHARS + 60_000, name  # at most three values cut, and the page's markup
+        assert name == "approval" or f"Cut at {PRETTY_CHARS} characters" in page, name
+    assert f"/api/v1/runs/{run.pk}/inputs" in shown["run"].content.decode()
+    assert f"/api/v1/runs/{run.pk}/nodes/a/iterations/0/attempt_log" in shown["noderun"].content.decode()
+    for column in ('"workflows_run"."inputs"', '"workflows_noderun"."input"', '"workflows_noderun"."output"',
+                   '"workflows_noderun"."attempt_log"', '"workflows_event"."data"'):
+        assert not read_whole(queries, column), column
