@@ -205,7 +205,7 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
     if run.status != Run.Status.COMPLETED:
         return Result()
     if page is None:  # after the inputs the answer carries (``selectors.run_get``: them, or their marker)
-        page = Page(TIMELINE_BUDGETS * settings.AOB_DETAILS_MAX_BYTES)
+        page = Page(settings.AOB_DETAILS_MAX_BYTES)
         shown = run.inputs_shown if hasattr(run, "inputs_shown") else run.inputs
         page.fits(json_size(shown))
     ir = load_ir(run)
