@@ -198,6 +198,14 @@ def stored_run(owner: User, definition: dict[str, Any] | None = None) -> Run:
     return Run.objects.create(owner=owner, base_artifact=artifact, current_artifact=artifact, inputs={})
 
 
+def set_inputs(run: Run, inputs: dict[str, Any], **changes: Any) -> None:
+    """Store ``inputs`` on a run row as its start would have: with their size measured as
+    ``services.runs.run_start`` measures them (``Run.inputs_bytes``)."""
+    from workflows.models import canonical_json, size_of
+
+    Run.objects.filter(pk=run.pk).update(inputs=inputs, inputs_bytes=size_of(canonical_json(inputs)), **changes)
+
+
 def wait_for_run(run_id: Any, timeout: float = 30.0, statuses: set[str] = TERMINAL) -> Run:
     deadline = time.monotonic() + timeout
     while True:

@@ -29,6 +29,14 @@ def run_inputs_href(*, run_id: Any) -> str:
     return f"/api/v1/runs/{run_id}/inputs"
 
 
+def run_inputs_within(run: Any, limit: int) -> Any:
+    """A run's inputs when their size (``Run.inputs_bytes``, measured once at the start) is at most
+    ``limit``, else the marker linking to them whole; ``run.inputs`` is read only when they fit."""
+    if run.inputs_bytes > limit:
+        return left_out(run.inputs_bytes, run_inputs_href(run_id=run.pk))
+    return run.inputs
+
+
 def node_value_href(*, run_id: Any, node_id: str, iteration: int, field: str, artifact_id: str | None = None) -> str:
     """Where one field (input, output or attempt log) of a node run is read whole: an output's
     artifact when it has one, else the node run's field itself, answered whatever its size

@@ -14,13 +14,14 @@ from workflows.models import canonical_json, size_of
 
 
 def refuse_past(value: Any, limit: int, *, field: str, error: type[AobError] = ValidationFailed,
-                setting: str = "", code: str | None = None) -> None:
+                setting: str = "", code: str | None = None) -> int:
     """Raise ``error`` (400) when ``value`` is larger than ``limit`` bytes; ``setting`` names the
-    operator's variable that sets the limit, when there is one."""
+    operator's variable that sets the limit, when there is one. Returns the size."""
     size = size_of(canonical_json(value))
     if size > limit:
         raise error(f"{field} is {size} bytes; at most {limit}" + (f" ({setting})" if setting else ""), code=code,
                     extra={"field": field, "rule": "max_bytes", "limit": limit, "size": size})
+    return size
 
 
 # An error is stored in its node run, its event, the run's error (in every run a list answers) and

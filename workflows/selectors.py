@@ -87,12 +87,11 @@ _WORKFLOW_BY_TAG = {
         owner_id=owner_id, tag=tag), owner_id=PROBE_INT, tag=PROBE_TEXT)
     for content, related in ((True, "current_version__artifact"), (False, "current_version"))
 }
-# A run by id with its inputs left in the database (up to AOB_MAX_RUN_INPUTS_BYTES): their size,
-# measured there, and the inputs themselves only when they fit ``limit`` (an answer's budget).
+# A run by id with its inputs left in the database (up to AOB_MAX_RUN_INPUTS_BYTES), read only
+# when their size (``Run.inputs_bytes``, stored at the start) fits ``limit`` (an answer's budget).
 # ``run.inputs`` loads them whole when a service needs them.
-_RUN_BY_ID = CompiledRead(lambda pk, limit: Run.objects.filter(pk=pk).defer("inputs").annotate(
-    inputs_bytes=Length(Cast("inputs", TextField()))).annotate(inputs_head=Case(
-        When(inputs_bytes__lte=limit, then=F("inputs")), default=Value(None), output_field=JSONField())),
+_RUN_BY_ID = CompiledRead(lambda pk, limit: Run.objects.filter(pk=pk).defer("inputs").annotate(inputs_head=Case(
+    When(inputs_bytes__lte=limit, then=F("inputs")), default=Value(None), output_field=JSONField())),
     pk=PROBE_UUID, limit=PROBE_INT)
 
 
@@ -136,8 +135,8 @@ def workflow_version_get(*, workflow: Workflow, seq: int) -> WorkflowVersion:
 
 
 def workflow_runs(*, workflow: Workflow, user: User, limit: int) -> QuerySet[Run]:
-    """The newest runs of ``workflow`` that ``user`` started, their inputs ``measured``."""
-    return measured(runs_owned(user=user).filter(workflow=workflow), "inputs").order_by("-created_at")[:limit]
+    """The newest runs of ``workflow`` that ``user`` started, ``runs_without_inputs``."""
+    return runs_without_inputs(runs_owned(user=user).filter(workflow=workflow)).order_by("-created_at")[:limit]
 
 
 def runs_visible(*, user: User) -> QuerySet[Run]:
@@ -187,7 +186,8 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
 
 def measured(qs: QuerySet[Any], field: str) -> QuerySet[Any]:
     """Rows of a list with ``field`` (a JSON column) left in the database and its size measured
-    there, as ``<field>_bytes``: ``fill_within`` then reads the values that fit the answer."""
+    there, as ``<field>_bytes``: ``fill_within`` then reads the values that fit the answer. (A
+    run's inputs have their size stored: ``runs_without_inputs``.)"""
     return qs.defer(field).annotate(**{f"{field}_bytes": Length(Cast(field, TextField()))})
 
 
@@ -200,6 +200,25 @@ def fill_within(rows: list[Any], field: str, href: Callable[[Any], str]) -> list
     read = dict(type(rows[0]).objects.filter(pk__in=fits).values_list("pk", field)) if fits else {}
     for row in rows:
         setattr(row, field, read[row.pk] if row.pk in read else left_out(getattr(row, f"{field}_bytes"), href(row)))
+    return rows
+
+
+def runs_without_inputs(qs: QuerySet[Run]) -> QuerySet[Run]:
+    """Runs of a list with their inputs left in the database (their size is ``inputs_bytes``):
+    ``fill_inputs`` then reads the ones that fit the answer."""
+    return qs.defer("inputs")
+
+
+def fill_inputs(rows: list[Run]) -> list[Run]:
+    """A page of ``runs_without_inputs`` with their inputs read while they fit one answer's budget
+    (``AOB_DETAILS_MAX_BYTES``), in one statement, as ``inputs_shown``; inputs that do not are the
+    marker linking to them whole. The instances are for answering, never for saving."""
+    page = Page(settings.AOB_DETAILS_MAX_BYTES)
+    fits = [row.pk for row in rows if page.fits(row.inputs_bytes)]
+    read = dict(Run.objects.filter(pk__in=fits).values_list("pk", "inputs")) if fits else {}
+    for row in rows:
+        row.inputs_shown = (read[row.pk] if row.pk in read  # type: ignore[attr-defined]
+                            else left_out(row.inputs_bytes, run_inputs_href(run_id=row.pk)))
     return rows
 
 

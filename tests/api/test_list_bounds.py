@@ -8,7 +8,6 @@ fit, else a marker linking to the patch."""
 from __future__ import annotations
 
 import importlib
-import json
 from typing import Any
 
 from django.db import connection
@@ -16,9 +15,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tests.conftest import client_for, stored_run
+from tests.conftest import client_for, set_inputs, stored_run
 from workflows import results
-from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, WorkflowVersion
+from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, WorkflowVersion, canonical_json, size_of
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import version_summary, workflow_save
 
@@ -123,7 +122,7 @@ def test_run_details_spend_the_run_s_inputs_first(user: Any, settings: Any) -> N
     """The run's inputs are spent first (then the definitions and patches): once they fit, a node
     field that would pass the budget after them is a marker."""
     run = stored_run(user)
-    Run.objects.filter(pk=run.pk).update(inputs={"pad": "i" * 300_000})
+    set_inputs(run, {"pad": "i" * 300_000})
     NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1,
                            input={}, output={"pad": "o" * 300_000})
     settings.AOB_DETAILS_MAX_BYTES = 500_000
@@ -142,7 +141,7 @@ def test_run_details_carry_inputs_past_the_budget_as_a_link_to_the_run(user: Any
     which answers them whole. The node's output then has the room."""
     run = stored_run(user)
     inputs = {"pad": "i" * 600_000}
-    Run.objects.filter(pk=run.pk).update(inputs=inputs)
+    set_inputs(run, inputs)
     NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", attempts=1,
                            input={}, output={"pad": "o" * 300_000})
     settings.AOB_DETAILS_MAX_BYTES = 500_000
@@ -151,7 +150,7 @@ def test_run_details_carry_inputs_past_the_budget_as_a_link_to_the_run(user: Any
     body = client.get(f"{API}/runs/{run.pk}/details").json()
 
     cut = body["run"]["inputs"]
-    assert cut == {"truncated": True, "bytes": len(json.dumps(inputs)), "href": f"{API}/runs/{run.pk}/inputs"}
+    assert cut == {"truncated": True, "bytes": size_of(canonical_json(inputs)), "href": f"{API}/runs/{run.pk}/inputs"}
     assert body["inputs_truncated"] is True
     assert body["nodes"][0]["output"] == {"pad": "o" * 300_000}
     assert body["truncated"] is True
@@ -243,7 +242,7 @@ def test_run_lists_carry_inputs_while_they_fit_and_the_web_list_reads_none(make_
     saved = workflow_save(owner=owner, tag="pad", definition=padded("pad", 1))
     runs = [stored_run(owner) for _ in range(3)]
     for i, run in enumerate(runs):
-        Run.objects.filter(pk=run.pk).update(inputs={"pad": "p" * 300_000}, workflow=saved.workflow,
+        set_inputs(run, {"pad": "p" * 300_000}, workflow=saved.workflow,
                                              created_at=timezone.now() - timezone.timedelta(minutes=3 - i))
     settings.AOB_DETAILS_MAX_BYTES = 700_000  # two fit
     api = client_for(owner)
@@ -271,14 +270,14 @@ def test_a_run_s_answers_carry_its_inputs_while_they_fit_and_inputs_answers_them
     with its inputs measured in the database and loaded only when they fit the answer's budget."""
     run = stored_run(user)
     inputs = {"pad": "i" * 600_000}
-    Run.objects.filter(pk=run.pk).update(inputs=inputs)
+    set_inputs(run, inputs)
     settings.AOB_DETAILS_MAX_BYTES = 500_000
     client = client_for(user)
 
     with CaptureQueriesContext(connection) as statements:
         body = client.get(f"{API}/runs/{run.pk}").json()
 
-    marker = {"truncated": True, "bytes": len(json.dumps(inputs)), "href": f"{API}/runs/{run.pk}/inputs"}
+    marker = {"truncated": True, "bytes": size_of(canonical_json(inputs)), "href": f"{API}/runs/{run.pk}/inputs"}
     assert body["inputs"] == marker
     run_reads = [q["sql"] for q in statements.captured_queries if 'FROM "workflows_run"' in q["sql"]]
     assert len(run_reads) == 1 and "CASE WHEN" in run_reads[0], run_reads  # the inputs left where they are
@@ -315,3 +314,29 @@ def test_a_timeline_is_bounded_however_many_attempts_and_errors_its_node_runs_ho
     attempts = [a for item in body["items"] for a in item["attempt_log"]]
     assert len(attempts) == 20 * len(body["items"]) and all(a["started_at"] for a in attempts)
     assert {a["error"] for a in attempts} == {"x" * results.TIMELINE_ERROR_CHARS + "… (8000 characters in all)"}
+
+
+def test_every_answer_judges_a_run_s_inputs_by_the_one_size_its_start_stored(user: Any, settings: Any) -> None:
+    """Inputs were measured three ways: in characters by the database (a run's read, the lists),
+    ASCII-escaped by Python (a cancel's answer, the first event). Non-ASCII inputs near the budget
+    were whole in one answer and a marker in another, with different sizes. Now the start measures
+    them once, in bytes as stored, and every answer judges them by that."""
+    from workflows.services.runs import run_start
+
+    settings.AOB_DETAILS_MAX_BYTES = 40_000
+    inputs = {"s": "é" * 30_000}  # 30,008 characters; 60,008 bytes as stored; 180,008 ASCII-escaped
+    run = run_start(owner=user, definition={"nodes": [{"id": "a", "type": "transform",
+                                                       "config": {"expression": "1"}}], "edges": []}, inputs=inputs)
+    client = client_for(user)
+    marker = {"truncated": True, "bytes": 60_008, "href": f"{API}/runs/{run.pk}/inputs"}
+
+    read = client.get(f"{API}/runs/{run.pk}").json()["inputs"]
+    [listed] = [r["inputs"] for r in client.get(f"{API}/runs").json()["results"] if r["run_id"] == str(run.pk)]
+    details = client.get(f"{API}/runs/{run.pk}/details").json()["run"]["inputs"]
+    cancelled = client.post(f"{API}/runs/{run.pk}/cancel").json()["inputs"]
+    [started] = [e["data"]["inputs"] for e in client.get(f"{API}/runs/{run.pk}/events").json()
+                 if e["type"] == "workflow_started"]
+
+    assert Run.objects.get(pk=run.pk).inputs_bytes == 60_008
+    assert read == listed == details == cancelled == marker
+    assert started == inputs  # the event's own bound (64 KiB), by the same size

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rest_framework import serializers
 
-from tests.conftest import stored_run
+from tests.conftest import set_inputs, stored_run
 from workflows.api import serializers as s
 from workflows.engine import events
 from workflows.models import Event, NodeRun, Run
@@ -27,7 +27,7 @@ def shape(serializer: serializers.Serializer) -> dict[str, Any]:
 @pytest.mark.parametrize("cls", [s.RunOut, s.RunResultOut, s.EventOut])
 def test_fields_built_once_answer_as_fields_built_per_instance(cls: Any, make_user: Any) -> None:
     run = stored_run(make_user())
-    Run.objects.filter(pk=run.pk).update(inputs={"x": [1, 2]}, usage={"tokens": 3})
+    set_inputs(run, {"x": [1, 2]}, usage={"tokens": 3})
     events.append(run.pk, run.owner_id, [(Event.Type.WORKFLOW_STARTED, "", {"why": "test"})])
     instance = Event.objects.get(run=run) if cls is s.EventOut else Run.objects.get(pk=run.pk)
 

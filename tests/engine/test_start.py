@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.engine import graphs
 from workflows.engine import coordinator
-from workflows.models import Event, NodeRun, Run
+from workflows.models import Event, NodeRun, Run, canonical_json, size_of
 from workflows.services.definitions import workflow_save
 from workflows.services.runs import run_start
 
@@ -42,7 +42,8 @@ def facts(run: Run) -> dict[str, Any]:
 
 def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any]) -> Run:
     """The reference: the run saved, then the decision's ``start`` applies the plan."""
-    run = Run(owner=owner, base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs)
+    run = Run(owner=owner, base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
+              inputs_bytes=size_of(canonical_json(inputs)))
     with transaction.atomic():
         run.save(force_insert=True)
         coordinator.start(run)

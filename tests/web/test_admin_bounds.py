@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
-from tests.conftest import stored_run
+from tests.conftest import set_inputs, stored_run
 from triggers.models import HookDelivery, ScheduleFiring
 from triggers.services import hooks, schedules
 from workflows.admin import COUNT_CAP, LATEST_ROWS, PRETTY_CHARS
@@ -293,7 +293,7 @@ def test_run_node_run_and_event_pages_cut_their_json_values(admin_client: Client
     data were shown whole on their admin pages: one click read and rendered megabytes. A page that
     names the run (an approval's) read its inputs too."""
     run = stored_run(user)
-    Run.objects.filter(pk=run.pk).update(inputs={"big": "i" * 300_000})
+    set_inputs(run, {"big": "i" * 300_000})
     big = {"big": "n" * 300_000}
     node_run = NodeRun.objects.create(run=run, node_id="a", iteration=0, node_type="transform", status="completed",
                                       input=big, output=big, attempt_log=[big])

@@ -369,14 +369,14 @@ def test_a_run_s_inputs_past_the_details_budget_are_a_link_in_the_run_page(web: 
     as a marker, and the header shows their size linking to where they are read whole."""
     from playwright.sync_api import expect
 
-    from tests.conftest import stored_run
+    from tests.conftest import set_inputs, stored_run
 
     user = User.objects.create_user("inputs", password=PASSWORD)
     run = stored_run(user)
-    Run.objects.filter(pk=run.pk).update(inputs={"pad": "x" * (settings.AOB_DETAILS_MAX_BYTES + 1)})
+    set_inputs(run, {"pad": "x" * (settings.AOB_DETAILS_MAX_BYTES + 1)})
     # inputs are anyone's JSON (a hook's payload): ones shaped like the marker are shown as text
     look_alike = stored_run(user)
-    Run.objects.filter(pk=look_alike.pk).update(inputs={"truncated": True, "bytes": 1, "href": "javascript:alert(1)"})
+    set_inputs(look_alike, {"truncated": True, "bytes": 1, "href": "javascript:alert(1)"})
     # and a node field past the budget, so details are truncated for that run too
     NodeRun.objects.create(run=look_alike, node_id="a", node_type="transform", status="completed", attempts=1,
                            input={}, output={"pad": "o" * (settings.AOB_DETAILS_MAX_BYTES + 1)})

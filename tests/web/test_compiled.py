@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import Token
 
 from aob_project.compiled import CompiledRead
 from aob_project.exceptions import NotFound
-from tests.conftest import client_for, stored_run
+from tests.conftest import client_for, set_inputs, stored_run
 from workflows import selectors
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
@@ -31,7 +31,7 @@ def fields(obj: Any) -> dict[str, Any]:
 
 def a_run(owner: Any, **inputs: Any) -> Run:
     run = stored_run(owner)
-    Run.objects.filter(pk=run.pk).update(inputs=inputs)
+    set_inputs(run, inputs)
     return Run.objects.get(pk=run.pk)
 
 

@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
-from workflows.answers import run_inputs_href, within
+from workflows.answers import run_inputs_within
 from workflows.models import Event, Run, Workflow
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
@@ -365,13 +365,13 @@ class RunOut(FieldsBuiltOnce):
         "the run's inputs while they fit the answer's byte budget (AOB_DETAILS_MAX_BYTES), else "
         '{"truncated": true, "bytes", "href"} linking to GET /runs/{id}/inputs, which answers them whole')})
     def get_inputs(self, run: Run) -> Any:
-        # a run read for an answer (``selectors.run_get``) says what it shows, measured in the
-        # database; a list's rows carry theirs, or the marker, already (``selectors.fill_within``);
-        # a run a service wrote and returned (a cancel's) is measured here
+        # a run read for an answer (``selectors.run_get``) or a list's row (``selectors.fill_inputs``)
+        # says what it shows; a run a service wrote and returned (a cancel's) is judged here, by
+        # the same stored size
         shown = getattr(run, "inputs_shown", _UNSET)
         if shown is not _UNSET:
             return shown
-        return within(run.inputs, settings.AOB_DETAILS_MAX_BYTES, run_inputs_href(run_id=run.pk))
+        return run_inputs_within(run, settings.AOB_DETAILS_MAX_BYTES)
 
 
 class RunResultOut(RunOut):

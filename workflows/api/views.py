@@ -23,7 +23,6 @@ from rest_framework.views import APIView
 
 from aob_project.exceptions import AobError, NotFound
 from workflows import results, selectors
-from workflows.answers import run_inputs_href
 from workflows.definition.validation import validate, workflow_schema
 from workflows.models import Run, Workflow
 from workflows.services import definitions, idempotency, patches, runs
@@ -247,7 +246,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def runs(self, request: Request, tag: str) -> Response:
         limit = query_int(request, "limit", 20, 1, 500)
         rows = list(selectors.workflow_runs(workflow=self._get(tag), user=request.user, limit=limit))
-        return Response(s.RunOut(selectors.fill_within(rows, "inputs", _run_href) if rows else [], many=True).data)
+        return Response(s.RunOut(selectors.fill_inputs(rows) if rows else [], many=True).data)
 
 
 # the hottest answers' serializers, kept per thread (serializers.RenderedPerThread)
@@ -268,10 +267,6 @@ def _start_once(request: Request, begin: Any) -> Response:
                                   endpoint=f"{request.method} {request.path}", body=request.data)
     answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=_run_started, begin=begin)
     return Response(answer, status=201 if created else 200)
-
-
-def _run_href(run: Run) -> str:
-    return run_inputs_href(run_id=run.pk)
 
 
 class ArtifactView(APIView):
@@ -300,9 +295,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                    responses={200: s.RunOut(many=True), 400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """A page of runs, each one's inputs while the page fits its byte budget, else a marker
-        linking to the run (``selectors.fill_within``)."""
-        page = self.paginate_queryset(selectors.measured(self.filter_queryset(self.get_queryset()), "inputs")) or []
-        rows = selectors.fill_within(page, "inputs", _run_href) if page else []
+        linking to the run (``selectors.fill_inputs``)."""
+        page = self.paginate_queryset(selectors.runs_without_inputs(self.filter_queryset(self.get_queryset()))) or []
+        rows = selectors.fill_inputs(page) if page else []
         return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
     def get_throttles(self) -> list[Any]:

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from aob_project.context import current_request_id
-from workflows.answers import run_inputs_href, within
+from workflows.answers import run_inputs_within
 from workflows.models import Event
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ EVENT_VALUE_MAX_BYTES = 64 * 1024
 
 def shown_inputs(run: Any) -> Any:
     """A run's inputs as its ``workflow_started`` event carries them (``EVENT_VALUE_MAX_BYTES``)."""
-    return within(run.inputs, EVENT_VALUE_MAX_BYTES, run_inputs_href(run_id=run.pk)) if run.inputs else run.inputs
+    return run_inputs_within(run, EVENT_VALUE_MAX_BYTES)
 
 
 def reserve_seq(run_id: Any, count: int) -> int:

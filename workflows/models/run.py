@@ -42,6 +42,12 @@ class Run(models.Model):
     # A replay whose agent nodes reuse the source run's recorded model responses while their
     # conversation matches it (no call, no cost); see agents/journal.py.
     reuse_llm = models.BooleanField(default=False, db_default=False)
+    # The inputs' size in bytes as stored (UTF-8 canonical JSON), measured once, when the run starts
+    # (``services.runs.run_start``): every answer and event that carries them or their marker
+    # judges them by it (``answers.run_inputs_within``, ``selectors.run_get``, the lists). Signed:
+    # run_get's compiled read binds its budget in a probe's place, a negative number that a
+    # positive field's lookup would fold into "nothing matches" at compile time.
+    inputs_bytes = models.BigIntegerField(default=0, db_default=0)
     usage = models.JSONField(default=dict, blank=True)
     # The run's spend ceilings as its owner raised them ({max_tokens, max_cost_usd}); unset keys
     # fall back to the operator's AOB_RUN_MAX_TOKENS / AOB_RUN_MAX_COST_USD. A run whose spend also

@@ -53,9 +53,9 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     inputs = inputs if inputs is not None else {}
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
-    if inputs:  # whoever starts it: the API (its body is capped), a hook's mapping, a parent run
-        refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs", setting="AOB_MAX_RUN_INPUTS_BYTES",
-                    code="invalid_inputs")
+    # whoever starts it (the API, whose body is capped, a hook's mapping, a parent run): measured once
+    inputs_bytes = refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs",
+                               setting="AOB_MAX_RUN_INPUTS_BYTES", code="invalid_inputs")
     stored = bool(artifact_id)
     if not stored:
         artifact_id = content_id(definition) if isinstance(definition, dict) else ""
@@ -73,7 +73,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
-              current_artifact_id=artifact_id, inputs=inputs, request_id=request_id, replay_of=replay_of,
+              current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
+              replay_of=replay_of,
               replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None)
     # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
