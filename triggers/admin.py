@@ -10,8 +10,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
-from django_celery_beat.admin import PeriodicTaskAdmin
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from aob_project.exceptions import AobError
 from workflows.admin import BoundedListAdmin, ReadOnlyAdmin, latest_rows
@@ -31,6 +31,37 @@ class BeatEntryAdmin(PeriodicTaskAdmin):
 
     def get_queryset(self, request: Any) -> Any:
         return super().get_queryset(request).exclude(task=schedules.FIRE_TASK)
+
+
+admin.site.unregister(CrontabSchedule)
+
+
+@admin.register(CrontabSchedule)
+class CronAdmin(CrontabScheduleAdmin):
+    """django-celery-beat's crontabs. A row a schedule's entry uses is read-only here: schedules with
+    the same cron and time zone share it, so one edit would move every one of them while each
+    ``Schedule.cron`` still said the old time (a schedule's cron is changed on the Schedules page,
+    which takes the row of the new cron). The entries using a row are listed bounded, not inline."""
+
+    inlines: list[Any] = []
+    readonly_fields = ("human_readable", "entries")
+    fields = (*CrontabScheduleAdmin.fields, "entries")
+
+    def _used_by_schedules(self, obj: CrontabSchedule | None) -> bool:
+        return obj is not None and PeriodicTask.objects.filter(crontab=obj, task=schedules.FIRE_TASK).exists()
+
+    def has_change_permission(self, request: Any, obj: CrontabSchedule | None = None) -> bool:
+        return super().has_change_permission(request, obj) and not self._used_by_schedules(obj)
+
+    def has_delete_permission(self, request: Any, obj: CrontabSchedule | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and not self._used_by_schedules(obj)
+
+    @admin.display(description="beat entries using it (latest first)")
+    def entries(self, obj: CrontabSchedule) -> str:
+        if obj.pk is None:
+            return "—"
+        return latest_rows(PeriodicTask.objects.filter(crontab=obj).order_by("-id"), ["name", "task", "enabled"],
+                           rest={"crontab__id__exact": obj.pk})
 
 
 @admin.register(ScheduleFiring)

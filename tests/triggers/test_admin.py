@@ -231,3 +231,29 @@ def test_a_schedule_or_hook_with_history_is_deleted_in_the_admin_with_it(admin_c
 
     assert not Hook.objects.exists() and not HookDelivery.objects.exists()
     assert not Schedule.objects.exists() and not ScheduleFiring.objects.exists()
+
+
+def test_a_crontab_a_schedule_uses_is_read_only_in_beat_s_admin(admin_client: Client, user: Any) -> None:
+    """Schedules with one cron share django-celery-beat's crontab row: edited there, it moved all of
+    them while each schedule's cron still said the old time."""
+    from django_celery_beat.models import CrontabSchedule
+
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    schedule = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+    used = schedule.periodic_task.crontab
+    spare = CrontabSchedule.objects.create(minute="5", hour="4")
+    crontabs = "/admin/django_celery_beat/crontabschedule/"
+    fields = {"minute": "30", "hour": "9", "day_of_month": "*", "month_of_year": "*", "day_of_week": "*",
+              "timezone": "UTC"}
+
+    page = admin_client.get(f"{crontabs}{used.pk}/change/").content.decode()
+    changed = admin_client.post(f"{crontabs}{used.pk}/change/", fields)
+    deleted = admin_client.post(f"{crontabs}{used.pk}/delete/", {"post": "yes"})
+
+    assert f"aob-schedule-{schedule.pk}" in page  # the entries using it, listed
+    assert changed.status_code == 403 and deleted.status_code == 403
+    used.refresh_from_db()
+    assert (used.minute, used.hour) == ("0", "3")
+    assert admin_client.post(f"{crontabs}{spare.pk}/change/", fields).status_code == 302  # others as before
+    spare.refresh_from_db()
+    assert (spare.minute, spare.hour) == ("30", "9")
