@@ -47,12 +47,14 @@ def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
 
 
 def workflows_listed(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
-    """The workflows a list shows, each with its current version's summary (counts, name and
+    """The workflows a list shows, in a total order, each with its current version's summary (counts, name and
     description, kept at save) and its definition's size; the definitions stay in the database
     (``workflows_materialized`` reads those a page has room for)."""
     qs = Workflow.objects.select_related("current_version", "owner").annotate(
         definition_bytes=F("current_version__artifact__size_bytes"))
-    return _in_scope(qs, user=user, scope=scope)
+    # by tag, and among every owner's (staff's scope) one tag's workflows by id: an order with ties
+    # lets offset pages repeat one row and skip another
+    return _in_scope(qs, user=user, scope=scope).order_by("tag", "pk")
 
 
 def workflow_href(workflow: Workflow, *, user: User) -> str:

@@ -359,3 +359,23 @@ def test_an_artifact_is_answered_as_its_stored_text_never_parsed(user: Any) -> N
     assert body["size_bytes"] == artifact.size_bytes and body["created_at"]
     content_reads = [sql for sql in statements if CONTENT in sql]
     assert content_reads and all(f"({CONTENT})::text" in sql for sql in content_reads), content_reads
+
+
+def test_every_owner_s_workflows_page_in_a_total_order(make_user: Any) -> None:
+    """Staff list every owner's workflows; owners share tags, and an order by tag alone let one
+    offset page repeat a row another page had and skip one."""
+    owners = [make_user(name) for name in ("ann", "bea", "cyd")]
+    for owner in owners:
+        for tag in ("deploy", "report"):
+            saved(owner, tag, 1)
+    staff = client_for(make_user("root", is_staff=True))
+
+    response, statements = read(staff, f"{API}/workflows", {"scope": "global", "limit": "2", "offset": "2"})
+    pages = [staff.get(f"{API}/workflows", {"scope": "global", "limit": "2", "offset": str(o)}).json()["results"]
+             for o in (0, 2, 4)]
+
+    listed = [(w["tag"], w["owner"]) for page in pages for w in page]
+    assert sorted(listed) == sorted((tag, o.username) for o in owners for tag in ("deploy", "report"))
+    assert [tag for tag, _ in listed] == ["deploy"] * 3 + ["report"] * 3
+    [page_read] = [sql for sql in statements if 'FROM "workflows_workflow"' in sql and "LIMIT" in sql]
+    assert page_read.endswith('ORDER BY "workflows_workflow"."tag" ASC, "workflows_workflow"."id" ASC LIMIT 2 OFFSET 2')
