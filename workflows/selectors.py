@@ -338,8 +338,34 @@ _LATEST_PER_NODE = (
 # details' other reads, compiled once per thread (aob_project/compiled.py)
 _ARTIFACT_CONTENT = CompiledRead(lambda pk: Artifact.objects.filter(pk=pk).values_list("content"),
                                  pk=PROBE_TEXT)
+# A run's latest refusals with their operations (up to 64 KiB each) left in the database and
+# measured there: details carry them while they fit its budget (``refusal_operations_fill``).
 _LATEST_REFUSALS = CompiledRead(lambda run_id: PatchRefusal.objects.filter(run_id=run_id).select_related(
-    "proposed_by").order_by("-created_at", "-id")[:50], run_id=PROBE_UUID)
+    "proposed_by").defer("operations").annotate(operations_bytes=Length(Cast("operations", TextField())))
+    .order_by("-created_at", "-id")[:50], run_id=PROBE_UUID)
+
+
+def refusal_href(*, run_id: Any, refusal_id: int) -> str:
+    """Where one refused patch is read whole (``GET /runs/{id}/refusals/{refusal_id}``)."""
+    return f"/api/v1/runs/{run_id}/refusals/{refusal_id}"
+
+
+def refusal_operations_fill(refusals: list[PatchRefusal], *, run: Run, page: Page) -> list[PatchRefusal]:
+    """``refusals`` (of ``_LATEST_REFUSALS``) with each one's operations read while they fit ``page``,
+    newest first; one that does not is a marker linking to the refusal. For answering only."""
+    fits = [r.pk for r in refusals if page.fits(r.operations_bytes)]  # type: ignore[attr-defined]
+    read = dict(PatchRefusal.objects.filter(pk__in=fits).values_list("pk", "operations")) if fits else {}
+    for r in refusals:
+        r.operations = read[r.pk] if r.pk in read else left_out(
+            r.operations_bytes, refusal_href(run_id=run.pk, refusal_id=r.pk))  # type: ignore[attr-defined]
+    return refusals
+
+
+def run_refusal_get(*, run: Run, refusal_id: int) -> PatchRefusal:
+    try:
+        return PatchRefusal.objects.select_related("proposed_by").get(run=run, pk=refusal_id)
+    except PatchRefusal.DoesNotExist:
+        raise NotFound(f"run has no refused patch {refusal_id}") from None
 
 
 def _heavy_rows(rows: list[NodeRun], page: Page, run: Run,
@@ -445,12 +471,14 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     # the operations last: the nodes are what the run page draws from details
     for summary, patch in zip(patches, patch_operations_fill(listed, run=run, page=page), strict=True):
         summary["operations"] = patch.operations
-    refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
+    # the refusals' operations after them (each up to 64 KiB; 50 of them passed the budget threefold)
+    refusals = refusal_operations_fill(_LATEST_REFUSALS.objects(run_id=run.pk), run=run, page=page)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
             "patches_count": run.patch_seq, "patch_refusals": refusals, "inputs_truncated": inputs_cut,
             "truncated": inputs_cut or page.used > page.limit or result.truncated or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())
-            or any(isinstance(p["operations"], dict) for p in patches)}
+            or any(isinstance(p["operations"], dict) for p in patches)
+            or any(isinstance(r.operations, dict) and r.operations.get("href") for r in refusals)}
 
 
 def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,

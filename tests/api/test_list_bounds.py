@@ -379,3 +379,30 @@ def test_every_owner_s_workflows_page_in_a_total_order(make_user: Any) -> None:
     assert [tag for tag, _ in listed] == ["deploy"] * 3 + ["report"] * 3
     [page_read] = [sql for sql in statements if 'FROM "workflows_workflow"' in sql and "LIMIT" in sql]
     assert page_read.endswith('ORDER BY "workflows_workflow"."tag" ASC, "workflows_workflow"."id" ASC LIMIT 2 OFFSET 2')
+
+
+def test_run_details_carry_refusals_operations_while_they_fit_and_link_the_rest(user: Any, settings: Any) -> None:
+    """Details list a run's latest 50 refused patches, each kept with up to 64 KiB of operations:
+    they went in outside the budget (3 MB on a 1 MiB answer)."""
+    from workflows.models import PatchRefusal
+
+    run = stored_run(user)
+    settings.AOB_DETAILS_MAX_BYTES = 200_000
+    big = [{"op": "add", "path": "/nodes/-", "value": {"pad": "r" * 60_000}}]
+    PatchRefusal.objects.bulk_create(PatchRefusal(run=run, node_id="agent", agent=True, rule="r", message="no",
+                                                  operations=big) for _ in range(10))
+    client = client_for(user)
+
+    response = client.get(f"{API}/runs/{run.pk}/details")
+
+    assert len(response.content) < 200_000 + 20_000  # the budget, and what details always carry
+    body = response.json()
+    shown = [r["operations"] for r in body["patch_refusals"]]
+    assert len(shown) == 10 and body["truncated"] is True
+    assert 0 < shown.count(big) < 10
+    markers = [op for op in shown if op != big]
+    assert all(m["truncated"] is True and m["bytes"] > 60_000 for m in markers)
+    whole = client.get(markers[0]["href"])
+    assert whole.status_code == 200 and whole.json()["operations"] == big
+    other = stored_run(user)
+    assert client.get(f"{API}/runs/{other.pk}/refusals/{whole.json()['id']}").status_code == 404

@@ -469,6 +469,7 @@ class PatchSummaryOut(serializers.Serializer):
 class PatchRefusalOut(serializers.Serializer):
     """A patch the policy refused; nothing of it reached the run."""
 
+    id = serializers.IntegerField()
     node_id = serializers.CharField(allow_blank=True)
     agent = serializers.BooleanField()
     proposed_by = serializers.CharField(source="proposed_by.username", allow_null=True, default=None)
@@ -476,7 +477,9 @@ class PatchRefusalOut(serializers.Serializer):
     op = serializers.IntegerField(allow_null=True)
     path = serializers.CharField(allow_blank=True)
     message = serializers.CharField()
-    operations = serializers.JSONField()
+    operations = serializers.JSONField(help_text=(
+        "as proposed (kept up to 64 KiB, else {truncated, bytes}); in details while they fit its byte budget, "
+        'else {"truncated": true, "bytes", "href"} linking to GET /runs/{id}/refusals/{refusal_id}'))
     created_at = serializers.DateTimeField()
 
 

@@ -455,3 +455,10 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], url_path=r"patches/(?P<seq>\d{1,9})")
     def patch_detail(self, request: Request, pk: str, seq: str) -> Response:
         return Response(s.RunPatchOut(selectors.run_patch_get(run=self._run(pk), seq=int(seq))).data)
+
+    @extend_schema(responses={200: s.PatchRefusalOut, **ERRORS})
+    @action(detail=True, methods=["get"], url_path=r"refusals/(?P<refusal_id>\d{1,18})")
+    def refusal_detail(self, request: Request, pk: str, refusal_id: str) -> Response:
+        """One refused patch whole (its operations as kept, at most 64 KiB): where details' markers lead."""
+        return Response(s.PatchRefusalOut(selectors.run_refusal_get(run=self._run(pk),
+                                                                     refusal_id=int(refusal_id))).data)
