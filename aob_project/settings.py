@@ -320,6 +320,9 @@ AOB_CEL_MAX_SOURCE_BYTES = env_int("AOB_CEL_MAX_SOURCE_BYTES", 4096)
 AOB_CEL_MAX_MACROS = env_int("AOB_CEL_MAX_MACROS", 8)
 AOB_CEL_MAX_COMPREHENSION_DEPTH = env_int("AOB_CEL_MAX_COMPREHENSION_DEPTH", 2)
 AOB_CEL_TIMEOUT_MS = env_int("AOB_CEL_TIMEOUT_MS", 1000)
+# A hook's CEL mapping runs in the web request of each delivery: a projection of the body, with this
+# much of the deadline (at most AOB_CEL_TIMEOUT_MS), not a whole second of a web process each time.
+AOB_HOOK_MAPPING_TIMEOUT_MS = env_int("AOB_HOOK_MAPPING_TIMEOUT_MS", 100, within=(1, 60_000))
 AOB_CEL_MAX_CONCAT_BYTES = env_int("AOB_CEL_MAX_CONCAT_BYTES", 256 * 1024 * 1024)
 # What the references of one expression may read in all (outside comprehensions it holds no more).
 AOB_CEL_MAX_COPY_BYTES = env_int("AOB_CEL_MAX_COPY_BYTES", 32 * 1024 * 1024)

@@ -141,6 +141,20 @@ def check_run_start(*, user: Any, ir: IR, api_write: bool = False) -> None:
                                  code="rate_limiter_unavailable") from exc
 
 
+def check_hook_delivery(*, owner_id: int) -> None:
+    """One authenticated delivery to one of ``owner_id``'s hooks, counted before its mapping is
+    evaluated in the request: each may start a run, so past the owner's run limit
+    (``AOB_RATE_USER_RUNS_PER_MIN``) a flood of deliveries costs no evaluation (the run's own
+    limits are checked again when it starts)."""
+    try:
+        check([Layer(f"aob:rl:user:{owner_id}:deliveries", settings.AOB_RATE_USER_RUNS_PER_MIN,
+                     "user_rate_limit_exceeded", "hook deliveries per owner")])
+    except redis.RedisError as exc:
+        logger.error("ratelimit.redis_unavailable", extra={"error": str(exc)})
+        raise ServiceUnavailable("rate limiting is unavailable (Redis unreachable); no run was created",
+                                 code="rate_limiter_unavailable") from exc
+
+
 def global_write_layer() -> Layer:
     return Layer("aob:rl:global", settings.AOB_RATE_GLOBAL_PER_MIN, "global_rate_limit_exceeded",
                  "state-changing requests across all users")

@@ -219,3 +219,34 @@ def test_an_owner_s_hooks_and_their_mappings_are_bounded_as_they_are_listed_with
     other = make_user("other")  # the cap is each owner's
     workflow_save(owner=other, tag="on-push", definition=ECHO)
     assert client_for(other).post("/api/v1/hooks", {"tag": "on-push"}, format="json").status_code == 201
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_a_flood_of_deliveries_past_the_owner_s_run_limit_is_refused_before_its_mapping_is_evaluated(api, user,
+                                                                                                       settings):
+    """A hook's mapping is evaluated in the web request of each delivery; the owner's run limit was
+    checked only after it, when the run started, so deliveries whose mapping failed (or were
+    refused after it) each cost an evaluation without limit."""
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 2
+    hook = make_hook(api, user, mapping={"cel": "{'n': body.missing}"})
+
+    answers = [deliver(hook, {"x": 1}) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [400, 400, 429]
+    assert [a.json()["error"] for a in answers] == ["mapping_failed", "mapping_failed", "user_rate_limit_exceeded"]
+    assert not Run.objects.exists() and not HookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_hook_s_mapping_has_its_own_short_deadline_in_the_request(api, user):
+    """A mapping projects the body; it had the whole AOB_CEL_TIMEOUT_MS (1 s) of a web process on
+    every delivery."""
+    hook = make_hook(api, user, mapping={"cel": "{'ok': body.xs.all(a, body.xs.all(b, a + b >= 0))}"})
+
+    response = deliver(hook, {"xs": list(range(3000))})  # some seconds without a deadline
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"] == "mapping_failed"
+    assert "evaluation stopped after 100 ms (AOB_HOOK_MAPPING_TIMEOUT_MS)" in response.json()["message"]
+    assert not Run.objects.exists()

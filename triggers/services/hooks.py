@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from aob_project.exceptions import ValidationFailed
 from vault import crypto
+from workflows import ratelimit
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import resolve
@@ -150,6 +151,7 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
             and len(delivery_id) <= MAX_DELIVERY_ID):
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
+    ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
     inputs = _inputs(hook, body, headers or {})
     try:
         with transaction.atomic():
@@ -190,7 +192,8 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
         inputs = payload
     elif "cel" in mapping:
         try:
-            inputs = evaluate(mapping["cel"], {"body": payload, "headers": headers})
+            inputs = evaluate(mapping["cel"], {"body": payload, "headers": headers},
+                              timeout_ms=settings.AOB_HOOK_MAPPING_TIMEOUT_MS, setting="AOB_HOOK_MAPPING_TIMEOUT_MS")
         except ExpressionError as exc:
             raise ValidationFailed(f"the hook's mapping failed: {exc}", code="mapping_failed",
                                    extra={"field": "mapping.cel", "rule": "cel_evaluation"}) from None

@@ -407,17 +407,21 @@ def capped(ms: float) -> Iterator[None]:
         _CAP_MS.reset(token)
 
 
-def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = None) -> Any:
-    """Evaluate under the deadline (``AOB_CEL_TIMEOUT_MS``, or less when asked or ``capped``). Any
-    failure, the budget included, is an ``ExpressionError`` with a message a person can act on."""
+def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = None,
+             setting: str = "AOB_CEL_TIMEOUT_MS") -> Any:
+    """Evaluate under the deadline (``AOB_CEL_TIMEOUT_MS``, or less when asked, ``timeout_ms`` from
+    the operator's ``setting``, or ``capped``). Any failure, the budget included, is an
+    ``ExpressionError`` with a message a person can act on."""
     compiled = compile_expression(source)
     cap = _CAP_MS.get()
     ceiling = settings.AOB_CEL_TIMEOUT_MS if cap is None else min(settings.AOB_CEL_TIMEOUT_MS, cap)
     limit = min(ceiling, timeout_ms or ceiling)
 
     def stopped() -> ExpressionError:
-        why = ("AOB_CEL_TIMEOUT_MS" if cap is None or cap >= settings.AOB_CEL_TIMEOUT_MS else
-               "what was left of the time this decision's expressions share, AOB_CEL_TIMEOUT_MS")
+        if cap is not None and cap < settings.AOB_CEL_TIMEOUT_MS and cap <= (timeout_ms or cap):
+            why = "what was left of the time this decision's expressions share, AOB_CEL_TIMEOUT_MS"
+        else:
+            why = setting if timeout_ms and timeout_ms < settings.AOB_CEL_TIMEOUT_MS else "AOB_CEL_TIMEOUT_MS"
         return ExpressionError(f"evaluation stopped after {int(limit)} ms ({why})", "timeout")
 
     if limit <= 0:
