@@ -406,3 +406,30 @@ def test_run_details_carry_refusals_operations_while_they_fit_and_link_the_rest(
     assert whole.status_code == 200 and whole.json()["operations"] == big
     other = stored_run(user)
     assert client.get(f"{API}/runs/{other.pk}/refusals/{whole.json()['id']}").status_code == 404
+
+
+# --- a run's events ------------------------------------------------------------------------------
+
+def test_an_event_whose_data_passes_its_bound_is_stored_and_pushed_as_a_marker(user: Any) -> None:
+    """Each writer bounded its own events, and some did not (an approver's comment of 10,000
+    characters, an agent's patch description, the nodes a cancel stopped): now every event written
+    through ``events.numbered`` is at most ``EVENT_VALUE_MAX_BYTES`` as stored, keeping its small
+    identifying keys. 40,000 characters, 80,000 bytes: a count of characters would let it through."""
+    from django.db import transaction
+
+    from workflows.engine import events
+
+    run = stored_run(user)
+    large = {"approval_id": 7, "iteration": 2, "approve": True, "user": "alice", "comment": "é" * 40_000}
+    small = {"iteration": 3, "comment": "é" * 30_000}  # 60,045 bytes: whole
+
+    with transaction.atomic():
+        appended = events.append(run.pk, user.pk, [("approval_decided", "gate", large),
+                                                   ("approval_decided", "gate", small)])
+
+    marker = {"approval_id": 7, "iteration": 2, "approve": True, "user": "alice", "truncated": True,
+              "bytes": size_of(canonical_json(large))}
+    assert marker["bytes"] > events.EVENT_VALUE_MAX_BYTES
+    assert list(Event.objects.filter(run=run).order_by("seq").values_list("data", flat=True)) == [marker, small]
+    assert [e.as_dict()["data"] for e in appended] == [marker, small]  # the frames pushed after commit
+
