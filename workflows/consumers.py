@@ -3,6 +3,10 @@
 ``?after=<seq>`` replays what the client missed from the database, then streams live with no gap
 and no duplicate at the seam: the consumer joins the group before reading the database, drops a
 live event it already sent, and fills any hole from the database before sending a later one.
+A replay or a fill reads the database one page at a time (``_replay``), each at most
+``AOB_DETAILS_MAX_BYTES`` of events and 1,000 of them, and reads on from the last one sent until
+none is left: one socket's replay never loads a whole run's events at once, and a hole larger
+than a page is filled whole.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
@@ -75,15 +80,25 @@ def _visible_run(user: User, run_id: str) -> bool:
 
 
 @database_sync_to_async
-def _events(run_id: str, after: int, upto: int | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
-    from workflows.models import Event
+def _events(run_id: str, after: int, upto: int | None, since: datetime | None) -> tuple[list[dict[str, Any]], bool]:
+    from workflows.selectors import events_page
 
-    qs = Event.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")
-    if upto is not None:
-        qs = qs.filter(seq__lte=upto)
-    if since is not None:
-        qs = qs.filter(created_at__gte=since)
-    return [e.as_dict() for e in qs[:5000]]
+    page, more = events_page(run_id=run_id, after=after, upto=upto, since=since)
+    return [e.as_dict() for e in page], more
+
+
+async def _replay(run_id: str, after: int, upto: int | None = None,
+                  since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+    """A run's events after ``after`` (up to ``upto``, stamped from ``since``), in order, read one
+    page at a time (``selectors.events_page``: within ``AOB_DETAILS_MAX_BYTES``, at least one
+    event), each read after the last event of the one before, until none is left."""
+    while True:
+        page, more = await _events(run_id, after, upto, since)
+        for frame in page:
+            yield frame
+        if not more:
+            return
+        after = page[-1]["seq"]
 
 
 def _left(task: asyncio.Task[None]) -> None:
@@ -187,7 +202,7 @@ class RunEventsConsumer(_Consumer):
         if not await self.admit(user, f"run.{self.run_id}"):
             return
         self.last = _after(self.scope)
-        for frame in await _events(self.run_id, self.last):
+        async for frame in _replay(self.run_id, self.last):
             await self._send(frame)
 
     async def _send(self, frame: dict[str, Any]) -> None:
@@ -201,7 +216,7 @@ class RunEventsConsumer(_Consumer):
         if not await self.still_allowed(self.run_id):
             return
         if frame["seq"] > self.last + 1:
-            for missing in await _events(self.run_id, self.last, frame["seq"] - 1):
+            async for missing in _replay(self.run_id, self.last, frame["seq"] - 1):
                 await self._send(missing)
         await self._send(frame)
 
@@ -236,12 +251,13 @@ class UserEventsConsumer(_Consumer):
             return
         if not await self.still_allowed():
             return
-        if last is None:
-            missing = await _events(run_id, 0, seq - 1, since=self.since) if seq > 1 else []
-        else:
-            missing = await _events(run_id, last, seq - 1) if seq > last + 1 else []
-        for earlier in [*missing, frame]:
-            await self.send_json(earlier)
+        if last is None and seq > 1:
+            async for earlier in _replay(run_id, 0, seq - 1, since=self.since):
+                await self.send_json(earlier)
+        elif last is not None and seq > last + 1:
+            async for earlier in _replay(run_id, last, seq - 1):
+                await self.send_json(earlier)
+        await self.send_json(frame)
         self.last[run_id] = seq
         if len(self.last) > self.RUNS_TRACKED:
             self.last.pop(next(iter(self.last)))  # the run seen longest ago

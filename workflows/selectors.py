@@ -515,5 +515,35 @@ def node_field_text(*, run: Run, node_id: str, iteration: int, field: str) -> st
     return "null" if rows[0] is None else rows[0]
 
 
-def events_after(*, run: Run, after: int = 0, limit: int = 1000) -> QuerySet[Event]:
-    return Event.objects.filter(run=run, seq__gt=after).order_by("seq")[:limit]
+EVENTS_PAGE = 1000
+# What an event's frame holds beside its data (run id, seq, type, node id, request id, time, keys),
+# at most: counted with each event's data against a page's budget.
+EVENT_FRAME_BYTES = 512
+
+
+def events_page(*, run_id: Any, after: int = 0, upto: int | None = None, since: Any = None,
+                limit: int = EVENTS_PAGE) -> tuple[list[Event], bool]:
+    """A run's events after ``after`` (up to ``upto``, stamped from ``since``), in order: at most
+    ``limit``, and while their bytes fit one answer's budget (``AOB_DETAILS_MAX_BYTES``), at least
+    one, so a reader always progresses; and whether more follow, to be read after the last one.
+    Sizes are measured in the database first (the data stays there; one more than ``limit``, to
+    know), then the events that fit are read: a page of 1,000 events of up to 64 KiB each
+    (``events.EVENT_VALUE_MAX_BYTES``) is never loaded to send one MiB of them. Events are
+    append-only and numbered under the run's lock, so the second read finds what the first measured."""
+    qs = Event.objects.filter(run_id=run_id, seq__gt=after)
+    if upto is not None:
+        qs = qs.filter(seq__lte=upto)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    sizes = list(qs.order_by("seq").values_list(
+        "seq", Func(Cast("data", TextField()), function="octet_length", output_field=IntegerField()))[:limit + 1])
+    page, last = Page(settings.AOB_DETAILS_MAX_BYTES), None
+    for seq, size in sizes[:limit]:
+        if not page.fits(size + EVENT_FRAME_BYTES):
+            if last is not None:
+                break
+            page.spend(size + EVENT_FRAME_BYTES)  # the first goes whatever its size
+        last = seq
+    if last is None:
+        return [], False
+    return list(qs.filter(seq__lte=last).order_by("seq")), sizes[-1][0] > last

@@ -52,6 +52,11 @@ class ApiClient:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 
+    def get_with_next(self, path: str, **params: Any) -> tuple[Any, str | None]:
+        """A GET's answer and where its next page is, when its ``Link`` header says (``rel="next"``)."""
+        data, response = self._exchange("GET", path, params=params)
+        return data, response.links.get("next", {}).get("url")
+
     def post(self, path: str, body: Any = None, *, headers: dict[str, str] | None = None) -> Any:
         return self.request("POST", path, body=body, headers=headers)
 
@@ -77,6 +82,10 @@ class ApiClient:
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                 headers: dict[str, str] | None = None) -> Any:
+        return self._exchange(method, path, body=body, params=params, headers=headers)[0]
+
+    def _exchange(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                  headers: dict[str, str] | None = None) -> tuple[Any, httpx.Response]:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, path.lstrip("/"), json=body, params=query, headers=headers)
@@ -97,4 +106,4 @@ class ApiClient:
                            status=response.status_code)
         if data is None and response.status_code != 204 and response.content:
             raise ApiError(f"{method} {response.url} answered something that is not JSON", status=response.status_code)
-        return data
+        return data, response

@@ -22,7 +22,7 @@ EXIT_CODES = {"workflow_completed": 0, "workflow_failed": 1, "run_cancelled": 2}
 STATUS_EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
 POLL_INTERVAL_S = 0.5
 WS_QUIET_S = 5.0  # no frame for this long: catch up over REST, in case the live push was lost
-PAGE = 1000  # the events endpoint's page size
+PAGE = 1000  # the events endpoint's most events an answer
 
 OnEvent = Callable[[dict[str, Any]], None]
 
@@ -45,16 +45,20 @@ class _Cursor:
             self.exit_code = EXIT_CODES[event["type"]]
 
 
-def events_page(client: ApiClient, run_id: str, after: int) -> list[dict[str, Any]]:
-    return client.get(f"runs/{segment(run_id)}/events", after=after)
+def events_page(client: ApiClient, run_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
+    """One answer of the events endpoint, and whether more follow: its ``Link: rel="next"`` says so
+    (an answer stops at 1,000 events or at its byte budget, whichever comes first); a server that
+    sends none (before the budget) had more only after a full page."""
+    page, following = client.get_with_next(f"runs/{segment(run_id)}/events", after=after)
+    return page, following is not None or len(page) >= PAGE
 
 
 def events_all(client: ApiClient, run_id: str, after: int = 0) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     while True:
-        page = events_page(client, run_id, after)
+        page, more = events_page(client, run_id, after)
         out.extend(page)
-        if len(page) < PAGE:
+        if not more or not page:
             return out
         after = page[-1]["seq"]
 

@@ -406,3 +406,53 @@ def test_run_details_carry_refusals_operations_while_they_fit_and_link_the_rest(
     assert whole.status_code == 200 and whole.json()["operations"] == big
     other = stored_run(user)
     assert client.get(f"{API}/runs/{other.pk}/refusals/{whole.json()['id']}").status_code == 404
+
+
+# --- a run's events ------------------------------------------------------------------------------
+
+def test_an_event_whose_data_passes_its_bound_is_stored_and_pushed_as_a_marker(user: Any) -> None:
+    """Each writer bounded its own events, and some did not (an approver's comment of 10,000
+    characters, an agent's patch description, the nodes a cancel stopped): now every event written
+    through ``events.numbered`` is at most ``EVENT_VALUE_MAX_BYTES`` as stored, keeping its small
+    identifying keys. 40,000 characters, 80,000 bytes: a count of characters would let it through."""
+    from django.db import transaction
+
+    from workflows.engine import events
+
+    run = stored_run(user)
+    large = {"approval_id": 7, "iteration": 2, "approve": True, "user": "alice", "comment": "é" * 40_000}
+    small = {"iteration": 3, "comment": "é" * 30_000}  # 60,045 bytes: whole
+
+    with transaction.atomic():
+        appended = events.append(run.pk, user.pk, [("approval_decided", "gate", large),
+                                                   ("approval_decided", "gate", small)])
+
+    marker = {"approval_id": 7, "iteration": 2, "approve": True, "user": "alice", "truncated": True,
+              "bytes": size_of(canonical_json(large))}
+    assert marker["bytes"] > events.EVENT_VALUE_MAX_BYTES
+    assert list(Event.objects.filter(run=run).order_by("seq").values_list("data", flat=True)) == [marker, small]
+    assert [e.as_dict()["data"] for e in appended] == [marker, small]  # the frames pushed after commit
+
+
+def test_a_page_of_events_stops_at_its_byte_budget_and_its_next_link_continues_it(user: Any, settings: Any) -> None:
+    """Pages held 1,000 events whatever their size (up to 64 KiB each: 64 MB an answer). Now a
+    page stops once its events reach ``AOB_DETAILS_MAX_BYTES``, with at least one (an event larger
+    than the budget still goes, alone), and ``Link: rel="next"`` continues after its last event:
+    every event comes once, in order."""
+    settings.AOB_DETAILS_MAX_BYTES = 30_000
+    run, now = stored_run(user), timezone.now()
+    pads = [10_000] * 8 + [40_000] + [10_000] * 5  # seq 9 alone passes the budget
+    Event.objects.bulk_create(Event(run=run, seq=seq, type="node_completed", node_id="a",
+                                    data={"iteration": seq, "pad": "x" * pad}, created_at=now)
+                              for seq, pad in enumerate(pads, start=1))
+    client, url, pages = client_for(user), f"{API}/runs/{run.pk}/events", []
+
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.content[:300]
+        pages.append([e["seq"] for e in response.json()])
+        assert len(response.content) <= 30_000 or len(pages[-1]) == 1
+        link = response.headers.get("Link", "")  # <http://testserver/api/v1/...?after=N>; rel="next"
+        url = link[1:link.index(">")].removeprefix("http://testserver") if link else ""
+
+    assert pages == [[1, 2], [3, 4], [5, 6], [7, 8], [9], [10, 11], [12, 13], [14]]

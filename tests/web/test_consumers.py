@@ -250,6 +250,55 @@ def test_user_stream_keeps_a_runs_order_when_a_push_overtakes_another(transactio
     assert [f["seq"] for f in run(main())] == [1, 2, 3, 4]
 
 
+def test_a_replay_and_a_fill_read_a_page_at_a_time_and_lose_nothing(transactional_db: Any, user: Any,
+                                                                    settings: Any) -> None:
+    """A replay read up to 5,000 events at once whatever their size (up to 64 KiB each: 320 MB in
+    the web process, for one socket), and a hole larger than that lost the events past it. Now
+    each read holds at most ``AOB_DETAILS_MAX_BYTES`` of events and the consumer reads on after the
+    last one sent, on connect and when a live event comes after a hole: 2 events a read here, and
+    every event once, in order."""
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    settings.AOB_DETAILS_MAX_BYTES = 30_000
+    run_ = stored_run(user, HELLO)
+    run_id = str(run_.pk)
+
+    def store(seqs: range) -> list[dict[str, Any]]:
+        return [e.as_dict() for e in Event.objects.bulk_create(
+            Event(run=run_, seq=seq, type="node_completed", node_id="greet",
+                  data={"iteration": seq, "pad": "x" * 10_000}, created_at=timezone.now()) for seq in seqs)]
+
+    def capture() -> CaptureQueriesContext:
+        """The statements of the thread the consumers read the database in (asgiref's one)."""
+        context = CaptureQueriesContext(connections["default"])
+        context.__enter__()
+        return context
+
+    store(range(1, 21))
+
+    async def main() -> tuple[list[dict[str, Any]], bool, CaptureQueriesContext]:
+        reads = await sync_to_async(capture)()
+        comm = communicator(f"/ws/runs/{run_id}/?after=0", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        frames = await frames_until(comm, 20)
+        *_, last = await sync_to_async(store)(range(21, 41))  # only the last one is pushed
+        await get_channel_layer().group_send(f"run.{run_id}", {"type": "run.event", "event": last})
+        frames += await frames_until(comm, 40)
+        quiet = await comm.receive_nothing(timeout=0.5)
+        await comm.disconnect()
+        await sync_to_async(reads.__exit__)(None, None, None)
+        return frames, quiet, reads
+
+    frames, quiet, reads = run(main())
+    assert [f["seq"] for f in frames] == list(range(1, 41)) and quiet
+    assert frames == stored(run_id, 0)
+    pages = [q["sql"] for q in reads.captured_queries
+             if '"workflows_event"."data"' in q["sql"] and "octet_length" not in q["sql"]]
+    assert len(pages) == 10 + 10  # 20 events replayed, 2 a read; 19 filled, 2 a read
+
+
 def test_a_token_in_the_query_string_is_not_accepted(engine: Any, make_user: Any) -> None:
     """Tokens travel in the Authorization header only: URLs end up in access logs."""
     alice = make_user("alice")

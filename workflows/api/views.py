@@ -283,6 +283,9 @@ class ArtifactView(APIView):
         return HttpResponse(body.encode(), content_type="application/json")
 
 
+EVENTS_NEXT = OpenApiParameter(
+    "Link", str, OpenApiParameter.HEADER, response=[200],
+    description='while more events follow: <…/events?after=<the last seq of this answer>>; rel="next"')
 NODE_FIELD = OpenApiParameter("field", str, OpenApiParameter.PATH, enum=list(selectors.HEAVY_FIELDS),
                               description="the node run's field to read whole")
 
@@ -397,14 +400,22 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                 f'"field":"{field}","value":{text}}}')
         return HttpResponse(body.encode(), content_type="application/json")
 
-    @extend_schema(parameters=[int_parameter("after", 0)], responses={200: s.EventOut(many=True), **ERRORS})
+    @extend_schema(parameters=[int_parameter("after", 0), EVENTS_NEXT],
+                   responses={200: s.EventOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request: Request, pk: str) -> Response:
-        """The run's events after sequence number ``after``, in order, at most 1,000 an answer: ask
-        again with the last one's ``seq`` until fewer come (``ws/runs/<id>/`` follows them live)."""
+        """The run's events after sequence number ``after``, in order: at most 1,000 an answer, and
+        while their bytes fit ``AOB_DETAILS_MAX_BYTES`` (at least one; ``selectors.events_page``).
+        While more follow, ``Link: <…/events?after=<the last one's seq>>; rel="next"`` says where
+        they are read; an answer without it holds the last of them, as stored now
+        (``ws/runs/<id>/`` follows them live)."""
         after = query_int(request, "after", 0, 0, 2**31 - 1)
         run = self._run(pk)
-        return Response(s.EventOut(selectors.events_after(run=run, after=after), many=True).data)
+        page, more = selectors.events_page(run_id=run.pk, after=after)
+        response = Response(s.EventOut(page, many=True).data)
+        if more:
+            response["Link"] = f'<{request.build_absolute_uri(request.path)}?after={page[-1].seq}>; rel="next"'
+        return response
 
     @extend_schema(request=None, responses={200: s.RunOut, 409: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["post"])

@@ -15,20 +15,84 @@ from django.utils import timezone
 
 from aob_project.context import current_request_id
 from workflows.answers import run_inputs_within
-from workflows.models import Event
+from workflows.models import Event, canonical_json, size_of
 
 logger = logging.getLogger(__name__)
 
 
-# An event's value that may be large (a run's inputs, up to AOB_MAX_RUN_INPUTS_BYTES) is carried
-# up to this many bytes, else a marker linking to it whole: every event stays small in the
-# database, in the pushes and in GET /runs/{id}/events' pages of 1,000.
+# No event's data is larger than this, as stored (``bounded``, on every write through ``numbered``):
+# a value that may be large (a run's inputs, up to AOB_MAX_RUN_INPUTS_BYTES) is carried up to it,
+# else a marker linking to it whole; any other data past it is stored and pushed as a marker.
 EVENT_VALUE_MAX_BYTES = 64 * 1024
+# What ``workflow_started`` holds beside its inputs (``artifact_id``, the keys): its inputs fit
+# ``EVENT_VALUE_MAX_BYTES`` less this, so they are whole or their own marker, never the event's.
+_STARTED_ROOM = 256
+
+# The keys a truncated event keeps, when small: which iteration, attempt, approval, patch or child
+# run it is about. Strings up to this many characters (a node id, a username: 200, 150).
+_IDENTIFYING = ("iteration", "attempt", "approval_id", "patch_id", "seq", "child_run_id", "artifact_id",
+                "output_artifact_id", "kind", "reason", "user", "approve", "settled", "inline")
+_IDENTIFYING_CHARS = 200
+# Upper bounds of a scalar's JSON in bytes (a float's repr is at most 24 characters).
+_SCALAR_BYTES = {bool: 5, type(None): 4, float: 24}
+_WALKED = 256  # values judged without serialising; past it the data is measured
 
 
 def shown_inputs(run: Any) -> Any:
     """A run's inputs as its ``workflow_started`` event carries them (``EVENT_VALUE_MAX_BYTES``)."""
-    return run_inputs_within(run, EVENT_VALUE_MAX_BYTES)
+    return run_inputs_within(run, EVENT_VALUE_MAX_BYTES - _STARTED_ROOM)
+
+
+def bounded(run_id: Any, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` when its JSON as stored (``canonical_json`` in UTF-8, the artifacts' and the inputs'
+    measure) is at most ``EVENT_VALUE_MAX_BYTES``, else ``{"truncated": true, "bytes"}`` with the
+    data's small identifying keys (``_IDENTIFYING``): the one bound of every event, whoever writes
+    it (a person's comment, an agent's patch description, the nodes a cancel stopped). Small data
+    of a few scalars, most events, is judged without being serialised (``_surely_within``)."""
+    if _surely_within(data, EVENT_VALUE_MAX_BYTES):
+        return data
+    size = size_of(canonical_json(data))
+    if size <= EVENT_VALUE_MAX_BYTES:
+        return data
+    logger.warning("event.truncated", extra={"run_id": str(run_id), "event_type": str(type_), "bytes": size})
+    kept = {key: data[key] for key in _IDENTIFYING if key in data and _small(data[key])}
+    return {**kept, "truncated": True, "bytes": size}
+
+
+def _small(value: Any) -> bool:
+    return value is None or type(value) in (bool, int) or (type(value) is str and len(value) <= _IDENTIFYING_CHARS)
+
+
+def _surely_within(data: Any, limit: int) -> bool:
+    """Whether ``data``'s JSON is surely at most ``limit`` bytes, from an upper bound of each value's
+    (a character at most 6 bytes: an escaped control character), never serialising it. False for
+    what it cannot judge so cheaply (an unknown type, more than ``_WALKED`` values): then measured."""
+    room, stack, walked = limit, [data], 0
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str:
+            room -= 6 * len(value) + 2
+        elif kind is int:
+            room -= value.bit_length() // 3 + 2
+        elif kind is dict:
+            room -= 1 + len(value)
+            for key, item in value.items():
+                if type(key) is not str:
+                    return False
+                room -= 6 * len(key) + 3
+                stack.append(item)
+        elif kind is list:
+            room -= 1 + len(value)
+            stack.extend(value)
+        elif kind in _SCALAR_BYTES:
+            room -= _SCALAR_BYTES[kind]
+        else:
+            return False
+        walked += 1
+        if room < 0 or walked > _WALKED:
+            return False
+    return True
 
 
 def reserve_seq(run_id: Any, count: int) -> int:
@@ -42,7 +106,10 @@ def reserve_seq(run_id: Any, count: int) -> int:
 
 def frame(run_id: Any, seq: int, type_: str, node_id: str, data: dict[str, Any], request_id: str | None,
           created_at: Any) -> dict[str, Any]:
-    """An event as the API, the WebSocket and the UI see it (the shape of ``Event.as_dict``)."""
+    """An event as the API, the WebSocket and the UI see it (the shape of ``Event.as_dict``), for
+    the hot path's events written by one SQL statement with their data (``execution.CLAIM`` and
+    ``COMPLETE``, ``steps.END_STEP``): a few numbers and an artifact id, so they need no
+    ``bounded``. Any other event is written through ``numbered``."""
     return {"run_id": str(run_id), "seq": seq, "type": type_, "node_id": node_id or None, "data": data,
             "request_id": request_id or None, "created_at": created_at.isoformat() if created_at else None}
 
@@ -60,11 +127,13 @@ def append(run_id: Any, owner_id: int, items: Iterable[tuple[str, str, dict[str,
 
 def numbered(run_id: Any, first: int, items: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Event]:
     """``(type, node_id, data)`` items as events numbered from ``first`` (unsaved): ``append``'s,
-    or a new run's first events, numbered from 1 (``coordinator.start_new``)."""
+    or a new run's first events, numbered from 1 (``coordinator.start_new``). Each one's data is
+    ``bounded`` here, so what is stored and what is pushed are the same, at most
+    ``EVENT_VALUE_MAX_BYTES``."""
     now = timezone.now()
     request_id = current_request_id()
-    return [Event(run_id=run_id, seq=first + i, type=t, node_id=node_id or "", data=data, created_at=now,
-                  request_id=request_id) for i, (t, node_id, data) in enumerate(items)]
+    return [Event(run_id=run_id, seq=first + i, type=t, node_id=node_id or "", data=bounded(run_id, t, data),
+                  created_at=now, request_id=request_id) for i, (t, node_id, data) in enumerate(items)]
 
 
 def push_after_commit(run_id: Any, owner_id: int, events: list[Event]) -> None:
