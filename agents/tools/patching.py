@@ -7,7 +7,7 @@ from typing import Any
 
 from aob_project.exceptions import AobError
 from workflows.models import Run
-from workflows.services.patches import run_patch_propose
+from workflows.services.patches import DESCRIPTION_MAX_CHARS, run_patch_propose
 
 from .base import AgentState
 
@@ -18,7 +18,7 @@ PARAMETERS = {
     "type": "object",
     "properties": {
         "operations": {"type": "array", "items": {"type": "object"}, "minItems": 1},
-        "description": {"type": "string"},
+        "description": {"type": "string", "maxLength": DESCRIPTION_MAX_CHARS},
     },
     "required": ["operations"],
 }

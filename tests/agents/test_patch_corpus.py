@@ -22,6 +22,7 @@ import jsonpatch
 import pytest
 from django.contrib.auth.models import User
 
+from aob_project.exceptions import ValidationFailed
 from approvals.models import Approval, Decision
 from tests.conftest import stored_run
 from workflows.definition.gates import nodes_by_id
@@ -865,6 +866,26 @@ def test_a_patch_that_leaves_the_guarded_action_alone_keeps_the_votes(user, make
 
     assert not approval.decisions.filter(voided=True).exists()
     assert not Event.objects.filter(run=run, type="approval_voided").exists()
+
+
+def test_an_agent_s_patch_description_is_bounded_as_a_person_s(user):
+    """The API refused a description past 10,000 characters; an agent's tool call was stored whole,
+    in the patch, its event and, held, the approval people read."""
+    from workflows.services.patches import DESCRIPTION_MAX_CHARS
+
+    run = run_in_state(user, Case(INVOICE, WAITING, PERSON, [], "applied"))
+    before = snapshot(run)
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_patch_propose(run=run, node_id="plan", from_agent=True, description="d" * (DESCRIPTION_MAX_CHARS + 1),
+                          operations=after("plan", transform("x")))
+
+    assert refused.value.extra == {"field": "description", "rule": "max_length", "limit": DESCRIPTION_MAX_CHARS}
+    assert snapshot(run) == before
+    assert list(PatchRefusal.objects.filter(run=run).values_list("rule", flat=True)) == ["max_length"]
+    patch = run_patch_propose(run=run, node_id="plan", from_agent=True, description="d" * DESCRIPTION_MAX_CHARS,
+                              operations=after("plan", transform("x")))
+    assert patch.status == "applied"
 
 
 def test_the_corpus_is_large_and_covers_every_rule():

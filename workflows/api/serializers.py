@@ -16,6 +16,7 @@ from workflows.answers import run_inputs_within
 from workflows.models import Event, Run, Workflow
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
+from workflows.services.patches import DESCRIPTION_MAX_CHARS
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 RESERVED_TAGS = {"validate"}
@@ -574,7 +575,8 @@ class ErrorOut(serializers.Serializer):
 class RunPatchIn(StrictSerializer):
     # An empty list is a valid no-op (RFC 6902); the policy allows at most 100 operations.
     operations = serializers.ListField(child=JSONObjectField(), min_length=0, max_length=1000)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    # the service's bound, whoever proposes (services.patches.DESCRIPTION_MAX_CHARS), stated in the schema
+    description = serializers.CharField(required=False, allow_blank=True, max_length=DESCRIPTION_MAX_CHARS, default="")
     # No default "": it would contradict this field's pattern and make the OpenAPI document invalid.
     node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200, required=False)
 

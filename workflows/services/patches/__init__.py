@@ -41,8 +41,8 @@ from .policy import (
 )
 
 __all__ = [
-    "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule", "SpawnLimitExceeded", "agent_limit",
-    "graph_summary", "patch_approval_settled", "refusals", "run_patch_propose", "run_state",
+    "DESCRIPTION_MAX_CHARS", "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule",
+    "SpawnLimitExceeded", "agent_limit", "graph_summary", "patch_approval_settled", "refusals", "run_patch_propose", "run_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,11 @@ def graph_summary(definition: dict[str, Any]) -> dict[str, Any]:
             "edges": [[e["from"], e["to"]] for e in definition.get("edges", [])]}
 
 
+# A patch's description, whoever proposes it (a person through the API, an agent's tool call): kept
+# in the patch, its patch_applied event and, for a held patch, the approval people read.
+DESCRIPTION_MAX_CHARS = 10_000
+
+
 def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_id: str = "",
                       user: User | None = None, from_agent: bool = False, proposal_key: str = "") -> RunPatch:
     """Judge, then apply (or hold for approval) a patch to a live run. A patch that names a
@@ -72,6 +77,10 @@ def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_
         run_owner_check(run=run, user=user, action="patch it")
     proposer = Proposer(agent=from_agent or bool(node_id), node_id=node_id)
     try:
+        if len(description) > DESCRIPTION_MAX_CHARS:
+            raise ValidationFailed(f"description is {len(description)} characters; at most {DESCRIPTION_MAX_CHARS}",
+                                   code="invalid_description", extra={"field": "description", "rule": "max_length",
+                                                                      "limit": DESCRIPTION_MAX_CHARS})
         patch = _propose(run=run, operations=operations, description=description, proposer=proposer, user=user,
                          proposal_key=proposal_key)
         PATCHES.labels(patch.status).inc()
