@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tests.engine.flow import node_runs, run_to_end, transform, unique
 from workflows.limits import ERROR_MAX_BYTES
 from workflows.models import Event
@@ -88,3 +91,25 @@ def test_an_error_of_control_characters_and_colliding_keys_is_within_its_bound()
         assert size(cut) <= ERROR_MAX_BYTES and cut["truncated"] is True
     kept = [key for key in colliding if key.startswith("k")]  # one per length of the cut keys' suffix
     assert 0 < len(kept) <= 4 and colliding["fields_left_out"] == 3_000 - len(kept)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
+    max_leaves=60)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(data=st.dictionaries(st.text(max_size=12), _JSON, max_size=6))
+def test_an_event_s_fast_bound_never_passes_what_its_measure_would_cut(data: dict) -> None:
+    """``events.bounded`` judges small data by an upper bound of its JSON, without serialising it
+    (the hot path's events); that fast path is derived from the one measure (``canonical_json`` in
+    UTF-8) and must never let through what the measure says is past the bound: at a bound one byte
+    below the data's size it never says the data surely fits."""
+    from workflows.engine.events import _surely_within
+    from workflows.models import canonical_json, size_of
+
+    size = size_of(canonical_json(data))
+    assert not _surely_within(data, size - 1)
+    assert _surely_within({"iteration": 3, "attempt": 1}, 64 * 1024)  # the hot path's events are judged fast

@@ -76,14 +76,14 @@ def _surely_within(data: Any, limit: int) -> bool:
         elif kind is int:
             room -= value.bit_length() // 3 + 2
         elif kind is dict:
-            room -= 1 + len(value)
+            room -= 1 + max(1, len(value))  # brackets and commas
             for key, item in value.items():
                 if type(key) is not str:
                     return False
                 room -= 6 * len(key) + 3
                 stack.append(item)
         elif kind is list:
-            room -= 1 + len(value)
+            room -= 1 + max(1, len(value))  # brackets and commas
             stack.extend(value)
         elif kind in _SCALAR_BYTES:
             room -= _SCALAR_BYTES[kind]
