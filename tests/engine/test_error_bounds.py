@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.engine.flow import node_runs, run_to_end, transform, unique
@@ -101,6 +101,11 @@ _JSON = st.recursive(
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
+@example(data={}).via("empty")
+@example(data={"": "é"}).via("a character of two bytes, no slack elsewhere")
+@example(data={"": "\x00"}).via("an escaped control character, six bytes")
+@example(data={"": -(10**20)}).via("an integer's digits and sign")
+@example(data={"": [[], {}]}).via("empty containers")
 @given(data=st.dictionaries(st.text(max_size=12), _JSON, max_size=6))
 def test_an_event_s_fast_bound_never_passes_what_its_measure_would_cut(data: dict) -> None:
     """``events.bounded`` judges small data by an upper bound of its JSON, without serialising it
