@@ -24,6 +24,7 @@ from workflows.registry import (
     MAINTENANCE_QUEUE,
     NOTIFY_QUEUE,
     OUTPUT_QUEUE,
+    OUTPUT_TASK,
 )
 
 # Declared up front; a node type's queue (``wf.tasks.<type>``) is declared when it is first used, in the
@@ -69,7 +70,7 @@ app.conf.task_routes = {
     "approvals.remind": {"queue": MAINTENANCE_QUEUE},
     # A completed run's metadata.output: up to AOB_OUTPUT_TIME_LIMIT_S of one owner's evaluation,
     # never on a node type's queue in front of every user's nodes.
-    "workflows.run_output": {"queue": OUTPUT_QUEUE},
+    OUTPUT_TASK: {"queue": OUTPUT_QUEUE},
     "subflows.*": {"queue": MAINTENANCE_QUEUE},
     "agents.sweep": {"queue": MAINTENANCE_QUEUE},
     "agents.wake": {"queue": MAINTENANCE_QUEUE},

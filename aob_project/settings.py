@@ -302,7 +302,7 @@ AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024
 # A run's inputs, however it starts (a hook's mapping and a parent's sub-workflow node can build more
 # than the API's body cap): refused at the start past it
 AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
-# A run's metadata.output is computed once after it completes, by a worker on the transform queue
+# A run's metadata.output is computed once after it completes, by a worker on its own queue (wf.output)
 # (workflows/services/runs.py run_output_store), within this many seconds (the task's soft time limit).
 AOB_OUTPUT_TIME_LIMIT_S = env_int("AOB_OUTPUT_TIME_LIMIT_S", 60, within=(1, 3600))
 # GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).

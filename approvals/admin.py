@@ -80,7 +80,8 @@ class ApprovalAdmin(BoundedListAdmin):
     def get_queryset(self, request):
         # the context (every upstream output) is read only cut, by context_pretty; the list reads
         # a message's head only (the page reads it whole); the run it names without its inputs
-        return (super().get_queryset(request).select_related("run").defer("context", "message", "run__inputs")
+        return (super().get_queryset(request).select_related("run", "patch").defer(
+            "context", "message", "run__inputs", "patch__operations")
                 .annotate(message_cut=Left("message", MESSAGE_CHARS + 1)))
 
     def get_ordering(self, request):

@@ -245,6 +245,13 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
                            whole=f"GET /api/v1/artifacts/{obj.artifact_id}")
 
 
+# A run's keys to rows with large columns, and those columns: a change page shows each key by the
+# row's name, which Django reads whole (an artifact's content, a replayed run's inputs).
+_RUN_KEYS = ("base_artifact", "current_artifact", "output_artifact", "replay_of", "owner", "workflow")
+_RUN_KEYS_LARGE = ("base_artifact__content", "current_artifact__content", "output_artifact__content",
+                   "replay_of__inputs")
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "tag", "owner", "status", "created_at", "finished_at"]
@@ -263,7 +270,8 @@ class RunAdmin(ReadOnlyAdmin):
     actions = ["cancel_runs"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer("inputs")
+        # the rows its keys name, read without their large columns: the page shows each by its name
+        return super().get_queryset(request).select_related(*_RUN_KEYS).defer("inputs", *_RUN_KEYS_LARGE)
 
     @admin.display(description="inputs")
     def inputs_pretty(self, obj: Run) -> str:
@@ -317,7 +325,8 @@ class NodeRunAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         # the run it names is read without its inputs
-        return super().get_queryset(request).select_related("run").defer(*_NODE_RUN_LARGE, "run__inputs")
+        return super().get_queryset(request).select_related("run", "output_artifact").defer(
+            *_NODE_RUN_LARGE, "run__inputs", "output_artifact__content")
 
     def _pretty(self, obj: NodeRun, field: str) -> str:
         return pretty_head(NodeRun.objects.filter(pk=obj.pk), field, whole=node_value_href(
@@ -368,8 +377,10 @@ class RunPatchAdmin(ReadOnlyAdmin):
     # approve / reject of held patches: added by approvals/admin.py (the approvals app decides)
 
     def get_queryset(self, request):
-        # read only cut, by operations_pretty; the run it names without its inputs
-        return super().get_queryset(request).select_related("run").defer("operations", "run__inputs")
+        # read only cut, by operations_pretty; the run and the operations' artifact it names, without
+        # their large columns (graph_diff reads the two definitions, bounded at save)
+        return super().get_queryset(request).select_related("run", "patch_artifact").defer(
+            "operations", "run__inputs", "patch_artifact__content")
 
     @admin.display(description="operations")
     def operations_pretty(self, obj: RunPatch) -> str:

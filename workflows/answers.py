@@ -8,6 +8,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.db.models import Func, IntegerField, TextField
+from django.db.models.functions import Cast
+
+
+def stored_bytes(field: str) -> Func:
+    """A JSON column's size as the database measures it, in bytes of its text (``octet_length``;
+    ``length`` counts characters, and a budget is in bytes): every size a list or an answer reads
+    from the database before the values that fit (``STORED_BYTES_SQL`` in a statement's text)."""
+    return Func(Cast(field, TextField()), function="octet_length", output_field=IntegerField())
+
+
+STORED_BYTES_SQL = "octet_length({}::text)"
+
 
 def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))

@@ -41,6 +41,8 @@ SERVICE_QUEUES = (COORDINATOR_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUE
 DEFAULT_NODE_QUEUE = "wf.tasks.default"
 # The one executor task: its queue comes from the node type (``dispatch.publish_now``).
 EXECUTOR_TASK = "workers.execute"
+# A completed run's metadata.output, computed once (``services.runs.run_output_store``), on OUTPUT_QUEUE.
+OUTPUT_TASK = "workflows.run_output"
 
 Check = Callable[[dict[str, Any]], list[tuple[str, str, str]]]
 
@@ -214,7 +216,7 @@ def queues(node_types: Iterable[str] | None = None) -> list[str]:
 def all_queues() -> list[str]:
     """Every queue of the whole stack: each routed type's, the default, and the service queues (the
     coordinator's, maintenance, notifications, run outputs)."""
-    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, *SERVICE_QUEUES[1:]]
+    return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, *(q for q in SERVICE_QUEUES if q != COORDINATOR_QUEUE)]
 
 
 def run_ending_hooks() -> list[Callable[[str, str, Any], None]]:

@@ -25,12 +25,20 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast, Length
+from django.db.models.functions import Cast
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
 from workflows import visibility
-from workflows.answers import Page, json_size, left_out, node_value_href, run_inputs_href
+from workflows.answers import (
+    STORED_BYTES_SQL,
+    Page,
+    json_size,
+    left_out,
+    node_value_href,
+    run_inputs_href,
+    stored_bytes,
+)
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.results import run_result
@@ -190,7 +198,7 @@ def measured(qs: QuerySet[Any], field: str) -> QuerySet[Any]:
     """Rows of a list with ``field`` (a JSON column) left in the database and its size measured
     there, as ``<field>_bytes``: ``fill_within`` then reads the values that fit the answer. (A
     run's inputs have their size stored: ``runs_without_inputs``.)"""
-    return qs.defer(field).annotate(**{f"{field}_bytes": Length(Cast(field, TextField()))})
+    return qs.defer(field).annotate(**{f"{field}_bytes": stored_bytes(field)})
 
 
 def fill_within(rows: list[Any], field: str, href: Callable[[Any], str]) -> list[Any]:
@@ -312,7 +320,7 @@ HEAVY_FIELDS = ("input", "output", "attempt_log")
 
 def _sizes(table: str = "") -> str:
     """The heavy fields' sizes in the database, in ``HEAVY_FIELDS``' order: what ``Page`` spends."""
-    return ", ".join(f"COALESCE(length({table}{f}::text), 0) AS {f}_bytes" for f in HEAVY_FIELDS)
+    return ", ".join(f"COALESCE({STORED_BYTES_SQL.format(table + f)}, 0) AS {f}_bytes" for f in HEAVY_FIELDS)
 
 
 # The two statements of ``_heavy_rows`` as text, prepared after their fifth use per connection (an
@@ -341,7 +349,7 @@ _ARTIFACT_CONTENT = CompiledRead(lambda pk: Artifact.objects.filter(pk=pk).value
 # A run's latest refusals with their operations (up to 64 KiB each) left in the database and
 # measured there: details carry them while they fit its budget (``refusal_operations_fill``).
 _LATEST_REFUSALS = CompiledRead(lambda run_id: PatchRefusal.objects.filter(run_id=run_id).select_related(
-    "proposed_by").defer("operations").annotate(operations_bytes=Length(Cast("operations", TextField())))
+    "proposed_by").defer("operations").annotate(operations_bytes=stored_bytes("operations"))
     .order_by("-created_at", "-id")[:50], run_id=PROBE_UUID)
 
 
@@ -536,7 +544,7 @@ def events_page(*, run_id: Any, after: int = 0, upto: int | None = None, since: 
     if since is not None:
         qs = qs.filter(created_at__gte=since)
     sizes = list(qs.order_by("seq").values_list(
-        "seq", Func(Cast("data", TextField()), function="octet_length", output_field=IntegerField()))[:limit + 1])
+        "seq", stored_bytes("data"))[:limit + 1])
     page, last = Page(settings.AOB_DETAILS_MAX_BYTES), None
     for seq, size in sizes[:limit]:
         if not page.fits(size + EVENT_FRAME_BYTES):

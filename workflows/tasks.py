@@ -7,6 +7,7 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from workflows import registry
 from workflows.engine import coordinator, events, poison, sweeper
 from workflows.engine.completion import Completion
 from workflows.services import runs
@@ -43,7 +44,7 @@ def sweep() -> dict[str, int]:
     return sweeper.sweep()
 
 
-@shared_task(name="workflows.run_output", acks_late=True, ignore_result=True)
+@shared_task(name=registry.OUTPUT_TASK, acks_late=True, ignore_result=True)
 def run_output(run_id: str) -> bool:
     """A completed run's ``metadata.output``, computed once and stored (``runs.run_output_store``)."""
     return runs.run_output_store(run_id=run_id)

@@ -383,12 +383,13 @@ def test_every_owner_s_workflows_page_in_a_total_order(make_user: Any) -> None:
 
 def test_run_details_carry_refusals_operations_while_they_fit_and_link_the_rest(user: Any, settings: Any) -> None:
     """Details list a run's latest 50 refused patches, each kept with up to 64 KiB of operations:
-    they went in outside the budget (3 MB on a 1 MiB answer)."""
+    they went in outside the budget (3 MB on a 1 MiB answer). Measured in bytes: counted in
+    characters, non-ASCII operations passed it again."""
     from workflows.models import PatchRefusal
 
     run = stored_run(user)
     settings.AOB_DETAILS_MAX_BYTES = 200_000
-    big = [{"op": "add", "path": "/nodes/-", "value": {"pad": "r" * 60_000}}]
+    big = [{"op": "add", "path": "/nodes/-", "value": {"pad": "é" * 30_000}}]  # 60 kB: bytes, not characters
     PatchRefusal.objects.bulk_create(PatchRefusal(run=run, node_id="agent", agent=True, rule="r", message="no",
                                                   operations=big) for _ in range(10))
     client = client_for(user)

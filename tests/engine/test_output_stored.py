@@ -164,3 +164,23 @@ def test_a_run_completed_before_outputs_were_stored_has_its_output_asked_for_on_
     assert wait_for_run(run.pk).output_asks == 1  # asked once, by that read; stored by a worker
     assert client.get(f"/api/v1/runs/{run.pk}").json()["output"] == 42
     assert [e.type for e in events(run)] == ["output_computed"]
+
+
+@pytest.mark.django_db
+def test_the_sweeper_waits_longer_to_ask_again_while_the_output_queue_has_a_backlog(user: Any, settings: Any) -> None:
+    """An ask waiting its turn in a long queue is not lost: asking again would only add duplicates
+    to that queue. The queue judged is the outputs' own (``wf.output``); it was the transform
+    queue's, where outputs no longer go."""
+    from workflows import registry
+    from workflows.engine import sweeper
+
+    settings.AOB_OUTPUT_TIME_LIMIT_S, settings.AOB_REPUBLISH_AFTER_S, settings.AOB_REPUBLISH_BACKLOG_S = 1, 1, 3600
+    now = timezone.now()
+    run = stored_run(user)
+    asked_at = now - timezone.timedelta(seconds=60)  # past the plain wait, within the backlog's
+    Run.objects.filter(pk=run.pk).update(status="completed", output_asked_at=asked_at)
+
+    assert sweeper.ask_for_outputs(now, backlog={registry.OUTPUT_QUEUE}) == 0
+    assert Run.objects.get(pk=run.pk).output_asked_at == asked_at
+    assert sweeper.ask_for_outputs(now, backlog={registry.queue_for("transform")}) == 1  # not the outputs' queue
+    assert Run.objects.get(pk=run.pk).output_asked_at == now

@@ -108,7 +108,6 @@ def coordinate_later(node_run_id: int, countdown_s: float = 0.0) -> None:
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})
 
 
-OUTPUT_TASK = "workflows.run_output"
 
 
 def compute_output_now(run_id: str) -> None:
@@ -116,7 +115,7 @@ def compute_output_now(run_id: str) -> None:
     on its own queue (``registry.OUTPUT_QUEUE``, routed in ``aob_project/celery.py``)."""
     soft = settings.AOB_OUTPUT_TIME_LIMIT_S
     try:
-        app.send_task(OUTPUT_TASK, args=[run_id], soft_time_limit=soft, time_limit=soft + 10)
+        app.send_task(registry.OUTPUT_TASK, args=[run_id], soft_time_limit=soft, time_limit=soft + 10)
     except Exception:  # the sweeper asks again for an output still pending
         logger.exception("dispatch.output_failed", extra={"run_id": run_id})
 

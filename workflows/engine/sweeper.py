@@ -157,8 +157,7 @@ def ask_for_outputs(now: datetime, backlog: set[str] | frozenset[str] = frozense
     or the worker died computing it. Each is asked for again, once per that period
     (``output_asked_at`` moves on). The worker counts attempts as they start
     (``services.runs.run_output_store``), so a long queue never fails an output."""
-    queue = registry.queue_for("transform")
-    wait = settings.AOB_REPUBLISH_BACKLOG_S if queue in backlog else settings.AOB_REPUBLISH_AFTER_S
+    wait = settings.AOB_REPUBLISH_BACKLOG_S if registry.OUTPUT_QUEUE in backlog else settings.AOB_REPUBLISH_AFTER_S
     asked_by = now - timedelta(seconds=settings.AOB_OUTPUT_TIME_LIMIT_S + wait)
     asked = 0
     for run_id, at in (Run.objects.filter(output_asked_at__lt=asked_by).order_by("output_asked_at")

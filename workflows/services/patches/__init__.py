@@ -24,7 +24,7 @@ from aob_project.metrics import PATCHES
 from workflows import registry
 from workflows.definition import gates
 from workflows.engine import coordinator, events
-from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, canonical_json
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, canonical_json, size_of
 from workflows.selectors import run_owner_check
 
 from ..artifacts import artifact_store
@@ -232,8 +232,9 @@ def _storable(value: Any) -> Any:
         text = canonical_json(value)
     except (TypeError, ValueError):
         return {"unreadable": True}
-    if len(text) > _KEPT_OPERATIONS_BYTES:
-        return {"truncated": True, "bytes": len(text)}
+    size = size_of(text)  # bytes, as the budgets count (a character may be four)
+    if size > _KEPT_OPERATIONS_BYTES:
+        return {"truncated": True, "bytes": size}
     return json.loads(text.replace("\\u0000", "\\ufffd"))
 
 
