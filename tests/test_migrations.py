@@ -17,3 +17,31 @@ def test_every_model_change_has_its_migration() -> None:
     except SystemExit as exc:
         pytest.fail(f"models differ from their migrations (exit {exc.code}):\n{out.getvalue()}")
     assert "No changes detected" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_inputs_size_backfill_measures_runs_started_before_in_batches() -> None:
+    """Runs started before ``Run.inputs_bytes`` get the database's measure of their inputs, a
+    batch of 1,000 rows at a time until none is left (each batch its own transaction in the
+    migration); runs with no inputs are left at 0."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from workflows.models import Artifact, Run
+
+    backfill = importlib.import_module("workflows.migrations.0015_run_inputs_bytes_backfill").backfill
+    owner = User.objects.create_user("old-runs")
+    artifact = Artifact.objects.create(id="sha256:old", kind="dag_version", content={"nodes": []}, size_bytes=14)
+    Run.objects.bulk_create([Run(owner=owner, base_artifact=artifact, current_artifact=artifact,
+                                 inputs={"n": i, "s": "é"}) for i in range(1100)]
+                            + [Run(owner=owner, base_artifact=artifact, current_artifact=artifact, inputs={})])
+
+    backfill(None, SimpleNamespace(connection=connection))
+
+    sizes = {run.inputs.get("n"): run.inputs_bytes for run in Run.objects.all()}
+    assert sizes[None] == 0  # no inputs
+    assert sizes[7] == len('{"n": 7, "s": "é"}'.encode()) and sizes[1099] == len('{"n": 1099, "s": "é"}'.encode())
+    assert not Run.objects.filter(inputs_bytes=0).exclude(inputs={}).exists()
