@@ -257,3 +257,21 @@ def test_a_crontab_a_schedule_uses_is_read_only_in_beat_s_admin(admin_client: Cl
     assert admin_client.post(f"{crontabs}{spare.pk}/change/", fields).status_code == 302  # others as before
     spare.refresh_from_db()
     assert (spare.minute, spare.hour) == ("30", "9")
+
+
+def test_a_copy_of_a_schedule_s_crontab_made_in_beat_s_admin_does_not_break_the_next_schedule(
+        admin_client: Client, user: Any) -> None:
+    """The crontab table has no unique key: a spare row edited into a copy of a schedule's cron made
+    the next schedule of that cron fail (MultipleObjectsReturned, a 500 on the API)."""
+    from django_celery_beat.models import CrontabSchedule
+
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    first = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+    spare = CrontabSchedule.objects.create(minute="5", hour="4")
+    fields = {"minute": "0", "hour": "3", "day_of_month": "*", "month_of_year": "*", "day_of_week": "*",
+              "timezone": "UTC"}
+    assert admin_client.post(f"/admin/django_celery_beat/crontabschedule/{spare.pk}/change/", fields).status_code == 302
+
+    second = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+
+    assert second.periodic_task.crontab_id == first.periodic_task.crontab_id  # the oldest row of that cron
