@@ -203,7 +203,8 @@ def set_inputs(run: Run, inputs: dict[str, Any], **changes: Any) -> None:
     ``services.runs.run_start`` measures them (``Run.inputs_bytes``)."""
     from workflows.models import canonical_json, size_of
 
-    Run.objects.filter(pk=run.pk).update(inputs=inputs, inputs_bytes=size_of(canonical_json(inputs)), **changes)
+    Run.objects.filter(pk=run.pk).update(inputs=inputs, inputs_bytes=size_of(canonical_json(inputs)) if inputs else 0,
+                                         **changes)
 
 
 def wait_for_run(run_id: Any, timeout: float = 30.0, statuses: set[str] = TERMINAL) -> Run:

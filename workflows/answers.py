@@ -42,12 +42,16 @@ def run_inputs_href(*, run_id: Any) -> str:
     return f"/api/v1/runs/{run_id}/inputs"
 
 
+def run_inputs_marker(run: Any) -> dict[str, Any]:
+    """What an answer shows of a run's inputs that did not fit: their size (``Run.inputs_bytes``,
+    measured once at the start) and where they are read whole."""
+    return left_out(run.inputs_bytes, run_inputs_href(run_id=run.pk))
+
+
 def run_inputs_within(run: Any, limit: int) -> Any:
-    """A run's inputs when their size (``Run.inputs_bytes``, measured once at the start) is at most
-    ``limit``, else the marker linking to them whole; ``run.inputs`` is read only when they fit."""
-    if run.inputs_bytes > limit:
-        return left_out(run.inputs_bytes, run_inputs_href(run_id=run.pk))
-    return run.inputs
+    """A run's inputs when their size is at most ``limit``, else ``run_inputs_marker``;
+    ``run.inputs`` is read only when they fit."""
+    return run.inputs if run.inputs_bytes <= limit else run_inputs_marker(run)
 
 
 def node_value_href(*, run_id: Any, node_id: str, iteration: int, field: str, artifact_id: str | None = None) -> str:

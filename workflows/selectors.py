@@ -36,7 +36,7 @@ from workflows.answers import (
     json_size,
     left_out,
     node_value_href,
-    run_inputs_href,
+    run_inputs_marker,
     stored_bytes,
 )
 from workflows.engine.coordinator import load_ir
@@ -189,8 +189,8 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     if not visibility.run_visible(run, user=user) or (change and not is_run_owner(run, user=user)):
         raise NotFound("run not found")
     # what an answer shows of its inputs (``RunOut``): them, or past the budget the marker
-    run.inputs_shown = (run.inputs_head if run.inputs_head is not None else  # type: ignore[attr-defined]
-                        left_out(run.inputs_bytes, run_inputs_href(run_id=run.pk)))  # type: ignore[attr-defined]
+    run.inputs_shown = (run.inputs_head if run.inputs_head is not None  # type: ignore[attr-defined]
+                        else run_inputs_marker(run))
     return run
 
 
@@ -227,8 +227,7 @@ def fill_inputs(rows: list[Run]) -> list[Run]:
     fits = [row.pk for row in rows if page.fits(row.inputs_bytes)]
     read = dict(Run.objects.filter(pk__in=fits).values_list("pk", "inputs")) if fits else {}
     for row in rows:
-        row.inputs_shown = (read[row.pk] if row.pk in read  # type: ignore[attr-defined]
-                            else left_out(row.inputs_bytes, run_inputs_href(run_id=row.pk)))
+        row.inputs_shown = read[row.pk] if row.pk in read else run_inputs_marker(row)  # type: ignore[attr-defined]
     return rows
 
 
@@ -358,15 +357,16 @@ def refusal_href(*, run_id: Any, refusal_id: int) -> str:
     return f"/api/v1/runs/{run_id}/refusals/{refusal_id}"
 
 
-def refusal_operations_fill(refusals: list[PatchRefusal], *, run: Run, page: Page) -> list[PatchRefusal]:
-    """``refusals`` (of ``_LATEST_REFUSALS``) with each one's operations read while they fit ``page``,
-    newest first; one that does not is a marker linking to the refusal. For answering only."""
+def refusal_operations_fill(refusals: list[PatchRefusal], *, run: Run, page: Page) -> int:
+    """Read each of ``refusals``' (of ``_LATEST_REFUSALS``) operations while they fit ``page``,
+    newest first; one that does not is a marker linking to the refusal. Returns how many were cut.
+    For answering only."""
     fits = [r.pk for r in refusals if page.fits(r.operations_bytes)]  # type: ignore[attr-defined]
     read = dict(PatchRefusal.objects.filter(pk__in=fits).values_list("pk", "operations")) if fits else {}
     for r in refusals:
         r.operations = read[r.pk] if r.pk in read else left_out(
             r.operations_bytes, refusal_href(run_id=run.pk, refusal_id=r.pk))  # type: ignore[attr-defined]
-    return refusals
+    return len(refusals) - len(read)
 
 
 def run_refusal_get(*, run: Run, refusal_id: int) -> PatchRefusal:
@@ -464,7 +464,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     size = run.inputs_bytes  # type: ignore[attr-defined]
     inputs_cut = not page.fits(size)
     if inputs_cut:
-        run.inputs_shown = left_out(size, run_inputs_href(run_id=run.pk))  # type: ignore[attr-defined]
+        run.inputs_shown = run_inputs_marker(run)  # type: ignore[attr-defined]
     # then what is always there: the definitions, the patches but their operations (bounded when written)
     page.spend(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches))
     # then the run's result, before the nodes' fields: RunResultOut renders what was read here
@@ -480,13 +480,14 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     for summary, patch in zip(patches, patch_operations_fill(listed, run=run, page=page), strict=True):
         summary["operations"] = patch.operations
     # the refusals' operations after them (each up to 64 KiB; 50 of them passed the budget threefold)
-    refusals = refusal_operations_fill(_LATEST_REFUSALS.objects(run_id=run.pk), run=run, page=page)
+    refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
+    refusals_cut = refusal_operations_fill(refusals, run=run, page=page)
     return {"run": run, "base_definition": base, "current_definition": current, "nodes": nodes, "patches": patches,
             "patches_count": run.patch_seq, "patch_refusals": refusals, "inputs_truncated": inputs_cut,
             "truncated": inputs_cut or page.used > page.limit or result.truncated or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())
             or any(isinstance(p["operations"], dict) for p in patches)
-            or any(isinstance(r.operations, dict) and r.operations.get("href") for r in refusals)}
+            or refusals_cut > 0}
 
 
 def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,

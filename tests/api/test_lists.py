@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from tests.conftest import client_for, stored_run
+from tests.conftest import client_for, set_inputs, stored_run
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
 
@@ -20,8 +20,8 @@ API = "/api/v1"
 def a_run(owner: Any, *, tag: str = "", status: str = "completed", days_ago: float = 0, inputs: dict | None = None,
           error: dict | None = None) -> Run:
     run = stored_run(owner)
-    Run.objects.filter(pk=run.pk).update(tag=tag, status=status, inputs=inputs or {}, error=error,
-                                         created_at=timezone.now() - timedelta(days=days_ago))
+    set_inputs(run, inputs or {}, tag=tag, status=status, error=error,
+               created_at=timezone.now() - timedelta(days=days_ago))
     return Run.objects.get(pk=run.pk)
 
 

@@ -45,7 +45,7 @@ def test_a_serializer_kept_per_thread_answers_as_a_fresh_one(make_user: Any) -> 
     runs = [stored_run(owner), stored_run(owner, {"nodes": [
         {"id": "a", "type": "transform", "config": {"expression": "1"}},
         {"id": "b", "type": "transform", "config": {"expression": "2"}}], "edges": [{"from": "a", "to": "b"}]})]
-    Run.objects.filter(pk=runs[0].pk).update(status=Run.Status.COMPLETED, inputs={"x": [1, 2]})
+    set_inputs(runs[0], {"x": [1, 2]}, status=Run.Status.COMPLETED)
     kept = s.RenderedPerThread(s.RunDetailsOut)
 
     # one kept serializer renders each run as a fresh serializer does, nothing carried over

@@ -43,7 +43,7 @@ def facts(run: Run) -> dict[str, Any]:
 def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any]) -> Run:
     """The reference: the run saved, then the decision's ``start`` applies the plan."""
     run = Run(owner=owner, base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
-              inputs_bytes=size_of(canonical_json(inputs)))
+              inputs_bytes=size_of(canonical_json(inputs)) if inputs else 0)
     with transaction.atomic():
         run.save(force_insert=True)
         coordinator.start(run)

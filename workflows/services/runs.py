@@ -54,8 +54,9 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
     # whoever starts it (the API, whose body is capped, a hook's mapping, a parent run): measured once
+    # (no inputs: 0, as the runs before the column)
     inputs_bytes = refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs",
-                               setting="AOB_MAX_RUN_INPUTS_BYTES", code="invalid_inputs")
+                               setting="AOB_MAX_RUN_INPUTS_BYTES", code="invalid_inputs") if inputs else 0
     stored = bool(artifact_id)
     if not stored:
         artifact_id = content_id(definition) if isinstance(definition, dict) else ""
@@ -113,7 +114,8 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
     if user is not None:
         run_owner_check(run=run, user=user, action="cancel it")
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        # its inputs (up to AOB_MAX_RUN_INPUTS_BYTES) stay in the database: the answer judges them by size
+        run = Run.objects.select_for_update().defer("inputs").get(pk=run.pk)
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
         now = timezone.now()
@@ -182,7 +184,7 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
         # its parent, so no two paths wait on each other
         locked_below = [r for r in (Run.objects.select_for_update().filter(pk=pk).first() for pk in reversed(below))
                         if r is not None and not r.is_finished]
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = Run.objects.select_for_update().defer("inputs").get(pk=run.pk)
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
         budget = {**run.budget, **run.ceilings}
