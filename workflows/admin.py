@@ -22,6 +22,7 @@ from aob_project.exceptions import AobError
 from workflows import registry
 from workflows.answers import node_value_href, run_inputs_href
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.selectors import refusal_href
 from workflows.services import runs
 from workflows.services.patches import Rule
 
@@ -431,7 +432,6 @@ class PatchRefusalAdmin(ReadOnlyAdmin):
 
     @admin.display(description="operations")
     def operations_pretty(self, obj: PatchRefusal) -> str:
-        # kept up to 64 KiB (services.patches), which pretty-printed may pass the cut; the API
-        # has a run's latest 50 refusals whole
+        # kept up to 64 KiB (services.patches), which pretty-printed may pass the cut
         return pretty_head(PatchRefusal.objects.filter(pk=obj.pk), "operations",
-                           whole=f"GET /api/v1/runs/{obj.run_id}/details (patch_refusals, the run's latest 50)")
+                           whole=f"GET {refusal_href(run_id=obj.run_id, refusal_id=obj.pk)}")
