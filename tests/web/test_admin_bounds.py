@@ -148,7 +148,7 @@ def test_version_patch_and_refusal_pages_cut_their_definition_and_operations(adm
     pk, column, whole = {
         "workflowversion": (version.pk, '"workflows_artifact"."content"', f"GET /api/v1/artifacts/{big.pk}"),
         "runpatch": (patch.pk, '"workflows_runpatch"."operations"', f"GET /api/v1/runs/{run.pk}/patches/1"),
-        "patchrefusal": (refusal.pk, '"workflows_patchrefusal"."operations"', f"GET /api/v1/runs/{run.pk}/details"),
+        "patchrefusal": (refusal.pk, '"workflows_patchrefusal"."operations"', f"GET /api/v1/runs/{run.pk}/refusals/{refusal.pk}"),
     }[model]
 
     with CaptureQueriesContext(connection) as queries:
