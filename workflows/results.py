@@ -49,7 +49,7 @@ from workflows.engine import run_output
 from workflows.engine.coordinator import load_ir
 from workflows.engine.outputs import NonJSONOutput, strict_json
 from workflows.limits import bounded_error
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ _ATTEMPT_STARTS = """
     FROM workflows_event e
     JOIN unnest(%s::text[], %s::text[]) AS listed(node_id, iteration)
       ON e.node_id = listed.node_id AND coalesce(e.data ->> 'iteration', '0') = listed.iteration
-    WHERE e.run_id = %s AND e.type = 'node_started'"""
+    WHERE e.run_id = %s AND e.type = %s"""
 
 
 def ms_between(start: datetime | None, end: datetime | None) -> int | None:
@@ -307,7 +307,8 @@ def run_timeline(*, run: Run) -> dict[str, Any]:
     if node_runs:
         with connection.cursor() as cursor:
             cursor.execute(_ATTEMPT_STARTS, [[nr["node_id"] for nr in node_runs],
-                                             [str(nr["iteration"]) for nr in node_runs], run.pk])
+                                             [str(nr["iteration"]) for nr in node_runs], run.pk,
+                                             Event.Type.NODE_STARTED.value])
             for node_id, iteration, attempt, at in cursor.fetchall():
                 try:
                     starts[(node_id, int(iteration), int(attempt or 1))] = at

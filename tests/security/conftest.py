@@ -22,10 +22,11 @@ from django.core.management import call_command
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
+from aob_project.exceptions import AobError
 from approvals.models import Approval, Decision
 from tests.conftest import RELAXED_LIMITS, TERMINAL, wait_for_run
 from tests.support import stack
-from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, Workflow, WorkflowVersion
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_save
 from workflows.services.patches import run_patch_propose
 from workflows.services.runs import run_start
@@ -87,6 +88,7 @@ class World:
     waiting: Run
     approval: Approval
     patch: RunPatch
+    refusal: PatchRefusal
 
 
 def committed_user(username: str) -> User:
@@ -144,14 +146,17 @@ def _build_world() -> World:
     waiting = committed_run(alice, refund_flow(["alice", "bob"]), {"amount": 42}, Run.Status.WAITING_FOR_APPROVAL)
     patch = run_patch_propose(run=waiting, operations=add_node_after("refund", "audit"), description="audit",
                               user=alice)
+    with contextlib.suppress(AobError):  # refused, and kept as a refusal
+        run_patch_propose(run=waiting, operations=[{"op": "remove", "path": "/nodes/99"}], user=alice)
     return World(alice=alice, bob=bob, workflow=workflow, finished=finished, waiting=waiting,
-                 approval=Approval.objects.get(run=waiting), patch=patch)
+                 approval=Approval.objects.get(run=waiting), patch=patch,
+                 refusal=PatchRefusal.objects.get(run=waiting))
 
 
 @pytest.fixture(scope="module")
 def committed(workers: dict[str, stack.Proc], django_db_blocker: Any) -> Iterator[Committed]:
     """alice owns a workflow ``hello`` (two versions), a finished run of it, and a run waiting at
-    ``review`` for alice or bob, with one applied patch; bob owns nothing. Run by the workers."""
+    ``review`` for alice or bob, with one applied patch and one refused; bob owns nothing. Run by the workers."""
     holder = Committed(django_db_blocker)
     holder.world = holder.build(_build_world)
     _open.append(holder)

@@ -77,7 +77,8 @@ def real_path_parameters(operation: schemathesis.APIOperation, world: World) -> 
                     {"artifact_id": world.patch.after_artifact_id}]
     elif path.startswith("/api/v1/runs/"):
         variants = [{"id": str(world.finished.pk), "node_id": "done", "seq": "1", "iteration": "0"},
-                    {"id": str(world.waiting.pk), "node_id": "refund", "seq": str(world.patch.seq), "iteration": "0"}]
+                    {"id": str(world.waiting.pk), "node_id": "refund", "seq": str(world.patch.seq), "iteration": "0",
+                     "refusal_id": str(world.refusal.pk)}]
     elif path.startswith("/api/v1/approvals/"):
         variants = [{"id": str(world.approval.pk)}]
     return [{k: v for k, v in variant.items() if k in names} for variant in variants]
