@@ -100,7 +100,7 @@ _JSON = st.recursive(
     max_leaves=60)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @example(data={}).via("empty")
 @example(data={"": "é"}).via("a character of two bytes, no slack elsewhere")
 @example(data={"": "\x00"}).via("an escaped control character, six bytes")
