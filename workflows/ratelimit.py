@@ -133,12 +133,7 @@ def check_run_start(*, user: Any, ir: IR, api_write: bool = False) -> None:
     ]
     if api_write:
         layers.insert(0, global_write_layer())
-    try:
-        check(layers)
-    except redis.RedisError as exc:
-        logger.error("ratelimit.redis_unavailable", extra={"error": str(exc)})
-        raise ServiceUnavailable("rate limiting is unavailable (Redis unreachable); no run was created",
-                                 code="rate_limiter_unavailable") from exc
+    _fail_closed(layers)
 
 
 def check_hook_delivery(*, owner_id: int) -> None:
@@ -146,9 +141,14 @@ def check_hook_delivery(*, owner_id: int) -> None:
     evaluated in the request: each may start a run, so past the owner's run limit
     (``AOB_RATE_USER_RUNS_PER_MIN``) a flood of deliveries costs no evaluation (the run's own
     limits are checked again when it starts)."""
+    _fail_closed([Layer(f"aob:rl:user:{owner_id}:deliveries", settings.AOB_RATE_USER_RUNS_PER_MIN,
+                        "user_rate_limit_exceeded", "hook deliveries per owner")])
+
+
+def _fail_closed(layers: list[Layer]) -> None:
+    """``check`` for what may start a run: without Redis, nothing starts (503)."""
     try:
-        check([Layer(f"aob:rl:user:{owner_id}:deliveries", settings.AOB_RATE_USER_RUNS_PER_MIN,
-                     "user_rate_limit_exceeded", "hook deliveries per owner")])
+        check(layers)
     except redis.RedisError as exc:
         logger.error("ratelimit.redis_unavailable", extra={"error": str(exc)})
         raise ServiceUnavailable("rate limiting is unavailable (Redis unreachable); no run was created",
