@@ -36,6 +36,7 @@ from workflows.answers import (
     json_size,
     left_out,
     node_value_href,
+    run_inputs_href,
     run_inputs_marker,
     stored_bytes,
 )
@@ -203,14 +204,22 @@ def measured(qs: QuerySet[Any], field: str) -> QuerySet[Any]:
 
 def fill_within(rows: list[Any], field: str, href: Callable[[Any], str]) -> list[Any]:
     """A page of ``measured`` rows with ``field`` read while the values fit one answer's budget
-    (``AOB_DETAILS_MAX_BYTES``), in one statement; a value that does not is the marker linking to
-    ``href(row)``. The instances are for answering, never for saving."""
-    page = Page(settings.AOB_DETAILS_MAX_BYTES)
+    (``AOB_DETAILS_MAX_BYTES``); the instances are for answering, never for saving (``_fill``)."""
+    _fill(rows, field, href, Page(settings.AOB_DETAILS_MAX_BYTES))
+    return rows
+
+
+def _fill(rows: list[Any], field: str, href: Callable[[Any], str], page: Page, into: str | None = None) -> int:
+    """The one way an answer reads JSON values it measured first: ``field`` of each of ``rows``
+    (its size in ``<field>_bytes``) while it fits ``page``, in order, in one statement; a value
+    that does not is the marker linking to ``href(row)``. Set on each row as ``into`` (default
+    ``field``). Returns how many were cut."""
     fits = [row.pk for row in rows if page.fits(getattr(row, f"{field}_bytes") or 0)]
     read = dict(type(rows[0]).objects.filter(pk__in=fits).values_list("pk", field)) if fits else {}
     for row in rows:
-        setattr(row, field, read[row.pk] if row.pk in read else left_out(getattr(row, f"{field}_bytes"), href(row)))
-    return rows
+        setattr(row, into or field,
+                read[row.pk] if row.pk in read else left_out(getattr(row, f"{field}_bytes"), href(row)))
+    return len(rows) - len(read)
 
 
 def runs_without_inputs(qs: QuerySet[Run]) -> QuerySet[Run]:
@@ -223,11 +232,8 @@ def fill_inputs(rows: list[Run]) -> list[Run]:
     """A page of ``runs_without_inputs`` with their inputs read while they fit one answer's budget
     (``AOB_DETAILS_MAX_BYTES``), in one statement, as ``inputs_shown``; inputs that do not are the
     marker linking to them whole. The instances are for answering, never for saving."""
-    page = Page(settings.AOB_DETAILS_MAX_BYTES)
-    fits = [row.pk for row in rows if page.fits(row.inputs_bytes)]
-    read = dict(Run.objects.filter(pk__in=fits).values_list("pk", "inputs")) if fits else {}
-    for row in rows:
-        row.inputs_shown = read[row.pk] if row.pk in read else run_inputs_marker(row)  # type: ignore[attr-defined]
+    _fill(rows, "inputs", lambda row: run_inputs_href(run_id=row.pk), Page(settings.AOB_DETAILS_MAX_BYTES),
+          into="inputs_shown")
     return rows
 
 
@@ -259,12 +265,8 @@ def patch_operations_fill(patches: list[RunPatch], *, run: Run, page: Page | Non
     """``patches`` (of ``run_patches_listed``) with each one's operations read while they fit
     ``page`` (one answer's ``AOB_DETAILS_MAX_BYTES`` unless given), in order; one that does not is
     a marker linking to the patch. These instances are for answering, never for saving."""
-    page = page if page is not None else Page(settings.AOB_DETAILS_MAX_BYTES)
-    fits = [p.pk for p in patches if page.fits(p.operations_bytes)]  # type: ignore[attr-defined]
-    read = dict(RunPatch.objects.filter(pk__in=fits).values_list("pk", "operations")) if fits else {}
-    for p in patches:
-        p.operations = read[p.pk] if p.pk in read else left_out(
-            p.operations_bytes, patch_href(run_id=run.pk, seq=p.seq))  # type: ignore[attr-defined]
+    _fill(patches, "operations", lambda p: patch_href(run_id=run.pk, seq=p.seq),
+          page if page is not None else Page(settings.AOB_DETAILS_MAX_BYTES))
     return patches
 
 
@@ -361,12 +363,7 @@ def refusal_operations_fill(refusals: list[PatchRefusal], *, run: Run, page: Pag
     """Read each of ``refusals``' (of ``_LATEST_REFUSALS``) operations while they fit ``page``,
     newest first; one that does not is a marker linking to the refusal. Returns how many were cut.
     For answering only."""
-    fits = [r.pk for r in refusals if page.fits(r.operations_bytes)]  # type: ignore[attr-defined]
-    read = dict(PatchRefusal.objects.filter(pk__in=fits).values_list("pk", "operations")) if fits else {}
-    for r in refusals:
-        r.operations = read[r.pk] if r.pk in read else left_out(
-            r.operations_bytes, refusal_href(run_id=run.pk, refusal_id=r.pk))  # type: ignore[attr-defined]
-    return len(refusals) - len(read)
+    return _fill(refusals, "operations", lambda r: refusal_href(run_id=run.pk, refusal_id=r.pk), page)
 
 
 def run_refusal_get(*, run: Run, refusal_id: int) -> PatchRefusal:
