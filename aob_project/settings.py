@@ -453,8 +453,9 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("AOB_EMAIL_FROM", "aob@localhost")
 AOB_NOTIFY_MAX_RETRIES = env_int("AOB_NOTIFY_MAX_RETRIES", 5)
 AOB_NOTIFY_RETRY_BACKOFF_S = env_float("AOB_NOTIFY_RETRY_BACKOFF_S", 10.0)
-# A notification never attempted this long after its publish is published again (the publish was
-# lost); at least 10 s, so a delivery waiting its turn in the queue is not published again each sweep.
+# A pending notification this long past when its message was due (publish, last attempt, retry) is
+# published again (the message was lost); at least 10 s, so a delivery waiting its turn in the queue
+# is not published again each sweep, and above a send's longest time, so one in progress is not.
 AOB_NOTIFY_REPUBLISH_AFTER_S = env_int("AOB_NOTIFY_REPUBLISH_AFTER_S", 300, within=(10, 7 * 86400))
 # Notifications (emails, webhooks; reminders and escalations too) one run may send, whatever its gates
 # name (a group of thousands, a gate in a loop, an agent's patch): past it they are not sent, and the

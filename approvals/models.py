@@ -136,8 +136,9 @@ class Delivery(models.Model):
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
-    # When its ``approvals.notify`` was last published: a pending delivery never attempted long
-    # after it was is one whose publish was lost, and is published again (``deliveries_republish``).
+    # When its ``approvals.notify`` message is due: its publish, its last attempt's claim, or when
+    # its retry is due. A pending delivery long past it is one whose message was lost, and is
+    # published again (``deliveries_republish``).
     published_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -162,8 +162,24 @@ class TransientNotifyError(Exception):
     """Worth a retry: the mail server or the webhook could not be reached, or answered 5xx/429."""
 
 
-def delivery_send(*, delivery_id: int, final_attempt: bool) -> str:
-    """Send one delivery; returns its status. Raises TransientNotifyError to be retried."""
+class RetryLater(Exception):
+    """The delivery's next attempt is due in ``countdown_s``: its row says so already, so if the
+    message that would make it is lost, ``deliveries_republish`` makes it."""
+
+    def __init__(self, reason: str, countdown_s: float) -> None:
+        super().__init__(reason)
+        self.countdown_s = countdown_s
+
+
+def retry_countdown_s(attempts: int) -> float:
+    """How long after its ``attempts``-th attempt failed a delivery's next one waits (exponential)."""
+    return settings.AOB_NOTIFY_RETRY_BACKOFF_S * 2 ** (attempts - 1)
+
+
+def delivery_send(*, delivery_id: int) -> str:
+    """Send one delivery; returns its status. The row is the one count of its attempts: the first
+    and ``AOB_NOTIFY_MAX_RETRIES`` more, however many messages (retries, republished ones) ask.
+    Raises :class:`RetryLater` when a transient failure leaves attempts to make."""
     delivery = (Delivery.objects.select_related("approval", "user", "group").filter(pk=delivery_id).first())
     if delivery is None or delivery.status == Delivery.Status.SENT:
         return "gone" if delivery is None else delivery.status
@@ -173,9 +189,12 @@ def delivery_send(*, delivery_id: int, final_attempt: bool) -> str:
                                                        error=f"not sent: the approval is {approval.status}")
         return Delivery.Status.FAILED
     # one sender per attempt: a second message for the same delivery (published again, or sent
-    # twice) that read the same attempt finds it taken and sends nothing
+    # twice) that read the same attempt finds it taken and sends nothing. The claim moves
+    # ``published_at`` too: a sender that dies past it leaves a delivery republished in its turn.
+    attempt = delivery.attempts + 1
     if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING,
-                                   attempts=delivery.attempts).update(attempts=delivery.attempts + 1):
+                                   attempts=delivery.attempts).update(attempts=attempt,
+                                                                      published_at=timezone.now()):
         return Delivery.objects.filter(pk=delivery.pk).values_list("status", flat=True).first() or "gone"
     link = link_for(delivery)
     try:
@@ -184,10 +203,13 @@ def delivery_send(*, delivery_id: int, final_attempt: bool) -> str:
         else:
             _send_webhook(delivery, link)
     except TransientNotifyError as exc:
-        if not final_attempt:
-            Delivery.objects.filter(pk=delivery.pk).update(error=str(exc)[:2000])
-            raise
-        return _record(delivery, Delivery.Status.FAILED, str(exc))
+        if attempt > settings.AOB_NOTIFY_MAX_RETRIES:
+            return _record(delivery, Delivery.Status.FAILED, str(exc))
+        countdown = retry_countdown_s(attempt)
+        # when the retry is due, written before its message goes out: a lost message is found by it
+        Delivery.objects.filter(pk=delivery.pk).update(
+            error=str(exc)[:2000], published_at=timezone.now() + timedelta(seconds=countdown))
+        raise RetryLater(str(exc), countdown) from exc
     except Exception as exc:  # noqa: BLE001 - a permanent failure is recorded on the delivery, not retried
         return _record(delivery, Delivery.Status.FAILED, f"{type(exc).__name__}: {exc}")
     return _record(delivery, Delivery.Status.SENT, "")
@@ -274,13 +296,16 @@ def approvals_remind_due() -> int:
 
 
 def deliveries_republish(*, older_than_s: float, limit: int = 500) -> int:
-    """Publish again the deliveries whose publish was lost: pending, never attempted, and last
-    published more than ``older_than_s`` ago. Each is claimed by moving its ``published_at`` (so a
-    delivery goes out at most once per period, however often the sweep runs, and never as a
-    storm onto the notification queue), then published after commit."""
+    """Publish again the deliveries whose message was lost: pending, and due (``published_at``: its
+    publish, its last attempt's claim, or when its retry is due) more than ``older_than_s`` ago, so
+    neither a publish lost after commit, nor a sender that died mid-attempt with its message, nor a
+    retry's message lost in the broker leaves an approver untold. Each is claimed by moving its
+    ``published_at`` (so a delivery goes out at most once per period, however often the sweep runs,
+    and never as a storm onto the notification queue), then published after commit; the attempts
+    it makes count on the row, within the same ``AOB_NOTIFY_MAX_RETRIES``."""
     now = timezone.now()
     stale = now - timedelta(seconds=older_than_s)
-    lost = (Delivery.objects.filter(status=Delivery.Status.PENDING, attempts=0)
+    lost = (Delivery.objects.filter(status=Delivery.Status.PENDING)
             .filter(Q(published_at__lt=stale) | Q(published_at__isnull=True, created_at__lt=stale)))
     with transaction.atomic():
         ids = list(lost.order_by("id").select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])

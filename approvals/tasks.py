@@ -10,19 +10,18 @@ def expire() -> int:
     return services.approvals_expire_due()
 
 
-@shared_task(name="approvals.notify", bind=True, acks_late=True, ignore_result=True)
+# max_retries=None: the row's count ends the retries (``delivery_send`` stops raising), not Celery's
+@shared_task(name="approvals.notify", bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def notify(self, delivery_id: int) -> str:
-    """Send one approval notification; transient failures retry with exponential backoff."""
-    from django.conf import settings
+    """Send one approval notification. The delivery's row counts its attempts and says when its
+    next one is due (``delivery_send``); a transient failure publishes that attempt here, and a
+    message lost on the way is published again by ``deliveries_republish``."""
+    from approvals.notifications import RetryLater, delivery_send
 
-    from approvals.notifications import TransientNotifyError, delivery_send
-
-    final = self.request.retries >= settings.AOB_NOTIFY_MAX_RETRIES
     try:
-        return delivery_send(delivery_id=delivery_id, final_attempt=final)
-    except TransientNotifyError as exc:
-        raise self.retry(exc=exc, countdown=settings.AOB_NOTIFY_RETRY_BACKOFF_S * 2 ** self.request.retries,
-                         max_retries=settings.AOB_NOTIFY_MAX_RETRIES) from exc
+        return delivery_send(delivery_id=delivery_id)
+    except RetryLater as later:
+        raise self.retry(exc=later, countdown=later.countdown_s) from later
 
 
 @shared_task(name="approvals.remind", acks_late=True, ignore_result=True, expires=30)

@@ -178,6 +178,85 @@ def test_a_notification_whose_publish_was_lost_is_published_again_once(engine: A
     assert lost.attempts == 1 and lost.published_at > timezone.now() - timedelta(minutes=1)
 
 
+def test_a_retry_whose_message_was_lost_is_published_again_and_sent(engine: Any, user: User, bob: User,
+                                                                      smtp: Any) -> None:
+    """A delivery tried once, failed for a passing reason, and whose retry message then went (a
+    broker restarted empty while the retry waited its turn, or its sender died with it): it stays
+    pending and attempted. The sweep publishes it again once it is past its due time, as it does a
+    never-attempted one; before, only those were, and this approver was never told."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.conftest import stored_run
+
+    bob.email = "bob-retry-lost@example.com"
+    bob.save()
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
+    lost = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="email", attempts=2,
+                                   error="email: ConnectionRefusedError",
+                                   published_at=timezone.now() - timedelta(hours=1))  # its retry was due then
+
+    wait_until(lambda: Delivery.objects.filter(pk=lost.pk, status="sent").exists(), timeout=30,
+               what="the lost retry published again and sent")
+    assert len(smtp.sent_to("bob-retry-lost@example.com")) == 1
+    lost.refresh_from_db()
+    assert lost.attempts == 3 and lost.error == ""
+
+
+def test_a_republished_delivery_keeps_its_count_of_attempts(engine: Any, user: User, bob: User,
+                                                            remote: Any) -> None:
+    """The row counts a delivery's attempts, not the message: one republished after its fifth
+    attempt makes the last one allowed (``AOB_NOTIFY_MAX_RETRIES`` = 5 retries) and records the
+    failure, where a count kept by the message would start again at nought and try six more times."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.conftest import stored_run
+
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/status/503")
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
+    lost = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="webhook", attempts=5,
+                                   error="webhook answered 503",
+                                   published_at=timezone.now() - timedelta(hours=1))
+
+    delivery = wait_until(lambda: Delivery.objects.filter(pk=lost.pk, status="failed").first(), timeout=30,
+                          what="the last attempt made and recorded")
+    assert delivery.attempts == 6 and "503" in delivery.error
+    assert len(remote.hits("/status/503")) == 1
+
+
+@pytest.mark.django_db
+def test_the_sweep_leaves_a_delivery_whose_retry_is_not_yet_due(user: User, bob: User) -> None:
+    """A retry waiting out its backoff (its due time ahead, or only just past) is not lost: the sweep
+    publishes neither it nor one past due by less than its period; past that it does, once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.notifications import deliveries_republish
+    from tests.conftest import stored_run
+
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
+    now = timezone.now()
+    waiting = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="email", attempts=3,
+                                      published_at=now + timedelta(seconds=40))
+    just_due = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="email", attempts=1,
+                                       published_at=now - timedelta(seconds=5))
+    sent = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="email", attempts=1,
+                                   status="sent", published_at=now - timedelta(hours=1))
+    assert deliveries_republish(older_than_s=60) == 0
+
+    Delivery.objects.filter(pk=waiting.pk).update(published_at=now - timedelta(seconds=61))
+    assert deliveries_republish(older_than_s=60) == 1
+    assert deliveries_republish(older_than_s=60) == 0  # once per period
+    waiting.refresh_from_db()
+    assert waiting.published_at > now
+    assert Delivery.objects.get(pk=just_due.pk).published_at == just_due.published_at
+    assert Delivery.objects.get(pk=sent.pk).published_at == sent.published_at
+
+
 @contextlib.contextmanager
 def not_consuming(worker: Any, queue: str) -> Iterator[None]:
     """The stack's worker stops taking ``queue`` (a maintenance queue that is stalled or backed up)."""

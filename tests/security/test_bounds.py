@@ -250,10 +250,11 @@ def test_loop_paths_take_a_node_id_or_a_list_of_them(value: Any) -> None:
 CAPS = {"AOB_MAX_NODE_RUNS_PER_RUN": "20", "AOB_MAX_RUN_OUTPUT_BYTES": "50000"}
 
 
-@pytest.fixture
-def capped_worker(engine: dict[str, stack.Proc], stack_env: dict[str, str]) -> Iterator[stack.Proc]:
-    """The stack's worker, swapped for one whose per-run caps are ``CAPS`` for this test."""
-    with swapped_worker(engine, stack_env, "capped", **CAPS) as proc:
+@pytest.fixture(scope="class")
+def capped_worker(workers: dict[str, stack.Proc], stack_env: dict[str, str]) -> Iterator[stack.Proc]:
+    """The stack's worker, swapped for one whose per-run caps are ``CAPS`` for the tests of one
+    class (a swap and its return cost about 9 s; once for the class, not once per test)."""
+    with swapped_worker(workers, stack_env, "capped", **CAPS) as proc:
         yield proc
 
 
@@ -268,43 +269,47 @@ def counting_loop(max_iterations: int) -> dict[str, Any]:
             "edges": [{"from": "body", "to": "again"}]}
 
 
-def test_a_run_past_its_node_run_cap_fails_with_a_clear_reason(capped_worker: stack.Proc, make_user: Any) -> None:
-    run = finished(run_start(owner=make_user("carol"), definition=counting_loop(100), inputs={}))
+class TestPerRunCaps:
+    """Runs past the per-run caps, on one worker started with ``CAPS``."""
 
-    assert run.status == Run.Status.FAILED
-    assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "node_runs"
-    assert "AOB_MAX_NODE_RUNS_PER_RUN" in run.error["message"]
-    assert run.node_runs.count() <= 21
+    def test_a_run_past_its_node_run_cap_fails_with_a_clear_reason(self, engine: Any, capped_worker: stack.Proc,
+                                                                   make_user: Any) -> None:
+        run = finished(run_start(owner=make_user("carol"), definition=counting_loop(100), inputs={}))
 
+        assert run.status == Run.Status.FAILED
+        assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "node_runs"
+        assert "AOB_MAX_NODE_RUNS_PER_RUN" in run.error["message"]
+        assert run.node_runs.count() <= 21
 
-def test_a_run_past_its_output_bytes_fails_with_a_clear_reason(capped_worker: stack.Proc, make_user: Any) -> None:
-    definition = {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}}
-                            for i in range(5)],
-                  "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(4)]}
-    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
+    def test_a_run_past_its_output_bytes_fails_with_a_clear_reason(self, engine: Any, capped_worker: stack.Proc,
+                                                                   make_user: Any) -> None:
+        definition = {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}}
+                                for i in range(5)],
+                      "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(4)]}
+        run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
 
-    assert run.status == Run.Status.FAILED
-    assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "output_bytes"
-    assert run.usage["output_bytes"] > 50_000
-    assert not run.node_runs.filter(node_id="n4").exists()
+        assert run.status == Run.Status.FAILED
+        assert run.error["error_type"] == "RunLimitExceeded" and run.error["limit"] == "output_bytes"
+        assert run.usage["output_bytes"] > 50_000
+        assert not run.node_runs.filter(node_id="n4").exists()
 
+    def test_conditionals_count_the_copy_they_pass_on_and_keep_it_out_of_their_events(
+            self, engine: Any, capped_worker: stack.Proc, make_user: Any) -> None:
+        """Each conditional stores what it passes on; a chain of them after a large output copied it
+        into each node run and each event, none of it counted."""
+        definition = {"nodes": [{"id": "fetch", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}},
+                                *[{"id": f"c{i}", "type": "conditional", "config": {}} for i in range(10)]],
+                      "edges": [{"from": "fetch", "to": "c0"},
+                                *[{"from": f"c{i}", "to": f"c{i + 1}"} for i in range(9)]]}
+        run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
 
-def test_conditionals_count_the_copy_they_pass_on_and_keep_it_out_of_their_events(capped_worker: stack.Proc,
-                                                                                  make_user: Any) -> None:
-    """Each conditional stores what it passes on; a chain of them after a large output copied it
-    into each node run and each event, none of it counted."""
-    definition = {"nodes": [{"id": "fetch", "type": "transform", "config": {"template": {"pad": "$inputs.pad"}}},
-                            *[{"id": f"c{i}", "type": "conditional", "config": {}} for i in range(10)]],
-                  "edges": [{"from": "fetch", "to": "c0"}, *[{"from": f"c{i}", "to": f"c{i + 1}"} for i in range(9)]]}
-    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={"pad": "x" * 20_000}))
-
-    assert run.status == Run.Status.FAILED
-    assert (run.error["error_type"], run.error["limit"], run.error["node_id"]) == ("RunLimitExceeded", "output_bytes",
-                                                                                   "c1")
-    assert run.usage["output_bytes"] > 50_000
-    assert not run.node_runs.filter(node_id="c2").exists()
-    completed = run.events.filter(type="node_completed", node_id="c0").get()
-    assert completed.data == {"iteration": 0, "inline": True}
+        assert run.status == Run.Status.FAILED
+        assert (run.error["error_type"], run.error["limit"], run.error["node_id"]) == (
+            "RunLimitExceeded", "output_bytes", "c1")
+        assert run.usage["output_bytes"] > 50_000
+        assert not run.node_runs.filter(node_id="c2").exists()
+        completed = run.events.filter(type="node_completed", node_id="c0").get()
+        assert completed.data == {"iteration": 0, "inline": True}
 
 
 def test_a_loop_with_a_large_output_keeps_details_under_its_byte_budget(engine: Any, make_user: Any,
