@@ -308,7 +308,8 @@ AOB_OUTPUT_TIME_LIMIT_S = env_int("AOB_OUTPUT_TIME_LIMIT_S", 60, within=(1, 3600
 # GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).
 AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 # An open event stream judges its user again (token, session, active, the run visible) before it
-# streams on, at most this often: a revoked token or a logout ends it within this many seconds.
+# streams on, at most this often: a revoked token or a logout ends it within this many seconds. A
+# run's stream quiet this long reads the run's events it has not sent (a live message lost on the way).
 AOB_WS_RECHECK_S = env_float("AOB_WS_RECHECK_S", 30.0)
 # Open event streams (WebSockets) per user in one web process; past it a socket is closed with 4429.
 AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50)

@@ -6,7 +6,14 @@ live event it already sent, and fills any hole from the database before sending 
 A replay or a fill reads the database one page at a time (``_replay``), each at most
 ``AOB_DETAILS_MAX_BYTES`` of events and 1,000 of them, and reads on from the last one sent until
 none is left: one socket's replay never loads a whole run's events at once, and a hole larger
-than a page is filled whole.
+than a page is filled whole. The user is judged again between pages, as before live events
+(``still_allowed``), so a long replay does not outlive their access.
+
+A live message can be lost on the way (a worker killed between its commit and its push, a channel
+past its capacity or expiry, Redis restarted): a run's stream that has heard nothing for
+``AOB_WS_RECHECK_S`` reads the run's events after the last one it sent (``_tail``), so the last
+event of a run, the one a page waits for, reaches the client within that time even when its
+message never came, and no later event is needed to fill the hole.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
@@ -87,16 +94,17 @@ def _events(run_id: str, after: int, upto: int | None, since: datetime | None) -
     return [e.as_dict() for e in page], more
 
 
-async def _replay(run_id: str, after: int, upto: int | None = None,
-                  since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+async def _replay(run_id: str, after: int, upto: int | None = None, since: datetime | None = None, *,
+                  allowed: Callable[[], Awaitable[bool]]) -> AsyncIterator[dict[str, Any]]:
     """A run's events after ``after`` (up to ``upto``, stamped from ``since``), in order, read one
     page at a time (``selectors.events_page``: within ``AOB_DETAILS_MAX_BYTES``, at least one
-    event), each read after the last event of the one before, until none is left."""
+    event), each read after the last event of the one before, until none is left or ``allowed``
+    (asked before each page after the first) says the socket may not read on."""
     while True:
         page, more = await _events(run_id, after, upto, since)
         for frame in page:
             yield frame
-        if not more:
+        if not more or not await allowed():
             return
         after = page[-1]["seq"]
 
@@ -189,9 +197,14 @@ class _Consumer(AsyncJsonWebsocketConsumer):
 
 
 class RunEventsConsumer(_Consumer):
+    tail: asyncio.Task[None] | None = None
+    TAIL_MIN_S = 0.25  # however small AOB_WS_RECHECK_S is set, a quiet socket reads at most this often
+
     async def connect(self) -> None:
         self.run_id = str(self.scope["url_route"]["kwargs"]["run_id"])
         self.group = None
+        # one sender at a time: a live event, its fill and the tail's read each send in order
+        self.sending = asyncio.Lock()
         user = await authenticate(self.scope)
         if user is None:
             await self.refuse(UNAUTHENTICATED)
@@ -202,23 +215,55 @@ class RunEventsConsumer(_Consumer):
         if not await self.admit(user, f"run.{self.run_id}"):
             return
         self.last = _after(self.scope)
-        async for frame in _replay(self.run_id, self.last):
+        async with self.sending:
+            await self._read_on()
+        self.tail = asyncio.get_running_loop().create_task(self._tail())
+
+    async def _allowed(self) -> bool:
+        return await self.still_allowed(self.run_id)
+
+    async def _read_on(self, upto: int | None = None) -> None:
+        """Send the run's events after the last one sent (up to ``upto``) from the database."""
+        async for frame in _replay(self.run_id, self.last, upto, allowed=self._allowed):
             await self._send(frame)
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.send_json(frame)
-        self.last = frame["seq"]
+        self.last, self.heard_at = frame["seq"], time.monotonic()
+
+    async def _tail(self) -> None:
+        """While the socket is open: after ``AOB_WS_RECHECK_S`` with nothing sent, judge the user
+        again and read on from the database, for an event whose live message was lost."""
+        self.heard_at = time.monotonic()
+        while not self.closed:
+            quiet = max(self.TAIL_MIN_S, settings.AOB_WS_RECHECK_S)
+            await asyncio.sleep(max(0.0, self.heard_at + quiet - time.monotonic()))
+            if time.monotonic() - self.heard_at < quiet:
+                continue  # something was sent meanwhile
+            async with self.sending:
+                self.heard_at = time.monotonic()
+                if not await self._allowed():
+                    return
+                await self._read_on()
 
     async def run_event(self, message: dict[str, Any]) -> None:
         frame = message["event"]
-        if frame["seq"] <= self.last:
-            return  # already sent, from the replay or an earlier fill
-        if not await self.still_allowed(self.run_id):
-            return
-        if frame["seq"] > self.last + 1:
-            async for missing in _replay(self.run_id, self.last, frame["seq"] - 1):
-                await self._send(missing)
-        await self._send(frame)
+        async with self.sending:
+            if frame["seq"] <= self.last:
+                return  # already sent, from the replay, an earlier fill or the tail
+            if not await self._allowed():
+                return
+            if frame["seq"] > self.last + 1:
+                await self._read_on(frame["seq"] - 1)
+                if self.closed:
+                    return  # judged again between pages and closed
+            await self._send(frame)
+
+    def _release(self) -> None:
+        if self.tail is not None and self.tail is not asyncio.current_task():
+            self.tail.cancel()
+        self.tail = None
+        super()._release()
 
 
 class UserEventsConsumer(_Consumer):
@@ -252,11 +297,13 @@ class UserEventsConsumer(_Consumer):
         if not await self.still_allowed():
             return
         if last is None and seq > 1:
-            async for earlier in _replay(run_id, 0, seq - 1, since=self.since):
+            async for earlier in _replay(run_id, 0, seq - 1, since=self.since, allowed=self.still_allowed):
                 await self.send_json(earlier)
         elif last is not None and seq > last + 1:
-            async for earlier in _replay(run_id, last, seq - 1):
+            async for earlier in _replay(run_id, last, seq - 1, allowed=self.still_allowed):
                 await self.send_json(earlier)
+        if self.closed:
+            return  # judged again between pages and closed
         await self.send_json(frame)
         self.last[run_id] = seq
         if len(self.last) > self.RUNS_TRACKED:

@@ -470,3 +470,56 @@ def test_a_socket_whose_handler_raised_gives_its_place_back(transactional_db: An
     # two event loops: the consumer that died mid-receive may leave the loop's layer connection unusable
     assert run(break_one())
     assert run(open_another())
+
+
+def test_an_event_whose_live_message_was_lost_reaches_a_quiet_stream(transactional_db: Any, user: Any,
+                                                                     settings: Any) -> None:
+    """A run's last event, stored and never pushed (its worker killed between commit and push, a
+    channel past capacity, Redis restarted): before, the page watching waited for a later event
+    that never came and showed the run running. A stream quiet for ``AOB_WS_RECHECK_S`` reads on
+    from the database. The control: with a longer quiet time the same event does not arrive
+    within the test's wait, so it is the tail's read that brought it, not a push."""
+    from django.utils import timezone
+
+    run_id, frames = stored_run_with_events(user, 3)
+
+    def lost(seq: int) -> dict[str, Any]:  # stored, never pushed
+        event = Event.objects.create(run_id=run_id, seq=seq, type="workflow_completed", data={},
+                                     created_at=timezone.now())
+        return json.loads(json.dumps(event.as_dict(), default=str))
+
+    async def watch(quiet_s: float, seq: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Replay the run's last event (``seq``), then store the next one without a push."""
+        settings.AOB_WS_RECHECK_S = quiet_s
+        comm = communicator(f"/ws/runs/{run_id}/?after={seq - 1}", token=user.auth_token.key)
+        assert (await comm.connect(timeout=TIMEOUT))[0]
+        replayed = [await comm.receive_json_from(timeout=TIMEOUT)]
+        stored_last = await sync_to_async(lost)(seq + 1)
+        if not await comm.receive_nothing(timeout=3, interval=0.05):
+            replayed.append(await comm.receive_json_from(timeout=TIMEOUT))
+        await comm.disconnect()
+        return replayed, stored_last
+
+    seen, last = run(watch(0.5, 3))
+    assert [f["seq"] for f in seen] == [3, 4] and seen[1] == last
+    control, _ = run(watch(60, 4))
+    assert [f["seq"] for f in control] == [4]
+
+
+def test_a_quiet_stream_ends_when_its_token_is_revoked(transactional_db: Any, user: Any, settings: Any) -> None:
+    """Before, a socket was judged again only when a live event came: a revoked token kept a quiet
+    run's socket open. Now its quiet read judges the user first and closes it (4401)."""
+    settings.AOB_WS_RECHECK_S = 0.3
+    run_id, _ = stored_run_with_events(user, 1)
+    key = user.auth_token.key
+
+    async def main() -> Any:
+        comm = communicator(f"/ws/runs/{run_id}/?after=1", token=key)
+        assert (await comm.connect(timeout=TIMEOUT))[0]
+        assert await comm.receive_nothing(timeout=0.8)  # quiet reads while the token holds: nothing to send
+        await sync_to_async(lambda: Token.objects.filter(key=key).delete())()
+        closed = await comm.receive_output(timeout=TIMEOUT)
+        await comm.disconnect()
+        return closed
+
+    assert run(main()) == {"type": "websocket.close", "code": 4401}
