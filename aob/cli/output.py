@@ -35,6 +35,19 @@ class Output:
         else:
             pretty(data)
 
+    def emit_list(self, items: Iterable[Any], pretty: Callable[[Any], None]) -> None:
+        """A list printed as it is read: as ``emit`` prints it whole (the same JSON text, item by
+        item), or each item as ``pretty`` draws it; a long one is never held whole."""
+        if not self.json:
+            for item in items:
+                pretty(item)
+            return
+        opened = False
+        for item in items:  # json.dumps(items, indent=2): each item two spaces in, on its own lines
+            click.echo(("[\n  " if not opened else ",\n  ") + dumps(item, indent=2).replace("\n", "\n  "), nl=False)
+            opened = True
+        click.echo("\n]" if opened else "[]")
+
     def line(self, data: Any, text: str) -> None:
         """One item of a stream."""
         click.echo(dumps(data) if self.json else text)

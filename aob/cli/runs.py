@@ -235,10 +235,4 @@ def logs(session: Session, run_id: str, follow: bool, after: int) -> None:
     """A run's events, one line each."""
     if follow:
         _follow(session, run_id, after)
-    events = events_all(session.client, run_id, after)
-
-    def pretty(d: list[dict[str, Any]]) -> None:
-        for event in d:
-            session.output.event(event)
-
-    session.output.emit(events, pretty)
+    session.output.emit_list(events_all(session.client, run_id, after), session.output.event)

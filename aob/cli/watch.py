@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,13 +53,14 @@ def events_page(client: ApiClient, run_id: str, after: int) -> tuple[list[dict[s
     return page, following is not None or len(page) >= PAGE
 
 
-def events_all(client: ApiClient, run_id: str, after: int = 0) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def events_all(client: ApiClient, run_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+    """A run's events after ``after``, in order, one answer at a time (the next read after the last
+    event of the one before): never more than one page in memory, however long the run."""
     while True:
         page, more = events_page(client, run_id, after)
-        out.extend(page)
+        yield from page
         if not more or not page:
-            return out
+            return
         after = page[-1]["seq"]
 
 

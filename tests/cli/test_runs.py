@@ -238,3 +238,30 @@ def test_start_watch_prints_the_output_a_worker_computes_after_the_run_completes
     assert started.lines()[-1] == 'output: {"doubled": 84}'
     run_id = started.lines()[0].split()[1]
     assert as_alice("run", "status", run_id).lines()[2] == 'output: {"doubled": 84}'
+
+
+def test_logs_of_a_long_run_follow_the_events_pages_and_print_as_they_read(engine, alice, as_alice):
+    """An answer of the events endpoint stops at 1,000 events (or its byte budget) and says where
+    the next is (``Link: rel="next"``): ``aob logs`` follows it to the end, page by page, printing
+    each as it reads (the JSON the same text as the whole list dumped at once)."""
+    from django.utils import timezone
+
+    from tests.conftest import stored_run
+    from workflows.models import Event
+
+    count = 2_345
+    run_ = stored_run(alice, chain())
+    Event.objects.bulk_create(Event(run=run_, seq=seq, type="node_started", node_id="a", data={"iteration": seq},
+                                    created_at=timezone.now()) for seq in range(1, count + 1))
+
+    pretty = as_alice("logs", str(run_.pk))
+    assert pretty.code == 0, pretty.err
+    assert [int(line.split()[0]) for line in pretty.lines()] == list(range(1, count + 1))
+
+    as_json = as_alice("-o", "json", "logs", str(run_.pk), "--after", "1500")
+    assert as_json.code == 0, as_json.err
+    events = as_json.json()
+    assert [e["seq"] for e in events] == list(range(1501, count + 1))
+    assert as_json.out == json.dumps(events, indent=2, ensure_ascii=False) + "\n"
+    empty = as_alice("-o", "json", "logs", str(run_.pk), "--after", str(count))
+    assert empty.out == "[]\n"
