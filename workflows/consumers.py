@@ -242,9 +242,12 @@ class RunEventsConsumer(_Consumer):
                 continue  # something was sent meanwhile
             async with self.sending:
                 self.heard_at = time.monotonic()
-                if not await self._allowed():
-                    return
-                await self._read_on()
+                try:
+                    if not await self._allowed():
+                        return
+                    await self._read_on()
+                except Exception:  # the database away for a moment: the next quiet read tries again
+                    logger.warning("ws.quiet_read_failed", extra={"run_id": self.run_id}, exc_info=True)
 
     async def run_event(self, message: dict[str, Any]) -> None:
         frame = message["event"]
