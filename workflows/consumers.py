@@ -10,10 +10,12 @@ than a page is filled whole. The user is judged again between pages, as before l
 (``still_allowed``), so a long replay does not outlive their access.
 
 A live message can be lost on the way (a worker killed between its commit and its push, a channel
-past its capacity or expiry, Redis restarted): a run's stream that has heard nothing for
-``AOB_WS_RECHECK_S`` reads the run's events after the last one it sent (``_tail``), so the last
-event of a run, the one a page waits for, reaches the client within that time even when its
-message never came, and no later event is needed to fill the hole.
+past its capacity or expiry, Redis restarted): a stream that has sent nothing for
+``AOB_WS_RECHECK_S`` judges its user again and reads on from the database (``_tail``,
+``quiet_read``): a run's stream the run's events after the last one it sent, the user's stream
+those of the runs it has seen latest whose counter went past what it sent. So the last event of a
+run, the one a page waits for, reaches the client within that time even when its message never
+came, and no later event is needed to reveal the hole.
 """
 
 from __future__ import annotations
@@ -109,6 +111,17 @@ async def _replay(run_id: str, after: int, upto: int | None = None, since: datet
         after = page[-1]["seq"]
 
 
+@database_sync_to_async
+def _runs_behind(owner_id: int, last: dict[str, int]) -> list[tuple[str, int]]:
+    """Of ``last`` (run id → the last seq sent), ``owner_id``'s runs with later events, and that seq."""
+    from workflows.models import Run
+
+    if not last:
+        return []
+    counters = Run.objects.filter(pk__in=list(last), owner_id=owner_id).values_list("pk", "event_seq")
+    return [(str(pk), last[str(pk)]) for pk, seq in counters if seq > last[str(pk)]]
+
+
 def _left(task: asyncio.Task[None]) -> None:
     _Consumer.leaving.discard(task)
     if not task.cancelled() and task.exception() is not None:  # Redis away: the group's expiry ends it
@@ -120,6 +133,9 @@ class _Consumer(AsyncJsonWebsocketConsumer):
     recheck_at = 0.0
     closed = False
     group: str | None = None
+    tail: asyncio.Task[None] | None = None
+    heard_at = 0.0
+    TAIL_MIN_S = 0.25  # however small AOB_WS_RECHECK_S is set, a quiet socket reads at most this often
     # Open sockets per user in this process (gone with it, so a crash leaves no count behind).
     open_sockets: dict[int, int] = {}
 
@@ -152,7 +168,36 @@ class _Consumer(AsyncJsonWebsocketConsumer):
                 self.leaving.add(task)
                 task.add_done_callback(_left)
 
+    def start_tail(self) -> None:
+        self.heard_at = time.monotonic()
+        self.tail = asyncio.get_running_loop().create_task(self._tail())
+
+    async def _tail(self) -> None:
+        """While the socket is open: after ``AOB_WS_RECHECK_S`` with nothing sent, ``quiet_read``
+        (judge the user again, read on from the database), for an event whose live message was lost."""
+        while not self.closed:
+            quiet = max(self.TAIL_MIN_S, settings.AOB_WS_RECHECK_S)
+            await asyncio.sleep(max(0.0, self.heard_at + quiet - time.monotonic()))
+            if time.monotonic() - self.heard_at < quiet:
+                continue  # something was sent meanwhile
+            async with self.sending:
+                self.heard_at = time.monotonic()
+                try:
+                    await self.quiet_read()
+                except Exception:  # the database away for a moment: the next quiet read tries again
+                    logger.warning("ws.quiet_read_failed", extra={"group": self.group}, exc_info=True)
+
+    async def quiet_read(self) -> None:
+        raise NotImplementedError
+
+    async def sent(self, frame: dict[str, Any]) -> None:
+        await self.send_json(frame)
+        self.heard_at = time.monotonic()
+
     def _release(self) -> None:
+        if self.tail is not None and self.tail is not asyncio.current_task():
+            self.tail.cancel()
+        self.tail = None
         if self.user_id is not None:
             left = self.open_sockets.get(self.user_id, 1) - 1
             if left > 0:
@@ -197,13 +242,10 @@ class _Consumer(AsyncJsonWebsocketConsumer):
 
 
 class RunEventsConsumer(_Consumer):
-    tail: asyncio.Task[None] | None = None
-    TAIL_MIN_S = 0.25  # however small AOB_WS_RECHECK_S is set, a quiet socket reads at most this often
-
     async def connect(self) -> None:
         self.run_id = str(self.scope["url_route"]["kwargs"]["run_id"])
         self.group = None
-        # one sender at a time: a live event, its fill and the tail's read each send in order
+        # one sender at a time: a live event, its fill and the quiet read each send in order
         self.sending = asyncio.Lock()
         user = await authenticate(self.scope)
         if user is None:
@@ -217,7 +259,7 @@ class RunEventsConsumer(_Consumer):
         self.last = _after(self.scope)
         async with self.sending:
             await self._read_on()
-        self.tail = asyncio.get_running_loop().create_task(self._tail())
+        self.start_tail()
 
     async def _allowed(self) -> bool:
         return await self.still_allowed(self.run_id)
@@ -228,32 +270,18 @@ class RunEventsConsumer(_Consumer):
             await self._send(frame)
 
     async def _send(self, frame: dict[str, Any]) -> None:
-        await self.send_json(frame)
-        self.last, self.heard_at = frame["seq"], time.monotonic()
+        await self.sent(frame)
+        self.last = frame["seq"]
 
-    async def _tail(self) -> None:
-        """While the socket is open: after ``AOB_WS_RECHECK_S`` with nothing sent, judge the user
-        again and read on from the database, for an event whose live message was lost."""
-        self.heard_at = time.monotonic()
-        while not self.closed:
-            quiet = max(self.TAIL_MIN_S, settings.AOB_WS_RECHECK_S)
-            await asyncio.sleep(max(0.0, self.heard_at + quiet - time.monotonic()))
-            if time.monotonic() - self.heard_at < quiet:
-                continue  # something was sent meanwhile
-            async with self.sending:
-                self.heard_at = time.monotonic()
-                try:
-                    if not await self._allowed():
-                        return
-                    await self._read_on()
-                except Exception:  # the database away for a moment: the next quiet read tries again
-                    logger.warning("ws.quiet_read_failed", extra={"run_id": self.run_id}, exc_info=True)
+    async def quiet_read(self) -> None:
+        if await self._allowed():
+            await self._read_on()
 
     async def run_event(self, message: dict[str, Any]) -> None:
         frame = message["event"]
         async with self.sending:
             if frame["seq"] <= self.last:
-                return  # already sent, from the replay, an earlier fill or the tail
+                return  # already sent, from the replay, an earlier fill or the quiet read
             if not await self._allowed():
                 return
             if frame["seq"] > self.last + 1:
@@ -261,12 +289,6 @@ class RunEventsConsumer(_Consumer):
                 if self.closed:
                     return  # judged again between pages and closed
             await self._send(frame)
-
-    def _release(self) -> None:
-        if self.tail is not None and self.tail is not asyncio.current_task():
-            self.tail.cancel()
-        self.tail = None
-        super()._release()
 
 
 class UserEventsConsumer(_Consumer):
@@ -279,9 +301,11 @@ class UserEventsConsumer(_Consumer):
 
     SINCE_MARGIN_S = 5
     RUNS_TRACKED = 10_000
+    QUIET_RUNS = 200  # the runs a quiet read looks at: those seen latest
 
     async def connect(self) -> None:
         self.group = None
+        self.sending = asyncio.Lock()
         self.since = timezone.now() - timedelta(seconds=self.SINCE_MARGIN_S)
         self.last: dict[str, int] = {}
         user = await authenticate(self.scope)
@@ -290,24 +314,45 @@ class UserEventsConsumer(_Consumer):
             return
         if not await self.admit(user, f"user.{user.pk}"):
             return
+        self.start_tail()
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.sent(frame)
+        run_id = frame["run_id"]
+        self.last[run_id] = frame["seq"]
+        if len(self.last) > self.RUNS_TRACKED:
+            self.last.pop(next(iter(self.last)))  # the run seen longest ago
+
+    async def _read_on(self, run_id: str, after: int, upto: int | None = None,
+                       since: datetime | None = None) -> None:
+        async for frame in _replay(run_id, after, upto, since=since, allowed=self.still_allowed):
+            await self._send(frame)
+
+    async def quiet_read(self) -> None:
+        """The runs seen latest (``QUIET_RUNS``) whose events went on past the last one sent, in one
+        read of their counters, and those runs' events after it."""
+        if not await self.still_allowed():
+            return
+        if self.user_id is None:
+            return
+        for run_id, seq in await _runs_behind(self.user_id, dict(list(self.last.items())[-self.QUIET_RUNS:])):
+            await self._read_on(run_id, seq)
+            if self.closed:
+                return
 
     async def run_event(self, message: dict[str, Any]) -> None:
         frame = message["event"]
         run_id, seq = frame["run_id"], frame["seq"]
-        last = self.last.get(run_id)
-        if last is not None and seq <= last:
-            return
-        if not await self.still_allowed():
-            return
-        if last is None and seq > 1:
-            async for earlier in _replay(run_id, 0, seq - 1, since=self.since, allowed=self.still_allowed):
-                await self.send_json(earlier)
-        elif last is not None and seq > last + 1:
-            async for earlier in _replay(run_id, last, seq - 1, allowed=self.still_allowed):
-                await self.send_json(earlier)
-        if self.closed:
-            return  # judged again between pages and closed
-        await self.send_json(frame)
-        self.last[run_id] = seq
-        if len(self.last) > self.RUNS_TRACKED:
-            self.last.pop(next(iter(self.last)))  # the run seen longest ago
+        async with self.sending:
+            last = self.last.get(run_id)
+            if last is not None and seq <= last:
+                return
+            if not await self.still_allowed():
+                return
+            if last is None and seq > 1:
+                await self._read_on(run_id, 0, seq - 1, since=self.since)
+            elif last is not None and seq > last + 1:
+                await self._read_on(run_id, last, seq - 1)
+            if self.closed:
+                return  # judged again between pages and closed
+            await self._send(frame)

@@ -523,3 +523,39 @@ def test_a_quiet_stream_ends_when_its_token_is_revoked(transactional_db: Any, us
         return closed
 
     assert run(main()) == {"type": "websocket.close", "code": 4401}
+
+
+def test_the_user_stream_reads_on_for_a_run_whose_last_message_was_lost(transactional_db: Any, user: Any,
+                                                                         settings: Any) -> None:
+    """The runs list and the inbox follow ``ws/events/``: a run's last event lost on the way left
+    its row showing the run running. A quiet user stream reads the counters of the runs it has
+    seen and the events past what it sent. The control: with a longer quiet time, nothing comes."""
+    from django.utils import timezone
+
+    run_id, frames = stored_run_with_events(user, 2)
+
+    def lost(seq: int) -> dict[str, Any]:  # stored and counted on the run, never pushed
+        event = Event.objects.create(run_id=run_id, seq=seq, type="workflow_completed", data={},
+                                     created_at=timezone.now())
+        Run.objects.filter(pk=run_id).update(event_seq=seq)
+        return json.loads(json.dumps(event.as_dict(), default=str))
+
+    async def watch(quiet_s: float, seq: int) -> tuple[list[int], dict[str, Any]]:
+        """The stream sees the run's event ``seq`` live, then its next is stored without a push."""
+        settings.AOB_WS_RECHECK_S = quiet_s
+        comm = communicator("/ws/events/", token=user.auth_token.key)
+        assert (await comm.connect(timeout=TIMEOUT))[0]
+        pushed = await sync_to_async(stored)(run_id, seq - 1)
+        await get_channel_layer().group_send(f"user.{user.pk}", {"type": "run.event", "event": pushed[0]})
+        got = [f["seq"] for f in await frames_until(comm, seq)][-1:]  # with the run's recent ones before it
+        stored_last = await sync_to_async(lost)(seq + 1)
+        if not await comm.receive_nothing(timeout=3, interval=0.05):
+            got.append((await comm.receive_json_from(timeout=TIMEOUT))["seq"])
+        await comm.disconnect()
+        return got, stored_last
+
+    Run.objects.filter(pk=run_id).update(event_seq=2)
+    seen, _ = run(watch(0.5, 2))
+    assert seen == [2, 3]
+    control, _ = run(watch(60, 3))
+    assert control == [3]
