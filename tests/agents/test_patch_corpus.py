@@ -142,6 +142,24 @@ PARALLEL = {
     "edges": [edge("fetch", "review"), edge("review", "pay", APPROVED)],
 }
 
+# A gate guarding a step before the action: /nodes: 0 plan, 1 review, 2 prep, 3 pay, 4 post (sends a secret),
+# 5 boss (an author's agent with a budget and few tools); /edges: 0 plan→review, 1 review→prep,
+# 2 prep→pay, 3 plan→post, 4 plan→boss
+STAGED = {
+    "nodes": [agent("plan"), hitl("review", approvers=["bob"]), transform("prep"), http("pay", method="POST"),
+              http("post", headers={"X-Api-Key": "$secrets.API_TOKEN"}),
+              agent("boss", tools=["search_tools"], max_tokens=500, budget={"max_cost_usd": 0.1})],
+    "edges": [edge("plan", "review"), edge("review", "prep", APPROVED), edge("prep", "pay"), edge("plan", "post"),
+              edge("plan", "boss")],
+}
+
+
+def loop_back(target: str, node_id: str = "again") -> list[dict[str, Any]]:
+    """A loop after ``target`` that runs it again, up to the schema's most iterations."""
+    return [add_node({"id": node_id, "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": target}}),
+            add_edge(target, node_id)]
+
+
 # Run states: the latest node run of each node. "approved" is a completed gate whose output approved;
 # "retrying" a node run queued again after an attempt (it has begun).
 FRESH: dict[str, str] = {}
@@ -543,6 +561,15 @@ CORPUS = [
         [*after("plan", transform("x")), add_edge("x", "pay")], "gate_bypass", 2),
     row("parallel-root-adds-after-itself-accepted", PARALLEL, BESIDE, PLAN, after("plan", transform("x")),
         "applied"),
+    # an edge inside what the gate guards, moved onto a node before the gate: the node it leads to is
+    # no longer "after the gate" once patched, and was judged only as it stood after the patch
+    row("bypass-guarded-edge-moved-before-the-gate", STAGED, PLANNING, PLAN, [replace("/edges/2/from", "plan")],
+        "gate_bypass", 0),
+    row("bypass-guarded-node-cut-loose", STAGED, PLANNING, PLAN, [remove("/edges/2")], "gate_bypass", 0),
+    row("bypass-guarded-edge-moved-by-a-person-at-a-pending-gate", STAGED,
+        {"plan": "completed", "review": "waiting"}, PERSON, [replace("/edges/2/from", "plan")], "gate_bypass", 0),
+    row("guarded-edge-moved-within-the-action-accepted", STAGED, PLANNING, PLAN,
+        [*after("prep", transform("x")), replace("/edges/2/from", "x")], "applied"),
     row("through-the-gate-accepted", INVOICE, PLANNING, PLAN, after("pay", http("receipt", f"{API}/receipt")),
         "applied"),
 
@@ -577,6 +604,30 @@ CORPUS = [
         "agent_privilege", 1),
     row("privilege-narrowing-another-agent-accepted", CREW, PLANNING, PLAN,
         [replace("/nodes/5/config/tools", ["patch_workflow"])], "applied"),
+    # a loop's jump runs its target again: judged as if the agent had written the target itself
+    row("privilege-loop-back-to-a-stronger-agent", CREW, PLANNING, PLAN, loop_back("draft"), "agent_privilege", 0),
+    row("secret-loop-back-to-a-secret-sender", STAGED, PLANNING, PLAN, loop_back("post"), "secret_reference", 0),
+    row("secret-loop-exit-onto-a-secret-sender", STAGED, PLANNING, PLAN,
+        [*after("plan", transform("x")),
+         add_node({"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
+                                                          "break_path": "post"}}), add_edge("x", "l")],
+        "secret_reference", 2),
+    row("loop-back-to-a-plain-step-accepted", STAGED, PLANNING, PLAN,
+        [*after("plan", transform("x")), *loop_back("x")], "applied"),
+    # an author's agent: an agent may narrow it, never loosen what its author set
+    row("privilege-author-budget-removed", STAGED, PLANNING, PLAN, [remove("/nodes/5/config/budget")],
+        "agent_privilege", 0),
+    row("privilege-author-budget-raised", STAGED, PLANNING, PLAN, [replace("/nodes/5/config/budget/max_cost_usd", 5)],
+        "agent_privilege", 0),
+    row("privilege-author-tokens-raised", STAGED, PLANNING, PLAN, [replace("/nodes/5/config/max_tokens", 5000)],
+        "agent_privilege", 0),
+    row("privilege-author-tools-widened", STAGED, PLANNING, PLAN,
+        [replace("/nodes/5/config/tools", ["search_tools", "patch_workflow"])], "agent_privilege", 0),
+    row("privilege-other-model", INVOICE, PLANNING, PLAN, after("plan", agent("helper", model="gpt-4.1-mini")),
+        "agent_privilege", 0),
+    row("privilege-author-narrowed-accepted", STAGED, PLANNING, PLAN,
+        [replace("/nodes/5/config/budget/max_cost_usd", 0.05), replace("/nodes/5/config/max_tokens", 100)],
+        "applied"),
     row("privilege-person-is-trusted", INVOICE, PLANNING, PERSON,
         after("plan", agent("helper", tools=["openapi_action", "delegate_to_agent"])), "applied"),
 
@@ -841,6 +892,29 @@ def test_a_patch_to_an_approved_action_that_began_is_refused_and_the_approval_st
     approval.refresh_from_db()
     assert approval.status == "approved" and not approval.decisions.filter(voided=True).exists()
     assert list(PatchRefusal.objects.filter(run=run).values_list("rule", flat=True)) == ["approved_action_started"]
+
+
+def test_an_inside_agent_s_loop_that_runs_the_approved_action_again_is_a_change_to_it(user, make_user):
+    """An agent the gate approved may add steps after itself without asking again (they are left
+    out of the approved action), but a loop it adds that jumps back onto the action runs that
+    action again, up to 10,000 times: that is a change to what was approved, and the action has
+    begun (the agent itself runs in it), so it is refused. Before, the loop was left out with the
+    rest and the payment went out five times on one approval. The control: a plain step it adds
+    after the action leaves the approval standing."""
+    run = run_in_state(user, Case(DELEGATE, ACTING, ACT, [], "applied"))
+    approval = approve_gate(run, make_user("bob"))
+
+    kept = run_patch_propose(run=run, node_id="act", from_agent=True, operations=after("pay", transform("receipt")))
+    assert kept.status == "applied"
+    before = snapshot(run)
+
+    with pytest.raises(PatchRejected) as refused:
+        run_patch_propose(run=run, node_id="act", from_agent=True, operations=loop_back("pay"))
+
+    assert refused.value.extra["rule"] == "approved_action_started"
+    assert snapshot(run) == before
+    approval.refresh_from_db()
+    assert approval.status == "approved" and not approval.decisions.filter(voided=True).exists()
 
 
 def test_a_patch_to_what_a_pending_gate_guards_lets_the_votes_so_far_lapse(user, make_user):

@@ -39,6 +39,14 @@ def _targets(value: Any) -> list[str]:
     return []
 
 
+def jumps(node: dict[str, Any]) -> list[str]:
+    """Where a loop node sends control besides its edges: its jump back and its exits."""
+    config = node.get("config")
+    if node.get("type") != "loop" or not isinstance(config, dict):
+        return []
+    return [target for key in LOOP_TARGETS for target in _targets(config.get(key))]
+
+
 def successors(definition: dict[str, Any]) -> dict[str, list[str]]:
     """Every way control can move from a node: its edges, and a loop node's jump and exits."""
     adjacency: dict[str, list[str]] = {node_id: [] for node_id in nodes_by_id(definition)}
@@ -46,10 +54,7 @@ def successors(definition: dict[str, Any]) -> dict[str, list[str]]:
         if isinstance(edge, dict) and edge.get("from") in adjacency and edge.get("to") in adjacency:
             adjacency[edge["from"]].append(edge["to"])
     for node_id, node in nodes_by_id(definition).items():
-        config = node.get("config")
-        if node.get("type") == "loop" and isinstance(config, dict):
-            for key in LOOP_TARGETS:
-                adjacency[node_id].extend(t for t in _targets(config.get(key)) if t in adjacency)
+        adjacency[node_id].extend(t for t in jumps(node) if t in adjacency)
     return adjacency
 
 
@@ -80,17 +85,25 @@ def entries(definition: dict[str, Any]) -> list[str]:
     return [n for n in nodes_by_id(definition) if n not in targets]
 
 
-def bypassed(definition: dict[str, Any], gate: str) -> set[str]:
-    """Nodes downstream of ``gate`` that can be reached without passing through it: from where
-    the run starts, or from a node upstream of the gate. A node runs once each incoming edge has
-    delivered or is dead, so one such path lets it run whatever the gate's people decide."""
+def downstream(definition: dict[str, Any], gate: str) -> set[str]:
+    """Nodes after ``gate``: reachable from it (not through it again)."""
+    adjacency = successors(definition)
+    return reachable(adjacency, adjacency.get(gate, []), avoid=gate) if gate in adjacency else set()
+
+
+def bypassed(definition: dict[str, Any], gate: str, *, after_it: Iterable[str] = ()) -> set[str]:
+    """Nodes downstream of ``gate`` (or named in ``after_it``: the nodes that were downstream of it
+    before a patch, which a patch may have cut loose of it) that can be reached without passing
+    through it: from where the run starts, or from a node upstream of the gate. A node runs once
+    each incoming edge has delivered or is dead, so one such path lets it run whatever the gate's
+    people decide."""
     adjacency = successors(definition)
     if gate not in adjacency:
         return set()
     reverse = predecessors(adjacency)
     upstream = reachable(reverse, reverse[gate], avoid=gate)
-    downstream = reachable(adjacency, adjacency[gate], avoid=gate)
-    return reachable(adjacency, [*entries(definition), *upstream], avoid=gate) & downstream
+    guarded_nodes = downstream(definition, gate) | (set(after_it) & set(adjacency))
+    return reachable(adjacency, [*entries(definition), *upstream], avoid=gate) & guarded_nodes
 
 
 def guarded(definition: dict[str, Any], gate: str) -> list[str]:
@@ -111,9 +124,13 @@ def guarded(definition: dict[str, Any], gate: str) -> list[str]:
 def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[str] = ()) -> str:
     """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
     the nodes it guards and the edges out of them (in authoring order, which routes). Nodes named
-    in ``leave_out`` (added by an agent the gate already approved) are not part of it."""
-    skip = set(leave_out)
+    in ``leave_out`` (added by an agent the gate already approved) are not part of it, unless they
+    are loops that jump back into the approved action (they would run it again: that is a change
+    to it)."""
     nodes = nodes_by_id(definition)
+    left_out = set(leave_out)
+    approved = {gate, *guarded(definition, gate)} - left_out
+    skip = {n for n in left_out if not (n in nodes and set(jumps(nodes[n])) & approved)}
     region = [n for n in guarded(definition, gate) if n not in skip]
     inside = {gate, *region}
     edges = [[e.get("from"), e.get("to"), e.get("condition")] for e in definition.get("edges", [])

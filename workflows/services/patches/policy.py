@@ -305,46 +305,74 @@ class _Judgement:
         for gate in gates.gates(self.before):
             if gate not in self.new or not self.guards_against_proposer(gate):
                 continue
-            fresh = gates.bypassed(self.after, gate) - gates.bypassed(self.before, gate)
+            # judged on the nodes after the gate before the patch too: an edge moved off the guarded
+            # part onto a node before the gate takes a node out of "downstream" as it goes around
+            was_after = gates.downstream(self.before, gate)
+            fresh = gates.bypassed(self.after, gate, after_it=was_after) - gates.bypassed(self.before, gate)
             if fresh:
                 self.refuse(Rule.GATE_BYPASS, f"the patch lets nodes upstream of gate {gate!r} reach "
                             f"{', '.join(sorted(fresh)[:5])} without passing through it",
-                            lambda doc, g=gate: sorted(gates.bypassed(doc, g)), node_id=gate)
+                            lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
+
+    def touched(self) -> dict[str, dict[str, Any]]:
+        """The nodes an agent's patch adds or changes, and the existing nodes a loop it adds or
+        changes jumps to: a jump runs its target again, as many times as the loop allows, so it is
+        judged as if the agent had written that node itself."""
+        out = {n: node for n, node in self.new.items() if self.old.get(n) != node}
+        for node_id, node in list(out.items()):
+            for target in gates.jumps(node):
+                if target in self.new and target != node_id:
+                    out.setdefault(target, self.new[target])
+        return out
 
     def check_privileges(self) -> None:
+        """An agent node an agent adds, changes or makes run again has no more than its proposer
+        (tools, budget, model), and, if it was there before, no more than its author gave it."""
         proposer = self.old.get(self.proposer.node_id) or {}
         mine = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
-        tools = set(effective_tools(mine))
-        budget = mine.get("budget") or {}
-        for node_id, node in self.new.items():
-            if node.get("type") != "agent" or self.old.get(node_id) == node:
+        for node_id, node in self.touched().items():
+            if node.get("type") != "agent":
                 continue
             config = node.get("config") or {}
-            extra_tools = sorted(set(effective_tools(config)) - tools)
-            if extra_tools:
-                self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r} may not have tools its proposer lacks: "
-                            f"{', '.join(extra_tools)}", _node(node_id), node_id=node_id)
-            theirs = config.get("budget") or {}
-            for key, limit in budget.items():
-                if theirs.get(key) is None or theirs[key] > limit:
-                    self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most its proposer's "
-                                f"({limit})", _node(node_id), node_id=node_id)
+            before = self.old.get(node_id)
+            authored = before.get("config") if before is not None and isinstance(before.get("config"), dict) else None
+            for whose, bound in (("its proposer's", mine), ("its author's", authored)):
+                if bound is None:
+                    continue
+                extra_tools = sorted(set(effective_tools(config)) - set(effective_tools(bound)))
+                if extra_tools:
+                    self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r} may not have tools beyond {whose}: "
+                                f"{', '.join(extra_tools)}", _written(node_id), node_id=node_id)
+                tokens = bound.get("max_tokens")
+                if isinstance(tokens, int) and not (isinstance(config.get("max_tokens"), int)
+                                                    and config["max_tokens"] <= tokens):
+                    self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: max_tokens must be at most {whose} "
+                                f"({tokens})", _written(node_id), node_id=node_id)
+                theirs = config.get("budget") or {}
+                for key, limit in (bound.get("budget") or {}).items():
+                    if theirs.get(key) is None or theirs[key] > limit:
+                        self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most "
+                                    f"{whose} ({limit})", _written(node_id), node_id=node_id)
+            models = {_model(mine)} | ({_model(authored)} if authored is not None else set())
+            if _model(config) not in models:
+                self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {_model(config)!r} is neither its "
+                            f"proposer's nor its author's ({', '.join(sorted(models))})", _node(node_id),
+                            node_id=node_id)
 
     def check_credentials(self) -> None:
-        """An agent may not add or change a node that sends the owner's secrets ($secrets.NAME) or
-        runs another of the owner's workflows: either would let an injected prompt aim the owner's
-        credentials, or workflows, at a target of its choosing."""
+        """An agent may not add, change or make run again a node that sends the owner's secrets
+        ($secrets.NAME) or runs another of the owner's workflows: either would let an injected prompt
+        aim the owner's credentials, or workflows, at a target of its choosing (or at the same one,
+        as many times as a loop allows)."""
         from vault.references import referenced_names
 
-        for node_id, node in self.new.items():
-            if self.old.get(node_id) == node:
-                continue
+        for node_id, node in self.touched().items():
             if referenced_names(node.get("config")):
-                self.refuse(Rule.SECRET_REFERENCE, f"node {node_id!r}: an agent may not add or change a node that "
-                            "refers to $secrets", _node(node_id), node_id=node_id)
+                self.refuse(Rule.SECRET_REFERENCE, f"node {node_id!r}: an agent may not add, change or loop back to "
+                            "a node that refers to $secrets", _written(node_id), node_id=node_id)
             if node.get("type") == "workflow":
-                self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not add or change a workflow "
-                            "(sub-workflow) node", _node(node_id), node_id=node_id)
+                self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not add, change or loop back to "
+                            "a workflow (sub-workflow) node", _written(node_id), node_id=node_id)
 
     def check_duplicate_edges(self) -> None:
         before = Counter((e["from"], e["to"]) for e in self.before.get("edges", []))
@@ -405,6 +433,12 @@ class _Judgement:
         return tuple(reopen), tuple(revote)
 
 
+def _model(config: dict[str, Any]) -> str:
+    """The model an agent node with this config calls (the operator's default when it names none)."""
+    model = config.get("model") if isinstance(config, dict) else None
+    return model if isinstance(model, str) and model else settings.AOB_LLM_MODEL
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -418,6 +452,11 @@ def _safely(probe: Callable[[Any], Any], doc: Any) -> Any:
 
 def _node(node_id: str) -> Callable[[Any], str]:
     return lambda doc: _dump(gates.nodes_by_id(doc).get(node_id)) if isinstance(doc, dict) else ""
+
+
+def _written(node_id: str) -> Callable[[Any], Any]:
+    """A node as an agent's patch writes it: its definition, and the loop jumps that run it again."""
+    return lambda doc: (_node(node_id)(doc), _incoming(doc, node_id))
 
 
 def _url(node_id: str) -> Callable[[Any], str]:
