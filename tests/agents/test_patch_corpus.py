@@ -625,6 +625,8 @@ CORPUS = [
         [replace("/nodes/5/config/tools", ["search_tools", "patch_workflow"])], "agent_privilege", 0),
     row("privilege-other-model", INVOICE, PLANNING, PLAN, after("plan", agent("helper", model="gpt-4.1-mini")),
         "agent_privilege", 0),
+    row("privilege-default-model-accepted", with_config(INVOICE, "plan", model="gpt-4o"), PLANNING, PLAN,
+        after("plan", agent("helper")), "applied"),
     row("privilege-author-narrowed-accepted", STAGED, PLANNING, PLAN,
         [replace("/nodes/5/config/budget/max_cost_usd", 0.05), replace("/nodes/5/config/max_tokens", 100)],
         "applied"),

@@ -353,11 +353,12 @@ class _Judgement:
                     if theirs.get(key) is None or theirs[key] > limit:
                         self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most "
                                     f"{whose} ({limit})", _written(node_id), node_id=node_id)
-            models = {_model(mine)} | ({_model(authored)} if authored is not None else set())
+            # the proposer's, the author's, or the operator's default: never one an injected prompt picks
+            models = {_model(mine), settings.AOB_LLM_MODEL} | ({_model(authored)} if authored is not None else set())
             if _model(config) not in models:
-                self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {_model(config)!r} is neither its "
-                            f"proposer's nor its author's ({', '.join(sorted(models))})", _node(node_id),
-                            node_id=node_id)
+                self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {_model(config)!r} is not its "
+                            f"proposer's, its author's or the default ({', '.join(sorted(models))})",
+                            _written(node_id), node_id=node_id)
 
     def check_credentials(self) -> None:
         """An agent may not add, change or make run again a node that sends the owner's secrets
