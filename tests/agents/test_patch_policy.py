@@ -4,9 +4,10 @@ an Approval of kind ``patch`` that a person decides; ``deny`` refuses it outrigh
 from __future__ import annotations
 
 from approvals.models import Approval
-from tests.agents.flows import WAITING, add_after, agent, finish, http, node, start, tool_messages
+from tests.agents.flows import WAITING, add_after, agent, edge, finish, http, node, start, tool_messages
+from tests.approvals.runs import wait_until
 from tests.conftest import wait_for_run
-from workflows.models import Event, NodeRun, RunPatch
+from workflows.models import Artifact, Event, NodeRun, RunPatch
 
 TEXT = {"content": "Proposed a notify step."}
 
@@ -63,6 +64,54 @@ def test_require_approval_then_reject_leaves_the_run_as_it_was(engine, api, fake
     assert run.current_artifact_id == run.base_artifact_id
     assert not NodeRun.objects.filter(run=run, node_id="notify").exists() and remote.hits("/echo") == []
     assert Event.objects.filter(run=run, type="patch_rejected").count() == 1
+
+
+def test_a_held_patch_applies_only_to_the_definition_its_approver_saw(engine, api, fake_llm, remote):
+    """JSON Pointers name array positions. P1 reads as changing ``log`` (``/nodes/3``); P2 moves
+    ``pay`` to the end, after which ``/nodes/3`` is ``pay``. Approved in the order P2, P1, P1 once
+    rewrote pay's URL to the attacker's: approved against one definition, applied to another."""
+    evil = "https://evil.example.org/collect"
+    p1 = [{"op": "replace", "path": "/nodes/3/config/url", "value": evil}]
+    p2 = [{"op": "move", "from": "/nodes/2", "path": "/nodes/-"}]
+    fake_llm.reset([{"tool_calls": [("patch_workflow", {"description": "log elsewhere", "operations": p1}),
+                                    ("patch_workflow", {"description": "tidy the order", "operations": p2})]}, TEXT])
+    review = {"id": "review", "type": "hitl", "config": {"message": "Pay?"}}
+    run_id = start(api, [agent(), review, http("pay", f"{remote.base}/echo/pay", method="POST"),
+                         http("log", f"{remote.base}/echo/log", method="POST")],
+                   [edge("plan", "review"), edge("review", "pay"), edge("pay", "log")],
+                   metadata={"patch_policy": "require_approval"})
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert run.status == "waiting_for_approval", (run.status, run.error)
+    first, second = RunPatch.objects.filter(run=run).order_by("seq")
+    assert (first.operations, second.operations) == (p1, p2)
+    assert first.status == second.status == "pending_approval"
+    shown = Approval.objects.get(patch=first).context
+    assert [n["id"] for n in shown["before"]["nodes"]] == ["plan", "review", "pay", "log"]  # /nodes/3 is log
+
+    for patch in (second, first):
+        approval = Approval.objects.get(patch=patch)
+        response = api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True}, format="json")
+        assert response.status_code == 200, response.json()
+
+    run.refresh_from_db()
+    definition = Artifact.objects.get(pk=run.current_artifact_id).content
+    urls = {n["id"]: n["config"].get("url") for n in definition["nodes"]}
+    assert (urls["pay"], urls["log"]) == (f"{remote.base}/echo/pay", f"{remote.base}/echo/log")
+    assert [n["id"] for n in definition["nodes"]] == ["plan", "review", "log", "pay"]
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert second.status == "applied" and run.current_artifact_id == second.after_artifact_id
+    assert first.status == "rejected" and first.reason.startswith("stale:"), first.reason
+    assert f"patch {second.seq} applied since" in first.reason
+    (rejected,) = Event.objects.filter(run=run, type="patch_rejected").values_list("data", flat=True)
+    assert (rejected["patch_id"], rejected["rule"], rejected["reason"]) == (first.pk, "stale_base", first.reason)
+
+    gate = wait_until(lambda: Approval.objects.filter(run_id=run_id, node_id="review", kind="node").first(),
+                      what="review waiting for its approver")
+    assert api.post(f"/api/v1/approvals/{gate.pk}/decide", {"approve": True}, format="json").status_code == 200
+    run = finish(run_id)
+    assert run.status == "completed", run.error
+    assert len(remote.hits("/echo/pay")) == 1 and len(remote.hits("/echo/log")) == 1
 
 
 def test_deny_refuses_the_agents_patch(engine, api, fake_llm, remote):

@@ -189,14 +189,19 @@ def _gate() -> Any:
 
 
 def patch_approval_settled(*, approval: Any, approved: bool) -> None:
-    """Called by approvals.services inside the decision's transaction. The held patch is judged
-    again, as the agent's it is, against the run as it is now."""
+    """Called by approvals.services inside the decision's transaction. A held patch applies only to
+    the definition its approver saw (``_stale``); it is then judged again, as the agent's it is,
+    against the run's state as it is now (a node may have started since)."""
     run = Run.objects.select_for_update().get(pk=approval.run_id)
     patch = RunPatch.objects.select_for_update().get(pk=approval.patch_id)
     if patch.status != RunPatch.Status.PENDING_APPROVAL:
         return
     if not approved or run.is_finished:
         _reject_held(run, patch, "rejected by an approver" if not approved else f"run is {run.status}")
+        return
+    stale = _stale(run, patch)
+    if stale:
+        _reject_held(run, patch, stale, rule=STALE)
         return
     before = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
     try:
@@ -206,19 +211,43 @@ def patch_approval_settled(*, approval: Any, approved: bool) -> None:
         _reject_held(run, patch, f"no longer applies: {exc.message}")
         return
     patch.after_artifact = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=verdict.after)
-    patch.before_artifact_id = run.current_artifact_id
     patch.status = RunPatch.Status.APPLIED
     patch.applied_at = timezone.now()
-    patch.save(update_fields=["after_artifact", "before_artifact", "status", "applied_at"])
+    patch.save(update_fields=["after_artifact", "status", "applied_at"])
     _apply(run, patch, verdict, before)
 
 
-def _reject_held(run: Run, patch: RunPatch, reason: str) -> None:
+# The rule a held patch refused as stale names, in its patch_rejected event.
+STALE = "stale_base"
+
+
+def _stale(run: Run, patch: RunPatch) -> str:
+    """Why a held patch no longer applies to what its approver saw, or "" when it still does.
+
+    The approver read the operations and the graph before and after them, computed on the
+    definition the patch was held against (``before_artifact``). JSON Pointers name array
+    positions: once another patch changes the run's definition (a node moved, removed or added),
+    ``/nodes/3`` may be another node, and re-applying the operations to the new definition would
+    change what nobody approved. Applying the stored ``after`` instead would silently undo the
+    change made in between. So the patch applies only to the very definition it was held against
+    (artifacts are content-addressed: the same definition has the same id); otherwise it is
+    refused, and must be proposed again against the run as it is."""
+    if run.current_artifact_id == patch.before_artifact_id:
+        return ""
+    since = list(RunPatch.objects.filter(run=run, status=RunPatch.Status.APPLIED, applied_at__gt=patch.created_at)
+                 .order_by("applied_at").values_list("seq", flat=True))
+    changed = (f" (patch{'es' if len(since) > 1 else ''} {', '.join(map(str, since))} applied since)"
+               if since else "")
+    return (f"stale: the run's definition changed after this patch was held{changed}; its operations were "
+            "approved against the definition shown with it, and may name other nodes now, so it was not applied")
+
+
+def _reject_held(run: Run, patch: RunPatch, reason: str, rule: str = "") -> None:
     patch.status = RunPatch.Status.REJECTED
     patch.reason = reason
     patch.save(update_fields=["status", "reason"])
     events.append(run.pk, run.owner_id, [(Event.Type.PATCH_REJECTED, patch.node_id, {
-        "patch_id": patch.pk, "seq": patch.seq, "reason": reason})])
+        "patch_id": patch.pk, "seq": patch.seq, "reason": reason, **({"rule": rule} if rule else {})})])
     if not run.is_finished:
         coordinator.refresh(run)  # the run may have been waiting only for this decision
 
