@@ -235,9 +235,9 @@ def _stale(run: Run, patch: RunPatch) -> str:
     if run.current_artifact_id == patch.before_artifact_id:
         return ""
     since = list(RunPatch.objects.filter(run=run, status=RunPatch.Status.APPLIED, applied_at__gt=patch.created_at)
-                 .order_by("applied_at").values_list("seq", flat=True))
-    changed = (f" (patch{'es' if len(since) > 1 else ''} {', '.join(map(str, since))} applied since)"
-               if since else "")
+                 .order_by("applied_at").values_list("seq", flat=True)[:6])  # named in the reason: a few
+    named = ", ".join(map(str, since[:5])) + (" and more" if len(since) > 5 else "")
+    changed = f" (patch{'es' if len(since) > 1 else ''} {named} applied since)" if since else ""
     return (f"stale: the run's definition changed after this patch was held{changed}; its operations were "
             "approved against the definition shown with it, and may name other nodes now, so it was not applied")
 
