@@ -50,6 +50,10 @@ def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
         except (ValueError, TypeError) as exc:
             raise ScheduleInvalid(f"cron {cron!r}: {name} {value!r}: {exc}",
                                   extra={"field": "cron", "rule": "cron_syntax"}) from None
+    try:  # whole, as beat loads it: a day no month named has (30 February) would be skipped there, unsaid
+        crontab(**dict(zip(FIELDS, parts, strict=True)))
+    except (ValueError, TypeError) as exc:
+        raise ScheduleInvalid(f"cron {cron!r} never fires: {exc}", extra={"field": "cron", "rule": "cron_never"}) from None
     try:
         zone = ZoneInfo(str(tz))
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long, or a folder
