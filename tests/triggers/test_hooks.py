@@ -159,6 +159,17 @@ def test_a_mapping_that_makes_inputs_json_cannot_hold_fails_by_the_body_s_rule_a
 
 
 @pytest.mark.django_db
+def test_a_template_mapping_with_an_index_of_thousands_of_digits_reads_nothing(api, user):
+    """The index is only past the end of the list (Python's int() refuses past 4300 digits)."""
+    hook = make_hook(api, user, mapping={"template": {"x": "$inputs.a." + "9" * 5000, "y": "$inputs.a.0"}})
+
+    response = deliver(hook, {"a": [1]})
+
+    assert response.status_code == 202, response.content[:300]
+    assert Run.objects.get(pk=response.json()["run_id"]).inputs == {"x": None, "y": 1}
+
+
+@pytest.mark.django_db
 def test_the_hook_secret_is_shown_once(api, user):
     hook = make_hook(api, user)
 
