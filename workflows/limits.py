@@ -2,11 +2,17 @@
 schedule's inputs, a hook's mapping, an approver's form data): measured as the artifacts are
 (``canonical_json`` in UTF-8), and refused naming the field, the rule, the limit and the size.
 What is stored whatever its size, an error, is cut to its bound where it is made (``bounded_error``,
-``clipped``)."""
+``clipped``).
+
+A value JSON in PostgreSQL or the engine cannot hold is refused by one rule too (``unstorable``):
+the API's body parser applies it to every body, and ``run_start`` to every run's inputs, whoever
+made them (a hook's mapping can make NaN or NUL from a body that had neither)."""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from aob_project.exceptions import AobError, ValidationFailed
@@ -22,6 +28,97 @@ def refuse_past(value: Any, limit: int, *, field: str, error: type[AobError] = V
         raise error(f"{field} is {size} bytes; at most {limit}" + (f" ({setting})" if setting else ""), code=code,
                     extra={"field": field, "rule": "max_bytes", "limit": limit, "size": size})
     return size
+
+
+# The engine's integers (CEL's int) are 64-bit: a wider one would fail the first node that reads it.
+INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Unstorable:
+    """What a value holds that cannot be stored: the rule it breaks, why, and where (a JSON Pointer,
+    ``/`` for the whole value, cut to 200 bytes: a key can be as long as the value allows)."""
+
+    rule: str
+    message: str
+    path: str
+
+
+def unstorable(value: Any, *, int64: bool = True) -> Unstorable | None:
+    """The first thing in ``value`` that ``jsonb`` or the engine cannot hold, else None: NUL
+    (``jsonb`` refuses ``\\u0000``), a lone surrogate (no UTF-8), NaN or Infinity (no JSON), a key
+    that is not a string, a value that is no JSON type and, with ``int64``, an integer beyond 64
+    bits (what a sender may send: ``jsonb`` holds one, and reads a float the API took, ``1e20``,
+    back as one). Iterative: a deep value cannot reach the recursion limit. A path is built only
+    for the one found; scalars are judged where they are met, not stacked (a run's inputs are up
+    to 16 MiB of them)."""
+    if not isinstance(value, dict | list | tuple):
+        problem = _scalar_problem(value, int64)
+        return Unstorable(problem[0], problem[1], "/") if problem else None
+    stack: list[tuple[Any, Any]] = [(value, None)]  # (container, where): where is (parent's where, key) or None
+    while stack:
+        item, where = stack.pop()
+        is_map = isinstance(item, dict)
+        for key, child in (item.items() if is_map else enumerate(item)):
+            if is_map and (key.__class__ is not str or not key.isascii() or "\x00" in key):
+                problem = (_text_problem(key) if isinstance(key, str)
+                           else ("type", f"a key must be a string, not a {type(key).__name__}"))
+                if problem is not None:
+                    return Unstorable(problem[0], problem[1], _pointer(where))
+            if isinstance(child, dict | list | tuple):
+                stack.append((child, (where, key)))
+            elif child.__class__ is not str or not child.isascii() or "\x00" in child:
+                problem = _scalar_problem(child, int64)
+                if problem is not None:
+                    return Unstorable(problem[0], problem[1], _pointer((where, key)))
+    return None
+
+
+def _scalar_problem(value: Any, int64: bool) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return _text_problem(value)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if not int64 or INT64[0] <= value <= INT64[1] else (
+            "integer_out_of_range", f"integer {_digits(value)} is outside the 64-bit range")
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("invalid_number", f"{value!r} is not a JSON number (one is finite)")
+    return "type", f"a value of type {type(value).__name__} is not JSON"
+
+
+def _text_problem(text: str) -> tuple[str, str] | None:
+    if "\x00" in text:
+        return "nul_character", "strings must not contain the NUL character (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # "\ud800" parses, but is no UTF-8: PostgreSQL and hashing fail
+            return "invalid_unicode", "strings must not contain lone surrogates (\\ud800)"
+    return None
+
+
+def _digits(number: int) -> str:
+    """The start of ``number``'s digits; Python refuses to write one past 4300 digits at all."""
+    return str(number)[:30] if number.bit_length() < 1000 else f"of {number.bit_length()} bits"
+
+
+def _pointer(where: Any) -> str:
+    keys = []
+    while where is not None:
+        where, key = where
+        keys.append(str(key).replace("~", "~0").replace("/", "~1"))
+    return clipped("".join(f"/{key}" for key in reversed(keys)), 200) or "/"
+
+
+def refuse_unstorable(value: Any, *, field: str, error: type[AobError] = ValidationFailed,
+                      code: str | None = None, int64: bool = True) -> None:
+    """Raise ``error`` (400) naming ``field``, the rule and the path when ``value`` holds something
+    ``unstorable``: before the value reaches ``canonical_json`` (NaN) or PostgreSQL (NUL)."""
+    problem = unstorable(value, int64=int64)
+    if problem is not None:
+        raise error(f"{field} at {problem.path}: {problem.message}", code=code,
+                    extra={"field": field, "rule": problem.rule, "path": problem.path})
 
 
 # An error is stored in its node run, its event, the run's error (in every run a list answers) and

@@ -4,6 +4,7 @@ a search. A value a filter cannot take is a 400 naming the parameter (and the al
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
@@ -94,6 +95,21 @@ def test_a_value_a_run_filter_cannot_take_is_refused_by_name(runs, query, field,
     assert body["details"]["field"] == field and body["message"].startswith(f"{field}:")
     if field == "status":
         assert body["details"]["allowed"] == Run.Status.values
+
+
+def cursor_of(querystring: str) -> str:
+    """A cursor made by hand: DRF's base64 of ``o`` (offset), ``r`` (reverse) and ``p`` (position)."""
+    return base64.b64encode(querystring.encode()).decode()
+
+
+@pytest.mark.parametrize("querystring", ["o=0&p=garbage", "p=2024-13-45T00:00:00Z", "p=99999-01-01", "r=1&p=%00",
+                                         "p=2024-01-01T00:00:00"])
+def test_a_cursor_whose_position_is_no_time_is_no_page(runs, querystring):
+    response = client_for(runs["alice"]).get(f"{API}/runs", {"cursor": cursor_of(querystring)})
+
+    assert response.status_code == 404, response.content[:300]
+    body = response.json()
+    assert body["details"] == {"field": "cursor", "rule": "invalid_cursor"} and body["message"].startswith("cursor:")
 
 
 def test_workflows_list_description_last_run_and_search(runs):

@@ -149,6 +149,37 @@ def test_a_run_s_large_inputs_reach_its_first_event_as_a_link(user: Any) -> None
         assert client.get(shown["large"]["href"]).json()["inputs"] == large
 
 
+@pytest.mark.parametrize(("inputs", "rule", "path"), [
+    ({"x": float("nan")}, "invalid_number", "/x"),
+    ({"x": [1, float("-inf")]}, "invalid_number", "/x/1"),
+    ({"x": "a\x00b"}, "nul_character", "/x"),
+    ({"x": {"k\x00": 1}}, "nul_character", "/x"),
+    ({"x": "\ud800"}, "invalid_unicode", "/x"),
+])
+def test_inputs_json_cannot_hold_are_refused_by_the_body_s_rule_and_start_nothing(user: Any, inputs: dict[str, Any],
+                                                                                   rule: str, path: str) -> None:
+    """Every start (the API, a hook's mapping, a schedule, a parent run) goes through run_start: what
+    the API's body parser refuses as unstorable is refused there too, naming the rule and where,
+    instead of a ValueError from the canonical JSON or a DataError from PostgreSQL. An integer
+    beyond 64 bits is stored: a replay's inputs hold one where the API took a float (1e20)."""
+    from aob_project.exceptions import ValidationFailed
+
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1", **Q}}], "edges": []}
+    before = Run.objects.count()
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_start(owner=user, definition=definition, inputs=inputs)
+
+    assert refused.value.code == "invalid_inputs"
+    assert refused.value.extra == {"field": "inputs", "rule": rule, "path": path}
+    assert Run.objects.count() == before
+    stored = run_start(owner=user, definition=definition, inputs={"f": 1e20, "g": 1.5})
+    read_back = Run.objects.get(pk=stored.pk).inputs
+    assert read_back == {"f": 10**20, "g": 1.5}  # as jsonb reads it back: how a replay starts
+    replayed = run_start(owner=user, definition=definition, inputs=read_back)
+    assert Run.objects.get(pk=replayed.pk).inputs == read_back
+
+
 def test_a_start_evaluates_no_expression_its_entry_conditional_goes_on_in_the_coordinator(user: Any) -> None:
     """The start runs in the web process (or a hook's, a parent's): it evaluates nothing in place.
     An entry conditional is stored as it completes, unconsumed, for a coordinator's decision to

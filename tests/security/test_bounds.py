@@ -181,6 +181,19 @@ def test_a_caller_may_lower_the_resolve_cap_never_raise_it(settings: Any) -> Non
         resolve("$inputs.s", inputs={"s": "x" * 200}, outputs={}, max_bytes=100)
 
 
+@pytest.mark.parametrize(("reference", "found"), [
+    ("$inputs.a.1", 2), ("$inputs.a.-1", 2), ("$inputs.a.-2", 1), ("$inputs.a.2", None), ("$inputs.a.-3", None),
+    ("$inputs.a." + "0" * 5000 + "1", 2),  # leading zeros, as int() reads them
+    ("$inputs.a." + "9" * 5000, None), ("$inputs.a.-" + "9" * 5000, None), ("$inputs.a." + "9" * 19, None),
+    ("${inputs.a." + "9" * 5000 + "}", ""),
+])
+def test_a_list_index_past_the_end_is_nothing_however_many_digits_it_has(reference: str, found: Any) -> None:
+    """Python refuses int() of more than 4300 digits (a ValueError): a hook's template mapping, a
+    node's config and ``metadata.output`` all resolve through here, so such an index is only one
+    more index past the end."""
+    assert resolve({"x": reference}, inputs={"a": [1, 2]}, outputs={}) == {"x": found}
+
+
 # --- the validator: a wrong type anywhere is a problem with path and rule, never an exception ------
 
 IDS = st.sampled_from(["a", "b", "c", "d"])

@@ -136,6 +136,40 @@ def test_a_mapping_shapes_the_inputs(api, user):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("cel", "rule", "path"), [
+    ("{'x': 0.0/0.0}", "invalid_number", "/x"),
+    ("{'x': [1.0/0.0]}", "invalid_number", "/x/0"),
+    ("{'x': '\\x00'}", "nul_character", "/x"),
+    ("{'x\\x00': 1}", "nul_character", "/"),
+    ("{'x': 18446744073709551615u}", "integer_out_of_range", "/x"),
+])
+def test_a_mapping_that_makes_inputs_json_cannot_hold_fails_by_the_body_s_rule_and_starts_nothing(api, user, cel,
+                                                                                                  rule, path):
+    """A CEL mapping can make what no body may carry (NaN, NUL, a 65-bit integer): the delivery is a
+    failed mapping naming the rule and where, not a 500 from the canonical JSON or PostgreSQL, and
+    nothing is recorded, so the sender's retry goes through once the owner fixes the mapping."""
+    hook = make_hook(api, user, mapping={"cel": cel})
+
+    response = deliver(hook, {"a": 1})
+
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"] == "mapping_failed"
+    assert response.json()["details"] == {"field": "mapping.cel", "rule": rule, "path": path}
+    assert not Run.objects.exists() and not HookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_template_mapping_with_an_index_of_thousands_of_digits_reads_nothing(api, user):
+    """The index is only past the end of the list (Python's int() refuses past 4300 digits)."""
+    hook = make_hook(api, user, mapping={"template": {"x": "$inputs.a." + "9" * 5000, "y": "$inputs.a.0"}})
+
+    response = deliver(hook, {"a": [1]})
+
+    assert response.status_code == 202, response.content[:300]
+    assert Run.objects.get(pk=response.json()["run_id"]).inputs == {"x": None, "y": 1}
+
+
+@pytest.mark.django_db
 def test_the_hook_secret_is_shown_once(api, user):
     hook = make_hook(api, user)
 

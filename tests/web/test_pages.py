@@ -3,6 +3,7 @@ from, static files served by the app itself, and the approvals list's ?run filte
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -84,6 +85,17 @@ def test_the_workflows_page_pages_by_tag_and_keeps_the_search(browser: Client, u
     assert pages == [["alpha", "bravo"], ["charlie", "delta"], ["echo"]]
     assert 'rel="prev"' in response.content.decode()
     assert browser.get("/?cursor=nonsense").context["problem"].startswith("cursor:")
+
+
+@pytest.mark.parametrize(("path", "querystring"), [("/runs/", "o=0&p=garbage"), ("/runs/", "p=99999-01-01"),
+                                                   ("/runs/", "r=1&p=%00"), ("/", "r=1&p=%00")])
+def test_a_hand_made_cursor_is_a_problem_on_the_page(browser: Client, user: Any, path: str, querystring: str) -> None:
+    cursor = base64.b64encode(querystring.encode()).decode()
+
+    response = browser.get(path, {"cursor": cursor})
+
+    assert response.status_code == 200
+    assert response.context["problem"].startswith("cursor:")
 
 
 def test_every_page_links_to_flower_and_the_api_docs(browser: Client, settings: Any) -> None:

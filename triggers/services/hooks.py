@@ -38,7 +38,7 @@ from workflows import ratelimit
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import resolve
-from workflows.limits import refuse_past
+from workflows.limits import refuse_past, unstorable
 from workflows.models import Run, Workflow
 
 from ..exceptions import HookUnauthorized, NotHookOwner
@@ -198,6 +198,12 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
             raise ValidationFailed(f"the hook's mapping failed: {exc}", code="mapping_failed",
                                    extra={"field": "mapping.cel", "rule": "cel_evaluation"}) from None
         inputs = json.loads(json.dumps(inputs, default=str))  # CEL maps and lists as plain JSON
+        # the rule run_start applies to every run's inputs, here to say that the mapping made them
+        problem = unstorable(inputs)
+        if problem is not None:
+            raise ValidationFailed(f"the hook's mapping failed: it made inputs at {problem.path} that cannot be "
+                                   f"stored: {problem.message}", code="mapping_failed",
+                                   extra={"field": "mapping.cel", "rule": problem.rule, "path": problem.path})
     else:
         inputs = resolve(mapping["template"], inputs=payload if isinstance(payload, dict) else {"body": payload},
                          outputs={})

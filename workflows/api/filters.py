@@ -6,11 +6,14 @@ allowed values, the same as every other refused query parameter; never silently 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
+from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
@@ -136,13 +139,33 @@ class KeysetPagination(CursorPagination):
             raise refuse("limit", "must be at least 1", "minimum")
         return min(value, self.max_page_size)
 
+    def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> list[Any] | None:
+        self.model = queryset.model  # decode_cursor judges a position by the ordering's field
+        return super().paginate_queryset(queryset, request, view)
+
     def decode_cursor(self, request: Any) -> Any:
+        """DRF's cursor, its position judged too: DRF filters on the position as it comes, so a
+        hand-made one that is no value of the ordering's field (no time, a naive time, NUL) would
+        reach the database and fail there."""
         try:
-            return super().decode_cursor(request)
-        except DrfNotFound:
+            cursor = super().decode_cursor(request)
+            if cursor is not None and cursor.position is not None:
+                self._check_position(cursor.position)
+        except (DrfNotFound, DjangoValidationError):
             # 404, as DRF answers: no such page. The message names the parameter.
             raise NotFound("cursor: no such page (take cursors from the next or previous link)",
                            extra={"field": "cursor", "rule": "invalid_cursor"}) from None
+        return cursor
+
+    def _check_position(self, position: str) -> None:
+        """Raise DjangoValidationError unless ``position`` is a value this page's ordering could
+        have handed out: its field's type, without NUL, and a time with its offset."""
+        if "\x00" in position:
+            raise DjangoValidationError("NUL")
+        field = self.model._meta.get_field(self.ordering[0].lstrip("-"))
+        value = field.to_python(position)
+        if isinstance(value, datetime) and timezone.is_naive(value):
+            raise DjangoValidationError("a time without its offset")
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         return [

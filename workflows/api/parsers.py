@@ -1,6 +1,7 @@
 """A JSON parser that refuses what PostgreSQL or the engine cannot hold, as a 400 and never a 500:
-bodies over the limit, nesting past the limit, NUL characters (``jsonb`` rejects ``\\u0000``),
-lone surrogates (not UTF-8), integers beyond 64 bits, NaN and Infinity."""
+bodies over the limit, nesting past the limit, and what ``workflows.limits.unstorable`` refuses in
+any stored value: NUL characters (``jsonb`` rejects ``\\u0000``), lone surrogates (not UTF-8),
+integers beyond 64 bits, NaN and Infinity (the last two as they are parsed, naming their text)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from workflows.definition.validation import json_depth
-
-INT64 = (-(2**63), 2**63 - 1)
+from workflows.limits import INT64, unstorable
 
 
 class BodyRejected(ParseError):
@@ -41,26 +41,6 @@ def _reject_constant(name: str) -> Any:
     raise BodyRejected("invalid_number", f"{name} is not valid JSON")
 
 
-def _string_problem(value: Any) -> BodyRejected | None:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return BodyRejected("nul_character", "strings must not contain the NUL character (\\u0000)")
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:  # "\ud800" parses, but is no UTF-8: PostgreSQL and hashing fail
-                    return BodyRejected("invalid_unicode", "strings must not contain lone surrogates (\\ud800)")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
-
-
 def loads_strict(raw: bytes) -> Any:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit and len(raw) > limit:
@@ -79,9 +59,9 @@ def loads_strict(raw: bytes) -> Any:
         raise BodyRejected("malformed_json", f"malformed JSON: {exc}") from exc
     if json_depth(data, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
         raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
-    problem = _string_problem(data)
+    problem = unstorable(data)  # what parsing lets through: NUL and lone surrogates, in keys too
     if problem is not None:
-        raise problem
+        raise BodyRejected(problem.rule, problem.message)
     return data
 
 

@@ -24,14 +24,30 @@ def _walk(root: Any, parts: Iterable[str]) -> Any:
     for part in parts:
         if isinstance(value, dict):
             value = value.get(part, _MISSING)
-        elif isinstance(value, list) and (part.isdigit() or (part.startswith("-") and part[1:].isdigit())):
-            index = int(part)
-            value = value[index] if -len(value) <= index < len(value) else _MISSING
+        elif isinstance(value, list) and (index := _index(part, len(value))) is not None:
+            value = value[index]
         else:
             value = _MISSING
         if value is _MISSING:
             return None
     return value
+
+
+# More digits than any list's length has: int() of them is pointless, and past 4300 digits refused.
+_INDEX_DIGITS = 18
+
+
+def _index(part: str, length: int) -> int | None:
+    """``part`` as an index into a list of ``length`` items (``-1`` the last), or None when it is no
+    index or past the end. A huge index is only past the end: its digits are never converted."""
+    digits = part[1:] if part.startswith("-") else part
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > _INDEX_DIGITS:
+        return None
+    index = -int(digits) if part.startswith("-") else int(digits)
+    return index if -length <= index < length else None
 
 
 def lookup(path: str, *, inputs: dict, outputs: dict[str, Any]) -> Any:

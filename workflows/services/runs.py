@@ -19,7 +19,7 @@ from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, run_output, transitions
 from workflows.engine.artifacts import keep_artifacts
 from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
-from workflows.limits import refuse_past
+from workflows.limits import refuse_past, refuse_unstorable
 from workflows.models import (
     Artifact,
     Event,
@@ -53,8 +53,12 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     inputs = inputs if inputs is not None else {}
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
-    # whoever starts it (the API, whose body is capped, a hook's mapping, a parent run): measured once
-    # (no inputs: 0, as the runs before the column)
+    # whoever starts it (the API, whose body is capped, a hook's mapping, a schedule, a parent run):
+    # judged by the API body's rule for what cannot be stored (a CEL mapping can make NaN or NUL),
+    # and measured once (no inputs: 0, as the runs before the column). Not its 64-bit rule: that is
+    # the senders' (the body, a hook's mapping); a replay's stored inputs, or a parent's outputs,
+    # may hold a wider integer (jsonb reads a float the API took, 1e20, back as one).
+    refuse_unstorable(inputs, field="inputs", code="invalid_inputs", int64=False)
     inputs_bytes = refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs",
                                setting="AOB_MAX_RUN_INPUTS_BYTES", code="invalid_inputs") if inputs else 0
     stored = bool(artifact_id)
