@@ -72,6 +72,12 @@ def runs_search(*, runs: QuerySet[Run], text: str) -> QuerySet[Run]:
     return runs.filter(pk__in=found)
 
 
+def search_scope() -> str:
+    """What a search looks at, in words, for the page that offers it."""
+    return (f"Searches the latest {settings.AOB_RUN_SEARCH_MAX_RUNS:,} runs the other filters leave (Created before "
+            f"reaches further back), in inputs of at most {settings.AOB_RUN_SEARCH_INPUTS_MAX_BYTES:,} bytes and in errors")
+
+
 @contextmanager
 def statement_timeout(ms: int) -> Iterator[None]:
     """Statements inside stop after ``ms`` (``set_config(..., is_local => true)``: ``SET LOCAL``,

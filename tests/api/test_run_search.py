@@ -70,6 +70,7 @@ def test_a_search_reads_no_inputs_past_its_bound_nor_another_users(user: Any, ma
     assert read == 0, f"the search read {read} blocks of TOASTed inputs"
     assert set(searched) == {small, declined} and not set(searched) & set(large)
     assert page.status_code == 200 and {str(r["pk"]) for r in page.context["runs"]} == {small, declined}
+    assert "Searches the latest 1,000 runs" in page.content.decode()  # the page says what a search looks at
     assert statement_timeout() == timeout  # the search's own timeout ended with it
 
 
