@@ -305,6 +305,13 @@ AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024,
 # A run's metadata.output is computed once after it completes, by a worker on its own queue (wf.output)
 # (workflows/services/runs.py run_output_store), within this many seconds (the task's soft time limit).
 AOB_OUTPUT_TIME_LIMIT_S = env_int("AOB_OUTPUT_TIME_LIMIT_S", 60, within=(1, 3600))
+# The runs list's text search (?q=, API and web; workflows/search.py): it looks at the latest
+# AOB_RUN_SEARCH_MAX_RUNS runs the other filters leave, reads a run's inputs only when they are at
+# most AOB_RUN_SEARCH_INPUTS_MAX_BYTES (Run.inputs_bytes; 0: errors only), and its statement stops
+# after AOB_RUN_SEARCH_TIMEOUT_MS (a 400 naming q). One search reads at most MAX_RUNS x INPUTS_MAX_BYTES.
+AOB_RUN_SEARCH_MAX_RUNS = env_int("AOB_RUN_SEARCH_MAX_RUNS", 1000, within=(1, 100_000))
+AOB_RUN_SEARCH_INPUTS_MAX_BYTES = env_int("AOB_RUN_SEARCH_INPUTS_MAX_BYTES", 16 * 1024, within=(0, 1024 * 1024))
+AOB_RUN_SEARCH_TIMEOUT_MS = env_int("AOB_RUN_SEARCH_TIMEOUT_MS", 1000, within=(10, 60_000))
 # GET /runs/{id}/details and a node's iterations page: larger fields become links (workflows/selectors.py).
 AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 # An open event stream judges its user again (token, session, active, the run visible) before it

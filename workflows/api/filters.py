@@ -11,8 +11,7 @@ from typing import Any
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Q, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -21,6 +20,7 @@ from rest_framework.exceptions import NotFound as DrfNotFound
 from rest_framework.pagination import CursorPagination
 
 from aob_project.exceptions import NotFound, ValidationFailed
+from workflows import search
 from workflows.models import Run, Workflow
 
 TEXT_MAX = 200
@@ -72,6 +72,12 @@ class Choice(django_filters.ChoiceFilter):
         super().__init__(*args, choices=[(c, c) for c in choices], **kwargs)
 
 
+SEARCH_HELP = ("text in the run's inputs or error, in any case: among the latest AOB_RUN_SEARCH_MAX_RUNS (1,000) "
+               "runs the other filters leave (created_before reaches further back), in inputs of at most "
+               "AOB_RUN_SEARCH_INPUTS_MAX_BYTES (16 KiB); a search that takes longer than AOB_RUN_SEARCH_TIMEOUT_MS "
+               "(1 s) is a 400, rule search_timeout")
+
+
 class RunFilter(django_filters.FilterSet):
     workflow = Text(field_name="tag", help_text="the workflow's tag")
     tag = Text(field_name="tag", help_text="the same as workflow")
@@ -79,7 +85,7 @@ class RunFilter(django_filters.FilterSet):
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     owner = Text(method="filter_owner", help_text="staff only: another user's runs, by username")
-    q = Text(method="filter_text", help_text="text in the run's inputs or error")
+    q = Text(method="search_last", help_text=SEARCH_HELP)
 
     class Meta:
         model = Run
@@ -88,9 +94,15 @@ class RunFilter(django_filters.FilterSet):
     def filter_owner(self, qs: QuerySet, name: str, value: str) -> QuerySet:
         return qs.filter(owner__username=value)
 
-    def filter_text(self, qs: QuerySet, name: str, value: str) -> QuerySet:
-        return qs.annotate(_inputs_text=Cast("inputs", TextField()), _error_text=Cast("error", TextField())).filter(
-            Q(_inputs_text__icontains=value) | Q(_error_text__icontains=value))
+    def search_last(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        return qs  # filter_queryset searches, once every other filter has narrowed the runs
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        """The other filters, then the text search within its bounds (``workflows.search``): it
+        looks at the latest runs they leave."""
+        runs = super().filter_queryset(queryset)
+        text = self.form.cleaned_data.get("q")
+        return search.runs_search(runs=runs, text=text) if text else runs
 
 
 RUN_FILTER_PARAMETERS = [
@@ -101,7 +113,7 @@ RUN_FILTER_PARAMETERS = [
     OpenApiParameter("created_before", OpenApiTypes.DATETIME, description="created before (ISO 8601)"),
     OpenApiParameter("owner", str, pattern=TAG_PARAM_PATTERN,
                      description="staff: any user's runs, by username; others see only their own"),
-    OpenApiParameter("q", str, pattern=TAG_PARAM_PATTERN, description="text in the run's inputs or error"),
+    OpenApiParameter("q", str, pattern=TAG_PARAM_PATTERN, description=SEARCH_HELP),
 ]
 
 

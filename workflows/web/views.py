@@ -23,6 +23,7 @@ from workflows import selectors
 from workflows.api.filters import CheckedFilterBackend, KeysetPagination, RunFilter, WorkflowFilter
 from workflows.models import Run
 from workflows.results import run_duration_ms
+from workflows.search import search_scope
 
 RUNS_PAGE_SIZE = 100
 WORKFLOWS_PAGE_SIZE = 100
@@ -124,7 +125,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return _render(request, "run_list.html", nav="runs", runs=[_run_row(r) for r in runs], filters=wanted,
                    statuses=Run.Status.values, tags=tags, problem=problem, page_size=RUNS_PAGE_SIZE,
                    next_query=_query_of(next_link), previous_query=_query_of(previous_link),
-                   is_staff=request.user.is_staff)
+                   is_staff=request.user.is_staff, search_scope=search_scope())
 
 
 RUN_LIST_PARAMS = ("workflow", "status", "created_after", "created_before", "owner", "q", "cursor")
