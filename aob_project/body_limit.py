@@ -24,7 +24,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            return int(value) if value.isdigit() else None  # the server refuses a malformed one
+            if not value.isdigit():
+                return None  # the server refuses a malformed one
+            # past 18 digits, past any limit: Python converts at most 4,300 digits
+            return int(value) if len(value.lstrip(b"0")) <= 18 else 10**18
     return None
 
 

@@ -105,6 +105,11 @@ SAVE_REFUSALS = {
                                              for i in range(40)}, "d40": True}, "$ref": "#/$defs/d0"}, "",
                                "form.budget"),
     "dangling reference": ({"$ref": "#/$defs/missing"}, "/$ref", "form.ref_unresolved"),
+    # an index Python will not convert (past 4,300 digits, or a superscript "digit"): a 500 before
+    "reference through a huge index": ({"allOf": [True], "$ref": "#/allOf/" + "9" * 5000}, "/$ref",
+                                       "form.ref_unresolved"),
+    "reference through a superscript index": ({"allOf": [True], "$ref": "#/allOf/\u00b2"}, "/$ref",
+                                              "form.ref_unresolved"),
 }
 
 

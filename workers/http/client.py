@@ -209,7 +209,8 @@ def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
 
 def _read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    # ASCII digits only (str.isdigit takes "²"), and a length past 18 digits is past any cap unconverted
+    if declared.isascii() and declared.isdigit() and (len(declared.lstrip("0")) > 18 or int(declared) > cap):
         raise ResponseTooLarge(f"response declares {declared} bytes, over the {cap}-byte cap",
                                extra={"url": url, "limit": cap, "transient": False})
     chunks: list[bytes] = []

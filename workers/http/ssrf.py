@@ -71,7 +71,7 @@ class AllowEntry:
 
 
 def _port_number(text: str, raw: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
         raise ImproperlyConfigured(f"AOB_HTTP_ALLOWLIST entry {raw!r}: bad port {text!r}")
     return int(text)
 

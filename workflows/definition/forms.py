@@ -35,6 +35,8 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from .references import list_index
+
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TYPES = ["array", "boolean", "integer", "null", "number", "object", "string"]
 
@@ -252,8 +254,8 @@ def _resolves(form: Any, ref: str) -> bool:
         part = raw.replace("~1", "/").replace("~0", "~")
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+        elif isinstance(node, list) and (index := list_index(part, len(node))) is not None and index >= 0:
+            node = node[index]
         else:
             return False
     return True

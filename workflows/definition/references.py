@@ -24,7 +24,7 @@ def _walk(root: Any, parts: Iterable[str]) -> Any:
     for part in parts:
         if isinstance(value, dict):
             value = value.get(part, _MISSING)
-        elif isinstance(value, list) and (index := _index(part, len(value))) is not None:
+        elif isinstance(value, list) and (index := list_index(part, len(value))) is not None:
             value = value[index]
         else:
             value = _MISSING
@@ -37,7 +37,7 @@ def _walk(root: Any, parts: Iterable[str]) -> Any:
 _INDEX_DIGITS = 18
 
 
-def _index(part: str, length: int) -> int | None:
+def list_index(part: str, length: int) -> int | None:
     """``part`` as an index into a list of ``length`` items (``-1`` the last), or None when it is no
     index or past the end. A huge index is only past the end: its digits are never converted."""
     digits = part[1:] if part.startswith("-") else part
