@@ -46,8 +46,8 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": "unknown_tool", "message": f"tool {name!r} is not available"}
     try:
         args = json.loads(raw_args or "{}")
-    except ValueError as exc:
-        return {"status": "error", "error": "invalid_arguments", "message": f"arguments are not JSON: {exc}"}
+    except (ValueError, TypeError, RecursionError) as exc:  # nested past the parser's depth, or not text at all
+        return {"status": "error", "error": "invalid_arguments", "message": f"arguments are not JSON: {exc}"[:500]}
     if not isinstance(args, dict):
         return {"status": "error", "error": "invalid_arguments", "message": "arguments must be a JSON object"}
     problem = next(iter(sorted(Draft202012Validator(tool.parameters).iter_errors(args), key=lambda e: list(e.path))),
@@ -61,8 +61,24 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": exc.code, "message": exc.message}
 
 
-def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+def _result(state: AgentState, name: str, raw_args: str) -> Any:
+    """A tool's result as JSON, within ``AOB_AGENT_TOOL_RESULT_MAX_BYTES``: a larger one is replaced
+    by an error telling the model to narrow it, so no result past the bound is kept, journaled or
+    sent back to the model."""
+    text = json.dumps(_run_tool(state, name, raw_args), default=str)
+    size, cap = len(text.encode()), settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES
+    if size > cap:
+        return {"status": "error", "error": "result_too_large", "bytes": size, "limit": cap,
+                "message": f"the result is {size} bytes; a tool result may be at most {cap} "
+                           "(AOB_AGENT_TOOL_RESULT_MAX_BYTES): ask for less (table_filter, table_select, top_k)"}
+    return json.loads(text)
+
+
+def _too_many(index: int) -> dict[str, Any]:
+    limit = settings.AOB_AGENT_MAX_TOOL_CALLS_PER_TURN
+    return {"status": "error", "error": "too_many_tool_calls", "limit": limit,
+            "message": f"tool call {index} not run: one message runs at most {limit} tool calls "
+                       "(AOB_AGENT_MAX_TOOL_CALLS_PER_TURN); ask for the rest in the next message"}
 
 
 def _message(response: Any) -> dict[str, Any]:
@@ -113,7 +129,8 @@ def run_agent(ctx: NodeContext) -> Any:
             result = journal.tools.get((turn, index))
             if result is None:
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
-                result = journal.record_tool(turn, index, _json_safe(_run_tool(state, name, arguments)))
+                result = journal.record_tool(turn, index, _result(state, name, arguments)
+                                             if index < settings.AOB_AGENT_MAX_TOOL_CALLS_PER_TURN else _too_many(index))
             journal.compare_tool(turn, index, result)
             state.observe(name, result)
             tool_calls.append({"name": name, "arguments": _parsed(arguments), "result": result})
@@ -176,5 +193,5 @@ def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
 def _parsed(raw: str) -> Any:
     try:
         return json.loads(raw or "{}")
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):
         return raw

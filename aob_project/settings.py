@@ -373,6 +373,12 @@ AOB_RUN_MAX_TOKENS = env_int("AOB_RUN_MAX_TOKENS", 500_000)
 AOB_RUN_MAX_COST_USD = env_float("AOB_RUN_MAX_COST_USD", 2.0)
 AOB_OWNER_DAILY_COST_USD = env_float("AOB_OWNER_DAILY_COST_USD", 20.0)
 AOB_LLM_MAX_TOKENS = env_int("AOB_LLM_MAX_TOKENS", 4096)
+# What one model message's tool calls may cost (agents/loop.py): the most tool calls run from one
+# message (the rest are answered with an error, unrun), and the most bytes of JSON one tool result
+# may be (past it the model is told to narrow it; nothing larger is kept, journaled or sent back).
+AOB_AGENT_MAX_TOOL_CALLS_PER_TURN = env_int("AOB_AGENT_MAX_TOOL_CALLS_PER_TURN", 32, within=(1, 256))
+AOB_AGENT_TOOL_RESULT_MAX_BYTES = env_int("AOB_AGENT_TOOL_RESULT_MAX_BYTES", 256 * 1024,
+                                          within=(1024, 16 * 1024 * 1024))
 
 from aob_project.logs import configure_structlog, formatter  # noqa: E402
 

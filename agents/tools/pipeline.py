@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from agents.exceptions import ToolError
 from workers.http import idempotency, request
 
@@ -113,7 +115,16 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             done.append({"op": op, "field": field, "rows": len(data)})
         elif op == "table_select":
             fields = step.get("fields") or []
-            data = [{f: r.get(f) for f in fields} for r in _rows(data, op)]
+            rows = _rows(data, op)
+            # each row becomes an object of every field, named: a few small rows times many fields
+            # would build far more than was fetched, so what it would build is bounded first
+            least = len(rows) * sum(len(str(f)) + 8 for f in fields)
+            if least > settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES:
+                raise ToolError(f"step {i}: table_select would make at least {least} bytes ({len(rows)} rows × "
+                                f"{len(fields)} fields); a tool result may be at most "
+                                f"{settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES}: filter or top_k first",
+                                extra={"step": i, "limit": settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES})
+            data = [{f: r.get(f) for f in fields} for r in rows]
             done.append({"op": op, "fields": fields})
         elif op == "top_k":
             k = int(step.get("k", 0))

@@ -118,3 +118,40 @@ def test_each_tool_request_carries_its_own_idempotency_key(engine, api, fake_llm
     assert keys["/echo/own"] == "mine"  # a step's own header wins
     generated = [keys[p] for p in ("/echo/one", "/echo/two", "/echo/orders")]
     assert all(generated) and len(set(generated)) == 3  # one per step and per call
+
+
+def test_one_message_s_tool_calls_are_bounded_in_number_size_and_nesting(engine, api, fake_llm, remote, settings):
+    """What an injected model can make a worker build and keep with one message: a few small rows
+    times a hundred named fields (160 KB fetched became 56 MB stored, 350 MB of worker memory), a
+    fetch larger than the model can read, arguments nested past the parser (the node failed), and
+    as many calls as the message holds. Each is now a tool result the model can act on, none past
+    ``AOB_AGENT_TOOL_RESULT_MAX_BYTES``, and the node completes."""
+    from django.conf import settings as live
+
+    from agents.models import AgentTurn
+    from tests.support.fake_llm import RawArguments
+
+    cap, most = live.AOB_AGENT_TOOL_RESULT_MAX_BYTES, live.AOB_AGENT_MAX_TOOL_CALLS_PER_TURN
+    remote.script("empties", [[{}] * 40_000])
+    remote.script("large", [[{"text": "x" * 1000}] * (cap // 1000 + 10)])
+    widen = {"steps": [{"op": "http_request", "url": f"{remote.base}/seq/empties"},
+                       {"op": "table_select", "fields": [f"field_{i:02}" for i in range(100)]}]}
+    large = {"steps": [{"op": "http_request", "url": f"{remote.base}/seq/large"}]}
+    nested = RawArguments("[" * 5000 + "]" * 5000)
+    calls = [("execute_pipeline", widen), ("execute_pipeline", large), ("search_tools", nested)]
+    calls += [("search_tools", {"query": "http"})] * (most + 2 - len(calls))
+    fake_llm.reset([{"tool_calls": calls}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline", "search_tools"])]))
+
+    assert run.status == "completed", run.error
+    results = [c["result"] for c in node(run, "plan").output["tool_calls"]]
+    assert len(results) == most + 2
+    assert results[0]["status"] == "error" and "table_select would make" in results[0]["message"]
+    assert (results[1]["error"], results[1]["limit"]) == ("result_too_large", cap) and results[1]["bytes"] > cap
+    assert results[2]["error"] == "invalid_arguments"
+    assert all(r["error"] == "too_many_tool_calls" for r in results[most:])
+    assert all("node_types" in r for r in results[3:most])
+    kept = [len(json.dumps(t.content)) for t in AgentTurn.objects.filter(node_run__run_id=run.pk)]
+    assert kept and max(kept) < cap
+    assert len(remote.hits("/seq/empties")) == len(remote.hits("/seq/large")) == 1

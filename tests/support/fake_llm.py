@@ -16,6 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class RawArguments(str):
+    """Tool-call arguments sent as written, not dumped from a dict: text that is no JSON, or JSON
+    past the parser's depth, as a model (or an injected prompt) may send."""
+
+
 class FakeLLM:
     def __init__(self) -> None:
         self.script: list[dict[str, Any]] = []
@@ -71,7 +76,7 @@ class FakeLLM:
         if "tool_calls" in item:
             message["tool_calls"] = [
                 {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function",
-                 "function": {"name": name, "arguments": json.dumps(args)}}
+                 "function": {"name": name, "arguments": args if isinstance(args, RawArguments) else json.dumps(args)}}
                 for name, args in item["tool_calls"]
             ]
             finish = "tool_calls"
