@@ -607,11 +607,16 @@ CORPUS = [
     # a loop's jump runs its target again: judged as if the agent had written the target itself
     row("privilege-loop-back-to-a-stronger-agent", CREW, PLANNING, PLAN, loop_back("draft"), "agent_privilege", 0),
     row("secret-loop-back-to-a-secret-sender", STAGED, PLANNING, PLAN, loop_back("post"), "secret_reference", 0),
-    row("secret-loop-exit-onto-a-secret-sender", STAGED, PLANNING, PLAN,
+    row("secret-loop-through-a-new-step", STAGED, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_edge("x", "post"),
+         add_node({"id": "l", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "x"}}),
+         add_edge("post", "l")], "secret_reference"),
+    # a loop's exit is an edge: its target runs once, as after a plain edge
+    row("loop-exit-onto-a-secret-sender-accepted", STAGED, PLANNING, PLAN,
         [*after("plan", transform("x")),
          add_node({"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
                                                           "break_path": "post"}}), add_edge("x", "l")],
-        "secret_reference", 2),
+        "applied"),
     row("loop-back-to-a-plain-step-accepted", STAGED, PLANNING, PLAN,
         [*after("plan", transform("x")), *loop_back("x")], "applied"),
     # an author's agent: an agent may narrow it, never loosen what its author set
@@ -910,10 +915,13 @@ def test_an_inside_agent_s_loop_that_runs_the_approved_action_again_is_a_change_
     assert kept.status == "applied"
     before = snapshot(run)
 
-    with pytest.raises(PatchRejected) as refused:
-        run_patch_propose(run=run, node_id="act", from_agent=True, operations=loop_back("pay"))
-
-    assert refused.value.extra["rule"] == "approved_action_started"
+    through_a_step = [*after("act", transform("x")), add_edge("x", "pay"),
+                      add_node({"id": "l", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "x"}}),
+                      add_edge("pay", "l")]
+    for loop in (loop_back("pay"), through_a_step):  # onto the action, or back to a step before it
+        with pytest.raises(PatchRejected) as refused:
+            run_patch_propose(run=run, node_id="act", from_agent=True, operations=loop)
+        assert refused.value.extra["rule"] == "approved_action_started"
     assert snapshot(run) == before
     approval.refresh_from_db()
     assert approval.status == "approved" and not approval.decisions.filter(voided=True).exists()
@@ -973,3 +981,26 @@ def test_the_corpus_is_large_and_covers_every_rule():
         "unreachable_node", "gate_approvers", "gate_timeout_approve", "gate_outcome", "gate_bypass",
         "agent_privilege", "duplicate_edge", "max_run_nodes", "excessive_agent_nodes", "ssrf",
         "approved_action_started", "patch_policy", "unknown_proposer", "applied", "pending_approval", "noop"}
+
+
+def test_held_patches_that_commute_all_apply_in_any_order(user):
+    """Patches held against one definition: once one applies, the others' base is gone. One whose
+    operations make, on the run as it is now, exactly what its approver approved with the patches
+    applied since on top (here: each adds its own step) still applies; before, every one after
+    the first was refused as stale and its approval could only end in a rejection."""
+    from approvals.services import approval_decide
+
+    run = run_in_state(user, Case(GOVERNED, PLANNING, PLAN, [], "applied"))
+    first = run_patch_propose(run=run, node_id="plan", from_agent=True, operations=after("plan", transform("x")))
+    second = run_patch_propose(run=run, node_id="plan", from_agent=True, operations=after("plan", transform("y")))
+    assert first.status == second.status == "pending_approval"
+
+    for patch in (second, first):
+        approval_decide(approval=Approval.objects.get(patch=patch), user=user, approve=True, comment="ok")
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("applied", "applied"), first.reason
+    current = definition_of(Run.objects.get(pk=run.pk).current_artifact_id)
+    assert {"x", "y"} <= set(nodes_by_id(current))
+    assert current["edges"][-2:] == [edge("plan", "y"), edge("plan", "x")]  # in the order they applied

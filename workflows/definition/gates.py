@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 GATE = "hitl"
@@ -121,16 +121,19 @@ def guarded(definition: dict[str, Any], gate: str) -> list[str]:
     return sorted(seen)
 
 
-def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[str] = ()) -> str:
+def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[str] = (),
+                  bodies: Mapping[str, Iterable[str]] | None = None) -> str:
     """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
     the nodes it guards and the edges out of them (in authoring order, which routes). Nodes named
     in ``leave_out`` (added by an agent the gate already approved) are not part of it, unless they
-    are loops that jump back into the approved action (they would run it again: that is a change
-    to it)."""
+    are loops whose body (``bodies``: loop id → the nodes one pass runs, the planner's
+    ``loop_body``) holds a node of the approved action: such a loop runs the action again, which is
+    a change to it."""
     nodes = nodes_by_id(definition)
     left_out = set(leave_out)
     approved = {gate, *guarded(definition, gate)} - left_out
-    skip = {n for n in left_out if not (n in nodes and set(jumps(nodes[n])) & approved)}
+    repeats = bodies or {}
+    skip = {n for n in left_out if not (n in nodes and set(repeats.get(n, ())) & approved)}
     region = [n for n in guarded(definition, gate) if n not in skip]
     inside = {gate, *region}
     edges = [[e.get("from"), e.get("to"), e.get("condition")] for e in definition.get("edges", [])

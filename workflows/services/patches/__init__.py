@@ -28,6 +28,7 @@ from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPat
 from workflows.selectors import run_owner_check
 
 from ..artifacts import artifact_store
+from ..definitions import apply_operations
 from .policy import (
     MAX_OPERATIONS,
     PatchRejected,
@@ -200,7 +201,7 @@ def patch_approval_settled(*, approval: Any, approved: bool) -> None:
         _reject_held(run, patch, "rejected by an approver" if not approved else f"run is {run.status}")
         return
     stale = _stale(run, patch)
-    if stale:
+    if stale and not _commutes(run, patch):
         _reject_held(run, patch, stale, rule=STALE)
         return
     before = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
@@ -240,6 +241,49 @@ def _stale(run: Run, patch: RunPatch) -> str:
     changed = f" (patch{'es' if len(since) > 1 else ''} {named} applied since)" if since else ""
     return (f"stale: the run's definition changed after this patch was held{changed}; its operations were "
             "approved against the definition shown with it, and may name other nodes now, so it was not applied")
+
+
+_COMMUTE_AT_MOST = 20  # patches applied since a held one that are replayed to see whether it still applies
+
+
+def _commutes(run: Run, patch: RunPatch) -> bool:
+    """Whether a held patch, applied to the run's definition as it is now, makes exactly what its
+    approver approved with the patches applied since on top (two agents' patches adding a node
+    each, say): then its operations name what they named when it was held, and it may apply. The
+    definitions are compared as the engine reads them: nodes by id, each node's edges out in order."""
+    since = list(RunPatch.objects.filter(run=run, status=RunPatch.Status.APPLIED, applied_at__gt=patch.created_at)
+                 .order_by("applied_at").values_list("patch_artifact_id", flat=True)[:_COMMUTE_AT_MOST + 1])
+    if not since or len(since) > _COMMUTE_AT_MOST or None in since or patch.patch_artifact_id is None:
+        return False
+    contents = dict(Artifact.objects.filter(pk__in=[*since, patch.patch_artifact_id, patch.after_artifact_id,
+                                                    run.current_artifact_id]).values_list("pk", "content"))
+    try:
+        here = apply_operations(contents[run.current_artifact_id], contents[patch.patch_artifact_id])
+        there = contents[patch.after_artifact_id]
+        for artifact_id in since:
+            there = apply_operations(there, contents[artifact_id])
+    except (AobError, KeyError):
+        return False
+    return _as_read(here) == _as_read(there)
+
+
+def _as_read(definition: Any) -> Any:
+    """A definition as the planner reads it: the order of ``/nodes`` means nothing; of a node's edges
+    out, the conditional ones route in authoring order (the first that holds) and the others all
+    go, in any order."""
+    if not isinstance(definition, dict):
+        return definition
+    nodes = {n.get("id"): n for n in definition.get("nodes", []) if isinstance(n, dict)}
+    edges: dict[Any, tuple[list[Any], list[str]]] = {}
+    for edge in definition.get("edges", []):
+        source = edge.get("from") if isinstance(edge, dict) else None
+        branches, plain = edges.setdefault(source, ([], []))
+        if isinstance(edge, dict) and edge.get("condition") is not None:
+            branches.append(edge)
+        else:
+            plain.append(json.dumps(edge, sort_keys=True, default=str))
+    rest = {k: v for k, v in definition.items() if k not in ("nodes", "edges")}
+    return nodes, {source: (branches, sorted(plain)) for source, (branches, plain) in edges.items()}, rest
 
 
 def _reject_held(run: Run, patch: RunPatch, reason: str, rule: str = "") -> None:

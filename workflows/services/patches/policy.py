@@ -253,6 +253,8 @@ class _Judgement:
         report = validate(self.after)
         if not report.valid:
             self.refuse_invalid(report)
+        # what one pass of each loop runs, by the planner's own rule, before and after the patch
+        self.bodies_before, self.bodies_after = loop_bodies(self.before), loop_bodies(self.after)
 
     def refuse_invalid(self, report: Any) -> NoReturn:
         first = report.errors[0]
@@ -314,15 +316,24 @@ class _Judgement:
                             f"{', '.join(sorted(fresh)[:5])} without passing through it",
                             lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
 
+    def repeated(self) -> set[str]:
+        """Existing nodes the patch makes a loop run again: the body of a loop it adds, points
+        elsewhere or lets go round more often, and any node it brings into an existing loop's
+        body (an edge into it). A loop's exits are edges: their targets run once."""
+        out: set[str] = set()
+        for loop_id, body in self.bodies_after.items():
+            old, new = self.old.get(loop_id), self.new[loop_id]
+            widened = old is None or _loop_config(new, "loop_back_to") != _loop_config(old, "loop_back_to") or (
+                _iterations(new) > _iterations(old))
+            out |= set(body) - ({loop_id} if widened else set(self.bodies_before.get(loop_id, ())) | {loop_id})
+        return {n for n in out if n in self.old}
+
     def touched(self) -> dict[str, dict[str, Any]]:
-        """The nodes an agent's patch adds or changes, and the existing nodes a loop it adds or
-        changes jumps to: a jump runs its target again, as many times as the loop allows, so it is
-        judged as if the agent had written that node itself."""
+        """What an agent's patch writes: the nodes it adds or changes, and the existing nodes it
+        makes a loop run again (``repeated``), judged as if it had written them itself."""
         out = {n: node for n, node in self.new.items() if self.old.get(n) != node}
-        for node_id, node in list(out.items()):
-            for target in gates.jumps(node):
-                if target in self.new and target != node_id:
-                    out.setdefault(target, self.new[target])
+        for node_id in sorted(self.repeated()):
+            out.setdefault(node_id, self.new[node_id])
         return out
 
     def check_privileges(self) -> None:
@@ -418,7 +429,8 @@ class _Judgement:
                 continue
             inside = self.proposer.agent and self.proposer.node_id in gates.guarded(self.before, gate)
             leave_out = added if inside else ()
-            if gates.action_digest(self.before, gate) == gates.action_digest(self.after, gate, leave_out=leave_out):
+            if gates.action_digest(self.before, gate) == gates.action_digest(self.after, gate, leave_out=leave_out,
+                                                                              bodies=self.bodies_after):
                 continue
             if pending:
                 revote.append(gate)
@@ -428,10 +440,38 @@ class _Judgement:
             if begun:
                 self.refuse(Rule.APPROVED_ACTION_STARTED, f"gate {gate!r} approved an action that has begun "
                             f"({', '.join(begun[:5])}); it cannot change under the approval",
-                            lambda doc, g=gate, skip=leave_out: gates.action_digest(doc, g, leave_out=skip),
+                            lambda doc, g=gate, skip=leave_out: gates.action_digest(doc, g, leave_out=skip,
+                                                                                    bodies=_bodies_of(doc)),
                             node_id=gate)
             reopen.append(gate)
         return tuple(reopen), tuple(revote)
+
+
+def loop_bodies(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Each loop's body in a valid definition: the planner's ``loop_body`` on its compiled graph."""
+    from workflows.definition.ir import compile_definition
+    from workflows.engine.planner import loop_body
+
+    ir = compile_definition(definition, validated=True)
+    return {loop_id: loop_body(ir, loop_id) for loop_id in ir.loops}
+
+
+def _bodies_of(doc: Any) -> dict[str, frozenset[str]]:
+    """``loop_bodies`` of a document met while naming the operation to blame (it may not be valid)."""
+    try:
+        return loop_bodies(doc)
+    except Exception:  # noqa: BLE001 - a document that does not compile has no loops to count
+        return {}
+
+
+def _loop_config(node: dict[str, Any] | None, key: str) -> Any:
+    config = (node or {}).get("config")
+    return config.get(key) if isinstance(config, dict) else None
+
+
+def _iterations(node: dict[str, Any] | None) -> int:
+    value = _loop_config(node, "max_iterations")
+    return value if isinstance(value, int) else 0
 
 
 def _model(config: dict[str, Any]) -> str:
