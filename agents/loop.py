@@ -27,6 +27,7 @@ from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
 from workflows.engine import heartbeat
 from workflows.engine.execution import WAITING, park
+from workflows.limits import unstorable
 from workflows.models import Artifact, Event, Run
 from workflows.registry import NodeContext
 
@@ -71,7 +72,12 @@ def _result(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": "result_too_large", "bytes": size, "limit": cap,
                 "message": f"the result is {size} bytes; a tool result may be at most {cap} "
                            "(AOB_AGENT_TOOL_RESULT_MAX_BYTES): ask for less (table_filter, table_select, top_k)"}
-    return json.loads(text)
+    result = json.loads(text)
+    problem = unstorable(result, int64=False)  # a remote's NaN or NUL: the journal could not keep it
+    if problem is not None:
+        return {"status": "error", "error": "result_not_storable", "rule": problem.rule, "path": problem.path,
+                "message": f"the result cannot be kept: {problem.path}: {problem.message}"}
+    return result
 
 
 def _too_many(index: int) -> dict[str, Any]:

@@ -469,7 +469,8 @@ AOB_NOTIFY_MAX_RETRIES = env_int("AOB_NOTIFY_MAX_RETRIES", 5)
 AOB_NOTIFY_RETRY_BACKOFF_S = env_float("AOB_NOTIFY_RETRY_BACKOFF_S", 10.0)
 # A pending notification this long past when its message was due (publish, last attempt, retry) is
 # published again (the message was lost); at least 10 s, so a delivery waiting its turn in the queue
-# is not published again each sweep, and above a send's longest time, so one in progress is not.
+# is not published again each sweep. A send's time limits are half of it (soft) and 80 % (hard), so
+# one in progress is never published again.
 AOB_NOTIFY_REPUBLISH_AFTER_S = env_int("AOB_NOTIFY_REPUBLISH_AFTER_S", 300, within=(10, 7 * 86400))
 # Notifications (emails, webhooks; reminders and escalations too) one run may send, whatever its gates
 # name (a group of thousands, a gate in a loop, an agent's patch): past it they are not sent, and the

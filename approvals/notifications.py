@@ -29,6 +29,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core import signing
@@ -202,14 +203,16 @@ def delivery_send(*, delivery_id: int) -> str:
             _send_email(delivery, link)
         else:
             _send_webhook(delivery, link)
-    except TransientNotifyError as exc:
+    except (TransientNotifyError, SoftTimeLimitExceeded) as exc:  # too slow: a passing failure too
+        why = (str(exc) if isinstance(exc, TransientNotifyError) else
+               "the send took longer than its time limit (half of AOB_NOTIFY_REPUBLISH_AFTER_S)")
         if attempt > settings.AOB_NOTIFY_MAX_RETRIES:
-            return _record(delivery, Delivery.Status.FAILED, str(exc))
+            return _record(delivery, Delivery.Status.FAILED, why)
         countdown = retry_countdown_s(attempt)
         # when the retry is due, written before its message goes out: a lost message is found by it
         Delivery.objects.filter(pk=delivery.pk).update(
-            error=str(exc)[:2000], published_at=timezone.now() + timedelta(seconds=countdown))
-        raise RetryLater(str(exc), countdown) from exc
+            error=why[:2000], published_at=timezone.now() + timedelta(seconds=countdown))
+        raise RetryLater(why, countdown) from exc
     except Exception as exc:  # noqa: BLE001 - a permanent failure is recorded on the delivery, not retried
         return _record(delivery, Delivery.Status.FAILED, f"{type(exc).__name__}: {exc}")
     return _record(delivery, Delivery.Status.SENT, "")

@@ -1,6 +1,7 @@
 """Approval deadlines are rows swept by beat, not sleeping tasks."""
 
 from celery import shared_task
+from django.conf import settings
 
 
 @shared_task(name="approvals.expire", acks_late=True, ignore_result=True, expires=30)
@@ -10,8 +11,13 @@ def expire() -> int:
     return services.approvals_expire_due()
 
 
-# max_retries=None: the row's count ends the retries (``delivery_send`` stops raising), not Celery's
-@shared_task(name="approvals.notify", bind=True, acks_late=True, ignore_result=True, max_retries=None)
+# max_retries=None: the row's count ends the retries (``delivery_send`` stops raising), not Celery's.
+# A send ends well before the sweep may publish its delivery again (AOB_NOTIFY_REPUBLISH_AFTER_S after
+# its claim): past the soft limit it is a failed attempt retried later, past the hard one its process
+# goes, so no send is still going when a republished message makes the next attempt.
+@shared_task(name="approvals.notify", bind=True, acks_late=True, ignore_result=True, max_retries=None,
+             soft_time_limit=settings.AOB_NOTIFY_REPUBLISH_AFTER_S * 0.5,
+             time_limit=settings.AOB_NOTIFY_REPUBLISH_AFTER_S * 0.8)
 def notify(self, delivery_id: int) -> str:
     """Send one approval notification. The delivery's row counts its attempts and says when its
     next one is due (``delivery_send``); a transient failure publishes that attempt here, and a

@@ -10,10 +10,11 @@ than a page is filled whole. The user is judged again between pages, as before l
 (``still_allowed``), so a long replay does not outlive their access.
 
 A live message can be lost on the way (a worker killed between its commit and its push, a channel
-past its capacity or expiry, Redis restarted): a stream that has sent nothing for
-``AOB_WS_RECHECK_S`` judges its user again and reads on from the database (``_tail``,
+past its capacity or expiry, Redis restarted): a run's stream that has sent nothing for
+``AOB_WS_RECHECK_S``, and the user's stream every ``AOB_WS_RECHECK_S`` (one run's events say
+nothing of another's), judge the user again and read on from the database (``_tail``,
 ``quiet_read``): a run's stream the run's events after the last one it sent, the user's stream
-those of the runs it has seen latest whose counter went past what it sent. So the last event of a
+those of the runs it heard of latest whose counter went past what it sent. So the last event of a
 run, the one a page waits for, reaches the client within that time even when its message never
 came, and no later event is needed to reveal the hole.
 """
@@ -136,6 +137,9 @@ class _Consumer(AsyncJsonWebsocketConsumer):
     tail: asyncio.Task[None] | None = None
     heard_at = 0.0
     TAIL_MIN_S = 0.25  # however small AOB_WS_RECHECK_S is set, a quiet socket reads at most this often
+    # Whether the quiet read waits for the socket to be quiet: a run's stream, yes (anything sent
+    # is the run's); the user's stream reads every period, since one run's events say nothing of another's.
+    READ_WHEN_QUIET_ONLY = True
     # Open sockets per user in this process (gone with it, so a crash leaves no count behind).
     open_sockets: dict[int, int] = {}
 
@@ -173,13 +177,17 @@ class _Consumer(AsyncJsonWebsocketConsumer):
         self.tail = asyncio.get_running_loop().create_task(self._tail())
 
     async def _tail(self) -> None:
-        """While the socket is open: after ``AOB_WS_RECHECK_S`` with nothing sent, ``quiet_read``
-        (judge the user again, read on from the database), for an event whose live message was lost."""
+        """While the socket is open: after ``AOB_WS_RECHECK_S`` with nothing sent (a run's stream) or
+        every ``AOB_WS_RECHECK_S`` (the user's), ``quiet_read`` (judge the user again, read on from
+        the database), for an event whose live message was lost."""
         while not self.closed:
             quiet = max(self.TAIL_MIN_S, settings.AOB_WS_RECHECK_S)
-            await asyncio.sleep(max(0.0, self.heard_at + quiet - time.monotonic()))
-            if time.monotonic() - self.heard_at < quiet:
-                continue  # something was sent meanwhile
+            if not self.READ_WHEN_QUIET_ONLY:
+                await asyncio.sleep(quiet)
+            else:
+                await asyncio.sleep(max(0.0, self.heard_at + quiet - time.monotonic()))
+                if time.monotonic() - self.heard_at < quiet:
+                    continue  # something was sent meanwhile
             async with self.sending:
                 self.heard_at = time.monotonic()
                 try:
@@ -302,6 +310,7 @@ class UserEventsConsumer(_Consumer):
     SINCE_MARGIN_S = 5
     RUNS_TRACKED = 10_000
     QUIET_RUNS = 200  # the runs a quiet read looks at: those seen latest
+    READ_WHEN_QUIET_ONLY = False
 
     async def connect(self) -> None:
         self.group = None
@@ -319,6 +328,7 @@ class UserEventsConsumer(_Consumer):
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.sent(frame)
         run_id = frame["run_id"]
+        self.last.pop(run_id, None)  # to the end: the order is the order runs were last heard of
         self.last[run_id] = frame["seq"]
         if len(self.last) > self.RUNS_TRACKED:
             self.last.pop(next(iter(self.last)))  # the run seen longest ago

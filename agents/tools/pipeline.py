@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -70,6 +71,7 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
 
     data: Any = args.get("data")
     done: list[dict[str, Any]] = []
+    fetched = len(json.dumps(data, default=str)) if data is not None else 0  # what the steps were given
     for i, step in enumerate(args.get("steps") or []):
         op = step.get("op")
         unknown = sorted(set(step) - {"op"} - STEP_FIELDS.get(op, set()))
@@ -88,6 +90,7 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
                              json=payload if isinstance(payload, dict | list) else None,
                              content=payload if isinstance(payload, str) else None)
             data = result.json_body if result.json_body is not None else result.text
+            fetched += len(result.body_bytes)
             done.append({"op": op, "status_code": result.status_code})
         elif op == "table_sort":
             rows = _rows(data, op)
@@ -117,13 +120,15 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             fields = step.get("fields") or []
             rows = _rows(data, op)
             # each row becomes an object of every field, named: a few small rows times many fields
-            # would build far more than was fetched, so what it would build is bounded first
+            # would build far more than was fetched, so a select may make at most what the steps were
+            # given (or a tool result's bound), measured before it is built; the last step's result
+            # is bounded as every tool result is
             least = len(rows) * sum(len(str(f)) + 8 for f in fields)
-            if least > settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES:
+            allowed = max(fetched, settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES)
+            if least > allowed:
                 raise ToolError(f"step {i}: table_select would make at least {least} bytes ({len(rows)} rows × "
-                                f"{len(fields)} fields); a tool result may be at most "
-                                f"{settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES}: filter or top_k first",
-                                extra={"step": i, "limit": settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES})
+                                f"{len(fields)} fields), more than the {allowed} bytes the steps were given: "
+                                "filter or top_k first, or select fewer fields", extra={"step": i, "limit": allowed})
             data = [{f: r.get(f) for f in fields} for r in rows]
             done.append({"op": op, "fields": fields})
         elif op == "top_k":

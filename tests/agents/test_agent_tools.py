@@ -155,3 +155,28 @@ def test_one_message_s_tool_calls_are_bounded_in_number_size_and_nesting(engine,
     kept = [len(json.dumps(t.content)) for t in AgentTurn.objects.filter(node_run__run_id=run.pk)]
     assert kept and max(kept) < cap
     assert len(remote.hits("/seq/empties")) == len(remote.hits("/seq/large")) == 1
+
+
+def test_a_select_may_make_what_it_was_given_and_a_result_jsonb_cannot_hold_is_an_error(engine, api, fake_llm,
+                                                                                        remote):
+    """A select is bounded by what the steps fetched, not by a tool result's bound: 3,000 rows of
+    five fields, sorted and cut to ten, is a small result (it was refused while the select's
+    in-between table passed 256 KiB). A remote's NaN or NUL in a result could not be journaled (the
+    node crashed on its write); it is now a tool result saying so."""
+    fields = ["identifier", "name_of_player", "score_total", "home_city", "team_name"]  # 93 bytes a row named
+    rows = [{"identifier": i, "name_of_player": f"n{i}", "score_total": i % 97, "home_city": "c" * 40,
+             "team_name": "t" * 40, "note": "x" * 60} for i in range(3000)]
+    remote.script("rows", [rows])
+    remote.script("odd", [{"value": "a\u0000b"}])
+    select = {"steps": [{"op": "http_request", "url": f"{remote.base}/seq/rows"},
+                        {"op": "table_select", "fields": fields},
+                        {"op": "table_sort", "by": "score_total", "descending": True}, {"op": "top_k", "k": 10}]}
+    odd = {"steps": [{"op": "http_request", "url": f"{remote.base}/seq/odd"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", select), ("execute_pipeline", odd)]}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline"])]))
+
+    assert run.status == "completed", run.error
+    first, second = (c["result"] for c in node(run, "plan").output["tool_calls"])
+    assert first["status"] == "success" and [r["score_total"] for r in first["data"]] == [96] * 10
+    assert (second["error"], second["rule"]) == ("result_not_storable", "nul_character")

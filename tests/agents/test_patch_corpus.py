@@ -630,6 +630,8 @@ CORPUS = [
         [replace("/nodes/5/config/tools", ["search_tools", "patch_workflow"])], "agent_privilege", 0),
     row("privilege-other-model", INVOICE, PLANNING, PLAN, after("plan", agent("helper", model="gpt-4.1-mini")),
         "agent_privilege", 0),
+    row("privilege-a-model-the-author-chose-accepted", with_config(CREW, "draft", model="gpt-4o"), PLANNING, PLAN,
+        after("plan", agent("helper", model="gpt-4o", tools=[])), "applied"),
     row("privilege-default-model-accepted", with_config(INVOICE, "plan", model="gpt-4o"), PLANNING, PLAN,
         after("plan", agent("helper")), "applied"),
     row("privilege-author-narrowed-accepted", STAGED, PLANNING, PLAN,

@@ -343,3 +343,13 @@ def test_a_run_sends_at_most_its_cap_of_notifications_says_so_once_and_its_gates
     assert decide(members[0], second).status_code == 200
     assert finished(run_id).status == "completed"
     assert Delivery.objects.filter(approval__run_id=run_id).count() == NOTIFY_CAP
+
+
+def test_a_send_ends_before_the_sweep_may_publish_its_delivery_again() -> None:
+    """The sweep publishes again a delivery claimed ``AOB_NOTIFY_REPUBLISH_AFTER_S`` ago: a send
+    still going then would be made twice. The task's limits end every send well before."""
+    from django.conf import settings
+
+    from approvals.tasks import notify
+
+    assert 0 < notify.soft_time_limit < notify.time_limit < settings.AOB_NOTIFY_REPUBLISH_AFTER_S

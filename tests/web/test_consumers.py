@@ -559,3 +559,45 @@ def test_the_user_stream_reads_on_for_a_run_whose_last_message_was_lost(transact
     assert seen == [2, 3]
     control, _ = run(watch(60, 3))
     assert control == [3]
+
+
+def test_the_user_stream_reads_on_for_a_lost_event_while_another_run_keeps_talking(transactional_db: Any,
+                                                                                    user: Any, settings: Any) -> None:
+    """The user's stream carries every run of the user: a run whose last message was lost is
+    read on even while another run's events keep arriving (a quiet read that waited for silence
+    never came, on a busy account)."""
+    from django.utils import timezone
+
+    settings.AOB_WS_RECHECK_S = 0.5
+    quiet_run, _ = stored_run_with_events(user, 1)
+    busy_run, _ = stored_run_with_events(user, 1)
+
+    def store(run_id: str, seq: int) -> dict[str, Any]:
+        event = Event.objects.create(run_id=run_id, seq=seq, type="node_started", data={}, created_at=timezone.now())
+        Run.objects.filter(pk=run_id).update(event_seq=seq)
+        return json.loads(json.dumps(event.as_dict(), default=str))
+
+    async def main() -> list[tuple[str, int]]:
+        comm = communicator("/ws/events/", token=user.auth_token.key)
+        assert (await comm.connect(timeout=TIMEOUT))[0]
+        layer = get_channel_layer()
+        seen = []
+        for run_id in (quiet_run, busy_run):
+            first = (await sync_to_async(stored)(run_id, 0))[0]
+            await layer.group_send(f"user.{user.pk}", {"type": "run.event", "event": first})
+            frame = await comm.receive_json_from(timeout=TIMEOUT)
+            seen.append((frame["run_id"], frame["seq"]))
+        await sync_to_async(store)(quiet_run, 2)  # lost: never pushed
+        for seq in range(2, 12):  # the busy run talks every 0.2 s (a pace, not a wait), past the quiet time
+            pushed = await sync_to_async(store)(busy_run, seq)
+            await layer.group_send(f"user.{user.pk}", {"type": "run.event", "event": pushed})
+            await asyncio.sleep(0.2)
+        while not await comm.receive_nothing(timeout=0.3):
+            frame = await comm.receive_json_from(timeout=TIMEOUT)
+            seen.append((frame["run_id"], frame["seq"]))
+        await comm.disconnect()
+        return seen
+
+    seen = run(main())
+    assert (quiet_run, 2) in seen
+    assert [seq for run_id, seq in seen if run_id == busy_run] == list(range(1, 12))

@@ -364,12 +364,18 @@ class _Judgement:
                     if theirs.get(key) is None or theirs[key] > limit:
                         self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most "
                                     f"{whose} ({limit})", _written(node_id), node_id=node_id)
-            # the proposer's, the author's, or the operator's default: never one an injected prompt picks
-            models = {_model(mine), settings.AOB_LLM_MODEL} | ({_model(authored)} if authored is not None else set())
+            # the proposer's, the operator's default, or one the workflow's author gave an agent:
+            # never one an injected prompt picks
+            models = {_model(mine), settings.AOB_LLM_MODEL, *self.authors_models()}
             if _model(config) not in models:
                 self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {_model(config)!r} is not its "
-                            f"proposer's, its author's or the default ({', '.join(sorted(models))})",
+                            f"proposer's, the default or one the workflow's author chose ({', '.join(sorted(models))})",
                             _written(node_id), node_id=node_id)
+
+    def authors_models(self) -> set[str]:
+        """The models the workflow's author gave its agent nodes (the version the run started from)."""
+        base = self.state.base or self.before
+        return {_model(n.get("config") or {}) for n in gates.nodes_by_id(base).values() if n.get("type") == "agent"}
 
     def check_credentials(self) -> None:
         """An agent may not add, change or make run again a node that sends the owner's secrets
