@@ -80,6 +80,20 @@ def _result(state: AgentState, name: str, raw_args: str) -> Any:
     return result
 
 
+def _next_result(state: AgentState, name: str, raw_args: str, index: int, kept: int) -> Any:
+    """The result of a message's ``index``-th tool call, run only within the bounds of one message
+    (``AOB_AGENT_MAX_TOOL_CALLS_PER_TURN``) and of the node run (``AOB_AGENT_TOOL_RESULTS_MAX_BYTES``
+    kept so far)."""
+    if index >= settings.AOB_AGENT_MAX_TOOL_CALLS_PER_TURN:
+        return _too_many(index)
+    limit = settings.AOB_AGENT_TOOL_RESULTS_MAX_BYTES
+    if kept >= limit:
+        return {"status": "error", "error": "tool_results_spent", "bytes": kept, "limit": limit,
+                "message": f"not run: this node's tool results already hold {kept} bytes, and a node keeps at "
+                           f"most {limit} (AOB_AGENT_TOOL_RESULTS_MAX_BYTES); answer with what you have"}
+    return _result(state, name, raw_args)
+
+
 def _too_many(index: int) -> dict[str, Any]:
     limit = settings.AOB_AGENT_MAX_TOOL_CALLS_PER_TURN
     return {"status": "error", "error": "too_many_tool_calls", "limit": limit,
@@ -111,6 +125,7 @@ def run_agent(ctx: NodeContext) -> Any:
     state = AgentState(ctx=ctx, tools=names)
     calls: list[llm.Call] = []
     tool_calls: list[dict[str, Any]] = []
+    kept = 0  # bytes of tool results this node run holds (journal, prompt, output)
     for turn in range(rounds + 1):
         record = journal.responses.get(turn)
         if record is None:
@@ -135,12 +150,13 @@ def run_agent(ctx: NodeContext) -> Any:
             result = journal.tools.get((turn, index))
             if result is None:
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
-                result = journal.record_tool(turn, index, _result(state, name, arguments)
-                                             if index < settings.AOB_AGENT_MAX_TOOL_CALLS_PER_TURN else _too_many(index))
+                result = journal.record_tool(turn, index, _next_result(state, name, arguments, index, kept))
             journal.compare_tool(turn, index, result)
             state.observe(name, result)
             tool_calls.append({"name": name, "arguments": _parsed(arguments), "result": result})
-            messages.append({"role": "tool", "tool_call_id": call_["id"], "content": json.dumps(result, default=str)})
+            content = json.dumps(result, default=str)
+            kept += len(content.encode())  # journaled results count too: a resumed attempt counts the same
+            messages.append({"role": "tool", "tool_call_id": call_["id"], "content": content})
     if state.spawn_limit_hit:
         raise SecurityError("the agent kept asking for more agent nodes than the run allows",
                             extra={"reason": "excessive_agent_nodes", "tool_calls": tool_calls[-3:]})

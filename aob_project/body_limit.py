@@ -14,6 +14,8 @@ from typing import Any
 
 from django.conf import settings
 
+from aob_project.decimal_text import bounded_decimal
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -24,10 +26,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            if not value.isdigit():
-                return None  # the server refuses a malformed one
-            # past 18 digits, past any limit: Python converts at most 4,300 digits
-            return int(value) if len(value.lstrip(b"0")) <= 18 else 10**18
+            return bounded_decimal(value, 18)  # None: malformed, which the server refuses
     return None
 
 

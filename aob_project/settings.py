@@ -379,6 +379,9 @@ AOB_LLM_MAX_TOKENS = env_int("AOB_LLM_MAX_TOKENS", 4096)
 AOB_AGENT_MAX_TOOL_CALLS_PER_TURN = env_int("AOB_AGENT_MAX_TOOL_CALLS_PER_TURN", 32, within=(1, 256))
 AOB_AGENT_TOOL_RESULT_MAX_BYTES = env_int("AOB_AGENT_TOOL_RESULT_MAX_BYTES", 256 * 1024,
                                           within=(1024, 16 * 1024 * 1024))
+# ... and all of one agent node run's tool results: past it, the calls it asks for are answered, unrun.
+AOB_AGENT_TOOL_RESULTS_MAX_BYTES = env_int("AOB_AGENT_TOOL_RESULTS_MAX_BYTES", 4 * 1024 * 1024,
+                                           within=(1024, 256 * 1024 * 1024))
 
 from aob_project.logs import configure_structlog, formatter  # noqa: E402
 

@@ -180,3 +180,31 @@ def test_a_select_may_make_what_it_was_given_and_a_result_jsonb_cannot_hold_is_a
     first, second = (c["result"] for c in node(run, "plan").output["tool_calls"])
     assert first["status"] == "success" and [r["score_total"] for r in first["data"]] == [96] * 10
     assert (second["error"], second["rule"]) == ("result_not_storable", "nul_character")
+
+
+def test_a_node_s_tool_results_are_bounded_in_all(engine, api, fake_llm, remote):
+    """Each result within its bound, and as many as a message holds, still added up without limit
+    (32 calls × 256 KiB a message, times up to 50 rounds, all kept in the journal, the prompt and
+    the node's output). Past ``AOB_AGENT_TOOL_RESULTS_MAX_BYTES`` the calls are answered unrun.
+    (What the node does next is the budget's: a prompt of 4 MiB of results pauses it.)"""
+    from django.conf import settings as live
+
+    from agents.models import AgentTurn
+    from tests.engine.flow import wait_until
+
+    each = live.AOB_AGENT_TOOL_RESULT_MAX_BYTES - 4096
+    calls_to_spend = live.AOB_AGENT_TOOL_RESULTS_MAX_BYTES // each + 1
+    remote.script("chunk", [{"text": "x" * (each - 100)}] * (calls_to_spend + 2))
+    fetch = {"steps": [{"op": "http_request", "url": f"{remote.base}/seq/chunk"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", fetch)] * (calls_to_spend + 2)}, TEXT])
+
+    run_id = start(api, [agent(tools=["execute_pipeline"])])
+
+    rows = wait_until(lambda: list(AgentTurn.objects.filter(node_run__run_id=run_id, kind="tool").order_by("index"))
+                      if AgentTurn.objects.filter(node_run__run_id=run_id, kind="tool").count() == calls_to_spend + 2
+                      else None, timeout=60, what="every tool call of the message answered")
+    results = [row.content for row in rows]
+    assert [r["status"] for r in results[:calls_to_spend]] == ["success"] * calls_to_spend
+    assert [r.get("error") for r in results[calls_to_spend:]] == ["tool_results_spent"] * 2
+    assert sum(len(json.dumps(r)) for r in results) < live.AOB_AGENT_TOOL_RESULTS_MAX_BYTES + each
+    assert len(remote.hits("/seq/chunk")) == calls_to_spend

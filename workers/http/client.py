@@ -34,6 +34,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from aob_project.decimal_text import bounded_decimal
 from aob_project.exceptions import ValidationFailed
 from workers.http.exceptions import HTTPRequestError, ResponseTooLarge, SSRFBlocked, TooManyRedirects
 from workers.http.headers import check_headers
@@ -209,8 +210,8 @@ def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
 
 def _read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
     declared = response.headers.get("content-length", "")
-    # ASCII digits only (str.isdigit takes "²"), and a length past 18 digits is past any cap unconverted
-    if declared.isascii() and declared.isdigit() and (len(declared.lstrip("0")) > 18 or int(declared) > cap):
+    length = bounded_decimal(declared, 18)
+    if length is not None and length > cap:
         raise ResponseTooLarge(f"response declares {declared} bytes, over the {cap}-byte cap",
                                extra={"url": url, "limit": cap, "transient": False})
     chunks: list[bytes] = []

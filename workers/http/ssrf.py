@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.core.exceptions import ImproperlyConfigured
 
+from aob_project.decimal_text import bounded_decimal
 from workers.http.exceptions import DNSResolutionFailed, SSRFBlocked
 from workers.http.hosts import (
     IPAddress,
@@ -71,9 +72,10 @@ class AllowEntry:
 
 
 def _port_number(text: str, raw: str) -> int:
-    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
+    port = bounded_decimal(text, 5)
+    if port is None or not 0 < port < 65536:
         raise ImproperlyConfigured(f"AOB_HTTP_ALLOWLIST entry {raw!r}: bad port {text!r}")
-    return int(text)
+    return port
 
 
 def parse_allow_entry(raw: str) -> AllowEntry:

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
+from aob_project.decimal_text import bounded_decimal
 from aob_project.exceptions import AobError
 
 TEMPLATE = re.compile(r"\$\{\s*\$?((?:nodes|inputs)(?:\.[A-Za-z0-9_\-]+)+)\s*\}")
@@ -33,20 +34,13 @@ def _walk(root: Any, parts: Iterable[str]) -> Any:
     return value
 
 
-# More digits than any list's length has: int() of them is pointless, and past 4300 digits refused.
-_INDEX_DIGITS = 18
-
-
 def list_index(part: str, length: int) -> int | None:
     """``part`` as an index into a list of ``length`` items (``-1`` the last), or None when it is no
     index or past the end. A huge index is only past the end: its digits are never converted."""
-    digits = part[1:] if part.startswith("-") else part
-    if not (digits.isascii() and digits.isdigit()):
+    magnitude = bounded_decimal(part[1:] if part.startswith("-") else part, 18)  # more than any list has
+    if magnitude is None:
         return None
-    digits = digits.lstrip("0") or "0"
-    if len(digits) > _INDEX_DIGITS:
-        return None
-    index = -int(digits) if part.startswith("-") else int(digits)
+    index = -magnitude if part.startswith("-") else magnitude
     return index if -length <= index < length else None
 
 
