@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from importlib import import_module
+from itertools import islice
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -341,11 +342,10 @@ class UserEventsConsumer(_Consumer):
     async def quiet_read(self) -> None:
         """The runs seen latest (``QUIET_RUNS``) whose events went on past the last one sent, in one
         read of their counters, and those runs' events after it."""
-        if not await self.still_allowed():
+        if self.user_id is None or not await self.still_allowed():
             return
-        if self.user_id is None:
-            return
-        for run_id, seq in await _runs_behind(self.user_id, dict(list(self.last.items())[-self.QUIET_RUNS:])):
+        latest = dict(islice(reversed(self.last.items()), self.QUIET_RUNS))
+        for run_id, seq in await _runs_behind(self.user_id, latest):
             await self._read_on(run_id, seq)
             if self.closed:
                 return

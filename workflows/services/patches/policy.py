@@ -341,6 +341,9 @@ class _Judgement:
         (tools, budget, model), and, if it was there before, no more than its author gave it."""
         proposer = self.old.get(self.proposer.node_id) or {}
         mine = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
+        # the proposer's, the operator's default, or one the workflow's author gave an agent:
+        # never one an injected prompt picks
+        models = {_model(mine), settings.AOB_LLM_MODEL, *self.authors_models()}
         for node_id, node in self.touched().items():
             if node.get("type") != "agent":
                 continue
@@ -364,9 +367,6 @@ class _Judgement:
                     if theirs.get(key) is None or theirs[key] > limit:
                         self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most "
                                     f"{whose} ({limit})", _written(node_id), node_id=node_id)
-            # the proposer's, the operator's default, or one the workflow's author gave an agent:
-            # never one an injected prompt picks
-            models = {_model(mine), settings.AOB_LLM_MODEL, *self.authors_models()}
             if _model(config) not in models:
                 self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {_model(config)!r} is not its "
                             f"proposer's, the default or one the workflow's author chose ({', '.join(sorted(models))})",
