@@ -25,7 +25,10 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
   off from the database would;
 - ``aob:test:lease_stop_off``: negative control: a heartbeat that finds its lease gone does not stop
-  its executor.
+  its executor;
+- ``aob:test:firing_key_off``: negative control: a schedule's firing is keyed by when it was
+  delivered, not by the cron time it was due (``schedules.due_time``), so a firing beat sends again
+  is a new one (tests/faults/test_beat_restarted.py).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def _redis() -> redis.Redis:
 def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     """``(module, name, replacement)`` for each engine function a fault wraps."""
     from agents import budget
+    from triggers.services import schedules
     from workflows.engine import coordinator, dispatch, heartbeat, sweeper
     from workflows.models import NodeRun
     from workflows.services import runs
@@ -117,7 +121,13 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         if not _redis().exists("aob:test:lease_stop_off"):
             interrupt(beat)
 
-    wrapped = [(dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
+    due_time = schedules.due_time
+
+    def switchable_due_time(schedule: Any, fired_at: Any) -> Any:
+        return fired_at if _redis().exists("aob:test:firing_key_off") else due_time(schedule, fired_at)
+
+    wrapped = [(schedules, "due_time", switchable_due_time),
+               (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
                (sweeper, "undecided_parks", switchable_undecided_parks),
                (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
                (runs, "run_output_compute", crashing_output_compute),
