@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
-from workflows.models import Run
+from workflows.models import Run, RunPatch
 from workflows.selectors import fill_within, measured
 from workflows.visibility import approver_names  # one definition of the names that ask a user
 
@@ -27,12 +27,17 @@ def is_approver(approval: Approval, user: User) -> bool:
 def approvals_decidable(*, user: User) -> QuerySet[Approval]:
     """Pending approvals this user may decide now."""
     return (Approval.objects.filter(status=Approval.Status.PENDING).filter(_as_approver(user))
-            .select_related("run").order_by("deadline", "created_at"))
+            .select_related("run").prefetch_related(_PATCH).order_by("deadline", "created_at"))
+
+
+# A patch approval's answer says what became of its patch (applied, or refused and why), not its operations.
+_PATCH = Prefetch("patch", queryset=RunPatch.objects.only("id", "seq", "status", "reason"))
 
 
 def approvals_visible(*, user: User) -> QuerySet[Approval]:
     """Approvals of the user's own runs, and the ones the user is (or was) asked to decide."""
-    return Approval.objects.filter(Q(run__owner=user) | _as_approver(user)).select_related("run").distinct()
+    return (Approval.objects.filter(Q(run__owner=user) | _as_approver(user)).select_related("run")
+            .prefetch_related(_PATCH).distinct())
 
 
 def approval_get(*, user: User, approval_id: object) -> Approval:

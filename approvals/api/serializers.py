@@ -36,15 +36,24 @@ class NotificationDeliveryOut(serializers.ModelSerializer):
         fields = ["recipient", "channel", "reason", "status", "attempts", "error", "created_at", "sent_at"]
 
 
+class ApprovalPatchOut(serializers.Serializer):
+    seq = serializers.IntegerField()
+    status = serializers.CharField()
+    reason = serializers.CharField(allow_blank=True)
+
+
 class ApprovalOut(serializers.ModelSerializer):
     run_id = serializers.UUIDField()
     decisions = DecisionOut(many=True, read_only=True)
     deliveries = NotificationDeliveryOut(many=True, read_only=True)
     patch_id = serializers.IntegerField(allow_null=True)
+    patch = ApprovalPatchOut(allow_null=True, read_only=True, help_text=(
+        "a patch approval's patch as it is now: pending_approval, applied, or rejected with the reason (an "
+        "approved patch the run's definition moved away from is refused: its reason starts with 'stale:')"))
 
     class Meta:
         model = Approval
         fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
-                  "escalated", "patch_id", "decisions", "deliveries", "notifications_not_sent", "created_at",
+                  "escalated", "patch_id", "patch", "decisions", "deliveries", "notifications_not_sent", "created_at",
                   "decided_at"]

@@ -53,8 +53,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         approval = selectors.approval_get(user=request.user, approval_id=pk)
         approval = services.approval_decide(approval=approval, user=request.user, approve=data.validated_data["approve"],
                                             comment=data.validated_data["comment"], data=data.validated_data["data"])
-        approval.refresh_from_db()
-        return Response(s.ApprovalOut(approval).data)
+        return Response(s.ApprovalOut(selectors.approval_get(user=request.user, approval_id=approval.pk)).data)
 
     @extend_schema(request=s.CompatDecideIn, responses={200: s.ApprovalOut, **ERRORS})
     def create(self, request: AuthenticatedRequest) -> Response:
@@ -66,5 +65,4 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         approval = services.approval_decide(approval=approval, user=request.user,
                                             approve=data.validated_data["approved"],
                                             comment=data.validated_data["comment"], data=data.validated_data["data"])
-        approval.refresh_from_db()
-        return Response(s.ApprovalOut(approval).data)
+        return Response(s.ApprovalOut(selectors.approval_get(user=request.user, approval_id=approval.pk)).data)

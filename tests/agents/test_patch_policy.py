@@ -88,10 +88,12 @@ def test_a_held_patch_applies_only_to_the_definition_its_approver_saw(engine, ap
     shown = Approval.objects.get(patch=first).context
     assert [n["id"] for n in shown["before"]["nodes"]] == ["plan", "review", "pay", "log"]  # /nodes/3 is log
 
+    answers = {}
     for patch in (second, first):
         approval = Approval.objects.get(patch=patch)
         response = api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True}, format="json")
         assert response.status_code == 200, response.json()
+        answers[patch.pk] = response.json()
 
     run.refresh_from_db()
     definition = Artifact.objects.get(pk=run.current_artifact_id).content
@@ -105,6 +107,10 @@ def test_a_held_patch_applies_only_to_the_definition_its_approver_saw(engine, ap
     assert f"patch {second.seq} applied since" in first.reason
     (rejected,) = Event.objects.filter(run=run, type="patch_rejected").values_list("data", flat=True)
     assert (rejected["patch_id"], rejected["rule"], rejected["reason"]) == (first.pk, "stale_base", first.reason)
+    # the approver who approved it is told in the answer that it was refused, and why
+    assert answers[first.pk]["status"] == "approved"
+    assert answers[first.pk]["patch"] == {"seq": first.seq, "status": "rejected", "reason": first.reason}
+    assert answers[second.pk]["patch"] == {"seq": second.seq, "status": "applied", "reason": ""}
 
     gate = wait_until(lambda: Approval.objects.filter(run_id=run_id, node_id="review", kind="node").first(),
                       what="review waiting for its approver")
