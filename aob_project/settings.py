@@ -257,6 +257,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A pool process whose resident memory passed this (KiB) after a task is replaced by a fresh one, so
+# what one run's large documents left behind is not kept for every later task (0: never).
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("AOB_WORKER_MAX_MEMORY_PER_CHILD_KB", 1024 * 1024,
+                                            within=(0, 2**40)) or None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
