@@ -25,7 +25,8 @@ def test_the_agent_type_says_which_model_a_config_calls(settings) -> None:
 
     assert registry.get("agent").model is effective_model is loop.effective_model
     assert effective_model({"task": "t"}) == policy.effective_model({"task": "t"}) == "gpt-4.1-mini"
-    assert effective_model({"task": "t", "model": "gpt-4o"}) == policy.effective_model({"model": "gpt-4o"}) == "gpt-4o"
+    named = {"task": "t", "model": "gpt-4o"}
+    assert effective_model(named) == policy.effective_model(named) == "gpt-4o"
 
 
 def test_the_policy_allows_the_default_model_the_agent_type_says(settings) -> None:
