@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 from agents import budget, llm, prompt
 from agents.exceptions import BudgetPaused, SecurityError
 from agents.journal import Journal, call_from
-from agents.nodetypes import effective_tools
+from agents.nodetypes import effective_model, effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
 from workflows.engine import heartbeat
@@ -113,7 +113,7 @@ def _message(response: Any) -> dict[str, Any]:
 
 def run_agent(ctx: NodeContext) -> Any:
     config = ctx.config
-    model = config.get("model") or settings.AOB_LLM_MODEL
+    model = effective_model(config)
     llm.price(model)  # an unpriced model is refused before any call
     rounds = int(config.get("max_tool_rounds", 5))
     max_tokens = min(int(config.get("max_tokens") or settings.AOB_LLM_MAX_TOKENS), settings.AOB_LLM_MAX_TOKENS)

@@ -20,6 +20,16 @@ def effective_tools(config: dict[str, Any]) -> list[str]:
     return [t for t in dict.fromkeys(tools) if t in TOOL_NAMES]
 
 
+def effective_model(config: dict[str, Any]) -> str:
+    """The model an agent node with this config calls: the one it names, else the operator's
+    default (``AOB_LLM_MODEL``). The loop calls it with the resolved config, the patch policy (through
+    the registry) with the config as written."""
+    from django.conf import settings
+
+    model = config.get("model") if isinstance(config, dict) else None
+    return model or settings.AOB_LLM_MODEL
+
+
 CONFIG_SCHEMA = {
     "type": "object",
     "required": ["task"],
@@ -65,6 +75,7 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 @executor("agent", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, grants=effective_tools,
+          model=effective_model,
           description="An LLM agent (OpenAI function calling) with tools (default execute_pipeline, patch_workflow, "
           "search_tools; also openapi_action, delegate_to_agent when listed); it may add nodes after itself.")
 def run_agent_node(ctx: NodeContext) -> Any:

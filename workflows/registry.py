@@ -109,6 +109,10 @@ class NodeType:
     # What a node of this type may do with a config (an agent's tools): a patch may not give a node
     # it adds more than its proposer holds (workflows/services/patches/policy.py).
     grants: Callable[[dict[str, Any]], list[str]] | None = None
+    # The model a node of this type calls with a config (an agent's: the one it names, else the
+    # operator's default): the executor calls that one, and a patch may give a node it adds no model
+    # but its proposer's, the default or one the author chose (workflows/services/patches/policy.py).
+    model: Callable[[dict[str, Any]], str] | None = None
     # The human gate (``hitl``): holds an agent's patch for a person (run, patch, before, after: graph
     # summaries), and voids approvals whose guarded action a patch changed (run, reopen, revote, below,
     # patch_seq); both inside the patch's transaction (workflows/services/patches).

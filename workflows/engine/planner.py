@@ -32,7 +32,7 @@ from typing import Any
 
 from workflows import registry
 from workflows.definition.expressions import ExpressionError, evaluate_condition
-from workflows.definition.ir import IR
+from workflows.definition.ir import IR, Edge
 from workflows.definition.references import referenced_nodes
 from workflows.limits import clipped
 from workflows.models import Event, NodeRun, Run, canonical_json, size_of
@@ -161,6 +161,29 @@ def loop_body(ir: IR, loop_id: str) -> frozenset[str]:
     return _derived(ir, "bodies", compute)[loop_id]
 
 
+@dataclass(frozen=True)
+class Routes:
+    """A node's edges out as routing reads them (``_Planner.route``): its branch rules (edges with a
+    condition), tried in authoring order, the first that holds taken alone; else its other edges,
+    all taken together."""
+
+    rules: tuple[Edge, ...]
+    default: tuple[Edge, ...]
+
+    def reading(self) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+        """What of the routes decides where a finished node goes: the rules in their order, the
+        default edges' targets in none (they are taken together). Two graphs whose nodes read the
+        same here route alike; a patch's commute check compares definitions by it."""
+        return (tuple((e.condition or "", e.target) for e in self.rules),
+                tuple(sorted(e.target for e in self.default)))
+
+
+def routes(ir: IR, node_id: str) -> Routes:
+    """How a finished ``node_id`` routes its edges out (a loop's exits are its own: ``consume``)."""
+    edges = ir.out_edges[node_id]
+    return Routes(tuple(e for e in edges if e.condition), tuple(e for e in edges if not e.condition))
+
+
 def inline(node_type: str) -> bool:
     """Whether the planner evaluates a type itself, with no worker hop (the registry's ``inline``
     fact: ``conditional`` and ``loop``)."""
@@ -245,17 +268,17 @@ class _Planner:
         return None
 
     def route(self, token: Token) -> list[str]:
-        """Targets of the edges a finished node takes: first true conditional edge in authoring
-        order, else every unconditional edge."""
-        edges = self.ir.out_edges[token.node_id]
-        conditional = [e for e in edges if e.condition]
-        if not conditional:
-            return [e.target for e in edges]
-        context = {"output": token.output if token.output is not None else {}, "inputs": self.state.inputs}
-        for edge in conditional:
-            if self._holds(edge.condition or "", context, token.node_id, {"from": edge.source, "to": edge.target}):
-                return [edge.target]
-        return [e.target for e in edges if not e.condition]
+        """Targets of the edges a finished node takes (``Routes``): the first branch rule that
+        holds, in authoring order, else every unconditional edge."""
+        found = routes(self.ir, token.node_id)
+        if found.rules:
+            output = token.output if token.output is not None else {}
+            context = {"output": output, "inputs": self.state.inputs}
+            for edge in found.rules:
+                where = {"from": edge.source, "to": edge.target}
+                if self._holds(edge.condition or "", context, token.node_id, where):
+                    return [edge.target]
+        return [e.target for e in found.default]
 
     def _holds(self, condition: str, context: dict[str, Any], node_id: str, where: dict[str, Any]) -> bool:
         """A condition that fails to evaluate (a missing key, an index past the end, its budget

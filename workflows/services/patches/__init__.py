@@ -23,7 +23,8 @@ from aob_project.exceptions import AobError, Conflict, ValidationFailed
 from aob_project.metrics import PATCHES
 from workflows import registry
 from workflows.definition import gates
-from workflows.engine import coordinator, events
+from workflows.definition.ir import InvalidDefinition, compile_definition
+from workflows.engine import coordinator, events, planner
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, canonical_json, size_of
 from workflows.selectors import run_owner_check
 
@@ -250,7 +251,7 @@ def _commutes(run: Run, patch: RunPatch) -> bool:
     """Whether a held patch, applied to the run's definition as it is now, makes exactly what its
     approver approved with the patches applied since on top (two agents' patches adding a node
     each, say): then its operations name what they named when it was held, and it may apply. The
-    definitions are compared as the engine reads them: nodes by id, each node's edges out in order."""
+    definitions are compared as the engine reads them (``_as_read``)."""
     since = list(RunPatch.objects.filter(run=run, status=RunPatch.Status.APPLIED, applied_at__gt=patch.created_at)
                  .order_by("applied_at").values_list("patch_artifact_id", flat=True)[:_COMMUTE_AT_MOST + 1])
     if not since or len(since) > _COMMUTE_AT_MOST or None in since or patch.patch_artifact_id is None:
@@ -262,28 +263,22 @@ def _commutes(run: Run, patch: RunPatch) -> bool:
         there = contents[patch.after_artifact_id]
         for artifact_id in since:
             there = apply_operations(there, contents[artifact_id])
-    except (AobError, KeyError):
+        return _as_read(here) == _as_read(there)
+    except (AobError, KeyError, InvalidDefinition):  # one the engine would not run commutes with none
         return False
-    return _as_read(here) == _as_read(there)
 
 
 def _as_read(definition: Any) -> Any:
-    """A definition as the planner reads it: the order of ``/nodes`` means nothing; of a node's edges
-    out, the conditional ones route in authoring order (the first that holds) and the others all
-    go, in any order."""
-    if not isinstance(definition, dict):
-        return definition
-    nodes = {n.get("id"): n for n in definition.get("nodes", []) if isinstance(n, dict)}
-    edges: dict[Any, tuple[list[Any], list[str]]] = {}
-    for edge in definition.get("edges", []):
-        source = edge.get("from") if isinstance(edge, dict) else None
-        branches, plain = edges.setdefault(source, ([], []))
-        if isinstance(edge, dict) and edge.get("condition") is not None:
-            branches.append(edge)
-        else:
-            plain.append(json.dumps(edge, sort_keys=True, default=str))
+    """A definition as the engine reads it (InvalidDefinition if it would not run it): its nodes by
+    id (the order of ``/nodes`` means nothing), each node's edges out as the planner routes them
+    (``planner.Routes.reading``: the order of its branch rules counts, that of its other edges does
+    not), and every edge as written (a label, a loop's jump back), in no order."""
+    ir = compile_definition(definition)
+    nodes = {n["id"]: n for n in definition["nodes"]}
+    routes = {node_id: planner.routes(ir, node_id).reading() for node_id in ir.nodes}
+    edges = sorted(json.dumps(e, sort_keys=True) for e in definition.get("edges", []))
     rest = {k: v for k, v in definition.items() if k not in ("nodes", "edges")}
-    return nodes, {source: (branches, sorted(plain)) for source, (branches, plain) in edges.items()}, rest
+    return nodes, routes, edges, rest
 
 
 def _reject_held(run: Run, patch: RunPatch, reason: str, rule: str = "") -> None:

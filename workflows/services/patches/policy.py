@@ -70,6 +70,13 @@ def effective_tools(config: dict[str, Any]) -> list[str]:
     return spec.grants(config) if spec is not None and spec.grants is not None else []
 
 
+def effective_model(config: dict[str, Any]) -> str:
+    """The model an agent node with this config calls, as the agent type registered it ("" when no
+    agent type is registered: its nodes are skipped, and call none)."""
+    spec = registry.get("agent")
+    return spec.model(config) if spec is not None and spec.model is not None else ""
+
+
 class PatchRejected(ValidationFailed):
     code = "patch_rejected"
 
@@ -341,9 +348,9 @@ class _Judgement:
         (tools, budget, model), and, if it was there before, no more than its author gave it."""
         proposer = self.old.get(self.proposer.node_id) or {}
         mine = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
-        # the proposer's, the operator's default, or one the workflow's author gave an agent:
-        # never one an injected prompt picks
-        models = {_model(mine), settings.AOB_LLM_MODEL, *self.authors_models()}
+        # the proposer's, the operator's default (what an agent naming none calls), or one the
+        # workflow's author gave an agent: never one an injected prompt picks
+        models = {effective_model(mine), effective_model({}), *self.authors_models()}
         for node_id, node in self.touched().items():
             if node.get("type") != "agent":
                 continue
@@ -367,15 +374,17 @@ class _Judgement:
                     if theirs.get(key) is None or theirs[key] > limit:
                         self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most "
                                     f"{whose} ({limit})", _written(node_id), node_id=node_id)
-            if _model(config) not in models:
-                self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {_model(config)!r} is not its "
+            model = effective_model(config)
+            if model not in models:
+                self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {model!r} is not its "
                             f"proposer's, the default or one the workflow's author chose ({', '.join(sorted(models))})",
                             _written(node_id), node_id=node_id)
 
     def authors_models(self) -> set[str]:
         """The models the workflow's author gave its agent nodes (the version the run started from)."""
         base = self.state.base or self.before
-        return {_model(n.get("config") or {}) for n in gates.nodes_by_id(base).values() if n.get("type") == "agent"}
+        return {effective_model(n.get("config") or {}) for n in gates.nodes_by_id(base).values()
+                if n.get("type") == "agent"}
 
     def check_credentials(self) -> None:
         """An agent may not add, change or make run again a node that sends the owner's secrets
@@ -478,12 +487,6 @@ def _loop_config(node: dict[str, Any] | None, key: str) -> Any:
 def _iterations(node: dict[str, Any] | None) -> int:
     value = _loop_config(node, "max_iterations")
     return value if isinstance(value, int) else 0
-
-
-def _model(config: dict[str, Any]) -> str:
-    """The model an agent node with this config calls (the operator's default when it names none)."""
-    model = config.get("model") if isinstance(config, dict) else None
-    return model if isinstance(model, str) and model else settings.AOB_LLM_MODEL
 
 
 def _dump(value: Any) -> str:
