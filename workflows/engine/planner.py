@@ -179,9 +179,12 @@ class Routes:
 
 
 def routes(ir: IR, node_id: str) -> Routes:
-    """How a finished ``node_id`` routes its edges out (a loop's exits are its own: ``consume``)."""
-    edges = ir.out_edges[node_id]
-    return Routes(tuple(e for e in edges if e.condition), tuple(e for e in edges if not e.condition))
+    """How a finished ``node_id`` routes its edges out (a loop's exits are its own: ``consume``);
+    split once per compiled graph."""
+    def compute(ir: IR) -> dict[str, Routes]:
+        return {n: Routes(tuple(e for e in edges if e.condition), tuple(e for e in edges if not e.condition))
+                for n, edges in ir.out_edges.items()}
+    return _derived(ir, "routes", compute)[node_id]
 
 
 def inline(node_type: str) -> bool:
