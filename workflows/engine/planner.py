@@ -643,7 +643,7 @@ def reads_output(ir: IR, node_id: str) -> bool:
         readers: set[str] = set()
         for nid, node in ir.nodes.items():
             readers.update(pure_refs(ir, nid))
-            if any(e.condition for e in ir.out_edges[nid]):
+            if routes(ir, nid).rules:
                 readers.add(nid)
             if inline(node.type):
                 readers.add(nid)
@@ -726,7 +726,7 @@ def _only_consumes(result: Plan) -> bool:
 
 def _plain_step(ir: IR, node_id: str) -> PlainStep | None:
     node = ir.nodes.get(node_id)
-    if node is None or inline(node.type) or any(e.condition for e in ir.out_edges[node_id]):
+    if node is None or inline(node.type) or routes(ir, node_id).rules:
         return None
     if not ir.out_edges[node_id]:
         alone = plan(ir, _hypothesis(ir, node_id, {}), 1)
@@ -743,7 +743,8 @@ def _plain_step(ir: IR, node_id: str) -> PlainStep | None:
         if parents and ir.loops:
             return None  # a join's parents at other iterations: the full decision reads them
         # a parent whose only out-edge is the plain edge into the join may still be unconsumed
-        absorbable = [p for p in parents if [(e.target, e.condition) for e in ir.out_edges[p]] == [(target, None)]]
+        absorbable = [p for p in parents if not routes(ir, p).rules
+                      and [e.target for e in routes(ir, p).default] == [target]]
         others.update({p: "finished" if p in absorbable else "consumed" for p in parents})
         shape.append((target, tuple(parents), tuple(absorbable)))
     result = plan(ir, _hypothesis(ir, node_id, others, busy=True), 1, _evaluates)
