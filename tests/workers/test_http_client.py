@@ -230,6 +230,17 @@ def test_a_header_that_would_retarget_or_smuggle_is_refused_by_name_and_nothing_
     assert server.hits == []
 
 
+@pytest.mark.parametrize("value", [" s'e\"cret-1", "s'e\"cret-2 ", "s'e\"cret-3\t", "se\x0bcret-4", "se\x01cret-5",
+                                   "se\x7fcret-6"])
+def test_a_header_value_http_forbids_is_refused_by_name_never_echoed(server: Server, value: str) -> None:
+    """h11 refuses a value with leading or trailing whitespace, or some control characters, with the
+    value's repr in its message: a secret, escaped where masking cannot find it, in the node's error."""
+    with pytest.raises(InvalidHeader) as refused:
+        request(method="GET", url=server.url(), headers={"X-Api-Key": value})
+    assert refused.value.extra["rule"] == "header_value" and "cret" not in refused.value.message
+    assert server.hits == []
+
+
 def test_non_json_body_has_no_json(server: Server) -> None:
     result = request(method="GET", url=server.url("/big?n=5"))
     assert (result.text, result.json_body) == ("xxxxx", None)
