@@ -132,3 +132,32 @@ def test_a_url_may_not_refer_to_a_secret(api):
 
     assert response.status_code == 400
     assert response.json()["details"]["errors"][0]["rule"] == "secret_in_url"
+
+
+@pytest.mark.django_db
+def test_a_node_that_sends_a_secret_names_its_host_as_written(api):
+    """Where a secret goes is its author's to say. A URL whose host a run input (a webhook's caller),
+    an upstream output or an agent chooses, directly or by patching the node it reads (a node that
+    refers to no secret, so out of ``secret_reference``'s sight), would send the token to anyone."""
+    def save(url: str, name: str, **config: object) -> object:
+        prep = {"id": "prep", "type": "transform", "config": {"expression": "{'url': 'https://api.example.com/v1'}"}}
+        send = {"id": "send", "type": "http", "config": {"url": url, **config}}
+        definition = {"nodes": [prep, send], "edges": [{"from": "prep", "to": "send"}]}
+        return api.post("/api/v1/workflows", {"tag_name": name, "workflow": definition}, format="json")
+
+    secret = {"headers": {"Authorization": "Bearer ${secrets.API_TOKEN}"}}
+    aimed = ["$nodes.prep.url", "${nodes.prep.url}", "$inputs.callback", "${inputs.base}/v1/items",
+             "https://${inputs.host}/v1", "https://api.example.com${inputs.path}", "https://api.example.com:${inputs.port}/",
+             "https://api.example.com\\${inputs.path}"]
+    for i, url in enumerate(aimed):
+        for where in (secret, {"query": {"key": "$secrets.API_TOKEN"}}, {"payload": {"token": "$secrets.API_TOKEN"}}):
+            response = save(url, f"aimed-{i}", **where)
+            assert response.status_code == 400, (url, where)
+            assert response.json()["details"]["errors"][0]["rule"] == "secret_destination", (url, where)
+
+    # the host as written, then references: only the path, query or fragment vary
+    for i, url in enumerate(["https://api.example.com/v1/${inputs.path}", "https://api.example.com?q=${inputs.q}",
+                             "https://api.example.com:8443/$filter", "https://api.example.com/v1"]):
+        assert save(url, f"fixed-{i}", **secret).status_code == 201, url
+    # and a node that sends no secret may go where its references say
+    assert save("$nodes.prep.url", "no-secret", headers={"X-Trace": "${inputs.trace}"}).status_code == 201

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aob_project.exceptions import AobError
@@ -41,9 +42,15 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     from workers.http import header_problem
 
     problems = []
-    if has_reference(config.get("url")):
+    url = config.get("url")
+    if has_reference(url):
         problems.append(("/url", "secret_in_url", "a URL may not refer to $secrets (it is logged and kept in outputs); "
                          "put the secret in query or headers"))
+    elif (isinstance(url, str) and "$" in url and not LITERAL_ORIGIN.match(url)
+          and has_reference([config.get(k) for k in SECRET_FIELDS])):
+        problems.append(("/url", "secret_destination", "a node that sends $secrets names its host as written: "
+                         "scheme://host[:port] then /, ? or # before any reference (a host an input, an upstream "
+                         "output or an agent chooses could be anyone's)"))
     key_header = config.get("idempotency_header")
     key_problem = header_problem(key_header) if isinstance(key_header, str) and "$" not in key_header else None
     if key_problem is not None:
@@ -89,6 +96,9 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
 
 # Where an http node may refer to secrets; the URL may not (it is logged, and shown in outputs).
 SECRET_FIELDS = ("headers", "query", "payload")
+# The start of a URL that fixes where a request goes (scheme, host, port, then /, ? or #), before
+# any reference: a node that sends secrets must have one, so no reference can aim them elsewhere.
+LITERAL_ORIGIN = re.compile(r"^https?://[^/?#\\$@]+[/?#]", re.IGNORECASE)
 
 
 def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:

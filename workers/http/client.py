@@ -34,9 +34,9 @@ from typing import Any
 import httpcore
 import httpx
 
-from aob_project.decimal_text import bounded_decimal
 from aob_project.exceptions import ValidationFailed
-from workers.http.exceptions import HTTPRequestError, ResponseTooLarge, SSRFBlocked, TooManyRedirects
+from workers.http.body import ACCEPT_ENCODING, read_capped
+from workers.http.exceptions import HTTPRequestError, SSRFBlocked, TooManyRedirects
 from workers.http.headers import check_headers
 from workers.http.ssrf import HttpPolicy, Resolver, check_url_static, policy_from_settings, resolve_checked
 
@@ -148,7 +148,7 @@ def _client_build(*, policy: HttpPolicy, resolver: Resolver | None) -> httpx.Cli
     # timeout=None: the request's own deadline (the network backend's _time_left) bounds every
     # step; httpx's default 5 s per read would cut a slow but legitimate answer short.
     return httpx.Client(transport=transport, follow_redirects=False, trust_env=False, timeout=None,  # noqa: S113
-                        headers={"user-agent": USER_AGENT})
+                        headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING})
 
 
 _lock = threading.Lock()
@@ -206,23 +206,6 @@ def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
     transient = isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError) and not _is_tls_failure(exc)
     return HTTPRequestError(f"{type(exc).__name__}: {exc}",
                             extra={"url": url, "transient": transient, "kind": type(exc).__name__})
-
-
-def _read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
-    declared = response.headers.get("content-length", "")
-    length = bounded_decimal(declared, 18)
-    if length is not None and length > cap:
-        raise ResponseTooLarge(f"response declares {declared} bytes, over the {cap}-byte cap",
-                               extra={"url": url, "limit": cap, "transient": False})
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():  # decoded bytes: the cap also bounds a compression bomb
-        size += len(chunk)
-        if size > cap:
-            raise ResponseTooLarge(f"response body passed the {cap}-byte cap",
-                                   extra={"url": url, "limit": cap, "transient": False})
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _result(response: httpx.Response, body: bytes, *, method: str, started: float,
@@ -329,7 +312,7 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             location = response.headers.get("location")
             if not (follow_redirects and response.status_code in REDIRECT_STATUSES and location):
                 try:
-                    data = _read_capped(response, cap=cap, url=sent_url)
+                    data = read_capped(response, cap=cap, url=sent_url)
                 except httpx.HTTPError as exc:
                     raise _request_error(exc, sent_url) from exc
                 result = _result(response, data, method=method, started=started, redirects=redirects)

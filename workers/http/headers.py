@@ -1,6 +1,8 @@
-"""Which request headers a workflow may set: RFC 7230 token names, values without CR, LF or NUL,
-and none of the connection-level or routing headers that would retarget or desynchronize the
-request (``Host``, ``Content-Length``, ``Transfer-Encoding``, ``Connection``, ``Proxy-*``, ...).
+"""Which request headers a workflow may set: RFC 7230 token names; RFC 9110 field values (no
+control character but tab, no whitespace at either end: h11 refuses some of those with the value
+in its message, a secret escaped where masking cannot find it, and sends the others); and none of
+the connection-level or routing headers that would retarget or desynchronize the request
+(``Host``, ``Content-Length``, ``Transfer-Encoding``, ``Connection``, ``Proxy-*``, ...).
 
 Judged at save time on literal headers (``workflows.definition.validation``) and again by the
 client at send time, after references are resolved, where the values are final.
@@ -15,7 +17,7 @@ from typing import Any
 from workers.http.exceptions import InvalidHeader
 
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
 FORBIDDEN = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer",
     "expect", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
@@ -32,7 +34,8 @@ def header_problem(name: Any, value: Any = "") -> tuple[str, str] | None:
     if lowered in FORBIDDEN or lowered.startswith(FORBIDDEN_PREFIXES):
         return "header_forbidden", f"header {name!r} is connection-level or routing and cannot be set"
     if isinstance(value, str) and UNSAFE_VALUE.search(value):
-        return "header_value", f"the value of header {name!r} contains CR, LF or NUL"
+        return "header_value", (f"the value of header {name!r} contains a control character (CR, LF, NUL, ...) "
+                                "or begins or ends with whitespace")
     return None
 
 
