@@ -288,7 +288,9 @@ def up(args: argparse.Namespace) -> int:
     try:
         env = services.start(os.environ)
         log_path = args.data_dir / "aob.log"
-        log_path.write_text("")
+        # every process's output (requests, errors, what they name): its owner's only, as runtime.env
+        log_path.unlink(missing_ok=True)
+        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         children = Children(env, log_path, echo=args.verbose)
         log(f"starting; the processes' output goes to {_shown(log_path)}")
         stop.check()

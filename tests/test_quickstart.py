@@ -93,6 +93,7 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         assert (data_dir / "runtime.env").exists()
         # its URLs carry the embedded servers' passwords: its owner's only, and never in the output
         assert stat.S_IMODE((data_dir / "runtime.env").stat().st_mode) == 0o600
+        assert stat.S_IMODE((data_dir / "aob.log").stat().st_mode) == 0o600
         passwords = [(data_dir / name / "password").read_text().strip() for name in ("postgres", "redis")]
         assert not any(password in output.read_text() for password in passwords)
 
