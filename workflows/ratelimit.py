@@ -160,8 +160,14 @@ def global_write_layer() -> Layer:
                  "state-changing requests across all users")
 
 
-def check_global() -> None:
-    _fail_open([global_write_layer()])
+def check_write(*, user_id: int) -> None:
+    """One state-changing API request by ``user_id`` that starts no run (``check_run_start`` counts
+    those, against their own per-user limit): the global write limit, and this user's share of it
+    (``AOB_RATE_USER_WRITES_PER_MIN``). A write past the share is refused unrecorded, so it spends
+    nothing of the global limit: one user's flood of cheap writes cannot keep every other user from
+    approving, cancelling or saving for as long as it lasts."""
+    _fail_open([global_write_layer(), Layer(f"aob:rl:user:{user_id}:writes", settings.AOB_RATE_USER_WRITES_PER_MIN,
+                                            "user_rate_limit_exceeded", "state-changing requests per user")])
 
 
 def check_anonymous(*, address: str) -> None:

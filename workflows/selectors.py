@@ -25,7 +25,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
@@ -284,22 +284,52 @@ def artifact_get(*, user: User, artifact_id: str) -> Artifact:
     the artifacts of the run behind the approval, as its page links them. One's own runs are asked
     first (their owner index); the rule's other runs (staff's, an approver's) only on a miss.
     Its content is left in the database: ``text`` is its JSON text as stored, never parsed (parsing
-    an output and rendering it again took three times as long, and many times its size in memory)."""
-    visible = (WorkflowVersion.objects.filter(artifact_id=artifact_id, workflow__owner=user).exists()
-               or _refers_to(artifact_id, Run.objects.filter(owner=user))
-               or _refers_to(artifact_id, visibility.runs_visible(user=user))
-               or (user.is_staff and WorkflowVersion.objects.filter(artifact_id=artifact_id).exists()))
-    if not visible:
+    an output and rendering it again took three times as long, and many times its size in memory).
+
+    Same content, same id: the row is shared by everyone who stored that content, and its own
+    ``kind`` and ``created_at`` are those of whoever stored it first, maybe another user. Anyone can
+    compute the id of small, guessable content and store it themselves, so the answer's kind and
+    time are those of the reference that let ``user`` read it (``_reference``), never the row's:
+    an id tells nobody whether, when or as what someone else stored the same content."""
+    seen = (_version_reference(artifact_id, WorkflowVersion.objects.filter(workflow__owner=user))
+            or _reference(artifact_id, Run.objects.filter(owner=user))
+            or _reference(artifact_id, visibility.runs_visible(user=user))
+            or (_version_reference(artifact_id, WorkflowVersion.objects.all()) if user.is_staff else None))
+    if seen is None:
         raise NotFound("artifact not found")
-    return Artifact.objects.defer("content").annotate(text=Cast("content", TextField())).get(pk=artifact_id)
+    artifact = Artifact.objects.defer("content").annotate(text=Cast("content", TextField())).get(pk=artifact_id)
+    artifact.kind, artifact.created_at = seen  # for answering, never for saving
+    return artifact
 
 
-def _refers_to(artifact_id: str, runs: QuerySet[Run]) -> bool:
-    return (runs.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id)
-                        | Q(output_artifact_id=artifact_id)).exists()
-            or NodeRun.objects.filter(output_artifact_id=artifact_id, run__in=runs).exists()
-            or RunPatch.objects.filter(Q(patch_artifact_id=artifact_id) | Q(after_artifact_id=artifact_id)
-                                       | Q(before_artifact_id=artifact_id), run__in=runs).exists())
+# What a reference found by ``_reference`` says of the artifact: its kind, and when it was made.
+Seen = tuple[str, Any]
+
+
+def _first(qs: QuerySet[Any], kind: Any, at: Any) -> Seen | None:
+    """One row's (kind, time), in no order (an order by id would scan the table for a rare match)."""
+    rows = list(qs.order_by().values_list(kind, at)[:1])
+    return rows[0] if rows else None
+
+
+def _version_reference(artifact_id: str, versions: QuerySet[WorkflowVersion]) -> Seen | None:
+    return _first(versions.filter(artifact_id=artifact_id), Value(Artifact.Kind.DAG_VERSION), "created_at")
+
+
+def _reference(artifact_id: str, runs: QuerySet[Run]) -> Seen | None:
+    """Whether one of ``runs`` refers to the artifact (its definitions or output, a node's output, a
+    patch's operations or definitions), as the (kind, time) of that reference."""
+    def kind(field: str, then: str, default: str) -> Case:
+        return Case(When(**{field: artifact_id}, then=Value(then)), default=Value(default), output_field=TextField())
+
+    return (_first(runs.filter(Q(base_artifact_id=artifact_id) | Q(current_artifact_id=artifact_id)
+                               | Q(output_artifact_id=artifact_id)),
+                   kind("output_artifact_id", Artifact.Kind.NODE_IO, Artifact.Kind.DAG_VERSION), "created_at")
+            or _first(NodeRun.objects.filter(output_artifact_id=artifact_id, run__in=runs),
+                      Value(Artifact.Kind.NODE_IO, output_field=TextField()), Coalesce("finished_at", "queued_at"))
+            or _first(RunPatch.objects.filter(Q(patch_artifact_id=artifact_id) | Q(after_artifact_id=artifact_id)
+                                              | Q(before_artifact_id=artifact_id), run__in=runs),
+                      kind("patch_artifact_id", Artifact.Kind.PATCH_SET, Artifact.Kind.DAG_VERSION), "created_at"))
 
 
 def _ms(start: Any, end: Any) -> int | None:

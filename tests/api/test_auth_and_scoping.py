@@ -4,14 +4,16 @@ exactly like one that does not exist, so its existence does not leak."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.api.factories import API, assert_error, fetch_then_store, post_workflow, with_url
 from tests.conftest import client_for
-from workflows.models import Run, Workflow, WorkflowVersion
+from workflows.models import Artifact, Run, Workflow, WorkflowVersion
 
 PASSWORD = "s3cret-pass!"
 
@@ -101,6 +103,23 @@ def test_a_shared_artifact_is_readable_by_each_user_who_saved_it(api, bob):
 
     assert mine == theirs
     assert bob.get(f"{API}/artifacts/{mine}").status_code == 200
+
+
+def test_a_shared_artifact_tells_nobody_when_or_as_what_another_user_stored_it(api, bob):
+    """Same content, same id: anyone can compute the id of small, guessable content and store it
+    themselves. The row's own kind and time are those of whoever stored it first, maybe another
+    user: bob's answer says when and as what bob's reference holds it, never alice's."""
+    definition = fetch_then_store()
+    mine = post_workflow(api, "one", definition).json()["artifact_id"]
+    # as if alice had stored the same content long ago, as a node's output
+    Artifact.objects.filter(pk=mine).update(created_at=timezone.now() - timedelta(days=300), kind="node_io")
+    saved = post_workflow(bob, "two", definition).json()
+    assert saved["artifact_id"] == mine
+
+    body = bob.get(f"{API}/artifacts/{mine}").json()
+
+    assert body["content"] == definition
+    assert (body["kind"], body["created_at"]) == ("dag_version", saved["created_at"])
 
 
 def test_a_deleted_workflows_artifact_is_no_longer_readable(api, alices):

@@ -76,6 +76,27 @@ def test_the_global_write_limit_counts_authenticated_writes_only(api, settings):
 
 
 @pytest.mark.django_db
+def test_one_user_s_writes_cannot_spend_the_global_limit_and_lock_every_other_user_out(api, make_user, settings):
+    """Every known user's writes share the global limit; each user's own share of it
+    (AOB_RATE_USER_WRITES_PER_MIN) is smaller, and a write past it is refused unrecorded. A flood of
+    cheap writes (deleting a secret that does not exist) by one user leaves the others their
+    approvals, cancels and saves."""
+    settings.AOB_RATE_GLOBAL_PER_MIN = 6
+    settings.AOB_RATE_USER_WRITES_PER_MIN = 3
+    mallory = client_for(make_user("mallory"))
+
+    answers = [mallory.delete("/api/v1/secrets/nope").status_code for _ in range(10)]
+
+    assert answers[:3] == [404] * 3 and set(answers[3:]) == {429}
+    body = refused_for_rate(mallory.delete("/api/v1/secrets/nope"), "user_rate_limit_exceeded")
+    assert body["details"]["limit"] == 3
+    for i in range(3):
+        assert api.post("/api/v1/workflows", {"tag_name": f"w{i}", "workflow": HELLO},
+                        format="json").status_code == 201
+    assert Workflow.objects.count() == 3
+
+
+@pytest.mark.django_db
 def test_token_login_is_limited_per_address(make_user):
     make_user("alice", password="right-password-1")
     limit = django_settings.AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN

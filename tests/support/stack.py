@@ -36,6 +36,7 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         # live servers started by tests must not throttle the suite (see tests/conftest.py)
         "AOB_RATE_GLOBAL_PER_MIN": "1000000",
         "AOB_RATE_USER_RUNS_PER_MIN": "1000000",
+        "AOB_RATE_USER_WRITES_PER_MIN": "1000000",
         "AOB_RATE_TIER_SIMPLE_PER_MIN": "1000000",
         "AOB_RATE_TIER_STANDARD_PER_MIN": "1000000",
         "AOB_RATE_TIER_HEAVY_PER_MIN": "1000000",

@@ -32,13 +32,14 @@ class AnonymousThrottle(BaseThrottle):
 
 
 class GlobalWriteThrottle(BaseThrottle):
-    """State-changing requests across all users. A view that changes nothing although it is a
-    POST (the editor's validate-as-you-type) leaves this throttle out of its ``throttle_classes``;
-    a view that starts a run leaves it to ``run_start`` (``run_start_throttles``)."""
+    """State-changing requests across all users, and each user's share of them
+    (``ratelimit.check_write``). A view that changes nothing although it is a POST (the editor's
+    validate-as-you-type) leaves this throttle out of its ``throttle_classes``; a view that starts
+    a run leaves it to ``run_start`` (``run_start_throttles``)."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if request.method in WRITES and request.user.is_authenticated:
-            ratelimit.check_global()
+            ratelimit.check_write(user_id=request.user.pk)
         return True
 
 

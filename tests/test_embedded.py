@@ -1,0 +1,85 @@
+"""The embedded PostgreSQL and Redis (``make up``'s, and the test session's) answer no one without
+their password: 127.0.0.1 is every account's on a shared machine, and a server that trusted it
+would give any of them every user's runs and tokens (and, PostgreSQL's superuser, programs run as
+the stack's account)."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+import redis
+
+from aob.embedded import HOST, EmbeddedPostgres, EmbeddedRedis
+
+_started: list[Any] = []
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    # Not tmp_path: pytest's temp root is 0700, and the embedded PostgreSQL runs as another user as root.
+    folder = Path(tempfile.mkdtemp(prefix="aob-embedded-"))
+    yield folder / "aob"
+    while _started:
+        _started.pop().stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def start(server: Any) -> str:
+    _started.append(server)
+    return server.start()
+
+
+def private(path: Path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def test_postgres_refuses_a_connection_without_its_password(root: Path) -> None:
+    postgres = EmbeddedPostgres(root, fast=True)
+    url = start(postgres)
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres@{HOST}:{postgres.port}/aob", connect_timeout=10).close()
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres:guess@{HOST}:{postgres.port}/aob", connect_timeout=10).close()
+    assert private(postgres.password_path) and private(postgres.home)
+
+
+def test_a_postgres_data_folder_made_trusting_gets_its_password_at_its_next_start(root: Path) -> None:
+    """Data folders made before the password (``initdb --auth=trust``) are asked for one from then on."""
+    postgres = EmbeddedPostgres(root, fast=True)
+    start(postgres)
+    postgres.stop()
+    hba = postgres.pgdata / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    postgres.password_path.unlink()  # as such a folder has none
+
+    url = postgres.start()
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres@{HOST}:{postgres.port}/aob", connect_timeout=10).close()
+    assert "trust" not in [line.split()[-1] for line in hba.read_text().splitlines()
+                           if line.strip() and not line.startswith("#")]
+
+
+def test_redis_refuses_a_client_without_its_password_and_no_command_line_shows_it(root: Path) -> None:
+    server = EmbeddedRedis(root)
+    url = start(server)
+    password = server.password_path.read_text().strip()
+
+    assert redis.Redis.from_url(url).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=HOST, port=server.port).ping()
+    assert private(server.password_path) and private(server.config_path) and private(server.home)
+    assert password not in " ".join(psutil.Process(server.pid).cmdline())
