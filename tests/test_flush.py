@@ -36,7 +36,7 @@ def flush_against_a_reader(teardown: Any) -> list[BaseException]:
     """Flush while another session holds the last table TRUNCATE locks and then asks for its first:
     each waits for the other, and the flush, waiting longer, is the victim."""
     tables = flush_order()
-    params = {k: v for k, v in connection.get_connection_params().items() if k in ("dbname", "host", "port", "user")}
+    params = {k: v for k, v in connection.get_connection_params().items() if k in ("dbname", "host", "port", "user", "password")}
     errors: list[BaseException] = []
     with psycopg.connect(**params) as reader, psycopg.connect(**params, autocommit=True) as watch:
         reader.execute(f'SELECT 1 FROM "{tables[-1]}" LIMIT 1')  # noqa: S608 - a table name
