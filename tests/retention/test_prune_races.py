@@ -16,6 +16,7 @@ from django.utils import timezone
 from retention.services import prune
 from tests.conftest import stored_run, wait_for_run
 from tests.engine.flow import submit, transform, wait_until
+from tests.faults.harness import hooks
 from workflows.models import Artifact, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.services.artifacts import artifact_store
 
@@ -161,18 +162,24 @@ def test_a_run_someone_holds_waits_for_the_next_prune_and_the_rest_go_now(transa
 
 def test_a_parent_whose_child_still_runs_is_kept(transactional_db: Any, user: User) -> None:
     """Its cancel lost, the child runs on; the sweeper finds it through the parent's link (which the
-    parent's removal would take with it), and its spend counts against the parent's ceilings."""
+    parent's removal would take with it), and its spend counts against the parent's ceilings. (The
+    suite's live stack, left from earlier tests, would cancel that child itself meanwhile: its
+    ``subflows.sweep`` is off here.)"""
     from subflows.models import SubRun
 
-    parent, child = stored_run(user), stored_run(user)
-    Run.objects.filter(pk=parent.pk).update(status="cancelled", finished_at=timezone.now() - timedelta(days=60))
-    Run.objects.filter(pk=child.pk).update(status="running")
-    waiting = NodeRun.objects.create(run=parent, node_id="a", node_type="workflow", status="cancelled")
-    SubRun.objects.create(parent_run=parent, parent_node_run=waiting, child_run=child)
+    hooks().set("aob:test:subflows_sweep_off", 1)
+    try:
+        parent, child = stored_run(user), stored_run(user)
+        Run.objects.filter(pk=parent.pk).update(status="cancelled", finished_at=timezone.now() - timedelta(days=60))
+        Run.objects.filter(pk=child.pk).update(status="running")
+        waiting = NodeRun.objects.create(run=parent, node_id="a", node_type="workflow", status="cancelled")
+        SubRun.objects.create(parent_run=parent, parent_node_run=waiting, child_run=child)
 
-    assert prune()["runs"] == 0
-    Run.objects.filter(pk=child.pk).update(status="cancelled", finished_at=timezone.now())
-    assert prune()["runs"] == 1 and not Run.objects.filter(pk=parent.pk).exists()  # the child is recent: kept
+        assert prune()["runs"] == 0
+        Run.objects.filter(pk=child.pk).update(status="cancelled", finished_at=timezone.now())
+        assert prune()["runs"] == 1 and not Run.objects.filter(pk=parent.pk).exists()  # the child is recent: kept
+    finally:
+        hooks().delete("aob:test:subflows_sweep_off")
 
 
 def test_a_pure_node_whose_output_a_prune_deletes_under_the_decision_completes_at_once(engine: Any, api: Any,

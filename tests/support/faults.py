@@ -26,6 +26,9 @@ so a test flips them for every process of its stack at once:
   off from the database would;
 - ``aob:test:lease_stop_off``: negative control: a heartbeat that finds its lease gone does not stop
   its executor;
+- ``aob:test:subflows_sweep_off``: ``subflows.sweep`` does nothing, so a test that builds a child
+  left running under an ended parent (tests/retention/test_prune_races.py) is not tidied by the
+  live stack's sweep meanwhile;
 - ``aob:test:firing_key_off``: negative control: a schedule's firing is keyed by when it was
   delivered, not by the cron time it was due (``schedules.due_time``), so a firing beat sends again
   is a new one (tests/faults/test_beat_restarted.py).
@@ -54,6 +57,7 @@ def _redis() -> redis.Redis:
 def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     """``(module, name, replacement)`` for each engine function a fault wraps."""
     from agents import budget
+    from subflows import services as subflows
     from triggers.services import schedules
     from workflows.engine import coordinator, dispatch, heartbeat, sweeper
     from workflows.models import NodeRun
@@ -126,7 +130,12 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def switchable_due_time(schedule: Any, fired_at: Any) -> Any:
         return fired_at if _redis().exists("aob:test:firing_key_off") else due_time(schedule, fired_at)
 
-    wrapped = [(schedules, "due_time", switchable_due_time),
+    subflows_sweep = subflows.subflows_sweep
+
+    def switchable_subflows_sweep() -> dict[str, int]:
+        return {"skipped": 1} if _redis().exists("aob:test:subflows_sweep_off") else subflows_sweep()
+
+    wrapped = [(schedules, "due_time", switchable_due_time), (subflows, "subflows_sweep", switchable_subflows_sweep),
                (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
                (sweeper, "undecided_parks", switchable_undecided_parks),
                (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
