@@ -15,7 +15,14 @@ from django.utils.text import Truncator
 from aob_project.exceptions import AobError
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
-from workflows.admin import BoundedListAdmin, ReadOnlyAdmin, RunPatchAdmin, latest_rows, pretty_head
+from workflows.admin import (
+    BoundedListAdmin,
+    OwnedRowsAdmin,
+    ReadOnlyAdmin,
+    RunPatchAdmin,
+    latest_rows,
+    pretty_head,
+)
 from workflows.models import RunPatch
 
 MESSAGE_CHARS = 120  # the list's cut of a message (the approval's page shows it whole)
@@ -47,7 +54,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(NotificationTarget)
-class NotificationTargetAdmin(BoundedListAdmin):
+class NotificationTargetAdmin(OwnedRowsAdmin):
+    owner_field = "user"  # a group's target (no user) is a superuser's to add and change
     list_display = ["id", "user", "group", "webhook_url", "enabled", "created_at"]
     list_columns = ["user__username", "group__name", "webhook_url", "enabled", "created_at"]
     list_filter = ["enabled"]

@@ -14,7 +14,7 @@ from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from aob_project.exceptions import AobError
-from workflows.admin import BoundedListAdmin, ReadOnlyAdmin, latest_rows
+from workflows.admin import OwnedRowsAdmin, ReadOnlyAdmin, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
 from .services import hooks, schedules
@@ -136,7 +136,7 @@ class DeletedWithHistory:
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(DeletedWithHistory, BoundedListAdmin):
+class ScheduleAdmin(DeletedWithHistory, OwnedRowsAdmin):
     history = ((ScheduleFiring, "schedule"),)
     form = ScheduleForm
     list_display = ["id", "workflow", "name", "cron", "timezone", "catch_up", "enabled", "owner", "updated_at"]
@@ -200,7 +200,7 @@ class HookForm(forms.ModelForm):
 
 
 @admin.register(Hook)
-class HookAdmin(DeletedWithHistory, BoundedListAdmin):
+class HookAdmin(DeletedWithHistory, OwnedRowsAdmin):
     history = ((HookDelivery, "hook"),)
     form = HookForm
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 
-from workflows.admin import BoundedListAdmin
+from workflows.admin import OwnedRowsAdmin
 
 from . import crypto, services
 from .models import Secret
@@ -31,7 +31,7 @@ class SecretForm(forms.ModelForm):
 
 
 @admin.register(Secret)
-class SecretAdmin(BoundedListAdmin):
+class SecretAdmin(OwnedRowsAdmin):
     form = SecretForm
     list_display = ["name", "owner", "created_at", "updated_at"]
     list_columns = ["name", "owner__username", "created_at", "updated_at"]  # never the ciphertext

@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.models import Group
 from django.core.paginator import Paginator
 from django.db.models import F, Field, Func, JSONField, Model, QuerySet, TextField
 from django.db.models.functions import Cast, Left
@@ -17,6 +18,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from aob_project.exceptions import AobError
 from workflows import registry
@@ -160,6 +163,60 @@ class ReadOnlyAdmin(BoundedListAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class OwnedRowsAdmin(BoundedListAdmin):
+    """Rows that act as the person they belong to: a schedule starts runs as its owner, a secret is
+    sent as theirs, a hook's mapping makes their runs' inputs, a notification target receives what
+    they are asked. Staff who are not superusers may be given these models' permissions to look
+    after their own (an operator grants them); they add, change and delete only their own rows,
+    and add them for themselves only, as on the API: another's row is read-only to them, and its
+    delete, alone or in a bulk delete, refused with nothing deleted. The row's person is
+    ``owner_field``; a row with none (a group's notification target) is a superuser's."""
+
+    owner_field = "owner"
+
+    def owns(self, request: HttpRequest, obj: Any) -> bool:
+        user = request.user
+        return obj is None or user.is_superuser or getattr(obj, f"{self.owner_field}_id") == user.pk
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self.owns(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self.owns(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if not request.user.is_superuser and db_field.name == self.owner_field:
+            kwargs["queryset"] = db_field.related_model.objects.filter(pk=request.user.pk)
+        elif not request.user.is_superuser and db_field.related_model is Group:
+            kwargs["queryset"] = Group.objects.none()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(TokenAdmin):
+    """DRF's page of API tokens, where a token is revoked (deleted), for superusers only: it names
+    every key (its list, its pages' titles, the admin's history), and a key is its user's password
+    to the API, so a staff member given the view permission would hold everyone's."""
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
 
 
 # A filter's choices come from where their values are declared: Django's own, for a column without

@@ -67,3 +67,71 @@ def test_a_workflows_owner_and_tag_are_not_edited_in_the_admin(make_user: Any, u
 
     assert client.post(f"/admin/workflows/workflow/{workflow.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Workflow.objects.filter(pk=workflow.pk).exists()  # deleted by workflow_delete (API, CLI)
+
+
+def staff_with(make_user: Any, name: str, *codenames: str) -> Any:
+    """A staff member (not a superuser) an operator gave these models' permissions."""
+    member = make_user(name, is_staff=True)
+    member.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return member
+
+
+def test_staff_add_change_and_delete_only_their_own_schedules(make_user: Any, user: Any) -> None:
+    from triggers.models import Schedule
+    from triggers.services.schedules import schedule_create
+
+    lead = staff_with(make_user, "lead", "add_schedule", "change_schedule", "delete_schedule", "view_schedule")
+    theirs = schedule_create(owner=user, workflow=workflow_save(owner=user, tag="nightly", definition=ONE).workflow,
+                             cron="0 3 * * *")
+    client = logged_in(lead)
+    form = {"owner": user.pk, "workflow": theirs.workflow_id, "name": "mine now", "cron": "* * * * *",
+            "timezone": "UTC", "inputs": '{"to": "lead"}', "version": "", "catch_up": "skip", "enabled": "on"}
+
+    # a schedule starts runs as its owner, with that owner's secrets: not one made for someone else
+    response = client.post("/admin/triggers/schedule/add/", form)
+    assert response.status_code == 200 and "owner" in response.context["adminform"].form.errors
+    change = f"/admin/triggers/schedule/{theirs.pk}/change/"
+    assert 'name="_save"' not in client.get(change).content.decode()  # read-only to them
+    assert client.post(change, {**form, "cron": "* * * * *"}).status_code == 403
+    assert client.post(f"/admin/triggers/schedule/{theirs.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Schedule.objects.filter(owner=user).count() == 1 and not Schedule.objects.filter(owner=lead).exists()
+    assert Schedule.objects.get(pk=theirs.pk).cron == "0 3 * * *"
+
+    own = workflow_save(owner=lead, tag="mine", definition=ONE).workflow
+    assert client.post("/admin/triggers/schedule/add/", {**form, "owner": lead.pk, "workflow": own.pk}).status_code == 302
+    assert Schedule.objects.get(owner=lead).inputs == {"to": "lead"}
+
+
+def test_staff_set_only_their_own_secrets_and_targets(make_user: Any, user: Any) -> None:
+    from approvals.models import NotificationTarget
+    from vault import crypto
+    from vault.models import Secret
+    from vault.services import secret_set
+
+    lead = staff_with(make_user, "lead", "add_secret", "change_secret", "view_secret",
+                      "add_notificationtarget", "change_notificationtarget", "view_notificationtarget")
+    secret, _ = secret_set(owner=user, name="CRM", value="the-real-token")
+    client = logged_in(lead)
+
+    # an overwritten value would send the owner's requests with a token the staff member chose
+    assert client.post(f"/admin/vault/secret/{secret.pk}/change/", {"value": "lead-token-123"}).status_code == 403
+    assert crypto.decrypt(Secret.objects.get(pk=secret.pk).ciphertext) == "the-real-token"
+    response = client.post("/admin/vault/secret/add/", {"owner": user.pk, "name": "NEW", "value": "lead-token-123"})
+    assert response.status_code == 200 and "owner" in response.context["adminform"].form.errors
+    assert not Secret.objects.filter(name="NEW").exists()
+
+    # a target receives what its person is asked to approve, and the run's context with it
+    response = client.post("/admin/approvals/notificationtarget/add/",
+                           {"user": user.pk, "webhook_url": "https://hooks.example.com/lead", "enabled": "on"})
+    assert response.status_code == 200 and "user" in response.context["adminform"].form.errors
+    assert not NotificationTarget.objects.exists()
+
+
+def test_api_tokens_are_a_superusers_page_only(make_user: Any, user: Any) -> None:
+    viewer = staff_with(make_user, "viewer", "view_tokenproxy", "view_token")
+    root = make_user("root", is_staff=True, is_superuser=True)
+    key = user.auth_token.key
+
+    assert logged_in(viewer).get("/admin/authtoken/tokenproxy/").status_code == 403
+    assert "authtoken" not in logged_in(viewer).get("/admin/").content.decode()
+    assert key in logged_in(root).get("/admin/authtoken/tokenproxy/").content.decode()
