@@ -59,6 +59,9 @@ class Call:
 def price(model: str) -> dict[str, float]:
     """The model's prices (USD per 1M tokens). A model without one is refused before any call: a
     call must never count as free."""
+    if not isinstance(model, str):  # a reference ($inputs.model) may resolve to anything
+        raise ModelNotPriced(f"a model is named by a string, not a {type(model).__name__}",
+                             extra={"field": "model", "rule": "model_unpriced", "transient": False})
     prices = settings.AOB_LLM_PRICES.get(model)
     if not isinstance(prices, dict) or not isinstance(prices.get("input"), int | float) or not isinstance(
             prices.get("output"), int | float):

@@ -83,6 +83,14 @@ def test_an_unpriced_model_is_refused_at_save_and_before_any_call(engine, api, f
     assert run.status == "failed"
     assert node(run, "plan").error["error_type"] == "ModelNotPriced" and fake_llm.requests == []
 
+    # a reference may resolve to anything: a list names no model either, and the node says so
+    run = finish(start(api, [agent(model="$inputs.model")], inputs={"model": ["gpt-4o-mini"]}))
+
+    assert run.status == "failed"
+    error = node(run, "plan").error
+    assert (error["error_type"], error["message"]) == ("ModelNotPriced", "a model is named by a string, not a list")
+    assert fake_llm.requests == []
+
 
 def test_no_tools_means_no_tools(engine, api, fake_llm):
     fake_llm.reset([TEXT])
