@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from approvals.exceptions import (
@@ -88,7 +89,24 @@ def _required_payload(approval: Approval, **extra: Any) -> dict[str, Any]:
     return {"run_id": str(approval.run_id), "node_id": approval.node_id, "approval_id": approval.pk,
             "message": approval.message, "approvers": approval.approvers,
             "required_approvals": approval.required_approvals,
-            "deadline": approval.deadline.isoformat() if approval.deadline else None, **extra}
+            "deadline": approval.deadline.isoformat() if approval.deadline else None,
+            **nobody_can_decide(approval), **extra}
+
+
+def nobody_can_decide(approval: Approval) -> dict[str, Any]:
+    """What an ``approval_required`` event adds when no one its approvers name could decide it now:
+    no active user has one of those names or is in a group of one (a typo, a deactivated account,
+    an empty group). The gate still waits (a person provisioned later under that name would be
+    asked), but its run's page says why nothing moves, and what ends it. One query."""
+    names = list(approval.approvers or [])
+    if User.objects.filter(is_active=True).filter(Q(username__in=names) | Q(groups__name__in=names)).exists():
+        return {}
+    ends = (f"its deadline ({approval.deadline.isoformat()}) applies {approval.on_timeout or 'reject'}"
+            if approval.deadline else "it has no deadline: only cancelling the run ends it")
+    logger.warning("approval.nobody_can_decide", extra={"run_id": str(approval.run_id), "approval_id": approval.pk})
+    return {"nobody_can_decide": True,
+            "warning": f"no active user is named by, or in a group named by, the approvers {names}: nobody can "
+                       f"decide approval {approval.pk}; {ends}"}
 
 
 def approval_decide(*, approval: Approval, user: User, approve: bool, comment: str = "",
@@ -185,7 +203,8 @@ def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: 
     approval_notify(approval=approval)
     events.append(run.pk, run.owner_id, [(Event.Type.APPROVAL_REQUIRED, patch.node_id, {
         "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
-        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
+        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None,
+        **nobody_can_decide(approval)})])
     return approval
 
 

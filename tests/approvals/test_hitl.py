@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import Group, User
+
 from aob_project.celery import app
 from approvals.models import Approval
 from tests.approvals.runs import (
@@ -19,6 +21,7 @@ from tests.approvals.runs import (
     statuses,
     submit,
 )
+from tests.conftest import client_for
 from workflows.models import NodeRun
 
 
@@ -111,3 +114,21 @@ def test_a_message_its_references_make_longer_than_a_gate_allows_fails_the_node_
 
     within = submit(user, flow, {"text": "x" * 20_000})  # control: at the bound, the gate asks
     assert approval_of(within).message == "x" * 20_000
+
+
+def test_a_gate_no_active_person_can_decide_says_so_in_its_event(engine, user, make_user, bob):
+    """Approvers are names: a typo, a deactivated account or a group with no active member ask no
+    one, and with no deadline nothing ever ends the wait. The run's events say so (an approver
+    provisioned later would still be asked, so the gate waits rather than fails)."""
+    make_user("gone", is_active=False)
+    Group.objects.create(name="nobody-here").user_set.add(User.objects.get(username="gone"))
+    run_id, _ = parked(user, {"approvers": ["gone", "nobody-here", "no-such-user"]})
+
+    every = client_for(user).get(f"/api/v1/runs/{run_id}/events").json()
+    (required,) = [e["data"] for e in every if e["type"] == "approval_required"]
+    assert required["nobody_can_decide"] is True
+    assert "no active user" in required["warning"] and "cancel" in required["warning"]
+
+    _, reachable = parked(user, {"approvers": ["gone", "bob"]})  # control: bob can decide
+    (required,) = events(reachable.run_id, "approval_required")
+    assert "nobody_can_decide" not in required
