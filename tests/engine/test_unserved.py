@@ -1,14 +1,17 @@
 """A node whose queue no worker consumes (workers started with ``--node-types`` for other types, a
 type's plugin dropped from the workers): the sweeper says so on the node run (``wait_reason``
 ``worker``) and in the run's events (``node_unserved``, naming the queue), once; a worker that
-starts later takes it, and the reason goes with the claim."""
+starts later takes it, and the reason goes with the claim. So does a finished node whose decision sits
+on a coordinator queue no worker consumes."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from aob_project.celery import COORDINATOR_QUEUE, app
 from tests.conftest import wait_for_run
-from tests.engine.flow import submit, unique, wait_until
+from tests.engine.flow import submit, transform, unique, wait_until
 from tests.support import stack
 from workflows.models import Run
 
@@ -40,3 +43,31 @@ def test_a_node_no_worker_serves_says_why_it_waits_and_goes_on_once_one_does(
     assert run.status == Run.Status.COMPLETED, run.error
     assert _node(api, run_id, loud)["wait_reason"] == ""
     assert len([e for e in api.get(f"/api/v1/runs/{run_id}/events").json() if e["type"] == "node_unserved"]) == 1
+
+
+def _control(worker: str, command: str, queue: str) -> None:
+    for _ in range(3):
+        if getattr(app.control, command)(queue, destination=[worker], reply=True, timeout=10):
+            return
+    raise AssertionError(f"{worker} did not answer {command}")
+
+
+def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any) -> None:
+    """Every node done, the run ``running``: the decision of what follows sits on wf.coordinator,
+    which no running worker consumes (workers started with ``--node-types`` and no ``-Q``). The
+    finished node's ``node_unserved`` event says so, once; a worker consuming it ends the run."""
+    worker = engine["worker"].node_name
+    only = unique("only")
+    _control(worker, "cancel_consumer", COORDINATOR_QUEUE)
+    try:
+        run_id = submit(api, {"nodes": [transform(only, "1")], "edges": []})
+        event = wait_until(lambda: next((e for e in api.get(f"/api/v1/runs/{run_id}/events").json()
+                                         if e["type"] == "node_unserved"), None), timeout=20, what="node_unserved")
+        assert Run.objects.get(pk=run_id).status == Run.Status.RUNNING
+        assert event["node_id"] == only and event["data"]["queue"] == COORDINATOR_QUEUE
+        assert f"-Q {COORDINATOR_QUEUE}" in event["data"]["message"]
+        time.sleep(3)  # more sweeps: said once
+    finally:
+        _control(worker, "add_consumer", COORDINATOR_QUEUE)
+    assert wait_for_run(run_id, timeout=30).status == Run.Status.COMPLETED
+    assert [e["type"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()].count("node_unserved") == 1

@@ -5,9 +5,10 @@ between commit and publish, a broker that lost its queues — and re-publishes t
 ``running`` whose lease lapsed — a worker killed mid-node — and puts them back in the queue (or
 fails them after too many lost attempts); (3) finished node runs the coordinator never consumed,
 and parked node runs whose park it never decided (``undecided_since``), and asks it again; (4) of
-the node runs in (1), those whose queue no running worker consumes, which no republish can move: it
-says so on each (``wait_reason`` ``worker``, event ``node_unserved``). Every path ends in a
-compare-and-set, so a sweep racing a live worker is a no-op.
+the node runs in (1), those whose queue no running worker consumes, which no republish can move, and
+of those in (3), those whose coordinator queue no running worker consumes: their runs say so
+(``wait_reason`` ``worker``, event ``node_unserved``). Every path ends in a compare-and-set, so a
+sweep racing a live worker is a no-op.
 """
 
 from __future__ import annotations
@@ -48,14 +49,11 @@ def sweep() -> dict[str, int]:
     # Under a backlog that never drains, a lost message must still be found: past this much
     # longer deadline a queued node run is re-published anyway (once per deadline).
     patience = now - timedelta(seconds=settings.AOB_REPUBLISH_BACKLOG_S)
-    served, asked = None, False  # the queues running workers consume: asked once a sweep, when needed
+    consumers = _Consumers()
     for nr in queued:
         queue = registry.queue_for(nr.node_type)
-        if nr.wait_reason != UNSERVED:
-            if not asked:
-                served, asked = served_queues(), True
-            if served is not None and queue not in served and _say_unserved(nr, queue):
-                counts["unserved"] += 1
+        if nr.wait_reason != UNSERVED and consumers.serve(queue) is False and _say_unserved(nr, queue):
+            counts["unserved"] += 1
         if queue in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
             continue  # most likely still waiting its turn in that queue, not lost
         if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
@@ -76,6 +74,8 @@ def sweep() -> dict[str, int]:
     for pk in unconsumed:
         coordinate_now(pk)
         counts["reconsumed"] += 1
+    if COORDINATOR_QUEUE in backlog and consumers.serve(COORDINATOR_QUEUE) is False:
+        counts["unserved"] += _say_undecided(stale)
     for pk in undecided_parks(decided_by):
         coordinate_now(pk)  # the same decision its executor's link would have asked for
         counts["redecided"] += 1
@@ -108,6 +108,43 @@ def served_queues() -> frozenset[str] | None:
         return None
     _served = (time.monotonic(), frozenset(q["name"] for queues in replies.values() for q in queues or []))
     return _served[1]
+
+
+class _Consumers:
+    """Whether running workers consume a queue, asked of them (``served_queues``) at most once a
+    sweep, and only when a sweep needs to know: None when no answer came."""
+
+    def __init__(self) -> None:
+        self._asked = False
+        self._queues: frozenset[str] | None = None
+
+    def serve(self, queue: str) -> bool | None:
+        if not self._asked:
+            self._asked, self._queues = True, served_queues()
+        return None if self._queues is None else queue in self._queues
+
+
+def _say_undecided(before: datetime) -> int:
+    """Finished node runs (before ``before``) whose decision sits on a coordinator queue no running
+    worker consumes: every node done, their run shows ``running`` and nothing else says why. Each
+    run says so once per such node run, in a ``node_unserved`` event (its run locked, so two sweeps
+    say it once). Only while that queue is unserved; at most 100 a sweep."""
+    said = 0
+    finished = [NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED]
+    for nr in (NodeRun.objects.filter(consumed=False, status__in=finished, finished_at__lt=before)
+               .select_related("run").only("pk", "run_id", "node_id", "iteration", "finished_at", "run__owner_id")[:100]):
+        message = (f"{nr.node_id} finished at {nr.finished_at}; deciding what follows waits: no running "
+                   f"worker consumes the queue {COORDINATOR_QUEUE} (start one with -Q {COORDINATOR_QUEUE})")
+        with transaction.atomic():
+            locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
+            if Event.objects.filter(run_id=nr.run_id, type=Event.Type.NODE_UNSERVED, node_id=nr.node_id,
+                                    data__queue=COORDINATOR_QUEUE, data__iteration=nr.iteration).exists():
+                continue
+            events.append(nr.run_id, nr.run.owner_id, [(Event.Type.NODE_UNSERVED, nr.node_id, {
+                "iteration": nr.iteration, "queue": COORDINATOR_QUEUE, "message": message})])
+        logger.warning("node_run.undecided", extra={"run_id": str(nr.run_id), "node_id": nr.node_id})
+        said += 1
+    return said
 
 
 def _say_unserved(nr: NodeRun, queue: str) -> bool:
