@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db.models import Prefetch, Q, QuerySet
 
 from approvals.exceptions import ApprovalNotFound
@@ -17,6 +17,30 @@ def _as_approver(user: User) -> Q:
     for name in approver_names(user):
         q |= Q(approvers__contains=[name])
     return q
+
+
+def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
+    """Of approver ``names``, those that ask someone who could decide now: an active user's name, or
+    a group's with an active member (``is_approver``'s rule, and signing in needs an active user).
+    Two queries, for one approval or a page of them."""
+    names = set(names)
+    if not names:
+        return set()
+    users = User.objects.filter(is_active=True, username__in=names).values_list("username", flat=True)
+    groups = Group.objects.filter(name__in=names, user__is_active=True).values_list("name", flat=True).distinct()
+    return set(users) | set(groups)
+
+
+def fill_decidable(approvals: list[Approval]) -> list[Approval]:
+    """Each approval with ``nobody_can_decide``: pending, and none of its approvers reaches an active
+    person (a name mistyped, an approver deactivated or a group emptied since it was asked). Its
+    run then waits on a decision nobody can make: the answer says so."""
+    pending = [a for a in approvals if a.status == Approval.Status.PENDING]
+    reached = names_that_reach_someone({n for a in pending for n in a.approvers or []})
+    for approval in approvals:
+        approval.nobody_can_decide = (  # type: ignore[attr-defined]
+            approval.status == Approval.Status.PENDING and not reached & set(approval.approvers or []))
+    return approvals
 
 
 def is_approver(approval: Approval, user: User) -> bool:

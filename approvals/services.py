@@ -9,7 +9,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from approvals.exceptions import (
@@ -22,7 +21,7 @@ from approvals.exceptions import (
 )
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
-from approvals.selectors import is_approver
+from approvals.selectors import is_approver, names_that_reach_someone
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
@@ -99,7 +98,7 @@ def nobody_can_decide(approval: Approval) -> dict[str, Any]:
     an empty group). The gate still waits (a person provisioned later under that name would be
     asked), but its run's page says why nothing moves, and what ends it. One query."""
     names = list(approval.approvers or [])
-    if User.objects.filter(is_active=True).filter(Q(username__in=names) | Q(groups__name__in=names)).exists():
+    if names_that_reach_someone(names):
         return {}
     ends = (f"its deadline ({approval.deadline.isoformat()}) applies {approval.on_timeout or 'reject'}"
             if approval.deadline else "it has no deadline: only cancelling the run ends it")
