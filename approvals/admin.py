@@ -114,9 +114,14 @@ class ApprovalAdmin(BoundedListAdmin):
         person is one only its deadline or a cancel of its run ends (selectors.fill_decidable)."""
         if obj.status != Approval.Status.PENDING:
             return "—"
-        if fill_decidable([obj])[0].nobody_can_decide:  # type: ignore[attr-defined]
+        filled = fill_decidable([obj])[0]
+        if filled.nobody_can_decide:  # type: ignore[attr-defined]
             return ("nobody can decide it: no approver is an active user or a group with an active member; "
                     + ("its deadline applies its on_timeout" if obj.deadline else "only cancelling its run ends it"))
+        if filled.cannot_be_approved:  # type: ignore[attr-defined]
+            return (f"fewer active people could approve it than the {obj.required_approvals} it needs"
+                    + ("" if obj.allow_self_approval else " (not the run's owner: allow_self_approval is false)")
+                    + ": it can be rejected, never approved")
         return "its approvers (an active user or group member each)"
 
     @admin.display(description="message")

@@ -56,13 +56,21 @@ class ApprovalOut(serializers.ModelSerializer):
         "pending, and none of its approvers is an active user or a group with an active member (a name "
         "mistyped, an approver deactivated since): nobody can decide it; its deadline, else a cancel, ends it"))
 
+    cannot_be_approved = serializers.SerializerMethodField(help_text=(
+        "pending, and fewer active people could approve it than required_approvals (the run's owner not counted "
+        "when allow_self_approval is false): a vote can reject it, none can approve it"))
+
     class Meta:
         model = Approval
         fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                   "escalated", "patch_id", "patch", "decisions", "deliveries", "notifications_not_sent", "created_at",
-                  "decided_at", "nobody_can_decide"]
+                  "decided_at", "nobody_can_decide", "cannot_be_approved"]
 
     def get_nobody_can_decide(self, approval: Approval) -> bool:
         flag = getattr(approval, "nobody_can_decide", None)  # a list's page is filled at once
         return bool(flag if flag is not None else fill_decidable([approval])[0].nobody_can_decide)  # type: ignore[attr-defined]
+
+    def get_cannot_be_approved(self, approval: Approval) -> bool:
+        flag = getattr(approval, "cannot_be_approved", None)
+        return bool(flag if flag is not None else fill_decidable([approval])[0].cannot_be_approved)  # type: ignore[attr-defined]

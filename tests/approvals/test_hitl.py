@@ -132,3 +132,22 @@ def test_a_gate_no_active_person_can_decide_says_so_in_its_event(engine, user, m
     _, reachable = parked(user, {"approvers": ["gone", "bob"]})  # control: bob can decide
     (required,) = events(reachable.run_id, "approval_required")
     assert "nobody_can_decide" not in required
+
+
+def test_a_gate_fewer_people_can_approve_than_it_needs_says_it_can_never_be_approved(engine, user, bob):
+    """Four-eyes with the default approver (the owner, who may then not approve), or two approvals
+    asked of one person: a vote can reject it, none can approve it. Its event and the approval say
+    so; a gate as many people can approve as it needs says nothing."""
+    owner = client_for(user)
+    for review, able in (({"allow_self_approval": False}, 0), ({"approvers": ["bob"], "required_approvals": 2}, 1)):
+        run_id, approval = parked(user, review)
+        (required,) = events(run_id, "approval_required")
+        assert required["cannot_be_approved"] is True and "nobody_can_decide" not in required, required
+        assert f"only {able} active" in required["warning"] and "never approved" in required["warning"]
+        shown = owner.get(f"/api/v1/approvals/{approval.pk}").json()
+        assert (shown["cannot_be_approved"], shown["nobody_can_decide"]) == (True, False)
+
+    run_id, approval = parked(user, {"approvers": ["alice", "bob"], "required_approvals": 2,
+                                     "allow_self_approval": True})  # control
+    assert "cannot_be_approved" not in events(run_id, "approval_required")[0]
+    assert owner.get(f"/api/v1/approvals/{approval.pk}").json()["cannot_be_approved"] is False
