@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, Func, Q
+from django.db.models import DateTimeField, Exists, Func, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -127,19 +127,23 @@ class _Consumers:
 def _say_undecided(before: datetime) -> int:
     """Finished node runs (before ``before``) whose decision sits on a coordinator queue no running
     worker consumes: every node done, their run shows ``running`` and nothing else says why. Each
-    run says so once per such node run, in a ``node_unserved`` event (its run locked, so two sweeps
-    say it once). Only while that queue is unserved; at most 100 a sweep."""
+    run says so once per such node, in a ``node_unserved`` event (its run locked, so two sweeps say
+    it once; those told are left out of the read). Only while that queue is unserved; at most 100
+    a sweep."""
     said = 0
     finished = [NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED]
-    for nr in (NodeRun.objects.filter(consumed=False, status__in=finished, finished_at__lt=before)
+    told = Event.objects.filter(run_id=OuterRef("run_id"), type=Event.Type.NODE_UNSERVED, node_id=OuterRef("node_id"),
+                                data__queue=COORDINATOR_QUEUE)  # the run's events, by its (run, seq) index
+    for nr in (NodeRun.objects.filter(consumed=False, status__in=finished, finished_at__lt=before,
+                                      run__status__in=LIVE_RUN).exclude(Exists(told))
                .select_related("run").only("pk", "run_id", "node_id", "iteration", "finished_at", "run__owner_id")[:100]):
         message = (f"{nr.node_id} finished at {nr.finished_at}; deciding what follows waits: no running "
                    f"worker consumes the queue {COORDINATOR_QUEUE} (start one with -Q {COORDINATOR_QUEUE})")
         with transaction.atomic():
             locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
             if Event.objects.filter(run_id=nr.run_id, type=Event.Type.NODE_UNSERVED, node_id=nr.node_id,
-                                    data__queue=COORDINATOR_QUEUE, data__iteration=nr.iteration).exists():
-                continue
+                                    data__queue=COORDINATOR_QUEUE).exists():
+                continue  # another sweep said it meanwhile
             events.append(nr.run_id, nr.run.owner_id, [(Event.Type.NODE_UNSERVED, nr.node_id, {
                 "iteration": nr.iteration, "queue": COORDINATOR_QUEUE, "message": message})])
         logger.warning("node_run.undecided", extra={"run_id": str(nr.run_id), "node_id": nr.node_id})
