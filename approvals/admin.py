@@ -15,6 +15,7 @@ from django.utils.text import Truncator
 from aob_project.exceptions import AobError
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
+from approvals.selectors import fill_decidable
 from workflows.admin import (
     BoundedListAdmin,
     OwnedRowsAdmin,
@@ -73,8 +74,8 @@ class ApprovalAdmin(BoundedListAdmin):
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
     readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",
-                       "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
-                       "escalated", "patch", "created_at", "decided_at", "remind_at", "reminded_at", "action_digest",
+                       "who_can_decide", "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout",
+                       "escalate_to", "escalated", "patch", "created_at", "decided_at", "remind_at", "reminded_at", "action_digest",
                        "decisions", "deliveries", "notifications_not_sent"]
     fieldsets = [
         (None, {"fields": tuple(readonly_fields[:-3])}),
@@ -114,6 +115,22 @@ class ApprovalAdmin(BoundedListAdmin):
         """One name a line, never cut: who may decide is what an admin looks for."""
         names = obj.approvers or []
         return format_html_join("", "<div style='white-space:nowrap'>{}</div>", ((n,) for n in names)) or "—"
+
+    @admin.display(description="who can decide")
+    def who_can_decide(self, obj: Approval) -> str:
+        """Staff decide only as approvers: a pending approval none of whose approvers reaches an active
+        person is one only its deadline or a cancel of its run ends (selectors.fill_decidable)."""
+        if obj.status != Approval.Status.PENDING:
+            return "—"
+        filled = fill_decidable([obj])[0]
+        if filled.nobody_can_decide:  # type: ignore[attr-defined]
+            return ("nobody can decide it: no approver is an active user or a group with an active member; "
+                    + ("its deadline applies its on_timeout" if obj.deadline else "only cancelling its run ends it"))
+        if filled.cannot_be_approved:  # type: ignore[attr-defined]
+            return (f"fewer active people could approve it than the {obj.required_approvals} it needs"
+                    + ("" if obj.allow_self_approval else " (not the run's owner: allow_self_approval is false)")
+                    + ": it can be rejected, never approved")
+        return "its approvers (an active user or group member each)"
 
     @admin.display(description="message")
     def message_head(self, obj: Approval) -> str:

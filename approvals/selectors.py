@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
-from django.db.models import Prefetch, Q, QuerySet
+from django.contrib.auth.models import Group, User
+from django.db.models import Prefetch, Q, QuerySet, Subquery
 
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
@@ -17,6 +17,52 @@ def _as_approver(user: User) -> Q:
     for name in approver_names(user):
         q |= Q(approvers__contains=[name])
     return q
+
+
+def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
+    """Of approver ``names``, those that ask someone who could decide now: an active user's name, or
+    a group's with an active member (``is_approver``'s rule, and signing in needs an active user).
+    Two queries, for one approval or a page of them."""
+    names = set(names)
+    if not names:
+        return set()
+    users = User.objects.filter(is_active=True, username__in=names).values_list("username", flat=True)
+    groups = Group.objects.filter(name__in=names, user__is_active=True).values_list("name", flat=True).distinct()
+    return set(users) | set(groups)
+
+
+def who_could_approve(approval: Approval) -> int:
+    """How many distinct active people could approve ``approval`` (the run's owner not, when
+    ``allow_self_approval`` is false), counted up to its ``required_approvals``: fewer, and a vote
+    can reject it but none can approve it. One query."""
+    names = list(approval.approvers or [])
+    people = User.objects.filter(is_active=True).filter(Q(username__in=names) | Q(groups__name__in=names))
+    if not approval.allow_self_approval:
+        people = people.exclude(pk=Subquery(Run.objects.filter(pk=approval.run_id).values("owner_id")[:1]))
+    return people.values("pk").distinct()[:approval.required_approvals].count()
+
+
+def _needs_counting(approval: Approval) -> bool:
+    """Whether one person reached is not enough to know it can be approved."""
+    return approval.required_approvals > 1 or not approval.allow_self_approval
+
+
+def fill_decidable(approvals: list[Approval]) -> list[Approval]:
+    """Each approval with ``nobody_can_decide`` (pending, and none of its approvers reaches an active
+    person: a name mistyped, an approver deactivated or a group emptied since it was asked) and
+    ``cannot_be_approved`` (pending, and fewer people could approve it than it needs: four-eyes
+    with the owner as the only approver, two approvals asked of one person). Its run then waits on
+    a decision nobody can make, or only a rejection: the answer says so. Two queries for a page,
+    and one more for each approval that needs more than its one approver to be approved."""
+    pending = [a for a in approvals if a.status == Approval.Status.PENDING]
+    reached = names_that_reach_someone({n for a in pending for n in a.approvers or []})
+    for approval in approvals:
+        is_pending = approval.status == Approval.Status.PENDING
+        nobody = is_pending and not reached & set(approval.approvers or [])
+        approval.nobody_can_decide = nobody  # type: ignore[attr-defined]
+        approval.cannot_be_approved = nobody or (  # type: ignore[attr-defined]
+            is_pending and _needs_counting(approval) and who_could_approve(approval) < approval.required_approvals)
+    return approvals
 
 
 def is_approver(approval: Approval, user: User) -> bool:

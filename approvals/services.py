@@ -21,7 +21,7 @@ from approvals.exceptions import (
 )
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
-from approvals.selectors import is_approver
+from approvals.selectors import is_approver, names_that_reach_someone, who_could_approve
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
@@ -88,7 +88,38 @@ def _required_payload(approval: Approval, **extra: Any) -> dict[str, Any]:
     return {"run_id": str(approval.run_id), "node_id": approval.node_id, "approval_id": approval.pk,
             "message": approval.message, "approvers": approval.approvers,
             "required_approvals": approval.required_approvals,
-            "deadline": approval.deadline.isoformat() if approval.deadline else None, **extra}
+            "deadline": approval.deadline.isoformat() if approval.deadline else None,
+            **nobody_can_decide(approval), **extra}
+
+
+def nobody_can_decide(approval: Approval) -> dict[str, Any]:
+    """What an ``approval_required`` event adds when the gate cannot be settled by a vote as asked:
+    no active user has one of its approvers' names or is in a group of one (a typo, a deactivated
+    account, an empty group): ``nobody_can_decide``; or fewer people could approve it than it needs
+    (four-eyes with the owner as its only approver, two approvals asked of one person):
+    ``cannot_be_approved``. The gate still waits (a person provisioned later under that name would
+    be asked), but its run's page says why nothing moves, and what ends it. One or two queries."""
+    names = list(approval.approvers or [])
+    ends = (f"its deadline ({approval.deadline.isoformat()}) applies {approval.on_timeout or 'reject'}"
+            if approval.deadline else "it has no deadline: only cancelling the run ends it")
+    if not names_that_reach_someone(names):
+        logger.warning("approval.nobody_can_decide", extra={"run_id": str(approval.run_id),
+                                                            "approval_id": approval.pk})
+        return {"nobody_can_decide": True, "cannot_be_approved": True,
+                "warning": f"no active user is named by, or in a group named by, the approvers {names}: nobody can "
+                           f"decide approval {approval.pk}; {ends}"}
+    if approval.required_approvals > 1 or not approval.allow_self_approval:
+        able = who_could_approve(approval)
+        if able < approval.required_approvals:
+            logger.warning("approval.cannot_be_approved", extra={"run_id": str(approval.run_id),
+                                                                 "approval_id": approval.pk})
+            owner = "" if approval.allow_self_approval else " (the run's owner may not: allow_self_approval is false)"
+            return {"cannot_be_approved": True,
+                    "warning": f"only {able} active person(s) could approve approval {approval.pk}{owner}, and it "
+                               f"needs {approval.required_approvals}: it can be rejected, never approved; "
+                               + (f"a rejection or its deadline ({approval.deadline.isoformat()}) ends it"
+                                  if approval.deadline else "a rejection or cancelling the run ends it")}
+    return {}
 
 
 def approval_decide(*, approval: Approval, user: User, approve: bool, comment: str = "",
@@ -185,7 +216,8 @@ def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: 
     approval_notify(approval=approval)
     events.append(run.pk, run.owner_id, [(Event.Type.APPROVAL_REQUIRED, patch.node_id, {
         "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
-        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None})])
+        "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None,
+        **nobody_can_decide(approval)})])
     return approval
 
 

@@ -338,8 +338,8 @@ class RunAdmin(ReadOnlyAdmin):
     @admin.display(description="latest first")
     def node_runs(self, obj: Run) -> str:
         return latest_rows(NodeRun.objects.filter(run=obj).order_by("-queued_at", "-id"),
-                           ["node_id", "iteration", "node_type", "status", "attempts", "queued_at", "started_at",
-                            "finished_at", "error"], rest={"run": obj.pk})
+                           ["node_id", "iteration", "node_type", "status", "wait_reason", "attempts", "queued_at",
+                            "started_at", "finished_at", "error"], rest={"run": obj.pk})
 
     @admin.display(description="latest first")
     def patch_refusals(self, obj: Run) -> str:

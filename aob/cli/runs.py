@@ -30,8 +30,14 @@ def _gate_hint(event: dict[str, Any]) -> str | None:
     if event.get("type") == "approval_required":
         run_id, node_id = data.get("run_id") or "", event.get("node_id") or data.get("node_id") or ""
         who = ", ".join(data.get("approvers") or []) or "an approver"
+        if data.get("nobody_can_decide"):  # no vote can settle it (approvals.services.nobody_can_decide)
+            return f"{data.get('warning')}   (aob run cancel {run_id})"
+        if data.get("cannot_be_approved"):
+            return f"{data.get('warning')}: aob reject {run_id} {node_id}   (or: aob run cancel {run_id})"
         return (f"waiting for {who} at {node_id}: aob approve {run_id} {node_id} --comment '…'"
                 f"   (or: aob reject {run_id} {node_id})")
+    if event.get("type") == "node_unserved":  # no running worker consumes its queue (the sweeper's word)
+        return data.get("message")
     if event.get("type") == "node_paused" and data.get("reason") == "budget":
         whose = data.get("budget_run_id") or data.get("run_id") or "<run_id>"
         return f"paused on a run's budget: aob run budget {whose} --max-cost-usd <usd>"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from approvals.models import Approval, Decision, Delivery
+from approvals.selectors import fill_decidable
 from approvals.services import COMMENT_MAX_CHARS
 from workflows.api.serializers import JSONBooleanField, StrictSerializer
 
@@ -51,9 +52,25 @@ class ApprovalOut(serializers.ModelSerializer):
         "a patch approval's patch as it is now: pending_approval, applied, or rejected with the reason (an "
         "approved patch the run's definition moved away from is refused: its reason starts with 'stale:')"))
 
+    nobody_can_decide = serializers.SerializerMethodField(help_text=(
+        "pending, and none of its approvers is an active user or a group with an active member (a name "
+        "mistyped, an approver deactivated since): nobody can decide it; its deadline, else a cancel, ends it"))
+
+    cannot_be_approved = serializers.SerializerMethodField(help_text=(
+        "pending, and fewer active people could approve it than required_approvals (the run's owner not counted "
+        "when allow_self_approval is false): a vote can reject it, none can approve it"))
+
     class Meta:
         model = Approval
         fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                   "escalated", "patch_id", "patch", "decisions", "deliveries", "notifications_not_sent", "created_at",
-                  "decided_at"]
+                  "decided_at", "nobody_can_decide", "cannot_be_approved"]
+
+    def get_nobody_can_decide(self, approval: Approval) -> bool:
+        flag = getattr(approval, "nobody_can_decide", None)  # a list's page is filled at once
+        return bool(flag if flag is not None else fill_decidable([approval])[0].nobody_can_decide)  # type: ignore[attr-defined]
+
+    def get_cannot_be_approved(self, approval: Approval) -> bool:
+        flag = getattr(approval, "cannot_be_approved", None)
+        return bool(flag if flag is not None else fill_decidable([approval])[0].cannot_be_approved)  # type: ignore[attr-defined]

@@ -95,3 +95,18 @@ def test_a_comment_past_the_limit_is_refused_whoever_decides(db, user, boss):
     assert not Decision.objects.exists()
     assert act(client, "approve", approval, "C" * COMMENT_MAX_CHARS) == [f"approval {approval.pk}: approved"]
     assert len(Decision.objects.get(approval=approval).comment) == COMMENT_MAX_CHARS
+
+
+def test_the_admin_says_when_nobody_can_decide_an_approval(engine, user, boss):
+    """Staff decide only as approvers; a gate whose approvers reach no active person is one only a
+    cancel (or its deadline) ends, and its page says so. Its run's page lists why each node waits."""
+    run_id, approval = parked(user, {"approvers": ["no-such-person"]})
+    client = admin_client(boss)
+
+    page = client.get(f"{CHANGELIST}{approval.pk}/change/").content.decode()
+    assert "nobody can decide it" in page
+    run_page = client.get(f"/admin/workflows/run/{run_id}/change/").content.decode()
+    assert "<th>wait reason</th>" in run_page and "<td>approval</td>" in run_page
+
+    _, reachable = parked(user, {"approvers": ["boss"]})  # control
+    assert "nobody can decide it" not in client.get(f"{CHANGELIST}{reachable.pk}/change/").content.decode()

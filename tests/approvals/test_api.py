@@ -187,3 +187,20 @@ def test_approve_without_data_is_checked_against_a_form_with_required_fields(eng
                   format="json")
     assert ok.status_code == 200
     assert wait_for_run(run_id).status == "completed"
+
+
+def test_an_approval_whose_approvers_were_deactivated_since_says_nobody_can_decide_it(engine, user, bob):
+    """Its event was written when bob could decide; deactivating him later leaves a gate with no
+    deadline that nothing will move. The approval, as its run's owner reads it (one or listed),
+    says so while it is pending."""
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    owner = client_for(user)
+    assert owner.get(f"/api/v1/approvals/{approval.pk}").json()["nobody_can_decide"] is False
+
+    bob.is_active = False
+    bob.save(update_fields=["is_active"])
+
+    assert owner.get(f"/api/v1/approvals/{approval.pk}").json()["nobody_can_decide"] is True
+    (listed,) = owner.get("/api/v1/approvals", {"run": run_id}).json()["results"]
+    assert listed["nobody_can_decide"] is True
+    assert Run.objects.get(pk=run_id).status == "waiting_for_approval"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import Group, User
+
 from aob_project.celery import app
 from approvals.models import Approval
 from tests.approvals.runs import (
@@ -19,6 +21,7 @@ from tests.approvals.runs import (
     statuses,
     submit,
 )
+from tests.conftest import client_for
 from workflows.models import NodeRun
 
 
@@ -111,3 +114,40 @@ def test_a_message_its_references_make_longer_than_a_gate_allows_fails_the_node_
 
     within = submit(user, flow, {"text": "x" * 20_000})  # control: at the bound, the gate asks
     assert approval_of(within).message == "x" * 20_000
+
+
+def test_a_gate_no_active_person_can_decide_says_so_in_its_event(engine, user, make_user, bob):
+    """Approvers are names: a typo, a deactivated account or a group with no active member ask no
+    one, and with no deadline nothing ever ends the wait. The run's events say so (an approver
+    provisioned later would still be asked, so the gate waits rather than fails)."""
+    make_user("gone", is_active=False)
+    Group.objects.create(name="nobody-here").user_set.add(User.objects.get(username="gone"))
+    run_id, _ = parked(user, {"approvers": ["gone", "nobody-here", "no-such-user"]})
+
+    every = client_for(user).get(f"/api/v1/runs/{run_id}/events").json()
+    (required,) = [e["data"] for e in every if e["type"] == "approval_required"]
+    assert required["nobody_can_decide"] is True
+    assert "no active user" in required["warning"] and "cancel" in required["warning"]
+
+    _, reachable = parked(user, {"approvers": ["gone", "bob"]})  # control: bob can decide
+    (required,) = events(reachable.run_id, "approval_required")
+    assert "nobody_can_decide" not in required
+
+
+def test_a_gate_fewer_people_can_approve_than_it_needs_says_it_can_never_be_approved(engine, user, bob):
+    """Four-eyes with the default approver (the owner, who may then not approve), or two approvals
+    asked of one person: a vote can reject it, none can approve it. Its event and the approval say
+    so; a gate as many people can approve as it needs says nothing."""
+    owner = client_for(user)
+    for review, able in (({"allow_self_approval": False}, 0), ({"approvers": ["bob"], "required_approvals": 2}, 1)):
+        run_id, approval = parked(user, review)
+        (required,) = events(run_id, "approval_required")
+        assert required["cannot_be_approved"] is True and "nobody_can_decide" not in required, required
+        assert f"only {able} active" in required["warning"] and "never approved" in required["warning"]
+        shown = owner.get(f"/api/v1/approvals/{approval.pk}").json()
+        assert (shown["cannot_be_approved"], shown["nobody_can_decide"]) == (True, False)
+
+    run_id, approval = parked(user, {"approvers": ["alice", "bob"], "required_approvals": 2,
+                                     "allow_self_approval": True})  # control
+    assert "cannot_be_approved" not in events(run_id, "approval_required")[0]
+    assert owner.get(f"/api/v1/approvals/{approval.pk}").json()["cannot_be_approved"] is False

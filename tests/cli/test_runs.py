@@ -265,3 +265,17 @@ def test_logs_of_a_long_run_follow_the_events_pages_and_print_as_they_read(engin
     assert as_json.out == json.dumps(events, indent=2, ensure_ascii=False) + "\n"
     empty = as_alice("-o", "json", "logs", str(run_.pk), "--after", str(count))
     assert empty.out == "[]\n"
+
+
+def test_a_watch_that_reaches_a_gate_nobody_can_decide_says_so_and_how_it_ends(engine, as_alice, write_json):
+    gate = {"nodes": [{"id": "review", "type": "hitl", "config": {"message": "ok?", "approvers": ["nobody-here"]}}],
+            "edges": []}
+    run_id = str(as_alice("-o", "json", "run", "start", write_json("nobody.json", gate)).json()["run_id"])
+    assert wait_for_run(run_id, statuses={"waiting_for_approval"}).status == "waiting_for_approval"
+    assert as_alice("run", "cancel", run_id).code == 0  # the watch below replays from the start
+
+    lines = as_alice("run", "watch", run_id).lines()
+
+    gate_at = next(i for i, line in enumerate(lines) if "approval_required" in line)
+    assert "nobody can decide approval" in lines[gate_at + 1] and f"aob run cancel {run_id}" in lines[gate_at + 1]
+    assert "aob approve" not in lines[gate_at + 1]

@@ -152,3 +152,26 @@ def test_an_approved_action_runs_the_child_version_current_when_it_was_approved(
     run = wait_for_run(submit(user, ungated, {}), timeout=60)
     child = SubRun.objects.get(parent_run_id=run.pk).child_run
     assert NodeRun.objects.get(run=child, node_id="leaf").output == "v2: never seen"
+
+
+def test_a_parent_whose_owner_was_deactivated_meanwhile_fails_its_workflow_node_saying_why(engine, user, make_user):
+    """Deactivated while the run waits at bob's gate: approved, it goes on to its workflow node,
+    which starts no run as someone who cannot sign in. The node fails naming the reason, and so does
+    the run; no child is left behind."""
+    workflow_save(owner=user, tag="double", definition=CHILD_OK)
+    bob = make_user("bob")
+    gated = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "go?", "approvers": ["bob"]}},
+                       {"id": "child", "type": "workflow", "config": {"tag": "double", "inputs": {"n": 1}}}],
+             "edges": [{"from": "gate", "to": "child", "condition": "$.approved == true"}]}
+    run_id = submit(user, gated, {})
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30, what="the approval")
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert decide(bob, approval).status_code == 200
+
+    run = wait_for_run(run_id, timeout=30)
+    node = NodeRun.objects.get(run_id=run_id, node_id="child")
+    assert (run.status, node.status) == ("failed", "failed")
+    assert node.error["error_type"] == "owner_inactive" and "deactivated" in node.error["message"], node.error
+    assert not SubRun.objects.filter(parent_run_id=run_id).exists()
+    assert Run.objects.filter(owner=user).count() == 1

@@ -284,3 +284,18 @@ def test_a_hook_s_mapping_has_its_own_short_deadline_in_the_request(api, user):
     assert response.json()["error"] == "mapping_failed"
     assert "evaluation stopped after 100 ms (AOB_HOOK_MAPPING_TIMEOUT_MS)" in response.json()["message"]
     assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_deactivated_owners_hook_starts_no_run_and_the_sender_is_told_why(api, user):
+    """Correctly signed (the sender holds the secret): refused with the reason, nothing stored, so a
+    delivery sent again after the owner is back starts its run."""
+    hook = make_hook(api, user)
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    response = deliver(hook, {"ref": "main"}, delivery="d-1")
+
+    assert response.status_code == 403, response.json()
+    assert response.json()["error"] == "owner_inactive"
+    assert not Run.objects.exists() and not HookDelivery.objects.exists()

@@ -195,3 +195,26 @@ def test_a_schedule_s_inputs_are_bounded_as_it_is_listed_with_them(api, user):
         assert refused.status_code == 400, refused.json()
         assert refused.json()["details"] == {"field": "inputs", "rule": "max_bytes", "limit": 65536, "size": 70_011}
     assert Schedule.objects.get().inputs == {"name": "x"}
+
+
+def test_a_deactivated_owners_schedule_starts_no_run_and_its_firing_says_why(engine, api, user):
+    """Deactivating a person stops what starts runs as them: a run of theirs would run as no one who
+    can sign in, and any approval it asks of them (the default approver) would wait forever. The
+    firing is recorded as failed, with the reason, where the schedule's owner and staff read it."""
+    from aob_project.celery import app
+
+    workflow_save(owner=user, tag="left-behind", definition=GREETING)
+    response = api.post("/api/v1/schedules", {"tag": "left-behind", "cron": "0 9 * * *", "inputs": {"name": "x"}},
+                        format="json")
+    assert response.status_code == 201, response.json()
+    schedule_id = response.json()["id"]
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    app.send_task("triggers.fire_schedule", args=[schedule_id, datetime(2026, 12, 4, 9, 0, 1, tzinfo=UTC).isoformat()])
+
+    firing = wait_until(lambda: ScheduleFiring.objects.filter(schedule_id=schedule_id).first(), timeout=30,
+                        what="the firing")
+    assert firing.outcome == ScheduleFiring.Outcome.FAILED and firing.run_id is None
+    assert firing.error["error"] == "owner_inactive" and "deactivated" in firing.error["message"], firing.error
+    assert not Run.objects.filter(owner=user).exists()

@@ -412,3 +412,28 @@ def test_a_run_s_output_computed_after_it_completes_appears_on_its_page(web: str
         page.get_by_role("tab", name="Events").click()
         expect(page.locator("#events")).to_contain_text("output_computed")
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_gate_nobody_can_decide_says_so_on_its_run_page(web: str) -> None:
+    """The owner, not an approver, opens a run waiting at a gate whose approver names no one: the
+    node's panel says why no vote will come and what ends the wait, instead of "waiting for an
+    approver"; its event says it too."""
+    from playwright.sync_api import expect
+
+    from rest_framework.authtoken.models import Token
+
+    from tests.approvals.runs import approval_of, refund_flow, submit
+
+    user = User.objects.create_user("lonely", password=PASSWORD)
+    Token.objects.create(user=user)
+    run_id = submit(user, refund_flow({"approvers": ["nobody-at-all"]}))
+    approval_of(run_id)
+
+    with chromium_page("web-run-nobody-failure.png") as (page, problems):
+        log_in(page, web, "lonely", f"/runs/{run_id}/")
+        page.locator('svg.dag [data-node="review"]').click()
+        expect(page.locator("#node-panel")).to_contain_text("nobody can decide approval")
+        expect(page.locator("#node-panel")).to_contain_text("only cancelling the run ends it")
+        expect(page.locator("#events")).to_contain_text("nobody can decide")
+    assert problems == []

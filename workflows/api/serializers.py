@@ -451,7 +451,9 @@ class NodeDetailOut(serializers.Serializer):
     execution_time_ms = serializers.IntegerField(allow_null=True)
     total_duration_ms = serializers.IntegerField(allow_null=True)
     usage = serializers.JSONField()
-    wait_reason = serializers.CharField(allow_blank=True, help_text="why a waiting node waits: approval or budget")
+    wait_reason = serializers.CharField(allow_blank=True, help_text=(
+        "why a waiting node waits: approval, budget or workflow (a child run); why a queued node waits: worker "
+        "(no running worker consumes its queue: its node_unserved event names the queue)"))
 
 
 class PatchSummaryOut(serializers.Serializer):

@@ -45,7 +45,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
        FOR UPDATE
 ), claimed AS (
     UPDATE workflows_noderun nr
-       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
+       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s, wait_reason = '',
            lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)  -- the database clock
       FROM locked r
      WHERE nr.id = %(id)s AND nr.status = 'queued' AND r.id = nr.run_id

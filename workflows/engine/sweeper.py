@@ -4,18 +4,22 @@ Run from beat every few seconds, it finds (1) node runs left ``queued`` past a d
 between commit and publish, a broker that lost its queues — and re-publishes them; (2) node runs
 ``running`` whose lease lapsed — a worker killed mid-node — and puts them back in the queue (or
 fails them after too many lost attempts); (3) finished node runs the coordinator never consumed,
-and parked node runs whose park it never decided (``undecided_since``), and asks it again. Every
-path ends in a compare-and-set, so a sweep racing a live worker is a no-op.
+and parked node runs whose park it never decided (``undecided_since``), and asks it again; (4) of
+the node runs in (1), those whose queue no running worker consumes, which no republish can move, and
+of those in (3), those whose coordinator queue no running worker consumes: their runs say so
+(``wait_reason`` ``worker``, event ``node_unserved``). Every path ends in a compare-and-set, so a
+sweep racing a live worker is a no-op.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, Func, Q
+from django.db.models import DateTimeField, Exists, Func, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -23,7 +27,7 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import dispatch, locks, transitions
+from . import dispatch, events, locks, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -35,7 +39,7 @@ def sweep() -> dict[str, int]:
     if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
-    counts = {"republished": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0}
+    counts = {"republished": 0, "unserved": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0}
 
     stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
     queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
@@ -45,8 +49,12 @@ def sweep() -> dict[str, int]:
     # Under a backlog that never drains, a lost message must still be found: past this much
     # longer deadline a queued node run is re-published anyway (once per deadline).
     patience = now - timedelta(seconds=settings.AOB_REPUBLISH_BACKLOG_S)
+    consumers = _Consumers()
     for nr in queued:
-        if registry.queue_for(nr.node_type) in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
+        queue = registry.queue_for(nr.node_type)
+        if nr.wait_reason != UNSERVED and consumers.serve(queue) is False and _say_unserved(nr, queue):
+            counts["unserved"] += 1
+        if queue in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
             continue  # most likely still waiting its turn in that queue, not lost
         if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
                 dispatched_at=now):
@@ -66,6 +74,8 @@ def sweep() -> dict[str, int]:
     for pk in unconsumed:
         coordinate_now(pk)
         counts["reconsumed"] += 1
+    if COORDINATOR_QUEUE in backlog and consumers.serve(COORDINATOR_QUEUE) is False:
+        counts["unserved"] += _say_undecided(stale)
     for pk in undecided_parks(decided_by):
         coordinate_now(pk)  # the same decision its executor's link would have asked for
         counts["redecided"] += 1
@@ -73,6 +83,90 @@ def sweep() -> dict[str, int]:
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
     return counts
+
+
+# A queued node run's ``wait_reason`` once the sweeper found no running worker consuming its queue;
+# the claim of a worker that does clears it.
+UNSERVED = "worker"
+_served: tuple[float, frozenset[str]] | None = None  # this process's last answer, and when
+
+
+def served_queues() -> frozenset[str] | None:
+    """The queues some running worker consumes (remote control: every worker answers from its main
+    process, however busy its pool), or None when that is unknown (no answer, no broker). Asked
+    only while a queued node run past the republish deadline is not yet marked, and kept for
+    ``AOB_REPUBLISH_AFTER_S``: one broadcast per such period at most."""
+    global _served
+    if _served is not None and time.monotonic() - _served[0] < settings.AOB_REPUBLISH_AFTER_S:
+        return _served[1]
+    try:
+        replies = app.control.inspect(timeout=1.0).active_queues()
+    except Exception:  # without an answer, nothing is said
+        logger.warning("sweeper.consumers_unknown", exc_info=True)
+        return None
+    if not replies:
+        return None
+    _served = (time.monotonic(), frozenset(q["name"] for queues in replies.values() for q in queues or []))
+    return _served[1]
+
+
+class _Consumers:
+    """Whether running workers consume a queue, asked of them (``served_queues``) at most once a
+    sweep, and only when a sweep needs to know: None when no answer came."""
+
+    def __init__(self) -> None:
+        self._asked = False
+        self._queues: frozenset[str] | None = None
+
+    def serve(self, queue: str) -> bool | None:
+        if not self._asked:
+            self._asked, self._queues = True, served_queues()
+        return None if self._queues is None else queue in self._queues
+
+
+def _say_undecided(before: datetime) -> int:
+    """Finished node runs (before ``before``) whose decision sits on a coordinator queue no running
+    worker consumes: every node done, their run shows ``running`` and nothing else says why. Each
+    run says so once per such node, in a ``node_unserved`` event (its run locked, so two sweeps say
+    it once; those told are left out of the read). Only while that queue is unserved; at most 100
+    a sweep."""
+    said = 0
+    finished = [NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED]
+    told = Event.objects.filter(run_id=OuterRef("run_id"), type=Event.Type.NODE_UNSERVED, node_id=OuterRef("node_id"),
+                                data__queue=COORDINATOR_QUEUE)  # the run's events, by its (run, seq) index
+    for nr in (NodeRun.objects.filter(consumed=False, status__in=finished, finished_at__lt=before,
+                                      run__status__in=LIVE_RUN).exclude(Exists(told))
+               .select_related("run").only("pk", "run_id", "node_id", "iteration", "finished_at", "run__owner_id")[:100]):
+        message = (f"{nr.node_id} finished at {nr.finished_at}; deciding what follows waits: no running "
+                   f"worker consumes the queue {COORDINATOR_QUEUE} (start one with -Q {COORDINATOR_QUEUE})")
+        with transaction.atomic():
+            locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
+            if Event.objects.filter(run_id=nr.run_id, type=Event.Type.NODE_UNSERVED, node_id=nr.node_id,
+                                    data__queue=COORDINATOR_QUEUE).exists():
+                continue  # another sweep said it meanwhile
+            events.append(nr.run_id, nr.run.owner_id, [(Event.Type.NODE_UNSERVED, nr.node_id, {
+                "iteration": nr.iteration, "queue": COORDINATOR_QUEUE, "message": message})])
+        logger.warning("node_run.undecided", extra={"run_id": str(nr.run_id), "node_id": nr.node_id})
+        said += 1
+    return said
+
+
+def _say_unserved(nr: NodeRun, queue: str) -> bool:
+    """A node run queued past the republish deadline on a queue no running worker consumes (workers
+    started with ``--node-types`` for other types, a type's plugin gone from them): republishing
+    cannot move it, so its run says why it waits and what would move it, once (the claim of a
+    worker that serves it clears the reason)."""
+    message = (f"queued since {nr.queued_at.isoformat()}: no running worker consumes the queue {queue}; it runs "
+               f"once a worker serving it starts (celery worker --node-types {nr.node_type}, or -Q {queue})")
+    with transaction.atomic():
+        locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
+        if not NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, wait_reason="").update(
+                wait_reason=UNSERVED):
+            return False
+        events.append(nr.run_id, nr.run.owner_id, [(Event.Type.NODE_UNSERVED, nr.node_id, {
+            "iteration": nr.iteration, "node_type": nr.node_type, "queue": queue, "message": message})])
+    logger.warning("node_run.unserved", extra={"run_id": str(nr.run_id), "node_id": nr.node_id, "queue": queue})
+    return True
 
 
 def undecided_parks(before: datetime) -> list[int]:

@@ -13,6 +13,7 @@ class Event(models.Model):
         NODE_FAILED = "node_failed"
         NODE_SKIPPED = "node_skipped"
         NODE_RETRYING = "node_retrying"
+        NODE_UNSERVED = "node_unserved"
         CONDITION_ERROR = "condition_error"
         APPROVAL_REQUIRED = "approval_required"
         APPROVAL_DECIDED = "approval_decided"

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from aob_project.exceptions import Conflict, NotFound, ValidationFailed
+from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.validation import validate
@@ -50,6 +50,11 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     ``record(run)`` runs in that transaction (an idempotency key's claim: if it raises, no run).
     ``api_write``: the start answers a state-changing API request whose throttle left the global
     write limit to the run limits' check (workflows/api/throttles.py): one round trip for both."""
+    if not owner.is_active:
+        # a schedule's, a hook's or a running parent's start: a run as someone who cannot sign in
+        # would be seen by no one but staff, and an approval it asks of them (the default) never decided
+        raise Forbidden(f"{owner.username!r} is deactivated: no run starts as them", code="owner_inactive",
+                        extra={"rule": "owner_active", "owner": owner.username})
     inputs = inputs if inputs is not None else {}
     if not isinstance(inputs, dict):
         raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})

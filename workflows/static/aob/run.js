@@ -248,9 +248,13 @@ function renderNodePanel() {
 
 // The node's last pause: its event names the run whose ceiling stopped it, with that run's ceilings.
 function lastPause(n) {
+  return lastEvent("node_paused", n);
+}
+
+function lastEvent(type, n) {
   for (let i = state.events.length - 1; i >= 0; i -= 1) {
     const e = state.events[i];
-    if (e.type === "node_paused" && e.node_id === n.node_id) return e;
+    if (e.type === type && e.node_id === n.node_id) return e;
   }
   return null;
 }
@@ -335,12 +339,19 @@ function decideForm(n, approval, ask) {
   if (ask) return budgetForm(ask);
   if (n.status !== "waiting") return el("div", { class: "decide", hidden: true });
   if (!approval) {
-    return el("div", { class: "decide note" }, "Waiting for an approver; you cannot decide this one.");
+    // the gate's approval_required event says when no vote can settle it (nobody can decide it, or
+    // fewer people could approve it than it needs)
+    const asked = lastEvent("approval_required", n);
+    const warning = asked && asked.data && asked.data.warning;
+    return el("div", { class: "decide note" }, warning || "Waiting for an approver; you cannot decide this one.");
   }
   return decisionForm(approval, {
     attrs: { class: "decide approve-box", "aria-label": `Decide ${n.node_id}` },
     lead: [el("p", { class: "message" }, approval.message || "Approve?"),
-      approval.required_approvals > 1 ? el("p", { class: "muted votes" }, votesSoFar(approval)) : null],
+      approval.required_approvals > 1 ? el("p", { class: "muted votes" }, votesSoFar(approval)) : null,
+      approval.cannot_be_approved
+        ? el("p", { class: "alert" }, "Fewer people could approve this than it needs: it can be rejected, never approved.")
+        : null],
   });
 }
 
@@ -386,7 +397,8 @@ function summary(frame) {
   const d = frame.data || {};
   switch (frame.type) {
     case "node_failed": return (d.error && d.error.message) || d.message || "";
-    case "approval_required": return d.message || "";
+    case "approval_required": return d.warning ? `${d.message || ""} — ${d.warning}` : d.message || "";
+    case "node_unserved": return d.message || `no running worker consumes ${d.queue}`;
     case "approval_decided": return d.timeout ? `timed out: ${d.on_timeout}` : `${d.user}: ${d.approve ? "approved" : "rejected"}${d.comment ? ` — “${d.comment}”` : ""}`;
     case "patch_applied": return `patch ${d.seq}: ${d.op_count} operation(s)${d.description ? ` — ${d.description}` : ""}`;
     case "patch_rejected": return d.reason || "";

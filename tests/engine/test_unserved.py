@@ -1,0 +1,73 @@
+"""A node whose queue no worker consumes (workers started with ``--node-types`` for other types, a
+type's plugin dropped from the workers): the sweeper says so on the node run (``wait_reason``
+``worker``) and in the run's events (``node_unserved``, naming the queue), once; a worker that
+starts later takes it, and the reason goes with the claim. So does a finished node whose decision sits
+on a coordinator queue no worker consumes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aob_project.celery import COORDINATOR_QUEUE, app
+from tests.conftest import wait_for_run
+from tests.engine.flow import submit, transform, unique, wait_until
+from tests.support import stack
+from workflows.models import Run
+
+
+def _node(api: Any, run_id: str, node_id: str) -> dict[str, Any]:
+    details = api.get(f"/api/v1/runs/{run_id}/details").json()
+    return next(n for n in details["nodes"] if n["node_id"] == node_id)
+
+
+def test_a_node_no_worker_serves_says_why_it_waits_and_goes_on_once_one_does(
+        engine: Any, api: Any, stack_env: dict[str, str]) -> None:
+    loud = unique("loud")  # the session worker serves every queue but the example type's
+    run_id = submit(api, {"nodes": [{"id": loud, "type": "shout", "config": {"text": "hi"}}], "edges": []})
+
+    node = wait_until(lambda: (n := _node(api, run_id, loud))["wait_reason"] == "worker" and n, timeout=20,
+                      what="the node's wait_reason")
+    assert node["status"] == "queued"
+    unserved = [e for e in api.get(f"/api/v1/runs/{run_id}/events").json() if e["type"] == "node_unserved"]
+    assert len(unserved) == 1 and unserved[0]["node_id"] == loud
+    data = unserved[0]["data"]
+    assert data["queue"] == stack.EXAMPLE_QUEUE and data["node_type"] == "shout"
+    assert stack.EXAMPLE_QUEUE in data["message"] and "--node-types shout" in data["message"]
+
+    late = stack.start_worker(stack_env, "late-shout", node_types=["shout"], concurrency=1)
+    try:
+        run = wait_for_run(run_id, timeout=60)
+    finally:
+        late.stop()
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert _node(api, run_id, loud)["wait_reason"] == ""
+    assert len([e for e in api.get(f"/api/v1/runs/{run_id}/events").json() if e["type"] == "node_unserved"]) == 1
+
+
+def _control(worker: str, command: str, queue: str) -> None:
+    for _ in range(3):
+        if getattr(app.control, command)(queue, destination=[worker], reply=True, timeout=10):
+            return
+    raise AssertionError(f"{worker} did not answer {command}")
+
+
+def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any) -> None:
+    """Every node done, the run ``running``: the decision of what follows sits on wf.coordinator,
+    which no running worker consumes (workers started with ``--node-types`` and no ``-Q``). The
+    finished node's ``node_unserved`` event says so, once; a worker consuming it ends the run."""
+    worker = engine["worker"].node_name
+    only = unique("only")
+    _control(worker, "cancel_consumer", COORDINATOR_QUEUE)
+    try:
+        run_id = submit(api, {"nodes": [transform(only, "1")], "edges": []})
+        event = wait_until(lambda: next((e for e in api.get(f"/api/v1/runs/{run_id}/events").json()
+                                         if e["type"] == "node_unserved"), None), timeout=20, what="node_unserved")
+        assert Run.objects.get(pk=run_id).status == Run.Status.RUNNING
+        assert event["node_id"] == only and event["data"]["queue"] == COORDINATOR_QUEUE
+        assert f"-Q {COORDINATOR_QUEUE}" in event["data"]["message"]
+        time.sleep(3)  # more sweeps: said once
+    finally:
+        _control(worker, "add_consumer", COORDINATOR_QUEUE)
+    assert wait_for_run(run_id, timeout=30).status == Run.Status.COMPLETED
+    assert [e["type"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()].count("node_unserved") == 1
