@@ -420,7 +420,6 @@ def test_a_gate_nobody_can_decide_says_so_on_its_run_page(web: str) -> None:
     node's panel says why no vote will come and what ends the wait, instead of "waiting for an
     approver"; its event says it too."""
     from playwright.sync_api import expect
-
     from rest_framework.authtoken.models import Token
 
     from tests.approvals.runs import approval_of, refund_flow, submit
