@@ -95,18 +95,35 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 
 def password_in(path: Path) -> str:
-    """The password kept in ``path`` (mode 0600, in a folder of mode 0700), made the first time."""
+    """The password kept in ``path`` (mode 0600, in a folder of mode 0700), made the first time
+    (and again if the file was lost or left empty): written whole or not at all."""
     try:
-        return path.read_text().strip()
+        kept = path.read_text().strip()
     except FileNotFoundError:
-        pass
+        kept = ""
+    if kept:
+        return kept
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     password = secrets.token_urlsafe(32)  # URL-safe: it goes into the server's URL as it is
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
+    _replace(path, password + "\n", mode=0o600)
     return password
+
+
+def _replace(path: Path, text: str, *, mode: int, like: Path | None = None) -> None:
+    """Write ``path`` through a file beside it renamed over it, so a crash leaves the old one or the
+    new one, never half of either; with ``like``, that file's owner."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if like is not None and os.geteuid() == 0:
+        owner = like.stat()
+        os.chown(tmp, owner.st_uid, owner.st_gid)
+    os.replace(tmp, path)
 
 
 def stop_process(proc: psutil.Process | subprocess.Popen, first: int, timeout: float) -> None:
@@ -258,8 +275,8 @@ class EmbeddedPostgres:
             kill_leftover_postgres(self.pgdata)
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(account)
-            elif self._trusting():
-                self._require_password(account)
+            elif self._trusting() or self._password_new:
+                self._require_password(account)  # made trusting, or its password file was lost
             _on_a_free_port(lambda port: self._spawn(port, account), "PostgreSQL", self.log_path)
             self._ensure_database()
         except BaseException:
@@ -299,6 +316,7 @@ class EmbeddedPostgres:
     def _prepare_folders(self, account: pwd.struct_passwd | None) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)
+        self._password_new = not self.password_path.exists() or not self.password_path.read_text().strip()
         password_in(self.password_path)  # made here, so the server's account is given it below
         if account is None:
             return
@@ -350,7 +368,7 @@ class EmbeddedPostgres:
             raise EmbeddedServiceError(f"could not set the PostgreSQL password ({result.returncode}):\n"
                                        f"{result.stderr[-4000:]}")
         hba = self.pgdata / "pg_hba.conf"
-        hba.write_text("".join(
+        _replace(hba, mode=0o600, like=hba, text="".join(
             line if not line.strip() or line.lstrip().startswith("#") or line.split()[-1] != "trust"
             else line.rstrip("\n")[:line.rstrip("\n").rfind("trust")] + "scram-sha-256\n"
             for line in hba.read_text().splitlines(keepends=True)))

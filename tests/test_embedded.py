@@ -73,6 +73,28 @@ def test_a_postgres_data_folder_made_trusting_gets_its_password_at_its_next_star
                            if line.strip() and not line.startswith("#")]
 
 
+@pytest.mark.parametrize("lost", ["removed", "left empty"])
+def test_a_postgres_whose_password_file_was_lost_is_given_a_new_one_at_its_next_start(root: Path, lost: str) -> None:
+    """A password file lost (or left empty by a crash) with its data folder kept: the next start
+    makes a new one and gives the cluster that, before it listens, instead of failing to connect."""
+    postgres = EmbeddedPostgres(root, fast=True)
+    start(postgres)
+    postgres.stop()
+    old = postgres.password_path.read_text().strip()
+    if lost == "removed":
+        postgres.password_path.unlink()
+    else:
+        postgres.password_path.write_text("")
+
+    url = postgres.start()
+
+    assert postgres.password_path.read_text().strip() not in ("", old) and private(postgres.password_path)
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres:{old}@{HOST}:{postgres.port}/aob", connect_timeout=10).close()
+
+
 def test_redis_refuses_a_client_without_its_password_and_no_command_line_shows_it(root: Path) -> None:
     server = EmbeddedRedis(root)
     url = start(server)

@@ -186,6 +186,11 @@ class OwnedRowsAdmin(BoundedListAdmin):
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and self.owns(request, obj)
 
+    def get_changeform_initial_data(self, request):
+        # one's own by default (and the only choice for staff who are not superusers, whose
+        # autocomplete of users may be closed to them)
+        return {self.owner_field: request.user.pk, **super().get_changeform_initial_data(request)}
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if not request.user.is_superuser and db_field.name == self.owner_field:
             kwargs["queryset"] = db_field.related_model.objects.filter(pk=request.user.pk)

@@ -119,6 +119,10 @@ def test_staff_set_only_their_own_secrets_and_targets(make_user: Any, user: Any)
     response = client.post("/admin/vault/secret/add/", {"owner": user.pk, "name": "NEW", "value": "lead-token-123"})
     assert response.status_code == 200 and "owner" in response.context["adminform"].form.errors
     assert not Secret.objects.filter(name="NEW").exists()
+    # their own: the form offers them as its owner (they may not list users), and saves it
+    assert f'<option value="{lead.pk}" selected>lead</option>' in client.get("/admin/vault/secret/add/").content.decode()
+    assert client.post("/admin/vault/secret/add/", {"owner": lead.pk, "name": "MINE", "value": "x" * 16}).status_code == 302
+    assert Secret.objects.get(name="MINE").owner == lead
 
     # a target receives what its person is asked to approve, and the run's context with it
     response = client.post("/admin/approvals/notificationtarget/add/",

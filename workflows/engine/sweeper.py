@@ -88,26 +88,31 @@ def sweep() -> dict[str, int]:
 # A queued node run's ``wait_reason`` once the sweeper found no running worker consuming its queue;
 # the claim of a worker that does clears it.
 UNSERVED = "worker"
-_served: tuple[float, frozenset[str]] | None = None  # this process's last answer, and when
+# This process's two latest answers (when, and the queues named), newest last.
+_answers: list[tuple[float, frozenset[str]]] = []
 
 
 def served_queues() -> frozenset[str] | None:
     """The queues some running worker consumes (remote control: every worker answers from its main
-    process, however busy its pool), or None when that is unknown (no answer, no broker). Asked
-    only while a queued node run past the republish deadline is not yet marked, and kept for
-    ``AOB_REPUBLISH_AFTER_S``: one broadcast per such period at most."""
-    global _served
-    if _served is not None and time.monotonic() - _served[0] < settings.AOB_REPUBLISH_AFTER_S:
-        return _served[1]
-    try:
-        replies = app.control.inspect(timeout=1.0).active_queues()
-    except Exception:  # without an answer, nothing is said
-        logger.warning("sweeper.consumers_unknown", exc_info=True)
-        return None
-    if not replies:
-        return None
-    _served = (time.monotonic(), frozenset(q["name"] for queues in replies.values() for q in queues or []))
-    return _served[1]
+    process, however busy its pool), by the two latest answers, taken at least
+    ``AOB_REPUBLISH_AFTER_S`` apart (and not much more): a queue named in either is served. A worker whose answer came
+    late once (it waits a second for answers) is not taken for none, and one that starts is seen at
+    the next answer. None while that is unknown: no answer, no broker, or only one answer so far.
+    Asked only while a sweep has a queued node run past the republish deadline not yet marked, or
+    a coordinator backlog: one broadcast per ``AOB_REPUBLISH_AFTER_S`` at most."""
+    if not _answers or time.monotonic() - _answers[-1][0] >= settings.AOB_REPUBLISH_AFTER_S:
+        try:
+            replies = app.control.inspect(timeout=1.0).active_queues()
+        except Exception:  # without an answer, nothing is said
+            logger.warning("sweeper.consumers_unknown", exc_info=True)
+            return None
+        if not replies:
+            return None
+        _answers.append((time.monotonic(), frozenset(q["name"] for queues in replies.values() for q in queues or [])))
+        del _answers[:-2]
+    if len(_answers) < 2 or _answers[1][0] - _answers[0][0] > 3 * settings.AOB_REPUBLISH_AFTER_S:
+        return None  # one answer, or an old one the newest cannot be paired with: ask again next time
+    return _answers[0][1] | _answers[1][1]
 
 
 class _Consumers:

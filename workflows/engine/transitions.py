@@ -122,7 +122,7 @@ def cancel_active(run_id: Any, now: Any) -> list[str]:
     returns the node ids cancelled."""
     active = Q(run_id=run_id, status__in=NodeRun.ACTIVE)
     cancelled = list(NodeRun.objects.filter(active).values_list("node_id", flat=True))
-    move_node_runs(active, N.CANCELLED, finished_at=now, lease_expires_at=None)
+    move_node_runs(active, N.CANCELLED, finished_at=now, lease_expires_at=None, wait_reason="")
     return cancelled
 
 
