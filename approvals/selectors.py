@@ -59,9 +59,12 @@ def fill_decidable(approvals: list[Approval]) -> list[Approval]:
     for approval in approvals:
         is_pending = approval.status == Approval.Status.PENDING
         nobody = is_pending and not reached & set(approval.approvers or [])
+        # how many could approve it, where that was counted (up to what it needs), else None
+        able = (who_could_approve(approval) if is_pending and not nobody and _needs_counting(approval) else None)
         approval.nobody_can_decide = nobody  # type: ignore[attr-defined]
+        approval.could_approve = 0 if nobody else able  # type: ignore[attr-defined]
         approval.cannot_be_approved = nobody or (  # type: ignore[attr-defined]
-            is_pending and _needs_counting(approval) and who_could_approve(approval) < approval.required_approvals)
+            able is not None and able < approval.required_approvals)
     return approvals
 
 

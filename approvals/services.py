@@ -21,7 +21,7 @@ from approvals.exceptions import (
 )
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
-from approvals.selectors import is_approver, names_that_reach_someone, who_could_approve
+from approvals.selectors import fill_decidable, is_approver
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
@@ -99,26 +99,26 @@ def nobody_can_decide(approval: Approval) -> dict[str, Any]:
     (four-eyes with the owner as its only approver, two approvals asked of one person):
     ``cannot_be_approved``. The gate still waits (a person provisioned later under that name would
     be asked), but its run's page says why nothing moves, and what ends it. One or two queries."""
+    fill_decidable([approval])  # the one rule the answers and the admin read too
     names = list(approval.approvers or [])
     ends = (f"its deadline ({approval.deadline.isoformat()}) applies {approval.on_timeout or 'reject'}"
             if approval.deadline else "it has no deadline: only cancelling the run ends it")
-    if not names_that_reach_someone(names):
+    if approval.nobody_can_decide:  # type: ignore[attr-defined]
         logger.warning("approval.nobody_can_decide", extra={"run_id": str(approval.run_id),
                                                             "approval_id": approval.pk})
         return {"nobody_can_decide": True, "cannot_be_approved": True,
                 "warning": f"no active user is named by, or in a group named by, the approvers {names}: nobody can "
                            f"decide approval {approval.pk}; {ends}"}
-    if approval.required_approvals > 1 or not approval.allow_self_approval:
-        able = who_could_approve(approval)
-        if able < approval.required_approvals:
-            logger.warning("approval.cannot_be_approved", extra={"run_id": str(approval.run_id),
-                                                                 "approval_id": approval.pk})
-            owner = "" if approval.allow_self_approval else " (the run's owner may not: allow_self_approval is false)"
-            return {"cannot_be_approved": True,
-                    "warning": f"only {able} active person(s) could approve approval {approval.pk}{owner}, and it "
-                               f"needs {approval.required_approvals}: it can be rejected, never approved; "
-                               + (f"a rejection or its deadline ({approval.deadline.isoformat()}) ends it"
-                                  if approval.deadline else "a rejection or cancelling the run ends it")}
+    if approval.cannot_be_approved:  # type: ignore[attr-defined]
+        able = approval.could_approve  # type: ignore[attr-defined]
+        logger.warning("approval.cannot_be_approved", extra={"run_id": str(approval.run_id),
+                                                             "approval_id": approval.pk})
+        owner = "" if approval.allow_self_approval else " (the run's owner may not: allow_self_approval is false)"
+        return {"cannot_be_approved": True,
+                "warning": f"only {able} active person(s) could approve approval {approval.pk}{owner}, and it "
+                           f"needs {approval.required_approvals}: it can be rejected, never approved; "
+                           + (f"a rejection or its deadline ({approval.deadline.isoformat()}) ends it"
+                              if approval.deadline else "a rejection or cancelling the run ends it")}
     return {}
 
 
