@@ -99,7 +99,7 @@ def test_a_run_is_completed_only_when_no_node_run_is_queued_running_or_waiting(e
                                 "after_slow": "completed"}
 
 
-WIDTH, RUNS = 50, 20
+WIDTH, RUNS = 50, 10
 
 
 def wide_join() -> dict:

@@ -28,7 +28,7 @@ from workflows.services.runs import run_start
 ROOT = Path(settings.BASE_DIR)
 CONFIG = ROOT / "tests" / "security" / "schemathesis.toml"
 ST = str(Path(sys.executable).with_name("st"))
-EXAMPLES = 10
+EXAMPLES = 6
 
 
 def definition(name: str) -> dict[str, Any]:
