@@ -41,6 +41,19 @@ FLUSH_ATTEMPTS = 5
 DJANGO_FLUSH = TransactionTestCase._fixture_teardown
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs the fault suite's lean subset: the slow faults (``faults_full``: in
+    tests/faults, and a few with their controls elsewhere) run in ``make test-faults``."""
+    from tests.faults import harness
+
+    if not harness.lean():
+        return
+    heavy = [item for item in items if item.get_closest_marker("faults_full")]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if not item.get_closest_marker("faults_full")]
+
+
 def _is_deadlock(exc: BaseException | None) -> bool:
     while exc is not None:
         if getattr(exc, "sqlstate", None) == DEADLOCK:

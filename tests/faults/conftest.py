@@ -23,16 +23,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(argname, trials, ids=[f"seed{t.seed}" for t in trials])
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``make test`` runs the lean subset: the faults marked ``faults_full`` run in ``make test-faults``."""
-    if not harness.lean():
-        return
-    heavy = [item for item in items if item.get_closest_marker("faults_full")]
-    if heavy:
-        config.hook.pytest_deselected(items=heavy)
-        items[:] = [item for item in items if not item.get_closest_marker("faults_full")]
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     report = yield
