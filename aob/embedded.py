@@ -97,10 +97,7 @@ def log_tail(path: Path, lines: int = 30) -> str:
 def password_in(path: Path) -> str:
     """The password kept in ``path`` (mode 0600, in a folder of mode 0700), made the first time
     (and again if the file was lost or left empty): written whole or not at all."""
-    try:
-        kept = path.read_text().strip()
-    except FileNotFoundError:
-        kept = ""
+    kept = _kept(path)
     if kept:
         return kept
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +105,14 @@ def password_in(path: Path) -> str:
     password = secrets.token_urlsafe(32)  # URL-safe: it goes into the server's URL as it is
     _replace(path, password + "\n", mode=0o600)
     return password
+
+
+def _kept(path: Path) -> str:
+    """The password ``path`` holds, or "" when it holds none (missing, or left empty)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _replace(path: Path, text: str, *, mode: int, like: Path | None = None) -> None:
@@ -316,7 +321,7 @@ class EmbeddedPostgres:
     def _prepare_folders(self, account: pwd.struct_passwd | None) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)
-        self._password_new = not self.password_path.exists() or not self.password_path.read_text().strip()
+        self._password_new = not _kept(self.password_path)
         password_in(self.password_path)  # made here, so the server's account is given it below
         if account is None:
             return

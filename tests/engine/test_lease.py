@@ -19,11 +19,8 @@ from tests.support import faults
 from workflows.engine import sweeper
 from workflows.models import Event, NodeRun
 
-# A slow fault with its control: both run in `make test-faults` (tests/conftest.py), not `make test`.
-FULL_SUITE = pytest.mark.faults_full
 
-
-@FULL_SUITE
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_long_node_keeps_its_lease_and_runs_once(engine, api, remote):
     # the test stack's lease is 3 s and the sweeper runs every second: without renewals this node
     # would be re-queued and run again while the first attempt is still working
@@ -61,7 +58,7 @@ def lose_the_lease(victim, api, remote) -> tuple[str, str]:
     return run_id, key
 
 
-@FULL_SUITE
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_a_heartbeat_that_finds_its_lease_gone_stops_its_request(engine, stack_env, api, remote):
     with http_victim(engine, stack_env) as victim:
         run_id, key = lose_the_lease(victim, api, remote)
@@ -78,7 +75,7 @@ def test_a_heartbeat_that_finds_its_lease_gone_stops_its_request(engine, stack_e
     assert Event.objects.filter(run=run, type="node_completed").count() == 1
 
 
-@FULL_SUITE
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_negative_control_without_the_stop_two_attempts_run_the_request_to_its_end(engine, stack_env, api, remote):
     HOOKS.set("aob:test:lease_stop_off", 1)
     try:

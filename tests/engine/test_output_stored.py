@@ -21,10 +21,6 @@ from workflows.models import Artifact, NodeRun, Run
 
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)
 
-# A slow fault with its control: both run in `make test-faults` (tests/conftest.py), not `make test`.
-FULL_SUITE = pytest.mark.faults_full
-
-
 def with_output(node_id: str) -> dict[str, Any]:
     return {"nodes": [transform(node_id, "inputs.n * 2")], "edges": [],
             "metadata": {"output": {"expression": f"{{'double': nodes.{node_id}, 'who': inputs.name}}"}}}
@@ -83,7 +79,7 @@ def test_while_it_is_pending_no_answer_evaluates_it(db, user) -> None:
     assert not [q["sql"] for q in statements.captured_queries if "output_artifact_id, bytes, fits" in q["sql"]]
 
 
-@FULL_SUITE
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 @pytest.mark.fault
 def test_an_ask_lost_after_the_run_completed_is_sent_again_by_the_sweeper(engine, api) -> None:
     HOOKS.set("aob:test:drop_outputs", 1)  # the completing decision's ask is lost after its commit
@@ -99,7 +95,7 @@ def test_an_ask_lost_after_the_run_completed_is_sent_again_by_the_sweeper(engine
     assert [e.type for e in events(run)].count("output_computed") == 1
 
 
-@FULL_SUITE
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 @pytest.mark.fault
 def test_negative_control_without_the_sweeper_s_pass_the_lost_ask_stays_pending(engine, api) -> None:
     HOOKS.set("aob:test:output_sweep_off", 1)
@@ -133,7 +129,7 @@ def test_an_output_that_fails_for_a_reason_of_ours_is_stated_not_asked_for_forev
 
 
 
-@FULL_SUITE
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 @pytest.mark.fault
 def test_an_output_whose_worker_dies_every_time_ends_as_an_error_after_the_last_attempt(engine, api) -> None:
     """The worker process computing it dies each time (``os._exit`` as it starts: the broker hands
