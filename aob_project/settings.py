@@ -407,6 +407,10 @@ LOGGING = {
         # (and Flower's events); rendering them costs worker CPU on every hop.
         "celery.app.trace": {"level": env_str("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
         "celery.worker.strategy": {"level": env_str("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
+        # httpx logs every request's whole URL at INFO; a URL can be a credential (a Slack webhook,
+        # a signed link, a token in a query), so only the SSRF client's own line (the host) is logged.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 

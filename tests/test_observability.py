@@ -57,3 +57,19 @@ def test_node_log_line_carries_the_request_id(engine, api):
     assert started[0]["node_id"] == "logged_node" and re.fullmatch(r"\d+", str(started[0]["node_run_id"]))
     events = list(run.events.order_by("seq").values_list("request_id", flat=True))
     assert events and all(rid == "req-test-4242" for rid in events)
+
+
+def test_an_outbound_url_is_not_logged_whole(engine, api, remote):
+    """A URL can be a credential (a webhook's path, a token in its query): the worker's log names
+    the host of each request, never the rest (httpx's own INFO line would)."""
+    secret_path = "/echo/T0AOB/B0LOG/credential-in-path-7f3a"
+    definition = {"nodes": [{"id": "call", "type": "http",
+                             "config": {"url": f"{remote.base}{secret_path}?token=credential-in-query-91c2"}}],
+                  "edges": []}
+    response = api.post("/api/v1/runs", {"workflow": definition}, format="json")
+    run = wait_for_run(response.json()["run_id"])
+    assert run.status == "completed", run.error
+    assert any(request["path"].startswith(secret_path) for request in remote.requests)
+    log = engine["worker"].log.read_text()
+    assert "http.request" in log
+    assert "credential-in-path-7f3a" not in log and "credential-in-query-91c2" not in log
