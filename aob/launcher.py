@@ -25,13 +25,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from aob.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,
     die_with_parent,
+    masked,
     port_open,
 )
 from aob_project.dotenv import load_dotenv
@@ -207,14 +207,6 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _unsecret(url: str) -> str:
-    """A server's URL as a log shows it: its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
-
-
 class Services:
     """DATABASE_URL / REDIS_URL for the children: the caller's, or embedded servers in ``data_dir``."""
 
@@ -230,11 +222,11 @@ class Services:
             if not env.get("DATABASE_URL"):
                 self.postgres = EmbeddedPostgres(self.data_dir)
                 env["DATABASE_URL"] = self.postgres.start()
-                log(f"embedded PostgreSQL: {_unsecret(env['DATABASE_URL'])} (data in {self.postgres.home})")
+                log(f"embedded PostgreSQL: {masked(env['DATABASE_URL'])} (data in {self.postgres.home})")
             if not env.get("REDIS_URL"):
                 self.redis = EmbeddedRedis(self.data_dir)
                 env["REDIS_URL"] = self.redis.start()
-                log(f"embedded Redis: {_unsecret(env['REDIS_URL'])}")
+                log(f"embedded Redis: {masked(env['REDIS_URL'])}")
         except EmbeddedServiceError as exc:
             raise LaunchError(f"{exc}\n(or point DATABASE_URL / REDIS_URL at running servers)") from exc
         # the URLs carry the servers' passwords: the file is its owner's only, as theirs are
@@ -388,8 +380,9 @@ def services_only(args: argparse.Namespace) -> int:
     services = Services(args.data_dir)
     try:
         env = services.start(os.environ)
-        print(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}", flush=True)
-        log(f"also written to {services.runtime_env}; Ctrl-C stops the servers")
+        # the passwords stay in the 0600 file: a terminal's output is scrollback, screen shares, CI logs
+        print(f"DATABASE_URL={masked(env['DATABASE_URL'])}\nREDIS_URL={masked(env['REDIS_URL'])}", flush=True)
+        log(f"with their passwords in {services.runtime_env} (source it to use them); Ctrl-C stops the servers")
         while True:
             stop.wait(3600)
     except Stop:

@@ -5,8 +5,12 @@ the stack's account)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,7 @@ import redis
 
 from aob.embedded import HOST, EmbeddedPostgres, EmbeddedRedis
 
+ROOT = Path(__file__).resolve().parents[1]
 _started: list[Any] = []
 
 
@@ -105,3 +110,29 @@ def test_redis_refuses_a_client_without_its_password_and_no_command_line_shows_i
         redis.Redis(host=HOST, port=server.port).ping()
     assert private(server.password_path) and private(server.config_path) and private(server.home)
     assert password not in " ".join(psutil.Process(server.pid).cmdline())
+
+
+@pytest.mark.timeout(120)
+def test_make_services_prints_the_urls_without_their_passwords(root: Path) -> None:
+    """`make services` is for a terminal (scrollback, a shared screen, a CI log): its URLs show
+    ``***``; the passwords are in the owner's 0600 ``runtime.env``."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR"}}
+    launcher = subprocess.Popen([sys.executable, "-m", "aob.launcher", "services", "--data-dir", str(root)],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in launcher.stdout:
+            lines.append(line)
+            if line.startswith("REDIS_URL="):
+                break
+        printed = "".join(lines)
+        assert "DATABASE_URL=postgresql://postgres:***@" in printed and "REDIS_URL=redis://:***@" in printed, printed
+        runtime = (root / "runtime.env").read_text()
+        for name in ("postgres", "redis"):
+            password = (root / name / "password").read_text().strip()
+            assert password not in printed and f":{password}@" in runtime
+        assert private(root / "runtime.env")
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(timeout=30)

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aob.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServiceError, in_use, kill_leftovers
+from aob.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServiceError, in_use, kill_leftovers, masked
 
 AOB_DIR = Path(__file__).resolve().parents[2] / ".aob"
 _STALE_AFTER_S = 600  # a folder whose pid is alive but whose servers are unowned: a reused pid
@@ -64,7 +64,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"services: DATABASE_URL={os.environ.get('DATABASE_URL')} REDIS_URL={os.environ.get('REDIS_URL')}"
+    return f"services: DATABASE_URL={masked(os.environ.get('DATABASE_URL', ''))} REDIS_URL={masked(os.environ.get('REDIS_URL', ''))}"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
