@@ -70,6 +70,12 @@ def test_an_outbound_url_is_not_logged_whole(engine, api, remote):
     run = wait_for_run(response.json()["run_id"])
     assert run.status == "completed", run.error
     assert any(request["path"].startswith(secret_path) for request in remote.requests)
+    refused = {"nodes": [{"id": "call", "type": "http", "config": {"url": "$inputs.url"}}], "edges": []}
+    response = api.post("/api/v1/runs", {"workflow": refused, "inputs": {
+        "url": "http://10.0.0.1/internal?token=credential-refused-5be0"}}, format="json")
+    run = wait_for_run(response.json()["run_id"])
+    assert run.status == "failed" and "private" in str(run.error), run.error
     log = engine["worker"].log.read_text()
-    assert "http.request" in log
-    assert "credential-in-path-7f3a" not in log and "credential-in-query-91c2" not in log
+    assert "http.request" in log and "http.ssrf_blocked" in log
+    for credential in ("credential-in-path-7f3a", "credential-in-query-91c2", "credential-refused-5be0"):
+        assert credential not in log, credential

@@ -522,6 +522,25 @@ def test_timeout_is_total_not_per_read(server: Server) -> None:
     assert time.monotonic() - started < 1.5 and caught.value.transient
 
 
+def test_a_lookup_that_never_answers_ends_at_the_request_deadline() -> None:
+    """A name whose server never answers (anyone can register one) holds the request no longer than
+    its deadline: the system resolver's own timeout is attempts × servers × 5 s."""
+    answered = threading.Event()
+
+    def silent_name_server(host: str, port: int) -> list[str]:
+        answered.wait(5)  # the stand-in for a name server that does not answer
+        return ["203.0.113.9"]
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(HTTPRequestError) as caught:
+            request(method="GET", url="http://never-answers.example/", timeout_s=0.4, resolver=silent_name_server)
+        assert time.monotonic() - started < 1.5
+        assert caught.value.transient and "looking up 'never-answers.example'" in caught.value.message
+    finally:
+        answered.set()
+
+
 def test_connection_refused_is_transient(settings: Any) -> None:
     port = free_port()
     settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{port}"]

@@ -14,8 +14,9 @@ Why it is built this way:
   shares its parent's sockets) and per policy snapshot, so a settings change gets a fresh pool.
 - ``trust_env=False``: an ``HTTP_PROXY`` in the environment would send requests to a proxy that
   resolves names itself, bypassing every check.
-- One deadline for the whole request (all hops, connect, send, body): each socket operation
-  gets at most the time left, so a server dripping a byte at a time cannot stretch it.
+- One deadline for the whole request (all hops, lookup, connect, send, body): each socket
+  operation gets at most the time left, so a server dripping a byte at a time cannot stretch it,
+  and the lookup is waited for at most that long (:func:`_lookup_within`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -38,7 +40,14 @@ from aob_project.exceptions import ValidationFailed
 from workers.http.body import ACCEPT_ENCODING, read_capped
 from workers.http.exceptions import HTTPRequestError, SSRFBlocked, TooManyRedirects
 from workers.http.headers import check_headers
-from workers.http.ssrf import HttpPolicy, Resolver, check_url_static, policy_from_settings, resolve_checked
+from workers.http.ssrf import (
+    HttpPolicy,
+    Resolver,
+    check_url_static,
+    default_resolver,
+    policy_from_settings,
+    resolve_checked,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +115,39 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _lookup_within(resolver: Resolver, seconds: float | None) -> Resolver:
+    """``resolver`` waited for at most ``seconds``, the request's time left.
+
+    ``getaddrinfo`` cannot be interrupted: a name whose server never answers (one any user or agent
+    can register) would hold the worker for the system resolver's own timeout, attempts × servers ×
+    5 s, past any deadline. The lookup runs in a thread of its own, so no lookup waits behind
+    another; one left behind ends at the resolver's timeout, and nothing waits for it.
+    """
+    if seconds is None:
+        return resolver
+
+    def lookup(host: str, port: int) -> list[str]:
+        outcome: list[Any] = []
+        done = threading.Event()
+
+        def resolve() -> None:
+            try:
+                outcome.append(list(resolver(host, port)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the request's thread, raised there
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=resolve, name="aob-http-lookup", daemon=True).start()
+        if not done.wait(seconds):
+            raise httpcore.ConnectTimeout(f"looking up {host!r} took longer than the request's time left")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    return lookup
+
+
 class _GuardedBackend(httpcore.NetworkBackend):
     """Resolves once, judges every answer, connects only to a judged address."""
 
@@ -116,7 +158,8 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
-        addresses = resolve_checked(host=host, port=port, policy=self._policy, resolver=self._resolver)
+        lookup = _lookup_within(self._resolver or default_resolver, _time_left(timeout, httpcore.ConnectTimeout))
+        addresses = resolve_checked(host=host, port=port, policy=self._policy, resolver=lookup)
         failure: Exception | None = None
         for address in addresses:  # each one judged; an IP literal makes no lookup in the socket layer
             try:
@@ -184,6 +227,13 @@ def _caller_headers(headers: dict[str, str] | None) -> dict[str, str]:
     """Caller headers as text; one that would retarget or desynchronize the request, or smuggle
     another (CR/LF), is refused by name, never silently dropped."""
     return check_headers(headers)
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # a URL the policy refused for being malformed
+        return None
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
@@ -256,7 +306,8 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
                      params=params, json=json, content=content, cap=cap, hops=hops,
                      follow_redirects=follow_redirects, started=started)
     except SSRFBlocked as exc:
-        logger.warning("http.ssrf_blocked", extra={"rule": exc.rule, "url": exc.extra.get("url")})
+        # the host only: a URL can be a credential (a token in its query, a webhook's path)
+        logger.warning("http.ssrf_blocked", extra={"rule": exc.rule, "host": _host_of(exc.extra.get("url") or url)})
         raise
     finally:
         _deadline.reset(token)
