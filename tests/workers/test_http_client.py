@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -103,6 +104,16 @@ class Handler(BaseHTTPRequestHandler):
             layers = int(query["layers"])
             self._reply(200, gzipped(int(query["n"]), layers),
                         {"content-encoding": ", ".join(["gzip"] * layers), "content-type": "text/plain"})
+        elif parts.path == "/encoded":  # a body as some servers encode it, its first byte sent alone
+            encoding, body = ENCODED[query["as"]]
+            self.send_response(200)
+            self.send_header("content-encoding", encoding)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:1])
+            self.wfile.flush()
+            time.sleep(0.05)
+            self.wfile.write(body[1:])
         elif parts.path == "/slow":
             time.sleep(float(query["s"]))
             self._reply(200, b"{}")
@@ -121,6 +132,20 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(404, b"{}")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+ENCODED = {
+    "gzip-members": ("gzip", gzip.compress(b"one member, ") + b"\0\0" + gzip.compress(b"then another")),
+    "gzip-truncated": ("gzip", gzip.compress(bytes(range(256)) * 40)[:-6]),
+    "deflate-raw": ("deflate", _raw_deflate(b"deflate without its zlib header")),
+    "deflate-zlib": ("deflate", zlib.compress(b"deflate with its zlib header")),
+    "deflate-truncated": ("deflate", zlib.compress(bytes(range(256)) * 40)[:-20]),
+}
 
 
 @cache
@@ -504,6 +529,23 @@ def test_a_compression_bomb_never_fills_memory_past_the_cap(server: Server) -> N
     # one layer within the cap is decoded as ever
     assert request(method="GET", url=server.url("/gzip-layers?n=90000&layers=1"),
                    max_response_bytes=100_000).body_bytes == b"\0" * 90_000
+
+
+@pytest.mark.parametrize(("case", "body"), [
+    ("gzip-members", b"one member, then another"),  # RFC 1952 §2.2: a gzip file is a series of members
+    ("deflate-raw", b"deflate without its zlib header"),
+    ("deflate-zlib", b"deflate with its zlib header"),
+])
+def test_every_gzip_member_and_either_deflate_is_decoded_whole(server: Server, case: str, body: bytes) -> None:
+    assert request(method="GET", url=server.url(f"/encoded?as={case}")).body_bytes == body
+
+
+@pytest.mark.parametrize("case", ["gzip-truncated", "deflate-truncated"])
+def test_a_body_cut_before_its_compressed_end_is_refused_not_taken_as_whole(server: Server, case: str) -> None:
+    with pytest.raises(HTTPRequestError) as caught:
+        request(method="GET", url=server.url(f"/encoded?as={case}"))
+    assert caught.value.extra["kind"] == "DecodingError" and "truncated" in caught.value.message
+    assert caught.value.transient is False
 
 
 def test_slow_server_times_out_as_transient(server: Server) -> None:

@@ -9,6 +9,7 @@ encoding stacked on another is refused, as no server needs one.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -19,18 +20,62 @@ DECODED = ("gzip", "deflate")
 ACCEPT_ENCODING = ", ".join(DECODED)  # what the client asks for: what it can decode within a bound
 
 
-def _decompressor(response: httpx.Response, url: str) -> tuple[str, zlib._Decompress] | None:
-    """The zlib decompressor of the response's Content-Encoding; None for identity, or one the
-    client does not decode (passed on as it came, as httpx does)."""
+_GZIP = zlib.MAX_WBITS | 16
+
+
+def _encoding(response: httpx.Response, url: str) -> str | None:
+    """The response's one Content-Encoding the client decodes; None for identity, or one it does
+    not decode (passed on as it came, as httpx does)."""
     layers = [v.strip().lower() for v in response.headers.get_list("content-encoding", split_commas=True)]
     layers = [v for v in layers if v and v != "identity"]
     if len(layers) > 1:
         raise HTTPRequestError(f"the response is encoded {len(layers)} times ({', '.join(layers)}): one "
                                "Content-Encoding at most is decoded", extra={"url": url, "transient": False,
                                                                               "kind": "content-encoding"})
-    if not layers or layers[0] not in DECODED:
-        return None
-    return layers[0], zlib.decompressobj(zlib.MAX_WBITS | 16 if layers[0] == "gzip" else zlib.MAX_WBITS)
+    return layers[0] if layers and layers[0] in DECODED else None
+
+
+def _zlib_wrapped(head: bytes) -> bool:
+    """Whether a deflate body starts with its zlib header (RFC 1950 §2.2: method 8, the check bits),
+    as RFC 9110 says it does; some servers send the raw stream, which httpx and browsers accept too."""
+    return head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+
+
+def _inflated(chunks: Iterator[bytes], kind: str, room: Callable[[], int], url: str) -> Iterator[bytes]:
+    """The decoded body, each step at most ``room()`` bytes. Every gzip member is decoded (RFC 1952
+    §2.2; zero padding between them skipped), not only the first; a stream that ends before its
+    compressed end (a truncated body) is refused, not passed on as if whole."""
+    inflate: zlib._Decompress | None = None
+    head = b""
+    try:
+        for raw in chunks:
+            if inflate is None:  # deflate's wrapping is told by its first two bytes
+                head += raw
+                if len(head) < 2:
+                    continue
+                inflate = zlib.decompressobj(_GZIP if kind == "gzip" else
+                                             zlib.MAX_WBITS if _zlib_wrapped(head) else -zlib.MAX_WBITS)
+                raw = head
+            pending = raw
+            while pending:
+                if inflate.eof:
+                    if kind != "gzip":
+                        return  # bytes after a deflate stream's end are not the body's
+                    pending = pending.lstrip(b"\0")
+                    if not pending:
+                        break
+                    inflate = zlib.decompressobj(_GZIP)  # the next member
+                yield inflate.decompress(pending, room())
+                pending = inflate.unconsumed_tail or (inflate.unused_data if inflate.eof else b"")
+        if inflate is None:
+            if head:
+                raise _decoding_error(f"a {kind} body of {len(head)} byte cannot be whole", url)
+            return  # no body at all (HEAD, 204, 304) with the header still set
+        yield inflate.flush(room())
+        if not inflate.eof:
+            raise _decoding_error(f"the {kind} body ended before its compressed stream did (a truncated body)", url)
+    except zlib.error as exc:
+        raise _decoding_error(str(exc), url) from exc
 
 
 def read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
@@ -39,41 +84,18 @@ def read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
     if length is not None and length > cap:
         raise ResponseTooLarge(f"response declares {declared} bytes, over the {cap}-byte cap",
                                extra={"url": url, "limit": cap, "transient": False})
-    decoding = _decompressor(response, url)
     body = bytearray()
-    first = True
-
-    def take(piece: bytes) -> None:
+    kind = _encoding(response, url)
+    pieces = response.iter_raw()
+    if kind is not None:
+        pieces = _inflated(pieces, kind, lambda: cap - len(body) + 1, url)
+    for piece in pieces:
         body.extend(piece)
         if len(body) > cap:
             raise ResponseTooLarge(f"response body passed the {cap}-byte cap",
                                    extra={"url": url, "limit": cap, "transient": False})
-
-    for raw in response.iter_raw():
-        if decoding is None:
-            take(raw)
-            continue
-        kind, inflate = decoding
-        pending = raw
-        while pending:
-            try:
-                piece = inflate.decompress(pending, cap - len(body) + 1)
-            except zlib.error as exc:
-                if kind == "deflate" and first:  # deflate without its zlib header, as httpx accepts it
-                    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-                    decoding, first = (kind, inflate), False
-                    continue
-                raise _decoding_error(exc, url) from exc
-            first = False
-            take(piece)
-            pending = inflate.unconsumed_tail
-    if decoding is not None:
-        try:
-            take(decoding[1].flush(cap - len(body) + 1))
-        except zlib.error as exc:
-            raise _decoding_error(exc, url) from exc
     return bytes(body)
 
 
-def _decoding_error(exc: zlib.error, url: str) -> HTTPRequestError:
-    return HTTPRequestError(f"DecodingError: {exc}", extra={"url": url, "transient": False, "kind": "DecodingError"})
+def _decoding_error(reason: str, url: str) -> HTTPRequestError:
+    return HTTPRequestError(f"DecodingError: {reason}", extra={"url": url, "transient": False, "kind": "DecodingError"})
