@@ -80,7 +80,9 @@ class Decision(models.Model):
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["approval", "username"], name="decision_one_per_user",
+        # One vote a person, keyed on who they are, not on their name: a renamed user is the same
+        # person (a rename let one vote twice), and a new user given an old name is another.
+        constraints = [models.UniqueConstraint(fields=["approval", "user"], name="decision_one_per_person",
                                                condition=models.Q(voided=False))]
         ordering = ["at"]
 

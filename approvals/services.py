@@ -166,7 +166,7 @@ def _count(approval: Approval, *, user: User, approve: bool, comment: str, data:
             path = "/data" + failure.path
             raise FormDataInvalid(f"data does not match the form: {path}: {failure.message}",
                                   extra={"field": "data", "path": path, "rule": failure.rule})
-    if Decision.objects.filter(approval=approval, username=user.username, voided=False).exists():
+    if Decision.objects.filter(approval=approval, user=user, voided=False).exists():
         raise AlreadyDecided(f"{user.username} has already decided approval {approval.pk}")
     digest = _action_digest(approval)
     decision = Decision.objects.create(approval=approval, user=user, username=user.username, approve=approve,

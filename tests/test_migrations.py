@@ -45,3 +45,32 @@ def test_the_inputs_size_backfill_measures_runs_started_before_in_batches() -> N
     assert sizes[None] == 0  # no inputs
     assert sizes[7] == len('{"n": 7, "s": "é"}'.encode()) and sizes[1099] == len('{"n": 1099, "s": "é"}'.encode())
     assert not Run.objects.filter(inputs_bytes=0).exclude(inputs={}).exists()
+
+
+@pytest.mark.django_db
+def test_a_second_live_vote_of_a_renamed_person_is_voided_before_the_one_per_person_rule() -> None:
+    """Before ``decision_one_per_person`` a rename let one person cast two live votes; the migration
+    voids the later one (kept, as voided decisions are), so the rule can be added over old data."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from approvals.models import Approval, Decision
+    from workflows.models import Artifact, Run
+
+    void_second_votes = importlib.import_module("approvals.migrations.0006_decision_one_per_person").void_second_votes
+    owner, voter, other = (User.objects.create_user(name) for name in ("owner", "voter", "other"))
+    artifact = Artifact.objects.create(id="sha256:gate", kind="dag_version", content={"nodes": []}, size_bytes=14)
+    run = Run.objects.create(owner=owner, base_artifact=artifact, current_artifact=artifact)
+    approval = Approval.objects.create(run=run, node_id="review", approvers=["finance"], required_approvals=2)
+    with connection.cursor() as cursor:  # the data as it could be before the rule (rolled back with the test)
+        cursor.execute("DROP INDEX decision_one_per_person")
+    first = Decision.objects.create(approval=approval, user=voter, username="voter", approve=True)
+    second = Decision.objects.create(approval=approval, user=voter, username="voter.renamed", approve=True)
+    others = Decision.objects.create(approval=approval, user=other, username="other", approve=True)
+
+    void_second_votes(apps, None)
+
+    assert {d.pk: d.voided for d in Decision.objects.all()} == {first.pk: False, second.pk: True, others.pk: False}

@@ -81,6 +81,20 @@ def test_two_of_three_counts_distinct_users(engine, user, bob, carol, dave):
     assert error(decide(dave, approval, True), 409) == "approval_settled"
 
 
+def test_a_renamed_person_still_votes_once(engine, user, erin, bob):
+    """N-of-M counts people: a rename between two votes (an administrator's, or a directory's
+    sync) does not make a second person of the first."""
+    run_id, approval = parked(user, {"approvers": ["finance", "bob"], "required_approvals": 2})
+    assert decide(erin, approval, True, "as erin").json()["status"] == "pending"
+    erin.username = "erin.fischer"
+    erin.save(update_fields=["username"])
+    assert error(decide(erin, approval, True, "as erin.fischer"), 409) == "already_decided"
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+    assert decide(bob, approval, True).json()["status"] == "approved"
+    assert finished(run_id).status == "completed"
+    assert [d["user"] for d in output(run_id)["decisions"]] == ["erin", "bob"]
+
+
 def test_approvers_by_group_name(engine, user, erin, bob):
     run_id, approval = parked(user, {"approvers": ["finance"]})
     assert ids(client_for(erin).get("/api/v1/approvals?status=pending")) == [approval.pk]
