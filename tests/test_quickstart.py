@@ -82,13 +82,13 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
             for proc in psutil.Process(launcher.pid).children(recursive=True):
                 descendants.setdefault(proc.pid, proc)
             health = _get_health(port)
-            if health is not None and health[0] == 200:
-                break
+            if health is not None and health[0] == 200 and health[1].get("status") == "ok":
+                break  # the sweeper ok too: beat and the worker run
             time.sleep(1)
         assert health is not None and health[0] == 200, f"no healthy answer, last {health}:\n{log_tail()}"
         body = health[1]
         assert body["status"] == "ok", body
-        assert {"db", "redis", "broker"} <= body["checks"].keys(), body
+        assert {"db", "redis", "broker", "sweeper"} <= body["checks"].keys(), body
         assert all(state == "ok" for state in body["checks"].values()), body
         assert (data_dir / "runtime.env").exists()
         # its URLs carry the embedded servers' passwords: its owner's only, and never in the output

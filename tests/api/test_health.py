@@ -7,12 +7,14 @@ from rest_framework.test import APIClient
 from tests.api.factories import API
 
 
-def test_health_reports_every_part_ok_without_credentials(db):
+def test_health_reports_every_part_ok_without_credentials(db, settings):
+    settings.AOB_SWEEPER_ENABLED = False  # no workers here: tests/engine/test_unserved.py judges the sweeper with them
     response = APIClient().get(f"{API}/health")
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
-    assert response.json() == {"status": "ok", "checks": {"db": "ok", "redis": "ok", "broker": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"db": "ok", "redis": "ok", "broker": "ok",
+                                                          "sweeper": "disabled"}}
 
 
 def test_health_ignores_a_bad_token(db):
@@ -32,3 +34,4 @@ def test_health_reports_a_redis_that_is_down_as_503(db, settings):
     assert body["status"] == "degraded"
     assert body["checks"]["db"] == "ok"
     assert body["checks"]["redis"].startswith("error: ")
+    assert body["checks"]["sweeper"].startswith("unknown: ")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from aob_project.celery import COORDINATOR_QUEUE, app
 from tests.conftest import wait_for_run
@@ -74,3 +76,25 @@ def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any
         _control(worker, "add_consumer", COORDINATOR_QUEUE)
     assert wait_for_run(run_id, timeout=30).status == Run.Status.COMPLETED
     assert [e["type"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()].count("node_unserved") == 1
+
+
+def test_the_health_answer_says_when_no_sweep_finishes(engine: Any, settings: Any) -> None:
+    """With beat or the maintenance queue's worker down, nothing re-sends a lost message and no run
+    could say so: the health answer does (``degraded``, still 200: the web itself serves)."""
+    health = APIClient()
+    settings.AOB_SWEEP_STALE_S = 2.5  # the stack sweeps every second
+    wait_until(lambda: health.get("/api/v1/health").json()["checks"]["sweeper"] == "ok", timeout=20,
+               what="a finished sweep")
+    hooks = redis.Redis.from_url(settings.REDIS_URL)
+    hooks.set("aob:test:sweeper_paused", 1)  # every sweep does nothing, as with beat stopped
+    try:
+        answer = wait_until(lambda: (r := health.get("/api/v1/health")).json()["status"] == "degraded" and r,
+                            timeout=20, what="a stale sweeper")
+        assert answer.status_code == 200
+        assert answer.json()["checks"]["sweeper"].startswith("stale: the last sweep finished")
+        assert {answer.json()["checks"][part] for part in ("db", "redis", "broker")} == {"ok"}
+    finally:
+        hooks.delete("aob:test:sweeper_paused")
+    wait_until(lambda: health.get("/api/v1/health").json() == {
+        "status": "ok", "checks": {"db": "ok", "redis": "ok", "broker": "ok", "sweeper": "ok"}},
+        timeout=20, what="the sweeper back")

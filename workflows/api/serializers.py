@@ -295,8 +295,10 @@ class MeOut(serializers.Serializer):
 
 
 class HealthOut(serializers.Serializer):
-    status = serializers.CharField(help_text="ok, or degraded when a check failed")
-    checks = serializers.DictField(child=serializers.CharField(), help_text='"ok" or "error: <what failed>" per part')
+    status = serializers.CharField(help_text="ok, or degraded when a check is not ok (503 only when db, redis or broker is not)")
+    checks = serializers.DictField(child=serializers.CharField(), help_text=(
+        'per part: "ok", or "error: <what failed>" (db, redis, broker); the sweeper "ok", "disabled", '
+        '"stale: <since when>" or "unknown: <why>"'))
 
 
 class FieldsBuiltOnce(serializers.ModelSerializer):

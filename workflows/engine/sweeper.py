@@ -14,9 +14,11 @@ sweep racing a live worker is a no-op.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import datetime, timedelta
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import DateTimeField, Exists, Func, OuterRef, Q
@@ -82,7 +84,42 @@ def sweep() -> dict[str, int]:
     counts["outputs"] = ask_for_outputs(now, backlog)
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
+    try:
+        _redis().set(SWEPT_KEY, f"{time.time():.3f}", ex=86_400)
+    except redis.RedisError:  # the health answer says Redis is down, and the sweeper stale after it
+        logger.warning("sweeper.mark_failed", exc_info=True)
     return counts
+
+
+# When a sweep last finished (epoch seconds), for the health answer (``sweeper_health``).
+SWEPT_KEY = "aob:sweeper:swept_at"
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def _redis() -> redis.Redis:
+    key = (os.getpid(), settings.REDIS_URL)  # a forked pool process never shares its parent's socket
+    if key not in _clients:
+        _clients[key] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return _clients[key]
+
+
+def sweeper_health() -> str:
+    """``ok`` while sweeps finish (the last within ``AOB_SWEEP_STALE_S``); else what is wrong. With
+    beat or the maintenance queue's worker down nothing re-sends a lost message or lapsed lease,
+    and nothing else would say so."""
+    if not settings.AOB_SWEEPER_ENABLED:
+        return "disabled"
+    try:
+        swept_at = _redis().get(SWEPT_KEY)
+    except redis.RedisError as exc:
+        return f"unknown: {type(exc).__name__}"
+    if swept_at is None:
+        return "stale: no sweep has finished yet (is beat running, and a worker on the maintenance queue?)"
+    age = time.time() - float(swept_at)
+    if age > settings.AOB_SWEEP_STALE_S:
+        return (f"stale: the last sweep finished {age:.0f} s ago (is beat running, and a worker on the "
+                "maintenance queue?)")
+    return "ok"
 
 
 # A queued node run's ``wait_reason`` once the sweeper found no running worker consuming its queue;
