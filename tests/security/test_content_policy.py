@@ -69,9 +69,13 @@ def test_every_page_and_answer_carries_the_strict_policy(staff: Client, pages: l
 
 
 def test_the_login_page_and_a_signed_link_refused_carry_it_too(db: Any) -> None:
-    for path in ["/login/?next=/approvals/", "/approvals/1/open/forged-token"]:
-        found = policy(Client().get(path))
+    """And keep their address to this server: a signed approval link's token is in its path, and the
+    login page a visitor is sent to carries it in ``next`` (Django's ``same-origin`` default, kept)."""
+    for path in ["/login/?next=/approvals/1/open/a-token", "/approvals/1/open/forged-token"]:
+        response = Client().get(path)
+        found = policy(response)
         assert {k: found.get(k) for k in STRICT} == STRICT, (path, found)
+        assert response.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_over_https_the_socket_origin_is_wss(staff: Client) -> None:
