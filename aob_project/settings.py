@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_filters",
     "channels",
+    "csp",
     "workflows",
     "workers",
     "agents",
@@ -113,6 +114,7 @@ INSTALLED_APPS += env_list("AOB_EXTRA_APPS")
 MIDDLEWARE = [
     "aob_project.context.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "aob_project.content_policy.ContentPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -206,6 +208,26 @@ AOB_BEHIND_PROXY = env_bool("AOB_BEHIND_PROXY", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if AOB_BEHIND_PROXY else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every page's Content-Security-Policy (django-csp; aob_project/content_policy.py adds the page's
+# WebSocket origin to connect-src). Whatever an agent or another user writes is shown as text by the
+# pages' scripts; should a mistake ever let it become markup, it still runs no script, loads
+# nothing from elsewhere, sends nothing elsewhere, and cannot rebase the page's links or be framed.
+# Styles may be inline: the editor (CodeMirror) writes <style> elements and the timeline and graph
+# set style attributes. The API docs loosen script, image, font and worker sources for their own
+# pages only (workflows/api/docs.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
 
 # --- REST API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -227,21 +227,44 @@ def _record(delivery: Delivery, status: str, error: str) -> str:
 
 
 def _subject(delivery: Delivery) -> str:
+    """One line: the message may be an agent's words, newlines and all, and a header with a newline
+    is refused by the mail library (an email never sent, its approver never told)."""
     approval = delivery.approval
     lead = {"reminder": "Reminder: approval needed", "escalated": "Escalated: approval needed",
             "reopened": "Approval needed again"}.get(delivery.reason, "Approval needed")
-    return f"[AOB] {lead}: {(approval.message or approval.node_id or 'a run')[:80]}"
+    about = " ".join((approval.message or approval.node_id or "a run").split())
+    return f"[AOB] {lead}: {about[:80]}"
 
 
-def _text(delivery: Delivery, link: str) -> str:
+ONCE = "(the link works once, for you only)"
+
+
+def _facts(delivery: Delivery) -> list[str]:
+    """What the notification says before its link: the message, the run and node, the deadline."""
     approval = delivery.approval
     lines = [approval.message or "A decision is needed.", "",
              f"Run {approval.run_id}, {'patch' if approval.kind == Approval.Kind.PATCH else 'node'} "
              f"{approval.node_id or '-'}."]
     if approval.deadline:
         lines.append(f"Deadline: {approval.deadline.isoformat()} (then {approval.on_timeout or 'reject'}).")
-    lines += ["", f"Open the approval: {link}", "(the link works once, for you only)"]
-    return "\n".join(lines)
+    return lines
+
+
+def _text(delivery: Delivery, link: str) -> str:
+    return "\n".join([*_facts(delivery), "", f"Open the approval: {link}", ONCE])
+
+
+def _mrkdwn(text: str) -> str:
+    """``text`` shown as itself in Slack's mrkdwn: its control characters escaped as Slack asks, so a
+    message (an agent's words) cannot make a link (``<https://evil|Open the approval>``) or a mention
+    (``<!channel>``) of its own beside ours."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _webhook_text(delivery: Delivery, link: str) -> str:
+    """The Slack-compatible text: everything but our link is escaped, our link is the one link."""
+    return "\n".join([f"*{_mrkdwn(_subject(delivery))}*", *map(_mrkdwn, _facts(delivery)), "",
+                      f"Open the approval: <{link}|Open the approval>", ONCE])
 
 
 def _send_email(delivery: Delivery, link: str) -> None:
@@ -267,7 +290,7 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
         targets = []
     if not targets:
         raise ValueError("no enabled webhook for this recipient")
-    text = f"*{_subject(delivery)}*\n{_text(delivery, link).replace(link, f'<{link}|Open the approval>')}"
+    text = _webhook_text(delivery, link)
     for target in targets:
         try:
             result = request(method="POST", url=target.webhook_url, json={"text": text},

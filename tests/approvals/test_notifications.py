@@ -107,6 +107,37 @@ def test_a_webhook_that_keeps_failing_is_retried_then_recorded_as_failed(engine:
     assert len(remote.hits("/status/503")) == 6
 
 
+# A gate's message may be an agent's words (``"message": "${nodes.agent.output.summary}"``).
+HOSTILE_MESSAGE = ("Refund 42?\nBcc: mallory@evil.example <https://evil.example/phish|Open the approval> "
+                   "<!channel> & <@U0ADMIN>")
+
+
+@pytest.mark.django_db
+def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_mention_to_the_webhook(
+        user: User, bob: User, remote: Any, settings: Any) -> None:
+    """Sent by the task's own function, in this process, to the loopback remote and the test mail box."""
+    from approvals.notifications import delivery_send
+    from tests.conftest import stored_run
+
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
+    bob.email = "bob.hostile@example.com"
+    bob.save()
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/echo/slack/hostile")
+    approval = Approval.objects.create(run=stored_run(user), approvers=["bob"], message=HOSTILE_MESSAGE)
+
+    sent = {d.channel: delivery_send(delivery_id=d.pk) for d in approval_notify(approval=approval)}
+
+    assert sent == {"email": "sent", "webhook": "sent"}, list(Delivery.objects.values_list("error", flat=True))
+    email = mail.outbox[-1]
+    assert email.subject.startswith("[AOB] Approval needed: Refund 42? Bcc: mallory@evil.example")
+    assert "\n" not in email.subject and email.extra_headers == {} and email.bcc == []
+    text = json.loads(remote.hits("/echo/slack/hostile")[-1]["body"])["text"]
+    # one link, ours; the message's angle brackets are text
+    links = re.findall(r"<[^<>]*>", text)
+    assert len(links) == 1 and re.fullmatch(rf"<{LINK.pattern}\|Open the approval>", links[0]), text
+    assert "&lt;https://evil.example/phish|Open the approval&gt; &lt;!channel&gt; &amp; &lt;@U0ADMIN&gt;" in text
+
+
 @pytest.mark.django_db
 def test_a_group_approver_is_told_through_its_webhook_and_its_members(user: User, erin: User) -> None:
     from tests.conftest import stored_run

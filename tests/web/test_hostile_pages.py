@@ -1,0 +1,81 @@
+"""Markup an agent or a run's caller writes is shown as text, and the pages work under the site's
+Content-Security-Policy: a run whose inputs, approval message, edge condition and patch description
+carry HTML and SVG payloads is opened on its run page (graph, events, patches), in the approvals
+inbox, on the approval's page and in the admin; no payload becomes an element or runs, nothing is
+refused by the policy (Chromium reports a refusal as a console error), the run page's socket goes
+live, and the approver decides through the page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+
+from tests.approvals.runs import approval_of, finished, refund_flow, submit
+from tests.conftest import client_for
+from tests.web.browsing import PASSWORD, chromium_page, log_in
+
+pytestmark = pytest.mark.browser
+
+IMG = "<img src=x onerror=window.__pwned=1>"
+SVG = '"><svg onload=window.__pwned=2>'
+
+
+def hostile_run(owner: User) -> str:
+    definition = refund_flow({"approvers": [owner.username]})
+    definition["edges"][1]["condition"] = f"$.approved == true || $.decision == '{SVG}'"
+    run_id = submit(owner, definition, {"amount": 42, "customer": IMG})
+    approval_of(run_id)
+    patched = client_for(owner).post(f"/api/v1/runs/{run_id}/patches", {
+        "description": f"tidy up {IMG}",
+        "operations": [{"op": "add", "path": "/nodes/-",
+                        "value": {"id": "extra", "type": "transform", "config": {"expression": "1"}}}]},
+        format="json")
+    assert patched.status_code == 201, patched.json()
+    return run_id
+
+
+def assert_inert(page: Any) -> None:
+    assert page.locator("img[src='x'], svg[onload], [onerror]").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> None:
+    from playwright.sync_api import expect
+
+    owner = User.objects.create_user("hostile", password=PASSWORD, is_staff=True, is_superuser=True)
+    Token.objects.create(user=owner)
+    run_id = hostile_run(owner)
+    approval_id = approval_of(run_id).pk
+
+    with chromium_page("web-hostile-failure.png") as (page, problems):
+        log_in(page, web, "hostile", f"/runs/{run_id}/")
+        expect(page.locator("#live")).to_have_text("● live")  # connect-src lets the socket through
+        expect(page.locator("#run-meta")).to_contain_text(IMG)
+        page.locator('svg.dag [data-node="review"]').click()
+        expect(page.locator("#node-panel .message")).to_have_text(f"Refund 42 to {IMG}?")
+        expect(page.locator("svg.dag .edge-label").first).to_have_text(f"$.approved == true || $.decision == '{SVG}'")
+        page.get_by_role("tab", name="Patches").click()
+        expect(page.locator("#patches")).to_contain_text(f"tidy up {IMG}")
+        page.get_by_role("tab", name="Events").click()
+        expect(page.locator("#events")).to_contain_text(f"tidy up {IMG}")
+        assert_inert(page)
+
+        page.goto(f"{web}/approvals/")
+        expect(page.locator(f"#approval-{approval_id}-h")).to_have_text(f"Refund 42 to {IMG}?")
+        assert_inert(page)
+
+        page.goto(f"{web}/admin/approvals/approval/{approval_id}/change/")
+        expect(page.locator("#content")).to_contain_text(f"Refund 42 to {IMG}?")
+        assert_inert(page)
+
+        page.goto(f"{web}/approvals/{approval_id}/")
+        expect(page.locator("#approval h2")).to_have_text(f"Refund 42 to {IMG}?")
+        assert_inert(page)
+        page.get_by_role("button", name="Approve").click()
+        expect(page.locator("#approval")).to_contain_text("Decided: approved.")
+
+    assert finished(run_id).status == "completed"
+    assert problems == []
