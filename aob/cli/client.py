@@ -28,6 +28,10 @@ class ApiError(click.ClickException):
             for problem in problems:
                 click.echo(f"  {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})",
                            err=True)
+        if self.code == "version_conflict" and self.details.get("rule") == "current_version":
+            tag = self.details.get("tag")
+            click.echo(f"hint: `aob workflow show {tag}` shows the current version; merge your change into it, "
+                       "or save over it with `aob workflow create --force`", err=True)
         if self.code == "not_authenticated":
             click.echo("hint: log in with `aob login`, or pass --token / AOB_TOKEN", err=True)
 

@@ -72,15 +72,42 @@ def workflow_show(session: Session, tag: str, seq: int | None) -> None:
     session.output.emit(answer, pretty)
 
 
+def _shown(value: Any) -> bool:
+    """Whether a file is what `aob -o json workflow show TAG` printed: the definition and its version."""
+    return isinstance(value, dict) and isinstance(value.get("definition"), dict) and isinstance(
+        value.get("version"), int) and isinstance(value.get("tag"), str)
+
+
+BASE_VERSION = click.option(
+    "--base-version", type=click.IntRange(0), default=None,
+    help="The version your change started from: refused, naming the current one, if another is current now.")
+
+
 @workflow.command("create")
 @click.argument("tag")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--description", "-d", default="", help="Why this version exists.")
+@BASE_VERSION
+@click.option("--force", is_flag=True, help="Save over whatever version is current (no --base-version check).")
 @pass_session
-def workflow_create(session: Session, tag: str, file: str, description: str) -> None:
-    """Save the definition in FILE under TAG (a new version when it differs from the current one)."""
-    definition = json_object(read_json_file(file, "workflow file"), "the workflow file")
-    answer = session.client.post("workflows", {"tag_name": tag, "workflow": definition, "description": description})
+def workflow_create(session: Session, tag: str, file: str, description: str, base_version: int | None,
+                    force: bool) -> None:
+    """Save the definition in FILE under TAG (a new version when it differs from the current one).
+
+    FILE is a definition, or what `aob -o json workflow show TAG` printed: then its version is the
+    base version, and the save is refused if someone saved another since (--force saves over it)."""
+    if force and base_version is not None:
+        raise click.UsageError("--force and --base-version contradict each other: give one")
+    content = json_object(read_json_file(file, "workflow file"), "the workflow file")
+    definition = content
+    if _shown(content):
+        definition = content["definition"]
+        if content["tag"] == tag and base_version is None and not force:
+            base_version = content["version"]
+    body: dict[str, Any] = {"tag_name": tag, "workflow": definition, "description": description}
+    if base_version is not None:
+        body["base_version"] = base_version
+    answer = session.client.post("workflows", body)
 
     def pretty(d: dict[str, Any]) -> None:
         what = "saved" if d["created"] else "unchanged:"
@@ -116,12 +143,15 @@ def workflow_validate(session: Session, file: str) -> None:
 @click.argument("tag")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--description", "-d", default=None, help="Why (default: the file's \"description\", if any).")
+@BASE_VERSION
 @pass_session
-def workflow_patch(session: Session, tag: str, file: str, description: str | None) -> None:
+def workflow_patch(session: Session, tag: str, file: str, description: str | None, base_version: int | None) -> None:
     """Apply the RFC 6902 operations in FILE to TAG's current definition: a new version."""
     operations, from_file = operations_from(read_json_file(file, "patch file"), "the patch file")
-    answer = session.client.patch(_tag_path(tag, "patch"),
-                                  {"operations": operations, "description": description or from_file or ""})
+    body: dict[str, Any] = {"operations": operations, "description": description or from_file or ""}
+    if base_version is not None:
+        body["base_version"] = base_version
+    answer = session.client.patch(_tag_path(tag, "patch"), body)
 
     def pretty(d: dict[str, Any]) -> None:
         click.echo(f"patched {d['tag']}: version {d['version']} ({d['artifact_id']})")

@@ -54,3 +54,32 @@ def test_validate_and_create_report_the_apis_problems(as_alice, write_json):
     refused = as_alice("workflow", "create", "broken", path)
     assert refused.code == 1
     assert refused.err.startswith("error: workflow definition is invalid: /edges/0/to:")
+
+
+def test_a_file_from_workflow_show_is_saved_only_over_the_version_it_was_shown_at(as_alice, write_json):
+    assert as_alice("workflow", "create", "greet", write_json("greet.json", greet())).code == 0
+    shown = as_alice("-o", "json", "workflow", "show", "greet").json()
+    mine, theirs = dict(shown), greet()
+    mine["definition"] = {**greet(), "metadata": {"name": "mine"}}
+    theirs["metadata"] = {"name": "theirs"}
+    assert as_alice("workflow", "create", "greet", write_json("theirs.json", theirs)).code == 0  # someone else
+
+    refused = as_alice("workflow", "create", "greet", write_json("mine.json", mine))
+
+    assert refused.code == 1
+    assert refused.err.startswith("error: workflow 'greet' is at version 1; this edit was based on version 0")
+    assert "hint: `aob workflow show greet`" in refused.err and "Traceback" not in refused.err
+    assert as_alice("-o", "json", "workflow", "show", "greet").json()["definition"] == theirs
+    forced = as_alice("workflow", "create", "greet", write_json("mine.json", mine), "--force")
+    assert forced.code == 0 and forced.out.startswith("saved greet version 2"), forced.err
+
+
+def test_create_and_patch_send_base_version(as_alice, write_json):
+    assert as_alice("workflow", "create", "greet", write_json("greet.json", greet())).code == 0
+    changed = {**greet(), "metadata": {"name": "v1"}}
+    stale = as_alice("workflow", "create", "greet", write_json("v1.json", changed), "--base-version", "1")
+    assert stale.code == 1 and "is at version 0" in stale.err
+    ops = write_json("ops.json", [{"op": "add", "path": "/metadata", "value": {"name": "p"}}])
+    assert as_alice("workflow", "patch", "greet", ops, "--base-version", "1").code == 1
+    assert as_alice("workflow", "patch", "greet", ops, "--base-version", "0").code == 0
+    assert as_alice("-o", "json", "workflow", "versions", "greet").json()[-1]["seq"] == 1

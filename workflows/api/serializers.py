@@ -112,6 +112,11 @@ class WorkflowCreateIn(EnvelopeSerializer):
         return value
     workflow = JSONObjectField()
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    base_version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
+        help_text="the version this edit started from (`version` of GET /workflows/{tag}): when another is current "
+                  "now, the write is refused with 409 `version_conflict` naming it. null: the tag must be new. "
+                  "Absent: no check, the write replaces whatever is current.")
 
 
 class WorkflowValidateIn(EnvelopeSerializer):
@@ -124,6 +129,10 @@ class WorkflowValidateIn(EnvelopeSerializer):
 class WorkflowPatchIn(StrictSerializer):
     operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=1000)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    base_version = serializers.IntegerField(
+        required=False, min_value=0, max_value=2**31 - 1,
+        help_text="the version these operations were written against: when another is current now, the patch is "
+                  "refused with 409 `version_conflict` naming it. Absent: they apply to whatever is current.")
 
 
 class ExecuteIn(StrictSerializer):

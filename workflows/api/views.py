@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aob_project.exceptions import AobError, NotFound
+from aob_project.exceptions import AobError, NotFound, ValidationFailed
 from workflows import results, selectors
 from workflows.definition.validation import validate, workflow_schema
 from workflows.engine.sweeper import sweeper_health
@@ -155,6 +155,16 @@ class WorkflowValidateView(APIView):
         return Response(s.ValidationOut(validate(data.validated_data["workflow"], literal_urls=True)).data)
 
 
+def _base_version(request: Request, data: dict[str, Any]) -> definitions.BaseVersion:
+    """The version a write was based on: ``base_version`` in the body. ``If-Match`` is refused
+    rather than ignored: a client that sent it expects a precondition, and ignoring it would be the
+    lost update it meant to prevent (the save's target, a tag in the body, is no URL to match)."""
+    if "If-Match" in request.headers:
+        raise ValidationFailed("If-Match is not read here: send the version your edit started from as "
+                               "base_version in the body", extra={"field": "If-Match", "rule": "use_base_version"})
+    return data.get("base_version", definitions.ANY)
+
+
 MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition (true or false)")
 SCOPES = ["user", "global", "all"]
 
@@ -186,13 +196,14 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(s.WorkflowOut(page, many=True, context={"materialize": materialize}).data)
 
     @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
-                                                          413: s.ErrorOut, **ERRORS})
+                                                          409: s.ErrorOut, 413: s.ErrorOut, **ERRORS})
     def create(self, request: Request) -> Response:
         data = s.WorkflowCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
         saved = definitions.workflow_save(owner=request.user, tag=data.validated_data["tag_name"],
                                           definition=data.validated_data["workflow"],
-                                          description=data.validated_data["description"])
+                                          description=data.validated_data["description"],
+                                          base_version=_base_version(request, data.validated_data))
         return Response(s.WorkflowSavedOut(saved).data, status=201 if saved.created else 200)
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.WorkflowOut, **ERRORS})
@@ -205,13 +216,15 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         definitions.workflow_delete(workflow=self._get(tag))
         return Response(status=204)
 
-    @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, 413: s.ErrorOut, **ERRORS})
+    @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, 409: s.ErrorOut, 413: s.ErrorOut,
+                                                         **ERRORS})
     @action(detail=True, methods=["patch"], url_path="patch")
     def patch_definition(self, request: Request, tag: str) -> Response:
         data = s.WorkflowPatchIn(data=request.data)
         data.is_valid(raise_exception=True)
         saved = definitions.workflow_patch(workflow=self._get(tag), operations=data.validated_data["operations"],
-                                           description=data.validated_data["description"])
+                                           description=data.validated_data["description"],
+                                           base_version=_base_version(request, data.validated_data))
         return Response(s.WorkflowSavedOut(saved).data)
 
     @extend_schema(parameters=[int_parameter("after", 0, "only versions with a greater seq (the first is 0)"),

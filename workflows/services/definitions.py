@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jsonpatch
 import jsonpointer
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
-from aob_project.exceptions import ValidationFailed
+from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition.validation import Report, validate
 from workflows.models import Artifact, Workflow, WorkflowVersion
 
@@ -40,8 +40,21 @@ class DocumentTooLarge(ValidationFailed):
     status = 413
 
 
-def workflow_save(*, owner: User, tag: str, definition: Any, description: str = "") -> Saved:
-    """Point ``tag`` at this definition: a new version unless it is already the current one."""
+ANY = "any"  # a write with no precondition: it is applied to whatever version is current
+BaseVersion = int | None | Literal["any"]
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+
+
+def workflow_save(*, owner: User, tag: str, definition: Any, description: str = "",
+                  base_version: BaseVersion = ANY) -> Saved:
+    """Point ``tag`` at this definition: a new version unless it is already the current one.
+
+    ``base_version`` is the version the edit started from (None: the tag must not exist yet); a
+    save based on a version that is no longer current is refused, so that it cannot silently drop
+    the change that made the current one. ``ANY`` saves over whatever is current."""
     report = validate(definition, literal_urls=True)
     if not report.valid:
         raise validation_error(report)
@@ -58,6 +71,7 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
             workflow = Workflow.objects.get(owner=owner, tag=tag)
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         current = workflow.current_version
+        _check_base(tag=tag, current=current, base_version=base_version)  # under the row lock: one truth
         if current is not None and current.artifact_id == artifact.pk:
             return Saved(workflow, current, False, report)
         seq = (current.seq + 1) if current is not None else 0
@@ -66,6 +80,27 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
         workflow.current_version = version
         workflow.save(update_fields=["current_version", "updated_at"])
     return Saved(workflow, version, True, report)
+
+
+def _check_base(*, tag: str, current: WorkflowVersion | None, base_version: BaseVersion) -> None:
+    """Refuse a write based on a version that is not the current one. Called with the workflow's
+    row locked, in the transaction that writes, so two writes from one version cannot both pass."""
+    if base_version == ANY:
+        return
+    seq = current.seq if current is not None else None
+    if base_version == seq:
+        return
+    details = {"field": "base_version", "rule": "current_version", "tag": tag, "base_version": base_version,
+               "current_version": seq}
+    if base_version is None:
+        raise VersionConflict(f"a workflow tagged {tag!r} exists already (version {seq}): choose another tag, "
+                              f"or send base_version {seq} to save over it", extra={**details, "rule": "new_tag"})
+    if seq is None:
+        raise VersionConflict(f"workflow {tag!r} no longer exists (this edit was based on its version "
+                              f"{base_version}); send base_version null to create it again", extra=details)
+    raise VersionConflict(f"workflow {tag!r} is at version {seq}; this edit was based on version {base_version} "
+                          f"and would drop the changes made since: read version {seq}, merge, and send "
+                          f"base_version {seq} (or no base_version to overwrite)", extra=details)
 
 
 def version_summary(definition: dict[str, Any]) -> dict[str, Any]:
@@ -81,11 +116,22 @@ def version_summary(definition: dict[str, Any]) -> dict[str, Any]:
             "metadata_description": str(metadata.get("description") or "")}
 
 
-def workflow_patch(*, workflow: Workflow, operations: list[dict[str, Any]], description: str = "") -> Saved:
-    """Apply RFC 6902 operations to the current version; the tag moves only if the result validates."""
-    current = workflow.current_version.artifact.content
-    patched = apply_operations(current, operations)
-    return workflow_save(owner=workflow.owner, tag=workflow.tag, definition=patched, description=description)
+def workflow_patch(*, workflow: Workflow, operations: list[dict[str, Any]], description: str = "",
+                   base_version: BaseVersion = ANY) -> Saved:
+    """Apply RFC 6902 operations to the current version; the tag moves only if the result validates.
+    The current version is read under the workflow's row lock, in the transaction that saves the
+    result: a patch applied to a version another patch has just replaced would undo that one."""
+    with transaction.atomic():
+        # locked alone: a join in the locking read would be checked again against the row the
+        # previous writer left, whose current_version the joined row no longer matches
+        locked = Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+        if locked is None or locked.current_version is None:  # deleted since it was read
+            raise NotFound(f"workflow {workflow.tag!r} not found")
+        workflow = locked
+        _check_base(tag=workflow.tag, current=workflow.current_version, base_version=base_version)
+        patched = apply_operations(workflow.current_version.artifact.content, operations)
+        return workflow_save(owner=workflow.owner, tag=workflow.tag, definition=patched, description=description,
+                             base_version=workflow.current_version.seq)
 
 
 def apply_operations(document: Any, operations: Any) -> Any:

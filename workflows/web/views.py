@@ -80,8 +80,10 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
                    next_query=_query_of(next_link), previous_query=_query_of(previous_link))
 
 
-def _workflow_page(request: HttpRequest, tag: str, definition: dict[str, Any] | None) -> HttpResponse:
-    page = {"tag": tag, "is_new": definition is None, "llm_configured": llm_configured(),
+def _workflow_page(request: HttpRequest, tag: str, definition: dict[str, Any] | None,
+                   version: int | None = None) -> HttpResponse:
+    # version: the one the editor starts from, sent back as the save's base_version
+    page = {"tag": tag, "is_new": definition is None, "llm_configured": llm_configured(), "version": version,
             "definition": definition if definition is not None else STARTER}
     return _render(request, "workflow.html", nav="workflows", tag=tag, page=page, is_new=definition is None)
 
@@ -96,7 +98,7 @@ def workflow_detail(request: HttpRequest, tag: str) -> HttpResponse:
     workflow = selectors.workflows_visible(user=request.user).filter(tag=tag).first()
     if workflow is None or workflow.current_version is None:
         return _not_found(request, f"workflow {tag!r}")
-    return _workflow_page(request, tag, workflow.current_version.artifact.content)
+    return _workflow_page(request, tag, workflow.current_version.artifact.content, workflow.current_version.seq)
 
 
 @login_required

@@ -222,7 +222,7 @@ function renderNodePanel() {
   const decide = kept ? oldDecide : decideForm(n, approval, ask);
   decideKey = key;
   const replay = page.is_owner && FINISHED.has(state.details.run.status)
-    ? el("button", { type: "button", class: "btn", onclick: () => replayFrom(n.node_id) }, `Replay from ${n.node_id}`) : null;
+    ? el("button", { type: "button", class: "btn", onclick: (ev) => replayFrom(n.node_id, ev.currentTarget) }, `Replay from ${n.node_id}`) : null;
   const head = [
     el("h2", { id: "node-h" }, "Node ", el("span", { class: "mono" }, n.node_id), " ", badge(n.status)),
     el("p", { class: "muted" }, `type ${n.type}`, n.added_by_patch ? " · added by a patch" : "", n.reused ? " · output reused" : ""),
@@ -359,11 +359,20 @@ function votesSoFar(approval) {
   return `${approval.decisions.filter((d) => d.approve).length} of ${approval.required_approvals} approvals so far`;
 }
 
-async function replayFrom(nodeId) {
+// One replay at a time: a double click, or a click on the button the panel redrew meanwhile,
+// would start a second run (a replay takes no Idempotency-Key).
+let replaying = false;
+
+async function replayFrom(nodeId, button) {
+  if (replaying) return;
+  replaying = true;
+  button.disabled = true;
   try {
     const started = await api(`/runs/${runId}/nodes/${encodeURIComponent(nodeId)}/replay`, { method: "POST" });
     location.assign(`/runs/${started.run_id}/`);
   } catch (err) {
+    replaying = false;
+    button.disabled = false;
     showAlert($("run-alert"), `Replay refused: ${errorText(err)}`);
   }
 }

@@ -1,7 +1,7 @@
 // The workflow page: the visual builder and the JSON view side by side, kept equal (an edit in
 // either redraws the other), validated as you type (debounced, POST /workflows/validate) with each
 // problem shown beside its node; versions, recent runs and a run button with an inputs form.
-import { api, authoringOrder, badge, el, errorText, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
+import { api, ApiError, authoringOrder, badge, el, errorText, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
 import { Builder } from "./builder.js";
 import { mountJsonEditor } from "./editor.js";
 
@@ -16,6 +16,9 @@ let timer = null;
 let sequence = 0;
 let builder = null;
 let json = { set: (text) => { editor.value = text; }, focus: () => editor.focus() };
+// The version the editor's text was based on, sent as the save's base_version: a save over a
+// version someone else saved since is refused (409), never silently dropping theirs. null: a new tag.
+let baseVersion = page.is_new ? null : page.version;
 
 function hasAgent(definition) {
   return Array.isArray(definition && definition.nodes) && definition.nodes.some((n) => n && n.type === "agent");
@@ -105,6 +108,23 @@ function guessInputs(definition) {
   return Object.fromEntries([...names].map((n) => [n, ""]));
 }
 
+// A 409 version_conflict: say whose version is current now, keep the editor's text as it is, and
+// offer to look at theirs (a new tab) or to save this text over it (based on the version named).
+function showConflict(err, tag) {
+  const details = err.body.details || {};
+  const current = details.current_version;
+  const look = current === null || current === undefined ? null
+    : el("a", { href: `/workflows/${enc(tag)}/`, target: "_blank", rel: "noopener" }, `Open version ${current} in a new tab`);
+  const overwrite = page.is_new || current === null || current === undefined ? null
+    : el("button", { type: "button", class: "btn small danger", id: "overwrite-btn", onclick: () => {
+      baseVersion = current;
+      $("save-form").requestSubmit();
+    } }, `Save mine over version ${current}`);
+  alertBox.hidden = false;
+  setChildren(alertBox, el("strong", {}, "Not saved: "), err.message,
+    el("span", {}, " Your text is still in the editor."), " ", look, " ", overwrite);
+}
+
 async function save(event) {
   event.preventDefault();
   showAlert(alertBox, "");
@@ -120,7 +140,9 @@ async function save(event) {
   $("save-status").textContent = "Saving…";
   try {
     const saved = await api("/workflows", { method: "POST",
-      body: { tag_name: tag, workflow: parsed.definition, description: $("description").value } });
+      body: { tag_name: tag, workflow: parsed.definition, description: $("description").value,
+        base_version: baseVersion } });
+    baseVersion = saved.version;
     if (page.is_new) {
       location.assign(`/workflows/${enc(saved.tag)}/`);
       return;
@@ -131,7 +153,8 @@ async function save(event) {
     await Promise.all([loadSummary(), loadVersions()]);
   } catch (err) {
     $("save-status").textContent = "";
-    showAlert(alertBox, `Not saved: ${errorText(err)}`);
+    if (err instanceof ApiError && err.status === 409 && err.body.error === "version_conflict") showConflict(err, tag);
+    else showAlert(alertBox, `Not saved: ${errorText(err)}`);
   } finally {
     button.disabled = false;
   }
