@@ -54,9 +54,9 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
         log_in(page, web, "hostile", f"/runs/{run_id}/")
         expect(page.locator("#live")).to_have_text("● live")  # connect-src lets the socket through
         expect(page.locator("#run-meta")).to_contain_text(IMG)
-        page.locator('svg.dag [data-node="review"]').click()
+        page.locator('#graph svg.dag [data-node="review"]').click()
         expect(page.locator("#node-panel .message")).to_have_text(f"Refund 42 to {IMG}?")
-        expect(page.locator("svg.dag .edge-label").first).to_have_text(f"$.approved == true || $.decision == '{SVG}'")
+        expect(page.locator("#graph svg.dag .edge-label").first).to_have_text(f"$.approved == true || $.decision == '{SVG}'")
         page.get_by_role("tab", name="Patches").click()
         expect(page.locator("#patches")).to_contain_text(f"tidy up {IMG}")
         page.get_by_role("tab", name="Events").click()
