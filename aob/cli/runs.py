@@ -225,11 +225,16 @@ def _ceilings(budget: dict[str, Any]) -> str:
 @click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
 @click.option("--reuse-llm", is_flag=True,
               help="Agent nodes reuse the recorded model responses while the conversation matches (no call, no cost).")
+@click.option("--idempotency-key", default=None, metavar="KEY",
+              help="Sent as the Idempotency-Key header (default: a new UUID per invocation); the same key within "
+              "24 h returns the replay already started instead of a second one.")
 @pass_session
-def run_replay(session: Session, run_id: str, node_id: str, watch: bool, reuse_llm: bool) -> None:
+def run_replay(session: Session, run_id: str, node_id: str, watch: bool, reuse_llm: bool,
+               idempotency_key: str | None) -> None:
     """A new run of RUN_ID's definition that reuses the outputs upstream of NODE_ID and runs the rest."""
-    body = {"reuse_llm": True} if reuse_llm else None
-    _started(session, session.client.post(_run_path(run_id, "nodes", segment(node_id), "replay"), body), watch)
+    body = {"reuse_llm": True} if reuse_llm else {}
+    _started(session, session.client.start(_run_path(run_id, "nodes", segment(node_id), "replay"), body,
+                                           idempotency_key=idempotency_key or str(uuid.uuid4())), watch)
 
 
 @click.command("logs")

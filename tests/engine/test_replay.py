@@ -68,6 +68,20 @@ def test_replay_from_an_entry_node_runs_everything_again(engine, api, remote):
     assert not any(nr.reused for nr in node_runs(replay).values())
 
 
+def test_a_replay_sent_again_with_its_idempotency_key_starts_no_second_run(engine, api, remote):
+    """A script or the CLI retrying a replay whose answer it lost gets the replay it started."""
+    source = wait_for_run(submit(api, pipeline(remote), {"n": 2}))
+    path = f"/api/v1/runs/{source.pk}/nodes/shape/replay"
+    first = api.post(path, {}, format="json", HTTP_IDEMPOTENCY_KEY="replay-shape-1")
+    again = api.post(path, {}, format="json", HTTP_IDEMPOTENCY_KEY="replay-shape-1")
+    assert (first.status_code, again.status_code) == (201, 200), (first.json(), again.json())
+    assert again.json() == first.json() and first.json()["replay_of"] == str(source.pk)
+    other = api.post(path, {"reuse_llm": True}, format="json", HTTP_IDEMPOTENCY_KEY="replay-shape-1")
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+    assert Run.objects.filter(replay_of=source).count() == 1
+    assert wait_for_run(first.json()["run_id"]).status == "completed"
+
+
 def test_replay_needs_completed_upstream_nodes_and_a_known_node(engine, api, remote):
     failing = {
         "nodes": [http("fetch", f"{remote.base}/status/500", config={"fail_on_status": True}),

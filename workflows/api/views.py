@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import authenticate
@@ -279,12 +280,16 @@ def _run_started(run: Run) -> dict[str, Any]:
     return json.loads(json.dumps(_RUN_STARTED.render(run), cls=DjangoJSONEncoder))
 
 
-def _start_once(request: Request, begin: Any) -> Response:
+def _replay_started(run: Run) -> dict[str, Any]:
+    return json.loads(json.dumps(s.ReplayStartedOut(run).data, cls=DjangoJSONEncoder))
+
+
+def _start_once(request: Request, begin: Any, respond: Callable[[Run], dict[str, Any]] = _run_started) -> Response:
     """A start that honours ``Idempotency-Key`` (workflows/services/idempotency.py): 201 with the
     new run, or 200 with the answer the key's first request got."""
     start = idempotency.start_key(header=request.headers.get(idempotency.HEADER),
                                   endpoint=f"{request.method} {request.path}", body=request.data)
-    answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=_run_started, begin=begin)
+    answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=respond, begin=begin)
     return Response(answer, status=201 if created else 200)
 
 
@@ -449,15 +454,17 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         return Response(s.RunOut(runs.run_budget_raise(run=run, user=request.user, **data.validated_data)).data)
 
-    @extend_schema(request=s.ReplayIn, responses={201: s.ReplayStartedOut, 409: s.ErrorOut, **RUN_START_ERRORS})
+    @extend_schema(request=s.ReplayIn, parameters=[IDEMPOTENCY_KEY],
+                   responses={201: s.ReplayStartedOut, 200: s.ReplayStartedOut, 409: s.ErrorOut, 422: s.ErrorOut,
+                              **RUN_START_ERRORS})
     @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
     def replay(self, request: Request, pk: str, node_id: str) -> Response:
         run = self._run(pk, change=True)
         data = s.ReplayIn(data=request.data or {})
         data.is_valid(raise_exception=True)
-        new = runs.run_replay(run=run, node_id=node_id, user=request.user, request_id=_request_id(request),
-                              reuse_llm=data.validated_data["reuse_llm"])
-        return Response(s.ReplayStartedOut(new).data, status=201)
+        return _start_once(request, lambda record: runs.run_replay(
+            run=run, node_id=node_id, user=request.user, request_id=_request_id(request),
+            reuse_llm=data.validated_data["reuse_llm"], record=record), respond=_replay_started)
 
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS},
                    description="The run's patches in order, a page at a time; each one's operations while the "

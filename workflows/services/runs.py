@@ -141,7 +141,8 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
     return run
 
 
-def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reuse_llm: bool = False) -> Run:
+def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reuse_llm: bool = False,
+               record: Callable[[Run], None] | None = None) -> Run:
     """A new run of the source's current definition that reuses the recorded outputs of the nodes
     upstream of ``node_id`` and executes from ``node_id`` on. A human gate's decision is never
     reused: a gate upstream of ``node_id`` asks again, and what lies between it and ``node_id`` runs
@@ -154,7 +155,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
     (retention/services.py). One already removed is a 404 naming it.
 
     Only the source's owner replays it (``run_owner_check``): the new run is ``user``'s, and
-    carries the source's inputs and outputs."""
+    carries the source's inputs and outputs. ``record`` is ``run_start``'s (an ``Idempotency-Key``'s
+    claim, in the start's transaction)."""
     run_owner_check(run=run, user=user, action="replay it")
     with transaction.atomic():
         # NO KEY UPDATE: holds off a delete, not another run's reference to this one
@@ -177,7 +179,7 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
                            code="replay_upstream_incomplete", extra={"nodes": missing})
         return run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                          workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
-                         reused=list(latest.values()), reuse_llm=reuse_llm)
+                         reused=list(latest.values()), reuse_llm=reuse_llm, record=record)
 
 
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,

@@ -360,7 +360,7 @@ function votesSoFar(approval) {
 }
 
 // One replay at a time: a double click, or a click on the button the panel redrew meanwhile,
-// would start a second run (a replay takes no Idempotency-Key).
+// would start a second run (the page sends no Idempotency-Key; the API and the CLI take one).
 let replaying = false;
 
 async function replayFrom(nodeId, button) {
