@@ -14,7 +14,9 @@ class Schedule(models.Model):
         RUN_ONCE = "run_once"  # missed firings run once, as the most recent one, when beat is back
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.CASCADE, related_name="schedules")
+    # RESTRICT: a workflow's delete does not take its schedules along unasked (``workflow_delete``'s
+    # force); its owner's removal, which cascades to both, does.
+    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.RESTRICT, related_name="schedules")
     name = models.CharField(max_length=200, blank=True, default="")
     cron = models.CharField(max_length=200)
     timezone = models.CharField(max_length=64, default="UTC")
@@ -68,7 +70,8 @@ class Hook(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.CASCADE, related_name="hooks")
+    # RESTRICT, as a schedule's: a hook's URL and secret live in a system outside, which would get 404s.
+    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.RESTRICT, related_name="hooks")
     name = models.CharField(max_length=200, blank=True, default="")
     # The signing secret, encrypted (vault.crypto): it is shown once, when made or rotated.
     secret_ciphertext = models.TextField()

@@ -32,6 +32,8 @@ class ApiError(click.ClickException):
             tag = self.details.get("tag")
             click.echo(f"hint: `aob workflow show {tag}` shows the current version; merge your change into it, "
                        "or save over it with `aob workflow create --force`", err=True)
+        if self.code == "workflow_in_use":
+            click.echo("hint: `aob workflow delete TAG --force` deletes them with it", err=True)
         if self.code == "not_authenticated":
             click.echo("hint: log in with `aob login`, or pass --token / AOB_TOKEN", err=True)
 
@@ -81,8 +83,8 @@ class ApiClient:
     def put(self, path: str, body: Any = None) -> Any:
         return self.request("PUT", path, body=body)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        return self.request("DELETE", path, params=params)
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                 headers: dict[str, str] | None = None) -> Any:

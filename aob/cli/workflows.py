@@ -173,9 +173,11 @@ def workflow_versions(session: Session, tag: str) -> None:
 
 @workflow.command("delete")
 @click.argument("tag")
+@click.option("--force", is_flag=True, help="Also delete the schedules and hooks that start TAG (without it, a "
+              "tag in use is refused, naming them).")
 @click.confirmation_option("--yes", "-y", prompt="Delete this workflow and its versions?")
 @pass_session
-def workflow_delete(session: Session, tag: str) -> None:
+def workflow_delete(session: Session, tag: str, force: bool) -> None:
     """Delete TAG and its versions (runs keep the definitions they ran)."""
-    session.client.delete(_tag_path(tag))
+    session.client.delete(_tag_path(tag), params={"force": "true"} if force else None)
     session.output.emit({"tag": tag, "deleted": True}, lambda d: click.echo(f"deleted {tag}"))

@@ -83,3 +83,17 @@ def test_create_and_patch_send_base_version(as_alice, write_json):
     assert as_alice("workflow", "patch", "greet", ops, "--base-version", "1").code == 1
     assert as_alice("workflow", "patch", "greet", ops, "--base-version", "0").code == 0
     assert as_alice("-o", "json", "workflow", "versions", "greet").json()[-1]["seq"] == 1
+
+
+def test_delete_keeps_a_tag_its_schedule_starts_unless_forced(as_alice, write_json):
+    assert as_alice("workflow", "create", "nightly", write_json("greet.json", greet())).code == 0
+    assert as_alice("schedule", "add", "nightly", "0 3 * * *", "--name", "at three").code == 0
+
+    refused = as_alice("workflow", "delete", "nightly", "--yes")
+    assert refused.code == 1 and "is started by schedule" in refused.err and "(at three)" in refused.err, refused.err
+    assert "`aob workflow delete TAG --force`" in refused.err and "Traceback" not in refused.err
+    assert as_alice("workflow", "show", "nightly").code == 0
+
+    forced = as_alice("workflow", "delete", "nightly", "--force", "--yes")
+    assert forced.code == 0 and forced.out.strip() == "deleted nightly", forced.err
+    assert as_alice("-o", "json", "schedule", "list").json() == []

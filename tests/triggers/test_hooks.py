@@ -37,6 +37,31 @@ def deliver(hook: dict, body: dict | bytes, *, secret: str | None = None, timest
                             HTTP_X_AOB_DELIVERY=delivery or str(uuid.uuid4()))
 
 
+@pytest.mark.django_db
+def test_a_workflow_its_hook_and_schedule_start_is_deleted_only_when_asked_with_them(api, user):
+    """A hook's URL and secret live in a system outside: a workflow's delete once took its hooks
+    (and schedules) along unasked, and that system got 404s from then on."""
+    from triggers.models import Schedule
+
+    hook = make_hook(api, user, name="ci")
+    schedule = api.post("/api/v1/schedules", {"tag": "on-push", "cron": "0 3 * * *", "name": "nightly"},
+                        format="json").json()
+
+    refused = api.delete("/api/v1/workflows/on-push")
+    assert refused.status_code == 409 and refused.json()["error"] == "workflow_in_use", refused.json()
+    details = refused.json()["details"]
+    assert (details["field"], details["rule"]) == ("force", "in_use")
+    assert details["used_by"] == [{"kind": "hook", "id": hook["id"], "name": "ci"},
+                                  {"kind": "schedule", "id": schedule["id"], "name": "nightly"}]
+    assert f"hook {hook['id']} (ci)" in refused.json()["message"] and "force=true" in refused.json()["message"]
+    assert api.get("/api/v1/workflows/on-push").status_code == 200
+    assert Hook.objects.filter(pk=hook["id"]).exists() and Schedule.objects.filter(pk=schedule["id"]).exists()
+
+    assert api.delete("/api/v1/workflows/on-push?force=true").status_code == 204
+    assert api.get("/api/v1/workflows/on-push").status_code == 404
+    assert not Hook.objects.exists() and not Schedule.objects.exists()
+
+
 def test_a_signed_webhook_starts_a_run_with_the_body_as_inputs(engine, api, user):
     hook = make_hook(api, user)
 

@@ -147,8 +147,12 @@ def test_beat_s_entry_goes_with_its_schedule_however_the_schedule_is_removed(api
     schedule = Schedule.objects.get(pk=made.json()["id"])
     assert PeriodicTask.objects.filter(pk=schedule.periodic_task_id, name=f"aob-schedule-{schedule.pk}").exists()
 
-    if removal == "workflow through the API":
-        assert api.delete("/api/v1/workflows/greet").status_code == 204
+    if removal == "workflow through the API":  # asked for: a tag in use is kept, naming what uses it
+        refused = api.delete("/api/v1/workflows/greet")
+        assert refused.status_code == 409 and refused.json()["error"] == "workflow_in_use", refused.json()
+        assert refused.json()["details"]["used_by"] == [{"kind": "schedule", "id": schedule.pk, "name": ""}]
+        assert Schedule.objects.filter(pk=schedule.pk).exists()
+        assert api.delete("/api/v1/workflows/greet?force=true").status_code == 204
     elif removal == "owner":
         User.objects.filter(pk=user.pk).delete()
     elif removal == "bulk delete":  # as the admin's "delete selected" does

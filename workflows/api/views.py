@@ -167,6 +167,8 @@ def _base_version(request: Request, data: dict[str, Any]) -> definitions.BaseVer
 
 
 MATERIALIZE = OpenApiParameter("materialize", bool, description="include the definition (true or false)")
+FORCE = OpenApiParameter("force", bool, description="also delete the schedules and hooks that start the tag "
+                                                    "(true or false; without it a tag in use is a 409)")
 SCOPES = ["user", "global", "all"]
 
 
@@ -212,9 +214,11 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         workflow = selectors.workflow_with_last_run(workflow=self._get(tag))
         return Response(s.WorkflowOut(workflow, context={"materialize": query_bool(request, "materialize")}).data)
 
-    @extend_schema(responses={204: None, **ERRORS})
+    @extend_schema(parameters=[FORCE], responses={204: None, 409: s.ErrorOut, **ERRORS})
     def destroy(self, request: Request, tag: str) -> Response:
-        definitions.workflow_delete(workflow=self._get(tag))
+        """Delete the tag and its versions (runs keep the definitions they ran). A tag its schedules
+        or hooks start is a 409 ``workflow_in_use`` naming them, unless ``force=true`` deletes them too."""
+        definitions.workflow_delete(workflow=self._get(tag), force=query_bool(request, "force"))
         return Response(status=204)
 
     @extend_schema(request=s.WorkflowPatchIn, responses={200: s.WorkflowSavedOut, 409: s.ErrorOut, 413: s.ErrorOut,

@@ -12,6 +12,7 @@ import jsonpointer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import RestrictedError
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition.validation import Report, validate
@@ -210,7 +211,30 @@ def _placed(document: Any, path: str, value_size: int, *, replace: bool) -> int:
     return value_size + (1 if container else 0)
 
 
-def workflow_delete(*, workflow: Workflow) -> None:
-    """Delete the tag and its version chain; runs keep their frozen artifacts."""
+class WorkflowInUse(Conflict):
+    code = "workflow_in_use"
+
+
+def workflow_delete(*, workflow: Workflow, force: bool = False) -> None:
+    """Delete the tag and its version chain; runs keep their frozen artifacts.
+
+    What starts the tag (its schedules and hooks: their foreign keys are ``RESTRICT``) is not
+    deleted with it unasked: a hook's URL and secret live in a system outside, and would answer
+    404 from then on. Without ``force`` such a delete is refused naming them; with it they go
+    first, each through the ORM, so their own ``post_delete`` receivers run (beat's entry)."""
     with transaction.atomic():
+        try:
+            with transaction.atomic():
+                workflow.delete()
+                return
+        except RestrictedError as exc:
+            users = sorted(exc.restricted_objects, key=lambda o: (o._meta.verbose_name, str(o.pk)))
+        if not force:
+            named = [{"kind": str(o._meta.verbose_name), "id": o.pk, "name": getattr(o, "name", "")} for o in users]
+            listed = ", ".join(f"{u['kind']} {u['id']}" + (f" ({u['name']})" if u["name"] else "") for u in named)
+            raise WorkflowInUse(f"workflow {workflow.tag!r} is started by {listed}: delete them first, or send "
+                                "force=true to delete them with it", extra={"field": "force", "rule": "in_use",
+                                                                             "used_by": named})
+        for used_by in users:
+            used_by.delete()
         workflow.delete()
