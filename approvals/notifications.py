@@ -236,22 +236,30 @@ def _subject(delivery: Delivery) -> str:
     return f"[AOB] {lead}: {about[:80]}"
 
 
-ONCE = "(the link works once, for you only)"
+ONCE = "(the link works once, for you only; AOB sends no other link)"
+QUOTED = "The run's message (the workflow's or its agent's words, not AOB's):"
 
 
 def _facts(delivery: Delivery) -> list[str]:
-    """What the notification says before its link: the message, the run and node, the deadline."""
+    """What AOB itself says before its link: the run and node, the deadline."""
     approval = delivery.approval
-    lines = [approval.message or "A decision is needed.", "",
-             f"Run {approval.run_id}, {'patch' if approval.kind == Approval.Kind.PATCH else 'node'} "
-             f"{approval.node_id or '-'}."]
+    lines = [f"A decision is needed: run {approval.run_id}, "
+             f"{'patch' if approval.kind == Approval.Kind.PATCH else 'node'} {approval.node_id or '-'}."]
     if approval.deadline:
         lines.append(f"Deadline: {approval.deadline.isoformat()} (then {approval.on_timeout or 'reject'}).")
     return lines
 
 
+def _quoted(delivery: Delivery) -> list[str]:
+    """The gate's message, after AOB's link and quoted as someone else's: it may be an agent's words,
+    written to look like AOB's own ("Open the approval: https://evil…"), which plain text cannot
+    escape; its place and its quote marks say whose it is."""
+    message = delivery.approval.message
+    return ["", QUOTED, *(f"> {line}" for line in message.splitlines())] if message else []
+
+
 def _text(delivery: Delivery, link: str) -> str:
-    return "\n".join([*_facts(delivery), "", f"Open the approval: {link}", ONCE])
+    return "\n".join([*_facts(delivery), "", f"Open the approval: {link}", ONCE, *_quoted(delivery)])
 
 
 def _mrkdwn(text: str) -> str:
@@ -262,9 +270,12 @@ def _mrkdwn(text: str) -> str:
 
 
 def _webhook_text(delivery: Delivery, link: str) -> str:
-    """The Slack-compatible text: everything but our link is escaped, our link is the one link."""
-    return "\n".join([f"*{_mrkdwn(_subject(delivery))}*", *map(_mrkdwn, _facts(delivery)), "",
-                      f"Open the approval: <{link}|Open the approval>", ONCE])
+    """The Slack-compatible text: everything but our link is escaped, our link is the one link, and
+    the message comes after it, quoted (``>`` is mrkdwn's quote, kept unescaped at a line's start)."""
+    lines = [f"*{_mrkdwn(_subject(delivery))}*", *map(_mrkdwn, _facts(delivery)), "",
+             f"Open the approval: <{link}|Open the approval>", ONCE]
+    lines += [f"> {_mrkdwn(line[2:])}" if line.startswith("> ") else _mrkdwn(line) for line in _quoted(delivery)]
+    return "\n".join(lines)
 
 
 def _send_email(delivery: Delivery, link: str) -> None:

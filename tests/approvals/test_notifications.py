@@ -131,11 +131,17 @@ def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_menti
     email = mail.outbox[-1]
     assert email.subject.startswith("[AOB] Approval needed: Refund 42? Bcc: mallory@evil.example")
     assert "\n" not in email.subject and email.extra_headers == {} and email.bcc == []
+    # AOB's link first, the message after it, quoted as someone else's words
+    assert email.body.index("Open the approval: http") < email.body.index("The run's message")
+    assert email.body.endswith("> Refund 42?\n> Bcc: mallory@evil.example <https://evil.example/phish|Open the "
+                               "approval> <!channel> & <@U0ADMIN>"), email.body
     text = json.loads(remote.hits("/echo/slack/hostile")[-1]["body"])["text"]
     # one link, ours; the message's angle brackets are text
     links = re.findall(r"<[^<>]*>", text)
     assert len(links) == 1 and re.fullmatch(rf"<{LINK.pattern}\|Open the approval>", links[0]), text
-    assert "&lt;https://evil.example/phish|Open the approval&gt; &lt;!channel&gt; &amp; &lt;@U0ADMIN&gt;" in text
+    assert text.endswith("> Refund 42?\n> Bcc: mallory@evil.example &lt;https://evil.example/phish|Open the "
+                         "approval&gt; &lt;!channel&gt; &amp; &lt;@U0ADMIN&gt;"), text
+    assert text.index("|Open the approval>") < text.index("The run's message")
 
 
 @pytest.mark.django_db
