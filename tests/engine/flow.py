@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from collections import Counter
 from typing import Any
 
+import redis
 from rest_framework.test import APIClient
 
+from aob_project.celery import app
 from tests.conftest import TERMINAL, wait_for_run
 from workflows.models import Event, NodeRun, Run
 
@@ -65,6 +69,41 @@ def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached after {timeout}s")
         time.sleep(0.05)
+
+
+def _engine_queue(name: bytes | str) -> bool:
+    """A node type's queue or the coordinator's (a priority's list carries a suffix after ``\\x06``)."""
+    queue = (name.decode() if isinstance(name, bytes) else name).split("\x06")[0]
+    return queue == "wf.coordinator" or queue.startswith("wf.tasks.")
+
+
+def _node_run_of(raw: dict[str, Any]) -> Any:
+    """The node run an executor (``[id]``) or coordinator (``[result, id]``) message is about."""
+    body = raw["body"]
+    if raw["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args = json.loads(body)[0]
+    return args[-1] if args else None
+
+
+def wait_drained(node_run_ids: list[int], timeout: float = 15.0) -> None:
+    """Wait until no executor or coordinator message about these node runs waits in the (Redis)
+    broker or is held by a worker. Tasks ack late, after whatever they publish was sent, and a
+    message a worker has taken stays in ``unacked`` until then: every such message sent before this
+    call has been handled. Seen twice in a row, for the instant between a worker's pop and its
+    ``unacked`` entry. (Messages of other node runs are not waited for: a worker an earlier test
+    killed leaves its own in ``unacked`` until the visibility timeout.)"""
+    broker = redis.Redis.from_url(app.conf.broker_url)
+    ours = set(node_run_ids)
+
+    def drained() -> bool:
+        waiting = [json.loads(m) for k in broker.scan_iter("wf.*") if _engine_queue(k) and broker.type(k) == b"list"
+                   for m in broker.lrange(k, 0, -1)]
+        held = [raw for raw, _, queue in map(json.loads, broker.hvals("unacked")) if _engine_queue(queue)]
+        return not any(_node_run_of(raw) in ours for raw in waiting + held)
+
+    wait_until(lambda: drained() and (time.sleep(0.05) or drained()), timeout=timeout,
+               what="the node runs' executor and coordinator messages handled")
 
 
 def node_runs(run: Run | str) -> dict[str, NodeRun]:

@@ -23,6 +23,7 @@ from tests.engine.flow import (
     transform,
     unique,
     wait_all,
+    wait_drained,
     wait_until,
 )
 from tests.support import stack
@@ -148,7 +149,7 @@ def test_the_same_executor_and_coordinator_messages_twice_change_nothing(engine,
     coordinate_now(nr.pk)
     run = wait_for_run(run_id)
     assert run.status == "completed"
-    time.sleep(1)  # let the stragglers land
+    wait_drained(list(NodeRun.objects.filter(run=run).values_list("pk", flat=True)))  # the stragglers landed
     assert len(remote.hits("/sleep/0.5")) == 2  # dup's request once, next's once
     assert NodeRun.objects.filter(run=run).count() == 3
     assert NodeRun.objects.get(pk=nr.pk).attempts == 1
@@ -168,7 +169,7 @@ def test_a_late_duplicate_after_the_run_finished_has_no_effect(engine, api):
     for nr in NodeRun.objects.filter(run=run):
         publish_now(dispatch_of(nr))
         coordinate_now(nr.pk)
-    time.sleep(1.5)
+    wait_drained(list(rows))  # every late copy handled
     assert [(e.seq, e.type, e.node_id) for e in events(run)] == before
     after = {nr.pk: (nr.status, nr.attempts, nr.output, nr.finished_at) for nr in NodeRun.objects.filter(run=run)}
     assert after == rows

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 
 from aob_project.celery import COORDINATOR_QUEUE, app
-from tests.engine.flow import submit, wait_all
+from tests.engine.flow import submit, wait_all, wait_drained
 from workflows.engine.completion import Completion
 from workflows.engine.dispatch import coordinate_now
 from workflows.models import NodeRun, Run
@@ -83,7 +83,7 @@ def duplicate(trial: Trial, api, remote, nodes: list[str], kinds: list[str]) -> 
 def test_nothing_is_doubled(trial: Trial, engine, coordinator, api, remote):
     run_ids, probes, sent_at = duplicate(trial, api, remote, NODES, ["facts", "id"])
     settle(run_ids, timeout=60)
-    time.sleep(0.5)  # stragglers of the copies land
+    wait_drained(list(NodeRun.objects.filter(run_id__in=run_ids).values_list("pk", flat=True)))  # the copies' stragglers
     outcome = account(run_ids, probes, remote, sent_at)
     record(trial, outcome)
     assert outcome.clean, f"{trial}: {outcome.detail}"
@@ -103,7 +103,7 @@ def unfenced(engine) -> Iterator[list[str]]:
     for run_id in run_ids:
         cancel(run_id)
     wait_all(run_ids, timeout=60)
-    time.sleep(1)
+    wait_drained(list(NodeRun.objects.filter(run_id__in=run_ids).values_list("pk", flat=True)))  # none re-adds a row
     NodeRun.objects.filter(run_id__in=run_ids).delete()
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE workflows_noderun ADD CONSTRAINT {CONSTRAINT} UNIQUE (run_id, node_id, iteration)")
