@@ -19,6 +19,13 @@ let json = { set: (text) => { editor.value = text; }, focus: () => editor.focus(
 // The version the editor's text was based on, sent as the save's base_version: a save over a
 // version someone else saved since is refused (409), never silently dropping theirs. null: a new tag.
 let baseVersion = page.is_new ? null : page.version;
+// The editor's text as last loaded or saved: anything else in it is the person's unsaved work, which
+// no click on this page throws away unasked, and leaving the page asks about.
+let savedText = null;
+const unsaved = () => savedText !== null && editor.value !== savedText;
+window.addEventListener("beforeunload", (event) => {
+  if (unsaved()) event.preventDefault();
+});
 
 function hasAgent(definition) {
   return Array.isArray(definition && definition.nodes) && definition.nodes.some((n) => n && n.type === "agent");
@@ -143,6 +150,7 @@ async function save(event) {
       body: { tag_name: tag, workflow: parsed.definition, description: $("description").value,
         base_version: baseVersion } });
     baseVersion = saved.version;
+    savedText = editor.value;
     if (page.is_new) {
       location.assign(`/workflows/${enc(saved.tag)}/`);
       return;
@@ -174,16 +182,23 @@ async function loadVersions() {
     el("td", { class: "mono", title: v.artifact_id }, v.artifact_id.slice(7, 19)),
     el("td", {}, v.description || ""),
     el("td", {}, timeEl(v.created_at)),
-    el("td", {}, el("button", { type: "button", class: "btn small", onclick: () => loadVersion(v.seq),
+    el("td", {}, el("button", { type: "button", class: "btn small", onclick: (ev) => loadVersion(v.seq, ev.currentTarget),
       "aria-label": `Load version ${v.seq} into the editor` }, "Load")),
   )));
 }
 
-async function loadVersion(seq) {
+async function loadVersion(seq, button) {
+  if (unsaved() && !button.dataset.armed) {  // a second click within 5 s replaces the edits
+    button.dataset.armed = "1";
+    button.textContent = "Discard my edits and load";
+    setTimeout(() => { delete button.dataset.armed; button.textContent = "Load"; }, 5000);
+    return;
+  }
   try {
     const v = await api(`/workflows/${enc(page.tag)}/versions/${seq}?materialize=true`);
     editor.value = prettyDefinition(v.definition);
     json.set(editor.value);
+    savedText = editor.value;
     drawGraph(v.definition);
     $("save-status").textContent = `Version ${seq} is in the editor; save to make it the current version.`;
     json.focus();
@@ -227,7 +242,15 @@ async function run(event) {
   $("run-status").textContent = "Starting…";
   try {
     const started = await api(`/workflows/${enc(page.tag)}/execute`, { method: "POST", body: { inputs } });
-    location.assign(`/runs/${started.run_id}/`);
+    if (!unsaved()) {
+      location.assign(`/runs/${started.run_id}/`);
+      return;
+    }
+    // the run is of the saved version; the edits stay here, unsaved, and the run opens beside them
+    setChildren($("run-status"), "Started ", el("a", { href: `/runs/${started.run_id}/`, target: "_blank",
+      rel: "noopener", id: "started-run" }, `run ${started.run_id.slice(0, 8)}`),
+      " of the saved version; your edits here are not saved.");
+    $("run-btn").disabled = false;
   } catch (err) {
     $("run-status").textContent = "";
     showAlert(alertBox, `Not started: ${errorText(err)}`);
@@ -253,6 +276,7 @@ async function start() {
   builder = new Builder($("builder"), { catalogue: catalogue.types, references: catalogue.references, onChange: fromBuilder });
   json = await mountJsonEditor(editor, { workflowSchema: schema, catalogue: catalogue.types, onChange: fromJson });
   drawGraph(page.definition);
+  savedText = editor.value;  // as the editors show it once drawn: from here on, what changes is the person's
   validateNow();
   if (!page.is_new) {
     if (location.hash === "#run-it") $("inputs").focus();
