@@ -38,7 +38,8 @@ FAULT_TRIALS ?= 20
 FAULT_CONTROL_TRIALS ?= 3
 test-faults: venv
 	FAULT_TRIALS=$(FAULT_TRIALS) FAULT_CONTROL_TRIALS=$(FAULT_CONTROL_TRIALS) $(BIN)/pytest tests/faults \
-	  tests/engine/test_lease.py tests/engine/test_output_stored.py -m "fault or faults_full" $(PYTEST_ARGS)
+	  tests/engine/test_lease.py tests/engine/test_output_stored.py tests/engine/test_durability.py \
+	  -m "fault or faults_full" $(PYTEST_ARGS)
 
 # The browser test drives Debian's Chromium (never a browser download); install it when missing.
 chromium:

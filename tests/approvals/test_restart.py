@@ -1,5 +1,10 @@
 """Nothing of a pending approval lives in a process: the worker that parked it can go away and
-the decision still resumes the run on another one."""
+the decision still resumes the run on another one.
+
+No negative control: what this pins is an absence (no task waits for the decision, no state is
+held by the worker), so there is no engine function to switch off; only production code that
+kept the wait in a process could fail it. The worker dying between the park and its decision is
+tests/approvals/test_park_callback_lost.py, with its control (``aob:test:undecided_parks_off``)."""
 
 from __future__ import annotations
 

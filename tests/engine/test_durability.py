@@ -29,10 +29,13 @@ from tests.engine.flow import (
 from tests.support import stack
 from workflows.engine.dispatch import Dispatch, coordinate_now, publish_now
 from workflows.models import NodeRun, Run
+from workflows.services.runs import run_cancel
 
 pytestmark = pytest.mark.fault
 
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)
+# Past the time the sweeper needs to finish every run whose messages the broker lost (~6 s here).
+BROKER_BOUND_S = 15
 
 
 def drop_first_publish(node_id: str) -> None:
@@ -131,11 +134,14 @@ def test_a_post_without_a_key_is_not_repeated_after_a_kill_it_fails_as_outcome_u
     assert run.error["error_type"] == "OutcomeUnknown"
 
 
-def test_the_same_executor_and_coordinator_messages_twice_change_nothing(engine, api, remote):
+def duplicate_messages(api: Any, remote: Any) -> tuple[str, NodeRun]:
+    """One trial: a node's executor message twice at once, again once its node finished, and its
+    coordinator message twice more. Returns (run id, the node run). Its request is
+    ``/sleep/0.5/<its id>``, the next node's ``/sleep/0.5/next``."""
     dup = unique("dup")
     drop_first_publish(dup)  # the test publishes it, twice at once
     definition = {
-        "nodes": [http(dup, f"{remote.base}/sleep/0.5"), http("next", f"{remote.base}/sleep/0.5"),
+        "nodes": [http(dup, f"{remote.base}/sleep/0.5/{dup}"), http("next", f"{remote.base}/sleep/0.5/next"),
                   transform("last", "1")],
         "edges": [edge(dup, "next"), edge("next", "last")],
     }
@@ -147,17 +153,50 @@ def test_the_same_executor_and_coordinator_messages_twice_change_nothing(engine,
     publish_now(dispatch_of(nr))   # the executor message again, once its node finished
     coordinate_now(nr.pk)          # the coordinator message, twice more
     coordinate_now(nr.pk)
+    return run_id, nr
+
+
+def test_the_same_executor_and_coordinator_messages_twice_change_nothing(engine, api, remote):
+    run_id, nr = duplicate_messages(api, remote)
     run = wait_for_run(run_id)
     assert run.status == "completed"
     wait_drained(list(NodeRun.objects.filter(run=run).values_list("pk", flat=True)))  # the stragglers landed
-    assert len(remote.hits("/sleep/0.5")) == 2  # dup's request once, next's once
+    assert len(remote.hits(f"/sleep/0.5/{nr.node_id}")) == 1  # dup's request once,
+    assert len(remote.hits("/sleep/0.5")) == 2  # and next's once
     assert NodeRun.objects.filter(run=run).count() == 3
     assert NodeRun.objects.get(pk=nr.pk).attempts == 1
     counts = event_counts(run)
-    for node_id in (dup, "next", "last"):
+    for node_id in (nr.node_id, "next", "last"):
         assert counts[("node_started", node_id)] == counts[("node_completed", node_id)] == 1, node_id
     assert counts[("workflow_completed", "")] == 1
     assert sum(counts.values()) == 8
+
+
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
+def test_negative_control_without_the_claim_check_a_duplicate_executor_message_runs_the_node_again(engine, api,
+                                                                                                  remote):
+    """The trial above with the executor's claim taking its node run whatever its status
+    (``aob:test:claim_check_off``): a copy is claimed as a new attempt and sends the request again,
+    which the checks above count."""
+    HOOKS.set("aob:test:claim_check_off", 1)
+    try:
+        run_id, nr = duplicate_messages(api, remote)
+        wait_until(lambda: len(remote.hits(f"/sleep/0.5/{nr.node_id}")) >= 2, what="dup's request sent again")
+        wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="last").exists()
+                   and not NodeRun.objects.filter(run_id=run_id, status__in=["queued", "running"]).exists(),
+                   what="every node run of the run ended")
+        wait_drained(list(NodeRun.objects.filter(run_id=run_id).values_list("pk", flat=True)))
+    finally:
+        HOOKS.delete("aob:test:claim_check_off")
+    assert len(remote.hits(f"/sleep/0.5/{nr.node_id}")) >= 2  # doubled
+    assert NodeRun.objects.get(pk=nr.pk).attempts >= 2
+    assert event_counts(Run.objects.get(pk=run_id))[("node_started", nr.node_id)] >= 2
+    # A copy that ran after dup was consumed can leave the run unfinished (its last decision saw
+    # dup running again): cancelled here, so no run of this test outlives it.
+    run = Run.objects.get(pk=run_id)
+    if run.status not in ("completed", "failed", "cancelled"):
+        run_cancel(run=run, user=run.owner)
+    wait_for_run(run_id)
 
 
 def test_a_late_duplicate_after_the_run_finished_has_no_effect(engine, api):
@@ -166,14 +205,40 @@ def test_a_late_duplicate_after_the_run_finished_has_no_effect(engine, api):
     assert run.status == "completed"
     before = [(e.seq, e.type, e.node_id) for e in events(run)]
     rows = {nr.pk: (nr.status, nr.attempts, nr.output, nr.finished_at) for nr in NodeRun.objects.filter(run=run)}
-    for nr in NodeRun.objects.filter(run=run):
-        publish_now(dispatch_of(nr))
-        coordinate_now(nr.pk)
-    wait_drained(list(rows))  # every late copy handled
+    send_late_duplicates(run)
     assert [(e.seq, e.type, e.node_id) for e in events(run)] == before
     after = {nr.pk: (nr.status, nr.attempts, nr.output, nr.finished_at) for nr in NodeRun.objects.filter(run=run)}
     assert after == rows
     assert Run.objects.get(pk=run.pk).status == "completed"
+
+
+def send_late_duplicates(run: Run) -> None:
+    """Every node run's executor and coordinator messages once more, and wait until all are handled."""
+    pks = []
+    for nr in NodeRun.objects.filter(run=run):
+        publish_now(dispatch_of(nr))
+        coordinate_now(nr.pk)
+        pks.append(nr.pk)
+    wait_drained(pks)  # every late copy handled
+
+
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
+def test_negative_control_without_the_claim_check_a_late_duplicate_runs_its_node_again(engine, api):
+    """The trial above with the executor's claim taking its node run whatever its status and its
+    run's (``aob:test:claim_check_off``): each late executor message starts and completes its node
+    once more in the finished run."""
+    run = wait_for_run(submit(api, {"nodes": [transform("a", "1"), transform("b", "2")],
+                                    "edges": [edge("a", "b")]}))
+    assert run.status == "completed"
+    HOOKS.set("aob:test:claim_check_off", 1)
+    try:
+        send_late_duplicates(run)
+    finally:
+        HOOKS.delete("aob:test:claim_check_off")
+    counts = event_counts(run)
+    for node_id in ("a", "b"):
+        assert counts[("node_started", node_id)] == counts[("node_completed", node_id)] == 2, node_id  # doubled
+    assert {nr.node_id: nr.attempts for nr in NodeRun.objects.filter(run=run)} == {"a": 2, "b": 2}
 
 
 def lost_publish_flow(entry: str, middle: str) -> dict[str, Any]:
@@ -221,7 +286,9 @@ def broker_queue_keys(client: redis.Redis) -> list[bytes]:
     return keys + [k for k in (b"unacked", b"unacked_index") if client.exists(k)]
 
 
-def test_broker_queues_emptied_mid_run_every_run_still_completes(engine, api, remote):
+def empty_the_broker_mid_run(api: Any, remote: Any) -> list[str]:
+    """One trial: five runs of slow requests, their broker queues deleted while some of their
+    messages wait there. Returns the runs' ids."""
     definition = {
         "nodes": [http("p1", f"{remote.base}/sleep/0.8"), http("p2", f"{remote.base}/sleep/0.8"),
                   transform("join", "nodes.p1.status_code + nodes.p2.status_code"),
@@ -236,6 +303,11 @@ def test_broker_queues_emptied_mid_run_every_run_still_completes(engine, api, re
     waiting = sum(broker.llen(k) for k in keys if broker.type(k) == b"list")
     broker.delete(*keys)  # as if Redis restarted with its queues empty
     assert waiting > 0, "nothing was waiting in the broker: the test proved nothing"
+    return ids
+
+
+def test_broker_queues_emptied_mid_run_every_run_still_completes(engine, api, remote):
+    ids = empty_the_broker_mid_run(api, remote)
     runs = wait_all(ids, timeout=60)
     assert {r.status for r in runs} == {"completed"}, [r.error for r in runs]
     for run in runs:
@@ -244,3 +316,20 @@ def test_broker_queues_emptied_mid_run_every_run_still_completes(engine, api, re
         for node_id in ("p1", "p2", "join", "tail", "end"):
             assert counts[("node_completed", node_id)] == 1, (run.pk, node_id)
         assert counts[("workflow_completed", "")] == 1
+
+
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
+def test_negative_control_without_the_sweeper_runs_whose_messages_were_emptied_stay_unfinished(engine, api, remote):
+    """The trial above with the sweeper paused: what the broker lost is sent by nothing else, so
+    runs stay unfinished well past the time the sweeper needs to finish them all."""
+    HOOKS.set("aob:test:sweeper_paused", 1)
+    try:
+        ids = empty_the_broker_mid_run(api, remote)
+        with pytest.raises(AssertionError, match="runs not finished"):
+            wait_all(ids, timeout=BROKER_BOUND_S)
+        stuck = NodeRun.objects.filter(run_id__in=ids, status="queued", started_at__isnull=True)
+        assert stuck.exists()  # queued, their messages gone, never started
+    finally:
+        HOOKS.delete("aob:test:sweeper_paused")
+    runs = wait_all(ids, timeout=60)  # the sweeper back: it finds them
+    assert {r.status for r in runs} == {"completed"}, [r.error for r in runs]

@@ -33,9 +33,25 @@ def test_long_node_keeps_its_lease_and_runs_once(engine, api, remote):
     assert not Event.objects.filter(run=run, type="node_retrying").exists()
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
+def test_negative_control_without_renewals_the_long_node_runs_again(engine, api, remote):
+    """The trial above with its heartbeat renewing nothing (``aob:test:heartbeat_paused``): its
+    lease lapses, the sweeper re-queues it and a second attempt sends the request again."""
+    definition = {"nodes": [{"id": "slow", "type": "http", "config": {"url": f"{remote.base}/sleep/8"}}], "edges": []}
+    run_id = api.post("/api/v1/runs", {"workflow": definition}, format="json").json()["run_id"]
+    nr = NodeRun.objects.get(run_id=run_id, node_id="slow")
+    HOOKS.set(f"aob:test:heartbeat_paused:{nr.pk}", 1)
+    try:
+        wait_until(lambda: len(remote.hits("/sleep")) == 2, timeout=15, what="the request sent again")
+    finally:
+        HOOKS.delete(f"aob:test:heartbeat_paused:{nr.pk}")
+    run = wait_for_run(run_id, timeout=30)
+    node = NodeRun.objects.get(pk=nr.pk)
+    assert node.attempts == 2 and node.attempt_log[0]["status"] == "lost"  # doubled: the checks above detect it
+    assert Event.objects.filter(run=run, type="node_retrying").exists()
+
+
 # --- fenced leases --------------------------------------------------------------------------------
-
-
 
 
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)
@@ -91,9 +107,9 @@ def test_negative_control_without_the_stop_two_attempts_run_the_request_to_its_e
     assert Event.objects.filter(run=run, type="node_completed").count() == 1  # the completion stays fenced
 
 
-def test_lease_deadlines_are_judged_by_the_database_clock(engine, api, remote, monkeypatch):
-    """A sweeper host whose clock runs an hour fast re-queues nothing whose lease is live by the
-    database's clock; the claim took its deadline from that clock too."""
+def skewed_sweep(api, remote, monkeypatch) -> tuple[str, str, int]:
+    """One trial: a held GET running with a live lease, and one sweep by a host whose clock runs an
+    hour fast (the live sweeps paused meanwhile). Returns (run id, hold key, node runs re-queued)."""
     key = uuid.uuid4().hex
     run_id = submit(api, {"nodes": [http("held", f"{remote.base}/hold/{key}")], "edges": []})
     wait_until(lambda: remote.hits(f"/hold/{key}"), what="the worker calling the remote")
@@ -104,15 +120,42 @@ def test_lease_deadlines_are_judged_by_the_database_clock(engine, api, remote, m
     assert 0 < left <= settings.AOB_LEASE_S
     HOOKS.set("aob:test:sweeper_paused", 1)  # only the skewed sweep below runs meanwhile
     try:
-        skewed = timezone.now() + timezone.timedelta(hours=1)
-        monkeypatch.setattr(sweeper.timezone, "now", lambda: skewed)
-        monkeypatch.setattr(settings, "AOB_SWEEPER_ENABLED", True)
-        assert faults.unwrapped(sweeper, "sweep")()["requeued"] == 0  # this sweep ignores the pause
+        with monkeypatch.context() as skew:
+            skewed = timezone.now() + timezone.timedelta(hours=1)
+            skew.setattr(sweeper.timezone, "now", lambda: skewed)
+            skew.setattr(settings, "AOB_SWEEPER_ENABLED", True)
+            requeued = faults.unwrapped(sweeper, "sweep")()["requeued"]  # this sweep ignores the pause
     finally:
         HOOKS.delete("aob:test:sweeper_paused")
+    return run_id, key, requeued
+
+
+def test_lease_deadlines_are_judged_by_the_database_clock(engine, api, remote, monkeypatch):
+    """A sweeper host whose clock runs an hour fast re-queues nothing whose lease is live by the
+    database's clock; the claim took its deadline from that clock too."""
+    run_id, key, requeued = skewed_sweep(api, remote, monkeypatch)
+    assert requeued == 0
     assert NodeRun.objects.get(run_id=run_id, node_id="held").attempts == 1
     remote.release(key)
     assert wait_for_run(run_id).status == "completed"
+
+
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
+def test_negative_control_judged_by_the_sweeper_s_clock_a_live_lease_is_taken_away(engine, api, remote, monkeypatch):
+    """The trial above with the sweeper judging leases by its host's clock
+    (``aob:test:lease_host_clock``): the live attempt is re-queued and the request sent again."""
+    HOOKS.set("aob:test:lease_host_clock", 1)
+    try:
+        run_id, key, requeued = skewed_sweep(api, remote, monkeypatch)
+    finally:
+        HOOKS.delete("aob:test:lease_host_clock")
+    assert requeued == 1
+    wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 2, what="a second attempt sending the request again")
+    remote.release(key)
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    node = NodeRun.objects.get(run=run, node_id="held")
+    assert node.attempts == 2 and node.attempt_log[0]["status"] == "lost"
 
 
 @pytest.mark.parametrize("renewed", [False, True])

@@ -150,6 +150,29 @@ def test_an_output_whose_worker_dies_every_time_ends_as_an_error_after_the_last_
     assert [e.type for e in events(run)].count("output_computed") == 1
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
+@pytest.mark.fault
+def test_negative_control_without_the_attempt_limit_an_output_whose_worker_dies_stays_pending(engine, api) -> None:
+    """The trial above with ``run_output_store`` as if AOB_MAX_ATTEMPTS_ON_LOST were unreachable
+    (``aob:test:output_attempts_unbounded``): the attempt past the limit computes again and dies,
+    and the one after it too; the output still says pending."""
+    from workflows.services import runs
+
+    limit = settings.AOB_MAX_ATTEMPTS_ON_LOST
+    HOOKS.set("aob:test:output_attempts_unbounded", 1)
+    HOOKS.set("aob:test:output_crash", 1)
+    try:
+        run_id = submit(api, with_output(unique("double")), {"n": 2, "name": "Ada"})
+        wait_until(lambda: Run.objects.filter(pk=run_id, output_asks__gte=limit + 2).exists(), timeout=45,
+                   what="an attempt past the one that ends it with the limit on")
+        run = Run.objects.get(pk=run_id)
+        assert run.output_pending and run.output_error is None  # still pending, and asked for again
+    finally:
+        HOOKS.delete("aob:test:output_crash", "aob:test:output_attempts_unbounded")
+    runs.run_output_store(run_id=run_id)  # the limit back on: it ends now, not at the sweeper's next ask
+    assert wait_for_run(run_id).output_error["rule"] == "worker_lost"
+
+
 def test_a_run_completed_before_outputs_were_stored_has_its_output_asked_for_on_its_first_read(engine, user) -> None:
     """No backfill: such a run (or one a worker of that version completed during a deploy) has no
     output, no error and no ask; its first read asks, once, and a worker stores it."""

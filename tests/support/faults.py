@@ -20,6 +20,17 @@ so a test flips them for every process of its stack at once:
   that pass finds none, its negative control; ``aob:test:output_crash``: the worker process
   computing an output dies (``os._exit``) as it starts, as one killed would
   (tests/engine/test_output_stored.py);
+- ``aob:test:output_attempts_unbounded``: negative control of ``AOB_MAX_ATTEMPTS_ON_LOST`` for an
+  output: ``services.runs.run_output_store`` runs as if that limit were unreachable, so an output
+  whose worker dies every time is asked for and computed again forever
+  (tests/engine/test_output_stored.py);
+- ``aob:test:claim_check_off``: negative control of the executor's claim: ``execution.claim``
+  takes its node run whatever its status and its run's (the ``queued → running`` compare-and-set
+  and the live-run check dropped from ``execution.CLAIM``), so a duplicate or late executor message
+  runs the node again (tests/engine/test_durability.py);
+- ``aob:test:lease_host_clock``: negative control of leases judged by the database's clock: the
+  sweeper's ``ClockTimestamp()`` (its query for lapsed leases and the guard of its update) is
+  the host's ``timezone.now()`` instead (tests/engine/test_lease.py);
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
   engine would;
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from functools import cache
 from types import ModuleType
@@ -54,12 +66,30 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
+# What makes the executor's claim take only a node run that is still its to take: the node run is
+# still ``queued`` (in the lock's subquery and in the compare-and-set) and its run is not finished.
+CLAIM_CHECKS = (re.compile(r"\s+AND status = 'queued'(?=\))"),
+                re.compile(r"\s+AND status IN \('queued', 'running', 'waiting_for_approval'\)"),
+                re.compile(r"\s+AND nr\.status = 'queued'"))
+
+
+def unchecked_claim(sql: str) -> str:
+    for check in CLAIM_CHECKS:
+        sql, count = check.subn("", sql)
+        assert count == 1, f"the check {check.pattern!r} is no longer in the claim"
+    return sql
+
+
 def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     """``(module, name, replacement)`` for each engine function a fault wraps."""
+    from django.db.models import DateTimeField, Value
+    from django.test import override_settings
+    from django.utils import timezone
+
     from agents import budget
     from subflows import services as subflows
     from triggers.services import schedules
-    from workflows.engine import coordinator, dispatch, heartbeat, sweeper
+    from workflows.engine import coordinator, dispatch, execution, heartbeat, sweeper
     from workflows.models import NodeRun
     from workflows.services import runs
 
@@ -74,6 +104,33 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             logger.warning("results.output_crash_by_test_hook", extra={"run_id": str(run.pk)})
             os._exit(1)  # the pool process dies here, mid-task, as a killed one would
         return output_compute(run)
+
+    output_store = runs.run_output_store
+
+    def unbounded_output_store(*, run_id: str) -> bool:
+        if not _redis().exists("aob:test:output_attempts_unbounded"):
+            return output_store(run_id=run_id)
+        with override_settings(AOB_MAX_ATTEMPTS_ON_LOST=10**9):  # read by run_output_store at call time
+            return output_store(run_id=run_id)
+
+    claim, checked_claim = execution.claim, execution.CLAIM
+    open_claim = unchecked_claim(checked_claim)
+
+    def switchable_claim(node_run_id: int) -> Any:
+        if not _redis().exists("aob:test:claim_check_off"):
+            return claim(node_run_id)
+        execution.CLAIM = open_claim  # read by claim at call time; one task per process
+        try:
+            return claim(node_run_id)
+        finally:
+            execution.CLAIM = checked_claim
+
+    clock_timestamp = sweeper.ClockTimestamp
+
+    def switchable_clock_timestamp() -> Any:
+        if _redis().exists("aob:test:lease_host_clock"):
+            return Value(timezone.now(), output_field=DateTimeField())  # the sweeping host's clock
+        return clock_timestamp()
 
     def dropping_output(run_id: str) -> None:
         if _redis().exists("aob:test:drop_outputs"):
@@ -140,6 +197,8 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (sweeper, "undecided_parks", switchable_undecided_parks),
                (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
                (runs, "run_output_compute", crashing_output_compute),
+               (runs, "run_output_store", unbounded_output_store), (execution, "claim", switchable_claim),
+               (sweeper, "ClockTimestamp", switchable_clock_timestamp),
                (budget, "wake", switchable_wake), (budget, "sweep_paused", switchable_sweep_paused),
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
                (heartbeat._Beat, "interrupt", switchable_interrupt)]
