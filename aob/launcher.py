@@ -32,6 +32,7 @@ from aob.embedded import (
     EmbeddedServiceError,
     die_with_parent,
     masked,
+    password_in,
     port_open,
 )
 from aob_project.dotenv import load_dotenv
@@ -312,7 +313,10 @@ def up(args: argparse.Namespace) -> int:
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
                                 "--scheduler", "aob_project.beat:Scheduler"])
         if not args.no_flower:
-            # Flower parses its own options with tornado, which wants `--name=value`.
+            # Flower can revoke tasks and shut workers down, and 127.0.0.1 is every local account's: it
+            # asks for a login, given in its environment (FLOWER_BASIC_AUTH; `ps` shows a command line
+            # to everyone). Flower parses its own options with tornado, which wants `--name=value`.
+            children.env.setdefault("FLOWER_BASIC_AUTH", f"aob:{flower_password(args.data_dir)}")
             children.spawn("flower", [*celery, "flower", f"--port={args.flower_port}", "--address=127.0.0.1"])
         return supervise(children, stop, args)
     except Stop:
@@ -358,13 +362,20 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def flower_password(data_dir: Path) -> str:
+    """Flower's password under ``make up``: made once, kept in a file only its owner reads."""
+    return password_in(data_dir / "flower" / "password")
+
+
 def banner(args: argparse.Namespace) -> str:
     """The last thing `make up` prints: where everything is and how to log in."""
     base = f"http://127.0.0.1:{args.port}"
     lines = [f"UI        {base}/", f"API base  {base}/api/v1/", f"API docs  {base}/api/v1/docs/  (ReDoc: "
              f"{base}/api/v1/redoc/)", f"Admin     {base}/admin/"]
     if not args.no_flower:
-        lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/")
+        login = ("the login in FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH") else
+                 f"user aob, password in {_shown(args.data_dir / 'flower' / 'password')}")
+        lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/  ({login})")
     if getattr(args, "demo_login", None):
         lines.append("Login     {} / {}  (the demo user, UI and admin)".format(*args.demo_login))
     token = getattr(args, "demo_token", None)

@@ -4,6 +4,7 @@ process behind."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,6 +37,24 @@ def _get_health(port: int) -> tuple[int, dict] | None:
         return exc.code, {}
     except (OSError, ValueError):
         return None
+
+
+def _flower_status(port: int, path: str, login: tuple[str, str] | None, timeout: float = 60.0) -> int:
+    """The status of a Flower page, once Flower answers (it starts after the banner)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - a loopback http URL of ours
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _cmdline(proc: psutil.Process) -> str:
@@ -116,6 +135,15 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         cmdlines = " ".join(_cmdline(proc) for proc in descendants.values())
         for part in ("postgres", "redis-server", "uvicorn", "celery -A aob_project worker", "beat", "flower"):
             assert part in cmdlines, f"{part} is not running under the launcher"
+        # Flower shows every task (and, logged in, revokes them): it asks for the login kept in the
+        # owner's file, never on a command line; its API answers only with it
+        flower_login = ("aob", (data_dir / "flower" / "password").read_text().strip())
+        assert stat.S_IMODE((data_dir / "flower" / "password").stat().st_mode) == 0o600
+        assert _flower_status(flower_port, "/tasks", None) == 401
+        assert _flower_status(flower_port, "/tasks", flower_login) == 200
+        assert _flower_status(flower_port, "/api/workers", flower_login) == 200
+        assert flower_login[1] not in cmdlines and flower_login[1] not in output.read_text()
+        assert f"Flower    http://127.0.0.1:{flower_port}/  (user aob, password in " in banner
 
         launcher.send_signal(signal.SIGINT)
         try:
