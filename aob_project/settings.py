@@ -80,6 +80,11 @@ SECRET_KEY = env_str("SECRET_KEY", None if PRODUCTION else DEV_SECRET_KEY)
 if PRODUCTION and SECRET_KEY == DEV_SECRET_KEY:
     raise RuntimeError("SECRET_KEY is the development key; production (AOB_PRODUCTION) needs its own")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+# The run streams' origin check (channels' AllowedHostsOriginValidator) reads ALLOWED_HOSTS: with "*"
+# any site's page could open a signed-in person's run stream (cross-site WebSocket hijacking).
+if PRODUCTION and "*" in ALLOWED_HOSTS:
+    raise RuntimeError("ALLOWED_HOSTS must name this server's hosts in production (AOB_PRODUCTION), not '*': "
+                       "the WebSocket origin check reads it")
 CSRF_TRUSTED_ORIGINS = env_list("AOB_CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [

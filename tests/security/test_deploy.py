@@ -47,6 +47,14 @@ def test_production_refuses_to_start_without_a_key_for_the_secrets():
     assert "AOB_SECRETS_KEYS is required" in result.stderr
 
 
+def test_production_refuses_any_host():
+    """ALLOWED_HOSTS is also what the run streams' origin check reads: "*" would let any site's page
+    open a signed-in person's stream."""
+    result = check_deploy(SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="aob.example.com,*")
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS must name this server's hosts" in result.stderr
+
+
 def test_a_key_that_is_not_a_fernet_key_is_refused_at_start():
     result = check_deploy(SECRET_KEY=secrets.token_urlsafe(64), AOB_SECRETS_KEYS="not-a-key")
     assert result.returncode != 0
