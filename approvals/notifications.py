@@ -304,7 +304,9 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
     text = _webhook_text(delivery, link)
     for target in targets:
         try:
-            result = request(method="POST", url=target.webhook_url, json={"text": text},
+            # not followed: a 307/308 would send the text, its signed link included, wherever the
+            # webhook's server (or whoever answers for it) points; no chat webhook redirects
+            result = request(method="POST", url=target.webhook_url, json={"text": text}, follow_redirects=False,
                              headers={"Idempotency-Key": f"aob-approval-delivery-{delivery.pk}"})
         except HTTPRequestError as exc:
             if exc.extra.get("transient"):
@@ -314,6 +316,10 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
             raise TransientNotifyError(f"webhook answered {result.status_code}")
         if result.status_code >= 400:
             raise ValueError(f"webhook answered {result.status_code}")
+        if 300 <= result.status_code < 400:
+            raise ValueError(f"webhook answered {result.status_code} (a redirect, to "
+                             f"{result.headers.get('location', 'nowhere said')!r}): not followed with a signed link; "
+                             "give the target its final URL")
 
 
 def approvals_remind_due() -> int:

@@ -145,6 +145,26 @@ def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_menti
 
 
 @pytest.mark.django_db
+def test_a_webhook_that_redirects_is_not_followed_with_the_signed_link(
+        user: User, bob: User, remote: Any, settings: Any) -> None:
+    """A 307/308 would send the text again, its signed link included, wherever the answer points."""
+    from approvals.notifications import delivery_send
+    from tests.conftest import stored_run
+
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
+    elsewhere = f"{remote.base}/echo/slack/elsewhere"
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/redirect?to={elsewhere}&code=307")
+    approval = Approval.objects.create(run=stored_run(user), approvers=["bob"], message="Refund 42?")
+
+    sent = [delivery_send(delivery_id=d.pk) for d in approval_notify(approval=approval) if d.channel == "webhook"]
+
+    assert sent == ["failed"]
+    error = Delivery.objects.get(approval=approval, channel="webhook").error
+    assert "answered 307 (a redirect, to" in error and "not followed" in error, error
+    assert remote.hits("/echo/slack/elsewhere") == []
+
+
+@pytest.mark.django_db
 def test_a_group_approver_is_told_through_its_webhook_and_its_members(user: User, erin: User) -> None:
     from tests.conftest import stored_run
 
