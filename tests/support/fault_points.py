@@ -12,7 +12,8 @@ its stack at once:
   ``decision_locked`` (the planner's full decision consuming the node, ``planner.plan``, inside
   its transaction with the run row locked), ``callback`` (the node's completion committed, or its
   park (``execution.park``, the executor's result the status word ``waiting``), its linked
-  coordinator message about to be published);
+  coordinator message about to be published), ``execution`` (an executor task of the node, before
+  it claims its node run, which stays ``queued`` meanwhile: tests/engine/test_plain_step.py);
 - ``aob:test:unfenced_steps``: the plain chain step checks neither that its node run is still
   unconsumed nor that no successor row exists yet, nor lets the unique key absorb a second emit
   (the test drops the constraint too): the negative control of the duplicate-message fault.
@@ -65,11 +66,13 @@ def unfenced(sql: str) -> str:
 def install() -> None:
     from celery import signals
 
+    from workers import tasks as executor_tasks
     from workflows.engine import coordinator, planner, steps
     from workflows.engine.completion import Completion
     from workflows.models import NodeRun
 
     coordinate, plan, step_plain, chain_step = coordinator.coordinate, planner.plan, steps.step_plain, steps.CHAIN_STEP
+    execute = executor_tasks.execute
     open_chain_step = unfenced(chain_step)
 
     def stalling_coordinate(node_run_id: int, completion: Any = None) -> None:
@@ -78,6 +81,12 @@ def install() -> None:
         if node_id:
             stall("decision", node_id)
         coordinate(node_run_id, completion)
+
+    def stalling_execute(node_run_id: int) -> Any:
+        node_id = NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first()
+        if node_id:
+            stall("execution", node_id)
+        return execute(node_run_id)
 
     def stalling_plan(ir: Any, state: Any, finished: int, *args: Any, **kwargs: Any) -> Any:
         """The full decision, inside its transaction with the run row locked (``coordinator._decide``)."""
@@ -111,6 +120,7 @@ def install() -> None:
                 stall("callback", node_id)
 
     coordinator.coordinate = stalling_coordinate
+    executor_tasks.execute = stalling_execute
     planner.plan = stalling_plan
     steps.step_plain = unfenceable_step_plain
     signals.before_task_publish.connect(stalling_callback, weak=False)

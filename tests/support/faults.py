@@ -43,6 +43,10 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:firing_key_off``: negative control: a schedule's firing is keyed by when it was
   delivered, not by the cron time it was due (``schedules.due_time``), so a firing beat sends again
   is a new one (tests/faults/test_beat_restarted.py).
+
+Installed in a worker, it also turns on the coordinator's DEBUG line ``coordinator.decided``
+(``node_run_id``, ``step``: plain or full), so a test can tell which step decided a node run
+(tests/engine/test_plain_step.py).
 """
 
 from __future__ import annotations
@@ -210,6 +214,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
 def install() -> None:
     for module, name, replacement in patches():
         setattr(module, name, replacement)
+    logging.getLogger("workflows.engine.coordinator").setLevel(logging.DEBUG)  # ``coordinator.decided``
 
 
 def patch(monkeypatch: Any) -> None:

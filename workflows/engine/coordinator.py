@@ -159,7 +159,11 @@ def coordinate(node_run_id: int, completion: Completion | None = None) -> None:
              and steps.step_plain(completion, graph(completion.artifact_id)))
     if not plain:
         _decide(node_run_id)
-    DECISION.labels("plain" if plain else "full").observe(time.perf_counter() - started)
+    step = "plain" if plain else "full"
+    DECISION.labels(step).observe(time.perf_counter() - started)
+    # off by default; which step decided one node run (the metric only counts them): the test
+    # stack turns it on (tests/support/faults.py) to tell, per node run, what the coordinator did
+    logger.debug("coordinator.decided", extra={"node_run_id": node_run_id, "step": step})
 
 
 def _decide(node_run_id: int) -> None:
