@@ -372,17 +372,17 @@ def banner(args: argparse.Namespace) -> str:
     base = f"http://127.0.0.1:{args.port}"
     lines = [f"UI        {base}/", f"API base  {base}/api/v1/", f"API docs  {base}/api/v1/docs/  (ReDoc: "
              f"{base}/api/v1/redoc/)", f"Admin     {base}/admin/"]
+    data_dir = getattr(args, "data_dir", None)
     if not args.no_flower:
         login = ("the login in FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH") else
-                 f"user aob, password in {_shown(args.data_dir / 'flower' / 'password')}")
+                 f"user aob, password in {_shown(data_dir / 'flower' / 'password')}" if data_dir else "user aob")
         lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/  ({login})")
     if getattr(args, "demo_login", None):
         lines.append("Login     {} / {}  (the demo user, UI and admin)".format(*args.demo_login))
     token = getattr(args, "demo_token", None)
     if token:
         lines.append(f"Token     {token}  (header: Authorization: Token {token})")
-    log_path = getattr(args, "data_dir", None)
-    logs = f"  Logs: {_shown(log_path / 'aob.log')}." if log_path else ""
+    logs = f"  Logs: {_shown(data_dir / 'aob.log')}." if data_dir else ""
     return "[aob] AOB is up. Ctrl-C stops everything." + logs + "\n" + "\n".join(f"      {line}" for line in lines)
 
 

@@ -47,3 +47,12 @@ def log_in(page: Any, web: str, username: str, then: str) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{web}{then}")
+
+
+def run_from_its_page(page: Any, web: str, username: str, tag: str, inputs: str) -> str:
+    """Log in, start a run of ``tag`` with the workflow page's Run button, and land on the run's page."""
+    log_in(page, web, username, f"/workflows/{tag}/")
+    page.get_by_label("Inputs (JSON object)").fill(inputs)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url(f"{web}/runs/*/")
+    return page.url

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from tests.web.browsing import ARTIFACTS, PASSWORD, chromium_page, log_in
+from tests.web.browsing import ARTIFACTS, PASSWORD, chromium_page, log_in, run_from_its_page
 from workflows.models import NodeRun, Run
 from workflows.services.definitions import workflow_save
 
@@ -404,10 +404,7 @@ def test_a_run_s_output_computed_after_it_completes_appears_on_its_page(web: str
     workflow_save(owner=user, tag="greet", definition=json.loads((ROOT / "examples/greet.json").read_text()))
 
     with chromium_page("web-run-output-failure.png") as (page, problems):
-        log_in(page, web, "greeter", "/workflows/greet/")
-        page.get_by_label("Inputs (JSON object)").fill('{"name": "Ada"}')
-        page.get_by_role("button", name="Run", exact=True).click()
-        page.wait_for_url(f"{web}/runs/*/")
+        run_from_its_page(page, web, "greeter", "greet", '{"name": "Ada"}')
         expect(page.locator("#result-output")).to_contain_text("hello Ada!")
         page.get_by_role("tab", name="Events").click()
         expect(page.locator("#events")).to_contain_text("output_computed")

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from tests.conftest import wait_for_run
-from tests.web.browsing import PASSWORD, chromium_page, log_in
+from tests.web.browsing import PASSWORD, chromium_page, run_from_its_page
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
 
@@ -26,11 +26,7 @@ def test_a_double_click_on_replay_starts_one_replay(web: str) -> None:
     workflow_save(owner=user, tag="greet", definition=json.loads((ROOT / "examples/greet.json").read_text()))
 
     with chromium_page("web-double-replay-failure.png") as (page, problems):
-        log_in(page, web, "twice", "/workflows/greet/")
-        page.get_by_label("Inputs (JSON object)").fill('{"name": "Ada"}')
-        page.get_by_role("button", name="Run", exact=True).click()
-        page.wait_for_url(f"{web}/runs/*/")
-        first = page.url
+        first = run_from_its_page(page, web, "twice", "greet", '{"name": "Ada"}')
         expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
         page.locator('svg.dag [data-node="b"]').click()
         page.get_by_role("button", name="Replay from b").dblclick()
