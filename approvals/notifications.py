@@ -26,8 +26,10 @@ person (or a member of its group), once each; anyone else is refused.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -211,18 +213,39 @@ def delivery_send(*, delivery_id: int) -> str:
         countdown = retry_countdown_s(attempt)
         # when the retry is due, written before its message goes out: a lost message is found by it
         Delivery.objects.filter(pk=delivery.pk).update(
-            error=why[:2000], published_at=timezone.now() + timedelta(seconds=countdown))
+            error=_private(delivery, why)[:2000], published_at=timezone.now() + timedelta(seconds=countdown))
         raise RetryLater(why, countdown) from exc
     except Exception as exc:  # noqa: BLE001 - a permanent failure is recorded on the delivery, not retried
         return _record(delivery, Delivery.Status.FAILED, f"{type(exc).__name__}: {exc}")
     return _record(delivery, Delivery.Status.SENT, "")
 
 
+def _private(delivery: Delivery, error: str) -> str:
+    """``error`` as the delivery keeps it, which the run's owner reads (``GET /approvals/{id}``):
+    without the recipient's address or webhook URL, which a mail server's refusal or a transport
+    error may quote. The owner may name anyone as an approver; a webhook's URL is a credential."""
+    if not error:
+        return error
+    private = []
+    if delivery.user is not None and delivery.user.email:
+        private.append(delivery.user.email)
+    targets = (NotificationTarget.objects.filter(user_id=delivery.user_id) if delivery.user_id is not None else
+               NotificationTarget.objects.filter(group_id=delivery.group_id) if delivery.group_id is not None else
+               NotificationTarget.objects.none())
+    for url in targets.values_list("webhook_url", flat=True):
+        parts = urlsplit(url)
+        private += [url, parts.path + (f"?{parts.query}" if parts.query else "")]
+    for text in sorted({t for t in private if len(t) > 1}, key=len, reverse=True):
+        error = re.sub(re.escape(text), "<recipient>", error, flags=re.IGNORECASE)
+    return error
+
+
 def _record(delivery: Delivery, status: str, error: str) -> str:
-    Delivery.objects.filter(pk=delivery.pk).update(status=status, error=error[:2000],
+    error = _private(delivery, error)[:2000]  # the log too: a webhook's URL is never logged
+    Delivery.objects.filter(pk=delivery.pk).update(status=status, error=error,
                                                    sent_at=timezone.now() if status == Delivery.Status.SENT else None)
     logger.info("approval.notified", extra={"approval_id": delivery.approval_id, "delivery_id": delivery.pk,
-                                            "channel": delivery.channel, "status": status})
+                                            "channel": delivery.channel, "status": status, "error": error})
     return status
 
 

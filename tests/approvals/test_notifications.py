@@ -18,6 +18,7 @@ from django.test import Client
 from approvals.models import Approval, Delivery, NotificationTarget
 from approvals.notifications import approval_notify
 from tests.approvals.runs import refund_flow, submit
+from tests.conftest import client_for
 from tests.engine.flow import wait_until
 from workflows.registry import MAINTENANCE_QUEUE
 
@@ -105,6 +106,24 @@ def test_a_webhook_that_keeps_failing_is_retried_then_recorded_as_failed(engine:
     assert delivery.attempts == 6  # the first try and AOB_NOTIFY_MAX_RETRIES (5) retries
     assert "503" in delivery.error
     assert len(remote.hits("/status/503")) == 6
+
+
+def test_the_run_owner_reads_why_a_delivery_failed_without_the_approvers_address(
+        engine: Any, user: User, bob: User, smtp: Any) -> None:
+    """Anyone may name anyone as an approver; a mail server's refusal quotes the address, which the
+    delivery's error, read by the run's owner, must not (the workers' log keeps it out too)."""
+    bob.email = "bob.refused@example.com"
+    bob.save()
+    run_id = submit(user, refund_flow({"approvers": ["bob"], "timeout_ms": 3_600_000}))
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    failed = wait_until(lambda: approval.deliveries.filter(channel="email", status="failed").first(), timeout=30,
+                        what="the refused email")
+
+    answer = client_for(user).get(f"/api/v1/approvals/{approval.pk}").json()
+    error = answer["deliveries"][0]["error"]
+    assert "SMTPRecipientsRefused" in error and "<recipient>" in error and "550" in error, error
+    assert "bob.refused" not in error and "bob.refused" not in failed.error
+    assert "bob.refused@example.com" not in engine["worker"].log.read_text()
 
 
 # A gate's message may be an agent's words (``"message": "${nodes.agent.output.summary}"``).

@@ -1,5 +1,6 @@
 """A loopback SMTP server standing in for the mail server (the outside world): the workers' email
-backend is Django's SMTP backend pointed here, and every message it accepts is kept, parsed."""
+backend is Django's SMTP backend pointed here, and every message it accepts is kept, parsed. A
+recipient whose address holds "refused" is refused (550), quoting the address, as servers do."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class SmtpServer:
                     if verb == "EHLO":
                         self.reply("250-localhost")
                         self.reply("250 8BITMIME")
+                    elif verb == "RCPT" and b"refused" in line.lower():  # a mailbox the server refuses
+                        address = line.decode(errors="replace").split(":", 1)[1].strip()
+                        self.reply(f"550 5.1.1 {address}: Recipient address rejected: user unknown")
                     elif verb in ("HELO", "MAIL", "RCPT", "RSET", "NOOP"):
                         self.reply("250 OK")
                     elif verb == "DATA":
