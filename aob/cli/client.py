@@ -35,7 +35,7 @@ class ApiError(click.ClickException):
         if self.code == "workflow_in_use":
             click.echo("hint: `aob workflow delete TAG --force` deletes them with it", err=True)
         if self.code == "not_authenticated":
-            click.echo("hint: log in with `aob login`, or pass --token / AOB_TOKEN", err=True)
+            click.echo("hint: log in with `aob login`, or set AOB_TOKEN", err=True)
 
 
 def segment(value: Any) -> str:

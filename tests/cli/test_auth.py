@@ -16,7 +16,9 @@ def test_login_whoami_logout(transactional_db, aob, make_user, settings, tmp_pat
     user = make_user("carol", password="carol-pass-1")
 
     wrong = aob("login", "--username", "carol", "--password", "nope")
-    assert wrong.code == 1 and wrong.err.strip() == "error: wrong username or password"
+    assert wrong.code == 1 and wrong.err.splitlines() == [
+        "warning: --password on the command line is visible to every account on this machine (ps) and kept in "
+        "your shell's history; use the prompt (leave --password out)", "error: wrong username or password"]
 
     login = aob("login", "--username", "carol", input="carol-pass-1\n")  # the password is prompted for
     assert login.code == 0, login.err
@@ -33,14 +35,16 @@ def test_login_whoami_logout(transactional_db, aob, make_user, settings, tmp_pat
     anonymous = aob("whoami")
     assert anonymous.code == 1
     assert anonymous.err.splitlines() == ["error: Authentication credentials were not provided.",
-                                          "hint: log in with `aob login`, or pass --token / AOB_TOKEN"]
+                                          "hint: log in with `aob login`, or set AOB_TOKEN"]
 
 
 def test_a_token_in_the_environment_and_a_bad_one(aob, alice):
     assert aob("whoami", token=alice.auth_token.key).out.startswith("alice at http://127.0.0.1:")
 
     bogus = aob("--token", "not-a-token", "workflow", "list")
-    assert bogus.code == 1 and bogus.err.startswith("error: Invalid token.\n")
+    assert bogus.code == 1 and bogus.err.splitlines()[:2] == [
+        "warning: --token on the command line is visible to every account on this machine (ps) and kept in your "
+        "shell's history; use AOB_TOKEN or `aob login`", "error: Invalid token."]
 
 
 def test_an_unreachable_server_is_an_error_not_a_traceback(tmp_path):
