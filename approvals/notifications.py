@@ -249,14 +249,18 @@ def _record(delivery: Delivery, status: str, error: str) -> str:
     return status
 
 
+def _lead(delivery: Delivery) -> str:
+    lead = {"reminder": "Reminder: approval needed", "escalated": "Escalated: approval needed",
+            "reopened": "Approval needed again"}.get(delivery.reason, "Approval needed")
+    return f"[AOB] {lead}"
+
+
 def _subject(delivery: Delivery) -> str:
     """One line: the message may be an agent's words, newlines and all, and a header with a newline
     is refused by the mail library (an email never sent, its approver never told)."""
     approval = delivery.approval
-    lead = {"reminder": "Reminder: approval needed", "escalated": "Escalated: approval needed",
-            "reopened": "Approval needed again"}.get(delivery.reason, "Approval needed")
     about = " ".join((approval.message or approval.node_id or "a run").split())
-    return f"[AOB] {lead}: {about[:80]}"
+    return f"{_lead(delivery)}: {about[:80]}"
 
 
 ONCE = "(the link works once, for you only; AOB sends no other link)"
@@ -295,7 +299,8 @@ def _mrkdwn(text: str) -> str:
 def _webhook_text(delivery: Delivery, link: str) -> str:
     """The Slack-compatible text: everything but our link is escaped, our link is the one link, and
     the message comes after it, quoted (``>`` is mrkdwn's quote, kept unescaped at a line's start)."""
-    lines = [f"*{_mrkdwn(_subject(delivery))}*", *map(_mrkdwn, _facts(delivery)), "",
+    # the heading is AOB's alone: the message (which the email's subject begins) comes after our link
+    lines = [f"*{_lead(delivery)}*", *map(_mrkdwn, _facts(delivery)), "",
              f"Open the approval: <{link}|Open the approval>", ONCE]
     lines += [f"> {_mrkdwn(line[2:])}" if line.startswith("> ") else _mrkdwn(line) for line in _quoted(delivery)]
     return "\n".join(lines)

@@ -72,10 +72,13 @@ def workflow_show(session: Session, tag: str, seq: int | None) -> None:
     session.output.emit(answer, pretty)
 
 
-def _shown(value: Any) -> bool:
-    """Whether a file is what `aob -o json workflow show TAG` printed: the definition and its version."""
-    return isinstance(value, dict) and isinstance(value.get("definition"), dict) and isinstance(
-        value.get("version"), int) and isinstance(value.get("tag"), str)
+def _shown_version(value: Any) -> int | None:
+    """The version a file holds when it is what `aob -o json workflow show TAG [--version N]` printed
+    (the definition with its ``version``, or ``seq`` for an older one); None for a bare definition."""
+    if not (isinstance(value, dict) and isinstance(value.get("definition"), dict) and isinstance(value.get("tag"), str)):
+        return None
+    seq = value.get("version", value.get("seq"))
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
 BASE_VERSION = click.option(
@@ -100,10 +103,11 @@ def workflow_create(session: Session, tag: str, file: str, description: str, bas
         raise click.UsageError("--force and --base-version contradict each other: give one")
     content = json_object(read_json_file(file, "workflow file"), "the workflow file")
     definition = content
-    if _shown(content):
+    shown = _shown_version(content)
+    if shown is not None:
         definition = content["definition"]
         if content["tag"] == tag and base_version is None and not force:
-            base_version = content["version"]
+            base_version = shown
     body: dict[str, Any] = {"tag_name": tag, "workflow": definition, "description": description}
     if base_version is not None:
         body["base_version"] = base_version

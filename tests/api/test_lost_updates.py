@@ -78,8 +78,18 @@ def test_a_save_based_on_a_version_of_a_deleted_tag_is_a_409_and_creates_nothing
     late = post_workflow(api, "gone", with_store("2"), base_version=0)
 
     body = assert_error(late, 409, "version_conflict")
-    assert (body["details"]["rule"], body["details"]["current_version"]) == ("current_version", None)
+    assert (body["details"]["rule"], body["details"]["current_version"]) == ("tag_deleted", None)
     assert not Workflow.objects.filter(tag="gone").exists()
+
+
+def test_the_same_save_sent_again_is_unchanged_not_a_conflict(api):
+    """A client whose answer was lost sends its save again: what it would make is current already,
+    its own version, so nothing is dropped and the answer says so."""
+    post_workflow(api, "shared", with_store("1"))
+    first = post_workflow(api, "shared", with_store("2"), base_version=0)
+    again = post_workflow(api, "shared", with_store("2"), base_version=0)
+    assert (first.status_code, again.status_code) == (201, 200), again.json()
+    assert (again.json()["version"], again.json()["created"]) == (1, False)
 
 
 def test_base_version_is_a_non_negative_integer(api):

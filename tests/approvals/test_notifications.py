@@ -160,7 +160,7 @@ def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_menti
     assert len(links) == 1 and re.fullmatch(rf"<{LINK.pattern}\|Open the approval>", links[0]), text
     assert text.endswith("> Refund 42?\n> Bcc: mallory@evil.example &lt;https://evil.example/phish|Open the "
                          "approval&gt; &lt;!channel&gt; &amp; &lt;@U0ADMIN&gt;"), text
-    assert text.index("|Open the approval>") < text.index("The run's message")
+    assert text.index("|Open the approval>") < text.index("The run's message") < text.index("evil.example")
 
 
 @pytest.mark.django_db

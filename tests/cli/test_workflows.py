@@ -73,6 +73,12 @@ def test_a_file_from_workflow_show_is_saved_only_over_the_version_it_was_shown_a
     forced = as_alice("workflow", "create", "greet", write_json("mine.json", mine), "--force")
     assert forced.code == 0 and forced.out.startswith("saved greet version 2"), forced.err
 
+    older = as_alice("-o", "json", "workflow", "show", "greet", "--version", "0").json()  # its "seq" says which
+    older["definition"] = {**greet(), "metadata": {"name": "from version 0"}}
+    stale = as_alice("workflow", "create", "greet", write_json("older.json", older))
+    assert stale.code == 1 and stale.err.startswith("error: workflow 'greet' is at version 2; this edit was "
+                                                    "based on version 0"), stale.err
+
 
 def test_create_and_patch_send_base_version(as_alice, write_json):
     assert as_alice("workflow", "create", "greet", write_json("greet.json", greet())).code == 0

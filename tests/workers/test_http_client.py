@@ -141,6 +141,7 @@ def _raw_deflate(data: bytes) -> bytes:
 
 ENCODED = {
     "gzip-members": ("gzip", gzip.compress(b"one member, ") + b"\0\0" + gzip.compress(b"then another")),
+    "gzip-trailing": ("gzip", gzip.compress(b"one member") + b"\0\0trailing bytes, not a member"),
     "gzip-truncated": ("gzip", gzip.compress(bytes(range(256)) * 40)[:-6]),
     "deflate-raw": ("deflate", _raw_deflate(b"deflate without its zlib header")),
     "deflate-zlib": ("deflate", zlib.compress(b"deflate with its zlib header")),
@@ -533,11 +534,25 @@ def test_a_compression_bomb_never_fills_memory_past_the_cap(server: Server) -> N
 
 @pytest.mark.parametrize(("case", "body"), [
     ("gzip-members", b"one member, then another"),  # RFC 1952 §2.2: a gzip file is a series of members
+    ("gzip-trailing", b"one member"),  # bytes after the last member that begin none: ignored, as gzip(1) does
     ("deflate-raw", b"deflate without its zlib header"),
     ("deflate-zlib", b"deflate with its zlib header"),
 ])
 def test_every_gzip_member_and_either_deflate_is_decoded_whole(server: Server, case: str, body: bytes) -> None:
     assert request(method="GET", url=server.url(f"/encoded?as={case}")).body_bytes == body
+
+
+@pytest.mark.parametrize("case", ["gzip-members", "gzip-trailing", "deflate-raw", "deflate-zlib"])
+def test_the_decoder_reads_the_same_body_however_the_network_splits_it(case: str) -> None:
+    """Reads of any size, down to one byte: a member's end, the next one's magic, or deflate's
+    two-byte wrapping split across reads."""
+    from workers.http.body import _inflated
+
+    encoding, body = ENCODED[case]
+    whole = b"".join(_inflated(iter([body]), encoding, lambda: 1 << 20, "u"))
+    for size in range(1, len(body) + 1):
+        reads = (body[i:i + size] for i in range(0, len(body), size))
+        assert b"".join(_inflated(reads, encoding, lambda: 1 << 20, "u")) == whole, size
 
 
 @pytest.mark.parametrize("case", ["gzip-truncated", "deflate-truncated"])

@@ -21,6 +21,7 @@ ACCEPT_ENCODING = ", ".join(DECODED)  # what the client asks for: what it can de
 
 
 _GZIP = zlib.MAX_WBITS | 16
+_GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 §2.3.1: every member begins so
 
 
 def _encoding(response: httpx.Response, url: str) -> str | None:
@@ -43,8 +44,9 @@ def _zlib_wrapped(head: bytes) -> bool:
 
 def _inflated(chunks: Iterator[bytes], kind: str, room: Callable[[], int], url: str) -> Iterator[bytes]:
     """The decoded body, each step at most ``room()`` bytes. Every gzip member is decoded (RFC 1952
-    §2.2; zero padding between them skipped), not only the first; a stream that ends before its
-    compressed end (a truncated body) is refused, not passed on as if whole."""
+    §2.2; zero padding between them skipped, and bytes after the last member that do not begin
+    another ignored, as gzip(1) does), not only the first; a stream that ends before its compressed
+    end (a truncated body) is refused, not passed on as if whole."""
     inflate: zlib._Decompress | None = None
     head = b""
     try:
@@ -55,7 +57,9 @@ def _inflated(chunks: Iterator[bytes], kind: str, room: Callable[[], int], url: 
                     continue
                 inflate = zlib.decompressobj(_GZIP if kind == "gzip" else
                                              zlib.MAX_WBITS if _zlib_wrapped(head) else -zlib.MAX_WBITS)
-                raw = head
+                raw, head = head, b""
+            elif inflate.eof and head:  # the first byte of what follows a member, kept for its second
+                raw, head = head + raw, b""
             pending = raw
             while pending:
                 if inflate.eof:
@@ -64,6 +68,11 @@ def _inflated(chunks: Iterator[bytes], kind: str, room: Callable[[], int], url: 
                     pending = pending.lstrip(b"\0")
                     if not pending:
                         break
+                    if len(pending) == 1:
+                        head = pending  # too short to tell: wait for the next read
+                        break
+                    if not pending.startswith(_GZIP_MAGIC):
+                        return  # trailing garbage, not another member
                     inflate = zlib.decompressobj(_GZIP)  # the next member
                 yield inflate.decompress(pending, room())
                 pending = inflate.unconsumed_tail or (inflate.unused_data if inflate.eof else b"")

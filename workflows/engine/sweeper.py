@@ -84,15 +84,17 @@ def sweep() -> dict[str, int]:
     counts["outputs"] = ask_for_outputs(now, backlog)
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
-    try:
-        _redis().set(SWEPT_KEY, f"{time.time():.3f}", ex=86_400)
+    try:  # Redis's clock, which the health answer reads too: the hosts' clocks may disagree
+        client = _redis()
+        client.set(SWEPT_KEY, client.time()[0], ex=SWEPT_KEPT_S)
     except redis.RedisError:  # the health answer says Redis is down, and the sweeper stale after it
         logger.warning("sweeper.mark_failed", exc_info=True)
     return counts
 
 
-# When a sweep last finished (epoch seconds), for the health answer (``sweeper_health``).
+# When a sweep last finished (epoch seconds by Redis's clock), for the health answer (``sweeper_health``).
 SWEPT_KEY = "aob:sweeper:swept_at"
+SWEPT_KEPT_S = 7 * 86_400
 _clients: dict[tuple[int, str], redis.Redis] = {}
 
 
@@ -110,12 +112,14 @@ def sweeper_health() -> str:
     if not settings.AOB_SWEEPER_ENABLED:
         return "disabled"
     try:
-        swept_at = _redis().get(SWEPT_KEY)
+        client = _redis()
+        swept_at, now = client.get(SWEPT_KEY), client.time()[0]
     except redis.RedisError as exc:
         return f"unknown: {type(exc).__name__}"
     if swept_at is None:
-        return "stale: no sweep has finished yet (is beat running, and a worker on the maintenance queue?)"
-    age = time.time() - float(swept_at)
+        return ("stale: no sweep has finished in the last 7 days (is beat running, and a worker on the "
+                "maintenance queue?)")
+    age = now - float(swept_at)
     if age > settings.AOB_SWEEP_STALE_S:
         return (f"stale: the last sweep finished {age:.0f} s ago (is beat running, and a worker on the "
                 "maintenance queue?)")

@@ -72,9 +72,11 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
             workflow = Workflow.objects.get(owner=owner, tag=tag)
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         current = workflow.current_version
-        _check_base(tag=tag, current=current, base_version=base_version)  # under the row lock: one truth
         if current is not None and current.artifact_id == artifact.pk:
+            # what the edit would make is current already (a retry whose answer was lost, or the same
+            # edit twice): nothing to drop, whatever version it began from
             return Saved(workflow, current, False, report)
+        _check_base(tag=tag, current=current, base_version=base_version)  # under the row lock: one truth
         seq = (current.seq + 1) if current is not None else 0
         version = WorkflowVersion.objects.create(workflow=workflow, seq=seq, artifact=artifact, parent=current,
                                                  description=description, **version_summary(definition))
@@ -98,7 +100,8 @@ def _check_base(*, tag: str, current: WorkflowVersion | None, base_version: Base
                               f"or send base_version {seq} to save over it", extra={**details, "rule": "new_tag"})
     if seq is None:
         raise VersionConflict(f"workflow {tag!r} no longer exists (this edit was based on its version "
-                              f"{base_version}); send base_version null to create it again", extra=details)
+                              f"{base_version}); send base_version null to create it again",
+                              extra={**details, "rule": "tag_deleted"})
     raise VersionConflict(f"workflow {tag!r} is at version {seq}; this edit was based on version {base_version} "
                           f"and would drop the changes made since: read version {seq}, merge, and send "
                           f"base_version {seq} (or no base_version to overwrite)", extra=details)
@@ -223,6 +226,9 @@ def workflow_delete(*, workflow: Workflow, force: bool = False) -> None:
     404 from then on. Without ``force`` such a delete is refused naming them; with it they go
     first, each through the ORM, so their own ``post_delete`` receivers run (beat's entry)."""
     with transaction.atomic():
+        # locked first: a schedule or hook made meanwhile waits on it (its key check), then finds the
+        # tag gone, so the dependants read below are all there are when it goes
+        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         try:
             with transaction.atomic():
                 workflow.delete()

@@ -120,13 +120,14 @@ function guessInputs(definition) {
 function showConflict(err, tag) {
   const details = err.body.details || {};
   const current = details.current_version;
-  const look = current === null || current === undefined ? null
+  const gone = current === null || current === undefined;  // the tag was deleted meanwhile
+  const look = gone ? null
     : el("a", { href: `/workflows/${enc(tag)}/`, target: "_blank", rel: "noopener" }, `Open version ${current} in a new tab`);
-  const overwrite = page.is_new || current === null || current === undefined ? null
+  const overwrite = page.is_new ? null
     : el("button", { type: "button", class: "btn small danger", id: "overwrite-btn", onclick: () => {
-      baseVersion = current;
+      baseVersion = gone ? null : current;  // null: make the deleted tag again
       $("save-form").requestSubmit();
-    } }, `Save mine over version ${current}`);
+    } }, gone ? "Save mine as a new workflow" : `Save mine over version ${current}`);
   alertBox.hidden = false;
   setChildren(alertBox, el("strong", {}, "Not saved: "), err.message,
     el("span", {}, " Your text is still in the editor."), " ", look, " ", overwrite);
@@ -142,6 +143,7 @@ async function save(event) {
     return;
   }
   const tag = page.is_new ? $("tag-input").value.trim() : page.tag;
+  const sent = editor.value;  // what this save keeps: edits typed while it is out are still unsaved
   const button = $("save-btn");
   button.disabled = true;
   $("save-status").textContent = "Saving…";
@@ -150,7 +152,7 @@ async function save(event) {
       body: { tag_name: tag, workflow: parsed.definition, description: $("description").value,
         base_version: baseVersion } });
     baseVersion = saved.version;
-    savedText = editor.value;
+    savedText = sent;
     if (page.is_new) {
       location.assign(`/workflows/${enc(saved.tag)}/`);
       return;
