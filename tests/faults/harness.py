@@ -229,6 +229,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 # --- workers the suite may kill whole -----------------------------------------------------------
 
+def fresh_connections(app: Any) -> None:
+    """Drop this process's broker connections for new ones. A pool closed with ``force_close_all``
+    refuses every acquire from then on ("Acquire on closed pool"), and kombu keeps it in its
+    process-wide registry, where the app finds it again: every later publish of the session failed
+    (the sweeper's republish hid it) and every later remote control of a worker. kombu's ``reset``
+    closes and forgets every pool; the app's own references go too, and the next use makes them."""
+    from kombu import pools
+
+    pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 def control(worker: str, command: str, queue: str) -> None:
     """Remote control of a worker by name (add_consumer / cancel_consumer), retried: the broker
     may have just come back."""
@@ -239,7 +252,7 @@ def control(worker: str, command: str, queue: str) -> None:
             if getattr(app.control, command)(queue, destination=[worker], reply=True, timeout=10):
                 return
         except Exception:  # noqa: BLE001 - a connection the broker's restart broke: try a fresh one
-            app.pool.force_close_all()
+            fresh_connections(app)
             time.sleep(0.5)
     raise AssertionError(f"{worker} did not answer {command} {queue}")
 

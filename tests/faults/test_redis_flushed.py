@@ -19,7 +19,16 @@ from approvals.models import Approval
 from tests.conftest import wait_for_run
 from tests.engine.flow import submit, wait_all
 
-from .harness import Trial, Victim, owned_server, pause_sweeper, record, resume_sweeper, supervise
+from .harness import (
+    Trial,
+    Victim,
+    fresh_connections,
+    owned_server,
+    pause_sweeper,
+    record,
+    resume_sweeper,
+    supervise,
+)
 from .probe import Probe, account, settle
 
 FAULT = "Redis flushed and restarted"
@@ -76,7 +85,7 @@ def flush_and_restart(trial: Trial, workers, stack_env, coordinator, api, remote
     server.restart(down_s)
     if not sweeper:
         pause_sweeper()  # the flush took the switch with it
-    app.pool.force_close_all()
+    fresh_connections(app)  # the old ones went with the server
     coordinator.restart()
     # Celery's worker can exit on the lost connection (kombu's Redis transport, restoring unacked
     # messages while closing, fails with AttributeError: "Unrecoverable error"): started again.
