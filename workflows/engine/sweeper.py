@@ -116,13 +116,12 @@ def sweeper_health() -> str:
         swept_at, now = client.get(SWEPT_KEY), client.time()[0]
     except redis.RedisError as exc:
         return f"unknown: {type(exc).__name__}"
+    why = "(is beat running, and a worker on the maintenance queue?)"
     if swept_at is None:
-        return ("stale: no sweep has finished in the last 7 days (is beat running, and a worker on the "
-                "maintenance queue?)")
+        return f"stale: no sweep has finished in the last {SWEPT_KEPT_S // 86_400} days {why}"
     age = now - float(swept_at)
     if age > settings.AOB_SWEEP_STALE_S:
-        return (f"stale: the last sweep finished {age:.0f} s ago (is beat running, and a worker on the "
-                "maintenance queue?)")
+        return f"stale: the last sweep finished {age:.0f} s ago {why}"
     return "ok"
 
 
