@@ -310,6 +310,10 @@ AOB_APPROVAL_SWEEP_INTERVAL_S = env_float("AOB_APPROVAL_SWEEP_INTERVAL_S", 5.0)
 AOB_REPUBLISH_AFTER_S = env_float("AOB_REPUBLISH_AFTER_S", 10.0)
 AOB_LEASE_S = env_float("AOB_LEASE_S", 15.0)
 AOB_REPUBLISH_BACKLOG_S = env_float("AOB_REPUBLISH_BACKLOG_S", 300.0)
+# Fair shares of the workers between owners (workflows/engine/admission.py): at most this many node
+# runs of one type run for one owner at once; a worker that takes one more holds it queued
+# (``wait_reason`` ``slot``) and the owner's next finish of that type releases it. 0: no limit.
+AOB_OWNER_MAX_RUNNING = env_int("AOB_OWNER_MAX_RUNNING", 4, within=(0, 100_000))
 AOB_MAX_ATTEMPTS_ON_LOST = env_int("AOB_MAX_ATTEMPTS_ON_LOST", 3)
 AOB_MAX_NODES = env_int("AOB_MAX_NODES", 1000)
 AOB_MAX_JSON_DEPTH = env_int("AOB_MAX_JSON_DEPTH", 64)

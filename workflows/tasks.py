@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from workflows import registry
-from workflows.engine import coordinator, events, poison, sweeper
+from workflows.engine import coordinator, events, execution, poison, sweeper
 from workflows.engine.completion import Completion
 from workflows.services import runs
 
@@ -30,6 +30,8 @@ def coordinate(result: Any, node_run_id: int) -> None:
     """``(executor result, node_run_id)``: as an executor's link, Celery prepends the executor's
     return value (a ``Completion`` as a dict, or a status word); sent directly (the sweeper, a
     person's decision, a retry after a failed decision), ``result`` is None."""
+    if result == execution.HELD_WORD:
+        return  # its node run waits queued for a slot (engine/admission.py): nothing finished to decide
     events.hold_until_task_end()  # the decision's events go out after the next executor's publish
     try:
         coordinator.coordinate(node_run_id, Completion.from_message(result))

@@ -464,7 +464,8 @@ class NodeDetailOut(serializers.Serializer):
     usage = serializers.JSONField()
     wait_reason = serializers.CharField(allow_blank=True, help_text=(
         "why a waiting node waits: approval, budget or workflow (a child run); why a queued node waits: worker "
-        "(no running worker consumes its queue: its node_unserved event names the queue)"))
+        "(no running worker consumes its queue: its node_unserved event names the queue) or slot (its owner runs "
+        "as many nodes of its type as AOB_OWNER_MAX_RUNNING allows; it starts when one of them ends)"))
 
 
 class PatchSummaryOut(serializers.Serializer):

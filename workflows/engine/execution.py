@@ -27,7 +27,7 @@ from workflows.limits import bounded_error
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
-from . import events, heartbeat, locks, transitions
+from . import admission, events, heartbeat, locks, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
@@ -39,17 +39,27 @@ logger = logging.getLogger(__name__)
 
 CLAIM = """
 WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
-    SELECT id FROM workflows_run
+    SELECT id, owner_id FROM workflows_run
      WHERE id = (SELECT run_id FROM workflows_noderun WHERE id = %(id)s AND status = 'queued')
        AND status IN ('queued', 'running', 'waiting_for_approval')
        FOR UPDATE
+), due AS (
+    SELECT queued.id, queued.node_type, locked.owner_id FROM workflows_noderun queued, locked
+     WHERE queued.id = %(id)s AND queued.run_id = locked.id
+), at_limit AS ({at_limit}
+), held AS (  -- the owner runs as many of this type as it may: held queued for a slot (admission.py)
+    UPDATE workflows_noderun waiting SET wait_reason = 'slot', held_for = due.owner_id, dispatched_at = %(now)s
+      FROM due
+     WHERE waiting.id = due.id AND waiting.status = 'queued' AND EXISTS (SELECT 1 FROM at_limit)
+       AND (waiting.available_at IS NULL OR waiting.available_at <= %(due)s)
+ RETURNING waiting.id
 ), claimed AS (
     UPDATE workflows_noderun nr
-       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s, wait_reason = '',
+       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s, wait_reason = '', held_for = NULL,
            lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)  -- the database clock
       FROM locked r
      WHERE nr.id = %(id)s AND nr.status = 'queued' AND r.id = nr.run_id
-       AND (nr.available_at IS NULL OR nr.available_at <= %(due)s)
+       AND (nr.available_at IS NULL OR nr.available_at <= %(due)s) AND NOT EXISTS (SELECT 1 FROM at_limit)
  RETURNING nr.run_id, nr.node_id, nr.node_type, nr.iteration, nr.attempts, nr.queued_at
 ), bumped AS (
     UPDATE workflows_run r
@@ -70,7 +80,9 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
 SELECT claimed.run_id, claimed.node_id, claimed.node_type, claimed.iteration, claimed.attempts, claimed.queued_at,
        bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id
   FROM claimed, bumped, started
-"""
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM held
+""".replace("{at_limit}", admission.AT_LIMIT)
 
 
 # The moves CLAIM and COMPLETE make in SQL, as the transition table allows them.
@@ -80,18 +92,22 @@ transitions.check_run_move(Run.Status.QUEUED, Run.Status.RUNNING)
 transitions.check_run_move(Run.Status.WAITING_FOR_APPROVAL, Run.Status.RUNNING)
 
 
-def claim(node_run_id: int) -> NodeContext | None:
+def claim(node_run_id: int) -> NodeContext | Held | None:
     """``queued → running`` with a compare-and-set, the run marked running and ``node_started``
     appended, in one statement (one round trip on the hot path). None when the message is a
-    duplicate or the node run is no longer ours (cancelled, finished, not yet due)."""
+    duplicate or the node run is no longer ours (cancelled, finished, not yet due); ``HELD`` when
+    its owner runs as many of its type as it may (``admission``): it waits queued for a slot."""
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(CLAIM, {"now": now, "lease_s": settings.AOB_LEASE_S, "id": node_run_id,
                                "due": now + timedelta(milliseconds=50), "request_id": current_request_id(),
-                               "event_type": Event.Type.NODE_STARTED.value})
+                               "event_type": Event.Type.NODE_STARTED.value, "slots": admission.slots()})
         row = cursor.fetchone()
     if row is None:
         return None
+    if row[0] is None:
+        logger.info("node_run.held", extra={"node_run_id": node_run_id, "slots": admission.slots()})
+        return HELD
     (run_id, node_id, node_type, iteration, attempts, queued_at, owner_id, inputs, artifact_id, seq,
      request_id) = row
     bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type, request_id=request_id)
@@ -154,9 +170,13 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
     SELECT %(run_id)s, bumped.event_seq, %(event_type)s, %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
       FROM bumped
     RETURNING seq
+), released AS (  -- its slot is free: the owner's oldest node run of its type held for one goes (admission.py)
+    {released}
 )
-SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq, bumped.output_bytes FROM appended, bumped
-"""
+SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq, bumped.output_bytes,
+       released.id, released.node_id, released.node_type, released.run_id, released.current_artifact_id
+  FROM appended, bumped LEFT JOIN released ON true
+""".replace("{released}", admission.released(when="EXISTS (SELECT 1 FROM done)").strip())
 
 
 def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None:
@@ -174,7 +194,8 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
         "aid": aid, "output": text, "size": size_of(text), "now": now, "input": canonical_json(ctx.config),
         "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
         "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
-        "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value}
+        "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value,
+        "owner_id": ctx.owner_id, "node_type": ctx.node_type}
     for last in (False, True):
         try:
             with connection.cursor() as cursor:  # autocommit: one statement, nothing half written
@@ -192,7 +213,9 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
                                              "attempt": ctx.attempt, "iteration": ctx.iteration})
     if row is None:
         return None
-    seq, run_status, artifact_id, patch_seq, output_bytes = row
+    seq, run_status, artifact_id, patch_seq, output_bytes, *released = row
+    if released[0] is not None:  # committed: this statement was the transaction
+        publish_after_commit([admission.dispatch_of(tuple(released))])
     events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, seq, Event.Type.NODE_COMPLETED, ctx.node_id, data,
                                                         request_id, now)])
     return Completion(node_run_id=ctx.node_run_id, run_id=ctx.run_id, node_id=ctx.node_id, node_type=ctx.node_type,
@@ -239,6 +262,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
                             available_at=now + timedelta(milliseconds=backoff_ms), dispatched_at=now)
             if not moved:
                 return "discarded"
+            admission.release(ctx.owner_id, ctx.node_type)  # its slot is free while it waits to retry
             events.append(ctx.run_id, ctx.owner_id, [(Event.Type.NODE_RETRYING, ctx.node_id, {
                 "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error, "backoff_ms": backoff_ms})])
             publish_after_commit([Dispatch(ctx.node_run_id, ctx.node_id, ctx.node_type, ctx.run_id,
@@ -246,6 +270,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
             return "retrying"
         moved = _finish(ctx, now, status=NodeRun.Status.FAILED, entry=entry, error=error)
         if moved:
+            admission.release(ctx.owner_id, ctx.node_type)
             events.append(ctx.run_id, ctx.owner_id, [(Event.Type.NODE_FAILED, ctx.node_id, {
                 "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error})])
     return "failed" if moved else "discarded"
@@ -284,6 +309,8 @@ def execute(node_run_id: int) -> str | list[Any]:
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
+    if ctx is HELD:
+        return HELD_WORD
     started = time.monotonic()
     try:
         ctx, run = prepared(ctx)
@@ -311,6 +338,14 @@ def execute(node_run_id: int) -> str | list[Any]:
     return completion.as_message() if completion is not None else "discarded"
 
 
+class Held:
+    """What ``claim`` answers for a node run held for a slot (``admission``)."""
+
+
+HELD = Held()
+# the executor's word for it: nothing finished, so its linked coordinator has nothing to decide
+HELD_WORD = "held"
+
 WAITING = object()
 """Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""
 
@@ -329,6 +364,7 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
                                           wait_reason=reason, undecided_since=timezone.now())
         if not moved:
             return False
+        admission.release(ctx.owner_id, ctx.node_type)  # a waiting node holds no worker
         events.append(ctx.run_id, ctx.owner_id, create())
     return True
 

@@ -7,8 +7,9 @@ fails them after too many lost attempts); (3) finished node runs the coordinator
 and parked node runs whose park it never decided (``undecided_since``), and asks it again; (4) of
 the node runs in (1), those whose queue no running worker consumes, which no republish can move, and
 of those in (3), those whose coordinator queue no running worker consumes: their runs say so
-(``wait_reason`` ``worker``, event ``node_unserved``). Every path ends in a compare-and-set, so a
-sweep racing a live worker is a no-op.
+(``wait_reason`` ``worker``, event ``node_unserved``); (5) node runs held for a slot of their owner
+that no finish released (``admission.release_unreleased``). Every path ends in a compare-and-set,
+so a sweep racing a live worker is a no-op.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import dispatch, events, locks, transitions
+from . import admission, dispatch, events, locks, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -41,11 +42,11 @@ def sweep() -> dict[str, int]:
     if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
-    counts = {"republished": 0, "unserved": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0}
+    counts = {"republished": 0, "unserved": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0, "released": 0}
 
     stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
     queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
-              .filter(Q(available_at__isnull=True) | Q(available_at__lte=now))
+              .filter(Q(available_at__isnull=True) | Q(available_at__lte=now)).exclude(wait_reason=admission.HELD)
               .select_related("run")[:500])
     backlog = _backlogged_queues()
     # Under a backlog that never drains, a lost message must still be found: past this much
@@ -62,6 +63,8 @@ def sweep() -> dict[str, int]:
                 dispatched_at=now):
             publish_now(_dispatch(nr))
             counts["republished"] += 1
+
+    counts["released"] = admission.release_unreleased(stale, LIVE_RUN)
 
     expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=ClockTimestamp(),
                                      run__status__in=LIVE_RUN).select_related("run")[:500]

@@ -157,8 +157,13 @@ class NodeRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     usage = models.JSONField(default=dict, blank=True)
-    # Why a ``waiting`` node run waits: a person's decision (approval) or its run's budget.
+    # Why a ``waiting`` node run waits: a person's decision (approval) or its run's budget; why a
+    # ``queued`` one does: no worker serves its queue (``worker``), or its owner runs as many of its
+    # type as it may (``slot``: workflows/engine/admission.py).
     wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # The owner whose slot a node run held for one waits for (``wait_reason`` ``slot``), so a
+    # release finds it by owner without reading the runs; no foreign key: nothing is checked per write.
+    held_for = models.IntegerField(null=True, blank=True)
     # A park whose coordinator decision has not run yet, since when: set in the park's transaction,
     # cleared by that decision (it settles the run, e.g. ``waiting_for_approval``). The sweeper asks
     # the coordinator again for a ``waiting`` node run still marked past its deadline (the executor
@@ -181,6 +186,10 @@ class NodeRun(models.Model):
             # nodes paused on a budget, for a release's wake and agents.sweep; holds only those
             models.Index(fields=["run"], name="node_run_budget_paused",
                          condition=models.Q(status="waiting", wait_reason="budget")),
+            # node runs held for a slot, by owner and type in queue order (admission.released); holds
+            # only those, so no ordinary step writes it
+            models.Index(fields=["held_for", "node_type", "queued_at", "id"], name="node_run_held",
+                         condition=models.Q(status="queued", wait_reason="slot")),
             # the sweeper's look for undecided parks; holds only those, so no ordinary step writes it
             models.Index(fields=["undecided_since"], name="node_run_undecided",
                          condition=models.Q(status="waiting", undecided_since__isnull=False)),

@@ -3,6 +3,9 @@
 // retried node as its own segment (failed ones marked). Plain HTML, so it reads without a picture.
 import { el, setChildren } from "./api.js";
 
+// what a node waits for, in words (NodeOut.wait_reason: the others read as they are)
+const WAITS = { slot: "a slot (its owner runs as many of its type as allowed)", worker: "a worker" };
+
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
   if (ms < 1000) return `${ms} ms`;
@@ -39,7 +42,7 @@ function row(item, span) {
   }
   const facts = [`wait ${fmtMs(item.queue_wait_ms)}`, `ran ${fmtMs(item.run_ms)}`];
   if (item.attempts > 1) facts.push(`${item.attempts} attempts`);
-  if (item.wait_reason) facts.push(`waiting for ${item.wait_reason}`);
+  if (item.wait_reason) facts.push(`waiting for ${WAITS[item.wait_reason] || item.wait_reason}`);
   return el("tr", { "data-node": item.node_id, "data-iteration": String(item.iteration), "data-status": item.status },
     el("th", { scope: "row", class: "mono" }, label),
     el("td", {}, el("span", { class: `badge s-${item.status}` }, item.status)),
