@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cel
 import pytest
 from django.db import connection
 from hypothesis import HealthCheck, given
@@ -19,6 +20,7 @@ from tests.conftest import client_for, wait_for_run
 from tests.security.conftest import swapped_worker
 from tests.support import stack
 from workflows import registry
+from workflows.definition import expressions
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, fields_read, shape
 from workflows.definition.ir import compile_definition
 from workflows.definition.references import ConfigTooLarge, resolve
@@ -151,6 +153,78 @@ def test_an_expression_converts_only_the_variables_it_reads() -> None:
     for _ in range(20):
         assert evaluate("output.x == 1", context) is True
     assert time.monotonic() - started < 0.5  # twenty conversions of the inputs would be seconds
+
+
+def large_output(items: int) -> dict[str, Any]:
+    """An http node's output with a JSON body of ``items`` small objects (about 70 bytes each)."""
+    return {"status": "success", "status_code": 200, "headers": {"content-type": "application/json"}, "url": "http://x",
+            "method": "GET", "duration_ms": 12,
+            "body": {"meta": {"kind": "page", "count": items},
+                     "items": [{"id": i, "name": f"item-{i}", "tags": ["a", "b"], "price": i * 1.5} for i in range(items)]}}
+
+
+@pytest.fixture(scope="module")
+def ten_megabytes() -> dict[str, Any]:
+    output = large_output(140_000)
+    assert 9_000_000 < len(json.dumps(output)) < 11_000_000
+    return output
+
+
+@pytest.fixture
+def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The variables each evaluation hands the binding to convert to CEL values."""
+    seen: list[dict[str, Any]] = []
+    real = expressions.cel.Context
+
+    def converting(variables: dict[str, Any], *args: Any) -> Any:
+        seen.append(variables)
+        return real(variables, *args)
+
+    monkeypatch.setattr(expressions.cel, "Context", converting)
+    return seen
+
+
+def test_a_condition_on_one_field_of_a_large_output_converts_that_field_only(
+        ten_megabytes: dict[str, Any], handed: list[dict[str, Any]]) -> None:
+    """The reviewer's case (3.3 s for a 13.5 MB output, in the coordinator, the run locked): the
+    binding is handed the fields the expression names, not the output they are in."""
+    context = {"output": ten_megabytes, "inputs": {"q": 1, "pad": ["x"] * 100_000}}
+    assert evaluate("output.status_code == 200", context) is True
+    assert evaluate("$.body.meta.kind == 'page' && inputs.q == 1", context) is True
+    assert evaluate("has(output.body.next) || output['status_code'] != 200", context) is False
+    assert handed == [{"output": {"status_code": 200}},
+                      {"output": {"body": {"meta": {"kind": "page"}}}, "inputs": {"q": 1}},
+                      {"output": {"body": {}, "status_code": 200}}]
+
+
+SMALL = {"a": {"b": {"c": 1}, "l": [1, 2], "s": "str", "n": None}, "pad": "p" * 100}
+
+
+@pytest.mark.parametrize("source", [
+    "inputs.a.b.c == 1", "inputs.a.b.missing", "inputs.missing.b", "has(inputs.a.b.c)", "has(inputs.a.z)",
+    "has(inputs.a.b)", "inputs.a.l.x", "inputs.a.s.x", "inputs.a.n.x", "inputs.a.l[1]", "inputs.a.l[5]",
+    "inputs.a['b'].c", 'inputs.a["b"]["c"] + 1', "inputs.a.b == {'c': 1}", "size(inputs.a.b)", "'c' in inputs.a.b",
+    "inputs.a.b.c + inputs.a.b.c", "inputs.a.l.map(x, x * 2)", "inputs.a.b.exists(k, k == 'c')",
+    "[1].exists(inputs, inputs == 1)", "inputs.a.b.c.d", "inputs.a\n.b .c", "inputs.a.b.all(k, inputs.a.b[k] > 0)",
+    "has(inputs.a.b) ? inputs.a.b.c : inputs.a.l", "type(inputs.a.b) == map", "inputs.a.b.c == inputs.pad.size()",
+])
+def test_what_is_not_converted_changes_no_answer_and_no_error(source: str, handed: list[dict[str, Any]]) -> None:
+    """Over the sub-values it reads the expression answers, or fails, as over the whole context
+    (a missing key, ``has()``, a field of a list, a string or null); the binding is handed no field
+    the expression does not name (``pad``, but where ``size()`` reads it or a macro's variable
+    shadows ``inputs``)."""
+    expected: Any
+    try:
+        expected = cel.evaluate(source, {"inputs": SMALL})
+    except Exception as exc:  # noqa: BLE001 - what the binding raises is the answer here
+        expected = f"{type(exc).__name__}: {exc}"
+    try:
+        got = evaluate(source, {"inputs": SMALL})
+    except ExpressionError as exc:
+        got = str(exc)
+    assert got == expected
+    shadowed = source.startswith("[1].exists(inputs")  # a macro's own ``inputs``: read whole, to be safe
+    assert ("pad" in handed[0].get("inputs", {})) == ("pad" in source or shadowed)
 
 
 def test_evaluation_errors_are_expression_errors() -> None:

@@ -18,8 +18,9 @@ all in this module, with the operator's ceilings from settings:
   estimated against the size of the values it runs over before it runs: concatenation
   (``s + s + ... + s`` over a large ``s`` copies quadratically) and many references (a list of
   400 ``inputs.s`` holds 400 copies);
-- converting the context to CEL values happens before any tick, so only the variables the
-  expression reads are converted, and a decision's conditions share one deadline
+- converting the context to CEL values is the binding's work, before any tick: only what the
+  expression reads is handed to it (``activation``: the field paths the lexer finds, each
+  sub-value whole at its path's end), and a decision's conditions share one deadline
   (``capped``): once it has passed, the next does not start.
 """
 
@@ -30,7 +31,7 @@ import functools
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cel
@@ -245,6 +246,8 @@ class Compiled:
     program: cel.Program  # the guarded program
     shape: Shape
     variables: frozenset[str]  # the names it reads: only these are converted to CEL values
+    # what of each of them it reads (``read_tree``): only that is converted
+    reads: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def limits() -> dict[str, int]:
@@ -278,7 +281,53 @@ def _compile(source: str, max_bytes: int, max_macros: int, max_depth: int) -> Co
         program = cel.compile(found.guarded)
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(str(exc).split("\n")[0]) from exc
-    return Compiled(source, program, found, frozenset(program.variables()) - {TICK})
+    variables = frozenset(program.variables()) - {TICK}
+    return Compiled(source, program, found, variables, read_tree(found.reads, variables))
+
+
+def read_tree(paths: tuple[tuple[str, ...], ...], variables: frozenset[str]) -> dict[str, Any]:
+    """What of each variable an expression reads, as a tree of field names with ``None`` where a
+    value is read whole: ``output.status == 200 && has(output.body.id)`` is
+    ``{"output": {"status": None, "body": {"id": None}}}``. A path ends where the lexer stops
+    following it (a call, a number or an expression as index, an operator), so a value passed to
+    ``size()``, a macro, ``in`` or ``==`` is whole, and so is a variable it finds no path for."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        if path[0] not in variables:
+            continue  # a word the lexer took for a reference that the program does not read
+        node = tree
+        for depth, name in enumerate(path):
+            if depth == len(path) - 1:
+                node[name] = None
+            elif name in node and node[name] is None:
+                break  # read whole already: its fields with it
+            else:
+                node = node.setdefault(name, {})
+    for name in variables:
+        tree.setdefault(name, None)
+    return tree
+
+
+def activation(compiled: Compiled, context: dict[str, Any]) -> dict[str, Any]:
+    """The variables handed to the binding: each as much of its value as the expression reads
+    (``compiled.reads``), maps copied along the paths only, each path's end whole. A key that is
+    missing is missing here too, and a path through a value that is not a map takes that value
+    whole, so a missing key, ``has()`` and a field of a list or a string behave as over the whole
+    context."""
+    variables: dict[str, Any] = {}
+    todo: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [(context, compiled.reads, variables)]
+    while todo:  # iteratively: a path is as long as the source allows
+        source, branches, into = todo.pop()
+        for name, below in branches.items():
+            if name not in source:
+                continue
+            value = source[name]
+            if below is None or not isinstance(value, dict):
+                into[name] = value
+            else:
+                into[name] = {}
+                todo.append((value, below, into[name]))
+    return variables
 
 
 def fields_read(source: str, variable: str) -> frozenset[str] | None:
@@ -287,12 +336,10 @@ def fields_read(source: str, variable: str) -> frozenset[str] | None:
     ``nodes.map(…)``, a ``nodes`` the lexer cannot follow): which node outputs a run's
     ``metadata.output`` needs. Raises ``ExpressionError`` as ``compile_expression``."""
     compiled = compile_expression(source)
-    if variable not in compiled.variables:
+    if variable not in compiled.reads:
         return frozenset()
-    paths = [path for path in compiled.shape.reads if path[0] == variable]
-    if not paths or any(len(path) < 2 for path in paths):
-        return None
-    return frozenset(path[1] for path in paths)
+    fields = compiled.reads[variable]
+    return None if fields is None else frozenset(fields)
 
 
 # --- evaluating ----------------------------------------------------------------------------------
@@ -427,8 +474,9 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
     if limit <= 0:
         raise stopped()  # nothing left of the time it shares: it does not start
     # Only what the expression reads is converted to CEL values, in a ``cel.Context`` (several
-    # times faster than a dict): converting large inputs it never reads would cost more than it.
-    variables = {name: context[name] for name in compiled.variables if name in context}
+    # times faster than a dict): a rule reading ``output.status`` converts one number of a 10 MB
+    # output, not the output.
+    variables = activation(compiled, context)
     _check_concatenation(compiled, variables)
     _check_copying(compiled, variables)
     budget = _Budget(limit / 1000)
