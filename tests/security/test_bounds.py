@@ -227,6 +227,38 @@ def test_what_is_not_converted_changes_no_answer_and_no_error(source: str, hande
     assert ("pad" in handed[0].get("inputs", {})) == ("pad" in source or shadowed)
 
 
+def test_an_expression_that_needs_a_whole_large_value_stops_at_its_deadline_before_converting_it(
+        ten_megabytes: dict[str, Any], handed: list[dict[str, Any]], settings: Any) -> None:
+    """Converting a 10 MB list is the binding's work before any tick (2-3 s here): it is weighed as
+    the walk goes, and refused once it could not end by the deadline, as a timed-out evaluation."""
+    settings.AOB_CEL_TIMEOUT_MS = 50
+    for source in ("size(output.body.items) > 0", "output.body == {}", "output.body.items.exists(i, i.id < 0)"):
+        with pytest.raises(ExpressionError) as caught:
+            evaluate(source, {"output": ten_megabytes})
+        assert caught.value.rule == "timeout" and "AOB_CEL_TIMEOUT_MS" in str(caught.value), source
+    assert handed == []  # refused before the binding started
+    # the same expressions over what fits in the deadline run as ever
+    assert evaluate("size(output.body.items) > 0", {"output": large_output(100)}) is True
+    assert evaluate("output.body.items.exists(i, i.id < 0)", {"output": large_output(100)}) is False
+
+
+def test_a_conversion_that_overruns_its_weight_stops_as_a_timed_out_evaluation(
+        monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """The weights are this machine's: a conversion that took longer than it was weighed at is
+    past the deadline when it ends, and the expression stops there as a tick would stop it."""
+    settings.AOB_CEL_TIMEOUT_MS = 50
+    real = expressions.cel.Context
+
+    def slow(variables: dict[str, Any], *args: Any) -> Any:
+        time.sleep(0.1)
+        return real(variables, *args)
+
+    monkeypatch.setattr(expressions.cel, "Context", slow)
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("output.status == 200", {"output": {"status": 200}})
+    assert caught.value.rule == "timeout"
+
+
 def test_evaluation_errors_are_expression_errors() -> None:
     for source, context in [("xs[5]", {"xs": [1]}), ("m.missing", {"m": {}}), ("1 / x", {"x": 0})]:
         with pytest.raises(ExpressionError) as caught:
@@ -550,6 +582,33 @@ def test_an_output_that_cannot_be_computed_is_stated_and_the_run_still_answered(
             assert error["message"].startswith("metadata.output:")
     assert "AOB_MAX_RESOLVED_CONFIG_BYTES" in api.get(f"/api/v1/runs/{runs['too_large'].pk}").json()[
         "output_error"]["message"]
+
+
+def test_a_condition_on_a_small_field_of_a_large_response_routes_and_one_on_all_of_it_stops(
+        engine: Any, make_user: Any, remote: Any) -> None:
+    """An http node answers about 8 MB of JSON; its branch rules are evaluated in the coordinator's
+    decision, with the run locked. The first reads the whole list: converting it could not end
+    within AOB_CEL_TIMEOUT_MS, so it counts as false with a ``condition_error`` naming the timeout
+    (before, it converted for seconds and held); the second reads two small fields and routes."""
+    from workflows.models import Event
+
+    remote.script("large", [large_output(110_000)["body"]])
+    definition = {"nodes": [{"id": "fetch", "type": "http", "config": {"url": f"{remote.base}/seq/large"}},
+                            *[{"id": name, "type": "transform", "config": {"expression": f"'{name}'"}}
+                              for name in ("whole", "page", "other")]],
+                  "edges": [{"from": "fetch", "to": "whole", "condition": "$.body.items.size() > 0"},
+                            {"from": "fetch", "to": "page", "condition": "$.status_code == 200 && $.body.meta.kind == 'page'"},
+                            {"from": "fetch", "to": "other"}]}
+    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={}))
+
+    assert run.status == Run.Status.COMPLETED, run.error
+    fetched = run.node_runs.get(node_id="fetch")
+    assert len(fetched.output["body"]["items"]) == 110_000 and len(json.dumps(fetched.output)) > 7_000_000
+    assert {nr.node_id: nr.status for nr in run.node_runs.all()} == {
+        "fetch": "completed", "whole": "skipped", "page": "completed", "other": "skipped"}
+    [error] = Event.objects.filter(run=run, type="condition_error")
+    assert (error.data["from"], error.data["to"], error.data["rule"]) == ("fetch", "whole", "timeout")
+    assert "AOB_CEL_TIMEOUT_MS" in error.data["error"]
 
 
 # --- outbound HTTP -------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ all in this module, with the operator's ceilings from settings:
   400 ``inputs.s`` holds 400 copies);
 - converting the context to CEL values is the binding's work, before any tick: only what the
   expression reads is handed to it (``activation``: the field paths the lexer finds, each
-  sub-value whole at its path's end), and a decision's conditions share one deadline
+  sub-value whole at its path's end), that is weighed against what is left of the deadline
+  before it is converted (``_admit``), and a decision's conditions share one deadline
   (``capped``): once it has passed, the next does not start.
 """
 
@@ -346,7 +347,8 @@ def fields_read(source: str, variable: str) -> frozenset[str] | None:
 
 
 class _Budget:
-    """The tick a guarded program calls at every comprehension step."""
+    """One evaluation's deadline, from before its context is converted; also the tick a guarded
+    program calls at every comprehension step."""
 
     __slots__ = ("deadline", "expired")
 
@@ -359,6 +361,60 @@ class _Budget:
             self.expired = True
             raise TimeoutError("evaluation budget exhausted")
         return True
+
+
+# What converting a value to CEL costs the binding, in ns: Rust holding the GIL, before any tick can
+# run. Measured here (4 December, conversion and the program's copy of it): a string, a list, a map
+# or a map's key 1.3-2 µs each (2 µs in a 10 MB output of small objects), a float 0.9 µs, an
+# integer 0.15 µs, a boolean or null less, a character ~1 ns. Weighed at about 1.5 times that, for a
+# loaded machine: what could not be converted in what is left of the deadline is not started.
+CONVERT_NS = 3_000  # a string, a float, a list, a map, and each key of a map
+CONVERT_SCALAR_NS = 300  # an integer, a boolean, null
+CONVERT_CLOCK_EVERY = 1024  # values weighed between two looks at the clock (the walk's time counts)
+
+
+def _admit(variables: dict[str, Any], budget: _Budget) -> None:
+    """Weigh converting ``variables`` (``CONVERT_NS``) while walking them, and raise
+    ``TimeoutError`` as soon as it could not end by the deadline, the walk's own time counted:
+    the walk stops there, so it costs at most what the deadline allows, whatever the size of the
+    value."""
+
+    def refused() -> TimeoutError:
+        budget.expired = True
+        return TimeoutError("converting the context would pass the deadline")
+
+    left = (budget.deadline - time.monotonic()) * 1e9
+    cost, clock = CONVERT_NS, CONVERT_CLOCK_EVERY
+    todo: list[Any] = [variables]  # weighed as a map: the binding's context is one
+    while todo:
+        item = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        # each child weighs at least a scalar: a list too long is refused before it is walked
+        if cost + CONVERT_SCALAR_NS * len(children) > left:
+            raise refused()
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                cost += CONVERT_NS + len(child)
+            elif kind is int or kind is bool or child is None:
+                cost += CONVERT_SCALAR_NS
+            elif kind is dict or isinstance(child, dict):
+                cost += CONVERT_NS * (1 + len(child))  # the map and its keys
+                todo.append(child)
+            elif kind is list or isinstance(child, list | tuple):
+                cost += CONVERT_NS
+                todo.append(child)
+            elif isinstance(child, str | bytes):
+                cost += CONVERT_NS + len(child)
+            elif isinstance(child, int):
+                cost += CONVERT_SCALAR_NS
+            else:  # a float, or what the binding makes of anything else
+                cost += CONVERT_NS
+            clock -= 1
+            if not clock:
+                clock, left = CONVERT_CLOCK_EVERY, (budget.deadline - time.monotonic()) * 1e9
+            if cost > left:
+                raise refused()
 
 
 def largest_value(value: Any, stop: int) -> int:
@@ -441,17 +497,27 @@ def _check_copying(compiled: Compiled, variables: dict[str, Any]) -> None:
 
 # A tighter deadline for every evaluation in this context (``capped``): a decision evaluating a pure
 # node gives it what is left of its budget, however the node's own function calls ``evaluate``.
-_CAP_MS: ContextVar[float | None] = ContextVar("aob_cel_cap_ms", default=None)
+@dataclass
+class Cap:
+    ms: float
+    stopped: bool = False  # an evaluation inside stopped because of this cap (not its own deadline)
+
+
+_CAP: ContextVar[Cap | None] = ContextVar("aob_cel_cap", default=None)
 
 
 @contextlib.contextmanager
-def capped(ms: float) -> Iterator[None]:
-    """Evaluations inside stop after ``ms`` at most (an ``ExpressionError`` with rule ``timeout``)."""
-    token = _CAP_MS.set(ms)
+def capped(ms: float) -> Iterator[Cap]:
+    """Evaluations inside stop after ``ms`` at most (an ``ExpressionError`` with rule ``timeout``).
+    The ``Cap`` it yields says whether one stopped because of it: a conversion weighed past it is
+    refused at once, before the cap's time has run out, and a decision gives such a pure node to
+    a worker, under the node's own limits, as one that ran into the cap."""
+    cap = Cap(ms)
+    token = _CAP.set(cap)
     try:
-        yield
+        yield cap
     finally:
-        _CAP_MS.reset(token)
+        _CAP.reset(token)
 
 
 def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = None,
@@ -460,30 +526,43 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
     the operator's ``setting``, or ``capped``). Any failure, the budget included, is an
     ``ExpressionError`` with a message a person can act on."""
     compiled = compile_expression(source)
-    cap = _CAP_MS.get()
+    capping = _CAP.get()
+    cap = None if capping is None else capping.ms
     ceiling = settings.AOB_CEL_TIMEOUT_MS if cap is None else min(settings.AOB_CEL_TIMEOUT_MS, cap)
     limit = min(ceiling, timeout_ms or ceiling)
 
-    def stopped() -> ExpressionError:
+    def stopped(converting: bool = False) -> ExpressionError:
+        if capping is not None and limit >= capping.ms:
+            capping.stopped = True
         if cap is not None and cap < settings.AOB_CEL_TIMEOUT_MS and cap <= (timeout_ms or cap):
             why = "what was left of the time this decision's expressions share, AOB_CEL_TIMEOUT_MS"
         else:
             why = setting if timeout_ms and timeout_ms < settings.AOB_CEL_TIMEOUT_MS else "AOB_CEL_TIMEOUT_MS"
+        if converting:
+            return ExpressionError(f"evaluation stopped: what it reads is too large to convert to CEL values "
+                                   f"within {int(limit)} ms ({why}); read fewer fields of it", "timeout")
         return ExpressionError(f"evaluation stopped after {int(limit)} ms ({why})", "timeout")
 
     if limit <= 0:
         raise stopped()  # nothing left of the time it shares: it does not start
-    # Only what the expression reads is converted to CEL values, in a ``cel.Context`` (several
-    # times faster than a dict): a rule reading ``output.status`` converts one number of a 10 MB
-    # output, not the output.
+    # The deadline runs from here: converting to CEL values is the binding's work before any tick,
+    # so only what the expression reads is handed to it (a rule reading ``output.status`` converts
+    # one number of a 10 MB output), and that is weighed first and refused when it cannot end in time.
+    budget = _Budget(limit / 1000)
     variables = activation(compiled, context)
+    try:
+        _admit(variables, budget)
+    except TimeoutError:
+        raise stopped(converting=True) from None
     _check_concatenation(compiled, variables)
     _check_copying(compiled, variables)
-    budget = _Budget(limit / 1000)
     try:
-        if not compiled.shape.macros:  # nothing loops: no tick to call (the common, cheapest case)
-            return compiled.program.execute(cel.Context(variables))
-        return compiled.program.execute(cel.Context(variables, {TICK: budget}))
+        # in a ``cel.Context``, several times faster than a dict; no tick when nothing loops
+        converted = cel.Context(variables, {TICK: budget} if compiled.shape.macros else None)
+        budget()  # a conversion that took longer than it was weighed at stops as a tick would
+        return compiled.program.execute(converted)
+    except TimeoutError:
+        raise stopped() from None
     except (KeyError, ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
         if "SoftTimeLimitExceeded" in str(exc):
             raise SoftTimeLimitExceeded() from exc  # the task's own limit, raised in our tick: not the expression's
