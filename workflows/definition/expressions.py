@@ -373,16 +373,16 @@ CONVERT_SCALAR_NS = 300  # an integer, a boolean, null
 CONVERT_CLOCK_EVERY = 1024  # values weighed between two looks at the clock (the walk's time counts)
 
 
+def _refused(budget: _Budget) -> TimeoutError:
+    budget.expired = True
+    return TimeoutError("converting the context would pass the deadline")
+
+
 def _admit(variables: dict[str, Any], budget: _Budget) -> None:
     """Weigh converting ``variables`` (``CONVERT_NS``) while walking them, and raise
     ``TimeoutError`` as soon as it could not end by the deadline, the walk's own time counted:
     the walk stops there, so it costs at most what the deadline allows, whatever the size of the
     value."""
-
-    def refused() -> TimeoutError:
-        budget.expired = True
-        return TimeoutError("converting the context would pass the deadline")
-
     left = (budget.deadline - time.monotonic()) * 1e9
     cost, clock = CONVERT_NS, CONVERT_CLOCK_EVERY
     todo: list[Any] = [variables]  # weighed as a map: the binding's context is one
@@ -391,7 +391,7 @@ def _admit(variables: dict[str, Any], budget: _Budget) -> None:
         children = item.values() if isinstance(item, dict) else item
         # each child weighs at least a scalar: a list too long is refused before it is walked
         if cost + CONVERT_SCALAR_NS * len(children) > left:
-            raise refused()
+            raise _refused(budget)
         for child in children:
             kind = type(child)
             if kind is str:
@@ -414,7 +414,7 @@ def _admit(variables: dict[str, Any], budget: _Budget) -> None:
             if not clock:
                 clock, left = CONVERT_CLOCK_EVERY, (budget.deadline - time.monotonic()) * 1e9
             if cost > left:
-                raise refused()
+                raise _refused(budget)
 
 
 def largest_value(value: Any, stop: int) -> int:
