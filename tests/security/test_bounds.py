@@ -195,9 +195,14 @@ def test_a_condition_on_one_field_of_a_large_output_converts_that_field_only(
     assert handed == [{"output": {"status_code": 200}},
                       {"output": {"body": {"meta": {"kind": "page"}}}, "inputs": {"q": 1}},
                       {"output": {"body": {}, "status_code": 200}}]
+    # a list read by index keeps its length (an index past the end fails as ever), null elsewhere
+    assert evaluate("$.body.items[1].name == 'item-1'", context) is True
+    items = handed[-1]["output"]["body"]["items"]
+    assert len(items) == 140_000 and items[1] == {"name": "item-1"} and items.count(None) == 140_000 - 1
 
 
-SMALL = {"a": {"b": {"c": 1}, "l": [1, 2], "s": "str", "n": None}, "pad": "p" * 100}
+SMALL = {"a": {"b": {"c": 1}, "l": [1, 2], "s": "str", "n": None, "o": [{"x": 1, "y": [3]}, {"x": 2}]},
+         "pad": "p" * 100}
 
 
 @pytest.mark.parametrize("source", [
@@ -207,6 +212,9 @@ SMALL = {"a": {"b": {"c": 1}, "l": [1, 2], "s": "str", "n": None}, "pad": "p" * 
     "inputs.a.b.c + inputs.a.b.c", "inputs.a.l.map(x, x * 2)", "inputs.a.b.exists(k, k == 'c')",
     "[1].exists(inputs, inputs == 1)", "inputs.a.b.c.d", "inputs.a\n.b .c", "inputs.a.b.all(k, inputs.a.b[k] > 0)",
     "has(inputs.a.b) ? inputs.a.b.c : inputs.a.l", "type(inputs.a.b) == map", "inputs.a.b.c == inputs.pad.size()",
+    "inputs.a.o[1].x + inputs.a.o[0].y[0]", "has(inputs.a.o[1].y)", "inputs.a.o[2].x", "inputs.a.o[0].x.z",
+    "inputs.a.o[0] == {'x': 1, 'y': [3]}", "inputs.a.o[0].x + size(inputs.a.o)", "inputs.a.o[0].x + inputs.a.o.x",
+    "inputs.a.b[0]", "inputs.a.l[0u]", "inputs.a.l[0x1]", "inputs.a.l[1] == 2 && inputs.a.l[0] == 1",
 ])
 def test_what_is_not_converted_changes_no_answer_and_no_error(source: str, handed: list[dict[str, Any]]) -> None:
     """Over the sub-values it reads the expression answers, or fails, as over the whole context

@@ -91,8 +91,9 @@ def expand_shorthand(source: str) -> str:
 @dataclass(frozen=True)
 class Shape:
     """What the lexer sees of a source: its comprehension macros, how deeply they nest, how many
-    ``+`` it has, the variables it reads (each as the path of field names that follows it:
-    ``inputs.a.b`` is ``("inputs", "a", "b")``), and the source with every comprehension body
+    ``+`` it has, the variables it reads (each as the path of field names and list indexes that
+    follows it: ``inputs.a.b[0]`` is ``("inputs", "a", "b", 0)``), and the source with every
+    comprehension body
     guarded by the tick. ``references`` leaves out those only asked a boolean or a number
     (``COPYING_METHODS``); ``reads`` has every one."""
 
@@ -100,8 +101,8 @@ class Shape:
     depth: int
     concatenations: int
     guarded: str
-    references: tuple[tuple[str, ...], ...] = ()
-    reads: tuple[tuple[str, ...], ...] = ()
+    references: tuple[tuple[str | int, ...], ...] = ()
+    reads: tuple[tuple[str | int, ...], ...] = ()
 
 
 def _string_end(source: str, i: int) -> int:
@@ -134,15 +135,27 @@ def _skip_blanks(source: str, k: int) -> int:
     return k
 
 
-def _field_path(source: str, word: str, j: int) -> tuple[tuple[str, ...], str | None]:
+def _field_path(source: str, word: str, j: int) -> tuple[tuple[str | int, ...], str | None]:
     """The reference starting with ``word`` (ending at ``j``): the field names that follow it
-    (``.name``, or ``["name"]`` as a node id with a ``-`` needs), and the method it is called
-    with, if any (``.name(``). Any other index or operator ends it."""
-    path, n = [word], len(source)
+    (``.name``, or ``["name"]`` as a node id with a ``-`` needs) and list indexes written as
+    decimal digits (``[0]``), and the method it is called with, if any (``.name(``). Any other
+    index or operator ends it."""
+    path: list[str | int] = [word]
+    n = len(source)
     while True:
         k = _skip_blanks(source, j)
         if k < n and source[k] == "[":  # a string-literal index is a field name too
             q = _skip_blanks(source, k + 1)
+            if q < n and source[q].isdigit():  # a list index (not 0x1, 1u, 1.0: they end the path)
+                end = q
+                while end < n and source[end].isdigit():
+                    end += 1
+                bracket = _skip_blanks(source, end)
+                if bracket >= n or source[bracket] != "]":
+                    return tuple(path), None
+                path.append(int(source[q:end]))
+                j = bracket + 1
+                continue
             close = source.find(source[q], q + 1) if q < n and source[q] in "'\"" else -1
             bracket = _skip_blanks(source, close + 1) if close > 0 else n
             if close < 0 or "\\" in source[q + 1:close] or bracket >= n or source[bracket] != "]":
@@ -171,8 +184,8 @@ def shape(source: str) -> Shape:
     second argument) is wrapped in ``(__aob_tick() ? (…) : null)``. An identifier neither after a
     ``.`` nor called is a reference to a variable, with its field path."""
     inserts: list[tuple[int, str]] = []
-    references: list[tuple[str, ...]] = []
-    reads: list[tuple[str, ...]] = []
+    references: list[tuple[str | int, ...]] = []
+    reads: list[tuple[str | int, ...]] = []
     stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
     macros = depth = concatenations = 0
     i, n = 0, len(source)
@@ -286,13 +299,14 @@ def _compile(source: str, max_bytes: int, max_macros: int, max_depth: int) -> Co
     return Compiled(source, program, found, variables, read_tree(found.reads, variables))
 
 
-def read_tree(paths: tuple[tuple[str, ...], ...], variables: frozenset[str]) -> dict[str, Any]:
-    """What of each variable an expression reads, as a tree of field names with ``None`` where a
-    value is read whole: ``output.status == 200 && has(output.body.id)`` is
+def read_tree(paths: tuple[tuple[str | int, ...], ...], variables: frozenset[str]) -> dict[str, Any]:
+    """What of each variable an expression reads, as a tree of field names and list indexes with
+    ``None`` where a value is read whole: ``output.status == 200 && has(output.body.id)`` is
     ``{"output": {"status": None, "body": {"id": None}}}``. A path ends where the lexer stops
-    following it (a call, a number or an expression as index, an operator), so a value passed to
-    ``size()``, a macro, ``in`` or ``==`` is whole, and so is a variable it finds no path for."""
-    tree: dict[str, Any] = {}
+    following it (a call, an index that is not a string or decimal digits, an operator), so a value
+    passed to ``size()``, a macro, ``in`` or ``==`` is whole, and so is a variable it finds no path
+    for, and a value read both by field and by index (it cannot be a map and a list)."""
+    tree: dict[Any, Any] = {}
     for path in paths:
         if path[0] not in variables:
             continue  # a word the lexer took for a reference that the program does not read
@@ -306,28 +320,45 @@ def read_tree(paths: tuple[tuple[str, ...], ...], variables: frozenset[str]) -> 
                 node = node.setdefault(name, {})
     for name in variables:
         tree.setdefault(name, None)
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        for name, below in node.items():
+            if below is not None and len({type(key) for key in below}) > 1:
+                node[name] = None
+            elif below is not None:
+                todo.append(below)
     return tree
 
 
 def activation(compiled: Compiled, context: dict[str, Any]) -> dict[str, Any]:
     """The variables handed to the binding: each as much of its value as the expression reads
-    (``compiled.reads``), maps copied along the paths only, each path's end whole. A key that is
-    missing is missing here too, and a path through a value that is not a map takes that value
-    whole, so a missing key, ``has()`` and a field of a list or a string behave as over the whole
-    context."""
+    (``compiled.reads``): maps copied along the paths only, lists read by index copied with null
+    in every other place, each path's end whole. A key that is missing is missing here too, a list
+    keeps its length, and a path through a value that is not a map (or a list, for an index) takes
+    that value whole, so a missing key, an index past the end, ``has()`` and a field of a list or a
+    string behave as over the whole context."""
     variables: dict[str, Any] = {}
-    todo: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [(context, compiled.reads, variables)]
+    todo: list[tuple[Any, dict[Any, Any], Any]] = [(context, compiled.reads, variables)]
     while todo:  # iteratively: a path is as long as the source allows
         source, branches, into = todo.pop()
         for name, below in branches.items():
-            if name not in source:
+            if isinstance(source, dict):
+                if name not in source:
+                    continue
+            elif name >= len(source):  # a list, read by index
                 continue
             value = source[name]
-            if below is None or not isinstance(value, dict):
+            if below is None:
                 into[name] = value
-            else:
+            elif isinstance(value, dict) and type(next(iter(below))) is str:
                 into[name] = {}
                 todo.append((value, below, into[name]))
+            elif isinstance(value, list) and type(next(iter(below))) is int:
+                into[name] = [None] * len(value)
+                todo.append((value, below, into[name]))
+            else:
+                into[name] = value
     return variables
 
 
@@ -340,7 +371,7 @@ def fields_read(source: str, variable: str) -> frozenset[str] | None:
     if variable not in compiled.reads:
         return frozenset()
     fields = compiled.reads[variable]
-    return None if fields is None else frozenset(fields)
+    return None if fields is None else frozenset(name for name in fields if isinstance(name, str))
 
 
 # --- evaluating ----------------------------------------------------------------------------------
@@ -479,11 +510,11 @@ def _check_copying(compiled: Compiled, variables: dict[str, Any]) -> None:
     if len(references) <= CHEAP_REFERENCES:
         return
     budget = settings.AOB_CEL_MAX_COPY_BYTES
-    weighed: dict[tuple[str, ...], int] = {}
+    weighed: dict[tuple[str | int, ...], int] = {}
     total = 0
     for path in references:
         if path not in weighed:
-            value = variables.get(path[0])
+            value = variables.get(str(path[0]))  # a path starts with a variable's name
             for name in path[1:]:
                 if not isinstance(value, dict) or name not in value:
                     break
