@@ -361,7 +361,8 @@ AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50)
 
 # --- Expressions (workflows/definition/expressions.py) --------------------------------------------
 # CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are
-# refused at save; evaluation stops at the deadline; chained `+` are estimated against the data.
+# refused at save; evaluation stops at the deadline, which converting what it reads is weighed
+# against before it starts; chained `+` are estimated against the data.
 AOB_CEL_MAX_SOURCE_BYTES = env_int("AOB_CEL_MAX_SOURCE_BYTES", 4096)
 AOB_CEL_MAX_MACROS = env_int("AOB_CEL_MAX_MACROS", 8)
 AOB_CEL_MAX_COMPREHENSION_DEPTH = env_int("AOB_CEL_MAX_COMPREHENSION_DEPTH", 2)

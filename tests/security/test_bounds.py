@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cel
 import pytest
 from django.db import connection
 from hypothesis import HealthCheck, given
@@ -19,6 +20,7 @@ from tests.conftest import client_for, wait_for_run
 from tests.security.conftest import swapped_worker
 from tests.support import stack
 from workflows import registry
+from workflows.definition import expressions
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, fields_read, shape
 from workflows.definition.ir import compile_definition
 from workflows.definition.references import ConfigTooLarge, resolve
@@ -151,6 +153,118 @@ def test_an_expression_converts_only_the_variables_it_reads() -> None:
     for _ in range(20):
         assert evaluate("output.x == 1", context) is True
     assert time.monotonic() - started < 0.5  # twenty conversions of the inputs would be seconds
+
+
+def large_output(items: int) -> dict[str, Any]:
+    """An http node's output with a JSON body of ``items`` small objects (about 70 bytes each)."""
+    return {"status": "success", "status_code": 200, "headers": {"content-type": "application/json"}, "url": "http://x",
+            "method": "GET", "duration_ms": 12,
+            "body": {"meta": {"kind": "page", "count": items},
+                     "items": [{"id": i, "name": f"item-{i}", "tags": ["a", "b"], "price": i * 1.5} for i in range(items)]}}
+
+
+@pytest.fixture(scope="module")
+def ten_megabytes() -> dict[str, Any]:
+    output = large_output(140_000)
+    assert 9_000_000 < len(json.dumps(output)) < 11_000_000
+    return output
+
+
+@pytest.fixture
+def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The variables each evaluation hands the binding to convert to CEL values."""
+    seen: list[dict[str, Any]] = []
+    real = expressions.cel.Context
+
+    def converting(variables: dict[str, Any], *args: Any) -> Any:
+        seen.append(variables)
+        return real(variables, *args)
+
+    monkeypatch.setattr(expressions.cel, "Context", converting)
+    return seen
+
+
+def test_a_condition_on_one_field_of_a_large_output_converts_that_field_only(
+        ten_megabytes: dict[str, Any], handed: list[dict[str, Any]]) -> None:
+    """The reviewer's case (3.3 s for a 13.5 MB output, in the coordinator, the run locked): the
+    binding is handed the fields the expression names, not the output they are in."""
+    context = {"output": ten_megabytes, "inputs": {"q": 1, "pad": ["x"] * 100_000}}
+    assert evaluate("output.status_code == 200", context) is True
+    assert evaluate("$.body.meta.kind == 'page' && inputs.q == 1", context) is True
+    assert evaluate("has(output.body.next) || output['status_code'] != 200", context) is False
+    assert handed == [{"output": {"status_code": 200}},
+                      {"output": {"body": {"meta": {"kind": "page"}}}, "inputs": {"q": 1}},
+                      {"output": {"body": {}, "status_code": 200}}]
+    # a list read by index keeps its length (an index past the end fails as ever), null elsewhere
+    assert evaluate("$.body.items[1].name == 'item-1'", context) is True
+    items = handed[-1]["output"]["body"]["items"]
+    assert len(items) == 140_000 and items[1] == {"name": "item-1"} and items.count(None) == 140_000 - 1
+
+
+SMALL = {"a": {"b": {"c": 1}, "l": [1, 2], "s": "str", "n": None, "o": [{"x": 1, "y": [3]}, {"x": 2}]},
+         "pad": "p" * 100}
+
+
+@pytest.mark.parametrize("source", [
+    "inputs.a.b.c == 1", "inputs.a.b.missing", "inputs.missing.b", "has(inputs.a.b.c)", "has(inputs.a.z)",
+    "has(inputs.a.b)", "inputs.a.l.x", "inputs.a.s.x", "inputs.a.n.x", "inputs.a.l[1]", "inputs.a.l[5]",
+    "inputs.a['b'].c", 'inputs.a["b"]["c"] + 1', "inputs.a.b == {'c': 1}", "size(inputs.a.b)", "'c' in inputs.a.b",
+    "inputs.a.b.c + inputs.a.b.c", "inputs.a.l.map(x, x * 2)", "inputs.a.b.exists(k, k == 'c')",
+    "[1].exists(inputs, inputs == 1)", "inputs.a.b.c.d", "inputs.a\n.b .c", "inputs.a.b.all(k, inputs.a.b[k] > 0)",
+    "has(inputs.a.b) ? inputs.a.b.c : inputs.a.l", "type(inputs.a.b) == map", "inputs.a.b.c == inputs.pad.size()",
+    "inputs.a.o[1].x + inputs.a.o[0].y[0]", "has(inputs.a.o[1].y)", "inputs.a.o[2].x", "inputs.a.o[0].x.z",
+    "inputs.a.o[0] == {'x': 1, 'y': [3]}", "inputs.a.o[0].x + size(inputs.a.o)", "inputs.a.o[0].x + inputs.a.o.x",
+    "inputs.a.b[0]", "inputs.a.l[0u]", "inputs.a.l[0x1]", "inputs.a.l[1] == 2 && inputs.a.l[0] == 1",
+])
+def test_what_is_not_converted_changes_no_answer_and_no_error(source: str, handed: list[dict[str, Any]]) -> None:
+    """Over the sub-values it reads the expression answers, or fails, as over the whole context
+    (a missing key, ``has()``, a field of a list, a string or null); the binding is handed no field
+    the expression does not name (``pad``, but where ``size()`` reads it or a macro's variable
+    shadows ``inputs``)."""
+    expected: Any
+    try:
+        expected = cel.evaluate(source, {"inputs": SMALL})
+    except Exception as exc:  # noqa: BLE001 - what the binding raises is the answer here
+        expected = f"{type(exc).__name__}: {exc}"
+    try:
+        got = evaluate(source, {"inputs": SMALL})
+    except ExpressionError as exc:
+        got = str(exc)
+    assert got == expected
+    shadowed = source.startswith("[1].exists(inputs")  # a macro's own ``inputs``: read whole, to be safe
+    assert ("pad" in handed[0].get("inputs", {})) == ("pad" in source or shadowed)
+
+
+def test_an_expression_that_needs_a_whole_large_value_stops_at_its_deadline_before_converting_it(
+        ten_megabytes: dict[str, Any], handed: list[dict[str, Any]], settings: Any) -> None:
+    """Converting a 10 MB list is the binding's work before any tick (2-3 s here): it is weighed as
+    the walk goes, and refused once it could not end by the deadline, as a timed-out evaluation."""
+    settings.AOB_CEL_TIMEOUT_MS = 50
+    for source in ("size(output.body.items) > 0", "output.body == {}", "output.body.items.exists(i, i.id < 0)"):
+        with pytest.raises(ExpressionError) as caught:
+            evaluate(source, {"output": ten_megabytes})
+        assert caught.value.rule == "timeout" and "AOB_CEL_TIMEOUT_MS" in str(caught.value), source
+    assert handed == []  # refused before the binding started
+    # the same expressions over what fits in the deadline run as ever
+    assert evaluate("size(output.body.items) > 0", {"output": large_output(100)}) is True
+    assert evaluate("output.body.items.exists(i, i.id < 0)", {"output": large_output(100)}) is False
+
+
+def test_a_conversion_that_overruns_its_weight_stops_as_a_timed_out_evaluation(
+        monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """The weights are this machine's: a conversion that took longer than it was weighed at is
+    past the deadline when it ends, and the expression stops there as a tick would stop it."""
+    settings.AOB_CEL_TIMEOUT_MS = 50
+    real = expressions.cel.Context
+
+    def slow(variables: dict[str, Any], *args: Any) -> Any:
+        time.sleep(0.1)
+        return real(variables, *args)
+
+    monkeypatch.setattr(expressions.cel, "Context", slow)
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("output.status == 200", {"output": {"status": 200}})
+    assert caught.value.rule == "timeout"
 
 
 def test_evaluation_errors_are_expression_errors() -> None:
@@ -476,6 +590,33 @@ def test_an_output_that_cannot_be_computed_is_stated_and_the_run_still_answered(
             assert error["message"].startswith("metadata.output:")
     assert "AOB_MAX_RESOLVED_CONFIG_BYTES" in api.get(f"/api/v1/runs/{runs['too_large'].pk}").json()[
         "output_error"]["message"]
+
+
+def test_a_condition_on_a_small_field_of_a_large_response_routes_and_one_on_all_of_it_stops(
+        engine: Any, make_user: Any, remote: Any) -> None:
+    """An http node answers about 8 MB of JSON; its branch rules are evaluated in the coordinator's
+    decision, with the run locked. The first reads the whole list: converting it could not end
+    within AOB_CEL_TIMEOUT_MS, so it counts as false with a ``condition_error`` naming the timeout
+    (before, it converted for seconds and held); the second reads two small fields and routes."""
+    from workflows.models import Event
+
+    remote.script("large", [large_output(110_000)["body"]])
+    definition = {"nodes": [{"id": "fetch", "type": "http", "config": {"url": f"{remote.base}/seq/large"}},
+                            *[{"id": name, "type": "transform", "config": {"expression": f"'{name}'"}}
+                              for name in ("whole", "page", "other")]],
+                  "edges": [{"from": "fetch", "to": "whole", "condition": "$.body.items.size() > 0"},
+                            {"from": "fetch", "to": "page", "condition": "$.status_code == 200 && $.body.meta.kind == 'page'"},
+                            {"from": "fetch", "to": "other"}]}
+    run = finished(run_start(owner=make_user("carol"), definition=definition, inputs={}))
+
+    assert run.status == Run.Status.COMPLETED, run.error
+    fetched = run.node_runs.get(node_id="fetch")
+    assert len(fetched.output["body"]["items"]) == 110_000 and len(json.dumps(fetched.output)) > 7_000_000
+    assert {nr.node_id: nr.status for nr in run.node_runs.all()} == {
+        "fetch": "completed", "whole": "skipped", "page": "completed", "other": "skipped"}
+    [error] = Event.objects.filter(run=run, type="condition_error")
+    assert (error.data["from"], error.data["to"], error.data["rule"]) == ("fetch", "whole", "timeout")
+    assert "AOB_CEL_TIMEOUT_MS" in error.data["error"]
 
 
 # --- outbound HTTP -------------------------------------------------------------------------------

@@ -18,8 +18,10 @@ all in this module, with the operator's ceilings from settings:
   estimated against the size of the values it runs over before it runs: concatenation
   (``s + s + ... + s`` over a large ``s`` copies quadratically) and many references (a list of
   400 ``inputs.s`` holds 400 copies);
-- converting the context to CEL values happens before any tick, so only the variables the
-  expression reads are converted, and a decision's conditions share one deadline
+- converting the context to CEL values is the binding's work, before any tick: only what the
+  expression reads is handed to it (``activation``: the field paths the lexer finds, each
+  sub-value whole at its path's end), that is weighed against what is left of the deadline
+  before it is converted (``_admit``), and a decision's conditions share one deadline
   (``capped``): once it has passed, the next does not start.
 """
 
@@ -30,7 +32,7 @@ import functools
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cel
@@ -89,8 +91,9 @@ def expand_shorthand(source: str) -> str:
 @dataclass(frozen=True)
 class Shape:
     """What the lexer sees of a source: its comprehension macros, how deeply they nest, how many
-    ``+`` it has, the variables it reads (each as the path of field names that follows it:
-    ``inputs.a.b`` is ``("inputs", "a", "b")``), and the source with every comprehension body
+    ``+`` it has, the variables it reads (each as the path of field names and list indexes that
+    follows it: ``inputs.a.b[0]`` is ``("inputs", "a", "b", 0)``), and the source with every
+    comprehension body
     guarded by the tick. ``references`` leaves out those only asked a boolean or a number
     (``COPYING_METHODS``); ``reads`` has every one."""
 
@@ -98,8 +101,8 @@ class Shape:
     depth: int
     concatenations: int
     guarded: str
-    references: tuple[tuple[str, ...], ...] = ()
-    reads: tuple[tuple[str, ...], ...] = ()
+    references: tuple[tuple[str | int, ...], ...] = ()
+    reads: tuple[tuple[str | int, ...], ...] = ()
 
 
 def _string_end(source: str, i: int) -> int:
@@ -132,15 +135,27 @@ def _skip_blanks(source: str, k: int) -> int:
     return k
 
 
-def _field_path(source: str, word: str, j: int) -> tuple[tuple[str, ...], str | None]:
+def _field_path(source: str, word: str, j: int) -> tuple[tuple[str | int, ...], str | None]:
     """The reference starting with ``word`` (ending at ``j``): the field names that follow it
-    (``.name``, or ``["name"]`` as a node id with a ``-`` needs), and the method it is called
-    with, if any (``.name(``). Any other index or operator ends it."""
-    path, n = [word], len(source)
+    (``.name``, or ``["name"]`` as a node id with a ``-`` needs) and list indexes written as
+    decimal digits (``[0]``), and the method it is called with, if any (``.name(``). Any other
+    index or operator ends it."""
+    path: list[str | int] = [word]
+    n = len(source)
     while True:
         k = _skip_blanks(source, j)
         if k < n and source[k] == "[":  # a string-literal index is a field name too
             q = _skip_blanks(source, k + 1)
+            if q < n and source[q].isdigit():  # a list index (not 0x1, 1u, 1.0: they end the path)
+                end = q
+                while end < n and source[end].isdigit():
+                    end += 1
+                bracket = _skip_blanks(source, end)
+                if bracket >= n or source[bracket] != "]":
+                    return tuple(path), None
+                path.append(int(source[q:end]))
+                j = bracket + 1
+                continue
             close = source.find(source[q], q + 1) if q < n and source[q] in "'\"" else -1
             bracket = _skip_blanks(source, close + 1) if close > 0 else n
             if close < 0 or "\\" in source[q + 1:close] or bracket >= n or source[bracket] != "]":
@@ -169,8 +184,8 @@ def shape(source: str) -> Shape:
     second argument) is wrapped in ``(__aob_tick() ? (…) : null)``. An identifier neither after a
     ``.`` nor called is a reference to a variable, with its field path."""
     inserts: list[tuple[int, str]] = []
-    references: list[tuple[str, ...]] = []
-    reads: list[tuple[str, ...]] = []
+    references: list[tuple[str | int, ...]] = []
+    reads: list[tuple[str | int, ...]] = []
     stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
     macros = depth = concatenations = 0
     i, n = 0, len(source)
@@ -245,6 +260,8 @@ class Compiled:
     program: cel.Program  # the guarded program
     shape: Shape
     variables: frozenset[str]  # the names it reads: only these are converted to CEL values
+    # what of each of them it reads (``read_tree``): only that is converted
+    reads: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def limits() -> dict[str, int]:
@@ -278,7 +295,71 @@ def _compile(source: str, max_bytes: int, max_macros: int, max_depth: int) -> Co
         program = cel.compile(found.guarded)
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(str(exc).split("\n")[0]) from exc
-    return Compiled(source, program, found, frozenset(program.variables()) - {TICK})
+    variables = frozenset(program.variables()) - {TICK}
+    return Compiled(source, program, found, variables, read_tree(found.reads, variables))
+
+
+def read_tree(paths: tuple[tuple[str | int, ...], ...], variables: frozenset[str]) -> dict[str, Any]:
+    """What of each variable an expression reads, as a tree of field names and list indexes with
+    ``None`` where a value is read whole: ``output.status == 200 && has(output.body.id)`` is
+    ``{"output": {"status": None, "body": {"id": None}}}``. A path ends where the lexer stops
+    following it (a call, an index that is not a string or decimal digits, an operator), so a value
+    passed to ``size()``, a macro, ``in`` or ``==`` is whole, and so is a variable it finds no path
+    for, and a value read both by field and by index (it cannot be a map and a list)."""
+    tree: dict[Any, Any] = {}
+    for path in paths:
+        if path[0] not in variables:
+            continue  # a word the lexer took for a reference that the program does not read
+        node = tree
+        for depth, name in enumerate(path):
+            if depth == len(path) - 1:
+                node[name] = None
+            elif name in node and node[name] is None:
+                break  # read whole already: its fields with it
+            else:
+                node = node.setdefault(name, {})
+    for name in variables:
+        tree.setdefault(name, None)
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        for name, below in node.items():
+            if below is not None and len({type(key) for key in below}) > 1:
+                node[name] = None
+            elif below is not None:
+                todo.append(below)
+    return tree
+
+
+def activation(compiled: Compiled, context: dict[str, Any]) -> dict[str, Any]:
+    """The variables handed to the binding: each as much of its value as the expression reads
+    (``compiled.reads``): maps copied along the paths only, lists read by index copied with null
+    in every other place, each path's end whole. A key that is missing is missing here too, a list
+    keeps its length, and a path through a value that is not a map (or a list, for an index) takes
+    that value whole, so a missing key, an index past the end, ``has()`` and a field of a list or a
+    string behave as over the whole context."""
+    variables: dict[str, Any] = {}
+    todo: list[tuple[Any, dict[Any, Any], Any]] = [(context, compiled.reads, variables)]
+    while todo:  # iteratively: a path is as long as the source allows
+        source, branches, into = todo.pop()
+        for name, below in branches.items():
+            if isinstance(source, dict):
+                if name not in source:
+                    continue
+            elif name >= len(source):  # a list, read by index
+                continue
+            value = source[name]
+            if below is None:
+                into[name] = value
+            elif isinstance(value, dict) and type(next(iter(below))) is str:
+                into[name] = {}
+                todo.append((value, below, into[name]))
+            elif isinstance(value, list) and type(next(iter(below))) is int:
+                into[name] = [None] * len(value)
+                todo.append((value, below, into[name]))
+            else:
+                into[name] = value
+    return variables
 
 
 def fields_read(source: str, variable: str) -> frozenset[str] | None:
@@ -287,19 +368,18 @@ def fields_read(source: str, variable: str) -> frozenset[str] | None:
     ``nodes.map(…)``, a ``nodes`` the lexer cannot follow): which node outputs a run's
     ``metadata.output`` needs. Raises ``ExpressionError`` as ``compile_expression``."""
     compiled = compile_expression(source)
-    if variable not in compiled.variables:
+    if variable not in compiled.reads:
         return frozenset()
-    paths = [path for path in compiled.shape.reads if path[0] == variable]
-    if not paths or any(len(path) < 2 for path in paths):
-        return None
-    return frozenset(path[1] for path in paths)
+    fields = compiled.reads[variable]
+    return None if fields is None else frozenset(name for name in fields if isinstance(name, str))
 
 
 # --- evaluating ----------------------------------------------------------------------------------
 
 
 class _Budget:
-    """The tick a guarded program calls at every comprehension step."""
+    """One evaluation's deadline, from before its context is converted; also the tick a guarded
+    program calls at every comprehension step."""
 
     __slots__ = ("deadline", "expired")
 
@@ -312,6 +392,60 @@ class _Budget:
             self.expired = True
             raise TimeoutError("evaluation budget exhausted")
         return True
+
+
+# What converting a value to CEL costs the binding, in ns: Rust holding the GIL, before any tick can
+# run. Measured here (4 December, conversion and the program's copy of it): a string, a list, a map
+# or a map's key 1.3-2 µs each (2 µs in a 10 MB output of small objects), a float 0.9 µs, an
+# integer 0.15 µs, a boolean or null less, a character ~1 ns. Weighed at about 1.5 times that, for a
+# loaded machine: what could not be converted in what is left of the deadline is not started.
+CONVERT_NS = 3_000  # a string, a float, a list, a map, and each key of a map
+CONVERT_SCALAR_NS = 300  # an integer, a boolean, null
+CONVERT_CLOCK_EVERY = 1024  # values weighed between two looks at the clock (the walk's time counts)
+
+
+def _refused(budget: _Budget) -> TimeoutError:
+    budget.expired = True
+    return TimeoutError("converting the context would pass the deadline")
+
+
+def _admit(variables: dict[str, Any], budget: _Budget) -> None:
+    """Weigh converting ``variables`` (``CONVERT_NS``) while walking them, and raise
+    ``TimeoutError`` as soon as it could not end by the deadline, the walk's own time counted:
+    the walk stops there, so it costs at most what the deadline allows, whatever the size of the
+    value."""
+    left = (budget.deadline - time.monotonic()) * 1e9
+    cost, clock = CONVERT_NS, CONVERT_CLOCK_EVERY
+    todo: list[Any] = [variables]  # weighed as a map: the binding's context is one
+    while todo:
+        item = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        # each child weighs at least a scalar: a list too long is refused before it is walked
+        if cost + CONVERT_SCALAR_NS * len(children) > left:
+            raise _refused(budget)
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                cost += CONVERT_NS + len(child)
+            elif kind is int or kind is bool or child is None:
+                cost += CONVERT_SCALAR_NS
+            elif kind is dict or isinstance(child, dict):
+                cost += CONVERT_NS * (1 + len(child))  # the map and its keys
+                todo.append(child)
+            elif kind is list or isinstance(child, list | tuple):
+                cost += CONVERT_NS
+                todo.append(child)
+            elif isinstance(child, str | bytes):
+                cost += CONVERT_NS + len(child)
+            elif isinstance(child, int):
+                cost += CONVERT_SCALAR_NS
+            else:  # a float, or what the binding makes of anything else
+                cost += CONVERT_NS
+            clock -= 1
+            if not clock:
+                clock, left = CONVERT_CLOCK_EVERY, (budget.deadline - time.monotonic()) * 1e9
+            if cost > left:
+                raise _refused(budget)
 
 
 def largest_value(value: Any, stop: int) -> int:
@@ -376,11 +510,11 @@ def _check_copying(compiled: Compiled, variables: dict[str, Any]) -> None:
     if len(references) <= CHEAP_REFERENCES:
         return
     budget = settings.AOB_CEL_MAX_COPY_BYTES
-    weighed: dict[tuple[str, ...], int] = {}
+    weighed: dict[tuple[str | int, ...], int] = {}
     total = 0
     for path in references:
         if path not in weighed:
-            value = variables.get(path[0])
+            value = variables.get(str(path[0]))  # a path starts with a variable's name
             for name in path[1:]:
                 if not isinstance(value, dict) or name not in value:
                     break
@@ -394,17 +528,27 @@ def _check_copying(compiled: Compiled, variables: dict[str, Any]) -> None:
 
 # A tighter deadline for every evaluation in this context (``capped``): a decision evaluating a pure
 # node gives it what is left of its budget, however the node's own function calls ``evaluate``.
-_CAP_MS: ContextVar[float | None] = ContextVar("aob_cel_cap_ms", default=None)
+@dataclass
+class Cap:
+    ms: float
+    stopped: bool = False  # an evaluation inside stopped because of this cap (not its own deadline)
+
+
+_CAP: ContextVar[Cap | None] = ContextVar("aob_cel_cap", default=None)
 
 
 @contextlib.contextmanager
-def capped(ms: float) -> Iterator[None]:
-    """Evaluations inside stop after ``ms`` at most (an ``ExpressionError`` with rule ``timeout``)."""
-    token = _CAP_MS.set(ms)
+def capped(ms: float) -> Iterator[Cap]:
+    """Evaluations inside stop after ``ms`` at most (an ``ExpressionError`` with rule ``timeout``).
+    The ``Cap`` it yields says whether one stopped because of it: a conversion weighed past it is
+    refused at once, before the cap's time has run out, and a decision gives such a pure node to
+    a worker, under the node's own limits, as one that ran into the cap."""
+    cap = Cap(ms)
+    token = _CAP.set(cap)
     try:
-        yield
+        yield cap
     finally:
-        _CAP_MS.reset(token)
+        _CAP.reset(token)
 
 
 def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = None,
@@ -413,29 +557,43 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
     the operator's ``setting``, or ``capped``). Any failure, the budget included, is an
     ``ExpressionError`` with a message a person can act on."""
     compiled = compile_expression(source)
-    cap = _CAP_MS.get()
+    capping = _CAP.get()
+    cap = None if capping is None else capping.ms
     ceiling = settings.AOB_CEL_TIMEOUT_MS if cap is None else min(settings.AOB_CEL_TIMEOUT_MS, cap)
     limit = min(ceiling, timeout_ms or ceiling)
 
-    def stopped() -> ExpressionError:
+    def stopped(converting: bool = False) -> ExpressionError:
+        if capping is not None and limit >= capping.ms:
+            capping.stopped = True
         if cap is not None and cap < settings.AOB_CEL_TIMEOUT_MS and cap <= (timeout_ms or cap):
             why = "what was left of the time this decision's expressions share, AOB_CEL_TIMEOUT_MS"
         else:
             why = setting if timeout_ms and timeout_ms < settings.AOB_CEL_TIMEOUT_MS else "AOB_CEL_TIMEOUT_MS"
+        if converting:
+            return ExpressionError(f"evaluation stopped: what it reads is too large to convert to CEL values "
+                                   f"within {int(limit)} ms ({why}); read fewer fields of it", "timeout")
         return ExpressionError(f"evaluation stopped after {int(limit)} ms ({why})", "timeout")
 
     if limit <= 0:
         raise stopped()  # nothing left of the time it shares: it does not start
-    # Only what the expression reads is converted to CEL values, in a ``cel.Context`` (several
-    # times faster than a dict): converting large inputs it never reads would cost more than it.
-    variables = {name: context[name] for name in compiled.variables if name in context}
+    # The deadline runs from here: converting to CEL values is the binding's work before any tick,
+    # so only what the expression reads is handed to it (a rule reading ``output.status`` converts
+    # one number of a 10 MB output), and that is weighed first and refused when it cannot end in time.
+    budget = _Budget(limit / 1000)
+    variables = activation(compiled, context)
+    try:
+        _admit(variables, budget)
+    except TimeoutError:
+        raise stopped(converting=True) from None
     _check_concatenation(compiled, variables)
     _check_copying(compiled, variables)
-    budget = _Budget(limit / 1000)
     try:
-        if not compiled.shape.macros:  # nothing loops: no tick to call (the common, cheapest case)
-            return compiled.program.execute(cel.Context(variables))
-        return compiled.program.execute(cel.Context(variables, {TICK: budget}))
+        # in a ``cel.Context``, several times faster than a dict; no tick when nothing loops
+        converted = cel.Context(variables, {TICK: budget} if compiled.shape.macros else None)
+        budget()  # a conversion that took longer than it was weighed at stops as a tick would
+        return compiled.program.execute(converted)
+    except TimeoutError:
+        raise stopped() from None
     except (KeyError, ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
         if "SoftTimeLimitExceeded" in str(exc):
             raise SoftTimeLimitExceeded() from exc  # the task's own limit, raised in our tick: not the expression's

@@ -154,10 +154,10 @@ class Evaluator:
                           inputs=self.inputs, outputs=outputs,
                           timeout_s=(node.timeout_ms / 1000) if node.timeout_ms else None, owner_id=self.owner_id,
                           definition={"retry": node.retry, "timeout_ms": node.timeout_ms})
-        with capped(cap_ms), budget.timing():
+        with capped(cap_ms) as cap, budget.timing():
             ctx, output, error = evaluate(ctx)
         elapsed = time.monotonic() - started
-        if elapsed * 1000 >= cap_ms:
+        if elapsed * 1000 >= cap_ms or cap.stopped:
             return None  # stopped by (or ran into) the cap: a worker evaluates it under the node's own limits
         if error is not None and error.get("transient"):
             return None  # its retries with backoff are the queue's
