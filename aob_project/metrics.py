@@ -50,6 +50,9 @@ NODE_DURATION = Bucketed(Histogram("aob_node_duration_seconds", "Execution time 
                                    ["type", "status"], buckets=BUCKETS), ["type", "status"], type=node_type_label)
 NODE_QUEUE = Bucketed(Histogram("aob_node_queue_seconds", "Time a node run waited in the queue (queued → started)",
                                 ["type"], buckets=BUCKETS), ["type"], type=node_type_label)
+NODE_HELD = Bucketed(Counter("aob_node_held_total",
+                             "Claims of a node run held for a slot of its owner (AOB_OWNER_MAX_RUNNING)", ["type"]),
+                     ["type"], type=node_type_label)
 DECISION = Histogram("aob_coordinator_decision_seconds",
                      "Coordinator decision latency, by step: plain (one statement) or full (run locked, graph read)",
                      ["step"], buckets=BUCKETS)

@@ -38,6 +38,9 @@ def _gate_hint(event: dict[str, Any]) -> str | None:
                 f"   (or: aob reject {run_id} {node_id})")
     if event.get("type") == "node_unserved":  # no running worker consumes its queue (the sweeper's word)
         return data.get("message")
+    if event.get("type") == "node_held":  # its owner's slots of its type are taken (engine/admission.py)
+        return (f"{event.get('node_id')} waits for a slot: its owner runs {data.get('limit')} nodes of its type "
+                "at once (AOB_OWNER_MAX_RUNNING); it starts when one of them ends")
     if event.get("type") == "node_paused" and data.get("reason") == "budget":
         whose = data.get("budget_run_id") or data.get("run_id") or "<run_id>"
         return f"paused on a run's budget: aob run budget {whose} --max-cost-usd <usd>"

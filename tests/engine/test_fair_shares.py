@@ -1,31 +1,46 @@
 """Fair shares of the workers between owners (``workflows/engine/admission.py``): one owner's slow
 fan-out holds no more of a type's workers than ``AOB_OWNER_MAX_RUNNING``; another owner's node
-of that type runs beside it, not after all of it. What waits says why (``wait_reason`` ``slot``),
-each node still runs once, and a slot freed without a finish (a cancel) is given on by the sweeper.
+of that type runs beside it, not after all of it. What waits says why (``wait_reason`` ``slot``,
+a ``node_held`` event), each node still runs once, a finish (completed or failed) gives its slot to
+the oldest held node, and a slot freed without a finish (a cancel) is given on by the sweeper.
 
-The stack's worker is swapped for one with the limit at 1 and three processes: without the limit,
-the first owner's three held requests take all three and the other owner waits for them (the
-negative control)."""
+The stack's worker is swapped, for this module, for one with the limit at 1 and three processes.
+The negative controls: with the limit switched off, the first owner's three held requests take all
+three processes and the other owner waits for them; without the sweeper's release, a slot freed by
+a cancel stays idle."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings
+from django.utils import timezone
 
-from tests.conftest import client_for, wait_for_run
+from tests.conftest import client_for, stored_run, wait_for_run
 from tests.engine.flow import http, submit, wait_until
 from tests.security.conftest import swapped_worker
-from workflows.models import NodeRun
+from workflows.engine import admission, sweeper
+from workflows.models import NodeRun, Run
 
 FAN_OUT = 4
+HOOKS = redis.Redis.from_url(settings.REDIS_URL)
+
+
+@pytest.fixture(scope="module")
+def one_slot_worker(workers, stack_env) -> Iterator[None]:
+    with swapped_worker(workers, stack_env, "one-slot", AOB_OWNER_MAX_RUNNING="1"):
+        yield
 
 
 @pytest.fixture
-def one_slot(engine, stack_env) -> Iterator[None]:
-    with swapped_worker(engine, stack_env, "one-slot", AOB_OWNER_MAX_RUNNING="1"):
-        yield
+def one_slot(one_slot_worker, engine) -> None:
+    """The limit at one slot, and only finishes release: the sweeper's release is off unless a
+    test turns it back on (the engine fixture clears the switches after each test)."""
+    HOOKS.set("aob:test:release_sweep_off", 1)
 
 
 def fan_out(api, remote, key: str) -> str:
@@ -38,18 +53,22 @@ def reasons(run_id: str) -> dict[str, str]:
     return dict(NodeRun.objects.filter(run_id=run_id, status="queued").values_list("node_id", "wait_reason"))
 
 
-def test_negative_control_without_the_limit_the_fan_out_takes_every_worker(engine, api, make_user, remote):
-    """The stack's usual worker: three processes, a limit above them. Alice's held requests take
-    all three, and bob's node waits behind them."""
+def single(api, url: str, node_id: str = "only") -> str:
+    return submit(api, {"nodes": [http(node_id, url)], "edges": []})
+
+
+def test_negative_control_without_the_limit_the_fan_out_takes_every_worker(one_slot, api, make_user, remote):
+    """The same worker with the limit switched off: alice's held requests take all three of its
+    processes, and bob's node waits behind them."""
+    HOOKS.set("aob:test:slots_off", 1)
     key = uuid.uuid4().hex
     alice = fan_out(api, remote, key)
     wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 3, what="three requests held, one per worker process")
 
-    bob = client_for(make_user("bob"))
-    quick = submit(bob, {"nodes": [http("quick", f"{remote.base}/echo")], "edges": []})
+    quick = single(client_for(make_user("bob")), f"{remote.base}/echo")
     with pytest.raises(AssertionError, match="still queued"):
         wait_for_run(quick, timeout=4)
-    assert reasons(quick) == {"quick": ""}  # not held: waiting its turn in the queue, unseen
+    assert reasons(quick) == {"only": ""}  # not held: waiting its turn in the queue, unseen
     remote.release(key)
     assert wait_for_run(quick, timeout=30).status == "completed"
     assert wait_for_run(alice, timeout=30).status == "completed"
@@ -63,27 +82,80 @@ def test_another_owners_node_runs_beside_a_slow_fan_out_and_each_waiting_node_sa
                and set(reasons(alice).values()) == {"slot"}, what="one request held, the other nodes waiting for a slot")
 
     bob = client_for(make_user("bob"))
-    assert wait_for_run(submit(bob, {"nodes": [http("quick", f"{remote.base}/echo")], "edges": []}),
-                        timeout=15).status == "completed"
+    assert wait_for_run(single(bob, f"{remote.base}/echo"), timeout=15).status == "completed"
     assert len(remote.hits(f"/hold/{key}")) == 1  # bob's ran while alice's first still held her slot
 
     details = api.get(f"/api/v1/runs/{alice}/details").json()
     waiting = [n for n in details["nodes"] if n["status"] == "queued"]
     assert len(waiting) == FAN_OUT - 1 and {n["wait_reason"] for n in waiting} == {"slot"}
+    held = [e for e in api.get(f"/api/v1/runs/{alice}/events").json() if e["type"] == "node_held"]
+    assert sorted(e["node_id"] for e in held) == sorted(n["node_id"] for n in waiting)  # each told once
+    assert {e["data"]["limit"] for e in held} == {1}
 
-    remote.release(key)  # each finish gives its slot to the next
+    remote.release(key)  # each finish gives its slot to the next (the sweeper's release is off)
     assert wait_for_run(alice, timeout=30).status == "completed"
     assert len(remote.hits(f"/hold/{key}")) == FAN_OUT
     assert sorted(NodeRun.objects.filter(run_id=alice).values_list("attempts", "wait_reason")) == [(1, "")] * FAN_OUT
 
 
-def test_a_slot_freed_by_a_cancel_is_given_to_the_next_held_node(one_slot, api, remote):
+def test_a_failed_node_gives_its_slot_to_the_next(one_slot, api, remote):
     key = uuid.uuid4().hex
-    first = submit(api, {"nodes": [http("slow", f"{remote.base}/hold/{key}")], "edges": []})
+    first = single(api, f"{remote.base}/hold/{key}")
     wait_until(lambda: remote.hits(f"/hold/{key}"), what="the first request reaching the remote")
-    second = submit(api, {"nodes": [http("next", f"{remote.base}/echo")], "edges": []})
+    failing = single(api, f"{remote.base}/flaky/{key}/9")  # the connection dropped, no retry: the node fails
+    after = single(api, f"{remote.base}/echo")
+    wait_until(lambda: reasons(failing) == {"only": "slot"} and reasons(after) == {"only": "slot"},
+               what="both later runs' nodes waiting for a slot")
+
+    remote.release(key)  # the first completes and gives its slot to the failing one, whose failure gives it on
+    assert wait_for_run(first, timeout=20).status == "completed"
+    assert wait_for_run(failing, timeout=20).status == "failed"
+    assert wait_for_run(after, timeout=20).status == "completed"
+
+
+def test_a_slot_freed_by_a_cancel_is_given_on_by_the_sweeper_and_without_it_stays_idle(one_slot, api, remote):
+    key = uuid.uuid4().hex
+    first = single(api, f"{remote.base}/hold/{key}")
+    wait_until(lambda: remote.hits(f"/hold/{key}"), what="the first request reaching the remote")
+    second = single(api, f"{remote.base}/echo", "next")
     wait_until(lambda: reasons(second) == {"next": "slot"}, what="the second run's node waiting for a slot")
 
     assert api.post(f"/api/v1/runs/{first}/cancel").status_code == 200  # no finish releases the slot
+    wait_until(lambda: NodeRun.objects.filter(run_id=first, status="running").count() == 0, what="the slot freed")
+    # negative control: a sweep that finished past the stack's re-publish delay (3 s) after the slot
+    # was freed would have given it on; with the sweeper's release off, nothing does
+    freed = HOOKS.time()[0]
+    wait_until(lambda: float(HOOKS.get(sweeper.SWEPT_KEY) or 0) > freed + 4, timeout=20,
+               what="a sweep past the re-publish delay")
+    assert reasons(second) == {"next": "slot"}
+
+    HOOKS.delete("aob:test:release_sweep_off")
     assert wait_for_run(second, timeout=20).status == "completed"  # the sweeper gave it on
     remote.release(key)
+
+
+@pytest.mark.django_db
+def test_the_sweeper_releases_as_many_as_are_free_and_never_passes_over_a_free_owner(make_user, settings):
+    """Its one query groups what is held by owner and type and keeps those with a free slot: an
+    owner at the limit with many held node runs releases none and hides no one; an owner with one
+    free slot releases one, the longest held. (The rows are made here; on_commit publishes nothing
+    in this test's transaction.)"""
+    settings.AOB_OWNER_MAX_RUNNING = 1
+    long_ago = timezone.now() - timedelta(minutes=5)
+
+    def held(owner, count: int, *, running: int = 0, minutes: int = 0) -> Run:
+        run = stored_run(owner)
+        NodeRun.objects.bulk_create(
+            [NodeRun(run=run, node_id=f"busy{i}", node_type="http", status="running", attempts=1) for i in range(running)]
+            + [NodeRun(run=run, node_id=f"held{i}", node_type="http", status="queued", wait_reason="slot",
+                       held_for=owner.pk, dispatched_at=long_ago + timedelta(minutes=minutes, seconds=i))
+               for i in range(count)])
+        return run
+
+    alice, bob = make_user("alice"), make_user("bob")
+    busy = held(alice, 150, running=1)  # held longest, at her limit: nothing of hers may go
+    free = held(bob, 3, minutes=1)
+
+    assert admission.release_unreleased(timezone.now()) == 1
+    assert sorted(NodeRun.objects.filter(run=free, wait_reason="").values_list("node_id", flat=True)) == ["held0"]
+    assert NodeRun.objects.filter(run=busy, wait_reason="slot").count() == 150

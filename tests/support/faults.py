@@ -7,6 +7,11 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:drop_publish:<node_id>``: the first after-commit publish of that node is dropped
   (a crash between commit and publish); the sweeper must find it;
 - ``aob:test:sweeper_paused``: the sweeper does nothing;
+- ``aob:test:slots_off``: every owner's slots are unlimited (``admission.slots`` answers 0), the
+  negative control of the fair shares (tests/engine/test_fair_shares.py);
+- ``aob:test:release_sweep_off``: the sweeper releases no node run held for a slot
+  (``admission.release_unreleased``): only finishes release them, which the fair-share tests prove,
+  and the negative control of the sweeper's release (tests/engine/test_fair_shares.py);
 - ``aob:test:undecided_parks_off``: the sweeper finds no park left undecided
   (``sweeper.undecided_parks``), its other passes unchanged: negative control of the lost park
   callback (tests/approvals/test_park_callback_lost.py);
@@ -92,7 +97,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     from agents import budget
     from subflows import services as subflows
     from triggers.services import schedules
-    from workflows.engine import coordinator, dispatch, execution, heartbeat, sweeper
+    from workflows.engine import admission, coordinator, dispatch, execution, heartbeat, sweeper
     from workflows.models import NodeRun
     from workflows.services import runs
 
@@ -190,6 +195,14 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def switchable_due_time(schedule: Any, fired_at: Any) -> Any:
         return fired_at if _redis().exists("aob:test:firing_key_off") else due_time(schedule, fired_at)
 
+    release_unreleased, slots = admission.release_unreleased, admission.slots
+
+    def switchable_slots() -> int:
+        return 0 if _redis().exists("aob:test:slots_off") else slots()
+
+    def switchable_release_unreleased(stale: Any, most: int = 500) -> int:
+        return 0 if _redis().exists("aob:test:release_sweep_off") else release_unreleased(stale, most)
+
     subflows_sweep = subflows.subflows_sweep
 
     def switchable_subflows_sweep() -> dict[str, int]:
@@ -204,7 +217,8 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (sweeper, "ClockTimestamp", switchable_clock_timestamp),
                (budget, "wake", switchable_wake), (budget, "sweep_paused", switchable_sweep_paused),
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
-               (heartbeat._Beat, "interrupt", switchable_interrupt)]
+               (heartbeat._Beat, "interrupt", switchable_interrupt),
+               (admission, "release_unreleased", switchable_release_unreleased), (admission, "slots", switchable_slots)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
     return wrapped

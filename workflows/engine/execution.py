@@ -19,7 +19,7 @@ from psycopg.errors import ForeignKeyViolation
 
 from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
-from aob_project.metrics import NODE_DURATION, NODE_QUEUE
+from aob_project.metrics import NODE_DURATION, NODE_HELD, NODE_QUEUE
 from workflows import registry
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
@@ -39,12 +39,13 @@ logger = logging.getLogger(__name__)
 
 CLAIM = """
 WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
-    SELECT id, owner_id FROM workflows_run
+    SELECT id, owner_id, request_id FROM workflows_run
      WHERE id = (SELECT run_id FROM workflows_noderun WHERE id = %(id)s AND status = 'queued')
        AND status IN ('queued', 'running', 'waiting_for_approval')
        FOR UPDATE
 ), due AS (
-    SELECT queued.id, queued.node_type, locked.owner_id FROM workflows_noderun queued, locked
+    SELECT queued.id, queued.node_id, queued.iteration, queued.node_type, queued.wait_reason AS was, locked.owner_id
+      FROM workflows_noderun queued, locked
      WHERE queued.id = %(id)s AND queued.run_id = locked.id
 ), at_limit AS ({at_limit}
 ), held AS (  -- the owner runs as many of this type as it may: held queued for a slot (admission.py)
@@ -53,6 +54,18 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
      WHERE waiting.id = due.id AND waiting.status = 'queued' AND EXISTS (SELECT 1 FROM at_limit)
        AND (waiting.available_at IS NULL OR waiting.available_at <= %(due)s)
  RETURNING waiting.id
+), told AS (  -- its first hold says so in the run's events
+    UPDATE workflows_run r SET event_seq = r.event_seq + 1
+      FROM held, due
+     WHERE r.id = (SELECT id FROM locked) AND due.was <> 'slot'
+ RETURNING r.id, r.event_seq
+), held_event AS (
+    INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
+    SELECT told.id, told.event_seq, %(held_type)s, due.node_id,
+           jsonb_build_object('iteration', due.iteration, 'limit', %(slots)s),
+           COALESCE(NULLIF(%(request_id)s, ''), locked.request_id), %(now)s
+      FROM told, due, locked
+ RETURNING seq, request_id
 ), claimed AS (
     UPDATE workflows_noderun nr
        SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s, wait_reason = '', held_for = NULL,
@@ -78,10 +91,12 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
  RETURNING seq, request_id
 )
 SELECT claimed.run_id, claimed.node_id, claimed.node_type, claimed.iteration, claimed.attempts, claimed.queued_at,
-       bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id
+       bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id, false
   FROM claimed, bumped, started
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM held
+UNION ALL  -- held: the node_held event's seq when this was its first hold
+SELECT locked.id, due.node_id, due.node_type, due.iteration, NULL, NULL, due.owner_id, NULL, NULL, held_event.seq,
+       held_event.request_id, true
+  FROM held, due, locked LEFT JOIN held_event ON true
 """.replace("{at_limit}", admission.AT_LIMIT)
 
 
@@ -98,18 +113,27 @@ def claim(node_run_id: int) -> NodeContext | Held | None:
     duplicate or the node run is no longer ours (cancelled, finished, not yet due); ``HELD`` when
     its owner runs as many of its type as it may (``admission``): it waits queued for a slot."""
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(CLAIM, {"now": now, "lease_s": settings.AOB_LEASE_S, "id": node_run_id,
-                               "due": now + timedelta(milliseconds=50), "request_id": current_request_id(),
-                               "event_type": Event.Type.NODE_STARTED.value, "slots": admission.slots()})
-        row = cursor.fetchone()
-    if row is None:
+    slots = admission.slots()
+    params: dict[str, Any] = {"now": now, "lease_s": settings.AOB_LEASE_S, "id": node_run_id, "due": now + timedelta(milliseconds=50),
+              "request_id": current_request_id(), "event_type": Event.Type.NODE_STARTED.value, "slots": slots,
+              "held_type": Event.Type.NODE_HELD.value}
+    if slots:  # the owner's slots counted after the claims before this one committed (admission.OWNER_SLOTS)
+        rows = locks.pipelined(admission.OWNER_SLOTS, params, CLAIM, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(CLAIM, params)
+            rows = cursor.fetchall()
+    if not rows:
         return None
-    if row[0] is None:
-        logger.info("node_run.held", extra={"node_run_id": node_run_id, "slots": admission.slots()})
-        return HELD
     (run_id, node_id, node_type, iteration, attempts, queued_at, owner_id, inputs, artifact_id, seq,
-     request_id) = row
+     request_id, held) = rows[0]
+    if held:
+        NODE_HELD.labels(node_type).inc()
+        logger.debug("node_run.held", extra={"node_run_id": node_run_id})
+        if seq is not None:  # its first hold: the run's page and its watchers are told why it waits
+            events.push(str(run_id), owner_id, [events.frame(run_id, seq, Event.Type.NODE_HELD, node_id, {
+                "iteration": iteration, "limit": slots}, request_id, now)])
+        return HELD
     bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type, request_id=request_id)
     events.push(str(run_id), owner_id, [events.frame(run_id, seq, Event.Type.NODE_STARTED, node_id,
                                                      {"iteration": iteration, "attempt": attempts}, request_id, now)])
@@ -170,13 +194,11 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
     SELECT %(run_id)s, bumped.event_seq, %(event_type)s, %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
       FROM bumped
     RETURNING seq
-), released AS (  -- its slot is free: the owner's oldest node run of its type held for one goes (admission.py)
-    {released}
 )
 SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq, bumped.output_bytes,
-       released.id, released.node_id, released.node_type, released.run_id, released.current_artifact_id
-  FROM appended, bumped LEFT JOIN released ON true
-""".replace("{released}", admission.released(when="EXISTS (SELECT 1 FROM done)").strip())
+       {waiting} AS waiting  -- for its slot, now free (admission.py)
+  FROM appended, bumped
+""".replace("{waiting}", admission.WAITING)
 
 
 def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None:
@@ -213,9 +235,12 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
                                              "attempt": ctx.attempt, "iteration": ctx.iteration})
     if row is None:
         return None
-    seq, run_status, artifact_id, patch_seq, output_bytes, *released = row
-    if released[0] is not None:  # committed: this statement was the transaction
-        publish_after_commit([admission.dispatch_of(tuple(released))])
+    seq, run_status, artifact_id, patch_seq, output_bytes, waiting = row
+    if waiting:  # a statement of its own, after this one committed: no lock held while it takes one
+        try:
+            admission.release(ctx.owner_id, ctx.node_type)
+        except Exception:  # the sweeper releases it (admission.release_unreleased)
+            logger.exception("admission.release_failed", extra={"node_type": ctx.node_type})
     events.push(ctx.run_id, ctx.owner_id, [events.frame(ctx.run_id, seq, Event.Type.NODE_COMPLETED, ctx.node_id, data,
                                                         request_id, now)])
     return Completion(node_run_id=ctx.node_run_id, run_id=ctx.run_id, node_id=ctx.node_id, node_type=ctx.node_type,
@@ -262,17 +287,17 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
                             available_at=now + timedelta(milliseconds=backoff_ms), dispatched_at=now)
             if not moved:
                 return "discarded"
-            admission.release(ctx.owner_id, ctx.node_type)  # its slot is free while it waits to retry
             events.append(ctx.run_id, ctx.owner_id, [(Event.Type.NODE_RETRYING, ctx.node_id, {
                 "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error, "backoff_ms": backoff_ms})])
             publish_after_commit([Dispatch(ctx.node_run_id, ctx.node_id, ctx.node_type, ctx.run_id,
                                            (ctx.definition or {}).get("timeout_ms"), countdown_s=backoff_ms / 1000)])
+            admission.release(ctx.owner_id, ctx.node_type)  # its slot is free while it waits (the last lock)
             return "retrying"
         moved = _finish(ctx, now, status=NodeRun.Status.FAILED, entry=entry, error=error)
         if moved:
-            admission.release(ctx.owner_id, ctx.node_type)
             events.append(ctx.run_id, ctx.owner_id, [(Event.Type.NODE_FAILED, ctx.node_id, {
                 "iteration": ctx.iteration, "attempt": ctx.attempt, "error": error})])
+            admission.release(ctx.owner_id, ctx.node_type)  # the last lock this transaction takes
     return "failed" if moved else "discarded"
 
 
@@ -309,7 +334,7 @@ def execute(node_run_id: int) -> str | list[Any]:
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
-    if ctx is HELD:
+    if isinstance(ctx, Held):
         return HELD_WORD
     started = time.monotonic()
     try:
@@ -364,8 +389,8 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
                                           wait_reason=reason, undecided_since=timezone.now())
         if not moved:
             return False
-        admission.release(ctx.owner_id, ctx.node_type)  # a waiting node holds no worker
         events.append(ctx.run_id, ctx.owner_id, create())
+        admission.release(ctx.owner_id, ctx.node_type)  # a waiting node holds no worker (the last lock)
     return True
 
 

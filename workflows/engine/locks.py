@@ -6,13 +6,21 @@ approval's decision — so two of them queue on the run row instead of deadlocki
 The one-statement paths (claim, completion, the plain steps) take it with a ``locked`` CTE their
 node-run update reads from: PostgreSQL evaluates the CTE, locking the run, before the update
 reaches the node run row.
+
+Before all of them, a claim takes its owner's slot lock for the node's type (``OWNER_SLOTS``,
+``engine/admission.py``), only while the owner's slots are limited: nothing else takes it, and
+nothing is held when it is asked for. The one lock taken out of this order is a release's
+(``admission.RELEASE``): another run's held node run, ``SKIP LOCKED`` (it never waits), as the
+last thing its transaction locks.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
+from psycopg.pq import TransactionStatus
 
 LOCK_RUN = "SELECT status FROM workflows_run WHERE id = %s FOR UPDATE"
 LOCK_RUN_OF_NODE_RUN = ("SELECT id, status FROM workflows_run "
@@ -40,3 +48,31 @@ def lock_run_of(node_run_id: int) -> tuple[Any, str] | None:
         cursor.execute(LOCK_RUN_OF_NODE_RUN, [node_run_id])
         row = cursor.fetchone()
     return (row[0], row[1]) if row else None
+
+
+def pipelined(lock_sql: str, lock_params: Any, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """Take a lock (``lock_sql``), then run ``sql`` with a snapshot taken once the lock is held,
+    in one transaction (a statement's snapshot predates a lock it waits for; the next statement's
+    does not). In autocommit (a worker) ``BEGIN; lock; sql; COMMIT`` go out pipelined, one round
+    trip; inside a caller's transaction, as a savepoint."""
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(lock_sql, lock_params)
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    connection.ensure_connection()
+    raw = connection.connection
+    try:
+        with connection.wrap_database_errors, raw.cursor() as lock, raw.cursor() as step:
+            with raw.pipeline():
+                lock.execute("BEGIN")
+                lock.execute(lock_sql, lock_params)
+                step.execute(sql, params)
+                lock.execute("COMMIT")
+            return step.fetchall()
+    except Exception:
+        with contextlib.suppress(Exception):
+            raw.execute("ROLLBACK")
+        if raw.closed or raw.info.transaction_status != TransactionStatus.IDLE:
+            connection.close()  # never hand a half-open transaction (holding a lock) to the next task
+        raise

@@ -14,7 +14,6 @@ and plans. Nothing here decides; ``tests/engine/test_planner.py`` checks the der
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 from dataclasses import asdict
@@ -22,13 +21,12 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.pq import TransactionStatus
 
 from aob_project.context import current_request_id
 from workflows.definition.ir import IR
 from workflows.models import Event, NodeRun, Run
 
-from . import events, hooks, planner, transitions
+from . import events, hooks, locks, planner, transitions
 from .completion import Completion
 from .dispatch import Dispatch, publish_after_commit
 
@@ -255,28 +253,7 @@ SELECT id FROM workflows_run
 def _locked_statement(run_id: Any, sql: str, params: dict[str, Any],
                       unconsumed: int | None = None) -> list[tuple[Any, ...]]:
     """Lock the run, then run ``sql`` with a snapshot taken once the lock is held, in one
-    transaction. In autocommit (a worker) ``BEGIN; lock; sql; COMMIT`` go out pipelined, one
-    round trip; inside a caller's transaction, as a savepoint. With ``unconsumed`` (a node run),
-    the lock is taken only while that node run is unconsumed (``LOCK_RUN_UNCONSUMED``)."""
+    transaction (``locks.pipelined``: one round trip in a worker). With ``unconsumed`` (a node
+    run), the lock is taken only while that node run is unconsumed (``LOCK_RUN_UNCONSUMED``)."""
     lock_sql, lock_params = (LOCK_RUN, [run_id]) if unconsumed is None else (LOCK_RUN_UNCONSUMED, [run_id, unconsumed])
-    if connection.in_atomic_block:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(lock_sql, lock_params)
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    connection.ensure_connection()
-    raw = connection.connection
-    try:
-        with connection.wrap_database_errors, raw.cursor() as lock, raw.cursor() as step:
-            with raw.pipeline():
-                lock.execute("BEGIN")
-                lock.execute(lock_sql, lock_params)
-                step.execute(sql, params)
-                lock.execute("COMMIT")
-            return step.fetchall()
-    except Exception:
-        with contextlib.suppress(Exception):
-            raw.execute("ROLLBACK")
-        if raw.closed or raw.info.transaction_status != TransactionStatus.IDLE:
-            connection.close()  # never hand a half-open transaction (holding the run lock) to the next task
-        raise
+    return locks.pipelined(lock_sql, lock_params, sql, params)

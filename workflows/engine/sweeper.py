@@ -64,7 +64,7 @@ def sweep() -> dict[str, int]:
             publish_now(_dispatch(nr))
             counts["republished"] += 1
 
-    counts["released"] = admission.release_unreleased(stale, LIVE_RUN)
+    counts["released"] = admission.release_unreleased(stale)
 
     expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=ClockTimestamp(),
                                      run__status__in=LIVE_RUN).select_related("run")[:500]

@@ -14,6 +14,7 @@ class Event(models.Model):
         NODE_SKIPPED = "node_skipped"
         NODE_RETRYING = "node_retrying"
         NODE_UNSERVED = "node_unserved"
+        NODE_HELD = "node_held"
         CONDITION_ERROR = "condition_error"
         APPROVAL_REQUIRED = "approval_required"
         APPROVAL_DECIDED = "approval_decided"

@@ -42,7 +42,9 @@ function row(item, span) {
   }
   const facts = [`wait ${fmtMs(item.queue_wait_ms)}`, `ran ${fmtMs(item.run_ms)}`];
   if (item.attempts > 1) facts.push(`${item.attempts} attempts`);
-  if (item.wait_reason) facts.push(`waiting for ${WAITS[item.wait_reason] || item.wait_reason}`);
+  if (item.wait_reason && (item.status === "queued" || item.status === "waiting")) {
+    facts.push(`waiting for ${WAITS[item.wait_reason] || item.wait_reason}`);
+  }
   return el("tr", { "data-node": item.node_id, "data-iteration": String(item.iteration), "data-status": item.status },
     el("th", { scope: "row", class: "mono" }, label),
     el("td", {}, el("span", { class: `badge s-${item.status}` }, item.status)),
