@@ -251,10 +251,10 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
     """The run's output whole, as JSON text, or why it could not be computed (``GET
     /runs/{id}/output``, where the markers of ``run_result`` lead): ``null`` until it is stored.
     The terminal nodes' outputs, and a stored ``metadata.output``, are the database's JSON text,
-    never parsed. The terminal nodes' outputs go in smallest first while their sum fits
-    ``AOB_MAX_NODE_OUTPUT_BYTES`` (what one node's output may be: each fits alone), the rest as the
-    markers ``run_result`` shows, linking to their artifacts: the answer is bounded by one node's
-    output, not by the run's (``AOB_MAX_RUN_OUTPUT_BYTES``)."""
+    never parsed. The terminal nodes' outputs go in smallest first while their sum (sizes of the
+    database's text, as ``run_result`` measures) fits ``AOB_MAX_NODE_OUTPUT_BYTES``, what one node's
+    output may be; the rest are the markers ``run_result`` shows, linking to their artifacts. So the
+    answer is bounded by one node's output, not by the run's (``AOB_MAX_RUN_OUTPUT_BYTES``)."""
     if run.status != Run.Status.COMPLETED:
         return "null", None
     ir = load_ir(run)
