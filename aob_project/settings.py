@@ -337,6 +337,12 @@ AOB_DECISION_MAX_MS = env_int("AOB_DECISION_MAX_MS", env_int("AOB_PURE_MAX_MS", 
 # Per run: node runs (loops multiply them) and bytes of stored outputs; past either the run fails.
 AOB_MAX_NODE_RUNS_PER_RUN = env_int("AOB_MAX_NODE_RUNS_PER_RUN", 10000)
 AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024)
+# One node's output, as stored (canonical JSON in UTF-8): past it the node fails (OutputTooLarge,
+# workflows/engine/outputs.py), and GET /runs/{id}/output answers at most this much of node outputs
+# (the rest as links to their artifacts). 32 MiB holds an http node's output of a body at
+# AOB_HTTP_MAX_RESPONSE_BYTES (10 MiB) as text or JSON (1-1.2x) or binary decoded as text (random
+# bytes 2.4x, 0xff or NUL 3x); a body of control characters (6x) does not. Raise it with that cap.
+AOB_MAX_NODE_OUTPUT_BYTES = env_int("AOB_MAX_NODE_OUTPUT_BYTES", 32 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
 # A run's inputs, however it starts (a hook's mapping and a parent's sub-workflow node can build more
 # than the API's body cap): refused at the start past it
 AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))

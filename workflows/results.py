@@ -216,12 +216,17 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
     for row in _latest(run, _terminal(ir), budget=page.left(), whole=False):
         if row.text is not None and page.fits(row.bytes):
             output[row.node_id] = json.loads(row.text)
-        else:  # one node's output: read whole as its artifact
+        else:
             truncated = True
-            output[row.node_id] = left_out(row.bytes, node_value_href(
-                run_id=run.pk, node_id=row.node_id, iteration=row.iteration, field="output",
-                artifact_id=row.artifact_id))
+            output[row.node_id] = _left_out(run, row)
     return Result(output, truncated=truncated)
+
+
+def _left_out(run: Run, row: _Latest) -> dict[str, Any]:
+    """A terminal node's output an answer does not carry: the marker linking to its artifact,
+    which answers it whole."""
+    return left_out(row.bytes, node_value_href(run_id=run.pk, node_id=row.node_id, iteration=row.iteration,
+                                               field="output", artifact_id=row.artifact_id))
 
 
 # A stored output's size, and its JSON text while it fits what is left of the answer
@@ -246,13 +251,17 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
     """The run's output whole, as JSON text, or why it could not be computed (``GET
     /runs/{id}/output``, where the markers of ``run_result`` lead): ``null`` until it is stored.
     The terminal nodes' outputs, and a stored ``metadata.output``, are the database's JSON text,
-    never parsed (the terminal outputs' sum is bounded by ``AOB_MAX_RUN_OUTPUT_BYTES``)."""
+    never parsed. The terminal nodes' outputs go in smallest first while their sum (sizes of the
+    database's text, as ``run_result`` measures) fits ``AOB_MAX_NODE_OUTPUT_BYTES``, what one node's
+    output may be; the rest are the markers ``run_result`` shows, linking to their artifacts. So the
+    answer is bounded by one node's output, not by the run's (``AOB_MAX_RUN_OUTPUT_BYTES``)."""
     if run.status != Run.Status.COMPLETED:
         return "null", None
     ir = load_ir(run)
     if ir.output_spec is None:
-        rows = _latest(run, _terminal(ir), budget=2**62, whole=True)
-        return "{" + ",".join(f"{json.dumps(r.node_id)}:{r.text}" for r in rows) + "}", None
+        rows = _latest(run, _terminal(ir), budget=settings.AOB_MAX_NODE_OUTPUT_BYTES, whole=False)
+        texts = ((r.node_id, r.text if r.text is not None else json.dumps(_left_out(run, r))) for r in rows)
+        return "{" + ",".join(f"{json.dumps(node_id)}:{text}" for node_id, text in texts) + "}", None
     run_output.ask_unasked(run)  # a run completed before outputs were stored: pending from now
     if run.output_artifact_id is None:
         return "null", None if run.output_pending else run.output_error

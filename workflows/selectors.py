@@ -537,7 +537,7 @@ def node_field_text(*, run: Run, node_id: str, iteration: int, field: str) -> st
     parsed: where the markers of details and iterations lead once the field passes their byte
     budget. Only that column of that row is read. Its size is bounded by what was written, not by
     ``AOB_DETAILS_MAX_BYTES``: an input (the resolved config) by ``AOB_MAX_RESOLVED_CONFIG_BYTES``
-    (16 MiB), an output by the run's ``AOB_MAX_RUN_OUTPUT_BYTES``, an attempt log by one entry per
+    (16 MiB), an output by ``AOB_MAX_NODE_OUTPUT_BYTES`` (32 MiB), an attempt log by one entry per
     attempt. A skipped node's passthrough output is null, as details show it."""
     if field not in HEAVY_FIELDS:
         raise NotFound(f"a node run has no field {field!r} (one of {', '.join(HEAVY_FIELDS)})", extra={"field": field})

@@ -92,3 +92,32 @@ def test_the_timeline_shows_queue_wait_run_time_retries_and_iterations(engine, a
             assert item["queue_wait_ms"] is not None and item["run_ms"] is not None
             assert item["queued_ms"] <= item["started_ms"] <= item["finished_ms"]
     assert timeline["truncated"] is False
+
+
+def test_the_whole_output_carries_terminal_outputs_within_one_nodes_ceiling_and_links_the_rest(
+        engine, api, settings):
+    """``GET /runs/{id}/output`` answers at most ``AOB_MAX_NODE_OUTPUT_BYTES`` of terminal outputs
+    (read where the answer is made: this process), smallest first; the rest are the markers
+    ``GET /runs/{id}`` shows, each leading to its artifact whole."""
+    small, large = {"pad": "s" * 30_000}, {"pad": "l" * 40_000}
+    ends = {"nodes": [{"id": "small", "type": "transform", "config": {"template": {"pad": "$inputs.s"}}},
+                      {"id": "large", "type": "transform", "config": {"template": {"pad": "$inputs.l"}}}],
+            "edges": []}
+    (run,) = wait_all([submit(api, ends, {"s": small["pad"], "l": large["pad"]})])
+    assert run.status == "completed", run.error
+
+    settings.AOB_MAX_NODE_OUTPUT_BYTES = 50_000  # each fits alone, not both
+    response = api.get(f"/api/v1/runs/{run.pk}/output")
+    assert response.status_code == 200 and len(response.content) < 50_000 + 1_000
+    output = response.json()["output"]
+    assert output["small"] == small
+    # sizes as the database's text of them (a space after each ':' and ','), as GET /runs/{id} measures
+    assert output["large"]["truncated"] is True and output["large"]["bytes"] == 40_011
+    assert output["large"]["href"].startswith("/api/v1/artifacts/sha256:")
+    assert api.get(output["large"]["href"]).json()["content"] == large
+
+    settings.AOB_MAX_NODE_OUTPUT_BYTES = 20_000  # neither fits
+    output = api.get(f"/api/v1/runs/{run.pk}/output").json()["output"]
+    assert {node_id: marker["bytes"] for node_id, marker in output.items()} == {"small": 30_011, "large": 40_011}
+    for node_id, whole in (("small", small), ("large", large)):
+        assert api.get(output[node_id]["href"]).json()["content"] == whole

@@ -434,7 +434,9 @@ class RunInputsOut(serializers.Serializer):
 
 class RunOutputOut(serializers.Serializer):
     """``GET /runs/{id}/output``: the run's output whole, where the markers of ``GET /runs/{id}``
-    and details lead (null until the run completes), or why it could not be computed."""
+    and details lead (null until the run completes), or why it could not be computed. Terminal
+    nodes' outputs go in smallest first while their sum fits ``AOB_MAX_NODE_OUTPUT_BYTES``; the
+    rest are the same markers, linking to their artifacts."""
 
     run_id = serializers.UUIDField()
     output = serializers.JSONField(allow_null=True, help_text="any JSON value")

@@ -32,7 +32,7 @@ from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
-from .outputs import strict_json
+from .outputs import OutputTooLarge, refuse_large_output, strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ def claim(node_run_id: int) -> NodeContext | Held | None:
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
 
 
-def _store_artifact(value: Any) -> str:
-    text = canonical_json(value)
+def _store_artifact(text: str) -> str:
+    """Store an output already in ``canonical_json`` form; its id."""
     aid = text_id(text)
     keep_artifacts({aid: (Artifact.Kind.NODE_IO, text)})
     return aid
@@ -205,15 +205,18 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
     """Record the output once: artifact, ``running → completed`` (compare-and-set on this attempt)
     and ``node_completed``, in one statement. Returns what the coordinator needs to route it
     without reading it back (a ``Completion``); None when the result is discarded (the node run
-    was cancelled or re-queued meanwhile)."""
+    was cancelled or re-queued meanwhile). Raises ``OutputTooLarge`` before anything is written
+    when the output passes ``AOB_MAX_NODE_OUTPUT_BYTES`` (measured on the text it stores)."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
     text = canonical_json(output)
+    size = size_of(text)
+    refuse_large_output(size)
     aid = text_id(text)
     data = {"iteration": ctx.iteration, "attempt": ctx.attempt, "output_artifact_id": aid}
     request_id = current_request_id()
     params: dict[str, Any] = {
-        "aid": aid, "output": text, "size": size_of(text), "now": now, "input": canonical_json(ctx.config),
+        "aid": aid, "output": text, "size": size, "now": now, "input": canonical_json(ctx.config),
         "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
         "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
         "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value,
@@ -359,7 +362,10 @@ def execute(node_run_id: int) -> str | list[Any]:
     if output is WAITING:
         return "waiting"
     events.hold_until_task_end()
-    completion = complete(ctx, output, started)
+    try:
+        completion = complete(ctx, output, started)
+    except OutputTooLarge as exc:  # nothing of it was written: the node fails, not retried
+        return fail(ctx, error_payload(exc), started)
     return completion.as_message() if completion is not None else "discarded"
 
 
@@ -409,7 +415,13 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
         fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
         if error is None:
             output = strict_json(output)
-            aid = _store_artifact(output)
+            text = canonical_json(output)
+            try:
+                refuse_large_output(size_of(text))
+            except OutputTooLarge as exc:  # a child's outputs together, say: the node fails, nothing stored
+                output, error = None, error_payload(exc)
+        if error is None:
+            aid = _store_artifact(text)
             fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
             event = (Event.Type.NODE_COMPLETED, nr.node_id, {"iteration": nr.iteration, "output_artifact_id": aid})
         else:

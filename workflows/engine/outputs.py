@@ -15,6 +15,11 @@ The rule:
 - Map keys: strings (``1`` → ``"1"``, ``true`` → ``"true"``); tuples and sets: arrays.
 - Strings: NUL (``jsonb`` cannot hold it) and lone surrogates become U+FFFD.
 - Anything else: ``NonJSONOutput`` naming its path and type (in an error payload: its text).
+
+And one rule for how large one output may be (``refuse_large_output``): its JSON as stored past
+``AOB_MAX_NODE_OUTPUT_BYTES`` fails the node with ``OutputTooLarge`` before anything of it is
+written (``execution.complete`` and ``resume``, ``pure.Evaluator``: where each measures the text it
+stores), so an answer that carries one node's output whole is bounded by it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import math
 from typing import Any
 
 import isodate
+from django.conf import settings
 
 from aob_project.exceptions import AobError
 from workflows.models import canonical_json
@@ -32,6 +38,21 @@ from workflows.models import canonical_json
 
 class NonJSONOutput(AobError):
     code = "NonJSONOutput"
+
+
+class OutputTooLarge(AobError):
+    code = "OutputTooLarge"
+
+
+def refuse_large_output(size: int) -> None:
+    """Raise ``OutputTooLarge`` when an output of ``size`` bytes (its ``canonical_json`` in UTF-8,
+    as its artifact and node run store it) passes ``AOB_MAX_NODE_OUTPUT_BYTES``. Not transient: the
+    same work makes the same output."""
+    limit = settings.AOB_MAX_NODE_OUTPUT_BYTES
+    if size > limit:
+        raise OutputTooLarge(f"the node's output is {size} bytes; at most {limit} are stored "
+                             "(AOB_MAX_NODE_OUTPUT_BYTES)",
+                             extra={"rule": "max_output_bytes", "limit": limit, "bytes": size, "transient": False})
 
 
 def strict_json(value: Any, *, non_finite: str = "fail") -> Any:

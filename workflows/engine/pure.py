@@ -35,10 +35,10 @@ from aob_project.metrics import NODE_DURATION
 from workflows import registry
 from workflows.definition.expressions import capped
 from workflows.definition.ir import Node
-from workflows.models import canonical_json, text_id
+from workflows.models import canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
-from .outputs import strict_json
+from .outputs import OutputTooLarge, refuse_large_output, strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,19 @@ class Evaluator:
             return None  # stopped by (or ran into) the cap: a worker evaluates it under the node's own limits
         if error is not None and error.get("transient"):
             return None  # its retries with backoff are the queue's
+        text, size = "", 0
+        if error is None:
+            try:
+                text = canonical_json(output)
+            except (TypeError, ValueError):
+                return None  # not storable as JSON: the worker's path records that failure
+            size = size_of(text)
+            try:
+                refuse_large_output(size)  # as a worker's completion: failed, nothing stored
+            except OutputTooLarge as exc:
+                from .execution import error_payload
+
+                output, error = None, error_payload(exc)
         status = "failed" if error is not None else "completed"
         NODE_DURATION.labels(node.type, status).observe(elapsed)  # as a worker observes it
         logger.info(f"node_run.{status}", extra={"run_id": self.run_id, "node_id": node.id, "iteration": iteration,
@@ -170,11 +183,7 @@ class Evaluator:
                   "duration_ms": int(elapsed * 1000)}
         if error is not None:
             return Outcome(error=error, **common)
-        try:
-            text = canonical_json(output)
-        except (TypeError, ValueError):
-            return None  # not storable as JSON: the worker's path records that failure
-        return Outcome(output=output, artifact_id=text_id(text), size=len(text.encode()), **common)
+        return Outcome(output=output, artifact_id=text_id(text), size=size, **common)
 
 
 def evaluator_for(run: Any, budget: Budget) -> Evaluator | None:
