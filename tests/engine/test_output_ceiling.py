@@ -120,3 +120,20 @@ def test_a_resumed_node_past_the_ceiling_fails(engine: Any, ceiling_worker: stac
     error = node_runs(run)["child"].error or {}
     assert error.get("bytes", 0) > CEILING, (run.status, error)
     assert_refused(run, "child", error["bytes"])
+
+
+def test_a_metadata_output_past_the_ceiling_is_an_output_error_not_a_stored_artifact(
+        engine: Any, ceiling_worker: stack.Proc, api: Any) -> None:
+    """``metadata.output`` is stored as a node's output is, under the same ceiling: past it the run
+    stays completed and answers ``output_error`` naming the rule, with nothing stored."""
+    node_id = unique("pad")
+    past = "p" * CEILING
+    definition = {"nodes": [padded(node_id, pure=False)], "edges": [],
+                  "metadata": {"output": {"expression": f"{{'twice': [nodes.{node_id}.pad, nodes.{node_id}.pad]}}"}}}
+    run = run_to_end(api, definition, {"pad": past[: CEILING // 2]})
+
+    assert run.status == Run.Status.COMPLETED and run.output_artifact_id is None
+    assert {k: run.output_error[k] for k in ("error_type", "rule", "limit")} == {
+        "error_type": "OutputTooLarge", "rule": "max_output_bytes", "limit": CEILING}
+    answer = api.get(f"/api/v1/runs/{run.pk}").json()
+    assert answer["output"] is None and answer["output_error"]["rule"] == "max_output_bytes"

@@ -19,7 +19,8 @@ from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, run_output, transitions
 from workflows.engine.artifacts import keep_artifacts
 from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
-from workflows.limits import refuse_past, refuse_unstorable
+from workflows.engine.outputs import OutputTooLarge, refuse_large_output
+from workflows.limits import bounded_error, refuse_past, refuse_unstorable
 from workflows.models import (
     Artifact,
     Event,
@@ -279,6 +280,13 @@ def run_output_store(*, run_id: str) -> bool:
         if error is not None:
             return run_output.settle(run.pk, run.owner_id, artifact_id=None, error=error)
         text = canonical_json(value)
+        try:  # the one ceiling of a stored output, a node's or the run's (engine/outputs.py)
+            refuse_large_output(size_of(text))
+        except OutputTooLarge as exc:
+            error = bounded_error({"error_type": exc.code, "rule": exc.extra["rule"],
+                                   "message": f"metadata.output: {exc.message}", "limit": exc.extra["limit"],
+                                   "bytes": exc.extra["bytes"]})
+            return run_output.settle(run.pk, run.owner_id, artifact_id=None, error=error)
         artifact_id = text_id(text)
         keep_artifacts({artifact_id: (Artifact.Kind.NODE_IO, text)})
         return run_output.settle(run.pk, run.owner_id, artifact_id=artifact_id, error=None, size=size_of(text))
