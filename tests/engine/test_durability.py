@@ -107,6 +107,7 @@ def test_worker_killed_mid_node_the_node_runs_again_and_is_applied_once(engine, 
     assert counts[("workflow_completed", "")] == 1
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_negative_control_without_the_key_the_repeat_applies_the_effect_twice(engine, stack_env, api, remote):
     """The same trial with the protecting mechanism off (no key, told to repeat): the check above
     does detect the doubling."""
@@ -264,6 +265,7 @@ def test_a_publish_lost_after_commit_is_republished_by_the_sweeper(engine, api):
     assert HOOKS.exists(f"aob:test:drop_publish:{entry}", f"aob:test:drop_publish:{middle}") == 0
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_negative_control_without_the_sweeper_the_lost_node_is_detected(engine, api):
     HOOKS.set("aob:test:sweeper_paused", 1)
     entry, middle = unique("lost_entry"), unique("lost_mid")

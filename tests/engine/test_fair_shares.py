@@ -4,8 +4,8 @@ of that type runs beside it, not after all of it. What waits says why (``wait_re
 a ``node_held`` event), each node still runs once, a finish (completed or failed) gives its slot to
 the oldest held node, and a slot freed without a finish (a cancel) is given on by the sweeper.
 
-The stack's worker is swapped, for this module, for one with the limit at 1 and three processes.
-The negative controls: with the limit switched off, the first owner's three held requests take all
+The stack's worker (three processes) runs with the limit at 1 (``aob:test:slots``). The negative
+controls: with the limit switched off, the first owner's three held requests take all
 three processes and the other owner waits for them; without the sweeper's release, a slot freed by
 a cancel stays idle."""
 
@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from tests.conftest import client_for, stored_run, wait_for_run
 from tests.engine.flow import http, submit, wait_until
-from tests.security.conftest import swapped_worker
 from workflows.engine import admission, sweeper
 from workflows.models import NodeRun, Run
 
@@ -30,17 +29,15 @@ FAN_OUT = 4
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)
 
 
-@pytest.fixture(scope="module")
-def one_slot_worker(workers, stack_env) -> Iterator[None]:
-    with swapped_worker(workers, stack_env, "one-slot", AOB_OWNER_MAX_RUNNING="1"):
-        yield
-
-
 @pytest.fixture
-def one_slot(one_slot_worker, engine) -> None:
-    """The limit at one slot, and only finishes release: the sweeper's release is off unless a
-    test turns it back on (the engine fixture clears the switches after each test)."""
+def one_slot(engine) -> Iterator[None]:
+    """The stack's worker (three processes) with the limit at one slot (``aob:test:slots``, read
+    where ``AOB_OWNER_MAX_RUNNING`` is), and only finishes release: the sweeper's release is off
+    unless a test turns it back on. Both switches go after the test, for the tests after it."""
+    HOOKS.set("aob:test:slots", 1)
     HOOKS.set("aob:test:release_sweep_off", 1)
+    yield
+    HOOKS.delete("aob:test:slots", "aob:test:release_sweep_off")
 
 
 def fan_out(api, remote, key: str) -> str:
@@ -60,7 +57,7 @@ def single(api, url: str, node_id: str = "only") -> str:
 def test_negative_control_without_the_limit_the_fan_out_takes_every_worker(one_slot, api, make_user, remote):
     """The same worker with the limit switched off: alice's held requests take all three of its
     processes, and bob's node waits behind them."""
-    HOOKS.set("aob:test:slots_off", 1)
+    HOOKS.set("aob:test:slots", 0)
     key = uuid.uuid4().hex
     alice = fan_out(api, remote, key)
     wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 3, what="three requests held, one per worker process")

@@ -7,8 +7,9 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:drop_publish:<node_id>``: the first after-commit publish of that node is dropped
   (a crash between commit and publish); the sweeper must find it;
 - ``aob:test:sweeper_paused``: the sweeper does nothing;
-- ``aob:test:slots_off``: every owner's slots are unlimited (``admission.slots`` answers 0), the
-  negative control of the fair shares (tests/engine/test_fair_shares.py);
+- ``aob:test:slots``: every owner's slots of a type, as ``AOB_OWNER_MAX_RUNNING`` would set them
+  (``admission.slots`` answers it; ``0``, no limit: the negative control of the fair shares), so
+  tests/engine/test_fair_shares.py needs no worker of its own;
 - ``aob:test:release_sweep_off``: the sweeper releases no node run held for a slot
   (``admission.release_unreleased``): only finishes release them, which the fair-share tests prove,
   and the negative control of the sweeper's release (tests/engine/test_fair_shares.py);
@@ -198,7 +199,8 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     release_unreleased, slots = admission.release_unreleased, admission.slots
 
     def switchable_slots() -> int:
-        return 0 if _redis().exists("aob:test:slots_off") else slots()
+        told = _redis().get("aob:test:slots")
+        return slots() if told is None else int(told)
 
     def switchable_release_unreleased(stale: Any, most: int = 500) -> int:
         return 0 if _redis().exists("aob:test:release_sweep_off") else release_unreleased(stale, most)
