@@ -39,6 +39,7 @@ FAULT_CONTROL_TRIALS ?= 3
 test-faults: venv
 	FAULT_TRIALS=$(FAULT_TRIALS) FAULT_CONTROL_TRIALS=$(FAULT_CONTROL_TRIALS) $(BIN)/pytest tests/faults \
 	  tests/engine/test_lease.py tests/engine/test_output_stored.py tests/engine/test_durability.py \
+	  tests/engine/test_cancel_stops_work.py tests/approvals/test_park_callback_lost.py tests/subflows/test_subflow_budget.py \
 	  -m "fault or faults_full" $(PYTEST_ARGS)
 
 # The browser test drives Debian's Chromium (never a browser download); install it when missing.

@@ -82,6 +82,7 @@ def test_a_park_whose_callback_died_is_decided_by_the_sweeper_and_its_approval_r
     assert len(events(run_id, "workflow_completed")) == 1
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_control_without_the_undecided_parks_pass_the_run_stays_running(engine, hitl_worker, user):
     """Every other pass of the sweeper still runs; only the one that finds undecided parks is off."""
     hooks().set("aob:test:undecided_parks_off", 1)

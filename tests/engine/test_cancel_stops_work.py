@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import redis
 from django.conf import settings
 
@@ -48,6 +49,7 @@ def test_cancel_aborts_a_running_request_and_frees_the_worker(engine, stack_env,
     assert wait_for_run(run_id).status == "cancelled"
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_negative_control_without_the_stop_the_cancelled_request_runs_on(engine, stack_env, api, remote):
     HOOKS.set("aob:test:lease_stop_off", 1)
     try:

@@ -66,6 +66,7 @@ def test_every_run_completes_and_every_node_is_applied_once(trial: Trial, engine
     assert outcome.clean, f"{trial}: {outcome.detail}"
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 def test_control_without_the_sweeper_the_killed_decision_is_lost(control_trial: Trial, engine, coordinator, api,
                                                                   remote):
     """The sweeper switched off, the worker killed whole loses the run. Not drawn here: a pool

@@ -28,7 +28,7 @@ from workflows.services.runs import run_start
 ROOT = Path(settings.BASE_DIR)
 CONFIG = ROOT / "tests" / "security" / "schemathesis.toml"
 ST = str(Path(sys.executable).with_name("st"))
-EXAMPLES = 6
+EXAMPLES = 4
 
 
 def definition(name: str) -> dict[str, Any]:

@@ -127,6 +127,7 @@ def test_a_wake_lost_with_its_process_is_made_up_by_the_sweep(engine, api, user,
     assert [d["resumed"] for d in freed] == [["plan"]] and "freed_in" not in freed[0]  # by agents.sweep
 
 
+@pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)
 @pytest.mark.fault
 def test_control_without_wake_and_sweep_the_node_stays_paused_though_it_fits(engine, api, user, fake_llm):
     hooks().set("aob:test:budget_wake_off", 1)
