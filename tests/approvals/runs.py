@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -10,6 +9,7 @@ from rest_framework.response import Response
 
 from approvals.models import Approval
 from tests.conftest import client_for, wait_for_run
+from tests.engine.flow import wait_until  # noqa: F401 - the approvals tests' import of it
 from workflows.models import Event, NodeRun, Run
 
 WAITING = {"waiting_for_approval", "completed", "failed", "cancelled"}
@@ -74,15 +74,6 @@ def output(run_id: str, node_id: str = "review") -> Any:
 
 def events(run_id: str, type_: str) -> list[dict[str, Any]]:
     return list(Event.objects.filter(run_id=run_id, type=type_).order_by("seq").values_list("data", flat=True))
-
-
-def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached after {timeout}s")
-        time.sleep(0.05)
-    return value
 
 
 def ids(response: Response) -> list[int]:

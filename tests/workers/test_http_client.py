@@ -27,6 +27,7 @@ import certifi
 import httpcore
 import pytest
 
+from tests.engine.flow import wait_until
 from workers.http import (
     DNSResolutionFailed,
     HTTPRequestError,
@@ -596,6 +597,39 @@ def test_a_lookup_that_never_answers_ends_at_the_request_deadline() -> None:
         assert caught.value.transient and "looking up 'never-answers.example'" in caught.value.message
     finally:
         answered.set()
+
+
+def test_lookups_left_behind_are_bounded_per_process_and_past_the_bound_a_request_fails_at_once() -> None:
+    """Each request to a silent name ends at its deadline but leaves its lookup thread behind: an
+    agent's loop of them would leave one per request. Past ``MAX_PENDING_LOOKUPS`` a request fails
+    at once saying why, and once the name server answers, lookups are made again."""
+    answered = threading.Event()
+
+    def silent_name_server(host: str, port: int) -> list[str]:
+        answered.wait(10)
+        return ["203.0.113.9"]
+
+    def lookup_threads() -> int:
+        return sum(t.name == "aob-http-lookup" for t in threading.enumerate())
+
+    try:
+        for i in range(client_module.MAX_PENDING_LOOKUPS):
+            with pytest.raises(HTTPRequestError, match="looking up"):
+                request(method="GET", url=f"http://silent-{i}.example/", timeout_s=0.05, resolver=silent_name_server)
+        assert lookup_threads() >= client_module.MAX_PENDING_LOOKUPS
+        started = time.monotonic()
+        with pytest.raises(HTTPRequestError) as caught:
+            request(method="GET", url="http://one-more.example/", timeout_s=5, resolver=silent_name_server)
+        assert time.monotonic() - started < 1  # not the request's 5 s deadline
+        assert caught.value.transient and "still unanswered" in caught.value.message
+        assert lookup_threads() <= client_module.MAX_PENDING_LOOKUPS
+    finally:
+        answered.set()
+    wait_until(lambda: lookup_threads() == 0, timeout=5)
+    with pytest.raises(HTTPRequestError, match="looking up") as caught:  # a lookup is made again
+        request(method="GET", url="http://silent-again.example/", timeout_s=0.05,
+                resolver=lambda host, port: time.sleep(0.5) or [])
+    assert "still unanswered" not in caught.value.message
 
 
 def test_connection_refused_is_transient(settings: Any) -> None:

@@ -115,18 +115,29 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+MAX_PENDING_LOOKUPS = 16  # lookup threads alive at once in one process (``_lookup_within``)
+_pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+
+
 def _lookup_within(resolver: Resolver, seconds: float | None) -> Resolver:
     """``resolver`` waited for at most ``seconds``, the request's time left.
 
     ``getaddrinfo`` cannot be interrupted: a name whose server never answers (one any user or agent
     can register) would hold the worker for the system resolver's own timeout, attempts × servers ×
     5 s, past any deadline. The lookup runs in a thread of its own, so no lookup waits behind
-    another; one left behind ends at the resolver's timeout, and nothing waits for it.
+    another; one left behind ends at the resolver's timeout, and nothing waits for it. At most
+    ``MAX_PENDING_LOOKUPS`` of those threads live in a process: an agent's loop of requests to such
+    names, each ending at a short deadline, would otherwise leave a thread behind for every one.
+    Past it a request fails at once, as a transient connect error saying why.
     """
     if seconds is None:
         return resolver
 
     def lookup(host: str, port: int) -> list[str]:
+        if not _pending_lookups.acquire(blocking=False):
+            raise httpcore.ConnectError(
+                f"not looking up {host!r}: {MAX_PENDING_LOOKUPS} name lookups of this process are still "
+                "unanswered (a name server that does not answer); try again later")
         outcome: list[Any] = []
         done = threading.Event()
 
@@ -136,9 +147,14 @@ def _lookup_within(resolver: Resolver, seconds: float | None) -> Resolver:
             except BaseException as exc:  # noqa: BLE001 - handed to the request's thread, raised there
                 outcome.append(exc)
             finally:
+                _pending_lookups.release()
                 done.set()
 
-        threading.Thread(target=resolve, name="aob-http-lookup", daemon=True).start()
+        try:
+            threading.Thread(target=resolve, name="aob-http-lookup", daemon=True).start()
+        except BaseException:
+            _pending_lookups.release()
+            raise
         if not done.wait(seconds):
             raise httpcore.ConnectTimeout(f"looking up {host!r} took longer than the request's time left")
         if isinstance(outcome[0], BaseException):
