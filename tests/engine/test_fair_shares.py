@@ -116,6 +116,11 @@ def test_a_slot_freed_by_a_cancel_is_given_on_by_the_sweeper_and_without_it_stay
     wait_until(lambda: remote.hits(f"/hold/{key}"), what="the first request reaching the remote")
     second = single(api, f"{remote.base}/echo", "next")
     wait_until(lambda: reasons(second) == {"next": "slot"}, what="the second run's node waiting for a slot")
+    third = single(api, f"{remote.base}/echo", "later")
+    wait_until(lambda: reasons(third) == {"later": "slot"}, what="the third run's node waiting for a slot")
+    assert api.post(f"/api/v1/runs/{third}/cancel").status_code == 200  # a held node run cancelled waits no more
+    assert list(NodeRun.objects.filter(run_id=third).values_list("status", "wait_reason", "held_for")) == [
+        ("cancelled", "", None)]
 
     assert api.post(f"/api/v1/runs/{first}/cancel").status_code == 200  # no finish releases the slot
     wait_until(lambda: NodeRun.objects.filter(run_id=first, status="running").count() == 0, what="the slot freed")

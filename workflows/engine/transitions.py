@@ -91,8 +91,11 @@ def move_node_runs(where: Q, to: str, *, sources: Iterable[str] | None = None, r
                    **fields: Any) -> int:
     """Move the node runs ``where`` selects from ``sources`` (default: every status the table
     allows into ``to``) to ``to``, setting ``fields``; append ``event`` if any moved. Returns
-    how many moved. Call inside the caller's transaction when the event must commit with it."""
+    how many moved. Call inside the caller's transaction when the event must commit with it. A
+    node run that finishes waits for nothing: its ``wait_reason`` and ``held_for`` are cleared."""
     allowed = _check(NODE_RUN_MOVES, node_run_sources(to) if sources is None else sources, to)
+    if to in NodeRun.FINISHED:
+        fields = {"wait_reason": "", "held_for": None, **fields}
     moved = NodeRun.objects.filter(where, status__in=allowed).update(status=to, **fields)
     if moved and event is not None:
         events.append(run_id, owner_id, event if isinstance(event, list) else [event])  # type: ignore[arg-type]
@@ -122,7 +125,7 @@ def cancel_active(run_id: Any, now: Any) -> list[str]:
     returns the node ids cancelled."""
     active = Q(run_id=run_id, status__in=NodeRun.ACTIVE)
     cancelled = list(NodeRun.objects.filter(active).values_list("node_id", flat=True))
-    move_node_runs(active, N.CANCELLED, finished_at=now, lease_expires_at=None, wait_reason="")
+    move_node_runs(active, N.CANCELLED, finished_at=now, lease_expires_at=None)
     return cancelled
 
 
