@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -107,7 +107,7 @@ transitions.check_run_move(Run.Status.QUEUED, Run.Status.RUNNING)
 transitions.check_run_move(Run.Status.WAITING_FOR_APPROVAL, Run.Status.RUNNING)
 
 
-def claim(node_run_id: int) -> NodeContext | Held | None:
+def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     """``queued → running`` with a compare-and-set, the run marked running and ``node_started``
     appended, in one statement (one round trip on the hot path). None when the message is a
     duplicate or the node run is no longer ours (cancelled, finished, not yet due); ``HELD`` when
@@ -337,8 +337,8 @@ def execute(node_run_id: int) -> str | list[Any]:
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
-    if isinstance(ctx, Held):
-        return HELD_WORD
+    if isinstance(ctx, str):  # HELD: it waits queued for a slot
+        return ctx
     started = time.monotonic()
     try:
         ctx, run = prepared(ctx)
@@ -369,13 +369,9 @@ def execute(node_run_id: int) -> str | list[Any]:
     return completion.as_message() if completion is not None else "discarded"
 
 
-class Held:
-    """What ``claim`` answers for a node run held for a slot (``admission``)."""
-
-
-HELD = Held()
-# the executor's word for it: nothing finished, so its linked coordinator has nothing to decide
-HELD_WORD = "held"
+# What ``claim`` answers for a node run held for a slot (``admission``), and the executor's word
+# for it: nothing finished, so its linked coordinator has nothing to decide.
+HELD: Final = "held"
 
 WAITING = object()
 """Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""
