@@ -53,6 +53,9 @@ NODE_QUEUE = Bucketed(Histogram("aob_node_queue_seconds", "Time a node run waite
 NODE_HELD = Bucketed(Counter("aob_node_held_total",
                              "Claims of a node run held for a slot of its owner (AOB_OWNER_MAX_RUNNING)", ["type"]),
                      ["type"], type=node_type_label)
+RUN_INPUTS_READ = Counter("aob_run_inputs_read_total",
+                          "Run inputs past 64 KiB read from the database by the engine (a process's first need "
+                          "of them, or again once it let them go: workflows/engine/run_inputs.py)")
 DECISION = Histogram("aob_coordinator_decision_seconds",
                      "Coordinator decision latency, by step: plain (one statement) or full (run locked, graph read)",
                      ["step"], buckets=BUCKETS)

@@ -346,6 +346,9 @@ AOB_MAX_NODE_OUTPUT_BYTES = env_int("AOB_MAX_NODE_OUTPUT_BYTES", 32 * 1024 * 102
 # A run's inputs, however it starts (a hook's mapping and a parent's sub-workflow node can build more
 # than the API's body cap): refused at the start past it
 AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
+# Run inputs past 64 KiB are read once in an engine process and kept (workflows/engine/run_inputs.py),
+# at most this much of their stored size per process (0: never kept, read at every claim and decision).
+AOB_RUN_INPUTS_KEPT_BYTES = env_int("AOB_RUN_INPUTS_KEPT_BYTES", 16 * 1024 * 1024, within=(0, 1024 * 1024 * 1024))
 # A run's metadata.output is computed once after it completes, by a worker on its own queue (wf.output)
 # (workflows/services/runs.py run_output_store), within this many seconds (the task's soft time limit).
 AOB_OUTPUT_TIME_LIMIT_S = env_int("AOB_OUTPUT_TIME_LIMIT_S", 60, within=(1, 3600))

@@ -46,6 +46,8 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:subflows_sweep_off``: ``subflows.sweep`` does nothing, so a test that builds a child
   left running under an ended parent (tests/retention/test_prune_races.py) is not tidied by the
   live stack's sweep meanwhile;
+- ``aob:test:inputs_unkept``: negative control of the inputs a process keeps: ``run_inputs.kept``
+  finds none, so large inputs are read at every claim and decision (tests/engine/test_run_inputs.py);
 - ``aob:test:firing_key_off``: negative control: a schedule's firing is keyed by when it was
   delivered, not by the cron time it was due (``schedules.due_time``), so a firing beat sends again
   is a new one (tests/faults/test_beat_restarted.py).
@@ -98,7 +100,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     from agents import budget
     from subflows import services as subflows
     from triggers.services import schedules
-    from workflows.engine import admission, coordinator, dispatch, execution, heartbeat, sweeper
+    from workflows.engine import admission, coordinator, dispatch, execution, heartbeat, run_inputs, sweeper
     from workflows.models import NodeRun
     from workflows.services import runs
 
@@ -205,6 +207,11 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def switchable_release_unreleased(stale: Any, most: int = 500) -> int:
         return 0 if _redis().exists("aob:test:release_sweep_off") else release_unreleased(stale, most)
 
+    kept = run_inputs.kept
+
+    def switchable_kept(key: str) -> Any:
+        return None if _redis().exists("aob:test:inputs_unkept") else kept(key)
+
     subflows_sweep = subflows.subflows_sweep
 
     def switchable_subflows_sweep() -> dict[str, int]:
@@ -220,7 +227,8 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (budget, "wake", switchable_wake), (budget, "sweep_paused", switchable_sweep_paused),
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
                (heartbeat._Beat, "interrupt", switchable_interrupt),
-               (admission, "release_unreleased", switchable_release_unreleased), (admission, "slots", switchable_slots)]
+               (admission, "release_unreleased", switchable_release_unreleased), (admission, "slots", switchable_slots),
+               (run_inputs, "kept", switchable_kept)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
     return wrapped

@@ -22,7 +22,7 @@ from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
 
-from . import events, hooks, planner, pure, steps, transitions
+from . import events, hooks, planner, pure, run_inputs, steps, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
 from .dispatch import Dispatch, compute_output_after_commit, coordinate_after_commit, publish_after_commit
@@ -51,7 +51,7 @@ def read_state(run: Run, ir: IR, tokens: list[Token] | None = None) -> State:
     count = getattr(run, "node_run_count", None)
     if count is None:
         count = NodeRun.objects.filter(run_id=run.pk).count() if ir.loops else 0
-    return State(run_status=run.status, inputs=run.inputs, tokens=_needed_tokens(run, ir) if tokens is None else tokens,
+    return State(run_status=run.status, inputs=run_inputs.of_run(run), tokens=_needed_tokens(run, ir) if tokens is None else tokens,
                  now=timezone.now(), limits=planner.Limits.from_settings(), output_bytes=(run.usage or {}).get("output_bytes", 0),
                  node_runs_stored=count, patch_pending=patch_pending, started_at=run.started_at or run.created_at)
 
@@ -60,7 +60,8 @@ def locked_run(node_run_id: int) -> Run | None:
     """The run of a node run, locked, with what the planner needs besides its node runs."""
     return (Run.objects.select_for_update(of=("self",))
             .filter(pk=Subquery(NodeRun.objects.filter(pk=node_run_id).values("run_id")[:1]))
-            .annotate(patch_pending=Exists(RunPatch.objects.filter(run_id=OuterRef("pk"),
+            .defer("inputs")  # large ones are read once in a process (run_inputs)
+            .annotate(inputs_head=run_inputs.HEAD, patch_pending=Exists(RunPatch.objects.filter(run_id=OuterRef("pk"),
                                                                    status=RunPatch.Status.PENDING_APPROVAL)),
                       node_run_count=Subquery(NodeRun.objects.filter(run_id=OuterRef("pk")).order_by()
                                               .values("run_id").annotate(n=Count("id")).values("n")[:1]))
@@ -179,7 +180,7 @@ def _decide(node_run_id: int) -> None:
         if mine is None or mine.consumed:
             return  # a duplicate message
         budget = pure.Budget()
-        apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run, budget), budget), state.now)
+        apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run, state.inputs, budget), budget), state.now)
 
 
 def start_new(run: Run) -> list[NodeRun]:

@@ -27,7 +27,7 @@ from workflows.limits import bounded_error
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
-from . import admission, events, heartbeat, locks, transitions
+from . import admission, events, heartbeat, locks, run_inputs, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
@@ -81,7 +81,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
            started_at = COALESCE(r.started_at, %(now)s)
       FROM claimed
      WHERE r.id = claimed.run_id
- RETURNING r.id, r.event_seq, r.owner_id, r.inputs, r.current_artifact_id, r.request_id
+ RETURNING r.id, r.event_seq, r.owner_id, {inputs_head} AS inputs, r.current_artifact_id, r.request_id
 ), started AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
     SELECT bumped.id, bumped.event_seq, %(event_type)s, claimed.node_id,
@@ -97,7 +97,7 @@ UNION ALL  -- held: the node_held event's seq when this was its first hold
 SELECT locked.id, due.node_id, due.node_type, due.iteration, NULL, NULL, due.owner_id, NULL, NULL, held_event.seq,
        held_event.request_id, true
   FROM held, due, locked LEFT JOIN held_event ON true
-""".replace("{at_limit}", admission.AT_LIMIT)
+""".replace("{at_limit}", admission.AT_LIMIT).replace("{inputs_head}", run_inputs.HEAD_SQL)
 
 
 # The moves CLAIM and COMPLETE make in SQL, as the transition table allows them.
@@ -144,6 +144,7 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     logger.debug("node_run.started", extra={"attempt": attempts, "iteration": iteration})
     if isinstance(inputs, str):  # Django's psycopg setup leaves jsonb as text in raw queries
         inputs = json.loads(inputs)
+    inputs = run_inputs.of(run_id, inputs)  # large ones are not in the claim's answer
     ir = graph(artifact_id)
     node = ir.nodes.get(node_id)
     timeout_ms = node.timeout_ms if node else None

@@ -186,9 +186,9 @@ class Evaluator:
         return Outcome(output=output, artifact_id=text_id(text), size=size, **common)
 
 
-def evaluator_for(run: Any, budget: Budget) -> Evaluator | None:
-    """The evaluator for a decision about ``run`` within ``budget``, or None when the setting turns
-    the feature off."""
+def evaluator_for(run: Any, inputs: dict[str, Any], budget: Budget) -> Evaluator | None:
+    """The evaluator for a decision about ``run`` (its ``inputs`` as the decision read them) within
+    ``budget``, or None when the setting turns the feature off."""
     if not settings.AOB_PURE_NODES:
         return None
-    return Evaluator(run_id=str(run.pk), owner_id=run.owner_id, inputs=run.inputs or {}, budget=budget)
+    return Evaluator(run_id=str(run.pk), owner_id=run.owner_id, inputs=inputs or {}, budget=budget)
