@@ -132,7 +132,7 @@ def workflow_with_last_run(*, workflow: Workflow) -> Workflow:
 
 
 def workflow_versions(*, workflow: Workflow, after: int = -1, limit: int = 1000) -> QuerySet[WorkflowVersion]:
-    """A workflow's versions after seq ``after`` (the first is 0), oldest first, at most ``limit``:
+    """A workflow's versions after seq ``after`` (-1: from the first), oldest first, at most ``limit``:
     a workflow saved ten thousand times is read a page at a time, and its tag once."""
     return WorkflowVersion.objects.filter(workflow=workflow, seq__gt=after).select_related("workflow").order_by(
         "seq")[:limit]

@@ -82,6 +82,29 @@ def test_a_save_based_on_a_version_of_a_deleted_tag_is_a_409_and_creates_nothing
     assert not Workflow.objects.filter(tag="gone").exists()
 
 
+def test_an_editor_left_open_on_a_deleted_tag_never_saves_over_the_tag_made_again(api):
+    """The tag made again has other definitions under its numbers: the old tag's version 2 must not
+    pass for the new tag's, however many versions the new one has."""
+    post_workflow(api, "remade", with_store("100"))
+    post_workflow(api, "remade", with_store("101"))
+    held = post_workflow(api, "remade", with_store("102")).json()["version"]  # an editor opens this one
+    assert held == 2 and api.delete(f"{API}/workflows/remade").status_code == 204
+    newest = with_store("200")
+    made = post_workflow(api, "remade", newest, base_version=None).json()["version"]
+    while made < held:  # a colleague saves the new tag until it has a version with the editor's number
+        newest = with_store(str(201 + made))
+        made = post_workflow(api, "remade", newest, base_version=made).json()["version"]
+
+    for stale in (post_workflow(api, "remade", with_store("102 + 1"), base_version=held),
+                  patch(api, "remade", [{"op": "replace", "path": "/nodes/1/config/expression", "value": "9"}],
+                        base_version=held)):
+        body = assert_error(stale, 409, "version_conflict")
+        assert body["details"] == {"field": "base_version", "rule": "current_version", "tag": "remade",
+                                   "base_version": held, "current_version": made}
+    assert current_definition("remade") == newest
+    assert_error(api.get(f"{API}/workflows/remade/versions/{held}"), 404, "not_found")  # 2 was the old tag's only
+
+
 def test_the_same_save_sent_again_is_unchanged_not_a_conflict(api):
     """A client whose answer was lost sends its save again: what it would make is current already,
     its own version, so nothing is dropped and the answer says so."""

@@ -15,6 +15,7 @@ from tests.api.factories import (
     post_workflow,
     with_url,
 )
+from tests.conftest import client_for
 from workflows.models import Artifact, Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_save
 
@@ -171,15 +172,21 @@ def test_delete_answers_204_then_the_tag_is_gone(api):
     assert not WorkflowVersion.objects.exists()
 
 
-def test_a_deleted_tag_can_be_created_again_from_version_zero(api):
+def test_a_deleted_tag_made_again_numbers_its_versions_after_the_ones_it_had(api, make_user):
+    """Each version number of a tag names one definition, ever: the old tag's are not the new one's
+    (tests/api/test_lost_updates.py has the editor this protects)."""
     post_workflow(api, "fetcher", with_url("https://example.com/a"))
     post_workflow(api, "fetcher", with_url("https://example.com/b"))
     api.delete(f"{API}/workflows/fetcher")
 
     response = post_workflow(api, "fetcher", with_url("https://example.com/b"))
 
-    assert response.status_code == 201
-    assert response.json()["version"] == 0
+    assert (response.status_code, response.json()["version"]) == (201, 2)
+    assert [v["seq"] for v in api.get(f"{API}/workflows/fetcher/versions").json()] == [2]
+    api.delete(f"{API}/workflows/fetcher")
+    assert post_workflow(api, "fetcher", with_url("https://example.com/c")).json()["version"] == 3
+    bobs = post_workflow(client_for(make_user("bob")), "fetcher", with_url("https://example.com/d"))
+    assert bobs.json()["version"] == 0  # another owner's tag of that name is another tag
 
 
 def test_an_artifact_is_readable_by_its_owner(api):

@@ -232,14 +232,15 @@ class WorkflowViewSet(viewsets.GenericViewSet):
                                            base_version=_base_version(request, data.validated_data))
         return Response(s.WorkflowSavedOut(saved).data)
 
-    @extend_schema(parameters=[int_parameter("after", 0, "only versions with a greater seq (the first is 0)"),
+    @extend_schema(parameters=[int_parameter("after", 0, "only versions with a greater seq (the first is 0 unless "
+                                             "the tag was deleted before)"),
                                int_parameter("limit", 1, "at most this many (at most 1000)")],
                    responses={200: s.VersionOut(many=True), **ERRORS})
     @action(detail=True, methods=["get"], url_path="versions", pagination_class=None)
     def versions(self, request: Request, tag: str) -> Response:
         """The versions oldest first, at most ``limit`` (1,000) an answer: ask again with ``after``
         the last one's ``seq`` until fewer come."""
-        after = query_int(request, "after", -1, 0, 2**31 - 1)  # absent: from the first, seq 0
+        after = query_int(request, "after", -1, 0, 2**31 - 1)  # absent: from the first
         limit = query_int(request, "limit", 1000, 1, 1000)
         return Response(s.VersionOut(selectors.workflow_versions(workflow=self._get(tag), after=after, limit=limit),
                                      many=True).data)

@@ -2,10 +2,11 @@ from .artifact import Artifact, canonical_json, content_id, size_of, text_id
 from .event import Event
 from .idempotency import IdempotencyKey
 from .run import NodeRun, PatchRefusal, Run, RunPatch
-from .workflow import Workflow, WorkflowVersion
+from .workflow import DeletedTag, Workflow, WorkflowVersion
 
 __all__ = [
     "Artifact",
+    "DeletedTag",
     "Event",
     "IdempotencyKey",
     "NodeRun",

@@ -26,7 +26,8 @@ class Workflow(models.Model):
 
 
 class WorkflowVersion(models.Model):
-    """One link of a tag's version chain; ``seq`` 0 is the first version."""
+    """One link of a tag's version chain; ``seq`` 0 is the first version, unless the tag was deleted
+    before (``DeletedTag``)."""
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
     seq = models.PositiveIntegerField()
@@ -48,3 +49,19 @@ class WorkflowVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow.tag}@{self.seq}"
+
+
+class DeletedTag(models.Model):
+    """The highest version a tag had when it was deleted, kept after its versions are gone: the tag
+    made again numbers its versions after it (``services.definitions._first_seq`` says why)."""
+
+    # No index of its own for ``owner``: ``deleted_tag_owner_tag_unique`` leads with it.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    tag = models.CharField(max_length=200)
+    last_seq = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "tag"], name="deleted_tag_owner_tag_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.tag} (deleted at version {self.last_seq})"

@@ -12,11 +12,11 @@ import jsonpointer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import RestrictedError
+from django.db.models import Max, RestrictedError
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition.validation import Report, validate
-from workflows.models import Artifact, Workflow, WorkflowVersion
+from workflows.models import Artifact, DeletedTag, Workflow, WorkflowVersion
 
 from .artifacts import artifact_store
 
@@ -77,7 +77,7 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
             # edit twice): nothing to drop, whatever version it began from
             return Saved(workflow, current, False, report)
         _check_base(tag=tag, current=current, base_version=base_version)  # under the row lock: one truth
-        seq = (current.seq + 1) if current is not None else 0
+        seq = (current.seq + 1) if current is not None else _first_seq(owner=owner, tag=tag)
         version = WorkflowVersion.objects.create(workflow=workflow, seq=seq, artifact=artifact, parent=current,
                                                  description=description, **version_summary(definition))
         workflow.current_version = version
@@ -105,6 +105,24 @@ def _check_base(*, tag: str, current: WorkflowVersion | None, base_version: Base
     raise VersionConflict(f"workflow {tag!r} is at version {seq}; this edit was based on version {base_version} "
                           f"and would drop the changes made since: read version {seq}, merge, and send "
                           f"base_version {seq} (or no base_version to overwrite)", extra=details)
+
+
+def _first_seq(*, owner: User, tag: str) -> int:
+    """A new tag's first version: 0, or the one after the highest this tag had before it was deleted
+    (``DeletedTag``). A version number then never names two definitions of one tag: an editor left
+    open on the old tag's version N is refused as stale, never taken as based on the new tag's
+    version N, and a sub-workflow node pinned to N fails instead of running another definition."""
+    last = DeletedTag.objects.filter(owner=owner, tag=tag).values_list("last_seq", flat=True).first()
+    return 0 if last is None else last + 1
+
+
+def _keep_last_seq(workflow: Workflow) -> None:
+    """Remember the highest version of a tag being deleted, for ``_first_seq``. Called in the
+    delete's transaction: a tag made again after the delete commits reads it."""
+    last = workflow.versions.aggregate(last=Max("seq"))["last"]
+    if last is not None:
+        DeletedTag.objects.update_or_create(owner_id=workflow.owner_id, tag=workflow.tag,
+                                            defaults={"last_seq": last})
 
 
 def version_summary(definition: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +247,7 @@ def workflow_delete(*, workflow: Workflow, force: bool = False) -> None:
         # locked first: a schedule or hook made meanwhile waits on it (its key check), then finds the
         # tag gone, so the dependants read below are all there are when it goes
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        _keep_last_seq(workflow)  # undone with the delete when it is refused
         try:
             with transaction.atomic():
                 workflow.delete()
