@@ -12,6 +12,7 @@ from django.db import connection
 
 from tests.api.factories import API, assert_error, fetch_then_store, post_workflow
 from tests.conftest import client_for
+from tests.engine.flow import wait_until
 from workflows.models import Workflow, WorkflowVersion
 
 
@@ -201,3 +202,46 @@ def test_the_schema_documents_base_version_and_the_409(api):
         assert "409" in document["paths"][path][method]["responses"]
         field = document["components"]["schemas"][schema]["properties"]["base_version"]
         assert (field["type"], field["minimum"], field.get("nullable", False)) == ("integer", 0, nullable)
+
+
+def test_a_save_that_waited_on_a_delete_makes_the_tag_again_not_a_500(transactional_db, user):
+    """The save finds the tag's row and waits for its lock while a delete holds it; the delete
+    commits: the save makes the tag again, numbered after the deleted one's versions."""
+    from django.db import connections
+
+    from workflows.services.definitions import workflow_delete
+
+    assert post_workflow(client_for(user), "shared", with_store("0")).status_code == 201
+    deleting, release = threading.Event(), threading.Event()
+
+    def delete_and_hold() -> None:
+        try:
+            from django.db import transaction
+
+            with transaction.atomic():
+                workflow_delete(workflow=Workflow.objects.get(tag="shared"))
+                deleting.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=delete_and_hold)
+    deleter.start()
+    assert deleting.wait(10)
+    answers: list[Any] = []
+    saver = threading.Thread(target=lambda: (answers.append(post_workflow(client_for(user), "shared", with_store("1"))),
+                                             connections.close_all()))
+    saver.start()
+    def save_waits() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database()")
+            return bool(cursor.fetchone()[0])
+
+    wait_until(save_waits, timeout=10, what="the save waiting on the delete's lock")
+    release.set()
+    deleter.join(10)
+    saver.join(10)
+    assert answers and answers[0].status_code == 201, answers and answers[0].content
+    assert answers[0].json()["version"] == 1  # after the deleted tag's version 0
+    assert current_definition("shared") == with_store("1")

@@ -65,12 +65,7 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
                                extra={"field": "workflow", "rule": "max_bytes", "limit": limit, "size": size})
     with transaction.atomic():
         artifact = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
-        try:
-            with transaction.atomic():
-                workflow, _ = Workflow.objects.get_or_create(owner=owner, tag=tag)
-        except IntegrityError:
-            workflow = Workflow.objects.get(owner=owner, tag=tag)
-        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        workflow = _locked_tag(owner=owner, tag=tag)
         current = workflow.current_version
         if current is not None and current.artifact_id == artifact.pk:
             # what the edit would make is current already (a retry whose answer was lost, or the same
@@ -83,6 +78,23 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
         workflow.current_version = version
         workflow.save(update_fields=["current_version", "updated_at"])
     return Saved(workflow, version, True, report)
+
+
+def _locked_tag(*, owner: User, tag: str) -> Workflow:
+    """The tag's row, made if missing, locked for the caller's transaction. A delete committed while
+    this waited for the lock leaves nothing to lock: the tag is made again (and its versions go on
+    after the deleted one's, ``_first_seq``), not a 500 from a row that went under the wait."""
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                workflow, _ = Workflow.objects.get_or_create(owner=owner, tag=tag)
+        except IntegrityError:  # made meanwhile by another save (and perhaps deleted since)
+            workflow = Workflow.objects.filter(owner=owner, tag=tag).first()
+        locked = workflow and Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+        if locked is not None:
+            return locked
+    raise Conflict(f"workflow {tag!r} was deleted again and again while this save waited; send it again",
+                   extra={"field": "tag", "rule": "deleted_meanwhile"})
 
 
 def _check_base(*, tag: str, current: WorkflowVersion | None, base_version: BaseVersion) -> None:
