@@ -5,14 +5,19 @@ decide for the group ``finance`` without being a member.
 
 Every reading of names derives from here: ``approver_names`` and ``naming`` (a user to the names
 that ask them, and to the approvals that list one: visibility, the inbox, ``is_approver``), and
-``by_own_name`` (names to the users they ask: who could decide, who is told)."""
+``by_own_name`` (names to the users they ask: who could decide, who is told). New clashes are
+refused where users and groups are named (the admin's forms, ``manage.py aob_create_user``) by
+``validate_username`` and ``validate_group_name``; a clash made before stays, read by this rule."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Q
+
+RULE = "a name is a user's or a group's, never both: approvers are names, and a name that is a group's is the group's"
 
 
 def by_own_name() -> Q:
@@ -31,3 +36,17 @@ def naming(user: Any, field: str) -> Q:
     """Rows whose JSON list of approver names ``field`` holds one of ``approver_names(user)``: one
     lookup, so a user no name asks matches no row (an OR of a lookup per name would match every row)."""
     return Q(**{f"{field}__has_any_keys": approver_names(user)})
+
+
+def validate_username(value: str) -> None:
+    """Refuse a username that is a group's name (a new user, or a rename)."""
+    if Group.objects.filter(name=value).exists():
+        raise ValidationError("username “%(value)s” is a group's name: a user may not take it (%(rule)s)",
+                              code="name_of_a_group", params={"value": value, "rule": RULE})
+
+
+def validate_group_name(value: str) -> None:
+    """Refuse a group name that is a user's username (a new group, or a rename)."""
+    if User.objects.filter(username=value).exists():
+        raise ValidationError("group name “%(value)s” is a user's username: a group may not take it (%(rule)s)",
+                              code="name_of_a_user", params={"value": value, "rule": RULE})

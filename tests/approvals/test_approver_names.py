@@ -1,12 +1,16 @@
 """A name that is a group's is the group's (workflows/approvers.py): a user whose username is a
-group's name decides for that group only as a member, through every path."""
+group's name, made before such clashes were refused, decides for that group only as a member,
+through every path; and no new clash is made (the admin's user and group forms, aob_create_user)."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.management import CommandError, call_command
+from django.test import Client
 
 from approvals import selectors
 from approvals.models import Approval
@@ -16,11 +20,19 @@ from tests.conftest import client_for, stored_run
 from workflows import visibility
 from workflows.approvers import approver_names
 
+RULE = "a name is a user's or a group's, never both"
+
 
 @pytest.fixture
 def namesake(make_user: Any) -> User:
-    """An account named like the group ``finance`` (erin's), and not in it."""
+    """An account named like the group ``finance`` (erin's), and not in it: a row from before the rule."""
     return make_user("finance")
+
+
+def superuser_client(make_user: Any) -> Client:
+    client = Client()
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    return client
 
 
 @pytest.mark.django_db
@@ -74,3 +86,49 @@ def test_a_clashing_names_notifications_go_to_the_groups_members(user: User, eri
     deliveries = approval_notify(approval=approval)
 
     assert sorted((d.recipient, d.user_id) for d in deliveries) == [("bob", bob.pk), ("erin", erin.pk)]
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_user_named_like_a_group_and_a_group_named_like_a_user(
+        make_user: Any, erin: User, bob: User) -> None:
+    client = superuser_client(make_user)
+    password = {"usable_password": "true", "password1": "s3cret-pass!x", "password2": "s3cret-pass!x"}
+
+    response = client.post("/admin/auth/user/add/", {"username": "finance", **password})
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors["username"]
+    assert error.startswith("username “finance” is a group's name") and RULE in error
+    assert not User.objects.filter(username="finance").exists()
+
+    response = client.post("/admin/auth/group/add/", {"name": "bob"})
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors["name"]
+    assert error.startswith("group name “bob” is a user's username") and RULE in error
+    assert not Group.objects.filter(name="bob").exists()
+
+    # a rename is judged the same way; the controls: names nobody has pass
+    finance = Group.objects.get(name="finance")
+    response = client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "bob"})
+    assert response.status_code == 200 and "name" in response.context["adminform"].form.errors
+    assert client.post("/admin/auth/user/add/", {"username": "frank", **password}).status_code == 302
+    assert client.post("/admin/auth/group/add/", {"name": "auditors"}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_row_that_clashed_before_the_rule_can_still_be_edited(make_user: Any, erin: User,
+                                                                namesake: User) -> None:
+    """Its name unchanged is not judged again, so the admin can still change the row (a clash is
+    mended by renaming one side)."""
+    client = superuser_client(make_user)
+    finance = Group.objects.get(name="finance")
+    assert client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "finance"}).status_code == 302
+    assert client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "finance-team"}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_aob_create_user_refuses_a_groups_name(erin: User) -> None:
+    with pytest.raises(CommandError, match="username “finance” is a group's name"):
+        call_command("aob_create_user", "finance", stdout=io.StringIO())
+    assert not User.objects.filter(username="finance").exists()
+    call_command("aob_create_user", "frank", stdout=io.StringIO())  # control
+    assert User.objects.filter(username="frank").exists()
