@@ -31,7 +31,7 @@ from workflows.admin import (
     latest_rows,
     pretty_head,
 )
-from workflows.approvers import validate_group_name, validate_username
+from workflows.approvers import names_of_both, validate_group_name, validate_username
 from workflows.models import RunPatch
 
 MESSAGE_CHARS = 120  # the list's cut of a message (the approval's page shows it whole)
@@ -177,14 +177,17 @@ class ApprovalAdmin(BoundedListAdmin):
         if obj.status != Approval.Status.PENDING:
             return "—"
         filled = fill_decidable([obj])[0]
+        shared = names_of_both(obj.approvers or [])
+        read = f"; {', '.join(shared)}: a user's name and a group's, read as the group" if shared else ""
         if filled.nobody_can_decide:  # type: ignore[attr-defined]
             return ("nobody can decide it: no approver is an active user or a group with an active member; "
-                    + ("its deadline applies its on_timeout" if obj.deadline else "only cancelling its run ends it"))
+                    + ("its deadline applies its on_timeout" if obj.deadline else "only cancelling its run ends it")
+                    + read)
         if filled.cannot_be_approved:  # type: ignore[attr-defined]
             return (f"fewer active people could approve it than the {obj.required_approvals} it needs"
                     + ("" if obj.allow_self_approval else " (not the run's owner: allow_self_approval is false)")
-                    + ": it can be rejected, never approved")
-        return "its approvers (an active user or group member each)"
+                    + ": it can be rejected, never approved" + read)
+        return "its approvers (an active user or group member each)" + read
 
     @admin.display(description="message")
     def message_head(self, obj: Approval) -> str:

@@ -7,10 +7,12 @@ Every reading of names derives from here: ``approver_names`` and ``naming`` (a u
 that ask them, and to the approvals that list one: visibility, the inbox, ``is_approver``), and
 ``by_own_name`` (names to the users they ask: who could decide, who is told). New clashes are
 refused where users and groups are named (the admin's forms, ``manage.py aob_create_user``) by
-``validate_username`` and ``validate_group_name``; a clash made before stays, read by this rule."""
+``validate_username`` and ``validate_group_name``; a clash made before stays, read by this rule,
+and an approval naming one says so (``names_of_both``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import Group, User
@@ -36,6 +38,13 @@ def naming(user: Any, field: str) -> Q:
     """Rows whose JSON list of approver names ``field`` holds one of ``approver_names(user)``: one
     lookup, so a user no name asks matches no row (an OR of a lookup per name would match every row)."""
     return Q(**{f"{field}__has_any_keys": approver_names(user)})
+
+
+def names_of_both(names: Iterable[str]) -> list[str]:
+    """Of ``names``, those that are a user's and a group's (made before clashes were refused): each
+    asks the group only. One query."""
+    return sorted(User.objects.filter(username__in=set(names)).exclude(by_own_name())
+                  .values_list("username", flat=True))
 
 
 def validate_username(value: str) -> None:

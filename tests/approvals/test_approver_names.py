@@ -15,7 +15,7 @@ from django.test import Client
 from approvals import selectors
 from approvals.models import Approval
 from approvals.notifications import approval_notify
-from tests.approvals.runs import decide, finished, parked
+from tests.approvals.runs import decide, events, finished, parked
 from tests.conftest import client_for, stored_run
 from workflows import visibility
 from workflows.approvers import approver_names
@@ -65,6 +65,8 @@ def test_a_user_named_like_a_group_cannot_decide_for_it_a_member_can(engine: Any
                                                                      namesake: User) -> None:
     run_id, approval = parked(user, {"approvers": ["finance"]})
 
+    (required,) = events(run_id, "approval_required")
+    assert required["read_as_groups"] == ["finance"] and "read as the group" in required["warning"]
     refused = decide(namesake, approval, True)
     assert refused.status_code == 404 and refused.json()["error"] == "not_found"  # as for any non-approver
     assert client_for(namesake).get(f"/api/v1/approvals/{approval.pk}").status_code == 404
@@ -123,6 +125,14 @@ def test_a_row_that_clashed_before_the_rule_can_still_be_edited(make_user: Any, 
     finance = Group.objects.get(name="finance")
     assert client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "finance"}).status_code == 302
     assert client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "finance-team"}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_admin_says_a_clashing_name_is_read_as_the_group(make_user: Any, user: User, erin: User,
+                                                             namesake: User) -> None:
+    approval = Approval.objects.create(run=stored_run(user), node_id="review", approvers=["finance"])
+    page = superuser_client(make_user).get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+    assert "finance: a user&#x27;s name and a group&#x27;s, read as the group" in page
 
 
 @pytest.mark.django_db
