@@ -1,11 +1,18 @@
 """Approvals in the admin: pending first, with their context; approve and reject go through
-``approval_decide`` as the admin user, like every other surface."""
+``approval_decide`` as the admin user, like every other surface. Users and groups are Django's
+pages, with names that approvers read one way only (a name is a user's or a group's, never both)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group, User
 from django.db import models
 from django.db.models import Case, IntegerField, Value, When
 from django.db.models.functions import Left
@@ -24,9 +31,56 @@ from workflows.admin import (
     latest_rows,
     pretty_head,
 )
+from workflows.approvers import names_of_both, validate_group_name, validate_username
 from workflows.models import RunPatch
 
 MESSAGE_CHARS = 120  # the list's cut of a message (the approval's page shows it whole)
+
+
+def _name_judged(form: forms.ModelForm, field: str, value: Any, validate: Callable[[str], None]) -> Any:
+    """``value`` once ``validate`` passes it, where the form sets or changes the name: a row that
+    clashed before the rule (``workflows.approvers``) can still be edited, deactivated or renamed."""
+    if value and field in form.changed_data:
+        validate(value)
+    return value
+
+
+class UserAddForm(AdminUserCreationForm):
+    def clean_username(self) -> Any:
+        return _name_judged(self, "username", super().clean_username(), validate_username)
+
+
+class UserForm(UserChangeForm):
+    def clean_username(self) -> Any:
+        return _name_judged(self, "username", self.cleaned_data.get("username"), validate_username)
+
+
+class GroupForm(forms.ModelForm):
+    class Meta:
+        model = Group
+        fields = ["name", "permissions"]
+
+    def clean_name(self) -> Any:
+        return _name_judged(self, "name", self.cleaned_data.get("name"), validate_group_name)
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class NamedUserAdmin(UserAdmin):
+    """Django's, refusing a username that is a group's name."""
+
+    form = UserForm
+    add_form = UserAddForm
+
+
+@admin.register(Group)
+class NamedGroupAdmin(GroupAdmin):
+    """Django's, refusing a group name that is a user's username."""
+
+    form = GroupForm
 
 
 class DecideActionForm(ActionForm):
@@ -123,14 +177,17 @@ class ApprovalAdmin(BoundedListAdmin):
         if obj.status != Approval.Status.PENDING:
             return "—"
         filled = fill_decidable([obj])[0]
+        shared = names_of_both(obj.approvers or [])
+        read = f"; {', '.join(shared)}: a user's name and a group's, read as the group" if shared else ""
         if filled.nobody_can_decide:  # type: ignore[attr-defined]
             return ("nobody can decide it: no approver is an active user or a group with an active member; "
-                    + ("its deadline applies its on_timeout" if obj.deadline else "only cancelling its run ends it"))
+                    + ("its deadline applies its on_timeout" if obj.deadline else "only cancelling its run ends it")
+                    + read)
         if filled.cannot_be_approved:  # type: ignore[attr-defined]
             return (f"fewer active people could approve it than the {obj.required_approvals} it needs"
                     + ("" if obj.allow_self_approval else " (not the run's owner: allow_self_approval is false)")
-                    + ": it can be rejected, never approved")
-        return "its approvers (an active user or group member each)"
+                    + ": it can be rejected, never approved" + read)
+        return "its approvers (an active user or group member each)" + read
 
     @admin.display(description="message")
     def message_head(self, obj: Approval) -> str:

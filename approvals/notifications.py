@@ -44,6 +44,7 @@ from aob_project.celery import app
 from approvals.models import Approval, Delivery, NotificationTarget
 from workers.http import request
 from workers.http.exceptions import HTTPRequestError
+from workflows.approvers import by_own_name
 from workflows.engine import events, locks
 from workflows.models import Event
 
@@ -76,7 +77,8 @@ def _wanted(approval: Approval, reason: str, names: list[str] | None) -> list[De
     deliveries: list[Delivery] = []
     seen_users: set[int] = set()
     for name in dict.fromkeys(names if names is not None else approval.approvers):
-        user = User.objects.filter(username=name, is_active=True).first()
+        # a group's name tells its members, never a user of that name (workflows.approvers)
+        user = User.objects.filter(by_own_name(), username=name, is_active=True).first()
         if user is not None:
             deliveries += _for_user(approval, user, name, reason, seen_users)
             continue

@@ -7,26 +7,19 @@ from django.db.models import Prefetch, Q, QuerySet, Subquery
 
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
+from workflows.approvers import approver_names, by_own_name, naming  # the one rule for whom a name asks
 from workflows.models import Run, RunPatch
 from workflows.selectors import fill_within, measured
-from workflows.visibility import approver_names  # one definition of the names that ask a user
-
-
-def _as_approver(user: User) -> Q:
-    q = Q()
-    for name in approver_names(user):
-        q |= Q(approvers__contains=[name])
-    return q
 
 
 def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
-    """Of approver ``names``, those that ask someone who could decide now: an active user's name, or
-    a group's with an active member (``is_approver``'s rule, and signing in needs an active user).
-    Two queries, for one approval or a page of them."""
+    """Of approver ``names``, those that ask someone who could decide now: a group's with an active
+    member, or an active user's that is no group's (``is_approver``'s rule, and signing in needs an
+    active user). Two queries, for one approval or a page of them."""
     names = set(names)
     if not names:
         return set()
-    users = User.objects.filter(is_active=True, username__in=names).values_list("username", flat=True)
+    users = User.objects.filter(by_own_name(), is_active=True, username__in=names).values_list("username", flat=True)
     groups = Group.objects.filter(name__in=names, user__is_active=True).values_list("name", flat=True).distinct()
     return set(users) | set(groups)
 
@@ -36,7 +29,8 @@ def who_could_approve(approval: Approval) -> int:
     ``allow_self_approval`` is false), counted up to its ``required_approvals``: fewer, and a vote
     can reject it but none can approve it. One query."""
     names = list(approval.approvers or [])
-    people = User.objects.filter(is_active=True).filter(Q(username__in=names) | Q(groups__name__in=names))
+    people = User.objects.filter(is_active=True).filter((Q(username__in=names) & by_own_name())
+                                                        | Q(groups__name__in=names))
     if not approval.allow_self_approval:
         people = people.exclude(pk=Subquery(Run.objects.filter(pk=approval.run_id).values("owner_id")[:1]))
     return people.values("pk").distinct()[:approval.required_approvals].count()
@@ -75,7 +69,7 @@ def is_approver(approval: Approval, user: User) -> bool:
 
 def approvals_decidable(*, user: User) -> QuerySet[Approval]:
     """Pending approvals this user may decide now."""
-    return (Approval.objects.filter(status=Approval.Status.PENDING).filter(_as_approver(user))
+    return (Approval.objects.filter(status=Approval.Status.PENDING).filter(naming(user, "approvers"))
             .select_related("run").prefetch_related(_PATCH).order_by("deadline", "created_at"))
 
 
@@ -85,7 +79,7 @@ _PATCH = Prefetch("patch", queryset=RunPatch.objects.only("id", "seq", "status",
 
 def approvals_visible(*, user: User) -> QuerySet[Approval]:
     """Approvals of the user's own runs, and the ones the user is (or was) asked to decide."""
-    return (Approval.objects.filter(Q(run__owner=user) | _as_approver(user)).select_related("run")
+    return (Approval.objects.filter(Q(run__owner=user) | naming(user, "approvers")).select_related("run")
             .prefetch_related(_PATCH).distinct())
 
 

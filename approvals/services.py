@@ -23,6 +23,7 @@ from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
 from approvals.selectors import fill_decidable, is_approver
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
+from workflows.approvers import names_of_both
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest
 from workflows.engine import events, locks, transitions
@@ -98,7 +99,22 @@ def nobody_can_decide(approval: Approval) -> dict[str, Any]:
     account, an empty group): ``nobody_can_decide``; or fewer people could approve it than it needs
     (four-eyes with the owner as its only approver, two approvals asked of one person):
     ``cannot_be_approved``. The gate still waits (a person provisioned later under that name would
-    be asked), but its run's page says why nothing moves, and what ends it. One or two queries."""
+    be asked), but its run's page says why nothing moves, and what ends it. It adds too the approver
+    names that are both a user's and a group's (rows made before such clashes were refused):
+    ``read_as_groups``, each asking the group only (``workflows.approvers``), so the run's owner
+    reads who decides. Two to three queries."""
+    said = _unsettled(approval)
+    shared = names_of_both(approval.approvers or [])
+    if not shared:
+        return said
+    logger.warning("approval.names_read_as_groups", extra={"run_id": str(approval.run_id),
+                                                           "approval_id": approval.pk, "names": shared})
+    note = (f"the approvers {shared} each name a user and a group: each is read as the group (its members "
+            f"decide approval {approval.pk}; the user of that name only as a member)")
+    return {**said, "read_as_groups": shared, "warning": "; ".join(filter(None, [said.get("warning"), note]))}
+
+
+def _unsettled(approval: Approval) -> dict[str, Any]:
     fill_decidable([approval])  # the one rule the answers and the admin read too
     names = list(approval.approvers or [])
     ends = (f"its deadline ({approval.deadline.isoformat()}) applies {approval.on_timeout or 'reject'}"

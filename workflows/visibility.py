@@ -2,9 +2,10 @@
 run view (API, web pages, WebSocket, approvals, sub-runs) reads through those.
 
 A run is visible to its owner, to staff, and to every person asked to decide one of its
-approvals, by name or through a group they belong to (an approver who could decide but not see
-the run would decide blind). The approvers are read through the reverse relation ``approvals``
-(``approvals.Approval.run``), so this module needs no import of the approvals app."""
+approvals, by name or through a group they belong to (``workflows.approvers``: a name that is a
+group's is the group's; an approver who could decide but not see the run would decide blind). The
+approvers are read through the reverse relation ``approvals`` (``approvals.Approval.run``), so this
+module needs no import of the approvals app."""
 
 from __future__ import annotations
 
@@ -12,12 +13,8 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from workflows.approvers import naming
 from workflows.models import Run
-
-
-def approver_names(user: Any) -> list[str]:
-    """The names an approval may list to ask this user: the username and each of the user's groups."""
-    return [user.username, *user.groups.values_list("name", flat=True)]
 
 
 def runs_visible(*, user: Any) -> QuerySet[Run]:
@@ -41,7 +38,4 @@ def run_visible(run: Run, *, user: Any) -> bool:
 
 def _asked(user: Any) -> QuerySet[Run]:
     """The runs with an approval that names ``user`` or one of its groups."""
-    asked = Q()
-    for name in approver_names(user):
-        asked |= Q(approvals__approvers__contains=[name])
-    return Run.objects.filter(asked).values("pk")
+    return Run.objects.filter(naming(user, "approvals__approvers")).values("pk")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
+
+from aob_project.exceptions import AobError
+from workflows.services.users import user_get_or_create
 
 
 class Command(BaseCommand):
@@ -20,7 +22,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, username: str, password: str | None, staff: bool, superuser: bool,
                **options: Any) -> None:
-        user, created = User.objects.get_or_create(username=username)
+        try:
+            user, created = user_get_or_create(username=username)
+        except AobError as exc:
+            raise CommandError(exc.message) from None
         if password:
             user.set_password(password)
         elif created:

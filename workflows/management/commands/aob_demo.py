@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from aob_project.exceptions import AobError
 from workflows.services.definitions import workflow_save
+from workflows.services.users import user_get_or_create
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples"
 
@@ -27,7 +27,10 @@ class Command(BaseCommand):
                                "user with a known password")
         username = os.environ.get("AOB_DEMO_USER", "demo")
         password = os.environ.get("AOB_DEMO_PASSWORD", "demo-password")
-        user, _ = User.objects.get_or_create(username=username)
+        try:
+            user, _ = user_get_or_create(username=username)
+        except AobError as exc:
+            raise CommandError(exc.message) from None
         user.set_password(password)
         user.is_staff = user.is_superuser = True
         user.save()

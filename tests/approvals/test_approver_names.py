@@ -1,0 +1,144 @@
+"""A name that is a group's is the group's (workflows/approvers.py): a user whose username is a
+group's name, made before such clashes were refused, decides for that group only as a member,
+through every path; and no new clash is made (the admin's user and group forms, aob_create_user)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from approvals import selectors
+from approvals.models import Approval
+from approvals.notifications import approval_notify
+from tests.approvals.runs import decide, events, finished, parked
+from tests.conftest import client_for, stored_run
+from workflows import visibility
+from workflows.approvers import approver_names
+
+RULE = "a name is a user's or a group's, never both"
+
+
+@pytest.fixture
+def namesake(make_user: Any) -> User:
+    """An account named like the group ``finance`` (erin's), and not in it: a row from before the rule."""
+    return make_user("finance")
+
+
+def superuser_client(make_user: Any) -> Client:
+    client = Client()
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.mark.django_db
+def test_every_reading_of_a_clashing_name_is_the_groups(user: User, erin: User, bob: User, namesake: User) -> None:
+    run = stored_run(user)
+    approval = Approval.objects.create(run=run, node_id="review", approvers=["finance"], required_approvals=2)
+    by_name = Approval.objects.create(run=stored_run(user), node_id="review", approvers=["bob"])
+
+    assert "finance" not in approver_names(namesake) and "finance" in approver_names(erin)
+    assert "bob" in approver_names(bob)  # a name no group has asks its user
+    assert (selectors.is_approver(approval, namesake), selectors.is_approver(approval, erin)) == (False, True)
+    assert not visibility.runs_visible(user=namesake).filter(pk=run.pk).exists()
+    assert not visibility.run_visible(run, user=namesake)
+    assert not selectors.approvals_visible(user=namesake).exists()
+    assert list(selectors.approvals_decidable(user=erin)) == [approval]
+    assert list(selectors.approvals_decidable(user=bob)) == [by_name]
+    # who could decide: erin alone, and with erin gone, nobody (the namesake does not count)
+    assert selectors.who_could_approve(approval) == 1
+    assert selectors.names_that_reach_someone({"finance", "bob"}) == {"finance", "bob"}
+    User.objects.filter(pk=erin.pk).update(is_active=False)
+    assert selectors.names_that_reach_someone({"finance"}) == set()
+    assert selectors.fill_decidable([approval])[0].nobody_can_decide  # type: ignore[attr-defined]
+
+    # a member of the group of its own name is asked through the membership
+    Group.objects.get(name="finance").user_set.add(namesake)
+    assert selectors.is_approver(approval, namesake) and selectors.who_could_approve(approval) == 1
+
+
+def test_a_user_named_like_a_group_cannot_decide_for_it_a_member_can(engine: Any, user: User, erin: User,
+                                                                     namesake: User) -> None:
+    run_id, approval = parked(user, {"approvers": ["finance"]})
+
+    (required,) = events(run_id, "approval_required")
+    assert required["read_as_groups"] == ["finance"] and "read as the group" in required["warning"]
+    refused = decide(namesake, approval, True)
+    assert refused.status_code == 404 and refused.json()["error"] == "not_found"  # as for any non-approver
+    assert client_for(namesake).get(f"/api/v1/approvals/{approval.pk}").status_code == 404
+    assert client_for(namesake).get(f"/api/v1/runs/{run_id}").status_code == 404
+    assert approval.decisions.count() == 0
+
+    assert decide(erin, approval, True).status_code == 200
+    assert finished(run_id).status == "completed"
+
+
+@pytest.mark.django_db
+def test_a_clashing_names_notifications_go_to_the_groups_members(user: User, erin: User, bob: User,
+                                                                 namesake: User) -> None:
+    for person in (erin, bob, namesake):
+        person.email = f"{person.username}@example.com"
+        person.save()
+    approval = Approval.objects.create(run=stored_run(user), approvers=["finance", "bob"])
+
+    deliveries = approval_notify(approval=approval)
+
+    assert sorted((d.recipient, d.user_id) for d in deliveries) == [("bob", bob.pk), ("erin", erin.pk)]
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_user_named_like_a_group_and_a_group_named_like_a_user(
+        make_user: Any, erin: User, bob: User) -> None:
+    client = superuser_client(make_user)
+    password = {"usable_password": "true", "password1": "s3cret-pass!x", "password2": "s3cret-pass!x"}
+
+    response = client.post("/admin/auth/user/add/", {"username": "finance", **password})
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors["username"]
+    assert error.startswith("username “finance” is a group's name") and RULE in error
+    assert not User.objects.filter(username="finance").exists()
+
+    response = client.post("/admin/auth/group/add/", {"name": "bob"})
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors["name"]
+    assert error.startswith("group name “bob” is a user's username") and RULE in error
+    assert not Group.objects.filter(name="bob").exists()
+
+    # a rename is judged the same way; the controls: names nobody has pass
+    finance = Group.objects.get(name="finance")
+    response = client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "bob"})
+    assert response.status_code == 200 and "name" in response.context["adminform"].form.errors
+    assert client.post("/admin/auth/user/add/", {"username": "frank", **password}).status_code == 302
+    assert client.post("/admin/auth/group/add/", {"name": "auditors"}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_row_that_clashed_before_the_rule_can_still_be_edited(make_user: Any, erin: User,
+                                                                namesake: User) -> None:
+    """Its name unchanged is not judged again, so the admin can still change the row (a clash is
+    mended by renaming one side)."""
+    client = superuser_client(make_user)
+    finance = Group.objects.get(name="finance")
+    assert client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "finance"}).status_code == 302
+    assert client.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "finance-team"}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_admin_says_a_clashing_name_is_read_as_the_group(make_user: Any, user: User, erin: User,
+                                                             namesake: User) -> None:
+    approval = Approval.objects.create(run=stored_run(user), node_id="review", approvers=["finance"])
+    page = superuser_client(make_user).get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
+    assert "finance: a user&#x27;s name and a group&#x27;s, read as the group" in page
+
+
+@pytest.mark.django_db
+def test_aob_create_user_refuses_a_groups_name(erin: User) -> None:
+    with pytest.raises(CommandError, match="username “finance” is a group's name"):
+        call_command("aob_create_user", "finance", stdout=io.StringIO())
+    assert not User.objects.filter(username="finance").exists()
+    call_command("aob_create_user", "frank", stdout=io.StringIO())  # control
+    assert User.objects.filter(username="frank").exists()

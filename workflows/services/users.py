@@ -1,0 +1,24 @@
+"""Users as AOB makes them outside the admin (``manage.py aob_create_user``, ``aob_demo``): a new
+one's username is judged as the admin's form judges it (``workflows.approvers``)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+
+from aob_project.exceptions import ValidationFailed
+from workflows.approvers import validate_username
+
+
+def user_get_or_create(*, username: str) -> tuple[User, bool]:
+    """The user named ``username``, made when there is none; a new one may not take a group's name
+    (an existing one, clashing from before the rule, is returned to be changed)."""
+    user = User.objects.filter(username=username).first()
+    if user is not None:
+        return user, False
+    try:
+        validate_username(username)
+    except ValidationError as exc:
+        raise ValidationFailed(" ".join(exc.messages), code=exc.code,
+                               extra={"field": "username"}) from None
+    return User.objects.get_or_create(username=username)
