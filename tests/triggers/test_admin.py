@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.utils import quote  # a hook id may hold "_" and hex: the admin escapes it
 from django.contrib.auth.models import User
 from django.db.models import ProtectedError
 from django.test import Client
@@ -161,7 +162,7 @@ def test_beat_s_entry_of_a_schedule_is_changed_only_through_its_schedule(admin_c
 def test_a_hook_mapping_saved_in_the_admin_is_checked_as_on_the_api(admin_client: Client, user: Any) -> None:
     workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
     hook, _ = hooks.hook_create(owner=user, workflow=workflow, name="push")
-    change = f"/admin/triggers/hook/{hook.pk}/change/"
+    change = f"/admin/triggers/hook/{quote(hook.pk)}/change/"
 
     shown = errors(admin_client.post(change, {"name": "push", "mapping": '{"x": 1}', "enabled": "on"}))
     assert shown == {"mapping": ['mapping is {"cel": "<expression>"} or {"template": <JSON>}']}
@@ -199,12 +200,12 @@ def test_a_hook_is_deleted_in_the_admin_by_its_owner_only(admin_client: Client, 
     own = [hooks.hook_create(owner=root, workflow=workflow)[0] for _ in range(3)]
     changelist = "/admin/triggers/hook/"
 
-    assert admin_client.post(f"{changelist}{theirs.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_client.post(f"{changelist}{quote(theirs.pk)}/delete/", {"post": "yes"}).status_code == 403
     assert admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [theirs.pk, own[2].pk],
                                           "post": "yes"}).status_code == 403
     assert Hook.objects.count() == 4
 
-    assert admin_client.post(f"{changelist}{own[0].pk}/delete/", {"post": "yes"}).status_code == 302
+    assert admin_client.post(f"{changelist}{quote(own[0].pk)}/delete/", {"post": "yes"}).status_code == 302
     assert admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [h.pk for h in own[1:]],
                                           "post": "yes"}).status_code == 302
     assert list(Hook.objects.values_list("pk", flat=True)) == [theirs.pk]
@@ -223,7 +224,7 @@ def test_a_schedule_or_hook_with_history_is_deleted_in_the_admin_with_it(admin_c
         ScheduleFiring.objects.create(schedule=schedule, fire_time=timezone.now() - timedelta(days=i),
                                       fired_at=timezone.now(), outcome="started")
 
-    for page, history in ((f"/admin/triggers/hook/{hook.pk}/delete/", "hook deliverys: 3"),
+    for page, history in ((f"/admin/triggers/hook/{quote(hook.pk)}/delete/", "hook deliverys: 3"),
                           (f"/admin/triggers/schedule/{schedule.pk}/delete/", "schedule firings: 3")):
         asked = admin_client.get(page)
         assert asked.status_code == 200 and history in asked.content.decode().lower(), asked.content[-3000:]
