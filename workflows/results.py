@@ -93,7 +93,7 @@ def run_duration_ms(run: Run) -> int | None:
 
 # The latest completed iteration of each node in ``node_ids`` (DISTINCT ON over the index, as
 # details' ``_LATEST_PER_NODE``: the other iterations are never read), its output's size as the
-# database measures it (bytes of its text, ``answers.stored_bytes``), and the output itself only while it fits ``budget``: with ``whole``, all
+# database measured it when it was written (``NodeRun.output_bytes``; bytes of its text, ``answers.stored_bytes``), and the output itself only while it fits ``budget``: with ``whole``, all
 # of them or none (what ``metadata.output`` is computed from); else smallest first, each while
 # the sum fits (the terminal nodes' outputs, each an entry of its own). A latest completion that
 # is the pass-through marker of a node skipped for want of an executor is no output.
@@ -106,7 +106,7 @@ SELECT node_id, iteration, output_artifact_id, bytes, fits, CASE WHEN fits THEN 
              WHERE run_id = %(run_id)s AND node_id = ANY(%(node_ids)s) AND status = 'completed'
              ORDER BY node_id, iteration DESC) latest
       JOIN workflows_noderun n ON n.id = latest.id
-     CROSS JOIN LATERAL (SELECT COALESCE(octet_length(n.output::text), 4) AS bytes) measured
+     CROSS JOIN LATERAL (SELECT COALESCE(n.output_bytes, octet_length(n.output::text), 4) AS bytes) measured
      WHERE NOT COALESCE(n.output @> '{"_passthrough": true}', false)
 ) latest_outputs ORDER BY node_id
 """

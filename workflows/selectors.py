@@ -350,8 +350,14 @@ HEAVY_FIELDS = ("input", "output", "attempt_log")
 
 
 def _sizes(table: str = "") -> str:
-    """The heavy fields' sizes in the database, in ``HEAVY_FIELDS``' order: what ``Page`` spends."""
-    return ", ".join(f"COALESCE({STORED_BYTES_SQL.format(table + f)}, 0) AS {f}_bytes" for f in HEAVY_FIELDS)
+    """The heavy fields' sizes, in ``HEAVY_FIELDS``' order: what ``Page`` spends. Kept by the
+    database as each is written (``NodeRun.output_bytes`` and the others); a row from before they
+    were is measured here."""
+    return ", ".join(f"COALESCE({table}{f}_bytes, {STORED_BYTES_SQL.format(table + f)}, 0) AS {f}_bytes"
+                     for f in HEAVY_FIELDS)
+
+
+SIZE_FIELDS = tuple(f"{f}_bytes" for f in HEAVY_FIELDS)
 
 
 # The two statements of ``_heavy_rows`` as text, prepared after their fifth use per connection (an
@@ -369,7 +375,7 @@ _LATEST_PER_NODE = (
     "SELECT latest.*, "  # noqa: S608 - the model's own column names, no input
     + _sizes("n.")
     + " FROM (SELECT DISTINCT ON (node_id) "
-    + ", ".join(f.column for f in NodeRun._meta.concrete_fields if f.name not in HEAVY_FIELDS)
+    + ", ".join(f.column for f in NodeRun._meta.concrete_fields if f.name not in HEAVY_FIELDS + SIZE_FIELDS)
     + ", COUNT(id) OVER (PARTITION BY node_id) AS iteration_count FROM workflows_noderun WHERE run_id = %s"
     " ORDER BY node_id, iteration DESC) latest JOIN workflows_noderun n ON n.id = latest.id")
 

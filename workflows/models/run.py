@@ -170,6 +170,13 @@ class NodeRun(models.Model):
     # died between the park's commit and the publish of its linked coordinator message). Read only
     # while the node run waits: whatever moves it on is routed by a decision of its own.
     undecided_since = models.DateTimeField(null=True, blank=True)
+    # The sizes of ``input``, ``output`` and ``attempt_log`` as the answers measure them (bytes of
+    # their text, ``answers.stored_bytes``), set by the database when one is written (the trigger
+    # of migration 0020) so that no answer renders a value to measure it; None in rows written
+    # before it, which are measured as before (``selectors._sizes``).
+    input_bytes = models.BigIntegerField(null=True, blank=True, editable=False)
+    output_bytes = models.BigIntegerField(null=True, blank=True, editable=False)
+    attempt_log_bytes = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
