@@ -41,6 +41,7 @@ STOP_TIMEOUT_S = 15.0
 # The benchmark's clients must not be throttled; everything else keeps its production value.
 UNLIMITED = {name: "1000000000" for name in (
     "AOB_RATE_GLOBAL_PER_MIN", "AOB_RATE_USER_RUNS_PER_MIN", "AOB_RATE_USER_WRITES_PER_MIN",
+    "AOB_RATE_USER_WHOLE_READS_PER_MIN",
     "AOB_RATE_TIER_SIMPLE_PER_MIN", "AOB_RATE_TIER_STANDARD_PER_MIN", "AOB_RATE_TIER_HEAVY_PER_MIN")}
 
 

@@ -6,7 +6,8 @@ the call recorded in each — a rejected call is never counted. Unlike the fixed
 system we replace, a sliding window cannot be doubled at a window's edge.
 
 Layers: a global limit on state-changing API requests by known users (a DRF throttle, after
-authentication, so anonymous traffic cannot spend it); requests without a valid identity per
+authentication, so anonymous traffic cannot spend it); each user's reads of a stored value whole
+(``check_whole_read``: the answers that no byte budget bounds); requests without a valid identity per
 client address; login attempts per address and per username; and on run creation a per-user
 limit plus a per-user tier by the number of agent nodes in the version to run (0 simple, 1–2
 standard, ≥3 heavy), enforced in ``run_start`` so every surface is limited alike. An API request
@@ -168,6 +169,16 @@ def check_write(*, user_id: int) -> None:
     approving, cancelling or saving for as long as it lasts."""
     _fail_open([global_write_layer(), Layer(f"aob:rl:user:{user_id}:writes", settings.AOB_RATE_USER_WRITES_PER_MIN,
                                             "user_rate_limit_exceeded", "state-changing requests per user")])
+
+
+def check_whole_read(*, user_id: int) -> None:
+    """One read of a stored value whole (an artifact, a run's inputs or output, one field of a node
+    run: up to 32 MiB each, built in the web process) by ``user_id``
+    (``AOB_RATE_USER_WHOLE_READS_PER_MIN``). Every other read is bounded by its answer's byte budget;
+    these are not, and one user looping on them would hold the web processes and the database for
+    everyone."""
+    _fail_open([Layer(f"aob:rl:user:{user_id}:whole", settings.AOB_RATE_USER_WHOLE_READS_PER_MIN,
+                      "read_rate_limit_exceeded", "reads of a stored value whole per user")])
 
 
 def check_anonymous(*, address: str) -> None:

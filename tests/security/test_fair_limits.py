@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.conftest import client_for, wait_for_run
+from tests.conftest import client_for, stored_run, wait_for_run
 from workflows.models import Run, Workflow
 
 pytestmark = [pytest.mark.ratelimit]
@@ -143,3 +143,22 @@ def test_an_ipv6_client_is_one_address_per_64(make_user, settings):
     refused_for_rate(APIClient().get("/api/v1/runs", REMOTE_ADDR="2001:db8:1:2:ffff::9"),
                      "anonymous_rate_limit_exceeded")
     assert APIClient().get("/api/v1/runs", REMOTE_ADDR="2001:db8:1:3::1").status_code == 401
+
+
+@pytest.mark.django_db
+def test_one_user_s_reads_of_whole_values_are_limited_and_no_other_read_or_user_is(api, user, make_user, settings):
+    """An artifact, a run's inputs or output, a node run's field: answered whole (up to 32 MiB,
+    built in the web process), so each user's are limited (AOB_RATE_USER_WHOLE_READS_PER_MIN);
+    the bounded reads (a run, its details) are not, nor another user's whole reads."""
+    settings.AOB_RATE_USER_WHOLE_READS_PER_MIN = 3
+    run = stored_run(user)
+    whole = [f"/api/v1/runs/{run.pk}/inputs", f"/api/v1/artifacts/{run.base_artifact_id}",
+             f"/api/v1/runs/{run.pk}/output"]
+
+    assert [api.get(url).status_code for url in whole] == [200, 200, 200]
+    body = refused_for_rate(api.get(whole[0]), "read_rate_limit_exceeded")
+    assert body["details"]["limit"] == 3 and body["details"]["current_count"] == 3
+    assert api.get(f"/api/v1/runs/{run.pk}").status_code == 200
+    assert api.get(f"/api/v1/runs/{run.pk}/details").status_code == 200
+    bob = make_user("bob")
+    assert client_for(bob).get(f"/api/v1/runs/{stored_run(bob).pk}/inputs").status_code == 200

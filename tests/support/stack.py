@@ -37,6 +37,7 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         "AOB_RATE_GLOBAL_PER_MIN": "1000000",
         "AOB_RATE_USER_RUNS_PER_MIN": "1000000",
         "AOB_RATE_USER_WRITES_PER_MIN": "1000000",
+        "AOB_RATE_USER_WHOLE_READS_PER_MIN": "1000000",
         "AOB_RATE_TIER_SIMPLE_PER_MIN": "1000000",
         "AOB_RATE_TIER_STANDARD_PER_MIN": "1000000",
         "AOB_RATE_TIER_HEAVY_PER_MIN": "1000000",

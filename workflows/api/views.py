@@ -34,12 +34,14 @@ from . import filters
 from . import serializers as s
 from .pagination import BoundedLimitOffsetPagination
 from .params import int_parameter, query_bool, query_choice, query_int
-from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles
+from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles, whole_read_throttles
 
 # 503: the database did not answer (workflows/api/errors.py)
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut, 503: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
 RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
+# a read of a stored value whole: its per-user limit (429, ``throttles.whole_read_throttles``)
+WHOLE_READ_ERRORS = {**ERRORS, 429: s.ErrorOut}
 IDEMPOTENCY_KEY = OpenApiParameter(
     idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
     pattern=r"^[\x20-\x7e]{1,255}$",
@@ -299,7 +301,9 @@ def _start_once(request: Request, begin: Any, respond: Callable[[Run], dict[str,
 
 
 class ArtifactView(APIView):
-    @extend_schema(responses={200: s.ArtifactOut, **ERRORS})
+    throttle_classes = whole_read_throttles()
+
+    @extend_schema(responses={200: s.ArtifactOut, **WHOLE_READ_ERRORS})
     def get(self, request: Request, artifact_id: str) -> HttpResponse:
         """An artifact whole: where the markers of outputs lead. Its content is written as the
         database stores its JSON text, never parsed (``selectors.artifact_get``)."""
@@ -371,8 +375,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         """Every node run with its queue wait, run time and attempts, for a Gantt chart."""
         return Response(s.TimelineOut(results.run_timeline(run=self._run(pk))).data)
 
-    @extend_schema(responses={200: s.RunOutputOut, **ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    @extend_schema(responses={200: s.RunOutputOut, **WHOLE_READ_ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[],
+            throttle_classes=whole_read_throttles())
     def output(self, request: Request, pk: str) -> HttpResponse:
         """The run's output whole: where the run's and its details' markers lead once it passes
         their byte budget. Written as it is read: the terminal nodes' outputs, or the stored
@@ -383,8 +388,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         body = f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)},"output_pending":{pending}}}'
         return HttpResponse(body.encode(), content_type="application/json")
 
-    @extend_schema(responses={200: s.RunInputsOut, **ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    @extend_schema(responses={200: s.RunInputsOut, **WHOLE_READ_ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[],
+            throttle_classes=whole_read_throttles())
     def inputs(self, request: Request, pk: str) -> HttpResponse:
         """The run's inputs whole (up to AOB_MAX_RUN_INPUTS_BYTES): where the markers of the run's
         answers and its ``workflow_started`` event lead. The database's JSON text, never parsed."""
@@ -412,8 +418,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                                                                       limit=limit)).data)
 
     @extend_schema(operation_id="runs_nodes_iterations_field_retrieve", parameters=[NODE_FIELD],
-                   responses={200: s.NodeFieldOut, **ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[],
+                   responses={200: s.NodeFieldOut, **WHOLE_READ_ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[], throttle_classes=whole_read_throttles(),
             url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/iterations/(?P<iteration>\d{1,9})/(?P<field>[^/]+)")
     def node_field(self, request: Request, pk: str, node_id: str, iteration: str, field: str) -> HttpResponse:
         """One field of one node run whole (input, output or attempt_log), whatever its size: where
