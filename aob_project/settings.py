@@ -392,8 +392,9 @@ AOB_RATE_USER_RUNS_PER_MIN = env_int("AOB_RATE_USER_RUNS_PER_MIN", 50)
 # One user's other writes (saves, decisions, cancels, patches, ...): with their run starts, less than
 # the global limit, so no one user can spend all of it and lock everyone else out.
 AOB_RATE_USER_WRITES_PER_MIN = env_int("AOB_RATE_USER_WRITES_PER_MIN", 25)
-# One user's reads of a stored value whole (GET /artifacts/{id}, /runs/{id}/inputs, /output, a node
-# run's field): up to 32 MiB each, built in the web process; every other read has a byte budget.
+# One user's reads of a stored value whole past AOB_DETAILS_MAX_BYTES (GET /artifacts/{id},
+# /runs/{id}/inputs, a node run's field; /output always): up to 32 MiB each, built in the web
+# process; every other read has a byte budget.
 AOB_RATE_USER_WHOLE_READS_PER_MIN = env_int("AOB_RATE_USER_WHOLE_READS_PER_MIN", 60)
 AOB_RATE_TIER_SIMPLE_PER_MIN = env_int("AOB_RATE_TIER_SIMPLE_PER_MIN", 100)
 AOB_RATE_TIER_STANDARD_PER_MIN = env_int("AOB_RATE_TIER_STANDARD_PER_MIN", 20)

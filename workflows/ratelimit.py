@@ -172,11 +172,11 @@ def check_write(*, user_id: int) -> None:
 
 
 def check_whole_read(*, user_id: int) -> None:
-    """One read of a stored value whole (an artifact, a run's inputs or output, one field of a node
-    run: up to 32 MiB each, built in the web process) by ``user_id``
-    (``AOB_RATE_USER_WHOLE_READS_PER_MIN``). Every other read is bounded by its answer's byte budget;
-    these are not, and one user looping on them would hold the web processes and the database for
-    everyone."""
+    """One read of a stored value whole past an answer's byte budget (an artifact, a run's inputs or
+    output, one field of a node run: up to 32 MiB each, built in the web process; ``api.views.whole_read``)
+    by ``user_id`` (``AOB_RATE_USER_WHOLE_READS_PER_MIN``). Every other read is bounded by its
+    answer's byte budget; these are not, and one user looping on them would hold the web processes
+    and the database for everyone."""
     _fail_open([Layer(f"aob:rl:user:{user_id}:whole", settings.AOB_RATE_USER_WHOLE_READS_PER_MIN,
                       "read_rate_limit_exceeded", "reads of a stored value whole per user")])
 

@@ -277,7 +277,7 @@ def run_patch_get(*, run: Run, seq: int) -> RunPatch:
         raise NotFound(f"run has no patch {seq}") from None
 
 
-def artifact_get(*, user: User, artifact_id: str) -> Artifact:
+def artifact_get(*, user: User, artifact_id: str, admit: Callable[[int], None] = lambda size: None) -> Artifact:
     """An artifact is visible through what refers to it: a version of one's own workflow, or a run
     one may see (``visibility``: its definitions, node outputs and patches); to staff, any
     workflow's version too, as the workflows list shows them (``scope=global``). An approver reads
@@ -290,13 +290,17 @@ def artifact_get(*, user: User, artifact_id: str) -> Artifact:
     ``kind`` and ``created_at`` are those of whoever stored it first, maybe another user. Anyone can
     compute the id of small, guessable content and store it themselves, so the answer's kind and
     time are those of the reference that let ``user`` read it (``_reference``), never the row's:
-    an id tells nobody whether, when or as what someone else stored the same content."""
+    an id tells nobody whether, when or as what someone else stored the same content.
+
+    ``admit`` is given its size before its content is read, and may refuse it by raising (the
+    per-user limit of whole reads, ``api.views.whole_read``)."""
     seen = (_version_reference(artifact_id, WorkflowVersion.objects.filter(workflow__owner=user))
             or _reference(artifact_id, Run.objects.filter(owner=user))
             or _reference(artifact_id, visibility.runs_visible(user=user))
             or (_version_reference(artifact_id, WorkflowVersion.objects.all()) if user.is_staff else None))
     if seen is None:
         raise NotFound("artifact not found")
+    admit(Artifact.objects.values_list("size_bytes", flat=True).get(pk=artifact_id))
     artifact = Artifact.objects.defer("content").annotate(text=Cast("content", TextField())).get(pk=artifact_id)
     artifact.kind, artifact.created_at = seen  # for answering, never for saving
     return artifact
@@ -538,23 +542,29 @@ def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,
                      if following < total else None)}
 
 
-def node_field_text(*, run: Run, node_id: str, iteration: int, field: str) -> str:
+def node_field_text(*, run: Run, node_id: str, iteration: int, field: str,
+                    admit: Callable[[int], None] = lambda size: None) -> str:
     """One field (``HEAVY_FIELDS``) of one node run whole, as the database's own JSON text, never
     parsed: where the markers of details and iterations lead once the field passes their byte
     budget. Only that column of that row is read. Its size is bounded by what was written, not by
     ``AOB_DETAILS_MAX_BYTES``: an input (the resolved config) by ``AOB_MAX_RESOLVED_CONFIG_BYTES``
     (16 MiB), an output by ``AOB_MAX_NODE_OUTPUT_BYTES`` (32 MiB), an attempt log by one entry per
-    attempt. A skipped node's passthrough output is null, as details show it."""
+    attempt. A skipped node's passthrough output is null, as details show it. ``admit`` is given
+    the field's size (kept, ``_sizes``) before it is read, and may refuse it by raising."""
     if field not in HEAVY_FIELDS:
         raise NotFound(f"a node run has no field {field!r} (one of {', '.join(HEAVY_FIELDS)})", extra={"field": field})
+    row = NodeRun.objects.filter(run=run, node_id=node_id, iteration=iteration)
+    sizes = list(row.values_list(Coalesce(F(f"{field}_bytes"), stored_bytes(field), Value(0),
+                                          output_field=IntegerField()), flat=True))
+    if not sizes:  # (run, node_id, iteration) is unique: one row or none
+        raise NotFound(f"node {node_id!r} has no iteration {iteration}",
+                       extra={"node_id": node_id, "iteration": iteration})
+    admit(sizes[0])
     text: Any = Cast(field, TextField())
     if field == "output":
         text = Case(When(output__contains={"_passthrough": True}, then=Value(None)), default=text)
-    rows = list(NodeRun.objects.filter(run=run, node_id=node_id, iteration=iteration).values_list(text, flat=True))
-    if not rows:  # (run, node_id, iteration) is unique: one row or none
-        raise NotFound(f"node {node_id!r} has no iteration {iteration}",
-                       extra={"node_id": node_id, "iteration": iteration})
-    return "null" if rows[0] is None else rows[0]
+    value = row.values_list(text, flat=True).first()
+    return "null" if value is None else value
 
 
 EVENTS_PAGE = 1000

@@ -13,8 +13,8 @@ from django.conf import settings as django_settings
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.conftest import client_for, stored_run, wait_for_run
-from workflows.models import Run, Workflow
+from tests.conftest import client_for, set_inputs, stored_run, wait_for_run
+from workflows.models import NodeRun, Run, Workflow
 
 pytestmark = [pytest.mark.ratelimit]
 
@@ -147,18 +147,25 @@ def test_an_ipv6_client_is_one_address_per_64(make_user, settings):
 
 @pytest.mark.django_db
 def test_one_user_s_reads_of_whole_values_are_limited_and_no_other_read_or_user_is(api, user, make_user, settings):
-    """An artifact, a run's inputs or output, a node run's field: answered whole (up to 32 MiB,
-    built in the web process), so each user's are limited (AOB_RATE_USER_WHOLE_READS_PER_MIN);
-    the bounded reads (a run, its details) are not, nor another user's whole reads."""
-    settings.AOB_RATE_USER_WHOLE_READS_PER_MIN = 3
+    """A value past an answer's byte budget read whole (an artifact, a run's inputs or output, a node
+    run's field: up to 32 MiB each, built in the web process) counts against each user's
+    AOB_RATE_USER_WHOLE_READS_PER_MIN; a value within the budget (the definitions the run page reads
+    for each patch) and the bounded reads (a run, its details) do not, nor another user's reads."""
+    settings.AOB_RATE_USER_WHOLE_READS_PER_MIN = 4
+    settings.AOB_DETAILS_MAX_BYTES = 32  # the definition (about 80 bytes), inputs and output are past it
     run = stored_run(user)
+    set_inputs(run, {"pad": "x" * 40})
+    NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed", output="y" * 40)
     whole = [f"/api/v1/runs/{run.pk}/inputs", f"/api/v1/artifacts/{run.base_artifact_id}",
-             f"/api/v1/runs/{run.pk}/output"]
+             f"/api/v1/runs/{run.pk}/output", f"/api/v1/runs/{run.pk}/nodes/a/iterations/0/output"]
 
-    assert [api.get(url).status_code for url in whole] == [200, 200, 200]
-    body = refused_for_rate(api.get(whole[0]), "read_rate_limit_exceeded")
-    assert body["details"]["limit"] == 3 and body["details"]["current_count"] == 3
+    assert [api.get(url).status_code for url in whole] == [200] * 4
+    body = refused_for_rate(api.get(whole[3]), "read_rate_limit_exceeded")
+    assert body["details"]["limit"] == 4 and body["details"]["current_count"] == 4
     assert api.get(f"/api/v1/runs/{run.pk}").status_code == 200
     assert api.get(f"/api/v1/runs/{run.pk}/details").status_code == 200
+    settings.AOB_DETAILS_MAX_BYTES = 1024 * 1024
+    assert api.get(whole[1]).status_code == 200  # within a budget: a bounded read
     bob = make_user("bob")
-    assert client_for(bob).get(f"/api/v1/runs/{stored_run(bob).pk}/inputs").status_code == 200
+    settings.AOB_DETAILS_MAX_BYTES = 32
+    assert client_for(bob).get(f"/api/v1/runs/{stored_run(bob).pk}/output").status_code == 200

@@ -50,7 +50,8 @@ def run_start_throttles() -> list[BaseThrottle]:
 
 
 class WholeReadThrottle(BaseThrottle):
-    """A read that answers a stored value whole, per user (``ratelimit.check_whole_read``)."""
+    """A read that answers a run's output whole, per user (``ratelimit.check_whole_read``): its size is
+    not known before it is computed, so every one counts (the others: ``api.views.whole_read``)."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if request.user.is_authenticated:

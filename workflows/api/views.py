@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
@@ -24,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aob_project.exceptions import AobError, NotFound, ValidationFailed
-from workflows import results, selectors
+from workflows import ratelimit, results, selectors
 from workflows.definition.validation import validate, workflow_schema
 from workflows.engine.sweeper import sweeper_health
 from workflows.models import Run, Workflow
@@ -300,14 +301,23 @@ def _start_once(request: Request, begin: Any, respond: Callable[[Run], dict[str,
     return Response(answer, status=201 if created else 200)
 
 
-class ArtifactView(APIView):
-    throttle_classes = whole_read_throttles()
+def whole_read(request: Request) -> Callable[[int], None]:
+    """What admits a value of a given size answered whole to ``request``'s user: past an answer's
+    byte budget (``AOB_DETAILS_MAX_BYTES``) it counts against their reads of values whole
+    (``ratelimit.check_whole_read``: up to 32 MiB each, built in this process); a smaller one, such
+    as the definitions the run page reads for each patch, is a bounded read like any other."""
+    def admit(size: int) -> None:
+        if size > settings.AOB_DETAILS_MAX_BYTES and request.user.is_authenticated:
+            ratelimit.check_whole_read(user_id=request.user.pk)
+    return admit
 
+
+class ArtifactView(APIView):
     @extend_schema(responses={200: s.ArtifactOut, **WHOLE_READ_ERRORS})
     def get(self, request: Request, artifact_id: str) -> HttpResponse:
         """An artifact whole: where the markers of outputs lead. Its content is written as the
         database stores its JSON text, never parsed (``selectors.artifact_get``)."""
-        artifact = selectors.artifact_get(user=request.user, artifact_id=artifact_id)
+        artifact = selectors.artifact_get(user=request.user, artifact_id=artifact_id, admit=whole_read(request))
         head = json.dumps({"id": artifact.pk, "kind": artifact.kind})[:-1]
         tail = json.dumps({"size_bytes": artifact.size_bytes,
                            "created_at": DateTimeField().to_representation(artifact.created_at)})[1:]
@@ -389,12 +399,12 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return HttpResponse(body.encode(), content_type="application/json")
 
     @extend_schema(responses={200: s.RunInputsOut, **WHOLE_READ_ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[],
-            throttle_classes=whole_read_throttles())
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def inputs(self, request: Request, pk: str) -> HttpResponse:
         """The run's inputs whole (up to AOB_MAX_RUN_INPUTS_BYTES): where the markers of the run's
         answers and its ``workflow_started`` event lead. The database's JSON text, never parsed."""
         run = self._run(pk)
+        whole_read(request)(run.inputs_bytes)
         with connection.cursor() as cursor:
             cursor.execute("SELECT inputs::text FROM workflows_run WHERE id = %s", [run.pk])
             text = cursor.fetchone()[0]
@@ -419,7 +429,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(operation_id="runs_nodes_iterations_field_retrieve", parameters=[NODE_FIELD],
                    responses={200: s.NodeFieldOut, **WHOLE_READ_ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[], throttle_classes=whole_read_throttles(),
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[],
             url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/iterations/(?P<iteration>\d{1,9})/(?P<field>[^/]+)")
     def node_field(self, request: Request, pk: str, node_id: str, iteration: str, field: str) -> HttpResponse:
         """One field of one node run whole (input, output or attempt_log), whatever its size: where
@@ -428,7 +438,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         written as it is read, the database's JSON text never parsed (``selectors.node_field_text``);
         its size is bounded by what was written (an input, the resolved config: 16 MiB)."""
         run = self._run(pk)
-        text = selectors.node_field_text(run=run, node_id=node_id, iteration=int(iteration), field=field)
+        text = selectors.node_field_text(run=run, node_id=node_id, iteration=int(iteration), field=field,
+                                         admit=whole_read(request))
         # node_id is the URL's pattern and field one of HEAVY_FIELDS (checked above): nothing to escape
         body = (f'{{"run_id":"{run.pk}","node_id":"{node_id}","iteration":{int(iteration)},'
                 f'"field":"{field}","value":{text}}}')
