@@ -29,6 +29,11 @@ def current_request_id() -> str:
     return str(structlog.contextvars.get_contextvars().get("request_id") or "")
 
 
+def current_owner_id() -> str:
+    """The owner of the node this process runs now (``execution.claim`` binds it), "" elsewhere."""
+    return str(structlog.contextvars.get_contextvars().get("owner_id") or "")
+
+
 class RequestIdMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

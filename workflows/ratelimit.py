@@ -171,12 +171,16 @@ def check_write(*, user_id: int) -> None:
                                             "user_rate_limit_exceeded", "state-changing requests per user")])
 
 
-def check_whole_read(*, user_id: int) -> None:
-    """One read of a stored value whole past an answer's byte budget (an artifact, a run's inputs or
-    output, one field of a node run: up to 32 MiB each, built in the web process; ``api.views.whole_read``)
-    by ``user_id`` (``AOB_RATE_USER_WHOLE_READS_PER_MIN``). Every other read is bounded by its
-    answer's byte budget; these are not, and one user looping on them would hold the web processes
-    and the database for everyone."""
+def check_whole_read(*, user_id: int, size: int | None) -> None:
+    """A read by ``user_id`` that answers a stored value of ``size`` bytes whole (an artifact, a
+    run's inputs, one field of a node run; None: not known before it is read, a run's output). Past
+    an answer's byte budget (``AOB_DETAILS_MAX_BYTES``) or of unknown size, it counts against the
+    user's ``AOB_RATE_USER_WHOLE_READS_PER_MIN``: such a value is up to 32 MiB, built in the web
+    process, and one user looping on them would hold the web processes and the database for
+    everyone. A smaller one (the definitions the run page reads for each patch) is a bounded read
+    like any other, not counted."""
+    if size is not None and size <= settings.AOB_DETAILS_MAX_BYTES:
+        return
     _fail_open([Layer(f"aob:rl:user:{user_id}:whole", settings.AOB_RATE_USER_WHOLE_READS_PER_MIN,
                       "read_rate_limit_exceeded", "reads of a stored value whole per user")])
 

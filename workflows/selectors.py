@@ -563,8 +563,11 @@ def node_field_text(*, run: Run, node_id: str, iteration: int, field: str,
     text: Any = Cast(field, TextField())
     if field == "output":
         text = Case(When(output__contains={"_passthrough": True}, then=Value(None)), default=text)
-    value = row.values_list(text, flat=True).first()
-    return "null" if value is None else value
+    values = list(row.values_list(text, flat=True))
+    if not values:  # pruned between the two reads
+        raise NotFound(f"node {node_id!r} has no iteration {iteration}",
+                       extra={"node_id": node_id, "iteration": iteration})
+    return "null" if values[0] is None else values[0]
 
 
 EVENTS_PAGE = 1000

@@ -30,7 +30,7 @@ def coordinate(result: Any, node_run_id: int) -> None:
     """``(executor result, node_run_id)``: as an executor's link, Celery prepends the executor's
     return value (a ``Completion`` as a dict, or a status word); sent directly (the sweeper, a
     person's decision, a retry after a failed decision), ``result`` is None."""
-    if result == execution.HELD:
+    if result == execution.CLAIM_HELD:
         return  # its node run waits queued for a slot (engine/admission.py): nothing finished to decide
     events.hold_until_task_end()  # the decision's events go out after the next executor's publish
     try:

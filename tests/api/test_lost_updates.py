@@ -213,6 +213,7 @@ def test_a_save_that_waited_on_a_delete_makes_the_tag_again_not_a_500(transactio
 
     assert post_workflow(client_for(user), "shared", with_store("0")).status_code == 201
     deleting, release = threading.Event(), threading.Event()
+    deleter_pid: list[int] = []
 
     def delete_and_hold() -> None:
         try:
@@ -220,6 +221,9 @@ def test_a_save_that_waited_on_a_delete_makes_the_tag_again_not_a_500(transactio
 
             with transaction.atomic():
                 workflow_delete(workflow=Workflow.objects.get(tag="shared"))
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    deleter_pid.append(cursor.fetchone()[0])
                 deleting.set()
                 release.wait(10)
         finally:
@@ -232,10 +236,10 @@ def test_a_save_that_waited_on_a_delete_makes_the_tag_again_not_a_500(transactio
     saver = threading.Thread(target=lambda: (answers.append(post_workflow(client_for(user), "shared", with_store("1"))),
                                              connections.close_all()))
     saver.start()
-    def save_waits() -> bool:
+    def save_waits() -> bool:  # a backend waits on a lock the delete holds: the save's
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                           "AND datname = current_database()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                           deleter_pid)
             return bool(cursor.fetchone()[0])
 
     wait_until(save_waits, timeout=10, what="the save waiting on the delete's lock")

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 import certifi
 import httpcore
 import pytest
+import structlog
 
 from tests.engine.flow import wait_until
 from workers.http import (
@@ -599,37 +600,49 @@ def test_a_lookup_that_never_answers_ends_at_the_request_deadline() -> None:
         answered.set()
 
 
-def test_lookups_left_behind_are_bounded_per_process_and_past_the_bound_a_request_fails_at_once() -> None:
+def test_lookups_left_behind_are_bounded_per_owner_and_past_the_bound_a_request_fails_at_once() -> None:
     """Each request to a silent name ends at its deadline but leaves its lookup thread behind: an
-    agent's loop of them would leave one per request. Past ``MAX_PENDING_LOOKUPS`` a request fails
-    at once saying why, and once the name server answers, lookups are made again."""
+    agent's loop of them would leave one per request. Past ``MAX_PENDING_LOOKUPS`` of one owner's a
+    request of that owner fails at once saying why; another owner's lookups are made as before;
+    once the name server answers, the first owner's are made again."""
     answered = threading.Event()
 
     def silent_name_server(host: str, port: int) -> list[str]:
         answered.wait(10)
-        return ["203.0.113.9"]
+        raise OSError("no answer")
 
     def lookup_threads() -> int:
         return sum(t.name == "aob-http-lookup" for t in threading.enumerate())
 
+    def as_owner(owner: str, url: str, timeout_s: float = 0.05) -> HTTPRequestError:
+        structlog.contextvars.bind_contextvars(owner_id=owner)  # as execution.claim binds it
+        try:
+            with pytest.raises(HTTPRequestError) as caught:
+                request(method="GET", url=url, timeout_s=timeout_s, resolver=silent_name_server)
+            return caught.value
+        finally:
+            structlog.contextvars.unbind_contextvars("owner_id")
+
+    before = lookup_threads()
     try:
         for i in range(client_module.MAX_PENDING_LOOKUPS):
-            with pytest.raises(HTTPRequestError, match="looking up"):
-                request(method="GET", url=f"http://silent-{i}.example/", timeout_s=0.05, resolver=silent_name_server)
-        assert lookup_threads() >= client_module.MAX_PENDING_LOOKUPS
+            assert "looking up" in as_owner("alice", f"http://silent-{i}.example/").message
+        assert lookup_threads() == before + client_module.MAX_PENDING_LOOKUPS
         started = time.monotonic()
-        with pytest.raises(HTTPRequestError) as caught:
-            request(method="GET", url="http://one-more.example/", timeout_s=5, resolver=silent_name_server)
+        refused = as_owner("alice", "http://one-more.example/", timeout_s=5)
         assert time.monotonic() - started < 1  # not the request's 5 s deadline
-        assert caught.value.transient and "still unanswered" in caught.value.message
-        assert lookup_threads() <= client_module.MAX_PENDING_LOOKUPS
+        assert refused.transient and "of this owner's requests are still unanswered" in refused.message
+        other = as_owner("bob", "http://bobs.example/")  # another owner's lookup is made
+        assert "looking up 'bobs.example'" in other.message and "unanswered" not in other.message
     finally:
         answered.set()
-    wait_until(lambda: lookup_threads() == 0, timeout=5)
-    with pytest.raises(HTTPRequestError, match="looking up") as caught:  # a lookup is made again
-        request(method="GET", url="http://silent-again.example/", timeout_s=0.05,
-                resolver=lambda host, port: time.sleep(0.5) or [])
-    assert "still unanswered" not in caught.value.message
+    wait_until(lambda: lookup_threads() == before, timeout=5)
+    answered.clear()
+    try:
+        again = as_owner("alice", "http://silent-again.example/")  # a lookup is made again
+        assert "looking up" in again.message and "unanswered" not in again.message
+    finally:
+        answered.set()
 
 
 def test_connection_refused_is_transient(settings: Any) -> None:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from aob_project.context import current_owner_id
 from aob_project.exceptions import ValidationFailed
 from workers.http.body import ACCEPT_ENCODING, read_capped
 from workers.http.exceptions import HTTPRequestError, SSRFBlocked, TooManyRedirects
@@ -115,8 +116,31 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-MAX_PENDING_LOOKUPS = 16  # lookup threads alive at once in one process (``_lookup_within``)
-_pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+MAX_PENDING_LOOKUPS = 16  # lookup threads alive at once for one owner's requests in one process
+MAX_PENDING_LOOKUPS_ALL = 256  # and for every request of the process together
+_pending: dict[str, int] = {}  # the owner (``current_owner_id``; "" outside a node) → its lookups alive
+_pending_lock = threading.Lock()
+
+
+def _take_lookup(party: str, host: str) -> None:
+    """Count a lookup thread for ``party``, or refuse it (a transient connect error saying why)."""
+    with _pending_lock:
+        mine, alive = _pending.get(party, 0), sum(_pending.values())
+        full = (("of this owner's requests", mine) if mine >= MAX_PENDING_LOOKUPS else
+                ("in this process", alive) if alive >= MAX_PENDING_LOOKUPS_ALL else None)
+        if full is not None:
+            raise httpcore.ConnectError(f"not looking up {host!r}: {full[1]} name lookups {full[0]} are still "
+                                        "unanswered (a name server that does not answer); try again later")
+        _pending[party] = mine + 1
+
+
+def _give_lookup(party: str) -> None:
+    with _pending_lock:
+        left = _pending[party] - 1
+        if left:
+            _pending[party] = left
+        else:
+            del _pending[party]
 
 
 def _lookup_within(resolver: Resolver, seconds: float | None) -> Resolver:
@@ -126,18 +150,18 @@ def _lookup_within(resolver: Resolver, seconds: float | None) -> Resolver:
     can register) would hold the worker for the system resolver's own timeout, attempts × servers ×
     5 s, past any deadline. The lookup runs in a thread of its own, so no lookup waits behind
     another; one left behind ends at the resolver's timeout, and nothing waits for it. At most
-    ``MAX_PENDING_LOOKUPS`` of those threads live in a process: an agent's loop of requests to such
-    names, each ending at a short deadline, would otherwise leave a thread behind for every one.
-    Past it a request fails at once, as a transient connect error saying why.
+    ``MAX_PENDING_LOOKUPS`` of those threads live for one owner's requests in a process (the owner
+    of the node being run, ``aob_project.context.current_owner_id``), and ``MAX_PENDING_LOOKUPS_ALL``
+    for all: an agent's loop of requests to such names, each ending at a short deadline, would
+    otherwise leave a thread behind for every one, and one owner's loop must not use up the others'
+    lookups. Past either a request fails at once, as a transient connect error saying why.
     """
     if seconds is None:
         return resolver
 
     def lookup(host: str, port: int) -> list[str]:
-        if not _pending_lookups.acquire(blocking=False):
-            raise httpcore.ConnectError(
-                f"not looking up {host!r}: {MAX_PENDING_LOOKUPS} name lookups of this process are still "
-                "unanswered (a name server that does not answer); try again later")
+        party = current_owner_id()
+        _take_lookup(party, host)
         outcome: list[Any] = []
         done = threading.Event()
 
@@ -147,13 +171,13 @@ def _lookup_within(resolver: Resolver, seconds: float | None) -> Resolver:
             except BaseException as exc:  # noqa: BLE001 - handed to the request's thread, raised there
                 outcome.append(exc)
             finally:
-                _pending_lookups.release()
+                _give_lookup(party)
                 done.set()
 
         try:
             threading.Thread(target=resolve, name="aob-http-lookup", daemon=True).start()
         except BaseException:
-            _pending_lookups.release()
+            _give_lookup(party)
             raise
         if not done.wait(seconds):
             raise httpcore.ConnectTimeout(f"looking up {host!r} took longer than the request's time left")

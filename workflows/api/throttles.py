@@ -49,21 +49,6 @@ def run_start_throttles() -> list[BaseThrottle]:
     return [throttle() for throttle in api_settings.DEFAULT_THROTTLE_CLASSES if throttle is not GlobalWriteThrottle]
 
 
-class WholeReadThrottle(BaseThrottle):
-    """A read that answers a run's output whole, per user (``ratelimit.check_whole_read``): its size is
-    not known before it is computed, so every one counts (the others: ``api.views.whole_read``)."""
-
-    def allow_request(self, request: Request, view: Any) -> bool:
-        if request.user.is_authenticated:
-            ratelimit.check_whole_read(user_id=request.user.pk)
-        return True
-
-
-def whole_read_throttles() -> list[type[BaseThrottle]]:
-    """The throttles of a view that answers a stored value whole: the defaults and ``WholeReadThrottle``."""
-    return [*api_settings.DEFAULT_THROTTLE_CLASSES, WholeReadThrottle]
-
-
 class LoginThrottle(BaseThrottle):
     """Password attempts, per client address and per username (brute force, and credential
     stuffing across many names from one address)."""

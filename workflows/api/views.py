@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
@@ -35,7 +34,7 @@ from . import filters
 from . import serializers as s
 from .pagination import BoundedLimitOffsetPagination
 from .params import int_parameter, query_bool, query_choice, query_int
-from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles, whole_read_throttles
+from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles
 
 # 503: the database did not answer (workflows/api/errors.py)
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut, 503: s.ErrorOut}
@@ -301,14 +300,11 @@ def _start_once(request: Request, begin: Any, respond: Callable[[Run], dict[str,
     return Response(answer, status=201 if created else 200)
 
 
-def whole_read(request: Request) -> Callable[[int], None]:
-    """What admits a value of a given size answered whole to ``request``'s user: past an answer's
-    byte budget (``AOB_DETAILS_MAX_BYTES``) it counts against their reads of values whole
-    (``ratelimit.check_whole_read``: up to 32 MiB each, built in this process); a smaller one, such
-    as the definitions the run page reads for each patch, is a bounded read like any other."""
-    def admit(size: int) -> None:
-        if size > settings.AOB_DETAILS_MAX_BYTES and request.user.is_authenticated:
-            ratelimit.check_whole_read(user_id=request.user.pk)
+def whole_read(request: Request) -> Callable[[int | None], None]:
+    """What admits a value of a given size answered whole to ``request``'s user, asked before the
+    value is read (``ratelimit.check_whole_read``)."""
+    def admit(size: int | None) -> None:
+        ratelimit.check_whole_read(user_id=request.user.pk, size=size)
     return admit
 
 
@@ -386,13 +382,13 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(s.TimelineOut(results.run_timeline(run=self._run(pk))).data)
 
     @extend_schema(responses={200: s.RunOutputOut, **WHOLE_READ_ERRORS})
-    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[],
-            throttle_classes=whole_read_throttles())
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def output(self, request: Request, pk: str) -> HttpResponse:
         """The run's output whole: where the run's and its details' markers lead once it passes
         their byte budget. Written as it is read: the terminal nodes' outputs, or the stored
         ``metadata.output``, are the database's own JSON text, never parsed (``results.run_output_text``)."""
         run = self._run(pk)
+        whole_read(request)(None)  # its size is known only once it is read
         text, error = results.run_output_text(run)
         pending = json.dumps(run.output_pending)
         body = f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)},"output_pending":{pending}}}'

@@ -110,7 +110,7 @@ transitions.check_run_move(Run.Status.WAITING_FOR_APPROVAL, Run.Status.RUNNING)
 def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     """``queued → running`` with a compare-and-set, the run marked running and ``node_started``
     appended, in one statement (one round trip on the hot path). None when the message is a
-    duplicate or the node run is no longer ours (cancelled, finished, not yet due); ``HELD`` when
+    duplicate or the node run is no longer ours (cancelled, finished, not yet due); ``CLAIM_HELD`` when
     its owner runs as many of its type as it may (``admission``): it waits queued for a slot."""
     now = timezone.now()
     slots = admission.slots()
@@ -133,8 +133,9 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
         if seq is not None:  # its first hold: the run's page and its watchers are told why it waits
             events.push(str(run_id), owner_id, [events.frame(run_id, seq, Event.Type.NODE_HELD, node_id, {
                 "iteration": iteration, "limit": slots}, request_id, now)])
-        return HELD
-    bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type, request_id=request_id)
+        return CLAIM_HELD
+    bind(run_id=str(run_id), node_id=node_id, node_run_id=node_run_id, node_type=node_type, request_id=request_id,
+         owner_id=owner_id)
     events.push(str(run_id), owner_id, [events.frame(run_id, seq, Event.Type.NODE_STARTED, node_id,
                                                      {"iteration": iteration, "attempt": attempts}, request_id, now)])
     if attempts == 1 and queued_at is not None:
@@ -338,7 +339,7 @@ def execute(node_run_id: int) -> str | list[Any]:
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
-    if isinstance(ctx, str):  # HELD: it waits queued for a slot
+    if isinstance(ctx, str):  # CLAIM_HELD: it waits queued for a slot
         return ctx
     started = time.monotonic()
     try:
@@ -372,7 +373,7 @@ def execute(node_run_id: int) -> str | list[Any]:
 
 # What ``claim`` answers for a node run held for a slot (``admission``), and the executor's word
 # for it: nothing finished, so its linked coordinator has nothing to decide.
-HELD: Final = "held"
+CLAIM_HELD: Final = "held"
 
 WAITING = object()
 """Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""

@@ -52,10 +52,14 @@ def of(run_id: Any, head: Any) -> dict[str, Any]:
 
 
 def of_run(run: Run) -> dict[str, Any]:
-    """``of`` for a run row: its inputs if they were read with it, else its ``inputs_head``."""
+    """The inputs of a run row: those read with it; ``of`` its ``inputs_head`` when it was read as
+    the engine reads it (``coordinator.locked_run``); else read now and not kept (a web process's
+    decision after a patch or a budget's raise: no process but the engine's keeps inputs)."""
     if "inputs" not in run.get_deferred_fields():
         return run.inputs
-    return of(run.pk, getattr(run, "inputs_head", None))
+    if hasattr(run, "inputs_head"):
+        return of(run.pk, run.inputs_head)
+    return run.inputs  # the deferred field, read by itself
 
 
 def kept(key: str) -> dict[str, Any] | None:
