@@ -410,7 +410,7 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
         nr = NodeRun.objects.select_related("run").filter(pk=node_run_id).first()
         if nr is None:
             return False
-        fields: dict[str, Any] = {"finished_at": now, "wait_reason": ""}
+        fields: dict[str, Any] = {"finished_at": now}  # wait_reason goes with the finish (move_node_runs)
         if error is None:
             output = strict_json(output)
             text = canonical_json(output)
