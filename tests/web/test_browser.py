@@ -415,8 +415,10 @@ def test_a_run_s_output_computed_after_it_completes_appears_on_its_page(web: str
 def test_a_gate_nobody_can_decide_says_so_on_its_run_page(web: str) -> None:
     """The owner, not an approver, opens a run waiting at a gate whose approver names no one: the
     node's panel says why no vote will come and what ends the wait, instead of "waiting for an
-    approver"; its event says it too."""
-    from playwright.sync_api import expect
+    approver"; its event says it too. The panel is drawn from the run's details before the
+    socket's replay brings that event (held here until then, as a slow socket would be): the note
+    is drawn again when the event comes."""
+    from playwright.sync_api import WebSocketRoute, expect
     from rest_framework.authtoken.models import Token
 
     from tests.approvals.runs import approval_of, refund_flow, submit
@@ -427,8 +429,19 @@ def test_a_gate_nobody_can_decide_says_so_on_its_run_page(web: str) -> None:
     approval_of(run_id)
 
     with chromium_page("web-run-nobody-failure.png") as (page, problems):
+        held: list[WebSocketRoute] = []  # the first socket stays open and silent; the next go through
+
+        def slow_then_through(socket: WebSocketRoute) -> None:
+            if held:
+                socket.connect_to_server()
+            else:
+                held.append(socket)
+
+        page.route_web_socket(re.compile(r"/ws/runs/"), slow_then_through)
         log_in(page, web, "lonely", f"/runs/{run_id}/")
         page.locator('svg.dag [data-node="review"]').click()
+        expect(page.locator("#node-panel")).to_contain_text("Waiting for an approver")  # no event yet
+        held[0].close()  # the page reconnects and its replay brings the gate's event
         expect(page.locator("#node-panel")).to_contain_text("nobody can decide approval")
         expect(page.locator("#node-panel")).to_contain_text("only cancelling the run ends it")
         expect(page.locator("#events")).to_contain_text("nobody can decide")

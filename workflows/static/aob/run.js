@@ -216,7 +216,11 @@ function renderNodePanel() {
   // wake has the node queued and running, until it pauses again (on the same run: shown again) or ends.
   const between = (n.status === "queued" || n.status === "running") && lastPause(n);
   const ask = ((n.status === "waiting" && n.wait_reason === "budget") || between) ? budgetAsk(n) : null;
-  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.target}` : `none:${n.node_id}:${n.status}`;
+  // (without an approval to decide, the note is built again when the gate's approval_required
+  // event arrives: the details can be drawn before the socket's replay brings it)
+  const asked = lastEvent("approval_required", n);
+  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.target}`
+    : `none:${n.node_id}:${n.status}:${asked ? asked.seq : 0}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
   const decide = kept ? oldDecide : decideForm(n, approval, ask);
