@@ -20,7 +20,8 @@ server; the workers' hot path goes without). WebSockets stay on Channels (``aob_
 
 Every view here is sync; an async view would still work (Django adapts it with
 ``async_to_sync``), only without a gain. A streaming response (none of ours is) is sent from the
-event loop as Django's handler sends it, and closed in a pool thread.
+event loop as Django's handler sends it, and closed in a pool thread; so is a response that holds
+something until it has been sent (``CLOSE_AFTER_SEND``: a whole read's place, ``api.views.WholeRead``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ from django.db import connections
 from django.http import HttpResponseBase
 from django.urls import set_script_prefix
 from psycopg.pq import TransactionStatus
+
+# A response with this attribute true is closed once it has been sent (or its client has gone), not
+# before: what its ``close()`` gives back is held while a slow client reads it.
+CLOSE_AFTER_SEND = "aob_close_after_send"
+
+
+def _closed_after_send(response: HttpResponseBase) -> bool:
+    return response.streaming or getattr(response, CLOSE_AFTER_SEND, False)
 
 
 def _check_kept_connections() -> None:
@@ -99,21 +108,21 @@ class ThreadPoolHandler(ASGIHandler):
             except asyncio.CancelledError:
                 pass  # the client went away while we answered
             finally:
-                if response.streaming:
+                if _closed_after_send(response):
                     await loop.run_in_executor(self.pool, contextvars.copy_context().run, response.close)
         finally:
             body_file.close()
 
     def respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """The whole request in one pool thread: what ``WSGIHandler.__call__`` does, and for a
-        response that is not streamed also its ``close()`` (``request_finished``)."""
+        response that is not streamed (nor ``CLOSE_AFTER_SEND``) also its ``close()`` (``request_finished``)."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)
         if request is not None:
             response = self.get_response(request)
             response._handler_class = self.__class__  # type: ignore[attr-defined]
-        if not response.streaming:
+        if not _closed_after_send(response):
             response.close()
         return response
 

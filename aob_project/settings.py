@@ -396,6 +396,9 @@ AOB_RATE_USER_WRITES_PER_MIN = env_int("AOB_RATE_USER_WRITES_PER_MIN", 25)
 # /runs/{id}/inputs, a node run's field; /output always): up to 32 MiB each, built in the web
 # process; every other read has a byte budget.
 AOB_RATE_USER_WHOLE_READS_PER_MIN = env_int("AOB_RATE_USER_WHOLE_READS_PER_MIN", 60)
+# And how many of them one user may have in flight (read, built, or still being sent to a client
+# that reads slowly), across every web process; 0: no such limit.
+AOB_WHOLE_READS_AT_ONCE_PER_USER = env_int("AOB_WHOLE_READS_AT_ONCE_PER_USER", 4, within=(0, 1000))
 AOB_RATE_TIER_SIMPLE_PER_MIN = env_int("AOB_RATE_TIER_SIMPLE_PER_MIN", 100)
 AOB_RATE_TIER_STANDARD_PER_MIN = env_int("AOB_RATE_TIER_STANDARD_PER_MIN", 20)
 AOB_RATE_TIER_HEAVY_PER_MIN = env_int("AOB_RATE_TIER_HEAVY_PER_MIN", 5)

@@ -7,7 +7,8 @@ system we replace, a sliding window cannot be doubled at a window's edge.
 
 Layers: a global limit on state-changing API requests by known users (a DRF throttle, after
 authentication, so anonymous traffic cannot spend it); each user's reads of a stored value whole
-(``check_whole_read``: the answers that no byte budget bounds); requests without a valid identity per
+(``begin_whole_read``: the answers that no byte budget bounds), per minute and in flight (a held
+layer: ``release`` gives a call's place back when it ends); requests without a valid identity per
 client address; login attempts per address and per username; and on run creation a per-user
 limit plus a per-user tier by the number of agent nodes in the version to run (0 simple, 1–2
 standard, ≥3 heavy), enforced in ``run_start`` so every surface is limited alike. An API request
@@ -22,6 +23,7 @@ other checks fail open, logged, since they do not start work.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -29,6 +31,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,14 +45,18 @@ from workflows.definition.ir import IR
 logger = logging.getLogger(__name__)
 
 WINDOW_S = 60
+# A layer is a sliding-window log: a call is one entry, dropped once it is its window old. A held
+# layer's entry is also taken out when its call ends (``release``): the entries left are the calls
+# in flight, and its window only bounds how long one whose process died holds its place.
 SCRIPT = """
 local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local member = ARGV[3]
+local member = ARGV[2]
+local n = #KEYS
 for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 + n + i])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local count = redis.call('ZCARD', key)
-  if count >= tonumber(ARGV[3 + i]) then
+  if count >= tonumber(ARGV[2 + i]) then
     local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     local retry = window
     if oldest[2] then retry = window - (now - tonumber(oldest[2])) end
@@ -58,10 +65,13 @@ for i, key in ipairs(KEYS) do
 end
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, now, member)
-  redis.call('PEXPIRE', key, window)
+  redis.call('PEXPIRE', key, tonumber(ARGV[2 + n + i]))
 end
 return {0, 0, 0}
 """
+# How long a whole read's place is held at most: past it, one whose web process died is forgotten
+# (a read answered to a client that reads slowly for longer than this stops counting then).
+WHOLE_READ_HOLD_S = 300
 
 
 class RateLimited(AobError):
@@ -76,6 +86,8 @@ class Layer:
     code: str
     label: str
     tier: str | None = None
+    window_s: int = WINDOW_S
+    held: bool = False  # a place per call in flight (``release``), not a count per window
 
 
 _local: dict[tuple[int, str], tuple[redis.Redis, Any]] = {}
@@ -91,26 +103,48 @@ def _client() -> tuple[redis.Redis, Any]:
         return _local[key]
 
 
-def check(layers: list[Layer]) -> None:
-    """Record one call in every layer, or raise RateLimited naming the first full one."""
+def check(layers: list[Layer]) -> str | None:
+    """Record one call in every layer, or raise RateLimited naming the first full one. Returns the
+    call's entry, which ``release`` takes out of a held layer when the call ends."""
     if not settings.AOB_RATE_LIMITS_ENABLED or not layers:
-        return
+        return None
     _, script = _client()
     now_ms = int(time.time() * 1000)
+    member = f"{now_ms}-{uuid.uuid4().hex}"
     failed, count, retry_ms = script(keys=[layer.key for layer in layers],
-                                     args=[now_ms, WINDOW_S * 1000, f"{now_ms}-{uuid.uuid4().hex}",
-                                           *[layer.limit for layer in layers]])
+                                     args=[now_ms, member, *[layer.limit for layer in layers],
+                                           *[layer.window_s * 1000 for layer in layers]])
     if not failed:
-        return
+        return member
     layer = layers[int(failed) - 1]
-    retry_after = max(1, -(-int(retry_ms) // 1000))
-    details: dict[str, Any] = {"limit": layer.limit, "window": f"{WINDOW_S} seconds", "current_count": int(count),
-                               "retry_after_seconds": retry_after}
+    if layer.held:  # a place frees when a call in flight ends: soon, not when the window says
+        retry_after = 1
+        details: dict[str, Any] = {"limit": layer.limit, "in_flight": int(count), "retry_after_seconds": retry_after}
+        message = f"{layer.label}: at most {layer.limit} at once; retry in {retry_after} s"
+    else:
+        retry_after = max(1, -(-int(retry_ms) // 1000))
+        details = {"limit": layer.limit, "window": f"{WINDOW_S} seconds", "current_count": int(count),
+                   "retry_after_seconds": retry_after}
+        message = f"{layer.label}: at most {layer.limit} per {WINDOW_S} seconds; retry in {retry_after} s"
     if layer.tier:
         details["tier"] = layer.tier
     RATE_LIMITED.labels(layer.code, layer.tier or "").inc()
-    raise RateLimited(f"{layer.label}: at most {layer.limit} per {WINDOW_S} seconds; retry in {retry_after} s",
-                      code=layer.code, extra=details)
+    raise RateLimited(message, code=layer.code, extra=details)
+
+
+def release(layers: list[Layer], member: str | None) -> None:
+    """The call recorded as ``member`` has ended: its place in each held layer is free."""
+    held = [layer.key for layer in layers if layer.held]
+    if member is None or not held:
+        return
+    client, _ = _client()
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in held:
+                pipe.zrem(key, member)
+            pipe.execute()
+    except redis.RedisError as exc:  # its place is freed by its window instead
+        logger.warning("ratelimit.release_failed", extra={"error": str(exc), "layer": layers[0].code})
 
 
 def tier_for(ir: IR) -> tuple[str, int]:
@@ -171,18 +205,35 @@ def check_write(*, user_id: int) -> None:
                                             "user_rate_limit_exceeded", "state-changing requests per user")])
 
 
-def check_whole_read(*, user_id: int, size: int | None) -> None:
+def begin_whole_read(*, user_id: int, size: int | None) -> Callable[[], None]:
     """A read by ``user_id`` that answers a stored value of ``size`` bytes whole (an artifact, a
     run's inputs, one field of a node run; None: not known before it is read, a run's output). Past
     an answer's byte budget (``AOB_DETAILS_MAX_BYTES``) or of unknown size, it counts against the
-    user's ``AOB_RATE_USER_WHOLE_READS_PER_MIN``: such a value is up to 32 MiB, built in the web
-    process, and one user looping on them would hold the web processes and the database for
-    everyone. A smaller one (the definitions the run page reads for each patch) is a bounded read
-    like any other, not counted."""
+    user's ``AOB_RATE_USER_WHOLE_READS_PER_MIN``, and takes one of the user's
+    ``AOB_WHOLE_READS_AT_ONCE_PER_USER`` places until the returned ``end`` is called (when its answer
+    has been sent: ``api.views.WholeRead``): such a value is up to 32 MiB, built in the web process
+    and held there until the client has read it, and one user looping on them, or reading their
+    answers slowly, would hold the web processes' memory and the database for everyone. A smaller
+    one (the definitions the run page reads for each patch) is a bounded read like any other, not
+    counted. Fails open."""
     if size is not None and size <= settings.AOB_DETAILS_MAX_BYTES:
-        return
-    _fail_open([Layer(f"aob:rl:user:{user_id}:whole", settings.AOB_RATE_USER_WHOLE_READS_PER_MIN,
-                      "read_rate_limit_exceeded", "reads of a stored value whole per user")])
+        return _nothing_held
+    layers = [Layer(f"aob:rl:user:{user_id}:whole", settings.AOB_RATE_USER_WHOLE_READS_PER_MIN,
+                    "read_rate_limit_exceeded", "reads of a stored value whole per user")]
+    if settings.AOB_WHOLE_READS_AT_ONCE_PER_USER:
+        layers.insert(0, Layer(f"aob:rl:user:{user_id}:whole:now", settings.AOB_WHOLE_READS_AT_ONCE_PER_USER,
+                               "read_concurrency_exceeded", "reads of a stored value whole in flight per user",
+                               window_s=WHOLE_READ_HOLD_S, held=True))
+    try:
+        member = check(layers)
+    except redis.RedisError as exc:
+        logger.warning("ratelimit.redis_unavailable", extra={"error": str(exc), "layer": layers[0].code})
+        return _nothing_held
+    return functools.partial(release, layers, member)
+
+
+def _nothing_held() -> None:
+    return None
 
 
 def check_anonymous(*, address: str) -> None:

@@ -152,6 +152,7 @@ def test_one_user_s_reads_of_whole_values_are_limited_and_no_other_read_or_user_
     AOB_RATE_USER_WHOLE_READS_PER_MIN; a value within the budget (the definitions the run page reads
     for each patch) and the bounded reads (a run, its details) do not, nor another user's reads."""
     settings.AOB_RATE_USER_WHOLE_READS_PER_MIN = 4
+    settings.AOB_WHOLE_READS_AT_ONCE_PER_USER = 1  # one at a time: each gives its place back once answered
     settings.AOB_DETAILS_MAX_BYTES = 32  # the definition (about 80 bytes), inputs and output are past it
     run = stored_run(user)
     set_inputs(run, {"pad": "x" * 40})
@@ -160,6 +161,7 @@ def test_one_user_s_reads_of_whole_values_are_limited_and_no_other_read_or_user_
              f"/api/v1/runs/{run.pk}/output", f"/api/v1/runs/{run.pk}/nodes/a/iterations/0/output"]
 
     assert [api.get(url).status_code for url in whole] == [200] * 4
+    assert redis.Redis.from_url(django_settings.REDIS_URL).zcard(f"aob:rl:user:{user.pk}:whole:now") == 0
     body = refused_for_rate(api.get(whole[3]), "read_rate_limit_exceeded")
     assert body["details"]["limit"] == 4 and body["details"]["current_count"] == 4
     assert api.get(f"/api/v1/runs/{run.pk}").status_code == 200

@@ -40,7 +40,7 @@ from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut, 503: s.ErrorOut}
 # run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
 RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
-# a read of a stored value whole: its per-user limit (429, ``throttles.whole_read_throttles``)
+# a read of a stored value whole: its per-user limits, by rate and in flight (429, ``WholeRead``)
 WHOLE_READ_ERRORS = {**ERRORS, 429: s.ErrorOut}
 IDEMPOTENCY_KEY = OpenApiParameter(
     idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
@@ -300,12 +300,47 @@ def _start_once(request: Request, begin: Any, respond: Callable[[Run], dict[str,
     return Response(answer, status=201 if created else 200)
 
 
-def whole_read(request: Request) -> Callable[[int | None], None]:
-    """What admits a value of a given size answered whole to ``request``'s user, asked before the
-    value is read (``ratelimit.check_whole_read``)."""
-    def admit(size: int | None) -> None:
-        ratelimit.check_whole_read(user_id=request.user.pk, size=size)
-    return admit
+class WholeRead:
+    """One read of a stored value answered whole to ``request``'s user. ``admit(size)`` is asked once
+    the value is found visible and before it is read (``ratelimit.begin_whole_read``: the user's
+    rate of them, and a place among the user's reads in flight); ``answer(body)`` is its response,
+    which holds the place until it has been sent (``http_handler.CLOSE_AFTER_SEND``: a client reading
+    32 MiB slowly keeps it in the web process's memory that long). As a ``with`` block: a read that
+    fails before its answer gives its place back at once."""
+
+    def __init__(self, request: Request) -> None:
+        self.user_id = request.user.pk
+        self.end: Callable[[], None] | None = None
+
+    def admit(self, size: int | None) -> None:
+        self.end = ratelimit.begin_whole_read(user_id=self.user_id, size=size)
+
+    def answer(self, body: str) -> HttpResponse:
+        response = _Held(body.encode(), content_type="application/json")
+        response.end, self.end = self.end, None
+        return response
+
+    def __enter__(self) -> WholeRead:
+        return self
+
+    def __exit__(self, *failure: object) -> None:
+        if self.end is not None:
+            self.end()
+            self.end = None
+
+
+class _Held(HttpResponse):
+    """A whole read's answer: its ``close()``, once it has been sent, ends the read."""
+    aob_close_after_send = True
+    end: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.end is not None:
+                self.end()
+                self.end = None
 
 
 class ArtifactView(APIView):
@@ -313,12 +348,12 @@ class ArtifactView(APIView):
     def get(self, request: Request, artifact_id: str) -> HttpResponse:
         """An artifact whole: where the markers of outputs lead. Its content is written as the
         database stores its JSON text, never parsed (``selectors.artifact_get``)."""
-        artifact = selectors.artifact_get(user=request.user, artifact_id=artifact_id, admit=whole_read(request))
-        head = json.dumps({"id": artifact.pk, "kind": artifact.kind})[:-1]
-        tail = json.dumps({"size_bytes": artifact.size_bytes,
-                           "created_at": DateTimeField().to_representation(artifact.created_at)})[1:]
-        body = f'{head}, "content": {artifact.text}, {tail}'  # type: ignore[attr-defined]
-        return HttpResponse(body.encode(), content_type="application/json")
+        with WholeRead(request) as read:
+            artifact = selectors.artifact_get(user=request.user, artifact_id=artifact_id, admit=read.admit)
+            head = json.dumps({"id": artifact.pk, "kind": artifact.kind})[:-1]
+            tail = json.dumps({"size_bytes": artifact.size_bytes,
+                               "created_at": DateTimeField().to_representation(artifact.created_at)})[1:]
+            return read.answer(f'{head}, "content": {artifact.text}, {tail}')  # type: ignore[attr-defined]
 
 
 EVENTS_NEXT = OpenApiParameter(
@@ -388,11 +423,12 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         their byte budget. Written as it is read: the terminal nodes' outputs, or the stored
         ``metadata.output``, are the database's own JSON text, never parsed (``results.run_output_text``)."""
         run = self._run(pk)
-        whole_read(request)(None)  # its size is known only once it is read
-        text, error = results.run_output_text(run)
-        pending = json.dumps(run.output_pending)
-        body = f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)},"output_pending":{pending}}}'
-        return HttpResponse(body.encode(), content_type="application/json")
+        with WholeRead(request) as read:
+            read.admit(None)  # its size is known only once it is read
+            text, error = results.run_output_text(run)
+            pending = json.dumps(run.output_pending)
+            return read.answer(f'{{"run_id":"{run.pk}","output":{text},"output_error":{json.dumps(error)},'
+                               f'"output_pending":{pending}}}')
 
     @extend_schema(responses={200: s.RunInputsOut, **WHOLE_READ_ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
@@ -400,11 +436,12 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         """The run's inputs whole (up to AOB_MAX_RUN_INPUTS_BYTES): where the markers of the run's
         answers and its ``workflow_started`` event lead. The database's JSON text, never parsed."""
         run = self._run(pk)
-        whole_read(request)(run.inputs_bytes)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT inputs::text FROM workflows_run WHERE id = %s", [run.pk])
-            text = cursor.fetchone()[0]
-        return HttpResponse(f'{{"run_id":"{run.pk}","inputs":{text}}}'.encode(), content_type="application/json")
+        with WholeRead(request) as read:
+            read.admit(run.inputs_bytes)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT inputs::text FROM workflows_run WHERE id = %s", [run.pk])
+                text = cursor.fetchone()[0]
+            return read.answer(f'{{"run_id":"{run.pk}","inputs":{text}}}')
 
     @extend_schema(responses={200: s.RunDetailsOut, **ERRORS})
     @action(detail=True, methods=["get"], filter_backends=[])
@@ -434,12 +471,12 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         written as it is read, the database's JSON text never parsed (``selectors.node_field_text``);
         its size is bounded by what was written (an input, the resolved config: 16 MiB)."""
         run = self._run(pk)
-        text = selectors.node_field_text(run=run, node_id=node_id, iteration=int(iteration), field=field,
-                                         admit=whole_read(request))
-        # node_id is the URL's pattern and field one of HEAVY_FIELDS (checked above): nothing to escape
-        body = (f'{{"run_id":"{run.pk}","node_id":"{node_id}","iteration":{int(iteration)},'
-                f'"field":"{field}","value":{text}}}')
-        return HttpResponse(body.encode(), content_type="application/json")
+        with WholeRead(request) as read:
+            text = selectors.node_field_text(run=run, node_id=node_id, iteration=int(iteration), field=field,
+                                             admit=read.admit)
+            # node_id is the URL's pattern and field one of HEAVY_FIELDS (checked above): nothing to escape
+            return read.answer(f'{{"run_id":"{run.pk}","node_id":"{node_id}","iteration":{int(iteration)},'
+                               f'"field":"{field}","value":{text}}}')
 
     @extend_schema(parameters=[int_parameter("after", 0), EVENTS_NEXT],
                    responses={200: s.EventOut(many=True), **ERRORS})
