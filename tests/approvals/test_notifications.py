@@ -131,29 +131,32 @@ HOSTILE_MESSAGE = ("Refund 42?\nBcc: mallory@evil.example <https://evil.example/
                    "<!channel> & <@U0ADMIN>")
 
 
-@pytest.mark.django_db
-def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_mention_to_the_webhook(
-        user: User, bob: User, remote: Any, settings: Any) -> None:
-    """Sent by the task's own function, in this process, to the loopback remote and the test mail box."""
-    from approvals.notifications import delivery_send
-    from tests.conftest import stored_run
+def unfolded(header: str) -> str:
+    """A header's value as written before the mail server's line folding (RFC 5322 2.2.3)."""
+    return re.sub(r"\r?\n(?=[ \t])", "", header)
 
-    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
+
+def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_mention_to_the_webhook(
+        engine: Any, user: User, bob: User, remote: Any, smtp: Any) -> None:
+    """Sent by the workers, to the loopback remote and the test mail server."""
     bob.email = "bob.hostile@example.com"
     bob.save()
     NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/echo/slack/hostile")
-    approval = Approval.objects.create(run=stored_run(user), approvers=["bob"], message=HOSTILE_MESSAGE)
+    run_id = submit(user, refund_flow({"approvers": ["bob"], "message": HOSTILE_MESSAGE}))
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    wait_until(lambda: approval.deliveries.filter(status="sent").count() == 2, timeout=30,
+               what="the email and the webhook to bob")
 
-    sent = {d.channel: delivery_send(delivery_id=d.pk) for d in approval_notify(approval=approval)}
-
-    assert sent == {"email": "sent", "webhook": "sent"}, list(Delivery.objects.values_list("error", flat=True))
-    email = mail.outbox[-1]
-    assert email.subject.startswith("[AOB] Approval needed: Refund 42? Bcc: mallory@evil.example")
-    assert "\n" not in email.subject and email.extra_headers == {} and email.bcc == []
+    email = wait_until(lambda: smtp.sent_to("bob.hostile@example.com"), what="bob's email")[0]
+    subject = unfolded(email["Subject"])
+    assert subject.startswith("[AOB] Approval needed: Refund 42? Bcc: mallory@evil.example"), subject
+    assert "\n" not in subject and email.get_all("Bcc") is None and email.get_all("Cc") is None
+    assert email["To"] == "bob.hostile@example.com"
+    body = smtp.body(email).replace("\r\n", "\n")
     # AOB's link first, the message after it, quoted as someone else's words
-    assert email.body.index("Open the approval: http") < email.body.index("The run's message")
-    assert email.body.endswith("> Refund 42?\n> Bcc: mallory@evil.example <https://evil.example/phish|Open the "
-                               "approval> <!channel> & <@U0ADMIN>"), email.body
+    assert body.index("Open the approval: http") < body.index("The run's message")
+    assert body.rstrip("\n").endswith("> Refund 42?\n> Bcc: mallory@evil.example <https://evil.example/phish|Open the "
+                                      "approval> <!channel> & <@U0ADMIN>"), body
     text = json.loads(remote.hits("/echo/slack/hostile")[-1]["body"])["text"]
     # one link, ours; the message's angle brackets are text
     links = re.findall(r"<[^<>]*>", text)
@@ -163,24 +166,19 @@ def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_menti
     assert text.index("|Open the approval>") < text.index("The run's message") < text.index("evil.example")
 
 
-@pytest.mark.django_db
 def test_a_webhook_that_redirects_is_not_followed_with_the_signed_link(
-        user: User, bob: User, remote: Any, settings: Any) -> None:
+        engine: Any, user: User, bob: User, remote: Any) -> None:
     """A 307/308 would send the text again, its signed link included, wherever the answer points."""
-    from approvals.notifications import delivery_send
-    from tests.conftest import stored_run
-
-    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{remote.port}"]
     elsewhere = f"{remote.base}/echo/slack/elsewhere"
     NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/redirect?to={elsewhere}&code=307")
-    approval = Approval.objects.create(run=stored_run(user), approvers=["bob"], message="Refund 42?")
+    run_id = submit(user, refund_flow({"approvers": ["bob"]}))
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    failed = wait_until(lambda: approval.deliveries.filter(channel="webhook", status="failed").first(), timeout=30,
+                        what="the webhook refused")
 
-    sent = [delivery_send(delivery_id=d.pk) for d in approval_notify(approval=approval) if d.channel == "webhook"]
-
-    assert sent == ["failed"]
-    error = Delivery.objects.get(approval=approval, channel="webhook").error
-    assert "answered 307 (a redirect, to" in error and "not followed" in error, error
-    assert remote.hits("/echo/slack/elsewhere") == []
+    assert "answered 307 (a redirect, to" in failed.error and "not followed" in failed.error, failed.error
+    assert failed.attempts == 1  # not retried either: the answer will not change
+    assert len(remote.hits("/redirect")) == 1 and remote.hits("/echo/slack/elsewhere") == []
 
 
 @pytest.mark.django_db
