@@ -257,6 +257,10 @@ def control(worker: str, command: str, queue: str) -> None:
     raise AssertionError(f"{worker} did not answer {command} {queue}")
 
 
+# The queues a ``Victim`` holds: the session worker, started again by ``supervise``, leaves them to it.
+_held_queues: set[str] = set()
+
+
 class Victim:
     """A worker of its own on some queues, which a trial may kill whole (``kill -9`` of its process
     group: the main process and its pool) and start again. The session worker stops consuming
@@ -269,6 +273,7 @@ class Victim:
         self.proc = self._start()
         for queue in queues:
             control(self.session_worker.node_name, "cancel_consumer", queue)
+        _held_queues.update(queues)
 
     def _start(self) -> Any:
         from tests.support import stack
@@ -295,6 +300,7 @@ class Victim:
         """Hand the queues back to the session worker; when it no longer answers remote control
         (after a broker restart this process's replies can go astray), start it again instead."""
         self.proc.stop()
+        _held_queues.difference_update(self.queues)
         try:
             for queue in self.queues:
                 control(self.session_worker.node_name, "add_consumer", queue)
@@ -323,7 +329,9 @@ def owned_server(kind: type) -> Any:
 def supervise(workers: dict[str, Any], env: dict[str, str], settle_s: float = 3.0) -> list[str]:
     """Do what a deployment's supervisor does (compose ``restart: unless-stopped``, systemd): start
     again each session process (worker, beat) that exited. Waits ``settle_s`` first, so a process
-    that is going to die of the fault has died. Returns the names of those started again."""
+    that is going to die of the fault has died. Returns the names of those started again. The
+    session worker started again leaves a ``Victim``'s queues to it, as the one it replaces did
+    (else a later trial's stopped victim would not stop that work: its control would lose nothing)."""
     from tests.support import stack
 
     time.sleep(settle_s)
@@ -333,5 +341,7 @@ def supervise(workers: dict[str, Any], env: dict[str, str], settle_s: float = 3.
             continue
         restarted.append(name)
         proc.stop()
-        workers[name] = stack.start_beat(env) if name == "beat" else stack.start_worker(env, "w1", concurrency=3)
+        queues = [queue for queue in stack.stack_queues() if queue not in _held_queues]
+        workers[name] = (stack.start_beat(env) if name == "beat"
+                         else stack.start_worker(env, "w1", queues=queues, concurrency=3))
     return restarted
