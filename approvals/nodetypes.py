@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib.auth.models import User
 
 from approvals.services import (
+    MAX_WAIT_MS,
     approval_create_for_node,
     approval_hold_patch,
     approvals_cancel_for_run,
@@ -28,13 +29,13 @@ CONFIG_SCHEMA = {
                       "maxItems": 100},
         "required_approvals": {"type": "integer", "minimum": 1, "maximum": 100},
         "allow_self_approval": {"type": "boolean"},
-        "timeout_ms": {"type": "integer", "minimum": 1},
-        "remind_before_ms": {"type": "integer", "minimum": 1,
+        "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS},
+        "remind_before_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS,
                              "description": "remind the approvers (email, webhooks) this long before timeout_ms ends"},
         "on_timeout": {"enum": ["approve", "reject", "fail", "escalate"]},
         "escalate_to": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 150},
                         "maxItems": 100},
-        "escalation_timeout_ms": {"type": "integer", "minimum": 1},
+        "escalation_timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS},
         "form": {"type": "object"},
     },
     "additionalProperties": False,

@@ -35,6 +35,16 @@ from workflows.services.patches import patch_approval_settled
 
 logger = logging.getLogger(__name__)
 
+# The longest a gate waits, and escalates for: its deadline is a date PostgreSQL and Python both
+# hold (a wait of 10^17 ms is past either). The node's schema refuses a longer one at save, for a
+# person and an agent's patch alike; ``_after`` holds to it for a row written before that.
+MAX_WAIT_MS = 366 * 24 * 3600 * 1000
+
+
+def _after(now: Any, ms: int) -> Any:
+    return now + timedelta(milliseconds=min(ms, MAX_WAIT_MS))
+
+
 # A decision's comment is kept on the decision, in its event and in the node's output: bounded here,
 # for every surface (the API's serializer states the same number for its schema).
 COMMENT_MAX_CHARS = 10_000
@@ -74,11 +84,11 @@ def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, no
         message=str(config.get("message", "")), context=context, approvers=approvers,
         required_approvals=int(config.get("required_approvals", 1)),
         allow_self_approval=bool(config.get("allow_self_approval", True)), form=config.get("form"),
-        deadline=now + timedelta(milliseconds=timeout_ms) if timeout_ms else None,
+        deadline=_after(now, timeout_ms) if timeout_ms else None,
         on_timeout=config.get("on_timeout", "reject") if timeout_ms else "",
         escalate_to=list(config.get("escalate_to") or []),
         escalation_timeout_ms=config.get("escalation_timeout_ms"),
-        remind_at=(now + timedelta(milliseconds=max(0, timeout_ms - config["remind_before_ms"]))
+        remind_at=(_after(now, max(0, timeout_ms - config["remind_before_ms"]))
                    if timeout_ms and config.get("remind_before_ms") else None),
     )
     approval_notify(approval=approval)
@@ -318,20 +328,27 @@ def _settle(approval: Approval, status: str, *, approved: bool, decision: str | 
 
 def approvals_expire_due() -> int:
     """Apply ``on_timeout`` to approvals whose deadline passed; run by beat, so the wait survives
-    any restart (nothing lives in memory)."""
+    any restart (nothing lives in memory). Each in its own transaction: one that cannot be applied
+    is logged and left, and never keeps the others' deadlines from applying."""
     now = timezone.now()
     count = 0
     for pk in Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now).values_list("pk", flat=True):
-        with transaction.atomic():
-            run_id = Approval.objects.filter(pk=pk).values_list("run_id", flat=True).first()
-            if run_id is None:
-                continue
-            locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
-            approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run")
-                        .filter(pk=pk, status=Approval.Status.PENDING).first())
-            if approval is not None and _expire_if_due(approval, now):
-                count += 1
+        try:
+            count += _expire_one(pk, now)
+        except Exception:
+            logger.exception("approval.expire_failed", extra={"approval_id": pk})
     return count
+
+
+def _expire_one(pk: int, now: Any) -> int:
+    with transaction.atomic():
+        run_id = Approval.objects.filter(pk=pk).values_list("run_id", flat=True).first()
+        if run_id is None:
+            return 0
+        locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
+        approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run")
+                    .filter(pk=pk, status=Approval.Status.PENDING).first())
+        return int(approval is not None and _expire_if_due(approval, now))
 
 
 def _expire_if_due(approval: Approval, now: Any) -> bool:
@@ -351,8 +368,7 @@ def _expire(approval: Approval, now: Any) -> None:
     if outcome == Approval.OnTimeout.ESCALATE:
         approval.escalated = True
         approval.approvers = list(dict.fromkeys([*approval.approvers, *approval.escalate_to]))
-        approval.deadline = (now + timedelta(milliseconds=approval.escalation_timeout_ms)
-                             if approval.escalation_timeout_ms else None)
+        approval.deadline = _after(now, approval.escalation_timeout_ms) if approval.escalation_timeout_ms else None
         approval.save(update_fields=["escalated", "approvers", "deadline"])
         approval_notify(approval=approval, reason=Delivery.Reason.ESCALATED, names=list(approval.escalate_to))
         events.append(approval.run_id, approval.run.owner_id, [(

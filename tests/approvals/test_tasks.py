@@ -117,3 +117,40 @@ def test_a_late_decision_on_an_escalating_approval_is_judged_after_the_escalatio
     trail = [(e.type, e.data.get("escalated"), e.data.get("settled"))
              for e in Event.objects.filter(run_id=approval.run_id).order_by("seq")]
     assert trail == [("approval_required", True, None), ("approval_decided", None, "rejected")]
+
+
+def test_a_wait_longer_than_a_year_is_refused_at_save_naming_the_field(api):
+    """A deadline of 10^17 ms is past any date PostgreSQL or Python holds; a person's save and an
+    agent's patch meet the same schema."""
+    too_long = refund_flow({**TIMEOUT, "on_timeout": "escalate", "escalate_to": ["boss"],
+                            "escalation_timeout_ms": 10**17})
+    response = api.post("/api/v1/workflows/validate", {"workflow": too_long}, format="json")
+    problems = response.json()["errors"]
+    assert [(p["path"], p["rule"]) for p in problems] == [("/nodes/1/config/escalation_timeout_ms", "config.maximum")]
+
+
+def test_one_gate_whose_deadline_cannot_apply_never_keeps_another_s_from_applying(engine, user, make_user, bob,
+                                                                                  boss):
+    """A gate written before its waits were bounded, escalating for 10^17 ms: the sweep (beat's
+    ``approvals.expire``, newest first) failed on it and applied no deadline after it, for every
+    tenant, every time; and a decision on it was a 500. Now its escalation waits at most
+    ``MAX_WAIT_MS``, and each approval expires in its own transaction."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    other = make_user("other")
+    theirs = submit(other, refund_flow({"approvers": ["other"], "timeout_ms": 1_500}))
+    approval_of(theirs)
+    poisoned = submit(user, refund_flow({"approvers": ["bob"], "timeout_ms": 3_600_000, "on_timeout": "escalate",
+                                         "escalate_to": ["boss"], "escalation_timeout_ms": 60_000}))
+    gate = approval_of(poisoned)
+    Approval.objects.filter(pk=gate.pk).update(escalation_timeout_ms=10**17,
+                                               deadline=timezone.now() - timedelta(seconds=1))
+
+    assert finished(theirs).status == "completed"  # its deadline applied: rejected
+    assert statuses(theirs)["notify_rejected"] == "completed"
+    gate = wait_until(lambda: Approval.objects.filter(pk=gate.pk, escalated=True).first(), what="the escalation")
+    assert gate.deadline <= timezone.now() + timedelta(days=366)  # approvals.services.MAX_WAIT_MS
+    assert decide(boss, gate, True, "ok").status_code == 200
+    assert finished(poisoned).status == "completed"
