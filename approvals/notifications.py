@@ -353,19 +353,27 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
 
 
 def approvals_remind_due() -> int:
-    """Queue one reminder for each pending approval whose reminder time has come."""
+    """Queue one reminder for each pending approval whose reminder time has come, each in its own
+    transaction: one that fails is logged and left, and never keeps the others' from going out."""
     now = timezone.now()
     count = 0
     for pk, run_id in Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now,
                                               reminded_at__isnull=True).values_list("pk", "run_id")[:500]:
-        with transaction.atomic():
-            locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py); its notifications count in turn
-            moved = Approval.objects.filter(pk=pk, status=Approval.Status.PENDING, reminded_at__isnull=True).update(
-                reminded_at=now)
-            if moved:
-                approval_notify(approval=Approval.objects.get(pk=pk), reason=Delivery.Reason.REMINDER)
-                count += 1
+        try:
+            count += _remind_one(pk, run_id, now)
+        except Exception:
+            logger.exception("approval.remind_failed", extra={"approval_id": pk})
     return count
+
+
+def _remind_one(pk: int, run_id: Any, now: Any) -> int:
+    with transaction.atomic():
+        locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py); its notifications count in turn
+        moved = Approval.objects.filter(pk=pk, status=Approval.Status.PENDING, reminded_at__isnull=True).update(
+            reminded_at=now)
+        if moved:
+            approval_notify(approval=Approval.objects.get(pk=pk), reason=Delivery.Reason.REMINDER)
+        return moved
 
 
 def deliveries_republish(*, older_than_s: float, limit: int = 500) -> int:
