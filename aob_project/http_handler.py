@@ -21,7 +21,8 @@ server; the workers' hot path goes without). WebSockets stay on Channels (``aob_
 Every view here is sync; an async view would still work (Django adapts it with
 ``async_to_sync``), only without a gain. A streaming response (none of ours is) is sent from the
 event loop as Django's handler sends it, and closed in a pool thread; so is a response that holds
-something until it has been sent (``CLOSE_AFTER_SEND``: a whole read's place, ``api.views.WholeRead``).
+something until it has been sent (``SEND_WITHIN_S``: a whole read's place, ``api.views.WholeRead``),
+which a client that reads it too slowly has cut off at that deadline.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import select
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -43,13 +45,17 @@ from django.http import HttpResponseBase
 from django.urls import set_script_prefix
 from psycopg.pq import TransactionStatus
 
-# A response with this attribute true is closed once it has been sent (or its client has gone), not
-# before: what its ``close()`` gives back is held while a slow client reads it.
-CLOSE_AFTER_SEND = "aob_close_after_send"
+logger = logging.getLogger(__name__)
+
+# A response with this attribute (seconds) is closed once it has been sent, or its client has gone,
+# not before: what its ``close()`` gives back is held while a slow client reads it. A client that has
+# not read it all within those seconds is cut off (the connection closed, the answer short of its
+# Content-Length), so what it holds ends when the holder's own count of it does.
+SEND_WITHIN_S = "aob_send_within_s"
 
 
 def _closed_after_send(response: HttpResponseBase) -> bool:
-    return response.streaming or getattr(response, CLOSE_AFTER_SEND, False)
+    return response.streaming or getattr(response, SEND_WITHIN_S, None) is not None
 
 
 def _check_kept_connections() -> None:
@@ -103,10 +109,13 @@ class ThreadPoolHandler(ASGIHandler):
             # a fresh copy of the context per request, as asgiref gives each sync_to_async call
             response = await loop.run_in_executor(self.pool, contextvars.copy_context().run, self.respond, scope,
                                                   body_file)
+            within = getattr(response, SEND_WITHIN_S, None)
             try:
-                await self.send_response(response, send)
+                await asyncio.wait_for(self.send_response(response, send), within)
             except asyncio.CancelledError:
                 pass  # the client went away while we answered
+            except TimeoutError:
+                logger.warning("web.send_cut_off", extra={"path": scope.get("path"), "within_s": within})
             finally:
                 if _closed_after_send(response):
                     await loop.run_in_executor(self.pool, contextvars.copy_context().run, response.close)
@@ -115,7 +124,7 @@ class ThreadPoolHandler(ASGIHandler):
 
     def respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """The whole request in one pool thread: what ``WSGIHandler.__call__`` does, and for a
-        response that is not streamed (nor ``CLOSE_AFTER_SEND``) also its ``close()`` (``request_finished``)."""
+        response that is not streamed (nor held until sent, ``SEND_WITHIN_S``) also its ``close()`` (``request_finished``)."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)

@@ -399,6 +399,9 @@ AOB_RATE_USER_WHOLE_READS_PER_MIN = env_int("AOB_RATE_USER_WHOLE_READS_PER_MIN",
 # And how many of them one user may have in flight (read, built, or still being sent to a client
 # that reads slowly), across every web process; 0: no such limit.
 AOB_WHOLE_READS_AT_ONCE_PER_USER = env_int("AOB_WHOLE_READS_AT_ONCE_PER_USER", 4, within=(0, 1000))
+# A client that has not read such an answer within this many seconds is cut off (32 MiB: about
+# 110 KB/s), and its place given back.
+AOB_WHOLE_READ_SEND_S = env_int("AOB_WHOLE_READ_SEND_S", 300, within=(1, 3600))
 AOB_RATE_TIER_SIMPLE_PER_MIN = env_int("AOB_RATE_TIER_SIMPLE_PER_MIN", 100)
 AOB_RATE_TIER_STANDARD_PER_MIN = env_int("AOB_RATE_TIER_STANDARD_PER_MIN", 20)
 AOB_RATE_TIER_HEAVY_PER_MIN = env_int("AOB_RATE_TIER_HEAVY_PER_MIN", 5)

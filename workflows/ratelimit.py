@@ -69,9 +69,10 @@ for i, key in ipairs(KEYS) do
 end
 return {0, 0, 0}
 """
-# How long a whole read's place is held at most: past it, one whose web process died is forgotten
-# (a read answered to a client that reads slowly for longer than this stops counting then).
-WHOLE_READ_HOLD_S = 300
+# How long a whole read's place is held at most, past the deadline of its answer's sending
+# (``AOB_WHOLE_READ_SEND_S``, at which a slow client is cut off): a minute to read and build it. Past
+# it, one whose web process died is forgotten.
+WHOLE_READ_BUILD_S = 60
 
 
 class RateLimited(AobError):
@@ -223,7 +224,7 @@ def begin_whole_read(*, user_id: int, size: int | None) -> Callable[[], None]:
     if settings.AOB_WHOLE_READS_AT_ONCE_PER_USER:
         layers.insert(0, Layer(f"aob:rl:user:{user_id}:whole:now", settings.AOB_WHOLE_READS_AT_ONCE_PER_USER,
                                "read_concurrency_exceeded", "reads of a stored value whole in flight per user",
-                               window_s=WHOLE_READ_HOLD_S, held=True))
+                               window_s=settings.AOB_WHOLE_READ_SEND_S + WHOLE_READ_BUILD_S, held=True))
     try:
         member = check(layers)
     except redis.RedisError as exc:

@@ -25,9 +25,9 @@ pytestmark = [pytest.mark.ratelimit]
 PAD = 12 * 1024 * 1024  # past what the two sockets' kernel buffers hold between the web and a client that does not read
 
 
-def serve(stack_env: dict[str, str], at_once: int) -> Iterator[tuple[str, int]]:
+def serve(stack_env: dict[str, str], at_once: int, **env_extra: str) -> Iterator[tuple[str, int]]:
     port = free_port()
-    env = {**stack_env, "AOB_WHOLE_READS_AT_ONCE_PER_USER": str(at_once)}
+    env = {**stack_env, "AOB_WHOLE_READS_AT_ONCE_PER_USER": str(at_once), **env_extra}
     proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
                             "--port", str(port)], env, ready_line="Application startup complete")
     try:
@@ -39,6 +39,11 @@ def serve(stack_env: dict[str, str], at_once: int) -> Iterator[tuple[str, int]]:
 @pytest.fixture
 def limited(transactional_db: Any, stack_env: dict[str, str]) -> Iterator[tuple[str, int]]:
     yield from serve(stack_env, 2)
+
+
+@pytest.fixture
+def impatient(transactional_db: Any, stack_env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    yield from serve(stack_env, 1, AOB_WHOLE_READ_SEND_S="2")
 
 
 @pytest.fixture
@@ -66,6 +71,14 @@ class Slow:
         self.status = int(lines[0].split()[1])
         headers = dict(line.split(": ", 1) for line in lines[1:])
         self.length = int(headers.get("content-length", "0"))
+
+    def read_until_closed(self) -> int:
+        """Read what the web sends until it closes the connection: the body's bytes received."""
+        got = len(self.body)
+        while chunk := self.sock.recv(1 << 20):
+            got += len(chunk)
+        self.close()
+        return got
 
     def read_to_end(self) -> None:
         got = len(self.body)
@@ -137,3 +150,22 @@ def test_negative_control_without_the_limit_a_third_unread_answer_is_built(unlim
     assert [read.status for read in reads] == [200, 200, 200]
     for read in reads:
         read.close()
+
+
+def test_a_client_that_does_not_read_its_answer_in_time_is_cut_off_and_its_place_given_back(impatient, make_user):
+    """The places are counted until the answers are sent; an answer's place is also forgotten
+    (``ratelimit``: its window) after its sending's deadline and a minute more. A client that never
+    reads would otherwise keep the answer in the web's memory past that, uncounted: at
+    ``AOB_WHOLE_READ_SEND_S`` (2 s here) it is cut off, and its place is given back then."""
+    _, port = impatient
+    alice = make_user("alice")
+    run = stored_run(alice)
+    set_inputs(run, {"pad": "x" * PAD})
+    path, token = f"/api/v1/runs/{run.pk}/inputs", alice.auth_token.key
+
+    stalled = Slow(port, path, token)
+    assert stalled.status == 200
+    assert held(port, path, token) is None  # its one place is taken
+    admitted = wait_until(lambda: held(port, path, token), timeout=15, what="the place given back at the deadline")
+    assert stalled.read_until_closed() < stalled.length  # cut off, short of its Content-Length
+    admitted.close()

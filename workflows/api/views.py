@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
@@ -304,9 +305,10 @@ class WholeRead:
     """One read of a stored value answered whole to ``request``'s user. ``admit(size)`` is asked once
     the value is found visible and before it is read (``ratelimit.begin_whole_read``: the user's
     rate of them, and a place among the user's reads in flight); ``answer(body)`` is its response,
-    which holds the place until it has been sent (``http_handler.CLOSE_AFTER_SEND``: a client reading
-    32 MiB slowly keeps it in the web process's memory that long). As a ``with`` block: a read that
-    fails before its answer gives its place back at once."""
+    which holds the place until it has been sent (``http_handler.SEND_WITHIN_S``: a client reading
+    32 MiB slowly keeps it in the web process's memory that long, and one that has not read it within
+    ``AOB_WHOLE_READ_SEND_S`` is cut off). As a ``with`` block: a read that fails before its answer
+    gives its place back at once."""
 
     def __init__(self, request: Request) -> None:
         self.user_id = request.user.pk
@@ -317,6 +319,7 @@ class WholeRead:
 
     def answer(self, body: str) -> HttpResponse:
         response = _Held(body.encode(), content_type="application/json")
+        response.aob_send_within_s = settings.AOB_WHOLE_READ_SEND_S
         response.end, self.end = self.end, None
         return response
 
@@ -330,8 +333,8 @@ class WholeRead:
 
 
 class _Held(HttpResponse):
-    """A whole read's answer: its ``close()``, once it has been sent, ends the read."""
-    aob_close_after_send = True
+    """A whole read's answer: its ``close()``, once it has been sent (or cut off), ends the read."""
+    aob_send_within_s: float | None = None
     end: Callable[[], None] | None = None
 
     def close(self) -> None:
