@@ -581,6 +581,16 @@ def test_timeout_is_total_not_per_read(server: Server) -> None:
     assert time.monotonic() - started < 1.5 and caught.value.transient
 
 
+def test_a_caller_may_lower_the_operator_s_timeout_never_raise_it(server: Server, settings: Any) -> None:
+    """An http node may ask for up to 600 s (its schema), an agent's tool call for what it likes:
+    past ``AOB_HTTP_TIMEOUT_S`` a server that drips one byte at a time held a worker that long."""
+    settings.AOB_HTTP_TIMEOUT_S = 0.5
+    started = time.monotonic()
+    with pytest.raises(HTTPRequestError) as caught:
+        request(method="GET", url=server.url("/drip"), timeout_s=600)
+    assert time.monotonic() - started < 1.5 and caught.value.transient
+
+
 def test_a_lookup_that_never_answers_ends_at_the_request_deadline() -> None:
     """A name whose server never answers (anyone can register one) holds the request no longer than
     its deadline: the system resolver's own timeout is attempts × servers × 5 s."""

@@ -330,8 +330,8 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
     if json is not None and content is not None:
         raise ValidationFailed("send either json or content, not both")
     policy = policy_from_settings()
-    timeout = policy.timeout_s if timeout_s is None else float(timeout_s)
     # A caller (a workflow's http node, an agent's tool call) may lower the operator's caps, never raise them.
+    timeout = policy.timeout_s if timeout_s is None else min(float(timeout_s), policy.timeout_s)
     cap = policy.max_response_bytes if max_response_bytes is None else min(int(max_response_bytes),
                                                                             policy.max_response_bytes)
     hops = policy.max_redirects if max_redirects is None else min(int(max_redirects), policy.max_redirects)
