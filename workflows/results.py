@@ -161,7 +161,9 @@ def _reads(ir: IR, spec: dict[str, Any]) -> list[str]:
 
 
 def _failed(error_type: str, rule: str, message: str) -> dict[str, Any]:
-    return bounded_error({"error_type": error_type, "rule": rule, "message": f"metadata.output: {message}"})
+    """Why the run's output cannot be computed, as stored (strict JSON: a CEL error may quote a NUL)."""
+    return strict_json(bounded_error({"error_type": error_type, "rule": rule, "message": f"metadata.output: {message}"}),
+                       non_finite="null")
 
 
 def _read_for(run: Run, ir: IR, spec: dict[str, Any], budget: int) -> tuple[list[_Latest], dict[str, Any] | None]:

@@ -118,3 +118,34 @@ def test_an_event_s_fast_bound_never_passes_what_its_measure_would_cut(data: dic
     size = size_of(canonical_json(data))
     assert not _surely_within(data, size - 1)
     assert _surely_within({"iteration": 3, "attempt": 1}, 64 * 1024)  # the hot path's events are judged fast
+
+
+NUL_REGEX = '"a".matches("\\u0000(")'  # CEL's escape: the pattern holds a NUL, and its error quotes it
+
+
+def test_an_error_quoting_a_nul_fails_its_node_or_its_condition_and_the_run_goes_on(engine, api) -> None:
+    """``jsonb`` holds no NUL: an error text quoting one, stored as it was, failed the write. In the
+    decision that was the whole decision, three times, and the run failed as ``DecisionFailed``."""
+    from tests.engine.flow import edge
+
+    for pure in (False, True):
+        node_id = unique("regex")
+        run = run_to_end(api, {"nodes": [transform(node_id, NUL_REGEX, pure=pure)], "edges": []})
+        assert run.status == "failed" and run.error["node_id"] == node_id, (pure, run.error)
+        error = node_runs(run)[node_id].error
+        assert error["error_type"] == "ExpressionError" and "\x00" not in json.dumps(error), error
+
+    run = run_to_end(api, {"nodes": [transform("a", "1"), transform("b", "2"), transform("c", "3")],
+                           "edges": [edge("a", "b", NUL_REGEX), edge("a", "c")]})
+    assert run.status == "completed", run.error
+    assert {n: r.status for n, r in node_runs(run).items()} == {"a": "completed", "b": "skipped", "c": "completed"}
+    [said] = Event.objects.filter(run=run, type="condition_error")
+    assert said.data["condition"] == NUL_REGEX and "\x00" not in json.dumps(said.data)
+
+
+def test_every_event_and_node_error_is_stored_as_strict_json() -> None:
+    from workflows.engine.events import bounded
+    from workflows.engine.execution import error_payload
+
+    assert bounded("r", "condition_error", {"error": "a\x00b", "n": float("nan")}) == {"error": "a\ufffdb", "n": None}
+    assert error_payload(ValueError("bad \x00 pattern"))["message"] == "bad \ufffd pattern"

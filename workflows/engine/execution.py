@@ -307,13 +307,15 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
-    """Why a node failed, as it is stored (``bounded_error``)."""
+    """Why a node failed, as it is stored (``bounded_error``, strict JSON: a message may quote what
+    ``jsonb`` refuses), on a worker and in the decision (``pure.evaluate``) alike."""
     if isinstance(exc, SoftTimeLimitExceeded):
         return {"error_type": "Timeout", "message": "node exceeded its timeout_ms", "transient": True}
     if isinstance(exc, AobError):
-        return bounded_error({"error_type": exc.code, "message": exc.message, **exc.extra})
-    return bounded_error({"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
-                          "transient": False})
+        error = {"error_type": exc.code, "message": exc.message, **exc.extra}
+    else:
+        error = {"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "transient": False}
+    return strict_json(bounded_error(error), non_finite="null")
 
 
 def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any]]:
