@@ -287,6 +287,22 @@ def test_resolving_stops_at_the_byte_cap_for_templates_and_whole_references(sett
         assert caught.value.code == "ConfigTooLarge" and "10000" in caught.value.message
 
 
+@pytest.mark.parametrize("text", ["\u0001" * 1666, "é" * 5000, '"' * 5000, "\\" * 5000, "𝄞" * 2500])
+def test_the_resolve_cap_counts_the_bytes_stored_not_the_characters(settings: Any, text: str) -> None:
+    """Each of these is 5,000 characters or fewer and takes about 10,000 bytes as stored (JSON in
+    UTF-8: a control character is six bytes, ``é`` two, a quote or a backslash escaped): counted as
+    characters, a config of them took up to six times the cap into the node run and the request."""
+    from workflows.models import canonical_json, size_of
+
+    assert 10_100 >= size_of(canonical_json(text)) >= 9_996 >= 5_000 >= len(text)
+    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 9_000
+    for config in ("$inputs.s", "say ${inputs.s}", ["$inputs.s"]):
+        with pytest.raises(ConfigTooLarge):
+            resolve(config, inputs={"s": text}, outputs={})
+    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 10_100
+    assert resolve("$inputs.s", inputs={"s": text}, outputs={}) == text
+
+
 def test_a_caller_may_lower_the_resolve_cap_never_raise_it(settings: Any) -> None:
     settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 1000
     with pytest.raises(ConfigTooLarge):

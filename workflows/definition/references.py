@@ -85,11 +85,21 @@ class _Budget:
                 "reference less data, or fewer times", extra={"limit": self.limit, "transient": False})
 
     def size_of(self, path: str, value: Any) -> int:
-        if isinstance(value, str):
-            return len(value)
+        """The referenced value's bytes as stored (its JSON in UTF-8: a control character is six
+        bytes, ``é`` two, and counted as one character a config of `\u0001`s took six times the
+        cap), measured once per path."""
         if path not in self._sizes:
-            self._sizes[path] = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
+            self._sizes[path] = (stored_text_bytes(value) + 2 if isinstance(value, str) else
+                                 len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()))
         return self._sizes[path]
+
+
+def stored_text_bytes(text: str) -> int:
+    """The bytes ``text`` takes inside a stored JSON string (UTF-8, escapes included), without its
+    quotes. Printable ASCII with no quote or backslash, most text, is its length, read in one scan."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return len(text)
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
 
 
 def resolve(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int | None = None) -> Any:
@@ -117,11 +127,11 @@ def _resolve(value: Any, inputs: dict, outputs: dict[str, Any], budget: _Budget)
         if "${" in value:
             def text(m: re.Match[str]) -> str:
                 piece = _to_text(lookup(m.group(1), inputs=inputs, outputs=outputs))
-                budget.spend(len(piece), m.group(0))
+                budget.spend(stored_text_bytes(piece), m.group(0))
                 return piece
 
             budget.resolved += 1
-            budget.spend(len(value), "a template")
+            budget.spend(stored_text_bytes(value), "a template")
             return TEMPLATE.sub(text, value)
         budget.spend(len(value), "a string")
         return value
