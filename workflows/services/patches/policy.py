@@ -260,7 +260,7 @@ class _Judgement:
         report = validate(self.after)
         if not report.valid:
             self.refuse_invalid(report)
-        # what one pass of each loop runs, by the planner's own rule, before and after the patch
+        # what each loop's jump runs again, by the planner's own rule, before and after the patch
         self.bodies_before, self.bodies_after = loop_bodies(self.before), loop_bodies(self.after)
 
     def refuse_invalid(self, report: Any) -> NoReturn:
@@ -324,13 +324,15 @@ class _Judgement:
                             lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
 
     def repeated(self) -> set[str]:
-        """Existing nodes the patch makes a loop run again: the body of a loop it adds, points
-        elsewhere or lets go round more often, and any node it brings into an existing loop's
-        body (an edge into it). A loop's exits are edges: their targets run once."""
+        """Existing nodes the patch makes a loop run again: what the jump of a loop it adds, points
+        elsewhere or lets go round more often (more iterations, or any change to its condition)
+        runs again, and any node it brings under an existing loop's jump (an edge into its body,
+        or into what hangs off it). A loop's exits are edges: their targets run once."""
         out: set[str] = set()
         for loop_id, body in self.bodies_after.items():
             old, new = self.old.get(loop_id), self.new[loop_id]
-            widened = old is None or _loop_config(new, "loop_back_to") != _loop_config(old, "loop_back_to") or (
+            widened = old is None or any(_loop_config(new, key) != _loop_config(old, key)
+                                         for key in ("loop_back_to", "condition")) or (
                 _iterations(new) > _iterations(old))
             out |= set(body) - ({loop_id} if widened else set(self.bodies_before.get(loop_id, ())) | {loop_id})
         return {n for n in out if n in self.old}
@@ -463,12 +465,13 @@ class _Judgement:
 
 
 def loop_bodies(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
-    """Each loop's body in a valid definition: the planner's ``loop_body`` on its compiled graph."""
+    """What each loop's jump runs again in a valid definition: the planner's ``loop_reruns`` on its
+    compiled graph (the body, and what hangs off it: that runs on every pass too)."""
     from workflows.definition.ir import compile_definition
-    from workflows.engine.planner import loop_body
+    from workflows.engine.planner import loop_reruns
 
     ir = compile_definition(definition, validated=True)
-    return {loop_id: loop_body(ir, loop_id) for loop_id in ir.loops}
+    return {loop_id: loop_reruns(ir, loop_id) for loop_id in ir.loops}
 
 
 def _bodies_of(doc: Any) -> dict[str, frozenset[str]]:
