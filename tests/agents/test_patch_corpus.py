@@ -785,8 +785,8 @@ CORPUS = [
         "applied"),
     row("approved-action-not-begun-accepted", INVOICE, DECIDED, PERSON,
         [replace("/nodes/3/config/url", f"{API}/pay-v2")], "applied"),
-    # an agent the gate approved adds steps after itself; an edge between them and the approved action
-    # (into it, or out of it other than the agent's own plain edge) changes what runs under the approval
+    # an agent the gate approved adds steps after itself (or after the action, by plain edges); any other
+    # edge between them and the approved action (into it, a branch rule out of it) changes what it runs
     row("approved-new-step-leads-into-the-action", BRANCHED, ACTING, ACT,
         [*after("act", transform("x")), add_edge("x", "pay")], "approved_action_started", 2),
     row("approved-new-step-takes-over-a-branch", BRANCHED, ACTING, ACT,
@@ -797,6 +797,8 @@ CORPUS = [
         [add_node(transform("x")), add_edge("act", "x", "true")], "approved_action_started", 1),
     row("approved-new-loop-s-side-step-runs-the-action", BRANCHED, ACTING, ACT, loop_aside("act", "pay"),
         "approved_action_started", 3),
+    row("approved-agent-adds-a-step-after-the-branch-accepted", BRANCHED, ACTING, ACT,
+        after("route", transform("x")), "applied"),
     row("approved-agent-adds-a-chain-after-itself-accepted", BRANCHED, ACTING, ACT,
         [*after("act", transform("x")), *after("x", http("log", f"{API}/log"))], "applied"),
     row("approved-agent-adds-a-loop-of-its-own-accepted", BRANCHED, ACTING, ACT,
