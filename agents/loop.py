@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 from agents import budget, llm, prompt
 from agents.exceptions import BudgetPaused, SecurityError
 from agents.journal import Journal, call_from
-from agents.nodetypes import effective_model, effective_tools
+from agents.nodetypes import effective_model, effective_tool_rounds, effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
 from workflows.engine import heartbeat
@@ -115,7 +115,7 @@ def run_agent(ctx: NodeContext) -> Any:
     config = ctx.config
     model = effective_model(config)
     llm.price(model)  # an unpriced model is refused before any call
-    rounds = int(config.get("max_tool_rounds", 5))
+    rounds = effective_tool_rounds(config)
     max_tokens = min(int(config.get("max_tokens") or settings.AOB_LLM_MAX_TOKENS), settings.AOB_LLM_MAX_TOKENS)
     journal = Journal(ctx.node_run_id, ctx.attempt)
     messages = list(journal.prompt or journal.record_prompt(_first_messages(ctx)))

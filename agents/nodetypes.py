@@ -10,6 +10,7 @@ from workflows.registry import NodeContext, executor
 TOOL_NAMES = ("execute_pipeline", "patch_workflow", "search_tools", "openapi_action", "delegate_to_agent")
 # Least privilege: no outbound calls (openapi_action) and no spawning (delegate_to_agent) unless asked.
 DEFAULT_TOOLS = ("execute_pipeline", "patch_workflow", "search_tools")
+DEFAULT_TOOL_ROUNDS = 5
 
 
 def effective_tools(config: dict[str, Any]) -> list[str]:
@@ -18,6 +19,12 @@ def effective_tools(config: dict[str, Any]) -> list[str]:
     if not isinstance(tools, list):
         return list(DEFAULT_TOOLS)
     return [t for t in dict.fromkeys(tools) if t in TOOL_NAMES]
+
+
+def effective_tool_rounds(config: dict[str, Any]) -> int:
+    """How many rounds of tool calls an agent node may make: ``max_tool_rounds``, else 5."""
+    rounds = config.get("max_tool_rounds") if isinstance(config, dict) else None
+    return rounds if isinstance(rounds, int) else DEFAULT_TOOL_ROUNDS
 
 
 def effective_model(config: dict[str, Any]) -> str:
@@ -75,7 +82,7 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 @executor("agent", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, grants=effective_tools,
-          model=effective_model,
+          model=effective_model, tool_rounds=effective_tool_rounds,
           description="An LLM agent (OpenAI function calling) with tools (default execute_pipeline, patch_workflow, "
           "search_tools; also openapi_action, delegate_to_agent when listed); it may add nodes after itself.")
 def run_agent_node(ctx: NodeContext) -> Any:

@@ -113,6 +113,9 @@ class NodeType:
     # operator's default): the executor calls that one, and a patch may give a node it adds no model
     # but its proposer's, the default or one the author chose (workflows/services/patches/policy.py).
     model: Callable[[dict[str, Any]], str] | None = None
+    # How many rounds of tool calls a node of this type makes with a config (an agent's
+    # ``max_tool_rounds``, else its default): a patch may give a node no more than its proposer's.
+    tool_rounds: Callable[[dict[str, Any]], int] | None = None
     # The human gate (``hitl``): holds an agent's patch for a person (run, patch, before, after: graph
     # summaries), and voids approvals whose guarded action a patch changed (run, reopen, revote, below,
     # patch_seq); both inside the patch's transaction (workflows/services/patches).

@@ -1,6 +1,6 @@
 """``delegate_to_agent``: add an agent node with a sub-task after this one, via a patch (so the
 spawn limit and every other patch rule apply). The delegate inherits the delegating node's tools
-(or fewer, if asked) and its budget, never more."""
+(or fewer, if asked), its budget, tool rounds, attempts and timeout, never more."""
 
 from __future__ import annotations
 
@@ -40,11 +40,15 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
     config["tools"] = [t for t in state.tools if asked is None or t in asked]
     if state.ctx.raw_config.get("budget"):
         config["budget"] = dict(state.ctx.raw_config["budget"])
-    for key in ("model", "max_tokens"):
+    for key in ("model", "max_tokens", "max_tool_rounds"):
         if state.ctx.raw_config.get(key) is not None:
             config[key] = state.ctx.raw_config[key]
+    delegate: dict[str, Any] = {"id": node_id, "type": "agent", "config": config}
+    for key in ("retry", "timeout_ms"):  # its attempts and time, as the policy bounds them
+        if (state.ctx.definition or {}).get(key) is not None:
+            delegate[key] = state.ctx.definition[key]
     operations = [
-        {"op": "add", "path": "/nodes/-", "value": {"id": node_id, "type": "agent", "config": config}},
+        {"op": "add", "path": "/nodes/-", "value": delegate},
         {"op": "add", "path": "/edges/-", "value": {"from": state.ctx.node_id, "to": node_id}},
     ]
     result = propose(state, operations, f"delegate: {str(args['task'])[:200]}")

@@ -62,7 +62,7 @@ def test_a_refused_patch_goes_back_to_the_model_which_corrects_it(engine, api, f
     assert (refused.agent, refused.node_id, refused.rule, refused.op) == (True, "plan", "config.required", 0)
 
 
-SIX_HELPERS = [op for i in range(6) for op in add_after("plan", agent(f"helper{i}", "help", tools=[]))]
+SIX_HELPERS = [op for i in range(6) for op in add_after("plan", agent(f"helper{i}", "help", tools=[], max_tool_rounds=2))]
 
 
 @pytest.mark.parametrize(("call", "metadata", "limit", "count"), [

@@ -7,6 +7,7 @@ import json
 
 from tests.agents.flows import agent, finish, node, start, tool_messages
 from workflows import registry
+from workflows.models import Artifact
 
 TEXT = {"content": "Done."}
 SCORES = [{"name": "ada", "score": 71}, {"name": "bob", "score": 93}, {"name": "cy", "score": 55},
@@ -72,7 +73,9 @@ def test_delegate_to_agent_adds_an_agent_node_that_runs(engine, api, fake_llm):
                     {"content": "delegated"},
                     {"content": "summary"}])
 
-    run = finish(start(api, [agent(tools=["delegate_to_agent", "search_tools"], budget={"max_cost_usd": 1})]))
+    delegator = {**agent(tools=["delegate_to_agent", "search_tools"], budget={"max_cost_usd": 1}, max_tool_rounds=3),
+                 "timeout_ms": 60000, "retry": {"max_attempts": 2}}
+    run = finish(start(api, [delegator]))
 
     assert run.status == "completed", run.error
     result = node(run, "plan").output["tool_calls"][0]["result"]
@@ -82,8 +85,11 @@ def test_delegate_to_agent_adds_an_agent_node_that_runs(engine, api, fake_llm):
     assert len(fake_llm.requests) == 3
     dynamic = fake_llm.requests[2]["body"]["messages"][1]["content"]
     assert "Your node id: plan_delegate" in dynamic and "summarize the findings" in dynamic
-    # the delegate inherits its delegator's tools and budget, never more
+    # the delegate inherits its delegator's tools, budget, tool rounds, attempts and time, never more
     assert sub.input["tools"] == ["delegate_to_agent", "search_tools"] and sub.input["budget"] == {"max_cost_usd": 1}
+    assert sub.input["max_tool_rounds"] == 3
+    added = Artifact.objects.get(pk=run.current_artifact_id).content["nodes"][-1]
+    assert (added["id"], added["timeout_ms"], added["retry"]) == ("plan_delegate", 60000, {"max_attempts": 2})
     assert [t["function"]["name"] for t in fake_llm.requests[2]["body"]["tools"]] == ["delegate_to_agent",
                                                                                      "search_tools"]
 

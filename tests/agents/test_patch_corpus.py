@@ -153,11 +153,36 @@ STAGED = {
               edge("plan", "boss")],
 }
 
+# DELEGATE with a branch: /nodes: 0 fetch, 1 review, 2 act, 3 route, 4 pay (gold customers only), 5 mail;
+# /edges: 0 fetch→review, 1 review→act, 2 act→route, 3 route→pay (gold), 4 route→mail
+BRANCHED = {
+    "nodes": [http("fetch", f"{API}/invoice"), hitl("review", approvers=["bob"]), agent("act"),
+              {"id": "route", "type": "conditional", "config": {}}, http("pay", method="POST"),
+              http("mail", f"{API}/mail")],
+    "edges": [edge("fetch", "review"), edge("review", "act", APPROVED), edge("act", "route"),
+              edge("route", "pay", "inputs.tier == 'gold'"), edge("route", "mail")],
+}
+# An author's loop around a step that sends a secret: /nodes: 0 plan, 1 page, 2 post, 3 more (once round)
+LOOPED = {
+    "nodes": [agent("plan"), transform("page"), http("post", headers={"X-Api-Key": "$secrets.API_TOKEN"}),
+              {"id": "more", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "page",
+                                                         "condition": "iteration < 1"}}],
+    "edges": [edge("plan", "page"), edge("page", "post"), edge("post", "more")],
+}
+
 
 def loop_back(target: str, node_id: str = "again") -> list[dict[str, Any]]:
     """A loop after ``target`` that runs it again, up to the schema's most iterations."""
     return [add_node({"id": node_id, "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": target}}),
             add_edge(target, node_id)]
+
+
+def loop_aside(source: str, target: str) -> list[dict[str, Any]]:
+    """A new loop ``l`` round a new step ``x`` after ``source``, with ``target`` hanging off x: not in
+    the loop's body (it does not lead back to ``l``), and run again on every pass all the same."""
+    return [add_node(transform("x")),
+            add_node({"id": "l", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "x"}}),
+            add_edge(source, "x"), add_edge("x", target), add_edge("x", "l")]
 
 
 # Run states: the latest node run of each node. "approved" is a completed gate whose output approved;
@@ -481,6 +506,10 @@ CORPUS = [
         "unknown_proposer", 0),
     row("unknown-proposer-token-naming-a-ghost", INVOICE, PLANNING, "token:ghost", after("plan", transform("x")),
         "unknown_proposer", 0),
+    row("unknown-proposer-token-naming-a-node-not-an-agent", INVOICE, PLANNING, "token:fetch",
+        after("fetch", transform("x")), "unknown_proposer", 0),
+    row("unknown-proposer-agent-naming-a-node-not-an-agent", DELEGATE, ACTING, "agent:pay",
+        after("pay", transform("x")), "unknown_proposer", 0),
     row("unreachable-edge-added-then-removed", INVOICE, PLANNING, PLAN,
         [*after("plan", transform("x")), remove("/edges/4")], "unreachable_node", 0),
     row("unreachable-copy-then-rename", INVOICE, PLANNING, PLAN,
@@ -619,6 +648,18 @@ CORPUS = [
         "applied"),
     row("loop-back-to-a-plain-step-accepted", STAGED, PLANNING, PLAN,
         [*after("plan", transform("x")), *loop_back("x")], "applied"),
+    # what hangs off a loop's body runs on every pass too (planner.loop_reruns)
+    row("secret-hanging-off-a-new-loop-s-body", STAGED, PLANNING, PLAN, loop_aside("plan", "post"),
+        "secret_reference", 3),
+    row("privilege-stronger-agent-hanging-off-a-new-loop-s-body", CREW, PLANNING, PLAN, loop_aside("plan", "draft"),
+        "agent_privilege", 3),
+    # an author's loop let go round more often: its condition is part of how often
+    row("secret-loop-condition-loosened", LOOPED, PLANNING, PLAN, [replace("/nodes/3/config/condition", "true")],
+        "secret_reference", 0),
+    row("secret-loop-condition-removed", LOOPED, PLANNING, PLAN, [remove("/nodes/3/config/condition")],
+        "secret_reference", 0),
+    row("loop-fewer-iterations-accepted", LOOPED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 2)],
+        "applied"),
     # an author's agent: an agent may narrow it, never loosen what its author set
     row("privilege-author-budget-removed", STAGED, PLANNING, PLAN, [remove("/nodes/5/config/budget")],
         "agent_privilege", 0),
@@ -637,6 +678,25 @@ CORPUS = [
     row("privilege-author-narrowed-accepted", STAGED, PLANNING, PLAN,
         [replace("/nodes/5/config/budget/max_cost_usd", 0.05), replace("/nodes/5/config/max_tokens", 100)],
         "applied"),
+    # tool rounds, attempts and time are power too: never more than the proposer's or the author's
+    row("privilege-author-tool-rounds-raised", with_config(STAGED, "boss", max_tool_rounds=1), PLANNING, PLAN,
+        [replace("/nodes/5/config/max_tool_rounds", 50)], "agent_privilege", 0),
+    row("privilege-author-tool-rounds-removed", with_config(STAGED, "boss", max_tool_rounds=1), PLANNING, PLAN,
+        [remove("/nodes/5/config/max_tool_rounds")], "agent_privilege", 0),
+    row("privilege-author-attempts-raised", STAGED, PLANNING, PLAN, [add("/nodes/5/retry", {"max_attempts": 20})],
+        "agent_privilege", 0),
+    row("privilege-author-timeout-raised", STAGED, PLANNING, PLAN, [add("/nodes/5/timeout_ms", 86400000)],
+        "agent_privilege", 0),
+    row("privilege-author-timeout-lowered-accepted", STAGED, PLANNING, PLAN, [add("/nodes/5/timeout_ms", 1000)],
+        "applied"),
+    row("privilege-more-tool-rounds", with_config(INVOICE, "plan", max_tool_rounds=1), PLANNING, PLAN,
+        after("plan", agent("helper", max_tool_rounds=50)), "agent_privilege", 0),
+    row("privilege-default-tool-rounds-above-the-proposer-s", with_config(INVOICE, "plan", max_tool_rounds=1),
+        PLANNING, PLAN, after("plan", agent("helper")), "agent_privilege", 0),
+    row("privilege-as-many-tool-rounds-accepted", with_config(INVOICE, "plan", max_tool_rounds=1), PLANNING, PLAN,
+        after("plan", agent("helper", max_tool_rounds=1)), "applied"),
+    row("privilege-more-attempts", INVOICE, PLANNING, PLAN, after("plan", {**agent("helper"), "retry": {"max_attempts": 5}}),
+        "agent_privilege", 0),
     row("privilege-person-is-trusted", INVOICE, PLANNING, PERSON,
         after("plan", agent("helper", tools=["openapi_action", "delegate_to_agent"])), "applied"),
 
@@ -725,6 +785,24 @@ CORPUS = [
         "applied"),
     row("approved-action-not-begun-accepted", INVOICE, DECIDED, PERSON,
         [replace("/nodes/3/config/url", f"{API}/pay-v2")], "applied"),
+    # an agent the gate approved adds steps after itself (or after the action, by plain edges); any other
+    # edge between them and the approved action (into it, a branch rule out of it) changes what it runs
+    row("approved-new-step-leads-into-the-action", BRANCHED, ACTING, ACT,
+        [*after("act", transform("x")), add_edge("x", "pay")], "approved_action_started", 2),
+    row("approved-new-step-takes-over-a-branch", BRANCHED, ACTING, ACT,
+        [add_node(transform("x")), add("/edges/0", edge("route", "x", "true"))], "approved_action_started", 1),
+    row("approved-new-step-feeds-a-branch", BRANCHED, ACTING, ACT,
+        [*after("act", transform("x")), add_edge("x", "route")], "approved_action_started", 2),
+    row("approved-agent-s-branch-rule-to-a-new-step", BRANCHED, ACTING, ACT,
+        [add_node(transform("x")), add_edge("act", "x", "true")], "approved_action_started", 1),
+    row("approved-new-loop-s-side-step-runs-the-action", BRANCHED, ACTING, ACT, loop_aside("act", "pay"),
+        "approved_action_started", 3),
+    row("approved-agent-adds-a-step-after-the-branch-accepted", BRANCHED, ACTING, ACT,
+        after("route", transform("x")), "applied"),
+    row("approved-agent-adds-a-chain-after-itself-accepted", BRANCHED, ACTING, ACT,
+        [*after("act", transform("x")), *after("x", http("log", f"{API}/log"))], "applied"),
+    row("approved-agent-adds-a-loop-of-its-own-accepted", BRANCHED, ACTING, ACT,
+        [*after("act", transform("x")), *loop_back("x")], "applied"),
 
     # --- patch_policy ----------------------------------------------------------------------------------
     row("deny-agent", DENIED, PLANNING, PLAN, after("plan", transform("x")), "patch_policy"),

@@ -15,6 +15,7 @@ hypothesis draws (duplicates included), applying each ``Plan`` as the coordinato
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -221,6 +222,44 @@ def test_nested_loops_run_every_pass_and_end(definition, data):
             assert token.output["iteration"] == expected
             expected = expected + 1 if token.output["decision"] == "again" else 0
         assert passes[-1].output["decision"] != "again"
+
+
+def with_a_side_step(definition: dict[str, Any], source: str) -> dict[str, Any]:
+    """``definition`` with a worker node ``side`` hanging off ``source``, leading nowhere."""
+    side = {"id": "side", "type": "transform", "config": {"expression": graphs.ok(1), **graphs.Q}}
+    return {"nodes": [*definition["nodes"], side], "edges": [*definition["edges"], {"from": source, "to": "side"}]}
+
+
+@settings(max_examples=150, deadline=None)
+@example(definition=graphs.nested_loops(), data=None)
+@given(definition=graphs.loop_chains(), data=st.data())
+def test_what_a_loop_runs_again_is_within_its_loop_reruns(definition, data):
+    """The patch policy judges what a loop repeats by ``loop_reruns``: here it is held to what the
+    planner does. A node decided more than once is one a loop that went round reaches from its
+    jump (``loop_reruns``), and the body (``loop_body``) always is. A step hanging off the body
+    may be decided once or on every pass, as the events fall: it counts as repeated."""
+    names = [n["id"] for n in definition["nodes"]]
+    source = "b" if data is None else data.draw(st.sampled_from(names))
+    sim = drive(Sim(with_a_side_step(definition, source)), first if data is None else drawn(data))
+    decided = Counter(t.node_id for t in sim.tokens.values())
+    repeated = {n for n, count in decided.items() if count > 1}
+    went_round = {t.node_id for t in sim.tokens.values() if t.node_id in sim.ir.loops
+                  and t.output["decision"] == "again"}
+    assert repeated <= set().union(*(planner.loop_reruns(sim.ir, loop_id) for loop_id in went_round))
+    assert set().union(*(planner.loop_body(sim.ir, loop_id) for loop_id in went_round)) <= repeated
+
+
+def test_a_step_hanging_off_a_loop_s_body_runs_on_every_pass():
+    """Not in ``loop_body`` (it does not lead back to the loop node), yet run again with each pass:
+    the red team's payment hung off a new loop's body this way and ran on every pass."""
+    body = {"id": "body", "type": "transform", "config": {"expression": graphs.ok(1), **graphs.Q}}
+    again = {"id": "again", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "body"}}
+    definition = with_a_side_step({"nodes": [body, again], "edges": []}, "body")
+    definition["edges"].append({"from": "body", "to": "again"})  # after the side step: it is decided first
+    sim = drive(Sim(definition), first)
+    assert sorted(k for k in sim.finals() if k[0] == "side") == [("side", 0), ("side", 1), ("side", 2)]
+    assert planner.loop_body(sim.ir, "again") == {"body", "again"}
+    assert planner.loop_reruns(sim.ir, "again") == {"body", "side", "again"}
 
 
 def add_node_after(source: str) -> Any:

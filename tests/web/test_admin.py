@@ -20,12 +20,15 @@ from workflows.services.runs import run_start
 
 APPROVAL = json.loads((Path(settings.BASE_DIR) / "examples/approval.json").read_text())
 HELD = {**APPROVAL, "metadata": {**APPROVAL["metadata"], "patch_policy": "require_approval"}}
+# an agent after the refund, whose patches the policy holds (an agent's patch names an agent node)
+SETTLED = {**HELD, "nodes": [*HELD["nodes"], {"id": "settle", "type": "agent", "config": {"task": "settle it"}}],
+           "edges": [*HELD["edges"], {"from": "refund", "to": "settle"}]}
 
 
-def add_after_refund(node_id: str) -> list[dict[str, Any]]:
+def add_after_settle(node_id: str) -> list[dict[str, Any]]:
     return [{"op": "add", "path": "/nodes/-", "value": {"id": node_id, "type": "transform",
                                                        "config": {"expression": "{'ok': true}"}}},
-            {"op": "add", "path": "/edges/-", "value": {"from": "refund", "to": node_id}}]
+            {"op": "add", "path": "/edges/-", "value": {"from": "settle", "to": node_id}}]
 
 
 def test_graph_diff_names_what_a_patch_added_removed_and_changed() -> None:
@@ -40,14 +43,14 @@ def test_graph_diff_names_what_a_patch_added_removed_and_changed() -> None:
 
 def test_pending_patches_are_approved_and_rejected_in_the_admin(engine: Any, root: Any,
                                                                 admin_client: Client) -> None:
-    run = run_start(owner=root, definition=HELD, inputs={"amount": 3, "customer": "Ada"})
+    run = run_start(owner=root, definition=SETTLED, inputs={"amount": 3, "customer": "Ada"})
     wait_for_run(run.pk, statuses={"waiting_for_approval"})
-    kept = run_patch_propose(run=run, operations=add_after_refund("audit"), description="audit it", node_id="refund")
-    dropped = run_patch_propose(run=run, operations=add_after_refund("spam"), description="spam", node_id="refund")
+    kept = run_patch_propose(run=run, operations=add_after_settle("audit"), description="audit it", node_id="settle")
+    dropped = run_patch_propose(run=run, operations=add_after_settle("spam"), description="spam", node_id="settle")
     assert kept.status == dropped.status == RunPatch.Status.PENDING_APPROVAL
 
     page = admin_client.get(f"/admin/workflows/runpatch/{kept.pk}/change/").content.decode()
-    assert "nodes added" in page and "audit (transform)" in page and "refund → audit" in page
+    assert "nodes added" in page and "audit (transform)" in page and "settle → audit" in page
     assert "&quot;op&quot;: &quot;add&quot;" in page  # operations, pretty-printed
 
     changelist = "/admin/workflows/runpatch/"

@@ -124,11 +124,17 @@ def guarded(definition: dict[str, Any], gate: str) -> list[str]:
 def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[str] = (),
                   bodies: Mapping[str, Iterable[str]] | None = None) -> str:
     """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
-    the nodes it guards and the edges out of them (in authoring order, which routes). Nodes named
-    in ``leave_out`` (added by an agent the gate already approved) are not part of it, unless they
-    are loops whose body (``bodies``: loop id → the nodes one pass runs, the planner's
-    ``loop_body``) holds a node of the approved action: such a loop runs the action again, which is
-    a change to it."""
+    the nodes it guards and every edge into or out of them (in authoring order, which routes: an
+    edge in decides when a node runs, an edge out where it goes).
+
+    Nodes named in ``leave_out`` (added by an agent the gate already approved) are not part of it,
+    and neither are the edges among them nor the plain edges from the approved action to them (an
+    edge without a condition is taken beside a node's others, never instead of them): so the agent
+    may add steps after itself, or after the action, without asking again. Any other edge between
+    them and the action is part of it (an edge into an approved node makes it run, a branch rule
+    out of one routes it anew), and so is such a node that is a loop whose jump runs a node of the
+    approved action again (``bodies``: loop id → what its jump runs again, the planner's
+    ``loop_reruns``)."""
     nodes = nodes_by_id(definition)
     left_out = set(leave_out)
     approved = {gate, *guarded(definition, gate)} - left_out
@@ -137,7 +143,8 @@ def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[
     region = [n for n in guarded(definition, gate) if n not in skip]
     inside = {gate, *region}
     edges = [[e.get("from"), e.get("to"), e.get("condition")] for e in definition.get("edges", [])
-             if isinstance(e, dict) and e.get("from") in inside and e.get("to") not in skip]
+             if isinstance(e, dict) and (e.get("from") in inside or e.get("to") in inside)
+             and not (e.get("to") in skip and not e.get("condition"))]
     action = {"gate": nodes.get(gate), "nodes": [nodes[n] for n in region], "edges": edges}
     text = json.dumps(action, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -161,6 +161,30 @@ def loop_body(ir: IR, loop_id: str) -> frozenset[str]:
     return _derived(ir, "bodies", compute)[loop_id]
 
 
+def loop_reruns(ir: IR, loop_id: str) -> frozenset[str]:
+    """The nodes a loop's jump back runs again: ``consume`` emits its ``loop_back_to`` at a fresh
+    iteration and routes on from there, so everything reached from it without passing through the
+    loop node (whose exits run once) comes round again: the body (``loop_body``), what hangs off
+    the body, and whatever an inner loop's own jump reaches. What a patch makes a loop repeat is
+    judged on this (workflows/services/patches/policy.py)."""
+    def compute(ir: IR) -> dict[str, frozenset[str]]:
+        reruns = {}
+        for lid, loop in ir.loops.items():
+            seen: set[str] = set()
+            todo = [loop.loop_back_to] if loop.loop_back_to in ir.nodes else []
+            while todo:
+                node_id = todo.pop()
+                if node_id in seen or node_id == lid:
+                    continue
+                seen.add(node_id)
+                todo.extend(e.target for e in ir.out_edges[node_id])
+                if node_id in ir.loops and ir.loops[node_id].loop_back_to in ir.nodes:
+                    todo.append(ir.loops[node_id].loop_back_to)
+            reruns[lid] = frozenset(seen | {lid})
+        return reruns
+    return _derived(ir, "reruns", compute)[loop_id]
+
+
 @dataclass(frozen=True)
 class Routes:
     """A node's edges out as routing reads them (``_Planner.route``): its branch rules (edges with a

@@ -77,6 +77,13 @@ def effective_model(config: dict[str, Any]) -> str:
     return spec.model(config) if spec is not None and spec.model is not None else ""
 
 
+def effective_tool_rounds(config: dict[str, Any]) -> int:
+    """How many rounds of tool calls an agent node with this config makes, as the agent type
+    registered it (0 when none is registered: its nodes are skipped, and call nothing)."""
+    spec = registry.get("agent")
+    return spec.tool_rounds(config) if spec is not None and spec.tool_rounds is not None else 0
+
+
 class PatchRejected(ValidationFailed):
     code = "patch_rejected"
 
@@ -260,7 +267,7 @@ class _Judgement:
         report = validate(self.after)
         if not report.valid:
             self.refuse_invalid(report)
-        # what one pass of each loop runs, by the planner's own rule, before and after the patch
+        # what each loop's jump runs again, by the planner's own rule, before and after the patch
         self.bodies_before, self.bodies_after = loop_bodies(self.before), loop_bodies(self.after)
 
     def refuse_invalid(self, report: Any) -> NoReturn:
@@ -277,9 +284,10 @@ class _Judgement:
         added = [n for n in self.new if n not in self.old]
         if not added:
             return
-        if self.proposer.node_id not in self.old:
+        if (self.old.get(self.proposer.node_id) or {}).get("type") != "agent":
             self.refuse(Rule.UNKNOWN_PROPOSER, f"an agent's patch must name its own node (node_id); "
-                        f"{self.proposer.node_id!r} is not in the run", _node(added[0]), node_id=added[0])
+                        f"{self.proposer.node_id!r} is not an agent node of the run", _node(added[0]),
+                        node_id=added[0])
         reach = gates.reachable(gates.successors(self.after), [self.proposer.node_id])
         for node_id in added:
             if node_id not in reach:
@@ -324,13 +332,15 @@ class _Judgement:
                             lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
 
     def repeated(self) -> set[str]:
-        """Existing nodes the patch makes a loop run again: the body of a loop it adds, points
-        elsewhere or lets go round more often, and any node it brings into an existing loop's
-        body (an edge into it). A loop's exits are edges: their targets run once."""
+        """Existing nodes the patch makes a loop run again: what the jump of a loop it adds, points
+        elsewhere or lets go round more often (more iterations, or any change to its condition)
+        runs again, and any node it brings under an existing loop's jump (an edge into its body,
+        or into what hangs off it). A loop's exits are edges: their targets run once."""
         out: set[str] = set()
         for loop_id, body in self.bodies_after.items():
             old, new = self.old.get(loop_id), self.new[loop_id]
-            widened = old is None or _loop_config(new, "loop_back_to") != _loop_config(old, "loop_back_to") or (
+            widened = old is None or any(_loop_config(new, key) != _loop_config(old, key)
+                                         for key in ("loop_back_to", "condition")) or (
                 _iterations(new) > _iterations(old))
             out |= set(body) - ({loop_id} if widened else set(self.bodies_before.get(loop_id, ())) | {loop_id})
         return {n for n in out if n in self.old}
@@ -345,7 +355,8 @@ class _Judgement:
 
     def check_privileges(self) -> None:
         """An agent node an agent adds, changes or makes run again has no more than its proposer
-        (tools, budget, model), and, if it was there before, no more than its author gave it."""
+        (tools, tool rounds, budget, attempts, time, model), and, if it was there before, no more
+        than its author gave it."""
         proposer = self.old.get(self.proposer.node_id) or {}
         mine = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
         # the proposer's, the operator's default (what an agent naming none calls), or one the
@@ -355,11 +366,10 @@ class _Judgement:
             if node.get("type") != "agent":
                 continue
             config = node.get("config") or {}
-            before = self.old.get(node_id)
-            authored = before.get("config") if before is not None and isinstance(before.get("config"), dict) else None
-            for whose, bound in (("its proposer's", mine), ("its author's", authored)):
-                if bound is None:
+            for whose, holder in (("its proposer's", proposer), ("its author's", self.old.get(node_id))):
+                if holder is None:
                     continue
+                bound = holder.get("config") if isinstance(holder.get("config"), dict) else {}
                 extra_tools = sorted(set(effective_tools(config)) - set(effective_tools(bound)))
                 if extra_tools:
                     self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r} may not have tools beyond {whose}: "
@@ -374,6 +384,14 @@ class _Judgement:
                     if theirs.get(key) is None or theirs[key] > limit:
                         self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most "
                                     f"{whose} ({limit})", _written(node_id), node_id=node_id)
+                # each round, attempt and second is more calls of the model and of the tools
+                for what, given, limit in (
+                        ("max_tool_rounds", effective_tool_rounds(config), effective_tool_rounds(bound)),
+                        ("retry.max_attempts", _attempts(node), _attempts(holder)),
+                        ("timeout_ms", _timeout_ms(node), _timeout_ms(holder))):
+                    if given > limit:
+                        self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: {what} must be at most {whose} "
+                                    f"({limit})", _written(node_id), node_id=node_id)
             model = effective_model(config)
             if model not in models:
                 self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {model!r} is not its "
@@ -463,12 +481,13 @@ class _Judgement:
 
 
 def loop_bodies(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
-    """Each loop's body in a valid definition: the planner's ``loop_body`` on its compiled graph."""
+    """What each loop's jump runs again in a valid definition: the planner's ``loop_reruns`` on its
+    compiled graph (the body, and what hangs off it: that runs on every pass too)."""
     from workflows.definition.ir import compile_definition
-    from workflows.engine.planner import loop_body
+    from workflows.engine.planner import loop_reruns
 
     ir = compile_definition(definition, validated=True)
-    return {loop_id: loop_body(ir, loop_id) for loop_id in ir.loops}
+    return {loop_id: loop_reruns(ir, loop_id) for loop_id in ir.loops}
 
 
 def _bodies_of(doc: Any) -> dict[str, frozenset[str]]:
@@ -482,6 +501,17 @@ def _bodies_of(doc: Any) -> dict[str, frozenset[str]]:
 def _loop_config(node: dict[str, Any] | None, key: str) -> Any:
     config = (node or {}).get("config")
     return config.get(key) if isinstance(config, dict) else None
+
+
+def _attempts(node: dict[str, Any]) -> int:
+    retry = node.get("retry")
+    attempts = retry.get("max_attempts", 1) if isinstance(retry, dict) else 1
+    return attempts if isinstance(attempts, int) else 1
+
+
+def _timeout_ms(node: dict[str, Any]) -> int:
+    timeout = node.get("timeout_ms")
+    return timeout if isinstance(timeout, int) and timeout > 0 else settings.AOB_DEFAULT_NODE_TIMEOUT_MS
 
 
 def _iterations(node: dict[str, Any] | None) -> int:
