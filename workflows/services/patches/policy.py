@@ -353,16 +353,25 @@ class _Judgement:
             out.setdefault(node_id, self.new[node_id])
         return out
 
+    def fed(self) -> dict[str, dict[str, Any]]:
+        """Existing agent nodes the patch gives an edge in they did not have: an agent's prompt
+        carries its predecessors' outputs (``reads_upstream``), so wiring a step of the agent's own
+        into another agent gives that one a new task, as rewriting its task would."""
+        had = {(e.get("from"), e.get("to")) for e in self.before.get("edges", []) if isinstance(e, dict)}
+        return {e["to"]: self.new[e["to"]] for e in self.after.get("edges", [])
+                if isinstance(e, dict) and (e.get("from"), e.get("to")) not in had and e.get("to") in self.old
+                and (self.new.get(e["to"]) or {}).get("type") == "agent"}
+
     def check_privileges(self) -> None:
-        """An agent node an agent adds, changes or makes run again has no more than its proposer
-        (tools, tool rounds, budget, attempts, time, model), and, if it was there before, no more
-        than its author gave it."""
+        """An agent node an agent adds, changes, makes run again or feeds a new edge has no more
+        than its proposer (tools, tool rounds, budget, attempts, time, model), and, if it was there
+        before, no more than its author gave it."""
         proposer = self.old.get(self.proposer.node_id) or {}
         mine = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
         # the proposer's, the operator's default (what an agent naming none calls), or one the
         # workflow's author gave an agent: never one an injected prompt picks
         models = {effective_model(mine), effective_model({}), *self.authors_models()}
-        for node_id, node in self.touched().items():
+        for node_id, node in {**self.fed(), **self.touched()}.items():
             if node.get("type") != "agent":
                 continue
             config = node.get("config") or {}
