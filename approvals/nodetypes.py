@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 
 from approvals.services import (
     MAX_WAIT_MS,
+    action_changed,
     approval_create_for_node,
     approval_hold_patch,
     approvals_cancel_for_run,
@@ -74,6 +75,9 @@ def run_hitl(ctx: NodeContext) -> Any:
     owner = User.objects.only("username").get(pk=ctx.owner_id).username
     # measured before the park's transaction: a context may be megabytes before it is bounded
     context = gate_context(run_id=ctx.run_id, inputs=ctx.inputs, upstream=ctx.outputs)
+    changed = action_changed(run_id=ctx.run_id, gate=ctx.node_id)
+    if changed is not None:
+        context = {**context, "action_changed": changed}
 
     def create() -> list:
         _, items = approval_create_for_node(run_id=ctx.run_id, owner_id=ctx.owner_id, node_run_id=ctx.node_run_id,

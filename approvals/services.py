@@ -25,11 +25,11 @@ from approvals.selectors import fill_decidable, is_approver
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.approvers import names_of_both
 from workflows.definition.forms import form_data_failure
-from workflows.definition.gates import action_digest
+from workflows.definition.gates import action_digest, nodes_by_id
 from workflows.engine import events, locks, transitions
 from workflows.engine.execution import resume
-from workflows.limits import refuse_past
-from workflows.models import Artifact, Event, NodeRun, Run
+from workflows.limits import clipped, refuse_past
+from workflows.models import Artifact, Event, NodeRun, Run, RunPatch
 from workflows.models.artifact import canonical_json, size_of
 from workflows.services.patches import patch_approval_settled
 
@@ -70,6 +70,31 @@ def gate_context(*, run_id: str, inputs: Any, upstream: dict[str, Any]) -> dict[
         name: value if name in kept else left_out(sizes[name], node_value_href(
             run_id=run_id, node_id=name, iteration=latest[name][0], field="output", artifact_id=latest[name][1]))
         for name, value in upstream.items()}, "truncated": shown is not inputs or len(kept) < len(sizes)}
+
+
+def action_changed(*, run_id: str, gate: str) -> dict[str, Any] | None:
+    """Whether what ``gate`` guards differs from the workflow the run started with, and the
+    patches applied since, for its approvers to read (the gate's context's ``action_changed``).
+    An agent's patch may change what an undecided gate guards (a decision is bound to the action
+    as it is when it is made: ``_action_digest``), so an approver must be able to see that it did,
+    and not only the message, which the author wrote for the action as it was. None when the run
+    was never patched, or the patches left this gate's action alone."""
+    base_id, current_id = Run.objects.filter(pk=run_id).values_list("base_artifact_id", "current_artifact_id").get()
+    if base_id == current_id:
+        return None
+    contents = dict(Artifact.objects.filter(pk__in=[base_id, current_id]).values_list("pk", "content"))
+    base, current = contents[base_id], contents[current_id]
+    added = gate not in nodes_by_id(base)
+    if not added and action_digest(base, gate) == action_digest(current, gate):
+        return None
+    patches = list(RunPatch.objects.filter(run_id=run_id, status=RunPatch.Status.APPLIED).order_by("-seq")
+                   .values("seq", "node_id", "description")[:10])
+    return {"gate_added_by_patch": added, "patches": [{**p, "description": clipped(p["description"], 200)}
+                                                      for p in reversed(patches)],
+            "href": f"/api/v1/runs/{run_id}/patches",
+            "warning": ("this gate was added by a patch during the run" if added else
+                        "what this gate lets run was changed by a patch since the run started: read the patches "
+                        "before deciding")}
 
 
 def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, node_id: str, config: dict[str, Any],

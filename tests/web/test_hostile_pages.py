@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
+from approvals.models import Approval
 from tests.approvals.runs import approval_of, finished, refund_flow, submit
 from tests.conftest import client_for
 from tests.web.browsing import PASSWORD, chromium_page, log_in
@@ -48,7 +49,12 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
     owner = User.objects.create_user("hostile", password=PASSWORD, is_staff=True, is_superuser=True)
     Token.objects.create(user=owner)
     run_id = hostile_run(owner)
-    approval_id = approval_of(run_id).pk
+    approval = approval_of(run_id)
+    approval_id = approval.pk
+    # as the gate's park writes it when a patch changed what it guards (approvals.services.action_changed)
+    Approval.objects.filter(pk=approval_id).update(context={**approval.context, "action_changed": {
+        "gate_added_by_patch": False, "patches": [{"seq": 1, "node_id": "plan", "description": f"tidy up {IMG}"}],
+        "href": f"/api/v1/runs/{run_id}/patches", "warning": "what this gate lets run was changed by a patch"}})
 
     with chromium_page("web-hostile-failure.png") as (page, problems):
         log_in(page, web, "hostile", f"/runs/{run_id}/")
@@ -65,6 +71,8 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
 
         page.goto(f"{web}/approvals/")
         expect(page.locator(f"#approval-{approval_id}-h")).to_have_text(f"Refund 42 to {IMG}?")
+        expect(page.get_by_role("note")).to_contain_text("Changed since the run started: what this gate lets run "
+                                                         "was changed by a patch (patches #1 by plan;")
         assert_inert(page)
 
         page.goto(f"{web}/admin/approvals/approval/{approval_id}/change/")
@@ -73,6 +81,7 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
 
         page.goto(f"{web}/approvals/{approval_id}/")
         expect(page.locator("#approval h2")).to_have_text(f"Refund 42 to {IMG}?")
+        expect(page.get_by_role("note")).to_contain_text("Changed since the run started")
         assert_inert(page)
         page.get_by_role("button", name="Approve").click()
         expect(page.locator("#approval")).to_contain_text("Decided: approved.")

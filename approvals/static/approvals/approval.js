@@ -1,6 +1,6 @@
 // One approval: its message and context, the decide form (when it waits for me), and the
 // notifications sent about it (who, which channel, the outcome).
-import { api, decisionForm, el, errorText, jsonBlock, pageData, setChildren, showAlert, timeEl } from "/static/aob/api.js";
+import { actionChangedNote, api, decisionForm, el, errorText, jsonBlock, pageData, setChildren, showAlert, timeEl } from "/static/aob/api.js";
 
 const { approval_id: id } = pageData();
 const box = document.getElementById("approval");
@@ -14,6 +14,7 @@ function render(a) {
     el("h2", {}, a.message || "Approve?"),
     el("p", { class: "muted" }, `approvers ${a.approvers.join(", ")}`,
       a.deadline ? [" · deadline ", timeEl(a.deadline)] : ""),
+    actionChangedNote(a),
     el("details", { open: true }, el("summary", {}, "Context"), jsonBlock(a.context || {}, "approval context")),
     a.status === "pending" ? decisionForm(a, { onDecided: load }) : el("p", {}, `Decided: ${a.status}.`)));
   setChildren(deliveries, (a.deliveries || []).map((d) => el("tr", {},

@@ -110,6 +110,17 @@ export function jsonBlock(value, label) {
 // The one approve/reject form, for the inbox and the run page: a comment, the form's data as JSON
 // when the approval has a form, and POST /approvals/{id}/decide. `lead` goes above the fields;
 // `onDecided` runs after a decision was counted.
+// A gate whose guarded action a patch changed since the run started says so above its context
+// (the context's action_changed, approvals.services.action_changed), with the patches applied and
+// where they are read: the message was written for the action as it was.
+export function actionChangedNote(approval) {
+  const changed = (approval.context || {}).action_changed;
+  if (!changed) return null;
+  const list = (changed.patches || []).map((p) => `#${p.seq}${p.node_id ? ` by ${p.node_id}` : ""}`).join(", ");
+  return el("p", { class: "alert", role: "note" }, `Changed since the run started: ${changed.warning}`,
+    list ? ` (patches ${list}; ` : " (", el("a", { href: `/runs/${approval.run_id}/` }, "see the run's patches"), ").");
+}
+
 export function decisionForm(approval, { attrs = {}, lead = [], onDecided = () => {} } = {}) {
   const commentId = `comment-${approval.id}`;
   const dataId = `data-${approval.id}`;

@@ -1,7 +1,7 @@
 // The approvals inbox: what I can decide now, with its context. Follows ws/events/: an
 // approval_required or approval_decided frame re-reads the list. Cards stay put across re-reads,
 // so a half-typed comment survives.
-import { LiveSocket, api, decisionForm, el, errorText, jsonBlock, setChildren, showAlert, timeEl } from "./api.js";
+import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, setChildren, showAlert, timeEl } from "./api.js";
 
 const inbox = document.getElementById("inbox");
 const alertBox = document.getElementById("inbox-alert");
@@ -41,6 +41,7 @@ function card(a) {
       a.required_approvals > 1 ? ` · ${approvals} of ${a.required_approvals} approvals` : "",
       a.escalated ? " · escalated" : "",
       " · ", el("a", { href: `/approvals/${a.id}/` }, "details and notifications")),
+    actionChangedNote(a),
     contextBlock(a),
     form);
 }

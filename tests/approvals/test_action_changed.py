@@ -1,0 +1,50 @@
+"""A gate's approvers read whether what it guards was changed by a patch since the run started
+(``approvals.services.action_changed``, the context's ``action_changed``): a decision binds the
+action as it is when it is made, and the gate's message was written for the action as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from approvals.models import Approval
+from tests.approvals.runs import approval_of, submit
+from tests.conftest import client_for
+from tests.engine.flow import http, wait_until
+from workflows.models import NodeRun
+
+
+def flow(remote: Any) -> dict[str, Any]:
+    """/nodes: 0 slow, 1 review, 2 pay; /edges: 0 slow→review, 1 review→pay (approved)."""
+    return {"nodes": [http("slow", f"{remote.base}/sleep/1.5"),
+                      {"id": "review", "type": "hitl", "config": {"message": "Pay 42?", "approvers": ["bob"]}},
+                      {"id": "pay", "type": "transform", "config": {"expression": "{'paid': 42}"}}],
+            "edges": [{"from": "slow", "to": "review"}, {"from": "review", "to": "pay", "condition": "$.approved == true"}]}
+
+
+def patched_while_slow(user: Any, remote: Any, operations: list[dict[str, Any]]) -> Approval:
+    run_id = submit(user, flow(remote))
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="slow", status="running").exists(),
+               what="slow running")
+    answer = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": operations,
+                                                                       "description": "pay more"}, format="json")
+    assert answer.status_code == 201, answer.json()
+    return approval_of(run_id)
+
+
+def test_approvers_read_that_a_patch_changed_what_the_gate_guards(engine, user, bob, remote) -> None:
+    approval = patched_while_slow(user, remote, [{"op": "replace", "path": "/nodes/2/config/expression",
+                                                  "value": "{'paid': 999999}"}])
+    changed = approval.context["action_changed"]
+    assert changed["gate_added_by_patch"] is False and "changed by a patch" in changed["warning"]
+    assert changed["patches"] == [{"seq": 1, "node_id": "", "description": "pay more"}]
+    shown = client_for(bob).get(f"/api/v1/approvals/{approval.pk}").json()["context"]["action_changed"]
+    assert shown["href"] == f"/api/v1/runs/{approval.run_id}/patches"
+
+
+def test_a_patch_beside_the_action_or_none_says_nothing(engine, user, bob, remote) -> None:
+    beside = patched_while_slow(user, remote, [
+        {"op": "add", "path": "/nodes/-", "value": {"id": "note", "type": "transform", "config": {"expression": "1"}}},
+        {"op": "add", "path": "/edges/-", "value": {"from": "slow", "to": "note"}}])
+    assert "action_changed" not in beside.context
+    untouched = approval_of(submit(user, flow(remote)))
+    assert "action_changed" not in untouched.context
