@@ -39,6 +39,8 @@ from workflows.services.runs import run_start
     ("'.map(x, y)' + \"exists(\" == s", 0, 0),  # in strings: not macros
     ("m.map == 1 && has(m.filter)", 0, 0),  # fields named like macros, has() is no comprehension
     ("xs .map ( x , [x].exists(y, y == x) )", 2, 2),
+    ("xs. // a comment is a blank to CEL\n map(x, xs.map // here too\n (y, y))", 2, 2),
+    ("xs.\fmap(x, x)", 1, 1),  # so is a form feed
 ])
 def test_the_lexer_finds_comprehensions_and_their_nesting(source: str, macros: int, depth: int) -> None:
     found = shape(source)
@@ -90,6 +92,16 @@ def test_the_deadline_stops_a_comprehension_bomb(settings: Any) -> None:
     started = time.monotonic()
     with pytest.raises(ExpressionError) as caught:
         evaluate("xs.map(a, xs.filter(b, b > a).size())", {"xs": list(range(5000))})
+    assert caught.value.rule == "timeout" and time.monotonic() - started < 2
+
+
+def test_a_comprehension_bomb_hidden_behind_comments_stops_at_the_deadline_too(settings: Any) -> None:
+    """CEL reads a comment or a form feed as a blank: a macro written across one is a macro (before,
+    the lexer missed it, left it without the tick, and the bomb ran to its end)."""
+    settings.AOB_CEL_TIMEOUT_MS = 200
+    started = time.monotonic()
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("xs. //\n map(a, xs.\ffilter // b\n (b, b > a).size())", {"xs": list(range(5000))})
     assert caught.value.rule == "timeout" and time.monotonic() - started < 2
 
 

@@ -129,9 +129,22 @@ def _string_end(source: str, i: int) -> int:
 COPYING_METHODS = frozenset({"map", "filter"})
 
 
+# What CEL reads as a blank between two tokens; a ``//`` comment, to the next line feed, is one too.
+BLANKS = " \t\r\n\f"
+
+
 def _skip_blanks(source: str, k: int) -> int:
-    while k < len(source) and source[k] in " \t\r\n":
-        k += 1
+    """The index of the next token from ``k`` on, blanks and comments skipped: ``xs. // …\n map(``
+    is a macro to CEL, and ``xs.\fmap(`` too (the binding takes a form feed as a blank)."""
+    n = len(source)
+    while k < n:
+        if source[k] in BLANKS:
+            k += 1
+        elif source.startswith("//", k):
+            newline = source.find("\n", k)
+            k = n if newline < 0 else newline
+        else:
+            break
     return k
 
 
@@ -179,7 +192,8 @@ def _field_path(source: str, word: str, j: int) -> tuple[tuple[str | int, ...], 
 
 
 def shape(source: str) -> Shape:
-    """One pass over the source: strings and comments are skipped; a ``.name(`` with ``name`` a
+    """One pass over the source: strings and comments are skipped (a comment is a blank, as it is
+    to CEL: ``xs. // …\n map(`` is a macro); a ``.name(`` with ``name`` a
     comprehension macro opens a frame closed by its matching parenthesis. The body of each (its
     second argument) is wrapped in ``(__aob_tick() ? (…) : null)``. An identifier neither after a
     ``.`` nor called is a reference to a variable, with its field path."""
@@ -188,11 +202,13 @@ def shape(source: str) -> Shape:
     reads: list[tuple[str | int, ...]] = []
     stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
     macros = depth = concatenations = 0
+    previous = ""  # the last character of the token before, blanks and comments skipped
     i, n = 0, len(source)
     while i < n:
         ch = source[i]
         if ch in "'\"":
             i = _string_end(source, i)
+            previous = ch
             continue
         if source.startswith("//", i):
             newline = source.find("\n", i)
@@ -205,25 +221,20 @@ def shape(source: str) -> Shape:
             while j < n and (source[j].isalnum() or source[j] == "_"):
                 j += 1
             word = source[i:j]
-            k = j
-            while k < n and source[k] in " \t\r\n":
-                k += 1
-            before = i - 1
-            while before >= 0 and source[before] in " \t\r\n":
-                before -= 1
-            if word in MACROS and k < n and source[k] == "(" and before >= 0 and source[before] == ".":
+            k = _skip_blanks(source, j)
+            called, selected = k < n and source[k] == "(", previous == "."
+            if word in MACROS and called and selected:
                 macros += 1
                 stack.append({"macro": True, "arg": 0, "guarded": False})
                 depth = max(depth, sum(1 for f in stack if f["macro"]))
-                i = k + 1
+                i, previous = k + 1, "("
                 continue
-            if (word not in KEYWORDS and (before < 0 or source[before] != ".")
-                    and (k >= n or source[k] != "(")):
+            if word not in KEYWORDS and not selected and not called:
                 path, method = _field_path(source, word, j)
                 reads.append(path)
                 if method is None or method in COPYING_METHODS:
                     references.append(path)
-            i = j
+            i, previous = j, word[-1]
             continue
         elif ch in "([{":
             stack.append({"macro": False})
@@ -241,6 +252,8 @@ def shape(source: str) -> Shape:
             elif frame["guarded"] and frame["arg"] == 2:
                 inserts.append((i, ") : null)"))
                 frame["guarded"] = False
+        if ch not in BLANKS:
+            previous = ch
         i += 1
     guarded, last = [], 0
     for pos, text in inserts:
