@@ -39,6 +39,8 @@ from workflows.services.runs import run_start
     ("'.map(x, y)' + \"exists(\" == s", 0, 0),  # in strings: not macros
     ("m.map == 1 && has(m.filter)", 0, 0),  # fields named like macros, has() is no comprehension
     ("xs .map ( x , [x].exists(y, y == x) )", 2, 2),
+    ("xs. // a comment is a blank to CEL\n map(x, xs.map // here too\n (y, y))", 2, 2),
+    ("xs.\fmap(x, x)", 1, 1),  # so is a form feed
 ])
 def test_the_lexer_finds_comprehensions_and_their_nesting(source: str, macros: int, depth: int) -> None:
     found = shape(source)
@@ -90,6 +92,16 @@ def test_the_deadline_stops_a_comprehension_bomb(settings: Any) -> None:
     started = time.monotonic()
     with pytest.raises(ExpressionError) as caught:
         evaluate("xs.map(a, xs.filter(b, b > a).size())", {"xs": list(range(5000))})
+    assert caught.value.rule == "timeout" and time.monotonic() - started < 2
+
+
+def test_a_comprehension_bomb_hidden_behind_comments_stops_at_the_deadline_too(settings: Any) -> None:
+    """CEL reads a comment or a form feed as a blank: a macro written across one is a macro (before,
+    the lexer missed it, left it without the tick, and the bomb ran to its end)."""
+    settings.AOB_CEL_TIMEOUT_MS = 200
+    started = time.monotonic()
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("xs. //\n map(a, xs.\ffilter // b\n (b, b > a).size())", {"xs": list(range(5000))})
     assert caught.value.rule == "timeout" and time.monotonic() - started < 2
 
 
@@ -265,6 +277,106 @@ def test_a_conversion_that_overruns_its_weight_stops_as_a_timed_out_evaluation(
     with pytest.raises(ExpressionError) as caught:
         evaluate("output.status == 200", {"output": {"status": 200}})
     assert caught.value.rule == "timeout"
+
+
+# --- matches ---------------------------------------------------------------------------------------
+
+HUNDRED_KB = "ab" * 50_000
+
+
+@pytest.mark.parametrize("source, calls", [
+    ("s.matches('a') && matches(s, 'b')", 2),
+    ("s.matches // a comment is a blank\n ('a')", 1),
+    ("m.matches == 'x.matches(y)' && has(m.matches)", 0),  # a field named matches, and a string
+])
+def test_every_matches_call_goes_to_ours(source: str, calls: int) -> None:
+    found = shape(source)
+    assert found.matches == calls and found.guarded.count(expressions.MATCHES) == calls
+    assert "matches(" not in found.guarded.replace(expressions.MATCHES + "(", "").replace("'x.matches(y)'", "")
+
+
+@pytest.mark.parametrize("source", [
+    'inputs.text.matches("(?s:.){1000}(?s:.){1000}!")',  # RE2's time: 14,005 instructions × 100 kB
+    "inputs.text.matches(inputs.p)",  # the pattern from data
+    "matches(inputs.text, inputs.p)",
+    "[1].exists(i, inputs.text.matches(inputs.p))",
+])
+def test_a_match_that_could_not_end_by_the_deadline_is_refused_before_it_runs(source: str) -> None:
+    """The binding's own ``matches`` ran ``(?s:.){9000}!`` over 100 kB for 8.8 s (1 MB: 92 s), Rust
+    holding the GIL against a 1000 ms deadline: no tick runs inside a call. RE2 would run this one
+    for ~2 s (its DFA gives up within 1 MiB): it is refused, where Rust's crate took 30 ms."""
+    started = time.monotonic()
+    with pytest.raises(ExpressionError) as caught:
+        evaluate(source, {"inputs": {"text": HUNDRED_KB, "p": "(?s:.){1000}(?s:.){1000}!"}})
+    assert caught.value.rule == "timeout" and "AOB_CEL_TIMEOUT_MS" in str(caught.value)
+    assert "14005 instructions" in str(caught.value)
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("source", ['inputs.text.matches("(?s:.){9000}!")', "inputs.text.matches(inputs.p)"])
+def test_the_red_teams_pattern_is_one_re2_refuses(source: str) -> None:
+    """RE2 bounds a repetition at 1000 (a nested one's product too): the red team's 8.8 s pattern is
+    refused as it compiles, however large the text."""
+    started = time.monotonic()
+    with pytest.raises(ExpressionError) as caught:
+        evaluate(source, {"inputs": {"text": HUNDRED_KB * 10, "p": "(?s:.){9000}!"}})
+    assert caught.value.rule == "regex" and "{9000}" in str(caught.value)
+    assert time.monotonic() - started < 2.5
+
+
+def test_what_a_match_may_cost_is_what_is_left_of_the_deadline(settings: Any) -> None:
+    source, text = 'inputs.text.matches("(?s:.){100}!")', "ab" * 10_000  # 705 instructions × 20 kB
+    assert evaluate(source, {"inputs": {"text": text}}) is False  # weighed at 169 ms: in the second
+    settings.AOB_CEL_TIMEOUT_MS = 100
+    with pytest.raises(ExpressionError) as caught:
+        evaluate(source, {"inputs": {"text": text}})
+    assert caught.value.rule == "timeout"
+    with expressions.capped(50) as cap, pytest.raises(ExpressionError):  # a decision's share: a worker may run it
+        evaluate(source, {"inputs": {"text": text}})
+    assert cap.stopped
+
+
+def test_compiling_a_long_pattern_from_data_is_weighed_too() -> None:
+    """RE2 parses a Unicode class in ~30 µs a byte here: 20,000 ``\\pL`` took 0.9-27 s to refuse."""
+    started = time.monotonic()
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("inputs.text.matches(inputs.p)", {"inputs": {"text": "a", "p": "\\pL" * 20_000}})
+    assert caught.value.rule == "timeout" and "compiling the pattern" in str(caught.value)
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("source, context", [
+    ('"xx abc yy".matches("abc")', {}),  # a search: anywhere in the text
+    ('"abc".matches("^b")', {}),
+    ('"abc".matches("^abc$") && !"abcd".matches("^abc$")', {}),
+    ('s.matches("^\\\\p{L}+$")', {"s": "Ünïcödé"}),
+    ('s.matches("^\\\\p{L}+$")', {"s": "Ünï cödé"}),
+    ('"HeLLo world".matches("(?i)hello")', {}),
+    ('"HeLLo world".matches("hello")', {}),
+    ('"a\\nb".matches("(?s)a.b") && !"a\\nb".matches("a.b")', {}),
+    ("xs.filter(x, x.matches('^[a-z]+$'))", {"xs": ["ab", "c1", "d"]}),
+    ('"".matches("")', {}),
+])
+def test_ordinary_matches_answer_as_the_binding_did(source: str, context: dict[str, Any]) -> None:
+    expected = cel.compile(source).execute(cel.Context(context))
+    assert evaluate(source, context) == expected
+
+
+def test_matches_as_a_function_works_as_the_spec_says() -> None:
+    """``matches(s, p)`` is CEL's other spelling of ``s.matches(p)``; the binding had only the method."""
+    assert evaluate("xs.exists(x, matches(x, p))", {"xs": ["ab", "cd"], "p": "d$"}) is True
+    assert evaluate('matches("abc", "^b")', {}) is False
+
+
+def test_a_refused_pattern_never_puts_its_control_characters_in_a_message() -> None:
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("inputs.s.matches(inputs.p)", {"inputs": {"s": "x", "p": "\x00(\x1b[2J" + "a" * 5000}})
+    message = str(caught.value)
+    assert caught.value.rule == "regex" and "\\x00" in message
+    assert not any(ord(ch) < 32 for ch in message) and len(message) < 600
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("inputs.s.matches(1)", {"inputs": {"s": "x"}})
+    assert caught.value.rule == "evaluation" and "pattern string" in str(caught.value)
 
 
 def test_evaluation_errors_are_expression_errors() -> None:

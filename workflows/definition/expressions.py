@@ -22,26 +22,34 @@ all in this module, with the operator's ceilings from settings:
   expression reads is handed to it (``activation``: the field paths the lexer finds, each
   sub-value whole at its path's end), that is weighed against what is left of the deadline
   before it is converted (``_admit``), and a decision's conditions share one deadline
-  (``capped``): once it has passed, the next does not start.
+  (``capped``): once it has passed, the next does not start;
+- one ``matches`` call is the binding's work too, with no tick inside: every call is renamed to
+  ours (``shape``), which runs it with RE2 and refuses, before it starts, one whose worst case
+  (its program's size times the text's bytes, ``MATCH_NS``) could not end by the deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import cel
+import re2
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 KEYWORDS = frozenset({"true", "false", "null", "in"})
 TICK = "__aob_tick"
+# Every ``matches`` call, ``s.matches(p)`` and ``matches(s, p)`` alike, is renamed to ours (``shape``).
+MATCHES = "__aob_matches"
 # Up to this many ``+`` the copying is at most a few times the largest value: no estimate needed.
 CHEAP_CONCATENATIONS = 3
 # Up to this many references an expression holds at most a few times the largest value it reads,
@@ -94,7 +102,7 @@ class Shape:
     ``+`` it has, the variables it reads (each as the path of field names and list indexes that
     follows it: ``inputs.a.b[0]`` is ``("inputs", "a", "b", 0)``), and the source with every
     comprehension body
-    guarded by the tick. ``references`` leaves out those only asked a boolean or a number
+    guarded by the tick and every ``matches`` call renamed to ours. ``references`` leaves out those only asked a boolean or a number
     (``COPYING_METHODS``); ``reads`` has every one."""
 
     macros: int
@@ -103,6 +111,7 @@ class Shape:
     guarded: str
     references: tuple[tuple[str | int, ...], ...] = ()
     reads: tuple[tuple[str | int, ...], ...] = ()
+    matches: int = 0  # ``matches`` calls, each renamed to ``MATCHES`` in ``guarded``
 
 
 def _string_end(source: str, i: int) -> int:
@@ -129,9 +138,22 @@ def _string_end(source: str, i: int) -> int:
 COPYING_METHODS = frozenset({"map", "filter"})
 
 
+# What CEL reads as a blank between two tokens; a ``//`` comment, to the next line feed, is one too.
+BLANKS = " \t\r\n\f"
+
+
 def _skip_blanks(source: str, k: int) -> int:
-    while k < len(source) and source[k] in " \t\r\n":
-        k += 1
+    """The index of the next token from ``k`` on, blanks and comments skipped: ``xs. // …\n map(``
+    is a macro to CEL, and ``xs.\fmap(`` too (the binding takes a form feed as a blank)."""
+    n = len(source)
+    while k < n:
+        if source[k] in BLANKS:
+            k += 1
+        elif source.startswith("//", k):
+            newline = source.find("\n", k)
+            k = n if newline < 0 else newline
+        else:
+            break
     return k
 
 
@@ -179,20 +201,26 @@ def _field_path(source: str, word: str, j: int) -> tuple[tuple[str | int, ...], 
 
 
 def shape(source: str) -> Shape:
-    """One pass over the source: strings and comments are skipped; a ``.name(`` with ``name`` a
+    """One pass over the source: strings and comments are skipped (a comment is a blank, as it is
+    to CEL: ``xs. // …\n map(`` is a macro); a ``.name(`` with ``name`` a
     comprehension macro opens a frame closed by its matching parenthesis. The body of each (its
-    second argument) is wrapped in ``(__aob_tick() ? (…) : null)``. An identifier neither after a
-    ``.`` nor called is a reference to a variable, with its field path."""
-    inserts: list[tuple[int, str]] = []
+    second argument) is wrapped in ``(__aob_tick() ? (…) : null)``. A ``matches(`` is a call of CEL's
+    ``matches``, as a method or as a function, and becomes ``__aob_matches(`` (``_Budget.matches``,
+    which takes the same two arguments in the same order either way): this is the one place that
+    says which calls are matches calls. An identifier neither after a ``.`` nor called is a
+    reference to a variable, with its field path."""
+    inserts: list[tuple[int, int, str]] = []  # (where, how many characters it replaces, the text)
     references: list[tuple[str | int, ...]] = []
     reads: list[tuple[str | int, ...]] = []
     stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
-    macros = depth = concatenations = 0
+    macros = depth = concatenations = matches = 0
+    previous = ""  # the last character of the token before, blanks and comments skipped
     i, n = 0, len(source)
     while i < n:
         ch = source[i]
         if ch in "'\"":
             i = _string_end(source, i)
+            previous = ch
             continue
         if source.startswith("//", i):
             newline = source.find("\n", i)
@@ -205,25 +233,23 @@ def shape(source: str) -> Shape:
             while j < n and (source[j].isalnum() or source[j] == "_"):
                 j += 1
             word = source[i:j]
-            k = j
-            while k < n and source[k] in " \t\r\n":
-                k += 1
-            before = i - 1
-            while before >= 0 and source[before] in " \t\r\n":
-                before -= 1
-            if word in MACROS and k < n and source[k] == "(" and before >= 0 and source[before] == ".":
+            k = _skip_blanks(source, j)
+            called, selected = k < n and source[k] == "(", previous == "."
+            if word in MACROS and called and selected:
                 macros += 1
                 stack.append({"macro": True, "arg": 0, "guarded": False})
                 depth = max(depth, sum(1 for f in stack if f["macro"]))
-                i = k + 1
+                i, previous = k + 1, "("
                 continue
-            if (word not in KEYWORDS and (before < 0 or source[before] != ".")
-                    and (k >= n or source[k] != "(")):
+            if word == "matches" and called:
+                matches += 1
+                inserts.append((i, len(word), MATCHES))
+            if word not in KEYWORDS and not selected and not called:
                 path, method = _field_path(source, word, j)
                 reads.append(path)
                 if method is None or method in COPYING_METHODS:
                     references.append(path)
-            i = j
+            i, previous = j, word[-1]
             continue
         elif ch in "([{":
             stack.append({"macro": False})
@@ -231,24 +257,26 @@ def shape(source: str) -> Shape:
             if stack:
                 frame = stack.pop()
                 if frame["macro"] and frame["guarded"]:
-                    inserts.append((i, ") : null)"))
+                    inserts.append((i, 0, ") : null)"))
         elif ch == "," and stack and stack[-1]["macro"]:
             frame = stack[-1]
             frame["arg"] += 1
             if frame["arg"] == 1:  # the body (or the filter of map's three-argument form)
-                inserts.append((i + 1, f" ({TICK}() ? ("))
+                inserts.append((i + 1, 0, f" ({TICK}() ? ("))
                 frame["guarded"] = True
             elif frame["guarded"] and frame["arg"] == 2:
-                inserts.append((i, ") : null)"))
+                inserts.append((i, 0, ") : null)"))
                 frame["guarded"] = False
+        if ch not in BLANKS:
+            previous = ch
         i += 1
     guarded, last = [], 0
-    for pos, text in inserts:
+    for pos, replaced, text in inserts:
         guarded.append(source[last:pos])
         guarded.append(text)
-        last = pos
+        last = pos + replaced
     guarded.append(source[last:])
-    return Shape(macros, depth, concatenations, "".join(guarded), tuple(references), tuple(reads))
+    return Shape(macros, depth, concatenations, "".join(guarded), tuple(references), tuple(reads), matches)
 
 
 # --- compiling -----------------------------------------------------------------------------------
@@ -295,7 +323,7 @@ def _compile(source: str, max_bytes: int, max_macros: int, max_depth: int) -> Co
         program = cel.compile(found.guarded)
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(str(exc).split("\n")[0]) from exc
-    variables = frozenset(program.variables()) - {TICK}
+    variables = frozenset(program.variables()) - {TICK, MATCHES}
     return Compiled(source, program, found, variables, read_tree(found.reads, variables))
 
 
@@ -379,19 +407,123 @@ def fields_read(source: str, variable: str) -> frozenset[str] | None:
 
 class _Budget:
     """One evaluation's deadline, from before its context is converted; also the tick a guarded
-    program calls at every comprehension step."""
+    program calls at every comprehension step, and the ``matches`` it calls instead of CEL's."""
 
-    __slots__ = ("deadline", "expired")
+    __slots__ = ("deadline", "error", "expired", "refused")
 
     def __init__(self, seconds: float) -> None:
         self.deadline = time.monotonic() + seconds
         self.expired = False
+        self.refused: str | None = None  # what was refused for the time it would take
+        self.error: ExpressionError | None = None  # an error of ours raised inside the binding
 
     def __call__(self) -> bool:
         if time.monotonic() > self.deadline:
             self.expired = True
             raise TimeoutError("evaluation budget exhausted")
         return True
+
+    def refuse(self, what: str, weighed_ns: float) -> TimeoutError:
+        left = max(0, int((self.deadline - time.monotonic()) * 1000))
+        self.refused, self.expired = f"{what} is weighed at {int(weighed_ns / 1e6)} ms, more than the {left} ms left", True
+        return TimeoutError(self.refused)
+
+    def matches(self, text: Any, pattern: Any) -> bool:
+        """CEL's ``matches`` (a search: the pattern may match anywhere in the text), run by RE2,
+        the engine whose syntax the CEL spec names, with a bound the binding's own lacks: one call
+        is the binding's work, Rust holding the GIL, and no tick runs inside it (its regex crate
+        ran ``(?s:.){9000}!`` over 100 kB for 9 s, 1 MB for 92 s). RE2's time is linear in the
+        text, at worst its program's size times the text's bytes (``MATCH_NS``): a call that
+        could not end by the deadline is refused before it starts, the pattern's compiling
+        included (``_regex``), and what it took counts against the deadline, looked at before and
+        after."""
+        if not isinstance(text, str) or not isinstance(pattern, str):
+            self.error = ExpressionError(f"matches takes a string and a pattern string, not {type(text).__name__} "
+                                         f"and {type(pattern).__name__}", "evaluation")
+            raise ValueError(str(self.error))
+        self()
+        program = _regex(pattern, self)
+        size = program.programsize
+        what = f"matching {_shown(pattern)} (an RE2 program of {size} instructions) over "
+        # the characters first: encoding a large text costs time too, and it has at least that many bytes
+        if time.monotonic() + MATCH_NS * size * len(text) / 1e9 > self.deadline:
+            raise self.refuse(f"{what}{len(text)} characters of text", MATCH_NS * size * len(text))
+        data = text.encode()
+        if time.monotonic() + MATCH_NS * size * len(data) / 1e9 > self.deadline:
+            raise self.refuse(f"{what}{len(data)} bytes of text", MATCH_NS * size * len(data))
+        found = program.search(data) is not None
+        self()
+        return found
+
+
+# ``matches`` (``_Budget.matches``): RE2's time on this machine (5 December), the worst of 40 patterns
+# built to be slow (nested optional repeats ``(?:a?){1000}x``, ``(?:[a-z]{0,30}){30}x``, ``(?s:.){1000}!``,
+# word boundaries, case folding, Unicode classes) over 20-100 kB texts that match and that do not:
+# 8.6 ns per program instruction and text byte (RE2's DFA gives up on them within its memory and
+# its NFA steps every instruction at every byte); ordinary patterns take 0.01-0.2 ns (the DFA).
+# Weighed at about 1.5 times that, for a loaded machine: in the default second, a 15-instruction
+# pattern (``(?i)hello``, an e-mail shape) may search ~5 MB, ``\p{L}+`` (1,201 instructions) ~70 kB.
+MATCH_NS = 12
+# Compiling: RE2 parses a Unicode class escape in up to ~30 µs a pattern byte (``\pL``, ``(?i)[^\pL]``,
+# 20-47 µs here; literals and ``.`` 0.1-1 µs), then compiles until its program passes ``REGEX_MAX_MEM``
+# (at most 6-8 ms here, 45 ms under RE2's default 8 MB). Weighed at about 1.5 times that.
+COMPILE_NS = 12_000_000
+COMPILE_BYTE_NS = 45_000
+# RE2's memory for one pattern, program and DFA caches: a program of up to ~20,000 instructions
+# (``(?s:.){1000}`` is 7,005; three of them are too large), which is all the deadline lets search
+# more than ~4 kB of text anyway.
+REGEX_MAX_MEM = 1 << 20
+# Compiled patterns (and the errors of those RE2 refuses) kept per process, most recently used;
+# ``re2.compile`` keeps its own 128 besides, so a process holds at most ~200 MB of them at worst.
+REGEX_CACHE = 64
+
+_regexes: OrderedDict[str, Any] = OrderedDict()
+_regexes_lock = threading.Lock()
+
+
+def _regex_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = REGEX_MAX_MEM
+    options.never_capture = True  # ``matches`` answers a boolean: no group is ever read
+    return options
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted for a message, clipped, its control characters escaped: a pattern from data
+    may hold a NUL or a terminal's escape, and messages reach logs, events and answers."""
+    clipped = text if len(text) <= limit else text[:limit] + "…"
+    return repr(clipped)
+
+
+def _regex(pattern: str, budget: _Budget) -> Any:
+    """The RE2 program for ``pattern``, cached; compiling one is weighed first (``COMPILE_NS``)."""
+    with _regexes_lock:
+        found = _regexes.get(pattern)
+        if found is not None:
+            _regexes.move_to_end(pattern)
+    if found is None:
+        size = len(pattern.encode())
+        weighed = COMPILE_NS + COMPILE_BYTE_NS * size
+        if time.monotonic() + weighed / 1e9 > budget.deadline:
+            raise budget.refuse(f"compiling the pattern {_shown(pattern)} ({size} bytes)", weighed)
+        try:
+            found = re2.compile(pattern, _regex_options())
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            if "too large" in reason:
+                reason += f" (its RE2 program would need more than {REGEX_MAX_MEM >> 10} KiB)"
+            found = ExpressionError(f"matches: the pattern {_shown(pattern)} is not one RE2 accepts: "
+                                    f"{_shown(reason, 200)[1:-1]}", "regex")
+        with _regexes_lock:
+            _regexes[pattern] = found
+            while len(_regexes) > REGEX_CACHE:
+                _regexes.popitem(last=False)
+        budget()  # its time counts
+    if isinstance(found, ExpressionError):
+        budget.error = found
+        raise ValueError(str(found))
+    return found
 
 
 # What converting a value to CEL costs the binding, in ns: Rust holding the GIL, before any tick can
@@ -562,7 +694,7 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
     ceiling = settings.AOB_CEL_TIMEOUT_MS if cap is None else min(settings.AOB_CEL_TIMEOUT_MS, cap)
     limit = min(ceiling, timeout_ms or ceiling)
 
-    def stopped(converting: bool = False) -> ExpressionError:
+    def stopped(converting: bool = False, refused: str | None = None) -> ExpressionError:
         if capping is not None and limit >= capping.ms:
             capping.stopped = True
         if cap is not None and cap < settings.AOB_CEL_TIMEOUT_MS and cap <= (timeout_ms or cap):
@@ -572,6 +704,9 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
         if converting:
             return ExpressionError(f"evaluation stopped: what it reads is too large to convert to CEL values "
                                    f"within {int(limit)} ms ({why}); read fewer fields of it", "timeout")
+        if refused:
+            return ExpressionError(f"evaluation stopped: {refused} of its {int(limit)} ms ({why}); match a shorter "
+                                   "text or a simpler pattern", "timeout")
         return ExpressionError(f"evaluation stopped after {int(limit)} ms ({why})", "timeout")
 
     if limit <= 0:
@@ -589,7 +724,10 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
     _check_copying(compiled, variables)
     try:
         # in a ``cel.Context``, several times faster than a dict; no tick when nothing loops
-        converted = cel.Context(variables, {TICK: budget} if compiled.shape.macros else None)
+        functions: dict[str, Any] = {TICK: budget} if compiled.shape.macros else {}
+        if compiled.shape.matches:
+            functions[MATCHES] = budget.matches
+        converted = cel.Context(variables, functions or None)
         budget()  # a conversion that took longer than it was weighed at stops as a tick would
         return compiled.program.execute(converted)
     except TimeoutError:
@@ -597,8 +735,10 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
     except (KeyError, ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
         if "SoftTimeLimitExceeded" in str(exc):
             raise SoftTimeLimitExceeded() from exc  # the task's own limit, raised in our tick: not the expression's
+        if budget.error is not None:
+            raise budget.error from None
         if budget.expired:
-            raise stopped() from None
+            raise stopped(refused=budget.refused) from None
         raise ExpressionError(f"{type(exc).__name__}: {exc}", "evaluation") from exc
 
 
