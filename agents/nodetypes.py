@@ -24,7 +24,8 @@ def effective_tools(config: dict[str, Any]) -> list[str]:
 def effective_tool_rounds(config: dict[str, Any]) -> int:
     """How many rounds of tool calls an agent node may make: ``max_tool_rounds``, else 5."""
     rounds = config.get("max_tool_rounds") if isinstance(config, dict) else None
-    return rounds if isinstance(rounds, int) else DEFAULT_TOOL_ROUNDS
+    # the schema's ``integer`` takes ``50.0`` too: read as the number it is
+    return int(rounds) if isinstance(rounds, int | float) and not isinstance(rounds, bool) else DEFAULT_TOOL_ROUNDS
 
 
 def effective_model(config: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from django.conf import settings
 from aob_project.exceptions import ValidationFailed
 from workflows import registry
 from workflows.definition import gates
+from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import literal_url_problems, validate
 
 from ..definitions import apply_operations
@@ -354,13 +355,21 @@ class _Judgement:
         return out
 
     def fed(self) -> dict[str, dict[str, Any]]:
-        """Existing agent nodes the patch gives an edge in they did not have: an agent's prompt
-        carries its predecessors' outputs (``reads_upstream``), so wiring a step of the agent's own
-        into another agent gives that one a new task, as rewriting its task would."""
+        """Existing agent nodes whose input the patch writes: an agent's prompt carries its
+        predecessors' outputs (``reads_upstream``) and the nodes its config refers to, so a new
+        edge into one, an edge into one from a node the patch adds or changes, or a node it refers
+        to changed, gives it a new task, as rewriting its task would (a weak agent wiring its own
+        text into an author's stronger agent, or rewriting the step that feeds it)."""
+        written = {n for n, node in self.new.items() if self.old.get(n) != node}
         had = {(e.get("from"), e.get("to")) for e in self.before.get("edges", []) if isinstance(e, dict)}
-        return {e["to"]: self.new[e["to"]] for e in self.after.get("edges", [])
-                if isinstance(e, dict) and (e.get("from"), e.get("to")) not in had and e.get("to") in self.old
-                and (self.new.get(e["to"]) or {}).get("type") == "agent"}
+        agents = {n: node for n, node in self.new.items() if n in self.old and node.get("type") == "agent"}
+        out = {e["to"]: agents[e["to"]] for e in self.after.get("edges", [])
+               if isinstance(e, dict) and e.get("to") in agents
+               and ((e.get("from"), e.get("to")) not in had or e.get("from") in written)}
+        for node_id, node in agents.items():
+            if referenced_nodes(node.get("config")) & written:
+                out[node_id] = node
+        return out
 
     def check_privileges(self) -> None:
         """An agent node an agent adds, changes, makes run again or feeds a new edge has no more
@@ -512,15 +521,20 @@ def _loop_config(node: dict[str, Any] | None, key: str) -> Any:
     return config.get(key) if isinstance(config, dict) else None
 
 
+def _whole(value: Any) -> int | None:
+    """A number as the engine reads it (``int(…)``): the schema's ``integer`` takes ``20.0`` too."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _attempts(node: dict[str, Any]) -> int:
     retry = node.get("retry")
-    attempts = retry.get("max_attempts", 1) if isinstance(retry, dict) else 1
-    return attempts if isinstance(attempts, int) else 1
+    attempts = _whole(retry.get("max_attempts", 1)) if isinstance(retry, dict) else 1
+    return attempts if attempts is not None else 1
 
 
 def _timeout_ms(node: dict[str, Any]) -> int:
-    timeout = node.get("timeout_ms")
-    return timeout if isinstance(timeout, int) and timeout > 0 else settings.AOB_DEFAULT_NODE_TIMEOUT_MS
+    timeout = _whole(node.get("timeout_ms"))
+    return timeout if timeout is not None and timeout > 0 else settings.AOB_DEFAULT_NODE_TIMEOUT_MS
 
 
 def _iterations(node: dict[str, Any] | None) -> int:
