@@ -521,7 +521,9 @@ def _regex(pattern: str, budget: _Budget) -> Any:
                 _regexes.popitem(last=False)
         budget()  # its time counts
     if isinstance(found, ExpressionError):
-        budget.error = found
+        # a new error each time: the cached one, raised, would keep its raiser's frames (and the
+        # data they hold) alive with it, and is shared by every thread that reads the cache
+        budget.error = ExpressionError(str(found), found.rule)
         raise ValueError(str(found))
     return found
 
