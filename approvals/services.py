@@ -291,6 +291,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
                                                                 status=Approval.Status.PENDING).first())
         if approval is None:
             continue
+        _say_changed(approval)
         voided = approval.decisions.filter(voided=False).update(voided=True)
         if voided:
             items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
@@ -317,11 +318,22 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
         if approval.deadline is not None:
             approval.deadline = now + (approval.deadline - approval.created_at)
         approval.save(update_fields=["status", "decided_at", "action_digest", "deadline"])
+        _say_changed(approval)
         items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
                                                    "patch_seq": patch_seq, "reopened": True}))
         items.append((Event.Type.APPROVAL_REQUIRED, node_id, _required_payload(approval, reopened=True)))
         approval_notify(approval=approval, reason=Delivery.Reason.REOPENED)
     events.append(run.pk, run.owner_id, items)
+
+
+def _say_changed(approval: Approval) -> None:
+    """The approvers asked again after a patch changed the action read that it did, as those of a
+    gate that asked after one do (``action_changed``; the run's current definition is the patched
+    one by now, and the patch is among the applied)."""
+    changed = action_changed(run_id=str(approval.run_id), gate=approval.node_id)
+    if changed is not None:
+        approval.context = {**(approval.context or {}), "action_changed": changed}
+        approval.save(update_fields=["context"])
 
 
 def _output(approval: Approval, *, approved: bool, decision: str) -> dict[str, Any]:

@@ -48,3 +48,17 @@ def test_a_patch_beside_the_action_or_none_says_nothing(engine, user, bob, remot
     assert "action_changed" not in beside.context
     untouched = approval_of(submit(user, flow(remote)))
     assert "action_changed" not in untouched.context
+
+
+def test_a_gate_asked_again_after_a_patch_says_so_too(engine, user, bob, remote) -> None:
+    """A patch while the gate waits lets the votes so far lapse, and the approvers asked again read
+    that the action changed (before, only a gate that asked after the patch said so)."""
+    run_id = submit(user, flow(remote))
+    approval = approval_of(run_id, timeout=30)
+    assert "action_changed" not in approval.context
+    answer = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/2/config/expression", "value": "{'paid': 999999}"}],
+        "description": "pay more"}, format="json")
+    assert answer.status_code == 201, answer.json()
+    approval.refresh_from_db()
+    assert approval.context["action_changed"]["patches"] == [{"seq": 1, "node_id": "", "description": "pay more"}]
