@@ -49,8 +49,9 @@ logger = logging.getLogger(__name__)
 
 # A response with this attribute (seconds) is closed once it has been sent, or its client has gone,
 # not before: what its ``close()`` gives back is held while a slow client reads it. A client that has
-# not read it all within those seconds is cut off (the connection closed, the answer short of its
-# Content-Length), so what it holds ends when the holder's own count of it does.
+# not read it all within those seconds is cut off: the answer ends short of its Content-Length and
+# is let go with what it holds (uvicorn closes the connection once the little it has buffered,
+# 64-128 KiB, is read), so the answer's memory ends when the holder's own count of it does.
 SEND_WITHIN_S = "aob_send_within_s"
 
 
@@ -124,7 +125,8 @@ class ThreadPoolHandler(ASGIHandler):
 
     def respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """The whole request in one pool thread: what ``WSGIHandler.__call__`` does, and for a
-        response that is not streamed (nor held until sent, ``SEND_WITHIN_S``) also its ``close()`` (``request_finished``)."""
+        response that is not streamed (nor held until sent, ``SEND_WITHIN_S``) also its ``close()``
+        (``request_finished``)."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)

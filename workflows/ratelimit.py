@@ -104,14 +104,20 @@ def _client() -> tuple[redis.Redis, Any]:
         return _local[key]
 
 
-def check(layers: list[Layer]) -> str | None:
+def entry() -> str:
+    """A new call's entry in the layers' logs (unique; its time first)."""
+    return f"{int(time.time() * 1000)}-{uuid.uuid4().hex}"
+
+
+def check(layers: list[Layer], member: str | None = None) -> str | None:
     """Record one call in every layer, or raise RateLimited naming the first full one. Returns the
-    call's entry, which ``release`` takes out of a held layer when the call ends."""
+    call's entry (``member``, else a new one), which ``release`` takes out of a held layer when the
+    call ends."""
     if not settings.AOB_RATE_LIMITS_ENABLED or not layers:
         return None
     _, script = _client()
     now_ms = int(time.time() * 1000)
-    member = f"{now_ms}-{uuid.uuid4().hex}"
+    member = member or entry()
     failed, count, retry_ms = script(keys=[layer.key for layer in layers],
                                      args=[now_ms, member, *[layer.limit for layer in layers],
                                            *[layer.window_s * 1000 for layer in layers]])
@@ -124,9 +130,9 @@ def check(layers: list[Layer]) -> str | None:
         message = f"{layer.label}: at most {layer.limit} at once; retry in {retry_after} s"
     else:
         retry_after = max(1, -(-int(retry_ms) // 1000))
-        details = {"limit": layer.limit, "window": f"{WINDOW_S} seconds", "current_count": int(count),
+        details = {"limit": layer.limit, "window": f"{layer.window_s} seconds", "current_count": int(count),
                    "retry_after_seconds": retry_after}
-        message = f"{layer.label}: at most {layer.limit} per {WINDOW_S} seconds; retry in {retry_after} s"
+        message = f"{layer.label}: at most {layer.limit} per {layer.window_s} seconds; retry in {retry_after} s"
     if layer.tier:
         details["tier"] = layer.tier
     RATE_LIMITED.labels(layer.code, layer.tier or "").inc()
@@ -225,10 +231,12 @@ def begin_whole_read(*, user_id: int, size: int | None) -> Callable[[], None]:
         layers.insert(0, Layer(f"aob:rl:user:{user_id}:whole:now", settings.AOB_WHOLE_READS_AT_ONCE_PER_USER,
                                "read_concurrency_exceeded", "reads of a stored value whole in flight per user",
                                window_s=settings.AOB_WHOLE_READ_SEND_S + WHOLE_READ_BUILD_S, held=True))
+    member = entry()
     try:
-        member = check(layers)
+        check(layers, member)
     except redis.RedisError as exc:
         logger.warning("ratelimit.redis_unavailable", extra={"error": str(exc), "layer": layers[0].code})
+        release(layers, member)  # the script may have run and its answer been lost: its place is not kept
         return _nothing_held
     return functools.partial(release, layers, member)
 

@@ -22,7 +22,8 @@ CONFIG_SCHEMA = {
         "headers": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
         "query": {"type": "object"},
         "payload": {"type": ["object", "array", "string"]},
-        "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 600000},
+        "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 600000,
+                       "description": "the request's deadline; the operator's AOB_HTTP_TIMEOUT_S caps it"},
         "fail_on_status": {"type": "boolean"},
         "max_response_bytes": {"type": "integer", "minimum": 1},
         # The header that carries the node's idempotency key (workers/http/idempotency.py); null or

@@ -49,8 +49,8 @@ def bounded(run_id: Any, type_: str, data: dict[str, Any]) -> dict[str, Any]:
     measure) is at most ``EVENT_VALUE_MAX_BYTES``, else ``{"truncated": true, "bytes"}`` with the
     data's small identifying keys (``_IDENTIFYING``): the one bound of every event, whoever writes
     it (a person's comment, an agent's patch description, the nodes a cancel stopped). Small data
-    of a few scalars, most events, is judged without being serialised (``_surely_within``). First
-    it is made strict JSON (``outputs.strict_json``: 7 µs for an approval's event): an error's text
+    of a few scalars, most events, is judged without being serialised again (``_surely_within``).
+    First it is made strict JSON (``outputs.strict_json``: 7 µs for an approval's event): an error's text
     can carry what ``jsonb`` refuses (a CEL regex error quotes its pattern, NUL included), and a
     refused event failed the decision that wrote it, three times, and then its run."""
     data = strict_json(data, non_finite="null")
