@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -427,3 +428,29 @@ def test_a_send_ends_before_the_sweep_may_publish_its_delivery_again() -> None:
     from approvals.tasks import notify
 
     assert 0 < notify.soft_time_limit < notify.time_limit < settings.AOB_NOTIFY_REPUBLISH_AFTER_S
+
+
+def test_a_lease_renewal_in_the_moment_after_a_park_stops_nothing(engine: Any, user: User, bob: User, remote: Any,
+                                                                   smtp: Any) -> None:
+    """A gate's park commits (``running → waiting``) and its notifications are published after the
+    commit, while the executor still runs. A lease renewal then found the node waiting, took it for
+    a lost lease and raised ``LeaseLost`` into the publishing: the notifications not yet published
+    waited for the sweep (``AOB_NOTIFY_REPUBLISH_AFTER_S``, minutes). Here the first publish is held
+    while two renewals (a third of the stack's ``AOB_LEASE_S`` apart) come and go."""
+    from tests.faults.harness import hooks, mark_stall, wait_stalled
+    from tests.support.stack import test_env
+
+    bob.email = "bob.held@example.com"
+    bob.save()
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/echo/slack/held")
+    mark_stall("notify", "review")
+    run_id = submit(user, refund_flow({"approvers": ["bob"]}))
+    wait_stalled("notify", "review")
+    time.sleep(2.5 * float(test_env("")["AOB_LEASE_S"]) / 3)  # the window the fault needs: two renewals
+    hooks().set("aob:test:stall_release:notify:review", 1)
+
+    approval = Approval.objects.get(run_id=run_id)
+    wait_until(lambda: approval.deliveries.filter(status="sent").count() == 2, timeout=10,
+               what="the email and the webhook, both published by the park")
+    said = [line for line in engine["worker"].log.read_text().splitlines() if run_id in line and "lease_lost" in line]
+    assert said == []  # the executor ended as it parked: waiting

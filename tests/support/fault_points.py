@@ -13,7 +13,8 @@ its stack at once:
   its transaction with the run row locked), ``callback`` (the node's completion committed, or its
   park (``execution.park``, the executor's result the status word ``waiting``), its linked
   coordinator message about to be published), ``execution`` (an executor task of the node, before
-  it claims its node run, which stays ``queued`` meanwhile: tests/engine/test_plain_step.py);
+  it claims its node run, which stays ``queued`` meanwhile: tests/engine/test_plain_step.py),
+  ``notify`` (a gate's notification about to be published, after its park's commit);
 - ``aob:test:unfenced_steps``: the plain chain step checks neither that its node run is still
   unconsumed nor that no successor row exists yet, nor lets the unique key absorb a second emit
   (the test drops the constraint too): the negative control of the duplicate-message fault.
@@ -110,6 +111,16 @@ def install() -> None:
         finally:
             steps.CHAIN_STEP = chain_step
 
+    def stalling_notify(sender: str | None = None, body: Any = None, **_: Any) -> None:
+        """A gate's notification about to be published, after its park's commit (``notify``)."""
+        from approvals.models import Delivery
+
+        if sender != "approvals.notify" or not isinstance(body, (list, tuple)) or not body or not body[0]:
+            return
+        node_id = Delivery.objects.filter(pk=body[0][0]).values_list("approval__node_id", flat=True).first()
+        if node_id:
+            stall("notify", node_id)
+
     def stalling_callback(sender: str | None = None, body: Any = None, **_: Any) -> None:
         """The executor's completion (or park) is committed and Celery is about to publish its
         linked coordinator message, whose first argument is the ``Completion`` (as the executor
@@ -130,6 +141,7 @@ def install() -> None:
     planner.plan = stalling_plan
     steps.step_plain = unfenceable_step_plain
     signals.before_task_publish.connect(stalling_callback, weak=False)
+    signals.before_task_publish.connect(stalling_notify, weak=False)
 
 
 if os.environ.get("AOB_TEST_HOOKS") == "1":

@@ -395,6 +395,7 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
                                           wait_reason=reason, undecided_since=timezone.now())
         if not moved:
             return False
+        heartbeat.let_go(ctx.node_run_id)  # waiting is not a lost lease: nothing may stop what follows
         events.append(ctx.run_id, ctx.owner_id, create())
         admission.release(ctx.owner_id, ctx.node_type)  # a waiting node holds no worker (the last lock)
     return True

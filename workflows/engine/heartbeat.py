@@ -121,6 +121,21 @@ def ensure_held(node_run_id: int, attempt: int) -> None:
         raise LeaseLost(node_run_id)
 
 
+def let_go(node_run_id: int) -> None:
+    """The executor hands its node run on (``execution.park``: ``running → waiting``, in the
+    transaction about to commit): its lease is renewed no more, and a renewal that finds it
+    waiting stops nothing. Before, a renewal in the moment between the park's commit and the
+    executor's return took the waiting node for a lost lease and raised ``LeaseLost`` into what
+    ran then, the commit's own work: a gate's second notification went unpublished (till the
+    sweep, minutes later) and the park's coordinator message said ``lease_lost``."""
+    beat = _beat
+    if beat is None or beat.pid != os.getpid():
+        return
+    with beat.lock:
+        beat.held.pop(node_run_id, None)
+        beat.lost.discard(node_run_id)
+
+
 @contextmanager
 def holding(node_run_id: int, attempt: int) -> Iterator[None]:
     global _beat
