@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
 
+from django.conf import settings
+
 from workflows import registry
 
 from .expressions import compile_expression
@@ -28,6 +30,22 @@ class Edge:
     source: str
     target: str
     condition: str | None
+
+
+def attempts_of(retry: Any) -> int:
+    """How many attempts a node's ``retry`` gives it (1 without one), read as a number: the
+    schema's ``integer`` takes ``20.0`` too. The engine's reading (``execution.fail``) and the patch
+    policy's, which bounds what an agent may give a node."""
+    value = retry.get("max_attempts", 1) if isinstance(retry, dict) else 1
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1
+
+
+def timeout_ms_of(value: Any) -> int:
+    """A node's time limit: its ``timeout_ms``, else ``AOB_DEFAULT_NODE_TIMEOUT_MS``. The engine's
+    reading (``dispatch``) and the patch policy's."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    return settings.AOB_DEFAULT_NODE_TIMEOUT_MS
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from aob_project.celery import app
 from workflows import registry
+from workflows.definition.ir import timeout_ms_of
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class Dispatch:
 
 
 def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
-    soft = (timeout_ms or settings.AOB_DEFAULT_NODE_TIMEOUT_MS) / 1000
+    soft = timeout_ms_of(timeout_ms) / 1000
     return soft, soft + 10
 
 

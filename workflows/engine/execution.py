@@ -21,6 +21,7 @@ from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_HELD, NODE_QUEUE
 from workflows import registry
+from workflows.definition.ir import attempts_of
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
 from workflows.limits import bounded_error
@@ -278,7 +279,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     now = timezone.now()
     error = strict_json(error, non_finite="null")
     retry = (ctx.definition or {}).get("retry") or {}
-    max_attempts = int(retry.get("max_attempts", 1))
+    max_attempts = attempts_of(retry)
     entry = {"attempt": ctx.attempt, "status": "failed", "error": error,
              "duration_ms": int((time.monotonic() - started) * 1000)}
     NODE_DURATION.labels(ctx.node_type, "failed").observe(time.monotonic() - started)

@@ -84,6 +84,12 @@ class _Beat:
         if interrupt:
             self.interrupt()
 
+    def drop(self, node_run_id: int) -> None:
+        """Renew the node run's lease no more (its executor ended, or handed it on: ``let_go``)."""
+        with self.lock:
+            self.held.pop(node_run_id, None)
+            self.lost.discard(node_run_id)
+
     def to_renew(self, held: dict[int, int]) -> dict[int, int]:
         """The leases this beat renews: every one held (the fault tests wrap this to cut one off)."""
         return held
@@ -129,11 +135,8 @@ def let_go(node_run_id: int) -> None:
     ran then, the commit's own work: a gate's second notification went unpublished (till the
     sweep, minutes later) and the park's coordinator message said ``lease_lost``."""
     beat = _beat
-    if beat is None or beat.pid != os.getpid():
-        return
-    with beat.lock:
-        beat.held.pop(node_run_id, None)
-        beat.lost.discard(node_run_id)
+    if beat is not None and beat.pid == os.getpid():
+        beat.drop(node_run_id)
 
 
 @contextmanager
@@ -156,6 +159,4 @@ def holding(node_run_id: int, attempt: int) -> Iterator[None]:
     finally:
         if main:
             beat.current = None  # first: a signal that lands after this line raises nothing
-        with beat.lock:
-            beat.held.pop(node_run_id, None)
-            beat.lost.discard(node_run_id)
+        beat.drop(node_run_id)

@@ -29,6 +29,7 @@ from django.conf import settings
 from aob_project.exceptions import ValidationFailed
 from workflows import registry
 from workflows.definition import gates
+from workflows.definition.ir import attempts_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import literal_url_problems, validate
 
@@ -521,20 +522,12 @@ def _loop_config(node: dict[str, Any] | None, key: str) -> Any:
     return config.get(key) if isinstance(config, dict) else None
 
 
-def _whole(value: Any) -> int | None:
-    """A number as the engine reads it (``int(…)``): the schema's ``integer`` takes ``20.0`` too."""
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _attempts(node: dict[str, Any]) -> int:
-    retry = node.get("retry")
-    attempts = _whole(retry.get("max_attempts", 1)) if isinstance(retry, dict) else 1
-    return attempts if attempts is not None else 1
+    return attempts_of(node.get("retry"))
 
 
 def _timeout_ms(node: dict[str, Any]) -> int:
-    timeout = _whole(node.get("timeout_ms"))
-    return timeout if timeout is not None and timeout > 0 else settings.AOB_DEFAULT_NODE_TIMEOUT_MS
+    return timeout_ms_of(node.get("timeout_ms"))
 
 
 def _iterations(node: dict[str, Any] | None) -> int:
