@@ -314,6 +314,12 @@ AOB_REPUBLISH_BACKLOG_S = env_float("AOB_REPUBLISH_BACKLOG_S", 300.0)
 # runs of one type run for one owner at once; a worker that takes one more holds it queued
 # (``wait_reason`` ``slot``) and the owner's next finish of that type releases it. 0: no limit.
 AOB_OWNER_MAX_RUNNING = env_int("AOB_OWNER_MAX_RUNNING", 4, within=(0, 100_000))
+# Fair shares of the coordinator between owners (workflows/engine/shares.py): an owner's full
+# decisions may take this many ms of coordinator time a second, after a burst of this many ms; past
+# it, its decisions are taken only when nobody else's wait (the broker's lowest priority; Redis
+# only). 0: no share.
+AOB_DECISION_OWNER_MS_PER_S = env_int("AOB_DECISION_OWNER_MS_PER_S", 100, within=(0, 1_000_000))
+AOB_DECISION_OWNER_BURST_MS = env_int("AOB_DECISION_OWNER_BURST_MS", 2000, within=(0, 86_400_000))
 AOB_MAX_ATTEMPTS_ON_LOST = env_int("AOB_MAX_ATTEMPTS_ON_LOST", 3)
 AOB_MAX_NODES = env_int("AOB_MAX_NODES", 1000)
 AOB_MAX_JSON_DEPTH = env_int("AOB_MAX_JSON_DEPTH", 64)

@@ -26,15 +26,16 @@ class _Coordinate(Task):
 # hard one kills a process that could not stop.
 @shared_task(base=_Coordinate, name="workflows.coordinate", acks_late=True, ignore_result=True,
              soft_time_limit=settings.AOB_DECISION_SOFT_TIME_LIMIT_S, time_limit=settings.AOB_DECISION_TIME_LIMIT_S)
-def coordinate(result: Any, node_run_id: int) -> None:
+def coordinate(result: Any, node_run_id: int, over_share: bool = False) -> None:
     """``(executor result, node_run_id)``: as an executor's link, Celery prepends the executor's
     return value (a ``Completion`` as a dict, or a status word); sent directly (the sweeper, a
-    person's decision, a retry after a failed decision), ``result`` is None."""
+    person's decision, a retry after a failed decision), ``result`` is None. ``over_share``: sent
+    to the queue of owners past their share of the coordinator (``engine/shares.py``)."""
     if result == execution.CLAIM_HELD:
         return  # its node run waits queued for a slot (engine/admission.py): nothing finished to decide
     events.hold_until_task_end()  # the decision's events go out after the next executor's publish
     try:
-        coordinator.coordinate(node_run_id, Completion.from_message(result))
+        coordinator.coordinate(node_run_id, Completion.from_message(result), over_share=over_share)
     except (OperationalError, InterfaceError):
         raise  # the database, not the decision: the sweeper asks again once it is back
     except Exception as exc:  # noqa: BLE001 - counted per node run; at the limit the run fails (poison ends)

@@ -82,12 +82,12 @@ def install() -> None:
     execute = executor_tasks.execute
     open_chain_step = unfenced(chain_step)
 
-    def stalling_coordinate(node_run_id: int, completion: Any = None) -> None:
+    def stalling_coordinate(node_run_id: int, completion: Any = None, **kwargs: Any) -> None:
         node_id = completion.node_id if completion is not None else (
             NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first())
         if node_id:
             stall("decision", node_id)
-        coordinate(node_run_id, completion)
+        coordinate(node_run_id, completion, **kwargs)
 
     def stalling_execute(node_run_id: int) -> Any:
         node_id = NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first()

@@ -10,6 +10,10 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:slots``: every owner's slots of a type, as ``AOB_OWNER_MAX_RUNNING`` would set them
   (``admission.slots`` answers it; ``0``, no limit: the negative control of the fair shares), so
   tests/engine/test_fair_shares.py needs no worker of its own;
+- ``aob:test:share``: each owner's share of the coordinator, as ``AOB_DECISION_OWNER_MS_PER_S`` and
+  ``AOB_DECISION_OWNER_BURST_MS`` would set them, written ``"<ms a second>,<burst ms>"``
+  (``shares.share`` answers it; ``"0,0"``, no share: the negative control of the coordinator's
+  fair shares, tests/engine/test_coordinator_shares.py);
 - ``aob:test:release_sweep_off``: the sweeper releases no node run held for a slot
   (``admission.release_unreleased``): only finishes release them, which the fair-share tests prove,
   and the negative control of the sweeper's release (tests/engine/test_fair_shares.py);
@@ -100,7 +104,16 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     from agents import budget
     from subflows import services as subflows
     from triggers.services import schedules
-    from workflows.engine import admission, coordinator, dispatch, execution, heartbeat, run_inputs, sweeper
+    from workflows.engine import (
+        admission,
+        coordinator,
+        dispatch,
+        execution,
+        heartbeat,
+        run_inputs,
+        shares,
+        sweeper,
+    )
     from workflows.models import NodeRun
     from workflows.services import runs
 
@@ -177,12 +190,12 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def switchable_sweep_paused(**kwargs: Any) -> int:
         return 0 if _redis().exists("aob:test:budget_sweep_off") else sweep_paused(**kwargs)
 
-    def poisonable_coordinate(node_run_id: int, completion: Any = None) -> None:
+    def poisonable_coordinate(node_run_id: int, completion: Any = None, **kwargs: Any) -> None:
         node_id = completion.node_id if completion is not None else (
             NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first())
         if node_id and _redis().exists(f"aob:test:poison_decision:{node_id}"):
             raise RuntimeError(f"poisoned decision for {node_id} (test hook)")
-        coordinate(node_run_id, completion)
+        coordinate(node_run_id, completion, **kwargs)
 
     to_renew, interrupt = heartbeat._Beat.to_renew, heartbeat._Beat.interrupt
 
@@ -199,6 +212,14 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         return fired_at if _redis().exists("aob:test:firing_key_off") else due_time(schedule, fired_at)
 
     release_unreleased, slots = admission.release_unreleased, admission.slots
+    share = shares.share
+
+    def switchable_share() -> Any:
+        told = _redis().get("aob:test:share")
+        if told is None:
+            return share()
+        ms_per_s, burst_ms = (int(part) for part in told.split(b","))
+        return shares.Share(ms_per_s, burst_ms) if ms_per_s > 0 else None
 
     def switchable_slots() -> int:
         told = _redis().get("aob:test:slots")
@@ -228,6 +249,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (coordinator, "coordinate", poisonable_coordinate), (heartbeat._Beat, "to_renew", pausable_renewals),
                (heartbeat._Beat, "interrupt", switchable_interrupt),
                (admission, "release_unreleased", switchable_release_unreleased), (admission, "slots", switchable_slots),
+               (shares, "share", switchable_share),
                (run_inputs, "kept", switchable_kept)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``

@@ -22,10 +22,16 @@ from aob_project.metrics import DECISION
 from workflows.definition.ir import IR, ir_for
 from workflows.models import Artifact, NodeRun, Run, RunPatch, canonical_json
 
-from . import events, hooks, planner, pure, run_inputs, steps, transitions
+from . import events, hooks, planner, pure, run_inputs, shares, steps, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
-from .dispatch import Dispatch, compute_output_after_commit, coordinate_after_commit, publish_after_commit
+from .dispatch import (
+    Dispatch,
+    compute_output_after_commit,
+    coordinate_after_commit,
+    coordinate_now,
+    publish_after_commit,
+)
 from .planner import Plan, State, Token
 
 logger = logging.getLogger(__name__)
@@ -102,7 +108,8 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
     if plan.continued:  # the budget was spent: each goes on in a decision of its own
         continued = {id(t) for t in plan.continued}
         coordinate_after_commit([t.pk for t in plan.continued if t.pk is not None]  # a replay's reused
-                                + [nr.pk for nr, t in zip(new, plan.inserts, strict=True) if id(t) in continued])
+                                + [nr.pk for nr, t in zip(new, plan.inserts, strict=True) if id(t) in continued],
+                                over_share=shares.over(run.owner_id))
     return new
 
 
@@ -116,8 +123,10 @@ def _node_runs(run: Run, plan: Plan, now: Any) -> list[NodeRun]:
 
 
 def _publish_after_commit(run: Run, ir: IR, new: list[NodeRun]) -> None:
-    publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk), ir.nodes[nr.node_id].timeout_ms)
-                         for nr in new if nr.status == NodeRun.Status.QUEUED)
+    queued = [nr for nr in new if nr.status == NodeRun.Status.QUEUED]
+    over_share = bool(queued) and shares.over(run.owner_id)
+    publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk), ir.nodes[nr.node_id].timeout_ms,
+                                  over_share=over_share) for nr in queued)
 
 
 def _needed_tokens(run: Run, ir: IR) -> list[Token]:
@@ -151,15 +160,19 @@ def cancel_approvals(run_id: Any, now: Any) -> None:
     hooks.run_ending(run_id, Run.Status.FAILED, now)
 
 
-def coordinate(node_run_id: int, completion: Completion | None = None) -> None:
+def coordinate(node_run_id: int, completion: Completion | None = None, *, over_share: bool = False) -> None:
     """Consume one finished node run, exactly once, and emit what follows it. With its executor's
     ``completion``, a plain step (``steps.step_plain``) is one round trip; anything else, or a
-    step whose facts no longer hold, takes the full decision below with the run locked."""
+    step whose facts no longer hold, takes the full decision below with the run locked, charged
+    to the run's owner (``shares``). ``over_share``: sent to the owners past their share's queue,
+    where it is decided, not deferred again."""
     started = time.perf_counter()
     plain = (completion is not None and settings.AOB_PLAIN_STEPS
              and steps.step_plain(completion, graph(completion.artifact_id)))
     if not plain:
-        _decide(node_run_id)
+        owner_id = _decide(node_run_id, deferrable=not over_share)
+        if owner_id is not None:
+            shares.charge(owner_id, time.perf_counter() - started)
     step = "plain" if plain else "full"
     DECISION.labels(step).observe(time.perf_counter() - started)
     # off by default; which step decided one node run (the metric only counts them): the test
@@ -167,20 +180,27 @@ def coordinate(node_run_id: int, completion: Completion | None = None) -> None:
     logger.debug("coordinator.decided", extra={"node_run_id": node_run_id, "step": step})
 
 
-def _decide(node_run_id: int) -> None:
-    if NodeRun.objects.filter(pk=node_run_id, consumed=True).exists():
-        return  # a duplicate, or consumed with a sibling's decision: no lock needed to know
+def _decide(node_run_id: int, deferrable: bool) -> int | None:
+    """The full decision; the owner of the run it decided, or None (nothing to decide, or deferred
+    to the owners past their share's queue)."""
+    seen = NodeRun.objects.filter(pk=node_run_id).values_list("consumed", "run__owner_id").first()
+    if seen is None or seen[0]:
+        return None  # a duplicate, or consumed with a sibling's decision: no lock needed to know
+    if deferrable and shares.over(seen[1]):
+        coordinate_now(node_run_id, over_share=True)
+        return None
     with transaction.atomic():
         run = locked_run(node_run_id)
         if run is None:
-            return
+            return None
         ir = load_ir(run)
         state = read_state(run, ir)
         mine = next((t for t in state.tokens if t.pk == node_run_id), None)
         if mine is None or mine.consumed:
-            return  # a duplicate message
+            return None  # a duplicate message
         budget = pure.Budget()
         apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run, state.inputs, budget), budget), state.now)
+        return run.owner_id
 
 
 def start_new(run: Run) -> list[NodeRun]:

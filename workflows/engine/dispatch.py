@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -15,6 +16,10 @@ from workflows.definition.ir import timeout_ms_of
 
 logger = logging.getLogger(__name__)
 
+# The lowest of the Redis transport's priorities: a worker takes a message at it only when none of
+# its queues holds one at a higher (``engine/shares.py``).
+LAST = 9
+
 
 @dataclass(frozen=True)
 class Dispatch:
@@ -24,6 +29,7 @@ class Dispatch:
     run_id: str
     timeout_ms: int | None
     countdown_s: float = 0.0
+    over_share: bool = False  # its run's owner is past its share of the coordinator (``_lane``)
 
 
 def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
@@ -65,10 +71,16 @@ def publish_now(item: Dispatch) -> None:
         countdown=item.countdown_s or None,
         # Not immutable: Celery prepends the executor's return value (a ``Completion`` as a dict,
         # or a status word): ``workflows.coordinate(result, node_run_id)``.
-        link=app.signature("workflows.coordinate", args=[item.node_run_id],
+        link=app.signature("workflows.coordinate", args=[item.node_run_id], **_lane(item.over_share),
                            # what Flower shows for the arguments, instead of a repr of the completion
                            argsrepr=f"[<completion>, {item.node_run_id}]"),
     )
+
+
+def _lane(over_share: bool) -> dict[str, Any]:
+    """How a decision is asked for: as any other, or for an owner past its share of the coordinator,
+    behind every other message (``engine/shares.py``), marked so it is decided when it comes."""
+    return {"kwargs": {"over_share": True}, "priority": LAST} if over_share else {}
 
 
 def publish_after_commit(items: Iterable[Dispatch]) -> None:
@@ -86,29 +98,28 @@ def publish_after_commit(items: Iterable[Dispatch]) -> None:
     transaction.on_commit(send)
 
 
-def coordinate_after_commit(node_run_ids: Iterable[int]) -> None:
+def coordinate_after_commit(node_run_ids: Iterable[int], over_share: bool = False) -> None:
     ids = list(node_run_ids)
 
     def send() -> None:
         for node_run_id in ids:
-            coordinate_now(node_run_id)
+            coordinate_now(node_run_id, over_share=over_share)
 
     if ids:
         transaction.on_commit(send)
 
 
-def coordinate_now(node_run_id: int) -> None:
-    coordinate_later(node_run_id)
+def coordinate_now(node_run_id: int, over_share: bool = False) -> None:
+    coordinate_later(node_run_id, over_share=over_share)
 
 
-def coordinate_later(node_run_id: int, countdown_s: float = 0.0) -> None:
+def coordinate_later(node_run_id: int, countdown_s: float = 0.0, over_share: bool = False) -> None:
     try:
         # the one signature ``(result, node_run_id)``, with no executor result
-        app.send_task("workflows.coordinate", args=[None, node_run_id], countdown=countdown_s or None)
+        app.send_task("workflows.coordinate", args=[None, node_run_id], countdown=countdown_s or None,
+                      **_lane(over_share))
     except Exception:
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})
-
-
 
 
 def compute_output_now(run_id: str) -> None:

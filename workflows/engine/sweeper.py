@@ -15,7 +15,6 @@ so a sweep racing a live worker is a no-op.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import datetime, timedelta
 
@@ -26,6 +25,7 @@ from django.db.models import DateTimeField, Exists, Func, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
+from aob_project import redis_client
 from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
@@ -88,7 +88,7 @@ def sweep() -> dict[str, int]:
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
     try:  # Redis's clock, which the health answer reads too: the hosts' clocks may disagree
-        client = _redis()
+        client = redis_client.shared()
         client.set(SWEPT_KEY, client.time()[0], ex=SWEPT_KEPT_S)
     except redis.RedisError:  # the health answer says Redis is down, and the sweeper stale after it
         logger.warning("sweeper.mark_failed", exc_info=True)
@@ -98,14 +98,6 @@ def sweep() -> dict[str, int]:
 # When a sweep last finished (epoch seconds by Redis's clock), for the health answer (``sweeper_health``).
 SWEPT_KEY = "aob:sweeper:swept_at"
 SWEPT_KEPT_S = 7 * 86_400
-_clients: dict[tuple[int, str], redis.Redis] = {}
-
-
-def _redis() -> redis.Redis:
-    key = (os.getpid(), settings.REDIS_URL)  # a forked pool process never shares its parent's socket
-    if key not in _clients:
-        _clients[key] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    return _clients[key]
 
 
 def sweeper_health() -> str:
@@ -115,7 +107,7 @@ def sweeper_health() -> str:
     if not settings.AOB_SWEEPER_ENABLED:
         return "disabled"
     try:
-        client = _redis()
+        client = redis_client.shared()
         swept_at, now = client.get(SWEPT_KEY), client.time()[0]
     except redis.RedisError as exc:
         return f"unknown: {type(exc).__name__}"
