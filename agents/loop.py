@@ -19,7 +19,7 @@ import openai
 from django.conf import settings
 from jsonschema import Draft202012Validator
 
-from agents import budget, llm, prompt
+from agents import budget, llm, prompt, view
 from agents.exceptions import BudgetPaused, SecurityError
 from agents.journal import Journal, call_from
 from agents.nodetypes import effective_model, effective_tool_rounds, effective_tools
@@ -28,7 +28,7 @@ from aob_project.exceptions import AobError
 from workflows.engine import heartbeat
 from workflows.engine.execution import WAITING, park
 from workflows.limits import unstorable
-from workflows.models import Artifact, Event, Run
+from workflows.models import Event, Run
 from workflows.registry import NodeContext
 
 logger = logging.getLogger(__name__)
@@ -178,10 +178,10 @@ def _replay_source(ctx: NodeContext) -> int | None:
 
 
 def _first_messages(ctx: NodeContext) -> list[dict[str, Any]]:
-    run = Run.objects.only("current_artifact_id").get(pk=ctx.run_id)
-    definition = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
-    return prompt.messages(definition=definition, node_id=ctx.node_id, upstream=ctx.outputs, inputs=ctx.inputs,
-                           task=str(ctx.config.get("task", "")))
+    """The prompt shows the run's definition as an agent may read it (``agents.view``); the task is
+    the node's own, whoever wrote it (a delegate's comes from the agent that delegated)."""
+    return prompt.messages(definition=view.run_view(ctx.run_id).definition, node_id=ctx.node_id,
+                           upstream=ctx.outputs, inputs=ctx.inputs, task=str(ctx.config.get("task", "")))
 
 
 def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages: list[dict[str, Any]],

@@ -1,6 +1,7 @@
 """The agent's prompt: a stable prefix first (role, tool guide, node-type catalogue, workflow
 schema), byte-identical for every call of every run so provider prefix caching applies; then the
-dynamic part (the current workflow, this node, upstream outputs, inputs, the task)."""
+dynamic part (the current workflow as an agent may read it, ``agents.view``; this node, upstream
+outputs, inputs, the task)."""
 
 from __future__ import annotations
 

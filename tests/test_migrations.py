@@ -74,3 +74,41 @@ def test_a_second_live_vote_of_a_renamed_person_is_voided_before_the_one_per_per
     void_second_votes(apps, None)
 
     assert {d.pk: d.voided for d in Decision.objects.all()} == {first.pk: False, second.pk: True, others.pk: False}
+
+
+@pytest.mark.django_db
+def test_the_patch_provenance_backfill_measures_the_patches_of_runs_still_going() -> None:
+    """Patches applied before ``RunPatch.wrote`` get what they changed, measured along the run's
+    chain of patches, for runs still going; a finished run's are left as they are."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.contrib.auth.models import User
+
+    from tests.conftest import stored_run
+    from workflows.models import NodeRun, Run, RunPatch
+    from workflows.services.patches import run_patch_propose
+
+    backfill = importlib.import_module("workflows.migrations.0022_run_patch_wrote_backfill").backfill
+    owner = User.objects.create_user("old-patches")
+    plan = {"id": "plan", "type": "agent", "config": {"task": "t"}}
+    runs = [stored_run(owner, {"nodes": [plan], "edges": []}) for _ in range(2)]
+    for run in runs:
+        NodeRun.objects.create(run=run, node_id="plan", node_type="agent", status="running", iteration=0, attempts=1)
+        Run.objects.filter(pk=run.pk).update(status="running")
+        for node_id in ("a", "b"):
+            run_patch_propose(run=Run.objects.get(pk=run.pk), node_id="plan", from_agent=True, operations=[
+                {"op": "add", "path": "/nodes/-", "value": {"id": node_id, "type": "transform",
+                                                            "config": {"expression": "1"}}},
+                {"op": "add", "path": "/edges/-", "value": {"from": "plan", "to": node_id}}])
+    kept = {p.pk: p.wrote for p in RunPatch.objects.all()}
+    Run.objects.filter(pk=runs[1].pk).update(status="completed")
+    RunPatch.objects.update(wrote={})
+
+    backfill(apps, SimpleNamespace())
+
+    assert {p.pk: p.wrote for p in RunPatch.objects.filter(run=runs[0])} == {
+        pk: wrote for pk, wrote in kept.items() if RunPatch.objects.get(pk=pk).run_id == runs[0].pk}
+    assert [p.wrote["added"] for p in RunPatch.objects.filter(run=runs[0]).order_by("seq")] == [["a"], ["b"]]
+    assert all(p.wrote == {} for p in RunPatch.objects.filter(run=runs[1]))

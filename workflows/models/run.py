@@ -231,6 +231,9 @@ class RunPatch(models.Model):
     # An agent's proposal names its node run, attempt and turn, so a resumed attempt that proposes
     # the same patch again gets the one it made instead of a second copy.
     proposal_key = models.CharField(max_length=120, blank=True, default="")
+    # What the patch changed, once applied (``patches.provenance.patch_wrote``): which nodes and
+    # edges an agent wrote is read from it, to keep an agent's text out of other agents' prompts.
+    wrote = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     applied_at = models.DateTimeField(null=True, blank=True)
 

@@ -41,6 +41,7 @@ from .policy import (
     agent_limit,
     judge,
 )
+from .provenance import patch_wrote
 
 __all__ = [
     "DESCRIPTION_MAX_CHARS", "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule",
@@ -142,7 +143,8 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
             patch_artifact=artifact_store(kind=Artifact.Kind.PATCH_SET, content=operations),
             before_artifact_id=run.current_artifact_id,
             after_artifact=artifact_store(kind=Artifact.Kind.DAG_VERSION, content=verdict.after),
-            proposed_by=user, applied_at=None if held else timezone.now())
+            proposed_by=user, applied_at=None if held else timezone.now(),
+            wrote={} if held else patch_wrote(before, verdict.after))
         Run.objects.filter(pk=run.pk).update(patch_seq=run.patch_seq)
         if held:
             _hold_for_approval(run, patch, before, verdict.after)
@@ -215,7 +217,8 @@ def patch_approval_settled(*, approval: Any, approved: bool) -> None:
     patch.after_artifact = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=verdict.after)
     patch.status = RunPatch.Status.APPLIED
     patch.applied_at = timezone.now()
-    patch.save(update_fields=["after_artifact", "status", "applied_at"])
+    patch.wrote = patch_wrote(before, verdict.after)  # against the definition it applies to now
+    patch.save(update_fields=["after_artifact", "status", "applied_at", "wrote"])
     _apply(run, patch, verdict, before)
 
 
