@@ -98,6 +98,15 @@ def _rate_limits(request: pytest.FixtureRequest, settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_coordinator_share(settings: Any) -> None:
+    """The coordinator's share per owner (``workflows/engine/shares.py``) is off in the suite, in
+    this process as in the stack's (``stack.test_env``), but where a test turns it on
+    (``aob:test:share``, ``tests/engine/test_coordinator_shares.py``): the suite's users reuse ids
+    from test to test, so one test's charges would put the next test's decisions last."""
+    settings.AOB_DECISION_OWNER_MS_PER_S = 0
+
+
+@pytest.fixture(autouse=True)
 def _web_allowlist(settings: Any, remote: RemoteServer) -> None:
     """The web tier judges literal URLs at save with the workers' allowlist, as a deployment
     configures both alike: the loopback remote is open, nothing else."""

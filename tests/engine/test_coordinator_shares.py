@@ -36,9 +36,11 @@ HOOKS = redis.Redis.from_url(settings.REDIS_URL)
 
 @pytest.fixture
 def shared(engine) -> Iterator[None]:
+    """The share on, for the stack's processes and this one; after, off again and every owner's
+    bucket emptied (the next test's users may have these users' ids)."""
     HOOKS.set("aob:test:share", "100,500")
     yield
-    HOOKS.delete("aob:test:share")
+    HOOKS.delete("aob:test:share", *HOOKS.scan_iter(shares.KEY.format(owner_id="*")))
 
 
 def heavy(api) -> str:

@@ -44,6 +44,8 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         "AOB_RATE_ANON_PER_MIN": "1000000",
         "AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN": "1000000",
         "AOB_RATE_LOGIN_PER_USERNAME_PER_MIN": "1000000",
+        # the coordinator's share is off but where a test turns it on (tests/conftest.py says why)
+        "AOB_DECISION_OWNER_MS_PER_S": "0",
     })
     env.update(extra)
     return env
