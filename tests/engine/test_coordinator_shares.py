@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from tests.conftest import TERMINAL, client_for, wait_for_run
 from tests.engine.flow import edge, submit, transform, wait_all, wait_until
-from workflows.engine import shares
+from tests.engine.victim import control
+from workflows.engine import shares, sweeper
 from workflows.models import Event, NodeRun, Run
 
 HEAVY = 18  # alice's runs: six a process of the stack's worker
@@ -118,3 +121,36 @@ def test_without_a_share_nothing_is_charged_and_nobody_is_over(bucket, settings)
     settings.AOB_DECISION_OWNER_MS_PER_S = 0
     shares.charge(bucket, 5.0)
     assert not HOOKS.exists(shares.KEY.format(owner_id=bucket)) and not shares.over(bucket)
+
+
+def test_the_bucket_is_timed_by_redis_and_holds_at_most_a_minute_past_the_burst(bucket) -> None:
+    shares.charge(bucket, 500.0)  # a long decision: 500 s
+    key = shares.KEY.format(owner_id=bucket)
+    seconds, micros = HOOKS.time()
+    held, at = (float(v) for v in HOOKS.hmget(key, "held", "at"))
+    assert held == 50 + 1000 * shares.MOST_OVER_S  # the burst, and a minute's drain past it
+    assert abs(at - (seconds * 1000 + micros / 1000)) < 1000  # Redis's clock, not this host's
+
+
+def test_reading_an_owner_with_no_bucket_makes_none(bucket) -> None:
+    assert not shares.over(bucket)
+    assert not HOOKS.exists(shares.KEY.format(owner_id=bucket))
+
+
+def test_the_sweeper_asks_again_for_an_owner_past_its_share_only_past_its_patience(shared, engine, api, make_user):
+    """Both owners' decisions are left unasked (no worker takes the coordinator's queue meanwhile);
+    alice is past her share. The sweeper's pass asks again for bob's at once, for alice's only past
+    the longer patience, behind everyone else's; then both runs complete."""
+    control(engine["worker"].node_name, "cancel_consumer", "wf.coordinator")
+    try:
+        bob = make_user("bob")
+        runs = [quick(api), quick(client_for(bob))]
+        wait_until(lambda: NodeRun.objects.filter(run_id__in=runs, status="completed", consumed=False).count() == 2,
+                   what="both nodes finished, their decisions waiting")
+        shares.charge(Run.objects.get(pk=runs[0]).owner_id, 10.0)
+        now = timezone.now()
+        assert sweeper.reconsume(decided_by=now, patience=now - timedelta(seconds=300)) == 1  # bob's
+        assert sweeper.reconsume(decided_by=now, patience=now) == 2  # and alice's, past the patience
+    finally:
+        control(engine["worker"].node_name, "add_consumer", "wf.coordinator")
+    assert {r.status for r in wait_all(runs, timeout=30)} == {"completed"}

@@ -123,10 +123,8 @@ def _node_runs(run: Run, plan: Plan, now: Any) -> list[NodeRun]:
 
 
 def _publish_after_commit(run: Run, ir: IR, new: list[NodeRun]) -> None:
-    queued = [nr for nr in new if nr.status == NodeRun.Status.QUEUED]
-    over_share = bool(queued) and shares.over(run.owner_id)
-    publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk), ir.nodes[nr.node_id].timeout_ms,
-                                  over_share=over_share) for nr in queued)
+    publish_after_commit(Dispatch(nr.pk, nr.node_id, nr.node_type, str(run.pk), ir.nodes[nr.node_id].timeout_ms)
+                         for nr in new if nr.status == NodeRun.Status.QUEUED)
 
 
 def _needed_tokens(run: Run, ir: IR) -> list[Token]:
@@ -170,9 +168,7 @@ def coordinate(node_run_id: int, completion: Completion | None = None, *, over_s
     plain = (completion is not None and settings.AOB_PLAIN_STEPS
              and steps.step_plain(completion, graph(completion.artifact_id)))
     if not plain:
-        owner_id = _decide(node_run_id, deferrable=not over_share)
-        if owner_id is not None:
-            shares.charge(owner_id, time.perf_counter() - started)
+        _decide(node_run_id, started, deferrable=not over_share)
     step = "plain" if plain else "full"
     DECISION.labels(step).observe(time.perf_counter() - started)
     # off by default; which step decided one node run (the metric only counts them): the test
@@ -180,27 +176,31 @@ def coordinate(node_run_id: int, completion: Completion | None = None, *, over_s
     logger.debug("coordinator.decided", extra={"node_run_id": node_run_id, "step": step})
 
 
-def _decide(node_run_id: int, deferrable: bool) -> int | None:
-    """The full decision; the owner of the run it decided, or None (nothing to decide, or deferred
-    to the owners past their share's queue)."""
+def _decide(node_run_id: int, started: float, deferrable: bool) -> None:
+    """The full decision, its time (since ``started``) charged to the run's owner, raised or not.
+    ``deferrable``: an owner past its share has it asked for again, behind everyone else's."""
     seen = NodeRun.objects.filter(pk=node_run_id).values_list("consumed", "run__owner_id").first()
     if seen is None or seen[0]:
-        return None  # a duplicate, or consumed with a sibling's decision: no lock needed to know
-    if deferrable and shares.over(seen[1]):
+        return  # a duplicate, or consumed with a sibling's decision: no lock needed to know
+    owner_id = seen[1]
+    if deferrable and shares.over(owner_id):
         coordinate_now(node_run_id, over_share=True)
-        return None
-    with transaction.atomic():
-        run = locked_run(node_run_id)
-        if run is None:
-            return None
-        ir = load_ir(run)
-        state = read_state(run, ir)
-        mine = next((t for t in state.tokens if t.pk == node_run_id), None)
-        if mine is None or mine.consumed:
-            return None  # a duplicate message
-        budget = pure.Budget()
-        apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run, state.inputs, budget), budget), state.now)
-        return run.owner_id
+        return
+    try:
+        with transaction.atomic():
+            run = locked_run(node_run_id)
+            if run is None:
+                return
+            ir = load_ir(run)
+            state = read_state(run, ir)
+            mine = next((t for t in state.tokens if t.pk == node_run_id), None)
+            if mine is None or mine.consumed:
+                return  # a duplicate message
+            budget = pure.Budget()
+            apply(run, ir, planner.plan(ir, state, node_run_id, pure.evaluator_for(run, state.inputs, budget), budget),
+                  state.now)
+    finally:
+        shares.charge(owner_id, time.perf_counter() - started)
 
 
 def start_new(run: Run) -> list[NodeRun]:

@@ -29,7 +29,6 @@ class Dispatch:
     run_id: str
     timeout_ms: int | None
     countdown_s: float = 0.0
-    over_share: bool = False  # its run's owner is past its share of the coordinator (``_lane``)
 
 
 def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
@@ -71,7 +70,7 @@ def publish_now(item: Dispatch) -> None:
         countdown=item.countdown_s or None,
         # Not immutable: Celery prepends the executor's return value (a ``Completion`` as a dict,
         # or a status word): ``workflows.coordinate(result, node_run_id)``.
-        link=app.signature("workflows.coordinate", args=[item.node_run_id], **_lane(item.over_share),
+        link=app.signature("workflows.coordinate", args=[item.node_run_id],
                            # what Flower shows for the arguments, instead of a repr of the completion
                            argsrepr=f"[<completion>, {item.node_run_id}]"),
     )

@@ -6,16 +6,20 @@ Each decision is bounded (``pure.Budget``: nodes and evaluation time, every cond
 runs of a loop whose condition spends its whole second each pass would put hours of decisions ahead
 of every other owner's. So the time of each full decision is charged to its run's owner in a leaky
 bucket in Redis (``SCRIPT``), which drains at ``AOB_DECISION_OWNER_MS_PER_S``; an owner holding more
-than ``AOB_DECISION_OWNER_BURST_MS`` is past its share. Such an owner's decisions are asked for at the
-lowest of the Redis transport's priorities (``dispatch.LAST``): its node runs' executor links and its
-decisions' continuations as they are published, a run start's first decision included, and a
-message that reached the coordinator at the usual priority anyway is sent again at the lowest before
-anything is read under the run lock. A worker takes a message at that priority only when none of its
-queues holds one at a higher, so the decisions of owners within their share (and their nodes, on a
-worker that runs both) never wait behind such an owner's, only behind those already being decided;
-with nobody else waiting they are decided at full speed, charged as any other, never sent again:
-it reorders, it never throttles. The flip side: while others' work never lets up, an owner past its
-share waits; its bucket drains meanwhile, and its next decisions take their turn again.
+than ``AOB_DECISION_OWNER_BURST_MS`` is past its share (the bucket holds at most what takes
+``MOST_OVER_S`` to drain past the burst, so that lasts a bounded time after its load ends; it is
+timed by Redis's clock, as the hosts' may disagree). Such an owner's decisions are asked for at the
+lowest of the Redis transport's priorities (``dispatch.LAST``): its decisions' continuations and a
+run start's first decision as they are sent, and any other (an executor's link, sent when its node
+was queued, maybe minutes before) when it reaches the coordinator, sent again before the run is
+locked. A worker takes a message at that priority only when none of its queues holds one at a
+higher, so the decisions of owners within their share (and their nodes, on a worker that runs both)
+never wait behind such an owner's, only behind those already being decided; with nobody else
+waiting they are decided at once, charged as any other (a decision that raised too), never sent
+again: it reorders, it never throttles. The flip side: while others' work never lets up, an owner
+past its share waits; its bucket drains meanwhile, and its next decisions take their turn again.
+The sweeper asks again for such an owner's decisions only past its longer patience
+(``sweeper.reconsume``), and does not count them as the coordinator's backlog.
 
 Cheap on the hot path: a plain step (one statement, nothing evaluated) is never charged; a full
 decision's time is added up in the process and sent once an owner's sum reaches ``FLUSH_MS`` (an
@@ -31,6 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -41,18 +46,26 @@ logger = logging.getLogger(__name__)
 
 FLUSH_MS = 20.0  # an owner's time is sent to Redis once its sum in a process reaches this much
 FRESH_S = 1.0  # how long a process takes an owner within its share for so, before it reads again
+MOST_OVER_S = 60  # how long an owner is past its share at most once its decisions stop
 MOST_OWNERS = 10_000  # owners a process remembers between charges (past it, it forgets them all)
 KEY = "aob:shares:decide:{owner_id}"
 
-# The owner's bucket: ``held`` ms of decisions, drained at ARGV[2] ms a ms since ``at``, then
-# ARGV[3] ms added; the key lives as long as it takes to drain. Answers what it holds now.
+# The owner's bucket: ``held`` ms of decisions, drained at ARGV[1] ms a ms since ``at`` (Redis's
+# clock: the hosts' may disagree, and one behind would drain the bucket again), then ARGV[2] ms
+# added, and never more than ARGV[3] ms (so an owner is past its share for a bounded time after its
+# load ends); the key lives as long as it takes to drain. Answers what it holds now (a read, adding
+# nothing to an owner with no bucket, makes none).
 SCRIPT = """
-local now = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local rate = tonumber(ARGV[1])
 local kept = redis.call('HMGET', KEYS[1], 'held', 'at')
 local held = tonumber(kept[1]) or 0
+if not kept[1] and tonumber(ARGV[2]) == 0 then
+  return '0'
+end
 local at = tonumber(kept[2]) or now
-held = math.max(0, held - math.max(0, now - at) * rate) + tonumber(ARGV[3])
+held = math.min(tonumber(ARGV[3]), math.max(0, held - math.max(0, now - at) * rate) + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'held', tostring(held), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(held / rate) + 1000)
 return tostring(held)
@@ -108,8 +121,8 @@ def charge(owner_id: int, seconds: float) -> None:
 def _bucket(owner_id: int, terms: Share, add_ms: float) -> float:
     """What the owner's bucket holds once drained and ``add_ms`` added (nothing, Redis unreachable)."""
     try:
-        script = redis_client.shared().register_script(SCRIPT)  # its client is this process's
-        return float(script(keys=[KEY.format(owner_id=owner_id)], args=[time.time() * 1000, terms.ms_per_s / 1000, add_ms]))
+        most = terms.burst_ms + terms.ms_per_s * MOST_OVER_S
+        return float(_script()(keys=[KEY.format(owner_id=owner_id)], args=[terms.ms_per_s / 1000, add_ms, most]))
     except redis.RedisError as exc:
         logger.warning("shares.redis_unavailable", extra={"error": str(exc)})
         return 0.0
@@ -122,3 +135,14 @@ def _remember(owner_id: int, terms: Share, held: float) -> tuple[bool, float]:
         _known.clear()
     _known[owner_id] = (past, until)
     return past, until
+
+
+_scripts: dict[int, Any] = {}
+
+
+def _script() -> Any:
+    """The script, on this process's client (``redis_client.shared``: one per process)."""
+    client = redis_client.shared()
+    if id(client) not in _scripts:
+        _scripts[id(client)] = client.register_script(SCRIPT)
+    return _scripts[id(client)]

@@ -30,7 +30,7 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import admission, dispatch, events, locks, transitions
+from . import admission, dispatch, events, locks, shares, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -72,13 +72,7 @@ def sweep() -> dict[str, int]:
         counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
 
     decided_by = patience if COORDINATOR_QUEUE in backlog else stale  # else: likely not reached yet
-    unconsumed = NodeRun.objects.filter(
-        consumed=False, status__in=[NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED],
-        finished_at__lt=decided_by,
-    ).values_list("pk", flat=True)[:500]
-    for pk in unconsumed:
-        coordinate_now(pk)
-        counts["reconsumed"] += 1
+    counts["reconsumed"] = reconsume(decided_by, patience)
     if COORDINATOR_QUEUE in backlog and consumers.serve(COORDINATOR_QUEUE) is False:
         counts["unserved"] += _say_undecided(stale)
     for pk in undecided_parks(decided_by):
@@ -93,6 +87,27 @@ def sweep() -> dict[str, int]:
     except redis.RedisError:  # the health answer says Redis is down, and the sweeper stale after it
         logger.warning("sweeper.mark_failed", exc_info=True)
     return counts
+
+
+def reconsume(decided_by: datetime, patience: datetime, most: int = 500) -> int:
+    """Ask again for the decisions of finished node runs nothing consumed by ``decided_by``. An owner
+    past its share of the coordinator (``shares``) has its decisions taken last, so they may wait
+    long without being lost: its are asked for again only past ``patience``, behind everyone else's
+    as before, and never stand in the way of finding others' (they are left out of the first read)."""
+    finished = NodeRun.objects.filter(
+        consumed=False, status__in=[NodeRun.Status.COMPLETED, NodeRun.Status.FAILED, NodeRun.Status.SKIPPED])
+    owners = set(finished.filter(finished_at__lt=decided_by).order_by().values_list("run__owner_id", flat=True)
+                 .distinct()[:most])
+    over = {owner for owner in owners if shares.over(owner)}
+    asked = 0
+    for pk in finished.filter(finished_at__lt=decided_by).exclude(run__owner_id__in=over).values_list("pk", flat=True)[:most]:
+        coordinate_now(pk)
+        asked += 1
+    if over:
+        for pk in finished.filter(finished_at__lt=patience, run__owner_id__in=over).values_list("pk", flat=True)[:most]:
+            coordinate_now(pk, over_share=True)
+            asked += 1
+    return asked
 
 
 # When a sweep last finished (epoch seconds by Redis's clock), for the health answer (``sweeper_health``).
@@ -225,11 +240,16 @@ def _backlogged_queues() -> set[str]:
     busy: set[str] = set()
     try:
         with app.pool.acquire(block=True, timeout=5) as conn:
+            channel = conn.default_channel
             for queue in {COORDINATOR_QUEUE, *(q.name for q in app.conf.task_queues)}:
                 try:
-                    _, count, _ = conn.default_channel.queue_declare(queue=queue, passive=True)
+                    _, count, _ = channel.queue_declare(queue=queue, passive=True)
                 except ChannelError:
                     continue  # no such list: empty
+                if queue == COORDINATOR_QUEUE and count and not settings.AOB_BROKER_IS_AMQP:
+                    # Redis: only the usual priority's list. The decisions of owners past their share
+                    # wait at the lowest (``shares``) and are no backlog that delays finding others'.
+                    count = channel.client.llen(COORDINATOR_QUEUE)
                 if count:
                     busy.add(queue)
     except Exception:  # without a broker answer, re-publish by the deadline alone
