@@ -162,8 +162,8 @@ def coordinate(node_run_id: int, completion: Completion | None = None, *, over_s
     """Consume one finished node run, exactly once, and emit what follows it. With its executor's
     ``completion``, a plain step (``steps.step_plain``) is one round trip; anything else, or a
     step whose facts no longer hold, takes the full decision below with the run locked, charged
-    to the run's owner (``shares``). ``over_share``: sent to the owners past their share's queue,
-    where it is decided, not deferred again."""
+    to the run's owner (``shares``). ``over_share``: asked for behind everyone else's, as its owner
+    was past its share; decided as it comes, never sent again."""
     started = time.perf_counter()
     plain = (completion is not None and settings.AOB_PLAIN_STEPS
              and steps.step_plain(completion, graph(completion.artifact_id)))

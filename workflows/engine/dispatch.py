@@ -76,12 +76,6 @@ def publish_now(item: Dispatch) -> None:
     )
 
 
-def _lane(over_share: bool) -> dict[str, Any]:
-    """How a decision is asked for: as any other, or for an owner past its share of the coordinator,
-    behind every other message (``engine/shares.py``), marked so it is decided when it comes."""
-    return {"kwargs": {"over_share": True}, "priority": LAST} if over_share else {}
-
-
 def publish_after_commit(items: Iterable[Dispatch]) -> None:
     items = list(items)
     if not items:
@@ -119,6 +113,12 @@ def coordinate_later(node_run_id: int, countdown_s: float = 0.0, over_share: boo
                       **_lane(over_share))
     except Exception:
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})
+
+
+def _lane(over_share: bool) -> dict[str, Any]:
+    """How a decision is asked for: as any other, or for an owner past its share of the coordinator,
+    behind every other message (``engine/shares.py``), marked so it is decided when it comes."""
+    return {"kwargs": {"over_share": True}, "priority": LAST} if over_share else {}
 
 
 def compute_output_now(run_id: str) -> None:
