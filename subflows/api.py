@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from workflows.api.serializers import ErrorOut
 from workflows.selectors import run_get
 
-from .models import SubRun
+from .selectors import run_family
 
 
 class RelativeOut(serializers.Serializer):
@@ -31,8 +31,7 @@ class RunFamilyView(APIView):
     @extend_schema(responses={200: FamilyOut, 401: ErrorOut, 404: ErrorOut})
     def get(self, request: Request, id: str) -> Response:  # the runs API names it id
         run = run_get(user=request.user, run_id=id)
-        up = SubRun.objects.filter(child_run=run).select_related("parent_run", "parent_node_run").first()
-        down = SubRun.objects.filter(parent_run=run).select_related("child_run", "parent_node_run").order_by("created_at")
+        up, down = run_family(run=run, user=request.user)  # the relatives this user may see
         return Response(FamilyOut({
             "parent": {"run_id": up.parent_run_id, "node_id": up.parent_node_run.node_id,
                        "status": up.parent_run.status} if up else None,

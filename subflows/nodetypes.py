@@ -24,6 +24,7 @@ from django.contrib.auth.models import User
 from workflows.definition.gates import GATE, guarded
 from workflows.engine.execution import WAITING, park
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVersion
+from workflows.models.workflow import TAG_PATTERN
 from workflows.registry import NodeContext, NodeFailed, executor
 from workflows.services.runs import run_start
 
@@ -34,8 +35,10 @@ CONFIG_SCHEMA = {
     "type": "object",
     "required": ["tag"],
     "properties": {
-        "tag": {"type": "string", "minLength": 1, "maxLength": 200,
-                "description": "the owner's workflow to run"},
+        # written out, never a reference: an upstream node's output (an agent's, a hook sender's
+        # input) must not choose which of the owner's workflows runs, as the owner
+        "tag": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": TAG_PATTERN,
+                "description": "the owner's workflow to run, written out (no $ reference)"},
         "version": {"type": "integer", "minimum": 0, "description": "a pinned version (seq); omitted: the latest"},
         "inputs": {"type": ["object", "string"],
                    "description": "the child's inputs; values may use $inputs / $nodes references"},

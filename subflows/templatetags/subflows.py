@@ -9,11 +9,9 @@ from django import template
 register = template.Library()
 
 
-@register.inclusion_tag("subflows/run_family.html")
-def run_family(run: Any) -> dict[str, Any]:
-    from subflows.models import SubRun
+@register.inclusion_tag("subflows/run_family.html", takes_context=True)
+def run_family(context: Any, run: Any) -> dict[str, Any]:
+    from subflows.selectors import run_family
 
-    parent = SubRun.objects.filter(child_run=run).select_related("parent_node_run").first()
-    children = list(SubRun.objects.filter(parent_run=run).select_related("child_run", "parent_node_run")
-                    .order_by("created_at"))
+    parent, children = run_family(run=run, user=context["request"].user)
     return {"parent": parent, "children": children}

@@ -9,7 +9,7 @@ from django.test import Client
 from approvals.models import Approval
 from subflows.models import SubRun
 from tests.approvals.runs import decide, submit
-from tests.conftest import wait_for_run
+from tests.conftest import client_for, wait_for_run
 from tests.engine.flow import wait_until
 from workflows.models import Event, NodeRun, Run
 from workflows.services.definitions import workflow_save
@@ -175,3 +175,46 @@ def test_a_parent_whose_owner_was_deactivated_meanwhile_fails_its_workflow_node_
     assert node.error["error_type"] == "owner_inactive" and "deactivated" in node.error["message"], node.error
     assert not SubRun.objects.filter(parent_run_id=run_id).exists()
     assert Run.objects.filter(owner=user).count() == 1
+
+
+@pytest.mark.parametrize("tag", ["$nodes.prep.tag", "$inputs.which", "report-${$nodes.prep.n}", "$secrets.TAG"])
+def test_which_workflow_runs_is_written_out_never_chosen_by_an_upstream_output(api, tag):
+    """An agent upstream (or whoever sends the inputs) must not choose which of the owner's
+    workflows runs as the owner: the tag is refused at save when it is a reference. Before, it was
+    resolved at run time, and an injected agent's answer named the workflow that ran."""
+    response = api.post("/api/v1/workflows/validate", {"workflow": parent(tag)}, format="json")
+    assert [(p["path"], p["rule"]) for p in response.json()["errors"]] == [("/nodes/1/config/tag", "config.pattern")]
+    assert api.post("/api/v1/runs", {"workflow": parent(tag), "inputs": {"n": 1}}, format="json").status_code == 400
+
+
+def test_a_tag_written_out_is_still_accepted(api):
+    response = api.post("/api/v1/workflows/validate", {"workflow": parent("reports.weekly-2")}, format="json")
+    assert response.json()["errors"] == []
+
+
+def test_one_asked_to_approve_in_a_child_run_sees_that_run_not_its_parent(engine, api, user, make_user):
+    """Bob is asked to approve in the child only: he may open the child, and its family names no
+    parent to him (before, it gave him the parent's id, node and status); the owner sees both."""
+    bob = make_user("bob")
+    gated = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "go?", "approvers": ["bob"]}}],
+             "edges": []}
+    workflow_save(owner=user, tag="gated", definition=gated)
+    run = start(api, {"nodes": [{"id": "child", "type": "workflow", "config": {"tag": "gated"}}], "edges": []}, {})
+    link = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), timeout=30, what="the child run")
+    wait_until(lambda: Approval.objects.filter(run_id=link.child_run_id).exists(), timeout=30, what="bob asked")
+
+    as_bob = client_for(bob)
+    assert as_bob.get(f"/api/v1/runs/{run.pk}/family").status_code == 404
+    assert as_bob.get(f"/api/v1/runs/{link.child_run_id}/family").json() == {"parent": None, "children": []}
+    assert str(run.pk) not in run_page(bob, link.child_run_id)
+    assert api.get(f"/api/v1/runs/{link.child_run_id}/family").json()["parent"]["run_id"] == str(run.pk)
+    assert f"/runs/{run.pk}/" in run_page(user, link.child_run_id)  # the parent's link
+    api.post(f"/api/v1/runs/{run.pk}/cancel")
+
+
+def run_page(who, run_id) -> str:
+    page = Client()
+    page.force_login(who)
+    response = page.get(f"/runs/{run_id}/")
+    assert response.status_code == 200
+    return response.content.decode()

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from workflows.api.serializers import TAG_PATTERN, JSONBooleanField, JSONObjectField, StrictSerializer
+from workflows.api.serializers import JSONBooleanField, JSONObjectField, StrictSerializer
+from workflows.models.workflow import TAG_PATTERN
 
 from ..models import Hook, HookDelivery, Schedule, ScheduleFiring
 

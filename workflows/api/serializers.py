@@ -14,11 +14,11 @@ from rest_framework.fields import SkipField
 
 from workflows.answers import run_inputs_within
 from workflows.models import Event, Run, Workflow
+from workflows.models.workflow import TAG_PATTERN
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
 from workflows.services.patches import DESCRIPTION_MAX_CHARS
 
-TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 RESERVED_TAGS = {"validate"}
 
 

@@ -5,6 +5,9 @@ from django.db import models
 
 from .artifact import Artifact
 
+# What a tag may be: the API's fields and a ``workflow`` node's config (``subflows.nodetypes``) alike.
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+
 
 class Workflow(models.Model):
     """A tag: a name owned by a user that points at the newest version of a definition."""
