@@ -33,7 +33,7 @@ from workflows.definition.ir import attempts_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import literal_url_problems, validate
 
-from ..definitions import apply_operations
+from ..definitions import apply_operations, json_type
 
 MAX_OPERATIONS = 100
 
@@ -279,8 +279,10 @@ class _Judgement:
         probes = [lambda doc, at="".join("/" + p for p in parts[:depth]): _dump(jsonpointer.resolve_pointer(doc, at, None))
                   for depth in range(len(parts), -1, -1)]
         op = self.culprit(*probes)
+        found = _safely(lambda doc: json_type(jsonpointer.resolve_pointer(doc, first.path if parts else "")), self.after)
         self.refuse(first.rule, f"the patched workflow is invalid: {first.path}: {first.message}", op=op,
-                    at=first.path, errors=[p.as_dict() for p in report.errors[:20]])
+                    at=first.path, found_type=found if isinstance(found, str) else "missing",
+                    errors=[p.as_dict() for p in report.errors[:20]])
 
     def check_reach(self) -> None:
         added = [n for n in self.new if n not in self.old]
