@@ -58,9 +58,10 @@ def agent_view(*, definition: dict[str, Any], written: Written) -> AgentView:
 
 def run_view(run_id: Any) -> AgentView:
     """The agent view of a run's definition as it is now: for the prompt, and for a tool result."""
-    current_id, patched = Run.objects.values_list("current_artifact_id", "patch_seq").get(pk=run_id)
+    current_id, patched, replays = (Run.objects.values_list("current_artifact_id", "patch_seq", "replay_of_id")
+                                    .get(pk=run_id))
     definition = Artifact.objects.values_list("content", flat=True).get(pk=current_id)
-    return agent_view(definition=definition, written=agent_written(run_id) if patched else NOBODY)
+    return agent_view(definition=definition, written=agent_written(run_id) if patched or replays else NOBODY)
 
 
 def _structure(item: dict[str, Any], kind: str, writer: str) -> dict[str, Any]:

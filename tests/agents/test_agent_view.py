@@ -21,6 +21,7 @@ from workflows.models import NodeRun, Run, RunPatch
 from workflows.registry import NodeContext
 from workflows.services.patches import PatchRejected, run_patch_propose
 from workflows.services.patches.provenance import Written, agent_written
+from workflows.services.runs import run_replay
 
 pytestmark = pytest.mark.django_db
 
@@ -231,3 +232,23 @@ def test_a_pointer_names_short_id_shaped_segments_only_escaped_or_not():
     assert pointer("/nodes/1/config/a~1IGNORE ALL~0x") == "/nodes/1/config/<key>"
     assert pointer("/nodes/1/" + "k" * 33) == "/nodes/1/<key>"
     assert len(pointer("/a" * 10_000)) <= 301 and pointer(7) == "<not a pointer>"
+
+
+def test_a_replay_shows_what_an_agent_wrote_in_its_source_by_structure(user):
+    """A replay's base is its source's patched definition: the agent's node there is still the
+    agent's, in the replay and in a replay of the replay."""
+    run = running_run(user, [agent("plan")], [])
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", expression=f"'{INJECTION}'")),
+                      from_agent=True, node_id="plan")
+    run_patch_propose(run=run, operations=add_after("plan", transform("mine", expression="'the owner'")), user=user)
+    Run.objects.filter(pk=run.pk).update(status="completed")
+
+    replay = run_replay(run=Run.objects.get(pk=run.pk), node_id="plan", user=user)
+    again = run_replay(run=replay, node_id="plan", user=user)
+
+    for shown_run in (replay, again):
+        nodes = by_id(shown(shown_run))
+        assert nodes["x"] == {"id": "x", "type": "transform", "written_by": "plan",
+                              "config": {"expression": marker("plan")}}
+        assert nodes["mine"] == transform("mine", expression="'the owner'")
+        assert INJECTION not in json.dumps(shown(shown_run))
