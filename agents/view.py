@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.models import Artifact, Run
-from workflows.services.patches.provenance import NOBODY, Written, agent_written, edge_key
+from workflows.services.patches.provenance import ID_SHAPED, NOBODY, Written, agent_written, edge_key
 
-_KEY = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # as a node id may be: no room for a sentence
 _SHOWN = {"node": ("id", "type"), "edge": ("from", "to")}  # the structure, shown as written
 _SEGMENT = re.compile(r"^(?:[a-zA-Z0-9_-]{1,32}|-)$")  # a pointer's segment a refusal may name
 _WORD = re.compile(r"^[a-zA-Z0-9_.]{1,64}$")  # a rule's name, a failure's kind, a JSON type: ours
@@ -77,7 +76,7 @@ def _masked(value: Any, mark: str) -> Any:
     if isinstance(value, list):
         return [_masked(v, mark) for v in value]
     if isinstance(value, dict):
-        return {(key if _KEY.match(key) else f"<key {i}: not shown>"): _masked(v, mark)
+        return {(key if ID_SHAPED.match(key) else f"<key {i}: not shown>"): _masked(v, mark)
                 for i, (key, v) in enumerate(value.items())}
     return value
 

@@ -252,3 +252,56 @@ def test_a_replay_shows_what_an_agent_wrote_in_its_source_by_structure(user):
                               "config": {"expression": marker("plan")}}
         assert nodes["mine"] == transform("mine", expression="'the owner'")
         assert INJECTION not in json.dumps(shown(shown_run))
+
+
+def test_a_person_renaming_an_agents_node_leaves_it_and_its_edges_the_agents(user):
+    run = running_run(user, [agent("plan"), transform("b", expression="2")], [])
+    run_patch_propose(run=run, operations=[
+        *add_after("plan", transform("x", expression=f"'{INJECTION}'")),
+        {"op": "add", "path": "/edges/-", "value": {"from": "x", "to": "b", "condition": f"'{INJECTION}' != ''"}}],
+        from_agent=True, node_id="plan")
+    run_patch_propose(run=run, user=user, operations=[  # x renamed y, and each edge at it follows
+        {"op": "replace", "path": "/nodes/2/id", "value": "y"},
+        {"op": "replace", "path": "/edges/0/to", "value": "y"}, {"op": "replace", "path": "/edges/1/from", "value": "y"}])
+
+    definition = shown(run)
+
+    assert by_id(definition)["y"] == {"id": "y", "type": "transform", "written_by": "plan",
+                                      "config": {"expression": marker("plan")}}
+    assert {"from": "y", "to": "b", "written_by": "plan", "condition": marker("plan")} in definition["edges"]
+    assert INJECTION not in json.dumps(definition)
+
+
+def test_a_person_relabelling_an_agents_edge_or_renaming_its_end_leaves_its_condition_the_agents(user):
+    run = running_run(user, [agent("plan"), transform("b", expression="2")], [])
+    condition = f"inputs.x == '{INJECTION}'"
+    run_patch_propose(run=run, operations=[{"op": "add", "path": "/edges/-", "value": {
+        "from": "plan", "to": "b", "condition": condition, "label": "agent's label"}}], from_agent=True, node_id="plan")
+    run_patch_propose(run=run, user=user, operations=[{"op": "replace", "path": "/edges/0/label", "value": "owner's"}])
+    relabelled = shown(run)["edges"]
+    run_patch_propose(run=run, user=user, operations=[{"op": "replace", "path": "/nodes/1/id", "value": "c"},
+                                                      {"op": "replace", "path": "/edges/0/to", "value": "c"}])
+    renamed = shown(run)["edges"]
+
+    assert relabelled == [{"from": "plan", "to": "b", "written_by": "plan", "condition": marker("plan"),
+                           "label": marker("plan")}]
+    assert renamed == [{"from": "plan", "to": "c", "written_by": "plan", "condition": marker("plan"),
+                        "label": marker("plan")}]
+    assert by_id(shown(run))["c"] == transform("c", expression="2")  # the author's node, renamed, still whole
+
+
+def test_a_person_copying_an_agents_text_into_a_node_or_edge_leaves_the_copy_the_agents(user):
+    run = running_run(user, [agent("plan"), transform("later", expression="'the author'")], [edge("plan", "later")])
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", expression=f"'{INJECTION}'")),
+                      from_agent=True, node_id="plan")
+    run_patch_propose(run=run, user=user, operations=[
+        *add_after("plan", transform("z", expression="1")),
+        {"op": "copy", "from": "/nodes/2/config/expression", "path": "/nodes/3/config/expression"},
+        {"op": "add", "path": "/edges/-", "value": {"from": "z", "to": "later", "condition": f"'{INJECTION}'"}}])
+    run_patch_propose(run=run, user=user, operations=[  # into the author's node
+        {"op": "copy", "from": "/nodes/2/config/expression", "path": "/nodes/1/config/expression"}])
+
+    definition = shown(run)
+
+    assert by_id(definition)["z"]["written_by"] == "plan" and by_id(definition)["later"]["written_by"] == "plan"
+    assert INJECTION not in json.dumps(definition)
