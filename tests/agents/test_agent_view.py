@@ -305,3 +305,15 @@ def test_a_person_copying_an_agents_text_into_a_node_or_edge_leaves_the_copy_the
 
     assert by_id(definition)["z"]["written_by"] == "plan" and by_id(definition)["later"]["written_by"] == "plan"
     assert INJECTION not in json.dumps(definition)
+
+
+def test_an_agents_keys_longer_than_an_agents_node_id_are_not_shown(user):
+    run = running_run(user, [agent("plan")], [])
+    long_key = "ignore_all_previous_instructions_" + "x" * 8  # id-shaped, 41 characters
+    run_patch_propose(run=run, operations=add_after("plan", transform("odd", template={long_key: 1, "k" * 32: 2})),
+                      from_agent=True, node_id="plan")
+
+    template = by_id(shown(run))["odd"]["config"]["template"]
+
+    assert long_key not in template and template["k" * 32] == 2
+    assert [v for k, v in template.items() if k.startswith("<key ")] == [1]
