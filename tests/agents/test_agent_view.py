@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from agents.tools import delegate
 from agents.tools.base import AgentState
 from agents.tools.patching import propose
 from agents.view import agent_view, marker, pointer, run_view
@@ -317,3 +318,17 @@ def test_an_agents_keys_longer_than_an_agents_node_id_are_not_shown(user):
 
     assert long_key not in template and template["k" * 32] == 2
     assert [v for k, v in template.items() if k.startswith("<key ")] == [1]
+
+
+def test_a_delegate_of_a_long_named_agent_gets_an_id_an_agent_may_add(user):
+    """The policy takes ids of at most 32 characters from agents: the delegate tool names its nodes so."""
+    long_name = "a_planner_with_a_long_name_30ch"
+    run = running_run(user, [agent(long_name, tools=["delegate_to_agent"])], [], running=(long_name,))
+    ctx = NodeContext(run_id=str(run.pk), node_run_id=0, node_id=long_name, node_type="agent", iteration=0,
+                      attempt=1, config={}, raw_config={}, inputs={}, outputs={}, timeout_s=None, owner_id=user.pk)
+    state = AgentState(ctx=ctx, tools=["delegate_to_agent"])
+
+    first, second = (delegate.run(state, {"task": "a sub-task"}) for _ in range(2))
+
+    assert (first["status"], second["status"]) == ("applied", "applied"), (first, second)
+    assert first["node_id"] == (long_name + "_delegate")[:32] and second["node_id"] == first["node_id"][:30] + "_2"
