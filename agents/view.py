@@ -8,8 +8,8 @@ string it carries (at any depth, and keys not shaped like an id) replaced by a m
 author's nodes and people's patches are shown whole. An agent's own node, when another agent wrote
 it (``delegate_to_agent``), is no exception: its task reaches it as the prompt's task.
 
-Whatever else hands an agent text of the definition (a refused patch's message quoting a value,
-say) is scrubbed of the strings this view hides (``AgentView.scrub``).
+A refused patch's answer (``refusal``) quotes nothing of the definition: it is built from the
+operation's index, op and path, the rule broken and the JSON types involved, never a value.
 
 Upstream outputs are not judged here: an agent's output reaches another agent only through an
 edge, which the patch policy judges.
@@ -17,17 +17,19 @@ edge, which the patch policy judges.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from workflows.models import Artifact, Run
-from workflows.services.patches.provenance import NOBODY, Written, agent_written, edge_key
+from workflows.services.patches.provenance import ID_SHAPED, NOBODY, Written, agent_written, edge_key
 
-_KEY = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # as a node id may be: no room for a sentence
 _SHOWN = {"node": ("id", "type"), "edge": ("from", "to")}  # the structure, shown as written
-_SCRUB_FROM = 8  # shorter strings are not looked for in other text: too little to instruct with
+_SEGMENT = re.compile(r"^(?:[a-zA-Z0-9_-]{1,32}|-)$")  # a pointer's segment a refusal may name
+_WORD = re.compile(r"^[a-zA-Z0-9_.]{1,64}$")  # a rule's name, a failure's kind, a JSON type: ours
+_POINTER_MAX_CHARS = 300
+_REQUIRED = re.compile(r"^(?:[a-z]+ config: )?'([a-zA-Z0-9_]{1,32})' is a required property$")
+_OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
 
 
 def marker(writer: str) -> str:
@@ -37,90 +39,133 @@ def marker(writer: str) -> str:
 @dataclass(frozen=True)
 class AgentView:
     definition: dict[str, Any]  # the definition as an agent may read it
-    hidden: frozenset[str]  # every string it does not show
-
-    def scrub(self, value: Any) -> Any:
-        """``value`` (a tool result) with every hidden string in it, as written or quoted, and any
-        clipped quote of one, replaced by a marker."""
-        if isinstance(value, str):
-            return _scrub_text(value, self.hidden)
-        if isinstance(value, dict):
-            return {self.scrub(k): self.scrub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.scrub(v) for v in value]
-        return value
 
 
 def agent_view(*, definition: dict[str, Any], written: Written) -> AgentView:
     """The one function that decides what of ``definition`` an agent may read."""
-    hidden: set[str] = set()
-    nodes = [_structure(n, "node", written.nodes[n["id"]], hidden) if n.get("id") in written.nodes else n
+    nodes = [_structure(n, "node", written.nodes[n["id"]]) if n.get("id") in written.nodes else n
              for n in definition.get("nodes", [])]
     edges = []
     for e in definition.get("edges", []):
         writer = written.edges.get(edge_key(e)) if written.edges else None
-        edges.append(_structure(e, "edge", writer, hidden) if writer is not None else e)
-    hidden -= {n.get("id") for n in definition.get("nodes", [])}  # ids are shown: a message may name them
+        edges.append(_structure(e, "edge", writer) if writer is not None else e)
     shown = {**definition, "nodes": nodes}
     if "edges" in definition:
         shown["edges"] = edges
-    return AgentView(definition=shown, hidden=frozenset(hidden))
+    return AgentView(definition=shown)
 
 
 def run_view(run_id: Any) -> AgentView:
     """The agent view of a run's definition as it is now: for the prompt, and for a tool result."""
-    current_id, patched = Run.objects.values_list("current_artifact_id", "patch_seq").get(pk=run_id)
+    current_id, patched, replays = (Run.objects.values_list("current_artifact_id", "patch_seq", "replay_of_id")
+                                    .get(pk=run_id))
     definition = Artifact.objects.values_list("content", flat=True).get(pk=current_id)
-    return agent_view(definition=definition, written=agent_written(run_id) if patched else NOBODY)
+    return agent_view(definition=definition, written=agent_written(run_id) if patched or replays else NOBODY)
 
 
-def _structure(item: dict[str, Any], kind: str, writer: str, hidden: set[str]) -> dict[str, Any]:
+def _structure(item: dict[str, Any], kind: str, writer: str) -> dict[str, Any]:
     mark = marker(writer)
     shown = {k: item[k] for k in _SHOWN[kind] if k in item}
-    rest = {k: _masked(v, mark, hidden) for k, v in item.items() if k not in shown}
+    rest = {k: _masked(v, mark) for k, v in item.items() if k not in shown}
     return {**shown, "written_by": writer, **rest}
 
 
-def _masked(value: Any, mark: str, hidden: set[str]) -> Any:
+def _masked(value: Any, mark: str) -> Any:
     if isinstance(value, str):
-        hidden.add(value)
         return mark
     if isinstance(value, list):
-        return [_masked(v, mark, hidden) for v in value]
+        return [_masked(v, mark) for v in value]
     if isinstance(value, dict):
-        out = {}
-        for i, (key, v) in enumerate(value.items()):
-            if not _KEY.match(key):
-                hidden.add(key)
-                key = f"<key {i}: not shown>"
-            out[key] = _masked(v, mark, hidden)
-        return out
+        return {(key if ID_SHAPED.match(key) else f"<key {i}: not shown>"): _masked(v, mark)
+                for i, (key, v) in enumerate(value.items())}
     return value
 
 
-def _scrub_text(text: str, hidden: frozenset[str]) -> str:
-    for secret in sorted(hidden, key=len, reverse=True):
-        if len(secret) >= _SCRUB_FROM:
-            text = _cut(text, {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1],
-                               json.dumps(secret, ensure_ascii=False)[1:-1]})
-    return text
+# What each rule asks, in a refusal an agent reads (the rule's name says the rest).
+_RULES = {
+    "rfc6902": "the operation cannot be applied to the run's definition as it is now",
+    "max_operations": "a patch has too many operations",
+    "max_bytes": "the patched definition would be too large",
+    "history_immutable": "a node that has run or is running, and its incoming edges, cannot change",
+    "type_immutable": "a node cannot change type",
+    "metadata_immutable": "an agent may not change /metadata",
+    "gate_immutable": "human gates and their edges are out of an agent's reach",
+    "unknown_proposer": "an agent's patch must name its own agent node",
+    "unreachable_node": "a node an agent adds must be reachable from the proposing node",
+    "gate_approvers": "a gate an agent adds must keep its approvers",
+    "gate_bypass": "an edge may not route around a human gate",
+    "agent_privilege": "an agent may not grant more than it has",
+    "secret_reference": "an agent may not name credentials",
+    "duplicate_edge": "an edge may appear once",
+    "max_run_nodes": "the run has as many nodes as it may",
+    "excessive_agent_nodes": "the run's spawn limit is reached",
+    "ssrf": "the URL is not allowed by the outbound policy",
+    "approved_action_started": "an approved action that has started cannot change",
+    "patch_policy": "this workflow's patch_policy is deny",
+    "unknown_node_type": "a node an agent adds must have a registered type",
+    "node_id_length": "a node an agent adds has an id of at most 32 characters",
+}
 
 
-def _cut(text: str, forms: set[str]) -> str:
-    """``text`` with each of ``forms`` (one string, as written or quoted) and each clipped start
-    of one (its first ``_SCRUB_FROM`` characters on) replaced by a marker, the longest match first."""
-    out, at = [], 0
-    while True:
-        found = min((i for f in forms if (i := text.find(f[:_SCRUB_FROM], at)) != -1), default=-1)
-        if found == -1:
-            return "".join(out) + text[at:]
-        out.append(text[at:found] + "<not shown>")
-        at = found + max(_common(text, found, f) for f in forms)
+def pointer(path: Any) -> str:
+    """A JSON Pointer as a refusal may name it: each segment shaped like a short id, an index or
+    ``-`` as written (unescaped, so ``~1`` hides nothing), any other ``<key>``; clipped."""
+    if not isinstance(path, str):
+        return "<not a pointer>"
+    if path == "":
+        return ""
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+    text = "/" + "/".join(p if _SEGMENT.match(p) else "<key>" for p in parts)
+    return text if len(text) <= _POINTER_MAX_CHARS else text[:_POINTER_MAX_CHARS] + "…"
 
 
-def _common(text: str, at: int, form: str) -> int:
-    """How many characters of ``form`` ``text`` has from ``at`` on."""
-    n = 0
-    while n < len(form) and at + n < len(text) and text[at + n] == form[n]:
-        n += 1
-    return n
+def refusal(*, code: str, extra: dict[str, Any], operations: Any) -> dict[str, Any]:
+    """A refused patch's answer to the agent that proposed it, which quotes no value of the
+    definition (a failed ``test`` quoted the value it found, a validation error the value it
+    judged, and any of them may be another agent's words): the operation's index, op and path, the
+    rule broken, the kind of failure and the JSON types involved. Bounded by construction."""
+    def word(value: Any) -> str | None:
+        return value if isinstance(value, str) and _WORD.match(value) else None
+
+    op = extra.get("op") if isinstance(extra.get("op"), int) and not isinstance(extra.get("op"), bool) else None
+    operation = operations[op] if (op is not None and isinstance(operations, list)
+                                   and 0 <= op < len(operations)) else None
+    name = operation.get("op") if isinstance(operation, dict) and operation.get("op") in _OPS else None
+    path = pointer(operation.get("path")) if isinstance(operation, dict) else None
+    rule = word(str(extra.get("rule") or code)) or "unknown"
+    details: dict[str, Any] = {"rule": rule, "op": op, "path": path}
+    for key in ("failure", "found_type", "tested_type", "reason"):
+        if word(extra.get(key)):
+            details[key] = extra[key]
+    for key in ("limit", "size", "copied", "count"):
+        if isinstance(extra.get(key), int) and not isinstance(extra.get(key), bool):
+            details[key] = extra[key]
+    if isinstance(extra.get("node_id"), str):
+        details["node_id"] = pointer("/" + extra["node_id"])[1:]
+    if isinstance(extra.get("at"), str):
+        details["at"] = pointer(extra["at"])
+    if isinstance(extra.get("errors"), list):
+        details["errors"] = [{"path": pointer(e.get("path")), "rule": word(e.get("rule")) or "unknown"}
+                             for e in extra["errors"][:5] if isinstance(e, dict)]
+    first = extra["errors"][0] if details.get("errors") else None
+    required = _REQUIRED.search(str(first.get("message", ""))) if (
+        rule.endswith(".required") and isinstance(first, dict)) else None
+    if required:  # a name the schema requires: the schema's word, not the definition's
+        details["missing"] = required.group(1)
+    said = [f"operation {op}" + (f" ({name} {path})" if name else "") if op is not None else "the patch",
+            f" was refused by rule {rule}"]
+    explained = _RULES.get(rule) or ("the patched workflow does not match the workflow schema"
+                                     if rule.startswith("schema.") else "")
+    if explained:
+        said.append(f": {explained}")
+    if details.get("failure") == "test_failed":
+        said.append(f"; the value at its path is of type {details.get('found_type')}, the test's of type "
+                    f"{details.get('tested_type')}, and they differ")
+    elif "failure" in details:
+        said.append(f" ({details['failure'].replace('_', ' ')})")
+    elif "missing" in details:
+        said.append(f" at {details['at']}: {details['missing']!r} is required")
+    elif "at" in details:
+        said.append(f" at {details['at']} (found: {details.get('found_type', 'a value')})")
+    return {"status": "error", "error": word(code) or "patch_rejected", "message": "".join(said) + ".",
+            "details": details}

@@ -112,3 +112,25 @@ def test_the_patch_provenance_backfill_measures_the_patches_of_runs_still_going(
         pk: wrote for pk, wrote in kept.items() if RunPatch.objects.get(pk=pk).run_id == runs[0].pk}
     assert [p.wrote["added"] for p in RunPatch.objects.filter(run=runs[0]).order_by("seq")] == [["a"], ["b"]]
     assert all(p.wrote == {} for p in RunPatch.objects.filter(run=runs[1]))
+
+
+@pytest.mark.django_db
+def test_a_process_still_on_the_code_before_0021_can_store_a_patch() -> None:
+    """A rolling deploy: a process still on the old code inserts a run patch naming every column
+    but ``wrote``; the column's database default takes it (a 500 on a person's patch, otherwise)."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from workflows.models import Artifact, Run, RunPatch
+
+    owner = User.objects.create_user("old-code")
+    artifact = Artifact.objects.create(id="sha256:rolling", kind="dag_version", content={"nodes": []}, size_bytes=14)
+    run = Run.objects.create(owner=owner, base_artifact=artifact, current_artifact=artifact)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workflows_runpatch (run_id, seq, operations, description, node_id, status, patch_artifact_id,"
+            " before_artifact_id, after_artifact_id, proposed_by_id, reason, proposal_key, created_at, applied_at)"
+            " VALUES (%s, 1, '[]', '', '', 'applied', %s, %s, %s, NULL, '', '', now(), now())",
+            [run.pk, artifact.pk, artifact.pk, artifact.pk])
+
+    assert RunPatch.objects.get(run=run).wrote == {}

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from workflows.models import Artifact, Run
+from workflows.services.patches.policy import AGENT_NODE_ID_MAX_CHARS
 
 from .base import AgentState
 from .patching import propose
@@ -30,11 +31,12 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
     run_ = Run.objects.get(pk=state.ctx.run_id)
     current = Artifact.objects.values_list("content", flat=True).get(pk=run_.current_artifact_id)
     taken = {n["id"] for n in current["nodes"]}
-    base = re.sub(r"[^a-zA-Z0-9_-]", "_", str(args.get("node_id") or f"{state.ctx.node_id}_delegate"))[:180]
-    node_id, n = base, 1
+    # an id the policy takes from an agent: at most AGENT_NODE_ID_MAX_CHARS, its number included
+    base = re.sub(r"[^a-zA-Z0-9_-]", "_", str(args.get("node_id") or f"{state.ctx.node_id}_delegate"))
+    node_id, n = base[:AGENT_NODE_ID_MAX_CHARS], 1
     while node_id in taken:
         n += 1
-        node_id = f"{base}_{n}"
+        node_id = f"{base[:AGENT_NODE_ID_MAX_CHARS - len(str(n)) - 1]}_{n}"
     config: dict[str, Any] = {"task": str(args["task"])}
     asked = args.get("tools")
     config["tools"] = [t for t in state.tools if asked is None or t in asked]

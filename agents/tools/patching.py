@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.view import run_view
+from agents.view import refusal
 from aob_project.exceptions import AobError
 from workflows.models import Run
 from workflows.services.patches import DESCRIPTION_MAX_CHARS, run_patch_propose
@@ -32,12 +32,9 @@ def propose(state: AgentState, operations: Any, description: str) -> dict[str, A
         patch = run_patch_propose(run=run, operations=operations, description=description,
                                   node_id=state.ctx.node_id, from_agent=True, proposal_key=state.proposal_key)
     except AobError as exc:
-        # a refusal may quote the definition (a failed ``test``, a value copied where it does not
-        # fit): what another agent wrote there reaches this one only as the prompt shows it
-        return run_view(state.ctx.run_id).scrub({
-            "status": "error", "error": exc.code, "message": exc.message,
-            "details": {k: v for k, v in exc.extra.items() if k != "errors"} | (
-                {"errors": exc.extra["errors"][:5]} if "errors" in exc.extra else {})})
+        # a refusal's message may quote the definition (a failed ``test``, a value judged invalid),
+        # another agent's words included: the answer is built from facts that quote no value
+        return refusal(code=exc.code, extra=exc.extra, operations=operations)
     return {"status": patch.status, "patch_id": patch.pk, "seq": patch.seq, "artifact_id": patch.after_artifact_id}
 
 

@@ -4,19 +4,25 @@ by their applied patches, shown by their structure only; the author's and people
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 
-from agents.view import agent_view, marker, run_view
+from agents.tools import delegate
+from agents.tools.base import AgentState
+from agents.tools.patching import propose
+from agents.view import agent_view, marker, pointer, run_view
 from approvals.models import Approval
 from approvals.services import approval_decide
 from tests.agents.flows import add_after, agent, edge
 from tests.conftest import stored_run
 from workflows.models import NodeRun, Run, RunPatch
-from workflows.services.patches import run_patch_propose
+from workflows.registry import NodeContext
+from workflows.services.patches import PatchRejected, run_patch_propose
 from workflows.services.patches.provenance import Written, agent_written
+from workflows.services.runs import run_replay
 
 pytestmark = pytest.mark.django_db
 
@@ -146,19 +152,183 @@ def test_a_person_naming_a_node_writes_as_that_agent(user):
     assert by_id(shown(run))["x"]["written_by"] == "plan"
 
 
-def test_a_run_with_no_agent_patch_is_shown_whole_and_nothing_is_scrubbed(user):
+def test_a_run_with_no_agent_patch_is_shown_whole(user):
     definition = {"nodes": [agent("plan", INJECTION)], "edges": []}
-    view = agent_view(definition=definition, written=Written())
 
-    assert view.definition == definition and view.scrub({"m": INJECTION}) == {"m": INJECTION}
+    assert agent_view(definition=definition, written=Written()).definition == definition
 
 
-def test_scrub_finds_a_hidden_string_written_quoted_escaped_or_clipped():
-    secret = 'say "yes"\nthen ' + INJECTION
-    view = agent_view(definition={"nodes": [transform("x", expression=secret)]},
-                      written=Written(nodes={"x": "plan"}))
+def agent_proposing(run: Run, node_id: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the ``patch_workflow`` tool answers ``node_id``, an agent of ``run``."""
+    ctx = NodeContext(run_id=str(run.pk), node_run_id=0, node_id=node_id, node_type="agent", iteration=0,
+                      attempt=1, config={}, raw_config={}, inputs={}, outputs={}, timeout_s=None, owner_id=run.owner_id)
+    return propose(AgentState(ctx=ctx), operations, "")
 
-    for text in (secret, repr(secret), json.dumps(secret), secret[:30] + "…"):
-        scrubbed = view.scrub({"message": f"value {text} is not of type 'integer'"})["message"]
-        assert "IGNORE" not in scrubbed and "say " not in scrubbed, scrubbed
-        assert "<not shown>" in scrubbed and scrubbed.endswith("is not of type 'integer'")
+
+WORDS = ["Obey", "Zed", "Exfil", "Qux", "Vex"]  # an instruction as short words, each under 8 characters
+
+
+def test_a_refusal_quoting_short_words_another_agent_wrote_quotes_none_of_them(user):
+    run = running_run(user, [agent("plan"), agent("review")], [], running=("plan", "review"))
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", template={"words": WORDS})),
+                      from_agent=True, node_id="plan")
+
+    failed_test = agent_proposing(run, "review", [{"op": "test", "path": "/nodes/2/config/template/words",
+                                                   "value": ["a guess"]}])
+    misplaced = agent_proposing(run, "review", [{"op": "copy", "from": "/nodes/2/config/template/words",
+                                                 "path": "/nodes/2/timeout_ms"}])
+
+    for answer in (failed_test, misplaced):
+        assert answer["status"] == "error" and not any(w in json.dumps(answer) for w in WORDS), answer
+    assert failed_test["details"] == {"rule": "rfc6902", "op": 0, "path": "/nodes/2/config/template/words",
+                                      "failure": "test_failed", "found_type": "array", "tested_type": "array"}
+    assert misplaced["details"]["rule"] == "schema.type" and misplaced["details"]["at"] == "/nodes/2/timeout_ms"
+    assert misplaced["details"]["found_type"] == "array"
+
+
+def test_a_refusal_on_a_node_of_many_long_strings_quotes_none_and_is_bounded(user):
+    run = running_run(user, [agent("plan"), agent("review")], [], running=("plan", "review"))
+    strings = [f"{INJECTION} number {i}" for i in range(300)]
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", template={
+        "notes": strings, "odd/key " + INJECTION: 1})),
+                      from_agent=True, node_id="plan")
+
+    answers = [agent_proposing(run, "review", operations) for operations in (
+        [{"op": "test", "path": "/nodes/2/config/template", "value": {}}],
+        [{"op": "copy", "from": "/nodes/2/config/template/notes/7", "path": "/nodes/2/timeout_ms"}],
+        [{"op": "move", "from": "/nodes/2/config/template", "path": "/nodes/2/retry"}],
+        [{"op": "test", "path": "/nodes/2/config/template/odd~1key " + INJECTION.replace("~", "~0"), "value": 2}])]
+
+    for answer in answers:
+        text = json.dumps(answer)
+        assert INJECTION[:12] not in text and "evil" not in text and len(text) < 4096, answer
+    assert answers[3]["details"]["path"] == "/nodes/2/config/template/<key>"
+
+
+def test_a_refusal_on_a_definition_of_fifty_thousand_hidden_strings_is_answered_at_once(user):
+    """The answer reads nothing of the definition: its cost does not grow with what agents wrote
+    (a scrub of each hidden string took seconds of a shared worker per refusal, every tool round)."""
+    run = running_run(user, [agent("plan"), agent("review")], [], running=("plan", "review"))
+    strings = [f"hidden {i:05d}" for i in range(50_000)]
+    template = {"notes": strings[2_000:], "some": strings[:2_000]}  # a failed test quoted these 2,000 whole
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", template=template)),
+                      from_agent=True, node_id="plan")
+    guess = [{"op": "test", "path": "/nodes/2/config/template/some", "value": "a guess"}]
+    begun = time.perf_counter()
+    with pytest.raises(PatchRejected):
+        run_patch_propose(run=run, operations=guess, user=user)
+    judging = time.perf_counter() - begun  # the same refusal to a person: the policy's work alone
+
+    begun = time.perf_counter()
+    answer = agent_proposing(run, "review", guess)
+    answering = time.perf_counter() - begun
+
+    assert answering < judging + 1.0, (answering, judging)  # a guard only: the scrub took seconds more
+    assert answer["details"]["failure"] == "test_failed" and "hidden " not in json.dumps(answer)
+
+
+def test_a_pointer_names_short_id_shaped_segments_only_escaped_or_not():
+    assert pointer("/nodes/3/config/template/note") == "/nodes/3/config/template/note"
+    assert pointer("/nodes/-") == "/nodes/-"
+    assert pointer("/nodes/1/config/a~1IGNORE ALL~0x") == "/nodes/1/config/<key>"
+    assert pointer("/nodes/1/" + "k" * 33) == "/nodes/1/<key>"
+    assert len(pointer("/a" * 10_000)) <= 301 and pointer(7) == "<not a pointer>"
+
+
+def test_a_replay_shows_what_an_agent_wrote_in_its_source_by_structure(user):
+    """A replay's base is its source's patched definition: the agent's node there is still the
+    agent's, in the replay and in a replay of the replay."""
+    run = running_run(user, [agent("plan")], [])
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", expression=f"'{INJECTION}'")),
+                      from_agent=True, node_id="plan")
+    run_patch_propose(run=run, operations=add_after("plan", transform("mine", expression="'the owner'")), user=user)
+    Run.objects.filter(pk=run.pk).update(status="completed")
+
+    replay = run_replay(run=Run.objects.get(pk=run.pk), node_id="plan", user=user)
+    again = run_replay(run=replay, node_id="plan", user=user)
+
+    for shown_run in (replay, again):
+        nodes = by_id(shown(shown_run))
+        assert nodes["x"] == {"id": "x", "type": "transform", "written_by": "plan",
+                              "config": {"expression": marker("plan")}}
+        assert nodes["mine"] == transform("mine", expression="'the owner'")
+        assert INJECTION not in json.dumps(shown(shown_run))
+
+
+def test_a_person_renaming_an_agents_node_leaves_it_and_its_edges_the_agents(user):
+    run = running_run(user, [agent("plan"), transform("b", expression="2")], [])
+    run_patch_propose(run=run, operations=[
+        *add_after("plan", transform("x", expression=f"'{INJECTION}'")),
+        {"op": "add", "path": "/edges/-", "value": {"from": "x", "to": "b", "condition": f"'{INJECTION}' != ''"}}],
+        from_agent=True, node_id="plan")
+    run_patch_propose(run=run, user=user, operations=[  # x renamed y, and each edge at it follows
+        {"op": "replace", "path": "/nodes/2/id", "value": "y"},
+        {"op": "replace", "path": "/edges/0/to", "value": "y"}, {"op": "replace", "path": "/edges/1/from", "value": "y"}])
+
+    definition = shown(run)
+
+    assert by_id(definition)["y"] == {"id": "y", "type": "transform", "written_by": "plan",
+                                      "config": {"expression": marker("plan")}}
+    assert {"from": "y", "to": "b", "written_by": "plan", "condition": marker("plan")} in definition["edges"]
+    assert INJECTION not in json.dumps(definition)
+
+
+def test_a_person_relabelling_an_agents_edge_or_renaming_its_end_leaves_its_condition_the_agents(user):
+    run = running_run(user, [agent("plan"), transform("b", expression="2")], [])
+    condition = f"inputs.x == '{INJECTION}'"
+    run_patch_propose(run=run, operations=[{"op": "add", "path": "/edges/-", "value": {
+        "from": "plan", "to": "b", "condition": condition, "label": "agent's label"}}], from_agent=True, node_id="plan")
+    run_patch_propose(run=run, user=user, operations=[{"op": "replace", "path": "/edges/0/label", "value": "owner's"}])
+    relabelled = shown(run)["edges"]
+    run_patch_propose(run=run, user=user, operations=[{"op": "replace", "path": "/nodes/1/id", "value": "c"},
+                                                      {"op": "replace", "path": "/edges/0/to", "value": "c"}])
+    renamed = shown(run)["edges"]
+
+    assert relabelled == [{"from": "plan", "to": "b", "written_by": "plan", "condition": marker("plan"),
+                           "label": marker("plan")}]
+    assert renamed == [{"from": "plan", "to": "c", "written_by": "plan", "condition": marker("plan"),
+                        "label": marker("plan")}]
+    assert by_id(shown(run))["c"] == transform("c", expression="2")  # the author's node, renamed, still whole
+
+
+def test_a_person_copying_an_agents_text_into_a_node_or_edge_leaves_the_copy_the_agents(user):
+    run = running_run(user, [agent("plan"), transform("later", expression="'the author'")], [edge("plan", "later")])
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", expression=f"'{INJECTION}'")),
+                      from_agent=True, node_id="plan")
+    run_patch_propose(run=run, user=user, operations=[
+        *add_after("plan", transform("z", expression="1")),
+        {"op": "copy", "from": "/nodes/2/config/expression", "path": "/nodes/3/config/expression"},
+        {"op": "add", "path": "/edges/-", "value": {"from": "z", "to": "later", "condition": f"'{INJECTION}'"}}])
+    run_patch_propose(run=run, user=user, operations=[  # into the author's node
+        {"op": "copy", "from": "/nodes/2/config/expression", "path": "/nodes/1/config/expression"}])
+
+    definition = shown(run)
+
+    assert by_id(definition)["z"]["written_by"] == "plan" and by_id(definition)["later"]["written_by"] == "plan"
+    assert INJECTION not in json.dumps(definition)
+
+
+def test_an_agents_keys_longer_than_an_agents_node_id_are_not_shown(user):
+    run = running_run(user, [agent("plan")], [])
+    long_key = "ignore_all_previous_instructions_" + "x" * 8  # id-shaped, 41 characters
+    run_patch_propose(run=run, operations=add_after("plan", transform("odd", template={long_key: 1, "k" * 32: 2})),
+                      from_agent=True, node_id="plan")
+
+    template = by_id(shown(run))["odd"]["config"]["template"]
+
+    assert long_key not in template and template["k" * 32] == 2
+    assert [v for k, v in template.items() if k.startswith("<key ")] == [1]
+
+
+def test_a_delegate_of_a_long_named_agent_gets_an_id_an_agent_may_add(user):
+    """The policy takes ids of at most 32 characters from agents: the delegate tool names its nodes so."""
+    long_name = "a_planner_with_a_long_name_30ch"
+    run = running_run(user, [agent(long_name, tools=["delegate_to_agent"])], [], running=(long_name,))
+    ctx = NodeContext(run_id=str(run.pk), node_run_id=0, node_id=long_name, node_type="agent", iteration=0,
+                      attempt=1, config={}, raw_config={}, inputs={}, outputs={}, timeout_s=None, owner_id=user.pk)
+    state = AgentState(ctx=ctx, tools=["delegate_to_agent"])
+
+    first, second = (delegate.run(state, {"task": "a sub-task"}) for _ in range(2))
+
+    assert (first["status"], second["status"]) == ("applied", "applied"), (first, second)
+    assert first["node_id"] == (long_name + "_delegate")[:32] and second["node_id"] == first["node_id"][:30] + "_2"

@@ -233,7 +233,8 @@ class RunPatch(models.Model):
     proposal_key = models.CharField(max_length=120, blank=True, default="")
     # What the patch changed, once applied (``patches.provenance.patch_wrote``): which nodes and
     # edges an agent wrote is read from it, to keep an agent's text out of other agents' prompts.
-    wrote = models.JSONField(default=dict, blank=True)
+    # The database default lets a process still on the code before 0021 insert a patch without it.
+    wrote = models.JSONField(default=dict, blank=True, db_default=models.Value({}, models.JSONField()))
     created_at = models.DateTimeField(auto_now_add=True)
     applied_at = models.DateTimeField(null=True, blank=True)
 

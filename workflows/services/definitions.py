@@ -201,8 +201,45 @@ def apply_operations(document: Any, operations: Any) -> Any:
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError,
             ValueError) as exc:
         raise ValidationFailed(f"patch cannot be applied: {exc}", code="invalid_patch",
-                               extra={"field": "operations", "rule": "rfc6902", "op": index}) from exc
+                               extra={"field": "operations", "rule": "rfc6902", "op": index,
+                                      **_failure(exc, document, operations[index])}) from exc
     return document
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of ``value``, as a refusal may name it instead of the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else "unknown"
+
+
+_MISSING = object()
+
+
+def _failure(exc: Exception, document: Any, operation: Any) -> dict[str, Any]:
+    """Why an operation failed, as facts that quote no value (the exception's text may quote the
+    document: a failed ``test`` quotes the value it found): ``failure`` and, for a failed
+    ``test``, the JSON types found and tested."""
+    if isinstance(exc, jsonpatch.JsonPatchTestFailed) and isinstance(operation, dict):
+        try:
+            found: Any = jsonpointer.resolve_pointer(document, operation.get("path", ""), _MISSING)
+        except (jsonpointer.JsonPointerException, TypeError):
+            found = _MISSING
+        return {"failure": "test_failed", "found_type": "missing" if found is _MISSING else json_type(found),
+                "tested_type": json_type(operation.get("value"))}
+    if isinstance(exc, jsonpatch.InvalidJsonPatch):
+        return {"failure": "invalid_operation"}
+    if isinstance(exc, jsonpatch.JsonPatchConflict | jsonpointer.JsonPointerException | KeyError | IndexError):
+        return {"failure": "path_not_found"}
+    return {"failure": "cannot_apply"}
 
 
 def json_size(value: Any) -> int:

@@ -33,9 +33,10 @@ from workflows.definition.ir import attempts_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import literal_url_problems, validate
 
-from ..definitions import apply_operations
+from ..definitions import apply_operations, json_type
 
 MAX_OPERATIONS = 100
+AGENT_NODE_ID_MAX_CHARS = 32  # the id of a node an agent adds (ids are shown to later agents whole)
 
 
 class Rule(StrEnum):
@@ -51,6 +52,8 @@ class Rule(StrEnum):
     METADATA_IMMUTABLE = "metadata_immutable"
     GATE_IMMUTABLE = "gate_immutable"
     UNKNOWN_PROPOSER = "unknown_proposer"
+    UNKNOWN_NODE_TYPE = "unknown_node_type"
+    NODE_ID_LENGTH = "node_id_length"
     UNREACHABLE_NODE = "unreachable_node"
     GATE_APPROVERS = "gate_approvers"
     GATE_TIMEOUT_APPROVE = "gate_timeout_approve"
@@ -189,6 +192,7 @@ class _Judgement:
         self.check_gates_untouched()
         self.check_valid()
         if self.proposer.agent:
+            self.check_new_nodes()
             self.check_reach()
             self.check_new_gates()
         self.check_bypass()
@@ -279,8 +283,25 @@ class _Judgement:
         probes = [lambda doc, at="".join("/" + p for p in parts[:depth]): _dump(jsonpointer.resolve_pointer(doc, at, None))
                   for depth in range(len(parts), -1, -1)]
         op = self.culprit(*probes)
+        found = _safely(lambda doc: json_type(jsonpointer.resolve_pointer(doc, first.path if parts else "")), self.after)
         self.refuse(first.rule, f"the patched workflow is invalid: {first.path}: {first.message}", op=op,
-                    at=first.path, errors=[p.as_dict() for p in report.errors[:20]])
+                    at=first.path, found_type=found if isinstance(found, str) else "missing",
+                    errors=[p.as_dict() for p in report.errors[:20]])
+
+    def check_new_nodes(self) -> None:
+        """What an agent names, later agents read (``agents.view`` shows an agent's node by its id and
+        type): a node it adds has a registered type and a short id, no room for a sentence."""
+        types = registry.catalogue()
+        for node_id, node in self.new.items():
+            if node_id in self.old:
+                continue
+            if len(node_id) > AGENT_NODE_ID_MAX_CHARS:
+                self.refuse(Rule.NODE_ID_LENGTH, f"a node an agent adds has an id of at most {AGENT_NODE_ID_MAX_CHARS} "
+                            f"characters (this one has {len(node_id)})", _node(node_id),
+                            limit=AGENT_NODE_ID_MAX_CHARS)
+            if node.get("type") not in types:
+                self.refuse(Rule.UNKNOWN_NODE_TYPE, f"node {node_id!r}: a node an agent adds must have a registered "
+                            f"type ({', '.join(sorted(types))})", _node(node_id), node_id=node_id)
 
     def check_reach(self) -> None:
         added = [n for n in self.new if n not in self.old]

@@ -11,15 +11,18 @@ approval says the change may happen, not that its text is the approver's.
 ``agent_written`` folds the run's applied patches, in the order they were applied, into the
 writer of each node and edge agents wrote: one query, small rows. A person's patch that changes
 an agent's node leaves it the agent's (the rest of its text still is); a node removed is
-forgotten, so one a person adds again under the same id is the person's.
+forgotten, so one a person adds again under the same id is the person's. A replay starts from
+its source's definition: the source's patches (and its source's, ``REPLAY_DEPTH`` deep) are folded
+first.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflows.models import RunPatch, canonical_json
+from workflows.models import Run, RunPatch, canonical_json
 
 
 def edge_key(edge: dict[str, Any]) -> str:
@@ -27,17 +30,92 @@ def edge_key(edge: dict[str, Any]) -> str:
     return canonical_json(edge)
 
 
-def patch_wrote(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[str]]:
+def patch_wrote(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What a patch changed of the definition: node ids added, changed and removed, edges added
-    and removed. Nodes are compared as stored (canonical JSON), so ``1`` to ``true`` is a change."""
-    old = {n["id"]: canonical_json(n) for n in before.get("nodes", [])}
-    new = {n["id"]: canonical_json(n) for n in after.get("nodes", [])}
-    old_edges = {edge_key(e) for e in before.get("edges", [])}
-    new_edges = {edge_key(e) for e in after.get("edges", [])}
-    return {"added": sorted(new.keys() - old.keys()),
-            "changed": sorted(i for i in new.keys() & old.keys() if new[i] != old[i]),
-            "removed": sorted(old.keys() - new.keys()),
-            "edges_added": sorted(new_edges - old_edges), "edges_removed": sorted(old_edges - new_edges)}
+    and removed. Nodes are compared as stored (canonical JSON), so ``1`` to ``true`` is a change.
+
+    And where what it adds came from, for a person's patch to leave an agent's text the agent's:
+    ``moved``, a node added for one removed with the same content but its id (a rename), and
+    ``edges_moved``, an edge added for one removed with the same content but its ends (a node at
+    either end renamed) or the same condition (a relabel); ``copied``, the nodes and edges of the
+    definition before (``n:<id>``, ``e:<edge_key>``; ``*`` for more than ``_COPIED_AT_MOST``)
+    whose text (``texts``) a node added or changed, or an edge added, carries."""
+    old_nodes = {n["id"]: n for n in before.get("nodes", [])}
+    new_nodes = {n["id"]: n for n in after.get("nodes", [])}
+    old = {i: canonical_json(n) for i, n in old_nodes.items()}
+    new = {i: canonical_json(n) for i, n in new_nodes.items()}
+    old_edges = {edge_key(e): e for e in before.get("edges", [])}
+    new_edges = {edge_key(e): e for e in after.get("edges", [])}
+    added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    changed = sorted(i for i in new.keys() & old.keys() if new[i] != old[i])
+    edges_added, edges_removed = sorted(new_edges.keys() - old_edges.keys()), sorted(old_edges.keys() - new_edges.keys())
+    wrote: dict[str, Any] = {"added": added, "changed": changed, "removed": removed,
+                             "edges_added": edges_added, "edges_removed": edges_removed}
+
+    gone = {_without(old_nodes[i], ("id",)): i for i in removed}
+    moved = {i: gone[rest] for i in added if (rest := _without(new_nodes[i], ("id",))) in gone}
+    gone_edges = {_without(old_edges[k], _EDGE_SHOWN): k for k in edges_removed}
+    conditions = {old_edges[k]["condition"]: k for k in edges_removed if isinstance(old_edges[k].get("condition"), str)}
+    edges_moved = {}
+    for k in edges_added:
+        edge, rest = new_edges[k], _without(new_edges[k], _EDGE_SHOWN)
+        source = gone_edges.get(rest) if rest != "{}" else None
+        if source is None and isinstance(edge.get("condition"), str):
+            source = conditions.get(edge["condition"])
+        if source is not None:
+            edges_moved[k] = source
+    if moved:
+        wrote["moved"] = moved
+    if edges_moved:
+        wrote["edges_moved"] = edges_moved
+
+    holders: dict[str, set[str]] = {}  # each text of the definition before -> the nodes and edges carrying it
+    for i, n in old_nodes.items():
+        for text in texts(n, _NODE_SHOWN):
+            holders.setdefault(text, set()).add(f"n:{i}")
+    for k, e in old_edges.items():
+        for text in texts(e, _EDGE_SHOWN):
+            holders.setdefault(text, set()).add(f"e:{k}")
+    copied = {}
+    for ref, item in [*((f"n:{i}", new_nodes[i]) for i in [*added, *changed]),
+                      *((f"e:{k}", new_edges[k]) for k in edges_added)]:
+        sources = set().union(*(holders.get(t, ()) for t in texts(item, _NODE_SHOWN if ref[0] == "n" else _EDGE_SHOWN)))
+        sources.discard(ref)
+        if sources:
+            copied[ref] = sorted(sources) if len(sources) <= _COPIED_AT_MOST else ["*"]
+    if copied:
+        wrote["copied"] = copied
+    return wrote
+
+
+# The structure of a node and an edge, shown as written (agents.view); any other text may be an agent's.
+_NODE_SHOWN = ("id", "type")
+_EDGE_SHOWN = ("from", "to")
+ID_SHAPED = re.compile(r"^[a-zA-Z0-9_-]{1,32}$")  # a key shaped like an agent's node id: no room for a sentence
+_COPIED_AT_MOST = 50  # sources named for one copy; past it, "*": any agent's text
+
+
+def texts(item: dict[str, Any], shown: tuple[str, ...]) -> set[str]:
+    """Every string a node or edge carries outside its structure: values at any depth, and keys
+    not shaped like an id (``agents.view`` hides the same)."""
+    found: set[str] = set()
+    stack: list[Any] = [v for k, v in item.items() if k not in shown]
+    stack += [k for k in item if k not in shown and not ID_SHAPED.match(k)]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if value:  # "" says nothing
+                found.add(value)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+            stack.extend(k for k in value if not ID_SHAPED.match(k))
+    return found
+
+
+def _without(item: dict[str, Any], shown: tuple[str, ...]) -> str:
+    return canonical_json({k: v for k, v in item.items() if k not in shown})
 
 
 @dataclass(frozen=True)
@@ -51,19 +129,60 @@ class Written:
 NOBODY = Written()
 
 
+# How far back a replay's chain of sources is followed (a replay of a replay of …): a replay's
+# base is its source's definition, and what agents wrote there is still theirs.
+REPLAY_DEPTH = 20
+
+
+def _chain(run_id: Any) -> list[tuple[Any, Any]]:
+    """(run, the moment its replay started) from the oldest source followed to ``run_id`` (None:
+    every patch of its own), so a source's patches count up to the replay's start, as its base had them."""
+    chain: list[tuple[Any, Any]] = [(run_id, None)]
+    at = run_id
+    for _ in range(REPLAY_DEPTH):
+        row = Run.objects.filter(pk=at).values_list("replay_of_id", "created_at").first()
+        if row is None or row[0] is None:
+            break
+        at, started = row
+        chain.append((at, started))
+    return chain[::-1]
+
+
 def agent_written(run_id: Any) -> Written:
+    """The fold of the applied patches of the run, after those of the runs it replays (each up to
+    the start of the replay of it), in the order they were applied."""
     nodes: dict[str, str] = {}
     edges: dict[str, str] = {}
-    for writer, wrote in (RunPatch.objects.filter(run_id=run_id, status=RunPatch.Status.APPLIED)
-                          .order_by("applied_at", "seq").values_list("node_id", "wrote")):
-        for node_id in wrote.get("removed", []):
-            nodes.pop(node_id, None)
-        for key in wrote.get("edges_removed", []):
-            edges.pop(key, None)
-        if writer:
-            nodes.update(dict.fromkeys([*wrote.get("added", []), *wrote.get("changed", [])], writer))
-            edges.update(dict.fromkeys(wrote.get("edges_added", []), writer))
-        else:
-            for node_id in wrote.get("added", []):
-                nodes.pop(node_id, None)
+    for source, until in _chain(run_id):
+        patches = RunPatch.objects.filter(run_id=source, status=RunPatch.Status.APPLIED)
+        if until is not None:
+            patches = patches.filter(applied_at__lte=until)
+        for writer, wrote in patches.order_by("applied_at", "seq").values_list("node_id", "wrote"):
+            _fold(nodes, edges, writer, wrote)
     return Written(nodes=nodes, edges=edges)
+
+
+def _fold(nodes: dict[str, str], edges: dict[str, str], writer: str, wrote: dict[str, Any]) -> None:
+    prior_nodes, prior_edges = dict(nodes), dict(edges)
+    for node_id in wrote.get("removed", []):
+        nodes.pop(node_id, None)
+    for key in wrote.get("edges_removed", []):
+        edges.pop(key, None)
+    if writer:
+        nodes.update(dict.fromkeys([*wrote.get("added", []), *wrote.get("changed", [])], writer))
+        edges.update(dict.fromkeys(wrote.get("edges_added", []), writer))
+        return
+    for node_id in wrote.get("added", []):
+        nodes.pop(node_id, None)
+    # a person's rename, relabel or copy of an agent's text leaves that text the agent's
+    for new, old in wrote.get("moved", {}).items():
+        if old in prior_nodes:
+            nodes[new] = prior_nodes[old]
+    for new, old in wrote.get("edges_moved", {}).items():
+        if old in prior_edges:
+            edges[new] = prior_edges[old]
+    for ref, sources in wrote.get("copied", {}).items():
+        writers = ([*prior_nodes.values(), *prior_edges.values()] if "*" in sources else
+                   [w for s in sources if (w := (prior_nodes if s[0] == "n" else prior_edges).get(s[2:]))])
+        if writers:
+            (nodes if ref[0] == "n" else edges).setdefault(ref[2:], sorted(writers)[0])
