@@ -624,7 +624,9 @@ def test_lookups_left_behind_are_bounded_per_owner_and_past_the_bound_a_request_
     def lookup_threads() -> int:
         return sum(t.name == "aob-http-lookup" for t in threading.enumerate())
 
-    def as_owner(owner: str, url: str, timeout_s: float = 0.05) -> HTTPRequestError:
+    # long enough for the request to reach its lookup on a loaded machine (at 0.05 s the deadline
+    # passed before it, in one fresh clone's run: "request deadline passed")
+    def as_owner(owner: str, url: str, timeout_s: float = 0.3) -> HTTPRequestError:
         structlog.contextvars.bind_contextvars(owner_id=owner)  # as execution.claim binds it
         try:
             with pytest.raises(HTTPRequestError) as caught:
