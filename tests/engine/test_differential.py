@@ -13,6 +13,7 @@ test`` lean; the planner's own properties run many more, in process (``test_plan
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -72,6 +73,11 @@ def full_decisions_only(engine: dict[str, stack.Proc], stack_env: dict[str, str]
             finally:
                 self.worker.stop()
 
+        def steps(self) -> list[str]:
+            """The step of each decision the worker took (its ``coordinator.decided`` lines)."""
+            lines = self.worker.log.read_text(errors="replace").splitlines()
+            return [json.loads(line)["step"] for line in lines if '"coordinator.decided"' in line]
+
     yield Switch()
 
 
@@ -85,7 +91,6 @@ def test_plain_and_full_decisions_reach_the_same_final_states(engine, api, full_
     fast_steps = decisions()
     with full_decisions_only:
         full = wait_all([submit(api, d) for d in definitions], timeout=120)
-    after = decisions()
     for definition, one, other in zip(definitions, in_order(fast), in_order(full), strict=True):
         if any(n["config"].get("expression") == graphs.FAILS for n in definition["nodes"]):
             ended_cleanly(one)
@@ -95,8 +100,12 @@ def test_plain_and_full_decisions_reach_the_same_final_states(engine, api, full_
         assert outcome(one) == outcome(other), definition
     # each set ends a branch (the node after the last loop) with nothing else open: a plain step
     assert fast_steps["plain"] > before["plain"]
-    assert after["plain"] == fast_steps["plain"], "a plain step was taken with the plain step off"
-    assert after["full"] > fast_steps["full"]
+    # the second set's decisions were all taken by the worker whose plain step is off, and all full.
+    # Not read from the stack's counters: a late message of the first set (a node that finished
+    # after its run failed, a duplicate) may still be stepped by the session's worker meanwhile,
+    # as one CI run found (183 plain steps against 182)
+    steps = full_decisions_only.steps()
+    assert steps and set(steps) == {"full"}, steps
 
 
 def in_order(runs: list[Run]) -> list[Run]:
