@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.engine.flow import edge, event_counts, http, node_runs, submit, transform, unique, wait_all
+from workflows.definition.ir import MAX_BACKOFF_MS, backoff_ms_of
+from workflows.definition.validation import SCHEMA_PATH
 
 RETRY = {"max_attempts": 3, "backoff_ms": 100, "backoff_multiplier": 2}
 
@@ -80,3 +84,16 @@ def test_timeout_ms_fails_the_node_with_error_type_timeout(engine, api, remote):
     assert "after" not in node_runs(run)
     assert run.error["node_id"] == "slow"
     assert run.error["error_type"] == "Timeout"
+
+
+def test_each_wait_between_attempts_is_at_most_an_hour_the_schemas_largest_backoff():
+    schema = json.loads(SCHEMA_PATH.read_text())
+    retry_schema = schema["$defs"]["node"]["properties"]["retry"]["properties"]
+    assert MAX_BACKOFF_MS == retry_schema["backoff_ms"]["maximum"]
+    largest = {"max_attempts": retry_schema["max_attempts"]["maximum"], "backoff_ms": 1000,
+               "backoff_multiplier": retry_schema["backoff_multiplier"]["maximum"]}
+    waits = [backoff_ms_of(largest, attempt) for attempt in range(1, largest["max_attempts"])]
+    assert waits[:4] == [1000, 10_000, 100_000, 1_000_000]
+    assert waits[4:] == [MAX_BACKOFF_MS] * (len(waits) - 4)  # uncapped, attempt 15 overflowed a date
+    assert backoff_ms_of({"backoff_ms": 100, "backoff_multiplier": 2}, 3) == 400
+    assert backoff_ms_of(None, 1) == 1000

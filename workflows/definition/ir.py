@@ -40,6 +40,19 @@ def attempts_of(retry: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1
 
 
+MAX_BACKOFF_MS = 3_600_000  # the schema's maximum ``backoff_ms``: no wait between attempts is longer
+
+
+def backoff_ms_of(retry: Any, attempt: int) -> int:
+    """The wait after failed attempt ``attempt`` (from 1): ``backoff_ms`` (1 s without one) times
+    ``backoff_multiplier`` (2) to the power ``attempt - 1``, at most ``MAX_BACKOFF_MS``, as
+    Celery's ``retry_backoff_max`` and Temporal's maximum interval cap it (uncapped, 20 attempts
+    at ×10 overflowed a date)."""
+    retry = retry if isinstance(retry, dict) else {}
+    wait = float(retry.get("backoff_ms", 1000)) * float(retry.get("backoff_multiplier", 2.0)) ** (attempt - 1)
+    return int(min(wait, MAX_BACKOFF_MS))
+
+
 def timeout_ms_of(value: Any) -> int:
     """A node's time limit: its ``timeout_ms``, else ``AOB_DEFAULT_NODE_TIMEOUT_MS``. The engine's
     reading (``dispatch``) and the patch policy's."""

@@ -21,7 +21,7 @@ from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_HELD, NODE_QUEUE
 from workflows import registry
-from workflows.definition.ir import attempts_of
+from workflows.definition.ir import attempts_of, backoff_ms_of
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
 from workflows.limits import bounded_error
@@ -287,8 +287,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     with transaction.atomic():
         locks.lock_run(ctx.run_id)
         if error.get("transient") and ctx.attempt < max_attempts:
-            backoff_ms = int(retry.get("backoff_ms", 1000) * float(retry.get("backoff_multiplier", 2.0)) ** (
-                ctx.attempt - 1))
+            backoff_ms = backoff_ms_of(retry, ctx.attempt)
             moved = _finish(ctx, None, status=NodeRun.Status.QUEUED, entry=entry, error=error,
                             available_at=now + timedelta(milliseconds=backoff_ms), dispatched_at=now)
             if not moved:
