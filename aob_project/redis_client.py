@@ -1,18 +1,37 @@
-"""The engine's own Redis client for its keys (the sweeper's mark, the coordinator's shares): one per
-process and address, since a forked pool process must never share its parent's socket."""
+"""AOB's own Redis clients for its keys (the rate limits' logs, the sweeper's mark, the
+coordinator's shares) and their Lua scripts: one client per process, address and timeout, since a
+forked pool process must never share its parent's socket. The web's rate limits wait at most a
+second on Redis; the engine's keys two."""
 
 from __future__ import annotations
 
 import os
+import threading
+from typing import Any
 
 import redis
 from django.conf import settings
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients: dict[tuple[int, str, float], redis.Redis] = {}
+_scripts: dict[tuple[int, str], Any] = {}
+_lock = threading.Lock()  # the web's threads share a process's clients
 
 
-def shared() -> redis.Redis:
-    key = (os.getpid(), settings.REDIS_URL)
-    if key not in _clients:
-        _clients[key] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    return _clients[key]
+def shared(timeout_s: float = 2) -> redis.Redis:
+    key = (os.getpid(), settings.REDIS_URL, timeout_s)
+    with _lock:
+        if key not in _clients:
+            _clients[key] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout_s,
+                                                 socket_connect_timeout=timeout_s)
+        return _clients[key]
+
+
+def script(source: str, timeout_s: float = 2) -> Any:
+    """``source`` registered on ``shared(timeout_s)``: called, it runs by its digest (EVALSHA),
+    loaded again by redis-py should the server have lost it."""
+    client = shared(timeout_s)
+    key = (id(client), source)
+    with _lock:
+        if key not in _scripts:
+            _scripts[key] = client.register_script(source)
+        return _scripts[key]

@@ -27,8 +27,6 @@ import functools
 import hashlib
 import ipaddress
 import logging
-import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from aob_project import redis_client
 from aob_project.exceptions import AobError, ServiceUnavailable
 from aob_project.metrics import RATE_LIMITED
 from workflows.definition.ir import IR
@@ -91,17 +90,7 @@ class Layer:
     held: bool = False  # a place per call in flight (``release``), not a count per window
 
 
-_local: dict[tuple[int, str], tuple[redis.Redis, Any]] = {}
-_lock = threading.Lock()
-
-
-def _client() -> tuple[redis.Redis, Any]:
-    key = (os.getpid(), settings.REDIS_URL)
-    with _lock:
-        if key not in _local:
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-            _local[key] = (client, client.register_script(SCRIPT))
-        return _local[key]
+TIMEOUT_S = 1  # a request waits at most this on Redis (``redis_client``)
 
 
 def entry() -> str:
@@ -115,7 +104,7 @@ def check(layers: list[Layer], member: str | None = None) -> str | None:
     call ends."""
     if not settings.AOB_RATE_LIMITS_ENABLED or not layers:
         return None
-    _, script = _client()
+    script = redis_client.script(SCRIPT, TIMEOUT_S)
     now_ms = int(time.time() * 1000)
     member = member or entry()
     failed, count, retry_ms = script(keys=[layer.key for layer in layers],
@@ -144,7 +133,7 @@ def release(layers: list[Layer], member: str | None) -> None:
     held = [layer.key for layer in layers if layer.held]
     if member is None or not held:
         return
-    client, _ = _client()
+    client = redis_client.shared(TIMEOUT_S)
     try:
         with client.pipeline(transaction=False) as pipe:
             for key in held:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from django.conf import settings
@@ -122,7 +121,8 @@ def _bucket(owner_id: int, terms: Share, add_ms: float) -> float:
     """What the owner's bucket holds once drained and ``add_ms`` added (nothing, Redis unreachable)."""
     try:
         most = terms.burst_ms + terms.ms_per_s * MOST_OVER_S
-        return float(_script()(keys=[KEY.format(owner_id=owner_id)], args=[terms.ms_per_s / 1000, add_ms, most]))
+        held = redis_client.script(SCRIPT)(keys=[KEY.format(owner_id=owner_id)], args=[terms.ms_per_s / 1000, add_ms, most])
+        return float(held)
     except redis.RedisError as exc:
         logger.warning("shares.redis_unavailable", extra={"error": str(exc)})
         return 0.0
@@ -135,14 +135,3 @@ def _remember(owner_id: int, terms: Share, held: float) -> tuple[bool, float]:
         _known.clear()
     _known[owner_id] = (past, until)
     return past, until
-
-
-_scripts: dict[int, Any] = {}
-
-
-def _script() -> Any:
-    """The script, on this process's client (``redis_client.shared``: one per process)."""
-    client = redis_client.shared()
-    if id(client) not in _scripts:
-        _scripts[id(client)] = client.register_script(SCRIPT)
-    return _scripts[id(client)]
