@@ -500,10 +500,11 @@ AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS
 AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100)
 AOB_MAX_HOOKS_PER_OWNER = env_int("AOB_MAX_HOOKS_PER_OWNER", 100, within=(1, 100_000))
 # Webhooks: signed timestamps older (or newer) than this are refused; delivery ids are kept this
-# long for replay protection (a replay older than the tolerance is refused by its timestamp anyway).
-AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300)
+# long for replay protection. A timestamp up to the tolerance ahead is fresh until twice the
+# tolerance after it arrived: kept less (and a minute's slack), a replay of it would start a run again.
+AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300, within=(1, 86_400))
 AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 86400,
-                                        within=(AOB_HOOK_TOLERANCE_S, 36_500 * 86_400))  # a century
+                                        within=(2 * AOB_HOOK_TOLERANCE_S + 60, 36_500 * 86_400))  # a century
 # Secrets are encrypted with Fernet; the first key encrypts, every key decrypts (rotation).
 # Production refuses to start without one; development derives one from SECRET_KEY.
 AOB_SECRETS_KEYS = env_list("AOB_SECRETS_KEYS", "")

@@ -86,13 +86,14 @@ def test_aob_retention_days_inside_the_range_starts() -> None:
 
 @pytest.mark.parametrize(("name", "value", "rule"), [
     ("AOB_SCHEDULE_FIRING_RETENTION_DAYS", "0", "must be from 1 to 36500, not 0"),
-    ("AOB_HOOK_DELIVERY_RETENTION_S", "60", "must be from 300 to 3153600000, not 60"),  # a replay inside the tolerance
+    # a delivery signed the tolerance (300 s) ahead is fresh for 600 s: kept 300 s, its replay started a run
+    ("AOB_HOOK_DELIVERY_RETENTION_S", "600", "must be from 660 to 3153600000, not 600"),
     ("AOB_ARTIFACT_GRACE_S", "99999999999", "must be from 0 to 3153600000, not 99999999999"),
     ("AOB_RETENTION_BATCH_SIZE", "ten", "must be an integer, not 'ten'"),
 ])
 def test_every_other_age_the_prune_reads_is_bounded_at_start_up_and_named(name: str, value: str, rule: str) -> None:
     """Past a century, ``now -`` the age overflows and every prune fails; a delivery id kept less
-    than the signature tolerance lets a replay in."""
+    than twice the signature tolerance lets a replay in."""
     refused = start_up(**{name: value})
     assert refused.returncode != 0
     assert f"environment variable {name} {rule}" in refused.stderr

@@ -326,3 +326,41 @@ def test_a_deactivated_owners_hook_starts_no_run_and_the_sender_is_told_why(api,
     assert response.status_code == 403, response.json()
     assert response.json()["error"] == "owner_inactive"
     assert not Run.objects.exists() and not HookDelivery.objects.exists()
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_replays_of_a_captured_delivery_do_not_spend_the_owners_delivery_limit(api, user, settings):
+    """Each replay of one signed request passed its checks and was counted against the owner's
+    delivery limit before it was known as a repeat: one observer, from one address under the
+    anonymous limit, kept the owner's real deliveries refused (429) while the timestamp was fresh."""
+    limit = settings.AOB_RATE_USER_RUNS_PER_MIN
+    assert settings.AOB_RATE_ANON_PER_MIN > limit  # one address is enough
+    hook = make_hook(api, user)
+    ts = int(time.time())
+    first = deliver(hook, {"ref": "main"}, timestamp=ts, delivery="captured")
+    assert first.status_code == 202
+    replays = [deliver(hook, {"ref": "main"}, timestamp=ts, delivery=f"captured-{i % 2}") for i in range(limit)]
+    assert {r.status_code for r in replays} == {200}
+    assert {r.json()["run_id"] for r in replays} == {first.json()["run_id"]}
+    assert Run.objects.count() == 1
+
+    real = deliver(hook, {"ref": "release"}, delivery="the-owners-next-real-delivery")
+    assert real.status_code == 202, real.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("delivery_id", ["a\x00b", "line\nbreak", "x" * 201])
+def test_an_authenticated_delivery_with_a_bad_delivery_id_is_a_400_naming_the_header(api, user, delivery_id):
+    """The delivery id is a header the signature does not cover: a NUL in it reached the insert (a
+    500 behind a proxy that passes it; uvicorn refuses it before)."""
+    hook = make_hook(api, user)
+    ts = str(int(time.time()))
+    client = APIClient()
+    client.raise_request_exception = False
+    response = client.post(f"/api/v1/hooks/{hook['id']}", b"{}", content_type="application/json",
+                           HTTP_X_AOB_TIMESTAMP=ts, HTTP_X_AOB_DELIVERY=delivery_id,
+                           HTTP_X_AOB_SIGNATURE="sha256=" + signature_for(hook["secret"], ts, b"{}"))
+    assert response.status_code == 400, response.content[:200]
+    assert response.json()["details"] == {"field": "X-AOB-Delivery", "rule": "delivery_id"}
+    assert not HookDelivery.objects.exists() and not Run.objects.exists()

@@ -30,6 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from aob_project.exceptions import ValidationFailed
@@ -147,10 +148,18 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     expected = signature_for(secret, timestamp or "", body)
     valid = hmac.compare_digest(given.encode(), expected.encode())
     fresh = _fresh(timestamp)
-    if not (valid and fresh and hook is not None and hook.enabled and delivery_id
-            and len(delivery_id) <= MAX_DELIVERY_ID):
+    if not (valid and fresh and hook is not None and hook.enabled):
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
+    if not (delivery_id and len(delivery_id) <= MAX_DELIVERY_ID and delivery_id.isprintable()):
+        raise ValidationFailed(f"X-AOB-Delivery is the sender's id of this delivery: 1 to {MAX_DELIVERY_ID} "
+                               "printable characters", code="invalid_delivery_id",
+                               extra={"field": "X-AOB-Delivery", "rule": "delivery_id"})
+    # a repeat (a sender's retry, a captured request replayed) is answered before the owner's limit
+    # is spent on it: replays of one delivery would otherwise refuse the owner's real ones
+    first = _delivered(hook, delivery_id, expected)
+    if first is not None:
+        return first
     ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
     inputs = _inputs(hook, body, headers or {})
     try:
@@ -159,13 +168,20 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
             run = _start(hook, inputs, delivery_id)
             HookDelivery.objects.filter(pk=delivery.pk).update(run=run)
             Hook.objects.filter(pk=hook.pk).update(last_delivery_at=timezone.now())
-    except IntegrityError:
-        first = (HookDelivery.objects.filter(hook=hook, delivery_id=delivery_id).first()
-                 or HookDelivery.objects.filter(hook=hook, signature=expected).first())
-        logger.info("hook.duplicate_delivery", extra={"hook_id": hook.pk})
-        return Accepted(run=first.run if first else None, duplicate=True)
+    except IntegrityError:  # the same delivery, accepted by another request meanwhile
+        return _delivered(hook, delivery_id, expected) or Accepted(run=None, duplicate=True)
     logger.info("hook.delivered", extra={"hook_id": hook.pk, "run_id": str(run.pk)})
     return Accepted(run=run, duplicate=False)
+
+
+def _delivered(hook: Hook, delivery_id: str, signature: str) -> Accepted | None:
+    """The answer to a delivery whose id or signature the hook has had before: the first one's run."""
+    first = (HookDelivery.objects.filter(hook=hook).filter(Q(delivery_id=delivery_id) | Q(signature=signature))
+             .select_related("run").order_by("received_at", "pk").first())
+    if first is None:
+        return None
+    logger.info("hook.duplicate_delivery", extra={"hook_id": hook.pk})
+    return Accepted(run=first.run, duplicate=True)
 
 
 def _fresh(timestamp: str | None) -> bool:
