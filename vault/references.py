@@ -97,9 +97,11 @@ class SecretBox:
 
     def _forms(self) -> list[tuple[str, str]]:
         """Every form a secret this box handed out may take in text (as it is, URL-encoded, inside
-        a JSON string), longest first, with the label that replaces it."""
+        a JSON string, with or without its non-ASCII characters escaped: httpx sends them as they
+        are), longest first, with the label that replaces it."""
         return sorted(((form, f"[secret:{name}]") for name, secret in self.used.items() if secret
-                       for form in {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}),
+                       for form in {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1],
+                                    json.dumps(secret, ensure_ascii=False)[1:-1]}),
                       key=lambda pair: -len(pair[0]))
 
     def mask(self, value: Any) -> Any:

@@ -431,6 +431,30 @@ def test_a_secret_in_a_custom_header_or_the_body_never_follows_a_redirect_to_ano
     assert second.hits[-1].headers["X-Api-Key"] == value
 
 
+@pytest.mark.parametrize("value", ['Pässwört"42\\x', 'Passwort"42\\x', "Pässwört42"],
+                         ids=["non-ascii-and-escaped", "escaped", "non-ascii"])
+def test_a_secret_in_a_json_body_is_known_in_the_form_httpx_sends(
+        start_server: Callable[..., Server], settings: Any, value: str) -> None:
+    """httpx writes a JSON body with its non-ASCII characters as they are; the box knew a JSON
+    string's form with them escaped only, so a secret with both (an umlaut and a quote) was sent
+    on a 307 to another origin, and masked nowhere when a server echoed it (a red-team helper's
+    finding). Each value fails neither way now; the last two were refused before too."""
+    from vault.references import SecretBox
+
+    first, second = start_server(), start_server()
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+    box = SecretBox(1, loader=lambda owner, names: {name: value for name in names})
+    with box.active():
+        box.render("$secrets.API_KEY", None, str)
+        with pytest.raises(SSRFBlocked) as caught:
+            request(method="POST", url=first.url(f"/redirect?status=307&to={second.url('/echo')}"),
+                    json={"token": value})
+        assert caught.value.rule == "secret-redirect" and not second.hits
+        sent = request(method="POST", url=first.url("/echo"), json={"token": value}).json_body["body"]
+    assert json.loads(sent) == {"token": value}  # the body as the server received it, echoed back
+    assert box.mask({"body": sent}) == {"body": '{"token":"[secret:API_KEY]"}'}
+
+
 # --- one resolution, and the connection goes where it was judged ---------------------------------
 
 
