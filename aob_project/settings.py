@@ -499,6 +499,8 @@ AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS
 # Beat sends every schedule's firings itself (and runs the sweeper): one owner has at most this many.
 AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100)
 AOB_MAX_HOOKS_PER_OWNER = env_int("AOB_MAX_HOOKS_PER_OWNER", 100, within=(1, 100_000))
+# Secrets, listed whole (GET /api/v1/secrets, the triggers page) like hooks and schedules: one owner has at most this many.
+AOB_MAX_SECRETS_PER_OWNER = env_int("AOB_MAX_SECRETS_PER_OWNER", 200, within=(1, 100_000))
 # Webhooks: signed timestamps older (or newer) than this are refused; delivery ids are kept this
 # long for replay protection. A timestamp up to the tolerance ahead is fresh until twice the
 # tolerance after it arrived: kept less (and a minute's slack), a replay of it would start a run again.

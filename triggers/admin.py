@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.contrib import admin
 from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
@@ -158,13 +157,6 @@ class ScheduleAdmin(DeletedWithHistory, OwnedRowsAdmin):
     def get_readonly_fields(self, request, obj=None):
         # as on the API, a schedule's owner and workflow are chosen once, when it is made
         return [*self.readonly_fields, "owner", "workflow"] if obj else self.readonly_fields
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except AobError as exc:  # a rule the form saw hold, broken before the save (another save took the last slot)
-            self.message_user(request, exc.message, level=messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data

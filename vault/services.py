@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
@@ -30,8 +31,16 @@ def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
     if "\x00" in value:
         raise SecretInvalid("a secret's value must not contain NUL", extra={"field": "value", "rule": "nul"})
     with transaction.atomic():
-        secret, created = Secret.objects.select_for_update().get_or_create(
-            owner=owner, name=name, defaults={"ciphertext": crypto.encrypt(value)})
+        secret = Secret.objects.select_for_update().filter(owner=owner, name=name).first()
+        created = secret is None
+        if secret is None:
+            User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
+            limit = settings.AOB_MAX_SECRETS_PER_OWNER
+            if Secret.objects.filter(owner=owner).count() >= limit:
+                raise SecretInvalid(f"an owner has at most {limit} secrets (AOB_MAX_SECRETS_PER_OWNER); delete one "
+                                    "first", extra={"field": "name", "rule": "max_secrets", "limit": limit})
+            secret, created = Secret.objects.get_or_create(owner=owner, name=name,
+                                                           defaults={"ciphertext": crypto.encrypt(value)})
         if not created:
             secret.ciphertext = crypto.encrypt(value)
             secret.save(update_fields=["ciphertext", "updated_at"])

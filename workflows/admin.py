@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group
 from django.core.paginator import Paginator
 from django.db.models import F, Field, Func, JSONField, Model, QuerySet, TextField
 from django.db.models.functions import Cast, Left
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -190,6 +190,16 @@ class OwnedRowsAdmin(BoundedListAdmin):
         # one's own by default (and the only choice for staff who are not superusers, whose
         # autocomplete of users may be closed to them)
         return {self.owner_field: request.user.pk, **super().get_changeform_initial_data(request)}
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """The rows are saved through their services, whose rules hold on every surface: one broken
+        at the save (a schedule's or secret's last slot taken by another save meanwhile, a rule the
+        form does not check) is shown as a message, with nothing saved."""
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except AobError as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if not request.user.is_superuser and db_field.name == self.owner_field:

@@ -12,6 +12,7 @@ from django.test import Client
 
 from agents.models import AgentTurn
 from tests.agents.flows import agent, edge, finish, http, start, tool_messages
+from tests.conftest import client_for
 from vault.models import Secret
 from workflows.models import Event, NodeRun
 
@@ -161,3 +162,39 @@ def test_a_node_that_sends_a_secret_names_its_host_as_written(api):
         assert save(url, f"fixed-{i}", **secret).status_code == 201, url
     # and a node that sends no secret may go where its references say
     assert save("$nodes.prep.url", "no-secret", headers={"X-Trace": "${inputs.trace}"}).status_code == 201
+
+
+@pytest.mark.django_db
+def test_an_owners_secrets_are_capped_so_their_whole_list_stays_bounded(api, user, make_user, settings):
+    """Hooks and schedules are capped per owner as they are listed whole; secrets were not (one day
+    at the write limit stored some 36,000, and ``GET /secrets`` answered them all at once)."""
+    settings.AOB_MAX_SECRETS_PER_OWNER = 3
+    for name in ("A_KEY", "B_KEY", "C_KEY"):
+        assert api.put(f"/api/v1/secrets/{name}", {"value": "v" * 16}, format="json").status_code == 201
+    refused = api.put("/api/v1/secrets/D_KEY", {"value": "v" * 16}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["details"] == {"field": "name", "rule": "max_secrets", "limit": 3}
+    assert api.put("/api/v1/secrets/A_KEY", {"value": "w" * 16}, format="json").status_code == 200  # a new value
+    assert [s["name"] for s in api.get("/api/v1/secrets").json()] == ["A_KEY", "B_KEY", "C_KEY"]
+    other = client_for(make_user("bob"))  # the cap is each owner's
+    assert other.put("/api/v1/secrets/D_KEY", {"value": "v" * 16}, format="json").status_code == 201
+    api.delete("/api/v1/secrets/B_KEY")
+    assert api.put("/api/v1/secrets/D_KEY", {"value": "v" * 16}, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_the_admin_sets_a_secret_through_the_service_and_its_rules(user, settings):
+    """The admin wrote the ciphertext itself: no cap, and the service's rules unchecked there."""
+    settings.AOB_MAX_SECRETS_PER_OWNER = 1
+    admin = Client()
+    admin.force_login(type(user).objects.create_superuser("root", "root@example.com", "pw-root-123"))
+    made = admin.post("/admin/vault/secret/add/", {"owner": user.pk, "name": "FIRST", "value": "v" * 16})
+    assert made.status_code == 302
+    refused = admin.post("/admin/vault/secret/add/", {"owner": user.pk, "name": "SECOND", "value": "v" * 16},
+                         follow=True)
+    assert "An owner has at most 1 secrets (AOB_MAX_SECRETS_PER_OWNER)" in refused.content.decode()
+    assert list(Secret.objects.values_list("name", flat=True)) == ["FIRST"]
+    secret = Secret.objects.get()
+    assert admin.post(f"/admin/vault/secret/{secret.pk}/change/", {"value": "w" * 16}).status_code == 302
+    from vault.services import secret_values
+    assert secret_values(owner_id=user.pk, names={"FIRST"}) == {"FIRST": "w" * 16}
