@@ -13,18 +13,11 @@ from .approvals import approvals, approve, reject
 from .output import MODES, PRETTY, Output
 from .patches import patch
 from .runs import logs, run
-from .session import Session, pass_session
+from .session import Session, pass_session, warn_if_typed
 from .triggers import hook, prune, schedule, secret
 from .workflows import workflow
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-
-
-def _warn_if_typed(ctx: click.Context, name: str, instead: str) -> None:
-    """A secret given as an option is in every local account's `ps` and in the shell's history."""
-    if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
-        click.echo(f"warning: --{name} on the command line is visible to every account on this machine (ps) "
-                   f"and kept in your shell's history; use {instead}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +31,7 @@ def _warn_if_typed(ctx: click.Context, name: str, instead: str) -> None:
 @click.pass_context
 def cli(ctx: click.Context, api_url: str, output_mode: str, token: str | None) -> None:
     """Work with AOB workflows, runs, approvals and patches through its API."""
-    _warn_if_typed(ctx, "token", "AOB_TOKEN or `aob login`")
+    warn_if_typed(ctx, "token", "AOB_TOKEN or `aob login`")
     session = Session(api_url=config.normalize_url(api_url), output=Output(output_mode), token_override=token)
     ctx.obj = session
     ctx.call_on_close(session.close)
@@ -50,7 +43,7 @@ def cli(ctx: click.Context, api_url: str, output_mode: str, token: str | None) -
 @pass_session
 def login(session: Session, username: str, password: str) -> None:
     """Get an API token and keep it in your config dir (mode 0600), for this API URL only."""
-    _warn_if_typed(click.get_current_context(), "password", "the prompt (leave --password out)")
+    warn_if_typed(click.get_current_context(), "password", "the prompt (leave --password out)")
     answer = session.anonymous_client().post("auth/token", {"username": username, "password": password})
     path = config.credentials_save(api_url=session.api_url, token=answer["token"], username=answer["username"])
     session.output.emit({"username": answer["username"], "api_url": session.api_url, "config": str(path)},

@@ -9,7 +9,7 @@ import click
 
 from .client import segment
 from .output import short_time, table
-from .session import Session, json_file_or_text, json_object, pass_session
+from .session import Session, json_file_or_text, json_object, pass_session, warn_if_typed
 
 
 @click.group()
@@ -141,10 +141,15 @@ def secret_list(session: Session) -> None:
 
 @secret.command("set")
 @click.argument("name")
-@click.option("--value", prompt=True, hide_input=True, help="Prompted for (hidden) when not given.")
+@click.option("--value", prompt=True, hide_input=True,
+              help="Prompted for (hidden) when not given; - reads it from standard input (one trailing newline dropped).")
 @pass_session
 def secret_set(session: Session, name: str, value: str) -> None:
     """Set NAME (the value is never shown again)."""
+    if value == "-":
+        value = click.get_text_stream("stdin").read().removesuffix("\n").removesuffix("\r")
+    else:
+        warn_if_typed(click.get_current_context(), "value", "the prompt (leave --value out) or --value - with a pipe")
     answer = session.client.put(f"secrets/{segment(name)}", {"value": value})
     session.output.emit(answer, lambda d: click.echo(f"secret {d['name']} set"))
 

@@ -61,3 +61,19 @@ def test_the_console_script_is_installed():
     assert script.exists(), "run `make venv`: it installs the project (and its `aob` script) editable"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "workflow" in done.stdout
+
+
+def test_a_secret_value_typed_on_the_command_line_is_warned_against_and_a_pipe_or_the_prompt_is_not(as_alice, alice):
+    """``--value`` put a secret where ``--token`` and ``--password`` are warned against, silently."""
+    from vault.services import secret_values
+
+    typed = as_alice("secret", "set", "API_KEY", "--value", "s3cret-value-42")
+    assert typed.code == 0 and typed.err.splitlines() == [
+        "warning: --value on the command line is visible to every account on this machine (ps) and kept in your "
+        "shell's history; use the prompt (leave --value out) or --value - with a pipe"]
+    piped = as_alice("secret", "set", "PIPED_KEY", "--value", "-", input="from-a-pipe 42\n")
+    prompted = as_alice("secret", "set", "PROMPTED_KEY", input="from-the-prompt\n")
+    assert (piped.code, piped.err, prompted.code) == (0, "", 0), (piped.err, prompted.err)
+    assert "warning: --value" not in prompted.err  # (getpass warns that a pipe is not a terminal)
+    assert secret_values(owner_id=alice.pk, names={"API_KEY", "PIPED_KEY", "PROMPTED_KEY"}) == {
+        "API_KEY": "s3cret-value-42", "PIPED_KEY": "from-a-pipe 42", "PROMPTED_KEY": "from-the-prompt"}
