@@ -9,11 +9,23 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.admin import (
+    ClockedScheduleAdmin,
+    CrontabScheduleAdmin,
+    IntervalScheduleAdmin,
+    PeriodicTaskAdmin,
+    SolarScheduleAdmin,
+)
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
 
 from aob_project.exceptions import AobError
-from workflows.admin import OwnedRowsAdmin, ReadOnlyAdmin, latest_rows
+from workflows.admin import OwnedRowsAdmin, ReadOnlyAdmin, SuperusersOnly, latest_rows
 
 from .models import Hook, HookDelivery, Schedule, ScheduleFiring
 from .services import hooks, schedules
@@ -22,21 +34,28 @@ admin.site.unregister(PeriodicTask)
 
 
 @admin.register(PeriodicTask)
-class BeatEntryAdmin(PeriodicTaskAdmin):
+class BeatEntryAdmin(SuperusersOnly, PeriodicTaskAdmin):
     """django-celery-beat's page without the schedules' own entries: each is derived from its
     ``Schedule`` (changed, disabled and deleted on the Schedules page, through the services), and
     one changed, disabled or deleted here would leave its schedule saying one thing and beat doing
-    another. Deleting one elsewhere is refused (``Schedule.periodic_task`` protects it)."""
+    another. Deleting one elsewhere is refused (``Schedule.periodic_task`` protects it).
+    Superusers only, as every beat page: an entry sends any task with any arguments (a staff member
+    with its permissions fired another user's schedule, at slots of their choosing, as that user)."""
 
     def get_queryset(self, request: Any) -> Any:
         return super().get_queryset(request).exclude(task=schedules.FIRE_TASK)
 
 
+for model, beat_admin in ((IntervalSchedule, IntervalScheduleAdmin), (SolarSchedule, SolarScheduleAdmin),
+                          (ClockedSchedule, ClockedScheduleAdmin)):  # beat's other pages, superusers' as its entries'
+    admin.site.unregister(model)
+    admin.site.register(model, type(beat_admin.__name__, (SuperusersOnly, beat_admin), {}))
+
 admin.site.unregister(CrontabSchedule)
 
 
 @admin.register(CrontabSchedule)
-class CronAdmin(CrontabScheduleAdmin):
+class CronAdmin(SuperusersOnly, CrontabScheduleAdmin):
     """django-celery-beat's crontabs. A row a schedule's entry uses is read-only here: schedules with
     the same cron and time zone share it, so one edit would move every one of them while each
     ``Schedule.cron`` still said the old time (a schedule's cron is changed on the Schedules page,

@@ -175,6 +175,15 @@ class OwnedRowsAdmin(BoundedListAdmin):
     ``owner_field``; a row with none (a group's notification target) is a superuser's."""
 
     owner_field = "owner"
+    # whether staff who are not superusers see others' rows at all (read-only): not where a row
+    # holds a credential (a notification target's webhook URL is all one needs to post as its person)
+    others_visible = True
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        if self.others_visible or request.user.is_superuser:
+            return rows
+        return rows.filter(**{self.owner_field: request.user})
 
     def owns(self, request: HttpRequest, obj: Any) -> bool:
         user = request.user
@@ -212,11 +221,9 @@ class OwnedRowsAdmin(BoundedListAdmin):
 admin.site.unregister(TokenProxy)
 
 
-@admin.register(TokenProxy)
-class ApiTokenAdmin(TokenAdmin):
-    """DRF's page of API tokens, where a token is revoked (deleted), for superusers only: it names
-    every key (its list, its pages' titles, the admin's history), and a key is its user's password
-    to the API, so a staff member given the view permission would hold everyone's."""
+class SuperusersOnly:
+    """A page for superusers only, whatever permissions a staff member was given: what it shows or
+    does acts as anyone (see its admin's docstring)."""
 
     def has_module_permission(self, request):
         return request.user.is_superuser
@@ -224,7 +231,7 @@ class ApiTokenAdmin(TokenAdmin):
     def has_view_permission(self, request, obj=None):
         return request.user.is_superuser
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request, *args):
         return request.user.is_superuser
 
     def has_change_permission(self, request, obj=None):
@@ -232,6 +239,13 @@ class ApiTokenAdmin(TokenAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return request.user.is_superuser
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(SuperusersOnly, TokenAdmin):
+    """DRF's page of API tokens, where a token is revoked (deleted): it names every key (its list,
+    its pages' titles, the admin's history), and a key is its user's password to the API, so a
+    staff member given the view permission would hold everyone's."""
 
 
 # A filter's choices come from where their values are declared: Django's own, for a column without

@@ -276,3 +276,44 @@ def test_a_copy_of_a_schedule_s_crontab_made_in_beat_s_admin_does_not_break_the_
     second = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
 
     assert second.periodic_task.crontab_id == first.periodic_task.crontab_id  # the oldest row of that cron
+
+
+BEAT_PAGES = ["periodictask", "crontabschedule", "intervalschedule", "solarschedule", "clockedschedule"]
+
+
+def test_beat_s_pages_are_superusers_only_whatever_a_staff_member_was_given(admin_client: Client, user: Any,
+                                                                            make_user: Any) -> None:
+    """A beat entry sends any task with any arguments: a staff member given beat's permissions added
+    ``triggers.fire_schedule`` entries naming another user's schedule and future slots, and each
+    started a run as that user (a red-team helper's finding)."""
+    from django.contrib.auth.models import Permission
+    from django_celery_beat.models import IntervalSchedule
+
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    schedule = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+    helper = make_user("helper", is_staff=True)
+    helper.user_permissions.add(*Permission.objects.filter(content_type__app_label="django_celery_beat"))
+    staff = Client()
+    staff.force_login(helper)
+    every_day = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.DAYS)
+    entry = {"name": "fire", "regtask": "", "task": schedules.FIRE_TASK, "enabled": "on", "interval": every_day.pk,
+             "args": f'[{schedule.pk}, "2099-01-01T03:00:00+00:00"]', "kwargs": "{}", "headers": "{}"}
+
+    assert staff.post("/admin/django_celery_beat/periodictask/add/", entry).status_code == 403
+    for page in BEAT_PAGES:
+        assert staff.get(f"/admin/django_celery_beat/{page}/").status_code == 403, page
+        assert admin_client.get(f"/admin/django_celery_beat/{page}/").status_code == 200, page
+    assert "django_celery_beat" not in staff.get("/admin/").content.decode()
+    assert not PeriodicTask.objects.exclude(pk=schedule.periodic_task_id).exists()
+
+
+def test_a_firing_stamped_ahead_of_the_clock_starts_nothing(user: Any) -> None:
+    """Beat stamps a firing with the moment it sends it: a message naming a later moment is not
+    beat's, and would start the run of a slot that is not due."""
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    schedule = schedules.schedule_create(owner=user, workflow=workflow, cron="* * * * *")
+    ahead = timezone.now() + timedelta(hours=1)
+    assert schedules.schedule_fire(schedule_id=schedule.pk, fired_at=ahead) is None
+    assert not ScheduleFiring.objects.exists() and not Run.objects.exists()
+    now = schedules.schedule_fire(schedule_id=schedule.pk, fired_at=timezone.now())  # the control: due now
+    assert now is not None and now.outcome == "started"

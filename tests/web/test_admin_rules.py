@@ -139,3 +139,23 @@ def test_api_tokens_are_a_superusers_page_only(make_user: Any, user: Any) -> Non
     assert logged_in(viewer).get("/admin/authtoken/tokenproxy/").status_code == 403
     assert "authtoken" not in logged_in(viewer).get("/admin/").content.decode()
     assert key in logged_in(root).get("/admin/authtoken/tokenproxy/").content.decode()
+
+
+def test_staff_see_no_one_elses_notification_targets_a_webhook_url_is_a_credential(make_user: Any,
+                                                                                   user: Any) -> None:
+    """Others' rows are read-only to staff who are not superusers, but a target's webhook URL is
+    all one needs to post into its person's channel: the list and page showed it whole (a red-team
+    helper's finding). Now they see their own targets only; a superuser sees every one."""
+    from approvals.models import NotificationTarget
+
+    theirs = NotificationTarget.objects.create(user=user, webhook_url="https://hooks.example.com/T0/alice-token")
+    helper = staff_with(make_user, "helper", "view_notificationtarget", "add_notificationtarget",
+                        "change_notificationtarget")
+    mine = NotificationTarget.objects.create(user=helper, webhook_url="https://hooks.example.com/T0/helper-token")
+    client = logged_in(helper)
+    listed = client.get("/admin/approvals/notificationtarget/").content.decode()
+    assert "helper-token" in listed and "alice-token" not in listed
+    assert client.get(f"/admin/approvals/notificationtarget/{theirs.pk}/change/").status_code == 302  # not found
+    assert "helper-token" in client.get(f"/admin/approvals/notificationtarget/{mine.pk}/change/").content.decode()
+    root = logged_in(make_user("root", is_staff=True, is_superuser=True))
+    assert "alice-token" in root.get("/admin/approvals/notificationtarget/").content.decode()

@@ -199,7 +199,13 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None) -> Sche
         return None
     if not schedule.enabled:
         return None
-    fired_at = fired_at or timezone.now()
+    now = timezone.now()
+    fired_at = fired_at or now
+    if fired_at > now + timedelta(seconds=settings.AOB_SCHEDULE_GRACE_S):
+        # beat stamps the moment it sends: one ahead of this clock by more than the grace names a
+        # slot that is not due (a message not beat's), and is refused, never run ahead of its time
+        logger.warning("schedule.fired_ahead", extra={"schedule_id": schedule.pk, "fired_at": str(fired_at)})
+        return None
     slot = due_time(schedule, fired_at)
     late = (fired_at - slot).total_seconds() > settings.AOB_SCHEDULE_GRACE_S
     base = {"schedule": schedule, "fire_time": slot, "fired_at": fired_at}
