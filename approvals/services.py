@@ -9,6 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from approvals.exceptions import (
@@ -363,13 +365,22 @@ def _settle(approval: Approval, status: str, *, approved: bool, decision: str | 
                                                                                      else "rejected")))
 
 
-def approvals_expire_due() -> int:
+EXPIRE_BATCH = 500  # approvals one beat tick expires (as ``approvals_remind_due``'s); the rest next tick
+
+
+def approvals_expire_due(batch: int = EXPIRE_BATCH) -> int:
     """Apply ``on_timeout`` to approvals whose deadline passed; run by beat, so the wait survives
     any restart (nothing lives in memory). Each in its own transaction: one that cannot be applied
-    is logged and left, and never keeps the others' deadlines from applying."""
+    is logged and left, and never keeps the others' deadlines from applying. At most ``batch`` a
+    tick, the owners' in turn, each owner's earliest deadline first: one owner's thousands of due
+    gates took one task 11.6 s for 2,000, newest first, while another's, due minutes before,
+    waited behind all of them on the maintenance queue."""
     now = timezone.now()
     count = 0
-    for pk in Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now).values_list("pk", flat=True):
+    turn = Window(RowNumber(), partition_by=[F("run__owner_id")], order_by=[F("deadline").asc(), F("pk").asc()])
+    due = (Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now).annotate(turn=turn)
+           .order_by("turn", "deadline", "pk").values_list("pk", flat=True)[:batch])
+    for pk in due:
         try:
             count += _expire_one(pk, now)
         except Exception:

@@ -154,3 +154,32 @@ def test_one_gate_whose_deadline_cannot_apply_never_keeps_another_s_from_applyin
     assert gate.deadline <= timezone.now() + timedelta(days=366)  # approvals.services.MAX_WAIT_MS
     assert decide(boss, gate, True, "ok").status_code == 200
     assert finished(poisoned).status == "completed"
+
+
+def test_one_owners_due_gates_take_turns_with_anothers_in_bounded_ticks(db, make_user):
+    """``approvals.expire`` took every due approval in one task, newest first: one owner's 2,000 due
+    gates held it 11.6 s while another's, due five minutes earlier, was expired last (a red-team
+    helper's finding). Now a tick takes at most a batch, the owners in turn."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.services import approvals_expire_due
+    from tests.conftest import stored_run
+
+    alice, mallory = make_user("alice"), make_user("mallory")
+    now = timezone.now()
+    theirs = Approval.objects.create(run=stored_run(alice), node_id="review", approvers=["alice"],
+                                     deadline=now - timedelta(seconds=1), on_timeout="reject")
+    run = stored_run(mallory)
+    Approval.objects.bulk_create([Approval(run=run, node_id=f"g{i}", approvers=["mallory"], on_timeout="reject",
+                                           deadline=now - timedelta(minutes=5) + timedelta(milliseconds=i))
+                                  for i in range(30)])  # each due before alice's
+
+    assert approvals_expire_due(batch=10) == 10
+    theirs.refresh_from_db()
+    assert theirs.status == "expired"  # in the first tick, though 30 of mallory's were due before it
+    mallory_first = list(Approval.objects.filter(run=run, status="expired").values_list("node_id", flat=True))
+    assert sorted(mallory_first, key=lambda n: int(n[1:])) == [f"g{i}" for i in range(9)]  # hers earliest first
+    assert approvals_expire_due(batch=10) == 10 and approvals_expire_due(batch=100) == 11
+    assert not Approval.objects.filter(status="pending").exists()
