@@ -22,20 +22,25 @@ from workflows.definition.forms import form_problems
 from workflows.engine.execution import WAITING, park
 from workflows.registry import NodeContext, NodeFailed, executor
 
+# Who decides is written out, never a reference: an upstream output (an injected agent's answer, a
+# remote server's body) or a run's inputs (a hook sender's) would otherwise choose who approves the
+# gate, and who may read the run behind it. A username holds no "$" (Django's rule); a group's name
+# may not either.
+NAME = {"type": "string", "minLength": 1, "maxLength": 150, "pattern": r"^[^$]+$",
+        "description": "a username or group name, written out (no $ reference)"}
+
 CONFIG_SCHEMA = {
     "type": "object",
     "properties": {
         "message": {"type": "string", "maxLength": 20000},
-        "approvers": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 150},
-                      "maxItems": 100},
+        "approvers": {"type": "array", "items": NAME, "maxItems": 100},
         "required_approvals": {"type": "integer", "minimum": 1, "maximum": 100},
         "allow_self_approval": {"type": "boolean"},
         "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS},
         "remind_before_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS,
                              "description": "remind the approvers (email, webhooks) this long before timeout_ms ends"},
         "on_timeout": {"enum": ["approve", "reject", "fail", "escalate"]},
-        "escalate_to": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 150},
-                        "maxItems": 100},
+        "escalate_to": {"type": "array", "items": NAME, "maxItems": 100},
         "escalation_timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS},
         "form": {"type": "object"},
     },

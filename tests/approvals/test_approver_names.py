@@ -15,7 +15,7 @@ from django.test import Client
 from approvals import selectors
 from approvals.models import Approval
 from approvals.notifications import approval_notify
-from tests.approvals.runs import decide, events, finished, parked
+from tests.approvals.runs import decide, events, finished, parked, refund_flow
 from tests.conftest import client_for, stored_run
 from workflows import visibility
 from workflows.approvers import approver_names
@@ -142,3 +142,21 @@ def test_aob_create_user_refuses_a_groups_name(erin: User) -> None:
     assert not User.objects.filter(username="finance").exists()
     call_command("aob_create_user", "frank", stdout=io.StringIO())  # control
     assert User.objects.filter(username="frank").exists()
+
+
+@pytest.mark.parametrize("field", ["approvers", "escalate_to"])
+@pytest.mark.parametrize("name", ["$nodes.prepare.customer", "$inputs.approver", "${$nodes.prepare.customer}",
+                                  "team-${$inputs.team}"])
+def test_who_decides_is_written_out_never_chosen_by_an_upstream_output(api, field, name):
+    """An injected agent upstream (or a remote server's answer, or a hook sender's inputs) must not
+    choose who approves the gate (and who may then read the run): a reference among the approvers
+    is refused at save, as a sub-workflow's tag is. Before, it was resolved when the gate asked."""
+    review = {"approvers": [name] if field == "approvers" else ["bob"]}
+    if field == "escalate_to":
+        review.update(timeout_ms=60_000, on_timeout="escalate", escalate_to=[name])
+    response = api.post("/api/v1/workflows/validate", {"workflow": refund_flow(review)}, format="json")
+    assert [(p["path"], p["rule"]) for p in response.json()["errors"]] == [(f"/nodes/1/config/{field}/0",
+                                                                            "config.pattern")]
+    written = {"approvers": ["finance.team", "bob@example.com"], "escalate_to": ["boss"], "timeout_ms": 60_000,
+               "on_timeout": "escalate"}  # the control: names as people and groups have them
+    assert api.post("/api/v1/workflows/validate", {"workflow": refund_flow(written)}, format="json").json()["valid"]
