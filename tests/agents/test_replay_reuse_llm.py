@@ -65,3 +65,5 @@ def test_reuse_llm_must_be_a_boolean(engine, api, fake_llm):
     response = api.post(f"/api/v1/runs/{source.pk}/nodes/plan/replay", {"reuse_llm": "yes"}, format="json")
     assert response.status_code == 400
     assert "reuse_llm" in str(response.json())
+    a_list = api.post(f"/api/v1/runs/{source.pk}/nodes/plan/replay", [], format="json")  # was read as {}
+    assert a_list.status_code == 400 and a_list.json()["error"] == "validation_error", a_list.json()

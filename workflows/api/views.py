@@ -518,7 +518,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path=r"nodes/(?P<node_id>[A-Za-z0-9_\-]{1,200})/replay")
     def replay(self, request: Request, pk: str, node_id: str) -> Response:
         run = self._run(pk, change=True)
-        data = s.ReplayIn(data=request.data or {})
+        body = request.data  # no body at all is {}; any other body is judged, a list too
+        data = s.ReplayIn(data={} if isinstance(body, dict) and not body else body)
         data.is_valid(raise_exception=True)
         return _start_once(request, lambda record: runs.run_replay(
             run=run, node_id=node_id, user=request.user, request_id=_request_id(request),
