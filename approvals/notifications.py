@@ -42,6 +42,7 @@ from django.utils import timezone
 
 from aob_project.celery import app
 from approvals.models import Approval, Delivery, NotificationTarget
+from approvals.selectors import due_in_turns
 from workers.http import request
 from workers.http.exceptions import HTTPRequestError
 from workflows.approvers import by_own_name
@@ -354,11 +355,12 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
 
 def approvals_remind_due() -> int:
     """Queue one reminder for each pending approval whose reminder time has come, each in its own
-    transaction: one that fails is logged and left, and never keeps the others' from going out."""
+    transaction: one that fails is logged and left, and never keeps the others' from going out. At
+    most a batch a tick, the owners in turn (``due_in_turns``)."""
     now = timezone.now()
     count = 0
-    for pk, run_id in Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now,
-                                              reminded_at__isnull=True).values_list("pk", "run_id")[:500]:
+    due = Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True)
+    for pk, run_id in due_in_turns(due, "remind_at").values_list("pk", "run_id"):
         try:
             count += _remind_one(pk, run_id, now)
         except Exception:

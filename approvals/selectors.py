@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, User
-from django.db.models import Prefetch, Q, QuerySet, Subquery
+from django.db.models import F, Prefetch, Q, QuerySet, Subquery, Window
+from django.db.models.functions import RowNumber
 
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval
@@ -118,3 +119,14 @@ def approval_for_node(*, user: User, run: Run, node_id: str) -> Approval:
     if approval is None:
         raise ApprovalNotFound("no approval for that run and node")
     return approval
+
+
+DUE_BATCH = 500  # what one beat tick takes of the due approvals (expiries, reminders); the rest next tick
+
+
+def due_in_turns(due: QuerySet[Approval], when: str, batch: int = DUE_BATCH) -> QuerySet[Approval]:
+    """At most ``batch`` of ``due``, their runs' owners in turn (each owner's first, then each one's
+    second, ...), each owner's earliest ``when`` first: one owner's thousands of due gates cannot
+    hold back another's, due earlier, for the whole of a beat task on the maintenance queue."""
+    turn = Window(RowNumber(), partition_by=[F("run__owner_id")], order_by=[F(when).asc(), F("pk").asc()])
+    return due.annotate(turn=turn).order_by("turn", when, "pk")[:batch]

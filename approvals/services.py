@@ -9,8 +9,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F, Window
-from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from approvals.exceptions import (
@@ -23,7 +21,7 @@ from approvals.exceptions import (
 )
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
-from approvals.selectors import fill_decidable, is_approver
+from approvals.selectors import DUE_BATCH, due_in_turns, fill_decidable, is_approver
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.approvers import names_of_both
 from workflows.definition.forms import form_data_failure
@@ -365,22 +363,16 @@ def _settle(approval: Approval, status: str, *, approved: bool, decision: str | 
                                                                                      else "rejected")))
 
 
-EXPIRE_BATCH = 500  # approvals one beat tick expires (as ``approvals_remind_due``'s); the rest next tick
-
-
-def approvals_expire_due(batch: int = EXPIRE_BATCH) -> int:
+def approvals_expire_due(batch: int = DUE_BATCH) -> int:
     """Apply ``on_timeout`` to approvals whose deadline passed; run by beat, so the wait survives
     any restart (nothing lives in memory). Each in its own transaction: one that cannot be applied
     is logged and left, and never keeps the others' deadlines from applying. At most ``batch`` a
-    tick, the owners' in turn, each owner's earliest deadline first: one owner's thousands of due
-    gates took one task 11.6 s for 2,000, newest first, while another's, due minutes before,
-    waited behind all of them on the maintenance queue."""
+    tick, the owners in turn (``due_in_turns``): one owner's 2,000 due gates held one task 11.6 s,
+    newest first, while another's, due minutes before, was expired last."""
     now = timezone.now()
     count = 0
-    turn = Window(RowNumber(), partition_by=[F("run__owner_id")], order_by=[F("deadline").asc(), F("pk").asc()])
-    due = (Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now).annotate(turn=turn)
-           .order_by("turn", "deadline", "pk").values_list("pk", flat=True)[:batch])
-    for pk in due:
+    due = due_in_turns(Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now), "deadline", batch)
+    for pk in due.values_list("pk", flat=True):
         try:
             count += _expire_one(pk, now)
         except Exception:
