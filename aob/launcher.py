@@ -280,6 +280,11 @@ def up(args: argparse.Namespace) -> int:
     python = sys.executable
     try:
         env = services.start(os.environ)
+        if not production_mode(env) and not env.get("AOB_DEMO_PASSWORD"):
+            # the demo user is a superuser on 127.0.0.1, which every account of the machine reaches:
+            # its password is made once and kept in a file its owner only reads, as Flower's
+            env = {**env, "AOB_DEMO_PASSWORD": demo_password(args.data_dir)}
+            args.demo_password_in = demo_password_path(args.data_dir)
         log_path = args.data_dir / "aob.log"
         # every process's output (requests, errors, what they name): its owner's only, as runtime.env
         log_path.unlink(missing_ok=True)
@@ -296,7 +301,9 @@ def up(args: argparse.Namespace) -> int:
             log("production mode (AOB_PRODUCTION): no demo user; create users with manage.py aob_create_user")
         elif "aob_demo" in probe["commands"]:
             lines = children.run_step("demo", [*manage, "aob_demo"], stop)
-            args.demo_login = (env.get("AOB_DEMO_USER") or "demo", env.get("AOB_DEMO_PASSWORD") or "demo-password")
+            where = getattr(args, "demo_password_in", None)
+            args.demo_login = (env.get("AOB_DEMO_USER") or "demo",
+                               f"password in {_shown(where)}" if where else "the password in AOB_DEMO_PASSWORD")
             args.demo_token = next((line.split(":", 1)[1].strip() for line in lines
                                     if line.startswith("API token:")), None)
         else:
@@ -362,6 +369,15 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def demo_password_path(data_dir: Path) -> Path:
+    return data_dir / "demo" / "password"
+
+
+def demo_password(data_dir: Path) -> str:
+    """The demo user's password under ``make up``: made once, kept in a file only its owner reads."""
+    return password_in(demo_password_path(data_dir))
+
+
 def flower_password(data_dir: Path) -> str:
     """Flower's password under ``make up``: made once, kept in a file only its owner reads."""
     return password_in(data_dir / "flower" / "password")
@@ -378,7 +394,7 @@ def banner(args: argparse.Namespace) -> str:
                  f"user aob, password in {_shown(data_dir / 'flower' / 'password')}" if data_dir else "user aob")
         lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/  ({login})")
     if getattr(args, "demo_login", None):
-        lines.append("Login     {} / {}  (the demo user, UI and admin)".format(*args.demo_login))
+        lines.append("Login     {}, {}  (the demo user, UI and admin)".format(*args.demo_login))
     token = getattr(args, "demo_token", None)
     if token:
         lines.append(f"Token     {token}  (header: Authorization: Token {token})")

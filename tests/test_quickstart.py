@@ -123,7 +123,12 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         assert (data_dir / "aob.log").stat().st_size > 0
 
         token = re.search(r"Token     (\w+)", banner).group(1)
-        readme = run_readme_examples(port)
+        # the demo superuser's password: made once, its owner's only, never printed or published
+        demo_password = (data_dir / "demo" / "password").read_text().strip()
+        assert stat.S_IMODE((data_dir / "demo" / "password").stat().st_mode) == 0o600
+        assert demo_password not in output.read_text() and "demo-password" not in (ROOT / "README.md").read_text()
+        assert f"Login     demo, password in {data_dir}/demo/password" in banner, banner
+        readme = run_readme_examples(port, data_dir)
         assert '"username":"demo"' not in readme  # (the token call prints only through python)
         assert '"output":{"text":"hello Ada!"}' in readme, readme[-3000:]
         assert '"status":"cancelled"' in readme and '"replay_of":' in readme, readme[-3000:]
@@ -183,10 +188,11 @@ def readme_block() -> str:
     return section.split("```sh\n", 1)[1].split("\n```", 1)[0]
 
 
-def run_readme_examples(port: int) -> str:
-    """Run the block with bash from the project folder, against this stack's port; curl fails on an
-    HTTP error (its body still printed), so every example must succeed."""
-    script = readme_block().replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}")
+def run_readme_examples(port: int, data_dir: Path) -> str:
+    """Run the block with bash from the project folder, against this stack's port and data folder;
+    curl fails on an HTTP error (its body still printed), so every example must succeed."""
+    script = readme_block().replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}").replace(
+        ".aob/", f"{data_dir}/")
     prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; echo; }\n'
     done = subprocess.run(["bash", "-c", prelude + script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)

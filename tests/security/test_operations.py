@@ -108,3 +108,32 @@ def test_compose_flower_requires_basic_auth():
     command = services["flower"]["command"]
     assert any(part.startswith("--basic-auth=${FLOWER_BASIC_AUTH:?") for part in command), command
     assert "FLOWER_BASIC_AUTH=" in (ROOT / ".env.example").read_text()
+
+
+@pytest.mark.django_db
+def test_the_demo_superuser_never_answers_to_a_published_password(monkeypatch):
+    """``aob_demo`` (run by every ``make up``) made ``demo`` a superuser with the README's password
+    ``demo-password``, set again at each start, on a port every account of the machine reaches (a
+    red-team helper logged in to /admin/ with it). Now ``make up`` passes a password it made once
+    and keeps in a 0600 file (tests/test_quickstart.py); run by itself, a new user gets a new one,
+    shown once, and a later run leaves it alone."""
+    import io
+
+    from django.core.management import call_command
+    from django.test import Client
+
+    monkeypatch.delenv("AOB_DEMO_PASSWORD", raising=False)
+    monkeypatch.delenv("AOB_DEMO_USER", raising=False)
+    out = io.StringIO()
+    call_command("aob_demo", stdout=out)
+    shown = out.getvalue().split("Demo login: demo / ", 1)[1].split()[0]
+    demo = User.objects.get(username="demo")
+    assert demo.is_superuser and demo.check_password(shown) and not demo.check_password("demo-password")
+    again = io.StringIO()
+    call_command("aob_demo", stdout=again)  # the next start: the password stays, and is not shown
+    assert User.objects.get(username="demo").check_password(shown) and shown not in again.getvalue()
+    refused = Client().post("/admin/login/?next=/admin/", {"username": "demo", "password": "demo-password"})
+    assert refused.status_code == 200  # the form again: no session
+    monkeypatch.setenv("AOB_DEMO_PASSWORD", "chosen-by-its-owner-42")  # as make up passes the kept one
+    call_command("aob_demo", stdout=io.StringIO())
+    assert User.objects.get(username="demo").check_password("chosen-by-its-owner-42")

@@ -27,7 +27,7 @@ class StopAfterOneLook:
 
 def test_up_prints_every_url_and_the_demo_login(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     monkeypatch.setattr(launcher, "port_open", lambda port: True)
-    args = argparse.Namespace(port=8123, flower_port=5566, no_flower=False, demo_login=("demo", "demo-password"),
+    args = argparse.Namespace(port=8123, flower_port=5566, no_flower=False, demo_login=("demo", "password in /srv/aob-data/demo/password"),
                               demo_token="abc123", data_dir=Path("/srv/aob-data"))
     with pytest.raises(launcher.Stop):
         launcher.supervise(NoDeaths(), StopAfterOneLook(), args)
@@ -35,7 +35,7 @@ def test_up_prints_every_url_and_the_demo_login(monkeypatch: pytest.MonkeyPatch,
     for line in ("UI        http://127.0.0.1:8123/", "Admin     http://127.0.0.1:8123/admin/",
                  "API base  http://127.0.0.1:8123/api/v1/", "API docs  http://127.0.0.1:8123/api/v1/docs/",
                  "Flower    http://127.0.0.1:5566/  (user aob, password in /srv/aob-data/flower/password)",
-                 "Login     demo / demo-password", "Logs: /srv/aob-data/aob.log",
+                 "Login     demo, password in /srv/aob-data/demo/password", "Logs: /srv/aob-data/aob.log",
                  "Token     abc123  (header: Authorization: Token abc123)"):
         assert line in out, out
 

@@ -1,9 +1,11 @@
-"""Set up the demo: a demo user (admin too), its token, and the example workflows."""
+"""Set up the demo: a demo user (admin too, with a password of its own, never a published one), its
+token, and the example workflows."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,17 @@ class Command(BaseCommand):
             raise CommandError("aob_demo refuses to run in production mode (AOB_PRODUCTION): it creates a staff "
                                "user with a known password")
         username = os.environ.get("AOB_DEMO_USER", "demo")
-        password = os.environ.get("AOB_DEMO_PASSWORD", "demo-password")
+        # never a published default: 127.0.0.1 is every account's of the machine. ``make up`` passes
+        # the one it keeps in its data folder; run by itself, a new user gets a new one, shown once
+        password = os.environ.get("AOB_DEMO_PASSWORD", "")
         try:
-            user, _ = user_get_or_create(username=username)
+            user, created = user_get_or_create(username=username)
         except AobError as exc:
             raise CommandError(exc.message) from None
-        user.set_password(password)
+        if not password and (created or not user.password or not user.has_usable_password()):
+            password = secrets.token_urlsafe(24)
+        if password:
+            user.set_password(password)
         user.is_staff = user.is_superuser = True
         user.save()
         token, _ = Token.objects.get_or_create(user=user)
@@ -43,6 +50,10 @@ class Command(BaseCommand):
                 loaded.append(path.stem)
             except AobError as exc:
                 self.stderr.write(f"example {path.name} is invalid: {exc.message}")
-        self.stdout.write(f"Demo login: {username} / {password}  (web UI and /admin/)")
+        if password and not os.environ.get("AOB_DEMO_PASSWORD"):
+            self.stdout.write(f"Demo login: {username} / {password}  (web UI and /admin/; shown this once)")
+        else:
+            self.stdout.write(f"Demo login: {username}  (web UI and /admin/; the password "
+                              f"{'in AOB_DEMO_PASSWORD' if password else 'unchanged'})")
         self.stdout.write(f"API token:  {token.key}")
         self.stdout.write(f"Examples:   {', '.join(loaded) or 'none'}")
