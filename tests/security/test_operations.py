@@ -103,6 +103,20 @@ def test_production_mode_never_creates_the_demo_user():
     assert not User.objects.filter(username="demo").exists()
 
 
+def test_compose_requires_its_own_secret_key_and_secrets_keys():
+    """The compose web app listens on every interface: with ``.env.example`` copied as it is, it ran
+    on settings.py's public development key, from which the Fernet key of every stored secret was
+    derived (a red-team helper's finding): a dump of the database was as good as plaintext."""
+    app_env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-app"]["environment"]
+    assert app_env["SECRET_KEY"].startswith("${SECRET_KEY:?"), app_env
+    assert app_env["AOB_SECRETS_KEYS"].startswith("${AOB_SECRETS_KEYS:?"), app_env
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    apps = [name for name, service in services.items() if service.get("image") == "aob:latest"]
+    assert "web" in apps and all(services[name]["environment"]["SECRET_KEY"] == app_env["SECRET_KEY"]
+                                 for name in apps)  # every process of the app, the web's first
+    assert "SECRET_KEY=" in (ROOT / ".env.example").read_text()
+
+
 def test_compose_flower_requires_basic_auth():
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     command = services["flower"]["command"]
