@@ -28,6 +28,7 @@ import hashlib
 import ipaddress
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,8 +242,10 @@ def check_anonymous(*, address: str) -> None:
 
 def check_login(*, address: str, username: str) -> None:
     """One login attempt, counted for its address and for the username it tries (whatever the
-    outcome: a password guess costs the same whether it is right)."""
-    name = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+    outcome: a password guess costs the same whether it is right). The username as the login form
+    reads it (NFKC, Django's ``UsernameField``), and any case: ``ｂｏｂ`` is bob's account, so it
+    is bob's count too (it was a fresh one, and every letter has several such spellings)."""
+    name = hashlib.sha256(unicodedata.normalize("NFKC", username).strip().casefold().encode()).hexdigest()[:32]
     _fail_open([
         Layer(f"aob:rl:login:addr:{address}", settings.AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN, "login_rate_limit_exceeded",
               "login attempts from one address"),

@@ -129,6 +129,10 @@ def test_login_is_limited_per_username_across_addresses_and_surfaces(make_user):
                                        REMOTE_ADDR="198.51.100.250"), "login_rate_limit_exceeded")
     refused_for_rate(APIClient().post("/api/v1/auth/token", {"username": "BOB", "password": "x"}, format="json",
                                       REMOTE_ADDR="198.51.100.251"), "login_rate_limit_exceeded")
+    # the login form reads a name as NFKC: fullwidth "ｂｏｂ" is bob's account, so it is bob's count
+    # (it was a fresh one, and logged in as bob past his spent limit: a red-team helper's finding)
+    refused_for_rate(Client().post("/login/", {"username": "\uff42\uff4f\uff42", "password": "right-password-2"},
+                                   REMOTE_ADDR="198.51.100.253"), "login_rate_limit_exceeded")
     # another user is not locked out by bob's attacker
     logged_in = Client().post("/login/", {"username": "carol", "password": "right-password-3"},
                               REMOTE_ADDR="198.51.100.252")
