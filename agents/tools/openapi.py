@@ -71,6 +71,9 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
         value = params.pop(name)
         value = value if isinstance(value, str) else json.dumps(value)  # true, not Python's True
         if where == "path":
+            if value in ("", ".", ".."):  # a dot segment is removed on the way (RFC 3986): another path
+                raise ToolError(f"path parameter {name!r} may not be empty, '.' or '..': it would leave the "
+                                "operation's path")
             path = path.replace("{" + name + "}", quote(value, safe=""))
         elif where == "query":
             query[name] = value

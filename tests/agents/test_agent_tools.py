@@ -54,12 +54,16 @@ def test_openapi_action_calls_an_operation_of_a_registered_spec(engine, api, fak
     get = {"api": "remote", "operation_id": "getItem", "parameters": {"item_id": "a b", "verbose": True}}
     missing = {"api": "remote", "operation_id": "getItem"}
     unknown = {"api": "nowhere", "operation_id": "x"}
-    fake_llm.reset([{"tool_calls": [("openapi_action", a) for a in (create, get, missing, unknown)]}, TEXT])
+    # ".." went out unencoded and the client removed the dot segment: GET /echo, no operation of the
+    # spec, with the node's credentials for the API (a red-team helper's finding)
+    climbs = [{"api": "remote", "operation_id": "getItem", "parameters": {"item_id": dots}} for dots in ("..", ".")]
+    fake_llm.reset([{"tool_calls": [("openapi_action", a) for a in (create, get, missing, unknown, *climbs)]}, TEXT])
 
     run = finish(start(api, [agent(tools=["openapi_action"])]))
 
     assert run.status == "completed", run.error
-    created, got, no_param, no_api = [c["result"] for c in node(run, "plan").output["tool_calls"]]
+    created, got, no_param, no_api, *climbed = [c["result"] for c in node(run, "plan").output["tool_calls"]]
+    assert all(c["status"] == "error" and "'.' or '..'" in c["message"] for c in climbed), climbed
     assert created["status"] == "success" and created["status_code"] == 200
     assert created["body"]["method"] == "POST" and created["body"]["json"] == {"sku": "A-1", "qty": 2}
     assert got["body"]["path"] == "/echo/items/a%20b" and got["body"]["query"] == {"verbose": ["true"]}
