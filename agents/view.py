@@ -96,7 +96,7 @@ _RULES = {
     "gate_bypass": "an edge may not route around a human gate",
     "agent_privilege": "an agent may not grant more than it has",
     "secret_reference": "an agent may not name credentials",
-    "duplicate_edge": "an edge may appear once",
+    "unique_edge": "an edge may appear once",
     "max_run_nodes": "the run has as many nodes as it may",
     "excessive_agent_nodes": "the run's spawn limit is reached",
     "ssrf": "the URL is not allowed by the outbound policy",

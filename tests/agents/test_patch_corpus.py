@@ -722,13 +722,13 @@ CORPUS = [
     row("privilege-person-is-trusted", INVOICE, PLANNING, PERSON,
         after("plan", agent("helper", tools=["openapi_action", "delegate_to_agent"])), "applied"),
 
-    # --- duplicate_edge --------------------------------------------------------------------------------
-    row("duplicate-edge", INVOICE, PLANNING, PLAN, [add_edge("plan", "fetch")], "duplicate_edge", 0),
+    # --- unique_edge (the definition's rule, every save and patch alike) --------------------------------
+    row("duplicate-edge", INVOICE, PLANNING, PLAN, [add_edge("plan", "fetch")], "unique_edge", 0),
     row("duplicate-edge-other-condition", INVOICE, PLANNING, PERSON, [add_edge("plan", "fetch", "true")],
-        "duplicate_edge", 0),
-    row("duplicate-edge-copied", INVOICE, PLANNING, PLAN, [copy_("/edges/0", "/edges/-")], "duplicate_edge", 0),
+        "unique_edge", 0),
+    row("duplicate-edge-copied", INVOICE, PLANNING, PLAN, [copy_("/edges/0", "/edges/-")], "unique_edge", 0),
     row("duplicate-gate-edge-by-person", INVOICE, PLANNING, PERSON, [add("/edges/0", edge("review", "pay"))],
-        "duplicate_edge", 0),
+        "unique_edge", 0),
 
     # --- max_run_nodes (AOB_RUN_MAX_NODES) ---------------------------------------------------------------
     row("growth-past-the-cap", INVOICE, PLANNING, PERSON,
@@ -1093,7 +1093,7 @@ def test_the_corpus_is_large_and_covers_every_rule():
         "rfc6902", "max_operations", "config.additionalProperties", "schema.required", "edge_node_exists",
         "entry_node", "acyclic", "history_immutable", "type_immutable", "metadata_immutable", "gate_immutable",
         "unreachable_node", "gate_approvers", "gate_timeout_approve", "gate_outcome", "gate_bypass",
-        "agent_privilege", "duplicate_edge", "max_run_nodes", "excessive_agent_nodes", "ssrf",
+        "agent_privilege", "unique_edge", "max_run_nodes", "excessive_agent_nodes", "ssrf",
         "approved_action_started", "patch_policy", "unknown_proposer", "unknown_node_type", "node_id_length",
         "applied", "pending_approval", "noop"}
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -61,7 +60,6 @@ class Rule(StrEnum):
     GATE_BYPASS = "gate_bypass"
     AGENT_PRIVILEGE = "agent_privilege"
     SECRET_REFERENCE = "secret_reference"  # noqa: S105 - a rule's name, not a secret
-    DUPLICATE_EDGE = "duplicate_edge"
     MAX_RUN_NODES = "max_run_nodes"
     EXCESSIVE_AGENT_NODES = "excessive_agent_nodes"
     SSRF = "ssrf"
@@ -199,7 +197,6 @@ class _Judgement:
         if self.proposer.agent:
             self.check_privileges()
             self.check_credentials()
-        self.check_duplicate_edges()
         self.check_growth()
         spawned = self.check_spawn()
         self.check_ssrf()
@@ -458,15 +455,6 @@ class _Judgement:
             if node.get("type") == "workflow":
                 self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not add, change or loop back to "
                             "a workflow (sub-workflow) node", _written(node_id), node_id=node_id)
-
-    def check_duplicate_edges(self) -> None:
-        before = Counter((e["from"], e["to"]) for e in self.before.get("edges", []))
-        after = Counter((e["from"], e["to"]) for e in self.after.get("edges", []))
-        for pair, count in after.items():
-            if count > 1 and count > before.get(pair, 0):
-                self.refuse(Rule.DUPLICATE_EDGE, f"edge {pair[0]!r} → {pair[1]!r} is already there",
-                            lambda doc, p=pair: sum(1 for e in doc.get("edges", []) if (e.get("from"),
-                                                                                         e.get("to")) == p))
 
     def check_growth(self) -> None:
         cap, count = settings.AOB_RUN_MAX_NODES, len(self.after["nodes"])
