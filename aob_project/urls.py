@@ -19,5 +19,6 @@ urlpatterns = [
     path("", include("workflows.web.urls")),
 ]
 
+handler400 = "workflows.api.errors.json_400"
 handler404 = "workflows.api.errors.json_404"
 handler500 = "workflows.api.errors.json_500"

@@ -216,3 +216,13 @@ def test_a_nul_character_in_a_query_filter_is_a_400(api):
     body = assert_error(api.get(f"{API}/runs", {"tag": "a\x00b"}), 400, "validation_error")
 
     assert body["details"]["field"] == "tag"
+
+
+@pytest.mark.django_db
+def test_more_query_parameters_than_django_reads_is_a_json_400_naming_the_rule(api):
+    """Django refuses past DATA_UPLOAD_MAX_NUMBER_FIELDS before any view: its HTML page answered (a
+    red-team helper's finding); every error is JSON."""
+    response = api.get("/api/v1/runs?" + "&".join(f"p{i}=1" for i in range(1100)))
+    assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
+    assert response.json() == {"error": "bad_request", "message": "at most 1000 parameters a request",
+                               "details": {"rule": "too_many_fields_sent"}}

@@ -134,6 +134,18 @@ def database_error(exc: Exception) -> ServiceUnavailable:
                               extra={"rule": "database_busy", "sqlstate": sqlstate})
 
 
+def json_400(request: Any, exception: Exception | None = None) -> JsonResponse:
+    """A request Django refuses before any view (a ``SuspiciousOperation``: more than
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` parameters, a malformed host or cookie): JSON naming the
+    rule, as every other error (it was Django's HTML page)."""
+    rule = type(exception).__name__ if exception is not None else "BadRequest"
+    rule = "".join(f"_{c.lower()}" if c.isupper() else c for c in rule).lstrip("_")  # TooManyFieldsSent: too_many_...
+    message = {"too_many_fields_sent": f"at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters a request",
+               "too_many_files_sent": f"at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files a request"}.get(
+        rule, "the request is malformed")
+    return JsonResponse(body("bad_request", message, {"rule": rule}), status=400)
+
+
 def json_404(request: Any, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(body("not_found", f"no such endpoint: {request.path}"), status=404)
 
