@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
 import logging
 import select
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,16 @@ def _quiet_or_usable(wrapper: Any, is_usable: Any) -> bool:
     return bool(is_usable())
 
 
+async def _answer_timeout(send: Any) -> None:
+    limit = settings.AOB_BODY_READ_S
+    body = json.dumps({"error": "request_timeout", "message": f"the request's body did not arrive whole within {limit:g} s",
+                       "details": {"rule": "body_read_timeout", "limit_s": limit}}).encode()
+    await send({"type": "http.response.start", "status": 408,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ThreadPoolHandler(ASGIHandler):
     def __init__(self) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler's: its middleware chain is the async one
@@ -101,9 +112,13 @@ class ThreadPoolHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        try:
-            body_file = await self.read_body(receive)
+        try:  # before any view: nobody is known yet, so the deadline is the only bound on a slow sender
+            body_file = await asyncio.wait_for(self.read_body(receive), settings.AOB_BODY_READ_S)
         except RequestAborted:
+            return
+        except TimeoutError:
+            logger.info("web.body_read_timeout", extra={"path": scope.get("path"), "within_s": settings.AOB_BODY_READ_S})
+            await _answer_timeout(send)
             return
         loop = asyncio.get_running_loop()
         try:

@@ -193,6 +193,9 @@ AOB_FLOWER_URL = env_str("AOB_FLOWER_URL", "http://127.0.0.1:5555/")
 # A request body over this is refused: by its declared Content-Length before it is read
 # (aob_project/asgi.py), else while it streams in.
 AOB_MAX_BODY_BYTES = env_int("AOB_MAX_BODY_BYTES", 1024 * 1024)
+# A request's body not whole within this many seconds is answered 408 and let go (aob_project/
+# http_handler.py): 150 connections that each sent all but a byte held 165 MiB of the web process.
+AOB_BODY_READ_S = env_float("AOB_BODY_READ_S", 30.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = AOB_MAX_BODY_BYTES
 # A workflow definition (saved, or a run's patched version) as compact JSON; JSON Patch
 # application stops as soon as a document would pass it (workflows/services/definitions.py).
