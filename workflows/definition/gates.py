@@ -8,10 +8,12 @@ voids the decision instead of riding on it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 GATE = "hitl"
 LOOP_TARGETS = ("loop_back_to", "break_path", "timeout_path")
@@ -23,8 +25,48 @@ _OUTCOMES = {"output.approved", "!output.approved", "output.approved==true", "ou
 _OUTCOMES |= {f'output.decision{op}"{value}"' for op in ("==", "!=") for value in ("approved", "rejected", "expired")}
 
 
+_MEMO: contextvars.ContextVar[dict[tuple[str, int], tuple[Any, Any]] | None] = contextvars.ContextVar(
+    "gates_memo", default=None)
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def memo() -> Iterator[None]:
+    """Within: each definition's graph (nodes, successors, predecessors, entries) is built once, not
+    once a gate. For a caller that changes no definition meanwhile (a patch's judgement: a
+    one-operation patch on a run of 480 gates and 30,000 edges rebuilt the adjacency 2,402 times,
+    26 s of a web thread with the run locked). What these return is then shared: read it only."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+@contextlib.contextmanager
+def unmemoized() -> Iterator[None]:
+    """Within ``memo()``: for a caller that changes a definition in place (a probe applying a patch's
+    operations one at a time to one document), every graph built anew."""
+    token = _MEMO.set(None)
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _memoized(kind: str, of: Any, build: Callable[[], T]) -> T:
+    kept = _MEMO.get()
+    if kept is None:
+        return build()
+    hit = kept.get((kind, id(of)))
+    if hit is None or hit[0] is not of:  # the object itself is kept with it: its id is not reused meanwhile
+        hit = kept[(kind, id(of))] = (of, build())
+    return hit[1]
+
+
 def nodes_by_id(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and isinstance(n.get("id"), str)}
+    return _memoized("nodes", definition, lambda: {
+        n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and isinstance(n.get("id"), str)})
 
 
 def gates(definition: dict[str, Any]) -> list[str]:
@@ -49,6 +91,10 @@ def jumps(node: dict[str, Any]) -> list[str]:
 
 def successors(definition: dict[str, Any]) -> dict[str, list[str]]:
     """Every way control can move from a node: its edges, and a loop node's jump and exits."""
+    return _memoized("successors", definition, lambda: _successors(definition))
+
+
+def _successors(definition: dict[str, Any]) -> dict[str, list[str]]:
     adjacency: dict[str, list[str]] = {node_id: [] for node_id in nodes_by_id(definition)}
     for edge in definition.get("edges", []):
         if isinstance(edge, dict) and edge.get("from") in adjacency and edge.get("to") in adjacency:
@@ -72,6 +118,10 @@ def reachable(adjacency: dict[str, list[str]], starts: Iterable[str], avoid: str
 
 
 def predecessors(adjacency: dict[str, list[str]]) -> dict[str, list[str]]:
+    return _memoized("predecessors", adjacency, lambda: _predecessors(adjacency))
+
+
+def _predecessors(adjacency: dict[str, list[str]]) -> dict[str, list[str]]:
     reverse: dict[str, list[str]] = {node: [] for node in adjacency}
     for source, targets in adjacency.items():
         for target in targets:
@@ -81,8 +131,11 @@ def predecessors(adjacency: dict[str, list[str]]) -> dict[str, list[str]]:
 
 def entries(definition: dict[str, Any]) -> list[str]:
     """Nodes no edge leads to: where a run starts."""
-    targets = {e.get("to") for e in definition.get("edges", []) if isinstance(e, dict)}
-    return [n for n in nodes_by_id(definition) if n not in targets]
+    def build() -> list[str]:
+        targets = {e.get("to") for e in definition.get("edges", []) if isinstance(e, dict)}
+        return [n for n in nodes_by_id(definition) if n not in targets]
+
+    return _memoized("entries", definition, build)
 
 
 def downstream(definition: dict[str, Any], gate: str) -> set[str]:

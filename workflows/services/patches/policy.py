@@ -138,7 +138,8 @@ def agent_limit(definition: dict[str, Any]) -> int:
 def judge(*, before: dict[str, Any], operations: Any, proposer: Proposer, state: RunState) -> Verdict:
     """The patched definition and what applying it entails, or PatchRejected naming the operation
     (``op``), its JSON Pointer (``path``) and the ``rule`` it breaks."""
-    return _Judgement(before, operations, proposer, state).run()
+    with gates.memo():  # before and after stay as they are meanwhile: each graph is built once
+        return _Judgement(before, operations, proposer, state).run()
 
 
 class _Judgement:
@@ -158,7 +159,12 @@ class _Judgement:
 
     def culprit(self, *probes: Callable[[Any], Any]) -> int | None:
         """The first operation after which a probe of the document differs from before (the
-        first probe that ever differs decides; a probe that fails counts as a difference)."""
+        first probe that ever differs decides; a probe that fails counts as a difference). The
+        document changes in place from one operation to the next: its graphs are never memoized."""
+        with gates.unmemoized():
+            return self._culprit(*probes)
+
+    def _culprit(self, *probes: Callable[[Any], Any]) -> int | None:
         for probe in probes:
             target = _safely(probe, self.before)
             doc = copy.deepcopy(self.before)
