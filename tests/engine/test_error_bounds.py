@@ -149,3 +149,22 @@ def test_every_event_and_node_error_is_stored_as_strict_json() -> None:
 
     assert bounded("r", "condition_error", {"error": "a\x00b", "n": float("nan")}) == {"error": "a\ufffdb", "n": None}
     assert error_payload(ValueError("bad \x00 pattern"))["message"] == "bad \ufffd pattern"
+
+
+def test_a_node_whose_many_branch_rules_fail_writes_a_few_events_and_one_for_the_rest(engine, api) -> None:
+    """Each branch rule that failed to evaluate wrote its own condition_error, every pass: 18,000
+    identical rules in a loop of 10 passes wrote 180,000 events (a red-team helper's finding).
+    Now the first CONDITION_ERRORS_SHOWN a node and decision, then one that counts the rest."""
+    from workflows.engine.planner import CONDITION_ERRORS_SHOWN
+
+    source, fallback = unique("source"), unique("fallback")
+    targets = [unique(f"t{i}") for i in range(10)]
+    run = run_to_end(api, {"nodes": [transform(source, "{}"), transform(fallback, "1"),
+                                     *[transform(t, "1") for t in targets]],
+                           "edges": [*[{"from": source, "to": t, "condition": "output.nope == 1"} for t in targets],
+                                     {"from": source, "to": fallback}]}, {})
+    assert run.status == "completed", run.error
+    said = list(Event.objects.filter(run=run, type="condition_error").order_by("seq"))
+    assert [e.data["to"] for e in said[:CONDITION_ERRORS_SHOWN]] == targets[:CONDITION_ERRORS_SHOWN]
+    assert len(said) == CONDITION_ERRORS_SHOWN + 1 and said[-1].data["omitted"] == 10 - CONDITION_ERRORS_SHOWN
+    assert node_runs(run)[fallback].status == "completed"  # every rule counted as false: the default edge
