@@ -98,6 +98,7 @@ _RULES = {
     "secret_reference": "an agent may not name credentials",
     "unique_edge": "an edge may appear once",
     "max_run_nodes": "the run has as many nodes as it may",
+    "max_patches": "the run has as many patches as it may",
     "excessive_agent_nodes": "the run's spawn limit is reached",
     "ssrf": "the URL is not allowed by the outbound policy",
     "approved_action_started": "an approved action that has started cannot change",

@@ -439,6 +439,8 @@ AOB_LLM_TIMEOUT_S = env_float("AOB_LLM_TIMEOUT_S", 60.0)
 AOB_MAX_AGENT_NODES = env_int("AOB_MAX_AGENT_NODES", 5)
 # The most nodes a run may grow to through patches.
 AOB_RUN_MAX_NODES = env_int("AOB_RUN_MAX_NODES", 200)
+# The most patches a run may have (applied or held: each keeps the whole definition it makes).
+AOB_RUN_MAX_PATCHES = env_int("AOB_RUN_MAX_PATCHES", 500, within=(1, 1_000_000))
 # Spend ceilings for every agent node (agents/budget.py): per run (its owner may raise a run's),
 # and per owner per UTC day. A model call reserves its worst case first (AOB_LLM_MAX_TOKENS
 # completion tokens unless the node says fewer, at the model's price in AOB_LLM_PRICES).

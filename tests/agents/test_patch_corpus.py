@@ -744,6 +744,12 @@ CORPUS = [
     row("growth-already-past-the-cap-edit-accepted", INVOICE, PLANNING, PERSON,
         [replace("/nodes/3/config/url", f"{API}/pay-v2")], "applied", settings={"AOB_RUN_MAX_NODES": 4}),
 
+    # --- max_patches (AOB_RUN_MAX_PATCHES) --------------------------------------------------------------
+    row("patches-past-the-cap", INVOICE, PLANNING, PLAN, after("plan", transform("x")), "max_patches",
+        settings={"AOB_RUN_MAX_PATCHES": 0}),
+    row("patches-past-the-cap-by-a-person", INVOICE, PLANNING, PERSON,
+        [replace("/nodes/3/config/url", f"{API}/pay-v2")], "max_patches", settings={"AOB_RUN_MAX_PATCHES": 0}),
+
     # --- excessive_agent_nodes: agents added during the run, never given back ---------------------------
     row("spawn-three-of-two", SPAWN, PLANNING, PLAN,
         [*after("plan", agent("a1")), *after("plan", agent("a2")), *after("plan", agent("a3"))],
@@ -1093,7 +1099,7 @@ def test_the_corpus_is_large_and_covers_every_rule():
         "rfc6902", "max_operations", "config.additionalProperties", "schema.required", "edge_node_exists",
         "entry_node", "acyclic", "history_immutable", "type_immutable", "metadata_immutable", "gate_immutable",
         "unreachable_node", "gate_approvers", "gate_timeout_approve", "gate_outcome", "gate_bypass",
-        "agent_privilege", "unique_edge", "max_run_nodes", "excessive_agent_nodes", "ssrf",
+        "agent_privilege", "unique_edge", "max_run_nodes", "max_patches", "excessive_agent_nodes", "ssrf",
         "approved_action_started", "patch_policy", "unknown_proposer", "unknown_node_type", "node_id_length",
         "applied", "pending_approval", "noop"}
 
@@ -1143,3 +1149,19 @@ def test_a_patch_on_a_large_gated_run_builds_each_graph_once(monkeypatch, settin
     assert verdict.after["nodes"][1]["config"]["expression"] == "2"
     assert len(built) <= 4, f"the graph was built {len(built)} times for {count} gates"  # before, after, a probe
     assert gates._MEMO.get() is None  # nothing kept past the judgement
+
+
+def test_a_run_holds_at_most_its_cap_of_patches(user, settings):
+    """Each patch keeps the whole definition it makes: an agent proposing in a loop stored one a
+    tool call, without end. Past AOB_RUN_MAX_PATCHES a patch is refused, and recorded as refused."""
+    settings.AOB_RUN_MAX_PATCHES = 2
+    run = run_in_state(user, Case(INVOICE, WAITING, PERSON, [], "applied"))
+    for name in ("x", "y"):
+        assert run_patch_propose(run=run, node_id="plan", from_agent=True, operations=after("plan", transform(name))
+                                 ).status == "applied"
+    before = snapshot(run)
+    with pytest.raises(PatchRejected) as refused:
+        run_patch_propose(run=run, node_id="plan", from_agent=True, operations=after("plan", transform("z")))
+    assert refused.value.extra["rule"] == "max_patches" and refused.value.extra["limit"] == 2
+    assert snapshot(run) == before
+    assert list(PatchRefusal.objects.filter(run=run).values_list("rule", flat=True)) == ["max_patches"]

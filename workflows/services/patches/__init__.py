@@ -113,7 +113,7 @@ def run_state(run: Run) -> RunState:
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
     return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, history=frozenset(history),
                     started=frozenset(started), approved=frozenset(approved),
-                    base=base, owner=owner, spawned=run.spawned_agents)
+                    base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq)
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,

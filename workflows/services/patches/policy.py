@@ -61,6 +61,7 @@ class Rule(StrEnum):
     AGENT_PRIVILEGE = "agent_privilege"
     SECRET_REFERENCE = "secret_reference"  # noqa: S105 - a rule's name, not a secret
     MAX_RUN_NODES = "max_run_nodes"
+    MAX_PATCHES = "max_patches"
     EXCESSIVE_AGENT_NODES = "excessive_agent_nodes"
     SSRF = "ssrf"
     APPROVED_ACTION_STARTED = "approved_action_started"
@@ -118,6 +119,7 @@ class RunState:
     base: dict[str, Any] = field(default_factory=dict)  # the frozen version the run started from
     owner: str = ""
     spawned: int = 0  # agent nodes patches have added to this run so far (removals give nothing back)
+    patches: int = 0  # patches stored for this run so far (applied or held), each a definition kept whole
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class _Judgement:
             self.check_privileges()
             self.check_credentials()
         self.check_growth()
+        self.check_patch_count()
         spawned = self.check_spawn()
         self.check_ssrf()
         reopen, revote = self.check_approved_actions()
@@ -461,6 +464,14 @@ class _Judgement:
             if node.get("type") == "workflow":
                 self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not add, change or loop back to "
                             "a workflow (sub-workflow) node", _written(node_id), node_id=node_id)
+
+    def check_patch_count(self) -> None:
+        """Each stored patch keeps the whole patched definition (up to AOB_MAX_DEFINITION_BYTES): an
+        agent proposing in a loop stored one a tool call, without end."""
+        cap = settings.AOB_RUN_MAX_PATCHES
+        if self.state.patches >= cap:
+            self.refuse(Rule.MAX_PATCHES, f"the run has {self.state.patches} patches; a run may have {cap}",
+                        op=0, limit=cap)
 
     def check_growth(self) -> None:
         cap, count = settings.AOB_RUN_MAX_NODES, len(self.after["nodes"])
