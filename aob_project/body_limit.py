@@ -30,14 +30,20 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, *, limit: int, size: int, declared: bool) -> None:
-    what = f"declares {size} bytes" if declared else f"is more than {limit} bytes"
-    body = json.dumps({"error": "body_too_large", "message": f"request body {what}; the limit is {limit} bytes",
-                       "details": {"rule": "body_too_large", "limit": limit, "size": size}}).encode()
-    await send({"type": "http.response.start", "status": 413,
+async def send_error(send: Send, status: int, code: str, message: str, details: dict[str, Any]) -> None:
+    """An error in the API's JSON shape, sent before Django saw the request, closing the connection
+    (whatever of the body is left unread is not waited for)."""
+    body = json.dumps({"error": code, "message": message, "details": details}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse(send: Send, *, limit: int, size: int, declared: bool) -> None:
+    what = f"declares {size} bytes" if declared else f"is more than {limit} bytes"
+    await send_error(send, 413, "body_too_large", f"request body {what}; the limit is {limit} bytes",
+                     {"rule": "body_too_large", "limit": limit, "size": size})
 
 
 class BodySizeLimit:

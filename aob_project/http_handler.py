@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 import logging
 import select
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,8 @@ from django.db import connections
 from django.http import HttpResponseBase
 from django.urls import set_script_prefix
 from psycopg.pq import TransactionStatus
+
+from aob_project.body_limit import send_error
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +93,6 @@ def _quiet_or_usable(wrapper: Any, is_usable: Any) -> bool:
     return bool(is_usable())
 
 
-async def _answer_timeout(send: Any) -> None:
-    limit = settings.AOB_BODY_READ_S
-    body = json.dumps({"error": "request_timeout", "message": f"the request's body did not arrive whole within {limit:g} s",
-                       "details": {"rule": "body_read_timeout", "limit_s": limit}}).encode()
-    await send({"type": "http.response.start", "status": 408,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class ThreadPoolHandler(ASGIHandler):
     def __init__(self) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler's: its middleware chain is the async one
@@ -118,7 +109,9 @@ class ThreadPoolHandler(ASGIHandler):
             return
         except TimeoutError:
             logger.info("web.body_read_timeout", extra={"path": scope.get("path"), "within_s": settings.AOB_BODY_READ_S})
-            await _answer_timeout(send)
+            limit = settings.AOB_BODY_READ_S
+            await send_error(send, 408, "request_timeout", f"the request's body did not arrive whole within {limit:g} s",
+                             {"rule": "body_read_timeout", "limit_s": limit})
             return
         loop = asyncio.get_running_loop()
         try:

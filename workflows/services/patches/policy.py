@@ -189,6 +189,7 @@ class _Judgement:
                         op=MAX_OPERATIONS, limit=MAX_OPERATIONS)
         if not self.operations:
             return Verdict(after=self.before)
+        self.check_patch_count()  # before any work on a patch the run has no room for
         self.after = self.apply()
         self.check_shape()
         self.old, self.new = gates.nodes_by_id(self.before), gates.nodes_by_id(self.after)
@@ -206,7 +207,6 @@ class _Judgement:
             self.check_privileges()
             self.check_credentials()
         self.check_growth()
-        self.check_patch_count()
         spawned = self.check_spawn()
         self.check_ssrf()
         reopen, revote = self.check_approved_actions()
