@@ -20,14 +20,29 @@ def _extras(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+# C0 and C1 control characters and DEL, as the console shows them escaped: a line break or a
+# terminal escape in a logged value (a request's path, a node's error) is one line, as written
+# (the JSON renderer escapes them itself; the console renderer repr()s values but not the message).
+CONTROLS = {c: ascii(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _one_line(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    message = event.get("event")
+    if isinstance(message, str):
+        event["event"] = message.translate(CONTROLS)
+    return event
+
+
 def formatter(json_output: bool = True) -> dict[str, Any]:
     shared = [structlog.contextvars.merge_contextvars, structlog.stdlib.add_log_level,
               structlog.stdlib.add_logger_name, structlog.processors.TimeStamper(fmt="iso", utc=True), _extras]
-    renderer = structlog.processors.JSONRenderer(default=str) if json_output else structlog.dev.ConsoleRenderer(
-        colors=False)
+    if json_output:
+        rendering = [structlog.processors.JSONRenderer(default=str)]
+    else:
+        rendering = [_one_line, structlog.dev.ConsoleRenderer(colors=False)]
     return {"()": structlog.stdlib.ProcessorFormatter, "foreign_pre_chain": shared,
             "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                           structlog.processors.format_exc_info, renderer]}
+                           structlog.processors.format_exc_info, *rendering]}
 
 
 def configure_structlog() -> None:

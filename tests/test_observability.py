@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 
+import pytest
+
+from aob_project.logs import formatter
 from tests.conftest import wait_for_run
 
 
@@ -79,3 +84,27 @@ def test_an_outbound_url_is_not_logged_whole(engine, api, remote):
     assert "http.request" in log and "http.ssrf_blocked" in log
     for credential in ("credential-in-path-7f3a", "credential-in-query-91c2", "credential-refused-5be0"):
         assert credential not in log, credential
+
+
+
+@pytest.mark.parametrize("json_output", [True, False])
+def test_a_logged_value_cannot_forge_a_log_line(json_output):
+    """A line break or a terminal escape in a message another library logs (its text can come from
+    outside: a remote's error, a task's exception) is written on one line, escaped, in either
+    format (``AOB_LOG_JSON``). The console format printed such a message as it was, so a remote
+    could write a line that looked like the app's own, or clear an operator's screen. (Django
+    escapes a request's path itself; AOB's own messages are constants with the values apart.)"""
+    options = formatter(json_output=json_output)
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(options.pop("()")(**options))
+    library = logging.getLogger("celery.app.trace")
+    library.addHandler(handler)
+    try:
+        library.error("Task %s raised: %s", "wf.tasks.http", "bad gateway\n2026-12-05T00:00:00Z [critical ] "
+                      "forged\x1b[2J\x85")
+    finally:
+        library.removeHandler(handler)
+    lines = handler.stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "forged" in lines[0]
+    assert not {"\x1b", "\x85"} & set(lines[0])
