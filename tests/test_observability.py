@@ -86,7 +86,6 @@ def test_an_outbound_url_is_not_logged_whole(engine, api, remote):
         assert credential not in log, credential
 
 
-
 @pytest.mark.parametrize("json_output", [True, False])
 def test_a_logged_value_cannot_forge_a_log_line(json_output):
     """A line break or a terminal escape in a message another library logs (its text can come from
