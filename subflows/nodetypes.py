@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from workflows.definition.gates import GATE, guarded
+from workflows.definition.gates import guarding
 from workflows.engine.execution import WAITING, park
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVersion
 from workflows.models.workflow import TAG_PATTERN
@@ -115,13 +115,12 @@ def _approved_at(ctx: NodeContext) -> datetime | None:
 
 
 def _gates_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | None:
-    """When the gates of ``run_id`` that guard ``node_id`` (``gates.guarded``, in the run's current
+    """When the gates of ``run_id`` that guard ``node_id`` (``gates.guarding``, in the run's current
     definition) were approved, the earliest: a gate's node run completes when its approval is
     decided. Only a gate's iterations up to the node's own count."""
     artifact_id = Run.objects.filter(pk=run_id).values_list("current_artifact_id", flat=True).first()
     definition = Artifact.objects.filter(pk=artifact_id).values_list("content", flat=True).first() or {}
-    gates = [node["id"] for node in definition.get("nodes", [])
-             if isinstance(node, dict) and node.get("type") == GATE and node_id in guarded(definition, node["id"])]
+    gates = guarding(definition, node_id)
     times = []
     for gate in gates:
         latest = (NodeRun.objects.filter(run_id=run_id, node_id=gate, status=NodeRun.Status.COMPLETED,

@@ -501,12 +501,12 @@ class _Judgement:
         """An approval is bound to the action it approved: a patch that changes it voids the decision."""
         reopen, revote = [], []
         added = [n for n in self.new if n not in self.old]
+        around = set(gates.guarding(self.before, self.proposer.node_id)) if self.proposer.agent else set()
         for gate in gates.gates(self.before):
             pending = self.state.statuses.get(gate) == "waiting"
             if not (pending or gate in self.state.approved):
                 continue
-            inside = self.proposer.agent and self.proposer.node_id in gates.guarded(self.before, gate)
-            leave_out = added if inside else ()
+            leave_out = added if gate in around else ()
             if gates.action_digest(self.before, gate) == gates.action_digest(self.after, gate, leave_out=leave_out,
                                                                               bodies=self.bodies_after):
                 continue

@@ -1,0 +1,57 @@
+"""The gates' graph rules (``workflows.definition.gates``): ``guarding``, one walk back from a node,
+gives the answer of asking ``guarded`` of every gate, on generated graphs (loops' jumps, gates in a
+row, cycles, edges to unknown nodes); and on a large definition it builds the graph once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workflows.definition import gates
+
+TYPES = st.sampled_from(["hitl", "transform", "http", "loop", "agent"])
+
+
+@st.composite
+def definitions(draw: Any) -> dict[str, Any]:
+    count = draw(st.integers(1, 12))
+    ids = [f"n{i}" for i in range(count)]
+    types = draw(st.lists(TYPES, min_size=count, max_size=count))
+    ends = st.sampled_from([*ids, "ghost"])
+    nodes = []
+    for node_id, kind in zip(ids, types, strict=True):
+        node: dict[str, Any] = {"id": node_id, "type": kind}
+        if kind == "loop":
+            node["config"] = {"body_start": draw(ends), "break_path": draw(st.lists(ends, max_size=2))}
+        nodes.append(node)
+    edges = [{"from": a, "to": b} for a, b in draw(st.lists(st.tuples(ends, ends), max_size=30))]
+    return {"nodes": nodes, "edges": edges}
+
+
+@settings(max_examples=400, deadline=None)
+@given(definitions())
+def test_guarding_is_the_gates_whose_action_holds_the_node(definition):
+    every = gates.gates(definition)
+    for node in [n["id"] for n in definition["nodes"]] + ["ghost"]:
+        assert gates.guarding(definition, node) == sorted(g for g in every if node in gates.guarded(definition, g))
+
+
+def test_guarding_walks_a_large_definition_once(monkeypatch):
+    """A workflow node's start asks which gates guard it: asking ``guarded`` of 800 gates over 5,000
+    edges took 7 s of a worker (a red-team helper's measurement). ``guarding`` builds the graph once
+    and walks it once, whatever the number of gates."""
+    count, chain = 800, 190
+    nodes = [{"id": f"g{i}", "type": "hitl"} for i in range(count)]
+    nodes += [{"id": f"t{i}", "type": "transform"} for i in range(chain)]
+    edges = [{"from": f"g{i}", "to": f"t{i % chain}"} for i in range(count)]
+    edges += [{"from": f"t{i}", "to": f"t{i + 1}"} for i in range(chain - 1)]
+    definition = {"nodes": nodes, "edges": edges}
+    built, asked = [], []
+    successors, guarded = gates._successors, gates.guarded
+    monkeypatch.setattr(gates, "_successors", lambda d: built.append(1) or successors(d))
+    monkeypatch.setattr(gates, "guarded", lambda d, g: asked.append(g) or guarded(d, g))
+
+    assert gates.guarding(definition, f"t{chain - 1}") == sorted(f"g{i}" for i in range(count))
+    assert (len(built), asked) == (1, [])
