@@ -38,7 +38,8 @@ class FakeLLM:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with owner.lock:
-                    owner.requests.append({"path": self.path, "body": body, "at": time.time()})
+                    owner.requests.append({"path": self.path, "body": body, "at": time.time(),
+                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
                     item = owner.script.pop(0) if owner.script else {"content": "(script exhausted)"}
                 if "until" in item:
                     item["until"].wait(timeout=60)

@@ -1,0 +1,44 @@
+"""A model call cut off before its answer arrived was still made: the provider received it, ran it
+and bills it. agents/budget.py says "Every call made is charged"; a call the node's own
+``timeout_ms`` cuts off (``SoftTimeLimitExceeded`` inside ``llm.chat``) is released with no usage
+(``agents/loop.py`` ``_call``: ``except BaseException: budget.release(reservation)``), so it is
+charged nothing, to the run or to the owner's day. A workflow's author chooses ``timeout_ms`` and
+``retry``: every attempt's call then goes uncharged, past the run's and the owner's ceilings."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from agents.llm import cost
+from agents.models import OwnerSpend
+from tests.conftest import wait_for_run
+from tests.engine.flow import submit, wait_until
+from tests.support.fake_llm import FakeLLM
+
+MODEL = "gpt-4o-mini"
+USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "prompt_tokens_details": {"cached_tokens": 64}}
+ATTEMPTS = 3
+
+
+def test_model_calls_cut_off_by_the_nodes_timeout_are_charged(engine: Any, fake_llm: FakeLLM, api: Any,
+                                                             user: Any) -> None:
+    answered = threading.Event()  # the provider answers once the run has given up on it
+    fake_llm.reset([{"content": "too late", "usage": USAGE, "until": answered} for _ in range(ATTEMPTS)])
+    run_id = submit(api, {"nodes": [{"id": "slow", "type": "agent", "timeout_ms": 1000,
+                                     "retry": {"max_attempts": ATTEMPTS, "backoff_ms": 100},
+                                     "config": {"task": "answer"}}], "edges": []})
+
+    run = wait_for_run(run_id, timeout=60)
+    answered.set()
+    assert run.status == "failed", run.status
+    wait_until(lambda: len(fake_llm.requests) == ATTEMPTS, timeout=10, what="every attempt's call at the provider")
+
+    one_call = cost(MODEL, USAGE["prompt_tokens"], USAGE["prompt_tokens_details"]["cached_tokens"],
+                    USAGE["completion_tokens"])
+    usage = run.usage or {}
+    spent_today = sum(OwnerSpend.objects.filter(owner=user).values_list("cost_usd", flat=True))
+    assert usage.get("cost_usd", 0.0) >= ATTEMPTS * one_call - 1e-9, (
+        f"{ATTEMPTS} model calls were made (the provider received and answered each), the run is charged "
+        f"${usage.get('cost_usd', 0.0)} for {usage.get('calls', 0)} call(s)")
+    assert spent_today >= ATTEMPTS * one_call - 1e-9, f"the owner's day counts ${spent_today}"
