@@ -1,0 +1,123 @@
+"""kill -9 of the notification worker's pool process after the mail server has taken an approval
+email (the whole message received) and before the server's final reply reached the sender, so the
+delivery's row still says ``pending`` with its attempt claimed. Celery puts the message back
+(``task_reject_on_worker_lost``; else ``approvals.remind`` republishes it), the next attempt sends
+the email again: at-least-once, as docs/DESIGN.md allows, but "made recognisable". A webhook
+delivery carries ``Idempotency-Key: aob-approval-delivery-<id>`` on every attempt; an email's
+marker is its ``Message-ID`` (RFC 5322 §3.6.4, what mail stores and clients deduplicate by), and
+Django makes a new one each send, so the approver's mailbox holds two different messages."""
+
+from __future__ import annotations
+
+import email
+import socketserver
+import threading
+from email.message import Message
+from typing import Any
+
+import psutil
+import pytest
+from django.db import transaction
+
+from approvals.models import Approval, Delivery
+from approvals.notifications import approval_notify
+from tests.conftest import stored_run
+from workflows.engine import locks
+from workflows.registry import NOTIFY_QUEUE
+
+from .harness import Victim, kill9, wait_for
+
+pytestmark = [pytest.mark.fault]
+
+
+class HoldingSmtp:
+    """A loopback mail server that takes each message whole, then holds its final ``250`` until
+    ``release`` is set, the first time only: the sender dies in that moment."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.received = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line: str) -> None:
+                self.wfile.write(line.encode() + b"\r\n")
+
+            def handle(self) -> None:
+                self.reply("220 localhost test SMTP")
+                while line := self.rfile.readline():
+                    verb = line.decode(errors="replace").strip().split(" ", 1)[0].upper()
+                    if verb == "EHLO":
+                        self.reply("250-localhost")
+                        self.reply("250 8BITMIME")
+                    elif verb in ("HELO", "MAIL", "RCPT", "RSET", "NOOP"):
+                        self.reply("250 OK")
+                    elif verb == "DATA":
+                        self.reply("354 end with <CRLF>.<CRLF>")
+                        data = []
+                        while (chunk := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
+                            data.append(chunk[1:] if chunk.startswith(b"..") else chunk)
+                        with owner.lock:
+                            owner.messages.append(email.message_from_bytes(b"".join(data)))
+                            first = len(owner.messages) == 1
+                        if first:
+                            owner.received.set()
+                            owner.release.wait(30)
+                        self.reply("250 queued")
+                    elif verb == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    else:
+                        self.reply("502 not implemented")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mail_server() -> Any:
+    server = HoldingSmtp()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def notifier(workers, stack_env, mail_server):
+    """The only consumer of ``wf.notify`` while this module runs, one pool process, sending to the
+    holding mail server."""
+    victim = Victim(workers, {**stack_env, "EMAIL_PORT": str(mail_server.port)}, [NOTIFY_QUEUE], concurrency=1)
+    yield victim
+    victim.close()
+
+
+def test_an_approval_email_sent_again_after_its_sender_died_is_recognisable_as_the_same(
+        engine, notifier, mail_server, user, make_user):
+    bob = make_user("bob", email="bob-killed@example.com")
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
+    with transaction.atomic():
+        locks.lock_run(approval.run_id)
+        [delivery] = approval_notify(approval=approval)
+    assert delivery.channel == Delivery.Channel.EMAIL and delivery.user_id == bob.pk
+
+    assert mail_server.received.wait(30), "the email never reached the mail server"
+    [pool] = psutil.Process(notifier.pid).children()
+    kill9(pool.pid, inside=[notifier.pid])  # the server has the message; the sender never heard so
+    mail_server.release.set()
+
+    wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="sent").exists(), 60,
+             "the delivery sent again and recorded")
+    copies = [m for m in mail_server.messages if "bob-killed@example.com" in (m.get("To") or "")]
+    assert len(copies) == 2, f"{len(copies)} copies at the mail server"
+    ids = [m.get("Message-ID") for m in copies]
+    assert ids[0] == ids[1], (
+        f"the same approval email, sent again after its sender died, is a new message to the mail server and "
+        f"the approver's client: Message-ID {ids[0]} then {ids[1]}, and no header names the delivery "
+        f"(headers: {sorted(set(copies[1].keys()))})")
