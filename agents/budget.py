@@ -7,9 +7,13 @@ the node), the run's (``Run.budget`` as its owner raised it, else the operator's
 raises it) and the owner's for the UTC day (``AOB_OWNER_DAILY_COST_USD``; passing it fails the
 node). After the call the reservation is released to the actual usage, in the same transaction
 that journals the response. Every call made is charged, an attempt's that lost the race to journal
-its turn as well. A reservation is its attempt's (``<node run>/<attempt>``): it holds while that
-attempt runs, so a late release from a lapsed attempt never frees the next attempt's, and one left
-by a node run killed mid-call, cancelled, or given to another attempt holds nothing.
+its turn as well, and so is one whose answer never came back but which may have reached the
+provider (``llm.made``: a timeout, the node cut off mid-call), at its worst case
+(``charge_worst_case``). A reservation is its attempt's (``<node run>/<attempt>``): it holds while
+that attempt runs, so a late release from a lapsed attempt never frees the next attempt's. One
+left by an attempt that is no longer running (its process killed mid-call) is a call made with
+no answer: the next reservation of a run or owner that holds it charges it at its worst case
+(``_settle``), and the lapsed attempt's own late release, if it comes, then adds nothing.
 
 A sub-workflow's spend also counts against its parent's ceilings, and theirs, up the nesting
 (``Run.within``): the reservation and the usage are written to every run of that line at once, so
@@ -47,6 +51,8 @@ class Reservation:
     day: date
     tokens: int
     cost_usd: float
+    model: str = ""
+    max_tokens: int = 0  # of ``tokens``, the completion's share
 
     @property
     def key(self) -> str:
@@ -77,21 +83,50 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
         usage = run.usage or {}
         _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
                                          "calls": usage.get("calls", 0)})
-        for each, held in _check_line(line, replaced, tokens, cost):
-            each.usage = {**(each.usage or {}), "reservations": {**held, key: {"tokens": tokens, "cost_usd": cost}}}
+        checked = _check_line(line, replaced, tokens, cost)
+        live = _holding({k for _, held in checked for k in held})
+        for each, held in checked:
+            each.usage = _settle(each, held, live)
+            each.usage["reservations"] = {**each.usage["reservations"], key: {"tokens": tokens, "cost_usd": cost}}
         spend = _owner_day(run.owner_id, day)
-        live = _holding(set(spend.reserved) - replaced)
-        in_flight = sum(v for k, v in spend.reserved.items() if k in live)
-        if spend.cost_usd + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
+        held_today = {k: v for k, v in spend.reserved.items() if k not in replaced}
+        live_today = _holding(set(held_today))
+        spent = spend.cost_usd + sum(v for k, v in held_today.items() if k not in live_today)  # with the lapsed ones
+        in_flight = sum(v for k, v in held_today.items() if k in live_today)
+        if spent + in_flight + cost > settings.AOB_OWNER_DAILY_COST_USD:
             raise OwnerBudgetExceeded(
-                f"the owner's LLM spend today (${spend.cost_usd:.4f}) and this call (up to ${cost:.6f}) would pass "
+                f"the owner's LLM spend today (${spent:.4f}) and this call (up to ${cost:.6f}) would pass "
                 f"the daily ceiling of ${settings.AOB_OWNER_DAILY_COST_USD}",
                 extra={"reason": "owner_daily", "transient": False})
         for each in line:
             Run.objects.filter(pk=each.pk).update(usage=each.usage)
-        spend.reserved = {**{k: v for k, v in spend.reserved.items() if k not in replaced}, key: cost}
-        spend.save(update_fields=["reserved"])
-    return Reservation(str(run_id), node_run_id, attempt, run.owner_id, day, tokens, cost)
+        spend.cost_usd = spent
+        spend.reserved = {**{k: v for k, v in held_today.items() if k in live_today}, key: cost}
+        spend.save(update_fields=["reserved", "cost_usd"])
+    return Reservation(str(run_id), node_run_id, attempt, run.owner_id, day, tokens, cost, model, max_tokens)
+
+
+def _settle(run: Run, held: dict[str, Any], live: set[str]) -> dict[str, Any]:
+    """``run``'s usage with each of ``held`` that no longer holds (its attempt is not running: its
+    process died mid-call) charged at its worst case, as a call made, and only the live ones left
+    reserved. The node run of such a call, where it is ``run``'s own, lists it with why."""
+    usage = dict(run.usage or {})
+    lapsed = {k: v for k, v in held.items() if k not in live}
+    if lapsed:
+        ours = set(NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in lapsed}, run_id=run.pk)
+                   .values_list("pk", flat=True))
+        for k, v in lapsed.items():
+            call = Call(model="", prompt_tokens=v["tokens"], cost_usd=v["cost_usd"], errors=[LAPSED])
+            _add_usage(usage, call)
+            usage["cut_off_calls"] = usage.get("cut_off_calls", 0) + 1
+            if int(k.partition("/")[0]) in ours:
+                _record_node_call(int(k.partition("/")[0]), call)
+    usage["reservations"] = {k: v for k, v in held.items() if k in live}
+    return usage
+
+
+LAPSED = "its attempt ended before the answer (the process died mid-call): charged at its worst case"
+CUT_OFF = "no answer came back, but the request may have reached the provider: charged at its worst case"
 
 
 def fits_now(*, run_id: str, tokens: int, cost: float) -> bool:
@@ -107,13 +142,13 @@ def fits_now(*, run_id: str, tokens: int, cost: float) -> bool:
 
 
 def _check_line(line: list[Run], replaced: set[str], tokens: int, cost: float) -> list[tuple[Run, dict[str, Any]]]:
-    """Every run of the line, with the reservations that still hold in it (but those the call
-    replaces), once the call fits in each; else BudgetPaused naming the first run it does not fit
-    in."""
-    live = _holding({k for r in line for k in (r.usage or {}).get("reservations") or {}} - replaced)
+    """Every run of the line, with its reservations (but those the call replaces), once the call
+    fits in each; else BudgetPaused naming the first run it does not fit in. A reservation whose
+    attempt lapsed counts as spent (``_settle`` charges it), one that holds as reserved: both
+    count."""
     checked = []
     for each in line:
-        held = {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k in live}
+        held = {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k not in replaced}
         _check_run_ceilings(each, held, tokens, cost, own=each is line[0], top=each is line[-1])
         checked.append((each, held))
     return checked
@@ -209,23 +244,28 @@ def _owner_day(owner_id: int, day: date) -> OwnerSpend:
 def release(reservation: Reservation, call: Call | None = None) -> None:
     """Replace the reservation with the call's actual usage (none if the call failed), in the run and
     every run its spend counts against. Call inside the transaction that journals the response, so
-    usage counts exactly once."""
+    usage counts exactly once. A ledger that no longer holds the reservation has charged it at its
+    worst case already (``_settle``: its attempt lapsed meanwhile): the call adds nothing there."""
     with transaction.atomic():
         line = _line(reservation.run_id)
+        counted = False  # by the node run's own run
         for run in line:
             usage = dict(run.usage or {})
             held = dict(usage.get("reservations") or {})
-            held.pop(reservation.key, None)
+            if held.pop(reservation.key, None) is None:
+                continue
+            counted = counted or run is line[0]
             usage["reservations"] = held
             if call is not None:
                 _add_usage(usage, call)
             Run.objects.filter(pk=run.pk).update(usage=usage)
         spend = _owner_day(reservation.owner_id, reservation.day)
-        spend.reserved = {k: v for k, v in spend.reserved.items() if k != reservation.key}
-        if call is not None:
-            spend.cost_usd += call.cost_usd
-        spend.save(update_fields=["reserved", "cost_usd"])
-        if call is not None:
+        if reservation.key in spend.reserved:
+            spend.reserved = {k: v for k, v in spend.reserved.items() if k != reservation.key}
+            if call is not None:
+                spend.cost_usd += call.cost_usd
+            spend.save(update_fields=["reserved", "cost_usd"])
+        if call is not None and counted:
             _record_node_call(reservation.node_run_id, call)
         ids = [str(r.pk) for r in line]
         transaction.on_commit(lambda: wake_later(ids, reservation.owner_id))
@@ -234,6 +274,14 @@ def release(reservation: Reservation, call: Call | None = None) -> None:
         LLM_TOKENS.labels(call.model, "completion").inc(call.completion_tokens)
         LLM_TOKENS.labels(call.model, "cached").inc(call.cached_tokens)
         LLM_COST.labels(call.model).inc(call.cost_usd)
+
+
+def charge_worst_case(reservation: Reservation) -> None:
+    """A call that failed but may have reached the provider (``llm.made``), which runs and bills it:
+    charged as made, at its worst case, wherever its reservation is still held."""
+    release(reservation, Call(model=reservation.model, prompt_tokens=reservation.tokens - reservation.max_tokens,
+                              completion_tokens=reservation.max_tokens, cost_usd=reservation.cost_usd,
+                              errors=[CUT_OFF]))
 
 
 def _add_usage(usage: dict[str, Any], call: Call) -> None:

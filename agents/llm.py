@@ -1,7 +1,10 @@
 """The LLM client: the ``openai`` SDK against OpenAI or any OpenAI-compatible server.
 
-One pooled client per process; our own retries with backoff for what is transient (rate limits,
-timeouts, connection errors, 5xx) and nothing else; every call's usage, latency and cost measured.
+One pooled client per process; one request per ``chat`` (the agent loop retries what is transient,
+each try reserved and charged on its own: ``agents.loop._call``); every call's usage, latency and cost
+measured. A request carries an ``Idempotency-Key`` stable across tries and attempts of one turn, so
+a provider (or a proxy) can recognise a repeat; ``made`` says which failed requests were made all
+the same, and so are charged.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import openai
 from django.conf import settings
 
 from agents.exceptions import LLMNotConfigured, ModelNotPriced
+from aob_project.exceptions import AobError
 
 TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
+# a connection that never opened: the request was not sent
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
 _clients: dict[tuple[int, str, str], openai.OpenAI] = {}
 _lock = threading.Lock()
@@ -77,33 +84,37 @@ def cost(model: str, prompt: int, cached: int, completion: int) -> float:
             + completion * prices.get("output", 0)) / 1_000_000
 
 
+def made(exc: BaseException) -> bool:
+    """Whether a request that ended in ``exc`` may have reached the provider, which then runs and
+    bills it: yes unless the provider answered with an error (it refused the call), the connection
+    never opened, or AOB refused before sending (a model without a price, no LLM configured). A
+    timeout, a connection cut mid-answer, or the node cut off in the middle (its ``timeout_ms``, a
+    lost lease, a cancel) leave the outcome unknown: made."""
+    if isinstance(exc, openai.APIStatusError | AobError):
+        return False
+    return not (isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, UNSENT))
+
+
 def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-         max_tokens: int | None = None) -> tuple[Any, Call]:
+         max_tokens: int | None = None, key: str | None = None) -> tuple[Any, Call]:
+    """One request (no retry here: each try is reserved and charged by the caller). ``key``: the
+    request's ``Idempotency-Key``."""
     call = Call(model=model)
-    delay = settings.AOB_LLM_RETRY_BACKOFF_S
-    while True:
-        started = time.monotonic()
-        try:
-            kwargs: dict[str, Any] = {"model": model, "messages": messages}
-            if tools:
-                kwargs["tools"] = tools
-            if max_tokens:
-                kwargs["max_tokens"] = max_tokens
-            response = client().chat.completions.create(**kwargs)
-        except TRANSIENT as exc:
-            call.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-            if call.attempts > settings.AOB_LLM_MAX_RETRIES:
-                raise
-            time.sleep(delay)
-            delay *= 2
-            call.attempts += 1
-            continue
-        call.latency_ms = int((time.monotonic() - started) * 1000)
-        usage = response.usage
-        if usage is not None:
-            call.prompt_tokens = usage.prompt_tokens or 0
-            call.completion_tokens = usage.completion_tokens or 0
-            details = getattr(usage, "prompt_tokens_details", None)
-            call.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
-        call.cost_usd = cost(model, call.prompt_tokens, call.cached_tokens, call.completion_tokens)
-        return response, call
+    kwargs: dict[str, Any] = {"model": model, "messages": messages}
+    if tools:
+        kwargs["tools"] = tools
+    if max_tokens:
+        kwargs["max_tokens"] = max_tokens
+    if key:
+        kwargs["extra_headers"] = {"Idempotency-Key": key}
+    started = time.monotonic()
+    response = client().chat.completions.create(**kwargs)
+    call.latency_ms = int((time.monotonic() - started) * 1000)
+    usage = response.usage
+    if usage is not None:
+        call.prompt_tokens = usage.prompt_tokens or 0
+        call.completion_tokens = usage.completion_tokens or 0
+        details = getattr(usage, "prompt_tokens_details", None)
+        call.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
+    call.cost_usd = cost(model, call.prompt_tokens, call.cached_tokens, call.completion_tokens)
+    return response, call

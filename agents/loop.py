@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import openai
@@ -25,6 +26,7 @@ from agents.journal import Journal, call_from
 from agents.nodetypes import effective_model, effective_tool_rounds, effective_tools
 from agents.tools import TOOLS, AgentState, schemas
 from aob_project.exceptions import AobError
+from workers.http import idempotency
 from workflows.engine import heartbeat
 from workflows.engine.execution import WAITING, park
 from workflows.limits import unstorable
@@ -186,20 +188,38 @@ def _first_messages(ctx: NodeContext) -> list[dict[str, Any]]:
 
 def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages: list[dict[str, Any]],
           tools: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
-    """One model call: reserve its worst case, call, journal the response with its actual usage."""
-    reservation = budget.reserve(run_id=ctx.run_id, node_run_id=ctx.node_run_id, attempt=ctx.attempt, model=model,
-                                 messages=messages, max_tokens=max_tokens, node_budget=ctx.config.get("budget"))
-    try:
-        response, call = llm.chat(model=model, messages=messages, tools=tools or None, max_tokens=max_tokens)
-    except openai.APIError as exc:
-        budget.release(reservation)
-        retryable = isinstance(exc, llm.TRANSIENT)
-        raise AobError(f"LLM call failed: {exc}", code=type(exc).__name__,
-                       extra={"retryable": retryable, "transient": False}) from exc
-    except BaseException:
-        budget.release(reservation)
-        raise
-    return journal.record_response(turn, _message(response), call, reservation)
+    """One model call: reserve its worst case, call, journal the response with its actual usage.
+    What is transient (rate limits, 5xx, timeouts, connection errors) is tried again, up to
+    ``AOB_LLM_MAX_RETRIES`` times with backoff, each try reserved anew: a try that failed but may
+    have reached the provider (``llm.made``) is charged at its worst case, as the provider bills it,
+    and one it refused or that never left is released. Every try of a turn carries the same
+    ``Idempotency-Key``, so does a later attempt's."""
+    key = idempotency.effect_key(ctx, "llm", turn)
+    errors: list[str] = []
+    delay = settings.AOB_LLM_RETRY_BACKOFF_S
+    while True:
+        reservation = budget.reserve(run_id=ctx.run_id, node_run_id=ctx.node_run_id, attempt=ctx.attempt,
+                                     model=model, messages=messages, max_tokens=max_tokens,
+                                     node_budget=ctx.config.get("budget"))
+        try:
+            response, call = llm.chat(model=model, messages=messages, tools=tools or None, max_tokens=max_tokens,
+                                      key=key)
+        except BaseException as exc:
+            if llm.made(exc):
+                budget.charge_worst_case(reservation)
+            else:
+                budget.release(reservation)
+            if not isinstance(exc, openai.APIError):
+                raise
+            if isinstance(exc, llm.TRANSIENT) and len(errors) < settings.AOB_LLM_MAX_RETRIES:
+                errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                time.sleep(delay)
+                delay *= 2
+                continue
+            raise AobError(f"LLM call failed: {exc}", code=type(exc).__name__,
+                           extra={"retryable": isinstance(exc, llm.TRANSIENT), "transient": False}) from exc
+        call.attempts, call.errors = len(errors) + 1, errors
+        return journal.record_response(turn, _message(response), call, reservation)
 
 
 def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:

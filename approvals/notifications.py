@@ -309,15 +309,25 @@ def _webhook_text(delivery: Delivery, link: str) -> str:
     return "\n".join(lines)
 
 
+def message_id(delivery: Delivery) -> str:
+    """An email's marker, the same on every attempt of one delivery (RFC 5322's ``Message-ID``, what
+    mail stores and clients recognise a repeat by, as a webhook's ``Idempotency-Key``): an email
+    sent again after its sender died mid-send is the same message. The domain is AOB's public
+    host, the same whichever process sends it."""
+    host = urlsplit(settings.AOB_PUBLIC_URL).hostname or "localhost"
+    return f"<aob-approval-delivery-{delivery.pk}@{host}>"
+
+
 def _send_email(delivery: Delivery, link: str) -> None:
     import smtplib
 
-    from django.core.mail import send_mail
+    from django.core.mail import EmailMessage
 
     if delivery.user is None:
         raise ValueError("the recipient's account no longer exists")
     try:
-        send_mail(_subject(delivery), _text(delivery, link), None, [delivery.user.email], fail_silently=False)
+        EmailMessage(_subject(delivery), _text(delivery, link), None, [delivery.user.email],
+                     headers={"Message-ID": message_id(delivery)}).send(fail_silently=False)
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError, TimeoutError) as exc:
         raise TransientNotifyError(f"email: {type(exc).__name__}: {exc}") from exc
 

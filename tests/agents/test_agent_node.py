@@ -110,6 +110,8 @@ def test_a_500_is_retried_and_the_node_completes(engine, api, fake_llm):
     assert plan.output["message"] == "recovered"
     assert plan.usage["calls"][0]["attempts"] == 2 and "InternalServerError" in plan.usage["calls"][0]["errors"][0]
     assert len(fake_llm.requests) == 2 and plan.attempts == 1
+    keys = {r["headers"].get("idempotency-key") for r in fake_llm.requests}  # one call tried twice: one key
+    assert len(keys) == 1 and None not in keys
 
 
 @pytest.mark.parametrize(("script", "error_type", "retryable", "requests"), [

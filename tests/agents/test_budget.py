@@ -136,9 +136,10 @@ def test_a_refused_call_never_fits_by_the_figure_its_pause_recorded(api):
     assert between  # some sizes cost a hair more than their rounded figure: the case that looped
 
 
-def test_a_dead_reservation_holds_nothing_against_the_owners_day_either(api, user, settings):
-    """A node run killed mid-call leaves its cost in the owner's in-flight total for the day; only
-    reservations of node runs still running count there, as against the run's ceilings."""
+def test_a_dead_reservation_is_charged_to_the_owners_day_once(api, user, settings):
+    """A node run killed mid-call leaves its reservation in the owner's day: the call was made and
+    the provider bills it. The next reservation charges it at its worst case, once (before, it was
+    dropped and the call counted nothing)."""
     from django.utils import timezone
 
     from agents import budget
@@ -150,13 +151,22 @@ def test_a_dead_reservation_holds_nothing_against_the_owners_day_either(api, use
                          {"id": "gone", "type": "hitl", "config": {"message": "go?"}}])
     gate, gone = (NodeRun.objects.get(run_id=run_id, node_id=n).pk for n in ("gate", "gone"))
     NodeRun.objects.filter(pk=gone).update(status=NodeRun.Status.FAILED)
-    OwnerSpend.objects.create(owner=user, day=timezone.now().date(), reserved={str(gone): 19.9999})
+    OwnerSpend.objects.create(owner=user, day=timezone.now().date(), reserved={f"{gone}/1": 5.0})
+    messages = [{"role": "user", "content": "hi"}]
 
-    reservation = budget.reserve(run_id=run_id, node_run_id=gate, attempt=1, model="gpt-4o-mini",
-                                 messages=[{"role": "user", "content": "hi"}], max_tokens=1000, node_budget=None)
+    first = budget.reserve(run_id=run_id, node_run_id=gate, attempt=1, model="gpt-4o-mini", messages=messages,
+                           max_tokens=1000, node_budget=None)
+    spend = OwnerSpend.objects.get(owner=user)
+    assert (spend.cost_usd, set(spend.reserved)) == (5.0, {first.key})
+    budget.release(first)
+    budget.reserve(run_id=run_id, node_run_id=gate, attempt=1, model="gpt-4o-mini", messages=messages,
+                   max_tokens=1000, node_budget=None)
+    assert OwnerSpend.objects.get(owner=user).cost_usd == 5.0  # charged once
 
-    assert reservation.cost_usd > 0.0005  # with the dead 19.9999 counted, this would pass the $20 day
-    assert set(OwnerSpend.objects.get(owner=user).reserved) >= {f"{gate}/1"}
+    OwnerSpend.objects.filter(owner=user).update(reserved={f"{gone}/1": 19.9999})
+    with pytest.raises(budget.OwnerBudgetExceeded):  # the dead call's cost and this one pass the $20 day
+        budget.reserve(run_id=run_id, node_run_id=gate, attempt=1, model="gpt-4o-mini", messages=messages,
+                       max_tokens=1000, node_budget=None)
 
 
 def _two_attempts(api: Any) -> tuple[str, int, Any, Any]:
@@ -187,7 +197,8 @@ def test_a_late_release_from_a_lapsed_attempt_leaves_the_next_attempts_reservati
     from workflows.models import Run
 
     run_id, _, first, second = _two_attempts(api)
-    Run.objects.filter(pk=run_id).update(budget={"max_cost_usd": round(second.cost_usd * 1.5, 8)})
+    # attempt 1's call is charged at its worst case (it lapsed): room for two calls, not three
+    Run.objects.filter(pk=run_id).update(budget={"max_cost_usd": round(second.cost_usd * 2.5, 8)})
 
     budget.release(first)
 
@@ -200,7 +211,9 @@ def test_a_late_release_from_a_lapsed_attempt_leaves_the_next_attempts_reservati
 
 def test_a_call_whose_turn_another_attempt_journaled_first_is_still_charged(api, user):
     """Both attempts called the model for the same turn; the journal keeps the first answer, but
-    the second call was made and paid for: before, it was never charged."""
+    the second call was made and paid for: before, it was never charged. Attempt 1 had lapsed when
+    attempt 2 reserved, so its call was charged then, at its worst case, and its late answer adds
+    nothing more."""
     from agents.journal import Journal
     from agents.llm import Call
     from agents.models import OwnerSpend
@@ -215,8 +228,9 @@ def test_a_call_whose_turn_another_attempt_journaled_first_is_still_charged(api,
 
     assert lost == kept and kept["message"]["content"] == "one"  # attempt 2 goes on with the journaled answer
     usage = Run.objects.get(pk=run_id).usage
-    assert (usage["calls"], usage["tokens"], usage["cost_usd"], usage["reservations"]) == (2, 42, 0.75, {})
-    assert OwnerSpend.objects.get(owner=user).cost_usd == pytest.approx(0.75)
+    assert (usage["calls"], usage["tokens"], usage["reservations"]) == (2, first.tokens + 27, {})
+    assert usage["cost_usd"] == pytest.approx(first.cost_usd + 0.5)
+    assert OwnerSpend.objects.get(owner=user).cost_usd == pytest.approx(first.cost_usd + 0.5)
     assert len(NodeRun.objects.get(pk=pk).usage["calls"]) == 2
 
 

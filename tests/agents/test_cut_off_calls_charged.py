@@ -3,13 +3,21 @@ and bills it. agents/budget.py says "Every call made is charged"; a call the nod
 ``timeout_ms`` cuts off (``SoftTimeLimitExceeded`` inside ``llm.chat``) is released with no usage
 (``agents/loop.py`` ``_call``: ``except BaseException: budget.release(reservation)``), so it is
 charged nothing, to the run or to the owner's day. A workflow's author chooses ``timeout_ms`` and
-``retry``: every attempt's call then goes uncharged, past the run's and the owner's ceilings."""
+``retry``: every attempt's call then went uncharged, past the run's and the owner's ceilings. Now
+a call that may have reached the provider (``llm.made``) is charged at its worst case."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+import httpx
+import openai
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from agents import llm
+from agents.exceptions import ModelNotPriced
 from agents.llm import cost
 from agents.models import OwnerSpend
 from tests.conftest import wait_for_run
@@ -42,3 +50,24 @@ def test_model_calls_cut_off_by_the_nodes_timeout_are_charged(engine: Any, fake_
         f"{ATTEMPTS} model calls were made (the provider received and answered each), the run is charged "
         f"${usage.get('cost_usd', 0.0)} for {usage.get('calls', 0)} call(s)")
     assert spent_today >= ATTEMPTS * one_call - 1e-9, f"the owner's day counts ${spent_today}"
+
+
+def _connection_error(cause: BaseException) -> openai.APIConnectionError:
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    try:
+        raise openai.APIConnectionError(request=request) from cause
+    except openai.APIConnectionError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(("exc", "charged"), [
+    (openai.InternalServerError("boom", response=httpx.Response(500, request=httpx.Request("POST", "http://x")),
+                                body=None), False),  # the provider answered: it refused the call
+    (_connection_error(httpx.ConnectError("refused")), False),  # never sent
+    (_connection_error(httpx.ReadTimeout("no answer")), True),  # sent, no answer: billed as far as we know
+    (_connection_error(httpx.RemoteProtocolError("cut mid-answer")), True),
+    (SoftTimeLimitExceeded(), True),  # the node's timeout_ms cut it off
+    (ModelNotPriced("no price"), False),  # refused before sending
+])
+def test_a_failed_request_is_charged_when_it_may_have_reached_the_provider(exc, charged):
+    assert llm.made(exc) is charged

@@ -8,6 +8,9 @@ charged") asks two things of that repeat, and these tests hold it to each:
 
 - the repeated request is recognisable as a repeat at the provider: both carry the same key;
 - the call the kill cut off was made and billed, so the run's and the owner's spend count it.
+
+Each has its negative control (``aob:test:llm_key_off``, ``aob:test:lapsed_uncharged``), run by
+``make test-faults``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tests.support.fake_llm import FakeLLM
 from workflows.models import NodeRun, Run
 from workflows.registry import queue_for
 
-from .harness import Victim, kill9, wait_for
+from .harness import Victim, hooks, kill9, wait_for
 
 pytestmark = [pytest.mark.fault]
 
@@ -80,3 +83,24 @@ def test_the_model_call_a_kill_cut_off_is_charged(engine, agent_worker, fake_llm
         f"the run is charged ${usage.get('cost_usd')} ({usage.get('calls')} call(s)) for two billed calls "
         f"(${2 * one_call:.8f}): the call in flight when its worker died was never charged")
     assert spent_today >= 2 * one_call - 1e-9, f"the owner's day counts ${spent_today} for ${2 * one_call:.8f}"
+
+
+@pytest.mark.faults_full  # a control: `make test-faults` only
+def test_control_without_the_key_the_repeat_is_not_recognisable(engine, agent_worker, fake_llm, api):
+    hooks().set("aob:test:llm_key_off", 1)
+    try:
+        with pytest.raises(AssertionError, match="carries no marker"):
+            test_the_model_call_repeated_after_a_kill_carries_the_same_idempotency_key(engine, agent_worker,
+                                                                                       fake_llm, api)
+    finally:
+        hooks().delete("aob:test:llm_key_off")
+
+
+@pytest.mark.faults_full  # a control: `make test-faults` only
+def test_control_a_lapsed_reservation_dropped_uncharged_misses_the_call(engine, agent_worker, fake_llm, api, user):
+    hooks().set("aob:test:lapsed_uncharged", 1)
+    try:
+        with pytest.raises(AssertionError, match="never charged"):
+            test_the_model_call_a_kill_cut_off_is_charged(engine, agent_worker, fake_llm, api, user)
+    finally:
+        hooks().delete("aob:test:lapsed_uncharged")

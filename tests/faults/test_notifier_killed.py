@@ -5,7 +5,8 @@ delivery's row still says ``pending`` with its attempt claimed. Celery puts the 
 the email again: at-least-once, as docs/DESIGN.md allows, but "made recognisable". A webhook
 delivery carries ``Idempotency-Key: aob-approval-delivery-<id>`` on every attempt; an email's
 marker is its ``Message-ID`` (RFC 5322 §3.6.4, what mail stores and clients deduplicate by), and
-Django makes a new one each send, so the approver's mailbox holds two different messages."""
+Django made a new one each send, so the approver's mailbox held two different messages; now it is
+``notifications.message_id``, the same each attempt (its control: ``aob:test:message_id_off``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tests.conftest import stored_run
 from workflows.engine import locks
 from workflows.registry import NOTIFY_QUEUE
 
-from .harness import Victim, kill9, wait_for
+from .harness import Victim, hooks, kill9, wait_for
 
 pytestmark = [pytest.mark.fault]
 
@@ -77,6 +78,13 @@ class HoldingSmtp:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def reset(self) -> None:
+        """Hold the next message's reply again, as the first's."""
+        with self.lock:
+            self.messages.clear()
+        self.received.clear()
+        self.release.clear()
+
     def close(self) -> None:
         self.release.set()
         self.server.shutdown()
@@ -99,9 +107,9 @@ def notifier(workers, stack_env, mail_server):
 
 
 def test_an_approval_email_sent_again_after_its_sender_died_is_recognisable_as_the_same(
-        engine, notifier, mail_server, user, make_user):
-    bob = make_user("bob", email="bob-killed@example.com")
-    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
+        engine, notifier, mail_server, user, make_user, name="bob"):
+    bob = make_user(name, email=f"{name}-killed@example.com")
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=[name])
     with transaction.atomic():
         locks.lock_run(approval.run_id)
         [delivery] = approval_notify(approval=approval)
@@ -114,10 +122,22 @@ def test_an_approval_email_sent_again_after_its_sender_died_is_recognisable_as_t
 
     wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="sent").exists(), 60,
              "the delivery sent again and recorded")
-    copies = [m for m in mail_server.messages if "bob-killed@example.com" in (m.get("To") or "")]
+    copies = [m for m in mail_server.messages if f"{name}-killed@example.com" in (m.get("To") or "")]
     assert len(copies) == 2, f"{len(copies)} copies at the mail server"
     ids = [m.get("Message-ID") for m in copies]
     assert ids[0] == ids[1], (
         f"the same approval email, sent again after its sender died, is a new message to the mail server and "
         f"the approver's client: Message-ID {ids[0]} then {ids[1]}, and no header names the delivery "
         f"(headers: {sorted(set(copies[1].keys()))})")
+
+
+@pytest.mark.faults_full  # a control: `make test-faults` only
+def test_control_a_new_message_id_each_send_is_a_new_message(engine, notifier, mail_server, user, make_user):
+    mail_server.reset()
+    hooks().set("aob:test:message_id_off", 1)
+    try:
+        with pytest.raises(AssertionError, match="is a new message"):
+            test_an_approval_email_sent_again_after_its_sender_died_is_recognisable_as_the_same(
+                engine, notifier, mail_server, user, make_user, name="bob-control")
+    finally:
+        hooks().delete("aob:test:message_id_off")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agents import budget
 from subflows.models import SubRun
 from tests.agents.flows import agent, node
 from tests.approvals.runs import approval_of, decide, submit
@@ -143,9 +144,10 @@ def test_control_without_wake_and_sweep_the_node_stays_paused_though_it_fits(eng
     _completed_with_both_calls(run_id, fake_llm)
 
 
-def test_a_reservation_left_by_a_node_that_no_longer_runs_holds_nothing(engine, api, user, fake_llm):
-    """A node run killed mid-call (or cancelled with its child) leaves its reservation behind; it
-    must not shrink what the run, or the parent, has left for ever."""
+def test_a_reservation_left_by_a_node_that_no_longer_runs_is_charged_once(engine, api, user, fake_llm):
+    """A node run killed mid-call leaves its reservation behind. Its call was made (the provider
+    bills it), so the next reservation charges it at its worst case, once; it does not stay a
+    reservation that shrinks what the run has left for ever (before, it was dropped uncharged)."""
     fake_llm.reset([TEXT])
     gated = {"nodes": [{"id": "review", "type": "hitl", "config": {"message": "go?"}},
                        agent(model=PRICEY_MODEL, max_tokens=1000)],
@@ -153,11 +155,13 @@ def test_a_reservation_left_by_a_node_that_no_longer_runs_holds_nothing(engine, 
     run_id = submit(user, gated)
     approval = approval_of(run_id)
     gone = NodeRun.objects.create(run_id=run_id, node_id="gone", node_type="agent", status=NodeRun.Status.FAILED)
-    Run.objects.filter(pk=run_id).update(usage={"reservations": {f"{gone.pk}/1": {"tokens": 10**6, "cost_usd": 2.0}}})
+    Run.objects.filter(pk=run_id).update(usage={"reservations": {f"{gone.pk}/1": {"tokens": 500, "cost_usd": 0.005}}})
 
     assert decide(user, approval).status_code == 200
     run = wait_for_run(run_id)
 
     assert run.status == "completed", run.error
-    assert len(fake_llm.requests) == 1  # before: paused, the dead reservation took the whole $2
-    assert run.usage["reservations"] == {} and run.usage["calls"] == 1
+    assert len(fake_llm.requests) == 1
+    assert run.usage["reservations"] == {} and (run.usage["calls"], run.usage["cut_off_calls"]) == (2, 1)
+    assert run.usage["cost_usd"] > 0.005 and run.usage["tokens"] > 500
+    assert [c["errors"] for c in NodeRun.objects.get(pk=gone.pk).usage["calls"]] == [[budget.LAPSED]]

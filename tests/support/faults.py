@@ -54,7 +54,14 @@ so a test flips them for every process of its stack at once:
   finds none, so large inputs are read at every claim and decision (tests/engine/test_run_inputs.py);
 - ``aob:test:firing_key_off``: negative control: a schedule's firing is keyed by when it was
   delivered, not by the cron time it was due (``schedules.due_time``), so a firing beat sends again
-  is a new one (tests/faults/test_beat_restarted.py).
+  is a new one (tests/faults/test_beat_restarted.py);
+- ``aob:test:lapsed_uncharged``: negative control of the charge of a call cut off by a killed
+  process: ``budget._settle`` drops a lapsed reservation uncharged, as before
+  (tests/faults/test_agent_killed_mid_call.py); ``aob:test:llm_key_off``: ``llm.chat`` sends no
+  ``Idempotency-Key``, the negative control of the model call's key (same module);
+- ``aob:test:message_id_off``: an approval email gets a new ``Message-ID`` at each send, as Django
+  makes one, the negative control of ``notifications.message_id``
+  (tests/faults/test_notifier_killed.py).
 
 Installed in a worker, it also turns on the coordinator's DEBUG line ``coordinator.decided``
 (``node_run_id``, ``step``: plain or full), so a test can tell which step decided a node run
@@ -97,11 +104,14 @@ def unchecked_claim(sql: str) -> str:
 
 def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     """``(module, name, replacement)`` for each engine function a fault wraps."""
+    from email.utils import make_msgid
+
     from django.db.models import DateTimeField, Value
     from django.test import override_settings
     from django.utils import timezone
 
-    from agents import budget
+    from agents import budget, llm
+    from approvals import notifications
     from subflows import services as subflows
     from triggers.services import schedules
     from workflows.engine import (
@@ -233,6 +243,21 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def switchable_kept(key: str) -> Any:
         return None if _redis().exists("aob:test:inputs_unkept") else kept(key)
 
+    settle, chat, message_id = budget._settle, llm.chat, notifications.message_id
+
+    def switchable_settle(run: Any, held: dict[str, Any], live: set[str]) -> dict[str, Any]:
+        if not _redis().exists("aob:test:lapsed_uncharged"):
+            return settle(run, held, live)
+        return {**(run.usage or {}), "reservations": {k: v for k, v in held.items() if k in live}}
+
+    def switchable_chat(**kwargs: Any) -> Any:
+        if _redis().exists("aob:test:llm_key_off"):
+            kwargs.pop("key", None)
+        return chat(**kwargs)
+
+    def switchable_message_id(delivery: Any) -> str:
+        return make_msgid() if _redis().exists("aob:test:message_id_off") else message_id(delivery)
+
     subflows_sweep = subflows.subflows_sweep
 
     def switchable_subflows_sweep() -> dict[str, int]:
@@ -250,7 +275,8 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (heartbeat._Beat, "interrupt", switchable_interrupt),
                (admission, "release_unreleased", switchable_release_unreleased), (admission, "slots", switchable_slots),
                (shares, "share", switchable_share),
-               (run_inputs, "kept", switchable_kept)]
+               (run_inputs, "kept", switchable_kept), (budget, "_settle", switchable_settle),
+               (llm, "chat", switchable_chat), (notifications, "message_id", switchable_message_id)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
     return wrapped
