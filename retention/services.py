@@ -1,13 +1,19 @@
 """Retention: finished runs past their owner's retention go, with everything that is theirs (node
 runs, events, patches, refusals, approvals and their decisions and deliveries, the agent journal,
-sub-run links: the database's cascades); then the artifacts no run, patch or workflow version
-refers to any more (older than ``AOB_ARTIFACT_GRACE_S``); then webhook delivery ids and schedule
-firings past their own retention.
+sub-run links: every model that cascades from a run); then the artifacts no run, patch or workflow
+version refers to any more (older than ``AOB_ARTIFACT_GRACE_S``); then webhook delivery ids and
+schedule firings past their own retention.
 
 Each batch (``AOB_RETENTION_BATCH_SIZE`` rows) is its own short transaction that skips rows someone
-holds, so pruning never stands in a run's way. A run that is not finished is never a candidate; nor
-is a finished child run whose parent has not taken its outcome yet, nor a run an unfinished replay
-replays.
+holds, so pruning never stands in a run's way. A batch of runs first loses what is theirs, table by
+table and leaves first, ``AOB_RETENTION_CHUNK_ROWS`` rows per transaction (a run may hold 10,000
+node runs and many more events: a batch of them deleted at once was millions of rows in one
+transaction), then the run rows go. A prune that stops between two chunks (its time is up, or it
+dies) leaves runs that are still candidates, missing some of their rows: the next prune finishes
+them, and a reader meanwhile sees a finished run with fewer node runs and events.
+
+A run that is not finished is never a candidate; nor is a finished child run whose parent has not
+taken its outcome yet, nor a run an unfinished replay replays.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import DurationField, Exists, F, Func, OuterRef, QuerySet, Subquery, Value
-from django.db.models.deletion import ProtectedError, RestrictedError
+from django.db.models.deletion import ProtectedError, RestrictedError, get_candidate_relations_to_delete
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -115,22 +121,23 @@ def _in_batches(candidates: Any, model: Any, batch: int, deadline: float | None 
     batch reads on from there, never the rows before it again). Each batch is its own short
     transaction: its rows are locked, skipping any someone holds (the next prune takes those),
     judged again once locked, in a statement of its own (a reference committed while the first read
-    ran keeps its row), then deleted. Returns the count and whether the candidates ran out before
-    ``deadline`` (``time.monotonic``)."""
+    ran keeps its row), then deleted; a batch of runs first loses what is theirs, a chunk at a time
+    (``_children_delete``). Returns the count and whether the candidates ran out before ``deadline``
+    (``time.monotonic``)."""
     removed, after = 0, None
     while True:
-        if deadline is not None and time.monotonic() >= deadline:
+        if _past(deadline):
             return removed, False
         page = candidates() if after is None else candidates().filter(pk__gt=after)
         ids = list(page.order_by("pk").values_list("pk", flat=True)[:batch])
         if not ids:
             return removed, True
         after = ids[-1]
+        if model is Run and not _children_delete(candidates, ids, deadline):
+            return removed, False
         try:
             with transaction.atomic():
-                locked = list(model.objects.filter(pk__in=ids).select_for_update(skip_locked=True)
-                              .values_list("pk", flat=True))
-                gone = list(candidates().filter(pk__in=locked).values_list("pk", flat=True)) if locked else []
+                gone = _locked_candidates(candidates, model, ids)
                 if gone:
                     model.objects.filter(pk__in=gone).delete()
         except (ProtectedError, RestrictedError):
@@ -138,6 +145,58 @@ def _in_batches(candidates: Any, model: Any, batch: int, deadline: float | None 
             logger.info("retention.batch_skipped", extra={"model": model.__name__})
             continue
         removed += len(gone)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _locked_candidates(candidates: Any, model: Any, ids: list[Any]) -> list[Any]:
+    """Of ``ids``, those this transaction could lock (someone else's are skipped) that are still
+    candidates once locked."""
+    locked = list(model.objects.filter(pk__in=ids).select_for_update(skip_locked=True).values_list("pk", flat=True))
+    return list(candidates().filter(pk__in=locked).values_list("pk", flat=True)) if locked else []
+
+
+def _cascades(model: Any, path: str = "", above: frozenset[Any] = frozenset()) -> list[tuple[Any, str]]:
+    """Every (model, lookup to ``model``'s key) that a delete of ``model`` cascades to, in any app,
+    a model's own cascades before it: the order that deletes leaves first. Derived from the models,
+    as Django's collector derives its cascades, so a new model that belongs to a run is pruned too.
+    A cascade back to a model above is left to the collector that deletes that model's rows."""
+    found: list[tuple[Any, str]] = []
+    relations: list[Any] = list(get_candidate_relations_to_delete(model._meta))
+    for relation in relations:
+        if relation.on_delete is not models.CASCADE or relation.related_model in above | {model}:
+            continue  # SET_NULL and the like: the collector does them when the row itself goes
+        lookup = f"{relation.field.name}__{path}" if path else relation.field.name
+        found += _cascades(relation.related_model, lookup, above | {model})
+        found.append((relation.related_model, lookup))
+    return found
+
+
+def _children_delete(candidates: Any, ids: list[Any], deadline: float | None) -> bool:
+    """Delete what belongs to the runs ``ids`` (those still candidates), table by table, leaves
+    first, at most ``AOB_RETENTION_CHUNK_ROWS`` rows per transaction, each transaction locking the
+    runs and judging them again as a batch does. Only keys are read: the collector that deletes a
+    chunk loads its rows' keys, never their fields, and finds nothing left below them (a row added
+    below one since, say a late journal entry, goes with it). False when ``deadline`` came first:
+    the runs stay candidates, and the next prune carries on where this one stopped."""
+    chunk = settings.AOB_RETENTION_CHUNK_ROWS
+    for model, lookup in _cascades(Run):
+        while True:
+            if _past(deadline):
+                return False
+            with transaction.atomic():
+                runs = _locked_candidates(candidates, Run, ids)
+                if not runs:
+                    return True  # held or no longer candidates: the batch's own judgement skips them too
+                rows = list(model.objects.filter(**{f"{lookup}__in": runs}).order_by()
+                            .values_list("pk", flat=True)[:chunk])
+                if rows:
+                    model.objects.filter(pk__in=rows).only("pk").delete()
+            if len(rows) < chunk:
+                break
+    return True
 
 
 def _preview(now: datetime) -> dict[str, Any]:

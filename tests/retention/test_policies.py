@@ -90,6 +90,7 @@ def test_aob_retention_days_inside_the_range_starts() -> None:
     ("AOB_HOOK_DELIVERY_RETENTION_S", "600", "must be from 660 to 3153600000, not 600"),
     ("AOB_ARTIFACT_GRACE_S", "99999999999", "must be from 0 to 3153600000, not 99999999999"),
     ("AOB_RETENTION_BATCH_SIZE", "ten", "must be an integer, not 'ten'"),
+    ("AOB_RETENTION_CHUNK_ROWS", "0", "must be from 1 to 1000000, not 0"),
 ])
 def test_every_other_age_the_prune_reads_is_bounded_at_start_up_and_named(name: str, value: str, rule: str) -> None:
     """Past a century, ``now -`` the age overflows and every prune fails; a delivery id kept less
