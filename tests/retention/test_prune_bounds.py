@@ -1,15 +1,20 @@
-"""A prune asked for over the API is bounded: it starts no batch after ``AOB_PRUNE_REQUEST_S`` and
-says what is left; a dry run counts each kind of row up to ``AOB_PRUNE_PREVIEW_CAP``."""
+"""A prune is bounded: over the API it starts no batch, and no chunk of a run's rows, after
+``AOB_PRUNE_REQUEST_S`` and says what is left; no transaction of it deletes more than a chunk
+(``AOB_RETENTION_CHUNK_ROWS``) of a run's rows or a batch (``AOB_RETENTION_BATCH_SIZE``) of runs; a
+dry run counts each kind of row up to ``AOB_PRUNE_PREVIEW_CAP``."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
+from retention import services
 from retention.services import prune
 from tests.conftest import client_for, stored_run
-from workflows.models import Run
+from workflows.models import Event, NodeRun, Run
 
 
 def old_runs(owner: Any, n: int) -> list[Any]:
@@ -47,3 +52,101 @@ def test_a_dry_run_counts_up_to_its_cap_and_names_what_reached_it(db: Any, make_
     assert preview["events"] == 0 and "events" not in preview["at_least"]
     settings.AOB_PRUNE_PREVIEW_CAP = 100
     assert prune(dry_run=True)["runs"] == 3 and prune(dry_run=True)["at_least"] == []
+
+
+def big_old_runs(owner: Any, n: int, *, node_runs: int, events: int) -> list[Run]:
+    """Finished runs past retention, each with ``node_runs`` iterations of node ``a`` and ``events`` events."""
+    runs = old_runs(owner, n)
+    for run in runs:
+        NodeRun.objects.bulk_create([NodeRun(run=run, node_id="a", iteration=i, node_type="transform",
+                                             status="completed", consumed=True, attempts=1, output=i)
+                                     for i in range(node_runs)], batch_size=5000)
+        Event.objects.bulk_create([Event(run=run, seq=i, type="node_completed", node_id="a", data={})
+                                   for i in range(events)], batch_size=5000)
+    return runs
+
+
+class RowsPerTransaction:
+    """Rows each DELETE removed, summed per transaction (the test's ``db`` wraps everything, so a
+    prune's ``transaction.atomic`` is a savepoint: from SAVEPOINT to its RELEASE); ``committed``
+    counts the transactions that deleted a row."""
+
+    def __init__(self) -> None:
+        self.current = self.largest = self.committed = 0
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        result = execute(sql, params, many, context)
+        head = sql.lstrip()[:20].upper()
+        if head.startswith("SAVEPOINT"):
+            self.current = 0
+        elif head.startswith("RELEASE") and self.current:
+            self.committed += 1
+        elif head.startswith("DELETE"):
+            self.current += max(context["cursor"].rowcount, 0)
+            self.largest = max(self.largest, self.current)
+        return result
+
+
+def test_no_prune_transaction_deletes_more_than_a_chunk_of_a_runs_rows(db: Any, make_user: Any,
+                                                                        settings: Any) -> None:
+    """A batch is counted in runs, and a run may hold AOB_MAX_NODE_RUNS_PER_RUN (10,000) node runs
+    and more events: deleted with their runs, one batch of four such runs was 80,004 rows in one
+    transaction (3.1 s of an API prune asked to stop after 1 s; five runs of 30,000 events, 18 s),
+    on the maintenance queue beside the coordinator. Their rows go first, a chunk per transaction,
+    then the runs."""
+    staff = make_user("ops", is_staff=True)
+    runs = big_old_runs(staff, 2, node_runs=5000, events=5000)
+    tally = RowsPerTransaction()
+
+    with connection.execute_wrapper(tally):
+        answer = client_for(staff).post("/api/v1/prune", {}, format="json")
+
+    assert answer.status_code == 200, answer.content
+    assert answer.json() | {"artifacts": 0} == {"runs": 2, "artifacts": 0, "hook_deliveries": 0,
+                                                "schedule_firings": 0, "finished": True}
+    assert not Run.objects.filter(pk__in=[r.pk for r in runs]).exists() and not NodeRun.objects.exists()
+    bound = max(settings.AOB_RETENTION_CHUNK_ROWS, settings.AOB_RETENTION_BATCH_SIZE)
+    assert tally.largest <= bound, f"one prune transaction deleted {tally.largest} rows (bound {bound})"
+
+
+def test_a_prune_out_of_time_between_chunks_leaves_a_run_the_api_reads_and_the_next_prune_ends(
+        db: Any, make_user: Any, settings: Any, monkeypatch: Any) -> None:
+    """A run's rows go over several transactions: one stopped between them (its time up, or its
+    process killed) leaves a finished run missing some of them, still past retention. Its pages
+    read what is left, and the next prune removes the rest and the run."""
+    staff = make_user("ops", is_staff=True)
+    [run] = big_old_runs(staff, 1, node_runs=300, events=150)
+    reader = client_for(staff)
+    reader.raise_request_exception = False
+    pages = ["", "details", "events", "timeline", "output", "inputs", "patches", "nodes/a/iterations",
+             *(f"nodes/a/iterations/{i}/{field}" for i in (0, 299) for field in ("output", "input"))]
+    before = {page: reader.get(f"/api/v1/runs/{run.pk}/{page}".rstrip("/")).status_code for page in pages}
+    settings.AOB_RETENTION_CHUNK_ROWS = 100
+    settings.AOB_PRUNE_REQUEST_S = 3
+    tally = RowsPerTransaction()  # the prune's clock: a second per transaction that deleted rows
+    monkeypatch.setattr(services, "time", SimpleNamespace(monotonic=lambda: tally.committed))
+
+    with connection.execute_wrapper(tally):
+        answer = client_for(staff).post("/api/v1/prune", {}, format="json")
+
+    # events went first (100, then 50), then a chunk of node runs: the time is up in the middle of the run
+    assert answer.json() == {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0,
+                             "finished": False}
+    assert Run.objects.filter(pk=run.pk).exists()
+    assert (Event.objects.filter(run=run).count(), NodeRun.objects.filter(run=run).count()) == (0, 200)
+    kept = NodeRun.objects.filter(run=run).values_list("iteration", flat=True).first()
+    gone = next(i for i in range(300) if not NodeRun.objects.filter(run=run, iteration=i).exists())
+    after = {page: reader.get(f"/api/v1/runs/{run.pk}/{page}".rstrip("/")).status_code for page in pages}
+    # a page about what is left reads as before; one about a node run gone is a 404, never a 500
+    assert set(before.values()) == {200}, before
+    assert {page: code for page, code in after.items() if "iterations/" not in page} == {
+        page: code for page, code in before.items() if "iterations/" not in page}
+    assert reader.get(f"/api/v1/runs/{run.pk}/nodes/a/iterations/{kept}/output").status_code == 200
+    assert reader.get(f"/api/v1/runs/{run.pk}/nodes/a/iterations/{gone}/output").status_code == 404
+    details = reader.get(f"/api/v1/runs/{run.pk}/details").json()
+    assert [(n["node_id"], n["iterations"]) for n in details["nodes"]] == [("a", 200)]
+
+    monkeypatch.undo()
+    assert prune() | {"artifacts": 0} == {"runs": 1, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0,
+                                          "finished": True}
+    assert not Run.objects.filter(pk=run.pk).exists() and not NodeRun.objects.exists()
