@@ -1,0 +1,124 @@
+"""Red-team (rt-web): the cost of reads in the web tier. Each test builds one user's data with bulk
+inserts in the real database and measures one request: what its statements read, how many there
+are, or how large its answer is. They fail on the code as found (see each docstring's figures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from approvals.models import Approval, Decision
+from subflows.models import SubRun
+from tests.conftest import client_for, set_inputs, stored_run
+from workflows.models import NodeRun, Run
+
+API = "/api/v1"
+RUN_INPUTS = '"workflows_run"."inputs"'
+NODE_VALUES = ('"workflows_noderun"."input"', '"workflows_noderun"."output"', '"workflows_noderun"."attempt_log"')
+
+
+def statements(client: Any, path: str) -> tuple[Any, list[str]]:
+    with CaptureQueriesContext(connection) as reads:
+        response = client.get(path)
+    assert response.status_code == 200, response.content[:300]
+    return response, [q["sql"] for q in reads.captured_queries]
+
+
+def test_the_approvals_inbox_never_reads_the_runs_inputs(make_user: Any) -> None:
+    """``approvals_visible`` / ``approvals_decidable`` ``select_related("run")`` with every column
+    of the run, its inputs (up to AOB_MAX_RUN_INPUTS_BYTES, 16 MiB) included, once per approval on
+    the page: the inbox answers none of them. Alice (the run's owner) chooses the inputs; Bob's
+    inbox pays. Measured: 200 approvals of one run with 4 MB inputs, ``GET /approvals?status=pending
+    &limit=200`` as Bob took 3.4-6.4 s (about 800 MB read and parsed) for a 97 kB answer; at
+    ``limit=1000`` and 16 MiB inputs, some 16 GB a request. The detail (``approval_get``) and the
+    approval page read them too, on every poll."""
+    alice, bob = make_user("alice"), make_user("bob")
+    run = stored_run(alice)
+    set_inputs(run, {"blob": "x" * 2_000_000})
+    approvals = Approval.objects.bulk_create([Approval(run=run, node_id=f"gate{i}", approvers=["bob"])
+                                              for i in range(5)])
+    as_bob, browser = client_for(bob), Client()
+    browser.force_login(bob)
+
+    for client, path in ((as_bob, f"{API}/approvals?status=pending"), (as_bob, f"{API}/approvals"),
+                         (as_bob, f"{API}/approvals/{approvals[0].pk}"), (browser, f"/approvals/{approvals[0].pk}/")):
+        _, sql = statements(client, path)
+        assert [s[:120] for s in sql if RUN_INPUTS in s] == [], path
+
+
+def test_the_approvals_inbox_judges_who_could_approve_in_statements_as_few_for_any_page(make_user: Any) -> None:
+    """``fill_decidable`` asks ``who_could_approve`` once per pending approval that needs more than
+    one person (four-eyes, ``allow_self_approval: false``, or ``required_approvals`` > 1): an N+1.
+    Measured: 200 four-eyes gates, ``GET /approvals?status=pending&limit=200``: 209 statements;
+    ``limit=1000``, over a thousand a request, for any approver a gate names."""
+    alice, bob = make_user("alice"), make_user("bob")
+    run = stored_run(alice)
+
+    def inbox() -> int:
+        with CaptureQueriesContext(connection) as reads:
+            assert client_for(bob).get(f"{API}/approvals?status=pending&limit=1000").status_code == 200
+        return len(reads)
+
+    Approval.objects.bulk_create([Approval(run=run, node_id=f"few{i}", approvers=["bob"], allow_self_approval=False)
+                                  for i in range(2)])
+    few = inbox()
+    Approval.objects.bulk_create([Approval(run=run, node_id=f"many{i}", approvers=["bob"],
+                                           allow_self_approval=False, required_approvals=2) for i in range(60)])
+    many = inbox()
+
+    assert many == few, f"{few} statements for 2 gates, {many} for 62"
+
+
+def test_a_page_of_approvals_fits_an_answer_s_byte_budget(make_user: Any) -> None:
+    """Only the contexts of a page are spent against ``AOB_DETAILS_MAX_BYTES``; each approval's
+    ``message`` (20,000 characters: up to 80 kB as UTF-8), its decisions' ``data`` (64 KiB each) and
+    ``comment`` (10,000 characters) are answered whole, for up to 1,000 approvals a page. Measured:
+    1,000 approvals of Alice's run naming Bob, each a 20,000-"€" message and one decision of 60 kB
+    data and a 10,000-character comment: ``GET /approvals?limit=1000`` as Bob answered 130.6 MB in
+    1.5 s (and built it in the web process). Here 150 such approvals: about 20 MB."""
+    alice, bob = make_user("alice"), make_user("bob")
+    run = stored_run(alice)
+    approvals = Approval.objects.bulk_create([
+        Approval(run=run, node_id=f"gate{i}", approvers=["bob"], status="approved", message="€" * 20_000)
+        for i in range(150)])
+    Decision.objects.bulk_create([Decision(approval=a, user=bob, username="bob", approve=True,
+                                           data={"note": "y" * 60_000}, comment="c" * 10_000) for a in approvals])
+
+    answer = client_for(bob).get(f"{API}/approvals?limit=1000")
+
+    assert answer.status_code == 200
+    # generous: twice the budget every other list keeps to
+    assert len(answer.content) <= 2 * settings.AOB_DETAILS_MAX_BYTES, f"{len(answer.content):,} bytes"
+
+
+def test_a_run_s_family_reads_no_child_inputs_nor_node_values(make_user: Any) -> None:
+    """``run_family`` (``GET /runs/{id}/family`` and the run page's family) ``select_related``s each
+    child run and each parent node run whole: a child's inputs (up to 16 MiB), the workflow node's
+    resolved input (16 MiB), output (32 MiB) and attempt log, for every child the run ever started
+    (a loop may start thousands), to answer an id, a node id and a status each. Measured: 2,000
+    children with 50 kB inputs, node input and output each: 0.88 s for the API (about 300 MB read)
+    and 1.26 s for the run page; at the bounds, gigabytes for one page view."""
+    alice = make_user("alice")
+    parent = stored_run(alice)
+    blob = {"blob": "x" * 500_000}
+    children = Run.objects.bulk_create([Run(owner=alice, base_artifact=parent.base_artifact,
+                                            current_artifact=parent.base_artifact, inputs=blob, inputs_bytes=500_012)
+                                        for _ in range(4)])
+    nodes = NodeRun.objects.bulk_create([NodeRun(run=parent, node_id="child", iteration=i, node_type="workflow",
+                                                 status="completed", input=blob, output=blob, attempt_log=[blob])
+                                         for i in range(4)])
+    SubRun.objects.bulk_create([SubRun(parent_run=parent, parent_node_run=node, child_run=child)
+                                for node, child in zip(nodes, children, strict=True)])
+    browser = Client()
+    browser.force_login(alice)
+
+    for client, path in ((client_for(alice), f"{API}/runs/{parent.pk}/family"), (browser, f"/runs/{parent.pk}/")):
+        response, sql = statements(client, path)
+        family = [s for s in sql if "subflows_subrun" in s]
+        assert family, path
+        assert [c for c in (RUN_INPUTS, *NODE_VALUES) if any(c in s for s in family)] == [], path
+    assert len(client_for(alice).get(f"{API}/runs/{parent.pk}/family").json()["children"]) == 4
