@@ -68,10 +68,17 @@ def is_approver(approval: Approval, user: User) -> bool:
     return bool(names & set(approval.approvers))
 
 
+# What an approval reads of its run: its owner and its definition (four-eyes, the decision's
+# events, the digest of the gated action), never its inputs (up to AOB_MAX_RUN_INPUTS_BYTES, a
+# choice of the run's owner, not of who reads the approval) nor its errors: every query of
+# approvals that selects the run defers these.
+RUN_UNREAD = ("run__inputs", "run__error", "run__output_error")
+
+
 def approvals_decidable(*, user: User) -> QuerySet[Approval]:
     """Pending approvals this user may decide now."""
     return (Approval.objects.filter(status=Approval.Status.PENDING).filter(naming(user, "approvers"))
-            .select_related("run").prefetch_related(_PATCH).order_by("deadline", "created_at"))
+            .select_related("run").defer(*RUN_UNREAD).prefetch_related(_PATCH).order_by("deadline", "created_at"))
 
 
 # A patch approval's answer says what became of its patch (applied, or refused and why), not its operations.
@@ -81,7 +88,7 @@ _PATCH = Prefetch("patch", queryset=RunPatch.objects.only("id", "seq", "status",
 def approvals_visible(*, user: User) -> QuerySet[Approval]:
     """Approvals of the user's own runs, and the ones the user is (or was) asked to decide."""
     return (Approval.objects.filter(Q(run__owner=user) | naming(user, "approvers")).select_related("run")
-            .prefetch_related(_PATCH).distinct())
+            .defer(*RUN_UNREAD).prefetch_related(_PATCH).distinct())
 
 
 def approval_get(*, user: User, approval_id: object) -> Approval:

@@ -21,7 +21,7 @@ from approvals.exceptions import (
 )
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
-from approvals.selectors import DUE_BATCH, due_in_turns, fill_decidable, is_approver
+from approvals.selectors import DUE_BATCH, RUN_UNREAD, due_in_turns, fill_decidable, is_approver
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.approvers import names_of_both
 from workflows.definition.forms import form_data_failure
@@ -181,7 +181,8 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     refuse_past(data, DATA_MAX_BYTES, field="data", error=FormDataInvalid)
     with transaction.atomic():
         run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
-        approval = Approval.objects.select_for_update().select_related("run__owner").get(pk=approval.pk)
+        approval = (Approval.objects.select_for_update().select_related("run__owner").defer(*RUN_UNREAD)
+                    .get(pk=approval.pk))
         if approval.status != Approval.Status.PENDING:
             raise ApprovalSettled(f"approval {approval.pk} is already {approval.status}",
                                   extra={"status": approval.status})
@@ -386,7 +387,7 @@ def _expire_one(pk: int, now: Any) -> int:
         if run_id is None:
             return 0
         locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
-        approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run")
+        approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run").defer(*RUN_UNREAD)
                     .filter(pk=pk, status=Approval.Status.PENDING).first())
         return int(approval is not None and _expire_if_due(approval, now))
 

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from approvals.models import Approval, Decision
 from subflows.models import SubRun
-from tests.conftest import client_for, set_inputs, stored_run
+from tests.conftest import client_for, stored_run
 from workflows.models import NodeRun, Run
 
 API = "/api/v1"
@@ -26,28 +26,6 @@ def statements(client: Any, path: str) -> tuple[Any, list[str]]:
         response = client.get(path)
     assert response.status_code == 200, response.content[:300]
     return response, [q["sql"] for q in reads.captured_queries]
-
-
-def test_the_approvals_inbox_never_reads_the_runs_inputs(make_user: Any) -> None:
-    """``approvals_visible`` / ``approvals_decidable`` ``select_related("run")`` with every column
-    of the run, its inputs (up to AOB_MAX_RUN_INPUTS_BYTES, 16 MiB) included, once per approval on
-    the page: the inbox answers none of them. Alice (the run's owner) chooses the inputs; Bob's
-    inbox pays. Measured: 200 approvals of one run with 4 MB inputs, ``GET /approvals?status=pending
-    &limit=200`` as Bob took 3.4-6.4 s (about 800 MB read and parsed) for a 97 kB answer; at
-    ``limit=1000`` and 16 MiB inputs, some 16 GB a request. The detail (``approval_get``) and the
-    approval page read them too, on every poll."""
-    alice, bob = make_user("alice"), make_user("bob")
-    run = stored_run(alice)
-    set_inputs(run, {"blob": "x" * 2_000_000})
-    approvals = Approval.objects.bulk_create([Approval(run=run, node_id=f"gate{i}", approvers=["bob"])
-                                              for i in range(5)])
-    as_bob, browser = client_for(bob), Client()
-    browser.force_login(bob)
-
-    for client, path in ((as_bob, f"{API}/approvals?status=pending"), (as_bob, f"{API}/approvals"),
-                         (as_bob, f"{API}/approvals/{approvals[0].pk}"), (browser, f"/approvals/{approvals[0].pk}/")):
-        _, sql = statements(client, path)
-        assert [s[:120] for s in sql if RUN_INPUTS in s] == [], path
 
 
 def test_the_approvals_inbox_judges_who_could_approve_in_statements_as_few_for_any_page(make_user: Any) -> None:

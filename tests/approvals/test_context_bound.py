@@ -1,21 +1,26 @@
-"""A node gate's context (its inputs and upstream outputs) is bounded where it is stored, so the
-inbox, which lists up to 200 gates with their contexts, stays small; what did not fit links to
-the whole value."""
+"""What the approvals inbox reads and answers is bounded, however large what one user stored: a
+node gate's context (its inputs and upstream outputs) is bounded where it is stored; a page of up
+to 200 gates with their contexts stays small, and what did not fit links to the whole value; no
+approval read loads its run's inputs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import TextField
 from django.db.models.functions import Cast, Length
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from approvals.models import Approval
 from approvals.services import gate_context
 from tests.approvals.runs import approval_of, decide, parked, submit
-from tests.conftest import client_for, wait_for_run
+from tests.conftest import client_for, set_inputs, stored_run, wait_for_run
 
 PAD = "x" * 100_000  # past the default AOB_APPROVAL_CONTEXT_MAX_BYTES (64 KiB)
+API = "/api/v1"
 
 
 def _gate_after_small_and_large() -> dict[str, Any]:
@@ -79,3 +84,24 @@ def test_the_inbox_reads_contexts_while_they_fit_its_answer(engine: Any, user: A
     assert marked["context"] == {"truncated": True, "bytes": sizes[marked["id"]],
                                  "href": f"/api/v1/approvals/{marked['id']}"}
     assert api.get(marked["context"]["href"]).json()["context"]["upstream"]["prepare"]["amount"] == 42
+
+
+def test_no_approval_read_loads_its_run_s_inputs(user: Any, bob: Any) -> None:
+    """An approval's reads select its run for its owner and definition only, never its inputs (up
+    to AOB_MAX_RUN_INPUTS_BYTES, 16 MiB), which no approval answer shows (``selectors.RUN_UNREAD``):
+    the run's owner chooses them, and the approvers' inbox paid for them. Measured before: 200
+    approvals of one run with 4 MB inputs, ``GET /approvals?status=pending&limit=200`` as Bob took
+    3.4-6.4 s (about 800 MB read and parsed) for a 97 kB answer; the detail and the approval's page
+    read them on every poll."""
+    run = stored_run(user)
+    set_inputs(run, {"blob": "x" * 2_000_000})
+    approvals = Approval.objects.bulk_create([Approval(run=run, node_id=f"gate{i}", approvers=["bob"])
+                                              for i in range(5)])
+    as_bob, browser = client_for(bob), Client()
+    browser.force_login(bob)
+
+    for client, path in ((as_bob, f"{API}/approvals?status=pending"), (as_bob, f"{API}/approvals"),
+                         (as_bob, f"{API}/approvals/{approvals[0].pk}"), (browser, f"/approvals/{approvals[0].pk}/")):
+        with CaptureQueriesContext(connection) as reads:
+            assert client.get(path).status_code == 200
+        assert [q["sql"][:120] for q in reads.captured_queries if '"workflows_run"."inputs"' in q["sql"]] == [], path
