@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, User
-from django.db.models import F, Prefetch, Q, QuerySet, Subquery, Window
+from django.db.models import F, Prefetch, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
 from approvals.exceptions import ApprovalNotFound
@@ -28,13 +28,34 @@ def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
 def who_could_approve(approval: Approval) -> int:
     """How many distinct active people could approve ``approval`` (the run's owner not, when
     ``allow_self_approval`` is false), counted up to its ``required_approvals``: fewer, and a vote
-    can reject it but none can approve it. One query."""
-    names = list(approval.approvers or [])
-    people = User.objects.filter(is_active=True).filter((Q(username__in=names) & by_own_name())
-                                                        | Q(groups__name__in=names))
-    if not approval.allow_self_approval:
-        people = people.exclude(pk=Subquery(Run.objects.filter(pk=approval.run_id).values("owner_id")[:1]))
-    return people.values("pk").distinct()[:approval.required_approvals].count()
+    can reject it but none can approve it. ``who_could_approve_each`` of one."""
+    return who_could_approve_each([approval])[0]
+
+
+def who_could_approve_each(approvals: list[Approval]) -> list[int]:
+    """``who_could_approve`` of each of ``approvals``, in order, in two or three queries for any
+    number: the active users their names ask (``by_own_name``), each group's active members up to
+    one more than any of them needs (the owner may be one, and a group that many cannot fall
+    short), then the owners of the runs that may not approve their own."""
+    names = {n for a in approvals for n in a.approvers or []}
+    if not names:
+        return [0] * len(approvals)
+    enough = max(a.required_approvals for a in approvals) + 1
+    members = (User.groups.through.objects.filter(group__name__in=names, user__is_active=True)
+               .annotate(turn=Window(RowNumber(), partition_by=[F("group_id")], order_by=[F("user_id").asc()]))
+               .filter(turn__lte=enough).values_list("group__name", "user_id"))
+    users = User.objects.filter(by_own_name(), is_active=True, username__in=names).values_list("username", "pk")
+    asks: dict[str, set[int]] = {}
+    for name, pk in [*users, *members]:
+        asks.setdefault(name, set()).add(pk)
+    four_eyes = {a.run_id for a in approvals if not a.allow_self_approval}
+    owners = dict(Run.objects.filter(pk__in=four_eyes).values_list("pk", "owner_id")) if four_eyes else {}
+    able = []
+    for approval in approvals:
+        people = set().union(*(asks.get(n, set()) for n in approval.approvers or []))
+        people.discard(owners.get(approval.run_id))
+        able.append(min(len(people), approval.required_approvals))
+    return able
 
 
 def _needs_counting(approval: Approval) -> bool:
@@ -48,14 +69,16 @@ def fill_decidable(approvals: list[Approval]) -> list[Approval]:
     ``cannot_be_approved`` (pending, and fewer people could approve it than it needs: four-eyes
     with the owner as the only approver, two approvals asked of one person). Its run then waits on
     a decision nobody can make, or only a rejection: the answer says so. Two queries for a page,
-    and one more for each approval that needs more than its one approver to be approved."""
+    and two or three more when one of them needs more than its one approver to be approved."""
     pending = [a for a in approvals if a.status == Approval.Status.PENDING]
     reached = names_that_reach_someone({n for a in pending for n in a.approvers or []})
+    unreached = {a.pk for a in pending if not reached & set(a.approvers or [])}
+    # how many could approve each, where that was counted (up to what it needs)
+    counted = [a for a in pending if a.pk not in unreached and _needs_counting(a)]
+    could = dict(zip([a.pk for a in counted], who_could_approve_each(counted), strict=True)) if counted else {}
     for approval in approvals:
-        is_pending = approval.status == Approval.Status.PENDING
-        nobody = is_pending and not reached & set(approval.approvers or [])
-        # how many could approve it, where that was counted (up to what it needs), else None
-        able = (who_could_approve(approval) if is_pending and not nobody and _needs_counting(approval) else None)
+        nobody = approval.pk in unreached
+        able = could.get(approval.pk)
         approval.nobody_can_decide = nobody  # type: ignore[attr-defined]
         approval.could_approve = 0 if nobody else able  # type: ignore[attr-defined]
         approval.cannot_be_approved = nobody or (  # type: ignore[attr-defined]

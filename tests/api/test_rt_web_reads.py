@@ -28,29 +28,6 @@ def statements(client: Any, path: str) -> tuple[Any, list[str]]:
     return response, [q["sql"] for q in reads.captured_queries]
 
 
-def test_the_approvals_inbox_judges_who_could_approve_in_statements_as_few_for_any_page(make_user: Any) -> None:
-    """``fill_decidable`` asks ``who_could_approve`` once per pending approval that needs more than
-    one person (four-eyes, ``allow_self_approval: false``, or ``required_approvals`` > 1): an N+1.
-    Measured: 200 four-eyes gates, ``GET /approvals?status=pending&limit=200``: 209 statements;
-    ``limit=1000``, over a thousand a request, for any approver a gate names."""
-    alice, bob = make_user("alice"), make_user("bob")
-    run = stored_run(alice)
-
-    def inbox() -> int:
-        with CaptureQueriesContext(connection) as reads:
-            assert client_for(bob).get(f"{API}/approvals?status=pending&limit=1000").status_code == 200
-        return len(reads)
-
-    Approval.objects.bulk_create([Approval(run=run, node_id=f"few{i}", approvers=["bob"], allow_self_approval=False)
-                                  for i in range(2)])
-    few = inbox()
-    Approval.objects.bulk_create([Approval(run=run, node_id=f"many{i}", approvers=["bob"],
-                                           allow_self_approval=False, required_approvals=2) for i in range(60)])
-    many = inbox()
-
-    assert many == few, f"{few} statements for 2 gates, {many} for 62"
-
-
 def test_a_page_of_approvals_fits_an_answer_s_byte_budget(make_user: Any) -> None:
     """Only the contexts of a page are spent against ``AOB_DETAILS_MAX_BYTES``; each approval's
     ``message`` (20,000 characters: up to 80 kB as UTF-8), its decisions' ``data`` (64 KiB each) and
