@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db.models import F, Prefetch, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
 from approvals.exceptions import ApprovalNotFound
-from approvals.models import Approval
+from approvals.models import Approval, Decision
+from workflows.answers import Page
 from workflows.approvers import approver_names, by_own_name, naming  # the one rule for whom a name asks
 from workflows.models import Run, RunPatch
 from workflows.selectors import fill_within, measured
@@ -132,14 +134,29 @@ def approvals_listed(*, user: User, status: str | None = None, run: Run | None =
             qs = qs.filter(status=status)
     if run is not None:
         qs = qs.filter(run=run)
-    # each context is measured in the database and read only if it fits (``fill_contexts``)
-    return measured(qs, "context").prefetch_related("decisions", "deliveries")
+    # each heavy value is measured in the database and read only if it fits (``fill_page``)
+    return measured(measured(qs, "message"), "context").prefetch_related(_DECISIONS, "deliveries")
 
 
-def fill_contexts(approvals: list[Approval]) -> list[Approval]:
-    """A page of ``approvals_listed`` with each context read while they fit one answer's budget;
-    past it, a marker linking to the approval (``workflows.selectors.fill_within``)."""
-    return fill_within(approvals, "context", lambda approval: f"/api/v1/approvals/{approval.pk}")
+_DECISIONS = Prefetch("decisions", queryset=measured(measured(Decision.objects.all(), "comment"), "data"))
+
+
+def fill_page(approvals: list[Approval]) -> list[Approval]:
+    """A page of ``approvals_listed`` with its values read while they fit one answer's budget
+    (``AOB_DETAILS_MAX_BYTES``): the messages (what each asks), the contexts, then the decisions'
+    comments and data; past it each is a marker linking to the approval, which answers it whole
+    (``workflows.selectors.fill_within``). The instances are for answering, never for saving."""
+    page = Page(settings.AOB_DETAILS_MAX_BYTES)
+    for field in ("message", "context"):
+        fill_within(approvals, field, lambda approval: _href(approval.pk), page=page)
+    decisions = [decision for approval in approvals for decision in approval.decisions.all()]
+    for field in ("comment", "data"):
+        fill_within(decisions, field, lambda decision: _href(decision.approval_id), page=page)
+    return approvals
+
+
+def _href(approval_id: int) -> str:
+    return f"/api/v1/approvals/{approval_id}"
 
 
 def approval_for_node(*, user: User, run: Run, node_id: str) -> Approval:

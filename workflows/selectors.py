@@ -202,10 +202,11 @@ def measured(qs: QuerySet[Any], field: str) -> QuerySet[Any]:
     return qs.defer(field).annotate(**{f"{field}_bytes": stored_bytes(field)})
 
 
-def fill_within(rows: list[Any], field: str, href: Callable[[Any], str]) -> list[Any]:
-    """A page of ``measured`` rows with ``field`` read while the values fit one answer's budget
-    (``AOB_DETAILS_MAX_BYTES``); the instances are for answering, never for saving (``_fill``)."""
-    _fill(rows, field, href, Page(settings.AOB_DETAILS_MAX_BYTES))
+def fill_within(rows: list[Any], field: str, href: Callable[[Any], str], page: Page | None = None) -> list[Any]:
+    """A page of ``measured`` rows with ``field`` read while the values fit ``page`` (one answer's
+    ``AOB_DETAILS_MAX_BYTES`` unless given: an answer of several fields spends one); the instances
+    are for answering, never for saving (``_fill``)."""
+    _fill(rows, field, href, page if page is not None else Page(settings.AOB_DETAILS_MAX_BYTES))
     return rows
 
 

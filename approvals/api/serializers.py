@@ -23,8 +23,14 @@ class CompatDecideIn(StrictSerializer):
     data = serializers.JSONField(required=False, allow_null=True, default=None)  # type: ignore[assignment]
 
 
+# a message or a comment, and a context or a decision's data as well (approvals.selectors.fill_page)
+LEFT_OUT = ('in a list, while the page has room (AOB_DETAILS_MAX_BYTES), else {"truncated": true, "bytes", '
+            '"href"} linking to the approval, which answers it whole')
+
+
 class DecisionOut(serializers.ModelSerializer):
     user = serializers.CharField(source="username")
+    comment = serializers.JSONField(help_text=f"a string; {LEFT_OUT}")
 
     class Meta:
         model = Decision
@@ -45,6 +51,7 @@ class ApprovalPatchOut(serializers.Serializer):
 
 class ApprovalOut(serializers.ModelSerializer):
     run_id = serializers.UUIDField()
+    message = serializers.JSONField(help_text=f"a string; {LEFT_OUT}")
     decisions = DecisionOut(many=True, read_only=True)
     deliveries = NotificationDeliveryOut(many=True, read_only=True)
     patch_id = serializers.IntegerField(allow_null=True)

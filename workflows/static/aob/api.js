@@ -99,6 +99,12 @@ export function authoringOrder(definition) {
   return top;
 }
 
+// An approval's message; in a list past its byte budget the marker in its place (approvals.selectors.fill_page).
+export function messageOf(approval, otherwise = "") {
+  const m = approval.message;
+  return m && m.truncated ? `(a ${m.bytes}-byte message, too long for this list: open approval ${approval.id})` : m || otherwise;
+}
+
 export function pretty(value) {
   return JSON.stringify(value, null, 2);
 }

@@ -1,7 +1,7 @@
 // The approvals inbox: what I can decide now, with its context. Follows ws/events/: an
 // approval_required or approval_decided frame re-reads the list. Cards stay put across re-reads,
 // so a half-typed comment survives.
-import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, setChildren, showAlert, timeEl } from "./api.js";
+import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, messageOf, setChildren, showAlert, timeEl } from "./api.js";
 
 const inbox = document.getElementById("inbox");
 const alertBox = document.getElementById("inbox-alert");
@@ -31,7 +31,7 @@ function card(a) {
   const form = decisionForm(a, { onDecided: load });
   const headingId = `approval-${a.id}-h`;
   return el("article", { class: "card approval", "aria-labelledby": headingId, "data-approval": a.id },
-    el("h2", { id: headingId }, a.message || (a.kind === "patch" ? "A patch to approve" : "Approve?")),
+    el("h2", { id: headingId }, messageOf(a, a.kind === "patch" ? "A patch to approve" : "Approve?")),
     el("p", { class: "muted" },
       `${a.kind === "patch" ? "Patch" : "Node"} `, el("span", { class: "mono" }, a.node_id || "—"),
       " of run ", el("a", { class: "mono", href: `/runs/${a.run_id}/` }, a.run_id.slice(0, 8)),

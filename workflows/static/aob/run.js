@@ -1,7 +1,7 @@
 // The run page. Everything on it follows the run's WebSocket: each event frame re-fetches
 // /runs/{id}/details (coalesced while a fetch is in flight) and redraws. Resumes with
 // ?after=<last seq> after a disconnect, with backoff. No polling.
-import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, pageData, pretty, setChildren, setSiblings, showAlert, timeEl } from "./api.js";
+import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, messageOf, pageData, pretty, setChildren, setSiblings, showAlert, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
 import { fmtMs, renderTimeline } from "./timeline.js";
 
@@ -351,7 +351,7 @@ function decideForm(n, approval, ask) {
   }
   return decisionForm(approval, {
     attrs: { class: "decide approve-box", "aria-label": `Decide ${n.node_id}` },
-    lead: [el("p", { class: "message" }, approval.message || "Approve?"),
+    lead: [el("p", { class: "message" }, messageOf(approval, "Approve?")),
       approval.required_approvals > 1 ? el("p", { class: "muted votes" }, votesSoFar(approval)) : null,
       approval.cannot_be_approved
         ? el("p", { class: "alert" }, "Fewer people could approve this than it needs: it can be rejected, never approved.")
@@ -469,7 +469,7 @@ function patchDecide(patch) {
   const no = el("button", { type: "button", class: "btn danger" }, "Reject patch");
   yes.addEventListener("click", () => go(true, [yes, no]));
   no.addEventListener("click", () => go(false, [yes, no]));
-  return el("div", { class: "row approve-box" }, el("span", {}, approval.message), yes, no, status);
+  return el("div", { class: "row approve-box" }, el("span", {}, messageOf(approval)), yes, no, status);
 }
 
 function renderRefusals() {
