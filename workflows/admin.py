@@ -18,6 +18,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
+from django.utils.text import smart_split
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
@@ -150,6 +151,20 @@ class BoundedListAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ColumnsChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
+        """A search of its first ``SEARCH_MAX_TERMS`` words (the page says so): Django ANDs one
+        ``LIKE`` a word and search field, with no cap, and each scans every row (1,000 words over
+        20,000 node runs: 2,002 comparisons in one statement, 1.1 s, growing with the table)."""
+        terms = list(smart_split(search_term))
+        if len(terms) > SEARCH_MAX_TERMS:
+            self.message_user(request, f"Searched for the first {SEARCH_MAX_TERMS} of {len(terms)} words.",
+                              level=messages.WARNING)
+            search_term = " ".join(terms[:SEARCH_MAX_TERMS])
+        return super().get_search_results(request, queryset, search_term)
+
+
+SEARCH_MAX_TERMS = 10
 
 
 class ReadOnlyAdmin(BoundedListAdmin):
