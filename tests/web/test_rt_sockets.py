@@ -49,3 +49,77 @@ def test_a_page_on_another_port_of_the_same_host_cannot_open_a_users_stream(tran
     assert own, "control: the page's own origin opens the stream"
     assert not other_port, "a page served on another port of the host opened the user's event stream"
     assert not other_scheme, "a page of another scheme and port opened the user's event stream"
+
+
+# One user's event-stream client, in a process of its own (as on another machine): ``k`` sockets,
+# each replaying the run from the start (?after=0) and reading every frame, again and again.
+REPLAYER = r'''
+import asyncio, sys, time
+from websockets.asyncio.client import connect
+base, origin, path, token, n, k, seconds = sys.argv[1:8]
+n, k, seconds = int(n), int(k), float(seconds)
+async def reader(until):
+    done = 0
+    while time.monotonic() < until:
+        async with connect(base + path, origin=origin, additional_headers={"Authorization": "Token " + token},
+                           max_size=2**22, open_timeout=120) as ws:
+            for _ in range(n):
+                await ws.recv()
+        done += 1
+    return done
+async def main():
+    until = time.monotonic() + seconds
+    print(sum(await asyncio.gather(*(reader(until) for _ in range(k)))), flush=True)
+asyncio.run(main())
+'''
+
+
+def test_one_users_replays_do_not_stall_another_users_stream(web: str, make_user: Any) -> None:
+    """A run of 20,000 small events (a loop of 10,000 iterations is within
+    ``AOB_MAX_NODE_RUNS_PER_RUN``); its owner opens the 50 sockets ``AOB_WS_MAX_PER_USER`` allows,
+    each ``?after=0``, and replays it over and over. Every socket's database reads in a web process
+    go through asgiref's one thread-sensitive thread (``database_sync_to_async``; no
+    ``ThreadSensitiveContext`` under Channels), first in first out, and nothing bounds how much
+    replaying one user asks for: another user's socket waited 13-24 s to open (its token and its
+    run's visibility are read on that thread), where it opens in about 10 ms otherwise (the
+    control, measured first). It should open within a few seconds whatever another user replays."""
+    import asyncio
+    import subprocess
+    import sys
+    import time
+
+    from django.utils import timezone
+    from websockets.asyncio.client import connect
+
+    from tests.conftest import stored_run
+    from tests.web.test_consumers import HELLO
+    from workflows.models import Event
+
+    heavy, other = make_user("heavy"), make_user("other")
+    theirs, count = stored_run(heavy, HELLO), 20_000
+    Event.objects.bulk_create([Event(run=theirs, seq=seq, type="node_completed", node_id="greet",
+                                     data={"iteration": seq, "output_artifact_id": "sha256:" + "ab" * 32},
+                                     created_at=timezone.now()) for seq in range(1, count + 1)], batch_size=2000)
+    mine = stored_run(other, HELLO)
+    base = web.replace("http://", "ws://")
+
+    async def opening_times() -> list[float]:
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            async with connect(f"{base}/ws/runs/{mine.pk}/", origin=web, open_timeout=120,
+                               additional_headers={"Authorization": f"Token {other.auth_token.key}"}):
+                times.append(round(time.monotonic() - started, 3))
+            await asyncio.sleep(0.2)
+        return times
+
+    control = asyncio.run(opening_times())
+    replayer = subprocess.Popen([sys.executable, "-c", REPLAYER, base, web, f"/ws/runs/{theirs.pk}/?after=0",
+                                 heavy.auth_token.key, str(count), "50", "15"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        loaded = asyncio.run(opening_times())
+    finally:
+        replayer.communicate(timeout=300)
+    assert max(control) < 1.0, control
+    assert max(loaded) < 3.0, f"another user's socket took {loaded} s to open (control {control})"
