@@ -123,3 +123,20 @@ def test_one_users_replays_do_not_stall_another_users_stream(web: str, make_user
         replayer.communicate(timeout=300)
     assert max(control) < 1.0, control
     assert max(loaded) < 3.0, f"another user's socket took {loaded} s to open (control {control})"
+
+
+def test_every_way_to_start_the_web_process_caps_the_frames_clients_send() -> None:
+    """docs/SECURITY.md: frames a client sends on a stream are "at most 4 KiB (uvicorn
+    ``--ws-max-size``)"; `make up` (aob/launcher.py) and docker-compose.yml pass it, the image's
+    own command (``docker run`` of the Dockerfile, without compose) does not, so its uvicorn takes
+    frames up to its default 16 MiB, buffered whole before the consumer drops them unread."""
+    import json
+    from pathlib import Path
+
+    from django.conf import settings
+
+    root = Path(settings.BASE_DIR)
+    cmd = next(line for line in (root / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    argv = json.loads(cmd[len("CMD "):])
+    assert "uvicorn" in argv[0] and "--ws-max-size" in argv, argv
+    assert argv[argv.index("--ws-max-size") + 1] == "4096", argv
