@@ -7,4 +7,4 @@ COPY . .
 RUN useradd --create-home aob && chown -R aob /app
 USER aob
 EXPOSE 8000
-CMD ["uvicorn", "aob_project.asgi:application", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "aob_project.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws-max-size", "4096"]

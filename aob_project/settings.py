@@ -379,6 +379,9 @@ AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 AOB_WS_RECHECK_S = env_float("AOB_WS_RECHECK_S", 30.0)
 # Open event streams (WebSockets) per user in one web process; past it a socket is closed with 4429.
 AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50)
+# Page reads of one user's event streams at once in a web process (workflows.consumers.turns): the
+# streams' reads share one thread, so one user's replays wait on each other, not on everyone.
+AOB_WS_READS_PER_USER = env_int("AOB_WS_READS_PER_USER", 2, within=(1, 1000))
 
 # --- Expressions (workflows/definition/expressions.py) --------------------------------------------
 # CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are

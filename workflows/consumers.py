@@ -22,6 +22,7 @@ came, and no later event is needed to reveal the hole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -98,14 +99,42 @@ def _events(run_id: str, after: int, upto: int | None, since: datetime | None) -
     return [e.as_dict() for e in page], more
 
 
+class _Turns:
+    """Each user's page reads in turn, at most ``AOB_WS_READS_PER_USER`` at once in a process. Every
+    socket's database reads in a web process share one thread (``database_sync_to_async``), first
+    come first served: one user's 50 sockets replaying a run of 20,000 events from the start, over
+    and over, kept another user's socket from opening for 8-25 s (a red-team helper's measurement).
+    Now another user's read waits behind at most that many of theirs."""
+
+    def __init__(self) -> None:
+        self.gates: dict[int, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def of(self, user_id: int | None) -> AsyncIterator[None]:
+        gate, users = self.gates.setdefault(user_id or 0, (asyncio.Semaphore(settings.AOB_WS_READS_PER_USER), [0]))
+        users[0] += 1
+        try:
+            async with gate:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                self.gates.pop(user_id or 0, None)
+
+
+turns = _Turns()
+
+
 async def _replay(run_id: str, after: int, upto: int | None = None, since: datetime | None = None, *,
-                  allowed: Callable[[], Awaitable[bool]]) -> AsyncIterator[dict[str, Any]]:
+                  allowed: Callable[[], Awaitable[bool]], reader: int | None) -> AsyncIterator[dict[str, Any]]:
     """A run's events after ``after`` (up to ``upto``, stamped from ``since``), in order, read one
     page at a time (``selectors.events_page``: within ``AOB_DETAILS_MAX_BYTES``, at least one
     event), each read after the last event of the one before, until none is left or ``allowed``
-    (asked before each page after the first) says the socket may not read on."""
+    (asked before each page after the first) says the socket may not read on. Each page is read in
+    the ``reader``'s turn (``turns``)."""
     while True:
-        page, more = await _events(run_id, after, upto, since)
+        async with turns.of(reader):
+            page, more = await _events(run_id, after, upto, since)
         for frame in page:
             yield frame
         if not more or not await allowed():
@@ -275,7 +304,7 @@ class RunEventsConsumer(_Consumer):
 
     async def _read_on(self, upto: int | None = None) -> None:
         """Send the run's events after the last one sent (up to ``upto``) from the database."""
-        async for frame in _replay(self.run_id, self.last, upto, allowed=self._allowed):
+        async for frame in _replay(self.run_id, self.last, upto, allowed=self._allowed, reader=self.user_id):
             await self._send(frame)
 
     async def _send(self, frame: dict[str, Any]) -> None:
@@ -336,7 +365,8 @@ class UserEventsConsumer(_Consumer):
 
     async def _read_on(self, run_id: str, after: int, upto: int | None = None,
                        since: datetime | None = None) -> None:
-        async for frame in _replay(run_id, after, upto, since=since, allowed=self.still_allowed):
+        async for frame in _replay(run_id, after, upto, since=since, allowed=self.still_allowed,
+                                    reader=self.user_id):
             await self._send(frame)
 
     async def quiet_read(self) -> None:

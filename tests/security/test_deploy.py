@@ -59,3 +59,16 @@ def test_a_key_that_is_not_a_fernet_key_is_refused_at_start():
     result = check_deploy(SECRET_KEY=secrets.token_urlsafe(64), AOB_SECRETS_KEYS="not-a-key")
     assert result.returncode != 0
     assert "vault.E001" in result.stdout + result.stderr
+
+
+def test_every_way_to_start_the_web_process_caps_the_frames_clients_send() -> None:
+    """docs/SECURITY.md: frames a client sends on a stream are "at most 4 KiB (uvicorn
+    ``--ws-max-size``)"; `make up` (aob/launcher.py) and docker-compose.yml pass it, the image's
+    own command (``docker run`` of the Dockerfile, without compose) did not, so its uvicorn took
+    frames up to its default 16 MiB, buffered whole before the consumer drops them unread."""
+    import json
+
+    cmd = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    argv = json.loads(cmd[len("CMD "):])
+    assert "uvicorn" in argv[0] and "--ws-max-size" in argv, argv
+    assert argv[argv.index("--ws-max-size") + 1] == "4096", argv
