@@ -50,9 +50,9 @@ def test_a_page_on_another_port_of_the_same_host_cannot_open_a_users_stream(tran
     settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.com", "http://127.0.0.1:9999"]
     trusted, subdomain = run(opened("http://127.0.0.1:9999")), run(opened("https://aob.example.com"))
     assert own, "control: the page's own origin opens the stream"
-    assert trusted and subdomain, "an origin the operator trusts opens it"
     assert not other_port, "a page served on another port of the host opened the user's event stream"
     assert not other_scheme, "a page of another scheme and port opened the user's event stream"
+    assert trusted and subdomain, "an origin the operator trusts opens it"
 
 
 # One user's event-stream client, in a process of its own (as on another machine): ``k`` sockets,
