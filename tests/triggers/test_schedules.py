@@ -222,3 +222,51 @@ def test_a_deactivated_owners_schedule_starts_no_run_and_its_firing_says_why(eng
     assert firing.outcome == ScheduleFiring.Outcome.FAILED and firing.run_id is None
     assert firing.error["error"] == "owner_inactive" and "deactivated" in firing.error["message"], firing.error
     assert not Run.objects.filter(owner=user).exists()
+
+
+def test_a_nightly_schedule_in_the_hour_a_spring_clock_change_skips_still_runs_that_night(engine, api, user):
+    """``30 2 * * *`` in Europe/Paris: on 29 March 2026 the clocks go from 02:00 CET to 03:00 CEST, so
+    02:30 never happens that night. Beat (django-celery-beat's ``TzAwareCrontab``, asked here minute by
+    minute as beat asks it) sends that night's firing at 01:30 UTC, 03:30 local, on time by its
+    clock. ``due_time`` asks croniter for the latest cron time at or before 03:30:01 CEST and gets
+    03:00 CEST (01:00 UTC), which it takes for the slot; the firing is then 1,800 s "late", past
+    ``AOB_SCHEDULE_GRACE_S`` (60 s), and a schedule with the default ``catch_up: skip`` records it as
+    missed: the nightly job does not run that night, though beat was up the whole time, and
+    nothing but a skipped firing says so. It should start its run (once), as on any other night
+    (control: the night before, the same send starts it)."""
+    from datetime import timedelta
+
+    from aob_project.celery import app
+
+    workflow_save(owner=user, tag="nightly", definition=GREETING)
+    response = api.post("/api/v1/schedules", {"tag": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Paris",
+                                              "inputs": {"name": "night"}}, format="json")
+    assert response.status_code == 201, response.json()
+    schedule = Schedule.objects.select_related("periodic_task").get(pk=response.json()["id"])
+    crontab = schedule.periodic_task.schedule  # beat's own schedule object for this entry
+
+    def beat_sends(start: datetime) -> datetime:
+        """The first moment after ``start`` at which beat finds the entry due, a minute at a time."""
+        moment = [start]
+        crontab.nowfun = lambda: moment[0]
+        while moment[0] < start + timedelta(days=1):
+            moment[0] += timedelta(minutes=1)
+            if crontab.is_due(start)[0]:
+                return moment[0]
+        raise AssertionError("beat never sends it")
+
+    before = beat_sends(datetime(2026, 3, 27, 12, 0, tzinfo=UTC))
+    spring = beat_sends(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
+    assert before == datetime(2026, 3, 28, 1, 30, tzinfo=UTC)  # 02:30 CET
+    assert spring == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 03:30 CEST: beat's send that night
+
+    for fired_at in (before, spring):
+        app.send_task("triggers.fire_schedule", args=[schedule.pk, (fired_at + timedelta(seconds=0.3)).isoformat()])
+    firings = wait_until(lambda: list(ScheduleFiring.objects.filter(schedule=schedule).order_by("fire_time"))
+                         if ScheduleFiring.objects.filter(schedule=schedule, fired_at__lt=datetime(2026, 4, 1, tzinfo=UTC)
+                                                          ).count() == 2 else None, timeout=30, what="both firings")
+    firings = [f for f in firings if f.fired_at < datetime(2026, 4, 1, tzinfo=UTC)]
+    assert firings[0].outcome == "started", "control: the night before, beat's send starts the run"
+    assert firings[1].outcome == "started", (
+        f"the spring-forward night's firing, sent by beat at {spring:%H:%M}Z, was recorded {firings[1].outcome} "
+        f"as due at {firings[1].fire_time:%H:%M}Z with {firings[1].error}: the nightly job did not run that night")
