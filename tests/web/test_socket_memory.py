@@ -91,3 +91,88 @@ def test_one_users_sockets_that_stop_reading_cannot_take_the_web_process_memory(
     print(f"rss before {before / 2**20:.0f} MiB, after {after / 2**20:.0f} MiB (+{grown:.0f}) in {elapsed:.1f} s")
     assert grown < 128, (f"8 sockets of one user that stopped reading grew the web process by {grown:.0f} MiB "
                          f"({before / 2**20:.0f} -> {after / 2**20:.0f} MiB in {elapsed:.1f} s)")
+
+
+# An anonymous client, in a process of its own: ``k`` handshakes at a time with a made-up token and
+# session, again and again for ``seconds``; prints how many were judged (closed 4401 after the lookups).
+FLOOD = r'''
+import asyncio, os, sys, time
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+base, origin, path, k, seconds = sys.argv[1:6]
+k, seconds = int(k), float(seconds)
+judged = other = 0
+async def one(until):
+    global judged, other
+    while time.monotonic() < until:
+        try:
+            async with connect(base + path, origin=origin, open_timeout=60, additional_headers={
+                    "Authorization": "Token " + os.urandom(20).hex(), "Cookie": "sessionid=" + os.urandom(16).hex()}) as ws:
+                await ws.recv()
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == 4401:
+                judged += 1
+            else:
+                other += 1
+        except Exception:
+            other += 1
+async def main():
+    until = time.monotonic() + seconds
+    await asyncio.gather(*(one(until) for _ in range(k)))
+    print(judged, other, flush=True)
+asyncio.run(main())
+'''
+
+
+def test_anonymous_handshakes_with_made_up_credentials_are_limited_per_address(engine: Any, stack_env: dict[str, str],
+                                                                              make_user: Any) -> None:
+    """HTTP requests without a valid identity are limited per client address
+    (``AOB_RATE_ANON_PER_MIN``, 60 a minute here as by default); a WebSocket handshake is not: each
+    one with a made-up token and session is judged by reading the session and the token from the
+    database, on the one thread every socket's database reads in the web process share
+    (``database_sync_to_async``), outside the per-user turns (``consumers.turns``), with no limit at
+    all. One address's handshakes past the limit should be refused before any lookup (as HTTP's
+    401s are counted and refused); meanwhile another user's socket opening is measured too."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from websockets.asyncio.client import connect
+
+    from tests.support.stack import Proc
+    from tests.web.conftest import free_port
+
+    port = free_port()
+    env = {**stack_env, "AOB_RATE_ANON_PER_MIN": "60"}
+    proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
+                            "--port", str(port)], env, ready_line="Application startup complete")
+    web = f"http://127.0.0.1:{port}"
+    base = f"ws://127.0.0.1:{port}"
+    try:
+        other = make_user("other")
+        mine = stored_run(other)
+
+        async def opening_times() -> list[float]:
+            times = []
+            for _ in range(5):
+                started = time.monotonic()
+                async with connect(f"{base}/ws/runs/{mine.pk}/", origin=web, open_timeout=120,
+                                   additional_headers={"Authorization": f"Token {other.auth_token.key}"}):
+                    times.append(round(time.monotonic() - started, 3))
+                await asyncio.sleep(0.2)
+            return times
+
+        control = asyncio.run(opening_times())
+        flood = subprocess.Popen([sys.executable, "-c", FLOOD, base, web, f"/ws/runs/{mine.pk}/", "100", "10"],
+                                 stdout=subprocess.PIPE, text=True)
+        time.sleep(2)
+        loaded = asyncio.run(opening_times())
+        out, _ = flood.communicate(timeout=120)
+        judged, refused_otherwise = (int(n) for n in out.split())
+    finally:
+        proc.stop()
+    print(f"judged {judged} anonymous handshakes in 10 s from one address ({refused_otherwise} otherwise); "
+          f"another user's socket opened in {loaded} s (control {control})")
+    assert judged <= 60, (f"one address had {judged} anonymous handshakes judged (a session and a token read each) "
+                          f"in 10 s, past the 60 a minute its HTTP requests get; another user's socket took "
+                          f"{loaded} s to open meanwhile (control {control})")
