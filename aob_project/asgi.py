@@ -14,11 +14,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from aob_project.body_limit import BodySizeLimit  # noqa: E402
 from aob_project.same_origin import SameOriginValidator  # noqa: E402
+from workflows.consumers import AnonymousLimit  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_http_app),
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(AnonymousLimit(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }
 )

@@ -276,7 +276,10 @@ SPECTACULAR_SETTINGS = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "aob_project.channel_layer.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+        # capacity: the frames a socket may have waiting, in Redis and in the web process (where
+        # nothing expires them); past it a push is dropped and the socket reads the hole from the
+        # database. A pushed frame is at most ~4 KiB (workflows.engine.events.live_frame).
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 100, "expiry": 30},
     }
 }
 

@@ -54,6 +54,48 @@ def _token_user(key: str) -> User | None:
     return token.user if token and token.user.is_active else None
 
 
+HANDSHAKE = "aob.handshake"  # the scope's (address, entry) of its count as anonymous (``AnonymousLimit``)
+
+
+class AnonymousLimit:
+    """Before a socket's credentials are read (a session and a token lookup on the one thread all
+    of a process's sockets share), its handshake counts against its address's anonymous limit
+    (``AOB_RATE_ANON_PER_MIN``), and past it is refused with none: one address judged 2,377 made-up
+    credentials in 10 s and held others' sockets (a red-team helper's measurement). A handshake
+    that proves a user is taken out of the count again (``authenticate``). Past the limit a socket
+    is closed with 4429 before anything is read: a user behind the same address as a flood waits
+    out the window, as its HTTP requests without credentials would."""
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        from workflows import ratelimit
+
+        headers = dict(scope.get("headers") or [])
+        address = ratelimit.client_address({
+            "REMOTE_ADDR": (scope.get("client") or ("",))[0],
+            "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin1")})
+        try:
+            member = await asyncio.to_thread(ratelimit.count_handshake, address=address)
+        except ratelimit.RateLimited:
+            if (await receive())["type"] == "websocket.connect":  # closed as past a limit, as 4429 says
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": TOO_MANY})
+            return None
+        return await self.application({**scope, HANDSHAKE: (address, member)}, receive, send)
+
+
+async def _proven(scope: dict[str, Any]) -> None:
+    """The handshake proved a user: it no longer counts as anonymous (``AnonymousLimit``)."""
+    from workflows import ratelimit
+
+    address, member = scope.get(HANDSHAKE) or (None, None)
+    if member is not None:
+        scope[HANDSHAKE] = (address, None)
+        await asyncio.to_thread(ratelimit.uncount_handshake, address=address, member=member)
+
+
 async def authenticate(scope: dict[str, Any], *, again: bool = False) -> User | None:
     """Session (browser) or token (``Authorization: Token <key>`` or ``Bearer <key>`` header). Never a token in the
     query string: servers log URLs, and a token there would end up in access logs. ``again``: for an
@@ -62,6 +104,7 @@ async def authenticate(scope: dict[str, Any], *, again: bool = False) -> User | 
     user = scope.get("user")
     if user is not None and not isinstance(user, AnonymousUser) and user.is_authenticated:
         if not again:
+            await _proven(scope)
             return user
         key = getattr(scope.get("session"), "session_key", None)
         fresh = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key) if key else None
@@ -70,7 +113,10 @@ async def authenticate(scope: dict[str, Any], *, again: bool = False) -> User | 
     headers = dict(scope.get("headers") or [])
     auth = headers.get(b"authorization", b"").decode(errors="ignore")
     key = auth.split(" ", 1)[1].strip() if auth.lower().startswith(("token ", "bearer ")) else ""
-    return await _token_user(key) if key else None
+    user = await _token_user(key) if key else None
+    if user is not None and not again:
+        await _proven(scope)
+    return user
 
 
 def _after(scope: dict[str, Any]) -> int:
@@ -322,10 +368,11 @@ class RunEventsConsumer(_Consumer):
                 return  # already sent, from the replay, an earlier fill or the quiet read
             if not await self._allowed():
                 return
-            if frame["seq"] > self.last + 1:
-                await self._read_on(frame["seq"] - 1)
-                if self.closed:
-                    return  # judged again between pages and closed
+            stub = frame.get("stub", False)  # a large event, read from the database (events.live_frame)
+            if frame["seq"] > self.last + 1 or stub:
+                await self._read_on(frame["seq"] if stub else frame["seq"] - 1)
+                if self.closed or stub:
+                    return  # judged again between pages and closed, or the stub's event read
             await self._send(frame)
 
 
@@ -389,10 +436,12 @@ class UserEventsConsumer(_Consumer):
                 return
             if not await self.still_allowed():
                 return
-            if last is None and seq > 1:
-                await self._read_on(run_id, 0, seq - 1, since=self.since)
-            elif last is not None and seq > last + 1:
-                await self._read_on(run_id, last, seq - 1)
-            if self.closed:
-                return  # judged again between pages and closed
+            stub = frame.get("stub", False)  # a large event, read from the database (events.live_frame)
+            upto = seq if stub else seq - 1
+            if last is None and (seq > 1 or stub):
+                await self._read_on(run_id, 0, upto, since=self.since)
+            elif last is not None and (seq > last + 1 or stub):
+                await self._read_on(run_id, last, upto)
+            if self.closed or stub:
+                return  # judged again between pages and closed, or the stub's event read
             await self._send(frame)

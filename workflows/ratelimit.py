@@ -236,8 +236,32 @@ def _nothing_held() -> None:
 
 
 def check_anonymous(*, address: str) -> None:
-    _fail_open([Layer(f"aob:rl:anon:{address}", settings.AOB_RATE_ANON_PER_MIN, "anonymous_rate_limit_exceeded",
-                      "requests without a valid identity from one address")])
+    _fail_open([anonymous_layer(address)])
+
+
+def anonymous_layer(address: str) -> Layer:
+    return Layer(f"aob:rl:anon:{address}", settings.AOB_RATE_ANON_PER_MIN, "anonymous_rate_limit_exceeded",
+                 "requests without a valid identity from one address")
+
+
+def count_handshake(*, address: str) -> str | None:
+    """A WebSocket handshake, counted as anonymous before its credentials are read (each costs a
+    session and a token lookup on the one thread every socket of a web process shares): past the
+    limit it is refused with none (RateLimited). One that proves a user is taken out again
+    (``uncount_handshake``), so only those without a valid identity count, as on HTTP. Returns the
+    entry, or None when Redis is away (fail open)."""
+    try:
+        return check([anonymous_layer(address)])
+    except redis.RedisError as exc:
+        logger.warning("ratelimit.redis_unavailable", extra={"error": str(exc), "layer": "anonymous_rate_limit_exceeded"})
+        return None
+
+
+def uncount_handshake(*, address: str, member: str) -> None:
+    try:
+        redis_client.shared(TIMEOUT_S).zrem(anonymous_layer(address).key, member)
+    except redis.RedisError as exc:  # it counts until its window ends
+        logger.warning("ratelimit.release_failed", extra={"error": str(exc), "layer": "anonymous_rate_limit_exceeded"})
 
 
 def check_login(*, address: str, username: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -141,6 +142,22 @@ def numbered(run_id: Any, first: int, items: Iterable[tuple[str, str, dict[str, 
                   created_at=now, request_id=request_id) for i, (t, node_id, data) in enumerate(items)]
 
 
+# An event pushed live is at most this big; a larger one goes as its stub (``live_frame``). What a
+# web process keeps for a socket that stopped reading is a channel's capacity of pushed frames
+# (channels_redis's receive buffer, which nothing expires): 1,000 events of 64 KiB were 64 MiB a
+# socket, 3.2 GB for one user's 50 (a red-team helper measured 384 MiB for 8 sockets).
+LIVE_FRAME_MAX_BYTES = 4096
+
+
+def live_frame(frame: dict[str, Any]) -> dict[str, Any]:
+    """``frame`` as it is pushed live: whole while its data is small, else a stub that names it
+    (run, seq, type, node, ``stub: true``), which a socket reads from the database in its turn,
+    as it fills a hole (``workflows.consumers``)."""
+    if len(json.dumps(frame.get("data"), default=str)) <= LIVE_FRAME_MAX_BYTES:
+        return frame
+    return {key: frame.get(key) for key in ("run_id", "seq", "type", "node_id")} | {"stub": True}
+
+
 def push_after_commit(run_id: Any, owner_id: int, events: list[Event]) -> None:
     frames = [e.as_dict() for e in events]
     transaction.on_commit(lambda: push(str(run_id), owner_id, frames))
@@ -166,7 +183,6 @@ class _Pusher:
         from channels.layers import get_channel_layer
 
         groups = [f"run.{run_id}", f"user.{owner_id}"]
-        sends = [(group, {"type": "run.event", "event": frame}) for frame in frames for group in groups]
         layer = get_channel_layer()
         if hasattr(layer, "anyone_in"):
             try:
@@ -175,6 +191,7 @@ class _Pusher:
             except Exception:  # a live push is best effort; the events table is the truth
                 logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
                 return
+        sends = [(group, {"type": "run.event", "event": live_frame(frame)}) for frame in frames for group in groups]
         with self.lock:
             self.pending.extend(sends)
             if self.draining:
