@@ -1,0 +1,70 @@
+"""Red-team (rt-patch): agent patches that get around a human gate, judged by the real service
+against a stored run (policy level), as the corpus does. Each test fails while the hole is open."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tests.agents.test_patch_corpus import (
+    APPROVED, INVOICE, PLAN, PLANNING, Case, add_edge, agent, edge, hitl, http, proposal, remove, run_in_state,
+    snapshot, transform,
+)
+from workflows.services.patches import PatchDenied, PatchRejected, run_patch_propose
+
+pytestmark = pytest.mark.django_db
+
+API = "https://api.example.com"
+
+# A gate guarding a step and an author's retry loop round it; the loop's exit (break_path/timeout_path,
+# no explicit edge: the IR adds the loop → pay edge itself) leads to the payment.
+# /nodes: 0 plan, 1 review, 2 prep, 3 again (loop), 4 pay; /edges: 0 plan→review, 1 review→prep, 2 prep→again
+LOOP_EXIT = {
+    "nodes": [agent("plan"), hitl("review", approvers=["bob"]), transform("prep"),
+              {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "prep",
+                                                         "condition": "false", "break_path": "pay",
+                                                         "timeout_path": "pay"}},
+              http("pay", method="POST")],
+    "edges": [edge("plan", "review"), edge("review", "prep", APPROVED), edge("prep", "again")],
+}
+
+
+def refused_rule(user: Any, base: dict[str, Any], state: dict[str, str], proposer: str,
+                 operations: list[dict[str, Any]]) -> str:
+    run = run_in_state(user, Case(copy.deepcopy(base), state, proposer, operations, "?"))
+    before = snapshot(run)
+    try:
+        patch = run_patch_propose(run=run, operations=copy.deepcopy(operations), description="rt",
+                                  **proposal(proposer, user))
+    except (PatchRejected, PatchDenied) as refused:
+        assert snapshot(run) == before
+        return refused.extra["rule"]
+    return f"accepted ({patch.status})"
+
+
+def test_an_edge_from_before_the_gate_into_a_loop_exit_target_is_a_bypass(user):
+    """``gates.entries`` counts only edges: a node reached only through a loop's ``break_path`` looks
+    like a run's start, so it and everything after it count as "bypassed already" before the patch,
+    and a new edge plan → pay is no fresh bypass. The engine (IR) reaches pay only through the loop:
+    with the edge, pay is a join of plan (delivered) and the loop (dead when the gate rejects), and
+    the payment goes out whatever bob decides."""
+    assert refused_rule(user, LOOP_EXIT, PLANNING, PLAN, [add_edge("plan", "pay")]) == "gate_bypass"
+
+
+def test_removing_an_unreached_loop_cuts_its_exit_target_loose_of_the_gate(user):
+    """Cutting a guarded node loose is a bypass (corpus ``bypass-guarded-node-cut-loose``), but a
+    loop exit's target is taken for an entry before the patch already, so removing the (unreached)
+    loop node that alone led to pay is accepted: pay is then a real entry of the run's definition
+    (a replay of the run starts it at once, before the gate)."""
+    assert refused_rule(user, LOOP_EXIT, PLANNING, PLAN, [remove("/edges/2"), remove("/nodes/3")]) == "gate_bypass"
+
+
+def test_wiring_the_declined_branch_into_the_approved_action_is_refused(user):
+    """The edges out of a gate are immutable (corpus ``gate-outgoing-condition-replaced``: making the
+    declined outcome reach ``pay`` is refused). Adding notify → pay does the same without touching the
+    gate: on a rejection review → pay is dead, review → notify delivers, notify completes and pay (a
+    join of the two) runs. The payment goes out whether bob approves or declines."""
+    rule = refused_rule(user, INVOICE, PLANNING, PLAN, [add_edge("notify", "pay")])
+    assert rule in ("gate_bypass", "gate_immutable"), rule

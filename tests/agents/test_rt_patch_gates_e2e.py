@@ -1,0 +1,69 @@
+"""Red-team (rt-patch), end to end on real workers through the fake OpenAI server: an agent's
+patch, accepted by the policy, makes the gated payment go out although the approver declines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from approvals.models import Approval
+from tests.agents.flows import WAITING, agent, edge, finish, http, node, start
+from tests.conftest import wait_for_run
+from workflows.models import RunPatch
+
+APPROVED = "$.approved == true"
+DECLINED = "$.approved == false"
+
+
+def patching(fake_llm: Any, operations: list[dict[str, Any]]) -> None:
+    fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": operations, "description": "tidy up"})]},
+                    {"content": "done"}])
+
+
+def decline(api: Any, run_id: str) -> None:
+    approval = Approval.objects.get(run_id=run_id, node_id="review")
+    answer = api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": False}, format="json")
+    assert answer.status_code == 200, answer.json()
+
+
+def test_declined_gate_still_pays_through_a_loop_exit_target(engine, api, user, fake_llm, remote):
+    """pay is reached only through the author's loop's break_path; the agent adds plan → pay (the
+    policy takes pay for an entry already, ``gates.entries``). Bob declines; pay runs."""
+    patching(fake_llm, [{"op": "add", "path": "/edges/-", "value": edge("plan", "pay")}])
+    run_id = start(api, [agent(tools=["patch_workflow"]),
+                         {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [user.username]}},
+                         {"id": "prep", "type": "transform", "config": {"expression": "1"}},
+                         {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "prep",
+                                                                    "condition": "false", "break_path": "pay",
+                                                                    "timeout_path": "pay"}},
+                         http("pay", f"{remote.base}/echo/pay", method="POST", payload={"amount": 100})],
+                   [edge("plan", "review"), {**edge("review", "prep"), "condition": APPROVED}, edge("prep", "again")])
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert node(run, "review").status == "waiting", run.status
+    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1  # the policy let it through
+
+    decline(api, run_id)
+    run = finish(run_id)
+
+    assert remote.hits("/echo/pay") == [], f"declined, and the payment went out (run {run.status})"
+
+
+def test_declined_gate_still_pays_when_the_declined_branch_is_wired_into_the_action(engine, api, user, fake_llm,
+                                                                                   remote):
+    """The agent adds notify → pay (the gate's own edges untouched). Bob declines: review → notify
+    delivers, notify runs, and pay, a join of review (dead) and notify (delivered), runs too."""
+    patching(fake_llm, [{"op": "add", "path": "/edges/-", "value": edge("notify", "pay")}])
+    run_id = start(api, [agent(tools=["patch_workflow"]),
+                         {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [user.username]}},
+                         http("pay", f"{remote.base}/echo/pay", method="POST", payload={"amount": 100}),
+                         http("notify", f"{remote.base}/echo/declined", method="POST")],
+                   [edge("plan", "review"), {**edge("review", "pay"), "condition": APPROVED},
+                    {**edge("review", "notify"), "condition": DECLINED}])
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert node(run, "review").status == "waiting", run.status
+    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1
+
+    decline(api, run_id)
+    run = finish(run_id)
+
+    assert len(remote.hits("/echo/declined")) == 1
+    assert remote.hits("/echo/pay") == [], f"declined, and the payment went out (run {run.status})"
