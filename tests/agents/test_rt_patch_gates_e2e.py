@@ -67,3 +67,31 @@ def test_declined_gate_still_pays_when_the_declined_branch_is_wired_into_the_act
 
     assert len(remote.hits("/echo/declined")) == 1
     assert remote.hits("/echo/pay") == [], f"declined, and the payment went out (run {run.status})"
+
+
+def test_a_loop_removed_by_an_agent_leaves_the_payment_an_entry_a_replay_runs_before_the_gate(
+        engine, api, user, fake_llm, remote):
+    """The agent removes the author's (unreached) loop, whose break_path alone led to pay: the policy
+    took pay for an entry already and accepts it. Mid-run pay is skipped (dead path); the run's
+    definition now starts pay on its own, so the owner's replay from the gate (which "asks again")
+    pays at once, before anyone decides."""
+    patching(fake_llm, [{"op": "remove", "path": "/edges/2"}, {"op": "remove", "path": "/nodes/3"}])
+    run_id = start(api, [agent(tools=["patch_workflow"]),
+                         {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [user.username]}},
+                         {"id": "prep", "type": "transform", "config": {"expression": "1"}},
+                         {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "prep",
+                                                                    "condition": "false", "break_path": "pay"}},
+                         http("pay", f"{remote.base}/echo/pay", method="POST", payload={"amount": 100})],
+                   [edge("plan", "review"), {**edge("review", "prep"), "condition": APPROVED}, edge("prep", "again")])
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1  # the policy let it through
+    decline(api, run_id)
+    assert finish(run_id).status == "completed"
+    assert remote.hits("/echo/pay") == []
+
+    replayed = api.post(f"/api/v1/runs/{run_id}/nodes/review/replay", {}, format="json")
+    assert replayed.status_code == 201, replayed.json()
+    again = wait_for_run(replayed.json()["run_id"], statuses=WAITING)
+
+    assert node(again, "review").status == "waiting"
+    assert remote.hits("/echo/pay") == [], "the replay paid before the gate it asks again decided"
