@@ -68,3 +68,32 @@ def test_wiring_the_declined_branch_into_the_approved_action_is_refused(user):
     join of the two) runs. The payment goes out whether bob approves or declines."""
     rule = refused_rule(user, INVOICE, PLANNING, PLAN, [add_edge("notify", "pay")])
     assert rule in ("gate_bypass", "gate_immutable"), rule
+
+
+# A gate guarding a step, then an author's loop round ``work``, then the payment.
+# /nodes: 0 plan, 1 review, 2 prep, 3 work, 4 again (loop), 5 pay
+# /edges: 0 plan→review, 1 review→prep, 2 prep→work, 3 work→again, 4 again→pay
+LOOPED_ACTION = {
+    "nodes": [agent("plan"), hitl("review", approvers=["bob"]), transform("prep"), transform("work"),
+              {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "work",
+                                                         "condition": "false"}},
+              http("pay", method="POST")],
+    "edges": [edge("plan", "review"), edge("review", "prep", APPROVED), edge("prep", "work"), edge("work", "again"),
+              edge("again", "pay")],
+}
+
+
+def test_cutting_a_loop_body_loose_behind_the_loop_s_own_jump_edge_is_a_bypass(user):
+    """An edge from a loop to its ``loop_back_to`` is the jump, and the IR drops it
+    (``ir.compile_definition``): with prep → work removed and again → work added, ``work`` has no
+    way in and is an entry of the run's definition (a replay starts it, and the payment after it,
+    at once). ``gates.entries`` counts the dropped edge, so for the policy work has a way in and
+    nothing is cut loose."""
+    import jsonpatch
+
+    from workflows.definition.ir import compile_definition
+
+    operations = [remove("/edges/2"), add_edge("again", "work")]
+    patched = jsonpatch.apply_patch(copy.deepcopy(LOOPED_ACTION), operations)
+    assert "work" in compile_definition(patched).entries  # what the engine starts on its own
+    assert refused_rule(user, LOOPED_ACTION, PLANNING, PLAN, operations) == "gate_bypass"
