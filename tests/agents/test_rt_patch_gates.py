@@ -97,3 +97,12 @@ def test_cutting_a_loop_body_loose_behind_the_loop_s_own_jump_edge_is_a_bypass(u
     patched = jsonpatch.apply_patch(copy.deepcopy(LOOPED_ACTION), operations)
     assert "work" in compile_definition(patched).entries  # what the engine starts on its own
     assert refused_rule(user, LOOPED_ACTION, PLANNING, PLAN, operations) == "gate_bypass"
+
+
+def test_the_owner_cannot_wire_a_four_eyes_gate_s_declined_branch_into_its_action(user):
+    """A four-eyes gate changes only with a new workflow version, so its owner cannot decide alone;
+    with notify → pay the owner's payment goes out whatever the second person decides."""
+    from tests.agents.test_patch_corpus import FOUR_EYES, PERSON
+
+    rule = refused_rule(user, FOUR_EYES, PLANNING, PERSON, [add_edge("notify", "pay")])
+    assert rule in ("gate_bypass", "gate_immutable"), rule
