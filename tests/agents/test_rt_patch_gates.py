@@ -106,3 +106,20 @@ def test_the_owner_cannot_wire_a_four_eyes_gate_s_declined_branch_into_its_actio
 
     rule = refused_rule(user, FOUR_EYES, PLANNING, PERSON, [add_edge("notify", "pay")])
     assert rule in ("gate_bypass", "gate_immutable"), rule
+
+
+def test_an_approved_agent_s_new_loop_exiting_into_the_approved_action_changes_it(user):
+    """Corpus ``approved-new-step-leads-into-the-action``: an edge from an inside agent's new step into
+    ``pay`` (gold customers only) is a change to the approved action, refused once it has begun. The
+    same edge spelled as a new loop's ``break_path`` is no edge of ``definition["edges"]``, so
+    ``gates.action_digest`` does not see it (and ``loop_reruns`` stops at the loop): the patch is
+    accepted, and pay, a join of route (dead for a silver customer) and the loop (delivered), pays
+    every customer on an approval given for gold ones."""
+    from tests.agents.test_patch_corpus import ACT, ACTING, BRANCHED, add_node
+
+    operations = [add_node(transform("x")),
+                  add_node({"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
+                                                                   "condition": "false", "break_path": "pay",
+                                                                   "timeout_path": "pay"}}),
+                  add_edge("act", "x"), add_edge("x", "l")]
+    assert refused_rule(user, BRANCHED, ACTING, ACT, operations) == "approved_action_started"

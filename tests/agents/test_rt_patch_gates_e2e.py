@@ -95,3 +95,34 @@ def test_a_loop_removed_by_an_agent_leaves_the_payment_an_entry_a_replay_runs_be
 
     assert node(again, "review").status == "waiting"
     assert remote.hits("/echo/pay") == [], "the replay paid before the gate it asks again decided"
+
+
+def test_an_approved_agent_s_loop_exit_pays_a_customer_the_approval_excluded(engine, api, user, fake_llm, remote):
+    """Bob approves an action in which ``pay`` runs for gold customers only (route's branch rule).
+    The agent inside it adds a step and a loop whose break_path is pay: not an edge, so not part of
+    the approved action's digest; the patch applies without asking again, and a silver customer is
+    paid."""
+    loop = {"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x", "condition": "false",
+                                                   "break_path": "pay", "timeout_path": "pay"}}
+    patching(fake_llm, [{"op": "add", "path": "/nodes/-", "value": {"id": "x", "type": "transform",
+                                                                    "config": {"expression": "1"}}},
+                        {"op": "add", "path": "/nodes/-", "value": loop},
+                        {"op": "add", "path": "/edges/-", "value": edge("act", "x")},
+                        {"op": "add", "path": "/edges/-", "value": edge("x", "l")}])
+    run_id = start(api, [http("fetch", f"{remote.base}/echo/invoice"),
+                         {"id": "review", "type": "hitl", "config": {"message": "Pay gold?", "approvers": [user.username]}},
+                         agent("act", tools=["patch_workflow"]),
+                         {"id": "route", "type": "conditional", "config": {}},
+                         http("pay", f"{remote.base}/echo/pay", method="POST", payload={"amount": 100}),
+                         http("mail", f"{remote.base}/echo/mail")],
+                   [edge("fetch", "review"), {**edge("review", "act"), "condition": APPROVED}, edge("act", "route"),
+                    {**edge("route", "pay"), "condition": "inputs.tier == 'gold'"}, edge("route", "mail")],
+                   inputs={"tier": "silver"})
+    wait_for_run(run_id, statuses=WAITING)
+    approval = Approval.objects.get(run_id=run_id, node_id="review")
+    assert api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True}, format="json").status_code == 200
+    run = finish(run_id)
+
+    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1
+    assert len(remote.hits("/echo/mail")) == 1
+    assert remote.hits("/echo/pay") == [], f"a silver customer was paid on a gold-only approval (run {run.status})"
