@@ -15,6 +15,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from .validation import control_edges
+
 GATE = "hitl"
 LOOP_TARGETS = ("loop_back_to", "break_path", "timeout_path")
 
@@ -89,18 +91,27 @@ def jumps(node: dict[str, Any]) -> list[str]:
     return [target for key in LOOP_TARGETS for target in _targets(config.get(key))]
 
 
+def edges(definition: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """The edges control runs along, as the engine compiles them (``validation.control_edges``: a
+    loop's exits are edges, its edge to its own jump target is not)."""
+    return _memoized("edges", definition, lambda: control_edges(definition))
+
+
 def successors(definition: dict[str, Any]) -> dict[str, list[str]]:
-    """Every way control can move from a node: its edges, and a loop node's jump and exits."""
+    """Every way control can move from a node: its edges (``edges``), and a loop node's jump back."""
     return _memoized("successors", definition, lambda: _successors(definition))
 
 
 def _successors(definition: dict[str, Any]) -> dict[str, list[str]]:
-    adjacency: dict[str, list[str]] = {node_id: [] for node_id in nodes_by_id(definition)}
-    for edge in definition.get("edges", []):
-        if isinstance(edge, dict) and edge.get("from") in adjacency and edge.get("to") in adjacency:
-            adjacency[edge["from"]].append(edge["to"])
-    for node_id, node in nodes_by_id(definition).items():
-        adjacency[node_id].extend(t for t in jumps(node) if t in adjacency)
+    nodes = nodes_by_id(definition)
+    adjacency: dict[str, list[str]] = {node_id: [] for node_id in nodes}
+    for source, target, _ in edges(definition):
+        adjacency[source].append(target)
+    for node_id, node in nodes.items():
+        config = node.get("config")
+        back = config.get("loop_back_to") if node.get("type") == "loop" and isinstance(config, dict) else None
+        if isinstance(back, str) and back in adjacency:
+            adjacency[node_id].append(back)
     return adjacency
 
 
@@ -130,9 +141,9 @@ def _predecessors(adjacency: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def entries(definition: dict[str, Any]) -> list[str]:
-    """Nodes no edge leads to: where a run starts."""
+    """Nodes no edge leads to (``edges``): where a run starts, as the engine's ``IR.entries``."""
     def build() -> list[str]:
-        targets = {e.get("to") for e in definition.get("edges", []) if isinstance(e, dict)}
+        targets = {target for _, target, _ in edges(definition)}
         return [n for n in nodes_by_id(definition) if n not in targets]
 
     return _memoized("entries", definition, build)
@@ -161,17 +172,42 @@ def bypassed(definition: dict[str, Any], gate: str, *, after_it: Iterable[str] =
 
 def guarded(definition: dict[str, Any], gate: str) -> list[str]:
     """The action a gate guards: the nodes after it, up to the next gate or the end."""
+    return sorted(_guarded_from(definition, gate, successors(definition).get(gate, [])))
+
+
+def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str]) -> set[str]:
+    """The nodes reached from ``starts`` up to the next gate or the end, not through ``gate``."""
     adjacency = successors(definition)
     nodes = nodes_by_id(definition)
     seen: set[str] = set()
-    todo = list(adjacency.get(gate, []))
+    todo = list(starts)
     while todo:
         node = todo.pop()
         if node in seen or node == gate or nodes[node].get("type") == GATE:
             continue
         seen.add(node)
         todo.extend(adjacency[node])
-    return sorted(seen)
+    return seen
+
+
+def outcomes(definition: dict[str, Any], gate: str) -> dict[str, set[tuple[str, str | None]]]:
+    """Each node of the action ``gate`` guards, with the gate's edges (target, condition: one of its
+    outcomes) that reach it."""
+    reached: dict[str, set[tuple[str, str | None]]] = {}
+    for source, target, condition in edges(definition):
+        if source == gate:
+            for node in _guarded_from(definition, gate, [target]):
+                reached.setdefault(node, set()).add((target, condition))
+    return reached
+
+
+def crossed(before: dict[str, Any], after: dict[str, Any], gate: str) -> set[str]:
+    """Nodes of the action ``gate`` guarded before that ``after`` reaches from an outcome of the
+    gate that did not reach them before: wired from the declined branch into the approved one (an
+    edge notify → pay: on a rejection notify runs, and pay, a join of the gate's dead edge and
+    notify's, runs too), the payment goes out whatever the gate's people decide."""
+    was = outcomes(before, gate)
+    return {node for node, routes in outcomes(after, gate).items() if node in was and not routes <= was[node]}
 
 
 def guarding(definition: dict[str, Any], node_id: str) -> list[str]:
@@ -220,10 +256,9 @@ def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[
     skip = {n for n in left_out if not (n in nodes and set(repeats.get(n, ())) & approved)}
     region = [n for n in guarded(definition, gate) if n not in skip]
     inside = {gate, *region}
-    edges = [[e.get("from"), e.get("to"), e.get("condition")] for e in definition.get("edges", [])
-             if isinstance(e, dict) and (e.get("from") in inside or e.get("to") in inside)
-             and not (e.get("to") in skip and not e.get("condition"))]
-    action = {"gate": nodes.get(gate), "nodes": [nodes[n] for n in region], "edges": edges}
+    routes = [[source, target, condition] for source, target, condition in edges(definition)
+              if (source in inside or target in inside) and not (target in skip and not condition)]
+    action = {"gate": nodes.get(gate), "nodes": [nodes[n] for n in region], "edges": routes}
     text = json.dumps(action, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from workflows import registry
 
 from .expressions import compile_expression
-from .validation import loop_targets, validate
+from .validation import control_edges, loop_targets, validate
 
 
 class InvalidDefinition(ValueError):
@@ -149,21 +149,12 @@ def compile_definition(definition: dict[str, Any], *, validated: bool = False) -
                                     tuple(loop_targets(config.get("timeout_path"))))
     out_edges: dict[str, list[Edge]] = {n: [] for n in nodes}
     in_edges: dict[str, list[Edge]] = {n: [] for n in nodes}
-    for raw in definition.get("edges", []):
-        loop = loops.get(raw["from"])
-        if loop and raw["to"] == loop.loop_back_to:
-            continue
-        edge = Edge(raw["from"], raw["to"], raw.get("condition"))
+    for source, target, condition in control_edges(definition):  # the gates' rules read the same list
+        edge = Edge(source, target, condition)
         if edge.condition:
             compile_expression(edge.condition)
         out_edges[edge.source].append(edge)
         in_edges[edge.target].append(edge)
-    for loop_id, loop in loops.items():
-        for target in (*loop.break_path, *loop.timeout_path):
-            if all(e.target != target for e in out_edges[loop_id]):
-                edge = Edge(loop_id, target, None)
-                out_edges[loop_id].append(edge)
-                in_edges[target].append(edge)
     entries = [n for n in nodes if not in_edges[n]]
     return IR(nodes, out_edges, in_edges, entries, loops, definition.get("metadata", {}))
 

@@ -305,6 +305,36 @@ def loop_targets(value: Any) -> list[str]:
     return []
 
 
+def control_edges(definition: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """The edges control runs along, ``(from, to, condition)``, as the engine compiles them
+    (``ir.compile_definition``) and the gates' rules read them (``gates``): the definition's edges
+    in authoring order, but a loop's edge to its own ``loop_back_to`` (its jump runs that node, not
+    the edge), then an edge from each loop to each ``break_path`` / ``timeout_path`` target it has
+    none to. One list for both: the gates once read the edges alone, so a node reached only by a
+    loop's exit looked like a run's start to them, and a bypass into it went unseen. Tolerant of a
+    document not yet validated (a patch judged before it is stored): what is not an edge between
+    two nodes is left out."""
+    nodes = {n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and isinstance(n.get("id"), str)}
+    loops = {node_id: node.get("config") if isinstance(node.get("config"), dict) else {}
+             for node_id, node in nodes.items() if node.get("type") == "loop"}
+    edges: list[tuple[str, str, str | None]] = []
+    for raw in definition.get("edges", []):
+        if not isinstance(raw, dict) or raw.get("from") not in nodes or raw.get("to") not in nodes:
+            continue
+        source, target = raw["from"], raw["to"]
+        if source in loops and target == loops[source].get("loop_back_to"):
+            continue
+        condition = raw.get("condition")
+        edges.append((source, target, condition if isinstance(condition, str) else None))
+    for loop_id, config in loops.items():
+        have = {target for source, target, _ in edges if source == loop_id}
+        for target in (*loop_targets(config.get("break_path")), *loop_targets(config.get("timeout_path"))):
+            if target in nodes and target not in have:
+                edges.append((loop_id, target, None))
+                have.add(target)
+    return edges
+
+
 def _find_cycle(outgoing: dict[str, list[str]]) -> list[str] | None:
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(outgoing, white)

@@ -359,6 +359,12 @@ class _Judgement:
                 self.refuse(Rule.GATE_BYPASS, f"the patch lets nodes upstream of gate {gate!r} reach "
                             f"{', '.join(sorted(fresh)[:5])} without passing through it",
                             lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
+            crossed = gates.crossed(self.before, self.after, gate)
+            if crossed:
+                self.refuse(Rule.GATE_BYPASS, f"the patch lets another outcome of gate {gate!r} reach "
+                            f"{', '.join(sorted(crossed)[:5])}, which only its own outcome reached: they would run "
+                            "whatever the gate's people decide",
+                            lambda doc, g=gate: sorted(gates.crossed(self.before, doc, g)), node_id=gate)
 
     def repeated(self) -> set[str]:
         """Existing nodes the patch makes a loop run again: what the jump of a loop it adds, points

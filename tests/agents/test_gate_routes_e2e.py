@@ -1,5 +1,8 @@
-"""Red-team (rt-patch), end to end on real workers through the fake OpenAI server: an agent's
-patch, accepted by the policy, makes the gated payment go out although the approver declines."""
+"""End to end on real workers, through the fake OpenAI server: an agent's patch that would make a
+gated payment go out whatever the approver decides is refused, and the payment waits on the gate.
+Each patch was accepted before (a red-team helper's findings): the gates' rules read the edges
+alone, not the loop exits the engine follows (``validation.control_edges``), and did not see the
+declined branch wired into the approved action (``gates.crossed``)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 from approvals.models import Approval
 from tests.agents.flows import WAITING, agent, edge, finish, http, node, start
 from tests.conftest import wait_for_run
-from workflows.models import RunPatch
+from workflows.models import PatchRefusal, RunPatch
 
 APPROVED = "$.approved == true"
 DECLINED = "$.approved == false"
@@ -19,13 +22,18 @@ def patching(fake_llm: Any, operations: list[dict[str, Any]]) -> None:
                     {"content": "done"}])
 
 
+def refused(run_id: str, rule: str) -> None:
+    assert not RunPatch.objects.filter(run_id=run_id, status="applied").exists()
+    assert list(PatchRefusal.objects.filter(run_id=run_id).values_list("rule", flat=True)) == [rule]
+
+
 def decline(api: Any, run_id: str) -> None:
     approval = Approval.objects.get(run_id=run_id, node_id="review")
     answer = api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": False}, format="json")
     assert answer.status_code == 200, answer.json()
 
 
-def test_declined_gate_still_pays_through_a_loop_exit_target(engine, api, user, fake_llm, remote):
+def test_an_edge_around_the_gate_into_a_loop_exit_target_is_refused(engine, api, user, fake_llm, remote):
     """pay is reached only through the author's loop's break_path; the agent adds plan → pay (the
     policy takes pay for an entry already, ``gates.entries``). Bob declines; pay runs."""
     patching(fake_llm, [{"op": "add", "path": "/edges/-", "value": edge("plan", "pay")}])
@@ -39,7 +47,7 @@ def test_declined_gate_still_pays_through_a_loop_exit_target(engine, api, user, 
                    [edge("plan", "review"), {**edge("review", "prep"), "condition": APPROVED}, edge("prep", "again")])
     run = wait_for_run(run_id, statuses=WAITING)
     assert node(run, "review").status == "waiting", run.status
-    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1  # the policy let it through
+    refused(run_id, "gate_bypass")
 
     decline(api, run_id)
     run = finish(run_id)
@@ -47,7 +55,7 @@ def test_declined_gate_still_pays_through_a_loop_exit_target(engine, api, user, 
     assert remote.hits("/echo/pay") == [], f"declined, and the payment went out (run {run.status})"
 
 
-def test_declined_gate_still_pays_when_the_declined_branch_is_wired_into_the_action(engine, api, user, fake_llm,
+def test_the_declined_branch_wired_into_the_action_is_refused(engine, api, user, fake_llm,
                                                                                    remote):
     """The agent adds notify → pay (the gate's own edges untouched). Bob declines: review → notify
     delivers, notify runs, and pay, a join of review (dead) and notify (delivered), runs too."""
@@ -60,7 +68,7 @@ def test_declined_gate_still_pays_when_the_declined_branch_is_wired_into_the_act
                     {**edge("review", "notify"), "condition": DECLINED}])
     run = wait_for_run(run_id, statuses=WAITING)
     assert node(run, "review").status == "waiting", run.status
-    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1
+    refused(run_id, "gate_bypass")
 
     decline(api, run_id)
     run = finish(run_id)
@@ -69,7 +77,7 @@ def test_declined_gate_still_pays_when_the_declined_branch_is_wired_into_the_act
     assert remote.hits("/echo/pay") == [], f"declined, and the payment went out (run {run.status})"
 
 
-def test_a_loop_removed_by_an_agent_leaves_the_payment_an_entry_a_replay_runs_before_the_gate(
+def test_removing_the_loop_that_alone_leads_to_the_payment_is_refused(
         engine, api, user, fake_llm, remote):
     """The agent removes the author's (unreached) loop, whose break_path alone led to pay: the policy
     took pay for an entry already and accepts it. Mid-run pay is skipped (dead path); the run's
@@ -83,8 +91,8 @@ def test_a_loop_removed_by_an_agent_leaves_the_payment_an_entry_a_replay_runs_be
                                                                     "condition": "false", "break_path": "pay"}},
                          http("pay", f"{remote.base}/echo/pay", method="POST", payload={"amount": 100})],
                    [edge("plan", "review"), {**edge("review", "prep"), "condition": APPROVED}, edge("prep", "again")])
-    run = wait_for_run(run_id, statuses=WAITING)
-    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1  # the policy let it through
+    wait_for_run(run_id, statuses=WAITING)
+    refused(run_id, "gate_bypass")
     decline(api, run_id)
     assert finish(run_id).status == "completed"
     assert remote.hits("/echo/pay") == []
@@ -97,7 +105,7 @@ def test_a_loop_removed_by_an_agent_leaves_the_payment_an_entry_a_replay_runs_be
     assert remote.hits("/echo/pay") == [], "the replay paid before the gate it asks again decided"
 
 
-def test_an_approved_agent_s_loop_exit_pays_a_customer_the_approval_excluded(engine, api, user, fake_llm, remote):
+def test_an_approved_agent_s_loop_exit_into_the_action_is_refused(engine, api, user, fake_llm, remote):
     """Bob approves an action in which ``pay`` runs for gold customers only (route's branch rule).
     The agent inside it adds a step and a loop whose break_path is pay: not an edge, so not part of
     the approved action's digest; the patch applies without asking again, and a silver customer is
@@ -123,6 +131,6 @@ def test_an_approved_agent_s_loop_exit_pays_a_customer_the_approval_excluded(eng
     assert api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True}, format="json").status_code == 200
     run = finish(run_id)
 
-    assert RunPatch.objects.filter(run_id=run_id, status="applied").count() == 1
+    refused(run_id, "approved_action_started")
     assert len(remote.hits("/echo/mail")) == 1
     assert remote.hits("/echo/pay") == [], f"a silver customer was paid on a gold-only approval (run {run.status})"

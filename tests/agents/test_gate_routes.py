@@ -1,5 +1,9 @@
-"""Red-team (rt-patch): agent patches that get around a human gate, judged by the real service
-against a stored run (policy level), as the corpus does. Each test fails while the hole is open."""
+"""Patches that get around a human gate through a loop's exits or the gate's other outcome, judged by
+the real service against a stored run (policy level), as the corpus does. Each was accepted before
+(a red-team helper's findings): the gates' rules read the definition's edges alone, where the
+engine follows a loop's exits and drops a loop's edge to its own jump target
+(``validation.control_edges`` is now the one list), and nothing refused the declined branch wired
+into the approved action (``gates.crossed``)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,21 @@ from typing import Any
 import pytest
 
 from tests.agents.test_patch_corpus import (
-    APPROVED, INVOICE, PLAN, PLANNING, Case, add_edge, agent, edge, hitl, http, proposal, remove, run_in_state,
-    snapshot, transform,
+    APPROVED,
+    INVOICE,
+    PLAN,
+    PLANNING,
+    Case,
+    add_edge,
+    agent,
+    edge,
+    hitl,
+    http,
+    proposal,
+    remove,
+    run_in_state,
+    snapshot,
+    transform,
 )
 from workflows.services.patches import PatchDenied, PatchRejected, run_patch_propose
 
