@@ -270,3 +270,18 @@ def test_a_nightly_schedule_in_the_hour_a_spring_clock_change_skips_still_runs_t
     assert firings[1].outcome == "started", (
         f"the spring-forward night's firing, sent by beat at {spring:%H:%M}Z, was recorded {firings[1].outcome} "
         f"as due at {firings[1].fire_time:%H:%M}Z with {firings[1].error}: the nightly job did not run that night")
+
+
+def test_a_firing_s_due_time_is_read_on_the_zone_s_wall_clock_across_its_changes():
+    """``due_time``: on the spring-forward night a skipped wall time is due when beat sends it (01:30
+    UTC for 02:30 Europe/Paris); on the autumn night the repeated 02:30 is its first instant, so a
+    send at the second one is the same firing (its unique key), never a second run."""
+    from triggers.services.schedules import due_time
+
+    nightly = Schedule(cron="30 2 * * *", timezone="Europe/Paris")
+    at = lambda *parts: datetime(*parts, tzinfo=UTC)  # noqa: E731
+    assert due_time(nightly, at(2026, 3, 28, 1, 30, 0, 300_000)) == at(2026, 3, 28, 1, 30)  # 02:30 CET
+    assert due_time(nightly, at(2026, 3, 29, 1, 30, 0, 300_000)) == at(2026, 3, 29, 1, 30)  # 03:30 CEST, no 02:30
+    assert due_time(nightly, at(2026, 10, 25, 0, 30, 0, 300_000)) == at(2026, 10, 25, 0, 30)  # 02:30 CEST
+    assert due_time(nightly, at(2026, 10, 25, 1, 30, 0, 300_000)) == at(2026, 10, 25, 0, 30)  # 02:30 CET again
+    assert due_time(Schedule(cron="0 * * * *", timezone="UTC"), at(2026, 12, 5, 12, 0, 0, 500_000)) == at(2026, 12, 5, 12)

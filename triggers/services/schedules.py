@@ -185,10 +185,16 @@ def _sync_periodic_task(schedule: Schedule) -> None:
 
 
 def due_time(schedule: Schedule, fired_at: datetime) -> datetime:
-    """The cron time a firing sent at ``fired_at`` was due: the latest at or before it."""
+    """The cron time a firing sent at ``fired_at`` was due: the latest at or before it, read on the
+    zone's wall clock, as beat reads the cron. A wall time the clocks skip (02:30 on a spring-forward
+    night in Europe/Paris) is due at the instant it names with the offset before the change (01:30
+    UTC, 03:30 local), which is when beat sends it: read as an aware time, croniter gave 01:00 UTC,
+    and the firing was recorded missed, 1,800 s late, though beat sent it on time. A wall time the
+    clocks repeat is its first instant."""
     zone = ZoneInfo(schedule.timezone)
     # a second's slack: beat sends at (not before) the due time, by its own clock
-    return croniter(schedule.cron, (fired_at + timedelta(seconds=1)).astimezone(zone)).get_prev(datetime).astimezone(UTC)
+    wall = (fired_at + timedelta(seconds=1)).astimezone(zone).replace(tzinfo=None)
+    return croniter(schedule.cron, wall).get_prev(datetime).replace(tzinfo=zone).astimezone(UTC)
 
 
 def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None) -> ScheduleFiring | None:
