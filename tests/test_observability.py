@@ -96,13 +96,10 @@ def test_a_logged_value_cannot_forge_a_log_line(json_output):
     options = formatter(json_output=json_output)
     handler = logging.StreamHandler(io.StringIO())
     handler.setFormatter(options.pop("()")(**options))
-    library = logging.getLogger("celery.app.trace")
-    library.addHandler(handler)
-    try:
-        library.error("Task %s raised: %s", "wf.tasks.http", "bad gateway\n2026-12-05T00:00:00Z [critical ] "
-                      "forged\x1b[2J\x85")
-    finally:
-        library.removeHandler(handler)
+    # the record handed to the handler itself: whatever another test did to the logger's level
+    handler.handle(logging.LogRecord("celery.app.trace", logging.ERROR, __file__, 0, "Task %s raised: %s",
+                                     ("wf.tasks.http", "bad gateway\n2026-12-05T00:00:00Z [critical ] forged\x1b[2J\x85"),
+                                     None))
     lines = handler.stream.getvalue().splitlines()
     assert len(lines) == 1, lines
     assert "forged" in lines[0]
