@@ -45,7 +45,7 @@ def who_could_approve_each(approvals: list[Approval]) -> list[int]:
     enough = max(a.required_approvals for a in approvals) + 1
     members = (User.groups.through.objects.filter(group__name__in=names, user__is_active=True)
                .annotate(turn=Window(RowNumber(), partition_by=[F("group_id")], order_by=[F("user_id").asc()]))
-               .filter(turn__lte=enough).values_list("group__name", "user_id"))
+               .filter(turn__lte=enough).values_list("group__name", "user_id"))  # type: ignore[misc]
     users = User.objects.filter(by_own_name(), is_active=True, username__in=names).values_list("username", "pk")
     asks: dict[str, set[int]] = {}
     for name, pk in [*users, *members]:
@@ -57,7 +57,9 @@ def who_could_approve_each(approvals: list[Approval]) -> list[int]:
     able = []
     for approval in approvals:
         people = set().union(*(asks.get(n, set()) for n in approval.approvers or []))
-        people.discard(owners.get(str(approval.run_id)))
+        owner = owners.get(str(approval.run_id))
+        if owner is not None:
+            people.discard(owner)
         able.append(min(len(people), approval.required_approvals))
     return able
 

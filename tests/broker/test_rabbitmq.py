@@ -49,7 +49,7 @@ def amqp(stack_env: dict[str, str]) -> Iterator[AmqpStack]:
     worker = stack.start_worker(env, "amqp", concurrency=2)
     port = _free_port()
     web = stack.Proc("amqp-web", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
-                                  "127.0.0.1", "--port", str(port)], env, ready_line="Application startup complete")
+                                  "127.0.0.1", "--port", str(port)], env, ready_line="Uvicorn running on")
     yield AmqpStack(f"http://127.0.0.1:{port}/api/v1", vhost, worker, web)
     web.stop()
     worker.stop()

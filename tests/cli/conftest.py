@@ -40,7 +40,7 @@ def live_api(stack_env: dict[str, str]) -> Iterator[LiveApi]:
     port = _free_port()
     proc = stack.Proc("cli-uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application",
                                       "--host", "127.0.0.1", "--port", str(port)],
-                      stack_env, ready_line="Application startup complete")
+                      stack_env, ready_line="Uvicorn running on")
     yield LiveApi(f"http://127.0.0.1:{port}", proc)
     proc.stop()
 

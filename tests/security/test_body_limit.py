@@ -29,7 +29,7 @@ def server(stack_env: dict[str, str]) -> Iterator[int]:
     port = free_port()
     proc = Proc("uvicorn-limits", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
                                    "127.0.0.1", "--port", str(port)], {**stack_env, "AOB_MAX_BODY_BYTES": str(LIMIT)},
-                ready_line="Application startup complete")
+                ready_line="Uvicorn running on")
     yield port
     proc.stop()
 

@@ -40,7 +40,7 @@ def live(engine: Any, stack_env: dict[str, str]) -> Any:
     port = free_port()
     proc = Proc("contract-uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
                                      "127.0.0.1", "--port", str(port)], dict(stack_env),
-                ready_line="Application startup complete")
+                ready_line="Uvicorn running on")
     yield f"http://127.0.0.1:{port}", proc
     proc.stop()
 

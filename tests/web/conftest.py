@@ -27,7 +27,7 @@ def web(engine: Any, stack_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     env = dict(stack_env)
     proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port)], env, ready_line="Application startup complete")
+                            "--port", str(port)], env, ready_line="Uvicorn running on")
     yield f"http://127.0.0.1:{port}"
     proc.stop()
 

@@ -54,7 +54,7 @@ def live_web(transactional_db: Any, stack_env: dict[str, str]) -> Iterator[Any]:
         env = dict(stack_env, AOB_WEB_DB_HEALTH_CHECKS="true" if checks else "false", AOB_DB_HEALTH_CHECKS="false",
                    PGAPPNAME=name)
         procs.append(Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
-                                      "127.0.0.1", "--port", str(port)], env, ready_line="Application startup complete"))
+                                      "127.0.0.1", "--port", str(port)], env, ready_line="Uvicorn running on"))
         return f"http://127.0.0.1:{port}", name
 
     yield start

@@ -80,7 +80,7 @@ def web_quick_bodies(engine: Any, stack_env: dict[str, str]) -> Any:
     port = free_port()
     proc = Proc("uvicorn-bodies", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
                                    "127.0.0.1", "--port", str(port)], {**stack_env, "AOB_BODY_READ_S": "1"},
-                ready_line="Application startup complete")
+                ready_line="Uvicorn running on")
     yield port
     proc.stop()
 

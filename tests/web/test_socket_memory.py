@@ -147,7 +147,7 @@ def test_anonymous_handshakes_with_made_up_credentials_are_limited_per_address(e
     port = free_port()
     env = {**stack_env, "AOB_RATE_ANON_PER_MIN": "60"}
     proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port)], env, ready_line="Application startup complete")
+                            "--port", str(port)], env, ready_line="Uvicorn running on")
     web = f"http://127.0.0.1:{port}"
     base = f"ws://127.0.0.1:{port}"
     try:

@@ -29,7 +29,7 @@ def serve(stack_env: dict[str, str], at_once: int, **env_extra: str) -> Iterator
     port = free_port()
     env = {**stack_env, "AOB_WHOLE_READS_AT_ONCE_PER_USER": str(at_once), **env_extra}
     proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port)], env, ready_line="Application startup complete")
+                            "--port", str(port)], env, ready_line="Uvicorn running on")
     try:
         yield f"http://127.0.0.1:{port}", port
     finally:
