@@ -89,3 +89,18 @@ def test_a_user_given_a_renamed_groups_old_name_does_not_inherit_its_gate(engine
     decided = decide(impostor, approval)
     assert decided.status_code in (403, 404), (
         f"a user named after a renamed group decided its gate: {decided.status_code} {decided.json()}")
+
+
+def test_the_pending_inbox_leaves_out_a_gate_the_user_has_already_voted_on(engine, user, bob, carol):
+    """``?status=pending`` (the CLI's "pending: the ones you can decide now", ``approvals_decidable``:
+    "Pending approvals this user may decide now") keeps listing a 2-of-2 gate to bob after his vote,
+    though any vote of his now is 409 ``already_decided``; carol, who can decide it, sees it too."""
+    _, approval = parked(user, {"approvers": ["bob", "carol"], "required_approvals": 2})
+    assert decide(bob, approval).status_code == 200
+    assert decide(bob, approval, approve=False).json()["error"] == "already_decided"
+
+    def pending(person: Any) -> list[int]:
+        return [a["id"] for a in client_for(person).get("/api/v1/approvals?status=pending").json()["results"]]
+
+    assert pending(carol) == [approval.pk]
+    assert pending(bob) == [], "bob's inbox of what he can decide now lists a gate he can no longer vote on"
