@@ -37,22 +37,23 @@ from workflows.models import RunPatch
 MESSAGE_CHARS = 120  # the list's cut of a message (the approval's page shows it whole)
 
 
-def _name_judged(form: forms.ModelForm, field: str, value: Any, validate: Callable[[str], None]) -> Any:
+def _name_judged(form: forms.ModelForm, field: str, value: Any, validate: Callable[..., None], holder: str) -> Any:
     """``value`` once ``validate`` passes it, where the form sets or changes the name: a row that
-    clashed before the rule (``workflows.approvers``) can still be edited, deactivated or renamed."""
+    clashed before the rule (``workflows.approvers``) can still be edited, deactivated or renamed,
+    and may take back a name it left."""
     if value and field in form.changed_data:
-        validate(value)
+        validate(value, **{holder: form.instance.pk})
     return value
 
 
 class UserAddForm(AdminUserCreationForm):
     def clean_username(self) -> Any:
-        return _name_judged(self, "username", super().clean_username(), validate_username)
+        return _name_judged(self, "username", super().clean_username(), validate_username, "user_id")
 
 
 class UserForm(UserChangeForm):
     def clean_username(self) -> Any:
-        return _name_judged(self, "username", self.cleaned_data.get("username"), validate_username)
+        return _name_judged(self, "username", self.cleaned_data.get("username"), validate_username, "user_id")
 
 
 class GroupForm(forms.ModelForm):
@@ -61,7 +62,7 @@ class GroupForm(forms.ModelForm):
         fields = ["name", "permissions"]
 
     def clean_name(self) -> Any:
-        return _name_judged(self, "name", self.cleaned_data.get("name"), validate_group_name)
+        return _name_judged(self, "name", self.cleaned_data.get("name"), validate_group_name, "group_id")
 
 
 admin.site.unregister(User)

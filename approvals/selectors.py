@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.db.models import F, Prefetch, Q, QuerySet, Window
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
 from approvals.exceptions import ApprovalNotFound
@@ -28,21 +28,30 @@ def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
 
 
 def who_could_approve(approval: Approval) -> int:
-    """How many distinct active people could approve ``approval`` (the run's owner not, when
-    ``allow_self_approval`` is false), counted up to its ``required_approvals``: fewer, and a vote
-    can reject it but none can approve it. ``who_could_approve_each`` of one."""
-    return who_could_approve_each([approval])[0]
+    """How many approvals ``approval`` could reach (the run's owner not counted, when
+    ``allow_self_approval`` is false): those cast and not voided, and one for each active person
+    asked who has not voted, up to its ``required_approvals``: fewer, and a vote can reject it but
+    none can approve it. ``who_could_approve_each`` of one."""
+    return who_could_approve_each([approval])[0][0]
 
 
-def who_could_approve_each(approvals: list[Approval]) -> list[int]:
-    """``who_could_approve`` of each of ``approvals``, in order, in two or three queries for any
-    number: the active users their names ask (``by_own_name``), each group's active members up to
-    one more than any of them needs (the owner may be one, and a group that many cannot fall
-    short), then the owners of the runs that may not approve their own."""
+def who_could_approve_each(approvals: list[Approval]) -> list[tuple[int, int]]:
+    """For each of ``approvals``, in order: ``who_could_approve``, and how many active people asked
+    could still vote, a four-eyes gate's owner included, who may reject it (none: nobody can decide
+    it). Three or four queries for any number: the votes
+    counted, the active users their names ask (``by_own_name``), each group's active members up to
+    what any of them could need (the owner and those who voted may be among them), then the owners
+    of the runs that may not approve their own."""
     names = {n for a in approvals for n in a.approvers or []}
     if not names:
-        return [0] * len(approvals)
-    enough = max(a.required_approvals for a in approvals) + 1
+        return [(0, 0)] * len(approvals)
+    voted: dict[int, set[int]] = {}
+    cast: dict[int, int] = {}
+    for approval_id, user_id, approve in Decision.objects.filter(
+            approval__in=[a.pk for a in approvals], voided=False).values_list("approval_id", "user_id", "approve"):
+        voted.setdefault(approval_id, set()).add(user_id)
+        cast[approval_id] = cast.get(approval_id, 0) + int(approve)
+    enough = 2 * max(a.required_approvals for a in approvals) + 1
     members = (User.groups.through.objects.filter(group__name__in=names, user__is_active=True)
                .annotate(turn=Window(RowNumber(), partition_by=[F("group_id")], order_by=[F("user_id").asc()]))
                .filter(turn__lte=enough).values_list("group__name", "user_id"))  # type: ignore[misc]
@@ -54,14 +63,12 @@ def who_could_approve_each(approvals: list[Approval]) -> list[int]:
     # by the run id's text: an approval made from ids (the hitl executor's) holds it as a str
     owners = ({str(pk): owner for pk, owner in Run.objects.filter(pk__in=four_eyes).values_list("pk", "owner_id")}
               if four_eyes else {})
-    able = []
+    out = []
     for approval in approvals:
-        people = set().union(*(asks.get(n, set()) for n in approval.approvers or []))
-        owner = owners.get(str(approval.run_id))
-        if owner is not None:
-            people.discard(owner)
-        able.append(min(len(people), approval.required_approvals))
-    return able
+        voters = set().union(*(asks.get(n, set()) for n in approval.approvers or [])) - voted.get(approval.pk, set())
+        approvers = voters - {owners.get(str(approval.run_id))}  # a four-eyes gate's owner may only reject
+        out.append((min(cast.get(approval.pk, 0) + len(approvers), approval.required_approvals), len(voters)))
+    return out
 
 
 def _needs_counting(approval: Approval) -> bool:
@@ -70,23 +77,24 @@ def _needs_counting(approval: Approval) -> bool:
 
 
 def fill_decidable(approvals: list[Approval]) -> list[Approval]:
-    """Each approval with ``nobody_can_decide`` (pending, and none of its approvers reaches an active
-    person: a name mistyped, an approver deactivated or a group emptied since it was asked) and
-    ``cannot_be_approved`` (pending, and fewer people could approve it than it needs: four-eyes
-    with the owner as the only approver, two approvals asked of one person). Its run then waits on
-    a decision nobody can make, or only a rejection: the answer says so. Two queries for a page,
-    and two or three more when one of them needs more than its one approver to be approved."""
+    """Each approval with ``nobody_can_decide`` (pending, and no active person asked can vote on it: a
+    name mistyped, an approver deactivated or a group emptied since it was asked, or every one left
+    has voted) and ``cannot_be_approved`` (pending, and fewer approvals could be reached than it
+    needs: four-eyes with the owner as the only approver, two approvals asked of one person; votes
+    cast count, their voters' later deactivation aside). Its run then waits on a decision nobody can
+    make, or only a rejection: the answer says so. Two queries for a page, and three or four more
+    when one of them needs more than its one approver to be approved."""
     pending = [a for a in approvals if a.status == Approval.Status.PENDING]
     reached = names_that_reach_someone({n for a in pending for n in a.approvers or []})
     unreached = {a.pk for a in pending if not reached & set(a.approvers or [])}
-    # how many could approve each, where that was counted (up to what it needs)
+    # how many could approve each, and could still vote, where that was counted
     counted = [a for a in pending if a.pk not in unreached and _needs_counting(a)]
     could = dict(zip([a.pk for a in counted], who_could_approve_each(counted), strict=True)) if counted else {}
     for approval in approvals:
-        nobody = approval.pk in unreached
-        able = could.get(approval.pk)
+        able, left = could.get(approval.pk, (None, None))
+        nobody = approval.pk in unreached or left == 0
         approval.nobody_can_decide = nobody  # type: ignore[attr-defined]
-        approval.could_approve = 0 if nobody else able  # type: ignore[attr-defined]
+        approval.could_approve = 0 if approval.pk in unreached else able  # type: ignore[attr-defined]
         approval.cannot_be_approved = nobody or (  # type: ignore[attr-defined]
             able is not None and able < approval.required_approvals)
     return approvals
@@ -105,8 +113,11 @@ RUN_UNREAD = ("run__inputs", "run__error", "run__output_error")
 
 
 def approvals_decidable(*, user: User) -> QuerySet[Approval]:
-    """Pending approvals this user may decide now."""
+    """Pending approvals this user may decide now: not those their vote, cast and counted, already
+    decides (a second vote is ``already_decided``)."""
+    voted = Decision.objects.filter(approval=OuterRef("pk"), user=user, voided=False)
     return (Approval.objects.filter(status=Approval.Status.PENDING).filter(naming(user, "approvers"))
+            .exclude(Exists(voted))
             .select_related("run").defer(*RUN_UNREAD).prefetch_related(_PATCH).order_by("deadline", "created_at"))
 
 

@@ -8,7 +8,9 @@ that ask them, and to the approvals that list one: visibility, the inbox, ``is_a
 ``by_own_name`` (names to the users they ask: who could decide, who is told). New clashes are
 refused where users and groups are named (the admin's forms, ``manage.py aob_create_user``) by
 ``validate_username`` and ``validate_group_name``; a clash made before stays, read by this rule,
-and an approval naming one says so (``names_of_both``)."""
+and an approval naming one says so (``names_of_both``). A name its holder left (renamed or
+deleted: ``LeftName``, kept by ``name_left``) is given to no one else, since approvals name people
+by it."""
 
 from __future__ import annotations
 
@@ -47,15 +49,50 @@ def names_of_both(names: Iterable[str]) -> list[str]:
                   .values_list("username", flat=True))
 
 
-def validate_username(value: str) -> None:
-    """Refuse a username that is a group's name (a new user, or a rename)."""
+LEFT = "approvals, and who may read their runs, name people by it, so it is given to no one else"
+
+
+def validate_username(value: str, *, user_id: int | None = None) -> None:
+    """Refuse a username that is a group's name, or one another user or a group left (a new user,
+    or a rename of ``user_id``, who may take back a name of their own)."""
     if Group.objects.filter(name=value).exists():
         raise ValidationError("username “%(value)s” is a group's name: a user may not take it (%(rule)s)",
                               code="name_of_a_group", params={"value": value, "rule": RULE})
+    _refuse_left(value, user_id=user_id, group_id=None)
 
 
-def validate_group_name(value: str) -> None:
-    """Refuse a group name that is a user's username (a new group, or a rename)."""
+def validate_group_name(value: str, *, group_id: int | None = None) -> None:
+    """Refuse a group name that is a user's username, or one a user or another group left (a new
+    group, or a rename of ``group_id``)."""
     if User.objects.filter(username=value).exists():
         raise ValidationError("group name “%(value)s” is a user's username: a group may not take it (%(rule)s)",
                               code="name_of_a_user", params={"value": value, "rule": RULE})
+    _refuse_left(value, user_id=None, group_id=group_id)
+
+
+def _refuse_left(value: str, *, user_id: int | None, group_id: int | None) -> None:
+    from workflows.models import LeftName
+
+    left = LeftName.objects.filter(name=value).first()
+    if left is None or (user_id is not None and left.user_id == user_id) or (
+            group_id is not None and left.group_id == group_id):
+        return
+    raise ValidationError("“%(value)s” was another's name: %(rule)s", code="name_left",
+                          params={"value": value, "rule": LEFT})
+
+
+def name_left(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Keep the name a user or group leaves, renamed (``pre_save``) or deleted (``post_delete``)."""
+    from workflows.models import LeftName
+
+    field, holder = ("username", "user_id") if isinstance(instance, User) else ("name", "group_id")
+    fields = kwargs.get("update_fields")
+    if instance.pk is None or (fields is not None and field not in fields):  # a login's last_login: no read
+        return
+    if kwargs.get("signal_name") == "deleted":
+        old = getattr(instance, field)
+    else:
+        old = type(instance).objects.filter(pk=instance.pk).values_list(field, flat=True).first()
+        if old is None or old == getattr(instance, field):
+            return
+    LeftName.objects.get_or_create(name=old, defaults={holder: instance.pk})

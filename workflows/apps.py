@@ -4,3 +4,16 @@ from django.apps import AppConfig
 class WorkflowsConfig(AppConfig):
     name = "workflows"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from functools import partial
+
+        from django.contrib.auth.models import Group, User
+        from django.db.models.signals import post_delete, pre_save
+
+        from workflows.approvers import name_left
+
+        for model in (User, Group):  # a name its holder leaves is given to no one else
+            pre_save.connect(name_left, sender=model, dispatch_uid=f"workflows.name_left.{model.__name__}")
+            post_delete.connect(partial(name_left, signal_name="deleted"), sender=model, weak=False,
+                                dispatch_uid=f"workflows.name_deleted.{model.__name__}")

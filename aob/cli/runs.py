@@ -31,7 +31,9 @@ def _gate_hint(event: dict[str, Any]) -> str | None:
         run_id, node_id = data.get("run_id") or "", event.get("node_id") or data.get("node_id") or ""
         who = ", ".join(data.get("approvers") or []) or "an approver"
         if data.get("nobody_can_decide"):  # no vote can settle it (approvals.services.nobody_can_decide)
-            return f"{data.get('warning')}   (aob run cancel {run_id})"
+            warning = data.get("warning") if data.get("warning") and "nobody" in data["warning"] else (
+                f"nobody can decide the gate at {node_id} now: none of {who} can vote on it")
+            return f"{warning}   (aob run cancel {run_id})"
         if data.get("cannot_be_approved"):
             return f"{data.get('warning')}: aob reject {run_id} {node_id}   (or: aob run cancel {run_id})"
         return (f"waiting for {who} at {node_id}: aob approve {run_id} {node_id} --comment '…'"
@@ -47,10 +49,28 @@ def _gate_hint(event: dict[str, Any]) -> str | None:
     return None
 
 
+def _gate_now(session: Session, run_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Whether a gate's ``approval_required`` event still says who can decide it: its approval as it
+    is now (an approver deactivated since, a vote cast), from the API, which judges it by the same
+    rule. One no longer pending is hinted as its event says (a watch replaying a run's history)."""
+    approval_id = (event.get("data") or {}).get("approval_id")
+    if event.get("type") != "approval_required" or approval_id is None:
+        return {}
+    try:
+        now = session.client.get(f"approvals/{approval_id}")
+    except Exception:  # noqa: BLE001 - the hint falls back to what the event said
+        return {}
+    if not isinstance(now, dict):
+        return {}
+    if now.get("status") != "pending":
+        return {}
+    return {key: now[key] for key in ("nobody_can_decide", "cannot_be_approved") if key in now}
+
+
 def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -> None:
     def on_event(event: dict[str, Any]) -> None:
         session.output.event(event)
-        hint = _gate_hint({**event, "data": {"run_id": run_id, **(event.get("data") or {})}})
+        hint = _gate_hint({**event, "data": {"run_id": run_id, **(event.get("data") or {}), **_gate_now(session, run_id, event)}})
         if hint:  # to stderr under -o json, so the stream stays one JSON object a line
             click.echo(f"  → {hint}", err=session.output.json)
 

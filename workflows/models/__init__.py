@@ -1,6 +1,7 @@
 from .artifact import Artifact, canonical_json, content_id, size_of, text_id
 from .event import Event
 from .idempotency import IdempotencyKey
+from .names import LeftName
 from .run import NodeRun, PatchRefusal, Run, RunPatch
 from .workflow import DeletedTag, Workflow, WorkflowVersion
 
@@ -9,6 +10,7 @@ __all__ = [
     "DeletedTag",
     "Event",
     "IdempotencyKey",
+    "LeftName",
     "NodeRun",
     "PatchRefusal",
     "Run",

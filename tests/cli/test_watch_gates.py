@@ -1,19 +1,19 @@
-"""Red-team finding (branch rt-appr): ``aob run watch`` (and the run page, which falls back on the
-same event for a viewer who is not an approver) tells a gate's state from its ``approval_required``
-event, written when the gate was asked. docs/OPERATIONS.md says the run page and ``aob run watch``
-say ``nobody_can_decide`` "read as it is now: an approver deactivated later counts"."""
+"""``aob run watch`` tells a gate's state as it is now (docs/OPERATIONS.md: ``nobody_can_decide``
+"read as it is now: an approver deactivated later counts"): it asks the approval's answer, where it
+read the ``approval_required`` event, written when the gate was asked (a red-team helper's
+finding)."""
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
+from tests.approvals.runs import wait_until
 from tests.conftest import client_for, wait_for_run
 
 
 def test_a_watch_of_a_gate_whose_only_approver_was_deactivated_since_says_nobody_can_decide(
-        engine: Any, as_alice: Any, alice: Any, make_user: Any, write_json: Any) -> None:
+        engine: Any, as_alice: Any, alice: Any, make_user: Any, write_json: Any, live_api: Any) -> None:
     bob = make_user("bob")
     gate = {"nodes": [{"id": "review", "type": "hitl", "config": {"message": "ok?", "approvers": ["bob"]}}],
             "edges": []}
@@ -28,7 +28,8 @@ def test_a_watch_of_a_gate_whose_only_approver_was_deactivated_since_says_nobody
     out: list[Any] = []
     watcher = threading.Thread(target=lambda: out.append(as_alice("run", "watch", run_id, timeout=60)))
     watcher.start()
-    time.sleep(4)  # the watch has replayed the gate's event and waits on a run nothing will move
+    wait_until(lambda: f'"GET /api/v1/approvals/{approval["id"]} ' in live_api.log(), timeout=30,
+               what="the watch's read of the gate as it is now")
     assert client_for(alice).post(f"/api/v1/runs/{run_id}/cancel", {}, format="json").status_code in (200, 202)
     watcher.join(60)
     lines = out[0].lines()
