@@ -1,0 +1,67 @@
+"""``gates.crossed`` is meant to refuse wiring *another outcome* of a gate into what only its own
+outcome reached. It compares (target, condition) pairs, so a node reached by the *same* outcome
+through another of the gate's edges counts as "crossed" too, and it walks the action once per edge
+out of the gate."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.agents.test_gate_routes import refused_rule
+from tests.agents.test_patch_corpus import DECLINED, PERSON, PLANNING, add_edge, agent, edge, hitl, http
+from workflows.definition import gates
+
+pytestmark = pytest.mark.django_db
+
+API = "https://api.example.com"
+
+# A four-eyes gate whose approval fans out through its unconditional edges (taken together when no
+# rule holds: on an approval), its rejection through a rule. /edges: 0 plan→review,
+# 1 review→notify (declined), 2 review→pay, 3 review→receipt
+FANNED = {
+    "nodes": [agent("plan"), hitl("review", approvers=["bob", "carol"], allow_self_approval=False),
+              http("pay", method="POST"), http("receipt", f"{API}/receipt", method="POST"),
+              http("notify", f"{API}/declined", method="POST")],
+    "edges": [edge("plan", "review"), edge("review", "notify", DECLINED), edge("review", "pay"),
+              edge("review", "receipt")],
+}
+
+
+def test_ordering_two_steps_of_the_same_outcome_is_not_a_crossed_outcome(user):
+    """The owner sends the receipt after the payment (pay → receipt): both still run on an approval
+    only, and neither on a rejection. No other outcome of the gate reaches either; before
+    ``crossed`` the patch was accepted."""
+    rule = refused_rule(user, FANNED, PLANNING, PERSON, [add_edge("pay", "receipt")])
+    assert rule.startswith("accepted"), rule
+
+
+def test_the_declined_outcome_wired_into_the_fanned_action_is_still_refused(user):
+    """Control: notify → receipt lets the rejection reach the receipt."""
+    assert refused_rule(user, FANNED, PLANNING, PERSON, [add_edge("notify", "receipt")]) == "gate_bypass"
+
+
+def test_crossed_walks_the_action_once_an_outcome_not_once_an_edge(monkeypatch):
+    """A definition within the operator's bounds (1,000 nodes, 5,000 edges): four gates each with an
+    edge to every step of a 995-step chain. Judging one patch asked ``crossed`` of each gate, which
+    walked the chain once per edge out of it, before and after: ~8,000 walks of up to 1,000 nodes
+    (2.2 s of a worker or web thread with the run locked, against 0.4 s for the rest of the
+    judgement). The gates' outcomes here are one (their unconditional edges): a walk per outcome
+    and definition is enough."""
+    count, chain = 4, 995
+    nodes = [agent("plan"), *[hitl(f"g{j}") for j in range(count)],
+             *[{"id": f"n{i}", "type": "transform", "config": {"expression": "1"}} for i in range(chain)]]
+    edges = [edge("plan", f"g{j}") for j in range(count)]
+    edges += [edge(f"g{j}", f"n{i}") for j in range(count) for i in range(chain)]
+    edges += [edge(f"n{i}", f"n{i + 1}") for i in range(chain - 1)]
+    before = {"nodes": nodes, "edges": edges}
+    after = copy.deepcopy(before)
+    after["edges"].append(edge("plan", "n0"))
+    walks = []
+    walk = gates._guarded_from
+    monkeypatch.setattr(gates, "_guarded_from", lambda d, g, s: walks.append(g) or walk(d, g, s))
+    with gates.memo():
+        for j in range(count):
+            gates.crossed(before, after, f"g{j}")
+    assert len(walks) <= 2 * count, f"{len(walks)} walks of the gates' actions for {count} gates"

@@ -1,0 +1,55 @@
+"""A live frame's size must not decide whether the user's stream delivers it (``events.live_frame``
+is a transport detail: a stub is read from the database in the socket's turn). The user's stream
+sends the first live event it sees of a run whatever its stamp; a stub of the same event is read
+with the connection's ``since`` filter (``UserEventsConsumer.run_event``: ``upto = seq`` with
+``since=self.since``), so an event stamped more than ``SINCE_MARGIN_S`` before the socket opened
+(stamped before its transaction commits, on its worker's clock) is silently dropped when large,
+and every later event of that run repeats the same filtered read: the client never sees it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from tests.conftest import stored_run
+from tests.web.test_consumers import HELLO, TIMEOUT, communicator, run
+from workflows.engine.events import LIVE_FRAME_MAX_BYTES, live_frame
+from workflows.models import Event
+
+
+def _event_stamped_early(user: Any, data: dict[str, Any]) -> dict[str, Any]:
+    run_ = stored_run(user, HELLO)
+    Event.objects.create(run=run_, seq=1, type="approval_required", node_id="greet", data=data)
+    # stamped before its transaction committed, or on a worker's clock behind the web's
+    Event.objects.filter(run=run_, seq=1).update(created_at=timezone.now() - timedelta(seconds=10))
+    return Event.objects.get(run=run_, seq=1).as_dict()
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_the_user_stream_delivers_a_live_event_whatever_its_size(transactional_db: Any, user: Any, size: str) -> None:
+    data = {"message": "x" * (10 if size == "small" else LIVE_FRAME_MAX_BYTES * 2)}
+
+    async def main() -> dict[str, Any] | None:
+        comm = communicator("/ws/events/", token=user.auth_token.key)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        frame = await sync_to_async(_event_stamped_early)(user, data)
+        pushed = live_frame(frame)
+        assert pushed.get("stub", False) is (size == "large")
+        await get_channel_layer().group_send(f"user.{user.pk}", {"type": "run.event", "event": pushed})
+        try:
+            return await comm.receive_json_from(timeout=TIMEOUT)
+        except TimeoutError:
+            return None
+        finally:
+            await comm.disconnect()
+
+    got = run(main())
+    assert got is not None, (f"the {size} event (seq 1, stamped 10 s before it was pushed) never reached the user's "
+                             "stream: its stub was read with the connection's since filter")
+    assert got["seq"] == 1 and got["data"] == data, got
