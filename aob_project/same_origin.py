@@ -24,6 +24,22 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _key(origin: str) -> tuple[str, str, int | None] | None:
+    """An origin as (scheme, host, port), the scheme's default port filled in (RFC 6454 §4): the
+    aob CLI's ``http://host:80`` is the origin of ``Host: host``."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port if port is not None else DEFAULT_PORTS.get(parts.scheme)
+
+
 def own_origin(scope: dict[str, Any]) -> str | None:
     """The origin of the socket's own request: ``https`` when it came over TLS (or a trusted proxy
     says so, ``SECURE_PROXY_SSL_HEADER``), its ``Host`` as sent."""
@@ -58,7 +74,9 @@ class SameOriginValidator:
         if scope["type"] != "websocket":
             raise ValueError("SameOriginValidator guards WebSocket connections only")
         origin = (_header(scope, b"origin") or "").lower()
-        if origin and _allowed_host(scope) and (origin == own_origin(scope) or trusted(origin)):
+        own = own_origin(scope)
+        same = own is not None and _key(origin) is not None and _key(origin) == _key(own)
+        if origin and _allowed_host(scope) and (same or trusted(origin)):
             return await self.application(scope, receive, send)
         return await WebsocketDenier()(scope, receive, send)
 

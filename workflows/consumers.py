@@ -368,11 +368,13 @@ class RunEventsConsumer(_Consumer):
                 return  # already sent, from the replay, an earlier fill or the quiet read
             if not await self._allowed():
                 return
-            stub = frame.get("stub", False)  # a large event, read from the database (events.live_frame)
-            if frame["seq"] > self.last + 1 or stub:
-                await self._read_on(frame["seq"] if stub else frame["seq"] - 1)
-                if self.closed or stub:
-                    return  # judged again between pages and closed, or the stub's event read
+            if frame["seq"] > self.last + 1:
+                await self._read_on(frame["seq"] - 1)
+                if self.closed:
+                    return  # judged again between pages and closed
+            if frame.get("stub"):  # a large event, read whole from the database (events.live_frame)
+                await self._read_on(frame["seq"])
+                return
             await self._send(frame)
 
 
@@ -436,12 +438,13 @@ class UserEventsConsumer(_Consumer):
                 return
             if not await self.still_allowed():
                 return
-            stub = frame.get("stub", False)  # a large event, read from the database (events.live_frame)
-            upto = seq if stub else seq - 1
-            if last is None and (seq > 1 or stub):
-                await self._read_on(run_id, 0, upto, since=self.since)
-            elif last is not None and (seq > last + 1 or stub):
-                await self._read_on(run_id, last, upto)
-            if self.closed or stub:
-                return  # judged again between pages and closed, or the stub's event read
+            if last is None and seq > 1:
+                await self._read_on(run_id, 0, seq - 1, since=self.since)
+            elif last is not None and seq > last + 1:
+                await self._read_on(run_id, last, seq - 1)
+            if self.closed:
+                return  # judged again between pages and closed
+            if frame.get("stub"):  # a large event, read whole from the database (events.live_frame),
+                await self._read_on(run_id, seq - 1, seq)  # sent whatever its stamp, as a small one is
+                return
             await self._send(frame)

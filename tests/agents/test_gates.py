@@ -24,7 +24,8 @@ def definitions(draw: Any) -> dict[str, Any]:
     for node_id, kind in zip(ids, types, strict=True):
         node: dict[str, Any] = {"id": node_id, "type": kind}
         if kind == "loop":
-            node["config"] = {"body_start": draw(ends), "break_path": draw(st.lists(ends, max_size=2))}
+            node["config"] = {"loop_back_to": draw(ends), "break_path": draw(st.lists(ends, max_size=2)),
+                              "timeout_path": draw(ends)}
         nodes.append(node)
     edges = [{"from": a, "to": b} for a, b in draw(st.lists(st.tuples(ends, ends), max_size=30))]
     return {"nodes": nodes, "edges": edges}

@@ -190,15 +190,30 @@ def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str]) 
     return seen
 
 
-def outcomes(definition: dict[str, Any], gate: str) -> dict[str, set[tuple[str, str | None]]]:
-    """Each node of the action ``gate`` guards, with the gate's edges (target, condition: one of its
-    outcomes) that reach it."""
-    reached: dict[str, set[tuple[str, str | None]]] = {}
-    for source, target, condition in edges(definition):
-        if source == gate:
-            for node in _guarded_from(definition, gate, [target]):
-                reached.setdefault(node, set()).add((target, condition))
-    return reached
+def outcomes(definition: dict[str, Any], gate: str) -> dict[str, set[str | None]]:
+    """Each node of the action ``gate`` guards, with the gate's outcomes that reach it: an outcome is
+    the condition of the gate's edges that take it (normalized; ``None``: its edges without one),
+    however many edges it has. One walk an outcome."""
+    def build() -> dict[str, set[str | None]]:
+        starts: dict[str | None, list[str]] = {}
+        for source, target, condition in edges(definition):
+            if source == gate:
+                starts.setdefault(_normal(condition), []).append(target)
+        reached: dict[str, set[str | None]] = {}
+        for outcome, targets in starts.items():
+            for node in _guarded_from(definition, gate, targets):
+                reached.setdefault(node, set()).add(outcome)
+        return reached
+
+    return _memoized(f"outcomes:{gate}", definition, build)
+
+
+def _normal(condition: str | None) -> str | None:
+    if not condition:
+        return None
+    from .expressions import expand_shorthand
+
+    return "".join(expand_shorthand(condition).split()).replace("'", '"')
 
 
 def crossed(before: dict[str, Any], after: dict[str, Any], gate: str) -> set[str]:
@@ -267,10 +282,7 @@ def is_outcome(condition: str | None) -> bool:
     """Whether an edge condition out of a gate tests only the gate's outcome."""
     if condition is None:
         return True
-    from .expressions import expand_shorthand
-
-    normal = "".join(expand_shorthand(condition).split()).replace("'", '"')
-    return normal in _OUTCOMES
+    return _normal(condition) in _OUTCOMES
 
 
 def named_approvers(definition: dict[str, Any]) -> set[str]:

@@ -1,9 +1,8 @@
-"""The streams' origin check compares the Origin with ``scheme://Host`` as text. A client that names
-the default port (the aob CLI builds its Origin from ``--api-url``'s netloc: ``http://host:80``)
-talks to the same origin as one that omits it, but the websockets library sends ``Host: host``
-without the default port (``websockets.headers.build_host``), so the socket is refused and the CLI
-falls back to polling with no word. An origin is (scheme, host, port) with the scheme's default
-port filled in (RFC 6454 §4)."""
+"""The streams' origin check compares origins as (scheme, host, port), the scheme's default port
+filled in (RFC 6454 §4). It compared text: the aob CLI builds its Origin from ``--api-url``'s
+netloc (``http://host:80``) while the websockets library sends ``Host: host`` without the default
+port, so the socket was refused and the CLI fell back to polling with no word (a review's
+finding)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""``gates.crossed`` is meant to refuse wiring *another outcome* of a gate into what only its own
-outcome reached. It compares (target, condition) pairs, so a node reached by the *same* outcome
-through another of the gate's edges counts as "crossed" too, and it walks the action once per edge
-out of the gate."""
+"""``gates.crossed`` refuses wiring *another outcome* of a gate into what only its own outcome
+reached, and only that: an outcome is the condition of the gate's edges that take it, however many
+(it compared (target, condition) pairs, so a node reached by the same outcome through another edge
+counted as crossed), walked once an outcome (it walked once an edge: a review's findings)."""
 
 from __future__ import annotations
 

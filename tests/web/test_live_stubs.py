@@ -1,10 +1,10 @@
 """A live frame's size must not decide whether the user's stream delivers it (``events.live_frame``
 is a transport detail: a stub is read from the database in the socket's turn). The user's stream
 sends the first live event it sees of a run whatever its stamp; a stub of the same event is read
-with the connection's ``since`` filter (``UserEventsConsumer.run_event``: ``upto = seq`` with
-``since=self.since``), so an event stamped more than ``SINCE_MARGIN_S`` before the socket opened
-(stamped before its transaction commits, on its worker's clock) is silently dropped when large,
-and every later event of that run repeats the same filtered read: the client never sees it."""
+with the connection's ``since`` filter was dropped when stamped more than ``SINCE_MARGIN_S`` before
+the socket opened (stamped before its transaction commits, on its worker's clock), and every later
+event of that run repeated the same filtered read: the client never saw it (a review's finding).
+Now the stub's own event is read apart, unfiltered."""
 
 from __future__ import annotations
 
