@@ -86,11 +86,14 @@ def cost(model: str, prompt: int, cached: int, completion: int) -> float:
 
 def made(exc: BaseException) -> bool:
     """Whether a request that ended in ``exc`` may have reached the provider, which then runs and
-    bills it: yes unless the provider answered with an error (it refused the call), the connection
-    never opened, or AOB refused before sending (a model without a price, no LLM configured). A
+    bills it: yes unless the provider answered with an error (it refused the call; but a gateway's
+    502 or 504, which may follow a call passed on), the connection never opened, or AOB refused
+    before sending (a model without a price, no LLM configured). A
     timeout, a connection cut mid-answer, or the node cut off in the middle (its ``timeout_ms``, a
     lost lease, a cancel) leave the outcome unknown: made."""
-    if isinstance(exc, openai.APIStatusError | AobError):
+    if isinstance(exc, openai.APIStatusError):  # a proxy's 502 or 504 may come after it passed the call on
+        return exc.status_code in (502, 504)
+    if isinstance(exc, AobError):
         return False
     return not (isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, UNSENT))
 

@@ -215,6 +215,7 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
                 errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
                 time.sleep(delay)
                 delay *= 2
+                heartbeat.ensure_held(ctx.node_run_id, ctx.attempt)  # cancelled meanwhile: no further try
                 continue
             raise AobError(f"LLM call failed: {exc}", code=type(exc).__name__,
                            extra={"retryable": isinstance(exc, llm.TRANSIENT), "transient": False}) from exc

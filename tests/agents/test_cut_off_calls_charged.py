@@ -63,6 +63,8 @@ def _connection_error(cause: BaseException) -> openai.APIConnectionError:
 @pytest.mark.parametrize(("exc", "charged"), [
     (openai.InternalServerError("boom", response=httpx.Response(500, request=httpx.Request("POST", "http://x")),
                                 body=None), False),  # the provider answered: it refused the call
+    (openai.InternalServerError("gateway timeout", response=httpx.Response(504, request=httpx.Request("POST", "http://x")),
+                                body=None), True),  # a gateway's: the call may have been passed on
     (_connection_error(httpx.ConnectError("refused")), False),  # never sent
     (_connection_error(httpx.ReadTimeout("no answer")), True),  # sent, no answer: billed as far as we know
     (_connection_error(httpx.RemoteProtocolError("cut mid-answer")), True),
