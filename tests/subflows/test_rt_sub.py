@@ -1,0 +1,137 @@
+"""Red-team findings on sub-workflows (rt-sub): failing tests."""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import pytest
+from django.db import close_old_connections, transaction
+
+from approvals.models import Approval
+from subflows.models import SubRun
+from subflows.services import subflow_settle
+from tests.agents.flows import agent
+from tests.approvals.runs import decide, submit
+from tests.conftest import client_for, wait_for_run
+from tests.engine.flow import wait_until
+from workflows.models import Artifact, NodeRun, Run
+from workflows.services.artifacts import artifact_store
+from workflows.services.definitions import workflow_save
+
+TEXT = {"content": "Done."}
+
+
+def _four_eyes_parent(remote: Any) -> dict[str, Any]:
+    return {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "run payload?", "approvers": ["bob"],
+                                                                "allow_self_approval": False}},
+                      {"id": "child", "type": "workflow", "config": {"tag": "payload"}}],
+            "edges": [{"from": "gate", "to": "child", "condition": "$.approved == true"}]}
+
+
+def test_the_owner_alone_cannot_rewrite_a_four_eyes_approved_child_run_by_patching_it(engine, user, make_user,
+                                                                                        remote):
+    """Bob (four eyes) approves an action that runs the owner's `payload`: wait, then pay 10. Saving
+    a new version of `payload` afterwards cannot change what bob let run (the child runs the version
+    current at the approval), and a patch of the parent's approved action is refused
+    (`approved_action_started`). But the child run itself has no gate of its own: the owner patches
+    its `pay` node while `wait` runs, alone, and the approved child pays what bob never saw."""
+    bob = make_user("bob")
+    payload = {"nodes": [{"id": "wait", "type": "http", "config": {"url": f"{remote.base}/sleep/3"}},
+                         {"id": "pay", "type": "transform", "config": {"expression": "{'paid': 10}"}}],
+               "edges": [{"from": "wait", "to": "pay"}]}
+    workflow_save(owner=user, tag="payload", definition=payload)
+    run_id = submit(user, _four_eyes_parent(remote), {})
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30, what="the approval")
+    assert decide(bob, approval).status_code == 200
+    link = wait_until(lambda: SubRun.objects.filter(parent_run_id=run_id).first(), timeout=30, what="the child")
+    wait_until(lambda: NodeRun.objects.filter(run_id=link.child_run_id, node_id="wait", status="running").exists(),
+               timeout=30, what="the approved child under way")
+
+    answer = client_for(user).post(f"/api/v1/runs/{link.child_run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/1/config/expression", "value": "{'paid': 1000000}"}]}, format="json")
+
+    run = wait_for_run(run_id, timeout=60)
+    assert run.status == "completed", run.error
+    paid = NodeRun.objects.get(run_id=link.child_run_id, node_id="pay").output
+    assert paid == {"paid": 10}, (paid, answer.status_code)  # what bob approved; before: {'paid': 1000000}
+    assert answer.status_code == 400, answer.json()  # as the same change in the parent's action is
+
+
+CEILING = 1024 * 1024  # AOB_MAX_NODE_OUTPUT_BYTES in this process
+ENDS = 8  # the child's terminal nodes, each output twice the ceiling: 16 MiB together
+
+
+@pytest.mark.django_db(transaction=True)
+def test_settling_a_child_whose_outputs_pass_the_ceiling_reads_no_more_than_the_ceiling(user, settings):
+    """`subflow_settle` runs where the child's run ends: in the run-finished hook of the coordinator
+    every user shares (or the sweep). It reads every terminal output of the child whole
+    (`final_outputs`), up to the child's AOB_MAX_RUN_OUTPUT_BYTES (256 MiB by default: 8 nodes at the
+    32 MiB node ceiling), serialises them again, and only then measures them (`resume`:
+    `refuse_large_output`), to fail the node with OutputTooLarge. `GET /runs/{id}/output` bounds the
+    same read by the kept sizes (`results.run_output_text`). Here: 16 MiB of outputs against a 1 MiB
+    ceiling; the node fails as it should, but the settle allocates many times the ceiling."""
+    settings.AOB_MAX_NODE_OUTPUT_BYTES = CEILING
+    child_def = {"nodes": [{"id": f"end{i}", "type": "transform", "config": {"expression": "inputs.pad"}}
+                           for i in range(ENDS)], "edges": []}
+    parent_def = {"nodes": [{"id": "child", "type": "workflow", "config": {"tag": "big"}}], "edges": []}
+    with transaction.atomic():
+        child_art = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=child_def)
+        parent_art = artifact_store(kind=Artifact.Kind.DAG_VERSION, content=parent_def)
+    parent = Run.objects.create(owner=user, base_artifact=parent_art, current_artifact=parent_art,
+                                status=Run.Status.WAITING_FOR_APPROVAL)
+    waiting = NodeRun.objects.create(run=parent, node_id="child", node_type="workflow", status=NodeRun.Status.WAITING,
+                                     wait_reason="workflow", attempts=1)
+    child = Run.objects.create(owner=user, base_artifact=child_art, current_artifact=child_art,
+                               status=Run.Status.COMPLETED, budget={Run.WITHIN: str(parent.pk)})
+    NodeRun.objects.bulk_create([NodeRun(run=child, node_id=f"end{i}", node_type="transform", attempts=1,
+                                         status=NodeRun.Status.COMPLETED, output=chr(97 + i) * (2 * CEILING))
+                                 for i in range(ENDS)])
+    link = SubRun.objects.create(parent_run=parent, parent_node_run=waiting, child_run=child)
+    close_old_connections()
+
+    tracemalloc.start()
+    try:
+        assert subflow_settle(link=link) is True
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    node = NodeRun.objects.get(pk=waiting.pk)
+    assert node.status == "failed" and node.error["error_type"] == "OutputTooLarge", node.error
+    assert peak < 4 * CEILING, f"settling allocated {peak / 2**20:.1f} MiB against a {CEILING / 2**20:.0f} MiB ceiling"
+
+
+def test_an_agent_inside_a_four_eyes_approved_child_cannot_rewrite_the_approved_steps(engine, user, make_user,
+                                                                                       fake_llm):
+    """The same approval, with an agent in the approved `payload` (plan → pay). In the parent's own
+    approved action, an agent's change to a node that was there when bob decided is refused
+    (`approved_action_started`: the control below). In the child run the binding is gone: a
+    prompt-injected agent rewrites `pay`, and the child pays what bob never saw."""
+    bob = make_user("bob")
+    pay = {"id": "pay", "type": "transform", "config": {"expression": "{'paid': 10}"}}
+    steps = [agent("plan", tools=["patch_workflow"]), pay]
+    workflow_save(owner=user, tag="payload", definition={"nodes": steps, "edges": [{"from": "plan", "to": "pay"}]})
+    rewrite = {"tool_calls": [("patch_workflow", {"operations": [
+        {"op": "replace", "path": "/nodes/1/config/expression", "value": "{'paid': 1000000}"}]})]}
+    gate = {"id": "gate", "type": "hitl", "config": {"message": "run payload?", "approvers": ["bob"],
+                                                     "allow_self_approval": False}}
+
+    # the control: the same agent and step in the parent's approved action
+    fake_llm.reset([rewrite, TEXT])
+    inline = {"nodes": [gate, *steps], "edges": [{"from": "gate", "to": "plan", "condition": "$.approved == true"},
+                                                 {"from": "plan", "to": "pay"}]}
+    run_id = submit(user, inline, {})
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30, what="the approval")
+    assert decide(bob, approval).status_code == 200
+    assert wait_for_run(run_id, timeout=60).status == "completed"
+    assert NodeRun.objects.get(run_id=run_id, node_id="pay").output == {"paid": 10}
+
+    fake_llm.reset([rewrite, TEXT])
+    run_id = submit(user, _four_eyes_parent(None), {})
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30, what="the approval")
+    assert decide(bob, approval).status_code == 200
+    run = wait_for_run(run_id, timeout=60)
+    assert run.status == "completed", run.error
+    child_id = SubRun.objects.get(parent_run_id=run_id).child_run_id
+    assert NodeRun.objects.get(run_id=child_id, node_id="pay").output == {"paid": 10}  # before: {'paid': 1000000}
