@@ -47,7 +47,7 @@ CONFIG_SCHEMA = {
 }
 
 
-@executor("workflow", config_schema=CONFIG_SCHEMA, on_run_finished=on_run_finished,
+@executor("workflow", config_schema=CONFIG_SCHEMA, on_run_finished=on_run_finished, started_approved=lambda r: started_approved(r),
           description="Runs another workflow (tag, optional pinned version) of the same owner as a child run with "
           "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
           "outputs); fails when the child fails or is cancelled. Not available to agents.")
@@ -100,8 +100,21 @@ def _approved_at(ctx: NodeContext) -> datetime | None:
     """When the action this node is part of was approved, the earliest time: a gate of its own
     run that guards it, or, for a child run, whatever approved the node that started it (so a
     grandchild is bound by the parent's approval as the child is)."""
+    return _node_approved_at(ctx.run_id, ctx.node_id, ctx.iteration)
+
+
+def started_approved(run_id: Any) -> bool:
+    """Whether ``run_id`` is a child run its parent started inside an approved action (the node that
+    started it, or one above it, guarded by a gate that approved): the whole child is what the
+    approvers let run, so every patch to it is judged as changing an approved action that has begun
+    (``NodeType.started_approved``; the child's version is bound at its start, ``run_workflow``)."""
+    link = (SubRun.objects.filter(child_run_id=run_id)
+            .values_list("parent_run_id", "parent_node_run__node_id", "parent_node_run__iteration").first())
+    return link is not None and _node_approved_at(*link) is not None
+
+
+def _node_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | None:
     times = []
-    run_id, node_id, iteration = ctx.run_id, ctx.node_id, ctx.iteration
     for _ in range(settings.AOB_SUBWORKFLOW_MAX_DEPTH + 1):
         own = _gates_approved_at(run_id, node_id, iteration)
         if own is not None:

@@ -11,7 +11,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from workflows.engine.execution import resume
+from workflows.engine.execution import error_payload, resume
+from workflows.engine.outputs import OutputTooLarge, refuse_large_output
 from workflows.models import NodeRun, Run
 
 from .models import SubRun
@@ -20,13 +21,18 @@ logger = logging.getLogger(__name__)
 
 
 def final_outputs(run: Run) -> dict[str, Any]:
-    """The outputs of the child's last nodes (those with no out-edge) that completed, by node id."""
+    """The outputs of the child's last nodes (those with no out-edge) that completed, by node id.
+    Their kept sizes are added up first: past ``AOB_MAX_NODE_OUTPUT_BYTES`` together, the node's
+    output could not be stored, and OutputTooLarge is raised with none read (settling a child of 16
+    MiB of outputs against a 1 MiB ceiling read and wrote 48 MiB in the coordinator first)."""
     from workflows.engine.coordinator import load_ir
 
     ir = load_ir(run)
     ends = [node_id for node_id in ir.nodes if not ir.out_edges[node_id]]
-    return dict(NodeRun.objects.filter(run=run, node_id__in=ends, status=NodeRun.Status.COMPLETED)
-                .order_by("node_id", "-iteration").distinct("node_id").values_list("node_id", "output"))
+    latest = (NodeRun.objects.filter(run=run, node_id__in=ends, status=NodeRun.Status.COMPLETED)
+              .order_by("node_id", "-iteration").distinct("node_id"))
+    refuse_large_output(sum(size or 0 for size in latest.values_list("output_bytes", flat=True)))
+    return dict(latest.values_list("node_id", "output"))
 
 
 def subflow_settle(*, link: SubRun) -> bool:
@@ -37,8 +43,11 @@ def subflow_settle(*, link: SubRun) -> bool:
         return False
     with transaction.atomic():
         if child.status == Run.Status.COMPLETED:
-            resumed = resume(link.parent_node_run_id, output={
-                "run_id": str(child.pk), "status": child.status, "outputs": final_outputs(child)})
+            try:
+                resumed = resume(link.parent_node_run_id, output={
+                    "run_id": str(child.pk), "status": child.status, "outputs": final_outputs(child)})
+            except OutputTooLarge as exc:  # measured before read: the node fails, as resume would fail it
+                resumed = resume(link.parent_node_run_id, error=error_payload(exc))
         else:
             cause = (child.error or {}).get("message") if child.status == Run.Status.FAILED else "it was cancelled"
             resumed = resume(link.parent_node_run_id, error={

@@ -124,6 +124,10 @@ class NodeType:
     # Called inside the transaction that ends a run (run id, status, time): a type that leaves rows
     # waiting on people (``hitl``'s approvals) settles them with the run.
     on_run_ending: Callable[[str, str, Any], None] | None = None
+    # Whether a run this type's node started (a ``workflow`` node's child run: run id) began inside
+    # an action its parent's approvers approved: every patch to it is then judged as changing an
+    # approved action that has begun (workflows/services/patches: ``run_state``).
+    started_approved: Callable[[Any], bool] | None = None
     # Called after commit whenever any run has finished (run id, its status): a type whose nodes
     # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
     on_run_finished: Callable[[str, str], None] | None = None

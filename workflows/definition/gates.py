@@ -250,7 +250,7 @@ def guarding(definition: dict[str, Any], node_id: str) -> list[str]:
     return sorted(found)
 
 
-def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[str] = (),
+def action_digest(definition: dict[str, Any], gate: str | None, *, leave_out: Iterable[str] = (),
                   bodies: Mapping[str, Iterable[str]] | None = None) -> str:
     """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
     the nodes it guards and every edge into or out of them (in authoring order, which routes: an
@@ -263,18 +263,20 @@ def action_digest(definition: dict[str, Any], gate: str, *, leave_out: Iterable[
     them and the action is part of it (an edge into an approved node makes it run, a branch rule
     out of one routes it anew), and so is such a node that is a loop whose jump runs a node of the
     approved action again (``bodies``: loop id → what its jump runs again, the planner's
-    ``loop_reruns``)."""
+    ``loop_reruns``). ``gate`` None: the whole definition is the approved action (a child run
+    started inside an approved action of its parent)."""
     nodes = nodes_by_id(definition)
     left_out = set(leave_out)
-    approved = {gate, *guarded(definition, gate)} - left_out
+    action = sorted(nodes) if gate is None else guarded(definition, gate)
+    approved = {gate, *action} - left_out
     repeats = bodies or {}
     skip = {n for n in left_out if not (n in nodes and set(repeats.get(n, ())) & approved)}
-    region = [n for n in guarded(definition, gate) if n not in skip]
+    region = [n for n in action if n not in skip]
     inside = {gate, *region}
     routes = [[source, target, condition] for source, target, condition in edges(definition)
               if (source in inside or target in inside) and not (target in skip and not condition)]
-    action = {"gate": nodes.get(gate), "nodes": [nodes[n] for n in region], "edges": routes}
-    text = json.dumps(action, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digested = {"gate": nodes.get(gate) if gate else None, "nodes": [nodes[n] for n in region], "edges": routes}
+    text = json.dumps(digested, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

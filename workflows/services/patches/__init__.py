@@ -111,9 +111,11 @@ def run_state(run: Run) -> RunState:
     approved = {node_id for node_id, (_, status, output) in latest.items()
                 if status == NodeRun.Status.COMPLETED and isinstance(output, dict) and output.get("approved") is True}
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
+    bound = run.within is not None and any(spec.started_approved(run.pk) for spec in registry.catalogue().values()
+                                           if spec.started_approved is not None)
     return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, history=frozenset(history),
                     started=frozenset(started), approved=frozenset(approved),
-                    base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq)
+                    base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq, bound=bound)
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,

@@ -120,6 +120,7 @@ class RunState:
     owner: str = ""
     spawned: int = 0  # agent nodes patches have added to this run so far (removals give nothing back)
     patches: int = 0  # patches stored for this run so far (applied or held), each a definition kept whole
+    bound: bool = False  # a child run started inside an approved action of its parent: all of it is approved
 
 
 @dataclass(frozen=True)
@@ -528,6 +529,14 @@ class _Judgement:
                                                                                     bodies=_bodies_of(doc)),
                             node_id=gate)
             reopen.append(gate)
+        if self.state.bound:  # a child run its parent's approvers let run: all of it is their approved action
+            leave_out = added if self.proposer.agent else ()
+            if gates.action_digest(self.before, None) != gates.action_digest(self.after, None, leave_out=leave_out,
+                                                                            bodies=self.bodies_after):
+                self.refuse(Rule.APPROVED_ACTION_STARTED, "this run was started by an approved step of its parent "
+                            "run, and all of it is what the approvers let run: it cannot change under the approval",
+                            lambda doc, skip=leave_out: gates.action_digest(doc, None, leave_out=skip,
+                                                                            bodies=_bodies_of(doc)))
         return tuple(reopen), tuple(revote)
 
 

@@ -1,4 +1,8 @@
-"""Red-team findings on sub-workflows (rt-sub): failing tests."""
+"""A child run started inside an approved action of its parent is part of what the approvers let
+run: a patch to it, by its owner or by an agent inside it, is judged as changing an approved action
+that has begun (``subflows.nodetypes.started_approved``, the policy's ``RunState.bound``); and
+settling a child measures its outputs before reading them. Each failed on the code before (a
+red-team helper's findings)."""
 
 from __future__ import annotations
 
