@@ -440,7 +440,8 @@ def test_a_gate_nobody_can_decide_says_so_on_its_run_page(web: str) -> None:
         page.route_web_socket(re.compile(r"/ws/runs/"), slow_then_through)
         log_in(page, web, "lonely", f"/runs/{run_id}/")
         page.locator('svg.dag [data-node="review"]').click()
-        expect(page.locator("#node-panel")).to_contain_text("Waiting for an approver")  # no event yet
+        # no event yet: the approval's own answer already says so
+        expect(page.locator("#node-panel")).to_contain_text("Nobody can decide this gate now")
         held[0].close()  # the page reconnects and its replay brings the gate's event
         expect(page.locator("#node-panel")).to_contain_text("nobody can decide approval")
         expect(page.locator("#node-panel")).to_contain_text("only cancelling the run ends it")

@@ -18,6 +18,7 @@ const state = {
   selected: null,
   userSelected: false,
   approvals: [],
+  visible: [],
   inflight: false,
   dirty: false,
   artifacts: new Map(),
@@ -31,9 +32,12 @@ async function fetchAll() {
   const needApprovals = details.nodes.some((n) => n.status === "waiting")
     || details.patches.some((p) => p.status === "pending_approval")
     || (details.patches_count ?? 0) > details.patches.length;  // an older one may be held
-  const approvals = needApprovals
-    ? (await api(`/approvals?status=pending&run=${runId}&limit=100`)).results : [];
-  return { details, approvals };
+  // the ones this user may decide, and every one of the run they may see (its flags as they are
+  // now: who can still decide it), for a gate they cannot decide themselves
+  const [approvals, visible] = needApprovals
+    ? (await Promise.all([api(`/approvals?status=pending&run=${runId}&limit=100`),
+      api(`/approvals?run=${runId}&limit=100`)])).map((page) => page.results) : [[], []];
+  return { details, approvals, visible };
 }
 
 async function refresh() {
@@ -45,9 +49,10 @@ async function refresh() {
   try {
     do {
       state.dirty = false;
-      const [{ details, approvals }, timeline] = await Promise.all([fetchAll(), api(`/runs/${runId}/timeline`)]);
+      const [{ details, approvals, visible }, timeline] = await Promise.all([fetchAll(), api(`/runs/${runId}/timeline`)]);
       state.details = details;
       state.approvals = approvals;
+      state.visible = visible;
       render();
       renderTimeline($("timeline"), timeline);
     } while (state.dirty);
@@ -219,8 +224,9 @@ function renderNodePanel() {
   // (without an approval to decide, the note is built again when the gate's approval_required
   // event arrives: the details can be drawn before the socket's replay brings it)
   const asked = lastEvent("approval_required", n);
+  const seen = gateSeen(n);
   const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.target}`
-    : `none:${n.node_id}:${n.status}:${asked ? asked.seq : 0}`;
+    : `none:${n.node_id}:${n.status}:${asked ? asked.seq : 0}:${seen ? `${seen.nobody_can_decide}${seen.cannot_be_approved}` : ""}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
   const decide = kept ? oldDecide : decideForm(n, approval, ask);
@@ -343,10 +349,17 @@ function decideForm(n, approval, ask) {
   if (ask) return budgetForm(ask);
   if (n.status !== "waiting") return el("div", { class: "decide", hidden: true });
   if (!approval) {
-    // the gate's approval_required event says when no vote can settle it (nobody can decide it, or
-    // fewer people could approve it than it needs)
+    // whether a vote can still settle it, as its approval says now (an approver deactivated since,
+    // votes cast), else as the gate's approval_required event said when it asked
+    const seen = gateSeen(n);
     const asked = lastEvent("approval_required", n);
-    const warning = asked && asked.data && asked.data.warning;
+    const said = asked && asked.data && asked.data.warning;  // the event's words, when it says the same
+    const saysNobody = Boolean(said) && /nobody can decide/.test(said);
+    const warning = !seen ? said
+      : seen.nobody_can_decide ? (saysNobody ? said
+        : "Nobody can decide this gate now: none of its approvers can vote on it. Only cancelling the run ends it.")
+      : seen.cannot_be_approved ? (said && !saysNobody ? said
+        : "Fewer people could approve this than it needs: it can be rejected, never approved.") : null;
     return el("div", { class: "decide note" }, warning || "Waiting for an approver; you cannot decide this one.");
   }
   return decisionForm(approval, {
@@ -357,6 +370,10 @@ function decideForm(n, approval, ask) {
         ? el("p", { class: "alert" }, "Fewer people could approve this than it needs: it can be rejected, never approved.")
         : null],
   });
+}
+
+function gateSeen(n) {
+  return (state.visible || []).find((a) => a.kind === "node" && a.node_id === n.node_id && a.status === "pending");
 }
 
 function votesSoFar(approval) {
