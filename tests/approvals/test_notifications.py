@@ -454,3 +454,22 @@ def test_a_lease_renewal_in_the_moment_after_a_park_stops_nothing(engine: Any, u
                what="the email and the webhook, both published by the park")
     said = [line for line in engine["worker"].log.read_text().splitlines() if run_id in line and "lease_lost" in line]
     assert said == []  # the executor ended as it parked: waiting
+
+
+def test_a_reminder_goes_to_the_approvers_who_have_not_voted(user: User, bob: User, carol: User) -> None:
+    """A 2-of-2 gate bob has approved: its reminder tells carol only. bob's counted vote cannot be
+    cast again, and reminders to voters spent the run's notifications on people with nothing to do
+    (a red-team helper's finding)."""
+    from approvals.models import Decision
+    from tests.conftest import stored_run
+
+    for person in (bob, carol):
+        person.email = f"{person.username}@remind.example.com"
+        person.save()
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob", "carol"],
+                                       required_approvals=2)
+    Decision.objects.create(approval=approval, user=bob, username="bob", approve=True)
+
+    reminded = approval_notify(approval=approval, reason=Delivery.Reason.REMINDER)
+
+    assert [d.recipient for d in reminded] == ["carol"]
