@@ -72,3 +72,43 @@ def test_a_start_racing_a_delete_of_its_workflow_is_not_a_500(transactional_db, 
     assert response["Content-Type"].startswith("application/json")
     if response.status_code == 201:  # started: then as a run of no tag, as the delete leaves the others
         assert Run.objects.get(pk=response.json()["run_id"]).workflow_id is None
+
+
+def _costly_expression(salt: int, size: int = 3900) -> str:
+    """A valid CEL expression just under ``AOB_CEL_MAX_SOURCE_BYTES`` (4096), within the macro and
+    nesting bounds, distinct per ``salt`` (so the per-process compile cache never answers it)."""
+    parts = [f"[1, 2, 3].all(x, [4, 5].exists(y, x + y > {salt}))"]
+    k = 0
+    while len(" && ".join(parts)) < size:
+        parts.append(f"(inputs.a{k}.b.c + {salt} * {k} > 3 || inputs.d{k}[\"k\"] == 'zz{salt}')")
+        k += 1
+    return " && ".join(parts)
+
+
+def test_a_workflow_s_cel_expressions_share_one_compile_budget(api, settings):
+    """Every CEL source is bounded alone (4 KiB, 8 macros, 2 deep), but not all of a definition's
+    together: 245 distinct expressions of 3.9 KiB fit in one 1 MiB body and are each compiled twice
+    by the Rust binding (plus the Python lexer's passes), about 5-6 s of one web thread per request
+    on this machine (3.5 s of it inside ``cel.compile``), where 1,000 ordinary nodes take 0.1 s.
+    ``POST /workflows/validate`` is counted by no limit (the editor's validate-as-you-type), so one
+    user looping it keeps web processes busy for everyone; a save costs the same, 25 a minute.
+    As the forms' evaluations share one budget (``AOB_FORM_EVAL_BUDGET``), a definition's
+    expressions should share one: such a definition refused naming a ``cel.*`` rule, before it
+    is compiled whole; an ordinary large workflow still valid."""
+    heavy = {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"expression": _costly_expression(i)}}
+                       for i in range(245)], "edges": []}
+    ordinary = {"nodes": [{"id": f"n{i}", "type": "transform",
+                           "config": {"expression": f"nodes.n{max(i - 1, 0)}.value + {i}"}} for i in range(1000)],
+                "edges": []}
+    assert all(len(n["config"]["expression"].encode()) <= settings.AOB_CEL_MAX_SOURCE_BYTES for n in heavy["nodes"])
+
+    validated = api.post(f"{API}/workflows/validate", {"workflow": heavy}, format="json")
+    saved = post_workflow(api, "heavy", heavy)
+
+    assert validated.status_code == 200, validated.content[:300]
+    rules = {e["rule"] for e in validated.json()["errors"]}
+    assert validated.json()["valid"] is False and any(r.startswith("cel.") for r in rules), (
+        "245 expressions of 3.9 KiB, each compiled in the web request: nothing bounds their sum", rules)
+    assert saved.status_code == 400, (saved.status_code, saved.content[:300])
+    assert not Workflow.objects.filter(tag="heavy").exists()
+    assert api.post(f"{API}/workflows/validate", {"workflow": ordinary}, format="json").json()["valid"] is True
