@@ -112,3 +112,52 @@ def test_a_workflow_s_cel_expressions_share_one_compile_budget(api, settings):
     assert saved.status_code == 400, (saved.status_code, saved.content[:300])
     assert not Workflow.objects.filter(tag="heavy").exists()
     assert api.post(f"{API}/workflows/validate", {"workflow": ordinary}, format="json").json()["valid"] is True
+
+
+def _hold_delete(tag: str, deleting: threading.Event, release: threading.Event, pid: list[int]) -> None:
+    from workflows.services.definitions import workflow_delete
+
+    try:
+        with transaction.atomic():
+            workflow_delete(workflow=Workflow.objects.get(tag=tag))
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid.append(cursor.fetchone()[0])
+            deleting.set()
+            release.wait(15)
+    finally:
+        connections.close_all()
+
+
+def test_a_delete_that_waited_on_another_delete_of_the_tag_is_a_404_not_a_500(transactional_db, user):
+    """Two deletes of one tag at once (a double click, the CLI and a page): the second finds the tag
+    (the first has not committed), then waits for its row lock in ``workflow_delete``; the first
+    commits and the second's ``select_for_update().get(pk=...)`` raises ``Workflow.DoesNotExist``,
+    which the API answers as a 500. It should be the tag's 404 (or a 204: it is gone either way)."""
+    assert post_workflow(client_for(user), "twice", fetch_then_store()).status_code == 201
+    deleting, release = threading.Event(), threading.Event()
+    deleter_pid: list[int] = []
+    answers: list[Any] = []
+
+    def delete_again() -> None:
+        client = client_for(user)
+        client.raise_request_exception = False
+        try:
+            answers.append(client.delete(f"{API}/workflows/twice"))
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=_hold_delete, args=("twice", deleting, release, deleter_pid))
+    first.start()
+    assert deleting.wait(15)
+    second = threading.Thread(target=delete_again)
+    second.start()
+    try:
+        wait_until(lambda: _blocked_on(deleter_pid), timeout=15, what="the second delete waiting on the first's lock")
+    finally:
+        release.set()
+        first.join(15)
+        second.join(15)
+    assert answers, "the second delete never answered"
+    assert answers[0].status_code in (204, 404), (answers[0].status_code, answers[0].content[:300])
+    assert answers[0].status_code == 204 or answers[0]["Content-Type"].startswith("application/json")
