@@ -391,6 +391,9 @@ AOB_WS_READS_PER_USER = env_int("AOB_WS_READS_PER_USER", 2, within=(1, 1000))
 # refused at save; evaluation stops at the deadline, which converting what it reads is weighed
 # against before it starts; chained `+` are estimated against the data.
 AOB_CEL_MAX_SOURCE_BYTES = env_int("AOB_CEL_MAX_SOURCE_BYTES", 4096)
+# A definition's distinct CEL sources together (conditions, expressions): each is compiled when it is
+# validated or saved, in the web request; past it the definition is refused (cel.total_bytes).
+AOB_MAX_DEFINITION_CEL_BYTES = env_int("AOB_MAX_DEFINITION_CEL_BYTES", 128 * 1024, within=(4096, 16 * 1024 * 1024))
 AOB_CEL_MAX_MACROS = env_int("AOB_CEL_MAX_MACROS", 8)
 AOB_CEL_MAX_COMPREHENSION_DEPTH = env_int("AOB_CEL_MAX_COMPREHENSION_DEPTH", 2)
 AOB_CEL_TIMEOUT_MS = env_int("AOB_CEL_TIMEOUT_MS", 1000)

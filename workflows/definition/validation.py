@@ -56,6 +56,8 @@ class Report:
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     omitted: int = 0  # errors past MAX_PROBLEMS
+    cel_sources: set[str] = field(default_factory=set)  # the distinct CEL sources compiled so far
+    cel_bytes: int = 0  # and their bytes, within AOB_MAX_DEFINITION_CEL_BYTES
 
     @property
     def valid(self) -> bool:
@@ -285,7 +287,21 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
 
 def _check_expression(report: Report, path: str, key: str, source: str) -> None:
     """Compile a CEL source: a syntax error is ``<key>_syntax``; a bound it breaks (size,
-    comprehension macros, their nesting) is ``cel.<bound>``, with the limit in the message."""
+    comprehension macros, their nesting) is ``cel.<bound>``, with the limit in the message. A
+    definition's distinct sources together are at most ``AOB_MAX_DEFINITION_CEL_BYTES``: each is
+    bounded alone, and 245 of 3.9 KiB in one body took 5 s of a web thread to compile, the
+    interpreter's lock held (a red-team helper's measurement); past it, ``cel.total_bytes``, and
+    nothing more is compiled."""
+    if source not in report.cel_sources:
+        limit = settings.AOB_MAX_DEFINITION_CEL_BYTES
+        if report.cel_bytes > limit:
+            return  # refused already: compiling the rest would spend what the bound saves
+        report.cel_sources.add(source)
+        report.cel_bytes += len(source.encode())
+        if report.cel_bytes > limit:
+            report.error(path, "cel.total_bytes", f"the definition's CEL expressions come to more than {limit} "
+                         "bytes together (AOB_MAX_DEFINITION_CEL_BYTES); move the logic into fewer, shorter ones")
+            return
     try:
         compile_expression(source)
     except ExpressionError as exc:

@@ -295,7 +295,10 @@ def workflow_delete(*, workflow: Workflow, force: bool = False) -> None:
     with transaction.atomic():
         # locked first: a schedule or hook made meanwhile waits on it (its key check), then finds the
         # tag gone, so the dependants read below are all there are when it goes
-        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        locked = Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+        if locked is None:  # another delete of the tag committed while this one waited on its lock
+            raise NotFound(f"workflow {workflow.tag!r} not found")
+        workflow = locked
         _keep_last_seq(workflow)  # undone with the delete when it is refused
         try:
             with transaction.atomic():

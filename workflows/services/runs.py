@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -90,6 +90,19 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
     # a failed start fails the caller's transaction.
+    try:
+        _insert(run, definition=definition, stored=stored, reused=reused, record=record)
+    except IntegrityError as exc:
+        # the tag's delete committed while the start waited on its lock: the run would name a tag
+        # that is gone (a 500 before); the delete's 404, as a start a moment later gets
+        constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) or ""
+        if workflow is not None and "workflow_id" in constraint:
+            raise NotFound(f"workflow {workflow.tag!r} not found: it was deleted as the run started") from None
+        raise
+    return run
+
+
+def _insert(run: Run, *, definition: Any, stored: bool, reused: Any, record: Any) -> None:
     with transaction.atomic() if not stored or reused or record is not None else nullcontext():
         if not stored:
             artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
@@ -106,7 +119,6 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             coordinator.start_new(run)
         if record is not None:
             record(run)
-    return run
 
 
 def _check_rate_limits(*, owner: User, ir: IR, api_write: bool) -> None:

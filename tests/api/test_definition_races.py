@@ -1,5 +1,7 @@
-"""Red-team findings on workflow definitions (branch rt-defs): races and costs the API did not
-bound. Each test fails on the code it was written against."""
+"""Races and costs of workflow definitions the API did not bound: a start racing its tag's delete,
+two deletes of one tag (each a 500 before, now the tag's 404), and a definition's CEL sources
+compiled together within ``AOB_MAX_DEFINITION_CEL_BYTES``. Each failed on the code before (a
+red-team helper's findings)."""
 
 from __future__ import annotations
 
