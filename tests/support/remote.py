@@ -3,6 +3,7 @@
 Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code>``,
 ``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test),
 ``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``,
+``/nested/<depth>`` (``[[[…]]]`` that deep, as raw JSON text),
 ``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told),
 ``/hold/<key>`` (answers only once the test calls ``release(key)``; 60 s at most; ``outcomes(key)``
 says for each request whether it was ``answered`` or ``aborted`` — the client closed the connection
@@ -187,6 +188,14 @@ class RemoteServer:
             handler.send_header("Content-Length", str(size))
             handler.end_headers()
             handler.wfile.write(b"x" * size)
+        elif head == "nested":  # ``[[[…]]]`` n deep, raw: deeper than any JSON encoder here would write it
+            depth = int(parts[1])
+            data = b"[" * depth + b"]" * depth
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
         elif head == "redirect":
             handler.send_response(int(record["query"].get("code", ["302"])[0]))
             handler.send_header("Location", record["query"]["to"][0])

@@ -1,0 +1,25 @@
+"""Red-team findings (rt-out) on the agent's outbound tools, on real workers."""
+
+from __future__ import annotations
+
+from tests.agents.flows import agent, finish, node, start, tool_messages
+
+TEXT = {"content": "Done."}
+
+
+def test_a_page_nested_past_the_json_parser_is_a_tool_error_not_the_agent_s_end(engine, api, fake_llm, remote):
+    """An agent fetches a page (``execute_pipeline``), as prompt-injected agents and honest ones do;
+    whoever serves it answers 200 KB of ``[[[…]]]``. ``workers/http/client._result`` catches only
+    ``ValueError`` around ``json.loads``, so ``RecursionError`` leaves ``request()``; the agent loop
+    (``agents/loop._run_tool``) turns only ``AobError`` into a tool result, so the whole agent node
+    failed (``RecursionError``, not transient), its model never told, the run failed with it. A body the
+    parser cannot take is text (or a tool error), and the agent goes on."""
+    fetch = {"steps": [{"op": "http_request", "url": f"{remote.base}/nested/100000"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", fetch)]}, TEXT])
+
+    run = finish(start(api, [agent(task="read the page", tools=["execute_pipeline"])]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    assert len(fake_llm.requests) == 2  # the model was told what the tool got, and answered
+    assert len(tool_messages(fake_llm.requests[1])) == 1
