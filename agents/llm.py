@@ -40,9 +40,13 @@ def client() -> openai.OpenAI:
     key = (os.getpid(), settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
     with _lock:
         if key not in _clients:
+            # the operator's endpoint, as configured: no proxy from the environment, no redirect
+            # followed elsewhere (the SDK's own client did both)
             _clients[key] = openai.OpenAI(api_key=settings.OPENAI_API_KEY or "not-needed",
                                           base_url=settings.OPENAI_BASE_URL or None,
-                                          timeout=settings.AOB_LLM_TIMEOUT_S, max_retries=0)
+                                          timeout=settings.AOB_LLM_TIMEOUT_S, max_retries=0,
+                                          http_client=openai.DefaultHttpxClient(trust_env=False,
+                                                                                follow_redirects=False))
         return _clients[key]
 
 

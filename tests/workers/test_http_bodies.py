@@ -1,6 +1,7 @@
-"""Red-team findings on the outbound client (rt-out): what a remote's answer can make of a request
-after its bytes have arrived. Real loopback servers, opened by their own port only; no mocks.
-"""
+"""What a remote's answer can make of a request after its bytes have arrived: a charset decoded in
+quadratic time (read as UTF-8 now, ``client.charset``), a body nested past the JSON parser (text
+now). Each failed before (a red-team helper's findings). Real loopback servers, opened by their own
+port only."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         n = int(query.get("n", "1000"))

@@ -1,4 +1,5 @@
-"""Red-team findings (rt-out) on the agent's outbound tools, on real workers."""
+"""An agent's outbound tools on real workers: a page nested past the JSON parser is text for the
+model, not the end of the node (a red-team helper's finding)."""
 
 from __future__ import annotations
 
