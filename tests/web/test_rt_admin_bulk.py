@@ -1,0 +1,34 @@
+"""Red-team (rt-admin): an admin action over "select all" is bounded as the changelist is.
+
+The changelist counts at most COUNT_CAP rows and a run's page shows its latest LATEST_ROWS rows
+(workflows/admin.py), but "Select all N runs" then "Cancel selected runs" hands the action every
+matching run (``select_across``): ``RunAdmin.cancel_runs`` calls ``run_cancel`` once per run, in
+the one request, and adds one message per run, all of which the next page renders (and the
+session stores). With 10,000+ runs that is 10,000+ service calls and messages for one click.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import Client
+
+from tests.conftest import stored_run
+from workflows.admin import LATEST_ROWS
+from workflows.models import Run
+
+
+def test_cancel_over_select_all_answers_a_bounded_page(make_user: Any, user: Any) -> None:
+    root = make_user("root", is_staff=True, is_superuser=True)
+    runs = [stored_run(user) for _ in range(LATEST_ROWS + 20)]  # another's: each refused by run_cancel
+    client = Client()
+    client.force_login(root)
+
+    # what the page posts after "Select all": the page's boxes ticked, and select_across
+    response = client.post("/admin/workflows/run/", {"action": "cancel_runs", "select_across": "1", "index": 0,
+                                                      "_selected_action": [str(runs[0].pk)]}, follow=True)
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert Run.objects.filter(status="cancelled").count() == 0
+    assert len(shown) <= LATEST_ROWS + 1, (
+        f"one click drew {len(shown)} messages, one per selected run (unbounded with the table): {shown[:2]}")
