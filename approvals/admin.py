@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
@@ -19,7 +19,7 @@ from django.db.models.functions import Left
 from django.utils.html import format_html_join
 from django.utils.text import Truncator
 
-from aob_project.exceptions import AobError
+from aob_project.exceptions import Conflict
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
 from approvals.selectors import fill_decidable
@@ -28,6 +28,7 @@ from workflows.admin import (
     OwnedRowsAdmin,
     ReadOnlyAdmin,
     RunPatchAdmin,
+    act_on_each,
     latest_rows,
     pretty_head,
 )
@@ -215,12 +216,9 @@ class ApprovalAdmin(BoundedListAdmin):
 
     def _decide(self, request, queryset, approve: bool) -> None:
         comment = request.POST.get("comment", "")
-        for approval in queryset:
-            try:
-                services.approval_decide(approval=approval, user=request.user, approve=approve, comment=comment)
-                self.message_user(request, f"approval {approval.pk}: {'approved' if approve else 'rejected'}")
-            except AobError as exc:
-                self.message_user(request, f"approval {approval.pk}: {exc.message}", level=messages.WARNING)
+        act_on_each(self, request, queryset, "approved" if approve else "rejected",
+                    lambda approval: services.approval_decide(approval=approval, user=request.user, approve=approve,
+                                                              comment=comment))
 
     @admin.action(description="Approve selected (with the comment above)")
     def approve(self, request, queryset):
@@ -238,20 +236,14 @@ class RunPatchDecisionAdmin(RunPatchAdmin):
     actions = ["approve_patches", "reject_patches"]
 
     def _decide(self, request, queryset, approve: bool) -> None:
-        for patch in queryset.select_related("run"):
+        def decide(patch: RunPatch) -> None:
             approval = Approval.objects.filter(patch=patch, kind=Approval.Kind.PATCH).first()
             if patch.status != RunPatch.Status.PENDING_APPROVAL or approval is None:
-                self.message_user(request, f"patch {patch.seq} of {patch.run_id} is {patch.status}, not pending",
-                                  level=messages.WARNING)
-                continue
-            try:
-                services.approval_decide(approval=approval, user=request.user, approve=approve,
-                                comment="decided in the admin")
-                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: "
-                                           f"{'approved' if approve else 'rejected'}")
-            except AobError as exc:
-                self.message_user(request, f"patch {patch.seq} of {patch.run_id}: {exc.message}",
-                                  level=messages.WARNING)
+                raise Conflict(f"the patch is {patch.status}, not pending")
+            services.approval_decide(approval=approval, user=request.user, approve=approve,
+                                     comment="decided in the admin")
+
+        act_on_each(self, request, queryset.select_related("run"), "approved" if approve else "rejected", decide)
 
     @admin.action(description="Approve selected pending patches")
     def approve_patches(self, request, queryset):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.contrib import admin, messages
@@ -165,6 +165,42 @@ class BoundedListAdmin(admin.ModelAdmin):
 
 
 SEARCH_MAX_TERMS = 10
+
+
+# The rows an admin action takes at once: "Select all" hands it every match, and it calls a service
+# for each (the approvals' and the runs' own rules) in the one request (10,000 runs: 10,000 calls
+# and as many messages for one click, a red-team helper's finding).
+ACTION_MAX_ROWS = 100
+
+
+def act_on_each(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any], done_as: str,
+                act: Callable[[Any], Any]) -> None:
+    """``act`` on each selected row through its service, at most ``ACTION_MAX_ROWS`` (past it nothing
+    is done and the page says so), then one message naming those done and one for each distinct
+    refusal naming its rows (at most ten each, and how many more)."""
+    rows = list(queryset[:ACTION_MAX_ROWS + 1])
+    if len(rows) > ACTION_MAX_ROWS:
+        model_admin.message_user(request, f"An action takes at most {ACTION_MAX_ROWS} rows at once; nothing was "
+                                 "done: narrow the selection with the filters", level=messages.ERROR)
+        return
+    done: list[str] = []
+    refused: dict[str, list[str]] = {}
+    for row in rows:
+        try:
+            act(row)
+            done.append(str(row.pk))
+        except AobError as exc:
+            refused.setdefault(exc.message, []).append(str(row.pk))
+    meta = model_admin.model._meta
+
+    def named(pks: list[str]) -> str:
+        shown = ", ".join(pks[:10]) + (f" and {len(pks) - 10} more" if len(pks) > 10 else "")
+        return f"{meta.verbose_name if len(pks) == 1 else meta.verbose_name_plural} {shown}"
+
+    if done:
+        model_admin.message_user(request, f"{named(done)}: {done_as}")
+    for message, pks in refused.items():
+        model_admin.message_user(request, f"{named(pks)}: {message}", level=messages.WARNING)
 
 
 class ReadOnlyAdmin(BoundedListAdmin):
@@ -403,12 +439,8 @@ class RunAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_runs(self, request, queryset):
-        for run in queryset:
-            try:
-                runs.run_cancel(run=run, user=request.user, reason="cancelled in the admin")
-                self.message_user(request, f"cancelled {run.pk}")
-            except AobError as exc:
-                self.message_user(request, f"{run.pk}: {exc.message}", level=messages.WARNING)
+        act_on_each(self, request, queryset, "cancelled",
+                    lambda run: runs.run_cancel(run=run, user=request.user, reason="cancelled in the admin"))
 
 
 _NODE_RUN_LARGE = ("input", "output", "attempt_log")

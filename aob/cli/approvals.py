@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import short_time, table
+from .output import echo, short_time, table
 from .session import Session, json_file_or_text, pass_session
 
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired", "cancelled", "all")
@@ -53,7 +53,7 @@ def _decide(session: Session, target: tuple[str, ...], approve: bool, comment: s
 
     def pretty(d: dict[str, Any]) -> None:
         verb = "approved" if approve else "rejected"
-        click.echo(f"{verb} approval {d['id']} (run {d['run_id']}, node {d['node_id']}): now {d['status']}")
+        echo(f"{verb} approval {d['id']} (run {d['run_id']}, node {d['node_id']}): now {d['status']}")
 
     session.output.emit(answer, pretty)
 

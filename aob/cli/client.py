@@ -8,6 +8,8 @@ from urllib.parse import quote
 import click
 import httpx
 
+from .output import echo
+
 USER_AGENT = "aob-cli/0.1"
 
 
@@ -22,20 +24,20 @@ class ApiError(click.ClickException):
         self.details = details or {}
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
+        echo(f"error: {self.message}", err=True)
         problems = [p for p in self.details.get("errors") or [] if isinstance(p, dict)]
         if len(problems) > 1:  # the message names the first one already
             for problem in problems:
-                click.echo(f"  {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})",
+                echo(f"  {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})",
                            err=True)
         if self.code == "version_conflict" and self.details.get("rule") == "current_version":
             tag = self.details.get("tag")
-            click.echo(f"hint: `aob workflow show {tag}` shows the current version; merge your change into it, "
+            echo(f"hint: `aob workflow show {tag}` shows the current version; merge your change into it, "
                        "or save over it with `aob workflow create --force`", err=True)
         if self.code == "workflow_in_use":
-            click.echo("hint: `aob workflow delete TAG --force` deletes them with it", err=True)
+            echo("hint: `aob workflow delete TAG --force` deletes them with it", err=True)
         if self.code == "not_authenticated":
-            click.echo("hint: log in with `aob login`, or set AOB_TOKEN", err=True)
+            echo("hint: log in with `aob login`, or set AOB_TOKEN", err=True)
 
 
 def segment(value: Any) -> str:
@@ -97,6 +99,11 @@ class ApiClient:
             response = self._http.request(method, path.lstrip("/"), json=body, params=query, headers=headers)
         except httpx.TransportError as exc:
             raise ApiError(f"cannot reach the API at {self.api_url}: {exc}", code="unreachable") from None
+        if response.is_redirect:  # never a success: nothing was done (a proxy's move to https, say)
+            where = response.headers.get("location", "nowhere said")
+            raise ApiError(f"{method} {response.url} was redirected (HTTP {response.status_code}) to {where}: nothing "
+                           "was done; use the address it names as --api-url", code="redirected",
+                           status=response.status_code)
         if response.status_code == 204 or not response.content:
             data = None
         else:

@@ -10,7 +10,7 @@ import click
 
 from . import config
 from .approvals import approvals, approve, reject
-from .output import MODES, PRETTY, Output
+from .output import MODES, PRETTY, Output, echo
 from .patches import patch
 from .runs import logs, run
 from .session import Session, pass_session, warn_if_typed
@@ -47,7 +47,7 @@ def login(session: Session, username: str, password: str) -> None:
     answer = session.anonymous_client().post("auth/token", {"username": username, "password": password})
     path = config.credentials_save(api_url=session.api_url, token=answer["token"], username=answer["username"])
     session.output.emit({"username": answer["username"], "api_url": session.api_url, "config": str(path)},
-                        lambda d: click.echo(f"logged in to {d['api_url']} as {d['username']}"))
+                        lambda d: echo(f"logged in to {d['api_url']} as {d['username']}"))
 
 
 @cli.command()
@@ -56,7 +56,7 @@ def logout(session: Session) -> None:
     """Forget the token stored for this API URL."""
     forgotten = config.credentials_forget(api_url=session.api_url)
     session.output.emit({"api_url": session.api_url, "logged_out": forgotten},
-                        lambda d: click.echo(f"logged out of {d['api_url']}" if forgotten
+                        lambda d: echo(f"logged out of {d['api_url']}" if forgotten
                                              else f"was not logged in to {d['api_url']}"))
 
 
@@ -65,7 +65,7 @@ def logout(session: Session) -> None:
 def whoami(session: Session) -> None:
     """Who the API says the token belongs to."""
     me = session.client.get("auth/me")
-    session.output.emit(me, lambda d: click.echo(
+    session.output.emit(me, lambda d: echo(
         f"{d['username']}{' (staff)' if d.get('is_staff') else ''} at {session.api_url}"))
 
 

@@ -16,8 +16,27 @@ JSON = "json"
 MODES = (PRETTY, JSON)
 
 
+# Text from the server is often someone else's (a gate's message from a run's inputs, an agent's
+# patch description): a terminal must get it as text, never as controls. C0 controls but the line
+# break and the tab, DEL and C1 controls are written escaped (ESC, BEL and CSI were enough to set an
+# approver's clipboard through OSC 52, and a line break in a cell drew a forged row of the inbox).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
+_IN_A_CELL = {**_CONTROLS, 0x09: "\\t", 0x0A: "\\n"}
+_C1_IN_JSON = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps escapes C0 itself
+
+
+def printable(text: str, *, lines: bool = True) -> str:
+    """``text`` with its controls escaped; ``lines``: its line breaks kept (else escaped too)."""
+    return text.translate(_CONTROLS if lines else _IN_A_CELL)
+
+
+def echo(message: Any = "", **kwargs: Any) -> None:
+    """``click.echo`` of text that may hold the server's strings: printable."""
+    click.echo(printable(message) if isinstance(message, str) else message, **kwargs)
+
+
 def dumps(data: Any, *, indent: int | None = None) -> str:
-    return json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=False, default=str)
+    return json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=False, default=str).translate(_C1_IN_JSON)
 
 
 class Output:
@@ -61,15 +80,17 @@ def event_line(event: dict[str, Any]) -> str:
     clock = at[11:23] if len(at) >= 19 else at
     data = event.get("data")
     tail = f"  {dumps(data)}" if data else ""
-    return f"{event.get('seq', ''):>4}  {clock:<12}  {event.get('type', ''):<18}  {event.get('node_id') or '-':<16}{tail}"
+    line = f"{event.get('seq', ''):>4}  {clock:<12}  {event.get('type', ''):<18}  {event.get('node_id') or '-':<16}{tail}"
+    return printable(line, lines=False)
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
     """Columns as wide as their widest cell."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [["" if c is None else printable(str(c), lines=False) for c in row]
+                                           for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())  # escaped above
 
 
 def duration_text(ms: Any, missing: str = "-") -> str:

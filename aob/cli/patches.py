@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import dumps, short_time, table
+from .output import dumps, echo, short_time, table
 from .session import Session, operations_from, pass_session, read_json_file
 
 
@@ -34,18 +34,18 @@ def patch_list(session: Session, run_id: str, limit: int, offset: int) -> None:
                  p["description"]) for p in d["results"]]
         table(rows, ["SEQ", "STATUS", "OPS", "BY NODE", "CREATED", "DESCRIPTION"])
         if d.get("next"):
-            click.echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
+            echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
 
     session.output.emit(answer, pretty)
 
 
 def _pretty_patch(d: dict[str, Any]) -> None:
-    click.echo(f"patch {d['seq']} of run {d['run_id']}: {d['status']}"
+    echo(f"patch {d['seq']} of run {d['run_id']}: {d['status']}"
                f"{' (' + d['reason'] + ')' if d.get('reason') else ''}")
-    click.echo(f"{d['before_artifact_id']} -> {d['artifact_id']}")
+    echo(f"{d['before_artifact_id']} -> {d['artifact_id']}")
     if d.get("description"):
-        click.echo(d["description"])
-    click.echo(dumps(d["operations"], indent=2))
+        echo(d["description"])
+    echo(dumps(d["operations"], indent=2))
 
 
 @patch.command("show")

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 from .client import segment
-from .output import dumps, duration_text, short_time, table
+from .output import dumps, duration_text, echo, short_time, table
 from .session import Session, json_file_or_text, json_object, names_a_file, pass_session, read_json_file
 from .watch import POLL_INTERVAL_S, events_all, run_follow
 
@@ -72,7 +72,7 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
         session.output.event(event)
         hint = _gate_hint({**event, "data": {"run_id": run_id, **(event.get("data") or {}), **_gate_now(session, run_id, event)}})
         if hint:  # to stderr under -o json, so the stream stays one JSON object a line
-            click.echo(f"  → {hint}", err=session.output.json)
+            echo(f"  → {hint}", err=session.output.json)
 
     code = run_follow(client=session.client, run_id=run_id, after=after, on_event=on_event, use_ws=not poll)
     if not session.output.json:
@@ -81,13 +81,13 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
         while run.get("output_pending") and time.monotonic() < deadline:  # a worker computes metadata.output
             time.sleep(POLL_INTERVAL_S)
             run = session.client.get(_run_path(run_id))
-        click.echo(f"{run['status']} in {duration_text(run.get('duration_ms'))}")
+        echo(f"{run['status']} in {duration_text(run.get('duration_ms'))}")
         if run.get("output_pending"):
-            click.echo(f"output: still being computed (aob run status {run_id})")
+            echo(f"output: still being computed (aob run status {run_id})")
         elif run.get("output_error"):
-            click.echo(f"output error: {_error_text(run['output_error'])}")
+            echo(f"output error: {_error_text(run['output_error'])}")
         elif run["status"] == "completed":
-            click.echo(f"output: {dumps(run.get('output'))}")
+            echo(f"output: {dumps(run.get('output'))}")
     raise SystemExit(code)
 
 
@@ -108,7 +108,7 @@ def _started_text(d: dict[str, Any]) -> str:
 def _started(session: Session, answer: dict[str, Any], watch: bool) -> None:
     """The new run; with ``watch``, the first line of a stream, then its events."""
     if not watch:
-        session.output.emit(answer, lambda d: click.echo(_started_text(d)))
+        session.output.emit(answer, lambda d: echo(_started_text(d)))
         return
     session.output.line(answer, _started_text(answer))
     _follow(session, str(answer["run_id"]))
@@ -156,20 +156,20 @@ def run_status(session: Session, run_id: str) -> None:
 
     def pretty(d: dict[str, Any]) -> None:
         r = d["run"]
-        click.echo(f"run {r['run_id']}  {r['status']}  {r['tag'] or '(no tag)'}")
-        click.echo(f"created {short_time(r['created_at'])}  finished {short_time(r['finished_at']) or '-'}  "
+        echo(f"run {r['run_id']}  {r['status']}  {r['tag'] or '(no tag)'}")
+        echo(f"created {short_time(r['created_at'])}  finished {short_time(r['finished_at']) or '-'}  "
                    f"duration {duration_text(r.get('duration_ms'))}")
         if r.get("replay_of"):
-            click.echo(f"replay of {r['replay_of']} from {r['replay_from_node']}")
+            echo(f"replay of {r['replay_of']} from {r['replay_from_node']}")
         if r.get("error"):
-            click.echo(f"error: {_error_text(r['error'])}")
+            echo(f"error: {_error_text(r['error'])}")
         if r.get("output_pending"):
-            click.echo("output: being computed")
+            echo("output: being computed")
         elif r.get("output_error"):
-            click.echo(f"output error: {_error_text(r['output_error'])}")
+            echo(f"output error: {_error_text(r['output_error'])}")
         elif r["status"] == "completed":
-            click.echo(f"output: {dumps(r.get('output'))}")
-        click.echo("")
+            echo(f"output: {dumps(r.get('output'))}")
+        echo("")
         # One error shown once: the node whose failure failed the run has it on the line above.
         failed_node = (r.get("error") or {}).get("node_id") if isinstance(r.get("error"), dict) else None
         table([(n["node_id"], n["type"], n["status"], n["attempts"], duration_text(n["execution_time_ms"], ""),
@@ -177,7 +177,7 @@ def run_status(session: Session, run_id: str) -> None:
                for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR"])
         count = d.get("patches_count", len(d["patches"]))
         if count:
-            click.echo(f"\n{count} patch(es): `aob patch list {r['run_id']}`")
+            echo(f"\n{count} patch(es): `aob patch list {r['run_id']}`")
 
     session.output.emit(details, pretty)
 
@@ -204,7 +204,7 @@ def run_list(session: Session, status: str | None, workflow: str | None, since: 
               ["RUN", "STATUS", "WORKFLOW", "CREATED", "DURATION", "ERROR"])
         if d.get("next"):
             next_cursor = parse_qs(urlsplit(d["next"]).query).get("cursor", [""])[0]
-            click.echo(f"(more: --cursor {next_cursor})")
+            echo(f"(more: --cursor {next_cursor})")
 
     session.output.emit(page, pretty)
 
@@ -215,7 +215,7 @@ def run_list(session: Session, status: str | None, workflow: str | None, since: 
 def run_cancel(session: Session, run_id: str) -> None:
     """Cancel a run: nothing new starts, waiting approvals are withdrawn."""
     answer = session.client.post(_run_path(run_id, "cancel"))
-    session.output.emit(answer, lambda d: click.echo(f"run {d['run_id']} {d['status']}"))
+    session.output.emit(answer, lambda d: echo(f"run {d['run_id']} {d['status']}"))
 
 
 @run.command("budget")
@@ -229,7 +229,7 @@ def run_budget(session: Session, run_id: str, max_cost_usd: float | None, max_to
         raise click.UsageError("give --max-cost-usd, --max-tokens or both")
     body = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_tokens", max_tokens)) if v is not None}
     answer = session.client.post(_run_path(run_id, "budget"), body)
-    session.output.emit(answer, lambda d: click.echo(
+    session.output.emit(answer, lambda d: echo(
         f"run {d['run_id']} {d['status']}: budget {_ceilings(d['budget'])} "
         f"(spent ${d['usage'].get('cost_usd', 0)}, {d['usage'].get('tokens', 0)} tokens)"))
 

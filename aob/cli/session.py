@@ -11,7 +11,7 @@ import click
 
 from . import config
 from .client import ApiClient
-from .output import Output
+from .output import Output, echo
 
 
 @dataclass
@@ -48,7 +48,7 @@ pass_session = click.make_pass_decorator(Session)
 def warn_if_typed(ctx: click.Context, name: str, instead: str) -> None:
     """A secret given as an option is in every local account's `ps` and in the shell's history."""
     if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
-        click.echo(f"warning: --{name} on the command line is visible to every account on this machine (ps) "
+        echo(f"warning: --{name} on the command line is visible to every account on this machine (ps) "
                    f"and kept in your shell's history; use {instead}", err=True)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import short_time, table
+from .output import echo, short_time, table
 from .session import Session, json_file_or_text, json_object, pass_session, warn_if_typed
 
 
@@ -46,7 +46,7 @@ def schedule_add(session: Session, tag: str, cron: str, tz: str, inputs: str | N
     if version is not None:
         body["version"] = version
     answer = session.client.post("schedules", body)
-    session.output.emit(answer, lambda d: click.echo(f"schedule {d['id']}: {d['tag']} at '{d['cron']}' "
+    session.output.emit(answer, lambda d: echo(f"schedule {d['id']}: {d['tag']} at '{d['cron']}' "
                                                      f"({d['timezone']}, catch-up {d['catch_up']})"))
 
 
@@ -57,7 +57,7 @@ def schedule_add(session: Session, tag: str, cron: str, tz: str, inputs: str | N
 def schedule_enable(session: Session, schedule_id: int, off: bool) -> None:
     """Enable (or with --off disable) a schedule."""
     answer = session.client.patch(f"schedules/{schedule_id}", {"enabled": not off})
-    session.output.emit(answer, lambda d: click.echo(f"schedule {d['id']} {'enabled' if d['enabled'] else 'disabled'}"))
+    session.output.emit(answer, lambda d: echo(f"schedule {d['id']} {'enabled' if d['enabled'] else 'disabled'}"))
 
 
 @schedule.command("remove")
@@ -65,7 +65,7 @@ def schedule_enable(session: Session, schedule_id: int, off: bool) -> None:
 @pass_session
 def schedule_remove(session: Session, schedule_id: int) -> None:
     session.client.delete(f"schedules/{schedule_id}")
-    session.output.emit({"removed": schedule_id}, lambda d: click.echo(f"schedule {schedule_id} removed"))
+    session.output.emit({"removed": schedule_id}, lambda d: echo(f"schedule {schedule_id} removed"))
 
 
 @schedule.command("firings")
@@ -105,7 +105,7 @@ def hook_add(session: Session, tag: str, cel: str | None, template: str | None, 
         raise click.UsageError("give --cel or --template, not both")
     mapping = {"cel": cel} if cel else {"template": json_file_or_text(template, "--template")} if template else None
     answer = session.client.post("hooks", {"tag": tag, "name": name, "mapping": mapping})
-    session.output.emit(answer, lambda d: click.echo(
+    session.output.emit(answer, lambda d: echo(
         f"hook {d['id']} for {d['tag']}\nurl:    {d['url']}\nsecret: {d['secret']}  (shown once)"))
 
 
@@ -115,7 +115,7 @@ def hook_add(session: Session, tag: str, cel: str | None, template: str | None, 
 def hook_rotate(session: Session, hook_id: str) -> None:
     """A new signing secret (the old one stops working now)."""
     answer = session.client.post(f"hooks/{segment(hook_id)}/rotate")
-    session.output.emit(answer, lambda d: click.echo(f"secret: {d['secret']}  (shown once)"))
+    session.output.emit(answer, lambda d: echo(f"secret: {d['secret']}  (shown once)"))
 
 
 @hook.command("remove")
@@ -123,7 +123,7 @@ def hook_rotate(session: Session, hook_id: str) -> None:
 @pass_session
 def hook_remove(session: Session, hook_id: str) -> None:
     session.client.delete(f"hooks/{segment(hook_id)}")
-    session.output.emit({"removed": hook_id}, lambda d: click.echo(f"hook {hook_id} removed"))
+    session.output.emit({"removed": hook_id}, lambda d: echo(f"hook {hook_id} removed"))
 
 
 @click.group()
@@ -151,7 +151,7 @@ def secret_set(session: Session, name: str, value: str) -> None:
     else:
         warn_if_typed(click.get_current_context(), "value", "the prompt (leave --value out) or --value - with a pipe")
     answer = session.client.put(f"secrets/{segment(name)}", {"value": value})
-    session.output.emit(answer, lambda d: click.echo(f"secret {d['name']} set"))
+    session.output.emit(answer, lambda d: echo(f"secret {d['name']} set"))
 
 
 @secret.command("remove")
@@ -159,7 +159,7 @@ def secret_set(session: Session, name: str, value: str) -> None:
 @pass_session
 def secret_remove(session: Session, name: str) -> None:
     session.client.delete(f"secrets/{segment(name)}")
-    session.output.emit({"removed": name}, lambda d: click.echo(f"secret {name} removed"))
+    session.output.emit({"removed": name}, lambda d: echo(f"secret {name} removed"))
 
 
 @click.command()
@@ -178,4 +178,4 @@ def _prune_text(answer: dict, dry_run: bool) -> None:
     table([(k, f"{v}+" if k in capped else v) for k, v in answer.items() if k not in ("dry_run", "at_least", "finished")],
           ["WOULD GO" if dry_run else "REMOVED", "COUNT"])
     if answer.get("finished") is False:
-        click.echo("more is past retention: run `aob prune` again, or leave it to the hourly prune")
+        echo("more is past retention: run `aob prune` again, or leave it to the hourly prune")

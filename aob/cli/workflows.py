@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import dumps, short_time, table
+from .output import dumps, echo, short_time, table
 from .session import Session, json_object, operations_from, pass_session, read_json_file
 
 SCOPES = ("user", "global", "all")
@@ -19,7 +19,7 @@ def _tag_path(tag: str, *rest: str) -> str:
 
 def _warnings(answer: dict[str, Any]) -> None:
     for problem in answer.get("warnings") or []:
-        click.echo(f"warning: {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})", err=True)
+        echo(f"warning: {problem.get('path') or '/'}: {problem.get('message')} ({problem.get('rule')})", err=True)
 
 
 @click.group()
@@ -43,7 +43,7 @@ def workflow_list(session: Session, scope: str, limit: int, offset: int, search:
                 for w in d["results"]]
         table(rows, ["TAG", "VERSION", "NODES", "EDGES", "OWNER", "UPDATED", "LAST RUN", "DESCRIPTION"])
         if d.get("next"):
-            click.echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
+            echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
 
     session.output.emit(page, pretty)
 
@@ -61,13 +61,13 @@ def workflow_show(session: Session, tag: str, seq: int | None) -> None:
 
     def pretty(d: dict[str, Any]) -> None:
         version = d.get("version", d.get("seq"))
-        click.echo(f"{d['tag']}  version {version}  {d['artifact_id']}")
+        echo(f"{d['tag']}  version {version}  {d['artifact_id']}")
         if "owner" in d:
-            click.echo(f"owner {d['owner']}, {d['nodes_count']} nodes, {d['edges_count']} edges, "
+            echo(f"owner {d['owner']}, {d['nodes_count']} nodes, {d['edges_count']} edges, "
                        f"updated {short_time(d['updated_at'])}")
         else:
-            click.echo(f"created {short_time(d['created_at'])}  {d.get('description') or ''}".rstrip())
-        click.echo(dumps(d.get("definition"), indent=2))
+            echo(f"created {short_time(d['created_at'])}  {d.get('description') or ''}".rstrip())
+        echo(dumps(d.get("definition"), indent=2))
 
     session.output.emit(answer, pretty)
 
@@ -115,7 +115,7 @@ def workflow_create(session: Session, tag: str, file: str, description: str, bas
 
     def pretty(d: dict[str, Any]) -> None:
         what = "saved" if d["created"] else "unchanged:"
-        click.echo(f"{what} {d['tag']} version {d['version']} ({d['artifact_id']}, "
+        echo(f"{what} {d['tag']} version {d['version']} ({d['artifact_id']}, "
                    f"{d['nodes_count']} nodes, {d['edges_count']} edges)")
         _warnings(d)
 
@@ -131,11 +131,11 @@ def workflow_validate(session: Session, file: str) -> None:
 
     def pretty(d: dict[str, Any]) -> None:
         if d["valid"]:
-            click.echo(f"{file}: valid")
+            echo(f"{file}: valid")
         else:
-            click.echo(f"error: {file}: invalid", err=True)
+            echo(f"error: {file}: invalid", err=True)
         for problem in d["errors"]:
-            click.echo(f"  {problem['path'] or '/'}: {problem['message']} ({problem['rule']})", err=True)
+            echo(f"  {problem['path'] or '/'}: {problem['message']} ({problem['rule']})", err=True)
         _warnings(d)
 
     session.output.emit(answer, pretty)
@@ -158,7 +158,7 @@ def workflow_patch(session: Session, tag: str, file: str, description: str | Non
     answer = session.client.patch(_tag_path(tag, "patch"), body)
 
     def pretty(d: dict[str, Any]) -> None:
-        click.echo(f"patched {d['tag']}: version {d['version']} ({d['artifact_id']})")
+        echo(f"patched {d['tag']}: version {d['version']} ({d['artifact_id']})")
         _warnings(d)
 
     session.output.emit(answer, pretty)
@@ -184,4 +184,4 @@ def workflow_versions(session: Session, tag: str) -> None:
 def workflow_delete(session: Session, tag: str, force: bool) -> None:
     """Delete TAG and its versions (runs keep the definitions they ran)."""
     session.client.delete(_tag_path(tag), params={"force": "true"} if force else None)
-    session.output.emit({"tag": tag, "deleted": True}, lambda d: click.echo(f"deleted {tag}"))
+    session.output.emit({"tag": tag, "deleted": True}, lambda d: echo(f"deleted {tag}"))

@@ -1,4 +1,4 @@
-"""Red-team (rt-admin): the CLI's output of another person's words, and answers that are not the API's.
+"""The CLI's output of another person's words, and answers that are not the API's (a red-team helper's findings, fixed: ``output.printable``, a redirect is an error).
 
 1. An approval's message is a run owner's words, or a hook sender's or an agent's (``"$inputs.text"``,
    ``"${nodes.agent.output.summary}"``); the notification texts are escaped for their channel

@@ -1,4 +1,4 @@
-"""Red-team (rt-admin): an admin action over "select all" is bounded as the changelist is.
+"""An admin action over "select all" is bounded (``admin.act_on_each``: at most ACTION_MAX_ROWS rows, one message a distinct outcome; a red-team helper's finding).
 
 The changelist counts at most COUNT_CAP rows and a run's page shows its latest LATEST_ROWS rows
 (workflows/admin.py), but "Select all N runs" then "Cancel selected runs" hands the action every
