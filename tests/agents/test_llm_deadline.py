@@ -1,0 +1,80 @@
+"""The LLM client is not the outbound client: its timeout (AOB_LLM_TIMEOUT_S) is httpx's per read.
+Red-team finding rt-out (99b4b54), whose failing test c429e6e deleted without a fix; a local
+stand-in for the provider (or a gateway in front of it), on loopback; no mocks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import openai
+import pytest
+
+from agents import llm
+
+ANSWER = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": "hi"}}],
+                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+class Drip(BaseHTTPRequestHandler):
+    """Answers a chat completion one byte every 0.2 s: each read well within any read timeout."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b" " * 25 + ANSWER  # leading whitespace, as some gateways send to keep a connection alive
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(0, 25):
+            try:
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+        try:
+            self.wfile.write(body[25:])
+        except OSError:
+            return
+
+
+@pytest.fixture
+def dripping_provider(settings: Any) -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    settings.OPENAI_API_KEY = "test-key"
+    settings.AOB_LLM_TIMEOUT_S = 1.0
+    settings.AOB_LLM_PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+    yield settings.OPENAI_BASE_URL
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_llm_timeout_is_one_deadline_for_the_call_not_per_read(dripping_provider: str) -> None:
+    """docs/SECURITY.md: "nothing else in AOB opens outbound HTTP connections" than
+    ``workers.http.request``, whose timeout is one deadline for the whole request. ``agents/llm.py``
+    builds its own ``openai.OpenAI`` (its own httpx client: ``timeout=AOB_LLM_TIMEOUT_S`` is httpx's
+    per-read timeout, no size cap, environment proxies honoured, redirects followed by httpx), so a
+    provider or gateway that drips its answer holds the agent's worker past ``AOB_LLM_TIMEOUT_S``
+    for as long as it keeps dripping, up to the node's own timeout (5 min by default)."""
+    started = time.monotonic()
+    try:
+        llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=None)
+    except openai.APITimeoutError:
+        pass
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"a call with AOB_LLM_TIMEOUT_S = 1 s took {elapsed:.1f} s"
