@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import httpx2  # the openai SDK's HTTP client
 import openai
 from django.conf import settings
 
@@ -23,8 +24,8 @@ from agents.exceptions import LLMNotConfigured, ModelNotPriced
 from aob_project.exceptions import AobError
 
 TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
-# a connection that never opened: the request was not sent
-UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
+# a connection that never opened: the request was not sent (the SDK's HTTP client is httpx2's)
+UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx.ConnectError, httpx.ConnectTimeout)
 
 _clients: dict[tuple[int, str, str], openai.OpenAI] = {}
 _lock = threading.Lock()
@@ -41,13 +42,45 @@ def client() -> openai.OpenAI:
     with _lock:
         if key not in _clients:
             # the operator's endpoint, as configured: no proxy from the environment, no redirect
-            # followed elsewhere (the SDK's own client did both)
+            # followed elsewhere (the SDK's own client did both), one deadline for each call
+            transport = Deadline(settings.AOB_LLM_TIMEOUT_S)
             _clients[key] = openai.OpenAI(api_key=settings.OPENAI_API_KEY or "not-needed",
                                           base_url=settings.OPENAI_BASE_URL or None,
                                           timeout=settings.AOB_LLM_TIMEOUT_S, max_retries=0,
-                                          http_client=openai.DefaultHttpxClient(trust_env=False,
+                                          http_client=openai.DefaultHttpxClient(trust_env=False, transport=transport,
                                                                                 follow_redirects=False))
         return _clients[key]
+
+
+class Deadline(httpx2.HTTPTransport):
+    """A transport whose every request ends within ``total_s`` of its start: httpx's timeouts are
+    per operation, so a provider (or a gateway before it) dripping its answer a byte at a time held
+    a call, and its worker, until the node's own timeout (a red-team helper's finding). Past the
+    deadline the answer's next chunk raises ``ReadTimeout``, which the SDK reports as a timeout."""
+
+    def __init__(self, total_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.total_s = total_s
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        deadline = time.monotonic() + self.total_s
+        response = super().handle_request(request)
+        response.stream = _Until(response.stream, deadline, request)  # type: ignore[arg-type]
+        return response
+
+
+class _Until(httpx2.SyncByteStream):
+    def __init__(self, stream: Any, deadline: float, request: httpx2.Request) -> None:
+        self.stream, self.deadline, self.request = stream, deadline, request
+
+    def __iter__(self) -> Any:
+        for chunk in self.stream:
+            if time.monotonic() > self.deadline:
+                raise httpx2.ReadTimeout("the call passed its deadline (AOB_LLM_TIMEOUT_S)", request=self.request)
+            yield chunk
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,16 +23,21 @@ logger = logging.getLogger(__name__)
 
 def final_outputs(run: Run) -> dict[str, Any]:
     """The outputs of the child's last nodes (those with no out-edge) that completed, by node id.
-    Their kept sizes are added up first: past ``AOB_MAX_NODE_OUTPUT_BYTES`` together, the node's
-    output could not be stored, and OutputTooLarge is raised with none read (settling a child of 16
-    MiB of outputs against a 1 MiB ceiling read and wrote 48 MiB in the coordinator first)."""
+    Their kept sizes are added up first: those are the database's text of each (a space after every
+    comma and colon), at most half as long again as the canonical JSON a node's output is judged by,
+    so past that much of ``AOB_MAX_NODE_OUTPUT_BYTES`` together the node's output could not be
+    stored, and OutputTooLarge is raised with none read (settling a child of 16 MiB of outputs
+    against a 1 MiB ceiling read and wrote 48 MiB in the coordinator first). Below it they are read,
+    and ``resume`` judges them exactly."""
     from workflows.engine.coordinator import load_ir
 
     ir = load_ir(run)
     ends = [node_id for node_id in ir.nodes if not ir.out_edges[node_id]]
     latest = (NodeRun.objects.filter(run=run, node_id__in=ends, status=NodeRun.Status.COMPLETED)
               .order_by("node_id", "-iteration").distinct("node_id"))
-    refuse_large_output(sum(size or 0 for size in latest.values_list("output_bytes", flat=True)))
+    kept = sum(size or 0 for size in latest.values_list("output_bytes", flat=True))
+    if kept > settings.AOB_MAX_NODE_OUTPUT_BYTES * 3 // 2:  # the canonical text is at least two thirds of it
+        refuse_large_output(kept * 2 // 3)
     return dict(latest.values_list("node_id", "output"))
 
 

@@ -35,7 +35,10 @@ def _gate_hint(event: dict[str, Any]) -> str | None:
                 f"nobody can decide the gate at {node_id} now: none of {who} can vote on it")
             return f"{warning}   (aob run cancel {run_id})"
         if data.get("cannot_be_approved"):
-            return f"{data.get('warning')}: aob reject {run_id} {node_id}   (or: aob run cancel {run_id})"
+            said = data.get("warning")
+            warning = said if said and "nobody" not in said else (
+                f"fewer people could approve the gate at {node_id} than it needs: it can be rejected, never approved")
+            return f"{warning}: aob reject {run_id} {node_id}   (or: aob run cancel {run_id})"
         return (f"waiting for {who} at {node_id}: aob approve {run_id} {node_id} --comment '…'"
                 f"   (or: aob reject {run_id} {node_id})")
     if event.get("type") == "node_unserved":  # no running worker consumes its queue (the sweeper's word)

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -65,9 +66,9 @@ def _connection_error(cause: BaseException) -> openai.APIConnectionError:
                                 body=None), False),  # the provider answered: it refused the call
     (openai.InternalServerError("gateway timeout", response=httpx.Response(504, request=httpx.Request("POST", "http://x")),
                                 body=None), True),  # a gateway's: the call may have been passed on
-    (_connection_error(httpx.ConnectError("refused")), False),  # never sent
-    (_connection_error(httpx.ReadTimeout("no answer")), True),  # sent, no answer: billed as far as we know
-    (_connection_error(httpx.RemoteProtocolError("cut mid-answer")), True),
+    (_connection_error(httpx2.ConnectError("refused")), False),  # never sent (the SDK's client is httpx2)
+    (_connection_error(httpx2.ReadTimeout("no answer")), True),  # sent, no answer: billed as far as we know
+    (_connection_error(httpx2.RemoteProtocolError("cut mid-answer")), True),
     (SoftTimeLimitExceeded(), True),  # the node's timeout_ms cut it off
     (ModelNotPriced("no price"), False),  # refused before sending
 ])

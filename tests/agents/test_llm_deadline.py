@@ -1,6 +1,7 @@
-"""The LLM client is not the outbound client: its timeout (AOB_LLM_TIMEOUT_S) is httpx's per read.
-Red-team finding rt-out (99b4b54), whose failing test c429e6e deleted without a fix; a local
-stand-in for the provider (or a gateway in front of it), on loopback; no mocks."""
+"""The LLM client's timeout (AOB_LLM_TIMEOUT_S) is one deadline for the whole call
+(``llm.Deadline``): it was httpx's per read, so a provider or gateway dripping its answer held the
+agent's worker until the node's own timeout (a red-team helper's finding). A local stand-in for the
+provider, on loopback."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Drip(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = b" " * 25 + ANSWER  # leading whitespace, as some gateways send to keep a connection alive
         self.send_response(200)

@@ -57,6 +57,7 @@ class Report:
     warnings: list[Problem] = field(default_factory=list)
     omitted: int = 0  # errors past MAX_PROBLEMS
     cel_sources: set[str] = field(default_factory=set)  # the distinct CEL sources compiled so far
+    cel_failed: dict[str, Any] = field(default_factory=dict)  # and why those that failed did (no cache keeps it)
     cel_bytes: int = 0  # and their bytes, within AOB_MAX_DEFINITION_CEL_BYTES
 
     @property
@@ -303,8 +304,12 @@ def _check_expression(report: Report, path: str, key: str, source: str) -> None:
                          "bytes together (AOB_MAX_DEFINITION_CEL_BYTES); move the logic into fewer, shorter ones")
             return
     try:
+        failed = report.cel_failed.get(source)
+        if failed is not None:
+            raise failed  # a repeat of a source that failed: judged once (a failure is not cached)
         compile_expression(source)
     except ExpressionError as exc:
+        report.cel_failed[source] = exc
         if exc.rule == "syntax":
             report.error(path, f"{key}_syntax", f"invalid CEL {key}: {exc}")
         else:

@@ -34,6 +34,9 @@ class Command(BaseCommand):
         try:
             user, created = user_get_or_create(username=username)
         except AobError as exc:
+            if exc.code == "name_left":  # renamed or deleted in /admin/: the name is no one's again
+                self.stderr.write(f"no demo user: {exc.message}; set AOB_DEMO_USER to another name for one")
+                return
             raise CommandError(exc.message) from None
         if not password and (created or not user.password or not user.has_usable_password()):
             password = secrets.token_urlsafe(24)
