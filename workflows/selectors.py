@@ -192,6 +192,11 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     # what an answer shows of its inputs (``RunOut``): them, or past the budget the marker
     run.inputs_shown = (run.inputs_head if run.inputs_head is not None  # type: ignore[attr-defined]
                         else run_inputs_marker(run))
+    # and of the run above, whose ceilings bind it (``Run.shown_ceilings``): its id only to a reader
+    # who may see that run (one asked in a child run only is told nothing of its parent, as its family)
+    above = run.within
+    run.within_hidden = bool(above) and not (  # type: ignore[attr-defined]
+        user.is_staff or run.owner_id == user.pk or runs_visible(user=user).filter(pk=above).exists())
     return run
 
 

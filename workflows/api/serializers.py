@@ -356,7 +356,7 @@ class RunOut(FieldsBuiltOnce):
     artifact_id = serializers.CharField(source="base_artifact_id")
     current_artifact_id = serializers.CharField()
     replay_of = serializers.UUIDField(source="replay_of_id", allow_null=True)
-    budget = serializers.JSONField(source="ceilings", help_text="The run's LLM spend ceilings {max_tokens, "
+    budget = serializers.JSONField(source="shown_ceilings", help_text="The run's LLM spend ceilings {max_tokens, "
                                    "max_cost_usd}: its owner's, else the operator's. A sub-workflow's are null "
                                    "unless its owner set them, and within_run names the run whose ceilings its "
                                    "spend counts against")

@@ -100,6 +100,15 @@ class Run(models.Model):
         return self.output_asked_at is not None
 
     @property
+    def shown_ceilings(self) -> dict[str, Any]:
+        """``ceilings`` as an answer shows them: without the run above's id where the reader may not
+        see that run (``selectors.run_get`` says, ``within_hidden``)."""
+        ceilings = self.ceilings
+        if getattr(self, "within_hidden", False):
+            ceilings[self.WITHIN] = None
+        return ceilings
+
+    @property
     def ceilings(self) -> dict[str, Any]:
         """The run's LLM spend ceilings: what its owner set, else the operator's. A run whose spend
         counts against another's (a sub-workflow's, ``within``) has none of its own unless its

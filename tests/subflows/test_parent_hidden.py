@@ -1,4 +1,4 @@
-"""Red-team (rt-vis): what one asked to approve in a child run learns of its parent.
+"""What one asked to approve in a child run learns of its parent: nothing (a red-team helper's finding, fixed: ``Run.shown_ceilings``).
 
 ``subflows.selectors.run_family`` hides a child's parent from someone who may see the child only
 ("one asked to approve in a child run sees that run, not its parent's"; before, ``/family`` gave
