@@ -28,23 +28,9 @@ def test_a_start_racing_a_delete_of_its_workflow_is_not_a_500(transactional_db, 
     new run's foreign key pointing at nothing: PostgreSQL refuses the insert (ForeignKeyViolation)
     and the API answers 500. It should answer the tag's 404 (or start the run with no tag, as the
     delete does to the runs it had)."""
-    from workflows.services.definitions import workflow_delete
-
     assert post_workflow(client_for(user), "doomed", fetch_then_store()).status_code == 201
     deleting, release = threading.Event(), threading.Event()
     deleter_pid: list[int] = []
-
-    def delete_and_hold() -> None:
-        try:
-            with transaction.atomic():
-                workflow_delete(workflow=Workflow.objects.get(tag="doomed"))
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    deleter_pid.append(cursor.fetchone()[0])
-                deleting.set()
-                release.wait(15)
-        finally:
-            connections.close_all()
 
     answers: list[Any] = []
 
@@ -56,7 +42,7 @@ def test_a_start_racing_a_delete_of_its_workflow_is_not_a_500(transactional_db, 
         finally:
             connections.close_all()
 
-    deleter = threading.Thread(target=delete_and_hold)
+    deleter = threading.Thread(target=_hold_delete, args=("doomed", deleting, release, deleter_pid))
     deleter.start()
     assert deleting.wait(15)
     starter = threading.Thread(target=start)
