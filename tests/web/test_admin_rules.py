@@ -46,9 +46,9 @@ def test_staff_cancel_only_their_own_runs_as_on_the_api(make_user: Any, user: An
     theirs, own = stored_run(user), stored_run(root)
     client = logged_in(root)
 
-    assert cancel(client, theirs) == [f"{theirs.pk}: only the run's owner may cancel it"]
+    assert cancel(client, theirs) == [f"run {theirs.pk}: only the run's owner may cancel it"]
     assert Run.objects.get(pk=theirs.pk).status == theirs.status != "cancelled"
-    assert cancel(client, own) == [f"cancelled {own.pk}"]
+    assert cancel(client, own) == [f"run {own.pk}: cancelled"]
     assert Run.objects.get(pk=own.pk).status == "cancelled"
 
 
