@@ -111,16 +111,16 @@ def _settle(run: Run, held: dict[str, Any], live: set[str]) -> dict[str, Any]:
     process died mid-call) charged at its worst case, as a call made, and only the live ones left
     reserved. The node run of such a call, where it is ``run``'s own, lists it with why."""
     usage = dict(run.usage or {})
-    lapsed = {k: v for k, v in held.items() if k not in live}
+    # (node run, what it reserved) of each lapsed one: two attempts of one node run may both have lapsed
+    lapsed = [(int(k.partition("/")[0]), v) for k, v in held.items() if k not in live]
     if lapsed:
-        ours = set(NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in lapsed}, run_id=run.pk)
-                   .values_list("pk", flat=True))
-        for k, v in lapsed.items():
+        ours = set(NodeRun.objects.filter(pk__in={pk for pk, _ in lapsed}, run_id=run.pk).values_list("pk", flat=True))
+        for node_run_id, v in lapsed:
             call = Call(model="", prompt_tokens=v["tokens"], cost_usd=v["cost_usd"], errors=[LAPSED])
             _add_usage(usage, call)
             usage["cut_off_calls"] = usage.get("cut_off_calls", 0) + 1
-            if int(k.partition("/")[0]) in ours:
-                _record_node_call(int(k.partition("/")[0]), call)
+            if node_run_id in ours:
+                _record_node_call(node_run_id, call)
     usage["reservations"] = {k: v for k, v in held.items() if k in live}
     return usage
 

@@ -157,7 +157,10 @@ class _Turns:
 
     @contextlib.asynccontextmanager
     async def of(self, user_id: int | None) -> AsyncIterator[None]:
-        gate, users = self.gates.setdefault(user_id or 0, (asyncio.Semaphore(settings.AOB_WS_READS_PER_USER), [0]))
+        key = user_id or 0
+        if key not in self.gates:
+            self.gates[key] = (asyncio.Semaphore(settings.AOB_WS_READS_PER_USER), [0])
+        gate, users = self.gates[key]
         users[0] += 1
         try:
             async with gate:
@@ -165,7 +168,7 @@ class _Turns:
         finally:
             users[0] -= 1
             if not users[0]:
-                self.gates.pop(user_id or 0, None)
+                self.gates.pop(key, None)
 
 
 turns = _Turns()

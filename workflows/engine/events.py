@@ -191,7 +191,8 @@ class _Pusher:
             except Exception:  # a live push is best effort; the events table is the truth
                 logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
                 return
-        sends = [(group, {"type": "run.event", "event": live_frame(frame)}) for frame in frames for group in groups]
+        live = [live_frame(frame) for frame in frames]  # measured once, sent to each group
+        sends = [(group, {"type": "run.event", "event": frame}) for frame in live for group in groups]
         with self.lock:
             self.pending.extend(sends)
             if self.draining:
