@@ -6,6 +6,7 @@ red-team helper's findings)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection, connections, transaction
@@ -29,30 +30,8 @@ def test_a_start_racing_a_delete_of_its_workflow_is_not_a_500(transactional_db, 
     and the API answers 500. It should answer the tag's 404 (or start the run with no tag, as the
     delete does to the runs it had)."""
     assert post_workflow(client_for(user), "doomed", fetch_then_store()).status_code == 201
-    deleting, release = threading.Event(), threading.Event()
-    deleter_pid: list[int] = []
-
-    answers: list[Any] = []
-
-    def start() -> None:
-        client = client_for(user)
-        client.raise_request_exception = False  # a 500 is an answer here, not the test's exception
-        try:
-            answers.append(client.post(f"{API}/workflows/doomed/execute", {"inputs": {}}, format="json"))
-        finally:
-            connections.close_all()
-
-    deleter = threading.Thread(target=_hold_delete, args=("doomed", deleting, release, deleter_pid))
-    deleter.start()
-    assert deleting.wait(15)
-    starter = threading.Thread(target=start)
-    starter.start()
-    try:
-        wait_until(lambda: _blocked_on(deleter_pid), timeout=15, what="the start waiting on the delete's lock")
-    finally:
-        release.set()
-        deleter.join(15)
-        starter.join(15)
+    answers = _asked_behind_a_delete(user, "doomed", lambda client: client.post(
+        f"{API}/workflows/doomed/execute", {"inputs": {}}, format="json"))
     assert not Workflow.objects.filter(tag="doomed").exists()
     assert answers, "the start never answered"
     response = answers[0]
@@ -116,6 +95,35 @@ def _hold_delete(tag: str, deleting: threading.Event, release: threading.Event, 
     finally:
         connections.close_all()
 
+def _asked_behind_a_delete(user: Any, tag: str, ask: Callable[[Any], Any]) -> list[Any]:
+    """``ask``'s answer (as ``user``) to a request made while a delete of ``tag`` holds its lock,
+    waiting on it until the delete commits; a 500 is an answer here, not the test's exception."""
+    deleting, release = threading.Event(), threading.Event()
+    deleter_pid: list[int] = []
+    answers: list[Any] = []
+
+    def asking() -> None:
+        client = client_for(user)
+        client.raise_request_exception = False
+        try:
+            answers.append(ask(client))
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=_hold_delete, args=(tag, deleting, release, deleter_pid))
+    deleter.start()
+    assert deleting.wait(15)
+    asker = threading.Thread(target=asking)
+    asker.start()
+    try:
+        wait_until(lambda: _blocked_on(deleter_pid), timeout=15, what="the request waiting on the delete's lock")
+    finally:
+        release.set()
+        deleter.join(15)
+        asker.join(15)
+    return answers
+
+
 
 def test_a_delete_that_waited_on_another_delete_of_the_tag_is_a_404_not_a_500(transactional_db, user):
     """Two deletes of one tag at once (a double click, the CLI and a page): the second finds the tag
@@ -123,29 +131,7 @@ def test_a_delete_that_waited_on_another_delete_of_the_tag_is_a_404_not_a_500(tr
     commits and the second's ``select_for_update().get(pk=...)`` raises ``Workflow.DoesNotExist``,
     which the API answers as a 500. It should be the tag's 404 (or a 204: it is gone either way)."""
     assert post_workflow(client_for(user), "twice", fetch_then_store()).status_code == 201
-    deleting, release = threading.Event(), threading.Event()
-    deleter_pid: list[int] = []
-    answers: list[Any] = []
-
-    def delete_again() -> None:
-        client = client_for(user)
-        client.raise_request_exception = False
-        try:
-            answers.append(client.delete(f"{API}/workflows/twice"))
-        finally:
-            connections.close_all()
-
-    first = threading.Thread(target=_hold_delete, args=("twice", deleting, release, deleter_pid))
-    first.start()
-    assert deleting.wait(15)
-    second = threading.Thread(target=delete_again)
-    second.start()
-    try:
-        wait_until(lambda: _blocked_on(deleter_pid), timeout=15, what="the second delete waiting on the first's lock")
-    finally:
-        release.set()
-        first.join(15)
-        second.join(15)
+    answers = _asked_behind_a_delete(user, "twice", lambda client: client.delete(f"{API}/workflows/twice"))
     assert answers, "the second delete never answered"
     assert answers[0].status_code in (204, 404), (answers[0].status_code, answers[0].content[:300])
     assert answers[0].status_code == 204 or answers[0]["Content-Type"].startswith("application/json")
