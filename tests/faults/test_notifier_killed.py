@@ -10,8 +10,6 @@ Django made a new one each send, so the approver's mailbox held two different me
 
 from __future__ import annotations
 
-import email
-import socketserver
 import threading
 from email.message import Message
 from typing import Any
@@ -23,6 +21,7 @@ from django.db import transaction
 from approvals.models import Approval, Delivery
 from approvals.notifications import approval_notify
 from tests.conftest import stored_run
+from tests.support.smtp import SmtpServer
 from workflows.engine import locks
 from workflows.registry import NOTIFY_QUEUE
 
@@ -31,52 +30,22 @@ from .harness import Victim, hooks, kill9, wait_for
 pytestmark = [pytest.mark.fault]
 
 
-class HoldingSmtp:
-    """A loopback mail server that takes each message whole, then holds its final ``250`` until
-    ``release`` is set, the first time only: the sender dies in that moment."""
+class HoldingSmtp(SmtpServer):
+    """The suite's loopback mail server, holding its final ``250`` for the first message it takes
+    whole until ``release`` is set: the sender dies in that moment."""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
         self.received = threading.Event()
         self.release = threading.Event()
-        self.lock = threading.Lock()
-        owner = self
+        super().__init__()
 
-        class Handler(socketserver.StreamRequestHandler):
-            def reply(self, line: str) -> None:
-                self.wfile.write(line.encode() + b"\r\n")
-
-            def handle(self) -> None:
-                self.reply("220 localhost test SMTP")
-                while line := self.rfile.readline():
-                    verb = line.decode(errors="replace").strip().split(" ", 1)[0].upper()
-                    if verb == "EHLO":
-                        self.reply("250-localhost")
-                        self.reply("250 8BITMIME")
-                    elif verb in ("HELO", "MAIL", "RCPT", "RSET", "NOOP"):
-                        self.reply("250 OK")
-                    elif verb == "DATA":
-                        self.reply("354 end with <CRLF>.<CRLF>")
-                        data = []
-                        while (chunk := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
-                            data.append(chunk[1:] if chunk.startswith(b"..") else chunk)
-                        with owner.lock:
-                            owner.messages.append(email.message_from_bytes(b"".join(data)))
-                            first = len(owner.messages) == 1
-                        if first:
-                            owner.received.set()
-                            owner.release.wait(30)
-                        self.reply("250 queued")
-                    elif verb == "QUIT":
-                        self.reply("221 bye")
-                        return
-                    else:
-                        self.reply("502 not implemented")
-
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def accepted(self, message: Message) -> None:
+        with self.lock:
+            self.messages.append(message)
+            first = len(self.messages) == 1
+        if first:
+            self.received.set()
+            self.release.wait(30)
 
     def reset(self) -> None:
         """Hold the next message's reply again, as the first's."""
@@ -87,7 +56,7 @@ class HoldingSmtp:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
+        super().close()
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,7 @@ class SmtpServer:
                         data = []
                         while (chunk := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
                             data.append(chunk[1:] if chunk.startswith(b"..") else chunk)
-                        with owner.lock:
-                            owner.messages.append(email.message_from_bytes(b"".join(data)))
+                        owner.accepted(email.message_from_bytes(b"".join(data)))
                         self.reply("250 queued")
                     elif verb == "QUIT":
                         self.reply("221 bye")
@@ -54,6 +53,11 @@ class SmtpServer:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def accepted(self, message: Message) -> None:
+        """A whole message taken, before the server's final reply (a subclass may hold that)."""
+        with self.lock:
+            self.messages.append(message)
 
     def sent_to(self, address: str) -> list[Message]:
         with self.lock:
