@@ -63,6 +63,18 @@ class Approval(models.Model):
         return f"approval {self.pk} ({self.kind} {self.node_id}, {self.status})"
 
 
+# A vote counts until a change to the action it decided on voids it (``Decision.action_digest``).
+COUNTING = models.Q(voided=False)
+
+
+class DecisionQuerySet(models.QuerySet["Decision"]):
+    def counting(self) -> DecisionQuerySet:
+        """The votes that count: not voided by a patch that changed the gated action. Every
+        reader of votes (the decision itself, who can still decide, the inbox, reminders, the
+        gate's output) asks this, and the one-vote-a-person constraint has the same condition."""
+        return self.filter(COUNTING)
+
+
 class Decision(models.Model):
     """One person's vote; N-of-M counts distinct users, so a user votes once."""
 
@@ -79,11 +91,13 @@ class Decision(models.Model):
     voided = models.BooleanField(default=False)
     at = models.DateTimeField(auto_now_add=True)
 
+    objects = DecisionQuerySet.as_manager()
+
     class Meta:
         # One vote a person, keyed on who they are, not on their name: a renamed user is the same
         # person (a rename let one vote twice), and a new user given an old name is another.
         constraints = [models.UniqueConstraint(fields=["approval", "user"], name="decision_one_per_person",
-                                               condition=models.Q(voided=False))]
+                                               condition=COUNTING)]
         ordering = ["at"]
 
     def __str__(self) -> str:

@@ -79,7 +79,7 @@ def _wanted(approval: Approval, reason: str, names: list[str] | None) -> list[De
     # a reminder goes to those who have not voted yet: a counted vote cannot be cast again (reminders
     # to voters spent the run's notifications on people with nothing left to do)
     seen_users: set[int] = set() if reason != Delivery.Reason.REMINDER else set(
-        approval.decisions.filter(voided=False, user__isnull=False).values_list("user_id", flat=True))
+        approval.decisions.counting().filter(user__isnull=False).values_list("user_id", flat=True))
     for name in dict.fromkeys(names if names is not None else approval.approvers):
         # a group's name tells its members, never a user of that name (workflows.approvers)
         user = User.objects.filter(by_own_name(), username=name, is_active=True).first()

@@ -47,8 +47,8 @@ def who_could_approve_each(approvals: list[Approval]) -> list[tuple[int, int]]:
         return [(0, 0)] * len(approvals)
     voted: dict[int, set[int]] = {}
     cast: dict[int, int] = {}
-    for approval_id, user_id, approve in Decision.objects.filter(
-            approval__in=[a.pk for a in approvals], voided=False).values_list("approval_id", "user_id", "approve"):
+    for approval_id, user_id, approve in Decision.objects.counting().filter(
+            approval__in=[a.pk for a in approvals]).values_list("approval_id", "user_id", "approve"):
         voted.setdefault(approval_id, set()).add(user_id)
         cast[approval_id] = cast.get(approval_id, 0) + int(approve)
     enough = 2 * max(a.required_approvals for a in approvals) + 1
@@ -115,7 +115,7 @@ RUN_UNREAD = ("run__inputs", "run__error", "run__output_error")
 def approvals_decidable(*, user: User) -> QuerySet[Approval]:
     """Pending approvals this user may decide now: not those their vote, cast and counted, already
     decides (a second vote is ``already_decided``)."""
-    voted = Decision.objects.filter(approval=OuterRef("pk"), user=user, voided=False)
+    voted = Decision.objects.counting().filter(approval=OuterRef("pk"), user=user)
     return (Approval.objects.filter(status=Approval.Status.PENDING).filter(naming(user, "approvers"))
             .exclude(Exists(voted))
             .select_related("run").defer(*RUN_UNREAD).prefetch_related(_PATCH).order_by("deadline", "created_at"))

@@ -218,12 +218,12 @@ def _count(approval: Approval, *, user: User, approve: bool, comment: str, data:
             path = "/data" + failure.path
             raise FormDataInvalid(f"data does not match the form: {path}: {failure.message}",
                                   extra={"field": "data", "path": path, "rule": failure.rule})
-    if Decision.objects.filter(approval=approval, user=user, voided=False).exists():
+    if Decision.objects.counting().filter(approval=approval, user=user).exists():
         raise AlreadyDecided(f"{user.username} has already decided approval {approval.pk}")
     digest = _action_digest(approval)
     decision = Decision.objects.create(approval=approval, user=user, username=user.username, approve=approve,
                                        comment=comment, data=data, action_digest=digest)
-    approvals = approval.decisions.filter(approve=True, voided=False).count()
+    approvals = approval.decisions.counting().filter(approve=True).count()
     settled = None
     if not approve:
         settled = Approval.Status.REJECTED
@@ -293,7 +293,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
         if approval is None:
             continue
         _say_changed(approval)
-        voided = approval.decisions.filter(voided=False).update(voided=True)
+        voided = approval.decisions.counting().update(voided=True)
         if voided:
             items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
                                                        "patch_seq": patch_seq, "voided_decisions": voided}))
@@ -314,7 +314,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
                                          finished_at=None, wait_reason="approval"):
             raise ApprovalSettled(f"the gate {node_id!r} is no longer an approved, completed step",
                                   code="approved_action_started", extra={"rule": "approved_action_started"})
-        approval.decisions.filter(voided=False).update(voided=True)
+        approval.decisions.counting().update(voided=True)
         approval.status, approval.decided_at, approval.action_digest = Approval.Status.PENDING, None, ""
         if approval.deadline is not None:
             approval.deadline = now + (approval.deadline - approval.created_at)
@@ -338,7 +338,7 @@ def _say_changed(approval: Approval) -> None:
 
 
 def _output(approval: Approval, *, approved: bool, decision: str) -> dict[str, Any]:
-    decisions = list(approval.decisions.filter(voided=False).order_by("at"))
+    decisions = list(approval.decisions.counting().order_by("at"))
     data = next((d.data for d in reversed(decisions) if d.approve and d.data is not None), None)
     return {"approved": approved, "decision": decision, "approval_id": approval.pk,
             "decisions": [{"user": d.username, "approve": d.approve, "comment": d.comment, "at": d.at.isoformat()}
