@@ -1,0 +1,64 @@
+"""A person who leaves (deactivated, or taken out of the group a gate asks) is told nothing more about
+the gates they were asked: a notification still waiting to be sent when they left (a retry waiting
+out a mail server's outage, a message behind a busy notify queue) is not sent to them, and its row
+says why. Before, the worker sent it: the gate's words, its run and a link, to someone who can no
+longer decide it (a red-team helper's finding)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+
+from approvals.models import Approval, Delivery
+from tests.conftest import stored_run
+from tests.engine.flow import wait_until
+
+SECRET_WORDS = "Pay invoice 7731 (EUR 48,000) to ACME GmbH?"
+
+
+def _retry_due(approval: Approval, person: User, recipient: str) -> Delivery:
+    """What a first attempt that met a mail server's outage left: pending, tried once, its retry due
+    an hour ago (its message lost), so the sweep publishes it again and a worker sends it."""
+    return Delivery.objects.create(approval=approval, user=person, recipient=recipient, channel="email", attempts=1,
+                                   error="email: ConnectionRefusedError",
+                                   published_at=timezone.now() - timedelta(hours=1))
+
+
+def _settled(delivery: Delivery) -> Delivery:
+    return wait_until(lambda: Delivery.objects.exclude(status="pending").filter(pk=delivery.pk).first(), timeout=30,
+                      what="the delivery's retry taken up by a worker")
+
+
+def test_a_deactivated_approver_is_not_sent_the_gate_they_were_asked(engine: Any, user: User, bob: User,
+                                                                     smtp: Any) -> None:
+    bob.email = "bob-left@example.com"
+    bob.save()
+    approval = Approval.objects.create(run=stored_run(user), node_id="pay", approvers=["bob"], message=SECRET_WORDS)
+    waiting = _retry_due(approval, bob, "bob")
+    bob.is_active = False  # bob leaves the company while his notification waits for its retry
+    bob.save(update_fields=["is_active"])
+
+    delivery = _settled(waiting)
+
+    assert smtp.sent_to("bob-left@example.com") == [], "the gate's words were emailed to a deactivated account"
+    assert delivery.status == "failed", delivery.status
+    assert "bob" in delivery.error and "no longer" in delivery.error, delivery.error
+
+
+def test_a_member_taken_out_of_the_group_asked_is_not_sent_its_gate(engine: Any, user: User, erin: User,
+                                                                     smtp: Any) -> None:
+    erin.email = "erin-moved@example.com"
+    erin.save()
+    approval = Approval.objects.create(run=stored_run(user), node_id="pay", approvers=["finance"],
+                                       message=SECRET_WORDS)
+    waiting = _retry_due(approval, erin, "erin")
+    erin.groups.remove(Group.objects.get(name="finance"))  # erin moves to another team
+
+    delivery = _settled(waiting)
+
+    assert smtp.sent_to("erin-moved@example.com") == [], "the gate's words were emailed to someone no longer asked"
+    assert delivery.status == "failed", delivery.status
+    assert "erin" in delivery.error and "no longer" in delivery.error, delivery.error
