@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from aob_project.celery import app
 from approvals.models import Approval, Delivery, NotificationTarget
-from approvals.selectors import due_in_turns
+from approvals.selectors import due_in_turns, is_approver
 from workers.http import request
 from workers.http.exceptions import HTTPRequestError
 from workflows.approvers import by_own_name
@@ -197,6 +197,9 @@ def delivery_send(*, delivery_id: int) -> str:
         Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.FAILED,
                                                        error=f"not sent: the approval is {approval.status}")
         return Delivery.Status.FAILED
+    left = _no_longer_asked(delivery)
+    if left:
+        return _record(delivery, Delivery.Status.FAILED, f"not sent: {left}")
     # one sender per attempt: a second message for the same delivery (published again, or sent
     # twice) that read the same attempt finds it taken and sends nothing. The claim moves
     # ``published_at`` too: a sender that dies past it leaves a delivery republished in its turn.
@@ -224,6 +227,21 @@ def delivery_send(*, delivery_id: int) -> str:
     except Exception as exc:  # noqa: BLE001 - a permanent failure is recorded on the delivery, not retried
         return _record(delivery, Delivery.Status.FAILED, f"{type(exc).__name__}: {exc}")
     return _record(delivery, Delivery.Status.SENT, "")
+
+
+def _no_longer_asked(delivery: Delivery) -> str:
+    """Why a person's delivery is not to be sent now, or "": its person was deactivated, or is no
+    longer named by the approval, nor in a group it names (``is_approver``, the rule a decision is
+    judged by), since it was queued. A retry waits out an outage, and a message may wait behind a
+    busy queue: the gate's words, its run and a link went to someone who had left."""
+    person = delivery.user
+    if person is None:
+        return ""  # a group's own channel; a user deleted since is refused when it is sent
+    if not person.is_active:
+        return f"{person.username} is no longer active"
+    if not is_approver(delivery.approval, person):
+        return f"{person.username} is no longer among the approvers (nor in a group they name)"
+    return ""
 
 
 def _private(delivery: Delivery, error: str) -> str:
