@@ -200,6 +200,29 @@ def test_an_inactive_user_gets_no_token(make_user):
     assert_error(response, 401, "invalid_credentials")
 
 
+def test_a_deactivated_users_token_does_not_come_back_when_they_are_reactivated(user, api):
+    """A person leaves (or is suspended while a leak is looked into): deactivating them ends their
+    API token (the CLI's, a CI job's) for good, as an offboarding expects, not for as long as the
+    account is off. Before, the token was only refused while inactive, and re-activating the account
+    (a rehire, a suspension lifted after a password reset) made the old key, wherever it was left,
+    work again as them (a red-team helper's finding)."""
+    old = user.auth_token.key
+    assert api.get(f"{API}/auth/me").status_code == 200
+    user.is_active = False
+    user.save()
+    assert_error(api.get(f"{API}/auth/me"), 401)
+
+    user.is_active = True
+    user.save()
+
+    assert_error(api.get(f"{API}/auth/me"), 401)
+    fresh = APIClient().post(f"{API}/auth/token", {"username": "alice", "password": PASSWORD}, format="json")
+    assert fresh.status_code == 200 and fresh.json()["token"] != old, fresh.json()
+    again = APIClient()
+    again.credentials(HTTP_AUTHORIZATION=f"Token {fresh.json()['token']}")
+    assert again.get(f"{API}/auth/me").json()["username"] == "alice"
+
+
 @pytest.mark.parametrize(("data", "field"), [({}, "username"), ({"username": "alice"}, "password"),
                                             ({"username": "alice", "password": ""}, "password")])
 def test_a_token_request_with_a_missing_field_is_a_400(user, data, field):
