@@ -9,11 +9,14 @@ class WorkflowsConfig(AppConfig):
         from functools import partial
 
         from django.contrib.auth.models import Group, User
-        from django.db.models.signals import post_delete, pre_save
+        from django.db.models.signals import post_delete, post_save, pre_save
 
+        from workflows.api.authentication import token_ends_with_account
         from workflows.approvers import name_left
 
         for model in (User, Group):  # a name its holder leaves is given to no one else
             pre_save.connect(name_left, sender=model, dispatch_uid=f"workflows.name_left.{model.__name__}")
             post_delete.connect(partial(name_left, signal_name="deleted"), sender=model, weak=False,
                                 dispatch_uid=f"workflows.name_deleted.{model.__name__}")
+        # a deactivated account's API token ends with it: re-activation does not bring it back
+        post_save.connect(token_ends_with_account, sender=User, dispatch_uid="workflows.token_ends_with_account")

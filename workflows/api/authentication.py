@@ -48,6 +48,17 @@ class TokenOrBearerAuthentication(TokenAuthentication):
         return 'Token realm="api", Bearer realm="api"'
 
 
+def token_ends_with_account(sender: Any, instance: User, **kwargs: Any) -> None:
+    """A user saved deactivated loses their API token (``post_save``): deactivating someone ends the
+    key their CLI or a CI job holds for good, not only while the account is off. It was refused while
+    inactive and worked again on re-activation (a rehire, a suspension lifted after a password
+    reset), wherever it had been left. Signing in again makes a new one (``POST /auth/token``)."""
+    fields = kwargs.get("update_fields")
+    if instance.is_active or (fields is not None and "is_active" not in fields):
+        return
+    Token.objects.filter(user_id=instance.pk).delete()
+
+
 class _AsToken:
     """A malformed ``Bearer`` header, shown to the Token scheme's checks for their messages."""
 
