@@ -364,3 +364,30 @@ def test_an_authenticated_delivery_with_a_bad_delivery_id_is_a_400_naming_the_he
     assert response.status_code == 400, response.content[:200]
     assert response.json()["details"] == {"field": "X-AOB-Delivery", "rule": "delivery_id"}
     assert not HookDelivery.objects.exists() and not Run.objects.exists()
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_signed_deliveries_from_a_shared_sender_do_not_spend_its_address_s_anonymous_limit(api, user, make_user,
+                                                                                          settings):
+    """A sender (GitHub, Stripe, a CI service) delivers every tenant's hooks from a few addresses.
+    A signed delivery is authenticated, and counted against its owner's delivery limit: counted as
+    an anonymous request of its address too, one tenant's busy hook (or one a stranger points a
+    GitHub repository at) refused every other tenant's deliveries from that sender with 429, and
+    GitHub does not send a failed delivery again. Requests that prove nothing still count."""
+    settings.AOB_RATE_ANON_PER_MIN = 3
+    busy = make_hook(api, user)
+    bob = make_user("bob")
+    workflow_save(owner=bob, tag="on-push", definition=ECHO)
+    quiet = client_for(bob).post("/api/v1/hooks", {"tag": "on-push"}, format="json").json()
+
+    busy_answers = [deliver(busy, {"n": n}) for n in range(settings.AOB_RATE_ANON_PER_MIN + 1)]
+    bobs = deliver(quiet, {"ref": "main"})
+
+    assert [a.status_code for a in busy_answers] == [202] * (settings.AOB_RATE_ANON_PER_MIN + 1)
+    assert bobs.status_code == 202, bobs.json()
+    forged = [deliver(quiet, {"ref": "evil"}, signature="sha256=" + "0" * 64)
+              for _ in range(settings.AOB_RATE_ANON_PER_MIN + 1)]
+    assert [f.status_code for f in forged] == [401] * settings.AOB_RATE_ANON_PER_MIN + [429]
+    assert forged[-1].json()["error"] == "anonymous_rate_limit_exceeded"
+    assert Run.objects.filter(owner=bob).count() == 1
