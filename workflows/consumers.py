@@ -77,7 +77,7 @@ class AnonymousLimit:
             "REMOTE_ADDR": (scope.get("client") or ("",))[0],
             "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin1")})
         try:
-            member = await asyncio.to_thread(ratelimit.count_handshake, address=address)
+            member = await asyncio.to_thread(ratelimit.count_anonymous, address=address)
         except ratelimit.RateLimited:
             if (await receive())["type"] == "websocket.connect":  # closed as past a limit, as 4429 says
                 await send({"type": "websocket.accept"})
@@ -93,7 +93,7 @@ async def _proven(scope: dict[str, Any]) -> None:
     address, member = scope.get(HANDSHAKE) or (None, None)
     if member is not None:
         scope[HANDSHAKE] = (address, None)
-        await asyncio.to_thread(ratelimit.uncount_handshake, address=address, member=member)
+        await asyncio.to_thread(ratelimit.uncount_anonymous, address=address, member=member)
 
 
 async def authenticate(scope: dict[str, Any], *, again: bool = False) -> User | None:

@@ -244,12 +244,12 @@ def anonymous_layer(address: str) -> Layer:
                  "requests without a valid identity from one address")
 
 
-def count_handshake(*, address: str) -> str | None:
-    """A WebSocket handshake, counted as anonymous before its credentials are read (each costs a
-    session and a token lookup on the one thread every socket of a web process shares): past the
-    limit it is refused with none (RateLimited). One that proves a user is taken out again
-    (``uncount_handshake``), so only those without a valid identity count, as on HTTP. Returns the
-    entry, or None when Redis is away (fail open)."""
+def count_anonymous(*, address: str) -> str | None:
+    """A request counted as anonymous before its credentials are checked: a WebSocket handshake
+    (each costs a session and a token lookup on the one thread every socket of a web process
+    shares) and a hook's signed delivery. Past the limit it is refused with none (RateLimited).
+    One that proves its identity is taken out again (``uncount_anonymous``), so only those without
+    a valid identity count, as on HTTP. Returns the entry, or None when Redis is away (fail open)."""
     try:
         return check([anonymous_layer(address)])
     except redis.RedisError as exc:
@@ -257,7 +257,7 @@ def count_handshake(*, address: str) -> str | None:
         return None
 
 
-def uncount_handshake(*, address: str, member: str) -> None:
+def uncount_anonymous(*, address: str, member: str) -> None:
     try:
         redis_client.shared(TIMEOUT_S).zrem(anonymous_layer(address).key, member)
     except redis.RedisError as exc:  # it counts until its window ends

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from workflows import selectors
 from workflows.api.serializers import ErrorOut
+from workflows.api.throttles import AnonymousUntilProven, proven
 
 from ..exceptions import HookNotFound, ScheduleNotFound
 from ..models import Hook, HookDelivery, Schedule, ScheduleFiring
@@ -134,6 +135,11 @@ class HookDetailView(APIView):
     def get_permissions(self) -> list[Any]:
         return [AllowAny()] if self._is_delivery() else [IsAuthenticated()]
 
+    def get_throttles(self) -> list[Any]:
+        # a signed delivery is anonymous until its signature is checked, then its owner's to count
+        # (``ratelimit.check_hook_delivery``): a sender's address is many tenants' at once
+        return [AnonymousUntilProven()] if self._is_delivery() else super().get_throttles()
+
     @extend_schema(responses={200: s.HookOut, **ERRORS})
     def get(self, request: Request, hook_id: str) -> Response:
         return Response(s.HookOut(_hook(request, hook_id)).data)
@@ -158,7 +164,8 @@ class HookDetailView(APIView):
                                       signature=request.headers.get("X-AOB-Signature"),
                                       delivery_id=request.headers.get("X-AOB-Delivery"), body=request.body,
                                       headers={k.lower(): v for k, v in request.headers.items()
-                                               if k.lower().startswith("x-") and "signature" not in k.lower()})
+                                               if k.lower().startswith("x-") and "signature" not in k.lower()},
+                                      authenticated=lambda: proven(request))
         body = {"run_id": accepted.run.pk if accepted.run else None, "duplicate": accepted.duplicate}
         return Response(s.HookAcceptedOut(body).data, status=200 if accepted.duplicate else 202)
 

@@ -24,6 +24,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,8 +141,10 @@ class Accepted:
 
 
 def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, delivery_id: str | None,
-                 body: bytes, headers: dict[str, str] | None = None) -> Accepted:
-    """Authenticate one delivery and start its run, once."""
+                 body: bytes, headers: dict[str, str] | None = None,
+                 authenticated: Callable[[], None] | None = None) -> Accepted:
+    """Authenticate one delivery and start its run, once. ``authenticated()`` is called once the
+    delivery has proved itself the hook's (the view then no longer counts it as anonymous)."""
     hook = Hook.objects.select_related("owner", "workflow__current_version").filter(pk=hook_id).first()
     secret = crypto.decrypt(hook.secret_ciphertext).encode() if hook is not None else _DUMMY_SECRET
     given = (signature or "").removeprefix("sha256=").strip().lower()
@@ -151,6 +154,8 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     if not (valid and fresh and hook is not None and hook.enabled):
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
+    if authenticated is not None:
+        authenticated()
     if not (delivery_id and len(delivery_id) <= MAX_DELIVERY_ID and delivery_id.isprintable()):
         raise ValidationFailed(f"X-AOB-Delivery is the sender's id of this delivery: 1 to {MAX_DELIVERY_ID} "
                                "printable characters", code="invalid_delivery_id",

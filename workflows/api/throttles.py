@@ -31,6 +31,27 @@ class AnonymousThrottle(BaseThrottle):
         return True
 
 
+class AnonymousUntilProven(BaseThrottle):
+    """For a request that proves itself in the view rather than by DRF's authenticators (a hook's
+    signed delivery): counted as anonymous for its address like any other, and the entry kept on
+    the request (``anonymous_entry``) so the view takes it out again once the request has proved
+    itself (``proven``). A sender that delivers many tenants' hooks from one address (GitHub,
+    Stripe) then spends none of that address's limit on deliveries that prove themselves."""
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        address = ratelimit.client_address(request.META)
+        request.anonymous_entry = (address, ratelimit.count_anonymous(address=address))
+        return True
+
+
+def proven(request: Request) -> None:
+    """``request`` proved its identity: it no longer counts as anonymous (``AnonymousUntilProven``)."""
+    address, member = getattr(request, "anonymous_entry", (None, None))
+    if member is not None:
+        request.anonymous_entry = (address, None)
+        ratelimit.uncount_anonymous(address=address, member=member)
+
+
 class GlobalWriteThrottle(BaseThrottle):
     """State-changing requests across all users, and each user's share of them
     (``ratelimit.check_write``). A view that changes nothing although it is a POST (the editor's
