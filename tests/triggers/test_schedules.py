@@ -285,3 +285,60 @@ def test_a_firing_s_due_time_is_read_on_the_zone_s_wall_clock_across_its_changes
     assert due_time(nightly, at(2026, 10, 25, 0, 30, 0, 300_000)) == at(2026, 10, 25, 0, 30)  # 02:30 CEST
     assert due_time(nightly, at(2026, 10, 25, 1, 30, 0, 300_000)) == at(2026, 10, 25, 0, 30)  # 02:30 CET again
     assert due_time(Schedule(cron="0 * * * *", timezone="UTC"), at(2026, 12, 5, 12, 0, 0, 500_000)) == at(2026, 12, 5, 12)
+
+
+# The first insert of a firing fails as a PostgreSQL restart or failover ends a statement (57P01,
+# "terminating connection due to administrator command"); a sequence, outside the transaction
+# the error rolls back, counts the inserts tried.
+FAIL_FIRST_FIRING = """
+CREATE SEQUENCE aob_test_firing_tries;
+CREATE FUNCTION aob_test_fail_first_firing() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('aob_test_firing_tries') = 1 THEN
+        RAISE EXCEPTION 'terminating connection due to administrator command' USING ERRCODE = '57P01';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER aob_test_fail_first_firing BEFORE INSERT ON triggers_schedulefiring
+    FOR EACH ROW EXECUTE FUNCTION aob_test_fail_first_firing();
+"""
+UNDO_FAIL_FIRST_FIRING = """
+DROP TRIGGER IF EXISTS aob_test_fail_first_firing ON triggers_schedulefiring;
+DROP FUNCTION IF EXISTS aob_test_fail_first_firing();
+DROP SEQUENCE IF EXISTS aob_test_firing_tries;
+"""
+
+
+def test_a_firing_a_database_outage_interrupts_is_tried_again_and_runs_once(engine, api, user):
+    """Beat sends each due time of a schedule once. A firing whose statement the database ended (a
+    restart, a failover) failed its task, which Celery acknowledged: that night's run never
+    started, and nothing said so, no firing recorded, only a traceback in a worker's log. The
+    firing is tried again with the moment beat sent it, so it is the same firing: one run."""
+    from django.db import connection
+
+    from aob_project.celery import app
+
+    workflow_save(owner=user, tag="nightly", definition=GREETING)
+    response = api.post("/api/v1/schedules", {"tag": "nightly", "cron": "0 3 * * *", "inputs": {"name": "db"}},
+                        format="json")
+    assert response.status_code == 201, response.json()
+    schedule_id = response.json()["id"]
+    with connection.cursor() as cursor:
+        cursor.execute(FAIL_FIRST_FIRING)
+    try:
+        app.send_task("triggers.fire_schedule",
+                      args=[schedule_id, datetime(2026, 12, 4, 3, 0, 0, 200000, tzinfo=UTC).isoformat()])
+        firing = wait_until(lambda: ScheduleFiring.objects.filter(schedule_id=schedule_id, run__isnull=False).first(),
+                            timeout=60, what="the firing's run, once the database is back")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT last_value FROM aob_test_firing_tries")
+            assert cursor.fetchone()[0] >= 2  # the first try was the one that failed
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(UNDO_FAIL_FIRST_FIRING)
+
+    assert (firing.fire_time, firing.outcome, firing.deliveries) == (
+        datetime(2026, 12, 4, 3, 0, tzinfo=UTC), ScheduleFiring.Outcome.STARTED, 1)
+    run = wait_for_run(firing.run_id)
+    assert (run.status, run.inputs) == ("completed", {"name": "db"})
+    assert ScheduleFiring.objects.filter(schedule_id=schedule_id).count() == 1
