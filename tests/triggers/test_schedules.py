@@ -342,3 +342,39 @@ def test_a_firing_a_database_outage_interrupts_is_tried_again_and_runs_once(engi
     run = wait_for_run(firing.run_id)
     assert (run.status, run.inputs) == ("completed", {"name": "db"})
     assert ScheduleFiring.objects.filter(schedule_id=schedule_id).count() == 1
+
+
+@pytest.mark.ratelimit
+def test_firings_the_owner_s_run_limit_holds_back_run_once_it_has_room(engine, api, user, stack_env):
+    """An owner may have 100 schedules (AOB_MAX_SCHEDULES_PER_OWNER) but start 50 runs a minute
+    (AOB_RATE_USER_RUNS_PER_MIN; 5 of three agents or more): schedules that share a due time (every
+    morning's reports at 09:00) past that limit were recorded failed with the 429, every day, and
+    never ran, though a minute later there was room. A refusal that passes (a rate limit, Redis
+    away) holds the firing back until there is room: it runs late, once, still that due time's."""
+    from tests.support import stack
+
+    from aob_project.celery import app
+
+    workflow_save(owner=user, tag="report", definition=GREETING)
+    ids = []
+    for name in ("sales", "stock", "support"):
+        made = api.post("/api/v1/schedules", {"tag": "report", "cron": "0 9 * * *", "inputs": {"name": name}},
+                        format="json")
+        assert made.status_code == 201, made.json()
+        ids.append(made.json()["id"])
+    # a worker of its own with the owner's limit at 2 runs a minute (the stack's are relaxed)
+    limited = stack.start_worker({**stack_env, "AOB_RATE_USER_RUNS_PER_MIN": "2"}, "limited",
+                                 queues=["test.firings"], concurrency=1)
+    try:
+        for schedule_id in ids:  # as beat sends them, at 09:00 on the same tick
+            app.send_task("triggers.fire_schedule", queue="test.firings",
+                          args=[schedule_id, datetime(2026, 12, 4, 9, 0, 0, 200000, tzinfo=UTC).isoformat()])
+        firings = wait_until(lambda: (lambda rows: rows if len(rows) == 3 else None)(
+            list(ScheduleFiring.objects.filter(schedule_id__in=ids))), timeout=150, what="the three firings")
+    finally:
+        limited.stop()
+
+    assert [(f.outcome, f.error) for f in firings] == [("started", None)] * 3
+    assert {f.fire_time for f in firings} == {datetime(2026, 12, 4, 9, 0, tzinfo=UTC)}
+    runs = [wait_for_run(f.run_id) for f in firings]
+    assert sorted(r.inputs["name"] for r in runs) == ["sales", "stock", "support"]
