@@ -7,9 +7,11 @@ from typing import Any
 
 from celery import shared_task
 
-# Beat sends each due time once: a firing the database could not take for a moment (a restart, a
-# failover) is tried again, about 7 minutes in all, with the moment beat sent it, so it is the same
-# firing (its unique key) whether or not the failed try's commit had landed.
+# Beat sends each due time once. A firing the database could not take for a moment (a restart, a
+# failover), or whose start a passing refusal held back (the owner's run limit, which every
+# schedule of theirs due at the same minute shares; Redis away), is tried again with the moment
+# beat sent it, so it is the same firing (its unique key) whether or not a failed try's commit had
+# landed: about 10 minutes in all, after which a held firing is recorded failed with its refusal.
 FIRE_MAX_RETRIES = 12
 FIRE_RETRY_BACKOFF_MAX_S = 60
 
@@ -19,12 +21,17 @@ FIRE_RETRY_BACKOFF_MAX_S = 60
 def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None) -> str:
     from django.db import InterfaceError, OperationalError
 
+    from aob_project.exceptions import AobError
     from triggers.services.schedules import schedule_fire
 
     sent = datetime.fromisoformat(fired_at) if fired_at else datetime.now(UTC)
+    last = self.request.retries >= FIRE_MAX_RETRIES
     try:
-        firing = schedule_fire(schedule_id=schedule_id, fired_at=sent)
+        firing = schedule_fire(schedule_id=schedule_id, fired_at=sent, hold_passing=not last)
     except (OperationalError, InterfaceError) as exc:
         countdown = min(FIRE_RETRY_BACKOFF_MAX_S, 2 ** self.request.retries)
+        raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()], kwargs={}) from exc
+    except AobError as exc:  # held back: a rate limit says when there is room
+        countdown = min(FIRE_RETRY_BACKOFF_MAX_S, max(1, int(exc.extra.get("retry_after_seconds") or 5)))
         raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()], kwargs={}) from exc
     return firing.outcome if firing else "duplicate_or_disabled"

@@ -197,8 +197,16 @@ def due_time(schedule: Schedule, fired_at: datetime) -> datetime:
     return croniter(schedule.cron, wall).get_prev(datetime).replace(tzinfo=zone).astimezone(UTC)
 
 
-def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None) -> ScheduleFiring | None:
-    """Start the run of one firing, once: a firing already recorded is counted and left alone."""
+# Refusals of a start that pass within a minute or so: a rate limit (429), Redis away (503).
+PASSING = (429, 503)
+
+
+def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
+                  hold_passing: bool = False) -> ScheduleFiring | None:
+    """Start the run of one firing, once: a firing already recorded is counted and left alone.
+    With ``hold_passing`` a refusal that passes (``PASSING``: the owner's run limit, shared by every
+    schedule of theirs due at the same minute) is raised and nothing is recorded, for the caller
+    to try again later with the same ``fired_at``, so it is still this due time's firing."""
     schedule = Schedule.objects.select_related("workflow__current_version", "owner").filter(pk=schedule_id).first()
     if schedule is None:
         periodic_task_remove(schedule_id=schedule_id)
@@ -232,6 +240,9 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None) -> Sche
         logger.info("schedule.duplicate_firing", extra={"schedule_id": schedule.pk, "fire_time": str(slot)})
         return None
     except AobError as exc:
+        if hold_passing and exc.status in PASSING:
+            logger.info("schedule.start_held", extra={"schedule_id": schedule.pk, "error": exc.code})
+            raise
         firing, _ = ScheduleFiring.objects.get_or_create(**base, defaults={
             "outcome": ScheduleFiring.Outcome.FAILED, "error": {"error": exc.code, "message": exc.message}})
         logger.warning("schedule.start_failed", extra={"schedule_id": schedule.pk, "error": exc.code})
