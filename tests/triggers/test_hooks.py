@@ -391,3 +391,20 @@ def test_signed_deliveries_from_a_shared_sender_do_not_spend_its_address_s_anony
     assert [f.status_code for f in forged] == [401] * settings.AOB_RATE_ANON_PER_MIN + [429]
     assert forged[-1].json()["error"] == "anonymous_rate_limit_exceeded"
     assert Run.objects.filter(owner=bob).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_template_mapping_that_copies_the_body_past_the_bound_is_a_failed_mapping_naming_it(api, user, settings):
+    """A template that copies the body many times is stopped while it resolves, at
+    AOB_MAX_RESOLVED_CONFIG_BYTES: the sender got a 400 ``ConfigTooLarge`` about a node's
+    "resolved config", with no field or rule, though no node was involved: the hook's mapping was."""
+    settings.AOB_MAX_RESOLVED_CONFIG_BYTES = 64 * 1024
+    hook = make_hook(api, user, mapping={"template": {f"copy{i}": "$inputs.text" for i in range(10)}})
+
+    response = deliver(hook, {"text": "t" * 10_000})
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"] == "mapping_failed", response.json()
+    assert response.json()["details"] == {"field": "mapping.template", "rule": "max_bytes", "limit": 64 * 1024}
+    assert "AOB_MAX_RESOLVED_CONFIG_BYTES" in response.json()["message"]
+    assert not Run.objects.exists() and not HookDelivery.objects.exists()
