@@ -39,7 +39,7 @@ from vault import crypto
 from workflows import ratelimit
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
-from workflows.definition.references import resolve
+from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.limits import refuse_past, unstorable
 from workflows.models import Run, Workflow
 
@@ -226,8 +226,15 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
                                    f"stored: {problem.message}", code="mapping_failed",
                                    extra={"field": "mapping.cel", "rule": problem.rule, "path": problem.path})
     else:
-        inputs = resolve(mapping["template"], inputs=payload if isinstance(payload, dict) else {"body": payload},
-                         outputs={})
+        try:
+            inputs = resolve(mapping["template"], inputs=payload if isinstance(payload, dict) else {"body": payload},
+                             outputs={})
+        except ConfigTooLarge as exc:  # the bound of every resolution, here the mapping's, not a node's
+            limit = exc.extra.get("limit")
+            raise ValidationFailed(f"the hook's mapping failed: the inputs its template makes passed {limit} bytes "
+                                   "(AOB_MAX_RESOLVED_CONFIG_BYTES): copy less of the body, or fewer times",
+                                   code="mapping_failed",
+                                   extra={"field": "mapping.template", "rule": "max_bytes", "limit": limit}) from None
     if not isinstance(inputs, dict):
         raise ValidationFailed("a run's inputs are a JSON object: send one, or map the body to one",
                                code="invalid_inputs", extra={"field": "inputs", "rule": "type"})
