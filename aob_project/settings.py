@@ -519,10 +519,12 @@ AOB_MAX_HOOKS_PER_OWNER = env_int("AOB_MAX_HOOKS_PER_OWNER", 100, within=(1, 100
 # Secrets, listed whole (GET /api/v1/secrets, the triggers page) like hooks and schedules: one owner has at most this many.
 AOB_MAX_SECRETS_PER_OWNER = env_int("AOB_MAX_SECRETS_PER_OWNER", 200, within=(1, 100_000))
 # Webhooks: signed timestamps older (or newer) than this are refused; delivery ids are kept this
-# long for replay protection. A timestamp up to the tolerance ahead is fresh until twice the
-# tolerance after it arrived: kept less (and a minute's slack), a replay of it would start a run again.
+# long for replay protection, and to answer a sender's late retry with the run it started: 3 days,
+# as long as Stripe retries (GitHub never does, Svix for about 27 hours). A timestamp up to the
+# tolerance ahead is fresh until twice the tolerance after it arrived: kept less (and a minute's
+# slack), a replay of it would start a run again.
 AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300, within=(1, 86_400))
-AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 86400,
+AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 3 * 86400,
                                         within=(2 * AOB_HOOK_TOLERANCE_S + 60, 36_500 * 86_400))  # a century
 # Secrets are encrypted with Fernet; the first key encrypts, every key decrypts (rotation).
 # Production refuses to start without one; development derives one from SECRET_KEY.

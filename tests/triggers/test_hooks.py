@@ -408,3 +408,34 @@ def test_a_template_mapping_that_copies_the_body_past_the_bound_is_a_failed_mapp
     assert response.json()["details"] == {"field": "mapping.template", "rule": "max_bytes", "limit": 64 * 1024}
     assert "AOB_MAX_RESOLVED_CONFIG_BYTES" in response.json()["message"]
     assert not Run.objects.exists() and not HookDelivery.objects.exists()
+
+
+# The delivery's row refused as it is when its hook was deleted during the delivery (its foreign
+# key, checked at the insert): SQLSTATE 23503, an integrity error that is not a repeat.
+HOOK_GONE = """
+CREATE FUNCTION aob_test_hook_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'insert on table "triggers_hookdelivery" violates foreign key constraint'
+        USING ERRCODE = '23503';
+END $$;
+CREATE TRIGGER aob_test_hook_gone BEFORE INSERT ON triggers_hookdelivery
+    FOR EACH ROW EXECUTE FUNCTION aob_test_hook_gone();
+"""
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_hook_goes_while_it_is_accepted_is_refused_not_called_a_repeat(api, user):
+    """Every integrity error on accepting a delivery was taken for a concurrent repeat: a hook (or
+    its workflow) deleted in those milliseconds answered 200 ``duplicate`` naming no run, and the
+    sender stopped retrying a delivery that had started nothing. It is refused as an unknown
+    hook's delivery is."""
+    from django.db import connection
+
+    hook = make_hook(api, user)
+    with connection.cursor() as cursor:
+        cursor.execute(HOOK_GONE)
+
+    response = deliver(hook, {"n": 1})
+
+    assert (response.status_code, response.json()["error"]) == (401, "unauthorized"), response.json()
+    assert not Run.objects.exists()

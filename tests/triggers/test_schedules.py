@@ -351,9 +351,8 @@ def test_firings_the_owner_s_run_limit_holds_back_run_once_it_has_room(engine, a
     morning's reports at 09:00) past that limit were recorded failed with the 429, every day, and
     never ran, though a minute later there was room. A refusal that passes (a rate limit, Redis
     away) holds the firing back until there is room: it runs late, once, still that due time's."""
-    from tests.support import stack
-
     from aob_project.celery import app
+    from tests.support import stack
 
     workflow_save(owner=user, tag="report", definition=GREETING)
     ids = []

@@ -174,7 +174,11 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
             HookDelivery.objects.filter(pk=delivery.pk).update(run=run)
             Hook.objects.filter(pk=hook.pk).update(last_delivery_at=timezone.now())
     except IntegrityError:  # the same delivery, accepted by another request meanwhile
-        return _delivered(hook, delivery_id, expected) or Accepted(run=None, duplicate=True)
+        first = _delivered(hook, delivery_id, expected)
+        if first is None:  # not a repeat: the hook (or its workflow) was deleted during the delivery
+            logger.info("hook.refused", extra={"hook_id": hook.pk})
+            raise HookUnauthorized("the request could not be authenticated") from None
+        return first
     logger.info("hook.delivered", extra={"hook_id": hook.pk, "run_id": str(run.pk)})
     return Accepted(run=run, duplicate=False)
 
