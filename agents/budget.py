@@ -223,6 +223,14 @@ def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float
                "budget": limits, "next_call": {"tokens": tokens, "cost_usd": cost}})  # exact: fits_now judges it
 
 
+def only_a_raise(paused: BudgetPaused) -> bool:
+    """Whether the call a pause refused passes its run's ceiling even with no other call reserved: no
+    release can make room for it then (``wake``), only a raise by the run's owner."""
+    spent, limits, call = paused.extra["spent"], paused.extra["budget"], paused.extra["next_call"]
+    return ((limits["max_tokens"] is not None and spent["tokens"] + call["tokens"] > limits["max_tokens"])
+            or (limits["max_cost_usd"] is not None and spent["cost_usd"] + call["cost_usd"] > limits["max_cost_usd"]))
+
+
 def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any]) -> None:
     """A node's declared budget is checked against what the run has spent: passing it fails the node."""
     if not budget:

@@ -17,6 +17,14 @@ class BudgetPaused(AobError):
     code = "BudgetPaused"
 
 
+class BudgetUnraisable(AobError):
+    """The run's ceiling would be passed, and its owner, who alone raises it, is deactivated: a
+    pause would wait for a raise that cannot come, so the node fails instead (as a run start or a
+    ``workflow`` node of a deactivated owner does)."""
+
+    code = "owner_inactive"
+
+
 class ModelNotPriced(AobError):
     code = "ModelNotPriced"
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from django.contrib.auth.models import User
 from jsonschema import Draft202012Validator
 
 from agents import budget, llm, prompt, view
-from agents.exceptions import BudgetPaused, SecurityError
+from agents.exceptions import BudgetPaused, BudgetUnraisable, SecurityError
 from agents.journal import Journal, call_from
 from agents.nodetypes import effective_model, effective_tool_rounds, effective_tools
 from agents.tools import TOOLS, AgentState, schemas
@@ -225,7 +226,16 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
 
 def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
     """The run's budget cannot cover the next call: wait for the owner, or for room another call's
-    release frees (``budget.wake``), holding no worker."""
+    release frees (``budget.wake``), holding no worker. An owner deactivated since the run started
+    can raise nothing (``run_owner_check``), and nobody else may: where only a raise could make room
+    (``budget.only_a_raise``), the node fails saying so instead of waiting for ever."""
+    owner = User.objects.filter(pk=ctx.owner_id).values_list("username", "is_active").first()
+    if owner is not None and not owner[1] and budget.only_a_raise(exc):
+        raise BudgetUnraisable(
+            f"{owner[0]!r} is deactivated: nobody can raise the budget of run {exc.extra.get('budget_run_id')}, which "
+            f"cannot cover the next model call (up to {exc.extra['next_call']['tokens']} tokens, "
+            f"${exc.extra['next_call']['cost_usd']:.6f}), so this node does not wait for it",
+            extra={**exc.extra, "rule": "owner_active", "owner": owner[0], "transient": False})
     parked = park(ctx, lambda: [(Event.Type.NODE_PAUSED, ctx.node_id, {
         "iteration": ctx.iteration, "reason": "budget", "message": exc.message, **exc.extra})], reason="budget")
     if parked:  # a release or a raise that came between the refusal and the park found nothing to wake
