@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from tests.agents.flows import WAITING, agent, node, start
 from tests.conftest import PRICEY_MODEL, TEST_PRICES, wait_for_run
 from tests.engine.flow import wait_until
-from workflows.models import Event
+from workflows.models import Event, Run
 
 TEXT = {"content": "Done."}
 
@@ -44,3 +44,32 @@ def test_a_deactivated_owners_agent_at_its_ceiling_ends_saying_nobody_can_raise_
     assert plan.status == "failed" and plan.error["error_type"] == "owner_inactive", plan.error
     assert "deactivated" in plan.error["message"] and "raise" in plan.error["message"], plan.error
     assert len(fake_llm.requests) == 1  # the call that did not fit was never made
+
+
+def test_an_agent_paused_at_its_ceiling_ends_once_its_owner_is_deactivated(engine, api, user, fake_llm, remote):
+    """Deactivated after the pause: the pause's backstop (``agents.sweep``) judges it again, and a
+    pause only a raise could end goes on to end saying why."""
+    pipeline = {"steps": [{"op": "http_request", "url": f"{remote.base}/echo"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline)]}, TEXT])
+    run_id = start(api, [agent(model=PRICEY_MODEL, max_tokens=1000)])
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert (run.status, node(run, "plan").wait_reason) == ("waiting_for_approval", "budget")
+
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    _ended(run_id, within=20)
+    run = Run.objects.get(pk=run_id)
+    plan = node(run, "plan")
+    assert run.status == "failed", f"run {run.status}, node {plan.status} ({plan.wait_reason}) after its owner left"
+    assert plan.error["error_type"] == "owner_inactive" and "deactivated" in plan.error["message"], plan.error
+    assert len(fake_llm.requests) == 1
+
+
+def _ended(run_id: str, within: float) -> bool:
+    """Whether the run ends within ``within`` seconds (the caller asserts how it stands)."""
+    try:
+        wait_until(lambda: Run.objects.filter(pk=run_id, status__in=["completed", "failed", "cancelled"]).exists(),
+                   timeout=within, what="the run's end")
+    except AssertionError:
+        return False
+    return True
