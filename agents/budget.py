@@ -223,10 +223,14 @@ def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float
                "budget": limits, "next_call": {"tokens": tokens, "cost_usd": cost}})  # exact: fits_now judges it
 
 
-def only_a_raise(paused: BudgetPaused) -> bool:
-    """Whether the call a pause refused passes its run's ceiling even with no other call reserved: no
-    release can make room for it then (``wake``), only a raise by the run's owner."""
-    spent, limits, call = paused.extra["spent"], paused.extra["budget"], paused.extra["next_call"]
+def only_a_raise(pause: dict[str, Any]) -> bool:
+    """Whether the call a pause refused (``pause``: a ``BudgetPaused``'s extra, as its ``node_paused``
+    event keeps it) passes its run's ceiling even with no other call reserved: no release can make
+    room for it then (``wake``), only a raise by the run's owner."""
+    try:
+        spent, limits, call = pause["spent"], pause["budget"], pause["next_call"]
+    except (KeyError, TypeError):
+        return False
     return ((limits["max_tokens"] is not None and spent["tokens"] + call["tokens"] > limits["max_tokens"])
             or (limits["max_cost_usd"] is not None and spent["cost_usd"] + call["cost_usd"] > limits["max_cost_usd"]))
 
@@ -363,10 +367,16 @@ def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | 
     from workflows.services.runs import run_budget_wake
 
     fitting: dict[str, list[int]] = {}
+    # a deactivated owner raises nothing: their nodes that only a raise could move go on, to fail saying
+    # so (``loop._pause``) instead of waiting for ever
+    unraisable = {str(pk) for pk in Run.objects.filter(pk__in={row[1] for row in paused}, owner__is_active=False)
+                  .values_list("pk", flat=True)} if paused else set()
     for pk, run_id, node_id, iteration in paused:
         try:
-            following = _next_call(run_id, node_id, iteration)
-            if following is None or fits_now(run_id=str(run_id), tokens=following["tokens"], cost=following["cost_usd"]):
+            pause = _last_pause(run_id, node_id, iteration)
+            following = _next_call(pause)
+            if (following is None or (str(run_id) in unraisable and only_a_raise(pause))
+                    or fits_now(run_id=str(run_id), tokens=following["tokens"], cost=following["cost_usd"])):
                 fitting.setdefault(str(run_id), []).append(pk)
         except Exception:  # one row must not stop the others; the next sweep tries again
             logger.exception("budget.judge_failed", extra={"run_id": str(run_id), "node_run_id": pk})
@@ -375,10 +385,14 @@ def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | 
     return sum(len(pks) for pks in fitting.values())
 
 
-def _next_call(run_id: Any, node_id: str, iteration: int) -> dict[str, Any] | None:
-    """The worst case the node run's last pause could not fit (its ``node_paused`` event)."""
-    data = (Event.objects.filter(run_id=run_id, type=Event.Type.NODE_PAUSED, node_id=node_id,
+def _last_pause(run_id: Any, node_id: str, iteration: int) -> dict[str, Any]:
+    """The node run's last pause, as its ``node_paused`` event keeps it."""
+    return (Event.objects.filter(run_id=run_id, type=Event.Type.NODE_PAUSED, node_id=node_id,
                                  data__iteration=iteration)
-            .order_by("-seq").values_list("data", flat=True).first())
-    following = (data or {}).get("next_call")
+            .order_by("-seq").values_list("data", flat=True).first()) or {}
+
+
+def _next_call(pause: dict[str, Any]) -> dict[str, Any] | None:
+    """The worst case a pause could not fit."""
+    following = pause.get("next_call")
     return following if isinstance(following, dict) and {"tokens", "cost_usd"} <= set(following) else None

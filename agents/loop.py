@@ -230,7 +230,7 @@ def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
     can raise nothing (``run_owner_check``), and nobody else may: where only a raise could make room
     (``budget.only_a_raise``), the node fails saying so instead of waiting for ever."""
     owner = User.objects.filter(pk=ctx.owner_id).values_list("username", "is_active").first()
-    if owner is not None and not owner[1] and budget.only_a_raise(exc):
+    if owner is not None and not owner[1] and budget.only_a_raise(exc.extra):
         raise BudgetUnraisable(
             f"{owner[0]!r} is deactivated: nobody can raise the budget of run {exc.extra.get('budget_run_id')}, which "
             f"cannot cover the next model call (up to {exc.extra['next_call']['tokens']} tokens, "
