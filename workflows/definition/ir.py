@@ -151,7 +151,13 @@ def compile_definition(definition: dict[str, Any], *, validated: bool = False) -
     in_edges: dict[str, list[Edge]] = {n: [] for n in nodes}
     for source, target, condition in control_edges(definition):  # the gates' rules read the same list
         edge = Edge(source, target, condition)
-        if edge.condition:
+        # A stored version (``validated``) was judged at its save, its conditions under the CEL bounds
+        # as they were then; they are compiled where they are evaluated (``planner._holds``), where
+        # one a bound lowered since refuses counts false with a condition_error. Compiled here, such a
+        # condition made the version's graph unreadable: its node claimed and left running, each
+        # decision a poison, and the sweeper, which reads the graph to re-send work, stopped there
+        # for every owner.
+        if edge.condition and not validated:
             compile_expression(edge.condition)
         out_edges[edge.source].append(edge)
         in_edges[edge.target].append(edge)
