@@ -1,0 +1,39 @@
+"""An agent's tool calls when every argument, and every word of the model's answer, is an
+attacker's (a prompt-injected model): what it asks for is a tool result it can read and act on,
+never the end of its node and its run."""
+
+from __future__ import annotations
+
+from tests.agents.flows import agent, finish, node, start, tool_messages
+from tests.support.fake_llm import RawArguments
+
+TEXT = {"content": "Done."}
+
+
+def test_tool_requests_that_httpx_cannot_encode_are_tool_errors_not_the_agent_s_end(engine, api, fake_llm, remote):
+    """A header value with a letter outside ASCII (an honest ``café``), a method with one, or a lone
+    surrogate (``"\\ud800"``, which JSON lets a model write) in a body or a query: httpx raises
+    ``UnicodeEncodeError`` or ``TypeError`` while it builds the request, ``workers.http.request``
+    passes it on, and the agent loop turns only ``AobError`` into a tool result, so the whole agent
+    node failed with the Python error, its model never told, and the run with it."""
+    url = f"{remote.base}/echo/x"
+    calls = [
+        ("execute_pipeline", {"steps": [{"op": "http_request", "url": url, "headers": {"X-Title": "café"}}]}),
+        ("execute_pipeline", {"steps": [{"op": "http_request", "url": url, "method": "gét"}]}),
+        ("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "%s", "method": "POST", '
+                                          '"payload": {"a": "\\ud800"}}]}' % url)),
+        ("openapi_action", RawArguments('{"api": "remote", "operation_id": "getItem", '
+                                        '"parameters": {"item_id": "x", "verbose": "\\ud800"}}')),
+        ("openapi_action", RawArguments('{"api": "remote", "operation_id": "getItem", '
+                                        '"parameters": {"item_id": "\\ud800"}}')),
+    ]
+    fake_llm.reset([{"tool_calls": calls}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline", "openapi_action"])]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    results = tool_messages(fake_llm.requests[1])
+    assert len(results) == len(calls)
+    assert all(r["status"] == "error" for r in results), results
+    assert remote.hits("/echo") == []  # nothing half-built went out
