@@ -37,3 +37,25 @@ def test_tool_requests_that_httpx_cannot_encode_are_tool_errors_not_the_agent_s_
     assert len(results) == len(calls)
     assert all(r["status"] == "error" for r in results), results
     assert remote.hits("/echo") == []  # nothing half-built went out
+
+
+def test_nan_in_a_tool_call_s_arguments_is_invalid_arguments_not_the_agent_s_end(engine, api, fake_llm, remote):
+    """Python's ``json.loads`` takes ``NaN``, ``Infinity`` and ``1e999`` (infinity too), which no JSON
+    holds: the loop read a model's arguments with it and kept them in the node's output
+    (``tool_calls[].arguments``), where strict outputs fail the node (``NonJSONOutput``) however the
+    tool answered; and a body of them reached httpx, whose ``json.dumps`` raised ``ValueError``."""
+    calls = [
+        ("search_tools", RawArguments('{"query": "http", "x": NaN}')),
+        ("openapi_action", RawArguments('{"api": "remote", "operation_id": "createOrder", "body": {"qty": Infinity}}')),
+        ("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "%s/echo/n", "method": "POST", '
+                                          '"payload": {"qty": 1e999}}]}' % remote.base)),
+    ]
+    fake_llm.reset([{"tool_calls": calls}, TEXT])
+
+    run = finish(start(api, [agent(tools=["search_tools", "openapi_action", "execute_pipeline"])]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    results = tool_messages(fake_llm.requests[1])
+    assert [r.get("error") for r in results] == ["invalid_arguments"] * 3, results
+    assert remote.hits("/echo") == []
