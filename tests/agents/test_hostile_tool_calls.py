@@ -59,3 +59,23 @@ def test_nan_in_a_tool_call_s_arguments_is_invalid_arguments_not_the_agent_s_end
     results = tool_messages(fake_llm.requests[1])
     assert [r.get("error") for r in results] == ["invalid_arguments"] * 3, results
     assert remote.hits("/echo") == []
+
+
+def test_a_nul_in_the_model_s_answer_is_kept_and_the_agent_goes_on(engine, api, fake_llm):
+    """``jsonb`` refuses ``\\u0000``, and the journal keeps the model's answer as it came: a NUL in
+    its text, a tool's name or its arguments (a model can be made to emit one) failed the journal's
+    write, so the node crashed with a database error, after the call had been made and charged, and
+    an attempt after it asked the model again."""
+    fake_llm.reset([{"tool_calls": [("search_tools\x00", {"query": "x"}),
+                                    ("search_tools", RawArguments('{"query": "a\x00b"}'))],
+                     "content": "thinking\x00"},
+                    {"content": "Done.\x00"}])
+
+    run = finish(start(api, [agent(tools=["search_tools"])]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    assert len(fake_llm.requests) == 2
+    unknown, invalid = tool_messages(fake_llm.requests[1])
+    assert unknown["error"] == "unknown_tool" and invalid["error"] == "invalid_arguments"
+    assert plan.output["message"] == "Done.\ufffd"
