@@ -74,7 +74,11 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             if value in ("", ".", ".."):  # a dot segment is removed on the way (RFC 3986): another path
                 raise ToolError(f"path parameter {name!r} may not be empty, '.' or '..': it would leave the "
                                 "operation's path")
-            path = path.replace("{" + name + "}", quote(value, safe=""))
+            try:
+                segment = quote(value, safe="")
+            except UnicodeEncodeError as exc:  # a lone surrogate, which JSON lets a model write
+                raise ToolError(f"path parameter {name!r} cannot be encoded as UTF-8: {exc.reason}") from None
+            path = path.replace("{" + name + "}", segment)
         elif where == "query":
             query[name] = value
     base = registered.get("base_url") or (spec.get("servers") or [{}])[0].get("url", "")

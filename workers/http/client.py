@@ -42,7 +42,7 @@ from aob_project.context import current_owner_id
 from aob_project.exceptions import ValidationFailed
 from workers.http.body import ACCEPT_ENCODING, read_capped
 from workers.http.exceptions import HTTPRequestError, SSRFBlocked, TooManyRedirects
-from workers.http.headers import check_headers
+from workers.http.headers import TOKEN, check_headers
 from workers.http.ssrf import (
     HttpPolicy,
     Resolver,
@@ -347,6 +347,9 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
     """
     if json is not None and content is not None:
         raise ValidationFailed("send either json or content, not both")
+    if not isinstance(method, str) or not TOKEN.match(method):  # httpcore raised TypeError past ASCII
+        raise HTTPRequestError(f"method {str(method)[:40]!r} is not an HTTP token (RFC 9110)",
+                               extra={"transient": False, "kind": "method"})
     policy = policy_from_settings()
     # A caller (a workflow's http node, an agent's tool call) may lower the operator's caps, never raise them.
     timeout = policy.timeout_s if timeout_s is None else min(float(timeout_s), policy.timeout_s)
@@ -408,6 +411,12 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             outgoing = client.build_request(method, current, headers=headers, **body)
         except httpx.InvalidURL as exc:
             raise SSRFBlocked(f"invalid URL: {exc}", rule="invalid-url", url=current) from exc
+        except (TypeError, ValueError) as exc:
+            # what httpx cannot encode, before a byte is sent: a lone surrogate in a body or a query
+            # (UnicodeEncodeError), NaN in a JSON body, a method outside ASCII. An agent's tool call
+            # or a run's input can carry each; it is this request's failure, never its executor's
+            raise HTTPRequestError(f"the request cannot be encoded: {type(exc).__name__}: {exc}"[:500],
+                                   extra={"url": current, "transient": False, "kind": "encoding"}) from exc
         sent_url = str(outgoing.url)
         check_url_static(sent_url, policy=policy)  # the exact URL httpx will send (params merged)
         try:
