@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -49,11 +50,15 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
     if tool is None or name not in state.tools:
         return {"status": "error", "error": "unknown_tool", "message": f"tool {name!r} is not available"}
     try:
-        args = json.loads(raw_args or "{}")
+        args = _loads(raw_args)
     except (ValueError, TypeError, RecursionError) as exc:  # nested past the parser's depth, or not text at all
         return {"status": "error", "error": "invalid_arguments", "message": f"arguments are not JSON: {exc}"[:500]}
     if not isinstance(args, dict):
         return {"status": "error", "error": "invalid_arguments", "message": "arguments must be a JSON object"}
+    problem = unstorable(args, int64=False)  # a lone surrogate or a NUL: no request or journal could carry it
+    if problem is not None:
+        return {"status": "error", "error": "invalid_arguments", "rule": problem.rule, "path": problem.path,
+                "message": f"{problem.path}: {problem.message}"[:500]}
     problem = next(iter(sorted(Draft202012Validator(tool.parameters).iter_errors(args), key=lambda e: list(e.path))),
                    None)
     if problem is not None:  # the schema is only advice to the model: hold it to it
@@ -245,6 +250,24 @@ def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
 
 def _parsed(raw: str) -> Any:
     try:
-        return json.loads(raw or "{}")
+        return _loads(raw)
     except (ValueError, TypeError, RecursionError):
         return raw
+
+
+def _loads(raw: str) -> Any:
+    """A model's arguments as JSON, and only JSON: Python's parser takes ``NaN``, ``Infinity`` and
+    ``1e999``, which the node's output (strict JSON: the node failed, ``NonJSONOutput``) and an
+    outbound body (httpx raised ``ValueError``) cannot hold."""
+    return json.loads(raw or "{}", parse_constant=_not_json, parse_float=_finite)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:30]} is outside the range of a double")
+    return value
