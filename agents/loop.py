@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ from aob_project.exceptions import AobError
 from workers.http import idempotency
 from workflows.engine import heartbeat
 from workflows.engine.execution import WAITING, park
+from workflows.engine.outputs import strict_json
 from workflows.limits import unstorable
 from workflows.models import Event, Run
 from workflows.registry import NodeContext
@@ -110,13 +112,28 @@ def _too_many(index: int) -> dict[str, Any]:
 
 
 def _message(response: Any) -> dict[str, Any]:
+    """The model's answer as the journal keeps it and the conversation goes on with it: ``jsonb``
+    holds no NUL and no lone surrogate, which a model can be made to emit (the journal's write
+    failed and the node with it, after the call was made and charged). In arguments each becomes its
+    JSON escape, which means the same character inside a string (the call is then
+    ``invalid_arguments``, as its arguments hold what no request or journal can carry); elsewhere
+    U+FFFD, as in every stored output."""
     message = response.choices[0].message
     out: dict[str, Any] = {"role": "assistant", "content": message.content}
     if message.tool_calls:
         out["tool_calls"] = [{"id": c.id, "type": "function",
-                              "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                              "function": {"name": c.function.name, "arguments": _escaped(c.function.arguments)}}
                              for c in message.tool_calls]
-    return out
+    return strict_json(out, non_finite="null")
+
+
+UNSTORABLE_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _escaped(arguments: Any) -> Any:
+    if not isinstance(arguments, str):
+        return arguments
+    return UNSTORABLE_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", arguments)
 
 
 def run_agent(ctx: NodeContext) -> Any:
