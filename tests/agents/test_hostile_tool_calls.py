@@ -79,3 +79,28 @@ def test_a_nul_in_the_model_s_answer_is_kept_and_the_agent_goes_on(engine, api, 
     unknown, invalid = tool_messages(fake_llm.requests[1])
     assert unknown["error"] == "unknown_tool" and invalid["error"] == "invalid_arguments"
     assert plan.output["message"] == "Done.\ufffd"
+
+
+def test_a_select_is_bounded_by_the_rows_it_reads_not_by_fetches_it_threw_away(engine, api, fake_llm, remote):
+    """``table_select`` may build at most what the steps were given, so that a few small rows times
+    many named fields cannot make a worker build far more than it fetched (160 KB became 56 MB and
+    350 MB of worker memory, an audit of 4 December). But "given" added up every ``http_request``
+    step's body, the ones a later step replaced included: fetches thrown away (each up to
+    ``AOB_HTTP_MAX_RESPONSE_BYTES``, 10 MiB, any public file) raised the bound by their size, so N of
+    them let a select over a few kilobytes of ``[{}, …]`` build N × 10 MiB. Here two of 1 MiB let
+    30 KB of rows become 1.6 MB; the same select straight after the rows is refused."""
+    remote.script("empties", [[{}] * 10_000])
+    fields = [f"field_{i:02}" for i in range(10)]  # 16 bytes each a row, counted: 1.6 MB for 10,000 rows
+    thrown_away = [{"op": "http_request", "url": f"{remote.base}/big/{1 << 20}"}] * 2
+    rows = {"op": "http_request", "url": f"{remote.base}/seq/empties"}
+    select = {"op": "table_select", "fields": fields}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", {"steps": [rows, select]}),
+                                    ("execute_pipeline", {"steps": [*thrown_away, rows, select]})]}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline"])]))
+
+    assert run.status == "completed", run.error
+    straight, padded = (c["result"] for c in node(run, "plan").output["tool_calls"])
+    assert straight["status"] == "error" and "table_select would make" in straight["message"]
+    assert padded["status"] == "error" and "table_select would make" in padded["message"], padded
+    assert len(remote.hits("/big")) == 2
