@@ -71,7 +71,9 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
 
     data: Any = args.get("data")
     done: list[dict[str, Any]] = []
-    fetched = len(json.dumps(data, default=str)) if data is not None else 0  # what the steps were given
+    # what the rows at hand came from: the model's data, then each fetch in place of the one before
+    # (a sum let fetches a later step threw away raise table_select's bound by 10 MiB each)
+    fetched = len(json.dumps(data, default=str)) if data is not None else 0
     for i, step in enumerate(args.get("steps") or []):
         op = step.get("op")
         unknown = sorted(set(step) - {"op"} - STEP_FIELDS.get(op, set()))
@@ -90,7 +92,7 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
                              json=payload if isinstance(payload, dict | list) else None,
                              content=payload if isinstance(payload, str) else None)
             data = result.json_body if result.json_body is not None else result.text
-            fetched += len(result.body_bytes)
+            fetched = len(result.body_bytes)
             done.append({"op": op, "status_code": result.status_code})
         elif op == "table_sort":
             rows = _rows(data, op)
@@ -120,8 +122,8 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             fields = step.get("fields") or []
             rows = _rows(data, op)
             # each row becomes an object of every field, named: a few small rows times many fields
-            # would build far more than was fetched, so a select may make at most what the steps were
-            # given (or a tool result's bound), measured before it is built; the last step's result
+            # would build far more than was fetched, so a select may make at most what its rows came
+            # from (or a tool result's bound), measured before it is built; the last step's result
             # is bounded as every tool result is
             least = len(rows) * sum(len(str(f)) + 8 for f in fields)
             allowed = max(fetched, settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES)
