@@ -1,7 +1,8 @@
 """A loopback HTTP server standing in for remote hosts (the outside world, never our code).
 
 Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code>``,
-``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test),
+``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test; an item ``Reply(status,
+body)`` answers that status),
 ``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``,
 ``/nested/<depth>`` (``[[[…]]]`` that deep, as raw JSON text),
 ``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told),
@@ -21,9 +22,18 @@ import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted ``/seq`` answer with its own status (a remote that fails for a while)."""
+
+    status: int
+    body: Any
 
 
 class RemoteServer:
@@ -170,7 +180,10 @@ class RemoteServer:
             with self.lock:
                 answers = self.scripts.get(parts[1], [])
                 answer = answers.pop(0) if len(answers) > 1 else (answers[0] if answers else {})
-            self._send(handler, 200, answer)
+            if isinstance(answer, Reply):
+                self._send(handler, answer.status, answer.body)
+            else:
+                self._send(handler, 200, answer)
         elif head == "flaky":
             key, failures = parts[1], int(parts[2])
             with self.lock:

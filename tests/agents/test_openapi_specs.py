@@ -1,0 +1,47 @@
+"""``openapi_action`` against a registered API whose OpenAPI document is remote (``AOB_OPENAPI_SPECS``
+with an ``http(s)`` URL): fetched through the SSRF-safe client when a tool call first needs it, and
+whatever its host answers is an outsider's words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.exceptions import ToolError
+from agents.tools import AgentState, openapi
+from tests.conftest import OPENAPI_SPEC
+from tests.support.remote import RemoteServer, Reply
+from workflows.registry import NodeContext
+
+SPEC = json.loads(Path(OPENAPI_SPEC).read_text())
+GET_ITEM = {"api": "remote_spec", "operation_id": "getItem", "parameters": {"item_id": "a"}}
+
+
+def agent_state() -> AgentState:
+    ctx = NodeContext(run_id="run-1", node_run_id=1, node_id="plan", node_type="agent", iteration=0, attempt=1,
+                      config={}, raw_config={}, inputs={}, outputs={}, timeout_s=None, owner_id=1)
+    return AgentState(ctx=ctx, tools=["openapi_action"], proposal_key="1:0:0")
+
+
+def register(settings: Any, remote: RemoteServer, key: str, answers: list[Any]) -> None:
+    remote.script(key, answers)
+    settings.AOB_OPENAPI_SPECS = {"remote_spec": {"spec": f"{remote.base}/seq/{key}", "base_url": remote.base}}
+
+
+def test_a_spec_its_host_failed_to_serve_is_fetched_again_not_kept_for_the_process_s_life(settings, remote):
+    """The document is cached per worker process (``functools.cache``), and what the first fetch
+    answered was kept whatever its status: a 503 of the API's host (its body a JSON error, or a page
+    that is no JSON: ``{}``) became the API's document until the worker restarted, so every agent's
+    call to that API on that worker answered "no operation" for hours after the host came back."""
+    register(settings, remote, "spec-after-503", [Reply(503, {"error": "down for maintenance"}), SPEC])
+
+    with pytest.raises(ToolError) as down:
+        openapi.run(agent_state(), GET_ITEM)
+    result = openapi.run(agent_state(), GET_ITEM)
+
+    assert "503" in down.value.message, down.value.message
+    assert result["status"] == "success" and result["body"]["path"] == "/echo/items/a"
+    assert len(remote.hits("/seq/spec-after-503")) == 2
