@@ -38,10 +38,24 @@ METHODS = ("get", "post", "put", "patch", "delete", "head")
 
 @cache
 def _load(source: str) -> dict[str, Any]:
+    """The registered document, kept for the process's life once it has loaded. Only then: a
+    failure raises, and ``functools.cache`` keeps no exception, so the next call fetches again
+    (a 503 of the API's host was kept as the document, and every call answered "no operation"
+    until the worker restarted)."""
     if source.startswith(("http://", "https://")):
-
-        return request(method="GET", url=source).json_body or {}
-    return json.loads(Path(source).read_text())
+        result = request(method="GET", url=source)
+        if not result.ok:
+            raise ToolError(f"the API's OpenAPI document could not be loaded: its host answered {result.status_code}; "
+                            "try again later", extra={"status_code": result.status_code,
+                                                      "transient": result.status_code in (408, 429)
+                                                      or result.status_code >= 500})
+        spec = result.json_body
+    else:
+        spec = json.loads(Path(source).read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("paths"), dict):
+        raise ToolError("the API's OpenAPI document could not be loaded: it is not a JSON object with `paths`",
+                        extra={"transient": False})
+    return spec
 
 
 def _operation(spec: dict[str, Any], operation_id: str) -> tuple[str, str, dict[str, Any]]:
