@@ -45,3 +45,32 @@ def test_a_spec_its_host_failed_to_serve_is_fetched_again_not_kept_for_the_proce
     assert "503" in down.value.message, down.value.message
     assert result["status"] == "success" and result["body"]["path"] == "/echo/items/a"
     assert len(remote.hits("/seq/spec-after-503")) == 2
+
+
+def test_a_document_s_odd_shapes_are_tool_errors_and_every_path_parameter_is_filled(settings, remote):
+    """What a remote document holds is its host's to write. A path item or a parameter that is not
+    an object (``["get"]``, ``"id"``) raised ``AttributeError`` out of the tool, and the agent loop
+    answers only ``AobError``s, so the whole node failed. And a path parameter declared where
+    OpenAPI lets it be, on the path item (shared by its operations) or as a ``$ref`` to
+    ``components/parameters``, was never read: the model's value was dropped and the request went to
+    ``/echo/items/%7Bitem_id%7D``, a path outside the template, with the node's credentials for the
+    API."""
+    item_id = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    spec = {"openapi": "3.0.3", "paths": {
+        "/echo/items/{item_id}": {"parameters": [item_id], "get": {"operationId": "getItem"}},
+        "/echo/things/{item_id}": {"get": {"operationId": "getThing",
+                                           "parameters": [{"$ref": "#/components/parameters/ItemId"}]}},
+        "/echo/odd": ["get"],
+        "/echo/odder": {"get": {"operationId": "getOdder", "parameters": ["item_id"]}},
+    }, "components": {"parameters": {"ItemId": item_id}}}
+    register(settings, remote, "odd-spec", [spec])
+
+    got = openapi.run(agent_state(), GET_ITEM)
+    thing = openapi.run(agent_state(), {**GET_ITEM, "operation_id": "getThing"})
+    with pytest.raises(ToolError):
+        openapi.run(agent_state(), {**GET_ITEM, "operation_id": "getOdder"})
+    with pytest.raises(ToolError):
+        openapi.run(agent_state(), {**GET_ITEM, "operation_id": "nowhere"})
+
+    assert got["body"]["path"] == "/echo/items/a" and thing["body"]["path"] == "/echo/things/a"
+    assert not [h for h in remote.hits("/echo") if "%7B" in h["path"]]
