@@ -4,6 +4,7 @@ settings (``AOB_OPENAPI_SPECS``), through the SSRF-safe client."""
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ PARAMETERS = {
 }
 
 METHODS = ("get", "post", "put", "patch", "delete", "head")
+PLACEHOLDER = re.compile(r"\{[^{}/]*\}")
 
 
 @cache
@@ -58,13 +60,60 @@ def _load(source: str) -> dict[str, Any]:
     return spec
 
 
-def _operation(spec: dict[str, Any], operation_id: str) -> tuple[str, str, dict[str, Any]]:
-    for path, item in (spec.get("paths") or {}).items():
+def _operation(spec: dict[str, Any], operation_id: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """The operation's method, path template and parameters. What is not shaped as OpenAPI says
+    (a document's host wrote it) is skipped while searching, and a tool error once it is used."""
+    for path, item in spec["paths"].items():
+        if not isinstance(item, dict):
+            continue
         for method in METHODS:
             op = item.get(method)
             if isinstance(op, dict) and op.get("operationId") == operation_id:
-                return method.upper(), path, op
+                return method.upper(), path, _parameters(spec, item, op)
     raise ToolError(f"no operation {operation_id!r} in this API")
+
+
+PARAMETER_REF = "#/components/parameters/"
+
+
+def _parameters(spec: dict[str, Any], item: dict[str, Any], op: dict[str, Any]) -> list[dict[str, Any]]:
+    """The path item's parameters, then the operation's in their place (same name and location), as
+    OpenAPI declares them; each ``$ref`` to ``#/components/parameters/<name>`` is read one step (a
+    reference to a reference is refused: no cycle to follow)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for declared in (item.get("parameters"), op.get("parameters")):
+        if declared is None:
+            continue
+        if not isinstance(declared, list):
+            raise ToolError("the API's OpenAPI document lists parameters that are not an array")
+        for parameter in declared:
+            parameter = _followed(spec, parameter)
+            merged[(parameter["name"], parameter["in"])] = parameter
+    return list(merged.values())
+
+
+def _followed(spec: dict[str, Any], parameter: Any) -> dict[str, Any]:
+    if isinstance(parameter, dict) and isinstance(parameter.get("$ref"), str):
+        ref = parameter["$ref"]
+        components = spec.get("components")
+        found = components.get("parameters") if isinstance(components, dict) else None
+        parameter = (found.get(ref[len(PARAMETER_REF):]) if ref.startswith(PARAMETER_REF) and isinstance(found, dict)
+                     else None)
+        if not isinstance(parameter, dict) or "$ref" in parameter:
+            raise ToolError(f"the API's OpenAPI document refers to parameter {ref[:200]!r}, which cannot be "
+                            f"followed (only {PARAMETER_REF}<name>, one step)")
+    if not (isinstance(parameter, dict) and isinstance(parameter.get("name"), str)
+            and parameter.get("in") in ("path", "query", "header", "cookie")):
+        raise ToolError("the API's OpenAPI document declares a parameter that is not an object with a name and "
+                        "a location (in)")
+    return parameter
+
+
+def _base(registered: dict[str, Any], spec: dict[str, Any]) -> str:
+    servers = spec.get("servers")
+    first = servers[0] if isinstance(servers, list) and servers else None
+    url = registered.get("base_url") or (first.get("url") if isinstance(first, dict) else None)
+    return url if isinstance(url, str) else ""
 
 
 def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
@@ -73,10 +122,10 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
     if not registered:
         raise ToolError(f"unknown api {args.get('api')!r}; registered: {sorted(settings.AOB_OPENAPI_SPECS)}")
     spec = _load(registered["spec"])
-    method, path, op = _operation(spec, str(args["operation_id"]))
+    method, path, declared = _operation(spec, str(args["operation_id"]))
     params = dict(args.get("parameters") or {})
     query: dict[str, str] = {}
-    for p in op.get("parameters", []):
+    for p in declared:
         name, where = p.get("name"), p.get("in")
         if name not in params:
             if p.get("required"):
@@ -95,7 +144,10 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
             path = path.replace("{" + name + "}", segment)
         elif where == "query":
             query[name] = value
-    base = registered.get("base_url") or (spec.get("servers") or [{}])[0].get("url", "")
+    left = PLACEHOLDER.search(path)
+    if left:  # a path parameter the document does not declare, or one not given: the template, unfilled
+        raise ToolError(f"path parameter {left.group()!r} of this operation has no value")
+    base = _base(registered, spec)
     body = args.get("body")
     # The node's credentials for this API (``auth``), with $secrets.NAME put in only here, at send
     # time; the result the model reads (and the journal keeps) has them masked.
