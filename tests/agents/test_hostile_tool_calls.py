@@ -20,8 +20,8 @@ def test_tool_requests_that_httpx_cannot_encode_are_tool_errors_not_the_agent_s_
     calls = [
         ("execute_pipeline", {"steps": [{"op": "http_request", "url": url, "headers": {"X-Title": "café"}}]}),
         ("execute_pipeline", {"steps": [{"op": "http_request", "url": url, "method": "gét"}]}),
-        ("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "%s", "method": "POST", '
-                                          '"payload": {"a": "\\ud800"}}]}' % url)),
+        ("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "' + url + '", "method": "POST", '
+                                          '"payload": {"a": "\\ud800"}}]}')),
         ("openapi_action", RawArguments('{"api": "remote", "operation_id": "getItem", '
                                         '"parameters": {"item_id": "x", "verbose": "\\ud800"}}')),
         ("openapi_action", RawArguments('{"api": "remote", "operation_id": "getItem", '
@@ -47,8 +47,8 @@ def test_nan_in_a_tool_call_s_arguments_is_invalid_arguments_not_the_agent_s_end
     calls = [
         ("search_tools", RawArguments('{"query": "http", "x": NaN}')),
         ("openapi_action", RawArguments('{"api": "remote", "operation_id": "createOrder", "body": {"qty": Infinity}}')),
-        ("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "%s/echo/n", "method": "POST", '
-                                          '"payload": {"qty": 1e999}}]}' % remote.base)),
+        ("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "' + remote.base + '/echo/n", '
+                                          '"method": "POST", "payload": {"qty": 1e999}}]}')),
     ]
     fake_llm.reset([{"tool_calls": calls}, TEXT])
 
