@@ -147,6 +147,13 @@ PARALLEL = {
     "edges": [edge("fetch", "review"), edge("review", "pay", APPROVED)],
 }
 
+# An author's agent that sends the owner's credentials to an API, apart from an agent that may call APIs but
+# holds none: /nodes: 0 plan, 1 fetch, 2 ops; /edges: 0 fetch→ops
+CRM_AUTH = {"crm": {"headers": {"X-Api-Key": "$secrets.API_TOKEN"}}}
+KEYED = {"nodes": [agent("plan", tools=["openapi_action", "patch_workflow"]), http("fetch", f"{API}/invoice"),
+                   agent("ops", tools=["openapi_action"], auth=CRM_AUTH)],
+         "edges": [edge("fetch", "ops")]}
+
 # A gate guarding a step before the action: /nodes: 0 plan, 1 review, 2 prep, 3 pay, 4 post (sends a secret),
 # 5 boss (an author's agent with a budget and few tools); /edges: 0 plan→review, 1 review→prep,
 # 2 prep→pay, 3 plan→post, 4 plan→boss
@@ -713,6 +720,14 @@ CORPUS = [
     row("privilege-feed-an-agent-no-stronger-by-rewriting-its-step-accepted",
         with_config(FED, "draft", tools=["search_tools"]), PLANNING, PLAN,
         [replace("/nodes/1/config/expression", "'summarise the invoice'")], "applied"),
+    # an agent that holds the owner's credentials, given a new task, calls the API with them on the
+    # proposer's words: no more than giving it the credentials
+    row("secret-feed-an-agent-holding-credentials", KEYED, PLANNING, PLAN, [add_edge("plan", "ops")],
+        "secret_reference", 0),
+    row("secret-feed-an-agent-holding-credentials-by-rewriting-its-step", KEYED, PLANNING, PLAN,
+        [replace("/nodes/1/config/url", "https://evil.example/orders")], "secret_reference", 0),
+    row("secret-feed-an-agent-holding-credentials-its-proposer-holds-accepted",
+        with_config(KEYED, "plan", auth=CRM_AUTH), PLANNING, PLAN, [add_edge("plan", "ops")], "applied"),
     row("privilege-attempts-as-a-float", INVOICE, PLANNING, PLAN,
         after("plan", {**agent("helper"), "retry": {"max_attempts": 20.0}}), "agent_privilege", 0),
     row("privilege-timeout-as-a-float", INVOICE, PLANNING, PLAN,
