@@ -461,9 +461,19 @@ class _Judgement:
         """An agent may not add, change or make run again a node that sends the owner's secrets
         ($secrets.NAME) or runs another of the owner's workflows: either would let an injected prompt
         aim the owner's credentials, or workflows, at a target of its choosing (or at the same one,
-        as many times as a loop allows)."""
+        as many times as a loop allows). Nor may it feed (``fed``) an agent that sends secrets it does
+        not hold itself: that agent's prompt carries the proposer's words as a new task, and it calls
+        the API with the owner's credentials on them (an agent's ``auth`` is not delegated either)."""
         from vault.references import referenced_names
 
+        proposer = self.old.get(self.proposer.node_id) or {}
+        held = referenced_names(proposer.get("config"))
+        for node_id, node in self.fed().items():
+            lacking = sorted(referenced_names(node.get("config")) - held)
+            if lacking:
+                self.refuse(Rule.SECRET_REFERENCE, f"agent {node_id!r} sends $secrets its proposer does not hold "
+                            f"({', '.join(lacking)}): an agent may not give it a new task", _written(node_id),
+                            node_id=node_id)
         for node_id, node in self.touched().items():
             if referenced_names(node.get("config")):
                 self.refuse(Rule.SECRET_REFERENCE, f"node {node_id!r}: an agent may not add, change or loop back to "
