@@ -14,7 +14,7 @@ from agents.models import AgentTurn
 from tests.agents.flows import agent, edge, finish, http, start, tool_messages
 from tests.conftest import client_for
 from vault.models import Secret
-from workflows.models import Event, NodeRun
+from workflows.models import Artifact, Event, NodeRun
 
 VALUE = "s3cr3t-Tok/en+42=="  # a slash, a plus and '=' so the URL-encoded forms differ from the value
 
@@ -198,3 +198,21 @@ def test_the_admin_sets_a_secret_through_the_service_and_its_rules(user, setting
     assert admin.post(f"/admin/vault/secret/{secret.pk}/change/", {"value": "w" * 16}).status_code == 302
     from vault.services import secret_values
     assert secret_values(owner_id=user.pk, names={"FIRST"}) == {"FIRST": "w" * 16}
+
+
+def test_a_secret_echoed_back_as_a_number_is_masked(engine, api, remote):
+    """A PIN or an account number sent in JSON text the author wrote comes back from a remote that
+    parsed it as a number: kept as it came, the run's readers (approvers, later agents, the hosts
+    those send to) read it, and its content-addressed artifact confirms a guessed PIN by hashing."""
+    api.put("/api/v1/secrets/PIN", {"value": "48151623"}, format="json")
+    nodes = [http("check", f"{remote.base}/echo/pin", method="POST", payload='{"pin": ${secrets.PIN}}')]
+
+    run = finish(start(api, nodes))
+
+    assert run.status == "completed", run.error
+    assert json.loads(remote.hits("/echo/pin")[0]["body"]) == {"pin": 48151623}
+    check = NodeRun.objects.get(run=run, node_id="check")
+    assert check.output["body"]["json"] == {"pin": "[secret:PIN]"}
+    kept = json.dumps([check.output, Artifact.objects.get(pk=check.output_artifact_id).content])
+    assert "48151623" not in kept
+
