@@ -216,3 +216,24 @@ def test_a_secret_echoed_back_as_a_number_is_masked(engine, api, remote):
     kept = json.dumps([check.output, Artifact.objects.get(pk=check.output_artifact_id).content])
     assert "48151623" not in kept
 
+
+def test_a_secret_a_header_cannot_carry_fails_the_node_naming_the_header_never_the_value(engine, api, remote):
+    """httpx sends header values as ASCII: a secret with an umlaut crashed the node with a
+    UnicodeEncodeError that quoted a character of it and its position, in the node's error (the run
+    page, its approvers) and the worker's log, and told nobody what to do."""
+    value = "Köln-Token-42"
+    api.put("/api/v1/secrets/PASSWORD", {"value": value}, format="json")
+    nodes = [http("login", f"{remote.base}/echo/login", headers={"X-Password": "$secrets.PASSWORD"})]
+
+    run = finish(start(api, nodes))
+
+    assert run.status == "failed"
+    login = NodeRun.objects.get(run=run, node_id="login")
+    assert (login.error["error_type"], login.error["rule"], login.error["header"]) == (
+        "InvalidHeader", "header_value", "X-Password")
+    assert not remote.hits("/echo/login")
+    seen = json.dumps([login.error, list(Event.objects.filter(run=run).values("data"))]) + engine["worker"].log.read_text(
+        errors="replace")
+    for char in ("ö", "\\xf6", "\\u00f6"):
+        assert char not in seen, char
+
