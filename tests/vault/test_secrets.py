@@ -237,3 +237,19 @@ def test_a_secret_a_header_cannot_carry_fails_the_node_naming_the_header_never_t
     for char in ("ö", "\\xf6", "\\u00f6"):
         assert char not in seen, char
 
+
+def test_a_secret_encrypted_with_a_key_no_longer_configured_fails_the_node_saying_so(engine, api, user, remote):
+    """After a key was dropped before ``aob_rotate_secrets`` re-encrypted everything, a node using a
+    secret under it failed as ``InvalidToken: InvalidToken``: nothing a person could act on."""
+    from cryptography.fernet import Fernet
+
+    Secret.objects.create(owner=user, name="LEGACY", ciphertext=Fernet(Fernet.generate_key()).encrypt(b"old-token").decode())
+    nodes = [http("call", f"{remote.base}/echo/legacy", headers={"X-Api-Key": "$secrets.LEGACY"})]
+
+    run = finish(start(api, nodes))
+
+    assert run.status == "failed"
+    error = NodeRun.objects.get(run=run, node_id="call").error
+    assert (error["error_type"], error["secret"], error["transient"]) == ("SecretUnreadable", "LEGACY", False)
+    assert "AOB_SECRETS_KEYS" in error["message"] and "aob_rotate_secrets" in error["message"]
+    assert not remote.hits("/echo/legacy")
