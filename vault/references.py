@@ -149,6 +149,12 @@ def _mask(value: Any, forms: list[tuple[str, str]]) -> Any:
         return {_mask(k, forms): _mask(v, forms) for k, v in value.items()}
     if isinstance(value, list):
         return [_mask(v, forms) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # a remote that parsed the JSON text a PIN was sent in answers it as a number: masked as
+        # its text would be, so the output (and its content-addressed artifact) never holds it
+        text = json.dumps(value)
+        masked = _mask(text, forms)
+        return value if masked == text else masked
     return value
 
 
