@@ -1,7 +1,7 @@
 """Which request headers a workflow may set: RFC 7230 token names; RFC 9110 field values (no
 control character but tab, no whitespace at either end: h11 refuses some of those with the value
-in its message, a secret escaped where masking cannot find it, and sends the others; ASCII only,
-as httpx encodes them, which raised ``UnicodeEncodeError`` out of the client); and none of
+in its message, a secret escaped where masking cannot find it, and sends the others; ASCII only, as
+httpx encodes them: its ``UnicodeEncodeError`` came out of the client); and none of
 the connection-level or routing headers that would retarget or desynchronize the request
 (``Host``, ``Content-Length``, ``Transfer-Encoding``, ``Connection``, ``Proxy-*``, ...).
 
@@ -37,9 +37,11 @@ def header_problem(name: Any, value: Any = "") -> tuple[str, str] | None:
     if isinstance(value, str) and UNSAFE_VALUE.search(value):
         return "header_value", (f"the value of header {name!r} contains a control character (CR, LF, NUL, ...) "
                                 "or begins or ends with whitespace")
-    if isinstance(value, str) and not value.isascii():  # httpx sends header text as ASCII, and raised
-        return "header_value", (f"the value of header {name!r} contains a character outside ASCII; "
-                                "percent-encode it (RFC 8187) or send it in the body")
+    if isinstance(value, str) and not value.isascii():
+        # httpx encodes header values as ASCII: its UnicodeEncodeError quoted the character and
+        # where it was (of a secret, too), and failed the node with nothing to act on
+        return "header_value", (f"the value of header {name!r} contains a character outside ASCII, which a header "
+                                "cannot carry: percent- or base64-encode it")
     return None
 
 
