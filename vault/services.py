@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from . import crypto
-from .exceptions import SecretInvalid, SecretMissing, SecretNotFound
+from .exceptions import SecretInvalid, SecretMissing, SecretNotFound, SecretUnreadable
 from .models import Secret
 from .references import NAME_RE
 
@@ -62,4 +62,13 @@ def secret_values(*, owner_id: int, names: set[str]) -> dict[str, str]:
     if missing:
         raise SecretMissing(f"secret {missing[0]!r} is not set for this run's owner",
                             extra={"secret": missing[0], "transient": False})
-    return {name: crypto.decrypt(token) for name, token in rows.items()}
+    values = {}
+    for name, token in sorted(rows.items()):
+        try:
+            values[name] = crypto.decrypt(token)
+        except crypto.InvalidToken:
+            raise SecretUnreadable(
+                f"secret {name!r} was encrypted with a key no longer in AOB_SECRETS_KEYS: the operator puts that key "
+                "back (last) and runs manage.py aob_rotate_secrets, or its owner sets it again",
+                extra={"secret": name, "transient": False}) from None
+    return values
