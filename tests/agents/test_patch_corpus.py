@@ -154,6 +154,11 @@ KEYED = {"nodes": [agent("plan", tools=["openapi_action", "patch_workflow"]), ht
                    agent("ops", tools=["openapi_action"], auth=CRM_AUTH)],
          "edges": [edge("fetch", "ops")]}
 
+# KEYED with a step between: /nodes: 0 plan, 1 fetch, 2 relay (passes fetch's answer on), 3 ops;
+# /edges: 0 fetch→relay, 1 relay→ops
+RELAYED = {"nodes": [*KEYED["nodes"][:2], transform("relay", expression="nodes.fetch.body"), KEYED["nodes"][2]],
+           "edges": [edge("fetch", "relay"), edge("relay", "ops")]}
+
 # A gate guarding a step before the action: /nodes: 0 plan, 1 review, 2 prep, 3 pay, 4 post (sends a secret),
 # 5 boss (an author's agent with a budget and few tools); /edges: 0 plan→review, 1 review→prep,
 # 2 prep→pay, 3 plan→post, 4 plan→boss
@@ -725,6 +730,8 @@ CORPUS = [
     row("secret-feed-an-agent-holding-credentials", KEYED, PLANNING, PLAN, [add_edge("plan", "ops")],
         "secret_reference", 0),
     row("secret-feed-an-agent-holding-credentials-by-rewriting-its-step", KEYED, PLANNING, PLAN,
+        [replace("/nodes/1/config/url", "https://evil.example/orders")], "secret_reference", 0),
+    row("secret-feed-an-agent-holding-credentials-by-rewriting-a-step-before-its-step", RELAYED, PLANNING, PLAN,
         [replace("/nodes/1/config/url", "https://evil.example/orders")], "secret_reference", 0),
     row("secret-feed-an-agent-holding-credentials-its-proposer-holds-accepted",
         with_config(KEYED, "plan", auth=CRM_AUTH), PLANNING, PLAN, [add_edge("plan", "ops")], "applied"),
