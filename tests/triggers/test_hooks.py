@@ -439,3 +439,20 @@ def test_a_delivery_whose_hook_goes_while_it_is_accepted_is_refused_not_called_a
 
     assert (response.status_code, response.json()["error"]) == (401, "unauthorized"), response.json()
     assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_hook_whose_secret_is_under_a_dropped_key_is_refused_as_unauthorized_never_a_500(api, user):
+    """A signing secret left under a key dropped from AOB_SECRETS_KEYS before ``aob_rotate_secrets``
+    answered every sender (anyone who knows the hook's id) a 500, which also told them the hook exists."""
+    from cryptography.fernet import Fernet
+
+    hook = make_hook(api, user)
+    Hook.objects.filter(pk=hook["id"]).update(
+        secret_ciphertext=Fernet(Fernet.generate_key()).encrypt(hook["secret"].encode()).decode())
+
+    response = deliver(hook, {"ref": "main"})
+
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORIZED
+    assert not Run.objects.exists() and not HookDelivery.objects.exists()
