@@ -140,13 +140,25 @@ class Accepted:
     duplicate: bool
 
 
+def _signing_secret(hook: Hook | None) -> bytes:
+    """The hook's signing secret; one under a key dropped from AOB_SECRETS_KEYS (rotated out before
+    ``aob_rotate_secrets`` ran) authenticates nothing, as an unknown hook, and the operator is told."""
+    if hook is None:
+        return _DUMMY_SECRET
+    try:
+        return crypto.decrypt(hook.secret_ciphertext).encode()
+    except crypto.InvalidToken:
+        logger.error("hook.secret_unreadable", extra={"hook_id": hook.pk})
+        return _DUMMY_SECRET
+
+
 def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, delivery_id: str | None,
                  body: bytes, headers: dict[str, str] | None = None,
                  authenticated: Callable[[], None] | None = None) -> Accepted:
     """Authenticate one delivery and start its run, once. ``authenticated()`` is called once the
     delivery has proved itself the hook's (the view then no longer counts it as anonymous)."""
     hook = Hook.objects.select_related("owner", "workflow__current_version").filter(pk=hook_id).first()
-    secret = crypto.decrypt(hook.secret_ciphertext).encode() if hook is not None else _DUMMY_SECRET
+    secret = _signing_secret(hook)
     given = (signature or "").removeprefix("sha256=").strip().lower()
     expected = signature_for(secret, timestamp or "", body)
     valid = hmac.compare_digest(given.encode(), expected.encode())
