@@ -24,6 +24,7 @@ events. A data folder made before this (``--auth=trust``) gets its password at i
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import fcntl
@@ -106,14 +107,23 @@ def masked(url: str) -> str:
 def password_in(path: Path) -> str:
     """The password kept in ``path`` (mode 0600, in a folder of mode 0700), made the first time
     (and again if the file was lost or left empty): written whole or not at all."""
+    return _kept_or_made(path, lambda: secrets.token_urlsafe(32))  # URL-safe: it goes into a server's URL
+
+
+def fernet_key_in(path: Path) -> str:
+    """A Fernet key (32 random bytes, URL-safe base64) kept in ``path`` as ``password_in`` keeps one."""
+    return _kept_or_made(path, lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+
+
+def _kept_or_made(path: Path, make: Callable[[], str]) -> str:
     kept = _kept(path)
     if kept:
         return kept
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
-    password = secrets.token_urlsafe(32)  # URL-safe: it goes into the server's URL as it is
-    _replace(path, password + "\n", mode=0o600)
-    return password
+    made = make()
+    _replace(path, made + "\n", mode=0o600)
+    return made
 
 
 def _kept(path: Path) -> str:

