@@ -44,7 +44,7 @@ def _load(source: str) -> dict[str, Any]:
     failure raises, and ``functools.cache`` keeps no exception, so the next call fetches again
     (a 503 of the API's host was kept as the document, and every call answered "no operation"
     until the worker restarted)."""
-    if source.startswith(("http://", "https://")):
+    if _remote(source):
         result = request(method="GET", url=source)
         if not result.ok:
             raise ToolError(f"the API's OpenAPI document could not be loaded: its host answered {result.status_code}; "
@@ -109,10 +109,34 @@ def _followed(spec: dict[str, Any], parameter: Any) -> dict[str, Any]:
     return parameter
 
 
+def _remote(source: Any) -> bool:
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
+def registration_problem(registered: Any) -> str | None:
+    """What is wrong with one entry of ``AOB_OPENAPI_SPECS`` (a start-up check, ``agents.checks``),
+    or None. A remote document needs a ``base_url``: the node's ``auth`` (``$secrets`` too) goes to
+    where the API is, and without one the document's first server said where, so its host, or
+    anyone on the way to an ``http://`` one, chose where the owner's credentials went."""
+    if not isinstance(registered, dict) or not isinstance(registered.get("spec"), str):
+        return "each API is an object with its document's path or URL in `spec`"
+    base = registered.get("base_url")
+    if base is not None and not _remote(base):
+        return "`base_url` is the API's http:// or https:// URL"
+    if base is None and _remote(registered["spec"]):
+        return ("a remote document needs the API's `base_url`: the node's credentials are sent there, never "
+                "where the document's servers say")
+    return None
+
+
 def _base(registered: dict[str, Any], spec: dict[str, Any]) -> str:
+    """Where the API is: its ``base_url``, else (a document of the operator's own, on disk) its
+    first server; a remote document's servers never decide (``registration_problem``)."""
+    if registered.get("base_url") or _remote(registered.get("spec")):
+        return str(registered.get("base_url") or "")
     servers = spec.get("servers")
     first = servers[0] if isinstance(servers, list) and servers else None
-    url = registered.get("base_url") or (first.get("url") if isinstance(first, dict) else None)
+    url = first.get("url") if isinstance(first, dict) else None
     return url if isinstance(url, str) else ""
 
 

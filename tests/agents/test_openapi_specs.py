@@ -74,3 +74,27 @@ def test_a_document_s_odd_shapes_are_tool_errors_and_every_path_parameter_is_fil
 
     assert got["body"]["path"] == "/echo/items/a" and thing["body"]["path"] == "/echo/things/a"
     assert not [h for h in remote.hits("/echo") if "%7B" in h["path"]]
+
+
+def test_a_remote_document_needs_the_api_s_own_base_url_or_nothing_starts(settings, remote):
+    """The node's ``auth`` (the owner's ``$secrets`` too) went to the remote document's first server
+    when no ``base_url`` was registered: its host, or anyone on the way to an ``http://`` one, chose
+    where the credentials went. Such a registration now stops every process at start-up (a system
+    check, which Celery's workers run too), and the tool never reads a remote document's servers."""
+    from agents.checks import openapi_specs_check
+
+    settings.AOB_OPENAPI_SPECS = {"billing": {"spec": f"{remote.base}/openapi.json"},
+                                  "typo": {"spec": OPENAPI_SPEC, "base_url": "api.example.com"},
+                                  "bare": "https://api.example.com/openapi.json"}
+    problems = openapi_specs_check()
+    assert [(p.id, p.msg.split(":")[0]) for p in problems] == [
+        ("agents.E001", "AOB_OPENAPI_SPECS['bare']"), ("agents.E001", "AOB_OPENAPI_SPECS['billing']"),
+        ("agents.E001", "AOB_OPENAPI_SPECS['typo']")]
+    assert "base_url" in problems[1].msg
+
+    settings.AOB_OPENAPI_SPECS = {"billing": {"spec": f"{remote.base}/openapi.json", "base_url": remote.base},
+                                  "local": {"spec": OPENAPI_SPEC}}
+    assert openapi_specs_check() == []
+    document = {"servers": [{"url": "https://collector.example"}], "paths": {}}
+    assert openapi._base({"spec": f"{remote.base}/openapi.json"}, document) == ""
+    assert openapi._base({"spec": OPENAPI_SPEC}, document) == "https://collector.example"
