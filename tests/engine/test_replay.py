@@ -4,7 +4,8 @@ recorded outputs upstream of the node and executes from the node on."""
 from __future__ import annotations
 
 from tests.conftest import wait_for_run
-from tests.engine.flow import edge, event_counts, http, node_runs, submit, transform
+from tests.engine.flow import edge, event_counts, http, node_runs, submit, transform, unique, wait_until
+from tests.support.remote import Reply
 from workflows.models import Run
 
 
@@ -96,3 +97,39 @@ def test_replay_needs_completed_upstream_nodes_and_a_known_node(engine, api, rem
     assert response.json()["details"]["nodes"] == ["fetch"]
     assert api.post(f"/api/v1/runs/{source.pk}/nodes/nope/replay").status_code == 404
     assert Run.objects.filter(replay_of=source).count() == 0
+
+
+def test_a_replay_from_a_failed_node_does_not_repeat_a_sibling_that_completed(engine, api, remote):
+    """A run that paid, then failed to tell anyone, replayed from the step that failed: the payment
+    (a sibling of that step, neither upstream nor downstream of it) is the source's, not made again
+    under a new Idempotency-Key the payee cannot tell from a second order. Only the node and what
+    follows it run again, as Airflow's "clear downstream" and Prefect's retry from a failed task do."""
+    hold, tell = unique("hold"), unique("tell")
+    remote.script(tell, [Reply(500, {"error": "mail relay down"}), {"sent": True}])
+    definition = {
+        "nodes": [
+            http("fetch", f"{remote.base}/echo"),
+            http("pay", f"{remote.base}/effect/{hold}/0", config={"method": "POST", "payload": {"amount": 10}}),
+            http("wait", f"{remote.base}/hold/{hold}"),
+            http("tell", f"{remote.base}/seq/{tell}", config={"fail_on_status": True}),
+        ],
+        "edges": [edge("fetch", "pay"), edge("fetch", "wait"), edge("wait", "tell")],
+    }
+    run_id = submit(api, definition)
+    wait_until(lambda: remote.effects(hold) and remote.hits(f"/hold/{hold}"), what="the payment and the hold")
+    remote.release(hold)
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and source.error["node_id"] == "tell", source.error
+    assert node_runs(source)["pay"].status == "completed"
+    assert len(remote.effects(hold)) == 1
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/tell/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"])
+    assert replay.status == "completed", replay.error
+
+    assert len(remote.effects(hold)) == 1, remote.effects(hold)  # paid once, not twice
+    new = node_runs(replay)
+    assert new["pay"].reused is True and new["pay"].output == node_runs(source)["pay"].output
+    assert new["tell"].reused is False and new["tell"].output["body"] == {"sent": True}
+    assert event_counts(replay)[("node_started", "pay")] == 0
