@@ -257,7 +257,8 @@ def _ceilings(budget: dict[str, Any]) -> str:
 @pass_session
 def run_replay(session: Session, run_id: str, node_id: str, watch: bool, reuse_llm: bool,
                idempotency_key: str | None) -> None:
-    """A new run of RUN_ID's definition that reuses the outputs upstream of NODE_ID and runs the rest."""
+    """A new run of RUN_ID's definition that runs NODE_ID and what follows it again, reusing the
+    other completed nodes' outputs."""
     body = {"reuse_llm": True} if reuse_llm else {}
     _started(session, session.client.start(_run_path(run_id, "nodes", segment(node_id), "replay"), body,
                                            idempotency_key=idempotency_key or str(uuid.uuid4())), watch)

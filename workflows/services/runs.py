@@ -156,11 +156,13 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
 
 def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reuse_llm: bool = False,
                record: Callable[[Run], None] | None = None) -> Run:
-    """A new run of the source's current definition that reuses the recorded outputs of the nodes
-    upstream of ``node_id`` and executes from ``node_id`` on. A human gate's decision is never
-    reused: a gate upstream of ``node_id`` asks again, and what lies between it and ``node_id`` runs
-    again after it. With ``reuse_llm`` its agent nodes reuse the source's recorded model responses
-    while their conversation matches the source's (agents/journal.py): no call, no cost.
+    """A new run of the source's current definition that executes ``node_id`` and what follows it
+    again, and reuses the recorded outputs of every other node that completed: those upstream,
+    which must have, and the siblings beside them (a payment that went out beside the step that
+    failed is the source's: run again, under a replay's new Idempotency-Key, the payee would take it
+    for a second order). A human gate's decision is never reused: every gate asks again, and what
+    follows it runs again after it. With ``reuse_llm`` its agent nodes reuse the source's recorded
+    model responses while their conversation matches the source's (agents/journal.py): no call, no cost.
 
     The source is read under a row lock in the start's transaction, so retention cannot remove it
     (nor the version and outputs only it refers to) between the read and the new run's insert;
@@ -180,19 +182,21 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         ir = coordinator.load_ir(source)
         if node_id not in ir.nodes:
             raise NotFound(f"node {node_id!r} is not in run {source.pk}", extra={"field": "node_id"})
-        upstream = ir.ancestors(node_id)
-        for gate in [n for n in upstream if ir.nodes[n].type == gates.GATE]:
-            upstream -= {gate, *ir.descendants(gate)}
-        latest: dict[str, NodeRun] = {}
-        for nr in NodeRun.objects.filter(run=source, node_id__in=upstream).order_by("iteration"):
-            latest[nr.node_id] = nr
+        again = {node_id, *ir.descendants(node_id)}
+        for gate in [n for n in ir.nodes if ir.nodes[n].type == gates.GATE]:
+            again |= {gate, *ir.descendants(gate)}
+        # each node's latest node run only (DISTINCT ON): a loop's earlier iterations are not read
+        latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source).exclude(node_id__in=again)
+                  .order_by("node_id", "-iteration").distinct("node_id")}
+        upstream = ir.ancestors(node_id) - again
         missing = sorted(n for n in upstream if n not in latest or latest[n].status != NodeRun.Status.COMPLETED)
         if missing:
             raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                            code="replay_upstream_incomplete", extra={"nodes": missing})
+        reused = [nr for node, nr in latest.items() if node in ir.nodes and nr.status == NodeRun.Status.COMPLETED]
         return run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                          workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
-                         reused=list(latest.values()), reuse_llm=reuse_llm, record=record)
+                         reused=reused, reuse_llm=reuse_llm, record=record)
 
 
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
