@@ -191,3 +191,28 @@ def test_the_prompt_prefix_is_byte_identical_across_calls_and_runs(engine, api, 
     assert "first task" in users[0] and "Your node id: plan" in users[0]
     assert "second task" in users[2] and "Your node id: other" in users[2] and '"x":1' in users[2]
     assert "fetch" in users[2] and "first task" not in systems[0]["content"]
+
+
+def test_a_replay_counts_the_agent_nodes_its_source_s_agents_added_against_the_spawn_limit(engine, api, fake_llm):
+    """The author allows one agent node added during a run. The agent adds a helper; the owner
+    replays from the agent, whose definition (the source's, helper included) still shows the helper
+    as the agent's (``agent_written`` follows ``replay_of``). Were the count to start again at 0, the
+    replayed agent would add a second, a replay of that replay a third, and so on."""
+    helper = agent("helper0", "help", tools=[], max_tool_rounds=1)
+    fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": add_after("plan", helper)})]}, TEXT, TEXT])
+    source = finish(start(api, [agent(max_tool_rounds=1, tools=["patch_workflow"])], metadata={"max_agent_nodes": 1}))
+    assert source.status == "completed", source.error
+    assert (node(source, "helper0").status, source.spawned_agents) == ("completed", 1)
+
+    another = agent("helper1", "help", tools=[], max_tool_rounds=1)
+    fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": add_after("plan", another)})]}, TEXT, TEXT])
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/plan/replay", {}, format="json")
+    assert response.status_code == 201, response.json()
+    replay = finish(response.json()["run_id"])
+
+    result = node(replay, "plan").output["tool_calls"][0]["result"]
+    assert result["status"] == "error" and result["error"] == "excessive_agent_nodes", result
+    assert (result["details"]["limit"], result["details"]["count"]) == (1, 2)
+    assert not RunPatch.objects.filter(run=replay).exists()
+    assert sorted(replay.node_runs.values_list("node_id", flat=True)) == ["helper0", "plan"]
+    assert replay.spawned_agents == 1
