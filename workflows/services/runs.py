@@ -86,7 +86,10 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
               replay_of=replay_of,
-              replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None)
+              replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None,
+              # a replay's definition is its source's, with the agent nodes patches added to it: they
+              # count against its spawn limit as they did there (a replay of a replay would grow without end)
+              spawned_agents=replay_of.spawned_agents if replay_of is not None else 0)
     # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
     # a failed start fails the caller's transaction.
