@@ -15,6 +15,7 @@ from django.utils import timezone
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
+from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, hooks, run_output, transitions
 from workflows.engine.artifacts import keep_artifacts
@@ -185,9 +186,7 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         ir = coordinator.load_ir(source)
         if node_id not in ir.nodes:
             raise NotFound(f"node {node_id!r} is not in run {source.pk}", extra={"field": "node_id"})
-        again = {node_id, *ir.descendants(node_id)}
-        for gate in [n for n in ir.nodes if ir.nodes[n].type == gates.GATE]:
-            again |= {gate, *ir.descendants(gate)}
+        again = _runs_again(ir, node_id)
         # each node's latest node run only (DISTINCT ON): a loop's earlier iterations are not read
         latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source).exclude(node_id__in=again)
                   .order_by("node_id", "-iteration").distinct("node_id")}
@@ -200,6 +199,25 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         return run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                          workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
                          reused=reused, reuse_llm=reuse_llm, record=record)
+
+
+def _runs_again(ir: IR, node_id: str) -> set[str]:
+    """What a replay from ``node_id`` runs again: the node, every gate (a decision is never
+    reused), what follows either, and what reads an output of those (``$nodes.<id>``), edge or not:
+    a reused output made from the source's would disagree with the replay's."""
+    again = {node_id, *(n for n, node in ir.nodes.items() if node.type == gates.GATE)}
+    readers: dict[str, set[str]] = {}
+    for reader, node in ir.nodes.items():
+        for read in referenced_nodes(node.config):
+            readers.setdefault(read, set()).add(reader)
+    todo = list(again)
+    while todo:
+        current = todo.pop()
+        for follower in (*(e.target for e in ir.out_edges[current]), *readers.get(current, ())):
+            if follower not in again:
+                again.add(follower)
+                todo.append(follower)
+    return again
 
 
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
