@@ -136,3 +136,24 @@ def test_a_replay_below_a_gate_asks_the_gate_again(engine, user, remote):
     assert NodeRun.objects.get(run_id=new_id, node_id="start").reused is True
     fresh = Approval.objects.get(run_id=new_id)
     assert fresh.status == "pending" and not fresh.decisions.exists()
+
+
+def test_a_replay_beside_a_gate_asks_the_gate_again_and_reuses_nothing_it_guards(engine, user, remote):
+    """Replayed from ``slow``, a sibling of the gate: the siblings that completed are reused, but
+    never a gate's decision, nor what it guards (pay waits for the gate asked again)."""
+    run_id = submit(user, _join_behind_gate(user.username, remote))
+    assert decide(user, pending_approval(run_id)).status_code == 200
+    remote.release("slow")
+    assert wait_for_run(run_id).status == "completed"
+    paid = len(remote.hits("/echo"))
+
+    replay = client_for(user).post(f"/api/v1/runs/{run_id}/nodes/slow/replay")
+
+    assert replay.status_code == 201, replay.json()
+    new_id = replay.json()["run_id"]
+    assert wait_for_run(new_id, statuses=WAITING).status == "waiting_for_approval"
+    nodes = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=new_id)}
+    assert nodes["start"].reused is True
+    assert (nodes["review"].status, nodes["review"].reused) == ("waiting", False)
+    assert "pay" not in nodes and len(remote.hits("/echo")) == paid
+    assert Approval.objects.get(run_id=new_id).status == "pending"
