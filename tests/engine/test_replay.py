@@ -1,5 +1,5 @@
-"""POST /runs/{id}/nodes/{node_id}/replay: a new run, linked to its source, that reuses the
-recorded outputs upstream of the node and executes from the node on."""
+"""POST /runs/{id}/nodes/{node_id}/replay: a new run, linked to its source, that executes the node
+and what follows it again and reuses the recorded outputs of the other nodes that completed."""
 
 from __future__ import annotations
 
