@@ -8,8 +8,9 @@ import time
 from typing import Any
 
 from approvals.models import Approval, Decision
-from tests.approvals.runs import WAITING, decide, submit
+from tests.approvals.runs import WAITING, decide, submit, wait_until
 from tests.conftest import client_for, wait_for_run
+from tests.support.remote import Reply
 from workflows.models import Event, NodeRun, Run
 
 
@@ -157,3 +158,38 @@ def test_a_replay_beside_a_gate_asks_the_gate_again_and_reuses_nothing_it_guards
     assert (nodes["review"].status, nodes["review"].reused) == ("waiting", False)
     assert "pay" not in nodes and len(remote.hits("/echo")) == paid
     assert Approval.objects.get(run_id=new_id).status == "pending"
+
+
+def test_a_replay_beside_a_gated_branch_it_never_meets_reuses_the_branch_and_asks_nobody(engine, user, remote):
+    """``start → review → pay`` approved and paid, beside ``start → wait → tell``, which failed. Replayed
+    from ``tell``, nothing of the replay follows or joins the gate: its decision is reused with the
+    payment it let through, never asked again (a second approval would only have paid twice)."""
+    remote.script("tell-once", [Reply(500, {"error": "mail relay down"}), {"sent": True}])
+    definition = {"nodes": [
+        {"id": "start", "type": "transform", "config": {"expression": "{'amount': 5}"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [user.username]}},
+        {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo", "method": "POST",
+                                                 "payload": {"amount": 5}}},
+        {"id": "wait", "type": "http", "config": {"url": f"{remote.base}/hold/tell-later"}},
+        {"id": "tell", "type": "http", "config": {"url": f"{remote.base}/seq/tell-once", "fail_on_status": True}},
+    ], "edges": [{"from": "start", "to": "review"}, {"from": "review", "to": "pay", "condition": "$.approved == true"},
+                 {"from": "start", "to": "wait"}, {"from": "wait", "to": "tell"}]}
+    run_id = submit(user, definition)
+    assert decide(user, pending_approval(run_id)).status_code == 200
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="pay", status="completed").exists(),
+               what="the payment")
+    remote.release("tell-later")
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and source.error["node_id"] == "tell", source.error
+    paid = len(remote.hits("/echo"))
+    assert paid == 1
+
+    replay = client_for(user).post(f"/api/v1/runs/{run_id}/nodes/tell/replay")
+
+    assert replay.status_code == 201, replay.json()
+    run = wait_for_run(replay.json()["run_id"])
+    assert run.status == "completed", run.error
+    nodes = {nr.node_id: nr for nr in NodeRun.objects.filter(run=run)}
+    assert {n: nodes[n].reused for n in ("start", "review", "pay", "wait", "tell")} == {
+        "start": True, "review": True, "pay": True, "wait": True, "tell": False}
+    assert not Approval.objects.filter(run=run).exists() and len(remote.hits("/echo")) == paid

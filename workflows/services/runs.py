@@ -202,21 +202,38 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
 
 
 def _runs_again(ir: IR, node_id: str) -> set[str]:
-    """What a replay from ``node_id`` runs again: the node, every gate (a decision is never
-    reused), what follows either, and what reads an output of those (``$nodes.<id>``), edge or not:
-    a reused output made from the source's would disagree with the replay's."""
-    again = {node_id, *(n for n, node in ir.nodes.items() if node.type == gates.GATE)}
+    """What a replay from ``node_id`` runs again: the node, what follows it, and what reads an
+    output of those (``$nodes.<id>``), edge or not (a reused output made from the source's would
+    disagree with the replay's). A gate that leads to any of it, or whose decision any of it reads,
+    asks again (a decision is never reused for what runs again), and what follows that gate runs
+    again after it. A gate none of it touches is reused with its branch: that branch's action was
+    the source's, and a second approval would only repeat it. One walk forward and one back, each
+    node once, however many gates."""
     readers: dict[str, set[str]] = {}
     for reader, node in ir.nodes.items():
         for read in referenced_nodes(node.config):
             readers.setdefault(read, set()).add(reader)
-    todo = list(again)
-    while todo:
-        current = todo.pop()
-        for follower in (*(e.target for e in ir.out_edges[current]), *readers.get(current, ())):
-            if follower not in again:
-                again.add(follower)
-                todo.append(follower)
+    again: set[str] = set()
+    reaching: set[str] = set()  # nodes that lead to a node that runs again
+    forward = [node_id]
+    while forward:
+        grown = []
+        while forward:
+            current = forward.pop()
+            if current not in again:
+                again.add(current)
+                grown.append(current)
+                forward.extend(e.target for e in ir.out_edges[current])
+                forward.extend(readers.get(current, ()))
+        # a gate's decision, read directly: the approver's answer and form data
+        read = {n for g in grown for n in referenced_nodes(ir.nodes[g].config) if n in ir.nodes}
+        back = [source for n in grown for source in ir.predecessors(n)]
+        while back:  # what leads to it (an output it reads is only data: a payment it reads is not repeated)
+            current = back.pop()
+            if current not in reaching:
+                reaching.add(current)
+                back.extend(ir.predecessors(current))
+        forward = [n for n in reaching | read if n not in again and ir.nodes[n].type == gates.GATE]
     return again
 
 
