@@ -1,0 +1,92 @@
+"""A row the sweeper cannot handle (a poison row: its run's stored definition unreadable, a row a
+trigger or a constraint refuses, a value a lowered bound now refuses) is that row's trouble alone.
+The sweep logs it and goes on to everyone else's lost work in the same pass; after
+``AOB_MAX_SWEEP_FAILURES`` sweeps that failed on it, its run fails saying why (``SweepFailed``),
+each failure having said so on the run (a ``sweep_failed`` event), instead of the sweep stopping
+at it on every pass, for every owner, while the health answer blamed beat.
+
+The poison here is a PostgreSQL trigger that refuses every write of one node run (the republish's
+compare-and-set among them), raised in the real sweeps of the stack's beat and worker. The
+negative control: with the sweep's rows unguarded (``aob:test:sweep_rows_unguarded``) the first
+error ends the pass, as before, and another owner's lost work is never recovered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from tests.conftest import client_for, stored_run, wait_for_run
+from tests.engine.flow import submit, transform, unique, wait_until
+from workflows.engine import sweeper
+from workflows.models import Event, NodeRun, Run
+
+HOOKS = redis.Redis.from_url(settings.REDIS_URL)
+
+
+@pytest.fixture
+def poison_node(engine) -> Iterator[str]:
+    """A node id for alice's poison row; the trigger that poisons it (``lost_message``) dropped after."""
+    yield unique("poison")
+    HOOKS.delete("aob:test:sweep_rows_unguarded")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS aob_test_refuse_write ON workflows_noderun")
+        cursor.execute("DROP FUNCTION IF EXISTS aob_test_refuse_write()")
+
+
+def lost_message(make_user: Any, node_id: str) -> str:
+    """Alice's run whose first node's message was lost after its commit, a minute ago: queued, for
+    the sweeper to publish again. In the same transaction a trigger comes to refuse every write of
+    that node run (the republish's compare-and-set among them): the sweeps find it poisoned at once."""
+    HOOKS.set(f"aob:test:drop_publish:{node_id}", 1)
+    run_id = submit(client_for(make_user("alice")), {"nodes": [transform(node_id, "1")], "edges": []})
+    wait_until(lambda: not HOOKS.exists(f"aob:test:drop_publish:{node_id}"), what="the publish dropped")
+    with transaction.atomic(), connection.cursor() as cursor:
+        NodeRun.objects.filter(run_id=run_id, node_id=node_id).update(
+            dispatched_at=timezone.now() - timedelta(minutes=1))
+        cursor.execute("""
+            CREATE OR REPLACE FUNCTION aob_test_refuse_write() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'node run % refuses every write (test trigger)', OLD.id; END $$""")
+        cursor.execute(f"""
+            CREATE TRIGGER aob_test_refuse_write BEFORE UPDATE ON workflows_noderun FOR EACH ROW
+            WHEN (OLD.node_id = '{node_id}') EXECUTE FUNCTION aob_test_refuse_write()""")
+    return run_id
+
+
+def lost_lease(make_user: Any) -> tuple[Run, NodeRun]:
+    """Bob's run whose worker died mid-node: running, its lease lapsed, for the sweeper to queue again."""
+    run = stored_run(make_user("bob"), {"nodes": [transform("b", "2")], "edges": []})
+    Run.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now())
+    started = timezone.now() - timedelta(seconds=30)
+    nr = NodeRun.objects.create(run=run, node_id="b", node_type="transform", status="running", attempts=1,
+                                queued_at=started, started_at=started, lease_expires_at=started + timedelta(seconds=3))
+    return run, nr
+
+
+def test_a_poison_row_fails_its_run_saying_why_and_the_sweep_recovers_every_other_owners_lost_work(
+        poison_node, make_user):
+    alices = lost_message(make_user, poison_node)
+    bobs, lost = lost_lease(make_user)
+
+    # before: every sweep raised at alice's row, and bob's lost node was never queued again
+    bob_run = wait_for_run(bobs.pk, timeout=20)
+    assert bob_run.status == "completed", (bob_run.status, bob_run.error)
+    assert NodeRun.objects.get(pk=lost.pk).attempts == 2  # queued again by the sweep, run by the worker
+
+    alice_run = wait_for_run(alices, timeout=30)
+    assert alice_run.status == "failed"
+    error = alice_run.error
+    assert error["error_type"] == "SweepFailed" and error["node_id"] == poison_node, error
+    assert error["failures"] == settings.AOB_MAX_SWEEP_FAILURES, error
+    assert "refuses every write (test trigger)" in error["message"], error
+    said = list(Event.objects.filter(run_id=alices, type="sweep_failed").values_list("data", flat=True))
+    assert len(said) == settings.AOB_MAX_SWEEP_FAILURES, said
+    assert said[0]["sweep"] == "republish" and "refuses every write" in said[0]["error"]["message"], said[0]
+    assert Event.objects.filter(run_id=alices, type="workflow_failed").count() == 1
+    assert sweeper.sweeper_health() == "ok"  # the sweeps finished meanwhile: beat was never the trouble
