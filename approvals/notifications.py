@@ -46,7 +46,7 @@ from approvals.selectors import due_in_turns, is_approver
 from workers.http import request
 from workers.http.exceptions import HTTPRequestError
 from workflows.approvers import by_own_name
-from workflows.engine import events, locks
+from workflows.engine import events, locks, poison
 from workflows.models import Event
 
 logger = logging.getLogger(__name__)
@@ -392,10 +392,8 @@ def approvals_remind_due() -> int:
     count = 0
     due = Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True)
     for pk, run_id in due_in_turns(due, "remind_at").values_list("pk", "run_id"):
-        try:
+        with poison.sweep_row("approval_remind", run_id=run_id, approval_id=pk):  # a database outage ends the tick
             count += _remind_one(pk, run_id, now)
-        except Exception:
-            logger.exception("approval.remind_failed", extra={"approval_id": pk})
     return count
 
 

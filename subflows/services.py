@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from workflows.engine import poison
 from workflows.engine.execution import error_payload, resume
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
 from workflows.models import NodeRun, Run
@@ -109,8 +110,12 @@ def subflows_sweep() -> dict[str, int]:
     settled = 0
     for link in SubRun.objects.filter(settled_at__isnull=True, child_run__status__in=Run.FINISHED,
                                       parent_node_run__status=NodeRun.Status.WAITING)[:100]:
-        settled += subflow_settle(link=link)
+        with poison.sweep_row("subflow_settle", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id):
+            settled += subflow_settle(link=link)
     orphaned = (SubRun.objects.filter(parent_run__status__in=Run.FINISHED).exclude(child_run__status__in=Run.FINISHED)
                 .values_list("parent_run_id", flat=True).distinct()[:100])
-    cancelled = sum(subflow_cancel_children(run_id=run_id) for run_id in orphaned)
+    cancelled = 0
+    for run_id in orphaned:  # a parent that ended: failing it would say nothing, so only logged
+        with poison.sweep_row("subflow_cancel_children", parent_run_id=str(run_id)):
+            cancelled += subflow_cancel_children(run_id=run_id)
     return {"settled": settled, "cancelled": cancelled}

@@ -90,3 +90,18 @@ def test_a_poison_row_fails_its_run_saying_why_and_the_sweep_recovers_every_othe
     assert said[0]["sweep"] == "republish" and "refuses every write" in said[0]["error"]["message"], said[0]
     assert Event.objects.filter(run_id=alices, type="workflow_failed").count() == 1
     assert sweeper.sweeper_health() == "ok"  # the sweeps finished meanwhile: beat was never the trouble
+
+
+def test_negative_control_unguarded_the_poison_row_stops_every_sweep_and_bobs_lost_work_stays_lost(
+        poison_node, make_user):
+    HOOKS.set("aob:test:sweep_rows_unguarded", 1)
+    alices = lost_message(make_user, poison_node)
+    bobs, lost = lost_lease(make_user)
+
+    with pytest.raises(AssertionError, match="still running"):
+        wait_for_run(bobs.pk, timeout=10)  # the protected test's bob finishes in a few seconds
+    assert NodeRun.objects.get(pk=lost.pk).status == "running"
+    assert Run.objects.get(pk=alices).status == "queued"  # and nothing on it says why
+
+    HOOKS.delete("aob:test:sweep_rows_unguarded")
+    assert wait_for_run(bobs.pk, timeout=20).status == "completed"

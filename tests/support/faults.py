@@ -41,6 +41,9 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:lease_host_clock``: negative control of leases judged by the database's clock: the
   sweeper's ``ClockTimestamp()`` (its query for lapsed leases and the guard of its update) is
   the host's ``timezone.now()`` instead (tests/engine/test_lease.py);
+- ``aob:test:sweep_rows_unguarded``: negative control of the sweeps' rows handled one by one:
+  ``poison.sweep_row`` lets every error through, so the first row whose handling raises ends the
+  pass, as before (tests/engine/test_sweep_poison.py);
 - ``aob:test:poison_decision:<node_id>``: every decision about that node raises, as a bug in the
   engine would;
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
@@ -70,6 +73,7 @@ Installed in a worker, it also turns on the coordinator's DEBUG line ``coordinat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -120,6 +124,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         dispatch,
         execution,
         heartbeat,
+        poison,
         run_inputs,
         shares,
         sweeper,
@@ -190,6 +195,16 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         if _redis().exists("aob:test:undecided_parks_off"):
             return []
         return undecided_parks(before)
+
+    sweep_row = poison.sweep_row
+
+    @contextlib.contextmanager
+    def switchable_sweep_row(sweep: str, **context: Any) -> Any:
+        if _redis().exists("aob:test:sweep_rows_unguarded"):
+            yield
+            return
+        with sweep_row(sweep, **context):
+            yield
 
     wake, sweep_paused = budget.wake, budget.sweep_paused
 
@@ -264,7 +279,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         return {"skipped": 1} if _redis().exists("aob:test:subflows_sweep_off") else subflows_sweep()
 
     wrapped = [(schedules, "due_time", switchable_due_time), (subflows, "subflows_sweep", switchable_subflows_sweep),
-               (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep),
+               (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep), (poison, "sweep_row", switchable_sweep_row),
                (sweeper, "undecided_parks", switchable_undecided_parks),
                (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
                (runs, "run_output_compute", crashing_output_compute),

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from . import poison
 from .coordinator import graph
 from .dispatch import Dispatch, publish_after_commit
 
@@ -128,7 +129,8 @@ def release_unreleased(stale: Any, most: int = 500) -> int:
     for owner_id, node_type, free in pairs:
         if released >= most:
             break
-        released += release(owner_id, node_type, min(free, most - released))
+        with poison.sweep_row("release", owner_id=owner_id, node_type=node_type):  # one pair's trouble stops no other
+            released += release(owner_id, node_type, min(free, most - released))
     if released:
         logger.info("admission.released", extra={"released": released})
     return released

@@ -1,13 +1,20 @@
-"""Poison decisions end: a decision that keeps raising fails its run instead of holding a
-coordinator slot forever (the sweeper would otherwise re-send it without end)."""
+"""Poison ends. A decision that keeps raising fails its run instead of holding a coordinator slot
+forever (the sweeper would otherwise re-send it without end); a row a sweep cannot handle is that
+row's trouble alone: the sweep goes on to the others, and its run says so and, past a limit, fails.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+import kombu.exceptions
+import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from workflows.limits import bounded_error
@@ -55,11 +62,95 @@ def decision_failed(node_run_id: int, exc: BaseException) -> str:
         NodeRun.objects.filter(pk=node_run_id).update(consumed=True, taken=[])
         if run is None or run.status in Run.FINISHED:
             return "gone"
-        run.error = {"error_type": "DecisionFailed", "node_id": node_id, "failures": failures,
-                     "message": f"deciding what follows {node_id!r} failed {failures} times: "
-                                f"{error['error_type']}: {error['message']}"}
-        transitions.move_run(run_id, Run.Status.FAILED, sources=[run.status], error=run.error, finished_at=now)
-        transitions.cancel_active(run_id, now)
-        cancel_approvals(run_id, now)
-        events.append(run_id, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": run.error})])
+        _fail(run, node_id, now, {
+            "error_type": "DecisionFailed", "node_id": node_id, "failures": failures,
+            "message": f"deciding what follows {node_id!r} failed {failures} times: {error['error_type']}: {error['message']}"})
+    return "failed"
+
+
+def _fail(run: Run, node_id: str, now: Any, error: dict[str, Any]) -> None:
+    """Fail a live run (locked by the caller) with ``error``: its active node runs cancelled, its
+    approvals out of the inbox, a ``workflow_failed`` event."""
+    run.error = error
+    transitions.move_run(run.pk, Run.Status.FAILED, sources=[run.status], error=error, finished_at=now)
+    transitions.cancel_active(run.pk, now)
+    cancel_approvals(run.pk, now)
+    events.append(run.pk, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": error})])
+
+
+# The database's, the broker's or Redis's trouble, not a row's: a sweep that meets one ends there, as
+# before, and the next one retries every row (counting it against a row would fail runs for an outage).
+UNAVAILABLE = (OperationalError, InterfaceError, redis.RedisError, kombu.exceptions.OperationalError, OSError)
+
+
+@contextmanager
+def sweep_row(sweep: str, *, run_id: Any = None, node_id: str = "", **context: Any) -> Iterator[None]:
+    """The handling of one row of a periodic sweep (the sweeper's passes, ``subflows.sweep``,
+    approvals' deadlines and reminders, ...). A row whose handling raises (a run whose stored
+    definition cannot be read, a row a trigger or constraint refuses, a value a lowered bound
+    refuses) is logged with its run and error and left, and the sweep goes on to the others:
+    before, it stopped every pass at that row, for every owner, and the health answer blamed beat.
+    Its run says so (``sweep_row_failed``). What the services' own transactions did for the row
+    is rolled back by them; a trouble of the database or the broker (``UNAVAILABLE``) ends the
+    pass as before."""
+    try:
+        yield
+    except UNAVAILABLE:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the row's trouble: logged, said on its run, counted there
+        sweep_row_failed(sweep, exc, run_id=run_id, node_id=node_id, **context)
+
+
+SWEEP_FAILED = "sweep_failed"
+
+
+def sweep_row_failed(sweep: str, exc: BaseException, *, run_id: Any = None, node_id: str = "",
+                     **context: Any) -> str:
+    """A sweep's handling of a row of ``run_id`` raised. Logged (``sweeper.row_failed``), and said on
+    the run in a ``sweep_failed`` event (which sweep, the error, how many times for this node); at
+    ``AOB_MAX_SWEEP_FAILURES`` the run fails with ``SweepFailed``, so a poison row ends instead of
+    leaving its run live without a reason, swept without end. A row of no run is only logged.
+    Returns ``logged``, ``recorded``, ``failed`` or ``gone``."""
+    connection.close_if_unusable_or_obsolete()
+    error = bounded_error({"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__})
+    where = {"sweep": sweep, "run_id": str(run_id) if run_id else None, "node_id": node_id, **context}
+    logger.error("sweeper.row_failed", extra={**where, "error_type": error["error_type"]}, exc_info=exc)
+    if run_id is None:
+        return "logged"
+    try:
+        return _record(sweep, run_id, node_id, error, context)
+    except UNAVAILABLE:
+        raise
+    except Exception:
+        logger.exception("sweeper.row_failure_unrecorded", extra=where)
+        return "logged"
+
+
+def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], context: dict[str, Any]) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
+        run = Run.objects.filter(pk=run_id).only("status", "owner_id").first()
+        if run is None or run.status in Run.FINISHED:
+            return "gone"
+        failures = Event.objects.filter(run_id=run_id, type=Event.Type.SWEEP_FAILED, node_id=node_id).count() + 1
+        events.append(run_id, run.owner_id, [(Event.Type.SWEEP_FAILED, node_id, {
+            "sweep": sweep, "failures": failures, "error": error, **context})])
+        limit = settings.AOB_MAX_SWEEP_FAILURES
+        if failures < limit:
+            return "recorded"
+        message = f"the sweep ({sweep}) of {node_id or 'this run'} failed {failures} times: {error['error_type']}: {error['message']}"
+        failed = {"error_type": "SweepFailed", "node_id": node_id, "sweep": sweep, "failures": failures,
+                  "message": message}
+        try:
+            with transaction.atomic():  # a savepoint: its node runs may refuse the cancel as they refused the sweep
+                _fail(run, node_id, now, failed)
+        except UNAVAILABLE:
+            raise
+        except Exception:
+            logger.exception("sweeper.run_cancel_failed", extra={"run_id": str(run_id), "node_id": node_id})
+            transitions.move_run(run_id, Run.Status.FAILED, sources=[run.status], error=failed, finished_at=now)
+            events.append(run_id, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": failed})])
+    logger.error("sweeper.run_failed", extra={"run_id": str(run_id), "node_id": node_id, "sweep": sweep,
+                                              "failures": failures})
     return "failed"

@@ -9,7 +9,9 @@ the node runs in (1), those whose queue no running worker consumes, which no rep
 of those in (3), those whose coordinator queue no running worker consumes: their runs say so
 (``wait_reason`` ``worker``, event ``node_unserved``); (5) node runs held for a slot of their owner
 that no finish released (``admission.release_unreleased``). Every path ends in a compare-and-set,
-so a sweep racing a live worker is a no-op.
+so a sweep racing a live worker is a no-op. Each row is handled on its own (``poison.sweep_row``):
+one whose handling raises is logged, said on its run and left, never stopping the pass for the
+others; each read takes the oldest first, so rows past its limit wait their turn, not forever.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import datetime, timedelta
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, Exists, Func, OuterRef, Q
+from django.db.models import Case, DateTimeField, Exists, Func, IntegerField, OuterRef, Q, Value, When
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -30,7 +32,7 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import admission, dispatch, events, locks, shares, transitions
+from . import admission, dispatch, events, locks, poison, shares, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
 
@@ -45,39 +47,43 @@ def sweep() -> dict[str, int]:
     counts = {"republished": 0, "unserved": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0, "released": 0}
 
     stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
-    queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
-              .filter(Q(available_at__isnull=True) | Q(available_at__lte=now)).exclude(wait_reason=admission.HELD)
-              .select_related("run")[:500])
     backlog = _backlogged_queues()
     # Under a backlog that never drains, a lost message must still be found: past this much
     # longer deadline a queued node run is re-published anyway (once per deadline).
     patience = now - timedelta(seconds=settings.AOB_REPUBLISH_BACKLOG_S)
+    queued = (NodeRun.objects.filter(status=NodeRun.Status.QUEUED, dispatched_at__lt=stale, run__status__in=LIVE_RUN)
+              .filter(Q(available_at__isnull=True) | Q(available_at__lte=now)).exclude(wait_reason=admission.HELD)
+              .select_related("run").order_by(_waiting_turn(backlog, patience), "dispatched_at", "pk")[:500])
     consumers = _Consumers()
     for nr in queued:
-        queue = registry.queue_for(nr.node_type)
-        if nr.wait_reason != UNSERVED and consumers.serve(queue) is False and _say_unserved(nr, queue):
-            counts["unserved"] += 1
-        if queue in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
-            continue  # most likely still waiting its turn in that queue, not lost
-        if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
-                dispatched_at=now):
-            publish_now(_dispatch(nr))
-            counts["republished"] += 1
+        with poison.sweep_row("republish", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk):
+            queue = registry.queue_for(nr.node_type)
+            if nr.wait_reason != UNSERVED and consumers.serve(queue) is False and _say_unserved(nr, queue):
+                counts["unserved"] += 1
+            if queue in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
+                continue  # most likely still waiting its turn in that queue, not lost
+            item = _dispatch(nr)  # before the claim: a definition that cannot be read leaves it as it was
+            if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
+                    dispatched_at=now):
+                publish_now(item)
+                counts["republished"] += 1
 
     counts["released"] = admission.release_unreleased(stale)
 
     expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=ClockTimestamp(),
-                                     run__status__in=LIVE_RUN).select_related("run")[:500]
+                                     run__status__in=LIVE_RUN).select_related("run").order_by("lease_expires_at", "pk")[:500]
     for nr in expired:
-        counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
+        with poison.sweep_row("recover_lost", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk):
+            counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
 
     decided_by = patience if COORDINATOR_QUEUE in backlog else stale  # else: likely not reached yet
     counts["reconsumed"] = reconsume(decided_by, patience)
     if COORDINATOR_QUEUE in backlog and consumers.serve(COORDINATOR_QUEUE) is False:
         counts["unserved"] += _say_undecided(stale)
     for pk in undecided_parks(decided_by):
-        coordinate_now(pk)  # the same decision its executor's link would have asked for
-        counts["redecided"] += 1
+        with poison.sweep_row("redecide", node_run_id=pk):
+            coordinate_now(pk)  # the same decision its executor's link would have asked for
+            counts["redecided"] += 1
     counts["outputs"] = ask_for_outputs(now, backlog)
     if any(counts.values()):
         logger.info("sweeper.swept", extra=counts)
@@ -100,13 +106,18 @@ def reconsume(decided_by: datetime, patience: datetime, most: int = 500) -> int:
                  .distinct()[:most])
     over = {owner for owner in owners if shares.over(owner)}
     asked = 0
-    for pk in finished.filter(finished_at__lt=decided_by).exclude(run__owner_id__in=over).values_list("pk", flat=True)[:most]:
-        coordinate_now(pk)
-        asked += 1
-    if over:
-        for pk in finished.filter(finished_at__lt=patience, run__owner_id__in=over).values_list("pk", flat=True)[:most]:
-            coordinate_now(pk, over_share=True)
+    oldest = ("finished_at", "pk")
+    for pk in (finished.filter(finished_at__lt=decided_by).exclude(run__owner_id__in=over).order_by(*oldest)
+               .values_list("pk", flat=True)[:most]):
+        with poison.sweep_row("reconsume", node_run_id=pk):
+            coordinate_now(pk)
             asked += 1
+    if over:
+        for pk in (finished.filter(finished_at__lt=patience, run__owner_id__in=over).order_by(*oldest)
+                   .values_list("pk", flat=True)[:most]):
+            with poison.sweep_row("reconsume", node_run_id=pk):
+                coordinate_now(pk, over_share=True)
+                asked += 1
     return asked
 
 
@@ -192,18 +203,23 @@ def _say_undecided(before: datetime) -> int:
     for nr in (NodeRun.objects.filter(consumed=False, status__in=finished, finished_at__lt=before,
                                       run__status__in=LIVE_RUN).exclude(Exists(told))
                .select_related("run").only("pk", "run_id", "node_id", "iteration", "finished_at", "run__owner_id")[:100]):
-        message = (f"{nr.node_id} finished at {nr.finished_at}; deciding what follows waits: no running "
-                   f"worker consumes the queue {COORDINATOR_QUEUE} (start one with -Q {COORDINATOR_QUEUE})")
-        with transaction.atomic():
-            locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
-            if Event.objects.filter(run_id=nr.run_id, type=Event.Type.NODE_UNSERVED, node_id=nr.node_id,
-                                    data__queue=COORDINATOR_QUEUE).exists():
-                continue  # another sweep said it meanwhile
-            events.append(nr.run_id, nr.run.owner_id, [(Event.Type.NODE_UNSERVED, nr.node_id, {
-                "iteration": nr.iteration, "queue": COORDINATOR_QUEUE, "message": message})])
-        logger.warning("node_run.undecided", extra={"run_id": str(nr.run_id), "node_id": nr.node_id})
-        said += 1
+        with poison.sweep_row("say_undecided", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk):
+            said += _say_one_undecided(nr)
     return said
+
+
+def _say_one_undecided(nr: NodeRun) -> int:
+    message = (f"{nr.node_id} finished at {nr.finished_at}; deciding what follows waits: no running "
+               f"worker consumes the queue {COORDINATOR_QUEUE} (start one with -Q {COORDINATOR_QUEUE})")
+    with transaction.atomic():
+        locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
+        if Event.objects.filter(run_id=nr.run_id, type=Event.Type.NODE_UNSERVED, node_id=nr.node_id,
+                                data__queue=COORDINATOR_QUEUE).exists():
+            return 0  # another sweep said it meanwhile
+        events.append(nr.run_id, nr.run.owner_id, [(Event.Type.NODE_UNSERVED, nr.node_id, {
+            "iteration": nr.iteration, "queue": COORDINATOR_QUEUE, "message": message})])
+    logger.warning("node_run.undecided", extra={"run_id": str(nr.run_id), "node_id": nr.node_id})
+    return 1
 
 
 def _say_unserved(nr: NodeRun, queue: str) -> bool:
@@ -229,7 +245,7 @@ def undecided_parks(before: datetime) -> list[int]:
     ran: the executor's process died between the park's commit and the publish of its linked
     message. Which status the run then takes is that decision's, not the sweeper's."""
     return list(NodeRun.objects.filter(status=NodeRun.Status.WAITING, undecided_since__lt=before)
-                .values_list("pk", flat=True)[:500])
+                .order_by("undecided_since", "pk").values_list("pk", flat=True)[:500])
 
 
 def _backlogged_queues() -> set[str]:
@@ -256,6 +272,17 @@ def _backlogged_queues() -> set[str]:
         logger.warning("sweeper.backlog_unknown", exc_info=True)
         return set()
     return busy
+
+
+def _waiting_turn(backlog: set[str], patience: datetime) -> Case:
+    """1 for a queued node run most likely waiting its turn on a backlogged queue (``sweep`` leaves
+    it), else 0: read first, the oldest first, so a message lost elsewhere is found in the next
+    sweep however many wait in a backlog. Before, the read had no order: with more than 500 stale
+    on a backlogged queue it could read the same 500 every sweep, and a lost one elsewhere waited
+    ``AOB_REPUBLISH_BACKLOG_S``."""
+    waiting = [node_type for node_type in registry.routed() if registry.queue_for(node_type) in backlog]
+    return Case(When(node_type__in=waiting, dispatched_at__gt=patience, then=Value(1)), default=Value(0),
+                output_field=IntegerField())
 
 
 def _dispatch(nr: NodeRun) -> Dispatch:
@@ -316,7 +343,8 @@ def ask_for_outputs(now: datetime, backlog: set[str] | frozenset[str] = frozense
     asked = 0
     for run_id, at in (Run.objects.filter(output_asked_at__lt=asked_by).order_by("output_asked_at")
                        .values_list("pk", "output_asked_at")[:500]):
-        if Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now):
-            dispatch.compute_output_now(str(run_id))  # looked up here: the test hooks wrap it
-            asked += 1
+        with poison.sweep_row("ask_for_output", run_id=run_id):
+            if Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now):
+                dispatch.compute_output_now(str(run_id))  # looked up here: the test hooks wrap it
+                asked += 1
     return asked

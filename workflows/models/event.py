@@ -15,6 +15,7 @@ class Event(models.Model):
         NODE_RETRYING = "node_retrying"
         NODE_UNSERVED = "node_unserved"
         NODE_HELD = "node_held"
+        SWEEP_FAILED = "sweep_failed"
         CONDITION_ERROR = "condition_error"
         APPROVAL_REQUIRED = "approval_required"
         APPROVAL_DECIDED = "approval_decided"
