@@ -7,6 +7,7 @@ import time
 import uuid
 
 import pytest
+from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from tests.conftest import client_for, wait_for_run
@@ -456,3 +457,80 @@ def test_a_hook_whose_secret_is_under_a_dropped_key_is_refused_as_unauthorized_n
     assert response.status_code == 401
     assert response.json() == UNAUTHORIZED
     assert not Run.objects.exists() and not HookDelivery.objects.exists()
+
+
+def deliveries(api: APIClient, hook: dict, **query) -> dict:
+    response = api.get(f"/api/v1/hooks/{hook['id']}/deliveries", query)
+    assert response.status_code == 200, response.content[:300]
+    return response.json()
+
+
+@pytest.mark.django_db
+def test_a_refused_signed_delivery_is_shown_to_the_owner_and_its_retry_still_starts_the_run(api, user, make_user):
+    """A delivery that passed its signature and was refused after (a mapping that fails, inputs
+    the workflow refuses, an inactive owner, a rate limit) told only its sender why: the owner saw
+    nothing, as Svix, Stripe and GitHub show in a delivery log. Never its body; never anything
+    unauthenticated; and not the delivery id, which the sender's retry needs."""
+    hook = make_hook(api, user, mapping={"cel": "{'n': body.missing}"})
+
+    refused = deliver(hook, {"card": "4242-token-in-the-body"}, delivery="d-1")
+    forged = [deliver(hook, {"n": n}, signature="sha256=" + "0" * 64) for n in range(3)]  # writes nothing
+
+    assert refused.status_code == 400 and refused.json()["error"] == "mapping_failed", refused.json()
+    assert {f.status_code for f in forged} == {401}
+    page = deliveries(api, hook)
+    assert page["count"] == 1 and page["next"] is None
+    [entry] = page["results"]
+    assert (entry["delivery_id"], entry["outcome"], entry["run_id"]) == ("d-1", "refused", None)
+    assert entry["error"] == {"code": "mapping_failed", "status": 400, "message": refused.json()["message"],
+                              "details": refused.json()["details"]}
+    assert entry["received_at"]
+    assert "4242-token-in-the-body" not in json.dumps(page)
+    assert client_for(make_user("bob")).get(f"/api/v1/hooks/{hook['id']}/deliveries").status_code == 404
+
+    fixed = api.patch(f"/api/v1/hooks/{hook['id']}", {"mapping": {"cel": "{'n': 1}"}}, format="json")
+    assert fixed.status_code == 200
+    retry = deliver(hook, {"card": "4242-token-in-the-body"}, delivery="d-1")
+
+    assert retry.status_code == 202, retry.json()
+    listed = deliveries(api, hook)["results"]
+    assert [(e["delivery_id"], e["outcome"], e["run_id"], e["error"] and e["error"]["code"]) for e in listed] == [
+        ("d-1", "accepted", retry.json()["run_id"], None), ("d-1", "refused", None, "mapping_failed")]
+
+
+@pytest.mark.django_db
+def test_a_hook_keeps_only_its_latest_refused_deliveries_and_lists_them_a_page_at_a_time(api, user, settings):
+    """A sender that holds the secret can be refused without end (inputs the workflow refuses, an
+    owner away): each hook keeps its latest AOB_HOOK_REFUSALS_KEPT refusals, older ones go."""
+    settings.AOB_HOOK_REFUSALS_KEPT = 3
+    hook = make_hook(api, user)
+    answers = [deliver(hook, [n], delivery=f"r-{n}") for n in range(4)]  # not an object: invalid_inputs
+    User.objects.filter(pk=user.pk).update(is_active=False)  # the owner away (their token kept, to read later)
+    answers.append(deliver(hook, {"n": 4}, delivery="r-4"))
+    User.objects.filter(pk=user.pk).update(is_active=True)
+
+    assert [a.status_code for a in answers] == [400] * 4 + [403]
+    page = deliveries(api, hook, limit=2)
+    assert page["count"] == 3
+    assert [(e["delivery_id"], e["error"]["code"]) for e in page["results"]] == [("r-4", "owner_inactive"),
+                                                                                ("r-3", "invalid_inputs")]
+    rest = api.get(page["next"]).json()
+    assert [e["delivery_id"] for e in rest["results"]] == ["r-2"] and rest["next"] is None
+    assert page["results"][0]["error"]["status"] == 403
+    bad = api.get(f"/api/v1/hooks/{hook['id']}/deliveries", {"limit": "ten"})
+    assert bad.status_code == 400 and bad.json()["details"]["field"] == "limit"
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_a_delivery_refused_by_the_owner_s_rate_limit_is_shown_to_the_owner(api, user, settings):
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 1
+    hook = make_hook(api, user)
+
+    answers = [deliver(hook, {"n": n}, delivery=f"d-{n}") for n in range(2)]
+
+    assert [a.status_code for a in answers] == [202, 429]
+    listed = deliveries(api, hook)["results"]
+    assert [(e["delivery_id"], e["outcome"], e["error"] and e["error"]["code"]) for e in listed] == [
+        ("d-1", "refused", "user_rate_limit_exceeded"), ("d-0", "accepted", None)]
+    assert listed[0]["error"]["status"] == 429

@@ -44,3 +44,32 @@ def test_add_a_schedule_a_webhook_and_a_secret_in_the_browser(web: str) -> None:
     assert Schedule.objects.get().timezone == "Europe/Berlin" and Hook.objects.count() == 1
     assert Secret.objects.get().name == "CRM_TOKEN"
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_webhook_s_refused_deliveries_are_shown_on_the_triggers_page(web: str) -> None:
+    import json
+    import time
+
+    from playwright.sync_api import expect
+    from rest_framework.test import APIClient
+
+    from triggers.services.hooks import hook_create, signature_for
+
+    user = User.objects.create_user("hook-browser", password=PASSWORD)
+    workflow = workflow_save(owner=user, tag="greet", definition=GREETING).workflow
+    hook, secret = hook_create(owner=user, workflow=workflow, mapping={"cel": "{'n': body.missing}"})
+    body, ts = json.dumps({"x": 1}).encode(), str(int(time.time()))
+    refused = APIClient().post(f"/api/v1/hooks/{hook.pk}", body, content_type="application/json",
+                               HTTP_X_AOB_TIMESTAMP=ts, HTTP_X_AOB_DELIVERY="gh-delivery-9",
+                               HTTP_X_AOB_SIGNATURE="sha256=" + signature_for(secret, ts, body))
+    assert refused.status_code == 400
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium_page("web-hook-deliveries-failure.png") as (page, problems):
+        log_in(page, web, "hook-browser", "/workflows/greet/triggers/")
+        page.get_by_role("button", name=f"Deliveries of webhook {hook.pk}").click()
+        expect(page.locator("#hook-deliveries")).to_contain_text("gh-delivery-9")
+        expect(page.locator("#hook-deliveries")).to_contain_text("mapping_failed")
+        page.screenshot(path=str(ARTIFACTS / "web-hook-deliveries.png"), full_page=True)
+
+    assert problems == []
