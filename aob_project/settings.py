@@ -529,6 +529,9 @@ AOB_MAX_SECRETS_PER_OWNER = env_int("AOB_MAX_SECRETS_PER_OWNER", 200, within=(1,
 AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300, within=(1, 86_400))
 AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 3 * 86400,
                                         within=(2 * AOB_HOOK_TOLERANCE_S + 60, 36_500 * 86_400))  # a century
+# Deliveries refused after their signature checked out, each hook's latest this many, for its owner
+# (GET /hooks/{id}/deliveries): older ones go as new ones come, however often a sender is refused.
+AOB_HOOK_REFUSALS_KEPT = env_int("AOB_HOOK_REFUSALS_KEPT", 50, within=(1, 1000))
 # Secrets are encrypted with Fernet; the first key encrypts, every key decrypts (rotation).
 # Production refuses to start without one; development derives one from SECRET_KEY.
 AOB_SECRETS_KEYS = env_list("AOB_SECRETS_KEYS", "")

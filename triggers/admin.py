@@ -27,7 +27,7 @@ from django_celery_beat.models import (
 from aob_project.exceptions import AobError
 from workflows.admin import OwnedRowsAdmin, ReadOnlyAdmin, SuperusersOnly, latest_rows
 
-from .models import Hook, HookDelivery, Schedule, ScheduleFiring
+from .models import Hook, HookDelivery, HookRefusal, Schedule, ScheduleFiring
 from .services import hooks, schedules
 
 admin.site.unregister(PeriodicTask)
@@ -212,7 +212,7 @@ class HookForm(forms.ModelForm):
 
 @admin.register(Hook)
 class HookAdmin(DeletedWithHistory, OwnedRowsAdmin):
-    history = ((HookDelivery, "hook"),)
+    history = ((HookDelivery, "hook"), (HookRefusal, "hook"))
     form = HookForm
     list_display = ["id", "workflow", "name", "enabled", "owner", "last_delivery_at", "created_at"]
     list_columns = ["workflow__tag", "name", "enabled", "owner__username", "last_delivery_at", "created_at"]

@@ -107,3 +107,26 @@ class HookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hook_id} delivery {self.delivery_id}"
+
+
+class HookRefusal(models.Model):
+    """A delivery that passed the signature check and was refused after it (its mapping failed, the
+    workflow refused the inputs, the owner was inactive or past a rate limit): what its sender was
+    told, for the hook's owner to see, as Svix, Stripe and GitHub show in a delivery log. Never the
+    body. Kept apart from ``HookDelivery``, so a refusal takes up no delivery id and the sender's
+    retry can still start the run; each hook keeps its latest ``AOB_HOOK_REFUSALS_KEPT``."""
+
+    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="refusals")
+    delivery_id = models.CharField(max_length=200, blank=True, default="")
+    code = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField()
+    message = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["hook", "-received_at", "-id"], name="hook_refusal_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.hook_id} refused {self.delivery_id} ({self.code})"

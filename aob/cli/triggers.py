@@ -118,6 +118,32 @@ def hook_rotate(session: Session, hook_id: str) -> None:
     session.output.emit(answer, lambda d: echo(f"secret: {d['secret']}  (shown once)"))
 
 
+@hook.command("deliveries")
+@click.argument("hook_id")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, help="Deliveries to skip (newest first).")
+@pass_session
+def hook_deliveries(session: Session, hook_id: str, limit: int, offset: int) -> None:
+    """A hook's deliveries, newest first: the run each accepted one started, or why one was refused
+    after its signature checked out (what its sender was told)."""
+    page = session.client.get(f"hooks/{segment(hook_id)}/deliveries", limit=limit, offset=offset)
+
+    def pretty(d: dict[str, Any]) -> None:
+        table([(short_time(e["received_at"]), e["delivery_id"], e["outcome"], _delivery_text(e))
+               for e in d["results"]], ["RECEIVED", "DELIVERY", "OUTCOME", "RUN / ERROR"])
+        if d.get("next"):
+            echo(f"(more: --offset {offset + limit})")
+
+    session.output.emit(page, pretty)
+
+
+def _delivery_text(entry: dict[str, Any]) -> str:
+    error = entry.get("error")
+    if error:
+        return f"{error['status']} {error['code']}: {error['message']}"[:100]
+    return entry.get("run_id") or "-"  # an accepted delivery whose run retention removed
+
+
 @hook.command("remove")
 @click.argument("hook_id")
 @pass_session

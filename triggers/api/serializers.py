@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from workflows.api.serializers import JSONBooleanField, JSONObjectField, StrictSerializer
 from workflows.models.workflow import TAG_PATTERN
 
-from ..models import Hook, HookDelivery, Schedule, ScheduleFiring
+from ..models import Hook, Schedule, ScheduleFiring
 
 
 class ScheduleIn(StrictSerializer):
@@ -83,12 +86,28 @@ class HookSecretOut(HookOut):
         fields = [*HookOut.Meta.fields, "secret"]
 
 
-class HookDeliveryOut(serializers.ModelSerializer):
-    run_id = serializers.UUIDField(allow_null=True)
+class HookRefusalOut(serializers.Serializer):
+    code = serializers.CharField(help_text="the error the sender was answered with")
+    status = serializers.IntegerField(help_text="its HTTP status")
+    message = serializers.CharField()
+    details = serializers.DictField(help_text="its details: the field and rule (never the body)")
 
-    class Meta:
-        model = HookDelivery
-        fields = ["delivery_id", "received_at", "run_id"]
+
+class HookDeliveryOut(serializers.Serializer):
+    """A row of ``selectors.hook_deliveries_listed``: an accepted delivery and its run, or a refused
+    one and what its sender was told."""
+
+    delivery_id = serializers.CharField(source="delivery")
+    received_at = serializers.DateTimeField(source="at")
+    outcome = serializers.ChoiceField(choices=["accepted", "refused"])
+    run_id = serializers.UUIDField(source="run_ref", allow_null=True)
+    error = serializers.SerializerMethodField()
+
+    @extend_schema_field(HookRefusalOut(allow_null=True))
+    def get_error(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        if row["outcome"] != "refused":
+            return None
+        return {"code": row["code_"], "status": row["status_"], "message": row["message_"], "details": row["details_"]}
 
 
 class HookAcceptedOut(serializers.Serializer):

@@ -13,11 +13,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from workflows import selectors
+from workflows.api.pagination import BoundedLimitOffsetPagination
 from workflows.api.serializers import ErrorOut
 from workflows.api.throttles import AnonymousUntilProven, proven
 
+from .. import selectors as trigger_selectors
 from ..exceptions import HookNotFound, ScheduleNotFound
-from ..models import Hook, HookDelivery, Schedule, ScheduleFiring
+from ..models import Hook, Schedule, ScheduleFiring
 from ..services import hooks, schedules
 from . import serializers as s
 
@@ -181,10 +183,15 @@ class HookRotateView(APIView):
 
 
 class HookDeliveriesView(APIView):
+    """The hook's deliveries, newest first, a page at a time: accepted ones with their run, refused
+    ones (after their signature checked out) with what their sender was told."""
+
     serializer_class = s.HookDeliveryOut
+    pagination_class = BoundedLimitOffsetPagination
 
     @extend_schema(responses={200: s.HookDeliveryOut(many=True), **ERRORS})
     def get(self, request: Request, hook_id: str) -> Response:
         hook = _hook(request, hook_id)
-        return Response(s.HookDeliveryOut(HookDelivery.objects.filter(hook=hook).order_by("-received_at")[:100],
-                                      many=True).data)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(trigger_selectors.hook_deliveries_listed(hook=hook), request, view=self)
+        return paginator.get_paginated_response(s.HookDeliveryOut(page, many=True).data)

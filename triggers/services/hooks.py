@@ -14,6 +14,10 @@ someone replaying a captured request within the tolerance, answers with the firs
 nothing new. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
 expression over ``body`` and ``headers`` that evaluates to an object, or a JSON template whose
 ``$inputs.<path>`` references read the body.
+
+A delivery refused after it proved itself the hook's is recorded for the owner (``HookRefusal``:
+when, the delivery id, what the sender was told; never the body), each hook's latest
+``AOB_HOOK_REFUSALS_KEPT``; one refused before that (the 401s) writes nothing.
 """
 
 from __future__ import annotations
@@ -30,21 +34,21 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from aob_project.exceptions import ValidationFailed
+from aob_project.exceptions import AobError, ValidationFailed
 from vault import crypto
 from workflows import ratelimit
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.limits import refuse_past, unstorable
-from workflows.models import Run, Workflow
+from workflows.models import Run, Workflow, canonical_json, size_of
 
 from ..exceptions import HookUnauthorized, NotHookOwner
-from ..models import Hook, HookDelivery
+from ..models import Hook, HookDelivery, HookRefusal
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +172,17 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
         raise HookUnauthorized("the request could not be authenticated")
     if authenticated is not None:
         authenticated()
+    try:
+        return _accept(hook, delivery_id, expected, body, headers or {})
+    except HookUnauthorized:  # the hook went during the delivery: nothing of it is left to record against
+        raise
+    except AobError as exc:
+        _refusal_record(hook, delivery_id, exc)
+        raise
+
+
+def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, headers: dict[str, str]) -> Accepted:
+    """The authenticated delivery's run, started once; an AobError says why not."""
     if not (delivery_id and len(delivery_id) <= MAX_DELIVERY_ID and delivery_id.isprintable()):
         raise ValidationFailed(f"X-AOB-Delivery is the sender's id of this delivery: 1 to {MAX_DELIVERY_ID} "
                                "printable characters", code="invalid_delivery_id",
@@ -178,7 +193,7 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     if first is not None:
         return first
     ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
-    inputs = _inputs(hook, body, headers or {})
+    inputs = _inputs(hook, body, headers)
     try:
         with transaction.atomic():
             delivery = HookDelivery.objects.create(hook=hook, delivery_id=delivery_id, signature=expected)
@@ -193,6 +208,43 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
         return first
     logger.info("hook.delivered", extra={"hook_id": hook.pk, "run_id": str(run.pk)})
     return Accepted(run=run, duplicate=False)
+
+
+_REFUSAL_MESSAGE_CHARS = 2000
+_REFUSAL_DETAILS_BYTES = 4096
+
+
+def _refusal_record(hook: Hook, delivery_id: str | None, exc: AobError) -> None:
+    """Keep what the sender of an authenticated delivery was told, for the hook's owner; then the
+    hook's refusals past its latest ``AOB_HOOK_REFUSALS_KEPT`` go, in the same transaction, so a
+    sender refused without end holds that many rows. Text as PostgreSQL stores it (no NUL: the
+    delivery id is a header the signature does not cover), bounded."""
+    kept = settings.AOB_HOOK_REFUSALS_KEPT
+    try:
+        with transaction.atomic():
+            HookRefusal.objects.create(
+                hook=hook, delivery_id=_printable(delivery_id or "")[:MAX_DELIVERY_ID], code=str(exc.code)[:64],
+                status=exc.status, message=_printable(exc.message, keep="\n")[:_REFUSAL_MESSAGE_CHARS],
+                details=_details(exc.extra))
+            stale = HookRefusal.objects.filter(hook=hook).order_by("-received_at", "-id").values_list("pk", flat=True)[kept:]
+            HookRefusal.objects.filter(pk__in=list(stale)).delete()
+    except DatabaseError:  # the refusal itself is what the sender must get; the hook may be gone meanwhile
+        logger.warning("hook.refusal_record_failed", extra={"hook_id": hook.pk}, exc_info=True)
+
+
+def _printable(text: str, keep: str = "") -> str:
+    return "".join(c if c.isprintable() or c in keep else "\ufffd" for c in text)
+
+
+def _details(extra: dict[str, Any]) -> dict[str, Any]:
+    try:
+        text = canonical_json(extra)
+    except (TypeError, ValueError):
+        return {"unreadable": True}
+    size = size_of(text)
+    if size > _REFUSAL_DETAILS_BYTES:
+        return {"truncated": True, "bytes": size}
+    return json.loads(text.replace("\\u0000", "\\ufffd"))
 
 
 def _delivered(hook: Hook, delivery_id: str, signature: str) -> Accepted | None:

@@ -1,5 +1,5 @@
 // A workflow's schedules and webhooks: list, add, enable/disable, remove; a new hook's secret is
-// shown once, with how to sign a delivery.
+// shown once, with how to sign a delivery; a hook's latest deliveries, the refused ones with why.
 import { api, el, errorText, pageData, setChildren, showAlert, timeEl } from "/static/aob/api.js";
 
 const { tag } = pageData();
@@ -7,6 +7,7 @@ const alertBox = document.getElementById("triggers-alert");
 const schedules = document.querySelector("#schedules tbody");
 const hooks = document.querySelector("#hooks tbody");
 const secretBox = document.getElementById("hook-secret");
+const deliveriesBox = document.getElementById("hook-deliveries");
 
 function fail(err) { showAlert(alertBox, errorText(err)); }
 
@@ -35,11 +36,30 @@ async function load() {
       el("td", {}, toggle(`webhook ${h.id} enabled`, h.enabled,
         (on) => act(() => api(`/hooks/${h.id}`, { method: "PATCH", body: { enabled: on } })))),
       el("td", {},
+        el("button", { type: "button", class: "btn small", "aria-label": `Deliveries of webhook ${h.id}`,
+          onclick: () => showDeliveries(h).catch(fail) }, "Deliveries"),
         el("button", { type: "button", class: "btn small", onclick: () => act(async () => showSecret(
           await api(`/hooks/${h.id}/rotate`, { method: "POST" }))) }, "New secret"),
         el("button", { type: "button", class: "btn small danger",
           onclick: () => act(() => api(`/hooks/${h.id}`, { method: "DELETE" })) }, "Remove")))));
   } catch (err) { fail(err); }
+}
+
+async function showDeliveries(hook) {
+  const page = await api(`/hooks/${hook.id}/deliveries?limit=50`);
+  deliveriesBox.hidden = false;
+  const rows = page.results.map((d) => el("tr", {},
+    el("td", {}, timeEl(d.received_at)), el("td", { class: "mono", style: "word-break: break-all" }, d.delivery_id),
+    el("td", {}, d.outcome),
+    el("td", { style: "word-break: break-word" }, d.error
+      ? el("span", {}, el("span", { class: "mono" }, `${d.error.status} ${d.error.code}`), ` ${d.error.message}`)
+      : (d.run_id ? el("a", { class: "mono", href: `/runs/${d.run_id}/` }, d.run_id) : "—"))));
+  setChildren(deliveriesBox, el("h3", {}, `Deliveries of ${hook.id}`),
+    el("p", { class: "muted" }, `Newest first, ${page.results.length} of ${page.count}; refused ones are those `
+      + "that were signed and then refused (the body is not kept)."),
+    el("table", { class: "table" }, el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Received"),
+      el("th", { scope: "col" }, "Delivery"), el("th", { scope: "col" }, "Outcome"),
+      el("th", { scope: "col" }, "Run or error"))), el("tbody", {}, ...rows)));
 }
 
 function showSecret(hook) {
