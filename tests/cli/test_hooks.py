@@ -35,3 +35,18 @@ def test_hook_deliveries_lists_refused_ones_with_why(as_alice, alice):
     assert (entry["delivery_id"], entry["outcome"], entry["error"]["code"]) == ("gh-delivery-7", "refused",
                                                                                 "mapping_failed")
     assert entry["error"]["details"] == {"field": "mapping.cel", "rule": "cel_evaluation"}
+
+
+def test_hook_rotate_keeps_the_old_secret_for_a_grace_unless_told_to_cut_it(as_alice, alice):
+    workflow_save(owner=alice, tag="on-push", definition=ECHO)
+    hook = as_alice("-o", "json", "hook", "add", "on-push").json()
+
+    kept = as_alice("hook", "rotate", hook["id"])
+    cut = as_alice("-o", "json", "hook", "rotate", hook["id"], "--grace", "0")
+
+    assert kept.code == 0, kept.err
+    assert "secret: whsec_" in kept.out and "the previous secret still signs until" in kept.out
+    assert cut.code == 0, cut.err
+    assert cut.json()["previous_secret_expires_at"] is None
+    assert deliver(hook["id"], cut.json()["secret"], b"{}", "after-cut") == 202
+    assert deliver(hook["id"], hook["secret"], b"{}", "old-one") == 401

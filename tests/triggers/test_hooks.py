@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 from django.contrib.auth.models import User
@@ -534,3 +536,120 @@ def test_a_delivery_refused_by_the_owner_s_rate_limit_is_shown_to_the_owner(api,
     assert [(e["delivery_id"], e["outcome"], e["error"] and e["error"]["code"]) for e in listed] == [
         ("d-1", "refused", "user_rate_limit_exceeded"), ("d-0", "accepted", None)]
     assert listed[0]["error"]["status"] == 429
+
+
+def rotate(api: APIClient, hook: dict, **body):
+    return api.post(f"/api/v1/hooks/{hook['id']}/rotate", body or None, format="json")
+
+
+def until(answer: dict) -> float:
+    return datetime.fromisoformat(answer["previous_secret_expires_at"].replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.django_db
+def test_a_rotated_secret_s_predecessor_still_signs_for_the_grace_period(api, user, settings):
+    """Rotating cut the old secret off at once: a sender's retries in flight, signed before the
+    rotation, got 401s until it was given the new one. Stripe and Svix keep the previous secret
+    valid for a while (Stripe up to 24 hours, as the user chooses)."""
+    assert settings.AOB_HOOK_SECRET_GRACE_S == 24 * 3600
+    hook = make_hook(api, user)
+    before = time.time()
+
+    rotated = rotate(api, hook)
+
+    assert rotated.status_code == 200, rotated.json()
+    new = rotated.json()["secret"]
+    assert new != hook["secret"]
+    assert before + 86_400 - 1 <= until(rotated.json()) <= time.time() + 86_400 + 1
+    assert deliver(hook, {"n": 1}, secret=hook["secret"]).status_code == 202  # a retry signed before
+    assert deliver(hook, {"n": 2}, secret=new).status_code == 202
+    shown = json.dumps(api.get(f"/api/v1/hooks/{hook['id']}").json()) + json.dumps(api.get("/api/v1/hooks").json())
+    assert hook["secret"] not in shown and new not in shown
+    assert api.get(f"/api/v1/hooks/{hook['id']}").json()["previous_secret_expires_at"] == (
+        rotated.json()["previous_secret_expires_at"])
+
+    again = rotate(api, hook).json()  # only the secret just replaced signs still
+
+    assert deliver(hook, {"n": 3}, secret=hook["secret"]).json() == UNAUTHORIZED
+    assert deliver(hook, {"n": 4}, secret=new).status_code == 202
+    assert deliver(hook, {"n": 5}, secret=again["secret"]).status_code == 202
+
+
+@pytest.mark.django_db
+def test_a_rotation_may_shorten_the_grace_to_nothing_but_not_past_the_operator_s_ceiling(api, user, settings):
+    settings.AOB_HOOK_SECRET_GRACE_S = 3600
+    hook = make_hook(api, user)
+
+    too_long = rotate(api, hook, grace_s=3601)
+    negative = rotate(api, hook, grace_s=-1)
+
+    assert too_long.status_code == 400, too_long.json()
+    assert too_long.json()["details"] == {"field": "grace_s", "rule": "max_grace", "limit": 3600}
+    assert "AOB_HOOK_SECRET_GRACE_S" in too_long.json()["message"]
+    assert negative.status_code == 400 and negative.json()["details"]["field"] == "grace_s"
+    assert deliver(hook, {"n": 0}).status_code == 202  # neither rotated anything
+
+    cut = rotate(api, hook, grace_s=0)  # compromised: cut it now
+
+    assert cut.status_code == 200 and cut.json()["previous_secret_expires_at"] is None
+    assert deliver(hook, {"n": 1}, secret=hook["secret"]).json() == UNAUTHORIZED
+    assert deliver(hook, {"n": 2}, secret=cut.json()["secret"]).status_code == 202
+
+
+@pytest.mark.django_db
+def test_the_previous_secret_stops_signing_when_its_grace_ends(api, user):
+    hook = make_hook(api, user)
+    rotated = rotate(api, hook, grace_s=2)
+    assert rotated.status_code == 200, rotated.json()
+    assert deliver(hook, {"n": 1}, secret=hook["secret"], delivery="late").status_code == 202
+
+    deadline = time.monotonic() + 15
+    answer = deliver(hook, {"n": 1}, secret=hook["secret"], delivery="late")
+    while answer.status_code == 200 and time.monotonic() < deadline:  # the same delivery, a repeat until then
+        time.sleep(0.2)
+        answer = deliver(hook, {"n": 1}, secret=hook["secret"], delivery="late")
+
+    assert answer.json() == UNAUTHORIZED
+    assert time.time() >= until(rotated.json())
+    assert deliver(hook, {"n": 2}, secret=rotated.json()["secret"]).status_code == 202
+
+
+@pytest.mark.django_db
+def test_an_operator_ceiling_of_zero_makes_every_rotation_cut_the_old_secret_at_once(api, user, settings):
+    settings.AOB_HOOK_SECRET_GRACE_S = 0
+    hook = make_hook(api, user)
+
+    rotated = rotate(api, hook)
+
+    assert rotated.status_code == 200 and rotated.json()["previous_secret_expires_at"] is None
+    assert deliver(hook, {"n": 1}, secret=hook["secret"]).json() == UNAUTHORIZED
+
+
+@pytest.mark.django_db
+def test_the_previous_secret_is_stored_encrypted_and_re_encrypted_by_aob_rotate_secrets(api, user, settings):
+    """A key rotation (a new key first, ``aob_rotate_secrets``, the old key dropped) must carry the
+    previous signing secret over too, or it stops signing with the old key."""
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    from vault import crypto
+
+    hook = make_hook(api, user)
+    new = rotate(api, hook).json()["secret"]
+    row = json.dumps(list(Hook.objects.filter(pk=hook["id"]).values()), default=str)
+    assert hook["secret"] not in row and new not in row
+    key = Fernet.generate_key().decode()
+    configured = settings.AOB_SECRETS_KEYS
+    current = list(configured) or [crypto._development_key().decode()]
+    try:
+        settings.AOB_SECRETS_KEYS = [key, *current]
+        crypto.fernet.cache_clear()
+        call_command("aob_rotate_secrets", stdout=io.StringIO())
+        settings.AOB_SECRETS_KEYS = [key]  # the old key dropped
+        crypto.fernet.cache_clear()
+
+        assert deliver(hook, {"n": 1}, secret=new).status_code == 202
+        assert deliver(hook, {"n": 2}, secret=hook["secret"]).status_code == 202
+    finally:
+        settings.AOB_SECRETS_KEYS = configured
+        crypto.fernet.cache_clear()

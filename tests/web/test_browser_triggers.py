@@ -73,3 +73,23 @@ def test_a_webhook_s_refused_deliveries_are_shown_on_the_triggers_page(web: str)
         page.screenshot(path=str(ARTIFACTS / "web-hook-deliveries.png"), full_page=True)
 
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_new_webhook_secret_says_how_long_the_old_one_still_signs(web: str) -> None:
+    from playwright.sync_api import expect
+
+    from triggers.services.hooks import hook_create
+
+    user = User.objects.create_user("rotate-browser", password=PASSWORD)
+    workflow = workflow_save(owner=user, tag="greet", definition=GREETING).workflow
+    hook, _ = hook_create(owner=user, workflow=workflow)
+    with chromium_page("web-hook-rotate-failure.png") as (page, problems):
+        log_in(page, web, "rotate-browser", "/workflows/greet/triggers/")
+        page.get_by_role("button", name="New secret", exact=True).click()
+        expect(page.locator("#hook-secret")).to_contain_text("whsec_")
+        expect(page.locator("#hook-secret")).to_contain_text("The previous secret still signs deliveries until")
+        page.get_by_role("button", name="New secret, old one stops now").click()
+        expect(page.locator("#hook-secret")).to_contain_text("The previous secret no longer signs")
+
+    assert problems == []
