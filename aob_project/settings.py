@@ -529,6 +529,9 @@ AOB_MAX_SECRETS_PER_OWNER = env_int("AOB_MAX_SECRETS_PER_OWNER", 200, within=(1,
 AOB_HOOK_TOLERANCE_S = env_int("AOB_HOOK_TOLERANCE_S", 300, within=(1, 86_400))
 AOB_HOOK_DELIVERY_RETENTION_S = env_int("AOB_HOOK_DELIVERY_RETENTION_S", 3 * 86400,
                                         within=(2 * AOB_HOOK_TOLERANCE_S + 60, 36_500 * 86_400))  # a century
+# A rotated signing secret still signs this long after the rotation (a sender's retries signed before
+# it), unless the rotation asks for less (0: cut it now, for a leaked one); never more. Stripe: 24 h.
+AOB_HOOK_SECRET_GRACE_S = env_int("AOB_HOOK_SECRET_GRACE_S", 86_400, within=(0, 7 * 86_400))
 # Deliveries refused after their signature checked out, each hook's latest this many, for its owner
 # (GET /hooks/{id}/deliveries): older ones go as new ones come, however often a sender is refused.
 AOB_HOOK_REFUSALS_KEPT = env_int("AOB_HOOK_REFUSALS_KEPT", 50, within=(1, 1000))

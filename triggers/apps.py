@@ -13,4 +13,5 @@ class TriggersConfig(AppConfig):
         from vault.crypto import ENCRYPTED_FIELDS
 
         ENCRYPTED_FIELDS.append(("triggers.Hook", "secret_ciphertext"))
+        ENCRYPTED_FIELDS.append(("triggers.Hook", "previous_secret_ciphertext"))
         post_delete.connect(schedule_deleted, sender="triggers.Schedule", dispatch_uid="triggers.schedule_deleted")

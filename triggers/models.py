@@ -75,6 +75,10 @@ class Hook(models.Model):
     name = models.CharField(max_length=200, blank=True, default="")
     # The signing secret, encrypted (vault.crypto): it is shown once, when made or rotated.
     secret_ciphertext = models.TextField()
+    # The secret a rotation replaced, encrypted alike, which still signs until its time is up (a
+    # sender's retries signed before the rotation): "" when there is none, or it was cut at once.
+    previous_secret_ciphertext = models.TextField(blank=True, default="")
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     # Optional input mapping: {"cel": "<expression over body, headers>"} or {"template": <JSON>}.
     mapping = models.JSONField(null=True, blank=True)
     enabled = models.BooleanField(default=True)

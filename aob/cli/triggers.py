@@ -111,11 +111,21 @@ def hook_add(session: Session, tag: str, cel: str | None, template: str | None, 
 
 @hook.command("rotate")
 @click.argument("hook_id")
+@click.option("--grace", type=click.IntRange(0), default=None, metavar="SECONDS",
+              help="How long the old secret still signs (default and most: the server's AOB_HOOK_SECRET_GRACE_S, "
+                   "24 h); 0 cuts it off now, for a secret that leaked.")
 @pass_session
-def hook_rotate(session: Session, hook_id: str) -> None:
-    """A new signing secret (the old one stops working now)."""
-    answer = session.client.post(f"hooks/{segment(hook_id)}/rotate")
-    session.output.emit(answer, lambda d: echo(f"secret: {d['secret']}  (shown once)"))
+def hook_rotate(session: Session, hook_id: str, grace: int | None) -> None:
+    """A new signing secret; the old one still signs for a grace period, so retries signed before land."""
+    answer = session.client.post(f"hooks/{segment(hook_id)}/rotate", {} if grace is None else {"grace_s": grace})
+
+    def pretty(d: dict[str, Any]) -> None:
+        echo(f"secret: {d['secret']}  (shown once)")
+        until = d.get("previous_secret_expires_at")
+        echo(f"the previous secret still signs until {until}" if until
+             else "the previous secret no longer signs")
+
+    session.output.emit(answer, pretty)
 
 
 @hook.command("deliveries")

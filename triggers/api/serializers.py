@@ -65,13 +65,29 @@ class HookUpdateIn(StrictSerializer):
     enabled = JSONBooleanField(required=False)
 
 
+class HookRotateIn(StrictSerializer):
+    grace_s = serializers.IntegerField(
+        required=False, help_text="seconds the secret replaced still signs (default and most: the server's "
+                                  "AOB_HOOK_SECRET_GRACE_S, 24 h); 0 cuts it off now, for a secret that leaked")
+
+
 class HookOut(serializers.ModelSerializer):
     tag = serializers.CharField(source="workflow.tag")
     url = serializers.SerializerMethodField()
+    previous_secret_expires_at = serializers.SerializerMethodField(
+        help_text="until when the secret the last rotation replaced still signs; null if it no longer does")
 
     class Meta:
         model = Hook
-        fields = ["id", "tag", "name", "url", "mapping", "enabled", "created_at", "last_delivery_at"]
+        fields = ["id", "tag", "name", "url", "mapping", "enabled", "created_at", "last_delivery_at",
+                  "previous_secret_expires_at"]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_previous_secret_expires_at(self, hook: Hook) -> str | None:
+        from ..services.hooks import previous_secret_expiry
+
+        expires = previous_secret_expiry(hook)
+        return serializers.DateTimeField().to_representation(expires) if expires else None
 
     def get_url(self, hook: Hook) -> str:
         from django.conf import settings

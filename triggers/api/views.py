@@ -175,10 +175,12 @@ class HookDetailView(APIView):
 class HookRotateView(APIView):
     serializer_class = s.HookSecretOut
 
-    @extend_schema(request=None, responses={200: s.HookSecretOut, **ERRORS})
+    @extend_schema(request=s.HookRotateIn, responses={200: s.HookSecretOut, **ERRORS})
     def post(self, request: Request, hook_id: str) -> Response:
         hook = _hook(request, hook_id)
-        hook.secret = hooks.hook_rotate(hook=hook)
+        data = s.HookRotateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        hook.secret = hooks.hook_rotate(hook=hook, **data.validated_data)
         return Response(s.HookSecretOut(hook).data)
 
 

@@ -9,7 +9,10 @@ Stripe; GitHub's ``sha256=`` prefix), and sends::
 
 A timestamp more than ``AOB_HOOK_TOLERANCE_S`` (5 minutes) from now, a signature that does not
 match (compared in constant time), an unknown or disabled hook: all are the same 401, which says
-nothing of why. The delivery id and the signature are unique per hook: a sender's retry, or
+nothing of why. After a rotation the secret it replaced still signs for a grace period
+(``AOB_HOOK_SECRET_GRACE_S``, 24 h, or less as the rotation asks), so a sender's retries signed
+before it still land; every delivery is checked against two secrets, a random one standing in for
+one there is not, so an unknown hook and one never rotated take the same steps. The delivery id and the signature are unique per hook: a sender's retry, or
 someone replaying a captured request within the tolerance, answers with the first run and starts
 nothing new. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
 expression over ``body`` and ``headers`` that evaluates to an object, or a JSON template whose
@@ -30,6 +33,8 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -47,7 +52,7 @@ from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.limits import refuse_past, unstorable
 from workflows.models import Run, Workflow, canonical_json, size_of
 
-from ..exceptions import HookUnauthorized, NotHookOwner
+from ..exceptions import HookNotFound, HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery, HookRefusal
 
 logger = logging.getLogger(__name__)
@@ -109,11 +114,41 @@ def hook_update(*, hook: Hook, **changes: Any) -> Hook:
     return hook
 
 
-def hook_rotate(*, hook: Hook) -> str:
+def hook_rotate(*, hook: Hook, grace_s: int | None = None) -> str:
+    """A new signing secret, shown this once. The one it replaces still signs for ``grace_s``
+    seconds (by default, and at most, ``AOB_HOOK_SECRET_GRACE_S``), so a sender's retries signed
+    before the rotation still land; 0 cuts it off now (a secret that leaked). Only the secret just
+    replaced: one that still signed from a rotation before stops now."""
+    ceiling = settings.AOB_HOOK_SECRET_GRACE_S
+    grace = ceiling if grace_s is None else grace_s
+    if grace < 0:
+        raise ValidationFailed("grace_s is the seconds the previous secret still signs: 0 or more",
+                               extra={"field": "grace_s", "rule": "minimum", "limit": 0})
+    if grace > ceiling:
+        raise ValidationFailed(f"grace_s is at most {ceiling} seconds (AOB_HOOK_SECRET_GRACE_S)",
+                               extra={"field": "grace_s", "rule": "max_grace", "limit": ceiling})
     secret = new_secret()
-    Hook.objects.filter(pk=hook.pk).update(secret_ciphertext=crypto.encrypt(secret))
-    logger.info("hook.secret_rotated", extra={"hook_id": hook.pk})
+    with transaction.atomic():  # two rotations in turn: each replaces the secret the other left
+        replaced = Hook.objects.select_for_update().filter(pk=hook.pk).values_list("secret_ciphertext", flat=True)
+        current = replaced.first()
+        if current is None:
+            raise HookNotFound("hook not found")
+        changes = {"secret_ciphertext": crypto.encrypt(secret),
+                   "previous_secret_ciphertext": current if grace else "",
+                   "previous_secret_expires_at": timezone.now() + timedelta(seconds=grace) if grace else None}
+        Hook.objects.filter(pk=hook.pk).update(**changes)
+    for field, value in changes.items():
+        setattr(hook, field, value)
+    logger.info("hook.secret_rotated", extra={"hook_id": hook.pk, "grace_s": grace})
     return secret
+
+
+def previous_secret_expiry(hook: Hook) -> Any:
+    """When the secret the last rotation replaced stops signing; None if it no longer does."""
+    expires = hook.previous_secret_expires_at
+    if not hook.previous_secret_ciphertext or expires is None or expires <= timezone.now():
+        return None
+    return expires
 
 
 def is_hook_owner(hook: Hook, *, user: User) -> bool:
@@ -144,16 +179,23 @@ class Accepted:
     duplicate: bool
 
 
-def _signing_secret(hook: Hook | None) -> bytes:
-    """The hook's signing secret; one under a key dropped from AOB_SECRETS_KEYS (rotated out before
-    ``aob_rotate_secrets`` ran) authenticates nothing, as an unknown hook, and the operator is told."""
-    if hook is None:
-        return _DUMMY_SECRET
+@cache
+def _dummy_token() -> str:
+    return crypto.encrypt(secrets.token_urlsafe(32))
+
+
+def _signing_secret(token: str, hook: Hook | None) -> bytes:
+    """The secret ``token`` holds, or a random key where there is none ("": an unknown hook, no
+    previous secret), decrypted alike so that every path takes the same steps. One under a key
+    dropped from AOB_SECRETS_KEYS (rotated out before ``aob_rotate_secrets`` ran) authenticates
+    nothing, as an unknown hook, and the operator is told."""
     try:
-        return crypto.decrypt(hook.secret_ciphertext).encode()
+        value = crypto.decrypt(token or _dummy_token())
     except crypto.InvalidToken:
-        logger.error("hook.secret_unreadable", extra={"hook_id": hook.pk})
+        if token:
+            logger.error("hook.secret_unreadable", extra={"hook_id": hook.pk if hook else None})
         return _DUMMY_SECRET
+    return value.encode() if token else _DUMMY_SECRET
 
 
 def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, delivery_id: str | None,
@@ -162,10 +204,17 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     """Authenticate one delivery and start its run, once. ``authenticated()`` is called once the
     delivery has proved itself the hook's (the view then no longer counts it as anonymous)."""
     hook = Hook.objects.select_related("owner", "workflow__current_version").filter(pk=hook_id).first()
-    secret = _signing_secret(hook)
+    secret = _signing_secret(hook.secret_ciphertext if hook else "", hook)
+    previous = _signing_secret(hook.previous_secret_ciphertext if hook else "", hook)
     given = (signature or "").removeprefix("sha256=").strip().lower()
     expected = signature_for(secret, timestamp or "", body)
+    by_previous = signature_for(previous, timestamp or "", body)
     valid = hmac.compare_digest(given.encode(), expected.encode())
+    valid_previous = hmac.compare_digest(given.encode(), by_previous.encode())
+    in_grace = hook is not None and previous_secret_expiry(hook) is not None
+    if valid_previous and in_grace and not valid:  # the signature kept against replays is the one that matched
+        expected, valid = by_previous, True
+        logger.info("hook.signed_with_previous_secret", extra={"hook_id": hook.pk if hook else None})
     fresh = _fresh(timestamp)
     if not (valid and fresh and hook is not None and hook.enabled):
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why

@@ -39,7 +39,10 @@ async function load() {
         el("button", { type: "button", class: "btn small", "aria-label": `Deliveries of webhook ${h.id}`,
           onclick: () => showDeliveries(h).catch(fail) }, "Deliveries"),
         el("button", { type: "button", class: "btn small", onclick: () => act(async () => showSecret(
-          await api(`/hooks/${h.id}/rotate`, { method: "POST" }))) }, "New secret"),
+          await api(`/hooks/${h.id}/rotate`, { method: "POST" }), true)) }, "New secret"),
+        el("button", { type: "button", class: "btn small danger", onclick: () => act(async () => showSecret(
+          await api(`/hooks/${h.id}/rotate`, { method: "POST", body: { grace_s: 0 } }), true)) },
+          "New secret, old one stops now"),
         el("button", { type: "button", class: "btn small danger",
           onclick: () => act(() => api(`/hooks/${h.id}`, { method: "DELETE" })) }, "Remove")))));
   } catch (err) { fail(err); }
@@ -62,9 +65,14 @@ async function showDeliveries(hook) {
       el("th", { scope: "col" }, "Run or error"))), el("tbody", {}, ...rows)));
 }
 
-function showSecret(hook) {
+function showSecret(hook, rotated = false) {
   secretBox.hidden = false;
+  const previous = !rotated ? null : hook.previous_secret_expires_at
+    ? el("p", {}, "The previous secret still signs deliveries until ", timeEl(hook.previous_secret_expires_at),
+      ", so retries signed before now still land.")
+    : el("p", {}, "The previous secret no longer signs.");
   setChildren(secretBox, el("p", {}, el("strong", {}, "Signing secret (shown once): "), el("code", {}, hook.secret)),
+    previous,
     el("p", {}, "Sign each delivery: X-AOB-Timestamp (unix seconds), X-AOB-Delivery (your id), and "
       + "X-AOB-Signature: sha256=HMAC-SHA256(secret, timestamp + \".\" + body)."),
     el("pre", { class: "json" }, `ts=$(date +%s); body='{"hello":"world"}'\n`
