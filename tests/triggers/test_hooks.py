@@ -630,8 +630,10 @@ def test_the_previous_secret_is_stored_encrypted_and_re_encrypted_by_aob_rotate_
     """A key rotation (a new key first, ``aob_rotate_secrets``, the old key dropped) must carry the
     previous signing secret over too, or it stops signing with the old key."""
     from cryptography.fernet import Fernet
+    from django.conf import settings as django_settings
     from django.core.management import call_command
 
+    from aob_project.development import derived_vault_key
     from vault import crypto
 
     hook = make_hook(api, user)
@@ -640,7 +642,7 @@ def test_the_previous_secret_is_stored_encrypted_and_re_encrypted_by_aob_rotate_
     assert hook["secret"] not in row and new not in row
     key = Fernet.generate_key().decode()
     configured = settings.AOB_SECRETS_KEYS
-    current = list(configured) or [crypto._development_key().decode()]
+    current = list(configured) or [derived_vault_key(django_settings.SECRET_KEY).decode()]
     try:
         settings.AOB_SECRETS_KEYS = [key, *current]
         crypto.fernet.cache_clear()
