@@ -77,6 +77,38 @@ def test_a_field_the_service_refuses_is_a_form_error(admin_client: Client, user:
     assert not Schedule.objects.exists() and not PeriodicTask.objects.filter(task=schedules.FIRE_TASK).exists()
 
 
+# JSON the API's parser refuses (``workflows.api.parsers.loads_strict``), typed into the admin's forms
+UNSTORABLE_JSON = [
+    ('{"to": "a\\u0000b"}', "NUL"), ('{"to\\u0000": 1}', "NUL"), ('{"to": "\\ud800"}', "surrogates"),
+    ('{"amount": 1e999}', "outside the range of a double"), ('{"n": 99999999999999999999}', "64-bit"),
+    ('{"a": ' * 5000 + "1" + "}" * 5000, "nesting"),
+]
+
+
+@pytest.mark.parametrize(("text", "rule"), UNSTORABLE_JSON, ids=["nul", "nul-key", "surrogate", "infinity", "int65",
+                                                                  "deep"])
+def test_json_the_api_refuses_is_a_form_error_in_the_admin_not_a_500(admin_client: Client, user: Any, text: str,
+                                                                     rule: str) -> None:
+    """The admin's forms parsed a schedule's inputs and a hook's mapping with Python's json, which
+    takes what PostgreSQL refuses (NUL, lone surrogates), what no JSON is (1e999 is Infinity) and
+    nesting past the recursion limit: each save was a 500. They are the API's rules, by field."""
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    hook, _ = hooks.hook_create(owner=user, workflow=workflow, name="push")
+    schedule = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+    mapping = '{"template": {"k": ' + text + "}}"
+
+    for response, field in [(admin_client.post(ADD, form(user, workflow, inputs=text)), "inputs"),
+                            (admin_client.post(f"/admin/triggers/schedule/{schedule.pk}/change/",
+                                               form(user, workflow, inputs=text)), "inputs"),
+                            (admin_client.post(f"/admin/triggers/hook/{quote(hook.pk)}/change/",
+                                               {"name": "push", "mapping": mapping, "enabled": "on"}), "mapping")]:
+        shown = errors(response)
+        assert list(shown) == [field] and rule in shown[field][0], shown
+
+    assert list(Schedule.objects.values_list("pk", "inputs")) == [(schedule.pk, {})]
+    assert Hook.objects.get().mapping is None
+
+
 def test_a_schedule_runs_its_owners_own_workflow(admin_client: Client, user: Any, bob: Any) -> None:
     bobs = workflow_save(owner=bob, tag="bobs", definition=ONE).workflow
 
