@@ -25,7 +25,7 @@ from django_celery_beat.models import (
 )
 
 from aob_project.exceptions import AobError
-from workflows.admin import OwnedRowsAdmin, ReadOnlyAdmin, SuperusersOnly, latest_rows
+from workflows.admin import OwnedRowsAdmin, ReadOnlyAdmin, StrictJSONField, SuperusersOnly, latest_rows
 
 from .models import Hook, HookDelivery, HookRefusal, Schedule, ScheduleFiring
 from .services import hooks, schedules
@@ -106,6 +106,7 @@ class ScheduleForm(forms.ModelForm):
     class Meta:
         model = Schedule
         fields = ["owner", "workflow", *EDITABLE]
+        field_classes = {"inputs": StrictJSONField}
 
     def clean_inputs(self) -> dict[str, Any]:
         inputs = self.cleaned_data.get("inputs")
@@ -202,6 +203,7 @@ class HookForm(forms.ModelForm):
     class Meta:
         model = Hook
         fields = ["name", "mapping", "enabled"]
+        field_classes = {"mapping": StrictJSONField}
 
     def clean_mapping(self) -> Any:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field
 from django.contrib.admin.views.main import ChangeList
@@ -12,6 +13,7 @@ from django.contrib.auth.models import Group
 from django.core.paginator import Paginator
 from django.db.models import F, Field, Func, JSONField, Model, QuerySet, TextField
 from django.db.models.functions import Cast, Left
+from django.forms.fields import InvalidJSONInput, JSONString
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -25,6 +27,7 @@ from rest_framework.authtoken.models import TokenProxy
 from aob_project.exceptions import AobError
 from workflows import registry
 from workflows.answers import node_value_href, run_inputs_href
+from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
 from workflows.selectors import refusal_href
 from workflows.services import runs
@@ -267,6 +270,31 @@ class OwnedRowsAdmin(BoundedListAdmin):
         elif not request.user.is_superuser and db_field.related_model is Group:
             kwargs["queryset"] = Group.objects.none()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class StrictJSONField(forms.JSONField):
+    """A form's JSON parsed as the API parses a body (``loads_strict``): what PostgreSQL or the
+    engine cannot hold (NUL, a lone surrogate, NaN and 1e999, an integer past 64 bits, nesting past
+    ``AOB_MAX_JSON_DEPTH``) is the field's error naming the rule. Django's field took each and the
+    save was a 500 (or, for a 65-bit integer, a schedule whose every firing failed)."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            converted = loads_strict(value.encode("utf-8"))
+        except BodyRejected as exc:
+            raise forms.ValidationError(str(exc.detail), code=exc.rule) from None
+        return JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # the form shown again with its error: Django's parse of the text would raise again
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            return self.to_python(data)
+        except forms.ValidationError:
+            return InvalidJSONInput(data)
 
 
 admin.site.unregister(TokenProxy)
