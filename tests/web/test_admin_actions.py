@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from django.test import Client
 
 from tests.conftest import stored_run
@@ -32,3 +33,27 @@ def test_cancel_over_select_all_answers_a_bounded_page(make_user: Any, user: Any
     assert Run.objects.filter(status="cancelled").count() == 0
     assert len(shown) <= LATEST_ROWS + 1, (
         f"one click drew {len(shown)} messages, one per selected run (unbounded with the table): {shown[:2]}")
+
+
+@pytest.mark.parametrize(("changelist", "action", "selected"), [
+    ("/admin/workflows/run/", "cancel_runs", "not-a-run-id"), ("/admin/workflows/run/", "cancel_runs", "\x00"),
+    ("/admin/workflows/run/", "cancel_runs", "1" * 40), ("/admin/triggers/hook/", "delete_selected", "hk_\x00"),
+    ("/admin/workflows/runpatch/", "approve_patches", "one"), ("/admin/approvals/approval/", "approve", "\x00"),
+])
+def test_an_action_on_a_selection_that_names_no_row_says_so_not_a_500(make_user: Any, user: Any, changelist: str,
+                                                                        action: str, selected: str) -> None:
+    """The boxes' values are the rows' keys; a hand-made or stale post may carry anything. A run's
+    key is a UUID, and Django's filter of the selection raised on one that is not (a 500), as
+    PostgreSQL did on a NUL in a text key."""
+    root = make_user("root", is_staff=True, is_superuser=True)
+    run = stored_run(root)
+    client = Client(raise_request_exception=False)
+    client.force_login(root)
+
+    response = client.post(changelist, {"action": action, "index": 0, "_selected_action": [selected, str(run.pk)]},
+                           follow=True)
+
+    assert response.status_code == 200, response.content[:300]
+    assert [str(m) for m in response.context["messages"]] == [
+        "The selection names rows that do not exist; nothing was done: select them again"]
+    assert Run.objects.get(pk=run.pk).status == run.status != "cancelled"
