@@ -7,9 +7,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import display_for_field
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import F, Field, Func, JSONField, Model, QuerySet, TextField
 from django.db.models.functions import Cast, Left
@@ -165,6 +167,23 @@ class BoundedListAdmin(admin.ModelAdmin):
                               level=messages.WARNING)
             search_term = " ".join(terms[:SEARCH_MAX_TERMS])
         return super().get_search_results(request, queryset, search_term)
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        """An action's selection is the rows' keys as the page's boxes carry them; one that is no key
+        of this model (a hand-made or stale post) refuses the action with nothing done. Django
+        filtered by it as it came: a run's key that is no UUID, or a number's that is no number,
+        raised, and a NUL reached PostgreSQL (each a 500)."""
+        key = self.model._meta.pk
+        try:
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                if "\x00" in value:
+                    raise ValidationError("NUL")
+                key.to_python(value)
+        except ValidationError:
+            self.message_user(request, "The selection names rows that do not exist; nothing was done: select them "
+                              "again", level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
 
 
 SEARCH_MAX_TERMS = 10
