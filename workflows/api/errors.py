@@ -141,7 +141,9 @@ def json_400(request: Any, exception: Exception | None = None) -> JsonResponse:
     rule = type(exception).__name__ if exception is not None else "BadRequest"
     rule = "".join(f"_{c.lower()}" if c.isupper() else c for c in rule).lstrip("_")  # TooManyFieldsSent: too_many_...
     message = {"too_many_fields_sent": f"at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters a request",
-               "too_many_files_sent": f"at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files a request"}.get(
+               "too_many_files_sent": f"at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files a request",
+               # an admin changelist's filter it does not offer: Django's message names the lookup
+               "disallowed_model_admin_lookup": f"{exception}: a list filters by its filters and search"}.get(
         rule, "the request is malformed")
     return JsonResponse(body("bad_request", message, {"rule": rule}), status=400)
 
