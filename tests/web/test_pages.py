@@ -61,6 +61,24 @@ def test_login_and_logout(user: Any) -> None:
     assert client.get("/").status_code == 302
 
 
+@pytest.mark.parametrize("next_page", ["/login/", "/login/?next=/login/"])
+def test_a_login_link_whose_next_is_the_login_page_leads_home_not_to_a_500(user: Any, next_page: str) -> None:
+    """The login page sends a signed-in user on to its ``next``; a ``next`` that is the login page
+    itself was Django's "redirection loop" ValueError: a 500 for a signed-in user following a link
+    anyone can send, and for one who signs in through it."""
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+
+    response = client.get("/login/", {"next": next_page}, follow=True)
+
+    assert response.status_code == 200, response.content[:200]
+    assert response.redirect_chain[-1][0] == "/"
+    signed_in = Client(raise_request_exception=False)
+    response = signed_in.post(f"/login/?next={next_page}", {"username": "alice", "password": "s3cret-pass!"},
+                              follow=True)
+    assert response.status_code == 200 and response.redirect_chain[-1][0] == "/"
+
+
 def test_workflow_list_shows_my_workflows_only(browser: Client, user: Any, make_user: Any) -> None:
     workflow_save(owner=user, tag="mine", definition=example("hello-chain"), description="")
     workflow_save(owner=make_user("bob"), tag="theirs", definition=example("hello-chain"), description="")
