@@ -9,8 +9,7 @@ from . import views
 
 urlpatterns = [
     path("", views.workflow_list, name="web-workflows"),
-    path("login/", auth_views.LoginView.as_view(template_name="aob/login.html", redirect_authenticated_user=True),
-         name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("workflows/new/", views.workflow_new, name="web-workflow-new"),
     path("workflows/<str:tag>/", views.workflow_detail, name="web-workflow"),

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
 from django.core.exceptions import SuspiciousFileOperation
@@ -43,6 +44,19 @@ def _render(request: HttpRequest, template: str, http_status: int = 200, **conte
 
 def _not_found(request: HttpRequest, what: str) -> HttpResponse:
     return _render(request, "not_found.html", http_status=404, what=what)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page, sending a signed-in user straight on to its ``next``: one that is the
+    login page itself leads home instead (Django raised its "redirection loop" ValueError, a 500
+    for anyone following such a link, signed in or signing in)."""
+
+    template_name = "aob/login.html"
+    redirect_authenticated_user = True
+
+    def get_redirect_url(self) -> str:
+        url = super().get_redirect_url()  # "" for one that leaves this server
+        return "" if urlsplit(url).path == self.request.path else url
 
 
 @login_required
