@@ -349,3 +349,33 @@ def test_an_admin_search_compares_a_bounded_number_of_terms(make_user: Any) -> N
     assert f"first {SEARCH_MAX_TERMS} of 1001 words" in page.content.decode()
     comparisons = max(q["sql"].count(" LIKE ") for q in reads.captured_queries)
     assert comparisons <= 100, f"{comparisons} LIKE comparisons in one statement"
+
+
+def test_a_vote_notification_firing_or_delivery_page_names_its_approval_or_run_without_reading_it_whole(
+        admin_client: Client, user: Any) -> None:
+    """These pages show the approval or run a row belongs to by its name, and Django read that row
+    whole to name it: an approval's context (every upstream output, up to hundreds of megabytes)
+    and message, a run's inputs (up to AOB_MAX_RUN_INPUTS_BYTES), as the approval's and run's own
+    pages never do."""
+    big = "c" * 2_000_000
+    run = stored_run(user)
+    set_inputs(run, {"big": big})
+    approval = Approval.objects.create(run=run, node_id="review", message=big, context={"big": big})
+    decision = Decision.objects.create(approval=approval, username="voter", approve=True)
+    delivery = Delivery.objects.create(approval=approval, recipient="alice", channel="email")
+    workflow = workflow_save(owner=user, tag="nightly", definition=ONE).workflow
+    schedule = schedules.schedule_create(owner=user, workflow=workflow, cron="0 3 * * *")
+    firing = ScheduleFiring.objects.create(schedule=schedule, fire_time=timezone.now(), fired_at=timezone.now(),
+                                           outcome="started", run=run)
+    hook, _ = hooks.hook_create(owner=user, workflow=workflow)
+    received = HookDelivery.objects.create(hook=hook, delivery_id="d-1", signature="s" * 64, run=run)
+
+    for page in (f"approvals/decision/{decision.pk}", f"approvals/delivery/{delivery.pk}",
+                 f"triggers/schedulefiring/{firing.pk}", f"triggers/hookdelivery/{received.pk}"):
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(f"/admin/{page}/change/")
+        assert response.status_code == 200
+        assert len(response.content) < 100_000
+        whole = [column for column in ('"approvals_approval"."context"', '"approvals_approval"."message"',
+                                       '"workflows_run"."inputs"') if any(column in q["sql"] for q in queries)]
+        assert whole == [], f"{page} read {whole}"
