@@ -89,6 +89,11 @@ class DecideActionForm(ActionForm):
     comment = forms.CharField(required=False, label="Comment", widget=forms.TextInput(attrs={"size": 40}))
 
 
+# A vote's or a notification's page names its approval, read without these (the approval's own
+# page cuts them): Django read the row whole to name it.
+_APPROVAL_LARGE = ("approval__context", "approval__message")
+
+
 # The approval by id: naming it (its __str__) would join every approval row, context and all.
 @admin.register(Decision)
 class DecisionAdmin(ReadOnlyAdmin):
@@ -99,6 +104,9 @@ class DecisionAdmin(ReadOnlyAdmin):
     list_filter = ["approve", "voided"]
     search_fields = ["username"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("approval").defer(*_APPROVAL_LARGE)
+
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
@@ -108,6 +116,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_columns = ["approval", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
     list_filter = ["status", "channel", "reason"]
     search_fields = ["recipient"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("approval").defer(*_APPROVAL_LARGE)
 
 
 @admin.register(NotificationTarget)

@@ -89,12 +89,21 @@ class ScheduleFiringAdmin(ReadOnlyAdmin):
                     "deliveries"]
     list_filter = ["outcome"]
 
+    def get_queryset(self, request):
+        # the page names its schedule and run, read without their inputs (a run's up to megabytes)
+        return super().get_queryset(request).select_related("schedule", "run").defer("schedule__inputs",
+                                                                                      "run__inputs")
+
 
 @admin.register(HookDelivery)
 class HookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["hook", "delivery_id", "received_at", "run"]
     list_columns = ["hook__id", "delivery_id", "received_at", "run__tag"]
     search_fields = ["delivery_id"]
+
+    def get_queryset(self, request):
+        # the page names its run, read without its inputs (up to megabytes)
+        return super().get_queryset(request).select_related("hook", "run").defer("run__inputs")
 
 
 EDITABLE = ["name", "cron", "timezone", "inputs", "version", "catch_up", "enabled"]  # owner, workflow: once
