@@ -77,7 +77,8 @@ class Hook(models.Model):
     secret_ciphertext = models.TextField()
     # The secret a rotation replaced, encrypted alike, which still signs until its time is up (a
     # sender's retries signed before the rotation): "" when there is none, or it was cut at once.
-    previous_secret_ciphertext = models.TextField(blank=True, default="")
+    # (a database default too: a process of the release before inserts hooks without it)
+    previous_secret_ciphertext = models.TextField(blank=True, default="", db_default="")
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     # Optional input mapping: {"cel": "<expression over body, headers>"} or {"template": <JSON>}.
     mapping = models.JSONField(null=True, blank=True)
