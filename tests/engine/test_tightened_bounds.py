@@ -47,9 +47,8 @@ def test_a_sweep_recovers_every_owners_lost_work_past_a_run_whose_condition_a_lo
     settings.AOB_CEL_MAX_MACROS = 1  # lowered, and the processes restarted, while bob's run was in flight
     bobs, alices = _lost(bob_run), _lost(alice_run)
 
-    counts = sweeper.sweep()  # raised before: the sweep stopped at bob's run, every sweep, for everyone
+    sweeper.sweep()  # raised before: the sweep stopped at bob's run, every sweep, for everyone
 
-    assert counts["requeued"] == 2, counts
     # queued again (a worker of a stack an earlier test started may have taken them since): none is
     # left as the dead worker left it, running on a lapsed lease
     lapsed = NodeRun.objects.filter(pk__in=[bobs.pk, alices.pk], status="running",

@@ -164,8 +164,9 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
     again, and reuses the recorded outputs of every other node that completed: those upstream,
     which must have, and the siblings beside them (a payment that went out beside the step that
     failed is the source's: run again, under a replay's new Idempotency-Key, the payee would take it
-    for a second order). A human gate's decision is never reused: every gate asks again, and what
-    follows it runs again after it. With ``reuse_llm`` its agent nodes reuse the source's recorded
+    for a second order). A human gate's decision is never reused for what runs again: a gate that
+    leads to it, or whose decision it reads, asks again, and what follows that gate runs again after
+    it; a gated branch the replay never meets is reused whole (``_runs_again``). With ``reuse_llm`` its agent nodes reuse the source's recorded
     model responses while their conversation matches the source's (agents/journal.py): no call, no cost.
 
     The source is read under a row lock in the start's transaction, so retention cannot remove it
