@@ -37,6 +37,7 @@ from agents.exceptions import BudgetExceeded, BudgetPaused, OwnerBudgetExceeded
 from agents.llm import Call, price
 from agents.models import OwnerSpend
 from aob_project.metrics import LLM_COST, LLM_TOKENS
+from workflows.engine import poison
 from workflows.models import Event, NodeRun, Run
 
 logger = logging.getLogger(__name__)
@@ -372,14 +373,13 @@ def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | 
     unraisable = {str(pk) for pk in Run.objects.filter(pk__in={row[1] for row in paused}, owner__is_active=False)
                   .values_list("pk", flat=True)} if paused else set()
     for pk, run_id, node_id, iteration in paused:
-        try:
+        # one row must not stop the others (the sweeps' rule: said on its run, in the end failing it)
+        with poison.sweep_row("budget_wake", run_id=run_id, node_id=node_id, node_run_id=pk):
             pause = _last_pause(run_id, node_id, iteration)
             following = _next_call(pause)
             if (following is None or (str(run_id) in unraisable and only_a_raise(pause))
                     or fits_now(run_id=str(run_id), tokens=following["tokens"], cost=following["cost_usd"])):
                 fitting.setdefault(str(run_id), []).append(pk)
-        except Exception:  # one row must not stop the others; the next sweep tries again
-            logger.exception("budget.judge_failed", extra={"run_id": str(run_id), "node_run_id": pk})
     if fitting:
         run_budget_wake(node_runs=fitting, freed_in=freed_in)
     return sum(len(pks) for pks in fitting.values())

@@ -337,9 +337,11 @@ AOB_DEFAULT_NODE_TIMEOUT_MS = env_int("AOB_DEFAULT_NODE_TIMEOUT_MS", 300_000)
 # A decision about one node run that raises this many times fails the run (DecisionFailed);
 # workflows.coordinate's soft and hard time limits (workflows/tasks.py).
 AOB_MAX_DECISION_FAILURES = env_int("AOB_MAX_DECISION_FAILURES", 3)
-# Sweeps that failed on one row of a run (poison rows) before that run fails with SweepFailed
-# (workflows/engine/poison.py); each failure says so on the run (a sweep_failed event).
-AOB_MAX_SWEEP_FAILURES = env_int("AOB_MAX_SWEEP_FAILURES", 5)
+# Sweeps that failed on one row of a run (poison rows), over at least AOB_SWEEP_FAILED_AFTER_S,
+# before that run fails with SweepFailed (workflows/engine/poison.py); the failures say so on the
+# run (sweep_failed events, one each AOB_SWEEP_FAILED_AFTER_S / AOB_MAX_SWEEP_FAILURES seconds).
+AOB_MAX_SWEEP_FAILURES = env_int("AOB_MAX_SWEEP_FAILURES", 5, within=(1, 1000))
+AOB_SWEEP_FAILED_AFTER_S = env_float("AOB_SWEEP_FAILED_AFTER_S", 600.0)
 AOB_DECISION_SOFT_TIME_LIMIT_S = env_float("AOB_DECISION_SOFT_TIME_LIMIT_S", 30.0)
 AOB_DECISION_TIME_LIMIT_S = env_float("AOB_DECISION_TIME_LIMIT_S", 60.0)
 # The plain step (workflows/engine/steps.py): a plan made in advance, applied in one statement once

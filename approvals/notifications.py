@@ -392,7 +392,8 @@ def approvals_remind_due() -> int:
     count = 0
     due = Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True)
     for pk, run_id in due_in_turns(due, "remind_at").values_list("pk", "run_id"):
-        with poison.sweep_row("approval_remind", run_id=run_id, approval_id=pk):  # a database outage ends the tick
+        # a reminder is a courtesy the run does not wait on: a failing one is said, never fails the run
+        with poison.sweep_row("approval_remind", run_id=run_id, fail_run=False, approval_id=pk):
             count += _remind_one(pk, run_id, now)
     return count
 

@@ -373,8 +373,9 @@ def approvals_expire_due(batch: int = DUE_BATCH) -> int:
     now = timezone.now()
     count = 0
     due = due_in_turns(Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now), "deadline", batch)
-    for pk in due.values_list("pk", flat=True):
-        with poison.sweep_row("approval_expire", approval_id=pk):  # a database outage ends the tick
+    for pk, run_id, node_id in due.values_list("pk", "run_id", "node_id"):
+        # the run waits on this expiry: one that keeps failing is said on it, and in the end fails it
+        with poison.sweep_row("approval_expire", run_id=run_id, node_id=node_id, approval_id=pk):
             count += _expire_one(pk, now)
     return count
 

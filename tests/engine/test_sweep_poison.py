@@ -105,3 +105,23 @@ def test_negative_control_unguarded_the_poison_row_stops_every_sweep_and_bobs_lo
 
     HOOKS.delete("aob:test:sweep_rows_unguarded")
     assert wait_for_run(bobs.pk, timeout=20).status == "completed"
+
+
+@pytest.mark.django_db(transaction=True)  # the sweep's own connection handling, outside a test's transaction
+def test_a_fault_every_row_shares_fails_no_run(make_user):
+    """A statement every row fails (a column a rolling deploy has not migrated yet) ends the pass as
+    an outage does, and one error that many rows of a sweep meet at once is the sweep's, not
+    theirs: logged, never counted against their runs, which it would fail one after another."""
+    from django.db import ProgrammingError
+
+    from workflows.engine import poison
+
+    with pytest.raises(ProgrammingError), transaction.atomic(), poison.sweep_row("republish", run_id="r", node_id="a"):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT no_such_column FROM workflows_run")
+
+    runs = [stored_run(make_user(name), {"nodes": [transform("a", "1")], "edges": []}) for name in ("a", "b", "c")]
+    said = [poison.sweep_row_failed("undeployed", TypeError("a bug of the sweep"), run_id=run.pk, node_id="a")
+            for run in runs]
+    assert said == ["recorded", "recorded", "logged"], said
+    assert not Event.objects.filter(run=runs[2], type="sweep_failed").exists()

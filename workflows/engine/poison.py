@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import kombu.exceptions
 import redis
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from workflows.limits import bounded_error
@@ -78,66 +80,111 @@ def _fail(run: Run, node_id: str, now: Any, error: dict[str, Any]) -> None:
     events.append(run.pk, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": error})])
 
 
-# The database's, the broker's or Redis's trouble, not a row's: a sweep that meets one ends there, as
-# before, and the next one retries every row (counting it against a row would fail runs for an outage).
+# Not a row's trouble: the database, the broker or Redis away, or a statement every row would fail
+# (a column or table a rolling deploy has not migrated yet: SQLSTATE class 42, or 0A). A sweep that
+# meets one ends there, as before, and the next one retries every row (counted against rows, it
+# would fail runs one after another).
 UNAVAILABLE = (OperationalError, InterfaceError, redis.RedisError, kombu.exceptions.OperationalError, OSError)
+SCHEMA_STATES = ("42", "0A")
+
+
+def unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    state = getattr(exc.__cause__, "sqlstate", None) if isinstance(exc, DatabaseError) else None
+    return isinstance(state, str) and state[:2] in SCHEMA_STATES
+
+
+# Rows of one sweep failing with the same error in this process within a minute: from this many on
+# the fault is the sweep's own (a bug, a deploy half done), not theirs; they are logged, and nothing
+# is recorded on their runs, which a systemic fault must not fail one after another.
+SYSTEMIC_ROWS = 3
+SYSTEMIC_WINDOW_S = 60.0
+_recent: dict[tuple[str, str], dict[str, float]] = {}
 
 
 @contextmanager
-def sweep_row(sweep: str, *, run_id: Any = None, node_id: str = "", **context: Any) -> Iterator[None]:
+def sweep_row(sweep: str, *, run_id: Any = None, node_id: str = "", fail_run: bool = True,
+              **context: Any) -> Iterator[None]:
     """The handling of one row of a periodic sweep (the sweeper's passes, ``subflows.sweep``,
     approvals' deadlines and reminders, ...). A row whose handling raises (a run whose stored
     definition cannot be read, a row a trigger or constraint refuses, a value a lowered bound
     refuses) is logged with its run and error and left, and the sweep goes on to the others:
     before, it stopped every pass at that row, for every owner, and the health answer blamed beat.
-    Its run says so (``sweep_row_failed``). What the services' own transactions did for the row
-    is rolled back by them; a trouble of the database or the broker (``UNAVAILABLE``) ends the
+    Its run says so (``sweep_row_failed``; ``fail_run=False`` for a sweep whose row the run does not
+    wait on, a reminder: said, never failed). What the services' own transactions did for the row
+    is rolled back by them; a trouble of the database or the broker (``unavailable``) ends the
     pass as before."""
     try:
         yield
-    except UNAVAILABLE:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the row's trouble: logged, said on its run, counted there
-        sweep_row_failed(sweep, exc, run_id=run_id, node_id=node_id, **context)
+    except Exception as exc:  # the row's trouble (logged, said on its run, counted there), unless unavailable
+        if unavailable(exc):
+            raise
+        sweep_row_failed(sweep, exc, run_id=run_id, node_id=node_id, fail_run=fail_run, **context)
 
 
 SWEEP_FAILED = "sweep_failed"
 
 
 def sweep_row_failed(sweep: str, exc: BaseException, *, run_id: Any = None, node_id: str = "",
-                     **context: Any) -> str:
+                     fail_run: bool = True, **context: Any) -> str:
     """A sweep's handling of a row of ``run_id`` raised. Logged (``sweeper.row_failed``), and said on
-    the run in a ``sweep_failed`` event (which sweep, the error, how many times for this node); at
-    ``AOB_MAX_SWEEP_FAILURES`` the run fails with ``SweepFailed``, so a poison row ends instead of
-    leaving its run live without a reason, swept without end. A row of no run is only logged.
-    Returns ``logged``, ``recorded``, ``failed`` or ``gone``."""
+    the run in a ``sweep_failed`` event (which sweep, the error, how many times for this node); once
+    it has failed ``AOB_MAX_SWEEP_FAILURES`` times over ``AOB_SWEEP_FAILED_AFTER_S`` the run fails
+    with ``SweepFailed``, so a poison row ends instead of leaving its run live without a reason,
+    swept without end. A row of no run is only logged, and so is one of a fault many rows share
+    (``SYSTEMIC_ROWS``). Returns ``logged``, ``said``, ``recorded``, ``failed`` or ``gone``."""
     connection.close_if_unusable_or_obsolete()
     error = bounded_error({"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__})
     where = {"sweep": sweep, "run_id": str(run_id) if run_id else None, "node_id": node_id, **context}
     logger.error("sweeper.row_failed", extra={**where, "error_type": error["error_type"]}, exc_info=exc)
     if run_id is None:
         return "logged"
+    if _systemic(sweep, error["error_type"], f"{run_id}:{node_id}:{sorted(context.items())}"):
+        logger.error("sweeper.systemic_failure", extra={"sweep": sweep, "error_type": error["error_type"]})
+        return "logged"
     try:
-        return _record(sweep, run_id, node_id, error, context)
-    except UNAVAILABLE:
-        raise
-    except Exception:
+        return _record(sweep, run_id, node_id, error, context, fail_run=fail_run)
+    except Exception as exc:
+        if unavailable(exc):
+            raise
         logger.exception("sweeper.row_failure_unrecorded", extra=where)
         return "logged"
 
 
-def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], context: dict[str, Any]) -> str:
+def _systemic(sweep: str, error_type: str, row: str) -> bool:
+    now = time.monotonic()
+    seen = _recent.setdefault((sweep, error_type), {})
+    for key, at in list(seen.items()):
+        if now - at > SYSTEMIC_WINDOW_S:
+            del seen[key]
+    seen[row] = now
+    return len(seen) >= SYSTEMIC_ROWS
+
+
+def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], context: dict[str, Any], *,
+            fail_run: bool) -> str:
+    """Say the failure on the run, at most one event each ``AOB_SWEEP_FAILED_AFTER_S`` /
+    ``AOB_MAX_SWEEP_FAILURES`` seconds for one node and sweep (a sweep every few seconds would
+    write one each time), and fail the run at the last: a row failing that long is poison, a fault
+    that passed (a lock, a moment's bug) is not. Failures older than twice that span are forgotten."""
     now = timezone.now()
+    span = settings.AOB_SWEEP_FAILED_AFTER_S
+    limit = settings.AOB_MAX_SWEEP_FAILURES
     with transaction.atomic():
         locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
         run = Run.objects.filter(pk=run_id).only("status", "owner_id").first()
         if run is None or run.status in Run.FINISHED:
             return "gone"
-        failures = Event.objects.filter(run_id=run_id, type=Event.Type.SWEEP_FAILED, node_id=node_id).count() + 1
+        said = list(Event.objects.filter(run_id=run_id, type=Event.Type.SWEEP_FAILED, node_id=node_id,
+                                         data__sweep=sweep, created_at__gte=now - timedelta(seconds=2 * span))
+                    .order_by("-seq").values_list("created_at", flat=True)[:limit])
+        if said and (now - said[0]).total_seconds() < span / limit:
+            return "said"  # said a moment ago
+        failures = len(said) + 1
         events.append(run_id, run.owner_id, [(Event.Type.SWEEP_FAILED, node_id, {
             "sweep": sweep, "failures": failures, "error": error, **context})])
-        limit = settings.AOB_MAX_SWEEP_FAILURES
-        if failures < limit:
+        if not fail_run or failures < limit:
             return "recorded"
         message = f"the sweep ({sweep}) of {node_id or 'this run'} failed {failures} times: {error['error_type']}: {error['message']}"
         failed = {"error_type": "SweepFailed", "node_id": node_id, "sweep": sweep, "failures": failures,
@@ -145,9 +192,9 @@ def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], contex
         try:
             with transaction.atomic():  # a savepoint: its node runs may refuse the cancel as they refused the sweep
                 _fail(run, node_id, now, failed)
-        except UNAVAILABLE:
-            raise
-        except Exception:
+        except Exception as exc:
+            if unavailable(exc):
+                raise
             logger.exception("sweeper.run_cancel_failed", extra={"run_id": str(run_id), "node_id": node_id})
             transitions.move_run(run_id, Run.Status.FAILED, sources=[run.status], error=failed, finished_at=now)
             events.append(run_id, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": failed})])
