@@ -134,3 +134,32 @@ def test_a_process_still_on_the_code_before_0021_can_store_a_patch() -> None:
             [run.pk, artifact.pk, artifact.pk, artifact.pk])
 
     assert RunPatch.objects.get(run=run).wrote == {}
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign keys are checked at commit
+def test_a_process_still_on_the_code_before_triggers_0004_makes_and_deletes_hooks() -> None:
+    """A rolling deploy: a process still on the old code inserts a hook naming none of the previous
+    secret's columns (their database default takes it), and deletes a hook that has refusals, a
+    table it knows nothing of (the database deletes them with it: it failed at commit otherwise)."""
+    from django.contrib.auth.models import User
+    from django.db import connection, transaction
+
+    from triggers.models import Hook, HookRefusal
+    from workflows.models import Artifact, Workflow, WorkflowVersion
+
+    owner = User.objects.create_user("old-code")
+    artifact = Artifact.objects.create(id="sha256:rolling-hook", kind="dag_version", content={"nodes": []},
+                                       size_bytes=14)
+    workflow = Workflow.objects.create(owner=owner, tag="old")
+    WorkflowVersion.objects.create(workflow=workflow, seq=1, artifact=artifact)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO triggers_hook (id, owner_id, workflow_id, name, secret_ciphertext, mapping, enabled,"
+            " created_at) VALUES ('old-hook', %s, %s, '', 'x', NULL, true, now())", [owner.pk, workflow.pk])
+    assert Hook.objects.get(pk="old-hook").previous_secret_ciphertext == ""
+    HookRefusal.objects.create(hook_id="old-hook", code="mapping_failed", status=400, message="no")
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM triggers_hook WHERE id = 'old-hook'")
+
+    assert not HookRefusal.objects.exists()
