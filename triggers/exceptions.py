@@ -22,3 +22,15 @@ class HookUnauthorized(AobError):
 
     code = "unauthorized"
     status = 401
+
+
+# Refusals of a start that pass within a minute or so: the owner's rate limit (429), Redis away (503).
+PASSING = (429, 503)
+
+
+class StartHeld(AobError):
+    """A schedule's start held back by a refusal that passes (``PASSING``), for its firing to be
+    tried again, the same firing, when ``retry_after_seconds`` says."""
+
+    code = "start_held"
+    status = 429

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import shared_task
+
+logger = logging.getLogger(__name__)
 
 # Beat sends each due time once. A firing the database could not take for a moment (a restart, a
 # failover), or whose start a passing refusal held back (the owner's run limit, which every
@@ -21,7 +24,7 @@ FIRE_RETRY_BACKOFF_MAX_S = 60
 def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None) -> str:
     from django.db import InterfaceError, OperationalError
 
-    from aob_project.exceptions import AobError
+    from triggers.exceptions import StartHeld
     from triggers.services.schedules import schedule_fire
 
     sent = datetime.fromisoformat(fired_at) if fired_at else datetime.now(UTC)
@@ -29,9 +32,11 @@ def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None) -> s
     try:
         firing = schedule_fire(schedule_id=schedule_id, fired_at=sent, hold_passing=not last)
     except (OperationalError, InterfaceError) as exc:
+        if last:  # beat will not send this due time again: say which, for an operator to start it
+            logger.error("schedule.firing_lost", extra={"schedule_id": schedule_id, "fired_at": sent.isoformat()})
         countdown = min(FIRE_RETRY_BACKOFF_MAX_S, 2 ** self.request.retries)
         raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()], kwargs={}) from exc
-    except AobError as exc:  # held back: a rate limit says when there is room
+    except StartHeld as exc:  # held back: a rate limit says when there is room
         countdown = min(FIRE_RETRY_BACKOFF_MAX_S, max(1, int(exc.extra.get("retry_after_seconds") or 5)))
         raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()], kwargs={}) from exc
     return firing.outcome if firing else "duplicate_or_disabled"

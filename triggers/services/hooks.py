@@ -37,22 +37,25 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from aob_project import redis_client
 from aob_project.exceptions import AobError, ValidationFailed
 from vault import crypto
 from workflows import ratelimit
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import ConfigTooLarge, resolve
+from workflows.engine.outputs import strict_json
 from workflows.limits import refuse_past, unstorable
 from workflows.models import Run, Workflow, canonical_json, size_of
 
-from ..exceptions import HookNotFound, HookUnauthorized, NotHookOwner
+from ..exceptions import PASSING, HookNotFound, HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery, HookRefusal
 
 logger = logging.getLogger(__name__)
@@ -269,6 +272,8 @@ def _refusal_record(hook: Hook, delivery_id: str | None, exc: AobError) -> None:
     sender refused without end holds that many rows. Text as PostgreSQL stores it (no NUL: the
     delivery id is a header the signature does not cover), bounded."""
     kept = settings.AOB_HOOK_REFUSALS_KEPT
+    if exc.status in PASSING and not _first_lately(hook.pk, str(exc.code)):
+        return
     try:
         with transaction.atomic():
             HookRefusal.objects.create(
@@ -286,14 +291,30 @@ def _printable(text: str, keep: str = "") -> str:
 
 
 def _details(extra: dict[str, Any]) -> dict[str, Any]:
+    """The refusal's details as stored JSON holds them (``strict_json``: no NUL, no lone surrogate),
+    or a note of their size past ``_REFUSAL_DETAILS_BYTES``."""
     try:
-        text = canonical_json(extra)
-    except (TypeError, ValueError):
+        clean = strict_json(extra, non_finite="null")
+    except AobError:
         return {"unreadable": True}
-    size = size_of(text)
-    if size > _REFUSAL_DETAILS_BYTES:
-        return {"truncated": True, "bytes": size}
-    return json.loads(text.replace("\\u0000", "\\ufffd"))
+    size = size_of(canonical_json(clean))
+    return clean if size <= _REFUSAL_DETAILS_BYTES else {"truncated": True, "bytes": size}
+
+
+# Refusals that pass (``PASSING``: the owner's rate limit, Redis away) are recorded once a minute a
+# hook: a sender that holds the secret and keeps sending past the limit would otherwise cost a write
+# per request.
+PASSING_RECORDED_EVERY_S = 60
+
+
+def _first_lately(hook_id: str, code: str) -> bool:
+    """Whether no refusal of this kind was recorded for the hook in the last minute (none is, with
+    Redis away: recording needs it to stay bounded)."""
+    try:
+        return bool(redis_client.shared(ratelimit.TIMEOUT_S).set(
+            f"aob:hook:{hook_id}:refused:{code}", 1, nx=True, ex=PASSING_RECORDED_EVERY_S))
+    except redis.RedisError:
+        return False
 
 
 def _delivered(hook: Hook, delivery_id: str, signature: str) -> Accepted | None:

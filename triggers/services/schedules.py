@@ -29,7 +29,7 @@ from aob_project.exceptions import AobError
 from workflows.limits import refuse_past
 from workflows.models import Workflow, WorkflowVersion
 
-from ..exceptions import ScheduleInvalid
+from ..exceptions import PASSING, ScheduleInvalid, StartHeld
 from ..models import Schedule, ScheduleFiring
 
 logger = logging.getLogger(__name__)
@@ -197,15 +197,11 @@ def due_time(schedule: Schedule, fired_at: datetime) -> datetime:
     return croniter(schedule.cron, wall).get_prev(datetime).replace(tzinfo=zone).astimezone(UTC)
 
 
-# Refusals of a start that pass within a minute or so: a rate limit (429), Redis away (503).
-PASSING = (429, 503)
-
-
 def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
                   hold_passing: bool = False) -> ScheduleFiring | None:
     """Start the run of one firing, once: a firing already recorded is counted and left alone.
     With ``hold_passing`` a refusal that passes (``PASSING``: the owner's run limit, shared by every
-    schedule of theirs due at the same minute) is raised and nothing is recorded, for the caller
+    schedule of theirs due at the same minute) is raised as ``StartHeld`` and nothing is recorded, for the caller
     to try again later with the same ``fired_at``, so it is still this due time's firing."""
     schedule = Schedule.objects.select_related("workflow__current_version", "owner").filter(pk=schedule_id).first()
     if schedule is None:
@@ -242,7 +238,7 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
     except AobError as exc:
         if hold_passing and exc.status in PASSING:
             logger.info("schedule.start_held", extra={"schedule_id": schedule.pk, "error": exc.code})
-            raise
+            raise StartHeld(exc.message, extra={**exc.extra, "refusal": exc.code}) from exc
         firing, _ = ScheduleFiring.objects.get_or_create(**base, defaults={
             "outcome": ScheduleFiring.Outcome.FAILED, "error": {"error": exc.code, "message": exc.message}})
         logger.warning("schedule.start_failed", extra={"schedule_id": schedule.pk, "error": exc.code})
