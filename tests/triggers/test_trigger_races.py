@@ -1,0 +1,113 @@
+"""Two of an owner's changes to one hook or schedule at the same moment (a page and the CLI, a
+double click): the change that waited on the other's row lock answers as the API answers that
+state (the hook's or schedule's 404 once it is gone), never a 500. The delete is held open by the
+test, so the other request is sure to wait on its lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection, connections, transaction
+
+from tests.conftest import client_for
+from tests.engine.flow import wait_until
+from triggers.models import Hook, Schedule
+from workflows.services.definitions import workflow_save
+
+ECHO = {"nodes": [{"id": "echo", "type": "transform", "config": {"expression": "inputs"}}], "edges": []}
+
+
+def _blocked_on(pid: list[int]) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid)
+        return bool(cursor.fetchone()[0])
+
+
+def _asked_while_held(user: Any, hold: Callable[[], None], ask: Callable[[Any], Any]) -> list[Any]:
+    """``ask``'s answer (as ``user``) to a request made while ``hold()``'s writes are uncommitted
+    and lock their rows, waiting on them until they commit; a 500 is an answer here."""
+    holding, release = threading.Event(), threading.Event()
+    holder_pid: list[int] = []
+    answers: list[Any] = []
+
+    def held() -> None:
+        try:
+            with transaction.atomic():
+                hold()
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    holder_pid.append(cursor.fetchone()[0])
+                holding.set()
+                release.wait(15)
+        finally:
+            connections.close_all()
+
+    def asking() -> None:
+        client = client_for(user)
+        client.raise_request_exception = False
+        try:
+            answers.append(ask(client))
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=held)
+    holder.start()
+    assert holding.wait(15)
+    asker = threading.Thread(target=asking)
+    asker.start()
+    try:
+        wait_until(lambda: _blocked_on(holder_pid), timeout=15, what="the request waiting on the held lock")
+    finally:
+        release.set()
+        holder.join(15)
+        asker.join(15)
+    return answers
+
+
+def test_a_hook_update_that_waited_on_its_delete_is_the_hook_s_404_not_a_500(transactional_db, user):
+    """``PATCH /hooks/{id}`` reads the hook, then saves the fields it changes
+    (``hook.save(update_fields=...)``). A delete of the hook committed in between (the page's
+    *Delete* while the CLI renames it) leaves the update no row: Django raises ``DatabaseError``
+    ("Save with update_fields did not affect any rows") and the API answers 500. It should be
+    the hook's 404, as a request that came a moment later gets."""
+    from triggers.services.hooks import hook_delete
+
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    made = client_for(user).post("/api/v1/hooks", {"tag": "on-push", "name": "ci"}, format="json")
+    assert made.status_code == 201, made.json()
+    hook_id = made.json()["id"]
+
+    answers = _asked_while_held(user, lambda: hook_delete(hook=Hook.objects.get(pk=hook_id), user=user),
+                                lambda client: client.patch(f"/api/v1/hooks/{hook_id}", {"name": "renamed"},
+                                                            format="json"))
+
+    assert not Hook.objects.filter(pk=hook_id).exists()
+    assert answers, "the update never answered"
+    response = answers[0]
+    assert response.status_code == 404, (response.status_code, response.content[:500])
+    assert response.json()["error"] == "not_found", response.json()
+
+
+def test_a_schedule_update_that_waited_on_its_delete_is_the_schedule_s_404_not_a_500(transactional_db, user):
+    """``PATCH /schedules/{id}`` reads the schedule, then locks it again to change it
+    (``Schedule.objects.select_for_update().get(...)``). A delete committed in between leaves the
+    ``get`` nothing: ``Schedule.DoesNotExist``, which the API answers as a 500. It should be the
+    schedule's 404."""
+    from triggers.services.schedules import schedule_delete
+
+    workflow_save(owner=user, tag="nightly", definition=ECHO)
+    made = client_for(user).post("/api/v1/schedules", {"tag": "nightly", "cron": "0 3 * * *"}, format="json")
+    assert made.status_code == 201, made.json()
+    schedule_id = made.json()["id"]
+
+    answers = _asked_while_held(user, lambda: schedule_delete(schedule=Schedule.objects.get(pk=schedule_id)),
+                                lambda client: client.patch(f"/api/v1/schedules/{schedule_id}",
+                                                            {"cron": "0 4 * * *"}, format="json"))
+
+    assert not Schedule.objects.filter(pk=schedule_id).exists()
+    assert answers, "the update never answered"
+    response = answers[0]
+    assert response.status_code == 404, (response.status_code, response.content[:500])
+    assert response.json()["error"] == "not_found", response.json()
