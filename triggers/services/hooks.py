@@ -109,11 +109,14 @@ def hook_create(*, owner: User, workflow: Workflow, name: str = "", mapping: Any
 
 
 def hook_update(*, hook: Hook, **changes: Any) -> Hook:
+    """Change the fields of ``changes``; a hook deleted meanwhile (its update waited on the delete's
+    lock) is the hook's 404, as a request a moment later gets, not Django's "did not affect any rows"."""
     if "mapping" in changes:
         changes["mapping"] = mapping_check(changes["mapping"])
+    if changes and not Hook.objects.filter(pk=hook.pk).update(**changes):
+        raise HookNotFound("hook not found")
     for key, value in changes.items():
         setattr(hook, key, value)
-    hook.save(update_fields=list(changes))
     return hook
 
 

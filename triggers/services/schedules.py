@@ -29,7 +29,7 @@ from aob_project.exceptions import AobError
 from workflows.limits import refuse_past
 from workflows.models import Workflow, WorkflowVersion
 
-from ..exceptions import PASSING, ScheduleInvalid, StartHeld
+from ..exceptions import PASSING, ScheduleInvalid, ScheduleNotFound, StartHeld
 from ..models import Schedule, ScheduleFiring
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,9 @@ def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
     if "inputs" in changes:
         _check_inputs(changes["inputs"])
     with transaction.atomic():
-        schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
+        schedule = Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
+        if schedule is None:  # deleted while this update waited on its lock: gone, as a moment later
+            raise ScheduleNotFound("schedule not found")
         for key, value in changes.items():
             setattr(schedule, key, value)
         schedule.save()
