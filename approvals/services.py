@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from approvals.exceptions import (
     AlreadyDecided,
+    ApprovalNotFound,
     ApprovalSettled,
     CommentInvalid,
     FormDataInvalid,
@@ -181,8 +182,12 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     refuse_past(data, DATA_MAX_BYTES, field="data", error=FormDataInvalid)
     with transaction.atomic():
         run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
-        approval = (Approval.objects.select_for_update().select_related("run__owner").defer(*RUN_UNREAD)
-                    .get(pk=approval.pk))
+        found = (Approval.objects.select_for_update().select_related("run__owner").defer(*RUN_UNREAD)
+                 .filter(pk=approval.pk).first()) if run_status is not None else None
+        if found is None:  # its run removed (a prune) while the decision waited on the run's lock
+            raise ApprovalNotFound(f"approval {approval.pk} not found: its run was removed before the decision could "
+                                   "be counted", extra={"approval_id": approval.pk})
+        approval = found
         if approval.status != Approval.Status.PENDING:
             raise ApprovalSettled(f"approval {approval.pk} is already {approval.status}",
                                   extra={"status": approval.status})

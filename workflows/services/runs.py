@@ -141,7 +141,7 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         run_owner_check(run=run, user=user, action="cancel it")
     with transaction.atomic():
         # its inputs (up to AOB_MAX_RUN_INPUTS_BYTES) stay in the database: the answer judges them by size
-        run = Run.objects.select_for_update().defer("inputs").get(pk=run.pk)
+        run = run_locked(run.pk, action="cancel it", defer=("inputs",))
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
         now = timezone.now()
@@ -155,6 +155,17 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         events.append(run.pk, run.owner_id, [(Event.Type.RUN_CANCELLED, "", {
             "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
         hooks.run_finished(run.pk, run.status)
+    return run
+
+
+def run_locked(run_id: Any, *, action: str, defer: tuple[str, ...] = ()) -> Run:
+    """The run's row, locked for a person's change (the run first: workflows/engine/locks.py). A
+    run removed while the change waited on its lock (a prune that committed meanwhile; retention
+    skips a run someone holds, not one it already holds) is its 404, as a moment later, not a 500."""
+    run = Run.objects.select_for_update().defer(*defer).filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"run {run_id} not found: it was removed before the request to {action} could",
+                       extra={"run_id": str(run_id)})
     return run
 
 
@@ -251,7 +262,7 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
         # its parent, so no two paths wait on each other
         locked_below = [r for r in (Run.objects.select_for_update().filter(pk=pk).first() for pk in reversed(below))
                         if r is not None and not r.is_finished]
-        run = Run.objects.select_for_update().defer("inputs").get(pk=run.pk)
+        run = run_locked(run.pk, action="set its budget", defer=("inputs",))
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
         budget = {**run.budget, **run.ceilings}

@@ -30,6 +30,7 @@ from workflows.selectors import run_owner_check
 
 from ..artifacts import artifact_store
 from ..definitions import apply_operations
+from ..runs import run_locked
 from .policy import (
     MAX_OPERATIONS,
     PatchRejected,
@@ -121,7 +122,7 @@ def run_state(run: Run) -> RunState:
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
              proposal_key: str) -> RunPatch:
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = run_locked(run.pk, action="patch it")
         if proposal_key:
             already = RunPatch.objects.filter(run=run, proposal_key=proposal_key).first()
             if already is not None:
