@@ -111,3 +111,26 @@ def test_a_schedule_update_that_waited_on_its_delete_is_the_schedule_s_404_not_a
     response = answers[0]
     assert response.status_code == 404, (response.status_code, response.content[:500])
     assert response.json()["error"] == "not_found", response.json()
+
+
+def test_a_hook_or_schedule_made_as_its_workflow_is_deleted_is_the_workflow_s_404_not_a_500(transactional_db, user):
+    """``POST /hooks`` and ``POST /schedules`` read the tag, then insert a row naming it. A delete
+    of the tag held open meanwhile (it found no hook or schedule to refuse it for) makes the
+    insert's key check wait on it, then fail once it commits (``ForeignKeyViolation``): a 500.
+    It should be the tag's 404, as a start racing the same delete answers
+    (``tests/api/test_definition_races.py``), and nothing made."""
+    from workflows.models import Workflow
+    from workflows.services.definitions import workflow_delete
+
+    answers = []
+    for path, body in (("/api/v1/hooks", {"tag": "doomed", "name": "ci"}),
+                       ("/api/v1/schedules", {"tag": "doomed", "cron": "0 3 * * *"})):
+        workflow_save(owner=user, tag="doomed", definition=ECHO)
+        answers += _asked_while_held(user, lambda: workflow_delete(workflow=Workflow.objects.get(tag="doomed")),
+                                     lambda client, path=path, body=body: client.post(path, body, format="json"))
+        assert not Workflow.objects.filter(tag="doomed").exists()
+
+    assert len(answers) == 2, "a create never answered"
+    assert [a.status_code for a in answers] == [404, 404], [(a.status_code, a.content[:300]) for a in answers]
+    assert all(a.json()["error"] == "not_found" for a in answers)
+    assert not Hook.objects.exists() and not Schedule.objects.exists()
