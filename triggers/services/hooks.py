@@ -54,6 +54,7 @@ from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.engine.outputs import strict_json
 from workflows.limits import refuse_past, unstorable
 from workflows.models import Run, Workflow, canonical_json, size_of
+from workflows.services.definitions import workflow_lock_for_use
 
 from ..exceptions import PASSING, HookNotFound, HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery, HookRefusal
@@ -96,6 +97,7 @@ def hook_create(*, owner: User, workflow: Workflow, name: str = "", mapping: Any
     secret = new_secret()
     mapping = mapping_check(mapping)
     with transaction.atomic():
+        workflow = workflow_lock_for_use(workflow=workflow)  # first: the tag's delete takes it before the owner's row
         User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
         limit = settings.AOB_MAX_HOOKS_PER_OWNER
         if Hook.objects.filter(owner=owner).count() >= limit:

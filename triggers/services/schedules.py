@@ -28,6 +28,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from aob_project.exceptions import AobError
 from workflows.limits import refuse_past
 from workflows.models import Workflow, WorkflowVersion
+from workflows.services.definitions import workflow_lock_for_use
 
 from ..exceptions import PASSING, ScheduleInvalid, ScheduleNotFound, StartHeld
 from ..models import Schedule, ScheduleFiring
@@ -106,6 +107,7 @@ def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UT
     _check_owner(owner, workflow)
     _check_inputs(inputs or {})
     with transaction.atomic():
+        workflow = workflow_lock_for_use(workflow=workflow)  # first: the tag's delete takes it before the owner's row
         User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
         _check_room(owner)
         schedule = Schedule.objects.create(owner=owner, workflow=workflow, cron=cron, timezone=tz, inputs=inputs or {},

@@ -281,6 +281,19 @@ def _placed(document: Any, path: str, value_size: int, *, replace: bool) -> int:
     return value_size + (1 if container else 0)
 
 
+def workflow_lock_for_use(*, workflow: Workflow) -> Workflow:
+    """Hold the tag against its delete while a row that starts it (a hook, a schedule) is made: in
+    the maker's transaction, before any other lock. The delete locks the tag, then at its commit
+    its owner's row (``DeletedTag``'s key check), so a maker that locked the owner first (its
+    count of hooks) and met the tag's key at its own commit deadlocked with it; one that came
+    after it failed that key check, a 500. Now one waits for the other: a delete that comes second
+    finds the new row (``workflow_in_use``), a maker that comes second the tag's 404."""
+    locked = Workflow.objects.select_for_update(no_key=True).filter(pk=workflow.pk).first()
+    if locked is None:
+        raise NotFound(f"workflow {workflow.tag!r} not found")
+    return locked
+
+
 class WorkflowInUse(Conflict):
     code = "workflow_in_use"
 
