@@ -134,3 +134,66 @@ def test_a_hook_or_schedule_made_as_its_workflow_is_deleted_is_the_workflow_s_40
     assert [a.status_code for a in answers] == [404, 404], [(a.status_code, a.content[:300]) for a in answers]
     assert all(a.json()["error"] == "not_found" for a in answers)
     assert not Hook.objects.exists() and not Schedule.objects.exists()
+
+
+def _deliver_held_behind(user: Any, hold: Callable[[], None], hook: dict, secret: str) -> list[Any]:
+    """A delivery signed with ``secret``, sent while ``hold()``'s change to the hook is uncommitted
+    (read before it, so judged by the hook as it was), answered once the change commits."""
+    import json
+    import time
+    import uuid
+
+    from rest_framework.test import APIClient
+
+    from triggers.services.hooks import signature_for
+
+    raw = json.dumps({"n": 1}).encode()
+    ts = str(int(time.time()))
+    sig = "sha256=" + signature_for(secret, ts, raw)
+    return _asked_while_held(user, hold, lambda client: APIClient().post(
+        f"/api/v1/hooks/{hook['id']}", raw, content_type="application/json", HTTP_X_AOB_TIMESTAMP=ts,
+        HTTP_X_AOB_SIGNATURE=sig, HTTP_X_AOB_DELIVERY=str(uuid.uuid4())))
+
+
+def test_a_delivery_signed_with_a_secret_cut_off_while_it_was_accepted_starts_no_run(transactional_db, user):
+    """``grace_s: 0`` is for a secret that leaked: the old secret "stops now". A delivery signed
+    with it that was judged before the rotation committed (its read saw the old secret) went on,
+    waited on the rotation's row lock, and started its run after the rotation had answered: the
+    owner, told the leaked secret is dead, still gets a run from it. It should be refused as any
+    delivery signed with it after the rotation is (or have started its run before the rotation
+    answered)."""
+    from triggers.services.hooks import hook_rotate
+    from workflows.models import Run
+
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    made = client_for(user).post("/api/v1/hooks", {"tag": "on-push"}, format="json")
+    assert made.status_code == 201, made.json()
+    hook = made.json()
+    rotated: list[str] = []
+
+    answers = _deliver_held_behind(
+        user, lambda: rotated.append(hook_rotate(hook=Hook.objects.get(pk=hook["id"]), grace_s=0)),
+        hook, hook["secret"])
+
+    assert rotated and answers, "the rotation or the delivery never answered"
+    response = answers[0]
+    assert (response.status_code, response.json().get("error")) == (401, "unauthorized"), (
+        response.status_code, response.content[:300], list(Run.objects.values_list("created_at", flat=True)))
+    assert not Run.objects.exists()
+
+
+def test_a_delivery_signed_with_the_secret_a_graceful_rotation_replaced_meanwhile_still_lands(transactional_db,
+                                                                                              user):
+    """The control: a rotation with a grace period keeps the old secret signing, so a delivery
+    judged by it while the rotation commits starts its run."""
+    from triggers.services.hooks import hook_rotate
+    from workflows.models import Run
+
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    hook = client_for(user).post("/api/v1/hooks", {"tag": "on-push"}, format="json").json()
+
+    answers = _deliver_held_behind(user, lambda: hook_rotate(hook=Hook.objects.get(pk=hook["id"]), grace_s=600),
+                                   hook, hook["secret"])
+
+    assert answers and answers[0].status_code in (200, 201, 202), (answers[0].status_code, answers[0].content[:300])
+    assert Run.objects.count() == 1
