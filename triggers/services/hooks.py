@@ -40,7 +40,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -115,8 +115,10 @@ def hook_update(*, hook: Hook, **changes: Any) -> Hook:
     lock) is the hook's 404, as a request a moment later gets, not Django's "did not affect any rows"."""
     if "mapping" in changes:
         changes["mapping"] = mapping_check(changes["mapping"])
-    if changes and not Hook.objects.filter(pk=hook.pk).update(**changes):
-        raise HookNotFound("hook not found")
+    with transaction.atomic():  # locked as a rotation is: a delivery being accepted finishes first (_still_signed)
+        if changes and Hook.objects.select_for_update().filter(pk=hook.pk).first() is None:
+            raise HookNotFound("hook not found")
+        Hook.objects.filter(pk=hook.pk).update(**changes)
     for key, value in changes.items():
         setattr(hook, key, value)
     return hook
@@ -212,25 +214,16 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     """Authenticate one delivery and start its run, once. ``authenticated()`` is called once the
     delivery has proved itself the hook's (the view then no longer counts it as anonymous)."""
     hook = Hook.objects.select_related("owner", "workflow__current_version").filter(pk=hook_id).first()
-    secret = _signing_secret(hook.secret_ciphertext if hook else "", hook)
-    previous = _signing_secret(hook.previous_secret_ciphertext if hook else "", hook)
     given = (signature or "").removeprefix("sha256=").strip().lower()
-    expected = signature_for(secret, timestamp or "", body)
-    by_previous = signature_for(previous, timestamp or "", body)
-    valid = hmac.compare_digest(given.encode(), expected.encode())
-    valid_previous = hmac.compare_digest(given.encode(), by_previous.encode())
-    in_grace = hook is not None and previous_secret_expiry(hook) is not None
-    if valid_previous and in_grace and not valid:  # the signature kept against replays is the one that matched
-        expected, valid = by_previous, True
-        logger.info("hook.signed_with_previous_secret", extra={"hook_id": hook.pk if hook else None})
+    expected = _matched(hook, given, timestamp or "", body)
     fresh = _fresh(timestamp)
-    if not (valid and fresh and hook is not None and hook.enabled):
+    if not (expected and fresh and hook is not None and hook.enabled):
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
     if authenticated is not None:
         authenticated()
     try:
-        return _accept(hook, delivery_id, expected, body, headers or {})
+        return _accept(hook, delivery_id, expected, body, headers or {}, given=given, timestamp=timestamp or "")
     except HookUnauthorized:  # the hook went during the delivery: nothing of it is left to record against
         raise
     except AobError as exc:
@@ -238,7 +231,49 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
         raise
 
 
-def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, headers: dict[str, str]) -> Accepted:
+def _matched(hook: Hook | None, given: str, timestamp: str, body: bytes) -> str:
+    """The signature ``given`` matched, by the hook's secret or by the one its last rotation
+    replaced while that still signs; "" if neither (an unknown hook takes the same steps)."""
+    secret = _signing_secret(hook.secret_ciphertext if hook else "", hook)
+    previous = _signing_secret(hook.previous_secret_ciphertext if hook else "", hook)
+    expected = signature_for(secret, timestamp, body)
+    by_previous = signature_for(previous, timestamp, body)
+    valid = hmac.compare_digest(given.encode(), expected.encode())
+    valid_previous = hmac.compare_digest(given.encode(), by_previous.encode())
+    in_grace = hook is not None and previous_secret_expiry(hook) is not None
+    if valid_previous and in_grace and not valid:  # the signature kept against replays is the one that matched
+        logger.info("hook.signed_with_previous_secret", extra={"hook_id": hook.pk if hook else None})
+        return by_previous
+    return expected if valid else ""
+
+
+_SIGNING = ("enabled", "secret_ciphertext", "previous_secret_ciphertext", "previous_secret_expires_at")
+_HOLD_SIGNING = ("SELECT enabled, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at "
+                 "FROM triggers_hook WHERE id = %s FOR KEY SHARE")
+
+
+def _still_signed(hook: Hook, given: str, timestamp: str, expected: str, body: bytes) -> str:
+    """In the transaction that starts the delivery's run: hold the hook's row (``FOR KEY SHARE``,
+    so deliveries do not wait on one another) against a rotation, a disable or a delete until the
+    run commits, and judge the delivery again if the row changed since it was read. Before, a
+    delivery judged by a secret that a rotation with ``grace_s`` 0 cut off (a leaked one) while it
+    was accepted started its run after the rotation had answered; now the rotation waits for it,
+    or it is judged by the secrets the rotation left. The signature that matched, or refused."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLD_SIGNING, [hook.pk])
+        row = cursor.fetchone()
+    if row is not None and row == tuple(getattr(hook, field) for field in _SIGNING):
+        return expected
+    now = Hook(pk=hook.pk, **dict(zip(_SIGNING, row, strict=True))) if row is not None else None
+    again = _matched(now, given, timestamp, body) if now is not None and now.enabled else ""
+    if not again:
+        logger.info("hook.refused", extra={"hook_id": hook.pk})  # never why
+        raise HookUnauthorized("the request could not be authenticated")
+    return again
+
+
+def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, headers: dict[str, str], *,
+            given: str, timestamp: str) -> Accepted:
     """The authenticated delivery's run, started once; an AobError says why not."""
     if not (delivery_id and len(delivery_id) <= MAX_DELIVERY_ID and delivery_id.isprintable()):
         raise ValidationFailed(f"X-AOB-Delivery is the sender's id of this delivery: 1 to {MAX_DELIVERY_ID} "
@@ -253,6 +288,7 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
     inputs = _inputs(hook, body, headers)
     try:
         with transaction.atomic():
+            expected = _still_signed(hook, given, timestamp, expected, body)
             delivery = HookDelivery.objects.create(hook=hook, delivery_id=delivery_id, signature=expected)
             run = _start(hook, inputs, delivery_id)
             HookDelivery.objects.filter(pk=delivery.pk).update(run=run)
