@@ -1,0 +1,155 @@
+"""People (and the engine) acting on one run at the same moment, through the API, on the real
+workers: exactly one of two conflicting actions wins, the other is a 409 naming why, the events
+tell it in order, and the run ends."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection, connections, transaction
+
+from approvals.models import Approval
+from tests.approvals.runs import decide, events, finished, parked, statuses
+from tests.conftest import client_for, wait_for_run
+from tests.engine.flow import wait_until
+from workflows.models import Event, NodeRun, Run
+
+
+def _together(count: int, attempt: Callable[[int], Any]) -> list[Any]:
+    """``attempt(i)`` in ``count`` threads released together, each on its own connection."""
+    gate = threading.Barrier(count)
+    answers: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        try:
+            gate.wait(timeout=10)
+            answers[i] = attempt(i)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return answers
+
+
+def _blocked_on(pid: list[int]) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid)
+        return bool(cursor.fetchone()[0])
+
+
+def _asked_while_held(hold: Callable[[], Any], ask: Callable[[], Any]) -> tuple[list[Any], list[Any]]:
+    """``ask()``'s answer to a request made while ``hold()`` runs in a transaction held open (its
+    locks kept) until the request waits on them; then ``hold()``'s transaction commits. Returns
+    (what hold returned or raised, what ask answered)."""
+    holding, release = threading.Event(), threading.Event()
+    holder_pid: list[int] = []
+    held: list[Any] = []
+    answers: list[Any] = []
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                try:
+                    held.append(hold())
+                except Exception as exc:  # noqa: BLE001 - the test reads it
+                    held.append(exc)
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    holder_pid.append(cursor.fetchone()[0])
+                holding.set()
+                release.wait(15)
+        finally:
+            connections.close_all()
+
+    def asker() -> None:
+        try:
+            answers.append(ask())
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=holder)
+    first.start()
+    assert holding.wait(15)
+    second = threading.Thread(target=asker)
+    second.start()
+    try:
+        wait_until(lambda: _blocked_on(holder_pid), timeout=15, what="the request waiting on the held lock")
+    finally:
+        release.set()
+        first.join(15)
+        second.join(30)
+    return held, answers
+
+
+def test_two_of_two_approvers_at_the_same_instant_both_count_and_it_settles_once(engine, user, bob, carol):
+    run_id, approval = parked(user, {"approvers": ["bob", "carol"], "required_approvals": 2})
+
+    answers = _together(2, lambda i: decide([bob, carol][i], approval, True, f"yes {i}"))
+
+    assert sorted(a.status_code for a in answers) == [200, 200], [a.json() for a in answers]
+    assert sorted(a.json()["status"] for a in answers) == ["approved", "pending"]
+    assert finished(run_id).status == "completed"
+    decided = events(run_id, "approval_decided")
+    assert [(d["approvals"], d["settled"]) for d in decided] == [(1, None), (2, "approved")]
+    assert NodeRun.objects.filter(run_id=run_id, node_id="refund").count() == 1
+    assert Event.objects.filter(run_id=run_id, node_id="refund", type="node_completed").count() == 1
+
+
+def test_a_decision_that_waited_on_a_cancel_is_a_409_and_the_gate_leaves_with_the_run(engine, user, bob):
+    from workflows.services.runs import run_cancel
+
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    held, answers = _asked_while_held(lambda: run_cancel(run=Run.objects.get(pk=run_id), user=user),
+                                      lambda: decide(bob, approval, True))
+    assert not isinstance(held[0], Exception), held
+    response = answers[0]
+    assert response.status_code == 409, (response.status_code, response.content[:300])
+    assert response.json()["error"] in ("run_finished", "approval_settled")
+    assert finished(run_id).status == "cancelled"
+    assert Approval.objects.get(pk=approval.pk).status == "cancelled"
+    assert events(run_id, "approval_decided") == []
+    assert "refund" not in statuses(run_id)
+    assert not NodeRun.objects.filter(run_id=run_id, status__in=NodeRun.ACTIVE).exists()
+
+
+def test_a_cancel_that_waited_on_a_decision_cancels_what_the_decision_began(engine, user, bob):
+    from approvals.services import approval_decide
+
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    held, answers = _asked_while_held(
+        lambda: approval_decide(approval=Approval.objects.get(pk=approval.pk), user=bob, approve=True),
+        lambda: client_for(user).post(f"/api/v1/runs/{run_id}/cancel", {}, format="json"))
+    assert not isinstance(held[0], Exception), held
+    response = answers[0]
+    assert response.status_code == 200, (response.status_code, response.content[:300])
+    assert finished(run_id).status == "cancelled"
+    assert Approval.objects.get(pk=approval.pk).status == "approved"
+    assert not NodeRun.objects.filter(run_id=run_id, status__in=NodeRun.ACTIVE).exists()
+    types = list(Event.objects.filter(run_id=run_id).order_by("seq").values_list("type", flat=True))
+    assert types.index("approval_decided") < types.index("run_cancelled")
+    assert "workflow_completed" not in types
+
+
+def test_one_replay_sent_four_times_at_once_with_one_key_starts_one_run(engine, api, user, remote):
+    from tests.engine.flow import edge, http, submit, transform
+
+    definition = {"nodes": [http("fetch", f"{remote.base}/echo", config={"method": "POST", "payload": {"n": 1}}),
+                            transform("shape", "nodes.fetch.body.json.n + 1")],
+                  "edges": [edge("fetch", "shape")]}
+    source = wait_for_run(submit(api, definition))
+    assert source.status == "completed"
+    path = f"/api/v1/runs/{source.pk}/nodes/shape/replay"
+
+    answers = _together(4, lambda i: client_for(user).post(path, {}, format="json",
+                                                           HTTP_IDEMPOTENCY_KEY="replay-once"))
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.content[:200] for a in answers]
+    assert len({a.json()["run_id"] for a in answers}) == 1
+    assert Run.objects.filter(replay_of=source).count() == 1
+    assert wait_for_run(answers[0].json()["run_id"]).status == "completed"
