@@ -164,7 +164,7 @@ def run_locked(run_id: Any, *, action: str, defer: tuple[str, ...] = ()) -> Run:
     skips a run someone holds, not one it already holds) is its 404, as a moment later, not a 500."""
     run = Run.objects.select_for_update().defer(*defer).filter(pk=run_id).first()
     if run is None:
-        raise NotFound(f"run {run_id} not found: it was removed before the request to {action} could",
+        raise NotFound(f"run {run_id} not found: it was removed while the request to {action} waited for it",
                        extra={"run_id": str(run_id)})
     return run
 
