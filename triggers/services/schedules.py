@@ -125,9 +125,10 @@ def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
     if "inputs" in changes:
         _check_inputs(changes["inputs"])
     with transaction.atomic():
-        schedule = Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
-        if schedule is None:  # deleted while this update waited on its lock: gone, as a moment later
+        locked = Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
+        if locked is None:  # deleted while this update waited on its lock: gone, as a moment later
             raise ScheduleNotFound("schedule not found")
+        schedule = locked
         for key, value in changes.items():
             setattr(schedule, key, value)
         schedule.save()
