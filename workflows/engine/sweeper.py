@@ -277,9 +277,9 @@ def _backlogged_queues() -> set[str]:
 def _waiting_turn(backlog: set[str], patience: datetime) -> Case:
     """1 for a queued node run most likely waiting its turn on a backlogged queue (``sweep`` leaves
     it), else 0: read first, the oldest first, so a message lost elsewhere is found in the next
-    sweep however many wait in a backlog. Before, the read had no order: with more than 500 stale
-    on a backlogged queue it could read the same 500 every sweep, and a lost one elsewhere waited
-    ``AOB_REPUBLISH_BACKLOG_S``."""
+    sweep however many wait in a backlog. Before, the read took the model's default order: with
+    more than 500 stale on a backlogged queue, it read the same 500 (left waiting their turn) every
+    sweep, and a lost one elsewhere waited ``AOB_REPUBLISH_BACKLOG_S``."""
     waiting = [node_type for node_type in registry.routed() if registry.queue_for(node_type) in backlog]
     return Case(When(node_type__in=waiting, dispatched_at__gt=patience, then=Value(1)), default=Value(0),
                 output_field=IntegerField())
