@@ -136,3 +136,31 @@ def test_make_services_prints_the_urls_without_their_passwords(root: Path) -> No
     finally:
         launcher.send_signal(signal.SIGINT)
         launcher.wait(timeout=30)
+
+
+@pytest.mark.timeout(180)
+def test_a_second_launcher_on_a_data_dir_in_use_leaves_the_first_ones_runtime_env(root: Path) -> None:
+    """`make up` run again on a data dir whose servers another launcher owns is refused ("in use by
+    process ..."); on its way out it deleted ``runtime.env``, the file ``manage.py`` in another shell
+    reads the running servers' URLs (and passwords) from: the operator's next ``aob_create_user`` or
+    ``aob_rotate_secrets`` then talked to the default 127.0.0.1:5432 instead of the running stack."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR"}}
+    first = subprocess.Popen([sys.executable, "-m", "aob.launcher", "services", "--data-dir", str(root)],
+                             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in first.stdout:
+            if line.startswith("REDIS_URL="):
+                break
+        kept = (root / "runtime.env").read_text()
+
+        second = subprocess.run([sys.executable, "-m", "aob.launcher", "services", "--data-dir", str(root)],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=120)
+
+        assert second.returncode == 1 and "in use by process" in second.stdout, second.stdout + second.stderr
+        assert (root / "runtime.env").exists() and (root / "runtime.env").read_text() == kept
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=30)
