@@ -218,6 +218,7 @@ class Services:
         self.runtime_env = data_dir / "runtime.env"
         self.postgres: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
+        self._wrote_runtime_env = False  # only ours is removed: a refused second launcher leaves the first's
 
     def start(self, environ: dict[str, str]) -> dict[str, str]:
         env = dict(environ)
@@ -237,6 +238,7 @@ class Services:
         fd = os.open(self.runtime_env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}\n")
+        self._wrote_runtime_env = True
         env["AOB_DATA_DIR"] = str(self.data_dir)
         metrics_dir = self.data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)  # multiprocess metrics start fresh with the stack
@@ -247,7 +249,9 @@ class Services:
         return env
 
     def stop(self) -> None:
-        self.runtime_env.unlink(missing_ok=True)
+        if self._wrote_runtime_env:
+            self.runtime_env.unlink(missing_ok=True)
+            self._wrote_runtime_env = False
         for server in (self.postgres, self.redis):
             if server is not None:
                 server.stop()
