@@ -43,11 +43,20 @@ def env_str(name: str, default: str | None = None) -> str:
     return value
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 def env_bool(name: str, default: bool) -> bool:
+    """The variable as a switch; a value that is neither word refuses start-up (read as false, a typo
+    in AOB_PRODUCTION ran production in development mode)."""
     value = os.environ.get(name)
     if value is None or value == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise RuntimeError(f"environment variable {name} must be true or false (1/0, yes/no, on/off), not {value!r}")
+    return word in TRUE_WORDS
 
 
 def env_int(name: str, default: int, *, within: tuple[int, int] | None = None) -> int:
