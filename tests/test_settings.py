@@ -45,3 +45,33 @@ def test_a_switch_that_is_neither_true_nor_false_is_refused(name: str, value: st
     turned off the recovery of every lost message and lapsed lease, with nothing said."""
     last = refused(start(**{name: value}), name)
     assert repr(value) in last and "true or false" in last
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("AOB_LEASE_S", "15s"),  # float("15s"): "could not convert string to float: '15s'", no name
+    ("AOB_HTTP_TIMEOUT_S", "thirty"),
+    ("AOB_RUN_MAX_COST_USD", "$2"),
+    ("AOB_LEASE_S", "nan"),  # compares false with everything: no bound it takes part in holds
+    ("AOB_LLM_TIMEOUT_S", "inf"),
+    ("AOB_LEASE_S", "-5"),  # every claimed node's lease lapsed at once: the sweeper runs it again meanwhile
+    ("AOB_SWEEP_INTERVAL_S", "0"),  # beat sends the sweep without pause
+    ("AOB_OWNER_DAILY_COST_USD", "-1"),
+    ("AOB_RATE_GLOBAL_PER_MIN", "-5"),  # every write refused as over a limit nobody set
+    ("AOB_MAX_BODY_BYTES", "-1"),
+    ("AOB_MAX_NODES", "1.5"),
+])
+def test_a_number_that_is_not_one_or_out_of_its_range_is_refused(name: str, value: str):
+    """A duration or an amount that does not read as one ended start-up with ``ValueError: could not
+    convert string to float`` (which variable?), and one that read as a number nobody means (NaN,
+    infinity, a negative, a zero interval) started a stack whose bounds and timers misbehave."""
+    last = refused(start(**{name: value}), name)
+    assert repr(value) in last or value in last
+
+
+@pytest.mark.parametrize(("name", "value"), [("AOB_HTTP_ALLOWED_PORTS", "80,https"),
+                                             ("AOB_HTTP_ALLOWED_PORTS", "443,70000"),
+                                             ("AOB_LLM_PRICES", "{gpt-4o: 1}"),
+                                             ("AOB_OPENAPI_SPECS", "petstore.json")])
+def test_a_list_or_a_json_value_that_does_not_parse_is_refused_naming_it(name: str, value: str):
+    """``int('https')`` and ``json.loads`` ended start-up with a message that names no variable."""
+    refused(start(**{name: value}), name)
