@@ -8,6 +8,8 @@ talks to the stack ``make up`` started.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 
@@ -59,21 +61,59 @@ def env_bool(name: str, default: bool) -> bool:
     return word in TRUE_WORDS
 
 
-def env_int(name: str, default: int, *, within: tuple[int, int] | None = None) -> int:
-    """The variable as an integer; with ``within`` (low, high) one outside it refuses start-up."""
+def env_int(name: str, default: int, *, within: tuple[int, int] = (0, 2**63 - 1)) -> int:
+    """The variable as an integer; one outside ``within`` (low, high; by default no negative: every
+    count, size, limit and duration here) refuses start-up."""
     value = os.environ.get(name)
     try:
         number = int(value) if value not in (None, "") else default
     except ValueError:
         raise RuntimeError(f"environment variable {name} must be an integer, not {value!r}") from None
-    if within is not None and not within[0] <= number <= within[1]:
+    if not within[0] <= number <= within[1]:
         raise RuntimeError(f"environment variable {name} must be from {within[0]} to {within[1]}, not {number}")
     return number
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, within: tuple[float, float] = (0.0, math.inf),
+              positive: bool = False) -> float:
+    """The variable as a finite number within ``within`` (by default 0 or more); ``positive``: more
+    than 0 too (an interval, a lease, a timeout: 0 would fire without pause or expire at once)."""
     value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
+    try:
+        number = float(value) if value not in (None, "") else default
+    except ValueError:
+        raise RuntimeError(f"environment variable {name} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or not within[0] <= number <= within[1] or (positive and number <= 0):
+        low = f"more than {within[0]:g}" if positive else f"at least {within[0]:g}"
+        high = "" if within[1] == math.inf else f" and at most {within[1]:g}"
+        raise RuntimeError(f"environment variable {name} must be a number {low}{high}, not {value!r}")
+    return number
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration or interval in seconds: a finite number more than 0."""
+    return env_float(name, default, positive=True)
+
+
+def env_json(name: str, default: object) -> object:
+    """The variable as a JSON document (the default when unset or empty)."""
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise RuntimeError(f"environment variable {name} must be JSON ({exc}), not {value!r}") from None
+
+
+def env_ports(name: str, default: str) -> list[int]:
+    """A comma-separated list of TCP ports, each from 1 to 65535."""
+    ports = []
+    for item in env_list(name, default):
+        if not item.isdigit() or not 1 <= int(item) <= 65535:
+            raise RuntimeError(f"environment variable {name} must list ports from 1 to 65535, not {item!r}")
+        ports.append(int(item))
+    return ports
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -205,7 +245,7 @@ AOB_FLOWER_URL = env_str("AOB_FLOWER_URL", "http://127.0.0.1:5555/")
 AOB_MAX_BODY_BYTES = env_int("AOB_MAX_BODY_BYTES", 1024 * 1024)
 # A request's body not whole within this many seconds is answered 408 and let go (aob_project/
 # http_handler.py): 150 connections that each sent all but a byte held 165 MiB of the web process.
-AOB_BODY_READ_S = env_float("AOB_BODY_READ_S", 30.0)
+AOB_BODY_READ_S = env_seconds("AOB_BODY_READ_S", 30.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = AOB_MAX_BODY_BYTES
 # A workflow definition (saved, or a run's patched version) as compact JSON; JSON Patch
 # application stops as soon as a document would pass it (workflows/services/definitions.py).
@@ -317,15 +357,15 @@ CELERY_TASK_SEND_SENT_EVENT = env_bool("AOB_TASK_SENT_EVENTS", False)
 # A node run left queued this long is re-published; a running one whose lease lapsed is re-run.
 # Leases are renewed by a heartbeat every third of AOB_LEASE_S while the node runs.
 AOB_SWEEPER_ENABLED = env_bool("AOB_SWEEPER_ENABLED", True)
-AOB_SWEEP_INTERVAL_S = env_float("AOB_SWEEP_INTERVAL_S", 5.0)
+AOB_SWEEP_INTERVAL_S = env_seconds("AOB_SWEEP_INTERVAL_S", 5.0)
 # The health answer calls the sweeper stale when none finished this long (beat or the worker of
 # the maintenance queue down: nothing then recovers a lost message, and nothing else says so).
-AOB_SWEEP_STALE_S = env_float("AOB_SWEEP_STALE_S", max(30.0, 6 * AOB_SWEEP_INTERVAL_S))
+AOB_SWEEP_STALE_S = env_seconds("AOB_SWEEP_STALE_S", max(30.0, 6 * AOB_SWEEP_INTERVAL_S))
 # How often beat applies on_timeout to approvals whose deadline passed.
-AOB_APPROVAL_SWEEP_INTERVAL_S = env_float("AOB_APPROVAL_SWEEP_INTERVAL_S", 5.0)
-AOB_REPUBLISH_AFTER_S = env_float("AOB_REPUBLISH_AFTER_S", 10.0)
-AOB_LEASE_S = env_float("AOB_LEASE_S", 15.0)
-AOB_REPUBLISH_BACKLOG_S = env_float("AOB_REPUBLISH_BACKLOG_S", 300.0)
+AOB_APPROVAL_SWEEP_INTERVAL_S = env_seconds("AOB_APPROVAL_SWEEP_INTERVAL_S", 5.0)
+AOB_REPUBLISH_AFTER_S = env_seconds("AOB_REPUBLISH_AFTER_S", 10.0)
+AOB_LEASE_S = env_seconds("AOB_LEASE_S", 15.0)
+AOB_REPUBLISH_BACKLOG_S = env_seconds("AOB_REPUBLISH_BACKLOG_S", 300.0)
 # Fair shares of the workers between owners (workflows/engine/admission.py): at most this many node
 # runs of one type run for one owner at once; a worker that takes one more holds it queued
 # (``wait_reason`` ``slot``) and the owner's next finish of that type releases it. 0: no limit.
@@ -350,9 +390,9 @@ AOB_MAX_DECISION_FAILURES = env_int("AOB_MAX_DECISION_FAILURES", 3)
 # before that run fails with SweepFailed (workflows/engine/poison.py); the failures say so on the
 # run (sweep_failed events, one each AOB_SWEEP_FAILED_AFTER_S / AOB_MAX_SWEEP_FAILURES seconds).
 AOB_MAX_SWEEP_FAILURES = env_int("AOB_MAX_SWEEP_FAILURES", 5, within=(1, 1000))
-AOB_SWEEP_FAILED_AFTER_S = env_float("AOB_SWEEP_FAILED_AFTER_S", 600.0)
-AOB_DECISION_SOFT_TIME_LIMIT_S = env_float("AOB_DECISION_SOFT_TIME_LIMIT_S", 30.0)
-AOB_DECISION_TIME_LIMIT_S = env_float("AOB_DECISION_TIME_LIMIT_S", 60.0)
+AOB_SWEEP_FAILED_AFTER_S = env_seconds("AOB_SWEEP_FAILED_AFTER_S", 600.0)
+AOB_DECISION_SOFT_TIME_LIMIT_S = env_seconds("AOB_DECISION_SOFT_TIME_LIMIT_S", 30.0)
+AOB_DECISION_TIME_LIMIT_S = env_seconds("AOB_DECISION_TIME_LIMIT_S", 60.0)
 # The plain step (workflows/engine/steps.py): a plan made in advance, applied in one statement once
 # SQL has checked its premises. Off, every decision is the full one (same outcome, more queries).
 AOB_PLAIN_STEPS = env_bool("AOB_PLAIN_STEPS", True)
@@ -394,7 +434,7 @@ AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 # An open event stream judges its user again (token, session, active, the run visible) before it
 # streams on, at most this often: a revoked token or a logout ends it within this many seconds. A
 # run's stream quiet this long reads the run's events it has not sent (a live message lost on the way).
-AOB_WS_RECHECK_S = env_float("AOB_WS_RECHECK_S", 30.0)
+AOB_WS_RECHECK_S = env_seconds("AOB_WS_RECHECK_S", 30.0)
 # Open event streams (WebSockets) per user in one web process; past it a socket is closed with 4429.
 AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50)
 # Page reads of one user's event streams at once in a web process (workflows.consumers.turns): the
@@ -449,16 +489,16 @@ AOB_RATE_LOGIN_PER_USERNAME_PER_MIN = env_int("AOB_RATE_LOGIN_PER_USERNAME_PER_M
 
 # --- Outbound HTTP (workers/http) ---------------------------------------------------------------
 AOB_HTTP_ALLOWLIST = env_list("AOB_HTTP_ALLOWLIST", "")
-AOB_HTTP_ALLOWED_PORTS = [int(p) for p in env_list("AOB_HTTP_ALLOWED_PORTS", "80,443")]
+AOB_HTTP_ALLOWED_PORTS = env_ports("AOB_HTTP_ALLOWED_PORTS", "80,443")
 AOB_HTTP_MAX_RESPONSE_BYTES = env_int("AOB_HTTP_MAX_RESPONSE_BYTES", 10 * 1024 * 1024)
 AOB_HTTP_MAX_REDIRECTS = env_int("AOB_HTTP_MAX_REDIRECTS", 5)
-AOB_HTTP_TIMEOUT_S = env_float("AOB_HTTP_TIMEOUT_S", 30.0)
+AOB_HTTP_TIMEOUT_S = env_seconds("AOB_HTTP_TIMEOUT_S", 30.0)
 
 # --- LLM (agents) -----------------------------------------------------------------------------
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 AOB_LLM_MODEL = env_str("AOB_LLM_MODEL", "gpt-4o-mini")
-AOB_LLM_TIMEOUT_S = env_float("AOB_LLM_TIMEOUT_S", 60.0)
+AOB_LLM_TIMEOUT_S = env_seconds("AOB_LLM_TIMEOUT_S", 60.0)
 # The spawn limit's ceiling: agent nodes patches may add to one run (a definition may lower it).
 AOB_MAX_AGENT_NODES = env_int("AOB_MAX_AGENT_NODES", 5)
 # The most nodes a run may grow to through patches.
@@ -507,17 +547,16 @@ LOGGING = {
 }
 
 # --- LLM prices (USD per 1M tokens) and OpenAPI documents agents may call ------------------------
-import json as _json  # noqa: E402
 
-AOB_LLM_PRICES = _json.loads(env_str("AOB_LLM_PRICES", _json.dumps({
+AOB_LLM_PRICES = env_json("AOB_LLM_PRICES", {
     "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
     "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
     "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
-})))
+})
 AOB_LLM_MAX_RETRIES = env_int("AOB_LLM_MAX_RETRIES", 3)
 AOB_LLM_RETRY_BACKOFF_S = env_float("AOB_LLM_RETRY_BACKOFF_S", 0.5)
 # {"name": {"spec": "<path to an OpenAPI JSON file, or https URL>", "base_url": "https://api.example.com"}}
-AOB_OPENAPI_SPECS = _json.loads(env_str("AOB_OPENAPI_SPECS", "{}"))
+AOB_OPENAPI_SPECS = env_json("AOB_OPENAPI_SPECS", {})
 
 
 # --- Triggers, secrets, notifications, sub-workflows, retention, broker (issue 18) ---------------
@@ -566,7 +605,7 @@ AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100)
 # rows of a batch's runs (node runs, events, ...) deleted per transaction before the runs themselves:
 # a run may hold AOB_MAX_NODE_RUNS_PER_RUN node runs and more events (retention/services.py)
 AOB_RETENTION_CHUNK_ROWS = env_int("AOB_RETENTION_CHUNK_ROWS", 1000, within=(1, 1_000_000))
-AOB_RETENTION_INTERVAL_S = env_float("AOB_RETENTION_INTERVAL_S", 3600.0)
+AOB_RETENTION_INTERVAL_S = env_seconds("AOB_RETENTION_INTERVAL_S", 3600.0)
 # POST /api/v1/prune starts no batch after this many seconds (the beat's prune has no such bound)
 AOB_PRUNE_REQUEST_S = env_int("AOB_PRUNE_REQUEST_S", 10, within=(1, 600))
 # a dry run counts each kind of row up to this many (`at_least` names those that reached it)

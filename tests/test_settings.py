@@ -65,7 +65,7 @@ def test_a_number_that_is_not_one_or_out_of_its_range_is_refused(name: str, valu
     convert string to float`` (which variable?), and one that read as a number nobody means (NaN,
     infinity, a negative, a zero interval) started a stack whose bounds and timers misbehave."""
     last = refused(start(**{name: value}), name)
-    assert repr(value) in last or value in last
+    assert value in last
 
 
 @pytest.mark.parametrize(("name", "value"), [("AOB_HTTP_ALLOWED_PORTS", "80,https"),
