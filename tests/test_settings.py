@@ -75,3 +75,22 @@ def test_a_number_that_is_not_one_or_out_of_its_range_is_refused(name: str, valu
 def test_a_list_or_a_json_value_that_does_not_parse_is_refused_naming_it(name: str, value: str):
     """``int('https')`` and ``json.loads`` ended start-up with a message that names no variable."""
     refused(start(**{name: value}), name)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("DATABASE_URL", "aob-db"),  # dj_database_url: "Scheme '://' is unknown"
+    ("DATABASE_URL", "postgresql://aob:s3cr#t@db.internal:5432/aob"),  # dj_database_url.ParseError, naming nothing
+    ("DATABASE_URL", "postgresql://aob:12#x@db.internal:5432/aob"),  # read as host "aob", port 12: wrong server
+    ("DATABASE_URL", "sqlite:///aob.sqlite3"),  # the engine's locks and triggers are PostgreSQL's
+    ("REDIS_URL", "redis-host"),  # accepted; the broker then became amqp://guest@redis-host:5672, retried forever
+    ("REDIS_URL", "redis://:s3cr#t@redis.internal:6379/0"),
+    ("REDIS_URL", "redis://redis.internal:6379/cache"),
+    ("AOB_BROKER_URL", "rabbit.internal:5672"),
+])
+def test_a_server_url_that_does_not_parse_is_refused_naming_it_and_never_its_password(name: str, value: str):
+    """A malformed URL stopped start-up with a library's traceback naming no variable, or not at all:
+    REDIS_URL without its scheme started the web app and workers whose broker was an AMQP host of
+    that name, each worker retrying its connection forever with nothing saying why."""
+    result = start(**{name: value})
+    last = refused(result, name)
+    assert "s3cr" not in result.stdout + result.stderr, last  # the password never reaches a log
