@@ -12,6 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -104,6 +105,42 @@ def env_json(name: str, default: object) -> object:
         return json.loads(value)
     except ValueError as exc:
         raise RuntimeError(f"environment variable {name} must be JSON ({exc}), not {value!r}") from None
+
+
+SERVER_URL_HINT = "percent-encode any of : / @ # ? % in its user name or password (%3A %2F %40 %23 %3F %25)"
+
+
+def env_url(name: str, default: str, *, schemes: tuple[str, ...], several: bool = False) -> str:
+    """The variable as a server's URL with one of ``schemes``, a host (or a unix socket's path) and a
+    numeric port; refused naming the variable, never showing the value (it may hold a password).
+    ``several``: URLs separated by ``;`` (a broker's fail-over hosts, Sentinel's), each judged."""
+    urls = env_str(name, default)
+    for value in urls.split(";") if several else [urls]:
+        _server_url(name, value, schemes)
+    return urls
+
+
+def _server_url(name: str, value: str, schemes: tuple[str, ...]) -> None:
+    scheme = value.partition("://")[0].lower() if "://" in value else ""
+    if scheme not in schemes:
+        raise RuntimeError(f"environment variable {name} must be a URL beginning "
+                           f"{' or '.join(f'{s}://' for s in schemes)} (scheme {scheme or 'missing'})")
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise RuntimeError(f"environment variable {name} has a port that is not a number from 0 to 65535; "
+                           f"{SERVER_URL_HINT}") from None
+    if parts.fragment or "#" in value:
+        raise RuntimeError(f"environment variable {name} holds a '#', which ends a URL; {SERVER_URL_HINT}")
+    if scheme != "unix" and not parts.hostname:
+        raise RuntimeError(f"environment variable {name} names no host; {SERVER_URL_HINT}")
+
+
+def redis_db_ok(url: str) -> bool:
+    """A Redis URL's path is empty or a database number, as redis-py reads it."""
+    path = urlsplit(url).path.strip("/")
+    return urlsplit(url).scheme == "unix" or path == "" or path.isdigit()
 
 
 def env_ports(name: str, default: str) -> list[int]:
@@ -199,8 +236,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/aob")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("AOB_DB_CONN_MAX_AGE", 600))}
+DATABASE_URL = env_url("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/aob",
+                       schemes=("postgresql", "postgres", "pgsql"))  # the engine's locks and triggers are PostgreSQL's
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("AOB_DB_CONN_MAX_AGE", 600))}
+except (ValueError, dj_database_url.ParseError):
+    raise RuntimeError(f"environment variable DATABASE_URL is not a URL dj_database_url reads; {SERVER_URL_HINT}") from None
 # A broken connection is marked unusable by its error and replaced on the next task or request;
 # a health-check query before every use would cost a round trip on the engine's hot path.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("AOB_DB_HEALTH_CHECKS", False)
@@ -220,7 +261,9 @@ if os.environ.get("AOB_TEST_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["AOB_TEST_DATABASE_NAME"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+if not redis_db_ok(REDIS_URL):
+    raise RuntimeError("environment variable REDIS_URL must end in a database number (/0), or nothing")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -334,7 +377,10 @@ CHANNEL_LAYERS = {
 }
 
 # --- Celery -----------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("AOB_BROKER_URL", REDIS_URL)
+CELERY_BROKER_URL = env_url("AOB_BROKER_URL", REDIS_URL,
+                            schemes=("redis", "rediss", "unix", "sentinel", "amqp", "amqps", "pyamqp"), several=True)
+if not all(url.startswith(("amqp", "pyamqp")) or redis_db_ok(url) for url in CELERY_BROKER_URL.split(";")):
+    raise RuntimeError("environment variable AOB_BROKER_URL must end in a database number (/0), or nothing")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
