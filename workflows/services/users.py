@@ -1,5 +1,6 @@
 """Users as AOB makes them outside the admin (``manage.py aob_create_user``, ``aob_demo``): a new
-one's username is judged as the admin's form judges it (``workflows.approvers``)."""
+one's username is judged as the admin's form judges it (the field's own rules, then
+``workflows.approvers``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def user_get_or_create(*, username: str) -> tuple[User, bool]:
     user = User.objects.filter(username=username).first()
     if user is not None:
         return user, False
+    try:
+        # the admin's form: not blank, at most 150 characters, letters, digits and @.+-_ only
+        User._meta.get_field("username").clean(username, None)
+    except ValidationError as exc:
+        raise ValidationFailed("username: " + " ".join(exc.messages), code=exc.error_list[0].code,
+                               extra={"field": "username"}) from None
     try:
         validate_username(username)
     except ValidationError as exc:

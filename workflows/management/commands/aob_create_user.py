@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
@@ -22,6 +25,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, username: str, password: str | None, staff: bool, superuser: bool,
                **options: Any) -> None:
+        if password is not None:
+            try:  # as the admin's forms hold a password (AUTH_PASSWORD_VALIDATORS), before anything is made
+                validate_password(password, User(username=username))
+            except ValidationError as exc:
+                raise CommandError("--password: " + " ".join(exc.messages)) from None
         try:
             user, created = user_get_or_create(username=username)
         except AobError as exc:

@@ -27,7 +27,7 @@ class Command(BaseCommand):
         if settings.PRODUCTION:  # a staff user with a published password
             raise CommandError("aob_demo refuses to run in production mode (AOB_PRODUCTION): it creates a staff "
                                "user with a known password")
-        username = os.environ.get("AOB_DEMO_USER", "demo")
+        username = os.environ.get("AOB_DEMO_USER") or "demo"  # empty: the default, as the launcher's banner reads it
         # never a published default: 127.0.0.1 is every account's of the machine. ``make up`` passes
         # the one it keeps in its data folder; run by itself, a new user gets a new one, shown once
         password = os.environ.get("AOB_DEMO_PASSWORD", "")
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             if exc.code == "name_left":  # renamed or deleted in /admin/: the name is no one's again
                 self.stderr.write(f"no demo user: {exc.message}; set AOB_DEMO_USER to another name for one")
                 return
-            raise CommandError(exc.message) from None
+            raise CommandError(f"AOB_DEMO_USER: {exc.message}") from None
         if not password and (created or not user.password or not user.has_usable_password()):
             password = secrets.token_urlsafe(24)
         if password:
