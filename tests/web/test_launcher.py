@@ -79,3 +79,28 @@ def test_a_worker_or_beat_that_exits_is_started_again_and_one_that_keeps_exiting
         assert "worker exited unexpectedly (code 4); stopping everything" in out
     finally:
         children.stop_all()
+
+
+@pytest.mark.timeout(180)
+def test_up_on_a_port_another_process_listens_on_stops_at_once_saying_so(tmp_path: Path) -> None:
+    """With the port taken (another stack, another account's server), the launcher started its
+    servers, migrated, then printed "AOB is up" with the other process's URL and the demo user's
+    token beside it (it only asks whether something answers on the port), and then stopped with
+    "web exited unexpectedly (code 3)" and a log tail in which uvicorn's "Address already in use"
+    was one line among many."""
+    import socket
+    import subprocess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR"}}
+        result = subprocess.run([sys.executable, "-m", "aob.launcher", "up", "--port", str(port), "--no-flower",
+                                 "--data-dir", str(tmp_path / "data")], cwd=launcher.BASE_DIR, env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=170)
+
+    assert result.returncode == 1, result.stdout
+    assert "AOB is up" not in result.stdout and "Token" not in result.stdout, result.stdout
+    assert f"[aob] error: port {port} is in use" in result.stdout, result.stdout
+    assert not (tmp_path / "data" / "postgres").exists()  # nothing started before the refusal
