@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aob.embedded import (
+    HOST,
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,
@@ -279,12 +281,35 @@ def django_probe(env: dict[str, str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def port_taken(port: int) -> bool:
+    """Whether the web app (or Flower) could not listen on 127.0.0.1:``port``, binding as uvicorn does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(args: argparse.Namespace) -> None:
+    """Before anything starts: a port another process holds would have the banner point at it."""
+    wanted = [("--port (AOB_PORT)", args.port)]
+    if not args.no_flower:
+        wanted.append(("--flower-port (AOB_FLOWER_PORT)", args.flower_port))
+    for option, port in wanted:
+        if port_taken(port):
+            raise LaunchError(f"port {port} is in use by another process (another `make up`?); stop it, "
+                              f"or pass another {option}")
+
+
 def up(args: argparse.Namespace) -> int:
     stop = StopSignal()
     services = Services(args.data_dir)
     children: Children | None = None
     python = sys.executable
     try:
+        check_ports(args)
         env = services.start(os.environ)
         if not production_mode(env):
             env = {**env, **development_keys(args.data_dir, env)}
