@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,31 @@ def test_a_second_launcher_on_a_data_dir_in_use_leaves_the_first_ones_runtime_en
     finally:
         first.send_signal(signal.SIGINT)
         first.wait(timeout=30)
+
+
+@pytest.mark.timeout(240)
+def test_a_first_start_killed_during_initdb_is_started_afresh_the_next_time(root: Path) -> None:
+    """``make up``'s first start killed while initdb ran (Ctrl-\\, the OOM killer, a power cut) left a
+    data folder with PG_VERSION and the bootstrap backend's postmaster.pid, whose pid is written
+    negative: every later start ended in psutil's "ValueError: pid must be a positive integer"
+    traceback, and past that would have tried to run the half-made cluster. A cluster that never
+    finished initdb holds nothing: it is made again."""
+    code = ("import sys; from pathlib import Path; from aob.embedded import EmbeddedPostgres; "
+            "EmbeddedPostgres(Path(sys.argv[1]), fast=True).start()")
+    first = subprocess.Popen([sys.executable, "-c", code, str(root)], cwd=ROOT, start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = root / "postgres" / "data" / "postmaster.pid"
+    try:
+        while not pid_file.exists():  # initdb's bootstrap backend is running
+            assert first.poll() is None, "initdb finished before it could be interrupted"
+            time.sleep(0.005)
+        os.killpg(first.pid, signal.SIGKILL)
+    finally:
+        first.wait(30)
+    assert (root / "postgres" / "data" / "PG_VERSION").exists()
+
+    postgres = EmbeddedPostgres(root, fast=True)
+    url = start(postgres)
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("aob",)
