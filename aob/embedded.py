@@ -266,6 +266,9 @@ class EmbeddedPostgres:
         self.pgdata = self.home / "data"
         self.log_path = self.home / "server.log"
         self.password_path = self.home / "password"
+        # present from before initdb starts until it succeeded: a start killed in between left a
+        # cluster that never served anything, made again at the next start
+        self._initdb_marker = self.home / "initdb.unfinished"
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         self._lock = _OwnerLock(self.root / "postgres.lock", "PostgreSQL")
@@ -297,8 +300,8 @@ class EmbeddedPostgres:
             account = _system_account()
             self._prepare_folders(account)
             kill_leftover_postgres(self.pgdata)
-            if not (self.pgdata / "PG_VERSION").exists():
-                self._initdb(account)
+            if not (self.pgdata / "PG_VERSION").exists() or self._initdb_marker.exists():
+                self._initdb(account)  # none yet, or one whose initdb never finished (it holds nothing)
             elif self._trusting() or self._password_new:
                 self._require_password(account)  # made trusting, or its password file was lost
             _on_a_free_port(lambda port: self._spawn(port, account), "PostgreSQL", self.log_path)
@@ -360,6 +363,7 @@ class EmbeddedPostgres:
         return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
     def _initdb(self, account: pwd.struct_passwd | None) -> None:
+        self._initdb_marker.touch()
         if self.pgdata.exists():  # a half-finished initdb from a killed run
             shutil.rmtree(self.pgdata)
         argv = [str(self.bin / "initdb"), "-D", str(self.pgdata), "--username=postgres", "--auth=scram-sha-256",
@@ -367,9 +371,10 @@ class EmbeddedPostgres:
         if self.fast:
             argv.append("--no-sync")
         result = subprocess.run(argv, cwd=self.home, stdin=subprocess.DEVNULL, capture_output=True, text=True,  # noqa: S603 - our binary, no shell
-                                timeout=120, **self._run_as(account))
+                                timeout=120, preexec_fn=die_with_parent(signal.SIGTERM), **self._run_as(account))
         if result.returncode != 0:
             raise EmbeddedServiceError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        self._initdb_marker.unlink()
 
     def _trusting(self) -> bool:
         """Whether the cluster's pg_hba.conf lets anyone in without a password (made before passwords)."""
@@ -463,12 +468,13 @@ def kill_leftover_postgres(pgdata: Path) -> None:
     pid_file = pgdata / "postmaster.pid"
     candidates = []
     with contextlib.suppress(OSError, ValueError, IndexError):
-        candidates.append(int(pid_file.read_text().splitlines()[0]))
+        # a standalone backend (initdb's bootstrap, single-user mode) writes its pid negated
+        candidates.append(abs(int(pid_file.read_text().splitlines()[0])))
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if proc.info["name"] == "postgres" and "-D" in cmdline and str(pgdata) in cmdline:
             candidates.append(proc.pid)
-    for pid in dict.fromkeys(candidates):
+    for pid in dict.fromkeys(pid for pid in candidates if pid > 0):
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(pid)
             if _runs_in(proc, "postgres", pgdata):
