@@ -104,3 +104,28 @@ def test_up_on_a_port_another_process_listens_on_stops_at_once_saying_so(tmp_pat
     assert "AOB is up" not in result.stdout and "Token" not in result.stdout, result.stdout
     assert f"[aob] error: port {port} is in use" in result.stdout, result.stdout
     assert not (tmp_path / "data" / "postgres").exists()  # nothing started before the refusal
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("where", ["under_a_file", "lock_unwritable"])
+def test_up_on_a_data_dir_it_cannot_write_says_so_in_one_line(tmp_path: Path, where: str) -> None:
+    """A data dir on a read-only or full disk (or a path through a file) ended ``make up`` in an
+    OSError traceback from ``mkdir`` or the embedded servers' lock files, naming no option."""
+    import subprocess
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    if where == "under_a_file":
+        data_dir = blocker / "data"  # mkdir: NotADirectoryError, as EROFS would fail it
+    else:
+        data_dir = tmp_path / "data"
+        (data_dir / "postgres.lock").mkdir(parents=True)  # opening the lock fails, as on a read-only disk
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR"}}
+    result = subprocess.run([sys.executable, "-m", "aob.launcher", "up", "--port", "0", "--no-flower",
+                             "--data-dir", str(data_dir)], cwd=launcher.BASE_DIR, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=110)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.startswith("[aob] error:")]
+    assert len(errors) == 1 and str(data_dir) in errors[0] and "--data-dir" in errors[0], result.stdout
