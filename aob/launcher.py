@@ -509,11 +509,15 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--data-dir", type=Path, default=BASE_DIR / ".aob")
     args = parser.parse_args(argv)
     args.data_dir = args.data_dir.resolve()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
         return up(args) if args.command == "up" else services_only(args)
     except LaunchError as exc:
         log(f"error: {exc}")
+        return 1
+    except OSError as exc:  # the data dir on a read-only or full disk, or not a folder: what is stopped is stopped
+        log(f"error: cannot write {exc.filename or args.data_dir} ({exc.strerror}); give a data dir on a disk "
+            "with room that this account can write: --data-dir (AOB_DATA_DIR)")
         return 1
 
 
