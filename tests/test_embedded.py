@@ -193,3 +193,24 @@ def test_a_first_start_killed_during_initdb_is_started_afresh_the_next_time(root
 
     with psycopg.connect(url, connect_timeout=10) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("aob",)
+
+
+@pytest.mark.timeout(180)
+def test_make_services_keeps_its_data_where_aob_data_dir_says(root: Path) -> None:
+    """.env.example: ``AOB_DATA_DIR`` is "where `make up` keeps embedded data and runtime.env", and
+    settings.py reads runtime.env there; the launcher ignored it and used the project's ``.aob``,
+    so ``manage.py`` in another shell found no runtime.env and talked to 127.0.0.1:5432."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    launcher = subprocess.Popen([sys.executable, "-m", "aob.launcher", "services"],
+                                cwd=ROOT, env={**env, "AOB_DATA_DIR": str(root)}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = []
+        for line in launcher.stdout:
+            printed.append(line)
+            if line.startswith("REDIS_URL=") or "error" in line:
+                break
+        assert (root / "runtime.env").exists() and (root / "postgres" / "data").is_dir(), "".join(printed)
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(timeout=30)
