@@ -506,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                            help="also print every process's output here, not only to <data-dir>/aob.log")
     services_parser = commands.add_parser("services", help="only the embedded PostgreSQL and Redis")
     for sub in (up_parser, services_parser):
-        sub.add_argument("--data-dir", type=Path, default=BASE_DIR / ".aob")
+        # where settings.py looks for runtime.env too (AOB_DATA_DIR, from the environment or .env)
+        sub.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AOB_DATA_DIR") or BASE_DIR / ".aob"))
     args = parser.parse_args(argv)
     args.data_dir = args.data_dir.resolve()
     try:
