@@ -129,3 +129,25 @@ def test_up_on_a_data_dir_it_cannot_write_says_so_in_one_line(tmp_path: Path, wh
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stdout.splitlines() if line.startswith("[aob] error:")]
     assert len(errors) == 1 and str(data_dir) in errors[0] and "--data-dir" in errors[0], result.stdout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("env", "args", "named"), [
+    ({"AOB_PORT": "80a"}, [], "AOB_PORT"),  # int() in argparse's default: a traceback before anything
+    ({}, ["--port", "99999"], "--port"),
+    ({"AOB_FLOWER_PORT": "-1"}, [], "AOB_FLOWER_PORT"),
+    ({"AOB_WEB_WORKERS": "two"}, ["--no-flower"], "AOB_WEB_WORKERS"),  # uvicorn died after migrate and the demo
+])
+def test_up_refuses_a_port_or_a_count_that_is_not_one_before_starting_anything(
+        tmp_path: Path, env: dict[str, str], args: list[str], named: str) -> None:
+    import subprocess
+
+    base = {k: v for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR", "AOB_PORT", "AOB_FLOWER_PORT", "AOB_WEB_WORKERS"}}
+    result = subprocess.run([sys.executable, "-m", "aob.launcher", "up", "--data-dir", str(tmp_path / "data"), *args],
+                            cwd=launcher.BASE_DIR, env={**base, **env}, stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=110)
+
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert named in result.stdout + result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "data" / "postgres").exists()
