@@ -310,6 +310,7 @@ def up(args: argparse.Namespace) -> int:
     python = sys.executable
     try:
         check_ports(args)
+        workers = web_workers(dict(os.environ))
         env = services.start(os.environ)
         if not production_mode(env):
             env = {**env, **development_keys(args.data_dir, env)}
@@ -355,7 +356,7 @@ def up(args: argparse.Namespace) -> int:
                                "--port", str(args.port), "--timeout-graceful-shutdown", "5",
                                # clients send nothing over the event streams: no 16 MiB frames to buffer
                                "--ws-max-size", "4096",
-                               "--workers", os.environ.get("AOB_WEB_WORKERS") or "2"])
+                               "--workers", workers])
         children.spawn("worker", [*celery, "worker", *worker_command(probe, args.node_types), "--concurrency", "2",
                                   "-n", "aob@%h", "--loglevel", "INFO"])
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
@@ -492,13 +493,31 @@ def services_only(args: argparse.Namespace) -> int:
         services.stop()
 
 
+def port_of(option: str, variable: str):
+    """argparse's ``type`` for a port, the default's text (from ``variable``) included: its error names both."""
+    def port(text: str) -> int:
+        if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+            raise argparse.ArgumentTypeError(f"{option} (or {variable}) must be a port from 1 to 65535, not {text!r}")
+        return int(text)
+    return port
+
+
+def web_workers(environ: dict[str, str]) -> str:
+    """uvicorn's ``--workers`` from AOB_WEB_WORKERS (2 unless set), judged before anything starts."""
+    text = environ.get("AOB_WEB_WORKERS") or "2"
+    if not text.strip().isdigit() or not 1 <= int(text) <= 64:
+        raise LaunchError(f"AOB_WEB_WORKERS must be a number of web processes from 1 to 64, not {text!r}")
+    return text.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     load_dotenv()  # before the defaults below and before deciding which servers to embed
     parser = argparse.ArgumentParser(prog="python -m aob.launcher", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="run the whole stack in the foreground")
-    up_parser.add_argument("--port", type=int, default=int(os.environ.get("AOB_PORT") or "8000"))
-    up_parser.add_argument("--flower-port", type=int, default=int(os.environ.get("AOB_FLOWER_PORT") or "5555"))
+    up_parser.add_argument("--port", type=port_of("--port", "AOB_PORT"), default=os.environ.get("AOB_PORT") or "8000")
+    up_parser.add_argument("--flower-port", type=port_of("--flower-port", "AOB_FLOWER_PORT"),
+                           default=os.environ.get("AOB_FLOWER_PORT") or "5555")
     up_parser.add_argument("--no-flower", action="store_true")
     up_parser.add_argument("--node-types", default=os.environ.get("AOB_WORKER_NODE_TYPES") or None,
                            help="the worker serves only these node types (comma separated) besides the coordinator")

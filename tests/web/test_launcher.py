@@ -121,7 +121,9 @@ def test_up_on_a_data_dir_it_cannot_write_says_so_in_one_line(tmp_path: Path, wh
         data_dir = tmp_path / "data"
         (data_dir / "postgres.lock").mkdir(parents=True)  # opening the lock fails, as on a read-only disk
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR"}}
-    result = subprocess.run([sys.executable, "-m", "aob.launcher", "up", "--port", "0", "--no-flower",
+    from aob.embedded import free_port
+
+    result = subprocess.run([sys.executable, "-m", "aob.launcher", "up", "--port", str(free_port()), "--no-flower",
                              "--data-dir", str(data_dir)], cwd=launcher.BASE_DIR, env=env,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=110)
 
