@@ -163,3 +163,40 @@ def test_a_process_still_on_the_code_before_triggers_0004_makes_and_deletes_hook
         cursor.execute("DELETE FROM triggers_hook WHERE id = 'old-hook'")
 
     assert not HookRefusal.objects.exists()
+
+
+def test_two_processes_migrating_one_database_at_once_both_succeed() -> None:
+    """Two containers (or hosts) that each run ``migrate`` at start, at the same moment: one of them
+    died with ``IntegrityError: duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"`` (both creating the same table), a library traceback that stopped its
+    deploy, while the other applied everything. They take turns: the second finds nothing to do."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    name = f"aob_migrate_{uuid.uuid4().hex[:8]}"
+    server = f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "AOB_TEST_DATABASE_NAME"}
+        env |= {"DATABASE_URL": f"{server}/{name}", "DJANGO_SETTINGS_MODULE": "aob_project.settings"}
+        root = Path(__file__).resolve().parents[1]
+        both = [subprocess.Popen([sys.executable, "manage.py", "migrate", "--noinput"], cwd=root, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        outputs = [proc.communicate(timeout=300)[0] for proc in both]
+
+        assert [proc.returncode for proc in both] == [0, 0], "\n".join(out[-3000:] for out in outputs)
+        with psycopg.connect(f"{server}/{name}") as conn:
+            applied = conn.execute("SELECT app, name, count(*) FROM django_migrations GROUP BY 1, 2 "
+                                   "HAVING count(*) > 1").fetchall()
+        assert applied == []
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
