@@ -192,7 +192,7 @@ def test_two_processes_migrating_one_database_at_once_both_succeed() -> None:
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
         outputs = [proc.communicate(timeout=300)[0] for proc in both]
 
-        assert [proc.returncode for proc in both] == [0, 0], "\n".join(out[-3000:] for out in outputs)
+        assert [proc.returncode for proc in both] == [0, 0], "\n=====\n".join(out for out in outputs)
         with psycopg.connect(f"{server}/{name}") as conn:
             applied = conn.execute("SELECT app, name, count(*) FROM django_migrations GROUP BY 1, 2 "
                                    "HAVING count(*) > 1").fetchall()
