@@ -3,10 +3,16 @@ changed by hand included) is found here, not on a deploy."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.django_db
@@ -165,16 +171,12 @@ def test_a_process_still_on_the_code_before_triggers_0004_makes_and_deletes_hook
     assert not HookRefusal.objects.exists()
 
 
-def test_two_processes_migrating_one_database_at_once_both_succeed() -> None:
-    """Two containers (or hosts) that each run ``migrate`` at start, at the same moment: one of them
-    died with ``IntegrityError: duplicate key value violates unique constraint
-    "pg_type_typname_nsp_index"`` (both creating the same table), a library traceback that stopped its
-    deploy, while the other applied everything. They take turns: the second finds nothing to do."""
+@pytest.fixture
+def fresh_database() -> Iterator[tuple[str, dict[str, str]]]:
+    """A database of its own on the session's server, empty: its URL and an environment for
+    ``manage.py`` pointed at it."""
     import os
-    import subprocess
-    import sys
     import uuid
-    from pathlib import Path
 
     import psycopg
     from django.conf import settings
@@ -184,19 +186,67 @@ def test_two_processes_migrating_one_database_at_once_both_succeed() -> None:
     server = f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}"
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    env = {k: v for k, v in os.environ.items() if k != "AOB_TEST_DATABASE_NAME"}
+    env |= {"DATABASE_URL": f"{server}/{name}", "DJANGO_SETTINGS_MODULE": "aob_project.settings"}
     try:
-        env = {k: v for k, v in os.environ.items() if k != "AOB_TEST_DATABASE_NAME"}
-        env |= {"DATABASE_URL": f"{server}/{name}", "DJANGO_SETTINGS_MODULE": "aob_project.settings"}
-        root = Path(__file__).resolve().parents[1]
-        both = [subprocess.Popen([sys.executable, "manage.py", "migrate", "--noinput"], cwd=root, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-        outputs = [proc.communicate(timeout=300)[0] for proc in both]
-
-        assert [proc.returncode for proc in both] == [0, 0], "\n=====\n".join(out for out in outputs)
-        with psycopg.connect(f"{server}/{name}") as conn:
-            applied = conn.execute("SELECT app, name, count(*) FROM django_migrations GROUP BY 1, 2 "
-                                   "HAVING count(*) > 1").fetchall()
-        assert applied == []
+        yield f"{server}/{name}", env
     finally:
         with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_processes_migrating_one_database_at_once_both_succeed(fresh_database) -> None:
+    """Two containers (or hosts) that each run ``migrate`` at start, at the same moment: one of them
+    died with ``IntegrityError: duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"`` (both creating the same table), a library traceback that stopped its
+    deploy, while the other applied everything. They take turns: the second finds nothing to do."""
+    import psycopg
+
+    url, env = fresh_database
+    both = [manage(env, "migrate", "--noinput") for _ in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in both]
+
+    assert [proc.returncode for proc in both] == [0, 0], "\n=====\n".join(outputs)
+    with psycopg.connect(url) as conn:
+        twice = conn.execute("SELECT app, name FROM django_migrations GROUP BY 1, 2 HAVING count(*) > 1").fetchall()
+    assert twice == []
+
+
+def test_a_held_index_build_that_was_cancelled_is_built_again_by_the_next_migrate(fresh_database) -> None:
+    """0018 builds ``node_run_held`` with CREATE INDEX CONCURRENTLY, which waits for the workers' writes
+    in flight. Cancelled meanwhile (an operator's pg_cancel_backend, a statement_timeout, a deadlock, a
+    restart) it leaves the index behind, INVALID: every later ``migrate`` then died with "relation
+    node_run_held already exists", and the deploy could not pass 0018 without a hand-written DROP INDEX
+    (the migration says it "is run again alone")."""
+    import time
+
+    import psycopg
+
+    url, env = fresh_database
+    assert manage(env, "migrate", "workflows", "0017", "--noinput").wait(300) == 0
+    writer = psycopg.connect(url)  # a worker's write in flight on the node runs
+    writer.execute("LOCK TABLE workflows_noderun IN ROW EXCLUSIVE MODE")
+    build = manage(env, "migrate", "workflows", "0018", "--noinput")
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while not (building := conn.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE "
+                                            "'CREATE INDEX CONCURRENTLY%%' AND datname = current_database()").fetchone()):
+            assert time.monotonic() < deadline and build.poll() is None, build.communicate()[0]
+            time.sleep(0.05)
+        conn.execute("SELECT pg_cancel_backend(%s)", building)
+    assert build.wait(60) != 0
+    writer.rollback()
+    writer.close()
+
+    again = manage(env, "migrate", "--noinput")
+    output = again.communicate(timeout=300)[0]
+
+    assert again.returncode == 0, output[-3000:]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'node_run_held'::regclass"
+                            ).fetchone() == (True,)
