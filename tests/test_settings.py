@@ -94,3 +94,25 @@ def test_a_server_url_that_does_not_parse_is_refused_naming_it_and_never_its_pas
     result = start(**{name: value})
     last = refused(result, name)
     assert "s3cr" not in result.stdout + result.stderr, last  # the password never reaches a log
+
+
+PRODUCTION = {"AOB_PRODUCTION": "true", "SECRET_KEY": "k" * 64, "AOB_SECRETS_KEYS": "kNXy1Jw4uGaO0sKhBQq3Vfr7o5Kx3nJ2s8h8m2Jc8Ao=",
+              "ALLOWED_HOSTS": "aob.example.com", "AOB_PUBLIC_URL": "https://aob.example.com"}
+
+
+def test_production_with_its_own_hosts_and_public_url_starts():
+    result = start(**PRODUCTION)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [("AOB_PUBLIC_URL", None), ("AOB_PUBLIC_URL", "http://127.0.0.1:8000"),
+                                             ("AOB_PUBLIC_URL", "http://localhost:8000/"),
+                                             ("AOB_PUBLIC_URL", "aob.example.com"),
+                                             ("ALLOWED_HOSTS", None)])
+def test_production_left_with_the_development_address_is_refused(name: str, value: str | None):
+    """Production started with AOB_PUBLIC_URL unset links every approval email and shows every
+    webhook's URL at http://127.0.0.1:8000 (each approver's own machine, each sender's own host):
+    nobody asked could open a gate, no sender could deliver, and nothing said so. Left with the
+    development ALLOWED_HOSTS it answered every request for its real name with a 400."""
+    env = {k: v for k, v in PRODUCTION.items() if k != name} | ({name: value} if value is not None else {})
+    refused(start(**env), name)
