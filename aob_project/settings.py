@@ -661,6 +661,17 @@ AOB_PRUNE_PREVIEW_CAP = env_int("AOB_PRUNE_PREVIEW_CAP", 100_000, within=(1, 1_0
 AOB_ARTIFACT_GRACE_S = env_int("AOB_ARTIFACT_GRACE_S", 86400, within=(0, 36_500 * 86_400))
 # Approval notifications: email through Django's backend, Slack-compatible webhooks, signed links.
 AOB_PUBLIC_URL = env_str("AOB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Production: every approval email's link and every hook's URL start here, and requests for its real
+# name are answered only when ALLOWED_HOSTS names it; the development defaults would send people to
+# their own machine and answer the server's own name with 400s.
+if PRODUCTION and not os.environ.get("ALLOWED_HOSTS"):
+    raise RuntimeError("environment variable ALLOWED_HOSTS is required when AOB_PRODUCTION=true: the host "
+                       "names people reach this server by (comma separated)")
+if PRODUCTION and (urlsplit(AOB_PUBLIC_URL).scheme not in ("http", "https") or not urlsplit(AOB_PUBLIC_URL).hostname
+                   or urlsplit(AOB_PUBLIC_URL).hostname in ("127.0.0.1", "localhost", "::1")):
+    raise RuntimeError("environment variable AOB_PUBLIC_URL must be this server's address as people reach it "
+                       "(https://aob.example.com) when AOB_PRODUCTION=true: approval links and webhook URLs start "
+                       "with it, not a loopback address")
 EMAIL_BACKEND = env_str("AOB_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
                         if not PRODUCTION else "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def check_deploy(**env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "AOB_PRODUCTION": "true", "DEBUG": "false", "ALLOWED_HOSTS": "aob.example.com",
+            "AOB_PUBLIC_URL": "https://aob.example.com",
             "AOB_SECRETS_KEYS": "kNXy1Jw4uGaO0sKhBQq3Vfr7o5Kx3nJ2s8h8m2Jc8Ao=", **env}
     return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                           cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)

@@ -97,6 +97,7 @@ def test_production_mode_never_creates_the_demo_user():
     from cryptography.fernet import Fernet
 
     result = run_manage("aob_demo", AOB_PRODUCTION="true", SECRET_KEY=secrets.token_urlsafe(64),
+                        ALLOWED_HOSTS="aob.example.com", AOB_PUBLIC_URL="https://aob.example.com",
                         AOB_SECRETS_KEYS=Fernet.generate_key().decode(),
                         AOB_TEST_DATABASE_NAME=django_settings.DATABASES["default"]["NAME"])
     assert result.returncode != 0 and "production mode" in result.stderr

@@ -223,7 +223,7 @@ def test_production_cookies_are_secure_and_http_only():
             "getattr(s, k) for k in ['SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SESSION_COOKIE_HTTPONLY', "
             "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'DEBUG']}))")
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aob_project.settings", "AOB_PRODUCTION": "true", "DEBUG": "false",
-           "SECRET_KEY": "x" * 64, "ALLOWED_HOSTS": "aob.example.com",
+           "SECRET_KEY": "x" * 64, "ALLOWED_HOSTS": "aob.example.com", "AOB_PUBLIC_URL": "https://aob.example.com",
            "AOB_SECRETS_KEYS": "kNXy1Jw4uGaO0sKhBQq3Vfr7o5Kx3nJ2s8h8m2Jc8Ao="}
 
     result = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True,
