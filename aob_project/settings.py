@@ -664,11 +664,12 @@ AOB_PUBLIC_URL = env_str("AOB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # Production: every approval email's link and every hook's URL start here, and requests for its real
 # name are answered only when ALLOWED_HOSTS names it; the development defaults would send people to
 # their own machine and answer the server's own name with 400s.
-if PRODUCTION and not os.environ.get("ALLOWED_HOSTS"):
-    raise RuntimeError("environment variable ALLOWED_HOSTS is required when AOB_PRODUCTION=true: the host "
-                       "names people reach this server by (comma separated)")
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1", "testserver"})
+if PRODUCTION and (not os.environ.get("ALLOWED_HOSTS") or set(ALLOWED_HOSTS) <= LOOPBACK_HOSTS):
+    raise RuntimeError("environment variable ALLOWED_HOSTS must name the hosts people reach this server by "
+                       "(comma separated) when AOB_PRODUCTION=true, not only this machine's loopback names")
 if PRODUCTION and (urlsplit(AOB_PUBLIC_URL).scheme not in ("http", "https") or not urlsplit(AOB_PUBLIC_URL).hostname
-                   or urlsplit(AOB_PUBLIC_URL).hostname in ("127.0.0.1", "localhost", "::1")):
+                   or urlsplit(AOB_PUBLIC_URL).hostname in LOOPBACK_HOSTS):
     raise RuntimeError("environment variable AOB_PUBLIC_URL must be this server's address as people reach it "
                        "(https://aob.example.com) when AOB_PRODUCTION=true: approval links and webhook URLs start "
                        "with it, not a loopback address")

@@ -108,7 +108,8 @@ def test_production_with_its_own_hosts_and_public_url_starts():
 @pytest.mark.parametrize(("name", "value"), [("AOB_PUBLIC_URL", None), ("AOB_PUBLIC_URL", "http://127.0.0.1:8000"),
                                              ("AOB_PUBLIC_URL", "http://localhost:8000/"),
                                              ("AOB_PUBLIC_URL", "aob.example.com"),
-                                             ("ALLOWED_HOSTS", None)])
+                                             ("ALLOWED_HOSTS", None),
+                                             ("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")])
 def test_production_left_with_the_development_address_is_refused(name: str, value: str | None):
     """Production started with AOB_PUBLIC_URL unset links every approval email and shows every
     webhook's URL at http://127.0.0.1:8000 (each approver's own machine, each sender's own host):
