@@ -117,3 +117,36 @@ def test_production_left_with_the_development_address_is_refused(name: str, valu
     development ALLOWED_HOSTS it answered every request for its real name with a 400."""
     env = {k: v for k, v in PRODUCTION.items() if k != name} | ({name: value} if value is not None else {})
     refused(start(**env), name)
+
+
+def check_refused(result: subprocess.CompletedProcess, name: str) -> None:
+    """Start-up refused with ``name`` in its message: a settings error or a system check's."""
+    assert result.returncode != 0, f"started with {name} misread:\n{result.stdout}{result.stderr}"
+    last = result.stderr.strip().splitlines()[-1]
+    assert name in last or (f"{name}" in result.stderr and "SystemCheckError" in result.stderr), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("AOB_LOG_LEVEL", "verbose"),  # "ValueError: Unable to configure root logger"
+    ("AOB_CELERY_TASK_LOG_LEVEL", "quiet"),
+    ("AOB_LLM_PRICES", "[0.15, 0.6]"),  # every agent node and the metrics then fail on .get of a list
+    ("AOB_LLM_PRICES", '{"gpt-4o-mini": {"input": NaN, "output": NaN}}'),  # NaN: the daily check passes, the run ceiling refuses every call
+    ("AOB_LLM_PRICES", '{"gpt-4o-mini": {"input": -0.15, "output": -0.6}}'),  # spending refills the budget
+    ("AOB_OPENAPI_SPECS", '["petstore.json"]'),
+    ("AOB_EMAIL_BACKEND", "smpt"),  # every approval email failed, one at a time, after start
+    ("AOB_HTTP_ALLOWLIST", "https://api.example.com/v1"),  # a URL, not a host: refused at the first request
+])
+def test_a_setting_that_names_nothing_usable_is_refused_at_start(name: str, value: str):
+    """Values that parse but name nothing usable started a stack that failed later, each time it
+    reached them: a log level logging cannot configure, a price table that is not one (or prices that
+    are NaN, which budgets misread, or negative, which refill them as they are spent), an email backend that does not import, an
+    allowlist entry that is a URL."""
+    check_refused(start(**{name: value}), name)
+
+
+@pytest.mark.parametrize(("name", "value"), [("AOB_EMAIL_BACKEND", "smtp"), ("AOB_EMAIL_BACKEND", "console"),
+                                             ("AOB_LOG_LEVEL", "debug"), ("AOB_HTTP_ALLOWLIST", "*.example.com:8443")])
+def test_the_short_and_lower_case_spellings_start(name: str, value: str):
+    """.env.example offers ``console`` or ``smtp`` for AOB_EMAIL_BACKEND: both start, as Django's backends."""
+    result = start(**{name: value})
+    assert result.returncode == 0, result.stderr
