@@ -8,6 +8,7 @@ talks to the stack ``make up`` started.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -141,6 +142,63 @@ def redis_db_ok(url: str) -> bool:
     """A Redis URL's path is empty or a database number, as redis-py reads it."""
     path = urlsplit(url).path.strip("/")
     return urlsplit(url).scheme == "unix" or path == "" or path.isdigit()
+
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+def env_log_level(name: str, default: str) -> str:
+    """A logging level's name, in any case (logging itself takes upper case only)."""
+    level = env_str(name, default).strip().upper()
+    if level not in LOG_LEVELS:
+        raise RuntimeError(f"environment variable {name} must be one of {', '.join(LOG_LEVELS)}, not {level.lower()!r}")
+    return level
+
+
+def env_prices(name: str, default: dict) -> dict:
+    """{"model": {"input": usd_per_1M, "output": ..., "cached_input"?: ...}}, each a finite number, 0 or more:
+    a NaN or a negative price would pass or refill the LLM budgets."""
+    prices = env_json(name, default)
+    if not isinstance(prices, dict):
+        raise RuntimeError(f'environment variable {name} must be a JSON object {{"model": {{"input": 0.15, '
+                           f'"output": 0.6}}}}, not a {type(prices).__name__}')
+    for model, price in prices.items():
+        fields = price if isinstance(price, dict) else {}
+        numbers = {k: v for k, v in fields.items() if k in ("input", "output", "cached_input")}
+        if ("input" not in numbers or "output" not in numbers or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in numbers.values())):
+            raise RuntimeError(f"environment variable {name}: model {model!r} must have input and output prices "
+                               "(cached_input may be added), each a number of USD per 1M tokens, 0 or more")
+    return prices
+
+
+def env_specs(name: str) -> dict:
+    """{"name": {"spec": "<path or https URL>", "base_url": "https://..."}}."""
+    specs = env_json(name, {})
+    if not isinstance(specs, dict) or not all(
+            isinstance(spec, dict) and isinstance(spec.get("spec"), str) and isinstance(spec.get("base_url"), str)
+            for spec in specs.values()):
+        raise RuntimeError(f'environment variable {name} must be a JSON object {{"name": {{"spec": "path or https '
+                           'URL", "base_url": "https://api.example.com"}}}}')
+    return specs
+
+
+def env_email_backend(name: str, default: str) -> str:
+    """Django's email backend: a dotted path, or one of Django's by its short name (``smtp``, ``console``...);
+    its module must be there, or every notification would fail one at a time after start."""
+    backend = env_str(name, default).strip()
+    if "." not in backend:
+        backend = f"django.core.mail.backends.{backend.lower()}.EmailBackend"
+    module = backend.rpartition(".")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise RuntimeError(f"environment variable {name} names no email backend Python can import: {module!r} "
+                           "(smtp, console, or a dotted path to an EmailBackend class)")
+    return backend
 
 
 def env_ports(name: str, default: str) -> list[int]:
@@ -578,13 +636,13 @@ LOGGING = {
     # secrets an executor is sending are masked in whatever is logged meanwhile (vault/logs.py)
     "filters": {"secrets": {"()": "vault.logs.MaskSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["secrets"]}},
-    "root": {"handlers": ["console"], "level": env_str("AOB_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_log_level("AOB_LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # Celery's per-task "received"/"succeeded" lines duplicate the engine's node_run.* lines
         # (and Flower's events); rendering them costs worker CPU on every hop.
-        "celery.app.trace": {"level": env_str("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
-        "celery.worker.strategy": {"level": env_str("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
+        "celery.app.trace": {"level": env_log_level("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
+        "celery.worker.strategy": {"level": env_log_level("AOB_CELERY_TASK_LOG_LEVEL", "WARNING")},
         # httpx logs every request's whole URL at INFO; a URL can be a credential (a Slack webhook,
         # a signed link, a token in a query), so only the SSRF client's own line (the host) is logged.
         "httpx": {"level": "WARNING"},
@@ -594,7 +652,7 @@ LOGGING = {
 
 # --- LLM prices (USD per 1M tokens) and OpenAPI documents agents may call ------------------------
 
-AOB_LLM_PRICES = env_json("AOB_LLM_PRICES", {
+AOB_LLM_PRICES = env_prices("AOB_LLM_PRICES", {
     "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
     "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
     "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
@@ -602,7 +660,7 @@ AOB_LLM_PRICES = env_json("AOB_LLM_PRICES", {
 AOB_LLM_MAX_RETRIES = env_int("AOB_LLM_MAX_RETRIES", 3)
 AOB_LLM_RETRY_BACKOFF_S = env_float("AOB_LLM_RETRY_BACKOFF_S", 0.5)
 # {"name": {"spec": "<path to an OpenAPI JSON file, or https URL>", "base_url": "https://api.example.com"}}
-AOB_OPENAPI_SPECS = env_json("AOB_OPENAPI_SPECS", {})
+AOB_OPENAPI_SPECS = env_specs("AOB_OPENAPI_SPECS")
 
 
 # --- Triggers, secrets, notifications, sub-workflows, retention, broker (issue 18) ---------------
@@ -673,8 +731,7 @@ if PRODUCTION and (urlsplit(AOB_PUBLIC_URL).scheme not in ("http", "https") or n
     raise RuntimeError("environment variable AOB_PUBLIC_URL must be this server's address as people reach it "
                        "(https://aob.example.com) when AOB_PRODUCTION=true: approval links and webhook URLs start "
                        "with it, not a loopback address")
-EMAIL_BACKEND = env_str("AOB_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
-                        if not PRODUCTION else "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_BACKEND = env_email_backend("AOB_EMAIL_BACKEND", "console" if not PRODUCTION else "smtp")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")

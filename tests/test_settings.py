@@ -139,8 +139,8 @@ def check_refused(result: subprocess.CompletedProcess, name: str) -> None:
 def test_a_setting_that_names_nothing_usable_is_refused_at_start(name: str, value: str):
     """Values that parse but name nothing usable started a stack that failed later, each time it
     reached them: a log level logging cannot configure, a price table that is not one (or prices that
-    are NaN, which budgets misread, or negative, which refill them as they are spent), an email backend that does not import, an
-    allowlist entry that is a URL."""
+    are NaN, which budgets misread, or negative, which refill them as they are spent), an email
+    backend that does not import, an allowlist entry that is a URL."""
     check_refused(start(**{name: value}), name)
 
 

@@ -27,3 +27,22 @@ def node_types_check(app_configs: Any = None, **_: Any) -> list[checks.CheckMess
             problems.append(checks.Error(f"node type {name!r} is inline but has an executor: it would never run",
                                          id="workers.E003"))
     return problems
+
+
+@checks.register("aob")
+def allowlist_check(app_configs: Any = None, **_: Any) -> list[checks.CheckMessage]:
+    """Every AOB_HTTP_ALLOWLIST entry parses: one that does not (a URL where a host goes) would fail each
+    outbound request, and each save of a workflow that names its host, only once it is reached."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from workers.http.ssrf import parse_allow_entry
+
+    problems: list[checks.CheckMessage] = []
+    for raw in settings.AOB_HTTP_ALLOWLIST:
+        try:
+            parse_allow_entry(raw)
+        except ImproperlyConfigured as exc:
+            problems.append(checks.Error(str(exc), hint="a host (*.example.com allowed), an address or a network, "
+                                         "each with :port if it is not 80 or 443", id="workers.E004"))
+    return problems
