@@ -150,3 +150,24 @@ def test_the_short_and_lower_case_spellings_start(name: str, value: str):
     """.env.example offers ``console`` or ``smtp`` for AOB_EMAIL_BACKEND: both start, as Django's backends."""
     result = start(**{name: value})
     assert result.returncode == 0, result.stderr
+
+
+def setting(name: str, **env: str) -> object:
+    """The value settings.py gives ``name`` in a process started with ``env``."""
+    import json
+
+    code = f"import json, django; django.setup(); from django.conf import settings; print(json.dumps(settings.{name}))"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AOB_", "DATABASE_URL", "REDIS_URL"))
+            and k not in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**base, **SERVERS, "AOB_ENV_FILE": os.devnull,
+                                 "DJANGO_SETTINGS_MODULE": "aob_project.settings", **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["ALLOWED_HOSTS", "AOB_HTTP_ALLOWED_PORTS"])
+def test_an_empty_list_means_its_default_as_every_other_empty_value(name: str):
+    """.env.example: "An empty value means the default". A list left empty was read as no items:
+    ``ALLOWED_HOSTS=`` answered every request with a 400 (no host allowed)."""
+    assert setting(name, **{name: ""}) == setting(name)
