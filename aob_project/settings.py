@@ -212,8 +212,9 @@ def env_ports(name: str, default: str) -> list[int]:
 
 
 def env_list(name: str, default: str = "") -> list[str]:
-    raw = os.environ.get(name)
-    return [item.strip() for item in (default if raw is None else raw).split(",") if item.strip()]
+    """Comma-separated items; unset or empty, the default's (as every variable's empty value)."""
+    raw = os.environ.get(name) or default
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 DEBUG = env_bool("DEBUG", False)
