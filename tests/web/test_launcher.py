@@ -153,3 +153,38 @@ def test_up_refuses_a_port_or_a_count_that_is_not_one_before_starting_anything(
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
     assert named in result.stdout + result.stderr, result.stdout + result.stderr
     assert not (tmp_path / "data" / "postgres").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_second_launcher_on_a_data_dir_in_use_is_refused_with_servers_of_its_own(tmp_path: Path) -> None:
+    """With DATABASE_URL and REDIS_URL set (servers of the operator's own) nothing held the data dir:
+    a second `make up` on it (another port) deleted the first's log file (its processes went on
+    writing to the deleted file), wiped its metrics, replaced its runtime.env and deleted it on the
+    way out, and started a second beat (every periodic task twice)."""
+    import subprocess
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://aob:pw@127.0.0.1:1/aob", "REDIS_URL": "redis://:pw@127.0.0.1:1/0"}
+    env.pop("AOB_DATA_DIR", None)
+    argv = [sys.executable, "-m", "aob.launcher", "services", "--data-dir", str(tmp_path)]
+    first = subprocess.Popen(argv, cwd=launcher.BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    second = None
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:
+            if "Ctrl-C stops" in line:
+                break
+        kept = (tmp_path / "runtime.env").read_text()
+        second = subprocess.Popen(argv, cwd=launcher.BASE_DIR, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            out, _ = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second launcher runs beside the first on one data dir")
+        assert second.returncode == 1 and "in use by process" in out, out
+        assert (tmp_path / "runtime.env").read_text() == kept and first.poll() is None
+    finally:
+        for proc in (second, first):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(2)
+                proc.wait(30)
