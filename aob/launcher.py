@@ -32,6 +32,7 @@ from aob.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,
+    _OwnerLock,
     die_with_parent,
     fernet_key_in,
     masked,
@@ -221,10 +222,13 @@ class Services:
         self.postgres: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
         self._wrote_runtime_env = False  # only ours is removed: a refused second launcher leaves the first's
+        # one launcher a data dir, embedded servers or not: its runtime.env, log, metrics and beat are one stack's
+        self._lock = _OwnerLock(data_dir / "launcher.lock", "AOB stack (make up / make services)")
 
     def start(self, environ: dict[str, str]) -> dict[str, str]:
         env = dict(environ)
         try:
+            self._lock.acquire()
             if not env.get("DATABASE_URL"):
                 self.postgres = EmbeddedPostgres(self.data_dir)
                 env["DATABASE_URL"] = self.postgres.start()
@@ -257,6 +261,7 @@ class Services:
         for server in (self.postgres, self.redis):
             if server is not None:
                 server.stop()
+        self._lock.release()
 
 
 def worker_command(probe: dict, node_types: str | None) -> list[str]:
