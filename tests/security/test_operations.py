@@ -152,3 +152,34 @@ def test_the_demo_superuser_never_answers_to_a_published_password(monkeypatch):
     monkeypatch.setenv("AOB_DEMO_PASSWORD", "chosen-by-its-owner-42")  # as make up passes the kept one
     call_command("aob_demo", stdout=io.StringIO())
     assert User.objects.get(username="demo").check_password("chosen-by-its-owner-42")
+
+
+def dockerignored(path: str) -> bool:
+    """Whether ``docker build`` leaves ``path`` (relative to the project) out of its context, by
+    .dockerignore's rules as Docker reads them: the last pattern matching it or a folder above it wins."""
+    from fnmatch import fnmatchcase
+
+    ignore = ROOT / ".dockerignore"
+    lines = [line.strip() for line in ignore.read_text().splitlines()] if ignore.exists() else []
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        negated, pattern = line.startswith("!"), line.lstrip("!").strip("/")
+        if any(fnmatchcase(prefix, pattern) or fnmatchcase(prefix, pattern.replace("**/", "")) for prefix in prefixes):
+            excluded = not negated
+    return excluded
+
+
+@pytest.mark.parametrize("path", [".env", ".env.production", ".aob/runtime.env", ".aob/postgres/password",
+                                  ".aob/demo/password", ".git/config", ".venv/bin/python"])
+def test_the_image_never_takes_the_operators_secrets_or_data(path: str):
+    """The Dockerfile copies the project whole (``COPY . .``) and there was no .dockerignore:
+    ``docker compose build`` put the operator's .env (SECRET_KEY, AOB_SECRETS_KEYS, OPENAI_API_KEY,
+    EMAIL_HOST_PASSWORD, FLOWER_BASIC_AUTH; compose requires the file) and `make up`'s .aob (the
+    embedded PostgreSQL's data and password, runtime.env, the demo superuser's password) into a
+    layer of every image, for anyone who pulls it to read."""
+    assert dockerignored(path), path
+    assert not dockerignored("aob_project/settings.py") and not dockerignored("requirements.txt")
