@@ -108,6 +108,8 @@ def env_json(name: str, default: object) -> object:
         raise RuntimeError(f"environment variable {name} must be JSON ({exc}), not {value!r}") from None
 
 
+# PostgreSQL's URL may leave its host out (the local socket, or ?host=/run/postgresql), Redis's unix:// has none
+LOCAL_SOCKET_SCHEMES = frozenset({"unix", "postgresql", "postgres", "pgsql"})
 SERVER_URL_HINT = "percent-encode any of : / @ # ? % in its user name or password (%3A %2F %40 %23 %3F %25)"
 
 
@@ -134,7 +136,7 @@ def _server_url(name: str, value: str, schemes: tuple[str, ...]) -> None:
                            f"{SERVER_URL_HINT}") from None
     if parts.fragment or "#" in value:
         raise RuntimeError(f"environment variable {name} holds a '#', which ends a URL; {SERVER_URL_HINT}")
-    if scheme != "unix" and not parts.hostname:
+    if scheme not in LOCAL_SOCKET_SCHEMES and not parts.hostname:
         raise RuntimeError(f"environment variable {name} names no host; {SERVER_URL_HINT}")
 
 

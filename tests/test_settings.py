@@ -171,3 +171,10 @@ def test_an_empty_list_means_its_default_as_every_other_empty_value(name: str):
     """.env.example: "An empty value means the default". A list left empty was read as no items:
     ``ALLOWED_HOSTS=`` answered every request with a 400 (no host allowed)."""
     assert setting(name, **{name: ""}) == setting(name)
+
+
+@pytest.mark.parametrize("url", ["postgresql:///aob", "postgres://aob@/aob?host=/run/postgresql",
+                                 "postgresql://%2Frun%2Fpostgresql/aob", "postgresql://aob:p%23ss%40w0rd@db.internal/aob"])
+def test_a_database_url_on_the_local_socket_or_with_an_encoded_password_starts(url: str):
+    result = start(DATABASE_URL=url)
+    assert result.returncode == 0, result.stderr
