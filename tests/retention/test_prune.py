@@ -60,7 +60,7 @@ def test_pruning_removes_exactly_what_is_past_retention_and_nothing_a_live_run_n
     Artifact.objects.exclude(pk=young.pk).update(created_at=timezone.now() - 60 * DAY)
     hook = Hook.objects.create(id="hk_test", owner=user, workflow=saved.workflow, secret_ciphertext="x")
     stale = HookDelivery.objects.create(hook=hook, delivery_id="old", signature="a" * 64)
-    HookDelivery.objects.filter(pk=stale.pk).update(received_at=timezone.now() - 2 * DAY)
+    HookDelivery.objects.filter(pk=stale.pk).update(received_at=timezone.now() - 4 * DAY)  # past the 3 days kept
     fresh = HookDelivery.objects.create(hook=hook, delivery_id="new", signature="b" * 64)
 
     gone_runs = [old.pk, bobs.pk]

@@ -123,9 +123,6 @@ def sweep_row(sweep: str, *, run_id: Any = None, node_id: str = "", fail_run: bo
         sweep_row_failed(sweep, exc, run_id=run_id, node_id=node_id, fail_run=fail_run, **context)
 
 
-SWEEP_FAILED = "sweep_failed"
-
-
 def sweep_row_failed(sweep: str, exc: BaseException, *, run_id: Any = None, node_id: str = "",
                      fail_run: bool = True, **context: Any) -> str:
     """A sweep's handling of a row of ``run_id`` raised. Logged (``sweeper.row_failed``), and said on
