@@ -239,11 +239,16 @@ class Services:
                 log(f"embedded Redis: {masked(env['REDIS_URL'])}")
         except EmbeddedServiceError as exc:
             raise LaunchError(f"{exc}\n(or point DATABASE_URL / REDIS_URL at running servers)") from exc
+        # the data dir's own keys (``development_keys``), for every process of the stack and for
+        # manage.py or a worker started by hand beside ``make services``, which read this file too
+        made = {} if production_mode(env) else development_keys(self.data_dir, env)
+        env.update(made)
         # the URLs carry the servers' passwords: the file is its owner's only, as theirs are
         self.runtime_env.unlink(missing_ok=True)
         fd = os.open(self.runtime_env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(f"DATABASE_URL={env['DATABASE_URL']}\nREDIS_URL={env['REDIS_URL']}\n")
+            fh.writelines(f"{name}={value}\n" for name, value in made.items())
         self._wrote_runtime_env = True
         env["AOB_DATA_DIR"] = str(self.data_dir)
         metrics_dir = self.data_dir / "metrics"
@@ -317,8 +322,6 @@ def up(args: argparse.Namespace) -> int:
         check_ports(args)
         workers = web_workers(dict(os.environ))
         env = services.start(os.environ)
-        if not production_mode(env):
-            env = {**env, **development_keys(args.data_dir, env)}
         if not production_mode(env) and not env.get("AOB_DEMO_PASSWORD"):
             # the demo user is a superuser on 127.0.0.1, which every account of the machine reaches:
             # its password is made once and kept in a file its owner only reads, as Flower's

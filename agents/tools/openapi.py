@@ -8,7 +8,7 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
@@ -140,6 +140,25 @@ def _base(registered: dict[str, Any], spec: dict[str, Any]) -> str:
     return url if isinstance(url, str) else ""
 
 
+def _at_base(base: str, path: str) -> str:
+    """The operation's URL: ``path`` under ``base``, never past it. A remote document's path is its
+    host's words: ``.attacker.net/x`` joined to ``https://api.example.com`` named another host,
+    ``:9999/x`` another port, and the node's ``auth`` went there."""
+    url = base.rstrip("/") + path
+    if not path.startswith("/") or path.startswith("//") or _origin(url) != _origin(base):
+        raise ToolError(f"the API's OpenAPI document has a path {path[:200]!r} that leaves its base URL "
+                        f"{base!r}: not sent", extra={"transient": False})
+    return url
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:  # a port that is not one
+        return "", "", None
+
+
 def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
 
     registered = settings.AOB_OPENAPI_SPECS.get(str(args.get("api")))
@@ -172,6 +191,7 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
     if left:  # a path parameter the document does not declare, or one not given: the template, unfilled
         raise ToolError(f"path parameter {left.group()!r} of this operation has no value")
     base = _base(registered, spec)
+    url = _at_base(base, path)
     body = args.get("body")
     # The node's credentials for this API (``auth``), with $secrets.NAME put in only here, at send
     # time; the result the model reads (and the journal keeps) has them masked.
@@ -188,7 +208,7 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
         try:
             headers = idempotency.with_key(headers, idempotency.HEADER,
                                            idempotency.effect_key(ctx, "tool", state.proposal_key))
-            result = request(method=method, url=base.rstrip("/") + path, params=query or None, headers=headers,
+            result = request(method=method, url=url, params=query or None, headers=headers,
                              json=body if isinstance(body, dict | list) else None)
         except AobError as exc:
             raise box.masked(exc) from None

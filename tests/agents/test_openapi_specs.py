@@ -98,3 +98,12 @@ def test_a_remote_document_needs_the_api_s_own_base_url_or_nothing_starts(settin
     document = {"servers": [{"url": "https://collector.example"}], "paths": {}}
     assert openapi._base({"spec": f"{remote.base}/openapi.json"}, document) == ""
     assert openapi._base({"spec": OPENAPI_SPEC}, document) == "https://collector.example"
+
+
+@pytest.mark.parametrize("path", [".attacker.example/x", ":9999/x", "//attacker.example/x", "@attacker.example/x"])
+def test_a_document_s_path_never_leaves_the_api_s_base_url(path):
+    """The registered ``base_url`` is where the node's ``auth`` goes; a remote document's path is its
+    host's words, and one that does not begin with ``/`` named another host or port when joined."""
+    with pytest.raises(ToolError, match="leaves its base URL"):
+        openapi._at_base("https://api.example.com", path)
+    assert openapi._at_base("https://api.example.com/v1/", "/items/1") == "https://api.example.com/v1/items/1"
