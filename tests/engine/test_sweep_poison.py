@@ -108,20 +108,28 @@ def test_negative_control_unguarded_the_poison_row_stops_every_sweep_and_bobs_lo
 
 
 @pytest.mark.django_db(transaction=True)  # the sweep's own connection handling, outside a test's transaction
-def test_a_fault_every_row_shares_fails_no_run(make_user):
-    """A statement every row fails (a column a rolling deploy has not migrated yet) ends the pass as
-    an outage does, and one error that many rows of a sweep meet at once is the sweep's, not
-    theirs: logged, never counted against their runs, which it would fail one after another."""
-    from django.db import ProgrammingError
+def test_a_fault_not_the_row_s_ends_the_pass_and_a_row_s_is_said_at_its_own_pace(make_user):
+    """A statement every row fails (a column a rolling deploy has not migrated yet), or the
+    database away, ends the pass as an outage does, counted against no row; a statement timeout
+    is the row's. A row failing again a moment later is not said again (a sweep every few seconds
+    wrote an event each time): its run fails only once it has failed over AOB_SWEEP_FAILED_AFTER_S."""
+    from django.db import OperationalError, ProgrammingError
 
     from workflows.engine import poison
 
     with pytest.raises(ProgrammingError), transaction.atomic(), poison.sweep_row("republish", run_id="r", node_id="a"):
         with connection.cursor() as cursor:
             cursor.execute("SELECT no_such_column FROM workflows_run")
+    with pytest.raises(OperationalError), poison.sweep_row("republish", run_id="r", node_id="a"):
+        raise OperationalError("the connection is closed")
+    with transaction.atomic(), connection.cursor() as cursor:  # a statement timeout: the row's, said
+        cursor.execute("SET LOCAL statement_timeout = 1")
+        with pytest.raises(OperationalError) as timeout:
+            cursor.execute("SELECT pg_sleep(1)")
+    assert not poison.unavailable(timeout.value)
 
-    runs = [stored_run(make_user(name), {"nodes": [transform("a", "1")], "edges": []}) for name in ("a", "b", "c")]
-    said = [poison.sweep_row_failed("undeployed", TypeError("a bug of the sweep"), run_id=run.pk, node_id="a")
-            for run in runs]
-    assert said == ["recorded", "recorded", "logged"], said
-    assert not Event.objects.filter(run=runs[2], type="sweep_failed").exists()
+    run = stored_run(make_user("a"), {"nodes": [transform("a", "1")], "edges": []})
+    said = [poison.sweep_row_failed("republish", ValueError("poison"), run_id=run.pk, node_id="a") for _ in range(3)]
+    assert said == ["recorded", "said", "said"], said
+    assert Event.objects.filter(run=run, type="sweep_failed").count() == 1
+    assert Run.objects.get(pk=run.pk).status not in Run.FINISHED

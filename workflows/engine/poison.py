@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -36,7 +35,8 @@ def decision_failed(node_run_id: int, exc: BaseException) -> str:
     attempt log; below ``AOB_MAX_DECISION_FAILURES`` ask again after a backoff (the sweeper
     would too), at the limit fail the run with ``DecisionFailed`` so a poison message ends
     instead of holding a coordinator slot forever. Returns ``retrying``, ``failed`` or ``gone``."""
-    connection.close_if_unusable_or_obsolete()
+    if not connection.in_atomic_block:  # a broken connection is replaced; inside a caller's block it is theirs
+        connection.close_if_unusable_or_obsolete()
     error = bounded_error({"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__})
     now = timezone.now()
     entry = {"status": DECISION_FAILED, "error": error, "at": now.isoformat()}
@@ -80,27 +80,25 @@ def _fail(run: Run, node_id: str, now: Any, error: dict[str, Any]) -> None:
     events.append(run.pk, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": error})])
 
 
-# Not a row's trouble: the database, the broker or Redis away, or a statement every row would fail
-# (a column or table a rolling deploy has not migrated yet: SQLSTATE class 42, or 0A). A sweep that
-# meets one ends there, as before, and the next one retries every row (counted against rows, it
-# would fail runs one after another).
-UNAVAILABLE = (OperationalError, InterfaceError, redis.RedisError, kombu.exceptions.OperationalError, OSError)
+# Not a row's trouble: the database, the broker or Redis away (a connection's error: SQLSTATE class
+# 08, 53 resources, 57P0x a shutdown, or none at all), or a statement every row would fail (a column
+# or table a rolling deploy has not migrated yet: class 42, or 0A). A sweep that meets one ends
+# there, as before, and the next one retries every row (counted against rows, it would fail runs one
+# after another). A statement timeout or a lock not available is one row's, as a trigger's refusal is.
+AWAY_STATES = ("08", "53", "57P01", "57P02", "57P03")
 SCHEMA_STATES = ("42", "0A")
+AWAY = (InterfaceError, redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError, OSError)
 
 
 def unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, UNAVAILABLE):
+    if isinstance(exc, AWAY):
         return True
-    state = getattr(exc.__cause__, "sqlstate", None) if isinstance(exc, DatabaseError) else None
-    return isinstance(state, str) and state[:2] in SCHEMA_STATES
-
-
-# Rows of one sweep failing with the same error in this process within a minute: from this many on
-# the fault is the sweep's own (a bug, a deploy half done), not theirs; they are logged, and nothing
-# is recorded on their runs, which a systemic fault must not fail one after another.
-SYSTEMIC_ROWS = 3
-SYSTEMIC_WINDOW_S = 60.0
-_recent: dict[tuple[str, str], dict[str, float]] = {}
+    if not isinstance(exc, DatabaseError):
+        return False
+    state = getattr(exc.__cause__, "sqlstate", None)
+    if not isinstance(state, str):
+        return isinstance(exc, OperationalError)  # the driver's own: a connection closed or lost
+    return state.startswith(AWAY_STATES) or state[:2] in SCHEMA_STATES
 
 
 @contextmanager
@@ -129,16 +127,14 @@ def sweep_row_failed(sweep: str, exc: BaseException, *, run_id: Any = None, node
     the run in a ``sweep_failed`` event (which sweep, the error, how many times for this node); once
     it has failed ``AOB_MAX_SWEEP_FAILURES`` times over ``AOB_SWEEP_FAILED_AFTER_S`` the run fails
     with ``SweepFailed``, so a poison row ends instead of leaving its run live without a reason,
-    swept without end. A row of no run is only logged, and so is one of a fault many rows share
-    (``SYSTEMIC_ROWS``). Returns ``logged``, ``said``, ``recorded``, ``failed`` or ``gone``."""
-    connection.close_if_unusable_or_obsolete()
+    swept without end. A row of no run is only logged. Returns ``logged``, ``said``, ``recorded``,
+    ``failed`` or ``gone``."""
+    if not connection.in_atomic_block:  # a broken connection is replaced; inside a caller's block it is theirs
+        connection.close_if_unusable_or_obsolete()
     error = bounded_error({"error_type": type(exc).__name__, "message": str(exc) or type(exc).__name__})
     where = {"sweep": sweep, "run_id": str(run_id) if run_id else None, "node_id": node_id, **context}
     logger.error("sweeper.row_failed", extra={**where, "error_type": error["error_type"]}, exc_info=exc)
     if run_id is None:
-        return "logged"
-    if _systemic(sweep, error["error_type"], f"{run_id}:{node_id}:{sorted(context.items())}"):
-        logger.error("sweeper.systemic_failure", extra={"sweep": sweep, "error_type": error["error_type"]})
         return "logged"
     try:
         return _record(sweep, run_id, node_id, error, context, fail_run=fail_run)
@@ -149,22 +145,13 @@ def sweep_row_failed(sweep: str, exc: BaseException, *, run_id: Any = None, node
         return "logged"
 
 
-def _systemic(sweep: str, error_type: str, row: str) -> bool:
-    now = time.monotonic()
-    seen = _recent.setdefault((sweep, error_type), {})
-    for key, at in list(seen.items()):
-        if now - at > SYSTEMIC_WINDOW_S:
-            del seen[key]
-    seen[row] = now
-    return len(seen) >= SYSTEMIC_ROWS
-
-
 def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], context: dict[str, Any], *,
             fail_run: bool) -> str:
     """Say the failure on the run, at most one event each ``AOB_SWEEP_FAILED_AFTER_S`` /
-    ``AOB_MAX_SWEEP_FAILURES`` seconds for one node and sweep (a sweep every few seconds would
-    write one each time), and fail the run at the last: a row failing that long is poison, a fault
-    that passed (a lock, a moment's bug) is not. Failures older than twice that span are forgotten."""
+    (``AOB_MAX_SWEEP_FAILURES`` - 1) seconds for one node and sweep (a sweep every few seconds would
+    write one each time), and fail the run at the last, so at least ``AOB_SWEEP_FAILED_AFTER_S``
+    after the first: a row failing that long is poison, a fault that passed (a lock, a moment's bug)
+    is not. Failures older than twice that span are forgotten."""
     now = timezone.now()
     span = settings.AOB_SWEEP_FAILED_AFTER_S
     limit = settings.AOB_MAX_SWEEP_FAILURES
@@ -176,7 +163,7 @@ def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], contex
         said = list(Event.objects.filter(run_id=run_id, type=Event.Type.SWEEP_FAILED, node_id=node_id,
                                          data__sweep=sweep, created_at__gte=now - timedelta(seconds=2 * span))
                     .order_by("-seq").values_list("created_at", flat=True)[:limit])
-        if said and (now - said[0]).total_seconds() < span / limit:
+        if said and (now - said[0]).total_seconds() < span / max(1, limit - 1):
             return "said"  # said a moment ago
         failures = len(said) + 1
         events.append(run_id, run.owner_id, [(Event.Type.SWEEP_FAILED, node_id, {
