@@ -193,3 +193,35 @@ def test_a_replay_beside_a_gated_branch_it_never_meets_reuses_the_branch_and_ask
     assert {n: nodes[n].reused for n in ("start", "review", "pay", "wait", "tell")} == {
         "start": True, "review": True, "pay": True, "wait": True, "tell": False}
     assert not Approval.objects.filter(run=run).exists() and len(remote.hits("/echo")) == paid
+
+
+def test_a_replay_asks_again_a_gate_whose_action_was_in_flight_when_its_source_failed(engine, user, remote):
+    """``review`` approved, ``pay`` holding when ``tell`` failed the source: the payment never
+    completed there. Its gate's decision is not reused to send it in the replay; it asks again."""
+    remote.script("tell-fails", [Reply(500, {"error": "mail relay down"}), {"sent": True}])
+    definition = {"nodes": [
+        {"id": "start", "type": "transform", "config": {"expression": "{'amount': 5}"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [user.username]}},
+        {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/hold/pay-in-flight", "method": "POST",
+                                                 "payload": {"amount": 5}}},
+        {"id": "wait", "type": "http", "config": {"url": f"{remote.base}/hold/tell-after-pay"}},
+        {"id": "tell", "type": "http", "config": {"url": f"{remote.base}/seq/tell-fails", "fail_on_status": True}},
+    ], "edges": [{"from": "start", "to": "review"}, {"from": "review", "to": "pay", "condition": "$.approved == true"},
+                 {"from": "start", "to": "wait"}, {"from": "wait", "to": "tell"}]}
+    run_id = submit(user, definition)
+    assert decide(user, pending_approval(run_id)).status_code == 200
+    wait_until(lambda: remote.hits("/hold/pay-in-flight"), what="the payment in flight")
+    remote.release("tell-after-pay")
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and source.error["node_id"] == "tell", source.error
+    remote.release("pay-in-flight")
+    assert NodeRun.objects.get(run=source, node_id="pay").status != "completed"
+
+    replay = client_for(user).post(f"/api/v1/runs/{run_id}/nodes/tell/replay")
+
+    assert replay.status_code == 201, replay.json()
+    run = wait_for_run(replay.json()["run_id"], statuses=WAITING)
+    assert run.status == "waiting_for_approval"
+    nodes = {nr.node_id: nr for nr in NodeRun.objects.filter(run=run)}
+    assert (nodes["review"].status, nodes["review"].reused) == ("waiting", False)
+    assert "pay" not in nodes

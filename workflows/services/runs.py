@@ -198,29 +198,31 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         ir = coordinator.load_ir(source)
         if node_id not in ir.nodes:
             raise NotFound(f"node {node_id!r} is not in run {source.pk}", extra={"field": "node_id"})
-        again = _runs_again(ir, node_id)
         # each node's latest node run only (DISTINCT ON): a loop's earlier iterations are not read
-        latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source).exclude(node_id__in=again)
+        latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source)
                   .order_by("node_id", "-iteration").distinct("node_id")}
-        upstream = ir.ancestors(node_id) - again
-        missing = sorted(n for n in upstream if n not in latest or latest[n].status != NodeRun.Status.COMPLETED)
+        completed = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.COMPLETED}
+        skipped = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.SKIPPED}
+        again = _runs_again(ir, node_id, completed | skipped)
+        missing = sorted(n for n in ir.ancestors(node_id) - again if n not in completed)
         if missing:
             raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                            code="replay_upstream_incomplete", extra={"nodes": missing})
-        reused = [nr for node, nr in latest.items() if node in ir.nodes and nr.status == NodeRun.Status.COMPLETED]
+        reused = [latest[n] for n in sorted(completed - again)]
         return run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                          workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
                          reused=reused, reuse_llm=reuse_llm, record=record)
 
 
-def _runs_again(ir: IR, node_id: str) -> set[str]:
+def _runs_again(ir: IR, node_id: str, settled: set[str]) -> set[str]:
     """What a replay from ``node_id`` runs again: the node, what follows it, and what reads an
     output of those (``$nodes.<id>``), edge or not (a reused output made from the source's would
-    disagree with the replay's). A gate that leads to any of it, or whose decision any of it reads,
-    asks again (a decision is never reused for what runs again), and what follows that gate runs
-    again after it. A gate none of it touches is reused with its branch: that branch's action was
-    the source's, and a second approval would only repeat it. One walk forward and one back, each
-    node once, however many gates."""
+    disagree with the replay's). A gate that leads to any of it, or to a node that did not settle in
+    the source (neither completed nor skipped: ``settled``; it runs in the replay whatever, a payment
+    in flight when the source failed), or whose decision any of it reads, asks again (a decision is never reused for what
+    runs), and what follows that gate runs again after it. A gate none of it touches is reused with
+    its branch: that branch's action was the source's, and a second approval would only repeat it.
+    One walk forward and one back, each node once, however many gates."""
     readers: dict[str, set[str]] = {}
     for reader, node in ir.nodes.items():
         for read in referenced_nodes(node.config):
@@ -228,8 +230,9 @@ def _runs_again(ir: IR, node_id: str) -> set[str]:
     again: set[str] = set()
     reaching: set[str] = set()  # nodes that lead to a node that runs again
     forward = [node_id]
+    unfinished = [n for n in ir.nodes if n not in settled]  # run in the replay, reused or not
     while forward:
-        grown = []
+        grown, unfinished = unfinished, []
         while forward:
             current = forward.pop()
             if current not in again:
