@@ -253,9 +253,9 @@ _HOLD_SIGNING = ("SELECT enabled, secret_ciphertext, previous_secret_ciphertext,
 
 
 def _still_signed(hook: Hook, given: str, timestamp: str, expected: str, body: bytes) -> str:
-    """In the transaction that starts the delivery's run: hold the hook's row (``FOR KEY SHARE``,
-    so deliveries do not wait on one another) against a rotation, a disable or a delete until the
-    run commits, and judge the delivery again if the row changed since it was read. Before, a
+    """In the transaction that starts the delivery's run: hold the hook's row (``FOR KEY SHARE``:
+    the lock a rotation, a disable or a delete must wait for; deliveries still take turns only at
+    the end, on the hook's ``last_delivery_at``) until the run commits, and judge the delivery again if the row changed since it was read. Before, a
     delivery judged by a secret that a rotation with ``grace_s`` 0 cut off (a leaked one) while it
     was accepted started its run after the rotation had answered; now the rotation waits for it,
     or it is judged by the secrets the rotation left. The signature that matched, or refused."""
