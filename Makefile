@@ -40,6 +40,8 @@ test-faults: venv
 	FAULT_TRIALS=$(FAULT_TRIALS) FAULT_CONTROL_TRIALS=$(FAULT_CONTROL_TRIALS) $(BIN)/pytest tests/faults \
 	  tests/engine/test_lease.py tests/engine/test_output_stored.py tests/engine/test_durability.py \
 	  tests/engine/test_cancel_stops_work.py tests/approvals/test_park_callback_lost.py tests/subflows/test_subflow_budget.py \
+	  tests/engine/test_sweep_poison.py tests/engine/test_coordinator_shares.py tests/triggers/test_schedules.py \
+	  tests/engine/test_fair_shares.py tests/test_migrations.py \
 	  -m "fault or faults_full" $(PYTEST_ARGS)
 
 # The browser test drives Debian's Chromium (never a browser download); install it when missing.

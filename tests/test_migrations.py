@@ -200,6 +200,7 @@ def manage(env: dict[str, str], *args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.faults_full  # an operator's fault, slow (a database each): `make test-faults` runs it (tests/conftest.py)
 def test_two_processes_migrating_one_database_at_once_both_succeed(fresh_database) -> None:
     """Two containers (or hosts) that each run ``migrate`` at start, at the same moment: one of them
     died with ``IntegrityError: duplicate key value violates unique constraint
@@ -217,6 +218,7 @@ def test_two_processes_migrating_one_database_at_once_both_succeed(fresh_databas
     assert twice == []
 
 
+@pytest.mark.faults_full  # an operator's fault, slow (a database each): `make test-faults` runs it (tests/conftest.py)
 def test_a_held_index_build_that_was_cancelled_is_built_again_by_the_next_migrate(fresh_database) -> None:
     """0018 builds ``node_run_held`` with CREATE INDEX CONCURRENTLY, which waits for the workers' writes
     in flight. Cancelled meanwhile (an operator's pg_cancel_backend, a statement_timeout, a deadlock, a

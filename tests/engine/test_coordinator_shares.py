@@ -68,6 +68,7 @@ def bob_among_alices(api, make_user) -> int:
     return unfinished
 
 
+@pytest.mark.faults_full  # a slow fault's control: `make test-faults` only (tests/conftest.py)
 def test_negative_control_without_a_share_a_quick_decision_waits_behind_every_heavy_one(shared, api, make_user):
     HOOKS.set("aob:test:share", "0,0")
     assert bob_among_alices(api, make_user) <= 3  # at most those the three processes were deciding

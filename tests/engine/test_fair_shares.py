@@ -54,6 +54,7 @@ def single(api, url: str, node_id: str = "only") -> str:
     return submit(api, {"nodes": [http(node_id, url)], "edges": []})
 
 
+@pytest.mark.faults_full  # a slow fault's control: `make test-faults` only (tests/conftest.py)
 def test_negative_control_without_the_limit_the_fan_out_takes_every_worker(one_slot, api, make_user, remote):
     """The same worker with the limit switched off: alice's held requests take all three of its
     processes, and bob's node waits behind them."""

@@ -344,6 +344,7 @@ def test_a_firing_a_database_outage_interrupts_is_tried_again_and_runs_once(engi
     assert ScheduleFiring.objects.filter(schedule_id=schedule_id).count() == 1
 
 
+@pytest.mark.faults_full  # a minute of the real rate limit's window: `make test-faults` runs it (tests/conftest.py)
 @pytest.mark.ratelimit
 def test_firings_the_owner_s_run_limit_holds_back_run_once_it_has_room(engine, api, user, stack_env):
     """An owner may have 100 schedules (AOB_MAX_SCHEDULES_PER_OWNER) but start 50 runs a minute

@@ -151,7 +151,8 @@ def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], contex
     (``AOB_MAX_SWEEP_FAILURES`` - 1) seconds for one node and sweep (a sweep every few seconds would
     write one each time), and fail the run at the last, so at least ``AOB_SWEEP_FAILED_AFTER_S``
     after the first: a row failing that long is poison, a fault that passed (a lock, a moment's bug)
-    is not. Failures older than twice that span are forgotten."""
+    is not. Failures older than four times that span are forgotten (sweeps slower than the
+    events' spacing still reach the count)."""
     now = timezone.now()
     span = settings.AOB_SWEEP_FAILED_AFTER_S
     limit = settings.AOB_MAX_SWEEP_FAILURES
@@ -161,7 +162,7 @@ def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], contex
         if run is None or run.status in Run.FINISHED:
             return "gone"
         said = list(Event.objects.filter(run_id=run_id, type=Event.Type.SWEEP_FAILED, node_id=node_id,
-                                         data__sweep=sweep, created_at__gte=now - timedelta(seconds=2 * span))
+                                         data__sweep=sweep, created_at__gte=now - timedelta(seconds=4 * span))
                     .order_by("-seq").values_list("created_at", flat=True)[:limit])
         if said and (now - said[0]).total_seconds() < span / max(1, limit - 1):
             return "said"  # said a moment ago
