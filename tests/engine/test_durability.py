@@ -250,6 +250,7 @@ def lost_publish_flow(entry: str, middle: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.faults_full  # slow: `make test-faults` runs it (tests/conftest.py; the lean faults keep make test short)
 def test_a_publish_lost_after_commit_is_republished_by_the_sweeper(engine, api):
     entry, middle = unique("lost_entry"), unique("lost_mid")
     drop_first_publish(entry)   # lost after run_start's commit
@@ -308,6 +309,7 @@ def empty_the_broker_mid_run(api: Any, remote: Any) -> list[str]:
     return ids
 
 
+@pytest.mark.faults_full  # slow: `make test-faults` runs it (tests/conftest.py; the lean faults keep make test short)
 def test_broker_queues_emptied_mid_run_every_run_still_completes(engine, api, remote):
     ids = empty_the_broker_mid_run(api, remote)
     runs = wait_all(ids, timeout=60)

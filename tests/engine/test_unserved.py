@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -56,6 +57,7 @@ def _control(worker: str, command: str, queue: str) -> None:
     raise AssertionError(f"{worker} did not answer {command}")
 
 
+@pytest.mark.faults_full  # slow: `make test-faults` runs it (tests/conftest.py; the lean faults keep make test short)
 def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any) -> None:
     """Every node done, the run ``running``: the decision of what follows sits on wf.coordinator,
     which no running worker consumes (workers started with ``--node-types`` and no ``-Q``). The

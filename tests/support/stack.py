@@ -27,7 +27,7 @@ def test_env(db_name: str, **extra: str) -> dict[str, str]:
         "AOB_TEST_DATABASE_NAME": db_name,
         "AOB_TEST_HOOKS": "1",
         "AOB_SWEEP_INTERVAL_S": "1",
-        "AOB_SWEEP_FAILED_AFTER_S": "4",  # a poison row's run fails within seconds, not ten minutes
+        "AOB_SWEEP_FAILED_AFTER_S": "2",  # a poison row's run fails within seconds, not ten minutes
         "AOB_APPROVAL_SWEEP_INTERVAL_S": "1",
         "AOB_REPUBLISH_AFTER_S": "3",
         "AOB_LEASE_S": "3",
