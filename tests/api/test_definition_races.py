@@ -5,22 +5,13 @@ red-team helper's findings)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connection, connections, transaction
-
 from tests.api.factories import API, fetch_then_store, post_workflow
 from tests.conftest import client_for
-from tests.engine.flow import wait_until
+from tests.support.races import asked_while_held
 from workflows.models import Run, Workflow
-
-
-def _blocked_on(pid: list[int]) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid)
-        return bool(cursor.fetchone()[0])
 
 
 def test_a_start_racing_a_delete_of_its_workflow_is_not_a_500(transactional_db, user):
@@ -81,48 +72,17 @@ def test_a_workflow_s_cel_expressions_share_one_compile_budget(api, settings):
     assert api.post(f"{API}/workflows/validate", {"workflow": ordinary}, format="json").json()["valid"] is True
 
 
-def _hold_delete(tag: str, deleting: threading.Event, release: threading.Event, pid: list[int]) -> None:
-    from workflows.services.definitions import workflow_delete
-
-    try:
-        with transaction.atomic():
-            workflow_delete(workflow=Workflow.objects.get(tag=tag))
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pid.append(cursor.fetchone()[0])
-            deleting.set()
-            release.wait(15)
-    finally:
-        connections.close_all()
-
 def _asked_behind_a_delete(user: Any, tag: str, ask: Callable[[Any], Any]) -> list[Any]:
     """``ask``'s answer (as ``user``) to a request made while a delete of ``tag`` holds its lock,
     waiting on it until the delete commits; a 500 is an answer here, not the test's exception."""
-    deleting, release = threading.Event(), threading.Event()
-    deleter_pid: list[int] = []
-    answers: list[Any] = []
+    from workflows.services.definitions import workflow_delete
 
-    def asking() -> None:
+    def asking() -> Any:
         client = client_for(user)
         client.raise_request_exception = False
-        try:
-            answers.append(ask(client))
-        finally:
-            connections.close_all()
+        return ask(client)
 
-    deleter = threading.Thread(target=_hold_delete, args=(tag, deleting, release, deleter_pid))
-    deleter.start()
-    assert deleting.wait(15)
-    asker = threading.Thread(target=asking)
-    asker.start()
-    try:
-        wait_until(lambda: _blocked_on(deleter_pid), timeout=15, what="the request waiting on the delete's lock")
-    finally:
-        release.set()
-        deleter.join(15)
-        asker.join(15)
-    return answers
-
+    return asked_while_held(lambda: workflow_delete(workflow=Workflow.objects.get(tag=tag)), asking)[1]
 
 
 def test_a_delete_that_waited_on_another_delete_of_the_tag_is_a_404_not_a_500(transactional_db, user):

@@ -8,12 +8,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connection, connections, transaction
+from django.db import connection
 
 from approvals.models import Approval
 from tests.approvals.runs import decide, events, finished, parked, statuses
 from tests.conftest import client_for, wait_for_run
-from tests.engine.flow import wait_until
+from tests.support.races import asked_while_held
 from workflows.models import Event, NodeRun, Run
 
 
@@ -37,56 +37,6 @@ def _together(count: int, attempt: Callable[[int], Any]) -> list[Any]:
     return answers
 
 
-def _blocked_on(pid: list[int]) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid)
-        return bool(cursor.fetchone()[0])
-
-
-def _asked_while_held(hold: Callable[[], Any], ask: Callable[[], Any]) -> tuple[list[Any], list[Any]]:
-    """``ask()``'s answer to a request made while ``hold()`` runs in a transaction held open (its
-    locks kept) until the request waits on them; then ``hold()``'s transaction commits. Returns
-    (what hold returned or raised, what ask answered)."""
-    holding, release = threading.Event(), threading.Event()
-    holder_pid: list[int] = []
-    held: list[Any] = []
-    answers: list[Any] = []
-
-    def holder() -> None:
-        try:
-            with transaction.atomic():
-                try:
-                    held.append(hold())
-                except Exception as exc:  # noqa: BLE001 - the test reads it
-                    held.append(exc)
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    holder_pid.append(cursor.fetchone()[0])
-                holding.set()
-                release.wait(15)
-        finally:
-            connections.close_all()
-
-    def asker() -> None:
-        try:
-            answers.append(ask())
-        finally:
-            connections.close_all()
-
-    first = threading.Thread(target=holder)
-    first.start()
-    assert holding.wait(15)
-    second = threading.Thread(target=asker)
-    second.start()
-    try:
-        wait_until(lambda: _blocked_on(holder_pid), timeout=15, what="the request waiting on the held lock")
-    finally:
-        release.set()
-        first.join(15)
-        second.join(30)
-    return held, answers
-
-
 def test_two_of_two_approvers_at_the_same_instant_both_count_and_it_settles_once(engine, user, bob, carol):
     run_id, approval = parked(user, {"approvers": ["bob", "carol"], "required_approvals": 2})
 
@@ -105,7 +55,7 @@ def test_a_decision_that_waited_on_a_cancel_is_a_409_and_the_gate_leaves_with_th
     from workflows.services.runs import run_cancel
 
     run_id, approval = parked(user, {"approvers": ["bob"]})
-    held, answers = _asked_while_held(lambda: run_cancel(run=Run.objects.get(pk=run_id), user=user),
+    held, answers = asked_while_held(lambda: run_cancel(run=Run.objects.get(pk=run_id), user=user),
                                       lambda: decide(bob, approval, True))
     assert not isinstance(held[0], Exception), held
     response = answers[0]
@@ -122,7 +72,7 @@ def test_a_cancel_that_waited_on_a_decision_cancels_what_the_decision_began(engi
     from approvals.services import approval_decide
 
     run_id, approval = parked(user, {"approvers": ["bob"]})
-    held, answers = _asked_while_held(
+    held, answers = asked_while_held(
         lambda: approval_decide(approval=Approval.objects.get(pk=approval.pk), user=bob, approve=True),
         lambda: client_for(user).post(f"/api/v1/runs/{run_id}/cancel", {}, format="json"))
     assert not isinstance(held[0], Exception), held

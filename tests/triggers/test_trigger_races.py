@@ -5,65 +5,26 @@ test, so the other request is sure to wait on its lock."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connection, connections, transaction
-
 from tests.conftest import client_for
-from tests.engine.flow import wait_until
+from tests.support.races import asked_while_held
 from triggers.models import Hook, Schedule
 from workflows.services.definitions import workflow_save
 
 ECHO = {"nodes": [{"id": "echo", "type": "transform", "config": {"expression": "inputs"}}], "edges": []}
 
 
-def _blocked_on(pid: list[int]) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid)
-        return bool(cursor.fetchone()[0])
-
-
 def _asked_while_held(user: Any, hold: Callable[[], None], ask: Callable[[Any], Any]) -> list[Any]:
     """``ask``'s answer (as ``user``) to a request made while ``hold()``'s writes are uncommitted
     and lock their rows, waiting on them until they commit; a 500 is an answer here."""
-    holding, release = threading.Event(), threading.Event()
-    holder_pid: list[int] = []
-    answers: list[Any] = []
-
-    def held() -> None:
-        try:
-            with transaction.atomic():
-                hold()
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    holder_pid.append(cursor.fetchone()[0])
-                holding.set()
-                release.wait(15)
-        finally:
-            connections.close_all()
-
-    def asking() -> None:
+    def asking() -> Any:
         client = client_for(user)
         client.raise_request_exception = False
-        try:
-            answers.append(ask(client))
-        finally:
-            connections.close_all()
+        return ask(client)
 
-    holder = threading.Thread(target=held)
-    holder.start()
-    assert holding.wait(15)
-    asker = threading.Thread(target=asking)
-    asker.start()
-    try:
-        wait_until(lambda: _blocked_on(holder_pid), timeout=15, what="the request waiting on the held lock")
-    finally:
-        release.set()
-        holder.join(15)
-        asker.join(15)
-    return answers
+    return asked_while_held(hold, asking)[1]
 
 
 def test_a_hook_update_that_waited_on_its_delete_is_the_hook_s_404_not_a_500(transactional_db, user):
