@@ -33,7 +33,7 @@ test: venv chromium
 
 # The fault suite (tests/faults, docs/OPERATIONS.md): every fault in FAULT_TRIALS seeded trials (20 unless
 # told) and FAULT_CONTROL_TRIALS negative controls; the figures go to .aob/faults.json and a table.
-# `make test` runs its lean subset (two trials of the lighter faults).
+# `make test` runs its lean subset (one trial of the lighter faults).
 FAULT_TRIALS ?= 20
 FAULT_CONTROL_TRIALS ?= 3
 test-faults: venv

@@ -81,7 +81,7 @@ def full_decisions_only(engine: dict[str, stack.Proc], stack_env: dict[str, str]
     yield Switch()
 
 
-@settings(max_examples=3, deadline=None, derandomize=True,
+@settings(max_examples=2, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @example(definitions=[graphs.nested_loops()])
 @given(definitions=st.tuples(graphs.dags(failures=False), graphs.dags(), graphs.loop_chains()).map(list))

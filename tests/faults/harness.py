@@ -8,7 +8,7 @@ the same trial with its protecting mechanism switched off, which must show the l
 that the protected trials claim never happens.
 
 Environment: ``FAULT_TRIALS`` (protected trials per fault; unset: the lean subset of ``make test``,
-two trials of the faults not marked ``faults_full``), ``FAULT_CONTROL_TRIALS`` (control trials per
+one trial of the faults not marked ``faults_full``), ``FAULT_CONTROL_TRIALS`` (control trials per
 fault; 1 when lean, 3 otherwise), ``FAULT_SEED`` (one trial with that seed).
 """
 
@@ -34,7 +34,7 @@ from tests.engine.flow import wait_until
 
 AOB_DIR = Path(__file__).resolve().parents[2] / ".aob"
 RESULTS = AOB_DIR / "faults.json"
-LEAN_TRIALS = 2
+LEAN_TRIALS = 1
 
 
 def lean() -> bool:
