@@ -13,6 +13,7 @@ from django.db import connection
 from tests.api.factories import API, assert_error, fetch_then_store, post_workflow
 from tests.conftest import client_for
 from tests.engine.flow import wait_until
+from tests.support.races import together
 from workflows.models import Workflow, WorkflowVersion
 
 
@@ -146,30 +147,10 @@ def test_if_match_is_refused_naming_the_body_field_instead_of_being_ignored(api)
     assert WorkflowVersion.objects.count() == 1
 
 
-def _at_once(count: int, attempt: Any) -> list[Any]:
-    """``attempt(i)`` in ``count`` threads released together, each on its own connection."""
-    gate = threading.Barrier(count)
-    answers: list[Any] = [None] * count
-
-    def run(i: int) -> None:
-        try:
-            gate.wait()
-            answers[i] = attempt(i)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers
-
-
 def test_concurrent_saves_from_one_version_let_exactly_one_through(transactional_db, user):
     assert post_workflow(client_for(user), "shared", with_store("0")).status_code == 201
 
-    answers = _at_once(8, lambda i: post_workflow(client_for(user), "shared", with_store(str(i + 1)),
+    answers = together(8, lambda i: post_workflow(client_for(user), "shared", with_store(str(i + 1)),
                                                   base_version=0))
 
     codes = sorted(a.status_code for a in answers)
@@ -186,7 +167,7 @@ def test_concurrent_patches_without_a_precondition_all_apply(transactional_db, u
     definition["metadata"] = {"labels": {}}
     assert post_workflow(client_for(user), "shared", definition).status_code == 201
 
-    answers = _at_once(6, lambda i: patch(client_for(user), "shared",
+    answers = together(6, lambda i: patch(client_for(user), "shared",
                                           [{"op": "add", "path": f"/metadata/labels/l{i}", "value": str(i)}]))
 
     assert [a.status_code for a in answers] == [200] * 6, [a.json() for a in answers]

@@ -4,43 +4,17 @@ tell it in order, and the run ends."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
-from django.db import connection
-
 from approvals.models import Approval
 from tests.approvals.runs import decide, events, finished, parked, statuses
 from tests.conftest import client_for, wait_for_run
-from tests.support.races import asked_while_held
+from tests.support.races import asked_while_held, together
 from workflows.models import Event, NodeRun, Run
-
-
-def _together(count: int, attempt: Callable[[int], Any]) -> list[Any]:
-    """``attempt(i)`` in ``count`` threads released together, each on its own connection."""
-    gate = threading.Barrier(count)
-    answers: list[Any] = [None] * count
-
-    def run(i: int) -> None:
-        try:
-            gate.wait(timeout=10)
-            answers[i] = attempt(i)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return answers
 
 
 def test_two_of_two_approvers_at_the_same_instant_both_count_and_it_settles_once(engine, user, bob, carol):
     run_id, approval = parked(user, {"approvers": ["bob", "carol"], "required_approvals": 2})
 
-    answers = _together(2, lambda i: decide([bob, carol][i], approval, True, f"yes {i}"))
+    answers = together(2, lambda i: decide([bob, carol][i], approval, True, f"yes {i}"))
 
     assert sorted(a.status_code for a in answers) == [200, 200], [a.json() for a in answers]
     assert sorted(a.json()["status"] for a in answers) == ["approved", "pending"]
@@ -96,7 +70,7 @@ def test_one_replay_sent_four_times_at_once_with_one_key_starts_one_run(engine, 
     assert source.status == "completed"
     path = f"/api/v1/runs/{source.pk}/nodes/shape/replay"
 
-    answers = _together(4, lambda i: client_for(user).post(path, {}, format="json",
+    answers = together(4, lambda i: client_for(user).post(path, {}, format="json",
                                                            HTTP_IDEMPOTENCY_KEY="replay-once"))
 
     assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.content[:200] for a in answers]

@@ -1,5 +1,6 @@
-"""Two requests racing, made to meet: one holds its rows' locks in a transaction kept open while
-the other is sent and waits on them (seen in ``pg_stat_activity``), then the first commits."""
+"""Requests racing, made to meet: several released together (``together``), or one holding its
+rows' locks in a transaction kept open while the other is sent and waits on them (seen in
+``pg_stat_activity``), then committing (``asked_while_held``)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,23 @@ def asked_while_held(hold: Callable[[], Any], ask: Callable[[], Any]) -> tuple[l
         first.join(15)
         second.join(30)
     return held, answers
+
+
+def together(count: int, attempt: Callable[[int], Any]) -> list[Any]:
+    """``attempt(i)`` in ``count`` threads released together, each on its own connection."""
+    gate = threading.Barrier(count)
+    answers: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        try:
+            gate.wait(timeout=10)
+            answers[i] = attempt(i)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return answers
