@@ -217,6 +217,29 @@ def test_a_secret_echoed_back_as_a_number_is_masked(engine, api, remote):
     assert "48151623" not in kept
 
 
+def test_a_secret_a_remote_url_encodes_with_another_library_is_masked(engine, api, remote):
+    """A remote that puts the token it was sent into a link (a ``next`` URL, a redirect's Location)
+    encodes it as its own library does. Only the two forms Python's ``quote(safe="")`` and
+    ``quote_plus`` make were masked: the others were kept, for the run's readers (approvers, the
+    agents after it, their LLM provider) to read."""
+    value = "Tok/en+42 ~*(x)=="
+    api.put("/api/v1/secrets/LINK_TOKEN", {"value": value}, format="json")
+    forms = {
+        "python quote()": "Tok/en%2B42%20~%2A%28x%29%3D%3D",
+        "javascript encodeURIComponent": "Tok%2Fen%2B42%20~*(x)%3D%3D",
+        "java URLEncoder": "Tok%2Fen%2B42+%7E*%28x%29%3D%3D",
+        "lowercase hex (.NET)": "Tok%2fen%2b42+~%2a%28x%29%3d%3d",
+    }
+    remote.script("links", [{name: f"https://api.example/next?token={form}" for name, form in forms.items()}])
+    nodes = [http("list", f"{remote.base}/seq/links", headers={"X-Api-Key": "$secrets.LINK_TOKEN"})]
+
+    run = finish(start(api, nodes))
+
+    assert run.status == "completed", run.error
+    links = NodeRun.objects.get(run=run, node_id="list").output["body"]
+    assert links == {name: "https://api.example/next?token=[secret:LINK_TOKEN]" for name in forms}
+
+
 def test_a_secret_a_header_cannot_carry_fails_the_node_naming_the_header_never_the_value(engine, api, remote):
     """httpx sends header values as ASCII: a secret with an umlaut crashed the node with a
     UnicodeEncodeError that quoted a character of it and its position, in the node's error (the run
