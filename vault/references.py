@@ -10,8 +10,8 @@ by the value. Only the author's text can name a secret: a run input or an upstre
 happens to contain ``$secrets.X`` is sent as that literal text.
 
 Whatever the executor keeps (its output, an error message) goes through ``SecretBox.mask`` first: a
-response echoing a secret is stored with ``[secret:NAME]`` in its place (the value as sent and its
-URL-encoded forms).
+response echoing a secret is stored with ``[secret:NAME]`` in its place (the value as sent, inside a
+JSON string, and URL-encoded as the common encoders write it).
 """
 
 from __future__ import annotations
@@ -96,11 +96,11 @@ class SecretBox:
         return "".join(out)
 
     def _forms(self) -> list[tuple[str, str]]:
-        """Every form a secret this box handed out may take in text (as it is, URL-encoded, inside
-        a JSON string, with or without its non-ASCII characters escaped: httpx sends them as they
-        are), longest first, with the label that replaces it."""
+        """Every form a secret this box handed out may take in text (as it is, URL-encoded as the
+        common encoders write it, inside a JSON string, with or without its non-ASCII characters
+        escaped: httpx sends them as they are), longest first, with the label that replaces it."""
         return sorted(((form, f"[secret:{name}]") for name, secret in self.used.items() if secret
-                       for form in {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1],
+                       for form in {secret, *_url_forms(secret), json.dumps(secret)[1:-1],
                                     json.dumps(secret, ensure_ascii=False)[1:-1]}),
                       key=lambda pair: -len(pair[0]))
 
@@ -137,6 +137,28 @@ _ACTIVE: contextvars.ContextVar[SecretBox | None] = contextvars.ContextVar("aob_
 
 def active_box() -> SecretBox | None:
     return _ACTIVE.get()
+
+
+# What URL encoders leave as it is besides letters, digits and "-_.": PHP's urlencode (nothing),
+# Java's URLEncoder ("*"), Python's quote(safe="") and Go's QueryEscape ("~"), Python's quote() ("/"),
+# JavaScript's encodeURIComponent and encodeURI, Go's PathEscape. A remote that puts the token it was
+# sent in a link (a redirect's Location, a ``next`` URL) writes it with its own library: before 5
+# December only Python's two forms were masked, and a token in any other was kept as it came.
+URL_KEPT = ("", "*", "~", "/~", "!'()*~", "$&+,/:;=@~", "!#$&'()*+,/:;=?@~")
+_HEX = re.compile(r"%[0-9A-F]{2}")
+
+
+def _url_forms(secret: str) -> set[str]:
+    """``secret`` as each of those encoders writes it, a space as ``%20`` or ``+``, in upper or
+    lower hex (.NET writes ``%2f``)."""
+    forms = set()
+    for kept in URL_KEPT:
+        for encode in (quote, quote_plus):
+            form = encode(secret, safe=kept, errors="surrogatepass")
+            if "~" not in kept:  # Python keeps "~" whatever it is told (RFC 3986 unreserved)
+                form = form.replace("~", "%7E")
+            forms |= {form, _HEX.sub(lambda hexed: hexed.group().lower(), form)}
+    return forms
 
 
 def _mask(value: Any, forms: list[tuple[str, str]]) -> Any:
