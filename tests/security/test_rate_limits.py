@@ -3,9 +3,14 @@ with Retry-After, rejected calls create nothing, and Redis down fails run creati
 
 from __future__ import annotations
 
+import time
+import uuid
+from types import SimpleNamespace
+
 import pytest
 
 from tests.conftest import client_for
+from workflows import ratelimit
 from workflows.models import Run
 
 pytestmark = [pytest.mark.ratelimit, pytest.mark.django_db]
@@ -132,3 +137,20 @@ def test_a_start_refused_by_a_run_limit_or_answered_from_its_key_spends_no_globa
     # two writes spent (the two runs started): one more fits, the next does not
     assert api.post("/api/v1/workflows", {"tag_name": "w", "workflow": workflow(0)}, format="json").status_code == 201
     assert start(api, 0).json()["error"] == "global_rate_limit_exceeded"
+
+
+@pytest.mark.parametrize("skew_s", [-120, 120])
+def test_one_window_whatever_the_clocks_of_the_hosts_that_count_in_it(monkeypatch, skew_s):
+    """Web processes (and the workers that start scheduled runs) count in one window. Calls counted
+    on a host whose clock is two minutes behind were, before, out of the window at once for a host
+    on time (twice the limit passed); calls counted on one ahead held the window two minutes past
+    its length (``retry in 180 s`` for a one-minute window)."""
+    layers = [ratelimit.Layer(f"aob:rl:test:skew:{uuid.uuid4().hex}", 2, "user_rate_limit_exceeded", "calls")]
+    real = time.time
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: real() + skew_s))  # the skewed host
+    ratelimit.check(layers)
+    ratelimit.check(layers)
+    monkeypatch.setattr(ratelimit, "time", time)  # a host on time
+    with pytest.raises(ratelimit.RateLimited) as refused:
+        ratelimit.check(layers)
+    assert refused.value.extra["retry_after_seconds"] <= 60
