@@ -47,16 +47,20 @@ logger = logging.getLogger(__name__)
 WINDOW_S = 60
 # A layer is a sliding-window log: a call is one entry, dropped once it is its window old. A held
 # layer's entry is also taken out when its call ends (``release``): the entries left are the calls
-# in flight, and its window only bounds how long one whose process died holds its place.
+# in flight, and its window only bounds how long one whose process died holds its place. Entries
+# are timed by Redis's clock: every web process and worker counts in the same windows, and the
+# hosts' clocks may disagree (before, calls counted on a host two minutes behind were out of the
+# window at once for a host on time, and those counted on one ahead held it two minutes too long).
 SCRIPT = """
-local now = tonumber(ARGV[1])
-local member = ARGV[2]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local member = ARGV[1]
 local n = #KEYS
 for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[2 + n + i])
+  local window = tonumber(ARGV[1 + n + i])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local count = redis.call('ZCARD', key)
-  if count >= tonumber(ARGV[2 + i]) then
+  if count >= tonumber(ARGV[1 + i]) then
     local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     local retry = window
     if oldest[2] then retry = window - (now - tonumber(oldest[2])) end
@@ -65,7 +69,7 @@ for i, key in ipairs(KEYS) do
 end
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, now, member)
-  redis.call('PEXPIRE', key, tonumber(ARGV[2 + n + i]))
+  redis.call('PEXPIRE', key, tonumber(ARGV[1 + n + i]))
 end
 return {0, 0, 0}
 """
@@ -106,10 +110,9 @@ def check(layers: list[Layer], member: str | None = None) -> str | None:
     if not settings.AOB_RATE_LIMITS_ENABLED or not layers:
         return None
     script = redis_client.script(SCRIPT, TIMEOUT_S)
-    now_ms = int(time.time() * 1000)
     member = member or entry()
     failed, count, retry_ms = script(keys=[layer.key for layer in layers],
-                                     args=[now_ms, member, *[layer.limit for layer in layers],
+                                     args=[member, *[layer.limit for layer in layers],
                                            *[layer.window_s * 1000 for layer in layers]])
     if not failed:
         return member
