@@ -183,3 +183,31 @@ def test_one_owners_due_gates_take_turns_with_anothers_in_bounded_ticks(db, make
     assert sorted(mallory_first, key=lambda n: int(n[1:])) == [f"g{i}" for i in range(9)]  # hers earliest first
     assert approvals_expire_due(batch=10) == 10 and approvals_expire_due(batch=100) == 11
     assert not Approval.objects.filter(status="pending").exists()
+
+
+def test_a_decision_within_the_deadline_counts_on_hosts_whose_clocks_are_ahead(db, user, bob, monkeypatch):
+    """A deadline is set and judged by the database's clock. Before, each process judged it by its
+    own: on a web host two minutes ahead, a decision a minute before the deadline was refused and
+    the deadline's ``reject`` applied; beat's sweeps on such a host expired it, and sent its
+    reminder, as early."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from approvals import notifications, services
+    from tests.conftest import stored_run
+
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"], on_timeout="reject",
+                                       deadline=timezone.now() + timedelta(seconds=60),
+                                       remind_at=timezone.now() + timedelta(seconds=30))
+    ahead = SimpleNamespace(now=lambda: timezone.now() + timedelta(seconds=120))
+    for module in (services, notifications):  # the processes' clock, two minutes ahead
+        monkeypatch.setattr(module, "timezone", ahead)
+
+    assert (notifications.approvals_remind_due(), services.approvals_expire_due()) == (0, 0)
+    response = decide(bob, approval, True, "in time")
+
+    assert response.status_code == 200, response.json()
+    approval.refresh_from_db()
+    assert approval.status == "approved"
