@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from aob_project.celery import app
 from approvals.models import Approval, Delivery, NotificationTarget
-from approvals.selectors import due_in_turns, is_approver
+from approvals.selectors import clock, due_in_turns, is_approver
 from workers.http import request
 from workers.http.exceptions import HTTPRequestError
 from workflows.approvers import by_own_name
@@ -388,7 +388,7 @@ def approvals_remind_due() -> int:
     """Queue one reminder for each pending approval whose reminder time has come, each in its own
     transaction: one that fails is logged and left, and never keeps the others' from going out. At
     most a batch a tick, the owners in turn (``due_in_turns``)."""
-    now = timezone.now()
+    now = clock()
     count = 0
     due = Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True)
     for pk, run_id in due_in_turns(due, "remind_at").values_list("pk", "run_id"):

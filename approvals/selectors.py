@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
@@ -181,6 +184,16 @@ def approval_for_node(*, user: User, run: Run, node_id: str) -> Approval:
     if approval is None:
         raise ApprovalNotFound("no approval for that run and node")
     return approval
+
+
+def clock() -> datetime:
+    """The database's time (``clock_timestamp()``): approvals' deadlines and reminders are set and
+    judged by this one clock, as leases are, never a host's. The hosts' clocks may disagree: before,
+    a deadline set on a worker's clock was judged on the web's and on beat's, and on a web host two
+    minutes ahead a decision a minute before the deadline was refused and ``on_timeout`` applied."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
 
 
 DUE_BATCH = 500  # what one beat tick takes of the due approvals (expiries, reminders); the rest next tick

@@ -22,7 +22,7 @@ from approvals.exceptions import (
 )
 from approvals.models import Approval, Decision, Delivery
 from approvals.notifications import approval_notify
-from approvals.selectors import DUE_BATCH, RUN_UNREAD, due_in_turns, fill_decidable, is_approver
+from approvals.selectors import DUE_BATCH, RUN_UNREAD, clock, due_in_turns, fill_decidable, is_approver
 from workflows.answers import Page, left_out, node_value_href, run_inputs_href
 from workflows.approvers import names_of_both
 from workflows.definition.forms import form_data_failure
@@ -102,7 +102,7 @@ def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, no
                              context: dict[str, Any], owner_username: str) -> tuple[Approval, list]:
     """The rows a waiting ``hitl`` node is; called inside the executor's park transaction, with
     the ``context`` ``gate_context`` bounded before it."""
-    now = timezone.now()
+    now = clock()  # the deadline's clock
     timeout_ms = config.get("timeout_ms")
     approvers = list(config.get("approvers") or [owner_username])
     approval = Approval.objects.create(
@@ -197,7 +197,7 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
         # Past its deadline, the approval's on_timeout applies now, as the sweep would apply it
         # (escalate widens the approvers and sets a new deadline: the decision is judged after it).
         deadline = approval.deadline.isoformat() if approval.deadline else None
-        _expire_if_due(approval, timezone.now())
+        _expire_if_due(approval, clock())
         expired = approval.status != Approval.Status.PENDING
         if not expired:
             _count(approval, user=user, approve=approve, comment=comment, data=data)
@@ -290,7 +290,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
     pending gate lapse; an approved gate whose action has not begun asks again: its decision is
     void, the node runs its decision emitted (none begun) are taken back, and it waits once more."""
 
-    now = timezone.now()
+    now = clock()
     items: list[tuple[str, str, dict[str, Any]]] = []
     for node_id in revote:
         approval = (Approval.objects.select_for_update().filter(run=run, node_id=node_id, kind=Approval.Kind.NODE,
@@ -375,7 +375,7 @@ def approvals_expire_due(batch: int = DUE_BATCH) -> int:
     is logged and left, and never keeps the others' deadlines from applying. At most ``batch`` a
     tick, the owners in turn (``due_in_turns``): one owner's 2,000 due gates held one task 11.6 s,
     newest first, while another's, due minutes before, was expired last."""
-    now = timezone.now()
+    now = clock()
     count = 0
     due = due_in_turns(Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now), "deadline", batch)
     for pk, run_id, node_id in due.values_list("pk", "run_id", "node_id"):
