@@ -1,0 +1,73 @@
+"""A process frozen while it holds a run's lock (a VM paused, a container paused, a debugger, a
+SIGSTOP) keeps its transaction open: PostgreSQL sees a session idle in a transaction, and every
+transaction that needs that run waits on it, the sweeper's among them (one pass for every owner's
+lost work). The server ends such a session after ``AOB_DB_IDLE_IN_TRANSACTION_S``: its locks go, and
+what the frozen transaction had half done is rolled back, never applied when the process wakes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import OperationalError, connection, connections, transaction
+from django.utils import timezone
+
+from tests.conftest import stored_run
+from tests.engine.flow import wait_until
+from tests.support.races import blocked_on
+from workflows.engine import locks, sweeper
+from workflows.models import NodeRun, Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def frozen_holder(run_id: object) -> tuple[threading.Event, list[int], list[BaseException]]:
+    """A thread that locks the run, half writes a decision, then freezes (sends nothing) until told
+    to wake; returns (wake, its backend pid, what its commit raised)."""
+    wake, pid, raised = threading.Event(), [], []
+    holding = threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                locks.lock_run(run_id)
+                Run.objects.filter(pk=run_id).update(error={"half": "done"})
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    pid.append(cursor.fetchone()[0])
+                holding.set()
+                wake.wait(30)
+        except OperationalError as exc:
+            raised.append(exc)
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert holding.wait(15)
+    return wake, pid, raised
+
+
+def test_a_frozen_lock_holder_stalls_the_sweeper_only_until_the_server_ends_its_session(user, settings):
+    settings.AOB_DB_IDLE_IN_TRANSACTION_S = 1
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(status="completed")  # the live sweeper and workers leave it alone
+    lost = NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="running", attempts=1,
+                                  lease_expires_at=timezone.now() - timezone.timedelta(seconds=5))
+    wake, pid, raised = frozen_holder(run.pk)
+    swept: list[str] = []
+
+    def sweep() -> None:
+        try:
+            swept.append(sweeper._recover_lost(NodeRun.objects.select_related("run").get(pk=lost.pk), timezone.now()))
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=sweep, daemon=True).start()
+    try:
+        wait_until(lambda: swept, timeout=10, what="the sweep past the frozen holder's lock")
+    finally:
+        wake.set()  # the frozen process wakes
+    assert NodeRun.objects.get(pk=lost.pk).status == "queued"
+    wait_until(lambda: raised, timeout=10, what="the woken holder's commit failing")
+    assert Run.objects.get(pk=run.pk).error != {"half": "done"}  # its half-done decision was never applied
+    assert pid and not blocked_on(pid)
