@@ -310,6 +310,11 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("AOB_DB_HEALTH_CHECKS", Fa
 # engine's per-hop statements are parsed and planned once per connection.
 if env_bool("AOB_DB_PREPARE", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+# A session idle inside a transaction this long is ended by PostgreSQL (its transaction rolled back,
+# its locks released): a process frozen while it holds a run's lock (a paused VM or container, a
+# SIGSTOP) would otherwise stall every transaction that needs that run, the sweeper's included, for
+# as long as it stays frozen. Set per connection (workflows/engine/locks.py); 0: not set.
+AOB_DB_IDLE_IN_TRANSACTION_S = env_float("AOB_DB_IDLE_IN_TRANSACTION_S", 120.0)
 # Threads per web process that run HTTP requests (aob_project/http_handler.py), each keeping its
 # database connection across requests: at most this many requests per process at once.
 AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import OperationalError, connection, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from tests.conftest import stored_run
@@ -37,7 +37,7 @@ def frozen_holder(run_id: object) -> tuple[threading.Event, list[int], list[Base
                     pid.append(cursor.fetchone()[0])
                 holding.set()
                 wake.wait(30)
-        except OperationalError as exc:
+        except Exception as exc:  # noqa: BLE001 - the test reads it
             raised.append(exc)
         finally:
             connections.close_all()
@@ -47,8 +47,10 @@ def frozen_holder(run_id: object) -> tuple[threading.Event, list[int], list[Base
     return wake, pid, raised
 
 
-def test_a_frozen_lock_holder_stalls_the_sweeper_only_until_the_server_ends_its_session(user, settings):
-    settings.AOB_DB_IDLE_IN_TRANSACTION_S = 1
+def lapsed_behind_a_frozen_holder(user) -> tuple[NodeRun, threading.Event, list[int], list[BaseException], list[str]]:
+    """A node run whose lease lapsed, its run's lock held by a frozen process, and the sweeper's
+    recovery of it started (in a thread): (node run, wake, holder's pid, what its commit raised,
+    what the sweep answered)."""
     run = stored_run(user)
     Run.objects.filter(pk=run.pk).update(status="completed")  # the live sweeper and workers leave it alone
     lost = NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="running", attempts=1,
@@ -63,11 +65,32 @@ def test_a_frozen_lock_holder_stalls_the_sweeper_only_until_the_server_ends_its_
             connections.close_all()
 
     threading.Thread(target=sweep, daemon=True).start()
+    return lost, wake, pid, raised, swept
+
+
+def test_a_frozen_lock_holder_stalls_the_sweeper_only_until_the_server_ends_its_session(user, settings):
+    settings.AOB_DB_IDLE_IN_TRANSACTION_S = 1
+    lost, wake, pid, raised, swept = lapsed_behind_a_frozen_holder(user)
+    run = lost.run
     try:
         wait_until(lambda: swept, timeout=10, what="the sweep past the frozen holder's lock")
     finally:
         wake.set()  # the frozen process wakes
     assert NodeRun.objects.get(pk=lost.pk).status == "queued"
     wait_until(lambda: raised, timeout=10, what="the woken holder's commit failing")
+    assert isinstance(raised[0], DatabaseError) and "idle-in-transaction" in str(raised[0])
     assert Run.objects.get(pk=run.pk).error != {"half": "done"}  # its half-done decision was never applied
     assert pid and not blocked_on(pid)
+
+
+def test_negative_control_without_the_bound_the_sweeper_waits_as_long_as_the_holder_is_frozen(user, settings):
+    settings.AOB_DB_IDLE_IN_TRANSACTION_S = 0
+    lost, wake, pid, raised, swept = lapsed_behind_a_frozen_holder(user)
+    try:
+        wait_until(lambda: blocked_on(pid), timeout=10, what="the sweep waiting on the frozen holder's lock")
+        threading.Event().wait(2)  # twice the bound above: still waiting
+        assert not swept and blocked_on(pid)
+    finally:
+        wake.set()
+    wait_until(lambda: swept, timeout=10, what="the sweep once the holder woke and committed")
+    assert not raised

@@ -19,12 +19,28 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from psycopg.pq import TransactionStatus
 
 LOCK_RUN = "SELECT status FROM workflows_run WHERE id = %s FOR UPDATE"
 LOCK_RUN_OF_NODE_RUN = ("SELECT id, status FROM workflows_run "
                         "WHERE id = (SELECT run_id FROM workflows_noderun WHERE id = %s) FOR UPDATE")
+
+
+def bound_frozen_holders(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """On each new database connection (``connection_created``): a transaction left idle past
+    ``AOB_DB_IDLE_IN_TRANSACTION_S`` is ended by the server. A process frozen while it holds a run's
+    lock (a paused VM or container, a SIGSTOP) sends nothing, and before, every transaction that
+    needed that run waited as long as it stayed frozen: the sweeper's pass for every owner, beat's
+    deadlines, other decisions. Its half-done work is rolled back (a transaction is all or nothing)
+    and its next statement fails when it wakes. A ``SET`` rather than a startup option, which
+    PgBouncer refuses."""
+    seconds = settings.AOB_DB_IDLE_IN_TRANSACTION_S
+    if seconds and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                           [f"{max(1, round(seconds * 1000))}ms"])
 
 
 def _in_transaction() -> None:
