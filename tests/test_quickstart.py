@@ -39,10 +39,13 @@ def _get_health(port: int) -> tuple[int, dict] | None:
         return None
 
 
-def _flower_status(port: int, path: str, login: tuple[str, str] | None, timeout: float = 60.0) -> int:
-    """The status of a Flower page, once Flower answers (it starts after the banner)."""
+def _flower_status(port: int, path: str, login: tuple[str, str] | str | None, timeout: float = 60.0) -> int:
+    """The status of a Flower page, once Flower answers (it starts after the banner); ``login`` a
+    user and password, or an ``Authorization`` header as it is sent."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if login:
+    if isinstance(login, str):
+        request.add_header("Authorization", login)
+    elif login:
         request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
     deadline = time.monotonic() + timeout
     while True:
@@ -81,6 +84,7 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
     data_dir = Path(tempfile.mkdtemp(prefix="aob-quickstart-"))
     port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR"}}
+    env["FLOWER_BASIC_AUTH"] = ""  # as a .env copied from .env.example sets it: no login of the operator's
     output = data_dir / "launcher.log"
     with open(output, "wb") as out:
         launcher = subprocess.Popen(
@@ -150,6 +154,8 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         flower_login = ("aob", (data_dir / "flower" / "password").read_text().strip())
         assert stat.S_IMODE((data_dir / "flower" / "password").stat().st_mode) == 0o600
         assert _flower_status(flower_port, "/tasks", None) == 401
+        # Flower takes an empty login as one whose header decodes to nothing ("Basic !")
+        assert _flower_status(flower_port, "/api/workers", "Basic !") == 401
         assert _flower_status(flower_port, "/tasks", flower_login) == 200
         assert _flower_status(flower_port, "/api/workers", flower_login) == 200
         assert flower_login[1] not in cmdlines and flower_login[1] not in output.read_text()
