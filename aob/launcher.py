@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,7 +374,7 @@ def up(args: argparse.Namespace) -> int:
             # Flower can revoke tasks and shut workers down, and 127.0.0.1 is every local account's: it
             # asks for a login, given in its environment (FLOWER_BASIC_AUTH; `ps` shows a command line
             # to everyone). Flower parses its own options with tornado, which wants `--name=value`.
-            children.env.setdefault("FLOWER_BASIC_AUTH", f"aob:{flower_password(args.data_dir)}")
+            children.env["FLOWER_BASIC_AUTH"] = flower_logins(children.env) or f"aob:{flower_password(args.data_dir)}"
             children.spawn("flower", [*celery, "flower", f"--port={args.flower_port}", "--address=127.0.0.1"])
         return supervise(children, stop, args)
     except Stop:
@@ -462,6 +463,25 @@ def flower_password(data_dir: Path) -> str:
     return password_in(data_dir / "flower" / "password")
 
 
+def flower_logins(environ: Mapping[str, str]) -> str | None:
+    """The operator's own Flower logins (``FLOWER_BASIC_AUTH``), or None when it names none (unset,
+    or empty as `.env.example` leaves it): then ``make up`` makes its own.
+
+    Flower splits the variable at commas and compares each entry with the whole ``user:password``
+    a request's header decodes to, and a header can decode to nothing (``Basic !``): an empty
+    entry, or one without a user or a password, would let anyone in.
+    """
+    given = (environ.get("FLOWER_BASIC_AUTH") or "").strip()
+    if not given:
+        return None
+    for entry in given.split(","):
+        user, _, password = entry.partition(":")
+        if not user.strip() or not password.strip():
+            raise LaunchError("FLOWER_BASIC_AUTH: every login is user:password, neither empty (comma-separated); "
+                              "leave it empty and make up makes one")
+    return given
+
+
 def banner(args: argparse.Namespace) -> str:
     """The last thing `make up` prints: where everything is and how to log in."""
     base = f"http://127.0.0.1:{args.port}"
@@ -469,7 +489,7 @@ def banner(args: argparse.Namespace) -> str:
              f"{base}/api/v1/redoc/)", f"Admin     {base}/admin/"]
     data_dir = getattr(args, "data_dir", None)
     if not args.no_flower:
-        login = ("the login in FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH") else
+        login = ("the login in FLOWER_BASIC_AUTH" if flower_logins(os.environ) else
                  f"user aob, password in {_shown(data_dir / 'flower' / 'password')}" if data_dir else "user aob")
         lines.append(f"Flower    http://127.0.0.1:{args.flower_port}/  ({login})")
     if getattr(args, "demo_login", None):

@@ -188,3 +188,16 @@ def test_a_second_launcher_on_a_data_dir_in_use_is_refused_with_servers_of_its_o
             if proc is not None and proc.poll() is None:
                 proc.send_signal(2)
                 proc.wait(30)
+
+
+@pytest.mark.parametrize("given", ["aob:", ":secret", "aob:secret,", "aob:secret, :x"])
+def test_a_flower_login_without_a_user_or_a_password_is_refused(given: str) -> None:
+    # Flower compares each comma-separated entry with what the header decodes to, which can be nothing
+    with pytest.raises(launcher.LaunchError, match="FLOWER_BASIC_AUTH: every login is user:password"):
+        launcher.flower_logins({"FLOWER_BASIC_AUTH": given})
+
+
+def test_an_empty_flower_login_is_none_so_make_up_makes_one_and_the_operators_is_kept() -> None:
+    assert launcher.flower_logins({"FLOWER_BASIC_AUTH": " "}) is None
+    assert launcher.flower_logins({}) is None
+    assert launcher.flower_logins({"FLOWER_BASIC_AUTH": "ops:s3cret,ro:other"}) == "ops:s3cret,ro:other"
