@@ -123,6 +123,9 @@ def test_compose_flower_requires_basic_auth():
     command = services["flower"]["command"]
     assert any(part.startswith("--basic-auth=${FLOWER_BASIC_AUTH:?") for part in command), command
     assert "FLOWER_BASIC_AUTH=" in (ROOT / ".env.example").read_text()
+    # its login crosses the wire in the clear (Basic over http) and Flower never slows a guesser:
+    # published on the host's loopback only, as `make up` binds it
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"], services["flower"]["ports"]
 
 
 @pytest.mark.django_db
