@@ -77,3 +77,29 @@ def test_a_secret_value_typed_on_the_command_line_is_warned_against_and_a_pipe_o
     assert "warning: --value" not in prompted.err  # (getpass warns that a pipe is not a terminal)
     assert secret_values(owner_id=alice.pk, names={"API_KEY", "PIPED_KEY", "PROMPTED_KEY"}) == {
         "API_KEY": "s3cret-value-42", "PIPED_KEY": "from-a-pipe 42", "PROMPTED_KEY": "from-the-prompt"}
+
+
+def _aob_at(api_url: str, *args: str, tmp_path: Path, token: str | None = "a-token", input: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"), "PATH": "/usr/bin:/bin"}
+    if token:
+        env["AOB_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "aob.cli.main", "--api-url", api_url, *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=60, input=input)
+
+
+def test_a_token_or_a_password_is_never_sent_over_plain_http_to_another_machine(tmp_path):
+    """A token (or a login's password) over plain http to a host that is not this machine's loopback
+    is readable by everyone on the way; the CLI refuses before it connects, unless told the network
+    is trusted. (``.invalid`` never resolves: before, the CLI tried, and failed only to reach it.)"""
+    refused = _aob_at("http://aob.invalid:8000", "whoami", tmp_path=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.startswith(
+        "error: refusing to send your token over plain http to aob.invalid"), refused.stderr
+    login = _aob_at("http://aob.invalid:8000", "login", "-u", "carol", tmp_path=tmp_path, token=None,
+                    input="carol-pass-1\n")
+    assert login.returncode == 1 and "error: refusing to send your password over plain http to aob.invalid" in (
+        login.stderr), login.stderr
+    allowed = _aob_at("http://aob.invalid:8000", "--allow-http", "whoami", tmp_path=tmp_path)
+    assert allowed.returncode == 1 and allowed.stderr.startswith("error: cannot reach the API"), allowed.stderr
+    for local in ("http://localhost:9", "http://[::1]:9", "https://aob.invalid"):
+        assert _aob_at(local, "whoami", tmp_path=tmp_path).stderr.startswith("error: cannot reach the API"), local
