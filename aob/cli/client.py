@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import click
 import httpx
@@ -45,10 +46,32 @@ def segment(value: Any) -> str:
     return quote(str(value), safe="")
 
 
+def in_the_clear(api_url: str) -> str | None:
+    """The host of ``api_url`` when what is sent there crosses a network readable on the way (plain
+    http to a host that is not this machine's loopback), else None."""
+    parts = urlsplit(api_url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:  # a name: another machine's, as far as we know
+        return host
+
+
 class ApiClient:
-    def __init__(self, api_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, api_url: str, token: str | None = None, timeout: float = 30.0, *,
+                 sends: str | None = None, allow_http: bool = False) -> None:
+        """``sends``: the secret its requests carry besides a token ("password" for a login), which,
+        as a token, never goes over plain http to another machine unless ``allow_http``."""
         self.api_url = api_url.rstrip("/")
         self.token = token
+        secret = "token" if token else sends
+        host = in_the_clear(self.api_url) if secret and not allow_http else None
+        if host:
+            raise ApiError(f"refusing to send your {secret} over plain http to {host}: anyone on the network "
+                           "between can read it; use https, or --allow-http (AOB_ALLOW_HTTP=1) on a network "
+                           "you trust", code="insecure_url")
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Token {token}"

@@ -27,12 +27,16 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
               help="pretty for people; json prints the API's answers as they are.")
 @click.option("--token", envvar="AOB_TOKEN", default=None, metavar="TOKEN",
               help="Use this API token instead of the one `aob login` stored (env AOB_TOKEN).")
+@click.option("--allow-http", envvar="AOB_ALLOW_HTTP", is_flag=True, default=False,
+              help="Send the token (or login's password) over plain http to another machine: only on a "
+                   "network you trust (env AOB_ALLOW_HTTP).")
 @click.version_option("0.1.0", prog_name="aob")
 @click.pass_context
-def cli(ctx: click.Context, api_url: str, output_mode: str, token: str | None) -> None:
+def cli(ctx: click.Context, api_url: str, output_mode: str, token: str | None, allow_http: bool) -> None:
     """Work with AOB workflows, runs, approvals and patches through its API."""
     warn_if_typed(ctx, "token", "AOB_TOKEN or `aob login`")
-    session = Session(api_url=config.normalize_url(api_url), output=Output(output_mode), token_override=token)
+    session = Session(api_url=config.normalize_url(api_url), output=Output(output_mode), token_override=token,
+                      allow_http=allow_http)
     ctx.obj = session
     ctx.call_on_close(session.close)
 
@@ -44,7 +48,7 @@ def cli(ctx: click.Context, api_url: str, output_mode: str, token: str | None) -
 def login(session: Session, username: str, password: str) -> None:
     """Get an API token and keep it in your config dir (mode 0600), for this API URL only."""
     warn_if_typed(click.get_current_context(), "password", "the prompt (leave --password out)")
-    answer = session.anonymous_client().post("auth/token", {"username": username, "password": password})
+    answer = session.login_client().post("auth/token", {"username": username, "password": password})
     path = config.credentials_save(api_url=session.api_url, token=answer["token"], username=answer["username"])
     session.output.emit({"username": answer["username"], "api_url": session.api_url, "config": str(path)},
                         lambda d: echo(f"logged in to {d['api_url']} as {d['username']}"))

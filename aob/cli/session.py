@@ -19,6 +19,7 @@ class Session:
     api_url: str
     output: Output
     token_override: str | None = None
+    allow_http: bool = False
     _client: ApiClient | None = field(default=None, repr=False)
 
     @property
@@ -31,11 +32,12 @@ class Session:
     @property
     def client(self) -> ApiClient:
         if self._client is None:
-            self._client = ApiClient(self.api_url, self.token)
+            self._client = ApiClient(self.api_url, self.token, allow_http=self.allow_http)
         return self._client
 
-    def anonymous_client(self) -> ApiClient:
-        return ApiClient(self.api_url)
+    def login_client(self) -> ApiClient:
+        """A client without a token, for ``auth/token``: what it sends is a password."""
+        return ApiClient(self.api_url, sends="password", allow_http=self.allow_http)
 
     def close(self) -> None:
         if self._client is not None:
