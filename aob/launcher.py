@@ -321,6 +321,8 @@ def up(args: argparse.Namespace) -> int:
     python = sys.executable
     try:
         check_ports(args)
+        # before anything starts: a login of the operator's that would let anyone in stops here
+        flower_login = "" if args.no_flower else flower_logins(os.environ) or f"aob:{flower_password(args.data_dir)}"
         workers = web_workers(dict(os.environ))
         env = services.start(os.environ)
         if not production_mode(env) and not env.get("AOB_DEMO_PASSWORD"):
@@ -374,7 +376,7 @@ def up(args: argparse.Namespace) -> int:
             # Flower can revoke tasks and shut workers down, and 127.0.0.1 is every local account's: it
             # asks for a login, given in its environment (FLOWER_BASIC_AUTH; `ps` shows a command line
             # to everyone). Flower parses its own options with tornado, which wants `--name=value`.
-            children.env["FLOWER_BASIC_AUTH"] = flower_logins(children.env) or f"aob:{flower_password(args.data_dir)}"
+            children.env["FLOWER_BASIC_AUTH"] = flower_login
             children.spawn("flower", [*celery, "flower", f"--port={args.flower_port}", "--address=127.0.0.1"])
         return supervise(children, stop, args)
     except Stop:

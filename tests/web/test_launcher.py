@@ -139,13 +139,15 @@ def test_up_on_a_data_dir_it_cannot_write_says_so_in_one_line(tmp_path: Path, wh
     ({}, ["--port", "99999"], "--port"),
     ({"AOB_FLOWER_PORT": "-1"}, [], "AOB_FLOWER_PORT"),
     ({"AOB_WEB_WORKERS": "two"}, ["--no-flower"], "AOB_WEB_WORKERS"),  # uvicorn died after migrate and the demo
+    ({"FLOWER_BASIC_AUTH": "ops:s3cret,"}, [], "FLOWER_BASIC_AUTH"),  # the empty entry lets "Basic !" in
 ])
 def test_up_refuses_a_port_or_a_count_that_is_not_one_before_starting_anything(
         tmp_path: Path, env: dict[str, str], args: list[str], named: str) -> None:
     import subprocess
 
     base = {k: v for k, v in os.environ.items()
-            if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR", "AOB_PORT", "AOB_FLOWER_PORT", "AOB_WEB_WORKERS"}}
+            if k not in {"DATABASE_URL", "REDIS_URL", "AOB_DATA_DIR", "AOB_PORT", "AOB_FLOWER_PORT", "AOB_WEB_WORKERS",
+                         "FLOWER_BASIC_AUTH"}}
     result = subprocess.run([sys.executable, "-m", "aob.launcher", "up", "--data-dir", str(tmp_path / "data"), *args],
                             cwd=launcher.BASE_DIR, env={**base, **env}, stdin=subprocess.DEVNULL, capture_output=True,
                             text=True, timeout=110)
