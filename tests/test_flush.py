@@ -1,6 +1,7 @@
-"""The suite's own teardown (``tests/conftest.py``): a transactional test's flush that PostgreSQL
-picks as a deadlock victim, as when a session worker still holds a table, is tried again; Django's
-flush alone leaves the rows behind (the control)."""
+"""The suite's own teardown (``tests/conftest.py``): a transactional test's flush (``emptied``)
+that PostgreSQL picks as a deadlock victim, as when a session worker still writes a table, is tried
+again; the flush alone leaves the rows behind (the control). It waits for a writer's rows and
+deletes them, as Django's TRUNCATE did, and leaves the content types as they were."""
 
 from __future__ import annotations
 
@@ -10,36 +11,35 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.core.management.color import no_style
 from django.db import connection
 from django.test import TransactionTestCase
 
+from tests import conftest
 from workflows.models import Artifact
 
 WAIT_S = 20
 
 
 def flush_order() -> list[str]:
-    """The tables in the order the flush's TRUNCATE names (and locks) them."""
+    """The tables in the order the flush locks them."""
     tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
-    [truncate] = connection.ops.sql_flush(no_style(), tables)
-    return [name.strip('"') for name in truncate.removeprefix("TRUNCATE ").rstrip(";").split(", ")]
+    return sorted(set(tables) - conftest.KEPT_TABLES)
 
 
-def waiting_truncate(watch: psycopg.Connection) -> bool:
+def waiting_flush(watch: psycopg.Connection) -> bool:
     row = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND query LIKE 'TRUNCATE%%'").fetchone()
+                        "AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%%'").fetchone()
     return bool(row and row[0])
 
 
-def flush_against_a_reader(teardown: Any) -> list[BaseException]:
-    """Flush while another session holds the last table TRUNCATE locks and then asks for its first:
-    each waits for the other, and the flush, waiting longer, is the victim."""
+def flush_against_a_writer(teardown: Any) -> list[BaseException]:
+    """Flush while another session writes the last table the flush locks and then asks for its
+    first: each waits for the other, and the flush, waiting longer, is the victim."""
     tables = flush_order()
     params = {k: v for k, v in connection.get_connection_params().items() if k in ("dbname", "host", "port", "user", "password")}
     errors: list[BaseException] = []
     with psycopg.connect(**params) as reader, psycopg.connect(**params, autocommit=True) as watch:
-        reader.execute(f'SELECT 1 FROM "{tables[-1]}" LIMIT 1')  # noqa: S608 - a table name
+        reader.execute(f'LOCK TABLE "{tables[-1]}" IN ROW EXCLUSIVE MODE')  # as an INSERT takes it
 
         def flush() -> None:
             from django.db import connections
@@ -53,10 +53,10 @@ def flush_against_a_reader(teardown: Any) -> list[BaseException]:
         thread = threading.Thread(target=flush)
         thread.start()
         deadline = time.monotonic() + WAIT_S
-        while not waiting_truncate(watch):
-            assert time.monotonic() < deadline, "the flush never waited for the reader"
+        while not waiting_flush(watch):
+            assert time.monotonic() < deadline, "the flush never waited for the writer"
             time.sleep(0.01)
-        reader.execute(f'SELECT 1 FROM "{tables[0]}" LIMIT 1')  # noqa: S608 - waits until the victim gives up
+        reader.execute(f'LOCK TABLE "{tables[0]}" IN ROW EXCLUSIVE MODE')  # waits until the victim gives up
         reader.commit()
         thread.join(WAIT_S)
         assert not thread.is_alive()
@@ -65,12 +65,10 @@ def flush_against_a_reader(teardown: Any) -> list[BaseException]:
 
 @pytest.mark.parametrize("retried", [True, False], ids=["suite-teardown", "control-django-flush"])
 def test_a_flush_that_is_a_deadlock_victim_is_tried_again(transactional_db: Any, retried: bool) -> None:
-    from tests import conftest
-
     Artifact.objects.create(id="sha256:flush-probe", kind=Artifact.Kind.NODE_IO, content={}, size_bytes=2)
-    teardown = TransactionTestCase._fixture_teardown if retried else conftest.DJANGO_FLUSH
+    teardown = TransactionTestCase._fixture_teardown if retried else conftest.emptied
 
-    errors = flush_against_a_reader(teardown)
+    errors = flush_against_a_writer(teardown)
 
     if retried:
         assert errors == []
@@ -78,3 +76,40 @@ def test_a_flush_that_is_a_deadlock_victim_is_tried_again(transactional_db: Any,
     else:
         assert len(errors) == 1 and conftest._is_deadlock(errors[0]), errors
         assert Artifact.objects.filter(id="sha256:flush-probe").exists()
+
+
+def test_rows_a_writer_commits_while_the_flush_waits_are_deleted_and_content_types_are_kept(transactional_db: Any) -> None:
+    """A session worker still writing when the test ends (an INSERT not yet committed): the flush
+    waits for it, as TRUNCATE did, and its row is gone after; the content types keep their ids (the
+    admin's log and the workers' caches name them)."""
+    from django.contrib.auth.models import Group
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connections
+
+    types = dict(ContentType.objects.values_list("id", "model"))
+    params = {k: v for k, v in connection.get_connection_params().items() if k in ("dbname", "host", "port", "user", "password")}
+    errors: list[BaseException] = []
+    with psycopg.connect(**params) as writer, psycopg.connect(**params, autocommit=True) as watch:
+        writer.execute("INSERT INTO auth_group (name) VALUES ('straggler')")
+
+        def flush() -> None:
+            try:
+                TransactionTestCase._fixture_teardown(TransactionTestCase(methodName="__init__"))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=flush)
+        thread.start()
+        deadline = time.monotonic() + WAIT_S
+        while not waiting_flush(watch):
+            assert time.monotonic() < deadline, "the flush never waited for the writer"
+            time.sleep(0.01)
+        writer.commit()
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+
+    assert errors == []
+    assert not Group.objects.filter(name="straggler").exists()
+    assert dict(ContentType.objects.values_list("id", "model")) == types
