@@ -89,6 +89,8 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, json.dumps(echoed).encode())
         elif parts.path == "/redirect":
             self._reply(int(query.get("status", "302")), b"", {"location": query["to"]})
+        elif parts.path == "/set-cookie":  # a login's answer
+            self._reply(200, b"{}", {"set-cookie": "session=owner-a; Path=/"})
         elif parts.path == "/loop":
             self._reply(302, b"", {"location": "/loop"})
         elif parts.path == "/big":
@@ -374,6 +376,17 @@ def test_redirect_limit(server: Server, settings: Any) -> None:
     with pytest.raises(TooManyRedirects):
         request(method="GET", url=server.url("/loop"), max_redirects=0)
     assert len(server.hits) == 1
+
+
+def test_a_cookie_a_remote_sets_is_never_sent_with_another_request(server: Server) -> None:
+    """One client serves every owner's requests in a process, and httpx's client keeps a cookie jar:
+    a session cookie a remote gave one owner's request (a login, with that owner's credentials) went
+    with every later request of any owner to that host. A request carries the Cookie its caller set."""
+    request(method="POST", url=server.url("/set-cookie"), headers={"Authorization": "Bearer owner-a"})
+    later = request(method="GET", url=server.url("/echo"))  # another owner's node, say
+    assert "cookie" not in later.json_body["headers"]
+    mine = request(method="GET", url=server.url("/echo"), headers={"Cookie": "mine=1"})
+    assert mine.json_body["headers"]["cookie"] == "mine=1"
 
 
 def test_redirects_can_be_left_to_the_caller(server: Server) -> None:
