@@ -12,6 +12,10 @@ Why it is built this way:
   before it is requested, and credentials are dropped when a hop changes origin.
 - One pooled ``httpx.Client`` per process (keyed on the pid, so a forked Celery worker never
   shares its parent's sockets) and per policy snapshot, so a settings change gets a fresh pool.
+- No cookie jar: httpx's client keeps the cookies every answer sets and sends them with later
+  requests, and this one client serves every owner's requests in the process, so a session a
+  remote gave one owner's request went with another owner's. A request carries only the ``Cookie``
+  header its caller set.
 - ``trust_env=False``: an ``HTTP_PROXY`` in the environment would send requests to a proxy that
   resolves names itself, bypassing every check.
 - One deadline for the whole request (all hops, lookup, connect, send, body): each socket
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import contextvars
+import http.cookiejar
 import json as jsonlib
 import logging
 import math
@@ -232,8 +237,10 @@ def _client_build(*, policy: HttpPolicy, resolver: Resolver | None) -> httpx.Cli
     pool._network_backend = _GuardedBackend(policy=policy, resolver=resolver)
     # timeout=None: the request's own deadline (the network backend's _time_left) bounds every
     # step; httpx's default 5 s per read would cut a slow but legitimate answer short.
+    # a jar whose policy allows no domain: no answer's Set-Cookie is kept, none is added to a request
+    no_cookies = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return httpx.Client(transport=transport, follow_redirects=False, trust_env=False, timeout=None,  # noqa: S113
-                        headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING})
+                        cookies=no_cookies, headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING})
 
 
 _lock = threading.Lock()
