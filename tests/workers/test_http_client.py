@@ -389,6 +389,20 @@ def test_a_cookie_a_remote_sets_is_never_sent_with_another_request(server: Serve
     assert mine.json_body["headers"]["cookie"] == "mine=1"
 
 
+@pytest.mark.parametrize("location", ["http:x", "http://xn--/"])
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_location_httpx_cannot_read_is_a_request_error_followed_or_not(server: Server, location: str,
+                                                                         follow: bool) -> None:
+    """httpx builds the next request of every 3xx, followed or not, and lets some Locations out as
+    ``InvalidURL`` or idna's ``IDNAError``, not an httpx error: a page an agent fetched that answered
+    so ended the whole agent node, as an executor's crash, instead of answering its tool call. It is
+    what httpx answers for the Locations it does refuse (``http://[::1``)."""
+    for to in (location, "http://[::1"):
+        with pytest.raises(HTTPRequestError) as caught:
+            request(method="GET", url=server.url("/redirect"), params={"to": to}, follow_redirects=follow)
+        assert "Invalid URL in location header" in caught.value.message
+
+
 def test_redirects_can_be_left_to_the_caller(server: Server) -> None:
     result = request(method="GET", url=server.url("/redirect?to=/echo"), follow_redirects=False)
     assert result.status_code == 302 and result.headers["location"] == "/echo" and len(server.hits) == 1
