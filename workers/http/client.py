@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+import idna
 
 from aob_project.context import current_owner_id
 from aob_project.exceptions import ValidationFailed
@@ -433,6 +434,12 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             raise
         except httpx.HTTPError as exc:
             raise _request_error(exc, sent_url) from exc
+        except (httpx.InvalidURL, idna.IDNAError) as exc:
+            # httpx builds the next request of every 3xx, followed or not, and some Locations it
+            # cannot read (``http:x``, an empty IDNA label) came out as these, past its own
+            # RemoteProtocolError for the others: a page an agent fetched ended the agent node
+            raise _request_error(httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}"),
+                                 sent_url) from exc
         try:
             location = response.headers.get("location")
             if not (follow_redirects and response.status_code in REDIRECT_STATUSES and location):
