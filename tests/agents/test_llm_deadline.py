@@ -1,14 +1,13 @@
 """The LLM client's timeout (AOB_LLM_TIMEOUT_S) is one deadline for the whole call
 (``llm.Deadline``): it was httpx's per read, so a provider or gateway dripping its answer held the
-agent's worker until the node's own timeout (a red-team helper's finding). A local stand-in for the
-provider, on loopback."""
+agent's worker until the node's own timeout (a red-team helper's finding). A local stand-in for the provider, on loopback."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -77,5 +76,68 @@ def test_the_llm_timeout_is_one_deadline_for_the_call_not_per_read(dripping_prov
         llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=None)
     except openai.APITimeoutError:
         pass
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"a call with AOB_LLM_TIMEOUT_S = 1 s took {elapsed:.1f} s"
+
+
+class Stall(BaseHTTPRequestHandler):
+    """Never gets past the head of its answer, writing a little of it every 0.1 s: one byte of a
+    header line, or one more interim ``100 Continue`` (each a whole answer to h11, so no read waits
+    long and the size bound of a head is never reached)."""
+
+    protocol_version = "HTTP/1.1"
+    interim = False
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        first, more = (b"", b"HTTP/1.1 100 Continue\r\n\r\n") if self.interim else (b"HTTP/1.1 200 OK\r\nX-Wait: ", b"w")
+        try:
+            self.wfile.write(first)
+            for _ in range(50):  # 5 s at most: the test has given up long before
+                self.wfile.write(more)
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+        self.close_connection = True
+
+
+class Interim(Stall):
+    interim = True
+
+
+@pytest.fixture
+def provider(settings: Any) -> Iterator[Callable[[type[BaseHTTPRequestHandler], str], None]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(handler: type[BaseHTTPRequestHandler], prefix: str = "") -> None:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        servers.append(httpd)
+        settings.OPENAI_BASE_URL = f"http://127.0.0.1:{httpd.server_address[1]}{prefix}/v1"
+
+    settings.OPENAI_API_KEY = "test-key"
+    settings.AOB_LLM_PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("handler", [Stall, Interim], ids=["head-dripped", "endless-100-continue"])
+def test_the_deadline_covers_the_head_of_the_answer_too(provider: Any, settings: Any,
+                                                        handler: type[BaseHTTPRequestHandler]) -> None:
+    """The deadline was kept only while the body was read: a provider (or a gateway before it) that
+    drips the head of its answer, or sends interim answers without end, held the call, and the
+    agent's worker, until the node's own timeout."""
+    provider(handler)
+    settings.AOB_LLM_TIMEOUT_S = 1.0
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=None)
     elapsed = time.monotonic() - started
     assert elapsed < 2.5, f"a call with AOB_LLM_TIMEOUT_S = 1 s took {elapsed:.1f} s"
