@@ -9,12 +9,14 @@ the same, and so are charged.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore2
 import httpx
 import httpx2  # the openai SDK's HTTP client
 import openai
@@ -52,35 +54,81 @@ def client() -> openai.OpenAI:
         return _clients[key]
 
 
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("aob_llm_deadline", default=None)
+
+
+def _time_left(timeout: float | None, timeout_exc: type[Exception]) -> float | None:
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise timeout_exc("the call passed its deadline (AOB_LLM_TIMEOUT_S)")
+    return left if timeout is None else min(timeout, left)
+
+
 class Deadline(httpx2.HTTPTransport):
     """A transport whose every request ends within ``total_s`` of its start: httpx's timeouts are
     per operation, so a provider (or a gateway before it) dripping its answer a byte at a time held
-    a call, and its worker, until the node's own timeout (a red-team helper's finding). Past the
-    deadline the answer's next chunk raises ``ReadTimeout``, which the SDK reports as a timeout."""
+    a call, and its worker, until the node's own timeout (a red-team helper's finding). Every socket
+    operation of a call, connect, TLS, the request, the head of the answer (interim ``100 Continue``
+    answers included) and its body, gets at most the time the call has left; past it the read
+    raises ``ReadTimeout``, which the SDK reports as a timeout."""
 
     def __init__(self, total_s: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.total_s = total_s
+        pool = getattr(self, "_pool", None)
+        if not isinstance(pool, httpcore2.ConnectionPool) or not hasattr(pool, "_network_backend"):
+            raise RuntimeError("httpx2/httpcore2 changed: cannot install the LLM call's deadline")
+        pool._network_backend = _DeadlineBackend(pool._network_backend)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        deadline = time.monotonic() + self.total_s
-        response = super().handle_request(request)
-        response.stream = _Until(response.stream, deadline, request)  # type: ignore[arg-type]
-        return response
+        # set, not reset on return: the SDK reads the body after this returns, and the next call sets its own
+        _deadline.set(time.monotonic() + self.total_s)
+        return super().handle_request(request)
 
 
-class _Until(httpx2.SyncByteStream):
-    def __init__(self, stream: Any, deadline: float, request: httpx2.Request) -> None:
-        self.stream, self.deadline, self.request = stream, deadline, request
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    def __init__(self, inner: httpcore2.NetworkBackend) -> None:
+        self._inner = inner
 
-    def __iter__(self) -> Any:
-        for chunk in self.stream:
-            if time.monotonic() > self.deadline:
-                raise httpx2.ReadTimeout("the call passed its deadline (AOB_LLM_TIMEOUT_S)", request=self.request)
-            yield chunk
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _time_left(timeout, httpcore2.ConnectTimeout),
+                                                       local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _time_left(timeout, httpcore2.ConnectTimeout),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    """Clamps every socket operation to the current call's deadline (pooled streams too)."""
+
+    def __init__(self, inner: httpcore2.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _time_left(timeout, httpcore2.WriteTimeout))
 
     def close(self) -> None:
-        self.stream.close()
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _time_left(timeout, httpcore2.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 @dataclass
