@@ -1,13 +1,17 @@
 """The LLM client's timeout (AOB_LLM_TIMEOUT_S) is one deadline for the whole call
 (``llm.Deadline``): it was httpx's per read, so a provider or gateway dripping its answer held the
-agent's worker until the node's own timeout (a red-team helper's finding). A local stand-in for the provider, on loopback."""
+agent's worker until the node's own timeout (a red-team helper's finding). Its answer is read within
+AOB_LLM_MAX_RESPONSE_BYTES, decoded bytes counted. A local stand-in for the provider, on loopback."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,6 +19,7 @@ import openai
 import pytest
 
 from agents import llm
+from workers.http import ResponseTooLarge
 
 ANSWER = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
                      "choices": [{"index": 0, "finish_reason": "stop",
@@ -109,6 +114,38 @@ class Interim(Stall):
     interim = True
 
 
+@cache
+def large(gzipped: bool) -> bytes:
+    """A valid answer behind 16 MiB of JSON whitespace; gzipped, behind 64 MiB (some 64 KiB sent)."""
+    if gzipped:
+        return gzip.compress(b" " * (64 * 1024 * 1024) + ANSWER, 6)
+    return b" " * (16 * 1024 * 1024) + ANSWER
+
+
+class Large(BaseHTTPRequestHandler):
+    """``large()``, as it is or gzipped (``/gzip/v1/...``)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        gzipped = self.path.startswith("/gzip/")
+        body = large(gzipped)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def provider(settings: Any) -> Iterator[Callable[[type[BaseHTTPRequestHandler], str], None]]:
     servers: list[ThreadingHTTPServer] = []
@@ -141,3 +178,25 @@ def test_the_deadline_covers_the_head_of_the_answer_too(provider: Any, settings:
         llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=None)
     elapsed = time.monotonic() - started
     assert elapsed < 2.5, f"a call with AOB_LLM_TIMEOUT_S = 1 s took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("prefix", ["", "/gzip"], ids=["plain", "gzip-bomb"])
+def test_an_answer_past_its_size_bound_is_refused_whatever_its_encoding(provider: Any, settings: Any,
+                                                                       prefix: str) -> None:
+    """The SDK reads an answer whole, and httpx decodes what the provider compressed: a provider
+    could send gigabytes, or a gzip bomb (64 KiB here for 64 MiB), into the agent worker's memory
+    for as long as the deadline lets it. Past ``AOB_LLM_MAX_RESPONSE_BYTES`` of decoded bytes the
+    call fails saying so (charged: the provider ran it), with no more than that held."""
+    provider(Large, prefix)
+    settings.AOB_LLM_MAX_RESPONSE_BYTES = 1024 * 1024
+    settings.AOB_LLM_TIMEOUT_S = 10.0
+    large(bool(prefix))  # made before memory is measured: the stand-in's, not the client's
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseTooLarge) as caught:
+            llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "AOB_LLM_MAX_RESPONSE_BYTES" in caught.value.message and llm.made(caught.value)
+    assert peak < 8 * 1024 * 1024, f"{peak} bytes held for an answer refused past 1 MiB"
