@@ -24,6 +24,8 @@ from django.conf import settings
 
 from agents.exceptions import LLMNotConfigured, ModelNotPriced
 from aob_project.exceptions import AobError
+from workers.http.body import ACCEPT_ENCODING, body_capped
+from workers.http.exceptions import HTTPRequestError, ResponseTooLarge
 
 TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
 # a connection that never opened: the request was not sent (the SDK's HTTP client is httpx2's)
@@ -86,7 +88,33 @@ class Deadline(httpx2.HTTPTransport):
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         # set, not reset on return: the SDK reads the body after this returns, and the next call sets its own
         _deadline.set(time.monotonic() + self.total_s)
-        return super().handle_request(request)
+        request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # what the answer is decoded from within its bound
+        response = super().handle_request(request)
+        # decoded here (body_capped), so httpx2, which would decode whatever it is sent, is handed it as it is
+        headers = [(name, value) for name, value in response.headers.raw
+                   if name.lower() not in (b"content-encoding", b"content-length")]
+        return httpx2.Response(response.status_code, headers=headers, extensions=response.extensions,
+                               stream=_Capped(response, str(request.url)))
+
+
+class _Capped(httpx2.SyncByteStream):
+    """The answer's body within ``AOB_LLM_MAX_RESPONSE_BYTES`` of decoded bytes: the SDK reads an
+    answer whole, so a provider's (or a gateway's) answer of any size, or a gzip bomb, went into the
+    agent worker's memory for as long as the deadline let it (a red-team helper's finding)."""
+
+    def __init__(self, response: httpx2.Response, url: str) -> None:
+        self.response, self.url = response, url
+
+    def __iter__(self) -> Any:
+        cap = settings.AOB_LLM_MAX_RESPONSE_BYTES
+        try:
+            yield from body_capped(self.response.headers, self.response.stream, cap=cap, url=self.url)
+        except ResponseTooLarge as exc:
+            raise ResponseTooLarge(f"the model's answer passed AOB_LLM_MAX_RESPONSE_BYTES ({cap} bytes)",
+                                   extra=exc.extra) from None
+
+    def close(self) -> None:
+        self.response.close()
 
 
 class _DeadlineBackend(httpcore2.NetworkBackend):
@@ -173,11 +201,14 @@ def made(exc: BaseException) -> bool:
     """Whether a request that ended in ``exc`` may have reached the provider, which then runs and
     bills it: yes unless the provider answered with an error (it refused the call; but a gateway's
     502 or 504, which may follow a call passed on), the connection never opened, or AOB refused
-    before sending (a model without a price, no LLM configured). A
+    before sending (a model without a price, no LLM configured). An answer refused for its size or
+    encoding (``HTTPRequestError``) came, so the call was made. A
     timeout, a connection cut mid-answer, or the node cut off in the middle (its ``timeout_ms``, a
     lost lease, a cancel) leave the outcome unknown: made."""
     if isinstance(exc, openai.APIStatusError):  # a proxy's 502 or 504 may come after it passed the call on
         return exc.status_code in (502, 504)
+    if isinstance(exc, HTTPRequestError):  # its answer came, past its size bound or undecodable
+        return True
     if isinstance(exc, AobError):
         return False
     return not (isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, UNSENT))

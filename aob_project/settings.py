@@ -611,6 +611,8 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 AOB_LLM_MODEL = env_str("AOB_LLM_MODEL", "gpt-4o-mini")
 AOB_LLM_TIMEOUT_S = env_seconds("AOB_LLM_TIMEOUT_S", 60.0)
+# The most bytes of one model answer, decoded (agents/llm.py): past it the call fails, charged
+AOB_LLM_MAX_RESPONSE_BYTES = env_int("AOB_LLM_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, within=(1024, 2**31))
 # The spawn limit's ceiling: agent nodes patches may add to one run (a definition may lower it).
 AOB_MAX_AGENT_NODES = env_int("AOB_MAX_AGENT_NODES", 5)
 # The most nodes a run may grow to through patches.

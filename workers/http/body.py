@@ -9,7 +9,8 @@ encoding stacked on another is refused, as no server needs one.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import httpx
 
@@ -24,10 +25,10 @@ _GZIP = zlib.MAX_WBITS | 16
 _GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 §2.3.1: every member begins so
 
 
-def _encoding(response: httpx.Response, url: str) -> str | None:
+def _encoding(headers: Any, url: str) -> str | None:
     """The response's one Content-Encoding the client decodes; None for identity, or one it does
     not decode (passed on as it came, as httpx does)."""
-    layers = [v.strip().lower() for v in response.headers.get_list("content-encoding", split_commas=True)]
+    layers = [v.strip().lower() for v in headers.get_list("content-encoding", split_commas=True)]
     layers = [v for v in layers if v and v != "identity"]
     if len(layers) > 1:
         raise HTTPRequestError(f"the response is encoded {len(layers)} times ({', '.join(layers)}): one "
@@ -88,22 +89,28 @@ def _inflated(chunks: Iterator[bytes], kind: str, room: Callable[[], int], url: 
 
 
 def read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
-    declared = response.headers.get("content-length", "")
+    return b"".join(body_capped(response.headers, response.iter_raw(), cap=cap, url=url))
+
+
+def body_capped(headers: Any, raw: Iterable[bytes], *, cap: int, url: str) -> Iterator[bytes]:
+    """The body of an answer with these ``headers`` (httpx's or httpx2's), decoded as it is read
+    from ``raw``, its bytes as they came; ``ResponseTooLarge`` past ``cap`` decoded bytes."""
+    declared = headers.get("content-length", "")
     length = bounded_decimal(declared, 18)
     if length is not None and length > cap:
         raise ResponseTooLarge(f"response declares {declared} bytes, over the {cap}-byte cap",
                                extra={"url": url, "limit": cap, "transient": False})
-    body = bytearray()
-    kind = _encoding(response, url)
-    pieces = response.iter_raw()
+    taken = 0
+    kind = _encoding(headers, url)
+    pieces = iter(raw)
     if kind is not None:
-        pieces = _inflated(pieces, kind, lambda: cap - len(body) + 1, url)
+        pieces = _inflated(pieces, kind, lambda: cap - taken + 1, url)
     for piece in pieces:
-        body.extend(piece)
-        if len(body) > cap:
+        taken += len(piece)
+        if taken > cap:
             raise ResponseTooLarge(f"response body passed the {cap}-byte cap",
                                    extra={"url": url, "limit": cap, "transient": False})
-    return bytes(body)
+        yield piece
 
 
 def _decoding_error(reason: str, url: str) -> HTTPRequestError:
