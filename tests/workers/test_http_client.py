@@ -89,6 +89,10 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, json.dumps(echoed).encode())
         elif parts.path == "/redirect":
             self._reply(int(query.get("status", "302")), b"", {"location": query["to"]})
+        elif parts.path == "/file":  # as a HEAD answers: the length a GET would get, and no body
+            self.send_response(200)
+            self.send_header("content-length", query["n"])
+            self.end_headers()
         elif parts.path == "/set-cookie":  # a login's answer
             self._reply(200, b"{}", {"set-cookie": "session=owner-a; Path=/"})
         elif parts.path == "/loop":
@@ -559,6 +563,14 @@ def test_undeclared_body_over_the_cap_is_cut_while_streaming(server: Server, set
     with pytest.raises(ResponseTooLarge):
         request(method="GET", url=server.url("/undeclared?n=200000"))
     assert len(request(method="GET", url=server.url("/undeclared?n=50000")).body_bytes) == 50_000
+
+
+def test_a_head_answer_is_not_refused_for_the_size_it_declares(server: Server) -> None:
+    """A HEAD answer's Content-Length is the size a GET would get (RFC 9110 §9.3.2), no body comes:
+    asking a large file's size failed as ResponseTooLarge."""
+    result = request(method="HEAD", url=server.url("/file?n=20000000000"))
+    assert result.status_code == 200 and result.body_bytes == b""
+    assert result.headers["content-length"] == "20000000000"
 
 
 def test_cap_counts_decompressed_bytes(server: Server) -> None:
