@@ -89,6 +89,8 @@ def _inflated(chunks: Iterator[bytes], kind: str, room: Callable[[], int], url: 
 
 
 def read_capped(response: httpx.Response, *, cap: int, url: str) -> bytes:
+    if response.request.method == "HEAD" or response.status_code in (204, 304):
+        return b""  # no body comes (RFC 9110 §6.4.1); a HEAD's Content-Length is what a GET would get
     return b"".join(body_capped(response.headers, response.iter_raw(), cap=cap, url=url))
 
 
