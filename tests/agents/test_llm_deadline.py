@@ -200,3 +200,39 @@ def test_an_answer_past_its_size_bound_is_refused_whatever_its_encoding(provider
         tracemalloc.stop()
     assert "AOB_LLM_MAX_RESPONSE_BYTES" in caught.value.message and llm.made(caught.value)
     assert peak < 8 * 1024 * 1024, f"{peak} bytes held for an answer refused past 1 MiB"
+
+
+class Punycode(BaseHTTPRequestHandler):
+    """A 500 whose 600 KB of text name ``charset=punycode``, which Python decodes in quadratic time."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"a" * 300_000 + b"-" + b"a" * 300_000
+        self.send_response(500)
+        self.send_header("Content-Type", "text/plain; charset=punycode")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+
+def test_an_answer_is_decoded_by_its_charset_only_when_that_decodes_in_linear_time(provider: Any,
+                                                                                   settings: Any) -> None:
+    """The SDK reads an error's body as text, by the charset it names: 600 KB named ``punycode`` took
+    seconds of CPU after the last byte came, past any deadline (10 MiB, the size bound, would take
+    hours), as the http node's client did before it read such bodies as UTF-8
+    (``workers.http.client.charset``, ``tests/workers/test_http_bodies.py``)."""
+    provider(Punycode)
+    settings.AOB_LLM_TIMEOUT_S = 1.0
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError):
+        llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=None)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"a call with AOB_LLM_TIMEOUT_S = 1 s took {elapsed:.1f} s"
