@@ -25,6 +25,7 @@ from django.conf import settings
 from agents.exceptions import LLMNotConfigured, ModelNotPriced
 from aob_project.exceptions import AobError
 from workers.http.body import ACCEPT_ENCODING, body_capped
+from workers.http.client import charset
 from workers.http.exceptions import HTTPRequestError, ResponseTooLarge
 
 TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
@@ -90,9 +91,16 @@ class Deadline(httpx2.HTTPTransport):
         _deadline.set(time.monotonic() + self.total_s)
         request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # what the answer is decoded from within its bound
         response = super().handle_request(request)
-        # decoded here (body_capped), so httpx2, which would decode whatever it is sent, is handed it as it is
-        headers = [(name, value) for name, value in response.headers.raw
-                   if name.lower() not in (b"content-encoding", b"content-length")]
+        # decoded here (body_capped), so httpx2, which would decode whatever it is sent, is handed it as it is;
+        # and read as text (the SDK reads an error's body so) by its charset only if that decodes in linear time
+        declared = response.charset_encoding
+        headers = []
+        for name, value in response.headers.raw:
+            if name.lower() in (b"content-encoding", b"content-length"):
+                continue
+            if name.lower() == b"content-type" and declared is not None:
+                value = value.split(b";")[0] + b"; charset=" + charset(declared).encode()
+            headers.append((name, value))
         return httpx2.Response(response.status_code, headers=headers, extensions=response.extensions,
                                stream=_Capped(response, str(request.url)))
 
