@@ -74,3 +74,20 @@ def _connection_error(cause: BaseException) -> openai.APIConnectionError:
 ])
 def test_a_failed_request_is_charged_when_it_may_have_reached_the_provider(exc, charged):
     assert llm.made(exc) is charged
+
+
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": -1_000_000, "completion_tokens": -1_000_000,
+                                          "total_tokens": -2_000_000}], ids=["none", "negative"])
+def test_a_call_whose_answer_counts_no_usage_is_charged_its_worst_case(engine: Any, fake_llm: FakeLLM, api: Any,
+                                                                     user: Any, usage: Any) -> None:
+    """``llm.chat`` took an answer without ``usage`` as no usage, and counts as they came: a provider
+    (or a gateway before it) that reports none made every call free, and one that reports negative
+    counts took spend off the run's and the owner's day, past every ceiling. Such a call is charged
+    its reservation's worst case, as the provider may bill it (``AOB_LLM_MAX_TOKENS`` of completion)."""
+    fake_llm.reset([{"content": "done", "usage": usage}])
+    run_id = submit(api, {"nodes": [{"id": "a", "type": "agent", "config": {"task": "answer"}}], "edges": []})
+    run = wait_for_run(run_id, timeout=30)
+    assert run.status == "completed", (run.status, list(run.node_runs.values_list("error", flat=True)))
+    worst = cost(MODEL, 0, 0, 4096)  # its completion alone, at AOB_LLM_MAX_TOKENS
+    spent_today = sum(OwnerSpend.objects.filter(owner=user).values_list("cost_usd", flat=True))
+    assert (run.usage or {}).get("cost_usd", 0.0) >= worst and spent_today >= worst, (run.usage, spent_today)
