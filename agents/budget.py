@@ -128,6 +128,8 @@ def _settle(run: Run, held: dict[str, Any], live: set[str]) -> dict[str, Any]:
 
 LAPSED = "its attempt ended before the answer (the process died mid-call): charged at its worst case"
 CUT_OFF = "no answer came back, but the request may have reached the provider: charged at its worst case"
+USAGE_UNKNOWN = ("the answer counted no usage (none, or a count that is no non-negative integer): charged at its "
+                 "worst case")
 
 
 def fits_now(*, run_id: str, tokens: int, cost: float) -> bool:
@@ -292,9 +294,14 @@ def release(reservation: Reservation, call: Call | None = None) -> None:
 def charge_worst_case(reservation: Reservation) -> None:
     """A call that failed but may have reached the provider (``llm.made``), which runs and bills it:
     charged as made, at its worst case, wherever its reservation is still held."""
-    release(reservation, Call(model=reservation.model, prompt_tokens=reservation.tokens - reservation.max_tokens,
-                              completion_tokens=reservation.max_tokens, cost_usd=reservation.cost_usd,
-                              errors=[CUT_OFF]))
+    release(reservation, at_worst_case(Call(model=reservation.model, errors=[CUT_OFF]), reservation))
+
+
+def at_worst_case(call: Call, reservation: Reservation) -> Call:
+    """``call`` counted at ``reservation``'s worst case, as the provider may bill it."""
+    call.prompt_tokens, call.cached_tokens = reservation.tokens - reservation.max_tokens, 0
+    call.completion_tokens, call.cost_usd = reservation.max_tokens, reservation.cost_usd
+    return call
 
 
 def _add_usage(usage: dict[str, Any], call: Call) -> None:

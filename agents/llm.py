@@ -177,6 +177,7 @@ class Call:
     cost_usd: float = 0.0
     attempts: int = 1
     errors: list[str] = field(default_factory=list)
+    usage_unknown: bool = False  # the answer counted no usage: charged at its reservation's worst case
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
@@ -237,11 +238,24 @@ def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, An
     started = time.monotonic()
     response = client().chat.completions.create(**kwargs)
     call.latency_ms = int((time.monotonic() - started) * 1000)
-    usage = response.usage
-    if usage is not None:
-        call.prompt_tokens = usage.prompt_tokens or 0
-        call.completion_tokens = usage.completion_tokens or 0
-        details = getattr(usage, "prompt_tokens_details", None)
-        call.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
+    counts = _counts(getattr(response, "usage", None))
+    if counts is None:
+        call.usage_unknown = True  # the caller charges it at its worst case (agents.loop._call)
+    else:
+        call.prompt_tokens, call.completion_tokens, call.cached_tokens = counts
     call.cost_usd = cost(model, call.prompt_tokens, call.cached_tokens, call.completion_tokens)
     return response, call
+
+
+def _counts(usage: Any) -> tuple[int, int, int] | None:
+    """The answer's prompt, completion and cached token counts, or None where it counts nothing a
+    call can be charged by: no ``usage`` (which made the call free), or a count that is no
+    non-negative integer (a negative one took spend off the run and the owner's day)."""
+    if usage is None:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    counts = (getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None),
+              (getattr(details, "cached_tokens", None) or 0) if details is not None else 0)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        return None
+    return counts

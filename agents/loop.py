@@ -243,6 +243,8 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
             raise AobError(f"LLM call failed: {exc}", code=type(exc).__name__,
                            extra={"retryable": isinstance(exc, llm.TRANSIENT), "transient": False}) from exc
         call.attempts, call.errors = len(errors) + 1, errors
+        if call.usage_unknown:  # the provider's word that it used nothing, or less than nothing, is not taken
+            budget.at_worst_case(call, reservation).errors.append(budget.USAGE_UNKNOWN)
         return journal.record_response(turn, _message(response), call, reservation)
 
 
