@@ -1,7 +1,8 @@
 """Sub-workflows: a ``workflow`` node runs another tag as a child run and waits for it without a
 worker; the child's end resumes the node (``subflow_settle``), and a parent's end cancels its
-children (``subflow_cancel_children``). Both run from the engine's run-finished hook, and again
-from a periodic sweep for whatever a crash in between left undone."""
+children (``subflow_cancel_children``, in bounded batches by the ``subflows.cancel_children`` task
+that the parent's end sends). Both start from the engine's run-finished hook, and again from a
+periodic sweep for whatever a crash in between left undone."""
 
 from __future__ import annotations
 
@@ -81,18 +82,45 @@ def _roll_up_usage(parent_id: Any, child: Run) -> None:
     Run.objects.filter(pk=parent_id).update(usage=usage)
 
 
-def subflow_cancel_children(*, run_id: Any) -> int:
-    """Cancel the unfinished children of a run that has ended (and, through their own ends, theirs)."""
+# Children one ``subflows.cancel_children`` task cancels (each about 20 statements, some 15 ms): a
+# parent with more sends the task again for the rest, and each child's own end sends its children's,
+# so a tree of any size is cancelled by tasks of bounded time, never in the request or decision that
+# ended the parent (300 children there: 6,000 statements, 4 s of a web process or a coordinator).
+CANCEL_BATCH = 20
+# Children the sweep cancels at most, over every parent it finds, should a task have been lost.
+SWEEP_CANCELS = 100
+
+
+def _unfinished_children(run_id: Any) -> Any:
+    return Run.objects.filter(parent_link__parent_run_id=run_id).exclude(status__in=Run.FINISHED)
+
+
+def subflow_cancel_children(*, run_id: Any, limit: int = CANCEL_BATCH) -> tuple[int, bool]:
+    """Cancel up to ``limit`` unfinished children of a run that has ended (their own ends cancel
+    theirs); the number cancelled, and whether more are left."""
     from workflows.services.runs import run_cancel
 
+    children = list(_unfinished_children(run_id).order_by("pk").defer("inputs")[:limit + 1])
     cancelled = 0
-    for child in Run.objects.filter(parent_link__parent_run_id=run_id).exclude(status__in=Run.FINISHED):
+    for child in children[:limit]:
         try:
             run_cancel(run=child, reason="its parent run ended")
             cancelled += 1
         except Exception as exc:  # noqa: BLE001 - a child that ended meanwhile (Conflict) is fine
             logger.info("subflow.cancel_skipped", extra={"child_run_id": str(child.pk), "reason": str(exc)})
-    return cancelled
+    return cancelled, len(children) > limit
+
+
+def cancel_children_later(run_id: Any) -> None:
+    """Ask ``subflows.cancel_children`` to cancel the run's unfinished children, when it has any; a
+    send that fails is left to ``subflows.sweep``."""
+    from .tasks import cancel_children
+
+    try:
+        if _unfinished_children(run_id).exists():
+            cancel_children.delay(str(run_id))
+    except Exception:  # the sweep is the backstop
+        logger.warning("subflow.cancel_not_sent", exc_info=True, extra={"run_id": str(run_id)})
 
 
 def on_run_finished(run_id: str, status: str) -> None:
@@ -101,7 +129,7 @@ def on_run_finished(run_id: str, status: str) -> None:
     if link is not None:
         subflow_settle(link=link)
     if status != Run.Status.COMPLETED:
-        subflow_cancel_children(run_id=run_id)
+        cancel_children_later(run_id)
 
 
 def subflows_sweep() -> dict[str, int]:
@@ -116,6 +144,8 @@ def subflows_sweep() -> dict[str, int]:
                 .values_list("parent_run_id", flat=True).distinct()[:100])
     cancelled = 0
     for run_id in orphaned:  # a parent that ended: failing it would say nothing, so only logged
+        if cancelled >= SWEEP_CANCELS:
+            break
         with poison.sweep_row("subflow_cancel_children", parent_run_id=str(run_id)):
-            cancelled += subflow_cancel_children(run_id=run_id)
+            cancelled += subflow_cancel_children(run_id=run_id, limit=SWEEP_CANCELS - cancelled)[0]
     return {"settled": settled, "cancelled": cancelled}
