@@ -257,7 +257,9 @@ def _backlogged_queues() -> set[str]:
     try:
         with app.pool.acquire(block=True, timeout=5) as conn:
             channel = conn.default_channel
-            for queue in {COORDINATOR_QUEUE, *(q.name for q in app.conf.task_queues)}:
+            # every queue a message can wait in: each routed type's own (``wf.tasks.<type>``, created
+            # on first publish, so not among Celery's declared queues), the default and the services'
+            for queue in registry.all_queues():
                 try:
                     _, count, _ = channel.queue_declare(queue=queue, passive=True)
                 except ChannelError:
