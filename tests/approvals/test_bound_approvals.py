@@ -225,3 +225,31 @@ def test_a_replay_asks_again_a_gate_whose_action_was_in_flight_when_its_source_f
     nodes = {nr.node_id: nr for nr in NodeRun.objects.filter(run=run)}
     assert (nodes["review"].status, nodes["review"].reused) == ("waiting", False)
     assert "pay" not in nodes
+
+
+def test_a_gate_asked_again_waits_its_whole_timeout_whatever_the_creating_host_s_clock(engine, user, remote):
+    """The deadline is on the database's clock; the row's ``created_at`` on the clock of the worker
+    that parked the gate. A gate asked again waited ``deadline - created_at``: from a worker two
+    minutes ahead, a one-minute gate asked again was past its deadline at once (its ``on_timeout``
+    applied by the next sweep, before anyone could answer)."""
+    from datetime import timedelta
+
+    from django.db.models import F
+
+    from approvals.selectors import clock
+
+    run_id = submit(user, _join_behind_gate(user.username, remote, timeout_ms=60_000))
+    approval = pending_approval(run_id)
+    # the worker that parked it: its clock two minutes ahead of the database's
+    Approval.objects.filter(pk=approval.pk).update(created_at=F("created_at") + timedelta(seconds=120))
+    assert decide(user, approval).status_code == 200
+
+    before = clock()
+    patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/3/config/payload/amount", "value": 5000}]}, format="json")
+
+    assert patched.status_code == 201, patched.json()
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+    assert before + timedelta(seconds=59) < approval.deadline <= clock() + timedelta(seconds=60)
+    remote.release("slow")
