@@ -322,7 +322,10 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
         approval.decisions.counting().update(voided=True)
         approval.status, approval.decided_at, approval.action_digest = Approval.Status.PENDING, None, ""
         if approval.deadline is not None:
-            approval.deadline = now + (approval.deadline - approval.created_at)
+            # its timeout again, from now: the deadline's clock (``clock``) is not ``created_at``'s (a worker's)
+            timeout_ms = gate.input.get("timeout_ms") if isinstance(gate.input, dict) else None
+            approval.deadline = (_after(now, timeout_ms) if timeout_ms
+                                 else now + (approval.deadline - approval.created_at))
         approval.save(update_fields=["status", "decided_at", "action_digest", "deadline"])
         _say_changed(approval)
         items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
