@@ -94,3 +94,21 @@ def test_negative_control_without_the_bound_the_sweeper_waits_as_long_as_the_hol
         wake.set()
     wait_until(lambda: swept, timeout=10, what="the sweep once the holder woke and committed")
     assert not raised
+
+
+@pytest.mark.parametrize(("value", "starts"), [("2147483", True), ("2147484", False)])
+def test_a_bound_postgresql_cannot_take_refuses_start_up(value: str, starts: bool) -> None:
+    """PostgreSQL takes at most 2^31 - 1 ms: past it every new connection failed on its ``SET``
+    (``DataError``), each request a 500 and each task a failure, while every process started."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    probe = "import django; django.setup(); from django.conf import settings; print(settings.AOB_DB_IDLE_IN_TRANSACTION_S)"
+    started = subprocess.run([sys.executable, "-c", probe], cwd=settings.BASE_DIR, capture_output=True, text=True,
+                             env={**os.environ, "AOB_DB_IDLE_IN_TRANSACTION_S": value}, timeout=60)
+    assert (started.returncode == 0) is starts, started.stderr[-2000:]
+    if not starts:
+        assert "AOB_DB_IDLE_IN_TRANSACTION_S must be a number at least 0 and at most 2147483, not '2147484'" in started.stderr
