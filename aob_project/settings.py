@@ -86,8 +86,8 @@ def env_float(name: str, default: float, *, within: tuple[float, float] = (0.0, 
     except ValueError:
         raise RuntimeError(f"environment variable {name} must be a number, not {value!r}") from None
     if not math.isfinite(number) or not within[0] <= number <= within[1] or (positive and number <= 0):
-        low = f"more than {within[0]:g}" if positive else f"at least {within[0]:g}"
-        high = "" if within[1] == math.inf else f" and at most {within[1]:g}"
+        low = f"more than {within[0]:.15g}" if positive else f"at least {within[0]:.15g}"
+        high = "" if within[1] == math.inf else f" and at most {within[1]:.15g}"
         raise RuntimeError(f"environment variable {name} must be a number {low}{high}, not {value!r}")
     return number
 
@@ -314,7 +314,8 @@ if env_bool("AOB_DB_PREPARE", True):
 # its locks released): a process frozen while it holds a run's lock (a paused VM or container, a
 # SIGSTOP) would otherwise stall every transaction that needs that run, the sweeper's included, for
 # as long as it stays frozen. Set per connection (workflows/engine/locks.py); 0: not set.
-AOB_DB_IDLE_IN_TRANSACTION_S = env_float("AOB_DB_IDLE_IN_TRANSACTION_S", 120.0)
+# PostgreSQL takes at most 2^31 - 1 ms: past it every connection's SET failed.
+AOB_DB_IDLE_IN_TRANSACTION_S = env_float("AOB_DB_IDLE_IN_TRANSACTION_S", 120.0, within=(0.0, 2147483.0))
 # Threads per web process that run HTTP requests (aob_project/http_handler.py), each keeping its
 # database connection across requests: at most this many requests per process at once.
 AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8)
