@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from approvals.models import Approval
-from tests.approvals.runs import approval_of, submit
-from tests.conftest import client_for
+from tests.approvals.runs import approval_of, decide, submit
+from tests.conftest import client_for, wait_for_run
 from tests.engine.flow import http, wait_until
 from workflows.models import NodeRun
 
@@ -62,3 +62,28 @@ def test_a_gate_asked_again_after_a_patch_says_so_too(engine, user, bob, remote)
     assert answer.status_code == 201, answer.json()
     approval.refresh_from_db()
     assert approval.context["action_changed"]["patches"] == [{"seq": 1, "node_id": "", "description": "pay more"}]
+
+
+def test_a_vote_from_a_page_read_before_a_patch_changed_the_action_is_refused(engine, user, bob, remote) -> None:
+    """bob reads the gate (the page, the inbox), a patch then changes what it guards, and bob clicks
+    Approve on what he read: his vote would approve an action he never saw (the page does not
+    reload). The vote names the action it was cast on (``action_digest``, as the approval answered
+    it); one cast on another is refused, counted nowhere, and bob votes again on what he now reads."""
+    run_id = submit(user, flow(remote))
+    approval = approval_of(run_id, timeout=30)
+    read = client_for(bob).get(f"/api/v1/approvals/{approval.pk}").json()
+    assert read["action_digest"]  # what the page hands back with the vote
+    answer = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/2/config/expression", "value": "{'paid': 999999}"}],
+        "description": "pay more"}, format="json")
+    assert answer.status_code == 201, answer.json()
+
+    stale = decide(bob, approval, action_digest=read["action_digest"])
+
+    assert stale.status_code == 409, stale.json()
+    assert stale.json()["error"] == "action_changed" and stale.json()["details"]["field"] == "action_digest"
+    assert not approval.decisions.exists()
+    again = client_for(bob).get(f"/api/v1/approvals/{approval.pk}").json()
+    assert again["action_digest"] != read["action_digest"] and again["context"]["action_changed"]
+    assert decide(bob, approval, action_digest=again["action_digest"]).status_code == 200
+    assert wait_for_run(run_id).status == "completed"
