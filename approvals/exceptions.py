@@ -5,6 +5,12 @@ class ApprovalSettled(Conflict):
     code = "approval_settled"
 
 
+class ActionChanged(Conflict):
+    """A vote names the action it was cast on (``action_digest``), and a patch has changed it since."""
+
+    code = "action_changed"
+
+
 class AlreadyDecided(Conflict):
     code = "already_decided"
 

@@ -45,7 +45,9 @@ class Approval(models.Model):
     escalate_to = models.JSONField(default=list, blank=True)
     escalation_timeout_ms = models.PositiveBigIntegerField(null=True, blank=True)
     escalated = models.BooleanField(default=False)
-    # The digest of the action the gate guards when it was settled (workflows.definition.gates).
+    # The digest of the action the gate guards (workflows.definition.gates): while it waits, the one
+    # its approvers are asked about (set when it asks, moved when a patch voids its votes; a vote
+    # naming another is refused); once settled, the one it settled on.
     action_digest = models.CharField(max_length=80, blank=True, default="")
     # Approvers are reminded once, this long before the deadline (hitl ``remind_before_ms``).
     remind_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -9,9 +9,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from approvals.exceptions import (
+    ActionChanged,
     AlreadyDecided,
     ApprovalNotFound,
     ApprovalSettled,
@@ -107,6 +109,7 @@ def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, no
     approvers = list(config.get("approvers") or [owner_username])
     approval = Approval.objects.create(
         run_id=run_id, node_run_id=node_run_id, node_id=node_id, kind=Approval.Kind.NODE,
+        action_digest=_digest_now(run_id, node_id),  # what its approvers are asked about (approval_decide)
         message=str(config.get("message", "")), context=context, approvers=approvers,
         required_approvals=int(config.get("required_approvals", 1)),
         allow_self_approval=bool(config.get("allow_self_approval", True)), form=config.get("form"),
@@ -175,9 +178,11 @@ def _unsettled(approval: Approval) -> dict[str, Any]:
 
 
 def approval_decide(*, approval: Approval, user: User, approve: bool, comment: str = "",
-                    data: Any = None) -> Approval:
+                    data: Any = None, action_digest: str | None = None) -> Approval:
     """Count one person's decision; settle the approval and resume the run when it is decided.
-    Concurrent decisions serialize on the approval row, so it settles and routes once."""
+    Concurrent decisions serialize on the approval row, so it settles and routes once.
+    ``action_digest``, when given, is the approval's as the person read it: a vote cast on a page
+    read before a patch changed the action is refused (``ActionChanged``), not counted for the new one."""
     _check_comment(comment)
     refuse_past(data, DATA_MAX_BYTES, field="data", error=FormDataInvalid)
     with transaction.atomic():
@@ -200,7 +205,7 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
         _expire_if_due(approval, clock())
         expired = approval.status != Approval.Status.PENDING
         if not expired:
-            _count(approval, user=user, approve=approve, comment=comment, data=data)
+            _count(approval, user=user, approve=approve, comment=comment, data=data, seen=action_digest)
     if expired:  # refused after the commit: the expiry stands
         raise ApprovalSettled(f"approval {approval.pk} passed its deadline ({deadline}): its on_timeout applied, "
                               f"it is {approval.status}",
@@ -209,11 +214,17 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     return approval
 
 
-def _count(approval: Approval, *, user: User, approve: bool, comment: str, data: Any) -> None:
+def _count(approval: Approval, *, user: User, approve: bool, comment: str, data: Any, seen: str | None) -> None:
     """One decision on a pending approval within its deadline; the caller holds the run and approval locks."""
     if not is_approver(approval, user):
         raise NotAnApprover(f"{user.username} is not an approver of approval {approval.pk}",
                             extra={"approvers": approval.approvers})
+    # the digest the approvers were asked about (set when the gate asks, moved when a patch voids its
+    # votes): not the current one recomputed, which would let a stale page vote after a blind reload
+    if seen is not None and seen != approval.action_digest:
+        raise ActionChanged(f"what approval {approval.pk} guards was changed by a patch since it was read "
+                            "(action_digest is not its digest now): read the approval again and decide on it as "
+                            "it is", extra={"field": "action_digest", "rule": "action_changed"})
     if approve and not approval.allow_self_approval and approval.run.owner_id == user.pk:
         raise FourEyesViolation("four-eyes: the run's owner cannot approve their own run",
                                 extra={"rule": "allow_self_approval"})
@@ -255,11 +266,13 @@ def _check_comment(comment: Any) -> None:
 
 def _action_digest(approval: Approval) -> str:
     """The digest of the action a node approval's gate guards, in the run's current definition."""
-    if approval.kind != Approval.Kind.NODE:
-        return ""
+    return _digest_now(approval.run_id, approval.node_id) if approval.kind == Approval.Kind.NODE else ""
 
-    definition = Artifact.objects.values_list("content", flat=True).get(pk=approval.run.current_artifact_id)
-    return action_digest(definition, approval.node_id)
+
+def _digest_now(run_id: Any, node_id: str) -> str:
+    current = Run.objects.filter(pk=run_id).values("current_artifact_id")  # the run's row is not read whole
+    definition = Artifact.objects.values_list("content", flat=True).get(pk=Subquery(current))
+    return action_digest(definition, node_id)
 
 
 def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: dict[str, Any]) -> Approval:
@@ -298,6 +311,8 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
         if approval is None:
             continue
         _say_changed(approval)
+        approval.action_digest = _action_digest(approval)  # a vote on the page read before is refused
+        approval.save(update_fields=["action_digest"])
         voided = approval.decisions.counting().update(voided=True)
         if voided:
             items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
@@ -320,7 +335,8 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
             raise ApprovalSettled(f"the gate {node_id!r} is no longer an approved, completed step",
                                   code="approved_action_started", extra={"rule": "approved_action_started"})
         approval.decisions.counting().update(voided=True)
-        approval.status, approval.decided_at, approval.action_digest = Approval.Status.PENDING, None, ""
+        approval.status, approval.decided_at = Approval.Status.PENDING, None
+        approval.action_digest = _action_digest(approval)  # asked again about the action as patched
         if approval.deadline is not None:
             # its timeout again, from now: the deadline's clock (``clock``) is not ``created_at``'s (a worker's)
             timeout_ms = gate.input.get("timeout_ms") if isinstance(gate.input, dict) else None

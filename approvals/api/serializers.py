@@ -13,6 +13,9 @@ class DecideIn(StrictSerializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=COMMENT_MAX_CHARS, default="")
     # the API's field name; it shadows Serializer.data, which an input serializer never reads
     data = serializers.JSONField(required=False, allow_null=True, default=None)  # type: ignore[assignment]
+    # the approval's action_digest as the voter read it: a vote on an action a patch changed since is refused
+    action_digest = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=80,
+                                          default=None)
 
 
 class CompatDecideIn(StrictSerializer):
@@ -21,6 +24,9 @@ class CompatDecideIn(StrictSerializer):
     approved = JSONBooleanField()
     comment = serializers.CharField(required=False, allow_blank=True, max_length=COMMENT_MAX_CHARS, default="")
     data = serializers.JSONField(required=False, allow_null=True, default=None)  # type: ignore[assignment]
+    # the approval's action_digest as the voter read it: a vote on an action a patch changed since is refused
+    action_digest = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=80,
+                                          default=None)
 
 
 # a message or a comment, and a context or a decision's data as well (approvals.selectors.fill_page)
@@ -72,7 +78,12 @@ class ApprovalOut(serializers.ModelSerializer):
         fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                   "escalated", "patch_id", "patch", "decisions", "deliveries", "notifications_not_sent", "created_at",
-                  "decided_at", "nobody_can_decide", "cannot_be_approved"]
+                  "decided_at", "nobody_can_decide", "cannot_be_approved", "action_digest"]
+        extra_kwargs = {"action_digest": {"help_text": (
+            "while pending, the digest of the action its approvers are asked about (a patch that changes the "
+            "action moves it); a vote that sends it back (POST /approvals/{id}/decide action_digest) is refused "
+            "409 action_changed when it no longer matches, so a page read before the patch cannot approve the "
+            "new action. Once settled, the digest it settled on; \"\" for a patch approval")}}
 
     def get_nobody_can_decide(self, approval: Approval) -> bool:
         flag = getattr(approval, "nobody_can_decide", None)  # a list's page is filled at once

@@ -53,7 +53,8 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         approval = selectors.approval_get(user=request.user, approval_id=pk)
         approval = services.approval_decide(approval=approval, user=request.user, approve=data.validated_data["approve"],
-                                            comment=data.validated_data["comment"], data=data.validated_data["data"])
+                                            comment=data.validated_data["comment"], data=data.validated_data["data"],
+                                            action_digest=data.validated_data["action_digest"])
         return Response(s.ApprovalOut(selectors.approval_get(user=request.user, approval_id=approval.pk)).data)
 
     @extend_schema(request=s.CompatDecideIn, responses={200: s.ApprovalOut, **ERRORS})
@@ -65,5 +66,6 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         approval = selectors.approval_for_node(user=request.user, run=run, node_id=data.validated_data["node_id"])
         approval = services.approval_decide(approval=approval, user=request.user,
                                             approve=data.validated_data["approved"],
-                                            comment=data.validated_data["comment"], data=data.validated_data["data"])
+                                            comment=data.validated_data["comment"], data=data.validated_data["data"],
+                                            action_digest=data.validated_data["action_digest"])
         return Response(s.ApprovalOut(selectors.approval_get(user=request.user, approval_id=approval.pk)).data)

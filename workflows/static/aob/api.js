@@ -143,7 +143,8 @@ export function decisionForm(approval, { attrs = {}, lead = [], onDecided = () =
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const approve = ev.submitter ? ev.submitter.value === "approve" : true;
-    const body = { approve, comment: form.querySelector(`#${commentId}`).value };
+    // the action as read here: a patch that changed it since makes the vote a 409, never a vote for it
+    const body = { approve, comment: form.querySelector(`#${commentId}`).value, action_digest: approval.action_digest ?? null };
     if (approval.form) {
       try { body.data = JSON.parse(form.querySelector(`#${dataId}`).value || "null"); } catch (err) {
         status.textContent = `Form data is not JSON: ${err.message}`;
@@ -158,6 +159,8 @@ export function decisionForm(approval, { attrs = {}, lead = [], onDecided = () =
       onDecided();
     } catch (err) {
       status.textContent = errorText(err);
+      // a patch changed what this form was drawn for: it stays disabled, the page read again decides
+      if (err instanceof ApiError && err.body && err.body.error === "action_changed") return;
       form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
     }
   });
