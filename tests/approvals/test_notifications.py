@@ -473,3 +473,34 @@ def test_a_reminder_goes_to_the_approvers_who_have_not_voted(user: User, bob: Us
     reminded = approval_notify(approval=approval, reason=Delivery.Reason.REMINDER)
 
     assert [d.recipient for d in reminded] == ["carol"]
+
+
+@pytest.mark.django_db
+def test_one_owner_tells_one_person_at_most_its_hourly_bound_whatever_its_runs(
+        settings: Any, user: User, bob: User, carol: User, dave: User) -> None:
+    """Anyone may name anyone as an approver, and the per-run cap bounds one run: 50 runs a minute
+    (the run rate) of a gate naming bob, or of 200 gates each naming him, mailed bob without end.
+    One owner's notifications to one person are bounded per hour; past it they are not sent (the
+    approval counts them, the run says so once, naming the setting), and another owner's gates, or
+    another person in the same gate, are told as ever."""
+    from tests.conftest import stored_run
+    from workflows.models import Event
+
+    settings.AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR = 2
+    for person in (bob, carol, dave):
+        person.email = f"{person.username}@storm.example.com"
+        person.save()
+    told = []
+    for node_id in ("a", "b", "c"):
+        approval = Approval.objects.create(run=stored_run(user), node_id=node_id, approvers=["bob"])
+        told.append(len(approval_notify(approval=approval)))
+    assert told == [1, 1, 0]
+    assert Approval.objects.get(node_id="c").notifications_not_sent == 1
+    third = Approval.objects.get(node_id="c")
+    capped = list(Event.objects.filter(run_id=third.run_id, type="notifications_capped").values_list("data", flat=True))
+    assert len(capped) == 1 and capped[0]["setting"] == "AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR"
+
+    both = Approval.objects.create(run=stored_run(user), node_id="d", approvers=["bob", "dave"])
+    assert [d.recipient for d in approval_notify(approval=both)] == ["dave"]
+    elsewhere = Approval.objects.create(run=stored_run(carol), node_id="e", approvers=["bob"])
+    assert [d.recipient for d in approval_notify(approval=elsewhere)] == ["bob"]
