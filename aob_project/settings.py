@@ -761,6 +761,11 @@ AOB_NOTIFY_REPUBLISH_AFTER_S = env_int("AOB_NOTIFY_REPUBLISH_AFTER_S", 300, with
 # name (a group of thousands, a gate in a loop, an agent's patch): past it they are not sent, and the
 # run says so once (event notifications_capped); its approvals wait in the inbox all the same.
 AOB_MAX_NOTIFICATIONS_PER_RUN = env_int("AOB_MAX_NOTIFICATIONS_PER_RUN", 200, within=(1, 100_000))
+# Notifications one owner's runs may send one person (or group) in any hour: anyone may name anyone as
+# an approver, and the cap above bounds one run only. Past it they are not sent (the same
+# notifications_capped, notifications_not_sent); another owner's are counted apart.
+AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR = env_int("AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR", 60,
+                                                       within=(1, 100_000))
 # What a node gate stores and shows of its inputs and upstream outputs (approvals/services.py
 # gate_context); the inbox lists up to 200 gates, each with its context.
 AOB_APPROVAL_CONTEXT_MAX_BYTES = env_int("AOB_APPROVAL_CONTEXT_MAX_BYTES", 64 * 1024, within=(1024, 16 * 1024 * 1024))

@@ -16,7 +16,9 @@ escalations): ``approval_notify`` counts the run's deliveries so far, in one que
 lock, and records only what fits. The rest is not sent, and not stored one row each (a loop would
 make millions): the approval counts it (``notifications_not_sent``) and, the first time the cap
 bites in a run, the run's events say so (``notifications_capped``, naming the cap and the setting).
-The approvals themselves wait in the inbox and are decided as ever.
+The approvals themselves wait in the inbox and are decided as ever. Across runs, one owner's
+notifications to one person (or group) are bounded too, ``AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR``
+in any hour (``_within_hourly``): anyone may name anyone as an approver.
 
 A link is ``/approvals/{id}/open/{token}``: the token is signed (``django.core.signing``, salted,
 with a maximum age) and names the delivery, so it opens the approval only for that delivery's
@@ -36,7 +38,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core import signing
 from django.db import transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -47,7 +49,7 @@ from workers.http import request
 from workers.http.exceptions import HTTPRequestError
 from workflows.approvers import by_own_name
 from workflows.engine import events, locks, poison
-from workflows.models import Event
+from workflows.models import Event, Run
 
 logger = logging.getLogger(__name__)
 
@@ -98,29 +100,74 @@ def _wanted(approval: Approval, reason: str, names: list[str] | None) -> list[De
 
 
 def _within_cap(approval: Approval, deliveries: list[Delivery]) -> list[Delivery]:
-    """The first of ``deliveries`` that fit in the run's cap. What does not fit is not sent: the
-    approval counts it (``notifications_not_sent``, on its page and in the API), and the first
-    time the cap bites in a run, the run's events say so (``notifications_capped``)."""
+    """The first of ``deliveries`` that fit the run's owner's hourly bound per person (or group) and the
+    run's cap. What does not fit is not sent: the approval counts it (``notifications_not_sent``, on
+    its page and in the API), and the first time a bound bites in a run, the run's events say so
+    (``notifications_capped``, one for each bound that bit then, naming its setting)."""
+    wanted = len(deliveries)
+    deliveries, hourly = _within_hourly(approval, deliveries)
     cap = settings.AOB_MAX_NOTIFICATIONS_PER_RUN
     # one query: the run's deliveries so far, and whether the cap has bitten before
     usage = Approval.objects.filter(run_id=approval.run_id).aggregate(
         sent=Count("deliveries"), capped=Max("notifications_not_sent"))
     room = max(0, cap - usage["sent"])
-    if len(deliveries) <= room:
+    capped = len(deliveries) > room
+    deliveries = deliveries[:room]
+    not_sent = wanted - len(deliveries)
+    if not not_sent:
         return deliveries
-    not_sent = len(deliveries) - room
     approval.notifications_not_sent += not_sent
     Approval.objects.filter(pk=approval.pk).update(notifications_not_sent=F("notifications_not_sent") + not_sent)
     logger.warning("approval.notifications_capped", extra={"run_id": str(approval.run_id), "approval_id": approval.pk,
-                                                           "limit": cap, "sent": room, "not_sent": not_sent})
-    if not usage["capped"]:
-        events.append(approval.run_id, approval.run.owner_id, [(Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
+                                                           "limit": cap, "sent": len(deliveries), "not_sent": not_sent,
+                                                           "past_hourly_bound": sorted(hourly)[:20]})
+    if usage["capped"]:  # said once a run, when a bound first bites (an event scan at every gate of a loop is not)
+        return deliveries
+    items = []
+    if capped:
+        items.append((Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
             "approval_id": approval.pk, "limit": cap, "setting": "AOB_MAX_NOTIFICATIONS_PER_RUN",
-            "sent": room, "not_sent": not_sent,
+            "sent": len(deliveries), "not_sent": not_sent,
             "message": f"this run reached its limit of {cap} notifications (AOB_MAX_NOTIFICATIONS_PER_RUN): "
                        f"{not_sent} about approval {approval.pk} were not sent, nor will later ones be; "
-                       f"its approvals wait in the inbox all the same"})])
-    return deliveries[:room]
+                       f"its approvals wait in the inbox all the same"}))
+    if hourly:
+        limit = settings.AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR
+        items.append((Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
+            "approval_id": approval.pk, "limit": limit, "setting": "AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR",
+            "sent": len(deliveries), "not_sent": not_sent, "recipients": sorted(hourly)[:20],
+            "message": f"{', '.join(sorted(hourly)[:20])} had {limit} notifications in the last hour from this "
+                       f"run's owner's runs (AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR): those about approval "
+                       f"{approval.pk} were not sent; its approval waits in their inbox all the same"}))
+    events.append(approval.run_id, approval.run.owner_id, items)
+    return deliveries
+
+
+def _within_hourly(approval: Approval, deliveries: list[Delivery]) -> tuple[list[Delivery], set[str]]:
+    """The first of ``deliveries`` within ``AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR`` of the run
+    owner's notifications to each person (or group) in the last hour, and the recipients past it.
+    Anyone may name anyone as an approver, and the run cap bounds one run only: an owner's runs (50
+    a minute) of gates naming one person mailed them without end. Counted per owner, so one owner's
+    flood never silences another's gates. One query, in the caller's run lock: two runs of one owner
+    notifying at once may each pass the last few."""
+    limit = settings.AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR
+    users = {d.user_id for d in deliveries if d.user_id is not None}
+    groups = {d.group_id for d in deliveries if d.user_id is None and d.group_id is not None}
+    owner = Run.objects.filter(pk=approval.run_id).values("owner_id")
+    recent = (Delivery.objects.filter(created_at__gte=timezone.now() - timedelta(hours=1),
+                                      approval__run__owner_id=Subquery(owner))
+              .filter(Q(user_id__in=users) | Q(user__isnull=True, group_id__in=groups))
+              .values("user_id", "group_id").annotate(n=Count("id")))
+    counts = {("u", r["user_id"]) if r["user_id"] is not None else ("g", r["group_id"]): r["n"] for r in recent}
+    kept, past = [], set()
+    for delivery in deliveries:
+        key = ("u", delivery.user_id) if delivery.user_id is not None else ("g", delivery.group_id)
+        if counts.get(key, 0) >= limit:
+            past.add(delivery.recipient)
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        kept.append(delivery)
+    return kept, past
 
 
 def _for_user(approval: Approval, user: User, name: str, reason: str, seen: set[int],
