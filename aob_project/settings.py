@@ -687,6 +687,10 @@ AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100)
 AOB_MAX_HOOKS_PER_OWNER = env_int("AOB_MAX_HOOKS_PER_OWNER", 100, within=(1, 100_000))
 # Secrets, listed whole (GET /api/v1/secrets, the triggers page) like hooks and schedules: one owner has at most this many.
 AOB_MAX_SECRETS_PER_OWNER = env_int("AOB_MAX_SECRETS_PER_OWNER", 200, within=(1, 100_000))
+# ... and their values' UTF-8 bytes together: a node masks every form of each secret it sends, some 48
+# characters a byte at worst, in one worker (vault/services.py); 64 KiB at most about 100 MB there.
+AOB_MAX_SECRETS_BYTES_PER_OWNER = env_int("AOB_MAX_SECRETS_BYTES_PER_OWNER", 64 * 1024,
+                                          within=(1024, 16 * 1024 * 1024))
 # Webhooks: signed timestamps older (or newer) than this are refused; delivery ids are kept this
 # long for replay protection, and to answer a sender's late retry with the run it started: 3 days,
 # as long as Stripe retries (GitHub never does, Svix for about 27 hours). A timestamp up to the

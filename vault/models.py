@@ -13,6 +13,9 @@ class Secret(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=64, validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")])
     ciphertext = models.TextField()
+    # The value's UTF-8 bytes, set with it: an owner's secrets together are at most
+    # AOB_MAX_SECRETS_BYTES_PER_OWNER (``vault.services``), counted without decrypting them.
+    value_bytes = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

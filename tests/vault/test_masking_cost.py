@@ -94,3 +94,25 @@ def test_an_owners_secrets_are_capped_in_total_size(api, user, make_user, settin
                                             format="json").status_code == 201  # each owner's own
     api.delete("/api/v1/secrets/B_KEY")
     assert api.put("/api/v1/secrets/C_KEY", {"value": "c" * 16}, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_the_secrets_stored_before_are_measured_by_the_migration(user):
+    import importlib
+
+    from cryptography.fernet import Fernet
+    from django.apps import apps
+
+    from vault import crypto
+    from vault.models import Secret
+
+    sizes = importlib.import_module("vault.migrations.0002_secret_value_bytes").sizes
+    Secret.objects.create(owner=user, name="READABLE", ciphertext=crypto.encrypt("é" * 10))
+    lost = Fernet(Fernet.generate_key()).encrypt(b"x" * 20).decode()  # under a key no longer configured
+    Secret.objects.create(owner=user, name="LOST", ciphertext=lost)
+
+    sizes(apps, None)
+
+    measured = dict(Secret.objects.values_list("name", "value_bytes"))
+    assert measured["READABLE"] == 20
+    assert 20 <= measured["LOST"] <= 31  # the most its ciphertext can hold
