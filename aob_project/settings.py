@@ -360,6 +360,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = AOB_MAX_BODY_BYTES
 # A workflow definition (saved, or a run's patched version) as compact JSON; JSON Patch
 # application stops as soon as a document would pass it (workflows/services/definitions.py).
 AOB_MAX_DEFINITION_BYTES = env_int("AOB_MAX_DEFINITION_BYTES", 1024 * 1024)
+# What one owner's workflow versions keep of their definitions together (each kept as long as its
+# tag lives: workflows/services/definitions.py); past it a save is refused.
+AOB_MAX_DEFINITIONS_BYTES_PER_OWNER = env_int("AOB_MAX_DEFINITIONS_BYTES_PER_OWNER", 1024**3,
+                                              within=(1024 * 1024, 1024**4))
 # Keyword evaluations one approval decision may spend checking data against a hitl form
 # (workflows/definition/forms.py); about 20 µs each.
 AOB_FORM_EVAL_BUDGET = env_int("AOB_FORM_EVAL_BUDGET", 10_000)

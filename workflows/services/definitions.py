@@ -12,7 +12,7 @@ import jsonpointer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Max, RestrictedError
+from django.db.models import Max, RestrictedError, Sum
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition.validation import Report, validate
@@ -72,6 +72,7 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
             # edit twice): nothing to drop, whatever version it began from
             return Saved(workflow, current, False, report)
         _check_base(tag=tag, current=current, base_version=base_version)  # under the row lock: one truth
+        _check_room(owner=owner, adding=artifact.size_bytes)
         seq = (current.seq + 1) if current is not None else _first_seq(owner=owner, tag=tag)
         version = WorkflowVersion.objects.create(workflow=workflow, seq=seq, artifact=artifact, parent=current,
                                                  description=description, **version_summary(definition))
@@ -95,6 +96,26 @@ def _locked_tag(*, owner: User, tag: str) -> Workflow:
             return locked
     raise Conflict(f"workflow {tag!r} was deleted again and again while this save waited; send it again",
                    extra={"field": "tag", "rule": "deleted_meanwhile"})
+
+
+def _check_room(*, owner: User, adding: int) -> None:
+    """Refuse a version that would take the definitions ``owner``'s versions keep past
+    AOB_MAX_DEFINITIONS_BYTES_PER_OWNER. A version keeps its definition as long as its tag lives
+    (retention removes only an artifact nothing refers to): within the write limit one owner kept
+    some 36 GB more a day. Each version counts its definition's stored size, a definition two
+    versions share twice. Under the owner's row lock (``no_key``: a run's insert, which takes a key
+    share of it, is not held up), so one owner's saves are counted in turn; taken after the tag's,
+    as hooks and schedules take them."""
+    User.objects.select_for_update(no_key=True).filter(pk=owner.pk).first()
+    limit = settings.AOB_MAX_DEFINITIONS_BYTES_PER_OWNER
+    kept = WorkflowVersion.objects.filter(workflow__owner=owner).aggregate(
+        total=Sum("artifact__size_bytes"))["total"] or 0
+    if kept + adding > limit:
+        raise ValidationFailed(
+            f"an owner's workflow versions keep at most {limit} bytes of definitions "
+            f"(AOB_MAX_DEFINITIONS_BYTES_PER_OWNER); this one would make them {kept + adding}: delete a "
+            "workflow you no longer need (its versions go with it)",
+            extra={"field": "workflow", "rule": "max_definitions_bytes", "limit": limit, "size": kept + adding})
 
 
 def _check_base(*, tag: str, current: WorkflowVersion | None, base_version: BaseVersion) -> None:
