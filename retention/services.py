@@ -90,6 +90,14 @@ def _expired_firings(now: datetime) -> QuerySet:
         created_at__lt=now - timedelta(days=settings.AOB_SCHEDULE_FIRING_RETENTION_DAYS))
 
 
+def _expired_sessions(now: datetime) -> QuerySet:
+    """Login sessions past their expiry (Django's ``clearsessions``, which nothing else runs): each
+    login of the web pages keeps a row until then, 14,400 a day for one user at the login limit."""
+    from django.contrib.sessions.models import Session
+
+    return Session.objects.filter(expire_date__lt=now)
+
+
 def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int | None = None,
           within_s: float | None = None) -> dict[str, Any]:
     """Remove (or with ``dry_run`` count) what is past retention; returns the counts. With
@@ -99,6 +107,8 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
     batch = batch_size or settings.AOB_RETENTION_BATCH_SIZE
     if dry_run:
         return _preview(now)
+    from django.contrib.sessions.models import Session
+
     from triggers.models import HookDelivery, ScheduleFiring
 
     deadline = None if within_s is None else time.monotonic() + within_s
@@ -107,11 +117,13 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
     for name, candidates, model in (("runs", lambda: runs_past_retention(now), Run),
                                     ("artifacts", lambda: artifacts_unreferenced(now), Artifact),
                                     ("hook_deliveries", lambda: _expired_deliveries(now), HookDelivery),
-                                    ("schedule_firings", lambda: _expired_firings(now), ScheduleFiring)):
+                                    ("schedule_firings", lambda: _expired_firings(now), ScheduleFiring),
+                                    ("sessions", lambda: _expired_sessions(now), Session)):
         counts[name], finished = _in_batches(candidates, model, batch, deadline)
         if not finished:
             break
-    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, **counts, "finished": finished}
+    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "sessions": 0, **counts,
+              "finished": finished}
     logger.info("retention.pruned", extra=counts)
     return counts
 
@@ -210,7 +222,8 @@ def _preview(now: datetime) -> dict[str, Any]:
              "events": Event.objects.filter(run__in=ids), "patches": RunPatch.objects.filter(run__in=ids),
              "approvals": Approval.objects.filter(run__in=ids),
              "artifacts": artifacts_unreferenced(now, without_runs=runs),
-             "hook_deliveries": _expired_deliveries(now), "schedule_firings": _expired_firings(now)}
+             "hook_deliveries": _expired_deliveries(now), "schedule_firings": _expired_firings(now),
+             "sessions": _expired_sessions(now)}
     cap = settings.AOB_PRUNE_PREVIEW_CAP
     counts = {name: qs.values("pk")[:cap].count() for name, qs in kinds.items()}
     return {"dry_run": True, **counts, "at_least": [name for name, n in counts.items() if n >= cap]}
