@@ -504,3 +504,29 @@ def test_one_owner_tells_one_person_at_most_its_hourly_bound_whatever_its_runs(
     assert [d.recipient for d in approval_notify(approval=both)] == ["dave"]
     elsewhere = Approval.objects.create(run=stored_run(carol), node_id="e", approvers=["bob"])
     assert [d.recipient for d in approval_notify(approval=elsewhere)] == ["bob"]
+
+
+@pytest.mark.django_db
+def test_one_owner_tells_everyone_together_at_most_its_hourly_bound(settings: Any, user: User, bob: User,
+                                                                   carol: User, dave: User) -> None:
+    """The bound per person leaves an owner whose gates name many people free to fill the one queue
+    every tenant's approval mail waits in (1,000 people at 60 each: 60,000 an hour). One owner's
+    notifications to everyone together are bounded per hour too; past it they are not sent (counted,
+    said once a run naming the setting), and another owner's gates are told as ever."""
+    from tests.conftest import stored_run
+    from workflows.models import Event
+
+    settings.AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR = 2
+    for person in (bob, carol, dave):
+        person.email = f"{person.username}@crowd.example.com"
+        person.save()
+    first = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob", "carol", "dave"])
+    assert [d.recipient for d in approval_notify(approval=first)] == ["bob", "carol"]
+    assert Approval.objects.get(pk=first.pk).notifications_not_sent == 1
+    capped = list(Event.objects.filter(run_id=first.run_id, type="notifications_capped").values_list("data", flat=True))
+    assert [c["setting"] for c in capped] == ["AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR"]
+
+    later = Approval.objects.create(run=stored_run(user), node_id="b", approvers=["dave"])
+    assert approval_notify(approval=later) == []
+    elsewhere = Approval.objects.create(run=stored_run(carol), node_id="c", approvers=["dave"])
+    assert [d.recipient for d in approval_notify(approval=elsewhere)] == ["dave"]
