@@ -774,6 +774,11 @@ AOB_MAX_NOTIFICATIONS_PER_RUN = env_int("AOB_MAX_NOTIFICATIONS_PER_RUN", 200, wi
 # notifications_capped, notifications_not_sent); another owner's are counted apart.
 AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR = env_int("AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR", 60,
                                                        within=(1, 100_000))
+# Notifications one owner's runs may send in any hour, to everyone together: every tenant's approval
+# mail goes through one queue (wf.notify), and the bound above is per person, so an owner naming a
+# thousand people sent 60,000 an hour ahead of everyone else's. Past it, the same as above.
+AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR = env_int("AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR", 1000,
+                                                   within=(1, 1_000_000))
 # What a node gate stores and shows of its inputs and upstream outputs (approvals/services.py
 # gate_context); the inbox lists up to 200 gates, each with its context.
 AOB_APPROVAL_CONTEXT_MAX_BYTES = env_int("AOB_APPROVAL_CONTEXT_MAX_BYTES", 64 * 1024, within=(1024, 16 * 1024 * 1024))

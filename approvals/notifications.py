@@ -18,7 +18,8 @@ make millions): the approval counts it (``notifications_not_sent``) and, the fir
 bites in a run, the run's events say so (``notifications_capped``, naming the cap and the setting).
 The approvals themselves wait in the inbox and are decided as ever. Across runs, one owner's
 notifications to one person (or group) are bounded too, ``AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR``
-in any hour (``_within_hourly``): anyone may name anyone as an approver.
+in any hour, and to everyone together ``AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR`` (``_within_hourly``):
+anyone may name anyone as an approver, and every tenant's mail waits in one queue.
 
 A link is ``/approvals/{id}/open/{token}``: the token is signed (``django.core.signing``, salted,
 with a maximum age) and names the delivery, so it opens the approval only for that delivery's
@@ -100,12 +101,12 @@ def _wanted(approval: Approval, reason: str, names: list[str] | None) -> list[De
 
 
 def _within_cap(approval: Approval, deliveries: list[Delivery]) -> list[Delivery]:
-    """The first of ``deliveries`` that fit the run's owner's hourly bound per person (or group) and the
-    run's cap. What does not fit is not sent: the approval counts it (``notifications_not_sent``, on
+    """The first of ``deliveries`` that fit the run's owner's hourly bounds (per person or group, and in
+    all) and the run's cap. What does not fit is not sent: the approval counts it (``notifications_not_sent``, on
     its page and in the API), and the first time a bound bites in a run, the run's events say so
     (``notifications_capped``, one for each bound that bit then, naming its setting)."""
     wanted = len(deliveries)
-    deliveries, hourly = _within_hourly(approval, deliveries)
+    deliveries, hourly, owner_capped = _within_hourly(approval, deliveries)
     cap = settings.AOB_MAX_NOTIFICATIONS_PER_RUN
     # one query: the run's deliveries so far, and whether the cap has bitten before
     usage = Approval.objects.filter(run_id=approval.run_id).aggregate(
@@ -139,24 +140,36 @@ def _within_cap(approval: Approval, deliveries: list[Delivery]) -> list[Delivery
             "message": f"{', '.join(sorted(hourly)[:20])} had {limit} notifications in the last hour from this "
                        f"run's owner's runs (AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR): those about approval "
                        f"{approval.pk} were not sent; its approval waits in their inbox all the same"}))
+    if owner_capped:
+        limit = settings.AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR
+        items.append((Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
+            "approval_id": approval.pk, "limit": limit, "setting": "AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR",
+            "sent": len(deliveries), "not_sent": not_sent,
+            "message": f"this run's owner's runs sent {limit} notifications in the last hour "
+                       f"(AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR): those about approval {approval.pk} were not "
+                       f"sent; its approval waits in the inbox all the same"}))
     events.append(approval.run_id, approval.run.owner_id, items)
     return deliveries
 
 
-def _within_hourly(approval: Approval, deliveries: list[Delivery]) -> tuple[list[Delivery], set[str]]:
+def _within_hourly(approval: Approval, deliveries: list[Delivery]) -> tuple[list[Delivery], set[str], bool]:
     """The first of ``deliveries`` within ``AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR`` of the run
-    owner's notifications to each person (or group) in the last hour, and the recipients past it.
-    Anyone may name anyone as an approver, and the run cap bounds one run only: an owner's runs (50
-    a minute) of gates naming one person mailed them without end. Counted per owner, so one owner's
-    flood never silences another's gates. One query, in the caller's run lock: two runs of one owner
-    notifying at once may each pass the last few."""
+    owner's notifications to each person (or group) in the last hour, and within
+    ``AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR`` of them to everyone together; the recipients past
+    the first, and whether the second bit. Anyone may name anyone as an approver, and the run cap
+    bounds one run only: an owner's runs (50 a minute) of gates naming one person mailed them without
+    end, and naming a thousand people filled the one queue (``wf.notify``) every tenant's approval
+    mail waits in. Counted per owner, so one owner's flood never silences another's gates. Two
+    queries, in the caller's run lock: two runs of one owner notifying at once may each pass the
+    last few."""
     limit = settings.AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR
     users = {d.user_id for d in deliveries if d.user_id is not None}
     groups = {d.group_id for d in deliveries if d.user_id is None and d.group_id is not None}
     owner = Run.objects.filter(pk=approval.run_id).values("owner_id")
-    recent = (Delivery.objects.filter(created_at__gte=timezone.now() - timedelta(hours=1),
-                                      approval__run__owner_id=Subquery(owner))
-              .filter(Q(user_id__in=users) | Q(user__isnull=True, group_id__in=groups))
+    owners = Delivery.objects.filter(created_at__gte=timezone.now() - timedelta(hours=1),
+                                     approval__run__owner_id=Subquery(owner))
+    room = settings.AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR - owners.count()
+    recent = (owners.filter(Q(user_id__in=users) | Q(user__isnull=True, group_id__in=groups))
               .values("user_id", "group_id").annotate(n=Count("id")))
     counts = {("u", r["user_id"]) if r["user_id"] is not None else ("g", r["group_id"]): r["n"] for r in recent}
     kept, past = [], set()
@@ -167,7 +180,7 @@ def _within_hourly(approval: Approval, deliveries: list[Delivery]) -> tuple[list
             continue
         counts[key] = counts.get(key, 0) + 1
         kept.append(delivery)
-    return kept, past
+    return kept[:max(0, room)], past, len(kept) > room
 
 
 def _for_user(approval: Approval, user: User, name: str, reason: str, seen: set[int],
