@@ -25,6 +25,7 @@ from tests.agents.test_patch_corpus import (
     http,
     proposal,
     remove,
+    replace,
     run_in_state,
     snapshot,
     transform,
@@ -140,3 +141,39 @@ def test_an_approved_agent_s_new_loop_exiting_into_the_approved_action_changes_i
                                                                    "timeout_path": "pay"}}),
                   add_edge("act", "x"), add_edge("x", "l")]
     assert refused_rule(user, BRANCHED, ACTING, ACT, operations) == "approved_action_started"
+
+
+# A payment the gate guards that joins a step of the author's paging loop: pay hangs off the loop's
+# body (it does not lead back to the loop node), so it runs again on every pass (``planner.loop_reruns``),
+# each time on the gate's one approval (the gate's edge into it delivered once, outside the loop).
+# /nodes: 0 plan, 1 review, 2 page, 3 step, 4 check, 5 again (loop, 3 pages), 6 pay
+# /edges: 0 review→pay, 1 page→step, 2 step→check, 3 check→again, 4 step→pay
+PAGED = {
+    "nodes": [agent("plan"), hitl("review", approvers=["bob"]), transform("page"), http("step"), http("check"),
+              {"id": "again", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page"}},
+              http("pay", method="POST")],
+    "edges": [edge("review", "pay", APPROVED), edge("page", "step"), edge("step", "check"), edge("check", "again"),
+              edge("step", "pay")],
+}
+MORE_PAGES = [replace("/nodes/5/config/max_iterations", 10000)]
+
+
+def test_a_loop_that_runs_an_approved_payment_again_is_part_of_what_was_approved(user):
+    """bob approved a payment that the paging loop runs up to 3 times; an agent raising the loop's
+    bound (before the loop node first ran: it is no history yet) made it run 10,000 times on that one
+    approval: the loop node lies outside what ``gates.guarded`` walks from the gate, so its bound was
+    no part of the action's digest."""
+    paid = {"plan": "running", "review": "approved", "page": "completed", "step": "completed", "check": "running",
+            "pay": "completed"}
+    assert refused_rule(user, PAGED, paid, PLAN, MORE_PAGES) == "approved_action_started"
+
+
+def test_raising_such_a_loop_s_bound_while_the_gate_waits_asks_its_approvers_again():
+    from workflows.services.patches.policy import Proposer, RunState, judge
+
+    state = RunState(statuses={"plan": "running", "review": "waiting", "page": "completed", "step": "running"},
+                     history=frozenset({"plan", "review", "page", "step"}),
+                     started=frozenset({"plan", "review", "page", "step"}), base=PAGED, owner="alice")
+    verdict = judge(before=copy.deepcopy(PAGED), operations=copy.deepcopy(MORE_PAGES),
+                    proposer=Proposer(agent=True, node_id="plan"), state=state)
+    assert verdict.revote == ("review",)
