@@ -35,6 +35,7 @@ from workflows.limits import clipped, refuse_past
 from workflows.models import Artifact, Event, NodeRun, Run, RunPatch
 from workflows.models.artifact import canonical_json, size_of
 from workflows.services.patches import patch_approval_settled
+from workflows.services.patches.policy import loop_bodies
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def action_changed(*, run_id: str, gate: str) -> dict[str, Any] | None:
     contents = dict(Artifact.objects.filter(pk__in=[base_id, current_id]).values_list("pk", "content"))
     base, current = contents[base_id], contents[current_id]
     added = gate not in nodes_by_id(base)
-    if not added and action_digest(base, gate) == action_digest(current, gate):
+    if not added and action_digest(base, gate, bodies=loop_bodies(base)) == action_digest(
+            current, gate, bodies=loop_bodies(current)):
         return None
     patches = list(RunPatch.objects.filter(run_id=run_id, status=RunPatch.Status.APPLIED).order_by("-seq")
                    .values("seq", "node_id", "description")[:10])
@@ -272,7 +274,7 @@ def _action_digest(approval: Approval) -> str:
 def _digest_now(run_id: Any, node_id: str) -> str:
     current = Run.objects.filter(pk=run_id).values("current_artifact_id")  # the run's row is not read whole
     definition = Artifact.objects.values_list("content", flat=True).get(pk=Subquery(current))
-    return action_digest(definition, node_id)
+    return action_digest(definition, node_id, bodies=loop_bodies(definition))
 
 
 def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: dict[str, Any]) -> Approval:

@@ -250,11 +250,17 @@ def guarding(definition: dict[str, Any], node_id: str) -> list[str]:
     return sorted(found)
 
 
-def action_digest(definition: dict[str, Any], gate: str | None, *, leave_out: Iterable[str] = (),
-                  bodies: Mapping[str, Iterable[str]] | None = None) -> str:
+def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mapping[str, Iterable[str]],
+                  leave_out: Iterable[str] = ()) -> str:
     """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
     the nodes it guards and every edge into or out of them (in authoring order, which routes: an
-    edge in decides when a node runs, an edge out where it goes).
+    edge in decides when a node runs, an edge out where it goes), and every loop whose jump runs a
+    node of it again without passing through the gate (``bodies``: loop id → what its jump runs
+    again, the planner's ``loop_reruns``): such a loop's bound, condition and jump decide how many
+    times the approved action runs on the one approval (a payment joined with a step of a paging
+    loop pays on every page), though the loop may lie outside what ``guarded`` walks (before
+    another gate, or beside the action). A loop that runs the gate again is not: the gate asks on
+    every pass.
 
     Nodes named in ``leave_out`` (added by an agent the gate already approved) are not part of it,
     and neither are the edges among them nor the plain edges from the approved action to them (an
@@ -262,20 +268,21 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, leave_out: It
     may add steps after itself, or after the action, without asking again. Any other edge between
     them and the action is part of it (an edge into an approved node makes it run, a branch rule
     out of one routes it anew), and so is such a node that is a loop whose jump runs a node of the
-    approved action again (``bodies``: loop id → what its jump runs again, the planner's
-    ``loop_reruns``). ``gate`` None: the whole definition is the approved action (a child run
+    approved action again. ``gate`` None: the whole definition is the approved action (a child run
     started inside an approved action of its parent)."""
     nodes = nodes_by_id(definition)
     left_out = set(leave_out)
     action = sorted(nodes) if gate is None else guarded(definition, gate)
     approved = {gate, *action} - left_out
-    repeats = bodies or {}
-    skip = {n for n in left_out if not (n in nodes and set(repeats.get(n, ())) & approved)}
+    skip = {n for n in left_out if not (n in nodes and set(bodies.get(n, ())) & approved)}
     region = [n for n in action if n not in skip]
     inside = {gate, *region}
+    loops = sorted(n for n, reruns in bodies.items() if n in nodes and n not in inside and n not in skip
+                   and gate not in reruns and set(reruns) & inside)
     routes = [[source, target, condition] for source, target, condition in edges(definition)
               if (source in inside or target in inside) and not (target in skip and not condition)]
-    digested = {"gate": nodes.get(gate) if gate else None, "nodes": [nodes[n] for n in region], "edges": routes}
+    digested = {"gate": nodes.get(gate) if gate else None, "nodes": [nodes[n] for n in region], "edges": routes,
+                "loops": [nodes[n] for n in loops]}
     text = json.dumps(digested, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

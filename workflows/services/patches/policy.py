@@ -543,8 +543,8 @@ class _Judgement:
             if not (pending or gate in self.state.approved):
                 continue
             leave_out = added if gate in around else ()
-            if gates.action_digest(self.before, gate) == gates.action_digest(self.after, gate, leave_out=leave_out,
-                                                                              bodies=self.bodies_after):
+            if gates.action_digest(self.before, gate, bodies=self.bodies_before) == gates.action_digest(
+                    self.after, gate, leave_out=leave_out, bodies=self.bodies_after):
                 continue
             if pending:
                 revote.append(gate)
@@ -560,8 +560,8 @@ class _Judgement:
             reopen.append(gate)
         if self.state.bound:  # a child run its parent's approvers let run: all of it is their approved action
             leave_out = added if self.proposer.agent else ()
-            if gates.action_digest(self.before, None) != gates.action_digest(self.after, None, leave_out=leave_out,
-                                                                            bodies=self.bodies_after):
+            if gates.action_digest(self.before, None, bodies=self.bodies_before) != gates.action_digest(
+                    self.after, None, leave_out=leave_out, bodies=self.bodies_after):
                 self.refuse(Rule.APPROVED_ACTION_STARTED, "this run was started by an approved step of its parent "
                             "run, and all of it is what the approvers let run: it cannot change under the approval",
                             lambda doc, skip=leave_out: gates.action_digest(doc, None, leave_out=skip,
@@ -575,6 +575,8 @@ def loop_bodies(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
     from workflows.definition.ir import compile_definition
     from workflows.engine.planner import loop_reruns
 
+    if not any(isinstance(n, dict) and n.get("type") == "loop" for n in definition.get("nodes", [])):
+        return {}  # (no graph to compile: a decision's digest asks this of every gate's run)
     ir = compile_definition(definition, validated=True)
     return {loop_id: loop_reruns(ir, loop_id) for loop_id in ir.loops}
 
