@@ -262,6 +262,44 @@ def test_a_step_hanging_off_a_loop_s_body_runs_on_every_pass():
     assert planner.loop_reruns(sim.ir, "again") == {"body", "side", "again"}
 
 
+def step(node_id: str) -> dict[str, Any]:
+    return {"id": node_id, "type": "transform", "config": {"expression": graphs.ok(1), **graphs.Q}}
+
+
+def test_a_step_joining_a_gate_in_a_loop_s_body_waits_for_this_pass_s_decision():
+    """Each pass of the loop fetches an invoice (``fetch``), checks it, and asks ``review`` (a gate);
+    ``pay`` joins the invoice and the decision, and hangs off the body (it leads back to no loop
+    node). On pass k (k > 0), fetch finished before review was asked, and pay ran at once: review's
+    edge into it, delivered on pass k-1, was read as this pass's. Invoice 2 was paid on invoice 1's
+    approval, and a rejection of it came too late. And the first invoice was never paid: review's
+    decision ran the loop node, whose jump queued fetch again before pay was considered, and fetch's
+    new pass, not yet run, was read for the one pay joins."""
+    definition = {"nodes": [step("fetch"), step("check"), step("review"), step("pay"),
+                            {"id": "again", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "fetch"}}],
+                  "edges": [{"from": "fetch", "to": "check"}, {"from": "check", "to": "review"},
+                            {"from": "review", "to": "again"}, {"from": "fetch", "to": "pay"},
+                            {"from": "review", "to": "pay"}]}
+    sim = drive(Sim(definition), first)
+    made = [(t.node_id, t.iteration) for t in sorted(sim.tokens.values(), key=lambda t: t.pk)]
+    paid_after_its_review = [("pay", k) in made and made.index(("pay", k)) > made.index(("review", k))
+                             for k in range(3)]
+    assert paid_after_its_review == [True] * 3, made
+
+
+def test_an_inner_loop_s_pass_reads_a_step_of_the_outer_pass_as_delivered():
+    """``c`` (in both loops' bodies) joins ``b`` (the inner loop's) and ``a`` (the outer loop's only).
+    On the inner loop's second pass a does not run: its delivery from this outer pass holds. It was
+    read as "not run in this pass yet", c waited for ever, and the run completed with the inner loop
+    stopped after one pass and the outer one never gone round."""
+    definition = {"nodes": [step("a"), step("b"), step("c"),
+                            {"id": "inner", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "b"}},
+                            {"id": "outer", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "a"}}],
+                  "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}, {"from": "c", "to": "inner"},
+                            {"from": "inner", "to": "outer"}, {"from": "a", "to": "c"}]}
+    sim = drive(Sim(definition), first)
+    assert Counter(t.node_id for t in sim.tokens.values()) == {"a": 2, "b": 4, "c": 4, "inner": 4, "outer": 2}
+
+
 def add_node_after(source: str) -> Any:
     """A patch adding ``patched`` (a worker node) after ``source``, applied as ``refresh`` does."""
     def patch(sim: Sim) -> None:
