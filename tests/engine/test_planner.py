@@ -94,11 +94,14 @@ class Sim:
 
     def check_joins(self, plan: Plan) -> None:
         latest = self.latest()
+        by_key = {(t.node_id, t.iteration): t for t in self.tokens.values()}
         for token in plan.inserts:
             parents = {e.source for e in self.ir.in_edges[token.node_id]}
             if len(parents) < 2 or token.status == NodeRun.Status.SKIPPED or token.status == NodeRun.Status.CANCELLED:
                 continue
-            decided = [latest.get(p) for p in parents]
+            # a parent's node run of the join's pass where it has one (a loop node's exits: its last)
+            decided = [by_key.get((p, token.iteration)) if (p, token.iteration) in by_key and p not in self.ir.loops
+                       else latest.get(p) for p in parents]
             assert all(p is not None and p.consumed and p.status in NodeRun.FINISHED for p in decided), \
                 f"join {token.node_id} before every parent was decided"
             assert any(token.node_id in (p.taken or []) for p in decided if p is not None), \

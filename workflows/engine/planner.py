@@ -221,11 +221,16 @@ def inline(node_type: str) -> bool:
     return bool(spec is not None and getattr(spec, "inline", False))
 
 
-def in_one_loop(ir: IR, a: str, b: str) -> bool:
-    """Whether two nodes lie in the body of one loop (each pass runs both, at the pass's iteration)."""
-    if not ir.loops:
-        return False
-    return any(a in loop_body(ir, lid) and b in loop_body(ir, lid) for lid in ir.loops)
+def rerun_by(ir: IR, node_id: str) -> tuple[str, ...]:
+    """The loops whose jump runs ``node_id`` again (``loop_reruns``: each such pass runs it at the
+    pass's iteration, a step hanging off the body included)."""
+    def compute(ir: IR) -> dict[str, tuple[str, ...]]:
+        found: dict[str, list[str]] = {}
+        for lid in ir.loops:
+            for n in loop_reruns(ir, lid):
+                found.setdefault(n, []).append(lid)
+        return {n: tuple(lids) for n, lids in found.items()}
+    return _derived(ir, "rerun_by", compute).get(node_id, ())
 
 
 def nested(ir: IR, loop_id: str) -> bool:
@@ -341,12 +346,28 @@ class _Planner:
             return False
 
     def edge_state(self, source_id: str, target_id: str, iteration: int) -> str:
-        source = self.latest.get(source_id)
-        if source is None or not source.consumed or source.taken is None:
+        """What the edge ``source_id`` → ``target_id`` says for the target's node run at ``iteration``:
+        the source's own node run of that pass where it has one (a jump may have queued its next
+        pass meanwhile, in this very decision), else its latest, unless this pass runs the source
+        again and it has not yet: what it did then is an earlier pass's (a gate's decision on the
+        last invoice is not this one's). A loop node's exits are its last pass's, whatever the
+        iteration its successors continue at."""
+        source = None if source_id in self.ir.loops else self.by_key.get((source_id, iteration))
+        source = source or self.latest.get(source_id)
+        if source is None:
             return PENDING
-        if source.iteration < iteration and in_one_loop(self.ir, source_id, target_id):
+        if source.iteration < iteration and self.runs_again(source_id, target_id, iteration):
             return PENDING  # it has not run in this pass yet: what it did is from an earlier one
+        if not source.consumed or source.taken is None:
+            return PENDING
         return DELIVERED if target_id in source.taken else DEAD
+
+    def runs_again(self, source_id: str, target_id: str, iteration: int) -> bool:
+        """Whether ``iteration`` is a pass of a loop that runs both nodes again: one whose jump reruns
+        both (``rerun_by``) and has made that pass (its ``loop_back_to`` has a node run there). A
+        pass of an inner loop leaves the outer loop's steps as they are: their delivery holds."""
+        shared = set(rerun_by(self.ir, source_id)) & set(rerun_by(self.ir, target_id))
+        return any(self.known(self.ir.loops[lid].loop_back_to, iteration) for lid in shared)
 
     # --- consuming and emitting -------------------------------------------------------------------
 
