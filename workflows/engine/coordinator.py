@@ -129,14 +129,21 @@ def _publish_after_commit(run: Run, ir: IR, new: list[NodeRun]) -> None:
 
 def _needed_tokens(run: Run, ir: IR) -> list[Token]:
     """What a decision reads: the latest iteration of each node, plus any node run still active
-    or not yet consumed; outputs only where routing reads them (``planner.output_readers``, and
-    skipped nodes' pass-through marker). Never inputs, logs or usage. A loop of many iterations
-    with large outputs costs a decision what its last iteration costs."""
+    or not yet consumed, and, in a run with loops, every node run of the passes those finished and
+    unconsumed belong to (a join of such a pass reads its parents' node runs of that pass: the loop
+    may have gone round since, ``planner.edge_state``); outputs only where routing reads them
+    (``planner.output_readers``, and skipped nodes' pass-through marker). Never inputs, logs or
+    usage. A loop of many iterations with large outputs costs a decision what its last iteration,
+    and the passes it decides, cost."""
     readers = planner.output_readers(ir)
     latest = (NodeRun.objects.filter(run_id=run.pk).order_by("node_id", "-iteration").distinct("node_id")
               .values("pk"))
+    wanted = Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE)
+    if ir.loops:
+        passes = NodeRun.objects.filter(run_id=run.pk, consumed=False, status__in=NodeRun.FINISHED).values("iteration")
+        wanted |= Q(iteration__in=Subquery(passes))
     rows = (NodeRun.objects.filter(run_id=run.pk)
-            .filter(Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE))
+            .filter(wanted)
             .annotate(routing_output=Case(When(Q(node_id__in=readers) | Q(status=NodeRun.Status.SKIPPED),
                                                then=F("output")), default=Value(None), output_field=JSONField()))
             .order_by("iteration", "id")
