@@ -303,6 +303,20 @@ def test_an_inner_loop_s_pass_reads_a_step_of_the_outer_pass_as_delivered():
     assert Counter(t.node_id for t in sim.tokens.values()) == {"a": 2, "b": 4, "c": 4, "inner": 4, "outer": 2}
 
 
+def test_a_loop_s_edges_route_by_their_conditions_on_its_output():
+    """Conditions on the edges out of a loop node were never evaluated: when the loop gave up
+    (``timeout``: the payment's status never confirmed), the edge meant for a loop that ended well
+    (``break``) was taken too, and the payment went out beside the alert."""
+    definition = {"nodes": [step("poll"), step("pay"), step("alert"),
+                            {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "poll"}}],
+                  "edges": [{"from": "poll", "to": "again"},
+                            {"from": "again", "to": "pay", "condition": "$.decision == 'break'"},
+                            {"from": "again", "to": "alert", "condition": "$.decision == 'timeout'"}]}
+    sim = drive(Sim(definition), first)
+    assert {k: v for k, v in sim.finals().items() if k[0] in ("pay", "alert")} == {
+        ("pay", 0): NodeRun.Status.SKIPPED, ("alert", 0): NodeRun.Status.COMPLETED}
+
+
 def add_node_after(source: str) -> Any:
     """A patch adding ``patched`` (a worker node) after ``source``, applied as ``refresh`` does."""
     def patch(sim: Sim) -> None:
