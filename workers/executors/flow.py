@@ -28,5 +28,6 @@ inline_type(
         "additionalProperties": False,
     },
     description="Repeats the nodes from `loop_back_to` while `condition` holds, at most `max_iterations` "
-    "times; then continues to `break_path` (condition false) or `timeout_path` (iterations exhausted).",
+    "times; then continues to `break_path` (condition false) or `timeout_path` (iterations exhausted), else "
+    "along its edges, whose conditions read its output (`$.decision == 'break'`, `$.iterations`).",
 )

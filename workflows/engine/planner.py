@@ -414,8 +414,8 @@ class _Planner:
             chosen = loop.timeout_path if decision == "timeout" else loop.break_path
             if chosen:
                 taken = list(chosen)
-            else:
-                taken = [e.target for e in self.ir.out_edges[token.node_id] if e.target not in loop.timeout_path]
+            else:  # its edges, routed on its output as any node's are (branch rules over `decision`, ...)
+                taken = [target for target in self.route(token) if target not in loop.timeout_path]
             self._touch(token, taken=taken)
             iteration = (token.output or {}).get("entered_at", 0) if nested(self.ir, token.node_id) else 0
         elif token.status == NodeRun.Status.SKIPPED and not (token.output or {}).get("_passthrough"):
