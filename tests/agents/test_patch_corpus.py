@@ -187,6 +187,12 @@ LOOPED = {
     "edges": [edge("plan", "page"), edge("page", "post"), edge("post", "more")],
 }
 
+# The same loop round a plain step (no secret), three passes at most: /nodes: 0 plan, 1 page, 2 post, 3 more
+POLLED = {"nodes": [agent("plan"), transform("page"), http("post", method="POST"),
+                    {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                               "condition": "iteration < 1"}}],
+          "edges": LOOPED["edges"]}
+
 
 def loop_back(target: str, node_id: str = "again") -> list[dict[str, Any]]:
     """A loop after ``target`` that runs it again, up to the schema's most iterations."""
@@ -677,6 +683,15 @@ CORPUS = [
         "secret_reference", 0),
     row("loop-fewer-iterations-accepted", LOOPED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 2)],
         "applied"),
+    # an author's loop bound is the author's, whatever it runs again: the agent's own self included
+    row("loop-bound-raised", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 10000)],
+        "agent_privilege", 0),
+    row("loop-condition-loosened", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/condition", "true")],
+        "agent_privilege", 0),
+    row("loop-jump-moved", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/loop_back_to", "post")],
+        "agent_privilege", 0),
+    row("loop-bound-raised-by-person-accepted", POLLED, PLANNING, PERSON,
+        [replace("/nodes/3/config/max_iterations", 10000)], "applied"),
     # an author's agent: an agent may narrow it, never loosen what its author set
     row("privilege-author-budget-removed", STAGED, PLANNING, PLAN, [remove("/nodes/5/config/budget")],
         "agent_privilege", 0),
