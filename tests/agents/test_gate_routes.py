@@ -159,13 +159,16 @@ MORE_PAGES = [replace("/nodes/5/config/max_iterations", 10000)]
 
 
 def test_a_loop_that_runs_an_approved_payment_again_is_part_of_what_was_approved(user):
-    """bob approved a payment that the paging loop runs up to 3 times; an agent raising the loop's
-    bound (before the loop node first ran: it is no history yet) made it run 10,000 times on that one
+    """bob approved a payment that the paging loop runs up to 3 times; raising the loop's bound
+    (before the loop node first ran: it is no history yet) made it run 10,000 times on that one
     approval: the loop node lies outside what ``gates.guarded`` walks from the gate, so its bound was
-    no part of the action's digest."""
+    no part of the action's digest. An agent did it (agents may raise no loop's bound now:
+    corpus ``loop-bound-raised``); the owner may not either, under bob's approval."""
+    from tests.agents.test_patch_corpus import PERSON
+
     paid = {"plan": "running", "review": "approved", "page": "completed", "step": "completed", "check": "running",
             "pay": "completed"}
-    assert refused_rule(user, PAGED, paid, PLAN, MORE_PAGES) == "approved_action_started"
+    assert refused_rule(user, PAGED, paid, PERSON, MORE_PAGES) == "approved_action_started"
 
 
 def test_raising_such_a_loop_s_bound_while_the_gate_waits_asks_its_approvers_again():
@@ -175,5 +178,5 @@ def test_raising_such_a_loop_s_bound_while_the_gate_waits_asks_its_approvers_aga
                      history=frozenset({"plan", "review", "page", "step"}),
                      started=frozenset({"plan", "review", "page", "step"}), base=PAGED, owner="alice")
     verdict = judge(before=copy.deepcopy(PAGED), operations=copy.deepcopy(MORE_PAGES),
-                    proposer=Proposer(agent=True, node_id="plan"), state=state)
+                    proposer=Proposer(agent=False), state=state)
     assert verdict.revote == ("review",)

@@ -207,6 +207,7 @@ class _Judgement:
         if self.proposer.agent:
             self.check_privileges()
             self.check_credentials()
+            self.check_loop_bounds()
         self.check_growth()
         spawned = self.check_spawn()
         self.check_ssrf()
@@ -374,12 +375,27 @@ class _Judgement:
         or into what hangs off it). A loop's exits are edges: their targets run once."""
         out: set[str] = set()
         for loop_id, body in self.bodies_after.items():
-            old, new = self.old.get(loop_id), self.new[loop_id]
-            widened = old is None or any(_loop_config(new, key) != _loop_config(old, key)
-                                         for key in ("loop_back_to", "condition")) or (
-                _iterations(new) > _iterations(old))
+            widened = loop_id not in self.old or self.widened(loop_id)
             out |= set(body) - ({loop_id} if widened else set(self.bodies_before.get(loop_id, ())) | {loop_id})
         return {n for n in out if n in self.old}
+
+    def widened(self, loop_id: str) -> bool:
+        """Whether the patch lets an existing loop go round more often: more iterations, or any change
+        to its condition or to where it jumps back."""
+        old, new = self.old[loop_id], self.new[loop_id]
+        return any(_loop_config(new, key) != _loop_config(old, key) for key in ("loop_back_to", "condition")) or (
+            _iterations(new) > _iterations(old))
+
+    def check_loop_bounds(self) -> None:
+        """How often an existing loop goes round is its author's bound (or the person's who patched it
+        in), as an agent's tools and budget are: an agent may lower it, never raise it, whatever the
+        loop runs again (plain steps, a POST each pass, the agent itself: the author bounded those
+        passes too)."""
+        for loop_id in sorted(self.bodies_after):
+            if loop_id in self.old and self.old[loop_id].get("type") == "loop" and self.widened(loop_id):
+                self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r}: an agent may not let a loop go round more "
+                            "often (max_iterations raised, condition or loop_back_to changed): its bound is its "
+                            "author's", _node(loop_id), node_id=loop_id)
 
     def touched(self) -> dict[str, dict[str, Any]]:
         """What an agent's patch writes: the nodes it adds or changes, and the existing nodes it
