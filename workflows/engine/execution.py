@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 from psycopg.errors import ForeignKeyViolation
 
@@ -28,7 +29,7 @@ from workflows.limits import bounded_error
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
-from . import admission, events, heartbeat, locks, run_inputs, transitions
+from . import admission, events, heartbeat, locks, planner, run_inputs, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
@@ -155,15 +156,34 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     spec = registry.get(node_type) if node else None
     if spec is not None and spec.reads_upstream:
         refs |= set(ir.predecessors(node_id))
-    outputs: dict[str, Any] = {}
-    if refs:  # each node's latest iteration only: a node after a loop of thousands reads one row of it
-        outputs = dict(NodeRun.objects.filter(run_id=run_id, node_id__in=refs).order_by("node_id", "-iteration")
-                       .distinct("node_id").values_list("node_id", "output"))
+    outputs = _outputs(run_id, ir, node_id, iteration, refs) if refs else {}
     # the config is resolved in ``execute``, where a config past its byte cap fails the node
     return NodeContext(run_id=str(run_id), node_run_id=node_run_id, node_id=node_id, node_type=node_type,
                        iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
+
+
+def _outputs(run_id: Any, ir: Any, node_id: str, iteration: int, refs: set[str]) -> dict[str, Any]:
+    """What a node run reads of the nodes it refers to: each one's latest node run (a node after a
+    loop of thousands reads one row of it), but below the next pass of a loop that runs both again
+    where one has begun (``planner.pass_loops``: a payment reads the invoice of its own pass)."""
+    shared = {ref: planner.pass_loops(ir, node_id, ref) for ref in refs}
+    backs = {ir.loops[lid].loop_back_to for loops in shared.values() for lid in loops}
+    nexts = dict(NodeRun.objects.filter(run_id=run_id, node_id__in=backs, iteration__gt=iteration).order_by()
+                 .values("node_id").annotate(next=Min("iteration")).values_list("node_id", "next")) if backs else {}
+    bounds = {ref: min((nexts[b] for b in {ir.loops[lid].loop_back_to for lid in loops} if b in nexts), default=None)
+              for ref, loops in shared.items()}
+    latest = [ref for ref, bound in bounds.items() if bound is None]
+    outputs = dict(NodeRun.objects.filter(run_id=run_id, node_id__in=latest).order_by("node_id", "-iteration")
+                   .distinct("node_id").values_list("node_id", "output")) if latest else {}
+    for ref, bound in bounds.items():
+        if bound is not None:
+            found = (NodeRun.objects.filter(run_id=run_id, node_id=ref, iteration__lt=bound).order_by("-iteration")
+                     .values_list("output", flat=True)[:1])
+            if found:
+                outputs[ref] = found[0]
+    return outputs
 
 
 def _store_artifact(text: str) -> str:

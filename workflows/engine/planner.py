@@ -221,6 +221,17 @@ def inline(node_type: str) -> bool:
     return bool(spec is not None and getattr(spec, "inline", False))
 
 
+def pass_loops(ir: IR, node_id: str, other: str) -> tuple[str, ...]:
+    """The loops whose jump runs both nodes again: a pass of one runs both at the pass's iteration.
+    What ``node_id``'s node run at iteration k reads of ``other`` (an edge in, ``$nodes.other``) is
+    then ``other``'s of that pass: its latest node run below each such loop's next pass after k
+    (the first iteration above k where the loop's ``loop_back_to`` has a node run), never a later
+    pass's (a payment reading the invoice of the pass its approval was for). One rule, read here
+    from the decision's node runs and by the executors from the database (``execution.claim``)."""
+    mine = rerun_by(ir, node_id)
+    return tuple(lid for lid in rerun_by(ir, other) if lid in mine) if mine else ()
+
+
 def rerun_by(ir: IR, node_id: str) -> tuple[str, ...]:
     """The loops whose jump runs ``node_id`` again (``loop_reruns``: each such pass runs it at the
     pass's iteration, a step hanging off the body included)."""
@@ -296,12 +307,21 @@ class _Planner:
 
     # --- routing ----------------------------------------------------------------------------------
 
-    def _predecessor_output(self, node_id: str) -> Any:
+    def _predecessor_output(self, node_id: str, iteration: int) -> Any:
         for edge in self.ir.in_edges[node_id]:
-            source = self.latest.get(edge.source)
+            source = self.at(edge.source, iteration)
             if source is not None and source.taken is not None and node_id in source.taken:
                 return source.output
         return None
+
+    def at(self, source_id: str, iteration: int) -> Token | None:
+        """A predecessor's node run as a node of pass ``iteration`` reads it: its own of that pass
+        where it has one (a jump may have queued its next pass meanwhile, in this very decision),
+        else its latest. A loop node's exits are its last pass's, whatever the iteration its
+        successors continue at."""
+        if source_id not in self.ir.loops and (source_id, iteration) in self.by_key:
+            return self.by_key[(source_id, iteration)]
+        return self.latest.get(source_id)
 
     def route(self, token: Token) -> list[str]:
         """Targets of the edges a finished node takes (``Routes``): the first branch rule that
@@ -347,13 +367,10 @@ class _Planner:
 
     def edge_state(self, source_id: str, target_id: str, iteration: int) -> str:
         """What the edge ``source_id`` → ``target_id`` says for the target's node run at ``iteration``:
-        the source's own node run of that pass where it has one (a jump may have queued its next
-        pass meanwhile, in this very decision), else its latest, unless this pass runs the source
-        again and it has not yet: what it did then is an earlier pass's (a gate's decision on the
-        last invoice is not this one's). A loop node's exits are its last pass's, whatever the
-        iteration its successors continue at."""
-        source = None if source_id in self.ir.loops else self.by_key.get((source_id, iteration))
-        source = source or self.latest.get(source_id)
+        the source's node run as the pass reads it (``at``), unless this pass runs the source again
+        and it has not yet: what it did then is an earlier pass's (a gate's decision on the last
+        invoice is not this one's)."""
+        source = self.at(source_id, iteration)
         if source is None:
             return PENDING
         if source.iteration < iteration and self.runs_again(source_id, target_id, iteration):
@@ -364,10 +381,22 @@ class _Planner:
 
     def runs_again(self, source_id: str, target_id: str, iteration: int) -> bool:
         """Whether ``iteration`` is a pass of a loop that runs both nodes again: one whose jump reruns
-        both (``rerun_by``) and has made that pass (its ``loop_back_to`` has a node run there). A
+        both (``pass_loops``) and has made that pass (its ``loop_back_to`` has a node run there). A
         pass of an inner loop leaves the outer loop's steps as they are: their delivery holds."""
-        shared = set(rerun_by(self.ir, source_id)) & set(rerun_by(self.ir, target_id))
-        return any(self.known(self.ir.loops[lid].loop_back_to, iteration) for lid in shared)
+        return any(self.known(self.ir.loops[lid].loop_back_to, iteration)
+                   for lid in pass_loops(self.ir, source_id, target_id))
+
+    def read(self, node_id: str, ref: str, iteration: int) -> Token | None:
+        """The node run of ``ref`` whose output ``node_id``'s node run at ``iteration`` reads
+        (``pass_loops``): the latest below the next pass of a loop that runs both again, where one
+        has begun (a jump in this very decision included), else the latest."""
+        bound = min((t.iteration for lid in pass_loops(self.ir, node_id, ref)
+                     for (n, i), t in self.by_key.items() if n == self.ir.loops[lid].loop_back_to and i > iteration),
+                    default=None)
+        if bound is None:
+            return self.latest.get(ref)
+        below = [t for (n, i), t in self.by_key.items() if n == ref and i < bound]
+        return max(below, key=lambda t: t.iteration, default=None)
 
     # --- consuming and emitting -------------------------------------------------------------------
 
@@ -458,7 +487,7 @@ class _Planner:
         if inline(node.type):
             if self.budget is not None:
                 self.budget.nodes += 1
-            upstream = self._predecessor_output(node_id)
+            upstream = self._predecessor_output(node_id, iteration)
             output: Any = upstream  # a conditional passes its input on; its edges' rules route it
             shown: dict[str, Any] = {}
             if node_id in self.ir.loops:
@@ -489,7 +518,8 @@ class _Planner:
         """A pure node run here, as a worker would have run it: its own node run (attempt 1), its
         ``node_started`` and ``node_completed`` (or ``node_failed``) with a worker's payloads, then
         consumed like any finished node. False when the evaluator hands it to the queue."""
-        outputs = {ref: self.latest[ref].output for ref in pure_refs(self.ir, node.id) if ref in self.latest}
+        outputs = {ref: token.output for ref in pure_refs(self.ir, node.id)
+                   if (token := self.read(node.id, ref, iteration)) is not None}
         outcome = evaluate(node, iteration, outputs)
         if outcome is None:
             return False
