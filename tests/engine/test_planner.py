@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from tests.engine import graphs
 from workflows.definition.ir import IR, compile_definition
-from workflows.engine import planner
+from workflows.engine import planner, pure
 from workflows.engine.planner import Limits, Plan, State, Token
 from workflows.models import NodeRun, Run
 
@@ -301,6 +301,26 @@ def test_an_inner_loop_s_pass_reads_a_step_of_the_outer_pass_as_delivered():
                             {"from": "inner", "to": "outer"}, {"from": "a", "to": "c"}]}
     sim = drive(Sim(definition), first)
     assert Counter(t.node_id for t in sim.tokens.values()) == {"a": 2, "b": 4, "c": 4, "inner": 4, "outer": 2}
+
+
+def test_a_conditional_hanging_off_a_loop_s_body_routes_on_its_own_pass():
+    """``route`` reads ``fetch``'s output; the loop's jump, decided first in the same decision,
+    queued fetch's next pass, and the conditional read that one (no output yet): ``$.x == 1`` failed
+    on every pass, and ``pay`` was skipped each time. A pure step reading ``$nodes.fetch`` read it too."""
+    route = {"id": "route", "type": "conditional", "config": {}}
+    amount = {"id": "amount", "type": "transform", "config": {"expression": "nodes.fetch.x"}}
+    definition = {"nodes": [step("fetch"), route, step("pay"), amount,
+                            {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "fetch"}}],
+                  "edges": [{"from": "fetch", "to": "again"}, {"from": "fetch", "to": "route"},
+                            {"from": "route", "to": "pay", "condition": "$.x == 1"}, {"from": "fetch", "to": "amount"}]}
+    sim = Sim(definition)
+    evaluate = lambda node, iteration, outputs: pure.Outcome(  # noqa: E731 - the pure type's one function, as read
+        output=outputs.get("fetch"), artifact_id="sha256:", started_at=T0, finished_at=T0)
+    sim.coordinate = lambda pk: sim.apply(planner.plan(sim.ir, sim.state(), pk, evaluate))  # type: ignore[method-assign]
+    drive(sim, first)
+    assert {k: v for k, v in sim.finals().items() if k[0] == "pay"} == {("pay", 0): "completed", ("pay", 1): "completed"}
+    assert [t.output for t in sorted(sim.tokens.values(), key=lambda t: t.iteration) if t.node_id == "amount"] == [
+        {"x": 1}, {"x": 1}]
 
 
 def test_a_loop_s_edges_route_by_their_conditions_on_its_output():
