@@ -252,3 +252,20 @@ def test_a_held_index_build_that_was_cancelled_is_built_again_by_the_next_migrat
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'node_run_held'::regclass"
                             ).fetchone() == (True,)
+
+
+@pytest.mark.django_db
+def test_a_process_still_on_the_code_before_vault_0002_can_store_a_secret() -> None:
+    """A rolling deploy: a process still on the old code inserts a secret naming every column but
+    ``value_bytes``; the column's database default takes it (a 500 on PUT /secrets/X, otherwise)."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from vault.models import Secret
+
+    owner = User.objects.create_user("old-code")
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO vault_secret (owner_id, name, ciphertext, created_at, updated_at)"
+                       " VALUES (%s, 'OLD', 'x', now(), now())", [owner.pk])
+
+    assert Secret.objects.get(owner=owner, name="OLD").value_bytes == 0
