@@ -15,7 +15,7 @@ class Secret(models.Model):
     ciphertext = models.TextField()
     # The value's UTF-8 bytes, set with it: an owner's secrets together are at most
     # AOB_MAX_SECRETS_BYTES_PER_OWNER (``vault.services``), counted without decrypting them.
-    value_bytes = models.PositiveIntegerField(default=0)
+    value_bytes = models.PositiveIntegerField(default=0, db_default=0)  # db_default: a rolling deploy
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

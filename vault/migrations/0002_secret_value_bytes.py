@@ -1,6 +1,8 @@
 """Each secret's size, for AOB_MAX_SECRETS_BYTES_PER_OWNER: from its value where a key of
 AOB_SECRETS_KEYS decrypts it, else the most its ciphertext can hold (a Fernet token, base64 undone,
-less its 57 bytes of framing and the one byte of padding it has at least)."""
+less its 57 bytes of framing and the one byte of padding it has at least). The column has a
+database default: a process still on the code before it (a rolling deploy) stores secrets without
+naming it."""
 
 import base64
 import binascii
@@ -28,6 +30,6 @@ class Migration(migrations.Migration):
     dependencies = [("vault", "0001_initial")]
 
     operations = [
-        migrations.AddField(model_name="secret", name="value_bytes", field=models.PositiveIntegerField(default=0)),
+        migrations.AddField(model_name="secret", name="value_bytes", field=models.PositiveIntegerField(db_default=0, default=0)),
         migrations.RunPython(sizes, migrations.RunPython.noop),
     ]
