@@ -530,3 +530,54 @@ def test_one_owner_tells_everyone_together_at_most_its_hourly_bound(settings: An
     assert approval_notify(approval=later) == []
     elsewhere = Approval.objects.create(run=stored_run(carol), node_id="c", approvers=["dave"])
     assert [d.recipient for d in approval_notify(approval=elsewhere)] == ["dave"]
+
+
+def _delivery_rows_read(sql: str, params: Any) -> int:
+    """The rows of ``approvals_delivery`` a statement reads (kept or filtered out), from its plan as run."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        (plan,) = cursor.fetchone()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def walk(node: dict[str, Any]) -> int:
+        own = 0
+        if node.get("Relation Name") == "approvals_delivery":
+            own = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)
+        return own + sum(walk(child) for child in node.get("Plans", []))
+
+    return int(walk(plan[0]["Plan"]))
+
+
+@pytest.mark.django_db
+def test_the_hourly_bounds_read_the_last_hour_not_the_owners_whole_history(user: User, bob: User) -> None:
+    """The hourly bounds are counted at every gate that asks, in its run's lock: what they read is the
+    last hour's deliveries, not every one the owner's runs ever made (years of gates, at each ask)."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from tests.conftest import stored_run
+
+    bob.email = "bob@history.example.com"
+    bob.save()
+    old = Approval.objects.bulk_create([Approval(run=stored_run(user), node_id=f"g{i}", approvers=["bob"])
+                                        for i in range(20)])
+    Delivery.objects.bulk_create([Delivery(approval=a, user=bob, recipient="bob", channel="email")
+                                  for a in old for _ in range(100)])
+    Delivery.objects.update(created_at=timezone.now() - timedelta(days=30))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE approvals_delivery")
+    asking = Approval.objects.create(run=stored_run(user), node_id="now", approvers=["bob"])
+
+    with CaptureQueriesContext(connection) as queries:
+        assert [d.recipient for d in approval_notify(approval=asking)] == ["bob"]
+
+    hourly = [q["sql"] for q in queries.captured_queries
+              if "approvals_delivery" in q["sql"] and '"created_at" >=' in q["sql"] and "COUNT" in q["sql"].upper()]
+    assert hourly  # the two counts of _within_hourly
+    read = [_delivery_rows_read(sql, None) for sql in hourly]  # the captured SQL has its parameters inlined
+    assert max(read) < 100, read
