@@ -161,6 +161,8 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        # the hourly bounds (``notifications._within_hourly``) read the last hour's, at every gate that asks
+        indexes = [models.Index(fields=["created_at"], name="delivery_created_at")]
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.recipient} ({self.status})"
