@@ -9,7 +9,6 @@ the same, and so are charged.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import threading
 import time
@@ -26,6 +25,7 @@ from agents.exceptions import LLMNotConfigured, ModelNotPriced
 from aob_project.exceptions import AobError
 from workers.http.body import ACCEPT_ENCODING, body_capped
 from workers.http.client import charset
+from workers.http.deadline import Clamp
 from workers.http.exceptions import HTTPRequestError, ResponseTooLarge
 
 TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
@@ -57,17 +57,10 @@ def client() -> openai.OpenAI:
         return _clients[key]
 
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("aob_llm_deadline", default=None)
-
-
-def _time_left(timeout: float | None, timeout_exc: type[Exception]) -> float | None:
-    deadline = _deadline.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise timeout_exc("the call passed its deadline (AOB_LLM_TIMEOUT_S)")
-    return left if timeout is None else min(timeout, left)
+_CLAMP = Clamp(httpcore2, "aob_llm_deadline", "the call passed its deadline (AOB_LLM_TIMEOUT_S)")
+_deadline = _CLAMP.var
+_time_left = _CLAMP.time_left
+_DeadlineStream = _CLAMP.stream
 
 
 class Deadline(httpx2.HTTPTransport):
@@ -141,30 +134,6 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
-
-
-class _DeadlineStream(httpcore2.NetworkStream):
-    """Clamps every socket operation to the current call's deadline (pooled streams too)."""
-
-    def __init__(self, inner: httpcore2.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _time_left(timeout, httpcore2.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _time_left(timeout, httpcore2.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore2.NetworkStream:
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
-                                                     _time_left(timeout, httpcore2.ConnectTimeout)))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
 
 
 @dataclass

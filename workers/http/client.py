@@ -26,7 +26,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import codecs
-import contextvars
 import http.cookiejar
 import json as jsonlib
 import logging
@@ -47,6 +46,7 @@ import idna
 from aob_project.context import current_owner_id
 from aob_project.exceptions import ValidationFailed
 from workers.http.body import ACCEPT_ENCODING, read_capped
+from workers.http.deadline import Clamp
 from workers.http.exceptions import HTTPRequestError, SSRFBlocked, TooManyRedirects
 from workers.http.headers import TOKEN, check_headers
 from workers.http.ssrf import (
@@ -65,7 +65,10 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "content-encoding"})
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("aob_http_deadline", default=None)
+_CLAMP = Clamp(httpcore, "aob_http_deadline", "request deadline passed")  # workers/http/deadline.py
+_deadline = _CLAMP.var
+_time_left = _CLAMP.time_left
+_DeadlineStream = _CLAMP.stream
 
 
 @dataclass(frozen=True)
@@ -88,40 +91,6 @@ class HttpResult:
 
 
 # --- the guarded network backend -----------------------------------------------------------------
-
-
-def _time_left(timeout: float | None, timeout_exc: type[Exception]) -> float | None:
-    deadline = _deadline.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise timeout_exc("request deadline passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """Clamps every socket operation to the current request's deadline (pooled streams too)."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        inner = self._inner.start_tls(ssl_context, server_hostname, _time_left(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(inner)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
 
 
 MAX_PENDING_LOOKUPS = 16  # lookup threads alive at once for one owner's requests in one process
