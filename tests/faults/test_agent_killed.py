@@ -64,8 +64,10 @@ def agent_flow(tag: str) -> Probe:
     return Probe(tag, definition, {"tool": f"/hold/fx-{tag}"})
 
 
-def kill_between(trial: Trial, agent_worker: Victim, model: FakeLLM, api, remote
-                 ) -> tuple[list[str], list[Probe], float]:
+def kill_between(trial: Trial, agent_worker: Victim, model: FakeLLM, api, remote,
+                 while_down: Any = None) -> tuple[list[str], list[Probe], float]:
+    """Kill the agent mid-tool-call; ``while_down(run_id, probe)`` runs once it is dead, before a
+    worker can take the node again (a control's switch)."""
     kill = trial.choice("kill", ["child", "worker"])
     p = agent_flow(trial.tag)
     run_ids = [submit(api, p.definition)]
@@ -78,6 +80,8 @@ def kill_between(trial: Trial, agent_worker: Victim, model: FakeLLM, api, remote
     else:
         agent_worker.kill_all()
     fault_at = time.time()
+    if while_down is not None:
+        while_down(run_ids[0], p)
     remote.release(f"fx-{trial.tag}")
     if kill == "worker":
         agent_worker.restart()
@@ -96,9 +100,14 @@ def test_the_run_completes_and_the_node_is_applied_once(trial: Trial, engine, ag
 
 def test_control_without_the_journal_the_model_is_asked_again(control_trial: Trial, engine, agent_worker, model,
                                                               api, remote):
-    run_ids, probes, fault_at = kill_between(control_trial, agent_worker, model, api, remote)
-    plan = NodeRun.objects.get(run_id=run_ids[0], node_id=probes[0].id("plan"))
-    AgentTurn.objects.filter(node_run_id=plan.pk).delete()  # before the lease lapses (3 s)
+    def forget(run_id: str, probe: Probe) -> None:
+        """The journal switched off: its rows deleted while the agent is dead. After the worker's
+        restart (about 2 s, more on a loaded machine) the lease (3 s) could have lapsed and the
+        node been taken again, replaying the journal before it was deleted."""
+        plan = NodeRun.objects.get(run_id=run_id, node_id=probe.id("plan"))
+        AgentTurn.objects.filter(node_run_id=plan.pk).delete()
+
+    run_ids, probes, fault_at = kill_between(control_trial, agent_worker, model, api, remote, while_down=forget)
     settle(run_ids, timeout=60)
     outcome = account(run_ids, probes, remote, fault_at, resend_ok=True, expected=EXPECTED)
     outcome.llm_repeated = max(0, len(model.requests) - MODEL_CALLS)
