@@ -54,6 +54,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("faults_full")]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """mypy runs beside the suite when its test is selected (``tests/test_typecheck.py``)."""
+    if any(item.nodeid.startswith("tests/test_typecheck.py::") for item in session.items):
+        from tests import test_typecheck
+
+        test_typecheck.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import test_typecheck
+
+    test_typecheck.stop()
+
+
 def _is_deadlock(exc: BaseException | None) -> bool:
     while exc is not None:
         if getattr(exc, "sqlstate", None) == DEADLOCK:
