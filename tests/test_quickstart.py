@@ -78,6 +78,7 @@ def _alive(processes: list[psutil.Process]) -> list[str]:
     return left
 
 
+@pytest.mark.system
 @pytest.mark.timeout(180)
 def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
     # Not tmp_path: pytest's temp root is 0700, and the embedded PostgreSQL runs as another user.

@@ -45,6 +45,7 @@ def live(engine: Any, stack_env: dict[str, str]) -> Any:
     proc.stop()
 
 
+@pytest.mark.system
 @pytest.mark.timeout(900)
 def test_schemathesis_all_checks_all_phases_find_nothing(live: Any, make_user: Any, tmp_path: Path) -> None:
     url, server = live
