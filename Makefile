@@ -32,13 +32,15 @@ services: venv
 	$(BIN)/python -m aob.launcher services
 
 # `make test` leaves out the tests of the whole system from outside (marker `system`: `make up`'s
-# launcher brought up and stopped, schemathesis against a live server), about a minute of its 15;
-# `make test-system` runs them, and .ci/run runs both.
+# launcher brought up and stopped, schemathesis against a live server, a stack on RabbitMQ, web
+# processes flooded and starved of reads), about two minutes of its 15; `make test-system` runs
+# them, and .ci/run runs both.
 test: venv chromium
 	$(BIN)/pytest -m "not system" $(PYTEST_ARGS)
 
 test-system: venv
-	$(BIN)/pytest tests/test_quickstart.py tests/security/test_contract_live.py -m system $(PYTEST_ARGS)
+	$(BIN)/pytest tests/test_quickstart.py tests/security/test_contract_live.py tests/broker/test_rabbitmq.py \
+	  tests/web/test_socket_memory.py tests/web/test_socket_bounds.py -m system $(PYTEST_ARGS)
 
 # The fault suite (tests/faults, docs/OPERATIONS.md): every fault in FAULT_TRIALS seeded trials (20 unless
 # told) and FAULT_CONTROL_TRIALS negative controls; the figures go to .aob/faults.json and a table.

@@ -22,9 +22,11 @@ from tests.engine.flow import wait_until
 from tests.support import rabbitmq, stack
 from workflows.models import NodeRun
 
-pytestmark = pytest.mark.skipif(not rabbitmq.installed(),
-                                reason="RabbitMQ is not installed (no rabbitmq-server / rabbitmqctl): "
-                                       "the AMQP broker tests need it (apt-get install rabbitmq-server)")
+# a stack of its own on another broker: the whole system from outside (make test-system)
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(not rabbitmq.installed(),
+                                 reason="RabbitMQ is not installed (no rabbitmq-server / rabbitmqctl): "
+                                        "the AMQP broker tests need it (apt-get install rabbitmq-server)")]
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
@@ -78,6 +79,7 @@ asyncio.run(main())
 '''
 
 
+@pytest.mark.system  # web processes of their own, from outside (make test-system)
 def test_one_users_replays_do_not_stall_another_users_stream(web: str, make_user: Any) -> None:
     """A run of 20,000 small events (a loop of 10,000 iterations is within
     ``AOB_MAX_NODE_RUNS_PER_RUN``); its owner opens the 50 sockets ``AOB_WS_MAX_PER_USER`` allows,

@@ -14,10 +14,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+import pytest
 
 from tests.conftest import stored_run
 
 FRAME_BYTES = 60_000  # an approval_required event's data: a gate's message, within EVENT_VALUE_MAX_BYTES (64 KiB)
+
+# web processes of their own, flooded and starved from outside: the whole system (make test-system)
+pytestmark = pytest.mark.system
 
 
 def uvicorn_process(web: str) -> psutil.Process:
