@@ -124,30 +124,28 @@ def _within_cap(approval: Approval, deliveries: list[Delivery]) -> list[Delivery
                                                            "past_hourly_bound": sorted(hourly)[:20]})
     if usage["capped"]:  # said once a run, when a bound first bites (an event scan at every gate of a loop is not)
         return deliveries
-    items = []
-    if capped:
-        items.append((Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
-            "approval_id": approval.pk, "limit": cap, "setting": "AOB_MAX_NOTIFICATIONS_PER_RUN",
-            "sent": len(deliveries), "not_sent": not_sent,
-            "message": f"this run reached its limit of {cap} notifications (AOB_MAX_NOTIFICATIONS_PER_RUN): "
+    recipients = sorted(hourly)[:20]
+    bitten = [  # (whether it bit, its setting, the payload's extra keys, what the event says after the limit)
+        (capped, "AOB_MAX_NOTIFICATIONS_PER_RUN", {},
+         lambda limit: f"this run reached its limit of {limit} notifications (AOB_MAX_NOTIFICATIONS_PER_RUN): "
                        f"{not_sent} about approval {approval.pk} were not sent, nor will later ones be; "
-                       f"its approvals wait in the inbox all the same"}))
-    if hourly:
-        limit = settings.AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR
-        items.append((Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
-            "approval_id": approval.pk, "limit": limit, "setting": "AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR",
-            "sent": len(deliveries), "not_sent": not_sent, "recipients": sorted(hourly)[:20],
-            "message": f"{', '.join(sorted(hourly)[:20])} had {limit} notifications in the last hour from this "
+                       f"its approvals wait in the inbox all the same"),
+        (bool(hourly), "AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR", {"recipients": recipients},
+         lambda limit: f"{', '.join(recipients)} had {limit} notifications in the last hour from this "
                        f"run's owner's runs (AOB_MAX_NOTIFICATIONS_PER_RECIPIENT_PER_HOUR): those about approval "
-                       f"{approval.pk} were not sent; its approval waits in their inbox all the same"}))
-    if owner_capped:
-        limit = settings.AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR
-        items.append((Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
-            "approval_id": approval.pk, "limit": limit, "setting": "AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR",
-            "sent": len(deliveries), "not_sent": not_sent,
-            "message": f"this run's owner's runs sent {limit} notifications in the last hour "
+                       f"{approval.pk} were not sent; its approval waits in their inbox all the same"),
+        (owner_capped, "AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR", {},
+         lambda limit: f"this run's owner's runs sent {limit} notifications in the last hour "
                        f"(AOB_MAX_NOTIFICATIONS_PER_OWNER_PER_HOUR): those about approval {approval.pk} were not "
-                       f"sent; its approval waits in the inbox all the same"}))
+                       f"sent; its approval waits in the inbox all the same"),
+    ]
+    items = []
+    for bit, setting, extra, message in bitten:
+        if bit:
+            limit = getattr(settings, setting)
+            items.append((Event.Type.NOTIFICATIONS_CAPPED, approval.node_id, {
+                "approval_id": approval.pk, "limit": limit, "setting": setting, "sent": len(deliveries),
+                "not_sent": not_sent, **extra, "message": message(limit)}))
     events.append(approval.run_id, approval.run.owner_id, items)
     return deliveries
 
