@@ -32,14 +32,13 @@ def waiting_flush(watch: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def flush_against_a_writer(teardown: Any) -> list[BaseException]:
-    """Flush while another session writes the last table the flush locks and then asks for its
-    first: each waits for the other, and the flush, waiting longer, is the victim."""
-    tables = flush_order()
+def flush_while_written(teardown: Any, hold: Any, release: Any) -> list[BaseException]:
+    """``teardown`` run in a thread while another session writes (``hold(writer)``), until the flush
+    waits for it; then ``release(writer)``. The errors the flush raised."""
     params = {k: v for k, v in connection.get_connection_params().items() if k in ("dbname", "host", "port", "user", "password")}
     errors: list[BaseException] = []
-    with psycopg.connect(**params) as reader, psycopg.connect(**params, autocommit=True) as watch:
-        reader.execute(f'LOCK TABLE "{tables[-1]}" IN ROW EXCLUSIVE MODE')  # as an INSERT takes it
+    with psycopg.connect(**params) as writer, psycopg.connect(**params, autocommit=True) as watch:
+        hold(writer)
 
         def flush() -> None:
             from django.db import connections
@@ -56,11 +55,23 @@ def flush_against_a_writer(teardown: Any) -> list[BaseException]:
         while not waiting_flush(watch):
             assert time.monotonic() < deadline, "the flush never waited for the writer"
             time.sleep(0.01)
-        reader.execute(f'LOCK TABLE "{tables[0]}" IN ROW EXCLUSIVE MODE')  # waits until the victim gives up
-        reader.commit()
+        release(writer)
         thread.join(WAIT_S)
         assert not thread.is_alive()
     return errors
+
+
+def flush_against_a_writer(teardown: Any) -> list[BaseException]:
+    """Flush while another session writes the last table the flush locks and then asks for its
+    first: each waits for the other, and the flush, waiting longer, is the victim."""
+    tables = flush_order()
+
+    def release(writer: psycopg.Connection) -> None:
+        writer.execute(f'LOCK TABLE "{tables[0]}" IN ROW EXCLUSIVE MODE')  # waits until the victim gives up
+        writer.commit()
+
+    return flush_while_written(teardown, lambda writer: writer.execute(
+        f'LOCK TABLE "{tables[-1]}" IN ROW EXCLUSIVE MODE'), release)  # as an INSERT takes it
 
 
 @pytest.mark.parametrize("retried", [True, False], ids=["suite-teardown", "control-django-flush"])
@@ -84,31 +95,11 @@ def test_rows_a_writer_commits_while_the_flush_waits_are_deleted_and_content_typ
     admin's log and the workers' caches name them)."""
     from django.contrib.auth.models import Group
     from django.contrib.contenttypes.models import ContentType
-    from django.db import connections
 
     types = dict(ContentType.objects.values_list("id", "model"))
-    params = {k: v for k, v in connection.get_connection_params().items() if k in ("dbname", "host", "port", "user", "password")}
-    errors: list[BaseException] = []
-    with psycopg.connect(**params) as writer, psycopg.connect(**params, autocommit=True) as watch:
-        writer.execute("INSERT INTO auth_group (name) VALUES ('straggler')")
-
-        def flush() -> None:
-            try:
-                TransactionTestCase._fixture_teardown(TransactionTestCase(methodName="__init__"))
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        thread = threading.Thread(target=flush)
-        thread.start()
-        deadline = time.monotonic() + WAIT_S
-        while not waiting_flush(watch):
-            assert time.monotonic() < deadline, "the flush never waited for the writer"
-            time.sleep(0.01)
-        writer.commit()
-        thread.join(WAIT_S)
-        assert not thread.is_alive()
+    errors = flush_while_written(TransactionTestCase._fixture_teardown,
+                                 lambda writer: writer.execute("INSERT INTO auth_group (name) VALUES ('straggler')"),
+                                 lambda writer: writer.commit())
 
     assert errors == []
     assert not Group.objects.filter(name="straggler").exists()
