@@ -35,8 +35,12 @@ services: venv
 # launcher brought up and stopped, schemathesis against a live server, a stack on RabbitMQ, web
 # processes flooded and starved of reads), about two minutes of its 15; `make test-system` runs
 # them, and .ci/run runs both.
+# It runs the suite in TEST_PROCESSES processes (pytest-xdist, a file's tests together), each a
+# session with its own embedded PostgreSQL and Redis, Celery workers and beat: one process kept one
+# of this machine's two cores busy. TEST_PROCESSES=0 runs it in one.
+TEST_PROCESSES ?= 2
 test: venv chromium
-	$(BIN)/pytest -m "not system" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not system" $(PYTEST_ARGS)
 
 test-system: venv
 	$(BIN)/pytest tests/test_quickstart.py tests/security/test_contract_live.py tests/broker/test_rabbitmq.py \

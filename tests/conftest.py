@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """mypy runs beside the suite when its test is selected (``tests/test_typecheck.py``)."""
+    """mypy runs beside the suite when its test is selected (``tests/test_typecheck.py``), unless the
+    suite runs in several processes (pytest-xdist), which keep every core busy: then its test runs it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any(item.nodeid.startswith("tests/test_typecheck.py::") for item in session.items):
         from tests import test_typecheck
 

@@ -3,7 +3,8 @@ pyproject.toml's ``[tool.mypy]``), so a type error there fails ``make test``.
 
 mypy runs beside the suite: ``tests/conftest.py`` starts it once the session has collected this
 test (``start``), and the test waits for its answer. It takes some 10 s of one core from a fresh
-clone, which the suite, waiting on its workers most of the time, leaves idle."""
+clone, which a suite in one process, waiting on its workers most of the time, leaves idle. In
+several processes (``make test``'s pytest-xdist) the test starts it itself."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and trial is not None:
         report.sections.append(("fault trial", str(trial)))
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker of a suite run in several processes (pytest-xdist) merges its figures into the file
+    (its controller, which prints the table, ran no trial)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        harness.write_results()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -14,6 +14,7 @@ fault; 1 when lean, 3 otherwise), ``FAULT_SEED`` (one trial with that seed).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -154,12 +155,14 @@ def write_results() -> dict[str, dict[str, Any]]:
         return current
     AOB_DIR.mkdir(parents=True, exist_ok=True)
     path = results_path()
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        stored = {}
-    stored.update(current)
-    path.write_text(json.dumps(stored, indent=2, sort_keys=True))
+    with open(path.with_suffix(".lock"), "w") as lock:  # another worker process merging its own
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        stored.update(current)
+        path.write_text(json.dumps(stored, indent=2, sort_keys=True))
     return current
 
 
