@@ -106,6 +106,9 @@ def redis_database_for(url: str, worker: int) -> str:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    if distributing(config.option):
+        embedded = os.environ.get(_EMBEDDED) or "none"
+        return f"services: each worker process starts its own (embedded: {embedded.replace(',', ', ')})"
     return f"services: DATABASE_URL={masked(os.environ.get('DATABASE_URL', ''))} REDIS_URL={masked(os.environ.get('REDIS_URL', ''))}"
 
 
