@@ -44,3 +44,30 @@ def test_without_timeout_ms_the_child_is_waited_for_as_long_as_it_runs(engine, u
     approval = Approval.objects.get(run_id=link.child_run_id)
     assert decide(user, approval).status_code == 200
     assert wait_for_run(run_id).status == "completed"
+
+
+def test_a_gate_several_people_approve_binds_the_child_version_current_at_the_first_approval(engine, user,
+                                                                                            make_user):
+    """Two of bob and carol must approve an action that runs the owner's unpinned `payload`. Bob
+    approves `payload` as it is; the owner then saves a new version; carol approves. The child ran
+    the version current when the gate settled (carol's vote): bob's approval was counted for a
+    version he never saw."""
+    bob, carol = make_user("bob"), make_user("carol")
+    workflow_save(owner=user, tag="payload", definition={
+        "nodes": [{"id": "pay", "type": "transform", "config": {"expression": "{'paid': 10}"}}], "edges": []})
+    gated = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "run payload?", "approvers": ["bob", "carol"],
+                                                                 "required_approvals": 2, "allow_self_approval": False}},
+                       {"id": "child", "type": "workflow", "config": {"tag": "payload"}}],
+             "edges": [{"from": "gate", "to": "child", "condition": "$.approved == true"}]}
+    run_id = submit(user, gated, {})
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30, what="the approval")
+    assert decide(bob, approval).status_code == 200
+    workflow_save(owner=user, tag="payload", definition={
+        "nodes": [{"id": "pay", "type": "transform", "config": {"expression": "{'paid': 1000000}"}}], "edges": []})
+    assert decide(carol, approval).status_code == 200
+
+    run = wait_for_run(run_id, timeout=30)
+
+    assert run.status == "completed", run.error
+    child = Run.objects.get(pk=SubRun.objects.get(parent_run_id=run_id).child_run_id)
+    assert NodeRun.objects.get(run=child, node_id="pay").output == {"paid": 10}  # before: {'paid': 1000000}
