@@ -13,10 +13,15 @@ class SubRun(models.Model):
     depth = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # The node's own ``timeout_ms`` from the child's start: past it the wait ends, the node fails
+    # (``SubWorkflowTimeout``) and the child is cancelled (``subflows_sweep``). None: no timeout_ms.
+    deadline = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
-        indexes = [models.Index(fields=["parent_run"], name="subrun_parent")]
+        indexes = [models.Index(fields=["parent_run"], name="subrun_parent"),
+                   models.Index(fields=["deadline"], name="subrun_deadline",
+                                condition=models.Q(settled_at__isnull=True, deadline__isnull=False))]
 
     def __str__(self) -> str:
         return f"{self.parent_run_id} → {self.child_run_id}"

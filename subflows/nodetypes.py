@@ -6,7 +6,9 @@ child's last nodes), or fails it when the child failed or was cancelled. The chi
 parent's owner. Its LLM spend counts against the parent's ceilings (and theirs, up the nesting) as
 it happens: children side by side share what the parent has left, and raising the parent's budget
 raises theirs (``agents.budget``, ``Run.within``). Cancelling or failing the parent cancels the child. Runs nest at most
-``AOB_SUBWORKFLOW_MAX_DEPTH`` deep.
+``AOB_SUBWORKFLOW_MAX_DEPTH`` deep. The node's ``timeout_ms``, when it has one, bounds the wait from
+the child's start: past it the node fails (``SubWorkflowTimeout``) and the child is cancelled
+(``subflows_sweep``); without one the node waits as long as the child runs.
 
 An unpinned tag runs its current version, except in an action a gate approved: there it runs the
 version that was current when the gate was approved (the earliest, if several gates guard it),
@@ -15,11 +17,12 @@ afterwards cannot change what the approvers let run."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from workflows.definition.gates import guarding
 from workflows.engine.execution import WAITING, park
@@ -80,17 +83,22 @@ def run_workflow(ctx: NodeContext) -> Any:
     if not isinstance(inputs, dict):
         raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs", extra={"transient": False})
     owner = User.objects.get(pk=ctx.owner_id)
+    # the node's own timeout_ms bounds the wait for its child, not only this task (which starts it)
+    timeout_ms = (ctx.definition or {}).get("timeout_ms")
+    deadline = timezone.now() + timedelta(milliseconds=timeout_ms) if timeout_ms else None
 
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:
         child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
                           request_id=f"sub-{ctx.node_run_id}")
         Run.objects.filter(pk=child.pk).update(budget={Run.WITHIN: str(ctx.run_id)})
         SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
-                              depth=depth)
+                              depth=depth, deadline=deadline)
         return [(Event.Type.SUBWORKFLOW_STARTED, ctx.node_id, {"iteration": ctx.iteration, "child_run_id": str(child.pk),
                                                       "tag": tag, "version": version.seq, "depth": depth,
                                                       **({"as_approved_at": approved_at.isoformat()}
-                                                         if approved_at else {})})]
+                                                         if approved_at else {}),
+                                                      **({"timeout_ms": timeout_ms, "deadline": deadline.isoformat()}
+                                                         if deadline else {})})]
 
     park(ctx, start_child, reason="workflow")
     return WAITING

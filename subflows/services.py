@@ -1,5 +1,6 @@
 """Sub-workflows: a ``workflow`` node runs another tag as a child run and waits for it without a
-worker; the child's end resumes the node (``subflow_settle``), and a parent's end cancels its
+worker; the child's end resumes the node (``subflow_settle``), so does the node's ``timeout_ms``
+passing first (``subflow_time_out``, which cancels the child), and a parent's end cancels its
 children (``subflow_cancel_children``, in bounded batches by the ``subflows.cancel_children`` task
 that the parent's end sends). Both start from the engine's run-finished hook, and again from a
 periodic sweep for whatever a crash in between left undone."""
@@ -13,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from aob_project.exceptions import Conflict, NotFound
 from workflows.engine import poison
 from workflows.engine.execution import error_payload, resume
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
@@ -70,6 +72,39 @@ def subflow_settle(*, link: SubRun) -> bool:
         logger.info("subflow.settled", extra={"run_id": str(link.parent_run_id), "child_run_id": str(child.pk),
                                               "status": child.status})
     return resumed
+
+
+def subflow_time_out(*, link: SubRun) -> bool:
+    """Fail the parent's node still waiting past its ``timeout_ms`` (``link.deadline``) with
+    ``SubWorkflowTimeout``, then cancel the child, in a transaction of its own (a child is locked
+    before its parent, never after); False if the node no longer waits. A crash between leaves
+    the child to its parent's end (the failed node fails it, which cancels its children) and to
+    the sweep's pass over children of ended parents."""
+    from workflows.engine.coordinator import graph
+    from workflows.services.runs import run_cancel
+
+    node_id, artifact_id = (NodeRun.objects.filter(pk=link.parent_node_run_id)
+                            .values_list("node_id", "run__current_artifact_id").get())
+    node = graph(artifact_id).nodes.get(node_id)
+    timeout_ms = node.timeout_ms if node else None
+    with transaction.atomic():
+        resumed = resume(link.parent_node_run_id, error={
+            "error_type": "SubWorkflowTimeout", "child_run_id": str(link.child_run_id), "timeout_ms": timeout_ms,
+            "message": f"child run {link.child_run_id} did not end within the node's timeout_ms ({timeout_ms} ms): "
+                       "it is cancelled", "transient": False})
+        if resumed:
+            SubRun.objects.filter(pk=link.pk).update(settled_at=timezone.now())
+    if not resumed:
+        return False
+    child = Run.objects.defer("inputs").filter(pk=link.child_run_id).exclude(status__in=Run.FINISHED).first()
+    if child is not None:
+        try:
+            run_cancel(run=child, reason="its workflow node's timeout_ms passed")
+        except (Conflict, NotFound):  # it ended (or was removed) meanwhile
+            pass
+    logger.info("subflow.timed_out", extra={"run_id": str(link.parent_run_id), "child_run_id": str(link.child_run_id),
+                                            "timeout_ms": timeout_ms})
+    return True
 
 
 def _roll_up_usage(parent_id: Any, child: Run) -> None:
@@ -134,7 +169,12 @@ def on_run_finished(run_id: str, status: str) -> None:
 
 def subflows_sweep() -> dict[str, int]:
     """The backstop: children that ended with their parent's node still waiting, and children still
-    running under a parent that ended."""
+    running under a parent that ended; and the deadline of a node's ``timeout_ms``, the oldest first."""
+    timed_out = 0
+    for link in (SubRun.objects.filter(settled_at__isnull=True, deadline__lte=timezone.now(),
+                                       parent_node_run__status=NodeRun.Status.WAITING).order_by("deadline")[:100]):
+        with poison.sweep_row("subflow_time_out", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id):
+            timed_out += subflow_time_out(link=link)
     settled = 0
     for link in SubRun.objects.filter(settled_at__isnull=True, child_run__status__in=Run.FINISHED,
                                       parent_node_run__status=NodeRun.Status.WAITING)[:100]:
@@ -148,4 +188,4 @@ def subflows_sweep() -> dict[str, int]:
             break
         with poison.sweep_row("subflow_cancel_children", parent_run_id=str(run_id)):
             cancelled += subflow_cancel_children(run_id=run_id, limit=SWEEP_CANCELS - cancelled)[0]
-    return {"settled": settled, "cancelled": cancelled}
+    return {"settled": settled, "cancelled": cancelled, "timed_out": timed_out}
