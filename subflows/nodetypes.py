@@ -11,7 +11,8 @@ the child's start: past it the node fails (``SubWorkflowTimeout``) and the child
 (``subflows_sweep``); without one the node waits as long as the child runs.
 
 An unpinned tag runs its current version, except in an action a gate approved: there it runs the
-version that was current when the gate was approved (the earliest, if several gates guard it),
+version that was current when the gate was approved (its first approving vote, for a gate several
+people approve; the earliest, if several gates guard it),
 and so do the unpinned ``workflow`` nodes of the child runs it starts, so saving a new version
 afterwards cannot change what the approvers let run."""
 
@@ -137,8 +138,12 @@ def _node_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | N
 
 def _gates_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | None:
     """When the gates of ``run_id`` that guard ``node_id`` (``gates.guarding``, in the run's current
-    definition) were approved, the earliest: a gate's node run completes when its approval is
-    decided. Only a gate's iterations up to the node's own count."""
+    definition) were approved, the earliest. A gate's node run completes when its approval is
+    decided, by the last vote it needs; its output lists the votes that counted, each with its time,
+    and the first approving one is when the action was approved: a gate that several people approve
+    binds the version the first of them could see, not one saved between their votes (a gate that
+    approved itself on its timer, with no vote, at its completion). Only a gate's iterations up to
+    the node's own count."""
     artifact_id = Run.objects.filter(pk=run_id).values_list("current_artifact_id", flat=True).first()
     definition = Artifact.objects.filter(pk=artifact_id).values_list("content", flat=True).first() or {}
     gates = guarding(definition, node_id)
@@ -148,6 +153,20 @@ def _gates_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | 
                                          iteration__lte=iteration)
                   .order_by("-iteration").values_list("finished_at", "output").first())
         if latest and isinstance(latest[1], dict) and latest[1].get("approved") is True:
-            times.append(latest[0])
+            times.append(min([latest[0], *_votes_at(latest[1].get("decisions"))]))
     return min(times, default=None)
+
+
+def _votes_at(decisions: Any) -> list[datetime]:
+    """The times of the approving votes a gate's output lists (``approvals.services._output``)."""
+    times = []
+    for vote in decisions if isinstance(decisions, list) else []:
+        if isinstance(vote, dict) and vote.get("approve") is True and isinstance(vote.get("at"), str):
+            try:
+                at = datetime.fromisoformat(vote["at"])
+            except ValueError:
+                continue
+            if at.tzinfo is not None:
+                times.append(at)
+    return times
 
