@@ -8,7 +8,8 @@ it happens: children side by side share what the parent has left, and raising th
 raises theirs (``agents.budget``, ``Run.within``). Cancelling or failing the parent cancels the child. Runs nest at most
 ``AOB_SUBWORKFLOW_MAX_DEPTH`` deep. The node's ``timeout_ms``, when it has one, bounds the wait from
 the child's start: past it the node fails (``SubWorkflowTimeout``) and the child is cancelled
-(``subflows_sweep``); without one the node waits as long as the child runs.
+(``subflows_sweep``); without one the node waits as long as the child runs. A start the owner's
+run limits refuse (``workflows.ratelimit``) is transient: the node's ``retry`` applies.
 
 An unpinned tag runs its current version, except in an action a gate approved: there it runs the
 version that was current when the gate was approved (its first approving vote, for a gate several
@@ -25,10 +26,12 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from aob_project.exceptions import ServiceUnavailable
 from workflows.definition.gates import guarding
 from workflows.engine.execution import WAITING, park
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVersion
 from workflows.models.workflow import TAG_PATTERN
+from workflows.ratelimit import RateLimited
 from workflows.registry import NodeContext, NodeFailed, executor
 from workflows.services.runs import run_start
 
@@ -101,7 +104,12 @@ def run_workflow(ctx: NodeContext) -> Any:
                                                       **({"timeout_ms": timeout_ms, "deadline": deadline.isoformat()}
                                                          if deadline else {})})]
 
-    park(ctx, start_child, reason="workflow")
+    try:
+        park(ctx, start_child, reason="workflow")
+    except (RateLimited, ServiceUnavailable) as exc:
+        # the owner's run limits, or Redis that counts them, refused the start: nothing was written
+        # (the park's transaction rolled back), and a later attempt may fit, so the node's retry applies
+        raise NodeFailed(exc.message, code=exc.code, extra={**exc.extra, "transient": True}) from exc
     return WAITING
 
 
