@@ -24,11 +24,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.utils import timezone
 
 from aob_project.exceptions import ServiceUnavailable
 from workflows.definition.gates import guarding
 from workflows.engine.execution import WAITING, park
+from workflows.engine.sweeper import ClockTimestamp
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVersion
 from workflows.models.workflow import TAG_PATTERN
 from workflows.ratelimit import RateLimited
@@ -87,16 +87,18 @@ def run_workflow(ctx: NodeContext) -> Any:
     if not isinstance(inputs, dict):
         raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs", extra={"transient": False})
     owner = User.objects.get(pk=ctx.owner_id)
-    # the node's own timeout_ms bounds the wait for its child, not only this task (which starts it)
+    # the node's own timeout_ms bounds the wait for its child, not only this task (which starts it),
+    # set and judged (subflows_sweep) by the database's clock, not by either host's
     timeout_ms = (ctx.definition or {}).get("timeout_ms")
-    deadline = timezone.now() + timedelta(milliseconds=timeout_ms) if timeout_ms else None
 
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:
         child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
                           request_id=f"sub-{ctx.node_run_id}")
         Run.objects.filter(pk=child.pk).update(budget={Run.WITHIN: str(ctx.run_id)})
-        SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
-                              depth=depth, deadline=deadline)
+        link = SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
+                                     depth=depth, deadline=ClockTimestamp() + timedelta(milliseconds=timeout_ms)
+                                     if timeout_ms else None)
+        deadline = SubRun.objects.filter(pk=link.pk).values_list("deadline", flat=True).get() if timeout_ms else None
         return [(Event.Type.SUBWORKFLOW_STARTED, ctx.node_id, {"iteration": ctx.iteration, "child_run_id": str(child.pk),
                                                       "tag": tag, "version": version.seq, "depth": depth,
                                                       **({"as_approved_at": approved_at.isoformat()}

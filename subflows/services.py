@@ -18,6 +18,7 @@ from aob_project.exceptions import Conflict, NotFound
 from workflows.engine import poison
 from workflows.engine.execution import error_payload, resume
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
+from workflows.engine.sweeper import ClockTimestamp
 from workflows.models import NodeRun, Run
 
 from .models import SubRun
@@ -171,7 +172,7 @@ def subflows_sweep() -> dict[str, int]:
     """The backstop: children that ended with their parent's node still waiting, and children still
     running under a parent that ended; and the deadline of a node's ``timeout_ms``, the oldest first."""
     timed_out = 0
-    for link in (SubRun.objects.filter(settled_at__isnull=True, deadline__lte=timezone.now(),
+    for link in (SubRun.objects.filter(settled_at__isnull=True, deadline__lte=ClockTimestamp(),
                                        parent_node_run__status=NodeRun.Status.WAITING).order_by("deadline")[:100]):
         with poison.sweep_row("subflow_time_out", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id):
             timed_out += subflow_time_out(link=link)

@@ -9,7 +9,7 @@ from subflows.models import SubRun
 from tests.approvals.runs import decide, submit
 from tests.conftest import wait_for_run
 from tests.engine.flow import wait_until
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 from workflows.services.definitions import workflow_save
 
 WAITS = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "go?"}}], "edges": []}
@@ -30,6 +30,8 @@ def test_a_workflow_nodes_timeout_ms_ends_the_wait_for_its_child_and_cancels_the
     assert run.error["node_id"] == "child" and run.error["error_type"] == "SubWorkflowTimeout", run.error
     assert run.error["child_run_id"] == str(link.child_run_id) and run.error["timeout_ms"] == 2000
     assert wait_for_run(link.child_run_id).status == "cancelled"
+    started = Event.objects.get(run_id=run_id, type=Event.Type.SUBWORKFLOW_STARTED).data
+    assert started["timeout_ms"] == 2000 and started["deadline"] == link.deadline.isoformat()
 
 
 def test_without_timeout_ms_the_child_is_waited_for_as_long_as_it_runs(engine, user):
