@@ -179,4 +179,3 @@ def _votes_at(decisions: Any) -> list[datetime]:
             if at.tzinfo is not None:
                 times.append(at)
     return times
-
