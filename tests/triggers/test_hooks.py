@@ -655,3 +655,35 @@ def test_the_previous_secret_is_stored_encrypted_and_re_encrypted_by_aob_rotate_
     finally:
         settings.AOB_SECRETS_KEYS = configured
         crypto.fernet.cache_clear()
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+@pytest.mark.parametrize("replayed_id", ["a-new-id-each-time", "x" * 201])
+def test_replays_of_a_captured_delivery_count_against_their_address_s_anonymous_limit(api, user, settings,
+                                                                                     replayed_id):
+    """A delivery that proves itself is taken out of its address's anonymous count, and a repeat is
+    answered before the owner's delivery limit is counted; so a replay of one captured request
+    (a new delivery id each time: answered 200, the first run; or one too long: a 400 and a refusal
+    written for the owner) was counted by no limit at all: 4 replays from one address under an
+    anonymous limit of 3 were all answered, each a hook lookup, two decryptions and two HMACs of
+    the body (the second kind a write too), for as long as the timestamp was fresh. A replay proves
+    only that someone once saw the request: it stays anonymous. New deliveries still do not count."""
+    from triggers.models import HookRefusal
+
+    settings.AOB_RATE_ANON_PER_MIN = 3
+    limit = settings.AOB_RATE_ANON_PER_MIN
+    hook = make_hook(api, user)
+    ts = int(time.time())
+    new = [deliver(hook, {"n": n}, timestamp=ts, delivery=f"real-{n}") for n in range(limit + 1)]
+    assert [a.status_code for a in new] == [202] * (limit + 1)  # the control: proven, uncounted
+
+    replays = [deliver(hook, {"n": 0}, timestamp=ts,
+                       delivery=f"{replayed_id}-{i}" if len(replayed_id) < 200 else replayed_id)
+               for i in range(limit + 1)]
+
+    answered = 200 if len(replayed_id) < 200 else 400
+    assert [r.status_code for r in replays] == [answered] * limit + [429], [r.json() for r in replays]
+    assert replays[-1].json()["error"] == "anonymous_rate_limit_exceeded"
+    assert Run.objects.count() == limit + 1
+    assert HookRefusal.objects.count() == (limit if answered == 400 else 0)
