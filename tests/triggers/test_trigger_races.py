@@ -158,3 +158,54 @@ def test_a_delivery_signed_with_the_secret_a_graceful_rotation_replaced_meanwhil
 
     assert answers and answers[0].status_code in (200, 201, 202), (answers[0].status_code, answers[0].content[:300])
     assert Run.objects.count() == 1
+
+
+def _fired_while_held(user: Any, hold: Callable[[Any], Any]) -> tuple[Any, list[Any]]:
+    """A firing of a schedule due every minute, sent while ``hold(schedule)``'s change to it is
+    uncommitted (read before it, so judged by the schedule as it was), finished once the change
+    commits. Returns the schedule and what the firing returned."""
+    from django.utils import timezone
+
+    from triggers.services.schedules import schedule_create, schedule_fire
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="every-minute", definition=ECHO)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="every-minute"), cron="* * * * *",
+                               inputs={"target": "old"})
+    sent = timezone.now()
+    held, fired = asked_while_held(lambda: hold(Schedule.objects.get(pk=schedule.pk)),
+                                   lambda: schedule_fire(schedule_id=schedule.pk, fired_at=sent))
+    assert held and not isinstance(held[0], Exception), held
+    assert fired, "the firing never finished"
+    return schedule, fired
+
+
+def test_a_firing_read_before_its_schedule_was_disabled_starts_no_run_once_the_disable_answered(transactional_db,
+                                                                                                user):
+    """A firing read its schedule (enabled), then waited on the owner's disable (the firing's insert
+    checks its schedule's key), and started its run after the disable had answered: the owner,
+    told the schedule is off, still gets a run from it. A webhook's delivery is judged again under
+    its hook's row (``hooks._still_signed``); a firing should be too: no run, nothing recorded."""
+    from triggers.models import ScheduleFiring
+    from triggers.services.schedules import schedule_update
+    from workflows.models import Run
+
+    _, fired = _fired_while_held(user, lambda schedule: schedule_update(schedule=schedule, enabled=False))
+
+    assert fired == [None], fired
+    assert not Run.objects.exists(), list(Run.objects.values_list("created_at", flat=True))
+    assert not ScheduleFiring.objects.exists()
+
+
+def test_a_firing_read_before_its_schedule_s_inputs_changed_runs_with_the_inputs_the_change_left(transactional_db,
+                                                                                                  user):
+    """The same race with a change that keeps the schedule on: the run that starts after the
+    change answered starts with what the change left, not with the inputs the change replaced."""
+    from triggers.services.schedules import schedule_update
+    from workflows.models import Run
+
+    _, fired = _fired_while_held(user, lambda schedule: schedule_update(schedule=schedule,
+                                                                        inputs={"target": "new"}))
+
+    assert fired[0] is not None and fired[0].outcome == "started", fired
+    assert list(Run.objects.values_list("inputs", flat=True)) == [{"target": "new"}]
