@@ -378,3 +378,35 @@ def test_firings_the_owner_s_run_limit_holds_back_run_once_it_has_room(engine, a
     assert {f.fire_time for f in firings} == {datetime(2026, 12, 4, 9, 0, tzinfo=UTC)}
     runs = [wait_for_run(f.run_id) for f in firings]
     assert sorted(r.inputs["name"] for r in runs) == ["sales", "stock", "support"]
+
+
+@pytest.mark.django_db
+def test_a_late_firing_of_a_cron_naming_a_day_and_a_weekday_is_due_when_beat_said(user):
+    """Beat (celery's crontab) fires a cron that names both a day of the month and a weekday on the
+    days that match both: ``0 9 1-7 * 1`` is 09:00 on a month's first Monday. The firing's due time
+    was read with croniter's default, either (every day 1-7, and every Monday): a firing beat sent
+    a week late, back from an outage over the first Monday, was recorded as due that morning, 20 s
+    late, and ran, though its schedule says a missed firing is skipped, under a due time that was
+    never the schedule's. It is due when beat said: the first Monday, a week late, skipped."""
+    from triggers.services.schedules import schedule_create, schedule_fire
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="monthly", definition=GREETING)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="monthly"), cron="0 9 1-7 * 1",
+                               inputs={"name": "x"})
+    at = lambda *parts: datetime(*parts, tzinfo=UTC)  # noqa: E731
+    beat = schedule.periodic_task.crontab.schedule  # the crontab beat loads from the schedule's entry
+    last, delta, _ = beat.remaining_delta(at(2026, 10, 5, 9, 0))
+    assert last + delta == at(2026, 11, 2, 9, 0)  # after October's first Monday, November's: both match
+    last, delta, _ = beat.remaining_delta(at(2026, 11, 2, 9, 0))
+    assert last + delta == at(2026, 12, 7, 9, 0)  # not the 3rd (a Tuesday), nor the 9th (a Monday)
+
+    sent = at(2026, 11, 9, 9, 0, 20)  # beat down over 2 November, back on Monday the 9th
+    assert due_time(schedule, sent) == at(2026, 11, 2, 9, 0)
+    firing = schedule_fire(schedule_id=schedule.pk, fired_at=sent)
+
+    assert (firing.outcome, firing.fire_time) == ("skipped", at(2026, 11, 2, 9, 0)), (firing.outcome,
+                                                                                     firing.fire_time)
+    assert not Run.objects.exists()
+    assert due_time(schedule, at(2026, 12, 7, 9, 0, 0, 300_000)) == at(2026, 12, 7, 9, 0)  # on time: its own
+
