@@ -410,3 +410,41 @@ def test_a_late_firing_of_a_cron_naming_a_day_and_a_weekday_is_due_when_beat_sai
     assert not Run.objects.exists()
     assert due_time(schedule, at(2026, 12, 7, 9, 0, 0, 300_000)) == at(2026, 12, 7, 9, 0)  # on time: its own
 
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("change", ["cron", "timezone"])
+def test_a_schedule_whose_cron_changes_is_not_sent_at_once_for_a_time_before_the_change(api, user, change):
+    """Beat reckons a schedule's next firing from its entry's last run. A cron changed after a
+    firing kept that last run: a daily schedule run two hours ago and moved to an hour ago was due
+    at once (its new time, after the last run and before now), so beat sent it as the change
+    was saved, and with ``catch_up: run_once`` a run started there and then, for a time the
+    schedule never had (with ``skip``, a missed firing in its history). A moved time zone alike. A
+    schedule whose cron or zone changes is reckoned from the change, as a new one is."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.schedulers import ModelEntry
+
+    from aob_project.celery import app
+    from triggers.services.schedules import task_name
+
+    now = timezone.now().astimezone(UTC)
+    ran = now - timedelta(hours=2)
+    workflow_save(owner=user, tag="daily", definition=GREETING)
+    made = api.post("/api/v1/schedules", {"tag": "daily", "cron": f"{ran.minute} {ran.hour} * * *", "timezone": "UTC",
+                                          "catch_up": "run_once", "inputs": {"name": "x"}}, format="json")
+    assert made.status_code == 201, made.json()
+    entry = PeriodicTask.objects.filter(name=task_name(made.json()["id"]))
+    entry.update(last_run_at=ran)  # as beat records its firing
+
+    def beat_sends_it_now() -> bool:
+        return bool(ModelEntry(entry.get(), app=app).is_due().is_due)
+
+    assert not beat_sends_it_now()  # the control: next due tomorrow
+    moved = now - timedelta(hours=1)
+    body = ({"cron": f"{moved.minute} {moved.hour} * * *"} if change == "cron"
+            else {"timezone": "Etc/GMT+1"})  # the same wall time, an hour later in UTC: an hour ago
+    assert api.patch(f"/api/v1/schedules/{made.json()['id']}", body, format="json").status_code == 200
+
+    assert not beat_sends_it_now(), f"beat sends the schedule as its {change} changes, for a time before the change"
