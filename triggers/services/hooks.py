@@ -14,7 +14,8 @@ nothing of why. After a rotation the secret it replaced still signs for a grace 
 before it still land; every delivery is checked against two secrets, a random one standing in for
 one there is not, so an unknown hook and one never rotated take the same steps. The delivery id and the signature are unique per hook: a sender's retry, or
 someone replaying a captured request within the tolerance, answers with the first run and starts
-nothing new. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
+nothing new; it stays counted as an anonymous request of its address (a replay's signature proves
+only that someone once saw the request), where a new delivery is taken out of that count. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
 expression over ``body`` and ``headers`` that evaluates to an object, or a JSON template whose
 ``$inputs.<path>`` references read the body.
 
@@ -212,7 +213,9 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
                  body: bytes, headers: dict[str, str] | None = None,
                  authenticated: Callable[[], None] | None = None) -> Accepted:
     """Authenticate one delivery and start its run, once. ``authenticated()`` is called once the
-    delivery has proved itself the hook's (the view then no longer counts it as anonymous)."""
+    delivery has proved itself a new one of the hook's (the view then no longer counts it as
+    anonymous): a repeat of one seen before, or one whose delivery id is refused, stays counted,
+    since a replay's signature proves only that someone once saw the request."""
     hook = Hook.objects.select_related("owner", "workflow__current_version").filter(pk=hook_id).first()
     given = (signature or "").removeprefix("sha256=").strip().lower()
     expected = _matched(hook, given, timestamp or "", body)
@@ -220,10 +223,9 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     if not (expected and fresh and hook is not None and hook.enabled):
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
-    if authenticated is not None:
-        authenticated()
     try:
-        return _accept(hook, delivery_id, expected, body, headers or {}, given=given, timestamp=timestamp or "")
+        return _accept(hook, delivery_id, expected, body, headers or {}, given=given, timestamp=timestamp or "",
+                       authenticated=authenticated)
     except HookUnauthorized:  # the hook went during the delivery: nothing of it is left to record against
         raise
     except AobError as exc:
@@ -273,7 +275,7 @@ def _still_signed(hook: Hook, given: str, timestamp: str, expected: str, body: b
 
 
 def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, headers: dict[str, str], *,
-            given: str, timestamp: str) -> Accepted:
+            given: str, timestamp: str, authenticated: Callable[[], None] | None = None) -> Accepted:
     """The authenticated delivery's run, started once; an AobError says why not."""
     if not (delivery_id and len(delivery_id) <= MAX_DELIVERY_ID and delivery_id.isprintable()):
         raise ValidationFailed(f"X-AOB-Delivery is the sender's id of this delivery: 1 to {MAX_DELIVERY_ID} "
@@ -284,6 +286,10 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
     first = _delivered(hook, delivery_id, expected)
     if first is not None:
         return first
+    # a new delivery: its address no longer counts it (a sender delivers many tenants' hooks); a
+    # repeat, answered above, still does, so replays of a captured request are bounded by one limit
+    if authenticated is not None:
+        authenticated()
     ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
     inputs = _inputs(hook, body, headers)
     try:
