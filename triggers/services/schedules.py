@@ -20,7 +20,7 @@ from celery.schedules import crontab
 from croniter import croniter
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
@@ -226,6 +226,11 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
     base = {"schedule": schedule, "fire_time": slot, "fired_at": fired_at}
     try:
         with transaction.atomic():
+            held = _held(schedule.pk)
+            if held is None or not held.enabled:  # disabled or deleted while this firing was judged
+                logger.info("schedule.changed_meanwhile", extra={"schedule_id": schedule.pk})
+                return None
+            schedule = base["schedule"] = held
             if late and schedule.catch_up == Schedule.CatchUp.SKIP:
                 firing = ScheduleFiring.objects.create(**base, outcome=ScheduleFiring.Outcome.SKIPPED,
                                                        error={"reason": "missed", "late_s": round(
@@ -250,6 +255,23 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
         return firing
     logger.info("schedule.fired", extra={"schedule_id": schedule.pk, "fire_time": str(slot), "run_id": str(run.pk)})
     return firing
+
+
+_HOLD = "SELECT 1 FROM triggers_schedule WHERE id = %s FOR KEY SHARE"
+
+
+def _held(schedule_id: int) -> Schedule | None:
+    """In the transaction that starts a firing's run: the schedule as it is now, its row held
+    (``FOR KEY SHARE``, as a webhook's delivery holds its hook's: the lock an update or a delete
+    waits for) until the run commits. A firing read its schedule, met an update's lock at its
+    insert, and started its run from what it had read after the update answered: a schedule
+    disabled meanwhile still ran, with inputs the update had replaced. Now the update waits for
+    the run, or the firing for the update and then reads what it left. None if it was deleted."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLD, [schedule_id])
+        if cursor.fetchone() is None:
+            return None
+    return Schedule.objects.select_related("workflow__current_version", "owner").filter(pk=schedule_id).first()
 
 
 def _start(schedule: Schedule, slot: datetime) -> Any:
