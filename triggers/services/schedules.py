@@ -195,11 +195,14 @@ def due_time(schedule: Schedule, fired_at: datetime) -> datetime:
     night in Europe/Paris) is due at the instant it names with the offset before the change (01:30
     UTC, 03:30 local), which is when beat sends it: read as an aware time, croniter gave 01:00 UTC,
     and the firing was recorded missed, 1,800 s late, though beat sent it on time. A wall time the
-    clocks repeat is its first instant."""
+    clocks repeat is its first instant. A cron that names both a day of the month and a weekday is
+    due on the days that match both, as beat's crontab reads it (``day_or=False``): with croniter's
+    default, either (classic cron's), ``0 9 1-7 * 1`` (a month's first Monday) was due every day
+    1-7 and every Monday, and a firing beat sent a week late was taken for one due that morning."""
     zone = ZoneInfo(schedule.timezone)
     # a second's slack: beat sends at (not before) the due time, by its own clock
     wall = (fired_at + timedelta(seconds=1)).astimezone(zone).replace(tzinfo=None)
-    return croniter(schedule.cron, wall).get_prev(datetime).replace(tzinfo=zone).astimezone(UTC)
+    return croniter(schedule.cron, wall, day_or=False).get_prev(datetime).replace(tzinfo=zone).astimezone(UTC)
 
 
 def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
