@@ -180,7 +180,13 @@ def _sync_periodic_task(schedule: Schedule) -> None:
         {"schedule_id": schedule.pk}), "enabled": schedule.enabled,
               "description": f"AOB schedule {schedule.pk} of {schedule.workflow.tag}"}
     if schedule.periodic_task_id:
-        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(**fields)
+        entry = PeriodicTask.objects.filter(pk=schedule.periodic_task_id)
+        if entry.exclude(crontab=crontab_row).exists():
+            # a new cron or zone is reckoned from now, as a new entry is (from its date_changed):
+            # beat reckons the next firing from the last run, and kept, the new cron's time between
+            # that run and now was due at once, sent as the change was saved
+            fields["last_run_at"] = None
+        entry.update(**fields)
         task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
         task.save()  # the save signal tells beat its schedule changed (update() sends none)
     else:
