@@ -687,3 +687,30 @@ def test_replays_of_a_captured_delivery_count_against_their_address_s_anonymous_
     assert replays[-1].json()["error"] == "anonymous_rate_limit_exceeded"
     assert Run.objects.count() == limit + 1
     assert HookRefusal.objects.count() == (limit if answered == 400 else 0)
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_replays_of_a_captured_refused_delivery_do_not_spend_the_owners_delivery_limit(api, user, settings):
+    """A repeat of an accepted delivery is answered before the owner's delivery limit is counted;
+    a repeat of a refused one (its mapping failed on that body) was not recognised: each replay of
+    the captured request was counted as a new delivery, so 3 replays from one address refused the
+    owner's next real delivery with a 429 while the timestamp was fresh. A replay's signature proves
+    only that someone once saw it: it counts against its address, not the owner, and a sender's
+    retry once the owner has fixed the mapping still starts the run."""
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 3
+    hook = make_hook(api, user, mapping={"cel": "{'ref': body.ref}"})
+    ts = int(time.time())
+    captured = deliver(hook, {"other": 1}, timestamp=ts, delivery="captured")
+    assert captured.status_code == 400 and captured.json()["error"] == "mapping_failed", captured.json()
+
+    replays = [deliver(hook, {"other": 1}, timestamp=ts, delivery=f"captured-{i}") for i in range(3)]
+    assert [(r.status_code, r.json()["error"]) for r in replays] == [(400, "mapping_failed")] * 3
+
+    real = deliver(hook, {"ref": "main"}, delivery="the-owners-next-real-delivery")
+    assert real.status_code == 202, real.json()
+    fixed = api.patch(f"/api/v1/hooks/{hook['id']}", {"mapping": {"cel": "{'ref': 'fixed'}"}}, format="json")
+    assert fixed.status_code == 200
+    retried = deliver(hook, {"other": 1}, timestamp=ts, delivery="captured")  # the same bytes, sent again
+    assert retried.status_code == 202, retried.json()
+    assert Run.objects.count() == 2
