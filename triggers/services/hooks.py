@@ -229,6 +229,8 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     except HookUnauthorized:  # the hook went during the delivery: nothing of it is left to record against
         raise
     except AobError as exc:
+        if exc.status not in PASSING:  # a refusal that passes (the owner's limit) is the owner's to count again
+            _refused_remember(hook, expected)
         _refusal_record(hook, delivery_id, exc)
         raise
 
@@ -286,11 +288,14 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
     first = _delivered(hook, delivery_id, expected)
     if first is not None:
         return first
-    # a new delivery: its address no longer counts it (a sender delivers many tenants' hooks); a
-    # repeat, answered above, still does, so replays of a captured request are bounded by one limit
-    if authenticated is not None:
-        authenticated()
-    ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
+    # a new delivery: its address no longer counts it (a sender delivers many tenants' hooks), its
+    # owner does; a repeat (of one accepted, answered above, or of one refused) stays its address's
+    # to count, so replays of a captured request are bounded by that limit and spend none of the
+    # owner's. A repeat of a refused one is judged again: the owner may have fixed the cause.
+    if not _refused_before(hook.pk, expected):
+        if authenticated is not None:
+            authenticated()
+        ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
     inputs = _inputs(hook, body, headers)
     try:
         with transaction.atomic():
@@ -311,6 +316,27 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
 
 _REFUSAL_MESSAGE_CHARS = 2000
 _REFUSAL_DETAILS_BYTES = 4096
+
+
+def _refused_key(hook_id: str, signature: str) -> str:
+    return f"aob:hook:{hook_id}:refused-signature:{signature}"
+
+
+def _refused_remember(hook: Hook, signature: str) -> None:
+    """Remember that the delivery signed ``signature`` was refused, for as long as its timestamp
+    can be fresh (the tolerance either side, and a minute), so a repeat of it is known as one."""
+    try:
+        redis_client.shared(ratelimit.TIMEOUT_S).set(_refused_key(hook.pk, signature), 1,
+                                                     ex=2 * settings.AOB_HOOK_TOLERANCE_S + 60)
+    except redis.RedisError:  # then a repeat counts as new, against the owner, as before
+        logger.warning("hook.refusal_remember_failed", extra={"hook_id": hook.pk})
+
+
+def _refused_before(hook_id: str, signature: str) -> bool:
+    try:
+        return bool(redis_client.shared(ratelimit.TIMEOUT_S).exists(_refused_key(hook_id, signature)))
+    except redis.RedisError:
+        return False
 
 
 def _refusal_record(hook: Hook, delivery_id: str | None, exc: AobError) -> None:
