@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import sys
 
 import pytest
 
@@ -104,3 +105,29 @@ def test_a_logged_value_cannot_forge_a_log_line(json_output):
     assert len(lines) == 1, lines
     assert "forged" in lines[0]
     assert not {"\x1b", "\x85"} & set(lines[0])
+
+
+@pytest.mark.parametrize("json_output", [True, False])
+def test_a_log_line_is_bounded_whatever_its_values_hold(json_output):
+    """A logged value can come from anyone: Django's ``Not Found: <path>`` and the request beside it
+    carry a visitor's path (tens of KB), an exception's text a remote's answer or a tenant's data. Each
+    was written whole, so a line was as long as what was sent. Each value, the message and the
+    exception included, is clipped, its start and end kept and the characters left out counted."""
+    options = formatter(json_output=json_output)
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(options.pop("()")(**options))
+    path = "/nothing-here/" + "a" * 60_000 + "-end"
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 0, "Not Found: %s", (path,), None)
+    record.status_code, record.request = 404, f"<ASGIRequest: GET '{path}'>"
+    handler.handle(record)
+    try:
+        raise ValueError("remote said: " + "b" * 200_000 + " -end of the error")
+    except ValueError:
+        failed = logging.LogRecord("workflows", logging.ERROR, __file__, 0, "node_run.crashed", (), sys.exc_info())
+    handler.handle(failed)
+    clipped, crashed = handler.stream.getvalue().splitlines()[0], handler.stream.getvalue().split("\n", 1)[1]
+    assert len(clipped) < 12_000, len(clipped)
+    assert "Not Found: /nothing-here/aaa" in clipped and "-end" in clipped and "characters left out" in clipped
+    assert "404" in clipped
+    assert len(crashed) < 24_000, len(crashed)
+    assert "ValueError" in crashed and "-end of the error" in crashed and "characters left out" in crashed

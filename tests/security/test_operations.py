@@ -76,6 +76,35 @@ def test_labels_from_user_input_are_bucketed(scraper_token, make_user):
     assert 'aob_node_runs{status="skipped",type="other"} 1.0' in text
 
 
+@pytest.mark.django_db
+def test_a_scrape_reads_a_row_per_known_type_not_per_name_a_tenant_wrote(scraper_token, make_user):
+    """A definition may name any node type (an unknown one is skipped), and the scrape's gauge of
+    node runs grouped them by name in the database and bucketed them after: every scrape read one
+    row per distinct name a tenant had ever run (a red-team helper's finding: 20,000 names, 20,000
+    rows each scrape, kept for the retention's 30 days). Bucketed in the statement, a scrape reads
+    at most a row per registered type (and ``other``) and status, however many names were written."""
+    from django.db import connection
+
+    from workflows import registry
+
+    run = stored_run(make_user("tenant"))
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"n{i}", iteration=0, node_type=f"made-up-{i}",
+                                         status=NodeRun.Status.SKIPPED) for i in range(2000)])
+    rows: list[tuple[int, str]] = []
+
+    def count_rows(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        rows.append((context["cursor"].rowcount, sql))
+        return result
+
+    with connection.execute_wrapper(count_rows):
+        text = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scraper_token}").content.decode()
+
+    assert 'aob_node_runs{status="skipped",type="other"} 2000.0' in text
+    most = (len(registry.catalogue()) + 1) * len(NodeRun.Status)
+    assert rows and max(rows)[0] <= most, max(rows)
+
+
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "AOB_PRODUCTION")}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True,

@@ -1,0 +1,43 @@
+"""What one request may write to the web's log: bounded, whatever its path holds."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from typing import Any
+
+from tests.support.stack import Proc
+from tests.web.conftest import free_port
+
+
+def test_an_anonymous_request_writes_a_bounded_log(stack_env: dict[str, Any]) -> None:
+    """uvicorn (as ``make up`` and compose run it) takes a request line up to about 64 KB, and a path
+    no route has is a 404 before any rate limit: its access line and Django's ``Not Found`` warning
+    (the path again in its ``request``) wrote the path three times, about 180 KB of log for each
+    anonymous request (a red-team helper's measurement), as often as a visitor sends them. Now
+    every line of the web process, uvicorn's access lines included, is clipped
+    (``aob_project/logs.py``)."""
+    port = free_port()
+    proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
+                            "--port", str(port), "--ws-max-size", "4096"], dict(stack_env),
+                ready_line="Uvicorn running on")
+    try:
+        before = proc.log.stat().st_size
+        path = "/nothing-here/" + "a" * 60_000
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
+        deadline = time.monotonic() + 10
+        while True:  # both lines written: Django's warning, then the access line after the answer
+            log = proc.log.read_bytes()[before:]
+            if b"Not Found: /nothing-here" in log and b'"GET /nothing-here' in log:
+                break
+            assert time.monotonic() < deadline, log[-2000:]
+            time.sleep(0.05)
+        assert len(log) < 16_000, len(log)
+    finally:
+        proc.stop()
