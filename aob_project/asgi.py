@@ -9,6 +9,12 @@ from aob_project.http_handler import get_thread_pool_application
 
 django_http_app = get_thread_pool_application()
 
+from django.conf import settings  # noqa: E402
+
+from aob_project.logs import adopt_access_log  # noqa: E402
+
+adopt_access_log(json_output=settings.AOB_LOG_JSON)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

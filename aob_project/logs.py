@@ -3,6 +3,7 @@ node_id, node_run_id) and any ``extra=`` fields of a stdlib logging call."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -33,6 +34,40 @@ def _one_line(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+# The longest a logged value is written (the message and the exception's text included): a value can
+# hold what anyone sent (a visitor's path, which Django's "Not Found" and uvicorn's access line
+# carry; a remote's answer in an error; a tenant's data in an exception), and a line was as long.
+MAX_VALUE_CHARS = 4096
+MAX_EXCEPTION_CHARS = 16384  # a traceback's frames, its last lines the error's own
+_KEPT_AS_IS = (bool, int, float, type(None))
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` when it is at most ``limit`` characters, else its start and its end (where a path
+    or a traceback says most) with the count of the characters left out between them."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    head = limit - tail
+    return f"{text[:head]}…[{len(text) - head - tail} characters left out]…{text[-tail:]}"
+
+
+def _clipped(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, _KEPT_AS_IS):
+            continue
+        if not isinstance(value, str):  # rendered as the JSON renderer would, then measured
+            try:
+                text = json.dumps(value, default=str)
+            except (TypeError, ValueError):
+                text = str(value)
+            if len(text) <= MAX_VALUE_CHARS:
+                continue
+            value = text
+        event[key] = clip(value, MAX_EXCEPTION_CHARS if key == "exception" else MAX_VALUE_CHARS)
+    return event
+
+
 def formatter(json_output: bool = True) -> dict[str, Any]:
     shared = [structlog.contextvars.merge_contextvars, structlog.stdlib.add_log_level,
               structlog.stdlib.add_logger_name, structlog.processors.TimeStamper(fmt="iso", utc=True), _extras]
@@ -42,7 +77,7 @@ def formatter(json_output: bool = True) -> dict[str, Any]:
         rendering = [_one_line, structlog.dev.ConsoleRenderer(colors=False)]
     return {"()": structlog.stdlib.ProcessorFormatter, "foreign_pre_chain": shared,
             "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                           structlog.processors.format_exc_info, *rendering]}
+                           structlog.processors.format_exc_info, _clipped, *rendering]}
 
 
 def configure_structlog() -> None:
@@ -54,3 +89,13 @@ def configure_structlog() -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def adopt_access_log(*, json_output: bool) -> None:
+    """uvicorn's access lines (the request's whole path) in this format, clipped as every other
+    line: uvicorn's own formatter wrote them as plain text, as long as the path. Its handlers stay
+    (none when it was told ``--no-access-log``)."""
+    options = formatter(json_output)
+    factory = options.pop("()")
+    for handler in logging.getLogger("uvicorn.access").handlers:
+        handler.setFormatter(factory(**options))

@@ -644,10 +644,11 @@ AOB_AGENT_TOOL_RESULTS_MAX_BYTES = env_int("AOB_AGENT_TOOL_RESULTS_MAX_BYTES", 4
 from aob_project.logs import configure_structlog, formatter  # noqa: E402
 
 configure_structlog()
+AOB_LOG_JSON = env_bool("AOB_LOG_JSON", True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": formatter(json_output=env_bool("AOB_LOG_JSON", True))},
+    "formatters": {"json": formatter(json_output=AOB_LOG_JSON)},
     # secrets an executor is sending are masked in whatever is logged meanwhile (vault/logs.py)
     "filters": {"secrets": {"()": "vault.logs.MaskSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["secrets"]}},
