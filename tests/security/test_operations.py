@@ -59,6 +59,25 @@ def test_metrics_are_refused_when_no_token_is_configured(settings):
 
 
 @pytest.mark.django_db
+def test_metrics_tokens_cannot_be_guessed_without_end(scraper_token, settings):
+    """/metrics judged every token offered, as fast as they came: nothing counted one address's
+    guesses (the API's, the sockets' and the hooks' anonymous limit never met it; a red-team helper
+    had 2,000 guesses answered 401 in a row). A scrape now counts against its address's anonymous
+    limit before its token is judged, and one that proves itself is taken out again; past the limit
+    the answer is a 429 whatever the token, so a right guess cannot be told from a wrong one."""
+    settings.AOB_RATE_ANON_PER_MIN = 5
+    address = "198.51.100.23"
+    for _ in range(8):  # the scraper's own scrapes never count
+        assert Client(REMOTE_ADDR=address).get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scraper_token}").status_code == 200
+    answers = [Client(REMOTE_ADDR=address).get("/metrics", HTTP_AUTHORIZATION=f"Bearer guess-{i}")
+               for i in range(8)]
+    assert [answer.status_code for answer in answers] == [401] * 5 + [429] * 3
+    assert answers[-1].json()["error"] == "anonymous_rate_limit_exceeded"
+    right = Client(REMOTE_ADDR=address).get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scraper_token}")
+    assert right.status_code == 429 and b"aob_runs" not in right.content
+
+
+@pytest.mark.django_db
 def test_labels_from_user_input_are_bucketed(scraper_token, make_user):
     model, node_type = f"model-{uuid.uuid4().hex}", f"type-{uuid.uuid4().hex}"
     LLM_TOKENS.labels(model, "prompt").inc(7)
