@@ -76,9 +76,23 @@ def scraper_allowed(request: Any) -> bool:
 
 
 def metrics_view(request: Any) -> Any:
+    """A scrape counts against its address's anonymous limit before its token is judged (taken out
+    again once it proves itself), so one address cannot guess tokens without end: past the limit
+    it is a 429 whatever it offers, and a right guess cannot be told from a wrong one."""
     from django.http import HttpResponse, JsonResponse
 
-    if not scraper_allowed(request):
+    from workflows import ratelimit
+    from workflows.api.errors import json_error
+
+    address = ratelimit.client_address(request.META)
+    try:
+        entry = ratelimit.count_anonymous(address=address)
+    except ratelimit.RateLimited as exc:
+        return json_error(exc)
+    allowed = scraper_allowed(request)
+    if allowed and entry is not None:
+        ratelimit.uncount_anonymous(address=address, member=entry)
+    if not allowed:
         response = JsonResponse({"error": "not_authenticated", "message": "metrics are for the scraper: send "
                                  "Authorization: Bearer <AOB_METRICS_TOKEN>", "details": {"rule": "metrics_token"}},
                                 status=401)
