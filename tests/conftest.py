@@ -185,6 +185,18 @@ def make_user(db: Any) -> Any:
     return make
 
 
+def with_permissions(user: User, *codenames: str) -> User:
+    """``user`` given the admin's ``app_label.codename`` permissions, read afresh (Django caches a
+    user's permissions on the instance). Staff read every owner's runs with ``workflows.view_run``,
+    and every owner's workflows with ``workflows.view_workflow`` (``workflows.visibility``)."""
+    from django.contrib.auth.models import Permission
+
+    for name in codenames:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return User.objects.get(pk=user.pk)
+
+
 def client_for(user: User) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {user.auth_token.key}")

@@ -46,7 +46,7 @@ from workflows.results import run_result
 
 
 def _in_scope(qs: QuerySet[Workflow], *, user: User, scope: str) -> QuerySet[Workflow]:
-    if scope in ("global", "all") and user.is_staff:
+    if scope in ("global", "all") and visibility.reads_every_workflow(user):
         return qs
     return qs.filter(owner=user)
 
@@ -196,7 +196,7 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
     # who may see that run (one asked in a child run only is told nothing of its parent, as its family)
     above = run.within
     run.within_hidden = bool(above) and not (  # type: ignore[attr-defined]
-        user.is_staff or run.owner_id == user.pk or runs_visible(user=user).filter(pk=above).exists())
+        run.owner_id == user.pk or runs_visible(user=user).filter(pk=above).exists())
     return run
 
 
@@ -244,9 +244,10 @@ def fill_inputs(rows: list[Run]) -> list[Run]:
 
 
 def runs_for_list(*, user: User, owner: str | None) -> QuerySet[Run]:
-    """The runs list's base: your runs; staff asking for an owner, every run (the filter narrows).
-    An approver reaches a run it must decide through its approval."""
-    if owner and user.is_staff:
+    """The runs list's base: your runs; staff who read every run (``visibility.reads_every_run``)
+    asking for an owner, every run (the filter narrows). An approver reaches a run it must decide
+    through its approval."""
+    if owner and visibility.reads_every_run(user):
         return Run.objects.all()
     return runs_owned(user=user)
 
@@ -285,9 +286,10 @@ def run_patch_get(*, run: Run, seq: int) -> RunPatch:
 
 def artifact_get(*, user: User, artifact_id: str, admit: Callable[[int], None] = lambda size: None) -> Artifact:
     """An artifact is visible through what refers to it: a version of one's own workflow, or a run
-    one may see (``visibility``: its definitions, node outputs and patches); to staff, any
-    workflow's version too, as the workflows list shows them (``scope=global``). An approver reads
-    the artifacts of the run behind the approval, as its page links them. One's own runs are asked
+    one may see (``visibility``: its definitions, node outputs and patches); to staff who read every
+    workflow (``visibility.reads_every_workflow``), any workflow's version too, as the workflows list
+    shows them (``scope=global``). An approver reads the artifacts of the run behind the approval,
+    as its page links them. One's own runs are asked
     first (their owner index); the rule's other runs (staff's, an approver's) only on a miss.
     Its content is left in the database: ``text`` is its JSON text as stored, never parsed (parsing
     an output and rendering it again took three times as long, and many times its size in memory).
@@ -303,7 +305,8 @@ def artifact_get(*, user: User, artifact_id: str, admit: Callable[[int], None] =
     seen = (_version_reference(artifact_id, WorkflowVersion.objects.filter(workflow__owner=user))
             or _reference(artifact_id, Run.objects.filter(owner=user))
             or _reference(artifact_id, visibility.runs_visible(user=user))
-            or (_version_reference(artifact_id, WorkflowVersion.objects.all()) if user.is_staff else None))
+            or (_version_reference(artifact_id, WorkflowVersion.objects.all())
+                if visibility.reads_every_workflow(user) else None))
     if seen is None:
         raise NotFound("artifact not found")
     admit(Artifact.objects.values_list("size_bytes", flat=True).get(pk=artifact_id))

@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from subflows.models import SubRun
-from tests.conftest import client_for, set_inputs, stored_run
+from tests.conftest import client_for, set_inputs, stored_run, with_permissions
 from workflows import results
 from workflows.models import Artifact, Event, NodeRun, Run, RunPatch, WorkflowVersion, canonical_json, size_of
 from workflows.services.artifacts import artifact_store
@@ -87,7 +87,7 @@ def test_a_materialized_list_carries_definitions_while_they_fit(user: Any, setti
 
 
 def test_staff_read_another_owner_s_left_out_definition_from_its_artifact(make_user: Any, settings: Any) -> None:
-    alice, admin = make_user("alice"), make_user("admin", is_staff=True)
+    alice, admin = make_user("alice"), with_permissions(make_user("admin", is_staff=True), "workflows.view_workflow")
     saved(alice, "big", 200)
     settings.AOB_DETAILS_MAX_BYTES = 10_000
     staff, owner = client_for(admin), client_for(alice)
@@ -369,7 +369,7 @@ def test_every_owner_s_workflows_page_in_a_total_order(make_user: Any) -> None:
     for owner in owners:
         for tag in ("deploy", "report"):
             saved(owner, tag, 1)
-    staff = client_for(make_user("root", is_staff=True))
+    staff = client_for(with_permissions(make_user("root", is_staff=True), "workflows.view_workflow"))
 
     response, statements = read(staff, f"{API}/workflows", {"scope": "global", "limit": "2", "offset": "2"})
     pages = [staff.get(f"{API}/workflows", {"scope": "global", "limit": "2", "offset": str(o)}).json()["results"]

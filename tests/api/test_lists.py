@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from tests.conftest import client_for, set_inputs, stored_run
+from tests.conftest import client_for, set_inputs, stored_run, with_permissions
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
 
@@ -63,7 +63,7 @@ def test_runs_filter_by_workflow_status_dates_and_text(runs):
 def test_only_staff_see_another_owners_runs(runs, make_user):
     bobs = str(runs["bobs"].pk)
     assert ids(client_for(runs["alice"]).get(f"{API}/runs", {"owner": "bob"})) == []
-    staff = client_for(make_user("root", is_staff=True))
+    staff = client_for(with_permissions(make_user("root", is_staff=True), "workflows.view_run"))
     assert ids(staff.get(f"{API}/runs", {"owner": "bob"})) == [bobs]
     assert ids(staff.get(f"{API}/runs")) == []  # without owner: their own
 

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from tests.api.factories import API, assert_error
-from tests.conftest import client_for, stored_run
+from tests.conftest import client_for, stored_run, with_permissions
 from workflows.models import Artifact, NodeRun, Run
 from workflows.services.artifacts import artifact_store
 
@@ -88,7 +88,8 @@ def test_a_passthrough_output_reads_null_as_details_show_it(user: Any) -> None:
 def test_whoever_may_not_see_the_run_gets_what_its_other_endpoints_answer(user: Any, make_user: Any) -> None:
     run = stored_run(user)
     node_run(run, "input")
-    carol, staff = client_for(make_user("carol")), client_for(make_user("root", is_staff=True))
+    carol = client_for(make_user("carol"))
+    staff = client_for(with_permissions(make_user("root", is_staff=True), "workflows.view_run"))
     iterations = f"{API}/runs/{run.pk}/nodes/a/iterations"
 
     refused = carol.get(whole(run, "input"))

@@ -15,11 +15,11 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from tests.api.factories import assert_error
-from tests.conftest import client_for
+from tests.conftest import client_for, with_permissions
 from tests.security.conftest import World, state
 from workflows import visibility
 
@@ -80,9 +80,7 @@ def reader(world: World, who: str, make_user: Any) -> User:
         return make_user("carol")
     user = make_user(who, is_staff=True)
     if who == "staff_who_reads":  # what the admin's own pages of runs and workflows ask
-        user.user_permissions.add(*Permission.objects.filter(
-            content_type__app_label="workflows", codename__in=["view_run", "view_workflow"]))
-        user = User.objects.get(pk=user.pk)  # its permissions read afresh
+        return with_permissions(user, "workflows.view_run", "workflows.view_workflow")
     return user
 
 

@@ -84,7 +84,8 @@ class RunFilter(django_filters.FilterSet):
     status = Choice(choices=Run.Status.values)
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    owner = Text(method="filter_owner", help_text="staff only: another user's runs, by username")
+    owner = Text(method="filter_owner",
+                 help_text="staff who may read runs (the admin's view_run): another user's runs, by username")
     q = Text(method="search_last", help_text=SEARCH_HELP)
 
     class Meta:
@@ -112,7 +113,8 @@ RUN_FILTER_PARAMETERS = [
     OpenApiParameter("created_after", OpenApiTypes.DATETIME, description="created at or after (ISO 8601)"),
     OpenApiParameter("created_before", OpenApiTypes.DATETIME, description="created before (ISO 8601)"),
     OpenApiParameter("owner", str, pattern=TAG_PARAM_PATTERN,
-                     description="staff: any user's runs, by username; others see only their own"),
+                     description="staff with the admin's view_run permission: any user's runs, by username; "
+                                 "others see only their own"),
     OpenApiParameter("q", str, pattern=TAG_PARAM_PATTERN, description=SEARCH_HELP),
 ]
 

@@ -20,7 +20,7 @@ from django.views.static import was_modified_since
 from rest_framework.request import Request
 
 from aob_project.exceptions import AobError, NotFound
-from workflows import selectors
+from workflows import selectors, visibility
 from workflows.api.filters import CheckedFilterBackend, KeysetPagination, RunFilter, WorkflowFilter
 from workflows.models import Run
 from workflows.results import run_duration_ms
@@ -141,7 +141,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return _render(request, "run_list.html", nav="runs", runs=[_run_row(r) for r in runs], filters=wanted,
                    statuses=Run.Status.values, tags=tags, problem=problem, page_size=RUNS_PAGE_SIZE,
                    next_query=_query_of(next_link), previous_query=_query_of(previous_link),
-                   is_staff=request.user.is_staff, search_scope=search_scope())
+                   is_staff=visibility.reads_every_run(request.user), search_scope=search_scope())
 
 
 RUN_LIST_PARAMS = ("workflow", "status", "created_after", "created_before", "owner", "q", "cursor")
