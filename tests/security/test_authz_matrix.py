@@ -15,11 +15,13 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
+from approvals.models import Approval
+from approvals.notifications import approval_notify
 from tests.api.factories import assert_error
-from tests.conftest import client_for, with_permissions
+from tests.conftest import client_for, stored_run, with_permissions
 from tests.security.conftest import World, state
 from workflows import visibility
 
@@ -148,3 +150,22 @@ def test_the_rule_is_one_for_every_surface(world: World, make_user: Any) -> None
     assert not visibility.runs_visible(user=plain).filter(pk=world.finished.pk).exists()
     assert visibility.run_visible(world.finished, user=reads)
     assert visibility.runs_visible(user=reads).filter(pk=world.finished.pk).exists()
+
+
+@pytest.mark.django_db
+def test_ones_own_gate_does_not_list_who_is_in_a_group_it_names(make_user: Any) -> None:
+    """carol names the group ``finance``, which she is not in, on a gate of her own run: her
+    approval's deliveries say the group was told, not which of its members were."""
+    finance = Group.objects.create(name="finance")
+    for name in ("erin", "frank"):
+        member = make_user(name, email=f"{name}@example.com")
+        member.groups.add(finance)
+    carol = make_user("carol")
+    approval = Approval.objects.create(run=stored_run(carol), approvers=["finance"])
+    approval_notify(approval=approval)
+
+    answer = client_for(carol).get(f"{API}/approvals/{approval.pk}").json()
+
+    assert answer["deliveries"], "the members were told"
+    assert {d["recipient"] for d in answer["deliveries"]} == {"finance"}
+    assert "erin" not in json.dumps(answer) and "frank" not in json.dumps(answer)
