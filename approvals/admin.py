@@ -124,8 +124,11 @@ class DecisionAdmin(ReadOnlyAdmin):
 class DeliveryAdmin(ReadOnlyAdmin):
     """Who was told, when, on which channel, and what came of it."""
 
-    list_display = ["approval_id", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
-    list_columns = ["approval", "recipient", "channel", "reason", "status", "attempts", "created_at", "sent_at"]
+    # recipient: the name the approval lists (a group's, for its members); user: whom it was sent to
+    list_display = ["approval_id", "recipient", "user", "channel", "reason", "status", "attempts", "created_at",
+                    "sent_at"]
+    list_columns = ["approval", "recipient", "user__username", "channel", "reason", "status", "attempts", "created_at",
+                    "sent_at"]
     list_filter = ["status", "channel", "reason"]
     search_fields = ["recipient"]
 

@@ -95,8 +95,11 @@ def _wanted(approval: Approval, reason: str, names: list[str] | None) -> list[De
         if NotificationTarget.objects.filter(group=group, enabled=True).exists():
             deliveries.append(Delivery(approval=approval, group=group, recipient=name,
                                        channel=Delivery.Channel.WEBHOOK, reason=reason))
+        # each member's delivery is named as the approval names it, by the group's name: the run's
+        # owner reads the deliveries, and may name any group, not only their own (by the members'
+        # usernames, naming a group listed who was in it)
         for member in group.user_set.filter(is_active=True).order_by("pk"):
-            deliveries += _for_user(approval, member, member.username, reason, seen_users, webhooks=False)
+            deliveries += _for_user(approval, member, name, reason, seen_users, webhooks=False)
     return deliveries
 
 

@@ -87,7 +87,7 @@ def test_a_clashing_names_notifications_go_to_the_groups_members(user: User, eri
 
     deliveries = approval_notify(approval=approval)
 
-    assert sorted((d.recipient, d.user_id) for d in deliveries) == [("bob", bob.pk), ("erin", erin.pk)]
+    assert sorted((d.recipient, d.user_id) for d in deliveries) == [("bob", bob.pk), ("finance", erin.pk)]
 
 
 @pytest.mark.django_db

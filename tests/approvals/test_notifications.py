@@ -193,7 +193,9 @@ def test_a_group_approver_is_told_through_its_webhook_and_its_members(user: User
 
     deliveries = approval_notify(approval=approval)
 
-    assert sorted((d.recipient, d.channel) for d in deliveries) == [("erin", "email"), ("finance", "webhook")]
+    # a member's delivery is named as the approval names it, by the group's name
+    assert {(d.recipient, d.user_id, d.channel) for d in deliveries} == {
+        ("finance", erin.pk, "email"), ("finance", None, "webhook")}
     assert Delivery.objects.filter(approval=approval).count() == 2
     assert mail.outbox == []  # queued for the workers, not sent from the web process
 
