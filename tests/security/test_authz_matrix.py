@@ -152,6 +152,22 @@ def test_the_rule_is_one_for_every_surface(world: World, make_user: Any) -> None
     assert visibility.runs_visible(user=reads).filter(pk=world.finished.pk).exists()
 
 
+def test_a_deactivated_owner_s_token_and_session_reach_nothing(world: World) -> None:
+    """Deactivated with a token and a signed-in page already in hand: the API is a 401, a page the
+    login (the WebSocket's own check is tests/web/test_consumers.py)."""
+    token, session = client_for(world.alice), APIClient()
+    session.force_login(world.alice)
+    world.alice.is_active = False
+    world.alice.save()
+
+    for method, path, body, _ in run_routes(world):
+        if path.startswith(API):
+            assert call(token, method, path, body).status_code == 401, path
+            assert call(session, method, path, body).status_code == 401, path
+        else:
+            assert session.get(path)["Location"].startswith("/login/"), path
+
+
 @pytest.mark.django_db
 def test_ones_own_gate_does_not_list_who_is_in_a_group_it_names(make_user: Any) -> None:
     """carol names the group ``finance``, which she is not in, on a gate of her own run: her
