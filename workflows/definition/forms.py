@@ -183,7 +183,11 @@ def _unique_items(validator: Any, unique: bool, instance: Any, schema: Any) -> I
             seen.add(key)
 
 
-_SAFE = {"pattern": _pattern, "patternProperties": _pattern_properties, "uniqueItems": _unique_items}
+# JSON Schema's two pattern keywords as ECMA-262 reads a pattern, in linear time: RE2's ``$`` is the
+# end of the text, where Python's ``re`` matched before a final line break too. Every schema a
+# definition is judged by uses them (``validation.SchemaValidator``), not only forms.
+PATTERN_KEYWORDS = {"pattern": _pattern, "patternProperties": _pattern_properties}
+_SAFE = {**PATTERN_KEYWORDS, "uniqueItems": _unique_items}
 FormValidator = validators.extend(
     Draft202012Validator,
     validators={name: _metered(_SAFE.get(name, keyword)) for name, keyword in Draft202012Validator.VALIDATORS.items()},

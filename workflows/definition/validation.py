@@ -15,15 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from workflows import registry
 
 from .expressions import ExpressionError, compile_expression
-from .forms import one_budget
+from .forms import PATTERN_KEYWORDS, one_budget
 
 SCHEMA_PATH = Path(__file__).with_name("workflow.schema.json")
+
+# The workflow schema and each node type's config schema, with ``pattern`` read as JSON Schema means
+# it: ``^[a-zA-Z0-9_-]+$`` took ``"fetch\n"`` under Python's ``re`` (a node id shown as ``fetch``
+# beside the real one, a type shown as ``hitl`` that ran as no type at all).
+SchemaValidator = validators.extend(Draft202012Validator, validators=PATTERN_KEYWORDS)
 
 
 @cache
@@ -32,8 +37,8 @@ def workflow_schema() -> dict[str, Any]:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(workflow_schema())
+def _validator() -> Any:
+    return SchemaValidator(workflow_schema())
 
 
 @dataclass
@@ -236,8 +241,8 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
 
 
 @cache
-def _config_validator(node_type: str) -> Draft202012Validator:
-    return Draft202012Validator(registry.get(node_type).config_schema)
+def _config_validator(node_type: str) -> Any:
+    return SchemaValidator(registry.get(node_type).config_schema)
 
 
 SIZE_RULES = frozenset({"maxLength", "maxItems", "maxProperties"})
