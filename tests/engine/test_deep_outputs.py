@@ -11,9 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.flow import http, node_runs, run_to_end
-from workflows.engine.outputs import NonJSONOutput, strict_json
-
-OUTPUT_MAX_DEPTH = 256  # outputs.OUTPUT_MAX_DEPTH, once it exists
+from workflows.engine.outputs import OUTPUT_MAX_DEPTH, NonJSONOutput, strict_json
 
 
 def _nested(depth: int) -> list:

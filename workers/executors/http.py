@@ -10,6 +10,7 @@ from aob_project.exceptions import AobError
 from workers.executors.outbound import literal_url_problems
 from workers.http import idempotency
 from workflows.definition.references import resolve
+from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, executor
 
 CONFIG_SCHEMA = {
@@ -125,7 +126,9 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
         timeout_s=(timeout_ms / 1000) if timeout_ms else None,
         max_response_bytes=config.get("max_response_bytes"),
     )
-    body = result.json_body if result.json_body is not None else result.text
+    # JSON the engine can store and every reader read back (outputs.OUTPUT_MAX_DEPTH), else its text
+    parsed = result.json_body is not None and depth_within(result.json_body, OUTPUT_MAX_DEPTH - 1)
+    body = result.json_body if parsed else result.text
     output = {
         "status": "success" if result.status_code < 400 else "error",
         "status_code": result.status_code,

@@ -15,6 +15,8 @@ The rule:
 - Map keys: strings (``1`` → ``"1"``, ``true`` → ``"true"``); tuples and sets: arrays.
 - Strings: NUL (``jsonb`` cannot hold it) and lone surrogates become U+FFFD.
 - Anything else: ``NonJSONOutput`` naming its path and type (in an error payload: its text).
+- Nesting past ``OUTPUT_MAX_DEPTH``: ``NonJSONOutput`` naming the path, rule ``max_depth`` (in an
+  error payload: ``{"truncated": true, "rule": "max_depth", "limit"}`` in its place).
 
 And one rule for how large one output may be (``refuse_large_output``): its JSON as stored past
 ``AOB_MAX_NODE_OUTPUT_BYTES`` fails the node with ``OutputTooLarge`` before anything of it is
@@ -34,6 +36,20 @@ from django.conf import settings
 
 from aob_project.exceptions import AobError
 from workflows.models import canonical_json
+
+# How deep a stored output may nest: as deep as every reader can read it back. Python's parser and
+# encoder spend a frame of the same 1,000 a level, CEL's conversion and ``copy.deepcopy`` two, and
+# the web tier reads an output far up its stack (Django, DRF, the serializer): a remote's body of
+# 950 levels parsed in a worker, was stored, and every GET /runs/{id} and details of its run was a
+# 500. An http node's output is its body and one level, so a body nests at most one less (past it,
+# the body is its text, as a body past the parser always was).
+OUTPUT_MAX_DEPTH = 256
+
+
+def depth_within(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` deep (a scalar 0, ``[]`` 1): one level of containers
+    at a time, so no recursion and nothing stacked per value."""
+    return _plain(value, limit, keys=False)
 
 
 class NonJSONOutput(AobError):
@@ -59,27 +75,34 @@ def strict_json(value: Any, *, non_finite: str = "fail") -> Any:
     """``value`` as strict JSON by the rule above; ``non_finite`` is ``"fail"`` or ``"null"``."""
     try:
         text = canonical_json(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested past the encoder, far past the bound
         pass
     else:
-        if "\\u0000" not in text and _encodable(text) and _string_keys(value):
+        if "\\u0000" not in text and _encodable(text) and _plain(value):
             return value  # already strict: stored exactly as serialised (tuples as arrays)
-    return _walk(value, "", non_finite)
+    return _walk(value, "", non_finite, 1)
 
 
-def _string_keys(value: Any) -> bool:
-    """Every map key is a string (json.dumps would write others, but sort them by their own type)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for k, v in item.items():
-                if not isinstance(k, str):
-                    return False
-                if isinstance(v, dict | list | tuple):
-                    stack.append(v)
-        elif isinstance(item, list | tuple):
-            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+def _plain(value: Any, limit: int = OUTPUT_MAX_DEPTH, *, keys: bool = True) -> bool:
+    """Every map key is a string (json.dumps would write others, but sort them by their own type;
+    with ``keys``), and nothing nests past ``limit``. A level of containers at a time."""
+    level = [value] if isinstance(value, dict | list | tuple) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return False
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    if keys and not isinstance(k, str):
+                        return False
+                    if isinstance(v, dict | list | tuple):
+                        below.append(v)
+            else:
+                below.extend(v for v in item if isinstance(v, dict | list | tuple))
+        level = below
     return True
 
 
@@ -112,7 +135,14 @@ def _pointer(path: str, key: str) -> str:
     return f"{path}/{key.replace('~', '~0').replace('/', '~1')}"
 
 
-def _walk(value: Any, path: str, non_finite: str) -> Any:
+def _too_deep(path: str, non_finite: str) -> Any:
+    if non_finite == "null":  # an error payload: recorded whatever it holds
+        return {"truncated": True, "rule": "max_depth", "limit": OUTPUT_MAX_DEPTH}
+    raise NonJSONOutput(f"the output nests deeper than {OUTPUT_MAX_DEPTH} levels at {path or '/'}",
+                        extra={"path": path or "/", "rule": "max_depth", "limit": OUTPUT_MAX_DEPTH, "transient": False})
+
+
+def _walk(value: Any, path: str, non_finite: str, depth: int) -> Any:
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, str):
@@ -126,14 +156,18 @@ def _walk(value: Any, path: str, non_finite: str) -> Any:
             f"the output is not JSON: {path or 'the output'} is {value!r} (JSON has no NaN or Infinity)",
             extra={"path": path or "/", "value": repr(value), "transient": False})
     if isinstance(value, dict):
+        if depth > OUTPUT_MAX_DEPTH:
+            return _too_deep(path, non_finite)
         out: dict[str, Any] = {}
         for k, v in value.items():
             key = _text(str(k)) if non_finite == "null" and not isinstance(k, str | int | float | bool) else _key(k, path)
-            out[key] = _walk(v, _pointer(path, key), non_finite)
+            out[key] = _walk(v, _pointer(path, key), non_finite, depth + 1)
         return out
     if isinstance(value, list | tuple | set | frozenset):
+        if depth > OUTPUT_MAX_DEPTH:
+            return _too_deep(path, non_finite)
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return [_walk(v, f"{path}/{i}", non_finite) for i, v in enumerate(items)]
+        return [_walk(v, f"{path}/{i}", non_finite, depth + 1) for i, v in enumerate(items)]
     if isinstance(value, datetime.datetime):
         text = value.isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
