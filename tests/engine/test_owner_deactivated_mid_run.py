@@ -1,0 +1,56 @@
+"""An owner deactivated while their run runs: no run starts as them (``run_start``), and nothing of
+a running one starts as them either. The run is theirs alone to cancel (``run_owner_check``, staff
+included), and they can no longer sign in: what it would still do (send their secrets, call the
+model on their budget, ask their approvers) nobody could stop. The node that would start fails
+saying why (``owner_inactive``), which fails the run; an agent already working makes no further
+model call."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.models import User
+
+from tests.agents.flows import agent, edge, finish, http, node, start
+from tests.engine.flow import wait_until
+
+TOKEN = "owner-token-7c1e"
+
+
+def test_a_node_queued_after_its_owner_is_deactivated_does_not_send_their_secret(engine, api, user, remote):
+    assert api.put("/api/v1/secrets/CRM_TOKEN", {"value": TOKEN}, format="json").status_code == 201
+    key = uuid.uuid4().hex
+    nodes = [http("first", f"{remote.base}/hold/{key}"),
+             http("second", f"{remote.base}/echo/second", headers={"Authorization": "Bearer ${secrets.CRM_TOKEN}"})]
+    run_id = start(api, nodes, [edge("first", "second")])
+    wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 1, what="the first node in flight")
+
+    User.objects.filter(pk=user.pk).update(is_active=False)  # the owner leaves while the run runs
+    remote.release(key)
+
+    run = finish(run_id)
+    sent = remote.hits("/echo/second")
+    assert not sent, f"the deactivated owner's secret was sent after they left: {sent[0]['headers']['Authorization']}"
+    second = node(run, "second")
+    assert (run.status, second.status) == ("failed", "failed"), (run.status, second.status, second.error)
+    assert second.error["error_type"] == "owner_inactive" and "deactivated" in second.error["message"], second.error
+
+
+def test_an_agent_makes_no_model_call_after_its_owner_is_deactivated(engine, api, user, fake_llm, remote):
+    key = uuid.uuid4().hex
+    held = {"steps": [{"op": "http_request", "url": f"{remote.base}/hold/{key}"}]}
+    again = {"steps": [{"op": "http_request", "url": f"{remote.base}/echo/again"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", held)]}, {"tool_calls": [("execute_pipeline", again)]},
+                    {"content": "Done."}])
+    run_id = start(api, [agent()])
+    wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 1, what="the first call's tool call in flight")
+
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    remote.release(key)
+
+    run = finish(run_id)
+    plan = node(run, "plan")
+    assert len(fake_llm.requests) == 1, f"{len(fake_llm.requests)} model calls for an owner deactivated after the first"
+    assert not remote.hits("/echo/again")
+    assert (run.status, plan.status) == ("failed", "failed"), (run.status, plan.status, plan.error)
+    assert plan.error["error_type"] == "owner_inactive" and "deactivated" in plan.error["message"], plan.error
