@@ -37,7 +37,7 @@ from agents.exceptions import BudgetExceeded, BudgetPaused, OwnerBudgetExceeded
 from agents.llm import Call, price
 from agents.models import OwnerSpend
 from aob_project.metrics import LLM_COST, LLM_TOKENS
-from workflows.engine import poison
+from workflows.engine import owners, poison
 from workflows.models import Event, NodeRun, Run
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,9 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
         usage = run.usage or {}
         _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
                                          "calls": usage.get("calls", 0)})
-        checked = _check_line(line, replaced, tokens, cost)
+        checked = _check_line(line, replaced, tokens, cost)  # at the ceiling: a pause, ``loop._pause`` judges it
+        if not owners.owner_active(run.owner_id):  # deactivated since the node started: no further call
+            raise owners.OwnerInactive.of(run.owner_id, f"run {run_id}'s agent makes no further model call")
         live = _holding({k for _, held in checked for k in held})
         for each, held in checked:
             each.usage = _settle(each, held, live)

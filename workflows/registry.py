@@ -77,6 +77,8 @@ class NodeContext:
     timeout_s: float | None
     owner_id: int
     definition: dict[str, Any] = field(default_factory=dict)
+    # the owner was active when the node run was claimed (``engine.owners``): else it fails, unstarted
+    owner_active: bool = True
 
 
 @dataclass(frozen=True)

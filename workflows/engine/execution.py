@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Min
 from django.utils import timezone
@@ -29,7 +30,7 @@ from workflows.limits import bounded_error
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
 
-from . import admission, events, heartbeat, locks, planner, run_inputs, transitions
+from . import admission, events, heartbeat, locks, owners, planner, run_inputs, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
@@ -93,13 +94,15 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
  RETURNING seq, request_id
 )
 SELECT claimed.run_id, claimed.node_id, claimed.node_type, claimed.iteration, claimed.attempts, claimed.queued_at,
-       bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id, false
+       bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id, false,
+       (SELECT owner.is_active FROM {users} owner WHERE owner.id = bumped.owner_id)  -- engine.owners
   FROM claimed, bumped, started
 UNION ALL  -- held: the node_held event's seq when this was its first hold
 SELECT locked.id, due.node_id, due.node_type, due.iteration, NULL, NULL, due.owner_id, NULL, NULL, held_event.seq,
-       held_event.request_id, true
+       held_event.request_id, true, NULL
   FROM held, due, locked LEFT JOIN held_event ON true
-""".replace("{at_limit}", admission.AT_LIMIT).replace("{inputs_head}", run_inputs.HEAD_SQL)
+""".replace("{at_limit}", admission.AT_LIMIT).replace("{inputs_head}", run_inputs.HEAD_SQL).replace(
+    "{users}", User._meta.db_table)
 
 
 # The moves CLAIM and COMPLETE make in SQL, as the transition table allows them.
@@ -128,7 +131,7 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     if not rows:
         return None
     (run_id, node_id, node_type, iteration, attempts, queued_at, owner_id, inputs, artifact_id, seq,
-     request_id, held) = rows[0]
+     request_id, held, owner_active) = rows[0]
     if held:
         NODE_HELD.labels(node_type).inc()
         logger.debug("node_run.held", extra={"node_run_id": node_run_id})
@@ -161,7 +164,8 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     return NodeContext(run_id=str(run_id), node_run_id=node_run_id, node_id=node_id, node_type=node_type,
                        iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
-                       definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms})
+                       definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms},
+                       owner_active=bool(owner_active))
 
 
 def _outputs(run_id: Any, ir: Any, node_id: str, iteration: int, refs: set[str]) -> dict[str, Any]:
@@ -365,6 +369,8 @@ def execute(node_run_id: int) -> str | list[Any]:
         return ctx
     started = time.monotonic()
     try:
+        if not ctx.owner_active:  # nothing of a run starts as an owner deactivated since it began
+            raise owners.OwnerInactive.of(ctx.owner_id, f"node {ctx.node_id!r} of run {ctx.run_id} does not start")
         ctx, run = prepared(ctx)
         with heartbeat.holding(ctx.node_run_id, ctx.attempt):
             output = run(ctx)
