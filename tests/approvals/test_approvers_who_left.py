@@ -62,3 +62,23 @@ def test_a_member_taken_out_of_the_group_asked_is_not_sent_its_gate(engine: Any,
     assert smtp.sent_to("erin-moved@example.com") == [], "the gate's words were emailed to someone no longer asked"
     assert delivery.status == "failed", delivery.status
     assert "erin" in delivery.error and "no longer" in delivery.error, delivery.error
+
+
+def test_the_approvers_of_a_deactivated_owners_run_are_told_nothing_more(engine: Any, user: User, bob: User,
+                                                                          smtp: Any) -> None:
+    """The run's owner leaves while its gate waits: nothing of the run starts as them any more
+    (``workflows.engine.owners``), so an approval would lead nowhere, and a reminder, an escalation
+    or a retry still mailed bob the gate's words and a link."""
+    bob.email = "bob-asked@example.com"
+    bob.save()
+    approval = Approval.objects.create(run=stored_run(user), node_id="pay", approvers=["bob"], message=SECRET_WORDS)
+    waiting = _retry_due(approval, bob, "bob")
+    user.is_active = False  # the owner leaves while the notification waits for its retry
+    user.save(update_fields=["is_active"])
+
+    delivery = _settled(waiting)
+
+    assert smtp.sent_to("bob-asked@example.com") == [], "a deactivated owner's gate was emailed to its approver"
+    assert delivery.status == "failed", delivery.status
+    assert user.username in delivery.error and "deactivated" in delivery.error, delivery.error
+
