@@ -291,10 +291,15 @@ def delivery_send(*, delivery_id: int) -> str:
 
 
 def _no_longer_asked(delivery: Delivery) -> str:
-    """Why a person's delivery is not to be sent now, or "": its person was deactivated, or is no
-    longer named by the approval, nor in a group it names (``is_approver``, the rule a decision is
-    judged by), since it was queued. A retry waits out an outage, and a message may wait behind a
-    busy queue: the gate's words, its run and a link went to someone who had left."""
+    """Why a delivery is not to be sent now, or "": the run's owner was deactivated (nothing of their
+    run starts as them any more, ``workflows.engine.owners``: an approval would lead nowhere), or its
+    person was, or is no longer named by the approval, nor in a group it names (``is_approver``, the
+    rule a decision is judged by), since it was queued. A retry waits out an outage, a message may
+    wait behind a busy queue, and a reminder or an escalation comes hours later: the gate's words,
+    its run and a link went to someone who had left, or for a run whose owner had."""
+    owner = Run.objects.filter(pk=delivery.approval.run_id).values_list("owner__username", "owner__is_active").first()
+    if owner is not None and not owner[1]:
+        return f"the run's owner {owner[0]} is deactivated: nothing of the run goes on as them"
     person = delivery.user
     if person is None:
         return ""  # a group's own channel; a user deleted since is refused when it is sent
