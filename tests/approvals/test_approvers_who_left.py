@@ -13,8 +13,10 @@ from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from approvals.models import Approval, Delivery
+from tests.approvals.runs import parked
 from tests.conftest import stored_run
 from tests.engine.flow import wait_until
+from workflows.models import NodeRun, Run
 
 SECRET_WORDS = "Pay invoice 7731 (EUR 48,000) to ACME GmbH?"
 
@@ -82,3 +84,23 @@ def test_the_approvers_of_a_deactivated_owners_run_are_told_nothing_more(engine:
     assert delivery.status == "failed", delivery.status
     assert user.username in delivery.error and "deactivated" in delivery.error, delivery.error
 
+
+def test_a_gate_waiting_on_a_deactivated_owner_ends_and_fails_its_run(engine: Any, user: User) -> None:
+    """The default approver is the run's owner: deactivated while their gate waits, nobody could
+    decide it, nobody could cancel the run (its owner's alone), and retention never prunes a run
+    that has not finished. The deadlines' sweep ends it, saying why."""
+    run_id, approval = parked(user)  # no deadline: it would wait for ever
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    try:
+        run = wait_until(lambda: Run.objects.filter(pk=run_id, status__in=Run.FINISHED).first(), timeout=15,
+                         what="the run's end")
+    except AssertionError:
+        run = Run.objects.get(pk=run_id)
+    review = NodeRun.objects.get(run_id=run_id, node_id="review")
+    approval.refresh_from_db()
+    assert run.status == "failed", f"run {run.status}, its gate {approval.status}: waiting on a deactivated owner"
+    assert (review.status, review.error["error_type"]) == ("failed", "owner_inactive"), (review.status, review.error)
+    assert user.username in review.error["message"] and "deactivated" in review.error["message"], review.error
+    assert approval.status == "cancelled", approval.status
