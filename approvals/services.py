@@ -406,6 +406,40 @@ def approvals_expire_due(batch: int = DUE_BATCH) -> int:
     return count
 
 
+def approvals_end_for_inactive_owners(batch: int = DUE_BATCH) -> int:
+    """End the pending approvals of runs whose owner was deactivated while they waited: the gate
+    node fails (``owner_inactive``, ``workflows.engine.owners``), and its run with it; a patch's
+    approval rejects the patch. Nothing of such a run starts as its owner any more, so a decision
+    would lead nowhere; and a gate only its owner could decide (the default approver) waited for
+    ever, uncancellable (a run is its owner's alone to cancel) and never pruned (unfinished).
+    Run with the deadlines' sweep, ``batch`` a tick; the number ended."""
+    pending = (Approval.objects.filter(status=Approval.Status.PENDING, run__owner__is_active=False)
+               .order_by("pk").values_list("pk", "run_id", "node_id")[:batch])
+    count = 0
+    for pk, run_id, node_id in pending:
+        with poison.sweep_row("approval_owner_inactive", run_id=run_id, node_id=node_id, approval_id=pk):
+            count += _end_for_inactive_owner(pk, run_id)
+    return count
+
+
+def _end_for_inactive_owner(pk: int, run_id: Any) -> int:
+    from workflows.engine.owners import OwnerInactive
+
+    with transaction.atomic():
+        locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
+        approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run").defer(*RUN_UNREAD)
+                    .filter(pk=pk, status=Approval.Status.PENDING, run__owner__is_active=False).first())
+        if approval is None:
+            return 0
+        failure = OwnerInactive.of(approval.run.owner_id, f"approval {pk} of run {run_id} is decided by nobody")
+        error = {"error_type": failure.code, "message": failure.message, **failure.extra}
+        events.append(approval.run_id, approval.run.owner_id, [(Event.Type.APPROVAL_DECIDED, approval.node_id, {
+            "approval_id": approval.pk, "settled": Approval.Status.CANCELLED, "reason": failure.code,
+            "message": failure.message})])
+        _settle(approval, Approval.Status.CANCELLED, approved=False, error=error)
+        return 1
+
+
 def _expire_one(pk: int, now: Any) -> int:
     with transaction.atomic():
         run_id = Approval.objects.filter(pk=pk).values_list("run_id", flat=True).first()

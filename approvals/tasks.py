@@ -8,7 +8,7 @@ from django.conf import settings
 def expire() -> int:
     from approvals import services
 
-    return services.approvals_expire_due()
+    return services.approvals_expire_due() + services.approvals_end_for_inactive_owners()
 
 
 # max_retries=None: the row's count ends the retries (``delivery_send`` stops raising), not Celery's.

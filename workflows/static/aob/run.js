@@ -431,7 +431,7 @@ function summary(frame) {
     case "node_unserved": return d.message || `no running worker consumes ${d.queue}`;
     case "node_held": return `waiting for a slot: its owner runs ${d.limit} nodes of this type at once (AOB_OWNER_MAX_RUNNING)`;
     case "sweep_failed": return `the sweeper could not handle this (${d.sweep}, ${d.failures} time(s)): ${(d.error && d.error.message) || ""}`;
-    case "approval_decided": return d.timeout ? `timed out: ${d.on_timeout}` : `${d.user}: ${d.approve ? "approved" : "rejected"}${d.comment ? ` — “${d.comment}”` : ""}`;
+    case "approval_decided": return d.timeout ? `timed out: ${d.on_timeout}` : d.reason ? d.message || d.reason : `${d.user}: ${d.approve ? "approved" : "rejected"}${d.comment ? ` — “${d.comment}”` : ""}`;
     case "patch_applied": return `patch ${d.seq}: ${d.op_count} operation(s)${d.description ? ` — ${d.description}` : ""}`;
     case "patch_rejected": return d.reason || "";
     case "node_paused": return d.message || `paused: ${d.reason}`;
