@@ -37,10 +37,11 @@ services: venv
 # them, and .ci/run runs both.
 # It runs the suite in TEST_PROCESSES processes (pytest-xdist, a file's tests together), each a
 # session with its own embedded PostgreSQL and Redis, Celery workers and beat: one process kept one
-# of this machine's two cores busy. TEST_PROCESSES=0 runs it in one.
+# of this machine's two cores busy. Files go out in collection order, the longest first
+# (tests/conftest.py LONGEST_FILES), not xdist's most-tests-first. TEST_PROCESSES=0 runs it in one.
 TEST_PROCESSES ?= 2
 test: venv chromium
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not system" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder -m "not system" $(PYTEST_ARGS)
 
 test-system: venv
 	$(BIN)/pytest tests/test_quickstart.py tests/security/test_contract_live.py tests/broker/test_rabbitmq.py \

@@ -42,11 +42,22 @@ FLUSH_ATTEMPTS = 5
 DJANGO_FLUSH = TransactionTestCase._fixture_teardown
 
 
+# The files that take longest in `make test` (its durations on this machine), handed out first when
+# the suite runs in several processes (pytest-xdist hands out a file at a time, in this order), so
+# the processes end together: mypy and the join stress test last took a process alone for minutes.
+LONGEST_FILES = ("tests/test_typecheck.py", "tests/engine/test_joins.py", "tests/engine/test_differential.py",
+                 "tests/test_settings.py", "tests/workers/test_node_types.py", "tests/test_dotenv.py",
+                 "tests/security/test_bounds.py", "tests/engine/test_lock_order.py", "tests/test_embedded.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``make test`` runs the fault suite's lean subset: the slow faults (``faults_full``: in
     tests/faults, and a few with their controls elsewhere) run in ``make test-faults``."""
     from tests.faults import harness
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        first = {path: rank for rank, path in enumerate(LONGEST_FILES)}
+        items.sort(key=lambda item: first.get(item.nodeid.partition("::")[0], len(first)))  # stable
     if not harness.lean():
         return
     heavy = [item for item in items if item.get_closest_marker("faults_full")]
