@@ -363,11 +363,7 @@ def up(args: argparse.Namespace) -> int:
             log("warning: no `aob_demo` management command yet; starting without demo data")
 
         celery = [python, "-m", "celery", "-A", "aob_project"]
-        children.spawn("web", [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                               "--port", str(args.port), "--timeout-graceful-shutdown", "5",
-                               # clients send nothing over the event streams: no 16 MiB frames to buffer
-                               "--ws-max-size", "4096",
-                               "--workers", workers])
+        children.spawn("web", web_command(python, port=args.port, workers=workers))
         children.spawn("worker", [*celery, "worker", *worker_command(probe, args.node_types), "--concurrency", "2",
                                   "-n", "aob@%h", "--loglevel", "INFO"])
         children.spawn("beat", [*celery, "beat", "--loglevel", "INFO",
@@ -530,6 +526,15 @@ def port_of(option: str, variable: str):
             raise argparse.ArgumentTypeError(f"{option} (or {variable}) must be a port from 1 to 65535, not {text!r}")
         return int(text)
     return port
+
+
+def web_command(python: str, *, port: int, workers: str) -> list[str]:
+    """The web process as `make up` runs it (tests start the same one)."""
+    return [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
+            "--port", str(port), "--timeout-graceful-shutdown", "5",
+            # clients send nothing over the event streams: no 16 MiB frames to buffer
+            "--ws-max-size", "4096",
+            "--workers", workers]
 
 
 def web_workers(environ: dict[str, str]) -> str:
