@@ -7,4 +7,5 @@ COPY . .
 RUN useradd --create-home aob && chown -R aob /app
 USER aob
 EXPOSE 8000
-CMD ["uvicorn", "aob_project.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws-max-size", "4096"]
+# aob/web.py: uvicorn with the bounds every way of starting the web process shares
+CMD ["python", "-m", "aob.web", "--host", "0.0.0.0", "--port", "8000"]

@@ -530,10 +530,7 @@ def port_of(option: str, variable: str):
 
 def web_command(python: str, *, port: int, workers: str) -> list[str]:
     """The web process as `make up` runs it (tests start the same one)."""
-    return [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-            "--port", str(port), "--timeout-graceful-shutdown", "5",
-            # clients send nothing over the event streams: no 16 MiB frames to buffer
-            "--ws-max-size", "4096",
+    return [python, "-m", "aob.web", "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "5",
             "--workers", workers]
 
 

@@ -356,6 +356,13 @@ AOB_MAX_BODY_BYTES = env_int("AOB_MAX_BODY_BYTES", 1024 * 1024)
 # A request's body not whole within this many seconds is answered 408 and let go (aob_project/
 # http_handler.py): 150 connections that each sent all but a byte held 165 MiB of the web process.
 AOB_BODY_READ_S = env_seconds("AOB_BODY_READ_S", 30.0)
+# A request's head (request line and headers, WebSocket handshakes too) past these is answered 431,
+# and one not whole within AOB_WEB_HEAD_READ_S of its first byte (or of the connection's start) 408,
+# before any of our code sees it (aob_project/http_head.py): uvicorn's parser kept an unended header
+# whole (eight of 64 MiB took a web process to 606 MB) and a head sent a byte at a time was never cut off.
+AOB_WEB_HEAD_MAX_BYTES = env_int("AOB_WEB_HEAD_MAX_BYTES", 64 * 1024, within=(8 * 1024, 1024 * 1024))
+AOB_WEB_HEADERS_MAX = env_int("AOB_WEB_HEADERS_MAX", 100, within=(20, 1000))
+AOB_WEB_HEAD_READ_S = env_float("AOB_WEB_HEAD_READ_S", 10.0, within=(0.0, 300.0), positive=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = AOB_MAX_BODY_BYTES
 # A workflow definition (saved, or a run's patched version) as compact JSON; JSON Patch
 # application stops as soon as a document would pass it (workflows/services/definitions.py).

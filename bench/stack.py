@@ -204,9 +204,9 @@ class Stack:
         python = sys.executable
         self.web_port = free_port()
         log("starting the AOB worker, beat, uvicorn and the baseline worker")
-        web = self.spawn("web", [python, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                                 "--port", str(self.web_port), "--timeout-graceful-shutdown", "5",
-                                 "--no-access-log", "--workers", os.environ.get("AOB_WEB_WORKERS", "2")])
+        web = self.spawn("web", [python, "-m", "aob.web", "--host", "127.0.0.1", "--port", str(self.web_port),
+                                 "--timeout-graceful-shutdown", "5", "--no-access-log",
+                                 "--workers", os.environ.get("AOB_WEB_WORKERS", "2")])
         beat = self.spawn("beat", [python, "-m", "celery", "-A", "aob_project", "beat", "--loglevel", "INFO",
                                    "--schedule", str(self.root / "celerybeat-schedule")])
         self.start_aob_worker()

@@ -148,7 +148,7 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         for proc in psutil.Process(launcher.pid).children(recursive=True):
             descendants.setdefault(proc.pid, proc)
         cmdlines = " ".join(_cmdline(proc) for proc in descendants.values())
-        for part in ("postgres", "redis-server", "uvicorn", "celery -A aob_project worker", "beat", "flower"):
+        for part in ("postgres", "redis-server", "aob.web", "celery -A aob_project worker", "beat", "flower"):
             assert part in cmdlines, f"{part} is not running under the launcher"
         # Flower shows every task (and, logged in, revokes them): it asks for the login kept in the
         # owner's file, never on a command line; its API answers only with it

@@ -62,14 +62,28 @@ def test_a_key_that_is_not_a_fernet_key_is_refused_at_start():
     assert "vault.E001" in result.stdout + result.stderr
 
 
-def test_every_way_to_start_the_web_process_caps_the_frames_clients_send() -> None:
-    """docs/SECURITY.md: frames a client sends on a stream are "at most 4 KiB (uvicorn
-    ``--ws-max-size``)"; `make up` (aob/launcher.py) and docker-compose.yml pass it, the image's
-    own command (``docker run`` of the Dockerfile, without compose) did not, so its uvicorn took
-    frames up to its default 16 MiB, buffered whole before the consumer drops them unread."""
+def test_every_way_to_start_the_web_process_runs_it_with_its_bounds() -> None:
+    """docs/SECURITY.md: frames a client sends on a stream are at most 4 KiB and a request's head is
+    bounded in bytes, headers and time (``aob_project/http_head.py``). Each command line once said
+    its own options: the image's own (``docker run`` of the Dockerfile, without compose) left out
+    ``--ws-max-size``, and none bounded the heads. Every one now runs ``python -m aob.web``, which
+    sets them, and refuses an option that would take them away."""
     import json
 
+    import pytest
+    import yaml
+
+    from aob.launcher import web_command
+    from aob.web import argv_for
+
     cmd = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
-    argv = json.loads(cmd[len("CMD "):])
-    assert "uvicorn" in argv[0] and "--ws-max-size" in argv, argv
-    assert argv[argv.index("--ws-max-size") + 1] == "4096", argv
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for argv in (json.loads(cmd[len("CMD "):]), compose["services"]["web"]["command"],
+                 web_command("python", port=8000, workers="2")):
+        assert argv[1:3] == ["-m", "aob.web"] and "uvicorn" not in " ".join(argv), argv
+    uvicorn = argv_for(["--host", "0.0.0.0"])
+    assert uvicorn[uvicorn.index("--ws-max-size") + 1] == "4096", uvicorn
+    assert uvicorn[uvicorn.index("--http") + 1] == "aob_project.http_head:HeadBoundedProtocol", uvicorn
+    for loosening in (["--http", "h11"], ["--http=httptools"], ["--ws-max-size", "16777216"]):
+        with pytest.raises(SystemExit):
+            argv_for(loosening)

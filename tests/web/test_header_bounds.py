@@ -80,8 +80,13 @@ def test_a_websocket_handshake_past_the_bounds_is_refused_431(server: tuple[int,
                "Sec-WebSocket-Version: 13", f"Origin: http://127.0.0.1:{port}"]
     big = send_head(port, get("/ws/events/", *upgrade, "Cookie: " + "a" * 2**20))
     many = send_head(port, get("/ws/events/", *upgrade, *(f"X-H{i}: v" for i in range(10_000))))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # control: an ordinary one
+        sock.sendall(get("/ws/events/", *upgrade, "Cookie: sessionid=" + "a" * 8000).replace(
+            b"Host: 127.0.0.1", f"Host: 127.0.0.1:{port}".encode()))
+        ordinary = answer(sock)
     assert big.startswith(b"HTTP/1.1 431"), big
     assert many.startswith(b"HTTP/1.1 431"), many
+    assert ordinary.startswith(b"HTTP/1.1 101"), ordinary
 
 
 def test_an_ordinary_head_is_served_as_before(server: tuple[int, psutil.Process]) -> None:
@@ -90,6 +95,16 @@ def test_an_ordinary_head_is_served_as_before(server: tuple[int, psutil.Process]
     status = send_head(port, get("/api/v1/runs", "Cookie: sessionid=" + "a" * 8000,
                                  *(f"X-Forwarded-H{i}: value-{i}" for i in range(60))))
     assert status.startswith(b"HTTP/1.1 40"), status  # the API's own 401/403, not the server's 431
+
+
+def test_a_body_is_not_counted_as_head(server: tuple[int, psutil.Process]) -> None:
+    """Control: a body many times the head's bound, sent with its head at once, reaches the API."""
+    port, _ = server
+    body = b'{"username": "' + b"a" * 500_000 + b'", "password": "x"}'
+    head = (f"POST /api/v1/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    status = send_head(port, head + body)
+    assert status.startswith(b"HTTP/1.1 4") and not status.startswith(b"HTTP/1.1 431"), status
 
 
 def test_unfinished_heads_cannot_take_the_web_process_memory(server: tuple[int, psutil.Process]) -> None:
@@ -114,6 +129,7 @@ def test_unfinished_heads_cannot_take_the_web_process_memory(server: tuple[int, 
     grown = (proc.memory_info().rss - before) / 2**20
     for sock in socks:
         sock.close()
+    print(f"8 unfinished 16 MiB heads: the web process grew by {grown:.1f} MiB")
     assert grown < 32, f"8 unfinished heads grew the web process by {grown:.0f} MiB"
 
 
@@ -143,6 +159,35 @@ def test_a_head_sent_a_byte_at_a_time_is_cut_off(server: tuple[int, psutil.Proce
             break
     assert closed_after is not None, f"a head still unfinished after {4 * HEAD_READ_S} s was not cut off"
     assert closed_after < HEAD_READ_S + 1.5, closed_after
+
+
+def test_a_kept_connections_next_head_has_the_same_deadline(server: tuple[int, psutil.Process]) -> None:
+    """The deadline starts again at the first byte of a kept connection's next request (not at
+    its first, long answered, nor never)."""
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(get("/api/v1/runs"))
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += sock.recv(65536)
+        head, _, body = first.partition(b"\r\n\r\n")
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 40") and len(body) == length, first
+        time.sleep(HEAD_READ_S + 0.5)  # past the deadline of the first head, within uvicorn's 5 s keep-alive
+        sock.sendall(b"GET /api/v1/runs HTTP/1.1\r\n")
+        started = time.monotonic()
+        for _ in range(int(4 * HEAD_READ_S / 0.2)):
+            try:
+                sock.sendall(b"X")
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            time.sleep(0.2)
+        status = answer(sock) if time.monotonic() - started < 4 * HEAD_READ_S else b"(still open)"
+        waited = time.monotonic() - started
+    assert status.startswith(b"HTTP/1.1 408") or status == b"", status
+    assert waited < HEAD_READ_S + 1.5, waited
 
 
 def test_a_connection_that_sends_nothing_is_closed(server: tuple[int, psutil.Process]) -> None:
