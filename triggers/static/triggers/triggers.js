@@ -1,6 +1,6 @@
 // A workflow's schedules and webhooks: list, add, enable/disable, remove; a new hook's secret is
 // shown once, with how to sign a delivery; a hook's latest deliveries, the refused ones with why.
-import { api, el, errorText, pageData, setChildren, showAlert, timeEl } from "/static/aob/api.js";
+import { api, el, errorText, pageData, parseJson, setChildren, showAlert, stringifyJson, timeEl } from "/static/aob/api.js";
 
 const { tag } = pageData();
 const alertBox = document.getElementById("triggers-alert");
@@ -24,14 +24,14 @@ async function load() {
     const [mine, theirHooks] = await Promise.all([api("/schedules"), api("/hooks")]);
     setChildren(schedules, mine.filter((s) => s.tag === tag).map((s) => el("tr", {},
       el("td", { class: "mono" }, s.cron), el("td", {}, s.timezone), el("td", {}, s.catch_up),
-      el("td", { class: "mono" }, JSON.stringify(s.inputs)),
+      el("td", { class: "mono" }, stringifyJson(s.inputs)),
       el("td", {}, toggle(`schedule ${s.id} enabled`, s.enabled,
         (on) => act(() => api(`/schedules/${s.id}`, { method: "PATCH", body: { enabled: on } })))),
       el("td", {}, el("button", { type: "button", class: "btn small danger",
         onclick: () => act(() => api(`/schedules/${s.id}`, { method: "DELETE" })) }, "Remove")))));
     setChildren(hooks, theirHooks.filter((h) => h.tag === tag).map((h) => el("tr", {},
       el("td", { class: "mono", style: "word-break: break-all" }, h.url),
-      el("td", { class: "mono", style: "word-break: break-all" }, h.mapping ? JSON.stringify(h.mapping) : "—"),
+      el("td", { class: "mono", style: "word-break: break-all" }, h.mapping ? stringifyJson(h.mapping) : "—"),
       el("td", {}, timeEl(h.last_delivery_at) || "never"),
       el("td", {}, toggle(`webhook ${h.id} enabled`, h.enabled,
         (on) => act(() => api(`/hooks/${h.id}`, { method: "PATCH", body: { enabled: on } })))),
@@ -85,7 +85,7 @@ document.getElementById("schedule-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   act(async () => {
     let inputs;
-    try { inputs = JSON.parse(document.getElementById("schedule-inputs").value || "{}"); } catch (err) {
+    try { inputs = parseJson(document.getElementById("schedule-inputs").value || "{}"); } catch (err) {
       throw new Error(`Inputs are not JSON: ${err.message}`);
     }
     await api("/schedules", { method: "POST", body: { tag, inputs, cron: document.getElementById("cron").value,
@@ -101,7 +101,7 @@ document.getElementById("hook-form").addEventListener("submit", (ev) => {
     let mapping = null;
     if (kind === "cel") mapping = { cel: source };
     if (kind === "template") {
-      try { mapping = { template: JSON.parse(source) }; } catch (err) { throw new Error(`Template is not JSON: ${err.message}`); }
+      try { mapping = { template: parseJson(source) }; } catch (err) { throw new Error(`Template is not JSON: ${err.message}`); }
     }
     showSecret(await api("/hooks", { method: "POST", body: { tag, mapping } }));
   });

@@ -2,6 +2,50 @@
 
 const API = "/api/v1";
 
+// --- exact JSON -----------------------------------------------------------------------------------
+// The engine keeps integers to 64 bits (and a run's inputs beyond), a double only to 2^53: a plain
+// JSON.parse shows 9007199254740993 as 9007199254740992, and what is saved back is that. Every JSON
+// the pages read or write (API answers and bodies, page data, socket frames, JSON a person types)
+// goes through these two: an integer no double holds becomes a BigInt, read from the source text,
+// and is written back digit for digit. Nothing does arithmetic on a value read from data without
+// Number() first (a BigInt mixed with a Number throws).
+const INTEGER = /^-?\d+$/;
+
+// Whether this browser gives a reviver the source text and writes raw JSON (both or neither).
+const exact = () => typeof JSON.rawJSON === "function";
+
+export function parseJson(text) {
+  const precise = exact();
+  return JSON.parse(text, (key, value, context) => {
+    if (typeof value !== "number" || Number.isSafeInteger(value) || !Number.isInteger(value)) return value;
+    if (precise && context) return INTEGER.test(context.source) ? BigInt(context.source) : value;  // 1e300 stays
+    inexact();  // an integer a double may have rounded, and no way to read it exactly: say so
+    return value;
+  });
+}
+
+export function stringifyJson(value, space) {
+  return JSON.stringify(value, (key, v) => (typeof v === "bigint" ? JSON.rawJSON(v.toString()) : v), space);
+}
+
+// A number a person typed in a number field, exactly: an integer past 2^53 as a BigInt.
+export function numberOf(text) {
+  const n = Number(text);
+  if (Number.isSafeInteger(n) || !INTEGER.test(text.trim())) return n;
+  if (exact()) return BigInt(text.trim());
+  inexact();
+  return n;
+}
+
+// Said once, at the top of the page: what this browser shows may not be what the server holds.
+function inexact() {
+  if (document.getElementById("inexact-note")) return;
+  const note = el("p", { id: "inexact-note", class: "alert", role: "alert" }, "This browser cannot show integers above "
+    + "2^53 exactly (it lacks JSON.rawJSON): a number on this page past 9007199254740991 may be rounded, and would "
+    + "be saved rounded. Read it through the API, or use a current browser.");
+  (document.querySelector("main") || document.body).prepend(note);
+}
+
 export class ApiError extends Error {
   constructor(status, body) {
     const message = (body && (body.message || body.detail)) || `HTTP ${status}`;
@@ -32,13 +76,13 @@ export async function api(path, { method = "GET", body } = {}) {
   if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
+    init.body = stringifyJson(body);
   }
   const response = await fetch(API + path, init);
   const text = await response.text();
   let data = null;
   if (text) {
-    try { data = JSON.parse(text); } catch { data = { message: text.slice(0, 200) }; }
+    try { data = parseJson(text); } catch { data = { message: text.slice(0, 200) }; }
   }
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
@@ -106,7 +150,7 @@ export function messageOf(approval, otherwise = "") {
 }
 
 export function pretty(value) {
-  return JSON.stringify(value, null, 2);
+  return stringifyJson(value, 2);
 }
 
 export function jsonBlock(value, label) {
@@ -146,7 +190,7 @@ export function decisionForm(approval, { attrs = {}, lead = [], onDecided = () =
     // the action as read here: a patch that changed it since makes the vote a 409, never a vote for it
     const body = { approve, comment: form.querySelector(`#${commentId}`).value, action_digest: approval.action_digest ?? null };
     if (approval.form) {
-      try { body.data = JSON.parse(form.querySelector(`#${dataId}`).value || "null"); } catch (err) {
+      try { body.data = parseJson(form.querySelector(`#${dataId}`).value || "null"); } catch (err) {
         status.textContent = `Form data is not JSON: ${err.message}`;
         return;
       }
@@ -180,7 +224,7 @@ export function timeEl(iso) {
 
 export function pageData() {
   const node = document.getElementById("page-data");
-  return node ? JSON.parse(node.textContent) : {};
+  return node ? parseJson(node.textContent) : {};
 }
 
 export function showAlert(node, message) {
@@ -215,7 +259,7 @@ export class LiveSocket {
     ws.addEventListener("message", (msg) => {
       this.delay = 500;
       let frame;
-      try { frame = JSON.parse(msg.data); } catch { return; }
+      try { frame = parseJson(msg.data); } catch { return; }
       this.onFrame(frame);
     });
     ws.addEventListener("close", (event) => {

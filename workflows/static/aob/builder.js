@@ -3,7 +3,7 @@
 // canvas (or click), nodes to move, a port on each node to drag to another (an edge), an edge to
 // click for its condition, a config form generated from the node type's JSON Schema, validation
 // errors beside their node, zoom / fit / pan and auto-layout. Positions live in metadata.layout.
-import { el, setChildren } from "./api.js";
+import { el, numberOf, parseJson, setChildren, stringifyJson } from "./api.js";
 import { graphOf, layout } from "./graph.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -18,7 +18,7 @@ function s(tag, attrs = {}, ...children) {
   return node;
 }
 
-const clone = (v) => JSON.parse(JSON.stringify(v));
+const clone = (v) => parseJson(stringifyJson(v));
 
 // A validation problem's JSON Pointer, as the node or edge it is about.
 export function problemTarget(path, definition) {
@@ -147,7 +147,7 @@ export class Builder {
   }
 
   setProblems(errors) {
-    const key = JSON.stringify(errors || []);
+    const key = stringifyJson(errors || []);
     if (key === this.problemsKey) return;  // nothing new: keep the canvas (and a drag in progress)
     this.problemsKey = key;
     this.problems = errors || [];
@@ -518,11 +518,11 @@ export class Builder {
     } else if (types.length === 1 && (types[0] === "integer" || types[0] === "number")) {
       control = el("input", { id, name, type: "number", value: value ?? "", min: prop.minimum, max: prop.maximum,
         step: types[0] === "integer" ? "1" : "any" });
-      control.addEventListener("input", () => set(control.value === "" ? undefined : Number(control.value)));
+      control.addEventListener("input", () => set(control.value === "" ? undefined : numberOf(control.value)));
     } else if (types.length === 1 && types[0] === "string") {
       const long = LONG_TEXT.has(name);
       control = el(long ? "textarea" : "input", { id, name, rows: long ? "3" : null, class: long ? "code" : null, spellcheck: "false" });
-      control.value = typeof value === "string" ? value : value === undefined ? "" : JSON.stringify(value);
+      control.value = typeof value === "string" ? value : value === undefined ? "" : stringifyJson(value);
       control.addEventListener("input", () => set(control.value === "" && !required ? undefined : control.value));
     } else if (types.length === 1 && types[0] === "array" && prop.items && (prop.items.type === "string" || prop.items.enum)) {
       control = el("input", { id, name, value: Array.isArray(value) ? value.join(", ") : "", placeholder: "comma-separated" });
@@ -532,12 +532,12 @@ export class Builder {
       });
     } else {
       control = el("textarea", { id, name, rows: "3", class: "code", spellcheck: "false", placeholder: "JSON" });
-      control.value = value === undefined ? "" : JSON.stringify(value, null, 2);
+      control.value = value === undefined ? "" : stringifyJson(value, 2);
       control.addEventListener("input", () => {
         if (control.value.trim() === "") return set(undefined);
         try {
           control.setCustomValidity("");
-          return set(JSON.parse(control.value));
+          return set(parseJson(control.value));
         } catch {
           control.setCustomValidity("not JSON yet");
           return undefined;

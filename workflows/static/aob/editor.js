@@ -3,6 +3,7 @@
 // schemas: keys where a key goes, node types after "type", node ids after "from" / "to", enum
 // values, and $inputs / $nodes references inside config strings. The <textarea> stays the value
 // the page reads; when the bundle cannot load, the textarea is the editor.
+import { parseJson, stringifyJson } from "./api.js";
 
 export async function mountJsonEditor(textarea, { workflowSchema, catalogue, onChange }) {
   let cm;
@@ -122,7 +123,7 @@ function schemaAt(root, path, nodeType, types) {
 
 function nodeIds(state) {
   try {
-    const doc = JSON.parse(state.doc.toString());
+    const doc = parseJson(state.doc.toString());
     return (doc.nodes || []).map((n) => n && n.id).filter((id) => typeof id === "string");
   } catch {
     return [...state.doc.toString().matchAll(/"id"\s*:\s*"([^"]+)"/g)].map((m) => m[1]);
@@ -148,7 +149,7 @@ function completions(context, workflowSchema, types) {
       options = nodeIds(state).map((id) => ({ label: quoted(id), type: "variable" }));
     } else {
       const schema = schemaAt(workflowSchema, [...path, valueOf], nodeType, types);
-      if (schema.enum) options = schema.enum.map((v) => ({ label: JSON.stringify(v), type: "enum" }));
+      if (schema.enum) options = schema.enum.map((v) => ({ label: stringifyJson(v), type: "enum" }));
       else if (path[0] === "nodes" && path.includes("config")) {
         options = [{ label: '"$inputs.', type: "text", info: "a value of the run's inputs" },
           ...nodeIds(state).map((id) => ({ label: `"$nodes.${id}.`, type: "text", info: `${id}'s output` }))];

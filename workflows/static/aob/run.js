@@ -1,7 +1,7 @@
 // The run page. Everything on it follows the run's WebSocket: each event frame re-fetches
 // /runs/{id}/details (coalesced while a fetch is in flight) and redraws. Resumes with
 // ?after=<last seq> after a disconnect, with backoff. No polling.
-import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, messageOf, pageData, pretty, setChildren, setSiblings, showAlert, timeEl } from "./api.js";
+import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, messageOf, numberOf, pageData, pretty, setChildren, setSiblings, showAlert, stringifyJson, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
 import { fmtMs, renderTimeline } from "./timeline.js";
 
@@ -89,7 +89,7 @@ function inputsShown(run) {
     return [" · inputs ", el("a", { href: `/api/v1/runs/${encodeURIComponent(run.run_id)}/inputs` }, `(${inputs.bytes} bytes)`)];
   }
   if (!Object.keys(inputs).length) return [];
-  const text = JSON.stringify(inputs);
+  const text = stringifyJson(inputs);
   return [` · inputs ${text.length > 300 ? `${text.slice(0, 300)}…` : text}`];
 }
 
@@ -106,7 +106,7 @@ function render() {
   setChildren($("run-meta"), meta.join(" · "), ...inputsShown(run),
     run.replay_of ? el("span", {}, " · replay of ", el("a", { href: `/runs/${run.replay_of}/` }, run.replay_of.slice(0, 8)),
       run.replay_from_node ? ` from ${run.replay_from_node}` : "") : "");
-  if (run.error) showAlert($("run-alert"), `Run failed: ${run.error.message || JSON.stringify(run.error)}`
+  if (run.error) showAlert($("run-alert"), `Run failed: ${run.error.message || stringifyJson(run.error)}`
     + (run.error.node_id ? ` (node ${run.error.node_id})` : ""));
   renderResult(run);
   $("llm-note").hidden = page.llm_configured || !state.details.nodes.some((n) => n.type === "agent");
@@ -281,11 +281,12 @@ function budgetAsk(n) {
     limits: d.budget || (elsewhere ? {} : run.budget), spent: d.spent || (elsewhere ? {} : run.usage) };
 }
 
-const suggest = (value) => (value === null || value === undefined ? "" : String(value * 2));
+// a ceiling may be an integer past 2^53 (a BigInt: parseJson), and a BigInt times a Number throws
+const suggest = (value) => (value === null || value === undefined ? "" : String(typeof value === "bigint" ? value * 2n : value * 2));
 
 function budgetMessage({ target, elsewhere, limits, spent }) {
   const ceiling = `$${limits.max_cost_usd ?? "?"}, ${limits.max_tokens ?? "?"} tokens`;
-  const spentText = `Spent there so far: $${(spent.cost_usd || 0).toFixed(4)}, ${spent.tokens || 0} tokens.`;
+  const spentText = `Spent there so far: $${Number(spent.cost_usd || 0).toFixed(4)}, ${spent.tokens || 0} tokens.`;
   return elsewhere
     ? el("p", { class: "message" }, "Paused: this sub-workflow's spend counts against run ", el("a", { href: `/runs/${target}/`, class: "mono" }, target.slice(0, 8)),
       `, whose budget (${ceiling}) cannot cover the next model call. Raising it resumes this node. `, spentText)
@@ -305,7 +306,7 @@ function budgetForm(ask) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { max_cost_usd: Number(cost.value) };
-    if (tokens.value !== "") body.max_tokens = Number(tokens.value);
+    if (tokens.value !== "") body.max_tokens = numberOf(tokens.value);
     try {
       await api(`/runs/${target}/budget`, { method: "POST", body });
       status.textContent = "Raised; resuming.";

@@ -1,7 +1,8 @@
 // The workflow page: the visual builder and the JSON view side by side, kept equal (an edit in
 // either redraws the other), validated as you type (debounced, POST /workflows/validate) with each
 // problem shown beside its node; versions, recent runs and a run button with an inputs form.
-import { api, ApiError, authoringOrder, badge, el, errorText, pageData, pretty, setChildren, showAlert, timeEl } from "./api.js";
+import { api, ApiError, authoringOrder, badge, el, errorText, pageData, parseJson, pretty, setChildren, showAlert, stringifyJson,
+  timeEl } from "./api.js";
 import { Builder } from "./builder.js";
 import { mountJsonEditor } from "./editor.js";
 
@@ -41,7 +42,7 @@ function problems(title, list, cls) {
 
 function parseEditor() {
   try {
-    return { definition: JSON.parse(editor.value) };
+    return { definition: parseJson(editor.value) };
   } catch (err) {
     return { error: err.message };
   }
@@ -79,7 +80,7 @@ async function validateNow() {
     setChildren(validation, el("strong", {}, "Not JSON: "), parsed.error);
     return;
   }
-  const canonical = JSON.stringify(parsed.definition);
+  const canonical = stringifyJson(parsed.definition);
   if (canonical === lastValidated) return;
   lastValidated = canonical;
   const mine = ++sequence;
@@ -110,7 +111,7 @@ function scheduleValidation(delay = 700) {
 
 function guessInputs(definition) {
   const names = new Set();
-  const text = JSON.stringify(definition);
+  const text = stringifyJson(definition);
   for (const m of text.matchAll(/\$?inputs\.([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1]);
   return Object.fromEntries([...names].map((n) => [n, ""]));
 }
@@ -229,7 +230,7 @@ async function run(event) {
   showAlert(alertBox, "");
   let inputs;
   try {
-    inputs = JSON.parse($("inputs").value || "{}");
+    inputs = parseJson($("inputs").value || "{}");
   } catch (err) {
     showAlert(alertBox, `Inputs are not JSON: ${err.message}`);
     $("inputs").focus();
