@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.web.browsing import PASSWORD, chromium_page, log_in
+from tests.web.browsing import chromium_page
 from workflows.models import Workflow
 from workflows.services.definitions import workflow_save
 
@@ -25,7 +27,7 @@ def test_an_integer_past_2_53_keeps_its_digits_on_the_approval_page_and_through_
 
     from tests.approvals.runs import approval_of, refund_flow
 
-    user = User.objects.create_user("browser", password=PASSWORD)
+    user = User.objects.create_user("browser")
     api = APIClient()
     api.force_authenticate(user)
     started = api.post("/api/v1/runs", {"workflow": refund_flow(), "inputs": {"amount": BIG, "customer": "Ada"}},
@@ -36,9 +38,14 @@ def test_an_integer_past_2_53_keeps_its_digits_on_the_approval_page_and_through_
     definition = {"metadata": {"output": {"template": {"amount": BIG}}},
                   "nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []}
     workflow_save(owner=user, tag="big", definition=definition)
+    session = Client()
+    session.force_login(user)  # logged in without the login page: two page loads in all
+    cookie = {"name": settings.SESSION_COOKIE_NAME, "value": session.cookies[settings.SESSION_COOKIE_NAME].value,
+              "url": web}
 
     with chromium_page("web-exact-integers-failure.png") as (page, problems):
-        log_in(page, web, "browser", f"/approvals/{approval.pk}/")
+        page.context.add_cookies([cookie])
+        page.goto(f"{web}/approvals/{approval.pk}/")
         context = page.get_by_label("approval context")
         expect(context).to_contain_text("amount")
         shown = json.loads(context.text_content())
