@@ -15,6 +15,7 @@ from tests.agents.flows import agent
 from tests.conftest import client_for, wait_for_run
 from tests.engine.flow import http, statuses, submit, wait_until
 from tests.engine.victim import http_victim, logged
+from workflows.engine.dispatch import task_id
 from workflows.models import NodeRun
 
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)
@@ -77,7 +78,7 @@ def test_cancel_revokes_queued_messages(engine, stack_env, api, remote):
         cancel(api, busy)  # its request is aborted: the victim takes the next message, the revoked one
 
         def discarded() -> bool:
-            return any("Discarding revoked task" in line and f"aob-node-run-{nr.pk}" in line
+            return any("Discarding revoked task" in line and task_id(waiting, nr.pk) in line
                        for line in victim.log.read_text(errors="replace").splitlines())
 
         wait_until(discarded, timeout=15, what="the victim discarding the revoked message")

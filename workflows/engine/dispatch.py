@@ -36,16 +36,20 @@ def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
     return soft, soft + 10
 
 
-def task_id(node_run_id: int) -> str:
+def task_id(run_id: Any, node_run_id: int) -> str:
     """Every executor message of a node run carries this id, so cancel can revoke it by id without
-    storing which messages went out (the first, a retry's, the sweeper's)."""
-    return f"aob-node-run-{node_run_id}"
+    storing which messages went out (the first, a retry's, the sweeper's). Workers remember a revoked
+    id for hours and drop every message that carries it, so no other node run may ever get it: a
+    primary key alone comes back when its sequence restarts (a flush, a restore), the run's UUID
+    does not (tests/engine/test_task_ids.py)."""
+    return f"aob-node-run-{node_run_id}-{run_id}"
 
 
-def revoke_after_commit(node_run_ids: Iterable[int]) -> None:
-    """Revoke the executor messages of node runs that will never run (their run was cancelled): a
-    worker drops them unclaimed. A running one is stopped by its heartbeat (``heartbeat.LeaseLost``)."""
-    ids = [task_id(i) for i in node_run_ids]
+def revoke_after_commit(run_id: Any, node_run_ids: Iterable[int]) -> None:
+    """Revoke the executor messages of ``run_id``'s node runs that will never run (the run was
+    cancelled): a worker drops them unclaimed. A running one is stopped by its heartbeat
+    (``heartbeat.LeaseLost``)."""
+    ids = [task_id(run_id, i) for i in node_run_ids]
     if not ids:
         return
 
@@ -63,7 +67,7 @@ def publish_now(item: Dispatch) -> None:
     app.send_task(
         registry.EXECUTOR_TASK,
         args=[item.node_run_id],
-        task_id=task_id(item.node_run_id),
+        task_id=task_id(item.run_id, item.node_run_id),
         queue=registry.queue_for(item.node_type),
         soft_time_limit=soft,
         time_limit=hard,

@@ -150,7 +150,7 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         active = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("pk", flat=True))
         cancelled = transitions.cancel_active(run.pk, now)
         # queued messages are revoked; a running executor's heartbeat finds its lease gone and stops it
-        revoke_after_commit(active)
+        revoke_after_commit(run.pk, active)
         hooks.run_ending(run.pk, run.status, now)
         events.append(run.pk, run.owner_id, [(Event.Type.RUN_CANCELLED, "", {
             "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
