@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from playwright.sync_api import expect
 
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 PASSWORD = "browser-pass-1"
+# What a page's actions wait for, and its assertions (Playwright's ``expect`` waits 5 s unless told):
+# on a loaded two-core machine the API docs' renderer alone took longer than 5 s.
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)  # for every browser test: each imports this module
 
 
 @contextmanager
@@ -27,7 +32,7 @@ def chromium_page(failure_screenshot: str) -> Iterator[tuple[Any, list[str]]]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1366, "height": 860})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(WAIT_MS)
         page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         try:

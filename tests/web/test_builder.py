@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, WAIT_MS
 from workflows.models import Run, Workflow
 from workflows.services.definitions import workflow_save
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.browser
 def browser_page(p: Any, problems: list[str]) -> Any:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(WAIT_MS)
     page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     return browser, page

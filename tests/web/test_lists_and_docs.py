@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tests.api.test_list_bounds import patched_run
 from tests.conftest import stored_run
-from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, chromium_page
+from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, WAIT_MS, chromium_page
 from tests.web.test_builder import log_in
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
@@ -48,7 +48,7 @@ def test_the_runs_list_filters_by_workflow_and_date(web: str) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(WAIT_MS)
         try:
             log_in(page, web, "lister")
             billing = page.locator('#workflows-table tr[data-tag="billing"]')
@@ -102,26 +102,20 @@ def test_the_run_page_pages_its_patches_and_reads_operations_too_large_to_list(w
 
 @pytest.mark.parametrize("path", ["/api/v1/docs/", "/api/v1/redoc/"])
 def test_the_api_docs_render_offline(web: str, path: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     requested: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(20_000)
+    with chromium_page(f"web-api-{path.strip('/').split('/')[-1]}-failed.png") as (page, _):
         page.on("request", lambda r: requested.append(r.url))
-        try:
-            page.goto(f"{web}{path}")
-            if path.endswith("docs/"):
-                expect(page.locator(".swagger-ui .info .title")).to_contain_text("AOB API")
-                expect(page.locator(".opblock-summary-path").first).to_be_visible()
-                assert page.locator(".opblock").count() > 20
-            else:
-                expect(page.locator("h1")).to_contain_text("AOB API")
-                expect(page.get_by_text("/api/v1/runs/{id}/timeline").first).to_be_attached()
-            page.screenshot(path=str(ARTIFACTS / f"web-api-{path.strip('/').split('/')[-1]}.png"))
-        finally:
-            browser.close()
+        page.goto(f"{web}{path}")
+        if path.endswith("docs/"):
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("AOB API")
+            expect(page.locator(".opblock-summary-path").first).to_be_visible()
+            assert page.locator(".opblock").count() > 20
+        else:
+            expect(page.locator("h1")).to_contain_text("AOB API")
+            expect(page.get_by_text("/api/v1/runs/{id}/timeline").first).to_be_attached()
+        page.screenshot(path=str(ARTIFACTS / f"web-api-{path.strip('/').split('/')[-1]}.png"))
 
     outside = [url for url in requested if not url.startswith(("data:", "blob:"))
                and urlsplit(url).hostname not in LOOPBACK]
