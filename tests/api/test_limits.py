@@ -162,6 +162,30 @@ def test_an_integer_at_the_64_bit_edge_is_accepted(api, number):
     assert stored["metadata"]["n"] == number
 
 
+@pytest.mark.parametrize("literal", ["1e20", "-1e19", "9.3e18", "1.5e300"])
+def test_a_float_beyond_64_bits_is_a_400_as_the_integer_it_would_be_read_back_as(api, literal):
+    """PostgreSQL's jsonb keeps 1e20 as the number it is and reads it back as an integer, 21 digits:
+    taken, the definition a client read would be refused when saved back as read (the integers' rule)."""
+    raw = json.dumps({"tag_name": "wide", "workflow": fetch_then_store()})
+    raw = raw.replace('"method": "GET"', f'"method": "GET", "wide": {literal}')
+
+    error = assert_error(post_raw(api, "/workflows", raw), 400, "integer_out_of_range")
+    assert "64-bit range" in error["message"], error
+    assert not Workflow.objects.exists()
+
+
+def test_a_definition_with_floats_read_back_saves_again_as_read(api):
+    definition = {**fetch_then_store(), "metadata": {"f": 9.2e18, "g": 1.5, "h": -1e-300}}
+    assert post_raw(api, "/workflows", json.dumps({"tag_name": "floats", "workflow": definition})).status_code == 201
+    read = api.get(f"{API}/workflows/floats", {"materialize": "true"}).json()["definition"]
+    assert read["metadata"]["f"] == 9_200_000_000_000_000_000  # jsonb's reading: an integer, within 64 bits
+    read["metadata"]["note"] = "saved again"
+
+    again = post_raw(api, "/workflows", json.dumps({"tag_name": "floats", "workflow": read}))
+
+    assert again.status_code == 201, again.content[:300]
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
 def test_a_number_postgres_cannot_hold_is_a_400(api, literal):
     raw = json.dumps({"tag_name": "nan", "workflow": fetch_then_store()})

@@ -6,7 +6,6 @@ approval that waits and resumes, and a cancel. Skipped, saying so, where RabbitM
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -37,22 +36,14 @@ class AmqpStack:
     web: stack.Proc
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def amqp(stack_env: dict[str, str]) -> Iterator[AmqpStack]:
     rabbitmq.ensure_running()
     vhost = rabbitmq.private_vhost()
     env = {**stack_env, "AOB_BROKER_URL": f"amqp://guest:guest@{rabbitmq.HOST}:{rabbitmq.PORT}/{vhost}"}
     worker = stack.start_worker(env, "amqp", concurrency=2)
-    port = _free_port()
-    web = stack.Proc("amqp-web", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
-                                  "127.0.0.1", "--port", str(port)], env, ready_line="Uvicorn running on")
-    yield AmqpStack(f"http://127.0.0.1:{port}/api/v1", vhost, worker, web)
+    web = stack.start_web(env, "amqp-web")
+    yield AmqpStack(f"{web.url}/api/v1", vhost, worker, web)
     web.stop()
     worker.stop()
     rabbitmq.drop_vhost(vhost)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,12 +16,6 @@ import pytest
 from django.contrib.auth.models import User
 
 from tests.support import stack
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -37,11 +30,8 @@ class LiveApi:
 @pytest.fixture(scope="session")
 def live_api(stack_env: dict[str, str]) -> Iterator[LiveApi]:
     """The ASGI app as `make up` runs it (HTTP and WebSocket), on the test database."""
-    port = _free_port()
-    proc = stack.Proc("cli-uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application",
-                                      "--host", "127.0.0.1", "--port", str(port)],
-                      stack_env, ready_line="Uvicorn running on")
-    yield LiveApi(f"http://127.0.0.1:{port}", proc)
+    proc = stack.start_web(stack_env, "cli-uvicorn")
+    yield LiveApi(proc.url, proc)
     proc.stop()
 
 

@@ -6,31 +6,21 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.stack import Proc
+from tests.support.stack import start_web
 
 LIMIT = 65536
 pytestmark = pytest.mark.django_db  # the server's test database is set up for marked tests only
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(stack_env: dict[str, str]) -> Iterator[int]:
-    port = free_port()
-    proc = Proc("uvicorn-limits", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
-                                   "127.0.0.1", "--port", str(port)], {**stack_env, "AOB_MAX_BODY_BYTES": str(LIMIT)},
-                ready_line="Uvicorn running on")
-    yield port
+    proc = start_web({**stack_env, "AOB_MAX_BODY_BYTES": str(LIMIT)}, "uvicorn-limits")
+    yield proc.port
     proc.stop()
 
 

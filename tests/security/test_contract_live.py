@@ -20,8 +20,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import wait_for_run
-from tests.support.stack import Proc
-from tests.web.conftest import free_port
+from tests.support.stack import start_web
 from workflows.services.definitions import workflow_save
 from workflows.services.runs import run_start
 
@@ -37,11 +36,8 @@ def definition(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def live(engine: Any, stack_env: dict[str, str]) -> Any:
-    port = free_port()
-    proc = Proc("contract-uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
-                                     "127.0.0.1", "--port", str(port)], dict(stack_env),
-                ready_line="Uvicorn running on")
-    yield f"http://127.0.0.1:{port}", proc
+    proc = start_web(dict(stack_env), "contract-uvicorn")
+    yield proc.url, proc
     proc.stop()
 
 

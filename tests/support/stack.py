@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from aob.embedded import free_port
 from workflows import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +123,16 @@ def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None
             "-P", "prefork"]
     proc = Proc(name, argv, env, ready_line="ready.")
     proc.node_name = f"{name}@{socket.gethostname()}"  # for remote control (app.control ... destination)
+    return proc
+
+
+def start_web(env: dict[str, str], name: str = "web", *options: str) -> Proc:
+    """The web process as every entry point starts it (``python -m aob.web``: uvicorn with the
+    bounds of aob/web.py), on a free loopback port: ``proc.port``, ``proc.url``."""
+    port = free_port()
+    proc = Proc(name, [sys.executable, "-m", "aob.web", "--host", "127.0.0.1", "--port", str(port), *options], env,
+                ready_line="Uvicorn running on")
+    proc.port, proc.url = port, f"http://127.0.0.1:{port}"
     return proc
 
 

@@ -6,7 +6,6 @@ JSON 503 naming the rule, never a 500."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,8 +20,7 @@ from django.test import Client
 
 from aob_project import http_handler
 from tests.engine.flow import wait_until
-from tests.support.stack import Proc
-from tests.web.conftest import free_port
+from tests.support.stack import Proc, start_web
 
 
 def web_backends(application_name: str) -> list[int]:
@@ -50,12 +48,10 @@ def live_web(transactional_db: Any, stack_env: dict[str, str]) -> Iterator[Any]:
 
     def start(checks: bool) -> tuple[str, str]:
         name = f"aob-web-{uuid.uuid4().hex[:8]}"
-        port = free_port()
         env = dict(stack_env, AOB_WEB_DB_HEALTH_CHECKS="true" if checks else "false", AOB_DB_HEALTH_CHECKS="false",
                    PGAPPNAME=name)
-        procs.append(Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
-                                      "127.0.0.1", "--port", str(port)], env, ready_line="Uvicorn running on"))
-        return f"http://127.0.0.1:{port}", name
+        procs.append(start_web(env, "uvicorn"))
+        return procs[-1].url, name
 
     yield start
     for proc in procs:

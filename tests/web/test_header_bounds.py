@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from aob.embedded import free_port
 from aob.launcher import web_command
 from tests.support.stack import Proc
-from tests.web.conftest import free_port
 
 HEAD_READ_S = 2  # AOB_WEB_HEAD_READ_S for this server: the slow-loris tests wait about this long
 pytestmark = pytest.mark.django_db  # the server's test database is set up for marked tests only

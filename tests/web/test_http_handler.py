@@ -72,16 +72,11 @@ def test_session_login_with_csrf_through_the_handler(web: str, make_user: Any) -
 @pytest.fixture
 def web_quick_bodies(engine: Any, stack_env: dict[str, str]) -> Any:
     """uvicorn whose request bodies must be whole within a second (AOB_BODY_READ_S)."""
-    import sys
 
-    from tests.support.stack import Proc
-    from tests.web.conftest import free_port
+    from tests.support.stack import start_web
 
-    port = free_port()
-    proc = Proc("uvicorn-bodies", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host",
-                                   "127.0.0.1", "--port", str(port)], {**stack_env, "AOB_BODY_READ_S": "1"},
-                ready_line="Uvicorn running on")
-    yield port
+    proc = start_web({**stack_env, "AOB_BODY_READ_S": "1"}, "uvicorn-bodies")
+    yield proc.port
     proc.stop()
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from typing import Any
 
-from tests.support.stack import Proc
-from tests.web.conftest import free_port
+from tests.support.stack import start_web
 
 
 def test_an_anonymous_request_writes_a_bounded_log(stack_env: dict[str, Any]) -> None:
@@ -18,10 +16,8 @@ def test_an_anonymous_request_writes_a_bounded_log(stack_env: dict[str, Any]) ->
     anonymous request (a red-team helper's measurement), as often as a visitor sends them. Now
     every line of the web process, uvicorn's access lines included, is clipped
     (``aob_project/logs.py``)."""
-    port = free_port()
-    proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port), "--ws-max-size", "4096"], dict(stack_env),
-                ready_line="Uvicorn running on")
+    proc = start_web(dict(stack_env), "uvicorn")
+    port = proc.port
     try:
         before = proc.log.stat().st_size
         path = "/nothing-here/" + "a" * 60_000

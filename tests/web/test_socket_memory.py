@@ -31,7 +31,7 @@ def uvicorn_process(web: str) -> psutil.Process:
             cmdline = child.cmdline()
         except psutil.Error:
             continue
-        if "uvicorn" in " ".join(cmdline) and port in cmdline:
+        if "aob.web" in cmdline and port in cmdline:
             return child
     raise AssertionError(f"no uvicorn on port {port}")
 
@@ -145,15 +145,11 @@ def test_anonymous_handshakes_with_made_up_credentials_are_limited_per_address(e
 
     from websockets.asyncio.client import connect
 
-    from tests.support.stack import Proc
-    from tests.web.conftest import free_port
+    from tests.support.stack import start_web
 
-    port = free_port()
-    env = {**stack_env, "AOB_RATE_ANON_PER_MIN": "60"}
-    proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port)], env, ready_line="Uvicorn running on")
-    web = f"http://127.0.0.1:{port}"
-    base = f"ws://127.0.0.1:{port}"
+    proc = start_web({**stack_env, "AOB_RATE_ANON_PER_MIN": "60"}, "uvicorn")
+    web = proc.url
+    base = f"ws://127.0.0.1:{proc.port}"
     try:
         other = make_user("other")
         mine = stored_run(other)

@@ -7,7 +7,6 @@ answered as before. Real uvicorn serving the ASGI app, real Redis, raw sockets t
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +15,7 @@ import pytest
 
 from tests.conftest import set_inputs, stored_run
 from tests.engine.flow import wait_until
-from tests.support.stack import Proc
-
-from .conftest import free_port
+from tests.support.stack import start_web
 
 pytestmark = [pytest.mark.ratelimit]
 
@@ -26,12 +23,9 @@ PAD = 12 * 1024 * 1024  # past what the two sockets' kernel buffers hold between
 
 
 def serve(stack_env: dict[str, str], at_once: int, **env_extra: str) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {**stack_env, "AOB_WHOLE_READS_AT_ONCE_PER_USER": str(at_once), **env_extra}
-    proc = Proc("uvicorn", [sys.executable, "-m", "uvicorn", "aob_project.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port)], env, ready_line="Uvicorn running on")
+    proc = start_web({**stack_env, "AOB_WHOLE_READS_AT_ONCE_PER_USER": str(at_once), **env_extra}, "uvicorn")
     try:
-        yield f"http://127.0.0.1:{port}", port
+        yield proc.url, proc.port
     finally:
         proc.stop()
 

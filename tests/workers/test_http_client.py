@@ -28,6 +28,7 @@ import httpcore
 import pytest
 import structlog
 
+from aob.embedded import free_port
 from tests.engine.flow import wait_until
 from workers.http import (
     DNSResolutionFailed,
@@ -212,12 +213,6 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", spy)
     return seen
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- what is sent arrives as sent ----------------------------------------------------------------

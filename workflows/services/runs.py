@@ -64,7 +64,8 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     # judged by the API body's rule for what cannot be stored (a CEL mapping can make NaN or NUL),
     # and measured once (no inputs: 0, as the runs before the column). Not its 64-bit rule: that is
     # the senders' (the body, a hook's mapping); a replay's stored inputs, or a parent's outputs,
-    # may hold a wider integer (jsonb reads a float the API took, 1e20, back as one).
+    # may hold a wider integer (an output's, or jsonb's reading of a float 1e20 taken before the
+    # senders' rule judged floats too).
     refuse_unstorable(inputs, field="inputs", code="invalid_inputs", int64=False)
     inputs_bytes = refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs",
                                setting="AOB_MAX_RUN_INPUTS_BYTES", code="invalid_inputs") if inputs else 0
