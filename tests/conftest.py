@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -39,6 +39,7 @@ RELAXED_LIMITS = {"AOB_RATE_GLOBAL_PER_MIN": 10**6, "AOB_RATE_USER_RUNS_PER_MIN"
 
 DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for a deadlock victim
 FLUSH_ATTEMPTS = 5
+T = TypeVar("T")
 DJANGO_FLUSH = TransactionTestCase._fixture_teardown
 
 
@@ -91,6 +92,18 @@ def _is_deadlock(exc: BaseException | None) -> bool:
     return False
 
 
+def again_after_a_deadlock(action: Callable[[], T]) -> T:
+    """``action()``, tried again when PostgreSQL made it a deadlock's victim (up to FLUSH_ATTEMPTS
+    times): a session worker still finishing a run a test left behind goes first, then it works."""
+    for attempt in range(1, FLUSH_ATTEMPTS + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == FLUSH_ATTEMPTS or not _is_deadlock(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
 # What a flush leaves: rows migrations made, which no test changes (Django's flush truncates them
 # and its post_migrate signal makes them again, under new ids).
 KEPT_TABLES = {"django_content_type", "auth_permission"}
@@ -131,16 +144,8 @@ def _flush_outlives_a_deadlock() -> Iterator[None]:
     deadlock with it; when the flush is the victim its rows would stay and break the next test's
     setup. The flush is tried again instead (the victim's locks are gone; the worker's transaction
     finishes first). Tests still wait for the runs they start; this covers the ones a test cannot see."""
-    from django.core.management.base import CommandError
-    from django.db import DatabaseError
-
     def flush_again_after_a_deadlock(self: TransactionTestCase) -> None:  # tests/test_flush.py
-        for attempt in range(1, FLUSH_ATTEMPTS + 1):
-            try:
-                return emptied(self)
-            except (CommandError, DatabaseError) as exc:
-                if attempt == FLUSH_ATTEMPTS or not _is_deadlock(exc):
-                    raise
+        return again_after_a_deadlock(lambda: emptied(self))
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(TransactionTestCase, "_fixture_teardown", flush_again_after_a_deadlock)

@@ -179,6 +179,7 @@ def test_a_definition_with_floats_read_back_saves_again_as_read(api):
     assert post_raw(api, "/workflows", json.dumps({"tag_name": "floats", "workflow": definition})).status_code == 201
     read = api.get(f"{API}/workflows/floats", {"materialize": "true"}).json()["definition"]
     assert read["metadata"]["f"] == 9_200_000_000_000_000_000  # jsonb's reading: an integer, within 64 bits
+    assert type(read["metadata"]["f"]) is int
     read["metadata"]["note"] = "saved again"
 
     again = post_raw(api, "/workflows", json.dumps({"tag_name": "floats", "workflow": read}))

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 
 from tests.engine import graphs
 from tests.engine.flow import submit, wait_all
-from tests.engine.test_durability import control
+from tests.engine.victim import control
 from tests.support import stack
 from workflows.models import NodeRun, Run
 

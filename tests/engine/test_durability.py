@@ -26,6 +26,7 @@ from tests.engine.flow import (
     wait_drained,
     wait_until,
 )
+from tests.engine.victim import control
 from tests.support import stack
 from workflows.engine.dispatch import Dispatch, coordinate_now, publish_now
 from workflows.models import NodeRun, Run
@@ -44,14 +45,6 @@ def drop_first_publish(node_id: str) -> None:
 
 def dispatch_of(nr: NodeRun, timeout_ms: int | None = None) -> Dispatch:
     return Dispatch(nr.pk, nr.node_id, nr.node_type, str(nr.run_id), timeout_ms)
-
-
-def control(worker: str, command: str, queue: str) -> None:
-    """Remote control of the session worker (its name: another test may have restarted it)."""
-    for _ in range(3):
-        if getattr(app.control, command)(queue, destination=[worker], reply=True, timeout=10):
-            return
-    raise AssertionError(f"{worker} did not answer {command}")
 
 
 def kill_mid_request(engine: dict[str, Any], stack_env: dict[str, str], api: Any, remote: Any,

@@ -26,7 +26,7 @@ from django.db import connection
 
 from aob_project.exceptions import Conflict
 from tests.conftest import wait_for_run
-from tests.engine.test_durability import control
+from tests.engine.victim import control
 from tests.support import stack
 from workflows import tasks
 from workflows.definition.ir import compile_definition

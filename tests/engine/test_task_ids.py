@@ -10,10 +10,10 @@ saying why. The id carries the run's UUID now (``dispatch.task_id``), which no r
 
 from __future__ import annotations
 
-from django.db import OperationalError, connection
+from django.db import connection
 
 from aob_project.celery import app
-from tests.conftest import FLUSH_ATTEMPTS, _is_deadlock, wait_for_run
+from tests.conftest import again_after_a_deadlock, wait_for_run
 from tests.engine.flow import http, submit, wait_until
 from workflows.engine.dispatch import task_id
 from workflows.models import NodeRun, Run
@@ -26,18 +26,6 @@ def revoked_by(worker, task: str) -> bool:
     return task in replies.get(worker.node_name, [])
 
 
-def gone(run_id: str) -> None:
-    """The run's rows deleted; the worker may still be ending its cancelled node (the aborted
-    request's executor and its coordinator lock the run), which a deadlock can make the victim."""
-    for attempt in range(1, FLUSH_ATTEMPTS + 1):
-        try:
-            Run.objects.filter(pk=run_id).delete()
-            return
-        except OperationalError as exc:
-            if attempt == FLUSH_ATTEMPTS or not _is_deadlock(exc):
-                raise
-
-
 def test_a_node_run_that_gets_a_revoked_node_run_s_key_back_after_a_sequence_restart_still_runs(engine, api, remote):
     cancelled, key = held_run(api, remote)
     old = NodeRun.objects.get(run_id=cancelled, node_id="held")
@@ -47,7 +35,9 @@ def test_a_node_run_that_gets_a_revoked_node_run_s_key_back_after_a_sequence_res
     wait_for_run(cancelled)
 
     # What a flush or a restore does: the rows go, the sequence starts again below them.
-    gone(cancelled)
+    # The worker may still be ending the cancelled node (the aborted request's executor and its
+    # decision lock the run), which a deadlock can make the delete's victim.
+    again_after_a_deadlock(Run.objects.filter(pk=cancelled).delete)
     with connection.cursor() as cursor:
         cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, false)", [NodeRun._meta.db_table, old.pk])
 

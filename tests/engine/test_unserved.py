@@ -13,9 +13,10 @@ import redis
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from aob_project.celery import COORDINATOR_QUEUE, app
+from aob_project.celery import COORDINATOR_QUEUE
 from tests.conftest import wait_for_run
 from tests.engine.flow import submit, transform, unique, wait_until
+from tests.engine.victim import control
 from tests.support import stack
 from workflows.engine import sweeper
 from workflows.models import Run
@@ -50,13 +51,6 @@ def test_a_node_no_worker_serves_says_why_it_waits_and_goes_on_once_one_does(
     assert len([e for e in api.get(f"/api/v1/runs/{run_id}/events").json() if e["type"] == "node_unserved"]) == 1
 
 
-def _control(worker: str, command: str, queue: str) -> None:
-    for _ in range(3):
-        if getattr(app.control, command)(queue, destination=[worker], reply=True, timeout=10):
-            return
-    raise AssertionError(f"{worker} did not answer {command}")
-
-
 @pytest.mark.faults_full  # slow: `make test-faults` runs it (tests/conftest.py; the lean faults keep make test short)
 def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any) -> None:
     """Every node done, the run ``running``: the decision of what follows sits on wf.coordinator,
@@ -64,7 +58,7 @@ def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any
     finished node's ``node_unserved`` event says so, once; a worker consuming it ends the run."""
     worker = engine["worker"].node_name
     only = unique("only")
-    _control(worker, "cancel_consumer", COORDINATOR_QUEUE)
+    control(worker, "cancel_consumer", COORDINATOR_QUEUE)
     try:
         run_id = submit(api, {"nodes": [transform(only, "1")], "edges": []})
         event = wait_until(lambda: next((e for e in api.get(f"/api/v1/runs/{run_id}/events").json()
@@ -75,7 +69,7 @@ def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any
         # the pass says it once: a node its run has told of is not read again (nor told twice)
         assert sweeper._say_undecided(timezone.now()) == 0
     finally:
-        _control(worker, "add_consumer", COORDINATOR_QUEUE)
+        control(worker, "add_consumer", COORDINATOR_QUEUE)
     assert wait_for_run(run_id, timeout=30).status == Run.Status.COMPLETED
     assert [e["type"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()].count("node_unserved") == 1
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from aob.embedded import free_port
+from aob.launcher import web_command
 from workflows import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,10 +128,11 @@ def start_worker(env: dict[str, str], name: str, queues: list[str] | None = None
 
 
 def start_web(env: dict[str, str], name: str = "web", *options: str) -> Proc:
-    """The web process as every entry point starts it (``python -m aob.web``: uvicorn with the
-    bounds of aob/web.py), on a free loopback port: ``proc.port``, ``proc.url``."""
+    """The web process as `make up` starts it (``aob.launcher.web_command``: ``python -m aob.web``,
+    uvicorn with the bounds of aob/web.py), in one process (it serves in the one it started in), on a
+    free loopback port: ``proc.port``, ``proc.url``."""
     port = free_port()
-    proc = Proc(name, [sys.executable, "-m", "aob.web", "--host", "127.0.0.1", "--port", str(port), *options], env,
+    proc = Proc(name, [*web_command(sys.executable, port=port, workers="1"), *options], env,
                 ready_line="Uvicorn running on")
     proc.port, proc.url = port, f"http://127.0.0.1:{port}"
     return proc

@@ -8,16 +8,13 @@ sent a byte every few seconds was never cut off)."""
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
-from aob.embedded import free_port
-from aob.launcher import web_command
-from tests.support.stack import Proc
+from tests.support.stack import start_web
 
 HEAD_READ_S = 2  # AOB_WEB_HEAD_READ_S for this server: the slow-loris tests wait about this long
 pytestmark = pytest.mark.django_db  # the server's test database is set up for marked tests only
@@ -25,10 +22,8 @@ pytestmark = pytest.mark.django_db  # the server's test database is set up for m
 
 @pytest.fixture(scope="module")
 def server(stack_env: dict[str, str]) -> Iterator[tuple[int, psutil.Process]]:
-    port = free_port()
-    proc = Proc("uvicorn-heads", web_command(sys.executable, port=port, workers="1"),
-                {**stack_env, "AOB_WEB_HEAD_READ_S": str(HEAD_READ_S)}, ready_line="Uvicorn running on")
-    yield port, psutil.Process(proc.popen.pid)  # one worker: uvicorn serves in the process it started in
+    proc = start_web({**stack_env, "AOB_WEB_HEAD_READ_S": str(HEAD_READ_S)}, "uvicorn-heads")
+    yield proc.port, psutil.Process(proc.popen.pid)  # one worker: uvicorn serves in the process it started in
     proc.stop()
 
 
