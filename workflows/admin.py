@@ -313,7 +313,7 @@ class OwnedRowsAdmin(BoundedListAdmin):
 
 class StrictJSONField(forms.JSONField):
     """A form's JSON parsed as the API parses a body (``loads_strict``): what PostgreSQL or the
-    engine cannot hold (NUL, a lone surrogate, NaN and 1e999, an integer past 64 bits, nesting past
+    engine cannot hold (NUL, a lone surrogate, NaN and 1e999, a number past 64 bits, nesting past
     ``AOB_MAX_JSON_DEPTH``) is the field's error naming the rule. Django's field took each and the
     save was a 500 (or, for a 65-bit integer, a schedule whose every firing failed)."""
 

@@ -285,6 +285,16 @@ CORPUS = [
     row("max-operations-100-accepted", INVOICE, PLANNING, PLAN,
         [*after("plan", transform("x")), *[holds("/nodes/0/id", "plan")] * 98], "applied"),
 
+    # --- what cannot be stored: the API body's rule, for every proposer (an agent's tool arguments
+    # are read without its 64-bit part, and a definition read back must save again as read) ----------
+    row("storable-integer-past-64-bits", INVOICE, PLANNING, PLAN,
+        [*after("plan", transform("x")), *after("x", http("pay2", payload={"amount": 2**64}))],
+        "integer_out_of_range", 2),
+    row("storable-float-past-64-bits", INVOICE, PLANNING, PLAN,
+        [*after("plan", http("pay2", payload={"amount": 1e20}))], "integer_out_of_range", 0),
+    row("storable-float-within-64-bits-accepted", INVOICE, PLANNING, PLAN,
+        [*after("plan", http("pay2", payload={"amount": 9.2e18}))], "applied"),
+
     # --- shape and validation: the validator's own rule -----------------------------------------------
     row("config-unknown-key", INVOICE, PLANNING, PLAN, [add("/nodes/1/config/proxy", "http://evil")],
         "config.additionalProperties", 0),

@@ -171,6 +171,8 @@ def test_a_float_beyond_64_bits_is_a_400_as_the_integer_it_would_be_read_back_as
 
     error = assert_error(post_raw(api, "/workflows", raw), 400, "integer_out_of_range")
     assert "64-bit range" in error["message"], error
+    assert error["details"]["path"].endswith("/config/wide"), error  # where it is, in the details and the message
+    assert error["details"]["path"] in error["message"]
     assert not Workflow.objects.exists()
 
 

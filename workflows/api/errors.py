@@ -85,7 +85,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                         status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.ParseError):
         code = getattr(exc, "rule", None) or "malformed_json"
-        return Response(body(code, str(exc.detail), {"rule": code}), status=400)
+        path = getattr(exc, "path", None)
+        return Response(body(code, str(exc.detail), {"rule": code, **({"path": path} if path else {})}), status=400)
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         from workflows.api.throttles import count_refused_anonymous
         from workflows.ratelimit import RateLimited

@@ -1,7 +1,8 @@
 """A JSON parser that refuses what PostgreSQL or the engine cannot hold, as a 400 and never a 500:
 bodies over the limit, nesting past the limit, and what ``workflows.limits.unstorable`` refuses in
 any stored value: NUL characters (``jsonb`` rejects ``\\u0000``), lone surrogates (not UTF-8),
-integers beyond 64 bits, NaN and Infinity (the last two as they are parsed, naming their text)."""
+integers beyond 64 bits and floats beyond them (``1e20``: ``jsonb`` reads it back as such an integer),
+NaN and Infinity (the last two as they are parsed, naming their text)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from workflows.limits import INT64, unstorable
 
 
 class BodyRejected(ParseError):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, path: str | None = None) -> None:
         super().__init__(detail=message, code=code)
-        self.rule = code
+        self.rule, self.path = code, path  # path: a JSON Pointer into the body, where one is known
 
 
 def _parse_int(text: str) -> int:
@@ -61,7 +62,7 @@ def loads_strict(raw: bytes) -> Any:
         raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
     problem = unstorable(data)  # what parsing lets through: NUL and lone surrogates, in keys too
     if problem is not None:
-        raise BodyRejected(problem.rule, problem.message)
+        raise BodyRejected(problem.rule, f"{problem.message} (at {problem.path})", problem.path)
     return data
 
 

@@ -31,6 +31,7 @@ from workflows.definition import gates
 from workflows.definition.ir import attempts_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import literal_url_problems, validate
+from workflows.limits import unstorable
 
 from ..definitions import apply_operations, json_type
 
@@ -190,6 +191,7 @@ class _Judgement:
                         op=MAX_OPERATIONS, limit=MAX_OPERATIONS)
         if not self.operations:
             return Verdict(after=self.before)
+        self.check_storable()
         self.check_patch_count()  # before any work on a patch the run has no room for
         self.after = self.apply()
         self.check_shape()
@@ -213,6 +215,15 @@ class _Judgement:
         self.check_ssrf()
         reopen, revote = self.check_approved_actions()
         return Verdict(after=self.after, spawned=spawned, reopen=reopen, revote=revote)
+
+    def check_storable(self) -> None:
+        """What a person's body cannot carry (``workflows.api.parsers``), no patch carries, whoever
+        proposes it: an agent's tool arguments are read without the 64-bit part of that rule, and a
+        number past it stored in a definition made the definition, read back, refused when saved as read."""
+        for index, operation in enumerate(self.operations):
+            problem = unstorable(operation)
+            if problem is not None:
+                self.refuse(problem.rule, f"operation {index} at {problem.path}: {problem.message}", op=index)
 
     def apply(self) -> dict[str, Any]:
         try:
