@@ -340,8 +340,8 @@ CORPUS = [
         "header_name", 1),
     row("header-value-crlf", INVOICE, PLANNING, PLAN,
         [add("/nodes/1/config/headers", {"X-Note": "a\r\nHost: evil"})], "header_value", 0),
-    row("header-value-nul", INVOICE, PLANNING, PERSON,
-        [add("/nodes/3/config/headers", {"X-Note": "a\u0000b"})], "header_value", 0),
+    row("header-value-nul", INVOICE, PLANNING, PERSON,  # what no body can carry, judged first (check_storable)
+        [add("/nodes/3/config/headers", {"X-Note": "a\u0000b"})], "nul_character", 0),
     row("header-name-~0-tilde-accepted", INVOICE, PLANNING, PLAN,
         [add("/nodes/1/config/headers", {"Accept": "application/json"}), add("/nodes/1/config/headers/X~0Trace", "1")],
         "applied"),
