@@ -63,7 +63,7 @@ test-faults: venv
 	  tests/engine/test_lease.py tests/engine/test_output_stored.py tests/engine/test_durability.py \
 	  tests/engine/test_cancel_stops_work.py tests/approvals/test_park_callback_lost.py tests/subflows/test_subflow_budget.py \
 	  tests/engine/test_sweep_poison.py tests/engine/test_coordinator_shares.py tests/triggers/test_schedules.py \
-	  tests/engine/test_fair_shares.py tests/test_migrations.py tests/engine/test_unserved.py \
+	  tests/engine/test_fair_shares.py tests/test_migrations.py tests/engine/test_unserved.py tests/engine/test_unclaimed.py \
 	  -m "fault or faults_full" $(PYTEST_ARGS)
 
 # The browser test drives Debian's Chromium (never a browser download); install it when missing.

@@ -490,6 +490,10 @@ AOB_APPROVAL_SWEEP_INTERVAL_S = env_seconds("AOB_APPROVAL_SWEEP_INTERVAL_S", 5.0
 AOB_REPUBLISH_AFTER_S = env_seconds("AOB_REPUBLISH_AFTER_S", 10.0)
 AOB_LEASE_S = env_seconds("AOB_LEASE_S", 15.0)
 AOB_REPUBLISH_BACKLOG_S = env_seconds("AOB_REPUBLISH_BACKLOG_S", 300.0)
+# A node run queued this long on a queue a running worker consumes, whose broker list is empty, and
+# still unclaimed: its run says so (``node_unclaimed``) and the sweeper sends it again under a new
+# task id, which no revoke names (workflows/engine/sweeper.py ``UNCLAIMED``).
+AOB_UNCLAIMED_AFTER_S = env_seconds("AOB_UNCLAIMED_AFTER_S", 300.0)
 # Fair shares of the workers between owners (workflows/engine/admission.py): at most this many node
 # runs of one type run for one owner at once; a worker that takes one more holds it queued
 # (``wait_reason`` ``slot``) and the owner's next finish of that type releases it. 0: no limit.

@@ -48,6 +48,9 @@ so a test flips them for every process of its stack at once:
   engine would;
 - ``aob:test:heartbeat_paused:<node_run_id>``: the heartbeat skips renewing that lease, as one cut
   off from the database would;
+- ``aob:test:unclaimed_after_s``: ``AOB_UNCLAIMED_AFTER_S`` for the sweeper (``sweeper.unclaimed_before``),
+  so a test need not wait five minutes; ``aob:test:unclaimed_off``: no node run is ever taken for
+  unclaimed, the negative control of sending it again under a new id (tests/engine/test_unclaimed.py);
 - ``aob:test:lease_stop_off``: negative control: a heartbeat that finds its lease gone does not stop
   its executor;
 - ``aob:test:subflows_sweep_off``: ``subflows.sweep`` does nothing, so a test that builds a child
@@ -78,6 +81,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -191,6 +195,14 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             return {"skipped": 1}
         return sweep()
 
+    unclaimed_before = sweeper.unclaimed_before
+
+    def switchable_unclaimed_before(now: Any) -> Any:
+        if _redis().exists("aob:test:unclaimed_off"):
+            return None
+        told = _redis().get("aob:test:unclaimed_after_s")
+        return now - timedelta(seconds=float(told)) if told is not None else unclaimed_before(now)
+
     def switchable_undecided_parks(before: Any) -> list[int]:
         if _redis().exists("aob:test:undecided_parks_off"):
             return []
@@ -281,6 +293,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     wrapped = [(schedules, "due_time", switchable_due_time), (subflows, "subflows_sweep", switchable_subflows_sweep),
                (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep), (poison, "sweep_row", switchable_sweep_row),
                (sweeper, "undecided_parks", switchable_undecided_parks),
+               (sweeper, "unclaimed_before", switchable_unclaimed_before),
                (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
                (runs, "run_output_compute", crashing_output_compute),
                (runs, "run_output_store", unbounded_output_store), (execution, "claim", switchable_claim),

@@ -467,7 +467,9 @@ class NodeDetailOut(serializers.Serializer):
     wait_reason = serializers.CharField(allow_blank=True, help_text=(
         "why a waiting node waits: approval, budget or workflow (a child run); why a queued node waits: worker "
         "(no running worker consumes its queue: its node_unserved event names the queue) or slot (its owner runs "
-        "as many nodes of its type as AOB_OWNER_MAX_RUNNING allows; it starts when one of them ends)"))
+        "as many nodes of its type as AOB_OWNER_MAX_RUNNING allows; it starts when one of them ends) or unclaimed "
+        "(a running worker consumes its queue and none claimed it for AOB_UNCLAIMED_AFTER_S: its node_unclaimed "
+        "event says why that may be; it is sent again under a new id)"))
 
 
 class PatchSummaryOut(serializers.Serializer):

@@ -29,6 +29,9 @@ class Dispatch:
     run_id: str
     timeout_ms: int | None
     countdown_s: float = 0.0
+    # Appended to the task id of a message sent again under an id no revoke names (the sweeper's,
+    # for a node run no worker claims: ``sweeper.UNCLAIMED``).
+    renamed: str = ""
 
 
 def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
@@ -67,7 +70,7 @@ def publish_now(item: Dispatch) -> None:
     app.send_task(
         registry.EXECUTOR_TASK,
         args=[item.node_run_id],
-        task_id=task_id(item.run_id, item.node_run_id),
+        task_id=task_id(item.run_id, item.node_run_id) + item.renamed,
         queue=registry.queue_for(item.node_type),
         soft_time_limit=soft,
         time_limit=hard,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import redis
@@ -44,7 +45,7 @@ def sweep() -> dict[str, int]:
     if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
-    counts = {"republished": 0, "unserved": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0, "released": 0}
+    counts = {"republished": 0, "unserved": 0, "unclaimed": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0, "released": 0}
 
     stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
     backlog = _backlogged_queues()
@@ -63,6 +64,10 @@ def sweep() -> dict[str, int]:
             if queue in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
                 continue  # most likely still waiting its turn in that queue, not lost
             item = _dispatch(nr)  # before the claim: a definition that cannot be read leaves it as it was
+            if unclaimed(nr, queue, backlog, consumers, now):
+                if nr.wait_reason != UNCLAIMED and _say_unclaimed(nr, queue):
+                    counts["unclaimed"] += 1
+                item = replace(item, renamed=f"-{now:%Y%m%dT%H%M%S%f}")
             if NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, dispatched_at=nr.dispatched_at).update(
                     dispatched_at=now):
                 publish_now(item)
@@ -149,6 +154,8 @@ def sweeper_health() -> str:
 # A queued node run's ``wait_reason`` once the sweeper found no running worker consuming its queue;
 # the claim of a worker that does clears it.
 UNSERVED = "worker"
+# ... once it found one consuming it and none claiming the node run (``unclaimed``).
+UNCLAIMED = "unclaimed"
 # This process's two latest answers (when, and the queues named), newest last.
 _answers: list[tuple[float, frozenset[str]]] = []
 
@@ -229,14 +236,48 @@ def _say_unserved(nr: NodeRun, queue: str) -> bool:
     worker that serves it clears the reason)."""
     message = (f"queued since {nr.queued_at.isoformat()}: no running worker consumes the queue {queue}; it runs "
                f"once a worker serving it starts (celery worker --node-types {nr.node_type}, or -Q {queue})")
+    return _say_waiting(nr, queue, UNSERVED, Event.Type.NODE_UNSERVED, message, sources=("",), log="node_run.unserved")
+
+
+def unclaimed_before(now: datetime) -> datetime | None:
+    """A queued node run waiting since before this is taken for unclaimed (``unclaimed``)."""
+    return now - timedelta(seconds=settings.AOB_UNCLAIMED_AFTER_S)
+
+
+def unclaimed(nr: NodeRun, queue: str, backlog: set[str], consumers: _Consumers, now: datetime) -> bool:
+    """Whether a queued node run past the republish deadline is one no worker claims, though one is
+    there to: it has waited ``AOB_UNCLAIMED_AFTER_S`` since it could run, its queue's broker list is
+    empty and a running worker consumes that queue. Its message was most likely dropped unread
+    (revoked by its id, as Flower's Revoke does; a worker that discards it), or every process
+    serving the queue is taken by a long node while holding it. Re-publishing under the same id
+    would meet the same fate: ``sweep`` sends it under a new one (the claim still runs it once)."""
+    before = unclaimed_before(now)
+    since = max((t for t in (nr.queued_at, nr.available_at) if t is not None), default=None)
+    return (before is not None and since is not None and since < before and queue not in backlog
+            and consumers.serve(queue) is True)
+
+
+def _say_unclaimed(nr: NodeRun, queue: str) -> bool:
+    message = (f"queued since {nr.queued_at.isoformat() if nr.queued_at else 'its start'} on {queue}, which a running "
+               f"worker consumes and whose list is empty, and no worker has claimed it: every process serving the "
+               f"queue may be busy with a long node, or its message was dropped unread (revoked by its id, as "
+               f"Flower's Revoke does). It is sent again under a new id; to stop a node, cancel its run")
+    return _say_waiting(nr, queue, UNCLAIMED, Event.Type.NODE_UNCLAIMED, message, sources=("", UNSERVED),
+                        log="node_run.unclaimed")
+
+
+def _say_waiting(nr: NodeRun, queue: str, reason: str, event: str, message: str, *, sources: tuple[str, ...],
+                 log: str) -> bool:
+    """Set a queued node run's ``wait_reason`` from one of ``sources`` to ``reason`` and say why on its
+    run, once (the claim of a worker clears the reason)."""
     with transaction.atomic():
         locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
-        if not NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, wait_reason="").update(
-                wait_reason=UNSERVED):
+        if not NodeRun.objects.filter(pk=nr.pk, status=NodeRun.Status.QUEUED, wait_reason__in=sources).update(
+                wait_reason=reason):
             return False
-        events.append(nr.run_id, nr.run.owner_id, [(Event.Type.NODE_UNSERVED, nr.node_id, {
+        events.append(nr.run_id, nr.run.owner_id, [(event, nr.node_id, {
             "iteration": nr.iteration, "node_type": nr.node_type, "queue": queue, "message": message})])
-    logger.warning("node_run.unserved", extra={"run_id": str(nr.run_id), "node_id": nr.node_id, "queue": queue})
+    logger.warning(log, extra={"run_id": str(nr.run_id), "node_id": nr.node_id, "queue": queue})
     return True
 
 

@@ -14,6 +14,7 @@ class Event(models.Model):
         NODE_SKIPPED = "node_skipped"
         NODE_RETRYING = "node_retrying"
         NODE_UNSERVED = "node_unserved"
+        NODE_UNCLAIMED = "node_unclaimed"
         NODE_HELD = "node_held"
         SWEEP_FAILED = "sweep_failed"
         CONDITION_ERROR = "condition_error"

@@ -430,6 +430,7 @@ function summary(frame) {
     case "node_failed": return (d.error && d.error.message) || d.message || "";
     case "approval_required": return d.warning ? `${d.message || ""} — ${d.warning}` : d.message || "";
     case "node_unserved": return d.message || `no running worker consumes ${d.queue}`;
+    case "node_unclaimed": return d.message || `no worker claims it on ${d.queue}: sent again under a new id`;
     case "node_held": return `waiting for a slot: its owner runs ${d.limit} nodes of this type at once (AOB_OWNER_MAX_RUNNING)`;
     case "sweep_failed": return `the sweeper could not handle this (${d.sweep}, ${d.failures} time(s)): ${(d.error && d.error.message) || ""}`;
     case "approval_decided": return d.timeout ? `timed out: ${d.on_timeout}` : d.reason ? d.message || d.reason : `${d.user}: ${d.approve ? "approved" : "rejected"}${d.comment ? ` — “${d.comment}”` : ""}`;

@@ -4,7 +4,8 @@
 import { el, setChildren } from "./api.js";
 
 // what a node waits for, in words (NodeOut.wait_reason: the others read as they are)
-const WAITS = { slot: "a slot (its owner runs as many of its type as allowed)", worker: "a worker" };
+const WAITS = { slot: "a slot (its owner runs as many of its type as allowed)", worker: "a worker",
+  unclaimed: "a worker to claim it (sent again under a new id)" };
 
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
