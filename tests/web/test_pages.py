@@ -196,3 +196,17 @@ def test_approvals_list_filters_by_run(engine: Any, user: Any, make_user: Any) -
     bob = client_for(make_user("bob"))
     assert bob.get(f"/api/v1/approvals?run={first.pk}").status_code == 404
     assert api.get("/api/v1/approvals?run=not-a-uuid").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/workflows/new/", "/workflows/greet/", "/workflows/greet/triggers/", "/secrets/"])
+def test_a_scripted_form_cannot_be_sent_before_its_script_takes_it_over(browser: Client, user: Any, path: str) -> None:
+    """Every submit button of a form the page's script sends starts disabled (``api.js`` ``takeOver``
+    enables it): clicked before the script loaded, the browser sent the form itself, a reload that
+    lost what was typed (seen in the triggers page's browser test under load)."""
+    workflow_save(owner=user, tag="greet", definition={"nodes": [{"id": "a", "type": "transform",
+                                                                 "config": {"expression": "1"}}], "edges": []})
+    html = browser.get(path).content.decode()
+
+    buttons = re.findall(r"<button[^>]*type=\"submit\"[^>]*>", html.split("<main", 1)[-1])
+    assert buttons, html[:500]
+    assert all("disabled" in b and "data-scripted" in b for b in buttons), buttons

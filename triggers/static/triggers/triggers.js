@@ -1,6 +1,8 @@
 // A workflow's schedules and webhooks: list, add, enable/disable, remove; a new hook's secret is
 // shown once, with how to sign a delivery; a hook's latest deliveries, the refused ones with why.
-import { api, el, errorText, pageData, parseJson, setChildren, showAlert, stringifyJson, timeEl } from "/static/aob/api.js";
+import {
+  api, el, errorText, pageData, parseJson, setChildren, showAlert, stringifyJson, takeOver, timeEl,
+} from "/static/aob/api.js";
 
 const { tag } = pageData();
 const alertBox = document.getElementById("triggers-alert");
@@ -81,7 +83,7 @@ function showSecret(hook, rotated = false) {
       + `  -H "X-AOB-Signature: sha256=$sig" -H 'Content-Type: application/json' -d "$body"`));
 }
 
-document.getElementById("schedule-form").addEventListener("submit", (ev) => {
+takeOver(document.getElementById("schedule-form"), (ev) => {
   ev.preventDefault();
   act(async () => {
     let inputs;
@@ -93,7 +95,7 @@ document.getElementById("schedule-form").addEventListener("submit", (ev) => {
   });
 });
 
-document.getElementById("hook-form").addEventListener("submit", (ev) => {
+takeOver(document.getElementById("hook-form"), (ev) => {
   ev.preventDefault();
   act(async () => {
     const kind = document.getElementById("mapping-kind").value;

@@ -1,6 +1,6 @@
 // Secrets: names and dates from GET /secrets; PUT sets a value, DELETE removes one. No value is
 // ever read back, so none can be shown.
-import { api, el, errorText, setChildren, showAlert, timeEl } from "/static/aob/api.js";
+import { api, el, errorText, setChildren, showAlert, takeOver, timeEl } from "/static/aob/api.js";
 
 const rows = document.querySelector("#secrets tbody");
 const alertBox = document.getElementById("secrets-alert");
@@ -20,7 +20,7 @@ async function load() {
   } catch (err) { showAlert(alertBox, errorText(err)); }
 }
 
-document.getElementById("secret-form").addEventListener("submit", async (ev) => {
+takeOver(document.getElementById("secret-form"), async (ev) => {
   ev.preventDefault();
   const name = document.getElementById("secret-name");
   const value = document.getElementById("secret-value");

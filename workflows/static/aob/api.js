@@ -222,6 +222,17 @@ export function timeEl(iso) {
   return iso ? el("time", { datetime: iso }, fmtTime(iso)) : "";
 }
 
+// A form its page's script sends: its submit buttons start disabled (``data-scripted`` in the HTML),
+// so a click before the script has loaded cannot make the browser send it itself (a reload that
+// lost what was typed, and sent nothing); they work once the script has taken the form over.
+export function takeOver(form, onSubmit) {
+  form.addEventListener("submit", onSubmit);
+  for (const button of form.querySelectorAll("[data-scripted]")) {
+    button.disabled = false;
+    button.removeAttribute("data-scripted");
+  }
+}
+
 export function pageData() {
   const node = document.getElementById("page-data");
   return node ? parseJson(node.textContent) : {};

@@ -2,7 +2,7 @@
 // either redraws the other), validated as you type (debounced, POST /workflows/validate) with each
 // problem shown beside its node; versions, recent runs and a run button with an inputs form.
 import { api, ApiError, authoringOrder, badge, el, errorText, pageData, parseJson, pretty, setChildren, showAlert, stringifyJson,
-  timeEl } from "./api.js";
+  takeOver, timeEl } from "./api.js";
 import { Builder } from "./builder.js";
 import { mountJsonEditor } from "./editor.js";
 
@@ -263,11 +263,11 @@ async function run(event) {
 
 async function start() {
   editor.value = prettyDefinition(page.definition);
-  $("save-form").addEventListener("submit", save);
+  takeOver($("save-form"), save);
   if (!page.is_new) {  // before any await: a person may type inputs while the editors load
     const guessed = guessInputs(page.definition);
     if (Object.keys(guessed).length && $("inputs").value.trim() === "{}") $("inputs").value = pretty(guessed);
-    $("run-form").addEventListener("submit", run);
+    takeOver($("run-form"), run);
   }
   let catalogue = { types: [], references: {} };
   let schema = {};
