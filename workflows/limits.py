@@ -49,9 +49,9 @@ def unstorable(value: Any, *, int64: bool = True) -> Unstorable | None:
     (``jsonb`` refuses ``\\u0000``), a lone surrogate (no UTF-8), NaN or Infinity (no JSON), a key
     that is not a string, a value that is no JSON type and, with ``int64``, an integer beyond 64
     bits (what a sender may send: ``jsonb`` holds one), or a float beyond them (``1e20``, which
-    ``jsonb`` reads back as such an integer). Iterative: a deep value cannot reach the recursion limit. A path is built only
-    for the one found; scalars are judged where they are met, not stacked (a run's inputs are up
-    to 16 MiB of them)."""
+    ``jsonb`` reads back as such an integer). Iterative: a deep value cannot reach the recursion
+    limit. A path is built only for the one found; scalars are judged where they are met, not
+    stacked (a run's inputs are up to 16 MiB of them)."""
     if not isinstance(value, dict | list | tuple):
         problem = _scalar_problem(value, int64)
         return Unstorable(problem[0], problem[1], "/") if problem else None
@@ -79,16 +79,16 @@ def _scalar_problem(value: Any, int64: bool) -> tuple[str, str] | None:
         return _text_problem(value)
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return None if not int64 or INT64[0] <= value <= INT64[1] else (
-            "integer_out_of_range", f"integer {_digits(value)} is outside the 64-bit range")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "invalid_number", f"{value!r} is not a JSON number (one is finite)"
-        # jsonb keeps 1e20 as the number it is and reads it back as an integer, 21 digits, which
-        # this rule would refuse when the value read is sent again: judged as that integer
-        return None if not int64 or INT64[0] <= value <= INT64[1] else (
-            "integer_out_of_range", f"number {value!r} is outside the 64-bit range (stored, it reads back as an integer)")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "invalid_number", f"{value!r} is not a JSON number (one is finite)"
+    if isinstance(value, int | float):
+        # a float too: jsonb keeps 1e20 as the number it is and reads it back as an integer, 21
+        # digits, which this rule would refuse when the value read is sent again
+        if not int64 or INT64[0] <= value <= INT64[1]:
+            return None
+        return "integer_out_of_range", (f"integer {_digits(value)} is outside the 64-bit range" if isinstance(value, int)
+                                        else f"number {value!r} is outside the 64-bit range (stored, it reads back "
+                                             "as an integer)")
     return "type", f"a value of type {type(value).__name__} is not JSON"
 
 
