@@ -417,40 +417,19 @@ class _Judgement:
         return out
 
     def fed(self) -> dict[str, dict[str, Any]]:
-        """Existing agent nodes whose input the patch writes: an agent's prompt carries its
-        predecessors' outputs (``reads_upstream``) and the nodes its config refers to, so a new
-        edge into one, an edge into one from a node the patch adds or changes, or a node it refers
-        to changed, gives it a new task, as rewriting its task would (a weak agent wiring its own
-        text into an author's stronger agent, or rewriting the step that feeds it). A step that
-        refers to a written one passes its output on (a transform of an http answer), so it counts as
-        written too, however many such steps lie between; an agent or a gate between speaks for itself."""
-        written = self.carried({n for n, node in self.new.items() if self.old.get(n) != node})
-        had = {(e.get("from"), e.get("to")) for e in self.before.get("edges", []) if isinstance(e, dict)}
-        agents = {n: node for n, node in self.new.items() if n in self.old and node.get("type") == "agent"}
-        out = {e["to"]: agents[e["to"]] for e in self.after.get("edges", [])
-               if isinstance(e, dict) and e.get("to") in agents
-               and ((e.get("from"), e.get("to")) not in had or e.get("from") in written)}
-        for node_id, node in agents.items():
-            if referenced_nodes(node.get("config")) & written:
-                out[node_id] = node
-        return out
+        """Existing agent nodes whose input, or whether they run, the patch can change
+        (``influenced``): an agent's prompt carries its predecessors' outputs and the nodes its
+        config refers to, so a new edge into one, or a change to a step before it or one it reads,
+        gives it a new task, as rewriting its task would (a weak agent wiring its own text into an
+        author's stronger agent, or rewriting the step that feeds it, however many steps lie between)."""
+        reached = self.influenced()
+        return {n: node for n, node in self.new.items()
+                if n in self.old and node.get("type") == "agent" and n in reached}
 
-    def carried(self, written: set[str]) -> set[str]:
-        """``written`` and every node of the patched definition whose config refers, through others
-        or directly, to one of them (the outputs that carry what the patch wrote), agents and gates
-        aside."""
-        readers: dict[str, set[str]] = {}  # node id -> the nodes whose config refers to it, each config read once
-        for node_id, node in self.new.items():
-            if node.get("type") not in ("agent", "hitl"):
-                for source in referenced_nodes(node.get("config")):
-                    readers.setdefault(source, set()).add(node_id)
-        carried, todo = set(written), list(written)
-        while todo:
-            for reader in readers.get(todo.pop(), ()):
-                if reader not in carried:
-                    carried.add(reader)
-                    todo.append(reader)
-        return carried
+    def influenced(self) -> set[str]:
+        if not hasattr(self, "_influenced"):
+            self._influenced = influenced(self.before, self.after)
+        return self._influenced
 
     def check_privileges(self) -> None:
         """An agent node an agent adds, changes, makes run again or feeds a new edge has no more
@@ -548,7 +527,7 @@ class _Judgement:
         guarded = self.acting_for_the_owner()
         if not guarded:
             return
-        reached = influenced(self.before, self.after)
+        reached = self.influenced()
         for node_id, (rule, why) in guarded.items():
             if node_id in reached:
                 self.refuse(rule, f"node {node_id!r} {why}: an agent may not change whether it runs or what it "
