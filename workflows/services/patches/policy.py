@@ -15,6 +15,7 @@ patch, whoever asks. ``docs/SECURITY.md`` has the rules as a table.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -422,14 +423,13 @@ class _Judgement:
         config refers to, so a new edge into one, or a change to a step before it or one it reads,
         gives it a new task, as rewriting its task would (a weak agent wiring its own text into an
         author's stronger agent, or rewriting the step that feeds it, however many steps lie between)."""
-        reached = self.influenced()
         return {n: node for n, node in self.new.items()
-                if n in self.old and node.get("type") == "agent" and n in reached}
+                if n in self.old and node.get("type") == "agent" and n in self.reached}
 
-    def influenced(self) -> set[str]:
-        if not hasattr(self, "_influenced"):
-            self._influenced = influenced(self.before, self.after)
-        return self._influenced
+    @functools.cached_property
+    def reached(self) -> set[str]:
+        """``influenced`` by this patch: once a judgement, for ``fed`` and ``check_owner_s_steps``."""
+        return influenced(self.before, self.after)
 
     def check_privileges(self) -> None:
         """An agent node an agent adds, changes, makes run again or feeds a new edge has no more
@@ -527,9 +527,8 @@ class _Judgement:
         guarded = self.acting_for_the_owner()
         if not guarded:
             return
-        reached = self.influenced()
         for node_id, (rule, why) in guarded.items():
-            if node_id in reached:
+            if node_id in self.reached:
                 self.refuse(rule, f"node {node_id!r} {why}: an agent may not change whether it runs or what it "
                             "reads (an edge into it or into a step before it, a branch rule on the way, a step "
                             "whose output it reads)", lambda doc, n=node_id: n in influenced(self.before, doc),
