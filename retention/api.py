@@ -1,4 +1,4 @@
-"""``POST /api/v1/prune`` (staff): run retention now, for at most ``AOB_PRUNE_REQUEST_S`` (``finished``
+"""``POST /api/v1/prune`` (staff who may delete runs): run retention now, for at most ``AOB_PRUNE_REQUEST_S`` (``finished``
 false: the rest is left to the next prune, the beat's or a repeat), or with ``dry_run`` count what
 would go (each count up to ``AOB_PRUNE_PREVIEW_CAP``)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,8 +21,21 @@ class PruneIn(StrictSerializer):
     dry_run = JSONBooleanField(required=False, default=False)
 
 
+class MayPrune(BasePermission):
+    """Staff whom the admin lets delete runs (its ``workflows.delete_run`` permission; a superuser
+    holds every permission): a prune deletes every owner's finished runs past retention, and a dry
+    run counts them. Before (6 December), being staff was enough, though an operator may make a
+    person staff to look after their own schedules, with no permission to delete a run."""
+
+    message = "a prune deletes runs: it needs staff with the workflows.delete_run permission"
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(getattr(user, "is_staff", False) and user.has_perm("workflows.delete_run"))
+
+
 class PruneView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [MayPrune]
 
     @extend_schema(request=PruneIn, responses={200: OpenApiTypes.OBJECT, 400: ErrorOut, 401: ErrorOut,
                                                403: ErrorOut})
