@@ -68,8 +68,10 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": "invalid_arguments", "message": f"{where}: {problem.message}"}
     try:
         return tool.run(state, args)
-    except AobError as exc:
-        return {"status": "error", "error": exc.code, "message": exc.message}
+    except AobError as exc:  # the rule, where the error names one (a refused host, an SSRF rule)
+        rule = exc.extra.get("rule") if isinstance(exc.extra, dict) else None
+        return {"status": "error", "error": exc.code, "message": exc.message,
+                **({"rule": rule} if isinstance(rule, str) else {})}
 
 
 def _result(state: AgentState, name: str, raw_args: str) -> Any:

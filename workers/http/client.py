@@ -57,6 +57,7 @@ from workers.http.ssrf import (
     policy_from_settings,
     resolve_checked,
 )
+from workflows import egress
 
 logger = logging.getLogger(__name__)
 
@@ -374,6 +375,16 @@ def _keep_secrets_home(headers: dict[str, str], body: dict[str, Any], target: ht
                           rule="secret-redirect", url=str(target))
 
 
+def _judged(url: str, policy: HttpPolicy) -> None:
+    """A hop's URL by the SSRF policy's rules that need no DNS, then by the run's ``allowed_hosts``
+    (``workflows.egress``: the node's, set around its executor), for the first request and every
+    redirect: an allowed host's redirect elsewhere is refused, not followed."""
+    target = check_url_static(url, policy=policy)
+    hosts = egress.current()
+    if hosts is not None and not egress.allows(target.host, hosts):
+        raise SSRFBlocked(egress.refusal(target.host, hosts), rule=egress.RULE, url=url, host=target.host)
+
+
 def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, headers: dict[str, str],
           params: dict[str, Any] | None, json: Any, content: str | bytes | None, cap: int, hops: int,
           follow_redirects: bool, started: float) -> HttpResult:
@@ -381,7 +392,7 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
     current = url
     body: dict[str, Any] = {"json": json} if json is not None else {"content": content}
     while True:
-        check_url_static(current, policy=policy)
+        _judged(current, policy)
         try:
             if params:  # merged into the URL's own query (httpx would replace it)
                 current = str(httpx.URL(current).copy_merge_params(params))
@@ -395,7 +406,7 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             raise HTTPRequestError(f"the request cannot be encoded: {type(exc).__name__}: {exc}"[:500],
                                    extra={"url": current, "transient": False, "kind": "encoding"}) from exc
         sent_url = str(outgoing.url)
-        check_url_static(sent_url, policy=policy)  # the exact URL httpx will send (params merged)
+        _judged(sent_url, policy)  # the exact URL httpx will send (params merged)
         try:
             response = client.send(outgoing, stream=True)
         except SSRFBlocked as exc:  # refused at connect time, after resolution

@@ -18,7 +18,7 @@ from django.conf import settings
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from workflows import registry
+from workflows import egress, registry
 
 from .expressions import ExpressionError, compile_expression
 from .forms import PATTERN_KEYWORDS, one_budget
@@ -145,10 +145,12 @@ def validate(definition: Any, *, literal_urls: bool = False) -> Report:
 def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str] | None = None) -> list[Problem]:
     """Each node type's outbound policy on what its config names literally (for ``http``, the SSRF
     policy's static verdict on a URL without ``$``: scheme, userinfo, port, blocked names and
-    addresses; no DNS), for the nodes in ``node_ids`` or all. Refusing at save names the rule
+    addresses; no DNS; and the host of a literal origin by the workflow's ``allowed_hosts``), for the
+    nodes in ``node_ids`` or all. Refusing at save names the rule
     early; the check at connect time stays the authority (a name may still resolve to a blocked
     address). The web tier must have the workers' ``AOB_HTTP_ALLOWLIST`` for the two to agree."""
     problems = []
+    hosts = egress.of(definition.get("metadata"))
     for i, node in enumerate(definition.get("nodes", [])):
         if not isinstance(node, dict) or not isinstance(node.get("type"), str) or (
                 node_ids is not None and node.get("id") not in node_ids):
@@ -157,7 +159,7 @@ def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str
         config = node.get("config")
         if spec is None or spec.check_outbound is None or not isinstance(config, dict):
             continue
-        for where, rule, message, details in spec.check_outbound(config):
+        for where, rule, message, details in spec.check_outbound(config, hosts):
             problems.append(Problem(f"/nodes/{i}/config{where}", rule, f"node {node.get('id')!r}: {message}",
                                     {**details, "node_id": node.get("id")}))
     return problems

@@ -22,7 +22,7 @@ from psycopg.errors import ForeignKeyViolation
 from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_HELD, NODE_QUEUE
-from workflows import registry
+from workflows import egress, registry
 from workflows.definition.ir import attempts_of, backoff_ms_of
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
@@ -165,7 +165,7 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
                        iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms},
-                       owner_active=bool(owner_active))
+                       owner_active=bool(owner_active), hosts=egress.of(ir.metadata))
 
 
 def _outputs(run_id: Any, ir: Any, node_id: str, iteration: int, refs: set[str]) -> dict[str, Any]:
@@ -372,7 +372,7 @@ def execute(node_run_id: int) -> str | list[Any]:
         if not ctx.owner_active:  # nothing of a run starts as an owner deactivated since it began
             raise owners.OwnerInactive.of(ctx.owner_id, f"node {ctx.node_id!r} of run {ctx.run_id} does not start")
         ctx, run = prepared(ctx)
-        with heartbeat.holding(ctx.node_run_id, ctx.attempt):
+        with heartbeat.holding(ctx.node_run_id, ctx.attempt), egress.only(ctx.hosts):
             output = run(ctx)
         if output is not WAITING:
             output = strict_json(output)  # a value JSON cannot hold fails the node here, by one rule

