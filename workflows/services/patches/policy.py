@@ -525,10 +525,7 @@ class _Judgement:
         the branch held back, and the owner's API key goes out on a path the author ruled out, with
         the agent's words in the body; an agent feeding an author's agent that holds the key gives it
         a new task on those words."""
-        guarded = self.acting_for_the_owner()
-        if not guarded:
-            return
-        for node_id, (rule, why) in guarded.items():
+        for node_id, (rule, why) in self.acting_for_the_owner().items():
             if node_id in self.reached:
                 self.refuse(rule, f"node {node_id!r} {why}: an agent may not change whether it runs or what it "
                             "reads (an edge into it or into a step before it, a branch rule on the way, a step "
