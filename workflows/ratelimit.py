@@ -267,18 +267,58 @@ def uncount_anonymous(*, address: str, member: str) -> None:
         logger.warning("ratelimit.release_failed", extra={"error": str(exc), "layer": "anonymous_rate_limit_exceeded"})
 
 
+KNOWN_ADDRESSES_KEPT = 20  # the latest addresses a username logged in from
+KNOWN_FOR_S = 30 * 86400
+
+
+def _login_name(username: str) -> str:
+    """The username as the login form reads it (NFKC, Django's ``UsernameField``), and any case:
+    ``ｂｏｂ`` is bob's account, so it is bob's count too (it was a fresh one, and every letter has
+    several such spellings). Hashed: a key names no account."""
+    return hashlib.sha256(unicodedata.normalize("NFKC", username).strip().casefold().encode()).hexdigest()[:32]
+
+
 def check_login(*, address: str, username: str) -> None:
     """One login attempt, counted for its address and for the username it tries (whatever the
-    outcome: a password guess costs the same whether it is right). The username as the login form
-    reads it (NFKC, Django's ``UsernameField``), and any case: ``ｂｏｂ`` is bob's account, so it
-    is bob's count too (it was a fresh one, and every letter has several such spellings)."""
-    name = hashlib.sha256(unicodedata.normalize("NFKC", username).strip().casefold().encode()).hexdigest()[:32]
-    _fail_open([
-        Layer(f"aob:rl:login:addr:{address}", settings.AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN, "login_rate_limit_exceeded",
-              "login attempts from one address"),
-        Layer(f"aob:rl:login:user:{name}", settings.AOB_RATE_LOGIN_PER_USERNAME_PER_MIN, "login_rate_limit_exceeded",
-              "login attempts for one username"),
-    ])
+    outcome: a password guess costs the same whether it is right), but not for the username from an
+    address it logged in from before (``login_remembered``): a guesser spends a user's limit from
+    their own addresses, and locks the user out of those only, never out of the user's own (before
+    6 December, eleventh session, ten guesses a minute from anywhere kept a user from logging in
+    with a password at all). The address limit binds every attempt."""
+    name = _login_name(username)
+    layers = [Layer(f"aob:rl:login:addr:{address}", settings.AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN,
+                    "login_rate_limit_exceeded", "login attempts from one address")]
+    if not _known_address(name, address):
+        layers.append(Layer(f"aob:rl:login:user:{name}", settings.AOB_RATE_LOGIN_PER_USERNAME_PER_MIN,
+                            "login_rate_limit_exceeded", "login attempts for one username"))
+    _fail_open(layers)
+
+
+def login_remembered(*, address: str, username: str) -> None:
+    """A login that succeeded from ``address`` (a page's session, an API token): that address is
+    the user's own for ``KNOWN_FOR_S``, among the ``KNOWN_ADDRESSES_KEPT`` latest. Fails open."""
+    key = f"aob:rl:login:known:{_login_name(username)}"
+    try:
+        pipe = redis_client.shared(TIMEOUT_S).pipeline(transaction=True)
+        pipe.zadd(key, {address: time.time()})
+        pipe.zremrangebyrank(key, 0, -(KNOWN_ADDRESSES_KEPT + 1))
+        pipe.expire(key, KNOWN_FOR_S)
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("ratelimit.redis_unavailable", extra={"error": str(exc), "layer": "login_known_address"})
+
+
+def login_remembered_from_request(sender: Any, request: Any, user: Any, **_: Any) -> None:
+    """``user_logged_in`` (the login pages, the admin's): ``login_remembered``."""
+    if request is not None:
+        login_remembered(address=client_address(request.META), username=user.get_username())
+
+
+def _known_address(name: str, address: str) -> bool:
+    try:
+        return redis_client.shared(TIMEOUT_S).zscore(f"aob:rl:login:known:{name}", address) is not None
+    except redis.RedisError:  # counted, as any attempt (the limits themselves fail open)
+        return False
 
 
 def _fail_open(layers: list[Layer]) -> None:

@@ -140,6 +140,34 @@ def test_login_is_limited_per_username_across_addresses_and_surfaces(make_user):
 
 
 @pytest.mark.django_db
+def test_a_guesser_cannot_lock_a_user_out_of_the_addresses_they_logged_in_from(make_user):
+    """The username's limit does not count attempts from an address the user logged in from (by
+    token, or a page's session): a guesser spends it from elsewhere and locks the user out of new
+    addresses only. Before, ten guesses a minute kept the user from logging in anywhere."""
+    make_user("dave", password="right-password-4")
+    home, office = "198.51.100.40", "198.51.100.41"
+    right = {"username": "dave", "password": "right-password-4"}
+    assert APIClient().post("/api/v1/auth/token", right, format="json", REMOTE_ADDR=home).status_code == 200
+    assert Client().post("/login/", right, REMOTE_ADDR=office).status_code == 302
+
+    for i in range(django_settings.AOB_RATE_LOGIN_PER_USERNAME_PER_MIN - 2):  # the two logins counted too
+        assert Client().post("/login/", {"username": "dave", "password": f"guess{i}"},
+                             REMOTE_ADDR=f"203.0.113.{20 + i}").status_code == 200
+
+    refused_for_rate(APIClient().post("/api/v1/auth/token", right, format="json", REMOTE_ADDR="203.0.113.99"),
+                     "login_rate_limit_exceeded")
+    assert APIClient().post("/api/v1/auth/token", right, format="json", REMOTE_ADDR=home).status_code == 200
+    page = Client().post("/login/", right, REMOTE_ADDR=office)
+    assert page.status_code == 302 and page.url == "/"
+    # from a known address a guess still counts for that address
+    for i in range(django_settings.AOB_RATE_LOGIN_PER_ADDRESS_PER_MIN - 2):  # two logins from home before
+        APIClient().post("/api/v1/auth/token", {"username": "dave", "password": f"g{i}"}, format="json",
+                         REMOTE_ADDR=home)
+    refused_for_rate(APIClient().post("/api/v1/auth/token", right, format="json", REMOTE_ADDR=home),
+                     "login_rate_limit_exceeded")
+
+
+@pytest.mark.django_db
 def test_an_ipv6_client_is_one_address_per_64(make_user, settings):
     settings.AOB_RATE_ANON_PER_MIN = 3
     for host in range(3):

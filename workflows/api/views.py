@@ -67,6 +67,7 @@ class TokenView(APIView):
         user = authenticate(request, **data.validated_data)
         if user is None:
             raise AobError("wrong username or password", code="invalid_credentials", status=401)
+        ratelimit.login_remembered(address=ratelimit.client_address(request.META), username=user.get_username())
         token, _ = Token.objects.get_or_create(user=user)
         return Response(s.TokenOut(token).data)
 
