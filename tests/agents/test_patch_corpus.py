@@ -210,6 +210,9 @@ ROUTED = {
 }
 
 
+# ROUTED with only rules out of check: /edges/1 check→note (inputs.send == false)
+RULED = {"nodes": ROUTED["nodes"], "edges": [ROUTED["edges"][0], edge("check", "note", "inputs.send == false"),
+                                            *ROUTED["edges"][2:]]}
 # A poll that raises an alert with the owner's key when it times out: /nodes: 0 plan, 1 page, 2 more, 3 alert;
 # /edges: 0 plan→page, 1 page→more
 TIMED = {"nodes": [agent("plan"), transform("page"),
@@ -859,6 +862,15 @@ CORPUS = [
     row("secret-mentioned-in-the-proposer-s-task-is-not-held",
         with_config(ROUTED, "plan", task="never print $secrets.API_TOKEN"), PLANNING, PLAN, [add_edge("plan", "post")],
         "secret_reference", 0),
+    # a rule appended to a node that has only rules is asked only where none held, and it went nowhere: the
+    # targets of the others run as they did. A rule put before them, or beside an unconditional edge, routes anew
+    row("secret-rule-appended-after-the-others-accepted", RULED, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_edge("check", "x", "inputs.other == true")], "applied"),
+    row("secret-rule-put-before-the-others", RULED, PLANNING, PLAN,
+        [*after("plan", transform("x")), add("/edges/0", edge("check", "x", "inputs.other == true"))],
+        "secret_reference", 2),
+    row("secret-rule-appended-beside-an-unconditional-edge", ROUTED, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_edge("check", "x", "inputs.other == true")], "secret_reference", 2),
     row("secret-steps-after-itself-accepted", ROUTED, PLANNING, PLAN,
         [*after("plan", transform("x")), *after("x", http("y", f"{API}/y"))], "applied"),
     row("secret-unrelated-step-rewritten-accepted", ROUTED, PLANNING, PLAN,

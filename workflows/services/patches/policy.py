@@ -618,15 +618,19 @@ def influenced(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     each node it writes (adds, removes or changes); each node whose edges in change, in their order
     too (a ``conditional`` passes on, and a loop judges, the output of its first parent in that order
     that delivered, ``planner``); every target of a node whose branch rules change (a rule that holds
-    routes instead of the unconditional edges, ``planner.route``); and, from those, every node reached
+    routes instead of the unconditional edges, ``planner.route``), unless rules are only appended
+    to a node without unconditional edges (they are asked only where none held, and it went
+    nowhere); and, from those, every node reached
     along edges and loop jumps or reading one of them (``$nodes``), in either document. A plain edge
     added out of a node leaves its other edges as they were: it is taken beside them, never instead."""
     old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
     start = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
     (rules_was, into_was), (rules_now, into_now) = _routing(before), _routing(after)
     start |= {t for t in into_was.keys() | into_now.keys() if into_was.get(t) != into_now.get(t)}
+    defaults = {s for doc in (before, after) for s, _, condition in gates.edges(doc) if not condition}
     for source in rules_was.keys() | rules_now.keys():
-        if rules_was.get(source) != rules_now.get(source):
+        was, now = rules_was.get(source, []), rules_now.get(source, [])
+        if was != now and not (source not in defaults and now[:len(was)] == was):
             start |= {t for doc in (before, after) for s, t, _ in gates.edges(doc) if s == source}
     return _reached(before, start) | _reached(after, start)
 
