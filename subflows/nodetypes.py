@@ -94,7 +94,9 @@ def run_workflow(ctx: NodeContext) -> Any:
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:
         child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
                           request_id=f"sub-{ctx.node_run_id}")
-        Run.objects.filter(pk=child.pk).update(budget={Run.WITHIN: str(ctx.run_id)})
+        # its spend counts against the parent's ceilings, and its requests go only where the parent's may
+        Run.objects.filter(pk=child.pk).update(budget={Run.WITHIN: str(ctx.run_id)},
+                                               hosts_above=[list(hosts) for hosts in ctx.hosts] or None)
         link = SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
                                      depth=depth, deadline=ClockTimestamp() + timedelta(milliseconds=timeout_ms)
                                      if timeout_ms else None)

@@ -18,31 +18,59 @@ from typing import Any
 
 RULE = "host_not_allowed"
 
-_HOSTS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar("aob_allowed_hosts", default=None)
+Lists = tuple[tuple[str, ...], ...]  # each binds: a host must be on every one
+
+_HOSTS: contextvars.ContextVar[Lists] = contextvars.ContextVar("aob_allowed_hosts", default=())
 
 
 def of(metadata: Any) -> tuple[str, ...] | None:
     """A definition's ``metadata.allowed_hosts`` (validated by the schema: lower-case names, each
-    exact or ``*.`` and a suffix), or None when it sets none."""
-    hosts = metadata.get("allowed_hosts") if isinstance(metadata, dict) else None
-    return tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else None
+    exact or ``*.`` and a suffix), or None when it sets none. A value that is no list (stored before
+    the schema named it) allows nothing: a list the author meant is never read as no list."""
+    if not isinstance(metadata, dict) or "allowed_hosts" not in metadata:
+        return None
+    hosts = metadata["allowed_hosts"]
+    return tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else ()
+
+
+def binding(metadata: Any, above: Any) -> Lists:
+    """The lists a run's requests must each pass: its definition's own, and those of the runs above
+    it (``Run.hosts_above``: a sub-workflow runs under its parent's lists too, as under its parent's
+    spend ceilings)."""
+    own = of(metadata)
+    if above is not None and not isinstance(above, list):
+        above = [None]  # what is no list of lists allows nothing: a bound is never read as none
+    inherited = tuple(tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else ()
+                      for hosts in above or ())
+    return ((own,) if own is not None else ()) + inherited
+
+
+def _numeric(host: str) -> bool:
+    """An IPv6 address, or an IPv4 one (its last label a number): a wildcard names no address."""
+    return ":" in host or host.rsplit(".", 1)[-1].isdigit()
 
 
 def allows(host: str, patterns: Sequence[str]) -> bool:
     """Whether a normalized host (lower case, punycode, no trailing dot: ``workers.http.hosts``)
-    is one the patterns name: ``example.com`` itself, ``*.example.com`` any name under it."""
-    return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
+    is one the patterns name: ``example.com`` itself, ``*.example.com`` any name under it (a name:
+    ``*.2.3.4`` matches neither ``9.2.3.4`` nor ``[2600::1.2.3.4]``)."""
+    return any(host == p or (p.startswith("*.") and not _numeric(host) and host.endswith(p[1:])) for p in patterns)
 
 
-def current() -> tuple[str, ...] | None:
-    """The list of the node running in this context, or None (no list, or no node)."""
+def refusing(host: str, lists: Lists) -> tuple[str, ...] | None:
+    """The first of ``lists`` that does not allow ``host``, or None."""
+    return next((patterns for patterns in lists if not allows(host, patterns)), None)
+
+
+def current() -> Lists:
+    """The lists of the node running in this context: none outside a node, or for a run without."""
     return _HOSTS.get()
 
 
 @contextlib.contextmanager
-def only(patterns: tuple[str, ...] | None) -> Iterator[None]:
-    """Requests made inside go only to ``patterns`` (None: no bound of this kind)."""
-    token = _HOSTS.set(patterns)
+def only(lists: Lists) -> Iterator[None]:
+    """Requests made inside go only to hosts every one of ``lists`` allows."""
+    token = _HOSTS.set(lists)
     try:
         yield
     finally:
@@ -51,4 +79,5 @@ def only(patterns: tuple[str, ...] | None) -> Iterator[None]:
 
 def refusal(host: str, patterns: Sequence[str]) -> str:
     shown = ", ".join(patterns[:10]) + (f" and {len(patterns) - 10} more" if len(patterns) > 10 else "")
-    return (f"host {host!r} is not in the workflow's metadata.allowed_hosts ({shown or 'none: no requests'})")
+    return (f"host {host!r} is not in the workflow's metadata.allowed_hosts, or a parent run's "
+            f"({shown or 'none: no requests'})")

@@ -79,8 +79,9 @@ class NodeContext:
     definition: dict[str, Any] = field(default_factory=dict)
     # the owner was active when the node run was claimed (``engine.owners``): else it fails, unstarted
     owner_active: bool = True
-    # where the run's requests may go (``workflows.egress``: its ``metadata.allowed_hosts``), or None
-    hosts: tuple[str, ...] | None = None
+    # where the run's requests may go (``workflows.egress``: its ``metadata.allowed_hosts`` and those
+    # of the runs above it), each list binding; none: no bound of this kind
+    hosts: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)

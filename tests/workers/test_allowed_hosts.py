@@ -95,3 +95,45 @@ def test_an_injected_agent_s_requests_stay_on_the_list(engine, api, user, fake_l
     assert (by_node["late"].status, by_node["late"].error["rule"]) == ("failed", "host_not_allowed")
     assert run.status == "failed"
     assert remote.hits("/echo") == []
+
+
+def test_a_child_workflow_s_requests_stay_on_its_parent_s_list(engine, api, user, remote):
+    """A ``workflow`` node's child runs under its parent's list as well as its own (as under its
+    parent's spend ceilings): a child without one, whose URL an input fills, reaches no host its
+    parent's author left off. The control: the same parent without a list lets it go."""
+    from subflows.models import SubRun
+    from workflows.services.definitions import workflow_save
+
+    workflow_save(owner=user, tag="fetcher", definition={"nodes": [http("get", "${inputs.url}")], "edges": []})
+    nodes = [{"id": "child", "type": "workflow", "config": {"tag": "fetcher", "inputs": {"url": "$inputs.url"}}}]
+    inputs = {"url": f"{remote.base}/echo/child"}
+
+    run, _ = finished(start(api, nodes, ["api.example.com"], inputs))
+
+    assert run.status == "failed"
+    child = SubRun.objects.get(parent_run=run).child_run
+    assert child.hosts_above == [["api.example.com"]]
+    error = NodeRun.objects.get(run=child, node_id="get").error
+    assert (error["rule"], error["host"]) == ("host_not_allowed", "127.0.0.1")
+    assert remote.hits("/echo/child") == []
+
+    run, _ = finished(start(api, nodes, None, inputs))
+    assert run.status == "completed", run.error
+    assert SubRun.objects.get(parent_run=run).child_run.hosts_above is None
+    assert len(remote.hits("/echo/child")) == 1
+
+
+def test_a_wildcard_names_host_names_and_a_list_that_is_no_list_allows_nothing():
+    from workflows import egress
+
+    assert egress.allows("files.example.com", ["*.example.com"]) and egress.allows("a.b.example.com", ["*.example.com"])
+    assert not any(egress.allows(host, ["*.example.com"]) for host in ("example.com", "badexample.com",
+                                                                        "example.com.evil.net"))
+    # an address is no name: a numeric wildcard matches neither an IPv4 nor an IPv6 address ending so
+    assert not egress.allows("9.2.3.4", ["*.2.3.4"]) and not egress.allows("2600::1.2.3.4", ["*.2.3.4"])
+    assert egress.allows("1.2.3.4", ["1.2.3.4"])
+    assert egress.of({}) is None and egress.of({"allowed_hosts": "api.example.com"}) == ()
+    assert egress.binding({"allowed_hosts": ["a.example"]}, [["b.example"], "junk"]) == (
+        ("a.example",), ("b.example",), ())  # what is no list allows nothing
+    assert egress.binding({}, '[["b.example"]]') == ((),) and egress.binding({}, None) == ()
+    assert egress.refusing("a.example", (("a.example",), ("b.example",))) == ("b.example",)

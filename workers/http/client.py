@@ -380,9 +380,9 @@ def _judged(url: str, policy: HttpPolicy) -> None:
     (``workflows.egress``: the node's, set around its executor), for the first request and every
     redirect: an allowed host's redirect elsewhere is refused, not followed."""
     target = check_url_static(url, policy=policy)
-    hosts = egress.current()
-    if hosts is not None and not egress.allows(target.host, hosts):
-        raise SSRFBlocked(egress.refusal(target.host, hosts), rule=egress.RULE, url=url, host=target.host)
+    refused_by = egress.refusing(target.host, egress.current())
+    if refused_by is not None:
+        raise SSRFBlocked(egress.refusal(target.host, refused_by), rule=egress.RULE, url=url, host=target.host)
 
 
 def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, headers: dict[str, str],

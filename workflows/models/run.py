@@ -56,6 +56,9 @@ class Run(models.Model):
     # Agent nodes patches have added to this run: the spawn limit counts these, and removing a
     # node gives nothing back.
     spawned_agents = models.PositiveIntegerField(default=0)
+    # The ``metadata.allowed_hosts`` lists of the runs above this one (a sub-workflow's parent, and
+    # theirs), each binding its requests beside its own (``workflows.egress``); None for a top run.
+    hosts_above = models.JSONField(null=True, blank=True, default=None)
     request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
