@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from workflows.api.serializers import ErrorOut, JSONBooleanField, StrictSerializer
+from workflows.visibility import reads_every_run
 
 from .services import prune
 
@@ -22,16 +23,17 @@ class PruneIn(StrictSerializer):
 
 
 class MayPrune(BasePermission):
-    """Staff whom the admin lets delete runs (its ``workflows.delete_run`` permission; a superuser
-    holds every permission): a prune deletes every owner's finished runs past retention, and a dry
-    run counts them. Before (6 December), being staff was enough, though an operator may make a
-    person staff to look after their own schedules, with no permission to delete a run."""
+    """Staff whom the admin lets see and delete every owner's runs (its ``workflows.view_run`` and
+    ``workflows.delete_run`` permissions; a superuser holds every permission): a prune deletes every
+    owner's finished runs past retention, and a dry run counts them. Before (6 December), being staff
+    was enough, though an operator may make a person staff to look after their own schedules."""
 
-    message = "a prune deletes runs: it needs staff with the workflows.delete_run permission"
+    message = ("a prune counts and deletes every owner's runs: it needs staff with the workflows.view_run and "
+               "workflows.delete_run permissions")
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
-        return bool(getattr(user, "is_staff", False) and user.has_perm("workflows.delete_run"))
+        return bool(getattr(user, "is_staff", False) and reads_every_run(user) and user.has_perm("workflows.delete_run"))
 
 
 class PruneView(APIView):

@@ -29,8 +29,7 @@ def of(metadata: Any) -> tuple[str, ...] | None:
     the schema named it) allows nothing: a list the author meant is never read as no list."""
     if not isinstance(metadata, dict) or "allowed_hosts" not in metadata:
         return None
-    hosts = metadata["allowed_hosts"]
-    return tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else ()
+    return _patterns(metadata["allowed_hosts"])
 
 
 def binding(metadata: Any, above: Any) -> Lists:
@@ -40,9 +39,12 @@ def binding(metadata: Any, above: Any) -> Lists:
     own = of(metadata)
     if above is not None and not isinstance(above, list):
         above = [None]  # what is no list of lists allows nothing: a bound is never read as none
-    inherited = tuple(tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else ()
-                      for hosts in above or ())
-    return ((own,) if own is not None else ()) + inherited
+    return ((own,) if own is not None else ()) + tuple(_patterns(hosts) for hosts in above or ())
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    """A stored list as patterns; what is no list allows nothing."""
+    return tuple(h for h in value if isinstance(h, str)) if isinstance(value, list) else ()
 
 
 def _numeric(host: str) -> bool:

@@ -267,6 +267,7 @@ def uncount_anonymous(*, address: str, member: str) -> None:
         logger.warning("ratelimit.release_failed", extra={"error": str(exc), "layer": "anonymous_rate_limit_exceeded"})
 
 
+UNKNOWN_ADDRESS = "unknown"  # a client whose address cannot be read (no REMOTE_ADDR, a unix socket)
 KNOWN_ADDRESSES_KEPT = 20  # the latest addresses a username logged in from
 KNOWN_FOR_S = 30 * 86400
 
@@ -297,10 +298,14 @@ def check_login(*, address: str, username: str) -> None:
 def login_remembered(*, address: str, username: str) -> None:
     """A login that succeeded from ``address`` (a page's session, an API token): that address is
     the user's own for ``KNOWN_FOR_S``, among the ``KNOWN_ADDRESSES_KEPT`` latest. Fails open."""
+    if address == UNKNOWN_ADDRESS:  # no address: nothing to tell this client from any other by
+        return
     key = f"aob:rl:login:known:{_login_name(username)}"
+    now = time.time()
     try:
         pipe = redis_client.shared(TIMEOUT_S).pipeline(transaction=True)
-        pipe.zadd(key, {address: time.time()})
+        pipe.zadd(key, {address: now})
+        pipe.zremrangebyscore(key, "-inf", now - KNOWN_FOR_S)
         pipe.zremrangebyrank(key, 0, -(KNOWN_ADDRESSES_KEPT + 1))
         pipe.expire(key, KNOWN_FOR_S)
         pipe.execute()
@@ -315,8 +320,11 @@ def login_remembered_from_request(sender: Any, request: Any, user: Any, **_: Any
 
 
 def _known_address(name: str, address: str) -> bool:
+    """Whether the username logged in from ``address`` within ``KNOWN_FOR_S`` (one more round trip
+    than the limits' script, before it)."""
     try:
-        return redis_client.shared(TIMEOUT_S).zscore(f"aob:rl:login:known:{name}", address) is not None
+        since = redis_client.shared(TIMEOUT_S).zscore(f"aob:rl:login:known:{name}", address)
+        return since is not None and since >= time.time() - KNOWN_FOR_S
     except redis.RedisError:  # counted, as any attempt (the limits themselves fail open)
         return False
 
@@ -338,7 +346,7 @@ def client_address(meta: dict[str, Any]) -> str:
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:
-        return "unknown"
+        return UNKNOWN_ADDRESS
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)

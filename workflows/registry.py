@@ -108,10 +108,10 @@ class NodeType:
     # Rules a JSON Schema cannot say: (JSON Pointer under the config, rule, message) per problem.
     check: Check | None = None
     # The outbound policy on what the config names literally (the SSRF policy's static verdict on an
-    # ``http`` URL, and the workflow's ``allowed_hosts``, ``workflows.egress``, given as the second
-    # argument): (pointer under the config, rule, message, details) per problem. Run where literal URLs
+    # ``http`` URL, and the ``allowed_hosts`` lists binding the run, ``workflows.egress.binding``,
+    # given as the second argument): (pointer under the config, rule, message, details) per problem. Run where literal URLs
     # are judged (``validate(literal_urls=True)``, every patch).
-    check_outbound: Callable[[dict[str, Any], tuple[str, ...] | None],
+    check_outbound: Callable[[dict[str, Any], tuple[tuple[str, ...], ...]],
                              list[tuple[str, str, str, dict[str, Any]]]] | None = None
     # What a node of this type may do with a config (an agent's tools): a patch may not give a node
     # it adds more than its proposer holds (workflows/services/patches/policy.py).

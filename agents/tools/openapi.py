@@ -16,6 +16,7 @@ from agents.exceptions import ToolError
 from aob_project.exceptions import AobError
 from vault.references import SecretBox
 from workers.http import idempotency, request
+from workflows import egress
 from workflows.definition.references import resolve
 
 from .base import AgentState
@@ -43,9 +44,12 @@ def _load(source: str) -> dict[str, Any]:
     """The registered document, kept for the process's life once it has loaded. Only then: a
     failure raises, and ``functools.cache`` keeps no exception, so the next call fetches again
     (a 503 of the API's host was kept as the document, and every call answered "no operation"
-    until the worker restarted)."""
+    until the worker restarted). The document is the operator's registration, kept for every run
+    the process serves: fetched outside the run's ``allowed_hosts`` (``workflows.egress``), which
+    bound the API calls themselves, else it loaded or not by which run a worker first served."""
     if _remote(source):
-        result = request(method="GET", url=source)
+        with egress.only(()):
+            result = request(method="GET", url=source)
         if not result.ok:
             raise ToolError(f"the API's OpenAPI document could not be loaded: its host answered {result.status_code}; "
                             "try again later", extra={"status_code": result.status_code,

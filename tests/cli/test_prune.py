@@ -10,7 +10,7 @@ from workflows.models import Run
 
 
 def test_prune_dry_run_shows_what_would_go_and_removes_nothing(aob, make_user, transactional_db):
-    staff = with_permissions(make_user("ops", is_staff=True), "workflows.delete_run")
+    staff = with_permissions(make_user("ops", is_staff=True), "workflows.view_run", "workflows.delete_run")
     old = stored_run(staff)
     Run.objects.filter(pk=old.pk).update(status="completed", finished_at=timezone.now() - timezone.timedelta(days=45))
 

@@ -26,7 +26,7 @@ def old_runs(owner: Any, n: int) -> list[Any]:
 
 def test_a_prune_over_the_api_stops_at_its_time_and_says_the_rest_is_left(db: Any, make_user: Any,
                                                                         settings: Any) -> None:
-    staff = with_permissions(make_user("ops", is_staff=True), "workflows.delete_run")
+    staff = with_permissions(make_user("ops", is_staff=True), "workflows.view_run", "workflows.delete_run")
     runs = old_runs(staff, 3)
     settings.AOB_PRUNE_REQUEST_S = 0  # out of time before the first batch (start-up allows 1 to 600)
 
@@ -42,7 +42,7 @@ def test_a_prune_over_the_api_stops_at_its_time_and_says_the_rest_is_left(db: An
 
 
 def test_a_dry_run_counts_up_to_its_cap_and_names_what_reached_it(db: Any, make_user: Any, settings: Any) -> None:
-    staff = with_permissions(make_user("ops", is_staff=True), "workflows.delete_run")
+    staff = with_permissions(make_user("ops", is_staff=True), "workflows.view_run", "workflows.delete_run")
     old_runs(staff, 3)
     settings.AOB_PRUNE_PREVIEW_CAP = 2
 
@@ -94,7 +94,7 @@ def test_no_prune_transaction_deletes_more_than_a_chunk_of_a_runs_rows(db: Any, 
     transaction (3.1 s of an API prune asked to stop after 1 s; five runs of 30,000 events, 18 s),
     on the maintenance queue beside the coordinator. Their rows go first, a chunk per transaction,
     then the runs."""
-    staff = with_permissions(make_user("ops", is_staff=True), "workflows.delete_run")
+    staff = with_permissions(make_user("ops", is_staff=True), "workflows.view_run", "workflows.delete_run")
     runs = big_old_runs(staff, 2, node_runs=5000, events=5000)
     tally = RowsPerTransaction()
 
@@ -114,7 +114,7 @@ def test_a_prune_out_of_time_between_chunks_leaves_a_run_the_api_reads_and_the_n
     """A run's rows go over several transactions: one stopped between them (its time up, or its
     process killed) leaves a finished run missing some of them, still past retention. Its pages
     read what is left, and the next prune removes the rest and the run."""
-    staff = with_permissions(make_user("ops", is_staff=True), "workflows.delete_run")
+    staff = with_permissions(make_user("ops", is_staff=True), "workflows.view_run", "workflows.delete_run")
     [run] = big_old_runs(staff, 1, node_runs=300, events=150)
     reader = client_for(staff)
     reader.raise_request_exception = False
@@ -153,14 +153,16 @@ def test_a_prune_out_of_time_between_chunks_leaves_a_run_the_api_reads_and_the_n
 
 
 def test_a_prune_needs_staff_the_admin_lets_delete_runs(db: Any, make_user: Any) -> None:
-    """It deletes every owner's finished runs past retention: staff alone (an operator's helper who
-    looks after their own schedules) are refused, as in the admin, before anything is counted."""
+    """It counts and deletes every owner's finished runs past retention: staff alone (an operator's
+    helper who looks after their own schedules), or staff who may delete runs but see only their own,
+    are refused before anything is counted."""
     runs = old_runs(make_user("alice"), 2)
-    for user in (make_user("scheduler", is_staff=True), make_user("bob")):
+    deleter = with_permissions(make_user("deleter", is_staff=True), "workflows.delete_run")  # sees no run of alice's
+    for user in (make_user("scheduler", is_staff=True), deleter, make_user("bob")):
         answer = client_for(user).post("/api/v1/prune", {}, format="json")
         assert answer.status_code == 403
         assert answer.json()["error"] == "permission_denied" and "workflows.delete_run" in answer.json()["message"]
     assert Run.objects.filter(pk__in=[r.pk for r in runs]).count() == 2
 
-    allowed = with_permissions(make_user("ops", is_staff=True), "workflows.delete_run")
+    allowed = with_permissions(make_user("ops", is_staff=True), "workflows.view_run", "workflows.delete_run")
     assert client_for(allowed).post("/api/v1/prune", {}, format="json").json()["runs"] == 2

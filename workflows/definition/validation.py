@@ -142,15 +142,16 @@ def validate(definition: Any, *, literal_urls: bool = False) -> Report:
     return report.close()
 
 
-def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str] | None = None) -> list[Problem]:
+def literal_url_problems(definition: dict[str, Any], *, node_ids: Collection[str] | None = None,
+                         above: Any = None) -> list[Problem]:
     """Each node type's outbound policy on what its config names literally (for ``http``, the SSRF
     policy's static verdict on a URL without ``$``: scheme, userinfo, port, blocked names and
-    addresses; no DNS; and the host of a literal origin by the workflow's ``allowed_hosts``), for the
-    nodes in ``node_ids`` or all. Refusing at save names the rule
+    addresses; no DNS; and the host of a literal origin by the workflow's ``allowed_hosts`` and those
+    of the runs ``above``, ``workflows.egress.binding``), for the nodes in ``node_ids`` or all. Refusing at save names the rule
     early; the check at connect time stays the authority (a name may still resolve to a blocked
     address). The web tier must have the workers' ``AOB_HTTP_ALLOWLIST`` for the two to agree."""
     problems = []
-    hosts = egress.of(definition.get("metadata"))
+    hosts = egress.binding(definition.get("metadata"), above)
     for i, node in enumerate(definition.get("nodes", [])):
         if not isinstance(node, dict) or not isinstance(node.get("type"), str) or (
                 node_ids is not None and node.get("id") not in node_ids):

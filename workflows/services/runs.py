@@ -91,7 +91,9 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
               replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None,
               # a replay's definition is its source's, with the agent nodes patches added to it: they
               # count against its spawn limit as they did there (a replay of a replay would grow without end)
-              spawned_agents=replay_of.spawned_agents if replay_of is not None else 0)
+              spawned_agents=replay_of.spawned_agents if replay_of is not None else 0,
+              # a replayed sub-workflow's requests still go only where its parents' may (workflows.egress)
+              hosts_above=replay_of.hosts_above if replay_of is not None else None)
     # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
     # a failed start fails the caller's transaction.

@@ -116,7 +116,8 @@ def run_state(run: Run) -> RunState:
                                            if spec.started_approved is not None)
     return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, history=frozenset(history),
                     started=frozenset(started), approved=frozenset(approved),
-                    base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq, bound=bound)
+                    base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq, bound=bound,
+                    hosts_above=run.hosts_above)
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,

@@ -124,6 +124,7 @@ class RunState:
     spawned: int = 0  # agent nodes patches have added to this run so far (removals give nothing back)
     patches: int = 0  # patches stored for this run so far (applied or held), each a definition kept whole
     bound: bool = False  # a child run started inside an approved action of its parent: all of it is approved
+    hosts_above: Any = None  # the allowed_hosts lists of the runs above (``Run.hosts_above``, workflows.egress)
 
 
 @dataclass(frozen=True)
@@ -560,7 +561,7 @@ class _Judgement:
         """Literal URLs of the nodes this patch adds or changes, by the save-time verdict: the SSRF
         policy's, and the workflow's ``allowed_hosts`` (``workflows.egress``; the send checks again)."""
         changed = {n for n, node in self.new.items() if self.old.get(n) != node}
-        for problem in literal_url_problems(self.after, node_ids=changed)[:1]:
+        for problem in literal_url_problems(self.after, node_ids=changed, above=self.state.hosts_above)[:1]:
             node_id, url = problem.details["node_id"], problem.details.get("url")
             self.refuse(problem.rule, problem.message, lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u),
                         _node(node_id), **problem.details)
