@@ -81,5 +81,5 @@ def only(lists: Lists) -> Iterator[None]:
 
 def refusal(host: str, patterns: Sequence[str]) -> str:
     shown = ", ".join(patterns[:10]) + (f" and {len(patterns) - 10} more" if len(patterns) > 10 else "")
-    return (f"host {host!r} is not in the workflow's metadata.allowed_hosts, or a parent run's "
-            f"({shown or 'none: no requests'})")
+    return (f"host {host!r} is not on the run's allowed hosts ({shown or 'none: no requests'}): its workflow's "
+            "metadata.allowed_hosts, and a sub-workflow's parents'")
