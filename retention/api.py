@@ -1,6 +1,7 @@
-"""``POST /api/v1/prune`` (staff who may delete runs): run retention now, for at most ``AOB_PRUNE_REQUEST_S`` (``finished``
-false: the rest is left to the next prune, the beat's or a repeat), or with ``dry_run`` count what
-would go (each count up to ``AOB_PRUNE_PREVIEW_CAP``)."""
+"""``POST /api/v1/prune`` (staff who may see and delete every owner's runs: ``MayPrune``): run
+retention now, for at most ``AOB_PRUNE_REQUEST_S`` (``finished`` false: the rest is left to the next
+prune, the beat's or a repeat), or with ``dry_run`` count what would go (each count up to
+``AOB_PRUNE_PREVIEW_CAP``)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class MayPrune(BasePermission):
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
-        return bool(getattr(user, "is_staff", False) and reads_every_run(user) and user.has_perm("workflows.delete_run"))
+        return reads_every_run(user) and user.has_perm("workflows.delete_run")  # reads_every_run: staff
 
 
 class PruneView(APIView):

@@ -19,8 +19,8 @@ def literal_url_problems(config: dict[str, Any], hosts: egress.Lists = (),
                          ) -> list[tuple[str, str, str, dict[str, Any]]]:
     """A URL without ``$`` (a reference or template is known only at run time) that the policy
     refuses; and, under ``hosts`` (the lists binding the run), a URL whose origin is literal (with or
-    without references after it) to a host one of them leaves off. The check at send stays the authority (a reference's host, a
-    redirect)."""
+    without references after it) to a host one of them leaves off. The check at the send stays the
+    authority (a host a reference fills, a redirect)."""
     url = config.get("url")
     if not isinstance(url, str):
         return []
