@@ -626,26 +626,31 @@ def influenced(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     added out of a node leaves its other edges as they were: it is taken beside them, never instead."""
     old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
     start = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
-    (rules_was, into_was), (rules_now, into_now) = _routing(before), _routing(after)
+    (rules_was, into_was, out_was), (rules_now, into_now, out_now) = _routing(before), _routing(after)
     start |= {t for t in into_was.keys() | into_now.keys() if into_was.get(t) != into_now.get(t)}
-    defaults = {s for doc in (before, after) for s, _, condition in gates.edges(doc) if not condition}
+    defaults = {s for into in (into_was, into_now) for edges in into.values() for s, condition in edges
+                if condition is None}
     for source in rules_was.keys() | rules_now.keys():
         was, now = rules_was.get(source, []), rules_now.get(source, [])
         if was != now and not (source not in defaults and now[:len(was)] == was):
-            start |= {t for doc in (before, after) for s, t, _ in gates.edges(doc) if s == source}
+            start |= out_was.get(source, set()) | out_now.get(source, set())
     return _reached(before, start) | _reached(after, start)
 
 
-def _routing(definition: dict[str, Any]) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, Any]]]]:
-    """Each node's branch rules (target and condition, in authoring order), and each node's edges in
-    (source and condition, in the order the engine compiles them: ``gates.edges``)."""
+def _routing(definition: dict[str, Any]) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, Any]]],
+                                                  dict[str, set[str]]]:
+    """Each node's branch rules (target and condition, in authoring order), each node's edges in
+    (source and condition, in the order the engine compiles them: ``gates.edges``), and each node's
+    targets: one pass over the edges."""
     rules: dict[str, list[tuple[str, str]]] = {}
     into: dict[str, list[tuple[str, Any]]] = {}
+    out: dict[str, set[str]] = {}
     for source, target, condition in gates.edges(definition):
         if condition:
             rules.setdefault(source, []).append((target, condition))
         into.setdefault(target, []).append((source, condition or None))
-    return rules, into
+        out.setdefault(source, set()).add(target)
+    return rules, into, out
 
 
 def _reached(definition: dict[str, Any], start: set[str]) -> set[str]:
