@@ -4,7 +4,8 @@
 
 `make up` (aob/launcher.py), docker-compose.yml, the Dockerfile and the bench all start the web
 process so; what a client may make it hold is decided here once, not in each command line:
-request heads bounded in bytes, headers and time (aob_project/http_head.py, from settings), and
+request heads bounded in bytes, headers and time, and connections per client address
+(aob_project/http_head.py, from settings), and
 WebSocket frames of at most 4 KiB (clients send nothing over the event streams; uvicorn's default
 16 MiB frames were buffered whole before the consumer dropped them). The options that set these
 cannot be given: they would take the bounds away.
@@ -15,7 +16,8 @@ from __future__ import annotations
 import sys
 
 APP = "aob_project.asgi:application"
-FIXED = ["--http", "aob_project.http_head:HeadBoundedProtocol", "--ws-max-size", "4096"]
+FIXED = ["--http", "aob_project.http_head:HeadBoundedProtocol", "--ws", "aob_project.http_head:CountedWebSocket",
+         "--ws-max-size", "4096"]
 
 
 def argv_for(args: list[str]) -> list[str]:

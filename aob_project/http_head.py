@@ -11,6 +11,12 @@ This protocol is uvicorn's, with three bounds from settings: a head over ``AOB_W
 or with more than ``AOB_WEB_HEADERS_MAX`` headers is answered 431, and a head not whole within
 ``AOB_WEB_HEAD_READ_S`` of the connection's start or of its first byte is answered 408 (or, if no
 byte of it came, the connection is closed). ``python -m aob.web`` (aob/web.py) runs uvicorn with it.
+
+A fourth bound is on connections: at most ``AOB_WEB_CONNECTIONS_PER_ADDRESS`` open at once from one
+client address in a web process, WebSockets included (``Peers``; ``CountedWebSocket`` gives an
+upgraded connection's place back when it ends). Each connection holds a file descriptor and the
+bounds above let each hold one for seconds: one address opening thousands would leave the process
+none to accept anyone else's. One over is answered 429 and closed before anything of it is read.
 Chosen over uvicorn's ``--http h11`` and its ``h11_max_incomplete_event_size``: h11 bounds the bytes
 only (neither the count nor the time) and took about 0.2 ms more a request (measured in
 docs/PERFORMANCE.md, "Tried").
@@ -20,17 +26,56 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import httptools
 from django.conf import settings
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+logger = logging.getLogger(__name__)
 
 
 class HeadTooLarge(Exception):
     def __init__(self, rule: str, limit: int) -> None:
         super().__init__(rule)
         self.rule, self.limit = rule, limit
+
+
+class Peers:
+    """The connections open from each client address in this process (one event loop: no lock).
+    A place is taken when a connection is accepted and given back when it ends, as HTTP or, after
+    an upgrade, as a WebSocket."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+        self.over: set[str] = set()  # addresses refused since they were last under the bound: logged once
+
+    def take(self, address: str, limit: int) -> bool:
+        count = self.open.get(address, 0)
+        if limit and count >= limit:
+            if address not in self.over:
+                self.over.add(address)
+                logger.warning("Connections from %s refused: %d open, the most one address may hold "
+                               "(AOB_WEB_CONNECTIONS_PER_ADDRESS).", address, count)
+            return False
+        self.open[address] = count + 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        count = self.open.pop(address, 0) - 1
+        if count > 0:
+            self.open[address] = count
+        self.over.discard(address)
+
+
+PEERS = Peers()
+
+
+def _address(transport: asyncio.BaseTransport) -> str | None:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple | list) and peer else None  # None: a Unix socket
 
 
 class HeadBoundedProtocol(HttpToolsProtocol):
@@ -46,14 +91,36 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         self.head_started = False  # the open head's message has begun (a byte of it came)
         self.head_deadline: asyncio.TimerHandle | None = None
         self.body_bytes = 0  # of the chunk being fed
+        self.peer: str | None = None  # the address whose place this connection holds
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        address = _address(transport)
+        if address is not None:
+            if not PEERS.take(address, settings.AOB_WEB_CONNECTIONS_PER_ADDRESS):
+                limit = settings.AOB_WEB_CONNECTIONS_PER_ADDRESS
+                self._send_error(429, "too_many_connections",
+                                 f"this address has {limit} connections open to this server, the most it may",
+                                 {"rule": "connections_per_address", "limit": limit})
+                return
+            self.peer = address
         self._arm()  # a connection that sends nothing is held no longer than a slow head
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._give_back()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        upgraded = self.transport.get_protocol()
+        if isinstance(upgraded, CountedWebSocket):  # its end gives the place back, not ours (never called now)
+            upgraded.peer, self.peer = self.peer, None
+
+    def _give_back(self) -> None:
+        if self.peer is not None:
+            PEERS.give_back(self.peer)
+            self.peer = None
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -172,3 +239,16 @@ class HeadBoundedProtocol(HttpToolsProtocol):
                         b"connection: close\r\n", b"\r\n", body])
         self.transport.write(b"".join(content))
         self.transport.close()
+
+
+class CountedWebSocket(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (the one it picks by default), giving back the place its
+    connection took as HTTP (``HeadBoundedProtocol``) when it ends."""
+
+    peer: str | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            PEERS.give_back(self.peer)
+            self.peer = None
+        super().connection_lost(exc)

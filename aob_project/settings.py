@@ -385,6 +385,12 @@ SECURE_HSTS_PRELOAD = PRODUCTION
 # Behind a reverse proxy, the client address is the last X-Forwarded-For entry (the proxy's own).
 AOB_BEHIND_PROXY = env_bool("AOB_BEHIND_PROXY", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if AOB_BEHIND_PROXY else None
+# Connections one client address may hold open at once in a web process (WebSockets included); one
+# more is answered 429 and closed (aob_project/http_head.py): each holds a file descriptor, and one
+# address opening thousands left the process none to accept anyone else's. 0: no bound, the default
+# behind a proxy (every connection comes from its address: bound them there, nginx's limit_conn).
+AOB_WEB_CONNECTIONS_PER_ADDRESS = env_int("AOB_WEB_CONNECTIONS_PER_ADDRESS", 0 if AOB_BEHIND_PROXY else 256,
+                                          within=(0, 100_000))
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Every page's Content-Security-Policy (django-csp; aob_project/content_policy.py adds the page's
