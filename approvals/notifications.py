@@ -379,11 +379,18 @@ def _text(delivery: Delivery, link: str) -> str:
     return "\n".join([*_facts(delivery), "", f"Open the approval: {link}", ONCE, *_quoted(delivery)])
 
 
+# A zero-width space after each ``]`` and ``@``: Markdown's links, images and link definitions need
+# ``](``, ``][`` or ``]:`` unbroken, and a mention ``@`` right before its name; the reader sees nothing.
+_INERT = str.maketrans({"]": "]\u200b", "@": "@\u200b"})
+
+
 def _mrkdwn(text: str) -> str:
-    """``text`` shown as itself in Slack's mrkdwn: its control characters escaped as Slack asks, so a
-    message (an agent's words) cannot make a link (``<https://evil|Open the approval>``) or a mention
-    (``<!channel>``) of its own beside ours."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """``text`` shown as itself by the chats that take the Slack-compatible text: its control
+    characters escaped as Slack's mrkdwn asks, and Markdown's links and mentions broken for those that
+    render Markdown in it (Mattermost, Discord), so a message (an agent's words) can make no link
+    (``<https://evil|Open the approval>``, ``[Open the approval](https://evil)``), image, or mention
+    (``<!channel>``, ``@all``, ``@everyone``) of its own beside ours. A bare URL stays shown as itself."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").translate(_INERT)
 
 
 def _webhook_text(delivery: Delivery, link: str) -> str:
