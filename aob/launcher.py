@@ -373,7 +373,7 @@ def up(args: argparse.Namespace) -> int:
             # asks for a login, given in its environment (FLOWER_BASIC_AUTH; `ps` shows a command line
             # to everyone). Flower parses its own options with tornado, which wants `--name=value`.
             children.env["FLOWER_BASIC_AUTH"] = flower_login
-            children.spawn("flower", [*celery, "flower", f"--port={args.flower_port}", "--address=127.0.0.1"])
+            children.spawn("flower", [python, "-m", "aob.flower", f"--port={args.flower_port}", "--address=127.0.0.1"])
         return supervise(children, stop, args)
     except Stop:
         log(f"{stop.received}: stopping")

@@ -169,11 +169,31 @@ def test_compose_requires_its_own_secret_key_and_secrets_keys():
 def test_compose_flower_requires_basic_auth():
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     command = services["flower"]["command"]
-    assert any(part.startswith("--basic-auth=${FLOWER_BASIC_AUTH:?") for part in command), command
+    assert command[:3] == ["python", "-m", "aob.flower"], command  # the logins judged (next test)
+    environment = services["flower"]["environment"]
+    assert environment["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?"), environment
+    assert environment["DATABASE_URL"] == services["web"]["environment"]["DATABASE_URL"]  # the app's, merged
     assert "FLOWER_BASIC_AUTH=" in (ROOT / ".env.example").read_text()
     # its login crosses the wire in the clear (Basic over http) and Flower never slows a guesser:
     # published on the host's loopback only, as `make up` binds it
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"], services["flower"]["ports"]
+
+
+@pytest.mark.parametrize(("logins", "args", "named"), [
+    ("", [], "FLOWER_BASIC_AUTH is empty"),  # Flower would ask no login
+    ("ops:s3cret,", [], "every login is user:password"),  # the empty entry lets the header "Basic !" in
+    ("ops:", [], "every login is user:password"),
+    ("ops:s3cret", ["--basic-auth=:"], "from FLOWER_BASIC_AUTH only"),
+])
+def test_flower_never_starts_with_logins_that_let_anyone_in(logins: str, args: list[str], named: str) -> None:
+    """docker-compose could check only that FLOWER_BASIC_AUTH was set (a trailing comma opened
+    Flower to ``Basic !``); ``python -m aob.flower``, which compose and `make up` start, judges it with
+    `make up`'s rule before Flower starts (`make up` with its own login: tests/test_quickstart.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")} | {"FLOWER_BASIC_AUTH": logins}
+    result = subprocess.run([sys.executable, "-m", "aob.flower", "--port=1", *args], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and named in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 @pytest.mark.django_db
