@@ -55,13 +55,23 @@ def login(session: Session, username: str, password: str) -> None:
 
 
 @cli.command()
+@click.option("--revoke", is_flag=True,
+              help="Also revoke the token on the server: every client that holds it (other machines, scripts) "
+                   "is logged out; the next `aob login` makes a new one.")
 @pass_session
-def logout(session: Session) -> None:
-    """Forget the token stored for this API URL."""
+def logout(session: Session, revoke: bool) -> None:
+    """Forget the token stored for this API URL (with --revoke, revoke it on the server first)."""
+    revoked = False
+    if revoke:
+        if not session.token:
+            raise click.ClickException(f"no token to revoke for {session.api_url}: log in, or set AOB_TOKEN")
+        session.client.delete("auth/token")  # an error (an invalid token, no server) stops here: nothing forgotten
+        revoked = True
     forgotten = config.credentials_forget(api_url=session.api_url)
-    session.output.emit({"api_url": session.api_url, "logged_out": forgotten},
-                        lambda d: echo(f"logged out of {d['api_url']}" if forgotten
-                                             else f"was not logged in to {d['api_url']}"))
+    session.output.emit({"api_url": session.api_url, "logged_out": forgotten, "revoked": revoked},
+                        lambda d: echo(("token revoked; " if revoked else "")
+                                       + (f"logged out of {d['api_url']}" if forgotten
+                                          else f"was not logged in to {d['api_url']}")))
 
 
 @cli.command()

@@ -223,6 +223,25 @@ def test_a_deactivated_users_token_does_not_come_back_when_they_are_reactivated(
     assert again.get(f"{API}/auth/me").json()["username"] == "alice"
 
 
+def test_a_user_revokes_their_token_and_every_holder_of_it_is_refused(user, api):
+    """A token left on a shared machine or pasted into a log: its user revokes it (``DELETE
+    /auth/token``, ``aob logout --revoke``) without an operator; before, only an administrator (or
+    a deactivation) could end one."""
+    old = user.auth_token.key
+    elsewhere = APIClient()  # another machine holding the same token
+    elsewhere.credentials(HTTP_AUTHORIZATION=f"Token {old}")
+    assert elsewhere.get(f"{API}/auth/me").status_code == 200
+
+    assert_error(APIClient().delete(f"{API}/auth/token"), 401, "not_authenticated")  # it needs the token (or a session)
+    assert api.delete(f"{API}/auth/token").status_code == 204
+
+    assert_error(api.get(f"{API}/auth/me"), 401)
+    assert_error(elsewhere.get(f"{API}/auth/me"), 401)
+    assert_error(elsewhere.delete(f"{API}/auth/token"), 401)
+    fresh = APIClient().post(f"{API}/auth/token", {"username": "alice", "password": PASSWORD}, format="json")
+    assert fresh.status_code == 200 and fresh.json()["token"] != old
+
+
 @pytest.mark.parametrize(("data", "field"), [({}, "username"), ({"username": "alice"}, "password"),
                                             ({"username": "alice", "password": ""}, "password")])
 def test_a_token_request_with_a_missing_field_is_a_400(user, data, field):

@@ -26,7 +26,7 @@ PATHS = {
     "/api/v1/workflows/{tag}/execute": {"post"},
     "/api/v1/workflows/validate": {"post"},
     "/api/v1/artifacts/{artifact_id}": {"get"},
-    "/api/v1/auth/token": {"post"},
+    "/api/v1/auth/token": {"post", "delete"},
     "/api/v1/health": {"get"},
     "/api/v1/schema/workflow": {"get"},
     "/api/v1/runs": {"get", "post"},

@@ -38,6 +38,26 @@ def test_login_whoami_logout(transactional_db, aob, make_user, settings, tmp_pat
                                           "hint: log in with `aob login`, or set AOB_TOKEN"]
 
 
+def test_logout_revoke_ends_the_token_everywhere(transactional_db, aob, make_user, settings, tmp_path):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]  # what the server checks
+    make_user("erin", password="erin-pass-1")
+    assert aob("login", "--username", "erin", input="erin-pass-1\n").code == 0
+    old = json.loads((tmp_path / "config" / "aob" / "config.json").read_text())["servers"]
+    (token,) = (entry["token"] for entry in old.values())
+
+    done = aob("--output", "json", "logout", "--revoke")
+    assert done.code == 0, done.err
+    assert done.json()["revoked"] is True and done.json()["logged_out"] is True
+    elsewhere = aob("whoami", token=token)  # another machine, a script with the same token
+    assert elsewhere.code == 1 and "Invalid token." in elsewhere.err
+
+    nothing = aob("logout", "--revoke")  # nothing stored: an error, not a silent success
+    assert nothing.code == 1 and "no token to revoke" in nothing.err
+    assert aob("login", "--username", "erin", input="erin-pass-1\n").code == 0
+    new = json.loads((tmp_path / "config" / "aob" / "config.json").read_text())["servers"]
+    assert next(iter(new.values()))["token"] != token
+
+
 def test_a_token_in_the_environment_and_a_bad_one(aob, alice):
     assert aob("whoami", token=alice.auth_token.key).out.startswith("alice at http://127.0.0.1:")
 

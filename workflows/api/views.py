@@ -56,9 +56,28 @@ def _request_id(request: Request) -> str:
 
 
 class TokenView(APIView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    throttle_classes = [LoginThrottle]
+    """``POST``: the user's API token, for their password (nothing else authenticates it; limited as
+    logins are). ``DELETE``: that token revoked, as the request authenticates (the token itself, or a
+    browser's session): every client holding it (another machine's CLI, a script, a leaked copy) is
+    refused from the next request on, and the next ``POST`` makes a new one. One token a user, so
+    ``aob logout`` only forgets it locally unless asked to revoke it (``--revoke``)."""
+
+    def _logging_in(self) -> bool:
+        return getattr(self.request, "method", None) == "POST"  # no request while the schema is made
+
+    def get_authenticators(self) -> list[Any]:
+        return [] if self._logging_in() else super().get_authenticators()
+
+    def get_permissions(self) -> list[Any]:
+        return [AllowAny()] if self._logging_in() else super().get_permissions()
+
+    def get_throttles(self) -> list[Any]:
+        return [LoginThrottle()] if self._logging_in() else super().get_throttles()
+
+    @extend_schema(request=None, responses={204: None, 401: s.ErrorOut, 429: s.ErrorOut})
+    def delete(self, request: Request) -> Response:
+        Token.objects.filter(user=request.user).delete()
+        return Response(status=204)
 
     @extend_schema(request=s.TokenIn, responses={200: s.TokenOut, 400: s.ErrorOut, 401: s.ErrorOut, 429: s.ErrorOut})
     def post(self, request: Request) -> Response:
