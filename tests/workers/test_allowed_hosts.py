@@ -196,3 +196,49 @@ def test_a_child_s_patch_is_judged_by_its_parents_lists_too():
         "host_not_allowed", 0, "evil.example.net")
     assert judge(before=before, operations=leak, proposer=Proposer(agent=True, node_id="plan"),
                  state=RunState(**running)).after["nodes"][-1]["id"] == "leak"
+
+
+def test_a_person_s_patch_to_a_parent_s_list_binds_the_children_already_running(engine, api, user, remote):
+    """The owner narrows a running parent's ``allowed_hosts``: the sub-workflows it started, and
+    theirs, run under the new list from their next node on (before, each kept the list it started
+    with). A leaf two levels down waits on a gate, then fetches the remote at 127.0.0.1; the control
+    narrows the list to that host and the fetch goes out."""
+    from subflows.models import SubRun
+    from tests.approvals.runs import approval_of, decide
+    from tests.engine.flow import wait_until
+    from workflows.services.definitions import workflow_save
+
+    gate = {"id": "review", "type": "hitl", "config": {"message": "fetch?", "approvers": [user.username]}}
+    workflow_save(owner=user, tag="leaf", definition={
+        "nodes": [gate, http("get", "${inputs.url}")], "edges": [{"from": "review", "to": "get"}]})
+    workflow_save(owner=user, tag="middle", definition={"nodes": [
+        {"id": "leaf", "type": "workflow", "config": {"tag": "leaf", "inputs": {"url": "$inputs.url"}}}], "edges": []})
+    nodes = [{"id": "middle", "type": "workflow", "config": {"tag": "middle", "inputs": {"url": "$inputs.url"}}}]
+
+    def child_of(run_id: Any) -> Any:
+        return wait_until(lambda: SubRun.objects.filter(parent_run_id=run_id).values_list("child_run_id", flat=True)
+                          .first(), what="the child run")
+
+    def tree(narrowed_to: list[str], path: str) -> tuple[Run, Run]:
+        answer = start(api, nodes, ["127.0.0.1", "api.example.com"], {"url": f"{remote.base}{path}"})
+        assert answer.status_code == 201, answer.json()
+        parent = answer.json()["run_id"]
+        middle = child_of(parent)
+        leaf = child_of(middle)
+        approval = approval_of(str(leaf))
+        patched = api.post(f"/api/v1/runs/{parent}/patches", {"operations": [
+            {"op": "replace", "path": "/metadata/allowed_hosts", "value": narrowed_to}]}, format="json")
+        assert patched.status_code == 201, patched.json()
+        assert Run.objects.get(pk=middle).hosts_above == [narrowed_to]
+        assert Run.objects.get(pk=leaf).hosts_above == [narrowed_to]
+        assert decide(user, approval).status_code == 200
+        return wait_for_run(parent), wait_for_run(leaf)
+
+    parent, leaf = tree(["api.example.com"], "/echo/narrowed")
+    error = NodeRun.objects.get(run=leaf, node_id="get").error
+    assert (leaf.status, error["rule"], error["host"]) == ("failed", "host_not_allowed", "127.0.0.1"), error
+    assert parent.status == "failed" and remote.hits("/echo/narrowed") == []
+
+    parent, leaf = tree(["127.0.0.1"], "/echo/kept")  # the control: the fetched host still listed
+    assert (parent.status, leaf.status) == ("completed", "completed"), (parent.error, leaf.error)
+    assert len(remote.hits("/echo/kept")) == 1

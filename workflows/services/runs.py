@@ -262,12 +262,8 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
     resumed agent replays its journal, so no model call is lost or made twice, and one still short
     pauses again. ``user`` must be the run's owner (``run_owner_check``)."""
     run_owner_check(run=run, user=user, action="set its budget")
-    below = _counting_against(run.pk)
     with transaction.atomic():
-        # the runs below first, the deepest first, then this one: agents.budget locks a child before
-        # its parent, so no two paths wait on each other
-        locked_below = [r for r in (Run.objects.select_for_update().filter(pk=pk).first() for pk in reversed(below))
-                        if r is not None and not r.is_finished]
+        locked_below = runs_below_locked(run.pk)  # before this one (their order)
         run = run_locked(run.pk, action="set its budget", defer=("inputs",))
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
@@ -317,6 +313,14 @@ def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type
                          for nr in paused)
     if paused:
         coordinator.refresh(run)
+
+
+def runs_below_locked(run_id: Any) -> list[Run]:
+    """The unfinished runs below ``run_id`` (``_counting_against``), each locked, the deepest first;
+    a change to a run and the runs below takes them before the run itself: agents.budget locks a
+    child before its parent, so no two paths wait on each other."""
+    locked = (Run.objects.select_for_update().filter(pk=pk).first() for pk in reversed(_counting_against(run_id)))
+    return [r for r in locked if r is not None and not r.is_finished]
 
 
 def _counting_against(run_id: Any) -> list[Any]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from aob_project.exceptions import AobError, Conflict, ValidationFailed
 from aob_project.metrics import PATCHES
-from workflows import registry
+from workflows import egress, registry
 from workflows.definition import gates
 from workflows.definition.ir import InvalidDefinition, compile_definition
 from workflows.engine import coordinator, events, planner
@@ -30,7 +30,7 @@ from workflows.selectors import run_owner_check
 
 from ..artifacts import artifact_store
 from ..definitions import apply_operations
-from ..runs import run_locked
+from ..runs import run_locked, runs_below_locked
 from .policy import (
     MAX_OPERATIONS,
     PatchRejected,
@@ -123,6 +123,8 @@ def run_state(run: Run) -> RunState:
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
              proposal_key: str) -> RunPatch:
     with transaction.atomic():
+        if not proposer.agent and _may_bind(operations):
+            runs_below_locked(run.pk)  # taken before the run, as every change of both does (_hand_down_hosts)
         run = run_locked(run.pk, action="patch it")
         if proposal_key:
             already = RunPatch.objects.filter(run=run, proposal_key=proposal_key).first()
@@ -168,6 +170,8 @@ def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any]) 
     run.current_artifact_id = patch.after_artifact_id
     Run.objects.filter(pk=run.pk).update(current_artifact_id=patch.after_artifact_id,
                                          spawned_agents=F("spawned_agents") + verdict.spawned)
+    if egress.of(before.get("metadata")) != egress.of(verdict.after.get("metadata")):
+        _hand_down_hosts(run, verdict.after)
     events.append(run.pk, run.owner_id, [(Event.Type.PATCH_APPLIED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "op_count": len(patch.operations),
         "description": patch.description, "artifact_id": patch.after_artifact_id})])
@@ -176,6 +180,31 @@ def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any]) 
         _gate().void_approvals(run=run, reopen=verdict.reopen, revote=verdict.revote, below=below,
                                           patch_seq=patch.seq)
     coordinator.refresh(run)
+
+
+def _may_bind(operations: Any) -> bool:
+    """Whether a patch may change ``metadata.allowed_hosts`` (read before it is judged: its runs
+    below are locked first if so)."""
+    def touches(path: Any) -> bool:
+        return isinstance(path, str) and (path in ("", "/metadata") or path.startswith("/metadata/"))
+    return isinstance(operations, list) and any(
+        isinstance(op, dict) and (touches(op.get("path")) or touches(op.get("from"))) for op in operations)
+
+
+def _hand_down_hosts(run: Run, after: dict[str, Any]) -> None:
+    """A run's ``allowed_hosts`` changed (a person's patch: an agent's cannot): the runs its
+    ``workflow`` nodes started, and theirs, run under the new lists from their next node on
+    (``Run.hosts_above``, read by each claim), as a child started now would (``run_workflow``)."""
+    below = runs_below_locked(run.pk)  # the deepest first: handed down from the top
+    metadata = dict(Artifact.objects.filter(pk__in={r.current_artifact_id for r in below})
+                    .values_list("pk", "content__metadata"))
+    lists = {str(run.pk): egress.binding(after.get("metadata"), run.hosts_above)}
+    for child in reversed(below):
+        if str(child.within) not in lists:
+            continue  # its parent ended (a child outlives it only while being cancelled)
+        hosts = [list(patterns) for patterns in lists[str(child.within)]] or None
+        Run.objects.filter(pk=child.pk).update(hosts_above=hosts)
+        lists[str(child.pk)] = egress.binding(metadata.get(child.current_artifact_id), hosts)
 
 
 def _below(definition: dict[str, Any], gate: str) -> set[str]:
