@@ -25,8 +25,8 @@ from workflows.models import Artifact, Run
 from workflows.services.patches.provenance import ID_SHAPED, NOBODY, Written, agent_written, edge_key
 
 _SHOWN = {"node": ("id", "type"), "edge": ("from", "to")}  # the structure, shown as written
-_SEGMENT = re.compile(r"^(?:[a-zA-Z0-9_-]{1,32}|-)$")  # a pointer's segment a refusal may name
-_WORD = re.compile(r"^[a-zA-Z0-9_.]{1,64}$")  # a rule's name, a failure's kind, a JSON type: ours
+_SEGMENT = re.compile(r"^(?:[a-zA-Z0-9_-]{1,32}|-)\Z")  # a pointer's segment a refusal may name
+_WORD = re.compile(r"^[a-zA-Z0-9_.]{1,64}\Z")  # a rule's name, a failure's kind, a JSON type: ours
 _POINTER_MAX_CHARS = 300
 _REQUIRED = re.compile(r"^(?:[a-z]+ config: )?'([a-zA-Z0-9_]{1,32})' is a required property$")
 _OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})

@@ -18,7 +18,7 @@ from celery.signals import before_task_publish, task_postrun, task_prerun
 from django.http import HttpRequest, HttpResponse
 
 HEADER = "aob_request_id"
-VALID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+VALID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 
 
 def bind(**values: Any) -> None:

@@ -250,6 +250,7 @@ def test_raw_content_is_sent_as_is(server: Server) -> None:
     ({"X-Ok": "a\x00b"}, "header_value"),
     ({"Bad Name": "x"}, "header_name"),
     ({"X-Ok:": "x"}, "header_name"),
+    ({"X-Ok\n": "x"}, "header_name"),  # a final line break: a pattern's ``$`` let it through
 ])
 def test_a_header_that_would_retarget_or_smuggle_is_refused_by_name_and_nothing_is_sent(server: Server, headers,
                                                                                         rule) -> None:

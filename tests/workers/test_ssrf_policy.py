@@ -304,6 +304,16 @@ def test_normalize_host(host: str, normal: str) -> None:
     assert normalize_host(host) == normal
 
 
+@pytest.mark.parametrize("host", ["example.com\n", "127.0.0.1\n", "0x7f000001\n"])
+def test_a_host_with_a_final_line_break_is_no_host(host: str) -> None:
+    """Before, a pattern's ``$`` matched before a final line break: ``127.0.0.1\\n`` parsed as the
+    address and ``example.com\\n`` passed as a name (never equal to a listed one)."""
+    assert parse_numeric_host(host) is None
+    with pytest.raises(SSRFBlocked) as refused:
+        normalize_host(host)
+    assert refused.value.extra["rule"] == "invalid-host"
+
+
 @pytest.mark.parametrize(("address", "rule"), [
     # near the top of each range, clear of the more specific rows that start at the bottom
     (str(entry.network[-2] if entry.network.num_addresses > 2 else entry.network[0]), entry.rule)

@@ -164,8 +164,8 @@ def is_metadata(address: IPAddress, verdict: AddressVerdict | None) -> bool:
 
 # --- host normalization and numeric hosts --------------------------------------------------------
 
-_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-_NUMERIC_LABEL = re.compile(r"^(\d+|0x[0-9a-f]*)$")
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_NUMERIC_LABEL = re.compile(r"^(\d+|0x[0-9a-f]*)\Z")
 
 
 def normalize_host(host: str, *, url: str | None = None) -> str:

@@ -91,7 +91,7 @@ def patch_wrote(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 # The structure of a node and an edge, shown as written (agents.view); any other text may be an agent's.
 _NODE_SHOWN = ("id", "type")
 _EDGE_SHOWN = ("from", "to")
-ID_SHAPED = re.compile(r"^[a-zA-Z0-9_-]{1,32}$")  # a key shaped like an agent's node id: no room for a sentence
+ID_SHAPED = re.compile(r"^[a-zA-Z0-9_-]{1,32}\Z")  # a key shaped like an agent's node id: no room for a sentence
 _COPIED_AT_MOST = 50  # sources named for one copy; past it, "*": any agent's text
 
 
