@@ -22,15 +22,19 @@ pytestmark = pytest.mark.browser
 
 IMG = "<img src=x onerror=window.__pwned=1>"
 SVG = '"><svg onload=window.__pwned=2>'
+# A right-to-left override: drawn as is, "00001$" shows as "$10000"; the pages show the controls'
+# escapes instead (api.js ``shown``), as the CLI does
+SPOOF = " \u202e00001$\u202c"
+SPOOF_SHOWN = " \\u202e00001$\\u202c"
 
 
 def hostile_run(owner: User) -> str:
     definition = refund_flow({"approvers": [owner.username]})
     definition["edges"][1]["condition"] = f"$.approved == true || $.decision == '{SVG}'"
-    run_id = submit(owner, definition, {"amount": 42, "customer": IMG})
+    run_id = submit(owner, definition, {"amount": 42, "customer": IMG + SPOOF})
     approval_of(run_id)
     patched = client_for(owner).post(f"/api/v1/runs/{run_id}/patches", {
-        "description": f"tidy up {IMG}",
+        "description": f"tidy up {IMG}{SPOOF}",
         "operations": [{"op": "add", "path": "/nodes/-",
                         "value": {"id": "extra", "type": "transform", "config": {"expression": "1"}}}]},
         format="json")
@@ -60,27 +64,28 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
         log_in(page, web, "hostile", f"/runs/{run_id}/")
         expect(page.locator("#live")).to_have_text("● live")  # connect-src lets the socket through
         expect(page.locator("#run-meta")).to_contain_text(IMG)
+        assert "\u202e" not in page.locator("body").inner_text()  # the controls are nowhere drawn
         page.locator('#graph svg.dag [data-node="review"]').click()
-        expect(page.locator("#node-panel .message")).to_have_text(f"Refund 42 to {IMG}?")
+        expect(page.locator("#node-panel .message")).to_have_text(f"Refund 42 to {IMG}{SPOOF_SHOWN}?")
         expect(page.locator("#graph svg.dag .edge-label").first).to_have_text(f"$.approved == true || $.decision == '{SVG}'")
         page.get_by_role("tab", name="Patches").click()
-        expect(page.locator("#patches")).to_contain_text(f"tidy up {IMG}")
+        expect(page.locator("#patches")).to_contain_text(f"tidy up {IMG}{SPOOF_SHOWN}")
         page.get_by_role("tab", name="Events").click()
         expect(page.locator("#events")).to_contain_text(f"tidy up {IMG}")
         assert_inert(page)
 
         page.goto(f"{web}/approvals/")
-        expect(page.locator(f"#approval-{approval_id}-h")).to_have_text(f"Refund 42 to {IMG}?")
+        expect(page.locator(f"#approval-{approval_id}-h")).to_have_text(f"Refund 42 to {IMG}{SPOOF_SHOWN}?")
         expect(page.get_by_role("note")).to_contain_text("Changed since the run started: what this gate lets run "
                                                          "was changed by a patch (patches #1 by plan;")
         assert_inert(page)
 
         page.goto(f"{web}/admin/approvals/approval/{approval_id}/change/")
-        expect(page.locator("#content")).to_contain_text(f"Refund 42 to {IMG}?")
+        expect(page.locator("#content")).to_contain_text(f"Refund 42 to {IMG}")
         assert_inert(page)
 
         page.goto(f"{web}/approvals/{approval_id}/")
-        expect(page.locator("#approval h2")).to_have_text(f"Refund 42 to {IMG}?")
+        expect(page.locator("#approval h2")).to_have_text(f"Refund 42 to {IMG}{SPOOF_SHOWN}?")
         expect(page.get_by_role("note")).to_contain_text("Changed since the run started")
         assert_inert(page)
         page.get_by_role("button", name="Approve").click()

@@ -93,6 +93,20 @@ export function errorText(err) {
   return String(err && err.message ? err.message : err);
 }
 
+// Text on these pages is often someone else's (a gate's message, an agent's patch description, a
+// remote's error): Unicode's bidirectional controls in it (embeddings, overrides, isolates, marks)
+// are shown as their escapes, as the CLI writes them (aob/cli/output.py), since a right-to-left
+// override shows "$10000" for the characters "00001$". Every text node the helpers below make is this.
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+export function shown(value) {
+  return String(value).replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+export function textNode(value) {
+  return document.createTextNode(shown(value));
+}
+
 // el("div", {class: "x", onclick: fn}, "text", child, ...)
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -100,17 +114,18 @@ export function el(tag, attrs = {}, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
     else if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
+    else if (key === "text") node.textContent = shown(value);
     else node.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat()) {
     if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    node.append(child instanceof Node ? child : textNode(child));
   }
   return node;
 }
 
-const present = (children) => children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false && c !== "");
+const present = (children) => children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false && c !== "")
+  .map((c) => (c instanceof Node ? c : textNode(c)));
 
 // replaceChildren that skips null / false / "" and flattens arrays.
 export function setChildren(node, ...children) {
@@ -239,7 +254,7 @@ export function pageData() {
 }
 
 export function showAlert(node, message) {
-  node.textContent = message || "";
+  node.textContent = shown(message || "");
   node.hidden = !message;
 }
 

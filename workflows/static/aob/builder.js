@@ -4,19 +4,11 @@
 // click for its condition, a config form generated from the node type's JSON Schema, validation
 // errors beside their node, zoom / fit / pan and auto-layout. Positions live in metadata.layout.
 import { el, numberOf, parseJson, setChildren, stringifyJson } from "./api.js";
-import { graphOf, layout } from "./graph.js";
+import { graphOf, layout, s } from "./graph.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const W = 168;
 const H = 54;
 const LONG_TEXT = new Set(["expression", "message", "task", "prompt", "condition"]);
-
-function s(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v);
-  for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-}
 
 const clone = (v) => parseJson(stringifyJson(v));
 

@@ -1,6 +1,8 @@
 // A workflow definition drawn as an SVG: layered left to right (longest path from the sources,
 // back edges reversed for the layering, barycentre ordering within layers), computed here from the DAG.
 
+import { textNode } from "./api.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 const W = 168;
 const H = 54;
@@ -8,10 +10,11 @@ const BASE_GAP_X = 100;
 const GAP_Y = 26;
 const PAD = 22;
 
-function s(tag, attrs = {}, ...children) {
+// s("rect", {x: 1}, "text", child, ...): an SVG element, its text as el() makes it (api.js)
+export function s(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v);
-  for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : textNode(c));
   return node;
 }
 

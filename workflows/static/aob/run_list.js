@@ -1,6 +1,6 @@
 // The runs list follows ws/events/: a frame about a run in the table re-reads that run's row
 // (status, duration, error).
-import { LiveSocket, api, el, setChildren, stringifyJson } from "./api.js";
+import { LiveSocket, api, el, setChildren, shown, stringifyJson } from "./api.js";
 import { fmtMs } from "./timeline.js";
 
 const table = document.getElementById("runs-table");
@@ -22,7 +22,7 @@ async function update(runId) {
     const duration = row.querySelector('[data-field="duration"]');
     if (duration) duration.textContent = run.duration_ms === null ? "" : fmtMs(run.duration_ms);
     const error = row.querySelector('[data-field="error"]');
-    if (error && run.error) error.textContent = run.error.message || stringifyJson(run.error);
+    if (error && run.error) error.textContent = shown(run.error.message || stringifyJson(run.error));
   } catch {
     // The run may be gone or not ours; the row keeps what it showed.
   } finally {
