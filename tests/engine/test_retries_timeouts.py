@@ -53,7 +53,7 @@ def test_transient_failures_past_max_attempts_fail_the_node(engine, api, remote)
 
 
 def test_non_transient_errors_are_not_retried(engine, api, remote):
-    status = {"nodes": [http("node", f"{remote.base}/status/500", config={"fail_on_status": True}, retry=RETRY)],
+    status = {"nodes": [http("node", f"{remote.base}/status/400", config={"fail_on_status": True}, retry=RETRY)],
               "edges": []}
     expression = {"nodes": [transform("node", "inputs.missing.field", retry=RETRY)], "edges": []}
     runs = wait_all([submit(api, status), submit(api, expression)])
@@ -66,7 +66,7 @@ def test_non_transient_errors_are_not_retried(engine, api, remote):
         assert node.error["error_type"] in {"HTTPStatusError", "ExpressionError"}
         assert not node.error.get("transient")
         assert event_counts(run)[("node_retrying", "node")] == 0
-    assert len(remote.hits("/status/500")) == 1
+    assert len(remote.hits("/status/400")) == 1
 
 
 def test_timeout_ms_fails_the_node_with_error_type_timeout(engine, api, remote):

@@ -2,7 +2,7 @@
 
 Paths: ``/echo`` (method, path, query, headers, JSON body back), ``/status/<code>``,
 ``/sleep/<seconds>``, ``/seq/<key>`` (answers the next item of a scripted list set by the test; an item ``Reply(status,
-body)`` answers that status),
+body[, headers])`` answers that status),
 ``/flaky/<key>/<n>`` (drops the connection the first n times for that key), ``/big/<bytes>``,
 ``/nested/<depth>`` (``[[[…]]]`` that deep, as raw JSON text),
 ``/redirect?to=<url>[&code=<3xx>]`` (answers a redirect to that URL, 302 unless told),
@@ -34,6 +34,7 @@ class Reply:
 
     status: int
     body: Any
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class RemoteServer:
@@ -126,9 +127,12 @@ class RemoteServer:
         self.httpd.shutdown()
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, code: int, payload: Any) -> None:
+    def _send(handler: BaseHTTPRequestHandler, code: int, payload: Any,
+              headers: tuple[tuple[str, str], ...] = ()) -> None:
         data = json.dumps(payload).encode()
         handler.send_response(code)
+        for name, value in headers:
+            handler.send_header(name, value)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
@@ -181,7 +185,7 @@ class RemoteServer:
                 answers = self.scripts.get(parts[1], [])
                 answer = answers.pop(0) if len(answers) > 1 else (answers[0] if answers else {})
             if isinstance(answer, Reply):
-                self._send(handler, answer.status, answer.body)
+                self._send(handler, answer.status, answer.body, answer.headers)
             else:
                 self._send(handler, 200, answer)
         elif head == "flaky":

@@ -792,3 +792,18 @@ def test_https_refuses_an_untrusted_certificate(tls_server: tuple[Server, list[s
     with pytest.raises(HTTPRequestError, match="(?i)certificate") as caught:
         request(method="GET", url=f"https://tls.test:{srv.port}/echo", resolver=lambda h, p: ["127.0.0.1"])
     assert srv.hits == [] and caught.value.extra["transient"] is False
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("120", 120.0), (" 3 ", 3.0), ("Wed, 02 Dec 2026 10:00:30 GMT", 30.0), ("Wed, 02 Dec 2026 09:59:00 GMT", 0.0),
+    ("soon", None), ("-5", None), ("1.5", None), ("", None),
+])
+def test_retry_after_is_read_as_seconds_or_an_http_date(value: str, seconds: float | None) -> None:
+    from datetime import UTC, datetime
+
+    from workers.http.idempotency import retry_after_seconds
+
+    now = datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds({"retry-after": value}, now) == seconds
+    assert retry_after_seconds({"Retry-After": value}, now) == seconds
+    assert retry_after_seconds({}, now) is None

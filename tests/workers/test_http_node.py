@@ -142,15 +142,49 @@ def test_error_statuses_complete_by_default(engine, api, remote):
 
 
 def test_fail_on_status_fails_the_node_and_the_run(engine, api, remote):
-    run, nodes = run_to_end(api, [http("f", f"{remote.base}/status/500", fail_on_status=True,
+    run, nodes = run_to_end(api, [http("f", f"{remote.base}/status/404", fail_on_status=True,
                                        retry={"max_attempts": 3, "backoff_ms": 0})])
     assert run.status == "failed"
     f = nodes["f"]
-    assert f.status == "failed" and f.attempts == 1
-    assert f.error["error_type"] == "HTTPStatusError" and f.error["status_code"] == 500
-    assert "500" in f.error["message"]
+    assert f.status == "failed" and f.attempts == 1  # a 404 is an answer: the same request gets it again
+    assert f.error["error_type"] == "HTTPStatusError" and f.error["status_code"] == 404
+    assert f.error["transient"] is False and "404" in f.error["message"]
     assert run.error["node_id"] == "f" and run.error["error_type"] == "HTTPStatusError"
     assert event_types(run)[-2:] == ["node_failed", "workflow_failed"]
+
+
+def test_a_not_now_answer_is_retried_no_sooner_than_its_retry_after(engine, api, remote):
+    """A 429 or 503 with ``fail_on_status`` is worth the node's retry (before, it failed the node at
+    the first answer, whatever ``retry`` said), and its ``Retry-After`` is waited out even where the
+    node's own backoff is shorter."""
+    from tests.support.remote import Reply
+
+    remote.script("busy", [Reply(429, {"error": "slow down"}, (("Retry-After", "2"),)),
+                           Reply(503, {"error": "down"}), {"ok": True}])
+    run, nodes = run_to_end(api, [http("call", f"{remote.base}/seq/busy", method="POST", fail_on_status=True,
+                                       retry={"max_attempts": 3, "backoff_ms": 10})])
+    assert run.status == "completed", run.error
+    assert (nodes["call"].attempts, nodes["call"].output["body"]) == (3, {"ok": True})
+    retries = [e.data for e in run.events.filter(type="node_retrying").order_by("seq")]
+    assert [r["error"]["status_code"] for r in retries] == [429, 503]
+    assert [r["backoff_ms"] for r in retries] == [2000, 20]  # the Retry-After, then the node's own
+    assert retries[0]["error"]["retry_after_seconds"] == 2
+    sent = [h["at"] for h in remote.hits("/seq/busy")]
+    assert sent[1] - sent[0] >= 1.9, sent  # the remote's clock and the workers': this machine's
+
+
+@pytest.mark.parametrize(("key_header", "attempts"), [(None, 1), ("Idempotency-Key", 2)])
+def test_a_500_to_a_post_is_retried_only_where_a_repeat_is_recognisable(engine, api, remote, key_header, attempts):
+    """Whether a POST answered 500 took effect is unknown: it is sent again only when it carries an
+    idempotency key (as after a lost attempt, ``repeats_when_lost``)."""
+    from tests.support.remote import Reply
+
+    remote.script(f"flaky-{attempts}", [Reply(500, {"error": "oops"}), {"ok": True}])
+    run, nodes = run_to_end(api, [http("pay", f"{remote.base}/seq/flaky-{attempts}", method="POST",
+                                       fail_on_status=True, idempotency_header=key_header,
+                                       retry={"max_attempts": 3, "backoff_ms": 0})])
+    assert nodes["pay"].attempts == attempts
+    assert run.status == ("failed" if attempts == 1 else "completed"), run.error
 
 
 def test_body_over_max_response_bytes_fails_the_node(engine, api, remote):

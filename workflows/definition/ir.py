@@ -53,6 +53,16 @@ def backoff_ms_of(retry: Any, attempt: int) -> int:
     return int(min(wait, MAX_BACKOFF_MS))
 
 
+def retry_after_ms(error: Any) -> int:
+    """The wait a failure asks for itself (``retry_after_seconds``: a remote's ``Retry-After``, a
+    rate limit's), at most ``MAX_BACKOFF_MS``; 0 when it asks none. The engine waits the longer of
+    it and the node's backoff (``execution.fail``)."""
+    value = error.get("retry_after_seconds") if isinstance(error, dict) else None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        return 0  # NaN and negatives too
+    return int(min(value * 1000, MAX_BACKOFF_MS))
+
+
 def timeout_ms_of(value: Any) -> int:
     """A node's time limit: its ``timeout_ms``, else ``AOB_DEFAULT_NODE_TIMEOUT_MS``. The engine's
     reading (``dispatch``) and the patch policy's."""

@@ -23,7 +23,7 @@ from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_HELD, NODE_QUEUE
 from workflows import egress, registry
-from workflows.definition.ir import attempts_of, backoff_ms_of
+from workflows.definition.ir import attempts_of, backoff_ms_of, retry_after_ms
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
 from workflows.limits import bounded_error
@@ -315,7 +315,7 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     with transaction.atomic():
         locks.lock_run(ctx.run_id)
         if error.get("transient") and ctx.attempt < max_attempts:
-            backoff_ms = backoff_ms_of(retry, ctx.attempt)
+            backoff_ms = max(backoff_ms_of(retry, ctx.attempt), retry_after_ms(error))
             moved = _finish(ctx, None, status=NodeRun.Status.QUEUED, entry=entry, error=error,
                             available_at=now + timedelta(milliseconds=backoff_ms), dispatched_at=now)
             if not moved:
