@@ -796,7 +796,8 @@ def test_https_refuses_an_untrusted_certificate(tls_server: tuple[Server, list[s
 
 @pytest.mark.parametrize(("value", "seconds"), [
     ("120", 120.0), (" 3 ", 3.0), ("Wed, 02 Dec 2026 10:00:30 GMT", 30.0), ("Wed, 02 Dec 2026 09:59:00 GMT", 0.0),
-    ("soon", None), ("-5", None), ("1.5", None), ("", None),
+    ("soon", None), ("-5", None), ("1.5", None), ("", None), ("\u00b2", None),  # a digit, not an ASCII one
+    ("9" * 400, None), ("99999", 3600.0), ("Fri, 31 Dec 9999 23:59:59 GMT", 3600.0),  # at most an hour
 ])
 def test_retry_after_is_read_as_seconds_or_an_http_date(value: str, seconds: float | None) -> None:
     from datetime import UTC, datetime

@@ -173,14 +173,18 @@ def test_a_not_now_answer_is_retried_no_sooner_than_its_retry_after(engine, api,
     assert sent[1] - sent[0] >= 1.9, sent  # the remote's clock and the workers': this machine's
 
 
+@pytest.mark.parametrize("status", [500, 503])
 @pytest.mark.parametrize(("key_header", "attempts"), [(None, 1), ("Idempotency-Key", 2)])
-def test_a_500_to_a_post_is_retried_only_where_a_repeat_is_recognisable(engine, api, remote, key_header, attempts):
-    """Whether a POST answered 500 took effect is unknown: it is sent again only when it carries an
-    idempotency key (as after a lost attempt, ``repeats_when_lost``)."""
+def test_a_500_to_a_post_is_retried_only_where_a_repeat_is_recognisable(engine, api, remote, key_header, attempts,
+                                                                       status):
+    """Whether a POST answered 500 (or a bare 503: a proxy's answer when its upstream failed
+    mid-request) took effect is unknown: it is sent again only when it carries an idempotency key
+    (as after a lost attempt, ``repeats_when_lost``)."""
     from tests.support.remote import Reply
 
-    remote.script(f"flaky-{attempts}", [Reply(500, {"error": "oops"}), {"ok": True}])
-    run, nodes = run_to_end(api, [http("pay", f"{remote.base}/seq/flaky-{attempts}", method="POST",
+    key = f"flaky-{status}-{attempts}"
+    remote.script(key, [Reply(status, {"error": "oops"}), {"ok": True}])
+    run, nodes = run_to_end(api, [http("pay", f"{remote.base}/seq/{key}", method="POST",
                                        fail_on_status=True, idempotency_header=key_header,
                                        retry={"max_attempts": 3, "backoff_ms": 0})])
     assert nodes["pay"].attempts == attempts

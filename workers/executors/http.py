@@ -75,8 +75,9 @@ def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
 
 @executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
-          "method}; 4xx/5xx complete unless fail_on_status (then 408/425/429/503, and 500/502/504 where a repeat "
-          "is safe, are retried by the node's retry, no sooner than the answer's Retry-After).")
+          "method}; 4xx/5xx complete unless fail_on_status (then 408/425/429 and a 503 with Retry-After, and "
+          "500/502/503/504 where a repeat is safe, are retried by the node's retry, no sooner than the answer's "
+          "Retry-After).")
 def run_http(ctx: NodeContext) -> dict[str, Any]:
     from vault.references import SecretBox, has_reference
 
@@ -136,9 +137,10 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
         "method": method,
     }
     if config.get("fail_on_status") and result.status_code >= 400:
-        # "not now" (429, 503, ...) is worth the node's retry, after the answer's Retry-After; an
-        # unknown outcome (500, 502, 504) only where a lost attempt would be sent again
-        again = idempotency.repeats_after(result.status_code, method, config.get("on_lost"), bool(key_header))
+        # "not now" (429, a 503 with Retry-After, ...) is worth the node's retry, after the answer's
+        # Retry-After; an unknown outcome (500, 502, 503, 504) only where a lost attempt would be sent again
+        again = idempotency.repeats_after(result.status_code, result.headers, method, config.get("on_lost"),
+                                          bool(key_header))
         wait = idempotency.retry_after_seconds(result.headers) if again else None
         raise NodeFailed(f"{method} {result.url} answered {result.status_code}", code="HTTPStatusError",
                          extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None,

@@ -8,12 +8,14 @@ mid-request send the same key; another iteration, and a replay (a new run), send
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from workflows.definition.ir import MAX_BACKOFF_MS
 from workflows.registry import NodeContext
 
 HEADER = "Idempotency-Key"
@@ -45,32 +47,37 @@ def repeats_when_lost(method: str, on_lost: str | None, key_sent: bool) -> bool:
     return method.upper() in IDEMPOTENT_METHODS or key_sent
 
 
-# Answers that say "not now" (408, 425 Too Early, 429, 503): whatever was asked was not done, so a
-# retry sends it again, after the answer's Retry-After when it gives one.
-NOT_NOW = frozenset({408, 425, 429, 503})
+# Answers that say "not now" (408, 425 Too Early, 429): whatever was asked was not done, so a retry
+# sends it again, after the answer's Retry-After when it gives one. A 503 says so only with a
+# Retry-After (RFC 9110 15.6.4): a proxy answers a bare 503 when its upstream failed mid-request too.
+NOT_NOW = frozenset({408, 425, 429})
 # Answers that leave unknown whether the request took effect (the remote failed mid-way, or a
 # gateway in front of it did): sent again only as after a lost attempt (``repeats_when_lost``).
-OUTCOME_UNKNOWN = frozenset({500, 502, 504})
+OUTCOME_UNKNOWN = frozenset({500, 502, 503, 504})
+_SECONDS = re.compile(r"[0-9]{1,10}")
 
 
-def repeats_after(status: int, method: str, on_lost: str | None, key_sent: bool) -> bool:
-    """Whether a request answered ``status`` may be sent again by the node's retry."""
-    return status in NOT_NOW or (status in OUTCOME_UNKNOWN and repeats_when_lost(method, on_lost, key_sent))
+def repeats_after(status: int, headers: Mapping[str, str], method: str, on_lost: str | None, key_sent: bool) -> bool:
+    """Whether a request answered ``status`` (with ``headers``) may be sent again by the node's retry."""
+    if status in NOT_NOW or (status == 503 and retry_after_seconds(headers) is not None):
+        return True
+    return status in OUTCOME_UNKNOWN and repeats_when_lost(method, on_lost, key_sent)
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
-    """An answer's ``Retry-After`` (RFC 9110 10.2.3: seconds, or an HTTP date) as seconds from now,
-    or None when it has none or none that parses; a date past is 0."""
+    """An answer's ``Retry-After`` (RFC 9110 10.2.3: ASCII digits, or an HTTP date) as seconds from
+    now, at most an hour (``MAX_BACKOFF_MS``, the longest wait a node's own retry may ask); None
+    when it has none or none that parses; a date past is 0."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if not isinstance(value, str) or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _SECONDS.fullmatch(value):
+        return min(float(value), MAX_BACKOFF_MS / 1000)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, (when - (now or datetime.now(UTC))).total_seconds()), MAX_BACKOFF_MS / 1000)

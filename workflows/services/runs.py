@@ -13,6 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
+from workflows import egress
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.references import referenced_nodes
@@ -315,17 +316,27 @@ def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type
         coordinator.refresh(run)
 
 
+def run_hosts(run_id: Any) -> egress.Lists:
+    """The ``allowed_hosts`` lists binding a run now: its current definition's (its patches
+    included) and those of the runs above it (``Run.hosts_above``); what a child it starts now runs
+    under beside its own (``run_workflow``, ``patches._hand_down_hosts``)."""
+    artifact_id, above = Run.objects.values_list("current_artifact_id", "hosts_above").get(pk=run_id)
+    metadata = Artifact.objects.values_list("content__metadata", flat=True).get(pk=artifact_id)
+    return egress.binding(metadata, above)
+
+
 def runs_below_locked(run_id: Any) -> list[Run]:
-    """The unfinished runs below ``run_id`` (``_counting_against``), each locked, the deepest first;
+    """The unfinished runs below ``run_id`` (``runs_below``), each locked, the deepest first;
     a change to a run and the runs below takes them before the run itself: agents.budget locks a
     child before its parent, so no two paths wait on each other."""
-    locked = (Run.objects.select_for_update().filter(pk=pk).first() for pk in reversed(_counting_against(run_id)))
+    locked = (Run.objects.select_for_update().filter(pk=pk).first() for pk in reversed(runs_below(run_id)))
     return [r for r in locked if r is not None and not r.is_finished]
 
 
-def _counting_against(run_id: Any) -> list[Any]:
-    """The unfinished runs whose spend counts against ``run_id``'s ceilings, down the nesting, a
-    level after another (each in the order of its ids)."""
+def runs_below(run_id: Any) -> list[Any]:
+    """The ids of the unfinished runs below ``run_id``: those its ``workflow`` nodes started, and
+    theirs (their spend counts against its ceilings), down the nesting, a level after another (each
+    in the order of its ids)."""
     found: list[Any] = []
     level = [str(run_id)]
     for _ in range(settings.AOB_SUBWORKFLOW_MAX_DEPTH):

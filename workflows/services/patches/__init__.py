@@ -30,7 +30,7 @@ from workflows.selectors import run_owner_check
 
 from ..artifacts import artifact_store
 from ..definitions import apply_operations
-from ..runs import run_locked, runs_below_locked
+from ..runs import run_hosts, run_locked, runs_below, runs_below_locked
 from .policy import (
     MAX_OPERATIONS,
     PatchRejected,
@@ -123,8 +123,8 @@ def run_state(run: Run) -> RunState:
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
              proposal_key: str) -> RunPatch:
     with transaction.atomic():
-        if not proposer.agent and _may_bind(operations):
-            runs_below_locked(run.pk)  # taken before the run, as every change of both does (_hand_down_hosts)
+        # the runs below are taken before the run, as every change of both takes them (_hand_down_hosts)
+        below = runs_below_locked(run.pk) if not proposer.agent and _may_bind(operations) else None
         run = run_locked(run.pk, action="patch it")
         if proposal_key:
             already = RunPatch.objects.filter(run=run, proposal_key=proposal_key).first()
@@ -155,7 +155,7 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
         if held:
             _hold_for_approval(run, patch, before, verdict.after)
         else:
-            _apply(run, patch, verdict, before)
+            _apply(run, patch, verdict, before, below)
     return patch
 
 
@@ -166,12 +166,14 @@ def _noop(run: Run, description: str, proposer: Proposer) -> RunPatch:
                     after_artifact_id=run.current_artifact_id, patch_artifact_id=None, created_at=timezone.now())
 
 
-def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any]) -> None:
+def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any], below: list[Run] | None = None) -> None:
+    """``below``: the runs below, locked before the run (a person's patch that may change its
+    ``allowed_hosts``)."""
     run.current_artifact_id = patch.after_artifact_id
     Run.objects.filter(pk=run.pk).update(current_artifact_id=patch.after_artifact_id,
                                          spawned_agents=F("spawned_agents") + verdict.spawned)
     if egress.of(before.get("metadata")) != egress.of(verdict.after.get("metadata")):
-        _hand_down_hosts(run, verdict.after)
+        _hand_down_hosts(run, below)
     events.append(run.pk, run.owner_id, [(Event.Type.PATCH_APPLIED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "op_count": len(patch.operations),
         "description": patch.description, "artifact_id": patch.after_artifact_id})])
@@ -191,15 +193,20 @@ def _may_bind(operations: Any) -> bool:
         isinstance(op, dict) and (touches(op.get("path")) or touches(op.get("from"))) for op in operations)
 
 
-def _hand_down_hosts(run: Run, after: dict[str, Any]) -> None:
+def _hand_down_hosts(run: Run, below: list[Run] | None) -> None:
     """A run's ``allowed_hosts`` changed (a person's patch: an agent's cannot): the runs its
     ``workflow`` nodes started, and theirs, run under the new lists from their next node on
-    (``Run.hosts_above``, read by each claim), as a child started now would (``run_workflow``)."""
-    below = runs_below_locked(run.pk)  # the deepest first: handed down from the top
+    (``Run.hosts_above``, read by each claim); a child started after this commits reads them
+    (``run_workflow``, under the run's lock). ``below`` was locked before the run; a child started
+    between that and the run's lock would be locked after its parent, against the order every other
+    change keeps (agents.budget's): the patch is refused, to be sent again."""
+    if below is None or {str(pk) for pk in runs_below(run.pk)} - {str(r.pk) for r in below}:
+        raise Conflict("a sub-workflow of this run started while the patch waited for it: send the patch again",
+                       code="run_busy", extra={"rule": "runs_below_changed"})
     metadata = dict(Artifact.objects.filter(pk__in={r.current_artifact_id for r in below})
                     .values_list("pk", "content__metadata"))
-    lists = {str(run.pk): egress.binding(after.get("metadata"), run.hosts_above)}
-    for child in reversed(below):
+    lists = {str(run.pk): run_hosts(run.pk)}
+    for child in reversed(below):  # the deepest first: handed down from the top
         if str(child.within) not in lists:
             continue  # its parent ended (a child outlives it only while being cancelled)
         hosts = [list(patterns) for patterns in lists[str(child.within)]] or None
