@@ -13,7 +13,7 @@ or with more than ``AOB_WEB_HEADERS_MAX`` headers is answered 431, and a head no
 byte of it came, the connection is closed). ``python -m aob.web`` (aob/web.py) runs uvicorn with it.
 
 A fourth bound is on connections: at most ``AOB_WEB_CONNECTIONS_PER_ADDRESS`` open at once from one
-client address in a web process, WebSockets included (``Peers``; ``CountedWebSocket`` gives an
+client address (an IPv6 one's /64) in a web process, WebSockets included (``Peers``; ``CountedWebSocket`` gives an
 upgraded connection's place back when it ends). Each connection holds a file descriptor and the
 bounds above let each hold one for seconds: one address opening thousands would leave the process
 none to accept anyone else's. One over is answered 429 and closed before anything of it is read.
@@ -25,6 +25,7 @@ docs/PERFORMANCE.md, "Tried").
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from typing import Any
@@ -67,15 +68,29 @@ class Peers:
         count = self.open.pop(address, 0) - 1
         if count > 0:
             self.open[address] = count
-        self.over.discard(address)
+        else:
+            self.over.discard(address)  # logged again only after it held nothing
 
 
 PEERS = Peers()
 
 
 def _address(transport: asyncio.BaseTransport) -> str | None:
+    """Whose place a connection takes: its IPv4 address (an IPv4-mapped IPv6 one too), or its IPv6
+    address's /64, which one host or site is given whole (one address each would let it open as many
+    as it has addresses); None for a Unix socket."""
     peer = transport.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple | list) and peer else None  # None: a Unix socket
+    if not isinstance(peer, tuple | list) or not peer:
+        return None
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return str(peer[0])
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class HeadBoundedProtocol(HttpToolsProtocol):
@@ -116,6 +131,8 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         upgraded = self.transport.get_protocol()
         if isinstance(upgraded, CountedWebSocket):  # its end gives the place back, not ours (never called now)
             upgraded.peer, self.peer = self.peer, None
+        else:  # another WebSocket protocol (aob/web.py sets ours): uncounted from here, never held for ever
+            self._give_back()
 
     def _give_back(self) -> None:
         if self.peer is not None:

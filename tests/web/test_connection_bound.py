@@ -134,3 +134,27 @@ def test_a_flood_from_one_address_leaves_others_served(stack_env: dict[str, str]
         assert served is bool(bound), f"another address {'was not' if bound else 'was'} served"
     finally:
         proc.stop()
+
+
+class _Peer:
+    """What asyncio's transport says of its peer (the one thing ``_address`` asks)."""
+
+    def __init__(self, peername: object) -> None:
+        self.peername = peername
+
+    def get_extra_info(self, name: str) -> object:
+        return self.peername if name == "peername" else None
+
+
+@pytest.mark.parametrize(("peername", "place"), [
+    (("203.0.113.7", 50000), "203.0.113.7"),
+    (("::ffff:203.0.113.7", 50000, 0, 0), "203.0.113.7"),  # the same host over a dual-stack socket
+    (("2001:db8:1:2::1", 50000, 0, 0), "2001:db8:1:2::/64"),
+    (("2001:db8:1:2:ffff:ffff:ffff:ffff", 50000, 0, 0), "2001:db8:1:2::/64"),  # one host holds its /64 whole
+    (("fe80::1%eth0", 50000, 0, 2), "fe80::/64"),
+    ("/run/aob.sock", None),  # a Unix socket: no address
+])
+def test_a_place_is_an_ipv4_address_or_an_ipv6_64(peername: object, place: str | None) -> None:
+    from aob_project.http_head import _address
+
+    assert _address(_Peer(peername)) == place  # type: ignore[arg-type]
