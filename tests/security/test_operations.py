@@ -184,6 +184,7 @@ def test_compose_flower_requires_basic_auth():
     ("ops:s3cret,", [], "every login is user:password"),  # the empty entry lets the header "Basic !" in
     ("ops:", [], "every login is user:password"),
     ("ops:s3cret", ["--basic-auth=:"], "from FLOWER_BASIC_AUTH only"),
+    ("ops:s3cret", ["-basic_auth=:"], "from FLOWER_BASIC_AUTH only"),  # tornado reads any dashes, _ as -
 ])
 def test_flower_never_starts_with_logins_that_let_anyone_in(logins: str, args: list[str], named: str) -> None:
     """docker-compose could check only that FLOWER_BASIC_AUTH was set (a trailing comma opened
@@ -194,6 +195,18 @@ def test_flower_never_starts_with_logins_that_let_anyone_in(logins: str, args: l
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and named in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_flowers_login_may_come_from_the_env_file(tmp_path: Path) -> None:
+    """As every setting may: the check reads ``.env`` (the environment wins), then hands over to
+    Flower, which here stops at its own parse of a port that is not one."""
+    (tmp_path / ".env").write_text("FLOWER_BASIC_AUTH=ops:s3cret\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")} | {
+        "AOB_ENV_FILE": str(tmp_path / ".env")}
+    result = subprocess.run([sys.executable, "-m", "aob.flower", "--port=not-a-port"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert "FLOWER_BASIC_AUTH" not in result.stderr, result.stderr  # judged and passed
+    assert result.returncode != 0 and "port" in (result.stderr + result.stdout).lower(), result.stderr
 
 
 @pytest.mark.django_db
