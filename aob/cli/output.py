@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from aob.text import ESCAPES
+
 PRETTY = "pretty"
 JSON = "json"
 MODES = (PRETTY, JSON)
@@ -20,13 +22,11 @@ MODES = (PRETTY, JSON)
 # patch description): a terminal must get it as text, never as controls. C0 controls but the line
 # break and the tab, DEL and C1 controls are written escaped (ESC, BEL and CSI were enough to set an
 # approver's clipboard through OSC 52, and a line break in a cell drew a forged row of the inbox).
-# So are Unicode's bidirectional controls (embeddings, overrides, isolates, marks): a right-to-left
-# override shows the text after it reversed, so a message could show a word its bytes do not hold.
-_BIDI = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)} | {
-    c: f"\\u{c:04x}" for c in _BIDI}
+# So are Unicode's bidirectional controls (aob.text: a right-to-left override shows the text after
+# it reversed, so a message could show a word its bytes do not hold).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)} | ESCAPES
 _IN_A_CELL = {**_CONTROLS, 0x09: "\\t", 0x0A: "\\n"}
-_ESCAPED_IN_JSON = {c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), *_BIDI)}  # json.dumps escapes C0 itself
+_ESCAPED_IN_JSON = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)} | ESCAPES  # json.dumps escapes C0 itself
 
 
 def printable(text: str, *, lines: bool = True) -> str:

@@ -19,6 +19,7 @@ from django.utils.http import http_date
 from django.views.static import was_modified_since
 from rest_framework.request import Request
 
+from aob.text import shown
 from aob_project.exceptions import AobError, NotFound
 from workflows import selectors, visibility
 from workflows.api.filters import CheckedFilterBackend, KeysetPagination, RunFilter, WorkflowFilter
@@ -164,7 +165,7 @@ def _run_row(run: Run) -> dict[str, Any]:
     error = run.error if isinstance(run.error, dict) else ({"message": str(run.error)} if run.error else None)
     return {"pk": run.pk, "tag": run.tag, "status": run.status, "created_at": run.created_at,
             "finished_at": run.finished_at, "duration": fmt_ms(run_duration_ms(run)),
-            "error": (error or {}).get("message", ""), "error_node": (error or {}).get("node_id", ""),
+            "error": shown(str((error or {}).get("message", ""))), "error_node": (error or {}).get("node_id", ""),
             "owner": run.owner.username}
 
 

@@ -89,14 +89,15 @@ export async function api(path, { method = "GET", body } = {}) {
 }
 
 export function errorText(err) {
-  if (err instanceof ApiError) return err.detail ? `${err.message} (${err.detail})` : err.message;
-  return String(err && err.message ? err.message : err);
+  if (err instanceof ApiError) return shown(err.detail ? `${err.message} (${err.detail})` : err.message);
+  return shown(String(err && err.message ? err.message : err));
 }
 
 // Text on these pages is often someone else's (a gate's message, an agent's patch description, a
 // remote's error): Unicode's bidirectional controls in it (embeddings, overrides, isolates, marks)
-// are shown as their escapes, as the CLI writes them (aob/cli/output.py), since a right-to-left
-// override shows "$10000" for the characters "00001$". Every text node the helpers below make is this.
+// are shown as their escapes, as the CLI and the server-drawn cells write them (aob/text.py, whose
+// list this copies: tests/web/test_bidi.py compares them), since a right-to-left override shows
+// "$10000" for the characters "00001$". Every text node the helpers below make is this.
 const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 export function shown(value) {

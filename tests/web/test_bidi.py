@@ -1,0 +1,38 @@
+"""Unicode's bidirectional controls are shown as escapes wherever someone else's words are drawn:
+the pages' script keeps a copy of the one list (``aob/text.py``), compared here with it, and the
+cells the server draws use the list itself (the script's side: tests/web/test_hostile_pages.py; the
+CLI's: tests/cli/test_output_safety.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from aob.text import BIDI
+from tests.conftest import stored_run
+from tests.support.stack import ROOT
+from workflows.models import Run
+
+
+def test_the_pages_script_escapes_the_same_controls_as_the_server_and_the_cli() -> None:
+    script = (ROOT / "workflows/static/aob/api.js").read_text()
+    (pattern,) = re.findall(r"^const BIDI = /\[([^\]]+)\]/g;$", script, flags=re.MULTILINE)
+    listed: set[int] = set()
+    for low, high in re.findall(r"\\u([0-9a-f]{4})(?:-\\u([0-9a-f]{4}))?", pattern):
+        listed.update(range(int(low, 16), int(high or low, 16) + 1))
+    assert listed == set(BIDI)
+    assert {0x202E, 0x2066, 0x200F} <= listed  # an override, an isolate and a mark at least
+
+
+@pytest.mark.django_db
+def test_a_run_s_error_in_the_runs_list_is_drawn_with_its_controls_escaped(client: Any, make_user: Any) -> None:
+    owner = make_user("bidi")
+    run = stored_run(owner)
+    Run.objects.filter(pk=run.pk).update(status="failed", error={"message": "refund \u202e00001$\u202c failed",
+                                                                 "node_id": "pay"})
+    client.force_login(owner)
+    page = client.get("/runs/").content.decode()
+    assert "\u202e" not in page and "\u202c" not in page
+    assert "refund \\u202e00001$\\u202c failed" in page
