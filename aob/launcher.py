@@ -469,7 +469,12 @@ def flower_logins(environ: Mapping[str, str]) -> str | None:
     a request's header decodes to, and a header can decode to nothing (``Basic !``): an empty
     entry, or one without a user or a password, would let anyone in.
     """
-    given = (environ.get("FLOWER_BASIC_AUTH") or "").strip()
+    return judged_flower_logins(environ.get("FLOWER_BASIC_AUTH") or "")
+
+
+def judged_flower_logins(given: str) -> str | None:
+    """``flower_logins``'s rule on a value (the variable, or what Flower ends up with: aob.flower)."""
+    given = given.strip()
     if not given:
         return None
     for entry in given.split(","):

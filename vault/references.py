@@ -33,7 +33,7 @@ from urllib.parse import quote, quote_plus
 from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
 
 NAME = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
-NAME_RE = re.compile(rf"^{NAME}$")
+NAME_RE = re.compile(rf"^{NAME}\Z")
 REFERENCE = re.compile(rf"\$\{{\s*\$?secrets\.({NAME})\s*\}}|\$secrets\.({NAME})")
 
 

@@ -185,14 +185,23 @@ def test_compose_flower_requires_basic_auth():
     ("ops:", [], "every login is user:password"),
     ("ops:s3cret", ["--basic-auth=:"], "from FLOWER_BASIC_AUTH only"),
     ("ops:s3cret", ["-basic_auth=:"], "from FLOWER_BASIC_AUTH only"),  # tornado reads any dashes, _ as -
+    # what Flower itself reads after the variable: another spelling of it, a config file
+    ("ops:s3cret", ["FLOWER_basic_auth="], "FLOWER_BASIC_AUTH is empty"),
+    ("ops:s3cret", ["--conf={conf}"], "FLOWER_BASIC_AUTH is empty"),
 ])
-def test_flower_never_starts_with_logins_that_let_anyone_in(logins: str, args: list[str], named: str) -> None:
+def test_flower_never_starts_with_logins_that_let_anyone_in(logins: str, args: list[str], named: str,
+                                                            tmp_path: Path) -> None:
     """docker-compose could check only that FLOWER_BASIC_AUTH was set (a trailing comma opened
     Flower to ``Basic !``); ``python -m aob.flower``, which compose and `make up` start, judges it with
-    `make up`'s rule before Flower starts (`make up` with its own login: tests/test_quickstart.py)."""
+    `make up`'s rule before Flower starts, and what Flower read once it has (`make up` with its own
+    login: tests/test_quickstart.py)."""
+    conf = tmp_path / "flowerconfig.py"
+    conf.write_text("basic_auth = ['']\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")} | {"FLOWER_BASIC_AUTH": logins}
-    result = subprocess.run([sys.executable, "-m", "aob.flower", "--port=1", *args], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    env |= dict(arg.split("=", 1) for arg in args if arg.startswith("FLOWER_"))
+    argv = [arg.format(conf=conf) for arg in args if not arg.startswith("FLOWER_")]
+    result = subprocess.run([sys.executable, "-m", "aob.flower", "--port=1", *argv], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and named in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
 
