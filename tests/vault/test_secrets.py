@@ -109,6 +109,18 @@ def test_secrets_are_write_only_and_encrypted_at_rest(api, user):
 
 
 @pytest.mark.django_db
+def test_a_secret_named_with_a_final_line_break_is_refused(user):
+    """No reference can name ``X\\n`` (the pattern's ``$`` let it through; the admin and the CLI
+    call the service with any text)."""
+    from vault.exceptions import SecretInvalid
+    from vault.services import secret_set
+
+    with pytest.raises(SecretInvalid) as refused:
+        secret_set(owner=user, name="TOKEN\n", value=VALUE)
+    assert refused.value.extra == {"field": "name", "rule": "pattern"}
+
+
+@pytest.mark.django_db
 def test_an_agent_may_not_add_a_node_that_sends_a_secret(user):
     from workflows.services.patches import PatchRejected
     from workflows.services.patches.policy import Proposer, RunState, judge
