@@ -13,6 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
 from aob_project.compiled import PROBE_TEXT, CompiledRead
+from workflows.services.users import token_revoke
 
 SCHEMES = (b"token", b"bearer")
 
@@ -56,7 +57,7 @@ def token_ends_with_account(sender: Any, instance: User, **kwargs: Any) -> None:
     fields = kwargs.get("update_fields")
     if instance.is_active or (fields is not None and "is_active" not in fields):
         return
-    Token.objects.filter(user_id=instance.pk).delete()
+    token_revoke(user_id=instance.pk, why="deactivated")
 
 
 class _AsToken:

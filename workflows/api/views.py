@@ -29,7 +29,7 @@ from workflows import ratelimit, results, selectors
 from workflows.definition.validation import validate, workflow_schema
 from workflows.engine.sweeper import sweeper_health
 from workflows.models import Run, Workflow
-from workflows.services import definitions, idempotency, patches, runs
+from workflows.services import definitions, idempotency, patches, runs, users
 
 from . import filters
 from . import serializers as s
@@ -76,7 +76,7 @@ class TokenView(APIView):
 
     @extend_schema(request=None, responses={204: None, 401: s.ErrorOut, 429: s.ErrorOut})
     def delete(self, request: Request) -> Response:
-        Token.objects.filter(user=request.user).delete()
+        users.token_revoke(user_id=request.user.pk, why="revoked")
         return Response(status=204)
 
     @extend_schema(request=s.TokenIn, responses={200: s.TokenOut, 400: s.ErrorOut, 401: s.ErrorOut, 429: s.ErrorOut})

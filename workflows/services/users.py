@@ -1,14 +1,19 @@
 """Users as AOB makes them outside the admin (``manage.py aob_create_user``, ``aob_demo``): a new
 one's username is judged as the admin's form judges it (the field's own rules, then
-``workflows.approvers``)."""
+``workflows.approvers``); and the end of a user's API token."""
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from rest_framework.authtoken.models import Token
 
 from aob_project.exceptions import ValidationFailed
 from workflows.approvers import validate_username
+
+logger = logging.getLogger(__name__)
 
 
 def user_get_or_create(*, username: str) -> tuple[User, bool]:
@@ -29,3 +34,14 @@ def user_get_or_create(*, username: str) -> tuple[User, bool]:
         raise ValidationFailed(" ".join(exc.messages), code=exc.code,
                                extra={"field": "username"}) from None
     return User.objects.get_or_create(username=username)
+
+
+def token_revoke(*, user_id: int, why: str) -> bool:
+    """The user's API token deleted: every client holding it is refused from its next request (no
+    token is cached) and its open sockets at their next check; signing in again makes a new one.
+    ``why``: ``revoked`` (the user's own ``DELETE /auth/token``) or ``deactivated``. Whether there
+    was one."""
+    deleted, _ = Token.objects.filter(user_id=user_id).delete()
+    if deleted:
+        logger.info("auth.token_revoked", extra={"user_id": user_id, "why": why})
+    return bool(deleted)
