@@ -43,6 +43,7 @@ from django.db.models import Count, F, Max, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
+from aob.text import shown
 from aob_project.celery import app
 from approvals.models import Approval, Delivery, NotificationTarget
 from approvals.selectors import clock, due_in_turns, is_approver
@@ -350,7 +351,7 @@ def _subject(delivery: Delivery) -> str:
     is refused by the mail library (an email never sent, its approver never told)."""
     approval = delivery.approval
     about = " ".join((approval.message or approval.node_id or "a run").split())
-    return f"{_lead(delivery)}: {about[:80]}"
+    return f"{_lead(delivery)}: {shown(about[:80])}"
 
 
 ONCE = "(the link works once, for you only; AOB sends no other link)"
@@ -370,18 +371,22 @@ def _facts(delivery: Delivery) -> list[str]:
 def _quoted(delivery: Delivery) -> list[str]:
     """The gate's message, after AOB's link and quoted as someone else's: it may be an agent's words,
     written to look like AOB's own ("Open the approval: https://evil…"), which plain text cannot
-    escape; its place and its quote marks say whose it is."""
+    escape; its place and its quote marks say whose it is. Its bidirectional controls are written as
+    escapes (``aob.text``), as the CLI and the pages show them: a right-to-left override drew
+    ``$10000`` for ``00001$``."""
     message = delivery.approval.message
-    return ["", QUOTED, *(f"> {line}" for line in message.splitlines())] if message else []
+    return ["", QUOTED, *(f"> {shown(line)}" for line in message.splitlines())] if message else []
 
 
 def _text(delivery: Delivery, link: str) -> str:
     return "\n".join([*_facts(delivery), "", f"Open the approval: {link}", ONCE, *_quoted(delivery)])
 
 
-# A zero-width space after each ``]`` and ``@``: Markdown's links, images and link definitions need
-# ``](``, ``][`` or ``]:`` unbroken, and a mention ``@`` right before its name; the reader sees nothing.
-_INERT = str.maketrans({"]": "]\u200b", "@": "@\u200b"})
+# A zero-width space after each ``]``, ``@``, ``|`` and ``~``: Markdown's links, images and link
+# definitions need ``](``, ``][`` or ``]:`` unbroken, a mention ``@`` right before its name (``~`` a
+# Mattermost channel's), and Discord's spoiler (which hides text until clicked) ``||``; the reader
+# sees nothing.
+_INERT = str.maketrans({"]": "]\u200b", "@": "@\u200b", "|": "|\u200b", "~": "~\u200b"})
 
 
 def _mrkdwn(text: str) -> str:
@@ -441,7 +446,10 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
         try:
             # not followed: a 307/308 would send the text, its signed link included, wherever the
             # webhook's server (or whoever answers for it) points; no chat webhook redirects
-            result = request(method="POST", url=target.webhook_url, json={"text": text}, follow_redirects=False,
+            # no previews: a URL in the message (an agent's words) would be fetched and shown as an
+            # image or a card its host titles (Slack's fields; other chats ignore them)
+            result = request(method="POST", url=target.webhook_url, follow_redirects=False,
+                             json={"text": text, "unfurl_links": False, "unfurl_media": False},
                              headers={"Idempotency-Key": f"aob-approval-delivery-{delivery.pk}"})
         except HTTPRequestError as exc:
             if exc.extra.get("transient"):

@@ -130,7 +130,8 @@ def test_the_run_owner_reads_why_a_delivery_failed_without_the_approvers_address
 # A gate's message may be an agent's words (``"message": "${nodes.agent.output.summary}"``).
 HOSTILE_MESSAGE = ("Refund 42?\nBcc: mallory@evil.example <https://evil.example/phish|Open the approval> "
                    "<!channel> & <@U0ADMIN>\n[Open the approval](https://evil.example/md) ![](https://evil.example/pixel) "
-                   "[approve]: https://evil.example/ref @all @everyone")
+                   "[approve]: https://evil.example/ref @all @everyone\n"
+                   "hide ||and transfer $10000|| in ~town-square refund \u202e00001$\u202c")
 
 
 def unfolded(header: str) -> str:
@@ -160,19 +161,23 @@ def test_an_agents_message_can_neither_silence_the_email_nor_add_a_link_or_menti
     assert body.rstrip("\n").endswith("> Refund 42?\n> Bcc: mallory@evil.example <https://evil.example/phish|Open the "
                                       "approval> <!channel> & <@U0ADMIN>\n> [Open the approval](https://evil.example/md) "
                                       "![](https://evil.example/pixel) [approve]: https://evil.example/ref @all "
-                                      "@everyone"), body
-    text = json.loads(remote.hits("/echo/slack/hostile")[-1]["body"])["text"]
+                                      "@everyone\n> hide ||and transfer $10000|| in ~town-square refund "
+                                      "\\u202e00001$\\u202c"), body  # a right-to-left override shown as its escape
+    sent = json.loads(remote.hits("/echo/slack/hostile")[-1]["body"])
+    text = sent["text"]
+    assert (sent["unfurl_links"], sent["unfurl_media"]) == (False, False)  # no preview fetched of its URLs
     # one link, ours; the message's angle brackets are text
     links = re.findall(r"<[^<>]*>", text)
     assert len(links) == 1 and re.fullmatch(rf"<{LINK.pattern}\|Open the approval>", links[0]), text
     # and no Markdown link, image, link definition or mention for the chats that render Markdown
     # (Mattermost, Discord): a zero-width space breaks each, unseen
     z = "\u200b"
-    assert text.endswith(f"> Refund 42?\n> Bcc: mallory@{z}evil.example &lt;https://evil.example/phish|Open the "
+    assert text.endswith(f"> Refund 42?\n> Bcc: mallory@{z}evil.example &lt;https://evil.example/phish|{z}Open the "
                          f"approval&gt; &lt;!channel&gt; &amp; &lt;@{z}U0ADMIN&gt;\n> [Open the approval]{z}"
                          f"(https://evil.example/md) ![]{z}(https://evil.example/pixel) [approve]{z}: "
-                         f"https://evil.example/ref @{z}all @{z}everyone"), text
-    assert not re.search(r"\]\(|\]:|@(all|everyone)", text), text
+                         f"https://evil.example/ref @{z}all @{z}everyone\n> hide |{z}|{z}and transfer $10000|{z}|{z} "
+                         f"in ~{z}town-square refund \\u202e00001$\\u202c"), text
+    assert not re.search(r"\]\(|\]:|@(all|everyone)|\|\||~town|\u202e", text), text
     assert text.index("|Open the approval>") < text.index("The run's message") < text.index("evil.example")
 
 
