@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 
 from aob.text import BIDI
 from tests.conftest import stored_run
@@ -36,3 +37,29 @@ def test_a_run_s_error_in_the_runs_list_is_drawn_with_its_controls_escaped(clien
     page = client.get("/runs/").content.decode()
     assert "\u202e" not in page and "\u202c" not in page
     assert "refund \\u202e00001$\\u202c failed" in page
+
+
+@pytest.mark.browser
+def test_the_editor_shows_a_definitions_controls_as_json_escapes_and_reads_back_the_same_value(web: str) -> None:
+    """CodeMirror marks some bidirectional controls but not an embedding (U+202B), which drew
+    ``100 to 200`` as ``200 to 100`` in the definition's JSON: the text the editor gets writes each as
+    JSON's own escape, the same string read back."""
+    import json
+
+    from playwright.sync_api import expect
+
+    from tests.web.browsing import PASSWORD, chromium_page, log_in
+    from workflows.services.definitions import workflow_save
+
+    user = User.objects.create_user("bidi-editor", password=PASSWORD)
+    message = "pay \u202b100 to 200\u202c now"
+    definition = {"nodes": [{"id": "say", "type": "transform", "config": {"expression": f'"{message}"'}}],
+                  "edges": []}
+    workflow_save(owner=user, tag="bidi", definition=definition)
+    with chromium_page("web-bidi-editor-failure.png") as (page, problems):
+        log_in(page, web, "bidi-editor", "/workflows/bidi/")
+        expect(page.locator("#validation")).to_contain_text("Valid")
+        text = page.locator("#definition").input_value()
+        assert "\u202b" not in text and "\\u202b100 to 200\\u202c" in text, text
+        assert json.loads(text)["nodes"][0]["config"]["expression"] == f'"{message}"'  # the same value
+    assert problems == []

@@ -1,7 +1,7 @@
 // The workflow page: the visual builder and the JSON view side by side, kept equal (an edit in
 // either redraws the other), validated as you type (debounced, POST /workflows/validate) with each
 // problem shown beside its node; versions, recent runs and a run button with an inputs form.
-import { api, ApiError, authoringOrder, badge, el, errorText, pageData, parseJson, pretty, setChildren, showAlert, stringifyJson,
+import { api, ApiError, authoringOrder, badge, el, errorText, pageData, parseJson, pretty, setChildren, showAlert, shown, stringifyJson,
   takeOver, timeEl } from "./api.js";
 import { Builder } from "./builder.js";
 import { mountJsonEditor } from "./editor.js";
@@ -53,9 +53,11 @@ function drawGraph(definition) {
   $("llm-note").hidden = page.llm_configured || !hasAgent(definition);
 }
 
-// Indented JSON in authoring order, each [x, y] of metadata.layout on one line.
+// Indented JSON in authoring order, each [x, y] of metadata.layout on one line; bidirectional
+// controls (only ever inside its strings) written as JSON's own escapes (shown), the same value
+// read back, so the editor never draws a string reordered (CodeMirror marks some of them, not all).
 function prettyDefinition(definition) {
-  return pretty(authoringOrder(definition)).replace(/\[\s+(-?[\d.]+),\s+(-?[\d.]+)\s+\]/g, "[$1, $2]");
+  return shown(pretty(authoringOrder(definition)).replace(/\[\s+(-?[\d.]+),\s+(-?[\d.]+)\s+\]/g, "[$1, $2]"));
 }
 
 // The builder changed the definition: the JSON view follows, then validation.
