@@ -12,14 +12,16 @@ or with more than ``AOB_WEB_HEADERS_MAX`` headers is answered 431, and a head no
 ``AOB_WEB_HEAD_READ_S`` of the connection's start or of its first byte is answered 408 (or, if no
 byte of it came, the connection is closed). ``python -m aob.web`` (aob/web.py) runs uvicorn with it.
 
-A fourth bound is on connections: at most ``AOB_WEB_CONNECTIONS_PER_ADDRESS`` open at once from one
-client address (an IPv6 one's /64) in a web process, WebSockets included (``Peers``; ``CountedWebSocket`` gives an
-upgraded connection's place back when it ends). Each connection holds a file descriptor and the
-bounds above let each hold one for seconds: one address opening thousands would leave the process
-none to accept anyone else's. One over is answered 429 and closed before anything of it is read.
 Chosen over uvicorn's ``--http h11`` and its ``h11_max_incomplete_event_size``: h11 bounds the bytes
 only (neither the count nor the time) and took about 0.2 ms more a request (measured in
 docs/PERFORMANCE.md, "Tried").
+
+A fourth bound is on connections: at most ``AOB_WEB_CONNECTIONS_PER_ADDRESS`` open at once from one
+client address (an IPv6 one's /64) in a web process, WebSockets included (``Peers``;
+``CountedWebSocket`` gives an upgraded connection's place back when it ends). Each connection holds
+a file descriptor and the bounds above let each hold one for seconds: one address opening thousands
+would leave the process none to accept anyone else's. One over is answered 429 and closed before
+anything of it is read.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Peers:
 
     def __init__(self) -> None:
         self.open: dict[str, int] = {}
-        self.over: set[str] = set()  # addresses refused since they were last under the bound: logged once
+        self.over: set[str] = set()  # addresses refused since they last held nothing: logged once
 
     def take(self, address: str, limit: int) -> bool:
         count = self.open.get(address, 0)
