@@ -5,7 +5,8 @@ stateful phase walk from a new workflow to its versions and runs, from a run to 
 timeline, and from the approvals list to deciding one; the HAR report shows that it did.
 
 The only configuration is ``tests/security/schemathesis.toml``: the operations whose bodies obey
-rules a JSON Schema cannot say may answer a schema-valid body with 400. Examples per operation are
+rules a JSON Schema cannot say may answer a schema-valid body with 400, and ``DELETE /auth/token``
+(which would revoke the run's own token) is not run. Examples per operation are
 bounded (``EXAMPLES``) to keep ``make test`` short."""
 
 from __future__ import annotations
