@@ -6,20 +6,17 @@ anyone in.
 Flower can revoke tasks, send any task and shut workers down. It reads its logins from
 ``FLOWER_BASIC_AUTH``, splits them at commas and compares each with what a request's header decodes
 to, so an empty entry (a trailing comma) let in the header ``Basic !``; unset, it asks no login at
-all. The logins are judged (``aob.launcher.judged_flower_logins``, the one rule) before Flower
-starts, in the variable and again in what Flower itself read (its ``FLOWER_*`` variables in any
-case, a config file, the command line), in this process: Flower does not start on logins that fail.
+all. The logins are judged (``aob.launcher.judged_flower_logins``, the one rule) in what Flower
+itself read (the variable, its other ``FLOWER_*`` variables in any case, a config file, the command
+line), in this process, before it serves: Flower does not start on logins that fail.
 ``--basic-auth`` cannot be given in any spelling Flower reads (``ps`` shows a command line).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from aob.launcher import LaunchError, flower_logins, judged_flower_logins
+from aob.launcher import LaunchError, judged_flower_logins
 from aob_project.dotenv import load_dotenv
 
 PROG = "python -m aob.flower"
@@ -31,30 +28,25 @@ def _option(arg: str) -> str:
     return arg.split("=", 1)[0].lstrip("-").replace("_", "-").lower()
 
 
-def argv_for(args: list[str], environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """Celery's command line for Flower with the operator's options, once the logins are judged."""
+def argv_for(args: list[str]) -> list[str]:
+    """Celery's command line for Flower with the operator's options; never its logins."""
     if any(arg.startswith("-") and _option(arg) == "basic-auth" for arg in args):
         raise SystemExit(f"{PROG}: the logins come from FLOWER_BASIC_AUTH only (a command line is every "
                          "local account's to read)")
-    _judge(flower_logins, environ)
     return ["celery", "-A", "aob_project", "flower", *args]
 
 
-def _judge(rule: Callable[[Any], str | None], given: Any) -> None:
+def _judge_what_flower_read() -> None:
+    """After Flower has read its options (``FLOWER_BASIC_AUTH``, its other ``FLOWER_*`` variables in
+    any case, a config file, the command line), the logins it will use, by `make up`'s rule."""
+    from tornado.options import options
+
     try:
-        logins = rule(given)
+        logins = judged_flower_logins(",".join(options.basic_auth or []))
     except LaunchError as exc:
         raise SystemExit(f"{PROG}: {exc}") from None
     if logins is None:
         raise SystemExit(f"{PROG}: FLOWER_BASIC_AUTH is empty: set it to user:password (Flower would ask no login)")
-
-
-def _judge_what_flower_read() -> None:
-    """After Flower has read its options (its ``FLOWER_*`` variables in any case, a config file, the
-    command line), the logins it will use, by the same rule: whatever set them."""
-    from tornado.options import options
-
-    _judge(judged_flower_logins, ",".join(options.basic_auth or []))
 
 
 def main(args: list[str] | None = None) -> None:
@@ -62,7 +54,7 @@ def main(args: list[str] | None = None) -> None:
     from tornado.options import options
 
     load_dotenv()  # a login kept in .env counts, as every setting there does (the environment wins)
-    sys.argv = argv_for(sys.argv[1:] if args is None else args, os.environ)
+    sys.argv = argv_for(sys.argv[1:] if args is None else args)
     options.add_parse_callback(_judge_what_flower_read)  # run by tornado after each whole parse
     celery()
 
