@@ -139,12 +139,12 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     if config.get("fail_on_status") and result.status_code >= 400:
         # "not now" (429, a 503 with Retry-After, ...) is worth the node's retry, after the answer's
         # Retry-After; an unknown outcome (500, 502, 503, 504) only where a lost attempt would be sent again
-        again = idempotency.repeats_after(result.status_code, result.headers, method, config.get("on_lost"),
-                                          bool(key_header))
-        wait = idempotency.retry_after_seconds(result.headers) if again else None
+        wait = idempotency.retry_after_seconds(result.headers)
+        again = idempotency.repeats_after(result.status_code, wait, method, config.get("on_lost"), bool(key_header))
         raise NodeFailed(f"{method} {result.url} answered {result.status_code}", code="HTTPStatusError",
                          extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None,
-                                "transient": again, **({"retry_after_seconds": wait} if wait is not None else {})})
+                                "transient": again, **({"retry_after_seconds": wait} if again and wait is not None
+                                                       else {})})
     return output
 
 

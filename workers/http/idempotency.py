@@ -57,9 +57,10 @@ OUTCOME_UNKNOWN = frozenset({500, 502, 503, 504})
 _SECONDS = re.compile(r"[0-9]{1,10}")
 
 
-def repeats_after(status: int, headers: Mapping[str, str], method: str, on_lost: str | None, key_sent: bool) -> bool:
-    """Whether a request answered ``status`` (with ``headers``) may be sent again by the node's retry."""
-    if status in NOT_NOW or (status == 503 and retry_after_seconds(headers) is not None):
+def repeats_after(status: int, retry_after: float | None, method: str, on_lost: str | None, key_sent: bool) -> bool:
+    """Whether a request answered ``status`` (with ``retry_after``: its ``retry_after_seconds``) may
+    be sent again by the node's retry."""
+    if status in NOT_NOW or (status == 503 and retry_after is not None):
         return True
     return status in OUTCOME_UNKNOWN and repeats_when_lost(method, on_lost, key_sent)
 
