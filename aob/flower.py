@@ -10,6 +10,8 @@ all. The logins are judged (``aob.launcher.judged_flower_logins``, the one rule)
 itself read (the variable, its other ``FLOWER_*`` variables in any case, a config file, the command
 line), in this process, before it serves: Flower does not start on logins that fail.
 ``--basic-auth`` cannot be given in any spelling Flower reads (``ps`` shows a command line).
+Every page asks the login, ``/metrics`` too (Flower serves it to anyone: the task names, the workers'
+host names and their load); only ``/healthcheck`` answers without one.
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ def _judge_what_flower_read() -> None:
         raise SystemExit(f"{PROG}: FLOWER_BASIC_AUTH is empty: set it to user:password (Flower would ask no login)")
 
 
+def _metrics_behind_the_login() -> None:
+    """Flower's ``/metrics`` handler is the one page (besides ``/healthcheck``) it leaves without
+    ``tornado.web.authenticated``; it gets the check every other page has."""
+    from flower.views.monitor import Metrics
+    from tornado.web import authenticated
+
+    if not getattr(Metrics.get, "__wrapped__", None):
+        Metrics.get = authenticated(Metrics.get)
+
+
 def main(args: list[str] | None = None) -> None:
     from celery.__main__ import main as celery
     from tornado.options import options
@@ -56,6 +68,7 @@ def main(args: list[str] | None = None) -> None:
     load_dotenv()  # a login kept in .env counts, as every setting there does (the environment wins)
     sys.argv = argv_for(sys.argv[1:] if args is None else args)
     options.add_parse_callback(_judge_what_flower_read)  # run by tornado after each whole parse
+    _metrics_behind_the_login()
     celery()
 
 

@@ -159,6 +159,9 @@ def test_launcher_brings_up_a_healthy_stack_and_ctrl_c_stops_all_of_it():
         assert _flower_status(flower_port, "/api/workers", "Basic !") == 401
         assert _flower_status(flower_port, "/tasks", flower_login) == 200
         assert _flower_status(flower_port, "/api/workers", flower_login) == 200
+        # its /metrics (task names, workers' hosts and load) was the one page Flower served to anyone
+        assert _flower_status(flower_port, "/metrics", None) == 401
+        assert _flower_status(flower_port, "/metrics", flower_login) == 200
         assert flower_login[1] not in cmdlines and flower_login[1] not in output.read_text()
         assert f"Flower    http://127.0.0.1:{flower_port}/  (user aob, password in " in banner
 
