@@ -19,6 +19,7 @@ from django.db.models.functions import Left
 from django.utils.html import format_html_join
 from django.utils.text import Truncator
 
+from aob.text import shown
 from aob_project.exceptions import Conflict
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
@@ -156,7 +157,7 @@ class ApprovalAdmin(BoundedListAdmin):
     list_columns = ["status", "kind", "run__tag", "node_id", "approvers", "deadline", "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
-    readonly_fields = ["run", "node_id", "kind", "status", "message", "context_pretty", "approver_list",
+    readonly_fields = ["run", "node_id", "kind", "status", "message_shown", "context_pretty", "approver_list",
                        "who_can_decide", "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout",
                        "escalate_to", "escalated", "patch", "created_at", "decided_at", "remind_at", "reminded_at", "action_digest",
                        "decisions", "deliveries", "notifications_not_sent"]
@@ -218,9 +219,15 @@ class ApprovalAdmin(BoundedListAdmin):
                     + ": it can be rejected, never approved" + read)
         return "its approvers (an active user or group member each)" + read
 
+    # the message is often an agent's words: its bidirectional controls and invisible characters
+    # drawn as escapes (``aob.text``), as every other place shows them
     @admin.display(description="message")
     def message_head(self, obj: Approval) -> str:
-        return Truncator(obj.message_cut).chars(MESSAGE_CHARS)  # type: ignore[attr-defined]  # get_queryset's
+        return shown(Truncator(obj.message_cut).chars(MESSAGE_CHARS))  # type: ignore[attr-defined]  # get_queryset's
+
+    @admin.display(description="message")
+    def message_shown(self, obj: Approval) -> str:
+        return shown(obj.message)
 
     @admin.display(description="context (inputs and upstream outputs)")
     def context_pretty(self, obj: Approval) -> str:

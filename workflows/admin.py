@@ -27,6 +27,7 @@ from django.utils.text import smart_split
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
+from aob.text import shown
 from aob_project.exceptions import AobError
 from workflows import registry
 from workflows.answers import node_value_href, run_inputs_href
@@ -43,9 +44,10 @@ def pretty_head(queryset: QuerySet, field: str, *, whole: str) -> str:
     """The JSON column ``field`` of the one row of ``queryset``, pretty-printed and cut at
     ``PRETTY_CHARS`` by the database, so the page never reads the whole value (an artifact, or an
     approval's context of every upstream output, may be hundreds of megabytes; the admin defers
-    the column). ``whole`` says where the whole value is."""
-    text = queryset.values_list(Left(Func(F(field), function="jsonb_pretty", output_field=TextField()),
-                                     PRETTY_CHARS + 1), flat=True).first() or ""
+    the column). ``whole`` says where the whole value is. Its bidirectional controls and invisible
+    characters are drawn as escapes (``aob.text``): it is often someone else's words."""
+    text = shown(queryset.values_list(Left(Func(F(field), function="jsonb_pretty", output_field=TextField()),
+                                           PRETTY_CHARS + 1), flat=True).first() or "")
     if len(text) <= PRETTY_CHARS:
         return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>", text)
     return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre><p>Cut at {} characters: the "
@@ -89,13 +91,13 @@ _CUT = "_shown_cut"
 def _cell(row: Model, field: Field) -> str:
     if hasattr(row, f"{field.name}{_CUT}"):  # the start of its JSON text (``latest_rows``)
         text = getattr(row, f"{field.name}{_CUT}")
-        return "—" if text is None else text if len(text) <= CELL_CHARS else text[:CELL_CHARS] + "…"
+        return "—" if text is None else shown(text if len(text) <= CELL_CHARS else text[:CELL_CHARS] + "…")
     value = getattr(row, field.attname)
     # a status or an event type as the API, the logs and the filters name it (not its label)
     text = str(value) if field.choices and value is not None else display_for_field(value, field, "—")
-    if isinstance(text, SafeString) or len(str(text)) <= CELL_CHARS:  # safe: a boolean's icon
+    if isinstance(text, SafeString):  # a boolean's icon
         return text
-    return str(text)[:CELL_CHARS] + "…"
+    return shown(str(text) if len(str(text)) <= CELL_CHARS else str(text)[:CELL_CHARS] + "…")
 
 
 # A changelist counts at most this many rows: past it, it says "10000+ events" and pages that far
@@ -569,12 +571,12 @@ def _node(definition: dict, node_id: str) -> dict | None:
 
 @admin.register(RunPatch)
 class RunPatchAdmin(ReadOnlyAdmin):
-    list_display = ["run", "seq", "status", "node_id", "description", "created_at"]
+    list_display = ["run", "seq", "status", "node_id", "description_shown", "created_at"]
     list_columns = ["run__tag", "seq", "status", "node_id", "description", "created_at"]
     list_filter = ["status"]
-    readonly_fields = ["run", "seq", "status", "node_id", "description", "operations_pretty", "graph_diff", "reason",
-                       "created_at", "applied_at"]
-    exclude = ["operations"]
+    readonly_fields = ["run", "seq", "status", "node_id", "description_shown", "operations_pretty", "graph_diff",
+                       "reason", "created_at", "applied_at"]
+    exclude = ["operations", "description"]
     # approve / reject of held patches: added by approvals/admin.py (the approvals app decides)
 
     def get_queryset(self, request):
@@ -582,6 +584,10 @@ class RunPatchAdmin(ReadOnlyAdmin):
         # their large columns (graph_diff reads the two definitions, bounded at save)
         return super().get_queryset(request).select_related("run", "patch_artifact").defer(
             "operations", "run__inputs", "patch_artifact__content")
+
+    @admin.display(description="description")
+    def description_shown(self, obj: RunPatch) -> str:
+        return shown(obj.description)  # an agent's words (``aob.text``)
 
     @admin.display(description="operations")
     def operations_pretty(self, obj: RunPatch) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from aob.text import ESCAPES
+from aob.text import shown
 
 PRETTY = "pretty"
 JSON = "json"
@@ -22,16 +22,17 @@ MODES = (PRETTY, JSON)
 # patch description): a terminal must get it as text, never as controls. C0 controls but the line
 # break and the tab, DEL and C1 controls are written escaped (ESC, BEL and CSI were enough to set an
 # approver's clipboard through OSC 52, and a line break in a cell drew a forged row of the inbox).
-# So are Unicode's bidirectional controls (aob.text: a right-to-left override shows the text after
-# it reversed, so a message could show a word its bytes do not hold).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)} | ESCAPES
+# So are Unicode's bidirectional controls and the characters that draw nothing (aob.text: a
+# right-to-left override shows the text after it reversed, so a message could show a word its bytes
+# do not hold; tag characters spell text a model reads and a person does not see).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
 _IN_A_CELL = {**_CONTROLS, 0x09: "\\t", 0x0A: "\\n"}
-_ESCAPED_IN_JSON = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)} | ESCAPES  # json.dumps escapes C0 itself
+_ESCAPED_IN_JSON = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps escapes C0 itself
 
 
 def printable(text: str, *, lines: bool = True) -> str:
     """``text`` with its controls escaped; ``lines``: its line breaks kept (else escaped too)."""
-    return text.translate(_CONTROLS if lines else _IN_A_CELL)
+    return shown(text).translate(_CONTROLS if lines else _IN_A_CELL)
 
 
 def echo(message: Any = "", **kwargs: Any) -> None:
@@ -40,7 +41,8 @@ def echo(message: Any = "", **kwargs: Any) -> None:
 
 
 def dumps(data: Any, *, indent: int | None = None) -> str:
-    return json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=False, default=str).translate(_ESCAPED_IN_JSON)
+    # the escapes are JSON's own: a script reads the same value
+    return shown(json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=False, default=str)).translate(_ESCAPED_IN_JSON)
 
 
 class Output:

@@ -17,15 +17,19 @@ from approvals.models import Approval
 from tests.approvals.runs import approval_of, finished, refund_flow, submit
 from tests.conftest import client_for
 from tests.web.browsing import PASSWORD, chromium_page, log_in
+from workflows.models import RunPatch
 
 pytestmark = pytest.mark.browser
 
 IMG = "<img src=x onerror=window.__pwned=1>"
 SVG = '"><svg onload=window.__pwned=2>'
-# A right-to-left override: drawn as is, "00001$" shows as "$10000"; the pages show the controls'
-# escapes instead (api.js ``shown``), as the CLI does
-SPOOF = " \u202e00001$\u202c"
-SPOOF_SHOWN = " \\u202e00001$\\u202c"
+# A right-to-left override: drawn as is, "00001$" shows as "$10000"; and tag characters, which draw
+# nothing and which a model reads as ASCII ("ok"). The pages show their escapes instead (api.js
+# ``shown``), as the CLI does
+SPOOF = " \u202e00001$\u202c\U000e006f\U000e006b"
+SPOOF_SHOWN = " \\u202e00001$\\u202c\\udb40\\udc6f\\udb40\\udc6b"
+HIDDEN = "\U000e0061\U000e0070"  # "ap" in tag characters, in the config of a node a patch adds
+HIDDEN_SHOWN = "\\udb40\\udc61\\udb40\\udc70"
 
 
 def hostile_run(owner: User) -> str:
@@ -36,7 +40,7 @@ def hostile_run(owner: User) -> str:
     patched = client_for(owner).post(f"/api/v1/runs/{run_id}/patches", {
         "description": f"tidy up {IMG}{SPOOF}",
         "operations": [{"op": "add", "path": "/nodes/-",
-                        "value": {"id": "extra", "type": "transform", "config": {"expression": "1"}}}]},
+                        "value": {"id": "extra", "type": "transform", "config": {"expression": f"'{HIDDEN}'"}}}]},
         format="json")
     assert patched.status_code == 201, patched.json()
     return run_id
@@ -55,6 +59,7 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
     run_id = hostile_run(owner)
     approval = approval_of(run_id)
     approval_id = approval.pk
+    patch_id = RunPatch.objects.get(run_id=run_id).pk
     # as the gate's park writes it when a patch changed what it guards (approvals.services.action_changed)
     Approval.objects.filter(pk=approval_id).update(context={**approval.context, "action_changed": {
         "gate_added_by_patch": False, "patches": [{"seq": 1, "node_id": "plan", "description": f"tidy up {IMG}"}],
@@ -70,6 +75,8 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
         expect(page.locator("#graph svg.dag .edge-label").first).to_have_text(f"$.approved == true || $.decision == '{SVG}'")
         page.get_by_role("tab", name="Patches").click()
         expect(page.locator("#patches")).to_contain_text(f"tidy up {IMG}{SPOOF_SHOWN}")
+        expect(page.locator("#patches")).to_contain_text(HIDDEN_SHOWN)  # an added node's words too
+        assert "\U000e0061" not in page.locator("#patches").inner_text()
         page.get_by_role("tab", name="Events").click()
         expect(page.locator("#events")).to_contain_text(f"tidy up {IMG}")
         assert_inert(page)
@@ -81,7 +88,14 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
         assert_inert(page)
 
         page.goto(f"{web}/admin/approvals/approval/{approval_id}/change/")
-        expect(page.locator("#content")).to_contain_text(f"Refund 42 to {IMG}")
+        expect(page.locator("#content")).to_contain_text(f"Refund 42 to {IMG}{SPOOF_SHOWN}?")  # the message
+        expect(page.locator("#content")).to_contain_text(f'"customer": "{IMG}{SPOOF_SHOWN}"')  # the context
+        assert "\U000e006f" not in page.locator("#content").inner_text()
+        assert_inert(page)
+        page.goto(f"{web}/admin/workflows/runpatch/{patch_id}/change/")
+        expect(page.locator("#content")).to_contain_text(f"tidy up {IMG}{SPOOF_SHOWN}")
+        expect(page.locator("#content")).to_contain_text(HIDDEN_SHOWN)
+        assert "\U000e0061" not in page.locator("#content").inner_text()
         assert_inert(page)
 
         page.goto(f"{web}/approvals/{approval_id}/")

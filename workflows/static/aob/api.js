@@ -93,15 +93,27 @@ export function errorText(err) {
   return shown(String(err && err.message ? err.message : err));
 }
 
-// Text on these pages is often someone else's (a gate's message, an agent's patch description, a
-// remote's error): Unicode's bidirectional controls in it (embeddings, overrides, isolates, marks)
-// are shown as their escapes, as the CLI and the server-drawn cells write them (aob/text.py, whose
-// list this copies: tests/web/test_bidi.py compares them), since a right-to-left override shows
-// "$10000" for the characters "00001$". Every text node the helpers below make is this.
-const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+// Text on these pages is often someone else's (a gate's message, an agent's patch description or
+// operations, a remote's error): Unicode's bidirectional controls in it (embeddings, overrides,
+// isolates, marks) and the characters that draw nothing are shown as JSON's escapes, as the CLI
+// and the server-drawn cells write them (aob/text.py, whose lists this copies: tests/web/test_bidi.py
+// compares them), since a right-to-left override shows "$10000" for the characters "00001$", and
+// tag characters spell text a model reads and a person does not see. A subdivision flag (a black
+// flag, tag characters, the cancel tag) is shown as the flag it is. Every text node the helpers
+// below make is this.
+const FLAG = /\u{1f3f4}[\u{e0020}-\u{e007e}]+\u{e007f}/u;
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
+const INVISIBLE = /[\u115f\u1160\u180e\u200b\u2060-\u2064\u3164\ufeff\uffa0\u{e0000}-\u{e007f}\u{e0100}-\u{e01ef}]/u;
+const SHOWN = new RegExp(`(${FLAG.source})|${BIDI.source}|${INVISIBLE.source}`, "gu");
+
+function escaped(char) {
+  let out = "";
+  for (let i = 0; i < char.length; i += 1) out += `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`;
+  return out;
+}
 
 export function shown(value) {
-  return String(value).replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return String(value).replace(SHOWN, (char, flag) => flag || escaped(char));
 }
 
 export function textNode(value) {
