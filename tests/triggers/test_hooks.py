@@ -30,7 +30,7 @@ def make_hook(api: APIClient, user, **extra) -> dict:
     return response.json()
 
 
-def deliver(hook: dict, body: dict | bytes, *, secret: str | None = None, timestamp: int | None = None,
+def deliver(hook: dict, body: dict | bytes, *, secret: str | None = None, timestamp: int | str | None = None,
             delivery: str | None = None, signature: str | None = None):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     ts = str(int(time.time()) if timestamp is None else timestamp)
@@ -79,7 +79,8 @@ def test_a_signed_webhook_starts_a_run_with_the_body_as_inputs(engine, api, user
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("tamper", ["bad_signature", "other_secret", "stale_timestamp", "future_timestamp",
-                                    "no_signature", "body_changed", "unknown_hook", "disabled_hook"])
+                                    "no_signature", "body_changed", "unknown_hook", "disabled_hook",
+                                    "huge_timestamp", "huge_timestamp_unknown_hook", "arabic_digits_timestamp"])
 def test_a_bad_signature_a_stale_timestamp_or_an_unknown_hook_starts_nothing_and_says_not_why(api, user, tamper):
     hook = make_hook(api, user)
     body = {"ref": "main"}
@@ -98,6 +99,12 @@ def test_a_bad_signature_a_stale_timestamp_or_an_unknown_hook_starts_nothing_and
         kwargs["timestamp"] = now + 330
     elif tamper == "no_signature":
         kwargs["signature"] = "sha256="
+    elif tamper.startswith("huge_timestamp"):
+        kwargs["timestamp"] = "1" + "0" * 400  # int() read it, and the float subtraction raised: a 500
+        if tamper.endswith("unknown_hook"):  # anyone's, with no hook of theirs
+            hook = {**hook, "id": "hk_doesnotexist"}
+    elif tamper == "arabic_digits_timestamp":
+        kwargs["timestamp"] = "".join(chr(0x0660 + int(d)) for d in str(now))  # int() reads these too
     elif tamper == "unknown_hook":
         hook = {**hook, "id": "hk_doesnotexist"}
     elif tamper == "disabled_hook":

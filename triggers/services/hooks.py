@@ -46,6 +46,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from aob_project import redis_client
+from aob_project.decimal_text import bounded_decimal
 from aob_project.exceptions import AobError, ValidationFailed
 from vault import crypto
 from workflows import ratelimit
@@ -401,11 +402,10 @@ def _delivered(hook: Hook, delivery_id: str, signature: str) -> Accepted | None:
 
 
 def _fresh(timestamp: str | None) -> bool:
-    try:
-        sent = int(timestamp or "")
-    except ValueError:
-        return False
-    return abs(time.time() - sent) <= settings.AOB_HOOK_TOLERANCE_S
+    """Unix seconds in ASCII digits, within the tolerance of now. Read by ``bounded_decimal``: ``int``
+    took 400 digits and the float subtraction raised (an anonymous 500)."""
+    sent = bounded_decimal(timestamp or "", 12)
+    return sent is not None and abs(time.time() - sent) <= settings.AOB_HOOK_TOLERANCE_S
 
 
 def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
