@@ -11,11 +11,12 @@ from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
 from approvals.exceptions import ApprovalNotFound
-from approvals.models import Approval, Decision
-from workflows.answers import Page
+from approvals.models import Approval, Decision, Delivery
+from workflows.answers import Page, left_out
 from workflows.approvers import approver_names, by_own_name, naming  # the one rule for whom a name asks
 from workflows.models import Run, RunPatch
 from workflows.selectors import fill_within, measured
+from workflows.services.definitions import json_size
 
 
 def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
@@ -153,24 +154,48 @@ def approvals_listed(*, user: User, status: str | None = None, run: Run | None =
     if run is not None:
         qs = qs.filter(run=run)
     # each heavy value is measured in the database and read only if it fits (``fill_page``)
-    return measured(measured(qs, "message"), "context").prefetch_related(_DECISIONS, "deliveries")
+    return measured(measured(measured(qs, "message"), "form"), "context").prefetch_related(
+        _DECISIONS, _LATEST_DELIVERIES)
 
 
 _DECISIONS = Prefetch("decisions", queryset=measured(measured(Decision.objects.all(), "comment"), "data"))
+# A list shows each approval's latest notifications (the approval's own answer shows all of them, up
+# to the run's AOB_MAX_NOTIFICATIONS_PER_RUN, each error up to 2,000 characters).
+LISTED_DELIVERIES = 5
+_LATEST_DELIVERIES = Prefetch("deliveries", to_attr="latest_deliveries",
+                              queryset=Delivery.objects.order_by("-created_at", "-id")[:LISTED_DELIVERIES])
 
 
 def fill_page(approvals: list[Approval]) -> list[Approval]:
     """A page of ``approvals_listed`` with its values read while they fit one answer's budget
-    (``AOB_DETAILS_MAX_BYTES``): the messages (what each asks), the contexts, then the decisions'
-    comments and data; past it each is a marker linking to the approval, which answers it whole
-    (``workflows.selectors.fill_within``). The instances are for answering, never for saving."""
+    (``AOB_DETAILS_MAX_BYTES``): the messages (what each asks), the approvers and whom it escalates to,
+    the forms, the contexts, the latest notifications, then the decisions' comments and data; past it
+    each is a marker linking to the approval, which answers it whole (``workflows.selectors.fill_within``;
+    the approvers and notifications, read with the page, are measured here). The instances are for
+    answering, never for saving: run ``fill_decidable``, which reads the approvers, first."""
     page = Page(settings.AOB_DETAILS_MAX_BYTES)
-    for field in ("message", "context"):
+    fill_within(approvals, "message", lambda approval: _href(approval.pk), page=page)
+    for approval in approvals:
+        for field in ("approvers", "escalate_to"):
+            _within(approval, field, getattr(approval, field), page)
+    for field in ("form", "context"):
         fill_within(approvals, field, lambda approval: _href(approval.pk), page=page)
+    for approval in approvals:
+        latest = sorted(approval.latest_deliveries, key=lambda d: (d.created_at, d.pk))  # type: ignore[attr-defined]
+        _within(approval, "deliveries_shown", latest, page,
+                size=json_size([[d.recipient, d.error] for d in latest]) + DELIVERY_FIELDS_BYTES * len(latest))
     decisions = [decision for approval in approvals for decision in approval.decisions.all()]
     for field in ("comment", "data"):
         fill_within(decisions, field, lambda decision: _href(decision.approval_id), page=page)
     return approvals
+
+
+DELIVERY_FIELDS_BYTES = 250  # a notification's answer besides its recipient and error (names, times)
+
+
+def _within(approval: Approval, field: str, value: object, page: Page, size: int | None = None) -> None:
+    size = json_size(value) if size is None else size
+    setattr(approval, field, value if page.fits(size) else left_out(size, _href(approval.pk)))
 
 
 def _href(approval_id: int) -> str:

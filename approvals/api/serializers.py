@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from approvals.models import Approval, Decision, Delivery
-from approvals.selectors import fill_decidable
+from approvals.selectors import LISTED_DELIVERIES, fill_decidable
 from approvals.services import COMMENT_MAX_CHARS
 from workflows.api.serializers import JSONBooleanField, StrictSerializer
 
@@ -29,7 +32,8 @@ class CompatDecideIn(StrictSerializer):
                                           default=None)
 
 
-# a message or a comment, and a context or a decision's data as well (approvals.selectors.fill_page)
+# a message or a comment, the approvers, whom it escalates to, a form, a context, the latest notifications or
+# a decision's data as well (approvals.selectors.fill_page)
 LEFT_OUT = ('in a list, while the page has room (AOB_DETAILS_MAX_BYTES), else {"truncated": true, "bytes", '
             '"href"} linking to the approval, which answers it whole')
 
@@ -59,7 +63,9 @@ class ApprovalOut(serializers.ModelSerializer):
     run_id = serializers.UUIDField()
     message = serializers.JSONField(help_text=f"a string; {LEFT_OUT}")
     decisions = DecisionOut(many=True, read_only=True)
-    deliveries = NotificationDeliveryOut(many=True, read_only=True)
+    deliveries = serializers.SerializerMethodField(help_text=(
+        "its notifications, oldest first (recipient, channel, reason, status, attempts, error, created_at, "
+        f"sent_at); in a list its latest {LISTED_DELIVERIES} only, {LEFT_OUT}"))
     patch_id = serializers.IntegerField(allow_null=True)
     patch = ApprovalPatchOut(allow_null=True, read_only=True, help_text=(
         "a patch approval's patch as it is now: pending_approval, applied, or rejected with the reason (an "
@@ -84,6 +90,14 @@ class ApprovalOut(serializers.ModelSerializer):
             "action moves it); a vote that sends it back (POST /approvals/{id}/decide action_digest) is refused "
             "409 action_changed when it no longer matches, so a page read before the patch cannot approve the "
             "new action. Once settled, the digest it settled on; \"\" for a patch approval")}}
+
+    @extend_schema_field({"oneOf": [{"type": "array", "items": {"type": "object", "additionalProperties": {}}},
+                                    {"type": "object", "additionalProperties": {}}]})
+    def get_deliveries(self, approval: Approval) -> Any:
+        shown = getattr(approval, "deliveries_shown", None)  # a list's, measured (selectors.fill_page)
+        if isinstance(shown, dict):
+            return shown  # the marker
+        return NotificationDeliveryOut(approval.deliveries.all() if shown is None else shown, many=True).data
 
     def get_nobody_can_decide(self, approval: Approval) -> bool:
         flag = getattr(approval, "nobody_can_decide", None)  # a list's page is filled at once

@@ -15,10 +15,11 @@ from django.db.models.functions import Cast, Length
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from approvals.models import Approval, Decision
+from approvals.models import Approval, Decision, Delivery
 from approvals.services import gate_context
 from tests.approvals.runs import approval_of, decide, parked, submit
 from tests.conftest import client_for, set_inputs, stored_run, wait_for_run
+from workflows.services.definitions import json_size
 
 PAD = "x" * 100_000  # past the default AOB_APPROVAL_CONTEXT_MAX_BYTES (64 KiB)
 API = "/api/v1"
@@ -74,9 +75,12 @@ def test_the_inbox_reads_contexts_while_they_fit_its_answer(engine: Any, user: A
     approvals = [parked(user)[1] for _ in range(3)]
     sizes = dict(Approval.objects.filter(pk__in=[a.pk for a in approvals])
                  .annotate(size=Length(Cast("context", TextField()))).values_list("pk", "size"))
-    messages = sum(len(a.message.encode()) for a in Approval.objects.filter(pk__in=[a.pk for a in approvals]))
-    # the messages are spent first (``fill_page``); then two contexts fit, not three
-    settings.AOB_DETAILS_MAX_BYTES = messages + max(sizes.values()) + min(sizes.values()) + 1
+    stored = Approval.objects.filter(pk__in=[a.pk for a in approvals])
+    messages = sum(len(a.message.encode()) for a in stored)
+    names = sum(json_size(a.approvers) + json_size(a.escalate_to) for a in stored)  # no forms here
+    # the messages, the approvers and whom each escalates to are spent first (``fill_page``); then
+    # two contexts fit, not three
+    settings.AOB_DETAILS_MAX_BYTES = messages + names + max(sizes.values()) + min(sizes.values()) + 1
     api = client_for(user)
 
     listed = api.get("/api/v1/approvals?status=pending").json()["results"]
@@ -157,3 +161,46 @@ def test_a_page_of_approvals_fits_one_answer_s_budget(user: Any, bob: Any) -> No
     assert decision["comment"]["truncated"] and decision["data"]["href"] == f"{API}/approvals/{last['id']}"
     whole = client_for(bob).get(last["message"]["href"]).json()
     assert whole["message"] == "€" * 20_000 and whole["decisions"][0]["comment"] == "c" * 10_000
+
+
+def test_a_page_of_approvals_counts_their_forms_approvers_and_notifications(user: Any, bob: Any) -> None:
+    """The forms (up to 64 KiB each), the approvers and whom each escalates to (up to 100 names of
+    150 characters each) and the notifications (up to the run's 200, each error up to 2,000
+    characters) were answered whole beside the budget of the rest (a red-team helper's finding):
+    300 gates of 62 kB forms and 100 long names answered Bob's ``limit=1000`` with 28 MB. They are
+    spent from the one budget now, a list shows an approval's latest five notifications, and what
+    does not fit is the marker linking to the approval."""
+    run = stored_run(user)
+    form = {"type": "object", "properties": {f"f{i}": {"type": "string", "description": "d" * 600}
+                                             for i in range(100)}}
+    names = ["bob", *(f"n{i:03d}" + "z" * 140 for i in range(99))]
+    approvals = Approval.objects.bulk_create([
+        Approval(run=run, node_id=f"gate{i}", approvers=names, escalate_to=names[1:], form=form, message="m")
+        for i in range(300)])
+    Delivery.objects.bulk_create([Delivery(approval=approvals[-1], recipient=f"n{i:03d}", channel="email",
+                                           status="failed", error=f"{i} " + "e" * 1990) for i in range(20)])
+
+    answer = client_for(bob).get(f"{API}/approvals?status=pending&limit=1000")
+
+    assert answer.status_code == 200
+    assert len(answer.content) <= 2 * settings.AOB_DETAILS_MAX_BYTES, f"{len(answer.content):,} bytes"
+    listed = answer.json()["results"]
+    assert len(listed) == 300 and all(a["message"] == "m" for a in listed)
+    first, last = listed[0], listed[-1]
+    assert first["approvers"] == names and first["escalate_to"] == names[1:]  # the soonest first, whole
+    for field in ("form", "approvers", "escalate_to", "deliveries"):
+        assert last[field]["truncated"] and last[field]["href"] == f"{API}/approvals/{last['id']}", field
+    # the whole approval answers all of them, and every notification
+    notified = client_for(bob).get(f"{API}/approvals/{approvals[-1].pk}").json()
+    assert notified["form"] == form and notified["approvers"] == names and len(notified["deliveries"]) == 20
+
+
+def test_a_list_shows_an_approval_s_latest_notifications_oldest_first(user: Any, bob: Any) -> None:
+    run = stored_run(user)
+    approval = Approval.objects.create(run=run, node_id="gate", approvers=["bob"], message="m")
+    Delivery.objects.bulk_create([Delivery(approval=approval, recipient="bob", channel="email", error=str(i))
+                                  for i in range(8)])
+
+    [listed] = client_for(bob).get(f"{API}/approvals?status=pending").json()["results"]
+
+    assert [d["error"] for d in listed["deliveries"]] == ["3", "4", "5", "6", "7"]

@@ -37,7 +37,8 @@ function card(a) {
       " of run ", el("a", { class: "mono", href: `/runs/${a.run_id}/` }, a.run_id.slice(0, 8)),
       " · asked ", timeEl(a.created_at),
       a.deadline ? [" · deadline ", timeEl(a.deadline), a.on_timeout ? ` (then ${a.on_timeout})` : ""] : "",
-      ` · approvers ${a.approvers.join(", ")}`,
+      // past the page's byte budget the list answers a marker (the approval's own page has them)
+      Array.isArray(a.approvers) ? ` · approvers ${a.approvers.join(", ")}` : " · approvers: see details",
       a.required_approvals > 1 ? ` · ${approvals} of ${a.required_approvals} approvals` : "",
       a.escalated ? " · escalated" : "",
       " · ", el("a", { href: `/approvals/${a.id}/` }, "details and notifications")),
