@@ -65,16 +65,19 @@ def totals(run_id: str) -> dict[str, Any]:
     return {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0), "calls": usage.get("calls", 0)}
 
 
-def worst_case(model: str, messages: list[dict[str, Any]], max_tokens: int) -> tuple[int, float]:
-    """Tokens and cost a call cannot exceed: a token is at least ~3 bytes of the prompt's JSON."""
+def worst_case(model: str, messages: list[dict[str, Any]], max_tokens: int,
+               tools: list[dict[str, Any]] | None = None) -> tuple[int, float]:
+    """Tokens and cost a call cannot exceed: a token is at least ~3 bytes of the prompt's JSON, the
+    tools' schemas sent beside the messages included."""
     prices = price(model)
-    prompt = len(json.dumps(messages, ensure_ascii=False).encode()) // 3 + 1
+    prompt = len(json.dumps([messages, tools or []], ensure_ascii=False).encode()) // 3 + 1
     return prompt + max_tokens, (prompt * prices["input"] + max_tokens * prices["output"]) / 1_000_000
 
 
 def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages: list[dict[str, Any]],
-            max_tokens: int, node_budget: dict[str, Any] | None) -> Reservation:
-    tokens, cost = worst_case(model, messages, max_tokens)
+            max_tokens: int, node_budget: dict[str, Any] | None,
+            tools: list[dict[str, Any]] | None = None) -> Reservation:
+    tokens, cost = worst_case(model, messages, max_tokens, tools)
     day = timezone.now().date()
     key = f"{node_run_id}/{attempt}"
     replaced = {key, str(node_run_id)}  # its attempt's last one, or one written before keys named attempts
@@ -83,7 +86,8 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
         run = line[0]
         usage = run.usage or {}
         _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
-                                         "calls": usage.get("calls", 0)})
+                                         "calls": usage.get("calls", 0)},
+                           [v for k, v in (usage.get("reservations") or {}).items() if k not in replaced], tokens, cost)
         checked = _check_line(line, replaced, tokens, cost)  # at the ceiling: a pause, ``loop._pause`` judges it
         if not owners.owner_active(run.owner_id):  # deactivated since the node started: no further call
             raise owners.OwnerInactive.of(run.owner_id, f"run {run_id}'s agent makes no further model call")
@@ -240,17 +244,29 @@ def only_a_raise(pause: dict[str, Any]) -> bool:
             or (limits["max_cost_usd"] is not None and spent["cost_usd"] + call["cost_usd"] > limits["max_cost_usd"]))
 
 
-def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any]) -> None:
-    """A node's declared budget is checked against what the run has spent: passing it fails the node."""
+def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any], held: list[dict[str, Any]],
+                       tokens: int, cost: float) -> None:
+    """A node's declared budget bounds what its run spends: a call is made only when its worst case
+    (``tokens``, ``cost``) fits beside what the run has spent and what its calls in flight hold
+    (``held``: a sibling's, a delegate's); else the node fails. Checked under the run's lock, as the
+    run's ceilings are: before, only what was already spent was compared, so the call that passed
+    the budget was made, and K delegates copying the budget made K of them at once."""
     if not budget:
         return
     max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost_usd")
-    if max_tokens is not None and spent["tokens"] >= max_tokens:
-        raise BudgetExceeded(f"run has used {spent['tokens']} tokens of its budget of {max_tokens}",
-                             extra={"spent": spent, "budget": budget})
-    if max_cost is not None and spent["cost_usd"] >= max_cost:
-        raise BudgetExceeded(f"run has spent ${spent['cost_usd']:.6f} of its budget of ${max_cost}",
-                             extra={"spent": spent, "budget": budget})
+    held_tokens, held_cost = sum(r["tokens"] for r in held), sum(r["cost_usd"] for r in held)
+    beside = f", {held_tokens} tokens held by calls in flight," if held else ""
+    if max_tokens is not None and spent["tokens"] + held_tokens + tokens > max_tokens:
+        raise BudgetExceeded(f"the node's budget of {max_tokens} tokens cannot cover the next model call (up to "
+                             f"{tokens} tokens) beside the {spent['tokens']} the run has used{beside}",
+                             extra={"spent": spent, "budget": budget, "next_call": {"tokens": tokens, "cost_usd": cost},
+                                    "held": {"tokens": held_tokens, "cost_usd": held_cost}})
+    if max_cost is not None and spent["cost_usd"] + held_cost + cost > max_cost:
+        beside = f", ${held_cost:.6f} held by calls in flight," if held else ""
+        raise BudgetExceeded(f"the node's budget of ${max_cost} cannot cover the next model call (up to ${cost:.6f}) "
+                             f"beside the ${spent['cost_usd']:.6f} the run has spent{beside}",
+                             extra={"spent": spent, "budget": budget, "next_call": {"tokens": tokens, "cost_usd": cost},
+                                    "held": {"tokens": held_tokens, "cost_usd": held_cost}})
 
 
 def _owner_day(owner_id: int, day: date) -> OwnerSpend:

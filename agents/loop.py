@@ -225,7 +225,7 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
     while True:
         reservation = budget.reserve(run_id=ctx.run_id, node_run_id=ctx.node_run_id, attempt=ctx.attempt,
                                      model=model, messages=messages, max_tokens=max_tokens,
-                                     node_budget=ctx.config.get("budget"))
+                                     node_budget=ctx.config.get("budget"), tools=tools)
         try:
             response, call = llm.chat(model=model, messages=messages, tools=tools or None, max_tokens=max_tokens,
                                       key=key)

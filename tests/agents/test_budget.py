@@ -252,3 +252,42 @@ def test_a_reservation_written_before_keys_named_attempts_is_replaced_by_its_nod
 
     assert set(Run.objects.get(pk=run_id).usage["reservations"]) == {reservation.key}
     assert set(OwnerSpend.objects.get(owner=user).reserved) == {reservation.key}
+
+
+@pytest.mark.django_db
+def test_a_node_s_budget_is_judged_with_the_call_s_worst_case_and_the_calls_in_flight(user):
+    """A node's ``budget`` was compared with what the run had already spent, so the call that passed
+    it was made, and K delegates copying it made K such calls at once (a red-team helper reserved
+    14,108 tokens against a budget of 10). A call is made now only when its worst case fits beside
+    what is spent and what the run's calls in flight hold, under the run's lock."""
+    from agents import budget
+    from agents.exceptions import BudgetExceeded
+    from tests.conftest import stored_run
+
+    run = stored_run(user)
+    messages = [{"role": "user", "content": "x" * 3000}]
+    tokens, cost = budget.worst_case("gpt-4o-mini", messages, 1000)
+    call = {"run_id": str(run.pk), "attempt": 1, "model": "gpt-4o-mini", "messages": messages, "max_tokens": 1000}
+
+    with pytest.raises(BudgetExceeded) as refused:  # nothing spent yet, and the call alone could pass it
+        budget.reserve(node_run_id=1, node_budget={"max_tokens": tokens - 1}, **call)
+    assert refused.value.extra["next_call"] == {"tokens": tokens, "cost_usd": cost}
+
+    roomy = {"max_tokens": tokens * 2 - 1, "max_cost_usd": 1}  # room for one such call, not two
+    held = budget.reserve(node_run_id=1, node_budget=roomy, **call)  # a delegate's call, in flight
+    with pytest.raises(BudgetExceeded) as refused:
+        budget.reserve(node_run_id=2, node_budget=roomy, **call)
+    assert refused.value.extra["held"]["tokens"] == tokens and "held by calls in flight" in str(refused.value)
+    budget.release(held)
+    budget.release(budget.reserve(node_run_id=2, node_budget=roomy, **call))  # released: it fits
+
+
+def test_the_worst_case_counts_the_tools_sent_beside_the_messages():
+    from agents import budget
+
+    messages = [{"role": "user", "content": "hi"}]
+    tools = [{"type": "function", "function": {"name": "patch_workflow", "description": "d" * 3000}}]
+
+    bare, with_tools = budget.worst_case("gpt-4o-mini", messages, 100), budget.worst_case("gpt-4o-mini", messages, 100, tools)
+
+    assert with_tools[0] >= bare[0] + 1000 and with_tools[1] > bare[1]
