@@ -57,8 +57,9 @@ def _metrics_behind_the_login() -> None:
     from flower.views.monitor import Metrics
     from tornado.web import authenticated
 
-    if not getattr(Metrics.get, "__wrapped__", None):
+    if not getattr(Metrics.get, "_aob_login", False):
         Metrics.get = authenticated(Metrics.get)
+        Metrics.get._aob_login = True  # type: ignore[attr-defined]
 
 
 def main(args: list[str] | None = None) -> None:

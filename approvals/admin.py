@@ -4,6 +4,7 @@ pages, with names that approvers read one way only (a name is a user's or a grou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -158,8 +159,8 @@ class ApprovalAdmin(BoundedListAdmin):
     list_filter = ["status", "kind"]
     search_fields = ["node_id", "message", "run__id"]
     readonly_fields = ["run", "node_id", "kind", "status", "message_shown", "context_pretty", "approver_list",
-                       "who_can_decide", "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout",
-                       "escalate_to", "escalated", "patch", "created_at", "decided_at", "remind_at", "reminded_at", "action_digest",
+                       "who_can_decide", "required_approvals", "allow_self_approval", "form_shown", "deadline", "on_timeout",
+                       "escalate_to_shown", "escalated", "patch", "created_at", "decided_at", "remind_at", "reminded_at", "action_digest",
                        "decisions", "deliveries", "notifications_not_sent"]
     fieldsets = [
         (None, {"fields": tuple(readonly_fields[:-3])}),
@@ -198,7 +199,7 @@ class ApprovalAdmin(BoundedListAdmin):
     def approver_list(self, obj: Approval) -> str:
         """One name a line, never cut: who may decide is what an admin looks for."""
         names = obj.approvers or []
-        return format_html_join("", "<div style='white-space:nowrap'>{}</div>", ((n,) for n in names)) or "—"
+        return format_html_join("", "<div style='white-space:nowrap'>{}</div>", ((shown(n),) for n in names)) or "—"
 
     @admin.display(description="who can decide")
     def who_can_decide(self, obj: Approval) -> str:
@@ -228,6 +229,14 @@ class ApprovalAdmin(BoundedListAdmin):
     @admin.display(description="message")
     def message_shown(self, obj: Approval) -> str:
         return shown(obj.message)
+
+    @admin.display(description="form")
+    def form_shown(self, obj: Approval) -> str:  # a gate's form, which a patch may have written
+        return "—" if obj.form is None else shown(json.dumps(obj.form, ensure_ascii=False))
+
+    @admin.display(description="escalate to")
+    def escalate_to_shown(self, obj: Approval) -> str:
+        return shown(", ".join(obj.escalate_to or [])) or "—"
 
     @admin.display(description="context (inputs and upstream outputs)")
     def context_pretty(self, obj: Approval) -> str:

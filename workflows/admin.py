@@ -46,12 +46,12 @@ def pretty_head(queryset: QuerySet, field: str, *, whole: str) -> str:
     approval's context of every upstream output, may be hundreds of megabytes; the admin defers
     the column). ``whole`` says where the whole value is. Its bidirectional controls and invisible
     characters are drawn as escapes (``aob.text``): it is often someone else's words."""
-    text = shown(queryset.values_list(Left(Func(F(field), function="jsonb_pretty", output_field=TextField()),
-                                           PRETTY_CHARS + 1), flat=True).first() or "")
-    if len(text) <= PRETTY_CHARS:
-        return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>", text)
+    text = queryset.values_list(Left(Func(F(field), function="jsonb_pretty", output_field=TextField()),
+                                     PRETTY_CHARS + 1), flat=True).first() or ""
+    if len(text) <= PRETTY_CHARS:  # cut, then escaped: an escape is longer than what it shows
+        return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre>", shown(text))
     return format_html("<pre style='white-space:pre-wrap;max-width:70em'>{}</pre><p>Cut at {} characters: the "
-                       "whole value is at {}.</p>", text[:PRETTY_CHARS], PRETTY_CHARS, whole)
+                       "whole value is at {}.</p>", shown(text[:PRETTY_CHARS]), PRETTY_CHARS, whole)
 
 
 # A page shows this many of a run's (a workflow's, a hook's, a schedule's) rows, newest first; the
@@ -597,8 +597,8 @@ class RunPatchAdmin(ReadOnlyAdmin):
     @admin.display(description="graph diff (before → after)")
     def graph_diff(self, obj: RunPatch) -> str:
         diff = graph_diff(obj.before_artifact.content, obj.after_artifact.content)
-        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
-                                ((k, ", ".join(v) or "—") for k, v in diff.items()))
+        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",  # an agent's ids and conditions
+                                ((k, shown(", ".join(v)) or "—") for k, v in diff.items()))
         return format_html("<table>{}</table>", rows)
 
 

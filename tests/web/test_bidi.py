@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from aob.text import BIDI, INVISIBLE, shown
+from aob.text import BIDI, FLAGS, INVISIBLE, escape, shown
 from tests.conftest import stored_run
 from tests.support.stack import ROOT
 from workflows.models import Run
@@ -35,6 +35,8 @@ def test_the_pages_script_escapes_the_same_characters_as_the_server_and_the_cli(
     assert {0x202E, 0x2066, 0x200F} <= set(BIDI)  # an override, an isolate and a mark at least
     assert _listed(script, "INVISIBLE") == set(INVISIBLE)
     assert {0x200B, 0xE0041, 0xE0100} <= set(INVISIBLE)  # a zero-width space, a tag, a selector
+    (flags,) = re.findall(r"^const FLAGS = \[([^\]]+)\];", script, flags=re.MULTILINE)
+    assert tuple(re.findall(r'"([a-z]+)"', flags)) == FLAGS
 
 
 def test_hidden_text_is_shown_as_json_escapes_and_a_flag_as_itself() -> None:
@@ -45,6 +47,9 @@ def test_hidden_text_is_shown_as_json_escapes_and_a_flag_as_itself() -> None:
     assert json.loads(f'"{drawn}"') == text  # JSON's own escapes: the same value read back
     assert shown("\u2067tcejer\u2069 \u200b") == "\\u2067tcejer\\u2069 \\u200b"
     assert shown("\U000e007f\U0001f3f4\U000e0067") == "\\udb40\\udc7f\U0001f3f4\\udb40\\udc67"  # no whole flag
+    # a black flag and any other tag run is drawn as a bare flag: it could carry any sentence
+    posing = f"\U0001f3f4{SMUGGLED}\U000e007f"
+    assert shown(posing) == "\U0001f3f4" + "".join(escape(c) for c in posing[1:])
 
 
 @pytest.mark.django_db

@@ -98,12 +98,15 @@ export function errorText(err) {
 // isolates, marks) and the characters that draw nothing are shown as JSON's escapes, as the CLI
 // and the server-drawn cells write them (aob/text.py, whose lists this copies: tests/web/test_bidi.py
 // compares them), since a right-to-left override shows "$10000" for the characters "00001$", and
-// tag characters spell text a model reads and a person does not see. A subdivision flag (a black
-// flag, tag characters, the cancel tag) is shown as the flag it is. Every text node the helpers
-// below make is this.
-const FLAG = /\u{1f3f4}[\u{e0020}-\u{e007e}]+\u{e007f}/u;
+// tag characters spell text a model reads and a person does not see. The recommended subdivision
+// flags (a black flag, tag letters, the cancel tag) are shown as the flags they are; any other run
+// of tag characters, escaped. Every text node the helpers below make is this.
+const FLAGS = ["gbeng", "gbsct", "gbwls"];  // the recommended subdivision flags: England, Scotland, Wales
+const FLAG = new RegExp(`\\u{1f3f4}(?:${FLAGS.map((f) => [...f].map((c) => String.fromCodePoint(0xe0000 + c.codePointAt(0))).join("")).join("|")})\\u{e007f}`, "u");
 const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
-const INVISIBLE = /[\u115f\u1160\u180e\u200b\u2060-\u2064\u3164\ufeff\uffa0\u{e0000}-\u{e007f}\u{e0100}-\u{e01ef}]/u;
+// Unicode's Default_Ignorable_Code_Point characters but the bidirectional controls, the zero-width
+// (non-)joiner and the first block's variation selectors
+const INVISIBLE = /[\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u2060-\u2065\u206a-\u206f\u3164\ufeff\uffa0\ufff0-\ufff8\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]/u;
 const SHOWN = new RegExp(`(${FLAG.source})|${BIDI.source}|${INVISIBLE.source}`, "gu");
 
 function escaped(char) {
