@@ -87,7 +87,8 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
         usage = run.usage or {}
         _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
                                          "calls": usage.get("calls", 0)},
-                           [v for k, v in (usage.get("reservations") or {}).items() if k not in replaced], tokens, cost)
+                           [v for k, v in (usage.get("reservations") or {}).items() if k not in replaced], tokens, cost,
+                           str(run.pk))
         checked = _check_line(line, replaced, tokens, cost)  # at the ceiling: a pause, ``loop._pause`` judges it
         if not owners.owner_active(run.owner_id):  # deactivated since the node started: no further call
             raise owners.OwnerInactive.of(run.owner_id, f"run {run_id}'s agent makes no further model call")
@@ -138,15 +139,22 @@ USAGE_UNKNOWN = ("the answer counted no usage (none, or a count that is no non-n
                  "worst case")
 
 
-def fits_now(*, run_id: str, tokens: int, cost: float) -> bool:
-    """Whether a call a run's ceiling refused would fit now: the reservation's own check, under the
-    line's locks (so a release or raise that committed first is seen). The paused node run holds no
-    reservation of its own: it is not running."""
+def fits_now(*, run_id: str, tokens: int, cost: float, node_budget: dict[str, Any] | None = None) -> bool:
+    """Whether a call a run's ceiling (or its node's ``node_budget``, beside calls in flight) refused
+    would fit now: the reservation's own checks, under the line's locks (so a release or raise that
+    committed first is seen). The paused node run holds no reservation of its own: it is not running."""
     with transaction.atomic():
+        line = _line(run_id)
+        usage = line[0].usage or {}
         try:
-            _check_line(_line(run_id), set(), tokens, cost)
+            _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
+                                             "calls": usage.get("calls", 0)},
+                               list((usage.get("reservations") or {}).values()), tokens, cost, run_id)
+            _check_line(line, set(), tokens, cost)
         except BudgetPaused:
             return False
+        except BudgetExceeded:  # no release makes room: it goes on, to fail saying so
+            return True
     return True
 
 
@@ -245,28 +253,32 @@ def only_a_raise(pause: dict[str, Any]) -> bool:
 
 
 def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any], held: list[dict[str, Any]],
-                       tokens: int, cost: float) -> None:
+                       tokens: int, cost: float, run_id: str) -> None:
     """A node's declared budget bounds what its run spends: a call is made only when its worst case
     (``tokens``, ``cost``) fits beside what the run has spent and what its calls in flight hold
-    (``held``: a sibling's, a delegate's); else the node fails. Checked under the run's lock, as the
-    run's ceilings are: before, only what was already spent was compared, so the call that passed
-    the budget was made, and K delegates copying the budget made K of them at once."""
+    (``held``: a sibling's, a delegate's). One that cannot fit beside the spend alone fails the node;
+    one that could once the calls in flight end (their actual usage replaces their worst case) waits
+    for them as a run's ceiling does (``BudgetPaused``: ``wake`` judges it again with ``fits_now``).
+    Checked under the run's lock. Before, only what was already spent was compared, so the call that
+    passed the budget was made, and K delegates copying it made K of them at once."""
     if not budget:
         return
     max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost_usd")
     held_tokens, held_cost = sum(r["tokens"] for r in held), sum(r["cost_usd"] for r in held)
-    beside = f", {held_tokens} tokens held by calls in flight," if held else ""
-    if max_tokens is not None and spent["tokens"] + held_tokens + tokens > max_tokens:
+    figures = {"spent": spent, "budget": {"max_tokens": max_tokens, "max_cost_usd": max_cost},
+               "next_call": {"tokens": tokens, "cost_usd": cost}, "held": {"tokens": held_tokens, "cost_usd": held_cost}}
+    if max_tokens is not None and spent["tokens"] + tokens > max_tokens:
         raise BudgetExceeded(f"the node's budget of {max_tokens} tokens cannot cover the next model call (up to "
-                             f"{tokens} tokens) beside the {spent['tokens']} the run has used{beside}",
-                             extra={"spent": spent, "budget": budget, "next_call": {"tokens": tokens, "cost_usd": cost},
-                                    "held": {"tokens": held_tokens, "cost_usd": held_cost}})
-    if max_cost is not None and spent["cost_usd"] + held_cost + cost > max_cost:
-        beside = f", ${held_cost:.6f} held by calls in flight," if held else ""
+                             f"{tokens} tokens) beside the {spent['tokens']} the run has used", extra=figures)
+    if max_cost is not None and spent["cost_usd"] + cost > max_cost:
         raise BudgetExceeded(f"the node's budget of ${max_cost} cannot cover the next model call (up to ${cost:.6f}) "
-                             f"beside the ${spent['cost_usd']:.6f} the run has spent{beside}",
-                             extra={"spent": spent, "budget": budget, "next_call": {"tokens": tokens, "cost_usd": cost},
-                                    "held": {"tokens": held_tokens, "cost_usd": held_cost}})
+                             f"beside the ${spent['cost_usd']:.6f} the run has spent", extra=figures)
+    if ((max_tokens is not None and spent["tokens"] + held_tokens + tokens > max_tokens)
+            or (max_cost is not None and spent["cost_usd"] + held_cost + cost > max_cost)):
+        raise BudgetPaused(f"the node's budget cannot cover the next model call (up to {tokens} tokens, ${cost:.6f}) "
+                           f"beside what the run has spent and what its calls in flight hold ({held_tokens} tokens, "
+                           f"${held_cost:.6f}): it waits for them to end",
+                           extra={"reason": "budget", "budget_run_id": run_id, "node_budget": budget, **figures})
 
 
 def _owner_day(owner_id: int, day: date) -> OwnerSpend:
@@ -403,7 +415,8 @@ def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | 
             pause = _last_pause(run_id, node_id, iteration)
             following = _next_call(pause)
             if (following is None or (str(run_id) in unraisable and only_a_raise(pause))
-                    or fits_now(run_id=str(run_id), tokens=following["tokens"], cost=following["cost_usd"])):
+                    or fits_now(run_id=str(run_id), tokens=following["tokens"], cost=following["cost_usd"],
+                                node_budget=pause.get("node_budget"))):
                 fitting.setdefault(str(run_id), []).append(pk)
     if fitting:
         run_budget_wake(node_runs=fitting, freed_in=freed_in)

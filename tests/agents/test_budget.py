@@ -258,10 +258,11 @@ def test_a_reservation_written_before_keys_named_attempts_is_replaced_by_its_nod
 def test_a_node_s_budget_is_judged_with_the_call_s_worst_case_and_the_calls_in_flight(user):
     """A node's ``budget`` was compared with what the run had already spent, so the call that passed
     it was made, and K delegates copying it made K such calls at once (a red-team helper reserved
-    14,108 tokens against a budget of 10). A call is made now only when its worst case fits beside
-    what is spent and what the run's calls in flight hold, under the run's lock."""
+    14,108 tokens against a budget of 10). A call that cannot fit beside the spend fails the node;
+    one that cannot fit beside the calls in flight waits for them, as a run's ceiling does, and fits
+    once they end (their actual usage replaces their worst case)."""
     from agents import budget
-    from agents.exceptions import BudgetExceeded
+    from agents.exceptions import BudgetExceeded, BudgetPaused
     from tests.conftest import stored_run
 
     run = stored_run(user)
@@ -275,10 +276,13 @@ def test_a_node_s_budget_is_judged_with_the_call_s_worst_case_and_the_calls_in_f
 
     roomy = {"max_tokens": tokens * 2 - 1, "max_cost_usd": 1}  # room for one such call, not two
     held = budget.reserve(node_run_id=1, node_budget=roomy, **call)  # a delegate's call, in flight
-    with pytest.raises(BudgetExceeded) as refused:
+    with pytest.raises(BudgetPaused) as waits:
         budget.reserve(node_run_id=2, node_budget=roomy, **call)
-    assert refused.value.extra["held"]["tokens"] == tokens and "held by calls in flight" in str(refused.value)
+    assert waits.value.extra["held"]["tokens"] == tokens and waits.value.extra["node_budget"] == roomy
+    assert "calls in flight" in str(waits.value)
+    assert not budget.fits_now(run_id=str(run.pk), tokens=tokens, cost=cost, node_budget=roomy)  # wake's judgement
     budget.release(held)
+    assert budget.fits_now(run_id=str(run.pk), tokens=tokens, cost=cost, node_budget=roomy)
     budget.release(budget.reserve(node_run_id=2, node_budget=roomy, **call))  # released: it fits
 
 
