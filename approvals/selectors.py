@@ -171,8 +171,10 @@ def fill_page(approvals: list[Approval]) -> list[Approval]:
     (``AOB_DETAILS_MAX_BYTES``): the messages (what each asks), the approvers and whom it escalates to,
     the forms, the contexts, the latest notifications, then the decisions' comments and data; past it
     each is a marker linking to the approval, which answers it whole (``workflows.selectors.fill_within``;
-    the approvers and notifications, read with the page, are measured here). The instances are for
-    answering, never for saving: run ``fill_decidable``, which reads the approvers, first."""
+    the approvers and notifications, read with the page, are measured here). Who can decide each
+    (``fill_decidable``) is judged first, from the approvers whole. The instances are for answering,
+    never for saving."""
+    fill_decidable(approvals)
     page = Page(settings.AOB_DETAILS_MAX_BYTES)
     fill_within(approvals, "message", lambda approval: _href(approval.pk), page=page)
     for approval in approvals:

@@ -85,7 +85,11 @@ class ApprovalOut(serializers.ModelSerializer):
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                   "escalated", "patch_id", "patch", "decisions", "deliveries", "notifications_not_sent", "created_at",
                   "decided_at", "nobody_can_decide", "cannot_be_approved", "action_digest"]
-        extra_kwargs = {"action_digest": {"help_text": (
+        extra_kwargs = {**{field: {"help_text": f"{what}; {LEFT_OUT}"} for field, what in (
+            ("approvers", "the usernames and group names asked"), ("escalate_to", "whom it escalates to"),
+            ("form", "the JSON Schema a decision's data must meet, or null"),
+            ("context", "what the approvers are shown of the run"))},
+            "action_digest": {"help_text": (
             "while pending, the digest of the action its approvers are asked about (a patch that changes the "
             "action moves it); a vote that sends it back (POST /approvals/{id}/decide action_digest) is refused "
             "409 action_changed when it no longer matches, so a page read before the patch cannot approve the "

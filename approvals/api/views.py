@@ -39,8 +39,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         run_id = request.query_params.get("run")
         run = run_get(user=request.user, run_id=run_id) if run_id else None
         page = self.paginate_queryset(selectors.approvals_listed(user=request.user, status=status, run=run))
-        return self.get_paginated_response(s.ApprovalOut(selectors.fill_page(selectors.fill_decidable(page or [])),
-                                                           many=True).data)
+        return self.get_paginated_response(s.ApprovalOut(selectors.fill_page(page or []), many=True).data)
 
     @extend_schema(responses={200: s.ApprovalOut, **ERRORS})
     def retrieve(self, request: AuthenticatedRequest, pk: str) -> Response:

@@ -190,6 +190,8 @@ def test_a_page_of_approvals_counts_their_forms_approvers_and_notifications(user
     assert first["approvers"] == names and first["escalate_to"] == names[1:]  # the soonest first, whole
     for field in ("form", "approvers", "escalate_to", "deliveries"):
         assert last[field]["truncated"] and last[field]["href"] == f"{API}/approvals/{last['id']}", field
+    # who can decide is judged from the names, not the marker's keys
+    assert last["nobody_can_decide"] is False and last["cannot_be_approved"] is False
     # the whole approval answers all of them, and every notification
     notified = client_for(bob).get(f"{API}/approvals/{approvals[-1].pk}").json()
     assert notified["form"] == form and notified["approvers"] == names and len(notified["deliveries"]) == 20
