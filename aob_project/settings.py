@@ -549,6 +549,9 @@ AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024
 AOB_MAX_NODE_OUTPUT_BYTES = env_int("AOB_MAX_NODE_OUTPUT_BYTES", 32 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
 # A run's inputs, however it starts (a hook's mapping and a parent's sub-workflow node can build more
 # than the API's body cap): refused at the start past it
+# What one owner's runs may keep together, inputs and node outputs as stored, finished or not
+# (workflows/storage.py); past it a run's start is refused 409 owner_storage_full. 0: no bound.
+AOB_OWNER_STORAGE_BYTES = env_int("AOB_OWNER_STORAGE_BYTES", 20 * 1024**3, within=(0, 1024**5))
 AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
 # Run inputs past 64 KiB are read once in an engine process and kept (workflows/engine/run_inputs.py),
 # at most this much of their stored size per process (0: never kept, read at every claim and decision).

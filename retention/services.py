@@ -13,7 +13,8 @@ dies) leaves runs that are still candidates, missing some of their rows: the nex
 them, and a reader meanwhile sees a finished run with fewer node runs and events.
 
 A run that is not finished is never a candidate; nor is a finished child run whose parent has not
-taken its outcome yet, nor a run an unfinished replay replays.
+taken its outcome yet, nor a run an unfinished replay replays (``removable``, which an owner's
+delete of one run, ``run_remove``, follows too).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def runs_past_retention(now: datetime) -> QuerySet[Run]:
     days = Subquery(RetentionPolicy.objects.filter(owner=OuterRef("owner")).values("days")[:1])
     keep = Func(Coalesce(days, Value(settings.AOB_RETENTION_DAYS)), function="make_interval",
                 template="make_interval(days => %(expressions)s)", output_field=DurationField())
+    return removable(Run.objects.filter(finished_at__isnull=False).annotate(keep=keep)
+                     .filter(finished_at__lt=Value(now) - F("keep")))
+
+
+def removable(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """Of ``runs``, those that may go: finished, and read by no unfinished run. The one rule for a
+    prune and an owner's delete (``run_remove``)."""
     from subflows.models import SubRun
 
     waiting_parent = SubRun.objects.filter(child_run=OuterRef("pk"), settled_at__isnull=True).exclude(
@@ -52,9 +60,37 @@ def runs_past_retention(now: datetime) -> QuerySet[Run]:
     # a parent whose child still runs (its cancel lost): the sweeper finds the child through the
     # link, and the child's spend counts against the parent's ceilings
     running_child = SubRun.objects.filter(parent_run=OuterRef("pk")).exclude(child_run__status__in=Run.FINISHED)
-    return (Run.objects.filter(status__in=Run.FINISHED, finished_at__isnull=False)
-            .annotate(keep=keep).filter(finished_at__lt=Value(now) - F("keep"))
+    return (runs.filter(status__in=Run.FINISHED)
             .exclude(Exists(waiting_parent)).exclude(Exists(replaying)).exclude(Exists(running_child)))
+
+
+def run_remove(*, run: Run, user: Any) -> bool:
+    """Delete one finished run of ``user``'s, with everything that is its own, as a prune deletes
+    one (``removable``, in chunks), for at most ``AOB_PRUNE_REQUEST_S``: False when that time ran
+    out first (the run stays, finished, missing some of its rows; the next call or prune goes on).
+    What its owner's runs keep (``workflows.storage``) goes down by what it kept."""
+    from aob_project.exceptions import Conflict
+    from workflows.selectors import run_owner_check
+
+    run_owner_check(run=run, user=user, action="delete it")
+    if run.status not in Run.FINISHED:
+        raise Conflict(f"run is {run.status}: cancel it first, or wait for it to finish", code="run_not_finished",
+                       extra={"status": run.status, "rule": "finished"})
+
+    def candidates() -> QuerySet[Run]:
+        return removable(Run.objects.filter(pk=run.pk))
+
+    if not candidates().exists():
+        raise Conflict("an unfinished run still reads this one (its parent waiting for its outcome, a replay of "
+                       "it, or a sub-workflow it started): delete it once that one has finished", code="run_in_use",
+                       extra={"rule": "removable"})
+    deadline = time.monotonic() + settings.AOB_PRUNE_REQUEST_S
+    removed, finished = _in_batches(candidates, Run, 1, deadline)
+    if finished and not removed:  # a batch skips a run someone holds (a change of it, a prune's batch)
+        raise Conflict("the run is being changed or removed by another request: try again", code="run_busy",
+                       extra={"rule": "locked"})
+    logger.info("retention.run_removed", extra={"run_id": str(run.pk), "finished": finished})
+    return finished
 
 
 def _artifact_references() -> list[tuple[Any, str]]:

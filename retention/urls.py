@@ -2,4 +2,5 @@ from django.urls import path
 
 from . import api
 
-urlpatterns = [path("prune", api.PruneView.as_view(), name="prune")]
+urlpatterns = [path("prune", api.PruneView.as_view(), name="prune"),
+               path("runs/<str:pk>/delete", api.RunDeleteView.as_view(), name="run-delete")]

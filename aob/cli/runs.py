@@ -221,6 +221,24 @@ def run_cancel(session: Session, run_id: str) -> None:
     session.output.emit(answer, lambda d: echo(f"run {d['run_id']} {d['status']}"))
 
 
+DELETE_TRIES = 20  # requests of AOB_PRUNE_REQUEST_S each (10 s) for one run's rows
+
+
+@run.command("delete")
+@click.argument("run_id")
+@click.confirmation_option("--yes", "-y", prompt="Delete this run, its node runs, events and approvals?")
+@pass_session
+def run_delete(session: Session, run_id: str) -> None:
+    """Delete a finished run of yours with everything that is its own: what your runs keep
+    (AOB_OWNER_STORAGE_BYTES) goes down by what it kept."""
+    for _ in range(DELETE_TRIES):
+        if session.client.post(_run_path(run_id, "delete")) is None:  # 204; a 202 is a request whose time ran out
+            break
+    else:
+        raise click.ClickException(f"run {run_id} is still being deleted: run the command again to go on")
+    session.output.emit({"run_id": run_id, "deleted": True}, lambda d: echo(f"deleted run {run_id}"))
+
+
 @run.command("budget")
 @click.argument("run_id")
 @click.option("--max-cost-usd", type=click.FloatRange(0), default=None, help="The run's new cost ceiling in USD.")

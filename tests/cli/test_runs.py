@@ -9,6 +9,7 @@ from typing import Any
 
 from tests.conftest import wait_for_run
 from tests.engine.flow import http, transform, wait_until
+from workflows.models import Run
 
 
 def chain() -> dict:
@@ -121,6 +122,19 @@ def test_cancel_then_watch_exits_2(engine, as_alice, write_json):
 
     again = as_alice("run", "cancel", run_id)
     assert again.code == 1 and again.err.strip() == "error: run is already cancelled"
+
+
+def test_a_finished_run_is_deleted_once_asked_and_an_unfinished_one_is_refused(engine, as_alice, write_json):
+    run_id = str(as_alice("-o", "json", "run", "start", write_json("wait.json", parked())).json()["run_id"])
+    assert wait_for_run(run_id, statuses={"waiting_for_approval"}).status == "waiting_for_approval"
+
+    refused = as_alice("run", "delete", run_id, "--yes")
+    assert refused.code == 1 and "cancel it first" in refused.err
+    assert as_alice("run", "cancel", run_id).code == 0
+    deleted = as_alice("run", "delete", run_id, "--yes")
+
+    assert deleted.code == 0 and deleted.out.strip() == f"deleted run {run_id}"
+    assert not Run.objects.filter(pk=run_id).exists()
 
 
 def test_an_unknown_run_is_the_apis_message(engine, as_alice):

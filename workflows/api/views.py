@@ -39,8 +39,9 @@ from .throttles import AnonymousThrottle, LoginThrottle, run_start_throttles
 
 # 503: the database did not answer (workflows/api/errors.py)
 ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut, 503: s.ErrorOut}
-# run_start's rate limits (429) and its fail-closed answer when Redis is unreachable (503)
-RUN_START_ERRORS = {**ERRORS, 429: s.ErrorOut, 503: s.ErrorOut}
+# run_start's rate limits (429), the owner's storage bound (409, workflows/storage.py) and its fail-closed
+# answer when Redis is unreachable (503)
+RUN_START_ERRORS = {**ERRORS, 409: s.ErrorOut, 429: s.ErrorOut, 503: s.ErrorOut}
 # a read of a stored value whole: its per-user limits, by rate and in flight (429, ``WholeRead``)
 WHOLE_READ_ERRORS = {**ERRORS, 429: s.ErrorOut}
 IDEMPOTENCY_KEY = OpenApiParameter(

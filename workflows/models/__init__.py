@@ -3,6 +3,7 @@ from .event import Event
 from .idempotency import IdempotencyKey
 from .names import LeftName
 from .run import NodeRun, PatchRefusal, Run, RunPatch
+from .storage import OwnerStorage
 from .workflow import DeletedTag, Workflow, WorkflowVersion
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "IdempotencyKey",
     "LeftName",
     "NodeRun",
+    "OwnerStorage",
     "PatchRefusal",
     "Run",
     "RunPatch",

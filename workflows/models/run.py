@@ -88,6 +88,10 @@ class Run(models.Model):
                          condition=models.Q(output_artifact__isnull=False)),
             models.Index(fields=["output_asked_at"], name="run_output_asked",
                          condition=models.Q(output_asked_at__isnull=False)),
+            # partial: an owner's unfinished runs, whose bytes a start adds to its finished runs'
+            # (``workflows.storage``); a start never reads the owner's finished runs one by one
+            models.Index(fields=["owner"], name="run_owner_unfinished",
+                         condition=models.Q(status__in=["queued", "running", "waiting_for_approval"])),
         ]
 
     def __str__(self) -> str:

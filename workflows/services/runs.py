@@ -13,7 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
-from workflows import egress
+from workflows import egress, storage
 from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.references import referenced_nodes
@@ -86,6 +86,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
+    storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
               replay_of=replay_of,

@@ -1,0 +1,132 @@
+"""What one owner's runs keep together is bounded (``AOB_OWNER_STORAGE_BYTES``, ``workflows.storage``):
+before, only each run was (its inputs, its outputs) and the rate of starts, so one owner could fill
+the disk every owner shares within retention. The database keeps each owner's finished runs' bytes
+(migration 0027's trigger) and a start adds the unfinished ones'; past the bound a start is refused
+naming it, and the owner frees room by deleting runs (``POST /api/v1/runs/{id}/delete``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from tests.conftest import client_for, stored_run, wait_for_run
+from workflows.models import Event, NodeRun, OwnerStorage, Run
+from workflows.storage import owner_stored_bytes
+
+API = "/api/v1"
+ECHO = {"nodes": [{"id": "echo", "type": "transform", "config": {"expression": "inputs.text"}}], "edges": []}
+GATE = {"nodes": [{"id": "ask", "type": "hitl", "config": {"message": "go?"}}], "edges": []}
+
+
+def _start(api: Any, definition: dict, inputs: dict) -> Any:
+    return api.post(f"{API}/runs", {"workflow": definition, "inputs": inputs}, format="json")
+
+
+def _recounted(owner_id: int) -> int:
+    """The finished runs' bytes summed from the runs themselves: what the trigger's count must equal."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(SUM(inputs_bytes + COALESCE((usage->>'output_bytes')::bigint, 0)), 0) "
+                       "FROM workflows_run WHERE owner_id = %s AND status IN ('completed', 'failed', 'cancelled')",
+                       [owner_id])
+        return int(cursor.fetchone()[0])
+
+
+def _kept(owner_id: int) -> int:
+    return OwnerStorage.objects.filter(owner_id=owner_id).values_list("finished_bytes", flat=True).first() or 0
+
+
+def test_a_start_past_the_owner_s_bound_is_refused_until_a_run_is_deleted(engine: Any, user: Any, api: Any,
+                                                                          make_user: Any, settings: Any) -> None:
+    text = "x" * 20_000
+    first = _start(api, ECHO, {"text": text})
+    assert first.status_code == 201, first.json()
+    done = wait_for_run(first.json()["run_id"])
+    assert done.status == "completed", done.error
+    kept = _kept(user.pk)
+    # its inputs and its node's output, as stored, counted once it finished
+    assert kept == _recounted(user.pk) == done.inputs_bytes + done.usage["output_bytes"] > 40_000
+    settings.AOB_OWNER_STORAGE_BYTES = kept + 10_000
+
+    refused = _start(api, ECHO, {"text": text})
+
+    assert refused.status_code == 409, refused.json()
+    body = refused.json()
+    assert body["error"] == "owner_storage_full"
+    assert body["details"] == {"rule": "owner_storage_bytes", "limit": kept + 10_000, "stored": kept,
+                               "adding": body["details"]["adding"]} and body["details"]["adding"] > 10_000
+    assert Run.objects.filter(owner=user).count() == 1  # nothing started
+    # another owner's runs are theirs to count
+    bob = make_user("bob")
+    assert _start(client_for(bob), ECHO, {"text": "small"}).status_code == 201
+
+    deleted = api.post(f"{API}/runs/{done.pk}/delete")
+
+    assert deleted.status_code == 204, deleted.content
+    assert not Run.objects.filter(pk=done.pk).exists() and not NodeRun.objects.filter(run_id=done.pk).exists()
+    assert not Event.objects.filter(run_id=done.pk).exists()
+    assert _kept(user.pk) == _recounted(user.pk) == 0
+    assert _start(api, ECHO, {"text": text}).status_code == 201
+
+
+def test_unfinished_runs_count_as_they_stand(engine: Any, user: Any, api: Any, settings: Any) -> None:
+    """A run waiting on a gate is never finished, and kept: its bytes count from its start."""
+    waiting = _start(api, GATE, {"blob": "y" * 30_000})
+    assert waiting.status_code == 201
+    run = wait_for_run(waiting.json()["run_id"], statuses={"waiting_for_approval"})
+    assert _kept(user.pk) == 0 and owner_stored_bytes(user.pk) == run.inputs_bytes > 30_000
+    settings.AOB_OWNER_STORAGE_BYTES = run.inputs_bytes + 1_000
+
+    refused = _start(api, GATE, {"blob": "y" * 2_000})
+
+    assert refused.status_code == 409 and refused.json()["details"]["stored"] == run.inputs_bytes
+    assert _start(api, GATE, {"blob": "y" * 100}).status_code == 201  # within what is left
+    # an unfinished run is not deleted: it is cancelled first
+    busy = api.post(f"{API}/runs/{run.pk}/delete")
+    assert busy.status_code == 409 and busy.json()["error"] == "run_not_finished"
+    assert api.post(f"{API}/runs/{run.pk}/cancel").status_code == 200
+    assert _kept(user.pk) == _recounted(user.pk) == run.inputs_bytes  # cancelled: a finished run's
+    assert api.post(f"{API}/runs/{run.pk}/delete").status_code == 204
+    assert _kept(user.pk) == _recounted(user.pk)
+
+
+@pytest.mark.django_db
+def test_the_count_follows_every_way_a_run_finishes_leaves_it_and_goes(user: Any, make_user: Any) -> None:
+    """The trigger against a recount, over the transitions the engine makes: a run finishing, a
+    finished run resumed and finishing again with more output, a run deleted, an owner deleted."""
+    runs = [stored_run(user) for _ in range(3)]
+    Run.objects.filter(pk=runs[0].pk).update(status="completed", inputs_bytes=100, usage={"output_bytes": 50})
+    Run.objects.filter(pk=runs[1].pk).update(status="failed", inputs_bytes=7, usage={})
+    Run.objects.filter(pk=runs[2].pk).update(usage={"output_bytes": 999})  # unfinished: not in the count
+    assert _kept(user.pk) == _recounted(user.pk) == 157
+
+    Run.objects.filter(pk=runs[1].pk).update(status="running")  # resumed
+    assert _kept(user.pk) == _recounted(user.pk) == 150
+    Run.objects.filter(pk=runs[1].pk).update(status="completed", usage={"output_bytes": 3})
+    Run.objects.filter(pk=runs[0].pk).update(usage={"output_bytes": 60})  # a finished run's sizes moved
+    assert _kept(user.pk) == _recounted(user.pk) == 170
+    Run.objects.filter(pk=runs[0].pk).delete()
+    assert _kept(user.pk) == _recounted(user.pk) == 10
+
+    bob = make_user("bob")
+    Run.objects.filter(pk=stored_run(bob).pk).update(status="cancelled", inputs_bytes=5)
+    bob.delete()  # his runs go with him, and his count, in whichever order the collector takes them
+    assert not OwnerStorage.objects.filter(owner_id=bob.pk).exists()
+    assert _kept(user.pk) == 10
+
+
+@pytest.mark.django_db
+def test_only_the_owner_deletes_a_run_and_only_one_nothing_still_reads(user: Any, make_user: Any) -> None:
+    from subflows.models import SubRun
+
+    parent, child = stored_run(user), stored_run(user)
+    Run.objects.filter(pk=child.pk).update(status="completed")
+    node = NodeRun.objects.create(run=parent, node_id="sub", node_type="workflow", status="running")
+    SubRun.objects.create(parent_run=parent, parent_node_run=node, child_run=child)
+    bob = make_user("bob")
+
+    assert client_for(bob).post(f"{API}/runs/{child.pk}/delete").status_code == 404  # not his: no such run
+    in_use = client_for(user).post(f"{API}/runs/{child.pk}/delete")  # its parent waits for its outcome
+    assert in_use.status_code == 409 and in_use.json()["error"] == "run_in_use"
+    assert Run.objects.filter(pk=child.pk).exists()
