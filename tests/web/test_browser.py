@@ -447,3 +447,30 @@ def test_a_gate_nobody_can_decide_says_so_on_its_run_page(web: str) -> None:
         expect(page.locator("#node-panel")).to_contain_text("only cancelling the run ends it")
         expect(page.locator("#events")).to_contain_text("nobody can decide")
     assert problems == []
+
+
+@pytest.mark.browser
+def test_the_owner_deletes_a_finished_run_from_its_page(web: str) -> None:
+    """What an owner's runs keep is bounded (AOB_OWNER_STORAGE_BYTES): the run page deletes a finished
+    run of theirs (``POST /runs/{id}/delete``) after a second press, then shows the runs list; an
+    unfinished one offers Cancel instead."""
+    from playwright.sync_api import expect
+
+    from tests.conftest import stored_run
+
+    user = User.objects.create_user("deleter", password=PASSWORD)
+    running, finished = stored_run(user), stored_run(user)
+    Run.objects.filter(pk=finished.pk).update(status="completed")
+
+    with chromium_page("web-run-delete-failure.png") as (page, problems):
+        log_in(page, web, "deleter", f"/runs/{running.pk}/")
+        expect(page.locator("#cancel-btn")).to_be_visible()
+        expect(page.locator("#delete-btn")).to_be_hidden()
+        page.goto(f"{web}/runs/{finished.pk}/")
+        delete = page.get_by_role("button", name="Delete run")
+        delete.click()
+        expect(page.get_by_role("button", name="Confirm: delete this run")).to_be_visible()  # one press arms it
+        page.get_by_role("button", name="Confirm: delete this run").click()
+        page.wait_for_url(f"{web}/runs/")
+    assert not Run.objects.filter(pk=finished.pk).exists() and Run.objects.filter(pk=running.pk).exists()
+    assert problems == []

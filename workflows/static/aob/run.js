@@ -100,6 +100,7 @@ function render() {
   status.className = `badge big s-${run.status}`;
   status.dataset.status = run.status;
   $("cancel-btn").hidden = !page.is_owner || FINISHED.has(run.status);
+  $("delete-btn").hidden = !page.is_owner || !FINISHED.has(run.status);
   const meta = [`created ${fmtTime(run.created_at)}`];
   if (run.started_at) meta.push(`started ${fmtTime(run.started_at)}`);
   if (run.finished_at) meta.push(`finished ${fmtTime(run.finished_at)}`);
@@ -419,6 +420,36 @@ $("cancel-btn").addEventListener("click", async () => {
   } finally {
     button.disabled = false;
     button.textContent = "Cancel run";
+  }
+});
+
+// --- delete (a finished run of the owner's: what their runs keep goes down) ------------------------
+
+let deleteArmed = null;
+$("delete-btn").addEventListener("click", async () => {
+  const button = $("delete-btn");
+  if (!deleteArmed) {
+    button.textContent = "Confirm: delete this run";
+    deleteArmed = setTimeout(() => { deleteArmed = null; button.textContent = "Delete run"; }, 5000);
+    return;
+  }
+  clearTimeout(deleteArmed);
+  deleteArmed = null;
+  button.disabled = true;
+  try {
+    // a 202 says its time ran out first: the same request goes on (a run of many rows)
+    for (let tries = 0; tries < 20; tries += 1) {
+      if (!(await api(`/runs/${runId}/delete`, { method: "POST" }))) {
+        window.location.assign("/runs/");
+        return;
+      }
+    }
+    showAlert($("run-alert"), "Still deleting: press Delete run again to go on.");
+  } catch (err) {
+    showAlert($("run-alert"), `Not deleted: ${errorText(err)}`);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Delete run";
   }
 });
 
