@@ -295,3 +295,38 @@ def test_the_worst_case_counts_the_tools_sent_beside_the_messages():
     bare, with_tools = budget.worst_case("gpt-4o-mini", messages, 100), budget.worst_case("gpt-4o-mini", messages, 100, tools)
 
     assert with_tools[0] >= bare[0] + 1000 and with_tools[1] > bare[1]
+
+
+def test_a_node_budget_held_by_a_call_in_flight_waits_for_it_then_goes_on(engine, api, fake_llm):
+    """Two agents with a budget each that one call's worst case (its prompt and ``max_tokens`` of
+    answer) fits and two do not. While one node's call is in flight, the other waits on the budget
+    (it failed before this was a wait, and made its call regardless before that); the first call's
+    release (120 tokens used) wakes it, and it goes on. Woken once, not in a loop."""
+    import threading
+
+    from tests.engine.flow import wait_until
+    from workflows.models import NodeRun
+
+    def two(budget: dict) -> str:
+        return start(api, [agent("a", budget=budget, max_tokens=1000), agent("b", budget=budget, max_tokens=1000)])
+
+    # a call's worst case, as the same two nodes (their budget's digits aside) are refused it
+    probe = finish(two({"max_tokens": 1}))
+    worst = max(node(probe, n).error["next_call"]["tokens"] for n in ("a", "b"))
+    budget = {"max_tokens": worst + worst // 2}
+    answered = threading.Event()
+    usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    fake_llm.reset([{"content": "first", "usage": usage, "until": answered}, {"content": "second", "usage": usage}])
+    run_id = two(budget)
+
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, status="waiting", wait_reason="budget").exists(),
+               timeout=30, what="the second node waiting on its budget")
+    wait_until(lambda: len(fake_llm.requests) == 1, timeout=30, what="the first node's call at the provider")
+    answered.set()
+    run = finish(run_id)
+
+    assert run.status == "completed", run.error
+    assert sorted(node(run, n).output["message"] for n in ("a", "b")) == ["first", "second"]
+    assert len(fake_llm.requests) == 2 and run.usage["tokens"] == 240
+    paused = list(Event.objects.filter(run=run, type="node_paused").values_list("data", flat=True))
+    assert len(paused) == 1 and paused[0]["node_budget"] == budget and paused[0]["held"]["tokens"] >= worst - 10

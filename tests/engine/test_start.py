@@ -1,5 +1,6 @@
 """A run's start (issue 20): when the start's plan only inserts node runs and events, the run, its
-node runs and its first events are one statement (``coordinator.start_new``); any other plan takes
+node runs and its first events are one statement (``coordinator.start_new``), after the read of what
+the owner's runs keep (``workflows.storage``, its bound); any other plan takes
 the decision's path (the run saved, then ``coordinator.start``, in a transaction).
 
 Either way the rows must be the decision path's: each generated graph is started both ways and
@@ -74,8 +75,10 @@ def test_a_usual_start_is_one_statement(user: Any) -> None:
     with CaptureQueriesContext(connection) as statements:
         run = run_start(owner=user, artifact_id=artifact_id, inputs={"k": 1})
 
-    assert len(statements.captured_queries) == 1, [q["sql"][:60] for q in statements.captured_queries]
-    assert statements.captured_queries[0]["sql"].startswith('WITH i0 AS (INSERT INTO "workflows_run"')
+    # what the owner's runs keep, read first (workflows/storage.py: one statement, indexed), then the start
+    assert len(statements.captured_queries) == 2, [q["sql"][:60] for q in statements.captured_queries]
+    assert "workflows_ownerstorage" in statements.captured_queries[0]["sql"]
+    assert statements.captured_queries[1]["sql"].startswith('WITH i0 AS (INSERT INTO "workflows_run"')
     created_at = run.created_at
     stored = facts(run)
     assert stored["run"][:4] == ("queued", None, 1, {"k": 1})  # event_seq: the one event it wrote
