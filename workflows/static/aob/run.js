@@ -400,58 +400,46 @@ async function replayFrom(nodeId, button) {
   }
 }
 
-// --- cancel -------------------------------------------------------------------------------------
+// --- cancel and delete: each asks a second press within 5 s -----------------------------------
 
-let cancelArmed = null;
-$("cancel-btn").addEventListener("click", async () => {
-  const button = $("cancel-btn");
-  if (!cancelArmed) {
-    button.textContent = "Confirm: cancel this run";
-    cancelArmed = setTimeout(() => { cancelArmed = null; button.textContent = "Cancel run"; }, 5000);
-    return;
-  }
-  clearTimeout(cancelArmed);
-  cancelArmed = null;
-  button.disabled = true;
-  try {
-    await api(`/runs/${runId}/cancel`, { method: "POST" });
-  } catch (err) {
-    showAlert($("run-alert"), `Not cancelled: ${errorText(err)}`);
-  } finally {
-    button.disabled = false;
-    button.textContent = "Cancel run";
-  }
-});
-
-// --- delete (a finished run of the owner's: what their runs keep goes down) ------------------------
-
-let deleteArmed = null;
-$("delete-btn").addEventListener("click", async () => {
-  const button = $("delete-btn");
-  if (!deleteArmed) {
-    button.textContent = "Confirm: delete this run";
-    deleteArmed = setTimeout(() => { deleteArmed = null; button.textContent = "Delete run"; }, 5000);
-    return;
-  }
-  clearTimeout(deleteArmed);
-  deleteArmed = null;
-  button.disabled = true;
-  try {
-    // a 202 says its time ran out first: the same request goes on (a run of many rows)
-    for (let tries = 0; tries < 20; tries += 1) {
-      if (!(await api(`/runs/${runId}/delete`, { method: "POST" }))) {
-        window.location.assign("/runs/");
-        return;
-      }
+function onSecondPress(id, label, confirmLabel, act, failed) {
+  const button = $(id);
+  let armed = null;
+  button.addEventListener("click", async () => {
+    if (!armed) {
+      button.textContent = confirmLabel;
+      armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);
+      return;
     }
-    showAlert($("run-alert"), "Still deleting: press Delete run again to go on.");
-  } catch (err) {
-    showAlert($("run-alert"), `Not deleted: ${errorText(err)}`);
-  } finally {
-    button.disabled = false;
-    button.textContent = "Delete run";
+    clearTimeout(armed);
+    armed = null;
+    button.disabled = true;
+    try {
+      await act();
+    } catch (err) {
+      showAlert($("run-alert"), `${failed}: ${errorText(err)}`);
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
+    }
+  });
+}
+
+onSecondPress("cancel-btn", "Cancel run", "Confirm: cancel this run", async () => {
+  await api(`/runs/${runId}/cancel`, { method: "POST" });
+}, "Not cancelled");
+
+// a finished run of the owner's: what their runs keep goes down (AOB_OWNER_STORAGE_BYTES)
+onSecondPress("delete-btn", "Delete run", "Confirm: delete this run", async () => {
+  // a 202 says its time ran out first: the same request goes on (a run of many rows)
+  for (let tries = 0; tries < 20; tries += 1) {
+    if (!(await api(`/runs/${runId}/delete`, { method: "POST" }))) {
+      window.location.assign("/runs/");
+      return;
+    }
   }
-});
+  showAlert($("run-alert"), "Still deleting: press Delete run again to go on.");
+}, "Not deleted");
 
 // --- events -------------------------------------------------------------------------------------
 
