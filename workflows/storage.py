@@ -19,12 +19,15 @@ from django.conf import settings
 from django.db import connection
 
 from aob_project.exceptions import Conflict
+from workflows.models import Run
 
-STORED = """
+# the run's statuses that are not finished, as the partial index ``run_owner_unfinished`` lists them
+UNFINISHED = tuple(status for status in Run.Status.values if status not in Run.FINISHED)
+STORED = f"""
 SELECT COALESCE((SELECT finished_bytes FROM workflows_ownerstorage WHERE owner_id = %(owner)s), 0)
      + COALESCE((SELECT SUM(inputs_bytes + COALESCE((usage->>'output_bytes')::bigint, 0)) FROM workflows_run
-                  WHERE owner_id = %(owner)s AND status IN ('queued', 'running', 'waiting_for_approval')), 0)
-"""
+                  WHERE owner_id = %(owner)s AND status IN ({", ".join(f"'{status}'" for status in UNFINISHED)})), 0)
+"""  # noqa: S608 - the model's own status values, no input
 
 
 def owner_stored_bytes(owner_id: int) -> int:

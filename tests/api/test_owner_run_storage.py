@@ -130,3 +130,14 @@ def test_only_the_owner_deletes_a_run_and_only_one_nothing_still_reads(user: Any
     in_use = client_for(user).post(f"{API}/runs/{child.pk}/delete")  # its parent waits for its outcome
     assert in_use.status_code == 409 and in_use.json()["error"] == "run_in_use"
     assert Run.objects.filter(pk=child.pk).exists()
+
+
+def test_a_start_sums_the_unfinished_runs_the_partial_index_holds() -> None:
+    """The start's sum reads the owner's unfinished runs through ``run_owner_unfinished``: its query
+    and the index must name the same statuses, or the planner reads every run of the owner."""
+    from workflows.storage import STORED, UNFINISHED
+
+    [index] = [index for index in Run._meta.indexes if index.name == "run_owner_unfinished"]
+    assert set(dict(index.condition.children)["status__in"]) == set(UNFINISHED) == {"queued", "running",
+                                                                                   "waiting_for_approval"}
+    assert "status IN ('queued', 'running', 'waiting_for_approval')" in STORED
