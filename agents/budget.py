@@ -85,10 +85,7 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
         line = _line(run_id)
         run = line[0]
         usage = run.usage or {}
-        _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
-                                         "calls": usage.get("calls", 0)},
-                           [v for k, v in (usage.get("reservations") or {}).items() if k not in replaced], tokens, cost,
-                           str(run.pk))
+        _check_node_budget(node_budget, usage, replaced, tokens, cost, str(run.pk))
         checked = _check_line(line, replaced, tokens, cost)  # at the ceiling: a pause, ``loop._pause`` judges it
         if not owners.owner_active(run.owner_id):  # deactivated since the node started: no further call
             raise owners.OwnerInactive.of(run.owner_id, f"run {run_id}'s agent makes no further model call")
@@ -145,11 +142,8 @@ def fits_now(*, run_id: str, tokens: int, cost: float, node_budget: dict[str, An
     committed first is seen). The paused node run holds no reservation of its own: it is not running."""
     with transaction.atomic():
         line = _line(run_id)
-        usage = line[0].usage or {}
         try:
-            _check_node_budget(node_budget, {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0),
-                                             "calls": usage.get("calls", 0)},
-                               list((usage.get("reservations") or {}).values()), tokens, cost, run_id)
+            _check_node_budget(node_budget, line[0].usage or {}, set(), tokens, cost, run_id)
             _check_line(line, set(), tokens, cost)
         except BudgetPaused:
             return False
@@ -252,18 +246,26 @@ def only_a_raise(pause: dict[str, Any]) -> bool:
             or (limits["max_cost_usd"] is not None and spent["cost_usd"] + call["cost_usd"] > limits["max_cost_usd"]))
 
 
-def _check_node_budget(budget: dict[str, Any] | None, spent: dict[str, Any], held: list[dict[str, Any]],
-                       tokens: int, cost: float, run_id: str) -> None:
+def _check_node_budget(budget: dict[str, Any] | None, usage: dict[str, Any], replaced: set[str], tokens: int,
+                       cost: float, run_id: str) -> None:
     """A node's declared budget bounds what its run spends: a call is made only when its worst case
-    (``tokens``, ``cost``) fits beside what the run has spent and what its calls in flight hold
-    (``held``: a sibling's, a delegate's). One that cannot fit beside the spend alone fails the node;
-    one that could once the calls in flight end (their actual usage replaces their worst case) waits
-    for them as a run's ceiling does (``BudgetPaused``: ``wake`` judges it again with ``fits_now``).
-    Checked under the run's lock. Before, only what was already spent was compared, so the call that
-    passed the budget was made, and K delegates copying it made K of them at once."""
+    (``tokens``, ``cost``) fits beside what the run has spent and what its calls in flight hold (a
+    sibling's, a delegate's: the run's reservations but ``replaced``, this attempt's own). A
+    reservation whose attempt lapsed is a call made (``_settle`` charges its worst case) and counts as
+    spent. One that cannot fit beside the spend fails the node; one that could once the calls in
+    flight end (their actual usage replaces their worst case) waits for them as a run's ceiling does
+    (``BudgetPaused``: ``wake`` judges it again with ``fits_now``). Checked under the run's lock.
+    Before, only what was already spent was compared, so the call that passed the budget was made,
+    and K delegates copying it made K of them at once."""
     if not budget:
         return
     max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost_usd")
+    reserved = {k: v for k, v in (usage.get("reservations") or {}).items() if k not in replaced}
+    live = _holding(set(reserved))
+    lapsed = [v for k, v in reserved.items() if k not in live]
+    spent = {"tokens": usage.get("tokens", 0) + sum(r["tokens"] for r in lapsed),
+             "cost_usd": usage.get("cost_usd", 0.0) + sum(r["cost_usd"] for r in lapsed), "calls": usage.get("calls", 0)}
+    held = [v for k, v in reserved.items() if k in live]
     held_tokens, held_cost = sum(r["tokens"] for r in held), sum(r["cost_usd"] for r in held)
     figures = {"spent": spent, "budget": {"max_tokens": max_tokens, "max_cost_usd": max_cost},
                "next_call": {"tokens": tokens, "cost_usd": cost}, "held": {"tokens": held_tokens, "cost_usd": held_cost}}

@@ -260,30 +260,42 @@ def test_a_node_s_budget_is_judged_with_the_call_s_worst_case_and_the_calls_in_f
     it was made, and K delegates copying it made K such calls at once (a red-team helper reserved
     14,108 tokens against a budget of 10). A call that cannot fit beside the spend fails the node;
     one that cannot fit beside the calls in flight waits for them, as a run's ceiling does, and fits
-    once they end (their actual usage replaces their worst case)."""
+    once they end (their actual usage replaces their worst case). A call whose attempt died in flight
+    was made: it counts as spent, not as a wait (nothing would end it)."""
     from agents import budget
     from agents.exceptions import BudgetExceeded, BudgetPaused
     from tests.conftest import stored_run
+    from workflows.models import NodeRun
 
     run = stored_run(user)
+    first, second = (NodeRun.objects.create(run=run, node_id=n, node_type="agent", status="running", attempts=1)
+                     for n in ("a", "b"))
     messages = [{"role": "user", "content": "x" * 3000}]
     tokens, cost = budget.worst_case("gpt-4o-mini", messages, 1000)
     call = {"run_id": str(run.pk), "attempt": 1, "model": "gpt-4o-mini", "messages": messages, "max_tokens": 1000}
 
     with pytest.raises(BudgetExceeded) as refused:  # nothing spent yet, and the call alone could pass it
-        budget.reserve(node_run_id=1, node_budget={"max_tokens": tokens - 1}, **call)
+        budget.reserve(node_run_id=first.pk, node_budget={"max_tokens": tokens - 1}, **call)
     assert refused.value.extra["next_call"] == {"tokens": tokens, "cost_usd": cost}
 
     roomy = {"max_tokens": tokens * 2 - 1, "max_cost_usd": 1}  # room for one such call, not two
-    held = budget.reserve(node_run_id=1, node_budget=roomy, **call)  # a delegate's call, in flight
+    held = budget.reserve(node_run_id=first.pk, node_budget=roomy, **call)  # a delegate's call, in flight
     with pytest.raises(BudgetPaused) as waits:
-        budget.reserve(node_run_id=2, node_budget=roomy, **call)
+        budget.reserve(node_run_id=second.pk, node_budget=roomy, **call)
     assert waits.value.extra["held"]["tokens"] == tokens and waits.value.extra["node_budget"] == roomy
     assert "calls in flight" in str(waits.value)
     assert not budget.fits_now(run_id=str(run.pk), tokens=tokens, cost=cost, node_budget=roomy)  # wake's judgement
-    budget.release(held)
+
+    NodeRun.objects.filter(pk=first.pk).update(status="failed")  # its worker died mid-call: the call was made
+    with pytest.raises(BudgetExceeded) as spent:
+        budget.reserve(node_run_id=second.pk, node_budget=roomy, **call)
+    assert spent.value.extra["spent"]["tokens"] == tokens and spent.value.extra["held"]["tokens"] == 0
+    assert budget.fits_now(run_id=str(run.pk), tokens=tokens, cost=cost, node_budget=roomy)  # woken, to fail so
+
+    NodeRun.objects.filter(pk=first.pk).update(status="running")
+    budget.release(held)  # it answered: its actual usage (none here) replaces its worst case
     assert budget.fits_now(run_id=str(run.pk), tokens=tokens, cost=cost, node_budget=roomy)
-    budget.release(budget.reserve(node_run_id=2, node_budget=roomy, **call))  # released: it fits
+    budget.release(budget.reserve(node_run_id=second.pk, node_budget=roomy, **call))
 
 
 def test_the_worst_case_counts_the_tools_sent_beside_the_messages():
