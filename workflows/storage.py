@@ -37,6 +37,11 @@ def owner_stored_bytes(owner_id: int) -> int:
         return int(cursor.fetchone()[0])
 
 
+def owner_storage(owner_id: int) -> dict[str, int | None]:
+    """What ``owner_id``'s runs keep, and the bound (None: no bound): ``GET /auth/me``, ``aob whoami``."""
+    return {"stored_bytes": owner_stored_bytes(owner_id), "limit_bytes": settings.AOB_OWNER_STORAGE_BYTES or None}
+
+
 def check_room(*, owner_id: int, username: str, adding: int) -> None:
     """Refuse a run that would start with the owner's runs keeping ``AOB_OWNER_STORAGE_BYTES`` or
     more (``adding``: its inputs' bytes). 0: no bound."""

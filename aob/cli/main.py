@@ -80,8 +80,25 @@ def whoami(session: Session) -> None:
     """Who the API says the token belongs to."""
     me = session.client.get("auth/me")
     session.output.emit(me, lambda d: echo(
-        f"{d['username']}{' (staff)' if d.get('is_staff') else ''} at {session.api_url}"))
+        f"{d['username']}{' (staff)' if d.get('is_staff') else ''} at {session.api_url}{_kept(d.get('storage'))}"))
 
+
+def _kept(storage: dict | None) -> str:
+    """What the user's runs keep, against the bound (AOB_OWNER_STORAGE_BYTES), as whoami shows it."""
+    if not storage:
+        return ""
+    stored, limit = storage["stored_bytes"], storage["limit_bytes"]
+    return f"; runs keep {_size(stored)}" + (f" of {_size(limit)}" if limit else "")
+
+
+def _size(size: float) -> str:
+    if size < 1024:
+        return f"{int(size)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
 
 for command in (workflow, run, logs, approvals, approve, reject, patch, schedule, hook, secret, prune):
     cli.add_command(command)

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 def test_bearer_is_an_alias_of_token(user):
     bearer = APIClient()
     bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {user.auth_token.key}")
-    assert bearer.get("/api/v1/auth/me").json() == {"username": user.username, "is_staff": False}
+    assert bearer.get("/api/v1/auth/me").json()["username"] == user.username
 
     wrong = APIClient()
     wrong.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")

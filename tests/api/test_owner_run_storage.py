@@ -141,3 +141,14 @@ def test_a_start_sums_the_unfinished_runs_the_partial_index_holds() -> None:
     assert set(dict(index.condition.children)["status__in"]) == set(UNFINISHED) == {"queued", "running",
                                                                                    "waiting_for_approval"}
     assert "status IN ('queued', 'running', 'waiting_for_approval')" in STORED
+
+
+@pytest.mark.django_db
+def test_an_owner_reads_what_their_runs_keep_and_the_bound(user: Any, api: Any, settings: Any) -> None:
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(status="completed", inputs_bytes=1_000, usage={"output_bytes": 234})
+    settings.AOB_OWNER_STORAGE_BYTES = 5_000
+
+    assert api.get(f"{API}/auth/me").json()["storage"] == {"stored_bytes": 1_234, "limit_bytes": 5_000}
+    settings.AOB_OWNER_STORAGE_BYTES = 0  # no bound
+    assert api.get(f"{API}/auth/me").json()["storage"] == {"stored_bytes": 1_234, "limit_bytes": None}

@@ -28,7 +28,10 @@ def test_login_whoami_logout(transactional_db, aob, make_user, settings, tmp_pat
     (entry,) = json.loads(config.read_text())["servers"].values()
     assert entry == {"token": user.auth_token.key, "username": "carol"}
 
-    assert aob("--output", "json", "whoami").json() == {"username": "carol", "is_staff": False}
+    limit = settings.AOB_OWNER_STORAGE_BYTES
+    assert aob("--output", "json", "whoami").json() == {
+        "username": "carol", "is_staff": False, "storage": {"stored_bytes": 0, "limit_bytes": limit}}
+    assert aob("whoami").out.strip().endswith("; runs keep 0 bytes of 20.0 GiB")  # what her runs keep
 
     assert aob("logout").out.startswith("logged out of http://127.0.0.1:")
     assert json.loads(config.read_text())["servers"] == {}

@@ -127,7 +127,8 @@ def test_the_api_reads_token_workflow_and_run_in_one_statement_each(make_user: A
     with CaptureQueriesContext(connection) as statements:
         response = api.get("/api/v1/auth/me")
     assert response.status_code == 200 and response.json()["username"] == "alice"
-    assert len(statements) == 1  # the token with its user
+    # the token with its user, then what her runs keep (the answer's ``storage``, workflows/storage.py)
+    assert len(statements) == 2 and "workflows_ownerstorage" in statements.captured_queries[1]["sql"]
 
     # a bulk update, which sends no signal, leaves the token (a save would delete it): still refused
     User.objects.filter(pk=alice.pk).update(is_active=False)

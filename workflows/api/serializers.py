@@ -298,9 +298,17 @@ class TokenOut(serializers.Serializer):
     username = serializers.CharField(source="user.username")
 
 
+class StorageOut(serializers.Serializer):
+    stored_bytes = serializers.IntegerField(help_text=(
+        "what your runs keep now: their inputs and node outputs as stored, finished or not"))
+    limit_bytes = serializers.IntegerField(allow_null=True, help_text=(
+        "AOB_OWNER_STORAGE_BYTES: past it a run's start is refused 409 owner_storage_full; null: no bound"))
+
+
 class MeOut(serializers.Serializer):
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
+    storage = StorageOut()
 
 
 class HealthOut(serializers.Serializer):

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aob_project.exceptions import AobError, NotFound, ValidationFailed
-from workflows import ratelimit, results, selectors
+from workflows import ratelimit, results, selectors, storage
 from workflows.definition.validation import validate, workflow_schema
 from workflows.engine.sweeper import sweeper_health
 from workflows.models import Run, Workflow
@@ -97,7 +97,9 @@ class MeView(APIView):
 
     @extend_schema(responses={200: s.MeOut, 401: s.ErrorOut})
     def get(self, request: Request) -> Response:
-        return Response(s.MeOut(request.user).data)
+        user = request.user
+        return Response(s.MeOut({"username": user.get_username(), "is_staff": user.is_staff,
+                                 "storage": storage.owner_storage(user.pk)}).data)
 
 
 class HealthView(APIView):
