@@ -12,11 +12,10 @@ from django.db.models.functions import RowNumber
 
 from approvals.exceptions import ApprovalNotFound
 from approvals.models import Approval, Decision, Delivery
-from workflows.answers import Page, left_out
+from workflows.answers import Page, json_size, left_out
 from workflows.approvers import approver_names, by_own_name, naming  # the one rule for whom a name asks
 from workflows.models import Run, RunPatch
 from workflows.selectors import fill_within, measured
-from workflows.services.definitions import json_size
 
 
 def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:

@@ -585,7 +585,7 @@ class RunPatchAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).select_related("run", "patch_artifact").defer(
             "operations", "run__inputs", "patch_artifact__content")
 
-    @admin.display(description="description")
+    @admin.display(description="description", ordering="description")
     def description_shown(self, obj: RunPatch) -> str:
         return shown(obj.description)  # an agent's words (``aob.text``)
 

@@ -19,7 +19,7 @@ from approvals.models import Approval, Decision, Delivery
 from approvals.services import gate_context
 from tests.approvals.runs import approval_of, decide, parked, submit
 from tests.conftest import client_for, set_inputs, stored_run, wait_for_run
-from workflows.services.definitions import json_size
+from workflows.answers import json_size
 
 PAD = "x" * 100_000  # past the default AOB_APPROVAL_CONTEXT_MAX_BYTES (64 KiB)
 API = "/api/v1"
