@@ -547,11 +547,11 @@ AOB_MAX_RUN_OUTPUT_BYTES = env_int("AOB_MAX_RUN_OUTPUT_BYTES", 256 * 1024 * 1024
 # AOB_HTTP_MAX_RESPONSE_BYTES (10 MiB) as text or JSON (1-1.2x) or binary decoded as text (random
 # bytes 2.4x, 0xff or NUL 3x); a body of control characters (6x) does not. Raise it with that cap.
 AOB_MAX_NODE_OUTPUT_BYTES = env_int("AOB_MAX_NODE_OUTPUT_BYTES", 32 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
-# A run's inputs, however it starts (a hook's mapping and a parent's sub-workflow node can build more
-# than the API's body cap): refused at the start past it
 # What one owner's runs may keep together, inputs and node outputs as stored, finished or not
 # (workflows/storage.py); past it a run's start is refused 409 owner_storage_full. 0: no bound.
 AOB_OWNER_STORAGE_BYTES = env_int("AOB_OWNER_STORAGE_BYTES", 20 * 1024**3, within=(0, 1024**5))
+# A run's inputs, however it starts (a hook's mapping and a parent's sub-workflow node can build more
+# than the API's body cap): refused at the start past it
 AOB_MAX_RUN_INPUTS_BYTES = env_int("AOB_MAX_RUN_INPUTS_BYTES", 16 * 1024 * 1024, within=(1024, 256 * 1024 * 1024))
 # Run inputs past 64 KiB are read once in an engine process and kept (workflows/engine/run_inputs.py),
 # at most this much of their stored size per process (0: never kept, read at every claim and decision).
@@ -810,3 +810,22 @@ AOB_BROKER_QUORUM_QUEUES = env_bool("AOB_BROKER_QUORUM_QUEUES", True)
 if AOB_BROKER_IS_AMQP:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": env_bool("AOB_BROKER_CONFIRM_PUBLISH", True)}
     CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+
+
+def env_below(low: str, low_value: float, high: str, high_value: float, why: str) -> None:
+    """Two settings that bound one another, judged once both are read: each valid alone, together
+    they start a stack that misbehaves later with nothing said (the refusal names both, and why)."""
+    if not low_value < high_value:
+        raise RuntimeError(f"environment variable {high} ({high_value:g}) must be above {low} ({low_value:g}): {why}")
+
+
+env_below("AOB_DECISION_SOFT_TIME_LIMIT_S", AOB_DECISION_SOFT_TIME_LIMIT_S, "AOB_DECISION_TIME_LIMIT_S",
+          AOB_DECISION_TIME_LIMIT_S, "past its soft limit a decision records its failure; the hard limit kills it first")
+env_below("AOB_DECISION_MAX_MS + 2 x AOB_CEL_TIMEOUT_MS in seconds", (AOB_DECISION_MAX_MS + 2 * AOB_CEL_TIMEOUT_MS) / 1000,
+          "AOB_DECISION_SOFT_TIME_LIMIT_S", AOB_DECISION_SOFT_TIME_LIMIT_S,
+          "what a decision evaluates in place (its budget, the node it ends on, its conditions' shared deadline) "
+          "must end before its time limit, or every such decision fails and its run with it (DecisionFailed)")
+env_below("AOB_SWEEP_INTERVAL_S", AOB_SWEEP_INTERVAL_S, "AOB_SWEEP_STALE_S", AOB_SWEEP_STALE_S,
+          "the health answer calls the sweeper stale when no sweep finished this long, so it would always say so")
+env_below("AOB_REPUBLISH_AFTER_S", AOB_REPUBLISH_AFTER_S, "AOB_UNCLAIMED_AFTER_S", AOB_UNCLAIMED_AFTER_S,
+          "a node only slow to be claimed would be said unclaimed and sent again under a new id at its first re-publish")

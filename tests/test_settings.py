@@ -239,8 +239,41 @@ def test_a_database_url_on_the_local_socket_or_with_an_encoded_password_starts(u
     assert result.returncode == 0, result.stderr
 
 
+# Pairs each valid alone: (the variables set, the one the refusal names first, the one it is measured against)
+CONTRADICTIONS = [
+    ({"AOB_DECISION_SOFT_TIME_LIMIT_S": "90"}, "AOB_DECISION_TIME_LIMIT_S", "AOB_DECISION_SOFT_TIME_LIMIT_S"),
+    ({"AOB_CEL_TIMEOUT_MS": "20000"}, "AOB_DECISION_SOFT_TIME_LIMIT_S", "AOB_CEL_TIMEOUT_MS"),
+    ({"AOB_SWEEP_INTERVAL_S": "60", "AOB_SWEEP_STALE_S": "30"}, "AOB_SWEEP_STALE_S", "AOB_SWEEP_INTERVAL_S"),
+    ({"AOB_UNCLAIMED_AFTER_S": "5"}, "AOB_UNCLAIMED_AFTER_S", "AOB_REPUBLISH_AFTER_S"),
+]
+
+
+@pytest.mark.parametrize(("env", "name", "other"), CONTRADICTIONS)
+def test_two_settings_that_contradict_each_other_are_refused_naming_both(env: dict[str, str], name: str, other: str):
+    """Each value was valid alone, and together they started a stack that misbehaved later with
+    nothing said: a decision's soft time limit past its hard one was never reached (the hard kill
+    lost the decision's failure), a CEL deadline longer than a decision may take failed every
+    decision that evaluated one slow condition (and its run: DecisionFailed), a sweep interval
+    longer than ``AOB_SWEEP_STALE_S`` made the health answer call a working sweeper stale, and an
+    unclaimed deadline shorter than the re-publish one said a node only waiting its turn was lost."""
+    last = refused(*read(env), name)
+    assert other in last and "must be above" in last
+
+
+# .env.example's values of the settings above, which an operator copies and edits one at a time
+SHIPPED = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+               if line.startswith(("AOB_DECISION", "AOB_CEL_TIMEOUT", "AOB_SWEEP", "AOB_REPUBLISH", "AOB_UNCLAIMED")))
+
+
+def test_the_shipped_values_of_the_related_settings_start():
+    assert {"AOB_DECISION_SOFT_TIME_LIMIT_S", "AOB_SWEEP_STALE_S", "AOB_CEL_TIMEOUT_MS"} <= set(SHIPPED)
+    result, = read(SHIPPED)
+    assert result.returncode == 0, result.stderr
+
+
 ALL_CASES: list[dict[str, str | None]] = [
     *({name: value} for name, value in [*SWITCHES, *NUMBERS, *LISTS, *URLS, *UNUSABLE, *SPELLINGS]),
     PRODUCTION,
     *(_in_production(name, value) for name, value in DEVELOPMENT_ADDRESSES),
-    *({"DATABASE_URL": url} for url in LOCAL_URLS)]
+    *({"DATABASE_URL": url} for url in LOCAL_URLS),
+    *(env for env, _, _ in CONTRADICTIONS), SHIPPED]
