@@ -125,6 +125,48 @@ def test_a_sub_workflow_paused_on_its_parents_budget_is_resumed_from_its_own_pag
     assert problems == []
 
 
+@pytest.mark.browser
+def test_a_node_waiting_on_its_own_budget_says_so_and_offers_no_raise(web: str, fake_llm) -> None:
+    """Two agents whose budget (their definition's) fits one call's worst case and not two: while
+    one call is in flight the other node waits on it. Its page said the run's budget could not cover
+    the call and offered to raise the run's, which changes nothing for it; it names the node's own
+    budget and what the calls in flight hold now, offers no raise, and the run completes once they end."""
+    import threading
+
+    from playwright.sync_api import expect
+    from rest_framework.test import APIClient
+
+    from tests.agents.flows import agent, finish, start
+    from tests.engine.flow import wait_until
+
+    user = User.objects.create_user("browser", password=PASSWORD)
+    api = APIClient()
+    api.force_authenticate(user)
+
+    def two(budget: dict) -> str:
+        return start(api, [agent("a", budget=budget, max_tokens=1000), agent("b", budget=budget, max_tokens=1000)])
+
+    probe = finish(two({"max_tokens": 1}))  # a call's worst case, as its refusal names it
+    worst = max(nr.error["next_call"]["tokens"] for nr in NodeRun.objects.filter(run=probe)
+                if nr.error and "next_call" in nr.error)
+    answered = threading.Event()
+    fake_llm.reset([{"content": "first", "until": answered}, {"content": "second"}])
+    run_id = two({"max_tokens": worst + worst // 2})
+    waiting = wait_until(lambda: NodeRun.objects.filter(run_id=run_id, status="waiting", wait_reason="budget").first(),
+                         timeout=30, what="a node waiting on its own budget")
+
+    with chromium_page("web-node-budget-failure.png") as (page, problems):
+        log_in(page, web, "browser", f"/runs/{run_id}/")
+        page.locator(f'svg.dag [data-node="{waiting.node_id}"]').click()
+        panel = page.locator("#node-panel")
+        expect(panel).to_contain_text(f"this node's own budget ({worst + worst // 2} tokens) cannot cover")
+        expect(panel).to_contain_text("raising the run's does not change it")
+        expect(panel.get_by_role("button", name=re.compile("Raise"))).to_have_count(0)
+        answered.set()
+        expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+    assert problems == []
+
+
 def gate_for_two() -> tuple[str, int, str]:
     """A run waiting at a gate the page's user and bob must both approve: its id, the approval's and
     bob's API token."""

@@ -226,7 +226,7 @@ function renderNodePanel() {
   // event arrives: the details can be drawn before the socket's replay brings it)
   const asked = lastEvent("approval_required", n);
   const seen = gateSeen(n);
-  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.target}`
+  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.node ? "node" : ask.target}`
     : `none:${n.node_id}:${n.status}:${asked ? asked.seq : 0}:${seen ? `${seen.nobody_can_decide}${seen.cannot_be_approved}` : ""}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
@@ -271,23 +271,31 @@ function lastEvent(type, n) {
 }
 
 // What a budget pause asks of the owner: the run to raise (a sub-workflow's spend counts against
-// the runs above it: the one that stopped the node), that run's ceilings and its spend.
+// the runs above it: the one that stopped the node), that run's ceilings and its spend. A pause on
+// the node's own budget (its definition's) asks nothing: it waits for the run's calls in flight.
 function budgetAsk(n) {
   const { run } = state.details;
   const pause = lastPause(n);
   const d = (pause && pause.data) || {};
   const target = d.budget_run_id || run.budget.within_run || runId;
   const elsewhere = target !== runId;
-  return { seq: pause ? pause.seq : 0, target, elsewhere,
-    limits: d.budget || (elsewhere ? {} : run.budget), spent: d.spent || (elsewhere ? {} : run.usage) };
+  return { seq: pause ? pause.seq : 0, target, elsewhere, node: Boolean(d.node_budget), held: d.held || {},
+    limits: d.node_budget || d.budget || (elsewhere ? {} : run.budget), spent: d.spent || (elsewhere ? {} : run.usage) };
 }
 
 // a ceiling may be an integer past 2^53 (a BigInt: parseJson), and a BigInt times a Number throws
 const suggest = (value) => (value === null || value === undefined ? "" : String(typeof value === "bigint" ? value * 2n : value * 2));
 
-function budgetMessage({ target, elsewhere, limits, spent }) {
+function budgetMessage({ target, elsewhere, node, held, limits, spent }) {
   const ceiling = `$${limits.max_cost_usd ?? "?"}, ${limits.max_tokens ?? "?"} tokens`;
   const spentText = `Spent there so far: $${Number(spent.cost_usd || 0).toFixed(4)}, ${spent.tokens || 0} tokens.`;
+  if (node) {
+    const ceilings = [limits.max_cost_usd == null ? "" : `$${limits.max_cost_usd}`, limits.max_tokens == null ? "" : `${limits.max_tokens} tokens`];
+    return el("p", { class: "message" }, `Paused: this node's own budget (${ceilings.filter(Boolean).join(", ")}) cannot cover `
+      + `its next model call beside what the run has spent ($${Number(spent.cost_usd || 0).toFixed(4)}, ${spent.tokens || 0} tokens) `
+      + `and what its calls in flight hold ($${Number(held.cost_usd || 0).toFixed(4)}, ${held.tokens || 0} tokens). `
+      + "It resumes when they end; the budget is the workflow's, and raising the run's does not change it.");
+  }
   return elsewhere
     ? el("p", { class: "message" }, "Paused: this sub-workflow's spend counts against run ", el("a", { href: `/runs/${target}/`, class: "mono" }, target.slice(0, 8)),
       `, whose budget (${ceiling}) cannot cover the next model call. Raising it resumes this node. `, spentText)
@@ -295,6 +303,7 @@ function budgetMessage({ target, elsewhere, limits, spent }) {
 }
 
 function budgetForm(ask) {
+  if (ask.node) return el("div", { class: "decide approve-box", "data-pause": ask.seq, role: "status" }, budgetMessage(ask));
   const { target, elsewhere, limits } = ask;
   const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", required: true, value: suggest(limits.max_cost_usd), "aria-label": "new cost ceiling in USD" });
   const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: suggest(limits.max_tokens), "aria-label": "new token ceiling" });
