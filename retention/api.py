@@ -3,7 +3,8 @@ retention now, for at most ``AOB_PRUNE_REQUEST_S`` (``finished`` false: the rest
 prune, the beat's or a repeat), or with ``dry_run`` count what would go (each count up to
 ``AOB_PRUNE_PREVIEW_CAP``).
 
-``POST /api/v1/runs/{id}/delete`` (the run's owner): delete one finished run as a prune would."""
+``POST /api/v1/runs/{id}/delete`` (the run's owner): delete one finished run as a prune would.
+``POST /api/v1/runs/delete``: delete the caller's finished runs a filter of the runs list chooses."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from workflows.api.filters import RunFilter, checked, refuse
 from workflows.api.serializers import ErrorOut, JSONBooleanField, StrictSerializer
-from workflows.selectors import run_get
+from workflows.models import Run
+from workflows.selectors import run_get, runs_owned
 from workflows.visibility import reads_every_run
 
-from .services import prune, run_remove
+from .services import prune, run_remove, runs_remove
 
 
 class PruneIn(StrictSerializer):
@@ -69,3 +72,42 @@ class RunDeleteView(APIView):
         if run_remove(run=run_get(user=request.user, run_id=pk, change=True), user=request.user):
             return Response(status=204)
         return Response(RunDeleteOut({"finished": False}).data, status=202)
+
+
+class RunsDeleteIn(StrictSerializer):
+    """The runs list's filters (``GET /runs``: the same words, read by the same filter), at least one."""
+
+    workflow = serializers.CharField(required=False, max_length=200, help_text="runs of this workflow (tag)")
+    status = serializers.ChoiceField(required=False, choices=list(Run.FINISHED), help_text="a finished status")
+    created_after = serializers.CharField(required=False, max_length=64, help_text="created at or after (ISO 8601)")
+    created_before = serializers.CharField(required=False, max_length=64, help_text="created before (ISO 8601)")
+
+
+class RunsDeleteOut(serializers.Serializer):
+    deleted = serializers.IntegerField(help_text="runs deleted by this request")
+    finished = serializers.BooleanField(help_text=(
+        "false: AOB_PRUNE_REQUEST_S ran out first; the same request again goes on (202)"))
+    kept = serializers.IntegerField(required=False, help_text=(
+        "when finished: runs the filter matches that stay, as an unfinished run reads each (a parent waiting for "
+        "its outcome, a replay of it), or another request held it"))
+
+
+class RunsDeleteView(APIView):
+    @extend_schema(operation_id="runs_delete_matching", request=RunsDeleteIn, responses={200: RunsDeleteOut, 202: RunsDeleteOut, 400: ErrorOut,
+                                                    401: ErrorOut})
+    def post(self, request: Request) -> Response:
+        """Delete the caller's finished runs that the runs list's filters choose (workflow, status,
+        created_after, created_before; at least one), each as ``POST /runs/{id}/delete`` deletes
+        one, for at most ``AOB_PRUNE_REQUEST_S``: 202 when that ran out first (the same request goes on)."""
+        data = RunsDeleteIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        wanted = data.validated_data
+        if not wanted:
+            raise refuse("created_before", "a filter is required: workflow, status, created_after or created_before "
+                                           "(created_before now chooses every finished run of yours)", "filter_required")
+        runs = checked(RunFilter(data=wanted, queryset=runs_owned(user=request.user)), wanted)
+        deleted, finished = runs_remove(runs=runs)
+        if not finished:
+            return Response(RunsDeleteOut({"deleted": deleted, "finished": False}).data, status=202)
+        kept = runs.filter(status__in=Run.FINISHED).count()
+        return Response(RunsDeleteOut({"deleted": deleted, "finished": True, "kept": kept}).data)

@@ -93,6 +93,17 @@ def run_remove(*, run: Run, user: Any) -> bool:
     return finished
 
 
+def runs_remove(*, runs: QuerySet[Run]) -> tuple[int, bool]:
+    """Delete those of ``runs`` (one owner's, as a filter of theirs chose them) that may go
+    (``removable``: finished, read by no unfinished run), as a prune deletes them, for at most
+    ``AOB_PRUNE_REQUEST_S``: how many went, and whether none that may go is left (False: the time ran
+    out first; the next call goes on from there). What the owner's runs keep goes down with each."""
+    deadline = time.monotonic() + settings.AOB_PRUNE_REQUEST_S
+    removed, finished = _in_batches(lambda: removable(runs), Run, settings.AOB_RETENTION_BATCH_SIZE, deadline)
+    logger.info("retention.runs_removed", extra={"removed": removed, "finished": finished})
+    return removed, finished
+
+
 def _artifact_references() -> list[tuple[Any, str]]:
     """Every (model, column) that points at an artifact, in any app."""
     return [(model, field.attname) for model in apps.get_models() for field in model._meta.concrete_fields

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import click
 
-from .client import segment
+from .client import ApiError, segment
 from .output import dumps, duration_text, echo, short_time, table
 from .session import Session, json_file_or_text, json_object, names_a_file, pass_session, read_json_file
 from .watch import POLL_INTERVAL_S, events_all, run_follow
@@ -221,22 +221,87 @@ def run_cancel(session: Session, run_id: str) -> None:
     session.output.emit(answer, lambda d: echo(f"run {d['run_id']} {d['status']}"))
 
 
-DELETE_TRIES = 20  # requests of AOB_PRUNE_REQUEST_S each (10 s) for one run's rows
+DELETE_TRIES = 20  # requests of AOB_PRUNE_REQUEST_S each (10 s) for one run's rows, or that delete nothing
+RATE_WAITS = 30  # waits a delete makes on a rate limit's 429, each the retry_after_seconds it names (at most 60 s)
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
+
+
+def _post_paced(session: Session, path: str, body: Any = None) -> Any:
+    """A POST sent again after the wait a rate limit's 429 names: many deletes are many writes
+    (AOB_RATE_USER_WRITES_PER_MIN), and a list of them should go on, not fail midway."""
+    for _ in range(RATE_WAITS):
+        try:
+            return session.client.post(path, body)
+        except ApiError as exc:
+            if exc.status != 429:
+                raise
+            time.sleep(min(60.0, max(0.5, float(exc.details.get("retry_after_seconds") or 1))))
+    return session.client.post(path, body)
 
 
 @run.command("delete")
-@click.argument("run_id")
-@click.confirmation_option("--yes", "-y", prompt="Delete this run, its node runs, events and approvals?")
+@click.argument("run_ids", nargs=-1, metavar="[RUN_ID]...")
+@click.option("--workflow", default=None, help="Instead of ids: the finished runs of this workflow (tag).")
+@click.option("--status", type=click.Choice(FINISHED_STATUSES), default=None, help="... of this finished status.")
+@click.option("--created-after", default=None, help="... created at or after (ISO 8601).")
+@click.option("--created-before", default=None, help="... created before (ISO 8601).")
+@click.confirmation_option("--yes", "-y", prompt="Delete these runs, their node runs, events and approvals?")
 @pass_session
-def run_delete(session: Session, run_id: str) -> None:
-    """Delete a finished run of yours with everything that is its own: what your runs keep
-    (AOB_OWNER_STORAGE_BYTES) goes down by what it kept."""
+def run_delete(session: Session, run_ids: tuple[str, ...], workflow: str | None, status: str | None,
+               created_after: str | None, created_before: str | None) -> None:
+    """Delete finished runs of yours with everything that is their own: what your runs keep
+    (AOB_OWNER_STORAGE_BYTES) goes down by what they kept. Name runs by id, or choose them with the
+    runs list's filters (all of yours: --created-before with the time now). Each id is deleted on its
+    own: one that cannot be is said, the rest go on, and the exit status is 1."""
+    filters = {k: v for k, v in (("workflow", workflow), ("status", status), ("created_after", created_after),
+                                 ("created_before", created_before)) if v is not None}
+    if bool(run_ids) == bool(filters):
+        raise click.UsageError("name runs by id, or choose them with --workflow, --status, --created-after or "
+                               "--created-before (not both)")
+    if filters:
+        _delete_matching(session, filters)
+        return
+    failed = 0
+    for run_id in dict.fromkeys(run_ids):
+        try:
+            _delete_one(session, run_id)
+        except click.ClickException as exc:
+            if len(run_ids) == 1:
+                raise
+            failed += 1
+            session.output.line({"run_id": run_id, "deleted": False, "error": exc.message},
+                                f"not deleted run {run_id}: {exc.message}")
+            continue
+        if len(run_ids) == 1:
+            session.output.emit({"run_id": run_id, "deleted": True}, lambda d: echo(f"deleted run {run_id}"))
+        else:
+            session.output.line({"run_id": run_id, "deleted": True}, f"deleted run {run_id}")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(dict.fromkeys(run_ids))} runs were not deleted")
+
+
+def _delete_one(session: Session, run_id: str) -> None:
     for _ in range(DELETE_TRIES):
-        if session.client.post(_run_path(run_id, "delete")) is None:  # 204; a 202 is a request whose time ran out
+        if _post_paced(session, _run_path(run_id, "delete")) is None:  # 204; a 202 is a request whose time ran out
+            return
+    raise click.ClickException(f"run {run_id} is still being deleted: run the command again to go on")
+
+
+def _delete_matching(session: Session, filters: dict[str, str]) -> None:
+    deleted, idle = 0, 0
+    while True:
+        answer = _post_paced(session, "runs/delete", filters)
+        deleted += answer["deleted"]
+        if answer["finished"]:
             break
-    else:
-        raise click.ClickException(f"run {run_id} is still being deleted: run the command again to go on")
-    session.output.emit({"run_id": run_id, "deleted": True}, lambda d: echo(f"deleted run {run_id}"))
+        idle = idle + 1 if not answer["deleted"] else 0  # each request goes on where the last ended
+        if idle >= DELETE_TRIES:
+            raise click.ClickException(f"deleted {deleted} runs; the rest are still being deleted: run the "
+                                       "command again to go on")
+    kept = answer.get("kept") or 0
+    session.output.emit({"deleted": deleted, "kept": kept}, lambda d: echo(
+        f"deleted {deleted} runs" + (f"; {kept} stay, as an unfinished run reads each (a parent waiting for its "
+                                     "outcome, a replay of it)" if kept else "")))
 
 
 @run.command("budget")

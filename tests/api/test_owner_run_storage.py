@@ -152,3 +152,56 @@ def test_an_owner_reads_what_their_runs_keep_and_the_bound(user: Any, api: Any, 
     assert api.get(f"{API}/auth/me").json()["storage"] == {"stored_bytes": 1_234, "limit_bytes": 5_000}
     settings.AOB_OWNER_STORAGE_BYTES = 0  # no bound
     assert api.get(f"{API}/auth/me").json()["storage"] == {"stored_bytes": 1_234, "limit_bytes": None}
+
+
+@pytest.mark.django_db
+def test_the_finished_runs_a_filter_chooses_are_deleted_in_one_request(user: Any, make_user: Any,
+                                                                       settings: Any) -> None:
+    """An owner at the bound freed room one run a request (each a write against the rate limit);
+    the runs list's filters choose many, read by the same filter as ``GET /runs``. Only the
+    caller's finished runs go, none another run still reads, and what they kept goes down."""
+    from subflows.models import SubRun
+    from tests.api.test_lists import a_run
+
+    bob = make_user("bob")
+    failed_old = [a_run(user, tag="billing", status="failed", days_ago=10) for _ in range(3)]
+    kept_ones = [a_run(user, tag="billing", status="failed", days_ago=1),  # created after the filter's date
+                 a_run(user, tag="billing", status="completed", days_ago=10),  # another status
+                 a_run(user, tag="reports", status="failed", days_ago=10),  # another workflow
+                 a_run(bob, tag="billing", status="failed", days_ago=10)]  # another owner
+    parent, in_use = stored_run(user), a_run(user, tag="billing", status="failed", days_ago=10)
+    node = NodeRun.objects.create(run=parent, node_id="sub", node_type="workflow", status="running")
+    SubRun.objects.create(parent_run=parent, parent_node_run=node, child_run=in_use)  # its parent waits for it
+    Run.objects.filter(owner=user).update(inputs_bytes=1_000)
+    before = _kept(user.pk)
+    settings.AOB_RETENTION_BATCH_SIZE = 2  # in more than one batch
+    cutoff = (failed_old[0].created_at + (kept_ones[0].created_at - failed_old[0].created_at) / 2).isoformat()
+
+    answer = client_for(user).post(f"{API}/runs/delete", {"workflow": "billing", "status": "failed",
+                                                          "created_before": cutoff}, format="json")
+
+    assert answer.status_code == 200, answer.json()
+    assert answer.json() == {"deleted": 3, "finished": True, "kept": 1}  # the one a parent reads stays
+    assert not Run.objects.filter(pk__in=[r.pk for r in failed_old]).exists()
+    assert Run.objects.filter(pk__in=[r.pk for r in [*kept_ones, in_use, parent]]).count() == 6
+    assert _kept(user.pk) == before - 3_000 == _recounted(user.pk)
+
+
+@pytest.mark.parametrize(("body", "field", "rule"), [
+    ({}, "created_before", "filter_required"),  # every run of the caller's, by a body left empty: refused
+    ({"status": "running"}, "status", "invalid_choice"),  # unfinished runs are cancelled first, one by one
+    ({"created_before": "last tuesday"}, "created_before", "invalid"),
+    ({"workflow": ""}, "workflow", "blank"),
+    ({"q": "invoice"}, "q", "unknown_field"),  # the text search looks at the latest 1,000 runs: not a choice
+    ({"workflow": 5}, "workflow", "type"),
+])
+@pytest.mark.django_db
+def test_a_delete_by_filter_names_the_field_it_cannot_take(user: Any, body: dict, field: str, rule: str) -> None:
+    run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(status="failed")
+
+    answer = client_for(user).post(f"{API}/runs/delete", body, format="json")
+
+    assert answer.status_code == 400, answer.content
+    assert (answer.json()["details"]["field"], answer.json()["details"]["rule"]) == (field, rule), answer.json()
+    assert Run.objects.filter(pk=run.pk).exists()

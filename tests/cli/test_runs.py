@@ -137,6 +137,30 @@ def test_a_finished_run_is_deleted_once_asked_and_an_unfinished_one_is_refused(e
     assert not Run.objects.filter(pk=run_id).exists()
 
 
+def test_runs_are_deleted_by_ids_or_by_the_lists_filters_and_one_refused_leaves_the_rest(as_alice, alice):
+    """One run a command freed little room; now several ids, each on its own (one that cannot be
+    deleted is said and the rest go), or the runs list's filters in one request at a time."""
+    from tests.api.test_lists import a_run
+
+    first, second, waiting = a_run(alice, status="failed"), a_run(alice), a_run(alice, status="waiting_for_approval")
+    billing = [a_run(alice, tag="billing", status="failed", days_ago=3) for _ in range(2)]
+    other = a_run(alice, tag="billing", status="completed", days_ago=3)
+
+    some = as_alice("run", "delete", str(first.pk), str(waiting.pk), str(second.pk), "--yes")
+
+    assert some.code == 1 and "1 of 3 runs were not deleted" in some.err
+    assert some.out.splitlines() == [f"deleted run {first.pk}", f"not deleted run {waiting.pk}: run is "
+                                     "waiting_for_approval: cancel it first, or wait for it to finish",
+                                     f"deleted run {second.pk}"]
+    assert set(Run.objects.filter(owner=alice).values_list("pk", flat=True)) == {waiting.pk, other.pk,
+                                                                               *(r.pk for r in billing)}
+    matching = as_alice("-o", "json", "run", "delete", "--workflow", "billing", "--status", "failed", "--yes")
+    assert matching.code == 0, matching.err
+    assert matching.json() == {"deleted": 2, "kept": 0}
+    assert set(Run.objects.filter(owner=alice).values_list("pk", flat=True)) == {waiting.pk, other.pk}
+    assert as_alice("run", "delete", str(other.pk), "--status", "failed", "--yes").code == 2  # ids or filters
+
+
 def test_an_unknown_run_is_the_apis_message(engine, as_alice):
     ghost = str(uuid.uuid4())
     for args in (["run", "status", ghost], ["run", "watch", ghost]):
