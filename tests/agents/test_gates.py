@@ -56,3 +56,47 @@ def test_guarding_walks_a_large_definition_once(monkeypatch):
 
     assert gates.guarding(definition, f"t{chain - 1}") == sorted(f"g{i}" for i in range(count))
     assert (len(built), asked) == (1, [])
+
+
+def _paying_a_quote() -> dict[str, Any]:
+    """start → review (a gate) → pay, and start → slow → quote → pay: pay sends what quote computes,
+    and quote may run after the gate was approved. ``memo`` reads ``quote`` by reference only."""
+    return {"nodes": [
+        {"id": "start", "type": "transform", "config": {"expression": "{'n': 1}"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay the quote?"}},
+        {"id": "slow", "type": "http", "config": {"url": "https://example.com/slow"}},
+        {"id": "quote", "type": "transform", "config": {"expression": "{'amount': 5}"}},
+        {"id": "rate", "type": "transform", "config": {"expression": "{'fx': 1}"}},
+        {"id": "pay", "type": "http", "config": {"url": "https://example.com/pay", "method": "POST",
+                                                 "payload": {"amount": "$nodes.quote.amount", "fx": "$nodes.rate.fx"}}},
+        {"id": "elsewhere", "type": "transform", "config": {"expression": "1"}},
+    ], "edges": [{"from": "start", "to": "review"}, {"from": "start", "to": "slow"}, {"from": "slow", "to": "quote"},
+                 {"from": "quote", "to": "pay"}, {"from": "review", "to": "pay", "condition": "$.approved == true"},
+                 {"from": "start", "to": "elsewhere"}]}
+
+
+def _digest(definition: dict[str, Any]) -> str:
+    return gates.action_digest(definition, "review", bodies={})
+
+
+def test_what_an_approved_action_reads_that_may_still_run_is_part_of_what_was_approved():
+    """A red team's agent rewrote ``quote`` after ``review`` was approved and before it ran: the
+    approval stood, and ``pay`` sent the agent's amount. What the action reads (joined, or named by
+    reference: ``rate`` has no edge) and may still run is part of the digest; what ran before the
+    gate asked (``start``) and what the action never reads (``elsewhere``) are not."""
+    definition = _paying_a_quote()
+    assert gates.feeders(definition, "review", gates.guarded(definition, "review")) == {"slow", "quote", "rate"}
+    digest = _digest(definition)
+
+    def changed(node_id: str, expression: str) -> dict[str, Any]:
+        other = _paying_a_quote()
+        next(n for n in other["nodes"] if n["id"] == node_id)["config"]["expression"] = expression
+        return other
+
+    assert _digest(changed("quote", "{'amount': 5000}")) != digest
+    assert _digest(changed("rate", "{'fx': 1000}")) != digest
+    assert _digest(changed("start", "{'n': 2}")) == digest
+    assert _digest(changed("elsewhere", "2")) == digest
+    fed_anew = _paying_a_quote()
+    fed_anew["edges"].append({"from": "elsewhere", "to": "quote"})  # quote now joins another step's output
+    assert _digest(fed_anew) != digest

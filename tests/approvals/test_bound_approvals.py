@@ -65,6 +65,39 @@ def test_a_patch_to_an_approved_action_that_has_not_begun_asks_the_gate_again(en
     assert approval.status == "approved" and approval.action_digest.startswith("sha256:")
 
 
+def test_an_agent_rewriting_what_an_approved_payment_reads_asks_the_gate_again(engine, user, remote, fake_llm):
+    """pay sends what quote computes; quote runs after slow, which the test holds past the approval.
+    A red team's agent replaced quote's expression then: the approval stood and pay sent 5000 where
+    5 was approved. Now the gate asks again, and pay waits for its new answer."""
+    fake_llm.reset([{"content": "Done."}])
+    flow = _join_behind_gate(user.username, remote)
+    flow["nodes"] += [{"id": "plan", "type": "agent", "config": {"task": "summarise"}},
+                      {"id": "quote", "type": "transform", "config": {"expression": "{'amount': 5}"}}]
+    flow["nodes"][3]["config"]["payload"] = {"amount": "$nodes.quote.amount"}
+    flow["edges"] = [e for e in flow["edges"] if e["from"] != "slow"] + [
+        {"from": "start", "to": "plan"}, {"from": "slow", "to": "quote"}, {"from": "quote", "to": "pay"}]
+    run_id = submit(user, flow)
+    approval = pending_approval(run_id)
+    assert decide(user, approval).status_code == 200
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="plan", status="completed").exists())
+
+    patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"node_id": "plan", "operations": [
+        {"op": "replace", "path": "/nodes/5/config/expression", "value": "{'amount': 5000}"}]}, format="json")
+
+    assert patched.status_code == 201, patched.json()
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+    assert Event.objects.get(run_id=run_id, type="approval_voided").data["reopened"] is True
+    remote.release("slow")
+    run = wait_for_run(run_id, statuses=WAITING)
+    assert NodeRun.objects.get(run_id=run_id, node_id="quote").output == {"amount": 5000}
+    assert run.status == "waiting_for_approval" and not remote.hits("/echo")  # quote done, pay waits for review
+    assert decide(user, approval, comment="5000, seen").status_code == 200
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5000}']
+
+
 def test_votes_cast_on_a_pending_gate_lapse_when_its_action_changes(engine, user, make_user, remote):
     bob = make_user("bob")
     definition = _join_behind_gate(user.username, remote)

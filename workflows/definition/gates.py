@@ -250,6 +250,45 @@ def guarding(definition: dict[str, Any], node_id: str) -> list[str]:
     return sorted(found)
 
 
+def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set[str]:
+    """The nodes whose outputs ``gate``'s action reads (and theirs in turn) that need not have run
+    when the gate asks: upstream of a node of the action along an edge (what it joins), or named by
+    one's config or by the condition of an edge into one (``$nodes.quote``), neither the gate nor
+    upstream of it (those have all run once the gate asks). An approved payment reads its amount
+    from such a step: rewritten after the approval, the payment sent what nobody approved."""
+    adjacency = successors(definition)
+    if gate not in adjacency:
+        return set()
+    reverse = predecessors(adjacency)
+    asked_after = reachable(reverse, reverse[gate], avoid=gate) | {gate}
+    reads = _reads(definition)
+    done = set(action)
+    found: set[str] = set()
+    todo = list(done)
+    while todo:
+        node = todo.pop()
+        for source in (*reverse.get(node, ()), *reads.get(node, ())):
+            if source in adjacency and source not in asked_after and source not in done and source not in found:
+                found.add(source)
+                todo.append(source)
+    return found
+
+
+def _reads(definition: dict[str, Any]) -> dict[str, set[str]]:
+    """Each node's references to other nodes' outputs: in its config, and in its incoming edges'
+    conditions (the executor's loading rule, ``referenced_nodes``)."""
+    from .references import referenced_nodes
+
+    def build() -> dict[str, set[str]]:
+        found = {node_id: referenced_nodes(node.get("config")) for node_id, node in nodes_by_id(definition).items()}
+        for _, target, condition in edges(definition):
+            if condition and target in found:
+                found[target] |= referenced_nodes(condition)
+        return found
+
+    return _memoized("reads", definition, build)
+
+
 def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mapping[str, Iterable[str]],
                   leave_out: Iterable[str] = ()) -> str:
     """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
@@ -260,7 +299,8 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     times the approved action runs on the one approval (a payment joined with a step of a paging
     loop pays on every page), though the loop may lie outside what ``guarded`` walks (before
     another gate, or beside the action). A loop that runs the gate again is not: the gate asks on
-    every pass.
+    every pass. And what the action reads that may still run after the approval (``feeders``), with
+    every edge into or out of those: the amount a payment sends is part of what was approved.
 
     Nodes named in ``leave_out`` (added by an agent the gate already approved) are not part of it,
     and neither are the edges among them nor the plain edges from the approved action to them (an
@@ -279,10 +319,14 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     inside = {gate, *region}
     loops = sorted(n for n, reruns in bodies.items() if n in nodes and n not in inside and n not in skip
                    and gate not in reruns and set(reruns) & inside)
+    fed = sorted(feeders(definition, gate, action) - skip) if gate is not None else []
+    read = inside | set(fed)
     routes = [[source, target, condition] for source, target, condition in edges(definition)
-              if (source in inside or target in inside) and not (target in skip and not condition)]
+              if (source in read or target in read) and not (target in skip and not condition)]
     digested = {"gate": nodes.get(gate) if gate else None, "nodes": [nodes[n] for n in region], "edges": routes,
                 "loops": [nodes[n] for n in loops]}
+    if fed:  # a key of its own: an action that reads nothing still has the digest it had
+        digested["feeders"] = [nodes[n] for n in fed]
     text = json.dumps(digested, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
