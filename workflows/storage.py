@@ -44,15 +44,16 @@ def owner_storage(owner_id: int) -> dict[str, int | None]:
 
 def check_room(*, owner_id: int, username: str, adding: int) -> None:
     """Refuse a run that would start with the owner's runs keeping ``AOB_OWNER_STORAGE_BYTES`` or
-    more (``adding``: its inputs' bytes). 0: no bound."""
+    more (``adding``: what it starts with, its inputs' bytes and the outputs a replay reuses). 0: no bound."""
     limit = settings.AOB_OWNER_STORAGE_BYTES
     if not limit:
         return
     stored = owner_stored_bytes(owner_id)
     if stored + adding > limit:
         raise Conflict(
-            f"{username!r}'s runs keep {stored} bytes of inputs and outputs, and this run's inputs "
-            f"({adding} bytes) would pass the bound of {limit} (AOB_OWNER_STORAGE_BYTES): delete runs "
-            "you no longer need (POST /api/v1/runs/{id}/delete), or wait for retention to remove them",
+            f"{username!r}'s runs keep {stored} bytes of inputs and outputs, and what this run starts with "
+            f"({adding} bytes: its inputs, and the outputs a replay reuses) would pass the bound of {limit} "
+            "(AOB_OWNER_STORAGE_BYTES): delete runs you no longer need (POST /api/v1/runs/{id}/delete, or "
+            "POST /api/v1/runs/delete with the runs list's filters), or wait for retention to remove them",
             code="owner_storage_full",
             extra={"rule": "owner_storage_bytes", "limit": limit, "stored": stored, "adding": adding})

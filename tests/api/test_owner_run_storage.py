@@ -205,3 +205,51 @@ def test_a_delete_by_filter_names_the_field_it_cannot_take(user: Any, body: dict
     assert answer.status_code == 400, answer.content
     assert (answer.json()["details"]["field"], answer.json()["details"]["rule"]) == (field, rule), answer.json()
     assert Run.objects.filter(pk=run.pk).exists()
+
+
+def test_a_replay_counts_the_outputs_it_reuses_from_its_start(engine: Any, user: Any, api: Any,
+                                                              settings: Any) -> None:
+    """A replay keeps a copy of each output it reuses, and started counting none of them: twenty
+    replays of one run kept twenty times its outputs under a bound of one run's worth (a red team's
+    measure), and the run's own output cap never saw them. It starts with them counted now, and a
+    replay they would take past the owner's bound is refused."""
+    flow = {"nodes": [*ECHO["nodes"], {"id": "tail", "type": "transform", "config": {"expression": "1"}}],
+            "edges": [{"from": "echo", "to": "tail"}]}
+    first = _start(api, flow, {"text": "x" * 30_000})
+    source = wait_for_run(first.json()["run_id"])
+    assert source.status == "completed", source.error
+    echoed = NodeRun.objects.get(run=source, node_id="echo")
+
+    replayed = api.post(f"{API}/runs/{source.pk}/nodes/tail/replay", {}, format="json")
+
+    assert replayed.status_code == 201, replayed.json()
+    replay = wait_for_run(replayed.json()["run_id"])
+    assert replay.status == "completed", replay.error
+    assert replay.usage["output_bytes"] == source.usage["output_bytes"] > 30_000  # echo's, reused, and tail's
+    assert NodeRun.objects.get(run=replay, node_id="echo").reused and echoed.output_bytes > 30_000
+    assert _kept(user.pk) == _recounted(user.pk)
+    settings.AOB_OWNER_STORAGE_BYTES = owner_stored_bytes(user.pk) + 10_000  # room for inputs, not for echo's copy
+    refused = api.post(f"{API}/runs/{source.pk}/nodes/tail/replay", {}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"] == "owner_storage_full", refused.json()
+    assert refused.json()["details"]["adding"] > 30_000 + source.inputs_bytes
+    assert Run.objects.filter(owner=user).count() == 2
+
+
+def test_a_sub_workflow_s_outcome_counts_in_its_parent(engine: Any, user: Any, api: Any) -> None:
+    """A ``workflow`` node stores its child's outputs in the parent, and its size was added nowhere:
+    outside the parent's output cap and, once the children were deleted, outside what the owner's
+    runs keep (a red team's six children kept 1.8 MB the count said was 0)."""
+    from workflows.services.definitions import workflow_save
+
+    workflow_save(owner=user, tag="big", definition={"nodes": [
+        {"id": "make", "type": "transform", "config": {"expression": "'y' + inputs.text"}}], "edges": []})
+    parent = {"nodes": [{"id": f"c{i}", "type": "workflow", "config": {"tag": "big", "inputs": {"text": "x" * 20_000}}}
+                        for i in range(2)], "edges": []}
+
+    run = wait_for_run(_start(api, parent, {}).json()["run_id"], timeout=60)
+
+    assert run.status == "completed", run.error
+    copies = NodeRun.objects.filter(run=run, node_id__in=["c0", "c1"])
+    assert all(nr.output["outputs"]["make"].endswith("x" * 20_000) for nr in copies)
+    assert run.usage["output_bytes"] >= 2 * 20_000
+    assert _kept(user.pk) == _recounted(user.pk)

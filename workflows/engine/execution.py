@@ -201,6 +201,10 @@ def _store_artifact(text: str) -> str:
     return aid
 
 
+# A run's ``usage.output_bytes`` with an output of ``%(size)s`` bytes (``size_of``) added: every
+# output a run stores counts once against AOB_MAX_RUN_OUTPUT_BYTES and what its owner's runs keep.
+OUTPUT_BYTES_ADDED = "jsonb_set(r.usage, '{output_bytes}', to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))"
+
 COMPLETE = """
 WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
     SELECT id FROM workflows_run WHERE id = %(run_id)s FOR UPDATE
@@ -214,9 +218,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
      WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s AND run_id IN (SELECT id FROM locked)
  RETURNING run_id
 ), bumped AS (
-    UPDATE workflows_run r SET event_seq = r.event_seq + 1,
-           usage = jsonb_set(r.usage, '{output_bytes}',
-                             to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))
+    UPDATE workflows_run r SET event_seq = r.event_seq + 1, usage = {added}
       FROM done WHERE r.id = done.run_id
  RETURNING r.event_seq, r.status, r.current_artifact_id, r.patch_seq,
            (r.usage->>'output_bytes')::bigint AS output_bytes
@@ -229,7 +231,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
 SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq, bumped.output_bytes,
        {waiting} AS waiting  -- for its slot, now free (admission.py)
   FROM appended, bumped
-""".replace("{waiting}", admission.WAITING)
+""".replace("{waiting}", admission.WAITING).replace("{added}", OUTPUT_BYTES_ADDED)
 
 
 def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None:
@@ -444,13 +446,15 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
         if nr is None:
             return False
         fields: dict[str, Any] = {"finished_at": now}  # wait_reason goes with the finish (move_node_runs)
+        size = 0
         if error is None:
             output = strict_json(output)
             text = canonical_json(output)
+            size = size_of(text)
             try:
-                refuse_large_output(size_of(text))
+                refuse_large_output(size)
             except OutputTooLarge as exc:  # a child's outputs together, say: the node fails, nothing stored
-                output, error = None, error_payload(exc)
+                output, error, size = None, error_payload(exc), 0
         if error is None:
             aid = _store_artifact(text)
             fields.update(status=NodeRun.Status.COMPLETED, output=output, output_artifact_id=aid)
@@ -463,5 +467,9 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
                                           owner_id=nr.run.owner_id, event=[*(extra_events or []), event], **fields)
         if not moved:
             return False
+        if size:  # counted as a completion's is (COMPLETE): the run's cap, what its owner's runs keep
+            with connection.cursor() as cursor:
+                cursor.execute(f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s",
+                               {"size": size, "run_id": nr.run_id})
         coordinate_after_commit([node_run_id])
         return True

@@ -86,9 +86,13 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
-    storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes)
+    # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
+    # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep)
+    reused_bytes = sum(size_of(canonical_json(nr.output)) for nr in reused or () if nr.output is not None)
+    storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes + reused_bytes)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
+              usage={"output_bytes": reused_bytes} if reused_bytes else {},
               replay_of=replay_of,
               replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None,
               # a replay's definition is its source's, with the agent nodes patches added to it: they
