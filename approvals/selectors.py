@@ -121,8 +121,12 @@ def approvals_decidable(*, user: User) -> QuerySet[Approval]:
     voted = Decision.objects.counting().filter(approval=OuterRef("pk"), user=user)
     return (Approval.objects.filter(status=Approval.Status.PENDING).filter(naming(user, "approvers"))
             .exclude(Exists(voted))
-            .select_related("run").defer(*RUN_UNREAD).prefetch_related(_PATCH).order_by("deadline", "created_at"))
+            .select_related("run").defer(*RUN_UNREAD).prefetch_related(_PATCH).annotate(asked_by=ASKED_BY)
+            .order_by("deadline", "created_at"))
 
+
+# Who asks: the username of the approval's run's owner (``asked_by`` of an approval's answer).
+ASKED_BY = F("run__owner__username")
 
 # A patch approval's answer says what became of its patch (applied, or refused and why), not its operations.
 _PATCH = Prefetch("patch", queryset=RunPatch.objects.only("id", "seq", "status", "reason"))
@@ -131,7 +135,7 @@ _PATCH = Prefetch("patch", queryset=RunPatch.objects.only("id", "seq", "status",
 def approvals_visible(*, user: User) -> QuerySet[Approval]:
     """Approvals of the user's own runs, and the ones the user is (or was) asked to decide."""
     return (Approval.objects.filter(Q(run__owner=user) | naming(user, "approvers")).select_related("run")
-            .defer(*RUN_UNREAD).prefetch_related(_PATCH).distinct())
+            .defer(*RUN_UNREAD).prefetch_related(_PATCH).annotate(asked_by=ASKED_BY).distinct())
 
 
 def approval_get(*, user: User, approval_id: object) -> Approval:
@@ -141,9 +145,13 @@ def approval_get(*, user: User, approval_id: object) -> Approval:
         raise ApprovalNotFound("approval not found") from None
 
 
-def approvals_listed(*, user: User, status: str | None = None, run: Run | None = None) -> QuerySet[Approval]:
-    """The inbox: pending ones the user may decide (soonest deadline first), else every visible one
-    (newest first), narrowed to ``status`` and ``run``."""
+def approvals_listed(*, user: User, status: str | None = None, run: Run | None = None,
+                     asked_by: str | None = None) -> QuerySet[Approval]:
+    """The inbox: pending ones the user may decide, the runs' owners in turn (each one's soonest
+    deadline first: ``in_turns``), else every visible one (newest first), narrowed to ``status``,
+    ``run`` and the runs' owner ``asked_by``. Anyone may name anyone as an approver: in deadline
+    order alone, one run of 200 gates with near deadlines filled a person's first page, and the
+    gates their colleagues asked, with none or a later one, were on no page the inbox showed."""
     if status == Approval.Status.PENDING:
         qs = approvals_decidable(user=user)
     else:
@@ -152,6 +160,10 @@ def approvals_listed(*, user: User, status: str | None = None, run: Run | None =
             qs = qs.filter(status=status)
     if run is not None:
         qs = qs.filter(run=run)
+    if asked_by is not None:
+        qs = qs.filter(run__owner__username=asked_by)
+    if status == Approval.Status.PENDING:
+        qs = in_turns(qs, "deadline")
     # each heavy value is measured in the database and read only if it fits (``fill_page``)
     return measured(measured(measured(qs, "message"), "form"), "context").prefetch_related(
         _DECISIONS, _LATEST_DELIVERIES)
@@ -226,8 +238,14 @@ DUE_BATCH = 500  # what one beat tick takes of the due approvals (expiries, remi
 
 
 def due_in_turns(due: QuerySet[Approval], when: str, batch: int = DUE_BATCH) -> QuerySet[Approval]:
-    """At most ``batch`` of ``due``, their runs' owners in turn (each owner's first, then each one's
-    second, ...), each owner's earliest ``when`` first: one owner's thousands of due gates cannot
-    hold back another's, due earlier, for the whole of a beat task on the maintenance queue."""
-    turn = Window(RowNumber(), partition_by=[F("run__owner_id")], order_by=[F(when).asc(), F("pk").asc()])
-    return due.annotate(turn=turn).order_by("turn", when, "pk")[:batch]
+    """At most ``batch`` of ``due``, in turns (``in_turns``): one owner's thousands of due gates
+    cannot hold back another's, due earlier, for the whole of a beat task on the maintenance queue."""
+    return in_turns(due, when)[:batch]
+
+
+def in_turns(approvals: QuerySet[Approval], when: str) -> QuerySet[Approval]:
+    """``approvals`` with their runs' owners in turn (each owner's first, then each one's second,
+    ...), each owner's earliest ``when`` first (none: last), then by age."""
+    order = [F(when).asc(nulls_last=True), F("created_at").asc(), F("pk").asc()]
+    turn = Window(RowNumber(), partition_by=[F("run__owner_id")], order_by=order)
+    return approvals.annotate(turn=turn).order_by("turn", *order)

@@ -25,15 +25,18 @@ def approvals(ctx: click.Context) -> None:
 @click.option("--status", type=click.Choice(APPROVAL_STATUSES), default="pending", show_default=True,
               help="pending: the ones you can decide now.")
 @click.option("--run", "run_id", default=None, help="Only this run's.")
+@click.option("--asked-by", default=None, help="Only those of this user's runs (username).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @pass_session
-def approvals_list(session: Session, status: str, run_id: str | None, limit: int) -> None:
-    """Approvals waiting for you (or with --status, any you can see)."""
-    page = session.client.get("approvals", status=None if status == "all" else status, run=run_id, limit=limit)
+def approvals_list(session: Session, status: str, run_id: str | None, asked_by: str | None, limit: int) -> None:
+    """Approvals waiting for you, the askers in turn (or with --status, any you can see)."""
+    page = session.client.get("approvals", status=None if status == "all" else status, run=run_id,
+                              asked_by=asked_by, limit=limit)
 
     def pretty(d: dict[str, Any]) -> None:
-        table([(a["id"], a["run_id"], a["node_id"], a["status"], short_time(a["deadline"]) or "-", a["message"])
-               for a in d["results"]], ["ID", "RUN", "NODE", "STATUS", "DEADLINE", "MESSAGE"])
+        table([(a["id"], a["run_id"], a["node_id"], a.get("asked_by", ""), a["status"],
+                short_time(a["deadline"]) or "-", a["message"])
+               for a in d["results"]], ["ID", "RUN", "NODE", "ASKER", "STATUS", "DEADLINE", "MESSAGE"])
 
     session.output.emit(page, pretty)
 

@@ -61,6 +61,9 @@ class ApprovalPatchOut(serializers.Serializer):
 
 class ApprovalOut(serializers.ModelSerializer):
     run_id = serializers.UUIDField()
+    asked_by = serializers.SerializerMethodField(help_text=(
+        "the username of the run's owner, who asks: anyone may name anyone as an approver (the inbox lists "
+        "the askers in turn; GET /approvals?asked_by= lists one's)"))
     message = serializers.JSONField(help_text=f"a string; {LEFT_OUT}")
     decisions = DecisionOut(many=True, read_only=True)
     deliveries = serializers.SerializerMethodField(help_text=(
@@ -81,7 +84,7 @@ class ApprovalOut(serializers.ModelSerializer):
 
     class Meta:
         model = Approval
-        fields = ["id", "run_id", "node_id", "kind", "status", "message", "context", "approvers",
+        fields = ["id", "run_id", "asked_by", "node_id", "kind", "status", "message", "context", "approvers",
                   "required_approvals", "allow_self_approval", "form", "deadline", "on_timeout", "escalate_to",
                   "escalated", "patch_id", "patch", "decisions", "deliveries", "notifications_not_sent", "created_at",
                   "decided_at", "nobody_can_decide", "cannot_be_approved", "action_digest"]
@@ -94,6 +97,10 @@ class ApprovalOut(serializers.ModelSerializer):
             "action moves it); a vote that sends it back (POST /approvals/{id}/decide action_digest) is refused "
             "409 action_changed when it no longer matches, so a page read before the patch cannot approve the "
             "new action. Once settled, the digest it settled on; \"\" for a patch approval")}}
+
+    def get_asked_by(self, approval: Approval) -> str:
+        asked_by = getattr(approval, "asked_by", None)  # read with it (selectors.ASKED_BY)
+        return asked_by if asked_by is not None else approval.run.owner.username
 
     @extend_schema_field({"oneOf": [{"type": "array", "items": {"type": "object", "additionalProperties": {}}},
                                     {"type": "object", "additionalProperties": {}}]})

@@ -13,7 +13,8 @@ from rest_framework.response import Response
 from approvals import selectors, services
 from approvals.models import Approval
 from workflows.api.authentication import AuthenticatedRequest
-from workflows.api.params import query_choice
+from workflows.api.filters import TAG_PARAM_PATTERN
+from workflows.api.params import query_choice, query_text
 from workflows.api.serializers import ErrorOut
 from workflows.selectors import run_get
 
@@ -32,13 +33,17 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         return selectors.approvals_visible(user=self.request.user)
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=Approval.Status.values),
-                               OpenApiParameter("run", str, description="only this run's approvals (run id)")],
+                               OpenApiParameter("run", str, description="only this run's approvals (run id)"),
+                               OpenApiParameter("asked_by", str, pattern=TAG_PARAM_PATTERN,
+                                                description="only approvals of this user's runs (username)")],
                    responses={200: s.ApprovalOut(many=True), 400: ErrorOut, 401: ErrorOut, 404: ErrorOut})
     def list(self, request: AuthenticatedRequest) -> Response:
         status = query_choice(request, "status", Approval.Status.values)  # also keeps NUL from PostgreSQL
         run_id = request.query_params.get("run")
         run = run_get(user=request.user, run_id=run_id) if run_id else None
-        page = self.paginate_queryset(selectors.approvals_listed(user=request.user, status=status, run=run))
+        asked_by = query_text(request, "asked_by")
+        page = self.paginate_queryset(selectors.approvals_listed(user=request.user, status=status, run=run,
+                                                                 asked_by=asked_by))
         return self.get_paginated_response(s.ApprovalOut(selectors.fill_page(page or []), many=True).data)
 
     @extend_schema(responses={200: s.ApprovalOut, **ERRORS})

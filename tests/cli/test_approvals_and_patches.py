@@ -27,8 +27,9 @@ def test_patch_then_approve_by_run_and_node(engine, as_alice, write_json):
     inbox = as_alice("approvals", "list")
     assert inbox.code == 0, inbox.err
     header, row = inbox.lines()
-    assert header.split() == ["ID", "RUN", "NODE", "STATUS", "DEADLINE", "MESSAGE"]
-    assert row.split()[1:] == [run_id, "review", "pending", "-", "ok?"]
+    assert header.split() == ["ID", "RUN", "NODE", "ASKER", "STATUS", "DEADLINE", "MESSAGE"]
+    assert row.split()[1:] == [run_id, "review", "alice", "pending", "-", "ok?"]
+    assert as_alice("-o", "json", "approvals", "list", "--asked-by", "bob").json()["results"] == []
 
     ops = [{"op": "add", "path": "/nodes/-", "value": {"id": "audit", "type": "transform",
                                                         "config": {"expression": "'logged'"}}},

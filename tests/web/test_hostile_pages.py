@@ -83,6 +83,10 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
 
         page.goto(f"{web}/approvals/")
         expect(page.locator(f"#approval-{approval_id}-h")).to_have_text(f"Refund 42 to {IMG}{SPOOF_SHOWN}?")
+        # who asks, and the list narrowed to one asker (anyone may name anyone as an approver)
+        expect(page.locator(f'[data-approval="{approval_id}"] [data-field="asked-by"]')).to_have_text("hostile")
+        page.get_by_label("Asked by").select_option("hostile")
+        expect(page.locator(f"#approval-{approval_id}-h")).to_be_visible()
         expect(page.get_by_role("note")).to_contain_text("Changed since the run started: what this gate lets run "
                                                          "was changed by a patch (patches #1 by plan;")
         assert_inert(page)
@@ -100,6 +104,7 @@ def test_payloads_stay_text_and_the_pages_work_under_the_policy(web: str) -> Non
 
         page.goto(f"{web}/approvals/{approval_id}/")
         expect(page.locator("#approval h2")).to_have_text(f"Refund 42 to {IMG}{SPOOF_SHOWN}?")
+        expect(page.locator('#approval [data-field="asked-by"]')).to_have_text("hostile")
         expect(page.get_by_role("note")).to_contain_text("Changed since the run started")
         assert_inert(page)
         page.get_by_role("button", name="Approve").click()

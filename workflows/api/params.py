@@ -59,3 +59,17 @@ def query_int(request: Any, name: str, default: int, low: int, high: int) -> int
         raise ValidationFailed(f"{name} must be at least {low}", extra={"field": name, "rule": "minimum",
                                                                        "minimum": low})
     return min(high, number)  # past the end is an empty page
+
+
+def query_text(request: Any, name: str, max_length: int = 200) -> str | None:
+    """A text value (a username, a tag): absent or empty is None (any), as the lists' filters read
+    it; NUL (which PostgreSQL refuses in text) and past ``max_length`` are refused."""
+    value = _raw(request, name)
+    if not value:
+        return None
+    if "\x00" in value:
+        raise ValidationFailed(f"{name}: must not contain NUL", extra={"field": name, "rule": "nul"})
+    if len(value) > max_length:
+        raise ValidationFailed(f"{name}: at most {max_length} characters", extra={"field": name, "rule": "max_length",
+                                                                                 "limit": max_length})
+    return value

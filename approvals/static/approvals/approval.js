@@ -12,7 +12,7 @@ function render(a) {
   document.getElementById("approval-status").textContent = a.status;
   setChildren(box, el("article", { class: "card approval" },
     el("h2", {}, a.message || "Approve?"),
-    el("p", { class: "muted" }, `approvers ${a.approvers.join(", ")}`,
+    el("p", { class: "muted" }, "asked by ", el("strong", { "data-field": "asked-by" }, a.asked_by), ` · approvers ${a.approvers.join(", ")}`,
       a.deadline ? [" · deadline ", timeEl(a.deadline)] : ""),
     actionChangedNote(a),
     el("details", { open: true }, el("summary", {}, "Context"), jsonBlock(a.context || {}, "approval context")),

@@ -1,10 +1,14 @@
 // The approvals inbox: what I can decide now, with its context. Follows ws/events/: an
 // approval_required or approval_decided frame re-reads the list. Cards stay put across re-reads,
 // so a half-typed comment survives.
-import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, messageOf, setChildren, showAlert, timeEl } from "./api.js";
+import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, messageOf, setChildren, showAlert, shown, timeEl } from "./api.js";
 
 const inbox = document.getElementById("inbox");
 const alertBox = document.getElementById("inbox-alert");
+// Anyone may name anyone as an approver: the list takes the askers in turn, and this narrows it to one.
+const askedBy = document.getElementById("f-asked-by");
+const countLine = document.getElementById("inbox-count");
+const PAGE = 200;
 const cards = new Map();
 let inflight = false;
 let dirty = false;
@@ -35,6 +39,7 @@ function card(a) {
     el("p", { class: "muted" },
       `${a.kind === "patch" ? "Patch" : "Node"} `, el("span", { class: "mono" }, a.node_id || "—"),
       " of run ", el("a", { class: "mono", href: `/runs/${a.run_id}/` }, a.run_id.slice(0, 8)),
+      " · asked by ", el("strong", { "data-field": "asked-by" }, shown(a.asked_by)),
       " · asked ", timeEl(a.created_at),
       a.deadline ? [" · deadline ", timeEl(a.deadline), a.on_timeout ? ` (then ${a.on_timeout})` : ""] : "",
       // past the page's byte budget the list answers a marker (the approval's own page has them)
@@ -53,7 +58,11 @@ async function load() {
   try {
     do {
       dirty = false;
-      const data = await api("/approvals?status=pending&limit=200");
+      const who = askedBy.value;
+      const data = await api(`/approvals?status=pending&limit=${PAGE}${who ? `&asked_by=${encodeURIComponent(who)}` : ""}`);
+      showAskers(data.results, who);
+      countLine.textContent = data.count > data.results.length
+        ? `${data.results.length} of ${data.count} shown, the askers in turn (each one's soonest deadline first)` : "";
       const ids = new Set(data.results.map((a) => a.id));
       for (const [id, node] of cards) if (!ids.has(id)) { node.remove(); cards.delete(id); }
       const ordered = data.results.map((a) => {
@@ -76,6 +85,20 @@ async function load() {
   }
 }
 
+// The askers the list has shown, kept as options while the page stays open (a filtered list shows one).
+const askers = new Set();
+
+function showAskers(results, chosen) {
+  const before = askers.size;
+  for (const a of results) askers.add(a.asked_by);
+  if (chosen) askers.add(chosen);
+  if (askers.size === before) return;
+  const options = [...askers].sort().map((name) => el("option", { value: name }, shown(name)));
+  setChildren(askedBy, el("option", { value: "" }, "anyone"), ...options);
+  askedBy.value = chosen;
+}
+
+askedBy.addEventListener("change", () => load());
 load();
 new LiveSocket(() => "/ws/events/", {
   onFrame: (frame) => {
