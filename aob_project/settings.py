@@ -318,7 +318,7 @@ if env_bool("AOB_DB_PREPARE", True):
 AOB_DB_IDLE_IN_TRANSACTION_S = env_float("AOB_DB_IDLE_IN_TRANSACTION_S", 120.0, within=(0.0, 2147483.0))
 # Threads per web process that run HTTP requests (aob_project/http_handler.py), each keeping its
 # database connection across requests: at most this many requests per process at once.
-AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8)
+AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8, within=(1, 1000))
 # The web checks a kept connection before each request reuses it (Django's CONN_HEALTH_CHECKS,
 # one `SELECT 1`), so a PostgreSQL restart or a dropped idle connection costs no failed request:
 # a worker's task is asked again by the sweeper, an HTTP client's request would not be.
@@ -573,7 +573,7 @@ AOB_DETAILS_MAX_BYTES = env_int("AOB_DETAILS_MAX_BYTES", 1024 * 1024)
 # run's stream quiet this long reads the run's events it has not sent (a live message lost on the way).
 AOB_WS_RECHECK_S = env_seconds("AOB_WS_RECHECK_S", 30.0)
 # Open event streams (WebSockets) per user in one web process; past it a socket is closed with 4429.
-AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50)
+AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50, within=(1, 100_000))
 # Page reads of one user's event streams at once in a web process (workflows.consumers.turns): the
 # streams' reads share one thread, so one user's replays wait on each other, not on everyone.
 AOB_WS_READS_PER_USER = env_int("AOB_WS_READS_PER_USER", 2, within=(1, 1000))
@@ -693,6 +693,10 @@ AOB_LLM_PRICES = env_prices("AOB_LLM_PRICES", {
     "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
     "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
 })
+if not isinstance(AOB_LLM_PRICES.get(AOB_LLM_MODEL), dict):
+    raise RuntimeError(f"environment variable AOB_LLM_MODEL ({AOB_LLM_MODEL!r}) has no price in AOB_LLM_PRICES: every "
+                       "agent node that names no model of its own would fail (ModelNotPriced); add its prices "
+                       f"(USD per 1M tokens) to AOB_LLM_PRICES, or name a priced model ({', '.join(AOB_LLM_PRICES)})")
 AOB_LLM_MAX_RETRIES = env_int("AOB_LLM_MAX_RETRIES", 3)
 AOB_LLM_RETRY_BACKOFF_S = env_float("AOB_LLM_RETRY_BACKOFF_S", 0.5)
 # {"name": {"spec": "<path to an OpenAPI JSON file, or https URL>", "base_url": "https://api.example.com"}}
@@ -705,7 +709,9 @@ AOB_OPENAPI_SPECS = env_specs("AOB_OPENAPI_SPECS")
 CELERY_BEAT_SCHEDULER = "aob_project.beat:Scheduler"
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 # A schedule's firing later than this after its time is a missed one: its catch_up policy decides.
-AOB_SCHEDULE_GRACE_S = env_float("AOB_SCHEDULE_GRACE_S", 60.0)
+# At least 5 s: beat sends a firing a moment after its time (its tick, a busy process), and under
+# 0.03 s every firing was a missed one (the default catch_up, skip, skipped each).
+AOB_SCHEDULE_GRACE_S = env_float("AOB_SCHEDULE_GRACE_S", 60.0, within=(5.0, 7 * 86_400.0))
 AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS", 30, within=(1, 36_500))
 # Beat sends every schedule's firings itself (and runs the sweeper): one owner has at most this many.
 AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100)
@@ -745,7 +751,7 @@ AOB_SUBWORKFLOW_MAX_DEPTH = env_int("AOB_SUBWORKFLOW_MAX_DEPTH", 5)
 # range (retention/models.py: validators and a check constraint).
 AOB_RETENTION_DAYS_RANGE = (1, 36_500)
 AOB_RETENTION_DAYS = env_int("AOB_RETENTION_DAYS", 30, within=AOB_RETENTION_DAYS_RANGE)
-AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100)
+AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100, within=(1, 100_000))
 # rows of a batch's runs (node runs, events, ...) deleted per transaction before the runs themselves:
 # a run may hold AOB_MAX_NODE_RUNS_PER_RUN node runs and more events (retention/services.py)
 AOB_RETENTION_CHUNK_ROWS = env_int("AOB_RETENTION_CHUNK_ROWS", 1000, within=(1, 1_000_000))
@@ -773,7 +779,7 @@ if PRODUCTION and (urlsplit(AOB_PUBLIC_URL).scheme not in ("http", "https") or n
                        "with it, not a loopback address")
 EMAIL_BACKEND = env_email_backend("AOB_EMAIL_BACKEND", "console" if not PRODUCTION else "smtp")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
-EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_PORT = env_int("EMAIL_PORT", 25, within=(1, 65_535))
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)

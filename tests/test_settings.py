@@ -99,6 +99,11 @@ NUMBERS = [
     ("AOB_RATE_GLOBAL_PER_MIN", "-5"),  # every write refused as over a limit nobody set
     ("AOB_MAX_BODY_BYTES", "-1"),
     ("AOB_MAX_NODES", "1.5"),
+    # each of these started, then: a prune that deleted nothing and said it was done, every schedule's
+    # firing skipped as missed, a web process dying with a ValueError naming nothing, every socket
+    # refused, every mail failing at its send (a helper's, reading as a careless operator)
+    ("AOB_RETENTION_BATCH_SIZE", "0"), ("AOB_SCHEDULE_GRACE_S", "0"), ("AOB_WEB_THREADS", "0"),
+    ("AOB_WS_MAX_PER_USER", "0"), ("EMAIL_PORT", "70000"),
 ]
 
 
@@ -260,6 +265,15 @@ def test_two_settings_that_contradict_each_other_are_refused_naming_both(env: di
     assert other in last and "must be above" in last
 
 
+def test_a_default_model_without_a_price_is_refused_naming_both():
+    """``AOB_LLM_MODEL=gpt-4.1`` (no price) started cleanly, a definition whose agent names no model
+    validated, and every such agent node failed ModelNotPriced at its first call."""
+    last = refused(*read({"AOB_LLM_MODEL": "gpt-4.1"}), "AOB_LLM_MODEL")
+    assert "AOB_LLM_PRICES" in last and "'gpt-4.1'" in last
+    priced, = read({"AOB_LLM_MODEL": "gpt-4.1", "AOB_LLM_PRICES": '{"gpt-4.1": {"input": 2, "output": 8}}'})
+    assert priced.returncode == 0, priced.stderr
+
+
 # .env.example's values of the settings above, which an operator copies and edits one at a time
 SHIPPED = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
                if line.startswith(("AOB_DECISION", "AOB_CEL_TIMEOUT", "AOB_SWEEP", "AOB_REPUBLISH", "AOB_UNCLAIMED")))
@@ -276,4 +290,5 @@ ALL_CASES: list[dict[str, str | None]] = [
     PRODUCTION,
     *(_in_production(name, value) for name, value in DEVELOPMENT_ADDRESSES),
     *({"DATABASE_URL": url} for url in LOCAL_URLS),
-    *(env for env, _, _ in CONTRADICTIONS), SHIPPED]
+    *(env for env, _, _ in CONTRADICTIONS), SHIPPED, {"AOB_LLM_MODEL": "gpt-4.1"},
+    {"AOB_LLM_MODEL": "gpt-4.1", "AOB_LLM_PRICES": '{"gpt-4.1": {"input": 2, "output": 8}}'}]

@@ -59,12 +59,28 @@ def in_the_clear(api_url: str) -> str | None:
         return host
 
 
+def _check_url(api_url: str) -> None:
+    """An API URL httpx and the loopback check can read (a port that is a number, brackets closed
+    around an IPv6 address), else the error naming it: both raised their own traceback."""
+    try:
+        parts = urlsplit(api_url)
+        parts.port  # noqa: B018 - read to judge it: a port that is no number raises here
+        url = httpx.URL(api_url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ApiError(f"the API URL {api_url!r} cannot be read: {exc}; give one such as https://aob.example.com "
+                       "(--api-url, AOB_API_URL)", code="bad_url") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ApiError(f"the API URL {api_url!r} must begin with http:// or https:// and name a host (--api-url, "
+                       "AOB_API_URL)", code="bad_url")
+
+
 class ApiClient:
     def __init__(self, api_url: str, token: str | None = None, timeout: float = 30.0, *,
                  sends: str | None = None, allow_http: bool = False) -> None:
         """``sends``: the secret its requests carry besides a token ("password" for a login), which,
         as a token, never goes over plain http to another machine unless ``allow_http``."""
         self.api_url = api_url.rstrip("/")
+        _check_url(self.api_url)
         self.token = token
         secret = "token" if token else sends
         host = in_the_clear(self.api_url) if secret and not allow_http else None

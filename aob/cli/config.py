@@ -31,7 +31,13 @@ def _load() -> dict[str, Any]:
         return {}
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read {path}: {exc}") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    servers = data.get("servers", {})
+    if not isinstance(servers, dict) or not all(isinstance(entry, dict) for entry in servers.values()):
+        raise click.ClickException(f"{path}: \"servers\" must be an object of {{api url: {{token, username}}}}; "
+                                   "fix it, or delete the file and log in again (aob login)")
+    return data
 
 
 def _store(data: dict[str, Any]) -> None:

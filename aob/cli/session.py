@@ -54,13 +54,29 @@ def warn_if_typed(ctx: click.Context, name: str, instead: str) -> None:
                    f"and kept in your shell's history; use {instead}", err=True)
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (JSON has no NaN or Infinity; the API refuses them)")
+
+
+def parse_json(text: str) -> Any:
+    """JSON as the API reads it: Python's parser also takes ``NaN`` and ``Infinity``, which no
+    request can carry (httpx refused to send them, with a traceback). A document nested past
+    Python's recursion limit is refused as not JSON, as the API refuses one nested past its own."""
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_json_file(path: str | Path, what: str = "file") -> Any:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise click.ClickException(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # a file saved as UTF-16, or not text at all
+        raise click.ClickException(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     try:
-        return json.loads(text)
+        return parse_json(text)
     except ValueError as exc:
         raise click.ClickException(f"{path} is not valid JSON: {exc}") from None
 
@@ -79,7 +95,7 @@ def json_file_or_text(value: str, what: str) -> Any:
     if names_a_file(value):
         return read_json_file(value, what)
     try:
-        return json.loads(value)
+        return parse_json(value)
     except ValueError as exc:
         raise click.ClickException(f"{what} is neither a file nor valid JSON: {exc}") from None
 

@@ -183,7 +183,11 @@ def secret_list(session: Session) -> None:
 def secret_set(session: Session, name: str, value: str) -> None:
     """Set NAME (the value is never shown again)."""
     if value == "-":
-        value = click.get_text_stream("stdin").read().removesuffix("\n").removesuffix("\r")
+        try:
+            value = click.get_text_stream("stdin").read().removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"the value on standard input is not UTF-8 text (byte {exc.start}); a "
+                                       "secret is text: encode binary values (base64)") from None
     else:
         warn_if_typed(click.get_current_context(), "value", "the prompt (leave --value out) or --value - with a pipe")
     answer = session.client.put(f"secrets/{segment(name)}", {"value": value})
