@@ -167,6 +167,34 @@ def test_a_node_waiting_on_its_own_budget_says_so_and_offers_no_raise(web: str, 
     assert problems == []
 
 
+@pytest.mark.browser
+def test_the_runs_a_filter_chooses_are_deleted_from_the_runs_list(web: str) -> None:
+    """An owner at the storage bound freed room one run at a time from the run page; the list's
+    filters choose many, and its button deletes the caller's finished ones they choose."""
+    from playwright.sync_api import expect
+
+    from tests.api.test_lists import a_run
+
+    user = User.objects.create_user("browser", password=PASSWORD)
+    failed = [a_run(user, tag="billing", status="failed") for _ in range(3)]
+    kept = [a_run(user, tag="billing"), a_run(user, tag="reports", status="failed")]
+
+    with chromium_page("web-runs-delete-failure.png") as (page, problems):
+        log_in(page, web, "browser", "/runs/")
+        page.goto(f"{web}/runs/?workflow=billing&status=failed")
+        expect(page.locator("#runs-table tbody tr")).to_have_count(3)
+        button = page.get_by_role("button", name="Delete the finished runs of yours these filters choose")
+        button.click()
+        page.get_by_role("button", name=re.compile("^Confirm: delete them")).click()
+        expect(page.locator("#delete-matching-status")).to_have_text("3 deleted.")
+        expect(page.locator("p.empty")).to_contain_text("No runs")  # the page read again
+        page.goto(f"{web}/runs/?q=x")  # a text search chooses no runs to delete: no button
+        expect(page.locator("#delete-matching")).to_have_count(0)
+    assert not Run.objects.filter(pk__in=[r.pk for r in failed]).exists()
+    assert Run.objects.filter(pk__in=[r.pk for r in kept]).count() == 2
+    assert problems == []
+
+
 def gate_for_two() -> tuple[str, int, str]:
     """A run waiting at a gate the page's user and bob must both approve: its id, the approval's and
     bob's API token."""

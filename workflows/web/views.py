@@ -139,13 +139,18 @@ def run_list(request: HttpRequest) -> HttpResponse:
     previous_link = paginator.get_previous_link() if runs else None
     tags = sorted(set(selectors.runs_owned(user=request.user).exclude(tag="").values_list("tag", flat=True)
                       .distinct()[:500]))
+    # what POST /runs/delete takes: the caller's own finished runs, chosen by these filters alone
+    chosen = {k: v for k, v in wanted.items() if k in DELETE_FILTERS}
+    deletable = chosen if chosen and not problem and set(wanted) - {"cursor"} <= set(DELETE_FILTERS) else None
     return _render(request, "run_list.html", nav="runs", runs=[_run_row(r) for r in runs], filters=wanted,
+                   delete_filters=deletable,
                    statuses=Run.Status.values, tags=tags, problem=problem, page_size=RUNS_PAGE_SIZE,
                    next_query=_query_of(next_link), previous_query=_query_of(previous_link),
                    is_staff=visibility.reads_every_run(request.user), search_scope=search_scope())
 
 
 RUN_LIST_PARAMS = ("workflow", "status", "created_after", "created_before", "owner", "q", "cursor")
+DELETE_FILTERS = ("workflow", "status", "created_after", "created_before")
 
 
 class RunListView:
