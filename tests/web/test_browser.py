@@ -183,7 +183,7 @@ def test_the_runs_a_filter_chooses_are_deleted_from_the_runs_list(web: str) -> N
         log_in(page, web, "browser", "/runs/")
         page.goto(f"{web}/runs/?workflow=billing&status=failed")
         expect(page.locator("#runs-table tbody tr")).to_have_count(3)
-        button = page.get_by_role("button", name="Delete the finished runs of yours these filters choose")
+        button = page.get_by_role("button", name="Delete these finished runs of yours (every page)")
         button.click()
         page.get_by_role("button", name=re.compile("^Confirm: delete them")).click()
         expect(page.locator("#delete-matching-status")).to_have_text("3 deleted.")
