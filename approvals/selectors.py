@@ -15,7 +15,7 @@ from approvals.models import Approval, Decision, Delivery
 from workflows.answers import Page, json_size, left_out
 from workflows.approvers import approver_names, by_own_name, naming  # the one rule for whom a name asks
 from workflows.models import Run, RunPatch
-from workflows.selectors import fill_within, measured
+from workflows.selectors import fill_within, measured, owners_in_turn
 
 
 def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
@@ -246,6 +246,5 @@ def due_in_turns(due: QuerySet[Approval], when: str, batch: int = DUE_BATCH) -> 
 def in_turns(approvals: QuerySet[Approval], when: str) -> QuerySet[Approval]:
     """``approvals`` with their runs' owners in turn (each owner's first, then each one's second,
     ...), each owner's earliest ``when`` first (none: last), then by age."""
-    order = [F(when).asc(nulls_last=True), F("created_at").asc(), F("pk").asc()]
-    turn = Window(RowNumber(), partition_by=[F("run__owner_id")], order_by=order)
-    return approvals.annotate(turn=turn).order_by("turn", *order)
+    return owners_in_turn(approvals, owner="run__owner_id",
+                          order=[F(when).asc(nulls_last=True), F("created_at").asc(), F("pk").asc()])

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, NotFound
@@ -20,6 +21,7 @@ from workflows.engine.execution import error_payload, resume
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
 from workflows.engine.sweeper import ClockTimestamp
 from workflows.models import NodeRun, Run
+from workflows.selectors import owners_in_turn
 
 from .models import SubRun
 
@@ -125,6 +127,8 @@ def _roll_up_usage(parent_id: Any, child: Run) -> None:
 CANCEL_BATCH = 20
 # Children the sweep cancels at most, over every parent it finds, should a task have been lost.
 SWEEP_CANCELS = 100
+# Nodes past their timeout_ms the sweep fails at most (the owners in turn).
+SWEEP_TIMEOUTS = 100
 
 
 def _unfinished_children(run_id: Any) -> Any:
@@ -170,10 +174,13 @@ def on_run_finished(run_id: str, status: str) -> None:
 
 def subflows_sweep() -> dict[str, int]:
     """The backstop: children that ended with their parent's node still waiting, and children still
-    running under a parent that ended; and the deadline of a node's ``timeout_ms``, the oldest first."""
+    running under a parent that ended; and the deadline of a node's ``timeout_ms``, the owners in
+    turn, each one's oldest first (one owner's thousands of due timeouts took every sweep's 100)."""
     timed_out = 0
-    for link in (SubRun.objects.filter(settled_at__isnull=True, deadline__lte=ClockTimestamp(),
-                                       parent_node_run__status=NodeRun.Status.WAITING).order_by("deadline")[:100]):
+    due = SubRun.objects.filter(settled_at__isnull=True, deadline__lte=ClockTimestamp(),
+                                parent_node_run__status=NodeRun.Status.WAITING)
+    for link in owners_in_turn(due, owner="parent_run__owner_id",
+                               order=[F("deadline").asc(), F("pk").asc()])[:SWEEP_TIMEOUTS]:
         with poison.sweep_row("subflow_time_out", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id):
             timed_out += subflow_time_out(link=link)
     settled = 0

@@ -24,8 +24,9 @@ from django.db.models import (
     TextField,
     Value,
     When,
+    Window,
 )
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast, Coalesce, RowNumber
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
 from aob_project.exceptions import Forbidden, NotFound
@@ -154,6 +155,15 @@ def runs_visible(*, user: User) -> QuerySet[Run]:
     """Who may see a run: the one rule, workflows/visibility.py. Every read of a run by id goes
     through here."""
     return visibility.runs_visible(user=user)
+
+
+def owners_in_turn(rows: QuerySet, *, owner: str, order: list[Any]) -> QuerySet:
+    """``rows`` with their owners in turn: each owner's first (by ``order``), then each one's
+    second, and so on, a turn's rows by ``order``. What one owner has by the thousand (due gates,
+    due sub-workflow timeouts, gates naming one person) never holds back another's. ``owner``: the
+    lookup of each row's owner id (``run__owner_id``)."""
+    turn = Window(RowNumber(), partition_by=[F(owner)], order_by=order)
+    return rows.annotate(turn=turn).order_by("turn", *order)
 
 
 def runs_owned(*, user: User) -> QuerySet[Run]:

@@ -273,7 +273,7 @@ def run_delete(session: Session, run_ids: tuple[str, ...], workflow: str | None,
                                 f"not deleted run {run_id}: {exc.message}")
             continue
         if len(run_ids) == 1:
-            session.output.emit({"run_id": run_id, "deleted": True}, lambda d: echo(f"deleted run {run_id}"))
+            session.output.emit({"run_id": run_id, "deleted": True}, lambda d: echo(f"deleted run {d['run_id']}"))
         else:
             session.output.line({"run_id": run_id, "deleted": True}, f"deleted run {run_id}")
     if failed:

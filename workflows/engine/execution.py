@@ -205,6 +205,8 @@ def _store_artifact(text: str) -> str:
 # output a run stores counts once against AOB_MAX_RUN_OUTPUT_BYTES and what its owner's runs keep.
 OUTPUT_BYTES_ADDED = "jsonb_set(r.usage, '{output_bytes}', to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))"
 
+RESUMED_OUTPUT_COUNTED = f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s"  # noqa: S608 - no input
+
 COMPLETE = """
 WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
     SELECT id FROM workflows_run WHERE id = %(run_id)s FOR UPDATE
@@ -469,7 +471,6 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
             return False
         if size:  # counted as a completion's is (COMPLETE): the run's cap, what its owner's runs keep
             with connection.cursor() as cursor:
-                cursor.execute(f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s",
-                               {"size": size, "run_id": nr.run_id})
+                cursor.execute(RESUMED_OUTPUT_COUNTED, {"size": size, "run_id": nr.run_id})
         coordinate_after_commit([node_run_id])
         return True
