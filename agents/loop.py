@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from agents.exceptions import BudgetPaused, BudgetUnraisable, SecurityError
 from agents.journal import Journal, call_from
 from agents.nodetypes import effective_model, effective_tool_rounds, effective_tools
 from agents.tools import TOOLS, AgentState, schemas
+from aob import jsontext
 from aob_project.exceptions import AobError
 from workers.http import idempotency
 from workflows.engine import heartbeat
@@ -280,15 +280,6 @@ def _loads(raw: str) -> Any:
     """A model's arguments as JSON, and only JSON: Python's parser takes ``NaN``, ``Infinity`` and
     ``1e999``, which the node's output (strict JSON: the node failed, ``NonJSONOutput``) and an
     outbound body (httpx raised ``ValueError``) cannot hold."""
-    return json.loads(raw or "{}", parse_constant=_not_json, parse_float=_finite)
+    return jsontext.loads(raw or "{}")
 
 
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:30]} is outside the range of a double")
-    return value

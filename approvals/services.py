@@ -30,7 +30,7 @@ from workflows.approvers import names_of_both
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest, nodes_by_id
 from workflows.engine import events, locks, poison, transitions
-from workflows.engine.execution import resume
+from workflows.engine.execution import count_output, resume
 from workflows.limits import clipped, refuse_past
 from workflows.models import Artifact, Event, NodeRun, Run, RunPatch
 from workflows.models.artifact import canonical_json, size_of
@@ -336,6 +336,8 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
                                          finished_at=None, wait_reason="approval"):
             raise ApprovalSettled(f"the gate {node_id!r} is no longer an approved, completed step",
                                   code="approved_action_started", extra={"rule": "approved_action_started"})
+        # its decision's output goes: no longer counted in what the run stores (resume counted it)
+        count_output(run.pk, -size_of(canonical_json(gate.output)) if gate.output is not None else 0)
         approval.decisions.counting().update(voided=True)
         approval.status, approval.decided_at = Approval.Status.PENDING, None
         approval.action_digest = _action_digest(approval)  # asked again about the action as patched

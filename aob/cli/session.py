@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
+
+from aob import jsontext
 
 from . import config
 from .client import ApiClient
@@ -54,16 +55,13 @@ def warn_if_typed(ctx: click.Context, name: str, instead: str) -> None:
                    f"and kept in your shell's history; use {instead}", err=True)
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON (JSON has no NaN or Infinity; the API refuses them)")
-
-
 def parse_json(text: str) -> Any:
-    """JSON as the API reads it: Python's parser also takes ``NaN`` and ``Infinity``, which no
-    request can carry (httpx refused to send them, with a traceback). A document nested past
-    Python's recursion limit is refused as not JSON, as the API refuses one nested past its own."""
+    """JSON as the API reads it (``aob.jsontext``): Python's parser also takes ``NaN``, ``Infinity``
+    and ``1e999``, which no request can carry (httpx refused to send them, with a traceback). A
+    document nested past Python's recursion limit is refused as not JSON, as the API refuses one
+    nested past its own."""
     try:
-        return json.loads(text, parse_constant=_not_json)
+        return jsontext.loads(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

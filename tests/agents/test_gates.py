@@ -100,3 +100,45 @@ def test_what_an_approved_action_reads_that_may_still_run_is_part_of_what_was_ap
     fed_anew = _paying_a_quote()
     fed_anew["edges"].append({"from": "elsewhere", "to": "quote"})  # quote now joins another step's output
     assert _digest(fed_anew) != digest
+
+
+def _in_a_loop() -> dict[str, Any]:
+    """head → review → pay; head → quote → again, a loop jumping back to head: on each pass quote
+    runs beside the gate, and pay sends what it computed."""
+    return {"nodes": [
+        {"id": "head", "type": "transform", "config": {"expression": "{'n': 1}"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?"}},
+        {"id": "quote", "type": "transform", "config": {"expression": "{'amount': 5}"}},
+        {"id": "pay", "type": "http", "config": {"url": "https://example.com/pay", "method": "POST",
+                                                 "payload": {"amount": "$nodes.quote.amount"}}},
+        {"id": "again", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "head",
+                                                   "condition": "iteration < 1"}},
+    ], "edges": [{"from": "head", "to": "review"}, {"from": "head", "to": "quote"},
+                 {"from": "review", "to": "pay", "condition": "$.approved == true"},
+                 {"from": "quote", "to": "again"}]}
+
+
+def test_a_loop_s_jump_back_does_not_hide_what_runs_beside_the_gate():
+    """Through the loop's jump quote looked upstream of the gate (run before it asked), and was
+    left out: a reviewer's agent rewrote it after the approval and pay sent 5000. Upstream of the
+    gate is judged along edges alone."""
+    definition = _in_a_loop()
+    assert gates.feeders(definition, "review", gates.guarded(definition, "review")) == {"quote"}
+    rewritten = _in_a_loop()
+    rewritten["nodes"][2]["config"]["expression"] = "{'amount': 5000}"
+    assert _digest(rewritten) != _digest(definition)
+
+
+def test_what_an_agent_adds_after_itself_and_edges_out_of_what_the_action_reads_leave_the_digest():
+    """What the approval binds is what the action reads: a step the agent adds after itself (left
+    out of the digest, ``leave_out``) may read anything without voiding it, and a step hung after
+    one the action reads changes nothing the action reads."""
+    before = _paying_a_quote()
+    own = _paying_a_quote()
+    own["nodes"].append({"id": "note", "type": "transform", "config": {"expression": "nodes.elsewhere"}})
+    own["edges"].append({"from": "pay", "to": "note"})
+    assert gates.action_digest(own, "review", bodies={}, leave_out=["note"]) == _digest(before)
+    hung = _paying_a_quote()
+    hung["nodes"].append({"id": "log", "type": "transform", "config": {"expression": "1"}})
+    hung["edges"].append({"from": "quote", "to": "log"})
+    assert _digest(hung) == _digest(before)

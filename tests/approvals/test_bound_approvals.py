@@ -11,7 +11,7 @@ from approvals.models import Approval, Decision
 from tests.approvals.runs import WAITING, decide, submit, wait_until
 from tests.conftest import client_for, wait_for_run
 from tests.support.remote import Reply
-from workflows.models import Event, NodeRun, Run
+from workflows.models import Event, NodeRun, Run, canonical_json, size_of
 
 
 def _join_behind_gate(owner: str, remote: Any, **review: Any) -> dict[str, Any]:
@@ -63,6 +63,10 @@ def test_a_patch_to_an_approved_action_that_has_not_begun_asks_the_gate_again(en
     assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5000}']
     approval.refresh_from_db()
     assert approval.status == "approved" and approval.action_digest.startswith("sha256:")
+    # what the run stores is counted once: the first decision's output went with the reopening
+    stored = [canonical_json(o) for o in NodeRun.objects.filter(run_id=run_id).values_list("output", flat=True)
+              if o is not None]
+    assert run.usage["output_bytes"] == sum(size_of(text) for text in stored)
 
 
 def test_an_agent_rewriting_what_an_approved_payment_reads_asks_the_gate_again(engine, user, remote, fake_llm):

@@ -67,5 +67,10 @@ def test_workflow_file_deeply_nested(tmp_path: Path) -> None:
     no_traceback(aob(tmp_path, "workflow", "validate", str(deep)))
 
 
+def test_inputs_with_a_number_past_a_double(tmp_path: Path) -> None:
+    """1e400 parses to Infinity by another name, and httpx refused it as NaN."""
+    no_traceback(aob(tmp_path, "run", "start", "greet", "--inputs", '{"x": 1e400}'))
+
+
 def test_approve_data_with_nan(tmp_path: Path) -> None:
     no_traceback(aob(tmp_path, "approve", "00000000-0000-0000-0000-000000000000", "n", "--data", '{"x": NaN}'))

@@ -6,14 +6,13 @@ NaN and Infinity (the last two as they are parsed, naming their text)."""
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from aob import jsontext
 from workflows.definition.validation import json_depth
 from workflows.limits import INT64, unstorable
 
@@ -31,17 +30,6 @@ def _parse_int(text: str) -> int:
     return value
 
 
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 is Infinity by another name
-        raise BodyRejected("invalid_number", f"number {text[:30]} is outside the range of a double")
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise BodyRejected("invalid_number", f"{name} is not valid JSON")
-
-
 def loads_strict(raw: bytes) -> Any:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit and len(raw) > limit:
@@ -51,9 +39,11 @@ def loads_strict(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BodyRejected("malformed_json", "request body is not UTF-8") from exc
     try:
-        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_reject_constant)
+        data = jsontext.loads(text, parse_int=_parse_int)
     except BodyRejected:
         raise
+    except jsontext.NotJSONNumber as exc:
+        raise BodyRejected("invalid_number", str(exc)) from None
     except RecursionError as exc:
         raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH}") from exc
     except ValueError as exc:

@@ -256,10 +256,10 @@ def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set
     one's config or by the condition of an edge into one (``$nodes.quote``), neither the gate nor
     upstream of it (those have all run once the gate asks). An approved payment reads its amount
     from such a step: rewritten after the approval, the payment sent what nobody approved."""
-    adjacency = successors(definition)
-    if gate not in adjacency:
+    reverse = _control_predecessors(definition)
+    if gate not in reverse:
         return set()
-    reverse = predecessors(adjacency)
+    # along edges alone: a loop's jump back makes what runs beside the gate on a pass look upstream of it
     asked_after = reachable(reverse, reverse[gate], avoid=gate) | {gate}
     reads = _reads(definition)
     done = set(action)
@@ -268,10 +268,23 @@ def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set
     while todo:
         node = todo.pop()
         for source in (*reverse.get(node, ()), *reads.get(node, ())):
-            if source in adjacency and source not in asked_after and source not in done and source not in found:
+            if source in reverse and source not in asked_after and source not in done and source not in found:
                 found.add(source)
                 todo.append(source)
     return found
+
+
+def _control_predecessors(definition: dict[str, Any]) -> dict[str, list[str]]:
+    """Each node's sources along the edges control runs on (``edges``), no loop's jump back: every
+    one of them has settled before the node runs."""
+    def build() -> dict[str, list[str]]:
+        reverse: dict[str, list[str]] = {node_id: [] for node_id in nodes_by_id(definition)}
+        for source, target, _ in edges(definition):
+            if target in reverse and source in reverse:
+                reverse[target].append(source)
+        return reverse
+
+    return _memoized("control_predecessors", definition, build)
 
 
 def _reads(definition: dict[str, Any]) -> dict[str, set[str]]:
@@ -300,7 +313,7 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     loop pays on every page), though the loop may lie outside what ``guarded`` walks (before
     another gate, or beside the action). A loop that runs the gate again is not: the gate asks on
     every pass. And what the action reads that may still run after the approval (``feeders``), with
-    every edge into or out of those: the amount a payment sends is part of what was approved.
+    every edge into those: the amount a payment sends is part of what was approved.
 
     Nodes named in ``leave_out`` (added by an agent the gate already approved) are not part of it,
     and neither are the edges among them nor the plain edges from the approved action to them (an
@@ -319,10 +332,12 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     inside = {gate, *region}
     loops = sorted(n for n, reruns in bodies.items() if n in nodes and n not in inside and n not in skip
                    and gate not in reruns and set(reruns) & inside)
-    fed = sorted(feeders(definition, gate, action) - skip) if gate is not None else []
+    # what the approved action reads, not what nodes added after it read (``leave_out``)
+    fed = sorted(feeders(definition, gate, region) - skip) if gate is not None else []
     read = inside | set(fed)
+    # every edge into or out of the action; into what it reads (an edge out of that, elsewhere, is not read)
     routes = [[source, target, condition] for source, target, condition in edges(definition)
-              if (source in read or target in read) and not (target in skip and not condition)]
+              if (source in inside or target in read) and not (target in skip and not condition)]
     digested = {"gate": nodes.get(gate) if gate else None, "nodes": [nodes[n] for n in region], "edges": routes,
                 "loops": [nodes[n] for n in loops]}
     if fed:  # a key of its own: an action that reads nothing still has the digest it had

@@ -205,7 +205,7 @@ def _store_artifact(text: str) -> str:
 # output a run stores counts once against AOB_MAX_RUN_OUTPUT_BYTES and what its owner's runs keep.
 OUTPUT_BYTES_ADDED = "jsonb_set(r.usage, '{output_bytes}', to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))"
 
-RESUMED_OUTPUT_COUNTED = f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s"  # noqa: S608 - no input
+OUTPUT_COUNTED = f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s"  # noqa: S608 - no input
 
 COMPLETE = """
 WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
@@ -469,8 +469,14 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
                                           owner_id=nr.run.owner_id, event=[*(extra_events or []), event], **fields)
         if not moved:
             return False
-        if size:  # counted as a completion's is (COMPLETE): the run's cap, what its owner's runs keep
-            with connection.cursor() as cursor:
-                cursor.execute(RESUMED_OUTPUT_COUNTED, {"size": size, "run_id": nr.run_id})
+        count_output(nr.run_id, size)  # as a completion's is (COMPLETE): the run's cap, what its owner's runs keep
         coordinate_after_commit([node_run_id])
         return True
+
+
+def count_output(run_id: Any, size: int) -> None:
+    """Add ``size`` bytes of stored output to the run's ``usage.output_bytes`` (a negative size: an
+    output taken back, a reopened gate's). Under the run's lock, as every writer of ``usage``."""
+    if size:
+        with connection.cursor() as cursor:
+            cursor.execute(OUTPUT_COUNTED, {"size": size, "run_id": run_id})

@@ -226,7 +226,8 @@ function renderNodePanel() {
   // event arrives: the details can be drawn before the socket's replay brings it)
   const asked = lastEvent("approval_required", n);
   const seen = gateSeen(n);
-  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.node ? "node" : ask.target}`
+  // (a pause on the node's own budget has no form to keep: each pause draws its own figures)
+  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.node ? `node:${ask.seq}` : ask.target}`
     : `none:${n.node_id}:${n.status}:${asked ? asked.seq : 0}:${seen ? `${seen.nobody_can_decide}${seen.cannot_be_approved}` : ""}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
