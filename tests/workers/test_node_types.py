@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,9 +91,14 @@ def shout_worker(workers: dict[str, stack.Proc], stack_env: dict[str, str]) -> I
     proc.stop()
 
 
-def _consumed(node_name: str) -> set[str]:
-    replies = app.control.inspect(destination=[node_name], timeout=5).active_queues() or {}
-    return {q["name"] for q in replies.get(node_name, [])}
+def _consumed(node_name: str, within_s: float = 30.0) -> set[str]:
+    """The queues the worker says it consumes: asked again while no answer came (a worker busy
+    starting, on a loaded machine, can miss one broadcast's 5 s)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        replies = app.control.inspect(destination=[node_name], timeout=5).active_queues() or {}
+        if node_name in replies or time.monotonic() > deadline:
+            return {q["name"] for q in replies.get(node_name, [])}
 
 
 def test_two_workers_with_disjoint_queues_run_one_workflow(engine: Any, shout_worker: stack.Proc,
