@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import structlog
@@ -68,6 +69,26 @@ def _clipped(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+# An approval link's token (approvals/urls.py ``approvals/<id>/open/<token>``), in a path, in the
+# login page's ``next`` a logged-out approver is sent to with it, or in a request Django's warning
+# names ("Forbidden: /approvals/5/open/…" for another user's link): a log reader holds no link.
+LINK_TOKEN = re.compile(r"(/approvals/\d+/open/|%2Fapprovals%2F\d+%2Fopen%2F)[^/?&#\s%'\"<>]+", re.IGNORECASE)
+
+
+def without_link_tokens(text: str) -> str:
+    return LINK_TOKEN.sub(r"\1[token]", text)
+
+
+def _no_link_tokens(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, _KEPT_AS_IS) or isinstance(value, dict | list | tuple):
+            continue
+        text = value if isinstance(value, str) else str(value)  # a request: "<ASGIRequest: GET '/…'>"
+        if "open" in text and LINK_TOKEN.search(text):
+            event[key] = without_link_tokens(text)
+    return event
+
+
 def formatter(json_output: bool = True) -> dict[str, Any]:
     shared = [structlog.contextvars.merge_contextvars, structlog.stdlib.add_log_level,
               structlog.stdlib.add_logger_name, structlog.processors.TimeStamper(fmt="iso", utc=True), _extras]
@@ -77,7 +98,7 @@ def formatter(json_output: bool = True) -> dict[str, Any]:
         rendering = [_one_line, structlog.dev.ConsoleRenderer(colors=False)]
     return {"()": structlog.stdlib.ProcessorFormatter, "foreign_pre_chain": shared,
             "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                           structlog.processors.format_exc_info, _clipped, *rendering]}
+                           structlog.processors.format_exc_info, _no_link_tokens, _clipped, *rendering]}
 
 
 def configure_structlog() -> None:

@@ -37,3 +37,28 @@ def test_an_anonymous_request_writes_a_bounded_log(stack_env: dict[str, Any]) ->
         assert len(log) < 16_000, len(log)
     finally:
         proc.stop()
+
+
+def test_an_approval_link_s_token_is_left_out_of_the_web_s_log(stack_env: dict[str, Any]) -> None:
+    """A notification's link carries its token in the path (opening it still needs the approver's
+    login): uvicorn's access line wrote it, so did Django's warning for a refused link (another
+    user's: "Forbidden: /approvals/5/open/…") and the login page's ``next``."""
+    proc = start_web(dict(stack_env), "uvicorn")
+    try:
+        before = proc.log.stat().st_size
+        for path in ("/approvals/5/open/SECRET-TOKEN-ONE", "/login/?next=/approvals/5/open/SECRET-TOKEN-TWO",
+                     "/login/?next=%2Fapprovals%2F5%2Fopen%2FSECRET-TOKEN-THREE"):
+            with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                while sock.recv(65536):
+                    pass
+        deadline = time.monotonic() + 10
+        while True:  # the three access lines written, and Django's warning for the link it refused
+            log = proc.log.read_bytes()[before:]
+            if log.count(b"[token]") >= 4:
+                break
+            assert time.monotonic() < deadline, log[-3000:]
+            time.sleep(0.05)
+        assert b"SECRET-TOKEN" not in log, log[-3000:]
+    finally:
+        proc.stop()
