@@ -262,16 +262,10 @@ def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set
     # along edges alone: a loop's jump back makes what runs beside the gate on a pass look upstream of it
     asked_after = reachable(reverse, reverse[gate], avoid=gate) | {gate}
     reads = _reads(definition)
-    done = set(action)
-    found: set[str] = set()
-    todo = list(done)
-    while todo:
-        node = todo.pop()
-        for source in (*reverse.get(node, ()), *reads.get(node, ())):
-            if source in reverse and source not in asked_after and source not in done and source not in found:
-                found.add(source)
-                todo.append(source)
-    return found
+    read_from = {node: [s for s in (*sources, *reads.get(node, ())) if s in reverse and s not in asked_after]
+                 for node, sources in reverse.items()}
+    wanted = set(action)
+    return reachable(read_from, [source for node in wanted if node in read_from for source in read_from[node]]) - wanted
 
 
 def _control_predecessors(definition: dict[str, Any]) -> dict[str, list[str]]:
