@@ -30,7 +30,8 @@ from workflows.approvers import names_of_both
 from workflows.definition.forms import form_data_failure
 from workflows.definition.gates import action_digest, nodes_by_id
 from workflows.engine import events, locks, poison, transitions
-from workflows.engine.execution import count_output, resume
+from workflows.engine.execution import resume
+from workflows.engine.outputs import count_output
 from workflows.limits import clipped, refuse_past
 from workflows.models import Artifact, Event, NodeRun, Run, RunPatch
 from workflows.models.artifact import canonical_json, size_of

@@ -81,16 +81,27 @@ def run_remove(*, run: Run, user: Any) -> bool:
         return removable(Run.objects.filter(pk=run.pk))
 
     if not candidates().exists():
+        _still_there(run)
         raise Conflict("an unfinished run still reads this one (its parent waiting for its outcome, a replay of "
                        "it, or a sub-workflow it started): delete it once that one has finished", code="run_in_use",
                        extra={"rule": "removable"})
     deadline = time.monotonic() + settings.AOB_PRUNE_REQUEST_S
     removed, finished = _in_batches(candidates, Run, 1, deadline)
     if finished and not removed:  # a batch skips a run someone holds (a change of it, a prune's batch)
+        _still_there(run)
         raise Conflict("the run is being changed or removed by another request: try again", code="run_busy",
                        extra={"rule": "locked"})
     logger.info("retention.run_removed", extra={"run_id": str(run.pk), "finished": finished})
     return finished
+
+
+def _still_there(run: Run) -> None:
+    """The 404 of a run another request removed meanwhile (a prune, a delete of it), not a
+    conflict that a retry would answer with the 404."""
+    from aob_project.exceptions import NotFound
+
+    if not Run.objects.filter(pk=run.pk).exists():
+        raise NotFound("run not found: it was removed meanwhile")
 
 
 def runs_remove(*, runs: QuerySet[Run]) -> tuple[int, bool]:
@@ -249,6 +260,8 @@ def _children_delete(candidates: Any, ids: list[Any], deadline: float | None) ->
                 runs = _locked_candidates(candidates, Run, ids)
                 if not runs:
                     return True  # held or no longer candidates: the batch's own judgement skips them too
+                # with its first rows gone: a replay of it would run again what they recorded
+                Run.objects.filter(pk__in=runs, deleting_at__isnull=True).update(deleting_at=timezone.now())
                 rows = list(model.objects.filter(**{f"{lookup}__in": runs}).order_by()
                             .values_list("pk", flat=True)[:chunk])
                 if rows:

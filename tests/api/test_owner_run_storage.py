@@ -253,3 +253,32 @@ def test_a_sub_workflow_s_outcome_counts_in_its_parent(engine: Any, user: Any, a
     assert all(nr.output["outputs"]["make"].endswith("x" * 20_000) for nr in copies)
     assert run.usage["output_bytes"] >= 2 * 20_000
     assert _kept(user.pk) == _recounted(user.pk)
+
+
+def _stored(run_id: Any) -> int:
+    """A run's stored outputs, measured as a completion counts one."""
+    from workflows.models import canonical_json, size_of
+
+    return sum(size_of(canonical_json(output)) for output in
+               NodeRun.objects.filter(run_id=run_id).values_list("output", flat=True) if output is not None)
+
+
+LOOPING = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "{'n': 1}"}},
+                     {"id": "again", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "a"}},
+                     {"id": "end", "type": "transform", "config": {"expression": "'done'"}}],
+           "edges": [{"from": "a", "to": "again"}, {"from": "again", "to": "a"}, {"from": "again", "to": "end"}]}
+CONDITIONAL_FIRST = {"nodes": [{"id": "c", "type": "conditional", "config": {}},
+                               {"id": "end", "type": "transform", "config": {"expression": "'done'"}}],
+                     "edges": [{"from": "c", "to": "end"}]}
+
+
+@pytest.mark.parametrize("definition", [LOOPING, CONDITIONAL_FIRST], ids=["loop", "conditional_first"])
+def test_every_output_a_run_stores_is_counted_once(engine: Any, api: Any, definition: dict) -> None:
+    """What a run counts against its output cap and its owner's bound is what it stores: a loop's
+    counters were stored on every pass and counted on none (a red team's 27 bytes counted of 227
+    stored), and a conditional with nothing before it counted the 4 bytes of a ``null`` it does
+    not store."""
+    run = wait_for_run(_start(api, definition, {}).json()["run_id"])
+
+    assert run.status == "completed", run.error
+    assert run.usage["output_bytes"] == _stored(run.pk)

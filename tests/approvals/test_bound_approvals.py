@@ -64,9 +64,36 @@ def test_a_patch_to_an_approved_action_that_has_not_begun_asks_the_gate_again(en
     approval.refresh_from_db()
     assert approval.status == "approved" and approval.action_digest.startswith("sha256:")
     # what the run stores is counted once: the first decision's output went with the reopening
-    stored = [canonical_json(o) for o in NodeRun.objects.filter(run_id=run_id).values_list("output", flat=True)
-              if o is not None]
-    assert run.usage["output_bytes"] == sum(size_of(text) for text in stored)
+    assert run.usage["output_bytes"] == _stored(run_id)
+
+
+def test_a_patch_that_reopens_a_gate_and_adds_a_step_the_decision_runs_counts_what_the_run_stores(
+        engine, user, remote):
+    """The reopening took the gate's output back from what the run counts, and the same patch's
+    decision wrote the count it had read before that back, plus its conditional's copy: the gate's
+    3 kB counted twice (a red team's). Counts are added in SQL now, never written back."""
+    run_id = submit(user, _join_behind_gate(user.username, remote))
+    approval = pending_approval(run_id)
+    assert decide(user, approval, comment="x" * 3000).status_code == 200
+
+    patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/3/config/payload/amount", "value": 5000},  # reopens review
+        {"op": "add", "path": "/nodes/-", "value": {"id": "c2", "type": "conditional", "config": {}}},
+        {"op": "add", "path": "/edges/-", "value": {"from": "start", "to": "c2"}}]}, format="json")
+
+    assert patched.status_code == 201, patched.json()
+    assert Run.objects.get(pk=run_id).usage["output_bytes"] == _stored(run_id)
+    remote.release("slow")
+    wait_for_run(run_id, statuses=WAITING)
+    assert decide(user, pending_approval(run_id)).status_code == 200
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    assert run.usage["output_bytes"] == _stored(run_id)
+
+
+def _stored(run_id: str) -> int:
+    return sum(size_of(canonical_json(output)) for output in
+               NodeRun.objects.filter(run_id=run_id).values_list("output", flat=True) if output is not None)
 
 
 def test_an_agent_rewriting_what_an_approved_payment_reads_asks_the_gate_again(engine, user, remote, fake_llm):

@@ -32,6 +32,7 @@ from .dispatch import (
     coordinate_now,
     publish_after_commit,
 )
+from .outputs import count_output
 from .planner import Plan, State, Token
 
 logger = logging.getLogger(__name__)
@@ -81,11 +82,9 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
     if stored:  # the outputs of pure nodes evaluated in this decision
         keep_artifacts({aid: (Artifact.Kind.NODE_IO, canonical_json(content)) for aid, content in stored.items()})
     new = _node_runs(run, plan, now)
-    if plan.output_bytes:
-        usage = dict(run.usage or {})  # the run is locked: nobody else writes it meanwhile
-        usage["output_bytes"] = int(usage.get("output_bytes", 0)) + plan.output_bytes
-        Run.objects.filter(pk=run.pk).update(usage=usage)
-        run.usage = usage
+    counted = count_output(run.pk, plan.output_bytes)  # in SQL: a patch's count before this decision stays
+    if counted is not None:
+        run.usage = {**(run.usage or {}), "output_bytes": counted}
     if new:
         NodeRun.objects.bulk_create(new)
     for pk, fields in plan.updates.items():

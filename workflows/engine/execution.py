@@ -35,7 +35,7 @@ from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
 from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
-from .outputs import OutputTooLarge, refuse_large_output, strict_json
+from .outputs import OUTPUT_BYTES_ADDED, OutputTooLarge, count_output, refuse_large_output, strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -200,12 +200,6 @@ def _store_artifact(text: str) -> str:
     keep_artifacts({aid: (Artifact.Kind.NODE_IO, text)})
     return aid
 
-
-# A run's ``usage.output_bytes`` with an output of ``%(size)s`` bytes (``size_of``) added: every
-# output a run stores counts once against AOB_MAX_RUN_OUTPUT_BYTES and what its owner's runs keep.
-OUTPUT_BYTES_ADDED = "jsonb_set(r.usage, '{output_bytes}', to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))"
-
-OUTPUT_COUNTED = f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s"  # noqa: S608 - no input
 
 COMPLETE = """
 WITH locked AS (  -- the run row first, then the node run (workflows/engine/locks.py)
@@ -473,10 +467,3 @@ def resume(node_run_id: int, *, output: Any = None, error: dict[str, Any] | None
         coordinate_after_commit([node_run_id])
         return True
 
-
-def count_output(run_id: Any, size: int) -> None:
-    """Add ``size`` bytes of stored output to the run's ``usage.output_bytes`` (a negative size: an
-    output taken back, a reopened gate's). Under the run's lock, as every writer of ``usage``."""
-    if size:
-        with connection.cursor() as cursor:
-            cursor.execute(OUTPUT_COUNTED, {"size": size, "run_id": run_id})

@@ -33,6 +33,7 @@ from typing import Any
 
 import isodate
 from django.conf import settings
+from django.db import connection
 
 from aob_project.exceptions import AobError
 from workflows.models import canonical_json
@@ -58,6 +59,27 @@ class NonJSONOutput(AobError):
 
 class OutputTooLarge(AobError):
     code = "OutputTooLarge"
+
+
+# A run's ``usage.output_bytes`` with an output of ``%(size)s`` bytes (``size_of``) added: every
+# output a run stores counts once against AOB_MAX_RUN_OUTPUT_BYTES and what its owner's runs keep.
+# Added in SQL, never written back from a value read before (a decision's, a patch's): what another
+# writer added under the same lock meanwhile stays.
+OUTPUT_BYTES_ADDED = "jsonb_set(r.usage, '{output_bytes}', to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))"
+OUTPUT_COUNTED = (f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s "  # noqa: S608 - no input
+                  "RETURNING (r.usage->>'output_bytes')::bigint")
+
+
+def count_output(run_id: Any, size: int) -> int | None:
+    """Add ``size`` bytes of stored output to the run's ``usage.output_bytes`` (a negative size: an
+    output taken back, a reopened gate's); the count now (None: nothing to add). Under the run's
+    lock, as every writer of ``usage``."""
+    if not size:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(OUTPUT_COUNTED, {"size": size, "run_id": run_id})
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
 
 
 def refuse_large_output(size: int) -> None:

@@ -493,11 +493,12 @@ class _Planner:
             if node_id in self.ir.loops:
                 output = self._loop_output(node_id, iteration, upstream)
                 shown["output"] = _public(output)  # its own few counters
+                self.plan.output_bytes += size_of(canonical_json(output))  # stored, as any output is counted
             else:
                 # it stores a copy of what it passes on: counted against the run's output bytes
                 # as any output is, and left out of its event (a chain of conditionals after a
-                # large output copied it into each one's event)
-                self.plan.output_bytes += size_of(canonical_json(upstream))
+                # large output copied it into each one's event); nothing upstream: nothing stored
+                self.plan.output_bytes += size_of(canonical_json(upstream)) if upstream is not None else 0
             token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.COMPLETED, input=upstream,
                                     output=output, started_at=self.now, finished_at=self.now, attempts=1))
             self.event(Event.Type.NODE_STARTED, node_id, iteration=iteration, inline=True)
@@ -507,7 +508,8 @@ class _Planner:
             return
         elif registry.get(node.type) is None:
             token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.SKIPPED,
-                                    output={"_passthrough": True}, finished_at=self.now))
+                                    output=dict(PASSTHROUGH), finished_at=self.now))
+            self.plan.output_bytes += size_of(canonical_json(PASSTHROUGH))
             self.event(Event.Type.NODE_SKIPPED, node_id, iteration=iteration, reason="no_executor",
                        warning=f"no executor for node type {node.type!r}; skipped")
             self.consume(token)
@@ -780,6 +782,8 @@ class PlainStep:
     ends: bool = False
 
 
+# What a node of a type without an executor stores, skipped: its successors run on.
+PASSTHROUGH = {"_passthrough": True}
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # the hypothetical states' clock (never stored)
 _LIMITS = Limits(max_output_bytes=1 << 62, max_node_runs=1 << 62)
 

@@ -39,6 +39,10 @@ class Run(models.Model):
     patch_seq = models.PositiveIntegerField(default=0)
     replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
     replay_from_node = models.CharField(max_length=200, blank=True, default="")
+    # When a delete (a prune's, its owner's) first removed rows of this finished run. Its rows go a
+    # chunk per transaction, so a run left half-deleted (the time ran out, the process died) is
+    # marked: a replay of it is refused, as it would run again what the missing rows did.
+    deleting_at = models.DateTimeField(null=True, blank=True, editable=False)
     # A replay whose agent nodes reuse the source run's recorded model responses while their
     # conversation matches it (no call, no cost); see agents/journal.py.
     reuse_llm = models.BooleanField(default=False, db_default=False)

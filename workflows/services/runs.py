@@ -204,6 +204,9 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         if source is None:
             raise NotFound(f"run {run.pk} not found: it was removed before the replay could start",
                            extra={"run_id": str(run.pk)})
+        if source.deleting_at is not None:  # some of its node runs are gone: they would run again
+            raise Conflict(f"run {run.pk} is being deleted (since {source.deleting_at.isoformat()}): it cannot be "
+                           "replayed", code="run_being_deleted", extra={"run_id": str(run.pk), "rule": "deleting"})
         ir = coordinator.load_ir(source)
         if node_id not in ir.nodes:
             raise NotFound(f"node {node_id!r} is not in run {source.pk}", extra={"field": "node_id"})
