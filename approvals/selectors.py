@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Window
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import RowNumber
 
 from approvals.exceptions import ApprovalNotFound
@@ -18,6 +21,13 @@ from workflows.models import Run, RunPatch
 from workflows.selectors import fill_within, measured, owners_in_turn
 
 
+def _named(field: str, names: Iterable[str]) -> Q:
+    """``field`` is one of ``names``, sent as one JSON text: a page of approvals may list 100,000
+    names (1,000 gates of 100), and one parameter each passed PostgreSQL's 65,535 (a 503); as an
+    array parameter psycopg quoted each element by a pattern (1 s for a page)."""
+    return Q(**{f"{field}__in": RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)", (json.dumps(sorted(names)),))})
+
+
 def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
     """Of approver ``names``, those that ask someone who could decide now: a group's with an active
     member, or an active user's that is no group's (``is_approver``'s rule, and signing in needs an
@@ -25,8 +35,9 @@ def names_that_reach_someone(names: list[str] | set[str]) -> set[str]:
     names = set(names)
     if not names:
         return set()
-    users = User.objects.filter(by_own_name(), is_active=True, username__in=names).values_list("username", flat=True)
-    groups = Group.objects.filter(name__in=names, user__is_active=True).values_list("name", flat=True).distinct()
+    users = User.objects.filter(by_own_name(), _named("username", names), is_active=True).values_list("username",
+                                                                                                    flat=True)
+    groups = Group.objects.filter(_named("name", names), user__is_active=True).values_list("name", flat=True).distinct()
     return set(users) | set(groups)
 
 
@@ -38,14 +49,17 @@ def who_could_approve(approval: Approval) -> int:
     return who_could_approve_each([approval])[0][0]
 
 
-def who_could_approve_each(approvals: list[Approval]) -> list[tuple[int, int]]:
+def who_could_approve_each(approvals: list[Approval], reaching: set[str] | None = None) -> list[tuple[int, int]]:
     """For each of ``approvals``, in order: ``who_could_approve``, and how many active people asked
     could still vote, a four-eyes gate's owner included, who may reject it (none: nobody can decide
     it). Three or four queries for any number: the votes
     counted, the active users their names ask (``by_own_name``), each group's active members up to
     what any of them could need (the owner and those who voted may be among them), then the owners
-    of the runs that may not approve their own."""
+    of the runs that may not approve their own. ``reaching``: the names known to reach someone
+    (``names_that_reach_someone``), the only ones that can ask anybody: the rest are not sent."""
     names = {n for a in approvals for n in a.approvers or []}
+    if reaching is not None:
+        names &= reaching
     if not names:
         return [(0, 0)] * len(approvals)
     voted: dict[int, set[int]] = {}
@@ -55,10 +69,10 @@ def who_could_approve_each(approvals: list[Approval]) -> list[tuple[int, int]]:
         voted.setdefault(approval_id, set()).add(user_id)
         cast[approval_id] = cast.get(approval_id, 0) + int(approve)
     enough = 2 * max(a.required_approvals for a in approvals) + 1
-    members = (User.groups.through.objects.filter(group__name__in=names, user__is_active=True)
+    members = (User.groups.through.objects.filter(_named("group__name", names), user__is_active=True)
                .annotate(turn=Window(RowNumber(), partition_by=[F("group_id")], order_by=[F("user_id").asc()]))
                .filter(turn__lte=enough).values_list("group__name", "user_id"))  # type: ignore[misc]
-    users = User.objects.filter(by_own_name(), is_active=True, username__in=names).values_list("username", "pk")
+    users = User.objects.filter(by_own_name(), _named("username", names), is_active=True).values_list("username", "pk")
     asks: dict[str, set[int]] = {}
     for name, pk in [*users, *members]:
         asks.setdefault(name, set()).add(pk)
@@ -92,7 +106,7 @@ def fill_decidable(approvals: list[Approval]) -> list[Approval]:
     unreached = {a.pk for a in pending if not reached & set(a.approvers or [])}
     # how many could approve each, and could still vote, where that was counted
     counted = [a for a in pending if a.pk not in unreached and _needs_counting(a)]
-    could = dict(zip([a.pk for a in counted], who_could_approve_each(counted), strict=True)) if counted else {}
+    could = dict(zip([a.pk for a in counted], who_could_approve_each(counted, reached), strict=True)) if counted else {}
     for approval in approvals:
         able, left = could.get(approval.pk, (None, None))
         nobody = approval.pk in unreached or left == 0

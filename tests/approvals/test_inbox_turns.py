@@ -50,3 +50,32 @@ def test_an_asker_named_with_nul_or_past_a_username_s_length_is_refused(make_use
         answer = client_for(bob).get(f"{API}/approvals", {"status": "pending", "asked_by": value})
         assert answer.status_code == 400 and answer.json()["details"] == {"field": "asked_by", "rule": rule} | (
             {"limit": 200} if rule == "max_length" else {}), answer.json()
+
+
+@pytest.mark.django_db
+def test_a_page_of_gates_naming_a_hundred_names_each_is_answered(make_user: Any) -> None:
+    """Who can decide each approval of a page is judged from every name it lists, and a page of
+    700 gates of 100 names (the schema's most) sent 70,000 parameters: past PostgreSQL's 65,535, a
+    503 for the person named, every time (a red team's). One JSON parameter now."""
+    from django.db import connection
+
+    bob, carol, mallory = make_user("bob"), make_user("carol"), make_user("mallory")
+    run = stored_run(mallory)
+    with connection.cursor() as cursor:
+        cursor.execute("""INSERT INTO approvals_approval (run_id, node_id, kind, status, message, context, approvers,
+                            required_approvals, allow_self_approval, on_timeout, escalate_to, escalated,
+                            action_digest, notifications_not_sent, created_at)
+                          SELECT %s, 'g' || i, 'node', 'pending', 'x', '{}'::jsonb,
+                                 (SELECT jsonb_agg(CASE WHEN k = 0 THEN 'bob' WHEN k = 1 THEN 'carol'
+                                                   ELSE rpad(i || '-' || k || '-', 150, 'n') END)
+                                    FROM generate_series(0, 99) k),
+                                 2, false, '', '[]'::jsonb, false, '', 0, now()
+                            FROM generate_series(1, 700) i""", [run.pk])
+
+    page = client_for(bob).get(f"{API}/approvals", {"status": "pending", "limit": 1000})
+
+    assert page.status_code == 200, page.content[:300]
+    results = page.json()["results"]
+    assert len(results) == 700 and carol.is_active
+    # bob and carol may each approve: two of the two asked, nobody's vote needed elsewhere
+    assert {(a["nobody_can_decide"], a["cannot_be_approved"]) for a in results} == {(False, False)}
