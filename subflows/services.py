@@ -188,8 +188,9 @@ def subflows_sweep() -> dict[str, int]:
                                       parent_node_run__status=NodeRun.Status.WAITING)[:100]:
         with poison.sweep_row("subflow_settle", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id):
             settled += subflow_settle(link=link)
+    # (no ordering: the model's would make each parent distinct per link, the same one repeated)
     orphaned = (SubRun.objects.filter(parent_run__status__in=Run.FINISHED).exclude(child_run__status__in=Run.FINISHED)
-                .values_list("parent_run_id", flat=True).distinct()[:100])
+                .order_by().values_list("parent_run_id", flat=True).distinct()[:100])
     cancelled = 0
     for run_id in orphaned:  # a parent that ended: failing it would say nothing, so only logged
         if cancelled >= SWEEP_CANCELS:

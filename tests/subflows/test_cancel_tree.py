@@ -61,8 +61,7 @@ def test_the_timeout_sweep_takes_the_owners_in_turn(engine, make_user, monkeypat
 
     alice, bob = make_user("alice"), make_user("bob")
     many, one = stored_run(alice), stored_run(bob)
-    _children(many, 3)
-    _children(one, 1)
+    children = [*_children(many, 3), *_children(one, 1)]
     SubRun.objects.filter(parent_run=many).update(deadline=timezone.now() - timedelta(hours=1))
     SubRun.objects.filter(parent_run=one).update(deadline=timezone.now() - timedelta(minutes=1))  # due last
     monkeypatch.setattr(services, "SWEEP_TIMEOUTS", 2)
@@ -72,3 +71,7 @@ def test_the_timeout_sweep_takes_the_owners_in_turn(engine, make_user, monkeypat
     assert SubRun.objects.get(parent_run=one).settled_at is not None
     assert SubRun.objects.filter(parent_run=many, settled_at__isnull=False).count() == 1
     assert NodeRun.objects.get(run=one, node_id="w0").error["error_type"] == "SubWorkflowTimeout"
+    # each parent's decision ends it, and its children are cancelled: the workers are done with them
+    wait_until(lambda: not Run.objects.filter(pk__in=[many.pk, one.pk]).exclude(status__in=Run.FINISHED).exists()
+               and set(Run.objects.filter(pk__in=[c.pk for c in children]).values_list("status", flat=True))
+               == {"cancelled"}, what="both parents ended and every child cancelled")
