@@ -9,15 +9,16 @@ prune, the beat's or a repeat), or with ``dry_run`` count what would go (each co
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from workflows.api.filters import RunFilter, checked, refuse
+from workflows.api.filters import TAG_PARAM_PATTERN, RunFilter, checked, refuse
 from workflows.api.serializers import ErrorOut, JSONBooleanField, StrictSerializer
 from workflows.models import Run
 from workflows.selectors import run_get, runs_owned
@@ -74,13 +75,20 @@ class RunDeleteView(APIView):
         return Response(RunDeleteOut({"finished": False}).data, status=202)
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
+class _DateTimeText(serializers.CharField):
+    """A date-time as the text the runs list's filter reads (``RunFilter`` judges it, one reading)."""
+
+
 class RunsDeleteIn(StrictSerializer):
     """The runs list's filters (``GET /runs``: the same words, read by the same filter), at least one."""
 
-    workflow = serializers.CharField(required=False, max_length=200, help_text="runs of this workflow (tag)")
+    min_properties = 1  # an empty body chose every run of the caller's: refused (``filter_required``)
+    workflow = serializers.CharField(required=False, max_length=200, validators=[RegexValidator(TAG_PARAM_PATTERN)],
+                                     help_text="runs of this workflow (tag)")
     status = serializers.ChoiceField(required=False, choices=list(Run.FINISHED), help_text="a finished status")
-    created_after = serializers.CharField(required=False, max_length=64, help_text="created at or after (ISO 8601)")
-    created_before = serializers.CharField(required=False, max_length=64, help_text="created before (ISO 8601)")
+    created_after = _DateTimeText(required=False, max_length=64, help_text="created at or after (ISO 8601)")
+    created_before = _DateTimeText(required=False, max_length=64, help_text="created before (ISO 8601)")
 
 
 class RunsDeleteOut(serializers.Serializer):
