@@ -260,11 +260,12 @@ def _children_delete(candidates: Any, ids: list[Any], deadline: float | None) ->
                 runs = _locked_candidates(candidates, Run, ids)
                 if not runs:
                     return True  # held or no longer candidates: the batch's own judgement skips them too
-                # with its first rows gone: a replay of it would run again what they recorded
-                Run.objects.filter(pk__in=runs, deleting_at__isnull=True).update(deleting_at=timezone.now())
                 rows = list(model.objects.filter(**{f"{lookup}__in": runs}).order_by()
                             .values_list("pk", flat=True)[:chunk])
                 if rows:
+                    # the runs losing their first rows: a replay of one would run again what they recorded
+                    losing = model.objects.filter(pk__in=rows).values(lookup)
+                    Run.objects.filter(pk__in=losing, deleting_at__isnull=True).update(deleting_at=timezone.now())
                     model.objects.filter(pk__in=rows).only("pk").delete()
             if len(rows) < chunk:
                 break

@@ -171,3 +171,24 @@ def test_a_prune_needs_staff_the_admin_lets_delete_runs(db: Any, make_user: Any)
 
     allowed = with_permissions(make_user("ops", is_staff=True), "workflows.view_run", "workflows.delete_run")
     assert client_for(allowed).post("/api/v1/prune", {}, format="json").json()["runs"] == 2
+
+
+def test_a_delete_out_of_time_marks_only_the_runs_it_took_rows_of(db: Any, make_user: Any, settings: Any,
+                                                                     monkeypatch: Any) -> None:
+    """A batch's chunk marked every run it locked, though its rows were of one: runs a delete by
+    filter never touched stayed unreplayable until deleted (a reviewer's). Only the runs losing
+    rows are marked."""
+    owner = make_user("own")
+    runs = big_old_runs(owner, 3, node_runs=300, events=150)
+    settings.AOB_RETENTION_CHUNK_ROWS = 100
+    settings.AOB_PRUNE_REQUEST_S = 1
+    tally = RowsPerTransaction()  # the delete's clock: a second per transaction that deleted rows
+    monkeypatch.setattr(services, "time", SimpleNamespace(monotonic=lambda: tally.committed))
+
+    with connection.execute_wrapper(tally):
+        answer = client_for(owner).post("/api/v1/runs/delete", {"status": "completed"}, format="json")
+
+    assert answer.status_code == 202 and answer.json() == {"deleted": 0, "finished": False}
+    touched = {run.pk for run in runs if Event.objects.filter(run=run).count() < 150}
+    marked = set(Run.objects.filter(pk__in=[r.pk for r in runs], deleting_at__isnull=False).values_list("pk", flat=True))
+    assert len(touched) == 1 and marked == touched
