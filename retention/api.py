@@ -101,8 +101,8 @@ class RunsDeleteOut(serializers.Serializer):
 
 
 class RunsDeleteView(APIView):
-    @extend_schema(operation_id="runs_delete_matching", request=RunsDeleteIn, responses={200: RunsDeleteOut, 202: RunsDeleteOut, 400: ErrorOut,
-                                                    401: ErrorOut})
+    @extend_schema(operation_id="runs_delete_matching", request=RunsDeleteIn,
+                   responses={200: RunsDeleteOut, 202: RunsDeleteOut, 400: ErrorOut, 401: ErrorOut})
     def post(self, request: Request) -> Response:
         """Delete the caller's finished runs that the runs list's filters choose (workflow, status,
         created_after, created_before; at least one), each as ``POST /runs/{id}/delete`` deletes

@@ -261,23 +261,23 @@ def run_delete(session: Session, run_ids: tuple[str, ...], workflow: str | None,
     if filters:
         _delete_matching(session, filters)
         return
+    ids = list(dict.fromkeys(run_ids))
+    if len(ids) == 1:  # one run: its answer, or its error, as every command gives one
+        _delete_one(session, ids[0])
+        session.output.emit({"run_id": ids[0], "deleted": True}, lambda d: echo(f"deleted run {d['run_id']}"))
+        return
     failed = 0
-    for run_id in dict.fromkeys(run_ids):
+    for run_id in ids:
         try:
             _delete_one(session, run_id)
         except click.ClickException as exc:
-            if len(run_ids) == 1:
-                raise
             failed += 1
             session.output.line({"run_id": run_id, "deleted": False, "error": exc.message},
                                 f"not deleted run {run_id}: {exc.message}")
-            continue
-        if len(run_ids) == 1:
-            session.output.emit({"run_id": run_id, "deleted": True}, lambda d: echo(f"deleted run {d['run_id']}"))
         else:
             session.output.line({"run_id": run_id, "deleted": True}, f"deleted run {run_id}")
     if failed:
-        raise click.ClickException(f"{failed} of {len(dict.fromkeys(run_ids))} runs were not deleted")
+        raise click.ClickException(f"{failed} of {len(ids)} runs were not deleted")
 
 
 def _delete_one(session: Session, run_id: str) -> None:

@@ -332,3 +332,28 @@ export function liveLabel(state, wait) {
     forbidden: "not allowed to watch this run",
   }[state] || state;
 }
+
+// A destructive button asks a second press within 5 s (its text says what the second does); while
+// ``act`` runs the button is disabled, and ``failed`` is told what it threw. The label comes back after.
+export function onSecondPress(button, confirmLabel, act, failed) {
+  const label = button.textContent;
+  let armed = null;
+  button.addEventListener("click", async () => {
+    if (!armed) {
+      button.textContent = confirmLabel;
+      armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    button.disabled = true;
+    try {
+      await act();
+    } catch (err) {
+      failed(err);
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
+    }
+  });
+}

@@ -1,7 +1,7 @@
 // The run page. Everything on it follows the run's WebSocket: each event frame re-fetches
 // /runs/{id}/details (coalesced while a fetch is in flight) and redraws. Resumes with
 // ?after=<last seq> after a disconnect, with backoff. No polling.
-import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, messageOf, numberOf, pageData, pretty, setChildren, setSiblings, showAlert, stringifyJson, timeEl } from "./api.js";
+import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, messageOf, numberOf, onSecondPress, pageData, pretty, setChildren, setSiblings, showAlert, stringifyJson, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
 import { fmtMs, renderTimeline } from "./timeline.js";
 
@@ -412,35 +412,12 @@ async function replayFrom(nodeId, button) {
 
 // --- cancel and delete: each asks a second press within 5 s -----------------------------------
 
-function onSecondPress(id, label, confirmLabel, act, failed) {
-  const button = $(id);
-  let armed = null;
-  button.addEventListener("click", async () => {
-    if (!armed) {
-      button.textContent = confirmLabel;
-      armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);
-      return;
-    }
-    clearTimeout(armed);
-    armed = null;
-    button.disabled = true;
-    try {
-      await act();
-    } catch (err) {
-      showAlert($("run-alert"), `${failed}: ${errorText(err)}`);
-    } finally {
-      button.disabled = false;
-      button.textContent = label;
-    }
-  });
-}
-
-onSecondPress("cancel-btn", "Cancel run", "Confirm: cancel this run", async () => {
+onSecondPress($("cancel-btn"), "Confirm: cancel this run", async () => {
   await api(`/runs/${runId}/cancel`, { method: "POST" });
-}, "Not cancelled");
+}, (err) => showAlert($("run-alert"), `Not cancelled: ${errorText(err)}`));
 
 // a finished run of the owner's: what their runs keep goes down (AOB_OWNER_STORAGE_BYTES)
-onSecondPress("delete-btn", "Delete run", "Confirm: delete this run", async () => {
+onSecondPress($("delete-btn"), "Confirm: delete this run", async () => {
   // a 202 says its time ran out first: the same request goes on (a run of many rows)
   for (let tries = 0; tries < 20; tries += 1) {
     if (!(await api(`/runs/${runId}/delete`, { method: "POST" }))) {
@@ -449,7 +426,7 @@ onSecondPress("delete-btn", "Delete run", "Confirm: delete this run", async () =
     }
   }
   showAlert($("run-alert"), "Still deleting: press Delete run again to go on.");
-}, "Not deleted");
+}, (err) => showAlert($("run-alert"), `Not deleted: ${errorText(err)}`));
 
 // --- events -------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 // The runs list follows ws/events/: a frame about a run in the table re-reads that run's row
 // (status, duration, error).
-import { LiveSocket, api, el, errorText, setChildren, shown, stringifyJson } from "./api.js";
+import { LiveSocket, api, el, errorText, onSecondPress, setChildren, shown, stringifyJson } from "./api.js";
 import { fmtMs } from "./timeline.js";
 
 const table = document.getElementById("runs-table");
@@ -48,36 +48,20 @@ const deleteButton = document.getElementById("delete-matching");
 if (deleteButton) {
   const filters = JSON.parse(document.getElementById("delete-filters").textContent);
   const status = document.getElementById("delete-matching-status");
-  const label = deleteButton.textContent;
-  let armed = null;
-  deleteButton.addEventListener("click", async () => {
-    if (!armed) {
-      deleteButton.textContent = "Confirm: delete them, with their node runs, events and approvals";
-      armed = setTimeout(() => { armed = null; deleteButton.textContent = label; }, 5000);
-      return;
-    }
-    clearTimeout(armed);
-    armed = null;
-    deleteButton.disabled = true;
-    let deleted = 0;
-    try {
-      for (let idle = 0; idle < 20;) {  // requests that deleted nothing (the rows held by another request)
-        const answer = await api("/runs/delete", { method: "POST", body: filters });
-        deleted += answer.deleted;
-        idle = answer.deleted ? 0 : idle + 1;
-        status.textContent = `${deleted} deleted…`;
-        if (answer.finished) {
-          status.textContent = `${deleted} deleted` + (answer.kept ? `; ${answer.kept} stay, as an unfinished run reads each` : "") + ".";
-          setTimeout(() => window.location.reload(), 1500);
-          return;
-        }
+  let deleted = 0;
+  onSecondPress(deleteButton, "Confirm: delete them, with their node runs, events and approvals", async () => {
+    deleted = 0;
+    for (let idle = 0; idle < 20;) {  // requests that deleted nothing (the rows held by another request)
+      const answer = await api("/runs/delete", { method: "POST", body: filters });
+      deleted += answer.deleted;
+      idle = answer.deleted ? 0 : idle + 1;
+      status.textContent = `${deleted} deleted…`;
+      if (answer.finished) {
+        status.textContent = `${deleted} deleted` + (answer.kept ? `; ${answer.kept} stay, as an unfinished run reads each` : "") + ".";
+        setTimeout(() => window.location.reload(), 1500);
+        return;
       }
-      status.textContent = `${deleted} deleted; the rest are still being deleted: press again to go on.`;
-    } catch (err) {
-      status.textContent = `${deleted} deleted, then: ${errorText(err)}`;
-    } finally {
-      deleteButton.disabled = false;
-      deleteButton.textContent = label;
     }
-  });
+    status.textContent = `${deleted} deleted; the rest are still being deleted: press again to go on.`;
+  }, (err) => { status.textContent = `${deleted} deleted, then: ${errorText(err)}`; });
 }
