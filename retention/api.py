@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -24,7 +24,7 @@ from workflows.models import Run
 from workflows.selectors import run_get, runs_owned
 from workflows.visibility import reads_every_run
 
-from .services import prune, run_remove, runs_remove
+from .services import prune, run_remove, runs_remove, runs_remove_preview
 
 
 class PruneIn(StrictSerializer):
@@ -89,6 +89,16 @@ class RunsDeleteIn(StrictSerializer):
     status = serializers.ChoiceField(required=False, choices=list(Run.FINISHED), help_text="a finished status")
     created_after = _DateTimeText(required=False, max_length=64, help_text="created at or after (ISO 8601)")
     created_before = _DateTimeText(required=False, max_length=64, help_text="created before (ISO 8601)")
+    dry_run = JSONBooleanField(required=False, default=False, help_text=(
+        "true: delete nothing, count what would go and what would stay (RunsDeletePreviewOut)"))
+
+
+class RunsDeletePreviewOut(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    would_delete = serializers.IntegerField(help_text="finished runs the filters choose that may go now")
+    kept = serializers.IntegerField(help_text="finished runs the filters choose that an unfinished run reads")
+    at_least = serializers.ListField(child=serializers.CharField(), help_text=(
+        "the counts that reached AOB_PRUNE_PREVIEW_CAP, where counting stopped"))
 
 
 class RunsDeleteOut(serializers.Serializer):
@@ -102,18 +112,24 @@ class RunsDeleteOut(serializers.Serializer):
 
 class RunsDeleteView(APIView):
     @extend_schema(operation_id="runs_delete_matching", request=RunsDeleteIn,
-                   responses={200: RunsDeleteOut, 202: RunsDeleteOut, 400: ErrorOut, 401: ErrorOut})
+                   responses={200: PolymorphicProxySerializer("RunsDeleteAnswer", [RunsDeleteOut, RunsDeletePreviewOut],
+                                                              resource_type_field_name=None),
+                              202: RunsDeleteOut, 400: ErrorOut, 401: ErrorOut})
     def post(self, request: Request) -> Response:
         """Delete the caller's finished runs that the runs list's filters choose (workflow, status,
         created_after, created_before; at least one), each as ``POST /runs/{id}/delete`` deletes
-        one, for at most ``AOB_PRUNE_REQUEST_S``: 202 when that ran out first (the same request goes on)."""
+        one, for at most ``AOB_PRUNE_REQUEST_S``: 202 when that ran out first (the same request goes on).
+        With ``dry_run`` nothing is deleted: the answer counts what would go and what would stay."""
         data = RunsDeleteIn(data=request.data)
         data.is_valid(raise_exception=True)
-        wanted = data.validated_data
+        wanted = dict(data.validated_data)
+        dry_run = wanted.pop("dry_run")
         if not wanted:
             raise refuse("created_before", "a filter is required: workflow, status, created_after or created_before "
                                            "(created_before now chooses every finished run of yours)", "filter_required")
         runs = checked(RunFilter(data=wanted, queryset=runs_owned(user=request.user)), wanted)
+        if dry_run:
+            return Response(RunsDeletePreviewOut(runs_remove_preview(runs=runs)).data)
         deleted, finished = runs_remove(runs=runs)
         if not finished:
             return Response(RunsDeleteOut({"deleted": deleted, "finished": False}).data, status=202)

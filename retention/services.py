@@ -115,6 +115,17 @@ def runs_remove(*, runs: QuerySet[Run]) -> tuple[int, bool]:
     return removed, finished
 
 
+def runs_remove_preview(*, runs: QuerySet[Run]) -> dict[str, Any]:
+    """What ``runs_remove`` would do with ``runs`` now: how many may go (``removable``) and how many
+    finished ones stay, each counted up to ``AOB_PRUNE_PREVIEW_CAP`` (``at_least`` names a count that
+    reached it), as a prune's dry run counts."""
+    cap = settings.AOB_PRUNE_PREVIEW_CAP
+    finished = runs.filter(status__in=Run.FINISHED)
+    counts = {"would_delete": removable(runs).values("pk")[:cap].count(),
+              "kept": finished.exclude(pk__in=removable(runs).values("pk")).values("pk")[:cap].count()}
+    return {"dry_run": True, **counts, "at_least": [name for name, n in counts.items() if n >= cap]}
+
+
 def _artifact_references() -> list[tuple[Any, str]]:
     """Every (model, column) that points at an artifact, in any app."""
     return [(model, field.attname) for model in apps.get_models() for field in model._meta.concrete_fields

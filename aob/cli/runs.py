@@ -245,19 +245,33 @@ def _post_paced(session: Session, path: str, body: Any = None) -> Any:
 @click.option("--status", type=click.Choice(FINISHED_STATUSES), default=None, help="... of this finished status.")
 @click.option("--created-after", default=None, help="... created at or after (ISO 8601).")
 @click.option("--created-before", default=None, help="... created before (ISO 8601).")
-@click.confirmation_option("--yes", "-y", prompt="Delete these runs, their node runs, events and approvals?")
+@click.option("--dry-run", is_flag=True, help="With the filters: count what would be deleted, delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting.")
 @pass_session
 def run_delete(session: Session, run_ids: tuple[str, ...], workflow: str | None, status: str | None,
-               created_after: str | None, created_before: str | None) -> None:
+               created_after: str | None, created_before: str | None, dry_run: bool, yes: bool) -> None:
     """Delete finished runs of yours with everything that is their own: what your runs keep
     (AOB_OWNER_STORAGE_BYTES) goes down by what they kept. Name runs by id, or choose them with the
-    runs list's filters (all of yours: --created-before with the time now). Each id is deleted on its
-    own: one that cannot be is said, the rest go on, and the exit status is 1."""
+    runs list's filters (all of yours: --created-before with the time now; asked, the count comes
+    first). Each id is deleted on its own: one that cannot be is said, the rest go on, and the exit
+    status is 1."""
     filters = {k: v for k, v in (("workflow", workflow), ("status", status), ("created_after", created_after),
                                  ("created_before", created_before)) if v is not None}
     if bool(run_ids) == bool(filters):
         raise click.UsageError("name runs by id, or choose them with --workflow, --status, --created-after or "
                                "--created-before (not both)")
+    if dry_run and not filters:
+        raise click.UsageError("--dry-run counts what the filters choose: name no ids with it")
+    if filters and (dry_run or not yes):
+        preview = session.client.post("runs/delete", {**filters, "dry_run": True})
+        if dry_run:
+            session.output.emit(preview, lambda d: echo(_counted(d)))
+            return
+        click.confirm(f"{_counted(preview)}. Delete them, their node runs, events and approvals?",
+                      abort=True, err=True)
+    elif not yes:
+        click.confirm(f"Delete {_runs(len(set(run_ids)))}, their node runs, events and approvals?",
+                      abort=True, err=True)
     if filters:
         _delete_matching(session, filters)
         return
@@ -278,6 +292,20 @@ def run_delete(session: Session, run_ids: tuple[str, ...], workflow: str | None,
             session.output.line({"run_id": run_id, "deleted": True}, f"deleted run {run_id}")
     if failed:
         raise click.ClickException(f"{failed} of {len(ids)} runs were not deleted")
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
+
+
+def _counted(preview: dict[str, Any]) -> str:
+    """A delete's dry run in words: ``at_least`` names a count that stopped at the server's cap."""
+    def more(name: str) -> str:
+        return "at least " if name in preview["at_least"] else ""
+    text = f"{more('would_delete')}{_runs(preview['would_delete'])} would be deleted"
+    if preview["kept"]:
+        text += f"; {more('kept')}{preview['kept']} stay, as an unfinished run reads each"
+    return text
 
 
 def _delete_one(session: Session, run_id: str) -> None:

@@ -177,9 +177,14 @@ def test_the_finished_runs_a_filter_chooses_are_deleted_in_one_request(user: Any
     settings.AOB_RETENTION_BATCH_SIZE = 2  # in more than one batch
     cutoff = (failed_old[0].created_at + (kept_ones[0].created_at - failed_old[0].created_at) / 2).isoformat()
 
-    answer = client_for(user).post(f"{API}/runs/delete", {"workflow": "billing", "status": "failed",
-                                                          "created_before": cutoff}, format="json")
+    chosen = {"workflow": "billing", "status": "failed", "created_before": cutoff}
+    preview = client_for(user).post(f"{API}/runs/delete", {**chosen, "dry_run": True}, format="json")
+    settings.AOB_PRUNE_PREVIEW_CAP = 3
+    capped = client_for(user).post(f"{API}/runs/delete", {**chosen, "dry_run": True}, format="json")
+    answer = client_for(user).post(f"{API}/runs/delete", chosen, format="json")
 
+    assert preview.json() == {"dry_run": True, "would_delete": 3, "kept": 1, "at_least": []}  # the count before
+    assert capped.json() == {"dry_run": True, "would_delete": 3, "kept": 1, "at_least": ["would_delete"]}
     assert answer.status_code == 200, answer.json()
     assert answer.json() == {"deleted": 3, "finished": True, "kept": 1}  # the one a parent reads stays
     assert not Run.objects.filter(pk__in=[r.pk for r in failed_old]).exists()
@@ -194,6 +199,8 @@ def test_the_finished_runs_a_filter_chooses_are_deleted_in_one_request(user: Any
     ({"workflow": ""}, "workflow", "blank"),
     ({"q": "invoice"}, "q", "unknown_field"),  # the text search looks at the latest 1,000 runs: not a choice
     ({"workflow": 5}, "workflow", "type"),
+    ({"dry_run": True}, "created_before", "filter_required"),  # a count is not a filter
+    ({"status": "failed", "dry_run": "yes"}, "dry_run", "invalid"),
 ])
 @pytest.mark.django_db
 def test_a_delete_by_filter_names_the_field_it_cannot_take(user: Any, body: dict, field: str, rule: str) -> None:

@@ -154,6 +154,11 @@ def test_runs_are_deleted_by_ids_or_by_the_lists_filters_and_one_refused_leaves_
                                      f"deleted run {second.pk}"]
     assert set(Run.objects.filter(owner=alice).values_list("pk", flat=True)) == {waiting.pk, other.pk,
                                                                                *(r.pk for r in billing)}
+    counted = as_alice("run", "delete", "--workflow", "billing", "--dry-run")
+    declined = as_alice("run", "delete", "--workflow", "billing", "--status", "failed", input="n\n")
+    assert counted.out.strip() == "3 runs would be deleted", counted.err  # a count first, nothing deleted
+    assert declined.code == 1 and "2 runs would be deleted. Delete them" in declined.err, declined.err
+    assert Run.objects.filter(pk__in=[r.pk for r in billing]).count() == 2
     matching = as_alice("-o", "json", "run", "delete", "--workflow", "billing", "--status", "failed", "--yes")
     assert matching.code == 0, matching.err
     assert matching.json() == {"deleted": 2, "kept": 0}

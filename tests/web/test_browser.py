@@ -185,7 +185,7 @@ def test_the_runs_a_filter_chooses_are_deleted_from_the_runs_list(web: str) -> N
         expect(page.locator("#runs-table tbody tr")).to_have_count(3)
         button = page.get_by_role("button", name="Delete these finished runs of yours (every page)")
         button.click()
-        page.get_by_role("button", name=re.compile("^Confirm: delete them")).click()
+        page.get_by_role("button", name=re.compile("^Confirm: delete 3 runs, with")).click()  # counted first
         expect(page.locator("#delete-matching-status")).to_have_text("3 deleted.")
         expect(page.locator("p.empty")).to_contain_text("No runs")  # the page read again
         page.goto(f"{web}/runs/?q=x")  # a text search chooses no runs to delete: no button

@@ -333,14 +333,27 @@ export function liveLabel(state, wait) {
   }[state] || state;
 }
 
-// A destructive button asks a second press within 5 s (its text says what the second does); while
-// ``act`` runs the button is disabled, and ``failed`` is told what it threw. The label comes back after.
+// A destructive button asks a second press within 5 s (its text says what the second does:
+// ``confirmLabel``, or what that function answers, such as a count read first); while ``act`` runs
+// the button is disabled, and ``failed`` is told what it or the label's read threw. The label comes back after.
 export function onSecondPress(button, confirmLabel, act, failed) {
   const label = button.textContent;
   let armed = null;
   button.addEventListener("click", async () => {
     if (!armed) {
-      button.textContent = confirmLabel;
+      let text = confirmLabel;
+      if (typeof confirmLabel === "function") {
+        button.disabled = true;
+        try {
+          text = await confirmLabel();
+        } catch (err) {
+          failed(err);
+          return;
+        } finally {
+          button.disabled = false;
+        }
+      }
+      button.textContent = text;
       armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);
       return;
     }

@@ -43,13 +43,21 @@ new LiveSocket(() => "/ws/events/", {
 });
 
 // Delete the caller's finished runs the page's filters choose (POST /runs/delete, the same filters):
-// a second press confirms; a 202 says its time ran out first, and the same request goes on.
+// the first press counts them (its dry run) and a second confirms; a 202 says its time ran out first,
+// and the same request goes on.
 const deleteButton = document.getElementById("delete-matching");
 if (deleteButton) {
   const filters = JSON.parse(document.getElementById("delete-filters").textContent);
   const status = document.getElementById("delete-matching-status");
   let deleted = 0;
-  onSecondPress(deleteButton, "Confirm: delete them, with their node runs, events and approvals", async () => {
+  const count = (preview, name) => `${preview.at_least.includes(name) ? "at least " : ""}${preview[name]}`;
+  const confirmLabel = async () => {
+    const preview = await api("/runs/delete", { method: "POST", body: { ...filters, dry_run: true } });
+    status.textContent = preview.kept ? `${count(preview, "kept")} stay, as an unfinished run reads each.` : "";
+    const runs = `${count(preview, "would_delete")} run${preview.would_delete === 1 ? "" : "s"}`;
+    return `Confirm: delete ${runs}, with their node runs, events and approvals`;
+  };
+  onSecondPress(deleteButton, confirmLabel, async () => {
     deleted = 0;
     for (let idle = 0; idle < 20;) {  // requests that deleted nothing (the rows held by another request)
       const answer = await api("/runs/delete", { method: "POST", body: filters });
