@@ -147,7 +147,9 @@ def test_a_prune_out_of_time_between_chunks_leaves_a_run_the_api_reads_and_the_n
     assert [(n["node_id"], n["iterations"]) for n in details["nodes"]] == [("a", 200)]
     # a replay would take the node runs gone for never run and run them again (a red team's sibling
     # payment went out twice): the run is marked as its first rows go, and a replay of it refused
-    assert Run.objects.get(pk=run.pk).deleting_at is not None
+    marked = Run.objects.get(pk=run.pk).deleting_at
+    assert marked is not None
+    assert reader.get(f"/api/v1/runs/{run.pk}").json()["deleting_at"] == marked.isoformat().replace("+00:00", "Z")
     replay = reader.post(f"/api/v1/runs/{run.pk}/nodes/a/replay", {}, format="json")
     assert replay.status_code == 409 and replay.json()["error"] == "run_being_deleted", replay.json()
 

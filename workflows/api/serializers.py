@@ -370,12 +370,15 @@ class RunOut(FieldsBuiltOnce):
                                    "spend counts against")
     duration_ms = serializers.SerializerMethodField(help_text="from submission to the end; null until it ends")
     inputs = serializers.SerializerMethodField()
+    deleting_at = serializers.DateTimeField(read_only=True, help_text=(
+        "when a delete (the owner's, or a prune) that did not finish took the first of its rows; null otherwise. "
+        "What is left reads as before, a replay of it is refused, and the same delete again goes on"))
 
     class Meta:
         model = Run
         fields = ["run_id", "tag", "status", "artifact_id", "current_artifact_id", "inputs", "error", "replay_of",
                   "replay_from_node", "usage", "budget", "spawned_agents", "created_at", "started_at", "finished_at",
-                  "duration_ms"]
+                  "duration_ms", "deleting_at"]
 
     @extend_schema_field({"type": "integer", "nullable": True})
     def get_duration_ms(self, run: Run) -> int | None:

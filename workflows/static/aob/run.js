@@ -104,6 +104,7 @@ function render() {
   const meta = [`created ${fmtTime(run.created_at)}`];
   if (run.started_at) meta.push(`started ${fmtTime(run.started_at)}`);
   if (run.finished_at) meta.push(`finished ${fmtTime(run.finished_at)}`);
+  if (run.deleting_at) meta.push(`being deleted since ${fmtTime(run.deleting_at)}: some of its rows are gone`);
   setChildren($("run-meta"), meta.join(" · "), ...inputsShown(run),
     run.replay_of ? el("span", {}, " · replay of ", el("a", { href: `/runs/${run.replay_of}/` }, run.replay_of.slice(0, 8)),
       run.replay_from_node ? ` from ${run.replay_from_node}` : "") : "");
