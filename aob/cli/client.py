@@ -1,8 +1,10 @@
-"""An httpx client for the REST API: token auth, and every error turned into the API's own message."""
+"""An httpx client for the REST API: token auth, every error turned into the API's own message, and a
+rate limit's refusal waited out."""
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -12,17 +14,20 @@ import httpx
 from .output import echo
 
 USER_AGENT = "aob-cli/0.1"
+RATE_WAITS = 5  # times one request is sent again after a rate limit's 429, each after the wait it names
+RATE_WAIT_MAX_S = 60.0  # the longest of those waits (a window is a minute)
 
 
 class ApiError(click.ClickException):
     """An error answer (``{"error", "message", "details"}``) or no answer at all; exits 1."""
 
     def __init__(self, message: str, *, code: str = "error", status: int | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+                 details: dict[str, Any] | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
         self.details = details or {}
+        self.retry_after = retry_after
 
     def show(self, file: Any = None) -> None:
         echo(f"error: {self.message}", err=True)
@@ -39,6 +44,18 @@ class ApiError(click.ClickException):
             echo("hint: `aob workflow delete TAG --force` deletes them with it", err=True)
         if self.code == "not_authenticated":
             echo("hint: log in with `aob login`, or set AOB_TOKEN", err=True)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a 429's ``Retry-After`` names (whole seconds, as the API sends it), within
+    ``RATE_WAIT_MAX_S``; None when it names none."""
+    if response.status_code != 429:
+        return None
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return min(RATE_WAIT_MAX_S, max(0.5, seconds)) if seconds == seconds else None  # NaN names none
 
 
 def segment(value: Any) -> str:
@@ -133,6 +150,22 @@ class ApiClient:
 
     def _exchange(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                   headers: dict[str, str] | None = None) -> tuple[Any, httpx.Response]:
+        """One request, sent again after the wait a rate limit's 429 names (``Retry-After``), up to
+        ``RATE_WAITS`` times, each said on stderr: the server refuses past a limit before it does
+        anything, so a repeat is safe, and a script's loop of starts or a delete of many runs goes on
+        rather than failing midway."""
+        for _ in range(RATE_WAITS):
+            try:
+                return self._exchange_once(method, path, body=body, params=params, headers=headers)
+            except ApiError as exc:
+                if exc.status != 429 or exc.retry_after is None:
+                    raise
+                echo(f"{exc.message}: waiting {exc.retry_after:g} s", err=True)
+                time.sleep(exc.retry_after)
+        return self._exchange_once(method, path, body=body, params=params, headers=headers)
+
+    def _exchange_once(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                       headers: dict[str, str] | None = None) -> tuple[Any, httpx.Response]:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, path.lstrip("/"), json=body, params=query, headers=headers)
@@ -153,7 +186,8 @@ class ApiClient:
         if response.is_error:
             if isinstance(data, dict) and isinstance(data.get("message"), str):
                 raise ApiError(data["message"], code=str(data.get("error") or "error"), status=response.status_code,
-                               details=data.get("details") if isinstance(data.get("details"), dict) else {})
+                               details=data.get("details") if isinstance(data.get("details"), dict) else {},
+                               retry_after=_retry_after(response))
             raise ApiError(f"{method} {response.url} answered HTTP {response.status_code} without an error body",
                            status=response.status_code)
         if data is None and response.status_code != 204 and response.content:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import click
 
-from .client import ApiError, segment
+from .client import segment
 from .output import dumps, duration_text, echo, short_time, table
 from .session import Session, json_file_or_text, json_object, names_a_file, pass_session, read_json_file
 from .watch import POLL_INTERVAL_S, events_all, run_follow
@@ -222,21 +222,7 @@ def run_cancel(session: Session, run_id: str) -> None:
 
 
 DELETE_TRIES = 20  # requests of AOB_PRUNE_REQUEST_S each (10 s) for one run's rows, or that delete nothing
-RATE_WAITS = 30  # waits a delete makes on a rate limit's 429, each the retry_after_seconds it names (at most 60 s)
 FINISHED_STATUSES = ("completed", "failed", "cancelled")
-
-
-def _post_paced(session: Session, path: str, body: Any = None) -> Any:
-    """A POST sent again after the wait a rate limit's 429 names: many deletes are many writes
-    (AOB_RATE_USER_WRITES_PER_MIN), and a list of them should go on, not fail midway."""
-    for _ in range(RATE_WAITS):
-        try:
-            return session.client.post(path, body)
-        except ApiError as exc:
-            if exc.status != 429:
-                raise
-            time.sleep(min(60.0, max(0.5, float(exc.details.get("retry_after_seconds") or 1))))
-    return session.client.post(path, body)
 
 
 @run.command("delete")
@@ -310,7 +296,7 @@ def _counted(preview: dict[str, Any]) -> str:
 
 def _delete_one(session: Session, run_id: str) -> None:
     for _ in range(DELETE_TRIES):
-        if _post_paced(session, _run_path(run_id, "delete")) is None:  # 204; a 202 is a request whose time ran out
+        if session.client.post(_run_path(run_id, "delete")) is None:  # 204; a 202 is a request whose time ran out
             return
     raise click.ClickException(f"run {run_id} is still being deleted: run the command again to go on")
 
@@ -318,7 +304,7 @@ def _delete_one(session: Session, run_id: str) -> None:
 def _delete_matching(session: Session, filters: dict[str, str]) -> None:
     deleted, idle = 0, 0
     while True:
-        answer = _post_paced(session, "runs/delete", filters)
+        answer = session.client.post("runs/delete", filters)
         deleted += answer["deleted"]
         if answer["finished"]:
             break

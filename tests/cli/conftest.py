@@ -59,13 +59,15 @@ Aob = Callable[..., Result]
 
 @pytest.fixture
 def aob(live_api: LiveApi, tmp_path: Path) -> Aob:
-    """``aob(*args, token=..., input=...)``: one CLI process; HOME and XDG_CONFIG_HOME in a temp dir."""
+    """``aob(*args, token=..., input=..., api_url=...)``: one CLI process (against ``live_api`` unless
+    ``api_url`` names another server); HOME and XDG_CONFIG_HOME in a temp dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOB_")}
     env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"), "PYTHONUNBUFFERED": "1"})
 
-    def run(*args: str, token: str | None = None, input: str | None = None, timeout: float = 60) -> Result:
+    def run(*args: str, token: str | None = None, input: str | None = None, timeout: float = 60,
+            api_url: str | None = None) -> Result:
         call_env = dict(env, AOB_TOKEN=token) if token else env
-        done = subprocess.run([sys.executable, "-m", "aob.cli.main", "--api-url", live_api.url, *args],
+        done = subprocess.run([sys.executable, "-m", "aob.cli.main", "--api-url", api_url or live_api.url, *args],
                               cwd=stack.ROOT, env=call_env, input=input, capture_output=True, text=True,
                               timeout=timeout)
         return Result(done.returncode, done.stdout, done.stderr)
