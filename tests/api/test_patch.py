@@ -193,3 +193,23 @@ def test_more_than_a_thousand_operations_are_a_400(api, fetcher):
     body = assert_error(patch(api, "fetcher", operations), 400, "validation_error")
 
     assert body["details"]["field"] == "operations"
+
+
+@pytest.mark.django_db
+def test_a_run_patch_past_the_policys_operations_is_refused_as_its_schema_says(user):
+    """The run patch's body took 1,000 operations (the OpenAPI document said so) and the policy
+    refused past 100: one bound now (``services.patches.MAX_OPERATIONS``), stated in the schema."""
+    from tests.api.test_openapi import openapi_json
+    from tests.conftest import client_for, stored_run
+    from workflows.services.patches import MAX_OPERATIONS
+
+    run = stored_run(user)
+    operations = [{"op": "test", "path": "/nodes/0/id", "value": "a"}] * (MAX_OPERATIONS + 1)
+
+    answer = client_for(user).post(f"{API}/runs/{run.pk}/patches", {"operations": operations}, format="json")
+
+    assert answer.status_code == 400, answer.json()
+    assert (answer.json()["details"]["field"], answer.json()["details"]["rule"]) == ("operations", "max_length")
+    document = openapi_json(client_for(user), data={"format": "json"})
+    schema = document["components"]["schemas"]["RunPatchInRequest"]["properties"]["operations"]
+    assert schema["maxItems"] == MAX_OPERATIONS

@@ -17,7 +17,7 @@ from workflows.models import Event, Run, Workflow
 from workflows.models.workflow import TAG_PATTERN
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
-from workflows.services.patches import DESCRIPTION_MAX_CHARS
+from workflows.services.patches import DESCRIPTION_MAX_CHARS, MAX_OPERATIONS
 
 RESERVED_TAGS = {"validate"}
 
@@ -602,8 +602,9 @@ class ErrorOut(serializers.Serializer):
 
 
 class RunPatchIn(StrictSerializer):
-    # An empty list is a valid no-op (RFC 6902); the policy allows at most 100 operations.
-    operations = serializers.ListField(child=JSONObjectField(), min_length=0, max_length=1000)
+    # An empty list is a valid no-op (RFC 6902); the policy's bound, whoever proposes
+    # (services.patches.MAX_OPERATIONS), stated in the schema (it said 1,000 and the policy refused past 100)
+    operations = serializers.ListField(child=JSONObjectField(), min_length=0, max_length=MAX_OPERATIONS)
     # the service's bound, whoever proposes (services.patches.DESCRIPTION_MAX_CHARS), stated in the schema
     description = serializers.CharField(required=False, allow_blank=True, max_length=DESCRIPTION_MAX_CHARS, default="")
     # No default "": it would contradict this field's pattern and make the OpenAPI document invalid.
