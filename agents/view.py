@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.models import Artifact, Run
+from workflows.services.patches.policy import Rule
 from workflows.services.patches.provenance import ID_SHAPED, NOBODY, Written, agent_written, edge_key
 
 _SHOWN = {"node": ("id", "type"), "edge": ("from", "to")}  # the structure, shown as written
@@ -81,31 +82,9 @@ def _masked(value: Any, mark: str) -> Any:
     return value
 
 
-# What each rule asks, in a refusal an agent reads (the rule's name says the rest).
-_RULES = {
-    "rfc6902": "the operation cannot be applied to the run's definition as it is now",
-    "max_operations": "a patch has too many operations",
-    "max_bytes": "the patched definition would be too large",
-    "history_immutable": "a node that has run or is running, and its incoming edges, cannot change",
-    "type_immutable": "a node cannot change type",
-    "metadata_immutable": "an agent may not change /metadata",
-    "gate_immutable": "human gates and their edges are out of an agent's reach",
-    "unknown_proposer": "an agent's patch must name its own agent node",
-    "unreachable_node": "a node an agent adds must be reachable from the proposing node",
-    "gate_approvers": "a gate an agent adds must keep its approvers",
-    "gate_bypass": "an edge may not route around a human gate",
-    "agent_privilege": "an agent may not grant more than it has",
-    "secret_reference": "an agent may not name credentials",
-    "unique_edge": "an edge may appear once",
-    "max_run_nodes": "the run has as many nodes as it may",
-    "max_patches": "the run has as many patches as it may",
-    "excessive_agent_nodes": "the run's spawn limit is reached",
-    "ssrf": "the URL is not allowed by the outbound policy",
-    "approved_action_started": "an approved action that has started cannot change",
-    "patch_policy": "this workflow's patch_policy is deny",
-    "unknown_node_type": "a node an agent adds must have a registered type",
-    "node_id_length": "a node an agent adds has an id of at most 32 characters",
-}
+# What each rule asks, in a refusal an agent reads (the rule's name says the rest): the policy's
+# rules say it themselves (``Rule.asks``); a patched definition's own validation, its size.
+_RULES = {**{rule.value: rule.asks for rule in Rule}, "max_bytes": "the patched definition would be too large"}
 
 
 def pointer(path: Any) -> str:

@@ -332,3 +332,14 @@ def test_a_delegate_of_a_long_named_agent_gets_an_id_an_agent_may_add(user):
 
     assert (first["status"], second["status"]) == ("applied", "applied"), (first, second)
     assert first["node_id"] == (long_name + "_delegate")[:32] and second["node_id"] == first["node_id"][:30] + "_2"
+
+
+def test_every_rule_of_the_policy_is_explained_to_the_agent_it_refuses() -> None:
+    """The explanations were a second list of the rules, three behind (``gate_outcome``,
+    ``gate_timeout_approve``, ``host_not_allowed`` read as a bare name): each rule says it now."""
+    from agents.view import refusal
+    from workflows.services.patches.policy import Rule
+
+    for rule in Rule:
+        said = refusal(code="patch_rejected", extra={"rule": rule.value, "op": 0}, operations=[{"op": "add"}])
+        assert f"was refused by rule {rule.value}: {rule.asks}." in said["message"], said

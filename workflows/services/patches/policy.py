@@ -44,31 +44,43 @@ class Rule(StrEnum):
     """The rules the policy refuses a patch by, in the order it judges them, as a refusal names
     them (its details' ``rule``, ``PatchRefusal.rule``); docs/SECURITY.md has them as a table. A
     patched definition that would not save as a workflow is refused by the validator's own rule
-    instead (``schema.*``, ``config.*``, ``edge_node_exists``, ``max_bytes``, …), not listed here."""
+    instead (``schema.*``, ``config.*``, ``edge_node_exists``, ``max_bytes``, …), not listed here.
+    Each says what it asks (``asks``), as a refusal an agent reads explains it (``agents.view``)."""
 
-    RFC6902 = "rfc6902"
-    MAX_OPERATIONS = "max_operations"
-    HISTORY_IMMUTABLE = "history_immutable"
-    TYPE_IMMUTABLE = "type_immutable"
-    METADATA_IMMUTABLE = "metadata_immutable"
-    GATE_IMMUTABLE = "gate_immutable"
-    UNKNOWN_PROPOSER = "unknown_proposer"
-    UNKNOWN_NODE_TYPE = "unknown_node_type"
-    NODE_ID_LENGTH = "node_id_length"
-    UNREACHABLE_NODE = "unreachable_node"
-    GATE_APPROVERS = "gate_approvers"
-    GATE_TIMEOUT_APPROVE = "gate_timeout_approve"
-    GATE_OUTCOME = "gate_outcome"
-    GATE_BYPASS = "gate_bypass"
-    AGENT_PRIVILEGE = "agent_privilege"
-    SECRET_REFERENCE = "secret_reference"  # noqa: S105 - a rule's name, not a secret
-    MAX_RUN_NODES = "max_run_nodes"
-    MAX_PATCHES = "max_patches"
-    EXCESSIVE_AGENT_NODES = "excessive_agent_nodes"
-    SSRF = "ssrf"
-    HOST_NOT_ALLOWED = egress.RULE  # a literal URL's host off metadata.allowed_hosts
-    APPROVED_ACTION_STARTED = "approved_action_started"
-    PATCH_POLICY = "patch_policy"  # the workflow's patch_policy is deny (services.patches)
+    asks: str
+
+    def __new__(cls, value: str, asks: str) -> Rule:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.asks = asks
+        return member
+
+    RFC6902 = "rfc6902", "the operation cannot be applied to the run's definition as it is now"
+    MAX_OPERATIONS = "max_operations", "a patch has too many operations"
+    HISTORY_IMMUTABLE = ("history_immutable",
+                         "a node that has run or is running, and its incoming edges, cannot change")
+    TYPE_IMMUTABLE = "type_immutable", "a node cannot change type"
+    METADATA_IMMUTABLE = "metadata_immutable", "an agent may not change /metadata"
+    GATE_IMMUTABLE = "gate_immutable", "human gates and their edges are out of an agent's reach"
+    UNKNOWN_PROPOSER = "unknown_proposer", "an agent's patch must name its own agent node"
+    UNKNOWN_NODE_TYPE = "unknown_node_type", "a node an agent adds must have a registered type"
+    NODE_ID_LENGTH = ("node_id_length",
+                      f"a node an agent adds has an id of at most {AGENT_NODE_ID_MAX_CHARS} characters")
+    UNREACHABLE_NODE = "unreachable_node", "a node an agent adds must be reachable from the proposing node"
+    GATE_APPROVERS = "gate_approvers", "a gate an agent adds must keep its approvers"
+    GATE_TIMEOUT_APPROVE = "gate_timeout_approve", "a gate an agent adds may not approve itself on timeout"
+    GATE_OUTCOME = ("gate_outcome",
+                    "an edge out of a gate an agent adds may test only its outcome ($.approved or $.decision)")
+    GATE_BYPASS = "gate_bypass", "an edge may not route around a human gate"
+    AGENT_PRIVILEGE = "agent_privilege", "an agent may not grant more than it has"
+    SECRET_REFERENCE = "secret_reference", "an agent may not name credentials"
+    MAX_RUN_NODES = "max_run_nodes", "the run has as many nodes as it may"
+    MAX_PATCHES = "max_patches", "the run has as many patches as it may"
+    EXCESSIVE_AGENT_NODES = "excessive_agent_nodes", "the run's spawn limit is reached"
+    SSRF = "ssrf", "the URL is not allowed by the outbound policy"
+    HOST_NOT_ALLOWED = egress.RULE, "a literal URL's host is not on the workflow's metadata.allowed_hosts"
+    APPROVED_ACTION_STARTED = "approved_action_started", "an approved action that has started cannot change"
+    PATCH_POLICY = "patch_policy", "this workflow's patch_policy is deny"  # (services.patches)
 
 
 def effective_tools(config: dict[str, Any]) -> list[str]:
