@@ -6,8 +6,10 @@ decide for the group ``finance`` without being a member.
 Every reading of names derives from here: ``approver_names`` and ``naming`` (a user to the names
 that ask them, and to the approvals that list one: visibility, the inbox, ``is_approver``), and
 ``by_own_name`` (names to the users they ask: who could decide, who is told). New clashes are
-refused where users and groups are named (the admin's forms, ``manage.py aob_create_user``) by
-``validate_username`` and ``validate_group_name``; a clash made before stays, read by this rule,
+refused wherever users and groups are named, by ``validate_username`` and ``validate_group_name``:
+the admin's forms and ``manage.py aob_create_user`` say it early, and every save of a new or changed
+name is judged by them (``name_left``, ``pre_save``: Django's ``createsuperuser`` took a group's name,
+or one another had left); a clash made before stays, read by this rule,
 and an approval naming one says so (``names_of_both``). A name its holder left (renamed or
 deleted: ``LeftName``, kept by ``name_left``) is given to no one else, since approvals name people
 by it."""
@@ -82,17 +84,27 @@ def _refuse_left(value: str, *, user_id: int | None, group_id: int | None) -> No
 
 
 def name_left(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """Keep the name a user or group leaves, renamed (``pre_save``) or deleted (``post_delete``)."""
+    """Before a user or group is saved (``pre_save``), judge a new name or a changed one (raises
+    ``ValidationError``), and keep the name a rename leaves; keep a deleted one's (``post_delete``)."""
     from workflows.models import LeftName
 
-    field, holder = ("username", "user_id") if isinstance(instance, User) else ("name", "group_id")
+    is_user = isinstance(instance, User)
+    field, holder = ("username", "user_id") if is_user else ("name", "group_id")
     fields = kwargs.get("update_fields")
-    if instance.pk is None or (fields is not None and field not in fields):  # a login's last_login: no read
+    if fields is not None and field not in fields:  # a login's last_login: no read
         return
+    name = getattr(instance, field)
     if kwargs.get("signal_name") == "deleted":
-        old = getattr(instance, field)
+        old = name
     else:
-        old = type(instance).objects.filter(pk=instance.pk).values_list(field, flat=True).first()
-        if old is None or old == getattr(instance, field):
+        old = None if instance.pk is None else (
+            type(instance).objects.filter(pk=instance.pk).values_list(field, flat=True).first())
+        if old == name:
+            return
+        if is_user:
+            validate_username(name, user_id=instance.pk)
+        else:
+            validate_group_name(name, group_id=instance.pk)
+        if old is None:  # a new row (or one saved with a key of its own)
             return
     LeftName.objects.get_or_create(name=old, defaults={holder: instance.pk})

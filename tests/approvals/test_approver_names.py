@@ -25,8 +25,12 @@ RULE = "a name is a user's or a group's, never both"
 
 @pytest.fixture
 def namesake(make_user: Any) -> User:
-    """An account named like the group ``finance`` (erin's), and not in it: a row from before the rule."""
-    return make_user("finance")
+    """An account named like the group ``finance`` (erin's), and not in it: a row from before the rule
+    (renamed past it, as no save now makes one)."""
+    account = make_user("finance-before")
+    User.objects.filter(pk=account.pk).update(username="finance")
+    account.refresh_from_db()
+    return account
 
 
 def superuser_client(make_user: Any) -> Client:
@@ -133,6 +137,31 @@ def test_the_admin_says_a_clashing_name_is_read_as_the_group(make_user: Any, use
     approval = Approval.objects.create(run=stored_run(user), node_id="review", approvers=["finance"])
     page = superuser_client(make_user).get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
     assert "finance: a user&#x27;s name and a group&#x27;s, read as the group" in page
+
+
+@pytest.mark.django_db
+def test_every_save_refuses_a_groups_name_or_one_another_left(erin: User, bob: User) -> None:
+    """The rule was said by the admin's forms and ``aob_create_user`` alone: Django's own
+    ``createsuperuser`` took a group's name, and a name its holder had left. Every save judges it."""
+    from django.core.exceptions import ValidationError
+
+    bob.username = "robert"
+    bob.save()  # "bob" is left: approvals name people by it
+    with pytest.raises(CommandError, match="username “finance” is a group's name"):
+        call_command("createsuperuser", "--noinput", "--username", "finance", "--email", "f@example.com",
+                     stdout=io.StringIO())
+    with pytest.raises(CommandError, match="“bob” was another's name"):
+        call_command("createsuperuser", "--noinput", "--username", "bob", "--email", "b@example.com",
+                     stdout=io.StringIO())
+    with pytest.raises(ValidationError, match="is a user's username"):
+        Group.objects.create(name="robert")
+    assert not User.objects.filter(username__in=["finance", "bob"]).exists()
+    assert not Group.objects.filter(name="robert").exists()
+    bob.username = "bob"
+    bob.save()  # robert may be bob again
+    call_command("createsuperuser", "--noinput", "--username", "root", "--email", "r@example.com",
+                 stdout=io.StringIO())  # control
+    assert User.objects.filter(username__in=["root", "bob"]).count() == 2
 
 
 @pytest.mark.django_db
