@@ -136,6 +136,7 @@ class ScheduleForm(forms.ModelForm):
                 workflow=cleaned["workflow"] if new else self.instance.workflow,
                 cron=cleaned["cron"], tz=cleaned["timezone"],
                 version=cleaned["version"] if new or "version" in self.changed_data else None,
+                inputs=cleaned.get("inputs") if new or "inputs" in self.changed_data else None,
                 schedule=None if new else self.instance)
         except AobError as exc:
             field = exc.extra.get("field")

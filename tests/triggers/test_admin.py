@@ -66,6 +66,8 @@ def test_a_schedule_added_in_the_admin_goes_through_the_service(admin_client: Cl
     ({"cron": "61 * * * *"}, "cron", "is not a five-field cron expression"),
     ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone 'Mars/Olympus'"),
     ({"inputs": "[1, 2]"}, "inputs", "a run's inputs are a JSON object"),
+    # the service's bound, which the form did not say (it saved through the service, refused as a message)
+    ({"inputs": '{"text": "' + "x" * 70_000 + '"}'}, "inputs", "bytes; at most 65536"),
 ])
 def test_a_field_the_service_refuses_is_a_form_error(admin_client: Client, user: Any, fields: dict, field: str,
                                                      message: str) -> None:

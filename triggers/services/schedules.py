@@ -63,17 +63,21 @@ def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
 
 
 def schedule_check(*, owner: User, workflow: Workflow, cron: Any, tz: Any, version: int | None,
-                   schedule: Schedule | None = None) -> str:
+                   inputs: Any = None, schedule: Schedule | None = None) -> str:
     """The rules a schedule obeys whoever saves it, as ``schedule_create`` (no ``schedule``) and
     ``schedule_update`` apply them: a five-field cron and a known time zone, a pinned version the
-    workflow has and, for a new schedule, the owner's own workflow and room under the owner's
-    limit (an update changes neither owner nor workflow). A form (the admin's) calls it to show
-    the errors by field before it saves through those services, which check again (the limit
-    under the owner's lock). Returns the cron as five fields, or raises ScheduleInvalid."""
+    workflow has, inputs within ``INPUTS_MAX_BYTES`` (None: unchanged) and, for a new schedule,
+    the owner's own workflow and room under the owner's limit (an update changes neither owner nor
+    workflow). A form (the admin's) calls it to show the errors by field before it saves through
+    those services, which call it again (and judge the limit again under the owner's lock). Returns
+    the cron as five fields, or raises ScheduleInvalid."""
     cron, _ = cron_check(cron, tz)
     _check_version(workflow, version)
     if schedule is None:
         _check_owner(owner, workflow)
+    if inputs is not None:
+        _check_inputs(inputs)
+    if schedule is None:
         _check_room(owner)
     return cron
 
@@ -102,10 +106,7 @@ def _check_room(owner: User) -> None:
 def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UTC", inputs: dict | None = None,
                     name: str = "", version: int | None = None, catch_up: str = Schedule.CatchUp.SKIP,
                     enabled: bool = True) -> Schedule:
-    cron, _ = cron_check(cron, tz)
-    _check_version(workflow, version)
-    _check_owner(owner, workflow)
-    _check_inputs(inputs or {})
+    cron = schedule_check(owner=owner, workflow=workflow, cron=cron, tz=tz, version=version, inputs=inputs or {})
     with transaction.atomic():
         workflow = workflow_lock_for_use(workflow=workflow)  # first: the tag's delete takes it before the owner's row
         User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
@@ -118,12 +119,10 @@ def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UT
 
 
 def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
-    cron, _ = cron_check(changes.get("cron", schedule.cron), changes.get("timezone", schedule.timezone))
-    changes["cron"] = cron
-    if "version" in changes:
-        _check_version(schedule.workflow, changes["version"])
-    if "inputs" in changes:
-        _check_inputs(changes["inputs"])
+    changes["cron"] = schedule_check(owner=schedule.owner, workflow=schedule.workflow,
+                                     cron=changes.get("cron", schedule.cron),
+                                     tz=changes.get("timezone", schedule.timezone), version=changes.get("version"),
+                                     inputs=changes.get("inputs"), schedule=schedule)
     with transaction.atomic():
         locked = Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
         if locked is None:  # deleted while this update waited on its lock: gone, as a moment later
