@@ -208,3 +208,34 @@ def test_the_json_view_and_the_builder_stay_equal(web: str) -> None:
         finally:
             browser.close()
     assert problems == []
+
+
+def test_the_pages_read_a_loops_jumps_as_the_engine_does(web: str) -> None:
+    """The builder and the run page drew a loop's exits from one id alone; the engine follows a list
+    of them too (``validation.loop_targets``), so a loop exiting to two nodes was drawn with none.
+    The page's reading (``graph.js`` ``loopTargets``, ``LOOP_KEYS``) is held against the engine's."""
+    from tests.web.browsing import chromium_page
+    from workflows.definition.validation import LOOP_KEYS, loop_targets
+
+    values = ["x", ["x", "y"], "", [], ["", 5, "y", "ghost"], None, 7, {"x": 1}, "ghost"]
+    nodes = [{"id": i, "type": "transform", "config": {"expression": "1"}} for i in ("a", "x", "y")]
+    loops = [{"id": f"l{k}", "type": "loop", "config": {"max_iterations": 2, **{key: values[(k + j) % len(values)]
+                                                                               for j, key in enumerate(LOOP_KEYS)}}}
+             for k in range(len(values))]
+    definition = {"nodes": [*nodes, *loops], "edges": []}
+    ids = {n["id"] for n in definition["nodes"]}
+    engine = sorted([loop["id"], target, key] for loop in loops for key in LOOP_KEYS
+                    for target in loop_targets(loop["config"][key]) if target in ids)
+
+    with chromium_page("web-loop-jumps-failure.png") as (page, problems):
+        page.goto(f"{web}/login/")
+        drawn = page.evaluate("""async (definition) => {
+            const { LOOP_KEYS, graphOf } = await import("/static/aob/graph.js");
+            const keyOf = new Map(LOOP_KEYS.map(([key, label]) => [label, key]));
+            return { keys: LOOP_KEYS.map(([key]) => key), edges: graphOf(definition).edges
+                .filter((e) => e.kind === "implicit").map((e) => [e.from, e.to, keyOf.get(e.label)]) };
+        }""", definition)
+
+    assert drawn["keys"] == list(LOOP_KEYS)
+    assert sorted(drawn["edges"]) == engine and ["l1", "y", "loop_back_to"] in engine  # a list is followed
+    assert problems == []

@@ -15,10 +15,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from .validation import control_edges
+from .validation import LOOP_KEYS, control_edges, loop_targets
 
 GATE = "hitl"
-LOOP_TARGETS = ("loop_back_to", "break_path", "timeout_path")
 
 # What an edge out of a gate may test: the gate's own outcome, nothing else (normalized spelling).
 _OUTCOMES = {"output.approved", "!output.approved", "output.approved==true", "output.approved==false",
@@ -75,7 +74,7 @@ def gates(definition: dict[str, Any]) -> list[str]:
     return [n["id"] for n in definition.get("nodes", []) if isinstance(n, dict) and n.get("type") == GATE]
 
 
-def _targets(value: Any) -> list[str]:
+def _names(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list):
@@ -88,7 +87,7 @@ def jumps(node: dict[str, Any]) -> list[str]:
     config = node.get("config")
     if node.get("type") != "loop" or not isinstance(config, dict):
         return []
-    return [target for key in LOOP_TARGETS for target in _targets(config.get(key))]
+    return [target for key in LOOP_KEYS for target in loop_targets(config.get(key))]
 
 
 def edges(definition: dict[str, Any]) -> list[tuple[str, str, str | None]]:
@@ -354,5 +353,5 @@ def named_approvers(definition: dict[str, Any]) -> set[str]:
         config = node.get("config") if isinstance(node, dict) else None
         if isinstance(node, dict) and node.get("type") == GATE and isinstance(config, dict):
             for key in ("approvers", "escalate_to"):
-                names.update(_targets(config.get(key)))
+                names.update(_names(config.get(key)))
     return names

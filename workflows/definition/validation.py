@@ -325,8 +325,9 @@ def _check_expression(report: Report, path: str, key: str, source: str) -> None:
 
 
 def loop_targets(value: Any) -> list[str]:
-    """``break_path`` / ``timeout_path``: one node id, or (the original system's shape) a list of
-    them, all followed."""
+    """A loop's ``loop_back_to``, ``break_path`` or ``timeout_path`` (``LOOP_KEYS``): one node id,
+    or (the original system's shape, the exits') a list of them, all followed. The one reading of
+    them, here and in the gates' rules (``gates.jumps``)."""
     if isinstance(value, str):
         return [value] if value else []
     if isinstance(value, list):

@@ -4,7 +4,7 @@
 // click for its condition, a config form generated from the node type's JSON Schema, validation
 // errors beside their node, zoom / fit / pan and auto-layout. Positions live in metadata.layout.
 import { el, numberOf, parseJson, setChildren, stringifyJson } from "./api.js";
-import { graphOf, layout, s } from "./graph.js";
+import { LOOP_KEYS, graphOf, layout, s } from "./graph.js";
 
 const W = 168;
 const H = 54;
@@ -249,7 +249,11 @@ export class Builder {
     }
     for (const n of this.def.nodes) {
       if (n.type !== "loop" || !n.config) continue;
-      for (const key of ["loop_back_to", "break_path", "timeout_path"]) if (n.config[key] === oldId) n.config[key] = newId;
+      for (const [key] of LOOP_KEYS) {
+        const value = n.config[key];
+        if (value === oldId) n.config[key] = newId;
+        else if (Array.isArray(value)) n.config[key] = value.map((v) => (v === oldId ? newId : v));
+      }
     }
     this.freeze(pos);
     this.selected = { node: newId };

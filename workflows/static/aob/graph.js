@@ -38,12 +38,22 @@ export function graphOf(definition) {
   }
   for (const n of nodes) {
     if (n.type !== "loop") continue;
-    const c = n.config;
-    if (ids.has(c.loop_back_to)) edges.push({ from: n.id, to: c.loop_back_to, label: "repeat", kind: "implicit" });
-    if (ids.has(c.break_path)) edges.push({ from: n.id, to: c.break_path, label: "done", kind: "implicit" });
-    if (ids.has(c.timeout_path)) edges.push({ from: n.id, to: c.timeout_path, label: "timeout", kind: "implicit" });
+    for (const [key, label] of LOOP_KEYS) {
+      for (const to of loopTargets(n.config[key])) if (ids.has(to)) edges.push({ from: n.id, to, label, kind: "implicit" });
+    }
   }
   return { nodes, edges };
+}
+
+// A loop's jump back and exits, each drawn with its label: the engine's LOOP_KEYS
+// (workflows/definition/validation.py), in its order.
+export const LOOP_KEYS = [["loop_back_to", "repeat"], ["break_path", "done"], ["timeout_path", "timeout"]];
+
+// One node id, or a list of them (all followed), as the engine reads them (validation.loop_targets);
+// tests/web/test_browser.py holds the two readings side by side.
+export function loopTargets(value) {
+  if (typeof value === "string") return value ? [value] : [];
+  return Array.isArray(value) ? value.filter((v) => typeof v === "string" && v) : [];
 }
 
 export function layout({ nodes, edges }) {
