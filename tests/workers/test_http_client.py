@@ -21,7 +21,7 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote_plus, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import certifi
 import httpcore
@@ -448,6 +448,12 @@ def test_a_secret_in_a_custom_header_or_the_body_never_follows_a_redirect_to_ano
                 request(method="POST", url=first.url(to_second), headers=headers, **body)
             assert caught.value.rule == "secret-redirect" and "API_KEY" in str(caught.value)
             assert value not in str(caught.value) and not second.hits
+        # in the query, which a move keeps (``return 301 https://new$request_uri``), as sent or escaped anew
+        for escaped in (quote_plus(value), quote(value, safe="").lower()):
+            moved = quote_plus(second.url(f"/echo?api_key={escaped}"))
+            with pytest.raises(SSRFBlocked) as caught:
+                request(method="GET", url=first.url(f"/redirect?status=301&to={moved}"), params={"api_key": value})
+            assert caught.value.rule == "secret-redirect" and not second.hits, escaped
         home = request(method="POST", url=first.url("/redirect?status=307&to=/echo"), headers={"X-Api-Key": value})
         assert home.json_body["headers"]["x-api-key"] == value  # the same origin: followed
         # a 303 turns the POST into a GET without the body: nothing of the secret goes on

@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import httpcore
 import httpx
@@ -356,16 +356,20 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
 
 def _keep_secrets_home(headers: dict[str, str], body: dict[str, Any], target: httpx.URL) -> None:
     """A secret the request carries (``vault``: the executor's active ``SecretBox``) in a header
-    other than the credential ones dropped above, or in a body a 307/308 sends again, was meant for
-    one origin: a redirect to another is refused, not followed (an open redirect, or a location an
-    agent's output chose, would otherwise receive it in plain text)."""
+    other than the credential ones dropped above, in a body a 307/308 sends again, or in the
+    location itself (a query a move keeps: ``return 301 https://new$request_uri`` sent a
+    ``query``'s secret on), was meant for one origin: a redirect to another is refused, not
+    followed (an open redirect, or a location an agent's output chose, would otherwise receive it
+    in plain text)."""
     from vault.references import active_box
 
     box = active_box()
     if box is None or not box.used:
         return
     content = body.get("content")
-    sent = [*headers.values(), content.decode(errors="replace") if isinstance(content, bytes) else content or ""]
+    location = str(target)
+    sent = [*headers.values(), content.decode(errors="replace") if isinstance(content, bytes) else content or "",
+            location, unquote_plus(location)]  # as the remote wrote it, and read: any escaping of its own
     if body.get("json") is not None:
         sent.append(jsonlib.dumps(body["json"], ensure_ascii=False))
     carried = box.carried(sent)  # in any form the box masks: as it is, URL-encoded, in a JSON string
