@@ -25,12 +25,13 @@ from workflows.registry import (
     NOTIFY_QUEUE,
     OUTPUT_QUEUE,
     OUTPUT_TASK,
+    TRIGGERS_QUEUE,
 )
 
 # Declared up front; a node type's queue (``wf.tasks.<type>``) is declared when it is first used, in the
 # same shape (``task_create_missing_queue_*`` below), because the types are known only once Django has
 # loaded the apps that register them. Routing: ``dispatch.publish_now`` names the type's queue.
-STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE]
+STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE, TRIGGERS_QUEUE]
 
 
 def _quorum() -> bool:
@@ -62,8 +63,9 @@ app.conf.task_routes = {
     "workflows.coordinate": {"queue": COORDINATOR_QUEUE},
     "workflows.sweep": {"queue": MAINTENANCE_QUEUE},
     "approvals.expire": {"queue": MAINTENANCE_QUEUE},
-    # issue 18: triggers, reminders, the sub-workflow and budget backstops and retention are maintenance work
-    "triggers.*": {"queue": MAINTENANCE_QUEUE},
+    # issue 18: reminders, the sub-workflow and budget backstops and retention are maintenance work;
+    # a schedule's firing starts a run, up to an owner's run-start rate: its own queue (registry)
+    "triggers.*": {"queue": TRIGGERS_QUEUE},
     # Sending a notification waits on a mail server or a webhook, and one run may ask many people:
     # its own queue, so a backlog of them never stands between the sweeper and the maintenance queue.
     "approvals.notify": {"queue": NOTIFY_QUEUE},

@@ -35,8 +35,12 @@ NOTIFY_QUEUE = "wf.notify"
 # A completed run's metadata.output (``workflows.run_output``, up to AOB_OUTPUT_TIME_LIMIT_S each): a
 # queue of its own, so one owner's heavy outputs never take the workers every user's nodes need.
 OUTPUT_QUEUE = "wf.output"
+# A schedule's firing (``triggers.fire_schedule``) starts a run, its entry nodes inserted and sent
+# (0.65 s for 1,000 of them, a red team's measure, up to an owner's run-start rate): a queue of its
+# own, so owners' firings never stand in front of the sweeper on the maintenance queue.
+TRIGGERS_QUEUE = "wf.triggers"
 # The queues that carry no node type's work; every way of starting workers consumes them.
-SERVICE_QUEUES = (COORDINATOR_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE)
+SERVICE_QUEUES = (COORDINATOR_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE, TRIGGERS_QUEUE)
 # Celery's default queue: nothing of ours is routed here, a worker of the whole stack still consumes it.
 DEFAULT_NODE_QUEUE = "wf.tasks.default"
 # The one executor task: its queue comes from the node type (``dispatch.publish_now``).

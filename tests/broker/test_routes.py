@@ -12,7 +12,7 @@ import yaml
 from aob.launcher import worker_command
 from aob_project.celery import MAINTENANCE_TASKS, app
 from workflows import registry
-from workflows.registry import MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE, SERVICE_QUEUES
+from workflows.registry import MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE, SERVICE_QUEUES, TRIGGERS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,8 @@ def test_notifications_and_outputs_go_to_queues_of_their_own_that_every_worker_s
 
     assert app.amqp.router.route({}, "approvals.notify")["queue"].name == NOTIFY_QUEUE != MAINTENANCE_QUEUE
     assert app.amqp.router.route({}, "workflows.run_output")["queue"].name == OUTPUT_QUEUE
+    # a schedule's firing starts a run (0.65 s with 1,000 entry nodes), up to each owner's start rate
+    assert app.amqp.router.route({}, "triggers.fire_schedule")["queue"].name == TRIGGERS_QUEUE != MAINTENANCE_QUEUE
     assert OUTPUT_QUEUE not in registry.queues()  # no node type's queue
     assert set(SERVICE_QUEUES) <= set(registry.all_queues())  # make up's worker, the tests' workers
     probe = {"queues": registry.all_queues(), "service_queues": list(SERVICE_QUEUES)}
