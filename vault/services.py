@@ -17,7 +17,10 @@ from .references import NAME_RE
 
 logger = logging.getLogger(__name__)
 
-MIN_LENGTH = 4  # a shorter value cannot be told apart from ordinary text when masking
+# A shorter value cannot be told apart from ordinary text when masking: a value of "1234", "http"
+# or four spaces was taken, and every output that held it was rewritten ("[secret:K]s://…", JSON's
+# indentation), showing where it occurs (a red team's finding; 4 until 6 December).
+MIN_LENGTH = 8
 MAX_LENGTH = 65536
 
 
@@ -29,6 +32,9 @@ def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
     if not isinstance(value, str) or not MIN_LENGTH <= len(value) <= MAX_LENGTH:
         raise SecretInvalid(f"a secret's value is text of {MIN_LENGTH} to {MAX_LENGTH} characters",
                             extra={"field": "value", "rule": "length"})
+    if not value.strip():
+        raise SecretInvalid("a secret's value must not be whitespace alone: outputs holding it would be masked "
+                            "wherever it occurs", extra={"field": "value", "rule": "blank"})
     if "\x00" in value:
         raise SecretInvalid("a secret's value must not contain NUL", extra={"field": "value", "rule": "nul"})
     size = len(value.encode())

@@ -21,6 +21,7 @@ def test_the_triggers_and_secrets_pages_render(user):
 
     assert triggers.status_code == 200 and 'id="schedule-form"' in triggers.content.decode()
     assert secrets.status_code == 200 and 'type="password"' in secrets.content.decode()
+    assert 'minlength="8" maxlength="65536"' in secrets.content.decode()  # the service's bounds
     assert "/workflows/greet/triggers/" in workflow.content.decode()
     assert browser.get("/workflows/nope/triggers/").status_code == 404
     for script in ("/static/triggers/triggers.js", "/static/vault/secrets.js", "/static/approvals/approval.js"):
