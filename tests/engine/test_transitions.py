@@ -69,3 +69,45 @@ def test_event_types_are_named_through_the_enum_in_the_engine_and_its_services()
             if literal.search(line) and "code" not in line:  # an error code may share a name
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def _sql_status_writes() -> list[tuple[str, str, str, list[str]]]:
+    """Every status an SQL ``UPDATE`` of the engine writes as a literal (``SET status = 'x'``, or a
+    ``CASE WHEN … status IN (…) THEN 'x'``), with the statuses its guard admits: ``(file, table, to,
+    sources)``. A guard is the statement's own ``WHERE`` on the updated row's status, the ``CASE``'s,
+    or, for a run that only a consumed step finishes, ``steps.RUN_AS_PLANNED`` (the run as the step
+    was planned for)."""
+    from workflows.engine.steps import RUN_AS_PLANNED
+
+    statement = re.compile(r"UPDATE (workflows_noderun|workflows_run)\b(?:\s+(?!SET\b)(\w+))?\s+SET\b(.*?)"
+                           r"(?=RETURNING\b|\"\"\"|\n\)|$)", re.S)
+    guard = re.compile(r"(?:(\w+)\.)?status (?:= '(\w+)'|IN \(([^)]*)\))")
+    found = []
+    for path in sorted((ROOT / "workflows" / "engine").rglob("*.py")):
+        text = path.read_text()
+        for match in statement.finditer(text):
+            table, alias, body = match.groups()
+            assigned, _, where = body.partition("WHERE")
+            if "{run_as_planned}" in text and table == "workflows_run":
+                where += " AND " + RUN_AS_PLANNED
+            sources = [s for a, one, many in guard.findall(where) if a in ("", alias)
+                       for s in ([one] if one else re.findall(r"'(\w+)'", many))]
+            for to in re.findall(r"(?<![\w.])status = '(\w+)'", assigned):
+                found.append((path.name, table, to, sources))
+            for cased, to in re.findall(r"CASE WHEN (?:\w+\.)?status IN \(([^)]*)\) THEN '(\w+)'", assigned):
+                found.append((path.name, table, to, re.findall(r"'(\w+)'", cased)))
+    return found
+
+
+def test_every_status_the_engines_sql_writes_is_a_move_of_the_table():
+    """The hot path's compare-and-sets are SQL with their statuses written out (``execution.CLAIM``,
+    ``COMPLETE``, the plain steps): each move they make is one the table lists, from every status
+    their guard admits, and a write with no guard is none of them. A change to the table that the
+    SQL does not follow fails here."""
+    writes = _sql_status_writes()
+    assert {(file, to) for file, _, to, _ in writes} >= {("execution.py", "running"), ("execution.py", "completed"),
+                                                          ("steps.py", "completed")}  # the scan reads them
+    for file, table, to, sources in writes:
+        moves = transitions.RUN_MOVES if table == "workflows_run" else transitions.NODE_RUN_MOVES
+        assert sources, f"{file}: {table} set to {to!r} from any status"
+        assert all(to in moves[source] for source in sources), (file, table, sources, to)

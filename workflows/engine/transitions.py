@@ -5,9 +5,10 @@ that moves and appends the event with it.
 ``move_run`` update only rows whose status is one the table allows into ``to`` (and any extra
 guard the caller names, such as this attempt), append the caller's events in the same
 transaction when something moved, and report how many moved. The statements on the hot path
-(``execution.CLAIM`` / ``COMPLETE`` / ``_finish``, the plain steps) are compare-and-sets in SQL;
-their guards come from this table too (``sql_from``), and ``tests/engine/test_transitions.py``
-checks that every status the code writes is a move listed here.
+(``execution.CLAIM`` / ``COMPLETE`` / ``_finish``, the plain steps) are compare-and-sets in SQL
+with their statuses written out: each module declares the moves its statements make against this
+table at import (``check_node_run_move``, ``check_run_move``), and ``tests/engine/test_transitions.py``
+reads every status an engine ``UPDATE`` writes, with the statuses its guard admits, against it.
 """
 
 from __future__ import annotations
