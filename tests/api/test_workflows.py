@@ -232,3 +232,23 @@ def test_versions_come_a_page_at_a_time_and_read_the_tag_once(api, user):
     assert [v["seq"] for v in rest.json()] == [2, 3, 4] and {v["tag"] for v in rest.json()} == {"often"}
     assert len(reads.captured_queries) == 3, [q["sql"][:160] for q in reads.captured_queries]  # token, tag, versions
     assert [v["seq"] for v in api.get(f"{API}/workflows/often/versions").json()] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("tag", "description", "field", "rule"), [
+    ("validate", "", "tag_name", "reserved"),  # POST /workflows/validate is an operation
+    ("-starts-with-a-dash", "", "tag_name", "invalid"),
+    ("a" * 201, "", "tag_name", "invalid"),
+    ("fine", "x" * 10_001, "description", "max_length"),
+])
+@pytest.mark.django_db
+def test_the_tag_and_description_rules_are_the_services_whoever_saves(user, tag, description, field, rule):
+    """They were the API's fields' alone: a save by any other way (``manage.py aob_demo``, the
+    bench, an app of yours) took a reserved tag, or one the API could never name."""
+    from aob_project.exceptions import ValidationFailed
+
+    with pytest.raises(ValidationFailed) as refused:
+        workflow_save(owner=user, tag=tag, definition=fetch_then_store(), description=description)
+
+    assert (refused.value.extra["field"], refused.value.extra["rule"]) == (field, rule)
+    assert not Workflow.objects.filter(owner=user).exists()
+    workflow_save(owner=user, tag="fine", definition=fetch_then_store(), description="x" * 10_000)  # control

@@ -14,12 +14,11 @@ from rest_framework.fields import SkipField
 
 from workflows.answers import run_inputs_within
 from workflows.models import Event, Run, Workflow
-from workflows.models.workflow import TAG_PATTERN
+from workflows.models.workflow import DESCRIPTION_MAX_CHARS as VERSION_DESCRIPTION_MAX_CHARS
+from workflows.models.workflow import RESERVED_TAGS, TAG_PATTERN
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
 from workflows.services.patches import DESCRIPTION_MAX_CHARS, MAX_OPERATIONS
-
-RESERVED_TAGS = {"validate"}
 
 
 class StrictSerializer(serializers.Serializer):
@@ -111,7 +110,8 @@ class WorkflowCreateIn(EnvelopeSerializer):
                                               code="reserved")
         return value
     workflow = JSONObjectField()
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=VERSION_DESCRIPTION_MAX_CHARS,
+                                        default="")
     base_version = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
         help_text="the version this edit started from (`version` of GET /workflows/{tag}): when another is current "
@@ -128,7 +128,8 @@ class WorkflowValidateIn(EnvelopeSerializer):
 
 class WorkflowPatchIn(StrictSerializer):
     operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=1000)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=VERSION_DESCRIPTION_MAX_CHARS,
+                                        default="")
     base_version = serializers.IntegerField(
         required=False, min_value=0, max_value=2**31 - 1,
         help_text="the version these operations were written against: when another is current now, the patch is "

@@ -7,6 +7,8 @@ from .artifact import Artifact
 
 # What a tag may be: the API's fields and a ``workflow`` node's config (``subflows.nodetypes``) alike.
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+RESERVED_TAGS = frozenset({"validate"})  # POST /workflows/validate is an operation, not a tag's
+DESCRIPTION_MAX_CHARS = 10_000  # a version's description
 
 
 class Workflow(models.Model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from django.db.models import Max, RestrictedError, Sum
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition.validation import Report, validate
 from workflows.models import Artifact, DeletedTag, Workflow, WorkflowVersion
+from workflows.models.workflow import DESCRIPTION_MAX_CHARS, RESERVED_TAGS, TAG_PATTERN
 
 from .artifacts import artifact_store
 
@@ -49,13 +51,26 @@ class VersionConflict(Conflict):
     code = "version_conflict"
 
 
+def _check_tag(tag: Any) -> None:
+    if not isinstance(tag, str) or not re.match(TAG_PATTERN, tag):
+        raise ValidationFailed(f"a tag matches {TAG_PATTERN}", extra={"field": "tag_name", "rule": "invalid"})
+    if tag in RESERVED_TAGS:
+        raise ValidationFailed(f"{tag!r} is reserved (POST /workflows/{tag} is an operation)",
+                               extra={"field": "tag_name", "rule": "reserved"})
+
+
 def workflow_save(*, owner: User, tag: str, definition: Any, description: str = "",
                   base_version: BaseVersion = ANY) -> Saved:
     """Point ``tag`` at this definition: a new version unless it is already the current one.
 
     ``base_version`` is the version the edit started from (None: the tag must not exist yet); a
     save based on a version that is no longer current is refused, so that it cannot silently drop
-    the change that made the current one. ``ANY`` saves over whatever is current."""
+    the change that made the current one. ``ANY`` saves over whatever is current. The tag and the
+    description are judged here, whoever saves (the API's fields state the same rules)."""
+    _check_tag(tag)
+    if len(description) > DESCRIPTION_MAX_CHARS:
+        raise ValidationFailed(f"a description has at most {DESCRIPTION_MAX_CHARS} characters",
+                               extra={"field": "description", "rule": "max_length", "limit": DESCRIPTION_MAX_CHARS})
     report = validate(definition, literal_urls=True)
     if not report.valid:
         raise validation_error(report)
