@@ -55,6 +55,7 @@ CONFIG_SCHEMA = {
 
 
 @executor("workflow", config_schema=CONFIG_SCHEMA, on_run_finished=on_run_finished, started_approved=lambda r: started_approved(r),
+          acts_for_owner=True,
           description="Runs another workflow (tag, optional pinned version) of the same owner as a child run with "
           "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
           "outputs); fails when the child fails or is cancelled. Not available to agents.")

@@ -40,6 +40,7 @@ from django.conf import settings
 from aob_project import redis_client
 from aob_project.exceptions import AobError, ServiceUnavailable
 from aob_project.metrics import RATE_LIMITED
+from workflows import registry
 from workflows.definition.ir import IR
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ def release(layers: list[Layer], member: str | None) -> None:
 
 
 def tier_for(ir: IR) -> tuple[str, int]:
-    agents = sum(1 for node in ir.nodes.values() if node.type == "agent")
+    """A run's rate tier by how many of its nodes call a model (the registry's ``model``: agents)."""
+    agents = sum(1 for node in ir.nodes.values() if registry.calls_a_model(node.type))
     if agents == 0:
         return "simple", settings.AOB_RATE_TIER_SIMPLE_PER_MIN
     if agents <= 2:

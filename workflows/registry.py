@@ -139,6 +139,10 @@ class NodeType:
     # an action its parent's approvers approved: every patch to it is then judged as changing an
     # approved action that has begun (workflows/services/patches: ``run_state``).
     started_approved: Callable[[Any], bool] | None = None
+    # A node of this type acts with its owner's authority beyond anything an agent holds (``workflow``:
+    # it runs another of the owner's workflows): an agent's patch may not add, change or reach one
+    # (``agent_privilege``, workflows/services/patches/policy.py). Say it of a type of yours that does.
+    acts_for_owner: bool = False
     # Called after commit whenever any run has finished (run id, its status): a type whose nodes
     # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
     on_run_finished: Callable[[str, str], None] | None = None
@@ -195,6 +199,17 @@ def inline_type(node_type: str, *, config_schema: dict[str, Any], description: s
 def get(node_type: str) -> NodeType | None:
     _load()
     return _TYPES.get(node_type)
+
+
+def acts_for_owner(node_type: Any) -> bool:
+    spec = get(node_type) if isinstance(node_type, str) else None
+    return spec is not None and spec.acts_for_owner
+
+
+def calls_a_model(node_type: str) -> bool:
+    """A node of this type calls a model (the agent's: ``model`` registered)."""
+    spec = get(node_type)
+    return spec is not None and spec.model is not None
 
 
 def is_inline(node_type: str) -> bool:

@@ -1344,3 +1344,29 @@ def test_a_run_holds_at_most_its_cap_of_patches(user, settings):
     assert refused.value.extra["rule"] == "max_patches" and refused.value.extra["limit"] == 2
     assert snapshot(run) == before
     assert list(PatchRefusal.objects.filter(run=run).values_list("rule", flat=True)) == ["max_patches"]
+
+
+# ROUTED with the child workflow node's place taken by a type of an app's own that acts for the owner
+MAILER = {**ROUTED, "nodes": [*ROUTED["nodes"][:5], {"id": "deploy", "type": "mailer", "config": {}},
+                              *ROUTED["nodes"][6:]]}
+
+
+@pytest.mark.parametrize("case", [
+    row("owner-s-type-routed-to-by-a-new-edge", MAILER, PLANNING, PLAN, [add_edge("plan", "deploy")],
+        "agent_privilege", 0),
+    row("owner-s-type-inputs-rewritten", with_config(MAILER, "post", headers={}), PLANNING, PLAN,
+        [replace("/nodes/4/config/expression", "'rm -rf'")], "agent_privilege", 0),
+    row("owner-s-type-added", INVOICE, PLANNING, PLAN, after("plan", {"id": "m", "type": "mailer", "config": {}}),
+        "agent_privilege", 0),
+])
+def test_a_type_of_an_app_s_own_that_acts_for_the_owner_is_as_out_of_reach_as_a_child_workflow(
+        case: Case, user: User, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule named the ``workflow`` type; the registry says it now (``acts_for_owner``), so a type
+    an app registers that acts with the owner's authority is out of an agent's reach as well."""
+    from workflows import registry
+
+    registry.get("transform")  # the registry loaded
+    monkeypatch.setitem(registry._TYPES, "mailer", registry.NodeType(
+        "mailer", lambda ctx: {}, {"type": "object"}, "sends mail as its owner", acts_for_owner=True))
+
+    test_patch_corpus(case, user, settings)

@@ -505,9 +505,10 @@ class _Judgement:
             if _secrets_named(node.get("config")):
                 self.refuse(Rule.SECRET_REFERENCE, f"node {node_id!r}: an agent may not add, change or loop back to "
                             "a node that refers to $secrets", _written(node_id), node_id=node_id)
-            if node.get("type") == "workflow":
+            if registry.acts_for_owner(node.get("type")):
                 self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not add, change or loop back to "
-                            "a workflow (sub-workflow) node", _written(node_id), node_id=node_id)
+                            f"a {node.get('type')} node (it acts with the owner's authority)", _written(node_id),
+                            node_id=node_id)
         self.check_owner_s_steps()
 
     def acting_for_the_owner(self) -> dict[str, tuple[Rule, str]]:
@@ -526,8 +527,8 @@ class _Judgement:
             lacking = sorted(_secrets_named(node.get("config")) - held)
             if lacking:
                 out[node_id] = (Rule.SECRET_REFERENCE, f"sends $secrets its proposer does not hold ({', '.join(lacking)})")
-            elif node.get("type") == "workflow":
-                out[node_id] = (Rule.AGENT_PRIVILEGE, "runs another of the owner's workflows")
+            elif registry.acts_for_owner(node.get("type")):
+                out[node_id] = (Rule.AGENT_PRIVILEGE, f"acts with the owner's authority (a {node.get('type')} node)")
         return out
 
     def check_owner_s_steps(self) -> None:
