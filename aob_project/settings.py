@@ -456,7 +456,10 @@ CHANNEL_LAYERS = {
         # capacity: the frames a socket may have waiting, in Redis and in the web process (where
         # nothing expires them); past it a push is dropped and the socket reads the hole from the
         # database. A pushed frame is at most ~4 KiB (workflows.engine.events.live_frame).
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 100, "expiry": 30},
+        # socket_timeout: past channels_redis's 5 s wait for a message (BZPOPMIN, ``brpop_timeout``).
+        # redis-py's default is those same 5 s: an idle web process's read timed out as Redis's
+        # empty answer was due, and the socket waiting on it died, one every 5 s (a red team's measure).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 100, "expiry": 30},
     }
 }
 

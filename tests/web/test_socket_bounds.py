@@ -130,3 +130,142 @@ def test_one_users_replays_do_not_stall_another_users_stream(web: str, make_user
         replayer.wait(timeout=60)
     assert max(control) < 1.0, control
     assert max(loaded) < 3.0, f"another user's socket took {loaded} s to open (control {control})"
+
+
+class Listeners:
+    """WebSocket clients of a live web process, each reading every frame into ``frames[name]`` (seq,
+    the time it came), and ``ended[name]`` once its socket closes."""
+
+    def __init__(self, web: str) -> None:
+        self.web, self.base = web, web.replace("http://", "ws://")
+        self.frames: dict[str, list[tuple[int, float]]] = {}
+        self.ended: dict[str, Any] = {}
+        self.sockets: list[Any] = []
+
+    async def open(self, name: str, run: Any, user: Any) -> None:
+        import asyncio
+        import json
+        import time
+
+        from websockets.asyncio.client import connect
+
+        socket = await connect(f"{self.base}/ws/runs/{run.pk}/", origin=self.web, open_timeout=60,
+                               additional_headers={"Authorization": f"Token {user.auth_token.key}"})
+        self.sockets.append(socket)
+        self.frames[name] = []
+
+        async def read() -> None:
+            try:
+                async for text in socket:
+                    self.frames[name].append((json.loads(text)["seq"], time.monotonic()))
+            except Exception as exc:  # noqa: BLE001 - how it ended is what is recorded
+                self.ended[name] = repr(exc)
+            self.ended.setdefault(name, socket.close_code)
+
+        asyncio.get_running_loop().create_task(read())
+
+    async def seen(self, name: str, seq: int, within: float) -> float | None:
+        """When ``name`` got ``seq``, waiting at most ``within`` seconds; None if it did not."""
+        import asyncio
+        import time
+
+        until = time.monotonic() + within
+        while time.monotonic() < until:
+            got = [at for number, at in self.frames[name] if number == seq]
+            if got:
+                return got[0]
+            await asyncio.sleep(0.02)
+        return None
+
+    async def close(self) -> None:
+        for socket in self.sockets:
+            await socket.close()
+
+
+def appended(run: Any, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """A run's events appended and committed, pushed as a worker pushes them (in a thread of its own)."""
+    from django.db import connection, transaction
+
+    from workflows.engine.events import append
+
+    try:
+        with transaction.atomic():
+            append(run.pk, run.owner_id, items)
+    finally:
+        connection.close()
+
+
+@pytest.mark.system
+def test_quiet_sockets_stay_open(engine: Any, stack_env: dict[str, str], make_user: Any) -> None:
+    """redis-py's read timeout (5 s by default) was the wait channels_redis makes for a message
+    (5 s): an idle web process's read timed out as Redis's empty answer was due, and the socket
+    waiting on it died, one every 5 s (a red team's measure: 8 of 10 idle sockets in 40 s). The
+    channel layer reads with a longer timeout now. The live event after the quiet reaches them."""
+    import asyncio
+
+    from tests.conftest import stored_run
+    from tests.support.stack import start_web
+
+    proc = start_web({**stack_env, "AOB_WS_RECHECK_S": "60"}, "uvicorn-quiet")
+    users = [make_user(f"quiet{i}") for i in range(4)]
+    runs = [stored_run(user) for user in users]
+    listeners = Listeners(proc.url)
+
+    async def scenario() -> list[float | None]:
+        for i, (user, watched) in enumerate(zip(users, runs, strict=True)):
+            await listeners.open(f"s{i}", watched, user)
+        await asyncio.sleep(12)  # two of channels_redis's 5 s waits, and more
+        for watched in runs:
+            await asyncio.to_thread(appended, watched, [("node_started", "a", {})])
+        seen = [await listeners.seen(f"s{i}", 1, 10) for i in range(len(runs))]
+        await listeners.close()
+        return seen
+
+    try:
+        seen = asyncio.run(scenario())
+    finally:
+        proc.stop()
+    assert not listeners.ended or set(listeners.ended.values()) == {1000}, listeners.ended  # closed by us only
+    assert None not in seen, seen
+
+
+@pytest.mark.system
+def test_a_co_tenants_burst_of_events_does_not_drop_anothers_live_event(engine: Any, stack_env: dict[str, str],
+                                                                       make_user: Any) -> None:
+    """All of a web process's sockets share one Redis list of ``capacity`` messages, each a delivery
+    to each member socket. A co-tenant's decision of 200 events (a branch of skipped nodes),
+    watched by 10 of their sockets, filled it, and another user's event pushed then was dropped:
+    it came by the quiet read, 30 s later (a red team's measure, 7 runs of 8). A burst goes as one
+    stub now (``events.coalesced``), each socket reading it from the database."""
+    import asyncio
+    import time
+
+    from tests.conftest import stored_run
+    from tests.support.stack import start_web
+
+    proc = start_web({**stack_env, "AOB_WS_RECHECK_S": "60"}, "uvicorn-bursts")
+    heavy, victim = make_user("heavy"), make_user("victim")
+    theirs, mine = stored_run(heavy), stored_run(victim)
+    listeners = Listeners(proc.url)
+    burst = 200
+
+    async def scenario() -> tuple[float | None, float | None]:
+        await listeners.open("victim", mine, victim)
+        for i in range(10):
+            await listeners.open(f"heavy{i}", theirs, heavy)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(appended, theirs, [("node_skipped", f"n{i}", {}) for i in range(burst)])
+        await asyncio.to_thread(appended, mine, [("node_started", "a", {})])
+        pushed = time.monotonic()
+        victims = await listeners.seen("victim", 1, 10)
+        theirs_last = await listeners.seen("heavy9", burst, 20)
+        await listeners.close()
+        return (None if victims is None else victims - pushed), (None if theirs_last is None else theirs_last - pushed)
+
+    try:
+        victims, theirs_last = asyncio.run(scenario())
+    finally:
+        proc.stop()
+    assert victims is not None and victims < 5, f"the victim's live event came after {victims} s"
+    assert theirs_last is not None  # the burst's own sockets got all of it, in order
+    assert [seq for seq, _ in listeners.frames["heavy0"]] == list(range(1, burst + 1))

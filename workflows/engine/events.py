@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -150,12 +151,45 @@ LIVE_FRAME_MAX_BYTES = 4096
 
 
 def live_frame(frame: dict[str, Any]) -> dict[str, Any]:
-    """``frame`` as it is pushed live: whole while its data is small, else a stub that names it
-    (run, seq, type, node, ``stub: true``), which a socket reads from the database in its turn,
-    as it fills a hole (``workflows.consumers``)."""
+    """``frame`` as it is pushed live: whole while its data is small, else its stub."""
     if len(json.dumps(frame.get("data"), default=str)) <= LIVE_FRAME_MAX_BYTES:
         return frame
+    return stub(frame)
+
+
+def stub(frame: dict[str, Any]) -> dict[str, Any]:
+    """What names an event (run, seq, type, node, ``stub: true``) without it: a socket reads it from
+    the database in its turn, with every event of its run before it that it has not sent, as it
+    fills a hole (``workflows.consumers``)."""
     return {key: frame.get(key) for key in ("run_id", "seq", "type", "node_id")} | {"stub": True}
+
+
+# A group's events of one run in one push batch past which one stub, of the last, stands for them
+# all. All of a web process's sockets share one Redis list (channels_redis's process channel) of
+# ``capacity`` messages, and each message is a delivery to each member socket: a co-tenant's
+# decision of 200 events, watched by 10 sockets, filled it, and another user's event pushed then was
+# dropped, reaching them only by the quiet read 30 s later (a red team's measure).
+BURST_FRAMES = 8
+
+
+def coalesced(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """``batch`` (group, message) with each group's events of one run past ``BURST_FRAMES`` sent as
+    one stub of the last of them (the highest seq), where the last of them stood: one message where
+    there were hundreds, and each socket reads the burst from the database in one page."""
+    counts = Counter((group, message["event"]["run_id"]) for group, message in batch)
+    if not counts or max(counts.values()) <= BURST_FRAMES:
+        return batch
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    place: dict[tuple[str, str], int] = {}
+    for index, (group, message) in enumerate(batch):
+        key = (group, message["event"]["run_id"])
+        if counts[key] > BURST_FRAMES:
+            place[key] = index
+            if key not in latest or message["event"]["seq"] > latest[key]["seq"]:
+                latest[key] = message["event"]
+    return [(group, message) if counts[key] <= BURST_FRAMES else (group, {**message, "event": stub(latest[key])})
+            for index, (group, message) in enumerate(batch)
+            if counts[key := (group, message["event"]["run_id"])] <= BURST_FRAMES or place[key] == index]
 
 
 def push_after_commit(run_id: Any, owner_id: int, events: list[Event]) -> None:
@@ -210,6 +244,7 @@ class _Pusher:
                 if not batch:
                     self.draining = False
                     return
+            batch = coalesced(batch)
             try:
                 if hasattr(layer, "group_send_many"):
                     await layer.group_send_many(batch)
