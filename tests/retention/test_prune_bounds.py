@@ -194,3 +194,32 @@ def test_a_delete_out_of_time_marks_only_the_runs_it_took_rows_of(db: Any, make_
     touched = {run.pk for run in runs if Event.objects.filter(run=run).count() < 150}
     marked = set(Run.objects.filter(pk__in=[r.pk for r in runs], deleting_at__isnull=False).values_list("pk", flat=True))
     assert len(touched) == 1 and marked == touched
+
+
+def test_what_a_delete_keeps_and_what_it_takes_split_the_finished_runs(db: Any, user: Any) -> None:
+    """``in_use`` (a dry run's ``kept``) is ``removable``'s complement among finished runs, from the
+    same conditions: it was an exclude of ``removable``'s rows, a ``NOT IN`` PostgreSQL judged row by
+    row past ``work_mem`` (700,000 runs ran past 120 s, a reviewer's measure)."""
+    from subflows.models import SubRun
+
+    def run(status: str) -> Run:
+        made = stored_run(user)
+        Run.objects.filter(pk=made.pk).update(status=status)
+        return made
+
+    free, read_by_a_parent, replayed, parent_of_a_runner, running = (
+        run("completed"), run("failed"), run("completed"), run("cancelled"), run("running"))
+    waiting = run("running")
+    node = NodeRun.objects.create(run=waiting, node_id="sub", node_type="workflow", status="running")
+    SubRun.objects.create(parent_run=waiting, parent_node_run=node, child_run=read_by_a_parent)
+    Run.objects.filter(pk=run("running").pk).update(replay_of=replayed)
+    node = NodeRun.objects.create(run=parent_of_a_runner, node_id="sub", node_type="workflow", status="completed")
+    SubRun.objects.create(parent_run=parent_of_a_runner, parent_node_run=node, child_run=running)
+
+    runs = Run.objects.filter(owner=user)
+    taken = set(services.removable(runs).values_list("pk", flat=True))
+    kept = set(services.in_use(runs).values_list("pk", flat=True))
+
+    assert taken == {free.pk}
+    assert kept == {read_by_a_parent.pk, replayed.pk, parent_of_a_runner.pk}
+    assert taken | kept == set(runs.filter(status__in=Run.FINISHED).values_list("pk", flat=True))
