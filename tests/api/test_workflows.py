@@ -238,6 +238,7 @@ def test_versions_come_a_page_at_a_time_and_read_the_tag_once(api, user):
     ("validate", "", "tag_name", "reserved"),  # POST /workflows/validate is an operation
     ("-starts-with-a-dash", "", "tag_name", "invalid"),
     ("a" * 201, "", "tag_name", "invalid"),
+    ("abc\n", "", "tag_name", "invalid"),  # a tag no URL can name
     ("fine", "x" * 10_001, "description", "max_length"),
 ])
 @pytest.mark.django_db

@@ -52,7 +52,7 @@ class VersionConflict(Conflict):
 
 
 def _check_tag(tag: Any) -> None:
-    if not isinstance(tag, str) or not re.match(TAG_PATTERN, tag):
+    if not isinstance(tag, str) or not re.fullmatch(TAG_PATTERN, tag):  # `$` would take a final line break
         raise ValidationFailed(f"a tag matches {TAG_PATTERN}", extra={"field": "tag_name", "rule": "invalid"})
     if tag in RESERVED_TAGS:
         raise ValidationFailed(f"{tag!r} is reserved (POST /workflows/{tag} is an operation)",
