@@ -250,7 +250,7 @@ def run_delete(session: Session, run_ids: tuple[str, ...], workflow: str | None,
         raise click.UsageError("--dry-run counts what the filters choose: name no ids with it")
     if filters and (dry_run or not yes):
         preview = session.client.post("runs/delete", {**filters, "dry_run": True})
-        if dry_run:
+        if dry_run or not preview["would_delete"]:  # nothing to ask about: said, and done
             session.output.emit(preview, lambda d: echo(_counted(d)))
             return
         click.confirm(f"{_counted(preview)}. Delete them, their node runs, events and approvals?",

@@ -159,6 +159,8 @@ def test_runs_are_deleted_by_ids_or_by_the_lists_filters_and_one_refused_leaves_
     assert counted.out.strip() == "3 runs would be deleted", counted.err  # a count first, nothing deleted
     assert declined.code == 1 and "2 runs would be deleted. Delete them" in declined.err, declined.err
     assert Run.objects.filter(pk__in=[r.pk for r in billing]).count() == 2
+    none = as_alice("run", "delete", "--workflow", "nothing-here")  # no question about nothing
+    assert (none.code, none.out.strip(), none.err) == (0, "0 runs would be deleted", ""), none.err
     matching = as_alice("-o", "json", "run", "delete", "--workflow", "billing", "--status", "failed", "--yes")
     assert matching.code == 0, matching.err
     assert matching.json() == {"deleted": 2, "kept": 0}

@@ -177,7 +177,8 @@ def test_the_runs_a_filter_chooses_are_deleted_from_the_runs_list(web: str) -> N
 
     user = User.objects.create_user("browser", password=PASSWORD)
     failed = [a_run(user, tag="billing", status="failed") for _ in range(3)]
-    kept = [a_run(user, tag="billing"), a_run(user, tag="reports", status="failed")]
+    kept = [a_run(user, tag="billing"), a_run(user, tag="reports", status="failed"),
+            a_run(user, tag="drafts", status="running")]
 
     with chromium_page("web-runs-delete-failure.png") as (page, problems):
         log_in(page, web, "browser", "/runs/")
@@ -188,10 +189,16 @@ def test_the_runs_a_filter_chooses_are_deleted_from_the_runs_list(web: str) -> N
         page.get_by_role("button", name=re.compile("^Confirm: delete 3 runs, with")).click()  # counted first
         expect(page.locator("#delete-matching-status")).to_have_text("3 deleted.")
         expect(page.locator("p.empty")).to_contain_text("No runs")  # the page read again
+        page.goto(f"{web}/runs/?workflow=drafts")  # a run still going: nothing to delete, said, nothing to confirm
+        expect(page.locator("#runs-table tbody tr")).to_have_count(1)
+        button.click()
+        expect(page.locator("#delete-matching-status")).to_have_text(
+            "Nothing to delete: no finished run of yours matches.")
+        expect(button).to_have_text("Delete these finished runs of yours (every page)")
         page.goto(f"{web}/runs/?q=x")  # a text search chooses no runs to delete: no button
         expect(page.locator("#delete-matching")).to_have_count(0)
     assert not Run.objects.filter(pk__in=[r.pk for r in failed]).exists()
-    assert Run.objects.filter(pk__in=[r.pk for r in kept]).count() == 2
+    assert Run.objects.filter(pk__in=[r.pk for r in kept]).count() == 3
     assert problems == []
 
 

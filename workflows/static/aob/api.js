@@ -334,8 +334,9 @@ export function liveLabel(state, wait) {
 }
 
 // A destructive button asks a second press within 5 s (its text says what the second does:
-// ``confirmLabel``, or what that function answers, such as a count read first); while ``act`` runs
-// the button is disabled, and ``failed`` is told what it or the label's read threw. The label comes back after.
+// ``confirmLabel``, or what that function answers, such as a count read first, null when there is
+// nothing to do); while ``act`` runs the button is disabled, and ``failed`` is told what it or the
+// label's read threw. The label comes back after.
 export function onSecondPress(button, confirmLabel, act, failed) {
   const label = button.textContent;
   let armed = null;
@@ -352,6 +353,7 @@ export function onSecondPress(button, confirmLabel, act, failed) {
         } finally {
           button.disabled = false;
         }
+        if (text === null) return;
       }
       button.textContent = text;
       armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);

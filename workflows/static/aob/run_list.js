@@ -54,6 +54,10 @@ if (deleteButton) {
   const confirmLabel = async () => {
     const preview = await api("/runs/delete", { method: "POST", body: { ...filters, dry_run: true } });
     status.textContent = preview.kept ? `${count(preview, "kept")} stay, as an unfinished run reads each.` : "";
+    if (!preview.would_delete) {
+      status.textContent = "Nothing to delete: " + (status.textContent || "no finished run of yours matches.");
+      return null;
+    }
     const runs = `${count(preview, "would_delete")} run${preview.would_delete === 1 ? "" : "s"}`;
     return `Confirm: delete ${runs}, with their node runs, events and approvals`;
   };
