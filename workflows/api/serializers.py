@@ -371,7 +371,7 @@ class RunOut(FieldsBuiltOnce):
                                    "spend counts against")
     duration_ms = serializers.SerializerMethodField(help_text="from submission to the end; null until it ends")
     inputs = serializers.SerializerMethodField()
-    deleting_at = serializers.DateTimeField(read_only=True, help_text=(
+    deleting_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text=(
         "when a delete (the owner's, or a prune) that did not finish took the first of its rows; null otherwise. "
         "What is left reads as before, a replay of it is refused, and the same delete again goes on"))
 
