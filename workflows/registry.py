@@ -252,7 +252,7 @@ def queues(node_types: Iterable[str] | None = None) -> list[str]:
 
 def all_queues() -> list[str]:
     """Every queue of the whole stack: each routed type's, the default, and the service queues (the
-    coordinator's, maintenance, notifications, run outputs)."""
+    coordinator's, maintenance, notifications, run outputs, schedules' firings)."""
     return [COORDINATOR_QUEUE, *queues(), DEFAULT_NODE_QUEUE, *(q for q in SERVICE_QUEUES if q != COORDINATOR_QUEUE)]
 
 
