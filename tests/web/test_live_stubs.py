@@ -53,3 +53,28 @@ def test_the_user_stream_delivers_a_live_event_whatever_its_size(transactional_d
     assert got is not None, (f"the {size} event (seq 1, stamped 10 s before it was pushed) never reached the user's "
                              "stream: its stub was read with the connection's since filter")
     assert got["seq"] == 1 and got["data"] == data, got
+
+
+def test_a_burst_of_one_runs_events_goes_as_one_stub_of_its_last_where_it_ended() -> None:
+    """``events.coalesced``: each group's events of one run past ``BURST_FRAMES`` in a push batch are
+    one stub of the highest seq, where the last of them stood; fewer are sent as they are, in order."""
+    from workflows.engine.events import BURST_FRAMES, coalesced
+
+    def sent(group: str, run_id: str, seq: int) -> tuple[str, dict[str, Any]]:
+        return group, {"type": "run.event", "event": {"run_id": run_id, "seq": seq, "type": "node_skipped",
+                                                       "node_id": f"n{seq}", "data": {}}}
+
+    burst = [sent("run.a", "a", seq) for seq in range(1, BURST_FRAMES + 3)]
+    burst[2], burst[-1] = burst[-1], burst[2]  # out of order: the stub names the highest seq
+    few = [sent("run.b", "b", seq) for seq in range(1, BURST_FRAMES + 1)]
+    owner = [sent("user.7", "a", seq) for seq in range(1, BURST_FRAMES + 3)]
+    batch = [burst[0], few[0], *burst[1:], *few[1:], *owner]
+
+    out = coalesced(batch)
+
+    assert out == [few[0], ("run.a", {"type": "run.event", "event": {
+        "run_id": "a", "seq": BURST_FRAMES + 2, "type": "node_skipped", "node_id": f"n{BURST_FRAMES + 2}",
+        "stub": True}}), *few[1:], ("user.7", {"type": "run.event", "event": {
+        "run_id": "a", "seq": BURST_FRAMES + 2, "type": "node_skipped", "node_id": f"n{BURST_FRAMES + 2}",
+        "stub": True}})]
+    assert coalesced(few) == few

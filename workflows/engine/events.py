@@ -170,6 +170,9 @@ def stub(frame: dict[str, Any]) -> dict[str, Any]:
 # decision of 200 events, watched by 10 sockets, filled it, and another user's event pushed then was
 # dropped, reaching them only by the quiet read 30 s later (a red team's measure).
 BURST_FRAMES = 8
+# Pushes waiting for the push thread past which they are coalesced as they wait: a Redis answering
+# slowly kept every frame of every watched run in the worker's memory until it answered.
+PENDING_COALESCED = 1000
 
 
 def coalesced(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -229,6 +232,8 @@ class _Pusher:
         sends = [(group, {"type": "run.event", "event": frame}) for frame in live for group in groups]
         with self.lock:
             self.pending.extend(sends)
+            if len(self.pending) > PENDING_COALESCED:  # Redis slow: what waits is one stub a group's run
+                self.pending = coalesced(self.pending)
             if self.draining:
                 return
             self.draining = True
