@@ -23,7 +23,7 @@ from aob.text import shown
 from aob_project.exceptions import AobError, NotFound
 from workflows import selectors, visibility
 from workflows.api.filters import CheckedFilterBackend, KeysetPagination, RunFilter, WorkflowFilter
-from workflows.models import Run
+from workflows.models import NodeRun, Run
 from workflows.results import run_duration_ms
 from workflows.search import search_scope
 
@@ -187,7 +187,8 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     except NotFound:
         return _not_found(request, "run")
     page = {"run_id": str(run.pk), "is_owner": selectors.is_run_owner(run, user=request.user),
-            "llm_configured": llm_configured()}
+            # the models' own sets of statuses, not the script's copies
+            "llm_configured": llm_configured(), "finished": sorted(Run.FINISHED), "active": sorted(NodeRun.ACTIVE)}
     return _render(request, "run.html", nav="runs", run=run, page=page)
 
 

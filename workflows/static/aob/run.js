@@ -8,8 +8,8 @@ import { fmtMs, renderTimeline } from "./timeline.js";
 const page = pageData();
 const runId = page.run_id;
 const $ = (id) => document.getElementById(id);
-const FINISHED = new Set(["completed", "failed", "cancelled"]);
-const ACTIVE = new Set(["running", "waiting", "queued"]);
+const FINISHED = new Set(page.finished);  // Run.FINISHED, as the page was given it
+const ACTIVE = new Set(page.active);  // NodeRun.ACTIVE
 
 const state = {
   details: null,
