@@ -23,13 +23,23 @@ Every view here is sync; an async view would still work (Django adapts it with
 event loop as Django's handler sends it, and closed in a pool thread; so is a response that holds
 something until it has been sent (``SEND_WITHIN_S``: a whole read's place, ``api.views.WholeRead``),
 which a client that reads it too slowly has cut off at that deadline.
+
+The pool's threads are taken by clients in turn (``Turns``): at most ``AOB_WEB_THREADS_PER_CLIENT``
+run one client's requests at once, and as threads free up, the clients waiting take them one request
+each, round and round. A client is who the request says it is before anything is read (its token,
+else its session cookie, else its address): one user's forty slow reads held all eight threads in
+the order they came, and another user's simple request waited behind every one of them (14 s, a
+red team's measure). A client that names itself many ways (made-up tokens) is still an address the
+anonymous limit counts as it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
+import hashlib
 import logging
 import select
 from concurrent.futures import ThreadPoolExecutor
@@ -93,12 +103,93 @@ def _quiet_or_usable(wrapper: Any, is_usable: Any) -> bool:
     return bool(is_usable())
 
 
+def client_of(scope: dict[str, Any]) -> str:
+    """Who a request says it is, before anything is read: its token (``Authorization: Token`` or
+    ``Bearer``), else its session cookie, else its address as rate limits count it. Hashed: the
+    key a turn is kept under holds no credential."""
+    from workflows import ratelimit
+
+    headers = dict(scope.get("headers") or [])
+    auth = headers.get(b"authorization", b"")
+    scheme, _, key = auth.partition(b" ")
+    if scheme.lower() in (b"token", b"bearer") and key.strip():
+        said = b"t:" + key.strip()
+    else:
+        cookie = settings.SESSION_COOKIE_NAME.encode() + b"="
+        session = next((part.strip()[len(cookie):] for part in headers.get(b"cookie", b"").split(b";")
+                        if part.strip().startswith(cookie)), b"")
+        said = b"s:" + session if session else b"a:" + ratelimit.client_address({
+            "REMOTE_ADDR": (scope.get("client") or ("",))[0],
+            "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin1")}).encode()
+    return hashlib.blake2b(said, digest_size=16).hexdigest()
+
+
+class Turns:
+    """The pool's ``threads`` taken by clients in turn: at most ``per_client`` run one client's
+    requests at once, and as threads free up, the clients waiting take them one request each, in
+    the order they began to wait, a client served going to the back. Kept on the event loop (no lock)."""
+
+    def __init__(self, threads: int, per_client: int) -> None:
+        self.free = threads
+        self.per_client = per_client
+        self.running: dict[str, int] = {}
+        self.waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}
+
+    async def take(self, client: str) -> None:
+        """Wait for a thread of ``client``'s turn (at once when one is free, nobody waits and the
+        client is under its share)."""
+        if self.free and not self.waiting and self.running.get(client, 0) < self.per_client:
+            self._start(client)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(client, collections.deque()).append(future)
+        self._grant()
+        try:
+            await future
+        except asyncio.CancelledError:  # the client went away while it waited
+            queue = self.waiting.get(client)
+            if queue is not None and future in queue:
+                queue.remove(future)
+                if not queue:
+                    del self.waiting[client]
+            raise
+
+    def give_back(self, client: str) -> None:
+        """A thread ``client``'s request held is free again."""
+        self.free += 1
+        left = self.running[client] - 1
+        if left:
+            self.running[client] = left
+        else:
+            del self.running[client]
+        self._grant()
+
+    def _start(self, client: str) -> None:
+        self.free -= 1
+        self.running[client] = self.running.get(client, 0) + 1
+
+    def _grant(self) -> None:
+        while self.free:
+            client = next((c for c in self.waiting if self.running.get(c, 0) < self.per_client), None)
+            if client is None:
+                return
+            queue = self.waiting.pop(client)
+            future = queue.popleft()
+            if queue:
+                self.waiting[client] = queue  # to the back: the others' turn first
+            if future.done():  # cancelled as it waited: not started
+                continue
+            self._start(client)
+            future.set_result(None)
+
+
 class ThreadPoolHandler(ASGIHandler):
     def __init__(self) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler's: its middleware chain is the async one
         self.load_middleware(is_async=False)
         self.pool = ThreadPoolExecutor(max_workers=settings.AOB_WEB_THREADS, thread_name_prefix="aob-web",
                                        initializer=_check_kept_connections)
+        self.turns = Turns(settings.AOB_WEB_THREADS, settings.AOB_WEB_THREADS_PER_CLIENT)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -115,9 +206,13 @@ class ThreadPoolHandler(ASGIHandler):
             return
         loop = asyncio.get_running_loop()
         try:
-            # a fresh copy of the context per request, as asgiref gives each sync_to_async call
-            response = await loop.run_in_executor(self.pool, contextvars.copy_context().run, self.respond, scope,
-                                                  body_file)
+            client = client_of(scope)
+            await self.turns.take(client)
+            # a fresh copy of the context per request, as asgiref gives each sync_to_async call;
+            # its thread is given back when the request is done in it, whether or not anyone waits
+            done = self.pool.submit(contextvars.copy_context().run, self.respond, scope, body_file)
+            done.add_done_callback(lambda _: loop.call_soon_threadsafe(self.turns.give_back, client))
+            response = await asyncio.wrap_future(done)
             within = getattr(response, SEND_WITHIN_S, None)
             try:
                 await asyncio.wait_for(self.send_response(response, send), within)

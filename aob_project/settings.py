@@ -319,6 +319,12 @@ AOB_DB_IDLE_IN_TRANSACTION_S = env_float("AOB_DB_IDLE_IN_TRANSACTION_S", 120.0, 
 # Threads per web process that run HTTP requests (aob_project/http_handler.py), each keeping its
 # database connection across requests: at most this many requests per process at once.
 AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8, within=(1, 1000))
+# Of those, at most this many run one client's requests at once (a token, a session, else an
+# address: aob_project/http_handler.py ``Turns``), and waiting clients take the threads in turn:
+# one user's forty slow reads held every thread, and another's simple request waited behind all
+# forty (14 s, a red team's measure). Default: half the threads.
+AOB_WEB_THREADS_PER_CLIENT = env_int("AOB_WEB_THREADS_PER_CLIENT", max(1, AOB_WEB_THREADS // 2),
+                                     within=(1, AOB_WEB_THREADS))
 # The web checks a kept connection before each request reuses it (Django's CONN_HEALTH_CHECKS,
 # one `SELECT 1`), so a PostgreSQL restart or a dropped idle connection costs no failed request:
 # a worker's task is asked again by the sweeper, an HTTP client's request would not be.

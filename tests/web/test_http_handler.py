@@ -107,3 +107,56 @@ def test_a_body_not_whole_within_its_deadline_is_answered_408_and_let_go(web_qui
         sock.close()
     served = httpx.post(f"http://127.0.0.1:{web_quick_bodies}/api/v1/workflows/validate", json={"workflow": {}})
     assert served.status_code == 401  # whole in time: on to the view (which asks who is calling)
+
+
+def test_the_pool_s_threads_are_taken_by_clients_in_turn() -> None:
+    """``Turns``: at most ``per_client`` threads run one client's requests; as threads free up the
+    clients waiting take them one request each, round and round; a waiter that goes away takes none."""
+    import asyncio
+
+    from aob_project.http_handler import Turns
+
+    async def scenario() -> tuple[list[str], dict[str, int]]:
+        turns, order = Turns(threads=3, per_client=2), []
+
+        async def request(client: str, name: str) -> None:
+            await turns.take(client)
+            order.append(name)
+
+        for name in ("a1", "a2"):
+            await request("a", name)  # a takes its share at once
+        waiting = [asyncio.create_task(request("a", n)) for n in ("a3", "a4")]
+        await request("b", "b1")  # the last thread: b is under its share
+        waiting += [asyncio.create_task(request("b", "b2")), asyncio.create_task(request("c", "c1")),
+                    asyncio.create_task(request("c", "c2"))]
+        gone = asyncio.create_task(request("d", "d1"))
+        await asyncio.sleep(0)
+        gone.cancel()  # went away while it waited
+        await asyncio.sleep(0)
+        for client in ("a", "a", "b", "a", "b", "c"):  # each request done frees its thread
+            turns.give_back(client)
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiting)
+        return order, dict(turns.running)
+
+    order, running = asyncio.run(scenario())
+
+    # a's third waited though a thread freed (a at its share); then a, b, c in the order they waited
+    assert order == ["a1", "a2", "b1", "a3", "b2", "c1", "a4", "c2"]
+    assert running == {"a": 1, "c": 1}  # a4 and c2 still hold theirs; d took none
+
+
+def test_a_client_is_its_token_else_its_session_else_its_address(settings: Any) -> None:
+    from aob_project.http_handler import client_of
+
+    def scope(headers: list[tuple[bytes, bytes]], address: str = "10.0.0.1") -> dict[str, Any]:
+        return {"headers": headers, "client": (address, 1234)}
+
+    token = client_of(scope([(b"authorization", b"Token abc")]))
+    assert token == client_of(scope([(b"authorization", b"Bearer abc")], "10.0.0.2"))  # wherever it comes from
+    assert token != client_of(scope([(b"authorization", b"Token abd")]))
+    session = client_of(scope([(b"cookie", f"a=1; {settings.SESSION_COOKIE_NAME}=xyz".encode())]))
+    assert session == client_of(scope([(b"cookie", f"{settings.SESSION_COOKIE_NAME}=xyz".encode())], "10.0.0.9"))
+    assert client_of(scope([])) == client_of(scope([(b"cookie", b"other=1")]))  # the address
+    assert client_of(scope([])) != client_of(scope([], "10.0.0.2"))
+    assert "abc" not in token and len(token) == 32  # no credential kept as the key
