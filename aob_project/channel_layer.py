@@ -66,8 +66,7 @@ class RedisChannelLayer(CoreLayer):
         if key not in clients:
             host = {k: v for k, v in self.hosts[index].items() if k not in ("master_name", "sentinels")}
             address = host.pop("address", None)
-            # a hung Redis must not stall a worker after its task: the push is best effort (the
-            # host's own timeout is the web process's wait for messages, past channels_redis's block)
-            host = {**host, "socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+            # a hung Redis must not stall a worker after its task: the push is best effort
+            host = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, **host}
             clients[key] = redis.Redis.from_url(address, **host) if address else redis.Redis(**host)
         return clients[key]

@@ -25,12 +25,13 @@ something until it has been sent (``SEND_WITHIN_S``: a whole read's place, ``api
 which a client that reads it too slowly has cut off at that deadline.
 
 The pool's threads are taken by clients in turn (``Turns``): at most ``AOB_WEB_THREADS_PER_CLIENT``
-run one client's requests at once, and as threads free up, the clients waiting take them one request
-each, round and round. A client is who the request says it is before anything is read (its token,
-else its session cookie, else its address): one user's forty slow reads held all eight threads in
-the order they came, and another user's simple request waited behind every one of them (14 s, a
-red team's measure). A client that names itself many ways (made-up tokens) is still an address the
-anonymous limit counts as it fails.
+run one client's requests at once, at most all but one those of one address, and as threads free
+up, the clients waiting take them one request each, round and round. A client is who the request
+says it is before anything is read (an API request's token, else its address: ``clients_of``): one
+user's forty slow reads held all eight threads in the order they came, and another user's simple
+request waited behind every one of them (14 s, a red team's measure). Made-up tokens fail, and the
+anonymous limit counts them against their address; a request whose client went away while it
+waited is not run.
 """
 
 from __future__ import annotations
@@ -103,84 +104,100 @@ def _quiet_or_usable(wrapper: Any, is_usable: Any) -> bool:
     return bool(is_usable())
 
 
-def client_of(scope: dict[str, Any]) -> str:
-    """Who a request says it is, before anything is read: its token (``Authorization: Token`` or
-    ``Bearer``), else its session cookie, else its address as rate limits count it. Hashed: the
-    key a turn is kept under holds no credential."""
+def _hashed(said: bytes) -> str:
+    return hashlib.blake2b(said, digest_size=16).hexdigest()
+
+
+def clients_of(scope: dict[str, Any]) -> tuple[str, str]:
+    """Who a request says it is before anything is read, as two keys: its token (an API request's
+    ``Authorization: Token`` or ``Bearer``, split as DRF splits it: a user has one), else its
+    address; and its address, as rate limits count it. A session cookie is not a key: one user
+    logs in as many times as the login limit lets them, each session valid, and a cookie header
+    can name several (the reviewer's). Hashed: no key holds a credential."""
     from workflows import ratelimit
 
-    headers = dict(scope.get("headers") or [])
-    auth = headers.get(b"authorization", b"")
-    scheme, _, key = auth.partition(b" ")
-    if scheme.lower() in (b"token", b"bearer") and key.strip():
-        said = b"t:" + key.strip()
-    else:
-        cookie = settings.SESSION_COOKIE_NAME.encode() + b"="
-        session = next((part.strip()[len(cookie):] for part in headers.get(b"cookie", b"").split(b";")
-                        if part.strip().startswith(cookie)), b"")
-        said = b"s:" + session if session else b"a:" + ratelimit.client_address({
-            "REMOTE_ADDR": (scope.get("client") or ("",))[0],
-            "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin1")}).encode()
-    return hashlib.blake2b(said, digest_size=16).hexdigest()
+    headers = scope.get("headers") or []
+    address = ratelimit.client_address({
+        "REMOTE_ADDR": (scope.get("client") or ("",))[0],
+        "HTTP_X_FORWARDED_FOR": b",".join(v for k, v in headers if k == b"x-forwarded-for").decode("latin1")})
+    at = _hashed(b"a:" + address.encode())
+    if str(scope.get("path", "")).startswith("/api/"):  # the pages read a session alone
+        words = b" ".join(v for k, v in headers if k == b"authorization").split()
+        if len(words) == 2 and words[0].lower() in (b"token", b"bearer"):
+            return _hashed(b"t:" + words[1]), at
+    return at, at
 
 
 class Turns:
     """The pool's ``threads`` taken by clients in turn: at most ``per_client`` run one client's
-    requests at once, and as threads free up, the clients waiting take them one request each, in
-    the order they began to wait, a client served going to the back. Kept on the event loop (no lock)."""
+    requests at once, at most ``per_address`` those from one address (a token's and the address's
+    own together), and as threads free up, the clients waiting take them one request each, in the
+    order they began to wait, a client served going to the back. Kept on the event loop (no lock)."""
 
-    def __init__(self, threads: int, per_client: int) -> None:
+    def __init__(self, threads: int, per_client: int, per_address: int | None = None) -> None:
         self.free = threads
         self.per_client = per_client
-        self.running: dict[str, int] = {}
-        self.waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self.per_address = per_address or max(1, threads - 1)
+        self.running: collections.Counter[str] = collections.Counter()
+        self.waiting: dict[str, collections.deque[tuple[str, asyncio.Future[None]]]] = {}
 
-    async def take(self, client: str) -> None:
-        """Wait for a thread of ``client``'s turn (at once when one is free, nobody waits and the
-        client is under its share)."""
-        if self.free and not self.waiting and self.running.get(client, 0) < self.per_client:
-            self._start(client)
+    def ready(self, client: str, address: str) -> bool:
+        """Whether a request of ``client`` from ``address`` would start at once."""
+        return bool(self.free) and not self.waiting and self._under(client, address)
+
+    async def take(self, client: str, address: str) -> None:
+        """Wait for a thread of ``client``'s turn (at once when ``ready``)."""
+        if self.ready(client, address):
+            self._start(client, address)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(client, collections.deque()).append(future)
+        self.waiting.setdefault(client, collections.deque()).append((address, future))
         self._grant()
         try:
             await future
-        except asyncio.CancelledError:  # the client went away while it waited
+        except asyncio.CancelledError:  # gone while it waited, or as its turn came
+            if future.done() and not future.cancelled():
+                self.give_back(client, address)
             queue = self.waiting.get(client)
-            if queue is not None and future in queue:
-                queue.remove(future)
+            if queue is not None and (address, future) in queue:
+                queue.remove((address, future))
                 if not queue:
                     del self.waiting[client]
             raise
 
-    def give_back(self, client: str) -> None:
-        """A thread ``client``'s request held is free again."""
+    def give_back(self, client: str, address: str) -> None:
+        """A thread ``client``'s request from ``address`` held is free again."""
         self.free += 1
-        left = self.running[client] - 1
-        if left:
-            self.running[client] = left
-        else:
-            del self.running[client]
+        for key in {client, _ADDRESS + address}:
+            self.running[key] -= 1
+            if not self.running[key]:
+                del self.running[key]
         self._grant()
 
-    def _start(self, client: str) -> None:
+    def _under(self, client: str, address: str) -> bool:
+        return self.running[client] < self.per_client and self.running[_ADDRESS + address] < self.per_address
+
+    def _start(self, client: str, address: str) -> None:
         self.free -= 1
-        self.running[client] = self.running.get(client, 0) + 1
+        for key in {client, _ADDRESS + address}:
+            self.running[key] += 1
 
     def _grant(self) -> None:
         while self.free:
-            client = next((c for c in self.waiting if self.running.get(c, 0) < self.per_client), None)
+            client = next((c for c, queue in self.waiting.items() if self._under(c, queue[0][0])), None)
             if client is None:
                 return
             queue = self.waiting.pop(client)
-            future = queue.popleft()
+            address, future = queue.popleft()
             if queue:
                 self.waiting[client] = queue  # to the back: the others' turn first
             if future.done():  # cancelled as it waited: not started
                 continue
-            self._start(client)
+            self._start(client, address)
             future.set_result(None)
+
+
+_ADDRESS = "@"  # an address's own count beside its clients' (``Turns.running``)
 
 
 class ThreadPoolHandler(ASGIHandler):
@@ -206,12 +223,17 @@ class ThreadPoolHandler(ASGIHandler):
             return
         loop = asyncio.get_running_loop()
         try:
-            client = client_of(scope)
-            await self.turns.take(client)
+            client, address = clients_of(scope)
+            if not await self._turn(client, address, receive):
+                return  # the client went away while it waited: nothing of it is run
             # a fresh copy of the context per request, as asgiref gives each sync_to_async call;
             # its thread is given back when the request is done in it, whether or not anyone waits
-            done = self.pool.submit(contextvars.copy_context().run, self.respond, scope, body_file)
-            done.add_done_callback(lambda _: loop.call_soon_threadsafe(self.turns.give_back, client))
+            try:
+                done = self.pool.submit(contextvars.copy_context().run, self.respond, scope, body_file)
+            except RuntimeError:  # the pool shut down (the process is stopping)
+                self.turns.give_back(client, address)
+                raise
+            done.add_done_callback(lambda _: loop.call_soon_threadsafe(self.turns.give_back, client, address))
             response = await asyncio.wrap_future(done)
             within = getattr(response, SEND_WITHIN_S, None)
             try:
@@ -225,6 +247,24 @@ class ThreadPoolHandler(ASGIHandler):
                     await loop.run_in_executor(self.pool, contextvars.copy_context().run, response.close)
         finally:
             body_file.close()
+
+    async def _turn(self, client: str, address: str, receive: Any) -> bool:
+        """Take a thread in ``client``'s turn; False if the client went away first (the body read,
+        the next message it can send is ``http.disconnect``)."""
+        if self.turns.ready(client, address):
+            await self.turns.take(client, address)
+            return True
+        turn = asyncio.ensure_future(self.turns.take(client, address))
+        gone = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait({turn, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (turn, gone):
+                task.cancel()
+            await asyncio.gather(turn, gone, return_exceptions=True)
+        if turn.cancelled() or turn.exception() is not None:
+            return False  # its thread, if its turn came as it went, given back (``Turns.take``)
+        return True
 
     def respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """The whole request in one pool thread: what ``WSGIHandler.__call__`` does, and for a

@@ -319,8 +319,9 @@ AOB_DB_IDLE_IN_TRANSACTION_S = env_float("AOB_DB_IDLE_IN_TRANSACTION_S", 120.0, 
 # Threads per web process that run HTTP requests (aob_project/http_handler.py), each keeping its
 # database connection across requests: at most this many requests per process at once.
 AOB_WEB_THREADS = env_int("AOB_WEB_THREADS", 8, within=(1, 1000))
-# Of those, at most this many run one client's requests at once (a token, a session, else an
-# address: aob_project/http_handler.py ``Turns``), and waiting clients take the threads in turn:
+# Of those, at most this many run one client's requests at once (an API request's token, else its
+# address; all of an address's together take at most all threads but one: aob_project/http_handler.py
+# ``Turns``), and waiting clients take the threads in turn:
 # one user's forty slow reads held every thread, and another's simple request waited behind all
 # forty (14 s, a red team's measure). Default: half the threads.
 AOB_WEB_THREADS_PER_CLIENT = env_int("AOB_WEB_THREADS_PER_CLIENT", max(1, AOB_WEB_THREADS // 2),
@@ -462,10 +463,7 @@ CHANNEL_LAYERS = {
         # capacity: the frames a socket may have waiting, in Redis and in the web process (where
         # nothing expires them); past it a push is dropped and the socket reads the hole from the
         # database. A pushed frame is at most ~4 KiB (workflows.engine.events.live_frame).
-        # socket_timeout: past channels_redis's 5 s wait for a message (BZPOPMIN, ``brpop_timeout``).
-        # redis-py's default is those same 5 s: an idle web process's read timed out as Redis's
-        # empty answer was due, and the socket waiting on it died, one every 5 s (a red team's measure).
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 100, "expiry": 30},
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 100, "expiry": 30},
     }
 }
 

@@ -435,19 +435,22 @@ class UserEventsConsumer(_Consumer):
     async def run_event(self, message: dict[str, Any]) -> None:
         frame = message["event"]
         run_id, seq = frame["run_id"], frame["seq"]
+        # a stub stands for its own event, a large one (events.live_frame), or for a burst from
+        # ``first`` (events.coalesced): those are read whatever their stamp, as if sent whole
+        first = min(frame.get("first", seq), seq) if frame.get("stub") else seq
         async with self.sending:
             last = self.last.get(run_id)
             if last is not None and seq <= last:
                 return
             if not await self.still_allowed():
                 return
-            if last is None and seq > 1:
-                await self._read_on(run_id, 0, seq - 1, since=self.since)
-            elif last is not None and seq > last + 1:
-                await self._read_on(run_id, last, seq - 1)
+            if last is None and first > 1:
+                await self._read_on(run_id, 0, first - 1, since=self.since)
+            elif last is not None and first > last + 1:
+                await self._read_on(run_id, last, first - 1)
             if self.closed:
                 return  # judged again between pages and closed
-            if frame.get("stub"):  # a large event, read whole from the database (events.live_frame),
-                await self._read_on(run_id, seq - 1, seq)  # sent whatever its stamp, as a small one is
+            if frame.get("stub"):
+                await self._read_on(run_id, max(first - 1, self.last.get(run_id, 0)), seq)
                 return
             await self._send(frame)

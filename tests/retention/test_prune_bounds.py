@@ -223,3 +223,4 @@ def test_what_a_delete_keeps_and_what_it_takes_split_the_finished_runs(db: Any, 
     assert taken == {free.pk}
     assert kept == {read_by_a_parent.pk, replayed.pk, parent_of_a_runner.pk}
     assert taken | kept == set(runs.filter(status__in=Run.FINISHED).values_list("pk", flat=True))
+    assert '"workflows_run"."id" IN (SELECT' not in str(services.in_use(runs).query)  # not removable's rows

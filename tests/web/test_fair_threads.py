@@ -51,11 +51,15 @@ def test_one_users_slow_reads_do_not_make_anothers_request_wait_behind_them(
     stop = threading.Event()
     answers: list[int] = []
 
+    held: list[float] = []
+
     def flood() -> None:  # one of mallory's connections, searching again as soon as answered
         with httpx.Client(base_url=proc.url, headers={"Authorization": f"Token {mallory.auth_token.key}"},
                           timeout=120) as client:
             while not stop.is_set():
+                started = time.monotonic()
                 answers.append(client.get("/api/v1/runs", params={"q": NEAR_MISS}).status_code)
+                held.append(time.monotonic() - started)
 
     try:
         control = _latencies(proc.url, alice.auth_token.key, 2)
@@ -72,6 +76,9 @@ def test_one_users_slow_reads_do_not_make_anothers_request_wait_behind_them(
         proc.stop()
 
     assert answers and set(answers) <= {200, 400}, set(answers)  # 400: the search's timeout, as bounded
+    # each search held its thread long enough that twelve of them, first come first served, would
+    # have made alice wait seconds: 12 × this / 4 threads
+    assert statistics.median(held) > 0.3, statistics.median(held)
     # behind twelve searches of a second each on four threads, first come first served: ~3 s
     assert statistics.median(loaded) < 0.5, f"alice waited {statistics.median(loaded):.2f} s (control " \
                                             f"{statistics.median(control):.3f} s)"

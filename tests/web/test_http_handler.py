@@ -110,53 +110,65 @@ def test_a_body_not_whole_within_its_deadline_is_answered_408_and_let_go(web_qui
 
 
 def test_the_pool_s_threads_are_taken_by_clients_in_turn() -> None:
-    """``Turns``: at most ``per_client`` threads run one client's requests; as threads free up the
-    clients waiting take them one request each, round and round; a waiter that goes away takes none."""
+    """``Turns``: at most ``per_client`` threads run one client's requests, at most ``per_address``
+    one address's; as threads free up the clients waiting take them one request each, round and
+    round; a waiter that goes away takes none, even as its turn comes."""
     import asyncio
 
     from aob_project.http_handler import Turns
 
-    async def scenario() -> tuple[list[str], dict[str, int]]:
-        turns, order = Turns(threads=3, per_client=2), []
+    async def scenario() -> tuple[list[str], dict[str, int], int]:
+        turns, order = Turns(threads=4, per_client=2, per_address=3), []
 
-        async def request(client: str, name: str) -> None:
-            await turns.take(client)
+        async def request(client: str, name: str, address: str = "") -> None:
+            await turns.take(client, address or client)
             order.append(name)
 
-        for name in ("a1", "a2"):
-            await request("a", name)  # a takes its share at once
-        waiting = [asyncio.create_task(request("a", n)) for n in ("a3", "a4")]
-        await request("b", "b1")  # the last thread: b is under its share
-        waiting += [asyncio.create_task(request("b", "b2")), asyncio.create_task(request("c", "c1")),
-                    asyncio.create_task(request("c", "c2"))]
-        gone = asyncio.create_task(request("d", "d1"))
-        await asyncio.sleep(0)
-        gone.cancel()  # went away while it waited
-        await asyncio.sleep(0)
-        for client in ("a", "a", "b", "a", "b", "c"):  # each request done frees its thread
-            turns.give_back(client)
+        async def done(client: str, address: str = "") -> None:  # a request finished: its thread is free
+            turns.give_back(client, address or client)
             await asyncio.sleep(0)
-        await asyncio.gather(*waiting)
-        return order, dict(turns.running)
 
-    order, running = asyncio.run(scenario())
+        for client, name in (("a", "a1"), ("a", "a2"), ("x", "x1")):
+            await request(client, name, "x")  # a's share, and x's own from the same address: its third
+        await request("b", "b1")  # the last thread
+        waiting = [asyncio.create_task(request(*args)) for args in (("a", "a3", "x"), ("x", "x2", "x"),
+                                                                    ("b", "b2"), ("c", "c1"), ("d", "d1"))]
+        await asyncio.sleep(0)
+        waiting.pop().cancel()  # d went away while it waited
+        await asyncio.sleep(0)
+        await done("b")  # a at its share, x's address at its: b's second first
+        await done("a", "x")  # then a's third, x's second, c's first, in the order they waited
+        await done("x", "x")
+        await done("b")
+        await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        late = asyncio.create_task(request("e", "e1"))  # waits: no thread free
+        await asyncio.sleep(0)
+        turns.give_back("c", "c")  # its turn comes ...
+        late.cancel()  # ... as it goes: the thread is given back, not kept
+        await asyncio.gather(late, return_exceptions=True)
+        return order, dict(turns.running), turns.free
 
-    # a's third waited though a thread freed (a at its share); then a, b, c in the order they waited
-    assert order == ["a1", "a2", "b1", "a3", "b2", "c1", "a4", "c2"]
-    assert running == {"a": 1, "c": 1}  # a4 and c2 still hold theirs; d took none
+    order, running, free = asyncio.run(asyncio.wait_for(scenario(), 30))
+
+    assert order == ["a1", "a2", "x1", "b1", "b2", "a3", "x2", "c1"]
+    assert running == {"a": 2, "x": 1, "@x": 3} and free == 1, (running, free)
 
 
-def test_a_client_is_its_token_else_its_session_else_its_address(settings: Any) -> None:
-    from aob_project.http_handler import client_of
+def test_a_client_is_its_token_on_the_api_else_its_address(settings: Any) -> None:
+    """Not a session: one user holds as many as the login limit lets them log in, and a cookie
+    header can name several; nor a token on a page, which reads a session alone (the reviewer's)."""
+    from aob_project.http_handler import clients_of
 
-    def scope(headers: list[tuple[bytes, bytes]], address: str = "10.0.0.1") -> dict[str, Any]:
-        return {"headers": headers, "client": (address, 1234)}
+    def scope(headers: list[tuple[bytes, bytes]], address: str = "10.0.0.1", path: str = "/api/v1/runs") -> dict:
+        return {"headers": headers, "client": (address, 1234), "path": path}
 
-    token = client_of(scope([(b"authorization", b"Token abc")]))
-    assert token == client_of(scope([(b"authorization", b"Bearer abc")], "10.0.0.2"))  # wherever it comes from
-    assert token != client_of(scope([(b"authorization", b"Token abd")]))
-    session = client_of(scope([(b"cookie", f"a=1; {settings.SESSION_COOKIE_NAME}=xyz".encode())]))
-    assert session == client_of(scope([(b"cookie", f"{settings.SESSION_COOKIE_NAME}=xyz".encode())], "10.0.0.9"))
-    assert client_of(scope([])) == client_of(scope([(b"cookie", b"other=1")]))  # the address
-    assert client_of(scope([])) != client_of(scope([], "10.0.0.2"))
+    token, at = clients_of(scope([(b"authorization", b"Token abc")]))
+    assert (token, at) == clients_of(scope([(b"authorization", b"Bearer \tabc ")]))  # as DRF splits it
+    assert token != clients_of(scope([(b"authorization", b"Token abd")]))[0]
+    assert token == clients_of(scope([(b"authorization", b"Token abc")], "10.0.0.2"))[0]
+    assert at != clients_of(scope([(b"authorization", b"Token abc")], "10.0.0.2"))[1]
+    sessions = {clients_of(scope([(b"cookie", f"{settings.SESSION_COOKIE_NAME}=s{i}".encode())]))
+                for i in range(3)}
+    assert sessions == {(at, at)}  # any session: the address
+    assert clients_of(scope([(b"authorization", b"Token junk")], path="/runs/")) == (at, at)  # a page
     assert "abc" not in token and len(token) == 32  # no credential kept as the key

@@ -57,7 +57,8 @@ def test_the_user_stream_delivers_a_live_event_whatever_its_size(transactional_d
 
 def test_a_burst_of_one_runs_events_goes_as_one_stub_of_its_last_where_it_ended() -> None:
     """``events.coalesced``: each group's events of one run past ``BURST_FRAMES`` in a push batch are
-    one stub of the highest seq, where the last of them stood; fewer are sent as they are, in order."""
+    one stub of the highest seq naming the lowest (``first``), where the last of them stood; fewer
+    are sent as they are, in order."""
     from workflows.engine.events import BURST_FRAMES, coalesced
 
     def sent(group: str, run_id: str, seq: int) -> tuple[str, dict[str, Any]]:
@@ -74,7 +75,7 @@ def test_a_burst_of_one_runs_events_goes_as_one_stub_of_its_last_where_it_ended(
 
     assert out == [few[0], ("run.a", {"type": "run.event", "event": {
         "run_id": "a", "seq": BURST_FRAMES + 2, "type": "node_skipped", "node_id": f"n{BURST_FRAMES + 2}",
-        "stub": True}}), *few[1:], ("user.7", {"type": "run.event", "event": {
+        "stub": True, "first": 1}}), *few[1:], ("user.7", {"type": "run.event", "event": {
         "run_id": "a", "seq": BURST_FRAMES + 2, "type": "node_skipped", "node_id": f"n{BURST_FRAMES + 2}",
-        "stub": True}})]
+        "stub": True, "first": 1}})]
     assert coalesced(few) == few

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.response import Response
@@ -144,3 +146,9 @@ class SchemaView(SpectacularAPIView):
             SchemaView._document = generator.get_schema(request=request, public=self.serve_public)
         return Response(data=SchemaView._document,
                         headers={"Content-Disposition": f'inline; filename="{self._get_filename(request, None)}"'})
+
+
+@receiver(setting_changed)
+def _schema_again(**_: Any) -> None:
+    """A setting changed (in tests): the document is generated again at its next request."""
+    SchemaView._document = None

@@ -166,33 +166,38 @@ def stub(frame: dict[str, Any]) -> dict[str, Any]:
 
 # A group's events of one run in one push batch past which one stub, of the last, stands for them
 # all. All of a web process's sockets share one Redis list (channels_redis's process channel) of
-# ``capacity`` messages, and each message is a delivery to each member socket: a co-tenant's
-# decision of 200 events, watched by 10 sockets, filled it, and another user's event pushed then was
-# dropped, reaching them only by the quiet read 30 s later (a red team's measure).
+# ``capacity`` messages, one message a group's event (naming its sockets there), and the process
+# delivers each to each socket: a co-tenant's decision of 200 events, watched by 10 sockets, filled
+# it, and another user's event pushed then was dropped, reaching them only by the quiet read 30 s
+# later (a red team's measure).
 BURST_FRAMES = 8
-# Pushes waiting for the push thread past which they are coalesced as they wait: a Redis answering
-# slowly kept every frame of every watched run in the worker's memory until it answered.
+# Pushes waiting for the push thread past which every group's run is one stub as they wait: a Redis
+# answering slowly kept every frame of every watched run in the worker's memory until it answered.
 PENDING_COALESCED = 1000
 
 
-def coalesced(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """``batch`` (group, message) with each group's events of one run past ``BURST_FRAMES`` sent as
-    one stub of the last of them (the highest seq), where the last of them stood: one message where
-    there were hundreds, and each socket reads the burst from the database in one page."""
+def coalesced(batch: list[tuple[str, dict[str, Any]]], *, burst: int = BURST_FRAMES) -> list[tuple[str, dict[str, Any]]]:
+    """``batch`` (group, message) with each group's events of one run past ``burst`` sent as one
+    stub of the last of them (the highest seq) naming the first (``first``: a socket reads them all
+    from there, as a burst sent whole would have been read), where the last of them stood: one
+    message where there were hundreds."""
     counts = Counter((group, message["event"]["run_id"]) for group, message in batch)
-    if not counts or max(counts.values()) <= BURST_FRAMES:
+    if not counts or max(counts.values()) <= burst:
         return batch
     latest: dict[tuple[str, str], dict[str, Any]] = {}
+    first: dict[tuple[str, str], int] = {}
     place: dict[tuple[str, str], int] = {}
     for index, (group, message) in enumerate(batch):
-        key = (group, message["event"]["run_id"])
-        if counts[key] > BURST_FRAMES:
+        key, event = (group, message["event"]["run_id"]), message["event"]
+        if counts[key] > burst:
             place[key] = index
-            if key not in latest or message["event"]["seq"] > latest[key]["seq"]:
-                latest[key] = message["event"]
-    return [(group, message) if counts[key] <= BURST_FRAMES else (group, {**message, "event": stub(latest[key])})
+            if key not in latest or event["seq"] > latest[key]["seq"]:
+                latest[key] = event
+            first[key] = min(first.get(key, event["seq"]), event.get("first", event["seq"]))
+    return [(group, message) if counts[key] <= burst
+            else (group, {**message, "event": stub(latest[key]) | {"first": first[key]}})
             for index, (group, message) in enumerate(batch)
-            if counts[key := (group, message["event"]["run_id"])] <= BURST_FRAMES or place[key] == index]
+            if counts[key := (group, message["event"]["run_id"])] <= burst or place[key] == index]
 
 
 def push_after_commit(run_id: Any, owner_id: int, events: list[Event]) -> None:
@@ -233,7 +238,7 @@ class _Pusher:
         with self.lock:
             self.pending.extend(sends)
             if len(self.pending) > PENDING_COALESCED:  # Redis slow: what waits is one stub a group's run
-                self.pending = coalesced(self.pending)
+                self.pending = coalesced(self.pending, burst=1)
             if self.draining:
                 return
             self.draining = True
