@@ -83,7 +83,8 @@ class _DateTimeText(serializers.CharField):
 class RunsDeleteIn(StrictSerializer):
     """The runs list's filters (``GET /runs``: the same words, read by the same filter), at least one."""
 
-    min_properties = 1  # an empty body chose every run of the caller's: refused (``filter_required``)
+    # no filter chose every run of the caller's: refused (``filter_required``); ``dry_run`` is none
+    any_of_required = (("workflow",), ("status",), ("created_after",), ("created_before",))
     workflow = serializers.CharField(required=False, max_length=200, validators=[RegexValidator(TAG_PARAM_PATTERN)],
                                      help_text="runs of this workflow (tag)")
     status = serializers.ChoiceField(required=False, choices=list(Run.FINISHED), help_text="a finished status")

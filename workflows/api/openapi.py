@@ -1,8 +1,8 @@
 """The OpenAPI document says exactly what the server accepts.
 
 - Request bodies of ``StrictSerializer``\\ s refuse unknown fields, so their schemas say
-  ``additionalProperties: false``; ``min_properties`` and ``one_of_required`` on a serializer become
-  ``minProperties`` and ``oneOf`` (rules DRF checks in ``validate``).
+  ``additionalProperties: false``; ``min_properties``, ``one_of_required`` and ``any_of_required`` on
+  a serializer become ``minProperties``, ``oneOf`` and ``anyOf`` (rules the view or ``validate`` checks).
 - Links from the answers that create things to the operations that read and act on them, so a
   stateful client (schemathesis) can walk from a new workflow to its versions and runs, and from a
   run to its patches, timeline and approvals.
@@ -39,6 +39,9 @@ class StrictSerializerExtension(OpenApiSerializerExtension):
             one_of = getattr(self.target, "one_of_required", None)
             if one_of:
                 schema["oneOf"] = [{"required": list(names)} for names in one_of]
+            any_of = getattr(self.target, "any_of_required", None)
+            if any_of:
+                schema["anyOf"] = [{"required": list(names)} for names in any_of]
         return schema
 
 
