@@ -449,7 +449,8 @@ SPECTACULAR_SETTINGS = {
     # sends the document to no online validator: the docs work offline.
     "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "workflows.models.run.Run.Status",
                             "ApprovalStatusEnum": "approvals.models.Approval.Status"},
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "workflows.api.openapi.add_links"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "workflows.api.openapi.add_links",
+                             "workflows.api.openapi.require_bodies"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
