@@ -116,13 +116,9 @@ def clients_of(scope: dict[str, Any]) -> tuple[str, str]:
     can name several (the reviewer's). Hashed: no key holds a credential."""
     from workflows import ratelimit
 
-    headers = scope.get("headers") or []
-    address = ratelimit.client_address({
-        "REMOTE_ADDR": (scope.get("client") or ("",))[0],
-        "HTTP_X_FORWARDED_FOR": b",".join(v for k, v in headers if k == b"x-forwarded-for").decode("latin1")})
-    at = _hashed(b"a:" + address.encode())
+    at = _hashed(b"a:" + ratelimit.scope_address(scope).encode())
     if str(scope.get("path", "")).startswith("/api/"):  # the pages read a session alone
-        words = b" ".join(v for k, v in headers if k == b"authorization").split()
+        words = b" ".join(v for k, v in scope.get("headers") or [] if k == b"authorization").split()
         if len(words) == 2 and words[0].lower() in (b"token", b"bearer"):
             return _hashed(b"t:" + words[1]), at
     return at, at

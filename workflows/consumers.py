@@ -72,10 +72,7 @@ class AnonymousLimit:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         from workflows import ratelimit
 
-        headers = dict(scope.get("headers") or [])
-        address = ratelimit.client_address({
-            "REMOTE_ADDR": (scope.get("client") or ("",))[0],
-            "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin1")})
+        address = ratelimit.scope_address(scope)
         try:
             member = await asyncio.to_thread(ratelimit.count_anonymous, address=address)
         except ratelimit.RateLimited:

@@ -338,6 +338,14 @@ def _fail_open(layers: list[Layer]) -> None:
         logger.warning("ratelimit.redis_unavailable", extra={"error": str(exc), "layer": layers[0].code})
 
 
+def scope_address(scope: dict[str, Any]) -> str:
+    """``client_address`` of an ASGI connection (an HTTP request before Django has read it, a
+    WebSocket handshake): its peer, and its ``X-Forwarded-For`` headers as Django joins them."""
+    forwarded = b",".join(v for k, v in scope.get("headers") or [] if k == b"x-forwarded-for")
+    return client_address({"REMOTE_ADDR": (scope.get("client") or ("",))[0],
+                           "HTTP_X_FORWARDED_FOR": forwarded.decode("latin1")})
+
+
 def client_address(meta: dict[str, Any]) -> str:
     """The client's address as rate limits count it: behind a proxy (``AOB_BEHIND_PROXY``) the
     last ``X-Forwarded-For`` entry, which that proxy wrote; an IPv6 client by its /64, since one
