@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
+from approvals.models import Approval
 from approvals.services import (
     MAX_WAIT_MS,
     action_changed,
@@ -39,7 +40,7 @@ CONFIG_SCHEMA = {
         "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS},
         "remind_before_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS,
                              "description": "remind the approvers (email, webhooks) this long before timeout_ms ends"},
-        "on_timeout": {"enum": ["approve", "reject", "fail", "escalate"]},
+        "on_timeout": {"enum": Approval.OnTimeout.values},
         "escalate_to": {"type": "array", "items": NAME, "maxItems": 100},
         "escalation_timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS},
         "form": {"type": "object"},
@@ -52,7 +53,7 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     """What the schema cannot say: an escalation needs someone to escalate to, and a form is a
     form (``workflows/definition/forms.py``)."""
     problems = []
-    if config.get("on_timeout") == "escalate" and not config.get("escalate_to"):
+    if config.get("on_timeout") == Approval.OnTimeout.ESCALATE and not config.get("escalate_to"):
         problems.append(("/escalate_to", "config.required", "on_timeout escalate needs escalate_to"))
     if isinstance(config.get("form"), dict):
         problems += [(f"/form{p.path}", p.rule, f"form: {p.message}") for p in form_problems(config["form"])]

@@ -364,7 +364,7 @@ def _facts(delivery: Delivery) -> list[str]:
     lines = [f"A decision is needed: run {approval.run_id}, "
              f"{'patch' if approval.kind == Approval.Kind.PATCH else 'node'} {approval.node_id or '-'}."]
     if approval.deadline:
-        lines.append(f"Deadline: {approval.deadline.isoformat()} (then {approval.on_timeout or 'reject'}).")
+        lines.append(f"Deadline: {approval.deadline.isoformat()} (then {approval.on_timeout}).")
     return lines
 
 

@@ -118,7 +118,7 @@ def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, no
         required_approvals=int(config.get("required_approvals", 1)),
         allow_self_approval=bool(config.get("allow_self_approval", True)), form=config.get("form"),
         deadline=_after(now, timeout_ms) if timeout_ms else None,
-        on_timeout=config.get("on_timeout", "reject") if timeout_ms else "",
+        on_timeout=config.get("on_timeout", Approval.OnTimeout.REJECT) if timeout_ms else "",
         escalate_to=list(config.get("escalate_to") or []),
         escalation_timeout_ms=config.get("escalation_timeout_ms"),
         remind_at=(_after(now, max(0, timeout_ms - config["remind_before_ms"]))
@@ -160,7 +160,7 @@ def nobody_can_decide(approval: Approval) -> dict[str, Any]:
 def _unsettled(approval: Approval) -> dict[str, Any]:
     fill_decidable([approval])  # the one rule the answers and the admin read too
     names = list(approval.approvers or [])
-    ends = (f"its deadline ({approval.deadline.isoformat()}) applies {approval.on_timeout or 'reject'}"
+    ends = (f"its deadline ({approval.deadline.isoformat()}) applies {approval.on_timeout}"
             if approval.deadline else "it has no deadline: only cancelling the run ends it")
     if approval.nobody_can_decide:  # type: ignore[attr-defined]
         logger.warning("approval.nobody_can_decide", extra={"run_id": str(approval.run_id),
@@ -470,13 +470,14 @@ def _expire_if_due(approval: Approval, now: Any) -> bool:
 
 def _expire(approval: Approval, now: Any) -> None:
     outcome = approval.on_timeout or Approval.OnTimeout.REJECT
-    if outcome == Approval.OnTimeout.ESCALATE and approval.escalated:
-        outcome = Approval.OnTimeout.REJECT
     if outcome == Approval.OnTimeout.ESCALATE:
         approval.escalated = True
         approval.approvers = list(dict.fromkeys([*approval.approvers, *approval.escalate_to]))
         approval.deadline = _after(now, approval.escalation_timeout_ms) if approval.escalation_timeout_ms else None
-        approval.save(update_fields=["escalated", "approvers", "deadline"])
+        # once escalated, the next deadline rejects: stored, so every reader (the events, the
+        # notifications, the pages, the admin, the CLI) says what it will do, not what it did
+        approval.on_timeout = Approval.OnTimeout.REJECT if approval.deadline else ""
+        approval.save(update_fields=["escalated", "approvers", "deadline", "on_timeout"])
         approval_notify(approval=approval, reason=Delivery.Reason.ESCALATED, names=list(approval.escalate_to))
         events.append(approval.run_id, approval.run.owner_id, [(
             Event.Type.APPROVAL_REQUIRED, approval.node_id, _required_payload(approval, escalated=True,

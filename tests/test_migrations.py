@@ -83,6 +83,30 @@ def test_a_second_live_vote_of_a_renamed_person_is_voided_before_the_one_per_per
 
 
 @pytest.mark.django_db
+def test_an_approval_escalated_before_the_rule_says_its_next_deadline_rejects() -> None:
+    """Escalated approvals kept ``on_timeout: escalate`` (and every reader said "then escalate"
+    while the next deadline rejected); the migration stores what it will do."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from approvals.models import Approval
+    from tests.conftest import stored_run
+
+    escalated_reject = importlib.import_module("approvals.migrations.0008_escalated_on_timeout").escalated_reject
+    run = stored_run(User.objects.create_user("owner"))
+    Approval.objects.create(run=run, node_id="a", on_timeout="escalate", escalated=True, deadline=timezone.now())
+    Approval.objects.create(run=run, node_id="b", on_timeout="escalate", escalated=True)
+    Approval.objects.create(run=run, node_id="c", on_timeout="escalate", deadline=timezone.now())
+
+    escalated_reject(apps, None)
+
+    assert dict(Approval.objects.values_list("node_id", "on_timeout")) == {"a": "reject", "b": "", "c": "escalate"}
+
+
+@pytest.mark.django_db
 def test_the_patch_provenance_backfill_measures_the_patches_of_runs_still_going() -> None:
     """Patches applied before ``RunPatch.wrote`` get what they changed, measured along the run's
     chain of patches, for runs still going; a finished run's are left as they are."""

@@ -53,6 +53,9 @@ def test_timeout_escalates_then_the_escalation_target_decides(engine, user, bob,
     approval = approval_of(run_id)
     approval = wait_until(lambda: Approval.objects.filter(pk=approval.pk, escalated=True).first(), what="escalation")
     assert (approval.status, approval.approvers) == ("pending", ["bob", "boss"])
+    # what its next deadline does is stored, as every reader shows it: it rejects (said "escalate")
+    assert approval.on_timeout == "reject"
+    assert client_for(boss).get(f"/api/v1/approvals/{approval.pk}").json()["on_timeout"] == "reject"
     first, second = events(run_id, "approval_required")
     assert first["deadline"] is not None and "escalated" not in first
     assert (second["escalated"], second["escalated_to"], second["approval_id"]) == (True, ["boss"], approval.pk)
@@ -117,6 +120,16 @@ def test_a_late_decision_on_an_escalating_approval_is_judged_after_the_escalatio
     trail = [(e.type, e.data.get("escalated"), e.data.get("settled"))
              for e in Event.objects.filter(run_id=approval.run_id).order_by("seq")]
     assert trail == [("approval_required", True, None), ("approval_decided", None, "rejected")]
+    assert approval.on_timeout == "reject"
+
+
+def test_an_escalation_without_a_deadline_of_its_own_leaves_nothing_to_apply(db, user, bob, boss):
+    """No ``escalation_timeout_ms``: the escalated gate has no deadline, and says no outcome of one."""
+    approval = _past_deadline(user, on_timeout="escalate", escalate_to=["boss"])
+
+    assert decide(bob, approval, True, "late").status_code == 200
+    approval.refresh_from_db()
+    assert (approval.status, approval.escalated, approval.deadline, approval.on_timeout) == ("approved", True, None, "")
 
 
 def test_a_wait_longer_than_a_year_is_refused_at_save_naming_the_field(api):
