@@ -201,6 +201,32 @@ def test_a_schedule_s_inputs_are_bounded_as_it_is_listed_with_them(api, user):
     assert Schedule.objects.get().inputs == {"name": "x"}
 
 
+@pytest.mark.django_db
+def test_a_schedule_s_inputs_are_judged_by_a_run_s_rules_at_its_save(api, user, settings):
+    """Each firing starts a run with the schedule's inputs: inputs no run may start with were
+    saved (an operator's lower ``AOB_MAX_RUN_INPUTS_BYTES``; text holding NUL, through the service)
+    and every firing failed on them. Judged at the save now, by the run's own rule."""
+    from triggers.exceptions import ScheduleInvalid
+    from triggers.services.schedules import schedule_create
+
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="greet", definition=GREETING)
+    workflow = Workflow.objects.get(owner=user, tag="greet")
+    settings.AOB_MAX_RUN_INPUTS_BYTES = 1024
+
+    made = api.post("/api/v1/schedules", {"tag": "greet", "cron": "* * * * *", "inputs": {"name": "n" * 2000}},
+                    format="json")
+
+    assert made.status_code == 400, made.json()
+    assert made.json()["details"] == {"field": "inputs", "rule": "max_bytes", "limit": 1024, "size": 2011}
+    assert "AOB_MAX_RUN_INPUTS_BYTES" in made.json()["message"]
+    with pytest.raises(ScheduleInvalid) as refused:
+        schedule_create(owner=user, workflow=workflow, cron="* * * * *", inputs={"name": "a\x00b"})
+    assert (refused.value.extra["field"], refused.value.extra["path"]) == ("inputs", "/name")
+    assert not Schedule.objects.exists()
+
+
 def test_a_deactivated_owners_schedule_starts_no_run_and_its_firing_says_why(engine, api, user):
     """Deactivating a person stops what starts runs as them: a run of theirs would run as no one who
     can sign in, and any approval it asks of them (the default approver) would wait forever. The

@@ -29,6 +29,7 @@ from aob_project.exceptions import AobError
 from workflows.limits import refuse_past
 from workflows.models import Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_lock_for_use
+from workflows.services.runs import run_inputs_check
 
 from ..exceptions import PASSING, ScheduleInvalid, ScheduleNotFound, StartHeld
 from ..models import Schedule, ScheduleFiring
@@ -93,6 +94,9 @@ INPUTS_MAX_BYTES = 64 * 1024
 
 
 def _check_inputs(inputs: Any) -> None:
+    """A run's rules for its inputs (each firing starts one with them: judged at the save, not at
+    every firing), then the schedule's own, lower bound of what its list answers."""
+    run_inputs_check(inputs, error=ScheduleInvalid, code=None)
     refuse_past(inputs, INPUTS_MAX_BYTES, field="inputs", error=ScheduleInvalid)
 
 

@@ -43,6 +43,22 @@ from .definitions import validation_error
 _RUNNABLE: dict[str, None] = {}
 
 
+def run_inputs_check(inputs: Any, *, error: type[ValidationFailed] = ValidationFailed,
+                     code: str | None = "invalid_inputs") -> int:
+    """The rules a run's inputs obey whoever starts it (the API, whose body is capped, a hook's
+    mapping, a schedule, a parent run), and what saves inputs for a later start (a schedule)
+    judges by: an object, nothing the API body's rule calls unstorable (a CEL mapping can make NaN
+    or NUL), at most ``AOB_MAX_RUN_INPUTS_BYTES``. Not the body's 64-bit rule: that is the
+    senders' (the body, a hook's mapping); a replay's stored inputs, or a parent's outputs, may hold
+    a wider integer (an output's, or jsonb's reading of a float 1e20 taken before the senders' rule
+    judged floats too). Returns their size, measured once (none: 0, as the runs before the column)."""
+    if not isinstance(inputs, dict):
+        raise error("inputs must be a JSON object", code=code, extra={"field": "inputs", "rule": "type"})
+    refuse_unstorable(inputs, field="inputs", error=error, code=code, int64=False)
+    return refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs", error=error,
+                       setting="AOB_MAX_RUN_INPUTS_BYTES", code=code) if inputs else 0
+
+
 def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | None = None,
               workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
               replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "",
@@ -59,17 +75,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         raise Forbidden(f"{owner.username!r} is deactivated: no run starts as them", code="owner_inactive",
                         extra={"rule": "owner_active", "owner": owner.username})
     inputs = inputs if inputs is not None else {}
-    if not isinstance(inputs, dict):
-        raise ValidationFailed("inputs must be a JSON object", code="invalid_inputs", extra={"field": "inputs"})
-    # whoever starts it (the API, whose body is capped, a hook's mapping, a schedule, a parent run):
-    # judged by the API body's rule for what cannot be stored (a CEL mapping can make NaN or NUL),
-    # and measured once (no inputs: 0, as the runs before the column). Not its 64-bit rule: that is
-    # the senders' (the body, a hook's mapping); a replay's stored inputs, or a parent's outputs,
-    # may hold a wider integer (an output's, or jsonb's reading of a float 1e20 taken before the
-    # senders' rule judged floats too).
-    refuse_unstorable(inputs, field="inputs", code="invalid_inputs", int64=False)
-    inputs_bytes = refuse_past(inputs, settings.AOB_MAX_RUN_INPUTS_BYTES, field="inputs",
-                               setting="AOB_MAX_RUN_INPUTS_BYTES", code="invalid_inputs") if inputs else 0
+    inputs_bytes = run_inputs_check(inputs)
     stored = bool(artifact_id)
     if not stored:
         artifact_id = content_id(definition) if isinstance(definition, dict) else ""
