@@ -321,7 +321,27 @@ def test_a_hook_s_mapping_has_its_own_short_deadline_in_the_request(api, user):
     assert response.status_code == 400, response.json()
     assert response.json()["error"] == "mapping_failed"
     assert "evaluation stopped after 100 ms (AOB_HOOK_MAPPING_TIMEOUT_MS)" in response.json()["message"]
+    assert response.json()["details"] == {"field": "mapping.cel", "rule": "cel.timeout"}  # it said cel_evaluation
     assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_hook_s_mapping_is_bounded_as_every_expression_is_and_told_by_the_bound_s_rule(api, user, settings):
+    """A mapping was cut at 4,096 characters of its own, whatever ``AOB_CEL_MAX_SOURCE_BYTES`` said,
+    and every compile error was ``cel_syntax``, a bound met included."""
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    long_source = "{'n': " + " + ".join(["1"] * 2100) + "}"  # 8,405 bytes
+    settings.AOB_CEL_MAX_SOURCE_BYTES = 4096
+
+    refused = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"cel": long_source}}, format="json")
+    settings.AOB_CEL_MAX_SOURCE_BYTES = 16384
+    made = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"cel": long_source}}, format="json")
+    typo = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"cel": "{'n': "}}, format="json")
+
+    assert refused.status_code == 400, refused.json()
+    assert refused.json()["details"] == {"field": "mapping.cel", "rule": "cel.max_source_bytes"}
+    assert made.status_code == 201, made.json()
+    assert typo.json()["details"] == {"field": "mapping.cel", "rule": "cel_syntax"}
 
 
 @pytest.mark.django_db

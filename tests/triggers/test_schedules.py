@@ -208,7 +208,6 @@ def test_a_schedule_s_inputs_are_judged_by_a_run_s_rules_at_its_save(api, user, 
     and every firing failed on them. Judged at the save now, by the run's own rule."""
     from triggers.exceptions import ScheduleInvalid
     from triggers.services.schedules import schedule_create
-
     from workflows.models import Workflow
 
     workflow_save(owner=user, tag="greet", definition=GREETING)

@@ -64,6 +64,12 @@ class ExpressionError(ValueError):
         super().__init__(message)
         self.rule = rule
 
+    def named(self, kind: str) -> str:
+        """The rule an error answer names for this, of an expression of ``kind`` (``condition``,
+        ``cel``): ``<kind>_syntax`` or ``<kind>_evaluation`` for the source's own mistake,
+        ``cel.<bound>`` (``cel.max_source_bytes``, ``cel.timeout``) for a bound it met."""
+        return f"{kind}_{self.rule}" if self.rule in ("syntax", "evaluation") else f"cel.{self.rule}"
+
 
 def expand_shorthand(source: str) -> str:
     """Rewrite ``$.`` to ``output.`` outside string literals."""

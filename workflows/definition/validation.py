@@ -318,10 +318,8 @@ def _check_expression(report: Report, path: str, key: str, source: str) -> None:
         compile_expression(source)
     except ExpressionError as exc:
         report.cel_failed[source] = exc
-        if exc.rule == "syntax":
-            report.error(path, f"{key}_syntax", f"invalid CEL {key}: {exc}")
-        else:
-            report.error(path, f"cel.{exc.rule}", f"CEL {key} too costly: {exc}")
+        report.error(path, exc.named(key), f"invalid CEL {key}: {exc}" if exc.rule == "syntax" else
+                     f"CEL {key} too costly: {exc}")
 
 
 def loop_targets(value: Any) -> list[str]:
