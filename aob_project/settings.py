@@ -722,7 +722,7 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 AOB_SCHEDULE_GRACE_S = env_float("AOB_SCHEDULE_GRACE_S", 60.0, within=(5.0, 7 * 86_400.0))
 AOB_SCHEDULE_FIRING_RETENTION_DAYS = env_int("AOB_SCHEDULE_FIRING_RETENTION_DAYS", 30, within=(1, 36_500))
 # Beat sends every schedule's firings itself (and runs the sweeper): one owner has at most this many.
-AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100)
+AOB_MAX_SCHEDULES_PER_OWNER = env_int("AOB_MAX_SCHEDULES_PER_OWNER", 100, within=(1, 100_000))
 AOB_MAX_HOOKS_PER_OWNER = env_int("AOB_MAX_HOOKS_PER_OWNER", 100, within=(1, 100_000))
 # Secrets, listed whole (GET /api/v1/secrets, the triggers page) like hooks and schedules: one owner has at most this many.
 AOB_MAX_SECRETS_PER_OWNER = env_int("AOB_MAX_SECRETS_PER_OWNER", 200, within=(1, 100_000))

@@ -10,6 +10,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Sum
 
+from workflows.limits import refuse_more
+
 from . import crypto
 from .exceptions import SecretInvalid, SecretMissing, SecretNotFound, SecretUnreadable
 from .models import Secret
@@ -43,10 +45,8 @@ def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
         secret = Secret.objects.select_for_update().filter(owner=owner, name=name).first()  # made under that lock
         others = Secret.objects.filter(owner=owner)
         if secret is None:
-            limit = settings.AOB_MAX_SECRETS_PER_OWNER
-            if others.count() >= limit:
-                raise SecretInvalid(f"an owner has at most {limit} secrets (AOB_MAX_SECRETS_PER_OWNER); delete one "
-                                    "first", extra={"field": "name", "rule": "max_secrets", "limit": limit})
+            refuse_more(others, setting="AOB_MAX_SECRETS_PER_OWNER", what="secrets", field="name", rule="max_secrets",
+                        error=SecretInvalid)
         else:
             others = others.exclude(pk=secret.pk)
         _check_total(size + (others.aggregate(total=Sum("value_bytes"))["total"] or 0))

@@ -15,6 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.db.models import QuerySet
+
 from aob_project.exceptions import AobError, ValidationFailed
 from workflows.models import canonical_json, size_of
 
@@ -28,6 +31,17 @@ def refuse_past(value: Any, limit: int, *, field: str, error: type[AobError] = V
         raise error(f"{field} is {size} bytes; at most {limit}" + (f" ({setting})" if setting else ""), code=code,
                     extra={"field": field, "rule": "max_bytes", "limit": limit, "size": size})
     return size
+
+
+def refuse_more(rows: QuerySet, *, setting: str, what: str, field: str, rule: str,
+                error: type[AobError] = ValidationFailed) -> None:
+    """Raise ``error`` (400) when an owner's ``rows`` (their schedules, hooks, secrets) already
+    number the operator's ``setting``: the one per-owner count rule. Its caller holds the owner's
+    lock, so concurrent creations are counted in turn."""
+    limit = getattr(settings, setting)
+    if rows.count() >= limit:
+        raise error(f"an owner has at most {limit} {what} ({setting}); delete one first",
+                    extra={"field": field, "rule": rule, "limit": limit})
 
 
 # The engine's integers (CEL's int) are 64-bit: a wider one would fail the first node that reads it.

@@ -292,6 +292,32 @@ def test_an_owner_s_hooks_and_their_mappings_are_bounded_as_they_are_listed_with
     assert client_for(other).post("/api/v1/hooks", {"tag": "on-push"}, format="json").status_code == 201
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("trigger", ["hook", "schedule"])
+def test_a_trigger_runs_its_owner_s_own_workflow_whoever_makes_it(user, make_user, trigger):
+    """The API finds the workflow by tag among the caller's own; ``hook_create`` itself took any
+    workflow, so a caller other than the API (a script, a later admin action) made a hook running
+    another's version as its owner. Schedules held the rule in their service: one rule now."""
+    from aob_project.exceptions import ValidationFailed
+    from triggers.models import Hook, Schedule
+    from triggers.services.hooks import hook_create
+    from triggers.services.schedules import schedule_create
+    from workflows.models import Workflow
+
+    other = make_user("other")
+    workflow_save(owner=other, tag="theirs", definition=ECHO)
+    theirs = Workflow.objects.get(owner=other, tag="theirs")
+    make = {"hook": lambda owner: hook_create(owner=owner, workflow=theirs),
+            "schedule": lambda owner: schedule_create(owner=owner, workflow=theirs, cron="0 9 * * *")}[trigger]
+
+    with pytest.raises(ValidationFailed) as refused:
+        make(user)
+    make(other)  # the control: its owner makes it
+
+    assert refused.value.extra == {"field": "workflow", "rule": "workflow_owner"}
+    assert [t.owner_id for t in (Hook if trigger == "hook" else Schedule).objects.all()] == [other.pk]
+
+
 @pytest.mark.ratelimit
 @pytest.mark.django_db
 def test_a_flood_of_deliveries_past_the_owner_s_run_limit_is_refused_before_its_mapping_is_evaluated(api, user,

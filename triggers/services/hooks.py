@@ -54,12 +54,13 @@ from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
 from workflows.definition.references import ConfigTooLarge, resolve
 from workflows.engine.outputs import strict_json
-from workflows.limits import refuse_past, unstorable
+from workflows.limits import refuse_more, refuse_past, unstorable
 from workflows.models import Run, Workflow, canonical_json, size_of
 from workflows.services.definitions import workflow_lock_for_use
 
 from ..exceptions import PASSING, HookNotFound, HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery, HookRefusal
+from . import trigger_owner_check
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +97,14 @@ def mapping_check(mapping: Any) -> dict[str, Any] | None:
 def hook_create(*, owner: User, workflow: Workflow, name: str = "", mapping: Any = None,
                 enabled: bool = True) -> tuple[Hook, str]:
     """A new hook and its signing secret, which is shown this once."""
+    trigger_owner_check(owner, workflow, what="hook")
     secret = new_secret()
     mapping = mapping_check(mapping)
     with transaction.atomic():
         workflow = workflow_lock_for_use(workflow=workflow)  # first: the tag's delete takes it before the owner's row
         User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's creations in turn: the count holds
-        limit = settings.AOB_MAX_HOOKS_PER_OWNER
-        if Hook.objects.filter(owner=owner).count() >= limit:
-            raise ValidationFailed(f"an owner has at most {limit} hooks (AOB_MAX_HOOKS_PER_OWNER); delete one first",
-                                   extra={"field": "hooks", "rule": "max_hooks", "limit": limit})
+        refuse_more(Hook.objects.filter(owner=owner), setting="AOB_MAX_HOOKS_PER_OWNER", what="hooks", field="hooks",
+                    rule="max_hooks")
         hook = Hook.objects.create(id="hk_" + secrets.token_urlsafe(16), owner=owner, workflow=workflow,
                                    name=name, secret_ciphertext=crypto.encrypt(secret), mapping=mapping,
                                    enabled=enabled)

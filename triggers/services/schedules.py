@@ -26,13 +26,14 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from aob_project.exceptions import AobError
-from workflows.limits import refuse_past
+from workflows.limits import refuse_more, refuse_past
 from workflows.models import Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_lock_for_use
 from workflows.services.runs import run_inputs_check
 
 from ..exceptions import PASSING, ScheduleInvalid, ScheduleNotFound, StartHeld
 from ..models import Schedule, ScheduleFiring
+from . import trigger_owner_check
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +76,12 @@ def schedule_check(*, owner: User, workflow: Workflow, cron: Any, tz: Any, versi
     cron, _ = cron_check(cron, tz)
     _check_version(workflow, version)
     if schedule is None:
-        _check_owner(owner, workflow)
+        trigger_owner_check(owner, workflow, what="schedule", error=ScheduleInvalid)
     if inputs is not None:
         _check_inputs(inputs)
     if schedule is None:
         _check_room(owner)
     return cron
-
-
-def _check_owner(owner: User, workflow: Workflow) -> None:
-    if workflow.owner_id != owner.pk:  # the API finds the workflow by tag among the owner's own
-        raise ScheduleInvalid(f"workflow {workflow.tag!r} is not {owner.username!r}'s: a schedule runs its owner's "
-                              "own workflow", extra={"field": "workflow", "rule": "workflow_owner"})
 
 
 # A schedule is listed with its inputs (``GET /api/v1/schedules``), at most AOB_MAX_SCHEDULES_PER_OWNER of them.
@@ -101,10 +96,8 @@ def _check_inputs(inputs: Any) -> None:
 
 
 def _check_room(owner: User) -> None:
-    limit = settings.AOB_MAX_SCHEDULES_PER_OWNER
-    if Schedule.objects.filter(owner=owner).count() >= limit:
-        raise ScheduleInvalid(f"an owner has at most {limit} schedules (AOB_MAX_SCHEDULES_PER_OWNER); delete one "
-                              "first", extra={"field": "schedules", "rule": "max_schedules", "limit": limit})
+    refuse_more(Schedule.objects.filter(owner=owner), setting="AOB_MAX_SCHEDULES_PER_OWNER", what="schedules",
+                field="schedules", rule="max_schedules", error=ScheduleInvalid)
 
 
 def schedule_create(*, owner: User, workflow: Workflow, cron: str, tz: str = "UTC", inputs: dict | None = None,
