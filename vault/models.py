@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
+from .references import NAME_RE
+
 
 class Secret(models.Model):
     """A named secret of one owner, encrypted at rest (``vault.crypto``). Its value leaves the
@@ -11,7 +13,7 @@ class Secret(models.Model):
     the admin, node inputs or outputs, events or logs."""
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    name = models.CharField(max_length=64, validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")])
+    name = models.CharField(max_length=64, validators=[RegexValidator(NAME_RE)])
     ciphertext = models.TextField()
     # The value's UTF-8 bytes, set with it: an owner's secrets together are at most
     # AOB_MAX_SECRETS_BYTES_PER_OWNER (``vault.services``), counted without decrypting them.

@@ -1,8 +1,9 @@
 from django.urls import path, re_path
 
 from . import api
+from .references import NAME
 
 urlpatterns = [
     path("secrets", api.SecretListView.as_view(), name="secrets"),
-    re_path(r"^secrets/(?P<name>[A-Za-z_][A-Za-z0-9_]{0,63})$", api.SecretDetailView.as_view(), name="secret"),
+    re_path(rf"^secrets/(?P<name>{NAME})$", api.SecretDetailView.as_view(), name="secret"),
 ]

@@ -124,6 +124,14 @@ def test_a_secret_named_with_a_final_line_break_is_refused(user):
     with pytest.raises(SecretInvalid) as refused:
         secret_set(owner=user, name="TOKEN\n", value=VALUE)
     assert refused.value.extra == {"field": "name", "rule": "pattern"}
+    # the model's own validator is that pattern too (it was a copy ending in ``$``)
+    from django.core.exceptions import ValidationError
+
+    from vault.models import Secret
+
+    with pytest.raises(ValidationError):
+        Secret(owner=user, name="TOKEN\n", ciphertext="x").full_clean()
+    Secret(owner=user, name="TOKEN", ciphertext="x").full_clean()
 
 
 @pytest.mark.django_db

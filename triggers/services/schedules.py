@@ -289,6 +289,6 @@ def _start(schedule: Schedule, slot: datetime) -> Any:
         version = WorkflowVersion.objects.filter(workflow=workflow, seq=schedule.version).first()
     if version is None:
         raise ScheduleInvalid(f"workflow {workflow.tag!r} has no version {schedule.version}",
-                              extra={"field": "version"})
+                              extra={"field": "version", "rule": "version_exists"})  # as at its save
     return run_start(owner=schedule.owner, artifact_id=version.artifact_id, inputs=dict(schedule.inputs),
                      workflow=workflow, request_id=f"schedule-{schedule.pk}-{int(slot.timestamp())}")
