@@ -39,6 +39,7 @@ from agents.models import OwnerSpend
 from aob_project.metrics import LLM_COST, LLM_TOKENS
 from workflows.engine import owners, poison
 from workflows.models import Event, NodeRun, Run
+from workflows.models.run import usage_add
 
 logger = logging.getLogger(__name__)
 
@@ -337,12 +338,9 @@ def at_worst_case(call: Call, reservation: Reservation) -> Call:
 
 
 def _add_usage(usage: dict[str, Any], call: Call) -> None:
-    usage["tokens"] = usage.get("tokens", 0) + call.prompt_tokens + call.completion_tokens
-    usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + call.prompt_tokens
-    usage["completion_tokens"] = usage.get("completion_tokens", 0) + call.completion_tokens
-    usage["cached_tokens"] = usage.get("cached_tokens", 0) + call.cached_tokens
-    usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + call.cost_usd, 8)
-    usage["calls"] = usage.get("calls", 0) + 1
+    usage_add(usage, {"tokens": call.prompt_tokens + call.completion_tokens, "prompt_tokens": call.prompt_tokens,
+                      "completion_tokens": call.completion_tokens, "cached_tokens": call.cached_tokens,
+                      "cost_usd": call.cost_usd, "calls": 1})
 
 
 def _record_node_call(node_run_id: int, call: Call) -> None:

@@ -21,6 +21,7 @@ from workflows.engine.execution import error_payload, resume
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
 from workflows.engine.sweeper import ClockTimestamp
 from workflows.models import NodeRun, Run
+from workflows.models.run import usage_add
 from workflows.selectors import owners_in_turn
 
 from .models import SubRun
@@ -39,8 +40,7 @@ def final_outputs(run: Run) -> dict[str, Any]:
     from workflows.engine.coordinator import load_ir
 
     ir = load_ir(run)
-    ends = [node_id for node_id in ir.nodes if not ir.out_edges[node_id]]
-    latest = (NodeRun.objects.filter(run=run, node_id__in=ends, status=NodeRun.Status.COMPLETED)
+    latest = (NodeRun.objects.filter(run=run, node_id__in=ir.ends, status=NodeRun.Status.COMPLETED)
               .order_by("node_id", "-iteration").distinct("node_id"))
     kept = sum(size or 0 for size in latest.values_list("output_bytes", flat=True))
     if kept > settings.AOB_MAX_NODE_OUTPUT_BYTES * 3 // 2:  # the canonical text is at least two thirds of it
@@ -113,10 +113,7 @@ def subflow_time_out(*, link: SubRun) -> bool:
 def _roll_up_usage(parent_id: Any, child: Run) -> None:
     parent = Run.objects.select_for_update().only("usage").get(pk=parent_id)
     usage = dict(parent.usage or {})
-    theirs = child.usage or {}
-    for key in ("tokens", "prompt_tokens", "completion_tokens", "cached_tokens", "calls"):
-        usage[key] = usage.get(key, 0) + theirs.get(key, 0)
-    usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + theirs.get("cost_usd", 0.0), 8)
+    usage_add(usage, child.usage or {})
     Run.objects.filter(pk=parent_id).update(usage=usage)
 
 

@@ -147,10 +147,6 @@ def output_href(run: Run) -> str:
     return f"/api/v1/runs/{run.pk}/output"
 
 
-def _terminal(ir: IR) -> list[str]:
-    return sorted(node_id for node_id, edges in ir.out_edges.items() if not edges)
-
-
 def _reads(ir: IR, spec: dict[str, Any]) -> list[str]:
     """The nodes whose outputs ``metadata.output`` reads: those its template or expression names,
     every node when an expression reads ``nodes`` whole. Raises ``ExpressionError``."""
@@ -215,7 +211,7 @@ def run_result(run: Run, *, page: Page | None = None) -> Result:
         return _stored(run, page)
     output: dict[str, Any] = {}
     truncated = False
-    for row in _latest(run, _terminal(ir), budget=page.left(), whole=False):
+    for row in _latest(run, ir.ends, budget=page.left(), whole=False):
         if row.text is not None and page.fits(row.bytes):
             output[row.node_id] = json.loads(row.text)
         else:
@@ -261,7 +257,7 @@ def run_output_text(run: Run) -> tuple[str, dict[str, Any] | None]:
         return "null", None
     ir = load_ir(run)
     if ir.output_spec is None:
-        rows = _latest(run, _terminal(ir), budget=settings.AOB_MAX_NODE_OUTPUT_BYTES, whole=False)
+        rows = _latest(run, ir.ends, budget=settings.AOB_MAX_NODE_OUTPUT_BYTES, whole=False)
         texts = ((r.node_id, r.text if r.text is not None else json.dumps(_left_out(run, r))) for r in rows)
         return "{" + ",".join(f"{json.dumps(node_id)}:{text}" for node_id, text in texts) + "}", None
     run_output.ask_unasked(run)  # a run completed before outputs were stored: pending from now

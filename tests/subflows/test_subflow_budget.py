@@ -165,3 +165,21 @@ def test_a_reservation_left_by_a_node_that_no_longer_runs_is_charged_once(engine
     assert run.usage["reservations"] == {} and (run.usage["calls"], run.usage["cut_off_calls"]) == (2, 1)
     assert run.usage["cost_usd"] > 0.005 and run.usage["tokens"] > 500
     assert [c["errors"] for c in NodeRun.objects.get(pk=gone.pk).usage["calls"]] == [[budget.LAPSED]]
+
+
+@pytest.mark.django_db
+def test_a_child_started_before_spend_counted_against_its_parent_adds_its_usage_once_by_the_runs_rule(user):
+    """Such a child's usage is added to its parent's when it settles, by the one rule that adds a
+    call's (``workflows.models.run.usage_add``): it had its own copy of the keys and the rounding."""
+    from subflows.services import _roll_up_usage
+    from tests.conftest import stored_run
+
+    parent, child = stored_run(user), stored_run(user)
+    Run.objects.filter(pk=parent.pk).update(usage={"tokens": 10, "prompt_tokens": 7, "completion_tokens": 3,
+                                                   "cached_tokens": 1, "calls": 1, "cost_usd": 0.1})
+    child.usage = {"tokens": 5, "prompt_tokens": 4, "completion_tokens": 1, "calls": 2, "cost_usd": 0.2}
+
+    _roll_up_usage(parent.pk, child)
+
+    assert Run.objects.get(pk=parent.pk).usage == {"tokens": 15, "prompt_tokens": 11, "completion_tokens": 4,
+                                                   "cached_tokens": 1, "calls": 3, "cost_usd": 0.3}

@@ -106,6 +106,12 @@ class IR:
         spec = (self.metadata or {}).get("output")
         return spec if isinstance(spec, dict) and ("expression" in spec or "template" in spec) else None
 
+    @property
+    def ends(self) -> list[str]:
+        """The nodes with no out-edge, by id: whose outputs are a run's own when it names none
+        (``results``) and a child run's outputs to its parent (``subflows``)."""
+        return sorted(node_id for node_id, edges in self.out_edges.items() if not edges)
+
     def predecessors(self, node_id: str) -> list[str]:
         return [e.source for e in self.in_edges[node_id]]
 

@@ -8,6 +8,16 @@ from django.db import models
 
 from .artifact import Artifact
 
+# A run's ``usage``: these counts and ``cost_usd``, added up by one rule (``usage_add``).
+USAGE_COUNTS = ("tokens", "prompt_tokens", "completion_tokens", "cached_tokens", "calls")
+
+
+def usage_add(usage: dict[str, Any], more: dict[str, Any]) -> None:
+    """Add ``more`` (one call's spend, or a child run's whole ``usage``) to a run's ``usage``."""
+    for key in USAGE_COUNTS:
+        usage[key] = usage.get(key, 0) + more.get(key, 0)
+    usage["cost_usd"] = round(usage.get("cost_usd", 0.0) + more.get("cost_usd", 0.0), 8)
+
 
 class Run(models.Model):
     """One execution of a frozen workflow version; ``current`` is that version plus its run patches."""
@@ -52,7 +62,7 @@ class Run(models.Model):
     # run_get's compiled read binds its budget in a probe's place, a negative number that a
     # positive field's lookup would fold into "nothing matches" at compile time.
     inputs_bytes = models.BigIntegerField(default=0, db_default=0)
-    usage = models.JSONField(default=dict, blank=True)
+    usage = models.JSONField(default=dict, blank=True)  # what its agents spent: USAGE_COUNTS, cost_usd (usage_add)
     # The run's spend ceilings as its owner raised them ({max_tokens, max_cost_usd}); unset keys
     # fall back to the operator's AOB_RUN_MAX_TOKENS / AOB_RUN_MAX_COST_USD. A run whose spend also
     # counts against another run's ceilings (a sub-workflow's parent) names it under ``WITHIN``.
