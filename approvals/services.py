@@ -390,8 +390,8 @@ def _settle(approval: Approval, status: str, *, approved: bool, decision: str | 
             resume(approval.node_run_id, error=error)
         else:
             resume(approval.node_run_id,
-                   output=_output(approval, approved=approved, decision=decision or ("approved" if approved
-                                                                                     else "rejected")))
+                   output=_output(approval, approved=approved, decision=decision or (
+                       Approval.Status.APPROVED.value if approved else Approval.Status.REJECTED.value)))
 
 
 def approvals_expire_due(batch: int = DUE_BATCH) -> int:
@@ -489,4 +489,5 @@ def _expire(approval: Approval, now: Any) -> None:
         _settle(approval, Approval.Status.EXPIRED, approved=False, error={
             "error_type": "ApprovalTimeout", "message": f"approval {approval.pk} was not decided before its deadline"})
     else:
-        _settle(approval, Approval.Status.EXPIRED, approved=outcome == Approval.OnTimeout.APPROVE, decision="expired")
+        _settle(approval, Approval.Status.EXPIRED, approved=outcome == Approval.OnTimeout.APPROVE,
+                decision=Approval.Status.EXPIRED.value)

@@ -151,3 +151,13 @@ def test_a_gate_fewer_people_can_approve_than_it_needs_says_it_can_never_be_appr
                                      "allow_self_approval": True})  # control
     assert "cannot_be_approved" not in events(run_id, "approval_required")[0]
     assert owner.get(f"/api/v1/approvals/{approval.pk}").json()["cannot_be_approved"] is False
+
+
+def test_the_decisions_an_edge_out_of_a_gate_may_test_are_those_a_settled_gate_says():
+    """``workflows.definition.gates`` (which the patch policy reads) cannot import approvals: its
+    list of a gate's ``output.decision`` values is pinned here to the statuses a settle writes."""
+    from approvals.models import Approval
+    from workflows.definition import gates
+
+    settled = [s for s in Approval.Status.values if s not in (Approval.Status.PENDING, Approval.Status.CANCELLED)]
+    assert list(gates.DECISIONS) == settled

@@ -23,7 +23,10 @@ GATE = "hitl"
 _OUTCOMES = {"output.approved", "!output.approved", "output.approved==true", "output.approved==false",
              "output.approved!=true", "output.approved!=false", "true==output.approved",
              "false==output.approved"}
-_OUTCOMES |= {f'output.decision{op}"{value}"' for op in ("==", "!=") for value in ("approved", "rejected", "expired")}
+# A settled gate's ``output.decision``: the approval's status (``approvals``, which this module
+# cannot import; tests/approvals/test_decisions.py compares them).
+DECISIONS = ("approved", "rejected", "expired")
+_OUTCOMES |= {f'output.decision{op}"{value}"' for op in ("==", "!=") for value in DECISIONS}
 
 
 _MEMO: contextvars.ContextVar[dict[tuple[str, int], tuple[Any, Any]] | None] = contextvars.ContextVar(
