@@ -87,10 +87,9 @@ def reserve(*, run_id: str, node_run_id: int, attempt: int, model: str, messages
         run = line[0]
         usage = run.usage or {}
         _check_node_budget(node_budget, usage, replaced, tokens, cost, str(run.pk))
-        checked = _check_line(line, replaced, tokens, cost)  # at the ceiling: a pause, ``loop._pause`` judges it
+        checked, live = _check_line(line, replaced, tokens, cost)  # at the ceiling: a pause, ``loop._pause`` judges it
         if not owners.owner_active(run.owner_id):  # deactivated since the node started: no further call
             raise owners.OwnerInactive.of(run.owner_id, f"run {run_id}'s agent makes no further model call")
-        live = _holding({k for _, held in checked for k in held})
         for each, held in checked:
             each.usage = _settle(each, held, live)
             each.usage["reservations"] = {**each.usage["reservations"], key: {"tokens": tokens, "cost_usd": cost}}
@@ -153,17 +152,29 @@ def fits_now(*, run_id: str, tokens: int, cost: float, node_budget: dict[str, An
     return True
 
 
-def _check_line(line: list[Run], replaced: set[str], tokens: int, cost: float) -> list[tuple[Run, dict[str, Any]]]:
-    """Every run of the line, with its reservations (but those the call replaces), once the call
-    fits in each; else BudgetPaused naming the first run it does not fit in. A reservation whose
-    attempt lapsed counts as spent (``_settle`` charges it), one that holds as reserved: both
-    count."""
-    checked = []
-    for each in line:
-        held = {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k not in replaced}
-        _check_run_ceilings(each, held, tokens, cost, own=each is line[0], top=each is line[-1])
-        checked.append((each, held))
-    return checked
+def _check_line(line: list[Run], replaced: set[str], tokens: int,
+                cost: float) -> tuple[list[tuple[Run, dict[str, Any]]], set[str]]:
+    """Every run of the line, with its reservations (but those the call replaces), and those of them
+    that still hold, once the call fits in each; else BudgetPaused naming the first run it does not
+    fit in. A reservation whose attempt lapsed counts as spent (``_settle`` charges it), one that
+    holds as reserved (``_spent``): both count."""
+    checked = [(each, {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k not in replaced})
+               for each in line]
+    live = _holding({k for _, held in checked for k in held})
+    for each, held in checked:
+        _check_run_ceilings(each, held, live, tokens, cost, own=each is line[0], top=each is line[-1])
+    return checked, live
+
+
+def _spent(usage: dict[str, Any], reserved: dict[str, Any], live: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a run has spent, counting each of ``reserved`` whose attempt lapsed (a call made, which
+    ``_settle`` charges at its worst case), and what its calls in flight hold (those in ``live``)."""
+    lapsed = [v for k, v in reserved.items() if k not in live]
+    held = [v for k, v in reserved.items() if k in live]
+    return ({"tokens": usage.get("tokens", 0) + sum(r["tokens"] for r in lapsed),
+             "cost_usd": usage.get("cost_usd", 0.0) + sum(r["cost_usd"] for r in lapsed),
+             "calls": usage.get("calls", 0)},
+            {"tokens": sum(r["tokens"] for r in held), "cost_usd": sum(r["cost_usd"] for r in held)})
 
 
 def _line(run_id: str) -> list[Run]:
@@ -210,19 +221,23 @@ def _holding(keys: set[str]) -> set[str]:
             if int(pk) in running and (not attempt or int(attempt) == running[int(pk)])}
 
 
-def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float, *, own: bool, top: bool) -> None:
+def _check_run_ceilings(run: Run, reserved: dict[str, Any], live: set[str], tokens: int, cost: float, *, own: bool,
+                        top: bool) -> None:
     """Passing a run's ceilings pauses the node until that run's owner raises them. A ceiling left
-    null (a sub-workflow's) is the runs above; at the top of a line cut short, the operator's."""
-    usage = run.usage or {}
-    spent_tokens, spent_cost = usage.get("tokens", 0), usage.get("cost_usd", 0.0)
+    null (a sub-workflow's) is the runs above; at the top of a line cut short, the operator's. What
+    the pause says was spent counts the calls whose attempt lapsed (``_spent``): left out, a call a
+    killed attempt reserved held the room no release would free, and ``only_a_raise`` said a
+    release could (the node waited for ever, its figures saying the call fit)."""
+    spent, held = _spent(run.usage or {}, reserved, live)
+    spent_tokens, spent_cost = spent["tokens"], spent["cost_usd"]
     limits = dict(run.ceilings)
     if top:
         limits["max_tokens"] = settings.AOB_RUN_MAX_TOKENS if limits["max_tokens"] is None else limits["max_tokens"]
         limits["max_cost_usd"] = (settings.AOB_RUN_MAX_COST_USD if limits["max_cost_usd"] is None
                                   else limits["max_cost_usd"])
     max_tokens, max_cost = limits["max_tokens"], limits["max_cost_usd"]
-    if ((max_tokens is None or spent_tokens + sum(r["tokens"] for r in held.values()) + tokens <= max_tokens)
-            and (max_cost is None or spent_cost + sum(r["cost_usd"] for r in held.values()) + cost <= max_cost)):
+    if ((max_tokens is None or spent_tokens + held["tokens"] + tokens <= max_tokens)
+            and (max_cost is None or spent_cost + held["cost_usd"] + cost <= max_cost)):
         return
     whose = "the run's budget" if own else f"the budget of run {run.pk}, which this sub-workflow's spend counts against,"
     shown = ", ".join(text for text in (f"{max_tokens} tokens" if max_tokens is not None else "",
@@ -230,9 +245,8 @@ def _check_run_ceilings(run: Run, held: dict[str, Any], tokens: int, cost: float
     raise BudgetPaused(
         f"{whose} ({shown}) cannot cover the next model call (up to {tokens} tokens, ${cost:.6f}) beside what is "
         "spent and reserved; its owner can raise it",
-        extra={"reason": "budget", "budget_run_id": str(run.pk),
-               "spent": {"tokens": spent_tokens, "cost_usd": spent_cost, "calls": usage.get("calls", 0)},
-               "budget": limits, "next_call": {"tokens": tokens, "cost_usd": cost}})  # exact: fits_now judges it
+        extra={"reason": "budget", "budget_run_id": str(run.pk), "spent": spent, "held": held, "budget": limits,
+               "next_call": {"tokens": tokens, "cost_usd": cost}})  # exact: fits_now judges it
 
 
 def only_a_raise(pause: dict[str, Any]) -> bool:
@@ -262,14 +276,10 @@ def _check_node_budget(budget: dict[str, Any] | None, usage: dict[str, Any], rep
         return
     max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost_usd")
     reserved = {k: v for k, v in (usage.get("reservations") or {}).items() if k not in replaced}
-    live = _holding(set(reserved))
-    lapsed = [v for k, v in reserved.items() if k not in live]
-    spent = {"tokens": usage.get("tokens", 0) + sum(r["tokens"] for r in lapsed),
-             "cost_usd": usage.get("cost_usd", 0.0) + sum(r["cost_usd"] for r in lapsed), "calls": usage.get("calls", 0)}
-    held = [v for k, v in reserved.items() if k in live]
-    held_tokens, held_cost = sum(r["tokens"] for r in held), sum(r["cost_usd"] for r in held)
+    spent, held = _spent(usage, reserved, _holding(set(reserved)))
+    held_tokens, held_cost = held["tokens"], held["cost_usd"]
     figures = {"spent": spent, "budget": {"max_tokens": max_tokens, "max_cost_usd": max_cost},
-               "next_call": {"tokens": tokens, "cost_usd": cost}, "held": {"tokens": held_tokens, "cost_usd": held_cost}}
+               "next_call": {"tokens": tokens, "cost_usd": cost}, "held": held}
     if max_tokens is not None and spent["tokens"] + tokens > max_tokens:
         raise BudgetExceeded(f"the node's budget of {max_tokens} tokens cannot cover the next model call (up to "
                              f"{tokens} tokens) beside the {spent['tokens']} the run has used", extra=figures)

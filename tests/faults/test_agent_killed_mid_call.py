@@ -10,7 +10,9 @@ charged") asks two things of that repeat, and these tests hold it to each:
 - the call the kill cut off was made and billed, so the run's and the owner's spend count it.
 
 Each has its negative control (``aob:test:llm_key_off``, ``aob:test:lapsed_uncharged``), run by
-``make test-faults``.
+``make test-faults``. And near the run's ceiling, the call cut off counts as spent where the
+resumed attempt's pause is judged: it is a raise that can make room, not a release that never
+comes (``aob:test:lapsed_held``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import pytest
 
 from agents.llm import cost
 from agents.models import OwnerSpend
+from tests.conftest import PRICEY_MODEL, TEST_PRICES
 from tests.engine.flow import submit
 from tests.support.fake_llm import FakeLLM
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 from workflows.registry import queue_for
 
 from .harness import Victim, hooks, kill9, wait_for
@@ -104,3 +107,46 @@ def test_control_a_lapsed_reservation_dropped_uncharged_misses_the_call(engine, 
             test_the_model_call_a_kill_cut_off_is_charged(engine, agent_worker, fake_llm, api, user)
     finally:
         hooks().delete("aob:test:lapsed_uncharged")
+
+
+def test_a_call_a_kill_cut_off_near_the_run_s_ceiling_is_spent_in_the_pause_it_causes(engine, agent_worker, fake_llm,
+                                                                                      api, user, settings):
+    """The killed attempt reserved $1.99 of the run's $2 (``AOB_RUN_MAX_COST_USD``); the resumed
+    attempt's call cannot fit beside it. That reservation lapsed (its attempt died): it is a call
+    made, charged at its worst case. It was counted as held by a call in flight: the pause said
+    $0 spent, the call fitting, and waited for a release that never came; its owner deactivated,
+    the node that only a raise could move waited for ever (a run nobody can end: the owner cannot
+    sign in, staff cannot cancel another's run), where such a node fails saying why."""
+    settings.AOB_LLM_PRICES = TEST_PRICES  # the web process validates models as the workers price them
+    held = threading.Event()
+    fake_llm.reset([{"content": "first answer, never read", "usage": USAGE, "until": held},
+                    {"content": "Done.", "usage": USAGE}])
+    run_id = submit(api, {"nodes": [{"id": "near", "type": "agent", "config": {
+        "task": "say done (near the ceiling)", "model": PRICEY_MODEL, "max_tokens": 1000}}], "edges": []})
+    wait_for(lambda: len(fake_llm.requests) == 1, 60, "the model call in flight")
+    [pool] = psutil.Process(agent_worker.pid).children()
+    kill9(pool.pid, inside=[agent_worker.pid])
+    held.set()
+
+    paused = wait_for(lambda: Event.objects.filter(run_id=run_id, node_id="near", type="node_paused").first(), 90,
+                      "the resumed attempt's pause")
+    assert paused.data["spent"]["cost_usd"] >= 1.99 - 1e-9, paused.data  # the cut-off call, at its worst case
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    run = wait_for(lambda: (r := Run.objects.get(pk=run_id)).status == "failed" and r, 30,
+                   "the run of a deactivated owner whose budget only a raise could move to fail")
+    # woken as only a raise could move it (``budget._resume_fitting``), its claim refuses a deactivated owner
+    assert (run.error["node_id"], run.error["error_type"]) == ("near", "owner_inactive"), run.error
+    assert len(fake_llm.requests) == 1
+
+
+@pytest.mark.faults_full  # a control: `make test-faults` only
+def test_control_a_lapsed_reservation_held_leaves_the_pause_waiting_for_ever(engine, agent_worker, fake_llm, api,
+                                                                             user, settings):
+    hooks().set("aob:test:lapsed_held", 1)
+    try:
+        with pytest.raises(AssertionError):
+            test_a_call_a_kill_cut_off_near_the_run_s_ceiling_is_spent_in_the_pause_it_causes(
+                engine, agent_worker, fake_llm, api, user, settings)
+    finally:
+        hooks().delete("aob:test:lapsed_held")

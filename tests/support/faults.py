@@ -65,6 +65,8 @@ so a test flips them for every process of its stack at once:
   process: ``budget._settle`` drops a lapsed reservation uncharged, as before
   (tests/faults/test_agent_killed_mid_call.py); ``aob:test:llm_key_off``: ``llm.chat`` sends no
   ``Idempotency-Key``, the negative control of the model call's key (same module);
+  ``aob:test:lapsed_held``: a lapsed reservation counts as held, not spent, in a run's ceiling, as
+  before (``budget._spent``): the node it paused waited for ever (same module);
 - ``aob:test:message_id_off``: an approval email gets a new ``Message-ID`` at each send, as Django
   makes one, the negative control of ``notifications.message_id``
   (tests/faults/test_notifier_killed.py).
@@ -277,6 +279,11 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             return settle(run, held, live)
         return {**(run.usage or {}), "reservations": {k: v for k, v in held.items() if k in live}}
 
+    spent = budget._spent
+
+    def switchable_spent(usage: dict[str, Any], reserved: dict[str, Any], live: set[str]) -> Any:
+        return spent(usage, reserved, set(reserved) if _redis().exists("aob:test:lapsed_held") else live)
+
     def switchable_chat(**kwargs: Any) -> Any:
         if _redis().exists("aob:test:llm_key_off"):
             kwargs.pop("key", None)
@@ -303,7 +310,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (heartbeat._Beat, "interrupt", switchable_interrupt),
                (admission, "release_unreleased", switchable_release_unreleased), (admission, "slots", switchable_slots),
                (shares, "share", switchable_share),
-               (run_inputs, "kept", switchable_kept), (budget, "_settle", switchable_settle),
+               (run_inputs, "kept", switchable_kept), (budget, "_settle", switchable_settle), (budget, "_spent", switchable_spent),
                (llm, "chat", switchable_chat), (notifications, "message_id", switchable_message_id)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
