@@ -51,7 +51,7 @@ test: venv chromium
 
 test-system: venv
 	$(BIN)/pytest tests/test_quickstart.py tests/security/test_contract_live.py tests/broker/test_rabbitmq.py \
-	  tests/web/test_socket_memory.py tests/web/test_socket_bounds.py tests/web/test_fair_threads.py -m system $(PYTEST_ARGS)
+	  tests/web/test_socket_memory.py tests/web/test_socket_bounds.py tests/web/test_fair_threads.py tests/web/test_idle_sockets.py -m system $(PYTEST_ARGS)
 
 # The fault suite (tests/faults, docs/OPERATIONS.md): every fault in FAULT_TRIALS seeded trials (20 unless
 # told) and FAULT_CONTROL_TRIALS negative controls; the figures go to .aob/faults.json and a table.

@@ -7,10 +7,16 @@ and then reads them, one command each per send; here the trims and counts of eve
 batch go out in one pipeline, and only a group with members takes channels_redis's own path
 (which trims and reads again, then delivers). ``anyone_in`` asks synchronously whether a group
 exists at all, so a worker that finds nobody watching never wakes its push thread.
+
+A process's sockets receive through one ``BZPOPMIN`` at a time that waits ``brpop_timeout`` (5 s)
+and answers nil when nothing came. The layer's connections read with a timeout past that wait
+(``READ_MARGIN_S``): at redis-py's default (5 s, the same) the read gave up as the nil was due, the
+error ended whichever idle socket held the receive, and pages reconnected one after another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable
@@ -18,9 +24,30 @@ from typing import Any
 
 import redis
 from channels_redis.core import RedisChannelLayer as CoreLayer
+from channels_redis.utils import create_pool
+
+# How much longer than the blocking wait a read of the layer's connections may take: Redis answers
+# an idle BZPOPMIN within milliseconds of its timeout, a hung Redis is still given up on.
+READ_MARGIN_S = 5
 
 
 class RedisChannelLayer(CoreLayer):
+    def create_pool(self, index: int) -> Any:
+        return create_pool({"socket_timeout": self.brpop_timeout + READ_MARGIN_S, **self.hosts[index]})
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: int) -> Any:
+        """One blocking wait; a receive cancelled meanwhile ends here rather than waits again.
+        redis-py sends each command through ``asyncio.wait_for``, which on Python 3.11 returns the
+        send's result and drops a cancel that lands as the send completes; channels_redis waits
+        again after an empty answer, so such a receive read on for ever, and the consumer that
+        awaits it (a socket closed, a test's event loop ending) never ended. Until now the read
+        timeout racing the wait ended it, with an error, within 5 s."""
+        member = await super()._brpop_with_clean(index, channel, timeout)
+        task = asyncio.current_task()
+        if member is None and task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        return member
+
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         await self.group_send_many([(group, message)])
 
