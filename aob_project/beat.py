@@ -9,6 +9,13 @@
   idempotency key (``triggers.ScheduleFiring``), so a beat restart that sends a firing again, or a
   queue that delivers it twice, starts one run.
 
+Beat loads every enabled entry: django-celery-beat 2.8+ leaves out of each load the cron entries
+whose hour, moved to the server's by its zone's offset on 1 January 2023, is more than two hours
+from now, which a later load would bring in. A zone whose offset changed since (Antarctica/Casey:
++11 then, +8 now) or differs in summer (America/Nuuk) was never loaded at its due time, and the
+schedule never fired; a ``run_once`` firing missed by more than two hours was not sent when beat
+came back. A load of 5,000 entries takes some 0.6 s.
+
 A database that cannot be read (PostgreSQL restarting) does not end beat: django-celery-beat lets
 an ``OperationalError`` out of its schedule reload, which would stop beat and with it the sweeper
 that recovers what the outage interrupted. The reload keeps the schedule already loaded, logs the
@@ -52,6 +59,9 @@ class Scheduler(DatabaseScheduler):
             self._reload_failed = False
         schedule.update(getattr(self, "_static", {}))
         return schedule
+
+    def enabled_models_qs(self) -> Any:
+        return self.Model.objects.enabled()  # every one, whatever its hour (the module's docstring)
 
     def reserve(self, entry: Any) -> Any:
         if entry.name in getattr(self, "_static", {}):

@@ -473,3 +473,28 @@ def test_a_schedule_whose_cron_changes_is_not_sent_at_once_for_a_time_before_the
     assert api.patch(f"/api/v1/schedules/{made.json()['id']}", body, format="json").status_code == 200
 
     assert not beat_sends_it_now(), f"beat sends the schedule as its {change} changes, for a time before the change"
+
+
+@pytest.mark.django_db
+def test_beat_loads_every_enabled_schedule_whatever_its_hour_and_zone(user):
+    """django-celery-beat left out of each load the cron entries whose hour, moved by the zone's
+    offset on 1 January 2023, was more than two hours from now: a schedule in a zone whose offset
+    changed since (Antarctica/Casey) was never loaded at its due time, nor a ``run_once`` firing
+    missed hours before. Beat's own load (``aob_project.beat.Scheduler``), in this process."""
+    from datetime import timedelta
+
+    from aob_project.beat import Scheduler
+    from aob_project.celery import app
+    from triggers.services.schedules import schedule_create, task_name
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="greet", definition=GREETING)
+    workflow = Workflow.objects.get(owner=user, tag="greet")
+    far = (datetime.now(UTC) + timedelta(hours=12)).hour  # twelve hours from now, in UTC
+    made = [schedule_create(owner=user, workflow=workflow, cron=f"5 {far} * * *"),
+            schedule_create(owner=user, workflow=workflow, cron="5 1 * * *", tz="Antarctica/Casey"),
+            schedule_create(owner=user, workflow=workflow, cron=f"5 {far} * * *", enabled=False)]
+
+    loaded = {entry.name for entry in Scheduler(app=app, lazy=True).enabled_models()}
+
+    assert {task_name(s.pk) for s in made} & loaded == {task_name(made[0].pk), task_name(made[1].pk)}
