@@ -62,6 +62,10 @@ def test_the_due_time_is_the_cron_time_in_the_schedule_zone(user):
     ({"cron": "0 9 * * 7"}, "cron", "cron_syntax"),  # croniter's Sunday, which beat cannot load: refused, not skipped
     ({"cron": "0 0 30 2 *"}, "cron", "cron_never"),  # 30 February: beat would skip it and say nothing
     ({"cron": "0 0 31 4,6 *"}, "cron", "cron_never"),
+    # read one way by beat, another by the due time: sent every Sunday, dated the second Sunday weeks back
+    ({"cron": "7 17 * * sun#2"}, "cron", "cron_syntax"),
+    ({"cron": "0-0/1 * * * *"}, "cron", "cron_syntax"),  # beat: minute 0; croniter: every minute
+    ({"cron": "0 0 * * mon-1"}, "cron", "cron_syntax"),
     ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone", "timezone"),
     ({"cron": "* * * * *", "version": 7}, "version", "version_exists"),
     ({"cron": "* * * * *", "catch_up": "always"}, "catch_up", "invalid_choice"),

@@ -54,14 +54,37 @@ def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
             raise ScheduleInvalid(f"cron {cron!r}: {name} {value!r}: {exc}",
                                   extra={"field": "cron", "rule": "cron_syntax"}) from None
     try:  # whole, as beat loads it: a day no month named has (30 February) would be skipped there, unsaid
-        crontab(**dict(zip(FIELDS, parts, strict=True)))
+        beat_reads = crontab(**dict(zip(FIELDS, parts, strict=True)))
     except (ValueError, TypeError) as exc:
         raise ScheduleInvalid(f"cron {cron!r} never fires: {exc}", extra={"field": "cron", "rule": "cron_never"}) from None
+    _check_one_reading(cron, parts, beat_reads)
     try:
         zone = ZoneInfo(str(tz))
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long, or a folder
         raise ScheduleInvalid(f"unknown time zone {tz!r}", extra={"field": "timezone", "rule": "timezone"}) from None
     return " ".join(parts), zone
+
+
+# Each field's every value, as croniter writes a field that names them all ("*").
+_WHOLE = (range(60), range(24), range(1, 32), range(1, 13), range(7))
+
+
+def _check_one_reading(cron: str, parts: list[str], beat_reads: crontab) -> None:
+    """Beat sends a firing by celery's reading of the cron, and ``due_time`` finds the time it was
+    due by croniter's: a field the two read differently was sent on days or minutes the other did
+    not call due. ``sun#2`` (the second Sunday: celery drops the ``#2`` and sends every Sunday, a
+    firing croniter then dated weeks back), ``0-0/1`` (celery: minute 0; croniter: every minute),
+    ``mon-1``. Refused, naming the field."""
+    expanded, nth_weekday = croniter.expand(cron)
+    if nth_weekday:
+        raise ScheduleInvalid(f"cron {cron!r}: day_of_week {parts[4]!r}: an n-th weekday (#) is not one beat can send",
+                              extra={"field": "cron", "rule": "cron_syntax"})
+    beats = (beat_reads.minute, beat_reads.hour, beat_reads.day_of_month, beat_reads.month_of_year,
+             beat_reads.day_of_week)
+    for name, value, reading, whole, beat in zip(FIELDS, parts, expanded, _WHOLE, beats, strict=True):
+        if (set(whole) if reading == ["*"] else set(reading)) != set(beat):
+            raise ScheduleInvalid(f"cron {cron!r}: {name} {value!r} reads two ways (beat: {sorted(beat)}); write "
+                                  "it plainly", extra={"field": "cron", "rule": "cron_syntax"})
 
 
 def schedule_check(*, owner: User, workflow: Workflow, cron: Any, tz: Any, version: int | None,
