@@ -67,6 +67,9 @@ def test_the_due_time_is_the_cron_time_in_the_schedule_zone(user):
     ({"cron": "0-0/1 * * * *"}, "cron", "cron_syntax"),  # beat: minute 0; croniter: every minute
     ({"cron": "0 0 * * mon-1"}, "cron", "cron_syntax"),
     ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone", "timezone"),
+    # this host's own files, which beat's host may not have (its reload would fail on the entry)
+    ({"cron": "* * * * *", "timezone": "localtime"}, "timezone", "timezone"),
+    ({"cron": "* * * * *", "timezone": "posix/Europe/Paris"}, "timezone", "timezone"),
     ({"cron": "* * * * *", "version": 7}, "version", "version_exists"),
     ({"cron": "* * * * *", "catch_up": "always"}, "catch_up", "invalid_choice"),
 ])

@@ -10,9 +10,11 @@ down): ``catch_up`` skips it, or runs it once (the most recent missed time only)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -58,11 +60,23 @@ def cron_check(cron: Any, tz: Any) -> tuple[str, ZoneInfo]:
     except (ValueError, TypeError) as exc:
         raise ScheduleInvalid(f"cron {cron!r} never fires: {exc}", extra={"field": "cron", "rule": "cron_never"}) from None
     _check_one_reading(cron, parts, beat_reads)
+    if str(tz) not in iana_zones():
+        raise ScheduleInvalid(f"unknown time zone {tz!r} (an IANA name, e.g. Europe/Paris)",
+                              extra={"field": "timezone", "rule": "timezone"})
     try:
         zone = ZoneInfo(str(tz))
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long, or a folder
         raise ScheduleInvalid(f"unknown time zone {tz!r}", extra={"field": "timezone", "rule": "timezone"}) from None
     return " ".join(parts), zone
+
+
+@functools.cache
+def iana_zones() -> frozenset[str]:
+    """The zones a schedule may name: IANA's, as the ``tzdata`` package lists them (beat has it
+    wherever it runs: django-celery-beat requires it). ``ZoneInfo`` also reads the host's own files
+    (``localtime``, ``posix/…``, ``right/…``), which another host (beat's container) may not have,
+    where its reload would fail on the entry."""
+    return frozenset(resources.files("tzdata").joinpath("zones").read_text().split())
 
 
 # Each field's every value, as croniter writes a field that names them all ("*").
