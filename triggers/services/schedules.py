@@ -291,8 +291,11 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
         if hold_passing and exc.status in PASSING:
             logger.info("schedule.start_held", extra={"schedule_id": schedule.pk, "error": exc.code})
             raise StartHeld(exc.message, extra={**exc.extra, "refusal": exc.code}) from exc
-        firing, _ = ScheduleFiring.objects.get_or_create(**base, defaults={
-            "outcome": ScheduleFiring.Outcome.FAILED, "error": {"error": exc.code, "message": exc.message}})
+        # by its key alone: a second delivery of this due time (another moment beat sent it) that
+        # failed too finds the first's row, where a lookup by the moment too met the key's IntegrityError
+        firing, _ = ScheduleFiring.objects.get_or_create(schedule=schedule, fire_time=slot, defaults={
+            "fired_at": fired_at, "outcome": ScheduleFiring.Outcome.FAILED,
+            "error": {"error": exc.code, "message": exc.message}})
         logger.warning("schedule.start_failed", extra={"schedule_id": schedule.pk, "error": exc.code})
         return firing
     logger.info("schedule.fired", extra={"schedule_id": schedule.pk, "fire_time": str(slot), "run_id": str(run.pk)})
