@@ -7,7 +7,9 @@
 - A schedule's firing carries the moment beat sent it (``fired_at``, beat's clock), from which the
   task finds the cron time it was due, not from a worker's clock when it runs: with the schedule's id it is the firing's
   idempotency key (``triggers.ScheduleFiring``), so a beat restart that sends a firing again, or a
-  queue that delivers it twice, starts one run.
+  queue that delivers it twice, starts one run. The latest moment it sent one of a schedule is kept
+  (``schedules.sent_record``): a firing that waited in its queue past a later one's send is
+  superseded, and does not run.
 
 Beat loads every enabled entry: django-celery-beat 2.8+ leaves out of each load the cron entries
 whose hour, moved to the server's by its zone's offset on 1 January 2023, is more than two hours
@@ -79,9 +81,14 @@ class Scheduler(DatabaseScheduler):
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         if entry.task != FIRE_TASK or "schedule_id" not in (entry.kwargs or {}):
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        from triggers.services.schedules import sent_record
+
         original = entry.kwargs  # beat is one thread: the entry carries the moment for this send only
-        entry.kwargs = {**original, "fired_at": datetime.now(UTC).isoformat()}
+        fired_at = datetime.now(UTC)
+        entry.kwargs = {**original, "fired_at": fired_at.isoformat()}
         try:
-            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+            sent = super().apply_async(entry, producer=producer, advance=advance, **kwargs)
         finally:
             entry.kwargs = original
+        sent_record(original["schedule_id"], fired_at)  # what it supersedes (``schedules.superseded_by``)
+        return sent

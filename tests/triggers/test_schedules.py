@@ -25,7 +25,9 @@ def test_a_firing_sent_twice_starts_one_run(engine, api, user):
     from aob_project.celery import app
 
     workflow_save(owner=user, tag="every-minute", definition=GREETING)
-    response = api.post("/api/v1/schedules", {"tag": "every-minute", "cron": "* * * * *", "timezone": "Europe/Paris",
+    # due once a year (11:30 in Paris on 4 December): the stack's beat sends no later firing of it
+    # meanwhile, which would supersede this one (``schedules.superseded_by``)
+    response = api.post("/api/v1/schedules", {"tag": "every-minute", "cron": "30 11 4 12 *", "timezone": "Europe/Paris",
                                               "inputs": {"name": "beat"}}, format="json")
     assert response.status_code == 201, response.json()
     schedule_id = response.json()["id"]
@@ -505,3 +507,57 @@ def test_beat_loads_every_enabled_schedule_whatever_its_hour_and_zone(user):
     loaded = {entry.name for entry in Scheduler(app=app, lazy=True).enabled_models()}
 
     assert {task_name(s.pk) for s in made} & loaded == {task_name(made[0].pk), task_name(made[1].pk)}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("catch_up", ["run_once", "skip"])
+def test_firings_that_waited_in_their_queue_past_a_later_send_are_superseded_and_the_latest_runs(user, catch_up):
+    """No worker consumed ``wf.triggers`` for three minutes: beat sent an every-minute schedule's
+    three firings, and when a worker came each started a run, back to back, whatever ``catch_up``
+    said. Beat keeps the latest moment it sent one (``sent_record``, as ``aob_project.beat`` calls
+    it): the two it had sent a later one past are recorded skipped, superseded; the latest runs."""
+    from datetime import timedelta
+
+    from aob_project import redis_client
+    from triggers.services.schedules import SENT_KEY, schedule_create, schedule_fire, sent_record
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="minutely", definition=GREETING)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="minutely"), cron="* * * * *",
+                               inputs={"name": "x"}, catch_up=catch_up)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    sends = [minute - timedelta(minutes=n) + timedelta(seconds=0.3) for n in (3, 2, 1)]
+    for sent in sends:  # beat's three sends while the worker was away
+        sent_record(schedule.pk, sent)
+    try:
+        firings = [schedule_fire(schedule_id=schedule.pk, fired_at=sent) for sent in sends]
+    finally:
+        redis_client.shared().delete(SENT_KEY.format(schedule.pk))
+
+    assert [f.outcome for f in firings] == ["skipped", "skipped", "started"]
+    assert [f.error["by"] for f in firings[:2]] == [firings[1].fire_time.isoformat(), firings[2].fire_time.isoformat()]
+    assert Run.objects.filter(tag="minutely").count() == 1
+
+
+def test_beat_keeps_the_moment_it_sent_a_schedule_s_firing(engine, user):
+    """What ``superseded_by`` reads is written by beat's own send (``aob_project.beat.Scheduler``)."""
+    from django_celery_beat.schedulers import ModelEntry
+
+    from aob_project import redis_client
+    from aob_project.beat import Scheduler
+    from aob_project.celery import app
+    from triggers.services.schedules import SENT_KEY, schedule_create
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="sent", definition=GREETING)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="sent"), cron="0 9 4 12 *",
+                               inputs={"name": "x"})
+    before = datetime.now(UTC)
+
+    Scheduler(app=app, lazy=True).apply_async(ModelEntry(schedule.periodic_task, app=app), advance=False)
+
+    sent = redis_client.shared().get(SENT_KEY.format(schedule.pk))
+    assert sent is not None and datetime.fromisoformat(sent.decode()) >= before
+    firing = wait_until(lambda: ScheduleFiring.objects.filter(schedule=schedule).first(), timeout=30,
+                        what="the firing beat's send started")
+    assert firing.fired_at == datetime.fromisoformat(sent.decode())

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import redis
 from celery.schedules import crontab
 from croniter import croniter
 from django.conf import settings
@@ -27,6 +28,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from aob_project import redis_client
 from aob_project.exceptions import AobError
 from workflows.limits import refuse_more, refuse_past
 from workflows.models import Workflow, WorkflowVersion
@@ -244,6 +246,40 @@ def due_time(schedule: Schedule, fired_at: datetime) -> datetime:
     return croniter(schedule.cron, wall, day_or=False).get_prev(datetime).replace(tzinfo=zone).astimezone(UTC)
 
 
+# The moment beat last sent a firing of a schedule (``aob_project.beat``), kept this long: a
+# firing waiting in its queue longer is not found superseded (it runs, as before the rule).
+SENT_KEY = "aob:schedule:{}:sent"
+SENT_KEPT_S = 7 * 86_400
+
+
+def sent_record(schedule_id: int, fired_at: datetime) -> None:
+    """Beat, as it sends a firing: the latest moment it sent one of this schedule. Best effort:
+    without it a firing is judged as before (never superseded)."""
+    try:
+        redis_client.shared().set(SENT_KEY.format(schedule_id), fired_at.isoformat(), ex=SENT_KEPT_S)
+    except redis.RedisError:
+        logger.warning("schedule.sent_unrecorded", extra={"schedule_id": schedule_id}, exc_info=True)
+
+
+def superseded_by(schedule: Schedule, slot: datetime) -> datetime | None:
+    """The schedule's next due time after ``slot``, when beat has already sent a firing for it (or
+    a later one) before this one could start: firings that waited in their queue (no worker on
+    ``wf.triggers`` for a while, a backlog) each started a run when a worker came, back to back,
+    whatever ``catch_up`` said. Now only the latest runs (``run_once``'s "once, the most recent";
+    under ``skip``, judged late or not by when beat sent it), and the others are recorded skipped,
+    superseded. Beat's own clock on both sides (``fired_at`` and ``sent_record``)."""
+    try:
+        sent = redis_client.shared().get(SENT_KEY.format(schedule.pk))
+    except redis.RedisError:
+        return None
+    if sent is None:
+        return None
+    zone = ZoneInfo(schedule.timezone)
+    wall = slot.astimezone(zone).replace(tzinfo=None)  # read as ``due_time`` reads it
+    later = croniter(schedule.cron, wall, day_or=False).get_next(datetime).replace(tzinfo=zone).astimezone(UTC)
+    return later if later <= datetime.fromisoformat(sent.decode()) else None
+
+
 def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
                   hold_passing: bool = False) -> ScheduleFiring | None:
     """Start the run of one firing, once: a firing already recorded is counted and left alone.
@@ -265,6 +301,7 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
         return None
     slot = due_time(schedule, fired_at)
     late = (fired_at - slot).total_seconds() > settings.AOB_SCHEDULE_GRACE_S
+    later = superseded_by(schedule, slot)
     base = {"schedule": schedule, "fire_time": slot, "fired_at": fired_at}
     try:
         with transaction.atomic():
@@ -273,6 +310,12 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
                 logger.info("schedule.changed_meanwhile", extra={"schedule_id": schedule.pk})
                 return None
             schedule = base["schedule"] = held
+            if later is not None:
+                firing = ScheduleFiring.objects.create(**base, outcome=ScheduleFiring.Outcome.SKIPPED, error={
+                    "reason": "superseded", "by": later.isoformat(),
+                    "message": f"beat had sent the firing due at {later.isoformat()} before this one could start"})
+                logger.info("schedule.superseded", extra={"schedule_id": schedule.pk, "fire_time": str(slot)})
+                return firing
             if late and schedule.catch_up == Schedule.CatchUp.SKIP:
                 firing = ScheduleFiring.objects.create(**base, outcome=ScheduleFiring.Outcome.SKIPPED,
                                                        error={"reason": "missed", "late_s": round(
