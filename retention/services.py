@@ -184,6 +184,16 @@ def _expired_sessions(now: datetime) -> QuerySet:
     return Session.objects.filter(expire_date__lt=now)
 
 
+def _unused_crontabs(now: datetime) -> QuerySet:
+    """Beat's cron rows no periodic task uses: a schedule's cron or zone changed, or the schedule
+    went (one row per distinct cron and zone ever saved, thousands a day for a user changing a cron
+    all day). A save choosing a row locks it (``schedules._sync_periodic_task``), and a batch skips
+    the rows someone holds, so a row being chosen is never taken from under it."""
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    return CrontabSchedule.objects.exclude(Exists(PeriodicTask.objects.filter(crontab=OuterRef("pk"))))
+
+
 def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int | None = None,
           within_s: float | None = None) -> dict[str, Any]:
     """Remove (or with ``dry_run`` count) what is past retention; returns the counts. With
@@ -195,6 +205,8 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
         return _preview(now)
     from django.contrib.sessions.models import Session
 
+    from django_celery_beat.models import CrontabSchedule
+
     from triggers.models import HookDelivery, ScheduleFiring
 
     deadline = None if within_s is None else time.monotonic() + within_s
@@ -204,12 +216,13 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
                                     ("artifacts", lambda: artifacts_unreferenced(now), Artifact),
                                     ("hook_deliveries", lambda: _expired_deliveries(now), HookDelivery),
                                     ("schedule_firings", lambda: _expired_firings(now), ScheduleFiring),
-                                    ("sessions", lambda: _expired_sessions(now), Session)):
+                                    ("sessions", lambda: _expired_sessions(now), Session),
+                                    ("crontabs", lambda: _unused_crontabs(now), CrontabSchedule)):
         counts[name], finished = _in_batches(candidates, model, batch, deadline)
         if not finished:
             break
-    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "sessions": 0, **counts,
-              "finished": finished}
+    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "sessions": 0, "crontabs": 0,
+              **counts, "finished": finished}
     logger.info("retention.pruned", extra=counts)
     return counts
 
@@ -312,7 +325,7 @@ def _preview(now: datetime) -> dict[str, Any]:
              "approvals": Approval.objects.filter(run__in=ids),
              "artifacts": artifacts_unreferenced(now, without_runs=runs),
              "hook_deliveries": _expired_deliveries(now), "schedule_firings": _expired_firings(now),
-             "sessions": _expired_sessions(now)}
+             "sessions": _expired_sessions(now), "crontabs": _unused_crontabs(now)}
     cap = settings.AOB_PRUNE_PREVIEW_CAP
     counts = {name: qs.values("pk")[:cap].count() for name, qs in kinds.items()}
     return {"dry_run": True, **counts, "at_least": [name for name, n in counts.items() if n >= cap]}

@@ -78,7 +78,7 @@ def test_pruning_removes_exactly_what_is_past_retention_and_nothing_a_live_run_n
     counts = prune(batch_size=1)  # one row per transaction: batches add up
 
     assert counts == {"runs": 2, "artifacts": len(expected_artifacts), "hook_deliveries": 1, "schedule_firings": 0,
-                      "sessions": 0, "finished": True}
+                      "sessions": 0, "crontabs": 0, "finished": True}
     assert not Run.objects.filter(pk__in=gone_runs).exists()
     for model in (NodeRun, Event, Approval):
         assert not model.objects.filter(run__in=gone_runs).exists(), model.__name__

@@ -208,9 +208,11 @@ def _sync_periodic_task(schedule: Schedule) -> None:
     """The PeriodicTask beat reads for this schedule; a change marks beat's schedule as changed."""
     cron = dict(zip(FIELDS, schedule.cron.split(), strict=True))
     # the oldest row of this cron, shared by the schedules that have it: the table has no unique
-    # key (django-celery-beat's admin can make or edit a row into a copy), so never get_or_create
-    crontab_row = (CrontabSchedule.objects.filter(**cron, timezone=schedule.timezone).order_by("pk").first()
-                   or CrontabSchedule.objects.create(**cron, timezone=schedule.timezone))
+    # key (django-celery-beat's admin can make or edit a row into a copy), so never get_or_create.
+    # Locked until this save commits: the prune of rows no task uses (``retention``) skips it, or
+    # took it first, and then it is gone here and made anew
+    crontab_row = (CrontabSchedule.objects.select_for_update(no_key=True).filter(**cron, timezone=schedule.timezone)
+                   .order_by("pk").first() or CrontabSchedule.objects.create(**cron, timezone=schedule.timezone))
     fields = {"task": FIRE_TASK, "crontab": crontab_row, "interval": None, "kwargs": json.dumps(
         {"schedule_id": schedule.pk}), "enabled": schedule.enabled,
               "description": f"AOB schedule {schedule.pk} of {schedule.workflow.tag}"}
