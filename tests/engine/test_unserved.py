@@ -19,7 +19,7 @@ from tests.engine.flow import submit, transform, unique, wait_until
 from tests.engine.victim import control
 from tests.support import stack
 from workflows.engine import sweeper
-from workflows.models import Run
+from workflows.models import NodeRun, Run
 
 
 def _node(api: Any, run_id: str, node_id: str) -> dict[str, Any]:
@@ -49,6 +49,25 @@ def test_a_node_no_worker_serves_says_why_it_waits_and_goes_on_once_one_does(
     assert run.status == Run.Status.COMPLETED, run.error
     assert _node(api, run_id, loud)["wait_reason"] == ""
     assert len([e for e in api.get(f"/api/v1/runs/{run_id}/events").json() if e["type"] == "node_unserved"]) == 1
+
+
+def test_a_node_no_worker_serves_of_a_deactivated_owner_fails_as_its_claim_would(engine: Any, api: Any,
+                                                                                   user: Any) -> None:
+    """Nothing of a deactivated owner's run starts (its claim fails the node ``owner_inactive``),
+    but no worker came to claim it: the run stayed queued for ever, which nobody could end (its
+    owner cannot sign in, staff cannot cancel another's run) and no prune removes (unfinished)."""
+    loud = unique("loud")
+    run_id = submit(api, {"nodes": [{"id": loud, "type": "shout", "config": {"text": "hi"}}], "edges": []})
+    wait_until(lambda: _node(api, run_id, loud)["wait_reason"] == "worker", timeout=45, what="the node's wait_reason")
+
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    run = wait_for_run(run_id, timeout=45)
+    assert run.status == Run.Status.FAILED
+    assert (run.error["node_id"], run.error["error_type"]) == (loud, "owner_inactive"), run.error
+    node = NodeRun.objects.get(run_id=run_id, node_id=loud)  # (the owner's token went with the deactivation)
+    assert (node.status, node.error["rule"], node.wait_reason) == ("failed", "owner_active", "")
 
 
 @pytest.mark.faults_full  # slow: `make test-faults` runs it (tests/conftest.py; the lean faults keep make test short)

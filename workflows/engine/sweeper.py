@@ -33,9 +33,10 @@ from aob_project.celery import COORDINATOR_QUEUE, app
 from workflows import registry
 from workflows.models import Event, NodeRun, Run
 
-from . import admission, dispatch, events, locks, poison, shares, transitions
+from . import admission, dispatch, events, locks, owners, poison, shares, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
+from .execution import error_payload
 
 logger = logging.getLogger(__name__)
 LIVE_RUN = [Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_FOR_APPROVAL]
@@ -45,7 +46,7 @@ def sweep() -> dict[str, int]:
     if not settings.AOB_SWEEPER_ENABLED:
         return {"skipped": 1}
     now = timezone.now()
-    counts = {"republished": 0, "unserved": 0, "unclaimed": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0, "released": 0}
+    counts = {"republished": 0, "unserved": 0, "inactive": 0, "unclaimed": 0, "requeued": 0, "lost": 0, "reconsumed": 0, "redecided": 0, "outputs": 0, "released": 0}
 
     stale = now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S)
     backlog = _backlogged_queues()
@@ -59,6 +60,9 @@ def sweep() -> dict[str, int]:
     for nr in queued:
         with poison.sweep_row("republish", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk):
             queue = registry.queue_for(nr.node_type)
+            if consumers.serve(queue) is False and not owners.owner_active(nr.run.owner_id):
+                counts["inactive"] += _fail_for_inactive_owner(nr, now)  # as its claim would, had a worker come
+                continue
             if nr.wait_reason != UNSERVED and consumers.serve(queue) is False and _say_unserved(nr, queue):
                 counts["unserved"] += 1
             if queue in backlog and nr.dispatched_at is not None and nr.dispatched_at > patience:
@@ -227,6 +231,24 @@ def _say_one_undecided(nr: NodeRun) -> int:
             "iteration": nr.iteration, "queue": COORDINATOR_QUEUE, "message": message})])
     logger.warning("node_run.undecided", extra={"run_id": str(nr.run_id), "node_id": nr.node_id})
     return 1
+
+
+def _fail_for_inactive_owner(nr: NodeRun, now: datetime) -> int:
+    """A node run queued on a queue no running worker consumes, of a run whose owner was
+    deactivated: its claim would fail it (nothing starts as such an owner), but no worker comes
+    to claim it, and nobody can end the run (only its owner cancels it), so it waited for ever,
+    never pruned. It fails here as its claim would fail it, and its run with it."""
+    failure = owners.OwnerInactive.of(nr.run.owner_id, f"node {nr.node_id!r} of run {nr.run_id} does not start")
+    error = error_payload(failure)
+    with transaction.atomic():
+        locks.lock_run(nr.run_id)  # the run row first (workflows/engine/locks.py)
+        moved = transitions.move_node_run(
+            nr.pk, NodeRun.Status.FAILED, sources=[NodeRun.Status.QUEUED], guard={"dispatched_at": nr.dispatched_at},
+            run_id=nr.run_id, owner_id=nr.run.owner_id, event=(Event.Type.NODE_FAILED, nr.node_id, {"error": error}),
+            error=error, finished_at=now)
+        if moved:
+            transaction.on_commit(lambda: coordinate_now(nr.pk))
+    return int(moved)
 
 
 def _say_unserved(nr: NodeRun, queue: str) -> bool:

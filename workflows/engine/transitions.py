@@ -25,7 +25,8 @@ from . import events
 N, R = NodeRun.Status, Run.Status
 
 NODE_RUN_MOVES: dict[str, frozenset[str]] = {
-    N.QUEUED: frozenset({N.RUNNING, N.CANCELLED}),
+    # failed: the sweeper, for a deactivated owner's node no worker comes to claim (the claim's own refusal)
+    N.QUEUED: frozenset({N.RUNNING, N.FAILED, N.CANCELLED}),
     # completed/failed: its outcome; queued: a retry, or the sweeper after a lost worker;
     # waiting: a person (or the run's budget) decides
     N.RUNNING: frozenset({N.COMPLETED, N.FAILED, N.QUEUED, N.WAITING, N.CANCELLED}),
