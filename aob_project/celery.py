@@ -62,6 +62,7 @@ app.conf.task_default_routing_key = DEFAULT_NODE_QUEUE
 app.conf.task_routes = {
     "workflows.coordinate": {"queue": COORDINATOR_QUEUE},
     "workflows.sweep": {"queue": MAINTENANCE_QUEUE},
+    "workflows.check_queues": {"queue": MAINTENANCE_QUEUE},
     "approvals.expire": {"queue": MAINTENANCE_QUEUE},
     # issue 18: reminders, the sub-workflow and budget backstops and retention are maintenance work;
     # a schedule's firing starts a run, up to an owner's run-start rate: its own queue (registry)
@@ -82,7 +83,7 @@ app.conf.task_routes = {
 }
 # The maintenance tasks run every few seconds; without events of their own they stay out of
 # Flower's task list, which then shows workflow work (AOB_FLOWER_SHOW_MAINTENANCE=true shows them).
-MAINTENANCE_TASKS = ["workflows.sweep", "approvals.expire", "approvals.remind", "subflows.sweep", "agents.sweep",
+MAINTENANCE_TASKS = ["workflows.sweep", "workflows.check_queues", "approvals.expire", "approvals.remind", "subflows.sweep", "agents.sweep",
                      "retention.prune"]
 if os.environ.get("AOB_FLOWER_SHOW_MAINTENANCE", "").lower() not in {"1", "true", "yes"}:
     app.conf.task_annotations = {name: {"send_events": False} for name in MAINTENANCE_TASKS}
@@ -166,5 +167,7 @@ def _schedule(sender: Celery, **_: object) -> None:
                              name="settle sub-workflows")
     sender.add_periodic_task(settings.AOB_SWEEP_INTERVAL_S, sender.signature("agents.sweep"),
                              name="resume nodes paused on a budget that fits again")
+    sender.add_periodic_task(settings.AOB_QUEUES_CHECK_INTERVAL_S, sender.signature("workflows.check_queues"),
+                             name="say which service queues no worker consumes")
     sender.add_periodic_task(settings.AOB_RETENTION_INTERVAL_S, sender.signature("retention.prune"),
                              name="prune finished runs past retention")

@@ -496,6 +496,9 @@ CELERY_TASK_SEND_SENT_EVENT = env_bool("AOB_TASK_SENT_EVENTS", False)
 # Leases are renewed by a heartbeat every third of AOB_LEASE_S while the node runs.
 AOB_SWEEPER_ENABLED = env_bool("AOB_SWEEPER_ENABLED", True)
 AOB_SWEEP_INTERVAL_S = env_seconds("AOB_SWEEP_INTERVAL_S", 5.0)
+# How often beat asks which service queues no running worker consumes (a broadcast and a second's
+# wait, on the maintenance queue): the health answer's ``queues`` and the runs waiting on one say so.
+AOB_QUEUES_CHECK_INTERVAL_S = env_seconds("AOB_QUEUES_CHECK_INTERVAL_S", 60.0)
 # The health answer calls the sweeper stale when none finished this long (beat or the worker of
 # the maintenance queue down: nothing then recovers a lost message, and nothing else says so).
 AOB_SWEEP_STALE_S = env_seconds("AOB_SWEEP_STALE_S", max(30.0, 6 * AOB_SWEEP_INTERVAL_S))

@@ -39,8 +39,12 @@ OUTPUT_QUEUE = "wf.output"
 # (0.65 s for 1,000 of them, a red team's measure, up to an owner's run-start rate): a queue of its
 # own, so owners' firings never stand in front of the sweeper on the maintenance queue.
 TRIGGERS_QUEUE = "wf.triggers"
-# The queues that carry no node type's work; every way of starting workers consumes them.
+# The queues that carry no node type's work; every way of starting workers consumes them. Each
+# with what stops while no running worker consumes it (``sweeper.check_service_queues``, the health answer).
 SERVICE_QUEUES = (COORDINATOR_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE, TRIGGERS_QUEUE)
+UNSERVED_STOPS = {COORDINATOR_QUEUE: "no run goes on past a node", MAINTENANCE_QUEUE: "nothing is swept",
+                  NOTIFY_QUEUE: "no approver is notified", OUTPUT_QUEUE: "no run's metadata.output is computed",
+                  TRIGGERS_QUEUE: "no schedule fires"}
 # Celery's default queue: nothing of ours is routed here, a worker of the whole stack still consumes it.
 DEFAULT_NODE_QUEUE = "wf.tasks.default"
 # The one executor task: its queue comes from the node type (``dispatch.publish_now``).

@@ -47,6 +47,11 @@ def sweep() -> dict[str, int]:
     return sweeper.sweep()
 
 
+@shared_task(name="workflows.check_queues", acks_late=True, ignore_result=True, expires=30)
+def check_queues() -> list[str]:
+    return sweeper.check_service_queues()
+
+
 @shared_task(name=registry.OUTPUT_TASK, acks_late=True, ignore_result=True)
 def run_output(run_id: str) -> bool:
     """A completed run's ``metadata.output``, computed once and stored (``runs.run_output_store``)."""

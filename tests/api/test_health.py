@@ -13,8 +13,11 @@ def test_health_reports_every_part_ok_without_credentials(db, settings):
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
-    assert response.json() == {"status": "ok", "checks": {"db": "ok", "redis": "ok", "broker": "ok",
-                                                          "sweeper": "disabled"}}
+    body = response.json()
+    # the service queues: as the last checks found them (a session's beat may check meanwhile)
+    queues = body["checks"].pop("queues")
+    assert queues == "ok" or queues.startswith("unknown: not checked lately"), queues
+    assert body == {"status": "ok", "checks": {"db": "ok", "redis": "ok", "broker": "ok", "sweeper": "disabled"}}
 
 
 def test_health_ignores_a_bad_token(db):

@@ -70,6 +70,40 @@ def test_a_node_no_worker_serves_of_a_deactivated_owner_fails_as_its_claim_would
     assert (node.status, node.error["rule"], node.wait_reason) == ("failed", "owner_active", "")
 
 
+def test_a_service_queue_no_worker_consumes_is_named_by_the_health_answer_and_on_the_runs_it_holds(
+        engine: Any, api: Any) -> None:
+    """A deployment that lists its workers' queues itself and leaves one out: with wf.output, a
+    completed run's page said "Computing the output…" for ever; with wf.triggers no schedule fired,
+    with wf.notify no approver heard, and nothing said so. The check beat sends every minute
+    (``sweeper.check_service_queues``, asked here twice as beat would) names each in the health
+    answer, and a run whose output waits on it says so in its events."""
+    from workflows.engine.sweeper import check_service_queues
+    from workflows.models import Event
+
+    worker = engine["worker"].node_name
+    node_id = unique("double")
+    control(worker, "cancel_consumer", "wf.output")
+    try:
+        run_id = submit(api, {"nodes": [transform(node_id, "21 * 2")], "edges": [],
+                              "metadata": {"output": {"expression": f"nodes.{node_id}"}}})
+        wait_until(lambda: Run.objects.get(pk=run_id).status == "completed", timeout=30, what="the run's end")
+        assert check_service_queues() == []  # one answer: a worker's late answer is not taken for none
+        assert check_service_queues() == ["wf.output"]
+        health = APIClient().get("/api/v1/health").json()
+        assert health["status"] == "degraded", health
+        assert health["checks"]["queues"].startswith("unserved: wf.output (no run's metadata.output is computed")
+        assert "-Q wf.output" in health["checks"]["queues"]
+        said = wait_until(lambda: Event.objects.filter(run_id=run_id, type="node_unserved", data__queue="wf.output")
+                          .first(), timeout=45, what="the run's word on its output")
+        assert "-Q wf.output" in said.data["message"] and said.node_id == ""
+    finally:
+        control(worker, "add_consumer", "wf.output")
+    assert not wait_for_run(run_id, timeout=60).output_pending  # a consumer back: it is computed
+    check_service_queues()
+    assert check_service_queues() == []
+    assert APIClient().get("/api/v1/health").json()["checks"]["queues"] == "ok"
+
+
 @pytest.mark.faults_full  # slow: `make test-faults` runs it (tests/conftest.py; the lean faults keep make test short)
 def test_a_decision_no_worker_takes_says_why_the_run_waits(engine: Any, api: Any) -> None:
     """Every node done, the run ``running``: the decision of what follows sits on wf.coordinator,

@@ -316,7 +316,8 @@ class HealthOut(serializers.Serializer):
     status = serializers.CharField(help_text="ok, or degraded when a check is not ok (503 only when db, redis or broker is not)")
     checks = serializers.DictField(child=serializers.CharField(), help_text=(
         'per part: "ok", or "error: <what failed>" (db, redis, broker); the sweeper "ok", "disabled", '
-        '"stale: <since when>" or "unknown: <why>"'))
+        '"stale: <since when>" or "unknown: <why>"; queues "ok", "unserved: <each service queue no running '
+        'worker consumes, what stops, the -Q to add>" or "unknown: not checked lately"'))
 
 
 class FieldsBuiltOnce(serializers.ModelSerializer):

@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from aob_project.exceptions import AobError, NotFound, ValidationFailed
 from workflows import ratelimit, results, selectors, storage
 from workflows.definition.validation import validate, workflow_schema
-from workflows.engine.sweeper import sweeper_health
+from workflows.engine.sweeper import queues_health, sweeper_health
 from workflows.models import Run, Workflow
 from workflows.services import definitions, idempotency, patches, runs, users
 
@@ -112,9 +112,9 @@ class HealthView(APIView):
         when only the background is (the sweeper, which beat and a worker run): restarting or
         unrouting the web would mend nothing there."""
         serving = {"db": _check_db(), "redis": _check_redis(), "broker": _check_broker()}
-        checks = {**serving, "sweeper": sweeper_health()}
-        health = {"status": "ok" if all(v in ("ok", "disabled") for v in checks.values()) else "degraded",
-                  "checks": checks}
+        checks = {**serving, "sweeper": sweeper_health(), "queues": queues_health()}
+        health = {"status": "ok" if all(v in ("ok", "disabled") or v.startswith("unknown: not checked")
+                                        for v in checks.values()) else "degraded", "checks": checks}
         return Response(s.HealthOut(health).data, status=200 if all(v == "ok" for v in serving.values()) else 503)
 
 

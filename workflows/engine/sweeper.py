@@ -16,10 +16,12 @@ others; each read takes the oldest first, so rows past its limit wait their turn
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -133,6 +135,56 @@ def reconsume(decided_by: datetime, patience: datetime, most: int = 500) -> int:
 # When a sweep last finished (epoch seconds by Redis's clock), for the health answer (``sweeper_health``).
 SWEPT_KEY = "aob:sweeper:swept_at"
 SWEPT_KEPT_S = 7 * 86_400
+
+
+# The service queues no running worker consumed at the last two checks, as JSON (``check_service_queues``).
+QUEUES_KEY = "aob:sweeper:service_queues"
+
+
+def check_service_queues() -> list[str]:
+    """Ask the running workers which queues they consume (one broadcast, a second's wait for the
+    answers; beat sends this every ``AOB_QUEUES_CHECK_INTERVAL_S``, to the maintenance queue) and
+    keep the service queues none consumed at this check and the one before (a worker whose answer
+    came late once is not taken for none) for the health answer and the runs (``queues_unserved``):
+    a deployment listing its workers' queues itself and leaving one out stopped, say, every
+    schedule, and nothing said so. Returns them."""
+    try:
+        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:  # without an answer nothing is said; the health answer's record ages out
+        logger.warning("sweeper.queues_unknown", exc_info=True)
+        return []
+    served = {q["name"] for queues in replies.values() for q in queues or []}
+    client = redis_client.shared()
+    before = client.get(QUEUES_KEY)
+    missing_before = set(json.loads(before)["missing"]) if before else set()
+    missing = [queue for queue in registry.SERVICE_QUEUES if queue not in served]
+    unserved = [queue for queue in missing if queue in missing_before]
+    client.set(QUEUES_KEY, json.dumps({"missing": missing, "unserved": unserved}),
+               ex=int(3 * settings.AOB_QUEUES_CHECK_INTERVAL_S))
+    if unserved:
+        logger.warning("sweeper.queues_unserved", extra={"queues": unserved})
+    return unserved
+
+
+def queues_unserved() -> list[str] | None:
+    """The service queues no running worker consumed at the last two checks; None when unknown
+    (no check lately, or Redis unanswered)."""
+    try:
+        kept = redis_client.shared().get(QUEUES_KEY)
+    except redis.RedisError:
+        return None
+    return None if kept is None else json.loads(kept)["unserved"]
+
+
+def queues_health() -> str:
+    """``ok``; ``unserved: <queue> (<what stops>), ...``; or ``unknown`` before any check."""
+    unserved = queues_unserved()
+    if unserved is None:
+        return "unknown: not checked lately (beat sends the check to the maintenance queue)"
+    if not unserved:
+        return "ok"
+    return "unserved: " + ", ".join(f"{queue} ({registry.UNSERVED_STOPS[queue]}: start a worker with -Q {queue})"
+                                    for queue in unserved)
 
 
 def sweeper_health() -> str:
@@ -412,4 +464,29 @@ def ask_for_outputs(now: datetime, backlog: set[str] | frozenset[str] = frozense
             if Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now):
                 dispatch.compute_output_now(str(run_id))  # looked up here: the test hooks wrap it
                 asked += 1
+    if registry.OUTPUT_QUEUE in (queues_unserved() or []):  # one read of Redis a sweep
+        told = Event.objects.filter(run_id=OuterRef("pk"), type=Event.Type.NODE_UNSERVED,
+                                    data__queue=registry.OUTPUT_QUEUE)
+        waiting = (Run.objects.filter(output_asked_at__lt=now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S))
+                   .exclude(Exists(told)).order_by("output_asked_at").values_list("pk", flat=True)[:100])
+        for run_id in waiting:
+            with poison.sweep_row("say_output_unserved", run_id=run_id):
+                _say_output_unserved(run_id)
     return asked
+
+
+def _say_output_unserved(run_id: Any) -> None:
+    """A completed run whose ``metadata.output`` waits on a queue no running worker consumes
+    (``check_service_queues``): its page said "Computing the output…" for ever. Its events say
+    why, once (a ``node_unserved`` event with no node, naming the queue), its run locked so two
+    sweeps say it once; at most 100 a sweep, those told left out of the read."""
+    queue = registry.OUTPUT_QUEUE
+    with transaction.atomic():
+        if locks.lock_run(run_id) is None or Event.objects.filter(
+                run_id=run_id, type=Event.Type.NODE_UNSERVED, data__queue=queue).exists():
+            return
+        owner_id = Run.objects.values_list("owner_id", flat=True).get(pk=run_id)
+        message = (f"the run's metadata.output waits: no running worker consumes the queue {queue} "
+                   f"(start one with -Q {queue})")
+        events.append(run_id, owner_id, [(Event.Type.NODE_UNSERVED, "", {"queue": queue, "message": message})])
+    logger.warning("run.output_unserved", extra={"run_id": str(run_id)})
