@@ -470,6 +470,8 @@ def _expire_if_due(approval: Approval, now: Any) -> bool:
 
 def _expire(approval: Approval, now: Any) -> None:
     outcome = approval.on_timeout or Approval.OnTimeout.REJECT
+    if outcome == Approval.OnTimeout.ESCALATE and approval.escalated:
+        outcome = Approval.OnTimeout.REJECT  # escalated by a process of the release before (a rolling deploy)
     if outcome == Approval.OnTimeout.ESCALATE:
         approval.escalated = True
         approval.approvers = list(dict.fromkeys([*approval.approvers, *approval.escalate_to]))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -27,8 +29,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from aob_project import redis_client
 from aob_project.exceptions import AobError
 from workflows.limits import refuse_more, refuse_past
 from workflows.models import Workflow, WorkflowVersion
@@ -112,7 +115,10 @@ def schedule_check(*, owner: User, workflow: Workflow, cron: Any, tz: Any, versi
     workflow). A form (the admin's) calls it to show the errors by field before it saves through
     those services, which call it again (and judge the limit again under the owner's lock). Returns
     the cron as five fields, or raises ScheduleInvalid."""
-    cron, _ = cron_check(cron, tz)
+    if schedule is None or (cron, tz) != (schedule.cron, schedule.timezone):
+        cron, _ = cron_check(cron, tz)
+    # else as saved: one saved before a rule became stricter (an n-th weekday, a host's zone) can
+    # still be disabled or given new inputs; beat fires it as it reads it
     _check_version(workflow, version)
     if schedule is None:
         trigger_owner_check(owner, workflow, what="schedule", error=ScheduleInvalid)
@@ -254,12 +260,28 @@ SENT_KEY = "aob:schedule:{}:sent"
 SENT_KEPT_S = 7 * 86_400
 
 
+# Beat is one thread, which sends the sweeper's ticks too: its record waits on Redis half a second
+# at most, tries once, and after a failure is not tried for this long (the firings go on unrecorded).
+SENT_PAUSE_S = 30.0
+_sent_paused_until = 0.0
+
+
+@functools.cache
+def _sent_client(pid: int) -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                retry=Retry(NoBackoff(), 0))
+
+
 def sent_record(schedule_id: int, fired_at: datetime) -> None:
     """Beat, as it sends a firing: the latest moment it sent one of this schedule. Best effort:
     without it a firing is judged as before (never superseded)."""
+    global _sent_paused_until
+    if time.monotonic() < _sent_paused_until:
+        return
     try:
-        redis_client.shared().set(SENT_KEY.format(schedule_id), fired_at.isoformat(), ex=SENT_KEPT_S)
+        _sent_client(os.getpid()).set(SENT_KEY.format(schedule_id), fired_at.isoformat(), ex=SENT_KEPT_S)
     except redis.RedisError:
+        _sent_paused_until = time.monotonic() + SENT_PAUSE_S
         logger.warning("schedule.sent_unrecorded", extra={"schedule_id": schedule_id}, exc_info=True)
 
 
@@ -271,7 +293,7 @@ def superseded_by(schedule: Schedule, slot: datetime) -> datetime | None:
     under ``skip``, judged late or not by when beat sent it), and the others are recorded skipped,
     superseded. Beat's own clock on both sides (``fired_at`` and ``sent_record``)."""
     try:
-        sent = redis_client.shared().get(SENT_KEY.format(schedule.pk))
+        sent = _sent_client(os.getpid()).get(SENT_KEY.format(schedule.pk))
     except redis.RedisError:
         return None
     if sent is None:
