@@ -3,10 +3,13 @@ everywhere else."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import CommonPasswordValidator
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 
@@ -26,6 +29,11 @@ MIN_LENGTH = 8
 MAX_LENGTH = 65536
 
 
+@functools.cache
+def _common_passwords() -> CommonPasswordValidator:
+    return CommonPasswordValidator()  # reads its list once a process
+
+
 def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
     """Create or replace ``name``; returns the row and whether it was created."""
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -39,6 +47,12 @@ def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
                             "wherever it occurs", extra={"field": "value", "rule": "blank"})
     if "\x00" in value:
         raise SecretInvalid("a secret's value must not contain NUL", extra={"field": "value", "rule": "nul"})
+    try:  # Django's list of 20,000 common passwords: ordinary text holds them, masked wherever they occur
+        _common_passwords().validate(value)
+    except ValidationError:
+        raise SecretInvalid("a secret's value is a common password (Django's list): outputs holding the word "
+                            "would be masked wherever it occurs, and it guards nothing", extra={
+                                "field": "value", "rule": "common"}) from None
     size = len(value.encode())
     with transaction.atomic():
         User.objects.select_for_update().filter(pk=owner.pk).first()  # one owner's writes in turn: count and total hold

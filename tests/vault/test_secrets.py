@@ -104,7 +104,8 @@ def test_secrets_are_write_only_and_encrypted_at_rest(api, user):
     assert short.status_code == 400 and short.json()["details"]["field"] == "value"
     # a word (or spaces) that ordinary text holds: every output would be masked wherever it occurs
     for weak, rule in (("1234", "min_length"), ("http", "min_length"), ("2024-12", "min_length"), (" " * 8, "blank"),
-                       ("\t\n" * 8, "blank")):
+                       ("\t\n" * 8, "blank"), ("password", "common"), ("12345678", "common"),
+                       ("Password ", "common")):
         refused = api.put("/api/v1/secrets/WEAK", {"value": weak}, format="json")
         assert refused.status_code == 400 and refused.json()["details"]["rule"] == rule, refused.json()
     assert api.put("/api/v1/secrets/WEAK", {"value": "2024-12!"}, format="json").status_code == 201  # eight
