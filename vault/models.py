@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
-from .references import NAME_RE
+from .names import NAME_RE
 
 
 class Secret(models.Model):

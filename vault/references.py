@@ -32,8 +32,8 @@ from urllib.parse import quote, quote_plus
 
 from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
 
-NAME = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
-NAME_RE = re.compile(rf"^{NAME}\Z")
+from .names import NAME
+
 REFERENCE = re.compile(rf"\$\{{\s*\$?secrets\.({NAME})\s*\}}|\$secrets\.({NAME})")
 
 

@@ -18,7 +18,7 @@ from workflows.limits import refuse_more
 from . import crypto
 from .exceptions import SecretInvalid, SecretMissing, SecretNotFound, SecretUnreadable
 from .models import Secret
-from .references import NAME_RE
+from .names import NAME_RE
 
 logger = logging.getLogger(__name__)
 

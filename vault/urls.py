@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 
 from . import api
-from .references import NAME
+from .names import NAME
 
 urlpatterns = [
     path("secrets", api.SecretListView.as_view(), name="secrets"),

@@ -1,4 +1,4 @@
-"""The model's name validator is the vault's one name pattern (``vault.references.NAME_RE``): it
+"""The model's name validator is the vault's one name pattern (``vault.names.NAME_RE``): it
 ended in ``$``, which admits a trailing newline. Validators only: no statement is run."""
 
 import django.core.validators
