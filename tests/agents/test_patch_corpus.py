@@ -757,6 +757,16 @@ CORPUS = [
     # an author's loop bound is the author's, whatever it runs again: the agent's own self included
     row("loop-bound-raised", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 10000)],
         "agent_privilege", 0),
+    # the same raise spelled otherwise: a number the schema takes as an integer, a rename, a remove and an add
+    row("loop-bound-raised-as-a-float", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/max_iterations", 10000.0)],
+        "agent_privilege", 0),
+    row("loop-bound-raised-by-a-rename", POLLED, PLANNING, PLAN,
+        [replace("/nodes/3/id", "more2"), replace("/edges/2/to", "more2"),
+         replace("/nodes/3/config/max_iterations", 10000)], "agent_privilege", 0),
+    row("loop-bound-raised-by-remove-and-add", POLLED, PLANNING, PLAN,
+        [remove("/edges/2"), remove("/nodes/3"), add_node({"id": "m2", "type": "loop", "config": {
+            "max_iterations": 10000, "loop_back_to": "page", "condition": "iteration < 1"}}), add_edge("post", "m2")],
+        "agent_privilege", 2),
     row("loop-condition-loosened", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/condition", "true")],
         "agent_privilege", 0),
     row("loop-jump-moved", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/loop_back_to", "post")],

@@ -40,6 +40,13 @@ def attempts_of(retry: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1
 
 
+def iterations_of(value: Any) -> int:
+    """A loop's ``max_iterations`` read as a number (the schema's ``integer`` takes ``10000.0``
+    too; anything else: 0). The engine's reading (``compile``) and the patch policy's, which may
+    not let an agent raise it: read as 0 there, ``10000.0`` passed for a lowering."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
 MAX_BACKOFF_MS = 3_600_000  # the schema's maximum ``backoff_ms``: no wait between attempts is longer
 
 
@@ -160,7 +167,8 @@ def compile_definition(definition: dict[str, Any], *, validated: bool = False) -
         nodes[raw["id"]] = Node(raw["id"], raw["type"], config, raw.get("timeout_ms"), raw.get("retry"),
                                 registry.queue_for(raw["type"]))
         if raw["type"] == "loop":
-            loops[raw["id"]] = Loop(int(config["max_iterations"]), config["loop_back_to"], config.get("condition"),
+            loops[raw["id"]] = Loop(iterations_of(config["max_iterations"]), config["loop_back_to"],
+                                    config.get("condition"),
                                     tuple(loop_targets(config.get("break_path"))),
                                     tuple(loop_targets(config.get("timeout_path"))))
     out_edges: dict[str, list[Edge]] = {n: [] for n in nodes}

@@ -29,7 +29,7 @@ from django.conf import settings
 from aob_project.exceptions import ValidationFailed
 from workflows import egress, registry
 from workflows.definition import gates
-from workflows.definition.ir import attempts_of, timeout_ms_of
+from workflows.definition.ir import attempts_of, iterations_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import literal_url_problems, validate
 from workflows.limits import unstorable
@@ -422,6 +422,16 @@ class _Judgement:
                 self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r}: an agent may not let a loop go round more "
                             "often (max_iterations raised, condition or loop_back_to changed): its bound is its "
                             "author's", _node(loop_id), node_id=loop_id)
+        # the same raise spelled as a new loop in the place of one the patch removes (a rename, or a
+        # remove and an add): a loop that re-runs what a removed loop re-ran is that loop, widened
+        removed = {loop_id: set(body) for loop_id, body in self.bodies_before.items() if loop_id not in self.new}
+        for loop_id in sorted(set(self.bodies_after) - set(self.old)):
+            replaced = sorted(old_id for old_id, body in removed.items()
+                              if body & set(self.bodies_after[loop_id]) - {old_id, loop_id})
+            if replaced:
+                self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r} re-runs what loop {replaced[0]!r}, which the "
+                            "patch removes, re-ran: an agent may not replace a loop (lower its max_iterations "
+                            "instead): its bound is its author's", _node(loop_id), node_id=loop_id)
 
     def touched(self) -> dict[str, dict[str, Any]]:
         """What an agent's patch writes: the nodes it adds or changes, and the existing nodes it
@@ -714,8 +724,7 @@ def _timeout_ms(node: dict[str, Any]) -> int:
 
 
 def _iterations(node: dict[str, Any] | None) -> int:
-    value = _loop_config(node, "max_iterations")
-    return value if isinstance(value, int) else 0
+    return iterations_of(_loop_config(node, "max_iterations"))
 
 
 def _dump(value: Any) -> str:
