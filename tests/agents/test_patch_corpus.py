@@ -1281,6 +1281,25 @@ def test_an_agent_s_patch_description_is_bounded_as_a_person_s(user):
     assert patch.status == "applied"
 
 
+def test_a_refusal_spends_a_bounded_time_finding_the_operation_it_names(user, monkeypatch):
+    """Naming the operation replays the patch one operation at a time, judging the document after
+    each: on a run an agent had grown to its bounds (164 loops, 5,000 edges) a refused patch of 100
+    operations held a worker, the run locked, 17-24 s. Past ``CULPRIT_BUDGET_S`` it names the last."""
+    from workflows.services.patches import policy
+
+    operations = [holds("/nodes/0/id", "plan"), replace("/nodes/3/config/max_iterations", 10000),
+                  *[holds("/nodes/0/id", "plan")] * 2]
+    blamed = []
+    for budget in (10.0, 0.0):  # the control first: within the budget, the operation that raised it
+        monkeypatch.setattr(policy, "CULPRIT_BUDGET_S", budget)
+        with pytest.raises(PatchRejected) as refused:
+            run_patch_propose(run=run_in_state(user, Case(POLLED, PLANNING, PLAN, [], "applied")),
+                              operations=copy.deepcopy(operations), **proposal(PLAN, user))
+        blamed.append((refused.value.extra["rule"], refused.value.extra["op"]))
+
+    assert blamed == [("agent_privilege", 1), ("agent_privilege", 3)]
+
+
 def test_the_corpus_is_large_and_covers_every_rule():
     rules = {param.values[0].expect for param in CORPUS}
     assert len(CORPUS) >= 120

@@ -354,8 +354,12 @@ def control_edges(definition: dict[str, Any]) -> list[tuple[str, str, str | None
             continue
         condition = raw.get("condition")
         edges.append((source, target, condition if isinstance(condition, str) else None))
+    have_of: dict[str, set[str]] = {loop_id: set() for loop_id in loops}  # one pass: not a scan per loop
+    for source, target, _ in edges:
+        if source in have_of:
+            have_of[source].add(target)
     for loop_id, config in loops.items():
-        have = {target for source, target, _ in edges if source == loop_id}
+        have = have_of[loop_id]
         for target in (*loop_targets(config.get("break_path")), *loop_targets(config.get("timeout_path"))):
             if target in nodes and target not in have:
                 edges.append((loop_id, target, None))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +38,8 @@ from workflows.limits import unstorable
 from ..definitions import apply_operations, json_type
 
 MAX_OPERATIONS = 100
+# How long a refusal may spend finding the operation it names (``culprit``): past it, the last.
+CULPRIT_BUDGET_S = 0.5
 AGENT_NODE_ID_MAX_CHARS = 32  # the id of a node an agent adds (ids are shown to later agents whole)
 
 
@@ -184,6 +187,11 @@ class _Judgement:
             return self._culprit(*probes)
 
     def _culprit(self, *probes: Callable[[Any], Any]) -> int | None:
+        """Past ``CULPRIT_BUDGET_S`` the last operation is named: a probe may compile the whole
+        document after each operation, and an agent's patch of 100 operations on a run it had grown
+        to its bounds (164 loops, 5,000 edges) took 24 s of a worker, the run's row locked, to name
+        one in a refusal."""
+        deadline = time.monotonic() + CULPRIT_BUDGET_S
         for probe in probes:
             target = _safely(probe, self.before)
             doc = copy.deepcopy(self.before)
@@ -194,6 +202,8 @@ class _Judgement:
                     return index
                 if _safely(probe, doc) != target:
                     return index
+                if time.monotonic() > deadline:
+                    return len(self.operations) - 1
         return len(self.operations) - 1 if self.operations else None
 
     # --- the rules, in the order they are judged --------------------------------------------------
