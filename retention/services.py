@@ -204,7 +204,6 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
     if dry_run:
         return _preview(now)
     from django.contrib.sessions.models import Session
-
     from django_celery_beat.models import CrontabSchedule
 
     from triggers.models import HookDelivery, ScheduleFiring

@@ -148,7 +148,8 @@ def test_text_beyond_ascii_is_kept_as_it_was_sent(api):
 def test_an_integer_beyond_64_bits_is_a_400(api, number):
     raw = json.dumps({"tag_name": "big", "workflow": {**fetch_then_store(), "metadata": {"n": number}}})
 
-    assert_error(post_raw(api, "/workflows", raw), 400, "integer_out_of_range")
+    error = assert_error(post_raw(api, "/workflows", raw), 400, "integer_out_of_range")
+    assert error["details"]["path"] == "/workflow/metadata/n", error  # where (the parser once named no place)
 
 
 @pytest.mark.parametrize("number", [2**63 - 1, -(2**63)])

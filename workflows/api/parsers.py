@@ -14,20 +14,13 @@ from rest_framework.parsers import JSONParser
 
 from aob import jsontext
 from workflows.definition.validation import json_depth
-from workflows.limits import INT64, unstorable
+from workflows.limits import unstorable
 
 
 class BodyRejected(ParseError):
     def __init__(self, code: str, message: str, path: str | None = None) -> None:
         super().__init__(detail=message, code=code)
         self.rule, self.path = code, path  # path: a JSON Pointer into the body, where one is known
-
-
-def _parse_int(text: str) -> int:
-    value = int(text)
-    if not INT64[0] <= value <= INT64[1]:
-        raise BodyRejected("integer_out_of_range", f"integer {text[:30]} is outside the 64-bit range")
-    return value
 
 
 def loads_strict(raw: bytes) -> Any:
@@ -39,7 +32,7 @@ def loads_strict(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BodyRejected("malformed_json", "request body is not UTF-8") from exc
     try:
-        data = jsontext.loads(text, parse_int=_parse_int)
+        data = jsontext.loads(text)  # an integer past 64 bits: ``unstorable`` below names where
     except BodyRejected:
         raise
     except jsontext.NotJSONNumber as exc:
