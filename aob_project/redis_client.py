@@ -11,18 +11,23 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-_clients: dict[tuple[int, str, float], redis.Redis] = {}
+_clients: dict[tuple[int, str, float, bool], redis.Redis] = {}
 _scripts: dict[tuple[int, str], Any] = {}
 _lock = threading.Lock()  # the web's threads share a process's clients
 
 
-def shared(timeout_s: float = 2) -> redis.Redis:
-    key = (os.getpid(), settings.REDIS_URL, timeout_s)
+def shared(timeout_s: float = 2, *, once: bool = False) -> redis.Redis:
+    """``once``: a command is tried once, never again after a backoff (redis-py's default is ten
+    tries): for a caller that must not wait on a Redis that is away (beat's one thread)."""
+    key = (os.getpid(), settings.REDIS_URL, timeout_s, once)
     with _lock:
         if key not in _clients:
             _clients[key] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout_s,
-                                                 socket_connect_timeout=timeout_s)
+                                                 socket_connect_timeout=timeout_s,
+                                                 **({"retry": Retry(NoBackoff(), 0)} if once else {}))
         return _clients[key]
 
 

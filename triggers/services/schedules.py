@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -29,9 +28,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from aob_project import redis_client
 from aob_project.exceptions import AobError
 from workflows.limits import refuse_more, refuse_past
 from workflows.models import Workflow, WorkflowVersion
@@ -266,12 +264,6 @@ SENT_PAUSE_S = 30.0
 _sent_paused_until = 0.0
 
 
-@functools.cache
-def _sent_client(pid: int) -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5,
-                                retry=Retry(NoBackoff(), 0))
-
-
 def sent_record(schedule_id: int, fired_at: datetime) -> None:
     """Beat, as it sends a firing: the latest moment it sent one of this schedule. Best effort:
     without it a firing is judged as before (never superseded)."""
@@ -279,7 +271,7 @@ def sent_record(schedule_id: int, fired_at: datetime) -> None:
     if time.monotonic() < _sent_paused_until:
         return
     try:
-        _sent_client(os.getpid()).set(SENT_KEY.format(schedule_id), fired_at.isoformat(), ex=SENT_KEPT_S)
+        redis_client.shared(0.5, once=True).set(SENT_KEY.format(schedule_id), fired_at.isoformat(), ex=SENT_KEPT_S)
     except redis.RedisError:
         _sent_paused_until = time.monotonic() + SENT_PAUSE_S
         logger.warning("schedule.sent_unrecorded", extra={"schedule_id": schedule_id}, exc_info=True)
@@ -293,7 +285,7 @@ def superseded_by(schedule: Schedule, slot: datetime) -> datetime | None:
     under ``skip``, judged late or not by when beat sent it), and the others are recorded skipped,
     superseded. Beat's own clock on both sides (``fired_at`` and ``sent_record``)."""
     try:
-        sent = _sent_client(os.getpid()).get(SENT_KEY.format(schedule.pk))
+        sent = redis_client.shared(0.5, once=True).get(SENT_KEY.format(schedule.pk))
     except redis.RedisError:
         return None
     if sent is None:

@@ -148,14 +148,9 @@ def check_service_queues() -> list[str]:
     came late once is not taken for none) for the health answer and the runs (``queues_unserved``):
     a deployment listing its workers' queues itself and leaving one out stopped, say, every
     schedule, and nothing said so. Returns them."""
-    try:
-        replies = app.control.inspect(timeout=1.0).active_queues()
-    except Exception:  # without an answer nothing is said; the health answer's record ages out
-        logger.warning("sweeper.queues_unknown", exc_info=True)
+    served = _queues_answered()
+    if served is None:  # no answer (this runs on a worker): unknown, and the record ages out
         return []
-    if not replies:  # no worker answered (this one runs on one): unknown, as ``served_queues`` reads it
-        return []
-    served = {q["name"] for queues in replies.values() for q in queues or []}
     missing = [queue for queue in registry.SERVICE_QUEUES if queue not in served]
     try:
         client = redis_client.shared()
@@ -232,18 +227,27 @@ def served_queues() -> frozenset[str] | None:
     Asked only while a sweep has a queued node run past the republish deadline not yet marked, or
     a coordinator backlog: one broadcast per ``AOB_REPUBLISH_AFTER_S`` at most."""
     if not _answers or time.monotonic() - _answers[-1][0] >= settings.AOB_REPUBLISH_AFTER_S:
-        try:
-            replies = app.control.inspect(timeout=1.0).active_queues()
-        except Exception:  # without an answer, nothing is said
-            logger.warning("sweeper.consumers_unknown", exc_info=True)
+        answered = _queues_answered()
+        if answered is None:
             return None
-        if not replies:
-            return None
-        _answers.append((time.monotonic(), frozenset(q["name"] for queues in replies.values() for q in queues or [])))
+        _answers.append((time.monotonic(), answered))
         del _answers[:-2]
     if len(_answers) < 2 or _answers[1][0] - _answers[0][0] > 3 * settings.AOB_REPUBLISH_AFTER_S:
         return None  # one answer, or an old one the newest cannot be paired with: ask again next time
     return _answers[0][1] | _answers[1][1]
+
+
+def _queues_answered() -> frozenset[str] | None:
+    """The queues the running workers say they consume (remote control: one broadcast, a second's
+    wait for the answers); None without an answer (no broker, no worker answering)."""
+    try:
+        replies = app.control.inspect(timeout=1.0).active_queues()
+    except Exception:  # without an answer, nothing is said
+        logger.warning("sweeper.consumers_unknown", exc_info=True)
+        return None
+    if not replies:
+        return None
+    return frozenset(q["name"] for queues in replies.values() for q in queues or [])
 
 
 class _Consumers:
