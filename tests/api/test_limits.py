@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -213,6 +214,19 @@ def test_malformed_json_is_a_400(api, raw, code):
     response = api.generic("POST", f"{API}/workflows", raw, content_type="application/json")
 
     assert_error(response, 400, code)
+    assert not Workflow.objects.exists()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", " Deflate "])
+def test_a_compressed_body_is_a_415_naming_its_coding(api, coding):
+    """It was a 400 "request body is not UTF-8": true, and no help to a client that compresses."""
+    response = api.generic("POST", f"{API}/workflows", gzip.compress(json.dumps({"tag_name": "z", "workflow": fetch_then_store()}).encode()),
+                           content_type="application/json", HTTP_CONTENT_ENCODING=coding)
+
+    assert_error(response, 415, "unsupported_media_type")
+    assert response.json()["details"] == {"field": "Content-Encoding", "rule": "content_encoding",
+                                          "accepted": ["identity"]}
+    assert repr(coding.strip().lower()) in response.json()["message"]
     assert not Workflow.objects.exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import time
@@ -31,13 +32,13 @@ def make_hook(api: APIClient, user, **extra) -> dict:
 
 
 def deliver(hook: dict, body: dict | bytes, *, secret: str | None = None, timestamp: int | str | None = None,
-            delivery: str | None = None, signature: str | None = None):
+            delivery: str | None = None, signature: str | None = None, **headers):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     ts = str(int(time.time()) if timestamp is None else timestamp)
     sig = signature or "sha256=" + signature_for(secret or hook["secret"], ts, raw)
     return APIClient().post(f"/api/v1/hooks/{hook['id']}", raw, content_type="application/json",
                             HTTP_X_AOB_TIMESTAMP=ts, HTTP_X_AOB_SIGNATURE=sig,
-                            HTTP_X_AOB_DELIVERY=delivery or str(uuid.uuid4()))
+                            HTTP_X_AOB_DELIVERY=delivery or str(uuid.uuid4()), **headers)
 
 
 @pytest.mark.django_db
@@ -157,6 +158,18 @@ def test_a_signed_delivery_the_api_would_refuse_is_refused_alike_and_starts_noth
     assert response.status_code == 400, response.content[:300]
     assert response.json()["details"] == {"field": "body", "rule": rule}
     assert not Run.objects.exists() and not HookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_compressed_delivery_is_a_415_naming_its_coding_and_starts_nothing(api, user):
+    """A sender that gzips its body was told the body "is not UTF-8"; it is told what to change."""
+    hook = make_hook(api, user)
+    response = deliver(hook, gzip.compress(b'{"ref": "main"}'), HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 415, response.content[:300]
+    assert response.json()["details"]["rule"] == "content_encoding"
+    assert response.json()["details"]["field"] == "Content-Encoding" and "'gzip'" in response.json()["message"]
+    assert not Run.objects.exists() and not HookDelivery.objects.exists()
+    assert deliver(hook, {"ref": "main"}, HTTP_CONTENT_ENCODING="identity").status_code == 202
 
 
 @pytest.mark.django_db

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from workflows import selectors
 from workflows.api.pagination import BoundedLimitOffsetPagination
+from workflows.api.parsers import refuse_encoded
 from workflows.api.serializers import ErrorOut
 from workflows.api.throttles import AnonymousUntilProven, proven
 
@@ -159,9 +160,10 @@ class HookDetailView(APIView):
         return Response(status=204)
 
     @extend_schema(request=OpenApiTypes.OBJECT, parameters=SIGNATURE_HEADERS, auth=[], operation_id="hooks_deliver",
-                   responses={202: s.HookAcceptedOut, 200: s.HookAcceptedOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut,
+                   responses={202: s.HookAcceptedOut, 200: s.HookAcceptedOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 415: ErrorOut,
                               429: ErrorOut, 503: ErrorOut})
     def post(self, request: Request, hook_id: str) -> Response:
+        refuse_encoded(request.headers)
         accepted = hooks.hook_deliver(hook_id=hook_id, timestamp=request.headers.get("X-AOB-Timestamp"),
                                       signature=request.headers.get("X-AOB-Signature"),
                                       delivery_id=request.headers.get("X-AOB-Delivery"), body=request.body,

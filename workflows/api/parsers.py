@@ -13,6 +13,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from aob import jsontext
+from aob_project.exceptions import AobError
 from workflows.definition.validation import json_depth
 from workflows.limits import unstorable
 
@@ -21,6 +22,22 @@ class BodyRejected(ParseError):
     def __init__(self, code: str, message: str, path: str | None = None) -> None:
         super().__init__(detail=message, code=code)
         self.rule, self.path = code, path  # path: a JSON Pointer into the body, where one is known
+
+
+class EncodedBody(AobError):
+    """A body sent compressed: read as sent it is "not UTF-8", which names the wrong fault. RFC 9110
+    answers a content coding the server does not decode with 415, naming it."""
+    code = "unsupported_media_type"
+    status = 415
+
+
+def refuse_encoded(headers: Any) -> None:
+    """Bodies are read as sent: a ``Content-Encoding`` other than ``identity`` is refused, before the
+    body is read (the API's parser and the hooks' delivery)."""
+    coding = (headers.get("Content-Encoding") or "").strip().lower()
+    if coding and coding != "identity":
+        raise EncodedBody(f"Content-Encoding {coding[:40]!r} is not accepted: send the body uncompressed",
+                          extra={"field": "Content-Encoding", "rule": "content_encoding", "accepted": ["identity"]})
 
 
 def loads_strict(raw: bytes) -> Any:
@@ -51,6 +68,9 @@ def loads_strict(raw: bytes) -> Any:
 
 class StrictJSONParser(JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+        request = (parser_context or {}).get("request")
+        if request is not None:
+            refuse_encoded(request.headers)
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
         raw = stream.read(limit + 1) if (stream is not None and limit) else (stream.read() if stream else b"")
         return loads_strict(raw)
