@@ -33,10 +33,11 @@ from workflows.engine import events, locks, poison, transitions
 from workflows.engine.execution import resume
 from workflows.engine.outputs import count_output
 from workflows.limits import clipped, refuse_past
-from workflows.models import Artifact, Event, NodeRun, Run, RunPatch
+from workflows.models import Artifact, Event, NodeRun, Run
 from workflows.models.artifact import canonical_json, size_of
 from workflows.services.patches import patch_approval_settled
 from workflows.services.patches.policy import loop_bodies
+from workflows.services.patches.provenance import authored_base_id, patches_in
 from workflows.storage import UNFINISHED
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ def action_changed(*, run_id: str, gate: str) -> dict[str, Any] | None:
     as it is when it is made: ``_action_digest``), so an approver must be able to see that it did,
     and not only the message, which the author wrote for the action as it was. None when the run
     was never patched, or the patches left this gate's action alone."""
-    base_id, current_id = Run.objects.filter(pk=run_id).values_list("base_artifact_id", "current_artifact_id").get()
+    base_id, current_id, replay_of_id = (Run.objects.filter(pk=run_id)
+                                         .values_list("base_artifact_id", "current_artifact_id", "replay_of_id").get())
+    base_id = authored_base_id(run_id, base_artifact_id=base_id, replay_of_id=replay_of_id)
     if base_id == current_id:
         return None
     contents = dict(Artifact.objects.filter(pk__in=[base_id, current_id]).values_list("pk", "content"))
@@ -94,7 +97,7 @@ def action_changed(*, run_id: str, gate: str) -> dict[str, Any] | None:
     if not added and action_digest(base, gate, bodies=loop_bodies(base)) == action_digest(
             current, gate, bodies=loop_bodies(current)):
         return None
-    patches = list(RunPatch.objects.filter(run_id=run_id, status=RunPatch.Status.APPLIED).order_by("-seq")
+    patches = list(patches_in(run_id).order_by("-applied_at", "-seq")  # a replay's source's too
                    .values("seq", "node_id", "description")[:10])
     return {"gate_added_by_patch": added, "patches": [{**p, "description": clipped(p["description"], 200)}
                                                       for p in reversed(patches)],

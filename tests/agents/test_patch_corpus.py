@@ -210,6 +210,17 @@ ROUTED = {
 }
 
 
+# A path its author laid around a gate: large amounts through review, small ones straight to pay.
+# /nodes: 0 plan, 1 check, 2 review, 3 pay (no secret), 4 aside; /edges: 0 plan→check, 1 check→review
+# (large), 2 check→pay (small), 3 review→pay (approved), 4 plan→aside
+AROUND = {
+    "nodes": [agent("plan"), {"id": "check", "type": "conditional", "config": {}}, hitl("review", approvers=["bob"]),
+              http("pay", method="POST", payload={"amount": "$inputs.amount"}), transform("aside")],
+    "edges": [edge("plan", "check"), edge("check", "review", "inputs.amount > 100"),
+              edge("check", "pay", "inputs.amount <= 100"), edge("review", "pay", APPROVED), edge("plan", "aside")],
+}
+
+
 # ROUTED with only rules out of check: /edges/1 check→note (inputs.send == false)
 RULED = {"nodes": ROUTED["nodes"], "edges": [ROUTED["edges"][0], edge("check", "note", "inputs.send == false"),
                                             *ROUTED["edges"][2:]]}
@@ -672,6 +683,17 @@ CORPUS = [
         [*after("plan", transform("x")), add_edge("x", "pay")], "gate_bypass", 2),
     row("parallel-root-adds-after-itself-accepted", PARALLEL, BESIDE, PLAN, after("plan", transform("x")),
         "applied"),
+    # the author's own path around the gate (small amounts): taken for every amount once its rule is
+    # loosened and moved first, or once a new first rule leads there; the first rule that holds routes
+    row("bypass-authors-path-rule-moved-first", AROUND, PLANNING, PLAN,
+        [replace("/edges/2/condition", "true"), move("/edges/2", "/edges/1")], "gate_bypass", 0),
+    row("bypass-authors-path-rule-loosened", AROUND, PLANNING, PLAN,
+        [replace("/edges/2/condition", "inputs.amount <= 1000000")], "gate_bypass", 0),
+    row("bypass-authors-path-new-first-rule", AROUND, PLANNING, PLAN,
+        [*after("plan", transform("x")), add("/edges/1", edge("check", "x", "true")), add_edge("x", "pay")],
+        "gate_bypass", 2),
+    row("bypass-authors-path-left-alone-accepted", AROUND, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_edge("aside", "x")], "applied"),
     # an edge inside what the gate guards, moved onto a node before the gate: the node it leads to is
     # no longer "after the gate" once patched, and was judged only as it stood after the patch
     row("bypass-guarded-edge-moved-before-the-gate", STAGED, PLANNING, PLAN, [replace("/edges/2/from", "plan")],
@@ -767,6 +789,18 @@ CORPUS = [
         [remove("/edges/2"), remove("/nodes/3"), add_node({"id": "m2", "type": "loop", "config": {
             "max_iterations": 10000, "loop_back_to": "page", "condition": "iteration < 1"}}), add_edge("post", "m2")],
         "agent_privilege", 2),
+    # a new loop over what the author's loop runs again multiplies its passes, beside it or inside it
+    row("loop-bound-raised-by-a-loop-beside", POLLED, PLANNING, PLAN,
+        [add_node({"id": "again", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "page",
+                                                              "condition": "true"}}), add_edge("post", "again")],
+        "agent_privilege", 0),
+    row("loop-bound-raised-by-a-loop-inside", POLLED, PLANNING, PLAN,
+        [add_node({"id": "inner", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "post",
+                                                              "condition": "true"}}), add_edge("post", "inner")],
+        "agent_privilege", 0),
+    row("loop-over-the-agent-s-own-steps-accepted", POLLED, PLANNING, PLAN,
+        [*after("plan", transform("x")), add_node({"id": "mine", "type": "loop", "config": {
+            "max_iterations": 5, "loop_back_to": "x", "condition": "true"}}), add_edge("x", "mine")], "applied"),
     row("loop-condition-loosened", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/condition", "true")],
         "agent_privilege", 0),
     row("loop-jump-moved", POLLED, PLANNING, PLAN, [replace("/nodes/3/config/loop_back_to", "post")],
@@ -1161,6 +1195,52 @@ def test_patch_corpus(case: Case, user: User, settings: Any) -> None:
         assert after.spawned_agents == before["run"]["spawned_agents"]
         held = Approval.objects.get(run=run, patch=patch)
         assert (held.kind, held.status, held.approvers) == ("patch", "pending", [user.username])
+
+
+# --- what one patch judged alone let a sequence do -------------------------------------------------------
+
+
+def propose(run: Run, proposer: str, owner: User, operations: list[dict[str, Any]]) -> str:
+    try:
+        return run_patch_propose(run=Run.objects.get(pk=run.pk), operations=copy.deepcopy(operations),
+                                 description="", **proposal(proposer, owner)).status
+    except PatchRejected as exc:
+        return exc.extra["rule"]
+
+
+def test_a_loop_removed_by_one_patch_still_bounds_its_steps_in_the_next(user):
+    """One patch removing the author's loop and another adding it back at 10,000 passes: each was
+    judged against the definition before it alone, and the second found no loop to widen."""
+    run = run_in_state(user, Case(POLLED, PLANNING, PLAN, [], "applied"))
+    again = {"id": "more", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "page",
+                                                       "condition": "true"}}
+
+    assert propose(run, PLAN, user, [remove("/edges/2"), remove("/nodes/3")]) == "applied"
+    assert propose(run, PLAN, user, [add_node(again), add_edge("post", "more")]) == "agent_privilege"
+    assert "more" not in nodes_by_id(definition_of(Run.objects.get(pk=run.pk).current_artifact_id))
+
+
+def test_a_replay_judges_and_shows_against_the_author_s_version_not_its_source_s_patched_one(user):
+    """A replay starts from its source's patched definition: an agent's change to a gate's action
+    in the source read as the author's in the replay (its approvers were not told), and a person the
+    source's patch named became one an agent's gate may name."""
+    from approvals.services import action_changed
+
+    base = {"nodes": [agent("plan"), hitl("review", approvers=["bob"]), http("pay", f"{API}/pay", method="POST")],
+            "edges": [edge("plan", "review"), edge("review", "pay", APPROVED)]}
+    source = run_in_state(user, Case(base, PLANNING, PLAN, [], "applied"))
+    assert propose(source, PLAN, user, [add("/nodes/2/config/payload", {"amount": 99999})]) == "applied"
+    assert propose(source, PERSON, user, [add("/nodes/1/config/approvers/-", "dave")]) == "applied"
+    source.refresh_from_db()
+    replay = Run.objects.create(owner=user, base_artifact_id=source.current_artifact_id,  # as run_replay starts it
+                                current_artifact_id=source.current_artifact_id, inputs={}, replay_of=source,
+                                status="running", spawned_agents=source.spawned_agents)
+
+    changed = action_changed(run_id=str(replay.pk), gate="review")
+    assert changed is not None and changed["gate_added_by_patch"] is False
+    assert [p["node_id"] for p in changed["patches"]] == ["plan", ""]  # the agent's, then the person's
+    assert propose(replay, PLAN, user, gate_after("plan", approvers=["dave"])) == "gate_approvers"
+    assert propose(replay, PLAN, user, gate_after("plan", approvers=["bob"])) == "applied"
 
 
 # --- an approval is bound to the action it approved ------------------------------------------------------

@@ -96,10 +96,12 @@ def _stored(run_id: str) -> int:
                NodeRun.objects.filter(run_id=run_id).values_list("output", flat=True) if output is not None)
 
 
-def test_an_agent_rewriting_what_an_approved_payment_reads_asks_the_gate_again(engine, user, remote, fake_llm):
+def test_an_agent_rewriting_what_an_approved_payment_reads_is_refused(engine, user, remote, fake_llm):
     """pay sends what quote computes; quote runs after slow, which the test holds past the approval.
     A red team's agent replaced quote's expression then: the approval stood and pay sent 5000 where
-    5 was approved. Now the gate asks again, and pay waits for its new answer."""
+    5 was approved. Asking the gate again was not enough: pay joins the gate's edge and slow's, so it
+    runs on its author's path around the gate whatever the decision (a rejection too), and an agent
+    may not change what runs on such a path reads. The patch is refused; pay sends what was approved."""
     fake_llm.reset([{"content": "Done."}])
     flow = _join_behind_gate(user.username, remote)
     flow["nodes"] += [{"id": "plan", "type": "agent", "config": {"task": "summarise"}},
@@ -115,18 +117,14 @@ def test_an_agent_rewriting_what_an_approved_payment_reads_asks_the_gate_again(e
     patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"node_id": "plan", "operations": [
         {"op": "replace", "path": "/nodes/5/config/expression", "value": "{'amount': 5000}"}]}, format="json")
 
-    assert patched.status_code == 201, patched.json()
+    assert patched.status_code == 400, patched.json()
+    assert (patched.json()["details"]["rule"], patched.json()["details"]["node_id"]) == ("gate_bypass", "review")
     approval.refresh_from_db()
-    assert approval.status == "pending"
-    assert Event.objects.get(run_id=run_id, type="approval_voided").data["reopened"] is True
+    assert approval.status == "approved"
     remote.release("slow")
-    run = wait_for_run(run_id, statuses=WAITING)
-    assert NodeRun.objects.get(run_id=run_id, node_id="quote").output == {"amount": 5000}
-    assert run.status == "waiting_for_approval" and not remote.hits("/echo")  # quote done, pay waits for review
-    assert decide(user, approval, comment="5000, seen").status_code == 200
     run = wait_for_run(run_id)
     assert run.status == "completed", run.error
-    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5000}']
+    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5}']
 
 
 def test_votes_cast_on_a_pending_gate_lapse_when_its_action_changes(engine, user, make_user, remote):

@@ -42,7 +42,7 @@ from .policy import (
     agent_limit,
     judge,
 )
-from .provenance import patch_wrote
+from .provenance import authored_base_id, patch_wrote
 
 __all__ = [
     "DESCRIPTION_MAX_CHARS", "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule",
@@ -108,7 +108,8 @@ def run_state(run: Run) -> RunState:
             history.add(node_id)
         if status != NodeRun.Status.SKIPPED and not (status == NodeRun.Status.QUEUED and attempts == 0):
             started.add(node_id)
-    base = Artifact.objects.values_list("content", flat=True).get(pk=run.base_artifact_id)
+    base = Artifact.objects.values_list("content", flat=True).get(pk=authored_base_id(
+        run.pk, base_artifact_id=run.base_artifact_id, replay_of_id=run.replay_of_id))
     approved = {node_id for node_id, (_, status, output) in latest.items()
                 if status == NodeRun.Status.COMPLETED and isinstance(output, dict) and output.get("approved") is True}
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)

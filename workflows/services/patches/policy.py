@@ -397,6 +397,16 @@ class _Judgement:
                 self.refuse(Rule.GATE_BYPASS, f"the patch lets nodes upstream of gate {gate!r} reach "
                             f"{', '.join(sorted(fresh)[:5])} without passing through it",
                             lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
+            if self.proposer.agent:
+                # a path around the gate its author laid (a small payment's rule beside the gate's for a
+                # large one): an agent may not change whether it is taken, or what runs on it reads (the
+                # rule moved first, loosened, or fed another amount), as for ``check_owner_s_steps``
+                around = gates.bypassed(self.before, gate)
+                if around & self.reached:
+                    self.refuse(Rule.GATE_BYPASS, f"{', '.join(sorted(around & self.reached)[:5])} may run without "
+                                f"passing through gate {gate!r} on a path its author laid: an agent may not change "
+                                "whether that path is taken, or what runs on it reads",
+                                lambda doc, a=around: sorted(a & influenced(self.before, doc)), node_id=gate)
             crossed = gates.crossed(self.before, self.after, gate)
             if crossed:
                 self.refuse(Rule.GATE_BYPASS, f"the patch lets another outcome of gate {gate!r} reach "
@@ -432,16 +442,26 @@ class _Judgement:
                 self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r}: an agent may not let a loop go round more "
                             "often (max_iterations raised, condition or loop_back_to changed): its bound is its "
                             "author's", _node(loop_id), node_id=loop_id)
-        # the same raise spelled as a new loop in the place of one the patch removes (a rename, or a
-        # remove and an add): a loop that re-runs what a removed loop re-ran is that loop, widened
-        removed = {loop_id: set(body) for loop_id, body in self.bodies_before.items() if loop_id not in self.new}
+        # the same raise spelled as a new loop over what a loop of the run's, or of its author's, runs
+        # again (beside it, inside it, in its place, or after a patch that removed it): that loop, widened
+        bounded: dict[str, str] = {}
+        for bodies in (self.bodies_before, self.bodies_authored):
+            for loop_id, body in sorted(bodies.items()):
+                for node_id in body:
+                    bounded.setdefault(node_id, loop_id)
         for loop_id in sorted(set(self.bodies_after) - set(self.old)):
-            replaced = sorted(old_id for old_id, body in removed.items()
-                              if body & set(self.bodies_after[loop_id]) - {old_id, loop_id})
-            if replaced:
-                self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r} re-runs what loop {replaced[0]!r}, which the "
-                            "patch removes, re-ran: an agent may not replace a loop (lower its max_iterations "
-                            "instead): its bound is its author's", _node(loop_id), node_id=loop_id)
+            again = sorted(n for n in self.bodies_after[loop_id] if n in bounded and n != loop_id)
+            if again:
+                self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r} runs {again[0]!r} again, which loop "
+                            f"{bounded[again[0]]!r} bounds: an agent may not add a loop over what a loop runs "
+                            "again (lower its max_iterations instead): its bound is its author's",
+                            _node(loop_id), node_id=loop_id)
+
+    @functools.cached_property
+    def bodies_authored(self) -> dict[str, frozenset[str]]:
+        """What the loops of the version the run started from run again (a loop an earlier patch
+        removed still bounds its steps)."""
+        return loop_bodies(self.state.base) if self.state.base and self.state.base != self.before else {}
 
     def touched(self) -> dict[str, dict[str, Any]]:
         """What an agent's patch writes: the nodes it adds or changes, and the existing nodes it

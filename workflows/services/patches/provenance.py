@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db.models import Q
+
 from workflows.models import Run, RunPatch, canonical_json
 
 
@@ -148,17 +150,31 @@ def _chain(run_id: Any) -> list[tuple[Any, Any]]:
     return chain[::-1]
 
 
+def authored_base_id(run_id: Any, *, base_artifact_id: Any, replay_of_id: Any) -> Any:
+    """The version the oldest run a replay goes back to started from: a replay starts from its
+    source's patched definition, which is not its author's (the patch policy's "the author's", what
+    an approver is told changed)."""
+    if replay_of_id is None:
+        return base_artifact_id
+    return Run.objects.values_list("base_artifact_id", flat=True).get(pk=_chain(run_id)[0][0])
+
+
+def patches_in(run_id: Any) -> Any:
+    """The applied patches the run's definition holds: its own, and those of the runs it replays, each
+    up to the start of the replay of it (``agent_written``'s)."""
+    held = Q()
+    for source, until in _chain(run_id):
+        held |= Q(run_id=source) if until is None else Q(run_id=source, applied_at__lte=until)
+    return RunPatch.objects.filter(held, status=RunPatch.Status.APPLIED)
+
+
 def agent_written(run_id: Any) -> Written:
     """The fold of the applied patches of the run, after those of the runs it replays (each up to
     the start of the replay of it), in the order they were applied."""
     nodes: dict[str, str] = {}
     edges: dict[str, str] = {}
-    for source, until in _chain(run_id):
-        patches = RunPatch.objects.filter(run_id=source, status=RunPatch.Status.APPLIED)
-        if until is not None:
-            patches = patches.filter(applied_at__lte=until)
-        for writer, wrote in patches.order_by("applied_at", "seq").values_list("node_id", "wrote"):
-            _fold(nodes, edges, writer, wrote)
+    for writer, wrote in patches_in(run_id).order_by("applied_at", "seq").values_list("node_id", "wrote"):
+        _fold(nodes, edges, writer, wrote)
     return Written(nodes=nodes, edges=edges)
 
 
