@@ -119,6 +119,26 @@ def test_another_users_run_is_refused_4403(engine: Any, make_user: Any) -> None:
     assert run(main()) == (4403, 4403)
 
 
+def test_a_person_a_gate_names_reads_its_run_and_a_stranger_does_not(engine: Any, make_user: Any) -> None:
+    """The handshake asks the approvals of the one run (``visibility.run_visible``), not every approval
+    naming the user: each way of asking answers alike."""
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    run_id, approval = waiting_approval_run(alice)
+    Approval.objects.filter(pk=approval.pk).update(approvers=["bob"])
+
+    async def main() -> tuple[dict[str, Any], int | None]:
+        asked = communicator(f"/ws/runs/{run_id}/", token=bob.auth_token.key)
+        connected, _ = await asked.connect(timeout=TIMEOUT)
+        assert connected
+        first = await asked.receive_json_from(timeout=TIMEOUT)
+        await asked.disconnect()
+        return first, await close_code(communicator(f"/ws/runs/{run_id}/", token=carol.auth_token.key))
+
+    first, stranger = run(main())
+    assert first["type"] == "workflow_started" and first["run_id"] == run_id
+    assert stranger == 4403
+
+
 def test_foreign_origin_is_rejected(engine: Any, user: Any) -> None:
     async def main() -> bool:
         comm = communicator("/ws/events/", token=user.auth_token.key, origin="http://evil.example")
