@@ -4,8 +4,9 @@
   ``aob_project.celery``) are kept from code, in memory, beside the database's rows: deleting a row in
   the admin (or a test flushing its tables) cannot stop the engine. The database holds what people
   schedule (``triggers.Schedule`` rows, one ``PeriodicTask`` each).
-- A schedule's firing carries the moment beat sent it (``fired_at``, beat's clock), from which the
-  task finds the cron time it was due, not from a worker's clock when it runs: with the schedule's id it is the firing's
+- A schedule's firing carries the moment beat sent it (``fired_at``, beat's clock), and the cron
+  and zone of the entry it sent (a change saved while the firing waits in its queue does not date
+  it), from which the task finds the cron time it was due, not from a worker's clock when it runs: with the schedule's id it is the firing's
   idempotency key (``triggers.ScheduleFiring``), so a beat restart that sends a firing again, or a
   queue that delivers it twice, starts one run. The latest moment it sent one of a schedule is kept
   (``schedules.sent_record``): a firing that waited in its queue past a later one's send is
@@ -27,21 +28,28 @@ error and is tried again on the next tick (the fault suite's PostgreSQL restart 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from celery.beat import ScheduleEntry
+from celery.schedules import schedstate
 from django.db import DatabaseError, InterfaceError, close_old_connections
 from django_celery_beat.schedulers import DatabaseScheduler
 
 logger = logging.getLogger(__name__)
 
 FIRE_TASK = "triggers.fire_schedule"
+UNSENT_RETRY_S = 5.0  # a firing the broker did not take is sent again this long after, while it fails
 
 
 class Scheduler(DatabaseScheduler):
     _static: dict[str, ScheduleEntry]
     _reload_failed = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._unsent: dict[str, float] = {}  # entry name: when a firing the broker did not take is sent again
+        super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
         self._static = {name: ScheduleEntry(**dict(fields, name=name, app=self.app))
@@ -81,14 +89,36 @@ class Scheduler(DatabaseScheduler):
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         if entry.task != FIRE_TASK or "schedule_id" not in (entry.kwargs or {}):
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
-        from triggers.services.schedules import sent_record
+        from triggers.services.schedules import FIELDS, sent_record
 
         original = entry.kwargs  # beat is one thread: the entry carries the moment for this send only
         fired_at = datetime.now(UTC)
-        entry.kwargs = {**original, "fired_at": fired_at.isoformat()}
+        crontab = getattr(getattr(entry, "model", None), "crontab", None)
+        reading = {} if crontab is None else {  # the cron and zone it was due by (``schedules.as_sent``)
+            "cron": " ".join(str(getattr(crontab, name)) for name in FIELDS), "timezone": str(crontab.timezone)}
+        entry.kwargs = {**original, "fired_at": fired_at.isoformat(), **reading}
         try:
             sent = super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        except Exception:
+            self._not_sent(entry)
+            raise
         finally:
             entry.kwargs = original
+        self._unsent.pop(entry.name, None)
         sent_record(original["schedule_id"], fired_at)  # what it supersedes (``schedules.superseded_by``)
         return sent
+
+    def _not_sent(self, entry: Any) -> None:
+        """A firing the broker did not take (Redis away for a moment) is sent again: beat had moved the
+        entry's last run on before sending (``reserve``), logged the failure and gone on, and the due
+        time was lost with no trace; kept, the next sync wrote it to the database as sent. The entry
+        keeps its last run as it was, and is due again after ``UNSENT_RETRY_S``; then the firing goes
+        out as one sent late, judged by its schedule's ``catch_up``."""
+        entry.model.last_run_at, entry.model.total_run_count = entry.last_run_at, entry.total_run_count
+        self._unsent[entry.name] = time.monotonic() + UNSENT_RETRY_S
+        self._heap = None  # built again on the next tick, from the entries as they are now
+        logger.warning("beat.firing_not_sent", extra={"entry": entry.name, "retry_in_s": UNSENT_RETRY_S})
+
+    def is_due(self, entry: Any) -> Any:
+        wait = self._unsent.get(entry.name, 0.0) - time.monotonic()
+        return schedstate(False, wait) if wait > 0 else super().is_due(entry)

@@ -21,22 +21,26 @@ FIRE_RETRY_BACKOFF_MAX_S = 60
 
 @shared_task(name="triggers.fire_schedule", bind=True, acks_late=True, ignore_result=True,
              max_retries=FIRE_MAX_RETRIES)
-def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None) -> str:
+def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None, cron: str | None = None,
+                  timezone: str | None = None) -> str:
     from django.db import InterfaceError, OperationalError
 
     from triggers.exceptions import StartHeld
     from triggers.services.schedules import schedule_fire
 
     sent = datetime.fromisoformat(fired_at) if fired_at else datetime.now(UTC)
+    as_sent = {"cron": cron, "timezone": timezone}  # the entry beat read: a retry is the same firing
     last = self.request.retries >= FIRE_MAX_RETRIES
     try:
-        firing = schedule_fire(schedule_id=schedule_id, fired_at=sent, hold_passing=not last)
+        firing = schedule_fire(schedule_id=schedule_id, fired_at=sent, cron=cron, zone=timezone, hold_passing=not last)
     except (OperationalError, InterfaceError) as exc:
         if last:  # beat will not send this due time again: say which, for an operator to start it
             logger.error("schedule.firing_lost", extra={"schedule_id": schedule_id, "fired_at": sent.isoformat()})
         countdown = min(FIRE_RETRY_BACKOFF_MAX_S, 2 ** self.request.retries)
-        raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()], kwargs={}) from exc
+        raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()],
+                         kwargs=as_sent) from exc
     except StartHeld as exc:  # held back: a rate limit says when there is room
         countdown = min(FIRE_RETRY_BACKOFF_MAX_S, max(1, int(exc.extra.get("retry_after_seconds") or 5)))
-        raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()], kwargs={}) from exc
+        raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()],
+                         kwargs=as_sent) from exc
     return firing.outcome if firing else "duplicate_or_disabled"

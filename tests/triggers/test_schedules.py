@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -553,13 +553,18 @@ def test_beat_keeps_the_moment_it_sent_a_schedule_s_firing(engine, user):
                                inputs={"name": "x"})
     before = datetime.now(UTC)
 
-    Scheduler(app=app, lazy=True).apply_async(ModelEntry(schedule.periodic_task, app=app), advance=False)
+    entry = ModelEntry(schedule.periodic_task, app=app)
+    # the cron changed once beat had read its entry: the firing is dated by the entry's (4 December, 09:00)
+    Schedule.objects.filter(pk=schedule.pk).update(cron="0 14 * * *")
+
+    Scheduler(app=app, lazy=True).apply_async(entry, advance=False)
 
     sent = redis_client.shared().get(SENT_KEY.format(schedule.pk))
     assert sent is not None and datetime.fromisoformat(sent.decode()) >= before
     firing = wait_until(lambda: ScheduleFiring.objects.filter(schedule=schedule).first(), timeout=30,
                         what="the firing beat's send started")
     assert firing.fired_at == datetime.fromisoformat(sent.decode())
+    assert (firing.fire_time.month, firing.fire_time.day, firing.fire_time.hour) == (12, 4, 9)
 
 
 @pytest.mark.django_db
@@ -577,3 +582,62 @@ def test_a_schedule_saved_before_a_stricter_cron_rule_can_still_be_disabled(api,
     assert disabled.status_code == 200, disabled.json()
     assert Schedule.objects.get(pk=made.json()["id"]).enabled is False
     assert changed.status_code == 400 and changed.json()["details"]["rule"] == "cron_syntax", changed.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("catch_up", ["run_once", "skip"])
+def test_a_firing_sent_before_its_cron_changed_is_dated_by_the_cron_it_was_sent_under(user, catch_up):
+    """A firing waiting in its queue (a backlog, a held start's retries) when the owner changed the
+    cron was dated by the new one: its latest time before the send, hours back, started under
+    ``run_once`` for a time the schedule never had, or recorded missed under ``skip``."""
+    from triggers.services.schedules import schedule_create, schedule_fire, schedule_update
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="minutely", definition=GREETING)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="minutely"), cron="* * * * *",
+                               inputs={"name": "x"}, catch_up=catch_up)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    schedule_update(schedule=schedule, cron="0 14 * * *")
+
+    firing = schedule_fire(schedule_id=schedule.pk, fired_at=minute + timedelta(seconds=0.3), cron="*  * * * *",
+                           zone="UTC")
+
+    assert (firing.outcome, firing.fire_time, firing.error) == ("started", minute, None)
+    assert Run.objects.filter(tag="minutely").count() == 1
+    # a message without a cron that reads is dated by the schedule's own (14:00, hours back)
+    unreadable = schedule_fire(schedule_id=schedule.pk, fired_at=minute + timedelta(seconds=0.3), cron="not a cron",
+                               zone="UTC")
+    assert (unreadable.fire_time.hour, unreadable.fire_time.minute) == (14, 0)
+
+
+@pytest.mark.django_db
+def test_a_firing_the_broker_did_not_take_is_sent_again(user):
+    """Beat moves an entry's last run on before it sends (``reserve``) and logs a send that fails: the
+    due time was lost with no trace (and the next sync stored it as sent). The entry keeps its last
+    run and is due again a few seconds later (a send's start: ``test_beat_keeps_the_moment...``)."""
+    from celery import Celery
+    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.schedulers import ModelEntry
+
+    from aob_project.beat import Scheduler
+    from triggers.services.schedules import schedule_create
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="unsent", definition=GREETING)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="unsent"), cron="* * * * *",
+                               inputs={"name": "x"}, catch_up="run_once")
+    last = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=last)
+    away = Celery("away", broker="redis://127.0.0.1:1/0", set_as_current=False)  # nothing listens there
+    away.conf.broker_connection_max_retries = 1
+    away.conf.broker_connection_timeout = 1
+    scheduler = Scheduler(app=away, lazy=True)
+    entry = ModelEntry(PeriodicTask.objects.get(pk=schedule.periodic_task_id), app=away)
+    assert scheduler.is_due(entry).is_due
+
+    scheduler.reserve(entry)  # as beat's tick does, then the send
+    scheduler.apply_entry(entry)
+
+    assert entry.model.last_run_at == last  # not taken for sent
+    assert not scheduler.is_due(entry).is_due  # not sent again at once, while the broker is away
+    wait_until(lambda: scheduler.is_due(entry).is_due, timeout=15, what="the entry due again")

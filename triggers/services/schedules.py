@@ -296,8 +296,24 @@ def superseded_by(schedule: Schedule, slot: datetime) -> datetime | None:
     return later if later <= datetime.fromisoformat(sent.decode()) else None
 
 
-def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
-                  hold_passing: bool = False) -> ScheduleFiring | None:
+def as_sent(schedule: Schedule, cron: str | None, zone: str | None) -> Schedule:
+    """The schedule as beat read it when it sent a firing (the cron and zone of its entry, carried in
+    the message): a firing sent before a change of either and started after it was dated by the new
+    cron, its latest time before the send, hours back, and started for a time the schedule never had
+    (``run_once``) or recorded missed (``skip``). A message without them (sent before they were
+    carried), or with ones that do not read, is the schedule's as it is."""
+    if not cron or not zone or (" ".join(cron.split()), zone) == (" ".join(schedule.cron.split()), schedule.timezone):
+        return schedule
+    then = Schedule(pk=schedule.pk, cron=cron, timezone=zone)
+    try:
+        due_time(then, timezone.now())
+    except Exception:  # noqa: BLE001 - not beat's: the schedule's own reading
+        return schedule
+    return then
+
+
+def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None, cron: str | None = None,
+                  zone: str | None = None, hold_passing: bool = False) -> ScheduleFiring | None:
     """Start the run of one firing, once: a firing already recorded is counted and left alone.
     With ``hold_passing`` a refusal that passes (``PASSING``: the owner's run limit, shared by every
     schedule of theirs due at the same minute) is raised as ``StartHeld`` and nothing is recorded, for the caller
@@ -315,9 +331,10 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None,
         # slot that is not due (a message not beat's), and is refused, never run ahead of its time
         logger.warning("schedule.fired_ahead", extra={"schedule_id": schedule.pk, "fired_at": str(fired_at)})
         return None
-    slot = due_time(schedule, fired_at)
+    reading = as_sent(schedule, cron, zone)
+    slot = due_time(reading, fired_at)
     late = (fired_at - slot).total_seconds() > settings.AOB_SCHEDULE_GRACE_S
-    later = superseded_by(schedule, slot)
+    later = superseded_by(reading, slot)
     base = {"schedule": schedule, "fire_time": slot, "fired_at": fired_at}
     try:
         with transaction.atomic():
