@@ -262,6 +262,11 @@ def delivery_send(*, delivery_id: int) -> str:
     left = _no_longer_asked(delivery)
     if left:
         return _record(delivery, Delivery.Status.FAILED, f"not sent: {left}")
+    if delivery.attempts > settings.AOB_NOTIFY_MAX_RETRIES:
+        # each attempt allowed was claimed and none came back (its sender died mid-send: out of memory,
+        # its hard time limit, a kill): republished without end, each one sent again
+        return _record(delivery, Delivery.Status.FAILED, f"not sent again: none of its {delivery.attempts} "
+                       "attempts ended (its sender stopped during each)")
     # one sender per attempt: a second message for the same delivery (published again, or sent
     # twice) that read the same attempt finds it taken and sends nothing. The claim moves
     # ``published_at`` too: a sender that dies past it leaves a delivery republished in its turn.

@@ -318,6 +318,28 @@ def test_a_republished_delivery_keeps_its_count_of_attempts(engine: Any, user: U
     assert len(remote.hits("/status/503")) == 1
 
 
+def test_a_delivery_whose_every_attempt_died_mid_send_is_not_sent_again(engine: Any, user: User, bob: User,
+                                                                        remote: Any) -> None:
+    """Attempts are counted when claimed; the cap was judged only when one failed and came back. A
+    sender that dies mid-send on every attempt (its hard time limit, out of memory) left the delivery
+    republished every period without end, each time sent again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.conftest import stored_run
+
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/status/200")
+    approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
+    spent = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="webhook", attempts=6,
+                                    published_at=timezone.now() - timedelta(hours=1))  # its sixth claim, never back
+
+    delivery = wait_until(lambda: Delivery.objects.filter(pk=spent.pk, status="failed").first(), timeout=30,
+                          what="the delivery given up")
+    assert delivery.attempts == 6 and "none of its 6 attempts ended" in delivery.error
+    assert not remote.hits("/status/200")
+
+
 @pytest.mark.django_db
 def test_the_sweep_leaves_a_delivery_whose_retry_is_not_yet_due(user: User, bob: User) -> None:
     """A retry waiting out its backoff (its due time ahead, or only just past) is not lost: the sweep
