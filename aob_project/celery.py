@@ -66,6 +66,7 @@ app.conf.task_routes = {
     "approvals.expire": {"queue": MAINTENANCE_QUEUE},
     # issue 18: reminders, the sub-workflow and budget backstops and retention are maintenance work;
     # a schedule's firing starts a run, up to an owner's run-start rate: its own queue (registry)
+    "triggers.resend_lost": {"queue": MAINTENANCE_QUEUE},  # the backstop of firings lost on their way
     "triggers.*": {"queue": TRIGGERS_QUEUE},
     # Sending a notification waits on a mail server or a webhook, and one run may ask many people:
     # its own queue, so a backlog of them never stands between the sweeper and the maintenance queue.
@@ -84,7 +85,7 @@ app.conf.task_routes = {
 # The maintenance tasks run every few seconds; without events of their own they stay out of
 # Flower's task list, which then shows workflow work (AOB_FLOWER_SHOW_MAINTENANCE=true shows them).
 MAINTENANCE_TASKS = ["workflows.sweep", "workflows.check_queues", "approvals.expire", "approvals.remind", "subflows.sweep", "agents.sweep",
-                     "retention.prune"]
+                     "retention.prune", "triggers.resend_lost"]
 if os.environ.get("AOB_FLOWER_SHOW_MAINTENANCE", "").lower() not in {"1", "true", "yes"}:
     app.conf.task_annotations = {name: {"send_events": False} for name in MAINTENANCE_TASKS}
 app.autodiscover_tasks(["workflows", "workers", "approvals", "agents", "triggers", "subflows", "retention"])
@@ -169,5 +170,7 @@ def _schedule(sender: Celery, **_: object) -> None:
                              name="resume nodes paused on a budget that fits again")
     sender.add_periodic_task(settings.AOB_QUEUES_CHECK_INTERVAL_S, sender.signature("workflows.check_queues"),
                              name="say which service queues no worker consumes")
+    sender.add_periodic_task(60.0, sender.signature("triggers.resend_lost"),
+                             name="send again schedules' firings lost on their way")
     sender.add_periodic_task(settings.AOB_RETENTION_INTERVAL_S, sender.signature("retention.prune"),
                              name="prune finished runs past retention")

@@ -44,3 +44,10 @@ def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None, cron
         raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()],
                          kwargs=as_sent) from exc
     return firing.outcome if firing else "duplicate_or_disabled"
+
+
+@shared_task(name="triggers.resend_lost", acks_late=True, ignore_result=True, expires=30)
+def resend_lost() -> int:
+    from triggers.services.schedules import schedules_resend_lost
+
+    return schedules_resend_lost()

@@ -641,3 +641,36 @@ def test_a_firing_the_broker_did_not_take_is_sent_again(user):
     assert entry.model.last_run_at == last  # not taken for sent
     assert not scheduler.is_due(entry).is_due  # not sent again at once, while the broker is away
     wait_until(lambda: scheduler.is_due(entry).is_due, timeout=15, what="the entry due again")
+
+
+def test_a_firing_beat_sent_that_no_worker_recorded_is_sent_again_once(engine, user):
+    """A firing's message lost on its way (Redis flushed or restarted without its data, a worker
+    killed mid-firing whose message returns an hour later) left nothing: beat took it for sent. The
+    backstop sends beat's latest send again, with its moment, once."""
+    from django_celery_beat.models import PeriodicTask
+
+    from aob_project import redis_client
+    from triggers.services.schedules import RESENT_KEY, schedule_create, schedules_resend_lost
+    from workflows.models import Workflow
+
+    slot = (datetime.now(UTC) - timedelta(minutes=20)).replace(second=0, microsecond=0)
+    workflow_save(owner=user, tag="lost", definition=GREETING)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="lost"),
+                               cron=f"{slot.minute} {slot.hour} * * *", inputs={"name": "x"}, catch_up="skip")
+    Schedule.objects.filter(pk=schedule.pk).update(updated_at=slot - timedelta(minutes=1))
+    sent = slot + timedelta(seconds=0.3)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=sent)  # beat's sync of its send
+    key = RESENT_KEY.format(schedule.pk, int(slot.timestamp()))
+    try:
+        assert not ScheduleFiring.objects.filter(schedule=schedule).exists()  # nothing else sends it
+
+        assert schedules_resend_lost() == 1
+
+        firing = wait_until(lambda: ScheduleFiring.objects.filter(schedule=schedule).first(), timeout=30,
+                            what="the lost firing sent again")
+        assert (firing.outcome, firing.fire_time, firing.fired_at) == ("started", slot, sent)  # on time: beat's
+        assert schedules_resend_lost() == 0
+        redis_client.shared().delete(key)
+        assert schedules_resend_lost() == 0  # recorded now
+    finally:
+        redis_client.shared().delete(key)

@@ -25,7 +25,7 @@ from croniter import croniter
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
@@ -275,6 +275,51 @@ def sent_record(schedule_id: int, fired_at: datetime) -> None:
     except redis.RedisError:
         _sent_paused_until = time.monotonic() + SENT_PAUSE_S
         logger.warning("schedule.sent_unrecorded", extra={"schedule_id": schedule_id}, exc_info=True)
+
+
+# A firing beat sent that no worker recorded (its message lost: Redis flushed or restarted without
+# its data; a worker killed mid-firing, whose message comes back only after the broker's visibility
+# timeout, an hour; a firing whose every retry met the database away) is sent again once, this long
+# after beat's send: past every retry of a firing's own (``tasks.FIRE_MAX_RETRIES``, some 10
+# minutes) and beat's sync of its sends to the database (3 minutes).
+RESEND_AFTER_S = 15 * 60
+RESEND_LOOKBACK_S = 86_400
+RESEND_BATCH = 500
+RESENT_KEY = "aob:schedule:{}:resent:{}"
+
+
+def schedules_resend_lost(*, now: datetime | None = None) -> int:
+    """Send again each enabled schedule's latest firing beat sent (``PeriodicTask.last_run_at``,
+    since its last change) that left no firing, with the moment beat sent it: judged as the lost
+    one would have been. Once a due time (a Redis claim); the unique key keeps a late original
+    from starting a second run. Returns how many were sent."""
+    from triggers.tasks import fire_schedule
+
+    now = now or timezone.now()
+    beat_sent = OuterRef("periodic_task__last_run_at")
+    recorded = ScheduleFiring.objects.filter(schedule=OuterRef("pk"), fired_at__gte=beat_sent - timedelta(seconds=30))
+    lost = (Schedule.objects.filter(enabled=True, updated_at__lt=F("periodic_task__last_run_at"),
+                                    periodic_task__last_run_at__gte=now - timedelta(seconds=RESEND_LOOKBACK_S),
+                                    periodic_task__last_run_at__lte=now - timedelta(seconds=RESEND_AFTER_S))
+            .exclude(Exists(recorded)).values_list("pk", "cron", "timezone", "periodic_task__last_run_at")
+            .order_by("pk")[:RESEND_BATCH])
+    sent = 0
+    for pk, cron, zone, last in lost:
+        slot = due_time(Schedule(pk=pk, cron=cron, timezone=zone), last)
+        if ScheduleFiring.objects.filter(schedule_id=pk, fire_time=slot).exists():
+            continue  # a repeat of a recorded firing (beat sent a due time again after a restart)
+        try:
+            if not redis_client.shared(0.5, once=True).set(RESENT_KEY.format(pk, int(slot.timestamp())), "1",
+                                                           nx=True, ex=RESEND_LOOKBACK_S):
+                continue
+        except redis.RedisError:
+            logger.warning("schedule.resend_unclaimed", exc_info=True)
+            break
+        fire_schedule.apply_async(args=[pk, last.isoformat()], kwargs={"cron": cron, "timezone": zone})
+        logger.warning("schedule.firing_resent", extra={"schedule_id": pk, "fire_time": str(slot),
+                                                        "fired_at": last.isoformat()})
+        sent += 1
+    return sent
 
 
 def superseded_by(schedule: Schedule, slot: datetime) -> datetime | None:
