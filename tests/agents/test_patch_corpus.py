@@ -919,8 +919,12 @@ CORPUS = [
         [*after("plan", transform("x")), *after("x", http("y", f"{API}/y"))], "applied"),
     row("secret-unrelated-step-rewritten-accepted", ROUTED, PLANNING, PLAN,
         [replace("/nodes/6/config/expression", "'2'"), add_edge("plan", "aside")], "applied"),
-    row("secret-route-from-a-step-that-holds-it-accepted", with_config(ROUTED, "plan", auth=CRM_AUTH), PLANNING,
-        PLAN, [replace("/edges/0/condition", "true")], "applied"),
+    # the proposer sends the token to its registered API (crm); post sends it to its own URL: holding the
+    # token for one place is no leave to word what an author's step sends with it to another
+    row("secret-route-from-a-step-that-holds-it-for-another-place", with_config(ROUTED, "plan", auth=CRM_AUTH),
+        PLANNING, PLAN, [replace("/edges/0/condition", "true")], "secret_reference", 0),
+    row("secret-agent-sending-it-to-another-api-fed", with_config(KEYED, "plan", auth={
+        "billing": CRM_AUTH["crm"]}), PLANNING, PLAN, [add_edge("plan", "ops")], "secret_reference", 0),
     row("privilege-attempts-as-a-float", INVOICE, PLANNING, PLAN,
         after("plan", {**agent("helper"), "retry": {"max_attempts": 20.0}}), "agent_privilege", 0),
     row("privilege-timeout-as-a-float", INVOICE, PLANNING, PLAN,

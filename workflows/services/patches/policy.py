@@ -554,19 +554,20 @@ class _Judgement:
     def acting_for_the_owner(self) -> dict[str, tuple[Rule, str]]:
         """The author's nodes that act with the owner's authority beyond the proposer's, each with the
         rule an agent's patch that reaches it breaks: a ``workflow`` node (it runs another of the
-        owner's workflows), and any node that refers to $secrets the proposer does not hold itself
-        (an agent holds what its ``auth`` sends: it may already send those). A node that has run is
-        judged too: a loop, or a replay of the run from the patched definition, runs it again."""
+        owner's workflows), and any node that sends $secrets where the proposer does not send them
+        itself (``_held``). A node that has run is judged too: a loop, or a replay of the run from
+        the patched definition, runs it again."""
         proposer = self.old.get(self.proposer.node_id) or {}
         config = proposer.get("config") if isinstance(proposer.get("config"), dict) else {}
-        held = _secrets_named(config.get("auth"))
+        mine = _sent_per_api(config)
         out: dict[str, tuple[Rule, str]] = {}
         for node_id, node in self.old.items():
             if node_id not in self.new:
                 continue
-            lacking = sorted(_secrets_named(node.get("config")) - held)
+            lacking = sorted(_secrets_named(node.get("config")) - _held(mine, node))
             if lacking:
-                out[node_id] = (Rule.SECRET_REFERENCE, f"sends $secrets its proposer does not hold ({', '.join(lacking)})")
+                out[node_id] = (Rule.SECRET_REFERENCE, f"sends $secrets where its proposer does not send them "
+                                f"({', '.join(lacking)})")
             elif registry.acts_for_owner(node.get("type")):
                 out[node_id] = (Rule.AGENT_PRIVILEGE, f"acts with the owner's authority (a {node.get('type')} node)")
         return out
@@ -730,6 +731,27 @@ def _secrets_named(config: Any) -> set[str]:
     from vault.references import referenced_names
 
     return referenced_names(config)
+
+
+def _sent_per_api(config: Any) -> dict[str, set[str]]:
+    """The $secrets an agent's ``auth`` sends, per registered API."""
+    auth = config.get("auth") if isinstance(config, dict) else None
+    return {api: _secrets_named(sent) for api, sent in auth.items()} if isinstance(auth, dict) else {}
+
+
+def _held(proposer: dict[str, set[str]], node: dict[str, Any]) -> set[str]:
+    """The secrets ``node`` sends that its proposer sends to the same place: an agent node's, sent to
+    a registered API the proposer sends each of them to too. An ``http`` node's (any other node's)
+    never: its URL is not an API's, and the proposer holding a token for one API let it word what an
+    author's step sent with that token to another host."""
+    config = node.get("config") if isinstance(node.get("config"), dict) else {}
+    if node.get("type") != "agent":
+        return set()
+    theirs = _sent_per_api(config)
+    named = _secrets_named(config)
+    elsewhere = named - set().union(*theirs.values())  # named outside ``auth``: sent nowhere the proposer sends
+    return {name for name in named - elsewhere
+            if all(name in proposer.get(api, set()) for api, sent in theirs.items() if name in sent)}
 
 
 def _bodies_of(doc: Any) -> dict[str, frozenset[str]]:
