@@ -47,6 +47,10 @@ def age(run: Run, days: int) -> None:
 
 def test_pruning_removes_exactly_what_is_past_retention_and_nothing_a_live_run_needs(engine: Any, user: User,
                                                                                      make_user: Any) -> None:
+    # the stack's worker may finish a node of an earlier test's run after that test's flush: its
+    # completion stores the output artifact though the run is gone, and nothing refers to it; aged
+    # below with the rest, the prune counted it too (the flush left nothing else to refer to one)
+    Artifact.objects.all().delete()
     bob = make_user("bob")
     RetentionPolicy.objects.create(owner=bob, days=7)
     saved = workflow_save(owner=user, tag="refunds", definition=refund_flow())
