@@ -205,6 +205,14 @@ def get(node_type: str) -> NodeType | None:
     return _TYPES.get(node_type)
 
 
+def acts(node_type: Any) -> bool:
+    """Whether a node of this type does anything beyond computing what the run reads (a request
+    out, a model called, a person asked, another workflow run): neither inline nor pure. An unknown
+    type does."""
+    spec = get(node_type) if isinstance(node_type, str) else None
+    return spec is None or not (spec.inline or spec.pure)
+
+
 def acts_for_owner(node_type: Any) -> bool:
     spec = get(node_type) if isinstance(node_type, str) else None
     return spec is not None and spec.acts_for_owner

@@ -221,6 +221,24 @@ AROUND = {
 }
 
 
+# A gated branch joining an ungated one: /nodes: 0 plan, 1 fetch, 2 review, 3 pay, 4 research, 5 report;
+# report joins pay's edge and research's
+JOINED = {
+    "nodes": [agent("plan"), http("fetch", f"{API}/invoice"), hitl("review", approvers=["bob"]),
+              http("pay", method="POST"), agent("research"), transform("report")],
+    "edges": [edge("plan", "fetch"), edge("fetch", "review"), edge("review", "pay", APPROVED), edge("pay", "report"),
+              edge("plan", "research"), edge("research", "report")],
+}
+
+# A gate inside a loop (each page approved before it is posted): /nodes: 0 plan, 1 page, 2 review, 3 post, 4 more
+GATED_LOOP = {
+    "nodes": [agent("plan"), transform("page"), hitl("review", approvers=["bob"]), http("post", method="POST"),
+              {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                         "condition": "iteration < 1"}}],
+    "edges": [edge("plan", "page"), edge("page", "review"), edge("review", "post", APPROVED), edge("post", "more")],
+}
+
+
 # ROUTED with only rules out of check: /edges/1 check→note (inputs.send == false)
 RULED = {"nodes": ROUTED["nodes"], "edges": [ROUTED["edges"][0], edge("check", "note", "inputs.send == false"),
                                             *ROUTED["edges"][2:]]}
@@ -694,6 +712,19 @@ CORPUS = [
         "gate_bypass", 2),
     row("bypass-authors-path-left-alone-accepted", AROUND, PLANNING, PLAN,
         [*after("plan", transform("x")), add_edge("aside", "x")], "applied"),
+    # what reaches a step through the gate is the gate's to judge; a step before the gate is not on
+    # a path around it (a loop's jump makes it "after" the gate too); a step that only computes is not
+    # what a gate holds back
+    row("join-step-before-the-gate-inserted-accepted", JOINED, PLANNING, PLAN,
+        [add_node(transform("x")), add_edge("plan", "x"), add_edge("x", "fetch")], "applied"),
+    row("join-step-before-the-gate-rewritten-accepted", JOINED, PLANNING, PLAN,
+        [replace("/nodes/1/config/url", f"{API}/invoice-v2")], "applied"),
+    row("join-ungated-branch-feeds-the-computing-join-accepted", JOINED, {"plan": "completed", "research": "running"},
+        "agent:research", [add_node(transform("x")), add_edge("research", "x"), add_edge("x", "report")], "applied"),
+    row("gate-in-a-loop-step-before-it-rewritten-accepted", GATED_LOOP, PLANNING, PLAN,
+        [replace("/nodes/1/config/expression", "2")], "applied"),
+    row("gate-in-a-loop-step-before-it-inserted-accepted", GATED_LOOP, PLANNING, PLAN,
+        [add_node(transform("x")), add_edge("plan", "x"), add_edge("x", "page")], "applied"),
     # an edge inside what the gate guards, moved onto a node before the gate: the node it leads to is
     # no longer "after the gate" once patched, and was judged only as it stood after the patch
     row("bypass-guarded-edge-moved-before-the-gate", STAGED, PLANNING, PLAN, [replace("/edges/2/from", "plan")],
@@ -797,6 +828,10 @@ CORPUS = [
     row("loop-bound-raised-by-a-loop-inside", POLLED, PLANNING, PLAN,
         [add_node({"id": "inner", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "post",
                                                               "condition": "true"}}), add_edge("post", "inner")],
+        "agent_privilege", 0),
+    row("loop-over-an-author-s-step-in-no-loop", INVOICE, PLANNING, PLAN,
+        [add_node({"id": "again", "type": "loop", "config": {"max_iterations": 10000, "loop_back_to": "fetch",
+                                                              "condition": "true"}}), add_edge("fetch", "again")],
         "agent_privilege", 0),
     row("loop-over-the-agent-s-own-steps-accepted", POLLED, PLANNING, PLAN,
         [*after("plan", transform("x")), add_node({"id": "mine", "type": "loop", "config": {
@@ -1050,8 +1085,9 @@ CORPUS = [
         [*after("act", transform("x")), add_edge("x", "route")], "approved_action_started", 2),
     row("approved-agent-s-branch-rule-to-a-new-step", BRANCHED, ACTING, ACT,
         [add_node(transform("x")), add_edge("act", "x", "true")], "approved_action_started", 1),
+    # refused before the approval is judged: pay is its author's step, run once a pass (the loop rule)
     row("approved-new-loop-s-side-step-runs-the-action", BRANCHED, ACTING, ACT, loop_aside("act", "pay"),
-        "approved_action_started", 3),
+        "agent_privilege", 1),
     row("approved-agent-adds-a-step-after-the-branch-accepted", BRANCHED, ACTING, ACT,
         after("route", transform("x")), "applied"),
     row("approved-agent-adds-a-chain-after-itself-accepted", BRANCHED, ACTING, ACT,
@@ -1299,8 +1335,10 @@ def test_an_inside_agent_s_loop_that_runs_the_approved_action_again_is_a_change_
     out of the approved action), but a loop it adds that jumps back onto the action runs that
     action again, up to 10,000 times: that is a change to what was approved, and the action has
     begun (the agent itself runs in it), so it is refused. Before, the loop was left out with the
-    rest and the payment went out five times on one approval. The control: a plain step it adds
-    after the action leaves the approval standing."""
+    rest and the payment went out five times on one approval. Since 6 December (seventeenth session)
+    such a loop is refused before the approval is judged: it runs its author's steps again
+    (``agent_privilege``). The control: a plain step it adds after the action leaves the approval
+    standing."""
     run = run_in_state(user, Case(DELEGATE, ACTING, ACT, [], "applied"))
     approval = approve_gate(run, make_user("bob"))
 
@@ -1314,7 +1352,7 @@ def test_an_inside_agent_s_loop_that_runs_the_approved_action_again_is_a_change_
     for loop in (loop_back("pay"), through_a_step):  # onto the action, or back to a step before it
         with pytest.raises(PatchRejected) as refused:
             run_patch_propose(run=run, node_id="act", from_agent=True, operations=loop)
-        assert refused.value.extra["rule"] == "approved_action_started"
+        assert refused.value.extra["rule"] == "agent_privilege"
     assert snapshot(run) == before
     approval.refresh_from_db()
     assert approval.status == "approved" and not approval.decisions.filter(voided=True).exists()

@@ -398,21 +398,32 @@ class _Judgement:
                             f"{', '.join(sorted(fresh)[:5])} without passing through it",
                             lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
             if self.proposer.agent:
-                # a path around the gate its author laid (a small payment's rule beside the gate's for a
-                # large one): an agent may not change whether it is taken, or what runs on it reads (the
-                # rule moved first, loosened, or fed another amount), as for ``check_owner_s_steps``
-                around = gates.bypassed(self.before, gate)
-                if around & self.reached:
-                    self.refuse(Rule.GATE_BYPASS, f"{', '.join(sorted(around & self.reached)[:5])} may run without "
-                                f"passing through gate {gate!r} on a path its author laid: an agent may not change "
-                                "whether that path is taken, or what runs on it reads",
-                                lambda doc, a=around: sorted(a & influenced(self.before, doc)), node_id=gate)
+                self.check_authors_path_around(gate)
             crossed = gates.crossed(self.before, self.after, gate)
             if crossed:
                 self.refuse(Rule.GATE_BYPASS, f"the patch lets another outcome of gate {gate!r} reach "
                             f"{', '.join(sorted(crossed)[:5])}, which only its own outcome reached: they would run "
                             "whatever the gate's people decide",
                             lambda doc, g=gate: sorted(gates.crossed(self.before, doc, g)), node_id=gate)
+
+    def check_authors_path_around(self, gate: str) -> None:
+        """A path around the gate its author laid (a small payment's rule beside the gate's for a
+        large one): an agent may not change whether a step that acts (``registry.acts``) runs on it,
+        or what it reads there (the rule moved first, loosened, or fed another amount), as for
+        ``check_owner_s_steps``. What reaches such a step through the gate is the gate's to judge
+        (a changed action asks its people again), and a step before the gate is not on the path
+        (a loop's jump makes it "after" the gate too)."""
+        before_it = _before_along_edges(self.before, gate)
+        around = {n for n in gates.bypassed(self.before, gate) - before_it
+                  if registry.acts(self.old[n].get("type"))}
+        if not around:
+            return
+        changed = around & influenced(self.before, self.after, avoid=gate)
+        if changed:
+            self.refuse(Rule.GATE_BYPASS, f"{', '.join(sorted(changed)[:5])} may run without passing through gate "
+                        f"{gate!r} on a path its author laid: an agent may not change whether it runs there, or "
+                        "what it reads", lambda doc: sorted(around & influenced(self.before, doc, avoid=gate)),
+                        node_id=gate)
 
     def repeated(self) -> set[str]:
         """Existing nodes the patch makes a loop run again: what the jump of a loop it adds, points
@@ -449,13 +460,16 @@ class _Judgement:
             for loop_id, body in sorted(bodies.items()):
                 for node_id in body:
                     bounded.setdefault(node_id, loop_id)
+        # a step of the author's version no loop runs again is run once a pass of the run: a bound too
+        authored = set(gates.nodes_by_id(self.state.base or self.before)) & set(self.old)
         for loop_id in sorted(set(self.bodies_after) - set(self.old)):
-            again = sorted(n for n in self.bodies_after[loop_id] if n in bounded and n != loop_id)
+            again = sorted(n for n in self.bodies_after[loop_id] if (n in bounded or n in authored) and n != loop_id)
             if again:
-                self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r} runs {again[0]!r} again, which loop "
-                            f"{bounded[again[0]]!r} bounds: an agent may not add a loop over what a loop runs "
-                            "again (lower its max_iterations instead): its bound is its author's",
-                            _node(loop_id), node_id=loop_id)
+                whose = (f"which loop {bounded[again[0]]!r} bounds" if again[0] in bounded else
+                         "which its author runs once")
+                self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r} runs {again[0]!r} again, {whose}: an agent may "
+                            "not loop its author's steps (a loop's max_iterations may be lowered): their bound is "
+                            "their author's", _node(loop_id), node_id=loop_id)
 
     @functools.cached_property
     def bodies_authored(self) -> dict[str, frozenset[str]]:
@@ -668,7 +682,7 @@ def loop_bodies(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
     return {loop_id: loop_reruns(ir, loop_id) for loop_id in ir.loops}
 
 
-def influenced(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+def influenced(before: dict[str, Any], after: dict[str, Any], *, avoid: str | None = None) -> set[str]:
     """The nodes whose running, or what they read, the change from ``before`` to ``after`` may alter:
     each node it writes (adds, removes or changes); each node whose edges in change, in their order
     too (a ``conditional`` passes on, and a loop judges, the output of its first parent in that order
@@ -676,8 +690,9 @@ def influenced(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     routes instead of the unconditional edges, ``planner.route``), unless rules are only appended
     to a node without unconditional edges (they are asked only where none held, and it went
     nowhere); and, from those, every node reached
-    along edges and loop jumps or reading one of them (``$nodes``), in either document. A plain edge
-    added out of a node leaves its other edges as they were: it is taken beside them, never instead."""
+    along edges and loop jumps or reading one of them (``$nodes``), in either document (not through
+    ``avoid``, where given). A plain edge added out of a node leaves its other edges as they were:
+    it is taken beside them, never instead."""
     old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
     start = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
     (rules_was, into_was, out_was), (rules_now, into_now, out_now) = _routing(before), _routing(after)
@@ -688,7 +703,7 @@ def influenced(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
         was, now = rules_was.get(source, []), rules_now.get(source, [])
         if was != now and not (source not in defaults and now[:len(was)] == was):
             start |= out_was.get(source, set()) | out_now.get(source, set())
-    return _reached(before, start) | _reached(after, start)
+    return _reached(before, start, avoid) | _reached(after, start, avoid)
 
 
 def _routing(definition: dict[str, Any]) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, Any]]],
@@ -707,21 +722,37 @@ def _routing(definition: dict[str, Any]) -> tuple[dict[str, list[tuple[str, str]
     return rules, into, out
 
 
-def _reached(definition: dict[str, Any], start: set[str]) -> set[str]:
-    """``start`` and what is reached from it along edges and loop jumps, or by reading (``$nodes``)."""
+def _reached(definition: dict[str, Any], start: set[str], avoid: str | None = None) -> set[str]:
+    """``start`` and what is reached from it along edges and loop jumps, or by reading (``$nodes``),
+    not through ``avoid``."""
     adjacency = gates.successors(definition)
     readers: dict[str, list[str]] = {}
     for node_id, node in gates.nodes_by_id(definition).items():
         for source in referenced_nodes(node.get("config")):
             readers.setdefault(source, []).append(node_id)
     seen: set[str] = set()
-    todo = [n for n in start if n in adjacency]
+    todo = [n for n in start if n in adjacency and n != avoid]
     while todo:
         node = todo.pop()
         if node in seen:
             continue
         seen.add(node)
-        todo.extend(t for t in (*adjacency[node], *readers.get(node, ())) if t not in seen)
+        todo.extend(t for t in (*adjacency[node], *readers.get(node, ())) if t not in seen and t != avoid)
+    return seen
+
+
+def _before_along_edges(definition: dict[str, Any], node_id: str) -> set[str]:
+    """The nodes from which ``node_id`` is reached along the definition's edges (not loop jumps)."""
+    into: dict[str, list[str]] = {}
+    for edge in definition.get("edges", []):
+        into.setdefault(edge["to"], []).append(edge["from"])
+    seen: set[str] = set()
+    todo = list(into.get(node_id, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(into.get(node, ()))
     return seen
 
 

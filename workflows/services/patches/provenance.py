@@ -156,7 +156,9 @@ def authored_base_id(run_id: Any, *, base_artifact_id: Any, replay_of_id: Any) -
     an approver is told changed)."""
     if replay_of_id is None:
         return base_artifact_id
-    return Run.objects.values_list("base_artifact_id", flat=True).get(pk=_chain(run_id)[0][0])
+    # the oldest run the chain still reaches (a source pruned meanwhile ends it sooner)
+    oldest = Run.objects.filter(pk=_chain(run_id)[0][0]).values_list("base_artifact_id", flat=True).first()
+    return oldest or base_artifact_id
 
 
 def patches_in(run_id: Any) -> Any:
