@@ -70,6 +70,14 @@ class Scheduler(DatabaseScheduler):
         schedule.update(getattr(self, "_static", {}))
         return schedule
 
+    def populate_heap(self, *args: Any, **kwargs: Any) -> None:
+        """The heap built from the schedule as it is read now. A reload while it is built (the first
+        tick after a start, or one asked for after a refused send) marks the heap stale, and the next
+        tick built it again from the entries read then, before the send: the entry just sent was due
+        in them, and was sent again."""
+        super().populate_heap(*args, **kwargs)
+        self._heap_invalidated = False
+
     def enabled_models_qs(self) -> Any:
         return self.Model.objects.enabled()  # every one, whatever its hour (the module's docstring)
 
@@ -116,7 +124,10 @@ class Scheduler(DatabaseScheduler):
         out as one sent late, judged by its schedule's ``catch_up``."""
         entry.model.last_run_at, entry.model.total_run_count = entry.last_run_at, entry.total_run_count
         self._unsent[entry.name] = time.monotonic() + UNSENT_RETRY_S
-        self._heap = None  # built again on the next tick, from the entries as they are now
+        # the heap built again on the next tick from entries read again: the loaded ones are those of
+        # the last reload (``reserve`` keeps the advanced entry only in the heap), and every entry
+        # sent since would be due at once; the reload writes the entries sent (this one as it was)
+        self._heap, self._reload_failed = None, True
         logger.warning("beat.firing_not_sent", extra={"entry": entry.name, "retry_in_s": UNSENT_RETRY_S})
 
     def is_due(self, entry: Any) -> Any:

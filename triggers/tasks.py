@@ -22,14 +22,16 @@ FIRE_RETRY_BACKOFF_MAX_S = 60
 @shared_task(name="triggers.fire_schedule", bind=True, acks_late=True, ignore_result=True,
              max_retries=FIRE_MAX_RETRIES)
 def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None, cron: str | None = None,
-                  timezone: str | None = None) -> str:
+                  timezone: str | None = None, **_later: Any) -> str:
     from django.db import InterfaceError, OperationalError
 
     from triggers.exceptions import StartHeld
     from triggers.services.schedules import schedule_fire
 
     sent = datetime.fromisoformat(fired_at) if fired_at else datetime.now(UTC)
-    as_sent = {"cron": cron, "timezone": timezone}  # the entry beat read: a retry is the same firing
+    # the entry beat read (a retry is the same firing); none from an older beat, and then none sent,
+    # so a retry reaches a worker still on the code before them (``**_later``: arguments to come)
+    as_sent = {name: value for name, value in (("cron", cron), ("timezone", timezone)) if value}
     last = self.request.retries >= FIRE_MAX_RETRIES
     try:
         firing = schedule_fire(schedule_id=schedule_id, fired_at=sent, cron=cron, zone=timezone, hold_passing=not last)

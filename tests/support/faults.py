@@ -67,6 +67,9 @@ so a test flips them for every process of its stack at once:
   ``Idempotency-Key``, the negative control of the model call's key (same module);
   ``aob:test:lapsed_held``: a lapsed reservation counts as held, not spent, in a run's ceiling, as
   before (``budget._spent``): the node it paused waited for ever (same module);
+- ``aob:test:resend_after_s``: ``schedules.RESEND_AFTER_S`` for the backstop of lost firings, so a
+  test need not wait 15 minutes; ``aob:test:resend_off``: the backstop sends nothing, its negative
+  control; each pass of it writes ``aob:test:resend_ran`` (tests/faults/test_firing_lost.py);
 - ``aob:test:message_id_off``: an approval email gets a new ``Message-ID`` at each send, as Django
   makes one, the negative control of ``notifications.message_id``
   (tests/faults/test_notifier_killed.py).
@@ -82,6 +85,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import cache
@@ -292,12 +296,23 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def switchable_message_id(delivery: Any) -> str:
         return make_msgid() if _redis().exists("aob:test:message_id_off") else message_id(delivery)
 
+    resend_lost = schedules.schedules_resend_lost
+
+    def switchable_resend_lost(*, now: Any = None) -> int:
+        told = _redis().get("aob:test:resend_after_s")
+        if told is not None:
+            now = timezone.now() + timedelta(seconds=schedules.RESEND_AFTER_S - float(told))
+        sent = 0 if _redis().exists("aob:test:resend_off") else resend_lost(now=now)
+        _redis().set("aob:test:resend_ran", time.time())
+        return sent
+
     subflows_sweep = subflows.subflows_sweep
 
     def switchable_subflows_sweep() -> dict[str, int]:
         return {"skipped": 1} if _redis().exists("aob:test:subflows_sweep_off") else subflows_sweep()
 
-    wrapped = [(schedules, "due_time", switchable_due_time), (subflows, "subflows_sweep", switchable_subflows_sweep),
+    wrapped = [(schedules, "due_time", switchable_due_time), (schedules, "schedules_resend_lost", switchable_resend_lost),
+               (subflows, "subflows_sweep", switchable_subflows_sweep),
                (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep), (poison, "sweep_row", switchable_sweep_row),
                (sweeper, "undecided_parks", switchable_undecided_parks),
                (sweeper, "unclaimed_before", switchable_unclaimed_before),

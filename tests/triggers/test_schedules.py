@@ -641,25 +641,33 @@ def test_a_firing_the_broker_did_not_take_is_sent_again(user):
     assert entry.model.last_run_at == last  # not taken for sent
     assert not scheduler.is_due(entry).is_due  # not sent again at once, while the broker is away
     wait_until(lambda: scheduler.is_due(entry).is_due, timeout=15, what="the entry due again")
+    scheduler._dirty.clear()  # nothing of this test's to write at the interpreter's exit, the database gone
 
 
-def test_a_firing_beat_sent_that_no_worker_recorded_is_sent_again_once(engine, user):
+def test_a_firing_beat_sent_that_no_worker_recorded_is_sent_again_once(engine, user, monkeypatch):
     """A firing's message lost on its way (Redis flushed or restarted without its data, a worker
     killed mid-firing whose message returns an hour later) left nothing: beat took it for sent. The
-    backstop sends beat's latest send again, with its moment, once."""
+    backstop sends beat's latest send again, with its moment, once; a schedule whose latest send was
+    a repeat of a recorded firing (beat restarted) is passed over, and does not take its place."""
     from django_celery_beat.models import PeriodicTask
 
     from aob_project import redis_client
+    from triggers.services import schedules
     from triggers.services.schedules import RESENT_KEY, schedule_create, schedules_resend_lost
     from workflows.models import Workflow
 
+    monkeypatch.setattr(schedules, "RESEND_BATCH", 1)  # one sent a pass, as 500 of them would be
     slot = (datetime.now(UTC) - timedelta(minutes=20)).replace(second=0, microsecond=0)
-    workflow_save(owner=user, tag="lost", definition=GREETING)
-    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(tag="lost"),
-                               cron=f"{slot.minute} {slot.hour} * * *", inputs={"name": "x"}, catch_up="skip")
-    Schedule.objects.filter(pk=schedule.pk).update(updated_at=slot - timedelta(minutes=1))
     sent = slot + timedelta(seconds=0.3)
+    workflow_save(owner=user, tag="lost", definition=GREETING)
+    made = [schedule_create(owner=user, workflow=Workflow.objects.get(tag="lost"), cron=f"{slot.minute} {slot.hour} * * *",
+                            inputs={"name": name}, catch_up="skip") for name in ("repeated", "lost")]
+    repeated, schedule = made
+    Schedule.objects.filter(pk__in=[s.pk for s in made]).update(updated_at=slot - timedelta(minutes=1))
     PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=sent)  # beat's sync of its send
+    # recorded at its send; beat, restarted before it wrote that down, sent it again two minutes on
+    ScheduleFiring.objects.create(schedule=repeated, fire_time=slot, fired_at=sent, outcome="started", deliveries=2)
+    PeriodicTask.objects.filter(pk=repeated.periodic_task_id).update(last_run_at=sent + timedelta(minutes=2))
     key = RESENT_KEY.format(schedule.pk, int(slot.timestamp()))
     try:
         assert not ScheduleFiring.objects.filter(schedule=schedule).exists()  # nothing else sends it
@@ -674,3 +682,68 @@ def test_a_firing_beat_sent_that_no_worker_recorded_is_sent_again_once(engine, u
         assert schedules_resend_lost() == 0  # recorded now
     finally:
         redis_client.shared().delete(key)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_refused_send_beat_sends_that_firing_again_and_nothing_else(user, caplog):
+    """Beat's own loop (``tick``) over two due schedules, each sent once (a reload in the first tick
+    marked the heap stale, and the next tick sent the first firing again); then one send refused by
+    a broker that is away: that firing goes out again some seconds later, once, and the other is not
+    sent again."""
+    import logging
+    import time
+
+    import redis
+    from celery import Celery
+    from django.conf import settings
+    from django_celery_beat.models import PeriodicTask
+
+    from aob_project.beat import UNSENT_RETRY_S, Scheduler
+    from triggers.services.schedules import SENT_KEY, schedule_create
+    from workflows.models import Workflow
+
+    workflow_save(owner=user, tag="ticks", definition=GREETING)
+    made = [schedule_create(owner=user, workflow=Workflow.objects.get(tag="ticks"), cron="0 9 4 12 *",
+                            inputs={"name": n}, catch_up="run_once") for n in ("a", "b")]
+    for schedule in made:  # each due once, for 4 December
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=datetime(2026, 12, 1, tzinfo=UTC))
+    queue = f"aob-test-beat-{made[0].pk}"  # a queue of its own: no worker takes these firings
+    here = Celery("beat-test", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+    here.conf.task_default_queue = here.conf.task_default_routing_key = queue
+    away = Celery("away", broker="redis://127.0.0.1:1/0", set_as_current=False)  # nothing listens there
+    names = [PeriodicTask.objects.get(pk=s.periodic_task_id).name for s in made]
+    caplog.set_level(logging.INFO, logger="celery.beat")
+
+    def sends(name: str) -> int:
+        return sum(1 for r in caplog.records if r.getMessage().startswith(f"Scheduler: Sending due task {name} "))
+
+    scheduler = Scheduler(app=here, lazy=True)
+    scheduler.setup_schedule()
+
+    def tick() -> None:  # beat's loop: a tick, then a sleep as long as it says (a tenth of a second at most)
+        time.sleep(max(0.0, min(scheduler.tick(), 0.1)))
+
+    try:
+        deadline = time.monotonic() + 10
+        while not (sends(names[0]) and sends(names[1])) and time.monotonic() < deadline:
+            tick()
+        assert (sends(names[0]), sends(names[1])) == (1, 1)
+        refused_at = time.monotonic()
+        with away.connection_for_write() as refused:  # the first one's send again, as the broker goes
+            entry = scheduler.schedule[names[0]]
+            scheduler.reserve(entry)
+            scheduler.apply_entry(entry, producer=here.amqp.Producer(refused))
+        assert sends(names[0]) == 2
+
+        while sends(names[0]) < 3 and time.monotonic() < refused_at + 15:
+            tick()
+
+        assert sends(names[0]) == 3 and time.monotonic() - refused_at >= UNSENT_RETRY_S  # again, not at once
+        for _ in range(10):
+            tick()
+        assert (sends(names[0]), sends(names[1])) == (3, 1)  # the other, sent, was not sent again
+    finally:
+        scheduler._finalize()  # its last write now, not at the interpreter's exit with the database gone
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        for key in [*broker.scan_iter(f"{queue}*"), *(SENT_KEY.format(s.pk) for s in made)]:
+            broker.delete(key)

@@ -10,6 +10,7 @@ down): ``catch_up`` skips it, or runs it once (the most recent missed time only)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -38,6 +39,7 @@ from workflows.services.runs import run_inputs_check
 
 from ..exceptions import PASSING, ScheduleInvalid, ScheduleNotFound, StartHeld
 from ..models import Schedule, ScheduleFiring
+from ..tasks import FIRE_MAX_RETRIES, FIRE_RETRY_BACKOFF_MAX_S
 from . import trigger_owner_check
 
 logger = logging.getLogger(__name__)
@@ -280,11 +282,12 @@ def sent_record(schedule_id: int, fired_at: datetime) -> None:
 # A firing beat sent that no worker recorded (its message lost: Redis flushed or restarted without
 # its data; a worker killed mid-firing, whose message comes back only after the broker's visibility
 # timeout, an hour; a firing whose every retry met the database away) is sent again once, this long
-# after beat's send: past every retry of a firing's own (``tasks.FIRE_MAX_RETRIES``, some 10
-# minutes) and beat's sync of its sends to the database (3 minutes).
-RESEND_AFTER_S = 15 * 60
+# after beat's send: past every retry of a firing's own and beat's writing down of its sends.
+BEAT_SYNC_S = 180  # django-celery-beat writes an entry's last run every 3 minutes
+RESEND_AFTER_S = FIRE_MAX_RETRIES * FIRE_RETRY_BACKOFF_MAX_S + BEAT_SYNC_S  # 15 minutes
 RESEND_LOOKBACK_S = 86_400
-RESEND_BATCH = 500
+RESEND_BATCH = 500  # firings sent again in one pass at most
+RESEND_BUDGET_S = 5.0  # and the time one pass may take
 RESENT_KEY = "aob:schedule:{}:resent:{}"
 
 
@@ -297,29 +300,48 @@ def schedules_resend_lost(*, now: datetime | None = None) -> int:
 
     now = now or timezone.now()
     beat_sent = OuterRef("periodic_task__last_run_at")
-    recorded = ScheduleFiring.objects.filter(schedule=OuterRef("pk"), fired_at__gte=beat_sent - timedelta(seconds=30))
-    lost = (Schedule.objects.filter(enabled=True, updated_at__lt=F("periodic_task__last_run_at"),
-                                    periodic_task__last_run_at__gte=now - timedelta(seconds=RESEND_LOOKBACK_S),
-                                    periodic_task__last_run_at__lte=now - timedelta(seconds=RESEND_AFTER_S))
-            .exclude(Exists(recorded)).values_list("pk", "cron", "timezone", "periodic_task__last_run_at")
-            .order_by("pk")[:RESEND_BATCH])
-    sent = 0
-    for pk, cron, zone, last in lost:
-        slot = due_time(Schedule(pk=pk, cron=cron, timezone=zone), last)
-        if ScheduleFiring.objects.filter(schedule_id=pk, fire_time=slot).exists():
-            continue  # a repeat of a recorded firing (beat sent a due time again after a restart)
-        try:
-            if not redis_client.shared(0.5, once=True).set(RESENT_KEY.format(pk, int(slot.timestamp())), "1",
-                                                           nx=True, ex=RESEND_LOOKBACK_S):
-                continue
-        except redis.RedisError:
-            logger.warning("schedule.resend_unclaimed", exc_info=True)
+    # the latest firing, dated up to an hour before beat's send (the unique key's index): one beat sent
+    # later than that after its due time (a catch-up) is found by its due time below
+    recorded = ScheduleFiring.objects.filter(schedule=OuterRef("pk"), fire_time__gte=beat_sent - timedelta(hours=1),
+                                             fired_at__gte=beat_sent - timedelta(seconds=30))
+    candidates = (Schedule.objects.filter(enabled=True, updated_at__lt=F("periodic_task__last_run_at"),
+                                          periodic_task__last_run_at__gte=now - timedelta(seconds=RESEND_LOOKBACK_S),
+                                          periodic_task__last_run_at__lte=now - timedelta(seconds=RESEND_AFTER_S))
+                  .exclude(Exists(recorded)).order_by("pk"))
+    deadline, after, sent = time.monotonic() + RESEND_BUDGET_S, 0, 0
+    while sent < RESEND_BATCH and time.monotonic() < deadline:
+        page = list(candidates.filter(pk__gt=after).values_list("pk", "cron", "timezone",
+                                                                "periodic_task__last_run_at")[:RESEND_BATCH])
+        if not page:
             break
-        fire_schedule.apply_async(args=[pk, last.isoformat()], kwargs={"cron": cron, "timezone": zone})
-        logger.warning("schedule.firing_resent", extra={"schedule_id": pk, "fire_time": str(slot),
-                                                        "fired_at": last.isoformat()})
-        sent += 1
+        for pk, cron, zone, last in page:
+            after = pk
+            if sent >= RESEND_BATCH or time.monotonic() >= deadline:
+                break
+            sent += _resend(fire_schedule, pk, cron, zone, last)
     return sent
+
+
+def _resend(fire_schedule: Any, pk: int, cron: str, zone: str, last: datetime) -> int:
+    slot = due_time(Schedule(pk=pk, cron=cron, timezone=zone), last)
+    if ScheduleFiring.objects.filter(schedule_id=pk, fire_time=slot).exists():
+        return 0  # a repeat of a recorded firing (beat sent a due time again after a restart)
+    key = RESENT_KEY.format(pk, int(slot.timestamp()))
+    try:
+        if not redis_client.shared(0.5, once=True).set(key, "1", nx=True, ex=RESEND_LOOKBACK_S):
+            return 0
+    except redis.RedisError:
+        logger.warning("schedule.resend_unclaimed", extra={"schedule_id": pk}, exc_info=True)
+        return 0
+    try:
+        fire_schedule.apply_async(args=[pk, last.isoformat()], kwargs={"cron": cron, "timezone": zone})
+    except Exception:
+        with contextlib.suppress(redis.RedisError):  # not sent: the next pass tries again
+            redis_client.shared(0.5, once=True).delete(key)
+        raise
+    logger.warning("schedule.firing_resent", extra={"schedule_id": pk, "fire_time": str(slot),
+                                                    "fired_at": last.isoformat()})
+    return 1
 
 
 def superseded_by(schedule: Schedule, slot: datetime) -> datetime | None:
