@@ -47,10 +47,6 @@ def age(run: Run, days: int) -> None:
 
 def test_pruning_removes_exactly_what_is_past_retention_and_nothing_a_live_run_needs(engine: Any, user: User,
                                                                                      make_user: Any) -> None:
-    # the stack's worker may finish a node of an earlier test's run after that test's flush: its
-    # completion stores the output artifact though the run is gone, and nothing refers to it; aged
-    # below with the rest, the prune counted it too (the flush left nothing else to refer to one)
-    Artifact.objects.all().delete()
     bob = make_user("bob")
     RetentionPolicy.objects.create(owner=bob, days=7)
     saved = workflow_save(owner=user, tag="refunds", definition=refund_flow())
@@ -61,7 +57,11 @@ def test_pruning_removes_exactly_what_is_past_retention_and_nothing_a_live_run_n
     Run.objects.filter(pk=live_id).update(created_at=timezone.now() - 90 * DAY)  # old, but not finished
     orphan = artifact_store(kind="node_io", content={"left": "behind"})
     young = artifact_store(kind="node_io", content={"made": "just now"})
-    Artifact.objects.exclude(pk=young.pk).update(created_at=timezone.now() - 60 * DAY)
+    # this test's own aged, by what its runs refer to: the stack's worker may finish a node of an earlier
+    # test's run after that test's flush, storing an output no row refers to, which aged with the rest
+    # the prune counted too
+    Artifact.objects.filter(pk__in=referenced(Run.objects.all()) | {orphan.pk}).update(
+        created_at=timezone.now() - 60 * DAY)
     hook = Hook.objects.create(id="hk_test", owner=user, workflow=saved.workflow, secret_ciphertext="x")
     stale = HookDelivery.objects.create(hook=hook, delivery_id="old", signature="a" * 64)
     HookDelivery.objects.filter(pk=stale.pk).update(received_at=timezone.now() - 4 * DAY)  # past the 3 days kept
