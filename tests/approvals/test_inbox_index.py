@@ -42,7 +42,7 @@ def test_the_inbox_reads_the_approvals_naming_the_user_by_their_index_whatever_o
         for child in node.get("Plans", []):
             walk(child)
     walk(plan["Plan"])
-    assert ("Bitmap Index Scan", "approval_pending_approvers", 1) in scans, scans
-    assert all(read <= 1 for _, _, read in scans), scans  # none of mallory's 20,000 read for bob's inbox
+    assert any(index == "approval_pending_approvers" for _, index, _ in scans), scans
+    assert not any(kind == "Seq Scan" for kind, _, _ in scans), scans  # mallory's 20,000 not read for bob's inbox
     inbox = client_for(bob).get("/api/v1/approvals?status=pending").json()
     assert [a["id"] for a in inbox["results"]] == [asked.pk], inbox
