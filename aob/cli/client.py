@@ -83,12 +83,26 @@ def _check_url(api_url: str) -> None:
         parts = urlsplit(api_url)
         parts.port  # noqa: B018 - read to judge it: a port that is no number raises here
         url = httpx.URL(api_url)
-    except (ValueError, httpx.InvalidURL) as exc:
+        host = url.host  # read as IDNA here: a label it cannot write raises
+    except (ValueError, httpx.InvalidURL) as exc:  # UnicodeError too: a host name IDNA cannot write
         raise ApiError(f"the API URL {api_url!r} cannot be read: {exc}; give one such as https://aob.example.com "
                        "(--api-url, AOB_API_URL)", code="bad_url") from None
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         raise ApiError(f"the API URL {api_url!r} must begin with http:// or https:// and name a host (--api-url, "
                        "AOB_API_URL)", code="bad_url")
+
+
+def _token(token: str | None) -> str | None:
+    """The token as a header carries it: the whitespace around it dropped (a secret mounted from a
+    file ends in a newline), and nothing but printable ASCII within, else an error that never shows
+    it (httpx's refusal of the header quoted it whole, as an unreachable server)."""
+    if token is None:
+        return None
+    token = token.strip()
+    if not token or not (token.isascii() and token.isprintable()) or " " in token:
+        raise ApiError("the token (--token, AOB_TOKEN or the one `aob login` stored) is empty or holds spaces or "
+                       "characters beyond printable ASCII: copy it again", code="bad_token")
+    return token
 
 
 class ApiClient:
@@ -98,7 +112,7 @@ class ApiClient:
         as a token, never goes over plain http to another machine unless ``allow_http``."""
         self.api_url = api_url.rstrip("/")
         _check_url(self.api_url)
-        self.token = token
+        self.token = token = _token(token)
         secret = "token" if token else sends
         host = in_the_clear(self.api_url) if secret and not allow_http else None
         if host:
@@ -131,8 +145,12 @@ class ApiClient:
             try:
                 return self.post(path, body, headers={"Idempotency-Key": idempotency_key})
             except ApiError as exc:
-                if exc.code != "unreachable" or attempt == retries:
+                if exc.code != "unreachable":
                     raise
+                if attempt == retries:  # it may have reached the server: the key finds that run, never a second
+                    raise ApiError(f"{exc.message}; the run may have started: send the same start again with "
+                                   f"--idempotency-key {idempotency_key} to get it, not a second one",
+                                   code=exc.code) from None
         raise AssertionError("unreachable")
 
     def patch(self, path: str, body: Any = None) -> Any:
@@ -170,7 +188,10 @@ class ApiClient:
         try:
             response = self._http.request(method, path.lstrip("/"), json=body, params=query, headers=headers)
         except httpx.TransportError as exc:
-            raise ApiError(f"cannot reach the API at {self.api_url}: {exc}", code="unreachable") from None
+            said = str(exc).replace(self.token, "<token>") if self.token else str(exc)
+            raise ApiError(f"cannot reach the API at {self.api_url}: {said}", code="unreachable") from None
+        except UnicodeError as exc:  # a host IDNA cannot write, a header beyond ASCII
+            raise ApiError(f"the request to {self.api_url} cannot be written: {exc}", code="bad_request") from None
         if response.is_redirect:  # never a success: nothing was done (a proxy's move to https, say)
             where = response.headers.get("location", "nowhere said")
             raise ApiError(f"{method} {response.url} was redirected (HTTP {response.status_code}) to {where}: nothing "

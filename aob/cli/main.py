@@ -20,7 +20,21 @@ from .workflows import workflow
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Cli(click.Group):
+    """An answer of the wrong shape (another service on the port, a proxy's own JSON) is an error
+    naming the server, not a traceback from the command that read it."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            session = ctx.obj if isinstance(ctx.obj, Session) else None
+            where = session.api_url if session is not None else "the server"
+            raise click.ClickException(f"{where} did not answer as the AOB API does ({type(exc).__name__}: "
+                                       f"{str(exc)[:200]}): is --api-url (AOB_API_URL) an AOB server?") from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api-url", envvar="AOB_API_URL", default=DEFAULT_API_URL, show_default=True, metavar="URL",
               help="Where the AOB server is (env AOB_API_URL).")
 @click.option("--output", "-o", "output_mode", type=click.Choice(MODES), default=PRETTY, show_default=True,

@@ -9,13 +9,24 @@ from urllib.parse import parse_qs, urlsplit
 
 import click
 
-from .client import segment
+from .client import ApiError, segment
 from .output import dumps, duration_text, echo, short_time, table
-from .session import Session, json_file_or_text, json_object, names_a_file, pass_session, read_json_file
-from .watch import POLL_INTERVAL_S, events_all, run_follow
+from .session import (
+    Session,
+    definition_of,
+    finite,
+    idempotency_key_check,
+    json_file_or_text,
+    json_object,
+    names_a_file,
+    pass_session,
+    read_json_file,
+)
+from .watch import FOLLOW_LOST, POLL_INTERVAL_S, events_all, run_follow
 
 RUN_STATUSES = ("queued", "running", "waiting_for_approval", "completed", "failed", "cancelled")
-WATCH_HELP = "Then follow its events; exit 0 completed, 1 failed, 2 cancelled."
+WATCH_HELP = ("Then follow its events; exit 0 completed, 1 failed, 2 cancelled, 3 could not follow (unknown run, "
+              "refused, or the server away past two minutes).")
 # how long --watch waits, once the run completed, for a worker to store its metadata.output
 OUTPUT_WAIT_S = 60.0
 
@@ -77,7 +88,11 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
         if hint:  # to stderr under -o json, so the stream stays one JSON object a line
             echo(f"  → {hint}", err=session.output.json)
 
-    code = run_follow(client=session.client, run_id=run_id, after=after, on_event=on_event, use_ws=not poll)
+    try:
+        code = run_follow(client=session.client, run_id=run_id, after=after, on_event=on_event, use_ws=not poll)
+    except ApiError as exc:  # could not follow: not the run's failure (1)
+        exc.exit_code = FOLLOW_LOST
+        raise
     if not session.output.json:
         run = session.client.get(_run_path(run_id))
         deadline = time.monotonic() + OUTPUT_WAIT_S
@@ -126,15 +141,16 @@ def run() -> None:
 @click.argument("target", metavar="TAG|FILE.json")
 @click.option("--inputs", "-i", default=None, metavar="FILE|JSON", help="The run's inputs: a JSON file or JSON text.")
 @click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
-@click.option("--idempotency-key", default=None, metavar="KEY",
+@click.option("--idempotency-key", default=None, metavar="KEY", callback=idempotency_key_check,
               help="Sent as the Idempotency-Key header (default: a new UUID per invocation); the same key and "
               "inputs within 24 h return the run already started instead of a second one.")
 @pass_session
 def run_start(session: Session, target: str, inputs: str | None, watch: bool, idempotency_key: str | None) -> None:
     """Run a saved workflow (TAG), or the definition in FILE.json without saving it."""
-    body: dict[str, Any] = {"inputs": json_object(json_file_or_text(inputs, "--inputs"), "--inputs") if inputs else {}}
+    body: dict[str, Any] = {"inputs": json_object(json_file_or_text(inputs, "--inputs"), "--inputs")
+                            if inputs is not None else {}}  # "" (an unset "$INPUTS") is an error, not {}
     if names_a_file(target):
-        body["workflow"] = json_object(read_json_file(target, "workflow file"), "the workflow file")
+        body["workflow"] = definition_of(read_json_file(target, "workflow file"), "the workflow file")
     else:
         body["tag"] = target
     _started(session, session.client.start("runs", body, idempotency_key=idempotency_key or str(uuid.uuid4())), watch)
@@ -146,7 +162,8 @@ def run_start(session: Session, target: str, inputs: str | None, watch: bool, id
 @click.option("--poll", is_flag=True, help="Poll the REST API instead of opening a WebSocket.")
 @pass_session
 def run_watch(session: Session, run_id: str, after: int, poll: bool) -> None:
-    """Print RUN_ID's events as they happen; exit 0 completed, 1 failed, 2 cancelled."""
+    """Print RUN_ID's events as they happen; exit 0 completed, 1 failed, 2 cancelled, 3 could not
+    follow (unknown run, refused, or the server away past two minutes)."""
     _follow(session, run_id, after, poll)
 
 
@@ -314,13 +331,14 @@ def _delete_matching(session: Session, filters: dict[str, str]) -> None:
                                        "command again to go on")
     kept = answer.get("kept") or 0
     session.output.emit({"deleted": deleted, "kept": kept}, lambda d: echo(
-        f"deleted {deleted} runs" + (f"; {kept} stay, as an unfinished run reads each (a parent waiting for its "
+        f"deleted {deleted} run{'' if deleted == 1 else 's'}" + (f"; {kept} stay, as an unfinished run reads each (a parent waiting for its "
                                      "outcome, a replay of it)" if kept else "")))
 
 
 @run.command("budget")
 @click.argument("run_id")
-@click.option("--max-cost-usd", type=click.FloatRange(0), default=None, help="The run's new cost ceiling in USD.")
+@click.option("--max-cost-usd", type=click.FloatRange(0), default=None, callback=finite,
+              help="The run's new cost ceiling in USD.")
 @click.option("--max-tokens", type=click.IntRange(0), default=None, help="The run's new token ceiling.")
 @pass_session
 def run_budget(session: Session, run_id: str, max_cost_usd: float | None, max_tokens: int | None) -> None:
@@ -348,7 +366,7 @@ def _ceilings(budget: dict[str, Any]) -> str:
 @click.option("--watch", "-w", is_flag=True, help=WATCH_HELP)
 @click.option("--reuse-llm", is_flag=True,
               help="Agent nodes reuse the recorded model responses while the conversation matches (no call, no cost).")
-@click.option("--idempotency-key", default=None, metavar="KEY",
+@click.option("--idempotency-key", default=None, metavar="KEY", callback=idempotency_key_check,
               help="Sent as the Idempotency-Key header (default: a new UUID per invocation); the same key within "
               "24 h returns the replay already started instead of a second one.")
 @pass_session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,37 @@ def json_file_or_text(value: str, what: str) -> Any:
         return parse_json(value)
     except ValueError as exc:
         raise click.ClickException(f"{what} is neither a file nor valid JSON: {exc}") from None
+
+
+def shown_version(value: Any) -> int | None:
+    """The version a file holds when it is what `aob -o json workflow show TAG [--version N]` printed
+    (the definition with its ``version``, or ``seq`` for an older one); None for a bare definition."""
+    if not (isinstance(value, dict) and isinstance(value.get("definition"), dict) and isinstance(value.get("tag"), str)):
+        return None
+    seq = value.get("version", value.get("seq"))
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def definition_of(value: Any, what: str) -> dict[str, Any]:
+    """A workflow file's definition: the file itself, or the ``definition`` of what `aob -o json
+    workflow show` printed (which `workflow create` takes, so validating or running it does too)."""
+    value = json_object(value, what)
+    return value["definition"] if shown_version(value) is not None else value
+
+
+def idempotency_key_check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The server's rule for an ``Idempotency-Key``, judged before anything is sent: an empty one
+    (an unset variable) became a new random key, so a script's retry started a second run."""
+    if value is not None and not (1 <= len(value) <= 255 and value.isascii() and value.isprintable()):
+        raise click.BadParameter("an idempotency key is 1 to 255 printable ASCII characters")
+    return value
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``FloatRange`` takes ``nan`` and ``inf``, which no JSON body carries."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def json_object(value: Any, what: str) -> dict[str, Any]:

@@ -15,12 +15,19 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect
 
-from .client import USER_AGENT, ApiClient, segment
+from .client import USER_AGENT, ApiClient, ApiError, segment
+from .output import echo
 
 # The events that end a run, and the exit code each one gives `aob run watch`.
 EXIT_CODES = {"workflow_completed": 0, "workflow_failed": 1, "run_cancelled": 2}
 STATUS_EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
 POLL_INTERVAL_S = 0.5
+# A server that stops answering while a run is followed (a restart, a deploy) is waited for this long,
+# asked again every few seconds, before the follow gives up (``FOLLOW_LOST``): a watch left open on
+# an approval for hours ended at the first restart, with the exit code of a failed run.
+OUTAGE_S = 120.0
+OUTAGE_RETRY_S = 3.0
+FOLLOW_LOST = 3  # the exit code of a follow that could not go on (the run's own are 0, 1 and 2)
 WS_QUIET_S = 5.0  # no frame for this long: catch up over REST, in case the live push was lost
 PAGE = 1000  # the events endpoint's most events an answer
 
@@ -76,8 +83,27 @@ def run_follow(*, client: ApiClient, run_id: str, on_event: OnEvent, after: int 
         _follow_ws(client, run_id, cursor)
     while cursor.exit_code is None:
         time.sleep(POLL_INTERVAL_S)
-        _catch_up(client, run_id, cursor)
+        _patiently(lambda: _catch_up(client, run_id, cursor))
     return cursor.exit_code
+
+
+def _patiently(read: Callable[[], None]) -> None:
+    """``read``, asked again while the server does not answer (or its proxy says it is away: 502,
+    503, 504), for ``OUTAGE_S``, said once on stderr."""
+    deadline = None
+    while True:
+        try:
+            return read()
+        except ApiError as exc:
+            if exc.code != "unreachable" and exc.status not in (502, 503, 504):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + OUTAGE_S
+                echo(f"the API does not answer ({exc.message}); asking again for {OUTAGE_S:g} s", err=True)
+            if now >= deadline:
+                raise
+            time.sleep(OUTAGE_RETRY_S)
 
 
 def _catch_up(client: ApiClient, run_id: str, cursor: _Cursor) -> None:

@@ -8,7 +8,15 @@ import click
 
 from .client import segment
 from .output import dumps, echo, short_time, table
-from .session import Session, json_object, operations_from, pass_session, read_json_file
+from .session import (
+    Session,
+    definition_of,
+    json_object,
+    operations_from,
+    pass_session,
+    read_json_file,
+    shown_version,
+)
 
 SCOPES = ("user", "global", "all")
 
@@ -72,15 +80,6 @@ def workflow_show(session: Session, tag: str, seq: int | None) -> None:
     session.output.emit(answer, pretty)
 
 
-def _shown_version(value: Any) -> int | None:
-    """The version a file holds when it is what `aob -o json workflow show TAG [--version N]` printed
-    (the definition with its ``version``, or ``seq`` for an older one); None for a bare definition."""
-    if not (isinstance(value, dict) and isinstance(value.get("definition"), dict) and isinstance(value.get("tag"), str)):
-        return None
-    seq = value.get("version", value.get("seq"))
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-
-
 BASE_VERSION = click.option(
     "--base-version", type=click.IntRange(0), default=None,
     help="The version your change started from: refused, naming the current one, if another is current now.")
@@ -103,7 +102,7 @@ def workflow_create(session: Session, tag: str, file: str, description: str, bas
         raise click.UsageError("--force and --base-version contradict each other: give one")
     content = json_object(read_json_file(file, "workflow file"), "the workflow file")
     definition = content
-    shown = _shown_version(content)
+    shown = shown_version(content)
     if shown is not None:
         definition = content["definition"]
         if content["tag"] == tag and base_version is None and not force:
@@ -127,7 +126,8 @@ def workflow_create(session: Session, tag: str, file: str, description: str, bas
 @pass_session
 def workflow_validate(session: Session, file: str) -> None:
     """Check the definition in FILE without saving it; exits 1 when it is invalid."""
-    answer = session.client.post("workflows/validate", {"workflow": read_json_file(file, "workflow file")})
+    answer = session.client.post("workflows/validate", {"workflow": definition_of(read_json_file(file, "workflow file"),
+                                                                                  "the workflow file")})
 
     def pretty(d: dict[str, Any]) -> None:
         if d["valid"]:

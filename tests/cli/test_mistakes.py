@@ -74,3 +74,79 @@ def test_inputs_with_a_number_past_a_double(tmp_path: Path) -> None:
 
 def test_approve_data_with_nan(tmp_path: Path) -> None:
     no_traceback(aob(tmp_path, "approve", "00000000-0000-0000-0000-000000000000", "n", "--data", '{"x": NaN}'))
+
+
+def test_a_token_with_a_newline_is_taken_without_it_and_a_token_beyond_ascii_is_refused_unshown(tmp_path: Path) -> None:
+    """A token mounted from a file ends in a newline: httpx refused the header and its message, shown
+    as "cannot reach the API", quoted the whole token (into a CI log); beyond ASCII it raised."""
+    secret = "9f3c1e7a5b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e"
+    with_newline = aob(tmp_path, "--token", secret + "\n", "whoami")
+    no_traceback(with_newline)
+    assert "cannot reach the API" in with_newline.stderr.decode() and secret not in with_newline.stderr.decode()
+    for token in ("tök" + secret, "a b"):
+        refused = aob(tmp_path, "--token", token, "whoami")
+        no_traceback(refused)
+        err = refused.stderr.decode()
+        assert "copy it again" in err and token not in err, err
+
+
+def test_a_cost_ceiling_that_is_no_finite_number_is_refused(tmp_path: Path) -> None:
+    for value in ("nan", "inf", "1e400"):
+        done = aob(tmp_path, "run", "budget", "00000000-0000-0000-0000-000000000000", "--max-cost-usd", value)
+        assert done.returncode == 2 and "not a finite number" in done.stderr.decode(), done.stderr.decode()
+
+
+def test_an_idempotency_key_the_server_would_refuse_or_an_empty_one_is_refused_before_sending(tmp_path: Path) -> None:
+    """Beyond ASCII it raised from httpx; empty (an unset variable) it became a new random key, and a
+    script's retry started a second run."""
+    for key in ("ké‮", "", "x" * 256):
+        done = aob(tmp_path, "run", "start", "greet", "--idempotency-key", key)
+        assert done.returncode == 2 and "printable ASCII" in done.stderr.decode(), done.stderr.decode()
+
+
+def test_empty_inputs_are_an_error_not_none(tmp_path: Path) -> None:
+    """``--inputs "$INPUTS"`` with the variable unset started a run with no inputs."""
+    no_traceback(aob(tmp_path, "run", "start", "greet", "--inputs", ""))
+
+
+def test_an_api_url_idna_cannot_write_is_named(tmp_path: Path) -> None:
+    for url in (f"https://{'a' * 64}.com", "https://xn--.com"):
+        done = aob(tmp_path, "whoami", api_url=url)
+        no_traceback(done)
+        assert "cannot be read" in done.stderr.decode() or "cannot be written" in done.stderr.decode()
+
+
+def test_a_secret_s_name_the_server_refuses_is_named_before_its_value_is_asked(tmp_path: Path) -> None:
+    done = aob(tmp_path, "secret", "set", "crm-token", input=b"")
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "letters, digits and _" in err and "Value" not in done.stdout.decode(), err
+
+
+def test_a_server_that_is_not_aob_s_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """Another service on the port answering 200 with JSON of its own (``{}``, ``[]``): the commands
+    that read the answer raised ``KeyError``/``TypeError``."""
+    import http.server
+    import threading
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"[]" if "runs" in self.path else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        for command in (("--token", "t", "whoami"), ("--token", "t", "run", "list"), ("--token", "t", "workflow", "list")):
+            done = aob(tmp_path, *command, api_url=url)
+            no_traceback(done)
+            assert "did not answer as the AOB API does" in done.stderr.decode(), done.stderr.decode()
+    finally:
+        server.shutdown()

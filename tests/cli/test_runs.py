@@ -124,6 +124,16 @@ def test_cancel_then_watch_exits_2(engine, as_alice, write_json):
     assert again.code == 1 and again.err.strip() == "error: run is already cancelled"
 
 
+def test_a_watch_that_cannot_follow_exits_3_not_as_a_failed_run(engine, as_alice, aob):
+    """A follow the API refuses (an unknown run, a token it does not know) exited 1, as a failed run:
+    a script testing ``$? -eq 1`` took a server's restart, or a typo, for a run that failed."""
+    unknown = as_alice("run", "watch", "00000000-0000-0000-0000-000000000000")
+    refused = aob("run", "watch", "00000000-0000-0000-0000-000000000000", token="not-a-token")
+
+    assert unknown.code == 3 and unknown.err.startswith("error: "), unknown.err
+    assert refused.code == 3 and "Invalid token" in refused.err, refused.err
+
+
 def test_a_finished_run_is_deleted_once_asked_and_an_unfinished_one_is_refused(engine, as_alice, write_json):
     run_id = str(as_alice("-o", "json", "run", "start", write_json("wait.json", parked())).json()["run_id"])
     assert wait_for_run(run_id, statuses={"waiting_for_approval"}).status == "waiting_for_approval"
@@ -170,9 +180,9 @@ def test_runs_are_deleted_by_ids_or_by_the_lists_filters_and_one_refused_leaves_
 
 def test_an_unknown_run_is_the_apis_message(engine, as_alice):
     ghost = str(uuid.uuid4())
-    for args in (["run", "status", ghost], ["run", "watch", ghost]):
+    for args, code in ((["run", "status", ghost], 1), (["run", "watch", ghost], 3)):  # a watch: could not follow
         answer = as_alice(*args)
-        assert (answer.code, answer.err.strip()) == (1, "error: run not found"), args
+        assert (answer.code, answer.err.strip()) == (code, "error: run not found"), args
 
 
 def test_budget_sets_a_runs_ceilings_and_needs_one(engine, as_alice, write_json):

@@ -36,3 +36,9 @@ def test_a_schedule_s_catch_up_choices_are_the_model_s_in_the_cli_and_on_its_pag
     select = re.search(r'<select id="catch-up">(.*?)</select>', page, re.S)
     assert select is not None
     assert re.findall(r'<option value="([^"]+)"', select.group(1)) == Schedule.CatchUp.values
+
+
+def test_the_cli_s_secret_name_rule_is_the_server_s():
+    from vault.names import NAME
+
+    assert cli_triggers.SECRET_NAME.pattern == rf"^{NAME}\Z"
