@@ -239,6 +239,24 @@ GATED_LOOP = {
 }
 
 
+# GATED_LOOP whose step before the gate acts (fetches each page)
+GATED_FETCH = {"nodes": [GATED_LOOP["nodes"][0], http("page", f"{API}/page"), *GATED_LOOP["nodes"][2:]],
+               "edges": GATED_LOOP["edges"]}
+
+# AROUND inside a loop whose jump back is also spelled as an edge (more → page), which the validator
+# takes for the jump: /edges: 0 plan→page, 1 page→check, 2 check→review (large), 3 check→pay (small),
+# 4 review→pay (approved), 5 pay→more, 6 more→page
+AROUND_LOOPED = {
+    "nodes": [agent("plan"), transform("page"), {"id": "check", "type": "conditional", "config": {}},
+              hitl("review", approvers=["bob"]), http("pay", method="POST", payload={"amount": "$inputs.amount"}),
+              {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                         "condition": "iteration < 1"}}],
+    "edges": [edge("plan", "page"), edge("page", "check"), edge("check", "review", "inputs.amount > 100"),
+              edge("check", "pay", "inputs.amount <= 100"), edge("review", "pay", APPROVED), edge("pay", "more"),
+              edge("more", "page")],
+}
+
+
 # ROUTED with only rules out of check: /edges/1 check→note (inputs.send == false)
 RULED = {"nodes": ROUTED["nodes"], "edges": [ROUTED["edges"][0], edge("check", "note", "inputs.send == false"),
                                             *ROUTED["edges"][2:]]}
@@ -725,6 +743,11 @@ CORPUS = [
         [replace("/nodes/1/config/expression", "2")], "applied"),
     row("gate-in-a-loop-step-before-it-inserted-accepted", GATED_LOOP, PLANNING, PLAN,
         [add_node(transform("x")), add_edge("plan", "x"), add_edge("x", "page")], "applied"),
+    row("gate-in-a-loop-acting-step-before-it-rewritten-accepted", GATED_FETCH, PLANNING, PLAN,
+        [replace("/nodes/1/config/url", f"{API}/page-v2")], "applied"),
+    # the jump written as an edge too: "before the gate" is judged on the graph control runs on
+    row("bypass-authors-path-in-a-loop-with-its-jump-as-an-edge", AROUND_LOOPED, PLANNING, PLAN,
+        [replace("/edges/3/condition", "true"), move("/edges/3", "/edges/2")], "gate_bypass", 0),
     # an edge inside what the gate guards, moved onto a node before the gate: the node it leads to is
     # no longer "after the gate" once patched, and was judged only as it stood after the patch
     row("bypass-guarded-edge-moved-before-the-gate", STAGED, PLANNING, PLAN, [replace("/edges/2/from", "plan")],

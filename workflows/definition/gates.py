@@ -68,6 +68,11 @@ def _memoized(kind: str, of: Any, build: Callable[[], T]) -> T:
     return hit[1]
 
 
+def memoized(kind: str, of: Any, build: Callable[[], T]) -> T:
+    """``build()`` once per document while a judgement memoizes (the patch policy's own maps too)."""
+    return _memoized(kind, of, build)
+
+
 def nodes_by_id(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return _memoized("nodes", definition, lambda: {
         n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and isinstance(n.get("id"), str)})
@@ -261,13 +266,20 @@ def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set
     reverse = _control_predecessors(definition)
     if gate not in reverse:
         return set()
-    # along edges alone: a loop's jump back makes what runs beside the gate on a pass look upstream of it
-    asked_after = reachable(reverse, reverse[gate], avoid=gate) | {gate}
+    asked_after = before(definition, gate) | {gate}
     reads = _reads(definition)
     read_from = {node: [s for s in (*sources, *reads.get(node, ())) if s in reverse and s not in asked_after]
                  for node, sources in reverse.items()}
     wanted = set(action)
     return reachable(read_from, [source for node in wanted if node in read_from for source in read_from[node]]) - wanted
+
+
+def before(definition: dict[str, Any], node_id: str) -> set[str]:
+    """The nodes that have settled before ``node_id`` runs: upstream of it along the edges control
+    runs on, no loop's jump back (a jump makes what runs beside it on a pass look upstream of it),
+    and no edge a loop's jump is spelled as."""
+    reverse = _control_predecessors(definition)
+    return reachable(reverse, reverse.get(node_id, ()), avoid=node_id)
 
 
 def _control_predecessors(definition: dict[str, Any]) -> dict[str, list[str]]:

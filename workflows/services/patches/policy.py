@@ -413,17 +413,22 @@ class _Judgement:
         ``check_owner_s_steps``. What reaches such a step through the gate is the gate's to judge
         (a changed action asks its people again), and a step before the gate is not on the path
         (a loop's jump makes it "after" the gate too)."""
-        before_it = _before_along_edges(self.before, gate)
-        around = {n for n in gates.bypassed(self.before, gate) - before_it
+        around = {n for n in gates.bypassed(self.before, gate) - gates.before(self.before, gate)
                   if registry.acts(self.old[n].get("type"))}
         if not around:
             return
-        changed = around & influenced(self.before, self.after, avoid=gate)
+        start = self.influence_start
+        changed = around & (_reached(self.before, start, gate) | _reached(self.after, start, gate))
         if changed:
             self.refuse(Rule.GATE_BYPASS, f"{', '.join(sorted(changed)[:5])} may run without passing through gate "
                         f"{gate!r} on a path its author laid: an agent may not change whether it runs there, or "
                         "what it reads", lambda doc: sorted(around & influenced(self.before, doc, avoid=gate)),
                         node_id=gate)
+
+    @functools.cached_property
+    def influence_start(self) -> set[str]:
+        """Where this patch's influence starts (``influenced``): once a judgement, for every gate."""
+        return _influence_start(self.before, self.after)
 
     def repeated(self) -> set[str]:
         """Existing nodes the patch makes a loop run again: what the jump of a loop it adds, points
@@ -693,6 +698,13 @@ def influenced(before: dict[str, Any], after: dict[str, Any], *, avoid: str | No
     along edges and loop jumps or reading one of them (``$nodes``), in either document (not through
     ``avoid``, where given). A plain edge added out of a node leaves its other edges as they were:
     it is taken beside them, never instead."""
+    start = _influence_start(before, after)
+    return _reached(before, start, avoid) | _reached(after, start, avoid)
+
+
+def _influence_start(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """What ``influenced`` starts from: the nodes the change writes, whose edges in change, or whose
+    sources' branch rules change."""
     old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
     start = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
     (rules_was, into_was, out_was), (rules_now, into_now, out_now) = _routing(before), _routing(after)
@@ -703,7 +715,7 @@ def influenced(before: dict[str, Any], after: dict[str, Any], *, avoid: str | No
         was, now = rules_was.get(source, []), rules_now.get(source, [])
         if was != now and not (source not in defaults and now[:len(was)] == was):
             start |= out_was.get(source, set()) | out_now.get(source, set())
-    return _reached(before, start, avoid) | _reached(after, start, avoid)
+    return start
 
 
 def _routing(definition: dict[str, Any]) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, Any]]],
@@ -726,10 +738,7 @@ def _reached(definition: dict[str, Any], start: set[str], avoid: str | None = No
     """``start`` and what is reached from it along edges and loop jumps, or by reading (``$nodes``),
     not through ``avoid``."""
     adjacency = gates.successors(definition)
-    readers: dict[str, list[str]] = {}
-    for node_id, node in gates.nodes_by_id(definition).items():
-        for source in referenced_nodes(node.get("config")):
-            readers.setdefault(source, []).append(node_id)
+    readers = _readers(definition)
     seen: set[str] = set()
     todo = [n for n in start if n in adjacency and n != avoid]
     while todo:
@@ -741,19 +750,17 @@ def _reached(definition: dict[str, Any], start: set[str], avoid: str | None = No
     return seen
 
 
-def _before_along_edges(definition: dict[str, Any], node_id: str) -> set[str]:
-    """The nodes from which ``node_id`` is reached along the definition's edges (not loop jumps)."""
-    into: dict[str, list[str]] = {}
-    for edge in definition.get("edges", []):
-        into.setdefault(edge["to"], []).append(edge["from"])
-    seen: set[str] = set()
-    todo = list(into.get(node_id, ()))
-    while todo:
-        node = todo.pop()
-        if node not in seen:
-            seen.add(node)
-            todo.extend(into.get(node, ()))
-    return seen
+
+def _readers(definition: dict[str, Any]) -> dict[str, list[str]]:
+    """Each node's readers (``$nodes`` in their configs), built once a document (``gates``' memo)."""
+    def build() -> dict[str, list[str]]:
+        readers: dict[str, list[str]] = {}
+        for node_id, node in gates.nodes_by_id(definition).items():
+            for source in referenced_nodes(node.get("config")):
+                readers.setdefault(source, []).append(node_id)
+        return readers
+
+    return gates.memoized("readers", definition, build)
 
 
 def _secrets_named(config: Any) -> set[str]:

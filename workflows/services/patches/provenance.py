@@ -156,9 +156,10 @@ def authored_base_id(run_id: Any, *, base_artifact_id: Any, replay_of_id: Any) -
     an approver is told changed)."""
     if replay_of_id is None:
         return base_artifact_id
-    # the oldest run the chain still reaches (a source pruned meanwhile ends it sooner)
-    oldest = Run.objects.filter(pk=_chain(run_id)[0][0]).values_list("base_artifact_id", flat=True).first()
-    return oldest or base_artifact_id
+    # the oldest run of the chain that is still there (one pruned meanwhile: the next)
+    chain = [str(run) for run, _ in _chain(run_id)]
+    bases = {str(pk): base for pk, base in Run.objects.filter(pk__in=chain).values_list("pk", "base_artifact_id")}
+    return next((bases[run] for run in chain if run in bases), base_artifact_id)
 
 
 def patches_in(run_id: Any) -> Any:
