@@ -85,7 +85,12 @@ class Scheduler(DatabaseScheduler):
         if entry.name in getattr(self, "_static", {}):
             new = self._static[entry.name] = next(entry)
             return new
-        return super().reserve(entry)
+        new = super().reserve(entry)
+        # the loaded schedule holds the entry as sent (django-celery-beat keeps the one it loaded): a
+        # heap built from it before the next reload took every entry sent since for due, and sent it
+        if self._schedule and entry.name in self._schedule:
+            self._schedule[entry.name] = new
+        return new
 
     def schedule_changed(self) -> bool:
         # The change marker row appearing (its first write ever, or after a flush) is a change too.
@@ -124,10 +129,9 @@ class Scheduler(DatabaseScheduler):
         out as one sent late, judged by its schedule's ``catch_up``."""
         entry.model.last_run_at, entry.model.total_run_count = entry.last_run_at, entry.total_run_count
         self._unsent[entry.name] = time.monotonic() + UNSENT_RETRY_S
-        # the heap built again on the next tick from entries read again: the loaded ones are those of
-        # the last reload (``reserve`` keeps the advanced entry only in the heap), and every entry
-        # sent since would be due at once; the reload writes the entries sent (this one as it was)
-        self._heap, self._reload_failed = None, True
+        if self._schedule and entry.name in self._schedule:
+            self._schedule[entry.name] = entry  # as it was before ``reserve`` moved it on
+        self._heap = None  # built again on the next tick, from the loaded entries as they are now
         logger.warning("beat.firing_not_sent", extra={"entry": entry.name, "retry_in_s": UNSENT_RETRY_S})
 
     def is_due(self, entry: Any) -> Any:

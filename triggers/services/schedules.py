@@ -308,18 +308,41 @@ def schedules_resend_lost(*, now: datetime | None = None) -> int:
                                           periodic_task__last_run_at__gte=now - timedelta(seconds=RESEND_LOOKBACK_S),
                                           periodic_task__last_run_at__lte=now - timedelta(seconds=RESEND_AFTER_S))
                   .exclude(Exists(recorded)).order_by("pk"))
-    deadline, after, sent = time.monotonic() + RESEND_BUDGET_S, 0, 0
+    # a pass goes on from where the last stopped (its budget spent on repeats of recorded firings,
+    # a restarted beat's: they stay candidates a day), round to the first schedule once
+    after = _resend_cursor()
+    deadline, sent, wrapped = time.monotonic() + RESEND_BUDGET_S, 0, after == 0
     while sent < RESEND_BATCH and time.monotonic() < deadline:
         page = list(candidates.filter(pk__gt=after).values_list("pk", "cron", "timezone",
                                                                 "periodic_task__last_run_at")[:RESEND_BATCH])
         if not page:
-            break
+            after = 0
+            if wrapped:
+                break
+            wrapped = True
+            continue
         for pk, cron, zone, last in page:
-            after = pk
             if sent >= RESEND_BATCH or time.monotonic() >= deadline:
                 break
+            after = pk
             sent += _resend(fire_schedule, pk, cron, zone, last)
+    _resend_cursor(after)
     return sent
+
+
+RESEND_CURSOR_KEY = "aob:schedule:resend_after"
+
+
+def _resend_cursor(after: int | None = None) -> int:
+    """The schedule a backstop pass stopped after (kept in Redis a day; 0, the first, without it)."""
+    try:
+        client = redis_client.shared(0.5, once=True)
+        if after is not None:
+            client.set(RESEND_CURSOR_KEY, after, ex=RESEND_LOOKBACK_S)
+            return after
+        return int(client.get(RESEND_CURSOR_KEY) or 0)
+    except (redis.RedisError, ValueError):
+        return 0
 
 
 def _resend(fire_schedule: Any, pk: int, cron: str, zone: str, last: datetime) -> int:
