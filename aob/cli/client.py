@@ -123,6 +123,7 @@ class ApiClient:
         if token:
             headers["Authorization"] = f"Token {token}"
         self._http = httpx.Client(base_url=f"{self.api_url}/api/v1/", headers=headers, timeout=timeout)
+        self.answered = False  # a JSON answer was read: a command's KeyError may be the server's shape
 
     def close(self) -> None:
         self._http.close()
@@ -202,6 +203,7 @@ class ApiClient:
         else:
             try:
                 data = response.json()
+                self.answered = True
             except ValueError:
                 data = None
         if response.is_error:

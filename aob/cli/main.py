@@ -22,16 +22,18 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 class Cli(click.Group):
     """An answer of the wrong shape (another service on the port, a proxy's own JSON) is an error
-    naming the server, not a traceback from the command that read it."""
+    naming the server, not a traceback from the command that read it; the same error before any
+    answer was read is the CLI's own, and raised as it is."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except (KeyError, TypeError, IndexError, AttributeError) as exc:
             session = ctx.obj if isinstance(ctx.obj, Session) else None
-            where = session.api_url if session is not None else "the server"
-            raise click.ClickException(f"{where} did not answer as the AOB API does ({type(exc).__name__}: "
-                                       f"{str(exc)[:200]}): is --api-url (AOB_API_URL) an AOB server?") from None
+            if session is None or not session.answered:
+                raise
+            raise click.ClickException(f"{session.api_url} did not answer as the AOB API does ({type(exc).__name__}: "
+                                       f"{str(exc)[:200]}): is --api-url (AOB_API_URL) an AOB server?") from exc
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -94,19 +94,26 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
         exc.exit_code = FOLLOW_LOST
         raise
     if not session.output.json:
-        run = session.client.get(_run_path(run_id))
-        deadline = time.monotonic() + OUTPUT_WAIT_S
-        while run.get("output_pending") and time.monotonic() < deadline:  # a worker computes metadata.output
-            time.sleep(POLL_INTERVAL_S)
-            run = session.client.get(_run_path(run_id))
-        echo(f"{run['status']} in {duration_text(run.get('duration_ms'))}")
-        if run.get("output_pending"):
-            echo(f"output: still being computed (aob run status {run_id})")
-        elif run.get("output_error"):
-            echo(f"output error: {_error_text(run['output_error'])}")
-        elif run["status"] == "completed":
-            echo(f"output: {dumps(run.get('output'))}")
+        try:
+            _print_outcome(session, run_id)
+        except ApiError as exc:  # the run's own exit code stands: only its output went unread
+            echo(f"error: the run's output could not be read: {exc.message} (aob run status {run_id})", err=True)
     raise SystemExit(code)
+
+
+def _print_outcome(session: Session, run_id: str) -> None:
+    run = session.client.get(_run_path(run_id))
+    deadline = time.monotonic() + OUTPUT_WAIT_S
+    while run.get("output_pending") and time.monotonic() < deadline:  # a worker computes metadata.output
+        time.sleep(POLL_INTERVAL_S)
+        run = session.client.get(_run_path(run_id))
+    echo(f"{run['status']} in {duration_text(run.get('duration_ms'))}")
+    if run.get("output_pending"):
+        echo(f"output: still being computed (aob run status {run_id})")
+    elif run.get("output_error"):
+        echo(f"output error: {_error_text(run['output_error'])}")
+    elif run["status"] == "completed":
+        echo(f"output: {dumps(run.get('output'))}")
 
 
 def _error_text(error: Any) -> str:

@@ -37,6 +37,11 @@ class Session:
             self._client = ApiClient(self.api_url, self.token, allow_http=self.allow_http)
         return self._client
 
+    @property
+    def answered(self) -> bool:
+        """Whether the server's JSON has been read by this command."""
+        return self._client is not None and self._client.answered
+
     def login_client(self) -> ApiClient:
         """A client without a token, for ``auth/token``: what it sends is a password."""
         return ApiClient(self.api_url, sends="password", allow_http=self.allow_http)

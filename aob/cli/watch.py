@@ -132,7 +132,7 @@ def _follow_ws(client: ApiClient, run_id: str, cursor: _Cursor) -> None:
             try:
                 frame = ws.recv(timeout=WS_QUIET_S)
             except TimeoutError:
-                _catch_up(client, run_id, cursor)
+                _patiently(lambda: _catch_up(client, run_id, cursor))
                 continue
             except ConnectionClosed:
                 return  # refused after accept (4401/4403) or the server went away
@@ -143,5 +143,5 @@ def _follow_ws(client: ApiClient, run_id: str, cursor: _Cursor) -> None:
             if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
                 continue
             if event["seq"] > cursor.seq + 1:
-                _catch_up(client, run_id, cursor)  # never skip: fill a hole from the database first
+                _patiently(lambda: _catch_up(client, run_id, cursor))  # never skip: fill a hole from the database first
             cursor.take(event)
