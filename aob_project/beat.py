@@ -84,8 +84,8 @@ class Scheduler(DatabaseScheduler):
     def reserve(self, entry: Any) -> Any:
         if entry.name in getattr(self, "_static", {}):
             new = self._static[entry.name] = next(entry)
-            return new
-        new = super().reserve(entry)
+        else:
+            new = super().reserve(entry)
         # the loaded schedule holds the entry as sent (django-celery-beat keeps the one it loaded): a
         # heap built from it before the next reload took every entry sent since for due, and sent it
         if self._schedule and entry.name in self._schedule:

@@ -36,7 +36,7 @@ def fire_schedule(self: Any, schedule_id: int, fired_at: str | None = None, cron
     try:
         firing = schedule_fire(schedule_id=schedule_id, fired_at=sent, cron=cron, zone=timezone, hold_passing=not last)
     except (OperationalError, InterfaceError) as exc:
-        if last:  # beat will not send this due time again: say which, for an operator to start it
+        if last:  # beat will not send this due time again: the backstop will (``schedules_resend_lost``)
             logger.error("schedule.firing_lost", extra={"schedule_id": schedule_id, "fired_at": sent.isoformat()})
         countdown = min(FIRE_RETRY_BACKOFF_MAX_S, 2 ** self.request.retries)
         raise self.retry(exc=exc, countdown=countdown, args=[schedule_id, sent.isoformat()],
