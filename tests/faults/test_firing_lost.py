@@ -26,7 +26,8 @@ from tests.triggers.test_schedules import GREETING
 from triggers.models import Schedule, ScheduleFiring
 from workflows.services.definitions import workflow_save
 
-pytestmark = [pytest.mark.fault, pytest.mark.faults_full]
+# its minute, beat's write of its sends and the backstop's turn take up to seven minutes
+pytestmark = [pytest.mark.fault, pytest.mark.faults_full, pytest.mark.timeout(600)]
 
 
 @pytest.fixture
