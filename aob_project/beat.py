@@ -70,14 +70,6 @@ class Scheduler(DatabaseScheduler):
         schedule.update(getattr(self, "_static", {}))
         return schedule
 
-    def populate_heap(self, *args: Any, **kwargs: Any) -> None:
-        """The heap built from the schedule as it is read now. A reload while it is built (the first
-        tick after a start, or one asked for after a refused send) marks the heap stale, and the next
-        tick built it again from the entries read then, before the send: the entry just sent was due
-        in them, and was sent again."""
-        super().populate_heap(*args, **kwargs)
-        self._heap_invalidated = False
-
     def enabled_models_qs(self) -> Any:
         return self.Model.objects.enabled()  # every one, whatever its hour (the module's docstring)
 
