@@ -120,12 +120,19 @@ def definition_of(value: Any, what: str) -> dict[str, Any]:
     return value["definition"] if shown_version(value) is not None else value
 
 
+IDEMPOTENCY_KEY_MAX = 255  # the server's MAX_LENGTH (pinned in tests/cli/test_server_words.py)
+
+
 def idempotency_key_check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """The server's rule for an ``Idempotency-Key``, judged before anything is sent: an empty one
-    (an unset variable) became a new random key, so a script's retry started a second run."""
-    if value is not None and not (1 <= len(value) <= 255 and value.isascii() and value.isprintable()):
-        raise click.BadParameter("an idempotency key is 1 to 255 printable ASCII characters")
-    return value
+    (an unset variable) became a new random key, so a script's retry started a second run. The
+    server strips the header as HTTP does, so a key of spaces is empty here too."""
+    if value is None:
+        return None
+    key = value.strip()
+    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
+        raise click.BadParameter(f"an idempotency key is 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters")
+    return key
 
 
 def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:

@@ -42,3 +42,31 @@ def test_the_cli_s_secret_name_rule_is_the_server_s():
     from vault.names import NAME
 
     assert cli_triggers.SECRET_NAME.pattern == rf"^{NAME}\Z"
+
+
+def test_the_cli_takes_the_idempotency_keys_the_server_takes():
+    """The CLI judges a key before sending it: the same keys pass both, so a script's key the
+    server would refuse fails on the command line, and one it takes is never refused there."""
+    from aob.cli.session import idempotency_key_check
+    from aob_project.exceptions import ValidationFailed
+    from workflows.services import idempotency
+
+    def server_takes(key: str) -> bool:
+        try:
+            idempotency.start_key(header=key, endpoint="start", body={})
+        except ValidationFailed:
+            return False
+        return True
+
+    def cli_takes(key: str) -> bool:
+        try:
+            idempotency_key_check(None, None, key)  # type: ignore[arg-type]
+        except click.BadParameter:
+            return False
+        return True
+
+    limit = idempotency.MAX_LENGTH
+    keys = ["", " ", "  \t", "k", " k ", "deploy-42", "a b", "x" * limit, "x" * (limit + 1),
+            " " + "x" * limit + " ", "é", "key\x00", "key\n1", "\x7f", "~!@#$%^&*()"]
+    assert {k: cli_takes(k) for k in keys} == {k: server_takes(k) for k in keys}
+    assert cli_takes("x" * limit) and not cli_takes("x" * (limit + 1))
