@@ -8,17 +8,16 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import click
 import httpx
 
-from .output import echo
+from .output import Failure, echo
 
 USER_AGENT = "aob-cli/0.1"
 RATE_WAITS = 5  # times one request is sent again after a rate limit's 429, each after the wait it names
 RATE_WAIT_MAX_S = 60.0  # the longest of those waits (a window is a minute)
 
 
-class ApiError(click.ClickException):
+class ApiError(Failure):
     """An error answer (``{"error", "message", "details"}``) or no answer at all; exits 1."""
 
     def __init__(self, message: str, *, code: str = "error", status: int | None = None,
@@ -30,7 +29,7 @@ class ApiError(click.ClickException):
         self.retry_after = retry_after
 
     def show(self, file: Any = None) -> None:
-        echo(f"error: {self.message}", err=True)
+        super().show(file)
         problems = [p for p in self.details.get("errors") or [] if isinstance(p, dict)]
         if len(problems) > 1:  # the message names the first one already
             for problem in problems:

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from .output import Failure
+
 FILE_MODE = 0o600
 
 
@@ -30,12 +32,12 @@ def _load() -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
+        raise Failure(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         return {}
     servers = data.get("servers", {})
     if not isinstance(servers, dict) or not all(isinstance(entry, dict) for entry in servers.values()):
-        raise click.ClickException(f"{path}: \"servers\" must be an object of {{api url: {{token, username}}}}; "
+        raise Failure(f"{path}: \"servers\" must be an object of {{api url: {{token, username}}}}; "
                                    "fix it, or delete the file and log in again (aob login)")
     return data
 

@@ -10,7 +10,7 @@ import click
 
 from . import config
 from .approvals import approvals, approve, reject
-from .output import MODES, PRETTY, Output, echo
+from .output import MODES, PRETTY, Failure, Output, echo
 from .patches import patch
 from .runs import logs, run
 from .session import Session, pass_session, warn_if_typed
@@ -32,7 +32,7 @@ class Cli(click.Group):
             session = ctx.obj if isinstance(ctx.obj, Session) else None
             if session is None or not session.answered:
                 raise
-            raise click.ClickException(f"{session.api_url} did not answer as the AOB API does ({type(exc).__name__}: "
+            raise Failure(f"{session.api_url} did not answer as the AOB API does ({type(exc).__name__}: "
                                        f"{str(exc)[:200]}): is --api-url (AOB_API_URL) an AOB server?") from exc
 
 
@@ -80,7 +80,7 @@ def logout(session: Session, revoke: bool) -> None:
     revoked = False
     if revoke:
         if not session.token:
-            raise click.ClickException(f"no token to revoke for {session.api_url}: log in, or set AOB_TOKEN")
+            raise Failure(f"no token to revoke for {session.api_url}: log in, or set AOB_TOKEN")
         session.client.delete("auth/token")  # an error (an invalid token, no server) stops here: nothing forgotten
         revoked = True
     forgotten = config.credentials_forget(api_url=session.api_url)

@@ -40,6 +40,14 @@ def echo(message: Any = "", **kwargs: Any) -> None:
     click.echo(printable(message) if isinstance(message, str) else message, **kwargs)
 
 
+class Failure(click.ClickException):
+    """A command that could not do what it was asked: ``error: <why>`` on stderr and exit 1, as the
+    API's errors print (Click's own ``Error:`` is for its usage errors)."""
+
+    def show(self, file: Any = None) -> None:
+        echo(f"error: {self.format_message()}", err=True)
+
+
 def dumps(data: Any, *, indent: int | None = None) -> str:
     # the escapes are JSON's own: a script reads the same value
     return shown(json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=False, default=str)).translate(_ESCAPED_IN_JSON)

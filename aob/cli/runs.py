@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 from .client import ApiError, segment
-from .output import dumps, duration_text, echo, short_time, table
+from .output import Failure, dumps, duration_text, echo, short_time, table
 from .session import (
     Session,
     definition_of,
@@ -301,7 +301,7 @@ def run_delete(session: Session, run_ids: tuple[str, ...], workflow: str | None,
         else:
             session.output.line({"run_id": run_id, "deleted": True}, f"deleted run {run_id}")
     if failed:
-        raise click.ClickException(f"{failed} of {len(ids)} runs were not deleted")
+        raise Failure(f"{failed} of {len(ids)} runs were not deleted")
 
 
 def _runs(n: int) -> str:
@@ -322,7 +322,7 @@ def _delete_one(session: Session, run_id: str) -> None:
     for _ in range(DELETE_TRIES):
         if session.client.post(_run_path(run_id, "delete")) is None:  # 204; a 202 is a request whose time ran out
             return
-    raise click.ClickException(f"run {run_id} is still being deleted: run the command again to go on")
+    raise Failure(f"run {run_id} is still being deleted: run the command again to go on")
 
 
 def _delete_matching(session: Session, filters: dict[str, str]) -> None:
@@ -334,7 +334,7 @@ def _delete_matching(session: Session, filters: dict[str, str]) -> None:
             break
         idle = idle + 1 if not answer["deleted"] else 0  # each request goes on where the last ended
         if idle >= DELETE_TRIES:
-            raise click.ClickException(f"deleted {deleted} runs; the rest are still being deleted: run the "
+            raise Failure(f"deleted {deleted} runs; the rest are still being deleted: run the "
                                        "command again to go on")
     kept = answer.get("kept") or 0
     session.output.emit({"deleted": deleted, "kept": kept}, lambda d: echo(

@@ -13,7 +13,7 @@ from aob import jsontext
 
 from . import config
 from .client import ApiClient
-from .output import Output, echo
+from .output import Failure, Output, echo
 
 
 @dataclass
@@ -76,13 +76,13 @@ def read_json_file(path: str | Path, what: str = "file") -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise click.ClickException(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise Failure(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:  # a file saved as UTF-16, or not text at all
-        raise click.ClickException(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        raise Failure(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     try:
         return parse_json(text)
     except ValueError as exc:
-        raise click.ClickException(f"{path} is not valid JSON: {exc}") from None
+        raise Failure(f"{path} is not valid JSON: {exc}") from None
 
 
 def names_a_file(value: str) -> bool:
@@ -101,7 +101,7 @@ def json_file_or_text(value: str, what: str) -> Any:
     try:
         return parse_json(value)
     except ValueError as exc:
-        raise click.ClickException(f"{what} is neither a file nor valid JSON: {exc}") from None
+        raise Failure(f"{what} is neither a file nor valid JSON: {exc}") from None
 
 
 def shown_version(value: Any) -> int | None:
@@ -144,7 +144,7 @@ def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> f
 
 def json_object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise click.ClickException(f"{what} must be a JSON object")
+        raise Failure(f"{what} must be a JSON object")
     return value
 
 
@@ -154,4 +154,4 @@ def operations_from(value: Any, what: str) -> tuple[list[Any], str | None]:
         return value["operations"], value.get("description")
     if isinstance(value, list):
         return value, None
-    raise click.ClickException(f"{what} must be a list of RFC 6902 operations or an object with \"operations\"")
+    raise Failure(f"{what} must be a list of RFC 6902 operations or an object with \"operations\"")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import echo, short_time, table
+from .output import Failure, echo, short_time, table
 from .session import Session, json_file_or_text, json_object, pass_session, warn_if_typed
 
 
@@ -203,7 +203,7 @@ def secret_set(session: Session, name: str, value: str) -> None:
         try:
             value = click.get_text_stream("stdin").read().removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as exc:
-            raise click.ClickException(f"the value on standard input is not UTF-8 text (byte {exc.start}); a "
+            raise Failure(f"the value on standard input is not UTF-8 text (byte {exc.start}); a "
                                        "secret is text: encode binary values (base64)") from None
     else:
         warn_if_typed(click.get_current_context(), "value", "the prompt (leave --value out) or --value - with a pipe")

@@ -278,7 +278,7 @@ def test_inline_json_longer_than_a_file_name_may_be_is_read_as_json(engine, as_a
     assert Run.objects.get(pk=run_id).inputs == inputs
     assert wait_for_run(run_id).status == "completed"
     not_json = as_alice("run", "start", write_json("chain.json", chain()), "--inputs", "{" + "x" * 300)
-    assert not_json.code == 1 and not_json.err.startswith("Error: --inputs is neither a file nor valid JSON: ")
+    assert not_json.code == 1 and not_json.err.startswith("error: --inputs is neither a file nor valid JSON: ")
     long_tag = as_alice("run", "start", "t" * 300)  # not a file either: a tag, which the API judges
     assert long_tag.code == 1 and long_tag.err.startswith("error: "), long_tag.err
     assert "Traceback" not in not_json.err + long_tag.err
