@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from itertools import islice
 from typing import Any
 
 import openai
@@ -61,8 +62,9 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
     if problem is not None:
         return {"status": "error", "error": "invalid_arguments", "rule": problem.rule, "path": problem.path,
                 "message": f"{problem.path}: {problem.message}"[:500]}
-    problem = next(iter(sorted(Draft202012Validator(tool.parameters).iter_errors(args), key=lambda e: list(e.path))),
-                   None)
+    # the first of a model's mistakes by path, from the first few read (a list of 50,000 wrong items is not all read)
+    problem = next(iter(sorted(islice(Draft202012Validator(tool.parameters).iter_errors(args), 20),
+                               key=lambda e: list(e.path))), None)
     if problem is not None:  # the schema is only advice to the model: hold it to it
         where = "/" + "/".join(str(p) for p in problem.absolute_path)
         return {"status": "error", "error": "invalid_arguments", "message": f"{where}: {problem.message}"}

@@ -219,6 +219,6 @@ def test_a_huge_invalid_definition_gets_a_bounded_report(api):
     body = api.post(f"{API}/workflows/validate", {"workflow": definition}, format="json").json()
     assert len(body["errors"]) == MAX_PROBLEMS + 1 and body["valid"] is False
     assert body["errors"][0]["path"] == "/edges/1" and body["errors"][0]["rule"] == "schema.required"
-    assert body["errors"][-1]["rule"] == "max_problems" and "more problem(s) not listed" in body["errors"][-1]["message"]
+    assert body["errors"][-1]["rule"] == "max_problems" and "or more problem(s) not listed" in body["errors"][-1]["message"]
     refused = assert_error(post_workflow(api, "bad", definition), 400, "invalid_workflow")
     assert len(refused["details"]["errors"]) == MAX_PROBLEMS + 1

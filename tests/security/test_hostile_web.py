@@ -12,6 +12,7 @@ test_operations.py.)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -105,6 +106,10 @@ SAVE_REFUSALS = {
                                              for i in range(40)}, "d40": True}, "$ref": "#/$defs/d0"}, "",
                                "form.budget"),
     "dangling reference": ({"$ref": "#/$defs/missing"}, "/$ref", "form.ref_unresolved"),
+    # the library finds evaluated properties with Python's backtracking re: no keyword replaces that
+    "unevaluatedProperties beside patternProperties": ({"patternProperties": {"^a": True},
+                                                        "unevaluatedProperties": False},
+                                                       "/unevaluatedProperties", "form.keyword"),
     # an index Python will not convert (past 4,300 digits, or a superscript "digit"): a 500 before
     "reference through a huge index": ({"allOf": [True], "$ref": "#/allOf/" + "9" * 5000}, "/$ref",
                                        "form.ref_unresolved"),
@@ -172,6 +177,14 @@ def test_a_pattern_is_run_by_a_linear_time_engine(engine, user, bob, canary_owne
     assert wait_for_run(run_id).status == "completed"
 
 
+def _deep(levels: int) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    for _ in range(levels):
+        node = {"a": node}
+    return node
+
+
+DEEP = _deep(400)
 OLD_FORMS = {  # what an older stored definition may hold, written past today's save check
     "backtracking pattern": ({"properties": {"code": {"pattern": EVIL_PATTERN}}}, {"code": EVIL_SUBJECT},
                              "/data/code", "form.pattern"),
@@ -182,6 +195,20 @@ OLD_FORMS = {  # what an older stored definition may hold, written past today's 
     "file $ref": ({"$ref": "file:///etc/passwd"}, {}, "/data", "form.remote_ref"),
     "exponential references": (SAVE_REFUSALS["exponential references"][0], {}, "/data", "form.budget"),
     "self reference": ({"$ref": "#"}, {}, "/data", "form.budget"),
+    # each passes today's save check; one keyword's step walked its whole value (a red team's finds:
+    # 34 s of a web thread for a 2 KB decision, 700 MB for a 90-byte one, and a minute of Python's re)
+    "an enum compared with every item": ({"type": "array", "items": {"enum": [0] * 30_000 + [1]}}, [1] * 1000,
+                                         "/data", "form.budget"),
+    "every missing name of every item": ({"type": "array", "items": {"required": [f"n{i}" for i in range(8000)]}},
+                                         [{}] * 30, "/data", "form.budget"),
+    "a deep pointer per item": ({"$defs": {"x": DEEP}, "type": "array", "items": {"$ref": "#/$defs/x" + "/a" * 400}},
+                                [0] * 20_000, "/data", "form.budget"),
+    "patterns tried by additionalProperties": ({"type": "object", "patternProperties": {EVIL_PATTERN: {}},
+                                                "additionalProperties": False}, {EVIL_SUBJECT: 1}, "/data",
+                                               "form.additionalProperties"),
+    "unevaluatedProperties beside patternProperties": ({"patternProperties": {EVIL_PATTERN: {}},
+                                                        "unevaluatedProperties": False}, {EVIL_SUBJECT: 1}, "/data",
+                                                       "form.keyword"),
 }
 
 
@@ -208,6 +235,22 @@ def doubling(count: int = 40) -> list[dict[str, Any]]:
     for i in range(count):  # each copy holds everything so far: 2^count times the first value
         ops.append({"op": "copy", "from": "/metadata/blob", "path": f"/metadata/blob/c{i}"})
     return ops
+
+
+def test_a_config_wrong_in_every_element_is_judged_by_its_first_problems(engine, api, user, canary_owner):
+    """Each node's config errors were all built, though a report keeps 100: a loop's ``break_path``
+    of 450,000 numbers in a 0.9 MB body held a web thread 8 s (a red team's find)."""
+    from workflows.definition.validation import MAX_PROBLEMS
+
+    definition = {"nodes": [{"id": "h", "type": "loop", "config": {"max_iterations": 1, "loop_back_to": "h",
+                                                                   "break_path": [1] * 450_000}}], "edges": []}
+    body = json.dumps({"workflow": definition}, separators=(",", ":"))
+    with canary_alongside(canary_owner):
+        response = promptly(lambda: api.post(f"{API}/workflows/validate", body, content_type="application/json"))
+    report = response.json()
+    assert response.status_code == 200 and report["valid"] is False, report
+    assert len(report["errors"]) == MAX_PROBLEMS + 1 and report["errors"][-1]["rule"] == "max_problems"
+    assert report["errors"][0]["path"].startswith("/nodes/0/config/break_path")
 
 
 def test_an_exponential_design_time_patch_is_refused_fast(engine, api, user, canary_owner):

@@ -26,6 +26,7 @@ import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import re2
@@ -128,18 +129,83 @@ def _pointer(parts: Any) -> str:
 
 # --- the safe validator ---------------------------------------------------------------------------
 
-_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("aob_form_budget", default=None)
+class _Budget:
+    """The steps left, and the size of each value a keyword compares against (by identity: the
+    form and the data stay alive while they are checked)."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+        self.sizes: dict[int, int] = {}
+
+    def size(self, value: Any) -> int:
+        known = self.sizes.get(id(value))
+        if known is None:
+            known = self.sizes[id(value)] = _size(value)
+        return known
 
 
-def _metered(keyword: Any) -> Any:
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("aob_form_budget", default=None)
+
+
+def _size(value: Any) -> int:
+    """The JSON values in ``value`` (an object's keys counted too): what one comparison with it, or
+    one pass over it, may cost."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _keys(instance: Any) -> int:
+    return len(instance) if isinstance(instance, dict) else 0
+
+
+# What one evaluation of a keyword costs beyond the step itself, where its work grows with the
+# form's value or the data (a keyword's subschemas are charged as they are descended into):
+# ``enum`` compares the data with every entry, ``required`` reports every missing name, an object's
+# keys are each tried against every pattern, a ``$ref`` walks its pointer (400 levels deep, 1 ms).
+_COSTS: dict[str, Any] = {
+    "$ref": lambda budget, value, instance: value.count("/") if isinstance(value, str) else 0,
+    "enum": lambda budget, value, instance: budget.size(value),
+    "const": lambda budget, value, instance: budget.size(value),
+    "required": lambda budget, value, instance: len(value) if isinstance(value, list) else 0,
+    "dependentRequired": lambda budget, value, instance: budget.size(value),
+    "properties": lambda budget, value, instance: len(value) if isinstance(value, dict) else 0,
+    "dependentSchemas": lambda budget, value, instance: len(value) if isinstance(value, dict) else 0,
+    "patternProperties": lambda budget, value, instance: _keys(instance) * len(value) if isinstance(value, dict) else 0,
+    "additionalProperties": lambda budget, value, instance: _keys(instance),
+    "unevaluatedProperties": lambda budget, value, instance: _keys(instance),
+    "uniqueItems": lambda budget, value, instance: budget.size(instance) if isinstance(instance, list) else 0,
+}
+
+
+def _charge(budget: _Budget, steps: int) -> None:
+    budget.left -= steps
+    if budget.left < 0:
+        raise BudgetExceeded
+
+
+def _metered(name: str, keyword: Any) -> Any:
+    """``keyword`` drawing on the budget: a step, what its value makes it walk, and a step for each
+    error it reports (one ``required`` of 8,000 names on 30 items made 240,000 errors)."""
+    cost = _COSTS.get(name)
+
     @functools.wraps(keyword)
     def metered(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
-        left = _budget.get()
-        if left is not None:
-            left[0] -= 1
-            if left[0] < 0:
-                raise BudgetExceeded
-        return keyword(validator, value, instance, schema)
+        budget = _budget.get()
+        if budget is None:
+            yield from keyword(validator, value, instance, schema) or ()
+            return
+        _charge(budget, 1 + (cost(budget, value, instance) if cost else 0))
+        for error in keyword(validator, value, instance, schema) or ():
+            _charge(budget, 1)
+            yield error
 
     return metered
 
@@ -158,6 +224,29 @@ def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
         for key, value in instance.items():
             if program.search(key):
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, additional: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """The library's ``additionalProperties`` tries an object's keys against ``patternProperties``
+    with Python's backtracking ``re``: ``^(a+)+$`` and a key of 30 ``a``s and a ``!`` held the web
+    process for a minute. The same keyword, the patterns run by RE2."""
+    if not validator.is_type(instance, "object"):
+        return
+    named = schema.get("properties", {})
+    programs = [compile_pattern(p) for p in schema.get("patternProperties", {})]
+    extras = [key for key in instance if key not in named and not any(p.search(key) for p in programs)]
+    if validator.is_type(additional, "object"):
+        for key in extras:
+            yield from validator.descend(instance[key], additional, path=key)
+    elif not additional and extras:
+        names = ", ".join(repr(key[:100]) for key in sorted(extras)[:10]) + (" …" if len(extras) > 10 else "")
+        one = len(extras) == 1
+        if programs:
+            patterns = ", ".join(repr(p[:100]) for p in sorted(schema["patternProperties"])[:10])
+            yield ValidationError(f"{names} {'does' if one else 'do'} not match any of the regexes: {patterns}")
+        else:
+            yield ValidationError(f"Additional properties are not allowed ({names} {'was' if one else 'were'} "
+                                  "unexpected)")
 
 
 def _hashable(value: Any) -> Any:
@@ -187,10 +276,11 @@ def _unique_items(validator: Any, unique: bool, instance: Any, schema: Any) -> I
 # end of the text, where Python's ``re`` matched before a final line break too. Every schema a
 # definition is judged by uses them (``validation.SchemaValidator``), not only forms.
 PATTERN_KEYWORDS = {"pattern": _pattern, "patternProperties": _pattern_properties}
-_SAFE = {**PATTERN_KEYWORDS, "uniqueItems": _unique_items}
+_SAFE = {**PATTERN_KEYWORDS, "additionalProperties": _additional_properties, "uniqueItems": _unique_items}
 FormValidator = validators.extend(
     Draft202012Validator,
-    validators={name: _metered(_SAFE.get(name, keyword)) for name, keyword in Draft202012Validator.VALIDATORS.items()},
+    validators={name: _metered(name, _SAFE.get(name, keyword))
+                for name, keyword in Draft202012Validator.VALIDATORS.items()},
 )
 # No resource is registered and retrieval always fails: a reference is local or it is an error.
 NO_RETRIEVAL = Registry()
@@ -204,7 +294,7 @@ def _validator(form: Any) -> Any:
 def one_budget() -> Iterator[None]:
     """Every form checked inside draws from one ``AOB_FORM_EVAL_BUDGET``: a definition's forms share
     it, so a thousand forms cost what one may (each had its own: 900 forms took 71 s to save)."""
-    token = _budget.set([settings.AOB_FORM_EVAL_BUDGET])
+    token = _budget.set(_Budget(settings.AOB_FORM_EVAL_BUDGET))
     try:
         yield
     finally:
@@ -234,7 +324,7 @@ _meta = Draft202012Validator(FORM_META_SCHEMA, format_checker=_regex_format, reg
 
 
 def _subschemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, dict[str, Any]]]:
-    """Every object subschema of a form that passed the meta-schema, with its path (iterative)."""
+    """Every object subschema of a form, with its path (iterative)."""
     stack = [(path, schema)]
     while stack:
         here, node = stack.pop()
@@ -244,12 +334,28 @@ def _subschemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, dict[str
         for key in ONE:
             if key in node:
                 stack.append(((*here, key), node[key]))
-        for key in MANY:
-            for i, child in enumerate(node.get(key, ())):
+        for key in MANY:  # an older stored form never met the meta-schema: shapes are checked
+            children = node.get(key)
+            for i, child in enumerate(children if isinstance(children, list) else ()):
                 stack.append(((*here, key, i), child))
         for key in MAP:
-            for name, child in node.get(key, {}).items():
+            children = node.get(key)
+            for name, child in (children.items() if isinstance(children, dict) else ()):
                 stack.append(((*here, key, name), child))
+
+
+def backtracking_reach(form: Any) -> FormProblem | None:
+    """``unevaluatedProperties`` in a form that has ``patternProperties``: the library finds the
+    properties it has evaluated by trying each key against those patterns with Python's
+    backtracking ``re``, which no keyword of ours can replace. Refused at save and, for an older
+    stored form, at decision time, before anything is evaluated."""
+    paths = {key: path for path, schema in _subschemas(form) for key in ("unevaluatedProperties", "patternProperties")
+             if key in schema}
+    if len(paths) < 2:
+        return None
+    return FormProblem(_pointer((*paths["unevaluatedProperties"], "unevaluatedProperties")), "form.keyword",
+                       "unevaluatedProperties cannot be used in a form that has patternProperties (its "
+                       "evaluation would run those patterns with a backtracking engine); use additionalProperties")
 
 
 def _resolves(form: Any, ref: str) -> bool:
@@ -281,6 +387,7 @@ def _meta_rule(err: ValidationError) -> tuple[str, str]:
 # A form is stored on its approval and answered with it in every inbox that lists it; a reference
 # in it (``{"default": "$nodes.fetch"}``) resolves when the node runs, to as much as 16 MiB.
 FORM_MAX_BYTES = 64 * 1024
+FORM_MAX_PROBLEMS = 20  # a form's problems read at save: the first ones, never each of 30,000
 
 
 def form_problems(form: Any) -> list[FormProblem]:
@@ -289,7 +396,8 @@ def form_problems(form: Any) -> list[FormProblem]:
     if size > FORM_MAX_BYTES:
         return [FormProblem("", "form.max_bytes", f"the form is {size} bytes; at most {FORM_MAX_BYTES} are kept")]
     problems = []
-    for err in sorted(_meta.iter_errors(form), key=lambda e: [str(p) for p in e.absolute_path]):
+    for err in sorted(islice(_meta.iter_errors(form), FORM_MAX_PROBLEMS),
+                      key=lambda e: [str(p) for p in e.absolute_path]):
         rule, message = _meta_rule(err)
         problems.append(FormProblem(_pointer(err.absolute_path), rule, message))
     if problems:
@@ -299,6 +407,8 @@ def form_problems(form: Any) -> list[FormProblem]:
         if isinstance(ref, str) and not _resolves(form, ref):
             problems.append(FormProblem(_pointer((*path, "$ref")), "form.ref_unresolved",
                                         f"$ref {ref[:200]!r} does not point into this form"))
+    if not problems and (reach := backtracking_reach(form)):
+        problems.append(reach)
     if not problems:  # a reference loop that never consumes input shows on the empty answer already
         try:
             _metered_errors(form, {})
@@ -314,6 +424,8 @@ def form_problems(form: Any) -> list[FormProblem]:
 def form_data_failure(form: Any, data: Any) -> FormProblem | None:
     """The first way ``data`` fails ``form``, or None. Whatever the stored form holds, this never
     fetches, never backtracks and stops after the evaluation budget."""
+    if reach := backtracking_reach(form):
+        return FormProblem("", reach.rule, reach.message)
     try:
         errors = _metered_errors(form, data)
     except PatternRefused as exc:

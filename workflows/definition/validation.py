@@ -77,11 +77,17 @@ class Report:
 
     def close(self) -> Report:
         """The report as answered: past ``MAX_PROBLEMS``, a last problem says how many more there are."""
-        if self.omitted:
-            self.errors.append(Problem("/", "max_problems", f"{self.omitted} more problem(s) not listed: correct "
+        if self.omitted:  # a lower bound: a huge list's problems stop being read once the report is full
+            self.errors.append(Problem("/", "max_problems", f"{self.omitted} or more problem(s) not listed: correct "
                                                             f"these first (at most {MAX_PROBLEMS} are listed)"))
             self.omitted = 0
         return self
+
+    @property
+    def room(self) -> int:
+        """How many more errors to read from a validator: one past the report's room, so a full
+        report knows it left some out."""
+        return max(0, MAX_PROBLEMS - len(self.errors)) + 1
 
     def errors_under(self, prefix: str) -> bool:
         return any(p.path == prefix or p.path.startswith(prefix + "/") for p in self.errors)
@@ -128,7 +134,7 @@ def validate(definition: Any, *, literal_urls: bool = False) -> Report:
         return report
 
     # the first problems in the schema's order, then sorted: never every one of a huge document's
-    for err in sorted(islice(_validator().iter_errors(definition), MAX_PROBLEMS + 1),
+    for err in sorted(islice(_validator().iter_errors(definition), report.room),
                       key=lambda e: list(e.absolute_path)):
         report.error(_pointer(err.absolute_path), f"schema.{err.validator}", _schema_message(err))
     if not report.valid:
@@ -259,11 +265,16 @@ def resolved_config_problem(node_type: str, config: Any) -> tuple[str, str, str]
     each executor judges with its own error. The message names the limit, never the value."""
     if registry.get(node_type) is None:
         return None
+    read = 0
     for err in _config_validator(node_type).iter_errors(config):
         if err.validator in SIZE_RULES:
             where = _pointer(list(err.absolute_path))
             return where, f"config.{err.validator}", (f"{node_type} config at {where}, with its references "
                                                       f"resolved, passes its bound {err.validator} {err.validator_value}")
+        read += 1
+        if read >= MAX_PROBLEMS:  # a list a reference brought, wrong in every element: never all read
+            return "", "config.max_problems", (f"{node_type} config, with its references resolved, has "
+                                               f"{MAX_PROBLEMS} or more problems")
     return None
 
 
@@ -274,7 +285,7 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
         report.warn(f"/nodes/{i}/type", "unknown_type",
                     f"no executor for node type {node['type']!r}: it will be skipped at run time")
         return
-    for err in _config_validator(node["type"]).iter_errors(config):
+    for err in islice(_config_validator(node["type"]).iter_errors(config), report.room):
         report.error(_pointer(["nodes", i, "config", *err.absolute_path]), f"config.{err.validator}",
                      f"{node['type']} config: {_schema_message(err)}")
     if spec.check is not None and isinstance(config, dict) and not report.errors_under(f"/nodes/{i}/config"):
