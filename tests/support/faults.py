@@ -70,6 +70,8 @@ so a test flips them for every process of its stack at once:
 - ``aob:test:resend_after_s``: ``schedules.RESEND_AFTER_S`` for the backstop of lost firings, so a
   test need not wait 15 minutes; ``aob:test:resend_off``: the backstop sends nothing, its negative
   control; each pass of it writes ``aob:test:resend_ran`` (tests/faults/test_firing_lost.py);
+- ``aob:test:lost_by_attempts``: negative control of ``sweeper.times_lost``: a node run's attempts
+  before this one count as lost, whatever ended them, as before (tests/faults/test_lost_counted.py);
 - ``aob:test:message_id_off``: an approval email gets a new ``Message-ID`` at each send, as Django
   makes one, the negative control of ``notifications.message_id``
   (tests/faults/test_notifier_killed.py).
@@ -209,6 +211,11 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         told = _redis().get("aob:test:unclaimed_after_s")
         return now - timedelta(seconds=float(told)) if told is not None else unclaimed_before(now)
 
+    times_lost = sweeper.times_lost
+
+    def switchable_times_lost(nr: Any) -> int:
+        return nr.attempts - 1 if _redis().exists("aob:test:lost_by_attempts") else times_lost(nr)
+
     def switchable_undecided_parks(before: Any) -> list[int]:
         if _redis().exists("aob:test:undecided_parks_off"):
             return []
@@ -314,7 +321,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     wrapped = [(schedules, "due_time", switchable_due_time), (schedules, "schedules_resend_lost", switchable_resend_lost),
                (subflows, "subflows_sweep", switchable_subflows_sweep),
                (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep), (poison, "sweep_row", switchable_sweep_row),
-               (sweeper, "undecided_parks", switchable_undecided_parks),
+               (sweeper, "undecided_parks", switchable_undecided_parks), (sweeper, "times_lost", switchable_times_lost),
                (sweeper, "unclaimed_before", switchable_unclaimed_before),
                (dispatch, "compute_output_now", dropping_output), (sweeper, "ask_for_outputs", switchable_ask_for_outputs),
                (runs, "run_output_compute", crashing_output_compute),

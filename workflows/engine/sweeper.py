@@ -433,13 +433,20 @@ def lapsed(nr: NodeRun) -> dict[str, object]:
     return {"attempts": nr.attempts, "lease_expires_at__lt": ClockTimestamp()}
 
 
+def times_lost(nr: NodeRun) -> int:
+    """The attempts of a node run a worker died in, as its log shows, not all its attempts: two
+    that timed out and one lost worker failed a node with retries left, as "lost 3 times"."""
+    return sum(1 for past in nr.attempt_log if isinstance(past, dict) and past.get("status") == "lost")
+
+
 def _recover_lost(nr: NodeRun, now: object) -> str:
     entry = {"attempt": nr.attempts, "status": "lost", "error": {
         "error_type": "WorkerLost", "message": "the worker running this node stopped before finishing"}}
+    lost = times_lost(nr) + 1
     with transaction.atomic():
         locks.lock_run(nr.run_id)
-        if nr.attempts >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
-            error = {"error_type": "WorkerLost", "message": f"lost {nr.attempts} times; giving up",
+        if lost >= settings.AOB_MAX_ATTEMPTS_ON_LOST:
+            error = {"error_type": "WorkerLost", "message": f"lost {lost} times; giving up",
                      "transient": False}
             moved = transitions.move_node_run(
                 nr.pk, NodeRun.Status.FAILED, sources=[NodeRun.Status.RUNNING], guard=lapsed(nr),
