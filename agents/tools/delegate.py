@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from workflows.models import Artifact, Run
+from workflows.models import Artifact, Run, RunPatch
 from workflows.services.patches.policy import AGENT_NODE_ID_MAX_CHARS
 
 from .base import AgentState
@@ -55,5 +55,10 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
     ]
     result = propose(state, operations, f"delegate: {str(args['task'])[:200]}")
     if result.get("status") != "error":
-        result["node_id"] = node_id
+        # A resumed attempt (its worker died after the patch committed, before the journal kept this
+        # answer) gets back the patch its proposal key already made, but picked node_id above against a
+        # definition holding that patch's node: it came out "plan_delegate_2", a node no patch added.
+        # The node is the one the stored patch adds.
+        stored = RunPatch.objects.values_list("operations", flat=True).get(pk=result["patch_id"])
+        result["node_id"] = next(op["value"]["id"] for op in stored if op["path"] == "/nodes/-")
     return result
