@@ -128,6 +128,33 @@ def test_a_post_without_a_key_is_not_repeated_after_a_kill_it_fails_as_outcome_u
     assert run.error["error_type"] == "OutcomeUnknown"
 
 
+@pytest.mark.parametrize("stop", ["request timeout", "node timeout"])
+@pytest.mark.parametrize("config", [{"idempotency_header": None}, {"on_lost": "fail"},
+                                    {"idempotency_header": None, "on_lost": "repeat"}],
+                         ids=["no key", "on_lost fail", "control: on_lost repeat"])
+def test_a_post_not_repeated_after_a_kill_is_not_repeated_after_a_timeout_either(engine, api, remote, stop, config):
+    """A request that timed out after it went out is the same unknown as one whose worker died: the
+    node's retry sent a POST without a key again and the remote applied both (a red team's find).
+    The author's ``on_lost: repeat`` still repeats it (this test's control: the doubling shows)."""
+    name = unique("charge")
+    node = http("charge", f"{remote.base}/effect/{name}/3",
+                config={"method": "POST", "payload": {"amount": 5}, **config})
+    node["retry"] = {"max_attempts": 2, "backoff_ms": 100}
+    if stop == "request timeout":
+        node["config"]["timeout_ms"] = 800
+    else:
+        node["timeout_ms"] = 1000  # the node's own limit (Celery's soft time limit), mid-request
+    run = wait_for_run(submit(api, {"nodes": [node], "edges": []}), timeout=40)
+    charge = node_runs(run)["charge"]
+    assert run.status == "failed"
+    if config.get("on_lost") == "repeat":
+        assert len(remote.effects(name)) == 2 and [e["status"] for e in charge.attempt_log] == ["failed", "failed"]
+        return
+    assert charge.error["error_type"] == "OutcomeUnknown" and charge.error["transient"] is False, charge.error
+    assert [entry["status"] for entry in charge.attempt_log] == ["failed"]
+    assert len(remote.hits(f"/effect/{name}/")) == 1 and len(remote.effects(name)) == 1  # a person decides
+
+
 def duplicate_messages(api: Any, remote: Any) -> tuple[str, NodeRun]:
     """One trial: a node's executor message twice at once, again once its node finished, and its
     coordinator message twice more. Returns (run id, the node run). Its request is

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from aob_project.exceptions import AobError
 from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
+from workers.http.exceptions import HTTPRequestError
 from workflows.definition.references import resolve
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, executor
@@ -102,28 +105,28 @@ SECRET_FIELDS = ("headers", "query", "payload")
 
 
 def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
-    from workers.http.client import request
-
     method = str(config.get("method", "GET")).upper()
     payload = config.get("payload")
     timeout_ms = config.get("timeout_ms")
     key_header = config.get("idempotency_header", idempotency.HEADER) or None
-    if not idempotency.repeats_when_lost(method, config.get("on_lost"), bool(key_header)) and _after_lost(ctx):
-        raise NodeFailed(
-            f"the worker running the previous attempt stopped mid-request: whether {method} {config['url']} took "
-            "effect is unknown, and this node does not repeat it (on_lost: fail); replay or skip it",
-            code="OutcomeUnknown", extra={"transient": False, "attempt": ctx.attempt - 1})
-    result = request(
-        method=method,
-        url=str(config["url"]),
-        headers=idempotency.with_key(_text_values(config.get("headers")), key_header, idempotency.effect_key(ctx)),
-        params=_text_values(config.get("query")) or None,
-        # validated before resolution: a whole reference may resolve to a number or boolean
-        json=payload if not isinstance(payload, str) else None,
-        content=payload if isinstance(payload, str) else None,
-        timeout_s=(timeout_ms / 1000) if timeout_ms else None,
-        max_response_bytes=config.get("max_response_bytes"),
-    )
+    repeats = idempotency.repeats_when_lost(method, config.get("on_lost"), bool(key_header))
+    if not repeats and _after_lost(ctx):
+        raise _outcome_unknown(method, config, "the worker running the previous attempt stopped mid-request",
+                               ctx.attempt - 1)
+    try:
+        result = _request(config, method, payload, timeout_ms, key_header, ctx)
+    except HTTPRequestError as exc:
+        # a timeout or a dropped connection after the request went out is the same unknown as a
+        # lost worker: the node's retry sent a POST without a key again, and the remote applied both
+        if exc.transient and exc.extra.get("sent") and not repeats:
+            raise _outcome_unknown(method, config, f"the request failed after it was sent ({exc.message})",
+                                   ctx.attempt) from None
+        raise
+    except SoftTimeLimitExceeded:  # the node's timeout_ms, maybe mid-request
+        if not repeats:
+            raise _outcome_unknown(method, config, "the node's timeout_ms stopped it, maybe mid-request",
+                                   ctx.attempt) from None
+        raise
     # JSON the engine can store and every reader read back (outputs.OUTPUT_MAX_DEPTH), else its text
     parsed = result.json_body is not None and depth_within(result.json_body, OUTPUT_MAX_DEPTH - 1)
     body = result.json_body if parsed else result.text
@@ -146,6 +149,31 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
                                 "transient": again, **({"retry_after_seconds": wait} if again and wait is not None
                                                        else {})})
     return output
+
+
+def _request(config: dict[str, Any], method: str, payload: Any, timeout_ms: int | None, key_header: str | None,
+             ctx: NodeContext) -> Any:
+    from workers.http.client import request
+
+    return request(
+        method=method,
+        url=str(config["url"]),
+        headers=idempotency.with_key(_text_values(config.get("headers")), key_header, idempotency.effect_key(ctx)),
+        params=_text_values(config.get("query")) or None,
+        # validated before resolution: a whole reference may resolve to a number or boolean
+        json=payload if not isinstance(payload, str) else None,
+        content=payload if isinstance(payload, str) else None,
+        timeout_s=(timeout_ms / 1000) if timeout_ms else None,
+        max_response_bytes=config.get("max_response_bytes"),
+    )
+
+
+def _outcome_unknown(method: str, config: dict[str, Any], why: str, attempt: int) -> NodeFailed:
+    """The failure of a request this node does not send again (``idempotency.repeats_when_lost``)
+    when whether it took effect is unknown: final, for a person to replay or skip."""
+    return NodeFailed(f"{why}: whether {method} {config['url']} took effect is unknown, and this node does not "
+                      "repeat it (on_lost: fail, or no idempotency key); replay or skip it",
+                      code="OutcomeUnknown", extra={"transient": False, "attempt": attempt})
 
 
 def _after_lost(ctx: NodeContext) -> bool:

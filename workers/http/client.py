@@ -270,12 +270,19 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return False
 
 
+# Failures after the request went out (some or all of it): whether the remote acted on it is unknown.
+# A connection never made (ConnectError, ConnectTimeout, PoolTimeout) sent nothing.
+AFTER_SENDING = (httpx.WriteError, httpx.WriteTimeout, httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError)
+
+
 def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
+    sent = isinstance(exc, AFTER_SENDING)
     if isinstance(exc, httpx.TimeoutException):
-        return HTTPRequestError(f"timed out: {exc}", extra={"url": url, "transient": True, "kind": "timeout"})
+        return HTTPRequestError(f"timed out: {exc}", extra={"url": url, "transient": True, "kind": "timeout",
+                                                            "sent": sent})
     transient = isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError) and not _is_tls_failure(exc)
     return HTTPRequestError(f"{type(exc).__name__}: {exc}",
-                            extra={"url": url, "transient": transient, "kind": type(exc).__name__})
+                            extra={"url": url, "transient": transient, "kind": type(exc).__name__, "sent": sent})
 
 
 # The charsets a response is decoded by: the ones whose decoding is linear in the body (Unicode's,
