@@ -176,6 +176,15 @@ def _expired_firings(now: datetime) -> QuerySet:
         created_at__lt=now - timedelta(days=settings.AOB_SCHEDULE_FIRING_RETENTION_DAYS))
 
 
+def _expired_keys(now: datetime) -> QuerySet:
+    """Start requests' idempotency keys past their ``TTL``: never read again, and they outlive their
+    runs (``IdempotencyKey.run`` is SET_NULL), so nothing else removes them."""
+    from workflows.models import IdempotencyKey
+    from workflows.services.idempotency import TTL
+
+    return IdempotencyKey.objects.filter(created_at__lt=now - TTL)
+
+
 def _expired_sessions(now: datetime) -> QuerySet:
     """Login sessions past their expiry (Django's ``clearsessions``, which nothing else runs): each
     login of the web pages keeps a row until then, 14,400 a day for one user at the login limit."""
@@ -207,6 +216,7 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
     from django_celery_beat.models import CrontabSchedule
 
     from triggers.models import HookDelivery, ScheduleFiring
+    from workflows.models import IdempotencyKey
 
     deadline = None if within_s is None else time.monotonic() + within_s
     counts: dict[str, Any] = {}
@@ -215,13 +225,14 @@ def prune(*, dry_run: bool = False, now: datetime | None = None, batch_size: int
                                     ("artifacts", lambda: artifacts_unreferenced(now), Artifact),
                                     ("hook_deliveries", lambda: _expired_deliveries(now), HookDelivery),
                                     ("schedule_firings", lambda: _expired_firings(now), ScheduleFiring),
+                                    ("idempotency_keys", lambda: _expired_keys(now), IdempotencyKey),
                                     ("sessions", lambda: _expired_sessions(now), Session),
                                     ("crontabs", lambda: _unused_crontabs(now), CrontabSchedule)):
         counts[name], finished = _in_batches(candidates, model, batch, deadline)
         if not finished:
             break
-    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "sessions": 0, "crontabs": 0,
-              **counts, "finished": finished}
+    counts = {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "idempotency_keys": 0,
+              "sessions": 0, "crontabs": 0, **counts, "finished": finished}
     logger.info("retention.pruned", extra=counts)
     return counts
 
@@ -324,7 +335,8 @@ def _preview(now: datetime) -> dict[str, Any]:
              "approvals": Approval.objects.filter(run__in=ids),
              "artifacts": artifacts_unreferenced(now, without_runs=runs),
              "hook_deliveries": _expired_deliveries(now), "schedule_firings": _expired_firings(now),
-             "sessions": _expired_sessions(now), "crontabs": _unused_crontabs(now)}
+             "idempotency_keys": _expired_keys(now), "sessions": _expired_sessions(now),
+             "crontabs": _unused_crontabs(now)}
     cap = settings.AOB_PRUNE_PREVIEW_CAP
     counts = {name: qs.values("pk")[:cap].count() for name, qs in kinds.items()}
     return {"dry_run": True, **counts, "at_least": [name for name, n in counts.items() if n >= cap]}

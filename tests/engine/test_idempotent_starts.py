@@ -45,6 +45,23 @@ def test_the_same_key_and_body_answer_the_first_run(engine, api):
     assert start(api, key, body).json() == first.json()
 
 
+def test_a_key_outlives_its_deleted_run_and_answers_it_again(engine, api, user):
+    """A client whose start answer was lost retries after the run was deleted: the retry is the
+    same request, so it gets the first answer (a run that is gone), never a second run whose
+    outbound calls the world would see twice."""
+    key = str(uuid.uuid4())
+    body = {"workflow": DEFINITION, "inputs": {"n": 6}}
+    first = start(api, key, body)
+    assert first.status_code == 201, first.json()
+    run_id = first.json()["run_id"]
+    assert wait_for_run(run_id).status == "completed"
+    assert api.post(f"/api/v1/runs/{run_id}/delete").status_code == 204
+    again = start(api, key, body)
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert not Run.objects.filter(owner=user).exists()
+    assert api.get(f"/api/v1/runs/{run_id}").status_code == 404  # the answer names a run that is gone
+
+
 def test_the_same_key_with_another_body_is_refused_naming_the_header(engine, api):
     key = str(uuid.uuid4())
     assert start(api, key, {"workflow": DEFINITION, "inputs": {"n": 1}}).status_code == 201

@@ -82,7 +82,7 @@ def test_pruning_removes_exactly_what_is_past_retention_and_nothing_a_live_run_n
     counts = prune(batch_size=1)  # one row per transaction: batches add up
 
     assert counts == {"runs": 2, "artifacts": len(expected_artifacts), "hook_deliveries": 1, "schedule_firings": 0,
-                      "sessions": 0, "crontabs": 0, "finished": True}
+                      "idempotency_keys": 0, "sessions": 0, "crontabs": 0, "finished": True}
     assert not Run.objects.filter(pk__in=gone_runs).exists()
     for model in (NodeRun, Event, Approval):
         assert not model.objects.filter(run__in=gone_runs).exists(), model.__name__
@@ -97,3 +97,19 @@ def test_pruning_removes_exactly_what_is_past_retention_and_nothing_a_live_run_n
     approval_decide(approval=live_gate, user=user, approve=True)
     assert wait_for_run(live_id).status == "completed"
     assert prune(dry_run=True)["runs"] == 0
+
+
+def test_a_start_key_past_its_day_is_pruned_and_one_within_it_kept(user: User) -> None:
+    """A key outlives its run (a retry after a delete answers it again), so only its age removes it:
+    every start that sent one left a row for good."""
+    from workflows.models import IdempotencyKey
+    from workflows.services.idempotency import TTL
+
+    now = timezone.now()
+    old = IdempotencyKey.objects.create(owner=user, key="old", fingerprint="f", response={}, run=None)
+    IdempotencyKey.objects.filter(pk=old.pk).update(created_at=now - TTL - timedelta(minutes=1))
+    live = IdempotencyKey.objects.create(owner=user, key="live", fingerprint="f", response={}, run=None)
+
+    assert prune(dry_run=True, now=now)["idempotency_keys"] == 1
+    assert prune(now=now)["idempotency_keys"] == 1
+    assert list(IdempotencyKey.objects.values_list("pk", flat=True)) == [live.pk]

@@ -33,12 +33,12 @@ def test_a_prune_over_the_api_stops_at_its_time_and_says_the_rest_is_left(db: An
     answer = client_for(staff).post("/api/v1/prune", {}, format="json")
 
     assert answer.status_code == 200
-    assert answer.json() == {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "sessions": 0,
+    assert answer.json() == {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "idempotency_keys": 0, "sessions": 0,
                              "crontabs": 0, "finished": False}
     assert Run.objects.filter(pk__in=[r.pk for r in runs]).count() == 3
     # the next prune (the beat's has no bound) takes the rest
     assert prune(batch_size=2) | {"artifacts": 0} == {"runs": 3, "artifacts": 0, "hook_deliveries": 0,
-                                                      "schedule_firings": 0, "sessions": 0, "crontabs": 0,
+                                                      "schedule_firings": 0, "idempotency_keys": 0, "sessions": 0, "crontabs": 0,
                                                       "finished": True}
 
 
@@ -104,7 +104,7 @@ def test_no_prune_transaction_deletes_more_than_a_chunk_of_a_runs_rows(db: Any, 
 
     assert answer.status_code == 200, answer.content
     assert answer.json() | {"artifacts": 0} == {"runs": 2, "artifacts": 0, "hook_deliveries": 0,
-                                                "schedule_firings": 0, "sessions": 0, "crontabs": 0, "finished": True}
+                                                "schedule_firings": 0, "idempotency_keys": 0, "sessions": 0, "crontabs": 0, "finished": True}
     assert not Run.objects.filter(pk__in=[r.pk for r in runs]).exists() and not NodeRun.objects.exists()
     bound = max(settings.AOB_RETENTION_CHUNK_ROWS, settings.AOB_RETENTION_BATCH_SIZE)
     assert tally.largest <= bound, f"one prune transaction deleted {tally.largest} rows (bound {bound})"
@@ -131,7 +131,7 @@ def test_a_prune_out_of_time_between_chunks_leaves_a_run_the_api_reads_and_the_n
         answer = client_for(staff).post("/api/v1/prune", {}, format="json")
 
     # events went first (100, then 50), then a chunk of node runs: the time is up in the middle of the run
-    assert answer.json() == {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "sessions": 0,
+    assert answer.json() == {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "idempotency_keys": 0, "sessions": 0,
                              "crontabs": 0, "finished": False}
     assert Run.objects.filter(pk=run.pk).exists()
     assert (Event.objects.filter(run=run).count(), NodeRun.objects.filter(run=run).count()) == (0, 200)
@@ -156,7 +156,7 @@ def test_a_prune_out_of_time_between_chunks_leaves_a_run_the_api_reads_and_the_n
 
     monkeypatch.undo()
     assert prune() | {"artifacts": 0} == {"runs": 1, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0,
-                                          "sessions": 0, "crontabs": 0, "finished": True}
+                                          "idempotency_keys": 0, "sessions": 0, "crontabs": 0, "finished": True}
     assert not Run.objects.filter(pk=run.pk).exists() and not NodeRun.objects.exists()
 
 

@@ -3,6 +3,9 @@
 
 The same key and the same request within ``TTL`` answer the run the first request started (200,
 the body it got); the same key with another request is refused (422). Keys are scoped per user.
+A key outlives its run (``IdempotencyKey.run`` is SET_NULL): a retry after the run was deleted
+still answers that body, naming a run that is now a 404, since the request it repeats did start
+it and a second run would repeat its outbound calls under new keys.
 Two requests with one key race on the table's unique constraint inside the transaction that
 creates the run: the loser's run rolls back and it answers the winner's run. No check-then-insert.
 """
@@ -62,8 +65,9 @@ def start_key(*, header: str | None, endpoint: str, body: Any) -> StartKey | Non
 
 
 def start_key_answer(*, owner: User, start: StartKey) -> dict[str, Any] | None:
-    """The stored answer of a live key with this request's fingerprint; None if the key is unused
-    (or older than ``TTL``); ``KeyReused`` if it named another request."""
+    """The stored answer of a live key with this request's fingerprint, whether or not its run is
+    still there (it is read from the key alone); None if the key is unused (or older than ``TTL``);
+    ``KeyReused`` if it named another request."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT fingerprint, response FROM workflows_idempotencykey "
