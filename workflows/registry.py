@@ -128,6 +128,10 @@ class NodeType:
     # operator's default): the executor calls that one, and a patch may give a node it adds no model
     # but its proposer's, the default or one the author chose (workflows/services/patches/policy.py).
     model: Callable[[dict[str, Any]], str] | None = None
+    # The config keys that decide whether a node of this type sends its action again (an http
+    # request's ``on_lost``, ``idempotency_header``, ``fail_on_status``): its author's to set; an
+    # agent's patch may not change them on a node that was there before (patches/policy.py).
+    repeat_keys: tuple[str, ...] = ()
     # How many rounds of tool calls a node of this type makes with a config (an agent's
     # ``max_tool_rounds``, else its default): a patch may give a node no more than its proposer's.
     tool_rounds: Callable[[dict[str, Any]], int] | None = None
@@ -216,6 +220,11 @@ def acts(node_type: Any) -> bool:
 def acts_for_owner(node_type: Any) -> bool:
     spec = get(node_type) if isinstance(node_type, str) else None
     return spec is not None and spec.acts_for_owner
+
+
+def repeat_keys(node_type: Any) -> tuple[str, ...]:
+    spec = get(node_type) if isinstance(node_type, str) else None
+    return spec.repeat_keys if spec is not None else ()
 
 
 def calls_a_model(node_type: str) -> bool:

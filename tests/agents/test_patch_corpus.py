@@ -257,6 +257,15 @@ AROUND_LOOPED = {
 }
 
 
+# An author's POST that must not charge twice: /nodes: 0 plan, 1 charge (3 attempts, on_lost: fail), 2 aside;
+# /edges: 0 plan→charge
+CHARGED = {
+    "nodes": [agent("plan"), {**http("charge", method="POST", on_lost="fail"), "retry": {"max_attempts": 3}},
+              transform("aside")],
+    "edges": [edge("plan", "charge")],
+}
+
+
 # ROUTED with only rules out of check: /edges/1 check→note (inputs.send == false)
 RULED = {"nodes": ROUTED["nodes"], "edges": [ROUTED["edges"][0], edge("check", "note", "inputs.send == false"),
                                             *ROUTED["edges"][2:]]}
@@ -355,6 +364,27 @@ for _ in range(70):
     DEEP = {"a": DEEP}
 
 CORPUS = [
+    # --- agent_privilege: how often an author's step acts again is the author's to say --------------
+    row("repeat-author-s-post-more-attempts", CHARGED, PLANNING, PLAN,
+        [replace("/nodes/1/retry", {"max_attempts": 20})], "agent_privilege", 0),
+    row("repeat-author-s-post-longer-timeout", CHARGED, PLANNING, PLAN, [add("/nodes/1/timeout_ms", 600000)],
+        "agent_privilege", 0),
+    row("repeat-author-s-post-repeated-when-lost", CHARGED, PLANNING, PLAN,
+        [replace("/nodes/1/config/on_lost", "repeat")], "agent_privilege", 0),
+    row("repeat-author-s-post-without-its-key", CHARGED, PLANNING, PLAN,
+        [add("/nodes/1/config/idempotency_header", None)], "agent_privilege", 0),
+    row("repeat-author-s-post-failing-on-status", CHARGED, PLANNING, PLAN,
+        [add("/nodes/1/config/fail_on_status", True)], "agent_privilege", 0),
+    row("repeat-author-s-post-removed-then-added-again-looser", CHARGED, PLANNING, PLAN,
+        [add_node({**http("charge", method="POST"), "retry": {"max_attempts": 20}}), add_edge("plan", "charge")],
+        "agent_privilege", 0, prior=((PLAN, [remove("/edges/0"), remove("/nodes/1")]),)),
+    row("repeat-author-s-post-fewer-attempts-accepted", CHARGED, PLANNING, PLAN,
+        [replace("/nodes/1/retry", {"max_attempts": 1})], "applied"),
+    row("repeat-agent-s-own-post-more-attempts-accepted", CHARGED, PLANNING, PLAN,
+        [replace("/nodes/3/retry", {"max_attempts": 5})], "applied",
+        prior=((PLAN, [*after("plan", {**http("mine", method="POST"), "retry": {"max_attempts": 1}})]),)),
+    row("repeat-person-s-more-attempts-accepted", CHARGED, PLANNING, PERSON,
+        [replace("/nodes/1/retry", {"max_attempts": 20}), replace("/nodes/1/config/on_lost", "repeat")], "applied"),
     # --- rfc6902 and max_operations: what is not a patch ---------------------------------------------
     row("rfc6902-not-a-list", INVOICE, PLANNING, PLAN, add_node(transform("x")), "rfc6902"),
     row("rfc6902-null", INVOICE, PLANNING, PERSON, None, "rfc6902"),

@@ -233,6 +233,7 @@ class _Judgement:
         self.check_bypass()
         if self.proposer.agent:
             self.check_privileges()
+            self.check_repeats()
             self.check_credentials()
             self.check_loop_bounds()
         self.check_growth()
@@ -548,6 +549,33 @@ class _Judgement:
                 self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: model {model!r} is not its "
                             f"proposer's, the default or one the workflow's author chose ({', '.join(sorted(models))})",
                             _written(node_id), node_id=node_id)
+
+    def check_repeats(self) -> None:
+        """How often a node that was there before acts again is its author's to say, whatever its
+        type: an agent may not raise its ``retry.max_attempts`` or ``timeout_ms``, nor change what
+        its type says decides a repeat (``registry.repeat_keys``). An author's POST of one attempt
+        with ``on_lost: fail``, which must never charge twice, was an agent's to make 20 attempts,
+        repeated when lost, with no key (agent nodes were the only ones bounded). Judged against the
+        version the run started from, so a step removed by one patch and added again by the next is
+        still its author's; a step an agent added is its own."""
+        authored = gates.nodes_by_id(self.state.base or self.before)
+        for node_id, node in self.touched().items():
+            before = authored.get(node_id)
+            if before is None:
+                continue
+            for what, given, limit in (("retry.max_attempts", _attempts(node), _attempts(before)),
+                                       ("timeout_ms", _timeout_ms(node), _timeout_ms(before))):
+                if given > limit:
+                    self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: {what} must be at most its author's "
+                                f"({limit})", _written(node_id), node_id=node_id)
+            config, was = node.get("config") or {}, before.get("config") or {}
+            for key in registry.repeat_keys(node.get("type")):
+                # absent is not null: a null idempotency_header sends no key, an absent one the default
+                if isinstance(config, dict) and isinstance(was, dict) and (key in config, config.get(key)) != (
+                        key in was, was.get(key)):
+                    self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not change config.{key} of "
+                                "a step it did not add (whether its action is sent again is its author's to say)",
+                                _written(node_id), node_id=node_id)
 
     def authors_models(self) -> set[str]:
         """The models the workflow's author gave its agent nodes (the version the run started from)."""
