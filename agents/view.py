@@ -4,7 +4,8 @@ Agents are untrusted: any text an agent writes may be an attacker's. The definit
 prompt carries is read by every later agent of the run, stronger ones included and ones its nodes
 are not wired to, so a node or edge an agent wrote (``patches.provenance``) is shown by its
 structure only: its id, its type, its edges' ends and the agent node that wrote it, with every
-string it carries (at any depth, and keys not shaped like an id) replaced by a marker. The
+string it carries replaced by a marker, and every key, number and boolean the schema does not
+name (under a node's own fields and its config's: a payload's, a form's, a list's). The
 author's nodes and people's patches are shown whole. An agent's own node, when another agent wrote
 it (``delegate_to_agent``), is no exception: its task reaches it as the prompt's task.
 
@@ -31,6 +32,13 @@ _WORD = re.compile(r"^[a-zA-Z0-9_.]{1,64}\Z")  # a rule's name, a failure's kind
 _POINTER_MAX_CHARS = 300
 _REQUIRED = re.compile(r"^(?:[a-z]+ config: )?'([a-zA-Z0-9_]{1,32})' is a required property$")
 _OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
+
+
+# How deep under a node or edge its schema names every key (a node's fields, its config's: each
+# type's config schema allows no others); below, keys are free (a payload's, a form's) and, in any
+# number, spell what their writer likes. (``provenance.texts`` still takes an id-shaped key for
+# everyone's word when it looks for copied text: "note" in a person's node is not an agent's.)
+SHOWN_DEPTH = 2
 
 
 def marker(writer: str) -> str:
@@ -67,19 +75,25 @@ def run_view(run_id: Any) -> AgentView:
 def _structure(item: dict[str, Any], kind: str, writer: str) -> dict[str, Any]:
     mark = marker(writer)
     shown = {k: item[k] for k in _SHOWN[kind] if k in item}
-    rest = {k: _masked(v, mark) for k, v in item.items() if k not in shown}
+    rest = {k: _masked(v, mark, 1) for k, v in item.items() if k not in shown}
     return {**shown, "written_by": writer, **rest}
 
 
-def _masked(value: Any, mark: str) -> Any:
+def _masked(value: Any, mark: str, depth: int, listed: bool = False) -> Any:
+    """``value`` at ``depth`` under a node or edge an agent wrote, its words hidden: every string;
+    a key or a number or boolean only where the schema names it (``SHOWN_DEPTH``: a node's own
+    fields and its config's, never in a list). Any key shaped like an id, and any
+    number, were shown: a payload's keys in order, or a list of character codes, spelled a
+    message to every later agent (a red team's find)."""
     if isinstance(value, str):
         return mark
     if isinstance(value, list):
-        return [_masked(v, mark) for v in value]
+        return [_masked(v, mark, depth + 1, True) for v in value]
     if isinstance(value, dict):
-        return {(key if ID_SHAPED.match(key) else f"<key {i}: not shown>"): _masked(v, mark)
-                for i, (key, v) in enumerate(value.items())}
-    return value
+        shown = depth + 1 <= SHOWN_DEPTH and not listed
+        return {(key if shown and ID_SHAPED.match(key) else f"<key {i}: not shown>"):
+                _masked(v, mark, depth + 1, listed) for i, (key, v) in enumerate(value.items())}
+    return value if value is None or (depth <= SHOWN_DEPTH and not listed) else mark
 
 
 # What each rule asks, in a refusal an agent reads (the rule's name says the rest): the policy's
