@@ -767,8 +767,11 @@ AOB_RETENTION_BATCH_SIZE = env_int("AOB_RETENTION_BATCH_SIZE", 100, within=(1, 1
 # a run may hold AOB_MAX_NODE_RUNS_PER_RUN node runs and more events (retention/services.py)
 AOB_RETENTION_CHUNK_ROWS = env_int("AOB_RETENTION_CHUNK_ROWS", 1000, within=(1, 1_000_000))
 AOB_RETENTION_INTERVAL_S = env_seconds("AOB_RETENTION_INTERVAL_S", 3600.0)
-# POST /api/v1/prune starts no batch after this many seconds (the beat's prune has no such bound)
+# POST /api/v1/prune starts no batch after this many seconds
 AOB_PRUNE_REQUEST_S = env_int("AOB_PRUNE_REQUEST_S", 10, within=(1, 600))
+# nor does the beat's prune task after this many: it sends itself again for the rest, behind the
+# sweeps on wf.maintenance (a backlog's prune held a process of the coordinator's worker for as long)
+AOB_PRUNE_TASK_S = env_int("AOB_PRUNE_TASK_S", 60, within=(1, 3600))
 # a dry run counts each kind of row up to this many (`at_least` names those that reached it)
 AOB_PRUNE_PREVIEW_CAP = env_int("AOB_PRUNE_PREVIEW_CAP", 100_000, within=(1, 1_000_000_000))
 # An artifact younger than this is never removed, referenced or not (one may be about to be).

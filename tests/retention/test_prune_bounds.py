@@ -36,7 +36,7 @@ def test_a_prune_over_the_api_stops_at_its_time_and_says_the_rest_is_left(db: An
     assert answer.json() == {"runs": 0, "artifacts": 0, "hook_deliveries": 0, "schedule_firings": 0, "idempotency_keys": 0, "sessions": 0,
                              "crontabs": 0, "finished": False}
     assert Run.objects.filter(pk__in=[r.pk for r in runs]).count() == 3
-    # the next prune (the beat's has no bound) takes the rest
+    # the next prune takes the rest
     assert prune(batch_size=2) | {"artifacts": 0} == {"runs": 3, "artifacts": 0, "hook_deliveries": 0,
                                                       "schedule_firings": 0, "idempotency_keys": 0, "sessions": 0, "crontabs": 0,
                                                       "finished": True}
