@@ -138,19 +138,19 @@ class ApiClient:
     def post(self, path: str, body: Any = None, *, headers: dict[str, str] | None = None) -> Any:
         return self.request("POST", path, body=body, headers=headers)
 
-    def start(self, path: str, body: Any, *, idempotency_key: str, retries: int = 2) -> Any:
-        """A run start, safe to retry: the server answers a repeated ``Idempotency-Key`` with the run
-        the first request started, so a request whose answer was lost (a timeout) is sent again."""
+    def start(self, path: str, body: Any, *, idempotency_key: str, retries: int = 2,
+              what: str = "the run may have started: send the same start") -> Any:
+        """A run start (or a patch), safe to retry: the server answers a repeated ``Idempotency-Key``
+        with what the first request made, so a request whose answer was lost (a timeout) is sent again."""
         for attempt in range(retries + 1):
             try:
                 return self.post(path, body, headers={"Idempotency-Key": idempotency_key})
             except ApiError as exc:
                 if exc.code != "unreachable":
                     raise
-                if attempt == retries:  # it may have reached the server: the key finds that run, never a second
-                    raise ApiError(f"{exc.message}; the run may have started: send the same start again with "
-                                   f"--idempotency-key {idempotency_key} to get it, not a second one",
-                                   code=exc.code) from None
+                if attempt == retries:  # it may have reached the server: the key finds what it made, never a second
+                    raise ApiError(f"{exc.message}; {what} again with --idempotency-key {idempotency_key} to get "
+                                   "it, not a second one", code=exc.code) from None
         raise AssertionError("unreachable")
 
     def patch(self, path: str, body: Any = None) -> Any:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import click
 
 from .client import segment
 from .output import dumps, echo, short_time, table
-from .session import Session, operations_from, pass_session, read_json_file
+from .session import Session, idempotency_key_check, operations_from, pass_session, read_json_file
 
 
 def _patches_path(run_id: str, *rest: str) -> str:
@@ -61,10 +62,16 @@ def patch_show(session: Session, run_id: str, seq: int) -> None:
 @click.argument("run_id")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--description", "-d", default=None, help="Why (default: the file's \"description\", if any).")
+@click.option("--idempotency-key", default=None, metavar="KEY", callback=idempotency_key_check,
+              help="Sent as the Idempotency-Key header (default: a new UUID per invocation); the same key within "
+                   "24 h answers the patch the first request made, never applies it twice.")
 @pass_session
-def patch_propose(session: Session, run_id: str, file: str, description: str | None) -> None:
+def patch_propose(session: Session, run_id: str, file: str, description: str | None,
+                  idempotency_key: str | None) -> None:
     """Propose the operations in FILE for RUN_ID: applied now, or held for approval by the run's policy."""
     operations, from_file = operations_from(read_json_file(file, "patch file"), "the patch file")
-    answer = session.client.post(_patches_path(run_id), {"operations": operations,
-                                                          "description": description or from_file or ""})
+    answer = session.client.start(_patches_path(run_id), {"operations": operations,
+                                                           "description": description or from_file or ""},
+                                  idempotency_key=idempotency_key or str(uuid.uuid4()),
+                                  what="the patch may have been applied: propose it")
     session.output.emit(answer, _pretty_patch)

@@ -126,3 +126,35 @@ def test_patch_refusals_are_4xx_naming_the_rule_and_store_nothing(engine, api, m
     finished = api.post(url, {"operations": add_after("d", http("e", f"{remote.base}/echo"))}, format="json")
     assert finished.status_code == 409 and finished.json()["error"] == "run_finished", finished.json()
     assert RunPatch.objects.filter(run_id=run_id).count() == 1
+
+
+def test_a_retried_patch_with_its_key_is_applied_once(engine, api, remote):
+    """A client that lost the answer sends the patch again: indexes name other members the second
+    time (``remove /nodes/1`` after the first removed it). With the same ``Idempotency-Key`` the
+    retry answers the first patch (200); the key on another body is refused naming it."""
+    run_id = start(api, [http("slow", f"{remote.base}/sleep/1.5"), http("b", f"{remote.base}/echo"),
+                         http("c", f"{remote.base}/echo")], [edge("slow", "b"), edge("slow", "c")])
+    running(run_id, "slow")
+    key = str(uuid.uuid4())
+    body = {"operations": [{"op": "remove", "path": "/edges/0"}, {"op": "remove", "path": "/nodes/1"}],
+            "description": "drop b"}
+
+    def post(payload: dict[str, Any], **headers: str) -> Any:
+        return api.post(f"/api/v1/runs/{run_id}/patches", payload, format="json", **headers)
+
+    def nodes_now() -> list[str]:
+        run = Run.objects.select_related("current_artifact").get(pk=run_id)
+        return [n["id"] for n in run.current_artifact.content["nodes"]]
+
+    first = post(body, HTTP_IDEMPOTENCY_KEY=key)
+    again = post(body, HTTP_IDEMPOTENCY_KEY=key)
+    other = post({**body, "description": "drop c"}, HTTP_IDEMPOTENCY_KEY=key)
+
+    assert first.status_code == 201, first.json()
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused", other.json()
+    assert other.json()["details"]["field"] == "Idempotency-Key"
+    assert RunPatch.objects.filter(run_id=run_id).count() == 1 and nodes_now() == ["slow", "c"]
+    # without a key the same body is a second patch, and takes c: what the key protects against
+    assert post(body).status_code == 201 and nodes_now() == ["slow"]
+    assert finish(run_id).status == "completed"

@@ -50,6 +50,12 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     description="Makes the start safe to retry: within 24 h the same key and the same request body return the run "
                 "the first request started (200, the same body); the same key with another body is refused (422). "
                 "Keys are scoped per user.")
+PATCH_IDEMPOTENCY_KEY = OpenApiParameter(
+    idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
+    pattern=r"^[\x20-\x7e]{1,255}$",
+    description="Makes the patch safe to retry: within 24 h the same key and the same body return the patch the "
+                "first request made (200, the same body) instead of applying it again; the same key with another "
+                "body or run is refused (422). Keys are scoped per user, shared with run starts.")
 
 
 def _request_id(request: Request) -> str:
@@ -315,12 +321,14 @@ def _replay_started(run: Run) -> dict[str, Any]:
     return json.loads(json.dumps(s.ReplayStartedOut(run).data, cls=DjangoJSONEncoder))
 
 
-def _start_once(request: Request, begin: Any, respond: Callable[[Run], dict[str, Any]] = _run_started) -> Response:
-    """A start that honours ``Idempotency-Key`` (workflows/services/idempotency.py): 201 with the
-    new run, or 200 with the answer the key's first request got."""
+def _start_once(request: Request, begin: Any, respond: Callable[[Any], dict[str, Any]] = _run_started,
+                run_of: Callable[[Any], Run] = lambda run: run) -> Response:
+    """A start (or a run's patch) that honours ``Idempotency-Key`` (workflows/services/idempotency.py):
+    201 with what it made, or 200 with the answer the key's first request got."""
     start = idempotency.start_key(header=request.headers.get(idempotency.HEADER),
                                   endpoint=f"{request.method} {request.path}", body=request.data)
-    answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=respond, begin=begin)
+    answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=respond, begin=begin,
+                                                 run_of=run_of)
     return Response(answer, status=201 if created else 200)
 
 
@@ -551,8 +559,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS},
                    description="The run's patches in order, a page at a time; each one's operations while the "
                                "page has room (AOB_DETAILS_MAX_BYTES), else a marker linking to the patch.")
-    @extend_schema(methods=["POST"], request=s.RunPatchIn, responses={201: s.RunPatchOut, 403: s.ErrorOut,
-                                                                      409: s.ErrorOut, 413: s.ErrorOut, **ERRORS})
+    @extend_schema(methods=["POST"], request=s.RunPatchIn, parameters=[PATCH_IDEMPOTENCY_KEY],
+                   responses={201: s.RunPatchOut, 200: s.RunPatchOut, 403: s.ErrorOut, 409: s.ErrorOut,
+                              413: s.ErrorOut, 422: s.ErrorOut, **ERRORS})
     @action(detail=True, methods=["get", "post"], url_path="patches", pagination_class=BoundedLimitOffsetPagination,
             filter_backends=[])
     def patches(self, request: Request, pk: str) -> Response:
@@ -564,10 +573,12 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         run = self._run(pk, change=True)
         data = s.RunPatchIn(data=request.data)
         data.is_valid(raise_exception=True)
-        patch = patches.run_patch_propose(run=run, operations=data.validated_data["operations"],
-                                          description=data.validated_data["description"],
-                                          node_id=data.validated_data.get("node_id", ""), user=request.user)
-        return Response(s.RunPatchOut(patch).data, status=201)
+        # a retry of a lost answer must not apply an index-addressed patch twice (a second
+        # ``remove /nodes/3`` removes another node): the same key answers the first patch
+        return _start_once(request, lambda record: patches.run_patch_propose(
+            run=run, operations=data.validated_data["operations"], description=data.validated_data["description"],
+            node_id=data.validated_data.get("node_id", ""), user=request.user, record=record),
+            respond=lambda patch: s.RunPatchOut(patch).data, run_of=lambda patch: patch.run)
 
     @extend_schema(responses={200: s.RunPatchOut, **ERRORS})
     @action(detail=True, methods=["get"], url_path=r"patches/(?P<seq>\d{1,9})")

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import User
 from django.db import connection
@@ -84,7 +84,8 @@ def start_key_answer(*, owner: User, start: StartKey) -> dict[str, Any] | None:
 
 
 def start_key_record(*, owner: User, start: StartKey, run: Run, response: dict[str, Any]) -> None:
-    """Claim the key for ``run`` inside the transaction that creates it. A live key held by another
+    """Claim the key for ``run`` (the run a start created, or the run a patch changed) inside the
+    transaction that makes it. A live key held by another
     request (committed, or committing: PostgreSQL makes this insert wait for it) raises ``KeyTaken``;
     an expired one is taken over."""
     with connection.cursor() as cursor:
@@ -103,24 +104,29 @@ def start_key_record(*, owner: User, start: StartKey, run: Run, response: dict[s
             raise KeyTaken(start.key)
 
 
-def run_start_once(*, owner: User, start: StartKey | None, respond: Callable[[Run], dict[str, Any]],
-                   begin: Callable[[Callable[[Run], None] | None], Run]) -> tuple[dict[str, Any], bool]:
-    """Start a run at most once per key: ``(answer, created)``. ``begin(record)`` calls run_start,
-    which calls ``record(run)`` in its transaction; ``respond(run)`` shapes the answer kept."""
+Made = TypeVar("Made")
+
+
+def run_start_once(*, owner: User, start: StartKey | None, respond: Callable[[Made], dict[str, Any]],
+                   begin: Callable[[Callable[[Made], None] | None], Made],
+                   run_of: Callable[[Made], Run] = lambda made: made) -> tuple[dict[str, Any], bool]:
+    """Do a request at most once per key: ``(answer, created)``. ``begin(record)`` makes what it
+    makes (run_start a run, run_patch_propose a patch), calling ``record(made)`` in its transaction;
+    ``respond(made)`` shapes the answer kept, ``run_of(made)`` the run the key names."""
     if start is None:
         return respond(begin(None)), True
     answer = start_key_answer(owner=owner, start=start)
     if answer is not None:
         return answer, False
 
-    def record(run: Run) -> None:
-        start_key_record(owner=owner, start=start, run=run, response=respond(run))
+    def record(made: Made) -> None:
+        start_key_record(owner=owner, start=start, run=run_of(made), response=respond(made))
 
     try:
-        run = begin(record)
+        made = begin(record)
     except KeyTaken:
         answer = start_key_answer(owner=owner, start=start)
         if answer is None:  # the holder's key expired between the two statements; vanishingly rare
             raise
         return answer, False
-    return respond(run), True
+    return respond(made), True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -70,10 +71,12 @@ DESCRIPTION_MAX_CHARS = 10_000
 
 
 def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_id: str = "",
-                      user: User | None = None, from_agent: bool = False, proposal_key: str = "") -> RunPatch:
+                      user: User | None = None, from_agent: bool = False, proposal_key: str = "",
+                      record: Callable[[RunPatch], None] | None = None) -> RunPatch:
     """Judge, then apply (or hold for approval) a patch to a live run. A patch that names a
     proposing node (``node_id``) is an agent's, whoever carries it. ``proposal_key`` (an agent's
-    node run, attempt and turn) makes a repeated proposal return the patch it already made.
+    node run, attempt and turn) makes a repeated proposal return the patch it already made;
+    ``record(patch)`` is called in the patch's transaction (a request's ``Idempotency-Key``).
 
     A ``user`` must be the run's owner (``run_owner_check``); no refusal is recorded for anyone
     else, whose patch is never judged. ``user=None`` is the run's own agent, or the system."""
@@ -86,7 +89,7 @@ def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_
                                    code="invalid_description", extra={"field": "description", "rule": "max_length",
                                                                       "limit": DESCRIPTION_MAX_CHARS})
         patch = _propose(run=run, operations=operations, description=description, proposer=proposer, user=user,
-                         proposal_key=proposal_key)
+                         proposal_key=proposal_key, record=record)
         PATCHES.labels(patch.status).inc()
         return patch
     except (ValidationFailed, PatchDenied) as exc:
@@ -122,7 +125,7 @@ def run_state(run: Run) -> RunState:
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
-             proposal_key: str) -> RunPatch:
+             proposal_key: str, record: Callable[[RunPatch], None] | None) -> RunPatch:
     with transaction.atomic():
         # the runs below are taken before the run, as every change of both takes them (_hand_down_hosts)
         below = runs_below_locked(run.pk) if not proposer.agent and _may_bind(operations) else None
@@ -137,7 +140,10 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
         before = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
         verdict = judge(before=before, operations=operations, proposer=proposer, state=run_state(run))
         if not operations:
-            return _noop(run, description, proposer)
+            noop = _noop(run, description, proposer)
+            if record is not None:
+                record(noop)
+            return noop
         policy = before.get("metadata", {}).get("patch_policy", "auto")
         if proposer.agent and policy == "deny":
             raise PatchDenied("this workflow's patch_policy is deny: agents may not patch its runs",
@@ -157,6 +163,8 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
             _hold_for_approval(run, patch, before, verdict.after)
         else:
             _apply(run, patch, verdict, before, below)
+        if record is not None:
+            record(patch)
     return patch
 
 
