@@ -4,6 +4,7 @@ and the agent then resumes from its journal with no model call lost or made twic
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -344,3 +345,29 @@ def test_a_node_budget_held_by_a_call_in_flight_waits_for_it_then_goes_on(engine
     assert len(fake_llm.requests) == 2 and run.usage["tokens"] == 240
     paused = list(Event.objects.filter(run=run, type="node_paused").values_list("data", flat=True))
     assert len(paused) == 1 and paused[0]["node_budget"] == budget and paused[0]["held"]["tokens"] >= worst - 10
+
+
+def test_a_pause_is_no_try_of_the_node_s_own(engine, api, user, fake_llm, remote):
+    """A node claimed again after a budget pause was on its second attempt, so with
+    ``retry.max_attempts: 2`` its first transient failure after the raise (here its timeout, a call
+    held past it) failed it: the pause had used a try. A pause is logged ``paused`` and not counted."""
+    held = threading.Event()
+    pipeline = {"steps": [{"op": "http_request", "url": f"{remote.base}/echo"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline)]}, {"content": "late", "until": held}, TEXT])
+    plan = agent(model=PRICEY_MODEL, max_tokens=1000)
+    plan["retry"] = {"max_attempts": 2, "backoff_ms": 10}
+    plan["timeout_ms"] = 3000
+    run_id = start(api, [plan])
+    try:
+        wait_for_run(run_id, statuses=WAITING)
+        assert api.post(f"/api/v1/runs/{run_id}/budget", {"max_cost_usd": 20}, format="json").status_code == 200
+        run = finish(run_id)
+    finally:
+        held.set()
+
+    plan_run = node(run, "plan")
+    assert run.status == "completed", (run.error, plan_run.attempt_log)
+    assert [(e["attempt"], e["status"]) for e in plan_run.attempt_log] == [
+        (1, "paused"), (2, "failed"), (3, "completed")]
+    assert plan_run.attempt_log[1]["error"]["error_type"] == "Timeout"
+    assert len(remote.hits("/echo")) == 1  # the journal replayed the first turn's tool: nothing repeated

@@ -15,7 +15,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Min
+from django.db.models import F, JSONField, Min, Value
+from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 from psycopg.errors import ForeignKeyViolation
 
@@ -312,8 +313,9 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     logger.info("node_run.failed", extra={"error_type": error.get("error_type"), "attempt": ctx.attempt})
     with transaction.atomic():
         locks.lock_run(ctx.run_id)
-        if error.get("transient") and ctx.attempt < max_attempts:
-            backoff_ms = max(backoff_ms_of(retry, ctx.attempt), retry_after_ms(error))
+        tried = tries(ctx.node_run_id, ctx.attempt) if error.get("transient") else ctx.attempt
+        if error.get("transient") and tried < max_attempts:
+            backoff_ms = max(backoff_ms_of(retry, tried), retry_after_ms(error))
             moved = _finish(ctx, None, status=NodeRun.Status.QUEUED, entry=entry, error=error,
                             available_at=now + timedelta(milliseconds=backoff_ms), dispatched_at=now)
             if not moved:
@@ -405,6 +407,20 @@ def execute(node_run_id: int) -> str | list[Any]:
 # for it: nothing finished, so its linked coordinator has nothing to decide.
 CLAIM_HELD: Final = "held"
 
+# The waits a node run is claimed again from, as a new attempt (the run's budget raised, or room
+# freed): logged ``paused``, and not counted as tries. An approval's or a child run's wait ends in
+# ``resume``, never in a claim.
+CLAIMED_AGAIN = frozenset({"budget"})
+PAUSED = "paused"
+
+
+def tries(node_run_id: int, attempt: int) -> int:
+    """The attempts of a node run that were tries: its claims, less the pauses it was claimed
+    again from (``CLAIMED_AGAIN``). A node's ``retry.max_attempts`` counts these."""
+    log = NodeRun.objects.filter(pk=node_run_id).values_list("attempt_log", flat=True).first() or []
+    return attempt - sum(1 for past in log if isinstance(past, dict) and past.get("status") == PAUSED)
+
+
 WAITING = object()
 """Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""
 
@@ -416,11 +432,16 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
     transaction. The worker is free as soon as this returns; no task sleeps. The run's next status
     is the linked coordinator's decision; until it has run the node run is marked
     ``undecided_since``, so the sweeper asks for that decision again if the message is lost."""
+    # a pause the node is claimed again from (the run's budget) is logged: that claim is no try of
+    # its own (``tries``), where two pauses used a node's two attempts and its first error failed it
+    logged = {"attempt_log": CombinedExpression(F("attempt_log"), "||", Value(
+        [{"attempt": ctx.attempt, "status": PAUSED, "reason": reason}], output_field=JSONField()))
+    } if reason in CLAIMED_AGAIN else {}
     with transaction.atomic():
         locks.lock_run(ctx.run_id)
         moved = transitions.move_node_run(ctx.node_run_id, NodeRun.Status.WAITING, sources=[NodeRun.Status.RUNNING],
                                           guard={"attempts": ctx.attempt}, lease_expires_at=None, input=ctx.config,
-                                          wait_reason=reason, undecided_since=timezone.now())
+                                          wait_reason=reason, undecided_since=timezone.now(), **logged)
         if not moved:
             return False
         heartbeat.let_go(ctx.node_run_id)  # waiting is not a lost lease: nothing may stop what follows
