@@ -22,6 +22,7 @@ from approvals.services import (
 from workflows.definition.forms import form_problems
 from workflows.engine.execution import WAITING, park
 from workflows.registry import NodeContext, NodeFailed, executor
+from workflows.services.patches import patches_held_end
 
 # Who decides is written out, never a reference: an upstream output (an injected agent's answer, a
 # remote server's body) or a run's inputs (a hook sender's) would otherwise choose who approves the
@@ -62,9 +63,11 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def cancel_pending(run_id: str, status: str, now: Any) -> None:
     """A failed or cancelled run has nothing left to decide: its pending approvals (node gates and
-    held patches alike) leave the inbox, in the transaction that ends the run."""
+    held patches alike) leave the inbox, and its held patches are rejected, in the transaction that
+    ends the run."""
     if status in ("failed", "cancelled"):
         approvals_cancel_for_run(run_id=run_id, now=now)
+        patches_held_end(run_id=run_id, status=status)
 
 
 @executor("hitl", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, on_run_ending=cancel_pending,

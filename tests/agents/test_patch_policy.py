@@ -120,6 +120,22 @@ def test_a_held_patch_applies_only_to_the_definition_its_approver_saw(engine, ap
     assert len(remote.hits("/echo/pay")) == 1 and len(remote.hits("/echo/log")) == 1
 
 
+def test_a_held_patch_of_a_cancelled_run_is_rejected_with_it(engine, api, fake_llm, remote):
+    """The run's approvals were cancelled with it, and its held patch stayed ``pending_approval``
+    for ever, with nothing that could settle it (a red team's find)."""
+    run_id, approval = held(api, fake_llm, remote)
+
+    assert api.post(f"/api/v1/runs/{run_id}/cancel", {}, format="json").status_code == 200
+    run = wait_for_run(run_id)
+
+    assert run.status == "cancelled" and Approval.objects.get(pk=approval.pk).status == "cancelled"
+    patch = RunPatch.objects.get(run=run)
+    assert (patch.status, patch.reason) == ("rejected", "run is cancelled")
+    rejected = Event.objects.get(run=run, type="patch_rejected")
+    assert rejected.data["patch_id"] == patch.pk and rejected.data["reason"] == "run is cancelled"
+    assert api.get(f"/api/v1/runs/{run_id}/patches").json()["results"][0]["status"] == "rejected"
+
+
 def test_deny_refuses_the_agents_patch(engine, api, fake_llm, remote):
     run = finish(propose_notify(api, fake_llm, remote, "deny"))
 

@@ -333,14 +333,25 @@ def _as_read(definition: Any) -> Any:
     return nodes, routes, edges, rest
 
 
-def _reject_held(run: Run, patch: RunPatch, reason: str, rule: str = "") -> None:
+def _reject_held(run: Run, patch: RunPatch, reason: str, rule: str = "", *, ending: bool = False) -> None:
     patch.status = RunPatch.Status.REJECTED
     patch.reason = reason
     patch.save(update_fields=["status", "reason"])
     events.append(run.pk, run.owner_id, [(Event.Type.PATCH_REJECTED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "reason": reason, **({"rule": rule} if rule else {})})])
-    if not run.is_finished:
+    if not (ending or run.is_finished):
         coordinator.refresh(run)  # the run may have been waiting only for this decision
+
+
+def patches_held_end(*, run_id: Any, status: str) -> None:
+    """A run that failed or was cancelled decides none of its held patches: each is rejected saying
+    so, in the transaction that ends the run (they stayed ``pending_approval`` for ever, beside
+    their approvals cancelled, with no ``patch_rejected``)."""
+    held = list(RunPatch.objects.filter(run_id=run_id, status=RunPatch.Status.PENDING_APPROVAL).order_by("seq"))
+    if held:
+        run = Run.objects.get(pk=run_id)
+        for patch in held:
+            _reject_held(run, patch, f"run is {status}", ending=True)
 
 
 _KEPT_OPERATIONS_BYTES = 64 * 1024
