@@ -24,7 +24,14 @@ from typing import Any
 
 from workflows.models import Artifact, Run
 from workflows.services.patches.policy import Rule
-from workflows.services.patches.provenance import ID_SHAPED, NOBODY, Written, agent_written, edge_key
+from workflows.services.patches.provenance import (
+    ID_SHAPED,
+    NOBODY,
+    SHOWN_DEPTH,
+    Written,
+    agent_written,
+    edge_key,
+)
 
 _SHOWN = {"node": ("id", "type"), "edge": ("from", "to")}  # the structure, shown as written
 _SEGMENT = re.compile(r"^(?:[a-zA-Z0-9_-]{1,32}|-)\Z")  # a pointer's segment a refusal may name
@@ -32,13 +39,6 @@ _WORD = re.compile(r"^[a-zA-Z0-9_.]{1,64}\Z")  # a rule's name, a failure's kind
 _POINTER_MAX_CHARS = 300
 _REQUIRED = re.compile(r"^(?:[a-z]+ config: )?'([a-zA-Z0-9_]{1,32})' is a required property$")
 _OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
-
-
-# How deep under a node or edge its schema names every key (a node's fields, its config's: each
-# type's config schema allows no others); below, keys are free (a payload's, a form's) and, in any
-# number, spell what their writer likes. (``provenance.texts`` still takes an id-shaped key for
-# everyone's word when it looks for copied text: "note" in a person's node is not an agent's.)
-SHOWN_DEPTH = 2
 
 
 def marker(writer: str) -> str:

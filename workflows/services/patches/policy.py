@@ -232,6 +232,7 @@ class _Judgement:
             self.check_new_gates()
         self.check_bypass()
         if self.proposer.agent:
+            self.check_new_starts()
             self.check_privileges()
             self.check_repeats()
             self.check_credentials()
@@ -350,9 +351,7 @@ class _Judgement:
 
     def check_reach(self) -> None:
         added = [n for n in self.new if n not in self.old]
-        if not added:
-            return
-        if (self.old.get(self.proposer.node_id) or {}).get("type") != "agent":
+        if added and (self.old.get(self.proposer.node_id) or {}).get("type") != "agent":
             self.refuse(Rule.UNKNOWN_PROPOSER, f"an agent's patch must name its own node (node_id); "
                         f"{self.proposer.node_id!r} is not an agent node of the run", _node(added[0]),
                         node_id=added[0])
@@ -362,6 +361,16 @@ class _Judgement:
                 self.refuse(Rule.UNREACHABLE_NODE, f"node {node_id!r} must be reachable from the proposing node "
                             f"{self.proposer.node_id!r} (an agent adds steps after itself, never new starts)",
                             _node(node_id), node_id=node_id)
+
+    def check_new_starts(self) -> None:
+        """Nor may an agent cut a step loose from what leads to it, to start at once: a step it added
+        after itself, by a later patch, or an author's, before its own predecessors (after
+        ``check_bypass``: a gated step cut loose is a bypass, and says so)."""
+        loose = sorted(set(gates.entries(self.after)) - set(gates.entries(self.before)) - self.state.started)
+        for node_id in loose:
+            self.refuse(Rule.UNREACHABLE_NODE, f"node {node_id!r} would start at once, with no edge leading to it: "
+                        "an agent adds steps after itself, never new starts", lambda doc, n=node_id: n in
+                        gates.entries(doc), node_id=node_id)
 
     def check_new_gates(self) -> None:
         named = gates.named_approvers(self.state.base or self.before) | {self.state.owner}
@@ -476,6 +485,16 @@ class _Judgement:
                 self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r} runs {again[0]!r} again, {whose}: an agent may "
                             "not loop its author's steps (a loop's max_iterations may be lowered): their bound is "
                             "their author's", _node(loop_id), node_id=loop_id)
+        # and an existing loop, the author's or an agent's own, brought over an author's step by an
+        # edge into what it runs again: that step, run once by its author, ran each pass (10,000)
+        for loop_id in sorted(set(self.bodies_after) & set(self.old)):
+            newly = set(self.bodies_after[loop_id]) - set(self.bodies_before.get(loop_id, ())) - {loop_id}
+            again = sorted(n for n in newly if n in bounded or n in authored)
+            if again:
+                self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r} would run {again[0]!r} again each pass: an agent "
+                            "may not bring its author's steps under a loop (their bound is their author's)",
+                            lambda doc, n=again[0], loop=loop_id: n in loop_bodies(doc).get(loop, ()),
+                            node_id=again[0])
 
     @functools.cached_property
     def bodies_authored(self) -> dict[str, frozenset[str]]:
@@ -518,7 +537,10 @@ class _Judgement:
             if node.get("type") != "agent":
                 continue
             config = node.get("config") or {}
-            for whose, holder in (("its proposer's", proposer), ("its author's", self.old.get(node_id))):
+            # the author's as the run started, too: removed by one patch and added again by the next,
+            # an author's agent came back with the proposer's tools and no budget
+            authors = self.old.get(node_id) or gates.nodes_by_id(self.state.base or self.before).get(node_id)
+            for whose, holder in (("its proposer's", proposer), ("its author's", authors)):
                 if holder is None:
                     continue
                 bound = holder.get("config") if isinstance(holder.get("config"), dict) else {}

@@ -94,25 +94,39 @@ def patch_wrote(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 _NODE_SHOWN = ("id", "type")
 _EDGE_SHOWN = ("from", "to")
 ID_SHAPED = re.compile(r"^[a-zA-Z0-9_-]{1,32}\Z")  # a key shaped like an agent's node id: no room for a sentence
+# How deep under a node or edge its schema names every key (a node's fields, its config's: each
+# type's config schema allows no others). Below, keys and numbers are free: ``agents.view`` hides
+# them under an agent's node or edge, and ``texts`` takes a copy of a value that holds them for a
+# copy of its text.
+SHOWN_DEPTH = 2
+# The shortest such value whose copy counts (``{"amount": 100}`` in a person's step is their own)
+_COPIED_VALUE_MIN_CHARS = 40
 _COPIED_AT_MOST = 50  # sources named for one copy; past it, "*": any agent's text
 
 
 def texts(item: dict[str, Any], shown: tuple[str, ...]) -> set[str]:
-    """Every string a node or edge carries outside its structure: values at any depth, and keys
-    not shaped like an id (``agents.view`` hides the same)."""
+    """Every string a node or edge carries outside its structure: values at any depth, keys not
+    shaped like an id, and each value below its structure (``SHOWN_DEPTH``) whole, where
+    ``agents.view`` hides keys and numbers too."""
     found: set[str] = set()
-    stack: list[Any] = [v for k, v in item.items() if k not in shown]
-    stack += [k for k in item if k not in shown and not ID_SHAPED.match(k)]
+    stack: list[tuple[Any, int]] = [(v, 1) for k, v in item.items() if k not in shown]
+    stack += [(k, 1) for k in item if k not in shown and not ID_SHAPED.match(k)]
     while stack:
-        value = stack.pop()
+        value, depth = stack.pop()
         if isinstance(value, str):
             if value:  # "" says nothing
                 found.add(value)
-        elif isinstance(value, list):
-            stack.extend(value)
+            continue
+        if isinstance(value, list | dict) and depth >= SHOWN_DEPTH:
+            # keys and numbers an agent spelled a message with: an owner's copy of them is theirs
+            whole = canonical_json(value)
+            if len(whole) >= _COPIED_VALUE_MIN_CHARS:
+                found.add(whole)
+        if isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
         elif isinstance(value, dict):
-            stack.extend(value.values())
-            stack.extend(k for k in value if not ID_SHAPED.match(k))
+            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((k, depth + 1) for k in value if not ID_SHAPED.match(k))
     return found
 
 
