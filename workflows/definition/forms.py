@@ -11,8 +11,10 @@ are refused that a general JSON Schema library allows:
 - **Backtracking regular expressions.** ``pattern`` and ``patternProperties`` are compiled with
   RE2 (linear time in the input, no backreferences or lookaround); a pattern RE2 cannot compile
   is refused at save, and at decision time too if it came from an older stored definition.
-- **Unbounded evaluation.** A decision evaluates at most ``AOB_FORM_EVAL_BUDGET`` keywords
-  (references that fan out can make a small schema exponential); past it the decision is a 400.
+- **Unbounded evaluation.** A decision spends at most ``AOB_FORM_EVAL_BUDGET`` steps: a step per
+  keyword evaluated, and more where its work grows with the form's value or the data (``_COSTS``)
+  and for each error it makes; past it the decision is a 400. ``unevaluatedProperties`` and
+  ``unevaluatedItems``, which the library evaluates by an unmetered walk of its own, are refused.
 
 ``form_problems`` judges a form at save (against ``FORM_META_SCHEMA``, a restricted meta-schema);
 ``form_data_failure`` checks an approver's data at decision time.
@@ -36,8 +38,6 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
-from .references import list_index
-
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TYPES = ["array", "boolean", "integer", "null", "number", "object", "string"]
 
@@ -45,6 +45,8 @@ TYPES = ["array", "boolean", "integer", "null", "number", "object", "string"]
 ONE = ("items", "contains", "additionalProperties", "propertyNames", "not", "if", "then", "else",
        "unevaluatedItems", "unevaluatedProperties")
 MANY = ("prefixItems", "allOf", "anyOf", "oneOf")
+# Walked in an older stored form, never allowed in a new one (``_refused``).
+UNEVALUATED = ("unevaluatedItems", "unevaluatedProperties")
 MAP = ("$defs", "properties", "patternProperties", "dependentSchemas")
 
 _schema = {"$ref": "#/$defs/schema"}
@@ -78,7 +80,7 @@ FORM_META_SCHEMA: dict[str, Any] = {
                 "required": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
                 "dependentRequired": {"type": "object",
                                       "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-                **dict.fromkeys(ONE, _schema),
+                **dict.fromkeys([key for key in ONE if key not in UNEVALUATED], _schema),
                 **{key: {"type": "array", "items": _schema} for key in MANY},
                 **{key: {"type": "object", "additionalProperties": _schema} for key in MAP},
                 "patternProperties": {"type": "object", "propertyNames": {"format": "regex"},
@@ -98,7 +100,7 @@ class FormProblem:
 
 
 class BudgetExceeded(Exception):
-    """The form's evaluation went past ``AOB_FORM_EVAL_BUDGET`` keywords."""
+    """The form's evaluation went past ``AOB_FORM_EVAL_BUDGET`` steps."""
 
 
 class PatternRefused(Exception):
@@ -130,12 +132,20 @@ def _pointer(parts: Any) -> str:
 # --- the safe validator ---------------------------------------------------------------------------
 
 class _Budget:
-    """The steps left, and the size of each value a keyword compares against (by identity: the
-    form and the data stay alive while they are checked)."""
+    """The steps left, and what one evaluation keeps so that no keyword does the same work twice:
+    the size of each value a keyword compares against (by identity: the form and the data stay
+    alive while they are checked), each pattern's program, each ``enum`` as a set."""
 
     def __init__(self, steps: int) -> None:
         self.left = steps
         self.sizes: dict[int, int] = {}
+        self.programs: dict[str, Any] = {}
+        self.enums: dict[int, frozenset[Any]] = {}
+
+    def charge(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise BudgetExceeded
 
     def size(self, value: Any) -> int:
         known = self.sizes.get(id(value))
@@ -143,8 +153,28 @@ class _Budget:
             known = self.sizes[id(value)] = _size(value)
         return known
 
+    def program(self, pattern: str) -> Any:
+        """A form of 4,000 patterns went past ``compile_pattern``'s cache on every item: 0.16 s each."""
+        known = self.programs.get(pattern)
+        if known is None:
+            self.charge(1 + len(pattern) // 16)
+            known = self.programs[pattern] = compile_pattern(pattern)
+        return known
+
+    def enum(self, values: list[Any]) -> frozenset[Any]:
+        known = self.enums.get(id(values))
+        if known is None:
+            self.charge(self.size(values))
+            known = self.enums[id(values)] = frozenset(_hashable(v) for v in values)
+        return known
+
 
 _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("aob_form_budget", default=None)
+
+
+def _program(pattern: str) -> Any:
+    budget = _budget.get()
+    return budget.program(pattern) if budget is not None else compile_pattern(pattern)
 
 
 def _size(value: Any) -> int:
@@ -154,46 +184,54 @@ def _size(value: Any) -> int:
     while stack:
         item = stack.pop()
         count += 1
-        if isinstance(item, dict):
-            count += len(item)
+        if isinstance(item, str):
+            count += len(item) // _CHARS_A_STEP  # a message quoting it, a comparison with it
+        elif isinstance(item, dict):
+            count += len(item) + sum(len(key) for key in item) // _CHARS_A_STEP
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
     return count
 
 
+_CHARS_A_STEP = 64  # of a string compared, quoted or searched: a step
+
+
 def _keys(instance: Any) -> int:
     return len(instance) if isinstance(instance, dict) else 0
 
 
-# What one evaluation of a keyword costs beyond the step itself, where its work grows with the
-# form's value or the data (a keyword's subschemas are charged as they are descended into):
-# ``enum`` compares the data with every entry, ``required`` reports every missing name, an object's
-# keys are each tried against every pattern, a ``$ref`` walks its pointer (400 levels deep, 1 ms).
+def _patterns(schema: Any) -> int:
+    found = schema.get("patternProperties") if isinstance(schema, dict) else None
+    return len(found) if isinstance(found, dict) else 0
+
+
+# What one evaluation of a keyword costs beyond its step, where its work grows with the form's
+# value or the data (a keyword's subschemas are charged as they are descended into): ``required``
+# reports every missing name, ``const`` compares the data with its value, ``enum`` hashes the data
+# (its set is built once, ``_Budget.enum``), an object's keys are each tried against every
+# pattern, a ``pattern`` reads its string (1,500 of them over 60 KB: 0.3 s), a ``$ref`` walks its
+# pointer (400 levels deep: 1 ms).
 _COSTS: dict[str, Any] = {
-    "$ref": lambda budget, value, instance: value.count("/") if isinstance(value, str) else 0,
-    "enum": lambda budget, value, instance: budget.size(value),
-    "const": lambda budget, value, instance: budget.size(value),
-    "required": lambda budget, value, instance: len(value) if isinstance(value, list) else 0,
-    "dependentRequired": lambda budget, value, instance: budget.size(value),
-    "properties": lambda budget, value, instance: len(value) if isinstance(value, dict) else 0,
-    "dependentSchemas": lambda budget, value, instance: len(value) if isinstance(value, dict) else 0,
-    "patternProperties": lambda budget, value, instance: _keys(instance) * len(value) if isinstance(value, dict) else 0,
-    "additionalProperties": lambda budget, value, instance: _keys(instance),
-    "unevaluatedProperties": lambda budget, value, instance: _keys(instance),
-    "uniqueItems": lambda budget, value, instance: budget.size(instance) if isinstance(instance, list) else 0,
+    "$ref": lambda budget, value, instance, schema: value.count("/") if isinstance(value, str) else 0,
+    "pattern": lambda budget, value, instance, schema: len(instance) // _CHARS_A_STEP if isinstance(instance, str) else 0,
+    "enum": lambda budget, value, instance, schema: budget.size(instance),
+    "const": lambda budget, value, instance, schema: budget.size(value),
+    "required": lambda budget, value, instance, schema: len(value) if isinstance(value, list) else 0,
+    "dependentRequired": lambda budget, value, instance, schema: budget.size(value),
+    "properties": lambda budget, value, instance, schema: len(value) if isinstance(value, dict) else 0,
+    "dependentSchemas": lambda budget, value, instance, schema: len(value) if isinstance(value, dict) else 0,
+    "patternProperties": lambda budget, value, instance, schema: (1 + _keys(instance)) * _patterns(schema),
+    "additionalProperties": lambda budget, value, instance, schema: _keys(instance) * (1 + _patterns(schema)),
+    "uniqueItems": lambda budget, value, instance, schema: budget.size(instance) if isinstance(instance, list) else 0,
 }
 
 
-def _charge(budget: _Budget, steps: int) -> None:
-    budget.left -= steps
-    if budget.left < 0:
-        raise BudgetExceeded
-
-
 def _metered(name: str, keyword: Any) -> Any:
-    """``keyword`` drawing on the budget: a step, what its value makes it walk, and a step for each
-    error it reports (one ``required`` of 8,000 names on 30 items made 240,000 errors)."""
+    """``keyword`` drawing on the budget: a step, what its value makes it walk, a step for each
+    error that passes through it, and for each it makes the size of the data it names, which its
+    message may quote whole (one ``required`` of 8,000 names on 30 items made 240,000 errors;
+    3,300 ``type`` errors quoting 60 KB of data, 543 MB)."""
     cost = _COSTS.get(name)
 
     @functools.wraps(keyword)
@@ -202,16 +240,17 @@ def _metered(name: str, keyword: Any) -> Any:
         if budget is None:
             yield from keyword(validator, value, instance, schema) or ()
             return
-        _charge(budget, 1 + (cost(budget, value, instance) if cost else 0))
+        budget.charge(1 + (cost(budget, value, instance, schema) if cost else 0))
         for error in keyword(validator, value, instance, schema) or ():
-            _charge(budget, 1)
+            # a subschema's error (named where it was made) passes through: a step each level
+            budget.charge(1 if isinstance(error.validator, str) else 1 + budget.size(instance))
             yield error
 
     return metered
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not compile_pattern(pattern).search(instance):
+    if validator.is_type(instance, "string") and not _program(pattern).search(instance):
         yield ValidationError(f"{instance[:100]!r} does not match {pattern[:200]!r}")
 
 
@@ -220,7 +259,7 @@ def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
     if not validator.is_type(instance, "object"):
         return
     for pattern, subschema in patterns.items():
-        program = compile_pattern(pattern)
+        program = _program(pattern)
         for key, value in instance.items():
             if program.search(key):
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
@@ -233,17 +272,17 @@ def _additional_properties(validator: Any, additional: Any, instance: Any, schem
     if not validator.is_type(instance, "object"):
         return
     named = schema.get("properties", {})
-    programs = [compile_pattern(p) for p in schema.get("patternProperties", {})]
-    extras = [key for key in instance if key not in named and not any(p.search(key) for p in programs)]
+    patterns = schema.get("patternProperties", {})
+    extras = [key for key in instance if key not in named and not any(_program(p).search(key) for p in patterns)]
     if validator.is_type(additional, "object"):
         for key in extras:
             yield from validator.descend(instance[key], additional, path=key)
     elif not additional and extras:
         names = ", ".join(repr(key[:100]) for key in sorted(extras)[:10]) + (" …" if len(extras) > 10 else "")
         one = len(extras) == 1
-        if programs:
-            patterns = ", ".join(repr(p[:100]) for p in sorted(schema["patternProperties"])[:10])
-            yield ValidationError(f"{names} {'does' if one else 'do'} not match any of the regexes: {patterns}")
+        if patterns:
+            shown_patterns = ", ".join(repr(p[:100]) for p in sorted(patterns)[:10])
+            yield ValidationError(f"{names} {'does' if one else 'do'} not match any of the regexes: {shown_patterns}")
         else:
             yield ValidationError(f"Additional properties are not allowed ({names} {'was' if one else 'were'} "
                                   "unexpected)")
@@ -272,11 +311,40 @@ def _unique_items(validator: Any, unique: bool, instance: Any, schema: Any) -> I
             seen.add(key)
 
 
+def _enum(validator: Any, values: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """One lookup in a set, not a comparison with every entry (a 250-country list on 40 line items
+    was 10,000 comparisons); the message names the first few values, not all of them."""
+    if not isinstance(values, list):
+        return
+    budget = _budget.get()
+    allowed = budget.enum(values) if budget is not None else frozenset(_hashable(v) for v in values)
+    if _hashable(instance) not in allowed:
+        shown = ", ".join(json.dumps(v, default=str)[:100] for v in values[:10]) + (" …" if len(values) > 10 else "")
+        yield ValidationError(f"{json.dumps(instance, default=str)[:100]} is not one of [{shown}]")
+
+
+class KeywordRefused(Exception):
+    """A keyword a form may not use, found in an older stored form at decision time."""
+
+
+def _refused(name: str) -> Any:
+    def refused(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+        raise KeywordRefused(f"{name} is not allowed in a form: the schema library evaluates it by walking the "
+                             "form again with nothing charged to the budget, and with Python's backtracking re")
+        yield  # a generator, as every keyword
+
+    return refused
+
+
 # JSON Schema's two pattern keywords as ECMA-262 reads a pattern, in linear time: RE2's ``$`` is the
 # end of the text, where Python's ``re`` matched before a final line break too. Every schema a
 # definition is judged by uses them (``validation.SchemaValidator``), not only forms.
 PATTERN_KEYWORDS = {"pattern": _pattern, "patternProperties": _pattern_properties}
-_SAFE = {**PATTERN_KEYWORDS, "additionalProperties": _additional_properties, "uniqueItems": _unique_items}
+# ``unevaluatedProperties`` and ``unevaluatedItems``: the library finds what was evaluated by a walk
+# of its own, through ``$ref`` and ``dependentSchemas`` with no step charged (18 levels of two took
+# 12 s) and patterns run by Python's ``re``: refused at save (the meta-schema) and here.
+_SAFE = {**PATTERN_KEYWORDS, "additionalProperties": _additional_properties, "uniqueItems": _unique_items,
+         "enum": _enum, **{name: _refused(name) for name in UNEVALUATED}}
 FormValidator = validators.extend(
     Draft202012Validator,
     validators={name: _metered(name, _SAFE.get(name, keyword))
@@ -301,11 +369,13 @@ def one_budget() -> Iterator[None]:
         _budget.reset(token)
 
 
-def _metered_errors(form: Any, instance: Any) -> list[ValidationError]:
+def _first_error(form: Any, instance: Any) -> ValidationError | None:
+    """The first of ``instance``'s errors against ``form`` by path (one kept at a time, not all)."""
     if _budget.get() is None:  # on its own: a budget of its own
         with one_budget():
-            return _metered_errors(form, instance)
-    return sorted(_validator(form).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+            return _first_error(form, instance)
+    return min(_validator(form).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path],
+               default=None)
 
 
 # --- at save --------------------------------------------------------------------------------------
@@ -325,9 +395,16 @@ _meta = Draft202012Validator(FORM_META_SCHEMA, format_checker=_regex_format, reg
 
 def _subschemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, dict[str, Any]]]:
     """Every object subschema of a form, with its path (iterative)."""
+    return ((here, node) for here, node in _schemas(schema, path) if isinstance(node, dict))
+
+
+def _schemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """Every subschema of a form, ``true`` and ``false`` too, with its path (iterative)."""
     stack = [(path, schema)]
     while stack:
         here, node = stack.pop()
+        if isinstance(node, bool):
+            yield here, node
         if not isinstance(node, dict):
             continue
         yield here, node
@@ -344,31 +421,15 @@ def _subschemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, dict[str
                 stack.append(((*here, key, name), child))
 
 
-def backtracking_reach(form: Any) -> FormProblem | None:
-    """``unevaluatedProperties`` in a form that has ``patternProperties``: the library finds the
-    properties it has evaluated by trying each key against those patterns with Python's
-    backtracking ``re``, which no keyword of ours can replace. Refused at save and, for an older
-    stored form, at decision time, before anything is evaluated."""
-    paths = {key: path for path, schema in _subschemas(form) for key in ("unevaluatedProperties", "patternProperties")
-             if key in schema}
-    if len(paths) < 2:
-        return None
-    return FormProblem(_pointer((*paths["unevaluatedProperties"], "unevaluatedProperties")), "form.keyword",
-                       "unevaluatedProperties cannot be used in a form that has patternProperties (its "
-                       "evaluation would run those patterns with a backtracking engine); use additionalProperties")
-
-
-def _resolves(form: Any, ref: str) -> bool:
-    node = form
-    for raw in ref[2:].split("/") if ref.startswith("#/") else ():
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and (index := list_index(part, len(node))) is not None and index >= 0:
-            node = node[index]
-        else:
-            return False
-    return True
+def _resolves(paths: set[tuple[str, ...]], ref: str) -> bool:
+    """Whether a local ``$ref`` names one of the form's subschemas (``paths``: each as text): a
+    reference into ``default``, ``const`` or ``examples`` made a value the meta-schema never judged
+    a schema, with any keyword in it."""
+    if ref == "#":
+        return () in paths
+    if not ref.startswith("#/"):
+        return False
+    return tuple(raw.replace("~1", "/").replace("~0", "~") for raw in ref[2:].split("/")) in paths
 
 
 def _meta_rule(err: ValidationError) -> tuple[str, str]:
@@ -402,16 +463,16 @@ def form_problems(form: Any) -> list[FormProblem]:
         problems.append(FormProblem(_pointer(err.absolute_path), rule, message))
     if problems:
         return problems
-    for path, schema in _subschemas(form):
+    schemas = list(_schemas(form))
+    paths = {tuple(str(p) for p in path) for path, _ in schemas}
+    for path, schema in ((path, node) for path, node in schemas if isinstance(node, dict)):
         ref = schema.get("$ref")
-        if isinstance(ref, str) and not _resolves(form, ref):
+        if isinstance(ref, str) and not _resolves(paths, ref):
             problems.append(FormProblem(_pointer((*path, "$ref")), "form.ref_unresolved",
-                                        f"$ref {ref[:200]!r} does not point into this form"))
-    if not problems and (reach := backtracking_reach(form)):
-        problems.append(reach)
+                                        f"$ref {ref[:200]!r} does not point to a schema in this form"))
     if not problems:  # a reference loop that never consumes input shows on the empty answer already
         try:
-            _metered_errors(form, {})
+            _first_error(form, {})
         except (BudgetExceeded, RecursionError):
             problems.append(FormProblem("", "form.budget", "the form does not finish evaluating an empty answer "
                                         f"within {settings.AOB_FORM_EVAL_BUDGET} steps, shared by the "
@@ -424,19 +485,18 @@ def form_problems(form: Any) -> list[FormProblem]:
 def form_data_failure(form: Any, data: Any) -> FormProblem | None:
     """The first way ``data`` fails ``form``, or None. Whatever the stored form holds, this never
     fetches, never backtracks and stops after the evaluation budget."""
-    if reach := backtracking_reach(form):
-        return FormProblem("", reach.rule, reach.message)
     try:
-        errors = _metered_errors(form, data)
+        first = _first_error(form, data)
     except PatternRefused as exc:
         return FormProblem("", "form.pattern", str(exc))
+    except KeywordRefused as exc:
+        return FormProblem("", "form.keyword", str(exc))
     except Unresolvable as exc:
         return FormProblem("", "form.remote_ref", f"the form refers to something outside itself ({exc}); "
                            "nothing is fetched")
     except (BudgetExceeded, RecursionError):
         return FormProblem("", "form.budget", f"checking the data against the form took more than "
                            f"{settings.AOB_FORM_EVAL_BUDGET} steps")
-    if not errors:
+    if first is None:
         return None
-    first = errors[0]
     return FormProblem(_pointer(first.absolute_path), f"form.{first.validator}", first.message)
