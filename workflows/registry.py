@@ -128,10 +128,11 @@ class NodeType:
     # operator's default): the executor calls that one, and a patch may give a node it adds no model
     # but its proposer's, the default or one the author chose (workflows/services/patches/policy.py).
     model: Callable[[dict[str, Any]], str] | None = None
-    # The config keys that decide whether a node of this type sends its action again (an http
-    # request's ``on_lost``, ``idempotency_header``, ``fail_on_status``): its author's to set; an
-    # agent's patch may not change them on a node that was there before (patches/policy.py).
-    repeat_keys: tuple[str, ...] = ()
+    # Whether a node of this type with a config sends its action again, as the executor decides it
+    # (an http request's: after a lost attempt or an unknown outcome, ``repeats_when_lost``; on a
+    # status, ``fail_on_status``): each True where it repeats. Its author's to say: an agent's patch
+    # may not turn one on for a step that was there before (patches/policy.py).
+    repeats: Callable[[dict[str, Any]], tuple[bool, ...]] | None = None
     # How many rounds of tool calls a node of this type makes with a config (an agent's
     # ``max_tool_rounds``, else its default): a patch may give a node no more than its proposer's.
     tool_rounds: Callable[[dict[str, Any]], int] | None = None
@@ -222,9 +223,11 @@ def acts_for_owner(node_type: Any) -> bool:
     return spec is not None and spec.acts_for_owner
 
 
-def repeat_keys(node_type: Any) -> tuple[str, ...]:
+def repeats(node_type: Any, config: Any) -> tuple[bool, ...]:
     spec = get(node_type) if isinstance(node_type, str) else None
-    return spec.repeat_keys if spec is not None else ()
+    if spec is None or spec.repeats is None or not isinstance(config, dict):
+        return ()
+    return spec.repeats(config)
 
 
 def calls_a_model(node_type: str) -> bool:

@@ -266,6 +266,11 @@ CHARGED = {
 }
 
 
+# CHARGED's POST sending no key and naming no on_lost (never repeated): /nodes: 0 plan, 1 charge, 2 aside
+KEYLESS = {"nodes": [agent("plan"), http("charge", method="POST", idempotency_header=None), transform("aside")],
+           "edges": [edge("plan", "charge")]}
+
+
 # ROUTED with only rules out of check: /edges/1 check→note (inputs.send == false)
 RULED = {"nodes": ROUTED["nodes"], "edges": [ROUTED["edges"][0], edge("check", "note", "inputs.send == false"),
                                             *ROUTED["edges"][2:]]}
@@ -371,8 +376,15 @@ CORPUS = [
         "agent_privilege", 0),
     row("repeat-author-s-post-repeated-when-lost", CHARGED, PLANNING, PLAN,
         [replace("/nodes/1/config/on_lost", "repeat")], "agent_privilege", 0),
-    row("repeat-author-s-post-without-its-key", CHARGED, PLANNING, PLAN,
-        [add("/nodes/1/config/idempotency_header", None)], "agent_privilege", 0),
+    row("repeat-author-s-post-without-its-key-still-never-repeated-accepted", CHARGED, PLANNING, PLAN,
+        [add("/nodes/1/config/idempotency_header", None)], "applied"),
+    row("repeat-author-s-keyless-post-made-a-put", KEYLESS, PLANNING, PLAN, [replace("/nodes/1/config/method", "PUT")],
+        "agent_privilege", 0),
+    row("repeat-author-s-keyless-post-given-a-key", KEYLESS, PLANNING, PLAN,
+        [replace("/nodes/1/config/idempotency_header", "Idempotency-Key")], "agent_privilege", 0),
+    row("repeat-person-s-looser-post-changed-otherwise-by-an-agent-accepted", CHARGED, PLANNING, PLAN,
+        [add("/nodes/1/config/payload", {"amount": 5})], "applied",
+        prior=((PERSON, [replace("/nodes/1/retry", {"max_attempts": 20}), replace("/nodes/1/config/on_lost", "repeat")]),)),
     row("repeat-author-s-post-failing-on-status", CHARGED, PLANNING, PLAN,
         [add("/nodes/1/config/fail_on_status", True)], "agent_privilege", 0),
     row("repeat-author-s-post-removed-then-added-again-looser", CHARGED, PLANNING, PLAN,

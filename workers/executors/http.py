@@ -76,8 +76,17 @@ def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (mapping or {}).items() if v is not None}
 
 
+def _repeats(config: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether this request is sent again when its outcome is unknown (a lost worker, a timeout
+    once sent, a 5xx), and whether a status fails it for the node's retry (``registry.repeats``)."""
+    method = str(config.get("method", "GET")).upper()
+    key_header = config.get("idempotency_header", idempotency.HEADER) or None
+    return idempotency.repeats_when_lost(method, config.get("on_lost"), bool(key_header)), bool(
+        config.get("fail_on_status"))
+
+
 @executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
-          repeat_keys=("on_lost", "idempotency_header", "fail_on_status"),
+          repeats=_repeats,
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
           "method}; 4xx/5xx complete unless fail_on_status (then 408/425/429 and a 503 with Retry-After, and "
           "500/502/503/504 where a repeat is safe, are retried by the node's retry, no sooner than the answer's "
@@ -110,7 +119,7 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     payload = config.get("payload")
     timeout_ms = config.get("timeout_ms")
     key_header = config.get("idempotency_header", idempotency.HEADER) or None
-    repeats = idempotency.repeats_when_lost(method, config.get("on_lost"), bool(key_header))
+    repeats, _ = _repeats(config)
     if not repeats and _after_lost(ctx):
         raise _outcome_unknown(method, config, "the worker running the previous attempt stopped mid-request",
                                ctx.attempt - 1)

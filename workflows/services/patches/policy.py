@@ -573,31 +573,30 @@ class _Judgement:
                             _written(node_id), node_id=node_id)
 
     def check_repeats(self) -> None:
-        """How often a node that was there before acts again is its author's to say, whatever its
-        type: an agent may not raise its ``retry.max_attempts`` or ``timeout_ms``, nor change what
-        its type says decides a repeat (``registry.repeat_keys``). An author's POST of one attempt
-        with ``on_lost: fail``, which must never charge twice, was an agent's to make 20 attempts,
-        repeated when lost, with no key (agent nodes were the only ones bounded). Judged against the
-        version the run started from, so a step removed by one patch and added again by the next is
-        still its author's; a step an agent added is its own."""
+        """How often a step that was there before acts again is its author's to say (or the person's
+        who patched it since), whatever its type: an agent may not raise its ``retry.max_attempts``
+        or ``timeout_ms``, nor make it repeat where it did not (``registry.repeats``: an http
+        request's method, key and ``on_lost`` together, and ``fail_on_status``). An author's POST of
+        one attempt with ``on_lost: fail``, which must never charge twice, was an agent's to make 20
+        attempts, repeated when lost, with no key (agent nodes were the only ones bounded). Judged
+        against the step as it is and as the run started, the looser of the two: a step removed by
+        one patch and added again by the next is still its author's; one an agent added is its own."""
         authored = gates.nodes_by_id(self.state.base or self.before)
         for node_id, node in self.touched().items():
-            before = authored.get(node_id)
-            if before is None:
+            bounds = [n for n in (self.old.get(node_id), authored.get(node_id)) if n is not None]
+            if not bounds or node_id not in authored:
                 continue
-            for what, given, limit in (("retry.max_attempts", _attempts(node), _attempts(before)),
-                                       ("timeout_ms", _timeout_ms(node), _timeout_ms(before))):
+            for what, given, limit in (("retry.max_attempts", _attempts(node), max(map(_attempts, bounds))),
+                                       ("timeout_ms", _timeout_ms(node), max(map(_timeout_ms, bounds)))):
                 if given > limit:
                     self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: {what} must be at most its author's "
                                 f"({limit})", _written(node_id), node_id=node_id)
-            config, was = node.get("config") or {}, before.get("config") or {}
-            for key in registry.repeat_keys(node.get("type")):
-                # absent is not null: a null idempotency_header sends no key, an absent one the default
-                if isinstance(config, dict) and isinstance(was, dict) and (key in config, config.get(key)) != (
-                        key in was, was.get(key)):
-                    self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not change config.{key} of "
-                                "a step it did not add (whether its action is sent again is its author's to say)",
-                                _written(node_id), node_id=node_id)
+            now = registry.repeats(node.get("type"), node.get("config"))
+            was = [registry.repeats(b.get("type"), b.get("config")) for b in bounds]
+            if any(on and not any(len(w) > i and w[i] for w in was) for i, on in enumerate(now)):
+                self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not make a step it did not add "
+                            "send its action again where it did not (its method, idempotency key, on_lost or "
+                            "fail_on_status): that is its author's to say", _written(node_id), node_id=node_id)
 
     def authors_models(self) -> set[str]:
         """The models the workflow's author gave its agent nodes (the version the run started from)."""
