@@ -38,7 +38,7 @@ def _load() -> dict[str, Any]:
     servers = data.get("servers", {})
     if not isinstance(servers, dict) or not all(isinstance(entry, dict) for entry in servers.values()):
         raise Failure(f"{path}: \"servers\" must be an object of {{api url: {{token, username}}}}; "
-                                   "fix it, or delete the file and log in again (aob login)")
+                      "fix it, or delete the file and log in again (aob login)")
     return data
 
 

@@ -33,7 +33,7 @@ class Cli(click.Group):
             if session is None or not session.answered:
                 raise
             raise Failure(f"{session.api_url} did not answer as the AOB API does ({type(exc).__name__}: "
-                                       f"{str(exc)[:200]}): is --api-url (AOB_API_URL) an AOB server?") from exc
+                          f"{str(exc)[:200]}): is --api-url (AOB_API_URL) an AOB server?") from exc
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

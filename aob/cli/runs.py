@@ -335,7 +335,7 @@ def _delete_matching(session: Session, filters: dict[str, str]) -> None:
         idle = idle + 1 if not answer["deleted"] else 0  # each request goes on where the last ended
         if idle >= DELETE_TRIES:
             raise Failure(f"deleted {deleted} runs; the rest are still being deleted: run the "
-                                       "command again to go on")
+                          "command again to go on")
     kept = answer.get("kept") or 0
     session.output.emit({"deleted": deleted, "kept": kept}, lambda d: echo(
         f"deleted {deleted} run{'' if deleted == 1 else 's'}" + (f"; {kept} stay, as an unfinished run reads each (a parent waiting for its "

@@ -204,7 +204,7 @@ def secret_set(session: Session, name: str, value: str) -> None:
             value = click.get_text_stream("stdin").read().removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as exc:
             raise Failure(f"the value on standard input is not UTF-8 text (byte {exc.start}); a "
-                                       "secret is text: encode binary values (base64)") from None
+                          "secret is text: encode binary values (base64)") from None
     else:
         warn_if_typed(click.get_current_context(), "value", "the prompt (leave --value out) or --value - with a pipe")
     answer = session.client.put(f"secrets/{segment(name)}", {"value": value})
