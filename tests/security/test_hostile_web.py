@@ -110,6 +110,9 @@ SAVE_REFUSALS = {
     "unevaluatedProperties beside patternProperties": ({"patternProperties": {"^a": True},
                                                         "unevaluatedProperties": False},
                                                        "", "form.keyword"),
+    # read by the library percent-decoded: it named no schema there, and the save was a 500
+    "a reference the library reads otherwise": ({"$defs": {"a%25": {"type": "string"}}, "$ref": "#/$defs/a%25"},
+                                                "/$ref", "form.ref_unresolved"),
     # a value the meta-schema never judged, made a schema by a reference into it
     "a reference into a default": ({"type": "object", "$ref": "#/default", "default": {"minLength": 1}},
                                    "/$ref", "form.ref_unresolved"),
@@ -133,7 +136,10 @@ def test_a_workflow_s_forms_share_one_evaluation_budget_at_save(api: Any, settin
     plain = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 200}}}
 
     alone = api.post(f"{API}/workflows/validate", {"workflow": gates_with_form(heavy, 1)}, format="json")
-    many = api.post(f"{API}/workflows/validate", {"workflow": gates_with_form(heavy, 30)}, format="json")
+    # a node whose config has a pattern of its own beside them: the forms' spent budget made it a 500
+    spent = gates_with_form(heavy, 30)
+    spent["nodes"].append({"id": "child", "type": "workflow", "config": {"tag": "other"}})
+    many = api.post(f"{API}/workflows/validate", {"workflow": spent}, format="json")
     ordinary = api.post(f"{API}/workflows/validate", {"workflow": gates_with_form(plain, 200)}, format="json")
 
     assert alone.status_code == 200 and alone.json()["valid"] is True, alone.json()
@@ -216,6 +222,7 @@ OLD_FORMS = {  # what an older stored definition may hold, written past today's 
     "unevaluatedProperties beside patternProperties": ({"patternProperties": {EVIL_PATTERN: {}},
                                                         "unevaluatedProperties": False}, {EVIL_SUBJECT: 1}, "/data",
                                                        "form.keyword"),
+    "an enum that is not a list": ({"properties": {"code": {"enum": 3}}}, {"code": 3}, "/data", "form.keyword"),
     # the library's own walk for unevaluatedProperties, through dependentSchemas: 18 levels of two, 12 s
     "unevaluatedProperties over a chain of dependentSchemas": (CHAIN, {"a": 1, "b": 2}, "/data", "form.budget"),
     # 4,000 patterns, each compiled again on every item past the compiler's cache: 0.16 s an item
@@ -223,6 +230,20 @@ OLD_FORMS = {  # what an older stored definition may hold, written past today's 
         "type": "object", "patternProperties": {f"^p{i}x": {} for i in range(4000)}, "additionalProperties": False}},
         [{}] * 100, "/data", "form.budget"),
 }
+
+
+def test_a_false_subschema_names_the_field_it_refuses(engine, user, bob):
+    """The library reports a ``false`` subschema's error with no rule (``form.None``) at the path of
+    the object above it, and charged it again at every level: 100 line items went past the budget."""
+    form = {"type": "object", "properties": {"lines": {"type": "array", "items": {
+        "type": "object", "properties": {"sku": {"type": "string"}, "legacy": False}}}}}
+    run_id, approval = parked(user, {"form": form, "approvers": ["bob"]})
+    lines = [{"sku": f"S{i}", "legacy": 1} for i in range(100)]
+
+    assert decide(bob, approval, data={"lines": lines}).json()["details"] == {
+        "field": "data", "path": "/data/lines/0/legacy", "rule": "form.false"}
+    assert decide(bob, approval, data={"lines": [{"sku": "S1"}]}).status_code == 200
+    assert wait_for_run(run_id).status == "completed"
 
 
 def test_an_ordinary_large_form_is_decided_within_the_default_budget(engine, user, bob):

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
+from urllib.parse import unquote
 
 import re2
 from django.conf import settings
@@ -169,11 +170,14 @@ class _Budget:
         return known
 
 
+_UNSET = ValidationError("").instance  # what an error's instance is until the library names it
 _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("aob_form_budget", default=None)
 
 
-def _program(pattern: str) -> Any:
-    budget = _budget.get()
+def _program(validator: Any, pattern: str) -> Any:
+    """A pattern's program, from the form's budget when a form is being checked: the definition's
+    own schemas share these keywords, and a form's spent budget made a config's pattern a 500."""
+    budget = _budget.get() if isinstance(validator, FormValidator) else None
     return budget.program(pattern) if budget is not None else compile_pattern(pattern)
 
 
@@ -242,15 +246,20 @@ def _metered(name: str, keyword: Any) -> Any:
             return
         budget.charge(1 + (cost(budget, value, instance, schema) if cost else 0))
         for error in keyword(validator, value, instance, schema) or ():
-            # a subschema's error (named where it was made) passes through: a step each level
-            budget.charge(1 if isinstance(error.validator, str) else 1 + budget.size(instance))
+            # charged once for the data it quotes where first seen (a ``false`` subschema's is made
+            # outside any keyword), then a step each level it passes through
+            if getattr(error, "_aob_charged", False):
+                budget.charge(1)
+            else:
+                budget.charge(1 + budget.size(instance if error.instance is _UNSET else error.instance))
+                error._aob_charged = True
             yield error
 
     return metered
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not _program(pattern).search(instance):
+    if validator.is_type(instance, "string") and not _program(validator, pattern).search(instance):
         yield ValidationError(f"{instance[:100]!r} does not match {pattern[:200]!r}")
 
 
@@ -259,7 +268,7 @@ def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
     if not validator.is_type(instance, "object"):
         return
     for pattern, subschema in patterns.items():
-        program = _program(pattern)
+        program = _program(validator, pattern)
         for key, value in instance.items():
             if program.search(key):
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
@@ -273,7 +282,7 @@ def _additional_properties(validator: Any, additional: Any, instance: Any, schem
         return
     named = schema.get("properties", {})
     patterns = schema.get("patternProperties", {})
-    extras = [key for key in instance if key not in named and not any(_program(p).search(key) for p in patterns)]
+    extras = [key for key in instance if key not in named and not any(_program(validator, p).search(key) for p in patterns)]
     if validator.is_type(additional, "object"):
         for key in extras:
             yield from validator.descend(instance[key], additional, path=key)
@@ -314,8 +323,8 @@ def _unique_items(validator: Any, unique: bool, instance: Any, schema: Any) -> I
 def _enum(validator: Any, values: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
     """One lookup in a set, not a comparison with every entry (a 250-country list on 40 line items
     was 10,000 comparisons); the message names the first few values, not all of them."""
-    if not isinstance(values, list):
-        return
+    if not isinstance(values, list):  # an older stored form's: no data is one of it
+        raise KeywordRefused(f"enum must be a list, not {type(values).__name__}")
     budget = _budget.get()
     allowed = budget.enum(values) if budget is not None else frozenset(_hashable(v) for v in values)
     if _hashable(instance) not in allowed:
@@ -336,6 +345,13 @@ def _refused(name: str) -> Any:
     return refused
 
 
+FALSE = "falseSchema"  # the keyword a ``false`` subschema is evaluated as (``_false_named``)
+
+
+def _false(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    yield ValidationError("no value is allowed here")
+
+
 # JSON Schema's two pattern keywords as ECMA-262 reads a pattern, in linear time: RE2's ``$`` is the
 # end of the text, where Python's ``re`` matched before a final line break too. Every schema a
 # definition is judged by uses them (``validation.SchemaValidator``), not only forms.
@@ -347,8 +363,8 @@ _SAFE = {**PATTERN_KEYWORDS, "additionalProperties": _additional_properties, "un
          "enum": _enum, **{name: _refused(name) for name in UNEVALUATED}}
 FormValidator = validators.extend(
     Draft202012Validator,
-    validators={name: _metered(name, _SAFE.get(name, keyword))
-                for name, keyword in Draft202012Validator.VALIDATORS.items()},
+    validators={**{name: _metered(name, _SAFE.get(name, keyword))
+                   for name, keyword in Draft202012Validator.VALIDATORS.items()}, FALSE: _metered(FALSE, _false)},
 )
 # No resource is registered and retrieval always fails: a reference is local or it is an error.
 NO_RETRIEVAL = Registry()
@@ -374,8 +390,29 @@ def _first_error(form: Any, instance: Any) -> ValidationError | None:
     if _budget.get() is None:  # on its own: a budget of its own
         with one_budget():
             return _first_error(form, instance)
-    return min(_validator(form).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path],
+    return min(_validator(_false_named(form)).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path],
                default=None)
+
+
+def _false_named(schema: Any) -> Any:
+    """``schema`` with each ``false`` subschema as ``{FALSE: true}``: the library reports a ``false``
+    subschema's error outside any keyword, with no rule (``form.None``), the path of the object
+    above it, and uncharged."""
+    if schema is False:
+        return {FALSE: True}
+    if not isinstance(schema, dict):
+        return schema
+    named = dict(schema)
+    for key in ONE:
+        if key in named and not (key == "additionalProperties" and isinstance(named[key], bool)):  # its own
+            named[key] = _false_named(named[key])
+    for key in MANY:
+        if isinstance(named.get(key), list):
+            named[key] = [_false_named(child) for child in named[key]]
+    for key in MAP:
+        if isinstance(named.get(key), dict):
+            named[key] = {name: _false_named(child) for name, child in named[key].items()}
+    return named
 
 
 # --- at save --------------------------------------------------------------------------------------
@@ -429,7 +466,8 @@ def _resolves(paths: set[tuple[str, ...]], ref: str) -> bool:
         return () in paths
     if not ref.startswith("#/"):
         return False
-    return tuple(raw.replace("~1", "/").replace("~0", "~") for raw in ref[2:].split("/")) in paths
+    # as the library reads a fragment: percent-decoded, then split, then ~1 and ~0
+    return tuple(raw.replace("~1", "/").replace("~0", "~") for raw in unquote(ref[2:]).split("/")) in paths
 
 
 def _meta_rule(err: ValidationError) -> tuple[str, str]:
@@ -473,6 +511,8 @@ def form_problems(form: Any) -> list[FormProblem]:
     if not problems:  # a reference loop that never consumes input shows on the empty answer already
         try:
             _first_error(form, {})
+        except Unresolvable as exc:  # a reference the library reads otherwise than ``_resolves``
+            problems.append(FormProblem("", "form.ref_unresolved", f"a $ref does not resolve ({str(exc)[:200]})"))
         except (BudgetExceeded, RecursionError):
             problems.append(FormProblem("", "form.budget", "the form does not finish evaluating an empty answer "
                                         f"within {settings.AOB_FORM_EVAL_BUDGET} steps, shared by the "
@@ -499,4 +539,5 @@ def form_data_failure(form: Any, data: Any) -> FormProblem | None:
                            f"{settings.AOB_FORM_EVAL_BUDGET} steps")
     if first is None:
         return None
-    return FormProblem(_pointer(first.absolute_path), f"form.{first.validator}", first.message)
+    return FormProblem(_pointer(first.absolute_path), "form.false" if first.validator == FALSE else
+                       f"form.{first.validator}", first.message)
