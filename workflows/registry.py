@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aob_project.exceptions import AobError
 
@@ -92,6 +92,14 @@ class NodeContext:
     hosts: tuple[tuple[str, ...], ...] = ()
 
 
+class Repeats(NamedTuple):
+    """How a node sends its action again (``NodeType.repeats``): each flag True where it does, and
+    what a repeat is recognised by outside."""
+
+    flags: tuple[bool, ...] = ()
+    known_by: Any = None
+
+
 @dataclass(frozen=True)
 class NodeType:
     """Every per-type fact, in one place."""
@@ -130,9 +138,10 @@ class NodeType:
     model: Callable[[dict[str, Any]], str] | None = None
     # Whether a node of this type with a config sends its action again, as the executor decides it
     # (an http request's: after a lost attempt or an unknown outcome, ``repeats_when_lost``; on a
-    # status, ``fail_on_status``): each True where it repeats. Its author's to say: an agent's patch
-    # may not turn one on for a step that was there before (patches/policy.py).
-    repeats: Callable[[dict[str, Any]], tuple[bool, ...]] | None = None
+    # status, ``fail_on_status``), and what the outside recognises a repeat by (its method and key
+    # header). A person's to say: an agent's patch may not turn a repeat on for a step a person set,
+    # nor change what recognises one where it repeats (patches/policy.py).
+    repeats: Callable[[dict[str, Any]], Repeats] | None = None
     # How many rounds of tool calls a node of this type makes with a config (an agent's
     # ``max_tool_rounds``, else its default): a patch may give a node no more than its proposer's.
     tool_rounds: Callable[[dict[str, Any]], int] | None = None
@@ -223,10 +232,10 @@ def acts_for_owner(node_type: Any) -> bool:
     return spec is not None and spec.acts_for_owner
 
 
-def repeats(node_type: Any, config: Any) -> tuple[bool, ...]:
+def repeats(node_type: Any, config: Any) -> Repeats:
     spec = get(node_type) if isinstance(node_type, str) else None
     if spec is None or spec.repeats is None or not isinstance(config, dict):
-        return ()
+        return Repeats()
     return spec.repeats(config)
 
 

@@ -266,6 +266,10 @@ CHARGED = {
 }
 
 
+# A PUT its author lets repeat, with its key: /nodes: 0 plan, 1 charge, 2 aside
+REPEATED_PUT = {"nodes": [agent("plan"), http("charge", method="PUT"), transform("aside")],
+                "edges": [edge("plan", "charge")]}
+
 # CHARGED's POST sending no key and naming no on_lost (never repeated): /nodes: 0 plan, 1 charge, 2 aside
 KEYLESS = {"nodes": [agent("plan"), http("charge", method="POST", idempotency_header=None), transform("aside")],
            "edges": [edge("plan", "charge")]}
@@ -382,6 +386,16 @@ CORPUS = [
         "agent_privilege", 0),
     row("repeat-author-s-keyless-post-given-a-key", KEYLESS, PLANNING, PLAN,
         [replace("/nodes/1/config/idempotency_header", "Idempotency-Key")], "agent_privilege", 0),
+    row("repeat-author-s-keyed-put-key-header-renamed", REPEATED_PUT, PLANNING, PLAN,
+        [add("/nodes/1/config/idempotency_header", "X-Nobody-Reads-This")], "agent_privilege", 0),
+    row("repeat-author-s-keyed-put-made-a-post", REPEATED_PUT, PLANNING, PLAN, [replace("/nodes/1/config/method", "POST")],
+        "agent_privilege", 0),
+    row("repeat-person-tightened-then-an-agent-restores", CHARGED, PLANNING, PLAN,
+        [replace("/nodes/1/retry", {"max_attempts": 3})], "agent_privilege", 0,
+        prior=((PERSON, [replace("/nodes/1/retry", {"max_attempts": 1})]),)),
+    row("repeat-person-s-patched-in-post-looser", CHARGED, PLANNING, PLAN,
+        [add("/nodes/3/retry", {"max_attempts": 20})], "agent_privilege", 0,
+        prior=((PERSON, after("plan", http("fee", method="POST", on_lost="fail"))),)),
     row("repeat-person-s-looser-post-changed-otherwise-by-an-agent-accepted", CHARGED, PLANNING, PLAN,
         [add("/nodes/1/config/payload", {"amount": 5})], "applied",
         prior=((PERSON, [replace("/nodes/1/retry", {"max_attempts": 20}), replace("/nodes/1/config/on_lost", "repeat")]),)),

@@ -108,6 +108,20 @@ def test_an_author_s_once_only_step_hung_off_the_author_s_loop_is_refused(user):
     assert outcome == "agent_privilege", (outcome, loop_bodies(current(run)))
 
 
+def test_a_step_a_person_patched_in_is_theirs_as_an_author_s_is(user):
+    """It was in no version the run started from, so its repeats and its passes were an agent's to
+    raise: put under the agent's own 10,000-pass loop, or given 20 attempts."""
+    run = run_in_state(user, Case(POSTING, PLANNING, PLAN, [], "applied"))
+    fee = http("fee", method="POST", on_lost="fail")
+    assert run_patch_propose(run=run, operations=after("plan", fee), user=user).status == "applied"
+    assert propose(run, PLAN, user, OWN_LOOP) == "applied"
+
+    assert propose(run, PLAN, user, [add_edge("x", "fee")]) == "agent_privilege"
+    index = [n["id"] for n in current(run)["nodes"]].index("fee")
+    assert propose(run, PLAN, user, [{"op": "add", "path": f"/nodes/{index}/retry",
+                                      "value": {"max_attempts": 20}}]) == "agent_privilege"
+
+
 def test_an_agent_s_own_step_brought_under_its_own_loop_is_its_own(user):
     run = run_in_state(user, Case(POSTING, PLANNING, PLAN, [], "applied"))
     assert propose(run, PLAN, user, OWN_LOOP) == "applied"

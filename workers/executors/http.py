@@ -13,7 +13,7 @@ from workers.http import idempotency
 from workers.http.exceptions import HTTPRequestError
 from workflows.definition.references import resolve
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
-from workflows.registry import NodeContext, NodeFailed, executor
+from workflows.registry import NodeContext, NodeFailed, Repeats, executor
 
 CONFIG_SCHEMA = {
     "type": "object",
@@ -76,13 +76,14 @@ def _text_values(mapping: dict[str, Any] | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (mapping or {}).items() if v is not None}
 
 
-def _repeats(config: dict[str, Any]) -> tuple[bool, bool]:
+def _repeats(config: dict[str, Any]) -> Repeats:
     """Whether this request is sent again when its outcome is unknown (a lost worker, a timeout
-    once sent, a 5xx), and whether a status fails it for the node's retry (``registry.repeats``)."""
+    once sent, a 5xx), whether a status fails it for the node's retry, and what the remote knows a
+    repeat by: its method and the header its key goes in (``registry.repeats``)."""
     method = str(config.get("method", "GET")).upper()
     key_header = config.get("idempotency_header", idempotency.HEADER) or None
-    return idempotency.repeats_when_lost(method, config.get("on_lost"), bool(key_header)), bool(
-        config.get("fail_on_status"))
+    return Repeats((idempotency.repeats_when_lost(method, config.get("on_lost"), bool(key_header)),
+                    bool(config.get("fail_on_status"))), (method, str(key_header).lower() if key_header else None))
 
 
 @executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
@@ -119,7 +120,7 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     payload = config.get("payload")
     timeout_ms = config.get("timeout_ms")
     key_header = config.get("idempotency_header", idempotency.HEADER) or None
-    repeats, _ = _repeats(config)
+    repeats = _repeats(config).flags[0]
     if not repeats and _after_lost(ctx):
         raise _outcome_unknown(method, config, "the worker running the previous attempt stopped mid-request",
                                ctx.attempt - 1)

@@ -43,7 +43,7 @@ from .policy import (
     agent_limit,
     judge,
 )
-from .provenance import authored_base_id, patch_wrote
+from .provenance import agent_written, authored_base_id, patch_wrote
 
 __all__ = [
     "DESCRIPTION_MAX_CHARS", "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule",
@@ -118,10 +118,11 @@ def run_state(run: Run) -> RunState:
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
     bound = run.within is not None and any(spec.started_approved(run.pk) for spec in registry.catalogue().values()
                                            if spec.started_approved is not None)
+    wrote = frozenset(agent_written(run.pk).nodes) if run.patch_seq or run.replay_of_id else frozenset()
     return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, history=frozenset(history),
                     started=frozenset(started), approved=frozenset(approved),
                     base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq, bound=bound,
-                    hosts_above=run.hosts_above)
+                    hosts_above=run.hosts_above, agents_wrote=wrote)
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,

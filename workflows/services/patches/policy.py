@@ -140,6 +140,7 @@ class RunState:
     patches: int = 0  # patches stored for this run so far (applied or held), each a definition kept whole
     bound: bool = False  # a child run started inside an approved action of its parent: all of it is approved
     hosts_above: Any = None  # the allowed_hosts lists of the runs above (``Run.hosts_above``, workflows.egress)
+    agents_wrote: frozenset[str] = frozenset()  # nodes of the run's definition an agent wrote (provenance)
 
 
 @dataclass(frozen=True)
@@ -475,8 +476,9 @@ class _Judgement:
             for loop_id, body in sorted(bodies.items()):
                 for node_id in body:
                     bounded.setdefault(node_id, loop_id)
-        # a step of the author's version no loop runs again is run once a pass of the run: a bound too
-        authored = set(gates.nodes_by_id(self.state.base or self.before)) & set(self.old)
+        # a step a person set (the author's, or one a person patched in) that no loop runs again is
+        # run once a pass of the run: a bound too
+        authored = {n for n in self.old if self.persons(n) is not None}
         for loop_id in sorted(set(self.bodies_after) - set(self.old)):
             again = sorted(n for n in self.bodies_after[loop_id] if (n in bounded or n in authored) and n != loop_id)
             if again:
@@ -537,10 +539,9 @@ class _Judgement:
             if node.get("type") != "agent":
                 continue
             config = node.get("config") or {}
-            # the author's as the run started, too: removed by one patch and added again by the next,
+            # as a person last set it (``persons``): removed by one patch and added again by the next,
             # an author's agent came back with the proposer's tools and no budget
-            authors = self.old.get(node_id) or gates.nodes_by_id(self.state.base or self.before).get(node_id)
-            for whose, holder in (("its proposer's", proposer), ("its author's", authors)):
+            for whose, holder in (("its proposer's", proposer), ("its author's", self.persons(node_id))):
                 if holder is None:
                     continue
                 bound = holder.get("config") if isinstance(holder.get("config"), dict) else {}
@@ -572,31 +573,40 @@ class _Judgement:
                             f"proposer's, the default or one the workflow's author chose ({', '.join(sorted(models))})",
                             _written(node_id), node_id=node_id)
 
+    def persons(self, node_id: str) -> dict[str, Any] | None:
+        """The step as a person last set it: as it is, when no agent wrote it (its author's, or a
+        step a person patched in or changed since); else as the run started, if it was there (an
+        author's step an agent changed, or removed and added again); None for an agent's own."""
+        if node_id in self.old and node_id not in self.state.agents_wrote:
+            return self.old[node_id]
+        return gates.nodes_by_id(self.state.base or self.before).get(node_id)
+
     def check_repeats(self) -> None:
-        """How often a step that was there before acts again is its author's to say (or the person's
-        who patched it since), whatever its type: an agent may not raise its ``retry.max_attempts``
-        or ``timeout_ms``, nor make it repeat where it did not (``registry.repeats``: an http
-        request's method, key and ``on_lost`` together, and ``fail_on_status``). An author's POST of
-        one attempt with ``on_lost: fail``, which must never charge twice, was an agent's to make 20
-        attempts, repeated when lost, with no key (agent nodes were the only ones bounded). Judged
-        against the step as it is and as the run started, the looser of the two: a step removed by
-        one patch and added again by the next is still its author's; one an agent added is its own."""
-        authored = gates.nodes_by_id(self.state.base or self.before)
+        """How often a step a person set acts again is theirs to say, whatever its type: an agent may
+        not raise its ``retry.max_attempts`` or ``timeout_ms``, make it repeat where it did not, nor,
+        where it repeats, change what the outside recognises a repeat by (``registry.repeats``: an
+        http request's method, key and ``on_lost`` together, ``fail_on_status``, and its key's
+        header). An author's POST of one attempt with ``on_lost: fail``, which must never charge
+        twice, was an agent's to make 20 attempts, repeated when lost, with no key (agent nodes were
+        the only ones bounded). The bound is the step as a person last set it (``persons``): an
+        owner who tightened it mid-run, or patched it in, sets it."""
         for node_id, node in self.touched().items():
-            bounds = [n for n in (self.old.get(node_id), authored.get(node_id)) if n is not None]
-            if not bounds or node_id not in authored:
+            bound = self.persons(node_id)
+            if bound is None:
                 continue
-            for what, given, limit in (("retry.max_attempts", _attempts(node), max(map(_attempts, bounds))),
-                                       ("timeout_ms", _timeout_ms(node), max(map(_timeout_ms, bounds)))):
+            for what, given, limit in (("retry.max_attempts", _attempts(node), _attempts(bound)),
+                                       ("timeout_ms", _timeout_ms(node), _timeout_ms(bound))):
                 if given > limit:
-                    self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: {what} must be at most its author's "
-                                f"({limit})", _written(node_id), node_id=node_id)
+                    self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: {what} must be at most what a person "
+                                f"set ({limit})", _written(node_id), node_id=node_id)
             now = registry.repeats(node.get("type"), node.get("config"))
-            was = [registry.repeats(b.get("type"), b.get("config")) for b in bounds]
-            if any(on and not any(len(w) > i and w[i] for w in was) for i, on in enumerate(now)):
-                self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not make a step it did not add "
-                            "send its action again where it did not (its method, idempotency key, on_lost or "
-                            "fail_on_status): that is its author's to say", _written(node_id), node_id=node_id)
+            was = registry.repeats(bound.get("type"), bound.get("config"))
+            more = any(on and not (len(was.flags) > i and was.flags[i]) for i, on in enumerate(now.flags))
+            if more or (any(now.flags) and now.known_by != was.known_by):
+                self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: an agent may not make a step a person set "
+                            "send its action again where it did not, nor change what a repeat is recognised by "
+                            "(its method, idempotency key header, on_lost or fail_on_status)", _written(node_id),
+                            node_id=node_id)
 
     def authors_models(self) -> set[str]:
         """The models the workflow's author gave its agent nodes (the version the run started from)."""
