@@ -12,7 +12,7 @@ from django.db import connection
 
 from tests.agents.flows import WAITING, add_after, edge, finish, http, node, start
 from tests.conftest import client_for, wait_for_run
-from workflows.models import Event, NodeRun, Run, RunPatch
+from workflows.models import Event, NodeRun, PatchRefusal, Run, RunPatch
 
 
 def running(run_id: str, node_id: str, timeout: float = 15.0) -> None:
@@ -158,3 +158,33 @@ def test_a_retried_patch_with_its_key_is_applied_once(engine, api, remote):
     # without a key the same body is a second patch, and takes c: what the key protects against
     assert post(body).status_code == 201 and nodes_now() == ["slow"]
     assert finish(run_id).status == "completed"
+
+
+def test_a_retry_that_waited_for_its_first_gets_it_not_a_refusal(engine, api, user, remote):
+    """Two sends of one keyed patch at once: the second waits on the run's lock, and was judged
+    against the definition the first had patched (``remove /nodes/1`` again: another node, or
+    out of range), answering a refusal, where it is the same request."""
+    run_id = start(api, [http("slow", f"{remote.base}/sleep/1.5"), http("b", f"{remote.base}/echo")],
+                     [edge("slow", "b")])
+    running(run_id, "slow")
+    key = str(uuid.uuid4())
+    body = {"operations": [{"op": "remove", "path": "/edges/0"}, {"op": "remove", "path": "/nodes/1"}]}
+    barrier = threading.Barrier(2)
+    answers: list[Any] = []
+
+    def send() -> None:
+        client = client_for(user)
+        barrier.wait()
+        answers.append(client.post(f"/api/v1/runs/{run_id}/patches", body, format="json", HTTP_IDEMPOTENCY_KEY=key))
+        connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(a.status_code for a in answers) == [200, 201], [a.json() for a in answers]
+    assert answers[0].json() == answers[1].json()
+    assert RunPatch.objects.filter(run_id=run_id).count() == 1
+    assert not PatchRefusal.objects.filter(run_id=run_id).exists()

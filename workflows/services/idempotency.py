@@ -107,6 +107,23 @@ def start_key_record(*, owner: User, start: StartKey, run: Run, response: dict[s
 Made = TypeVar("Made")
 
 
+class Recorder:
+    """What ``begin`` is handed: ``record(made)`` claims the key in the transaction that makes
+    ``made``; ``record.check()``, once that transaction holds the lock the request waited for,
+    raises ``KeyTaken`` if the key's first request committed meanwhile (a patch's retry that waited
+    on the run's lock was judged against the patched definition, and refused)."""
+
+    def __init__(self, claim: Callable[[Any], None], taken: Callable[[], bool]) -> None:
+        self._claim, self._taken = claim, taken
+
+    def __call__(self, made: Any) -> None:
+        self._claim(made)
+
+    def check(self) -> None:
+        if self._taken():
+            raise KeyTaken("held")
+
+
 def run_start_once(*, owner: User, start: StartKey | None, respond: Callable[[Made], dict[str, Any]],
                    begin: Callable[[Callable[[Made], None] | None], Made],
                    run_of: Callable[[Made], Run] = lambda made: made) -> tuple[dict[str, Any], bool]:
@@ -118,10 +135,9 @@ def run_start_once(*, owner: User, start: StartKey | None, respond: Callable[[Ma
     answer = start_key_answer(owner=owner, start=start)
     if answer is not None:
         return answer, False
-
-    def record(made: Made) -> None:
-        start_key_record(owner=owner, start=start, run=run_of(made), response=respond(made))
-
+    record = Recorder(lambda made: start_key_record(owner=owner, start=start, run=run_of(made),
+                                                    response=respond(made)),
+                      lambda: start_key_answer(owner=owner, start=start) is not None)
     try:
         made = begin(record)
     except KeyTaken:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -31,6 +30,7 @@ from workflows.selectors import run_owner_check
 
 from ..artifacts import artifact_store
 from ..definitions import apply_operations
+from ..idempotency import Recorder
 from ..runs import run_hosts, run_locked, runs_below, runs_below_locked
 from .policy import (
     MAX_OPERATIONS,
@@ -72,7 +72,7 @@ DESCRIPTION_MAX_CHARS = 10_000
 
 def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_id: str = "",
                       user: User | None = None, from_agent: bool = False, proposal_key: str = "",
-                      record: Callable[[RunPatch], None] | None = None) -> RunPatch:
+                      record: Recorder | None = None) -> RunPatch:
     """Judge, then apply (or hold for approval) a patch to a live run. A patch that names a
     proposing node (``node_id``) is an agent's, whoever carries it. ``proposal_key`` (an agent's
     node run, attempt and turn) makes a repeated proposal return the patch it already made;
@@ -126,11 +126,13 @@ def run_state(run: Run) -> RunState:
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
-             proposal_key: str, record: Callable[[RunPatch], None] | None) -> RunPatch:
+             proposal_key: str, record: Recorder | None) -> RunPatch:
     with transaction.atomic():
         # the runs below are taken before the run, as every change of both takes them (_hand_down_hosts)
         below = runs_below_locked(run.pk) if not proposer.agent and _may_bind(operations) else None
         run = run_locked(run.pk, action="patch it")
+        if record is not None:
+            record.check()  # the same request, retried: its first may have committed while this one waited
         if proposal_key:
             already = RunPatch.objects.filter(run=run, proposal_key=proposal_key).first()
             if already is not None:
