@@ -46,3 +46,29 @@ def test_the_hourly_prune_goes_in_slices_each_sending_the_next(engine: Any, stac
     assert len(slices) >= 2, f"one prune took the whole backlog: {slices}"
     assert [s["finished"] for s in slices] == [False] * (len(slices) - 1) + [True], slices
     assert sum(s["runs"] for s in slices) >= len(runs)
+
+
+def test_a_prune_finding_another_running_leaves_it_alone(engine: Any, stack_env: dict[str, str],
+                                                         make_user: Any) -> None:
+    """Beat's next tick while a chain of slices is still going started a second chain, a process of
+    the maintenance worker each; it now finds the chain's lock held and does nothing."""
+    from django.db import connection
+
+    from retention.tasks import PRUNE_LOCK
+
+    runs = big_old_runs(make_user("pruned"), 3, node_runs=2, events=2)
+    maintenance = Victim(engine, stack_env, [MAINTENANCE_QUEUE], concurrency=1)
+    try:
+        with connection.cursor() as cursor:  # a prune holding the lock, as a slice does
+            cursor.execute("SELECT pg_advisory_lock(%s)", [PRUNE_LOCK])
+        try:
+            app.send_task("retention.prune")
+            wait_for(lambda: "retention.prune_skipped" in maintenance.proc.log.read_text(), 30, "the tick skipped")
+            assert Run.objects.filter(pk__in=[r.pk for r in runs]).count() == 3
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [PRUNE_LOCK])
+        app.send_task("retention.prune")
+        wait_for(lambda: not Run.objects.filter(pk__in=[r.pk for r in runs]).exists(), 60, "the next one pruned")
+    finally:
+        maintenance.close()
