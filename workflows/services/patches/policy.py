@@ -367,7 +367,8 @@ class _Judgement:
         """Nor may an agent cut a step loose from what leads to it, to start at once: a step it added
         after itself, by a later patch, or an author's, before its own predecessors (after
         ``check_bypass``: a gated step cut loose is a bypass, and says so)."""
-        loose = sorted(set(gates.entries(self.after)) - set(gates.entries(self.before)) - self.state.started)
+        # a step with a node run already (queued, skipped, or begun) is not started by losing its edge
+        loose = sorted(set(gates.entries(self.after)) - set(gates.entries(self.before)) - set(self.state.statuses))
         for node_id in loose:
             self.refuse(Rule.UNREACHABLE_NODE, f"node {node_id!r} would start at once, with no edge leading to it: "
                         "an agent adds steps after itself, never new starts", lambda doc, n=node_id: n in

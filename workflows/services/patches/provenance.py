@@ -18,6 +18,7 @@ first.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,9 +120,10 @@ def texts(item: dict[str, Any], shown: tuple[str, ...]) -> set[str]:
             continue
         if isinstance(value, list | dict) and depth >= SHOWN_DEPTH:
             # keys and numbers an agent spelled a message with: an owner's copy of them is theirs
+            # (kept by its digest: each level's whole text, 58 levels of 0.9 MB, held 54 MB)
             whole = canonical_json(value)
             if len(whole) >= _COPIED_VALUE_MIN_CHARS:
-                found.add(whole)
+                found.add("sha256:" + hashlib.sha256(whole.encode()).hexdigest())
         if isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)
         elif isinstance(value, dict):
