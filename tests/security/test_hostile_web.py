@@ -95,9 +95,9 @@ SAVE_REFUSALS = {
     "remote $ref": ({"type": "object", "properties": {"x": {"$ref": "{remote}/schema.json"}}},
                     "/properties/x/$ref", "form.remote_ref"),
     "file $ref": ({"$ref": "file:///etc/passwd"}, "/$ref", "form.remote_ref"),
-    "$id rebasing local refs": ({"$id": "{remote}/base/", "$ref": "#/$defs/x", "$defs": {"x": True}}, "",
+    "$id rebasing local refs": ({"$id": "{remote}/base/", "$ref": "#/$defs/x", "$defs": {"x": True}}, "/$id",
                                 "form.keyword"),
-    "$dynamicRef": ({"$dynamicRef": "{remote}/dyn#meta"}, "", "form.keyword"),
+    "$dynamicRef": ({"$dynamicRef": "{remote}/dyn#meta"}, "/$dynamicRef", "form.keyword"),
     "backreference": ({"type": "string", "pattern": "^(a|b)\\1$"}, "/pattern", "form.pattern"),
     "lookahead in patternProperties": ({"patternProperties": {"^(?=a)": True}}, "/patternProperties",
                                        "form.pattern"),
@@ -109,7 +109,7 @@ SAVE_REFUSALS = {
     # the library finds what was evaluated by an unmetered walk of its own, and with Python's re
     "unevaluatedProperties beside patternProperties": ({"patternProperties": {"^a": True},
                                                         "unevaluatedProperties": False},
-                                                       "", "form.keyword"),
+                                                       "/unevaluatedProperties", "form.keyword"),
     # read by the library percent-decoded: it named no schema there, and the save was a 500
     "a reference the library reads otherwise": ({"$defs": {"a%25": {"type": "string"}}, "$ref": "#/$defs/a%25"},
                                                 "/$ref", "form.ref_unresolved"),

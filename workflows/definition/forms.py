@@ -498,7 +498,11 @@ def form_problems(form: Any) -> list[FormProblem]:
     for err in sorted(islice(_meta.iter_errors(form), FORM_MAX_PROBLEMS),
                       key=lambda e: [str(p) for p in e.absolute_path]):
         rule, message = _meta_rule(err)
-        problems.append(FormProblem(_pointer(err.absolute_path), rule, message))
+        where = list(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):  # name the keyword
+            allowed = FORM_META_SCHEMA["$defs"]["schema"]["properties"]
+            where += [key for key in err.instance if key not in allowed][:1]
+        problems.append(FormProblem(_pointer(where), rule, message))
     if problems:
         return problems
     schemas = list(_schemas(form))
