@@ -138,7 +138,7 @@ class ApiClient:
     def post(self, path: str, body: Any = None, *, headers: dict[str, str] | None = None) -> Any:
         return self.request("POST", path, body=body, headers=headers)
 
-    def start(self, path: str, body: Any, *, idempotency_key: str, retries: int = 2,
+    def post_once(self, path: str, body: Any, *, idempotency_key: str, retries: int = 2,
               what: str = "the run may have started: send the same start") -> Any:
         """A run start (or a patch), safe to retry: the server answers a repeated ``Idempotency-Key``
         with what the first request made, so a request whose answer was lost (a timeout) is sent again."""

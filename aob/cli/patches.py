@@ -70,7 +70,7 @@ def patch_propose(session: Session, run_id: str, file: str, description: str | N
                   idempotency_key: str | None) -> None:
     """Propose the operations in FILE for RUN_ID: applied now, or held for approval by the run's policy."""
     operations, from_file = operations_from(read_json_file(file, "patch file"), "the patch file")
-    answer = session.client.start(_patches_path(run_id), {"operations": operations,
+    answer = session.client.post_once(_patches_path(run_id), {"operations": operations,
                                                            "description": description or from_file or ""},
                                   idempotency_key=idempotency_key or str(uuid.uuid4()),
                                   what="the patch may have been applied: propose it")

@@ -160,7 +160,7 @@ def run_start(session: Session, target: str, inputs: str | None, watch: bool, id
         body["workflow"] = definition_of(read_json_file(target, "workflow file"), "the workflow file")
     else:
         body["tag"] = target
-    _started(session, session.client.start("runs", body, idempotency_key=idempotency_key or str(uuid.uuid4())), watch)
+    _started(session, session.client.post_once("runs", body, idempotency_key=idempotency_key or str(uuid.uuid4())), watch)
 
 
 @run.command("watch")
@@ -382,7 +382,7 @@ def run_replay(session: Session, run_id: str, node_id: str, watch: bool, reuse_l
     """A new run of RUN_ID's definition that runs NODE_ID and what follows it again, reusing the
     other completed nodes' outputs."""
     body = {"reuse_llm": True} if reuse_llm else {}
-    _started(session, session.client.start(_run_path(run_id, "nodes", segment(node_id), "replay"), body,
+    _started(session, session.client.post_once(_run_path(run_id, "nodes", segment(node_id), "replay"), body,
                                            idempotency_key=idempotency_key or str(uuid.uuid4())), watch)
 
 

@@ -291,7 +291,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         data = s.ExecuteIn(data=request.data)
         data.is_valid(raise_exception=True)
         workflow = selectors.workflow_get(owner=request.user, tag=tag, content=False)
-        return _start_once(request, lambda record: runs.run_start(
+        return _request_once(request, lambda record: runs.run_start(
             owner=request.user, artifact_id=workflow.current_version.artifact_id, inputs=data.validated_data["inputs"],
             workflow=workflow, request_id=_request_id(request), record=record, api_write=True))
 
@@ -321,13 +321,13 @@ def _replay_started(run: Run) -> dict[str, Any]:
     return json.loads(json.dumps(s.ReplayStartedOut(run).data, cls=DjangoJSONEncoder))
 
 
-def _start_once(request: Request, begin: Any, respond: Callable[[Any], dict[str, Any]] = _run_started,
+def _request_once(request: Request, begin: Any, respond: Callable[[Any], dict[str, Any]] = _run_started,
                 run_of: Callable[[Any], Run] = lambda run: run) -> Response:
     """A start (or a run's patch) that honours ``Idempotency-Key`` (workflows/services/idempotency.py):
     201 with what it made, or 200 with the answer the key's first request got."""
     start = idempotency.start_key(header=request.headers.get(idempotency.HEADER),
                                   endpoint=f"{request.method} {request.path}", body=request.data)
-    answer, created = idempotency.run_start_once(owner=request.user, start=start, respond=respond, begin=begin,
+    answer, created = idempotency.request_once(owner=request.user, start=start, respond=respond, begin=begin,
                                                  run_of=run_of)
     return Response(answer, status=201 if created else 200)
 
@@ -432,11 +432,11 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         if "tag" in data.validated_data:
             workflow = selectors.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
-            return _start_once(request, lambda record: runs.run_start(
+            return _request_once(request, lambda record: runs.run_start(
                 owner=request.user, artifact_id=workflow.current_version.artifact_id,
                 inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request),
                 record=record, api_write=True))
-        return _start_once(request, lambda record: runs.run_start(
+        return _request_once(request, lambda record: runs.run_start(
             owner=request.user, definition=data.validated_data["workflow"], inputs=data.validated_data["inputs"],
             request_id=_request_id(request), record=record, api_write=True))
 
@@ -552,7 +552,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         body = request.data  # no body at all is {}; any other body is judged, a list too
         data = s.ReplayIn(data={} if isinstance(body, dict) and not body else body)
         data.is_valid(raise_exception=True)
-        return _start_once(request, lambda record: runs.run_replay(
+        return _request_once(request, lambda record: runs.run_replay(
             run=run, node_id=node_id, user=request.user, request_id=_request_id(request),
             reuse_llm=data.validated_data["reuse_llm"], record=record), respond=_replay_started)
 
@@ -575,7 +575,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         # a retry of a lost answer must not apply an index-addressed patch twice (a second
         # ``remove /nodes/3`` removes another node): the same key answers the first patch
-        return _start_once(request, lambda record: patches.run_patch_propose(
+        return _request_once(request, lambda record: patches.run_patch_propose(
             run=run, operations=data.validated_data["operations"], description=data.validated_data["description"],
             node_id=data.validated_data.get("node_id", ""), user=request.user, record=record),
             respond=lambda patch: s.RunPatchOut(patch).data, run_of=lambda patch: patch.run)

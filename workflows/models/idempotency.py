@@ -8,8 +8,9 @@ from .run import Run
 
 
 class IdempotencyKey(models.Model):
-    """A start request's ``Idempotency-Key``: the run it started and the answer it got, so a client
-    that retries (a timeout, a lost answer) gets that run back instead of a second one.
+    """A request's ``Idempotency-Key`` (a run's start, a person's run patch): the run it started or
+    patched and the answer it got, so a client that retries (a timeout, a lost answer) gets that
+    answer back instead of a second run or the patch applied twice.
 
     Unique per user: two requests with one key race on this constraint, never on a read."""
 

@@ -1,8 +1,9 @@
-"""Idempotent starts: ``POST /workflows/{tag}/execute`` and ``POST /runs`` with an
-``Idempotency-Key`` header (the Stripe / IETF draft convention).
+"""Idempotent requests: a run's start (``POST /workflows/{tag}/execute``, ``POST /runs``, a replay)
+and a person's run patch (``POST /runs/{id}/patches``) with an ``Idempotency-Key`` header (the
+Stripe / IETF draft convention).
 
-The same key and the same request within ``TTL`` answer the run the first request started (200,
-the body it got); the same key with another request is refused (422). Keys are scoped per user.
+The same key and the same request within ``TTL`` answer what the first request made (200, the
+body it got); the same key with another request is refused (422). Keys are scoped per user.
 A key outlives its run (``IdempotencyKey.run`` is SET_NULL): a retry after the run was deleted
 still answers that body, naming a run that is now a 404, since the request it repeats did start
 it and a second run would repeat its outbound calls under new keys.
@@ -29,8 +30,8 @@ HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
 MAX_LENGTH = 255
 
-RULE_REUSED = ("a key names one request: within 24 h the same key with the same endpoint and body returns the "
-               "run it started; with another endpoint or body it is refused")
+RULE_REUSED = ("a key names one request: within 24 h the same key with the same endpoint and body returns what "
+               "it made; with another endpoint or body it is refused")
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class Recorder:
             raise KeyTaken("held")
 
 
-def run_start_once(*, owner: User, start: StartKey | None, respond: Callable[[Made], dict[str, Any]],
+def request_once(*, owner: User, start: StartKey | None, respond: Callable[[Made], dict[str, Any]],
                    begin: Callable[[Callable[[Made], None] | None], Made],
                    run_of: Callable[[Made], Run] = lambda made: made) -> tuple[dict[str, Any], bool]:
     """Do a request at most once per key: ``(answer, created)``. ``begin(record)`` makes what it
