@@ -12,6 +12,7 @@ from django.db import connection
 
 from tests.agents.flows import WAITING, add_after, edge, finish, http, node, start
 from tests.conftest import client_for, wait_for_run
+from tests.support.races import together
 from workflows.models import Event, NodeRun, PatchRefusal, Run, RunPatch
 
 
@@ -169,20 +170,8 @@ def test_a_retry_that_waited_for_its_first_gets_it_not_a_refusal(engine, api, us
     running(run_id, "slow")
     key = str(uuid.uuid4())
     body = {"operations": [{"op": "remove", "path": "/edges/0"}, {"op": "remove", "path": "/nodes/1"}]}
-    barrier = threading.Barrier(2)
-    answers: list[Any] = []
-
-    def send() -> None:
-        client = client_for(user)
-        barrier.wait()
-        answers.append(client.post(f"/api/v1/runs/{run_id}/patches", body, format="json", HTTP_IDEMPOTENCY_KEY=key))
-        connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = together(2, lambda _: client_for(user).post(f"/api/v1/runs/{run_id}/patches", body, format="json",
+                                                          HTTP_IDEMPOTENCY_KEY=key))
 
     assert sorted(a.status_code for a in answers) == [200, 201], [a.json() for a in answers]
     assert answers[0].json() == answers[1].json()

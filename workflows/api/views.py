@@ -44,18 +44,19 @@ ERRORS = {400: s.ErrorOut, 401: s.ErrorOut, 404: s.ErrorOut, 503: s.ErrorOut}
 RUN_START_ERRORS = {**ERRORS, 409: s.ErrorOut, 429: s.ErrorOut, 503: s.ErrorOut}
 # a read of a stored value whole: its per-user limits, by rate and in flight (429, ``WholeRead``)
 WHOLE_READ_ERRORS = {**ERRORS, 429: s.ErrorOut}
-IDEMPOTENCY_KEY = OpenApiParameter(
-    idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
-    pattern=r"^[\x20-\x7e]{1,255}$",
-    description="Makes the start safe to retry: within 24 h the same key and the same request body return the run "
-                "the first request started (200, the same body); the same key with another body is refused (422). "
-                "Keys are scoped per user.")
-PATCH_IDEMPOTENCY_KEY = OpenApiParameter(
-    idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
-    pattern=r"^[\x20-\x7e]{1,255}$",
-    description="Makes the patch safe to retry: within 24 h the same key and the same body return the patch the "
-                "first request made (200, the same body) instead of applying it again; the same key with another "
-                "body or run is refused (422). Keys are scoped per user, shared with run starts.")
+
+
+def _key_parameter(what: str) -> OpenApiParameter:
+    """The ``Idempotency-Key`` header of a request ``what`` names (``idempotency.request_once``)."""
+    return OpenApiParameter(
+        idempotency.HEADER, str, OpenApiParameter.HEADER, required=False, pattern=r"^[\x20-\x7e]{1,255}$",
+        description=f"Makes the {what} safe to retry: within 24 h the same key and the same request body return what "
+                    "the first request made (200, the same body), never a second one; the same key with another "
+                    "body or endpoint is refused (422). Keys are scoped per user.")
+
+
+IDEMPOTENCY_KEY = _key_parameter("start")
+PATCH_IDEMPOTENCY_KEY = _key_parameter("patch")
 
 
 def _request_id(request: Request) -> str:
