@@ -430,11 +430,6 @@ def _is_re2(value: object) -> bool:
 _meta = Draft202012Validator(FORM_META_SCHEMA, format_checker=_regex_format, registry=NO_RETRIEVAL)
 
 
-def _subschemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, dict[str, Any]]]:
-    """Every object subschema of a form, with its path (iterative)."""
-    return ((here, node) for here, node in _schemas(schema, path) if isinstance(node, dict))
-
-
 def _schemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
     """Every subschema of a form, ``true`` and ``false`` too, with its path (iterative)."""
     stack = [(path, schema)]
@@ -448,7 +443,7 @@ def _schemas(schema: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
         for key in ONE:
             if key in node:
                 stack.append(((*here, key), node[key]))
-        for key in MANY:  # an older stored form never met the meta-schema: shapes are checked
+        for key in MANY:  # shapes checked again: cheap, and the walk never trusts its caller
             children = node.get(key)
             for i, child in enumerate(children if isinstance(children, list) else ()):
                 stack.append(((*here, key, i), child))
