@@ -560,11 +560,13 @@ class _Judgement:
                     if theirs.get(key) is None or theirs[key] > limit:
                         self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: budget.{key} must be at most "
                                     f"{whose} ({limit})", _written(node_id), node_id=node_id)
-                # each round, attempt and second is more calls of the model and of the tools
-                for what, given, limit in (
-                        ("max_tool_rounds", effective_tool_rounds(config), effective_tool_rounds(bound)),
-                        ("retry.max_attempts", _attempts(node), _attempts(holder)),
-                        ("timeout_ms", _timeout_ms(node), _timeout_ms(holder))):
+                # each round, attempt and second is more calls of the model and of the tools; the
+                # attempts and time an author set bound every type of step, in ``check_repeats``
+                bounds = [("max_tool_rounds", effective_tool_rounds(config), effective_tool_rounds(bound))]
+                if holder is proposer:
+                    bounds += [("retry.max_attempts", _attempts(node), _attempts(holder)),
+                               ("timeout_ms", _timeout_ms(node), _timeout_ms(holder))]
+                for what, given, limit in bounds:
                     if given > limit:
                         self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: {what} must be at most {whose} "
                                     f"({limit})", _written(node_id), node_id=node_id)
