@@ -287,7 +287,7 @@ def test_a_pure_node_failing_in_place_fails_the_run_at_once_and_nothing_starts_a
                   "edges": [{"from": "w", "to": "p"}, {"from": "w", "to": "q"}]}
     for max_nodes in (1, 50):
         budget = pure.Budget(max_nodes=max_nodes, max_ms=10_000)
-        evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs={}, budget=budget)
+        evaluator = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, budget=budget)
         state = State(run_status=Run.Status.RUNNING, inputs={}, now=T0, limits=LIMITS, node_runs_stored=1,
                       tokens=[Token("w", 0, "transform", NodeRun.Status.COMPLETED, pk=1, output={"x": 1},
                                     finished_at=T0)])
@@ -317,7 +317,7 @@ def test_a_cap_passed_where_the_budget_runs_out_fails_the_run_at_once_and_nothin
     for limit, (definition, limits, cuts) in caps.items():
         for max_nodes in cuts:
             budget = pure.Budget(max_nodes=max_nodes, max_ms=10_000)
-            evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs=inputs, budget=budget)
+            evaluator = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs=inputs, budget=budget)
             state = State(run_status=Run.Status.RUNNING, inputs=inputs, now=T0, limits=limits, node_runs_stored=1,
                           tokens=[Token("w", 0, "transform", NodeRun.Status.COMPLETED, pk=1, output={"x": 1},
                                         finished_at=T0)])
@@ -340,10 +340,10 @@ def slow_node(timeout_ms: int | None = None) -> Any:
 @pytest.mark.parametrize(("max_ms", "timeout_ms"), [(10, None), (10_000, 10)], ids=["budget", "timeout_ms"])
 def test_a_pure_evaluation_stopped_by_its_cap_goes_to_a_worker(max_ms, timeout_ms):
     inputs = {"xs": list(range(300))}
-    capped = pure.Evaluator(run_id="r", owner_id=1, inputs=inputs, max_nodes=50, max_ms=max_ms)
+    capped = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs=inputs, max_nodes=50, max_ms=max_ms)
     assert capped(slow_node(timeout_ms), 0, {}) is None  # the queue's: a worker applies the node's limits
     # the control: with room in the budget and no timeout of its own, the decision evaluates it
-    room = pure.Evaluator(run_id="r", owner_id=1, inputs=inputs, max_nodes=50, max_ms=10_000)
+    room = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs=inputs, max_nodes=50, max_ms=10_000)
     outcome = room(slow_node(), 0, {})
     assert outcome is not None and outcome.error is None and outcome.output is True
 
@@ -355,9 +355,9 @@ def test_a_pure_node_whose_reads_cannot_be_converted_within_its_cap_goes_to_a_wo
     inputs = {"b": [{"k": i} for i in range(30_000)]}  # weighed at about 0.19 s: past 50 ms, within 1 s
     node = compile_definition({"nodes": [{"id": "t", "type": "transform", "config": {"expression": "size(inputs.b)"}}],
                                "edges": []}).nodes["t"]
-    capped = pure.Evaluator(run_id="r", owner_id=1, inputs=inputs, max_nodes=50, max_ms=50)
+    capped = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs=inputs, max_nodes=50, max_ms=50)
     assert capped(node, 0, {}) is None
-    room = pure.Evaluator(run_id="r", owner_id=1, inputs=inputs, max_nodes=50, max_ms=10_000)
+    room = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs=inputs, max_nodes=50, max_ms=10_000)
     outcome = room(node, 0, {})
     assert outcome is not None and outcome.error is None and outcome.output == 30_000
 

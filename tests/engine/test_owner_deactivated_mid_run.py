@@ -54,3 +54,24 @@ def test_an_agent_makes_no_model_call_after_its_owner_is_deactivated(engine, api
     assert not remote.hits("/echo/again")
     assert (run.status, plan.status) == ("failed", "failed"), (run.status, plan.status, plan.error)
     assert plan.error["error_type"] == "owner_inactive" and "deactivated" in plan.error["message"], plan.error
+
+
+def test_a_step_the_decision_evaluates_itself_does_not_start_for_a_deactivated_owner(engine, api, user, remote):
+    """A transform the coordinator evaluates in its decision (``pure``) starts as one on a worker
+    would (``execution.prepared``): before, the chain went on in the decision and the run completed
+    for an owner who had left, where the same step sent to a worker failed it."""
+    key = uuid.uuid4().hex
+    nodes = [http("first", f"{remote.base}/hold/{key}"),
+             {"id": "shape", "type": "transform", "config": {"expression": "{'n': 1}"}},
+             {"id": "more", "type": "transform", "config": {"expression": "nodes.shape.n + 1"}}]
+    run_id = start(api, nodes, [edge("first", "shape"), edge("shape", "more")])
+    wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 1, what="the first node in flight")
+
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    remote.release(key)
+
+    run = finish(run_id)
+    shape = node(run, "shape")
+    assert (run.status, shape.status) == ("failed", "failed"), (run.status, shape.status, shape.output)
+    assert shape.error["error_type"] == "owner_inactive", shape.error
+    assert not run.node_runs.filter(node_id="more").exclude(status="skipped").exists()

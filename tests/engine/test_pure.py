@@ -140,22 +140,22 @@ def decide(definition: dict[str, Any], evaluator: pure.Evaluator | None) -> plan
 
 
 def test_a_chain_of_pure_nodes_runs_in_one_decision_and_ends_the_run():
-    result = decide(chain(5), pure.Evaluator(run_id="r", owner_id=1, inputs={}, max_nodes=50, max_ms=10_000))
+    result = decide(chain(5), pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, max_nodes=50, max_ms=10_000))
     assert [(t.node_id, t.status) for t in result.inserts] == [(f"t{i}", NodeRun.Status.COMPLETED) for i in range(5)]
     assert result.run_finished == Run.Status.COMPLETED
     assert [e[0] for e in result.events[:2]] == [Event.Type.NODE_STARTED, Event.Type.NODE_COMPLETED]
 
 
 def test_the_budget_hands_the_rest_to_the_queue():
-    result = decide(chain(5), pure.Evaluator(run_id="r", owner_id=1, inputs={}, max_nodes=2, max_ms=10_000))
+    result = decide(chain(5), pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, max_nodes=2, max_ms=10_000))
     assert [(t.node_id, t.status) for t in result.inserts] == [
         ("t0", NodeRun.Status.COMPLETED), ("t1", NodeRun.Status.COMPLETED), ("t2", NodeRun.Status.QUEUED)]
-    spent = decide(chain(5), pure.Evaluator(run_id="r", owner_id=1, inputs={}, max_nodes=50, max_ms=0))
+    spent = decide(chain(5), pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, max_nodes=50, max_ms=0))
     assert [(t.node_id, t.status) for t in spent.inserts] == [("t0", NodeRun.Status.QUEUED)]
 
 
 def test_dispatch_queue_and_no_evaluator_queue_the_node():
-    evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs={}, max_nodes=50, max_ms=10_000)
+    evaluator = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, max_nodes=50, max_ms=10_000)
     assert [t.status for t in decide(chain(3, dispatch="queue"), evaluator).inserts] == [NodeRun.Status.QUEUED]
     assert [t.status for t in decide(chain(3), None).inserts] == [NodeRun.Status.QUEUED]
 
@@ -186,7 +186,7 @@ class PureSim(Sim):
                 f"join {token.node_id} with no live parent"
 
     def coordinate(self, pk: int) -> None:
-        evaluator = pure.Evaluator(run_id="r", owner_id=1, inputs={}, max_nodes=3, max_ms=10_000)
+        evaluator = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, max_nodes=3, max_ms=10_000)
         self.apply(planner.plan(self.ir, self.state(), pk, evaluator, evaluator.budget))
 
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Case, Count, Exists, F, JSONField, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
@@ -71,7 +72,9 @@ def locked_run(node_run_id: int) -> Run | None:
             .annotate(inputs_head=run_inputs.HEAD, patch_pending=Exists(RunPatch.objects.filter(run_id=OuterRef("pk"),
                                                                    status=RunPatch.Status.PENDING_APPROVAL)),
                       node_run_count=Subquery(NodeRun.objects.filter(run_id=OuterRef("pk")).order_by()
-                                              .values("run_id").annotate(n=Count("id")).values("n")[:1]))
+                                              .values("run_id").annotate(n=Count("id")).values("n")[:1]),
+                      # a node evaluated in the decision starts as on a worker (``execution.prepared``)
+                      owner_active=Subquery(User.objects.filter(pk=OuterRef("owner_id")).values("is_active")[:1]))
             .order_by().first())
 
 

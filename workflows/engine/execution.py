@@ -349,7 +349,10 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
 def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any]]:
     """The node's context with the config resolved where its type asks, and the type's function:
     the one preparation of a node, on a worker and in the decision (``pure.evaluate``). Raises
-    ``AobError`` for a type with no executor, and what resolving raises."""
+    ``OwnerInactive`` for a run whose owner was deactivated since it began, ``AobError`` for a type
+    with no executor, and what resolving raises."""
+    if not ctx.owner_active:  # nothing of a run starts as an owner deactivated since it began
+        raise owners.OwnerInactive.of(ctx.owner_id, f"node {ctx.node_id!r} of run {ctx.run_id} does not start")
     spec = registry.get(ctx.node_type)
     if spec is None or spec.run is None:
         raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
@@ -373,8 +376,6 @@ def execute(node_run_id: int) -> str | list[Any]:
         return ctx
     started = time.monotonic()
     try:
-        if not ctx.owner_active:  # nothing of a run starts as an owner deactivated since it began
-            raise owners.OwnerInactive.of(ctx.owner_id, f"node {ctx.node_id!r} of run {ctx.run_id} does not start")
         ctx, run = prepared(ctx)
         with heartbeat.holding(ctx.node_run_id, ctx.attempt), egress.only(ctx.hosts):
             output = run(ctx)

@@ -1,7 +1,9 @@
 """A run acts as its owner: it sends their secrets, spends their LLM budget and asks their approvers.
 No run starts as a deactivated owner (``services.runs.run_start``), and nothing of a running one
 starts once they are deactivated either: the executor's claim reads whether the owner is active
-(``execution.CLAIM``, in its one statement), and every model call's reservation reads it again
+(``execution.CLAIM``, in its one statement; a decision's lock of the run, for the steps it evaluates
+itself), the one preparation of a node refuses it (``execution.prepared``), and every model call's
+reservation reads it again
 (``agents.budget.reserve``), so an agent already at work stops before its next call.
 
 Why fail rather than carry on: a run is changed by its owner alone (``run_owner_check``, staff

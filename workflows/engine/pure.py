@@ -135,9 +135,9 @@ class Budget:
 class Evaluator:
     """The coordinator's evaluator for one decision: pure nodes until the budget is spent."""
 
-    def __init__(self, *, run_id: str, owner_id: int, inputs: dict[str, Any], budget: Budget | None = None,
-                 max_nodes: int | None = None, max_ms: float | None = None) -> None:
-        self.run_id, self.owner_id, self.inputs = run_id, owner_id, inputs
+    def __init__(self, *, run_id: str, owner_id: int, inputs: dict[str, Any], owner_active: bool,
+                 budget: Budget | None = None, max_nodes: int | None = None, max_ms: float | None = None) -> None:
+        self.run_id, self.owner_id, self.inputs, self.owner_active = run_id, owner_id, inputs, owner_active
         self.budget = budget if budget is not None else Budget(max_nodes, max_ms)
 
     def __call__(self, node: Node, iteration: int, outputs: dict[str, Any]) -> Outcome | None:
@@ -153,7 +153,8 @@ class Evaluator:
                           iteration=iteration, attempt=1, config=node.config, raw_config=node.config,
                           inputs=self.inputs, outputs=outputs,
                           timeout_s=(node.timeout_ms / 1000) if node.timeout_ms else None, owner_id=self.owner_id,
-                          definition={"retry": node.retry, "timeout_ms": node.timeout_ms})
+                          definition={"retry": node.retry, "timeout_ms": node.timeout_ms},
+                          owner_active=self.owner_active)
         with capped(cap_ms) as cap, budget.timing():
             ctx, output, error = evaluate(ctx)
         elapsed = time.monotonic() - started
@@ -187,8 +188,10 @@ class Evaluator:
 
 
 def evaluator_for(run: Any, inputs: dict[str, Any], budget: Budget) -> Evaluator | None:
-    """The evaluator for a decision about ``run`` (its ``inputs`` as the decision read them) within
-    ``budget``, or None when the setting turns the feature off."""
+    """The evaluator for a decision about ``run`` (its ``inputs`` as the decision read them, and
+    ``owner_active`` as ``coordinator.locked_run`` read it) within ``budget``, or None when the
+    setting turns the feature off."""
     if not settings.AOB_PURE_NODES:
         return None
-    return Evaluator(run_id=str(run.pk), owner_id=run.owner_id, inputs=inputs or {}, budget=budget)
+    return Evaluator(run_id=str(run.pk), owner_id=run.owner_id, inputs=inputs or {},
+                     owner_active=run.owner_active, budget=budget)
