@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -153,6 +154,30 @@ def test_a_post_not_repeated_after_a_kill_is_not_repeated_after_a_timeout_either
     assert charge.error["error_type"] == "OutcomeUnknown" and charge.error["transient"] is False, charge.error
     assert [entry["status"] for entry in charge.attempt_log] == ["failed"]
     assert len(remote.hits(f"/effect/{name}/")) == 1 and len(remote.effects(name)) == 1  # a person decides
+
+
+@pytest.mark.parametrize("config", [{"idempotency_header": None}, {"on_lost": "fail"}, {"on_lost": "repeat"}],
+                         ids=["no key", "on_lost fail", "control: on_lost repeat"])
+def test_a_post_answered_by_a_redirect_is_not_sent_again_for_what_the_redirect_s_target_answered(
+        engine, api, remote, config):
+    """Post/Redirect/Get: the remote applied the POST and answered 303, and the page it pointed to
+    answered 429. That is the GET's "not now", not the POST's: the node's retry sent the POST again,
+    with no key or against ``on_lost: fail`` (a red-team helper's find). Where a lost POST would be
+    sent again (``on_lost: repeat`` with its key: the control) the retry still sends it."""
+    name = unique("order")
+    target = quote(f"{remote.base}/status/429?{name}", safe="")
+    node = http("order", f"{remote.base}/redirect?to={target}&code=303",
+                config={"method": "POST", "payload": {"amount": 5}, "fail_on_status": True, **config})
+    node["retry"] = {"max_attempts": 3, "backoff_ms": 100}
+    run = wait_for_run(submit(api, {"nodes": [node], "edges": []}), timeout=40)
+    order = node_runs(run)["order"]
+    posts = [h for h in remote.hits("/redirect") if h["method"] == "POST" and name in h["query"]["to"][0]]
+    assert run.status == "failed" and order.error["error_type"] == "HTTPStatusError", order.error
+    if config.get("on_lost") == "repeat":
+        assert len(posts) == 3 and order.error["transient"] is True, (len(posts), order.error)
+        return
+    assert len(posts) == 1 and order.error["transient"] is False, (len(posts), order.attempt_log)
+    assert order.error["message"].startswith("POST ") and f"GET {remote.base}/status/429" in order.error["message"]
 
 
 def duplicate_messages(api: Any, remote: Any) -> tuple[str, NodeRun]:

@@ -416,6 +416,23 @@ def test_303_turns_post_into_get_and_307_keeps_it(server: Server) -> None:
     assert after_307.json_body["method"] == "POST" and json.loads(after_307.json_body["body"]) == {"x": 1}
 
 
+@pytest.mark.parametrize("status", [303, 307])
+def test_a_request_a_redirect_answered_counts_as_sent_whatever_its_next_hop_meets(
+        server: Server, settings: Any, status: int) -> None:
+    """The remote had the request once it answered it, with a redirect too (a 303 after a POST says
+    it acted): a next hop that cannot even connect is still a failure after sending. ``sent`` was the
+    last hop's alone, and the node's retry sent a POST without a key again (a red-team helper's)."""
+    closed = free_port()  # allowlisted and closed: the hop's connect is refused
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{server.port}", f"127.0.0.1:{closed}"]
+    with pytest.raises(HTTPRequestError) as caught:
+        request(method="POST", url=server.url(f"/redirect?status={status}&to=http://127.0.0.1:{closed}/x"),
+                json={"x": 1})
+    assert caught.value.extra["kind"] == "ConnectError" and caught.value.extra["sent"] is True, caught.value.extra
+    with pytest.raises(HTTPRequestError) as first:  # the same hop asked directly: nothing was sent
+        request(method="POST", url=f"http://127.0.0.1:{closed}/x", json={"x": 1})
+    assert first.value.extra["sent"] is False, first.value.extra
+
+
 def test_credentials_do_not_follow_a_redirect_to_another_origin(
         start_server: Callable[..., Server], settings: Any) -> None:
     first, second = start_server(), start_server()

@@ -153,9 +153,13 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     if config.get("fail_on_status") and result.status_code >= 400:
         # "not now" (429, a 503 with Retry-After, ...) is worth the node's retry, after the answer's
         # Retry-After; an unknown outcome (500, 502, 503, 504) only where a lost attempt would be sent again
+        # after a redirect the status is its target's, and the request itself was answered (the
+        # remote had it): sent again only where a lost one would be
         wait = idempotency.retry_after_seconds(result.headers)
-        again = idempotency.repeats_after(result.status_code, wait, method, config.get("on_lost"), bool(key_header))
-        raise NodeFailed(f"{method} {result.url} answered {result.status_code}", code="HTTPStatusError",
+        again = (idempotency.repeats_after(result.status_code, wait, method, config.get("on_lost"), bool(key_header))
+                 and (repeats or not result.redirect_urls))
+        via = f"{method} {config['url']} was redirected: " if result.redirect_urls else ""
+        raise NodeFailed(f"{via}{result.method} {result.url} answered {result.status_code}", code="HTTPStatusError",
                          extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None,
                                 "transient": again, **({"retry_after_seconds": wait} if again and wait is not None
                                                        else {})})

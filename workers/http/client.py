@@ -275,8 +275,11 @@ def _is_tls_failure(exc: BaseException) -> bool:
 AFTER_SENDING = (httpx.WriteError, httpx.WriteTimeout, httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError)
 
 
-def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
-    sent = isinstance(exc, AFTER_SENDING)
+def _request_error(exc: httpx.HTTPError, url: str, *, answered: bool = False) -> HTTPRequestError:
+    """The failure of one step of a request; ``sent`` once the request reached the remote: this
+    step's bytes went out, or an earlier step was ``answered`` (a redirect: whatever this step of
+    it met, the remote had the request, and may have acted on it, as a 303 after a POST says)."""
+    sent = answered or isinstance(exc, AFTER_SENDING)
     if isinstance(exc, httpx.TimeoutException):
         return HTTPRequestError(f"timed out: {exc}", extra={"url": url, "transient": True, "kind": "timeout",
                                                             "sent": sent})
@@ -424,20 +427,20 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             exc.extra.setdefault("url", sent_url)
             raise
         except httpx.HTTPError as exc:
-            raise _request_error(exc, sent_url) from exc
+            raise _request_error(exc, sent_url, answered=bool(redirects)) from exc
         except (httpx.InvalidURL, idna.IDNAError) as exc:
             # httpx builds the next request of every 3xx, followed or not, and some Locations it
             # cannot read (``http:x``, an empty IDNA label) came out as these, past its own
             # RemoteProtocolError for the others: a page an agent fetched ended the agent node
             raise _request_error(httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}"),
-                                 sent_url) from exc
+                                 sent_url, answered=bool(redirects)) from exc
         try:
             location = response.headers.get("location")
             if not (follow_redirects and response.status_code in REDIRECT_STATUSES and location):
                 try:
                     data = read_capped(response, cap=cap, url=sent_url)
                 except httpx.HTTPError as exc:
-                    raise _request_error(exc, sent_url) from exc
+                    raise _request_error(exc, sent_url, answered=bool(redirects)) from exc
                 result = _result(response, data, method=method, started=started, redirects=redirects)
                 logger.info("http.request", extra={"method": method, "host": outgoing.url.host,
                                                    "status": result.status_code,
