@@ -584,8 +584,9 @@ CORPUS = [
         [replace("/metadata/patch_policy", "auto")], "metadata_immutable", 0),
     row("metadata-agent-naming-no-node", GOVERNED, PLANNING, NAMELESS, [replace("/metadata/max_agent_nodes", 9)],
         "metadata_immutable", 0),
+    # deny is judged first, before any work on the operations (metadata_immutable until 7 December)
     row("metadata-under-deny-names-the-rule", DENIED, PLANNING, PLAN, [replace("/metadata/patch_policy", "auto")],
-        "metadata_immutable", 0),
+        "patch_policy"),
     row("metadata-person-flips-policy-accepted", GOVERNED, PLANNING, PERSON,
         [replace("/metadata/patch_policy", "auto")], "applied"),
     row("metadata-person-raises-limit-accepted", GOVERNED, PLANNING, PERSON,

@@ -145,3 +145,25 @@ def test_deny_refuses_the_agents_patch(engine, api, fake_llm, remote):
     assert not RunPatch.objects.filter(run=run).exists() and not Approval.objects.filter(run=run).exists()
     assert list(run.node_runs.values_list("node_id", flat=True)) == ["plan"]
     assert run.current_artifact_id == run.base_artifact_id
+
+
+def test_a_held_patch_approved_after_the_owner_turned_the_policy_to_deny_is_not_applied(engine, api, fake_llm,
+                                                                                         remote):
+    """``deny`` is judged with the rest of the policy, so it holds for a held patch approved later
+    too: the owner's patch of ``metadata.patch_policy`` commutes with the agent's node, and its
+    approval applied the agent's patch under ``deny`` (a fresh-eyes review's find)."""
+    run_id, approval = held(api, fake_llm, remote)
+    deny = [{"op": "replace", "path": "/metadata/patch_policy", "value": "deny"}]
+    response = api.post(f"/api/v1/runs/{run_id}/patches", {"operations": deny, "description": "no more"},
+                        format="json")
+    assert response.status_code == 201, response.json()
+
+    response = api.post(f"/api/v1/approvals/{approval.pk}/decide", {"approve": True}, format="json")
+    assert response.status_code == 200, response.json()
+    run = finish(run_id)
+
+    patch = RunPatch.objects.get(run=run, node_id="plan")
+    assert patch.status == "rejected" and "patch_policy is deny" in patch.reason, (patch.status, patch.reason)
+    assert response.json()["patch"]["status"] == "rejected"
+    assert run.status == "completed" and not NodeRun.objects.filter(run=run, node_id="notify").exists()
+    assert remote.hits("/echo") == []

@@ -34,6 +34,7 @@ from ..idempotency import Recorder
 from ..runs import run_hosts, run_locked, runs_below, runs_below_locked
 from .policy import (
     MAX_OPERATIONS,
+    PatchDenied,
     PatchRejected,
     Proposer,
     Rule,
@@ -42,6 +43,7 @@ from .policy import (
     Verdict,
     agent_limit,
     judge,
+    patch_policy,
 )
 from .provenance import agent_written, authored_base_id, patch_wrote
 
@@ -53,11 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HISTORY = (NodeRun.Status.COMPLETED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING)
-
-
-class PatchDenied(AobError):
-    code = "patch_denied"
-    status = 403
 
 
 def graph_summary(definition: dict[str, Any]) -> dict[str, Any]:
@@ -147,11 +144,7 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
             if record is not None:
                 record(noop)
             return noop
-        policy = before.get("metadata", {}).get("patch_policy", "auto")
-        if proposer.agent and policy == "deny":
-            raise PatchDenied("this workflow's patch_policy is deny: agents may not patch its runs",
-                              extra={"rule": Rule.PATCH_POLICY, "op": None, "path": None})
-        held = proposer.agent and policy == "require_approval"
+        held = proposer.agent and patch_policy(before) == "require_approval"
         run.patch_seq += 1
         patch = RunPatch.objects.create(
             run=run, seq=run.patch_seq, operations=operations, description=description, node_id=proposer.node_id,

@@ -83,7 +83,7 @@ class Rule(StrEnum):
     SSRF = "ssrf", "the URL is not allowed by the outbound policy"
     HOST_NOT_ALLOWED = egress.RULE, "a literal URL's host is not on the workflow's metadata.allowed_hosts"
     APPROVED_ACTION_STARTED = "approved_action_started", "an approved action that has started cannot change"
-    PATCH_POLICY = "patch_policy", "this workflow's patch_policy is deny"  # (services.patches)
+    PATCH_POLICY = "patch_policy", "this workflow's patch_policy is deny"
 
 
 def effective_tools(config: dict[str, Any]) -> list[str]:
@@ -108,6 +108,13 @@ def effective_tool_rounds(config: dict[str, Any]) -> int:
 
 class PatchRejected(ValidationFailed):
     code = "patch_rejected"
+
+
+class PatchDenied(PatchRejected):
+    """An agent's patch of a run whose workflow says ``patch_policy: deny``."""
+
+    code = "patch_denied"
+    status = 403
 
 
 class SpawnLimitExceeded(PatchRejected):
@@ -156,6 +163,13 @@ def agent_limit(definition: dict[str, Any]) -> int:
     ceiling = settings.AOB_MAX_AGENT_NODES
     declared = definition.get("metadata", {}).get("max_agent_nodes") if isinstance(definition, dict) else None
     return min(ceiling, declared) if isinstance(declared, int) else ceiling
+
+
+def patch_policy(definition: dict[str, Any]) -> str:
+    """What the definition's ``metadata.patch_policy`` says of agents' patches: ``auto`` (judged and
+    applied), ``require_approval`` (judged, then held for a person), ``deny``."""
+    metadata = definition.get("metadata")
+    return (metadata.get("patch_policy") if isinstance(metadata, dict) else None) or "auto"
 
 
 def judge(*, before: dict[str, Any], operations: Any, proposer: Proposer, state: RunState) -> Verdict:
@@ -217,6 +231,9 @@ class _Judgement:
                         op=MAX_OPERATIONS, limit=MAX_OPERATIONS)
         if not self.operations:
             return Verdict(after=self.before)
+        if self.proposer.agent and patch_policy(self.before) == "deny":  # when proposed, and when a held one is approved
+            self.refuse(Rule.PATCH_POLICY, "this workflow's patch_policy is deny: agents may not patch its runs",
+                        error=PatchDenied)
         self.check_storable()
         self.check_patch_count()  # before any work on a patch the run has no room for
         self.after = self.apply()
