@@ -27,7 +27,7 @@ import contextvars
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, quote_plus
 
 from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
@@ -112,11 +112,11 @@ class SecretBox:
         None when there is none. Made again only when the box has handed out another secret."""
         if self._matched != len(self.used):
             labels = {form: f"[secret:{name}]" for name, secret in self.used.items() if secret
-                      for form in {secret, *_url_forms(secret), json.dumps(secret)[1:-1],
-                                   json.dumps(secret, ensure_ascii=False)[1:-1]}}
+                      for form in {secret, *_url_forms(secret), *_text_forms(secret)}}
             forms = list(labels)
-            self._matcher = ((AhoCorasick(forms, matchkind=MatchKind.LeftmostLongest, implementation=CONTIGUOUS), [labels[f] for f in forms])
-                             if forms else None)
+            numbers = {form: f"[secret:{name}]" for name, secret in self.used.items() if (form := _number_form(secret))}
+            self._matcher = (Matcher(AhoCorasick(forms, matchkind=MatchKind.LeftmostLongest, implementation=CONTIGUOUS),
+                                     [labels[f] for f in forms], numbers) if forms else None)
             self._matched = len(self.used)
         return self._matcher
 
@@ -130,8 +130,8 @@ class SecretBox:
         matcher = self._automaton() if self.used else None
         if matcher is None:
             return []
-        automaton, labels = matcher
-        return sorted({labels[i][8:-1] for text in texts for i, _, _ in automaton.find_matches_as_indexes(text)})
+        return sorted({matcher.labels[i][8:-1] for text in texts
+                       for i, _, _ in matcher.automaton.find_matches_as_indexes(text)})
 
     def masked(self, exc: Any) -> Any:
         """An AobError (raised while secrets were in play) with its message and details masked."""
@@ -151,7 +151,15 @@ class SecretBox:
             _ACTIVE.reset(token)
 
 
-Matcher = tuple[AhoCorasick, list[str]]  # every form of the secrets in use, and each one's label
+class Matcher(NamedTuple):
+    """Every form of the secrets in use in text, each one's label, and the numbers a digit secret
+    is answered as (``_number_form``), each with its label."""
+
+    automaton: AhoCorasick
+    labels: list[str]
+    numbers: dict[str, str]
+
+
 # The crate picks a DFA for a few patterns, which took 200 s to build for four secrets of 16,000 "é"
 # (long periodic forms); its NFA builds in milliseconds and still reads a text once.
 CONTIGUOUS = Implementation.ContiguousNFA
@@ -185,6 +193,39 @@ def _url_forms(secret: str) -> set[str]:
     return forms
 
 
+# HTML's escapes of the characters it escapes (Python's html.escape, Django, Jinja, PHP's
+# htmlspecialchars, each its own choice of quote forms), and the JSON string escapes other
+# encoders write: PHP's "\/", Go's HTML-safe "\u0026" "\u003c" "\u003e" and line separators, Java's
+# upper-case hex. A login page that fills its form in again, or an error page quoting what it was
+# sent, wrote the secret in one of them, kept as it came (a red-team helper's find).
+_HTML_QUOTES = (("&quot;", "&#x27;"), ("&quot;", "&#39;"), ("&#34;", "&#39;"), ("&quot;", "&apos;"))
+_GO_JSON = {"&": "\\u0026", "<": "\\u003c", ">": "\\u003e", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_JSON_HEX = re.compile(r"\\u[0-9a-f]{4}")
+
+
+def _text_forms(secret: str) -> set[str]:
+    """``secret`` inside a JSON string as the common encoders write it, and HTML-escaped."""
+    raw, ascii_only = json.dumps(secret, ensure_ascii=False)[1:-1], json.dumps(secret)[1:-1]
+    forms = {raw, ascii_only, raw.replace("/", "\\/"), ascii_only.replace("/", "\\/"),
+             "".join(_GO_JSON.get(c, c) for c in raw),
+             _JSON_HEX.sub(lambda hexed: hexed.group()[:2] + hexed.group()[2:].upper(), ascii_only)}
+    html = secret.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    forms.add(html)
+    for double, single in _HTML_QUOTES:
+        forms.add(html.replace('"', double).replace("'", single))
+    return forms
+
+
+def _number_form(secret: str) -> str | None:
+    """The number a secret of decimal digits with leading zeros is answered as by a remote that
+    read it as one (``00481516`` as ``481516``), at least four digits: masked where a number is
+    (``_mask``), never in text, where a short one would take every such figure."""
+    if secret.isascii() and secret.isdigit() and secret.startswith("0"):
+        number = str(int(secret))
+        return number if len(number) >= 4 else None
+    return None
+
+
 def _mask(value: Any, matcher: Matcher) -> Any:
     if isinstance(value, str):
         return _mask_text(value, matcher)
@@ -196,6 +237,8 @@ def _mask(value: Any, matcher: Matcher) -> Any:
         # a remote that parsed the JSON text a PIN was sent in answers it as a number: masked as
         # its text would be, so the output (and its content-addressed artifact) never holds it
         text = json.dumps(value)
+        if text in matcher.numbers:
+            return matcher.numbers[text]
         masked = _mask_text(text, matcher)
         return value if masked == text else masked
     return value
@@ -204,7 +247,7 @@ def _mask(value: Any, matcher: Matcher) -> Any:
 def _mask_text(text: str, matcher: Matcher) -> str:
     """``text`` read once, left to right, each form found replaced by its label: the longest that
     starts at the leftmost place, then on after it."""
-    automaton, labels = matcher
+    automaton, labels, _ = matcher
     found = automaton.find_matches_as_indexes(text)
     if not found:
         return text

@@ -4,6 +4,7 @@ or the LLM request."""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 
@@ -265,6 +266,46 @@ def test_a_secret_a_remote_url_encodes_with_another_library_is_masked(engine, ap
     assert run.status == "completed", run.error
     links = NodeRun.objects.get(run=run, node_id="list").output["body"]
     assert links == {name: "https://api.example/next?token=[secret:LINK_TOKEN]" for name in forms}
+
+
+def test_a_secret_a_remote_echoes_html_escaped_or_json_escaped_by_another_encoder_is_masked(engine, api, remote):
+    """A login page that fills its form in again, or an error page quoting what it was sent, writes
+    the secret HTML-escaped, or as another JSON encoder escapes it inside text it keeps: each was kept
+    as it came, for the run's readers and the agents after it (a red-team helper's find)."""
+    value = "Pa/ss&w0rd<Zq>+9\"'"
+    assert api.put("/api/v1/secrets/LOGIN", {"value": value}, format="json").status_code == 201
+    forms = {
+        "html (Python, Jinja)": html.escape(value),
+        "html (Django, PHP)": html.escape(value).replace("&#x27;", "&#39;"),
+        "php json_encode": json.dumps(value)[1:-1].replace("/", "\\/"),
+        "go encoding/json": json.dumps(value)[1:-1].replace("&", "\\u0026").replace("<", "\\u003c")
+        .replace(">", "\\u003e"),
+    }
+    remote.script("login", [{name: f'<input name="password" value="{form}">' for name, form in forms.items()}])
+    nodes = [http("login", f"{remote.base}/seq/login", method="POST", payload={"password": "$secrets.LOGIN"})]
+
+    run = finish(start(api, nodes))
+
+    assert run.status == "completed", run.error
+    assert json.loads(remote.hits("/seq/login")[0]["body"]) == {"password": value}
+    login = NodeRun.objects.get(run=run, node_id="login")
+    assert login.output["body"] == {name: '<input name="password" value="[secret:LOGIN]">' for name in forms}
+    assert Artifact.objects.get(pk=login.output_artifact_id).content["body"] == login.output["body"]
+
+
+def test_a_digit_secret_a_remote_answers_as_a_number_without_its_leading_zeros_is_masked(engine, api, remote):
+    """An account number sent as the text its author wrote and answered as the number a typed field
+    read it as loses its leading zeros: the rest of it was kept. Only a number is read so, and only
+    from four digits on: text keeps its figures."""
+    api.put("/api/v1/secrets/ACCOUNT", {"value": "00481516"}, format="json")
+    remote.script("account", [{"account": 481516, "balance": 12, "note": "ref 481516"}])
+    nodes = [http("check", f"{remote.base}/seq/account", method="POST", payload={"account": "$secrets.ACCOUNT"})]
+
+    run = finish(start(api, nodes))
+
+    assert run.status == "completed", run.error
+    body = NodeRun.objects.get(run=run, node_id="check").output["body"]
+    assert body == {"account": "[secret:ACCOUNT]", "balance": 12, "note": "ref 481516"}
 
 
 def test_a_secret_a_header_cannot_carry_fails_the_node_naming_the_header_never_the_value(engine, api, remote):
