@@ -338,7 +338,8 @@ def run_timeline(*, run: Run) -> dict[str, Any]:
         end = nr["finished_at"] or (now if nr["status"] in NodeRun.ACTIVE else None)
         item = {
             "node_id": nr["node_id"], "type": nr["node_type"], "iteration": nr["iteration"], "status": nr["status"],
-            "wait_reason": nr["wait_reason"], "attempts": nr["attempts"],
+            "wait_reason": nr["wait_reason"], "waiting_for": NodeRun.waiting_for(nr["status"], nr["wait_reason"]),
+            "attempts": nr["attempts"],
             "queued_at": nr["queued_at"], "started_at": nr["started_at"], "finished_at": nr["finished_at"],
             "queued_ms": ms_between(origin, nr["queued_at"]),
             "started_ms": ms_between(origin, nr["started_at"]),

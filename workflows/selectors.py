@@ -485,6 +485,7 @@ def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
         "total_duration_ms": _ms(nr.queued_at, nr.finished_at) if nr else None,
         "usage": nr.usage if nr else {},
         "wait_reason": nr.wait_reason if nr else "",
+        "waiting_for": NodeRun.waiting_for(nr.status, nr.wait_reason) if nr else "",
     }
 
 

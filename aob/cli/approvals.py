@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import echo, short_time, table
+from .output import echo, more_after, short_time, table
 from .session import Session, json_file_or_text, pass_session
 
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired", "cancelled", "all")
@@ -27,16 +27,19 @@ def approvals(ctx: click.Context) -> None:
 @click.option("--run", "run_id", default=None, help="Only this run's.")
 @click.option("--asked-by", default=None, help="Only those of this user's runs (username).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
 @pass_session
-def approvals_list(session: Session, status: str, run_id: str | None, asked_by: str | None, limit: int) -> None:
+def approvals_list(session: Session, status: str, run_id: str | None, asked_by: str | None, limit: int,
+                   offset: int) -> None:
     """Approvals waiting for you, the askers in turn (or with --status, any you can see)."""
     page = session.client.get("approvals", status=None if status == "all" else status, run=run_id,
-                              asked_by=asked_by, limit=limit)
+                              asked_by=asked_by, limit=limit, offset=offset)
 
     def pretty(d: dict[str, Any]) -> None:
         table([(a["id"], a["run_id"], a["node_id"], a.get("asked_by", ""), a["status"],
                 short_time(a["deadline"]) or "-", a["message"])
                for a in d["results"]], ["ID", "RUN", "NODE", "ASKER", "STATUS", "DEADLINE", "MESSAGE"])
+        more_after(d, offset)
 
     session.output.emit(page, pretty)
 

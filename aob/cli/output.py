@@ -107,6 +107,14 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())  # escaped above
 
 
+def more_after(page: dict[str, Any], offset: int) -> None:
+    """Under an offset-paged list with more after it, how many of how many it showed and the
+    ``--offset`` that shows the next ones."""
+    if page.get("next"):
+        shown = len(page.get("results") or [])
+        echo(f"({shown} of {page.get('count', '?')}; --offset {offset + shown} for more)")
+
+
 def duration_text(ms: Any, missing: str = "-") -> str:
     """``1234`` → ``1.234 s``; under a second in ms."""
     if not isinstance(ms, int):

@@ -199,9 +199,11 @@ def run_status(session: Session, run_id: str) -> None:
         echo("")
         # One error shown once: the node whose failure failed the run has it on the line above.
         failed_node = (r.get("error") or {}).get("node_id") if isinstance(r.get("error"), dict) else None
+        # a node that waits says for what (the server's words), where a failed one says why
         table([(n["node_id"], n["type"], n["status"], n["attempts"], duration_text(n["execution_time_ms"], ""),
-                "(above)" if n["node_id"] == failed_node and n["error"] else _error_text(n["error"]))
-               for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR"])
+                "(above)" if n["node_id"] == failed_node and n["error"] else _error_text(n["error"])
+                or (f"waiting for {n['waiting_for']}" if n.get("waiting_for") else ""))
+               for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR / WAITING FOR"])
         count = d.get("patches_count", len(d["patches"]))
         if count:
             echo(f"\n{count} patch(es): `aob patch list {r['run_id']}`")

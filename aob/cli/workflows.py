@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import dumps, echo, short_time, table
+from .output import dumps, echo, more_after, short_time, table
 from .session import (
     Session,
     definition_of,
@@ -50,8 +50,7 @@ def workflow_list(session: Session, scope: str, limit: int, offset: int, search:
                  (w.get("last_run") or {}).get("status", "-"), (w.get("description") or w.get("name") or "")[:50])
                 for w in d["results"]]
         table(rows, ["TAG", "VERSION", "NODES", "EDGES", "OWNER", "UPDATED", "LAST RUN", "DESCRIPTION"])
-        if d.get("next"):
-            echo(f"({len(rows)} of {d['count']}; --offset {offset + len(rows)} for more)")
+        more_after(d, offset)
 
     session.output.emit(page, pretty)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.cli.test_runs import event_types
 from tests.conftest import wait_for_run
+from tests.engine.flow import wait_until
 
 
 def hitl() -> dict:
@@ -47,7 +48,11 @@ def test_patch_then_approve_by_run_and_node(engine, as_alice, write_json):
     first = as_alice("patch", "list", run_id, "--limit", "1").lines()
     assert [line.split()[0] for line in first[1:-1]] == ["1"] and first[-1] == "(1 of 2; --offset 1 for more)"
     assert [line.split()[0] for line in as_alice("patch", "list", run_id, "--offset", "1").lines()[1:]] == ["2"]
-    assert "2 patch(es): `aob patch list" in as_alice("run", "status", run_id).out
+    status = as_alice("run", "status", run_id)
+    assert "2 patch(es): `aob patch list" in status.out
+    # what a waiting node waits for, in the server's words (NodeRun.WAITING_FOR)
+    review = next(line for line in status.lines() if line.startswith("review "))
+    assert review.split()[2] == "waiting" and review.endswith("waiting for a person's decision (its approval)")
 
     approved = as_alice("approve", run_id, "review", "--comment", "fine")
     assert approved.code == 0, approved.err
@@ -71,3 +76,17 @@ def test_reject_by_approval_id_and_watch_by_polling(engine, as_alice, write_json
     watched = as_alice("run", "watch", run_id, "--poll")
     assert watched.code == 0
     assert ("node_skipped", "pay") in event_types(watched.lines())
+
+
+def test_the_inbox_says_how_many_more_wait_and_pages_on_to_them(engine, as_alice, write_json):
+    """``--limit`` showed one page and never said more waited, nor could the CLI reach them."""
+    gates = {"nodes": [{"id": f"gate{i}", "type": "hitl", "config": {"message": f"gate {i}?"}} for i in range(3)],
+             "edges": []}
+    run_id = start_parked(as_alice, write_json("gates.json", gates))
+    wait_until(lambda: as_alice("-o", "json", "approvals", "list", "--run", run_id).json()["count"] == 3,
+               what="three gates asking")
+
+    first = as_alice("approvals", "list", "--run", run_id, "--limit", "2").lines()
+    assert len(first) == 4 and first[-1] == "(2 of 3; --offset 2 for more)", first
+    rest = as_alice("approvals", "list", "--run", run_id, "--limit", "2", "--offset", "2").lines()
+    assert len(rest) == 2 and {line.split()[2] for line in [*first[1:3], rest[1]]} == {"gate0", "gate1", "gate2"}

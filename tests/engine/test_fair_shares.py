@@ -86,6 +86,9 @@ def test_another_owners_node_runs_beside_a_slow_fan_out_and_each_waiting_node_sa
     details = api.get(f"/api/v1/runs/{alice}/details").json()
     waiting = [n for n in details["nodes"] if n["status"] == "queued"]
     assert len(waiting) == FAN_OUT - 1 and {n["wait_reason"] for n in waiting} == {"slot"}
+    timeline = api.get(f"/api/v1/runs/{alice}/timeline").json()["items"]
+    assert {i["waiting_for"] for i in timeline if i["status"] == "queued"} == {NodeRun.WAITING_FOR["slot"]}
+    assert {i["waiting_for"] for i in timeline if i["status"] != "queued"} == {""}
     held = [e for e in api.get(f"/api/v1/runs/{alice}/events").json() if e["type"] == "node_held"]
     assert sorted(e["node_id"] for e in held) == sorted(n["node_id"] for n in waiting)  # each told once
     assert {e["data"]["limit"] for e in held} == {1}

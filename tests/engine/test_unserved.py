@@ -34,7 +34,7 @@ def test_a_node_no_worker_serves_says_why_it_waits_and_goes_on_once_one_does(
 
     node = wait_until(lambda: (n := _node(api, run_id, loud))["wait_reason"] == "worker" and n, timeout=45,
                       what="the node's wait_reason")
-    assert node["status"] == "queued"
+    assert node["status"] == "queued" and node["waiting_for"].startswith("a worker: none running consumes its queue")
     unserved = [e for e in api.get(f"/api/v1/runs/{run_id}/events").json() if e["type"] == "node_unserved"]
     assert len(unserved) == 1 and unserved[0]["node_id"] == loud
     data = unserved[0]["data"]

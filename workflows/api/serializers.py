@@ -483,6 +483,8 @@ class NodeDetailOut(serializers.Serializer):
         "as many nodes of its type as AOB_OWNER_MAX_RUNNING allows; it starts when one of them ends) or unclaimed "
         "(a running worker consumes its queue and none claimed it for AOB_UNCLAIMED_AFTER_S: its node_unclaimed "
         "event says why that may be; it is sent again under a new id)"))
+    waiting_for = serializers.CharField(allow_blank=True, help_text=(
+        "what a queued or waiting node waits for, in words (from its wait_reason); empty when nothing is named"))
 
 
 class PatchSummaryOut(serializers.Serializer):
@@ -651,6 +653,7 @@ class TimelineItemOut(serializers.Serializer):
     iteration = serializers.IntegerField()
     status = serializers.CharField()
     wait_reason = serializers.CharField(allow_blank=True)
+    waiting_for = serializers.CharField(allow_blank=True, help_text="what it waits for, in words (as NodeOut's)")
     attempts = serializers.IntegerField()
     queued_at = serializers.DateTimeField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)

@@ -164,6 +164,16 @@ class NodeRun(models.Model):
         CANCELLED = "cancelled"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.WAITING)
+    # What a queued or waiting node run waits for, in words, by its ``wait_reason``: the one wording
+    # the run's details and timeline answer (``waiting_for``), which the pages and the CLI show.
+    WAITING_FOR = {
+        "approval": "a person's decision (its approval)",
+        "budget": "its run's budget to be raised",
+        "workflow": "its child run to finish",
+        "worker": "a worker: none running consumes its queue (its node_unserved event names it)",
+        "slot": "a slot: its owner runs as many nodes of its type as allowed",
+        "unclaimed": "a worker to claim it (sent again under a new id)",
+    }
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
 
     # No index of its own for ``run``: ``node_run_token_unique`` leads with it.
@@ -238,6 +248,13 @@ class NodeRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id}#{self.iteration} ({self.status})"
+
+    @classmethod
+    def waiting_for(cls, status: str, wait_reason: str) -> str:
+        """What a node run in ``status`` waits for, in words; "" when it waits for nothing named."""
+        if status not in (cls.Status.QUEUED, cls.Status.WAITING) or not wait_reason:
+            return ""
+        return cls.WAITING_FOR.get(wait_reason, wait_reason)
 
 
 class RunPatch(models.Model):

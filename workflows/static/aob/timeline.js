@@ -3,10 +3,6 @@
 // retried node as its own segment (failed ones marked). Plain HTML, so it reads without a picture.
 import { el, setChildren } from "./api.js";
 
-// what a node waits for, in words (NodeOut.wait_reason: the others read as they are)
-const WAITS = { slot: "a slot (its owner runs as many of its type as allowed)", worker: "a worker",
-  unclaimed: "a worker to claim it (sent again under a new id)" };
-
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
   if (ms < 1000) return `${ms} ms`;
@@ -43,8 +39,8 @@ function row(item, span) {
   }
   const facts = [`wait ${fmtMs(item.queue_wait_ms)}`, `ran ${fmtMs(item.run_ms)}`];
   if (item.attempts > 1) facts.push(`${item.attempts} attempts`);
-  if (item.wait_reason && (item.status === "queued" || item.status === "waiting")) {
-    facts.push(`waiting for ${WAITS[item.wait_reason] || item.wait_reason}`);
+  if (item.waiting_for) {  // the server's words (NodeRun.WAITING_FOR)
+    facts.push(`waiting for ${item.waiting_for}`);
   }
   return el("tr", { "data-node": item.node_id, "data-iteration": String(item.iteration), "data-status": item.status },
     el("th", { scope: "row", class: "mono" }, label),
