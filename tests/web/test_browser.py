@@ -63,6 +63,8 @@ def test_approve_a_waiting_node_and_watch_the_run_complete_live(web: str) -> Non
         sockets[-1].close()
         expect(page.locator("#node-h")).not_to_have_attribute("data-drawn", "before")  # redrawn since
         expect(page.locator("#live")).to_have_text("● live")
+        # re-read: what the node waits for, in the server's words
+        expect(page.locator("#node-panel")).to_contain_text("waiting for a person's decision (its approval)")
         expect(comment).to_be_focused()
         page.keyboard.type(" me")
         expect(comment).to_have_value("fine by me")

@@ -238,7 +238,8 @@ function renderNodePanel() {
     ? el("button", { type: "button", class: "btn", onclick: (ev) => replayFrom(n.node_id, ev.currentTarget) }, `Replay from ${n.node_id}`) : null;
   const head = [
     el("h2", { id: "node-h" }, "Node ", el("span", { class: "mono" }, n.node_id), " ", badge(n.status)),
-    el("p", { class: "muted" }, `type ${n.type}`, n.added_by_patch ? " · added by a patch" : "", n.reused ? " · output reused" : ""),
+    el("p", { class: "muted" }, `type ${n.type}`, n.added_by_patch ? " · added by a patch" : "", n.reused ? " · output reused" : "",
+      n.waiting_for ? ` · waiting for ${n.waiting_for}` : ""),  // the server's words (NodeRun.WAITING_FOR)
   ];
   const rest = [
     timings(n),
