@@ -60,8 +60,31 @@ def test_crossed_walks_the_action_once_an_outcome_not_once_an_edge(monkeypatch):
     after["edges"].append(edge("plan", "n0"))
     walks = []
     walk = gates._guarded_from
-    monkeypatch.setattr(gates, "_guarded_from", lambda d, g, s: walks.append(g) or walk(d, g, s))
+    monkeypatch.setattr(gates, "_guarded_from", lambda d, g, s, *rules: walks.append(g) or walk(d, g, s, *rules))
     with gates.memo():
         for j in range(count):
             gates.crossed(before, after, f"g{j}")
     assert len(walks) <= 2 * count, f"{len(walks)} walks of the gates' actions for {count} gates"
+
+
+def test_the_routes_a_decision_is_carried_on_are_walked_a_bounded_number_of_times(monkeypatch):
+    """Each rule out of a step that carries a gate's decision on (``gates.deciders``) is a route of
+    its own, one walk each: a chain of 400 conditionals after a gate, each with a rule onward, is
+    walked at most ``MAX_ROUTES`` times a definition, the rest of its rules as plain edges."""
+    chain = 400
+    nodes = [agent("plan"), hitl("review"),
+             *[{"id": f"c{i}", "type": "conditional", "config": {}} for i in range(chain)],
+             *[http(f"x{i}") for i in range(chain)]]
+    edges = [edge("plan", "review"), edge("review", "c0")]
+    edges += [edge(f"c{i}", f"c{i + 1}", "$.approved == true") for i in range(chain - 1)]
+    edges += [edge(f"c{i}", f"x{i}") for i in range(chain)]
+    before = {"nodes": nodes, "edges": edges}
+    after = copy.deepcopy(before)
+    after["edges"].append(edge("x0", "x1"))
+    walks = []
+    walk = gates._guarded_from
+    monkeypatch.setattr(gates, "_guarded_from", lambda d, g, s, *rules: walks.append(g) or walk(d, g, s, *rules))
+    with gates.memo():
+        assert len(gates.deciders(before, "review")) == chain + 1
+        assert gates.crossed(before, after, "review") == {"x1"}  # x0's route reaches x1 now
+    assert len(walks) <= 2 * gates.MAX_ROUTES, f"{len(walks)} walks"

@@ -307,6 +307,24 @@ JUDGED = {
     "edges": [edge("plan", "page"), edge("page", "post"), edge("post", "more"), edge("plan", "more")],
 }
 
+# A gate's decision carried on one step (a red team's find): the conditional ``decide`` passes the
+# gate's output on, its rule routes the payment. /nodes: 0 plan, 1 fetch, 2 review, 3 decide, 4 pay,
+# 5 notify; /edges: 0 plan→fetch, 1 fetch→review, 2 review→decide, 3 decide→pay ($.approved == true),
+# 4 decide→notify (taken when no rule holds)
+CARRIED = {
+    "nodes": [agent("plan"), http("fetch", f"{API}/invoice"), hitl("review", approvers=["bob", "carol"]),
+              {"id": "decide", "type": "conditional", "config": {}}, http("pay", method="POST"),
+              http("notify", f"{API}/declined", method="POST")],
+    "edges": [edge("plan", "fetch"), edge("fetch", "review"), edge("review", "decide"),
+              edge("decide", "pay", APPROVED), edge("decide", "notify")],
+}
+CARRIED_FOUR_EYES = with_config(CARRIED, "review", allow_self_approval=False)
+# The same recorded by a transform: /nodes/3 record ({'ok': nodes.review.approved}); /edges/3 record→pay ($.ok)
+RECORDED = {"nodes": [*CARRIED["nodes"][:3], transform("record", expression="{'ok': nodes.review.approved}"),
+                      *CARRIED["nodes"][4:]],
+            "edges": [edge("plan", "fetch"), edge("fetch", "review"), edge("review", "record"),
+                      edge("record", "pay", "$.ok == true"), edge("record", "notify")]}
+
 
 def loop_back(target: str, node_id: str = "again") -> list[dict[str, Any]]:
     """A loop after ``target`` that runs it again, up to the schema's most iterations."""
@@ -656,6 +674,31 @@ CORPUS = [
     # shows the condition). Both are accepted today; see the report.
     row("gate-node-reordered-accepted", INVOICE, PLANNING, PLAN, [move("/nodes/2", "/nodes/-")], "applied"),
     row("gate-edge-label-accepted", INVOICE, PLANNING, PLAN, [add("/edges/2/label", "approve")], "applied"),
+
+    # --- the gate's decision carried on: a rule after it that routes on its outcome is the gate's --------
+    row("carried-rule-loosened", CARRIED, PLANNING, PLAN, [replace("/edges/3/condition", "true")], "gate_immutable", 0),
+    row("carried-rule-removed", CARRIED, PLANNING, PLAN, [remove("/edges/3/condition")], "gate_immutable", 0),
+    row("carried-rule-loosened-while-the-gate-waits", CARRIED, BESIDE, PLAN, [replace("/edges/3/condition", "true")],
+        "gate_immutable", 0),
+    row("carried-conditional-new-edge-out", CARRIED, PLANNING, PLAN, [add_node(transform("x")), add_edge("decide", "x")],
+        "gate_immutable", 1),
+    row("carried-transform-rewritten", RECORDED, PLANNING, PLAN, [replace("/nodes/3/config/expression", "{'ok': true}")],
+        "gate_immutable", 0),
+    row("carried-else-branch-wired-into-the-approved-step", CARRIED, PLANNING, PLAN, [add_edge("notify", "pay")],
+        "gate_bypass", 0),
+    row("carried-new-rule-of-the-agent-s-own-into-the-approved-step", CARRIED, PLANNING, PLAN,
+        [add_node(transform("mine", expression="{'approved': true, 'seen': nodes.review.decision}")),
+         add_edge("notify", "mine"), add_edge("mine", "pay", APPROVED)], "gate_bypass", 2),
+    row("carried-step-after-the-approved-one-accepted", CARRIED, PLANNING, PLAN, after("pay", transform("receipt")),
+        "applied"),
+    row("carried-four-eyes-rule-loosened-by-the-owner", CARRIED_FOUR_EYES, PLANNING, PERSON,
+        [replace("/edges/3/condition", "true")], "gate_immutable", 0),
+    row("carried-four-eyes-else-branch-wired-by-the-owner", CARRIED_FOUR_EYES, PLANNING, PERSON,
+        [add_edge("notify", "pay")], "gate_bypass", 0),
+    row("carried-waiting-rule-loosened-by-the-owner", CARRIED, BESIDE, PERSON, [replace("/edges/3/condition", "true")],
+        "gate_immutable", 0),
+    row("carried-rule-changed-by-the-owner-before-the-gate-asks-accepted", CARRIED, PLANNING, PERSON,
+        [replace("/edges/3/condition", "$.approved == true && $.decision == 'approved'")], "applied"),
 
     # --- gate_immutable for people: a four-eyes gate, or a gate waiting for a decision -------------------
     row("four-eyes-self-approval-allowed", FOUR_EYES, PLANNING, PERSON,

@@ -182,8 +182,11 @@ def guarded(definition: dict[str, Any], gate: str) -> list[str]:
     return sorted(_guarded_from(definition, gate, successors(definition).get(gate, [])))
 
 
-def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str]) -> set[str]:
-    """The nodes reached from ``starts`` up to the next gate or the end, not through ``gate``."""
+def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str],
+                  decisive: Mapping[str, list[tuple[str, str]]] | None = None) -> set[str]:
+    """The nodes reached from ``starts`` up to the next gate or the end, not through ``gate``; not
+    along the rules named in ``decisive`` (a node's rules that route on the gate's decision, each
+    its own route: ``outcomes``)."""
     adjacency = successors(definition)
     nodes = nodes_by_id(definition)
     seen: set[str] = set()
@@ -193,23 +196,94 @@ def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str]) 
         if node in seen or node == gate or nodes[node].get("type") == GATE:
             continue
         seen.add(node)
-        todo.extend(adjacency[node])
+        ruled = decisive.get(node) if decisive else None
+        if ruled:  # a rule's target is reached on its own route; a plain edge's, on this one
+            taken = [target for target, _ in ruled]
+            rest = list(adjacency[node])
+            for target in taken:
+                rest.remove(target)
+            todo.extend(rest)
+        else:
+            todo.extend(adjacency[node])
     return seen
 
 
-def outcomes(definition: dict[str, Any], gate: str) -> dict[str, set[str | None]]:
-    """Each node of the action ``gate`` guards, with the gate's outcomes that reach it: an outcome is
-    the condition of the gate's edges that take it (normalized; ``None``: its edges without one),
-    however many edges it has. One walk an outcome."""
-    def build() -> dict[str, set[str | None]]:
-        starts: dict[str | None, list[str]] = {}
+# The routes of a gate's decision one walk each: its own edges' outcomes and the rules that carry it on
+# (``outcomes``). Past this many, a decider's further rules are walked as plain edges.
+MAX_ROUTES = 256
+
+Route = tuple[str, "str | None"]  # the edge's source (the gate, or a node carrying its decision), its rule
+
+
+def deciders(definition: dict[str, Any], gate: str) -> set[str]:
+    """The nodes whose output carries ``gate``'s decision, so that a rule on an edge out of one
+    routes on that decision as the gate's own edges do: the gate; a node that computes what the run
+    reads (``registry.acts`` is false: a transform, a conditional) and reads one of them, in its
+    config or in an edge into it (``{'ok': nodes.review.approved}``); and an inline node (a
+    conditional, which passes its input on) after one of them. A step that acts answers with what
+    it did (a request's response), not with the decision."""
+    from workflows import registry
+
+    def build() -> set[str]:
+        nodes = nodes_by_id(definition)
+        if gate not in nodes:
+            return set()
+        readers: dict[str, list[str]] = {}
+        for node_id, read in _reads(definition).items():
+            for source in read:
+                readers.setdefault(source, []).append(node_id)
+        after = successors(definition)
+        found = {gate}
+        todo = [gate]
+        while todo:
+            carrier = todo.pop()
+            passed = [n for n in after.get(carrier, []) if _inline(registry, nodes[n].get("type"))]
+            for node_id in [*readers.get(carrier, []), *passed]:
+                if node_id not in found and not registry.acts(nodes[node_id].get("type")):
+                    found.add(node_id)
+                    todo.append(node_id)
+        return found
+
+    return _memoized(f"deciders:{gate}", definition, build)
+
+
+def _inline(registry: Any, node_type: Any) -> bool:
+    spec = registry.get(node_type) if isinstance(node_type, str) else None
+    return spec is not None and spec.inline
+
+
+def outcomes(definition: dict[str, Any], gate: str) -> dict[str, set[Route]]:
+    """Each node of the action ``gate`` guards, with the routes of the gate's decision that reach
+    it: a route is the last decision edge on the way (one of the gate's own edges, or a rule on an
+    edge out of a node that carries the decision: ``deciders``: ``review → decide → pay`` when
+    ``$.approved``), named by its source and its normalized condition (``None``: an edge without
+    one, taken whatever the decision). One walk a route."""
+    def build() -> dict[str, set[Route]]:
+        carriers = deciders(definition, gate) - {gate}
+        starts: dict[Route, list[str]] = {}
         for source, target, condition in edges(definition):
             if source == gate:
-                starts.setdefault(_normal(condition), []).append(target)
-        reached: dict[str, set[str | None]] = {}
-        for outcome, targets in starts.items():
-            for node in _guarded_from(definition, gate, targets):
-                reached.setdefault(node, set()).add(outcome)
+                starts.setdefault((gate, _normal(condition)), []).append(target)
+        rules: dict[str, list[tuple[str, str]]] = {}
+        for source, target, condition in edges(definition):
+            if source in carriers and condition:
+                rules.setdefault(source, []).append((target, condition))
+        reached: dict[str, set[Route]] = {}
+        todo = list(starts)
+        walked: set[Route] = set()
+        while todo:
+            route = todo.pop(0)
+            if route in walked:
+                continue
+            walked.add(route)
+            decisive = rules if len(walked) + len(todo) < MAX_ROUTES else {}
+            for node in _guarded_from(definition, gate, starts[route], decisive):
+                reached.setdefault(node, set()).add(route)
+                for target, condition in decisive.get(node, ()):
+                    onward = (node, _normal(condition))
+                    starts.setdefault(onward, []).append(target)
+                    if onward not in walked:
+                        todo.append(onward)
         return reached
 
     return _memoized(f"outcomes:{gate}", definition, build)

@@ -332,6 +332,16 @@ class _Judgement:
             if _touching(self.before, gate) != _touching(self.after, gate):
                 self.refuse(Rule.GATE_IMMUTABLE, f"the edges into and out of gate {gate!r}: {why}",
                             lambda doc, g=gate: _touching(doc, g), node_id=gate)
+            # a step that carries the gate's decision on (a conditional after it, a transform reading
+            # it) routes on that decision as the gate's edges do: loosened, a rejection paid
+            for carrier in sorted(gates.deciders(self.before, gate) - {gate}):
+                if self.new.get(carrier) != self.old[carrier]:
+                    self.refuse(Rule.GATE_IMMUTABLE, f"node {carrier!r} carries the decision of gate {gate!r} on: "
+                                f"{why}", _node(carrier), node_id=carrier)
+                if _touching(self.before, carrier) != _touching(self.after, carrier):
+                    self.refuse(Rule.GATE_IMMUTABLE, f"the edges into and out of node {carrier!r}, which carries the "
+                                f"decision of gate {gate!r} on: {why}", lambda doc, c=carrier: _touching(doc, c),
+                                node_id=carrier)
 
     def check_valid(self) -> None:
         report = validate(self.after)
