@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from aob_project.exceptions import ServiceUnavailable
-from workflows.definition.gates import guarding
+from workflows.definition.gates import binding
 from workflows.engine.execution import WAITING, park
 from workflows.engine.sweeper import ClockTimestamp
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVersion
@@ -122,14 +122,14 @@ def run_workflow(ctx: NodeContext) -> Any:
 
 def _approved_at(ctx: NodeContext) -> datetime | None:
     """When the action this node is part of was approved, the earliest time: a gate of its own
-    run that guards it, or, for a child run, whatever approved the node that started it (so a
+    run that guards it or whose action reads what it makes, or, for a child run, whatever approved the node that started it (so a
     grandchild is bound by the parent's approval as the child is)."""
     return _node_approved_at(ctx.run_id, ctx.node_id, ctx.iteration)
 
 
 def started_approved(run_id: Any) -> bool:
     """Whether ``run_id`` is a child run its parent started inside an approved action (the node that
-    started it, or one above it, guarded by a gate that approved): the whole child is what the
+    started it, or one above it, guarded by a gate that approved, or read by that gate's action): the whole child is what the
     approvers let run, so every patch to it is judged as changing an approved action that has begun
     (``NodeType.started_approved``; the child's version is bound at its start, ``run_workflow``)."""
     link = (SubRun.objects.filter(child_run_id=run_id)
@@ -152,8 +152,8 @@ def _node_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | N
 
 
 def _gates_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | None:
-    """When the gates of ``run_id`` that guard ``node_id`` (``gates.guarding``, in the run's current
-    definition) were approved, the earliest. A gate's node run completes when its approval is
+    """When the gates of ``run_id`` that bind ``node_id`` (``gates.binding``, in the run's current
+    definition: that guard it, or whose action reads what it makes) were approved, the earliest. A gate's node run completes when its approval is
     decided, by the last vote it needs; its output lists the votes that counted, each with its time,
     and the first approving one is when the action was approved: a gate that several people approve
     binds the version the first of them could see, not one saved between their votes (a gate that
@@ -161,7 +161,7 @@ def _gates_approved_at(run_id: Any, node_id: str, iteration: int) -> datetime | 
     the node's own count."""
     artifact_id = Run.objects.filter(pk=run_id).values_list("current_artifact_id", flat=True).first()
     definition = Artifact.objects.filter(pk=artifact_id).values_list("content", flat=True).first() or {}
-    gates = guarding(definition, node_id)
+    gates = binding(definition, node_id)
     times = []
     for gate in gates:
         latest = (NodeRun.objects.filter(run_id=run_id, node_id=gate, status=NodeRun.Status.COMPLETED,

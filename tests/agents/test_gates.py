@@ -39,6 +39,25 @@ def test_guarding_is_the_gates_whose_action_holds_the_node(definition):
         assert gates.guarding(definition, node) == sorted(g for g in every if node in gates.guarded(definition, g))
 
 
+@settings(max_examples=300, deadline=None)
+@given(definitions())
+def test_binding_holds_every_gate_whose_action_holds_or_reads_the_node(definition):
+    """``binding`` (what approving binds: a child run a gate's action reads is part of it) answers at
+    least the gates ``guarding`` and ``feeders`` name for the node, each asked of every gate."""
+    every = gates.gates(definition)
+    for node in [n["id"] for n in definition["nodes"]] + ["ghost"]:
+        bound = set(gates.binding(definition, node))
+        assert set(gates.guarding(definition, node)) <= bound
+        assert {g for g in every if node in gates.feeders(definition, g, gates.guarded(definition, g))} <= bound
+
+
+def test_a_step_an_approved_action_reads_is_bound_by_its_gate_and_one_it_does_not_is_not():
+    definition = _paying_a_quote()
+    assert gates.guarding(definition, "quote") == []  # beside the gate, not after it
+    assert gates.binding(definition, "quote") == gates.binding(definition, "rate") == ["review"]
+    assert gates.binding(definition, "elsewhere") == []
+
+
 def test_guarding_walks_a_large_definition_once(monkeypatch):
     """A workflow node's start asks which gates guard it: asking ``guarded`` of 800 gates over 5,000
     edges took 7 s of a worker (a red-team helper's measurement). ``guarding`` builds the graph once

@@ -331,6 +331,39 @@ def guarding(definition: dict[str, Any], node_id: str) -> list[str]:
     return sorted(found)
 
 
+def binding(definition: dict[str, Any], node_id: str) -> list[str]:
+    """The gates whose approval binds what ``node_id`` does: those whose action holds it
+    (``guarding``), and those whose action reads what it makes, through the steps after it and the
+    steps that read it (``feeders``' edges, walked forward): a child run that supplies an approved
+    payment's amount is part of what was approved, as the step that computes it is (rewritten by its
+    own agent after the approval, the payment sent what nobody approved: a red team's find). Two walks,
+    whatever the number of gates."""
+    adjacency = successors(definition)
+    if node_id not in adjacency:
+        return []
+    nodes = nodes_by_id(definition)
+    readers: dict[str, list[str]] = {}
+    for reader, read in _reads(definition).items():
+        for source in read:
+            readers.setdefault(source, []).append(reader)
+    onward = {n: [*adjacency[n], *readers.get(n, ())] for n in adjacency}
+    fed = reachable(onward, [node_id]) | {node_id}
+    reverse = predecessors(adjacency)
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = [p for n in fed if nodes[n].get("type") != GATE for p in reverse[n]]
+    while todo:  # back from each, up to the first gate on the way (``guarding``'s walk, from them all)
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if nodes[node].get("type") == GATE:
+            found.add(node)
+            continue
+        todo.extend(reverse[node])
+    return sorted(found)
+
+
 def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set[str]:
     """The nodes whose outputs ``gate``'s action reads (and theirs in turn) that need not have run
     when the gate asks: upstream of a node of the action along an edge (what it joins), or named by
