@@ -119,6 +119,12 @@ def test_what_an_approved_action_reads_that_may_still_run_is_part_of_what_was_ap
     fed_anew = _paying_a_quote()
     fed_anew["edges"].append({"from": "elsewhere", "to": "quote"})  # quote now joins another step's output
     assert _digest(fed_anew) != digest
+    # a rule out of a step the action reads is taken alone when it holds: slow no longer reaches
+    # quote, and pay reads nothing (a red-team helper's find); a plain edge beside its others is not read
+    starved, beside = _paying_a_quote(), _paying_a_quote()
+    starved["edges"].append({"from": "slow", "to": "elsewhere", "condition": "true"})
+    beside["edges"].append({"from": "slow", "to": "elsewhere"})
+    assert _digest(starved) != digest and _digest(beside) == digest
 
 
 def _in_a_loop() -> dict[str, Any]:

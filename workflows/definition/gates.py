@@ -450,9 +450,12 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     # what the approved action reads, not what nodes added after it read (``leave_out``)
     fed = sorted(feeders(definition, gate, region) - skip) if gate is not None else []
     read = inside | set(fed)
-    # every edge into or out of the action; into what it reads (an edge out of that, elsewhere, is not read)
+    # every edge into or out of the action; into what it reads, and the branch rules out of that (a
+    # rule that holds is taken alone: one added elsewhere starves the step the action reads); a
+    # plain edge out of it, elsewhere, is not read
     routes = [[source, target, condition] for source, target, condition in edges(definition)
-              if (source in inside or target in read) and not (target in skip and not condition)]
+              if (source in inside or target in read or (condition and source in read))
+              and not (target in skip and not condition)]
     digested = {"gate": nodes.get(gate) if gate else None, "nodes": [nodes[n] for n in region], "edges": routes,
                 "loops": [nodes[n] for n in loops]}
     if fed:  # a key of its own: an action that reads nothing still has the digest it had
