@@ -428,7 +428,8 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     loop pays on every page), though the loop may lie outside what ``guarded`` walks (before
     another gate, or beside the action). A loop that runs the gate again is not: the gate asks on
     every pass. And what the action reads that may still run after the approval (``feeders``), with
-    every edge into those: the amount a payment sends is part of what was approved.
+    every edge into those and every branch rule out of them: the amount a payment sends is part of
+    what was approved.
 
     Nodes named in ``leave_out`` (added by an agent the gate already approved) are not part of it,
     and neither are the edges among them nor the plain edges from the approved action to them (an
