@@ -273,6 +273,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "workflows.middleware.NulRefusedMiddleware",
+    "workflows.middleware.QueryParametersMiddleware",
     "workflows.middleware.LoginRateLimitMiddleware",
     "workflows.middleware.DatabaseErrorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

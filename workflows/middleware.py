@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from aob_project.exceptions import NotFound
 from workflows.api.errors import database_error, json_error
 from workflows.api.filters import refuse
+from workflows.api.params import query_problem
 from workflows.ratelimit import RateLimited, check_login, client_address
 
 logger = logging.getLogger(__name__)
@@ -72,4 +73,22 @@ class NulRefusedMiddleware:
             for name, values in request.GET.lists():
                 if "\x00" in name or any("\x00" in value for value in values):
                     return json_error(refuse(name.replace("\x00", "%00"), "must not contain NUL", "nul"))
+        return self.get_response(request)
+
+
+class QueryParametersMiddleware:
+    """An API request's query parameters, judged as a whole before any view reads one
+    (``params.query_problem``): one given twice, or one its endpoint does not declare, is a 400
+    naming it (rule ``repeated``, ``unknown_parameter``), as an unknown field of a body is."""
+
+    API = "/api/"
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.GET and request.path.startswith(self.API):
+            problem = query_problem(request.method or "GET", request.path, request.GET)
+            if problem is not None:
+                return json_error(problem)
         return self.get_response(request)

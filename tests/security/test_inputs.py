@@ -329,10 +329,26 @@ def test_nul_in_a_query_filter_is_a_400(world, query):
     assert_error(response, 400, "validation_error")
 
 
-@pytest.mark.parametrize("query", ["/runs?limit={big}", "/runs?offset={big}", "/approvals?limit={big}&offset={big}",
+@pytest.mark.parametrize("query", ["/runs?limit={big}", "/approvals?limit={big}&offset={big}",
                                    "/workflows?offset={big}", "/runs/{run}/events?after={big}",
                                    "/workflows/hello/runs?limit={big}"])
 def test_integers_beyond_64_bits_in_the_query_are_clamped(world, query):
     response = client_for(world.alice).get(API + query.format(run=world.waiting.pk, big=10**30))
 
     assert response.status_code == 200, response.content[:300]
+
+
+@pytest.mark.parametrize(("query", "field", "rule"), [
+    ("/runs?stauts=failed", "stauts", "unknown_parameter"),  # read as no filter: every run listed
+    ("/runs?offset=5", "offset", "unknown_parameter"),  # /runs pages by cursor: the offset was ignored
+    ("/runs/{run}/details?after=1", "after", "unknown_parameter"),
+    ("/runs?status=failed&status=completed", "status", "repeated"),  # the last was read alone
+    ("/approvals?limit=abc&limit=5", "limit", "repeated"),
+])
+def test_a_query_parameter_the_endpoint_does_not_take_or_given_twice_is_a_400_naming_it(world, query, field, rule):
+    """A misspelt filter listed everything and a repeated one kept its last value, each with a 200:
+    the endpoint's parameters are the ones its OpenAPI document declares, each given once."""
+    response = client_for(world.alice).get(API + query.format(run=world.waiting.pk))
+
+    assert_error(response, 400, "validation_error")
+    assert (response.json()["details"]["field"], response.json()["details"]["rule"]) == (field, rule)

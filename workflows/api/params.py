@@ -5,6 +5,9 @@ end is an empty page)."""
 
 from __future__ import annotations
 
+import functools
+import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,3 +76,46 @@ def query_text(request: Any, name: str, max_length: int = 200) -> str | None:
         raise ValidationFailed(f"{name}: at most {max_length} characters", extra={"field": name, "rule": "max_length",
                                                                                  "limit": max_length})
     return value
+
+
+_DECLARED_LOCK = threading.Lock()
+
+
+@functools.cache
+def _declared() -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
+    """Each API operation's path, method and the query parameters the OpenAPI document declares for
+    it (drf-spectacular's own schema, built once a process: about half a second): the one list of
+    what each endpoint reads."""
+    from drf_spectacular.generators import SchemaGenerator
+
+    with _DECLARED_LOCK:
+        schema = SchemaGenerator().get_schema(request=None, public=True)
+    found = []
+    for path, operations in schema.get("paths", {}).items():
+        parts = re.split(r"\{[^}/]+\}", path)  # {id}: one segment
+        pattern = re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "/?$")
+        for method, operation in operations.items():
+            names = frozenset(p["name"] for p in operation.get("parameters", []) if p.get("in") == "query")
+            found.append((pattern, method.upper(), names, len(parts)))
+    # a path written out before one with a placeholder where both match (``runs/delete``, ``runs/{id}``)
+    return [(pattern, method, names) for pattern, method, names, _ in sorted(found, key=lambda f: f[3])]
+
+
+def query_problem(method: str, path: str, query: Any) -> ValidationFailed | None:
+    """What is wrong with a request's query parameters as a whole, before any view reads one: a
+    parameter given twice (the lists read the last, so ``status=failed&status=completed`` listed the
+    completed runs alone), or one the endpoint does not declare (``?stauts=failed`` listed every
+    run). A path the document does not describe is judged for repeats only."""
+    for name, values in query.lists():
+        if len(values) > 1:
+            return ValidationFailed(f"{name}: given {len(values)} times; give it once",
+                                    extra={"field": name, "rule": "repeated"})
+    declared = next((names for pattern, verb, names in _declared() if verb == method and pattern.match(path)), None)
+    if declared is None:
+        return None
+    unknown = sorted(name for name in query if name not in declared)
+    if unknown:
+        known = f"it takes {', '.join(sorted(declared))}" if declared else "it takes none"
+        return ValidationFailed(f"{unknown[0]}: this endpoint takes no such query parameter ({known})",
+                                extra={"field": unknown[0], "rule": "unknown_parameter", "allowed": sorted(declared)})
+    return None
