@@ -13,7 +13,10 @@ provider (``llm.made``: a timeout, the node cut off mid-call), at its worst case
 that attempt runs, so a late release from a lapsed attempt never frees the next attempt's. One
 left by an attempt that is no longer running (its process killed mid-call) is a call made with
 no answer: the next reservation of a run or owner that holds it charges it at its worst case
-(``_settle``), and the lapsed attempt's own late release, if it comes, then adds nothing.
+(``_settle``), and the lapsed attempt's own late release, if it comes, then adds nothing. A run
+that ends with one (cancelled, failed elsewhere, its lost node given up: nothing of it reserves
+again) has it charged as it ends (``settle_lapsed``, the agent type's ``on_run_finished``), and
+the budget sweep charges what a process that died before that left (``sweep_lapsed``).
 
 A sub-workflow's spend also counts against its parent's ceilings, and theirs, up the nesting
 (``Run.within``): the reservation and the usage are written to every run of that line at once, so
@@ -390,6 +393,57 @@ def wake_later(line: list[str], owner_id: int) -> None:
             wake_task.delay(line, owner_id)
     except Exception:  # the sweep is the backstop; the call itself is journaled
         logger.warning("budget.wake_not_sent", exc_info=True, extra={"run_id": line[0]})
+
+
+def settle_lapsed(run_id: Any) -> int:
+    """Charge the calls ``run_id``'s line reserved whose attempt is no longer running, as the next
+    reservation would (``_settle``), in the runs of the line and in the owner's day rows that hold
+    them (of whatever day); the number charged. Before, a run that ended with one (cancelled while
+    its agent's process lay dead mid-call) kept it reserved, uncharged, for ever (a red-team helper's
+    find)."""
+    if not Run.objects.filter(pk=run_id, usage__has_key="reservations").exclude(usage__reservations={}).exists():
+        return 0  # almost every run: one read, no lock
+    with transaction.atomic():
+        line = _line(str(run_id))  # child first, then the owner's rows: as ``reserve`` locks them
+        keys = {key for each in line for key in ((each.usage or {}).get("reservations") or {})}
+        live = _holding(keys)
+        lapsed = {key for key in keys if key not in live
+                  and int(key.partition("/")[0]) in _node_runs_of(line[0].pk, keys - live)}
+        if not lapsed:
+            return 0
+        for each in line:
+            held = (each.usage or {}).get("reservations") or {}
+            mine = {k: v for k, v in held.items() if k not in lapsed}
+            if len(mine) < len(held):  # its lapsed ones charged, the rest left as they are
+                usage = _settle(each, {k: v for k, v in held.items() if k in lapsed}, set())
+                usage["reservations"] = mine
+                Run.objects.filter(pk=each.pk).update(usage=usage)
+        for spend in (OwnerSpend.objects.select_for_update().filter(owner_id=line[0].owner_id,
+                                                                     reserved__has_any_keys=sorted(lapsed))
+                      .order_by("day")):
+            spend.cost_usd += sum(v for k, v in spend.reserved.items() if k in lapsed)
+            spend.reserved = {k: v for k, v in spend.reserved.items() if k not in lapsed}
+            spend.save(update_fields=["reserved", "cost_usd"])
+    return len(lapsed)
+
+
+def _node_runs_of(run_id: Any, keys: set[str]) -> set[int]:
+    """The node runs among ``keys``' that are ``run_id``'s own: a run settles its own calls, and a
+    parent's other children settle theirs."""
+    return set(NodeRun.objects.filter(run_id=run_id, pk__in={int(k.partition("/")[0]) for k in keys})
+               .values_list("pk", flat=True))
+
+
+def sweep_lapsed(limit: int = 100) -> int:
+    """The backstop of ``settle_lapsed``: the runs whose calls the owners' day rows still hold though
+    their attempts ended (a process died between a run's end and its settling), ``limit`` at a time.
+    The day rows are few (one an owner and day), and only those holding a reservation are read."""
+    held = {key for reserved in OwnerSpend.objects.exclude(reserved={}).values_list("reserved", flat=True)
+            for key in reserved}
+    lapsed = held - _holding(held)
+    runs = set(NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in lapsed},
+                                      run__status__in=Run.FINISHED).values_list("run_id", flat=True)[:limit])
+    return sum(settle_lapsed(run_id) for run_id in runs)
 
 
 _swept_after = 0  # this process's sweep cursor: each sweep goes on past the last node run it judged

@@ -82,8 +82,15 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     return []
 
 
+def _settle_lapsed(run_id: str, status: str) -> None:
+    """A run's end: its calls cut off mid-call are charged (``budget.settle_lapsed``)."""
+    from agents import budget
+
+    budget.settle_lapsed(run_id)
+
+
 @executor("agent", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, grants=effective_tools,
-          model=effective_model, tool_rounds=effective_tool_rounds,
+          model=effective_model, tool_rounds=effective_tool_rounds, on_run_finished=_settle_lapsed,
           description="An LLM agent (OpenAI function calling) with tools (default execute_pipeline, patch_workflow, "
           "search_tools; also openapi_action, delegate_to_agent when listed); it may add nodes after itself.")
 def run_agent_node(ctx: NodeContext) -> Any:

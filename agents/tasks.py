@@ -3,12 +3,13 @@ from celery import shared_task
 
 @shared_task(name="agents.sweep", acks_late=True, ignore_result=True, expires=30)
 def sweep() -> int:
-    """Nodes paused on a budget whose next call fits now, left so by a wake that never ran."""
+    """Nodes paused on a budget whose next call fits now, left so by a wake that never ran; and calls
+    cut off mid-call in runs that ended before they were charged."""
     from django.conf import settings
 
-    from agents.budget import sweep_paused
+    from agents.budget import sweep_lapsed, sweep_paused
 
-    return sweep_paused(older_than_s=settings.AOB_REPUBLISH_AFTER_S)
+    return sweep_paused(older_than_s=settings.AOB_REPUBLISH_AFTER_S) + sweep_lapsed()
 
 
 @shared_task(name="agents.wake", acks_late=True, ignore_result=True)

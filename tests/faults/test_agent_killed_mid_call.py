@@ -109,6 +109,51 @@ def test_control_a_lapsed_reservation_dropped_uncharged_misses_the_call(engine, 
         hooks().delete("aob:test:lapsed_uncharged")
 
 
+def test_a_call_a_kill_cut_off_is_charged_when_its_run_is_cancelled_before_it_reserves_again(
+        engine, agent_worker, fake_llm, api, user):
+    """The owner cancels a run that looks stuck while its agent's process lies dead mid-call: the call
+    was made and billed, and only a later reservation of the run charged it. None came: the run ended
+    with the call reserved, uncharged, for ever, the owner's day holding it too (a red-team helper's
+    find). Its end charges it (``budget.settle_lapsed``)."""
+    held = threading.Event()
+    fake_llm.reset([{"content": "never read", "usage": USAGE, "until": held}, {"content": "Done.", "usage": USAGE}])
+    run_id = submit(api, {"nodes": [{"id": "plan_cancel", "type": "agent", "config": {"task": "say done (cancel)"}}],
+                          "edges": []})
+    wait_for(lambda: len(fake_llm.requests) == 1, 60, "the model call in flight")
+    reserved = dict((Run.objects.get(pk=run_id).usage or {})["reservations"])
+    [pool] = psutil.Process(agent_worker.pid).children()
+    kill9(pool.pid, inside=[agent_worker.pid])
+    held.set()
+    assert api.post(f"/api/v1/runs/{run_id}/cancel", {}, format="json").status_code == 200
+
+    def settled() -> bool:
+        usage = Run.objects.get(pk=run_id).usage or {}
+        return not usage.get("reservations") and usage.get("cut_off_calls") == 1
+
+    try:
+        wait_for(settled, 20, "the cancelled run's cut-off call charged")
+    except AssertionError:
+        raise AssertionError(f"the call cut off was never charged: {Run.objects.get(pk=run_id).usage}") from None
+    usage = Run.objects.get(pk=run_id).usage
+    worst = sum(v["cost_usd"] for v in reserved.values())
+    assert usage["cost_usd"] >= worst - 1e-12, usage
+    day = OwnerSpend.objects.filter(owner=user).exclude(reserved={}).values_list("reserved", flat=True)
+    assert not any(set(reserved) & set(held_then) for held_then in day), list(day)
+    assert len(fake_llm.requests) == 1
+
+
+@pytest.mark.faults_full  # a control: `make test-faults` only
+def test_control_a_run_s_end_that_settles_nothing_leaves_the_cut_off_call_uncharged(engine, agent_worker, fake_llm,
+                                                                                     api, user):
+    hooks().set("aob:test:lapsed_end_off", 1)
+    try:
+        with pytest.raises(AssertionError, match="never charged"):
+            test_a_call_a_kill_cut_off_is_charged_when_its_run_is_cancelled_before_it_reserves_again(
+                engine, agent_worker, fake_llm, api, user)
+    finally:
+        hooks().delete("aob:test:lapsed_end_off")
+
+
 def test_a_call_a_kill_cut_off_near_the_run_s_ceiling_is_spent_in_the_pause_it_causes(engine, agent_worker, fake_llm,
                                                                                       api, user, settings):
     """The killed attempt reserved $1.99 of the run's $2 (``AOB_RUN_MAX_COST_USD``); the resumed

@@ -67,6 +67,8 @@ so a test flips them for every process of its stack at once:
   ``Idempotency-Key``, the negative control of the model call's key (same module);
   ``aob:test:lapsed_held``: a lapsed reservation counts as held, not spent, in a run's ceiling, as
   before (``budget._spent``): the node it paused waited for ever (same module);
+  ``aob:test:lapsed_end_off``: a run that ends charges nothing its agents' calls cut off mid-call
+  left reserved, and the budget sweep neither (``budget.settle_lapsed``: same module);
 - ``aob:test:resend_after_s``: ``schedules.RESEND_AFTER_S`` for the backstop of lost firings, so a
   test need not wait 15 minutes; ``aob:test:resend_off``: the backstop sends nothing, its negative
   control; each pass of it writes ``aob:test:resend_ran`` (tests/faults/test_firing_lost.py);
@@ -290,6 +292,11 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             return settle(run, held, live)
         return {**(run.usage or {}), "reservations": {k: v for k, v in held.items() if k in live}}
 
+    settle_lapsed = budget.settle_lapsed
+
+    def switchable_settle_lapsed(run_id: Any) -> int:
+        return 0 if _redis().exists("aob:test:lapsed_end_off") else settle_lapsed(run_id)
+
     spent = budget._spent
 
     def switchable_spent(usage: dict[str, Any], reserved: dict[str, Any], live: set[str]) -> Any:
@@ -333,6 +340,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (admission, "release_unreleased", switchable_release_unreleased), (admission, "slots", switchable_slots),
                (shares, "share", switchable_share),
                (run_inputs, "kept", switchable_kept), (budget, "_settle", switchable_settle), (budget, "_spent", switchable_spent),
+               (budget, "settle_lapsed", switchable_settle_lapsed),
                (llm, "chat", switchable_chat), (notifications, "message_id", switchable_message_id)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
