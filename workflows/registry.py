@@ -161,6 +161,10 @@ class NodeType:
     # it runs another of the owner's workflows): an agent's patch may not add, change or reach one
     # (``agent_privilege``, workflows/services/patches/policy.py). Say it of a type of yours that does.
     acts_for_owner: bool = False
+    # Its output is what someone outside answered (a remote's response, a person's decision), not
+    # something computed from what it read: a gate's decision it reads is not carried on in it
+    # (``gates.deciders``). Left False, a node of the type that reads a decision carries it on.
+    answers_outside: bool = False
     # Called after commit whenever any run has finished (run id, its status): a type whose nodes
     # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
     on_run_finished: Callable[[str, str], None] | None = None

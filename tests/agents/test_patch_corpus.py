@@ -320,6 +320,17 @@ CARRIED = {
 }
 CARRIED_FOUR_EYES = with_config(CARRIED, "review", allow_self_approval=False)
 # The same recorded by a transform: /nodes/3 record ({'ok': nodes.review.approved}); /edges/3 record→pay ($.ok)
+# The decision carried through a child run: /nodes/3 check (a workflow node whose inputs read the gate),
+# 4 decide; /edges/3 check→decide, 4 decide→pay ($.outputs.echo.approved == true), 5 decide→notify
+CHILDED = {"nodes": [*CARRIED["nodes"][:3],
+                     {"id": "check", "type": "workflow", "config": {"tag": "echo",
+                                                                     "inputs": {"approved": "$nodes.review.approved"}}},
+                     {"id": "decide", "type": "conditional", "config": {}}, *CARRIED["nodes"][4:]],
+           "edges": [edge("plan", "fetch"), edge("fetch", "review"), edge("review", "check"), edge("check", "decide"),
+                     edge("decide", "pay", "$.outputs.echo.approved == true"), edge("decide", "notify")]}
+# CARRIED and /nodes/6 report (reads the decision, routes nothing), /edges/5 pay→report
+REPORTED = {"nodes": [*CARRIED["nodes"], transform("report", expression="'paid: ' + string(nodes.review.approved)")],
+            "edges": [*CARRIED["edges"], edge("pay", "report")]}
 RECORDED = {"nodes": [*CARRIED["nodes"][:3], transform("record", expression="{'ok': nodes.review.approved}"),
                       *CARRIED["nodes"][4:]],
             "edges": [edge("plan", "fetch"), edge("fetch", "review"), edge("review", "record"),
@@ -680,8 +691,23 @@ CORPUS = [
     row("carried-rule-removed", CARRIED, PLANNING, PLAN, [remove("/edges/3/condition")], "gate_immutable", 0),
     row("carried-rule-loosened-while-the-gate-waits", CARRIED, BESIDE, PLAN, [replace("/edges/3/condition", "true")],
         "gate_immutable", 0),
-    row("carried-conditional-new-edge-out", CARRIED, PLANNING, PLAN, [add_node(transform("x")), add_edge("decide", "x")],
-        "gate_immutable", 1),
+    row("carried-conditional-new-rule-out", CARRIED, PLANNING, PLAN,
+        [add_node(transform("x")), add("/edges/3", edge("decide", "x", "true"))], "gate_immutable", 1),
+    # a plain edge out of it is taken only where no rule holds: a new step there changes no route...
+    row("carried-conditional-plain-edge-to-a-new-step-accepted", CARRIED, PLANNING, PLAN,
+        [add_node(transform("x")), add_edge("decide", "x")], "applied"),
+    row("carried-owner-s-own-gate-on-the-declined-branch", CARRIED_FOUR_EYES, PLANNING, PERSON,
+        [add_node(hitl("mine", approvers=["alice"])), add_edge("notify", "mine"), add_edge("mine", "pay", APPROVED)],
+        "gate_bypass", 2),
+    row("own-gate-on-the-declined-branch-of-a-four-eyes-gate", FOUR_EYES, PLANNING, PERSON,
+        [add_node(hitl("mine", approvers=["alice"])), add_edge("notify", "mine"), add_edge("mine", "pay", APPROVED)],
+        "gate_bypass", 2),
+    row("carried-report-after-the-payment-reworded-while-waiting-accepted", REPORTED, BESIDE, PERSON,
+        [replace("/nodes/6/config/expression", "'reworded: ' + string(nodes.review.approved)")], "applied"),
+    row("carried-through-a-child-run-rule-loosened", CHILDED, PLANNING, PLAN, [replace("/edges/4/condition", "true")],
+        "gate_immutable", 0),
+    row("carried-through-a-child-run-rule-loosened-by-the-owner-while-waiting", CHILDED, BESIDE, PERSON,
+        [replace("/edges/4/condition", "true")], "gate_immutable", 0),
     row("carried-transform-rewritten", RECORDED, PLANNING, PLAN, [replace("/nodes/3/config/expression", "{'ok': true}")],
         "gate_immutable", 0),
     row("carried-else-branch-wired-into-the-approved-step", CARRIED, PLANNING, PLAN, [add_edge("notify", "pay")],
@@ -1202,12 +1228,14 @@ CORPUS = [
     # edge between them and the approved action (into it, a branch rule out of it) changes what it runs
     row("approved-new-step-leads-into-the-action", BRANCHED, ACTING, ACT,
         [*after("act", transform("x")), add_edge("x", "pay")], "approved_action_started", 2),
+    # act (an agent reading the gate's output) and route carry review's decision on to route's rule:
+    # their rules and the edges into them are the gate's (approved_action_started until 7 December)
     row("approved-new-step-takes-over-a-branch", BRANCHED, ACTING, ACT,
-        [add_node(transform("x")), add("/edges/0", edge("route", "x", "true"))], "approved_action_started", 1),
+        [add_node(transform("x")), add("/edges/0", edge("route", "x", "true"))], "gate_immutable", 1),
     row("approved-new-step-feeds-a-branch", BRANCHED, ACTING, ACT,
-        [*after("act", transform("x")), add_edge("x", "route")], "approved_action_started", 2),
+        [*after("act", transform("x")), add_edge("x", "route")], "gate_immutable", 2),
     row("approved-agent-s-branch-rule-to-a-new-step", BRANCHED, ACTING, ACT,
-        [add_node(transform("x")), add_edge("act", "x", "true")], "approved_action_started", 1),
+        [add_node(transform("x")), add_edge("act", "x", "true")], "gate_immutable", 1),
     # refused before the approval is judged: pay is its author's step, run once a pass (the loop rule)
     row("approved-new-loop-s-side-step-runs-the-action", BRANCHED, ACTING, ACT, loop_aside("act", "pay"),
         "agent_privilege", 1),

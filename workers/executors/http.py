@@ -87,7 +87,7 @@ def _repeats(config: dict[str, Any]) -> Repeats:
 
 
 @executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
-          repeats=_repeats,
+          repeats=_repeats, answers_outside=True,
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
           "method}; 4xx/5xx complete unless fail_on_status (then 408/425/429 and a 503 with Retry-After, and "
           "500/502/503/504 where a repeat is safe, are retried by the node's retry, no sooner than the answer's "

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -182,11 +184,8 @@ def guarded(definition: dict[str, Any], gate: str) -> list[str]:
     return sorted(_guarded_from(definition, gate, successors(definition).get(gate, [])))
 
 
-def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str],
-                  decisive: Mapping[str, list[tuple[str, str]]] | None = None) -> set[str]:
-    """The nodes reached from ``starts`` up to the next gate or the end, not through ``gate``; not
-    along the rules named in ``decisive`` (a node's rules that route on the gate's decision, each
-    its own route: ``outcomes``)."""
+def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str]) -> set[str]:
+    """The nodes reached from ``starts`` up to the next gate or the end, not through ``gate``."""
     adjacency = successors(definition)
     nodes = nodes_by_id(definition)
     seen: set[str] = set()
@@ -196,97 +195,199 @@ def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str],
         if node in seen or node == gate or nodes[node].get("type") == GATE:
             continue
         seen.add(node)
-        ruled = decisive.get(node) if decisive else None
-        if ruled:  # a rule's target is reached on its own route; a plain edge's, on this one
-            taken = [target for target, _ in ruled]
-            rest = list(adjacency[node])
-            for target in taken:
-                rest.remove(target)
-            todo.extend(rest)
-        else:
-            todo.extend(adjacency[node])
+        todo.extend(adjacency[node])
     return seen
 
 
-# The routes of a gate's decision one walk each: its own edges' outcomes and the rules that carry it on
-# (``outcomes``). Past this many, a decider's further rules are walked as plain edges.
-MAX_ROUTES = 256
+Route = tuple[str, "str | None"]  # a decision edge: its source (a gate, or a step carrying one's decision), its rule
 
-Route = tuple[str, "str | None"]  # the edge's source (the gate, or a node carrying its decision), its rule
+# How many (node, new routes) steps judging a patch's routes may take, for each document, before it
+# refuses what it cannot judge in time (``RoutesTooMany``): a definition within the operator's bounds
+# (5,000 edges) takes a few thousand.
+ROUTE_STEPS_MAX = 200_000
 
 
-def deciders(definition: dict[str, Any], gate: str) -> set[str]:
-    """The nodes whose output carries ``gate``'s decision, so that a rule on an edge out of one
-    routes on that decision as the gate's own edges do: the gate; a node that computes what the run
-    reads (``registry.acts`` is false: a transform, a conditional) and reads one of them, in its
-    config or in an edge into it (``{'ok': nodes.review.approved}``); and an inline node (a
-    conditional, which passes its input on) after one of them. A step that acts answers with what
-    it did (a request's response), not with the decision."""
-    from workflows import registry
+class RoutesTooMany(Exception):
+    """The routes of the gates' decisions in a definition are too many to follow in time."""
 
-    def build() -> set[str]:
+
+def deciders(definition: dict[str, Any], gates_of: str | Iterable[str]) -> dict[str, str]:
+    """The steps that carry the decision of one of ``gates_of`` on to a rule that routes on it, each
+    with one such gate (for what is said): a step whose output is computed from what it reads
+    (``registry.answers_outside`` is false: a transform, a conditional, a loop, an agent, a child
+    run) and reads the gate or another such step (in its config or an edge into it, or, for a
+    type that reads its predecessors' outputs or passes them on, by an edge), and from which such
+    a step with a branch rule is reached that way (a step that only reports the decision routes
+    nothing). ``review → decide → pay [$.approved == true]``: loosened, a rejection paid."""
+    wanted = _gates_named(gates_of)
+
+    def build() -> dict[str, str]:
+        from workflows import registry
+
         nodes = nodes_by_id(definition)
-        if gate not in nodes:
-            return set()
-        readers: dict[str, list[str]] = {}
-        for node_id, read in _reads(definition).items():
-            for source in read:
-                readers.setdefault(source, []).append(node_id)
+        readers = _readers(definition)
         after = successors(definition)
-        found = {gate}
-        todo = [gate]
+        rules = _edges_at(definition)
+        fed_by: dict[str, set[str]] = {}
+        found = {gate: gate for gate in wanted if gate in nodes}
+        todo = list(found)
         while todo:
             carrier = todo.pop()
-            passed = [n for n in after.get(carrier, []) if _inline(registry, nodes[n].get("type"))]
-            for node_id in [*readers.get(carrier, []), *passed]:
-                if node_id not in found and not registry.acts(nodes[node_id].get("type")):
-                    found.add(node_id)
+            onward = [n for n in after.get(carrier, []) if _takes_input(registry, nodes[n].get("type"))]
+            for node_id in [*readers.get(carrier, ()), *onward]:
+                if node_id == carrier or _answers_outside(registry, nodes[node_id].get("type")):
+                    continue
+                fed_by.setdefault(node_id, set()).add(carrier)
+                if node_id not in found:
+                    found[node_id] = found[carrier]
                     todo.append(node_id)
+        routing = [n for n in found if n not in wanted and rules.get(n, ([], [], []))[2]]
+        kept = set(routing)
+        while routing:  # back from each step with rules to the steps that carry the decision to it
+            node = routing.pop()
+            for carrier in fed_by.get(node, ()):
+                if carrier not in kept and carrier not in wanted:
+                    kept.add(carrier)
+                    routing.append(carrier)
+        return {n: found[n] for n in sorted(kept)}
+
+    return _memoized(f"deciders:{','.join(wanted)}", definition, build)
+
+
+def _gates_named(gates_of: str | Iterable[str]) -> tuple[str, ...]:
+    """One gate's id, or several: sorted, each once."""
+    return (gates_of,) if isinstance(gates_of, str) else tuple(sorted(set(gates_of)))
+
+
+def _takes_input(registry: Any, node_type: Any) -> bool:
+    """Whether a node of this type reads its predecessors' outputs (an agent's prompt), or passes
+    them on (a conditional); an unknown type is taken to."""
+    spec = registry.get(node_type) if isinstance(node_type, str) else None
+    return spec is None or spec.inline or spec.reads_upstream
+
+
+def _answers_outside(registry: Any, node_type: Any) -> bool:
+    spec = registry.get(node_type) if isinstance(node_type, str) else None
+    return spec is not None and spec.answers_outside
+
+
+def held_edges(definition: dict[str, Any], node_id: str) -> tuple[list[Any], list[Any]]:
+    """The edges into ``node_id`` and its branch rules out, in authoring order: what a step that
+    carries a decision on routes by (its plain edges out are judged by ``crossed``)."""
+    _, into, rules = _edges_at(definition).get(node_id, ([], [], []))
+    return into, rules
+
+
+def touching(definition: Any, node_id: str) -> list[Any]:
+    """The edges into and out of a node, as written (``[from, to, condition]``), in authoring order
+    (which routes); from one index of the document's edges."""
+    if not isinstance(definition, dict):
+        return []
+    return _edges_at(definition).get(node_id, ([], [], []))[0]
+
+
+def _edges_at(definition: dict[str, Any]) -> dict[str, tuple[list[Any], list[Any], list[Any]]]:
+    """Each node's edges (in or out), edges in, and branch rules out, as written, once a document:
+    a scan of every edge for each gate and each step carrying a decision took seconds with a hundred
+    gates (a red-team helper's measurement)."""
+    def build() -> dict[str, tuple[list[Any], list[Any], list[Any]]]:
+        found: dict[Any, tuple[list[Any], list[Any], list[Any]]] = {}
+        edges_written = definition.get("edges", [])
+        for e in edges_written if isinstance(edges_written, list) else []:
+            if not isinstance(e, dict):
+                continue
+            written = [e.get("from"), e.get("to"), e.get("condition")]
+            source, target = e.get("from"), e.get("to")
+            for end in dict.fromkeys((source, target)):
+                if isinstance(end, str):
+                    found.setdefault(end, ([], [], []))[0].append(written)
+            if isinstance(target, str):
+                found.setdefault(target, ([], [], []))[1].append(written)
+            if isinstance(source, str) and e.get("condition"):
+                found.setdefault(source, ([], [], []))[2].append(written)
         return found
 
-    return _memoized(f"deciders:{gate}", definition, build)
+    return _memoized("edges_at", definition, build)
 
 
-def _inline(registry: Any, node_type: Any) -> bool:
-    spec = registry.get(node_type) if isinstance(node_type, str) else None
-    return spec is not None and spec.inline
+def _route_masks(definition: dict[str, Any], gates_of: tuple[str, ...], index: dict[Route, int]) -> dict[str, int]:
+    """For each node reached from the gates' edges, the decision edges it is reached by, as a bit
+    set over ``index`` (shared by the documents compared): the last such edge on each path, one of a
+    gate's own or a branch rule that reads the output of a step carrying a decision on
+    (``deciders``). Later gates are walked through: one narrows what an earlier decision reaches,
+    it does not reset it (an owner's own gate on the declined branch, wired to the payment, paid
+    what four eyes rejected). Deterministic: edges in authoring order, first reached first."""
+    carriers = deciders(definition, gates_of)
+    out = _routes_out(definition)
+    masks: dict[str, int] = {}
+    todo: deque[str] = deque()
+    queued: set[str] = set()
+
+    def bit(route: Route) -> int:
+        return 1 << index.setdefault(route, len(index))
+
+    def reach(target: str, mask: int) -> None:
+        if mask & ~masks.get(target, 0):
+            masks[target] = masks.get(target, 0) | mask
+            if target not in queued:
+                queued.add(target)
+                todo.append(target)
+
+    for gate in gates_of:
+        for target, condition in out.get(gate, ()):
+            reach(target, bit((gate, _normal(condition))))
+    steps = 0
+    while todo:
+        node = todo.popleft()
+        queued.discard(node)
+        if node in gates_of:
+            continue  # a gate's own decision routes on from it (its edges above), not what reached it
+        mask = masks[node]
+        for target, condition in out.get(node, ()):
+            steps += 1
+            if steps > ROUTE_STEPS_MAX:
+                raise RoutesTooMany(f"more than {ROUTE_STEPS_MAX} steps following the gates' decisions")
+            decisive = condition and node in carriers and _reads_output(condition)
+            reach(target, bit((node, _normal(condition))) if decisive else mask)
+    return masks
+
+
+def _routes_out(definition: dict[str, Any]) -> dict[str, list[tuple[str, str | None]]]:
+    """Each node's ways on: its edges (``edges``: with their rules) and a loop's jump back (no rule)."""
+    def build() -> dict[str, list[tuple[str, str | None]]]:
+        found: dict[str, list[tuple[str, str | None]]] = {n: [] for n in nodes_by_id(definition)}
+        for source, target, condition in edges(definition):
+            if source in found:
+                found[source].append((target, condition))
+        for node_id, node in nodes_by_id(definition).items():
+            config = node.get("config")
+            back = config.get("loop_back_to") if node.get("type") == "loop" and isinstance(config, dict) else None
+            if isinstance(back, str) and back in found:
+                found[node_id].append((back, None))
+        return found
+
+    return _memoized("routes_out", definition, build)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reads_output(condition: str) -> bool:
+    """Whether a branch rule reads the output it routes (``$.x``, ``output.x``); one that reads only
+    the run's inputs routes the same whatever a decision was. One that does not compile is taken to."""
+    from .expressions import ExpressionError, expand_shorthand, fields_read
+
+    try:
+        return fields_read(expand_shorthand(condition), "output") != frozenset()
+    except ExpressionError:
+        return True
 
 
 def outcomes(definition: dict[str, Any], gate: str) -> dict[str, set[Route]]:
-    """Each node of the action ``gate`` guards, with the routes of the gate's decision that reach
-    it: a route is the last decision edge on the way (one of the gate's own edges, or a rule on an
-    edge out of a node that carries the decision: ``deciders``: ``review → decide → pay`` when
-    ``$.approved``), named by its source and its normalized condition (``None``: an edge without
-    one, taken whatever the decision). One walk a route."""
-    def build() -> dict[str, set[Route]]:
-        carriers = deciders(definition, gate) - {gate}
-        starts: dict[Route, list[str]] = {}
-        for source, target, condition in edges(definition):
-            if source == gate:
-                starts.setdefault((gate, _normal(condition)), []).append(target)
-        rules: dict[str, list[tuple[str, str]]] = {}
-        for source, target, condition in edges(definition):
-            if source in carriers and condition:
-                rules.setdefault(source, []).append((target, condition))
-        reached: dict[str, set[Route]] = {}
-        todo = list(starts)
-        walked: set[Route] = set()
-        while todo:
-            route = todo.pop(0)
-            if route in walked:
-                continue
-            walked.add(route)
-            decisive = rules if len(walked) + len(todo) < MAX_ROUTES else {}
-            for node in _guarded_from(definition, gate, starts[route], decisive):
-                reached.setdefault(node, set()).add(route)
-                for target, condition in decisive.get(node, ()):
-                    onward = (node, _normal(condition))
-                    starts.setdefault(onward, []).append(target)
-                    if onward not in walked:
-                        todo.append(onward)
-        return reached
-
-    return _memoized(f"outcomes:{gate}", definition, build)
+    """Each node reached from ``gate``'s edges, with the decision edges it is reached by
+    (``_route_masks``)."""
+    index: dict[Route, int] = {}
+    masks = _route_masks(definition, (gate,), index)
+    routes = sorted(index, key=index.__getitem__)
+    return {node: {routes[i] for i in range(len(routes)) if mask >> i & 1} for node, mask in masks.items()}
 
 
 def _normal(condition: str | None) -> str | None:
@@ -297,13 +398,18 @@ def _normal(condition: str | None) -> str | None:
     return "".join(expand_shorthand(condition).split()).replace("'", '"')
 
 
-def crossed(before: dict[str, Any], after: dict[str, Any], gate: str) -> set[str]:
-    """Nodes of the action ``gate`` guarded before that ``after`` reaches from an outcome of the
-    gate that did not reach them before: wired from the declined branch into the approved one (an
-    edge notify → pay: on a rejection notify runs, and pay, a join of the gate's dead edge and
-    notify's, runs too), the payment goes out whatever the gate's people decide."""
-    was = outcomes(before, gate)
-    return {node for node, routes in outcomes(after, gate).items() if node in was and not routes <= was[node]}
+def crossed(before: dict[str, Any], after: dict[str, Any], gates_of: str | Iterable[str]) -> set[str]:
+    """Nodes reached before from ``gates_of``' decisions that ``after`` reaches by a decision edge
+    that did not reach them before: the declined branch wired into the approved one (an edge
+    notify → pay: on a rejection notify runs, and pay, a join of the gate's dead edge and notify's,
+    runs too), past a step that carries the decision on, or through a gate of the proposer's own:
+    the payment goes out whatever the gate's people decide. One walk of each document for every
+    gate together; ``RoutesTooMany`` past ``ROUTE_STEPS_MAX`` steps."""
+    wanted = _gates_named(gates_of)
+    index: dict[Route, int] = {}
+    was = _route_masks(before, wanted, index)
+    now = _route_masks(after, wanted, index)
+    return {node for node, mask in now.items() if node in was and mask & ~was[node]}
 
 
 def guarding(definition: dict[str, Any], node_id: str) -> list[str]:
@@ -342,10 +448,7 @@ def binding(definition: dict[str, Any], node_id: str) -> list[str]:
     if node_id not in adjacency:
         return []
     nodes = nodes_by_id(definition)
-    readers: dict[str, list[str]] = {}
-    for reader, read in _reads(definition).items():
-        for source in read:
-            readers.setdefault(source, []).append(reader)
+    readers = _readers(definition)
     onward = {n: [*adjacency[n], *readers.get(n, ())] for n in adjacency}
     fed = reachable(onward, [node_id]) | {node_id}
     reverse = predecessors(adjacency)
@@ -400,6 +503,18 @@ def _control_predecessors(definition: dict[str, Any]) -> dict[str, list[str]]:
         return reverse
 
     return _memoized("control_predecessors", definition, build)
+
+
+def _readers(definition: dict[str, Any]) -> dict[str, list[str]]:
+    """``_reads`` turned round: each node, with the nodes that read its output."""
+    def build() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for reader, read in _reads(definition).items():
+            for source in sorted(read):
+                found.setdefault(source, []).append(reader)
+        return found
+
+    return _memoized("readers", definition, build)
 
 
 def _reads(definition: dict[str, Any]) -> dict[str, set[str]]:

@@ -318,30 +318,38 @@ class _Judgement:
         four_eyes = isinstance(config, dict) and config.get("allow_self_approval") is False
         return self.proposer.agent or four_eyes or self.state.statuses.get(gate) == "waiting"
 
+    def why_gate_held(self, gate: str) -> str:
+        config = self.old[gate].get("config") or {}
+        four_eyes = isinstance(config, dict) and config.get("allow_self_approval") is False
+        return ("a human gate is out of an agent's reach" if self.proposer.agent else
+                f"gate {gate!r} is {'four-eyes' if four_eyes else 'waiting for a decision'}: a new workflow "
+                "version is the way to change it")
+
+    @functools.cached_property
+    def held_gates(self) -> tuple[str, ...]:
+        """The gates of the run's definition out of this proposer's reach (``guards_against_proposer``)."""
+        return tuple(gate for gate in gates.gates(self.before) if self.guards_against_proposer(gate))
+
     def check_gates_untouched(self) -> None:
-        for gate in gates.gates(self.before):
-            if not self.guards_against_proposer(gate):
-                continue
-            config = self.old[gate].get("config") or {}
-            four_eyes = isinstance(config, dict) and config.get("allow_self_approval") is False
-            why = ("a human gate is out of an agent's reach" if self.proposer.agent else
-                   f"gate {gate!r} is {'four-eyes' if four_eyes else 'waiting for a decision'}: a new workflow "
-                   "version is the way to change it")
+        for gate in self.held_gates:
+            why = self.why_gate_held(gate)
             if self.new.get(gate) != self.old[gate]:
                 self.refuse(Rule.GATE_IMMUTABLE, f"node {gate!r}: {why}", _node(gate), node_id=gate)
             if _touching(self.before, gate) != _touching(self.after, gate):
                 self.refuse(Rule.GATE_IMMUTABLE, f"the edges into and out of gate {gate!r}: {why}",
                             lambda doc, g=gate: _touching(doc, g), node_id=gate)
-            # a step that carries the gate's decision on (a conditional after it, a transform reading
-            # it) routes on that decision as the gate's edges do: loosened, a rejection paid
-            for carrier in sorted(gates.deciders(self.before, gate) - {gate}):
-                if self.new.get(carrier) != self.old[carrier]:
-                    self.refuse(Rule.GATE_IMMUTABLE, f"node {carrier!r} carries the decision of gate {gate!r} on: "
-                                f"{why}", _node(carrier), node_id=carrier)
-                if _touching(self.before, carrier) != _touching(self.after, carrier):
-                    self.refuse(Rule.GATE_IMMUTABLE, f"the edges into and out of node {carrier!r}, which carries the "
-                                f"decision of gate {gate!r} on: {why}", lambda doc, c=carrier: _touching(doc, c),
-                                node_id=carrier)
+        # a step that carries a gate's decision on to a rule (a conditional after it, a transform
+        # reading it) routes on that decision as the gate's edges do: loosened, a rejection paid. Its
+        # config, the edges into it and its rules are the gate's; a plain edge out is ``crossed``'s
+        for carrier, gate in gates.deciders(self.before, self.held_gates).items():
+            why = self.why_gate_held(gate)
+            if self.new.get(carrier) != self.old[carrier]:
+                self.refuse(Rule.GATE_IMMUTABLE, f"node {carrier!r} carries the decision of gate {gate!r} on: "
+                            f"{why}", _node(carrier), node_id=carrier)
+            if gates.held_edges(self.before, carrier) != gates.held_edges(self.after, carrier):
+                self.refuse(Rule.GATE_IMMUTABLE, f"the edges into node {carrier!r} and its branch rules (it carries "
+                            f"the decision of gate {gate!r} on): {why}",
+                            lambda doc, c=carrier: gates.held_edges(doc, c), node_id=carrier)
 
     def check_valid(self) -> None:
         report = validate(self.after)
@@ -438,12 +446,18 @@ class _Judgement:
                             lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
             if self.proposer.agent:
                 self.check_authors_path_around(gate)
-            crossed = gates.crossed(self.before, self.after, gate)
-            if crossed:
-                self.refuse(Rule.GATE_BYPASS, f"the patch lets another outcome of gate {gate!r} reach "
-                            f"{', '.join(sorted(crossed)[:5])}, which only its own outcome reached: they would run "
-                            "whatever the gate's people decide",
-                            lambda doc, g=gate: sorted(gates.crossed(self.before, doc, g)), node_id=gate)
+
+        held = tuple(gate for gate in self.held_gates if gate in self.new)
+        try:
+            crossed = gates.crossed(self.before, self.after, held)
+        except gates.RoutesTooMany as exc:
+            self.refuse(Rule.GATE_BYPASS, f"the routes of the gates' decisions are too many to judge this patch by "
+                        f"({exc}): a new workflow version is the way to change this run", op=len(self.operations) - 1)
+        if crossed:
+            self.refuse(Rule.GATE_BYPASS, f"the patch lets another outcome of a gate ({', '.join(held[:5])}) reach "
+                        f"{', '.join(sorted(crossed)[:5])}, which only its own outcome reached: they would run "
+                        "whatever the gate's people decide",
+                        lambda doc: sorted(gates.crossed(self.before, doc, held)), node_id=held[0])
 
     def check_authors_path_around(self, gate: str) -> None:
         """A path around the gate its author laid (a small payment's rule beside the gate's for a
@@ -947,7 +961,4 @@ def _incoming(definition: Any, node_id: str) -> list[str]:
 
 def _touching(definition: Any, node_id: str) -> list[Any]:
     """The edges into and out of a node, in authoring order (which routes)."""
-    if not isinstance(definition, dict):
-        return []
-    return [[e.get("from"), e.get("to"), e.get("condition")] for e in definition.get("edges", [])
-            if isinstance(e, dict) and node_id in (e.get("from"), e.get("to"))]
+    return gates.touching(definition, node_id)
