@@ -553,6 +553,8 @@ def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,
     rows = list(NodeRun.objects.filter(run=run, node_id=node_id).defer(*HEAVY_FIELDS)
                 .order_by("iteration")[offset:offset + limit])
     total = NodeRun.objects.filter(run=run, node_id=node_id).count()
+    if not total and node_id not in load_ir(run).nodes:  # a misspelt id read as "not run yet"
+        raise NotFound(f"node {node_id!r} is not in run {run.pk}", extra={"field": "node_id"})
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     heavy = _heavy_rows(rows, Page(min(ceiling, max_bytes or ceiling)), run)
     items = [{"iteration": nr.iteration, **_node_out(nr, heavy.get(nr.pk, {}))} for nr in rows]

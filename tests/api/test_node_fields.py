@@ -113,3 +113,20 @@ def test_an_unknown_field_node_or_iteration_is_a_404_naming_it(user: Any, field:
     body = assert_error(client_for(user).get(whole(run, field, node_id, iteration)), 404, "not_found")
 
     assert named in body["message"] and body["details"] == details
+
+
+def test_the_iterations_of_a_node_the_run_does_not_have_are_a_404_and_of_one_not_run_yet_an_empty_page(
+        user: Any) -> None:
+    """A misspelt node id was an empty page, read as "not run yet"; its field read and its replay
+    were each a 404 naming it."""
+    run = stored_run(user, {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}},
+                                      {"id": "later", "type": "transform", "config": {"expression": "1"}}],
+                            "edges": [{"from": "a", "to": "later"}]})
+    node_run(run, "input")
+    api = client_for(user)
+
+    body = assert_error(api.get(f"{API}/runs/{run.pk}/nodes/lately/iterations"), 404, "not_found")
+    assert "'lately'" in body["message"] and body["details"] == {"field": "node_id"}
+    page = api.get(f"{API}/runs/{run.pk}/nodes/later/iterations")
+    assert page.status_code == 200 and (page.json()["count"], page.json()["results"]) == (0, [])
+    assert api.get(f"{API}/runs/{run.pk}/nodes/a/iterations").json()["count"] == 1
