@@ -101,7 +101,10 @@ def test_secrets_are_write_only_and_encrypted_at_rest(api, user):
 
     assert created.status_code == 201 and replaced.status_code == 200
     assert set(created.json()) == {"name", "created_at", "updated_at"}
-    assert bad_name.status_code == 404  # not a secret's name: no such URL
+    # not a secret's name: the rule named (it was a 404 "no such endpoint")
+    assert bad_name.status_code == 400 and bad_name.json()["details"] == {"field": "name", "rule": "pattern"}
+    for name in ("my-key", "a%20b", "%C3%89", "A" * 65):
+        assert api.put(f"/api/v1/secrets/{name}", {"value": VALUE}, format="json").json()["details"]["field"] == "name"
     assert short.status_code == 400 and short.json()["details"]["field"] == "value"
     # a word (or spaces) that ordinary text holds: every output would be masked wherever it occurs
     for weak, rule in (("1234", "min_length"), ("http", "min_length"), ("2024-12", "min_length"), (" " * 8, "blank"),
