@@ -186,6 +186,29 @@ def test_a_mapping_shapes_the_inputs(api, user):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("template", [5, None, "text", [1, 2], "$inputs.a and more"])
+def test_a_template_that_can_make_no_object_is_refused_at_save_naming_it(api, user, template):
+    """Saved, such a hook refused every delivery naming `inputs`, which its sender never wrote."""
+    make_hook(api, user)  # the workflow it would start
+    response = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"template": template}}, format="json")
+
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["details"] == {"field": "mapping.template", "rule": "type"}
+
+
+@pytest.mark.django_db
+def test_a_whole_reference_template_that_makes_no_object_names_the_mapping_at_delivery(api, user):
+    hook = make_hook(api, user, mapping={"template": "$inputs.commits"})
+
+    assert deliver(hook, {"commits": {"n": 2}}).status_code == 202
+    response = deliver(hook, {"commits": [1, 2]})
+
+    assert response.status_code == 400 and response.json()["error"] == "invalid_inputs"
+    assert response.json()["details"] == {"field": "mapping.template", "rule": "type"}
+    assert "mapping.template made a list" in response.json()["message"]
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(("cel", "rule", "path"), [
     ("{'x': 0.0/0.0}", "invalid_number", "/x"),
     ("{'x': [1.0/0.0]}", "invalid_number", "/x/0"),

@@ -52,7 +52,7 @@ from vault import crypto
 from workflows import ratelimit
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate
-from workflows.definition.references import ConfigTooLarge, resolve
+from workflows.definition.references import WHOLE, ConfigTooLarge, resolve
 from workflows.engine.outputs import strict_json
 from workflows.limits import refuse_more, refuse_past, unstorable
 from workflows.models import Run, Workflow, canonical_json, size_of
@@ -83,6 +83,13 @@ def mapping_check(mapping: Any) -> dict[str, Any] | None:
     if not isinstance(mapping, dict) or len(mapping) != 1 or next(iter(mapping)) not in ("cel", "template"):
         raise ValidationFailed('mapping is {"cel": "<expression>"} or {"template": <JSON>}',
                                extra={"field": "mapping", "rule": "mapping_shape"})
+    template = mapping.get("template")
+    if "template" in mapping and not (isinstance(template, dict) or (isinstance(template, str)
+                                                                     and WHOLE.match(template.strip()))):
+        # a run's inputs are an object: a number, a list or text made none, and refused every delivery
+        raise ValidationFailed('mapping.template makes a run\'s inputs: a JSON object ({"order": "$inputs.body.id"}), '
+                               'or one whole reference to one ("$inputs.body")',
+                               extra={"field": "mapping.template", "rule": "type"})
     if "cel" in mapping:
         if not isinstance(mapping["cel"], str) or not mapping["cel"].strip():
             raise ValidationFailed("mapping.cel is a CEL expression", extra={"field": "mapping.cel", "rule": "type"})
@@ -447,8 +454,10 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
                                    code="mapping_failed",
                                    extra={"field": "mapping.template", "rule": "max_bytes", "limit": limit}) from None
     if not isinstance(inputs, dict):
-        raise ValidationFailed("a run's inputs are a JSON object: send one, or map the body to one",
-                               code="invalid_inputs", extra={"field": "inputs", "rule": "type"})
+        made_by = ("mapping.cel" if "cel" in mapping else "mapping.template") if mapping else "inputs"
+        raise ValidationFailed("a run's inputs are a JSON object: send one, or map the body to one"
+                               + (f" ({made_by} made a {type(inputs).__name__})" if mapping else ""),
+                               code="invalid_inputs", extra={"field": made_by, "rule": "type"})
     return inputs
 
 
