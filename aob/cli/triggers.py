@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import Failure, echo, short_time, table
+from .output import Failure, echo, more_after, short_time, table
 from .session import Session, json_file_or_text, json_object, pass_session, warn_if_typed
 
 
@@ -72,13 +72,19 @@ def schedule_remove(session: Session, schedule_id: int) -> None:
 
 @schedule.command("firings")
 @click.argument("schedule_id", type=int)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, help="Firings to skip (newest first).")
 @pass_session
-def schedule_firings(session: Session, schedule_id: int) -> None:
-    """A schedule's recent firings: when, and the run each started."""
-    items = session.client.get(f"schedules/{schedule_id}/firings")
-    session.output.emit(items, lambda d: table(
-        [(short_time(f["fire_time"]), f["outcome"], f["run_id"] or "-", f["deliveries"]) for f in d],
-        ["DUE", "OUTCOME", "RUN", "SENT"]))
+def schedule_firings(session: Session, schedule_id: int, limit: int, offset: int) -> None:
+    """A schedule's firings, newest first: when, and the run each started."""
+    page = session.client.get(f"schedules/{schedule_id}/firings", limit=limit, offset=offset)
+
+    def pretty(d: dict[str, Any]) -> None:
+        table([(short_time(f["fire_time"]), f["outcome"], f["run_id"] or "-", f["deliveries"]) for f in d["results"]],
+              ["DUE", "OUTCOME", "RUN", "SENT"])
+        more_after(d, offset)
+
+    session.output.emit(page, pretty)
 
 
 @click.group()
@@ -144,8 +150,7 @@ def hook_deliveries(session: Session, hook_id: str, limit: int, offset: int) -> 
     def pretty(d: dict[str, Any]) -> None:
         table([(short_time(e["received_at"]), e["delivery_id"], e["outcome"], _delivery_text(e))
                for e in d["results"]], ["RECEIVED", "DELIVERY", "OUTCOME", "RUN / ERROR"])
-        if d.get("next"):
-            echo(f"(more: --offset {offset + limit})")
+        more_after(d, offset)
 
     session.output.emit(page, pretty)
 

@@ -103,3 +103,22 @@ def test_delete_keeps_a_tag_its_schedule_starts_unless_forced(as_alice, write_js
     forced = as_alice("workflow", "delete", "nightly", "--force", "--yes")
     assert forced.code == 0 and forced.out.strip() == "deleted nightly", forced.err
     assert as_alice("-o", "json", "schedule", "list").json() == []
+
+
+def test_a_schedule_s_firings_are_listed_a_page_at_a_time_saying_how_many_more(as_alice, write_json):
+    from datetime import UTC, datetime, timedelta
+
+    from triggers.models import ScheduleFiring
+
+    assert as_alice("workflow", "create", "nightly", write_json("greet.json", greet())).code == 0
+    schedule_id = as_alice("-o", "json", "schedule", "add", "nightly", "0 3 * * *").json()["id"]
+    first = datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
+    ScheduleFiring.objects.bulk_create([ScheduleFiring(schedule_id=schedule_id, fire_time=first + timedelta(days=d),
+                                                       fired_at=first + timedelta(days=d), outcome="skipped")
+                                        for d in range(3)])
+
+    listed = as_alice("schedule", "firings", str(schedule_id), "--limit", "2").lines()
+    assert [line.split()[0] for line in listed[1:3]] == ["2026-01-03", "2026-01-02"], listed
+    assert listed[-1] == "(2 of 3; --offset 2 for more)"
+    rest = as_alice("schedule", "firings", str(schedule_id), "--limit", "2", "--offset", "2").lines()
+    assert len(rest) == 2 and rest[1].startswith("2026-01-01")

@@ -749,3 +749,25 @@ def test_after_a_refused_send_beat_sends_that_firing_again_and_nothing_else(user
         broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
         for key in [*broker.scan_iter(f"{queue}*"), *(SENT_KEY.format(s.pk) for s in made)]:
             broker.delete(key)
+
+
+@pytest.mark.django_db
+def test_a_schedule_s_firings_are_paged_newest_first_and_none_is_out_of_reach(api, user):
+    """The list was the latest 100, bare: the rest were out of reach, and nothing said more were there."""
+    from triggers.services.schedules import schedule_create
+    from workflows.models import Workflow
+
+    saved = workflow_save(owner=user, tag="nightly", definition=GREETING)
+    schedule = schedule_create(owner=user, workflow=Workflow.objects.get(pk=saved.workflow.pk), cron="0 2 * * *",
+                               inputs={"name": "x"})
+    first = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+    ScheduleFiring.objects.bulk_create([
+        ScheduleFiring(schedule=schedule, fire_time=first + timedelta(days=day), fired_at=first + timedelta(days=day),
+                       outcome="skipped") for day in range(150)])
+
+    page = api.get(f"/api/v1/schedules/{schedule.pk}/firings?limit=100").json()
+    rest = api.get(f"/api/v1/schedules/{schedule.pk}/firings?limit=100&offset=100").json()
+
+    assert page["count"] == 150 and page["next"] and rest["next"] is None
+    times = [f["fire_time"] for f in page["results"] + rest["results"]]
+    assert len(set(times)) == 150 and times == sorted(times, reverse=True)
