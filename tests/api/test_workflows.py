@@ -253,3 +253,15 @@ def test_the_tag_and_description_rules_are_the_services_whoever_saves(user, tag,
     assert (refused.value.extra["field"], refused.value.extra["rule"]) == (field, rule)
     assert not Workflow.objects.filter(owner=user).exists()
     workflow_save(owner=user, tag="fine", definition=fetch_then_store(), description="x" * 10_000)  # control
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("tag", ["wf1 ", " wf1", "wf1\t"])
+def test_a_tag_with_spaces_around_it_is_refused_as_sent_not_trimmed_into_another(api, tag):
+    """It was trimmed at save (``wf1``), while reading ``wf1%20`` found nothing: the name a person
+    typed is judged by the tag's pattern as they typed it, wherever a request names a tag."""
+    response = api.post(f"{API}/workflows", {"tag_name": tag, "workflow": fetch_then_store()}, format="json")
+
+    assert response.status_code == 400 and response.json()["details"]["field"] == "tag_name", response.json()
+    assert not Workflow.objects.exists()
+    assert api.post(f"{API}/hooks", {"tag": tag}, format="json").json()["details"]["field"] == "tag"

@@ -5,14 +5,13 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from workflows.api.serializers import JSONBooleanField, JSONObjectField, StrictSerializer
-from workflows.models.workflow import TAG_PATTERN
+from workflows.api.serializers import JSONBooleanField, JSONObjectField, StrictSerializer, tag_field
 
 from ..models import Hook, Schedule, ScheduleFiring
 
 
 class ScheduleIn(StrictSerializer):
-    tag = serializers.RegexField(TAG_PATTERN, max_length=200)
+    tag = tag_field()
     cron = serializers.CharField(max_length=200)
     timezone = serializers.CharField(max_length=64, required=False, default="UTC")
     inputs = JSONObjectField(required=False, default=dict)
@@ -52,7 +51,7 @@ class FiringOut(serializers.ModelSerializer):
 
 
 class HookIn(StrictSerializer):
-    tag = serializers.RegexField(TAG_PATTERN, max_length=200)
+    tag = tag_field()
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     mapping = JSONObjectField(required=False, allow_null=True, default=None,
                               help_text='{"cel": "<expression over body, headers>"} or {"template": <JSON>}')

@@ -98,11 +98,17 @@ class EnvelopeSerializer(StrictSerializer):
         return super().to_internal_value(data)
 
 
+def tag_field(**kwargs: Any) -> serializers.RegexField:
+    """A workflow's tag as a request names it: judged by the tag's pattern as sent, not trimmed first
+    (``"wf1 "`` was saved as ``wf1``, while ``GET /workflows/wf1%20`` found nothing)."""
+    return serializers.RegexField(TAG_PATTERN, max_length=200, trim_whitespace=False, **kwargs)
+
+
 class WorkflowCreateIn(EnvelopeSerializer):
     """Save a definition under a tag: a new version when the content is new."""
 
     envelope = '{"tag_name": "my-workflow", "workflow": {"nodes": [...], "edges": [...]}, "description": "..."}'
-    tag_name = serializers.RegexField(TAG_PATTERN, max_length=200)
+    tag_name = tag_field()
 
     def validate_tag_name(self, value: str) -> str:
         if value in RESERVED_TAGS:
@@ -145,7 +151,7 @@ class RunCreateIn(EnvelopeSerializer):
 
     envelope = '{"tag": "my-workflow", "inputs": {...}} or {"workflow": {"nodes": [...]}, "inputs": {...}}'
     one_of_required = (("tag",), ("workflow",))
-    tag = serializers.RegexField(TAG_PATTERN, max_length=200, required=False)
+    tag = tag_field(required=False)
     workflow = JSONObjectField(required=False)
     inputs = JSONObjectField(required=False, default=dict)
 
