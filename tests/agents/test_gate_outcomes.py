@@ -84,3 +84,19 @@ def test_the_routes_a_decision_is_carried_on_are_followed_within_bounds_and_past
     monkeypatch.setattr(gates, "ROUTE_STEPS_MAX", 100)
     with gates.memo(), pytest.raises(gates.RoutesTooMany):
         gates.crossed(before, after, ["review"])
+
+
+def test_a_crossing_names_the_gate_whose_decision_it_crosses_and_walks_through_a_gate_of_the_proposer_s_own():
+    """Two gates; the declined branch of the second wired through a new gate of the proposer's own
+    into what only its approval reached: named by the second (the refusal named the first gate of
+    the definition), and found though a gate lies on the way (the walk stopped at any gate)."""
+    before = {"nodes": [agent("plan"), hitl("budget_ok"), http("spend"), hitl("review"), http("pay", method="POST"),
+                        http("notify", f"{API}/declined", method="POST")],
+              "edges": [edge("plan", "budget_ok"), edge("budget_ok", "spend", "$.approved == true"),
+                        edge("plan", "review"), edge("review", "pay", "$.approved == true"),
+                        edge("review", "notify", DECLINED)]}
+    after = copy.deepcopy(before)
+    after["nodes"].append(hitl("mine", approvers=["alice"]))
+    after["edges"] += [edge("notify", "mine"), edge("mine", "pay", "$.approved == true")]
+    with gates.memo():
+        assert gates.crossings(before, after, ["budget_ok", "review"]) == {"pay": ["review"]}

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import functools
 import hashlib
+import heapq
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -201,10 +202,11 @@ def _guarded_from(definition: dict[str, Any], gate: str, starts: Iterable[str]) 
 
 Route = tuple[str, "str | None"]  # a decision edge: its source (a gate, or a step carrying one's decision), its rule
 
-# How many (node, new routes) steps judging a patch's routes may take, for each document, before it
-# refuses what it cannot judge in time (``RoutesTooMany``): a definition within the operator's bounds
-# (5,000 edges) takes a few thousand.
-ROUTE_STEPS_MAX = 200_000
+# How many edge steps following the gates' decisions may take, for each document, before the patch
+# is refused as one that cannot be judged in time (``RoutesTooMany``). Nodes are taken in the order
+# control reaches them (``_control_order``), so a definition without loops steps along each edge
+# once (the operator's bounds: 5,000 edges); each pass of a loop's jump back steps along its body again.
+ROUTE_STEPS_MAX = 500_000
 
 
 class RoutesTooMany(Exception):
@@ -319,8 +321,9 @@ def _route_masks(definition: dict[str, Any], gates_of: tuple[str, ...], index: d
     what four eyes rejected). Deterministic: edges in authoring order, first reached first."""
     carriers = deciders(definition, gates_of)
     out = _routes_out(definition)
+    order = _control_order(definition)
     masks: dict[str, int] = {}
-    todo: deque[str] = deque()
+    todo: list[tuple[int, str]] = []  # a heap: the node control reaches first is taken first
     queued: set[str] = set()
 
     def bit(route: Route) -> int:
@@ -331,14 +334,14 @@ def _route_masks(definition: dict[str, Any], gates_of: tuple[str, ...], index: d
             masks[target] = masks.get(target, 0) | mask
             if target not in queued:
                 queued.add(target)
-                todo.append(target)
+                heapq.heappush(todo, (order.get(target, len(order)), target))
 
     for gate in gates_of:
         for target, condition in out.get(gate, ()):
             reach(target, bit((gate, _normal(condition))))
     steps = 0
     while todo:
-        node = todo.popleft()
+        _, node = heapq.heappop(todo)
         queued.discard(node)
         if node in gates_of:
             continue  # a gate's own decision routes on from it (its edges above), not what reached it
@@ -350,6 +353,34 @@ def _route_masks(definition: dict[str, Any], gates_of: tuple[str, ...], index: d
             decisive = condition and node in carriers and _reads_output(condition)
             reach(target, bit((node, _normal(condition))) if decisive else mask)
     return masks
+
+
+def _control_order(definition: dict[str, Any]) -> dict[str, int]:
+    """Each node's place in the order control reaches it along the edges (``edges``: no loop's jump
+    back), a topological order (Kahn's); nodes on a cycle of edges, which validation refuses, after
+    the rest. Walked in it, a node's routes have all arrived before it passes them on."""
+    def build() -> dict[str, int]:
+        nodes = list(nodes_by_id(definition))
+        incoming = {n: 0 for n in nodes}
+        after: dict[str, list[str]] = {n: [] for n in nodes}
+        for source, target, _ in edges(definition):
+            if source in after and target in incoming:
+                after[source].append(target)
+                incoming[target] += 1
+        ready = deque(n for n in nodes if not incoming[n])
+        placed: dict[str, int] = {}
+        while ready:
+            node = ready.popleft()
+            placed[node] = len(placed)
+            for target in after[node]:
+                incoming[target] -= 1
+                if not incoming[target]:
+                    ready.append(target)
+        for node in nodes:
+            placed.setdefault(node, len(placed))
+        return placed
+
+    return _memoized("control_order", definition, build)
 
 
 def _routes_out(definition: dict[str, Any]) -> dict[str, list[tuple[str, str | None]]]:
@@ -405,11 +436,24 @@ def crossed(before: dict[str, Any], after: dict[str, Any], gates_of: str | Itera
     runs too), past a step that carries the decision on, or through a gate of the proposer's own:
     the payment goes out whatever the gate's people decide. One walk of each document for every
     gate together; ``RoutesTooMany`` past ``ROUTE_STEPS_MAX`` steps."""
+    return set(crossings(before, after, gates_of))
+
+
+def crossings(before: dict[str, Any], after: dict[str, Any], gates_of: str | Iterable[str]) -> dict[str, list[str]]:
+    """``crossed``'s nodes, each with the gates whose decision reaches it anew (a route's source is
+    the gate, or a step carrying its decision on: ``deciders``)."""
     wanted = _gates_named(gates_of)
     index: dict[Route, int] = {}
     was = _route_masks(before, wanted, index)
     now = _route_masks(after, wanted, index)
-    return {node for node, mask in now.items() if node in was and mask & ~was[node]}
+    fresh = {node: mask & ~was[node] for node, mask in now.items() if node in was and mask & ~was[node]}
+    if not fresh:
+        return {}
+    routes = sorted(index, key=index.__getitem__)
+    carried = {**deciders(before, wanted), **deciders(after, wanted)}
+    return {node: sorted({source if source in wanted else carried.get(source, source)
+                          for i, (source, _) in enumerate(routes) if mask >> i & 1})
+            for node, mask in sorted(fresh.items())}
 
 
 def guarding(definition: dict[str, Any], node_id: str) -> list[str]:

@@ -449,15 +449,16 @@ class _Judgement:
 
         held = tuple(gate for gate in self.held_gates if gate in self.new)
         try:
-            crossed = gates.crossed(self.before, self.after, held)
+            crossed = gates.crossings(self.before, self.after, held)
         except gates.RoutesTooMany as exc:
             self.refuse(Rule.GATE_BYPASS, f"the routes of the gates' decisions are too many to judge this patch by "
                         f"({exc}): a new workflow version is the way to change this run", op=len(self.operations) - 1)
         if crossed:
-            self.refuse(Rule.GATE_BYPASS, f"the patch lets another outcome of a gate ({', '.join(held[:5])}) reach "
-                        f"{', '.join(sorted(crossed)[:5])}, which only its own outcome reached: they would run "
+            by = next(iter(crossed.values()))
+            self.refuse(Rule.GATE_BYPASS, f"the patch lets another outcome of gate {by[0]!r} reach "
+                        f"{', '.join(list(crossed)[:5])}, which only its own outcome reached: they would run "
                         "whatever the gate's people decide",
-                        lambda doc: sorted(gates.crossed(self.before, doc, held)), node_id=held[0])
+                        lambda doc: sorted(gates.crossed(self.before, doc, held)), node_id=by[0])
 
     def check_authors_path_around(self, gate: str) -> None:
         """A path around the gate its author laid (a small payment's rule beside the gate's for a
