@@ -193,37 +193,43 @@ def _url_forms(secret: str) -> set[str]:
     return forms
 
 
-# HTML's escapes of the characters it escapes (Python's html.escape, Django, Jinja, PHP's
-# htmlspecialchars, each its own choice of quote forms), and the JSON string escapes other
-# encoders write: PHP's "\/", Go's HTML-safe "\u0026" "\u003c" "\u003e" and line separators, Java's
-# upper-case hex. A login page that fills its form in again, or an error page quoting what it was
-# sent, wrote the secret in one of them, kept as it came (a red-team helper's find).
-_HTML_QUOTES = (("&quot;", "&#x27;"), ("&quot;", "&#39;"), ("&#34;", "&#39;"), ("&quot;", "&apos;"))
+# HTML's escapes of the characters it escapes, with the quotes as each common escaper writes the
+# pair: none (Python's ``quote=False``), Python's html.escape and Django, PHP 8.1's htmlspecialchars,
+# older PHP and Java's escapeHtml4 (``'`` left as it is), PHP's ENT_HTML5, Jinja and Go, Ruby, Rails,
+# lodash and .NET. And the JSON string escapes other encoders write: PHP's "\/", Go's HTML-safe
+# "\u0026" "\u003c" "\u003e" and line separators, Java's upper-case hex. A login page that fills its
+# form in again, or an error page quoting what it was sent, wrote the secret in one of them, kept
+# as it came (a red-team helper's find).
+_HTML_QUOTES = (('"', "'"), ("&quot;", "&#x27;"), ("&quot;", "&#039;"), ("&quot;", "'"), ("&quot;", "&apos;"),
+                ("&#34;", "&#39;"), ("&quot;", "&#39;"))
 _GO_JSON = {"&": "\\u0026", "<": "\\u003c", ">": "\\u003e", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _JSON_HEX = re.compile(r"\\u[0-9a-f]{4}")
 
 
 def _text_forms(secret: str) -> set[str]:
-    """``secret`` inside a JSON string as the common encoders write it, and HTML-escaped."""
+    """``secret`` inside a JSON string as the common encoders write it, and HTML-escaped as the
+    common escapers write it (``_HTML_QUOTES``)."""
     raw, ascii_only = json.dumps(secret, ensure_ascii=False)[1:-1], json.dumps(secret)[1:-1]
     forms = {raw, ascii_only, raw.replace("/", "\\/"), ascii_only.replace("/", "\\/"),
              "".join(_GO_JSON.get(c, c) for c in raw),
              _JSON_HEX.sub(lambda hexed: hexed.group()[:2] + hexed.group()[2:].upper(), ascii_only)}
     html = secret.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    forms.add(html)
-    for double, single in _HTML_QUOTES:
-        forms.add(html.replace('"', double).replace("'", single))
+    forms |= {html.replace('"', double).replace("'", single) for double, single in _HTML_QUOTES}
     return forms
 
 
 def _number_form(secret: str) -> str | None:
     """The number a secret of decimal digits with leading zeros is answered as by a remote that
-    read it as one (``00481516`` as ``481516``), at least four digits: masked where a number is
-    (``_mask``), never in text, where a short one would take every such figure."""
+    read it as one (``00481516`` as ``481516``), of six digits or more: masked where a number is
+    (``_mask``), never in text; a shorter one would take the node's own figures too (its
+    ``duration_ms``), made text."""
     if secret.isascii() and secret.isdigit() and secret.startswith("0"):
         number = str(int(secret))
-        return number if len(number) >= 4 else None
+        return number if len(number) >= NUMBER_FORM_MIN_DIGITS else None
     return None
+
+
+NUMBER_FORM_MIN_DIGITS = 6
 
 
 def _mask(value: Any, matcher: Matcher) -> Any:

@@ -77,7 +77,7 @@ def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
 def _check_total(total: int) -> None:
     """An executor masks every form of each secret it sends (``vault.references``): up to some 60
     characters for each byte of a secret, all in one worker's memory. 200 secrets of 64 Ki characters
-    (the count and length caps alone) did not fit it; 64 KiB of them take at most about 110 MB and
+    (the count and length caps alone) did not fit it; 64 KiB of them take at most about 120 MB and
     0.7 s to make ready, once per node (measured with the HTML and other encoders' JSON forms)."""
     limit = settings.AOB_MAX_SECRETS_BYTES_PER_OWNER
     if total > limit:
