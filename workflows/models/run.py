@@ -168,7 +168,7 @@ class NodeRun(models.Model):
     # the run's details and timeline answer (``waiting_for``), which the pages and the CLI show.
     WAITING_FOR = {
         "approval": "a person's decision (its approval)",
-        "budget": "its run's budget to be raised",
+        "budget": "room in a budget: its next model call does not fit yet (its node_paused event says whose and why)",
         "workflow": "its child run to finish",
         "worker": "a worker: none running consumes its queue (its node_unserved event names it)",
         "slot": "a slot: its owner runs as many nodes of its type as allowed",
