@@ -15,8 +15,9 @@ left by an attempt that is no longer running (its process killed mid-call) is a 
 no answer: the next reservation of a run or owner that holds it charges it at its worst case
 (``_settle``), and the lapsed attempt's own late release, if it comes, then adds nothing. A run
 that ends with one (cancelled, failed elsewhere, its lost node given up: nothing of it reserves
-again) has it charged as it ends (``settle_lapsed``, the agent type's ``on_run_finished``), and
-the budget sweep charges what a process that died before that left (``sweep_lapsed``).
+again) has it charged once the run ended a lease's time ago (``settle_lapsed``, asked by the agent
+type's ``on_run_finished``), and the budget sweep charges what a process that died before that
+left (``sweep_lapsed``).
 
 A sub-workflow's spend also counts against its parent's ceilings, and theirs, up the nesting
 (``Run.within``): the reservation and the usage are written to every run of that line at once, so
@@ -400,7 +401,8 @@ def settle_lapsed(run_id: Any) -> int:
     reservation would (``_settle``), in the runs of the line and in the owner's day rows that hold
     them (of whatever day); the number charged. Before, a run that ended with one (cancelled while
     its agent's process lay dead mid-call) kept it reserved, uncharged, for ever (a red-team helper's
-    find)."""
+    find). Asked ``AOB_LEASE_S`` after the run ended (``settle_later``): a call still in flight then
+    (its process alive, its node run cancelled with the run) charges itself as it stops."""
     if not Run.objects.filter(pk=run_id, usage__has_key="reservations").exclude(usage__reservations={}).exists():
         return 0  # almost every run: one read, no lock
     with transaction.atomic():
@@ -418,13 +420,31 @@ def settle_lapsed(run_id: Any) -> int:
                 usage = _settle(each, {k: v for k, v in held.items() if k in lapsed}, set())
                 usage["reservations"] = mine
                 Run.objects.filter(pk=each.pk).update(usage=usage)
-        for spend in (OwnerSpend.objects.select_for_update().filter(owner_id=line[0].owner_id,
-                                                                     reserved__has_any_keys=sorted(lapsed))
-                      .order_by("day")):
-            spend.cost_usd += sum(v for k, v in spend.reserved.items() if k in lapsed)
-            spend.reserved = {k: v for k, v in spend.reserved.items() if k not in lapsed}
-            spend.save(update_fields=["reserved", "cost_usd"])
+        _settle_days(line[0].owner_id, lapsed)
     return len(lapsed)
+
+
+def _settle_days(owner_id: Any, lapsed: set[str]) -> None:
+    """The owner's day rows holding any of ``lapsed``, each charged what it held of them (the day it
+    was reserved on, as ``reserve`` charges today's), in the caller's transaction."""
+    for spend in (OwnerSpend.objects.select_for_update().filter(owner_id=owner_id, reserved__has_any_keys=sorted(lapsed))
+                  .order_by("day")):
+        spend.cost_usd += sum(v for k, v in spend.reserved.items() if k in lapsed)
+        spend.reserved = {k: v for k, v in spend.reserved.items() if k not in lapsed}
+        spend.save(update_fields=["reserved", "cost_usd"])
+
+
+def settle_later(run_id: Any) -> None:
+    """Ask ``agents.settle`` for ``settle_lapsed`` once a call in flight as the run ended has had its
+    lease's time to stop and charge itself; only for a run that holds a reservation. A send that
+    fails is left to ``sweep_lapsed``."""
+    from agents.tasks import settle
+
+    try:
+        if Run.objects.filter(pk=run_id, usage__has_key="reservations").exclude(usage__reservations={}).exists():
+            settle.apply_async(args=[str(run_id)], countdown=settings.AOB_LEASE_S)
+    except Exception:  # the sweep is the backstop
+        logger.warning("budget.settle_not_sent", exc_info=True, extra={"run_id": str(run_id)})
 
 
 def _node_runs_of(run_id: Any, keys: set[str]) -> set[int]:
@@ -435,15 +455,29 @@ def _node_runs_of(run_id: Any, keys: set[str]) -> set[int]:
 
 
 def sweep_lapsed(limit: int = 100) -> int:
-    """The backstop of ``settle_lapsed``: the runs whose calls the owners' day rows still hold though
-    their attempts ended (a process died between a run's end and its settling), ``limit`` at a time.
-    The day rows are few (one an owner and day), and only those holding a reservation are read."""
-    held = {key for reserved in OwnerSpend.objects.exclude(reserved={}).values_list("reserved", flat=True)
-            for key in reserved}
-    lapsed = held - _holding(held)
-    runs = set(NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in lapsed},
-                                      run__status__in=Run.FINISHED).values_list("run_id", flat=True)[:limit])
-    return sum(settle_lapsed(run_id) for run_id in runs)
+    """The backstop of ``settle_later``: the calls the owners' day rows still hold whose attempt ended
+    more than ``AOB_LEASE_S`` ago (a process died between a run's end and its settling, or the
+    run goes on and has not reserved since): the finished runs they belong to settle them
+    (``settle_lapsed``, ``limit`` runs a pass, in order), and each day row is charged the rest. The
+    day rows are few (one an owner and day), and only those holding a reservation are read."""
+    held: dict[Any, set[str]] = {}
+    for owner_id, reserved in OwnerSpend.objects.exclude(reserved={}).values_list("owner_id", "reserved"):
+        held.setdefault(owner_id, set()).update(reserved)
+    keys = {key for owned in held.values() for key in owned}
+    ended = timezone.now() - timedelta(seconds=settings.AOB_LEASE_S)
+    recent = {str(pk) for pk in NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in keys},
+                                                       finished_at__gt=ended).values_list("pk", flat=True)}
+    lapsed = {key for key in keys - _holding(keys) if key.partition("/")[0] not in recent}
+    if not lapsed:
+        return 0
+    runs = list(NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in lapsed}, run__status__in=Run.FINISHED)
+                .order_by("run_id").values_list("run_id", flat=True).distinct()[:limit])
+    charged = sum(settle_lapsed(run_id) for run_id in runs)
+    for owner_id, owned in held.items():
+        if owned & lapsed:
+            with transaction.atomic():
+                _settle_days(owner_id, owned & lapsed - _holding(owned & lapsed))
+    return charged
 
 
 _swept_after = 0  # this process's sweep cursor: each sweep goes on past the last node run it judged

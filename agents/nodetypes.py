@@ -83,10 +83,10 @@ def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _settle_lapsed(run_id: str, status: str) -> None:
-    """A run's end: its calls cut off mid-call are charged (``budget.settle_lapsed``)."""
+    """A run's end: its calls cut off mid-call are charged, a lease's time later (``budget.settle_later``)."""
     from agents import budget
 
-    budget.settle_lapsed(run_id)
+    budget.settle_later(run_id)
 
 
 @executor("agent", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, grants=effective_tools,

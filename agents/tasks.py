@@ -18,3 +18,11 @@ def wake(line: list[str], owner_id: int) -> None:
     from agents.budget import wake as wake_paused
 
     wake_paused(line, owner_id)
+
+
+@shared_task(name="agents.settle", acks_late=True, ignore_result=True)
+def settle(run_id: str) -> int:
+    """A finished run's calls cut off mid-call, charged (agents.budget.settle_lapsed)."""
+    from agents.budget import settle_lapsed
+
+    return settle_lapsed(run_id)

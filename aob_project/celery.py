@@ -78,6 +78,7 @@ app.conf.task_routes = {
     "subflows.*": {"queue": MAINTENANCE_QUEUE},
     "agents.sweep": {"queue": MAINTENANCE_QUEUE},
     "agents.wake": {"queue": MAINTENANCE_QUEUE},
+    "agents.settle": {"queue": MAINTENANCE_QUEUE},
     "retention.*": {"queue": MAINTENANCE_QUEUE},
     # The executor task goes to its node type's queue, named at publish time from the registry.
     EXECUTOR_TASK: {"queue": DEFAULT_NODE_QUEUE},
