@@ -778,7 +778,10 @@ CORPUS = [
         [add("/nodes/0", transform("x")), add("/edges/0", edge("plan", "x"))], "applied"),
 
     # --- an agent's own gate: gate_approvers, gate_timeout_approve, gate_outcome --------------------------
-    row("new-gate-empty-approvers", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=[]), "gate_approvers", 0),
+    # an empty list asks the run's owner (approvals.services), whom an agent's gate may name: refused as
+    # "approving nothing" until 7 December, where naming the owner was accepted
+    row("new-gate-empty-approvers-asks-the-owner-accepted", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=[]),
+        "applied"),
     row("new-gate-stranger", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["mallory"]),
         "gate_approvers", 0),
     row("new-gate-agent-as-approver", INVOICE, PLANNING, PLAN, gate_after("plan", approvers=["plan"]),

@@ -417,9 +417,6 @@ class _Judgement:
             config = self.new[gate].get("config") or {}
             for key in ("approvers", "escalate_to"):
                 people = config.get(key)
-                if key == "approvers" and people is not None and not people:
-                    self.refuse(Rule.GATE_APPROVERS, f"gate {gate!r}: an empty approver list approves nothing",
-                                _node(gate), node_id=gate)
                 strangers = sorted(set(people or []) - named)
                 if strangers:
                     self.refuse(Rule.GATE_APPROVERS, f"gate {gate!r}: {key} may name only people the workflow's author "
