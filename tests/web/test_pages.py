@@ -210,3 +210,15 @@ def test_a_scripted_form_cannot_be_sent_before_its_script_takes_it_over(browser:
     buttons = re.findall(r"<button[^>]*type=\"submit\"[^>]*>", html.split("<main", 1)[-1])
     assert buttons, html[:500]
     assert all("disabled" in b and "data-scripted" in b for b in buttons), buttons
+
+
+def test_the_runs_list_offers_a_delete_only_for_filters_a_delete_takes(browser: Client, user: Any) -> None:
+    """A list of running runs offered "Delete these finished runs of yours", whose request the API
+    refused (a delete takes finished statuses only): the page and the API read one rule."""
+    run_start(owner=user, definition=example("hello-chain"), inputs={"name": "Ada"})
+    assert 'id="delete-filters"' not in browser.get("/runs/?status=running").content.decode()
+    assert 'id="delete-filters"' not in browser.get("/runs/?status=queued").content.decode()
+    from workflows.models import Run
+
+    Run.objects.filter(owner=user).update(status="completed")
+    assert 'id="delete-filters"' in browser.get("/runs/?status=completed").content.decode()

@@ -141,7 +141,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
                       .distinct()[:500]))
     # what POST /runs/delete takes: the caller's own finished runs, chosen by these filters alone
     chosen = {k: v for k, v in wanted.items() if k in DELETE_FILTERS}
-    deletable = chosen if chosen and not problem and set(wanted) - {"cursor"} <= set(DELETE_FILTERS) else None
+    deletable = (chosen if chosen and not problem and set(wanted) - {"cursor"} <= set(DELETE_FILTERS)
+                 and chosen.get("status") in (None, *Run.FINISHED) else None)  # a delete takes finished ones
     return _render(request, "run_list.html", nav="runs", runs=[_run_row(r) for r in runs], filters=wanted,
                    delete_filters=deletable,
                    statuses=Run.Status.values, tags=tags, problem=problem, page_size=RUNS_PAGE_SIZE,
