@@ -371,3 +371,19 @@ def test_a_pause_is_no_try_of_the_node_s_own(engine, api, user, fake_llm, remote
         (1, "paused"), (2, "failed"), (3, "completed")]
     assert plan_run.attempt_log[1]["error"]["error_type"] == "Timeout"
     assert len(remote.hits("/echo")) == 1  # the journal replayed the first turn's tool: nothing repeated
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("field", "value"), [("max_tokens", -1), ("max_cost_usd", -0.5), ("max_cost_usd", float("nan")),
+                                              ("max_tokens", 10**13), ("max_cost_usd", True)])
+def test_the_ceilings_a_raise_may_set_are_the_service_s_whoever_calls_it(user, field, value):
+    """Its bounds were the API field's alone: any other caller (an admin action, a command) set a
+    negative ceiling."""
+    from aob_project.exceptions import ValidationFailed
+    from tests.conftest import stored_run
+    from workflows.services.runs import run_budget_raise
+
+    run = stored_run(user)
+    with pytest.raises(ValidationFailed) as refused:
+        run_budget_raise(run=run, user=user, **{field: value})
+    assert (refused.value.extra["field"], refused.value.extra["rule"]) == (field, "range")

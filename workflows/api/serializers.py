@@ -19,6 +19,7 @@ from workflows.models.workflow import RESERVED_TAGS, TAG_PATTERN
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
 from workflows.services.patches import DESCRIPTION_MAX_CHARS, MAX_OPERATIONS
+from workflows.services.runs import BUDGET_MAX_COST_USD, BUDGET_MAX_TOKENS
 
 
 class StrictSerializer(serializers.Serializer):
@@ -579,8 +580,8 @@ class ReplayIn(StrictSerializer):
 class RunBudgetIn(StrictSerializer):
     min_properties = 1
 
-    max_tokens = serializers.IntegerField(min_value=0, max_value=10**12, required=False)
-    max_cost_usd = serializers.FloatField(min_value=0, max_value=10**9, required=False)
+    max_tokens = serializers.IntegerField(min_value=0, max_value=BUDGET_MAX_TOKENS, required=False)
+    max_cost_usd = serializers.FloatField(min_value=0, max_value=BUDGET_MAX_COST_USD, required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:

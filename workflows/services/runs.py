@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -270,12 +271,23 @@ def _runs_again(ir: IR, node_id: str, settled: set[str]) -> set[str]:
     return again
 
 
+# What a run's ceilings may be set to (``run_budget_raise``; the API's fields say the same).
+BUDGET_MAX_TOKENS = 10**12
+BUDGET_MAX_COST_USD = 10**9
+
+
 def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
                      max_cost_usd: float | None = None) -> Run:
     """Set a run's LLM spend ceilings (its owner's decision) and resume every node paused on them,
     in this run and in the sub-workflows whose spend counts against it, in one transaction; a
     resumed agent replays its journal, so no model call is lost or made twice, and one still short
     pauses again. ``user`` must be the run's owner (``run_owner_check``)."""
+    for field, value, most in (("max_tokens", max_tokens, BUDGET_MAX_TOKENS),
+                               ("max_cost_usd", max_cost_usd, BUDGET_MAX_COST_USD)):
+        if value is not None and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                      and math.isfinite(value) and 0 <= value <= most):
+            raise ValidationFailed(f"{field} must be a number from 0 to {most}",
+                                   extra={"field": field, "rule": "range", "minimum": 0, "maximum": most})
     run_owner_check(run=run, user=user, action="set its budget")
     with transaction.atomic():
         locked_below = runs_below_locked(run.pk)  # before this one (their order)
