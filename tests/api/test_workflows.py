@@ -265,3 +265,16 @@ def test_a_tag_with_spaces_around_it_is_refused_as_sent_not_trimmed_into_another
     assert response.status_code == 400 and response.json()["details"]["field"] == "tag_name", response.json()
     assert not Workflow.objects.exists()
     assert api.post(f"{API}/hooks", {"tag": tag}, format="json").json()["details"]["field"] == "tag"
+
+
+@pytest.mark.django_db
+def test_a_workflow_patch_s_operations_are_bounded_by_the_service_whoever_patches(user):
+    """The bound was the API field's alone (a run patch's is its policy's)."""
+    from aob_project.exceptions import ValidationFailed
+    from workflows.services.definitions import WORKFLOW_PATCH_MAX_OPERATIONS, workflow_patch
+
+    saved = workflow_save(owner=user, tag="many", definition=fetch_then_store())
+    ops = [{"op": "test", "path": "/nodes", "value": fetch_then_store()["nodes"]}] * (WORKFLOW_PATCH_MAX_OPERATIONS + 1)
+    with pytest.raises(ValidationFailed) as refused:
+        workflow_patch(workflow=saved.workflow, operations=ops)
+    assert (refused.value.extra["field"], refused.value.extra["rule"]) == ("operations", "max_length")

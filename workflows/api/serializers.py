@@ -18,6 +18,7 @@ from workflows.models.workflow import DESCRIPTION_MAX_CHARS as VERSION_DESCRIPTI
 from workflows.models.workflow import RESERVED_TAGS, TAG_PATTERN
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
+from workflows.services.definitions import WORKFLOW_PATCH_MAX_OPERATIONS
 from workflows.services.patches import DESCRIPTION_MAX_CHARS, MAX_OPERATIONS
 from workflows.services.runs import BUDGET_MAX_COST_USD, BUDGET_MAX_TOKENS
 
@@ -134,7 +135,7 @@ class WorkflowValidateIn(EnvelopeSerializer):
 
 
 class WorkflowPatchIn(StrictSerializer):
-    operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=1000)
+    operations = serializers.ListField(child=JSONObjectField(), min_length=1, max_length=WORKFLOW_PATCH_MAX_OPERATIONS)
     description = serializers.CharField(required=False, allow_blank=True, max_length=VERSION_DESCRIPTION_MAX_CHARS,
                                         default="")
     base_version = serializers.IntegerField(

@@ -186,11 +186,19 @@ def version_summary(definition: dict[str, Any]) -> dict[str, Any]:
             "metadata_description": str(metadata.get("description") or "")}
 
 
+# The most operations one workflow patch may carry (the API's field states the same number).
+WORKFLOW_PATCH_MAX_OPERATIONS = 1000
+
+
 def workflow_patch(*, workflow: Workflow, operations: list[dict[str, Any]], description: str = "",
                    base_version: BaseVersion = ANY) -> Saved:
     """Apply RFC 6902 operations to the current version; the tag moves only if the result validates.
     The current version is read under the workflow's row lock, in the transaction that saves the
     result: a patch applied to a version another patch has just replaced would undo that one."""
+    if isinstance(operations, list) and len(operations) > WORKFLOW_PATCH_MAX_OPERATIONS:
+        raise ValidationFailed(f"{len(operations)} operations; a workflow patch has at most "
+                               f"{WORKFLOW_PATCH_MAX_OPERATIONS}", extra={"field": "operations", "rule": "max_length",
+                                                                          "limit": WORKFLOW_PATCH_MAX_OPERATIONS})
     with transaction.atomic():
         # locked alone: a join in the locking read would be checked again against the row the
         # previous writer left, whose current_version the joined row no longer matches
