@@ -12,6 +12,7 @@ from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
 from workers.http.exceptions import HTTPRequestError
 from workflows.definition.references import resolve
+from workflows.engine.execution import LOST
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, Repeats, executor
 
@@ -199,4 +200,4 @@ def _after_lost(ctx: NodeContext) -> bool:
     from workflows.models import NodeRun
 
     log = NodeRun.objects.filter(pk=ctx.node_run_id).values_list("attempt_log", flat=True).first() or []
-    return bool(log) and isinstance(log[-1], dict) and log[-1].get("status") == "lost"
+    return bool(log) and isinstance(log[-1], dict) and log[-1].get("status") == LOST

@@ -38,7 +38,7 @@ from .planner import Plan, State, Token
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = {NodeRun.Status.QUEUED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING}
+ACTIVE = frozenset(NodeRun.ACTIVE)
 
 
 def graph(artifact_id: str) -> IR:

@@ -413,6 +413,9 @@ CLAIM_HELD: Final = "held"
 # ``resume``, never in a claim.
 CLAIMED_AGAIN = frozenset({"budget"})
 PAUSED = "paused"
+# An attempt whose worker died mid-node, as the sweeper logs it (``sweeper``): what ``AOB_MAX_ATTEMPTS_ON_LOST``
+# counts, and what an http node that does not repeat its request reads before sending it again.
+LOST = "lost"
 
 
 def tries(node_run_id: int, attempt: int) -> int:

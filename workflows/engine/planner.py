@@ -43,7 +43,7 @@ from .pure import Budget, Outcome, in_decision
 Evaluate = Callable[[Any, int, dict[str, Any]], Outcome | None]
 
 DELIVERED, DEAD, PENDING = "delivered", "dead", "pending"
-ACTIVE = frozenset({NodeRun.Status.QUEUED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING})
+ACTIVE = frozenset(NodeRun.ACTIVE)
 FINISHED = frozenset(NodeRun.FINISHED)
 RUN_FINISHED = frozenset(Run.FINISHED)
 # A node's branch rules that fail to evaluate in one decision: each of the first few writes its own

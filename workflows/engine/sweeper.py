@@ -38,10 +38,10 @@ from workflows.models import Event, NodeRun, Run
 from . import admission, dispatch, events, locks, owners, poison, shares, transitions
 from .coordinator import load_ir
 from .dispatch import Dispatch, coordinate_now, publish_now
-from .execution import error_payload
+from .execution import LOST, error_payload
 
 logger = logging.getLogger(__name__)
-LIVE_RUN = [Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_FOR_APPROVAL]
+LIVE_RUN = [status for status in Run.Status.values if status not in Run.FINISHED]  # a run not ended
 
 
 def sweep() -> dict[str, int]:
@@ -436,11 +436,11 @@ def lapsed(nr: NodeRun) -> dict[str, object]:
 def times_lost(nr: NodeRun) -> int:
     """The attempts of a node run a worker died in, as its log shows, not all its attempts: two
     that timed out and one lost worker failed a node with retries left, as "lost 3 times"."""
-    return sum(1 for past in nr.attempt_log if isinstance(past, dict) and past.get("status") == "lost")
+    return sum(1 for past in nr.attempt_log if isinstance(past, dict) and past.get("status") == LOST)
 
 
 def _recover_lost(nr: NodeRun, now: object) -> str:
-    entry = {"attempt": nr.attempts, "status": "lost", "error": {
+    entry = {"attempt": nr.attempts, "status": LOST, "error": {
         "error_type": "WorkerLost", "message": "the worker running this node stopped before finishing"}}
     lost = times_lost(nr) + 1
     with transaction.atomic():
