@@ -214,8 +214,10 @@ def run_status(session: Session, run_id: str) -> None:
 @run.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
 @click.option("--workflow", "--tag", "workflow", default=None, help="Only this workflow's runs (its tag).")
-@click.option("--since", default=None, metavar="ISO-TIME", help="Created at or after, e.g. 2026-12-01 or 2026-12-01T10:00Z.")
-@click.option("--until", default=None, metavar="ISO-TIME", help="Created before.")
+@click.option("--since", "--created-after", "since", default=None, metavar="ISO-TIME",
+              help="Created at or after, e.g. 2026-12-01 or 2026-12-01T10:00Z (the API's created_after).")
+@click.option("--until", "--created-before", "until", default=None, metavar="ISO-TIME",
+              help="Created before (the API's created_before).")
 @click.option("--owner", default=None, help="Staff: another user's runs.")
 @click.option("--search", "-q", default=None, help="Text in the run's inputs or error.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)

@@ -95,6 +95,8 @@ def test_a_value_a_run_filter_cannot_take_is_refused_by_name(runs, query, field,
     assert body["details"]["field"] == field and body["message"].startswith(f"{field}:")
     if field == "status":
         assert body["details"]["allowed"] == Run.Status.values
+    if field == "created_after":  # the example an empty value gets, not Django's "Enter a valid date/time."
+        assert body["details"]["rule"] == "date_time" and "e.g. 2026-12-01T00:00:00Z" in body["message"]
 
 
 def cursor_of(querystring: str) -> str:

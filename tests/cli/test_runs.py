@@ -219,8 +219,9 @@ def test_run_list_filters_by_workflow_dates_and_text_and_pages_by_cursor(as_alic
     assert "card declined (node pay)" in first.out
     cursor = first.lines()[-1].removeprefix("(more: --cursor ").removesuffix(")")
     assert listed("--limit", "2", "--cursor", cursor) == [str(old.pk)]
-    bad = as_alice("run", "list", "--since", "last week")
-    assert bad.code == 1 and bad.err.startswith("error: created_after: ")
+    bad = as_alice("run", "list", "--since", "last week")  # the option's other name is the API's field
+    assert bad.code == 1 and bad.err.startswith("error: created_after: 'last week' must be an ISO 8601 date-time")
+    assert listed("--created-after", "2000-01-01", "--search", "lovelace") == [str(old.pk)]
 
 
 def test_start_sends_an_idempotency_key_a_new_one_per_invocation_unless_given(engine, as_alice, write_json):

@@ -42,13 +42,19 @@ class CheckedFilterBackend(DjangoFilterBackend):
         return checked(filterset, request.query_params)
 
 
+DATE_TIME = "must be an ISO 8601 date-time, e.g. 2026-12-01T00:00:00Z"
+
+
 def checked(filterset: django_filters.FilterSet, params: Any) -> QuerySet:
     """``filterset``'s rows for ``params`` (what it was given), or the first bad parameter's 400."""
     for name, flt in filterset.filters.items():
         if isinstance(flt, django_filters.IsoDateTimeFilter) and params.get(name, None) == "":
-            raise refuse(name, "must be an ISO 8601 date-time, e.g. 2026-12-01T00:00:00Z", "date_time")
+            raise refuse(name, DATE_TIME, "date_time")
     if not filterset.is_valid():
         field, errors = next(iter(filterset.errors.items()))
+        if isinstance(filterset.filters.get(field), django_filters.IsoDateTimeFilter):
+            value = str(params.get(field, ""))[:100]
+            raise refuse(field, f"{value!r} {DATE_TIME}", "date_time")
         allowed = getattr(filterset.filters.get(field), "allowed", None)
         if allowed:
             value = str(params.get(field, ""))[:100]
