@@ -189,3 +189,27 @@ def test_events_after_a_sequence_number(engine, api):
     assert api.get(f"/api/v1/runs/{run.pk}/events", {"after": 6}).json() == []
     assert every[1]["node_id"] == "a" and every[1]["type"] == "node_started"
     assert api.get(f"/api/v1/runs/{run.pk}/events", {"after": "x"}).status_code == 400
+
+
+def test_a_start_runs_the_version_its_client_read_however_many_were_saved_since(engine, api):
+    """The workflow page's Run started whatever version was current at the click: one tab showing
+    version 0 ran the version another tab saved meanwhile. A start may name the version it read."""
+    save(api, "tabs", small())
+    first = api.get("/api/v1/workflows/tabs").json()
+    changed = small()
+    changed["nodes"][1]["config"]["expression"] = "nodes.a.v * 5"
+    save(api, "tabs", changed)  # the other tab
+
+    shown = api.post("/api/v1/workflows/tabs/execute", {"inputs": {"v": 2}, "version": first["version"]},
+                     format="json").json()
+    by_tag = api.post("/api/v1/runs", {"tag": "tabs", "version": first["version"], "inputs": {"v": 2}},
+                      format="json").json()
+    current = execute(api, "tabs", {"v": 2})
+
+    outputs = [wait_for_run(run_id).node_runs.get(node_id="b").output for run_id in
+               (shown["run_id"], by_tag["run_id"], current)]
+    assert outputs == [6, 6, 10], outputs
+    missing = api.post("/api/v1/workflows/tabs/execute", {"version": 7}, format="json")
+    assert missing.status_code == 404 and "no version 7" in missing.json()["message"]
+    loose = api.post("/api/v1/runs", {"workflow": small(), "version": 0}, format="json")
+    assert loose.status_code == 400 and loose.json()["details"]["field"] == "version"

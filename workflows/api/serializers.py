@@ -144,8 +144,16 @@ class WorkflowPatchIn(StrictSerializer):
                   "refused with 409 `version_conflict` naming it. Absent: they apply to whatever is current.")
 
 
+def version_field() -> serializers.IntegerField:
+    """The saved version (seq) a start runs, as its client read it: another tab's save since then
+    does not change what runs (omitted: the current one)."""
+    return serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1, help_text=(
+        "the version (seq) to run, as the client read it; omitted: the current one"))
+
+
 class ExecuteIn(StrictSerializer):
     inputs = JSONObjectField(required=False, default=dict)
+    version = version_field()
 
 
 class RunCreateIn(EnvelopeSerializer):
@@ -154,6 +162,7 @@ class RunCreateIn(EnvelopeSerializer):
     envelope = '{"tag": "my-workflow", "inputs": {...}} or {"workflow": {"nodes": [...]}, "inputs": {...}}'
     one_of_required = (("tag",), ("workflow",))
     tag = tag_field(required=False)
+    version = version_field()
     workflow = JSONObjectField(required=False)
     inputs = JSONObjectField(required=False, default=dict)
 
@@ -161,6 +170,9 @@ class RunCreateIn(EnvelopeSerializer):
         if ("tag" in attrs) == ("workflow" in attrs):
             raise serializers.ValidationError({"tag": [serializers.ErrorDetail(
                 "give exactly one of tag or workflow", code="one_of")]})
+        if "version" in attrs and "tag" not in attrs:
+            raise serializers.ValidationError({"version": [serializers.ErrorDetail(
+                "a version is a saved workflow's: give its tag", code="requires_tag")]})
         return attrs
 
 

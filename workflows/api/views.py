@@ -292,8 +292,9 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         data = s.ExecuteIn(data=request.data)
         data.is_valid(raise_exception=True)
         workflow = selectors.workflow_get(owner=request.user, tag=tag, content=False)
+        artifact_id = _version_run(workflow, data.validated_data.get("version"))
         return _request_once(request, lambda record: runs.run_start(
-            owner=request.user, artifact_id=workflow.current_version.artifact_id, inputs=data.validated_data["inputs"],
+            owner=request.user, artifact_id=artifact_id, inputs=data.validated_data["inputs"],
             workflow=workflow, request_id=_request_id(request), record=record, api_write=True))
 
     def get_throttles(self) -> list[Any]:
@@ -311,6 +312,13 @@ class WorkflowViewSet(viewsets.GenericViewSet):
 _RUN_STARTED = s.RenderedPerThread(s.RunStartedOut)
 _RUN_DETAILS = s.RenderedPerThread(s.RunDetailsOut)
 _RUN_RESULT = s.RenderedPerThread(s.RunResultOut)  # GET /runs/{id}, what clients poll
+
+
+def _version_run(workflow: Any, version: int | None) -> str:
+    """The definition a start of ``workflow`` runs: the ``version`` its client read, else the current one."""
+    if version is None:
+        return workflow.current_version.artifact_id
+    return selectors.workflow_version_get(workflow=workflow, seq=version).artifact_id
 
 
 def _run_started(run: Run) -> dict[str, Any]:
@@ -433,8 +441,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         if "tag" in data.validated_data:
             workflow = selectors.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
+            artifact_id = _version_run(workflow, data.validated_data.get("version"))
             return _request_once(request, lambda record: runs.run_start(
-                owner=request.user, artifact_id=workflow.current_version.artifact_id,
+                owner=request.user, artifact_id=artifact_id,
                 inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request),
                 record=record, api_write=True))
         return _request_once(request, lambda record: runs.run_start(

@@ -246,7 +246,9 @@ async function run(event) {
   $("run-btn").disabled = true;
   $("run-status").textContent = "Starting…";
   try {
-    const started = await api(`/workflows/${enc(page.tag)}/execute`, { method: "POST", body: { inputs } });
+    // the version this page shows: another tab's save since does not change what runs
+    const body = baseVersion === null ? { inputs } : { inputs, version: baseVersion };
+    const started = await api(`/workflows/${enc(page.tag)}/execute`, { method: "POST", body });
     if (!unsaved()) {
       location.assign(`/runs/${started.run_id}/`);
       return;
