@@ -387,3 +387,14 @@ def test_the_ceilings_a_raise_may_set_are_the_service_s_whoever_calls_it(user, f
     with pytest.raises(ValidationFailed) as refused:
         run_budget_raise(run=run, user=user, **{field: value})
     assert (refused.value.extra["field"], refused.value.extra["rule"]) == (field, "range")
+
+
+@pytest.mark.django_db
+def test_a_raise_that_names_no_ceiling_is_a_400_naming_the_field(api, user):
+    from tests.conftest import stored_run
+
+    run = stored_run(user)
+    response = api.post(f"/api/v1/runs/{run.pk}/budget", {}, format="json")
+
+    details = response.json()["details"]
+    assert response.status_code == 400 and (details["field"], details["rule"]) == ("max_tokens", "required")

@@ -597,8 +597,9 @@ class RunBudgetIn(StrictSerializer):
     max_cost_usd = serializers.FloatField(min_value=0, max_value=BUDGET_MAX_COST_USD, required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not attrs:
-            raise serializers.ValidationError("give max_tokens, max_cost_usd or both")
+        if not attrs:  # named by the first field (it was non_field_errors, rule invalid)
+            raise serializers.ValidationError({"max_tokens": [serializers.ErrorDetail(
+                "give max_tokens, max_cost_usd or both", code="required")]})
         return attrs
 
 
