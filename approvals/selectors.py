@@ -234,7 +234,8 @@ def approval_for_node(*, user: User, run: Run, node_id: str) -> Approval:
     approval = (approvals_visible(user=user).filter(run=run, node_id=node_id, kind=Approval.Kind.NODE)
                 .order_by("-created_at").first())
     if approval is None:
-        raise ApprovalNotFound("no approval for that run and node")
+        raise ApprovalNotFound(f"no approval of node {node_id!r} in run {run.pk} that you can see (is it a gate, and "
+                               "has it asked?)", extra={"field": "node_id"})
     return approval
 
 
