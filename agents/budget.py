@@ -121,7 +121,7 @@ def _settle(run: Run, held: dict[str, Any], live: set[str]) -> dict[str, Any]:
     reserved. The node run of such a call, where it is ``run``'s own, lists it with why."""
     usage = dict(run.usage or {})
     # (node run, what it reserved) of each lapsed one: two attempts of one node run may both have lapsed
-    lapsed = [(int(k.partition("/")[0]), v) for k, v in held.items() if k not in live]
+    lapsed = [(_node_run(k), v) for k, v in held.items() if k not in live]
     if lapsed:
         ours = set(NodeRun.objects.filter(pk__in={pk for pk, _ in lapsed}, run_id=run.pk).values_list("pk", flat=True))
         for node_run_id, v in lapsed:
@@ -403,14 +403,14 @@ def settle_lapsed(run_id: Any) -> int:
     its agent's process lay dead mid-call) kept it reserved, uncharged, for ever (a red-team helper's
     find). Asked ``AOB_LEASE_S`` after the run ended (``settle_later``): a call still in flight then
     (its process alive, its node run cancelled with the run) charges itself as it stops."""
-    if not Run.objects.filter(pk=run_id, usage__has_key="reservations").exclude(usage__reservations={}).exists():
+    if not _holds_reservations(run_id):
         return 0  # almost every run: one read, no lock
     with transaction.atomic():
         line = _line(str(run_id))  # child first, then the owner's rows: as ``reserve`` locks them
         keys = {key for each in line for key in ((each.usage or {}).get("reservations") or {})}
         live = _holding(keys)
         lapsed = {key for key in keys if key not in live
-                  and int(key.partition("/")[0]) in _node_runs_of(line[0].pk, keys - live)}
+                  and _node_run(key) in _node_runs_of(line[0].pk, keys - live)}
         if not lapsed:
             return 0
         for each in line:
@@ -441,17 +441,25 @@ def settle_later(run_id: Any) -> None:
     from agents.tasks import settle
 
     try:
-        if Run.objects.filter(pk=run_id, usage__has_key="reservations").exclude(usage__reservations={}).exists():
+        if _holds_reservations(run_id):
             settle.apply_async(args=[str(run_id)], countdown=settings.AOB_LEASE_S)
     except Exception:  # the sweep is the backstop
         logger.warning("budget.settle_not_sent", exc_info=True, extra={"run_id": str(run_id)})
 
 
+def _holds_reservations(run_id: Any) -> bool:
+    return Run.objects.filter(pk=run_id, usage__has_key="reservations").exclude(usage__reservations={}).exists()
+
+
+def _node_run(key: str) -> int:
+    """The node run a reservation's key (``<node run>/<attempt>``, or ``<node run>``) names."""
+    return int(key.partition("/")[0])
+
+
 def _node_runs_of(run_id: Any, keys: set[str]) -> set[int]:
     """The node runs among ``keys``' that are ``run_id``'s own: a run settles its own calls, and a
     parent's other children settle theirs."""
-    return set(NodeRun.objects.filter(run_id=run_id, pk__in={int(k.partition("/")[0]) for k in keys})
-               .values_list("pk", flat=True))
+    return set(NodeRun.objects.filter(run_id=run_id, pk__in={_node_run(k) for k in keys}).values_list("pk", flat=True))
 
 
 def sweep_lapsed(limit: int = 100) -> int:
@@ -465,18 +473,19 @@ def sweep_lapsed(limit: int = 100) -> int:
         held.setdefault(owner_id, set()).update(reserved)
     keys = {key for owned in held.values() for key in owned}
     ended = timezone.now() - timedelta(seconds=settings.AOB_LEASE_S)
-    recent = {str(pk) for pk in NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in keys},
-                                                       finished_at__gt=ended).values_list("pk", flat=True)}
-    lapsed = {key for key in keys - _holding(keys) if key.partition("/")[0] not in recent}
+    recent = set(NodeRun.objects.filter(pk__in={_node_run(k) for k in keys}, finished_at__gt=ended)
+                 .values_list("pk", flat=True))
+    lapsed = {key for key in keys - _holding(keys) if _node_run(key) not in recent}
     if not lapsed:
         return 0
-    runs = list(NodeRun.objects.filter(pk__in={int(k.partition("/")[0]) for k in lapsed}, run__status__in=Run.FINISHED)
+    runs = list(NodeRun.objects.filter(pk__in={_node_run(k) for k in lapsed}, run__status__in=Run.FINISHED)
                 .order_by("run_id").values_list("run_id", flat=True).distinct()[:limit])
     charged = sum(settle_lapsed(run_id) for run_id in runs)
     for owner_id, owned in held.items():
-        if owned & lapsed:
+        still = (owned & lapsed) - _holding(owned & lapsed)  # judged again: a settle above may have taken some
+        if still:
             with transaction.atomic():
-                _settle_days(owner_id, owned & lapsed - _holding(owned & lapsed))
+                _settle_days(owner_id, still)
     return charged
 
 

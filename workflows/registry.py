@@ -236,6 +236,18 @@ def acts_for_owner(node_type: Any) -> bool:
     return spec is not None and spec.acts_for_owner
 
 
+def answers_outside(node_type: Any) -> bool:
+    spec = get(node_type) if isinstance(node_type, str) else None
+    return spec is not None and spec.answers_outside
+
+
+def takes_input(node_type: Any) -> bool:
+    """Whether a node of this type reads its predecessors' outputs (an agent's prompt) or passes them
+    on (a conditional); an unknown type is taken to."""
+    spec = get(node_type) if isinstance(node_type, str) else None
+    return spec is None or spec.inline or spec.reads_upstream
+
+
 def repeats(node_type: Any, config: Any) -> Repeats:
     spec = get(node_type) if isinstance(node_type, str) else None
     if spec is None or spec.repeats is None or not isinstance(config, dict):

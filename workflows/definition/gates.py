@@ -118,11 +118,17 @@ def _successors(definition: dict[str, Any]) -> dict[str, list[str]]:
     for source, target, _ in edges(definition):
         adjacency[source].append(target)
     for node_id, node in nodes.items():
-        config = node.get("config")
-        back = config.get("loop_back_to") if node.get("type") == "loop" and isinstance(config, dict) else None
-        if isinstance(back, str) and back in adjacency:
+        back = _jump_back(node)
+        if back in adjacency:
             adjacency[node_id].append(back)
     return adjacency
+
+
+def _jump_back(node: dict[str, Any]) -> str | None:
+    """Where a loop node sends control back to (``loop_back_to``), if it names a node."""
+    config = node.get("config")
+    back = config.get("loop_back_to") if node.get("type") == "loop" and isinstance(config, dict) else None
+    return back if isinstance(back, str) else None
 
 
 def reachable(adjacency: dict[str, list[str]], starts: Iterable[str], avoid: str | None = None) -> set[str]:
@@ -235,9 +241,9 @@ def deciders(definition: dict[str, Any], gates_of: str | Iterable[str]) -> dict[
         todo = list(found)
         while todo:
             carrier = todo.pop()
-            onward = [n for n in after.get(carrier, []) if _takes_input(registry, nodes[n].get("type"))]
+            onward = [n for n in after.get(carrier, []) if registry.takes_input(nodes[n].get("type"))]
             for node_id in [*readers.get(carrier, ()), *onward]:
-                if node_id == carrier or _answers_outside(registry, nodes[node_id].get("type")):
+                if node_id == carrier or registry.answers_outside(nodes[node_id].get("type")):
                     continue
                 fed_by.setdefault(node_id, set()).add(carrier)
                 if node_id not in found:
@@ -259,18 +265,6 @@ def deciders(definition: dict[str, Any], gates_of: str | Iterable[str]) -> dict[
 def _gates_named(gates_of: str | Iterable[str]) -> tuple[str, ...]:
     """One gate's id, or several: sorted, each once."""
     return (gates_of,) if isinstance(gates_of, str) else tuple(sorted(set(gates_of)))
-
-
-def _takes_input(registry: Any, node_type: Any) -> bool:
-    """Whether a node of this type reads its predecessors' outputs (an agent's prompt), or passes
-    them on (a conditional); an unknown type is taken to."""
-    spec = registry.get(node_type) if isinstance(node_type, str) else None
-    return spec is None or spec.inline or spec.reads_upstream
-
-
-def _answers_outside(registry: Any, node_type: Any) -> bool:
-    spec = registry.get(node_type) if isinstance(node_type, str) else None
-    return spec is not None and spec.answers_outside
 
 
 def held_edges(definition: dict[str, Any], node_id: str) -> tuple[list[Any], list[Any]]:
@@ -391,9 +385,8 @@ def _routes_out(definition: dict[str, Any]) -> dict[str, list[tuple[str, str | N
             if source in found:
                 found[source].append((target, condition))
         for node_id, node in nodes_by_id(definition).items():
-            config = node.get("config")
-            back = config.get("loop_back_to") if node.get("type") == "loop" and isinstance(config, dict) else None
-            if isinstance(back, str) and back in found:
+            back = _jump_back(node)
+            if back in found:
                 found[node_id].append((back, None))
         return found
 
