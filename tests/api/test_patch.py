@@ -139,6 +139,10 @@ def test_a_malformed_operation_is_a_400_and_the_tag_does_not_move(api, fetcher, 
 
     body = assert_error(response, 400, "invalid_patch")
     assert body["details"]["field"] == "operations"
+    # the refusal names the operation and why in its own words: not Python's ("list index out of
+    # range"), nor a failed test's quote of the value it found
+    assert body["message"].startswith(f"patch cannot be applied: operation {body['details']['op']}")
+    assert not any(words in body["message"] for words in ("out of range", "KeyError", "is not equal", "'fetch'"))
     assert current(api, "fetcher")["artifact_id"] == fetcher["artifact_id"]
     assert WorkflowVersion.objects.count() == 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -244,10 +245,32 @@ def apply_operations(document: Any, operations: Any) -> Any:
             size += change
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError,
             ValueError) as exc:
-        raise ValidationFailed(f"patch cannot be applied: {exc}", code="invalid_patch",
-                               extra={"field": "operations", "rule": "rfc6902", "op": index,
-                                      **_failure(exc, document, operations[index])}) from exc
+        failure = _failure(exc, document, operations[index])
+        raise ValidationFailed(f"patch cannot be applied: {_named(index, operations[index])} "
+                               f"{_WHY[failure['failure']](exc)}", code="invalid_patch",
+                               extra={"field": "operations", "rule": "rfc6902", "op": index, **failure}) from exc
     return document
+
+
+# Why an operation failed, in words a person can act on (never the exception's own: Python's
+# "list index out of range" names no path, and a failed ``test``'s quotes the value it found).
+_WHY: dict[str, Callable[[Exception], str]] = {
+    "test_failed": lambda exc: "failed: the value at its path is not the one it tests",
+    "invalid_operation": lambda exc: f"is not an RFC 6902 operation ({str(exc)[:200]})",
+    "path_not_found": lambda exc: ("does not lead into the document: its path (or from) is not a pointer (one "
+                                   "starts with /) or names a missing member, an index past the list's end, or "
+                                   "an index that is not a number"),
+    "cannot_apply": lambda exc: "goes through a value that is neither an object nor an array",
+}
+
+
+def _named(index: int, operation: Any) -> str:
+    """``operation 2 (remove /nodes/7)``: the operation as a refusal names it, whatever its shape."""
+    if not isinstance(operation, dict):
+        return f"operation {index}"
+    op, path = operation.get("op"), operation.get("path")
+    said = " ".join(str(part)[:200] for part in (op, path) if isinstance(part, str))
+    return f"operation {index} ({said})" if said else f"operation {index}"
 
 
 def json_type(value: Any) -> str:
