@@ -14,7 +14,8 @@ its stack at once:
   park (``execution.park``, the executor's result the status word ``waiting``), its linked
   coordinator message about to be published), ``execution`` (an executor task of the node, before
   it claims its node run, which stays ``queued`` meanwhile: tests/engine/test_plain_step.py),
-  ``notify`` (a gate's notification about to be published, after its park's commit);
+  ``notify`` (a gate's notification about to be published, after its park's commit), ``answered``
+  (an http node's request answered, its output about to be made; keyed by the node's URL, not its id);
 - ``aob:test:unfenced_steps``: the plain chain step checks neither that its node run is still
   unconsumed nor that no successor row exists yet, nor lets the unique key absorb a second emit
   (the test drops the constraint too): the negative control of the duplicate-message fault.
@@ -74,12 +75,13 @@ def install() -> None:
     from celery import signals
 
     from workers import tasks as executor_tasks
+    from workers.executors import http as http_executor
     from workflows.engine import coordinator, planner, steps
     from workflows.engine.completion import Completion
     from workflows.models import NodeRun
 
     coordinate, plan, step_plain, chain_step = coordinator.coordinate, planner.plan, steps.step_plain, steps.CHAIN_STEP
-    execute = executor_tasks.execute
+    execute, http_output = executor_tasks.execute, http_executor._output
     open_chain_step = unfenced(chain_step)
 
     def stalling_coordinate(node_run_id: int, completion: Any = None, **kwargs: Any) -> None:
@@ -136,7 +138,13 @@ def install() -> None:
             if node_id:
                 stall("callback", node_id)
 
+    def stalling_output(config: dict[str, Any], *args: Any) -> Any:
+        """An http node's request answered, its output about to be made (``answered``)."""
+        stall("answered", str(config.get("url")))
+        return http_output(config, *args)
+
     coordinator.coordinate = stalling_coordinate
+    http_executor._output = stalling_output
     executor_tasks.execute = stalling_execute
     planner.plan = stalling_plan
     steps.step_plain = unfenceable_step_plain

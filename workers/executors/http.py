@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -107,7 +108,7 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
                 config[key] = box.render(ctx.raw_config[key], ctx.config.get(key), lambda text: resolve(
                     text, inputs=ctx.inputs, outputs=ctx.outputs))
         try:
-            return box.mask(_run_http(ctx, config))
+            return _run_http(ctx, config, finish=box.mask)
         except AobError as exc:
             raise box.masked(exc) from None
 
@@ -116,7 +117,9 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
 SECRET_FIELDS = ("headers", "query", "payload")
 
 
-def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
+def _run_http(ctx: NodeContext, config: dict[str, Any],
+              finish: Callable[[dict[str, Any]], dict[str, Any]] = lambda output: output) -> dict[str, Any]:
+    """The request, then its output made (and passed through ``finish``: the secrets masked)."""
     method = str(config.get("method", "GET")).upper()
     payload = config.get("payload")
     timeout_ms = config.get("timeout_ms")
@@ -139,6 +142,20 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
             raise _outcome_unknown(method, config, "the node's timeout_ms stopped it, maybe mid-request",
                                    ctx.attempt) from None
         raise
+    try:
+        return finish(_output(config, method, key_header, repeats, result))
+    except SoftTimeLimitExceeded:  # answered, and out of time while its output was made (a large body, masking)
+        if repeats:
+            raise
+        raise NodeFailed(f"the node's timeout_ms stopped it after {method} {config['url']} answered "
+                         f"{result.status_code}, while its output was made; a request this node does not repeat "
+                         "is not sent again (on_lost: fail, or no idempotency key): raise timeout_ms, then replay "
+                         "or skip it", code="Timeout", extra={"transient": False, "attempt": ctx.attempt,
+                                                              "status_code": result.status_code}) from None
+
+
+def _output(config: dict[str, Any], method: str, key_header: str | None, repeats: bool, result: Any) -> dict[str, Any]:
+    """The node's output from the answer, or the failure a status is where ``fail_on_status``."""
     # JSON the engine can store and every reader read back (outputs.OUTPUT_MAX_DEPTH), else its text
     parsed = result.json_body is not None and depth_within(result.json_body, OUTPUT_MAX_DEPTH - 1)
     body = result.json_body if parsed else result.text
