@@ -130,7 +130,9 @@ class NotificationTarget(models.Model):
 
 
 class Delivery(models.Model):
-    """One notification to one approver (or group) on one channel, with its outcome."""
+    """One notification to one approver (or group) on one channel, with its outcome: for a
+    webhook, to one of their targets (each its own attempts, status and key, so a target that
+    fails neither repeats the notification to another nor keeps it from one)."""
 
     class Channel(models.TextChoices):
         EMAIL = "email"
@@ -153,6 +155,10 @@ class Delivery(models.Model):
     group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     recipient = models.CharField(max_length=150)  # the username or group name, as the approver list says
     channel = models.CharField(max_length=8, choices=Channel.choices)
+    # a webhook's: the one target it goes to (none when that target was deleted since: not sent).
+    # No index: nothing reads deliveries by target but a target's delete, which is rare.
+    target = models.ForeignKey(NotificationTarget, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+", db_index=False)
     reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.REQUIRED)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

@@ -2,7 +2,7 @@
 `make up`, SMTP by settings) and Slack-compatible webhooks (``NotificationTarget``, per user or
 group, sent through the SSRF-safe client), each with a signed link to the approval page.
 
-``approval_notify`` records one ``Delivery`` per person (or group) and channel in the caller's
+``approval_notify`` records one ``Delivery`` per person (or group) and channel (and webhook) in the caller's
 transaction and publishes one ``approvals.notify`` task per delivery after commit, to its own queue
 (``wf.notify``, apart from the sweeper's maintenance queue); the task sends,
 retries transient failures with backoff, and records the outcome on the delivery. Reminders are
@@ -93,9 +93,8 @@ def _wanted(approval: Approval, reason: str, names: list[str] | None) -> list[De
         group = Group.objects.filter(name=name).first()
         if group is None:
             continue
-        if NotificationTarget.objects.filter(group=group, enabled=True).exists():
-            deliveries.append(Delivery(approval=approval, group=group, recipient=name,
-                                       channel=Delivery.Channel.WEBHOOK, reason=reason))
+        deliveries += [Delivery(approval=approval, group=group, recipient=name, channel=Delivery.Channel.WEBHOOK,
+                                reason=reason, target_id=target) for target in _targets(group=group)]
         # each member's delivery is named as the approval names it, by the group's name: the run's
         # owner reads the deliveries, and may name any group, not only their own (by the members'
         # usernames, naming a group listed who was in it)
@@ -194,10 +193,15 @@ def _for_user(approval: Approval, user: User, name: str, reason: str, seen: set[
     if user.email:
         out.append(Delivery(approval=approval, user=user, recipient=name, channel=Delivery.Channel.EMAIL,
                             reason=reason))
-    if webhooks and NotificationTarget.objects.filter(user=user, enabled=True).exists():
-        out.append(Delivery(approval=approval, user=user, recipient=name, channel=Delivery.Channel.WEBHOOK,
-                            reason=reason))
+    if webhooks:
+        out += [Delivery(approval=approval, user=user, recipient=name, channel=Delivery.Channel.WEBHOOK,
+                         reason=reason, target_id=target) for target in _targets(user=user)]
     return out
+
+
+def _targets(**owner: Any) -> list[int]:
+    """The enabled webhooks of a user or group, one delivery each (``Delivery.target``)."""
+    return list(NotificationTarget.objects.filter(enabled=True, **owner).order_by("pk").values_list("pk", flat=True))
 
 
 def _publish(ids: list[int]) -> None:
@@ -209,8 +213,23 @@ def _publish(ids: list[int]) -> None:
             logger.exception("approval.notify_publish_failed", extra={"delivery_id": pk})
 
 
+class _SignedAt(signing.TimestampSigner):
+    """A signer whose timestamp is given, not the clock's: a delivery's link signed at its making."""
+
+    def __init__(self, at: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.at = int(at.timestamp())
+
+    def timestamp(self) -> str:
+        return signing.b62_encode(self.at)
+
+
 def link_for(delivery: Delivery) -> str:
-    token = signing.dumps({"d": delivery.pk}, salt=LINK_SALT, compress=True)
+    """The delivery's signed link, the same on every attempt of it (signed as of its making, so its
+    age counts from there): a repeat under the delivery's ``Idempotency-Key`` or ``Message-ID`` is
+    the same message, where a new signature each attempt made it a different body under one key,
+    which a receiver keeping the key may refuse (422) as a conflict."""
+    token = _SignedAt(delivery.created_at, salt=LINK_SALT).sign_object({"d": delivery.pk}, compress=True)
     return settings.AOB_PUBLIC_URL + reverse("web-approval-open", args=[delivery.approval_id, token])
 
 
@@ -251,7 +270,7 @@ def delivery_send(*, delivery_id: int) -> str:
     """Send one delivery; returns its status. The row is the one count of its attempts: the first
     and ``AOB_NOTIFY_MAX_RETRIES`` more, however many messages (retries, republished ones) ask.
     Raises :class:`RetryLater` when a transient failure leaves attempts to make."""
-    delivery = (Delivery.objects.select_related("approval", "user", "group").filter(pk=delivery_id).first())
+    delivery = (Delivery.objects.select_related("approval", "user", "group", "target").filter(pk=delivery_id).first())
     if delivery is None or delivery.status == Delivery.Status.SENT:
         return "gone" if delivery is None else delivery.status
     approval = delivery.approval
@@ -437,37 +456,31 @@ def _send_email(delivery: Delivery, link: str) -> None:
 
 
 def _send_webhook(delivery: Delivery, link: str) -> None:
-
-    if delivery.user_id is not None:
-        targets = list(NotificationTarget.objects.filter(user_id=delivery.user_id, enabled=True))
-    elif delivery.group_id is not None:
-        targets = list(NotificationTarget.objects.filter(group_id=delivery.group_id, enabled=True))
-    else:  # the group was deleted
-        targets = []
-    if not targets:
-        raise ValueError("no enabled webhook for this recipient")
-    text = _webhook_text(delivery, link)
-    for target in targets:
-        try:
-            # not followed: a 307/308 would send the text, its signed link included, wherever the
-            # webhook's server (or whoever answers for it) points; no chat webhook redirects
-            # no previews: a URL in the message (an agent's words) would be fetched and shown as an
-            # image or a card its host titles (Slack's fields; other chats ignore them)
-            result = request(method="POST", url=target.webhook_url, follow_redirects=False,
-                             json={"text": text, "unfurl_links": False, "unfurl_media": False},
-                             headers={"Idempotency-Key": f"aob-approval-delivery-{delivery.pk}"})
-        except HTTPRequestError as exc:
-            if exc.extra.get("transient"):
-                raise TransientNotifyError(f"webhook: {exc.message}") from exc
-            raise
-        if result.status_code == 429 or result.status_code >= 500:
-            raise TransientNotifyError(f"webhook answered {result.status_code}")
-        if result.status_code >= 400:
-            raise ValueError(f"webhook answered {result.status_code}")
-        if 300 <= result.status_code < 400:
-            raise ValueError(f"webhook answered {result.status_code} (a redirect, to "
-                             f"{result.headers.get('location', 'nowhere said')!r}): not followed with a signed link; "
-                             "give the target its final URL")
+    """POST the text to the delivery's one target, under the delivery's key."""
+    target = delivery.target
+    if target is None or not target.enabled or (target.user_id, target.group_id) != (delivery.user_id,
+                                                                                      delivery.group_id):
+        raise ValueError("its webhook was deleted or disabled since it was queued")
+    try:
+        # not followed: a 307/308 would send the text, its signed link included, wherever the
+        # webhook's server (or whoever answers for it) points; no chat webhook redirects
+        # no previews: a URL in the message (an agent's words) would be fetched and shown as an
+        # image or a card its host titles (Slack's fields; other chats ignore them)
+        result = request(method="POST", url=target.webhook_url, follow_redirects=False,
+                         json={"text": _webhook_text(delivery, link), "unfurl_links": False, "unfurl_media": False},
+                         headers={"Idempotency-Key": f"aob-approval-delivery-{delivery.pk}"})
+    except HTTPRequestError as exc:
+        if exc.extra.get("transient"):
+            raise TransientNotifyError(f"webhook: {exc.message}") from exc
+        raise
+    if result.status_code == 429 or result.status_code >= 500:
+        raise TransientNotifyError(f"webhook answered {result.status_code}")
+    if result.status_code >= 400:
+        raise ValueError(f"webhook answered {result.status_code}")
+    if 300 <= result.status_code < 400:
+        raise ValueError(f"webhook answered {result.status_code} (a redirect, to "
+                         f"{result.headers.get('location', 'nowhere said')!r}): not followed with a signed link; "
+                         "give the target its final URL")
 
 
 def approvals_remind_due() -> int:

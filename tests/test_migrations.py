@@ -107,6 +107,37 @@ def test_an_approval_escalated_before_the_rule_says_its_next_deadline_rejects() 
 
 
 @pytest.mark.django_db
+def test_a_webhook_delivery_still_waiting_goes_to_each_target_as_its_own() -> None:
+    """One webhook delivery was sent to each of its person's targets in turn; the migration gives a
+    waiting one its first enabled target and a copy of itself for each further one, and leaves an
+    ended one (and a disabled target) alone."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import User
+
+    from approvals.models import Approval, Delivery, NotificationTarget
+    from tests.conftest import stored_run
+
+    one_target_each = importlib.import_module("approvals.migrations.0010_delivery_target").one_target_each
+    bob = User.objects.create_user("bob")
+    first, off, second = (NotificationTarget.objects.create(user=bob, webhook_url=f"https://chat.example/{n}",
+                                                            enabled=n != "off") for n in ("first", "off", "second"))
+    approval = Approval.objects.create(run=stored_run(User.objects.create_user("owner")), node_id="a")
+    waiting = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="webhook", attempts=2)
+    ended = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="webhook", status="sent")
+    mail = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="email")
+
+    one_target_each(apps, None)
+
+    rows = {(d.pk if d.pk in (waiting.pk, ended.pk, mail.pk) else "copy", d.target_id, d.attempts, d.status)
+            for d in Delivery.objects.all()}
+    assert rows == {(waiting.pk, first.pk, 2, "pending"), ("copy", second.pk, 0, "pending"),
+                    (ended.pk, None, 0, "sent"), (mail.pk, None, 0, "pending")}
+    assert off.pk not in {d.target_id for d in Delivery.objects.all()}
+
+
+@pytest.mark.django_db
 def test_the_patch_provenance_backfill_measures_the_patches_of_runs_still_going() -> None:
     """Patches applied before ``RunPatch.wrote`` get what they changed, measured along the run's
     chain of patches, for runs still going; a finished run's are left as they are."""

@@ -109,6 +109,38 @@ def test_a_webhook_that_keeps_failing_is_retried_then_recorded_as_failed(engine:
     assert len(remote.hits("/status/503")) == 6
 
 
+def key_of(hit: dict[str, Any]) -> str | None:
+    return {name.lower(): value for name, value in hit["headers"].items()}.get("idempotency-key")
+
+
+@pytest.mark.parametrize("broken_first", [False, True], ids=["working target first", "broken target first"])
+def test_each_webhook_of_a_person_is_its_own_delivery_and_a_failing_one_neither_repeats_nor_blocks_another(
+        engine: Any, user: User, bob: User, remote: Any, broken_first: bool) -> None:
+    """A person with two chats: one row for both was sent to each in turn and stopped at the first
+    that failed, so each retry of a 503 told the working chat again (six times), or, the broken one
+    first, never told it at all (a red team's find). Each target is its own delivery now, with its
+    own key, and every attempt of one is the same message (its link signed as of its making): a
+    receiver that keeps the key may refuse a different body under it."""
+    working = f"{remote.base}/echo/slack/bob-{'b' if broken_first else 'w'}"
+    urls = [f"{remote.base}/status/503", working] if broken_first else [working, f"{remote.base}/status/503"]
+    for url in urls:
+        NotificationTarget.objects.create(user=bob, webhook_url=url)
+    run_id = submit(user, refund_flow({"approvers": ["bob"], "timeout_ms": 3_600_000}))
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    failed = wait_until(lambda: approval.deliveries.filter(channel="webhook", status="failed").first(), timeout=60,
+                        what="the broken target's delivery given up")
+
+    sent = approval.deliveries.get(channel="webhook", status="sent")
+    told = remote.hits(working.removeprefix(remote.base))
+    assert len(told) == 1 and sent.attempts == 1, (len(told), sent.attempts)
+    assert key_of(told[0]) == f"aob-approval-delivery-{sent.pk}"
+    retried = remote.hits("/status/503")
+    assert failed.attempts == 6 and len(retried) == 6
+    assert {key_of(h) for h in retried} == {f"aob-approval-delivery-{failed.pk}"}
+    assert len({h["body"] for h in retried}) == 1  # one key, one message
+    assert link_path(json.loads(retried[0]["body"])["text"]) != link_path(json.loads(told[0]["body"])["text"])
+
+
 def test_the_run_owner_reads_why_a_delivery_failed_without_the_approvers_address(
         engine: Any, user: User, bob: User, smtp: Any) -> None:
     """Anyone may name anyone as an approver; a mail server's refusal quotes the address, which the
@@ -306,9 +338,10 @@ def test_a_republished_delivery_keeps_its_count_of_attempts(engine: Any, user: U
 
     from tests.conftest import stored_run
 
-    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/status/503")
+    target = NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/status/503")
     approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
     lost = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="webhook", attempts=5,
+                                   target=target,
                                    error="webhook answered 503",
                                    published_at=timezone.now() - timedelta(hours=1))
 
@@ -329,9 +362,10 @@ def test_a_delivery_whose_every_attempt_died_mid_send_is_not_sent_again(engine: 
 
     from tests.conftest import stored_run
 
-    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/status/200")
+    target = NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/status/200")
     approval = Approval.objects.create(run=stored_run(user), node_id="a", approvers=["bob"])
     spent = Delivery.objects.create(approval=approval, user=bob, recipient="bob", channel="webhook", attempts=6,
+                                    target=target,
                                     published_at=timezone.now() - timedelta(hours=1))  # its sixth claim, never back
 
     delivery = wait_until(lambda: Delivery.objects.filter(pk=spent.pk, status="failed").first(), timeout=30,
