@@ -116,19 +116,22 @@ def workflow_get(*, owner: User, tag: str, content: bool = True) -> Workflow:
     return found[0]
 
 
-def with_last_run(qs: QuerySet[Workflow]) -> QuerySet[Workflow]:
-    """Each workflow with the status and time of its newest run."""
-    last = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
+def with_last_run(qs: QuerySet[Workflow], *, user: User) -> QuerySet[Workflow]:
+    """Each workflow with the id, status and time of its newest run that ``user`` may see
+    (``runs_visible``): staff listing every owner's workflows (``visibility.reads_every_workflow``)
+    without reading their runs were shown each one's newest run, a read of another's run that
+    every other surface refuses them."""
+    last = runs_visible(user=user).filter(workflow=OuterRef("pk")).order_by("-created_at")
     return qs.annotate(last_run_id=Subquery(last.values("id")[:1]),
                        last_run_status=Subquery(last.values("status")[:1]),
                        last_run_at=Subquery(last.values("created_at")[:1]))
 
 
-def workflow_with_last_run(*, workflow: Workflow) -> Workflow:
+def workflow_with_last_run(*, workflow: Workflow, user: User) -> Workflow:
     """``workflow`` annotated as ``with_last_run`` does for a list (a no-op when it already is)."""
     if hasattr(workflow, "last_run_status"):
         return workflow
-    return with_last_run(Workflow.objects.filter(pk=workflow.pk)).select_related(
+    return with_last_run(Workflow.objects.filter(pk=workflow.pk), user=user).select_related(
         "current_version__artifact", "owner").get()
 
 

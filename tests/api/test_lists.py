@@ -136,6 +136,25 @@ def test_workflows_list_description_last_run_and_search(runs):
     assert "definition" not in api.get(f"{API}/workflows/billing").json()
 
 
+def test_staff_listing_every_owner_s_workflows_see_only_the_last_runs_they_may_read(runs, make_user):
+    """``scope=global`` (``workflows.view_workflow``) lists every owner's workflows; each one's newest
+    run is a run read, shown only to those who may read it (``workflows.view_run``): it was shown to
+    every staff member who could list the workflows."""
+    alice = runs["alice"]
+    workflow_save(owner=alice, tag="billing", definition={"nodes": [{"id": "a", "type": "transform",
+                                                                     "config": {"expression": "1"}}], "edges": []})
+    Run.objects.filter(tag="billing", owner=alice).update(workflow=alice.workflows.get(tag="billing"))
+    lister = client_for(with_permissions(make_user("ops", is_staff=True), "workflows.view_workflow"))
+    reader = client_for(with_permissions(make_user("root", is_staff=True), "workflows.view_workflow",
+                                         "workflows.view_run"))
+
+    [listed] = lister.get(f"{API}/workflows", {"scope": "global"}).json()["results"]
+    assert (listed["owner"], listed["last_run"]) == ("alice", None)
+    assert lister.get(f"{API}/runs/{runs['mid'].pk}").status_code == 404  # as the run itself answers them
+    [read] = reader.get(f"{API}/workflows", {"scope": "global"}).json()["results"]
+    assert read["last_run"]["run_id"] == str(runs["mid"].pk)
+
+
 @pytest.mark.parametrize("query", [{"scope": "mine"}, {"materialize": "yes"}, {"offset": "two"}, {"offset": "-1"},
                                    {"limit": "0"}, {"q": "\x00"}])
 def test_a_value_the_workflows_list_cannot_take_is_a_400(runs, query):

@@ -282,7 +282,7 @@ class WorkflowOut(serializers.Serializer):
                     help_text="metadata.name of the current version")
     description = computed(serializers.CharField, lambda w: _summary(w, "metadata_description", ""),
                            allow_blank=True, help_text="metadata.description of the current version")
-    last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow, by anyone")
+    last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow the reader may see")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     definition = MaterializedField(_current_definition, help_text=(

@@ -225,7 +225,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         scope = query_choice(request, "scope", SCOPES, default="user")
         materialize = query_bool(request, "materialize")
         qs = selectors.workflows_listed(user=request.user, scope=scope)
-        qs = selectors.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self))
+        qs = selectors.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self), user=request.user)
         page = self.paginate_queryset(qs)
         if materialize:
             page = selectors.workflows_materialized(page, user=request.user)
@@ -244,7 +244,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
 
     @extend_schema(parameters=[MATERIALIZE], responses={200: s.WorkflowOut, **ERRORS})
     def retrieve(self, request: Request, tag: str) -> Response:
-        workflow = selectors.workflow_with_last_run(workflow=self._get(tag))
+        workflow = selectors.workflow_with_last_run(workflow=self._get(tag), user=request.user)
         return Response(s.WorkflowOut(workflow, context={"materialize": query_bool(request, "materialize")}).data)
 
     @extend_schema(parameters=[FORCE], responses={204: None, 409: s.ErrorOut, **ERRORS})

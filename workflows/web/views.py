@@ -77,7 +77,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     paginator.ordering = ("tag",)  # one owner's tags are unique: a key
     problem = ""
     try:
-        page = paginator.paginate_queryset(selectors.with_last_run(qs), drf_request) or []
+        page = paginator.paginate_queryset(selectors.with_last_run(qs, user=request.user), drf_request) or []
     except AobError as exc:  # a cursor that is no page
         page, problem = [], exc.message
     workflows = []
