@@ -175,7 +175,6 @@ def test_raising_such_a_loop_s_bound_while_the_gate_waits_asks_its_approvers_aga
     from workflows.services.patches.policy import Proposer, RunState, judge
 
     state = RunState(statuses={"plan": "running", "review": "waiting", "page": "completed", "step": "running"},
-                     history=frozenset({"plan", "review", "page", "step"}),
                      started=frozenset({"plan", "review", "page", "step"}), base=PAGED, owner="alice")
     verdict = judge(before=copy.deepcopy(PAGED), operations=copy.deepcopy(MORE_PAGES),
                     proposer=Proposer(agent=False), state=state)

@@ -1215,8 +1215,11 @@ CORPUS = [
         [replace("/nodes/3/config/url", f"{API}/pay-v2")], "history_immutable", 0),
     row("approved-action-begun-sibling-changed", INVOICE, PAYING, PLAN,
         [replace("/nodes/4/config/url", f"{API}/declined-v2")], "approved_action_started", 0),
+    # a step queued for its retry has begun (``NodeRun.begun``): its own history holds it first
     row("approved-action-retrying", INVOICE, RETRYING, PERSON, [replace("/nodes/3/config/url", f"{API}/pay-v2")],
-        "approved_action_started", 0),
+        "history_immutable", 0),
+    row("history-retrying-step-removed-by-agent", INVOICE, RETRYING, PLAN, [remove("/nodes/3")],
+        "history_immutable", 0),
     row("approved-action-grows-after-it-began", INVOICE, PAYING, PERSON,
         after("pay", http("receipt", f"{API}/receipt")), "approved_action_started", 1),
     row("approved-gate-outcome-rerouted-by-person", INVOICE, PAYING, PERSON, [replace("/edges/3/condition", "true")],
@@ -1629,7 +1632,7 @@ def test_a_patch_on_a_large_gated_run_builds_each_graph_once(monkeypatch, settin
 
     verdict = judge(before=before, operations=[{"op": "replace", "path": "/nodes/1/config/expression", "value": "2"}],
                     proposer=Proposer(agent=False), state=RunState(statuses={"start": "running"},
-                                                                 history=frozenset({"start"})))
+                                                                 started=frozenset({"start"})))
     assert verdict.after["nodes"][1]["config"]["expression"] == "2"
     assert len(built) <= 4, f"the graph was built {len(built)} times for {count} gates"  # before, after, a probe
     assert gates._MEMO.get() is None  # nothing kept past the judgement

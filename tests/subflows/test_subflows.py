@@ -96,7 +96,7 @@ def test_an_agent_may_not_add_a_workflow_node(user):
                   {"op": "add", "path": "/edges/-", "value": {"from": "plan", "to": "deploy"}}]
     with pytest.raises(PatchRejected) as refused:
         judge(before=before, operations=operations, proposer=Proposer(agent=True, node_id="plan"),
-              state=RunState(statuses={"plan": "running"}, history=frozenset({"plan"})))
+              state=RunState(statuses={"plan": "running"}, started=frozenset({"plan"})))
     assert refused.value.extra["rule"] == "agent_privilege"
 
 

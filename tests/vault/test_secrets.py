@@ -151,7 +151,7 @@ def test_an_agent_may_not_add_a_node_that_sends_a_secret(user):
 
     with pytest.raises(PatchRejected) as refused:
         judge(before=before, operations=exfiltrate, proposer=Proposer(agent=True, node_id="plan"),
-              state=RunState(statuses={"plan": "running"}, history=frozenset({"plan"})))
+              state=RunState(statuses={"plan": "running"}, started=frozenset({"plan"})))
 
     assert refused.value.extra["rule"] == "secret_reference"
 

@@ -175,6 +175,7 @@ class NodeRun(models.Model):
         "unclaimed": "a worker to claim it (sent again under a new id)",
     }
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
+    RAN = (Status.RUNNING, Status.WAITING, Status.COMPLETED, Status.FAILED)
 
     # No index of its own for ``run``: ``node_run_token_unique`` leads with it.
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="node_runs", db_index=False)
@@ -248,6 +249,15 @@ class NodeRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id}#{self.iteration} ({self.status})"
+
+    @classmethod
+    def begun(cls, status: str, attempts: int) -> bool:
+        """Whether a node run has begun: it ran (or runs, or waits in its node), or made an attempt.
+        One queued again for its retry (or after its worker was lost, or woken from a budget pause)
+        has begun too: it may have sent its request, and its next attempt's is a repeat of that, under
+        the same key. What a patch may no longer change (``history_immutable``), and what of an
+        approved action has begun."""
+        return status in cls.RAN or attempts > 0
 
     @classmethod
     def waiting_for(cls, status: str, wait_reason: str) -> str:

@@ -54,8 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HISTORY = (NodeRun.Status.COMPLETED, NodeRun.Status.RUNNING, NodeRun.Status.WAITING)
-
 
 def graph_summary(definition: dict[str, Any]) -> dict[str, Any]:
     return {"nodes": [{"id": n["id"], "type": n["type"]} for n in definition["nodes"]],
@@ -99,14 +97,11 @@ def run_state(run: Run) -> RunState:
     """What the policy reads of a locked run."""
     latest: dict[str, tuple[int, str, Any]] = {}
     started: set[str] = set()
-    history: set[str] = set()
     for node_id, iteration, status, attempts, output in (
             NodeRun.objects.filter(run=run).order_by("iteration", "id")
             .values_list("node_id", "iteration", "status", "attempts", "output")):
         latest[node_id] = (iteration, status, output)
-        if status in HISTORY:
-            history.add(node_id)
-        if status != NodeRun.Status.SKIPPED and not (status == NodeRun.Status.QUEUED and attempts == 0):
+        if NodeRun.begun(status, attempts):
             started.add(node_id)
     base = Artifact.objects.values_list("content", flat=True).get(pk=authored_base_id(
         run.pk, base_artifact_id=run.base_artifact_id, replay_of_id=run.replay_of_id))
@@ -116,8 +111,7 @@ def run_state(run: Run) -> RunState:
     bound = run.within is not None and any(spec.started_approved(run.pk) for spec in registry.catalogue().values()
                                            if spec.started_approved is not None)
     wrote = frozenset(agent_written(run.pk).nodes) if run.patch_seq or run.replay_of_id else frozenset()
-    return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, history=frozenset(history),
-                    started=frozenset(started), approved=frozenset(approved),
+    return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, started=frozenset(started), approved=frozenset(approved),
                     base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq, bound=bound,
                     hosts_above=run.hosts_above, agents_wrote=wrote)
 

@@ -61,7 +61,7 @@ class Rule(StrEnum):
     RFC6902 = "rfc6902", "the operation cannot be applied to the run's definition as it is now"
     MAX_OPERATIONS = "max_operations", "a patch has too many operations"
     HISTORY_IMMUTABLE = ("history_immutable",
-                         "a node that has run or is running, and its incoming edges, cannot change")
+                         "a node that has begun (run, running, or queued for its retry), and its incoming edges, cannot change")
     TYPE_IMMUTABLE = "type_immutable", "a node cannot change type"
     METADATA_IMMUTABLE = "metadata_immutable", "an agent may not change /metadata"
     GATE_IMMUTABLE = "gate_immutable", "human gates and their edges are out of an agent's reach"
@@ -138,8 +138,8 @@ class RunState:
     """What the policy needs to know of the run, read under its lock."""
 
     statuses: dict[str, str] = field(default_factory=dict)  # node id -> status of its latest node run
-    history: frozenset[str] = frozenset()  # nodes completed, running or waiting: their past is fixed
-    started: frozenset[str] = frozenset()  # nodes with a node run that has begun (not merely queued)
+    # nodes with a node run that has begun (``NodeRun.begun``: it ran, or made an attempt): their past is fixed
+    started: frozenset[str] = frozenset()
     approved: frozenset[str] = frozenset()  # gates whose latest decision approved
     base: dict[str, Any] = field(default_factory=dict)  # the frozen version the run started from
     owner: str = ""
@@ -289,17 +289,17 @@ class _Judgement:
             self.refuse_invalid(validate(after))
 
     def check_history(self) -> None:
-        for node_id in sorted(self.state.history):
+        for node_id in sorted(self.state.started):
             if node_id not in self.old:
                 continue
             if node_id not in self.new:
-                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has already run or is running and cannot be "
-                            "removed", _node(node_id), node_id=node_id)
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has begun (run, running, or queued for "
+                            "its retry) and cannot be removed", _node(node_id), node_id=node_id)
             if self.new[node_id] != self.old[node_id]:
-                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has already run or is running and cannot be "
-                            "changed", _node(node_id), node_id=node_id)
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has begun (run, running, or queued for "
+                            "its retry) and cannot be changed", _node(node_id), node_id=node_id)
             if _incoming(self.before, node_id) != _incoming(self.after, node_id):
-                self.refuse(Rule.HISTORY_IMMUTABLE, f"the incoming edges of node {node_id!r}, which has already run, "
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"the incoming edges of node {node_id!r}, which has begun, "
                             "cannot change", lambda doc, n=node_id: _incoming(doc, n), node_id=node_id)
         for node_id, node in self.new.items():
             if node_id in self.old and self.old[node_id].get("type") != node.get("type"):
