@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib.admin import helpers, widgets
 from django.contrib.admin.utils import display_for_field
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import Group
@@ -306,11 +306,34 @@ class OwnedRowsAdmin(BoundedListAdmin):
             return HttpResponseRedirect(request.get_full_path())
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        related = db_field.related_model
         if not request.user.is_superuser and db_field.name == self.owner_field:
-            kwargs["queryset"] = db_field.related_model.objects.filter(pk=request.user.pk)
-        elif not request.user.is_superuser and db_field.related_model is Group:
+            kwargs["queryset"] = related.objects.filter(pk=request.user.pk)
+        elif not request.user.is_superuser and related is Group:
             kwargs["queryset"] = Group.objects.none()
+        elif not request.user.is_superuser and any(f.name == "owner" for f in related._meta.fields):
+            kwargs["queryset"] = related.objects.filter(owner=request.user)  # a schedule's workflow: one's own
+        if db_field.name in self.raw_id_fields and "queryset" in kwargs:
+            kwargs["widget"] = OfferedRawIdWidget(db_field.remote_field, self.admin_site, kwargs["queryset"],
+                                                  using=kwargs.get("using"))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class OfferedRawIdWidget(widgets.ForeignKeyRawIdWidget):
+    """A key typed by hand (``raw_id_fields``) named beside the box only when it is a row the field
+    offers: Django's widget names any row of the table by its key, so a form refused with another
+    owner's workflow showed that workflow's tag, and counting up the keys listed every owner's tags."""
+
+    def __init__(self, rel: Any, admin_site: Any, offered: QuerySet, using: str | None = None) -> None:
+        super().__init__(rel, admin_site, using=using)
+        self.offered = offered
+
+    def label_and_url_for_value(self, value: Any) -> tuple[str, str]:
+        try:
+            offered = self.offered.filter(**{self.rel.get_related_field().name: value}).exists()
+        except (ValueError, TypeError, ValidationError):
+            return "", ""
+        return super().label_and_url_for_value(value) if offered else ("", "")
 
 
 class StrictJSONField(forms.JSONField):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.admin.utils import quote  # a hook id may hold "_" and hex: the admin escapes it
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db.models import ProtectedError
 from django.test import Client
 from django.utils import timezone
@@ -116,10 +116,44 @@ def test_a_schedule_runs_its_owners_own_workflow(admin_client: Client, user: Any
 
     shown = errors(admin_client.post(ADD, form(user, bobs)))
 
-    assert shown == {"workflow": ["workflow 'bobs' is not 'alice''s: a schedule runs its owner's own workflow"]}
+    assert shown == {"workflow": ["the workflow is not 'alice''s: a schedule runs its owner's own workflow"]}
     assert not Schedule.objects.exists()
     with pytest.raises(schedules.ScheduleInvalid):  # the service's rule, not the form's
         schedules.schedule_create(owner=user, workflow=bobs, cron="* * * * *")
+
+
+def test_another_owner_s_workflow_is_refused_first_and_unnamed(user: Any, bob: Any) -> None:
+    """Of a workflow not the owner's the refusal says nothing: neither its tag nor whether it has a
+    version (judged before the owner was, that told which versions another's workflow had)."""
+    bobs = workflow_save(owner=bob, tag="acquisition-of-initech", definition=ONE).workflow
+
+    for version in (0, 7):
+        with pytest.raises(schedules.ScheduleInvalid) as refused:
+            schedules.schedule_check(owner=user, workflow=bobs, cron="0 3 * * *", tz="UTC", version=version)
+        assert refused.value.extra == {"field": "workflow", "rule": "workflow_owner"}
+        assert "acquisition-of-initech" not in refused.value.message
+
+
+def test_staff_adding_a_schedule_are_not_told_another_owner_s_workflow(make_user: Any, bob: Any) -> None:
+    """Staff who may add schedules for themselves type a workflow's key by hand (``raw_id_fields``);
+    another owner's is refused without its tag (Django's widget named any key's row beside the box)
+    and without whether it has the version asked: counting up the keys listed every owner's tags."""
+    bobs = workflow_save(owner=bob, tag="acquisition-of-initech", definition=ONE).workflow
+    lead = make_user("lead", is_staff=True)
+    lead.user_permissions.add(*Permission.objects.filter(codename__in=["add_schedule", "view_schedule"]))
+    own = workflow_save(owner=lead, tag="leads-own", definition=ONE).workflow
+    client = Client()
+    client.force_login(lead)
+
+    pages = {version: client.post(ADD, form(lead, bobs, version=version)) for version in ("", "0", "7")}
+
+    for page in pages.values():
+        assert list(errors(page)) == ["workflow"]
+        assert "acquisition-of-initech" not in page.content.decode()
+    assert errors(pages["0"]) == errors(pages["7"])
+    assert not Schedule.objects.exists()
+    # one's own is named beside the box, as before
+    assert "leads-own" in client.post(ADD, form(lead, own, cron="nonsense")).content.decode()
 
 
 def test_the_owners_schedule_limit_holds_in_the_admin(admin_client: Client, user: Any, settings: Any) -> None:

@@ -114,14 +114,15 @@ def schedule_check(*, owner: User, workflow: Workflow, cron: Any, tz: Any, versi
     the owner's own workflow and room under the owner's limit (an update changes neither owner nor
     workflow). A form (the admin's) calls it to show the errors by field before it saves through
     those services, which call it again (and judge the limit again under the owner's lock). Returns
-    the cron as five fields, or raises ScheduleInvalid."""
+    the cron as five fields, or raises ScheduleInvalid. The owner's is judged first: of another's
+    workflow nothing more is said (whether it has the pinned version)."""
+    if schedule is None:
+        trigger_owner_check(owner, workflow, what="schedule", error=ScheduleInvalid)
     if schedule is None or (cron, tz) != (schedule.cron, schedule.timezone):
         cron, _ = cron_check(cron, tz)
     # else as saved: one saved before a rule became stricter (an n-th weekday, a host's zone) can
     # still be disabled or given new inputs; beat fires it as it reads it
     _check_version(workflow, version)
-    if schedule is None:
-        trigger_owner_check(owner, workflow, what="schedule", error=ScheduleInvalid)
     if inputs is not None:
         _check_inputs(inputs)
     if schedule is None:
