@@ -45,7 +45,7 @@ from .policy import (
     judge,
     patch_policy,
 )
-from .provenance import agent_written, authored_base_id, patch_wrote
+from .provenance import NOBODY, agent_written, authored_base_id, patch_wrote
 
 __all__ = [
     "DESCRIPTION_MAX_CHARS", "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule",
@@ -110,10 +110,16 @@ def run_state(run: Run) -> RunState:
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
     bound = run.within is not None and any(spec.started_approved(run.pk) for spec in registry.catalogue().values()
                                            if spec.started_approved is not None)
-    wrote = frozenset(agent_written(run.pk).nodes) if run.patch_seq or run.replay_of_id else frozenset()
-    return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, started=frozenset(started), approved=frozenset(approved),
-                    base=base, owner=owner, spawned=run.spawned_agents, patches=run.patch_seq, bound=bound,
-                    hosts_above=run.hosts_above, agents_wrote=wrote)
+    written = agent_written(run.pk) if run.patch_seq or run.replay_of_id else NOBODY
+    # the steps agents wrote that a person set since the run began: each as that person left it
+    set_by = {node_id: after for node_id, after in written.persons.items() if node_id in written.nodes}
+    contents = dict(Artifact.objects.filter(pk__in=set(set_by.values())).values_list("pk", "content")) if set_by else {}
+    persons_set = {node_id: node for node_id, after in set_by.items()
+                   for node in contents[after].get("nodes", []) if node.get("id") == node_id}
+    return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, started=frozenset(started),
+                    approved=frozenset(approved), base=base, owner=owner, spawned=run.spawned_agents,
+                    patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above,
+                    agents_wrote=frozenset(written.nodes), persons_set=persons_set)
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,

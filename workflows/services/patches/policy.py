@@ -148,6 +148,9 @@ class RunState:
     bound: bool = False  # a child run started inside an approved action of its parent: all of it is approved
     hosts_above: Any = None  # the allowed_hosts lists of the runs above (``Run.hosts_above``, workflows.egress)
     agents_wrote: frozenset[str] = frozenset()  # nodes of the run's definition an agent wrote (provenance)
+    # of those, the ones a person's patch added or changed since the run began: as that person left
+    # each (``provenance.Written.persons``)
+    persons_set: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -617,10 +620,14 @@ class _Judgement:
 
     def persons(self, node_id: str) -> dict[str, Any] | None:
         """The step as a person last set it: as it is, when no agent wrote it (its author's, or a
-        step a person patched in or changed since); else as the run started, if it was there (an
-        author's step an agent changed, or removed and added again); None for an agent's own."""
+        step a person patched in or changed since); else as the last person's patch that added or
+        changed it left it (an owner's tightening, which an agent's harmless change first and its
+        raise next undid when the run's start was the bound); else as the run started, if it was
+        there (an author's step an agent changed, or removed and added again); None for an agent's own."""
         if node_id in self.old and node_id not in self.state.agents_wrote:
             return self.old[node_id]
+        if node_id in self.state.persons_set:
+            return self.state.persons_set[node_id]
         return gates.nodes_by_id(self.state.base or self.before).get(node_id)
 
     def check_repeats(self) -> None:

@@ -138,10 +138,14 @@ def _without(item: dict[str, Any], shown: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Written:
-    """The agent node that last wrote each node (by id) and edge (by ``edge_key``) agents wrote."""
+    """The agent node that last wrote each node (by id) and edge (by ``edge_key``) agents wrote; and
+    of each node a person's patch last added or changed, the definition right after it (its
+    artifact id): the step as that person set it, which bounds what an agent may make of it
+    (``policy.persons``) even once an agent has written it."""
 
     nodes: dict[str, str] = field(default_factory=dict)
     edges: dict[str, str] = field(default_factory=dict)
+    persons: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 NOBODY = Written()
@@ -192,9 +196,15 @@ def agent_written(run_id: Any) -> Written:
     the start of the replay of it), in the order they were applied."""
     nodes: dict[str, str] = {}
     edges: dict[str, str] = {}
-    for writer, wrote in patches_in(run_id).order_by("applied_at", "seq").values_list("node_id", "wrote"):
+    persons: dict[str, str] = {}
+    for writer, wrote, after in (patches_in(run_id).order_by("applied_at", "seq")
+                                 .values_list("node_id", "wrote", "after_artifact_id")):
         _fold(nodes, edges, writer, wrote)
-    return Written(nodes=nodes, edges=edges)
+        for node_id in wrote.get("removed", []):
+            persons.pop(node_id, None)
+        if not writer:
+            persons.update(dict.fromkeys([*wrote.get("added", []), *wrote.get("changed", [])], after))
+    return Written(nodes=nodes, edges=edges, persons=persons)
 
 
 def _fold(nodes: dict[str, str], edges: dict[str, str], writer: str, wrote: dict[str, Any]) -> None:
