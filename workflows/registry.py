@@ -142,6 +142,10 @@ class NodeType:
     # header). A person's to say: an agent's patch may not turn a repeat on for a step a person set,
     # nor change what recognises one where it repeats (patches/policy.py).
     repeats: Callable[[dict[str, Any]], Repeats] | None = None
+    # The bounds a person sets in a config of this type, each a number where lower is tighter (None:
+    # not set there; the operator's ceiling holds): an http request's deadline and answer size. An
+    # agent's patch may not raise one of a step a person set, nor drop it (patches/policy.py).
+    limits: Callable[[dict[str, Any]], dict[str, int | None]] | None = None
     # How many rounds of tool calls a node of this type makes with a config (an agent's
     # ``max_tool_rounds``, else its default): a patch may give a node no more than its proposer's.
     tool_rounds: Callable[[dict[str, Any]], int] | None = None
@@ -253,6 +257,13 @@ def repeats(node_type: Any, config: Any) -> Repeats:
     if spec is None or spec.repeats is None or not isinstance(config, dict):
         return Repeats()
     return spec.repeats(config)
+
+
+def limits(node_type: Any, config: Any) -> dict[str, int | None]:
+    spec = get(node_type) if isinstance(node_type, str) else None
+    if spec is None or spec.limits is None or not isinstance(config, dict):
+        return {}
+    return spec.limits(config)
 
 
 def calls_a_model(node_type: str) -> bool:

@@ -265,6 +265,10 @@ CHARGED = {
     "edges": [edge("plan", "charge")],
 }
 
+# An author's GET bounded in time and size (its type's limits): /nodes: 0 plan, 1 fetch
+BOUNDED_GET = {"nodes": [agent("plan"), http("fetch", timeout_ms=1000, max_response_bytes=200)],
+               "edges": [edge("plan", "fetch")]}
+
 
 # A PUT its author lets repeat, with its key: /nodes: 0 plan, 1 charge, 2 aside
 REPEATED_PUT = {"nodes": [agent("plan"), http("charge", method="PUT"), transform("aside")],
@@ -402,6 +406,17 @@ for _ in range(70):
     DEEP = {"a": DEEP}
 
 CORPUS = [
+    # --- agent_privilege: the bounds an author set in an http step's config (registry.limits) -------
+    row("limit-author-s-request-deadline-raised", BOUNDED_GET, PLANNING, PLAN,
+        [replace("/nodes/1/config/timeout_ms", 600000)], "agent_privilege", 0),
+    row("limit-author-s-answer-size-raised", BOUNDED_GET, PLANNING, PLAN,
+        [replace("/nodes/1/config/max_response_bytes", 10_000_000)], "agent_privilege", 0),
+    row("limit-author-s-answer-size-dropped", BOUNDED_GET, PLANNING, PLAN,
+        [remove("/nodes/1/config/max_response_bytes")], "agent_privilege", 0),
+    row("limit-author-s-request-deadline-lowered-accepted", BOUNDED_GET, PLANNING, PLAN,
+        [replace("/nodes/1/config/timeout_ms", 500), replace("/nodes/1/config/max_response_bytes", 100)], "applied"),
+    row("limit-owner-raises-the-author-s-deadline-accepted", BOUNDED_GET, PLANNING, PERSON,
+        [replace("/nodes/1/config/timeout_ms", 600000)], "applied"),
     # --- agent_privilege: how often an author's step acts again is the author's to say --------------
     row("repeat-author-s-post-more-attempts", CHARGED, PLANNING, PLAN,
         [replace("/nodes/1/retry", {"max_attempts": 20})], "agent_privilege", 0),

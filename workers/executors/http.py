@@ -88,8 +88,15 @@ def _repeats(config: dict[str, Any]) -> Repeats:
                     bool(config.get("fail_on_status"))), (method, str(key_header).lower() if key_header else None))
 
 
+def _limits(config: dict[str, Any]) -> dict[str, int | None]:
+    """The bounds a person sets on a request, lower tighter (``registry.limits``): its deadline and
+    the answer's size, as the config says them (absent: the operator's ceiling)."""
+    return {f"config.{name}": value if isinstance(value := config.get(name), int) and not isinstance(value, bool)
+            else None for name in ("timeout_ms", "max_response_bytes")}
+
+
 @executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
-          repeats=_repeats, answers_outside=True,
+          repeats=_repeats, limits=_limits, answers_outside=True,
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
           "method}; 4xx/5xx complete unless fail_on_status (then 408/425/429 and a 503 with Retry-After, and "
           "500/502/503/504 where a repeat is safe, are retried by the node's retry, no sooner than the answer's "

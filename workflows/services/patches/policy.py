@@ -632,7 +632,8 @@ class _Judgement:
 
     def check_repeats(self) -> None:
         """How often a step a person set acts again is theirs to say, whatever its type: an agent may
-        not raise its ``retry.max_attempts`` or ``timeout_ms``, make it repeat where it did not, nor,
+        not raise its ``retry.max_attempts`` or ``timeout_ms``, nor a bound its type names
+        (``registry.limits``: an http request's deadline and answer size), make it repeat where it did not, nor,
         where it repeats, change what the outside recognises a repeat by (``registry.repeats``: an
         http request's method, key and ``on_lost`` together, ``fail_on_status``, and its key's
         header). An author's POST of one attempt with ``on_lost: fail``, which must never charge
@@ -646,6 +647,11 @@ class _Judgement:
             for what, given, limit in (("retry.max_attempts", _attempts(node), _attempts(bound)),
                                        ("timeout_ms", _timeout_ms(node), _timeout_ms(bound))):
                 if given > limit:
+                    self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: {what} must be at most what a person "
+                                f"set ({limit})", _written(node_id), node_id=node_id)
+            given_limits = registry.limits(node.get("type"), node.get("config"))
+            for what, limit in registry.limits(bound.get("type"), bound.get("config")).items():
+                if limit is not None and (given_limits.get(what) is None or given_limits[what] > limit):
                     self.refuse(Rule.AGENT_PRIVILEGE, f"node {node_id!r}: {what} must be at most what a person "
                                 f"set ({limit})", _written(node_id), node_id=node_id)
             now = registry.repeats(node.get("type"), node.get("config"))
