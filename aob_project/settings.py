@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.conf import global_settings
 
 from aob_project.development import DEV_SECRET_KEY
 from aob_project.dotenv import load_dotenv
@@ -339,6 +340,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
 if not redis_db_ok(REDIS_URL):
     raise RuntimeError("environment variable REDIS_URL must end in a database number (/0), or nothing")
+
+# Django's hashers, and the wrapper a deactivation rewrites a password's hash under (its sessions end:
+# ``aob_project/passwords.py``), which checks the password it wraps
+PASSWORD_HASHERS = [*global_settings.PASSWORD_HASHERS, "aob_project.passwords.SignedOutHasher"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -188,7 +188,8 @@ def fast_password_hasher(request: pytest.FixtureRequest, settings: Any) -> None:
     default hashers, so they keep them (as does the CLI login test, for the same reason)."""
     if request.node.get_closest_marker("browser"):
         return
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                 "aob_project.passwords.SignedOutHasher"]  # a deactivation's (settings)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -221,6 +222,29 @@ def test_a_deactivated_users_token_does_not_come_back_when_they_are_reactivated(
     again = APIClient()
     again.credentials(HTTP_AUTHORIZATION=f"Token {fresh.json()['token']}")
     assert again.get(f"{API}/auth/me").json()["username"] == "alice"
+
+
+def test_a_deactivated_users_sessions_do_not_come_back_when_they_are_reactivated(user):
+    """Their sessions end with the account as their token does: a cookie left on a shared machine
+    (or stolen) was refused only while the account was off, and signed in again once it was
+    re-activated. The password the person knows still signs them in afresh."""
+    browser, elsewhere = Client(), Client()
+    for client in (browser, elsewhere):
+        assert client.post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 302
+        assert client.get(f"{API}/auth/me").status_code == 200
+
+    user.is_active = False
+    user.save()
+    assert_error(browser.get(f"{API}/auth/me"), 401)
+    user.is_active = True
+    user.save()
+
+    assert_error(elsewhere.get(f"{API}/auth/me"), 401)
+    assert elsewhere.get("/runs/").status_code == 302  # the pages send it to the login, as anyone signed out
+    assert browser.post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 302
+    assert browser.get(f"{API}/auth/me").json()["username"] == "alice"
+    assert not elsewhere.login(username="alice", password="not-" + PASSWORD)
+    assert type(user).objects.get(pk=user.pk).password.startswith("md5$")  # rehashed at the sign-in
 
 
 def test_a_user_revokes_their_token_and_every_holder_of_it_is_refused(user, api):

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
 from aob_project.compiled import PROBE_TEXT, CompiledRead
-from workflows.services.users import token_revoke
+from workflows.services.users import sessions_end, token_revoke
 
 SCHEMES = (b"token", b"bearer")
 
@@ -50,14 +50,16 @@ class TokenOrBearerAuthentication(TokenAuthentication):
 
 
 def token_ends_with_account(sender: Any, instance: User, **kwargs: Any) -> None:
-    """A user saved deactivated loses their API token (``post_save``): deactivating someone ends the
-    key their CLI or a CI job holds for good, not only while the account is off. It was refused while
-    inactive and worked again on re-activation (a rehire, a suspension lifted after a password
-    reset), wherever it had been left. Signing in again makes a new one (``POST /auth/token``)."""
+    """A user saved deactivated loses their API token and their sessions (``post_save``): deactivating
+    someone ends the key their CLI or a CI job holds, and every session cookie they left, for good,
+    not only while the account is off. Each was refused while inactive and worked again on
+    re-activation (a rehire, a suspension lifted after a password reset), wherever it had been left.
+    Signing in again makes a new one (``POST /auth/token``, the login pages)."""
     fields = kwargs.get("update_fields")
     if instance.is_active or (fields is not None and "is_active" not in fields):
         return
     token_revoke(user_id=instance.pk, why="deactivated")
+    sessions_end(user=instance)
 
 
 class _AsToken:

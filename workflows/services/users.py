@@ -1,6 +1,6 @@
 """Users as AOB makes them outside the admin (``manage.py aob_create_user``, ``aob_demo``): a new
 one's username is judged as the admin's form judges it (the field's own rules, then
-``workflows.approvers``); and the end of a user's API token."""
+``workflows.approvers``); and the end of a user's API token and sessions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from rest_framework.authtoken.models import Token
 
 from aob_project.exceptions import ValidationFailed
+from aob_project.passwords import password_signed_out
 from workflows.approvers import validate_username
 
 logger = logging.getLogger(__name__)
@@ -45,3 +46,12 @@ def token_revoke(*, user_id: int, why: str) -> bool:
     if deleted:
         logger.info("auth.token_revoked", extra={"user_id": user_id, "why": why})
     return bool(deleted)
+
+
+def sessions_end(*, user: User) -> None:
+    """Every session of ``user`` ended for good, whichever store holds it: the stored password hash
+    they are bound to is rewritten, the password kept (``aob_project.passwords``), and on ``user``
+    too, so a later save of the same instance does not write the old hash back."""
+    user.password = password_signed_out(user.password)
+    User.objects.filter(pk=user.pk).update(password=user.password)
+    logger.info("auth.sessions_ended", extra={"user_id": user.pk})
