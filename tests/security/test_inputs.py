@@ -344,6 +344,9 @@ def test_integers_beyond_64_bits_in_the_query_are_clamped(world, query):
     ("/runs/{run}/details?after=1", "after", "unknown_parameter"),
     ("/runs?status=failed&status=completed", "status", "repeated"),  # the last was read alone
     ("/approvals?limit=abc&limit=5", "limit", "repeated"),
+    # one reading of limit (params.query_int) on every list: the runs list read an empty one as its default
+    ("/runs?limit=", "limit", "integer"), ("/approvals?limit=", "limit", "integer"),
+    ("/workflows?limit=", "limit", "integer"), ("/runs?limit=0", "limit", "minimum"),
 ])
 def test_a_query_parameter_the_endpoint_does_not_take_or_given_twice_is_a_400_naming_it(world, query, field, rule):
     """A misspelt filter listed everything and a repeated one kept its last value, each with a 200:

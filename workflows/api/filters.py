@@ -21,6 +21,7 @@ from rest_framework.pagination import CursorPagination
 
 from aob_project.exceptions import NotFound, ValidationFailed
 from workflows import search
+from workflows.api.params import query_int
 from workflows.models import Run, Workflow
 
 TEXT_MAX = 200
@@ -153,16 +154,8 @@ class KeysetPagination(CursorPagination):
     max_page_size = 1000
 
     def get_page_size(self, request: Any) -> int:
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw in (None, ""):
-            return self.page_size
-        try:
-            value = int(raw)
-        except ValueError:
-            raise refuse("limit", "must be an integer", "integer") from None
-        if value < 1:
-            raise refuse("limit", "must be at least 1", "minimum")
-        return min(value, self.max_page_size)
+        """The lists' one reading of ``limit`` (``params.query_int``): an empty one is refused here too."""
+        return query_int(request, self.page_size_query_param, self.page_size, 1, self.max_page_size)
 
     def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> list[Any] | None:
         self.model = queryset.model  # decode_cursor judges a position by the ordering's field
