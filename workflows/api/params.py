@@ -59,10 +59,10 @@ def query_int(request: Any, name: str, default: int, low: int, high: int) -> int
     try:
         number = int(value)
     except ValueError:
-        raise ValidationFailed(f"{name} must be an integer, not {value[:100]!r}",
+        raise ValidationFailed(f"{name}: must be an integer, not {value[:100]!r}",
                                extra={"field": name, "rule": "integer", "minimum": low, "maximum": high}) from None
     if number < low:  # what the schema forbids is refused
-        raise ValidationFailed(f"{name} must be at least {low}", extra={"field": name, "rule": "minimum",
+        raise ValidationFailed(f"{name}: must be at least {low}", extra={"field": name, "rule": "minimum",
                                                                        "minimum": low})
     return min(high, number)  # past the end is an empty page
 
