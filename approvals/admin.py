@@ -15,7 +15,7 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group, User
 from django.db import models
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, IntegerField, Q, Value, When
 from django.db.models.functions import Left
 from django.utils.html import format_html_join
 from django.utils.text import Truncator
@@ -24,10 +24,10 @@ from aob.text import shown
 from aob_project.exceptions import Conflict
 from approvals import services
 from approvals.models import Approval, Decision, Delivery, NotificationTarget
-from approvals.selectors import fill_decidable
+from approvals.selectors import fill_decidable, seen_by
 from workflows.admin import (
-    BoundedListAdmin,
     OwnedRowsAdmin,
+    OwnersRowsAdmin,
     ReadOnlyAdmin,
     RunPatchAdmin,
     act_on_each,
@@ -109,9 +109,22 @@ _APPROVAL_LARGE = ("approval__context", "approval__message")
 
 
 # The approval by id: naming it (its __str__) would join every approval row, context and all.
+class ApprovalRowsAdmin(OwnersRowsAdmin):
+    """Approvals, and the rows under one, of every run to staff who read every run; else, as the
+    API shows approvals (``selectors.seen_by``), those of the reader's runs and those they are asked
+    to decide (the admin is a place to decide them). ``via``: the lookup from a row to its approval."""
+
+    via = ""
+
+    def own(self, user: Any) -> Q:
+        return seen_by(user, self.via)  # one lookup in the row's own approver list: no row twice
+
+
 @admin.register(Decision)
-class DecisionAdmin(ReadOnlyAdmin):
+class DecisionAdmin(ApprovalRowsAdmin, ReadOnlyAdmin):
     """Votes, for the link under an approval's latest ones; made only through approval_decide."""
+
+    via = "approval__"
 
     list_display = ["approval_id", "username", "approve", "voided", "at"]
     list_columns = ["approval", "username", "approve", "voided", "at"]
@@ -123,8 +136,10 @@ class DecisionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
+class DeliveryAdmin(ApprovalRowsAdmin, ReadOnlyAdmin):
     """Who was told, when, on which channel, and what came of it."""
+
+    via = "approval__"
 
     # recipient: the name the approval lists (a group's, for its members); user: whom it was sent to
     list_display = ["approval_id", "recipient", "user", "channel", "reason", "status", "attempts", "created_at",
@@ -152,7 +167,7 @@ class NotificationTargetAdmin(OwnedRowsAdmin):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(BoundedListAdmin):
+class ApprovalAdmin(ApprovalRowsAdmin):
     list_display = ["id", "status", "kind", "run", "node_id", "message_head", "approver_list", "deadline",
                     "created_at"]
     list_columns = ["status", "kind", "run__tag", "node_id", "approvers", "deadline", "created_at"]

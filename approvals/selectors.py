@@ -146,9 +146,15 @@ ASKED_BY = F("run__owner__username")
 _PATCH = Prefetch("patch", queryset=RunPatch.objects.only("id", "seq", "status", "reason"))
 
 
+def seen_by(user: User, via: str = "") -> Q:
+    """Approvals of the user's own runs, and the ones the user is (or was) asked to decide; ``via``:
+    the lookup from a row to its approval (``approval__``), for the rows under an approval."""
+    return Q(**{f"{via}run__owner": user}) | naming(user, f"{via}approvers")
+
+
 def approvals_visible(*, user: User) -> QuerySet[Approval]:
     """Approvals of the user's own runs, and the ones the user is (or was) asked to decide."""
-    return (Approval.objects.filter(Q(run__owner=user) | naming(user, "approvers")).select_related("run")
+    return (Approval.objects.filter(seen_by(user)).select_related("run")
             .defer(*RUN_UNREAD).prefetch_related(_PATCH).annotate(asked_by=ASKED_BY).distinct())
 
 

@@ -25,7 +25,14 @@ from django_celery_beat.models import (
 )
 
 from aob_project.exceptions import AobError
-from workflows.admin import OwnedRowsAdmin, ReadOnlyAdmin, StrictJSONField, SuperusersOnly, latest_rows
+from workflows.admin import (
+    OwnedRowsAdmin,
+    OwnersRowsAdmin,
+    ReadOnlyAdmin,
+    StrictJSONField,
+    SuperusersOnly,
+    latest_rows,
+)
 
 from .models import Hook, HookDelivery, HookRefusal, Schedule, ScheduleFiring
 from .services import hooks, schedules
@@ -83,7 +90,8 @@ class CronAdmin(SuperusersOnly, CrontabScheduleAdmin):
 
 
 @admin.register(ScheduleFiring)
-class ScheduleFiringAdmin(ReadOnlyAdmin):
+class ScheduleFiringAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
+    owner = "schedule__owner"  # its run's, as the schedule starts runs as its owner
     list_display = ["schedule", "fire_time", "fired_at", "outcome", "run", "deliveries"]
     list_columns = ["schedule__cron", "schedule__timezone", "fire_time", "fired_at", "outcome", "run__tag",
                     "deliveries"]
@@ -96,7 +104,8 @@ class ScheduleFiringAdmin(ReadOnlyAdmin):
 
 
 @admin.register(HookDelivery)
-class HookDeliveryAdmin(ReadOnlyAdmin):
+class HookDeliveryAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
+    owner = "hook__owner"
     list_display = ["hook", "delivery_id", "received_at", "run"]
     list_columns = ["hook__id", "delivery_id", "received_at", "run__tag"]
     search_fields = ["delivery_id"]
@@ -175,6 +184,7 @@ class ScheduleAdmin(DeletedWithHistory, OwnedRowsAdmin):
     fields = ["owner", "workflow", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled",
               "periodic_task", "created_at", "updated_at", "firings"]
     readonly_fields = ["periodic_task", "created_at", "updated_at", "firings"]
+    run_fields = ("firings",)
     raw_id_fields = ["owner", "workflow"]  # a select would list every user and every workflow
 
     @admin.display(description="firings (latest first)")
@@ -232,6 +242,7 @@ class HookAdmin(DeletedWithHistory, OwnedRowsAdmin):
     search_fields = ["id", "name", "workflow__tag", "owner__username"]
     fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at", "deliveries"]
     readonly_fields = ["id", "owner", "workflow", "created_at", "last_delivery_at", "deliveries"]
+    run_fields = ("deliveries",)
 
     @admin.display(description="deliveries (latest first)")
     def deliveries(self, obj: Hook) -> str:

@@ -13,7 +13,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import Group
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import F, Field, Func, JSONField, Model, QuerySet, TextField
+from django.db.models import F, Field, Func, JSONField, Model, Q, QuerySet, TextField
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast, Left
 from django.forms.fields import InvalidJSONInput, JSONString
@@ -29,11 +29,11 @@ from rest_framework.authtoken.models import TokenProxy
 
 from aob.text import shown
 from aob_project.exceptions import AobError
-from workflows import registry
+from workflows import registry, visibility
 from workflows.answers import node_value_href, run_inputs_href
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
-from workflows.selectors import refusal_href
+from workflows.selectors import artifacts_referenced, refusal_href
 from workflows.services import runs
 from workflows.services.patches import Rule
 
@@ -260,6 +260,28 @@ class ReadOnlyAdmin(BoundedListAdmin):
         return False
 
 
+class OwnersRowsAdmin(BoundedListAdmin):
+    """Rows of someone's runs (a run, its node runs, events, patches, approvals) or workflows, shown
+    in the admin by the rule every other surface reads (``workflows.visibility``): another owner's
+    only to staff who read every owner's (``reads_every_run``, ``workflows.view_run``; for workflows
+    ``reads_every_workflow``, ``workflows.view_workflow``), and to everyone else their own. The
+    permission on the row's own model lets a staff member into its pages, and says nothing of whose
+    rows they read there: Django's admin takes a change permission as a view one, so staff given
+    ``workflows.change_run`` to cancel their own runs read every tenant's runs, inputs, node runs and
+    events, which the API answers them with a 404. ``owner``: the lookup from a row to its owner."""
+
+    owner = "run__owner"
+    reads_every: Callable[[Any], bool] = staticmethod(visibility.reads_every_run)
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        return rows if self.reads_every(request.user) else rows.filter(self.own(request.user))
+
+    def own(self, user: Any) -> Q:
+        """The rows ``user`` reads without reading every owner's."""
+        return Q(**{self.owner: user})
+
+
 class OwnedRowsAdmin(BoundedListAdmin):
     """Rows that act as the person they belong to: a schedule starts runs as its owner, a secret is
     sent as theirs, a hook's mapping makes their runs' inputs, a notification target receives what
@@ -273,6 +295,16 @@ class OwnedRowsAdmin(BoundedListAdmin):
     # whether staff who are not superusers see others' rows at all (read-only): not where a row
     # holds a credential (a notification target's webhook URL is all one needs to post as its person)
     others_visible = True
+    # the fields of a row that list its owner's runs (a schedule's firings): on another's row, shown
+    # only to staff who read every run (``OwnersRowsAdmin``'s rule)
+    run_fields: Sequence[str] = ()
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        mine = obj is None or getattr(obj, f"{self.owner_field}_id") == request.user.pk
+        if mine or visibility.reads_every_run(request.user):
+            return fields
+        return [field for field in fields if field not in self.run_fields]
 
     def get_queryset(self, request):
         rows = super().get_queryset(request)
@@ -426,7 +458,21 @@ class RefusalRuleFilter(admin.SimpleListFilter):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(ReadOnlyAdmin):
+class ArtifactAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
+    """Artifacts are shared by content: one is shown as the API shows it (``selectors.artifact_get``),
+    through what refers to it, a version of a workflow or a run (definitions, outputs, patches) the
+    reader may read; all of them to staff who read every owner's workflows and runs."""
+
+    @staticmethod
+    def reads_every(user: Any) -> bool:
+        return visibility.reads_every_run(user) and visibility.reads_every_workflow(user)
+
+    def own(self, user: Any) -> Q:
+        versions = WorkflowVersion.objects.all()
+        runs = Run.objects.all()
+        return artifacts_referenced(
+            versions=versions if visibility.reads_every_workflow(user) else versions.filter(workflow__owner=user),
+            runs=runs if visibility.reads_every_run(user) else runs.filter(owner=user))
     list_display = ["id", "kind", "size_bytes", "created_at"]
     list_filter = ["kind"]
     search_fields = ["id"]
@@ -442,11 +488,14 @@ class ArtifactAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(ReadOnlyAdmin):
+class WorkflowAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     """Read only: a tag is made, and moved to a new version, by ``workflow_save`` (API, UI, CLI),
     which validates the definition; an owner or a tag changed here would bypass it (and move the
     schedules and hooks that run the tag as its owner's). Deleting is ``workflow_delete`` (API,
     CLI); the admin never could (the versions it would cascade to are history, not deletable)."""
+
+    owner = "owner"
+    reads_every = staticmethod(visibility.reads_every_workflow)
 
     list_display = ["tag", "owner", "current_version", "updated_at"]
     list_columns = ["tag", "owner__username", "current_version__seq", "current_version__workflow__tag", "updated_at"]
@@ -460,7 +509,9 @@ class WorkflowAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(ReadOnlyAdmin):
+class WorkflowVersionAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
+    owner = "workflow__owner"
+    reads_every = staticmethod(visibility.reads_every_workflow)
     list_display = ["workflow", "seq", "artifact", "created_at"]
     list_columns = ["workflow__tag", "seq", "artifact__kind", "created_at"]
     readonly_fields = ["workflow", "seq", "artifact", "parent", "description", "created_at", "definition"]
@@ -483,7 +534,8 @@ _RUN_KEYS_LARGE = ("base_artifact__content", "current_artifact__content", "outpu
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdmin):
+class RunAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
+    owner = "owner"
     list_display = ["id", "tag", "owner", "status", "created_at", "finished_at"]
     list_columns = ["tag", "owner__username", "status", "created_at", "finished_at"]
     list_filter = ["status"]
@@ -539,7 +591,7 @@ _NODE_RUN_LARGE = ("input", "output", "attempt_log")
 
 
 @admin.register(NodeRun)
-class NodeRunAdmin(ReadOnlyAdmin):
+class NodeRunAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     list_display = ["run", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
     list_columns = ["run__tag", "node_id", "iteration", "node_type", "status", "attempts", "started_at"]
     list_filter = ["status", NodeTypeFilter]
@@ -593,7 +645,7 @@ def _node(definition: dict, node_id: str) -> dict | None:
 
 
 @admin.register(RunPatch)
-class RunPatchAdmin(ReadOnlyAdmin):
+class RunPatchAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     list_display = ["run", "seq", "status", "node_id", "description_shown", "created_at"]
     list_columns = ["run__tag", "seq", "status", "node_id", "description", "created_at"]
     list_filter = ["status"]
@@ -626,7 +678,7 @@ class RunPatchAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     list_display = ["run", "seq", "type", "node_id", "created_at"]
     list_columns = ["run__tag", "seq", "type", "node_id", "created_at"]
     list_filter = ["type"]
@@ -644,7 +696,7 @@ class EventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PatchRefusal)
-class PatchRefusalAdmin(ReadOnlyAdmin):
+class PatchRefusalAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     """Patches the policy refused, with the operation and the rule: who tried what."""
 
     list_display = ["run", "created_at", "agent", "node_id", "proposed_by", "rule", "op", "path"]

@@ -328,6 +328,18 @@ def artifact_get(*, user: User, artifact_id: str, admit: Callable[[int], None] =
     return artifact
 
 
+def artifacts_referenced(*, versions: QuerySet[WorkflowVersion], runs: QuerySet[Run]) -> Q:
+    """The artifacts ``versions`` and ``runs`` refer to, every reference ``_reference`` finds one by
+    (a run's definitions and output, its node runs' outputs, its patches' operations and
+    definitions): for a list of them (the admin's), where ``artifact_get`` judges one by id."""
+    node_runs, patches = NodeRun.objects.filter(run__in=runs), RunPatch.objects.filter(run__in=runs)
+    return (Q(pk__in=versions.values("artifact")) | Q(pk__in=runs.values("base_artifact"))
+            | Q(pk__in=runs.values("current_artifact")) | Q(pk__in=runs.values("output_artifact"))
+            | Q(pk__in=node_runs.values("output_artifact"))
+            | Q(pk__in=patches.values("patch_artifact")) | Q(pk__in=patches.values("before_artifact"))
+            | Q(pk__in=patches.values("after_artifact")))
+
+
 # What a reference found by ``_reference`` says of the artifact: its kind, and when it was made.
 Seen = tuple[str, Any]
 

@@ -159,3 +159,84 @@ def test_staff_see_no_one_elses_notification_targets_a_webhook_url_is_a_credenti
     assert "helper-token" in client.get(f"/admin/approvals/notificationtarget/{mine.pk}/change/").content.decode()
     root = logged_in(make_user("root", is_staff=True, is_superuser=True))
     assert "alice-token" in root.get("/admin/approvals/notificationtarget/").content.decode()
+
+
+def run_with_rows(owner: Any, secret: str) -> Run:
+    """A run of ``owner`` whose inputs, node run, event, refused patch, approval (asking ``bob``) and
+    schedule firing each carry ``secret``."""
+    from approvals.models import Approval
+    from tests.conftest import set_inputs
+    from triggers.models import ScheduleFiring
+    from triggers.services.schedules import schedule_create
+    from workflows.models import Event, NodeRun, PatchRefusal
+
+    run = stored_run(owner)
+    set_inputs(run, {"salary": secret}, event_seq=1)
+    NodeRun.objects.create(run=run, node_id="pay", node_type="transform", status="failed",
+                           error={"message": secret})
+    Event.objects.create(run=run, seq=1, type="node_failed", node_id="pay", data={"message": secret})
+    PatchRefusal.objects.create(run=run, rule="max_operations", message=secret, operations=[])
+    Approval.objects.create(run=run, node_id="gate", message=secret, approvers=["bob"])
+    schedule = schedule_create(owner=owner, workflow=workflow_save(owner=owner, tag=f"{owner.username}-nightly",
+                                                                   definition=ONE).workflow, cron="0 3 * * *")
+    ScheduleFiring.objects.create(schedule=schedule, fire_time=run.created_at, fired_at=run.created_at,
+                                  outcome="failed", run=run, error={"message": secret})
+    return run
+
+
+RUN_PAGES = ["workflows/run", "workflows/noderun", "workflows/event", "workflows/patchrefusal", "workflows/artifact",
+             "approvals/approval", "triggers/schedulefiring"]
+
+
+def test_staff_who_may_cancel_their_own_runs_read_no_one_else_s(make_user: Any, user: Any) -> None:
+    """Django's admin takes a change permission as a view one: staff given ``change_run`` (to cancel
+    their own runs, ``cancel_runs``) and the run rows' permissions read every tenant's runs, their
+    inputs, node runs, events, refusals, approvals and firings, which every other surface refuses
+    them without ``workflows.view_run`` (``visibility.reads_every_run``). They read their own."""
+    theirs = run_with_rows(user, "ALICE-PRIVATE-123456")
+    ops = staff_with(make_user, "ops", "change_run", "change_noderun", "view_event", "view_patchrefusal",
+                     "view_artifact", "view_approval", "view_schedulefiring", "view_schedule")
+    own = run_with_rows(ops, "OPS-OWN-654321")
+    client = logged_in(ops)
+
+    for page in RUN_PAGES:
+        listed = client.get(f"/admin/{page}/")
+        assert listed.status_code == 200, page
+        assert "ALICE-PRIVATE" not in listed.content.decode() and str(theirs.pk) not in listed.content.decode(), page
+        assert listed.context["cl"].result_count >= 1, page  # their own, as before
+    assert str(own.pk) in client.get(CHANGELIST).content.decode()
+    page = client.get(f"{CHANGELIST}{theirs.pk}/change/")
+    assert page.status_code == 302 and "ALICE-PRIVATE" not in page.content.decode()  # as a run that does not exist
+    assert "OPS-OWN" in client.get(f"{CHANGELIST}{own.pk}/change/").content.decode()
+    # another owner's schedule is still read-only to them, without the runs it started
+    from triggers.models import Schedule
+
+    alices = client.get(f"/admin/triggers/schedule/{Schedule.objects.get(owner=user).pk}/change/")
+    assert alices.status_code == 200 and "ALICE-PRIVATE" not in alices.content.decode()
+    assert "OPS-OWN" in client.get(f"/admin/triggers/schedule/{Schedule.objects.get(owner=ops).pk}/change/").content.decode()
+
+    # the cancel still cancels their own
+    assert cancel(client, own) == [f"run {own.pk}: cancelled"]
+    assert Run.objects.get(pk=own.pk).status == "cancelled"
+    assert Run.objects.get(pk=theirs.pk).status == theirs.status != "cancelled"
+
+    # with the permission to read runs they read every owner's, as on the API
+    reader = logged_in(staff_with(make_user, "reader", "view_run", "view_noderun"))
+    assert "ALICE-PRIVATE" in reader.get(f"{CHANGELIST}{theirs.pk}/change/").content.decode()
+    assert str(theirs.pk) in reader.get(CHANGELIST).content.decode()
+    assert reader.get("/admin/workflows/noderun/").context["cl"].result_count == 2
+
+
+def test_staff_asked_to_approve_see_those_approvals_in_the_admin_and_no_others(make_user: Any, user: Any) -> None:
+    """The admin is one place to decide: an approval asking a staff member is listed to them, as the
+    API lists it (``approvals.selectors.seen_by``); another's that does not ask them is not."""
+    from approvals.models import Approval
+
+    asked = run_with_rows(user, "ASKED-OF-BOB")
+    other = stored_run(user)
+    Approval.objects.create(run=other, node_id="gate", message="NOT-FOR-BOB", approvers=["carol"])
+    bob = staff_with(make_user, "bob", "view_approval", "view_decision")
+    listed = logged_in(bob).get("/admin/approvals/approval/").content.decode()
+
+    assert "ASKED-OF-BOB" in listed and "NOT-FOR-BOB" not in listed
+    assert logged_in(bob).get(f"{CHANGELIST}{asked.pk}/change/").status_code == 403  # no run permission at all
