@@ -88,12 +88,10 @@ def run_remove(*, run: Run, user: Any) -> bool:
     out first (the run stays, finished, missing some of its rows; the next call or prune goes on).
     What its owner's runs keep (``workflows.storage``) goes down by what it kept."""
     from aob_project.exceptions import Conflict
-    from workflows.selectors import run_owner_check
+    from workflows.selectors import run_finished_check, run_owner_check
 
     run_owner_check(run=run, user=user, action="delete it")
-    if run.status not in Run.FINISHED:
-        raise Conflict(f"run is {run.status}: cancel it first, or wait for it to finish", code="run_not_finished",
-                       extra={"status": run.status, "rule": "finished"})
+    run_finished_check(status=run.status)
 
     def candidates() -> QuerySet[Run]:
         return removable(Run.objects.filter(pk=run.pk))

