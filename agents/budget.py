@@ -165,8 +165,8 @@ def _check_line(line: list[Run], replaced: set[str], tokens: int,
     checked = [(each, {k: v for k, v in ((each.usage or {}).get("reservations") or {}).items() if k not in replaced})
                for each in line]
     live = _holding({k for _, held in checked for k in held})
-    for each, held in checked:
-        _check_run_ceilings(each, held, live, tokens, cost, own=each is line[0], top=each is line[-1])
+    for above, (each, held) in enumerate(checked):
+        _check_run_ceilings(each, held, live, tokens, cost, above=above, top=each is line[-1])
     return checked, live
 
 
@@ -225,13 +225,14 @@ def _holding(keys: set[str]) -> set[str]:
             if int(pk) in running and (not attempt or int(attempt) == running[int(pk)])}
 
 
-def _check_run_ceilings(run: Run, reserved: dict[str, Any], live: set[str], tokens: int, cost: float, *, own: bool,
-                        top: bool) -> None:
+def _check_run_ceilings(run: Run, reserved: dict[str, Any], live: set[str], tokens: int, cost: float, *,
+                        above: int, top: bool) -> None:
     """Passing a run's ceilings pauses the node until that run's owner raises them. A ceiling left
     null (a sub-workflow's) is the runs above; at the top of a line cut short, the operator's. What
     the pause says was spent counts the calls whose attempt lapsed (``_spent``): left out, a call a
     killed attempt reserved held the room no release would free, and ``only_a_raise`` said a
-    release could (the node waited for ever, its figures saying the call fit)."""
+    release could (the node waited for ever, its figures saying the call fit). ``above``: how far
+    up the line ``run`` is (0: the node's own run)."""
     spent, held = _spent(run.usage or {}, reserved, live)
     spent_tokens, spent_cost = spent["tokens"], spent["cost_usd"]
     limits = dict(run.ceilings)
@@ -243,20 +244,40 @@ def _check_run_ceilings(run: Run, reserved: dict[str, Any], live: set[str], toke
     if ((max_tokens is None or spent_tokens + held["tokens"] + tokens <= max_tokens)
             and (max_cost is None or spent_cost + held["cost_usd"] + cost <= max_cost)):
         return
-    whose = "the run's budget" if own else f"the budget of run {run.pk}, which this sub-workflow's spend counts against,"
+    call = {"tokens": tokens, "cost_usd": cost}  # exact: fits_now judges it
+    figures = {"spent": spent, "held": held, "budget": limits, "next_call": call}
+    if above:
+        # A run above is not this run's to tell of: the pause is written into the node's own run, whose
+        # every reader reads it, and one asked in a child run only is told nothing of its parent
+        # (``selectors.run_get``'s ``within_hidden``, ``subflows.selectors.run_family``). It says how far
+        # up the run is (its owner, who sees the line, finds it: ``budget.within_run``, the family) and
+        # what the wake needs of its figures; before, it named the run and its ceilings and spend.
+        raise BudgetPaused(
+            f"the budget of the run {above} above this one, which this sub-workflow's spend counts against, cannot "
+            f"cover the next model call (up to {tokens} tokens, ${cost:.6f}) beside what is spent and reserved "
+            "there; its owner can raise it",
+            extra={"reason": "budget", "above": above, "only_a_raise": only_a_raise(figures), "next_call": call})
     shown = ", ".join(text for text in (f"{max_tokens} tokens" if max_tokens is not None else "",
                                         f"${max_cost}" if max_cost is not None else "") if text)
     raise BudgetPaused(
-        f"{whose} ({shown}) cannot cover the next model call (up to {tokens} tokens, ${cost:.6f}) beside what is "
-        "spent and reserved; its owner can raise it",
-        extra={"reason": "budget", "budget_run_id": str(run.pk), "spent": spent, "held": held, "budget": limits,
-               "next_call": {"tokens": tokens, "cost_usd": cost}})  # exact: fits_now judges it
+        f"the run's budget ({shown}) cannot cover the next model call (up to {tokens} tokens, ${cost:.6f}) beside "
+        "what is spent and reserved; its owner can raise it",
+        extra={"reason": "budget", "budget_run_id": str(run.pk), **figures})
+
+
+def paused_on(pause: dict[str, Any]) -> str:
+    """The run whose ceiling a pause (``pause``: a ``BudgetPaused``'s extra) met, as the node's own
+    run may tell of it: ``run <id>`` for its own, else how far above it is (``_check_run_ceilings``)."""
+    return f"run {pause['budget_run_id']}" if pause.get("budget_run_id") else f"the run {pause.get('above')} above this one"
 
 
 def only_a_raise(pause: dict[str, Any]) -> bool:
     """Whether the call a pause refused (``pause``: a ``BudgetPaused``'s extra, as its ``node_paused``
     event keeps it) passes its run's ceiling even with no other call reserved: no release can make
-    room for it then (``wake``), only a raise by the run's owner."""
+    room for it then (``wake``), only a raise by the run's owner. A pause on a run above says so
+    itself (``only_a_raise``): its figures are that run's, not written into this one."""
+    if "only_a_raise" in pause:
+        return bool(pause["only_a_raise"])
     try:
         spent, limits, call = pause["spent"], pause["budget"], pause["next_call"]
     except (KeyError, TypeError):

@@ -260,7 +260,7 @@ def _pause(ctx: NodeContext, exc: BudgetPaused) -> Any:
     owner = User.objects.filter(pk=ctx.owner_id).values_list("username", "is_active").first()
     if owner is not None and not owner[1] and budget.only_a_raise(exc.extra):
         raise BudgetUnraisable(
-            f"{owner[0]!r} is deactivated: nobody can raise the budget of run {exc.extra.get('budget_run_id')}, which "
+            f"{owner[0]!r} is deactivated: nobody can raise the budget of {budget.paused_on(exc.extra)}, which "
             f"cannot cover the next model call (up to {exc.extra['next_call']['tokens']} tokens, "
             f"${exc.extra['next_call']['cost_usd']:.6f}), so this node does not wait for it",
             extra={**exc.extra, "rule": "owner_active", "owner": owner[0], "transient": False})

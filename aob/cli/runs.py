@@ -58,6 +58,9 @@ def _gate_hint(event: dict[str, Any]) -> str | None:
         return (f"{event.get('node_id')} waits for a slot: its owner runs {data.get('limit')} nodes of its type "
                 "at once (AOB_OWNER_MAX_RUNNING); it starts when one of them ends")
     if event.get("type") == "node_paused" and data.get("reason") == "budget":
+        if data.get("above"):  # a run above the paused one, which its event does not name (``agents.budget``)
+            return (f"paused on the budget of the run {data['above']} above this one (its budget's within_run names "
+                    "the one above): aob run budget <that run> --max-cost-usd <usd>")
         whose = data.get("budget_run_id") or data.get("run_id") or "<run_id>"
         return f"paused on a run's budget: aob run budget {whose} --max-cost-usd <usd>"
     return None

@@ -32,3 +32,15 @@ def test_a_gate_someone_can_decide_again_is_not_hinted_as_nobody_can() -> None:
                         "cannot_be_approved": True, "warning": warning},
                        {"nobody_can_decide": False, "cannot_be_approved": True})
     assert hint is not None and "nobody can decide" not in hint, hint
+
+
+def test_a_pause_on_a_run_above_is_hinted_by_how_far_up_it_is() -> None:
+    """A pause on a run above names no run (its readers may not see it, ``agents.budget``): the hint
+    says which run to raise by how far up it is, never the paused run itself, which has no ceiling."""
+    hint = _gate_hint({"type": "node_paused", "run_id": "child", "node_id": "plan",
+                       "data": {"reason": "budget", "above": 2, "next_call": {"tokens": 1, "cost_usd": 1.0}}})
+    own = _gate_hint({"type": "node_paused", "run_id": "r1", "node_id": "plan",
+                      "data": {"reason": "budget", "budget_run_id": "r1"}})
+
+    assert hint is not None and "the run 2 above this one" in hint and "child" not in hint, hint
+    assert own == "paused on a run's budget: aob run budget r1 --max-cost-usd <usd>"

@@ -12,7 +12,7 @@ from agents import budget
 from subflows.models import SubRun
 from tests.agents.flows import agent, node
 from tests.approvals.runs import approval_of, decide, submit
-from tests.conftest import PRICEY_MODEL, TEST_PRICES, wait_for_run
+from tests.conftest import PRICEY_MODEL, TEST_PRICES, client_for, wait_for_run
 from tests.engine.flow import wait_until
 from tests.faults.harness import hooks
 from workflows.models import Event, NodeRun, Run
@@ -56,7 +56,8 @@ def test_children_side_by_side_share_what_their_parent_has_left(engine, api, use
         if child.status == "waiting_for_approval":
             assert (node(child, "plan").status, node(child, "plan").wait_reason) == ("waiting", "budget")
             paused = Event.objects.filter(run=child, type="node_paused").last()
-            assert paused.data["budget_run_id"] == run_id and run_id in paused.data["message"]
+            # the run above, by how far up it is: the child's readers are not all the parent's
+            assert paused.data["above"] == 1 and "the run 1 above this one" in paused.data["message"]
     parent_run = Run.objects.get(pk=run_id)
     assert parent_run.usage["calls"] == 1 and parent_run.usage["cost_usd"] == pytest.approx(CALL_COST)
     assert parent_run.usage["reservations"] == {}
@@ -103,6 +104,38 @@ def _completed_with_both_calls(run_id: str, fake_llm) -> Run:
     assert len(fake_llm.requests) == 2
     assert run.usage["cost_usd"] == pytest.approx(2 * CALL_COST) and run.usage["reservations"] == {}
     return run
+
+
+def test_a_child_paused_on_its_parent_s_budget_tells_its_approver_nothing_of_the_parent(engine, api, user,
+                                                                                       make_user, fake_llm):
+    """One asked to approve in a child run only is told nothing of its parent (``run_get``'s
+    ``within_hidden``, ``run_family``), and reads the child's events: an agent of the child paused at
+    the parent's ceiling wrote there the parent's id, its ceilings and its spend. The pause says the
+    run above by how far up it is; its owner, who sees the line, raises it there and the child goes on."""
+    bob = client_for(make_user("bob"))
+    workflow_save(owner=user, tag="child", definition={"nodes": [
+        {"id": "gate", "type": "hitl", "config": {"approvers": ["bob"], "message": "ok?"}},
+        agent(model=PRICEY_MODEL, max_tokens=2000)], "edges": []})  # its worst case ($3.98) passes the parent's $2
+    fake_llm.reset([TEXT])
+    response = api.post("/api/v1/runs", {"workflow": {"nodes": [{"id": "c", "type": "workflow",
+                                                                 "config": {"tag": "child"}}], "edges": []},
+                                         "inputs": {}}, format="json")
+    assert response.status_code == 201, response.json()
+    parent_id = response.json()["run_id"]
+    child = wait_until(lambda: (_children(parent_id) or [None])[0], timeout=30, what="the child run")
+    wait_until(lambda: Event.objects.filter(run=child, type="node_paused").exists()
+               and Event.objects.filter(run=child, type="approval_required").exists(), timeout=30,
+               what="the child's agent paused on the parent's budget, its gate asking bob")
+
+    assert bob.get(f"/api/v1/runs/{parent_id}").status_code == 404
+    read = bob.get(f"/api/v1/runs/{child.pk}/events")
+    assert read.status_code == 200 and parent_id not in read.content.decode()
+    [paused] = [e["data"] for e in read.json() if e["type"] == "node_paused"]
+    assert paused["above"] == 1 and not {"budget_run_id", "budget", "spent", "held"} & set(paused), paused
+    # the owner reads the run above from the child (as before) and raises it there
+    assert api.get(f"/api/v1/runs/{child.pk}").json()["budget"]["within_run"] == parent_id
+    assert api.post(f"/api/v1/runs/{parent_id}/budget", {"max_cost_usd": 10}, format="json").status_code == 200
+    wait_until(lambda: node(child, "plan").status == "completed", timeout=30, what="the child's agent resumed")
 
 
 def test_a_child_paused_on_a_siblings_reservation_goes_on_once_that_call_has_cost_less(engine, api, user, fake_llm):

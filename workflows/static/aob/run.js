@@ -19,6 +19,7 @@ const state = {
   userSelected: false,
   approvals: [],
   visible: [],
+  above: null,  // the run just above, when a node is paused on a budget (fetchAll)
   inflight: false,
   dirty: false,
   artifacts: new Map(),
@@ -37,7 +38,11 @@ async function fetchAll() {
   const [approvals, visible] = needApprovals
     ? (await Promise.all([api(`/approvals?status=pending&run=${runId}&limit=100`),
       api(`/approvals?run=${runId}&limit=100`)])).map((page) => page.results) : [[], []];
-  return { details, approvals, visible };
+  // a node paused on the run just above: its ceilings and spend are read from that run (shown to
+  // those who may see it: within_run), not from the pause, which names neither
+  const up = details.run.budget.within_run;
+  const above = up && details.nodes.some((n) => n.wait_reason === "budget") ? await api(`/runs/${up}`).catch(() => null) : null;
+  return { details, approvals, visible, above };
 }
 
 async function refresh() {
@@ -49,8 +54,9 @@ async function refresh() {
   try {
     do {
       state.dirty = false;
-      const [{ details, approvals, visible }, timeline] = await Promise.all([fetchAll(), api(`/runs/${runId}/timeline`)]);
+      const [{ details, approvals, visible, above }, timeline] = await Promise.all([fetchAll(), api(`/runs/${runId}/timeline`)]);
       state.details = details;
+      state.above = above;
       state.approvals = approvals;
       state.visible = visible;
       render();
@@ -227,8 +233,8 @@ function renderNodePanel() {
   // event arrives: the details can be drawn before the socket's replay brings it)
   const asked = lastEvent("approval_required", n);
   const seen = gateSeen(n);
-  // (a pause on the node's own budget has no form to keep: each pause draws its own figures)
-  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.node ? `node:${ask.seq}` : ask.target}`
+  // (a pause on the node's own budget, or on a run further up, has no form to keep: each pause draws its own)
+  const key = approval ? `${approval.id}` : ask ? `budget:${n.node_id}:${ask.node || !ask.target ? `node:${ask.seq}` : ask.target}`
     : `none:${n.node_id}:${n.status}:${asked ? asked.seq : 0}:${seen ? `${seen.nobody_can_decide}${seen.cannot_be_approved}` : ""}`;
   const oldDecide = panel.querySelector(".decide");
   const kept = key === decideKey && oldDecide;
@@ -276,20 +282,30 @@ function lastEvent(type, n) {
 // What a budget pause asks of the owner: the run to raise (a sub-workflow's spend counts against
 // the runs above it: the one that stopped the node), that run's ceilings and its spend. A pause on
 // the node's own budget (its definition's) asks nothing: it waits for the run's calls in flight.
+// A pause on a run above says how far up it is (`above`), never its id nor its figures (a reader of
+// this run may not see that one): the one just above is `within_run`, shown to those who may see it.
 function budgetAsk(n) {
   const { run } = state.details;
   const pause = lastPause(n);
   const d = (pause && pause.data) || {};
-  const target = d.budget_run_id || run.budget.within_run || runId;
+  const above = d.above || 0;
+  const target = d.budget_run_id || (above === 1 ? run.budget.within_run : null) || (above ? null : runId);
   const elsewhere = target !== runId;
-  return { seq: pause ? pause.seq : 0, target, elsewhere, node: Boolean(d.node_budget), held: d.held || {},
-    limits: d.node_budget || d.budget || (elsewhere ? {} : run.budget), spent: d.spent || (elsewhere ? {} : run.usage) };
+  const read = elsewhere && state.above && state.above.run_id === target ? state.above : null;  // fetchAll's
+  return { seq: pause ? pause.seq : 0, target, elsewhere, above, up: run.budget.within_run, node: Boolean(d.node_budget),
+    held: d.held || {}, limits: d.node_budget || d.budget || (read ? read.budget : elsewhere ? {} : run.budget),
+    spent: d.spent || (read ? read.usage : elsewhere ? {} : run.usage) };
 }
 
 // a ceiling may be an integer past 2^53 (a BigInt: parseJson), and a BigInt times a Number throws
 const suggest = (value) => (value === null || value === undefined ? "" : String(typeof value === "bigint" ? value * 2n : value * 2));
 
-function budgetMessage({ target, elsewhere, node, held, limits, spent }) {
+function budgetMessage({ target, elsewhere, above, up, node, held, limits, spent }) {
+  if (!target) {  // a run further up (or one this reader may not see): said by how far, raised from its page
+    return el("p", { class: "message" }, `Paused: the budget of the run ${above} above this one, which this sub-workflow's `
+      + "spend counts against, cannot cover the next model call. Its owner raises it there",
+      ...(up ? [" (the run above this one is ", el("a", { href: `/runs/${up}/`, class: "mono" }, up.slice(0, 8)), ")."] : ["."]));
+  }
   const ceiling = `$${limits.max_cost_usd ?? "?"}, ${limits.max_tokens ?? "?"} tokens`;
   const spentText = `Spent there so far: $${Number(spent.cost_usd || 0).toFixed(4)}, ${spent.tokens || 0} tokens.`;
   if (node) {
@@ -306,7 +322,7 @@ function budgetMessage({ target, elsewhere, node, held, limits, spent }) {
 }
 
 function budgetForm(ask) {
-  if (ask.node) return el("div", { class: "decide approve-box", "data-pause": ask.seq, role: "status" }, budgetMessage(ask));
+  if (ask.node || !ask.target) return el("div", { class: "decide approve-box", "data-pause": ask.seq, role: "status" }, budgetMessage(ask));
   const { target, elsewhere, limits } = ask;
   const cost = el("input", { type: "number", min: "0", step: "0.01", name: "max_cost_usd", required: true, value: suggest(limits.max_cost_usd), "aria-label": "new cost ceiling in USD" });
   const tokens = el("input", { type: "number", min: "0", step: "1000", name: "max_tokens", value: suggest(limits.max_tokens), "aria-label": "new token ceiling" });
