@@ -1,7 +1,8 @@
 """JSON's own numbers, whoever parses: Python's parser also takes ``NaN``, ``Infinity`` and
 ``1e999`` (Infinity by another name), which no JSON document, ``jsonb`` value or HTTP body can
-carry. The one rule for the API's bodies (``workflows.api.parsers``), a model's tool arguments
-(``agents.loop``) and the CLI's files and options (``aob.cli.session``)."""
+carry. The rule for a model's tool arguments (``agents.loop``) and the CLI's files and options
+(``aob.cli.session``); the API's bodies are parsed as Python does and refused, naming the path, by
+the rule of every stored value (``workflows.limits.unstorable``, rule ``invalid_number``)."""
 
 from __future__ import annotations
 

@@ -196,7 +196,9 @@ def test_a_number_postgres_cannot_hold_is_a_400(api, literal):
     raw = json.dumps({"tag_name": "nan", "workflow": fetch_then_store()})
     raw = raw.replace('"method": "GET"', f'"method": "GET", "timeout_ms": {literal}')
 
-    assert_error(post_raw(api, "/workflows", raw), 400, "invalid_number")
+    body = assert_error(post_raw(api, "/workflows", raw), 400, "invalid_number")
+    # named where it is, as an integer past 64 bits is (one rule: ``limits.unstorable``)
+    assert body["details"]["path"] == "/workflow/nodes/0/config/timeout_ms", body
     assert not Workflow.objects.exists()
 
 
