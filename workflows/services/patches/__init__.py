@@ -95,18 +95,21 @@ def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_
 
 def run_state(run: Run) -> RunState:
     """What the policy reads of a locked run."""
-    latest: dict[str, tuple[int, str, Any]] = {}
+    # no outputs read: a loop's 48 passes of 1.4 MB made every patch (an empty one too) read and
+    # parse 68 MB in the web process, its run locked (a red team's find); a gate's decision is one
+    # key of its latest output, judged in the database
+    latest: dict[str, tuple[int, str]] = {}
     started: set[str] = set()
-    for node_id, iteration, status, attempts, output in (
-            NodeRun.objects.filter(run=run).order_by("iteration", "id")
-            .values_list("node_id", "iteration", "status", "attempts", "output")):
-        latest[node_id] = (iteration, status, output)
+    for pk, node_id, status, attempts in (NodeRun.objects.filter(run=run).order_by("iteration", "id")
+                                          .values_list("pk", "node_id", "status", "attempts")):
+        latest[node_id] = (pk, status)
         if NodeRun.begun(status, attempts):
             started.add(node_id)
     base = Artifact.objects.values_list("content", flat=True).get(pk=authored_base_id(
         run.pk, base_artifact_id=run.base_artifact_id, replay_of_id=run.replay_of_id))
-    approved = {node_id for node_id, (_, status, output) in latest.items()
-                if status == NodeRun.Status.COMPLETED and isinstance(output, dict) and output.get("approved") is True}
+    completed = [pk for pk, status in latest.values() if status == NodeRun.Status.COMPLETED]
+    approved = set(NodeRun.objects.filter(pk__in=completed, output__approved=True)
+                   .values_list("node_id", flat=True)) if completed else set()
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
     bound = run.within is not None and any(spec.started_approved(run.pk) for spec in registry.catalogue().values()
                                            if spec.started_approved is not None)
@@ -116,7 +119,7 @@ def run_state(run: Run) -> RunState:
     contents = dict(Artifact.objects.filter(pk__in=set(set_by.values())).values_list("pk", "content")) if set_by else {}
     persons_set = {node_id: node for node_id, after in set_by.items()
                    for node in contents[after].get("nodes", []) if node.get("id") == node_id}
-    return RunState(statuses={n: s for n, (_, s, _) in latest.items()}, started=frozenset(started),
+    return RunState(statuses={n: s for n, (_, s) in latest.items()}, started=frozenset(started),
                     approved=frozenset(approved), base=base, owner=owner, spawned=run.spawned_agents,
                     patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above,
                     agents_wrote=frozenset(written.nodes), persons_set=persons_set)
