@@ -137,15 +137,20 @@ def _needed_tokens(run: Run, ir: IR) -> list[Token]:
     (``planner.output_readers``, and skipped nodes' pass-through marker). Never inputs, logs or
     usage. A loop of many iterations with large outputs costs a decision what its last iteration,
     and the passes it decides, cost."""
-    readers = planner.output_readers(ir)
     latest = (NodeRun.objects.filter(run_id=run.pk).order_by("node_id", "-iteration").distinct("node_id")
               .values("pk"))
     wanted = Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE)
     if ir.loops:
         passes = NodeRun.objects.filter(run_id=run.pk, consumed=False, status__in=NodeRun.FINISHED).values("iteration")
         wanted |= Q(iteration__in=Subquery(passes))
-    rows = (NodeRun.objects.filter(run_id=run.pk)
-            .filter(wanted)
+    return _tokens(NodeRun.objects.filter(run_id=run.pk).filter(wanted), ir)
+
+
+def _tokens(node_runs: Any, ir: IR) -> list[Token]:
+    """Node runs as a decision reads them: their outputs only where routing reads them
+    (``planner.output_readers``, and skipped nodes' pass-through marker), in the database's order."""
+    readers = planner.output_readers(ir)
+    rows = (node_runs
             .annotate(routing_output=Case(When(Q(node_id__in=readers) | Q(status=NodeRun.Status.SKIPPED),
                                                then=F("output")), default=Value(None), output_field=JSONField()))
             .order_by("iteration", "id")
@@ -154,11 +159,6 @@ def _needed_tokens(run: Run, ir: IR) -> list[Token]:
     return [Token(node_id, iteration, node_type, status, pk=pk, consumed=consumed, taken=taken, output=output,
                   error=error, finished_at=finished_at, reused=reused)
             for pk, node_id, iteration, node_type, status, consumed, taken, output, error, finished_at, reused in rows]
-
-
-def token(nr: NodeRun) -> Token:
-    return Token(nr.node_id, nr.iteration, nr.node_type, nr.status, pk=nr.pk, consumed=nr.consumed, taken=nr.taken,
-                 output=nr.output, error=nr.error, finished_at=nr.finished_at, reused=nr.reused)
 
 
 def cancel_approvals(run_id: Any, now: Any) -> None:
@@ -233,18 +233,19 @@ def start_new(run: Run) -> list[NodeRun]:
     return new
 
 
-def start(run: Run, node_runs: list[NodeRun] | None = None) -> list[NodeRun]:
-    """Emit a stored new run's entry nodes, in the caller's transaction; ``node_runs`` are those a
-    replay reused."""
-    ir, state, plan = _plan_start(run, node_runs or [])
+def start(run: Run, reused: list[int] | None = None) -> list[NodeRun]:
+    """Emit a stored new run's entry nodes, in the caller's transaction; ``reused``: the node runs
+    (ids) a replay copied from its source, read as a decision reads them (``_tokens``)."""
+    ir, state, plan = _plan_start(run, reused or [])
     return apply(run, ir, plan, state.now)
 
 
-def _plan_start(run: Run, node_runs: list[NodeRun]) -> tuple[IR, State, Plan]:
+def _plan_start(run: Run, reused: list[int]) -> tuple[IR, State, Plan]:
     """A new run's state (nothing to read: no patch, only a replay's reused node runs) and its plan."""
     ir = load_ir(run)
-    run.patch_pending, run.node_run_count = False, len(node_runs)  # type: ignore[attr-defined]
-    state = read_state(run, ir, tokens=[token(nr) for nr in node_runs])
+    tokens = _tokens(NodeRun.objects.filter(pk__in=reused), ir) if reused else []
+    run.patch_pending, run.node_run_count = False, len(tokens)  # type: ignore[attr-defined]
+    state = read_state(run, ir, tokens=tokens)
     state.started_at = state.started_at or state.now  # a run not stored yet starts now
     # nothing evaluated here: this is the web process's request (or a hook's, a parent's), and a new
     # run answers `queued`; an entry node evaluated in place goes on in the coordinator

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -95,7 +95,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
     # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
     # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep)
-    reused_bytes = sum(size_of(canonical_json(nr.output)) for nr in reused or () if nr.output is not None)
+    reused_bytes = _reused_bytes(reused or [])
     storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes + reused_bytes)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
@@ -122,19 +122,43 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     return run
 
 
+def _reused_bytes(reused: list[NodeRun]) -> int:
+    """The bytes of the outputs a replay copies, as a completion counts its own (its canonical JSON):
+    its output's artifact's size where it has one (what a worker or a decision completed), measured
+    only for the rest (a gate's decision, a loop's bookkeeping: small), never reading them all."""
+    sizes = dict(Artifact.objects.filter(pk__in={nr.output_artifact_id for nr in reused if nr.output_artifact_id})
+                 .values_list("pk", "size_bytes"))
+    unsized = [nr.pk for nr in reused if nr.output_artifact_id not in sizes]
+    rest = NodeRun.objects.filter(pk__in=unsized).values_list("output", flat=True) if unsized else []
+    return (sum(sizes[nr.output_artifact_id] for nr in reused if nr.output_artifact_id in sizes)
+            + sum(size_of(canonical_json(output)) for output in rest if output is not None))
+
+
+# A replay's reused node runs take their source's input and output as stored: 48 outputs of 1.4 MB
+# read, parsed and written again through the web process took 28 s and 715 MB (a red team's find).
+COPY_RECORDED = """
+UPDATE workflows_noderun AS copy SET input = source.input, output = source.output
+  FROM workflows_noderun AS source,
+       unnest(%(copies)s::bigint[], %(sources)s::bigint[]) AS pair(copy_id, source_id)
+ WHERE copy.id = pair.copy_id AND source.id = pair.source_id
+"""
+
+
 def _insert(run: Run, *, definition: Any, stored: bool, reused: Any, record: Any) -> None:
     with transaction.atomic() if not stored or reused or record is not None else nullcontext():
         if not stored:
             artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
         if reused:
             run.save(force_insert=True)
-            coordinator.start(run, NodeRun.objects.bulk_create([
+            copies = NodeRun.objects.bulk_create([
                 NodeRun(run=run, node_id=nr.node_id, iteration=nr.iteration, node_type=nr.node_type,
-                        status=nr.status, input=nr.input, output=nr.output, output_artifact_id=nr.output_artifact_id,
-                        attempts=0, reused=True, consumed=False, started_at=nr.started_at,
-                        finished_at=nr.finished_at)
+                        status=nr.status, output_artifact_id=nr.output_artifact_id, attempts=0, reused=True,
+                        consumed=False, started_at=nr.started_at, finished_at=nr.finished_at)
                 for nr in reused
-            ]))
+            ])
+            with connection.cursor() as cursor:  # in the database: a source's outputs are never parsed here
+                cursor.execute(COPY_RECORDED, {"copies": [c.pk for c in copies], "sources": [nr.pk for nr in reused]})
+            coordinator.start(run, [c.pk for c in copies])
         else:
             coordinator.start_new(run)
         if record is not None:
@@ -218,9 +242,12 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         ir = coordinator.load_ir(source)
         if node_id not in ir.nodes:
             raise NotFound(f"node {node_id!r} is not in run {source.pk}", extra={"field": "node_id"})
-        # each node's latest node run only (DISTINCT ON): a loop's earlier iterations are not read
+        # each node's latest node run only (DISTINCT ON): a loop's earlier iterations are not read;
+        # nor its recorded values, which the copies take in the database (COPY_RECORDED)
         latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source)
-                  .order_by("node_id", "-iteration").distinct("node_id")}
+                  .order_by("node_id", "-iteration").distinct("node_id")
+                  .only("pk", "node_id", "iteration", "node_type", "status", "output_artifact_id", "started_at",
+                        "finished_at")}
         completed = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.COMPLETED}
         skipped = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.SKIPPED}
         again = _runs_again(ir, node_id, completed | skipped)
