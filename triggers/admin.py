@@ -52,6 +52,20 @@ class BeatEntryAdmin(SuperusersOnly, PeriodicTaskAdmin):
     def get_queryset(self, request: Any) -> Any:
         return super().get_queryset(request).exclude(task=schedules.FIRE_TASK)
 
+    def get_form(self, request: Any, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+
+        class BeatEntryForm(form):  # type: ignore[misc, valid-type]
+            """beat's form read its ``task`` in ``clean`` as though the field could not be refused: a
+            name with a NUL (or past its length) answered a 500 (``KeyError``), not the field's error."""
+
+            def clean(self) -> Any:
+                if "task" not in self.cleaned_data and not self.cleaned_data.get("regtask"):
+                    return self.cleaned_data  # the field's own error stands
+                return super().clean()
+
+        return BeatEntryForm
+
 
 for model, beat_admin in ((IntervalSchedule, IntervalScheduleAdmin), (SolarSchedule, SolarScheduleAdmin),
                           (ClockedSchedule, ClockedScheduleAdmin)):  # beat's other pages, superusers' as its entries'
@@ -80,6 +94,15 @@ class CronAdmin(SuperusersOnly, CrontabScheduleAdmin):
 
     def has_delete_permission(self, request: Any, obj: CrontabSchedule | None = None) -> bool:
         return super().has_delete_permission(request, obj) and not self._used_by_schedules(obj)
+
+    @admin.display(description="human readable")
+    def human_readable(self, obj: CrontabSchedule) -> str:
+        """beat's reading of the row; of a row the form refused (``minute: -1``) it raised, a 500
+        where the form's errors were due."""
+        try:
+            return obj.human_readable
+        except Exception:  # noqa: BLE001 - celery's ParseException and ValueError: nothing to read
+            return "—"
 
     @admin.display(description="beat entries using it (latest first)")
     def entries(self, obj: CrontabSchedule) -> str:

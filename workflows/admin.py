@@ -152,6 +152,11 @@ class BoundedListAdmin(admin.ModelAdmin):
     # whole rows (one, or the ones selected).
     list_columns: Sequence[str] = ()
 
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = KeyedAutocomplete(db_field, self.admin_site, using=kwargs.get("using"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
         """A changelist filters by its declared filters (``list_filter``) and by the row it belongs
         to, a key's exact value (``?run=``: the links ``latest_rows`` makes); any other lookup is
@@ -366,6 +371,24 @@ class OfferedRawIdWidget(widgets.ForeignKeyRawIdWidget):
         except (ValueError, TypeError, ValidationError):
             return "", ""
         return super().label_and_url_for_value(value) if offered else ("", "")
+
+
+class KeyedAutocomplete(widgets.AutocompleteSelect):
+    """Django's autocomplete box, shown again for a form refused with a value that is no key of its
+    table (``owner=abc``): Django's looked the value up as it was and answered a 500 (``ValueError``)
+    where the form's own error ("select a valid choice") was due. A value its key field cannot read
+    is shown as nothing chosen."""
+
+    def optgroups(self, name: str, value: Any, attr: Any = None) -> Any:
+        key = self.field.target_field
+        readable = []
+        for item in value:
+            try:
+                key.to_python(item)
+            except ValidationError:
+                continue
+            readable.append(item)
+        return super().optgroups(name, readable, attr)
 
 
 class StrictJSONField(forms.JSONField):

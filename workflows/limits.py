@@ -94,7 +94,8 @@ def _scalar_problem(value: Any, int64: bool) -> tuple[str, str] | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, float) and not math.isfinite(value):
-        return "invalid_number", f"{value!r} is not a JSON number (one is finite)"
+        return "invalid_number", ("NaN is not a JSON number" if math.isnan(value) else
+                                  "a number outside the range of a double (1e999, Infinity) is not a JSON number")
     if isinstance(value, int | float):
         # a float too: jsonb keeps 1e20 as the number it is and reads it back as an integer, 21
         # digits, which this rule would refuse when the value read is sent again
