@@ -432,21 +432,49 @@ class _Judgement:
                     self.refuse(Rule.GATE_OUTCOME, f"an edge out of gate {gate!r} may test only its outcome "
                                 "($.approved or $.decision)", lambda doc, g=gate: _outcomes(doc, g), node_id=gate)
 
+    @functools.cached_property
+    def numbering(self) -> tuple[dict[str, int], list[str]]:
+        """One numbering of the nodes of both documents, for the bit sets the gate checks compare."""
+        names = list(dict.fromkeys([*self.old, *self.new]))
+        return {name: i for i, name in enumerate(names)}, names
+
+    @functools.cached_property
+    def around(self) -> tuple[gates.Around, gates.Around]:
+        """Every gate's ``downstream``, ``bypassed`` and ``before``, before and after the patch, from
+        one pass over each graph (``gates.Around``), not from walks of the whole graph a gate."""
+        number, _ = self.numbering
+        return gates.Around(self.before, number), gates.Around(self.after, number)
+
     def check_bypass(self) -> None:
+        try:
+            self.check_paths_around()
+        except gates.RoutesTooMany as exc:
+            self.refuse(Rule.GATE_BYPASS, f"the paths around the gates are too many to judge this patch by ({exc}): "
+                        "a new workflow version is the way to change this run", op=len(self.operations) - 1)
+        self.check_crossings()
+
+    def check_paths_around(self) -> None:
         for gate in gates.gates(self.before):
             if gate not in self.new or not self.guards_against_proposer(gate):
                 continue
+            was, now = self.around  # (built for the first gate held: none for a patch that holds none)
             # judged on the nodes after the gate before the patch too: an edge moved off the guarded
             # part onto a node before the gate takes a node out of "downstream" as it goes around
-            was_after = gates.downstream(self.before, gate)
-            fresh = gates.bypassed(self.after, gate, after_it=was_after) - gates.bypassed(self.before, gate)
-            if fresh:
+            was_after = was.downstream(gate)
+            fresh_bits = now.bypassed(gate, after_it=was_after) & ~was.bypassed(gate)
+            if fresh_bits:
+                fresh, was_after_names = self.named(fresh_bits), self.named(was_after)
                 self.refuse(Rule.GATE_BYPASS, f"the patch lets nodes upstream of gate {gate!r} reach "
                             f"{', '.join(sorted(fresh)[:5])} without passing through it",
-                            lambda doc, g=gate, w=was_after: sorted(gates.bypassed(doc, g, after_it=w)), node_id=gate)
+                            lambda doc, g=gate, w=was_after_names: sorted(gates.bypassed(doc, g, after_it=w)),
+                            node_id=gate)
             if self.proposer.agent:
                 self.check_authors_path_around(gate)
 
+    def named(self, bits: int) -> set[str]:
+        return gates.named(bits, self.numbering[1])
+
+    def check_crossings(self) -> None:
         held = tuple(gate for gate in self.held_gates if gate in self.new)
         try:
             crossed = gates.crossings(self.before, self.after, held)
@@ -467,17 +495,32 @@ class _Judgement:
         ``check_owner_s_steps``. What reaches such a step through the gate is the gate's to judge
         (a changed action asks its people again), and a step before the gate is not on the path
         (a loop's jump makes it "after" the gate too)."""
-        around = {n for n in gates.bypassed(self.before, gate) - gates.before(self.before, gate)
-                  if registry.acts(self.old[n].get("type"))}
-        if not around:
+        was, _ = self.around
+        around_bits = was.bypassed(gate) & ~was.before(gate) & self.acting
+        if not around_bits:
             return
-        start = self.influence_start
-        changed = around & (_reached(self.before, start, gate) | _reached(self.after, start, gate))
+        number = self.numbering[0][gate]
+        changed = self.named(around_bits & (self.influence[0].without(number) | self.influence[1].without(number)))
         if changed:
+            around = self.named(around_bits)
             self.refuse(Rule.GATE_BYPASS, f"{', '.join(sorted(changed)[:5])} may run without passing through gate "
                         f"{gate!r} on a path its author laid: an agent may not change whether it runs there, or "
                         "what it reads", lambda doc: sorted(around & influenced(self.before, doc, avoid=gate)),
                         node_id=gate)
+
+    @functools.cached_property
+    def acting(self) -> int:
+        """The steps of the run's definition that act (``registry.acts``), as bits (``numbering``)."""
+        number = self.numbering[0]
+        return gates.bits(number[n] for n, node in self.old.items() if registry.acts(node.get("type")))
+
+    @functools.cached_property
+    def influence(self) -> tuple[gates.Dominance, gates.Dominance]:
+        """``_reached`` from where this patch's influence starts, before and after it, around any
+        node: one dominator tree of each document, not a walk of it a gate."""
+        number = self.numbering[0]
+        start = [number[n] for n in self.influence_start if n in number]
+        return gates.Dominance(_onward(self.before, number), start), gates.Dominance(_onward(self.after, number), start)
 
     @functools.cached_property
     def influence_start(self) -> set[str]:
@@ -863,6 +906,12 @@ def _reached(definition: dict[str, Any], start: set[str], avoid: str | None = No
         todo.extend(t for t in (*adjacency[node], *readers.get(node, ())) if t not in seen and t != avoid)
     return seen
 
+
+
+def _onward(definition: dict[str, Any], number: dict[str, int]) -> dict[int, list[int]]:
+    """What ``_reached`` walks along, numbered: each node's successors and readers."""
+    adjacency, readers = gates.successors(definition), _readers(definition)
+    return {number[node]: [number[t] for t in (*targets, *readers.get(node, ()))] for node, targets in adjacency.items()}
 
 
 def _readers(definition: dict[str, Any]) -> dict[str, list[str]]:
