@@ -256,7 +256,8 @@ def test_a_replay_shows_what_an_agent_wrote_in_its_source_by_structure(user):
     Run.objects.filter(pk=run.pk).update(status="completed")
 
     replay = run_replay(run=Run.objects.get(pk=run.pk), node_id="plan", user=user)
-    again = run_replay(run=replay, node_id="plan", user=user)
+    Run.objects.filter(pk=replay.pk).update(status="completed")  # only a finished run is replayed
+    again = run_replay(run=Run.objects.get(pk=replay.pk), node_id="plan", user=user)
 
     for shown_run in (replay, again):
         nodes = by_id(shown(shown_run))
