@@ -46,10 +46,12 @@ def _wrapped(encoded: str) -> str:
     return encoded.split("$", 2)[2] if encoded.startswith(f"{ALGORITHM}$") else encoded
 
 
-def password_signed_out(encoded: str) -> str:
+def password_signed_out(encoded: str) -> str | None:
     """``encoded`` (a user's stored password) changed so that every session of its user ends, the
-    password it checks kept. An unusable one (no password) is made another unusable one."""
+    password it checks kept. An unusable one (no password) is made another unusable one. None for a
+    hash the wrapper would take past the column (scrypt's is 128 characters, the column's length):
+    its sessions are ended another way (``users.sessions_end``), the hash kept."""
+    if not is_password_usable(encoded):
+        return make_password(None)
     wrapped = f"{ALGORITHM}${get_random_string(12)}${_wrapped(encoded)}"
-    if not is_password_usable(encoded) or len(wrapped) > PASSWORD_MAX_CHARS:
-        return make_password(None)  # past the column (no hasher Django ships is): a reset is needed
-    return wrapped
+    return wrapped if len(wrapped) <= PASSWORD_MAX_CHARS else None

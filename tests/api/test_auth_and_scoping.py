@@ -247,6 +247,32 @@ def test_a_deactivated_users_sessions_do_not_come_back_when_they_are_reactivated
     assert type(user).objects.get(pk=user.pk).password.startswith("md5$")  # rehashed at the sign-in
 
 
+def test_a_hash_too_long_to_wrap_is_kept_and_its_sessions_are_deleted(user, settings):
+    """scrypt's hash fills the password column (128 characters): the wrapper cannot take it, and the
+    deactivation made it unusable, so the person's password was lost (a review's find). The hash is
+    kept, and the sessions are ended in the database's store instead."""
+    from django.contrib.auth.hashers import make_password
+
+    settings.PASSWORD_HASHERS = [*settings.PASSWORD_HASHERS, "django.contrib.auth.hashers.ScryptPasswordHasher"]
+    user.password = make_password(PASSWORD, hasher="scrypt")
+    user.save()
+    assert len(user.password) == 128
+    browser, other = Client(), Client()
+    assert browser.post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 302
+    bob = type(user).objects.create_user("bob-other", password=PASSWORD)
+    assert other.post("/login/", {"username": "bob-other", "password": PASSWORD}).status_code == 302
+
+    user.is_active = False
+    user.save()
+    user.is_active = True
+    user.save()
+
+    assert_error(browser.get(f"{API}/auth/me"), 401)
+    assert other.get(f"{API}/auth/me").json()["username"] == bob.username  # another user's session stays
+    assert type(user).objects.get(pk=user.pk).password.startswith("scrypt$")
+    assert Client().login(username="alice", password=PASSWORD)
+
+
 def test_a_user_revokes_their_token_and_every_holder_of_it_is_refused(user, api):
     """A token left on a shared machine or pasted into a log: its user revokes it (``DELETE
     /auth/token``, ``aob logout --revoke``) without an operator; before, only an administrator (or

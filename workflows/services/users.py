@@ -52,6 +52,27 @@ def sessions_end(*, user: User) -> None:
     """Every session of ``user`` ended for good, whichever store holds it: the stored password hash
     they are bound to is rewritten, the password kept (``aob_project.passwords``), and on ``user``
     too, so a later save of the same instance does not write the old hash back."""
-    user.password = password_signed_out(user.password)
+    signed_out = password_signed_out(user.password)
+    if signed_out is None:  # a hash too long to wrap: its sessions are found in the database's store
+        _sessions_deleted(user)
+        return
+    user.password = signed_out
     User.objects.filter(pk=user.pk).update(password=user.password)
     logger.info("auth.sessions_ended", extra={"user_id": user.pk})
+
+
+def _sessions_deleted(user: User) -> None:
+    """The user's sessions deleted from the database's session store, each read to find its user
+    (the store keeps no index by user): only for a hash the wrapper cannot take, at a deactivation.
+    With another store the sessions stay bound to the kept hash, and the log says so."""
+    from django.conf import settings
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    if settings.SESSION_ENGINE != "django.contrib.sessions.backends.db":
+        logger.warning("auth.sessions_not_ended", extra={"user_id": user.pk, "engine": settings.SESSION_ENGINE})
+        return
+    mine = [session.pk for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator(chunk_size=2000)
+            if session.get_decoded().get("_auth_user_id") == str(user.pk)]
+    Session.objects.filter(pk__in=mine).delete()
+    logger.info("auth.sessions_ended", extra={"user_id": user.pk, "deleted": len(mine)})
