@@ -411,6 +411,9 @@ CORPUS = [
         [replace("/nodes/1/config/timeout_ms", 600000)], "agent_privilege", 0),
     row("limit-author-s-answer-size-raised", BOUNDED_GET, PLANNING, PLAN,
         [replace("/nodes/1/config/max_response_bytes", 10_000_000)], "agent_privilege", 0),
+    row("limit-author-s-answer-size-written-as-a-float-raised",  # the schema's integer takes 200.0
+        {**BOUNDED_GET, "nodes": [agent("plan"), http("fetch", max_response_bytes=200.0)]}, PLANNING, PLAN,
+        [replace("/nodes/1/config/max_response_bytes", 10_000_000)], "agent_privilege", 0),
     row("limit-author-s-answer-size-dropped", BOUNDED_GET, PLANNING, PLAN,
         [remove("/nodes/1/config/max_response_bytes")], "agent_privilege", 0),
     row("limit-author-s-request-deadline-lowered-accepted", BOUNDED_GET, PLANNING, PLAN,

@@ -20,6 +20,8 @@ from workflows.models import NodeRun, RunPatch
 HARMLESS = {"operations": [{"op": "add", "path": "/nodes/1/config/query", "value": {"page": "1"}}],
             "description": "the first page"}
 RAISE = {"operations": [{"op": "replace", "path": "/nodes/1/timeout_ms", "value": 60000}], "description": "more time"}
+REMOVE = {"operations": [{"op": "remove", "path": "/edges/0"}, {"op": "remove", "path": "/nodes/1"}],
+          "description": "drop it"}
 
 
 @pytest.fixture(autouse=True)
@@ -28,17 +30,21 @@ def web_allowlist(settings: Any, remote: RemoteServer) -> None:
 
 
 @pytest.mark.parametrize("order", ["tightened, then changed and raised", "changed, tightened, then raised",
+                                   "tightened, then removed and added again raised",
                                    "control: tightened, then raised in one patch"])
 def test_an_agent_cannot_undo_the_owner_s_mid_run_tightening(engine, api, fake_llm, remote, order):
     before, after = threading.Event(), threading.Event()
-    calls = [HARMLESS, RAISE] if order.startswith("tightened, then changed") else [RAISE]
+    step = {**http("slow", f"{remote.base}/sleep/3"), "timeout_ms": 60000}
+    readd = {"operations": [{"op": "add", "path": "/nodes/-", "value": step},
+                            {"op": "add", "path": "/edges/-", "value": edge("plan", "slow")}], "description": "back"}
+    calls = ([HARMLESS, RAISE] if order.startswith("tightened, then changed") else
+             [REMOVE, readd] if "removed" in order else [RAISE])
     if order.startswith("changed, tightened"):
         fake_llm.reset([{"tool_calls": [("patch_workflow", HARMLESS)], "until": before},
                         {"tool_calls": [("patch_workflow", RAISE)], "until": after}, {"content": "done"}])
     else:
         fake_llm.reset([{"tool_calls": [("patch_workflow", call) for call in calls], "until": after},
                         {"content": "done"}])
-    step = {**http("slow", f"{remote.base}/sleep/3"), "timeout_ms": 60000}
     response = api.post("/api/v1/runs", {"workflow": {"nodes": [agent(tools=["patch_workflow"]), step],
                                                       "edges": [edge("plan", "slow")]}, "inputs": {}}, format="json")
     assert response.status_code == 201, response.json()
@@ -60,5 +66,8 @@ def test_an_agent_cannot_undo_the_owner_s_mid_run_tightening(engine, api, fake_l
     assert len(answers) == len(calls) + order.startswith("changed"), answers
     assert answers[-1].get("details", {}).get("rule") == "agent_privilege", answers
     if len(calls) == 2 or order.startswith("changed"):
-        assert answers[0]["status"] == "applied"  # a harmless change of the step is the agent's to make
+        assert answers[0]["status"] == "applied"  # a harmless change (or a removal) is the agent's to make
+    if "removed" in order:  # its removal stands; the looser copy was refused
+        assert not NodeRun.objects.filter(run=run, node_id="slow").exists()
+        return
     assert node(run, "slow").status == "failed"  # under the owner's second, not the agent's minute

@@ -156,32 +156,34 @@ def test_a_post_not_repeated_after_a_kill_is_not_repeated_after_a_timeout_either
     assert len(remote.hits(f"/effect/{name}/")) == 1 and len(remote.effects(name)) == 1  # a person decides
 
 
+@pytest.mark.parametrize("point", ["answered", "checked"])
 @pytest.mark.parametrize("config", [{"idempotency_header": None}, {"on_lost": "fail"},
                                     {"idempotency_header": None, "on_lost": "repeat"}],
                          ids=["no key", "on_lost fail", "control: on_lost repeat"])
-def test_a_post_answered_before_the_node_s_timeout_ran_out_is_not_sent_again(engine, api, remote, config):
+def test_a_post_answered_before_the_node_s_timeout_ran_out_is_not_sent_again(engine, api, remote, config, point):
     """The node's timeout_ms firing after the answer came, while the output was made (a large body,
-    the secrets masked: here a worker held at the ``answered`` point), let the node's retry send a
-    POST without a key again (left alone two sessions, mended in the twentieth). The author's
-    ``on_lost: repeat`` still repeats it (the control: the doubling shows)."""
+    the secrets masked: a worker held at the ``answered`` point) or checked as JSON by the engine
+    (``checked``, a review's find after the first mend), let the node's retry send a POST without a
+    key again (left alone two sessions, mended in the twentieth: ``execution.answered``, one rule).
+    The author's ``on_lost: repeat`` still repeats it (the control: the doubling shows)."""
     name = unique("answered")
     url = f"{remote.base}/effect/{name}/0"
     node = http("charge", url, config={"method": "POST", "payload": {"amount": 5}, **config})
     node["retry"] = {"max_attempts": 2, "backoff_ms": 100}
     node["timeout_ms"] = 1500  # the node's own limit (Celery's soft time limit), reached while held
-    HOOKS.set(f"aob:test:stall:answered:{url}", 1)  # the first attempt only: the process that holds takes it
+    HOOKS.set(f"aob:test:stall:{point}:{url}", 1)  # the first attempt only: the process that holds takes it
     try:
         run = wait_for_run(submit(api, {"nodes": [node], "edges": []}), timeout=40)
-        assert HOOKS.exists(f"aob:test:stalled:answered:{url}")  # the first attempt was held there
+        assert HOOKS.exists(f"aob:test:stalled:{point}:{url}")  # the first attempt was held there
     finally:
-        HOOKS.delete(f"aob:test:stall:answered:{url}", f"aob:test:stalled:answered:{url}")
+        HOOKS.delete(f"aob:test:stall:{point}:{url}", f"aob:test:stalled:{point}:{url}")
     charge = node_runs(run)["charge"]
     assert run.status in ("failed", "completed")
     if config.get("on_lost") == "repeat":
         assert len(remote.effects(name)) == 2 and run.status == "completed", (run.status, charge.attempt_log)
         return
     assert run.status == "failed" and charge.error["error_type"] == "Timeout", charge.error
-    assert charge.error["transient"] is False and "answered 200" in charge.error["message"], charge.error
+    assert charge.error["transient"] is False and "after its request was answered" in charge.error["message"]
     assert [entry["status"] for entry in charge.attempt_log] == ["failed"]
     assert len(remote.hits(f"/effect/{name}/")) == 1 and len(remote.effects(name)) == 1  # a person decides
 

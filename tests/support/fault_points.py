@@ -15,7 +15,8 @@ its stack at once:
   coordinator message about to be published), ``execution`` (an executor task of the node, before
   it claims its node run, which stays ``queued`` meanwhile: tests/engine/test_plain_step.py),
   ``notify`` (a gate's notification about to be published, after its park's commit), ``answered``
-  (an http node's request answered, its output about to be made; keyed by the node's URL, not its id);
+  (an http node's request answered, its output about to be made) and ``checked`` (an http node's
+  output made, the engine about to check it as JSON), both keyed by the node's URL, not its id;
 - ``aob:test:unfenced_steps``: the plain chain step checks neither that its node run is still
   unconsumed nor that no successor row exists yet, nor lets the unique key absorb a second emit
   (the test drops the constraint too): the negative control of the duplicate-message fault.
@@ -76,12 +77,12 @@ def install() -> None:
 
     from workers import tasks as executor_tasks
     from workers.executors import http as http_executor
-    from workflows.engine import coordinator, planner, steps
+    from workflows.engine import coordinator, execution, planner, steps
     from workflows.engine.completion import Completion
     from workflows.models import NodeRun
 
     coordinate, plan, step_plain, chain_step = coordinator.coordinate, planner.plan, steps.step_plain, steps.CHAIN_STEP
-    execute, http_output = executor_tasks.execute, http_executor._output
+    execute, http_output, strict_json = executor_tasks.execute, http_executor._output, execution.strict_json
     open_chain_step = unfenced(chain_step)
 
     def stalling_coordinate(node_run_id: int, completion: Any = None, **kwargs: Any) -> None:
@@ -143,8 +144,15 @@ def install() -> None:
         stall("answered", str(config.get("url")))
         return http_output(config, *args)
 
+    def stalling_strict_json(value: Any, *args: Any, **kwargs: Any) -> Any:
+        """An executor's output made, the engine about to check it (``checked``: an http node's, by URL)."""
+        if isinstance(value, dict) and isinstance(value.get("url"), str) and "status_code" in value:
+            stall("checked", value["url"])
+        return strict_json(value, *args, **kwargs)
+
     coordinator.coordinate = stalling_coordinate
     http_executor._output = stalling_output
+    execution.strict_json = stalling_strict_json
     executor_tasks.execute = stalling_execute
     planner.plan = stalling_plan
     steps.step_plain = unfenceable_step_plain

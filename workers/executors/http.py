@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -13,7 +13,7 @@ from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
 from workers.http.exceptions import HTTPRequestError
 from workflows.definition.references import resolve
-from workflows.engine.execution import LOST
+from workflows.engine.execution import LOST, answered
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, Repeats, executor
 
@@ -91,8 +91,10 @@ def _repeats(config: dict[str, Any]) -> Repeats:
 def _limits(config: dict[str, Any]) -> dict[str, int | None]:
     """The bounds a person sets on a request, lower tighter (``registry.limits``): its deadline and
     the answer's size, as the config says them (absent: the operator's ceiling)."""
-    return {f"config.{name}": value if isinstance(value := config.get(name), int) and not isinstance(value, bool)
-            else None for name in ("timeout_ms", "max_response_bytes")}
+    # read as the client reads them: the schema's integer takes 1000.0 too
+    return {f"config.{name}": int(value) if isinstance(value := config.get(name), int | float)
+            and not isinstance(value, bool) and math.isfinite(value) else None
+            for name in ("timeout_ms", "max_response_bytes")}
 
 
 @executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
@@ -115,7 +117,7 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
                 config[key] = box.render(ctx.raw_config[key], ctx.config.get(key), lambda text: resolve(
                     text, inputs=ctx.inputs, outputs=ctx.outputs))
         try:
-            return _run_http(ctx, config, finish=box.mask)
+            return box.mask(_run_http(ctx, config))
         except AobError as exc:
             raise box.masked(exc) from None
 
@@ -124,9 +126,7 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
 SECRET_FIELDS = ("headers", "query", "payload")
 
 
-def _run_http(ctx: NodeContext, config: dict[str, Any],
-              finish: Callable[[dict[str, Any]], dict[str, Any]] = lambda output: output) -> dict[str, Any]:
-    """The request, then its output made (and passed through ``finish``: the secrets masked)."""
+def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     method = str(config.get("method", "GET")).upper()
     payload = config.get("payload")
     timeout_ms = config.get("timeout_ms")
@@ -149,16 +149,8 @@ def _run_http(ctx: NodeContext, config: dict[str, Any],
             raise _outcome_unknown(method, config, "the node's timeout_ms stopped it, maybe mid-request",
                                    ctx.attempt) from None
         raise
-    try:
-        return finish(_output(config, method, key_header, repeats, result))
-    except SoftTimeLimitExceeded:  # answered, and out of time while its output was made (a large body, masking)
-        if repeats:
-            raise
-        raise NodeFailed(f"the node's timeout_ms stopped it after {method} {config['url']} answered "
-                         f"{result.status_code}, while its output was made; a request this node does not repeat "
-                         "is not sent again (on_lost: fail, or no idempotency key): raise timeout_ms, then replay "
-                         "or skip it", code="Timeout", extra={"transient": False, "attempt": ctx.attempt,
-                                                              "status_code": result.status_code}) from None
+    answered()  # the node's timeout_ms from here on (its output made, masked, checked) sends nothing again
+    return _output(config, method, key_header, repeats, result)
 
 
 def _output(config: dict[str, Any], method: str, key_header: str | None, repeats: bool, result: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@ executor, record the outcome once. Executors never decide what runs next."""
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import logging
@@ -334,6 +335,31 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     return "failed" if moved else "discarded"
 
 
+# Whether this attempt's work was answered outside (``answered``), or its type's function returned:
+# a timeout from there on ends the node for good where its type does not send its action again.
+_ANSWERED: contextvars.ContextVar[bool] = contextvars.ContextVar("aob_answered", default=False)
+
+
+def answered() -> None:
+    """An executor's word that its request went out and was answered (an http node's response in
+    hand): the node's ``timeout_ms`` firing from here on (its output made, its secrets masked, its
+    JSON checked) fails it for good where its type does not repeat the request (``registry.repeats``),
+    as a lost attempt's does. A retry sent a POST without a key again, its answer already in hand."""
+    _ANSWERED.set(True)
+
+
+def _timed_out(ctx: NodeContext) -> dict[str, Any]:
+    """The failure of an attempt its ``timeout_ms`` stopped: the node's retry may run it again,
+    unless its request was answered and its type does not repeat it."""
+    repeats = registry.repeats(ctx.node_type, ctx.config).flags
+    if not _ANSWERED.get() or (repeats and repeats[0]):
+        return error_payload(SoftTimeLimitExceeded())
+    return {"error_type": "Timeout", "transient": False, "attempt": ctx.attempt,
+            "message": "node exceeded its timeout_ms after its request was answered, while its output was made: "
+                       "it is not run again, as this node does not repeat its request (an http node's: on_lost: "
+                       "fail, or no idempotency key); raise timeout_ms, then replay or skip it"}
+
+
 def error_payload(exc: BaseException) -> dict[str, Any]:
     """Why a node failed, as it is stored (``bounded_error``, strict JSON: a message may quote what
     ``jsonb`` refuses), on a worker and in the decision (``pure.evaluate``) alike."""
@@ -375,10 +401,12 @@ def execute(node_run_id: int) -> str | list[Any]:
     if isinstance(ctx, str):  # CLAIM_HELD: it waits queued for a slot
         return ctx
     started = time.monotonic()
+    _ANSWERED.set(False)
     try:
         ctx, run = prepared(ctx)
         with heartbeat.holding(ctx.node_run_id, ctx.attempt), egress.only(ctx.hosts):
             output = run(ctx)
+            _ANSWERED.set(True)  # its work done: what is left is the engine's (the output checked, stored)
         if output is not WAITING:
             output = strict_json(output)  # a value JSON cannot hold fails the node here, by one rule
     except heartbeat.LeaseLost:
@@ -387,8 +415,8 @@ def execute(node_run_id: int) -> str | list[Any]:
         connection.close()
         logger.warning("node_run.lease_lost", extra={"attempt": ctx.attempt})
         return "lease_lost"
-    except SoftTimeLimitExceeded as exc:
-        return fail(ctx, error_payload(exc), started)
+    except SoftTimeLimitExceeded:
+        return fail(ctx, _timed_out(ctx), started)
     except AobError as exc:
         return fail(ctx, error_payload(exc), started)
     except Exception as exc:  # an executor bug fails its node with a visible reason

@@ -17,6 +17,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from aob_project.exceptions import AobError, Conflict, ValidationFailed
@@ -114,8 +115,14 @@ def run_state(run: Run) -> RunState:
     bound = run.within is not None and any(spec.started_approved(run.pk) for spec in registry.catalogue().values()
                                            if spec.started_approved is not None)
     written = agent_written(run.pk) if run.patch_seq or run.replay_of_id else NOBODY
-    # the steps agents wrote that a person set since the run began: each as that person left it
-    set_by = {node_id: after for node_id, after in written.persons.items() if node_id in written.nodes}
+    # the steps a person set since the run began that an agent wrote since, or that are gone (an
+    # agent may add one again): each as that person left it
+    here: set[str] = set()
+    if written.persons:
+        here = set(Artifact.objects.filter(pk=run.current_artifact_id).values_list(
+            RawSQL("jsonb_path_query_array(content, '$.nodes[*].id')", ()), flat=True).first() or ())
+    set_by = {node_id: after for node_id, after in written.persons.items()
+              if node_id in written.nodes or node_id not in here}
     contents = dict(Artifact.objects.filter(pk__in=set(set_by.values())).values_list("pk", "content")) if set_by else {}
     persons_set = {node_id: node for node_id, after in set_by.items()
                    for node in contents[after].get("nodes", []) if node.get("id") == node_id}

@@ -200,8 +200,8 @@ def agent_written(run_id: Any) -> Written:
     for writer, wrote, after in (patches_in(run_id).order_by("applied_at", "seq")
                                  .values_list("node_id", "wrote", "after_artifact_id")):
         _fold(nodes, edges, writer, wrote)
-        for node_id in wrote.get("removed", []):
-            persons.pop(node_id, None)
+        # a step removed keeps the person's version: an agent's removal and re-adding of it under
+        # its id was bound by the run's start again (or by nothing, for a step a person patched in)
         if not writer:
             persons.update(dict.fromkeys([*wrote.get("added", []), *wrote.get("changed", [])], after))
     return Written(nodes=nodes, edges=edges, persons=persons)
