@@ -365,6 +365,18 @@ def read_tree(paths: tuple[tuple[str | int, ...], ...], variables: frozenset[str
     return tree
 
 
+def reads_union(one: dict[Any, Any] | None, other: dict[Any, Any] | None) -> dict[Any, Any] | None:
+    """Two ``read_tree`` (sub)trees as one that reads what either reads, by ``read_tree``'s rules: a
+    value read whole by either is whole, and so is one read by field in one and by index in the
+    other."""
+    if one is None or other is None:
+        return None
+    merged: dict[Any, Any] = dict(one)
+    for name, below in other.items():
+        merged[name] = reads_union(merged[name], below) if name in merged else below
+    return merged if len({type(key) for key in merged}) <= 1 else None
+
+
 def activation(compiled: Compiled, context: dict[str, Any]) -> dict[str, Any]:
     """The variables handed to the binding: each as much of its value as the expression reads
     (``compiled.reads``): maps copied along the paths only, lists read by index copied with null
@@ -372,8 +384,15 @@ def activation(compiled: Compiled, context: dict[str, Any]) -> dict[str, Any]:
     keeps its length, and a path through a value that is not a map (or a list, for an index) takes
     that value whole, so a missing key, an index past the end, ``has()`` and a field of a list or a
     string behave as over the whole context."""
+    return prune(context, compiled.reads)
+
+
+def prune(context: dict[str, Any], reads: dict[str, Any]) -> dict[str, Any]:
+    """``context`` cut to ``reads`` (a ``read_tree``) as ``activation`` cuts it. Over a tree that
+    reads at least what an expression's does (``reads_union``), the expression sees what it would
+    see over the whole context: the coordinator reads only this of an output (``planner.output_reads``)."""
     variables: dict[str, Any] = {}
-    todo: list[tuple[Any, dict[Any, Any], Any]] = [(context, compiled.reads, variables)]
+    todo: list[tuple[Any, dict[Any, Any], Any]] = [(context, reads, variables)]
     while todo:  # iteratively: a path is as long as the source allows
         source, branches, into = todo.pop()
         for name, below in branches.items():

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Case, Count, Exists, F, JSONField, OuterRef, Q, Subquery, Value, When
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from aob_project.inserts import insert_together
@@ -148,17 +149,98 @@ def _needed_tokens(run: Run, ir: IR) -> list[Token]:
 
 def _tokens(node_runs: Any, ir: IR) -> list[Token]:
     """Node runs as a decision reads them: their outputs only where routing reads them
-    (``planner.output_readers``, and skipped nodes' pass-through marker), in the database's order."""
-    readers = planner.output_readers(ir)
+    (``planner.output_readers``, and skipped nodes' pass-through marker), and of a node read only by
+    its branch rules only what they read (``planner.output_reads``: ``$.status_code`` of a 32 MiB
+    response is one number, read in the database), in the database's order."""
+    reads = planner.output_reads(ir)
+    whole = [node_id for node_id, tree in reads.items() if tree is None]
+    groups: dict[str, list[str]] = {}  # the nodes read alike, by their tree
+    for node_id, tree in reads.items():
+        if tree:
+            groups.setdefault(canonical_json(tree), []).append(node_id)
+    parts = {key: _parts(reads[ids[0]]) for key, ids in groups.items()}
     rows = (node_runs
-            .annotate(routing_output=Case(When(Q(node_id__in=readers) | Q(status=NodeRun.Status.SKIPPED),
-                                               then=F("output")), default=Value(None), output_field=JSONField()))
+            .annotate(routing_output=Case(When(Q(node_id__in=whole) | Q(status=NodeRun.Status.SKIPPED),
+                                               then=F("output")), default=Value(None), output_field=JSONField()),
+                      routing_parts=Case(*[When(Q(node_id__in=ids) & ~Q(status=NodeRun.Status.SKIPPED),
+                                                then=_parts_sql(parts[key])) for key, ids in groups.items()],
+                                         default=Value(None), output_field=JSONField()))
             .order_by("iteration", "id")
             .values_list("pk", "node_id", "iteration", "node_type", "status", "consumed", "taken", "routing_output",
-                         "error", "finished_at", "reused"))
-    return [Token(node_id, iteration, node_type, status, pk=pk, consumed=consumed, taken=taken, output=output,
-                  error=error, finished_at=finished_at, reused=reused)
-            for pk, node_id, iteration, node_type, status, consumed, taken, output, error, finished_at, reused in rows]
+                         "routing_parts", "error", "finished_at", "reused"))
+    tokens = []
+    for pk, node_id, iteration, node_type, status, consumed, taken, output, got, error, finished_at, reused in rows:
+        if got is not None:
+            output = _assembled(parts[canonical_json(reads[node_id])], got)
+        tokens.append(Token(node_id, iteration, node_type, status, pk=pk, consumed=consumed, taken=taken,
+                            output=output, error=error, finished_at=finished_at, reused=reused))
+    return tokens
+
+
+_MISSING = object()
+
+
+def _parts(tree: dict[Any, Any]) -> list[tuple[tuple[str | int, ...], Any]]:
+    """The paths of an output a decision reads for ``tree`` (a ``read_tree`` of ``output``), the
+    root first, each with what is below it: None, read whole, or the tree its value is cut to."""
+    found: list[tuple[tuple[str | int, ...], Any]] = []
+    todo: list[tuple[tuple[str | int, ...], Any]] = [((), tree)]
+    while todo:
+        path, below = todo.pop()
+        found.append((path, below))
+        if below is not None:
+            todo.extend((path + (name,), sub) for name, sub in below.items())
+    return found
+
+
+def _parts_sql(parts: list[tuple[tuple[str | int, ...], Any]]) -> RawSQL:
+    """One jsonb array, an element per path of ``parts``: null where the path is missing, ``[value]``
+    where it is read whole (or its value is not the map or list its tree reads into), ``{}`` for a
+    map and a list's length for a list read into: ``expressions.prune``'s cut, in the database."""
+    column = f'"{NodeRun._meta.db_table}"."output"'
+    items, params = [], []
+    for path, below in parts:
+        at = f"({column} #> %s::text[])" if path else column
+        at_params = [[str(name) for name in path]] if path else []
+        if below is None:
+            items.append(f"CASE WHEN {at} IS NULL THEN NULL ELSE jsonb_build_array({at}) END")
+            params += at_params * 2
+        elif isinstance(next(iter(below)), str):
+            items.append(f"CASE WHEN {at} IS NULL THEN NULL WHEN jsonb_typeof({at}) = 'object' THEN '{{}}'::jsonb "
+                         f"ELSE jsonb_build_array({at}) END")
+            params += at_params * 3
+        else:
+            items.append(f"CASE WHEN {at} IS NULL THEN NULL WHEN jsonb_typeof({at}) = 'array' "
+                         f"THEN to_jsonb(jsonb_array_length({at})) ELSE jsonb_build_array({at}) END")
+            params += at_params * 4
+    chunks = [items[i:i + 90] for i in range(0, len(items), 90)]  # a function takes at most 100 arguments
+    sql = " || ".join(f"jsonb_build_array({', '.join(chunk)})" for chunk in chunks)
+    return RawSQL(sql, params, output_field=JSONField())  # noqa: S611 - our text; the paths are parameters
+
+
+def _assembled(parts: list[tuple[tuple[str | int, ...], Any]], got: list[Any]) -> Any:
+    """The output as ``expressions.prune`` cuts it, from ``_parts_sql``'s array."""
+    found = {path: value for (path, _), value in zip(parts, got, strict=True)}
+    below_of = dict(parts)
+
+    def build(path: tuple[str | int, ...]) -> Any:
+        value = found[path]
+        if value is None:
+            return _MISSING
+        if isinstance(value, list):
+            return value[0]
+        below = below_of[path]
+        into: Any = {} if isinstance(value, dict) else [None] * value
+        for name in below:
+            if isinstance(into, list) and name >= len(into):
+                continue
+            child = build(path + (name,))
+            if child is not _MISSING:
+                into[name] = child
+        return into
+
+    output = build(())
+    return None if output is _MISSING else output
 
 
 def cancel_approvals(run_id: Any, now: Any) -> None:

@@ -31,7 +31,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workflows import registry
-from workflows.definition.expressions import ExpressionError, evaluate_condition
+from workflows.definition.expressions import (
+    ExpressionError,
+    compile_expression,
+    evaluate_condition,
+    reads_union,
+)
 from workflows.definition.ir import IR, Edge
 from workflows.definition.references import referenced_nodes
 from workflows.limits import clipped
@@ -740,22 +745,57 @@ def reads_output(ir: IR, node_id: str) -> bool:
     """Whether a decision reads this node's output: it has branch rules, it feeds (or is) an
     inline node, or a pure node the decision may evaluate references it."""
     def compute(ir: IR) -> frozenset[str]:
+        return _whole_readers(ir) | {nid for nid in ir.nodes if routes(ir, nid).rules}
+    return node_id in _derived(ir, "readers", compute)
+
+
+def _whole_readers(ir: IR) -> frozenset[str]:
+    """The nodes whose output a decision reads other than by their branch rules, whole: a pure
+    node's references, an inline node's own (a loop's counters) and its predecessors' (its upstream)."""
+    def compute(ir: IR) -> frozenset[str]:
         readers: set[str] = set()
         for nid, node in ir.nodes.items():
             readers.update(pure_refs(ir, nid))
-            if routes(ir, nid).rules:
-                readers.add(nid)
             if inline(node.type):
                 readers.add(nid)
                 readers.update(ir.predecessors(nid))
         return frozenset(readers)
-    return node_id in _derived(ir, "readers", compute)
+    return _derived(ir, "whole_readers", compute)
 
 
 def output_readers(ir: IR) -> frozenset[str]:
     """Every node whose output routing reads (``reads_output``)."""
     reads_output(ir, "")
     return _derived(ir, "readers", lambda _ir: frozenset())
+
+
+def output_reads(ir: IR) -> dict[str, dict[Any, Any] | None]:
+    """What of each reader's output (``output_readers``) a decision reads: for a node read only by
+    its own branch rules, what of ``output`` they read (each rule's ``read_tree``, as its
+    evaluation cuts the output it is handed, ``reads_union``), an empty tree when none reads it;
+    None, the output whole, for one an inline or a pure node reads (a loop's own counters, a
+    conditional's or loop's upstream, ``$nodes.<id>``) or one a rule reads whole or does not
+    compile for. Evaluated over that much of the output, each rule sees what it sees over all of it."""
+    def compute(ir: IR) -> dict[str, dict[Any, Any] | None]:
+        whole = _whole_readers(ir)
+        found: dict[str, dict[Any, Any] | None] = {}
+        for nid in output_readers(ir):
+            tree: dict[Any, Any] | None = {}
+            if nid in whole:
+                tree = None
+            for edge in routes(ir, nid).rules if tree is not None else ():
+                try:
+                    reads = compile_expression(edge.condition or "").reads
+                except ExpressionError:
+                    tree = None
+                    break
+                if "output" in reads:
+                    tree = reads_union(tree, reads["output"])
+                if tree is None:
+                    break
+            found[nid] = tree
+        return found
+    return _derived(ir, "output_reads", compute)
 
 
 # --- the plain step, derived from the plan ----------------------------------------------------------
