@@ -27,7 +27,7 @@ from tests.engine import graphs
 from workflows.definition.ir import IR, compile_definition
 from workflows.engine import planner, pure
 from workflows.engine.planner import Limits, Plan, State, Token
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 
 LIMITS = Limits(max_output_bytes=10**9, max_node_runs=10**6)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -432,7 +432,9 @@ def test_a_park_is_decided_once_asking_again_changes_nothing_and_its_resume_is_r
 
     decided = planner.plan(sim.ir, sim.state(), pk)
     assert decided.run == {"status": Run.Status.WAITING_FOR_APPROVAL}
-    assert decided.updates == {pk: {"undecided_since": None}} and not decided.inserts and not decided.events
+    assert decided.updates == {pk: {"undecided_since": None}} and not decided.inserts
+    assert decided.events == [(Event.Type.RUN_MOVED, "", {"status": Run.Status.WAITING_FOR_APPROVAL,
+                                                          "was": Run.Status.RUNNING})]  # said, once
     sim.apply(decided)
     again = planner.plan(sim.ir, sim.state(), pk)
     assert (again.run, again.inserts, again.events) == ({}, [], [])

@@ -1,7 +1,7 @@
 """The runs list (run_list.js) re-reads a run's row on the events that say its status moved
 (``STATUS_EVENTS``). The coordinator's move of a run to ``waiting_for_approval`` (an agent paused on
 its budget, a gate asking) appended no event, so the row kept saying "running" until a reload (a
-one-truth review's find): every move of a run's status is in its events now (``run_status``, a
+one-truth review's find): every move of a run's status is in its events now (``run_moved``, a
 claim's is its ``node_started``), and the page's list names only event types the engine has."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def status_events() -> set[str]:
 
 def test_the_page_s_status_events_are_the_engine_s() -> None:
     assert status_events() <= set(Event.Type.values)
-    assert {Event.Type.RUN_STATUS, Event.Type.NODE_STARTED, Event.Type.WORKFLOW_COMPLETED} <= status_events()
+    assert {Event.Type.RUN_MOVED, Event.Type.NODE_STARTED, Event.Type.WORKFLOW_COMPLETED} <= status_events()
 
 
 @pytest.fixture
@@ -46,6 +46,6 @@ def test_a_run_that_paused_on_its_budget_says_so_in_an_event_the_runs_list_reads
     assert run.status == "waiting_for_approval"
     events = list(Event.objects.filter(run=run).order_by("seq").values_list("type", "data"))
     paused_at = [t for t, _ in events].index("node_paused")
-    moved = [data for t, data in events[paused_at:] if t == "run_status"]
+    moved = [data for t, data in events[paused_at:] if t == "run_moved"]
     assert moved == [{"status": "waiting_for_approval", "was": "running"}], events
-    assert "run_status" in status_events()
+    assert "run_moved" in status_events()

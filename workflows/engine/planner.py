@@ -636,7 +636,7 @@ class _Planner:
         if self.run_status != status and not (self.run_status == Run.Status.QUEUED and busy):
             # said in the run's events, as every move of its status is (a claim's is its node_started):
             # a list watching them showed a run paused on its budget, or at a gate, as running
-            self.event(Event.Type.RUN_STATUS, "", status=status, was=self.run_status)
+            self.event(Event.Type.RUN_MOVED, "", status=status, was=self.run_status)
             self._set_run(status=status)
 
 

@@ -32,7 +32,7 @@ class Event(models.Model):
         WORKFLOW_FAILED = "workflow_failed"
         RUN_CANCELLED = "run_cancelled"
         SUBWORKFLOW_STARTED = "subworkflow_started"
-        RUN_STATUS = "run_status"  # the run waits (for people, a budget, a child run) or runs again
+        RUN_MOVED = "run_moved"  # the run waits (for people, a budget, a child run) or runs again
 
     # No index of its own for ``run``: ``event_run_seq_unique`` leads with it.
     run = models.ForeignKey("workflows.Run", on_delete=models.CASCADE, related_name="events", db_index=False)

@@ -470,7 +470,7 @@ function summary(frame) {
     case "workflow_failed": return (d.error && d.error.message) || d.message || "";
     case "condition_error": return `${d.loop ? `loop ${d.loop}` : `${d.from} → ${d.to}`}: ${d.error || ""} (counted as false)`;
     case "run_cancelled": return d.reason || "";
-    case "run_status": return `${(d.was || "").replaceAll("_", " ")} → ${(d.status || "").replaceAll("_", " ")}`;
+    case "run_moved": return `${(d.was || "").replaceAll("_", " ")} → ${(d.status || "").replaceAll("_", " ")}`;
     default: return "";
   }
 }

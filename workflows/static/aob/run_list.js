@@ -6,7 +6,7 @@ import { fmtMs } from "./timeline.js";
 const table = document.getElementById("runs-table");
 const note = document.getElementById("runs-live");
 const STATUS_EVENTS = new Set(["workflow_started", "approval_required", "approval_decided", "workflow_completed",
-  "workflow_failed", "run_cancelled", "node_started", "run_status"]);
+  "workflow_failed", "run_cancelled", "node_started", "run_moved"]);
 const pending = new Set();
 
 async function update(runId) {
