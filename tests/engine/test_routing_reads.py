@@ -149,3 +149,30 @@ def test_a_run_routes_on_the_field_its_rules_read(engine, api):
             t: "completed" if t == winner else "skipped" for t in ("hi", "lo", "never")}
         assert node_runs(run)[winner].output == winner
         assert event_counts(run)[("condition_error", "src")] == 1
+
+
+def _definition(conditions: list[str]) -> dict:
+    nodes = [{"id": "n", "type": "transform", "config": {"expression": "1"}}]
+    nodes += [{"id": f"t{i}", "type": "transform", "config": {"expression": "1"}} for i in range(len(conditions))]
+    return {"nodes": nodes, "edges": [edge("n", f"t{i}", c) for i, c in enumerate(conditions)]}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("conditions", [
+    ["output.k0" + ".a" * 1990 + " == 1"],  # one rule of 4,000 bytes: its read tree 1,991 deep
+    ["output" + ".a" * 1200 + " == 1", "output" + ".a" * 1200 + ".b == 1"],  # a long shared prefix
+    [f"output.k{i}" + ".a" * 48 + " == 1" for i in range(450)],  # 22,500 parts: 65,900 parameters
+], ids=["deep", "deep shared prefix", "many parts"])
+def test_rules_past_the_read_bounds_read_the_output_whole_and_route(user, conditions):
+    """Valid rules whose paths are too deep (``RecursionError`` in every decision of the run) or too
+    many (a statement past PostgreSQL's 65,535 parameters: an ``OperationalError`` the sweeper asked
+    again for ever, the run stuck) to read in parts (a red team's finds): past
+    ``READS_DEPTH_MAX`` or ``READS_PARTS_MAX`` the output is read whole, as before any cut."""
+    from workflows.definition.validation import validate
+
+    assert validate(_definition(conditions)).valid
+    output = {"k0": 1}
+    read, tree = read_by_decision(user, output, conditions)
+    assert tree is None and read == output
+    for rule in conditions[:3]:
+        assert outcome(rule, read) == outcome(rule, output)

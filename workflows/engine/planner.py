@@ -779,6 +779,7 @@ def output_reads(ir: IR) -> dict[str, dict[Any, Any] | None]:
     def compute(ir: IR) -> dict[str, dict[Any, Any] | None]:
         whole = _whole_readers(ir)
         found: dict[str, dict[Any, Any] | None] = {}
+        left = READS_PARTS_MAX
         for nid in output_readers(ir):
             tree: dict[Any, Any] | None = {}
             if nid in whole:
@@ -790,12 +791,40 @@ def output_reads(ir: IR) -> dict[str, dict[Any, Any] | None]:
                     tree = None
                     break
                 if "output" in reads:
-                    tree = reads_union(tree, reads["output"])
+                    # past the bounds the output is read whole, as before any cut: a rule of 2,000
+                    # steps deep, or 450 rules of 49, made the read itself the cost (a red team's find)
+                    tree = (reads_union(tree, reads["output"]) if _within(reads["output"], READS_DEPTH_MAX, left)
+                            else None)
                 if tree is None:
                     break
+            if tree:
+                size = _within(tree, READS_DEPTH_MAX, left)
+                tree = tree if size else None
+                left -= size
             found[nid] = tree
         return found
     return _derived(ir, "output_reads", compute)
+
+
+# What a decision reads of outputs in parts (``output_reads``), at most: this deep, this many parts
+# of all its nodes' together; past either, an output is read whole (a statement's parameters, and its
+# cost in the database, grow with them).
+READS_DEPTH_MAX = 32
+READS_PARTS_MAX = 1024
+
+
+def _within(tree: Any, depth: int, parts: int) -> int:
+    """The parts of ``tree`` (a ``read_tree``: nested dicts, None for whole), counted iteratively;
+    0 when it is deeper than ``depth`` or has more than ``parts``."""
+    count, todo = 0, [(tree, 0)]
+    while todo:
+        below, level = todo.pop()
+        count += 1
+        if level > depth or count > parts:
+            return 0
+        if isinstance(below, dict):
+            todo.extend((sub, level + 1) for sub in below.values())
+    return count
 
 
 # --- the plain step, derived from the plan ----------------------------------------------------------
