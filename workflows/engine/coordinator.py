@@ -155,10 +155,13 @@ def _tokens(node_runs: Any, ir: IR) -> list[Token]:
     reads = planner.output_reads(ir)
     whole = [node_id for node_id, tree in reads.items() if tree is None]
     groups: dict[str, list[str]] = {}  # the nodes read alike, by their tree
+    trees: dict[str, dict[Any, Any]] = {}
     for node_id, tree in reads.items():
         if tree:
-            groups.setdefault(canonical_json(tree), []).append(node_id)
-    parts = {key: _parts(reads[ids[0]]) for key, ids in groups.items()}
+            key = canonical_json(tree)
+            groups.setdefault(key, []).append(node_id)
+            trees[key] = tree
+    parts = {key: _parts(trees[key]) for key in groups}
     rows = (node_runs
             .annotate(routing_output=Case(When(Q(node_id__in=whole) | Q(status=NodeRun.Status.SKIPPED),
                                                then=F("output")), default=Value(None), output_field=JSONField()),
