@@ -156,9 +156,10 @@ def _tokens(node_runs: Any, ir: IR) -> list[Token]:
     whole = [node_id for node_id, tree in reads.items() if tree is None]
     groups: dict[str, list[str]] = {}  # the nodes read alike, by their tree
     trees: dict[str, dict[Any, Any]] = {}
+    key_of: dict[str, str] = {}  # each node's group, so no row serialises its tree again
     for node_id, tree in reads.items():
         if tree:
-            key = canonical_json(tree)
+            key = key_of[node_id] = canonical_json(tree)
             groups.setdefault(key, []).append(node_id)
             trees[key] = tree
     parts = {key: _parts(trees[key]) for key in groups}
@@ -174,7 +175,7 @@ def _tokens(node_runs: Any, ir: IR) -> list[Token]:
     tokens = []
     for pk, node_id, iteration, node_type, status, consumed, taken, output, got, error, finished_at, reused in rows:
         if got is not None:
-            output = _assembled(parts[canonical_json(reads[node_id])], got)
+            output = _assembled(parts[key_of[node_id]], got)
         tokens.append(Token(node_id, iteration, node_type, status, pk=pk, consumed=consumed, taken=taken,
                             output=output, error=error, finished_at=finished_at, reused=reused))
     return tokens
