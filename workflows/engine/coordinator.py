@@ -152,22 +152,12 @@ def _tokens(node_runs: Any, ir: IR) -> list[Token]:
     (``planner.output_readers``, and skipped nodes' pass-through marker), and of a node read only by
     its branch rules only what they read (``planner.output_reads``: ``$.status_code`` of a 32 MiB
     response is one number, read in the database), in the database's order."""
-    reads = planner.output_reads(ir)
-    whole = [node_id for node_id, tree in reads.items() if tree is None]
-    groups: dict[str, list[str]] = {}  # the nodes read alike, by their tree
-    trees: dict[str, dict[Any, Any]] = {}
-    key_of: dict[str, str] = {}  # each node's group, so no row serialises its tree again
-    for node_id, tree in reads.items():
-        if tree:
-            key = key_of[node_id] = canonical_json(tree)
-            groups.setdefault(key, []).append(node_id)
-            trees[key] = tree
-    parts = {key: _parts(trees[key]) for key in groups}
+    whole, groups, parts_of = _read_groups(ir)
     rows = (node_runs
             .annotate(routing_output=Case(When(Q(node_id__in=whole) | Q(status=NodeRun.Status.SKIPPED),
                                                then=F("output")), default=Value(None), output_field=JSONField()),
                       routing_parts=Case(*[When(Q(node_id__in=ids) & ~Q(status=NodeRun.Status.SKIPPED),
-                                                then=_parts_sql(parts[key])) for key, ids in groups.items()],
+                                                then=sql) for ids, sql in groups],
                                          default=Value(None), output_field=JSONField()))
             .order_by("iteration", "id")
             .values_list("pk", "node_id", "iteration", "node_type", "status", "consumed", "taken", "routing_output",
@@ -175,16 +165,38 @@ def _tokens(node_runs: Any, ir: IR) -> list[Token]:
     tokens = []
     for pk, node_id, iteration, node_type, status, consumed, taken, output, got, error, finished_at, reused in rows:
         if got is not None:
-            output = _assembled(parts[key_of[node_id]], got)
+            output = _assembled(parts_of[node_id], got)
         tokens.append(Token(node_id, iteration, node_type, status, pk=pk, consumed=consumed, taken=taken,
                             output=output, error=error, finished_at=finished_at, reused=reused))
     return tokens
 
 
+Parts = list[tuple[tuple[str | int, ...], Any]]
+
+
+def _read_groups(ir: IR) -> tuple[list[str], list[tuple[list[str], RawSQL]], dict[str, Parts]]:
+    """``output_reads`` as a decision's statement reads it, derived once per version: the nodes
+    read whole, the nodes read alike (one tree) each with the one expression reading their parts,
+    and each node's parts, to assemble what the database sends back."""
+    def compute(ir: IR) -> tuple[list[str], list[tuple[list[str], RawSQL]], dict[str, Parts]]:
+        reads = planner.output_reads(ir)
+        by_tree: dict[str, list[str]] = {}
+        parts: dict[str, Parts] = {}
+        for node_id, tree in reads.items():
+            if tree:
+                key = canonical_json(tree)
+                by_tree.setdefault(key, []).append(node_id)
+                parts.setdefault(key, _parts(tree))
+        return ([node_id for node_id, tree in reads.items() if tree is None],
+                [(ids, _parts_sql(parts[key])) for key, ids in by_tree.items()],
+                {node_id: parts[key] for key, ids in by_tree.items() for node_id in ids})
+    return planner.derived(ir, "read_groups", compute)
+
+
 _MISSING = object()
 
 
-def _parts(tree: dict[Any, Any]) -> list[tuple[tuple[str | int, ...], Any]]:
+def _parts(tree: dict[Any, Any]) -> Parts:
     """The paths of an output a decision reads for ``tree`` (a ``read_tree`` of ``output``), the
     root first, each with what is below it: None, read whole, or the tree its value is cut to."""
     found: list[tuple[tuple[str | int, ...], Any]] = []
@@ -197,7 +209,7 @@ def _parts(tree: dict[Any, Any]) -> list[tuple[tuple[str | int, ...], Any]]:
     return found
 
 
-def _parts_sql(parts: list[tuple[tuple[str | int, ...], Any]]) -> RawSQL:
+def _parts_sql(parts: Parts) -> RawSQL:
     """One jsonb array, an element per path of ``parts``: null where the path is missing, ``[value]``
     where it is read whole (or its value is not the map or list its tree reads into), ``{}`` for a
     map and a list's length for a list read into: ``expressions.prune``'s cut, in the database."""
@@ -222,7 +234,7 @@ def _parts_sql(parts: list[tuple[tuple[str | int, ...], Any]]) -> RawSQL:
     return RawSQL(sql, params, output_field=JSONField())  # noqa: S611 - our text; the paths are parameters
 
 
-def _assembled(parts: list[tuple[tuple[str | int, ...], Any]], got: list[Any]) -> Any:
+def _assembled(parts: Parts, got: list[Any]) -> Any:
     """The output as ``expressions.prune`` cuts it, from ``_parts_sql``'s array."""
     found = {path: value for (path, _), value in zip(parts, got, strict=True)}
     below_of = dict(parts)

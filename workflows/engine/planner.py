@@ -148,7 +148,8 @@ class Plan:
 # --- facts derived from a graph, once per compiled graph ------------------------------------------
 
 
-def _derived(ir: IR, name: str, compute: Callable[[IR], Any]) -> Any:
+def derived(ir: IR, name: str, compute: Callable[[IR], Any]) -> Any:
+    """What ``compute`` derives from one version's graph, computed once per ``ir`` (kept on it)."""
     cache = ir.__dict__.setdefault("_planner", {})
     if name not in cache:
         cache[name] = compute(ir)
@@ -166,7 +167,7 @@ def loop_body(ir: IR, loop_id: str) -> frozenset[str]:
                 continue
             bodies[lid] = frozenset(({start} | ir.descendants(start)) & ({lid} | ir.ancestors(lid)) | {lid})
         return bodies
-    return _derived(ir, "bodies", compute)[loop_id]
+    return derived(ir, "bodies", compute)[loop_id]
 
 
 def loop_reruns(ir: IR, loop_id: str) -> frozenset[str]:
@@ -190,7 +191,7 @@ def loop_reruns(ir: IR, loop_id: str) -> frozenset[str]:
                     todo.append(ir.loops[node_id].loop_back_to)
             reruns[lid] = frozenset(seen | {lid})
         return reruns
-    return _derived(ir, "reruns", compute)[loop_id]
+    return derived(ir, "reruns", compute)[loop_id]
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def routes(ir: IR, node_id: str) -> Routes:
     def compute(ir: IR) -> dict[str, Routes]:
         return {n: Routes(tuple(e for e in edges if e.condition), tuple(e for e in edges if not e.condition))
                 for n, edges in ir.out_edges.items()}
-    return _derived(ir, "routes", compute)[node_id]
+    return derived(ir, "routes", compute)[node_id]
 
 
 def inline(node_type: str) -> bool:
@@ -246,7 +247,7 @@ def rerun_by(ir: IR, node_id: str) -> tuple[str, ...]:
             for n in loop_reruns(ir, lid):
                 found.setdefault(n, []).append(lid)
         return {n: tuple(lids) for n, lids in found.items()}
-    return _derived(ir, "rerun_by", compute).get(node_id, ())
+    return derived(ir, "rerun_by", compute).get(node_id, ())
 
 
 def nested(ir: IR, loop_id: str) -> bool:
@@ -738,7 +739,7 @@ def pure_refs(ir: IR, node_id: str) -> frozenset[str]:
                     found |= set(ir.predecessors(nid))
                 refs[nid] = frozenset(found)
         return refs
-    return _derived(ir, "pure_refs", compute).get(node_id, frozenset())
+    return derived(ir, "pure_refs", compute).get(node_id, frozenset())
 
 
 def reads_output(ir: IR, node_id: str) -> bool:
@@ -746,7 +747,7 @@ def reads_output(ir: IR, node_id: str) -> bool:
     inline node, or a pure node the decision may evaluate references it."""
     def compute(ir: IR) -> frozenset[str]:
         return _whole_readers(ir) | {nid for nid in ir.nodes if routes(ir, nid).rules}
-    return node_id in _derived(ir, "readers", compute)
+    return node_id in derived(ir, "readers", compute)
 
 
 def _whole_readers(ir: IR) -> frozenset[str]:
@@ -760,13 +761,13 @@ def _whole_readers(ir: IR) -> frozenset[str]:
                 readers.add(nid)
                 readers.update(ir.predecessors(nid))
         return frozenset(readers)
-    return _derived(ir, "whole_readers", compute)
+    return derived(ir, "whole_readers", compute)
 
 
 def output_readers(ir: IR) -> frozenset[str]:
     """Every node whose output routing reads (``reads_output``)."""
     reads_output(ir, "")
-    return _derived(ir, "readers", lambda _ir: frozenset())
+    return derived(ir, "readers", lambda _ir: frozenset())
 
 
 def output_reads(ir: IR) -> dict[str, dict[Any, Any] | None]:
@@ -803,7 +804,7 @@ def output_reads(ir: IR) -> dict[str, dict[Any, Any] | None]:
                 left -= size
             found[nid] = tree
         return found
-    return _derived(ir, "output_reads", compute)
+    return derived(ir, "output_reads", compute)
 
 
 # What a decision reads of outputs in parts (``output_reads``), at most: this deep, this many parts
@@ -879,7 +880,7 @@ def plain_step(ir: IR, node_id: str) -> PlainStep | None:
     rules and no loop on it, every successor a worker node (no inline node, no unknown type), a
     join only in a graph without loops. None otherwise: the full decision reads and plans.
     Derived from ``plan`` on the hypothetical state the statement checks, once per graph."""
-    cache = _derived(ir, "plain", lambda ir: {})
+    cache = derived(ir, "plain", lambda ir: {})
     if node_id not in cache:
         cache[node_id] = _plain_step(ir, node_id)
     return cache[node_id]
