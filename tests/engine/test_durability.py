@@ -188,6 +188,26 @@ def test_a_post_answered_before_the_node_s_timeout_ran_out_is_not_sent_again(eng
     assert len(remote.hits(f"/effect/{name}/")) == 1 and len(remote.effects(name)) == 1  # a person decides
 
 
+def test_a_pure_step_timed_out_while_its_output_was_checked_is_run_again(engine, api):
+    """The rule above is for steps that act outside: a transform on a worker whose ``timeout_ms`` ran
+    out while the engine checked its output was failed for good, "after its request was answered"
+    (it sends none), where its retry is as safe as its first attempt (a review's find)."""
+    url = f"https://{unique('nothing')}.invalid/x"  # never fetched: the key the ``checked`` point holds by
+    node = transform("t", f"{{'url': '{url}', 'status_code': 200}}")
+    node["retry"] = {"max_attempts": 2, "backoff_ms": 100}
+    node["timeout_ms"] = 1500
+    HOOKS.set(f"aob:test:stall:checked:{url}", 1)  # the first attempt only
+    try:
+        run = wait_for_run(submit(api, {"nodes": [node], "edges": []}), timeout=40)
+        assert HOOKS.exists(f"aob:test:stalled:checked:{url}")
+    finally:
+        HOOKS.delete(f"aob:test:stall:checked:{url}", f"aob:test:stalled:checked:{url}")
+    t = node_runs(run)["t"]
+    assert run.status == "completed", (t.error, t.attempt_log)
+    assert [entry["status"] for entry in t.attempt_log] == ["failed", "completed"], t.attempt_log
+    assert t.output == {"url": url, "status_code": 200}
+
+
 @pytest.mark.parametrize("config", [{"idempotency_header": None}, {"on_lost": "fail"}, {"on_lost": "repeat"}],
                          ids=["no key", "on_lost fail", "control: on_lost repeat"])
 def test_a_post_answered_by_a_redirect_is_not_sent_again_for_what_the_redirect_s_target_answered(

@@ -350,9 +350,10 @@ def answered() -> None:
 
 def _timed_out(ctx: NodeContext) -> dict[str, Any]:
     """The failure of an attempt its ``timeout_ms`` stopped: the node's retry may run it again,
-    unless its request was answered and its type does not repeat it."""
+    unless its request was answered and its type does not repeat it. A type that does nothing
+    outside (``registry.acts``: a transform on a worker) is run again as safely as the first time."""
     repeats = registry.repeats(ctx.node_type, ctx.config).flags
-    if not _ANSWERED.get() or (repeats and repeats[0]):
+    if not _ANSWERED.get() or not registry.acts(ctx.node_type) or (repeats and repeats[0]):
         return error_payload(SoftTimeLimitExceeded())
     return {"error_type": "Timeout", "transient": False, "attempt": ctx.attempt,
             "message": "node exceeded its timeout_ms after its request was answered, while its output was made: "
