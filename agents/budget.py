@@ -402,7 +402,7 @@ def wake(line: list[str], owner_id: int) -> None:
                                                     run__owner_id=owner_id)
               .values_list("pk", "run_id", "node_id", "iteration")
               if ours & set(_line_ids(row[1]))]
-    _resume_fitting(paused, freed_in=line[0])
+    _resume_fitting(paused, released=True)
 
 
 def wake_later(line: list[str], owner_id: int) -> None:
@@ -526,10 +526,10 @@ def sweep_paused(*, older_than_s: float, limit: int = 100) -> int:
     if len(batch) < limit:  # round again from the start
         batch += list(paused.filter(pk__lte=_swept_after).order_by("pk").values_list(*fields)[:limit - len(batch)])
     _swept_after = batch[-1][0] if batch else 0
-    return _resume_fitting(batch, freed_in=None)
+    return _resume_fitting(batch, released=False)
 
 
-def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | None) -> int:
+def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, released: bool) -> int:
     from workflows.services.runs import run_budget_wake
 
     fitting: dict[str, list[int]] = {}
@@ -547,7 +547,7 @@ def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, freed_in: str | 
                                 node_budget=pause.get("node_budget"))):
                 fitting.setdefault(str(run_id), []).append(pk)
     if fitting:
-        run_budget_wake(node_runs=fitting, freed_in=freed_in)
+        run_budget_wake(node_runs=fitting, released=released)
     return sum(len(pks) for pks in fitting.values())
 
 

@@ -75,7 +75,9 @@ def test_children_side_by_side_share_what_their_parent_has_left(engine, api, use
     assert parent_run.usage["cost_usd"] == pytest.approx(CHILDREN * CALL_COST)
     assert all(c.usage["calls"] == 1 for c in _children(run_id))
     resumed = Event.objects.filter(run__in=[c.pk for c in children], type="budget_raised")
-    assert sorted(e.data["raised_on"] for e in resumed) == [run_id] * (CHILDREN - 1)
+    # how far up, never the parent's id or ceilings (one asked in a child only is told nothing of it)
+    assert [sorted(e.data) for e in resumed] == [["above", "by", "resumed"]] * (CHILDREN - 1)
+    assert [e.data["above"] for e in resumed] == [1] * (CHILDREN - 1)
     assert SubRun.objects.filter(parent_run_id=run_id, settled_at__isnull=False).count() == CHILDREN
 
 
@@ -145,7 +147,7 @@ def test_a_child_paused_on_a_siblings_reservation_goes_on_once_that_call_has_cos
 
     freed = Event.objects.filter(run_id=paused.run_id, type="budget_freed").values_list("data", flat=True)
     assert [d["resumed"] for d in freed] == [["plan"]]
-    assert all(d["freed_in"] for d in freed)  # woken by the release itself
+    assert all(d["released"] for d in freed)  # woken by the release itself, which run's not said
 
 
 @pytest.mark.fault
@@ -158,7 +160,7 @@ def test_a_wake_lost_with_its_process_is_made_up_by_the_sweep(engine, api, user,
     finally:
         hooks().delete("aob:test:budget_wake_off")
     freed = Event.objects.filter(run_id=paused.run_id, type="budget_freed").values_list("data", flat=True)
-    assert [d["resumed"] for d in freed] == [["plan"]] and "freed_in" not in freed[0]  # by agents.sweep
+    assert [d["resumed"] for d in freed] == [["plan"]] and "released" not in freed[0]  # by agents.sweep
 
 
 @pytest.mark.faults_full  # a slow fault or its control: `make test-faults` only (tests/conftest.py)

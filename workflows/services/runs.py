@@ -329,22 +329,27 @@ def run_budget_raise(*, run: Run, user: User, max_tokens: int | None = None,
             budget["max_cost_usd"] = max_cost_usd
         run.budget = budget
         Run.objects.filter(pk=run.pk).update(budget=budget)
-        raised = {"by": user.username, "budget": run.ceilings}
-        _resume_budget_paused(run, raised)
+        _resume_budget_paused(run, {"by": user.username, "budget": run.ceilings})
+        # a run below is told how far up the raise was, not that run's id or ceilings: one asked in a
+        # child only is told nothing of its parent (as its pause, ``agents.budget``)
+        above = {str(run.pk): 0}
+        for each in reversed(locked_below):  # a level after another
+            above[str(each.pk)] = above.get(str(each.budget.get(Run.WITHIN)), 0) + 1
         for each in locked_below:
-            _resume_budget_paused(each, {**raised, "raised_on": str(run.pk)})
+            _resume_budget_paused(each, {"by": user.username, "above": above[str(each.pk)]})
     return run
 
 
-def run_budget_wake(*, node_runs: dict[str, list[int]], freed_in: Any) -> None:
+def run_budget_wake(*, node_runs: dict[str, list[int]], released: bool) -> None:
     """Nodes paused on a budget whose next call fits now (``agents.budget`` judges that) go on, each
-    run in a transaction of its own. One that no longer fits by the time it calls pauses again; no
-    model call is lost or made twice (the journal)."""
+    run in a transaction of its own, its event saying whether a release made room (else the sweep
+    found it fits; which run released is not said: it may be a parent's or a sibling's). One that no
+    longer fits by the time it calls pauses again; no model call is lost or made twice (the journal)."""
     for pk, paused in node_runs.items():
         with transaction.atomic():
             run = Run.objects.select_for_update().filter(pk=pk).exclude(status__in=Run.FINISHED).first()
             if run is not None:
-                _resume_budget_paused(run, {"freed_in": str(freed_in)} if freed_in else {},
+                _resume_budget_paused(run, {"released": True} if released else {},
                                       kind=Event.Type.BUDGET_FREED, only=paused)
 
 
@@ -356,7 +361,7 @@ def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type
     paused = list(NodeRun.objects.select_for_update().filter(run=run, status=NodeRun.Status.WAITING,
                                                              wait_reason="budget",
                                                              **({"pk__in": only} if only is not None else {})))
-    if not paused and ("raised_on" in data or kind != Event.Type.BUDGET_RAISED):
+    if not paused and ("above" in data or kind != Event.Type.BUDGET_RAISED):
         return
     transitions.move_node_runs(Q(pk__in=[nr.pk for nr in paused], wait_reason="budget"), NodeRun.Status.QUEUED,
                                sources=[NodeRun.Status.WAITING], wait_reason="", queued_at=now,

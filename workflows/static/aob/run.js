@@ -463,8 +463,8 @@ function summary(frame) {
     case "node_paused": return d.message || `paused: ${d.reason}`;
     case "notifications_capped": return d.message || `notifications capped at ${d.limit}`;
     case "approval_voided": return d.reopened ? "the approved action changed: asked again" : "the action changed: votes so far lapse";
-    case "budget_raised": return d.raised_on
-      ? `${d.by} raised the budget of run ${d.raised_on.slice(0, 8)}: resumed ${(d.resumed || []).join(", ")}`
+    case "budget_raised": return d.above || d.raised_on
+      ? `${d.by} raised the budget of ${d.above ? `the run ${d.above} above this one` : `run ${d.raised_on.slice(0, 8)}`}: resumed ${(d.resumed || []).join(", ")}`
       : `${d.by} raised the budget to $${d.budget.max_cost_usd ?? "(the run above's)"}, ${d.budget.max_tokens ?? "(the run above's)"} tokens`;
     case "budget_freed": return `the next model call fits again: resumed ${(d.resumed || []).join(", ")}`;
     case "workflow_failed": return (d.error && d.error.message) || d.message || "";
