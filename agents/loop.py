@@ -33,7 +33,7 @@ from aob_project.exceptions import AobError
 from workers.http import idempotency
 from workflows.engine import heartbeat
 from workflows.engine.execution import WAITING, park
-from workflows.engine.outputs import strict_json
+from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within, strict_json
 from workflows.limits import unstorable
 from workflows.models import Event, Run
 from workflows.registry import NodeContext
@@ -48,12 +48,25 @@ def _usage_totals(calls: list[llm.Call]) -> dict[str, Any]:
             "cost_usd": round(sum(c.cost_usd for c in calls), 8)}
 
 
+# How deep a tool call's arguments and result may nest: the node's output keeps each three levels
+# down (``tool_calls``, the call, ``arguments``/``result``), and an output past ``OUTPUT_MAX_DEPTH``
+# fails the node (a page 300 deep, or a model's arguments, ended the agent after its calls were made).
+TOOL_DATA_MAX_DEPTH = OUTPUT_MAX_DEPTH - 3
+
+
+class _TooDeep(ValueError):
+    pass
+
+
 def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
     tool = TOOLS.get(name)
     if tool is None or name not in state.tools:
         return {"status": "error", "error": "unknown_tool", "message": f"tool {name!r} is not available"}
     try:
         args = _loads(raw_args)
+    except _TooDeep as exc:
+        return {"status": "error", "error": "invalid_arguments", "rule": "max_depth", "limit": TOOL_DATA_MAX_DEPTH,
+                "message": str(exc)}
     except (ValueError, TypeError, RecursionError) as exc:  # nested past the parser's depth, or not text at all
         return {"status": "error", "error": "invalid_arguments", "message": f"arguments are not JSON: {exc}"[:500]}
     if not isinstance(args, dict):
@@ -70,6 +83,8 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": "invalid_arguments", "message": f"{where}: {problem.message}"}
     try:
         return tool.run(state, args)
+    except RecursionError:  # a remote's answer nested past what a tool's own walk of it (masking) takes
+        return _too_deep()
     except AobError as exc:  # the rule, where the error names one (a refused host, an SSRF rule)
         rule = exc.extra.get("rule") if isinstance(exc.extra, dict) else None
         return {"status": "error", "error": exc.code, "message": exc.message,
@@ -91,7 +106,15 @@ def _result(state: AgentState, name: str, raw_args: str) -> Any:
     if problem is not None:
         return {"status": "error", "error": "result_not_storable", "rule": problem.rule, "path": problem.path,
                 "message": f"the result cannot be kept: {problem.path}: {problem.message}"}
+    if not depth_within(result, TOOL_DATA_MAX_DEPTH):
+        return _too_deep()
     return result
+
+
+def _too_deep() -> dict[str, Any]:
+    return {"status": "error", "error": "result_too_deep", "rule": "max_depth", "limit": TOOL_DATA_MAX_DEPTH,
+            "message": f"the result nests deeper than {TOOL_DATA_MAX_DEPTH} levels, which a node's output cannot "
+                       "keep: ask for less of it (table_select, a narrower request)"}
 
 
 def _next_result(state: AgentState, name: str, raw_args: str, index: int, kept: int) -> Any:
@@ -281,7 +304,11 @@ def _parsed(raw: str) -> Any:
 def _loads(raw: str) -> Any:
     """A model's arguments as JSON, and only JSON: Python's parser takes ``NaN``, ``Infinity`` and
     ``1e999``, which the node's output (strict JSON: the node failed, ``NonJSONOutput``) and an
-    outbound body (httpx raised ``ValueError``) cannot hold."""
-    return jsontext.loads(raw or "{}")
+    outbound body (httpx raised ``ValueError``) cannot hold; nor nested past what the output keeps
+    (``_TooDeep``: the call is refused and its arguments are kept as the text they came as)."""
+    value = jsontext.loads(raw or "{}")
+    if not depth_within(value, TOOL_DATA_MAX_DEPTH):
+        raise _TooDeep(f"arguments nest deeper than {TOOL_DATA_MAX_DEPTH} levels, which a node's output cannot keep")
+    return value
 
 
