@@ -209,3 +209,28 @@ def test_a_firing_read_before_its_schedule_s_inputs_changed_runs_with_the_inputs
 
     assert fired[0] is not None and fired[0].outcome == "started", fired
     assert list(Run.objects.values_list("inputs", flat=True)) == [{"target": "new"}]
+
+
+def test_a_delivery_read_before_its_hook_s_mapping_changed_starts_with_the_inputs_the_change_left(transactional_db,
+                                                                                                 user):
+    """A delivery reads its hook and evaluates its mapping before it holds the hook's row; once
+    held, ``_still_signed`` judged again only the signing fields. So a delivery that met a
+    ``PATCH /hooks/{id} {"mapping": ...}`` at the lock started its run, after the change had
+    answered, with what the replaced mapping made (here a value the owner removed so it would no
+    longer reach runs). The mapping the row holds once locked should make the inputs, as a
+    schedule's firing reads the inputs an update left."""
+    from triggers.services.hooks import hook_update
+    from workflows.models import Run
+
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    made = client_for(user).post("/api/v1/hooks", {"tag": "on-push", "mapping": {
+        "cel": "{'n': body.n, 'leak': 'copied'}"}}, format="json")
+    assert made.status_code == 201, made.json()
+    hook = made.json()
+
+    answers = _deliver_held_behind(
+        user, lambda: hook_update(hook=Hook.objects.get(pk=hook["id"]), mapping={"cel": "{'n': body.n}"}),
+        hook, hook["secret"])
+
+    assert answers and answers[0].status_code == 202, (answers[0].status_code, answers[0].content[:300])
+    assert list(Run.objects.values_list("inputs", flat=True)) == [{"n": 1}]

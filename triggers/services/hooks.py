@@ -260,24 +260,32 @@ def _matched(hook: Hook | None, given: str, timestamp: str, body: bytes) -> str:
 
 
 _SIGNING = ("enabled", "secret_ciphertext", "previous_secret_ciphertext", "previous_secret_expires_at")
-_HOLD_SIGNING = ("SELECT enabled, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at "
-                 "FROM triggers_hook WHERE id = %s FOR KEY SHARE")
+_HOLD = ("SELECT enabled, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at, mapping::text "
+         "FROM triggers_hook WHERE id = %s FOR KEY SHARE")
 
 
 def _still_signed(hook: Hook, given: str, timestamp: str, expected: str, body: bytes) -> str:
     """In the transaction that starts the delivery's run: hold the hook's row (``FOR KEY SHARE``:
-    the lock a rotation, a disable or a delete must wait for; deliveries still take turns only at
-    the end, on the hook's ``last_delivery_at``) until the run commits, and judge the delivery again if the row changed since it was read. Before, a
-    delivery judged by a secret that a rotation with ``grace_s`` 0 cut off (a leaked one) while it
-    was accepted started its run after the rotation had answered; now the rotation waits for it,
-    or it is judged by the secrets the rotation left. The signature that matched, or refused."""
+    the lock a rotation, a disable, an update or a delete must wait for; deliveries still take turns
+    only at the end, on the hook's ``last_delivery_at``) until the run commits, and judge the
+    delivery again if the row changed since it was read. Before, a delivery judged by a secret that
+    a rotation with ``grace_s`` 0 cut off (a leaked one) while it was accepted started its run after
+    the rotation had answered; now the rotation waits for it, or it is judged by the secrets the
+    rotation left. The signature that matched, or refused; ``hook.mapping`` is set to the mapping
+    the row holds now (an update that changed it meanwhile has answered: its mapping makes the
+    run's inputs, as a schedule's firing reads the inputs an update left, ``schedules._held``)."""
     with connection.cursor() as cursor:
-        cursor.execute(_HOLD_SIGNING, [hook.pk])
+        cursor.execute(_HOLD, [hook.pk])
         row = cursor.fetchone()
-    if row is not None and row == tuple(getattr(hook, field) for field in _SIGNING):
+    if row is None:
+        logger.info("hook.refused", extra={"hook_id": hook.pk})  # never why
+        raise HookUnauthorized("the request could not be authenticated")
+    signing, mapping = row[:-1], row[-1]
+    hook.mapping = json.loads(mapping) if mapping is not None else None
+    if signing == tuple(getattr(hook, field) for field in _SIGNING):
         return expected
-    now = Hook(pk=hook.pk, **dict(zip(_SIGNING, row, strict=True))) if row is not None else None
-    again = _matched(now, given, timestamp, body) if now is not None and now.enabled else ""
+    now = Hook(pk=hook.pk, **dict(zip(_SIGNING, signing, strict=True)))
+    again = _matched(now, given, timestamp, body) if now.enabled else ""
     if not again:
         logger.info("hook.refused", extra={"hook_id": hook.pk})  # never why
         raise HookUnauthorized("the request could not be authenticated")
@@ -304,10 +312,13 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
         if authenticated is not None:
             authenticated()
         ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
+    read = hook.mapping
     inputs = _inputs(hook, body, headers)
     try:
         with transaction.atomic():
             expected = _still_signed(hook, given, timestamp, expected, body)
+            if hook.mapping != read:  # changed while this delivery was judged, by an update that has answered
+                inputs = _inputs(hook, body, headers)
             delivery = HookDelivery.objects.create(hook=hook, delivery_id=delivery_id, signature=expected)
             run = _start(hook, inputs, delivery_id)
             HookDelivery.objects.filter(pk=delivery.pk).update(run=run)
