@@ -105,7 +105,8 @@ def hook_list(session: Session) -> None:
 @hook.command("add")
 @click.argument("tag")
 @click.option("--cel", default=None, help="Map the body to inputs with a CEL expression over body and headers.")
-@click.option("--template", default=None, help="Map the body with a JSON template ($inputs.<path> reads the body).")
+@click.option("--template", default=None, help="Map the body with a JSON template ($inputs.<path> reads an object body; "
+              "any other body is $inputs.body).")
 @click.option("--name", default="")
 @pass_session
 def hook_add(session: Session, tag: str, cel: str | None, template: str | None, name: str) -> None:

@@ -197,6 +197,32 @@ def test_a_template_that_can_make_no_object_is_refused_at_save_naming_it(api, us
 
 
 @pytest.mark.django_db
+def test_the_template_the_refusal_advises_maps_an_object_body_and_a_list_body_is_read_under_body(api, user):
+    """The refusal of a template advised ``{"order": "$inputs.body.id"}`` and ``"$inputs.body"``,
+    but for a JSON object body (every sender's usual one) ``$inputs`` is the body itself: a hook
+    written as advised made ``{"order": null}``, or no object at all, from every delivery. The
+    advice now reads the body as the template does; only a body that is no object is under ``body``."""
+    make_hook(api, user)  # the workflow "on-push"
+    message = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"template": 5}}, format="json").json()["message"]
+    assert '{"order": "$inputs.id"}' in message and '"$inputs.order"' in message, message
+    advised = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"template": {"order": "$inputs.id"}}},
+                       format="json").json()
+    whole = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"template": "$inputs.order"}},
+                     format="json").json()
+    listed = api.post("/api/v1/hooks", {"tag": "on-push", "mapping": {"template": {"items": "$inputs.body"}}},
+                      format="json").json()
+
+    by_advice, by_whole, by_list = (deliver(advised, {"id": 7}), deliver(whole, {"order": {"id": 7}}),
+                                    deliver(listed, b"[1, 2]"))
+
+    assert Run.objects.get(pk=by_advice.json()["run_id"]).inputs == {"order": 7}
+    assert Run.objects.get(pk=by_whole.json()["run_id"]).inputs == {"id": 7}
+    assert Run.objects.get(pk=by_list.json()["run_id"]).inputs == {"items": [1, 2]}
+    made_none = deliver(whole, {"id": 7})  # no "order" in it: told what $inputs is
+    assert made_none.status_code == 400 and '{"body": <the body>}' in made_none.json()["message"], made_none.json()
+
+
+@pytest.mark.django_db
 def test_a_whole_reference_template_that_makes_no_object_names_the_mapping_at_delivery(api, user):
     hook = make_hook(api, user, mapping={"template": "$inputs.commits"})
 

@@ -17,7 +17,7 @@ someone replaying a captured request within the tolerance, answers with the firs
 nothing new; it stays counted as an anonymous request of its address (a replay's signature proves
 only that someone once saw the request), where a new delivery is taken out of that count. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
 expression over ``body`` and ``headers`` that evaluates to an object, or a JSON template whose
-``$inputs.<path>`` references read the body.
+``$inputs.<path>`` references read the body (an object body itself; any other under ``body``).
 
 A delivery refused after it proved itself the hook's is recorded for the owner (``HookRefusal``:
 when, the delivery id, what the sender was told; never the body), each hook's latest
@@ -74,6 +74,8 @@ def new_secret() -> str:
 
 # A hook is listed with its mapping (``GET /api/v1/hooks``), at most AOB_MAX_HOOKS_PER_OWNER of them.
 MAPPING_MAX_BYTES = 64 * 1024
+# What a template's ``$inputs`` is (``_template_inputs``), said wherever a template is refused or made no object.
+TEMPLATE_READS = "$inputs is the body when it is a JSON object, else {\"body\": <the body>} ($inputs.body)"
 
 
 def mapping_check(mapping: Any) -> dict[str, Any] | None:
@@ -87,8 +89,8 @@ def mapping_check(mapping: Any) -> dict[str, Any] | None:
     if "template" in mapping and not (isinstance(template, dict) or (isinstance(template, str)
                                                                      and WHOLE.match(template.strip()))):
         # a run's inputs are an object: a number, a list or text made none, and refused every delivery
-        raise ValidationFailed('mapping.template makes a run\'s inputs: a JSON object ({"order": "$inputs.body.id"}), '
-                               'or one whole reference to one ("$inputs.body")',
+        raise ValidationFailed(f'mapping.template makes a run\'s inputs: a JSON object ({{"order": "$inputs.id"}}), '
+                               f'or one whole reference to one ("$inputs.order"); {TEMPLATE_READS}',
                                extra={"field": "mapping.template", "rule": "type"})
     if "cel" in mapping:
         if not isinstance(mapping["cel"], str) or not mapping["cel"].strip():
@@ -456,8 +458,7 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
                                    extra={"field": "mapping.cel", "rule": problem.rule, "path": problem.path})
     else:
         try:
-            inputs = resolve(mapping["template"], inputs=payload if isinstance(payload, dict) else {"body": payload},
-                             outputs={})
+            inputs = resolve(mapping["template"], inputs=_template_inputs(payload), outputs={})
         except ConfigTooLarge as exc:  # the bound of every resolution, here the mapping's, not a node's
             limit = exc.extra.get("limit")
             raise ValidationFailed(f"the hook's mapping failed: the inputs its template makes passed {limit} bytes "
@@ -467,9 +468,17 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
     if not isinstance(inputs, dict):
         made_by = ("mapping.cel" if "cel" in mapping else "mapping.template") if mapping else "inputs"
         raise ValidationFailed("a run's inputs are a JSON object: send one, or map the body to one"
-                               + (f" ({made_by} made a {type(inputs).__name__})" if mapping else ""),
+                               + (f" ({made_by} made a {type(inputs).__name__})" if mapping else "")
+                               + (f"; {TEMPLATE_READS}" if made_by == "mapping.template" else ""),
                                code="invalid_inputs", extra={"field": made_by, "rule": "type"})
     return inputs
+
+
+def _template_inputs(payload: Any) -> dict[str, Any]:
+    """What a template mapping's ``$inputs`` reads (``TEMPLATE_READS``): an object body itself, as
+    a run's ``$inputs`` is its inputs (every hook written so far reads ``$inputs.<field>``); any
+    other body (a list, text, a number) under ``body``, since ``$inputs`` names an object."""
+    return payload if isinstance(payload, dict) else {"body": payload}
 
 
 def _start(hook: Hook, inputs: dict[str, Any], delivery_id: str) -> Run:
