@@ -190,6 +190,10 @@ class ApiClient:
         except httpx.TransportError as exc:
             said = str(exc).replace(self.token, "<token>") if self.token else str(exc)
             raise ApiError(f"cannot reach the API at {self.api_url}: {said}", code="unreachable") from None
+        except httpx.RequestError as exc:  # DecodingError: a body its Content-Encoding does not describe (a proxy's)
+            said = str(exc).replace(self.token, "<token>") if self.token else str(exc)
+            raise ApiError(f"the answer of the API at {self.api_url} to {method} {path} cannot be read: {said}",
+                           code="bad_answer") from None
         except UnicodeError as exc:  # a host IDNA cannot write, a header beyond ASCII
             raise ApiError(f"the request to {self.api_url} cannot be written: {exc}", code="bad_request") from None
         if response.is_redirect:  # never a success: nothing was done (a proxy's move to https, say)

@@ -36,8 +36,11 @@ def _load() -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     servers = data.get("servers", {})
-    if not isinstance(servers, dict) or not all(isinstance(entry, dict) for entry in servers.values()):
-        raise Failure(f"{path}: \"servers\" must be an object of {{api url: {{token, username}}}}; "
+    # a token read as a number or a list (a hand edit) was sent on as one: ``.strip()`` raised a traceback
+    if not isinstance(servers, dict) or not all(
+            isinstance(entry, dict) and all(isinstance(entry.get(key, ""), str) for key in ("token", "username"))
+            for entry in servers.values()):
+        raise Failure(f"{path}: \"servers\" must be an object of {{api url: {{token, username}}}}, each text; "
                       "fix it, or delete the file and log in again (aob login)")
     return data
 

@@ -150,3 +150,45 @@ def test_a_server_that_is_not_aob_s_is_named_not_a_traceback(tmp_path: Path) -> 
             assert "did not answer as the AOB API does" in done.stderr.decode(), done.stderr.decode()
     finally:
         server.shutdown()
+
+
+def test_an_answer_whose_encoding_cannot_be_decoded_is_an_error_naming_the_server(tmp_path: Path) -> None:
+    """A proxy answering ``Content-Encoding: gzip`` over a body that is not gzip: httpx raises
+    ``DecodingError``, a ``RequestError`` but no ``TransportError``, which was all the client
+    caught, so the command ended in a traceback."""
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"not gzip at all"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = aob(tmp_path, "--token", "t", "whoami", api_url=url)
+        no_traceback(done)
+        assert f"the answer of the API at {url}" in done.stderr.decode(), done.stderr.decode()
+    finally:
+        server.shutdown()
+
+
+def test_a_stored_token_that_is_not_text_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A hand-edited config.json whose token is a number: it was sent on as the token, and
+    ``.strip()`` on it raised a traceback."""
+    cfg = tmp_path / "config" / "aob"
+    cfg.mkdir(parents=True)
+    (cfg / "config.json").write_text('{"servers": {"http://127.0.0.1:9": {"token": 5, "username": "a"}}}')
+    done = aob(tmp_path, "whoami")
+    no_traceback(done)
+    assert "config.json" in done.stderr.decode() and "delete the file" in done.stderr.decode(), done.stderr.decode()
