@@ -54,6 +54,41 @@ def test_the_inputs_size_backfill_measures_runs_started_before_in_batches() -> N
 
 
 @pytest.mark.django_db
+def test_the_kept_bytes_backfill_counts_what_runs_from_before_kept_and_moves_their_owner_s_figure() -> None:
+    """Runs from before 0032 kept their node runs' inputs and their computed output counted nowhere
+    in ``AOB_OWNER_STORAGE_BYTES``; the backfill measures them as the engine now counts them (the
+    database's measure of each input, the output's artifact size), and a finished run's new sum
+    moves its owner's figure through the trigger."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from tests.conftest import stored_run
+    from workflows.models import Artifact, NodeRun, Run
+    from workflows.storage import owner_stored_bytes
+
+    backfill = importlib.import_module("workflows.migrations.0033_run_kept_bytes_backfill").backfill
+    owner = User.objects.create_user("old-kept")
+    finished, running = stored_run(owner), stored_run(owner)
+    output = Artifact.objects.create(id="sha256:old-output", kind="node_io", content={"x": 1}, size_bytes=500)
+    node_runs = [NodeRun.objects.create(run=run, node_id="a", node_type="transform", status="completed",
+                                        input={"big": "z" * 1_000}) for run in (finished, running)]
+    Run.objects.filter(pk=finished.pk).update(status="completed", inputs_bytes=10, usage={"output_bytes": 5},
+                                              output_artifact=output)
+    assert owner_stored_bytes(owner.pk) == 15
+
+    backfill(None, SimpleNamespace(connection=connection))
+
+    input_bytes = NodeRun.objects.get(pk=node_runs[0].pk).input_bytes
+    assert input_bytes == len('{"big": "' + "z" * 1_000 + '"}')
+    assert Run.objects.get(pk=finished.pk).usage == {"output_bytes": 5, "kept_bytes": input_bytes + 500}
+    assert Run.objects.get(pk=running.pk).usage == {"kept_bytes": input_bytes}
+    assert owner_stored_bytes(owner.pk) == 15 + (input_bytes + 500) + input_bytes
+
+
+@pytest.mark.django_db
 def test_a_second_live_vote_of_a_renamed_person_is_voided_before_the_one_per_person_rule() -> None:
     """Before ``decision_one_per_person`` a rename let one person cast two live votes; the migration
     voids the later one (kept, as voided decisions are), so the rule can be added over old data."""
