@@ -12,8 +12,8 @@ import pytest
 from django.db import connection
 
 from tests.conftest import client_for, stored_run, wait_for_run
-from workflows.models import Event, NodeRun, OwnerStorage, Run
-from workflows.storage import owner_stored_bytes
+from workflows.models import Artifact, Event, NodeRun, OwnerStorage, Run
+from workflows.storage import KEPT, owner_stored_bytes
 
 API = "/api/v1"
 ECHO = {"nodes": [{"id": "echo", "type": "transform", "config": {"expression": "inputs.text"}}], "edges": []}
@@ -27,9 +27,8 @@ def _start(api: Any, definition: dict, inputs: dict) -> Any:
 def _recounted(owner_id: int) -> int:
     """The finished runs' bytes summed from the runs themselves: what the trigger's count must equal."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT COALESCE(SUM(inputs_bytes + COALESCE((usage->>'output_bytes')::bigint, 0)), 0) "
-                       "FROM workflows_run WHERE owner_id = %s AND status IN ('completed', 'failed', 'cancelled')",
-                       [owner_id])
+        cursor.execute(f"SELECT COALESCE(SUM{KEPT}, 0) FROM workflows_run "  # noqa: S608 - no input
+                       "WHERE owner_id = %s AND status IN ('completed', 'failed', 'cancelled')", [owner_id])
         return int(cursor.fetchone()[0])
 
 
@@ -45,8 +44,9 @@ def test_a_start_past_the_owner_s_bound_is_refused_until_a_run_is_deleted(engine
     done = wait_for_run(first.json()["run_id"])
     assert done.status == "completed", done.error
     kept = _kept(user.pk)
-    # its inputs and its node's output, as stored, counted once it finished
-    assert kept == _recounted(user.pk) == done.inputs_bytes + done.usage["output_bytes"] > 40_000
+    # its inputs, its node's output, and what else it keeps, as stored, counted once it finished
+    assert kept == _recounted(user.pk) == (done.inputs_bytes + done.usage["output_bytes"]
+                                           + done.usage["kept_bytes"]) > 40_000
     settings.AOB_OWNER_STORAGE_BYTES = kept + 10_000
 
     refused = _start(api, ECHO, {"text": text})
@@ -75,18 +75,19 @@ def test_unfinished_runs_count_as_they_stand(engine: Any, user: Any, api: Any, s
     waiting = _start(api, GATE, {"blob": "y" * 30_000})
     assert waiting.status_code == 201
     run = wait_for_run(waiting.json()["run_id"], statuses={"waiting_for_approval"})
-    assert _kept(user.pk) == 0 and owner_stored_bytes(user.pk) == run.inputs_bytes > 30_000
-    settings.AOB_OWNER_STORAGE_BYTES = run.inputs_bytes + 1_000
+    stored = run.inputs_bytes + run.usage.get("kept_bytes", 0)  # its definition and its gate's input besides
+    assert _kept(user.pk) == 0 and owner_stored_bytes(user.pk) == stored and run.inputs_bytes > 30_000
+    settings.AOB_OWNER_STORAGE_BYTES = stored + 1_000
 
     refused = _start(api, GATE, {"blob": "y" * 2_000})
 
-    assert refused.status_code == 409 and refused.json()["details"]["stored"] == run.inputs_bytes
+    assert refused.status_code == 409 and refused.json()["details"]["stored"] == stored
     assert _start(api, GATE, {"blob": "y" * 100}).status_code == 201  # within what is left
     # an unfinished run is not deleted: it is cancelled first
     busy = api.post(f"{API}/runs/{run.pk}/delete")
     assert busy.status_code == 409 and busy.json()["error"] == "run_not_finished"
     assert api.post(f"{API}/runs/{run.pk}/cancel").status_code == 200
-    assert _kept(user.pk) == _recounted(user.pk) == run.inputs_bytes  # cancelled: a finished run's
+    assert _kept(user.pk) == _recounted(user.pk) == stored  # cancelled: a finished run's
     assert api.post(f"{API}/runs/{run.pk}/delete").status_code == 204
     assert _kept(user.pk) == _recounted(user.pk)
 
@@ -289,3 +290,81 @@ def test_every_output_a_run_stores_is_counted_once(engine: Any, api: Any, defini
 
     assert run.status == "completed", run.error
     assert run.usage["output_bytes"] == _stored(run.pk)
+
+
+AMPLIFY = {"nodes": [{"id": "n", "type": "transform", "config": {"expression": "1"}}], "edges": [],
+           "metadata": {"output": {"expression": "inputs.n.map(i, inputs.t + string(i))"}}}
+
+
+def test_a_run_s_computed_output_counts_in_what_its_owner_s_runs_keep(engine: Any, user: Any, api: Any,
+                                                                      settings: Any) -> None:
+    """A run's ``metadata.output`` is an artifact it keeps (up to AOB_MAX_NODE_OUTPUT_BYTES), and was
+    counted nowhere: 100 KB of inputs made a 10 MB output the owner's count never saw (a red team's
+    measure), so starts went on past the bound. It counts from when it is stored now."""
+    answer = _start(api, AMPLIFY, {"n": list(range(200)), "t": "x" * 3_000})
+    assert answer.status_code == 201, answer.json()
+    run = wait_for_run(answer.json()["run_id"])
+    assert run.status == "completed" and run.output_artifact_id, (run.error, run.output_error)
+    output_bytes = Artifact.objects.get(pk=run.output_artifact_id).size_bytes
+    assert output_bytes > 600_000 > 10 * run.inputs_bytes
+
+    assert run.usage.get("kept_bytes", 0) >= output_bytes
+    assert _kept(user.pk) == _recounted(user.pk) == owner_stored_bytes(user.pk) > output_bytes + run.inputs_bytes
+    settings.AOB_OWNER_STORAGE_BYTES = output_bytes  # its output alone passes the bound: the next start waits
+    refused = _start(api, AMPLIFY, {"n": [1], "t": "y"})
+    assert refused.status_code == 409 and refused.json()["error"] == "owner_storage_full", refused.json()
+
+
+def test_each_node_run_s_resolved_input_counts_in_what_its_owner_s_runs_keep(engine: Any, user: Any, api: Any,
+                                                                            remote: Any) -> None:
+    """Each node run keeps its resolved config (``NodeRun.input``, up to AOB_MAX_RESOLVED_CONFIG_BYTES),
+    counted nowhere: a loop of a step sending ``$inputs.big`` kept 6.2 MB in 30 passes and counted
+    210 KB (a red team's measure). Each is counted as the database measured it, once: a retry's
+    attempt wrote it before the one that completed, a loop's and a decision's rows are counted too."""
+    from django.db.models import Sum
+
+    definition = {"nodes": [
+        {"id": "send", "type": "http", "retry": {"max_attempts": 2, "backoff_ms": 50},
+         "config": {"url": f"{remote.base}/flaky/inputs-{user.pk}/1", "method": "POST", "payload": "$inputs.big"}},
+        {"id": "again", "type": "loop", "config": {"max_iterations": 5, "loop_back_to": "send"}},
+        {"id": "end", "type": "transform", "config": {"expression": "1"}}],
+        "edges": [{"from": "send", "to": "again"}, {"from": "again", "to": "send"}, {"from": "again", "to": "end"}]}
+    answer = _start(api, definition, {"big": "z" * 50_000})
+    assert answer.status_code == 201, answer.json()
+
+    run = wait_for_run(answer.json()["run_id"], timeout=60)
+
+    assert run.status == "completed", run.error
+    assert NodeRun.objects.get(run=run, node_id="send", iteration=0).attempts == 2  # the first one dropped
+    node_inputs = NodeRun.objects.filter(run=run).aggregate(total=Sum("input_bytes"))["total"]
+    assert node_inputs > 5 * 50_000
+    definition_bytes = Artifact.objects.get(pk=run.base_artifact_id).size_bytes
+    assert run.usage.get("kept_bytes", 0) == node_inputs + definition_bytes
+    assert _kept(user.pk) == _recounted(user.pk) == run.inputs_bytes + run.usage["output_bytes"] + node_inputs \
+        + definition_bytes
+
+
+def test_a_definition_sent_with_a_run_counts_in_what_its_owner_s_runs_keep(engine: Any, user: Any, api: Any,
+                                                                           settings: Any) -> None:
+    """``POST /runs`` with ``workflow`` keeps that definition as the run's artifact (up to
+    AOB_MAX_DEFINITION_BYTES a run), counted neither by AOB_MAX_DEFINITIONS_BYTES_PER_OWNER (saved
+    versions only) nor by the owner's bound: a run a second sent 1 MiB each, counted as nothing.
+    The start counts it as its own, and is refused when it would pass the bound."""
+    def sent(k: int) -> dict:
+        return {"nodes": [{"id": f"n{i}", "type": "transform", "description": f"{k}-{i}-" + "d" * 9_000,
+                           "config": {"expression": "1"}} for i in range(12)], "edges": []}
+
+    first = _start(api, sent(0), {})
+    assert first.status_code == 201, first.json()
+    run = wait_for_run(first.json()["run_id"])
+    definition_bytes = Artifact.objects.get(pk=run.base_artifact_id).size_bytes
+    assert definition_bytes > 100_000 and run.usage.get("kept_bytes", 0) >= definition_bytes
+    assert _kept(user.pk) == _recounted(user.pk) > definition_bytes
+    settings.AOB_OWNER_STORAGE_BYTES = owner_stored_bytes(user.pk) + 50_000  # room for inputs, not for a definition
+
+    refused = _start(api, sent(1), {})
+
+    assert refused.status_code == 409 and refused.json()["error"] == "owner_storage_full", refused.json()
+    assert refused.json()["details"]["adding"] >= definition_bytes
+    assert "definition sent with it" in refused.json()["message"]
+    assert Run.objects.filter(owner=user).count() == 1

@@ -86,11 +86,13 @@ def apply(run: Run, ir: IR, plan: Plan, now: Any) -> list[NodeRun]:
     if stored:  # the outputs of pure nodes evaluated in this decision
         keep_artifacts({aid: (Artifact.Kind.NODE_IO, canonical_json(content)) for aid, content in stored.items()})
     new = _node_runs(run, plan, now)
-    counted = count_output(run.pk, plan.output_bytes)  # in SQL: a patch's count before this decision stays
-    if counted is not None:
-        run.usage = {**(run.usage or {}), "output_bytes": counted}
     if new:
         NodeRun.objects.bulk_create(new)
+    # in SQL: a patch's count before this decision stays; the inputs of the node runs it stored
+    # (a pure node's resolved config, a conditional's copy) as the database measured them
+    counted = count_output(run.pk, plan.output_bytes, inputs_of=[nr.pk for nr in new if nr.input is not None])
+    if counted is not None:
+        run.usage = {**(run.usage or {}), "output_bytes": counted}
     for pk, fields in plan.updates.items():
         if "status" in fields:
             transitions.move_node_run(pk, **fields)

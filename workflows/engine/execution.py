@@ -31,6 +31,7 @@ from workflows.definition.validation import resolved_config_problem
 from workflows.limits import bounded_error
 from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of, text_id
 from workflows.registry import NodeContext
+from workflows.storage import kept_added
 
 from . import admission, events, heartbeat, locks, owners, planner, run_inputs, transitions
 from .artifacts import keep_artifacts
@@ -209,15 +210,17 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
 ), stored AS (
     INSERT INTO workflows_artifact (id, kind, content, size_bytes, created_at)
     VALUES (%(aid)s, 'node_io', %(output)s::jsonb, %(size)s, %(now)s) ON CONFLICT (id) DO NOTHING
+), was AS (  -- its resolved input as counted before (an earlier attempt's, a pause's), read with the row
+    SELECT COALESCE(input_bytes, 0) AS bytes FROM workflows_noderun WHERE id = %(id)s
 ), done AS (
     UPDATE workflows_noderun
        SET status = 'completed', finished_at = %(now)s, lease_expires_at = NULL, input = %(input)s::jsonb,
            output = %(output)s::jsonb, output_artifact_id = %(aid)s, attempt_log = attempt_log || %(entry)s::jsonb
      WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s AND run_id IN (SELECT id FROM locked)
- RETURNING run_id
+ RETURNING run_id, COALESCE(input_bytes, 0) AS input_bytes  -- as the database measured it (migration 0020)
 ), bumped AS (
     UPDATE workflows_run r SET event_seq = r.event_seq + 1, usage = {added}
-      FROM done WHERE r.id = done.run_id
+      FROM done, was WHERE r.id = done.run_id
  RETURNING r.event_seq, r.status, r.current_artifact_id, r.patch_seq,
            (r.usage->>'output_bytes')::bigint AS output_bytes
 ), appended AS (
@@ -229,7 +232,8 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
 SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq, bumped.output_bytes,
        {waiting} AS waiting  -- for its slot, now free (admission.py)
   FROM appended, bumped
-""".replace("{waiting}", admission.WAITING).replace("{added}", OUTPUT_BYTES_ADDED)
+""".replace("{waiting}", admission.WAITING).replace(
+    "{added}", kept_added(OUTPUT_BYTES_ADDED, "done.input_bytes - was.bytes"))  # the owner's storage (storage.py)
 
 
 def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None:
@@ -282,23 +286,39 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
                       output_bytes=output_bytes or 0)
 
 
+# An attempt that leaves ``running`` other than completed (``_finish``): its resolved input is kept
+# (and counted for the owner's storage, by what it changed since it was last counted) as COMPLETE's.
+FINISH = f"""
+WITH was AS (
+    SELECT COALESCE(input_bytes, 0) AS bytes FROM workflows_noderun WHERE id = %(id)s
+), moved AS (
+    UPDATE workflows_noderun
+       SET status = %(status)s, finished_at = %(now)s, lease_expires_at = NULL, input = %(input)s::jsonb,
+           attempt_log = attempt_log || %(entry)s::jsonb, error = %(error)s::jsonb,
+           available_at = COALESCE(%(available_at)s, available_at),
+           dispatched_at = COALESCE(%(dispatched_at)s, dispatched_at)
+     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
+ RETURNING run_id, COALESCE(input_bytes, 0) AS input_bytes
+), counted AS (
+    UPDATE workflows_run r SET usage = {kept_added("r.usage", "moved.input_bytes - was.bytes")}
+      FROM moved, was WHERE r.id = moved.run_id AND moved.input_bytes <> was.bytes
+)
+SELECT count(*) FROM moved
+"""  # noqa: S608 - no input
+
+
 def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], error: dict[str, Any] | None = None,
             available_at: Any = None, dispatched_at: Any = None) -> bool:
     """Leave ``running`` (this attempt only) with the attempt appended to the log in place."""
     transitions.check_node_run_move(NodeRun.Status.RUNNING, status)
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE workflows_noderun
-               SET status = %s, finished_at = %s, lease_expires_at = NULL, input = %s::jsonb,
-                   attempt_log = attempt_log || %s::jsonb, error = %s::jsonb,
-                   available_at = COALESCE(%s, available_at), dispatched_at = COALESCE(%s, dispatched_at)
-             WHERE id = %s AND status = 'running' AND attempts = %s
-            """,
-            [status, now, canonical_json(ctx.config), json.dumps([entry], default=str),
-             json.dumps(error, default=str) if error is not None else None, available_at, dispatched_at,
-             ctx.node_run_id, ctx.attempt])
-        return cursor.rowcount == 1
+        cursor.execute(FINISH, {
+            "status": status, "now": now, "input": canonical_json(ctx.config),
+            "entry": json.dumps([entry], default=str),
+            "error": json.dumps(error, default=str) if error is not None else None,
+            "available_at": available_at, "dispatched_at": dispatched_at, "id": ctx.node_run_id,
+            "attempt": ctx.attempt})
+        return cursor.fetchone()[0] == 1
 
 
 def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
@@ -472,11 +492,13 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
     } if reason in CLAIMED_AGAIN else {}
     with transaction.atomic():
         locks.lock_run(ctx.run_id)
+        was = NodeRun.objects.values_list("input_bytes", flat=True).get(pk=ctx.node_run_id) or 0
         moved = transitions.move_node_run(ctx.node_run_id, NodeRun.Status.WAITING, sources=[NodeRun.Status.RUNNING],
                                           guard={"attempts": ctx.attempt}, lease_expires_at=None, input=ctx.config,
                                           wait_reason=reason, undecided_since=timezone.now(), **logged)
         if not moved:
             return False
+        count_output(ctx.run_id, 0, inputs_of=[ctx.node_run_id], inputs_were=was)  # the owner's storage
         heartbeat.let_go(ctx.node_run_id)  # waiting is not a lost lease: nothing may stop what follows
         events.append(ctx.run_id, ctx.owner_id, create())
         admission.release(ctx.owner_id, ctx.node_type)  # a waiting node holds no worker (the last lock)

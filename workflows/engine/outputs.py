@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import datetime
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import isodate
@@ -37,6 +38,7 @@ from django.db import connection
 
 from aob_project.exceptions import AobError
 from workflows.models import canonical_json
+from workflows.storage import kept_added
 
 # How deep a stored output may nest: as deep as every reader can read it back. Python's parser and
 # encoder spend a frame of the same 1,000 a level, CEL's conversion and ``copy.deepcopy`` two, and
@@ -66,20 +68,27 @@ class OutputTooLarge(AobError):
 # Added in SQL, never written back from a value read before (a decision's, a patch's): what another
 # writer added under the same lock meanwhile stays.
 OUTPUT_BYTES_ADDED = "jsonb_set(r.usage, '{output_bytes}', to_jsonb(COALESCE((r.usage->>'output_bytes')::bigint, 0) + %(size)s))"
-OUTPUT_COUNTED = (f"UPDATE workflows_run r SET usage = {OUTPUT_BYTES_ADDED} WHERE r.id = %(run_id)s "  # noqa: S608 - no input
-                  "RETURNING (r.usage->>'output_bytes')::bigint")
+# ... and the resolved inputs of the node runs ``%(node_runs)s`` written since ``%(inputs_were)s``
+# bytes of them were counted (``usage.kept_bytes``: what the owner's runs keep, not the run's cap)
+INPUTS_WRITTEN = ("(SELECT COALESCE(SUM(n.input_bytes), 0) FROM workflows_noderun n WHERE n.id = ANY(%(node_runs)s))"
+                  " - %(inputs_were)s")
+OUTPUT_COUNTED = (f"UPDATE workflows_run r SET usage = {kept_added(OUTPUT_BYTES_ADDED, INPUTS_WRITTEN)} "  # noqa: S608 - no input
+                  "WHERE r.id = %(run_id)s RETURNING (r.usage->>'output_bytes')::bigint")
 
 
-def count_output(run_id: Any, size: int) -> int | None:
+def count_output(run_id: Any, size: int, *, inputs_of: Sequence[int] = (), inputs_were: int = 0) -> int | None:
     """Add ``size`` bytes of stored output to the run's ``usage.output_bytes`` (a negative size: an
-    output taken back, a reopened gate's); the count now (None: nothing to add). Under the run's
-    lock, as every writer of ``usage``."""
-    if not size:
+    output taken back, a reopened gate's), and to its ``usage.kept_bytes`` the resolved inputs the
+    node runs ``inputs_of`` hold now less ``inputs_were`` (what was counted of them before this
+    write: 0 for new rows); the output count now (None: nothing to add). Under the run's lock, as
+    every writer of ``usage``."""
+    if not size and not inputs_of:
         return None
     with connection.cursor() as cursor:
-        cursor.execute(OUTPUT_COUNTED, {"size": size, "run_id": run_id})
+        cursor.execute(OUTPUT_COUNTED, {"size": size, "run_id": run_id, "node_runs": list(inputs_of),
+                                        "inputs_were": inputs_were})
         row = cursor.fetchone()
-    return int(row[0]) if row else None
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def refuse_large_output(size: int) -> None:

@@ -10,23 +10,39 @@ version during a deploy) is asked for on its first read (``ask_unasked``)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from workflows.models import Event, Run
+from workflows.storage import kept_added
 
 from . import events
 from .dispatch import compute_output_after_commit
+
+# The output settled once (a compare-and-set on ``output_asked_at``), its bytes counted in the
+# run's ``usage.kept_bytes`` (what its owner's runs keep, ``workflows.storage``) in place of an
+# output it held before, if any.
+SETTLED = f"""
+UPDATE workflows_run r
+   SET output_asked_at = NULL, output_artifact_id = %(artifact_id)s, output_error = %(error)s::jsonb,
+       usage = {kept_added("r.usage", "%(size)s - COALESCE((SELECT a.size_bytes FROM workflows_artifact a "
+                                      "WHERE a.id = r.output_artifact_id), 0)")}
+ WHERE r.id = %(run_id)s AND r.output_asked_at IS NOT NULL
+"""  # noqa: S608 - no input
 
 
 def settle(run_id: Any, owner_id: int, *, artifact_id: str | None, error: dict[str, Any] | None,
            size: int = 0) -> bool:
     """Store the output's artifact (``size`` bytes) or ``error``, in the caller's transaction;
     False when it was no longer pending."""
-    if not Run.objects.filter(pk=run_id, output_asked_at__isnull=False).update(
-            output_asked_at=None, output_artifact_id=artifact_id, output_error=error):
-        return False
+    with connection.cursor() as cursor:
+        cursor.execute(SETTLED, {"artifact_id": artifact_id, "error": json.dumps(error) if error is not None else None,
+                                 "size": size if artifact_id else 0, "run_id": run_id})
+        if not cursor.rowcount:
+            return False
     data = {"error_type": error["error_type"]} if error else {"artifact_id": artifact_id, "bytes": size}
     events.append(run_id, owner_id, [(Event.Type.OUTPUT_COMPUTED, "", data)])
     return True

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
@@ -31,14 +31,12 @@ from workflows.models import (
     Run,
     Workflow,
     canonical_json,
-    content_id,
     size_of,
     text_id,
 )
 from workflows.results import run_output_compute
 from workflows.selectors import run_finished_check, run_owner_check
 
-from .artifacts import artifact_store
 from .definitions import validation_error
 
 _RUNNABLE: dict[str, None] = {}
@@ -78,8 +76,10 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     inputs = inputs if inputs is not None else {}
     inputs_bytes = run_inputs_check(inputs)
     stored = bool(artifact_id)
+    text = ""  # a definition sent with the run, as its artifact stores it
     if not stored:
-        artifact_id = content_id(definition) if isinstance(definition, dict) else ""
+        text = canonical_json(definition) if isinstance(definition, dict) else ""
+        artifact_id = text_id(text) if text else ""
     if artifact_id not in _RUNNABLE:
         # A version is validated and compiled before its first run in this process; its content
         # hash then vouches for it (same content, same id), so repeat runs skip both.
@@ -94,12 +94,15 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
     # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
-    # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep)
+    # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep); and
+    # of each reused node run's input, and a definition sent with the run is kept as its artifact:
+    # counted from the start as what the owner's runs keep (``usage.kept_bytes``, workflows.storage)
     reused_bytes = _reused_bytes(reused or [])
-    storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes + reused_bytes)
+    kept_bytes = size_of(text) + _reused_input_bytes(reused or [])
+    storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes + reused_bytes + kept_bytes)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
-              usage={"output_bytes": reused_bytes} if reused_bytes else {},
+              usage={key: value for key, value in (("output_bytes", reused_bytes), ("kept_bytes", kept_bytes)) if value},
               replay_of=replay_of,
               replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None,
               # a replay's definition is its source's, with the agent nodes patches added to it: they
@@ -111,7 +114,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
     # a failed start fails the caller's transaction.
     try:
-        _insert(run, definition=definition, stored=stored, reused=reused, record=record)
+        _insert(run, text=text, reused=reused, record=record)
     except IntegrityError as exc:
         # the tag's delete committed while the start waited on its lock: the run would name a tag
         # that is gone (a 500 before); the delete's 404, as a start a moment later gets
@@ -134,6 +137,13 @@ def _reused_bytes(reused: list[NodeRun]) -> int:
             + sum(size_of(canonical_json(output)) for output in rest if output is not None))
 
 
+def _reused_input_bytes(reused: list[NodeRun]) -> int:
+    """The bytes of the inputs a replay copies (``COPY_RECORDED``), as the database measured them."""
+    if not reused:
+        return 0
+    return NodeRun.objects.filter(pk__in=[nr.pk for nr in reused]).aggregate(total=Sum("input_bytes"))["total"] or 0
+
+
 # A replay's reused node runs take their source's input and output as stored: 48 outputs of 1.4 MB
 # read, parsed and written again through the web process took 28 s and 715 MB (a red team's find).
 COPY_RECORDED = """
@@ -144,10 +154,11 @@ UPDATE workflows_noderun AS copy SET input = source.input, output = source.outpu
 """
 
 
-def _insert(run: Run, *, definition: Any, stored: bool, reused: Any, record: Any) -> None:
-    with transaction.atomic() if not stored or reused or record is not None else nullcontext():
-        if not stored:
-            artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition)
+def _insert(run: Run, *, text: str, reused: Any, record: Any) -> None:
+    """``text``: the definition sent with the run, stored as its artifact with it ("": a version stored)."""
+    with transaction.atomic() if text or reused or record is not None else nullcontext():
+        if text:
+            keep_artifacts({run.base_artifact_id: (Artifact.Kind.DAG_VERSION, text)})
         if reused:
             run.save(force_insert=True)
             copies = NodeRun.objects.bulk_create([
