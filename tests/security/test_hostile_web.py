@@ -332,6 +332,51 @@ def test_an_exponential_run_patch_is_refused_fast(engine, api, user, canary_owne
     assert Run.objects.get(pk=run.pk).current_artifact_id == run.current_artifact_id
 
 
+def deepening(copies: int = 12) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = [{"op": "add", "path": "/metadata/x", "value": {"a": {}}}]
+    depth = 1
+    for _ in range(copies):  # the chain copied into its own leaf: twice as deep each time
+        ops.append({"op": "copy", "from": "/metadata/x", "path": "/metadata/x" + "/a" * depth + "/a"})
+        depth = 2 * depth + 1
+    return ops
+
+
+def stacking(adds: int = 20, each: int = 55) -> list[dict[str, Any]]:
+    """No copy: each ``add`` puts a 55-deep chain (within a body's 64) at the last one's leaf."""
+    chain: Any = {}
+    for _ in range(each - 1):
+        chain = {"a": chain}
+    ops, at = [{"op": "add", "path": "/metadata/x", "value": chain}], "/metadata/x"
+    for _ in range(adds):
+        at += "/a" * (each - 1) + "/b"
+        ops.append({"op": "add", "path": at, "value": chain})
+    return ops
+
+
+@pytest.mark.parametrize(("operations", "refused"),
+                         [(deepening(), 5), ([*stacking(), {"op": "remove", "path": "/metadata/x"}], 1),
+                          ([*stacking(), {"op": "test", "path": "/metadata/x", "value": 1}], 1)],
+                         ids=["copies", "adds then remove", "adds then test"])
+def test_a_patch_nesting_the_document_past_its_depth_is_refused_at_the_operation(engine, api, user, operations,
+                                                                                   refused):
+    """A dozen ``copy`` operations (17 KB), each of a chain into its own leaf, nested the document
+    8,000 deep before ``validate`` judged it; copying or measuring it then recursed past Python's
+    limit: a 500, at design time, on a person's run patch and an agent's (a red team's find). The
+    operation that would pass ``AOB_MAX_JSON_DEPTH`` is refused, naming itself and the rule."""
+    assert api.post(f"{API}/workflows", {"tag_name": "deep", "workflow": {**CANARY, "metadata": {}}},
+                    format="json").status_code == 201
+    design = api.patch(f"{API}/workflows/deep/patch", {"operations": operations}, format="json")
+    _, approval = parked(user, {})
+    run = api.post(f"{API}/runs/{approval.run_id}/patches",
+                   {"operations": [{"op": "add", "path": "/metadata", "value": {}}, *operations]}, format="json")
+
+    for response, op in ((design, refused), (run, refused + 1)):  # the run's patch adds /metadata first
+        assert response.status_code == 400, response.content[:300]
+        details = response.json()["details"]
+        assert details["rule"] == "max_depth" and details["op"] == op and details["limit"] == 64, details
+    assert design.json()["details"]["path"] == f"/operations/{refused}"
+
+
 # --- literal URLs and query parameters -------------------------------------------------------------
 
 def test_a_metadata_address_is_refused_at_save_with_the_ssrf_reason(engine, api, user, canary_owner):

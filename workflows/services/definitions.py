@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, RestrictedError, Sum
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
-from workflows.definition.validation import Report, validate
+from workflows.definition.validation import Report, json_depth, validate
 from workflows.models import Artifact, DeletedTag, Workflow, WorkflowVersion
 from workflows.models.workflow import DESCRIPTION_MAX_CHARS, RESERVED_TAGS, TAG_PATTERN
 
@@ -231,6 +231,7 @@ def apply_operations(document: Any, operations: Any) -> Any:
         index = 0
         document = copy.deepcopy(document)
         for index, operation in enumerate(operations):
+            _check_depth(document, operation, index)
             change, duplicated = _size_change(document, operation)
             copied += duplicated
             if size + change > limit or copied > limit:
@@ -312,6 +313,26 @@ def _failure(exc: Exception, document: Any, operation: Any) -> dict[str, Any]:
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact JSON, the measure of ``AOB_MAX_DEFINITION_BYTES``."""
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _check_depth(document: Any, operation: dict[str, Any], index: int) -> None:
+    """Refuse an operation that would nest the document past ``AOB_MAX_JSON_DEPTH``: where it puts
+    a value, as deep as its path and the value together. The document's depth is judged again by
+    ``validate``, after all of them; a dozen ``copy`` operations, each of the chain into its own
+    leaf, nested it 8,000 deep before then, and copying or measuring it recursed past Python's
+    limit (a 500 on every way a patch comes in: a red team's find)."""
+    op, limit = operation["op"], settings.AOB_MAX_JSON_DEPTH
+    if op not in ("add", "replace", "copy", "move"):
+        return
+    value = (jsonpointer.JsonPointer(operation["from"]).resolve(document) if op in ("copy", "move")
+             else operation["value"])
+    depth = len(jsonpointer.JsonPointer(operation["path"]).parts) + json_depth(value, limit)
+    if depth > limit:
+        raise ValidationFailed(
+            f"patch cannot be applied: {_named(index, operation)} would nest the document {depth} levels deep; "
+            f"the limit is {limit} (AOB_MAX_JSON_DEPTH)",
+            code="invalid_patch", extra={"field": "operations", "path": f"/operations/{index}", "rule": "max_depth",
+                                         "op": index, "limit": limit})
 
 
 def _size_change(document: Any, operation: dict[str, Any]) -> tuple[int, int]:
