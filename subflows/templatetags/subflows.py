@@ -11,7 +11,9 @@ register = template.Library()
 
 @register.inclusion_tag("subflows/run_family.html", takes_context=True)
 def run_family(context: Any, run: Any) -> dict[str, Any]:
-    from subflows.selectors import run_family
+    from subflows.selectors import CHILDREN_SHOWN, run_family
 
     parent, children = run_family(run=run, user=context["request"].user)
-    return {"parent": parent, "children": children}
+    shown = list(children[:CHILDREN_SHOWN])
+    more = children.count() - len(shown) if len(shown) == CHILDREN_SHOWN else 0
+    return {"parent": parent, "children": shown, "more": more}

@@ -46,7 +46,7 @@ def test_a_child_run_completes_and_its_outputs_are_the_nodes_output(engine, api,
     assert NodeRun.objects.get(run=run, node_id="after").output == "n=42"
     family = api.get(f"/api/v1/runs/{run.pk}/family").json()
     assert family == {"parent": None, "children": [{"run_id": str(child.pk), "node_id": "child",
-                                                    "status": "completed"}]}
+                                                    "status": "completed"}], "children_total": 1, "next": None}
     assert api.get(f"/api/v1/runs/{child.pk}/family").json()["parent"]["run_id"] == str(run.pk)
     page = Client()
     page.force_login(user)
@@ -205,7 +205,8 @@ def test_one_asked_to_approve_in_a_child_run_sees_that_run_not_its_parent(engine
 
     as_bob = client_for(bob)
     assert as_bob.get(f"/api/v1/runs/{run.pk}/family").status_code == 404
-    assert as_bob.get(f"/api/v1/runs/{link.child_run_id}/family").json() == {"parent": None, "children": []}
+    assert as_bob.get(f"/api/v1/runs/{link.child_run_id}/family").json() == {"parent": None, "children": [],
+                                                                            "children_total": 0, "next": None}
     assert str(run.pk) not in run_page(bob, link.child_run_id)
     assert api.get(f"/api/v1/runs/{link.child_run_id}/family").json()["parent"]["run_id"] == str(run.pk)
     assert f"/runs/{run.pk}/" in run_page(user, link.child_run_id)  # the parent's link
