@@ -62,6 +62,18 @@ class RedisChannelLayer(CoreLayer):
             if group in occupied:
                 await super().group_send(group, message)
 
+    async def group_add_many(self, groups: list[str], channel: str) -> None:
+        """``group_add`` of ``channel`` to each of ``groups``, one pipelined round trip per Redis host:
+        a socket joins its groups again every ``AOB_WS_RECHECK_S`` (``consumers._Consumer.rejoin``), so
+        its membership's age, which ``group_expiry`` trims at the next send, never passes a day."""
+        now = time.time()
+        for index, names in self._by_connection(groups).items():
+            async with self.connection(index).pipeline(transaction=False) as pipe:
+                for group in names:
+                    pipe.zadd(self._group_key(group), {channel: now})
+                    pipe.expire(self._group_key(group), self.group_expiry)
+                await pipe.execute()
+
     def anyone_in(self, groups: list[str]) -> bool:
         """Whether any of ``groups`` may have members, asked synchronously with one ``EXISTS`` per
         Redis host and no event loop, for a caller that usually finds nobody (a worker after a

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Subquery
+from django.db.models import CharField, F, Func, Subquery
 from django.utils import timezone
 
 from approvals.exceptions import (
@@ -128,7 +128,15 @@ def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, no
                    if timeout_ms and config.get("remind_before_ms") else None),
     )
     approval_notify(approval=approval)
+    _nudge(approval)
     return approval, [(Event.Type.APPROVAL_REQUIRED, node_id, _required_payload(approval))]
+
+
+def _nudge(approval: Approval) -> None:
+    """The open inboxes of the people ``approval`` names read themselves again after commit: a gate
+    on another's run reaches no approver by its run's events (``events.inboxes_nudge_after_commit``).
+    Every change to a pending approval, or out of pending, calls it."""
+    events.inboxes_nudge_after_commit(approval.approvers or [])
 
 
 def _required_payload(approval: Approval, **extra: Any) -> dict[str, Any]:
@@ -256,6 +264,7 @@ def _count(approval: Approval, *, user: User, approve: bool, comment: str, data:
         "approval_id": approval.pk, "user": user.username, "approve": approve, "comment": comment,
         "approvals": approvals, "required_approvals": approval.required_approvals,
         "settled": settled, "at": decision.at.isoformat()})])
+    _nudge(approval)
     if settled:
         _settle(approval, settled, approved=settled == Approval.Status.APPROVED)
 
@@ -291,6 +300,7 @@ def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: 
         message=patch.description or f"An agent proposes {len(patch.operations)} change(s) to this run",
         context={"operations": patch.operations, "before": before, "after": after})
     approval_notify(approval=approval)
+    _nudge(approval)
     events.append(run.pk, run.owner_id, [(Event.Type.APPROVAL_REQUIRED, patch.node_id, {
         "run_id": str(run.pk), "node_id": patch.node_id, "approval_id": approval.pk, "kind": "patch",
         "patch_id": patch.pk, "message": approval.message, "approvers": approval.approvers, "deadline": None,
@@ -299,9 +309,14 @@ def approval_hold_patch(*, run: Any, patch: Any, before: dict[str, Any], after: 
 
 
 def approvals_cancel_for_run(*, run_id: Any, now: Any) -> int:
-    """Every pending approval of a run that ended leaves the inbox; called inside the run's last transaction."""
-    return Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
-        status=Approval.Status.CANCELLED, decided_at=now)
+    """Every pending approval of a run that ended leaves the inbox; called inside the run's last
+    transaction. The inboxes of the distinct names they list are nudged (read in the database, at
+    most ``events.INBOX_NUDGE_MAX_NAMES``: a run may wait on many gates at once)."""
+    pending = Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING)
+    names = (pending.annotate(name=Func(F("approvers"), function="jsonb_array_elements_text", output_field=CharField()))
+             .order_by().values_list("name", flat=True).distinct()[:events.INBOX_NUDGE_MAX_NAMES])
+    events.inboxes_nudge_after_commit(list(names))
+    return pending.update(status=Approval.Status.CANCELLED, decided_at=now)
 
 
 def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revote: tuple[str, ...],
@@ -321,6 +336,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
         approval.action_digest = _action_digest(approval)  # a vote on the page read before is refused
         approval.save(update_fields=["action_digest"])
         voided = approval.decisions.counting().update(voided=True)
+        _nudge(approval)  # its page's digest moved: a vote on the page read before is refused
         if voided:
             items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
                                                        "patch_seq": patch_seq, "voided_decisions": voided}))
@@ -357,6 +373,7 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
                                                    "patch_seq": patch_seq, "reopened": True}))
         items.append((Event.Type.APPROVAL_REQUIRED, node_id, _required_payload(approval, reopened=True)))
         approval_notify(approval=approval, reason=Delivery.Reason.REOPENED)
+        _nudge(approval)
     events.append(run.pk, run.owner_id, items)
 
 
@@ -447,6 +464,7 @@ def _end_for_inactive_owner(pk: int, run_id: Any) -> int:
             "approval_id": approval.pk, "settled": Approval.Status.CANCELLED, "reason": failure.code,
             "message": failure.message})])
         _settle(approval, Approval.Status.CANCELLED, approved=False, error=error)
+        _nudge(approval)
         return 1
 
 
@@ -483,6 +501,7 @@ def _expire(approval: Approval, now: Any) -> None:
         # notifications, the pages, the admin, the CLI) says what it will do, not what it did
         approval.on_timeout = Approval.OnTimeout.REJECT if approval.deadline else ""
         approval.save(update_fields=["escalated", "approvers", "deadline", "on_timeout"])
+        _nudge(approval)  # the approvers it escalated to among them
         approval_notify(approval=approval, reason=Delivery.Reason.ESCALATED, names=list(approval.escalate_to))
         events.append(approval.run_id, approval.run.owner_id, [(
             Event.Type.APPROVAL_REQUIRED, approval.node_id, _required_payload(approval, escalated=True,
@@ -490,6 +509,7 @@ def _expire(approval: Approval, now: Any) -> None:
         return
     events.append(approval.run_id, approval.run.owner_id, [(Event.Type.APPROVAL_DECIDED, approval.node_id, {
         "approval_id": approval.pk, "timeout": True, "on_timeout": outcome, "settled": Approval.Status.EXPIRED})])
+    _nudge(approval)
     if outcome == Approval.OnTimeout.FAIL:
         _settle(approval, Approval.Status.EXPIRED, approved=False, error={
             "error_type": "ApprovalTimeout", "message": f"approval {approval.pk} was not decided before its deadline"})

@@ -12,10 +12,16 @@ name is judged by them (``name_left``, ``pre_save``: Django's ``createsuperuser`
 or one another had left); a clash made before stays, read by this rule,
 and an approval naming one says so (``names_of_both``). A name its holder left (renamed or
 deleted: ``LeftName``, kept by ``name_left``) is given to no one else, since approvals name people
-by it."""
+by it.
+
+The live inbox follows names too: a change to an approval (asked, decided, voided, escalated, ended
+with its run) nudges the Channels group of each name it lists (``inbox_group``), and a user's
+``ws/events/`` socket is in the group of each of ``approver_names(user)``, so the nudge reaches
+exactly those the approval asks, by this rule, without resolving a group's members."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +42,12 @@ def approver_names(user: Any) -> list[str]:
     unless a group has it. One query."""
     own = User.objects.filter(by_own_name(), pk=user.pk).values_list("username", flat=True)
     return list(user.groups.values_list("name", flat=True).union(own))
+
+
+def inbox_group(name: str) -> str:
+    """The Channels group of an approver name (``approver_names``): a name may hold any character
+    and 150 of them, a group's name is ASCII and under 100, so it is named by a digest."""
+    return "inbox." + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
 def naming(user: Any, field: str) -> Q:

@@ -17,6 +17,13 @@ nothing of another's), judge the user again and read on from the database (``_ta
 those of the runs it heard of latest whose counter went past what it sent. So the last event of a
 run, the one a page waits for, reaches the client within that time even when its message never
 came, and no later event is needed to reveal the hole.
+
+A socket joins its groups at its handshake and again every ``AOB_WS_RECHECK_S`` (``rejoin``):
+channels_redis drops a member older than ``group_expiry`` (a day) at the next send to its group,
+so a page open longer went deaf while it said it was live, and a group Redis lost (a restart)
+is joined again. The user's stream is also in the group of each approver name of the user
+(``approvers.inbox_group``), and forwards a change of an approval naming them as
+``{"type": "inbox_changed"}``, nothing more: the inbox reads itself again, on another's run too.
 """
 
 from __future__ import annotations
@@ -205,6 +212,15 @@ def _runs_behind(owner_id: int, last: dict[str, int]) -> list[tuple[str, int]]:
     return [(str(pk), last[str(pk)]) for pk, seq in counters if seq > last[str(pk)]]
 
 
+@database_sync_to_async
+def _inbox_groups(user_id: int) -> list[str]:
+    """The Channels groups of the user's approver names (``approvers.approver_names``), those an
+    approval naming them nudges (``events.inboxes_nudge_after_commit``); one query."""
+    from workflows.approvers import approver_names, inbox_group
+
+    return [inbox_group(name) for name in sorted(approver_names(User(pk=user_id)))]
+
+
 def _left(task: asyncio.Task[None]) -> None:
     _Consumer.leaving.discard(task)
     if not task.cancelled() and task.exception() is not None:  # Redis away: the group's expiry ends it
@@ -215,7 +231,8 @@ class _Consumer(AsyncJsonWebsocketConsumer):
     user_id: int | None = None
     recheck_at = 0.0
     closed = False
-    group: str | None = None
+    groups: list[str] = []
+    joined_at = 0.0
     tail: asyncio.Task[None] | None = None
     heard_at = 0.0
     TAIL_MIN_S = 0.25  # however small AOB_WS_RECHECK_S is set, a quiet socket reads at most this often
@@ -225,20 +242,40 @@ class _Consumer(AsyncJsonWebsocketConsumer):
     # Open sockets per user in this process (gone with it, so a crash leaves no count behind).
     open_sockets: dict[int, int] = {}
 
-    async def admit(self, user: User, group: str) -> bool:
-        """Join ``group`` and accept the socket of an authenticated user, or refuse it (4429) past
-        ``AOB_WS_MAX_PER_USER`` open in this process: one user's sockets cannot take a web
-        process's memory and file descriptors from everyone else's. The group is joined before
-        the socket is accepted, so no event sent once the client sees it open can pass it by."""
+    async def admit(self, user: User) -> bool:
+        """Join the socket's groups (``groups_now``) and accept the socket of an authenticated user,
+        or refuse it (4429) past ``AOB_WS_MAX_PER_USER`` open in this process: one user's sockets
+        cannot take a web process's memory and file descriptors from everyone else's. The groups
+        are joined before the socket is accepted, so no event sent once the client sees it open
+        can pass it by."""
         if self.open_sockets.get(user.pk, 0) >= settings.AOB_WS_MAX_PER_USER:
             await self.refuse(TOO_MANY)
             return False
         self.open_sockets[user.pk] = self.open_sockets.get(user.pk, 0) + 1
         self.user_id, self.recheck_at = user.pk, time.monotonic() + settings.AOB_WS_RECHECK_S
-        self.group = group
-        await self.channel_layer.group_add(group, self.channel_name)
+        await self.rejoin()
         await self.accept()
         return True
+
+    async def groups_now(self, user_id: int) -> list[str]:
+        """The groups the socket of ``user_id`` is to be in now."""
+        raise NotImplementedError
+
+    async def rejoin(self) -> None:
+        """Join the socket's groups (again: each membership's age starts over, and a group Redis
+        lost is made again), and leave those it is no longer to be in (a user out of a group whose
+        approvals nudged them). One pipelined round trip: at most every ``AOB_WS_RECHECK_S``."""
+        if self.user_id is None:
+            return  # released: the socket is ending
+        groups = await self.groups_now(self.user_id)
+        for group in set(self.groups) - set(groups):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups, self.joined_at = groups, time.monotonic()
+        if hasattr(self.channel_layer, "group_add_many"):
+            await self.channel_layer.group_add_many(groups, self.channel_name)
+        else:
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
 
     # The group departures of consumers that ended without disconnect(), until they are done.
     leaving: set[asyncio.Task[None]] = set()
@@ -248,11 +285,15 @@ class _Consumer(AsyncJsonWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:  # a handler that raised (a client gone mid-send, Redis) never reaches disconnect()
             self._release()
-            if self.group is not None:  # nor leaves its group: a task of its own does, this one may be cancelled
-                task = asyncio.get_running_loop().create_task(
-                    self.channel_layer.group_discard(self.group, self.channel_name))
+            if self.groups:  # nor leaves its groups: a task of its own does, this one may be cancelled
+                task = asyncio.get_running_loop().create_task(self._leave(self.groups))
+                self.groups = []
                 self.leaving.add(task)
                 task.add_done_callback(_left)
+
+    async def _leave(self, groups: list[str]) -> None:
+        for group in groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     def start_tail(self) -> None:
         self.heard_at = time.monotonic()
@@ -261,21 +302,27 @@ class _Consumer(AsyncJsonWebsocketConsumer):
     async def _tail(self) -> None:
         """While the socket is open: after ``AOB_WS_RECHECK_S`` with nothing sent (a run's stream) or
         every ``AOB_WS_RECHECK_S`` (the user's), ``quiet_read`` (judge the user again, read on from
-        the database), for an event whose live message was lost."""
+        the database), for an event whose live message was lost; and every ``AOB_WS_RECHECK_S``,
+        quiet or not, ``rejoin`` (a membership's age is its join's, not its last message's)."""
         while not self.closed:
             quiet = max(self.TAIL_MIN_S, settings.AOB_WS_RECHECK_S)
             if not self.READ_WHEN_QUIET_ONLY:
                 await asyncio.sleep(quiet)
             else:
-                await asyncio.sleep(max(0.0, self.heard_at + quiet - time.monotonic()))
-                if time.monotonic() - self.heard_at < quiet:
-                    continue  # something was sent meanwhile
+                await asyncio.sleep(max(0.0, min(self.heard_at, self.joined_at) + quiet - time.monotonic()))
+            if time.monotonic() - self.joined_at >= quiet and not self.closed:
+                try:
+                    await self.rejoin()
+                except Exception:  # Redis or the database away for a moment: the next period tries again
+                    logger.warning("ws.rejoin_failed", extra={"groups": self.groups[:1]}, exc_info=True)
+            if self.READ_WHEN_QUIET_ONLY and time.monotonic() - self.heard_at < quiet:
+                continue  # something was sent meanwhile
             async with self.sending:
                 self.heard_at = time.monotonic()
                 try:
                     await self.quiet_read()
                 except Exception:  # the database away for a moment: the next quiet read tries again
-                    logger.warning("ws.quiet_read_failed", extra={"group": self.group}, exc_info=True)
+                    logger.warning("ws.quiet_read_failed", extra={"groups": self.groups[:1]}, exc_info=True)
 
     async def quiet_read(self) -> None:
         raise NotImplementedError
@@ -297,9 +344,8 @@ class _Consumer(AsyncJsonWebsocketConsumer):
             self.user_id = None
 
     async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
+        groups, self.groups = self.groups, []
+        await self._leave(groups)
         self._release()
 
     async def still_allowed(self, run_id: str | None = None) -> bool:
@@ -334,7 +380,7 @@ class _Consumer(AsyncJsonWebsocketConsumer):
 class RunEventsConsumer(_Consumer):
     async def connect(self) -> None:
         self.run_id = str(self.scope["url_route"]["kwargs"]["run_id"])
-        self.group = None
+        self.groups = []
         # one sender at a time: a live event, its fill and the quiet read each send in order
         self.sending = asyncio.Lock()
         user = await authenticate(self.scope)
@@ -344,12 +390,15 @@ class RunEventsConsumer(_Consumer):
         if not await _visible_run(user, self.run_id):
             await self.refuse(FORBIDDEN)
             return
-        if not await self.admit(user, f"run.{self.run_id}"):
+        if not await self.admit(user):
             return
         self.last = _after(self.scope)
         async with self.sending:
             await self._read_on()
         self.start_tail()
+
+    async def groups_now(self, user_id: int) -> list[str]:
+        return [f"run.{self.run_id}"]
 
     async def _allowed(self) -> bool:
         return await self.still_allowed(self.run_id)
@@ -390,15 +439,21 @@ class UserEventsConsumer(_Consumer):
     different worker processes, so one can overtake another: a later event first fills the hole
     from the database, and the overtaken one is dropped when it arrives. The first event seen of
     a run also brings that run's events stamped up to ``SINCE_MARGIN_S`` before the connection
-    opened (an event is stamped before it commits, on its worker's clock)."""
+    opened (an event is stamped before it commits, on its worker's clock).
+
+    It is in the group of each of the user's approver names too (``_inbox_groups``, at most
+    ``NAMES_JOINED``), and tells the client of a change to an approval naming them, on any run, by
+    ``{"type": "inbox_changed"}`` alone (``inbox_changed``)."""
 
     SINCE_MARGIN_S = 5
     RUNS_TRACKED = 10_000
     QUIET_RUNS = 200  # the runs a quiet read looks at: those seen latest
     READ_WHEN_QUIET_ONLY = False
+    NAMES_JOINED = 1000  # a user's approver names whose groups a socket joins (groups are an admin's to give)
+    nudged: str | None = None
 
     async def connect(self) -> None:
-        self.group = None
+        self.groups = []
         self.sending = asyncio.Lock()
         self.since = timezone.now() - timedelta(seconds=self.SINCE_MARGIN_S)
         self.last: dict[str, int] = {}
@@ -406,9 +461,22 @@ class UserEventsConsumer(_Consumer):
         if user is None:
             await self.refuse(UNAUTHENTICATED)
             return
-        if not await self.admit(user, f"user.{user.pk}"):
+        if not await self.admit(user):
             return
         self.start_tail()
+
+    async def groups_now(self, user_id: int) -> list[str]:
+        return [f"user.{user_id}", *(await _inbox_groups(user_id))[:self.NAMES_JOINED]]
+
+    async def inbox_changed(self, message: dict[str, Any]) -> None:
+        """An approval naming the user changed: the client reads its inbox again. Said once a change
+        (a user in several of the groups it named hears it from each), and with nothing of the
+        approval: what the inbox shows, it reads as its user."""
+        async with self.sending:
+            if message.get("change") == self.nudged or not await self.still_allowed():
+                return
+            self.nudged = message.get("change")
+            await self.sent({"type": "inbox_changed"})
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.sent(frame)

@@ -4,16 +4,19 @@ Redis channel layer and real workers: who may subscribe, and resuming with ?afte
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db import connections
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -393,6 +396,7 @@ def test_an_open_stream_ends_when_its_token_is_revoked_or_its_user_deactivated(e
     closed, closed_too, frames, later = run(main())
     assert closed == {"type": "websocket.close", "code": 4401}
     assert closed_too == {"type": "websocket.close", "code": 4401}
+    frames = [f for f in frames if f["type"] != "inbox_changed"]  # keeper decided: their inbox is nudged too
     assert {f["run_id"] for f in frames} == {first_run} and "approval_decided" in [f["type"] for f in frames]
     assert later == {"type": "websocket.close", "code": 4401}
 
@@ -621,3 +625,110 @@ def test_the_user_stream_reads_on_for_a_lost_event_while_another_run_keeps_talki
     seen = run(main())
     assert (quiet_run, 2) in seen
     assert [seq for run_id, seq in seen if run_id == busy_run] == list(range(1, 12))
+
+
+def gated_for(approvers: list[str]) -> dict[str, Any]:
+    """The approval example with its gate asking ``approvers`` (two of them to approve, never its owner)."""
+    definition = copy.deepcopy(APPROVAL)
+    for node in definition["nodes"]:
+        if node["type"] == "hitl":
+            node["config"].update(approvers=approvers, required_approvals=2, allow_self_approval=False)
+    return definition
+
+
+def test_an_approvers_inbox_stream_hears_of_each_change_to_a_gate_on_another_owners_run(
+        engine: Any, make_user: Any, settings: Any) -> None:
+    """The inbox (approvals.js) follows ``ws/events/``, which carries the events of the user's own
+    runs alone: a gate on alice's run asking bob, a colleague's vote on it, the run cancelled under
+    it, none reached bob's inbox, which went on saying it was live with a stale list. Now a change
+    to an approval nudges the groups of the names it lists, and a user's stream is in the group of
+    each of their names (``approvers.inbox_group``): bob hears ``{"type": "inbox_changed"}`` and
+    nothing else (no run, no approval: his inbox reads what he may see), once a change though the
+    gate names him twice (himself and his group); someone it does not name hears nothing."""
+    settings.AOB_WS_RECHECK_S = 1  # the quiet reads each second bring bob nothing either: not his runs
+    alice, bob, carol, mallory = (make_user(name) for name in ("alice", "bob", "carol", "mallory"))
+    finance = Group.objects.create(name="finance")
+    finance.user_set.add(bob, carol)
+
+    def decide_as_carol(run_id: str) -> None:
+        approval = Approval.objects.get(run_id=run_id, status=Approval.Status.PENDING)
+        approval_decide(approval=approval, user=carol, approve=True)
+
+    def cancel(run_id: str) -> None:
+        assert client_for(alice).post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+
+    async def heard(comm: WebsocketCommunicator) -> list[dict[str, Any]]:
+        frames = [await comm.receive_json_from(timeout=TIMEOUT)]
+        while not await comm.receive_nothing(timeout=0.5):
+            frames.append(await comm.receive_json_from(timeout=TIMEOUT))
+        return frames
+
+    async def main() -> tuple[list[list[dict[str, Any]]], bool]:
+        sockets = [communicator("/ws/events/", token=u.auth_token.key) for u in (bob, mallory)]
+        for comm in sockets:
+            assert (await comm.connect(timeout=TIMEOUT))[0]
+        approver, bystander = sockets
+        run_id = await sync_to_async(start)(alice, gated_for(["finance", "bob"]), {"amount": 5, "customer": "Ada"})
+        asked = await heard(approver)
+        await sync_to_async(decide_as_carol)(run_id)
+        voted = await heard(approver)
+        await sync_to_async(cancel)(run_id)
+        ended = await heard(approver)
+        quiet = await bystander.receive_nothing(timeout=1)
+        for comm in sockets:
+            await comm.disconnect()
+        return [asked, voted, ended], quiet
+
+    changes, bystander_heard_nothing = run(main())
+    assert changes == [[{"type": "inbox_changed"}]] * 3
+    assert bystander_heard_nothing
+
+
+async def age_memberships(group: str, seconds: int | None) -> int:
+    """Make the group's members look as if they joined ``seconds`` ago (what a day without a join
+    does), or, with None, drop the group (what a Redis restart does); how many members it had."""
+    layer = get_channel_layer()
+    key = layer._group_key(group)
+    async with layer.connection(layer.consistent_hash(group)) as conn:
+        members = await conn.zrange(key, 0, -1)
+        if seconds is None:
+            await conn.delete(key)
+        for member in members if seconds is not None else []:
+            await conn.zadd(key, {member: int(time.time()) - seconds})
+    return len(members)
+
+
+@pytest.mark.parametrize("lost", ["a-day-old", "redis-restarted"])
+def test_a_user_stream_open_for_more_than_a_day_still_hears_of_a_new_run(engine: Any, user: Any, settings: Any,
+                                                                       lost: str) -> None:
+    """A socket joined its group once, at its handshake, and channels_redis trims a member older
+    than ``group_expiry`` (a day) at the next send to the group: a page open longer (the runs list,
+    the inbox) said "● live" and heard of no new run again (its quiet read reads only runs it has
+    heard of). A group lost with a Redis restart did the same at once. A socket now joins its
+    groups again every ``AOB_WS_RECHECK_S`` (``_Consumer.rejoin``)."""
+    settings.AOB_WS_RECHECK_S = 1
+    expiry = get_channel_layer().group_expiry
+
+    async def main() -> list[dict[str, Any]]:
+        comm = communicator("/ws/events/", token=user.auth_token.key)
+        assert (await comm.connect(timeout=TIMEOUT))[0]
+        aged = await age_memberships(f"user.{user.pk}", expiry + 1 if lost == "a-day-old" else None)
+        assert aged == 1  # the socket, a day on (or gone with Redis)
+        assert await comm.receive_nothing(timeout=2.5)  # a recheck period or two pass, as they would in a day
+        await sync_to_async(start)(user, HELLO, {"name": "Ada"})
+        frames: list[dict[str, Any]] = []
+        while not frames or frames[-1]["type"] != "workflow_completed":
+            frames.append(await comm.receive_json_from(timeout=TIMEOUT))
+        await comm.disconnect()
+        return frames
+
+    frames = run(main())
+    assert frames[0]["type"] == "workflow_started" and frames[-1]["type"] == "workflow_completed"
+
+
+def test_the_inbox_page_reads_itself_again_on_a_nudge_and_on_opening_again() -> None:
+    """The nudge is only as good as the page that reads it: approvals.js re-reads the inbox on
+    ``inbox_changed``, and when its socket opens again (nudges sent while it was closed are lost)."""
+    script = (Path(settings.BASE_DIR) / "workflows/static/aob/approvals.js").read_text()
+    assert 'frame.type === "inbox_changed"' in script
+    assert "if (opened) load();" in script

@@ -79,3 +79,24 @@ def test_a_burst_of_one_runs_events_goes_as_one_stub_of_its_last_where_it_ended(
         "run_id": "a", "seq": BURST_FRAMES + 2, "type": "node_skipped", "node_id": f"n{BURST_FRAMES + 2}",
         "stub": True, "first": 1}})]
     assert coalesced(few) == few
+
+
+def test_an_inboxs_nudges_go_once_a_group_and_leave_the_events_stubbed_as_before() -> None:
+    """``events.coalesced`` with an inbox's nudges in the batch (``inboxes_nudge_after_commit``:
+    no event): they go once a group, where the first stood, and the events around them are kept or
+    stubbed as without them (before nudges, every message of a batch was read as an event)."""
+    from workflows.engine.events import BURST_FRAMES, coalesced
+
+    def sent(seq: int) -> tuple[str, dict[str, Any]]:
+        return "run.a", {"type": "run.event", "event": {"run_id": "a", "seq": seq, "type": "node_skipped",
+                                                         "node_id": f"n{seq}", "data": {}}}
+
+    def nudge(group: str, change: str) -> tuple[str, dict[str, Any]]:
+        return group, {"type": "inbox.changed", "change": change}
+
+    few = [sent(seq) for seq in range(1, 3)]
+    assert coalesced([few[0], nudge("inbox.x", "1"), few[1], nudge("inbox.x", "2"), nudge("inbox.y", "2")]) == [
+        few[0], nudge("inbox.x", "1"), few[1], nudge("inbox.y", "2")]
+    burst = [sent(seq) for seq in range(1, BURST_FRAMES + 3)]
+    out = coalesced([nudge("inbox.x", "1"), *burst])
+    assert out[0] == nudge("inbox.x", "1") and len(out) == 2 and out[1][1]["event"]["stub"]

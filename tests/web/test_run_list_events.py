@@ -49,3 +49,19 @@ def test_a_run_that_paused_on_its_budget_says_so_in_an_event_the_runs_list_reads
     moved = [data for t, data in events[paused_at:] if t == "run_moved"]
     assert moved == [{"status": "waiting_for_approval", "was": "running"}], events
     assert "run_moved" in status_events()
+
+
+def test_the_runs_list_says_another_owners_rows_do_not_follow_their_runs(db: Any, make_user: Any) -> None:
+    """The page follows ``ws/events/``, which carries the viewer's own runs' events: staff reading
+    another owner's runs (``?owner=``) saw rows that never moved, on a page that moves its own.
+    It says so, there and only there."""
+    from django.test import Client
+
+    staff = make_user("root", is_staff=True, is_superuser=True)
+    make_user("bob")
+    client = Client()
+    client.force_login(staff)
+    note = "Another owner's runs do not update here as they run"
+    assert note in client.get("/runs/?owner=bob").content.decode()
+    assert note not in client.get("/runs/").content.decode()
+    assert note not in client.get("/runs/?owner=root").content.decode()

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from aob_project.context import current_request_id
 from workflows.answers import run_inputs_within
+from workflows.approvers import inbox_group
 from workflows.engine.outputs import strict_json
 from workflows.models import Event, canonical_json, size_of
 
@@ -180,29 +182,63 @@ def coalesced(batch: list[tuple[str, dict[str, Any]]], *, burst: int = BURST_FRA
     """``batch`` (group, message) with each group's events of one run past ``burst`` sent as one
     stub of the last of them (the highest seq) naming the first (``first``: a socket reads them all
     from there, as a burst sent whole would have been read), where the last of them stood: one
-    message where there were hundreds."""
-    counts = Counter((group, message["event"]["run_id"]) for group, message in batch)
+    message where there were hundreds. An inbox's nudges (``inboxes_nudge_after_commit``: no
+    event, nothing but "read again") go once a group, where the first stood."""
+    nudged: set[str] = set()
+    kept = []
+    for group, message in batch:
+        if "event" not in message:
+            if group in nudged:
+                continue
+            nudged.add(group)
+        kept.append((group, message))
+    batch = kept
+    counts = Counter((group, message["event"]["run_id"]) for group, message in batch if "event" in message)
     if not counts or max(counts.values()) <= burst:
         return batch
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     first: dict[tuple[str, str], int] = {}
     place: dict[tuple[str, str], int] = {}
     for index, (group, message) in enumerate(batch):
+        if "event" not in message:
+            continue
         key, event = (group, message["event"]["run_id"]), message["event"]
         if counts[key] > burst:
             place[key] = index
             if key not in latest or event["seq"] > latest[key]["seq"]:
                 latest[key] = event
             first[key] = min(first.get(key, event["seq"]), event.get("first", event["seq"]))
-    return [(group, message) if counts[key] <= burst
-            else (group, {**message, "event": stub(latest[key]) | {"first": first[key]}})
-            for index, (group, message) in enumerate(batch)
-            if counts[key := (group, message["event"]["run_id"])] <= burst or place[key] == index]
+    out = []
+    for index, (group, message) in enumerate(batch):
+        if "event" not in message or counts[group, message["event"]["run_id"]] <= burst:
+            out.append((group, message))
+        elif place[key := (group, message["event"]["run_id"])] == index:
+            out.append((group, {**message, "event": stub(latest[key]) | {"first": first[key]}}))
+    return out
 
 
 def push_after_commit(run_id: Any, owner_id: int, events: list[Event]) -> None:
     frames = [e.as_dict() for e in events]
     transaction.on_commit(lambda: push(str(run_id), owner_id, frames))
+
+
+# The approver names one change nudges at most: an approval lists up to 100 and escalates to 100
+# more (the ``hitl`` schema); a run's end nudges the distinct names of all its pending approvals.
+INBOX_NUDGE_MAX_NAMES = 1000
+
+
+def inboxes_nudge_after_commit(names: Iterable[str]) -> None:
+    """After commit, tell every inbox open for one of ``names`` (an approval's approvers: the
+    Channels group of each, ``approvers.inbox_group``, which a user's ``ws/events/`` joins for each
+    of their names) to read itself again. The message says nothing of the approval or its run (the
+    inbox reads what its user may see): an approver is told of a gate on another's run, whose events
+    go to its owner alone. One message a name, at most ``INBOX_NUDGE_MAX_NAMES`` of them, whoever is
+    in a group named; a socket in several of the groups forwards one change once (``change``).
+    Best effort, as every live push: nobody watching costs one Redis ``EXISTS``."""
+    groups = [inbox_group(name) for name in list(dict.fromkeys(names))[:INBOX_NUDGE_MAX_NAMES]]
+    if groups:
+        change = uuid.uuid4().hex
+        transaction.on_commit(lambda: _pusher_now().nudge(groups, change))
 
 
 class _Pusher:
@@ -234,7 +270,23 @@ class _Pusher:
                 logger.warning("event.push_failed", extra={"run_id": run_id}, exc_info=True)
                 return
         live = [live_frame(frame) for frame in frames]  # measured once, sent to each group
-        sends = [(group, {"type": "run.event", "event": frame}) for frame in live for group in groups]
+        self._queue([(group, {"type": "run.event", "event": frame}) for frame in live for group in groups])
+
+    def nudge(self, groups: list[str], change: str) -> None:
+        """``inboxes_nudge_after_commit``'s message to each of ``groups`` with anyone in it."""
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if hasattr(layer, "anyone_in"):
+            try:
+                if not layer.anyone_in(groups):
+                    return
+            except Exception:  # a live push is best effort; the inbox reads the database
+                logger.warning("inbox.nudge_failed", extra={"groups": len(groups)}, exc_info=True)
+                return
+        self._queue([(group, {"type": "inbox.changed", "change": change}) for group in groups])
+
+    def _queue(self, sends: list[tuple[str, dict[str, Any]]]) -> None:
         with self.lock:
             self.pending.extend(sends)
             if len(self.pending) > PENDING_COALESCED:  # Redis slow: what waits is one stub a group's run
@@ -290,11 +342,16 @@ def hold_until_task_end() -> None:
 
 
 def _submit(run_id: str, owner_id: int, frames: list[dict[str, Any]]) -> None:
+    _pusher_now().submit(run_id, owner_id, frames)
+
+
+def _pusher_now() -> _Pusher:
+    """This process's pusher (a forked child makes its own)."""
     global _pusher
     with _pusher_lock:
         if _pusher is None or _pusher.pid != os.getpid():
             _pusher = _Pusher()
-    _pusher.submit(run_id, owner_id, frames)
+        return _pusher
 
 
 @signals.task_prerun.connect

@@ -143,11 +143,14 @@ def run_list(request: HttpRequest) -> HttpResponse:
     chosen = {k: v for k, v in wanted.items() if k in DELETE_FILTERS}
     deletable = (chosen if chosen and not problem and set(wanted) - {"cursor"} <= set(DELETE_FILTERS)
                  and chosen.get("status") in (None, *Run.FINISHED) else None)  # a delete takes finished ones
+    staff = visibility.reads_every_run(request.user)
+    # ws/events/ carries the viewer's own runs' events: another owner's rows do not follow them
+    others = staff and wanted.get("owner") not in (None, request.user.get_username())
     return _render(request, "run_list.html", nav="runs", runs=[_run_row(r) for r in runs], filters=wanted,
-                   delete_filters=deletable,
+                   delete_filters=deletable, others_not_live=others,
                    statuses=Run.Status.values, tags=tags, problem=problem, page_size=RUNS_PAGE_SIZE,
                    next_query=_query_of(next_link), previous_query=_query_of(previous_link),
-                   is_staff=visibility.reads_every_run(request.user), search_scope=search_scope())
+                   is_staff=staff, search_scope=search_scope())
 
 
 RUN_LIST_PARAMS = ("workflow", "status", "created_after", "created_before", "owner", "q", "cursor")

@@ -1,6 +1,8 @@
 // The approvals inbox: what I can decide now, with its context. Follows ws/events/: an
-// approval_required or approval_decided frame re-reads the list. Cards stay put across re-reads,
-// so a half-typed comment survives.
+// inbox_changed frame (an approval naming me changed, on anyone's run: it says nothing more), or
+// an approval's or a run's end among my own runs' events, re-reads the list, and so does the socket
+// opening again (what changed while it was closed). Cards stay put across re-reads, so a
+// half-typed comment survives.
 import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, messageOf, setChildren, showAlert, shown, timeEl } from "./api.js";
 
 const inbox = document.getElementById("inbox");
@@ -100,10 +102,16 @@ function showAskers(results, chosen) {
 
 askedBy.addEventListener("change", () => load());
 load();
+let opened = false;
 new LiveSocket(() => "/ws/events/", {
   onFrame: (frame) => {
-    if (frame.type === "approval_required" || frame.type === "approval_decided" || frame.type === "run_cancelled"
-        || frame.type === "workflow_failed" || frame.type === "workflow_completed") load();
+    if (frame.type === "inbox_changed" || frame.type === "approval_required" || frame.type === "approval_decided"
+        || frame.type === "approval_voided" || frame.type === "run_cancelled" || frame.type === "workflow_failed"
+        || frame.type === "workflow_completed") load();
   },
-  onState: () => {},
+  onState: (s) => {
+    if (s !== "live") return;
+    if (opened) load();  // open again: nudges sent while it was closed were lost
+    opened = true;
+  },
 });
