@@ -64,13 +64,22 @@ def patch_show(session: Session, run_id: str, seq: int) -> None:
 @click.option("--idempotency-key", default=None, metavar="KEY", callback=idempotency_key_check,
               help="Sent as the Idempotency-Key header (default: a new UUID per invocation); the same key within "
                    "24 h answers the patch the first request made, never applies it twice.")
+@click.option("--base-artifact-id", default=None, metavar="ARTIFACT_ID",
+              help="The run's definition your operations were written against (its current_artifact_id, as "
+                   "`aob run status` shows it; default: the file's \"base_artifact_id\", if any): refused, naming "
+                   "the current one, if a patch changed it since. Without one the operations apply to whatever is "
+                   "current, where /nodes/2 may be another node by then.")
 @pass_session
 def patch_propose(session: Session, run_id: str, file: str, description: str | None,
-                  idempotency_key: str | None) -> None:
+                  idempotency_key: str | None, base_artifact_id: str | None) -> None:
     """Propose the operations in FILE for RUN_ID: applied now, or held for approval by the run's policy."""
-    operations, from_file = operations_from(read_json_file(file, "patch file"), "the patch file")
-    answer = session.client.post_once(_patches_path(run_id), {"operations": operations,
-                                                           "description": description or from_file or ""},
+    content = read_json_file(file, "patch file")
+    operations, from_file = operations_from(content, "the patch file")
+    body: dict[str, Any] = {"operations": operations, "description": description or from_file or ""}
+    base = base_artifact_id or (content.get("base_artifact_id") if isinstance(content, dict) else None)
+    if base is not None:
+        body["base_artifact_id"] = base  # the server judges it (a string, an artifact id), as it would in a body
+    answer = session.client.post_once(_patches_path(run_id), body,
                                   idempotency_key=idempotency_key or str(uuid.uuid4()),
                                   what="the patch may have been applied: propose it")
     session.output.emit(answer, _pretty_patch)

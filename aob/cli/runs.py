@@ -208,8 +208,11 @@ def run_status(session: Session, run_id: str) -> None:
                 or (f"waiting for {n['waiting_for']}" if n.get("waiting_for") else ""))
                for n in d["nodes"]], ["NODE", "TYPE", "STATUS", "ATTEMPTS", "TIME", "ERROR / WAITING FOR"])
         count = d.get("patches_count", len(d["patches"]))
+        echo("")
         if count:
-            echo(f"\n{count} patch(es): `aob patch list {r['run_id']}`")
+            echo(f"{count} patch(es): `aob patch list {r['run_id']}`")
+        # what a patch to it is written against: aob patch propose --base-artifact-id
+        echo(f"definition {r['current_artifact_id']}")
 
     session.output.emit(details, pretty)
 

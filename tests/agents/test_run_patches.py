@@ -8,12 +8,16 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 from django.db import connection
 
-from tests.agents.flows import WAITING, add_after, edge, finish, http, node, start
-from tests.conftest import client_for, wait_for_run
+from tests.agents.flows import WAITING, add_after, agent, edge, finish, http, node, start
+from tests.api.factories import assert_error
+from tests.conftest import client_for, stored_run, wait_for_run
 from tests.support.races import together
-from workflows.models import Event, NodeRun, PatchRefusal, Run, RunPatch
+from workflows.definition.gates import nodes_by_id
+from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch
+from workflows.services.patches import run_patch_propose
 
 
 def running(run_id: str, node_id: str, timeout: float = 15.0) -> None:
@@ -177,3 +181,53 @@ def test_a_retry_that_waited_for_its_first_gets_it_not_a_refusal(engine, api, us
     assert answers[0].json() == answers[1].json()
     assert RunPatch.objects.filter(run_id=run_id).count() == 1
     assert not PatchRefusal.objects.filter(run_id=run_id).exists()
+
+
+@pytest.mark.django_db
+def test_a_persons_patch_written_against_a_definition_an_agent_reordered_since_is_a_409(api, user):
+    """JSON Pointers name array positions, and an agent may reorder ``/nodes`` at will (the order
+    carries no meaning). The owner bounds ``pay`` (``/nodes/2`` as they read it) while an agent's
+    move commits first: the owner's patch landed on ``audit`` and answered 201, ``pay`` keeping
+    its five attempts. Sent with what it was written against (``base_artifact_id``, the run's
+    ``current_artifact_id`` as read), it is refused naming the current definition, and stores
+    nothing; written again against that one, it applies where it meant to. Without a base the
+    operations apply to whatever is current, as they always did (old clients): /nodes/2 is then
+    ``audit``."""
+    run = stored_run(user, {
+        "nodes": [agent("plan"), {"id": "audit", "type": "transform", "config": {"expression": "'logged'"}},
+                  {"id": "pay", "type": "http", "retry": {"max_attempts": 5},
+                   "config": {"url": "https://api.example.com/pay", "method": "POST"}}],
+        "edges": [edge("plan", "audit"), edge("audit", "pay")]})
+    NodeRun.objects.create(run=run, node_id="plan", node_type="agent", status="running", iteration=0, attempts=1)
+    Run.objects.filter(pk=run.pk).update(status="running")
+    url = f"/api/v1/runs/{run.pk}/patches"
+    read = api.get(f"/api/v1/runs/{run.pk}").json()["current_artifact_id"]  # pay is /nodes/2 in it
+    bound = {"op": "add", "path": "/nodes/2/retry", "value": {"max_attempts": 1}}
+
+    moved = run_patch_propose(run=Run.objects.get(pk=run.pk), from_agent=True, node_id="plan",
+                              operations=[{"op": "move", "from": "/nodes/2", "path": "/nodes/1"}])
+    stale = api.post(url, {"operations": [bound], "description": "pay: one attempt only", "base_artifact_id": read},
+                     format="json")
+
+    def retries() -> dict[str, Any]:
+        nodes = nodes_by_id(Artifact.objects.get(pk=Run.objects.get(pk=run.pk).current_artifact_id).content)
+        return {node_id: nodes[node_id].get("retry") for node_id in ("audit", "pay")}
+
+    body = assert_error(stale, 409, "stale_base")
+    assert body["details"] == {"field": "base_artifact_id", "rule": "stale_base", "base_artifact_id": read,
+                               "current_artifact_id": moved.after_artifact_id}
+    assert RunPatch.objects.filter(run=run).count() == 1 and retries() == {"audit": None, "pay": {"max_attempts": 5}}
+
+    again = api.post(url, {"operations": [{**bound, "path": "/nodes/1/retry"}],
+                           "base_artifact_id": api.get(f"/api/v1/runs/{run.pk}").json()["current_artifact_id"]},
+                     format="json")
+    assert again.status_code == 201 and again.json()["before_artifact_id"] == moved.after_artifact_id, again.json()
+    assert retries() == {"audit": None, "pay": {"max_attempts": 1}}
+
+    unbound = api.post(url, {"operations": [{**bound, "value": {"max_attempts": 2}}]}, format="json")
+    assert unbound.status_code == 201, unbound.json()
+    assert retries() == {"audit": {"max_attempts": 2}, "pay": {"max_attempts": 1}}
+
+    for wrong in (read.upper(), read + "\n", "sha256:", 7):
+        refused = assert_error(api.post(url, {"operations": [], "base_artifact_id": wrong}, format="json"), 400)
+        assert refused["details"]["field"] == "base_artifact_id", refused

@@ -1,4 +1,5 @@
-"""approvals list, approve by run and node, reject by id; patch propose / list (paged) / show on a parked run."""
+"""approvals list, approve by run and node, reject by id; patch propose (against the definition it was
+written for) / list (paged) / show on a parked run."""
 
 from __future__ import annotations
 
@@ -90,3 +91,28 @@ def test_the_inbox_says_how_many_more_wait_and_pages_on_to_them(engine, as_alice
     assert len(first) == 4 and first[-1] == "(2 of 3; --offset 2 for more)", first
     rest = as_alice("approvals", "list", "--run", run_id, "--limit", "2", "--offset", "2").lines()
     assert len(rest) == 2 and {line.split()[2] for line in [*first[1:3], rest[1]]} == {"gate0", "gate1", "gate2"}
+
+
+def test_a_patch_proposed_against_the_definition_status_showed_is_refused_once_another_changed_it(
+        engine, as_alice, write_json):
+    """``run status`` names the run's definition; ``patch propose --base-artifact-id`` (or the
+    file's ``base_artifact_id``) sends it, and a patch written against a definition another patch
+    has changed since is refused naming the current one, where its positions applied to whatever
+    was current."""
+    run_id = start_parked(as_alice, write_json("hitl.json", hitl()))
+    shown = next(line for line in as_alice("run", "status", run_id).lines() if line.startswith("definition "))
+    read = shown.split()[1]
+    audit = [{"op": "add", "path": "/nodes/-", "value": {"id": "audit", "type": "transform",
+                                                          "config": {"expression": "'logged'"}}},
+             {"op": "add", "path": "/edges/-", "value": {"from": "pay", "to": "audit"}}]
+
+    applied = as_alice("-o", "json", "patch", "propose", run_id, write_json("audit.json", audit),
+                       "--base-artifact-id", read)
+    assert applied.code == 0 and applied.json()["before_artifact_id"] == read, applied.err
+    stale = as_alice("patch", "propose", run_id, write_json("bound.json", {
+        "operations": [{"op": "add", "path": "/nodes/2/retry", "value": {"max_attempts": 1}}],
+        "base_artifact_id": read}))
+    assert stale.code == 1 and stale.err.startswith(
+        f"error: the run's definition is {applied.json()['artifact_id']} now; these operations were written "
+        f"against {read}"), stale.err
+    assert [p["seq"] for p in as_alice("-o", "json", "patch", "list", run_id).json()["results"]] == [1]

@@ -634,6 +634,13 @@ class RunPatchIn(StrictSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=DESCRIPTION_MAX_CHARS, default="")
     # No default "": it would contradict this field's pattern and make the OpenAPI document invalid.
     node_id = serializers.RegexField(r"^[a-zA-Z0-9_-]+$", max_length=200, required=False)
+    # as sent (not trimmed first), 71 characters exactly: ``$`` would take a final line break
+    base_artifact_id = serializers.RegexField(
+        r"^sha256:[0-9a-f]{64}$", min_length=71, max_length=71, trim_whitespace=False, required=False,
+        help_text="the definition these operations were written against (current_artifact_id of GET /runs/{id}): "
+                  "when the run has another now (a patch, an agent's too, changed it since), the patch is refused "
+                  "with 409 `stale_base` naming the current one, since its array positions may name other nodes. "
+                  "Absent: they apply to whatever is current.")
 
 
 class RunPatchOut(serializers.Serializer):

@@ -587,7 +587,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         # ``remove /nodes/3`` removes another node): the same key answers the first patch
         return _request_once(request, lambda record: patches.run_patch_propose(
             run=run, operations=data.validated_data["operations"], description=data.validated_data["description"],
-            node_id=data.validated_data.get("node_id", ""), user=request.user, record=record),
+            node_id=data.validated_data.get("node_id", ""), user=request.user, record=record,
+            base_artifact_id=data.validated_data.get("base_artifact_id")),
             respond=lambda patch: s.RunPatchOut(patch).data, run_of=lambda patch: patch.run)
 
     @extend_schema(responses={200: s.RunPatchOut, **ERRORS})

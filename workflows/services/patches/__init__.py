@@ -68,11 +68,14 @@ DESCRIPTION_MAX_CHARS = 10_000
 
 def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_id: str = "",
                       user: User | None = None, from_agent: bool = False, proposal_key: str = "",
-                      record: Recorder | None = None) -> RunPatch:
+                      record: Recorder | None = None, base_artifact_id: str | None = None) -> RunPatch:
     """Judge, then apply (or hold for approval) a patch to a live run. A patch that names a
     proposing node (``node_id``) is an agent's, whoever carries it. ``proposal_key`` (an agent's
     node run, attempt and turn) makes a repeated proposal return the patch it already made;
     ``record(patch)`` is called in the patch's transaction (a request's ``Idempotency-Key``).
+    ``base_artifact_id`` is the definition the operations were written against (the run's
+    ``current_artifact_id`` as its proposer read it): when the run has another now, the patch is
+    refused (``_check_base``). None: they apply to whatever is current.
 
     A ``user`` must be the run's owner (``run_owner_check``); no refusal is recorded for anyone
     else, whose patch is never judged. ``user=None`` is the run's own agent, or the system."""
@@ -85,7 +88,7 @@ def run_patch_propose(*, run: Run, operations: Any, description: str = "", node_
                                    code="invalid_description", extra={"field": "description", "rule": "max_length",
                                                                       "limit": DESCRIPTION_MAX_CHARS})
         patch = _propose(run=run, operations=operations, description=description, proposer=proposer, user=user,
-                         proposal_key=proposal_key, record=record)
+                         proposal_key=proposal_key, record=record, base_artifact_id=base_artifact_id)
         PATCHES.labels(patch.status).inc()
         return patch
     except (ValidationFailed, PatchDenied) as exc:
@@ -133,7 +136,7 @@ def run_state(run: Run) -> RunState:
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
-             proposal_key: str, record: Recorder | None) -> RunPatch:
+             proposal_key: str, record: Recorder | None, base_artifact_id: str | None = None) -> RunPatch:
     with transaction.atomic():
         # the runs below are taken before the run, as every change of both takes them (_hand_down_hosts)
         below = runs_below_locked(run.pk) if not proposer.agent and _may_bind(operations) else None
@@ -147,6 +150,7 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
         if run.is_finished:
             raise Conflict(f"run is {run.status}; a finished run cannot be patched", code="run_finished",
                            extra={"status": run.status})
+        _check_base(run, base_artifact_id)  # under the run's lock: two patches from one read cannot both pass
         before = Artifact.objects.values_list("content", flat=True).get(pk=run.current_artifact_id)
         verdict = judge(before=before, operations=operations, proposer=proposer, state=run_state(run))
         if not operations:
@@ -172,6 +176,24 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
         if record is not None:
             record(patch)
     return patch
+
+
+def _check_base(run: Run, base_artifact_id: str | None) -> None:
+    """Refuse operations written against a definition the run no longer has. JSON Pointers name
+    array positions, and an agent may reorder ``/nodes`` (or add and remove nodes) at will: once
+    another patch changed the definition, ``/nodes/2`` may be another node, and the operations
+    would change what their writer never meant to. A held agent patch is bound the same way
+    (``_stale``); a person's is bound when it says what it was written against. Artifacts are
+    content-addressed: a definition changed and changed back has its id again, and the positions
+    its writer read."""
+    if base_artifact_id is None or base_artifact_id == run.current_artifact_id:
+        return
+    raise Conflict(f"the run's definition is {run.current_artifact_id} now; these operations were written against "
+                   f"{base_artifact_id}, and another patch changed it since (its array positions may name other "
+                   "nodes now): read the run's definition again, and send the operations written against it with "
+                   "its current_artifact_id as base_artifact_id", code=STALE,
+                   extra={"field": "base_artifact_id", "rule": STALE, "base_artifact_id": base_artifact_id,
+                          "current_artifact_id": run.current_artifact_id})
 
 
 def _noop(run: Run, description: str, proposer: Proposer) -> RunPatch:
