@@ -95,3 +95,22 @@ def test_a_delete_that_waited_on_another_delete_of_the_tag_is_a_404_not_a_500(tr
     assert answers, "the second delete never answered"
     assert answers[0].status_code in (204, 404), (answers[0].status_code, answers[0].content[:300])
     assert answers[0].status_code == 204 or answers[0]["Content-Type"].startswith("application/json")
+
+
+def test_a_start_of_a_tag_that_met_its_save_runs_the_version_the_save_left(transactional_db, user):
+    """``POST /runs {"tag": …}`` and ``POST /workflows/{tag}/execute`` read the tag's current
+    version, then met a save of the tag at the run's insert and started, after the save answered,
+    the version it replaced (as a webhook's delivery did). The tag is held and read in the run's
+    transaction (``workflow_version_for_start``): the start runs what the save left."""
+    from workflows.services.definitions import workflow_save
+
+    first = {"nodes": [{"id": "old", "type": "transform", "config": {"expression": "'old'"}}], "edges": []}
+    for n, (path, body) in enumerate(((f"{API}/runs", {"tag": "fixed", "inputs": {}}),
+                                      (f"{API}/workflows/fixed/execute", {"inputs": {}}))):
+        workflow_save(owner=user, tag="fixed", definition=first)
+        fixed = {"nodes": [{"id": "new", "type": "transform", "config": {"expression": f"'new {n}'"}}], "edges": []}
+        _, answers = asked_while_held(lambda fixed=fixed: workflow_save(owner=user, tag="fixed", definition=fixed),
+                                      lambda path=path, body=body: client_for(user).post(path, body, format="json"))
+        assert answers and answers[0].status_code == 201, (answers[0].status_code, answers[0].content[:300])
+        run = Run.objects.get(pk=answers[0].json()["run_id"])
+        assert run.base_artifact_id == Workflow.objects.get(tag="fixed").current_version.artifact_id, path

@@ -234,3 +234,60 @@ def test_a_delivery_read_before_its_hook_s_mapping_changed_starts_with_the_input
 
     assert answers and answers[0].status_code == 202, (answers[0].status_code, answers[0].content[:300])
     assert list(Run.objects.values_list("inputs", flat=True)) == [{"n": 1}]
+
+
+FIXED = {"nodes": [{"id": "fixed", "type": "transform", "config": {"expression": "'the fixed step'"}}], "edges": []}
+
+
+def _runs_the_saved_version(tag: str) -> None:
+    from workflows.models import Run, Workflow
+
+    current = Workflow.objects.get(tag=tag).current_version
+    assert list(Run.objects.values_list("base_artifact_id", flat=True)) == [current.artifact_id], (
+        "the run started from the version the save had replaced")
+
+
+def test_a_delivery_that_met_a_save_of_its_workflow_runs_the_version_the_save_left(transactional_db, user):
+    """A delivery read its hook with the tag's current version, then met the owner's save of the
+    tag (a fix removing a leaking step) at its run's insert, and started its run after the save
+    answered, from the version the save replaced. The tag is held (``workflow_version_for_start``)
+    and its version read once held: the delivery runs what the save left."""
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    made = client_for(user).post("/api/v1/hooks", {"tag": "on-push"}, format="json")
+    assert made.status_code == 201, made.json()
+    hook = made.json()
+
+    answers = _deliver_held_behind(user, lambda: workflow_save(owner=user, tag="on-push", definition=FIXED),
+                                   hook, hook["secret"])
+
+    assert answers and answers[0].status_code == 202, (answers[0].status_code, answers[0].content[:300])
+    _runs_the_saved_version("on-push")
+
+
+def test_a_firing_that_met_a_save_of_its_workflow_runs_the_version_the_save_left(transactional_db, user):
+    """The same race for a schedule's firing: ``_held`` held the schedule's row, not the tag's."""
+    _, fired = _fired_while_held(user, lambda schedule: workflow_save(owner=user, tag="every-minute",
+                                                                      definition=FIXED))
+
+    assert fired[0] is not None and fired[0].outcome == "started", fired
+    _runs_the_saved_version("every-minute")
+
+
+def test_a_delivery_or_firing_held_behind_a_forced_delete_of_its_workflow_starts_nothing(transactional_db, user):
+    """The tag is held first, as its delete takes it first (then its hooks and schedules): a
+    delivery or a firing that meets a forced delete waits for it and finds its hook or schedule
+    gone (the unknown hook's 401; no firing), never a deadlock or a 500."""
+    from triggers.models import ScheduleFiring
+    from workflows.models import Run, Workflow
+    from workflows.services.definitions import workflow_delete
+
+    workflow_save(owner=user, tag="on-push", definition=ECHO)
+    hook = client_for(user).post("/api/v1/hooks", {"tag": "on-push"}, format="json").json()
+    answers = _deliver_held_behind(user, lambda: workflow_delete(workflow=Workflow.objects.get(tag="on-push"),
+                                                                 force=True), hook, hook["secret"])
+    _, fired = _fired_while_held(user, lambda schedule: workflow_delete(workflow=schedule.workflow, force=True))
+
+    assert answers and (answers[0].status_code, answers[0].json().get("error")) == (401, "unauthorized"), (
+        answers[0].status_code, answers[0].content[:300])
+    assert fired == [None], fired
+    assert not Run.objects.exists() and not ScheduleFiring.objects.exists()

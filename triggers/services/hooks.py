@@ -47,7 +47,7 @@ from django.utils import timezone
 
 from aob_project import redis_client
 from aob_project.decimal_text import bounded_decimal
-from aob_project.exceptions import AobError, ValidationFailed
+from aob_project.exceptions import AobError, NotFound, ValidationFailed
 from vault import crypto
 from workflows import ratelimit
 from workflows.api.parsers import BodyRejected, loads_strict
@@ -55,8 +55,8 @@ from workflows.definition.expressions import ExpressionError, compile_expression
 from workflows.definition.references import WHOLE, ConfigTooLarge, resolve
 from workflows.engine.outputs import strict_json
 from workflows.limits import refuse_more, refuse_past, unstorable
-from workflows.models import Run, Workflow, canonical_json, size_of
-from workflows.services.definitions import workflow_lock_for_use
+from workflows.models import Run, Workflow, WorkflowVersion, canonical_json, size_of
+from workflows.services.definitions import workflow_lock_for_use, workflow_version_for_start
 
 from ..exceptions import PASSING, HookNotFound, HookUnauthorized, NotHookOwner
 from ..models import Hook, HookDelivery, HookRefusal
@@ -318,11 +318,14 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
     inputs = _inputs(hook, body, headers)
     try:
         with transaction.atomic():
+            # the tag first (as its delete takes it, then the hook), then the hook: the version a save
+            # committed meanwhile is the one that runs, or the save waits for this run
+            version = _version(hook)
             expected = _still_signed(hook, given, timestamp, expected, body)
             if hook.mapping != read:  # changed while this delivery was judged, by an update that has answered
                 inputs = _inputs(hook, body, headers)
             delivery = HookDelivery.objects.create(hook=hook, delivery_id=delivery_id, signature=expected)
-            run = _start(hook, inputs, delivery_id)
+            run = _start(hook, version, inputs, delivery_id)
             HookDelivery.objects.filter(pk=delivery.pk).update(run=run)
             Hook.objects.filter(pk=hook.pk).update(last_delivery_at=timezone.now())
     except IntegrityError:  # the same delivery, accepted by another request meanwhile
@@ -481,9 +484,18 @@ def _template_inputs(payload: Any) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {"body": payload}
 
 
-def _start(hook: Hook, inputs: dict[str, Any], delivery_id: str) -> Run:
+def _version(hook: Hook) -> WorkflowVersion:
+    """The hook's tag's current version, held for the run (``workflow_version_for_start``). A tag
+    deleted meanwhile took its hooks with it: the delivery is an unknown hook's 401."""
+    try:
+        return workflow_version_for_start(workflow=hook.workflow)
+    except NotFound:
+        logger.info("hook.refused", extra={"hook_id": hook.pk})  # never why
+        raise HookUnauthorized("the request could not be authenticated") from None
+
+
+def _start(hook: Hook, version: WorkflowVersion, inputs: dict[str, Any], delivery_id: str) -> Run:
     from workflows.services.runs import run_start
 
-    version = hook.workflow.current_version
     return run_start(owner=hook.owner, artifact_id=version.artifact_id, inputs=inputs, workflow=hook.workflow,
                      request_id=f"hook-{delivery_id}"[:64])

@@ -31,10 +31,10 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from aob_project import redis_client
-from aob_project.exceptions import AobError
+from aob_project.exceptions import AobError, NotFound
 from workflows.limits import refuse_more, refuse_past
 from workflows.models import Workflow, WorkflowVersion
-from workflows.services.definitions import workflow_lock_for_use
+from workflows.services.definitions import workflow_lock_for_use, workflow_version_for_start
 from workflows.services.runs import run_inputs_check
 
 from ..exceptions import PASSING, ScheduleInvalid, ScheduleNotFound, StartHeld
@@ -429,7 +429,10 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None, cron: s
     base = {"schedule": schedule, "fire_time": slot, "fired_at": fired_at}
     try:
         with transaction.atomic():
-            held = _held(schedule.pk)
+            # the tag first (as its delete takes it, then the schedule), then the schedule: the version
+            # a save committed meanwhile is the one that runs, or the save waits for this run
+            current = _current(schedule)
+            held = _held(schedule.pk) if current is not None else None
             if held is None or not held.enabled:  # disabled or deleted while this firing was judged
                 logger.info("schedule.changed_meanwhile", extra={"schedule_id": schedule.pk})
                 return None
@@ -447,7 +450,7 @@ def schedule_fire(*, schedule_id: int, fired_at: datetime | None = None, cron: s
                 logger.info("schedule.missed_skipped", extra={"schedule_id": schedule.pk, "fire_time": str(slot)})
                 return firing
             firing = ScheduleFiring.objects.create(**base, outcome=ScheduleFiring.Outcome.STARTED)
-            run = _start(schedule, slot)
+            run = _start(schedule, slot, current)
             ScheduleFiring.objects.filter(pk=firing.pk).update(run=run)
             firing.run = run
     except IntegrityError:
@@ -486,12 +489,21 @@ def _held(schedule_id: int) -> Schedule | None:
     return Schedule.objects.select_related("workflow__current_version", "owner").filter(pk=schedule_id).first()
 
 
-def _start(schedule: Schedule, slot: datetime) -> Any:
+def _current(schedule: Schedule) -> WorkflowVersion | None:
+    """The schedule's tag's current version, held for the run (``workflow_version_for_start``);
+    None if the tag was deleted meanwhile (its schedules went with it)."""
+    try:
+        return workflow_version_for_start(workflow=schedule.workflow)
+    except NotFound:
+        return None
+
+
+def _start(schedule: Schedule, slot: datetime, current: WorkflowVersion | None) -> Any:
     from workflows.services.runs import run_start
 
     workflow = schedule.workflow
     if schedule.version is None:
-        version = workflow.current_version
+        version = current
     else:
         version = WorkflowVersion.objects.filter(workflow=workflow, seq=schedule.version).first()
     if version is None:

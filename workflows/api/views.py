@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
+from django.db import connection, transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -293,9 +293,8 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         workflow = selectors.workflow_get(owner=request.user, tag=tag, content=False)
         artifact_id = _version_run(workflow, data.validated_data.get("version"))
-        return _request_once(request, lambda record: runs.run_start(
-            owner=request.user, artifact_id=artifact_id, inputs=data.validated_data["inputs"],
-            workflow=workflow, request_id=_request_id(request), record=record, api_write=True))
+        return _request_once(request, lambda record: _tag_run_start(
+            request, workflow, artifact_id, data.validated_data["inputs"], record))
 
     def get_throttles(self) -> list[Any]:
         return run_start_throttles() if self.action == "execute" else super().get_throttles()
@@ -315,10 +314,23 @@ _RUN_RESULT = s.RenderedPerThread(s.RunResultOut)  # GET /runs/{id}, what client
 
 
 def _version_run(workflow: Any, version: int | None) -> str:
-    """The definition a start of ``workflow`` runs: the ``version`` its client read, else the current one."""
+    """The definition a start of ``workflow`` runs: the ``version`` its client read, else "": the
+    current one, read by ``_tag_run_start`` in the run's transaction."""
     if version is None:
-        return workflow.current_version.artifact_id
+        return ""
     return selectors.workflow_version_get(workflow=workflow, seq=version).artifact_id
+
+
+def _tag_run_start(request: Request, workflow: Workflow, artifact_id: str, inputs: dict[str, Any],
+                   record: Any) -> Run:
+    """A run of the tag's version ``artifact_id``, or of its current one (""), held for the run as a
+    hook's delivery and a schedule's firing hold it (``workflow_version_for_start``): a start that
+    met a save's lock started the version the save replaced after the save answered."""
+    with transaction.atomic():
+        if not artifact_id:
+            artifact_id = definitions.workflow_version_for_start(workflow=workflow).artifact_id
+        return runs.run_start(owner=request.user, artifact_id=artifact_id, inputs=inputs, workflow=workflow,
+                              request_id=_request_id(request), record=record, api_write=True)
 
 
 def _run_started(run: Run) -> dict[str, Any]:
@@ -442,10 +454,8 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if "tag" in data.validated_data:
             workflow = selectors.workflow_get(owner=request.user, tag=data.validated_data["tag"], content=False)
             artifact_id = _version_run(workflow, data.validated_data.get("version"))
-            return _request_once(request, lambda record: runs.run_start(
-                owner=request.user, artifact_id=artifact_id,
-                inputs=data.validated_data["inputs"], workflow=workflow, request_id=_request_id(request),
-                record=record, api_write=True))
+            return _request_once(request, lambda record: _tag_run_start(
+                request, workflow, artifact_id, data.validated_data["inputs"], record))
         return _request_once(request, lambda record: runs.run_start(
             owner=request.user, definition=data.validated_data["workflow"], inputs=data.validated_data["inputs"],
             request_id=_request_id(request), record=record, api_write=True))

@@ -382,6 +382,30 @@ def workflow_lock_for_use(*, workflow: Workflow) -> Workflow:
     return locked
 
 
+_HOLD_FOR_START = "SELECT current_version_id FROM workflows_workflow WHERE id = %s FOR KEY SHARE"
+
+
+def workflow_version_for_start(*, workflow: Workflow) -> WorkflowVersion:
+    """The tag's current version, for a run the caller's transaction is about to insert: the tag's
+    row held (``FOR KEY SHARE``, the lock the run's insert takes anyway: a save's ``FOR UPDATE``
+    and a delete wait for it, a hook's or schedule's making does not) until that run commits, and
+    its version read as committed once held. A start read the version, met a save's lock at its
+    insert, and started its run from the version the save had replaced after the save answered (a
+    fix removing a leaking step did not hold for a webhook delivered at that moment). Now the save
+    waits for the run, or the start for the save and then runs what it saved. First in the start's
+    transaction, before a hook's or schedule's row: a tag's delete takes the tag, then them. The
+    tag's 404 if it was deleted (or never had a version)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("workflow_version_for_start holds the tag for the transaction that inserts the run")
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(_HOLD_FOR_START, [workflow.pk])
+        row = cursor.fetchone()
+    version = WorkflowVersion.objects.filter(pk=row[0]).first() if row and row[0] is not None else None
+    if version is None:
+        raise NotFound(f"workflow {workflow.tag!r} not found: it was deleted as the run started")
+    return version
+
+
 class WorkflowInUse(Conflict):
     code = "workflow_in_use"
 
