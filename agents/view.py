@@ -66,7 +66,8 @@ def agent_view(*, definition: dict[str, Any], written: Written) -> AgentView:
 
 def run_view(run_id: Any) -> AgentView:
     """The agent view of a run's definition as it is now: for the prompt, and for a tool result."""
-    current_id, patched, replays = (Run.objects.values_list("current_artifact_id", "patch_seq", "replay_of_id")
+    # a replay (``replay_from_node``, kept when its source goes) inherits what its source's agents wrote
+    current_id, patched, replays = (Run.objects.values_list("current_artifact_id", "patch_seq", "replay_from_node")
                                     .get(pk=run_id))
     definition = Artifact.objects.values_list("content", flat=True).get(pk=current_id)
     return agent_view(definition=definition, written=agent_written(run_id) if patched or replays else NOBODY)

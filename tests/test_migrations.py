@@ -359,3 +359,46 @@ def test_a_process_still_on_the_code_before_vault_0002_can_store_a_secret() -> N
                        " VALUES (%s, 'OLD', 'x', now(), now())", [owner.pk])
 
     assert Secret.objects.get(owner=owner, name="OLD").value_bytes == 0
+
+
+@pytest.mark.django_db
+def test_the_replay_provenance_backfill_stores_what_replays_from_before_inherit_oldest_first() -> None:
+    """Replays started before 0034 read their sources' patches through ``replay_of``; the backfill
+    stores what each inherits as a replay starting now does, a replay of a replay folding onto its
+    source's row (oldest first), so a source deleted afterwards takes nothing of it."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from retention.services import run_remove
+    from tests.agents.flows import add_after
+    from tests.conftest import stored_run
+    from workflows.models import NodeRun, ReplayProvenance, Run
+    from workflows.services.patches import run_patch_propose
+    from workflows.services.patches.provenance import agent_written, authored_base_id
+
+    backfill = importlib.import_module("workflows.migrations.0035_replay_provenance_backfill").backfill
+    owner = User.objects.create_user("old-replays")
+    source = stored_run(owner, {"nodes": [{"id": "plan", "type": "agent", "config": {"task": "t"}}], "edges": []})
+    NodeRun.objects.create(run=source, node_id="plan", node_type="agent", status="running", iteration=0, attempts=1)
+    Run.objects.filter(pk=source.pk).update(status="running")
+    run_patch_propose(run=Run.objects.get(pk=source.pk), from_agent=True, node_id="plan", operations=add_after(
+        "plan", {"id": "x", "type": "transform", "config": {"expression": "1"}}))
+    Run.objects.filter(pk=source.pk).update(status="completed")
+    source = Run.objects.get(pk=source.pk)
+    replays = []
+    for above in (source, None):  # as the code before 0034 started them: no row
+        above = above or replays[-1]
+        replays.append(Run.objects.create(owner=owner, base_artifact_id=above.current_artifact_id,
+                                          current_artifact_id=above.current_artifact_id, replay_of=above,
+                                          replay_from_node="plan", status="completed"))
+    assert not ReplayProvenance.objects.exists()
+
+    backfill(None, SimpleNamespace(connection=connection))
+
+    assert run_remove(run=source, user=owner) is True
+    for replay in replays:
+        assert agent_written(replay.pk).nodes == {"x": "plan"}
+        assert authored_base_id(replay.pk, base_artifact_id=replay.base_artifact_id) == source.base_artifact_id

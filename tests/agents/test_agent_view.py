@@ -16,6 +16,7 @@ from agents.tools.patching import propose
 from agents.view import agent_view, marker, pointer, run_view
 from approvals.models import Approval
 from approvals.services import approval_decide
+from retention.services import run_remove
 from tests.agents.flows import add_after, agent, edge
 from tests.conftest import stored_run
 from workflows.models import NodeRun, Run, RunPatch
@@ -264,6 +265,28 @@ def test_a_replay_shows_what_an_agent_wrote_in_its_source_by_structure(user):
         assert nodes["x"] == {"id": "x", "type": "transform", "written_by": "plan",
                               "config": {"expression": marker("plan")}}
         assert nodes["mine"] == transform("mine", expression="'the owner'")
+        assert INJECTION not in json.dumps(shown(shown_run))
+
+
+def test_a_replay_still_shows_its_source_s_agent_text_by_structure_once_the_source_is_deleted(user):
+    """A source is kept only while a *direct* replay of it is unfinished, and its deletion set its
+    replays' ``replay_of`` to null: provenance followed that link, so once the source went, a live
+    replay of its replay (and its replay, and any later replay of that) read the source's patched
+    definition as the author's, and the agent's injected text was shown whole to later agents."""
+    run = running_run(user, [agent("plan")], [])
+    run_patch_propose(run=run, operations=add_after("plan", transform("x", expression=f"'{INJECTION}'")),
+                      from_agent=True, node_id="plan")
+    Run.objects.filter(pk=run.pk).update(status="completed")
+    replay = run_replay(run=Run.objects.get(pk=run.pk), node_id="plan", user=user)
+    Run.objects.filter(pk=replay.pk).update(status="completed")  # only a finished run is replayed
+    again = run_replay(run=Run.objects.get(pk=replay.pk), node_id="plan", user=user)  # unfinished
+
+    assert run_remove(run=Run.objects.get(pk=run.pk), user=user) is True  # nothing unfinished replays it directly
+    later = run_replay(run=Run.objects.get(pk=replay.pk), node_id="plan", user=user)  # started after it went
+
+    for shown_run in (replay, again, later):
+        assert agent_written(shown_run.pk).nodes == {"x": "plan"}
+        assert by_id(shown(shown_run))["x"]["config"] == {"expression": marker("plan")}
         assert INJECTION not in json.dumps(shown(shown_run))
 
 

@@ -24,11 +24,14 @@ from django.contrib.auth.models import User
 
 from aob_project.exceptions import ValidationFailed
 from approvals.models import Approval, Decision
+from retention.services import run_remove
 from tests.conftest import stored_run
 from workflows.definition.gates import nodes_by_id
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch
 from workflows.services.patches import PatchDenied, PatchRejected, SpawnLimitExceeded, run_patch_propose
 from workflows.services.patches.policy import Rule
+from workflows.services.patches.provenance import replay_inherits
+from workflows.services.runs import run_replay
 
 pytestmark = pytest.mark.django_db
 
@@ -1449,13 +1452,43 @@ def test_a_replay_judges_and_shows_against_the_author_s_version_not_its_source_s
     source.refresh_from_db()
     replay = Run.objects.create(owner=user, base_artifact_id=source.current_artifact_id,  # as run_replay starts it
                                 current_artifact_id=source.current_artifact_id, inputs={}, replay_of=source,
-                                status="running", spawned_agents=source.spawned_agents)
+                                replay_from_node="plan", status="running", spawned_agents=source.spawned_agents)
+    replay_inherits(replay=replay, source=source)
 
     changed = action_changed(run_id=str(replay.pk), gate="review")
     assert changed is not None and changed["gate_added_by_patch"] is False
     assert [p["node_id"] for p in changed["patches"]] == ["plan", ""]  # the agent's, then the person's
     assert propose(replay, PLAN, user, gate_after("plan", approvers=["dave"])) == "gate_approvers"
     assert propose(replay, PLAN, user, gate_after("plan", approvers=["bob"])) == "applied"
+
+
+def test_a_replay_still_judges_and_shows_against_the_author_s_version_once_its_source_is_deleted(user, make_user):
+    """The replay above, a replay of a replay, with the first run deleted once its direct replay
+    finished (a source is kept only while a direct replay is unfinished): the chain followed
+    ``replay_of``, which the delete set to null, so the middle run's start, the source's patched
+    definition, became the author's; the live replay's approvers were no longer told an agent
+    changed the payment, and a person the source's patch named became one an agent's gate may name."""
+    from approvals.services import action_changed
+
+    make_user("bob"), make_user("dave")
+    base = {"nodes": [agent("plan"), hitl("review", approvers=["bob"]), http("pay", f"{API}/pay", method="POST")],
+            "edges": [edge("plan", "review"), edge("review", "pay", APPROVED)]}
+    source = run_in_state(user, Case(base, PLANNING, PLAN, [], "applied"))
+    assert propose(source, PLAN, user, [add("/nodes/2/config/payload", {"amount": 99999})]) == "applied"
+    assert propose(source, PERSON, user, [add("/nodes/1/config/approvers/-", "dave")]) == "applied"
+    Run.objects.filter(pk=source.pk).update(status="completed")
+    middle = run_replay(run=Run.objects.get(pk=source.pk), node_id="plan", user=user)
+    Run.objects.filter(pk=middle.pk).update(status="completed")
+    live = run_replay(run=Run.objects.get(pk=middle.pk), node_id="plan", user=user)
+    Run.objects.filter(pk=live.pk).update(status="running")
+    NodeRun.objects.update_or_create(run=live, node_id="plan", iteration=0, defaults={
+        "node_type": "agent", "status": "running", "attempts": 1})
+
+    assert run_remove(run=Run.objects.get(pk=source.pk), user=user) is True
+
+    assert action_changed(run_id=str(live.pk), gate="review") is not None
+    assert propose(Run.objects.get(pk=live.pk), PLAN, user, gate_after("plan", approvers=["dave"])) == "gate_approvers"
+    assert propose(Run.objects.get(pk=live.pk), PLAN, user, gate_after("plan", approvers=["bob"])) == "applied"
 
 
 # --- an approval is bound to the action it approved ------------------------------------------------------

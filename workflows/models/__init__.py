@@ -2,7 +2,7 @@ from .artifact import Artifact, canonical_json, content_id, size_of, text_id
 from .event import Event
 from .idempotency import IdempotencyKey
 from .names import LeftName
-from .run import NodeRun, PatchRefusal, Run, RunPatch
+from .run import NodeRun, PatchRefusal, ReplayProvenance, Run, RunPatch
 from .storage import OwnerStorage
 from .workflow import DeletedTag, Workflow, WorkflowVersion
 
@@ -15,6 +15,7 @@ __all__ = [
     "NodeRun",
     "OwnerStorage",
     "PatchRefusal",
+    "ReplayProvenance",
     "Run",
     "RunPatch",
     "Workflow",

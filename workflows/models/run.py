@@ -310,6 +310,26 @@ class RunPatch(models.Model):
         return f"patch {self.seq} of {self.run_id}"
 
 
+class ReplayProvenance(models.Model):
+    """What a replay inherits of its source's provenance (``patches.provenance``), stored when it
+    starts (``replay_inherits``): the version its oldest source started from (the author's, which
+    the patch policy and an approver judge against) and who wrote what of the definition it starts
+    from. A replay's history is never read through ``replay_of``: a source may be deleted (by its
+    owner, by a prune) once nothing unfinished replays it directly, and its link goes null; a chain
+    followed through it stopped there, and what the source's agents wrote became the author's."""
+
+    run = models.OneToOneField(Run, primary_key=True, on_delete=models.CASCADE, related_name="inherited")
+    authored_base = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    nodes = models.JSONField(default=dict)  # node id -> the agent node that last wrote it (``Written.nodes``)
+    edges = models.JSONField(default=dict)  # edge key -> the agent node that last wrote it (``Written.edges``)
+    # node id -> the step as a person's patch last set it (``Written.persons``, read out of the
+    # definitions those patches left, which go with the source)
+    persons = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"provenance inherited by {self.run_id}"
+
+
 class PatchRefusal(models.Model):
     """A patch the policy refused: nothing of it reached the run. Kept apart from the run's patches
     and events, for the run page and the admin (who tried what, and which rule stopped it)."""

@@ -239,6 +239,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
     Only the source's owner replays it (``run_owner_check``): the new run is ``user``'s, and
     carries the source's inputs and outputs. ``record`` is ``run_start``'s (an ``Idempotency-Key``'s
     claim, in the start's transaction)."""
+    from .patches.provenance import replay_inherits  # the patches package reads runs: imported here
+
     run_owner_check(run=run, user=user, action="replay it")
     with transaction.atomic():
         # NO KEY UPDATE: holds off a delete, not another run's reference to this one
@@ -267,9 +269,12 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
             raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                            code="replay_upstream_incomplete", extra={"nodes": missing})
         reused = [latest[n] for n in sorted(completed - again)]
-        return run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
-                         workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
-                         reused=reused, reuse_llm=reuse_llm, record=record)
+        replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
+                           workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
+                           reused=reused, reuse_llm=reuse_llm, record=record)
+        # its provenance is its own from the start: the source may be deleted once nothing unfinished replays it
+        replay_inherits(replay=replay, source=source)
+        return replay
 
 
 def _runs_again(ir: IR, node_id: str, settled: set[str]) -> set[str]:

@@ -46,7 +46,7 @@ from .policy import (
     judge,
     patch_policy,
 )
-from .provenance import NOBODY, agent_written, authored_base_id, patch_wrote
+from .provenance import NOBODY, agent_written, authored_base_id, patch_wrote, persons_steps
 
 __all__ = [
     "DESCRIPTION_MAX_CHARS", "MAX_OPERATIONS", "PatchDenied", "PatchRejected", "Proposer", "Rule",
@@ -110,25 +110,23 @@ def run_state(run: Run) -> RunState:
         if NodeRun.begun(status, attempts):
             started.add(node_id)
     base = Artifact.objects.values_list("content", flat=True).get(pk=authored_base_id(
-        run.pk, base_artifact_id=run.base_artifact_id, replay_of_id=run.replay_of_id))
+        run.pk, base_artifact_id=run.base_artifact_id))
     completed = [pk for pk, status in latest.values() if status == NodeRun.Status.COMPLETED]
     approved = set(NodeRun.objects.filter(pk__in=completed, output__approved=True)
                    .values_list("node_id", flat=True)) if completed else set()
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
     bound = run.within is not None and any(spec.started_approved(run.pk) for spec in registry.catalogue().values()
                                            if spec.started_approved is not None)
-    written = agent_written(run.pk) if run.patch_seq or run.replay_of_id else NOBODY
+    # a replay (``replay_from_node``, kept when its source goes) inherits what its source's agents wrote
+    written = agent_written(run.pk) if run.patch_seq or run.replay_from_node else NOBODY
     # the steps a person set since the run began that an agent wrote since, or that are gone (an
     # agent may add one again): each as that person left it
+    people = {*written.persons, *written.inherited_persons}
     here: set[str] = set()
-    if written.persons:
+    if people:
         here = set(Artifact.objects.filter(pk=run.current_artifact_id).values_list(
             RawSQL("jsonb_path_query_array(content, '$.nodes[*].id')", ()), flat=True).first() or ())
-    set_by = {node_id: after for node_id, after in written.persons.items()
-              if node_id in written.nodes or node_id not in here}
-    contents = dict(Artifact.objects.filter(pk__in=set(set_by.values())).values_list("pk", "content")) if set_by else {}
-    persons_set = {node_id: node for node_id, after in set_by.items()
-                   for node in contents[after].get("nodes", []) if node.get("id") == node_id}
+    persons_set = persons_steps(written, {node_id for node_id in people if node_id in written.nodes or node_id not in here})
     return RunState(statuses={n: s for n, (_, s) in latest.items()}, started=frozenset(started),
                     approved=frozenset(approved), base=base, owner=owner, spawned=run.spawned_agents,
                     patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above,

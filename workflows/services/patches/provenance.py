@@ -12,8 +12,10 @@ approval says the change may happen, not that its text is the approver's.
 writer of each node and edge agents wrote: one query, small rows. A person's patch that changes
 an agent's node leaves it the agent's (the rest of its text still is); a node removed is
 forgotten, so one a person adds again under the same id is the person's. A replay starts from
-its source's definition: the source's patches (and its source's, ``REPLAY_DEPTH`` deep) are folded
-first.
+its source's definition: what its source's fold came to, and the version the source's oldest
+source started from, are stored on the replay when it starts (``replay_inherits``), and its own
+patches fold onto them. They are never read back through ``Run.replay_of``: a source may be deleted
+under a replay of its replay, or before a later one, and what its agents wrote must stay theirs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from workflows.models import Run, RunPatch, canonical_json
+from workflows.models import Artifact, ReplayProvenance, Run, RunPatch, canonical_json
 
 
 def edge_key(edge: dict[str, Any]) -> str:
@@ -140,25 +142,27 @@ def _without(item: dict[str, Any], shown: tuple[str, ...]) -> str:
 class Written:
     """The agent node that last wrote each node (by id) and edge (by ``edge_key``) agents wrote; and
     of each node a person's patch last added or changed, the definition right after it (its
-    artifact id): the step as that person set it, which bounds what an agent may make of it
-    (``policy.persons``) even once an agent has written it."""
+    artifact id; ``inherited_persons``: the step itself, for a patch of the run a replay replays):
+    the step as that person set it, which bounds what an agent may make of it (``policy.persons``)
+    even once an agent has written it (``persons_steps``)."""
 
     nodes: dict[str, str] = field(default_factory=dict)
     edges: dict[str, str] = field(default_factory=dict)
     persons: dict[str, str] = field(default_factory=dict, compare=False)
+    inherited_persons: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
 
 NOBODY = Written()
 
 
-# How far back a replay's chain of sources is followed (a replay of a replay of …): a replay's
-# base is its source's definition, and what agents wrote there is still theirs.
+# How far back ``patches_in`` follows a replay's chain of sources (a replay of a replay of …) for
+# the patches an approver may read; provenance is never read through it (``replay_inherits``).
 REPLAY_DEPTH = 20
 
 
 def _chain(run_id: Any) -> list[tuple[Any, Any]]:
-    """(run, the moment its replay started) from the oldest source followed to ``run_id`` (None:
-    every patch of its own), so a source's patches count up to the replay's start, as its base had them."""
+    """(run, the moment its replay started) from the oldest source still there followed to
+    ``run_id`` (None: every patch of its own), so a source's patches count up to the replay's start."""
     chain: list[tuple[Any, Any]] = [(run_id, None)]
     at = run_id
     for _ in range(REPLAY_DEPTH):
@@ -170,21 +174,19 @@ def _chain(run_id: Any) -> list[tuple[Any, Any]]:
     return chain[::-1]
 
 
-def authored_base_id(run_id: Any, *, base_artifact_id: Any, replay_of_id: Any) -> Any:
-    """The version the oldest run a replay goes back to started from: a replay starts from its
-    source's patched definition, which is not its author's (the patch policy's "the author's", what
-    an approver is told changed)."""
-    if replay_of_id is None:
-        return base_artifact_id
-    # the oldest run of the chain that is still there (one pruned meanwhile: the next)
-    chain = [str(run) for run, _ in _chain(run_id)]
-    bases = {str(pk): base for pk, base in Run.objects.filter(pk__in=chain).values_list("pk", "base_artifact_id")}
-    return next((bases[run] for run in chain if run in bases), base_artifact_id)
+def authored_base_id(run_id: Any, *, base_artifact_id: Any, replay_of_id: Any = None) -> Any:
+    """The version the oldest run a replay goes back to started from (stored when the replay started,
+    ``replay_inherits``): a replay starts from its source's patched definition, which is not its
+    author's (the patch policy's "the author's", what an approver is told changed). A run that is no
+    replay: its own base. ``replay_of_id`` is not read: a replay whose source was deleted has none."""
+    inherited = ReplayProvenance.objects.filter(run_id=run_id).values_list("authored_base_id", flat=True).first()
+    return inherited if inherited is not None else base_artifact_id
 
 
 def patches_in(run_id: Any) -> Any:
-    """The applied patches the run's definition holds: its own, and those of the runs it replays, each
-    up to the start of the replay of it (``agent_written``'s)."""
+    """The applied patches the run's definition holds that are still stored, for an approver to read:
+    its own, and those of the runs it replays, each up to the start of the replay of it (a source
+    deleted took its patches with it; what they wrote stays known, ``agent_written``)."""
     held = Q()
     for source, until in _chain(run_id):
         held |= Q(run_id=source) if until is None else Q(run_id=source, applied_at__lte=until)
@@ -192,19 +194,45 @@ def patches_in(run_id: Any) -> Any:
 
 
 def agent_written(run_id: Any) -> Written:
-    """The fold of the applied patches of the run, after those of the runs it replays (each up to
-    the start of the replay of it), in the order they were applied."""
-    nodes: dict[str, str] = {}
-    edges: dict[str, str] = {}
+    """The fold of the run's applied patches, in the order they were applied, onto what it inherited
+    as a replay (``replay_inherits``: its source's fold, when the replay started)."""
+    inherited = ReplayProvenance.objects.filter(run_id=run_id).values_list("nodes", "edges", "persons").first()
+    nodes, edges, before = (dict(inherited[0]), dict(inherited[1]), dict(inherited[2])) if inherited else ({}, {}, {})
     persons: dict[str, str] = {}
-    for writer, wrote, after in (patches_in(run_id).order_by("applied_at", "seq")
-                                 .values_list("node_id", "wrote", "after_artifact_id")):
+    for writer, wrote, after in (RunPatch.objects.filter(run_id=run_id, status=RunPatch.Status.APPLIED)
+                                 .order_by("applied_at", "seq").values_list("node_id", "wrote", "after_artifact_id")):
         _fold(nodes, edges, writer, wrote)
         # a step removed keeps the person's version: an agent's removal and re-adding of it under
         # its id was bound by the run's start again (or by nothing, for a step a person patched in)
         if not writer:
-            persons.update(dict.fromkeys([*wrote.get("added", []), *wrote.get("changed", [])], after))
-    return Written(nodes=nodes, edges=edges, persons=persons)
+            touched = [*wrote.get("added", []), *wrote.get("changed", [])]
+            persons.update(dict.fromkeys(touched, after))
+            for node_id in touched:
+                before.pop(node_id, None)
+    return Written(nodes=nodes, edges=edges, persons=persons, inherited_persons=before)
+
+
+def persons_steps(written: Written, node_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Of ``node_ids``, each step a person's patch set, as that patch left it (``Written.persons``)."""
+    own = {node_id: written.persons[node_id] for node_id in node_ids if node_id in written.persons}
+    contents = dict(Artifact.objects.filter(pk__in=set(own.values())).values_list("pk", "content")) if own else {}
+    steps = {node_id: written.inherited_persons[node_id] for node_id in node_ids
+             if node_id in written.inherited_persons and node_id not in own}
+    steps.update({node_id: node for node_id, after in own.items()
+                  for node in contents[after].get("nodes", []) if node.get("id") == node_id})
+    return steps
+
+
+def replay_inherits(*, replay: Run, source: Run) -> None:
+    """Store on ``replay``, as it starts, what it inherits of ``source``'s provenance: the version
+    the source's oldest source started from, and the fold of who wrote what (``agent_written``),
+    its persons' steps read out of the definitions their patches left. The source is finished and
+    held (``run_replay``'s lock): nothing changes it meanwhile."""
+    written = agent_written(source.pk)
+    ReplayProvenance.objects.create(
+        run=replay, authored_base_id=authored_base_id(source.pk, base_artifact_id=source.base_artifact_id),
+        nodes=written.nodes, edges=written.edges,
+        persons=persons_steps(written, {*written.persons, *written.inherited_persons}))
 
 
 def _fold(nodes: dict[str, str], edges: dict[str, str], writer: str, wrote: dict[str, Any]) -> None:
