@@ -21,7 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from tests.conftest import client_for, stored_run, wait_for_run
-from tests.engine.flow import http, submit, wait_until
+from tests.engine.flow import edge, http, submit, transform, unique, wait_until
 from workflows.engine import admission, sweeper
 from workflows.models import NodeRun, Run
 
@@ -165,3 +165,48 @@ def test_the_sweeper_releases_as_many_as_are_free_and_never_passes_over_a_free_o
     assert admission.release_unreleased(timezone.now()) == 1
     assert sorted(NodeRun.objects.filter(run=free, wait_reason="").values_list("node_id", flat=True)) == ["held0"]
     assert NodeRun.objects.filter(run=busy, wait_reason="slot").count() == 150
+
+
+def _waiting_on_a_lock() -> int:
+    """Backends of the stack waiting for a row lock now (the coordinator's decisions asked again)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = "
+                       "current_database() AND pid <> pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.parametrize("control", [False, True], ids=["skipped while decided", "control: asked again"])
+def test_a_decision_under_way_is_not_asked_for_again_to_wait_on_its_lock(engine, api, make_user, control):
+    """A decision that takes long (twenty conditionals copying a 15 MB output: 30 s) holds its run's
+    row; the sweeper asked for it again every ``AOB_REPUBLISH_AFTER_S``, and each ask held a
+    coordinator process waiting on that lock, until every process of the coordinator was one: any
+    other owner's run waited for the slow one (25 s, a red team's find). A run whose row is held is
+    passed over (``sweeper._runs_locked``) and asked for at a later sweep if still unconsumed. The
+    control asks again as before: the other owner's run waits while the decision is held."""
+    a = unique("slow")
+    HOOKS.set(f"aob:test:stall:decision_locked:{a}", 1)  # the decision after `a` holds the run's lock
+    if control:
+        HOOKS.set("aob:test:reconsume_locked_off", 1)
+    try:
+        # a branch rule: the full decision (the plain step takes no rule), where the stall point is
+        slow = submit(api, {"nodes": [transform(a, "1"), transform("b", "2")], "edges": [edge(a, "b", "output == 1")]})
+        wait_until(lambda: HOOKS.exists(f"aob:test:stalled:decision_locked:{a}"), timeout=30, what="the decision held")
+        swept = float(HOOKS.get(sweeper.SWEPT_KEY) or 0)
+        # the sweeper has passed twice since `a` was due to be asked again (3 s here)
+        wait_until(lambda: float(HOOKS.get(sweeper.SWEPT_KEY) or 0) > swept + 4, timeout=30, what="two sweeps")
+        other = client_for(make_user(unique("other")))
+        canary = submit(other, {"nodes": [transform("x", "1"), transform("y", "2")], "edges": [edge("x", "y")]})
+        if control:
+            wait_until(lambda: _waiting_on_a_lock() >= 2, timeout=30, what="the asks waiting on the lock")
+            with pytest.raises(AssertionError):
+                wait_for_run(canary, timeout=8)
+            return
+        assert wait_for_run(canary, timeout=20).status == Run.Status.COMPLETED
+        assert HOOKS.exists(f"aob:test:stalled:decision_locked:{a}")  # while the slow decision still held
+        assert _waiting_on_a_lock() == 0
+    finally:
+        HOOKS.set(f"aob:test:stall_release:decision_locked:{a}", 1, ex=120)
+        HOOKS.delete("aob:test:reconsume_locked_off")
+    assert wait_for_run(slow, timeout=60).status == Run.Status.COMPLETED

@@ -74,6 +74,9 @@ so a test flips them for every process of its stack at once:
   control; each pass of it writes ``aob:test:resend_ran`` (tests/faults/test_firing_lost.py);
 - ``aob:test:lost_by_attempts``: negative control of ``sweeper.times_lost``: a node run's attempts
   before this one count as lost, whatever ended them, as before (tests/faults/test_lost_counted.py);
+- ``aob:test:reconsume_locked_off``: negative control of ``sweeper._runs_locked``: the sweeper asks
+  again for the decision of a run whose row a decision holds, as before (each ask then held a
+  coordinator process on the lock: tests/engine/test_fair_shares.py);
 - ``aob:test:message_id_off``: an approval email gets a new ``Message-ID`` at each send, as Django
   makes one, the negative control of ``notifications.message_id``
   (tests/faults/test_notifier_killed.py).
@@ -320,13 +323,18 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
         _redis().set("aob:test:resend_ran", time.time())
         return sent
 
+    runs_locked = sweeper._runs_locked
+
+    def switchable_runs_locked(run_ids: set[Any]) -> set[Any]:
+        return set() if _redis().exists("aob:test:reconsume_locked_off") else runs_locked(run_ids)
+
     subflows_sweep = subflows.subflows_sweep
 
     def switchable_subflows_sweep() -> dict[str, int]:
         return {"skipped": 1} if _redis().exists("aob:test:subflows_sweep_off") else subflows_sweep()
 
     wrapped = [(schedules, "due_time", switchable_due_time), (schedules, "schedules_resend_lost", switchable_resend_lost),
-               (subflows, "subflows_sweep", switchable_subflows_sweep),
+               (subflows, "subflows_sweep", switchable_subflows_sweep), (sweeper, "_runs_locked", switchable_runs_locked),
                (dispatch, "publish_now", dropping_publish), (sweeper, "sweep", pausable_sweep), (poison, "sweep_row", switchable_sweep_row),
                (sweeper, "undecided_parks", switchable_undecided_parks), (sweeper, "times_lost", switchable_times_lost),
                (sweeper, "unclaimed_before", switchable_unclaimed_before),

@@ -275,6 +275,9 @@ class _Planner:
         self.unsent: set[int] = set()  # stored node runs no message was sent for (a replay's reused)
         self._todo: list[tuple[str, int]] = []  # (node, iteration) to consider: a stack, not recursion
         self._draining = False
+        # the stored size of each output conditionals pass on, by the output's identity (kept alive
+        # with it): serialised once however many conditionals copy it
+        self._sizes: dict[int, tuple[Any, int]] = {}
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
@@ -491,22 +494,8 @@ class _Planner:
             return
         node = self.ir.nodes[node_id]
         if inline(node.type):
-            if self.budget is not None:
-                self.budget.nodes += 1
-            upstream = self._predecessor_output(node_id, iteration)
-            output: Any = upstream  # a conditional passes its input on; its edges' rules route it
-            shown: dict[str, Any] = {}
-            if node_id in self.ir.loops:
-                output = self._loop_output(node_id, iteration, upstream)
-                shown["output"] = _public(output)  # its own few counters
-                self.plan.output_bytes += size_of(canonical_json(output))  # stored, as any output is counted
-            else:
-                # it stores a copy of what it passes on: counted against the run's output bytes
-                # as any output is, and left out of its event (a chain of conditionals after a
-                # large output copied it into each one's event); nothing upstream: nothing stored
-                self.plan.output_bytes += size_of(canonical_json(upstream)) if upstream is not None else 0
-            token = self._add(Token(node_id, iteration, node.type, NodeRun.Status.COMPLETED, input=upstream,
-                                    output=output, started_at=self.now, finished_at=self.now, attempts=1))
+            with self.budget.timing() if self.budget is not None else contextlib.nullcontext():
+                token, shown = self._inline(node_id, iteration, node.type)
             self.event(Event.Type.NODE_STARTED, node_id, iteration=iteration, inline=True)
             self.event(Event.Type.NODE_COMPLETED, node_id, iteration=iteration, inline=True, **shown)
             self.consume(token)
@@ -521,6 +510,33 @@ class _Planner:
             self.consume(token)
         else:
             self._add(Token(node_id, iteration, node.type, NodeRun.Status.QUEUED, queued_at=self.now))
+
+    def _inline(self, node_id: str, iteration: int, node_type: str) -> tuple[Token, dict[str, Any]]:
+        """An inline node done in place, its time the decision's (``Budget``): a loop's counters,
+        or a conditional, which passes its input on (its edges' rules route it). A conditional
+        stores that copy once, as its output (its input is the same: not stored again), counted
+        against the run's output bytes as any output is and left out of its event; its size is
+        measured once per output however many conditionals copy it (twenty after one 13 MB output
+        serialised it twenty times: 17 s of a coordinator, a red team's find)."""
+        if self.budget is not None:
+            self.budget.nodes += 1
+        upstream = self._predecessor_output(node_id, iteration)
+        shown: dict[str, Any] = {}
+        if node_id in self.ir.loops:
+            output = self._loop_output(node_id, iteration, upstream)
+            shown["output"] = _public(output)  # its own few counters
+            self.plan.output_bytes += size_of(canonical_json(output))  # stored, as any output is counted
+            stored_input = upstream
+        else:
+            output, stored_input = upstream, None
+            if upstream is not None:  # nothing upstream: nothing stored
+                known = self._sizes.get(id(upstream))
+                if known is None:
+                    known = self._sizes[id(upstream)] = (upstream, size_of(canonical_json(upstream)))
+                self.plan.output_bytes += known[1]
+        token = self._add(Token(node_id, iteration, node_type, NodeRun.Status.COMPLETED, input=stored_input,
+                                output=output, started_at=self.now, finished_at=self.now, attempts=1))
+        return token, shown
 
     def _evaluated(self, evaluate: Evaluate, node: Any, iteration: int) -> bool:
         """A pure node run here, as a worker would have run it: its own node run (attempt 1), its

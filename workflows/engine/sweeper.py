@@ -118,18 +118,35 @@ def reconsume(decided_by: datetime, patience: datetime, most: int = 500) -> int:
     over = {owner for owner in owners if shares.over(owner)}
     asked = 0
     oldest = ("finished_at", "pk")
-    for pk in (finished.filter(finished_at__lt=decided_by).exclude(run__owner_id__in=over).order_by(*oldest)
-               .values_list("pk", flat=True)[:most]):
-        with poison.sweep_row("reconsume", node_run_id=pk):
-            coordinate_now(pk)
-            asked += 1
+    rows = [(pk, run_id, False) for pk, run_id in
+            finished.filter(finished_at__lt=decided_by).exclude(run__owner_id__in=over).order_by(*oldest)
+            .values_list("pk", "run_id")[:most]]
     if over:
-        for pk in (finished.filter(finished_at__lt=patience, run__owner_id__in=over).order_by(*oldest)
-                   .values_list("pk", flat=True)[:most]):
-            with poison.sweep_row("reconsume", node_run_id=pk):
-                coordinate_now(pk, over_share=True)
-                asked += 1
+        rows += [(pk, run_id, True) for pk, run_id in
+                 finished.filter(finished_at__lt=patience, run__owner_id__in=over).order_by(*oldest)
+                 .values_list("pk", "run_id")[:most]]
+    deciding = _runs_locked({run_id for _, run_id, _ in rows})
+    for pk, run_id, over_share in rows:
+        if run_id in deciding:
+            continue
+        with poison.sweep_row("reconsume", node_run_id=pk):
+            coordinate_now(pk, over_share=over_share)
+            asked += 1
     return asked
+
+
+def _runs_locked(run_ids: set[Any]) -> set[Any]:
+    """The runs of ``run_ids`` whose row someone holds now: a decision under way (or a patch, a
+    cancel) routes what it finds when it ends, and a decision asked for again meanwhile only waits
+    on the lock, a coordinator's process held: a 30-second decision asked again every few seconds
+    held every process of the coordinator (a red team's find). Asked for again at a later sweep,
+    once the row is free, if still unconsumed then."""
+    if not run_ids:
+        return set()
+    with transaction.atomic():
+        free = set(Run.objects.select_for_update(skip_locked=True, no_key=True).filter(pk__in=run_ids)
+                   .order_by().values_list("pk", flat=True))
+    return run_ids - free
 
 
 # When a sweep last finished (epoch seconds by Redis's clock), for the health answer (``sweeper_health``).
