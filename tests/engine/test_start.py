@@ -41,10 +41,11 @@ def facts(run: Run) -> dict[str, Any]:
             "nodes": nodes, "events": events}
 
 
-def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any]) -> Run:
-    """The reference: the run saved, then the decision's ``start`` applies the plan."""
+def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any], usage: dict[str, Any] | None = None) -> Run:
+    """The reference: the run saved (with the ``usage`` its start counted: a definition sent with it),
+    then the decision's ``start`` applies the plan."""
     run = Run(owner=owner, base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
-              inputs_bytes=size_of(canonical_json(inputs)) if inputs else 0)
+              inputs_bytes=size_of(canonical_json(inputs)) if inputs else 0, usage=dict(usage or {}))
     with transaction.atomic():
         run.save(force_insert=True)
         coordinator.start(run)
@@ -58,7 +59,8 @@ def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any]) -> Run:
 def test_a_start_writes_what_the_decisions_path_writes(user: Any, definition: dict[str, Any],
                                                        inputs: dict[str, Any]) -> None:
     started = run_start(owner=user, definition=definition, inputs=inputs)
-    reference = decision_path(user, started.base_artifact_id, inputs)
+    counted = {"kept_bytes": size_of(canonical_json(definition))}  # what the inline definition keeps
+    reference = decision_path(user, started.base_artifact_id, inputs, counted)
 
     assert facts(started) == facts(reference)
 
@@ -213,3 +215,17 @@ def test_a_loop_node_that_loops_back_to_itself_is_refused() -> None:
 
     assert not report.valid
     assert [(p.path, p.rule) for p in report.errors] == [("/nodes/0/config/loop_back_to", "loop_reaches_back")]
+
+
+def test_a_start_of_more_entry_nodes_than_one_statement_carries_is_written_in_batches(user: Any, settings: Any) -> None:
+    """Each value of a node run is a parameter of its own (``ValuesJSONField``: Django's ``UNNEST``
+    array literal escaped every quote of every value in Python), and PostgreSQL takes at most 65,535
+    in one statement: 2,500 entry nodes (an operator's raised ``AOB_MAX_NODES``) are 67,500 in the one
+    statement of a usual start. Past ``START_ONE_STATEMENT_MAX`` the start is written in batches."""
+    settings.AOB_MAX_NODES = 2600
+    definition = {"nodes": [{"id": f"n{i}", "type": "transform", "config": {"expression": "1", **Q}}
+                            for i in range(2500)], "edges": []}
+
+    run = run_start(owner=user, definition=definition, inputs={})
+
+    assert NodeRun.objects.filter(run=run, status="queued").count() == 2500

@@ -312,6 +312,12 @@ def _decide(node_run_id: int, started: float, deferrable: bool) -> None:
         shares.charge(owner_id, time.perf_counter() - started)
 
 
+# Past this many entry nodes a start is written by ``apply``, in statements of a bounded size: each
+# value of a node run is a parameter of its own (``ValuesJSONField``), and one statement takes at
+# most 65,535 (``NodeRunQuerySet.bulk_create`` batches them; one statement of every row does not).
+START_ONE_STATEMENT_MAX = 1000
+
+
 def start_new(run: Run) -> list[NodeRun]:
     """Store a new run (``run`` not saved yet) and emit its entry nodes. When the plan only inserts
     node runs and events (``Plan.inserts_only``, a usual start), the run, its node runs and its
@@ -320,7 +326,7 @@ def start_new(run: Run) -> list[NodeRun]:
     any other plan (an entry node that settles the run at once, a start cut by its budget) is
     written by the decision's ``apply`` in a transaction, after the run is saved."""
     ir, state, plan = _plan_start(run, [])
-    if not plan.inserts_only:
+    if not plan.inserts_only or len(plan.inserts) > START_ONE_STATEMENT_MAX:
         with transaction.atomic(savepoint=False):
             run.save(force_insert=True)
             return apply(run, ir, plan, state.now)
