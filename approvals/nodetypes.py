@@ -12,7 +12,6 @@ from django.contrib.auth.models import User
 from approvals.models import Approval
 from approvals.services import (
     MAX_WAIT_MS,
-    action_changed,
     approval_create_for_node,
     approval_hold_patch,
     approvals_cancel_for_run,
@@ -82,11 +81,10 @@ def run_hitl(ctx: NodeContext) -> Any:
         raise NodeFailed(f"the approval form is refused: {first.path or '/'}: {first.message}",
                          code="InvalidForm", extra={"rule": first.rule, "path": f"/config/form{first.path}"})
     owner = User.objects.only("username").get(pk=ctx.owner_id).username
-    # measured before the park's transaction: a context may be megabytes before it is bounded
+    # measured before the park's transaction: a context may be megabytes before it is bounded. It
+    # reads what cannot change once the gate runs (the run's inputs, finished upstream outputs); what
+    # a patch may change meanwhile (the action, so ``action_changed``) is read under the park's lock.
     context = gate_context(run_id=ctx.run_id, inputs=ctx.inputs, upstream=ctx.outputs)
-    changed = action_changed(run_id=ctx.run_id, gate=ctx.node_id)
-    if changed is not None:
-        context = {**context, "action_changed": changed}
 
     def create() -> list:
         _, items = approval_create_for_node(run_id=ctx.run_id, owner_id=ctx.owner_id, node_run_id=ctx.node_run_id,

@@ -110,8 +110,15 @@ def action_changed(*, run_id: str, gate: str) -> dict[str, Any] | None:
 def approval_create_for_node(*, run_id: str, owner_id: int, node_run_id: int, node_id: str, config: dict[str, Any],
                              context: dict[str, Any], owner_username: str) -> tuple[Approval, list]:
     """The rows a waiting ``hitl`` node is; called inside the executor's park transaction, with
-    the ``context`` ``gate_context`` bounded before it."""
+    the ``context`` ``gate_context`` bounded before it. Whether a patch changed the action
+    (``action_changed``) is read here, under the park's run lock, as the digest the approvers are
+    asked about is: read by the executor before it, a patch committed in between was neither told
+    to the approvers nor voided anything (the gate was running, not waiting), and the approval
+    asked about the patched action as unchanged."""
     now = clock()  # the deadline's clock
+    changed = action_changed(run_id=run_id, gate=node_id)
+    if changed is not None:
+        context = {**context, "action_changed": changed}
     timeout_ms = config.get("timeout_ms")
     approvers = list(config.get("approvers") or [owner_username])
     approval = Approval.objects.create(

@@ -4,13 +4,20 @@ action as it is when it is made, and the gate's message was written for the acti
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection
 
 from approvals.models import Approval
 from tests.approvals.runs import approval_of, decide, submit
 from tests.conftest import client_for, wait_for_run
 from tests.engine.flow import http, wait_until
-from workflows.models import NodeRun
+from workflows.engine import execution
+from workflows.models import NodeRun, Run
+from workflows.services.runs import run_cancel
 
 
 def flow(remote: Any) -> dict[str, Any]:
@@ -87,3 +94,62 @@ def test_a_vote_from_a_page_read_before_a_patch_changed_the_action_is_refused(en
     assert again["action_digest"] != read["action_digest"] and again["context"]["action_changed"]
     assert decide(bob, approval, action_digest=again["action_digest"]).status_code == 200
     assert wait_for_run(run_id).status == "completed"
+
+
+def test_a_patch_committed_while_the_gate_is_about_to_ask_is_told_to_its_approvers(engine, user, bob,
+                                                                                  monkeypatch) -> None:
+    """A patch committed after the gate's executor began, before its park took the run's lock,
+    found the gate running (neither waiting nor approved): it voided nothing and said nothing. The
+    executor had read ``action_changed`` before it, so the approval asked about the patched action
+    (999999) under no "Changed since the run started". It is read in the park now, under the run's
+    lock, as the digest the approvers are asked about is. The executor here is the test process's,
+    paused before its park; the workers' is held before its claim, and finds the gate parked."""
+    import approvals.nodetypes as hitl
+
+    hooks = redis.Redis.from_url(settings.REDIS_URL)
+    hooks.set("aob:test:stall:execution:review", 1)
+    parking, go = threading.Event(), threading.Event()
+    real_park = hitl.park
+
+    def paused_park(ctx: Any, create: Any) -> bool:
+        parking.set()
+        go.wait(20)
+        return real_park(ctx, create)
+
+    monkeypatch.setattr(hitl, "park", paused_park)
+    run_id = submit(user, {"nodes": [
+        {"id": "review", "type": "hitl", "config": {"message": "Pay 42?", "approvers": ["bob"]}},
+        {"id": "pay", "type": "transform", "config": {"expression": "{'paid': 42}"}}],
+        "edges": [{"from": "review", "to": "pay", "condition": "$.approved == true"}]})
+    try:
+        wait_until(lambda: hooks.exists("aob:test:stalled:execution:review"), timeout=20, what="review held")
+        gate = NodeRun.objects.get(run_id=run_id, node_id="review")
+
+        def ask() -> None:
+            try:
+                execution.execute(gate.pk)
+            finally:
+                connection.close()
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        assert parking.wait(20), "the gate never came to park"
+        answer = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+            {"op": "replace", "path": "/nodes/1/config/expression", "value": "{'paid': 999999}"}],
+            "description": "pay more"}, format="json")
+        assert answer.status_code == 201, answer.json()
+        go.set()
+        asking.join(30)
+        approval = Approval.objects.get(run_id=run_id, node_id="review")
+        assert approval.status == "pending"
+        changed = (approval.context or {}).get("action_changed")
+        assert changed is not None, "asked about the patched action, and told nothing changed"
+        assert changed["patches"] == [{"seq": 1, "node_id": "", "description": "pay more"}]
+        assert decide(bob, approval).status_code == 200
+        assert wait_for_run(run_id).status == "completed"
+    finally:
+        go.set()
+        hooks.set("aob:test:stall_release:execution:review", 1)
+        run = Run.objects.get(pk=run_id)
+        if run.status not in Run.FINISHED:
+            run_cancel(run=run, user=user)
