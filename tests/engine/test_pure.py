@@ -205,3 +205,34 @@ def test_the_planner_with_pure_nodes_reaches_the_same_final_states(definition):
     in_decision = drive(PureSim(graphs.in_decision(definition)), first)
     assert finals_and_taken(in_decision) == finals_and_taken(on_workers)
     assert in_decision.run["status"] == on_workers.run["status"] == Run.Status.COMPLETED
+
+
+def _copying(w_output_bytes: int) -> planner.Plan:
+    definition = {"nodes": [{"id": "w", "type": "transform", "config": {"expression": "{'x': 1}", **Q}},
+                            {"id": "t", "type": "transform", "config": {"template": {"copy": "$nodes.w"}}}],
+                  "edges": [{"from": "w", "to": "t"}]}
+    state = State(run_status=Run.Status.RUNNING, inputs={}, now=NOW,
+                  limits=Limits(max_output_bytes=1 << 40, max_node_runs=1 << 40),
+                  tokens=[Token("w", 0, "transform", NodeRun.Status.COMPLETED, pk=1, output={"x": 1}, finished_at=NOW,
+                                output_bytes=w_output_bytes)])
+    evaluator = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, max_nodes=50, max_ms=10_000)
+    return planner.plan(compile_definition(definition), state, 1, evaluator)
+
+
+def test_a_pure_node_reading_more_than_the_decision_may_goes_to_its_queue():
+    """A template copying a 13 MB output was evaluated in the decision: its references resolved and
+    its output serialised before the time cap could stop it (3.4 s against 50 ms), then thrown away
+    as over the cap and done again on a worker (a red team's find). Past ``READ_MAX_BYTES`` of the
+    outputs it reads (as stored), it goes to its queue at once."""
+    assert [(t.node_id, t.status) for t in _copying(pure.READ_MAX_BYTES).inserts] == [("t", NodeRun.Status.COMPLETED)]
+    assert [(t.node_id, t.status) for t in _copying(pure.READ_MAX_BYTES + 1).inserts] == [("t", NodeRun.Status.QUEUED)]
+
+
+def test_a_pure_node_after_a_large_output_runs_on_a_worker_and_completes(engine, api):
+    items = ["x" * 100] * 3_000  # a 300 KB output to copy
+    run = wait_all([submit(api, {"nodes": [{"id": "w", "type": "transform", "config": {"template": "$inputs.items", **Q}},
+                                           {"id": "t", "type": "transform", "config": {"template": {"copy": "$nodes.w"}}}],
+                                 "edges": [{"from": "w", "to": "t"}]}, {"items": items})], timeout=60)[0]
+    t = NodeRun.objects.get(run=run, node_id="t")
+    assert run.status == Run.Status.COMPLETED and t.output == {"copy": items}
+    assert t.dispatched_at is not None  # a worker's, not the decision's

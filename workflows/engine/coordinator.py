@@ -163,13 +163,15 @@ def _tokens(node_runs: Any, ir: IR) -> list[Token]:
                                          default=Value(None), output_field=JSONField()))
             .order_by("iteration", "id")
             .values_list("pk", "node_id", "iteration", "node_type", "status", "consumed", "taken", "routing_output",
-                         "routing_parts", "error", "finished_at", "reused"))
+                         "routing_parts", "error", "finished_at", "reused", "output_bytes"))
     tokens = []
-    for pk, node_id, iteration, node_type, status, consumed, taken, output, got, error, finished_at, reused in rows:
+    for (pk, node_id, iteration, node_type, status, consumed, taken, output, got, error, finished_at, reused,
+         output_bytes) in rows:
         if got is not None:
             output = _assembled(parts_of[node_id], got)
         tokens.append(Token(node_id, iteration, node_type, status, pk=pk, consumed=consumed, taken=taken,
-                            output=output, error=error, finished_at=finished_at, reused=reused))
+                            output=output, error=error, finished_at=finished_at, reused=reused,
+                            output_bytes=output_bytes))
     return tokens
 
 

@@ -42,7 +42,7 @@ from workflows.definition.references import referenced_nodes
 from workflows.limits import clipped
 from workflows.models import Event, NodeRun, Run, canonical_json, size_of
 
-from .pure import Budget, Outcome, in_decision
+from .pure import READ_MAX_BYTES, Budget, Outcome, in_decision
 
 # Evaluates a pure node over the outputs it references, or None: it goes through the queue.
 Evaluate = Callable[[Any, int, dict[str, Any]], Outcome | None]
@@ -72,6 +72,9 @@ class Token:
     error: dict[str, Any] | None = None
     finished_at: datetime | None = None
     reused: bool = False
+    # the output's stored size (``NodeRun.output_bytes``; what this plan measured of one it made),
+    # None where unknown: what a pure node evaluated in the decision would read (``pure.READ_MAX_BYTES``)
+    output_bytes: int | None = None
     # set on tokens this plan creates
     input: Any = None
     started_at: datetime | None = None
@@ -535,16 +538,19 @@ class _Planner:
                     known = self._sizes[id(upstream)] = (upstream, size_of(canonical_json(upstream)))
                 self.plan.output_bytes += known[1]
         token = self._add(Token(node_id, iteration, node_type, NodeRun.Status.COMPLETED, input=stored_input,
-                                output=output, started_at=self.now, finished_at=self.now, attempts=1))
+                                output=output, started_at=self.now, finished_at=self.now, attempts=1,
+                                output_bytes=self._sizes[id(output)][1] if id(output) in self._sizes else None))
         return token, shown
 
     def _evaluated(self, evaluate: Evaluate, node: Any, iteration: int) -> bool:
         """A pure node run here, as a worker would have run it: its own node run (attempt 1), its
         ``node_started`` and ``node_completed`` (or ``node_failed``) with a worker's payloads, then
         consumed like any finished node. False when the evaluator hands it to the queue."""
-        outputs = {ref: token.output for ref in pure_refs(self.ir, node.id)
-                   if (token := self.read(node.id, ref, iteration)) is not None}
-        outcome = evaluate(node, iteration, outputs)
+        read = {ref: token for ref in pure_refs(self.ir, node.id)
+                if (token := self.read(node.id, ref, iteration)) is not None}
+        if sum(token.output_bytes or 0 for token in read.values()) > READ_MAX_BYTES:
+            return False  # its references alone would take the decision's time: a worker's
+        outcome = evaluate(node, iteration, {ref: token.output for ref, token in read.items()})
         if outcome is None:
             return False
         failed = outcome.error is not None
@@ -555,7 +561,8 @@ class _Planner:
         token = self._add(Token(node.id, iteration, node.type, NodeRun.Status.FAILED if failed else NodeRun.Status.COMPLETED,
                                 input=outcome.input, output=outcome.output, error=outcome.error,
                                 output_artifact_id=outcome.artifact_id, attempt_log=[entry],
-                                started_at=outcome.started_at, finished_at=outcome.finished_at, attempts=1))
+                                started_at=outcome.started_at, finished_at=outcome.finished_at, attempts=1,
+                                output_bytes=outcome.size))
         self.event(Event.Type.NODE_STARTED, node.id, iteration=iteration, attempt=1)
         if failed:
             self.event(Event.Type.NODE_FAILED, node.id, iteration=iteration, attempt=1, error=outcome.error)

@@ -81,6 +81,13 @@ def in_decision(node: Node) -> bool:
                 and (node.config or {}).get("dispatch") != "queue")
 
 
+# The most a pure node evaluated in a decision may read of other nodes' stored outputs, together:
+# past it the node goes to its queue, a worker's to evaluate. Its references are resolved and its
+# output serialised before the time cap can stop it (a template copying a 13 MB output: 3.4 s of
+# the decision against its 50 ms, then thrown away and done again on a worker: a red team's find).
+READ_MAX_BYTES = 256 * 1024
+
+
 class Budget:
     """What one decision may evaluate in place: ``max_nodes`` nodes (pure, conditional, loop) and
     ``max_ms`` of evaluation (pure nodes, edge and loop conditions). ``spent`` once either is used."""
