@@ -4,8 +4,23 @@
 from __future__ import annotations
 
 import json
+import time
 
-from tests.engine.flow import edge, event_counts, http, node_runs, submit, transform, unique, wait_all
+import pytest
+import redis
+from django.conf import settings
+
+from tests.engine.flow import (
+    edge,
+    event_counts,
+    http,
+    node_runs,
+    submit,
+    transform,
+    unique,
+    wait_all,
+    wait_until,
+)
 from workflows.definition.ir import MAX_BACKOFF_MS, backoff_ms_of
 from workflows.definition.validation import SCHEMA_PATH
 
@@ -84,6 +99,50 @@ def test_timeout_ms_fails_the_node_with_error_type_timeout(engine, api, remote):
     assert "after" not in node_runs(run)
     assert run.error["node_id"] == "slow"
     assert run.error["error_type"] == "Timeout"
+
+
+@pytest.mark.parametrize(("sent_ms", "patched_ms", "sleep_s", "log"), [
+    # lowered: cut at 1 s, twice (its two tries), not let run its 8 s under the old 60 s
+    (60000, 1000, 8, ["sent_again", "failed", "failed"]),
+    # raised by the owner: not killed at the 1 s its message was sent with
+    (1000, 20000, 3, ["sent_again", "completed"]),
+])
+def test_a_timeout_ms_patched_while_the_step_is_queued_holds_for_its_first_attempt(
+        engine, api, remote, sent_ms, patched_ms, sleep_s, log):
+    """The limit a Celery message enforces is set when it is published; the claim reads the
+    definition as patched since, and gives back a claim whose message enforces another limit: the
+    step is sent again with the claimed limit, unrun, its log saying why, and that counts no try."""
+    node_id = unique("queued")
+    hooks = redis.Redis.from_url(settings.REDIS_URL)
+    hooks.set(f"aob:test:stall:execution:{node_id}", 1)  # its executor holds before the claim: queued
+    try:
+        run_id = submit(api, {"nodes": [http(node_id, f"{remote.base}/sleep/{sleep_s}", timeout_ms=sent_ms,
+                                               retry={"max_attempts": 2, "backoff_ms": 100})],
+                              "edges": []})
+        wait_until(lambda: hooks.exists(f"aob:test:stalled:execution:{node_id}"), timeout=20, what="held, queued")
+        assert node_runs(run_id)[node_id].status == "queued"
+        patched = api.post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+            {"op": "replace", "path": "/nodes/0/timeout_ms", "value": patched_ms}]}, format="json")
+        assert patched.status_code == 201, patched.json()
+    finally:
+        hooks.set(f"aob:test:stall_release:execution:{node_id}", 1)
+    started = time.monotonic()
+    run = wait_all([run_id], timeout=40)[0]
+    took = time.monotonic() - started
+    step, ends = node_runs(run)[node_id], log[-1]
+    assert (step.status, run.status) == (ends, ends), (step.error, took)
+    assert [entry["status"] for entry in step.attempt_log] == log
+    again = step.attempt_log[0]
+    assert (again["reason"], again["sent_ms"], again["timeout_ms"]) == ("timeout_changed", sent_ms, patched_ms)
+    retrying = [e.data for e in run.events.filter(type="node_retrying").order_by("seq")]
+    assert len(retrying) == len(log) - 1  # the claim given back, and a retry's
+    assert (retrying[0].get("reason"), retrying[0].get("timeout_ms")) == ("timeout_changed", patched_ms)
+    if ends == "failed":
+        assert step.error["error_type"] == "Timeout"
+        assert took < 6, took  # two tries of 1 s, and the backoff
+    else:
+        assert step.output["body"]["slept"] == sleep_s
+    hooks.delete(*(f"aob:test:{key}:execution:{node_id}" for key in ("stalled", "stall_release")))
 
 
 def test_each_wait_between_attempts_is_at_most_an_hour_the_schemas_largest_backoff():

@@ -92,11 +92,11 @@ def install() -> None:
             stall("decision", node_id)
         coordinate(node_run_id, completion, **kwargs)
 
-    def stalling_execute(node_run_id: int) -> Any:
+    def stalling_execute(node_run_id: int, *args: Any) -> Any:
         node_id = NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first()
         if node_id:
             stall("execution", node_id)
-        return execute(node_run_id)
+        return execute(node_run_id, *args)
 
     def stalling_plan(ir: Any, state: Any, finished: int, *args: Any, **kwargs: Any) -> Any:
         """The full decision, inside its transaction with the run row locked (``coordinator._decide``)."""

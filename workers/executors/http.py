@@ -13,7 +13,7 @@ from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
 from workers.http.exceptions import HTTPRequestError
 from workflows.definition.references import resolve
-from workflows.engine.execution import LOST, answered
+from workflows.engine.execution import LOST, SENT_AGAIN, answered
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, Repeats, executor
 
@@ -132,9 +132,9 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     timeout_ms = config.get("timeout_ms")
     key_header = config.get("idempotency_header", idempotency.HEADER) or None
     repeats = _repeats(config).flags[0]
-    if not repeats and _after_lost(ctx):
-        raise _outcome_unknown(method, config, "the worker running the previous attempt stopped mid-request",
-                               ctx.attempt - 1)
+    lost = _lost_before(ctx) if not repeats else None
+    if lost is not None:
+        raise _outcome_unknown(method, config, "the worker running the previous attempt stopped mid-request", lost)
     try:
         result = _request(config, method, payload, timeout_ms, key_header, ctx)
     except HTTPRequestError as exc:
@@ -208,12 +208,17 @@ def _outcome_unknown(method: str, config: dict[str, Any], why: str, attempt: int
                       code="OutcomeUnknown", extra={"transient": False, "attempt": attempt})
 
 
-def _after_lost(ctx: NodeContext) -> bool:
-    """Whether the attempt before this one was lost: claimed, and its worker died before it
-    finished (the sweeper logged it ``lost``)."""
+def _lost_before(ctx: NodeContext) -> int | None:
+    """The attempt before this one when it was lost: claimed, and its worker died before it
+    finished (the sweeper logged it ``lost``). Claims given back unrun between them
+    (``execution.send_again``: its timeout_ms patched while it was queued) sent nothing."""
     if ctx.attempt <= 1:
-        return False
+        return None
     from workflows.models import NodeRun
 
     log = NodeRun.objects.filter(pk=ctx.node_run_id).values_list("attempt_log", flat=True).first() or []
-    return bool(log) and isinstance(log[-1], dict) and log[-1].get("status") == LOST
+    tried = [past for past in log if not (isinstance(past, dict) and past.get("status") == SENT_AGAIN)]
+    last = tried[-1] if tried else None
+    if isinstance(last, dict) and last.get("status") == LOST:
+        return last.get("attempt") if isinstance(last.get("attempt"), int) else ctx.attempt - 1
+    return None

@@ -39,6 +39,18 @@ def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
     return soft, soft + 10
 
 
+def enforces(timelimit: Any, timeout_ms: int | None) -> bool:
+    """Whether an executor message whose Celery ``timelimit`` (``task.request.timelimit``: hard,
+    soft) is the one ``publish_now`` sends for ``timeout_ms``. The limits a message carries are set
+    when it is published; a patch may change the node's ``timeout_ms`` while it is queued, and the
+    claim (which reads the definition) is where the two are compared (``execution.send_again``). A
+    message with no limit was not sent by ``publish_now``: sending it again would not give it one."""
+    if not timelimit or timelimit[1] is None:
+        return True
+    soft, hard = _time_limits(timeout_ms)
+    return tuple(timelimit) == (hard, soft)
+
+
 def task_id(run_id: Any, node_run_id: int) -> str:
     """Every executor message of a node run carries this id, so cancel can revoke it by id without
     storing which messages went out (the first, a retry's, the sweeper's). Workers remember a revoked

@@ -25,7 +25,7 @@ from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_HELD, NODE_QUEUE
 from workflows import egress, registry
-from workflows.definition.ir import attempts_of, backoff_ms_of, retry_after_ms
+from workflows.definition.ir import attempts_of, backoff_ms_of, retry_after_ms, timeout_ms_of
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
 from workflows.limits import bounded_error
@@ -37,7 +37,7 @@ from . import admission, events, heartbeat, locks, owners, planner, run_inputs, 
 from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
-from .dispatch import Dispatch, coordinate_after_commit, publish_after_commit
+from .dispatch import Dispatch, coordinate_after_commit, enforces, publish_after_commit
 from .outputs import OUTPUT_BYTES_ADDED, OutputTooLarge, count_output, refuse_large_output, strict_json
 
 logger = logging.getLogger(__name__)
@@ -413,14 +413,20 @@ def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any
     return ctx, spec.run
 
 
-def execute(node_run_id: int) -> str | list[Any]:
+def execute(node_run_id: int, timelimit: Any = None) -> str | list[Any]:
     """The body of every executor task: a status word, or for a completed node its
-    ``Completion`` as a plain list (Celery hands it to the linked ``workflows.coordinate``)."""
+    ``Completion`` as a plain list (Celery hands it to the linked ``workflows.coordinate``).
+    ``timelimit``: the limits the task's message enforces (Celery's ``(hard, soft)``), None when
+    not called from one."""
     ctx = claim(node_run_id)
     if ctx is None:
         return "duplicate"
     if isinstance(ctx, str):  # CLAIM_HELD: it waits queued for a slot
         return ctx
+    if not enforces(timelimit, (ctx.definition or {}).get("timeout_ms")):
+        sent = send_again(ctx, timelimit)
+        if sent is not None:
+            return sent
     started = time.monotonic()
     _ANSWERED.set(False)
     try:
@@ -462,6 +468,9 @@ CLAIM_HELD: Final = "held"
 # ``resume``, never in a claim.
 CLAIMED_AGAIN = frozenset({"budget"})
 PAUSED = "paused"
+# An attempt given back unrun (``send_again``): no try either.
+SENT_AGAIN = "sent_again"
+NOT_TRIED = frozenset({PAUSED, SENT_AGAIN})
 # An attempt whose worker died mid-node, as the sweeper logs it (``sweeper``): what ``AOB_MAX_ATTEMPTS_ON_LOST``
 # counts, and what an http node that does not repeat its request reads before sending it again.
 LOST = "lost"
@@ -469,10 +478,47 @@ LOST = "lost"
 
 def tries(node_run_id: int, attempt: int) -> int:
     """The attempts of a node run that were tries: its claims, less the pauses it was claimed
-    again from (``CLAIMED_AGAIN``). A node's ``retry.max_attempts`` counts these."""
+    again from (``CLAIMED_AGAIN``) and the claims given back unrun (``send_again``). A node's
+    ``retry.max_attempts`` counts these."""
     log = NodeRun.objects.filter(pk=node_run_id).values_list("attempt_log", flat=True).first() or []
-    return attempt - sum(1 for past in log if isinstance(past, dict) and past.get("status") == PAUSED)
+    return attempt - sum(1 for past in log if isinstance(past, dict) and past.get("status") in NOT_TRIED)
 
+
+def send_again(ctx: NodeContext, timelimit: Any) -> str | None:
+    """Give back a claim whose message enforces another time limit than the node's ``timeout_ms``
+    as claimed (a patch changed it while the node was queued, lowering or raising it: the limit a
+    Celery message enforces is set when it is published): ``running → queued`` unrun, logged
+    ``sent_again`` with the reason (no try: ``tries``), and published again as a fresh dispatch,
+    with the claimed definition's limits. The claim is the one place the enforced limit comes from.
+    Once per patch of the run (the entry notes its ``patch_seq``): a second mismatch with no patch
+    between means the processes disagree on the limit (``AOB_DEFAULT_NODE_TIMEOUT_MS`` set apart),
+    and the step runs under its message's limit (None), as sending it again would not end."""
+    timeout_ms = (ctx.definition or {}).get("timeout_ms")
+    sent_ms = round(float(timelimit[1]) * 1000)
+    reason = {"reason": "timeout_changed", "timeout_ms": timeout_ms_of(timeout_ms), "sent_ms": sent_ms}
+    with transaction.atomic():
+        locks.lock_run(ctx.run_id)
+        patch_seq = Run.objects.values_list("patch_seq", flat=True).get(pk=ctx.run_id)
+        log = NodeRun.objects.values_list("attempt_log", flat=True).get(pk=ctx.node_run_id) or []
+        if any(isinstance(past, dict) and past.get("status") == SENT_AGAIN and past.get("patch_seq") == patch_seq
+               for past in log):
+            logger.warning("node_run.time_limit_disagrees", extra={"attempt": ctx.attempt, **reason})
+            return None
+        entry = {"attempt": ctx.attempt, "status": SENT_AGAIN, **reason, "patch_seq": patch_seq,
+                 "message": f"its timeout_ms changed while it was queued: not run under the {sent_ms} ms its "
+                            f"message enforced, sent again with {timeout_ms_of(timeout_ms)} ms (no try)"}
+        moved = transitions.move_node_run(
+            ctx.node_run_id, NodeRun.Status.QUEUED, sources=[NodeRun.Status.RUNNING], guard={"attempts": ctx.attempt},
+            run_id=ctx.run_id, owner_id=ctx.owner_id, event=(Event.Type.NODE_RETRYING, ctx.node_id, {
+                "iteration": ctx.iteration, "attempt": ctx.attempt, "backoff_ms": 0, **reason}),
+            lease_expires_at=None, dispatched_at=timezone.now(), attempt_log=CombinedExpression(
+                F("attempt_log"), "||", Value([entry], output_field=JSONField())))
+        if not moved:  # cancelled meanwhile
+            return "discarded"
+        logger.info("node_run.sent_again", extra={"attempt": ctx.attempt, **reason})
+        publish_after_commit([Dispatch(ctx.node_run_id, ctx.node_id, ctx.node_type, ctx.run_id, timeout_ms)])
+        admission.release(ctx.owner_id, ctx.node_type)  # its slot is free while it waits (the last lock)
+    return SENT_AGAIN
 
 WAITING = object()
 """Returned by an executor that parked its node run as ``waiting`` (a human decides later)."""
