@@ -539,7 +539,9 @@ def _resume_fitting(paused: list[tuple[int, Any, str, int]], *, released: bool) 
                   .values_list("pk", flat=True)} if paused else set()
     for pk, run_id, node_id, iteration in paused:
         # one row must not stop the others (the sweeps' rule: said on its run, in the end failing it)
-        with poison.sweep_row("budget_wake", run_id=run_id, node_id=node_id, node_run_id=pk):
+        with poison.sweep_row("budget_wake", run_id=run_id, node_id=node_id, node_run_id=pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             pause = _last_pause(run_id, node_id, iteration)
             following = _next_call(pause)
             if (following is None or (str(run_id) in unraisable and only_a_raise(pause))

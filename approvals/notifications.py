@@ -492,7 +492,9 @@ def approvals_remind_due() -> int:
     due = Approval.objects.filter(status=Approval.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True)
     for pk, run_id in due_in_turns(due, "remind_at").values_list("pk", "run_id"):
         # a reminder is a courtesy the run does not wait on: a failing one is said, never fails the run
-        with poison.sweep_row("approval_remind", run_id=run_id, fail_run=False, approval_id=pk):
+        with poison.sweep_row("approval_remind", run_id=run_id, fail_run=False, approval_id=pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             count += _remind_one(pk, run_id, now)
     return count
 

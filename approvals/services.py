@@ -432,7 +432,9 @@ def approvals_expire_due(batch: int = DUE_BATCH) -> int:
     due = due_in_turns(Approval.objects.filter(status=Approval.Status.PENDING, deadline__lte=now), "deadline", batch)
     for pk, run_id, node_id in due.values_list("pk", "run_id", "node_id"):
         # the run waits on this expiry: one that keeps failing is said on it, and in the end fails it
-        with poison.sweep_row("approval_expire", run_id=run_id, node_id=node_id, approval_id=pk):
+        with poison.sweep_row("approval_expire", run_id=run_id, node_id=node_id, approval_id=pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             count += _expire_one(pk, now)
     return count
 
@@ -451,7 +453,9 @@ def approvals_end_for_inactive_owners(batch: int = DUE_BATCH) -> int:
                .values_list("pk", "run_id", "node_id")[:batch])
     count = 0
     for pk, run_id, node_id in pending:
-        with poison.sweep_row("approval_owner_inactive", run_id=run_id, node_id=node_id, approval_id=pk):
+        with poison.sweep_row("approval_owner_inactive", run_id=run_id, node_id=node_id, approval_id=pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             count += _end_for_inactive_owner(pk, run_id)
     return count
 

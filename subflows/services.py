@@ -178,12 +178,16 @@ def subflows_sweep() -> dict[str, int]:
                                 parent_node_run__status=NodeRun.Status.WAITING)
     for link in owners_in_turn(due, owner="parent_run__owner_id",
                                order=[F("deadline").asc(), F("pk").asc()])[:SWEEP_TIMEOUTS]:
-        with poison.sweep_row("subflow_time_out", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id):
+        with poison.sweep_row("subflow_time_out", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             timed_out += subflow_time_out(link=link)
     settled = 0
     for link in SubRun.objects.filter(settled_at__isnull=True, child_run__status__in=Run.FINISHED,
                                       parent_node_run__status=NodeRun.Status.WAITING)[:100]:
-        with poison.sweep_row("subflow_settle", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id):
+        with poison.sweep_row("subflow_settle", run_id=link.parent_run_id, node_run_id=link.parent_node_run_id) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             settled += subflow_settle(link=link)
     # (no ordering: the model's would make each parent distinct per link, the same one repeated)
     orphaned = (SubRun.objects.filter(parent_run__status__in=Run.FINISHED).exclude(child_run__status__in=Run.FINISHED)
@@ -192,6 +196,8 @@ def subflows_sweep() -> dict[str, int]:
     for run_id in orphaned:  # a parent that ended: failing it would say nothing, so only logged
         if cancelled >= SWEEP_CANCELS:
             break
-        with poison.sweep_row("subflow_cancel_children", parent_run_id=str(run_id)):
+        with poison.sweep_row("subflow_cancel_children", parent_run_id=str(run_id)) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             cancelled += subflow_cancel_children(run_id=run_id, limit=SWEEP_CANCELS - cancelled)[0]
     return {"settled": settled, "cancelled": cancelled, "timed_out": timed_out}

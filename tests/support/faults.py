@@ -79,7 +79,19 @@ so a test flips them for every process of its stack at once:
   coordinator process on the lock: tests/engine/test_fair_shares.py);
 - ``aob:test:message_id_off``: an approval email gets a new ``Message-ID`` at each send, as Django
   makes one, the negative control of ``notifications.message_id``
-  (tests/faults/test_notifier_killed.py).
+  (tests/faults/test_notifier_killed.py);
+- ``aob:test:decision_kill:<node_id>``: every coordinator decision about that node kills its own
+  process (``SIGKILL``) as it starts, as the kernel's OOM killer or a crashing C extension would;
+  ``aob:test:sweep_kill:<node_id>``: the sweeper's republish of that node's queued node run
+  (``sweeper._dispatch``) kills its process likewise; deaths counted in ``aob:test:kills:<node_id>``;
+  ``aob:test:deaths_uncounted``: negative control of the marks that count those deaths
+  (``poison._began`` marks nothing), so a decision or a row that kills its process is taken again
+  without end, as before (tests/faults/test_deaths_counted.py);
+- ``aob:test:resend_kill``: the schedules' backstop (``schedules._resend``) dies (``SIGKILL`` of its
+  process) once, after its claim of a due time and before its send (the switch deleted as it
+  dies; counted in ``aob:test:kills:resend``); ``aob:test:resend_claim_kept``: negative control of
+  the claim's short life, kept a day from the claim (``schedules.RESEND_CLAIM_S``) as before, so the
+  killed send is never made (tests/faults/test_resend_killed.py).
 
 Installed in a worker, it also turns on the coordinator's DEBUG line ``coordinator.decided``
 (``node_run_id``, ``step``: plain or full), so a test can tell which step decided a node run
@@ -92,6 +104,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -231,10 +244,10 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     @contextlib.contextmanager
     def switchable_sweep_row(sweep: str, **context: Any) -> Any:
         if _redis().exists("aob:test:sweep_rows_unguarded"):
-            yield
+            yield True
             return
-        with sweep_row(sweep, **context):
-            yield
+        with sweep_row(sweep, **context) as taken:
+            yield taken
 
     wake, sweep_paused = budget.wake, budget.sweep_paused
 
@@ -248,9 +261,34 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def poisonable_coordinate(node_run_id: int, completion: Any = None, **kwargs: Any) -> None:
         node_id = completion.node_id if completion is not None else (
             NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first())
-        if node_id and _redis().exists(f"aob:test:poison_decision:{node_id}"):
+        poisoned, killing = _redis().mget(f"aob:test:poison_decision:{node_id}", f"aob:test:decision_kill:{node_id}")
+        if node_id and poisoned:
             raise RuntimeError(f"poisoned decision for {node_id} (test hook)")
+        if node_id and killing:
+            die(node_id)
         coordinate(node_run_id, completion, **kwargs)
+
+    began = poison._began
+
+    def countable_began(key: str) -> int | None:
+        return None if _redis().exists("aob:test:deaths_uncounted") else began(key)
+
+    dispatch_row = sweeper._dispatch
+
+    def killing_dispatch(nr: Any) -> Any:
+        if _redis().exists(f"aob:test:sweep_kill:{nr.node_id}"):
+            die(nr.node_id)
+        return dispatch_row(nr)
+
+    resend = schedules._resend
+
+    def switchable_resend(fire_schedule: Any, *args: Any) -> int:
+        if _redis().exists("aob:test:resend_claim_kept"):
+            schedules.RESEND_CLAIM_S = schedules.RESEND_LOOKBACK_S  # read by _resend at call time
+        try:
+            return resend(_KillingSend(fire_schedule), *args)
+        finally:
+            schedules.RESEND_CLAIM_S = resend_claim_s
 
     to_renew, interrupt = heartbeat._Beat.to_renew, heartbeat._Beat.interrupt
 
@@ -313,6 +351,7 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
     def switchable_message_id(delivery: Any) -> str:
         return make_msgid() if _redis().exists("aob:test:message_id_off") else message_id(delivery)
 
+    resend_claim_s = schedules.RESEND_CLAIM_S
     resend_lost = schedules.schedules_resend_lost
 
     def switchable_resend_lost(*, now: Any = None) -> int:
@@ -349,10 +388,30 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (shares, "share", switchable_share),
                (run_inputs, "kept", switchable_kept), (budget, "_settle", switchable_settle), (budget, "_spent", switchable_spent),
                (budget, "settle_lapsed", switchable_settle_lapsed),
-               (llm, "chat", switchable_chat), (notifications, "message_id", switchable_message_id)]
+               (llm, "chat", switchable_chat), (notifications, "message_id", switchable_message_id),
+               (poison, "_began", countable_began), (sweeper, "_dispatch", killing_dispatch),
+               (schedules, "_resend", switchable_resend)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
     return wrapped
+
+
+def die(what: str) -> None:
+    """The process dies here (``SIGKILL``, nothing runs after), its death counted for ``what``."""
+    _redis().incr(f"aob:test:kills:{what}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _KillingSend:
+    """The backstop's ``fire_schedule`` whose send dies first once ``aob:test:resend_kill`` is set."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+        if _redis().delete("aob:test:resend_kill"):
+            die("resend")
+        return self.task.apply_async(*args, **kwargs)
 
 
 def install() -> None:

@@ -290,6 +290,10 @@ RESEND_LOOKBACK_S = 86_400
 RESEND_BATCH = 500  # firings sent again in one pass at most
 RESEND_BUDGET_S = 5.0  # and the time one pass may take
 RESENT_KEY = "aob:schedule:{}:resent:{}"
+# A due time claimed for its send, not yet sent: held as long as a send may take, so passes that meet
+# do not both send it; once sent, kept a day. A process killed between the claim and the send (it was
+# kept a day: every later pass took the firing for sent, lost for good) leaves it to the next pass.
+RESEND_CLAIM_S = 10
 
 
 def schedules_resend_lost(*, now: datetime | None = None) -> int:
@@ -352,7 +356,7 @@ def _resend(fire_schedule: Any, pk: int, cron: str, zone: str, last: datetime) -
         return 0  # a repeat of a recorded firing (beat sent a due time again after a restart)
     key = RESENT_KEY.format(pk, int(slot.timestamp()))
     try:
-        if not redis_client.shared(0.5, once=True).set(key, "1", nx=True, ex=RESEND_LOOKBACK_S):
+        if not redis_client.shared(0.5, once=True).set(key, "sending", nx=True, ex=RESEND_CLAIM_S):
             return 0
     except redis.RedisError:
         logger.warning("schedule.resend_unclaimed", extra={"schedule_id": pk}, exc_info=True)
@@ -363,6 +367,10 @@ def _resend(fire_schedule: Any, pk: int, cron: str, zone: str, last: datetime) -
         with contextlib.suppress(redis.RedisError):  # not sent: the next pass tries again
             redis_client.shared(0.5, once=True).delete(key)
         raise
+    try:  # the unique key keeps a second send from starting a second run; this keeps passes from sending it
+        redis_client.shared(0.5, once=True).set(key, "sent", ex=RESEND_LOOKBACK_S)
+    except redis.RedisError:
+        logger.warning("schedule.resend_unmarked", extra={"schedule_id": pk}, exc_info=True)
     logger.warning("schedule.firing_resent", extra={"schedule_id": pk, "fire_time": str(slot),
                                                     "fired_at": last.isoformat()})
     return 1

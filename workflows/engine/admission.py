@@ -129,7 +129,9 @@ def release_unreleased(stale: Any, most: int = 500) -> int:
     for owner_id, node_type, free in pairs:
         if released >= most:
             break
-        with poison.sweep_row("release", owner_id=owner_id, node_type=node_type):  # one pair's trouble stops no other
+        with poison.sweep_row("release", owner_id=owner_id, node_type=node_type) as taken:  # one pair's trouble stops no other
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             released += release(owner_id, node_type, min(free, most - released))
     if released:
         logger.info("admission.released", extra={"released": released})

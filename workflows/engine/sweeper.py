@@ -60,7 +60,9 @@ def sweep() -> dict[str, int]:
               .select_related("run").order_by(_waiting_turn(backlog, patience), "dispatched_at", "pk")[:500])
     consumers = _Consumers()
     for nr in queued:
-        with poison.sweep_row("republish", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk):
+        with poison.sweep_row("republish", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             queue = registry.queue_for(nr.node_type)
             if consumers.serve(queue) is False and not owners.owner_active(nr.run.owner_id):
                 counts["inactive"] += _fail_for_inactive_owner(nr, now)  # as its claim would, had a worker come
@@ -84,7 +86,9 @@ def sweep() -> dict[str, int]:
     expired = NodeRun.objects.filter(status=NodeRun.Status.RUNNING, lease_expires_at__lt=ClockTimestamp(),
                                      run__status__in=LIVE_RUN).select_related("run").order_by("lease_expires_at", "pk")[:500]
     for nr in expired:
-        with poison.sweep_row("recover_lost", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk):
+        with poison.sweep_row("recover_lost", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             counts["lost" if _recover_lost(nr, now) == "failed" else "requeued"] += 1
 
     decided_by = patience if COORDINATOR_QUEUE in backlog else stale  # else: likely not reached yet
@@ -92,7 +96,9 @@ def sweep() -> dict[str, int]:
     if COORDINATOR_QUEUE in backlog and consumers.serve(COORDINATOR_QUEUE) is False:
         counts["unserved"] += _say_undecided(stale)
     for pk in undecided_parks(decided_by):
-        with poison.sweep_row("redecide", node_run_id=pk):
+        with poison.sweep_row("redecide", node_run_id=pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             coordinate_now(pk)  # the same decision its executor's link would have asked for
             counts["redecided"] += 1
     counts["outputs"] = ask_for_outputs(now, backlog)
@@ -129,7 +135,9 @@ def reconsume(decided_by: datetime, patience: datetime, most: int = 500) -> int:
     for pk, run_id, over_share in rows:
         if run_id in deciding:
             continue
-        with poison.sweep_row("reconsume", node_run_id=pk):
+        with poison.sweep_row("reconsume", node_run_id=pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             coordinate_now(pk, over_share=over_share)
             asked += 1
     return asked
@@ -294,7 +302,9 @@ def _say_undecided(before: datetime) -> int:
     for nr in (NodeRun.objects.filter(consumed=False, status__in=finished, finished_at__lt=before,
                                       run__status__in=LIVE_RUN).exclude(Exists(told))
                .select_related("run").only("pk", "run_id", "node_id", "iteration", "finished_at", "run__owner_id")[:100]):
-        with poison.sweep_row("say_undecided", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk):
+        with poison.sweep_row("say_undecided", run_id=nr.run_id, node_id=nr.node_id, node_run_id=nr.pk) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             said += _say_one_undecided(nr)
     return said
 
@@ -495,7 +505,9 @@ def ask_for_outputs(now: datetime, backlog: set[str] | frozenset[str] = frozense
     asked = 0
     for run_id, at in (Run.objects.filter(output_asked_at__lt=asked_by).order_by("output_asked_at")
                        .values_list("pk", "output_asked_at")[:500]):
-        with poison.sweep_row("ask_for_output", run_id=run_id):
+        with poison.sweep_row("ask_for_output", run_id=run_id) as taken:
+            if not taken:
+                continue  # its handling killed the process too often (poison.sweep_row)
             if Run.objects.filter(pk=run_id, output_asked_at=at).update(output_asked_at=now):
                 dispatch.compute_output_now(str(run_id))  # looked up here: the test hooks wrap it
                 asked += 1
@@ -505,7 +517,9 @@ def ask_for_outputs(now: datetime, backlog: set[str] | frozenset[str] = frozense
         waiting = (Run.objects.filter(output_asked_at__lt=now - timedelta(seconds=settings.AOB_REPUBLISH_AFTER_S))
                    .exclude(Exists(told)).order_by("output_asked_at").values_list("pk", flat=True)[:100])
         for run_id in waiting:
-            with poison.sweep_row("say_output_unserved", run_id=run_id):
+            with poison.sweep_row("say_output_unserved", run_id=run_id) as taken:
+                if not taken:
+                    continue  # its handling killed the process too often (poison.sweep_row)
                 _say_output_unserved(run_id)
     return asked
 
