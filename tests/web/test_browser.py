@@ -553,3 +553,45 @@ def test_the_owner_deletes_a_finished_run_from_its_page(web: str) -> None:
         page.wait_for_url(f"{web}/runs/")
     assert not Run.objects.filter(pk=finished.pk).exists() and Run.objects.filter(pk=running.pk).exists()
     assert problems == []
+
+
+@pytest.mark.browser
+def test_a_gate_asking_me_while_my_inbox_s_socket_connects_reaches_my_inbox(web: str) -> None:
+    """The inbox read its list at page load and again only on a nudge or on its socket's second
+    open: a gate asking its user between that read and the server joining the socket's groups (a
+    slow handshake: a busy socket server, a proxy) sent a nudge nobody heard, and the page said
+    "Nothing to decide" for good, live (a review's find). It reads again at every open, the first
+    too. Here the handshake is held until the gate waits."""
+    import time
+
+    import httpx
+    from playwright.sync_api import expect
+    from rest_framework.authtoken.models import Token
+
+    from tests.approvals.runs import refund_flow
+
+    User.objects.create_user("browser", password=PASSWORD)
+    alice = User.objects.create_user("alice", password="alice-pass-1")
+    auth = {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    asked: list[str] = []
+
+    def slow_handshake(ws) -> None:
+        time.sleep(2)  # the handshake is slow: the page's first read of its list is done meanwhile
+        started = httpx.post(f"{web}/api/v1/runs", headers=auth, json={
+            "workflow": refund_flow({"approvers": ["browser"]}), "inputs": {"amount": 7, "customer": "Ada"}})
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if httpx.get(f"{web}/api/v1/runs/{run_id}", headers=auth).json()["status"] == "waiting_for_approval":
+                asked.append(run_id)
+                break
+            time.sleep(0.1)
+        ws.connect_to_server()  # the socket reaches the server, joins its groups, and opens
+
+    with chromium_page("inbox-first-open.png") as (page, problems):
+        log_in(page, web, "browser", "/runs/")
+        page.route_web_socket("**/ws/events/", slow_handshake)
+        page.goto(f"{web}/approvals/")
+        expect(page.locator("#inbox")).to_contain_text("Refund", timeout=15_000)
+        assert asked, "the gate never waited"
+        assert not problems, problems

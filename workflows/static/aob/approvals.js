@@ -102,16 +102,14 @@ function showAskers(results, chosen) {
 
 askedBy.addEventListener("change", () => load());
 load();
-let opened = false;
 new LiveSocket(() => "/ws/events/", {
   onFrame: (frame) => {
     if (frame.type === "inbox_changed" || frame.type === "approval_required" || frame.type === "approval_decided"
         || frame.type === "approval_voided" || frame.type === "run_cancelled" || frame.type === "workflow_failed"
         || frame.type === "workflow_completed") load();
   },
-  onState: (s) => {
-    if (s !== "live") return;
-    if (opened) load();  // open again: nudges sent while it was closed were lost
-    opened = true;
-  },
+  // each open, the first too: the socket hears nudges once the server has joined its groups, and
+  // a gate that asked between the page's first read and that missed both (the inbox said nothing
+  // to decide, for good); again after a reconnect, for the nudges sent while it was closed
+  onState: (s) => { if (s === "live") load(); },
 });
