@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from aob_project.exceptions import ServiceUnavailable
+from aob_project.exceptions import NotFound, ServiceUnavailable
 from workflows.definition.gates import binding
 from workflows.engine.execution import WAITING, park
 from workflows.engine.sweeper import ClockTimestamp
@@ -33,6 +33,7 @@ from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVe
 from workflows.models.workflow import TAG_PATTERN
 from workflows.ratelimit import RateLimited
 from workflows.registry import NodeContext, NodeFailed, executor
+from workflows.services.definitions import workflow_version_for_start
 from workflows.services.runs import run_hosts, run_start
 
 from .models import SubRun
@@ -93,6 +94,16 @@ def run_workflow(ctx: NodeContext) -> Any:
     timeout_ms = (ctx.definition or {}).get("timeout_ms")
 
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:
+        nonlocal version
+        if pinned is None and approved_at is None:
+            # the tag's current version as committed, held until the child commits, as every start of
+            # a tag reads it (``workflow_version_for_start``): read before, a save meanwhile made the
+            # child run the version the save had replaced, after the save answered (a review's find)
+            try:
+                version = workflow_version_for_start(workflow=workflow)
+            except NotFound as exc:
+                raise NodeFailed(f"the owner has no workflow {tag!r}: it was deleted as the child started",
+                                 code="SubWorkflowNotFound", extra={"tag": tag, "transient": False}) from exc
         child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
                           request_id=f"sub-{ctx.node_run_id}")
         # its spend counts against the parent's ceilings, and its requests go only where the parent's may
