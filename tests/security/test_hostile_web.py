@@ -377,6 +377,28 @@ def test_a_patch_nesting_the_document_past_its_depth_is_refused_at_the_operation
     assert design.json()["details"]["path"] == f"/operations/{refused}"
 
 
+def test_moves_of_a_large_value_walk_it_only_when_deeper_and_count_what_they_walk(engine, api, user):
+    """The depth check walked the whole value of every ``move``, which moves were not charged for: 40
+    moves of 600 KB back and forth held the web process 20 s, a run's row as long on a run patch (a
+    review's find). A move no deeper than it was walks nothing; one deeper is charged as a copy is
+    (its bytes against ``AOB_MAX_DEFINITION_BYTES``), so moving it down and up again is refused."""
+    big = [[] for _ in range(200_000)]  # 600 KB of a template, 200,000 containers
+    definition = {"nodes": [{"id": "t", "type": "transform", "config": {"template": big}}], "edges": []}
+    assert api.post(f"{API}/workflows", {"tag_name": "wide", "workflow": definition}, format="json").status_code == 201
+    level = [{"op": "move", "from": "/nodes/0/config/template", "path": "/nodes/0/config/t2"},
+             {"op": "move", "from": "/nodes/0/config/t2", "path": "/nodes/0/config/template"}] * 20
+    down_and_up = [{"op": "add", "path": "/nodes/0/config/deep", "value": {}},
+                   *[{"op": "move", "from": "/nodes/0/config/template", "path": "/nodes/0/config/deep/t"},
+                     {"op": "move", "from": "/nodes/0/config/deep/t", "path": "/nodes/0/config/template"}] * 20]
+
+    assert api.patch(f"{API}/workflows/wide/patch", {"operations": level}, format="json").status_code == 200
+    refused = api.patch(f"{API}/workflows/wide/patch", {"operations": down_and_up}, format="json")
+
+    assert refused.status_code == 413, refused.content[:300]
+    details = refused.json()["details"]
+    assert details["rule"] == "max_bytes" and details["copied"] > details["limit"], details
+
+
 # --- literal URLs and query parameters -------------------------------------------------------------
 
 def test_a_metadata_address_is_refused_at_save_with_the_ssrf_reason(engine, api, user, canary_owner):

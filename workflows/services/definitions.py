@@ -324,9 +324,12 @@ def _check_depth(document: Any, operation: dict[str, Any], index: int) -> None:
     op, limit = operation["op"], settings.AOB_MAX_JSON_DEPTH
     if op not in ("add", "replace", "copy", "move"):
         return
+    at = len(jsonpointer.JsonPointer(operation["path"]).parts)
+    if op == "move" and at <= len(jsonpointer.JsonPointer(operation["from"]).parts):
+        return  # no deeper than it was, in a document within the limit: nothing to walk
     value = (jsonpointer.JsonPointer(operation["from"]).resolve(document) if op in ("copy", "move")
              else operation["value"])
-    depth = len(jsonpointer.JsonPointer(operation["path"]).parts) + json_depth(value, limit)
+    depth = at + json_depth(value, limit)
     if depth > limit:
         raise ValidationFailed(
             f"patch cannot be applied: {_named(index, operation)} would nest the document {depth} levels deep; "
@@ -348,7 +351,11 @@ def _size_change(document: Any, operation: dict[str, Any]) -> tuple[int, int]:
         return -(member + json_size(container[key]) + (1 if len(container) > 1 else 0)), 0
     if op == "move":  # the value only changes place: at most its new key and a comma more
         parts = jsonpointer.JsonPointer(operation["path"]).parts
-        return (json_size(parts[-1]) + 2 if parts else 0), 0
+        deeper = len(parts) > len(jsonpointer.JsonPointer(operation["from"]).parts)
+        # moved deeper, its depth was walked (``_check_depth``): counted as a copy's bytes are, so
+        # moves back and forth of a large value cannot spend the process's time (a review's find)
+        walked = json_size(jsonpointer.JsonPointer(operation["from"]).resolve(document)) if deeper else 0
+        return (json_size(parts[-1]) + 2 if parts else 0), walked
     if op == "copy":
         value_size = json_size(jsonpointer.JsonPointer(operation["from"]).resolve(document))
         return _placed(document, operation["path"], value_size, replace=False), value_size
