@@ -236,3 +236,25 @@ def test_a_pure_node_after_a_large_output_runs_on_a_worker_and_completes(engine,
     t = NodeRun.objects.get(run=run, node_id="t")
     assert run.status == Run.Status.COMPLETED and t.output == {"copy": items}
     assert t.dispatched_at is not None  # a worker's, not the decision's
+
+
+def test_a_loop_condition_s_time_counts_once_in_the_decision_s_budget():
+    """An inline node's time is the decision's (``Budget.timing``), and a loop's condition inside it
+    is timed by ``Budget.conditions`` too: it was counted twice, and a decision whose time went on
+    loop conditions stopped taking nodes at half its ``max_ms`` (a review's find)."""
+    definition = {"nodes": [{"id": "w", "type": "transform", "config": {"expression": "1", **Q}},
+                            {"id": "l", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "w",
+                                                                   "condition": "inputs.items.all(x, size(x) > 0)"}},
+                            {"id": "end", "type": "transform", "config": {"expression": "1", **Q}}],
+                  "edges": [{"from": "w", "to": "l"}, {"from": "l", "to": "w"}, {"from": "l", "to": "end"}]}
+    inputs = {"items": ["x"] * 20_000}
+    state = State(run_status=Run.Status.RUNNING, inputs=inputs, now=NOW,
+                  limits=Limits(max_output_bytes=1 << 40, max_node_runs=1 << 40),
+                  tokens=[Token("w", 0, "transform", NodeRun.Status.COMPLETED, pk=1, output=1, finished_at=NOW)])
+    evaluator = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs=inputs, max_nodes=50, max_ms=10_000)
+
+    planner.plan(compile_definition(definition), state, 1, evaluator, budget=evaluator.budget)
+
+    budget = evaluator.budget
+    assert budget.condition_seconds > 0  # the loop did nothing but its condition: the decision spent that
+    assert budget.seconds < 1.5 * budget.condition_seconds, (budget.seconds, budget.condition_seconds)

@@ -116,11 +116,14 @@ class Budget:
 
     @contextlib.contextmanager
     def timing(self) -> Iterator[None]:
-        started = time.monotonic()
+        """Time spent in the block, less what conditions inside it counted already (``conditions``:
+        a loop's, in an inline node's timing, was counted twice, and its decision stopped at half its
+        ``max_ms``: a review's find)."""
+        started, counted = time.monotonic(), self.condition_seconds
         try:
             yield
         finally:
-            self.seconds += time.monotonic() - started
+            self.seconds += time.monotonic() - started - (self.condition_seconds - counted)
 
     @contextlib.contextmanager
     def conditions(self) -> Iterator[None]:
