@@ -130,6 +130,7 @@ MALFORMED = [
                         {"op": "replace", "path": "/nodes/0/config/url", "value": "https://x"}]),
     ("path is not a string", [{"op": "replace", "path": 7, "value": "https://x"}]),
     ("op is not a string", [{"op": ["replace"], "path": "/nodes/0/id", "value": "x"}]),
+    ("an add with no value", [{"op": "add", "path": "/metadata", "extra": 1}]),
 ]
 
 
@@ -143,6 +144,8 @@ def test_a_malformed_operation_is_a_400_and_the_tag_does_not_move(api, fetcher, 
     # range"), nor a failed test's quote of the value it found
     assert body["message"].startswith(f"patch cannot be applied: operation {body['details']['op']}")
     assert not any(words in body["message"] for words in ("out of range", "KeyError", "is not equal", "'fetch'"))
+    if "value" not in operations[0] and operations[0]["op"] == "add":  # said as what it is, not a path's fault
+        assert body["details"]["failure"] == "invalid_operation", body
     assert current(api, "fetcher")["artifact_id"] == fetcher["artifact_id"]
     assert WorkflowVersion.objects.count() == 1
 
@@ -175,8 +178,10 @@ def test_a_patch_whose_result_is_nested_too_deep_is_a_400(api, fetcher):
 
     response = patch(api, "fetcher", [{"op": "add", "path": "/nodes/0/config/payload", "value": value}])
 
-    body = assert_error(response, 400, "invalid_workflow")
-    assert problems(body) == {("/", "max_depth")}
+    # refused at the operation that would nest it (``definitions._check_depth``), as it is applied
+    body = assert_error(response, 400, "invalid_patch")
+    assert body["details"] == {"field": "operations", "path": "/operations/0", "rule": "max_depth", "op": 0,
+                               "limit": 64}, body
     assert current(api, "fetcher")["artifact_id"] == fetcher["artifact_id"]
 
 

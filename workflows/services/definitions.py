@@ -228,6 +228,9 @@ def apply_operations(document: Any, operations: Any) -> Any:
         for position, operation in enumerate(operations):  # every operation well formed before any is applied
             index = position  # named in the refusal if it is not
             jsonpatch.JsonPatch([operation])
+            needs = _MEMBERS.get(operation.get("op")) if isinstance(operation, dict) else None
+            if needs is not None and needs not in operation:  # not a path's fault: jsonpatch raised KeyError
+                raise jsonpatch.InvalidJsonPatch(f"a {operation['op']!r} operation needs {needs!r}")
         index = 0
         document = copy.deepcopy(document)
         for index, operation in enumerate(operations):
@@ -290,6 +293,10 @@ def json_type(value: Any) -> str:
 
 
 _MISSING = object()
+
+
+# The member each operation needs beside ``op`` and ``path`` (RFC 6902, 4.1–4.6).
+_MEMBERS = {"add": "value", "replace": "value", "test": "value", "copy": "from", "move": "from"}
 
 
 def _failure(exc: Exception, document: Any, operation: Any) -> dict[str, Any]:
