@@ -4,14 +4,9 @@ in the transaction that inserts it, the tag's row held until it commits."""
 
 from __future__ import annotations
 
-import threading
-
-from django.db import connection, connections, transaction
-
 from subflows.models import SubRun
 from tests.conftest import client_for, wait_for_run
-from tests.engine.flow import wait_until
-from tests.support.races import blocked_on
+from tests.support.races import asked_while_held
 from workflows.models import Run, Workflow
 from workflows.services.definitions import workflow_save
 
@@ -25,31 +20,13 @@ def test_a_child_run_that_met_a_save_of_its_workflow_runs_the_version_the_save_l
     the save answered, the child ran the version it replaced (a fix removing a leaking step did not
     hold for it: a review's find, after the other starts were mended)."""
     workflow_save(owner=user, tag="leaky", definition=OLD)
-    holding, release = threading.Event(), threading.Event()
-    pid: list[int] = []
+    api = client_for(user)
 
-    def holder() -> None:
-        try:
-            with transaction.atomic():
-                workflow_save(owner=user, tag="leaky", definition=FIXED)  # holds the tag's row FOR UPDATE
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    pid.append(cursor.fetchone()[0])
-                holding.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
+    _, (answer,) = asked_while_held(  # the save's transaction held until the child's start waits on it
+        lambda: workflow_save(owner=user, tag="leaky", definition=FIXED),
+        lambda: api.post("/api/v1/runs", {"workflow": PARENT, "inputs": {}}, format="json"))
 
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert holding.wait(15)
-        answer = client_for(user).post("/api/v1/runs", {"workflow": PARENT, "inputs": {}}, format="json")
-        assert answer.status_code == 201, answer.json()
-        wait_until(lambda: blocked_on(pid), timeout=30, what="the child's start waiting on the save's lock")
-    finally:
-        release.set()
-        thread.join(30)
+    assert answer.status_code == 201, answer.json()
     # the save has answered: the fixed version is current
     parent = wait_for_run(answer.json()["run_id"])
     child = SubRun.objects.get(parent_run=parent).child_run
