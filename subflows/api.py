@@ -37,7 +37,7 @@ class FamilyPages(BoundedLimitOffsetPagination):
 class RunFamilyView(APIView):
     serializer_class = FamilyOut
 
-    @extend_schema(responses={200: FamilyOut, 401: ErrorOut, 404: ErrorOut}, parameters=[
+    @extend_schema(responses={200: FamilyOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut}, parameters=[
         OpenApiParameter("limit", int, description=f"children per page ({CHILDREN_SHOWN} by default, at most 1000)"),
         OpenApiParameter("offset", int, description="children to skip")])
     def get(self, request: Request, id: str) -> Response:  # the runs API names it id

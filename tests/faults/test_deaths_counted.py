@@ -59,7 +59,9 @@ def test_a_decision_that_kills_its_process_every_time_fails_its_run_saying_so(en
     assert run.status == "failed" and run.error["error_type"] == "DecisionFailed", (run.status, run.error)
     assert run.error["node_id"] == a and run.error["failures"] == limit, run.error
     assert f"ProcessDied: the process deciding it died {limit} times" in run.error["message"], run.error
-    assert kills(a) == limit  # the first delivery and each one put back after a death
+    # the first delivery and each one put back after a death; a message the sweeper sent meanwhile
+    # dies once uncounted (a first delivery is not marked: its death is inferred from its redelivery)
+    assert limit <= kills(a) <= 2 * limit, kills(a)
     assert not NodeRun.objects.filter(run_id=run_id, node_id=b).exists()
     assert Event.objects.filter(run_id=run_id, type="workflow_failed").count() == 1
 

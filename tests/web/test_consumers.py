@@ -728,7 +728,9 @@ def test_a_user_stream_open_for_more_than_a_day_still_hears_of_a_new_run(engine:
 
 def test_the_inbox_page_reads_itself_again_on_a_nudge_and_on_opening_again() -> None:
     """The nudge is only as good as the page that reads it: approvals.js re-reads the inbox on
-    ``inbox_changed``, and when its socket opens again (nudges sent while it was closed are lost)."""
+    ``inbox_changed``, and at every open of its socket (the first too: a gate asking before the socket
+    joined its groups; again: nudges sent while it was closed are lost). In a browser:
+    ``tests/web/test_browser.py``'s gate asking while the inbox's socket connects."""
     script = (Path(settings.BASE_DIR) / "workflows/static/aob/approvals.js").read_text()
     assert 'frame.type === "inbox_changed"' in script
-    assert "if (opened) load();" in script
+    assert 'onState: (s) => { if (s === "live") load(); }' in script
