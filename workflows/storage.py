@@ -1,8 +1,8 @@
 """How much one owner's runs keep, and the bound on it (``AOB_OWNER_STORAGE_BYTES``).
 
 A run keeps its inputs, its node outputs, and (``usage.kept_bytes``) its node runs' resolved
-inputs, its computed ``metadata.output`` and the definition it was sent inline, until retention
-removes it; each run is bounded
+inputs, its computed ``metadata.output`` and the definition it was sent inline (a replay: its
+source's, unless a saved version keeps it), until retention removes it; each run is bounded
 (``AOB_MAX_RUN_INPUTS_BYTES``, ``AOB_MAX_RUN_OUTPUT_BYTES``) and starts are rate-limited, but what
 one owner kept together was bounded only by rate × retention: at the default limits some terabytes
 a month, on a disk every owner shares. A run's start is refused once the owner's runs keep the bound.
@@ -65,8 +65,8 @@ def owner_storage(owner_id: int) -> dict[str, int | None]:
 
 def check_room(*, owner_id: int, username: str, adding: int) -> None:
     """Refuse a run that would start with the owner's runs keeping ``AOB_OWNER_STORAGE_BYTES`` or
-    more (``adding``: what it starts with: its inputs, the definition sent with it, and the node
-    runs a replay reuses). 0: no bound."""
+    more (``adding``: what it starts with: its inputs, the definition sent with it or a replay's,
+    and the node runs a replay reuses). 0: no bound."""
     limit = settings.AOB_OWNER_STORAGE_BYTES
     if not limit:
         return
@@ -75,7 +75,7 @@ def check_room(*, owner_id: int, username: str, adding: int) -> None:
         raise Conflict(
             f"{username!r}'s runs keep {stored} bytes (their inputs, outputs, node runs' inputs and definitions "
             f"sent inline), and what this run starts with ({adding} bytes: its inputs, the definition sent with "
-            f"it, and the node runs a replay reuses) would pass the bound of {limit} "
+            f"it or a replay's, and the node runs a replay reuses) would pass the bound of {limit} "
             "(AOB_OWNER_STORAGE_BYTES): delete runs you no longer need (POST /api/v1/runs/{id}/delete, or "
             "POST /api/v1/runs/delete with the runs list's filters), or wait for retention to remove them",
             code="owner_storage_full",

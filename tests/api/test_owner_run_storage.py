@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from tests.api.factories import post_workflow
 from tests.conftest import client_for, stored_run, wait_for_run
 from workflows.models import Artifact, Event, NodeRun, OwnerStorage, Run
 from workflows.storage import KEPT, owner_stored_bytes
@@ -368,3 +369,50 @@ def test_a_definition_sent_with_a_run_counts_in_what_its_owner_s_runs_keep(engin
     assert refused.json()["details"]["adding"] >= definition_bytes
     assert "definition sent with it" in refused.json()["message"]
     assert Run.objects.filter(owner=user).count() == 1
+
+
+def test_a_replay_counts_the_definition_it_keeps_unless_a_saved_version_keeps_it(engine: Any, user: Any, api: Any,
+                                                                                  settings: Any) -> None:
+    """A replay keeps its source's definition (``base_artifact``, PROTECT) and counted none of it: once
+    the source was deleted the definition sent with it was kept and counted by no run, so cycles of
+    "start inline, replay, delete the source" kept definitions past the bound (a red team's find).
+    It counts as the replay's own from its start; a saved version's is bounded by
+    AOB_MAX_DEFINITIONS_BYTES_PER_OWNER and is not counted again."""
+    def sent(k: int) -> dict:
+        return {"nodes": [{"id": f"n{i}", "type": "transform", "description": f"{k}-{i}-" + "d" * 9_000,
+                           "config": {"expression": "1"}} for i in range(12)],
+                "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(11)]}
+
+    def replay_then_delete(source: Run) -> Any:
+        replayed = api.post(f"{API}/runs/{source.pk}/nodes/n11/replay", {}, format="json")
+        if replayed.status_code == 201:
+            assert wait_for_run(replayed.json()["run_id"]).status == "completed"
+            assert api.post(f"{API}/runs/{source.pk}/delete").status_code == 204
+        return replayed
+
+    source = wait_for_run(_start(api, sent(0), {}).json()["run_id"])
+    definition_bytes = Artifact.objects.get(pk=source.base_artifact_id).size_bytes
+    assert source.status == "completed" and definition_bytes > 100_000
+    replay = Run.objects.get(pk=replay_then_delete(source).json()["run_id"])
+
+    assert replay.base_artifact_id == source.base_artifact_id and not Run.objects.filter(pk=source.pk).exists()
+    assert replay.usage.get("kept_bytes", 0) == definition_bytes + _node_inputs(replay.pk)
+    assert _kept(user.pk) == _recounted(user.pk) == owner_stored_bytes(user.pk) >= definition_bytes
+    # room for one more definition, not for its replay's copy of it as well
+    settings.AOB_OWNER_STORAGE_BYTES = owner_stored_bytes(user.pk) + int(1.5 * definition_bytes)
+    second = wait_for_run(_start(api, sent(1), {}).json()["run_id"])
+    refused = replay_then_delete(second)
+    assert refused.status_code == 409 and refused.json()["error"] == "owner_storage_full", refused.json()
+    assert refused.json()["details"]["adding"] >= definition_bytes
+
+    settings.AOB_OWNER_STORAGE_BYTES = 0
+    assert post_workflow(api, "kept", sent(2)).status_code == 201
+    tagged = wait_for_run(api.post(f"{API}/runs", {"tag": "kept", "inputs": {}}, format="json").json()["run_id"])
+    tag_replay = Run.objects.get(pk=replay_then_delete(tagged).json()["run_id"])
+    assert tag_replay.usage.get("kept_bytes", 0) == _node_inputs(tag_replay.pk)
+
+
+def _node_inputs(run_id: Any) -> int:
+    from django.db.models import Sum
+
+    return NodeRun.objects.filter(run_id=run_id).aggregate(total=Sum("input_bytes"))["total"] or 0

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
@@ -30,6 +30,7 @@ from workflows.models import (
     NodeRun,
     Run,
     Workflow,
+    WorkflowVersion,
     canonical_json,
     size_of,
     text_id,
@@ -95,10 +96,11 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
     # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
     # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep); and
-    # of each reused node run's input, and a definition sent with the run is kept as its artifact:
+    # of each reused node run's input, and the definition the run keeps (``_kept_definition_bytes``):
     # counted from the start as what the owner's runs keep (``usage.kept_bytes``, workflows.storage)
     reused_bytes = _reused_bytes(reused or [])
-    kept_bytes = size_of(text) + _reused_input_bytes(reused or [])
+    kept_bytes = (_kept_definition_bytes(artifact_id, text=text, replay=replay_of is not None)
+                  + _reused_input_bytes(reused or []))
     storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes + reused_bytes + kept_bytes)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
@@ -123,6 +125,21 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             raise NotFound(f"workflow {workflow.tag!r} not found: it was deleted as the run started") from None
         raise
     return run
+
+
+def _kept_definition_bytes(artifact_id: str, *, text: str, replay: bool) -> int:
+    """The definition a new run keeps as its own: one sent with it (its text, stored as its artifact),
+    or a replay's that no saved version keeps (its source's, sent inline or made by patches: the
+    replay keeps it once the source is deleted). A saved version's is bounded by
+    AOB_MAX_DEFINITIONS_BYTES_PER_OWNER, not counted again; every other start names one (a tag's, a
+    hook's, a schedule's, a child's), so theirs read nothing more."""
+    if text:
+        return size_of(text)
+    if not replay:
+        return 0
+    return (Artifact.objects.filter(pk=artifact_id)
+            .exclude(Exists(WorkflowVersion.objects.filter(artifact_id=OuterRef("pk"))))
+            .values_list("size_bytes", flat=True).first() or 0)
 
 
 def _reused_bytes(reused: list[NodeRun]) -> int:
