@@ -34,6 +34,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import Group, User
@@ -328,17 +329,24 @@ def _no_longer_asked(delivery: Delivery) -> str:
     person = delivery.user
     if person is None:
         return ""  # a group's own channel; a user deleted since is refused when it is sent
+    # named as the delivery is (``_wanted``): a group's member by the group, never by their username
+    who = person.username if delivery.recipient == person.username else f"a member of {delivery.recipient}"
     if not person.is_active:
-        return f"{person.username} is no longer active"
+        return f"{who} is no longer active"
     if not is_approver(delivery.approval, person):
-        return f"{person.username} is no longer among the approvers (nor in a group they name)"
+        return f"{who} is no longer among the approvers (nor in a group they name)"
     return ""
+
+
+# Any address, in whatever form it was sent or quoted: an IDN domain goes out as punycode
+# (``sanitize_address``), a non-ASCII local part as an encoded word, and a server quotes either.
+_ADDRESS = re.compile(r"(?!['\"])[^\s<>()\[\]{},;:@]+@[^\s<>()\[\]{}'\",;:@]+")
 
 
 def _private(delivery: Delivery, error: str) -> str:
     """``error`` as the delivery keeps it, which the run's owner reads (``GET /approvals/{id}``):
-    without the recipient's address or webhook URL, which a mail server's refusal or a transport
-    error may quote. The owner may name anyone as an approver; a webhook's URL is a credential."""
+    without any address or the webhook's URL, which a mail server's refusal or a transport error
+    may quote. The owner may name anyone as an approver; a webhook's URL is a credential."""
     if not error:
         return error
     private = []
@@ -347,12 +355,22 @@ def _private(delivery: Delivery, error: str) -> str:
     targets = (NotificationTarget.objects.filter(user_id=delivery.user_id) if delivery.user_id is not None else
                NotificationTarget.objects.filter(group_id=delivery.group_id) if delivery.group_id is not None else
                NotificationTarget.objects.none())
-    for url in targets.values_list("webhook_url", flat=True):
-        parts = urlsplit(url)
-        private += [url, parts.path + (f"?{parts.query}" if parts.query else "")]
+    for stored in targets.values_list("webhook_url", flat=True):
+        for url in (stored, _as_sent(stored)):
+            parts = urlsplit(url)
+            private += [url, parts.path + (f"?{parts.query}" if parts.query else "")]
     for text in sorted({t for t in private if len(t) > 1}, key=len, reverse=True):
         error = re.sub(re.escape(text), "<recipient>", error, flags=re.IGNORECASE)
-    return error
+    return _ADDRESS.sub("<recipient>", error)
+
+
+def _as_sent(url: str) -> str:
+    """``url`` as the client sends it, and its server may quote it back: percent-encoded, its host
+    as punycode."""
+    try:
+        return str(httpx.URL(url))
+    except (httpx.InvalidURL, ValueError):
+        return url
 
 
 def _record(delivery: Delivery, status: str, error: str) -> str:

@@ -13,9 +13,9 @@ from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from approvals.models import Approval, Delivery
-from approvals.notifications import _no_longer_asked
+from approvals.notifications import _no_longer_asked, approval_notify, delivery_send
 from tests.approvals.runs import parked
-from tests.conftest import stored_run
+from tests.conftest import client_for, stored_run
 from tests.engine.flow import wait_until
 from workflows.models import NodeRun, Run
 
@@ -65,6 +65,32 @@ def test_a_member_taken_out_of_the_group_asked_is_not_sent_its_gate(engine: Any,
     assert smtp.sent_to("erin-moved@example.com") == [], "the gate's words were emailed to someone no longer asked"
     assert delivery.status == "failed", delivery.status
     assert "erin" in delivery.error and "no longer" in delivery.error, delivery.error
+
+
+def test_the_run_owner_reads_why_a_members_delivery_was_not_sent_without_the_members_name(
+        db: Any, user: User, erin: User, make_user: Any) -> None:
+    """A member's delivery is named by the group's name (``notifications._wanted``): the run's owner
+    may name any group and reads its deliveries, and is not told who is in it by why one was not
+    sent either. Before, the reason named the member's username (a red-team helper's finding)."""
+    frank = make_user("frank")
+    frank.groups.add(Group.objects.get(name="finance"))
+    for member in (erin, frank):
+        member.email = f"{member.username}@example.com"
+        member.save()
+    approval = Approval.objects.create(run=stored_run(user), node_id="pay", approvers=["finance"],
+                                       message=SECRET_WORDS)
+    waiting = approval_notify(approval=approval)
+    assert [(d.recipient, d.user_id) for d in waiting] == [("finance", erin.pk), ("finance", frank.pk)]
+    erin.groups.remove(Group.objects.get(name="finance"))  # erin moves to another team
+    frank.is_active = False  # frank leaves the company
+    frank.save(update_fields=["is_active"])
+
+    assert [delivery_send(delivery_id=d.pk) for d in waiting] == ["failed", "failed"]
+
+    answer = client_for(user).get(f"/api/v1/approvals/{approval.pk}").json()
+    assert sorted((d["recipient"], d["error"]) for d in answer["deliveries"]) == [
+        ("finance", "not sent: a member of finance is no longer active"),
+        ("finance", "not sent: a member of finance is no longer among the approvers (nor in a group they name)")]
 
 
 def test_the_approvers_of_a_deactivated_owners_run_are_told_nothing_more(engine: Any, user: User, bob: User,

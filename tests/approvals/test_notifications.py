@@ -21,6 +21,7 @@ from approvals.notifications import approval_notify
 from tests.approvals.runs import refund_flow, submit
 from tests.conftest import client_for
 from tests.engine.flow import wait_until
+from tests.support.remote import Reply
 from workflows.registry import MAINTENANCE_QUEUE
 
 LINK = re.compile(r"https?://[^\s<>|]+/approvals/(\d+)/open/([^\s<>|]+)")
@@ -157,6 +158,39 @@ def test_the_run_owner_reads_why_a_delivery_failed_without_the_approvers_address
     assert "SMTPRecipientsRefused" in error and "<recipient>" in error and "550" in error, error
     assert "bob.refused" not in error and "bob.refused" not in failed.error
     assert "bob.refused@example.com" not in engine["worker"].log.read_text()
+
+
+def test_the_run_owner_reads_why_a_delivery_failed_without_the_approvers_address_as_it_was_sent(
+        engine: Any, user: User, bob: User, smtp: Any) -> None:
+    """An address's domain goes out as punycode (Django's ``sanitize_address``) and the server's
+    refusal quotes that form, not the one stored (a red-team helper's finding)."""
+    bob.email = "bob.refused@bücher.example"
+    bob.save()
+    run_id = submit(user, refund_flow({"approvers": ["bob"], "timeout_ms": 3_600_000}))
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    wait_until(lambda: approval.deliveries.filter(channel="email", status="failed").first(), timeout=30,
+               what="the refused email")
+
+    error = client_for(user).get(f"/api/v1/approvals/{approval.pk}").json()["deliveries"][0]["error"]
+    assert "SMTPRecipientsRefused" in error and "<recipient>" in error and "550" in error, error
+    assert "bob.refused" not in error and "bcher" not in error, error
+    assert "bob.refused@xn--bcher-kva.example" not in engine["worker"].log.read_text()
+
+
+def test_the_run_owner_reads_why_a_webhook_failed_without_its_url_as_it_was_sent(
+        engine: Any, user: User, bob: User, remote: Any) -> None:
+    """A webhook's URL is a credential; the client sends it percent-encoded, and its server (here
+    moving it to https) quotes that form, not the one stored."""
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/seq/moved?token=sécret-ü")
+    remote.script("moved", [Reply(301, {}, (("Location", remote.base.replace("http:", "https:", 1)
+                                             + "/seq/moved?token=s%C3%A9cret-%C3%BC"),))])
+    run_id = submit(user, refund_flow({"approvers": ["bob"], "timeout_ms": 3_600_000}))
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    failed = wait_until(lambda: approval.deliveries.filter(channel="webhook", status="failed").first(), timeout=30,
+                        what="the webhook refused")
+
+    assert "answered 301" in failed.error and "<recipient>" in failed.error, failed.error
+    assert "cret" not in failed.error, failed.error
 
 
 # A gate's message may be an agent's words (``"message": "${nodes.agent.output.summary}"``).
