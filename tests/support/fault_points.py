@@ -14,6 +14,8 @@ its stack at once:
   park (``execution.park``, the executor's result the status word ``waiting``), its linked
   coordinator message about to be published), ``execution`` (an executor task of the node, before
   it claims its node run, which stays ``queued`` meanwhile: tests/engine/test_plain_step.py),
+  ``execution_limit`` (the same, for an executor message of the node whose soft time limit is that,
+  keyed ``<node_id>:<soft s>``, e.g. ``a:1.0``: tests/faults/test_sent_again_killed.py),
   ``notify`` (a gate's notification about to be published, after its park's commit), ``answered``
   (an http node's request answered, its output about to be made) and ``checked`` (an http node's
   output made, the engine about to check it as JSON), both keyed by the node's URL, not its id;
@@ -96,6 +98,8 @@ def install() -> None:
         node_id = NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first()
         if node_id:
             stall("execution", node_id)
+            if args and args[0]:  # the limits the message enforces: (hard, soft)
+                stall("execution_limit", f"{node_id}:{float(args[0][1])}")
         return execute(node_run_id, *args)
 
     def stalling_plan(ir: Any, state: Any, finished: int, *args: Any, **kwargs: Any) -> Any:

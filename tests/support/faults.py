@@ -91,7 +91,13 @@ so a test flips them for every process of its stack at once:
   process) once, after its claim of a due time and before its send (the switch deleted as it
   dies; counted in ``aob:test:kills:resend``); ``aob:test:resend_claim_kept``: negative control of
   the claim's short life, kept a day from the claim (``schedules.RESEND_CLAIM_S``) as before, so the
-  killed send is never made (tests/faults/test_resend_killed.py).
+  killed send is never made (tests/faults/test_resend_killed.py);
+- ``aob:test:sent_again_kill:<node_id>``: the executor whose claim of that node gave it back and
+  published it again (``execution.send_again``) dies there once, before its own message is acked
+  (the switch deleted as it dies; counted in ``aob:test:kills:<node_id>``);
+  ``aob:test:sent_again_per_patch``: negative control of ``execution.disagrees``: a mismatch after
+  any send of the patch runs the step under its message's limit, as before, so a put-back copy of
+  the message already sent again runs under its stale limit (tests/faults/test_sent_again_killed.py).
 
 Installed in a worker, it also turns on the coordinator's DEBUG line ``coordinator.decided``
 (``node_run_id``, ``step``: plain or full), so a test can tell which step decided a node run
@@ -280,6 +286,20 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
             die(nr.node_id)
         return dispatch_row(nr)
 
+    send_again, disagrees = execution.send_again, execution.disagrees
+
+    def killing_send_again(ctx: Any, timelimit: Any) -> Any:
+        sent = send_again(ctx, timelimit)
+        if sent == execution.SENT_AGAIN and _redis().delete(f"aob:test:sent_again_kill:{ctx.node_id}"):
+            die(ctx.node_id)
+        return sent
+
+    def switchable_disagrees(log: list[Any], patch_seq: int, sent_ms: int) -> bool:
+        if not _redis().exists("aob:test:sent_again_per_patch"):
+            return disagrees(log, patch_seq, sent_ms)
+        return any(isinstance(past, dict) and past.get("status") == execution.SENT_AGAIN
+                   and past.get("patch_seq") == patch_seq for past in log)
+
     resend = schedules._resend
 
     def switchable_resend(fire_schedule: Any, *args: Any) -> int:
@@ -390,7 +410,8 @@ def patches() -> list[tuple[ModuleType, str, Callable[..., Any]]]:
                (budget, "settle_lapsed", switchable_settle_lapsed),
                (llm, "chat", switchable_chat), (notifications, "message_id", switchable_message_id),
                (poison, "_began", countable_began), (sweeper, "_dispatch", killing_dispatch),
-               (schedules, "_resend", switchable_resend)]
+               (schedules, "_resend", switchable_resend), (execution, "send_again", killing_send_again),
+               (execution, "disagrees", switchable_disagrees)]
     for module, name, replacement in wrapped:
         replacement.__wrapped__ = getattr(module, name)  # type: ignore[attr-defined]  # for ``unwrapped``
     return wrapped

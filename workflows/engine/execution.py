@@ -484,15 +484,25 @@ def tries(node_run_id: int, attempt: int) -> int:
     return attempt - sum(1 for past in log if isinstance(past, dict) and past.get("status") in NOT_TRIED)
 
 
+def disagrees(log: list[Any], patch_seq: int, sent_ms: int) -> bool:
+    """Whether a message enforcing ``sent_ms`` is one ``send_again`` published under this patch
+    (its entry notes the ``patch_seq`` and the ``timeout_ms`` it sent) that still differs from the
+    claim's limit: the processes disagree on it, and the step runs under the message's."""
+    return any(isinstance(past, dict) and past.get("status") == SENT_AGAIN and past.get("patch_seq") == patch_seq
+               and past.get("timeout_ms") == sent_ms for past in log)
+
+
 def send_again(ctx: NodeContext, timelimit: Any) -> str | None:
     """Give back a claim whose message enforces another time limit than the node's ``timeout_ms``
     as claimed (a patch changed it while the node was queued, lowering or raising it: the limit a
     Celery message enforces is set when it is published): ``running → queued`` unrun, logged
     ``sent_again`` with the reason (no try: ``tries``), and published again as a fresh dispatch,
     with the claimed definition's limits. The claim is the one place the enforced limit comes from.
-    Once per patch of the run (the entry notes its ``patch_seq``): a second mismatch with no patch
-    between means the processes disagree on the limit (``AOB_DEFAULT_NODE_TIMEOUT_MS`` set apart),
-    and the step runs under its message's limit (None), as sending it again would not end."""
+    Every message whose limit is stale is given back so, a second copy of one already sent again
+    too (put back after its process died, or the sweeper's): it never runs the step. Only a message
+    that carries the limit a send of this patch published (``disagrees``) runs under it (None): its
+    sender and this process disagree on the limit (``AOB_DEFAULT_NODE_TIMEOUT_MS`` set apart), and
+    as a sent message is never sent again, the sends end."""
     timeout_ms = (ctx.definition or {}).get("timeout_ms")
     sent_ms = round(float(timelimit[1]) * 1000)
     reason = {"reason": "timeout_changed", "timeout_ms": timeout_ms_of(timeout_ms), "sent_ms": sent_ms}
@@ -500,8 +510,7 @@ def send_again(ctx: NodeContext, timelimit: Any) -> str | None:
         locks.lock_run(ctx.run_id)
         patch_seq = Run.objects.values_list("patch_seq", flat=True).get(pk=ctx.run_id)
         log = NodeRun.objects.values_list("attempt_log", flat=True).get(pk=ctx.node_run_id) or []
-        if any(isinstance(past, dict) and past.get("status") == SENT_AGAIN and past.get("patch_seq") == patch_seq
-               for past in log):
+        if disagrees(log, patch_seq, sent_ms):
             logger.warning("node_run.time_limit_disagrees", extra={"attempt": ctx.attempt, **reason})
             return None
         entry = {"attempt": ctx.attempt, "status": SENT_AGAIN, **reason, "patch_seq": patch_seq,
