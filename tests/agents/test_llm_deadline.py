@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from agents import llm
+from tests.support.slow_reader import burst_reader
 from workers.http import ResponseTooLarge
 
 ANSWER = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
@@ -178,6 +179,21 @@ def test_the_deadline_covers_the_head_of_the_answer_too(provider: Any, settings:
         llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=None)
     elapsed = time.monotonic() - started
     assert elapsed < 2.5, f"a call with AOB_LLM_TIMEOUT_S = 1 s took {elapsed:.1f} s"
+
+
+def test_the_deadline_covers_the_request_s_body_too(settings: Any) -> None:
+    """httpcore2 writes the request in one call whose every send got the call's whole timeout again:
+    a provider (or a gateway) reading a long prompt a burst at a time held the call past its deadline."""
+    port, bursts = burst_reader(burst=1024 * 1024, every=0.8)
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{port}/v1"
+    settings.OPENAI_API_KEY = "test-key"
+    settings.AOB_LLM_TIMEOUT_S = 1.0
+    settings.AOB_LLM_PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        llm.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "x" * 12_000_000}], tools=None)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"a call with AOB_LLM_TIMEOUT_S = 1 s took {elapsed:.1f} s writing its prompt ({bursts})"
 
 
 @pytest.mark.parametrize("prefix", ["", "/gzip"], ids=["plain", "gzip-bomb"])

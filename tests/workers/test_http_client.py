@@ -30,6 +30,7 @@ import structlog
 
 from aob.embedded import free_port
 from tests.engine.flow import wait_until
+from tests.support.slow_reader import burst_reader
 from workers.http import (
     DNSResolutionFailed,
     HTTPRequestError,
@@ -661,6 +662,20 @@ def test_timeout_is_total_not_per_read(server: Server) -> None:
     with pytest.raises(HTTPRequestError) as caught:
         request(method="GET", url=server.url("/drip"), timeout_s=0.5)
     assert time.monotonic() - started < 1.5 and caught.value.transient
+
+
+def test_a_remote_reading_the_body_slowly_cannot_stretch_the_request_past_its_deadline(settings: Any) -> None:
+    """httpcore writes a body in one call whose every send got the call's whole timeout again: a
+    remote reading 1 MiB each 0.8 s held a request with a 1 s deadline 7 s (16 MiB at 30 s, minutes
+    of a shared worker). Each send gets the time the request has left; the body counts as sent."""
+    port, bursts = burst_reader(burst=1024 * 1024, every=0.8)
+    settings.AOB_HTTP_ALLOWLIST = [f"127.0.0.1:{port}"]
+    started = time.monotonic()
+    with pytest.raises(HTTPRequestError) as caught:
+        request(method="POST", url=f"http://127.0.0.1:{port}/upload", content=b"x" * 12_000_000, timeout_s=1)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"a request with a 1 s deadline took {elapsed:.1f} s writing its body (bursts at {bursts})"
+    assert caught.value.extra["kind"] == "timeout" and caught.value.extra["sent"] is True
 
 
 def test_a_caller_may_lower_the_operator_s_timeout_never_raise_it(server: Server, settings: Any) -> None:

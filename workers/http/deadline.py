@@ -45,7 +45,23 @@ def _stream_type(clamp: Clamp) -> type:
             return self._inner.read(max_bytes, clamp.time_left(timeout, core.ReadTimeout))
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            self._inner.write(buffer, clamp.time_left(timeout, core.WriteTimeout))
+            # the inner stream's write gives each send of its loop the whole time again, so a remote
+            # reading a body a burst at a time held the request as long as the body lasted: here each
+            # send gets the time left (over TLS the socket is an SSLSocket, whose send is all or a timeout)
+            sock = self._inner.get_extra_info("socket")
+            if getattr(sock, "_sslobj", None) is not self._inner.get_extra_info("ssl_object"):
+                # TLS inside TLS (a proxy's, which neither client uses): the socket is not where its bytes go
+                self._inner.write(buffer, clamp.time_left(timeout, core.WriteTimeout))
+                return
+            view = memoryview(buffer)
+            try:
+                while view:
+                    sock.settimeout(clamp.time_left(timeout, core.WriteTimeout))
+                    view = view[sock.send(view):]
+            except TimeoutError as exc:
+                raise core.WriteTimeout(exc) from exc
+            except OSError as exc:
+                raise core.WriteError(exc) from exc
 
         def close(self) -> None:
             self._inner.close()
