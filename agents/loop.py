@@ -84,37 +84,80 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
     try:
         return tool.run(state, args)
     except RecursionError:  # a remote's answer nested past what a tool's own walk of it (masking) takes
-        return _too_deep()
+        return _too_deep(name)
     except AobError as exc:  # the rule, where the error names one (a refused host, an SSRF rule)
         rule = exc.extra.get("rule") if isinstance(exc.extra, dict) else None
-        return {"status": "error", "error": exc.code, "message": exc.message,
-                **({"rule": rule} if isinstance(rule, str) else {})}
+        return _sent({"status": "error", "error": exc.code, "message": exc.message,
+                      **({"rule": rule} if isinstance(rule, str) else {})}, name, exc.extra)
 
 
 def _result(state: AgentState, name: str, raw_args: str) -> Any:
     """A tool's result as JSON, within ``AOB_AGENT_TOOL_RESULT_MAX_BYTES``: a larger one is replaced
     by an error telling the model to narrow it, so no result past the bound is kept, journaled or
     sent back to the model."""
-    text = json.dumps(_run_tool(state, name, raw_args), default=str)
+    made = _run_tool(state, name, raw_args)
+    text = json.dumps(made, default=str)
     size, cap = len(text.encode()), settings.AOB_AGENT_TOOL_RESULT_MAX_BYTES
     if size > cap:
-        return {"status": "error", "error": "result_too_large", "bytes": size, "limit": cap,
-                "message": f"the result is {size} bytes; a tool result may be at most {cap} "
-                           "(AOB_AGENT_TOOL_RESULT_MAX_BYTES): ask for less (table_filter, table_select, top_k)"}
+        return _sent({"status": "error", "error": "result_too_large", "bytes": size, "limit": cap,
+                      "message": f"the result is {size} bytes; a tool result may be at most {cap} "
+                                 f"(AOB_AGENT_TOOL_RESULT_MAX_BYTES): ask for less ({_less(name)})"},
+                     name, made)
     result = json.loads(text)
     problem = unstorable(result, int64=False)  # a remote's NaN or NUL: the journal could not keep it
     if problem is not None:
-        return {"status": "error", "error": "result_not_storable", "rule": problem.rule, "path": problem.path,
-                "message": f"the result cannot be kept: {problem.path}: {problem.message}"}
+        return _sent({"status": "error", "error": "result_not_storable", "rule": problem.rule,
+                      "path": problem.path, "message": f"the result cannot be kept: {problem.path}: {problem.message}"},
+                     name, made)
     if not depth_within(result, TOOL_DATA_MAX_DEPTH):
-        return _too_deep()
+        return _sent(_too_deep(name), name, made)
     return result
 
 
-def _too_deep() -> dict[str, Any]:
+def _too_deep(name: str) -> dict[str, Any]:
     return {"status": "error", "error": "result_too_deep", "rule": "max_depth", "limit": TOOL_DATA_MAX_DEPTH,
             "message": f"the result nests deeper than {TOOL_DATA_MAX_DEPTH} levels, which a node's output cannot "
-                       "keep: ask for less of it (table_select, a narrower request)"}
+                       f"keep: ask for less of it ({_less(name)})"}
+
+
+def _less(name: str) -> str:
+    """How a tool asks for less."""
+    if name == "execute_pipeline":
+        return "table_filter, table_select, top_k"
+    if name == "openapi_action":
+        return "another operation, or parameters that select less"
+    return "a narrower request"
+
+
+# How many of a call's sent requests an error in place of its result names (the rest are counted).
+SENT_NAMED = 20
+
+
+def _sent(error: dict[str, Any], name: str, made: Any) -> dict[str, Any]:
+    """``error`` in place of a tool call whose requests went out, saying so: each one's status code,
+    and not to send it again. Told only of an error, a model calls again, with a new
+    Idempotency-Key, and the remote applies it twice. ``made`` is what the call made: its result,
+    or its refusal's ``extra`` (``execute_pipeline``'s steps done before a later one failed)."""
+    if not isinstance(made, dict):
+        return error
+    if name == "openapi_action" and "body" in made and isinstance(made.get("status_code"), int):  # its answer
+        facts: dict[str, Any] = {"status_code": made["status_code"]}
+        said = f"the request was sent and answered {made['status_code']}"
+    elif name == "execute_pipeline" and isinstance(made.get("pipeline_steps"), list):
+        steps = [{"step": i, "op": step["op"], "status_code": step.get("status_code")}
+                 for i, step in enumerate(made["pipeline_steps"])
+                 if isinstance(step, dict) and step.get("op") == "http_request"]
+        if not steps:
+            return error
+        named = steps[:SENT_NAMED]
+        facts = {"pipeline_steps": named, "requests_sent": len(steps)}
+        said = "sent and answered: " + ", ".join(f"step {s['step']} ({s['status_code']})" for s in named)
+        said += f" and {len(steps) - len(named)} more" if len(steps) > len(named) else ""
+    else:
+        return error
+    return {**error, "sent": True, **facts,
+            "message": f"{error['message']}; {said}: a new call sends it again, as a new request, so do not "
+                       "repeat one that changes anything"}
 
 
 def _next_result(state: AgentState, name: str, raw_args: str, index: int, kept: int) -> Any:

@@ -8,7 +8,7 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
 
@@ -37,6 +37,8 @@ PARAMETERS = {
 
 METHODS = ("get", "post", "put", "patch", "delete", "head")
 PLACEHOLDER = re.compile(r"\{[^{}/]*\}")
+# A "." or ".." segment, which the client (RFC 3986) or the server removes with the one before it.
+DOT_SEGMENT = re.compile(r"(^|[/\\])\.\.?([/\\]|$)")
 
 
 @cache
@@ -147,9 +149,11 @@ def _base(registered: dict[str, Any], spec: dict[str, Any]) -> str:
 def _at_base(base: str, path: str) -> str:
     """The operation's URL: ``path`` under ``base``, never past it. A remote document's path is its
     host's words: ``.attacker.net/x`` joined to ``https://api.example.com`` named another host,
-    ``:9999/x`` another port, and the node's ``auth`` went there."""
+    ``:9999/x`` another port, and the node's ``auth`` went there; ``/../x`` (or ``%2e%2e``, which a
+    server may decode) climbed out of the base URL's path, to what the same host serves beside it."""
     url = base.rstrip("/") + path
-    if not path.startswith("/") or path.startswith("//") or _origin(url) != _origin(base):
+    if (not path.startswith("/") or path.startswith("//") or _origin(url) != _origin(base)
+            or DOT_SEGMENT.search(unquote(path.split("?", 1)[0].split("#", 1)[0]))):
         raise ToolError(f"the API's OpenAPI document has a path {path[:200]!r} that leaves its base URL "
                         f"{base!r}: not sent", extra={"transient": False})
     return url

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from agents.exceptions import ToolError
+from aob_project.exceptions import AobError
 from workers.http import idempotency, request
 
 from .base import AgentState
@@ -68,9 +69,19 @@ def _rows(data: Any, step: str) -> list[dict[str, Any]]:
 
 
 def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
-
-    data: Any = args.get("data")
+    """The steps' result. A step refused carries the steps done before it (``pipeline_steps``): an
+    ``http_request`` among them was sent, which the model is told (``agents.loop._sent``)."""
     done: list[dict[str, Any]] = []
+    try:
+        return _run(state, args, done)
+    except AobError as exc:
+        if done:
+            exc.extra = {**exc.extra, "pipeline_steps": done}
+        raise
+
+
+def _run(state: AgentState, args: dict[str, Any], done: list[dict[str, Any]]) -> dict[str, Any]:
+    data: Any = args.get("data")
     # what the rows at hand came from: the model's data, then each fetch in place of the one before
     # (a sum let fetches a later step threw away raise table_select's bound by 10 MiB each)
     fetched = len(json.dumps(data, default=str)) if data is not None else 0

@@ -192,6 +192,40 @@ def test_a_select_may_make_what_it_was_given_and_a_result_jsonb_cannot_hold_is_a
     assert (second["error"], second["rule"]) == ("result_not_storable", "nul_character")
 
 
+def test_a_pipeline_refused_after_its_request_went_out_says_it_was_sent(engine, api, fake_llm, remote):
+    """A later step's error threw away the steps done: the model was told only that the pipeline
+    failed, called again with a new Idempotency-Key, and the remote applied the payment twice."""
+    pay = {"steps": [{"op": "http_request", "method": "POST", "url": f"{remote.base}/effect/pay/0",
+                      "payload": {"amount": 100}},
+                     {"op": "table_sort", "by": "amount"}]}  # the answer is an object, not rows
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pay)]}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline"])]))
+
+    assert run.status == "completed", run.error
+    assert len(remote.effects("pay")) == 1
+    result = node(run, "plan").output["tool_calls"][0]["result"]
+    assert (result["status"], result["sent"], result["requests_sent"]) == ("error", True, 1), result
+    assert result["pipeline_steps"] == [{"step": 0, "op": "http_request", "status_code": 200}]
+    assert "table_sort needs a list" in result["message"] and "step 0 (200)" in result["message"]
+    assert tool_messages(fake_llm.requests[1])[0] == result
+
+
+def test_an_answer_too_large_to_keep_still_says_its_request_was_sent(engine, api, fake_llm, remote):
+    """The order was placed and its answer (an echo of 300 KB) replaced by ``result_too_large``,
+    whose advice named table steps ``openapi_action`` has not, and nothing said the order went."""
+    create = {"api": "remote", "operation_id": "createOrder", "body": {"sku": "A-1", "note": "x" * 300_000}}
+    fake_llm.reset([{"tool_calls": [("openapi_action", create)]}, TEXT])
+
+    run = finish(start(api, [agent(tools=["openapi_action"])]))
+
+    assert run.status == "completed", run.error
+    assert [h["method"] for h in remote.hits("/echo/orders")] == ["POST"]
+    result = node(run, "plan").output["tool_calls"][0]["result"]
+    assert (result["error"], result["sent"], result["status_code"]) == ("result_too_large", True, 200), result
+    assert "answered 200" in result["message"] and "table_" not in result["message"]
+
+
 def test_a_node_s_tool_results_are_bounded_in_all(engine, api, fake_llm, remote):
     """Each result within its bound, and as many as a message holds, still added up without limit
     (32 calls × 256 KiB a message, times up to 50 rounds, all kept in the journal, the prompt and

@@ -100,10 +100,29 @@ def test_a_remote_document_needs_the_api_s_own_base_url_or_nothing_starts(settin
     assert openapi._base({"spec": OPENAPI_SPEC}, document) == "https://collector.example"
 
 
-@pytest.mark.parametrize("path", [".attacker.example/x", ":9999/x", "//attacker.example/x", "@attacker.example/x"])
+@pytest.mark.parametrize("path", [".attacker.example/x", ":9999/x", "//attacker.example/x", "@attacker.example/x",
+                                  "/../x", "/a/../../x", "/a/%2e%2e/x", "/a/%2E/x", "/a%2f..%2fx", "/a/..",
+                                  "/a\\..\\x"])
 def test_a_document_s_path_never_leaves_the_api_s_base_url(path):
     """The registered ``base_url`` is where the node's ``auth`` goes; a remote document's path is its
-    host's words, and one that does not begin with ``/`` named another host or port when joined."""
+    host's words, and one that does not begin with ``/`` named another host or port when joined; one
+    with a dot segment (or its percent-encoding, which a server may decode) climbed out of its path."""
     with pytest.raises(ToolError, match="leaves its base URL"):
-        openapi._at_base("https://api.example.com", path)
+        openapi._at_base("https://api.example.com/v1", path)
     assert openapi._at_base("https://api.example.com/v1/", "/items/1") == "https://api.example.com/v1/items/1"
+    assert openapi._at_base("https://api.example.com", "/v1.2/a..b/.well-known") == (
+        "https://api.example.com/v1.2/a..b/.well-known")
+
+
+def test_a_document_s_dot_segments_never_leave_the_api_s_base_path(settings: Any, remote: RemoteServer):
+    """The API may be one tenant's prefix on a shared gateway, its credentials for that prefix only:
+    ``/../../status/200`` joined to ``…/echo/tenant-a`` was sent to ``/status/200`` (the client
+    removes dot segments), with the node's ``auth``; it is now refused and nothing is sent."""
+    spec = {"openapi": "3.0.3", "paths": {"/../../status/200": {"get": {"operationId": "getItem"}}}}
+    remote.script("dots-spec", [spec])
+    settings.AOB_OPENAPI_SPECS = {"remote_spec": {"spec": f"{remote.base}/seq/dots-spec",
+                                                  "base_url": f"{remote.base}/echo/tenant-a"}}
+
+    with pytest.raises(ToolError, match="leaves its base URL"):
+        openapi.run(agent_state(), {"api": "remote_spec", "operation_id": "getItem"})
+    assert remote.hits("/status") == remote.hits("/echo/tenant-a") == [] and remote.hits("/seq/dots-spec")
