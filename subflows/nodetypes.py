@@ -34,7 +34,7 @@ from workflows.models.workflow import TAG_PATTERN
 from workflows.ratelimit import RateLimited
 from workflows.registry import NodeContext, NodeFailed, executor
 from workflows.services.definitions import workflow_version_for_start
-from workflows.services.runs import run_hosts, run_start
+from workflows.services.runs import run_hand_down, run_start
 
 from .models import SubRun
 from .services import on_run_finished
@@ -106,11 +106,10 @@ def run_workflow(ctx: NodeContext) -> Any:
                                  code="SubWorkflowNotFound", extra={"tag": tag, "transient": False}) from exc
         child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
                           request_id=f"sub-{ctx.node_run_id}")
-        # its spend counts against the parent's ceilings, and its requests go only where the parent's may
-        # (the parent's lists as they are now, under its lock: a person's patch since this node was
-        # claimed included; patches._hand_down_hosts hands later ones down)
-        Run.objects.filter(pk=child.pk).update(budget={Run.WITHIN: str(ctx.run_id)},
-                                               hosts_above=[list(hosts) for hosts in run_hosts(ctx.run_id)] or None)
+        # its spend counts against the parent's ceilings, its requests go only where the parent's may and
+        # its agents are bound by the parent's rules (as they are now, under its lock: a person's patch
+        # since this node was claimed included; patches._hand_down hands later ones down)
+        Run.objects.filter(pk=child.pk).update(budget={Run.WITHIN: str(ctx.run_id)}, **run_hand_down(ctx.run_id))
         link = SubRun.objects.create(parent_run_id=ctx.run_id, parent_node_run_id=ctx.node_run_id, child_run=child,
                                      depth=depth, deadline=ClockTimestamp() + timedelta(milliseconds=timeout_ms)
                                      if timeout_ms else None)

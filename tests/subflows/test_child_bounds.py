@@ -1,15 +1,17 @@
 """Bounds a person set on a ``workflow`` node bind the child run it waits for: its ``timeout_ms``,
-and the approval of a gate that several people decide. Each failed on the code before (a red-team
-helper's findings, 5 December)."""
+and the approval of a gate that several people decide; and the parent's agent rules
+(``patch_policy``, ``max_agent_nodes``), as its ``allowed_hosts`` do. Each failed on the code before
+(red-team helpers' findings, 5 and 7 December)."""
 
 from __future__ import annotations
 
 from approvals.models import Approval
 from subflows.models import SubRun
+from tests.agents.flows import agent, start
 from tests.approvals.runs import decide, submit
 from tests.conftest import wait_for_run
 from tests.engine.flow import wait_until
-from workflows.models import Event, NodeRun, Run
+from workflows.models import Event, NodeRun, PatchRefusal, Run, RunPatch
 from workflows.services.definitions import workflow_save
 
 WAITS = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "go?"}}], "edges": []}
@@ -73,3 +75,66 @@ def test_a_gate_several_people_approve_binds_the_child_version_current_at_the_fi
     assert run.status == "completed", run.error
     child = Run.objects.get(pk=SubRun.objects.get(parent_run_id=run_id).child_run_id)
     assert NodeRun.objects.get(run=child, node_id="pay").output == {"paid": 10}  # before: {'paid': 1000000}
+
+
+TEXT = {"content": "Done."}
+ADD = [{"op": "add", "path": "/nodes/-", "value": {"id": "extra", "type": "transform", "config": {"expression": "1"}}},
+       {"op": "add", "path": "/edges/-", "value": {"from": "plan", "to": "extra"}}]
+
+
+def child_of(run_id: str) -> Run:
+    return Run.objects.get(pk=wait_until(lambda: SubRun.objects.filter(parent_run_id=run_id).values_list(
+        "child_run_id", flat=True).first(), timeout=30, what="the child run"))
+
+
+def test_a_parent_s_patch_policy_deny_binds_the_agents_of_its_child_runs(engine, api, user, fake_llm):
+    """The child's own definition says nothing of patches; its parent's author said ``deny``. The
+    child's agent patched the child (the policy read only the patched run's own definition)."""
+    workflow_save(owner=user, tag="helper", definition={"nodes": [agent(tools=["patch_workflow"])], "edges": []})
+    fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": ADD})]}, TEXT])
+
+    run = wait_for_run(start(api, [{"id": "child", "type": "workflow", "config": {"tag": "helper"}}],
+                             metadata={"patch_policy": "deny"}))
+
+    assert run.status == "completed", run.error
+    child = child_of(run.pk)
+    assert (child.status, child.rules_above) == ("completed", {"patch_policy": "deny"})
+    assert not RunPatch.objects.filter(run=child).exists()
+    assert list(PatchRefusal.objects.filter(run=child).values_list("rule", flat=True)) == ["patch_policy"]
+
+
+def test_a_parent_s_max_agent_nodes_binds_the_agents_of_its_child_runs(engine, api, user, fake_llm):
+    """The parent allows no spawned agents; its child's agent delegated to one (the child counts its
+    own, under the smallest limit of it and the runs above it)."""
+    workflow_save(owner=user, tag="helper", definition={"nodes": [agent(tools=["delegate_to_agent"])], "edges": []})
+    fake_llm.reset([{"tool_calls": [("delegate_to_agent", {"task": "t"})]}, TEXT, TEXT])
+
+    run = wait_for_run(start(api, [{"id": "child", "type": "workflow", "config": {"tag": "helper"}}],
+                             metadata={"max_agent_nodes": 0}))
+
+    assert run.status == "completed", run.error
+    child = child_of(run.pk)
+    assert (child.spawned_agents, child.rules_above) == (0, {"max_agent_nodes": 0})
+
+
+def test_a_person_s_patch_to_a_parent_s_patch_policy_binds_the_child_already_running(engine, api, user, fake_llm):
+    """The owner turns a running parent's ``patch_policy`` to ``deny`` while its child waits at a
+    gate: the child's agent, after the gate, is refused (as a child started after it would be)."""
+    gate = {"id": "review", "type": "hitl", "config": {"message": "go?"}}
+    workflow_save(owner=user, tag="helper", definition={
+        "nodes": [gate, agent(tools=["patch_workflow"])], "edges": [{"from": "review", "to": "plan"}]})
+    fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": ADD})]}, TEXT])
+    parent = start(api, [{"id": "child", "type": "workflow", "config": {"tag": "helper"}}])
+    child = child_of(parent)
+    assert child.rules_above is None
+    approval = wait_until(lambda: Approval.objects.filter(run=child).first(), timeout=30, what="the child's gate")
+
+    patched = api.post(f"/api/v1/runs/{parent}/patches", {"operations": [
+        {"op": "add", "path": "/metadata", "value": {"patch_policy": "deny"}}]}, format="json")
+    assert patched.status_code == 201, patched.json()
+    assert Run.objects.get(pk=child.pk).rules_above == {"patch_policy": "deny"}
+    assert decide(user, approval).status_code == 200
+
+    assert wait_for_run(parent).status == "completed"
+    assert not RunPatch.objects.filter(run=child).exists()
+    assert list(PatchRefusal.objects.filter(run=child).values_list("rule", flat=True)) == ["patch_policy"]

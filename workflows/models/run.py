@@ -73,6 +73,9 @@ class Run(models.Model):
     # The ``metadata.allowed_hosts`` lists of the runs above this one (a sub-workflow's parent, and
     # theirs), each binding its requests beside its own (``workflows.egress``); None for a top run.
     hosts_above = models.JSONField(null=True, blank=True, default=None)
+    # The strictest agent rules of the runs above ({patch_policy, max_agent_nodes}, each when one of
+    # them sets it: ``patches.policy.rules_handed_down``), binding beside its own; None for a top run.
+    rules_above = models.JSONField(null=True, blank=True, default=None)
     request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

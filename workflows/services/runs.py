@@ -110,8 +110,10 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
               # a replay's definition is its source's, with the agent nodes patches added to it: they
               # count against its spawn limit as they did there (a replay of a replay would grow without end)
               spawned_agents=replay_of.spawned_agents if replay_of is not None else 0,
-              # a replayed sub-workflow's requests still go only where its parents' may (workflows.egress)
-              hosts_above=replay_of.hosts_above if replay_of is not None else None)
+              # a replayed sub-workflow's requests still go only where its parents' may (workflows.egress),
+              # and its agents are bound by its parents' rules
+              hosts_above=replay_of.hosts_above if replay_of is not None else None,
+              rules_above=replay_of.rules_above if replay_of is not None else None)
     # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
     # a failed start fails the caller's transaction.
@@ -408,13 +410,23 @@ def _resume_budget_paused(run: Run, data: dict[str, Any], kind: str = Event.Type
         coordinator.refresh(run)
 
 
-def run_hosts(run_id: Any) -> egress.Lists:
-    """The ``allowed_hosts`` lists binding a run now: its current definition's (its patches
-    included) and those of the runs above it (``Run.hosts_above``); what a child it starts now runs
-    under beside its own (``run_workflow``, ``patches._hand_down_hosts``)."""
-    artifact_id, above = Run.objects.values_list("current_artifact_id", "hosts_above").get(pk=run_id)
+def run_hand_down(run_id: Any) -> dict[str, Any]:
+    """What a child a run's ``workflow`` node starts now runs under beside its own definition, as
+    the child's fields (``handed_down``) from the run's current definition (its patches included)
+    and what the runs above it handed down (``run_workflow``, ``patches._hand_down``)."""
+    artifact_id, hosts, rules = Run.objects.values_list("current_artifact_id", "hosts_above", "rules_above").get(
+        pk=run_id)
     metadata = Artifact.objects.values_list("content__metadata", flat=True).get(pk=artifact_id)
-    return egress.binding(metadata, above)
+    return handed_down(metadata, hosts_above=hosts, rules_above=rules)
+
+
+def handed_down(metadata: Any, *, hosts_above: Any, rules_above: Any) -> dict[str, Any]:
+    """What a run whose definition has ``metadata`` hands down to the runs its ``workflow`` nodes
+    start, as it hands them its spend ceilings: the ``allowed_hosts`` lists binding it
+    (``Run.hosts_above``, workflows.egress) and its strictest agent rules (``Run.rules_above``)."""
+    from .patches.policy import rules_handed_down  # the patches package reads runs: imported here
+    return {"hosts_above": [list(hosts) for hosts in egress.binding(metadata, hosts_above)] or None,
+            "rules_above": rules_handed_down(metadata, rules_above)}
 
 
 def runs_below_locked(run_id: Any) -> list[Run]:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from aob_project.exceptions import AobError, Conflict, ValidationFailed
 from aob_project.metrics import PATCHES
-from workflows import egress, registry
+from workflows import registry
 from workflows.definition import gates
 from workflows.definition.ir import InvalidDefinition, compile_definition
 from workflows.engine import coordinator, events, planner
@@ -32,7 +32,7 @@ from workflows.selectors import run_owner_check
 from ..artifacts import artifact_store
 from ..definitions import apply_operations
 from ..idempotency import Recorder
-from ..runs import run_hosts, run_locked, runs_below, runs_below_locked
+from ..runs import handed_down, run_hand_down, run_locked, runs_below, runs_below_locked
 from .policy import (
     MAX_OPERATIONS,
     PatchDenied,
@@ -129,14 +129,14 @@ def run_state(run: Run) -> RunState:
     persons_set = persons_steps(written, {node_id for node_id in people if node_id in written.nodes or node_id not in here})
     return RunState(statuses={n: s for n, (_, s) in latest.items()}, started=frozenset(started),
                     approved=frozenset(approved), base=base, owner=owner, spawned=run.spawned_agents,
-                    patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above,
+                    patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above, rules_above=run.rules_above,
                     agents_wrote=frozenset(written.nodes), persons_set=persons_set)
 
 
 def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer, user: User | None,
              proposal_key: str, record: Recorder | None, base_artifact_id: str | None = None) -> RunPatch:
     with transaction.atomic():
-        # the runs below are taken before the run, as every change of both takes them (_hand_down_hosts)
+        # the runs below are taken before the run, as every change of both takes them (_hand_down)
         below = runs_below_locked(run.pk) if not proposer.agent and _may_bind(operations) else None
         run = run_locked(run.pk, action="patch it")
         if record is not None:
@@ -156,7 +156,7 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
             if record is not None:
                 record(noop)
             return noop
-        held = proposer.agent and patch_policy(before) == "require_approval"
+        held = proposer.agent and patch_policy(before, run.rules_above) == "require_approval"
         run.patch_seq += 1
         patch = RunPatch.objects.create(
             run=run, seq=run.patch_seq, operations=operations, description=description, node_id=proposer.node_id,
@@ -207,8 +207,8 @@ def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any], 
     run.current_artifact_id = patch.after_artifact_id
     Run.objects.filter(pk=run.pk).update(current_artifact_id=patch.after_artifact_id,
                                          spawned_agents=F("spawned_agents") + verdict.spawned)
-    if egress.of(before.get("metadata")) != egress.of(verdict.after.get("metadata")):
-        _hand_down_hosts(run, below)
+    if _hands_down(run, before) != _hands_down(run, verdict.after):
+        _hand_down(run, below)
     events.append(run.pk, run.owner_id, [(Event.Type.PATCH_APPLIED, patch.node_id, {
         "patch_id": patch.pk, "seq": patch.seq, "op_count": len(patch.operations),
         "description": patch.description, "artifact_id": patch.after_artifact_id})])
@@ -220,33 +220,38 @@ def _apply(run: Run, patch: RunPatch, verdict: Verdict, before: dict[str, Any], 
 
 
 def _may_bind(operations: Any) -> bool:
-    """Whether a patch may change ``metadata.allowed_hosts`` (read before it is judged: its runs
-    below are locked first if so)."""
+    """Whether a patch may change what the run hands down (``metadata``: its ``allowed_hosts``, its
+    agent rules), read before it is judged: its runs below are locked first if so."""
     def touches(path: Any) -> bool:
         return isinstance(path, str) and (path in ("", "/metadata") or path.startswith("/metadata/"))
     return isinstance(operations, list) and any(
         isinstance(op, dict) and (touches(op.get("path")) or touches(op.get("from"))) for op in operations)
 
 
-def _hand_down_hosts(run: Run, below: list[Run] | None) -> None:
-    """A run's ``allowed_hosts`` changed (a person's patch: an agent's cannot): the runs its
-    ``workflow`` nodes started, and theirs, run under the new lists from their next node on
-    (``Run.hosts_above``, read by each claim); a child started after this commits reads them
-    (``run_workflow``, under the run's lock). ``below`` was locked before the run; a child started
-    between that and the run's lock would be locked after its parent, against the order every other
-    change keeps (agents.budget's): the patch is refused, to be sent again."""
+def _hands_down(run: Run, definition: dict[str, Any]) -> dict[str, Any]:
+    return handed_down(definition.get("metadata"), hosts_above=run.hosts_above, rules_above=run.rules_above)
+
+
+def _hand_down(run: Run, below: list[Run] | None) -> None:
+    """What a run hands down changed (a person's patch of its ``allowed_hosts`` or agent rules: an
+    agent's cannot): the runs its ``workflow`` nodes started, and theirs, run under it from their
+    next node on (``Run.hosts_above``, read by each claim; ``Run.rules_above``, by each patch); a
+    child started after this commits reads it (``run_workflow``, under the run's lock). ``below``
+    was locked before the run; a child started between that and the run's lock would be locked
+    after its parent, against the order every other change keeps (agents.budget's): the patch is
+    refused, to be sent again."""
     if below is None or {str(pk) for pk in runs_below(run.pk)} - {str(r.pk) for r in below}:
         raise Conflict("a sub-workflow of this run started while the patch waited for it: send the patch again",
                        code="run_busy", extra={"rule": "runs_below_changed"})
     metadata = dict(Artifact.objects.filter(pk__in={r.current_artifact_id for r in below})
                     .values_list("pk", "content__metadata"))
-    lists = {str(run.pk): run_hosts(run.pk)}
+    down = {str(run.pk): run_hand_down(run.pk)}
     for child in reversed(below):  # the deepest first: handed down from the top
-        if str(child.within) not in lists:
+        if str(child.within) not in down:
             continue  # its parent ended (a child outlives it only while being cancelled)
-        hosts = [list(patterns) for patterns in lists[str(child.within)]] or None
-        Run.objects.filter(pk=child.pk).update(hosts_above=hosts)
-        lists[str(child.pk)] = egress.binding(metadata.get(child.current_artifact_id), hosts)
+        fields = down[str(child.within)]
+        Run.objects.filter(pk=child.pk).update(**fields)
+        down[str(child.pk)] = handed_down(metadata.get(child.current_artifact_id), **fields)
 
 
 def _below(definition: dict[str, Any], gate: str) -> set[str]:

@@ -147,6 +147,7 @@ class RunState:
     patches: int = 0  # patches stored for this run so far (applied or held), each a definition kept whole
     bound: bool = False  # a child run started inside an approved action of its parent: all of it is approved
     hosts_above: Any = None  # the allowed_hosts lists of the runs above (``Run.hosts_above``, workflows.egress)
+    rules_above: Any = None  # the strictest agent rules of the runs above (``Run.rules_above``, ``rules_handed_down``)
     agents_wrote: frozenset[str] = frozenset()  # nodes of the run's definition an agent wrote (provenance)
     # of those, the ones a person's patch added or changed since the run began: as that person left
     # each (``provenance.Written.persons``)
@@ -161,18 +162,50 @@ class Verdict:
     revote: tuple[str, ...] = ()  # pending gates whose guarded action changes: the votes so far lapse
 
 
-def agent_limit(definition: dict[str, Any]) -> int:
-    """The spawn limit: the operator's ceiling, which a definition may lower and never raise."""
-    ceiling = settings.AOB_MAX_AGENT_NODES
-    declared = definition.get("metadata", {}).get("max_agent_nodes") if isinstance(definition, dict) else None
-    return min(ceiling, declared) if isinstance(declared, int) else ceiling
+POLICIES = ("auto", "require_approval", "deny")  # ``metadata.patch_policy``'s values, the strictest last
 
 
-def patch_policy(definition: dict[str, Any]) -> str:
+def agent_limit(definition: dict[str, Any], above: Any = None) -> int:
+    """The spawn limit: the operator's ceiling, which a definition may lower and never raise, nor
+    raise past the runs above it (``Run.rules_above``)."""
+    metadata = definition.get("metadata") if isinstance(definition, dict) else None
+    return min([settings.AOB_MAX_AGENT_NODES, *_limits(metadata, above)])
+
+
+def patch_policy(definition: dict[str, Any], above: Any = None) -> str:
     """What the definition's ``metadata.patch_policy`` says of agents' patches: ``auto`` (judged and
-    applied), ``require_approval`` (judged, then held for a person), ``deny``."""
-    metadata = definition.get("metadata")
-    return (metadata.get("patch_policy") if isinstance(metadata, dict) else None) or "auto"
+    applied), ``require_approval`` (judged, then held for a person), ``deny``; or a run's above it
+    (``Run.rules_above``), when stricter."""
+    return _policy(definition.get("metadata") if isinstance(definition, dict) else None, above)
+
+
+def rules_handed_down(metadata: Any, above: Any) -> dict[str, Any] | None:
+    """What a run hands down to the runs its ``workflow`` nodes start (``Run.rules_above``), as it
+    hands down its ``allowed_hosts``: the strictest ``patch_policy`` and the smallest
+    ``max_agent_nodes`` of its definition's and those handed down to it (each run counts its own
+    spawned agents); None when none sets either."""
+    policy, limits = _policy(metadata, above), _limits(metadata, above)
+    rules = {**({"patch_policy": policy} if policy != "auto" else {}),
+             **({"max_agent_nodes": min(limits)} if limits else {})}
+    return rules or None
+
+
+def _policy(metadata: Any, above: Any) -> str:
+    own = (metadata.get("patch_policy") if isinstance(metadata, dict) else None) or "auto"
+    inherited = _above(above).get("patch_policy") or "auto"
+    return max(own, inherited, key=lambda policy: POLICIES.index(policy) if policy in POLICIES else 0)
+
+
+def _limits(metadata: Any, above: Any) -> list[int]:
+    declared = metadata.get("max_agent_nodes") if isinstance(metadata, dict) else None
+    return [limit for limit in (declared, _above(above).get("max_agent_nodes")) if isinstance(limit, int)]
+
+
+def _above(above: Any) -> dict[str, Any]:
+    """``Run.rules_above`` as stored; what is no object binds most (a bound is never read as none)."""
+    if above is None or isinstance(above, dict):
+        return above or {}
+    return {"patch_policy": "deny", "max_agent_nodes": 0}
 
 
 def judge(*, before: dict[str, Any], operations: Any, proposer: Proposer, state: RunState) -> Verdict:
@@ -234,9 +267,10 @@ class _Judgement:
                         op=MAX_OPERATIONS, limit=MAX_OPERATIONS)
         if not self.operations:
             return Verdict(after=self.before)
-        if self.proposer.agent and patch_policy(self.before) == "deny":  # when proposed, and when a held one is approved
-            self.refuse(Rule.PATCH_POLICY, "this workflow's patch_policy is deny: agents may not patch its runs",
-                        error=PatchDenied)
+        # when proposed, and when a held one is approved
+        if self.proposer.agent and patch_policy(self.before, self.state.rules_above) == "deny":
+            self.refuse(Rule.PATCH_POLICY, "this workflow's patch_policy is deny (or a parent run's: a sub-workflow runs "
+                        "under its parents'): agents may not patch its runs", error=PatchDenied)
         self.check_storable()
         self.check_patch_count()  # before any work on a patch the run has no room for
         self.after = self.apply()
@@ -779,7 +813,7 @@ class _Judgement:
 
     def check_spawn(self) -> int:
         added = [n for n, node in self.new.items() if node.get("type") == "agent" and n not in self.old]
-        limit = agent_limit(self.before)
+        limit = agent_limit(self.before, self.state.rules_above)
         total = self.state.spawned + len(added)
         if added and total > limit:
             self.refuse(Rule.EXCESSIVE_AGENT_NODES, f"the patch would make {total} agent nodes added to this run; the "
