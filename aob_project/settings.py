@@ -596,6 +596,9 @@ AOB_WS_MAX_PER_USER = env_int("AOB_WS_MAX_PER_USER", 50, within=(1, 100_000))
 # Page reads of one user's event streams at once in a web process (workflows.consumers.turns): the
 # streams' reads share one thread, so one user's replays wait on each other, not on everyone.
 AOB_WS_READS_PER_USER = env_int("AOB_WS_READS_PER_USER", 2, within=(1, 1000))
+# An open inbox stream tells its client of changes to approvals naming its user at most this often
+# (workflows.consumers.UserEventsConsumer.inbox_changed); changes meanwhile make one nudge at the end.
+AOB_WS_INBOX_NUDGE_MIN_S = env_seconds("AOB_WS_INBOX_NUDGE_MIN_S", 3.0)
 
 # --- Expressions (workflows/definition/expressions.py) --------------------------------------------
 # CEL sources: size, comprehension macros (all/exists/exists_one/map/filter) and their nesting are

@@ -23,7 +23,8 @@ channels_redis drops a member older than ``group_expiry`` (a day) at the next se
 so a page open longer went deaf while it said it was live, and a group Redis lost (a restart)
 is joined again. The user's stream is also in the group of each approver name of the user
 (``approvers.inbox_group``), and forwards a change of an approval naming them as
-``{"type": "inbox_changed"}``, nothing more: the inbox reads itself again, on another's run too.
+``{"type": "inbox_changed"}``, nothing more: the inbox reads itself again, on another's run too;
+at most every ``AOB_WS_INBOX_NUDGE_MIN_S``, the changes within it told once at its end.
 """
 
 from __future__ import annotations
@@ -443,7 +444,7 @@ class UserEventsConsumer(_Consumer):
 
     It is in the group of each of the user's approver names too (``_inbox_groups``, at most
     ``NAMES_JOINED``), and tells the client of a change to an approval naming them, on any run, by
-    ``{"type": "inbox_changed"}`` alone (``inbox_changed``)."""
+    ``{"type": "inbox_changed"}`` alone (``inbox_changed``), at most every ``AOB_WS_INBOX_NUDGE_MIN_S``."""
 
     SINCE_MARGIN_S = 5
     RUNS_TRACKED = 10_000
@@ -451,6 +452,8 @@ class UserEventsConsumer(_Consumer):
     READ_WHEN_QUIET_ONLY = False
     NAMES_JOINED = 1000  # a user's approver names whose groups a socket joins (groups are an admin's to give)
     nudged: str | None = None
+    nudged_at = 0.0  # when the client was last told
+    nudge: asyncio.Task[None] | None = None  # the one nudge held for the end of the interval
 
     async def connect(self) -> None:
         self.groups = []
@@ -471,12 +474,39 @@ class UserEventsConsumer(_Consumer):
     async def inbox_changed(self, message: dict[str, Any]) -> None:
         """An approval naming the user changed: the client reads its inbox again. Said once a change
         (a user in several of the groups it named hears it from each), and with nothing of the
-        approval: what the inbox shows, it reads as its user."""
+        approval: what the inbox shows, it reads as its user. At most every
+        ``AOB_WS_INBOX_NUDGE_MIN_S``: anyone may name anyone as an approver, and each nudge is a read
+        of the inbox (15 gates in 5 s read bob's open inbox 15 times); changes within it are told
+        once, at its end (``_nudge_later``), so the last one is never lost."""
         async with self.sending:
             if message.get("change") == self.nudged or not await self.still_allowed():
                 return
             self.nudged = message.get("change")
-            await self.sent({"type": "inbox_changed"})
+            wait = self.nudged_at + settings.AOB_WS_INBOX_NUDGE_MIN_S - time.monotonic()
+            if wait <= 0:
+                await self._nudge()
+            elif self.nudge is None:
+                self.nudge = asyncio.get_running_loop().create_task(self._nudge_later(wait))
+
+    async def _nudge(self) -> None:
+        self.nudged_at = time.monotonic()
+        await self.sent({"type": "inbox_changed"})
+
+    async def _nudge_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        async with self.sending:
+            self.nudge = None
+            try:
+                if await self.still_allowed():
+                    await self._nudge()
+            except Exception:  # the client gone meanwhile: its socket's end is disconnect()'s
+                logger.warning("ws.nudge_failed", extra={"groups": self.groups[:1]}, exc_info=True)
+
+    def _release(self) -> None:
+        if self.nudge is not None and self.nudge is not asyncio.current_task():
+            self.nudge.cancel()
+        self.nudge = None
+        super()._release()
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.sent(frame)
