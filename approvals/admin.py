@@ -15,7 +15,7 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group, User
 from django.db import models
-from django.db.models import Case, IntegerField, Q, Value, When
+from django.db.models import Q
 from django.db.models.functions import Left
 from django.utils.html import format_html_join
 from django.utils.text import Truncator
@@ -23,7 +23,7 @@ from django.utils.text import Truncator
 from aob.text import shown
 from aob_project.exceptions import Conflict
 from approvals import services
-from approvals.models import Approval, Decision, Delivery, NotificationTarget
+from approvals.models import PENDING_FIRST, Approval, Decision, Delivery, NotificationTarget
 from approvals.selectors import fill_decidable, seen_by
 from workflows.admin import (
     OwnedRowsAdmin,
@@ -195,10 +195,8 @@ class ApprovalAdmin(ApprovalRowsAdmin):
 
     def get_ordering(self, request):
         # Here, not in get_queryset: the changelist puts this (or Meta.ordering) before any
-        # ordering the queryset carries.
-        pending_first = Case(When(status=Approval.Status.PENDING, then=Value(0)), default=Value(1),
-                             output_field=IntegerField())
-        return [pending_first.asc(), "-created_at"]
+        # ordering the queryset carries. Their index's order (``approval_pending_first``).
+        return [PENDING_FIRST.asc(), "-pk"]
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -9,7 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers, widgets
 from django.contrib.admin.utils import display_for_field
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.contrib.auth.models import Group
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
@@ -124,7 +124,24 @@ class CappedPaginator(Paginator):
 
 
 class ColumnsChangeList(ChangeList):
-    """A changelist page that reads of its rows only its admin's ``list_columns``."""
+    """A changelist page that reads of its rows only its admin's ``list_columns``, sorted only by the
+    columns its admin sorts by (``get_sortable_by``): a column header's ``?o=`` naming another is
+    ignored, as Django ignores one naming no column (Django only hid the header)."""
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet) -> list[Any]:
+        if ORDER_VAR in self.params:
+            kept = [p for p in str(self.params[ORDER_VAR]).split(".") if self._sortable(p)]
+            if kept:
+                self.params[ORDER_VAR] = ".".join(kept)
+            else:
+                del self.params[ORDER_VAR]
+        return super().get_ordering(request, queryset)
+
+    def _sortable(self, part: str) -> bool:
+        try:
+            return self.list_display[int(part.rpartition("-")[2])] in self.sortable_by
+        except (IndexError, ValueError):
+            return False
 
     def get_results(self, request: HttpRequest) -> None:
         columns = self.model_admin.list_columns
@@ -174,6 +191,35 @@ class BoundedListAdmin(admin.ModelAdmin):
             if not (field.many_to_one and rest in PARENT_LOOKUPS):
                 return False
         return super().lookup_allowed(lookup, value, request)
+
+    def get_ordering(self, request: HttpRequest) -> Sequence[Any]:
+        """A page reads its rows in an index's order and stops at its 100: the admin's ``ordering``
+        (declared where an index gives it), else newest first by key (ids grow with creation; a key
+        that is no sequence still has its index). The models' own orders (by time, pending first,
+        by a vote's time) are in no index: each visit sorted every row of the table, 1M artifacts
+        or runs, for one page."""
+        return self.ordering or ["-pk"]
+
+    def get_sortable_by(self, request: HttpRequest) -> Sequence[str]:
+        """The columns a header sorts by: its key's and a unique column's, whose order an index gives
+        whole (no tie for Django's ``-pk`` to break), either way. Another (an event's node id, a
+        run's tag) sorted every row of the table, every tenant's, for one page of 100."""
+        if self.sortable_by is not None:
+            return self.sortable_by
+        return [name for name in self.get_list_display(request) if self._unique_column(name)]
+
+    def _unique_column(self, name: Any) -> bool:
+        if not isinstance(name, str):
+            return False
+        if not hasattr(self, name):  # a model field's name, else an admin method's admin_order_field
+            name = getattr(getattr(self.model, name, None), "admin_order_field", name)
+        elif not isinstance(name := getattr(getattr(self, name), "admin_order_field", None), str):
+            return False
+        try:
+            field = self.model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return False
+        return field.unique and not field.is_relation  # a key orders by its row's own order, a join
 
     def get_list_select_related(self, request: HttpRequest) -> Any:
         if not self.list_columns:
@@ -559,6 +605,7 @@ _RUN_KEYS_LARGE = ("base_artifact__content", "current_artifact__content", "outpu
 @admin.register(Run)
 class RunAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     owner = "owner"
+    ordering = ["-created_at"]  # its created_at index (a key, a UUID, is in no order of time)
     list_display = ["id", "tag", "owner", "status", "created_at", "finished_at"]
     list_columns = ["tag", "owner__username", "status", "created_at", "finished_at"]
     list_filter = ["status"]
@@ -702,6 +749,7 @@ class RunPatchAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
 
 @admin.register(Event)
 class EventAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
+    ordering = ["run_id", "seq"]  # their (run, seq) key's: a run's own, as its page's link asks for them
     list_display = ["run", "seq", "type", "node_id", "created_at"]
     list_columns = ["run__tag", "seq", "type", "node_id", "created_at"]
     list_filter = ["type"]

@@ -340,13 +340,15 @@ def artifact_get(*, user: User, artifact_id: str, admit: Callable[[int], None] =
 def artifacts_referenced(*, versions: QuerySet[WorkflowVersion], runs: QuerySet[Run]) -> Q:
     """The artifacts ``versions`` and ``runs`` refer to, every reference ``_reference`` finds one by
     (a run's definitions and output, its node runs' outputs, its patches' operations and
-    definitions): for a list of them (the admin's), where ``artifact_get`` judges one by id."""
+    definitions): for a list of them (the admin's), where ``artifact_get`` judges one by id. One
+    ``IN`` of the references' ids, each artifact then found by its key: an ``OR`` of an ``IN`` a
+    reference made PostgreSQL test every artifact against each (1.3 s at 1M artifacts for one run)."""
     node_runs, patches = NodeRun.objects.filter(run__in=runs), RunPatch.objects.filter(run__in=runs)
-    return (Q(pk__in=versions.values("artifact")) | Q(pk__in=runs.values("base_artifact"))
-            | Q(pk__in=runs.values("current_artifact")) | Q(pk__in=runs.values("output_artifact"))
-            | Q(pk__in=node_runs.values("output_artifact"))
-            | Q(pk__in=patches.values("patch_artifact")) | Q(pk__in=patches.values("before_artifact"))
-            | Q(pk__in=patches.values("after_artifact")))
+    ids = [versions.values_list("artifact", flat=True),
+           *(runs.values_list(key, flat=True) for key in ("base_artifact", "current_artifact", "output_artifact")),
+           node_runs.values_list("output_artifact", flat=True),
+           *(patches.values_list(key, flat=True) for key in ("patch_artifact", "before_artifact", "after_artifact"))]
+    return Q(pk__in=ids[0].order_by().union(*(qs.order_by() for qs in ids[1:]), all=True))
 
 
 # What a reference found by ``_reference`` says of the artifact: its kind, and when it was made.
