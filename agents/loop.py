@@ -137,22 +137,31 @@ def _sent(error: dict[str, Any], name: str, made: Any) -> dict[str, Any]:
     """``error`` in place of a tool call whose requests went out, saying so: each one's status code,
     and not to send it again. Told only of an error, a model calls again, with a new
     Idempotency-Key, and the remote applies it twice. ``made`` is what the call made: its result,
-    or its refusal's ``extra`` (``execute_pipeline``'s steps done before a later one failed)."""
+    or its refusal's ``extra`` (``execute_pipeline``'s steps done before a later one failed; the
+    client's ``sent`` for a request that went out and then failed, unanswered or past the cap)."""
     if not isinstance(made, dict):
         return error
+    lost = made.get("sent") is True  # workers.http.client: sent, then failed; whether it took effect is unknown
+    unknown = "may have taken effect (outcome unknown)"
     if name == "openapi_action" and "body" in made and isinstance(made.get("status_code"), int):  # its answer
         facts: dict[str, Any] = {"status_code": made["status_code"]}
         said = f"the request was sent and answered {made['status_code']}"
-    elif name == "execute_pipeline" and isinstance(made.get("pipeline_steps"), list):
+    elif name == "openapi_action" and lost:
+        facts, said = {}, f"the request was sent and {unknown}"
+    elif name == "execute_pipeline" and (isinstance(made.get("pipeline_steps"), list) or lost):
+        done = made.get("pipeline_steps") or []
         steps = [{"step": i, "op": step["op"], "status_code": step.get("status_code")}
-                 for i, step in enumerate(made["pipeline_steps"])
-                 if isinstance(step, dict) and step.get("op") == "http_request"]
-        if not steps:
+                 for i, step in enumerate(done) if isinstance(step, dict) and step.get("op") == "http_request"]
+        if not steps and not lost:
             return error
         named = steps[:SENT_NAMED]
-        facts = {"pipeline_steps": named, "requests_sent": len(steps)}
-        said = "sent and answered: " + ", ".join(f"step {s['step']} ({s['status_code']})" for s in named)
+        said = ", ".join(f"step {s['step']} ({s['status_code']})" for s in named)
+        said = f"sent and answered: {said}" if named else ""
         said += f" and {len(steps) - len(named)} more" if len(steps) > len(named) else ""
+        if lost:  # the step that failed is the one after those done
+            named = [*named, {"step": len(done), "op": "http_request", "status_code": None}]
+            said += f"{'; ' if said else ''}step {len(done)} was sent and {unknown}"
+        facts = {"pipeline_steps": named, "requests_sent": len(steps) + int(lost)}
     else:
         return error
     return {**error, "sent": True, **facts,

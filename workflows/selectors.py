@@ -624,11 +624,24 @@ EVENTS_PAGE = 1000
 EVENT_FRAME_BYTES = 512
 
 
+def _events_fitting(sizes: list[tuple[int, int]], limit: int) -> int:
+    """Of events' (seq, data size) in reading order, how many, from the first, make one page: at
+    most ``limit``, and while their bytes fit one answer's budget (``AOB_DETAILS_MAX_BYTES``), at
+    least one, so a reader always progresses."""
+    page, count = Page(settings.AOB_DETAILS_MAX_BYTES), 0
+    for _seq, size in sizes[:limit]:
+        if not page.fits(size + EVENT_FRAME_BYTES):
+            if count:
+                break
+            page.spend(size + EVENT_FRAME_BYTES)  # the first goes whatever its size
+        count += 1
+    return count
+
+
 def events_page(*, run_id: Any, after: int = 0, upto: int | None = None, since: Any = None,
                 limit: int = EVENTS_PAGE) -> tuple[list[Event], bool]:
-    """A run's events after ``after`` (up to ``upto``, stamped from ``since``), in order: at most
-    ``limit``, and while their bytes fit one answer's budget (``AOB_DETAILS_MAX_BYTES``), at least
-    one, so a reader always progresses; and whether more follow, to be read after the last one.
+    """A run's events after ``after`` (up to ``upto``, stamped from ``since``), in order: those of
+    one page (``_events_fitting``), and whether more follow, to be read after the last one.
     Sizes are measured in the database first (the data stays there; one more than ``limit``, to
     know), then the events that fit are read: a page of 1,000 events of up to 64 KiB each
     (``events.EVENT_VALUE_MAX_BYTES``) is never loaded to send one MiB of them. Events are
@@ -640,13 +653,17 @@ def events_page(*, run_id: Any, after: int = 0, upto: int | None = None, since: 
         qs = qs.filter(created_at__gte=since)
     sizes = list(qs.order_by("seq").values_list(
         "seq", stored_bytes("data"))[:limit + 1])
-    page, last = Page(settings.AOB_DETAILS_MAX_BYTES), None
-    for seq, size in sizes[:limit]:
-        if not page.fits(size + EVENT_FRAME_BYTES):
-            if last is not None:
-                break
-            page.spend(size + EVENT_FRAME_BYTES)  # the first goes whatever its size
-        last = seq
-    if last is None:
+    count = _events_fitting(sizes, limit)
+    if not count:
         return [], False
-    return list(qs.filter(seq__lte=last).order_by("seq")), sizes[-1][0] > last
+    return list(qs.filter(seq__lte=sizes[count - 1][0]).order_by("seq")), len(sizes) > count
+
+
+def events_latest_after(*, run_id: Any) -> int:
+    """The seq after which a run's newest page of events begins (``_events_fitting``, measured from
+    the last one back; 0: they all fit): where the run page's socket starts, so a run of 4,000
+    large events sends its newest MiB, not 33 MB. The older ones are read from ``events_page``."""
+    sizes = list(Event.objects.filter(run_id=run_id).order_by("-seq").values_list(
+        "seq", stored_bytes("data"))[:EVENTS_PAGE + 1])
+    count = _events_fitting(sizes, EVENTS_PAGE)
+    return sizes[count][0] if len(sizes) > count else 0

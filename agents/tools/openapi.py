@@ -51,7 +51,11 @@ def _load(source: str) -> dict[str, Any]:
     bound the API calls themselves, else it loaded or not by which run a worker first served."""
     if _remote(source):
         with egress.only(()):
-            result = request(method="GET", url=source)
+            try:
+                result = request(method="GET", url=source)
+            except AobError as exc:  # the document's request went out, not the operation's (agents.loop._sent)
+                exc.extra.pop("sent", None)
+                raise
         if not result.ok:
             raise ToolError(f"the API's OpenAPI document could not be loaded: its host answered {result.status_code}; "
                             "try again later", extra={"status_code": result.status_code,

@@ -226,6 +226,48 @@ def test_an_answer_too_large_to_keep_still_says_its_request_was_sent(engine, api
     assert "answered 200" in result["message"] and "table_" not in result["message"]
 
 
+def test_a_request_that_failed_after_it_went_out_says_it_may_have_taken_effect(engine, api, fake_llm, remote,
+                                                                                 stack_env, tmp_path):
+    """The remote applied the order (or the payment), then answered past the deadline, past the
+    size cap, or dropped the connection: the client knew the request had gone out (its ``sent``),
+    but the model was told only of a timeout, called again with a new Idempotency-Key, and the
+    remote applied it twice. Each now says it was sent and may have taken effect."""
+    from tests.security.conftest import swapped_worker
+
+    spec = tmp_path / "shop.json"
+    spec.write_text(json.dumps({"openapi": "3.0.3", "paths": {
+        "/effect/order/8": {"post": {"operationId": "placeOrder"}},
+        "/big/70000": {"post": {"operationId": "placeLargeOrder"}}}}))
+    post = {"op": "http_request", "method": "POST", "payload": {"amount": 100}}
+    calls = [("openapi_action", {"api": "shop", "operation_id": "placeOrder", "body": {"sku": "A-1"}}),
+             ("openapi_action", {"api": "shop", "operation_id": "placeLargeOrder", "body": {"sku": "A-2"}}),
+             ("execute_pipeline", {"steps": [{**post, "url": f"{remote.base}/echo/first"},
+                                             {**post, "url": f"{remote.base}/effect/pay/8"}]}),
+             ("execute_pipeline", {"steps": [{**post, "url": f"{remote.base}/big/70000"}]}),
+             ("execute_pipeline", {"steps": [{**post, "url": f"{remote.base}/flaky/drop/1"}]})]
+    fake_llm.reset([{"tool_calls": calls}, TEXT])
+
+    specs = json.dumps({"shop": {"spec": str(spec), "base_url": remote.base}})
+    with swapped_worker(engine, stack_env, "sent-unknown", AOB_HTTP_TIMEOUT_S="2",
+                        AOB_HTTP_MAX_RESPONSE_BYTES="65536", AOB_OPENAPI_SPECS=specs):
+        run = finish(start(api, [agent(tools=["openapi_action", "execute_pipeline"])]))
+
+    assert run.status == "completed", run.error
+    assert len(remote.effects("order")) == len(remote.effects("pay")) == 1
+    assert len(remote.hits("/big")) == 2 and len(remote.hits("/flaky")) == 1
+    late, large, paid, fetched, dropped = (c["result"] for c in node(run, "plan").output["tool_calls"])
+    assert (late["error"], late["sent"]) == ("HTTPRequestError", True) and "timed out" in late["message"], late
+    assert (large["error"], large["sent"]) == ("ResponseTooLarge", True), large
+    assert all("may have taken effect (outcome unknown)" in r["message"] and "answered" not in r["message"]
+               for r in (late, large, fetched, dropped)), (late, large, fetched, dropped)
+    assert (paid["sent"], paid["requests_sent"]) == (True, 2), paid
+    assert paid["pipeline_steps"] == [{"step": 0, "op": "http_request", "status_code": 200},
+                                      {"step": 1, "op": "http_request", "status_code": None}]
+    assert "step 0 (200)" in paid["message"] and "step 1 was sent and may have taken effect" in paid["message"], paid
+    assert [(r["sent"], r["requests_sent"]) for r in (fetched, dropped)] == [(True, 1)] * 2, (fetched, dropped)
+    assert tool_messages(fake_llm.requests[1]) == [late, large, paid, fetched, dropped]
+
+
 def test_a_node_s_tool_results_are_bounded_in_all(engine, api, fake_llm, remote):
     """Each result within its bound, and as many as a message holds, still added up without limit
     (32 calls × 256 KiB a message, times up to 50 rounds, all kept in the journal, the prompt and

@@ -14,6 +14,7 @@ from agents.exceptions import ToolError
 from agents.tools import AgentState, openapi
 from tests.conftest import OPENAPI_SPEC
 from tests.support.remote import RemoteServer, Reply
+from workers.http import HTTPRequestError
 from workflows.registry import NodeContext
 
 SPEC = json.loads(Path(OPENAPI_SPEC).read_text())
@@ -126,3 +127,16 @@ def test_a_document_s_dot_segments_never_leave_the_api_s_base_path(settings: Any
     with pytest.raises(ToolError, match="leaves its base URL"):
         openapi.run(agent_state(), {"api": "remote_spec", "operation_id": "getItem"})
     assert remote.hits("/status") == remote.hits("/echo/tenant-a") == [] and remote.hits("/seq/dots-spec")
+
+
+def test_a_document_whose_fetch_timed_out_is_not_an_operation_sent(settings: Any, remote: RemoteServer):
+    """The client says a request that timed out after going out was ``sent``, and a tool's error
+    carrying it tells the model the operation may have taken effect: the document's GET is not it."""
+    settings.AOB_HTTP_TIMEOUT_S = 0.5
+    settings.AOB_OPENAPI_SPECS = {"remote_spec": {"spec": f"{remote.base}/sleep/2", "base_url": remote.base}}
+
+    before = len(remote.hits("/echo"))
+
+    with pytest.raises(HTTPRequestError, match="timed out") as caught:
+        openapi.run(agent_state(), GET_ITEM)
+    assert "sent" not in caught.value.extra and len(remote.hits("/echo")) == before

@@ -330,7 +330,8 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
     Raises :class:`SSRFBlocked` for a refused URL or redirect hop (nothing is sent for it),
     :class:`HTTPRequestError` for timeouts and transport failures (``transient`` set for
     timeouts and connection errors), :class:`ResponseTooLarge` past the cap, and
-    :class:`TooManyRedirects`. ``resolver`` replaces DNS for this request only (tests, or a
+    :class:`TooManyRedirects`; ``extra["sent"]`` once the request went out (whether it took
+    effect is then unknown). ``resolver`` replaces DNS for this request only (tests, or a
     caller with its own resolver); such a request gets its own unpooled connection.
     """
     if json is not None and content is not None:
@@ -440,7 +441,10 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
                 try:
                     data = read_capped(response, cap=cap, url=sent_url)
                 except httpx.HTTPError as exc:
-                    raise _request_error(exc, sent_url, answered=bool(redirects)) from exc
+                    raise _request_error(exc, sent_url, answered=True) from exc
+                except HTTPRequestError as exc:  # past the cap, a body that cannot be decoded: answered
+                    exc.extra["sent"] = True
+                    raise
                 result = _result(response, data, method=method, started=started, redirects=redirects)
                 logger.info("http.request", extra={"method": method, "host": outgoing.url.host,
                                                    "status": result.status_code,
@@ -450,7 +454,7 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
             response.close()
         if len(redirects) >= hops:
             raise TooManyRedirects(f"more than {hops} redirects", extra={"url": url, "transient": False,
-                                                                         "redirects": redirects})
+                                                                         "redirects": redirects, "sent": True})
         try:
             target = outgoing.url.join(location)
         except httpx.InvalidURL as exc:

@@ -192,7 +192,9 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         return _not_found(request, "run")
     page = {"run_id": str(run.pk), "is_owner": selectors.is_run_owner(run, user=request.user),
             # the models' own sets of statuses, not the script's copies
-            "llm_configured": llm_configured(), "finished": sorted(Run.FINISHED), "active": sorted(NodeRun.ACTIVE)}
+            "llm_configured": llm_configured(), "finished": sorted(Run.FINISHED), "active": sorted(NodeRun.ACTIVE),
+            # its socket starts at the run's newest page of events, not its first (older: the API's pages)
+            "events_after": selectors.events_latest_after(run_id=run.pk)}
     return _render(request, "run.html", nav="runs", run=run, page=page)
 
 

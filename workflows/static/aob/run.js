@@ -1,6 +1,7 @@
 // The run page. Everything on it follows the run's WebSocket: each event frame re-fetches
-// /runs/{id}/details (coalesced while a fetch is in flight) and redraws. Resumes with
-// ?after=<last seq> after a disconnect, with backoff. No polling.
+// /runs/{id}/details (coalesced while a fetch is in flight) and redraws. The socket starts at the
+// run's newest page of events (page.events_after), and resumes with ?after=<last seq> after a
+// disconnect, with backoff. No polling.
 import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, messageOf, numberOf, onSecondPress, pageData, pretty, setChildren, setSiblings, showAlert, stringifyJson, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
 import { fmtMs, renderTimeline } from "./timeline.js";
@@ -13,8 +14,8 @@ const ACTIVE = new Set(page.active);  // NodeRun.ACTIVE
 
 const state = {
   details: null,
-  events: [],
-  lastSeq: 0,
+  latest: new Map(),  // the last event of each type and node (lastEvent)
+  lastSeq: page.events_after,
   selected: null,
   userSelected: false,
   approvals: [],
@@ -72,7 +73,7 @@ async function refresh() {
 function onFrame(frame) {
   if (typeof frame.seq !== "number" || frame.seq <= state.lastSeq) return;
   state.lastSeq = frame.seq;
-  state.events.push(frame);
+  state.latest.set(`${frame.type}/${frame.node_id}`, frame);
   appendEvent(frame);
   refresh();
 }
@@ -272,11 +273,7 @@ function lastPause(n) {
 }
 
 function lastEvent(type, n) {
-  for (let i = state.events.length - 1; i >= 0; i -= 1) {
-    const e = state.events[i];
-    if (e.type === type && e.node_id === n.node_id) return e;
-  }
-  return null;
+  return state.latest.get(`${type}/${n.node_id}`) || null;
 }
 
 // What a budget pause asks of the owner: the run to raise (a sub-workflow's spend counts against
@@ -475,18 +472,40 @@ function summary(frame) {
   }
 }
 
+// The list keeps the newest EVENTS_SHOWN events; older ones are read from the API, a page at a time.
+const EVENTS_SHOWN = 1000;
+
+// an event's data, drawn when its <details> is first opened
+function dataBlock(frame) {
+  const box = el("details", {}, el("summary", {}, "data"));
+  box.addEventListener("toggle", () => {
+    if (box.open && box.childElementCount === 1) box.append(jsonBlock(frame.data, `event ${frame.seq} data`));
+  });
+  return box;
+}
+
 function appendEvent(frame) {
   const list = $("events");
-  const item = el("li", { class: `event t-${frame.type}` },
+  const item = el("li", { class: `event t-${frame.type}`, "data-seq": frame.seq },
     el("span", { class: "seq" }, `#${frame.seq}`),
     el("time", { class: "when", datetime: frame.created_at, title: fmtTime(frame.created_at) },
       new Date(frame.created_at).toLocaleTimeString(undefined, { hour12: false }) + `.${String(new Date(frame.created_at).getMilliseconds()).padStart(3, "0")}`),
     el("span", { class: "etype" }, frame.type),
     frame.node_id ? el("button", { type: "button", class: "link", onclick: () => { showTab("graph"); select(frame.node_id, true); } }, frame.node_id) : el("span"),
     el("span", { class: "esummary" }, summary(frame)),
-    Object.keys(frame.data || {}).length ? el("details", {}, el("summary", {}, "data"), jsonBlock(frame.data, `event ${frame.seq} data`)) : null);
+    Object.keys(frame.data || {}).length ? dataBlock(frame) : null);
   list.prepend(item);
-  $("event-count").textContent = state.events.length;
+  while (list.childElementCount > EVENTS_SHOWN) list.lastElementChild.remove();
+  const before = Number(list.lastElementChild.dataset.seq) - 1;
+  const older = $("events-older");
+  older.hidden = before < 1;
+  if (before >= 1 && older.dataset.before !== String(before)) {
+    older.dataset.before = before;
+    setChildren(older, `Events #1 to #${before} are not listed here: read them from `,
+      el("a", { href: `/api/v1/runs/${runId}/events` }, "the API"), ", a page at a time (its Link header names the next), or with ",
+      el("code", {}, `aob run watch ${runId}`), ".");
+  }
+  $("event-count").textContent = state.lastSeq;
 }
 
 // --- patches ------------------------------------------------------------------------------------
