@@ -646,6 +646,7 @@ def test_an_approvers_inbox_stream_hears_of_each_change_to_a_gate_on_another_own
     nothing else (no run, no approval: his inbox reads what he may see), once a change though the
     gate names him twice (himself and his group); someone it does not name hears nothing."""
     settings.AOB_WS_RECHECK_S = 1  # the quiet reads each second bring bob nothing either: not his runs
+    settings.AOB_WS_INBOX_NUDGE_MIN_S = 0.2  # each change heard alone, not held to the next window
     alice, bob, carol, mallory = (make_user(name) for name in ("alice", "bob", "carol", "mallory"))
     finance = Group.objects.create(name="finance")
     finance.user_set.add(bob, carol)
