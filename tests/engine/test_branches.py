@@ -85,6 +85,22 @@ def test_condition_on_an_edge_leaving_a_non_conditional_node_tests_its_own_outpu
     assert Run.objects.get(pk=yes).status == Run.objects.get(pk=no).status == "completed"
 
 
+def test_a_rule_over_a_null_output_reads_null_not_an_empty_map(engine, api):
+    """`find` answers null when there is nothing: `output == null` holds, and a field of it is a
+    `condition_error` (counted false), as a field of any other value that has none."""
+    definition = {
+        "nodes": [transform("find", "inputs.items.size() > 0 ? inputs.items[0] : null"),
+                  transform("by_field", "'never'"), transform("not_found", "'nothing'"), transform("use", "'used'")],
+        "edges": [edge("find", "by_field", "output.id == 1"), edge("find", "not_found", "output == null"),
+                  edge("find", "use", "output != null")],
+    }
+    run = wait_all([submit(api, definition, {"items": []})])[0]
+    assert run.status == "completed", run.error
+    assert node_runs(run)["find"].output is None
+    assert statuses(run) == {"find": "completed", "by_field": "skipped", "not_found": "completed", "use": "skipped"}
+    assert event_counts(run)[("condition_error", "find")] == 1
+
+
 def test_a_condition_on_the_only_edge_of_an_http_node_is_honoured(engine, api, remote):
     definition = {
         "nodes": [

@@ -76,6 +76,19 @@ def test_always_pending_with_max_three_takes_the_timeout_path(engine, api):
     assert counts[("workflow_completed", "")] == 1
 
 
+def test_an_exhausted_loop_without_a_timeout_path_does_not_take_its_break_path(engine, api):
+    """Giving up is not stopping: with no `timeout_path` named, an exhausted loop takes its
+    forward edges but never its `break_path` (what runs once the job is done)."""
+    definition = polling(transform("body", "{'state': 'pending'}"), max_iterations=3)
+    del definition["nodes"][2]["config"]["timeout_path"]
+    definition["nodes"] = [n for n in definition["nodes"] if n["id"] != "gave_up"]
+    run = wait_all([submit(api, definition)])[0]
+    assert run.status == "completed", run.error
+    loops = NodeRun.objects.filter(run=run, node_id="again").order_by("iteration")
+    assert [nr.output["decision"] for nr in loops] == ["again", "again", "timeout"]
+    assert node_runs(run)["done"].status == "skipped"
+
+
 def nested_loops() -> dict:
     """a → b → inner? (back to b, twice) → c → outer? (back to a, twice) → d."""
     return {

@@ -49,7 +49,7 @@ def rules(draw: Any) -> str:
 def outcome(rule: str, output: Any) -> Any:
     """What a rule gives, as the planner routes (``_Planner.route``): its value, or its error."""
     try:
-        return evaluate_condition(rule, {"output": output if output is not None else {}, "inputs": {}})
+        return evaluate_condition(rule, {"output": output, "inputs": {}})
     except ExpressionError as exc:
         return ("error", exc.rule, str(exc))
 

@@ -59,7 +59,7 @@ CONDITION_ERRORS_SHOWN = 3
 @dataclass
 class Token:
     """A node run as the planner sees it. ``pk`` is None for one this plan creates. ``output`` is
-    what routing reads (None where the reader left it out)."""
+    what routing reads: None for a null output, and where nothing routing reads reads it (left out)."""
 
     node_id: str
     iteration: int
@@ -340,8 +340,7 @@ class _Planner:
         holds, in authoring order, else every unconditional edge."""
         found = routes(self.ir, token.node_id)
         if found.rules:
-            output = token.output if token.output is not None else {}
-            context = {"output": output, "inputs": self.state.inputs}
+            context = {"output": token.output, "inputs": self.state.inputs}  # null as null: `output.x` errs
             failed_before, chosen = self.condition_errors, None
             for edge in found.rules:
                 where = {"from": edge.source, "to": edge.target}
@@ -452,11 +451,13 @@ class _Planner:
         iteration = token.iteration
         if is_loop:
             loop = self.ir.loops[token.node_id]
-            chosen = loop.timeout_path if decision == "timeout" else loop.break_path
+            chosen, other = ((loop.timeout_path, loop.break_path) if decision == "timeout"
+                             else (loop.break_path, loop.timeout_path))
             if chosen:
                 taken = list(chosen)
-            else:  # its edges, routed on its output as any node's are (branch rules over `decision`, ...)
-                taken = [target for target in self.route(token) if target not in loop.timeout_path]
+            else:  # its edges, routed on its output as any node's are (branch rules over `decision`, ...),
+                # but never the other exit's: a loop that gave up does not take its break_path
+                taken = [target for target in self.route(token) if target not in other]
             self._touch(token, taken=taken)
             iteration = (token.output or {}).get("entered_at", 0) if nested(self.ir, token.node_id) else 0
         elif token.status == NodeRun.Status.SKIPPED and not (token.output or {}).get("_passthrough"):
@@ -585,9 +586,8 @@ class _Planner:
             index, entered_at = 0, iteration
         wants_more = True
         if loop.condition:
-            wants_more = self._holds(loop.condition, {"output": upstream if upstream is not None else {},
-                                                      "inputs": self.state.inputs, "iteration": index},
-                                     node_id, {"loop": node_id})
+            wants_more = self._holds(loop.condition, {"output": upstream, "inputs": self.state.inputs,
+                                                      "iteration": index}, node_id, {"loop": node_id})
         if not wants_more:
             decision = "break"
         elif index + 1 < loop.max_iterations:
