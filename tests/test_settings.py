@@ -285,6 +285,31 @@ def test_the_shipped_values_of_the_related_settings_start():
     assert result.returncode == 0, result.stderr
 
 
+# read by the code but not settings an operator puts in .env: the file's own name; `make up -v`'s switch;
+# the older names of AOB_DECISION_MAX_* (read only when those are unset); prometheus_client's, set by make up
+NOT_IN_ENV_EXAMPLE = {"AOB_ENV_FILE", "AOB_UP_VERBOSE", "AOB_PURE_MAX_NODES", "AOB_PURE_MAX_MS",
+                      "PROMETHEUS_MULTIPROC_DIR"}
+
+
+def test_env_example_lists_every_variable_the_server_reads():
+    """README, docs/OPERATIONS.md and its own first line say ``.env.example`` lists every variable;
+    five read by settings.py and celery.py were missing (``AOB_UNCLAIMED_AFTER_S``, ...). The names are
+    taken from the code: settings.py's ``env_*`` readers and any ``os.environ`` lookup in the server's
+    packages (pyproject's import-linter roots), so a new one cannot be left out."""
+    import re
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
+    reads = re.compile(r"""(?:\benv_[a-z_]+\(|environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""")
+    read = {name for package in packages for path in (ROOT / package).rglob("*.py") if "migrations" not in path.parts
+            for name in reads.findall(path.read_text())}
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    assert {"AOB_LEASE_S", "SECRET_KEY", "AOB_FLOWER_SHOW_MAINTENANCE"} <= read  # the patterns find them
+    missing = sorted(read - listed - NOT_IN_ENV_EXAMPLE)
+    assert not missing, f"read by the server, absent from .env.example: {missing}"
+    assert NOT_IN_ENV_EXAMPLE <= read, "an exception no longer read: drop it"
+
+
 ALL_CASES: list[dict[str, str | None]] = [
     *({name: value} for name, value in [*SWITCHES, *NUMBERS, *LISTS, *URLS, *UNUSABLE, *SPELLINGS]),
     PRODUCTION,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -159,7 +160,8 @@ def run_start(session: Session, target: str, inputs: str | None, watch: bool, id
     """Run a saved workflow (TAG), or the definition in FILE.json without saving it."""
     body: dict[str, Any] = {"inputs": json_object(json_file_or_text(inputs, "--inputs"), "--inputs")
                             if inputs is not None else {}}  # "" (an unset "$INPUTS") is an error, not {}
-    if names_a_file(target):
+    # a path naming no file (a typo) is read as one, to say so: sent as a tag it was refused by the tag's rule
+    if names_a_file(target) or Path(target).name != target or target.lower().endswith(".json"):
         body["workflow"] = definition_of(read_json_file(target, "workflow file"), "the workflow file")
     else:
         body["tag"] = target

@@ -17,6 +17,7 @@ from tests.api.factories import (
 )
 from tests.conftest import client_for
 from workflows.models import Artifact, Workflow, WorkflowVersion
+from workflows.models.workflow import TAG_RULE
 from workflows.services.definitions import workflow_save
 
 SAVED_KEYS = {"artifact_id", "cas_id", "version_hash", "tag", "owner", "nodes_count", "edges_count", "created_at",
@@ -207,6 +208,20 @@ def test_a_bad_tag_name_is_a_400(api, tag):
 
     assert body["details"]["field"] == "tag_name"
     assert not Workflow.objects.exists()
+
+
+@pytest.mark.parametrize("tag", ["has space", "-leading-dash", "slash/inside"])
+def test_a_bad_tag_is_refused_with_the_tags_rule_in_words_by_the_api_and_the_service_alike(api, user, tag):
+    """A new user's ``my greet`` got DRF's "This value does not match the required pattern", which
+    says no rule; the service's own check named the regular expression. Both now say it in words."""
+    from aob_project.exceptions import ValidationFailed
+
+    body = assert_error(post_workflow(api, tag, fetch_then_store()), 400, "validation_error")
+    assert body["message"] == f"tag_name: {TAG_RULE}", body
+    assert api.post(f"{API}/hooks", {"tag": tag}, format="json").json()["message"] == f"tag: {TAG_RULE}"
+    with pytest.raises(ValidationFailed) as refused:
+        workflow_save(owner=user, tag=tag, definition=fetch_then_store())
+    assert refused.value.message == TAG_RULE
 
 
 def test_unknown_request_fields_are_refused(api):

@@ -38,6 +38,15 @@ def test_inputs_with_nan(tmp_path: Path) -> None:
     no_traceback(aob(tmp_path, "run", "start", "greet", "--inputs", '{"x": NaN}'))
 
 
+def test_a_mistyped_workflow_file_is_named_missing_not_sent_as_a_tag(tmp_path: Path) -> None:
+    """`aob run start examples/gret.json` (greet.json mistyped) was sent as a tag, and the answer was
+    the tag's rule; a target with a path separator or ending in .json is a file, read as one."""
+    for target in ("examples/gret.json", "gret.json", "examples/"):
+        done = aob(tmp_path, "run", "start", target, "--inputs", '{"name": "Ada"}')
+        no_traceback(done)
+        assert f"cannot read workflow file {target}: " in done.stderr.decode(), done.stderr
+
+
 def test_api_url_with_bad_port(tmp_path: Path) -> None:
     no_traceback(aob(tmp_path, "whoami", api_url="http://localhost:80a"))
 

@@ -15,7 +15,7 @@ from rest_framework.fields import SkipField
 from workflows.answers import run_inputs_within
 from workflows.models import Event, Run, Workflow
 from workflows.models.workflow import DESCRIPTION_MAX_CHARS as VERSION_DESCRIPTION_MAX_CHARS
-from workflows.models.workflow import RESERVED_TAGS, TAG_PATTERN
+from workflows.models.workflow import RESERVED_TAGS, TAG_MAX_CHARS, TAG_PATTERN, TAG_RULE
 from workflows.results import Result, run_duration_ms, run_result
 from workflows.selectors import HEAVY_FIELDS
 from workflows.services.definitions import WORKFLOW_PATCH_MAX_OPERATIONS
@@ -103,7 +103,8 @@ class EnvelopeSerializer(StrictSerializer):
 def tag_field(**kwargs: Any) -> serializers.RegexField:
     """A workflow's tag as a request names it: judged by the tag's pattern as sent, not trimmed first
     (``"wf1 "`` was saved as ``wf1``, while ``GET /workflows/wf1%20`` found nothing)."""
-    return serializers.RegexField(TAG_PATTERN, max_length=200, trim_whitespace=False, **kwargs)
+    return serializers.RegexField(TAG_PATTERN, max_length=TAG_MAX_CHARS, trim_whitespace=False,
+                                  error_messages={"invalid": TAG_RULE}, **kwargs)
 
 
 class WorkflowCreateIn(EnvelopeSerializer):

@@ -6,7 +6,11 @@ from django.db import models
 from .artifact import Artifact
 
 # What a tag may be: the API's fields and a ``workflow`` node's config (``subflows.nodetypes``) alike.
-TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+TAG_MAX_CHARS = 200
+TAG_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{TAG_MAX_CHARS - 1}}}$"
+# ... in words, as a refusal says it (the API's fields and the service's check alike)
+TAG_RULE = ("a tag is letters, digits, _ . and -, starting with a letter or digit, "
+            f"at most {TAG_MAX_CHARS} characters")
 RESERVED_TAGS = frozenset({"validate"})  # POST /workflows/validate is an operation, not a tag's
 DESCRIPTION_MAX_CHARS = 10_000  # a version's description
 

@@ -19,7 +19,7 @@ from django.db.models import Max, RestrictedError, Sum
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition.validation import Report, json_depth, validate
 from workflows.models import Artifact, DeletedTag, Workflow, WorkflowVersion
-from workflows.models.workflow import DESCRIPTION_MAX_CHARS, RESERVED_TAGS, TAG_PATTERN
+from workflows.models.workflow import DESCRIPTION_MAX_CHARS, RESERVED_TAGS, TAG_PATTERN, TAG_RULE
 
 from .artifacts import artifact_store
 
@@ -54,7 +54,7 @@ class VersionConflict(Conflict):
 
 def _check_tag(tag: Any) -> None:
     if not isinstance(tag, str) or not re.fullmatch(TAG_PATTERN, tag):  # `$` would take a final line break
-        raise ValidationFailed(f"a tag matches {TAG_PATTERN}", extra={"field": "tag_name", "rule": "invalid"})
+        raise ValidationFailed(TAG_RULE, extra={"field": "tag_name", "rule": "invalid"})
     if tag in RESERVED_TAGS:
         raise ValidationFailed(f"{tag!r} is reserved (POST /workflows/{tag} is an operation)",
                                extra={"field": "tag_name", "rule": "reserved"})
