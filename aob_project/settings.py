@@ -458,7 +458,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "workflows.models.run.Run.Status",
                             "ApprovalStatusEnum": "approvals.models.Approval.Status"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "workflows.api.openapi.add_links",
-                             "workflows.api.openapi.require_bodies"],
+                             "workflows.api.openapi.require_bodies", "workflows.api.openapi.declare_edges"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

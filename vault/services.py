@@ -34,11 +34,15 @@ def _common_passwords() -> CommonPasswordValidator:
     return CommonPasswordValidator()  # reads its list once a process
 
 
-def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
-    """Create or replace ``name``; returns the row and whether it was created."""
+def _check_name(name: object) -> None:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise SecretInvalid("a secret's name is a letter or _ followed by up to 63 letters, digits or _",
                             extra={"field": "name", "rule": "pattern"})
+
+
+def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
+    """Create or replace ``name``; returns the row and whether it was created."""
+    _check_name(name)
     if not isinstance(value, str) or not MIN_LENGTH <= len(value) <= MAX_LENGTH:
         raise SecretInvalid(f"a secret's value is text of {MIN_LENGTH} to {MAX_LENGTH} characters",
                             extra={"field": "value", "rule": "length"})
@@ -87,6 +91,7 @@ def _check_total(total: int) -> None:
 
 
 def secret_delete(*, owner: User, name: str) -> None:
+    _check_name(name)  # a NUL reached PostgreSQL (a 500); any other miss was a 404 naming no rule
     deleted, _ = Secret.objects.filter(owner=owner, name=name).delete()
     if not deleted:
         raise SecretNotFound(f"no secret named {name!r}", extra={"field": "name"})

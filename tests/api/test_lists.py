@@ -99,6 +99,14 @@ def test_a_value_a_run_filter_cannot_take_is_refused_by_name(runs, query, field,
         assert body["details"]["rule"] == "date_time" and "e.g. 2026-12-01T00:00:00Z" in body["message"]
 
 
+@pytest.mark.parametrize("url", [f"{API}/runs?stauts=failed", f"{API}/health?x=1"])
+def test_a_head_with_a_parameter_the_endpoint_does_not_take_is_refused_as_its_get_is(api, url):
+    """The endpoint's parameters were looked up by method, and the document has no HEAD: a HEAD with a
+    misspelt filter was a 200 where its GET is a 400 (HEAD is GET without the body)."""
+    assert api.get(url).status_code == 400
+    assert api.head(url).status_code == 400
+
+
 def cursor_of(querystring: str) -> str:
     """A cursor made by hand: DRF's base64 of ``o`` (offset), ``r`` (reverse) and ``p`` (position)."""
     return base64.b64encode(querystring.encode()).decode()

@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 from django.core.management import call_command
+from django.test import Client
 from drf_spectacular.drainage import GENERATOR_STATS
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
@@ -146,3 +147,47 @@ def test_every_answer_with_a_body_is_a_named_output_serializer(api):
                     unnamed.append(f"{method.upper()} {path} {status}")
 
     assert unnamed == []
+
+
+def test_options_on_the_docs_pages_is_json(db):
+    """OPTIONS on Swagger UI went through its page's renderer, which has no template for it: a 500."""
+    for url in (f"{API}/docs/", f"{API}/redoc/", f"{API}/schema/"):
+        response = Client(raise_request_exception=False).options(url)
+
+        assert response.status_code == 200, (url, response.content[:200])
+        assert response["Content-Type"].startswith("application/json"), (url, response["Content-Type"])
+
+
+@pytest.mark.parametrize(("method", "url", "status"), [
+    ("post", "/schema/", 405), ("delete", "/schema/", 405), ("post", "/docs/", 405), ("delete", "/docs/", 405),
+    ("post", "/redoc/", 405), ("delete", "/redoc/", 405), ("get", "/schema/?format=xml", 400),
+])
+def test_errors_of_the_document_and_its_pages_are_json(db, method, url, status):
+    """They were rendered as the document is (YAML) or as the page (HTML); an unknown ?format= was a
+    bare 404 naming neither the parameter nor the formats it takes."""
+    response = getattr(Client(raise_request_exception=False), method)(API + url)
+
+    assert response.status_code == status, response.content[:200]
+    assert response["Content-Type"].startswith("application/json"), (response["Content-Type"], response.content[:120])
+    assert set(response.json()) == {"error", "message", "details"}
+    if status == 400:
+        assert response.json()["details"] == {"field": "format", "rule": "enum", "allowed": ["json", "yaml"]}
+
+
+@pytest.mark.parametrize(("method", "url", "body", "content_type", "status"), [
+    ("post", "/runs", b"inputs=1", "application/x-www-form-urlencoded", "415"),
+    ("put", "/secrets/S1", b"value=x", "text/plain", "415"),
+    ("get", "/health?verbose=1", None, None, "400"),
+    ("get", "/secrets?limit=5", None, None, "400"),
+])
+def test_the_document_declares_the_answers_of_the_api_s_edges(api, method, url, body, content_type, status):
+    """A body that is not JSON (415) and an undeclared query parameter (400) are answered before any
+    view runs, on every operation; the document said neither but on the hooks' delivery."""
+    response = (api.generic(method.upper(), API + url, body, content_type=content_type) if body is not None
+                else getattr(api, method)(API + url))
+    assert str(response.status_code) == status
+
+    document = openapi_json(api, data={"format": "json"})
+    responses = document["paths"][API + url.split("?")[0].replace("/S1", "/{name}")][method]["responses"]
+    assert status in responses, sorted(responses)
+    assert responses[status]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorOut"

@@ -139,6 +139,17 @@ def test_a_secret_named_with_a_final_line_break_is_refused(user):
     Secret(owner=user, name="TOKEN", ciphertext="x").full_clean()
 
 
+@pytest.mark.parametrize("name", ["a%00b", "%00", "1e5"])
+def test_deleting_a_secret_by_a_name_outside_the_pattern_is_a_400_naming_the_rule(api, name):
+    """The URL takes any name for its service to judge: deleting was judged by no rule, a NUL reached
+    PostgreSQL (a 500) and any other name was a 404 naming none."""
+    api.raise_request_exception = False
+    response = api.delete(f"/api/v1/secrets/{name}")
+
+    assert response.status_code == 400, response.content[:200]
+    assert response.json()["details"] == {"field": "name", "rule": "pattern"}
+
+
 @pytest.mark.django_db
 def test_an_agent_may_not_add_a_node_that_sends_a_secret(user):
     from workflows.services.patches import PatchRejected

@@ -10,6 +10,8 @@ from __future__ import annotations
 from csp.decorators import csp_replace
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
+from .openapi import JsonAsides
+
 # Inline scripts and styles are the pages' own initialisation; workers come from blob: URLs; the
 # bundles draw images and fonts from data: and blob: URLs.
 DOCS_POLICY = {
@@ -19,5 +21,14 @@ DOCS_POLICY = {
     "worker-src": ["'self'", "blob:"],
 }
 
-swagger_ui = csp_replace(DOCS_POLICY)(SpectacularSwaggerView.as_view(url_name="openapi"))
-redoc = csp_replace(DOCS_POLICY)(SpectacularRedocView.as_view(url_name="openapi", template_name="aob/redoc.html"))
+
+class SwaggerView(JsonAsides, SpectacularSwaggerView):
+    pass
+
+
+class RedocView(JsonAsides, SpectacularRedocView):
+    pass
+
+
+swagger_ui = csp_replace(DOCS_POLICY)(SwaggerView.as_view(url_name="openapi"))
+redoc = csp_replace(DOCS_POLICY)(RedocView.as_view(url_name="openapi", template_name="aob/redoc.html"))

@@ -3,6 +3,8 @@
 - Request bodies of ``StrictSerializer``\\ s refuse unknown fields, so their schemas say
   ``additionalProperties: false``; ``min_properties``, ``one_of_required`` and ``any_of_required`` on
   a serializer become ``minProperties``, ``oneOf`` and ``anyOf`` (rules the view or ``validate`` checks).
+- Every operation says the answers of the API's edges: a 400 for a query parameter given twice or
+  undeclared (``QueryParametersMiddleware``), a 415 for a body that is not JSON (``StrictJSONParser``).
 - Links from the answers that create things to the operations that read and act on them, so a
   stateful client (schemathesis) can walk from a new workflow to its versions and runs, and from a
   run to its patches, timeline and approvals.
@@ -19,7 +21,13 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from workflows.api.params import query_choice
 
 TAG = "$response.body#/tag"
 RUN = "$response.body#/run_id"
@@ -130,7 +138,25 @@ def add_links(result: dict[str, Any], generator: Any, request: Any, public: bool
     return result
 
 
-class SchemaView(SpectacularAPIView):
+class JsonAsides(APIView):
+    """The document's views (the schema, Swagger UI, ReDoc) render the document in its formats and
+    all else as the rest of the API does, in JSON: errors (a 405 was YAML or HTML) and OPTIONS
+    (Swagger UI's was a 500: its renderer has no template for it). An unknown ``?format=`` is a 400
+    naming the formats (it was a bare 404)."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        if not force:
+            query_choice(request, api_settings.URL_FORMAT_OVERRIDE or "format",
+                         sorted({renderer.format for renderer in self.get_renderers()}))
+        return super().perform_content_negotiation(request, force)
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        if getattr(response, "exception", False) or request.method == "OPTIONS":
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class SchemaView(JsonAsides, SpectacularAPIView):
     """``GET /api/v1/schema/``: the document, generated once a process. It is the same for every
     caller (``SERVE_PUBLIC``: anonymous ones too) and for the process's life (its views are code);
     generating it took 70 ms of the web's CPU a request (290 ms the first), and anonymous callers
@@ -169,4 +195,20 @@ def require_bodies(result: dict[str, Any], generator: Any, request: Any, public:
                 name = media.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
                 if {"minProperties", "oneOf", "anyOf"} & set(schemas.get(name, {})):
                     body["required"] = True
+    return result
+
+
+def declare_edges(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """What every operation may answer before its view runs: a 400 for a query parameter given twice
+    or not declared (``QueryParametersMiddleware``, on every API path), and a 415 for a body that is
+    not JSON where an operation takes one (``StrictJSONParser``)."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}, "description": ""}
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", dict(error))
+            if operation.get("requestBody"):
+                responses.setdefault("415", dict(error))
     return result

@@ -117,6 +117,7 @@ def query_problem(method: str, path: str, query: Any) -> ValidationFailed | None
         if len(values) > 1:
             return ValidationFailed(f"{name}: given {len(values)} times; give it once",
                                     extra={"field": name, "rule": "repeated"})
+    method = "GET" if method == "HEAD" else method  # HEAD is GET without the body (the document has no HEAD)
     declared = next((names for pattern, verb, names in _declared() if verb == method and pattern.match(path)), None)
     if declared is None:
         return None
