@@ -247,6 +247,49 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
             if target == n["id"] or not _reaches(outgoing, target, n["id"]):  # itself: no body, and an entry
                 report.error(f"/nodes/{index[n['id']]}/config/loop_back_to", "loop_reaches_back",
                              f"loop_back_to {target!r} does not lead back to loop node {n['id']!r}")
+    if not report.errors:
+        _check_loop_exits(nodes, index, outgoing, report)
+
+
+def _check_loop_exits(nodes: list[dict[str, Any]], index: dict[str, int], outgoing: dict[str, list[str]],
+                      report: Report) -> None:
+    """Nothing after a loop's exit is run by its passes: a node after the loop that each pass reaches too
+    (from its ``loop_back_to``, not through the loop node; through the exits of a loop inside its
+    body, which go on within the pass) would run once for an early pass, reading that pass's
+    outputs, and again after the loop. Reached only through another loop's exit (two loops jumping
+    back to one step, a shared way out), it runs after that loop: not a pass of this one."""
+    incoming: dict[str, list[str]] = {nid: [] for nid in outgoing}
+    for source, targets in outgoing.items():
+        for target in targets:
+            incoming[target].append(source)
+    loops = {n["id"]: n["config"]["loop_back_to"] for n in nodes if n["type"] == "loop"}
+    for loop_id, start in loops.items():
+        before, todo = set(), [loop_id]  # what leads to the loop: a loop there is inside its body
+        while todo:
+            node_id = todo.pop()
+            if node_id not in before:
+                before.add(node_id)
+                todo.extend(incoming[node_id])
+        each_pass, todo = set(), [start]
+        while todo:
+            node_id = todo.pop()
+            if node_id in each_pass or node_id == loop_id:
+                continue
+            each_pass.add(node_id)
+            if node_id not in loops or node_id in before:
+                todo.extend(outgoing[node_id])
+        after, todo = set(), list(outgoing[loop_id])
+        while todo:
+            node_id = todo.pop()
+            if node_id not in after:
+                after.add(node_id)
+                todo.extend(outgoing[node_id])
+        both = sorted(after & each_pass, key=index.__getitem__)
+        if both:
+            report.error(f"/nodes/{index[loop_id]}", "loop_exit_in_pass",
+                         f"{both[0]!r} follows loop {loop_id!r}'s exit and is also reached in each of its passes "
+                         f"(from {start!r}): it would run for an early pass and again after the loop; join "
+                         "the loop's exit only, and read the last pass's outputs there ($nodes.<id>)")
 
 
 @cache

@@ -136,7 +136,8 @@ def _needed_tokens(run: Run, ir: IR) -> list[Token]:
     """What a decision reads: the latest iteration of each node, plus any node run still active
     or not yet consumed, and, in a run with loops, every node run of the passes those finished and
     unconsumed belong to (a join of such a pass reads its parents' node runs of that pass: the loop
-    may have gone round since, ``planner.edge_state``); outputs only where routing reads them
+    may have gone round since, ``planner.edge_state``) and each loop's latest that ran
+    (``planner._counted``); outputs only where routing reads them
     (``planner.output_readers``, and skipped nodes' pass-through marker). Never inputs, logs or
     usage. A loop of many iterations with large outputs costs a decision what its last iteration,
     and the passes it decides, cost."""
@@ -145,7 +146,11 @@ def _needed_tokens(run: Run, ir: IR) -> list[Token]:
     wanted = Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE)
     if ir.loops:
         passes = NodeRun.objects.filter(run_id=run.pk, consumed=False, status__in=NodeRun.FINISHED).values("iteration")
-        wanted |= Q(iteration__in=Subquery(passes))
+        # and each loop's latest that ran, past its dead-path skips: what its next pass counts on
+        counted = (NodeRun.objects.filter(run_id=run.pk, node_id__in=list(ir.loops))
+                   .exclude(status=NodeRun.Status.SKIPPED).order_by("node_id", "-iteration").distinct("node_id")
+                   .values("pk"))
+        wanted |= Q(iteration__in=Subquery(passes)) | Q(pk__in=Subquery(counted))
     return _tokens(NodeRun.objects.filter(run_id=run.pk).filter(wanted), ir)
 
 

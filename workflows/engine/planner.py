@@ -253,9 +253,17 @@ def rerun_by(ir: IR, node_id: str) -> tuple[str, ...]:
     return derived(ir, "rerun_by", compute).get(node_id, ())
 
 
+def enclosing(ir: IR, loop_id: str) -> tuple[str, ...]:
+    """The loops whose body a loop lies inside: each of their passes enters it anew."""
+    def compute(ir: IR) -> dict[str, tuple[str, ...]]:
+        return {lid: tuple(other for other in ir.loops if other != lid and lid in loop_body(ir, other))
+                for lid in ir.loops}
+    return derived(ir, "enclosing", compute)[loop_id]
+
+
 def nested(ir: IR, loop_id: str) -> bool:
     """Whether a loop lies inside another loop's body."""
-    return any(loop_id in loop_body(ir, other) for other in ir.loops if other != loop_id)
+    return bool(enclosing(ir, loop_id))
 
 
 # --- the decision ---------------------------------------------------------------------------------
@@ -576,9 +584,9 @@ class _Planner:
 
     def _loop_output(self, node_id: str, iteration: int, upstream: Any) -> dict[str, Any]:
         """A loop counts its own passes: this pass continues the last one if that went round
-        again, else it is the first of a new entry into the loop."""
+        again, else it is the first of a new entry into the loop (``_counted``)."""
         loop = self.ir.loops[node_id]
-        previous = self.latest.get(node_id)
+        previous = self._counted(node_id)
         last = previous.output if previous is not None and isinstance(previous.output, dict) else {}
         if last.get("decision") == "again":
             index, entered_at = int(last.get("iteration", 0)) + 1, last.get("entered_at", 0)
@@ -598,6 +606,21 @@ class _Planner:
         if nested(self.ir, node_id):
             output["entered_at"] = entered_at  # where its successors continue when it ends
         return output
+
+    def _counted(self, node_id: str) -> Token | None:
+        """The node run of a loop its next pass counts on: its latest, or past its own dead-path
+        skips its latest that ran, while no loop around it has begun a pass since. A pass another
+        loop jumping back to the same step took the other way skips this one without ending it:
+        two such loops restarted each other's count, for ever (a red team's find)."""
+        latest = self.latest.get(node_id)
+        if latest is None or latest.status != NodeRun.Status.SKIPPED:
+            return latest
+        ran = max((t for (n, _), t in self.by_key.items() if n == node_id and t.status != NodeRun.Status.SKIPPED),
+                  key=lambda t: t.iteration, default=None)  # read for it (coordinator._needed_tokens)
+        if ran is None or any(self.latest[lb].iteration > ran.iteration for lid in enclosing(self.ir, node_id)
+                              if (lb := self.ir.loops[lid].loop_back_to) in self.latest):
+            return latest
+        return ran
 
     # --- run-level transitions --------------------------------------------------------------------
 
