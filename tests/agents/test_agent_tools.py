@@ -226,6 +226,24 @@ def test_an_answer_too_large_to_keep_still_says_its_request_was_sent(engine, api
     assert "answered 200" in result["message"] and "table_" not in result["message"]
 
 
+def test_a_post_answered_by_a_redirect_then_refused_says_it_was_sent(engine, api, fake_llm, remote):
+    """The remote answered the POST with a 307 (having applied it, maybe) to a place the SSRF policy
+    refuses: the model was told only of the refusal, and called again with a new Idempotency-Key."""
+    to = "http://169.254.169.254/latest"
+    pay = {"steps": [{"op": "http_request", "method": "POST", "payload": {"amount": 100},
+                      "url": f"{remote.base}/redirect?code=307&to={to}"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pay)]}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline"])]))
+
+    assert run.status == "completed", run.error
+    assert [h["method"] for h in remote.hits("/redirect")] == ["POST"]
+    result = node(run, "plan").output["tool_calls"][0]["result"]
+    assert (result["error"], result["rule"]) == ("SSRFBlocked", "cloud-metadata"), result
+    assert (result["sent"], result["requests_sent"]) == (True, 1), result
+    assert "step 0 was sent and may have taken effect" in result["message"], result
+
+
 def test_a_request_that_failed_after_it_went_out_says_it_may_have_taken_effect(engine, api, fake_llm, remote,
                                                                                  stack_env, tmp_path):
     """The remote applied the order (or the payment), then answered past the deadline, past the

@@ -434,6 +434,42 @@ def test_a_request_a_redirect_answered_counts_as_sent_whatever_its_next_hop_meet
     assert first.value.extra["sent"] is False, first.value.extra
 
 
+def _unresolvable(host: str, port: int) -> list[str]:
+    raise socket.gaierror(socket.EAI_NONAME, "no such name")
+
+
+@pytest.mark.parametrize(("location", "rule"), [
+    ("http://169.254.169.254/latest", "cloud-metadata"),  # by the URL alone
+    ("http://elsewhere.example/", "host_not_allowed"),  # the run's allowed_hosts
+    ("http://innocent.example/", "private"),  # at connect, by its address
+    ("http://gone.example/", "unresolvable"),  # at connect, no address (transient)
+    ("http://127.0.0.1:{closed}/", "secret-redirect"),  # a secret for the first origin only
+])
+def test_a_redirect_refused_after_a_post_was_answered_counts_as_sent(server: Server, location: str,
+                                                                     rule: str) -> None:
+    """The remote answered the POST (a 307 it may have acted on) before the hop was refused: told of
+    the refusal alone, an agent called again, with a new Idempotency-Key, and the remote applied it
+    twice (a red-team helper's). Every refusal after an answer is ``sent``; the same one first is not."""
+    from vault.references import SecretBox
+    from workflows import egress
+
+    answers = {"innocent.example": ["10.0.0.7"]}
+    resolver = _unresolvable if rule == "unresolvable" else (lambda host, port: answers[host])
+    to = location.format(closed=free_port())
+    box = SecretBox(1, loader=lambda owner, names: {name: "tok-3e1a" for name in names})
+    with egress.only((("127.0.0.1", "innocent.example", "gone.example"),)), box.active():
+        headers = {"X-Api-Key": box.render("$secrets.API_KEY", None, str)} if rule == "secret-redirect" else {}
+        with pytest.raises(SSRFBlocked) as caught:
+            request(method="POST", url=server.url("/redirect"), params={"status": "307", "to": to},
+                    headers=headers, json={"amount": 100}, resolver=resolver)
+        assert caught.value.rule == rule and caught.value.extra["sent"] is True, caught.value.extra
+        assert len(server.hits) == 1
+        if rule != "secret-redirect":  # the same hop asked first: nothing was sent
+            with pytest.raises(SSRFBlocked) as first:
+                request(method="POST", url=to, json={"amount": 100}, resolver=resolver)
+            assert first.value.rule == rule and "sent" not in first.value.extra, first.value.extra
+
+
 def test_credentials_do_not_follow_a_redirect_to_another_origin(
         start_server: Callable[..., Server], settings: Any) -> None:
     first, second = start_server(), start_server()

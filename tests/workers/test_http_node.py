@@ -225,6 +225,17 @@ def test_transport_error_fails_with_http_request_error_when_retries_run_out(engi
     assert run.error["error_type"] == "HTTPRequestError"
 
 
+def test_a_post_redirected_to_a_name_that_does_not_resolve_is_not_sent_again(engine, api, remote):
+    """The remote answered the POST (a 307, having applied it maybe) before its next hop's name failed
+    to resolve: transient, so the node's retry sent the POST without a key again."""
+    run, nodes = run_to_end(api, [http("pay", f"{remote.base}/redirect?code=307&to=http://aob-nx.invalid/",
+                                       method="POST", payload={"amount": 100}, idempotency_header=None,
+                                       retry={"max_attempts": 3, "backoff_ms": 0})])
+    assert run.status == "failed" and nodes["pay"].attempts == 1, nodes["pay"].error
+    assert nodes["pay"].error["error_type"] == "OutcomeUnknown", nodes["pay"].error
+    assert len(remote.hits("/redirect")) == 1
+
+
 def test_config_timeout_ms_fails_with_http_request_error(engine, api, remote):
     run, nodes = run_to_end(api, [http("slow", f"{remote.base}/sleep/1.5", timeout_ms=300)])
     assert run.status == "failed"

@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from aob_project.exceptions import AobError
 from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
-from workers.http.exceptions import HTTPRequestError
+from workers.http.exceptions import DNSResolutionFailed, HTTPRequestError
 from workflows.definition.references import resolve
 from workflows.engine.execution import LOST, SENT_AGAIN, answered
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
@@ -137,9 +137,10 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
         raise _outcome_unknown(method, config, "the worker running the previous attempt stopped mid-request", lost)
     try:
         result = _request(config, method, payload, timeout_ms, key_header, ctx)
-    except HTTPRequestError as exc:
-        # a timeout or a dropped connection after the request went out is the same unknown as a
-        # lost worker: the node's retry sent a POST without a key again, and the remote applied both
+    except (HTTPRequestError, DNSResolutionFailed) as exc:
+        # a timeout or a dropped connection after the request went out (or a redirect to a name that
+        # does not resolve, after an answer) is the same unknown as a lost worker: the node's retry
+        # sent a POST without a key again, and the remote applied both
         if exc.transient and exc.extra.get("sent") and not repeats:
             raise _outcome_unknown(method, config, f"the request failed after it was sent ({exc.message})",
                                    ctx.attempt) from None

@@ -44,7 +44,7 @@ import httpx
 import idna
 
 from aob_project.context import current_owner_id
-from aob_project.exceptions import ValidationFailed
+from aob_project.exceptions import AobError, ValidationFailed
 from workers.http.body import ACCEPT_ENCODING, read_capped
 from workers.http.deadline import Clamp
 from workers.http.exceptions import HTTPRequestError, SSRFBlocked, TooManyRedirects
@@ -275,11 +275,11 @@ def _is_tls_failure(exc: BaseException) -> bool:
 AFTER_SENDING = (httpx.WriteError, httpx.WriteTimeout, httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError)
 
 
-def _request_error(exc: httpx.HTTPError, url: str, *, answered: bool = False) -> HTTPRequestError:
-    """The failure of one step of a request; ``sent`` once the request reached the remote: this
-    step's bytes went out, or an earlier step was ``answered`` (a redirect: whatever this step of
-    it met, the remote had the request, and may have acted on it, as a 303 after a POST says)."""
-    sent = answered or isinstance(exc, AFTER_SENDING)
+def _request_error(exc: httpx.HTTPError, url: str) -> HTTPRequestError:
+    """The failure of one step of a request; ``sent`` once this step's bytes went out (``_send``
+    marks every failure after an earlier step was answered: the remote had the request, and may
+    have acted on it, as a 303 after a POST says)."""
+    sent = isinstance(exc, AFTER_SENDING)
     if isinstance(exc, httpx.TimeoutException):
         return HTTPRequestError(f"timed out: {exc}", extra={"url": url, "transient": True, "kind": "timeout",
                                                             "sent": sent})
@@ -327,11 +327,11 @@ def request(*, method: str, url: str, headers: dict[str, str] | None = None, par
             max_redirects: int | None = None, resolver: Resolver | None = None) -> HttpResult:
     """Send one request through the SSRF policy and return the whole (capped) response.
 
-    Raises :class:`SSRFBlocked` for a refused URL or redirect hop (nothing is sent for it),
+    Raises :class:`SSRFBlocked` for a refused URL or redirect hop (nothing is sent to it),
     :class:`HTTPRequestError` for timeouts and transport failures (``transient`` set for
     timeouts and connection errors), :class:`ResponseTooLarge` past the cap, and
-    :class:`TooManyRedirects`; ``extra["sent"]`` once the request went out (whether it took
-    effect is then unknown). ``resolver`` replaces DNS for this request only (tests, or a
+    :class:`TooManyRedirects`; each with ``extra["sent"]`` once the request went out (whether it
+    took effect is then unknown), as it has once any hop was answered. ``resolver`` replaces DNS for this request only (tests, or a
     caller with its own resolver); such a request gets its own unpooled connection.
     """
     if json is not None and content is not None:
@@ -406,67 +406,71 @@ def _send(client: httpx.Client, *, policy: HttpPolicy, method: str, url: str, he
     redirects: list[str] = []
     current = url
     body: dict[str, Any] = {"json": json} if json is not None else {"content": content}
-    while True:
-        _judged(current, policy)
-        try:
-            if params:  # merged into the URL's own query (httpx would replace it)
-                current = str(httpx.URL(current).copy_merge_params(params))
-            outgoing = client.build_request(method, current, headers=headers, **body)
-        except httpx.InvalidURL as exc:
-            raise SSRFBlocked(f"invalid URL: {exc}", rule="invalid-url", url=current) from exc
-        except (TypeError, ValueError) as exc:
-            # what httpx cannot encode, before a byte is sent: a lone surrogate in a body or a query
-            # (UnicodeEncodeError), NaN in a JSON body, a method outside ASCII. An agent's tool call
-            # or a run's input can carry each; it is this request's failure, never its executor's
-            raise HTTPRequestError(f"the request cannot be encoded: {type(exc).__name__}: {exc}"[:500],
-                                   extra={"url": current, "transient": False, "kind": "encoding"}) from exc
-        sent_url = str(outgoing.url)
-        _judged(sent_url, policy)  # the exact URL httpx will send (params merged)
-        try:
-            response = client.send(outgoing, stream=True)
-        except SSRFBlocked as exc:  # refused at connect time, after resolution
-            exc.extra.setdefault("url", sent_url)
-            raise
-        except httpx.HTTPError as exc:
-            raise _request_error(exc, sent_url, answered=bool(redirects)) from exc
-        except (httpx.InvalidURL, idna.IDNAError) as exc:
-            # httpx builds the next request of every 3xx, followed or not, and some Locations it
-            # cannot read (``http:x``, an empty IDNA label) came out as these, past its own
-            # RemoteProtocolError for the others: a page an agent fetched ended the agent node
-            raise _request_error(httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}"),
-                                 sent_url, answered=bool(redirects)) from exc
-        try:
-            location = response.headers.get("location")
-            if not (follow_redirects and response.status_code in REDIRECT_STATUSES and location):
-                try:
-                    data = read_capped(response, cap=cap, url=sent_url)
-                except httpx.HTTPError as exc:
-                    raise _request_error(exc, sent_url, answered=True) from exc
-                except HTTPRequestError as exc:  # past the cap, a body that cannot be decoded: answered
-                    exc.extra["sent"] = True
-                    raise
-                result = _result(response, data, method=method, started=started, redirects=redirects)
-                logger.info("http.request", extra={"method": method, "host": outgoing.url.host,
-                                                   "status": result.status_code,
-                                                   "duration_ms": result.duration_ms})
-                return result
-        finally:
-            response.close()
-        if len(redirects) >= hops:
-            raise TooManyRedirects(f"more than {hops} redirects", extra={"url": url, "transient": False,
-                                                                         "redirects": redirects, "sent": True})
-        try:
-            target = outgoing.url.join(location)
-        except httpx.InvalidURL as exc:
-            raise SSRFBlocked(f"invalid redirect location: {exc}", rule="invalid-url", url=location) from exc
-        cross_origin = not _same_origin(outgoing.url, target)
-        if cross_origin:
-            headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
-        if (response.status_code == 303 and method != "HEAD") or (
-                response.status_code in (301, 302) and method == "POST"):
-            method, body = "GET", {}
-            headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
-        if cross_origin:
-            _keep_secrets_home(headers, body, target)
-        current, params = str(target), None
-        redirects.append(current)
+    answered = False  # a response arrived: whatever refuses or fails after it, the request was sent
+    try:
+        while True:
+            _judged(current, policy)
+            try:
+                if params:  # merged into the URL's own query (httpx would replace it)
+                    current = str(httpx.URL(current).copy_merge_params(params))
+                outgoing = client.build_request(method, current, headers=headers, **body)
+            except httpx.InvalidURL as exc:
+                raise SSRFBlocked(f"invalid URL: {exc}", rule="invalid-url", url=current) from exc
+            except (TypeError, ValueError) as exc:
+                # what httpx cannot encode, before a byte is sent: a lone surrogate in a body or a query
+                # (UnicodeEncodeError), NaN in a JSON body, a method outside ASCII. An agent's tool call
+                # or a run's input can carry each; it is this request's failure, never its executor's
+                raise HTTPRequestError(f"the request cannot be encoded: {type(exc).__name__}: {exc}"[:500],
+                                       extra={"url": current, "transient": False, "kind": "encoding"}) from exc
+            sent_url = str(outgoing.url)
+            _judged(sent_url, policy)  # the exact URL httpx will send (params merged)
+            try:
+                response = client.send(outgoing, stream=True)
+            except SSRFBlocked as exc:  # refused at connect time, after resolution
+                exc.extra.setdefault("url", sent_url)
+                raise
+            except httpx.HTTPError as exc:
+                raise _request_error(exc, sent_url) from exc
+            except (httpx.InvalidURL, idna.IDNAError) as exc:
+                # httpx builds the next request of every 3xx, followed or not, and some Locations it
+                # cannot read (``http:x``, an empty IDNA label) came out as these, past its own
+                # RemoteProtocolError for the others: a page an agent fetched ended the agent node
+                raise _request_error(httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}"),
+                                     sent_url) from exc
+            answered = True
+            try:
+                location = response.headers.get("location")
+                if not (follow_redirects and response.status_code in REDIRECT_STATUSES and location):
+                    try:
+                        data = read_capped(response, cap=cap, url=sent_url)
+                    except httpx.HTTPError as exc:
+                        raise _request_error(exc, sent_url) from exc
+                    result = _result(response, data, method=method, started=started, redirects=redirects)
+                    logger.info("http.request", extra={"method": method, "host": outgoing.url.host,
+                                                       "status": result.status_code,
+                                                       "duration_ms": result.duration_ms})
+                    return result
+            finally:
+                response.close()
+            if len(redirects) >= hops:
+                raise TooManyRedirects(f"more than {hops} redirects", extra={"url": url, "transient": False,
+                                                                             "redirects": redirects})
+            try:
+                target = outgoing.url.join(location)
+            except httpx.InvalidURL as exc:
+                raise SSRFBlocked(f"invalid redirect location: {exc}", rule="invalid-url", url=location) from exc
+            cross_origin = not _same_origin(outgoing.url, target)
+            if cross_origin:
+                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+            if (response.status_code == 303 and method != "HEAD") or (
+                    response.status_code in (301, 302) and method == "POST"):
+                method, body = "GET", {}
+                headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
+            if cross_origin:
+                _keep_secrets_home(headers, body, target)
+            current, params = str(target), None
+            redirects.append(current)
+    except AobError as exc:  # a later hop's refusal (an SSRF rule, allowed_hosts, a secret), failure or cap
+        if answered:
+            exc.extra["sent"] = True
+        raise
