@@ -1,19 +1,30 @@
 """Prometheus metrics. Counters and histograms are observed where the work happens (web and
-worker processes); with ``PROMETHEUS_MULTIPROC_DIR`` set (``make up`` and the tests set it) every
-process on a host writes there and ``/metrics`` (aob_project/scrape.py) aggregates them, with
-gauges of state read from PostgreSQL at scrape time. See docs/OPERATIONS.md."""
+worker processes); with ``PROMETHEUS_MULTIPROC_DIR`` set (``make up``, docker-compose.yml and the
+tests set it) every process of the stack writes there and ``/metrics`` (aob_project/scrape.py)
+aggregates them, with gauges of state read from PostgreSQL at scrape time. See docs/OPERATIONS.md."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
     Counter,
     Histogram,
+    values,
 )
 
 OTHER = "other"
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # A process's files are named by its host and pid (``counter_<host>-<pid>.db``), not its pid
+    # alone: compose's containers share the directory and each numbers its processes from 1, so two
+    # wrote one file and each overwrote the other's counts. Set before any metric below is made; a
+    # live gauge's mark_process_dead would take this identifier too (there is none).
+    _HOST = socket.gethostname().replace("_", "-")  # "_" separates the file name's parts
+    values.ValueClass = values.MultiProcessValue(lambda: f"{_HOST}-{os.getpid()}")
 
 
 def node_type_label(node_type: str) -> str:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
+from prometheus_client import CollectorRegistry, multiprocess
 
 from aob_project.logs import formatter
 from tests.conftest import wait_for_run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -46,6 +53,40 @@ def test_metrics_move_when_a_run_completes(engine, api, client, settings):
     for step in ("plain", "full"):
         assert metric(after, "aob_coordinator_decision_seconds_count", step=step) >= metric(
             before, "aob_coordinator_decision_seconds_count", step=step) + 1, step
+
+
+def test_compose_processes_share_a_metrics_directory():
+    """docker-compose.yml set no ``PROMETHEUS_MULTIPROC_DIR`` (only ``make up`` and the tests did): each
+    container kept its counters in its memory, so /metrics showed the answering web process's alone,
+    never a worker's histograms (``aob_node_duration_seconds``, ``aob_coordinator_decision_seconds``,
+    ``aob_llm_*``), and its two uvicorn workers' counters by turns."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    apps = [name for name, service in services.items() if service.get("image") == "aob:latest"]
+    assert "web" in apps and "coordinator" in apps and "worker-agent" in apps
+    directories = {services[name]["environment"].get("PROMETHEUS_MULTIPROC_DIR") for name in apps}
+    assert len(directories) == 1 and None not in directories, directories
+    (directory,) = directories
+    for name in apps:
+        mounts = [volume.split(":")[1] for volume in services[name].get("volumes", [])]
+        assert directory in mounts, f"{name} writes {directory} in its own container, unseen by web"
+
+
+def test_processes_of_two_hosts_with_one_pid_keep_their_own_counts(tmp_path):
+    """Compose's containers share the metrics directory and each numbers its processes from 1:
+    prometheus_client named a process's file by its pid alone, so two containers' pid 1 wrote one
+    file and each overwrote the other's counts. A file is named by host and pid."""
+    count = ("import os, socket, sys\n"
+             "socket.gethostname = lambda: sys.argv[1]\n"  # two containers' processes, both pid 1
+             "os.getpid = lambda: 1\n"
+             "from aob_project import metrics\n"
+             "metrics.PATCHES.labels('applied').inc()\n")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for host in ("web_1", "worker"):
+        subprocess.run([sys.executable, "-c", count, host], cwd=ROOT, env=env, check=True, timeout=60)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["counter_web-1-1.db", "counter_worker-1.db"]
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("aob_patches_total", {"status": "applied"}) == 2
 
 
 def test_node_log_line_carries_the_request_id(engine, api):
