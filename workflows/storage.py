@@ -1,9 +1,9 @@
 """How much one owner's runs keep, and the bound on it (``AOB_OWNER_STORAGE_BYTES``).
 
 A run keeps its inputs, its node outputs, and (``usage.kept_bytes``) its node runs' resolved
-inputs, its computed ``metadata.output`` and the definition it was sent inline (a replay: its
-source's, unless a saved version keeps it), until retention removes it; each run is bounded
-(``AOB_MAX_RUN_INPUTS_BYTES``, ``AOB_MAX_RUN_OUTPUT_BYTES``) and starts are rate-limited, but what
+inputs, its computed ``metadata.output`` and the definition it runs (sent inline, a tag's version
+or a replay's source's: it keeps it past the tag's delete), until retention removes it; each run is
+bounded (``AOB_MAX_RUN_INPUTS_BYTES``, ``AOB_MAX_RUN_OUTPUT_BYTES``) and starts are rate-limited, but what
 one owner kept together was bounded only by rate × retention: at the default limits some terabytes
 a month, on a disk every owner shares. A run's start is refused once the owner's runs keep the bound.
 
@@ -17,7 +17,7 @@ owner's runs already started store; every start after that is refused until some
 
 A node run's input is counted as the database measured it (``NodeRun.input_bytes``, its text as
 stored) and counted again only by what a later write of it changed (a retry resolves it again);
-the computed output and an inline definition by their artifact's ``size_bytes``, once per run that
+the computed output and the definition by their artifact's ``size_bytes``, once per run that
 keeps them (an artifact two runs share is stored once but counted for each: neither run can
 remove it while the other keeps it). None of these count against ``AOB_MAX_RUN_OUTPUT_BYTES``.
 """
@@ -65,17 +65,17 @@ def owner_storage(owner_id: int) -> dict[str, int | None]:
 
 def check_room(*, owner_id: int, username: str, adding: int) -> None:
     """Refuse a run that would start with the owner's runs keeping ``AOB_OWNER_STORAGE_BYTES`` or
-    more (``adding``: what it starts with: its inputs, the definition sent with it or a replay's,
-    and the node runs a replay reuses). 0: no bound."""
+    more (``adding``: what it starts with: its inputs, its definition, and the node runs a replay
+    reuses). 0: no bound."""
     limit = settings.AOB_OWNER_STORAGE_BYTES
     if not limit:
         return
     stored = owner_stored_bytes(owner_id)
     if stored + adding > limit:
         raise Conflict(
-            f"{username!r}'s runs keep {stored} bytes (their inputs, outputs, node runs' inputs and definitions "
-            f"sent inline), and what this run starts with ({adding} bytes: its inputs, the definition sent with "
-            f"it or a replay's, and the node runs a replay reuses) would pass the bound of {limit} "
+            f"{username!r}'s runs keep {stored} bytes (their inputs, outputs, node runs' inputs and definitions), "
+            f"and what this run starts with ({adding} bytes: its inputs, its definition, and the node runs a "
+            f"replay reuses) would pass the bound of {limit} "
             "(AOB_OWNER_STORAGE_BYTES): delete runs you no longer need (POST /api/v1/runs/{id}/delete, or "
             "POST /api/v1/runs/delete with the runs list's filters), or wait for retention to remove them",
             code="owner_storage_full",

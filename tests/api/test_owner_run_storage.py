@@ -367,22 +367,22 @@ def test_a_definition_sent_with_a_run_counts_in_what_its_owner_s_runs_keep(engin
 
     assert refused.status_code == 409 and refused.json()["error"] == "owner_storage_full", refused.json()
     assert refused.json()["details"]["adding"] >= definition_bytes
-    assert "definition sent with it" in refused.json()["message"]
+    assert "its definition" in refused.json()["message"]
     assert Run.objects.filter(owner=user).count() == 1
 
 
-def test_a_replay_counts_the_definition_it_keeps_unless_a_saved_version_keeps_it(engine: Any, user: Any, api: Any,
-                                                                                  settings: Any) -> None:
+def _chain(k: int) -> dict:
+    """Twelve steps in a line, some 110 KB of definition."""
+    return {"nodes": [{"id": f"n{i}", "type": "transform", "description": f"{k}-{i}-" + "d" * 9_000,
+                       "config": {"expression": "1"}} for i in range(12)],
+            "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(11)]}
+
+
+def test_a_replay_counts_the_definition_it_keeps(engine: Any, user: Any, api: Any, settings: Any) -> None:
     """A replay keeps its source's definition (``base_artifact``, PROTECT) and counted none of it: once
     the source was deleted the definition sent with it was kept and counted by no run, so cycles of
     "start inline, replay, delete the source" kept definitions past the bound (a red team's find).
-    It counts as the replay's own from its start; a saved version's is bounded by
-    AOB_MAX_DEFINITIONS_BYTES_PER_OWNER and is not counted again."""
-    def sent(k: int) -> dict:
-        return {"nodes": [{"id": f"n{i}", "type": "transform", "description": f"{k}-{i}-" + "d" * 9_000,
-                           "config": {"expression": "1"}} for i in range(12)],
-                "edges": [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(11)]}
-
+    It counts as the replay's own from its start."""
     def replay_then_delete(source: Run) -> Any:
         replayed = api.post(f"{API}/runs/{source.pk}/nodes/n11/replay", {}, format="json")
         if replayed.status_code == 201:
@@ -390,7 +390,7 @@ def test_a_replay_counts_the_definition_it_keeps_unless_a_saved_version_keeps_it
             assert api.post(f"{API}/runs/{source.pk}/delete").status_code == 204
         return replayed
 
-    source = wait_for_run(_start(api, sent(0), {}).json()["run_id"])
+    source = wait_for_run(_start(api, _chain(0), {}).json()["run_id"])
     definition_bytes = Artifact.objects.get(pk=source.base_artifact_id).size_bytes
     assert source.status == "completed" and definition_bytes > 100_000
     replay = Run.objects.get(pk=replay_then_delete(source).json()["run_id"])
@@ -400,16 +400,38 @@ def test_a_replay_counts_the_definition_it_keeps_unless_a_saved_version_keeps_it
     assert _kept(user.pk) == _recounted(user.pk) == owner_stored_bytes(user.pk) >= definition_bytes
     # room for one more definition, not for its replay's copy of it as well
     settings.AOB_OWNER_STORAGE_BYTES = owner_stored_bytes(user.pk) + int(1.5 * definition_bytes)
-    second = wait_for_run(_start(api, sent(1), {}).json()["run_id"])
+    second = wait_for_run(_start(api, _chain(1), {}).json()["run_id"])
     refused = replay_then_delete(second)
     assert refused.status_code == 409 and refused.json()["error"] == "owner_storage_full", refused.json()
     assert refused.json()["details"]["adding"] >= definition_bytes
 
-    settings.AOB_OWNER_STORAGE_BYTES = 0
-    assert post_workflow(api, "kept", sent(2)).status_code == 201
-    tagged = wait_for_run(api.post(f"{API}/runs", {"tag": "kept", "inputs": {}}, format="json").json()["run_id"])
-    tag_replay = Run.objects.get(pk=replay_then_delete(tagged).json()["run_id"])
-    assert tag_replay.usage.get("kept_bytes", 0) == _node_inputs(tag_replay.pk)
+
+def test_a_tag_s_runs_count_the_version_they_keep_past_the_tag_s_delete(engine: Any, user: Any, api: Any,
+                                                                        settings: Any) -> None:
+    """A saved version's definition is bounded by AOB_MAX_DEFINITIONS_BYTES_PER_OWNER only while its
+    tag lives; the runs that ran it keep it (PROTECT) past the tag's delete, and counted none of it:
+    "save 1 MiB under a tag, start (or replay), delete the tag" kept definitions past both bounds (a
+    red team's find). Every run counts the definition it keeps, whatever named it."""
+    assert post_workflow(api, "kept", _chain(0)).status_code == 201
+    run = wait_for_run(api.post(f"{API}/runs", {"tag": "kept", "inputs": {}}, format="json").json()["run_id"])
+    replayed = api.post(f"{API}/runs/{run.pk}/nodes/n11/replay", {}, format="json")
+    assert replayed.status_code == 201, replayed.json()
+    replay = wait_for_run(replayed.json()["run_id"])
+    definition_bytes = Artifact.objects.get(pk=run.base_artifact_id).size_bytes
+    assert run.status == replay.status == "completed" and definition_bytes > 100_000
+
+    assert api.delete(f"{API}/workflows/kept").status_code == 204
+
+    assert Artifact.objects.filter(pk=run.base_artifact_id).exists()  # the runs keep it
+    for kept in (run, replay):
+        assert Run.objects.get(pk=kept.pk).usage.get("kept_bytes", 0) == definition_bytes + _node_inputs(kept.pk)
+    assert _kept(user.pk) == _recounted(user.pk) == owner_stored_bytes(user.pk) >= 2 * definition_bytes
+    # a tag's start is judged by the definition it would keep
+    assert post_workflow(api, "again", _chain(1)).status_code == 201
+    settings.AOB_OWNER_STORAGE_BYTES = owner_stored_bytes(user.pk) + definition_bytes // 2
+    refused = api.post(f"{API}/runs", {"tag": "again", "inputs": {}}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"] == "owner_storage_full", refused.json()
+    assert refused.json()["details"]["adding"] >= definition_bytes
 
 
 def _node_inputs(run_id: Any) -> int:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.engine import graphs
 from workflows.engine import coordinator
-from workflows.models import Event, NodeRun, Run, canonical_json, size_of
+from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size_of
 from workflows.services.definitions import workflow_save
 from workflows.services.runs import run_start
 
@@ -42,7 +42,7 @@ def facts(run: Run) -> dict[str, Any]:
 
 
 def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any], usage: dict[str, Any] | None = None) -> Run:
-    """The reference: the run saved (with the ``usage`` its start counted: a definition sent with it),
+    """The reference: the run saved (with the ``usage`` its start counted: the definition it keeps),
     then the decision's ``start`` applies the plan."""
     run = Run(owner=owner, base_artifact_id=artifact_id, current_artifact_id=artifact_id, inputs=inputs,
               inputs_bytes=size_of(canonical_json(inputs)) if inputs else 0, usage=dict(usage or {}))
@@ -59,7 +59,7 @@ def decision_path(owner: Any, artifact_id: str, inputs: dict[str, Any], usage: d
 def test_a_start_writes_what_the_decisions_path_writes(user: Any, definition: dict[str, Any],
                                                        inputs: dict[str, Any]) -> None:
     started = run_start(owner=user, definition=definition, inputs=inputs)
-    counted = {"kept_bytes": size_of(canonical_json(definition))}  # what the inline definition keeps
+    counted = {"kept_bytes": size_of(canonical_json(definition))}  # the definition it keeps
     reference = decision_path(user, started.base_artifact_id, inputs, counted)
 
     assert facts(started) == facts(reference)
@@ -84,6 +84,8 @@ def test_a_usual_start_is_one_statement(user: Any) -> None:
     created_at = run.created_at
     stored = facts(run)
     assert stored["run"][:4] == ("queued", None, 1, {"k": 1})  # event_seq: the one event it wrote
+    # the version it keeps counted (workflows.storage) from what compiled it: no statement of its own
+    assert stored["run"][4] == {"kept_bytes": Artifact.objects.get(pk=artifact_id).size_bytes}
     assert {key: row[1] for key, row in stored["nodes"].items()} == {("a", 0): "queued", ("b", 0): "queued"}
     assert [event[:3] for event in stored["events"]] == [(1, "workflow_started", "")]
     assert run.created_at == created_at  # the caller's instance holds what was stored
@@ -104,7 +106,8 @@ def test_a_start_that_continues_in_the_coordinator_takes_the_decisions_path(user
     assert any(s.startswith('INSERT INTO "workflows_run"') for s in sql)
     assert facts(run)["run"][0] == "queued"
     assert [row[5] for row in facts(run)["nodes"].values()] == [False]  # the conditional, unconsumed
-    assert facts(run) == facts(decision_path(user, artifact_id, {}))
+    counted = {"kept_bytes": Artifact.objects.get(pk=artifact_id).size_bytes}
+    assert facts(run) == facts(decision_path(user, artifact_id, {}, counted))
 
 
 def test_a_start_and_its_idempotency_key_commit_together(user: Any) -> None:

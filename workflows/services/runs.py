@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
@@ -30,7 +30,6 @@ from workflows.models import (
     NodeRun,
     Run,
     Workflow,
-    WorkflowVersion,
     canonical_json,
     size_of,
     text_id,
@@ -40,7 +39,8 @@ from workflows.selectors import run_finished_check, run_owner_check
 
 from .definitions import validation_error
 
-_RUNNABLE: dict[str, None] = {}
+# a version validated and compiled in this process: its definition's stored size (same content, same size)
+_RUNNABLE: dict[str, int] = {}
 
 
 def run_inputs_check(inputs: Any, *, error: type[ValidationFailed] = ValidationFailed,
@@ -81,26 +81,29 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     if not stored:
         text = canonical_json(definition) if isinstance(definition, dict) else ""
         artifact_id = text_id(text) if text else ""
-    if artifact_id not in _RUNNABLE:
+    definition_bytes = _RUNNABLE.get(artifact_id)
+    if definition_bytes is None:
         # A version is validated and compiled before its first run in this process; its content
         # hash then vouches for it (same content, same id), so repeat runs skip both.
         if definition is None:
-            definition = Artifact.objects.values_list("content", flat=True).get(pk=artifact_id)
+            definition, definition_bytes = Artifact.objects.values_list("content", "size_bytes").get(pk=artifact_id)
+        else:
+            definition_bytes = size_of(text or canonical_json(definition))
         report = validate(definition, literal_urls=not stored)  # a stored version was judged at its save
         if not report.valid:
             raise validation_error(report, "the workflow version cannot run")
         ir_for(artifact_id, lambda: definition)
-        _RUNNABLE[artifact_id] = None
+        _RUNNABLE[artifact_id] = definition_bytes
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
     # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
     # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep); and
-    # of each reused node run's input, and the definition the run keeps (``_kept_definition_bytes``):
+    # of each reused node run's input; and every run keeps its definition (its artifact, PROTECT),
+    # whatever named it: a tag's version is kept past the tag's delete by the runs that ran it. Both
     # counted from the start as what the owner's runs keep (``usage.kept_bytes``, workflows.storage)
     reused_bytes = _reused_bytes(reused or [])
-    kept_bytes = (_kept_definition_bytes(artifact_id, text=text, replay=replay_of is not None)
-                  + _reused_input_bytes(reused or []))
+    kept_bytes = definition_bytes + _reused_input_bytes(reused or [])
     storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes + reused_bytes + kept_bytes)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
@@ -127,21 +130,6 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             raise NotFound(f"workflow {workflow.tag!r} not found: it was deleted as the run started") from None
         raise
     return run
-
-
-def _kept_definition_bytes(artifact_id: str, *, text: str, replay: bool) -> int:
-    """The definition a new run keeps as its own: one sent with it (its text, stored as its artifact),
-    or a replay's that no saved version keeps (its source's, sent inline or made by patches: the
-    replay keeps it once the source is deleted). A saved version's is bounded by
-    AOB_MAX_DEFINITIONS_BYTES_PER_OWNER, not counted again; every other start names one (a tag's, a
-    hook's, a schedule's, a child's), so theirs read nothing more."""
-    if text:
-        return size_of(text)
-    if not replay:
-        return 0
-    return (Artifact.objects.filter(pk=artifact_id)
-            .exclude(Exists(WorkflowVersion.objects.filter(artifact_id=OuterRef("pk"))))
-            .values_list("size_bytes", flat=True).first() or 0)
 
 
 def _reused_bytes(reused: list[NodeRun]) -> int:
