@@ -309,7 +309,7 @@ def delivery_send(*, delivery_id: int) -> str:
         countdown = retry_countdown_s(attempt)
         # when the retry is due, written before its message goes out: a lost message is found by it
         Delivery.objects.filter(pk=delivery.pk).update(
-            error=_private(delivery, why)[:2000], published_at=timezone.now() + timedelta(seconds=countdown))
+            error=_private(delivery, why), published_at=timezone.now() + timedelta(seconds=countdown))
         raise RetryLater(why, countdown) from exc
     except Exception as exc:  # noqa: BLE001 - a permanent failure is recorded on the delivery, not retried
         return _record(delivery, Delivery.Status.FAILED, f"{type(exc).__name__}: {exc}")
@@ -340,15 +340,21 @@ def _no_longer_asked(delivery: Delivery) -> str:
 
 # Any address, in whatever form it was sent or quoted: an IDN domain goes out as punycode
 # (``sanitize_address``), a non-ASCII local part as an encoded word, and a server quotes either.
-_ADDRESS = re.compile(r"(?!['\"])[^\s<>()\[\]{},;:@]+@[^\s<>()\[\]{}'\",;:@]+")
+# Each part as long as an address may be (254 characters, a domain 255): unbounded, a long word
+# with no ``@`` was tried from each of its characters to its end (quadratic: 64 KiB, 16 s).
+_ADDRESS = re.compile(r"(?!['\"])[^\s<>()\[\]{},;:@]{1,254}@[^\s<>()\[\]{}'\",;:@]{1,255}")
+_ERROR_KEPT = 2_000  # characters of a delivery's error kept, and logged
+_ERROR_READ = 4 * _ERROR_KEPT  # of the error as raised, redacted: a server's words in it have no bound
 
 
 def _private(delivery: Delivery, error: str) -> str:
     """``error`` as the delivery keeps it, which the run's owner reads (``GET /approvals/{id}``):
     without any address or the webhook's URL, which a mail server's refusal or a transport error
-    may quote. The owner may name anyone as an approver; a webhook's URL is a credential."""
+    may quote, and at most ``_ERROR_KEPT`` characters. The owner may name anyone as an approver; a
+    webhook's URL is a credential."""
     if not error:
         return error
+    cut, error = len(error) > _ERROR_READ, error[:_ERROR_READ]
     private = []
     if delivery.user is not None and delivery.user.email:
         private.append(delivery.user.email)
@@ -361,7 +367,10 @@ def _private(delivery: Delivery, error: str) -> str:
             private += [url, parts.path + (f"?{parts.query}" if parts.query else "")]
     for text in sorted({t for t in private if len(t) > 1}, key=len, reverse=True):
         error = re.sub(re.escape(text), "<recipient>", error, flags=re.IGNORECASE)
-    return _ADDRESS.sub("<recipient>", error)
+    error = _ADDRESS.sub("<recipient>", error)
+    if cut:  # an address or URL the cut split is not matched: it ends within the longest of them
+        error = error[:-max([254 + 1 + 255, *map(len, private)])]
+    return error[:_ERROR_KEPT]
 
 
 def _as_sent(url: str) -> str:
@@ -374,7 +383,7 @@ def _as_sent(url: str) -> str:
 
 
 def _record(delivery: Delivery, status: str, error: str) -> str:
-    error = _private(delivery, error)[:2000]  # the log too: a webhook's URL is never logged
+    error = _private(delivery, error)  # the log too: a webhook's URL is never logged
     Delivery.objects.filter(pk=delivery.pk).update(status=status, error=error,
                                                    sent_at=timezone.now() if status == Delivery.Status.SENT else None)
     logger.info("approval.notified", extra={"approval_id": delivery.approval_id, "delivery_id": delivery.pk,

@@ -17,7 +17,7 @@ from django.core import mail
 from django.test import Client
 
 from approvals.models import Approval, Delivery, NotificationTarget
-from approvals.notifications import approval_notify
+from approvals.notifications import _ERROR_READ, _private, approval_notify
 from tests.approvals.runs import refund_flow, submit
 from tests.conftest import client_for
 from tests.engine.flow import wait_until
@@ -191,6 +191,32 @@ def test_the_run_owner_reads_why_a_webhook_failed_without_its_url_as_it_was_sent
 
     assert "answered 301" in failed.error and "<recipient>" in failed.error, failed.error
     assert "cret" not in failed.error, failed.error
+
+
+@pytest.mark.django_db
+def test_redacting_a_long_error_takes_time_in_proportion_to_its_kept_part() -> None:
+    """A webhook's server may answer a redirect with a 15 KiB Location, quoted in the error; the
+    address pattern once tried a long word with no ``@`` from each of its characters (64 KiB, 16 s
+    of a notify worker per attempt)."""
+    error = "ValueError: webhook answered 302 (a redirect, to 'http://127.0.0.1/" + "a" * 65_536 + "')"
+    started = time.monotonic()
+    kept = _private(Delivery(), error)
+    took = time.monotonic() - started
+    assert took < 1, f"{took:.2f} s to redact {len(error)} characters"
+    assert kept == error[:len(kept)] and 0 < len(kept) <= 2_000
+
+
+@pytest.mark.django_db
+def test_an_error_cut_before_it_is_redacted_keeps_no_part_of_the_url_the_cut_split(bob: User) -> None:
+    """The error is cut before it is redacted, and each URL it quotes shrinks to ``<recipient>``:
+    the part of one the cut split, left whole, would come within the 2,000 characters kept."""
+    url = "https://hooks.example/services/T0/B0/" + "s3cret" * 30
+    NotificationTarget.objects.create(user=bob, webhook_url=url)
+    quoted = f"{url} "
+    error = quoted * (_ERROR_READ // len(quoted)) + url
+    assert len(error) > _ERROR_READ > error.rindex(url)  # the last URL straddles the cut
+    kept = _private(Delivery(user=bob), error)
+    assert "<recipient>" in kept and "hooks.example" not in kept and "s3cret" not in kept, kept
 
 
 # A gate's message may be an agent's words (``"message": "${nodes.agent.output.summary}"``).
