@@ -76,3 +76,5 @@ LLM_TOKENS = Bucketed(Counter("aob_llm_tokens_total", "LLM tokens used", ["model
 LLM_COST = Bucketed(Counter("aob_llm_cost_usd_total", "LLM cost in USD (price table in settings)", ["model"]),
                     ["model"], model=model_label)
 PATCHES = Counter("aob_patches_total", "Run patches proposed, by outcome", ["status"])
+RUNS_FINISHED = Counter("aob_runs_finished_total", "Runs that ended, by status (counted after the commit that "
+                        "ended them, by whichever process did)", ["status"])

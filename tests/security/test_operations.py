@@ -84,7 +84,7 @@ def test_labels_from_user_input_are_bucketed(scraper_token, make_user):
     LLM_TOKENS.labels(django_settings.AOB_LLM_MODEL, "prompt").inc(1)
     NODE_DURATION.labels(node_type, "completed").observe(0.01)
     run = stored_run(make_user("tenant"))
-    NodeRun.objects.create(run=run, node_id="x", iteration=0, node_type=node_type, status=NodeRun.Status.SKIPPED)
+    NodeRun.objects.create(run=run, node_id="x", iteration=0, node_type=node_type, status=NodeRun.Status.QUEUED)
 
     text = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scraper_token}").content.decode()
 
@@ -92,7 +92,7 @@ def test_labels_from_user_input_are_bucketed(scraper_token, make_user):
     assert 'aob_llm_tokens_total{kind="prompt",model="other"}' in text
     assert f'model="{django_settings.AOB_LLM_MODEL}"' in text
     assert 'aob_node_duration_seconds_count{status="completed",type="other"}' in text
-    assert 'aob_node_runs{status="skipped",type="other"} 1.0' in text
+    assert 'aob_node_runs{status="queued",type="other"} 1.0' in text
 
 
 @pytest.mark.django_db
@@ -108,7 +108,7 @@ def test_a_scrape_reads_a_row_per_known_type_not_per_name_a_tenant_wrote(scraper
 
     run = stored_run(make_user("tenant"))
     NodeRun.objects.bulk_create([NodeRun(run=run, node_id=f"n{i}", iteration=0, node_type=f"made-up-{i}",
-                                         status=NodeRun.Status.SKIPPED) for i in range(2000)])
+                                         status=NodeRun.Status.QUEUED) for i in range(2000)])
     rows: list[tuple[int, str]] = []
 
     def count_rows(execute, sql, params, many, context):
@@ -119,7 +119,7 @@ def test_a_scrape_reads_a_row_per_known_type_not_per_name_a_tenant_wrote(scraper
     with connection.execute_wrapper(count_rows):
         text = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scraper_token}").content.decode()
 
-    assert 'aob_node_runs{status="skipped",type="other"} 2000.0' in text
+    assert 'aob_node_runs{status="queued",type="other"} 2000.0' in text
     most = (len(registry.catalogue()) + 1) * len(NodeRun.Status)
     assert rows and max(rows)[0] <= most, max(rows)
 

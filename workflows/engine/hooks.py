@@ -1,5 +1,5 @@
 """Run-level hooks: the engine tells the node-type registry when a run ends, so it never imports
-the apps that own the types.
+the apps that own the types (and counts the end: ``aob_runs_finished_total``).
 
 ``run_ending`` runs inside the transaction that ends the run. For ``run_finished`` there is one
 call site per way a run ends (the full decision, the plain end step, cancel). The hooks run
@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
+from aob_project.metrics import RUNS_FINISHED
 from workflows import registry
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def run_ending(run_id: Any, status: str, now: Any) -> None:
 
 
 def run_finished(run_id: Any, status: str) -> None:
+    transaction.on_commit(RUNS_FINISHED.labels(str(status)).inc)
     hooks = registry.run_finished_hooks()
     if not hooks:
         return

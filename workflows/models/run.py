@@ -278,6 +278,9 @@ class NodeRun(models.Model):
             # the sweeper's look for undecided parks; holds only those, so no ordinary step writes it
             models.Index(fields=["undecided_since"], name="node_run_undecided",
                          condition=models.Q(status="waiting", undecided_since__isnull=False)),
+            # the waiting ones by type, for /metrics' gauge (aob_project/scrape.py; with node_run_sweep
+            # for the queued and running); written only when a node run parks
+            models.Index(fields=["node_type"], name="node_run_waiting", condition=models.Q(status="waiting")),
         ]
         ordering = ["run_id", "queued_at", "id"]
 
@@ -338,6 +341,8 @@ class RunPatch(models.Model):
             models.UniqueConstraint(fields=["run", "proposal_key"], name="run_patch_proposal_unique",
                                     condition=~models.Q(proposal_key="")),
         ]
+        # the patches waiting for a person, for /metrics' gauge (aob_project/scrape.py); holds only those
+        indexes = [models.Index(fields=["run"], name="run_patch_pending", condition=models.Q(status="pending_approval"))]
         ordering = ["run_id", "seq"]
 
     def __str__(self) -> str:
