@@ -23,9 +23,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from tests.conftest import client_for, stored_run, wait_for_run
-from tests.engine.flow import submit, transform, unique, wait_until
+from tests.engine.flow import edge, submit, transform, unique, wait_until
+from tests.test_observability import metric
 from workflows.engine import sweeper
 from workflows.models import Event, NodeRun, Run
+from workflows.services.definitions import workflow_save
 
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)
 
@@ -91,6 +93,45 @@ def test_a_poison_row_fails_its_run_saying_why_and_the_sweep_recovers_every_othe
     assert said[0]["sweep"] == "republish" and "refuses every write" in said[0]["error"]["message"], said[0]
     assert Event.objects.filter(run_id=alices, type="workflow_failed").count() == 1
     assert sweeper.sweeper_health() == "ok"  # the sweeps finished meanwhile: beat was never the trouble
+
+
+def failed_count(client: Any, settings: Any) -> float:
+    settings.AOB_METRICS_TOKEN = "scraper-token"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer scraper-token"
+    return metric(client.get("/metrics").content.decode(), "aob_runs_finished_total", status="failed")
+
+
+def test_a_run_a_poison_row_failed_is_counted_as_it_ends(poison_node, make_user, client, settings):
+    """A poison's fail ended the run without the run-finished hooks (``hooks.run_finished``): not
+    counted in ``aob_runs_finished_total``, its hooks left to their own sweeps. Here the fail's
+    fallback (the trigger refuses the cancel of its node run too)."""
+    before = failed_count(client, settings)
+    run = wait_for_run(lost_message(make_user, poison_node), timeout=30)
+
+    assert run.status == "failed" and run.error["error_type"] == "SweepFailed", run.error
+    assert failed_count(client, settings) == before + 1
+
+
+def test_a_child_a_poison_decision_failed_wakes_its_parent_at_once(engine, user, api, client, settings):
+    """The child's end calls the run-finished hooks: the parent's ``workflow`` node is woken by the
+    hook, with ``subflows.sweep``, its backstop, off (before, the parent waited on it for ever)."""
+    poisoned = unique("poisoned")
+    workflow_save(owner=user, tag="poisoned", definition={
+        "nodes": [transform(poisoned, "1"), transform("after", "2")], "edges": [edge(poisoned, "after")]})
+    HOOKS.set(f"aob:test:poison_decision:{poisoned}", 1, ex=120)
+    HOOKS.set("aob:test:subflows_sweep_off", 1)
+    try:
+        before = failed_count(client, settings)
+        run_id = submit(api, {"nodes": [{"id": "child", "type": "workflow", "config": {"tag": "poisoned"}}],
+                              "edges": []})
+        run = wait_for_run(run_id, timeout=20)
+    finally:
+        HOOKS.delete("aob:test:subflows_sweep_off", f"aob:test:poison_decision:{poisoned}")
+
+    assert run.status == "failed" and run.error["error_type"] == "SubWorkflowFailed", (run.status, run.error)
+    child = Run.objects.get(pk=run.error["child_run_id"])
+    assert child.status == "failed" and child.error["error_type"] == "DecisionFailed", child.error
+    assert failed_count(client, settings) == before + 2  # the child and its parent
 
 
 @pytest.mark.faults_full  # a slow fault's control: `make test-faults` only (tests/conftest.py)

@@ -2,10 +2,10 @@
 the apps that own the types (and counts the end: ``aob_runs_finished_total``).
 
 ``run_ending`` runs inside the transaction that ends the run. For ``run_finished`` there is one
-call site per way a run ends (the full decision, the plain end step, cancel). The hooks run
-after the commit that ended the run, each in its own transactions, so a hook never extends the
-run's lock or its transaction; a process that dies in between leaves the work to the hook's own
-backstop (``subflows.sweep`` for sub-workflows)."""
+call site per way a run ends (the full decision, the plain end step, cancel, a poison's fail:
+``poison._fail``). The hooks run after the commit that ended the run, each in its own
+transactions, so a hook never extends the run's lock or its transaction; a process that dies in
+between leaves the work to the hook's own backstop (``subflows.sweep`` for sub-workflows)."""
 
 from __future__ import annotations
 

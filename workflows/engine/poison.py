@@ -29,7 +29,7 @@ from aob_project import redis_client
 from workflows.limits import bounded_error
 from workflows.models import Event, NodeRun, Run
 
-from . import events, locks, transitions
+from . import events, hooks, locks, transitions
 from .coordinator import cancel_approvals
 from .dispatch import coordinate_later
 
@@ -132,14 +132,17 @@ def decision_failed(node_run_id: int, exc: BaseException, *, times: int = 1) -> 
     return "failed"
 
 
-def _fail(run: Run, node_id: str, now: Any, error: dict[str, Any]) -> None:
+def _fail(run: Run, node_id: str, now: Any, error: dict[str, Any], *, cancel: bool = True) -> None:
     """Fail a live run (locked by the caller) with ``error``: its active node runs cancelled, its
-    approvals out of the inbox, a ``workflow_failed`` event."""
+    approvals out of the inbox (``cancel``), a ``workflow_failed`` event, and the run-finished hooks
+    after commit, as every end of a run (a parent waiting on it woken, the end counted)."""
     run.error = error
     transitions.move_run(run.pk, Run.Status.FAILED, sources=[run.status], error=error, finished_at=now)
-    transitions.cancel_active(run.pk, now)
-    cancel_approvals(run.pk, now)
+    if cancel:
+        transitions.cancel_active(run.pk, now)
+        cancel_approvals(run.pk, now)
     events.append(run.pk, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": error})])
+    hooks.run_finished(run.pk, Run.Status.FAILED)
 
 
 # Not a row's trouble: the database, the broker or Redis away (a connection's error: SQLSTATE class
@@ -260,8 +263,7 @@ def _record(sweep: str, run_id: Any, node_id: str, error: dict[str, Any], contex
             if unavailable(exc):
                 raise
             logger.exception("sweeper.run_cancel_failed", extra={"run_id": str(run_id), "node_id": node_id})
-            transitions.move_run(run_id, Run.Status.FAILED, sources=[run.status], error=failed, finished_at=now)
-            events.append(run_id, run.owner_id, [(Event.Type.WORKFLOW_FAILED, node_id, {"error": failed})])
+            _fail(run, node_id, now, failed, cancel=False)
     logger.error("sweeper.run_failed", extra={"run_id": str(run_id), "node_id": node_id, "sweep": sweep,
                                               "failures": failures})
     return "failed"
