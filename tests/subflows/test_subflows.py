@@ -4,6 +4,7 @@ with its parent."""
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 from django.test import Client
 
 from approvals.models import Approval
@@ -165,9 +166,12 @@ def test_a_parent_whose_owner_was_deactivated_meanwhile_fails_its_workflow_node_
              "edges": [{"from": "gate", "to": "child", "condition": "$.approved == true"}]}
     run_id = submit(user, gated, {})
     approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), timeout=30, what="the approval")
-    user.is_active = False
-    user.save(update_fields=["is_active"])
-    assert decide(bob, approval).status_code == 200
+    # in one transaction: the deadlines' sweep ends a deactivated owner's pending gates
+    # (approvals_end_for_inactive_owners), and between two commits it could end this one first
+    with transaction.atomic():
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        assert decide(bob, approval).status_code == 200
 
     run = wait_for_run(run_id, timeout=30)
     node = NodeRun.objects.get(run_id=run_id, node_id="child")
