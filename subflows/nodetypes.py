@@ -56,7 +56,7 @@ CONFIG_SCHEMA = {
 
 
 @executor("workflow", config_schema=CONFIG_SCHEMA, on_run_finished=on_run_finished, started_approved=lambda r: started_approved(r),
-          acts_for_owner=True,
+          acts_for_owner=True, times_wait=True,
           description="Runs another workflow (tag, optional pinned version) of the same owner as a child run with "
           "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
           "outputs); fails when the child fails or is cancelled. Not available to agents.")
@@ -89,8 +89,8 @@ def run_workflow(ctx: NodeContext) -> Any:
     if not isinstance(inputs, dict):
         raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs", extra={"transient": False})
     owner = User.objects.get(pk=ctx.owner_id)
-    # the node's own timeout_ms bounds the wait for its child, not only this task (which starts it),
-    # set and judged (subflows_sweep) by the database's clock, not by either host's
+    # the node's own timeout_ms bounds the wait for its child, not this task (which starts it:
+    # ``times_wait``), set and judged (subflows_sweep) by the database's clock, not by either host's
     timeout_ms = (ctx.definition or {}).get("timeout_ms")
 
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:

@@ -172,6 +172,10 @@ class NodeType:
     # Called after commit whenever any run has finished (run id, its status): a type whose nodes
     # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
     on_run_finished: Callable[[str, str], None] | None = None
+    # Its ``timeout_ms`` bounds what a node of this type waits for (``workflow``: its child run, by
+    # ``SubRun.deadline``), not the executor task that starts the wait: that task runs under
+    # ``AOB_DEFAULT_NODE_TIMEOUT_MS`` (``dispatch.task_timeout_ms``).
+    times_wait: bool = False
 
     def __post_init__(self) -> None:
         # A routed type without ``run`` is refused at start-up by the system check (workers/checks.py).
@@ -243,6 +247,11 @@ def acts_for_owner(node_type: Any) -> bool:
 def answers_outside(node_type: Any) -> bool:
     spec = get(node_type) if isinstance(node_type, str) else None
     return spec is not None and spec.answers_outside
+
+
+def times_wait(node_type: Any) -> bool:
+    spec = get(node_type) if isinstance(node_type, str) else None
+    return spec is not None and spec.times_wait
 
 
 def takes_input(node_type: Any) -> bool:

@@ -38,7 +38,7 @@ def http_worker(workers, stack_env):
 def lowered_and_killed(api, remote) -> NodeRun:
     """A step of 8 s queued with timeout_ms 60 s, lowered to 1 s; the claim that sends it again dies."""
     node_id = unique("lowered")
-    sent = f"{node_id}:{_time_limits(1000)[0]}"  # the message sent again, with 1 s
+    sent = f"{node_id}:{_time_limits('http', 1000)[0]}"  # the message sent again, with 1 s
     mark_stall("execution", node_id)  # the first message holds before its claim: queued
     try:
         run_id = submit(api, {"nodes": [http(node_id, f"{remote.base}/sleep/8", timeout_ms=60000)], "edges": []})

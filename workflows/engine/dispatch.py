@@ -34,20 +34,26 @@ class Dispatch:
     renamed: str = ""
 
 
-def _time_limits(timeout_ms: int | None) -> tuple[float, float]:
-    soft = timeout_ms_of(timeout_ms) / 1000
+def task_timeout_ms(node_type: str, timeout_ms: int | None) -> int:
+    """The soft time limit of a node's executor task: its ``timeout_ms``, else the default; the
+    default for a type whose ``timeout_ms`` bounds its wait instead (``registry.times_wait``)."""
+    return timeout_ms_of(None if registry.times_wait(node_type) else timeout_ms)
+
+
+def _time_limits(node_type: str, timeout_ms: int | None) -> tuple[float, float]:
+    soft = task_timeout_ms(node_type, timeout_ms) / 1000
     return soft, soft + 10
 
 
-def enforces(timelimit: Any, timeout_ms: int | None) -> bool:
+def enforces(timelimit: Any, node_type: str, timeout_ms: int | None) -> bool:
     """Whether an executor message whose Celery ``timelimit`` (``task.request.timelimit``: hard,
-    soft) is the one ``publish_now`` sends for ``timeout_ms``. The limits a message carries are set
+    soft) is the one ``publish_now`` sends for a node of ``node_type`` with ``timeout_ms``. The limits a message carries are set
     when it is published; a patch may change the node's ``timeout_ms`` while it is queued, and the
     claim (which reads the definition) is where the two are compared (``execution.send_again``). A
     message with no limit was not sent by ``publish_now``: sending it again would not give it one."""
     if not timelimit or timelimit[1] is None:
         return True
-    soft, hard = _time_limits(timeout_ms)
+    soft, hard = _time_limits(node_type, timeout_ms)
     return tuple(timelimit) == (hard, soft)
 
 
@@ -78,7 +84,7 @@ def revoke_after_commit(run_id: Any, node_run_ids: Iterable[int]) -> None:
 
 
 def publish_now(item: Dispatch) -> None:
-    soft, hard = _time_limits(item.timeout_ms)
+    soft, hard = _time_limits(item.node_type, item.timeout_ms)
     app.send_task(
         registry.EXECUTOR_TASK,
         args=[item.node_run_id],

@@ -25,7 +25,7 @@ from aob_project.context import bind, current_request_id
 from aob_project.exceptions import AobError
 from aob_project.metrics import NODE_DURATION, NODE_HELD, NODE_QUEUE
 from workflows import egress, registry
-from workflows.definition.ir import attempts_of, backoff_ms_of, retry_after_ms, timeout_ms_of
+from workflows.definition.ir import attempts_of, backoff_ms_of, retry_after_ms
 from workflows.definition.references import referenced_nodes, resolve_counted
 from workflows.definition.validation import resolved_config_problem
 from workflows.limits import bounded_error
@@ -33,11 +33,11 @@ from workflows.models import Artifact, Event, NodeRun, Run, canonical_json, size
 from workflows.registry import NodeContext
 from workflows.storage import kept_added
 
-from . import admission, events, heartbeat, locks, owners, planner, run_inputs, transitions
+from . import admission, events, heartbeat, locks, owners, planner, run_inputs, time_limit, transitions
 from .artifacts import keep_artifacts
 from .completion import Completion
 from .coordinator import graph
-from .dispatch import Dispatch, coordinate_after_commit, enforces, publish_after_commit
+from .dispatch import Dispatch, coordinate_after_commit, enforces, publish_after_commit, task_timeout_ms
 from .outputs import OUTPUT_BYTES_ADDED, OutputTooLarge, count_output, refuse_large_output, strict_json
 
 logger = logging.getLogger(__name__)
@@ -332,7 +332,9 @@ def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
              "duration_ms": int((time.monotonic() - started) * 1000)}
     NODE_DURATION.labels(ctx.node_type, "failed").observe(time.monotonic() - started)
     logger.info("node_run.failed", extra={"error_type": error.get("error_type"), "attempt": ctx.attempt})
-    with transaction.atomic():
+    if time_limit.fired():  # it may have struck mid-statement: the failure is written on a fresh connection
+        connection.close()
+    with time_limit.held(), transaction.atomic():
         locks.lock_run(ctx.run_id)
         tried = tries(ctx.node_run_id, ctx.attempt) if error.get("transient") else ctx.attempt
         if error.get("transient") and tried < max_attempts:
@@ -418,18 +420,22 @@ def execute(node_run_id: int, timelimit: Any = None) -> str | list[Any]:
     ``Completion`` as a plain list (Celery hands it to the linked ``workflows.coordinate``).
     ``timelimit``: the limits the task's message enforces (Celery's ``(hard, soft)``), None when
     not called from one."""
-    ctx = claim(node_run_id)
-    if ctx is None:
-        return "duplicate"
-    if isinstance(ctx, str):  # CLAIM_HELD: it waits queued for a slot
-        return ctx
-    if not enforces(timelimit, (ctx.definition or {}).get("timeout_ms")):
-        sent = send_again(ctx, timelimit)
-        if sent is not None:
-            return sent
-    started = time.monotonic()
-    _ANSWERED.set(False)
+    time_limit.begin()
+    with time_limit.held():
+        ctx = claim(node_run_id)
+        if ctx is None:
+            return "duplicate"
+        if isinstance(ctx, str):  # CLAIM_HELD: it waits queued for a slot
+            return ctx
+        if not enforces(timelimit, ctx.node_type, (ctx.definition or {}).get("timeout_ms")):
+            sent = send_again(ctx, timelimit)
+            if sent is not None:
+                return sent
+        started = time.monotonic()
+        _ANSWERED.set(False)
     try:
+        if time_limit.fired():  # during the claim: the attempt is recorded as timed out, unrun
+            raise SoftTimeLimitExceeded()
         ctx, run = prepared(ctx)
         with heartbeat.holding(ctx.node_run_id, ctx.attempt), egress.only(ctx.hosts):
             output = run(ctx)
@@ -451,11 +457,12 @@ def execute(node_run_id: int, timelimit: Any = None) -> str | list[Any]:
         return fail(ctx, error_payload(exc), started)
     if output is WAITING:
         return "waiting"
-    events.hold_until_task_end()
-    try:
-        completion = complete(ctx, output, started)
-    except OutputTooLarge as exc:  # nothing of it was written: the node fails, not retried
-        return fail(ctx, error_payload(exc), started)
+    with time_limit.held():  # the output is in hand: a limit firing while it is recorded changes nothing
+        events.hold_until_task_end()
+        try:
+            completion = complete(ctx, output, started)
+        except OutputTooLarge as exc:  # nothing of it was written: the node fails, not retried
+            return fail(ctx, error_payload(exc), started)
     return completion.as_message() if completion is not None else "discarded"
 
 
@@ -505,7 +512,8 @@ def send_again(ctx: NodeContext, timelimit: Any) -> str | None:
     as a sent message is never sent again, the sends end."""
     timeout_ms = (ctx.definition or {}).get("timeout_ms")
     sent_ms = round(float(timelimit[1]) * 1000)
-    reason = {"reason": "timeout_changed", "timeout_ms": timeout_ms_of(timeout_ms), "sent_ms": sent_ms}
+    limit_ms = task_timeout_ms(ctx.node_type, timeout_ms)
+    reason = {"reason": "timeout_changed", "timeout_ms": limit_ms, "sent_ms": sent_ms}
     with transaction.atomic():
         locks.lock_run(ctx.run_id)
         patch_seq = Run.objects.values_list("patch_seq", flat=True).get(pk=ctx.run_id)
@@ -515,7 +523,7 @@ def send_again(ctx: NodeContext, timelimit: Any) -> str | None:
             return None
         entry = {"attempt": ctx.attempt, "status": SENT_AGAIN, **reason, "patch_seq": patch_seq,
                  "message": f"its timeout_ms changed while it was queued: not run under the {sent_ms} ms its "
-                            f"message enforced, sent again with {timeout_ms_of(timeout_ms)} ms (no try)"}
+                            f"message enforced, sent again with {limit_ms} ms (no try)"}
         moved = transitions.move_node_run(
             ctx.node_run_id, NodeRun.Status.QUEUED, sources=[NodeRun.Status.RUNNING], guard={"attempts": ctx.attempt},
             run_id=ctx.run_id, owner_id=ctx.owner_id, event=(Event.Type.NODE_RETRYING, ctx.node_id, {
@@ -545,7 +553,7 @@ def park(ctx: NodeContext, create: Callable[[], list[tuple[str, str, dict[str, A
     logged = {"attempt_log": CombinedExpression(F("attempt_log"), "||", Value(
         [{"attempt": ctx.attempt, "status": PAUSED, "reason": reason}], output_field=JSONField()))
     } if reason in CLAIMED_AGAIN else {}
-    with transaction.atomic():
+    with time_limit.held(), transaction.atomic():
         locks.lock_run(ctx.run_id)
         was = NodeRun.objects.values_list("input_bytes", flat=True).get(pk=ctx.node_run_id) or 0
         moved = transitions.move_node_run(ctx.node_run_id, NodeRun.Status.WAITING, sources=[NodeRun.Status.RUNNING],
