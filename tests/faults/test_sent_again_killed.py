@@ -9,7 +9,9 @@ sent again as the first was, and the step is cut at 1 s. The control keeps the o
 (``aob:test:sent_again_per_patch``): the step completes.
 
 The message sent again (1 s) holds before its claim (the stall point ``execution_limit``), so the
-put-back one is taken first, as it is whenever it reaches a free process first."""
+put-back one is taken first, as it is whenever it reaches a free process first. The sweeper is
+paused meanwhile: the held message leaves the node queued, and past ``AOB_REPUBLISH_AFTER_S`` its
+republish (1 s, the switch already taken) was claimed first where the put-back came late."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from workflows.engine.dispatch import _time_limits
 from workflows.models import NodeRun
 from workflows.registry import queue_for
 
-from .harness import Victim, hooks, mark_stall, wait_for, wait_stalled
+from .harness import Victim, hooks, mark_stall, pause_sweeper, resume_sweeper, wait_for, wait_stalled
 
 pytestmark = pytest.mark.fault
 
@@ -39,24 +41,28 @@ def lowered_and_killed(api, remote) -> NodeRun:
     """A step of 8 s queued with timeout_ms 60 s, lowered to 1 s; the claim that sends it again dies."""
     node_id = unique("lowered")
     sent = f"{node_id}:{_time_limits('http', 1000)[0]}"  # the message sent again, with 1 s
-    mark_stall("execution", node_id)  # the first message holds before its claim: queued
+    pause_sweeper()  # no republish of the queued node but the engine's own sends
     try:
-        run_id = submit(api, {"nodes": [http(node_id, f"{remote.base}/sleep/8", timeout_ms=60000)], "edges": []})
-        wait_stalled("execution", node_id)
-        patched = api.post(f"/api/v1/runs/{run_id}/patches", {"operations": [
-            {"op": "replace", "path": "/nodes/0/timeout_ms", "value": 1000}]}, format="json")
-        assert patched.status_code == 201, patched.json()
-        mark_stall("execution_limit", sent)
-        hooks().set(f"aob:test:sent_again_kill:{node_id}", 1)
+        mark_stall("execution", node_id)  # the first message holds before its claim: queued
+        try:
+            run_id = submit(api, {"nodes": [http(node_id, f"{remote.base}/sleep/8", timeout_ms=60000)], "edges": []})
+            wait_stalled("execution", node_id)
+            patched = api.post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+                {"op": "replace", "path": "/nodes/0/timeout_ms", "value": 1000}]}, format="json")
+            assert patched.status_code == 201, patched.json()
+            mark_stall("execution_limit", sent)
+            hooks().set(f"aob:test:sent_again_kill:{node_id}", 1)
+        finally:
+            hooks().set(f"aob:test:stall_release:execution:{node_id}", 1)
+        try:
+            wait_for(lambda: hooks().get(f"aob:test:kills:{node_id}"), 20, "the claim's process killed after its send")
+            wait_stalled("execution_limit", sent, timeout=20)
+            wait_for(lambda: NodeRun.objects.get(run_id=run_id, node_id=node_id).attempts >= 2, 20,
+                     "the put-back message claimed")
+        finally:
+            hooks().set(f"aob:test:stall_release:execution_limit:{sent}", 1)
     finally:
-        hooks().set(f"aob:test:stall_release:execution:{node_id}", 1)
-    try:
-        wait_for(lambda: hooks().get(f"aob:test:kills:{node_id}"), 20, "the claim's process killed after its send")
-        wait_stalled("execution_limit", sent, timeout=20)
-        wait_for(lambda: NodeRun.objects.get(run_id=run_id, node_id=node_id).attempts >= 2, 20,
-                 "the put-back message claimed")
-    finally:
-        hooks().set(f"aob:test:stall_release:execution_limit:{sent}", 1)
+        resume_sweeper()
     [run] = wait_all([run_id], timeout=40)
     return node_runs(run)[node_id]
 
