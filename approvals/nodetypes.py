@@ -26,8 +26,9 @@ from workflows.services.patches import patches_held_end
 # Who decides is written out, never a reference: an upstream output (an injected agent's answer, a
 # remote server's body) or a run's inputs (a hook sender's) would otherwise choose who approves the
 # gate, and who may read the run behind it. A username holds no "$" (Django's rule); a group's name
-# may not either.
-NAME = {"type": "string", "minLength": 1, "maxLength": 150, "pattern": r"^[^$]+$",
+# may not either. Nor a control character (none in a username either): a name with a line break drew
+# a forged line (another run's `aob approve`) under the gate in an approver's `aob run watch`.
+NAME = {"type": "string", "minLength": 1, "maxLength": 150, "pattern": r"^[^$\x00-\x1f\x7f-\x9f]+$",
         "description": "a username or group name, written out (no $ reference)"}
 
 CONFIG_SCHEMA = {

@@ -24,10 +24,13 @@ MODES = (PRETTY, JSON)
 # approver's clipboard through OSC 52, and a line break in a cell drew a forged row of the inbox).
 # So are Unicode's bidirectional controls and the characters that draw nothing (aob.text: a
 # right-to-left override shows the text after it reversed, so a message could show a word its bytes
-# do not hold; tag characters spell text a model reads and a person does not see).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
+# do not hold; tag characters spell text a model reads and a person does not see). Unicode's line and
+# paragraph separators too, in JSON as well: a reader that splits lines as Unicode does (Python's
+# str.splitlines) cut an object of a one-object-a-line stream in two.
+_SEPARATORS = {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}
+_CONTROLS = {**{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}, **_SEPARATORS}
 _IN_A_CELL = {**_CONTROLS, 0x09: "\\t", 0x0A: "\\n"}
-_ESCAPED_IN_JSON = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps escapes C0 itself
+_ESCAPED_IN_JSON = {**{c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}, **_SEPARATORS}  # json.dumps escapes C0 itself
 
 
 def printable(text: str, *, lines: bool = True) -> str:
@@ -38,6 +41,14 @@ def printable(text: str, *, lines: bool = True) -> str:
 def echo(message: Any = "", **kwargs: Any) -> None:
     """``click.echo`` of text that may hold the server's strings: printable."""
     click.echo(printable(message) if isinstance(message, str) else message, **kwargs)
+
+
+def quote(label: str, text: str) -> None:
+    """Someone else's words (an agent's patch description) on lines of their own, under ``label``
+    and each after ``  | ``: its line breaks kept, it cannot draw a line that looks like AOB's."""
+    echo(label)
+    for line in text.split("\n"):
+        echo(f"  | {printable(line, lines=False)}")
 
 
 class Failure(click.ClickException):

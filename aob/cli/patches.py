@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import dumps, echo, more_after, short_time, table
+from .output import dumps, echo, more_after, printable, quote, short_time, table
 from .session import Session, idempotency_key_check, operations_from, pass_session, read_json_file
 
 
@@ -40,11 +40,11 @@ def patch_list(session: Session, run_id: str, limit: int, offset: int) -> None:
 
 
 def _pretty_patch(d: dict[str, Any]) -> None:
-    echo(f"patch {d['seq']} of run {d['run_id']}: {d['status']}"
-               f"{' (' + d['reason'] + ')' if d.get('reason') else ''}")
+    echo(printable(f"patch {d['seq']} of run {d['run_id']}: {d['status']}"  # a reason may quote the operations
+                   f"{' (' + d['reason'] + ')' if d.get('reason') else ''}", lines=False))
     echo(f"{d['before_artifact_id']} -> {d['artifact_id']}")
     if d.get("description"):
-        echo(d["description"])
+        quote("description (the proposer's words, not AOB's):", d["description"])
     echo(dumps(d["operations"], indent=2))
 
 

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 from .client import ApiError, segment
-from .output import Failure, dumps, duration_text, echo, short_time, table
+from .output import Failure, dumps, duration_text, echo, printable, short_time, table
 from .session import (
     Session,
     definition_of,
@@ -89,8 +89,9 @@ def _follow(session: Session, run_id: str, after: int = 0, poll: bool = False) -
     def on_event(event: dict[str, Any]) -> None:
         session.output.event(event)
         hint = _gate_hint({**event, "data": {"run_id": run_id, **(event.get("data") or {}), **_gate_now(session, run_id, event)}})
-        if hint:  # to stderr under -o json, so the stream stays one JSON object a line
-            echo(f"  → {hint}", err=session.output.json)
+        if hint:  # to stderr under -o json, so the stream stays one JSON object a line; one line (it
+            # holds others' words: an approver's name, a sweeper's message)
+            echo(f"  → {printable(hint, lines=False)}", err=session.output.json)
 
     try:
         code = run_follow(client=session.client, run_id=run_id, after=after, on_event=on_event, use_ws=not poll)
@@ -121,11 +122,12 @@ def _print_outcome(session: Session, run_id: str) -> None:
 
 
 def _error_text(error: Any) -> str:
-    """A node's or run's error: ``{"message", "error_type", ...}``, or older plain text."""
+    """A node's or run's error: ``{"message", "error_type", ...}``, or older plain text; on one line
+    (it quotes the outside world: a provider's or a remote server's message)."""
     if isinstance(error, dict):
         where = f" (node {error['node_id']})" if error.get("node_id") else ""
-        return f"{error.get('message') or error.get('error_type') or error}{where}"
-    return "" if error is None else str(error)
+        return printable(f"{error.get('message') or error.get('error_type') or error}{where}", lines=False)
+    return "" if error is None else printable(str(error), lines=False)
 
 
 def _started_text(d: dict[str, Any]) -> str:
