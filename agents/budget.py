@@ -42,6 +42,7 @@ from agents.llm import Call, price
 from agents.models import OwnerSpend
 from aob_project.metrics import LLM_COST, LLM_TOKENS
 from workflows.engine import owners, poison
+from workflows.engine.dispatch import broker_countdown
 from workflows.models import Event, NodeRun, Run
 from workflows.models.run import usage_add
 
@@ -463,7 +464,7 @@ def settle_later(run_id: Any) -> None:
 
     try:
         if _holds_reservations(run_id):
-            settle.apply_async(args=[str(run_id)], countdown=settings.AOB_LEASE_S)
+            settle.apply_async(args=[str(run_id)], countdown=broker_countdown(settings.AOB_LEASE_S))
     except Exception:  # the sweep is the backstop
         logger.warning("budget.settle_not_sent", exc_info=True, extra={"run_id": str(run_id)})
 

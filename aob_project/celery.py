@@ -34,7 +34,7 @@ from workflows.registry import (
 STATIC_QUEUES = [COORDINATOR_QUEUE, DEFAULT_NODE_QUEUE, MAINTENANCE_QUEUE, NOTIFY_QUEUE, OUTPUT_QUEUE, TRIGGERS_QUEUE]
 
 
-def _quorum() -> bool:
+def quorum_queues() -> bool:
     """RabbitMQ with quorum queues (replicated, durable; docs/OPERATIONS.md)? Read from the
     environment, as the settings do: importing this module must not load the settings."""
     broker = os.environ.get("AOB_BROKER_URL", "")
@@ -43,7 +43,7 @@ def _quorum() -> bool:
 
 
 def _queue(name: str) -> Queue:
-    if not _quorum():
+    if not quorum_queues():
         return Queue(name, Exchange(name, type="direct"), routing_key=name)
     # Quorum queues behind topic exchanges: a retry's countdown then waits in RabbitMQ (Celery's native
     # delayed delivery), not in a worker's memory, which quorum queues' per-consumer QoS cannot count.
@@ -54,8 +54,8 @@ broker.install()  # kombu's Redis transport, one client per pool (aob_project/br
 app = Celery("aob")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [_queue(name) for name in STATIC_QUEUES]
-app.conf.task_create_missing_queue_type = "quorum" if _quorum() else "classic"
-app.conf.task_create_missing_queue_exchange_type = "topic" if _quorum() else "direct"
+app.conf.task_create_missing_queue_type = "quorum" if quorum_queues() else "classic"
+app.conf.task_create_missing_queue_exchange_type = "topic" if quorum_queues() else "direct"
 app.conf.task_default_queue = DEFAULT_NODE_QUEUE
 app.conf.task_default_exchange = DEFAULT_NODE_QUEUE
 app.conf.task_default_routing_key = DEFAULT_NODE_QUEUE

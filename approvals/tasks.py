@@ -23,11 +23,12 @@ def notify(self, delivery_id: int) -> str:
     next one is due (``delivery_send``); a transient failure publishes that attempt here, and a
     message lost on the way is published again by ``deliveries_republish``."""
     from approvals.notifications import RetryLater, delivery_send
+    from workflows.engine.dispatch import broker_countdown
 
     try:
         return delivery_send(delivery_id=delivery_id)
     except RetryLater as later:
-        raise self.retry(exc=later, countdown=later.countdown_s) from later
+        raise self.retry(exc=later, countdown=broker_countdown(later.countdown_s)) from later
 
 
 @shared_task(name="approvals.remind", acks_late=True, ignore_result=True, expires=30)

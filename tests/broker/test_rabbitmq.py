@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from django.conf import settings
 
 from tests.conftest import wait_for_run
 from tests.engine.flow import wait_until
@@ -99,10 +101,14 @@ def test_a_branching_chain_with_an_http_call_runs_on_rabbitmq(amqp: AmqpStack, c
     assert run_id in amqp.worker.log.read_text(errors="replace")  # the RabbitMQ worker did the work
 
 
-def test_a_retry_waits_its_backoff_in_rabbitmq(amqp: AmqpStack, client: httpx.Client, remote: Any) -> None:
-    key = f"amqp-{time.monotonic_ns()}"
+@pytest.mark.parametrize("backoff_ms", [500, 1500])
+def test_a_retry_waits_its_backoff_in_rabbitmq(amqp: AmqpStack, client: httpx.Client, remote: Any,
+                                               backoff_ms: int) -> None:
+    """RabbitMQ's delayed delivery counts whole seconds and refuses a wait under one: a backoff of
+    500 ms waits a second (``dispatch.broker_countdown``), where it was not published at all."""
+    key = f"amqp-{backoff_ms}-{time.monotonic_ns()}"
     definition = {"nodes": [{"id": "call", "type": "http", "config": {"url": f"{remote.base}/flaky/{key}/1"},
-                             "retry": {"max_attempts": 3, "backoff_ms": 1500}}], "edges": []}
+                             "retry": {"max_attempts": 3, "backoff_ms": backoff_ms}}], "edges": []}
 
     run_id = run(client, definition)
 
@@ -110,7 +116,24 @@ def test_a_retry_waits_its_backoff_in_rabbitmq(amqp: AmqpStack, client: httpx.Cl
     node = NodeRun.objects.get(run_id=run_id, node_id="call")
     assert node.attempts == 2
     first, second = (h["at"] for h in remote.hits(f"/flaky/{key}"))
-    assert second - first >= 1.4
+    assert second - first >= backoff_ms / 1000 - 0.1
+
+
+def test_a_failed_decision_is_asked_again_after_its_backoff_in_rabbitmq(amqp: AmqpStack, client: httpx.Client
+                                                                        ) -> None:
+    """A failed decision is asked again 0.5 s after the first failure (``poison.record_failure``):
+    a second on RabbitMQ, until the run fails DecisionFailed."""
+    node = f"poisoned{time.monotonic_ns()}"
+    hooks = redis.Redis.from_url(settings.REDIS_URL)
+    hooks.set(f"aob:test:poison_decision:{node}", 1, ex=120)
+    try:
+        run_id = run(client, {"nodes": [{"id": node, "type": "transform", "config": {"expression": "1"}}],
+                              "edges": []})
+
+        result = wait_for_run(run_id)
+        assert result.status == "failed" and (result.error or {}).get("error_type") == "DecisionFailed", result.error
+    finally:
+        hooks.delete(f"aob:test:poison_decision:{node}")
 
 
 def test_an_approval_waits_and_resumes_and_a_cancel_stops_a_run_on_rabbitmq(amqp: AmqpStack, client: httpx.Client

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from aob_project.celery import app
+from aob_project.celery import app, quorum_queues
 from workflows import registry
 from workflows.definition.ir import timeout_ms_of
 
@@ -32,6 +32,14 @@ class Dispatch:
     # Appended to the task id of a message sent again under an id no revoke names (the sweeper's,
     # for a node run no worker claims: ``sweeper.UNCLAIMED``).
     renamed: str = ""
+
+
+def broker_countdown(seconds: float) -> float:
+    """The countdown every delayed message is published with. On quorum queues it waits in RabbitMQ
+    (Celery's native delayed delivery), which counts whole seconds and refuses a wait under one
+    (kombu: "countdown must be a positive number"): there a wait under a second is one. Other brokers
+    wait exactly; 0 is due now."""
+    return 1.0 if 0 < seconds < 1 and quorum_queues() else seconds
 
 
 def task_timeout_ms(node_type: str, timeout_ms: int | None) -> int:
@@ -92,7 +100,7 @@ def publish_now(item: Dispatch) -> None:
         queue=registry.queue_for(item.node_type),
         soft_time_limit=soft,
         time_limit=hard,
-        countdown=item.countdown_s or None,
+        countdown=broker_countdown(item.countdown_s),
         # Not immutable: Celery prepends the executor's return value (a ``Completion`` as a dict,
         # or a status word): ``workflows.coordinate(result, node_run_id)``.
         link=app.signature("workflows.coordinate", args=[item.node_run_id],
@@ -134,7 +142,7 @@ def coordinate_now(node_run_id: int, over_share: bool = False) -> None:
 def coordinate_later(node_run_id: int, countdown_s: float = 0.0, over_share: bool = False) -> None:
     try:
         # the one signature ``(result, node_run_id)``, with no executor result
-        app.send_task("workflows.coordinate", args=[None, node_run_id], countdown=countdown_s or None,
+        app.send_task("workflows.coordinate", args=[None, node_run_id], countdown=broker_countdown(countdown_s),
                       **_lane(over_share))
     except Exception:
         logger.exception("dispatch.coordinate_failed", extra={"node_run_id": node_run_id})
