@@ -123,6 +123,21 @@ app.steps["worker"].add(ServeNodeTypes)
 import aob_project.context  # noqa: E402,F401  (request-id propagation through task headers)
 
 
+@signals.worker_ready.connect
+def _say_prefetch_per_queue(sender: object, **_: object) -> None:
+    """On quorum queues RabbitMQ has no global QoS: a worker's prefetch is counted per queue, so one
+    whose every process is busy still takes a message from each of its other queues and holds it
+    unstarted, though another worker of those queues is idle. One queue a worker keeps it fair
+    (docs/OPERATIONS.md, RabbitMQ); said at start, where it is not."""
+    consumer = getattr(sender, "task_consumer", None)
+    names = sorted(queue.name for queue in getattr(consumer, "queues", None) or [])
+    if quorum_queues() and len(names) > 1:
+        logging.getLogger(__name__).warning("worker.prefetch_per_queue", extra={
+            "queues": names, "why": "quorum queues count prefetch per queue: while every process is busy, this "
+            "worker still holds messages of its other queues (up to its concurrency each) unstarted; run one "
+            "queue per worker, or AOB_BROKER_QUORUM_QUEUES=false (docs/OPERATIONS.md, RabbitMQ)"})
+
+
 @signals.worker_init.connect
 def _reuse_db_connections(**_: object) -> None:
     """Celery's Django fixup closes the database connection before and after every task, so each

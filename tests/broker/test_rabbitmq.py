@@ -78,6 +78,13 @@ def test_the_queues_are_quorum_queues_and_publishes_are_confirmed(amqp: AmqpStac
     assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
 
 
+def test_a_worker_of_several_quorum_queues_says_its_prefetch_is_per_queue(amqp: AmqpStack) -> None:
+    """No global QoS on quorum queues: a worker of several queues holds messages of the others while
+    its processes are busy (docs/OPERATIONS.md, RabbitMQ). It says so when it starts."""
+    log = amqp.worker.log.read_text(errors="replace")
+    assert "worker.prefetch_per_queue" in log and "wf.coordinator" in log.split("worker.prefetch_per_queue", 1)[1]
+
+
 def test_a_branching_chain_with_an_http_call_runs_on_rabbitmq(amqp: AmqpStack, client: httpx.Client,
                                                                remote: Any) -> None:
     definition = {"nodes": [
