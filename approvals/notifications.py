@@ -343,6 +343,7 @@ def _no_longer_asked(delivery: Delivery) -> str:
 # Each part as long as an address may be (254 characters, a domain 255): unbounded, a long word
 # with no ``@`` was tried from each of its characters to its end (quadratic: 64 KiB, 16 s).
 _ADDRESS = re.compile(r"(?!['\"])[^\s<>()\[\]{},;:@]{1,254}@[^\s<>()\[\]{}'\",;:@]{1,255}")
+_REDACTED = "<recipient>"
 _ERROR_KEPT = 2_000  # characters of a delivery's error kept, and logged
 _ERROR_READ = 4 * _ERROR_KEPT  # of the error as raised, redacted: a server's words in it have no bound
 
@@ -354,7 +355,6 @@ def _private(delivery: Delivery, error: str) -> str:
     webhook's URL is a credential."""
     if not error:
         return error
-    cut, error = len(error) > _ERROR_READ, error[:_ERROR_READ]
     private = []
     if delivery.user is not None and delivery.user.email:
         private.append(delivery.user.email)
@@ -365,12 +365,26 @@ def _private(delivery: Delivery, error: str) -> str:
         for url in (stored, _as_sent(stored)):
             parts = urlsplit(url)
             private += [url, parts.path + (f"?{parts.query}" if parts.query else "")]
+    cut, error = len(error) > _ERROR_READ, error[:_ERROR_READ]
     for text in sorted({t for t in private if len(t) > 1}, key=len, reverse=True):
-        error = re.sub(re.escape(text), "<recipient>", error, flags=re.IGNORECASE)
-    error = _ADDRESS.sub("<recipient>", error)
-    if cut:  # an address or URL the cut split is not matched: it ends within the longest of them
-        error = error[:-max([254 + 1 + 255, *map(len, private)])]
+        error = re.sub(re.escape(text), _REDACTED, error, flags=re.IGNORECASE)
+    error = _ADDRESS.sub(_REDACTED, error)
+    if cut:
+        error = _without_split_word(error, window=max([254 + 1 + 255, *map(len, private)]))
     return error[:_ERROR_KEPT]
+
+
+def _without_split_word(error: str, *, window: int) -> str:
+    """A redacted ``error`` whose end the read cut, without what the cut split: an address or URL
+    cut in two is matched by neither rule. What is left of it is the end's last word (none holds a
+    space) after the last redaction, and no longer than the longest of them (``window``): dropped
+    back to the last space or redaction in the window, the whole window if neither is there. (A
+    fixed tail dropped from the redacted text, which redaction shortens, ate the reasons before.)"""
+    start = max(len(error) - window, 0)
+    marker = error.rfind(_REDACTED, start)
+    split = max(marker + len(_REDACTED) if marker >= 0 else -1,
+                *(error.rfind(space, start) for space in " \t\n\r\x0b\x0c"))
+    return error[:split if split >= 0 else start]
 
 
 def _as_sent(url: str) -> str:

@@ -219,6 +219,31 @@ def test_an_error_cut_before_it_is_redacted_keeps_no_part_of_the_url_the_cut_spl
     assert "<recipient>" in kept and "hooks.example" not in kept and "s3cret" not in kept, kept
 
 
+@pytest.mark.django_db
+def test_a_cut_error_full_of_addresses_keeps_its_reason() -> None:
+    """A server's redirect quoting a long list of addresses, cut at the read: each address shrinks
+    to ``<recipient>``, and a fixed tail dropped from the redacted text then left no reason at all
+    (``""``). Only the word the cut split goes now."""
+    address = "u" * 200 + "@" + "d" * 200 + ".example"
+    location = "https://hooks.example/r?to=" + ",".join([address] * 25)
+    error = (f"ValueError: webhook answered 302 (a redirect, to {location!r}): not followed with a "
+             "signed link; give the target its final URL")
+    assert len(error) > _ERROR_READ
+    kept = _private(Delivery(), error)
+    assert "d" * 20 not in kept and "u" * 20 not in kept, kept
+    assert kept.startswith("ValueError: webhook answered 302 (a redirect, to"), kept
+
+
+@pytest.mark.django_db
+def test_a_cut_error_keeps_the_words_before_the_one_the_cut_split() -> None:
+    words = ("refused " + "x" * 200 + "@" + "y" * 200 + ".example ") * 20
+    error = "email: SMTPServerDisconnected: " + words
+    assert len(error) > _ERROR_READ
+    kept = _private(Delivery(), error)
+    assert kept.startswith("email: SMTPServerDisconnected: refused <recipient> refused"), kept
+    assert "x" * 20 not in kept and "y" * 20 not in kept, kept
+
+
 # A gate's message may be an agent's words (``"message": "${nodes.agent.output.summary}"``).
 HOSTILE_MESSAGE = ("Refund 42?\nBcc: mallory@evil.example <https://evil.example/phish|Open the approval> "
                    "<!channel> & <@U0ADMIN>\n[Open the approval](https://evil.example/md) ![](https://evil.example/pixel) "
