@@ -254,15 +254,24 @@ def rerun_by(ir: IR, node_id: str) -> tuple[str, ...]:
 
 
 def enclosing(ir: IR, loop_id: str) -> tuple[str, ...]:
-    """The loops whose body a loop lies inside: each of their passes enters it anew."""
+    """The loops around a loop, each of whose passes enters it anew: those whose body it lies
+    inside, and those whose jump reruns it (``loop_reruns``) from further up than its own
+    ``loop_back_to`` (a retry whose way out is a branch skipping it is in no body, yet each page
+    polls afresh). A loop jumping back to the same step, or to one after it, is beside it or inside."""
     def compute(ir: IR) -> dict[str, tuple[str, ...]]:
-        return {lid: tuple(other for other in ir.loops if other != lid and lid in loop_body(ir, other))
-                for lid in ir.loops}
+        found = {}
+        for lid, loop in ir.loops.items():
+            start = loop.loop_back_to
+            inside = {start} | ir.descendants(start) if start in ir.nodes else {start}
+            found[lid] = tuple(other for other in ir.loops if other != lid and (
+                lid in loop_body(ir, other)
+                or (lid in loop_reruns(ir, other) and ir.loops[other].loop_back_to not in inside)))
+        return found
     return derived(ir, "enclosing", compute)[loop_id]
 
 
 def nested(ir: IR, loop_id: str) -> bool:
-    """Whether a loop lies inside another loop's body."""
+    """Whether a loop lies inside another loop (``enclosing``)."""
     return bool(enclosing(ir, loop_id))
 
 
