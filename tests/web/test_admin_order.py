@@ -106,3 +106,12 @@ def test_the_artifacts_of_a_staff_member_s_own_runs_are_found_by_their_keys(make
     lines = plan.splitlines()
     (scan,) = [i for i, line in enumerate(lines) if " on workflows_artifact" in line]
     assert "Index Cond" in lines[scan + 1], plan  # each by its key, not every artifact tested against them
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("o", ["", "-", ".", "..", "1_0", "99999999999999999999", "-0", "--1", "1.1", "\u0661",
+                               "1.x.-2", "a-1", "0"])
+def test_a_header_order_of_any_shape_is_ignored_or_honoured_never_an_error(admin_client: Client, o: str) -> None:
+    for url in ("/admin/workflows/run/", "/admin/approvals/approval/", "/admin/workflows/event/"):
+        response = admin_client.get(url, {"o": o})
+        assert response.status_code in (200, 302), (url, o, response.status_code)
