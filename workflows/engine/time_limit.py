@@ -34,9 +34,11 @@ def _on_limit(signum: int, frame: FrameType | None) -> None:
 
 def begin() -> None:
     """At the start of an executor task, in the pool process's main thread: this module's handler
-    in place of billiard's (the same outside ``held``), and no limit fired yet."""
-    global _fired
+    in place of billiard's (the same outside ``held``), no limit fired yet, and none held off (an
+    exception another signal raised in a ``held``'s ``finally`` left no count for later tasks)."""
+    global _fired, _depth
     _fired = False
+    _depth = 0
     if SIGNAL is not None and threading.current_thread() is threading.main_thread() \
             and signal.getsignal(SIGNAL) is not _on_limit:
         signal.signal(SIGNAL, _on_limit)
