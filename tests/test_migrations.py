@@ -344,6 +344,47 @@ def test_a_held_index_build_that_was_cancelled_is_built_again_by_the_next_migrat
                             ).fetchone() == (True,)
 
 
+@pytest.mark.faults_full  # an operator's fault, slow (a database each): `make test-faults` runs it (tests/conftest.py)
+def test_an_in_flight_index_build_cut_off_after_its_first_index_is_built_again_by_the_next_migrate(
+        fresh_database) -> None:
+    """0037 builds two indexes concurrently in one migration, recorded once both are built. The first
+    (the node runs') built and valid, the second cancelled while it waited for a worker's write on the
+    patches: the next ``migrate`` died with "relation node_run_waiting already exists", as the drop
+    before the builds took only an INVALID leftover. Any index of theirs before the record is one."""
+    import time
+
+    import psycopg
+
+    url, env = fresh_database
+    assert manage(env, "migrate", "workflows", "0036", "--noinput").wait(300) == 0
+    writer = psycopg.connect(url)  # a worker's write in flight on the patches (not the node runs)
+    writer.execute("LOCK TABLE workflows_runpatch IN ROW EXCLUSIVE MODE")
+    build = manage(env, "migrate", "workflows", "0037", "--noinput")
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 120
+        # the second build waiting on the writer's transaction: the first is done by then
+        while not (building := conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%run_patch_pending%%' "
+                "AND wait_event_type = 'Lock' AND datname = current_database()").fetchone()):
+            assert time.monotonic() < deadline and build.poll() is None, build.communicate()[0]
+            time.sleep(0.05)
+        conn.execute("SELECT pg_cancel_backend(%s)", building)
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('node_run_waiting')"
+                            ).fetchone() == (True,)
+    assert build.wait(60) != 0
+    writer.rollback()
+    writer.close()
+
+    again = manage(env, "migrate", "--noinput")
+    output = again.communicate(timeout=300)[0]
+
+    assert again.returncode == 0, output[-3000:]
+    with psycopg.connect(url) as conn:
+        for name in ("node_run_waiting", "run_patch_pending"):
+            assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                                [name]).fetchone() == (True,)
+
+
 @pytest.mark.django_db
 def test_a_process_still_on_the_code_before_vault_0002_can_store_a_secret() -> None:
     """A rolling deploy: a process still on the old code inserts a secret naming every column but

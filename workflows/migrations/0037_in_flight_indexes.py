@@ -4,8 +4,11 @@ reading the finished rows a retention keeps (a scrape grouped every node run eve
 finished ones, 0.2 s a scrape, growing with them). No ordinary step writes either: a node run enters
 ``node_run_waiting`` only when it parks.
 
-Built without locking out the workers' writes, so not atomic; a build that failed leaves its index
-INVALID, dropped by the next ``migrate`` before it builds again (as ``0018``)."""
+Built without locking out the workers' writes, so not atomic: an index of either name before the
+migration is recorded is a leftover of a run cut off (INVALID, or the first built whole while the
+second was cancelled), dropped by the next ``migrate`` before it builds again (as
+``approvals/0011``; dropping only an INVALID one, as ``0018`` does, left the first and the next
+``migrate`` failed on it: "relation node_run_waiting already exists")."""
 
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
@@ -13,13 +16,10 @@ from django.db import migrations, models
 INDEXES = ("node_run_waiting", "run_patch_pending")
 
 
-def drop_an_invalid_leftover(apps, schema_editor) -> None:
+def drop_a_leftover(apps, schema_editor) -> None:
     with schema_editor.connection.cursor() as cursor:
         for name in INDEXES:
-            cursor.execute("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
-            row = cursor.fetchone()
-            if row and row[0]:
-                cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 class Migration(migrations.Migration):
@@ -30,7 +30,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(drop_an_invalid_leftover, migrations.RunPython.noop, elidable=True),
+        migrations.RunPython(drop_a_leftover, migrations.RunPython.noop, elidable=True),
         AddIndexConcurrently(
             model_name="noderun",
             index=models.Index(condition=models.Q(("status", "waiting")), fields=["node_type"],
