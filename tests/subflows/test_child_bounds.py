@@ -126,13 +126,36 @@ def test_a_person_s_patch_to_a_parent_s_patch_policy_binds_the_child_already_run
     fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": ADD})]}, TEXT])
     parent = start(api, [{"id": "child", "type": "workflow", "config": {"tag": "helper"}}])
     child = child_of(parent)
-    assert child.rules_above is None
+    assert child.rules_above == {}
     approval = wait_until(lambda: Approval.objects.filter(run=child).first(), timeout=30, what="the child's gate")
 
     patched = api.post(f"/api/v1/runs/{parent}/patches", {"operations": [
         {"op": "add", "path": "/metadata", "value": {"patch_policy": "deny"}}]}, format="json")
     assert patched.status_code == 201, patched.json()
     assert Run.objects.get(pk=child.pk).rules_above == {"patch_policy": "deny"}
+    assert decide(user, approval).status_code == 200
+
+    assert wait_for_run(parent).status == "completed"
+    assert not RunPatch.objects.filter(run=child).exists()
+    assert list(PatchRefusal.objects.filter(run=child).values_list("rule", flat=True)) == ["patch_policy"]
+
+
+def test_a_child_whose_rules_above_a_worker_on_the_code_before_left_null_is_bound_by_its_parent_s_deny(
+        engine, api, user, fake_llm):
+    """A rolling deploy: migration ``workflows/0036`` applied, the ``workflow`` nodes' worker still
+    on the code before, which starts a child with ``hosts_above`` only (its ``rules_above`` NULL,
+    as here). The child's agent patched it: NULL was read as no rules above, and a replay of it, and
+    the children it started, copied the NULL. Now a child's NULL is read as its parents' rules."""
+    gate = {"id": "review", "type": "hitl", "config": {"message": "go?"}}
+    workflow_save(owner=user, tag="helper", definition={
+        "nodes": [gate, agent(tools=["patch_workflow"])], "edges": [{"from": "review", "to": "plan"}]})
+    fake_llm.reset([{"tool_calls": [("patch_workflow", {"operations": ADD})]}, TEXT])
+    parent = start(api, [{"id": "child", "type": "workflow", "config": {"tag": "helper"}}],
+                   metadata={"patch_policy": "deny"})
+    child = child_of(parent)
+    approval = wait_until(lambda: Approval.objects.filter(run=child).first(), timeout=30, what="the child's gate")
+    Run.objects.filter(pk=child.pk).update(rules_above=None)  # what the code before left
+
     assert decide(user, approval).status_code == 200
 
     assert wait_for_run(parent).status == "completed"

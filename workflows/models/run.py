@@ -74,7 +74,8 @@ class Run(models.Model):
     # theirs), each binding its requests beside its own (``workflows.egress``); None for a top run.
     hosts_above = models.JSONField(null=True, blank=True, default=None)
     # The strictest agent rules of the runs above ({patch_policy, max_agent_nodes}, each when one of
-    # them sets it: ``patches.policy.rules_handed_down``), binding beside its own; None for a top run.
+    # them sets it: ``patches.policy.rules_handed_down``; ``{}``: none), binding beside its own; None
+    # for a top run, and for a child the code before it started: read through ``runs.run_rules_above``.
     rules_above = models.JSONField(null=True, blank=True, default=None)
     request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -116,7 +116,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
               # a replayed sub-workflow's requests still go only where its parents' may (workflows.egress),
               # and its agents are bound by its parents' rules
               hosts_above=replay_of.hosts_above if replay_of is not None else None,
-              rules_above=replay_of.rules_above if replay_of is not None else None)
+              rules_above=run_rules_above(replay_of) if replay_of is not None else None)
     # A usual start is one statement (coordinator.start_new), atomic by itself: a transaction only
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
     # a failed start fails the caller's transaction.
@@ -402,19 +402,42 @@ def run_hand_down(run_id: Any) -> dict[str, Any]:
     """What a child a run's ``workflow`` node starts now runs under beside its own definition, as
     the child's fields (``handed_down``) from the run's current definition (its patches included)
     and what the runs above it handed down (``run_workflow``, ``patches._hand_down``)."""
-    artifact_id, hosts, rules = Run.objects.values_list("current_artifact_id", "hosts_above", "rules_above").get(
-        pk=run_id)
-    metadata = Artifact.objects.values_list("content__metadata", flat=True).get(pk=artifact_id)
-    return handed_down(metadata, hosts_above=hosts, rules_above=rules)
+    run = Run.objects.only("current_artifact_id", "hosts_above", "rules_above", "budget").get(pk=run_id)
+    metadata = Artifact.objects.values_list("content__metadata", flat=True).get(pk=run.current_artifact_id)
+    return handed_down(metadata, hosts_above=run.hosts_above, rules_above=run_rules_above(run))
 
 
 def handed_down(metadata: Any, *, hosts_above: Any, rules_above: Any) -> dict[str, Any]:
     """What a run whose definition has ``metadata`` hands down to the runs its ``workflow`` nodes
     start, as it hands them its spend ceilings: the ``allowed_hosts`` lists binding it
-    (``Run.hosts_above``, workflows.egress) and its strictest agent rules (``Run.rules_above``)."""
+    (``Run.hosts_above``, workflows.egress) and its strictest agent rules (``Run.rules_above``:
+    ``{}`` when none, a child's rules known)."""
     from .patches.policy import rules_handed_down  # the patches package reads runs: imported here
     return {"hosts_above": [list(hosts) for hosts in egress.binding(metadata, hosts_above)] or None,
-            "rules_above": rules_handed_down(metadata, rules_above)}
+            "rules_above": rules_handed_down(metadata, rules_above) or {}}
+
+
+def run_rules_above(run: Run, depth: int | None = None) -> Any:
+    """``Run.rules_above`` as every reader takes it (a patch's judgement, a child's start, a
+    replay): as stored; or, for a child whose is NULL (a worker on the code before migration
+    ``workflows/0036`` started it, handing down ``allowed_hosts`` only; or it started before the
+    migration), what its parents hand down now, stored with what the reader commits (a refused
+    patch's rolls back: read again by the next, two queries a run above). A top run's is NULL, no
+    query. A parent gone, or a chain past ``AOB_SUBWORKFLOW_MAX_DEPTH``: the strictest."""
+    from .patches.policy import STRICTEST, rules_handed_down  # the patches package reads runs: imported here
+    if run.rules_above is not None or not run.within:
+        return run.rules_above
+    depth = settings.AOB_SUBWORKFLOW_MAX_DEPTH if depth is None else depth
+    parent = Run.objects.only("current_artifact_id", "rules_above", "budget").filter(pk=run.within).first()
+    if parent is None or depth <= 0:
+        rules: Any = STRICTEST
+    else:
+        metadata = Artifact.objects.values_list("content__metadata", flat=True).get(pk=parent.current_artifact_id)
+        rules = rules_handed_down(metadata, run_rules_above(parent, depth - 1)) or {}
+    # a person's patch of a parent handing its rules down meanwhile wrote them: theirs stand
+    Run.objects.filter(pk=run.pk, rules_above__isnull=True).update(rules_above=rules)
+    run.rules_above = rules
+    return rules
 
 
 def runs_below_locked(run_id: Any) -> list[Run]:

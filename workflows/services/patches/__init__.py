@@ -32,7 +32,7 @@ from workflows.selectors import run_owner_check
 from ..artifacts import artifact_store
 from ..definitions import apply_operations
 from ..idempotency import Recorder
-from ..runs import handed_down, run_hand_down, run_locked, runs_below, runs_below_locked
+from ..runs import handed_down, run_hand_down, run_locked, run_rules_above, runs_below, runs_below_locked
 from .policy import (
     MAX_OPERATIONS,
     PatchDenied,
@@ -129,7 +129,7 @@ def run_state(run: Run) -> RunState:
     persons_set = persons_steps(written, {node_id for node_id in people if node_id in written.nodes or node_id not in here})
     return RunState(statuses={n: s for n, (_, s) in latest.items()}, started=frozenset(started),
                     approved=frozenset(approved), base=base, owner=owner, spawned=run.spawned_agents,
-                    patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above, rules_above=run.rules_above,
+                    patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above, rules_above=run_rules_above(run),
                     agents_wrote=frozenset(written.nodes), persons_set=persons_set)
 
 
@@ -156,7 +156,7 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
             if record is not None:
                 record(noop)
             return noop
-        held = proposer.agent and patch_policy(before, run.rules_above) == "require_approval"
+        held = proposer.agent and patch_policy(before, run_rules_above(run)) == "require_approval"
         run.patch_seq += 1
         patch = RunPatch.objects.create(
             run=run, seq=run.patch_seq, operations=operations, description=description, node_id=proposer.node_id,
@@ -229,7 +229,7 @@ def _may_bind(operations: Any) -> bool:
 
 
 def _hands_down(run: Run, definition: dict[str, Any]) -> dict[str, Any]:
-    return handed_down(definition.get("metadata"), hosts_above=run.hosts_above, rules_above=run.rules_above)
+    return handed_down(definition.get("metadata"), hosts_above=run.hosts_above, rules_above=run_rules_above(run))
 
 
 def _hand_down(run: Run, below: list[Run] | None) -> None:

@@ -201,11 +201,14 @@ def _limits(metadata: Any, above: Any) -> list[int]:
     return [limit for limit in (declared, _above(above).get("max_agent_nodes")) if isinstance(limit, int)]
 
 
+STRICTEST = {"patch_policy": "deny", "max_agent_nodes": 0}  # what binds a run whose rules above are unknowable
+
+
 def _above(above: Any) -> dict[str, Any]:
     """``Run.rules_above`` as stored; what is no object binds most (a bound is never read as none)."""
     if above is None or isinstance(above, dict):
         return above or {}
-    return {"patch_policy": "deny", "max_agent_nodes": 0}
+    return STRICTEST
 
 
 def judge(*, before: dict[str, Any], operations: Any, proposer: Proposer, state: RunState) -> Verdict:
