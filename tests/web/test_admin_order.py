@@ -96,7 +96,7 @@ def test_the_artifacts_of_a_staff_member_s_own_runs_are_found_by_their_keys(make
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO workflows_artifact (id, kind, content, size_bytes, created_at) "
                        "SELECT 'sha256:' || md5(g::text) || md5((g + 1)::text), 'node_io', '{}'::jsonb, 2, now() "
-                       "FROM generate_series(1, 5000) g")
+                       "FROM generate_series(1, 50000) g")
         cursor.execute("ANALYZE workflows_artifact")
     client = Client()
     client.force_login(staff)
