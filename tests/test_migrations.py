@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from django.core.management import call_command
 
@@ -268,7 +271,6 @@ def fresh_database() -> Iterator[tuple[str, dict[str, str]]]:
     import os
     import uuid
 
-    import psycopg
     from django.conf import settings
 
     db = settings.DATABASES["default"]
@@ -296,7 +298,6 @@ def test_two_processes_migrating_one_database_at_once_both_succeed(fresh_databas
     died with ``IntegrityError: duplicate key value violates unique constraint
     "pg_type_typname_nsp_index"`` (both creating the same table), a library traceback that stopped its
     deploy, while the other applied everything. They take turns: the second finds nothing to do."""
-    import psycopg
 
     url, env = fresh_database
     both = [manage(env, "migrate", "--noinput") for _ in range(2)]
@@ -315,30 +316,10 @@ def test_a_held_index_build_that_was_cancelled_is_built_again_by_the_next_migrat
     restart) it leaves the index behind, INVALID: every later ``migrate`` then died with "relation
     node_run_held already exists", and the deploy could not pass 0018 without a hand-written DROP INDEX
     (the migration says it "is run again alone")."""
-    import time
+    url = _index_build_cut_off(fresh_database, before="0017", migration="0018", table="workflows_noderun",
+                               index="node_run_held")
 
-    import psycopg
-
-    url, env = fresh_database
-    assert manage(env, "migrate", "workflows", "0017", "--noinput").wait(300) == 0
-    writer = psycopg.connect(url)  # a worker's write in flight on the node runs
-    writer.execute("LOCK TABLE workflows_noderun IN ROW EXCLUSIVE MODE")
-    build = manage(env, "migrate", "workflows", "0018", "--noinput")
-    with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while not (building := conn.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE "
-                                            "'CREATE INDEX CONCURRENTLY%%' AND datname = current_database()").fetchone()):
-            assert time.monotonic() < deadline and build.poll() is None, build.communicate()[0]
-            time.sleep(0.05)
-        conn.execute("SELECT pg_cancel_backend(%s)", building)
-    assert build.wait(60) != 0
-    writer.rollback()
-    writer.close()
-
-    again = manage(env, "migrate", "--noinput")
-    output = again.communicate(timeout=300)[0]
-
-    assert again.returncode == 0, output[-3000:]
+    _migrate_again(fresh_database)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'node_run_held'::regclass"
                             ).fetchone() == (True,)
@@ -351,38 +332,46 @@ def test_an_in_flight_index_build_cut_off_after_its_first_index_is_built_again_b
     (the node runs') built and valid, the second cancelled while it waited for a worker's write on the
     patches: the next ``migrate`` died with "relation node_run_waiting already exists", as the drop
     before the builds took only an INVALID leftover. Any index of theirs before the record is one."""
-    import time
-
-    import psycopg
-
-    url, env = fresh_database
-    assert manage(env, "migrate", "workflows", "0036", "--noinput").wait(300) == 0
-    writer = psycopg.connect(url)  # a worker's write in flight on the patches (not the node runs)
-    writer.execute("LOCK TABLE workflows_runpatch IN ROW EXCLUSIVE MODE")
-    build = manage(env, "migrate", "workflows", "0037", "--noinput")
-    with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + 120
-        # the second build waiting on the writer's transaction: the first is done by then
-        while not (building := conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%run_patch_pending%%' "
-                "AND wait_event_type = 'Lock' AND datname = current_database()").fetchone()):
-            assert time.monotonic() < deadline and build.poll() is None, build.communicate()[0]
-            time.sleep(0.05)
-        conn.execute("SELECT pg_cancel_backend(%s)", building)
+    url = _index_build_cut_off(fresh_database, before="0036", migration="0037", table="workflows_runpatch",
+                               index="run_patch_pending")
+    with psycopg.connect(url) as conn:
         assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('node_run_waiting')"
                             ).fetchone() == (True,)
-    assert build.wait(60) != 0
-    writer.rollback()
-    writer.close()
 
-    again = manage(env, "migrate", "--noinput")
-    output = again.communicate(timeout=300)[0]
-
-    assert again.returncode == 0, output[-3000:]
+    _migrate_again(fresh_database)
     with psycopg.connect(url) as conn:
         for name in ("node_run_waiting", "run_patch_pending"):
             assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
                                 [name]).fetchone() == (True,)
+
+
+def _index_build_cut_off(fresh_database: Any, *, before: str, migration: str, table: str, index: str) -> str:
+    """``migrate`` to ``before``, then to ``migration`` while a worker's write holds ``table``; the
+    build of ``index`` (CREATE INDEX CONCURRENTLY) cancelled as it waits for that write, and that
+    ``migrate`` failed. The database's URL."""
+    url, env = fresh_database
+    assert manage(env, "migrate", "workflows", before, "--noinput").wait(300) == 0
+    writer = psycopg.connect(url)  # a worker's write in flight
+    writer.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
+    build = manage(env, "migrate", "workflows", migration, "--noinput")
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 120
+        while not (building := conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND wait_event_type = 'Lock' "
+                "AND datname = current_database()", [f"CREATE INDEX CONCURRENTLY%{index}%"]).fetchone()):
+            assert time.monotonic() < deadline and build.poll() is None, build.communicate()[0]
+            time.sleep(0.05)
+        conn.execute("SELECT pg_cancel_backend(%s)", building)
+    assert build.wait(60) != 0
+    writer.rollback()
+    writer.close()
+    return url
+
+
+def _migrate_again(fresh_database: Any) -> None:
+    again = manage(fresh_database[1], "migrate", "--noinput")
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, output[-3000:]
 
 
 @pytest.mark.django_db
