@@ -13,7 +13,7 @@ Whatever the executor keeps (its output, an error message) goes through ``Secret
 response echoing a secret is stored with ``[secret:NAME]`` in its place (the value as sent, inside a
 JSON string, and URL-encoded as the common encoders write it).
 
-A secret has up to some thirty forms, and a node may send every secret of its owner: the forms go in
+A secret has up to some sixty forms, and a node may send every secret of its owner: the forms go in
 one Aho-Corasick automaton (``ahocorasick-rs``, leftmost-longest), made once per box, and each string is read once,
 whatever their number. Searching each string for each form, made again at every mask (each field of
 every record logged meanwhile is one), took 10 s of a worker to mask a 1.1 MiB answer for 200
@@ -182,7 +182,12 @@ _HEX = re.compile(r"%[0-9A-F]{2}")
 
 def _url_forms(secret: str) -> set[str]:
     """``secret`` as each of those encoders writes it, a space as ``%20`` or ``+``, in upper or
-    lower hex (.NET writes ``%2f``)."""
+    lower hex (.NET writes ``%2f``); and each of those encoded once more, its ``%`` as ``%25``: a
+    remote behind a login puts the URL it was asked for, query and all, in a link (``302
+    /login?next=…``, Django's ``login_required``) the client follows. Kept as it came before 7
+    December, a key sent in a query was in the node's output ``url`` for its readers; encoded a
+    third time (the single sign-on's ``service=`` one hop on), it went on to that other origin, the
+    redirect check (``_keep_secrets_home``) reading a Location unquoted once."""
     forms = set()
     for kept in URL_KEPT:
         for encode in (quote, quote_plus):
@@ -190,7 +195,7 @@ def _url_forms(secret: str) -> set[str]:
             if "~" not in kept:  # Python keeps "~" whatever it is told (RFC 3986 unreserved)
                 form = form.replace("~", "%7E")
             forms |= {form, _HEX.sub(lambda hexed: hexed.group().lower(), form)}
-    return forms
+    return forms | {form.replace("%", "%25") for form in forms if "%" in form}
 
 
 # HTML's escapes of the characters it escapes, with the quotes as each common escaper writes the

@@ -79,10 +79,11 @@ def secret_set(*, owner: User, name: str, value: str) -> tuple[Secret, bool]:
 
 
 def _check_total(total: int) -> None:
-    """An executor masks every form of each secret it sends (``vault.references``): up to some 60
+    """An executor masks every form of each secret it sends (``vault.references``): up to some 160
     characters for each byte of a secret, all in one worker's memory. 200 secrets of 64 Ki characters
-    (the count and length caps alone) did not fit it; 64 KiB of them take at most about 120 MB and
-    0.7 s to make ready, once per node (measured with the HTML and other encoders' JSON forms)."""
+    (the count and length caps alone) did not fit it; 64 KiB of them take at most about 500 MB at the
+    peak and 3 s to make ready, once per node (measured 7 December, with the URL forms encoded twice,
+    for 64 KiB of the punctuation every encoder escapes: 240 MB and 1.7 s before them)."""
     limit = settings.AOB_MAX_SECRETS_BYTES_PER_OWNER
     if total > limit:
         raise SecretInvalid(f"an owner's secrets are at most {limit} bytes together (AOB_MAX_SECRETS_BYTES_PER_OWNER); "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+from urllib.parse import quote, unquote
 
 import pytest
 from django.test import Client
@@ -14,6 +15,7 @@ from django.test import Client
 from agents.models import AgentTurn
 from tests.agents.flows import agent, edge, finish, http, start, tool_messages
 from tests.conftest import client_for
+from tests.support.remote import Reply
 from vault.models import Secret
 from workflows.models import Artifact, Event, NodeRun
 
@@ -280,6 +282,37 @@ def test_a_secret_a_remote_url_encodes_with_another_library_is_masked(engine, ap
     assert run.status == "completed", run.error
     links = NodeRun.objects.get(run=run, node_id="list").output["body"]
     assert links == {name: "https://api.example/next?token=[secret:LINK_TOKEN]" for name in forms}
+
+
+def test_a_query_secret_a_login_redirect_encodes_again_in_its_next_url_is_masked(engine, api, remote, fake_llm):
+    """An API behind Django's ``login_required`` (or Flask-Login) answers a request it does not take
+    with ``302 /login?next=<the full path, URL-encoded>``: the key the node sent in its query, already
+    URL-encoded there, is encoded once more (``%2B`` as ``%252B``). The client follows the same-origin
+    redirect and the node's output keeps the final URL: the key, twice encoded, was kept as it came,
+    for the run's readers (approvers, the agent after it, its LLM provider) to read with two unquotes
+    (a red-team helper's find)."""
+    value = "AbC+dEf/gh42=="  # a base64 API key: '+', '/' and '=' are escaped in a URL
+    assert api.put("/api/v1/secrets/API_KEY", {"value": value}, format="json").status_code == 201
+    sent_path = "/seq/data?api_key=" + quote(value, safe="")  # as httpx sends a query
+    location = "/echo/login?next=" + quote(sent_path, safe="/")  # django.contrib.auth.views.redirect_to_login
+    remote.script("data", [Reply(302, {}, (("Location", location),))])
+    fake_llm.reset([{"content": "done"}])
+    nodes = [http("fetch", f"{remote.base}/seq/data", query={"api_key": "$secrets.API_KEY"}),
+             agent("read", task="summarize what fetch returned", tools=[])]
+
+    run = finish(start(api, nodes, [edge("fetch", "read")]))
+
+    assert run.status == "completed", run.error
+    assert remote.hits("/seq/data")[0]["query"]["api_key"] == [value]  # it went where it was meant to
+    assert remote.hits("/echo/login")  # and the redirect was followed
+    fetch = NodeRun.objects.get(run=run, node_id="fetch")
+    assert fetch.output["url"].endswith("/echo/login?next=/seq/data%3Fapi_key%3D[secret:API_KEY]")
+    kept = {"output": json.dumps(fetch.output),
+            "events": json.dumps(list(Event.objects.filter(run=run).values("data")), default=str),
+            "LLM request": json.dumps(fake_llm.requests)}
+    assert fake_llm.requests, "the agent after fetch asked its provider"
+    leaked = [where for where, text in kept.items() if value in unquote(unquote(text))]
+    assert leaked == [], f"the key, URL-encoded twice, is kept in: {leaked}"
 
 
 def test_a_secret_a_remote_echoes_html_escaped_or_json_escaped_by_another_encoder_is_masked(engine, api, remote):
