@@ -11,6 +11,12 @@ class ActionChanged(Conflict):
     code = "action_changed"
 
 
+class AmbiguousNode(Conflict):
+    """A run's node named where several of its approvals wait (a gate in a loop): decide one by id."""
+
+    code = "ambiguous"
+
+
 class AlreadyDecided(Conflict):
     code = "already_decided"
 

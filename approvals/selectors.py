@@ -13,7 +13,7 @@ from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Window
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import RowNumber
 
-from approvals.exceptions import ApprovalNotFound
+from approvals.exceptions import AmbiguousNode, ApprovalNotFound
 from approvals.models import Approval, Decision, Delivery
 from workflows.answers import Page, json_size, left_out
 from workflows.approvers import approver_names, by_own_name, naming  # the one rule for whom a name asks
@@ -235,10 +235,27 @@ def _href(approval_id: int) -> str:
     return f"/api/v1/approvals/{approval_id}"
 
 
+# Pending approvals of one node an ambiguous answer names (a loop's gate waits once a pass).
+AMBIGUOUS_NAMED = 20
+
+
 def approval_for_node(*, user: User, run: Run, node_id: str) -> Approval:
-    """The newest visible approval of a run's node (the compatible way to name one)."""
-    approval = (approvals_visible(user=user).filter(run=run, node_id=node_id, kind=Approval.Kind.NODE)
-                .order_by("-created_at").first())
+    """The visible approval of a run's node (the compatible way to name one): the one pending, else
+    the newest (whose decision then says it is settled). A gate in a loop's body asks once a pass,
+    and several may wait at once: naming the node is then ``ambiguous``, refused with their ids,
+    never one of them picked for the person (the newest was, which may not be the one they read)."""
+    theirs = approvals_visible(user=user).filter(run=run, node_id=node_id, kind=Approval.Kind.NODE)
+    pending = list(theirs.filter(status=Approval.Status.PENDING).order_by("created_at", "pk")
+                   .values_list("pk", flat=True)[:AMBIGUOUS_NAMED + 1])
+    if len(pending) > 1:
+        ids = pending[:AMBIGUOUS_NAMED]
+        more = (f" and more (GET /api/v1/approvals?run={run.pk}&status=pending lists them)"
+                if len(pending) > AMBIGUOUS_NAMED else "")
+        raise AmbiguousNode(f"node {node_id!r} of run {run.pk} has {'more than ' if more else ''}{len(ids)} pending "
+                            f"approvals (one a pass of its loop): {', '.join(map(str, ids))}{more}; decide one by its "
+                            "id (POST /api/v1/approvals/{id}/decide)",
+                            extra={"field": "node_id", "rule": "one_pending", "approval_ids": ids})
+    approval = theirs.filter(pk=pending[0]).first() if pending else theirs.order_by("-created_at").first()
     if approval is None:
         raise ApprovalNotFound(f"no approval of node {node_id!r} in run {run.pk} that you can see (is it a gate, and "
                                "has it asked?)", extra={"field": "node_id"})

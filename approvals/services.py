@@ -209,6 +209,9 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
     refuse_past(data, DATA_MAX_BYTES, field="data", error=FormDataInvalid)
     with transaction.atomic():
         run_status = locks.lock_run(approval.run_id)  # the run row first (workflows/engine/locks.py)
+        # then the runs above a sub-workflow's, share-locked: a parent's cancel, committed, is read here
+        # (its children are cancelled later, on the maintenance queue), or it waits for this decision
+        above = locks.ended_above(approval.run_id) if run_status not in (None, *Run.FINISHED) else None
         found = (Approval.objects.select_for_update().select_related("run__owner").defer(*RUN_UNREAD)
                  .filter(pk=approval.pk).first()) if run_status is not None else None
         if found is None:  # its run removed (a prune) while the decision waited on the run's lock
@@ -221,6 +224,10 @@ def approval_decide(*, approval: Approval, user: User, approve: bool, comment: s
         if run_status in Run.FINISHED:
             raise ApprovalSettled(f"run {approval.run_id} is already {run_status}", code="run_finished",
                                   extra={"status": run_status})
+        if above is not None:  # the run above is not named: its approver may not see it (runs_visible)
+            raise ApprovalSettled(f"run {approval.run_id} is a sub-workflow of a run that is already {above}: it "
+                                  "ends with it (its cancel is on its way), and its approvals can no longer be "
+                                  "decided", code="run_finished", extra={"status": run_status, "above": above})
         # Past its deadline, the approval's on_timeout applies now, as the sweep would apply it
         # (escalate widens the approvers and sets a new deadline: the decision is judged after it).
         deadline = approval.deadline.isoformat() if approval.deadline else None

@@ -39,6 +39,10 @@ class ApiError(Failure):
             tag = self.details.get("tag")
             echo(f"hint: `aob workflow show {tag}` shows the current version; merge your change into it, "
                        "or save over it with `aob workflow create --force`", err=True)
+        if self.code == "ambiguous" and self.details.get("approval_ids"):  # a loop's gate, waiting once a pass
+            ids = self.details["approval_ids"]
+            echo(f"hint: decide one by its id: `aob approve {ids[0]}` (or `aob reject {ids[0]}`); "
+                 "`aob approvals list --run RUN_ID` shows each one's message", err=True)
         if self.code == "workflow_in_use":
             echo("hint: `aob workflow delete TAG --force` deletes them with it", err=True)
         if self.code == "not_authenticated":

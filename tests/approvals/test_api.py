@@ -9,7 +9,7 @@ from typing import Any
 from django.db import connection
 
 from approvals.models import Approval
-from tests.approvals.runs import decide, events, finished, ids, output, parked, statuses, submit
+from tests.approvals.runs import decide, events, finished, ids, output, parked, statuses, submit, wait_until
 from tests.conftest import client_for
 from workflows.models import Event, NodeRun, Run
 
@@ -135,6 +135,41 @@ def test_compatible_form_decides_by_run_and_node(engine, user, bob, carol):
     assert statuses(run_id)["notify_rejected"] == "completed"
     assert output(run_id)["decisions"][0]["comment"] == "too much"
     assert client_for(bob).post("/api/v1/approvals", compat, format="json").status_code == 409
+
+
+def looped_gate(approvers: list[str]) -> dict[str, Any]:
+    """A gate in a loop's body: it asks once a pass, and both passes' approvals wait at once."""
+    return {"nodes": [
+        {"id": "page", "type": "transform", "config": {"expression": "{'amount': 5}"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": approvers}},
+        {"id": "pay", "type": "transform", "config": {"expression": "{'paid': nodes.page.amount}"}},
+        {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                  "condition": "iteration < 1"}},
+    ], "edges": [{"from": "page", "to": "review"}, {"from": "review", "to": "pay", "condition": "$.approved == true"},
+                 {"from": "page", "to": "more"}]}
+
+
+def test_deciding_by_run_and_node_where_two_passes_wait_is_refused_with_their_ids_not_guessed(engine, user, bob):
+    """The compatible form picked the newest of the node's approvals: with two passes waiting, bob's
+    "approve run X, node review" decided the newest, which may not be the one he read; once it was
+    decided, the older one, still waiting, could not be reached by run and node at all."""
+    run_id = submit(user, looped_gate(["bob"]))
+    pending = Approval.objects.filter(run_id=run_id, status="pending")
+    older, newer = wait_until(lambda: list(pending.order_by("created_at", "pk")) if pending.count() == 2 else None,
+                              timeout=20, what="both passes' gates asking")
+    compat = {"run_id": run_id, "node_id": "review", "approved": True}
+
+    refused = client_for(bob).post("/api/v1/approvals", compat, format="json")
+    assert error(refused, 409) == "ambiguous"
+    assert refused.json()["details"]["approval_ids"] == [older.pk, newer.pk]
+    assert refused.json()["details"]["field"] == "node_id"
+    assert pending.count() == 2 and not older.decisions.exists() and not newer.decisions.exists()
+
+    assert decide(bob, newer).status_code == 200  # by its id
+    reached = client_for(bob).post("/api/v1/approvals", compat, format="json")  # the one left waiting
+    assert reached.status_code == 200, reached.json()
+    assert (reached.json()["id"], reached.json()["status"]) == (older.pk, "approved")
+    assert finished(run_id).status == "completed"
 
 
 def test_two_decisions_at_the_same_instant_settle_and_route_once(engine, user, bob, carol):

@@ -116,3 +116,27 @@ def test_a_patch_proposed_against_the_definition_status_showed_is_refused_once_a
         f"error: the run's definition is {applied.json()['artifact_id']} now; these operations were written "
         f"against {read}"), stale.err
     assert [p["seq"] for p in as_alice("-o", "json", "patch", "list", run_id).json()["results"]] == [1]
+
+
+def test_approve_by_run_and_node_where_two_passes_of_a_loop_wait_names_their_ids(engine, as_alice, write_json):
+    """Naming a gate by run and node where a loop's two passes wait decides neither: the server
+    says ``ambiguous`` with their ids, and the CLI how to decide one by its id."""
+    from tests.approvals.test_api import looped_gate
+
+    run_id = str(as_alice("-o", "json", "run", "start", write_json("loop.json", looped_gate(["alice"]))).json()["run_id"])
+
+    def pending() -> list:
+        return as_alice("-o", "json", "approvals", "list", "--run", run_id).json()["results"]
+
+    two = wait_until(lambda: sorted(a["id"] for a in pending()) if len(pending()) == 2 else None, timeout=20,
+                     what="both passes' gates asking")
+
+    refused = as_alice("approve", run_id, "review")
+    assert refused.code == 1 and "Traceback" not in refused.err
+    assert f"{two[0]}, {two[1]}" in refused.err
+    assert f"hint: decide one by its id: `aob approve {two[0]}`" in refused.err
+    assert sorted(a["id"] for a in pending()) == two  # neither decided
+
+    assert as_alice("approve", str(two[0])).code == 0
+    assert as_alice("approve", run_id, "review").code == 0  # the one left waiting
+    assert wait_for_run(run_id).status == "completed"

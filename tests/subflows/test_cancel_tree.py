@@ -6,12 +6,18 @@ from __future__ import annotations
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from approvals.models import Approval
 from subflows.models import SubRun
 from subflows.services import CANCEL_BATCH
+from tests.approvals.runs import decide
+from tests.approvals.test_notifications import not_consuming
 from tests.conftest import stored_run
 from tests.engine.flow import wait_until
 from tests.faults.harness import hooks
+from tests.subflows.test_subflows import parent, start
 from workflows.models import NodeRun, Run
+from workflows.registry import MAINTENANCE_QUEUE
+from workflows.services.definitions import workflow_save
 
 CHILDREN = CANCEL_BATCH + 2  # one task's batch, and the task again for the rest
 
@@ -82,3 +88,39 @@ def test_the_timeout_sweep_takes_the_owners_in_turn(engine, make_user, monkeypat
     wait_until(lambda: not Run.objects.filter(pk__in=[many.pk, one.pk]).exclude(status__in=Run.FINISHED).exists()
                and set(Run.objects.filter(pk__in=[c.pk for c in children]).values_list("status", flat=True))
                == {"cancelled"}, what="both parents ended and every child cancelled")
+
+
+def test_a_gate_below_a_cancelled_run_is_not_decided_while_its_cancel_waits_on_the_maintenance_queue(
+        engine, api, user, make_user, remote):
+    """A parent's cancel cancels its children later, on the maintenance queue: until then a child's
+    own status is unchanged, and a decision judged by it alone approved a grandchild's gate after
+    the whole tree was cancelled, and its ``pay`` sent 5000. Refused, by the run above that ended."""
+    bob = make_user("bob")
+    gated = {"nodes": [{"id": "gate", "type": "hitl", "config": {"message": "pay?", "approvers": ["bob"]}},
+                       {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo", "method": "POST",
+                                                                "payload": {"amount": 5000}}}],
+             "edges": [{"from": "gate", "to": "pay", "condition": "$.approved == true"}]}
+    workflow_save(owner=user, tag="gated-pay", definition=gated)
+    workflow_save(owner=user, tag="middle", definition={
+        "nodes": [{"id": "inner", "type": "workflow", "config": {"tag": "gated-pay"}}], "edges": []})
+    run = start(api, parent("middle"), {"n": 1})
+    child = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), what="the child run").child_run
+    grandchild = wait_until(lambda: SubRun.objects.filter(parent_run=child).first(), what="the grandchild").child_run
+    approval = wait_until(lambda: Approval.objects.filter(run=grandchild, status="pending").first(),
+                          what="the grandchild waiting at its gate")
+
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the children's cancel not yet taken
+        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
+        assert Run.objects.get(pk=child.pk).status not in Run.FINISHED  # its cancel is still to come
+
+        late = decide(bob, approval)
+        assert late.status_code == 409, late.json()
+        assert late.json()["error"] == "run_finished" and late.json()["details"]["above"] == "cancelled"
+        assert str(run.pk) not in late.json()["message"]  # bob may not see the run above
+        assert Approval.objects.get(pk=approval.pk).status == "pending" and not approval.decisions.exists()
+
+    # the tree's cancel, once taken, ends the grandchild and its gate: nothing was sent
+    assert wait_until(lambda: Run.objects.get(pk=grandchild.pk).status == "cancelled", timeout=30,
+                      what="the grandchild cancelled")
+    assert Approval.objects.get(pk=approval.pk).status == "cancelled"
+    assert not NodeRun.objects.filter(run=grandchild, node_id="pay").exists() and not remote.hits("/echo")

@@ -17,15 +17,21 @@ last thing its transaction locks.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from psycopg.pq import TransactionStatus
 
+from workflows.models import Run
+
 LOCK_RUN = "SELECT status FROM workflows_run WHERE id = %s FOR UPDATE"
 LOCK_RUN_OF_NODE_RUN = ("SELECT id, status FROM workflows_run "
                         "WHERE id = (SELECT run_id FROM workflows_noderun WHERE id = %s) FOR UPDATE")
+# the run a sub-workflow's spend counts against, its parent (``Run.WITHIN``, as ``runs_below`` reads it)
+ABOVE_OF = "SELECT budget->>%s FROM workflows_run WHERE id = %s"
+SHARE_RUN = "SELECT status, budget->>%s FROM workflows_run WHERE id = %s FOR SHARE"
 
 
 def bound_frozen_holders(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -55,6 +61,36 @@ def lock_run(run_id: Any) -> str | None:
         cursor.execute(LOCK_RUN, [run_id])
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+def ended_above(run_id: Any) -> str | None:
+    """The status of the nearest run above ``run_id`` (a sub-workflow's parent, theirs, up the
+    nesting) that has ended, or None. A parent's end cancels its children later, in bounded batches
+    on the maintenance queue (``subflows.cancel_children``): until then a child's own status says
+    nothing of it. Each run above is share-locked up to the one that ended, after the child (a
+    child before its parent, as ``runs_below_locked`` takes them): called while the caller holds
+    the child's lock, a parent's cancel is committed before this reads it, or waits for the
+    caller's transaction. One query for a top run, one more a level."""
+    _in_transaction()
+    with connection.cursor() as cursor:
+        cursor.execute(ABOVE_OF, [Run.WITHIN, run_id])
+        row = cursor.fetchone()
+        above = row[0] if row else None
+        for _ in range(settings.AOB_SUBWORKFLOW_MAX_DEPTH + 1):
+            try:
+                above_id = uuid.UUID(str(above)) if above else None
+            except ValueError:
+                above_id = None
+            if above_id is None:
+                return None
+            cursor.execute(SHARE_RUN, [Run.WITHIN, above_id])
+            row = cursor.fetchone()
+            if row is None:  # removed: a finished run's prune
+                return None
+            status, above = row
+            if status in Run.FINISHED:
+                return str(status)
+    return None
 
 
 def lock_run_of(node_run_id: int) -> tuple[Any, str] | None:
