@@ -56,6 +56,25 @@ def test_infinity_from_cel_fails_the_node_and_nul_in_a_body_is_replaced(engine, 
     assert node_runs(run)["fetch"].output["body"] == {"s": "a\ufffdb"}
 
 
+def test_a_number_jsonb_writes_out_in_full_fails_the_node_naming_the_path_and_rule(engine, api, remote):
+    """A remote's 5e-324 (6 bytes measured) is 326 characters as jsonb writes it: the stored inputs'
+    rule (``limits.number_problem``), not retried; at the bound (1e-20) the output is stored."""
+    remote.script("tiny", [{"items": [{"x": 1e-20}, {"x": 5e-324}]}])
+    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/tiny", retry={"max_attempts": 3})],
+                           "edges": []})
+    assert run.status == "failed"
+    fetch = node_runs(run)["fetch"]
+    assert fetch.status == "failed" and fetch.attempts == 1
+    assert fetch.error["error_type"] == "NonJSONOutput" and fetch.error["rule"] == "invalid_number", fetch.error
+    assert fetch.error["path"] == "/body/items/1/x" and "/body/items/1/x" in fetch.error["message"]
+    assert "326 characters" in fetch.error["message"], fetch.error
+
+    remote.script("bound", [{"x": 1e-20, "s": "5e-324"}])
+    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/bound")], "edges": []})
+    assert run.status == "completed", run.error
+    assert node_runs(run)["fetch"].output["body"] == {"x": 1e-20, "s": "5e-324"}
+
+
 # --- the rule itself (a pure function) ----------------------------------------------------------
 
 
@@ -77,3 +96,8 @@ def test_the_rule():
         strict_json({"x": object()})
     assert err.value.extra["path"] == "/x" and err.value.extra["type"] == "object"
     assert strict_json({"x": ValueError("boom")}, non_finite="null") == {"x": "boom"}  # an error payload
+    assert strict_json({"x": [1e-20, "1e-300"]}) == {"x": [1e-20, "1e-300"]}
+    assert strict_json({"x": -1e-300}, non_finite="null") == {"x": None}
+    with pytest.raises(NonJSONOutput) as err:
+        strict_json({"x": [0.5, -1e-21]})
+    assert err.value.extra["path"] == "/x/1" and err.value.extra["rule"] == "invalid_number"

@@ -2,14 +2,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+from decimal import Decimal
 from typing import Any
 
 from django.db import models
 
 
 def canonical_json(value: Any) -> str:
-    """The one serialization that content ids are taken over: sorted keys, no whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The one serialization that content ids are taken over: sorted keys, no whitespace; a number
+    as PostgreSQL's jsonb reads it back (``as_read``), so a value read back has the id it was
+    stored under."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if "e+" in text or "-0.0" in text:  # perhaps such a float (or a string that reads so: the same text)
+        return json.dumps(as_read(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text
+
+
+def as_read(value: Any) -> Any:
+    """``value`` with its floats as jsonb reads them back: jsonb keeps the decimal Python wrote and
+    writes it out in full, so ``1e+16`` is read back as the integer 10000000000000000 (as many
+    digits as the exponent says: ``1.5e+300`` is 301) and ``-0.0`` as ``0.0`` (no negative zero)."""
+    if isinstance(value, float):
+        if value == 0:
+            return 0.0
+        if abs(value) >= 1e16:  # where Python writes a float with an exponent: a whole number
+            return int(Decimal(float.__repr__(value)))
+        return value
+    if isinstance(value, dict):
+        return {key: as_read(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_read(item) for item in value]
+    return value
 
 
 def content_id(value: Any) -> str:
