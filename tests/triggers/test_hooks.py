@@ -149,6 +149,7 @@ def test_a_replayed_delivery_starts_nothing_new(api, user):
     (b"[" * 100_000 + b"]" * 100_000, "max_depth"),
     (b'{"n": 1' + b"0" * 30 + b"}", "integer_out_of_range"),
     (b"{not json", "malformed_json"),
+    (b'{"ref": "main", "ref": "release"}', "duplicate_key"),  # which one the sender meant is not known
 ])
 def test_a_signed_delivery_the_api_would_refuse_is_refused_alike_and_starts_nothing(api, user, raw, rule):
     """The body goes through the API's strict parser: a 400 naming the rule, never a 500 from the
@@ -408,7 +409,7 @@ def test_a_hook_s_mapping_has_its_own_short_deadline_in_the_request(api, user):
 
     assert response.status_code == 400, response.json()
     assert response.json()["error"] == "mapping_failed"
-    assert "evaluation stopped after 100 ms (AOB_HOOK_MAPPING_TIMEOUT_MS)" in response.json()["message"]
+    assert "evaluation stopped at its time limit (100 ms, AOB_HOOK_MAPPING_TIMEOUT_MS" in response.json()["message"]
     assert response.json()["details"] == {"field": "mapping.cel", "rule": "cel.timeout"}  # it said cel_evaluation
     assert not Run.objects.exists()
 
@@ -510,6 +511,29 @@ def test_signed_deliveries_from_a_shared_sender_do_not_spend_its_address_s_anony
     assert [f.status_code for f in forged] == [401] * settings.AOB_RATE_ANON_PER_MIN + [429]
     assert forged[-1].json()["error"] == "anonymous_rate_limit_exceeded"
     assert Run.objects.filter(owner=bob).count() == 1
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_deliveries_to_one_tenant_s_paused_hook_do_not_refuse_other_tenants_from_the_same_sender(
+        api, user, make_user, settings):
+    """A tenant pauses a busy hook (``enabled`` false) while its sender keeps delivering: each signed
+    delivery to it is the 401 of a disabled hook, and was counted as an anonymous request of the
+    sender's address, so past AOB_RATE_ANON_PER_MIN every other tenant's deliveries from that
+    sender were refused 429. A new signed delivery proves itself though the hook is paused."""
+    settings.AOB_RATE_ANON_PER_MIN = 3
+    busy = make_hook(api, user)
+    assert api.patch(f"/api/v1/hooks/{busy['id']}", {"enabled": False}, format="json").status_code == 200
+    bob = make_user("bob")
+    workflow_save(owner=bob, tag="on-push", definition=ECHO)
+    quiet = client_for(bob).post("/api/v1/hooks", {"tag": "on-push"}, format="json").json()
+
+    paused = [deliver(busy, {"n": n}) for n in range(settings.AOB_RATE_ANON_PER_MIN + 1)]  # signed, real events
+    bobs = deliver(quiet, {"ref": "main"})
+
+    assert [(a.status_code, a.json()) for a in paused] == [(401, UNAUTHORIZED)] * (settings.AOB_RATE_ANON_PER_MIN + 1)
+    assert bobs.status_code == 202, bobs.json()
+    assert Run.objects.filter(owner=bob).count() == 1 and not Run.objects.filter(owner=user).exists()
 
 
 @pytest.mark.django_db
@@ -821,7 +845,7 @@ def test_replays_of_a_captured_refused_delivery_do_not_spend_the_owners_delivery
     assert captured.status_code == 400 and captured.json()["error"] == "mapping_failed", captured.json()
 
     replays = [deliver(hook, {"other": 1}, timestamp=ts, delivery=f"captured-{i}") for i in range(3)]
-    assert [(r.status_code, r.json()["error"]) for r in replays] == [(400, "mapping_failed")] * 3
+    assert [(r.status_code, r.json()["error"]) for r in replays] == [(401, "unauthorized")] * 3  # not its id
 
     real = deliver(hook, {"ref": "main"}, delivery="the-owners-next-real-delivery")
     assert real.status_code == 202, real.json()
@@ -830,3 +854,78 @@ def test_replays_of_a_captured_refused_delivery_do_not_spend_the_owners_delivery
     retried = deliver(hook, {"other": 1}, timestamp=ts, delivery="captured")  # the same bytes, sent again
     assert retried.status_code == 202, retried.json()
     assert Run.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_replayed_refused_delivery_under_a_new_id_neither_runs_its_event_twice_nor_takes_a_later_id(api, user):
+    """The delivery id is not signed. A refused delivery recorded none, so its captured bytes were
+    judged again under any id: once the owner fixed the mapping, a replay under the id the sender
+    would use next started event 41's run, the sender's own retry of 41 a second one, and the
+    sender's real event 42 was answered 200 ``duplicate`` with 41's run. A signature is now bound
+    to the delivery id it first came with: under another, it is a replay's 401."""
+    hook = make_hook(api, user, mapping={"cel": "{'order': body.missing}"})  # the owner's mistake
+    ts, raw = int(time.time()), json.dumps({"order": 7}).encode()
+    captured_signature = "sha256=" + signature_for(hook["secret"], str(ts), raw)
+    first = deliver(hook, raw, timestamp=ts, delivery="evt-41")  # the sender's event 41, seen by someone
+    assert first.status_code == 400 and first.json()["error"] == "mapping_failed", first.json()
+    fixed = api.patch(f"/api/v1/hooks/{hook['id']}", {"mapping": {"cel": "{'order': body.order}"}}, format="json")
+    assert fixed.status_code == 200
+
+    # within the tolerance, the captured bytes again, with an id the sender will use next
+    replay = deliver(hook, raw, timestamp=ts, delivery="evt-42", signature=captured_signature)
+    retry = deliver(hook, raw, timestamp=ts + 1, delivery="evt-41")  # the sender's retry, re-signed (as Stripe does)
+    later = deliver(hook, {"order": 8}, delivery="evt-42")
+
+    assert (replay.status_code, replay.json()) == (401, UNAUTHORIZED)
+    assert retry.status_code == 202 and later.status_code == 202, (retry.json(), later.json())
+    inputs = [r.inputs for r in Run.objects.filter(owner=user)]
+    assert sorted(inputs, key=lambda i: i["order"]) == [{"order": 7}, {"order": 8}], inputs
+
+
+@pytest.mark.django_db
+def test_a_replayed_rate_limited_delivery_under_a_new_id_does_not_run_its_event_twice(api, user, settings):
+    """The same with nothing for the owner to fix: a delivery the owner's limit refused (429, its
+    sender to retry) was not remembered at all, so its captured bytes under a new id were a new
+    delivery beside the sender's retry."""
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 1
+    hook = make_hook(api, user)
+    assert deliver(hook, {"order": 6}, delivery="evt-40").status_code == 202
+    ts, raw = int(time.time()), json.dumps({"order": 7}).encode()
+    captured_signature = "sha256=" + signature_for(hook["secret"], str(ts), raw)
+    held = deliver(hook, raw, timestamp=ts, delivery="evt-41")
+    assert held.status_code == 429, held.json()
+
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 10  # the window has room again (as a minute later)
+    replay = deliver(hook, raw, timestamp=ts, delivery="evt-9000", signature=captured_signature)
+    retry = deliver(hook, raw, timestamp=ts + 1, delivery="evt-41")  # the sender's retry, re-signed
+
+    assert (replay.status_code, replay.json()) == (401, UNAUTHORIZED)
+    assert retry.status_code == 202, retry.json()
+    assert [r.inputs for r in Run.objects.filter(owner=user)].count({"order": 7}) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("cel", "body", "rule", "kind"), [
+    ("{'queue': {'push': 'ci', 'pull_request': 'review'}[body.card]}", {"card": "4242-token-in-the-body"},
+     "cel_evaluation", "KeyError"),
+    ("{'wait': duration(body.card)}", {"card": "x-token-in-the-body"}, "cel_evaluation", "RuntimeError"),
+    ("{'ok': 'x'.matches(body.card)}", {"card": "(4242-token-in-the-body"}, "cel.regex", None),
+])
+def test_a_mapping_error_recorded_for_the_owner_names_its_rule_and_never_quotes_the_body(api, user, cel, body,
+                                                                                         rule, kind):
+    """A refused delivery's record is "never the body" (``HookRefusal``), yet a mapping's error
+    quoted CEL's text, which quotes what it read: a lookup table keyed by a body field, a
+    ``duration()`` or a ``matches()`` pattern refused named the body's value to the owner's list."""
+    from triggers.models import HookRefusal
+
+    hook = make_hook(api, user, mapping={"cel": cel})
+
+    refused = deliver(hook, body, delivery="d-1")
+
+    assert refused.status_code == 400 and refused.json()["error"] == "mapping_failed", refused.json()
+    assert refused.json()["details"] == {"field": "mapping.cel", "rule": rule}
+    assert kind is None or kind in refused.json()["message"], refused.json()
+    page = deliveries(api, hook)
+    assert page["results"][0]["error"]["message"] == refused.json()["message"]
+    assert "token-in-the-body" not in json.dumps(page), page["results"][0]["error"]
+    assert "token-in-the-body" not in HookRefusal.objects.get().message

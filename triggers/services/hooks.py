@@ -15,7 +15,10 @@ before it still land; every delivery is checked against two secrets, a random on
 one there is not, so an unknown hook and one never rotated take the same steps. The delivery id and the signature are unique per hook: a sender's retry, or
 someone replaying a captured request within the tolerance, answers with the first run and starts
 nothing new; it stays counted as an anonymous request of its address (a replay's signature proves
-only that someone once saw the request), where a new delivery is taken out of that count. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
+only that someone once saw the request), where a new delivery is taken out of that count. The
+delivery id is not signed (the scheme is Stripe's, which senders already use): a signature is bound
+to the delivery id it first came with while its timestamp can be fresh, accepted or refused, so a
+refused delivery's bytes under another id are a replay's 401, not another event. Inputs are the request's JSON object, or what the hook's mapping makes of it: a CEL
 expression over ``body`` and ``headers`` that evaluates to an object, or a JSON template whose
 ``$inputs.<path>`` references read the body (an object body itself; any other under ``body``).
 
@@ -231,6 +234,11 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     expected = _matched(hook, given, timestamp or "", body)
     fresh = _fresh(timestamp)
     if not (expected and fresh and hook is not None and hook.enabled):
+        if expected and fresh and hook is not None and authenticated is not None \
+                and _first_seen(hook.pk, expected, delivery_id or "") is True:
+            # a sender's new signed delivery to a paused hook: the same 401, but no anonymous request
+            # of its address (a sender's address is many tenants'); a repeat of one stays counted
+            authenticated()
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
     try:
@@ -306,6 +314,11 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
     first = _delivered(hook, delivery_id, expected)
     if first is not None:
         return first
+    # the delivery id is not signed: a signature seen before under another id (a refused delivery's
+    # captured bytes, sent again as another event) is a replay, answered before it is judged again
+    if _first_seen(hook.pk, expected, delivery_id) is None:
+        logger.info("hook.refused", extra={"hook_id": hook.pk})  # never why
+        raise HookUnauthorized("the request could not be authenticated")
     # a new delivery: its address no longer counts it (a sender delivers many tenants' hooks), its
     # owner does; a repeat (of one accepted, answered above, or of one refused) stays its address's
     # to count, so replays of a captured request are bounded by that limit and spend none of the
@@ -354,6 +367,23 @@ def _refused_remember(hook: Hook, signature: str) -> None:
                                                      ex=2 * settings.AOB_HOOK_TOLERANCE_S + 60)
     except redis.RedisError:  # then a repeat counts as new, against the owner, as before
         logger.warning("hook.refusal_remember_failed", extra={"hook_id": hook.pk})
+
+
+def _first_seen(hook_id: str, signature: str, delivery_id: str) -> bool | None:
+    """Whether the delivery signed ``signature`` is seen for the first time: its signature is then
+    bound to ``delivery_id`` for as long as its timestamp can be fresh (the tolerance either side,
+    and a minute). None if it came before under another delivery id (a replay: the delivery id is
+    not signed); False if it came before under this one, or Redis is away (nothing is bound)."""
+    key, value = f"aob:hook:{hook_id}:signature-delivery:{signature}", delivery_id.encode(errors="backslashreplace")
+    client = redis_client.shared(ratelimit.TIMEOUT_S)
+    try:
+        if client.set(key, value, nx=True, ex=2 * settings.AOB_HOOK_TOLERANCE_S + 60):
+            return True
+        first = client.get(key)
+    except redis.RedisError:  # then a signature is judged under any delivery id, as before
+        logger.warning("hook.signature_bind_failed", extra={"hook_id": hook_id})
+        return False
+    return False if first is None or first == value else None
 
 
 def _refused_before(hook_id: str, signature: str) -> bool:
@@ -449,8 +479,9 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
         try:
             inputs = evaluate(mapping["cel"], {"body": payload, "headers": headers},
                               timeout_ms=settings.AOB_HOOK_MAPPING_TIMEOUT_MS, setting="AOB_HOOK_MAPPING_TIMEOUT_MS")
-        except ExpressionError as exc:
-            raise ValidationFailed(f"the hook's mapping failed: {exc}", code="mapping_failed",
+        except ExpressionError as exc:  # named, never quoted: CEL's text quotes what it read of the body
+            raise ValidationFailed(f"the hook's mapping failed: {_mapping_failure(exc)}; the body's values are "
+                                   "not quoted", code="mapping_failed",
                                    extra={"field": "mapping.cel", "rule": exc.named("cel")}) from None
         inputs = json.loads(json.dumps(inputs, default=str))  # CEL maps and lists as plain JSON
         # the rule run_start applies to every run's inputs, here to say that the mapping made them
@@ -475,6 +506,22 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
                                + (f"; {TEMPLATE_READS}" if made_by == "mapping.template" else ""),
                                code="invalid_inputs", extra={"field": made_by, "rule": "type"})
     return inputs
+
+
+def _mapping_failure(exc: ExpressionError) -> str:
+    """What kind of failure a CEL mapping met, in words of its rule and the error's type alone: the
+    error's own text quotes the body (a missing key, a value ``duration()`` or ``matches()`` refused,
+    a pattern), and a refusal is listed to the hook's owner, "never the body" (``HookRefusal``)."""
+    if exc.rule == "timeout":
+        return (f"evaluation stopped at its time limit ({settings.AOB_HOOK_MAPPING_TIMEOUT_MS} ms, "
+                "AOB_HOOK_MAPPING_TIMEOUT_MS; at most AOB_CEL_TIMEOUT_MS)")
+    if exc.rule == "regex":
+        return "a pattern given to matches() is not one RE2 accepts"
+    if exc.rule == "evaluation":
+        cause = exc.__cause__
+        kind = type(cause).__name__ if isinstance(cause, Exception) else "an error"
+        return f"evaluating it over this body raised {kind} (a missing key or field, a value of another type)"
+    return f"it broke the rule {exc.named('cel')}"
 
 
 def _template_inputs(payload: Any) -> dict[str, Any]:
