@@ -337,15 +337,15 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
                                       below: dict[str, set[str]], patch_seq: int) -> None:
     """A patch changed the action a gate guards (the run is locked by the caller). Votes cast on a
     pending gate lapse; an approved gate whose action has not begun asks again: its decision is
-    void, the node runs its decision emitted (none begun) are taken back, and it waits once more."""
+    void, the node runs its decision emitted (none begun) are taken back, and it waits once more.
+    A gate in a loop's body waits, or approved, once per pass, each on the one action: every pass
+    of it is taken (``check_approved_actions`` judged them all)."""
 
     now = clock()
     items: list[tuple[str, str, dict[str, Any]]] = []
-    for node_id in revote:
-        approval = (Approval.objects.select_for_update().filter(run=run, node_id=node_id, kind=Approval.Kind.NODE,
-                                                                status=Approval.Status.PENDING).first())
-        if approval is None:
-            continue
+    for approval in (Approval.objects.select_for_update().filter(run=run, node_id__in=revote, kind=Approval.Kind.NODE,
+                                                                 status=Approval.Status.PENDING).order_by("pk")):
+        node_id = approval.node_id
         _say_changed(approval)
         approval.action_digest = _action_digest(approval)  # a vote on the page read before is refused
         approval.save(update_fields=["action_digest"])
@@ -355,9 +355,13 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
             items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
                                                        "patch_seq": patch_seq, "voided_decisions": voided}))
     for node_id in reopen:
-        gate = NodeRun.objects.filter(run=run, node_id=node_id).order_by("-iteration").first()
-        approval = Approval.objects.select_for_update().filter(node_run=gate).first() if gate else None
-        if gate is None or approval is None:
+        passes = []  # each approved pass (as ``run_state`` reads them)
+        for gate in NodeRun.objects.filter(run=run, node_id=node_id, status=NodeRun.Status.COMPLETED,
+                                           output__approved=True).order_by("iteration"):
+            asked = Approval.objects.select_for_update().filter(node_run=gate).first()
+            if asked is not None:
+                passes.append((gate, asked))
+        if not passes:
             continue
         emitted = set(NodeRun.objects.filter(run=run, node_id__in=below[node_id]).values_list("pk", flat=True))
         lockable = set(NodeRun.objects.select_for_update(skip_locked=True).filter(pk__in=emitted)
@@ -366,29 +370,37 @@ def approvals_void_for_changed_action(*, run: Any, reopen: tuple[str, ...], revo
             raise ApprovalSettled(f"the action gate {node_id!r} approved began while the patch was judged",
                                   code="approved_action_started", extra={"rule": "approved_action_started"})
         NodeRun.objects.filter(pk__in=emitted).delete()
-        if not transitions.move_node_run(gate.pk, NodeRun.Status.WAITING, sources=[NodeRun.Status.COMPLETED],
-                                         consumed=False, taken=None, output=None, output_artifact=None,
-                                         finished_at=None, wait_reason="approval"):
-            raise ApprovalSettled(f"the gate {node_id!r} is no longer an approved, completed step",
-                                  code="approved_action_started", extra={"rule": "approved_action_started"})
-        # its decision's output goes: no longer counted in what the run stores (resume counted it)
-        count_output(run.pk, -size_of(canonical_json(gate.output)) if gate.output is not None else 0)
-        approval.decisions.counting().update(voided=True)
-        approval.status, approval.decided_at = Approval.Status.PENDING, None
-        approval.action_digest = _action_digest(approval)  # asked again about the action as patched
-        if approval.deadline is not None:
-            # its timeout again, from now: the deadline's clock (``clock``) is not ``created_at``'s (a worker's)
-            timeout_ms = gate.input.get("timeout_ms") if isinstance(gate.input, dict) else None
-            approval.deadline = (_after(now, timeout_ms) if timeout_ms
-                                 else now + (approval.deadline - approval.created_at))
-        approval.save(update_fields=["status", "decided_at", "action_digest", "deadline"])
-        _say_changed(approval)
-        items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
-                                                   "patch_seq": patch_seq, "reopened": True}))
-        items.append((Event.Type.APPROVAL_REQUIRED, node_id, _required_payload(approval, reopened=True)))
-        approval_notify(approval=approval, reason=Delivery.Reason.REOPENED)
-        _nudge(approval)
+        for gate, approval in passes:
+            _reopen(run, gate, approval, now=now, patch_seq=patch_seq, items=items)
     events.append(run.pk, run.owner_id, items)
+
+
+def _reopen(run: Any, gate: NodeRun, approval: Approval, *, now: Any, patch_seq: int,
+            items: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """One approved pass of a gate asks again about the action as patched (``approvals_void_for_changed_action``)."""
+    node_id = gate.node_id
+    if not transitions.move_node_run(gate.pk, NodeRun.Status.WAITING, sources=[NodeRun.Status.COMPLETED],
+                                     consumed=False, taken=None, output=None, output_artifact=None,
+                                     finished_at=None, wait_reason="approval"):
+        raise ApprovalSettled(f"the gate {node_id!r} is no longer an approved, completed step",
+                              code="approved_action_started", extra={"rule": "approved_action_started"})
+    # its decision's output goes: no longer counted in what the run stores (resume counted it)
+    count_output(run.pk, -size_of(canonical_json(gate.output)) if gate.output is not None else 0)
+    approval.decisions.counting().update(voided=True)
+    approval.status, approval.decided_at = Approval.Status.PENDING, None
+    approval.action_digest = _action_digest(approval)  # asked again about the action as patched
+    if approval.deadline is not None:
+        # its timeout again, from now: the deadline's clock (``clock``) is not ``created_at``'s (a worker's)
+        timeout_ms = gate.input.get("timeout_ms") if isinstance(gate.input, dict) else None
+        approval.deadline = (_after(now, timeout_ms) if timeout_ms
+                             else now + (approval.deadline - approval.created_at))
+    approval.save(update_fields=["status", "decided_at", "action_digest", "deadline"])
+    _say_changed(approval)
+    items.append((Event.Type.APPROVAL_VOIDED, node_id, {"approval_id": approval.pk, "reason": "action_changed",
+                                               "patch_seq": patch_seq, "reopened": True}))
+    items.append((Event.Type.APPROVAL_REQUIRED, node_id, _required_payload(approval, reopened=True)))
+    approval_notify(approval=approval, reason=Delivery.Reason.REOPENED)
+    _nudge(approval)
 
 
 def _say_changed(approval: Approval) -> None:

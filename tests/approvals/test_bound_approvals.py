@@ -150,6 +150,88 @@ def test_votes_cast_on_a_pending_gate_lapse_when_its_action_changes(engine, user
     assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":7}']
 
 
+def _looped_join(owner: str, remote: Any, **review: Any) -> dict[str, Any]:
+    """``_join_behind_gate`` in a loop's body: page → review and page → slow, pay joins both, and
+    page → more, a loop back to page for a second pass. review hangs off the body, so it waits once
+    per pass: both passes' gates wait at once; each pass's pay waits for its slow (held by the test)."""
+    flow = _join_behind_gate(owner, remote, **review)
+    flow["nodes"][0]["id"] = "page"
+    flow["nodes"].append({"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                                  "condition": "iteration < 1"}})
+    flow["edges"] = [{**e, "from": "page"} if e["from"] == "start" else e for e in flow["edges"]]
+    flow["edges"].append({"from": "page", "to": "more"})
+    return flow
+
+
+def _both_passes_asking(run_id: str) -> list[Approval]:
+    return wait_until(lambda: approvals if len(approvals := list(Approval.objects.filter(
+        run_id=run_id, status="pending").order_by("node_run__iteration"))) == 2 else None,
+        timeout=20, what="both passes' gates asking")
+
+
+def _slows_done(run_id: str) -> None:
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="slow", status="completed",
+                                              consumed=True).count() == 2, timeout=20, what="both passes' slow done")
+
+
+def test_a_patch_to_a_looped_gates_action_voids_the_votes_of_every_pass_waiting(engine, user, bob, remote):
+    """The void took the first pending approval of the gate (``.first()``): the other pass kept bob's
+    vote on amount 5 and its digest, and the owner's page read before the patch settled it (a red
+    team's). Every pass waiting lapses its votes now."""
+    run_id = submit(user, _looped_join(user.username, remote, approvers=[user.username, "bob"], required_approvals=2))
+    passes = _both_passes_asking(run_id)
+    remote.release("slow")  # each pass's pay waits for its gate alone
+    _slows_done(run_id)
+    read = {a.pk: a.action_digest for a in passes}  # the owner's pages, read before the patch
+    for approval in passes:
+        assert decide(bob, approval).status_code == 200  # 1 of 2, on amount 5
+
+    patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/3/config/payload/amount", "value": 5000}]}, format="json")
+
+    assert patched.status_code == 201, patched.json()
+    for approval in passes:
+        assert list(Decision.objects.filter(approval=approval).values_list("username", "voided")) == [("bob", True)]
+        stale = decide(user, approval, action_digest=read[approval.pk])
+        assert stale.status_code == 409 and stale.json()["details"]["rule"] == "action_changed", stale.json()
+    assert Event.objects.filter(run_id=run_id, type="approval_voided").count() == 2
+    for approval in passes:  # asked again about 5000: both of them, again
+        assert decide(bob, approval).status_code == 200
+        assert decide(user, approval).status_code == 200
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5000}'] * 2
+
+
+def test_a_patch_asks_again_every_pass_of_a_looped_gate_whose_approved_action_has_not_begun(
+        engine, user, bob, remote):
+    """Pass 0's gate approved (four-eyes: bob) pay 5, which waits for slow; pass 1's gate waits. The
+    reopening took the gate's newest pass only: pass 0 kept bob's approval and sent the patched 5000
+    (a red team's). Every approved pass whose action has not begun asks again now."""
+    run_id = submit(user, _looped_join(user.username, remote, approvers=["bob"], allow_self_approval=False))
+    first, second = _both_passes_asking(run_id)
+    assert decide(bob, first).status_code == 200  # pass 0: pay 5 approved; pay waits for slow
+    assert NodeRun.objects.get(run_id=run_id, node_id="review", iteration=0).status == "completed"
+
+    patched = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/3/config/payload/amount", "value": 5000}]}, format="json")
+
+    assert patched.status_code == 201, patched.json()
+    first.refresh_from_db()
+    assert first.status == "pending"
+    assert list(Decision.objects.filter(approval=first).values_list("voided", flat=True)) == [True]
+    assert list(NodeRun.objects.filter(run_id=run_id, node_id="review").order_by("iteration")
+                .values_list("status", flat=True)) == ["waiting", "waiting"]
+    remote.release("slow")
+    _slows_done(run_id)
+    assert not NodeRun.objects.filter(run_id=run_id, node_id="pay").exists() and not remote.hits("/echo")
+    for approval in (first, second):  # asked again about 5000
+        assert decide(bob, approval).status_code == 200
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5000}'] * 2
+
+
 def test_nobody_changes_a_four_eyes_gate_or_its_edges_by_a_run_patch(engine, user, make_user, remote):
     """The gate is not reached yet (slow runs first); four-eyes alone keeps it out of the owner's reach."""
     make_user("bob")

@@ -102,16 +102,21 @@ def run_state(run: Run) -> RunState:
     # no outputs read: a loop's 48 passes of 1.4 MB made every patch (an empty one too) read and
     # parse 68 MB in the web process, its run locked (a red team's find); a gate's decision is one
     # key of its latest output, judged in the database
-    latest: dict[str, tuple[int, str]] = {}
+    # every pass of a node is read, not only its latest: a gate in a loop's body waits, or approved,
+    # once per pass, and a patch to its action is judged for each (``check_approved_actions``)
+    latest: dict[str, str] = {}
     started: set[str] = set()
-    for pk, node_id, status, attempts in (NodeRun.objects.filter(run=run).order_by("iteration", "id")
-                                          .values_list("pk", "node_id", "status", "attempts")):
-        latest[node_id] = (pk, status)
+    completed: list[int] = []  # the gates' completed node runs: did they approve?
+    for pk, node_id, node_type, status, attempts in (NodeRun.objects.filter(run=run).order_by("iteration", "id")
+                                                     .values_list("pk", "node_id", "node_type", "status", "attempts")):
+        if latest.get(node_id) != NodeRun.Status.WAITING:  # one pass waits: the node waits
+            latest[node_id] = status
         if NodeRun.begun(status, attempts):
             started.add(node_id)
+        if node_type == gates.GATE and status == NodeRun.Status.COMPLETED:
+            completed.append(pk)
     base = Artifact.objects.values_list("content", flat=True).get(pk=authored_base_id(
         run.pk, base_artifact_id=run.base_artifact_id))
-    completed = [pk for pk, status in latest.values() if status == NodeRun.Status.COMPLETED]
     approved = set(NodeRun.objects.filter(pk__in=completed, output__approved=True)
                    .values_list("node_id", flat=True)) if completed else set()
     owner = User.objects.values_list("username", flat=True).get(pk=run.owner_id)
@@ -127,7 +132,7 @@ def run_state(run: Run) -> RunState:
         here = set(Artifact.objects.filter(pk=run.current_artifact_id).values_list(
             RawSQL("jsonb_path_query_array(content, '$.nodes[*].id')", ()), flat=True).first() or ())
     persons_set = persons_steps(written, {node_id for node_id in people if node_id in written.nodes or node_id not in here})
-    return RunState(statuses={n: s for n, (_, s) in latest.items()}, started=frozenset(started),
+    return RunState(statuses=latest, started=frozenset(started),
                     approved=frozenset(approved), base=base, owner=owner, spawned=run.spawned_agents,
                     patches=run.patch_seq, bound=bound, hosts_above=run.hosts_above, rules_above=run_rules_above(run),
                     agents_wrote=frozenset(written.nodes), persons_set=persons_set)

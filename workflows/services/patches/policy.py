@@ -137,10 +137,12 @@ class Proposer:
 class RunState:
     """What the policy needs to know of the run, read under its lock."""
 
-    statuses: dict[str, str] = field(default_factory=dict)  # node id -> status of its latest node run
+    # node id -> status of its latest node run, or "waiting" while any of its node runs waits (a gate
+    # in a loop's body waits once per pass: an earlier pass's may wait beside the newest)
+    statuses: dict[str, str] = field(default_factory=dict)
     # nodes with a node run that has begun (``NodeRun.begun``: it ran, or made an attempt): their past is fixed
     started: frozenset[str] = frozenset()
-    approved: frozenset[str] = frozenset()  # gates whose latest decision approved
+    approved: frozenset[str] = frozenset()  # gates a completed node run of which approved (any pass of a loop's)
     base: dict[str, Any] = field(default_factory=dict)  # the frozen version the run started from
     owner: str = ""
     spawned: int = 0  # agent nodes patches have added to this run so far (removals give nothing back)
@@ -834,7 +836,9 @@ class _Judgement:
                         _node(node_id), **problem.details)
 
     def check_approved_actions(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """An approval is bound to the action it approved: a patch that changes it voids the decision."""
+        """An approval is bound to the action it approved: a patch that changes it voids the decision.
+        A gate in a loop's body decides once per pass, each on the one action: every pass counts (a
+        pass waiting, a pass that approved: ``RunState``), and ``void_approvals`` takes every one."""
         reopen, revote = [], []
         added = [n for n in self.new if n not in self.old]
         around = set(gates.guarding(self.before, self.proposer.node_id)) if self.proposer.agent else set()
@@ -846,8 +850,9 @@ class _Judgement:
             if gates.action_digest(self.before, gate, bodies=self.bodies_before) == gates.action_digest(
                     self.after, gate, leave_out=leave_out, bodies=self.bodies_after):
                 continue
-            if pending:
+            if pending:  # (a gate in a loop's body waits once per pass: its other passes may have approved)
                 revote.append(gate)
+            if gate not in self.state.approved:
                 continue
             below = gates.reachable(gates.successors(self.before), gates.successors(self.before)[gate])
             begun = sorted(below & self.state.started)
