@@ -67,6 +67,9 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
     except _TooDeep as exc:
         return {"status": "error", "error": "invalid_arguments", "rule": "max_depth", "limit": TOOL_DATA_MAX_DEPTH,
                 "message": str(exc)}
+    except jsontext.DuplicateKey as exc:  # which of the two the model meant is not known
+        return {"status": "error", "error": "invalid_arguments", "rule": exc.rule, "path": exc.path,
+                "message": str(exc)[:500]}
     except (ValueError, TypeError, RecursionError) as exc:  # nested past the parser's depth, or not text at all
         return {"status": "error", "error": "invalid_arguments", "message": f"arguments are not JSON: {exc}"[:500]}
     if not isinstance(args, dict):

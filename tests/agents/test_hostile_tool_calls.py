@@ -61,6 +61,28 @@ def test_nan_in_a_tool_call_s_arguments_is_invalid_arguments_not_the_agent_s_end
     assert remote.hits("/echo") == []
 
 
+def test_a_key_given_twice_in_a_tool_call_s_arguments_is_invalid_arguments_naming_it(engine, api, fake_llm, remote):
+    """Python's ``json.loads`` keeps the last of a key given twice: a model's first ``url`` (or the
+    first of two ``steps``) was dropped without a word and the call made with the other. Which one
+    it meant is not known: the model is told, as the API tells a client (rule ``duplicate_key``)."""
+    url = f"{remote.base}/echo/d"
+    calls = [
+        ("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "https://example.com/a", '
+                                          '"url": "' + url + '"}]}')),
+        ("execute_pipeline", RawArguments('{"steps": [], "steps": [{"op": "http_request", "url": "' + url + '"}]}')),
+    ]
+    fake_llm.reset([{"tool_calls": calls}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline"])]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    results = tool_messages(fake_llm.requests[1])
+    assert [(r.get("error"), r.get("rule"), r.get("path")) for r in results] == [
+        ("invalid_arguments", "duplicate_key", "/steps/0/url"), ("invalid_arguments", "duplicate_key", "/steps")], results
+    assert remote.hits("/echo") == []
+
+
 def test_a_nul_in_the_model_s_answer_is_kept_and_the_agent_goes_on(engine, api, fake_llm):
     """``jsonb`` refuses ``\\u0000``, and the journal keeps the model's answer as it came: a NUL in
     its text, a tool's name or its arguments (a model can be made to emit one) failed the journal's

@@ -19,7 +19,7 @@ from tests.api.factories import (
     post_workflow,
     problems,
 )
-from workflows.models import Artifact, Workflow
+from workflows.models import Artifact, Run, Workflow
 
 MB = 1024 * 1024
 
@@ -200,6 +200,46 @@ def test_a_number_postgres_cannot_hold_is_a_400(api, literal):
     # named where it is, as an integer past 64 bits is (one rule: ``limits.unstorable``)
     assert body["details"]["path"] == "/workflow/nodes/0/config/timeout_ms", body
     assert not Workflow.objects.exists()
+
+
+def test_a_run_body_with_inputs_given_twice_is_a_400_naming_the_key_and_starts_nothing(api):
+    """Python's parser keeps the last of a key given twice: the run started with ``{}``, the inputs
+    the client wrote first lost without a word."""
+    post_workflow(api, "dup", fetch_then_store())
+
+    response = post_raw(api, "/workflows/dup/execute", '{"inputs": {"amount": 1000000, "approve": false}, "inputs": {}}')
+
+    body = assert_error(response, 400, "duplicate_key")
+    assert body["details"] == {"rule": "duplicate_key", "path": "/inputs"}, body
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(("raw", "path"), [
+    ('{"tag_name": "dup", "workflow": {"nodes": [NODE], "nodes": [], "edges": []}}', "/workflow/nodes"),
+    ('{"tag_name": "dup", "workflow": {"nodes": [{"id": "a", "id": "b", "type": "http", "config": {}}], "edges": []}}',
+     "/workflow/nodes/0/id"),
+    ('{"tag_name": "dup", "workflow": {"nodes": [NODE], "edges": [], "metadata": {"a/~b": {"k": 1, "k": 1}}}}',
+     "/workflow/metadata/a~1~0b/k"),
+    # the outer key is named: the inner object that repeats one is in the value it lost
+    ('{"tag_name": "dup", "workflow": {"nodes": [{"x": 1, "x": 2}], "nodes": [NODE], "edges": []}}', "/workflow/nodes"),
+    # a key no answer could carry as it is (a lone surrogate is not UTF-8) is named by its escape
+    ('{"tag_name": "dup", "workflow": {"nodes": [NODE], "edges": [], "metadata": {"\\ud800": 1, "\\ud800": 2}}}',
+     "/workflow/metadata/\\ud800"),
+], ids=["nodes", "a node's id", "an escaped key", "outermost", "a lone surrogate"])
+def test_a_definition_with_a_key_given_twice_is_a_400_naming_its_path(api, raw, path):
+    node = json.dumps(fetch_then_store()["nodes"][0])
+
+    body = assert_error(post_raw(api, "/workflows", raw.replace("NODE", node)), 400, "duplicate_key")
+
+    assert body["details"] == {"rule": "duplicate_key", "path": path}, body
+    assert not Workflow.objects.exists()
+
+
+def test_the_same_key_in_different_objects_is_accepted(api):
+    definition = fetch_then_store()
+    definition["metadata"] = {"a": {"k": 1}, "b": {"k": 1}, "k": [{"k": 1}, {"k": 2}]}
+
+    assert post_raw(api, "/workflows", json.dumps({"tag_name": "same", "workflow": definition})).status_code == 201
 
 
 @pytest.mark.parametrize(("raw", "code"), [

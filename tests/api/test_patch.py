@@ -160,7 +160,20 @@ def test_a_malformed_operation_is_a_400_and_the_tag_does_not_move(api, fetcher, 
 def test_a_malformed_patch_request_is_a_400(api, fetcher, body):
     response = api.patch(f"{API}/workflows/fetcher/patch", body, format="json")
 
-    assert_error(response, 400, "validation_error")
+    answer = assert_error(response, 400, "validation_error")
+    assert answer["details"]["field"] and answer["details"]["rule"], answer  # a nested field's too
+    assert WorkflowVersion.objects.count() == 1
+
+
+def test_an_operation_that_is_not_an_object_is_named_with_its_rule(api, fetcher):
+    """The handler named the nested field (``operations.1``) and looked its rule up under the
+    top-level key, so the rule was null; the two come from one walk now."""
+    operations = [{"op": "test", "path": "/nodes", "value": []}, 1]
+
+    answer = assert_error(patch(api, "fetcher", operations), 400, "validation_error")
+
+    assert (answer["details"]["field"], answer["details"]["rule"]) == ("operations.1", "not_object"), answer
+    assert answer["message"].startswith("operations.1: "), answer
     assert WorkflowVersion.objects.count() == 1
 
 

@@ -38,6 +38,14 @@ def test_inputs_with_nan(tmp_path: Path) -> None:
     no_traceback(aob(tmp_path, "run", "start", "greet", "--inputs", '{"x": NaN}'))
 
 
+def test_inputs_with_a_key_given_twice_are_refused_before_sending(tmp_path: Path) -> None:
+    """Python's json.loads keeps the last of a key given twice: the run would have started with
+    ``{}``, the amount written first dropped before the request; the API refuses it alike."""
+    done = aob(tmp_path, "run", "start", "greet", "--inputs", '{"inputs": {"amount": 1}, "inputs": {}}')
+    no_traceback(done)
+    assert "'inputs' is given more than once in an object (at /inputs)" in done.stderr.decode(), done.stderr
+
+
 def test_a_mistyped_workflow_file_is_named_missing_not_sent_as_a_tag(tmp_path: Path) -> None:
     """`aob run start examples/gret.json` (greet.json mistyped) was sent as a tag, and the answer was
     the tag's rule; a target with a path separator or ending in .json is a file, read as one."""

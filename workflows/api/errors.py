@@ -18,17 +18,19 @@ from aob_project.exceptions import AobError, ServiceUnavailable
 logger = logging.getLogger(__name__)
 
 
-def _first_message(detail: Any, path: str = "") -> tuple[str, str]:
+def _first_error(detail: Any, path: str = "") -> tuple[str, str, str | None]:
+    """The first error's path, message and code (its rule), from one walk: the code is the
+    message's own, so a nested field's error names its rule as a top-level one does."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            return _first_message(value, f"{path}.{key}" if path else str(key))
+            return _first_error(value, f"{path}.{key}" if path else str(key))
     if isinstance(detail, list) and detail:
         if all(not isinstance(d, dict | list) for d in detail):
-            return path, str(detail[0])
+            return path, str(detail[0]), getattr(detail[0], "code", None)
         for i, item in enumerate(detail):
             if item:
-                return _first_message(item, f"{path}[{i}]")
-    return path, str(detail)
+                return _first_error(item, f"{path}[{i}]")
+    return path, str(detail), getattr(detail, "code", None)
 
 
 def _plain(detail: Any) -> Any:
@@ -37,14 +39,6 @@ def _plain(detail: Any) -> Any:
     if isinstance(detail, list):
         return [_plain(v) for v in detail]
     return str(detail)
-
-
-def _codes(detail: Any) -> Any:
-    if isinstance(detail, dict):
-        return {k: _codes(v) for k, v in detail.items()}
-    if isinstance(detail, list):
-        return [_codes(v) for v in detail]
-    return getattr(detail, "code", None)
 
 
 def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,12 +68,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DjangoPermissionDenied):
         return Response(body("forbidden", "permission denied"), status=403)
     if isinstance(exc, exceptions.ValidationError):
-        field, message = _first_message(exc.detail)
-        rule = None
-        codes = _codes(exc.detail)
-        if isinstance(codes, dict) and field in codes:
-            c = codes[field]
-            rule = c[0] if isinstance(c, list) and c and isinstance(c[0], str) else c if isinstance(c, str) else None
+        field, message, rule = _first_error(exc.detail)
         return Response(body("validation_error", f"{field}: {message}" if field else message,
                              {"field": field or None, "rule": rule, "fields": _plain(exc.detail)}),
                         status=status.HTTP_400_BAD_REQUEST)

@@ -2,17 +2,18 @@
 bodies over the limit, nesting past the limit, and what ``workflows.limits.unstorable`` refuses in
 any stored value: NUL characters (``jsonb`` rejects ``\\u0000``), lone surrogates (not UTF-8),
 integers beyond 64 bits and floats beyond them (``1e20``: ``jsonb`` reads it back as such an integer),
-NaN and Infinity (``1e999`` too), each named by its path."""
+NaN and Infinity (``1e999`` too), and a key given twice in one object (``aob.jsontext.loads_unique``),
+each named by its path."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from aob.jsontext import DuplicateKey, loads_unique
 from aob_project.exceptions import AobError
 from workflows.definition.validation import json_depth
 from workflows.limits import unstorable
@@ -51,7 +52,9 @@ def loads_strict(raw: bytes) -> Any:
     try:
         # NaN, Infinity and 1e999 (Infinity by another name) are parsed as Python's floats, and
         # ``unstorable`` below refuses them naming where they are, as it does an integer past 64 bits
-        data = json.loads(text)
+        data = loads_unique(text)
+    except DuplicateKey as exc:
+        raise BodyRejected(exc.rule, str(exc), exc.path) from None
     except RecursionError as exc:
         raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH}") from exc
     except ValueError as exc:
