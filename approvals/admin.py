@@ -156,7 +156,7 @@ class DeliveryAdmin(ApprovalRowsAdmin, ReadOnlyAdmin):
 @admin.register(NotificationTarget)
 class NotificationTargetAdmin(OwnedRowsAdmin):
     owner_field = "user"  # a group's target (no user) is a superuser's to add and change
-    others_visible = False  # a webhook URL is a credential (``notifications._private``)
+    others_visible = staticmethod(lambda user: False)  # a webhook URL is a credential (``notifications._private``)
     list_display = ["id", "user", "group", "webhook_url", "enabled", "created_at"]
     list_columns = ["user__username", "group__name", "webhook_url", "enabled", "created_at"]
     list_filter = ["enabled"]

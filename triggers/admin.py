@@ -25,6 +25,7 @@ from django_celery_beat.models import (
 )
 
 from aob_project.exceptions import AobError
+from workflows import visibility
 from workflows.admin import (
     OwnedRowsAdmin,
     OwnersRowsAdmin,
@@ -207,7 +208,7 @@ class ScheduleAdmin(DeletedWithHistory, OwnedRowsAdmin):
     fields = ["owner", "workflow", "name", "cron", "timezone", "inputs", "version", "catch_up", "enabled",
               "periodic_task", "created_at", "updated_at", "firings"]
     readonly_fields = ["periodic_task", "created_at", "updated_at", "firings"]
-    run_fields = ("firings",)
+    others_visible = staticmethod(visibility.reads_every_run_and_workflow)
     raw_id_fields = ["owner", "workflow"]  # a select would list every user and every workflow
 
     @admin.display(description="firings (latest first)")
@@ -265,7 +266,7 @@ class HookAdmin(DeletedWithHistory, OwnedRowsAdmin):
     search_fields = ["id", "name", "workflow__tag", "owner__username"]
     fields = ["id", "owner", "workflow", "name", "mapping", "enabled", "created_at", "last_delivery_at", "deliveries"]
     readonly_fields = ["id", "owner", "workflow", "created_at", "last_delivery_at", "deliveries"]
-    run_fields = ("deliveries",)
+    others_visible = staticmethod(visibility.reads_every_run_and_workflow)
 
     @admin.display(description="deliveries (latest first)")
     def deliveries(self, obj: Hook) -> str:

@@ -338,28 +338,22 @@ class OwnedRowsAdmin(BoundedListAdmin):
     sent as theirs, a hook's mapping makes their runs' inputs, a notification target receives what
     they are asked. Staff who are not superusers may be given these models' permissions to look
     after their own (an operator grants them); they add, change and delete only their own rows,
-    and add them for themselves only, as on the API: another's row is read-only to them, and its
-    delete, alone or in a bulk delete, refused with nothing deleted. The row's person is
-    ``owner_field``; a row with none (a group's notification target) is a superuser's."""
+    and add them for themselves only, as on the API: another's row, where they may see it
+    (``others_visible``), is read-only to them, and its delete, alone or in a bulk delete, refused
+    with nothing deleted. The row's person is ``owner_field``; a row with none (a group's
+    notification target) is a superuser's."""
 
     owner_field = "owner"
-    # whether staff who are not superusers see others' rows at all (read-only): not where a row
-    # holds a credential (a notification target's webhook URL is all one needs to post as its person)
-    others_visible = True
-    # the fields of a row that list its owner's runs (a schedule's firings): on another's row, shown
-    # only to staff who read every run (``OwnersRowsAdmin``'s rule)
-    run_fields: Sequence[str] = ()
-
-    def get_fields(self, request, obj=None):
-        fields = super().get_fields(request, obj)
-        mine = obj is None or getattr(obj, f"{self.owner_field}_id") == request.user.pk
-        if mine or visibility.reads_every_run(request.user):
-            return fields
-        return [field for field in fields if field not in self.run_fields]
+    # which staff who are not superusers see others' rows at all (read-only): every one given the
+    # model's permissions where a row shows names only (a secret's); no one where a row holds a
+    # credential (a notification target's webhook URL is all one needs to post as its person); and
+    # where a row shows its owner's workflow and their runs' inputs (a schedule's inputs are every
+    # run's it starts), those who read every owner's runs and workflows (``OwnersRowsAdmin``'s rule)
+    others_visible: Callable[[Any], bool] = staticmethod(lambda user: True)
 
     def get_queryset(self, request):
         rows = super().get_queryset(request)
-        if self.others_visible or request.user.is_superuser:
+        if self.others_visible(request.user) or request.user.is_superuser:
             return rows
         return rows.filter(**{self.owner_field: request.user})
 
@@ -532,9 +526,7 @@ class ArtifactAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     through what refers to it, a version of a workflow or a run (definitions, outputs, patches) the
     reader may read; all of them to staff who read every owner's workflows and runs."""
 
-    @staticmethod
-    def reads_every(user: Any) -> bool:
-        return visibility.reads_every_run(user) and visibility.reads_every_workflow(user)
+    reads_every = staticmethod(visibility.reads_every_run_and_workflow)
 
     def own(self, user: Any) -> Q:
         versions = WorkflowVersion.objects.all()

@@ -33,6 +33,13 @@ def reads_every_workflow(user: Any) -> bool:
     return bool(getattr(user, "is_staff", False) and user.has_perm("workflows.view_workflow"))
 
 
+def reads_every_run_and_workflow(user: Any) -> bool:
+    """Both, for a row that shows another owner's workflows and runs together: an artifact (a
+    version's and a run's alike), a schedule (its workflow's tag beside the inputs of every run it
+    starts) or a hook (its workflow's tag beside the mapping that makes its runs' inputs)."""
+    return reads_every_run(user) and reads_every_workflow(user)
+
+
 def runs_visible(*, user: Any) -> QuerySet[Run]:
     if not getattr(user, "is_authenticated", False):
         return Run.objects.none()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.test import Client
 
@@ -80,7 +81,9 @@ def test_staff_add_change_and_delete_only_their_own_schedules(make_user: Any, us
     from triggers.models import Schedule
     from triggers.services.schedules import schedule_create
 
-    lead = staff_with(make_user, "lead", "add_schedule", "change_schedule", "delete_schedule", "view_schedule")
+    # who may see another's schedule at all (``test_staff_who_look_after_their_own_schedules_...``)
+    lead = staff_with(make_user, "lead", "add_schedule", "change_schedule", "delete_schedule", "view_schedule",
+                      "view_run", "view_workflow")
     theirs = schedule_create(owner=user, workflow=workflow_save(owner=user, tag="nightly", definition=ONE).workflow,
                              cron="0 3 * * *")
     client = logged_in(lead)
@@ -208,11 +211,11 @@ def test_staff_who_may_cancel_their_own_runs_read_no_one_else_s(make_user: Any, 
     page = client.get(f"{CHANGELIST}{theirs.pk}/change/")
     assert page.status_code == 302 and "ALICE-PRIVATE" not in page.content.decode()  # as a run that does not exist
     assert "OPS-OWN" in client.get(f"{CHANGELIST}{own.pk}/change/").content.decode()
-    # another owner's schedule is still read-only to them, without the runs it started
+    # nor another owner's schedule, whose runs they may not read
     from triggers.models import Schedule
 
     alices = client.get(f"/admin/triggers/schedule/{Schedule.objects.get(owner=user).pk}/change/")
-    assert alices.status_code == 200 and "ALICE-PRIVATE" not in alices.content.decode()
+    assert alices.status_code == 302 and "ALICE-PRIVATE" not in alices.content.decode()
     assert "OPS-OWN" in client.get(f"/admin/triggers/schedule/{Schedule.objects.get(owner=ops).pk}/change/").content.decode()
 
     # the cancel still cancels their own
@@ -240,3 +243,47 @@ def test_staff_asked_to_approve_see_those_approvals_in_the_admin_and_no_others(m
 
     assert "ASKED-OF-BOB" in listed and "NOT-FOR-BOB" not in listed
     assert logged_in(bob).get(f"{CHANGELIST}{asked.pk}/change/").status_code == 403  # no run permission at all
+
+
+def test_staff_who_look_after_their_own_schedules_and_hooks_read_no_one_else_s(make_user: Any, user: Any) -> None:
+    """A schedule's inputs are those of every run it starts, and a schedule or hook names its
+    owner's workflow: staff given only the schedules' and hooks' permissions read another owner's
+    inputs on its schedule's page and every owner's workflow tags in both lists (a red-team
+    helper's finding), while the API answers them a 404 for those runs, schedules and workflows.
+    Another owner's schedules and hooks are now read, read-only, by staff who read every owner's
+    runs and workflows (``visibility.reads_every_run_and_workflow``), and by no one else."""
+    from tests.conftest import client_for
+    from triggers.services import hooks
+    from triggers.services.schedules import schedule_create
+
+    workflow = workflow_save(owner=user, tag="acquisition-of-initech", definition=ONE).workflow
+    schedule = schedule_create(owner=user, workflow=workflow, cron="0 3 * * *", inputs={"target": "INITECH-42M"})
+    hook, _ = hooks.hook_create(owner=user, workflow=workflow)
+    pages = {f"/admin/triggers/schedule/{schedule.pk}/change/", f"/admin/triggers/hook/{quote(hook.pk)}/change/"}
+    lists = ["/admin/triggers/schedule/", "/admin/triggers/hook/"]
+    lead = staff_with(make_user, "lead", "add_schedule", "change_schedule", "delete_schedule", "view_schedule",
+                      "change_hook", "view_hook")
+    own = schedule_create(owner=lead, workflow=workflow_save(owner=lead, tag="lead-nightly", definition=ONE).workflow,
+                          cron="0 4 * * *", inputs={"to": "LEAD-OWN"})
+    client = logged_in(lead)
+
+    assert client_for(lead).get(f"/api/v1/schedules/{schedule.pk}").status_code == 404  # as on the API
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 302, page  # as a row that does not exist
+        assert "INITECH" not in response.content.decode() and "initech" not in response.content.decode(), page
+    for page in lists:
+        response = client.get(page)
+        assert response.status_code == 200 and "acquisition-of-initech" not in response.content.decode(), page
+    assert "lead-nightly" in client.get(lists[0]).content.decode()  # their own, as before
+    assert "LEAD-OWN" in client.get(f"/admin/triggers/schedule/{own.pk}/change/").content.decode()
+
+    # reading every owner's runs is not reading every owner's workflows
+    runs_only = logged_in(staff_with(make_user, "runs", "view_schedule", "view_hook", "view_run"))
+    assert all("acquisition-of-initech" not in runs_only.get(page).content.decode() for page in lists)
+    # with both they read them, as they read those runs and workflows everywhere: read-only
+    reader = logged_in(staff_with(make_user, "reader", "view_schedule", "change_hook", "view_hook", "view_run",
+                                  "view_workflow"))
+    assert all("acquisition-of-initech" in reader.get(page).content.decode() for page in lists)
+    assert "INITECH-42M" in reader.get(f"/admin/triggers/schedule/{schedule.pk}/change/").content.decode()
+    assert 'name="_save"' not in reader.get(f"/admin/triggers/hook/{quote(hook.pk)}/change/").content.decode()
