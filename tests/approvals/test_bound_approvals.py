@@ -232,6 +232,28 @@ def test_a_patch_asks_again_every_pass_of_a_looped_gate_whose_approved_action_ha
     assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5000}'] * 2
 
 
+def test_each_pass_of_a_looped_join_runs_when_its_later_pass_ran_first(engine, user, remote):
+    """Both passes' gates approved, pass 1's slow finished first and pass 1's pay ran; then pass 0's
+    slow finished, and its pay was taken for run (pay had a later pass: a node's iterations were
+    read as only growing). Invoice 0 was never paid and the run completed (a fixer's find). Each
+    pass's pay runs once both of its pass's parents are done."""
+    flow = _looped_join(user.username, remote)
+    flow["nodes"][0]["config"]["expression"] = "{'amount': 5, 'hold': 'slow' + string(iteration)}"
+    flow["nodes"][2]["config"]["url"] = f"{remote.base}/hold/${{nodes.page.hold}}"  # slow0, slow1
+    run_id = submit(user, flow)
+    for approval in _both_passes_asking(run_id):
+        assert decide(user, approval).status_code == 200
+    remote.release("slow1")
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="pay", iteration=1, status="completed").exists(),
+               timeout=20, what="pass 1's pay done")
+    remote.release("slow0")
+    run = wait_for_run(run_id)
+    assert run.status == "completed", run.error
+    assert list(NodeRun.objects.filter(run_id=run_id, node_id="pay").order_by("iteration")
+                .values_list("iteration", "status")) == [(0, "completed"), (1, "completed")]
+    assert [h["body"] for h in remote.hits("/echo")] == ['{"amount":5}'] * 2
+
+
 def test_nobody_changes_a_four_eyes_gate_or_its_edges_by_a_run_patch(engine, user, make_user, remote):
     """The gate is not reached yet (slow runs first); four-eyes alone keeps it out of the owner's reach."""
     make_user("bob")

@@ -269,6 +269,26 @@ def step(node_id: str) -> dict[str, Any]:
     return {"id": node_id, "type": "transform", "config": {"expression": graphs.ok(1), **graphs.Q}}
 
 
+def test_a_step_hanging_off_a_loop_s_body_runs_for_a_pass_that_finishes_after_a_later_one():
+    """pay hangs off the body after slow; pass 1's slow finished first and its pay ran, then pass 0's
+    slow: its pay was taken for run (a node's iterations read as only growing) and never ran, the run
+    completed. Each pass's pay runs once its pass's slow is done."""
+    definition = {"nodes": [step("page"), step("slow"), step("pay"),
+                            {"id": "again", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "page"}}],
+                  "edges": [{"from": "page", "to": "slow"}, {"from": "page", "to": "again"},
+                            {"from": "slow", "to": "pay"}]}
+    sim = Sim(definition)
+
+    def newest_pass_first(n: int) -> int:  # every message delivered, then the newest pass's node run
+        queued = [t for t in sim.tokens.values() if t.status == NodeRun.Status.QUEUED]
+        if sim.messages:
+            return len(queued)
+        return max(range(len(queued)), key=lambda i: queued[i].iteration)
+
+    drive(sim, newest_pass_first)
+    assert sorted(k for k in sim.finals() if k[0] == "pay") == [("pay", 0), ("pay", 1)]
+
+
 def test_a_step_joining_a_gate_in_a_loop_s_body_waits_for_this_pass_s_decision():
     """Each pass of the loop fetches an invoice (``fetch``), checks it, and asks ``review`` (a gate);
     ``pay`` joins the invoice and the decision, and hangs off the body (it leads back to no loop

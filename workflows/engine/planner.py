@@ -104,7 +104,8 @@ def over_output_limit(stored: int, limits: Limits) -> bool:
 @dataclass
 class State:
     """What a decision reads: the run (locked) and its node runs: the latest iteration of each
-    node, and any node run still active or unconsumed."""
+    node, and any node run still active or unconsumed; in a run with loops, every node run of each
+    pass a finished, unconsumed one belongs to (``coordinator._needed_tokens``; ``known`` trusts it)."""
 
     run_status: str
     inputs: dict[str, Any]
@@ -290,6 +291,8 @@ class _Planner:
         self.latest: dict[str, Token] = {}
         for token in sorted(state.tokens, key=lambda t: t.iteration):
             self._index(token)
+        self.whole = ({t.iteration for t in state.tokens if not t.consumed and t.status in NodeRun.FINISHED}
+                      if ir.loops else set())  # passes the state holds every node run of (``State``)
         self.plan = Plan()
         self.condition_errors = 0  # conditions that failed to evaluate in this plan
         self.unsent: set[int] = set()  # stored node runs no message was sent for (a replay's reused)
@@ -314,10 +317,16 @@ class _Planner:
             self.plan.updates.setdefault(token.pk, {}).update(fields)
 
     def known(self, node_id: str, iteration: int) -> bool:
-        """Whether ``(node_id, iteration)`` exists. Only the latest iteration of each node is read;
-        a node's iterations only grow, so anything at or below it exists already."""
+        """Whether ``(node_id, iteration)`` exists. Of a pass read whole (``State``: the pass of a
+        finished, unconsumed node run) the state holds every node run; of another only the latest
+        iteration of each node is read, and a node's iterations only grow, so anything at or below
+        it exists already. Not so within a pass: a step hanging off a loop's body runs once a pass,
+        and its later pass may have run first (pay's pass 1 before pass 0's slow finished: pay's
+        pass 0 was taken for run, and never ran)."""
         if (node_id, iteration) in self.by_key:
             return True
+        if iteration in self.whole:
+            return False
         latest = self.latest.get(node_id)
         return latest is not None and latest.iteration >= iteration
 
