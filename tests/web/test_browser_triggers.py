@@ -89,7 +89,42 @@ def test_a_new_webhook_secret_says_how_long_the_old_one_still_signs(web: str) ->
         page.get_by_role("button", name="New secret", exact=True).click()
         expect(page.locator("#hook-secret")).to_contain_text("whsec_")
         expect(page.locator("#hook-secret")).to_contain_text("The previous secret still signs deliveries until")
-        page.get_by_role("button", name="New secret, old one stops now").click()
+        page.get_by_role("button", name="New secret, old one stops now").click()  # asks a second press
+        page.get_by_role("button", name="Confirm: new secret, the old one stops signing now").click()
         expect(page.locator("#hook-secret")).to_contain_text("The previous secret no longer signs")
 
+    assert problems == []
+
+
+@pytest.mark.browser
+def test_removing_a_secret_or_a_webhook_asks_a_second_press(web: str) -> None:
+    """A secret's value is never shown again and a webhook's URL and secret are gone with it: Remove
+    asks a second press within 5 s, as the run page's Cancel and Delete do (api.js onSecondPress).
+    It removed at once, on one slip of the mouse (a red-team find)."""
+    from playwright.sync_api import expect
+
+    from triggers.services.hooks import hook_create
+    from vault.services import secret_set
+
+    user = User.objects.create_user("remove-browser", password=PASSWORD)
+    workflow = workflow_save(owner=user, tag="greet", definition=GREETING).workflow
+    hook_create(owner=user, workflow=workflow)
+    secret_set(owner=user, name="PROD_DB_PASSWORD", value="only-copy-of-this-value")
+    with chromium_page("web-remove-twice-failure.png") as (page, problems):
+        log_in(page, web, "remove-browser", "/secrets/")
+        secrets = page.locator("#secrets")
+        secrets.get_by_role("button", name="Remove").click()
+        expect(secrets.get_by_role("button")).to_have_text("Confirm: remove this secret")
+        expect(secrets).to_contain_text("PROD_DB_PASSWORD")
+        secrets.get_by_role("button", name="Confirm: remove this secret").click()
+        expect(secrets).to_contain_text("No secrets yet.")
+
+        page.goto(f"{web}/workflows/greet/triggers/")
+        hooks = page.locator("#hooks")
+        hooks.get_by_role("button", name="Remove").click()
+        expect(hooks.get_by_role("button", name="Confirm: remove this webhook")).to_be_visible()
+        hooks.get_by_role("button", name="Confirm: remove this webhook").click()
+        expect(hooks.locator("tbody tr")).to_have_count(0)
+
+    assert not Secret.objects.filter(owner=user).exists() and not Hook.objects.filter(owner=user).exists()
     assert problems == []

@@ -1,7 +1,7 @@
 // A workflow's schedules and webhooks: list, add, enable/disable, remove; a new hook's secret is
 // shown once, with how to sign a delivery; a hook's latest deliveries, the refused ones with why.
 import {
-  api, el, errorText, pageData, parseJson, setChildren, showAlert, stringifyJson, takeOver, timeEl,
+  api, el, errorText, onSecondPress, pageData, parseJson, setChildren, showAlert, stringifyJson, takeOver, timeEl,
 } from "/static/aob/api.js";
 
 const { tag } = pageData();
@@ -17,6 +17,14 @@ async function act(fn) {
   try { await fn(); showAlert(alertBox, ""); await load(); } catch (err) { fail(err); }
 }
 
+// What cannot be undone (a removal; a new secret that stops the old one signing at once) asks a
+// second press within 5 s, as the run page's Cancel and Delete do (onSecondPress).
+function destructive(label, confirmLabel, fn) {
+  const button = el("button", { type: "button", class: "btn small danger" }, label);
+  onSecondPress(button, confirmLabel, () => act(fn), fail);
+  return button;
+}
+
 function toggle(label, enabled, onChange) {
   return el("input", { type: "checkbox", "aria-label": label, checked: enabled, onchange: (ev) => onChange(ev.target.checked) });
 }
@@ -29,8 +37,8 @@ async function load() {
       el("td", { class: "mono" }, stringifyJson(s.inputs)),
       el("td", {}, toggle(`schedule ${s.id} enabled`, s.enabled,
         (on) => act(() => api(`/schedules/${s.id}`, { method: "PATCH", body: { enabled: on } })))),
-      el("td", {}, el("button", { type: "button", class: "btn small danger",
-        onclick: () => act(() => api(`/schedules/${s.id}`, { method: "DELETE" })) }, "Remove")))));
+      el("td", {}, destructive("Remove", "Confirm: remove this schedule",
+        () => api(`/schedules/${s.id}`, { method: "DELETE" }))))));
     setChildren(hooks, theirHooks.filter((h) => h.tag === tag).map((h) => el("tr", {},
       el("td", { class: "mono", style: "word-break: break-all" }, h.url),
       el("td", { class: "mono", style: "word-break: break-all" }, h.mapping ? stringifyJson(h.mapping) : "—"),
@@ -42,11 +50,9 @@ async function load() {
           onclick: () => showDeliveries(h).catch(fail) }, "Deliveries"),
         el("button", { type: "button", class: "btn small", onclick: () => act(async () => showSecret(
           await api(`/hooks/${h.id}/rotate`, { method: "POST" }), true)) }, "New secret"),
-        el("button", { type: "button", class: "btn small danger", onclick: () => act(async () => showSecret(
-          await api(`/hooks/${h.id}/rotate`, { method: "POST", body: { grace_s: 0 } }), true)) },
-          "New secret, old one stops now"),
-        el("button", { type: "button", class: "btn small danger",
-          onclick: () => act(() => api(`/hooks/${h.id}`, { method: "DELETE" })) }, "Remove")))));
+        destructive("New secret, old one stops now", "Confirm: new secret, the old one stops signing now",
+          async () => showSecret(await api(`/hooks/${h.id}/rotate`, { method: "POST", body: { grace_s: 0 } }), true)),
+        destructive("Remove", "Confirm: remove this webhook", () => api(`/hooks/${h.id}`, { method: "DELETE" }))))));
   } catch (err) { fail(err); }
 }
 

@@ -157,14 +157,15 @@ export function setSiblings(keep, before, after) {
   keep.after(...present(after));
 }
 
-// A definition with its keys in authoring order (the store keeps canonical, sorted JSON).
+// A definition with its keys in authoring order (the store keeps canonical, sorted JSON). Its own
+// keys only, each kept whatever its name: `in` reads Object.prototype too (a metadata key named
+// "constructor" was dropped), and an assignment to "__proto__" sets the prototype instead.
 export function authoringOrder(definition) {
   const order = (obj, keys) => {
     if (!obj || typeof obj !== "object" || Array.isArray(obj)) return obj;
-    const out = {};
-    for (const k of keys) if (k in obj) out[k] = obj[k];
-    for (const k of Object.keys(obj)) if (!(k in out)) out[k] = obj[k];
-    return out;
+    const first = keys.filter((k) => Object.hasOwn(obj, k));
+    const rest = Object.keys(obj).filter((k) => !first.includes(k));
+    return Object.fromEntries([...first, ...rest].map((k) => [k, obj[k]]));
   };
   if (!definition || typeof definition !== "object") return definition;
   const top = order(definition, ["metadata", "nodes", "edges"]);

@@ -2,8 +2,10 @@
 // inbox_changed frame (an approval naming me changed, on anyone's run: it says nothing more), or
 // an approval's or a run's end among my own runs' events, re-reads the list, and so does the socket
 // opening again (what changed while it was closed). Cards stay put across re-reads, so a
-// half-typed comment survives.
-import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, messageOf, setChildren, showAlert, shown, timeEl } from "./api.js";
+// half-typed comment survives; a re-read that brings new votes redraws what the card says around its
+// form, and one whose action a patch changed (its action_digest moved) redraws the whole card: the
+// form drawn for the old action is refused (action_changed), and what was typed was about that one.
+import { LiveSocket, actionChangedNote, api, decisionForm, el, errorText, jsonBlock, messageOf, setChildren, setSiblings, showAlert, shown, stringifyJson, timeEl } from "./api.js";
 
 const inbox = document.getElementById("inbox");
 const alertBox = document.getElementById("inbox-alert");
@@ -32,11 +34,11 @@ function contextBlock(a) {
     jsonBlock(ctx, `context of approval ${a.id}`));
 }
 
-function card(a) {
+// What a card says of an approval, but its form: redrawn when a re-read brings news (``drawn``).
+function said(a) {
   const approvals = a.decisions.filter((d) => d.approve).length;
-  const form = decisionForm(a, { onDecided: load });
   const headingId = `approval-${a.id}-h`;
-  return el("article", { class: "card approval", "aria-labelledby": headingId, "data-approval": a.id },
+  return [
     el("h2", { id: headingId }, messageOf(a, a.kind === "patch" ? "A patch to approve" : "Approve?")),
     el("p", { class: "muted" },
       `${a.kind === "patch" ? "Patch" : "Node"} `, el("span", { class: "mono" }, a.node_id || "—"),
@@ -51,7 +53,36 @@ function card(a) {
       " · ", el("a", { href: `/approvals/${a.id}/` }, "details and notifications")),
     actionChangedNote(a),
     contextBlock(a),
-    form);
+  ];
+}
+
+// What a re-read compares: the action asked about (a patch moves its digest), the votes, the deadline
+// (a reopened gate's starts again) and the escalation.
+const drawn = (a) => stringifyJson([a.action_digest ?? null, a.decisions.map((d) => [d.user, d.approve]),
+  a.deadline ?? null, Boolean(a.escalated)]);
+
+function card(a) {
+  const form = decisionForm(a, { onDecided: load });
+  const node = el("article", { class: "card approval", "aria-labelledby": `approval-${a.id}-h`, "data-approval": a.id },
+    said(a), form);
+  return { node, form, digest: a.action_digest ?? null, drawn: drawn(a) };
+}
+
+// The card of an approval as this read says it; its form (and what is typed in it) is
+// kept while it is about the same action.
+function cardOf(a) {
+  const had = cards.get(a.id);
+  if (!had) {
+    cards.set(a.id, card(a));
+  } else if (had.digest !== (a.action_digest ?? null)) {
+    const fresh = card(a);
+    had.node.replaceWith(fresh.node);
+    cards.set(a.id, fresh);
+  } else if (had.drawn !== drawn(a)) {
+    setSiblings(had.form, said(a), []);
+    had.drawn = drawn(a);
+  }
+  return cards.get(a.id).node;
 }
 
 async function load() {
@@ -66,11 +97,8 @@ async function load() {
       countLine.textContent = data.count > data.results.length
         ? `${data.results.length} of ${data.count} shown, the askers in turn (each one's soonest deadline first)` : "";
       const ids = new Set(data.results.map((a) => a.id));
-      for (const [id, node] of cards) if (!ids.has(id)) { node.remove(); cards.delete(id); }
-      const ordered = data.results.map((a) => {
-        if (!cards.has(a.id)) cards.set(a.id, card(a));
-        return cards.get(a.id);
-      });
+      for (const [id, shownCard] of cards) if (!ids.has(id)) { shownCard.node.remove(); cards.delete(id); }
+      const ordered = data.results.map(cardOf);
       if (!ordered.length) {
         setChildren(inbox, el("p", { class: "empty" }, "Nothing to decide right now."));
       } else {
