@@ -51,3 +51,21 @@ def test_aob_demo_with_an_empty_demo_user_makes_the_default_one(monkeypatch: pyt
     monkeypatch.setenv("AOB_DEMO_PASSWORD", "chosen-by-its-owner-42")
     call_command("aob_demo", stdout=io.StringIO(), stderr=io.StringIO())
     assert list(User.objects.values_list("username", flat=True)) == ["demo"]
+
+
+@pytest.mark.django_db
+def test_aob_demo_keeps_the_demo_token_while_its_password_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password set ends the user's API token (``authentication.token_ends_with_account``), and
+    every ``make up`` runs ``aob_demo`` with the kept password: setting it again would end the demo
+    token a CLI was given at each start. A different password is a reset, and a new token."""
+    def token_shown() -> str:
+        out = io.StringIO()
+        call_command("aob_demo", stdout=out, stderr=io.StringIO())
+        return out.getvalue().split("API token:", 1)[1].split()[0]
+
+    monkeypatch.setenv("AOB_DEMO_PASSWORD", "chosen-by-its-owner-42")
+    first = token_shown()
+    assert token_shown() == first
+    monkeypatch.setenv("AOB_DEMO_PASSWORD", "chosen-again-by-its-owner-43")
+    assert token_shown() != first
+    assert User.objects.get(username="demo").check_password("chosen-again-by-its-owner-43")

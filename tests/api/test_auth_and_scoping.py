@@ -273,6 +273,98 @@ def test_a_hash_too_long_to_wrap_is_kept_and_its_sessions_are_deleted(user, sett
     assert Client().login(username="alice", password=PASSWORD)
 
 
+NEW_PASSWORD = "brand-new-pass-9"
+
+
+def _holding(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+def test_a_password_reset_in_the_admin_ends_the_old_api_token(user, api):
+    """An operator resets a password after a leak: the sessions ended (Django binds them to the
+    stored hash) but the API token, the credential a leaked CLI config or CI log holds, went on
+    acting as the user (a red-team helper's finding). It ends with the password now."""
+    leaked = _holding(user.auth_token.key)
+    assert leaked.get(f"{API}/auth/me").status_code == 200
+    browser = Client()
+    assert browser.post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 302
+    admin = Client()
+    admin.force_login(type(user).objects.create_superuser("root", password=PASSWORD))
+
+    answer = admin.post(f"/admin/auth/user/{user.pk}/password/",
+                        {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"})
+
+    assert answer.status_code == 302, answer.content[:2000]
+    assert_error(browser.get(f"{API}/auth/me"), 401)
+    assert_error(leaked.get(f"{API}/auth/me"), 401)
+    fresh = APIClient().post(f"{API}/auth/token", {"username": "alice", "password": NEW_PASSWORD}, format="json")
+    assert _holding(fresh.json()["token"]).get(f"{API}/auth/me").json()["username"] == "alice"
+
+
+def test_disabling_password_sign_in_in_the_admin_ends_the_api_token(user, api):
+    """The admin's other reset, "password-based authentication: Disabled", ends the token too."""
+    leaked = _holding(user.auth_token.key)
+    admin = Client()
+    admin.force_login(type(user).objects.create_superuser("root", password=PASSWORD))
+
+    answer = admin.post(f"/admin/auth/user/{user.pk}/password/",
+                        {"usable_password": "false", "unset-password": "Disable password-based authentication"})
+
+    assert answer.status_code == 302, answer.content[:2000]
+    assert not type(user).objects.get(pk=user.pk).has_usable_password()
+    assert_error(leaked.get(f"{API}/auth/me"), 401)
+
+
+def test_aob_create_user_resetting_a_password_prints_a_new_token(user, api):
+    """``aob_create_user NAME --password NEW`` ("reset its password") printed the same old key."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    old = user.auth_token.key
+    out = StringIO()
+    call_command("aob_create_user", "alice", "--password", NEW_PASSWORD, stdout=out)
+
+    assert out.getvalue().strip() != old
+    assert_error(_holding(old).get(f"{API}/auth/me"), 401)
+    assert _holding(out.getvalue().strip()).get(f"{API}/auth/me").json()["username"] == "alice"
+
+
+def test_a_token_only_users_other_changes_keep_their_token(db):
+    """A user made with no password signs in by the token alone: changing anything else of theirs
+    (``--staff``, the admin's form), their unusable password kept, is no password change."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    first, again = StringIO(), StringIO()
+    call_command("aob_create_user", "ci-bot", stdout=first)
+    call_command("aob_create_user", "ci-bot", "--staff", stdout=again)
+
+    assert again.getvalue() == first.getvalue()
+    assert _holding(first.getvalue().strip()).get(f"{API}/auth/me").json()["username"] == "ci-bot"
+
+
+def test_a_sign_in_that_rehashes_the_password_keeps_the_token(user, api, settings):
+    """A sign-in rehashes a password stored with a hasher no longer preferred (``PASSWORD_HASHERS``
+    changed, or a deactivation's wrapper): the same password, so no change, and the token stays."""
+    from django.contrib.auth.hashers import make_password
+
+    settings.PASSWORD_HASHERS = [*settings.PASSWORD_HASHERS, "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    user.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    user.save()
+    assert api.get(f"{API}/auth/me").status_code == 200
+
+    assert Client().post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 302
+    again = APIClient().post(f"{API}/auth/token", {"username": "alice", "password": PASSWORD}, format="json")
+
+    assert type(user).objects.get(pk=user.pk).password.startswith("md5$")  # rehashed at the sign-in
+    assert api.get(f"{API}/auth/me").json()["username"] == "alice"
+    assert again.json()["token"] == user.auth_token.key
+
+
 def test_a_user_revokes_their_token_and_every_holder_of_it_is_refused(user, api):
     """A token left on a shared machine or pasted into a log: its user revokes it (``DELETE
     /auth/token``, ``aob logout --revoke``) without an operator; before, only an administrator (or

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import User
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
@@ -49,12 +50,31 @@ class TokenOrBearerAuthentication(TokenAuthentication):
         return 'Token realm="api", Bearer realm="api"'
 
 
+def password_change_noted(sender: Any, instance: User, **kwargs: Any) -> None:
+    """Whether this save changes the user's password (``pre_save``), for ``token_ends_with_account``:
+    one set (``set_password``: the admin's password form, ``aob_create_user --password``, a password
+    change page; a sign-in's rehash with the preferred hasher clears Django's ``_password`` before it
+    saves, and is no change), or the one stored made unusable (the admin's "Disabled" password-based
+    authentication): only a change from a usable one, so an unusable user's other edits are none."""
+    fields = kwargs.get("update_fields")
+    changed = not instance._state.adding and (fields is None or "password" in fields)
+    if changed and instance._password is None:
+        changed = not instance.has_usable_password() and is_password_usable(
+            User.objects.filter(pk=instance.pk).values_list("password", flat=True).first())
+    instance._aob_password_changed = changed  # type: ignore[attr-defined]
+
+
 def token_ends_with_account(sender: Any, instance: User, **kwargs: Any) -> None:
-    """A user saved deactivated loses their API token and their sessions (``post_save``): deactivating
-    someone ends the key their CLI or a CI job holds, and every session cookie they left, for good,
-    not only while the account is off. Each was refused while inactive and worked again on
-    re-activation (a rehire, a suspension lifted after a password reset), wherever it had been left.
-    Signing in again makes a new one (``POST /auth/token``, the login pages)."""
+    """A user whose password is changed, or who is saved deactivated, loses their API token
+    (``post_save``): a password reset after a leak ends the key a leaked CLI config or CI log holds,
+    as it ends the sessions (Django binds them to the stored hash), and ``aob_create_user`` prints a
+    new one; deactivating someone ends that key and every session cookie they left, for good, not
+    only while the account is off. Each was refused while inactive and worked again on re-activation
+    (a rehire, a suspension lifted after a password reset), wherever it had been left. Signing in
+    again makes a new one (``POST /auth/token``, the login pages)."""
+    if getattr(instance, "_aob_password_changed", False):
+        instance._aob_password_changed = False  # type: ignore[attr-defined]
+        token_revoke(user_id=instance.pk, why="password_changed")
     fields = kwargs.get("update_fields")
     if instance.is_active or (fields is not None and "is_active" not in fields):
         return

@@ -40,8 +40,8 @@ def user_get_or_create(*, username: str) -> tuple[User, bool]:
 def token_revoke(*, user_id: int, why: str) -> bool:
     """The user's API token deleted: every client holding it is refused from its next request (no
     token is cached) and its open sockets at their next check; signing in again makes a new one.
-    ``why``: ``revoked`` (the user's own ``DELETE /auth/token``) or ``deactivated``. Whether there
-    was one."""
+    ``why``: ``revoked`` (the user's own ``DELETE /auth/token``), ``password_changed`` or
+    ``deactivated``. Whether there was one."""
     deleted, _ = Token.objects.filter(user_id=user_id).delete()
     if deleted:
         logger.info("auth.token_revoked", extra={"user_id": user_id, "why": why})

@@ -40,8 +40,8 @@ class Command(BaseCommand):
             raise CommandError(f"AOB_DEMO_USER: {exc.message}") from None
         if not password and (created or not user.password or not user.has_usable_password()):
             password = secrets.token_urlsafe(24)
-        if password:
-            user.set_password(password)
+        if password and not user.check_password(password):  # the same one again is no change: the
+            user.set_password(password)  # demo's API token would end at every start (authentication.py)
         user.is_staff = user.is_superuser = True
         user.save()
         token, _ = Token.objects.get_or_create(user=user)
