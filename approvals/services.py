@@ -506,7 +506,15 @@ def _expire_one(pk: int, now: Any) -> int:
         locks.lock_run(run_id)  # the run row first (workflows/engine/locks.py)
         approval = (Approval.objects.select_for_update(skip_locked=True).select_related("run").defer(*RUN_UNREAD)
                     .filter(pk=pk, status=Approval.Status.PENDING).first())
-        return int(approval is not None and _expire_if_due(approval, now))
+        if approval is None:
+            return 0
+        run = approval.run
+        # a sub-workflow's gate whose tree has ended applies no on_timeout (an approve would lead
+        # on): its run is cancelled, and the gate with it, as its next claim would (execution.claim)
+        if (run.within and run.status not in Run.FINISHED
+                and transitions.cancel_below_ended(run.pk, run.status, run.owner_id, parent=run.within)):
+            return 0
+        return int(_expire_if_due(approval, now))
 
 
 def _expire_if_due(approval: Approval, now: Any) -> bool:

@@ -3,8 +3,11 @@ cancels none of them itself; bounded tasks on the maintenance queue cancel the w
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from approvals.models import Approval
 from subflows.models import SubRun
@@ -15,7 +18,7 @@ from tests.conftest import stored_run
 from tests.engine.flow import wait_until
 from tests.faults.harness import hooks
 from tests.subflows.test_subflows import parent, start
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 from workflows.registry import MAINTENANCE_QUEUE
 from workflows.services.definitions import workflow_save
 
@@ -124,3 +127,63 @@ def test_a_gate_below_a_cancelled_run_is_not_decided_while_its_cancel_waits_on_t
                       what="the grandchild cancelled")
     assert Approval.objects.get(pk=approval.pk).status == "cancelled"
     assert not NodeRun.objects.filter(run=grandchild, node_id="pay").exists() and not remote.hits("/echo")
+
+
+def _run_cancelled(run: Run) -> dict:
+    """The run's ``run_cancelled`` event's data: who and why."""
+    return Event.objects.get(run=run, type="run_cancelled").data
+
+
+def test_a_child_takes_no_next_step_once_its_tree_is_cancelled_whatever_its_cancel_waits_on(
+        engine, api, user, remote):
+    """A parent's cancel reaches its children later, on the maintenance queue. Until then a child's
+    node in flight finished and the next one ran: ``pay`` sent 5000 after the whole tree was
+    cancelled (200). The child's next claim ends it instead, cancelled, saying why."""
+    workflow_save(owner=user, tag="page-then-pay", definition={"nodes": [
+        {"id": "page", "type": "http", "config": {"url": f"{remote.base}/hold/page-then-pay", "method": "GET"}},
+        {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo", "method": "POST",
+                                                 "payload": {"amount": 5000}}}],
+        "edges": [{"from": "page", "to": "pay"}]})
+    run = start(api, parent("page-then-pay"), {"n": 1})
+    child = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), what="the child run").child_run
+    wait_until(lambda: remote.hits("/hold/page-then-pay"), what="the child's page in flight")
+
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the children's cancel not yet taken
+        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
+        remote.release("page-then-pay")  # the node in flight answers: the child's next step is due
+        wait_until(lambda: Run.objects.get(pk=child.pk).status in Run.FINISHED, timeout=30,
+                   what="the child ended by its own next step, its tree's cancel still queued")
+
+        assert Run.objects.get(pk=child.pk).status == "cancelled"
+        assert _run_cancelled(child)["reason"] == "a run above it ended (cancelled)"
+        assert NodeRun.objects.get(run=child, node_id="page").status == "completed"  # it was in flight
+        assert NodeRun.objects.get(run=child, node_id="pay").status == "cancelled"
+        assert not remote.hits("/echo")
+
+
+def test_a_childs_gate_past_its_deadline_approves_nothing_once_its_tree_is_cancelled(engine, api, user, remote):
+    """The deadlines' sweep applied a child's gate's ``on_timeout: approve`` after the whole tree was
+    cancelled (its cancel still on the maintenance queue), and what the gate guarded ran. The sweep
+    cancels the child instead, the gate with it."""
+    from approvals.services import approvals_expire_due
+
+    workflow_save(owner=user, tag="timed-pay", definition={"nodes": [
+        {"id": "gate", "type": "hitl", "config": {"message": "pay?", "timeout_ms": 600000, "on_timeout": "approve"}},
+        {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo", "method": "POST",
+                                                 "payload": {"amount": 5000}}}],
+        "edges": [{"from": "gate", "to": "pay", "condition": "$.approved == true"}]})
+    run = start(api, parent("timed-pay"), {"n": 1})
+    child = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), what="the child run").child_run
+    approval = wait_until(lambda: Approval.objects.filter(run=child, status="pending").first(),
+                          what="the child waiting at its gate")
+
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the children's cancel not yet taken
+        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
+        Approval.objects.filter(pk=approval.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+        approvals_expire_due()  # the sweep's pass, as beat sends it
+
+        assert Run.objects.get(pk=child.pk).status == "cancelled"
+        assert _run_cancelled(child)["reason"] == "a run above it ended (cancelled)"
+        assert Approval.objects.get(pk=approval.pk).status == "cancelled"
+        assert NodeRun.objects.get(run=child, node_id="gate").status == "cancelled"
+        assert not NodeRun.objects.filter(run=child, node_id="pay").exists() and not remote.hits("/echo")

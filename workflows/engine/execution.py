@@ -88,7 +88,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
       FROM claimed
      WHERE r.id = claimed.run_id
  RETURNING r.id, r.event_seq, r.owner_id, {inputs_head} AS inputs, r.current_artifact_id, r.request_id,
-           r.hosts_above
+           r.hosts_above, r.budget->>%(within)s AS parent
 ), started AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
     SELECT bumped.id, bumped.event_seq, %(event_type)s, claimed.node_id,
@@ -100,11 +100,11 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
 SELECT claimed.run_id, claimed.node_id, claimed.node_type, claimed.iteration, claimed.attempts, claimed.queued_at,
        bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id, false,
        (SELECT owner.is_active FROM {users} owner WHERE owner.id = bumped.owner_id),  -- engine.owners
-       bumped.hosts_above
+       bumped.hosts_above, bumped.parent  -- a sub-workflow's (_below_ended)
   FROM claimed, bumped, started
 UNION ALL  -- held: the node_held event's seq when this was its first hold
 SELECT locked.id, due.node_id, due.node_type, due.iteration, NULL, NULL, due.owner_id, NULL, NULL, held_event.seq,
-       held_event.request_id, true, NULL, NULL
+       held_event.request_id, true, NULL, NULL, NULL
   FROM held, due, locked LEFT JOIN held_event ON true
 """.replace("{at_limit}", admission.AT_LIMIT).replace("{inputs_head}", run_inputs.HEAD_SQL).replace(
     "{users}", User._meta.db_table)
@@ -126,7 +126,7 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     slots = admission.slots()
     params: dict[str, Any] = {"now": now, "lease_s": settings.AOB_LEASE_S, "id": node_run_id, "due": now + timedelta(milliseconds=50),
               "request_id": current_request_id(), "event_type": Event.Type.NODE_STARTED.value, "slots": slots,
-              "held_type": Event.Type.NODE_HELD.value}
+              "held_type": Event.Type.NODE_HELD.value, "within": Run.WITHIN}
     if slots:  # the owner's slots counted after the claims before this one committed (admission.OWNER_SLOTS)
         rows = locks.pipelined(admission.OWNER_SLOTS, params, CLAIM, params)
     else:
@@ -136,7 +136,7 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     if not rows:
         return None
     (run_id, node_id, node_type, iteration, attempts, queued_at, owner_id, inputs, artifact_id, seq,
-     request_id, held, owner_active, hosts_above) = rows[0]
+     request_id, held, owner_active, hosts_above, parent) = rows[0]
     if held:
         NODE_HELD.labels(node_type).inc()
         logger.debug("node_run.held", extra={"node_run_id": node_run_id})
@@ -148,6 +148,8 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
          owner_id=owner_id)
     events.push(str(run_id), owner_id, [events.frame(run_id, seq, Event.Type.NODE_STARTED, node_id,
                                                      {"iteration": iteration, "attempt": attempts}, request_id, now)])
+    if parent is not None and _below_ended(run_id, owner_id, parent):
+        return None  # its tree has ended: it was cancelled with this node run, which does not begin
     if attempts == 1 and queued_at is not None:
         NODE_QUEUE.labels(node_type).observe(max(0.0, (now - queued_at).total_seconds()))
     # One INFO line per node outcome (completed, failed, retrying, lease lost); the start is the
@@ -173,6 +175,19 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms},
                        owner_active=bool(owner_active), hosts=egress.binding(ir.metadata, hosts_above))
+
+
+def _below_ended(run_id: Any, owner_id: int, parent: Any) -> bool:
+    """Whether a sub-workflow's run, its node run just claimed, is in a tree that has ended: then it
+    is cancelled here (``transitions.cancel_below_ended``), with the node run, before the node
+    begins. A parent's cancel reaches its children later, on the maintenance queue: every next step
+    of a child (dispatched by its decision, a gate's deadline, a grandchild's end, a retry, the
+    sweeper) is claimed first. Asked of a run with a parent only: a top run's claim is one statement."""
+    with transaction.atomic():
+        status = locks.lock_run(run_id)  # the child first, then the runs above (locks.ended_above)
+        if status is None or status in Run.FINISHED:
+            return True  # ended (or removed) since the claim: its node runs were ended with it
+        return transitions.cancel_below_ended(run_id, status, owner_id, parent=parent) is not None
 
 
 def _outputs(run_id: Any, ir: Any, node_id: str, iteration: int, refs: set[str]) -> dict[str, Any]:

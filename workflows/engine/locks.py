@@ -63,19 +63,23 @@ def lock_run(run_id: Any) -> str | None:
     return row[0] if row else None
 
 
-def ended_above(run_id: Any) -> str | None:
+def ended_above(run_id: Any, *, parent: Any = None) -> str | None:
     """The status of the nearest run above ``run_id`` (a sub-workflow's parent, theirs, up the
     nesting) that has ended, or None. A parent's end cancels its children later, in bounded batches
     on the maintenance queue (``subflows.cancel_children``): until then a child's own status says
     nothing of it. Each run above is share-locked up to the one that ended, after the child (a
     child before its parent, as ``runs_below_locked`` takes them): called while the caller holds
     the child's lock, a parent's cancel is committed before this reads it, or waits for the
-    caller's transaction. One query for a top run, one more a level."""
+    caller's transaction. One query for a top run, one more a level; ``parent``, the run's
+    ``Run.WITHIN`` where the caller read it, saves the first."""
     _in_transaction()
     with connection.cursor() as cursor:
-        cursor.execute(ABOVE_OF, [Run.WITHIN, run_id])
-        row = cursor.fetchone()
-        above = row[0] if row else None
+        if parent is None:
+            cursor.execute(ABOVE_OF, [Run.WITHIN, run_id])
+            row = cursor.fetchone()
+            above = row[0] if row else None
+        else:
+            above = parent
         for _ in range(settings.AOB_SUBWORKFLOW_MAX_DEPTH + 1):
             try:
                 above_id = uuid.UUID(str(above)) if above else None

@@ -17,10 +17,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Q
+from django.utils import timezone
 
-from workflows.models import NodeRun, Run
+from workflows.models import Event, NodeRun, Run
 
-from . import events
+from . import events, hooks, locks
+from .dispatch import revoke_after_commit
 
 N, R = NodeRun.Status, Run.Status
 
@@ -131,3 +133,35 @@ def cancel_active(run_id: Any, now: Any) -> list[str]:
     return cancelled
 
 
+
+
+def cancel_run(run_id: Any, status: str, owner_id: int, now: Any, *, by: str | None = None,
+               reason: str = "") -> list[str]:
+    """The one cancel of a run the caller locked, unfinished (``status``): the run and its active
+    node runs ``cancelled`` (their queued messages revoked; a running executor's heartbeat finds
+    its lease gone and stops it), what waits on it settled (``hooks.run_ending``), ``run_cancelled``
+    appended with who (``by``: None, the system) and why. Returns the node ids cancelled."""
+    move_run(run_id, R.CANCELLED, sources=[status], finished_at=now)
+    active = list(NodeRun.objects.filter(run_id=run_id, status__in=NodeRun.ACTIVE).values_list("pk", flat=True))
+    cancelled = cancel_active(run_id, now)
+    revoke_after_commit(run_id, active)
+    hooks.run_ending(run_id, R.CANCELLED, now)
+    events.append(run_id, owner_id, [(Event.Type.RUN_CANCELLED, "", {
+        "by": by, "reason": reason, "cancelled_nodes": cancelled})])
+    hooks.run_finished(run_id, R.CANCELLED)
+    return cancelled
+
+
+def cancel_below_ended(run_id: Any, status: str, owner_id: int, *, parent: Any) -> str | None:
+    """A sub-workflow's run whose tree has ended ends with it, here, before it takes its next step.
+    A parent's end cancels its children later, on the maintenance queue (``subflows.cancel_children``):
+    until then nothing of the child's own says so, and what it would do next (a node's claim, its
+    gate's deadline applied) must not begin. The caller holds the run's lock and read its ``status``
+    (unfinished) and ``parent`` (``Run.WITHIN``): the runs above are share-locked after it (a child
+    before its parent, ``locks.ended_above``), so a parent's cancel is committed before this reads
+    it, or waits for the caller. Cancels the run (``cancel_run``) and returns the status of the run
+    above that ended; None when none has. A run with no parent is never asked: no statement."""
+    ended = locks.ended_above(run_id, parent=parent)
+    if ended is not None:
+        cancel_run(run_id, status, owner_id, timezone.now(), reason=f"a run above it ended ({ended})")
+    return ended

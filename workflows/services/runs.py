@@ -19,9 +19,9 @@ from workflows.definition import gates
 from workflows.definition.ir import IR, ir_for
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import validate
-from workflows.engine import coordinator, events, hooks, run_output, transitions
+from workflows.engine import coordinator, events, run_output, transitions
 from workflows.engine.artifacts import keep_artifacts
-from workflows.engine.dispatch import Dispatch, publish_after_commit, revoke_after_commit
+from workflows.engine.dispatch import Dispatch, publish_after_commit
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
 from workflows.limits import bounded_error, refuse_past, refuse_unstorable
 from workflows.models import (
@@ -203,16 +203,9 @@ def run_cancel(*, run: Run, user: User | None = None, reason: str = "") -> Run:
         if run.is_finished:
             raise Conflict(f"run is already {run.status}", code="run_finished", extra={"status": run.status})
         now = timezone.now()
-        transitions.move_run(run.pk, Run.Status.CANCELLED, sources=[run.status], finished_at=now)
+        transitions.cancel_run(run.pk, run.status, run.owner_id, now, by=user.username if user else None,
+                               reason=reason)
         run.status, run.finished_at = Run.Status.CANCELLED, now
-        active = list(NodeRun.objects.filter(run=run, status__in=NodeRun.ACTIVE).values_list("pk", flat=True))
-        cancelled = transitions.cancel_active(run.pk, now)
-        # queued messages are revoked; a running executor's heartbeat finds its lease gone and stops it
-        revoke_after_commit(run.pk, active)
-        hooks.run_ending(run.pk, run.status, now)
-        events.append(run.pk, run.owner_id, [(Event.Type.RUN_CANCELLED, "", {
-            "by": user.username if user else None, "reason": reason, "cancelled_nodes": cancelled})])
-        hooks.run_finished(run.pk, run.status)
     return run
 
 
