@@ -553,7 +553,7 @@ def _route_masks(definition: dict[str, Any], gates_of: tuple[str, ...], index: d
             steps += 1
             if steps > ROUTE_STEPS_MAX:
                 raise RoutesTooMany(f"more than {ROUTE_STEPS_MAX} steps following the gates' decisions")
-            decisive = condition and node in carriers and _reads_output(condition)
+            decisive = condition and node in carriers and reads_output(condition)
             reach(target, bit((node, _normal(condition))) if decisive else mask)
     return masks
 
@@ -603,9 +603,10 @@ def _routes_out(definition: dict[str, Any]) -> dict[str, list[tuple[str, str | N
 
 
 @functools.lru_cache(maxsize=4096)
-def _reads_output(condition: str) -> bool:
-    """Whether a branch rule reads the output it routes (``$.x``, ``output.x``); one that reads only
-    the run's inputs routes the same whatever a decision was. One that does not compile is taken to."""
+def reads_output(condition: str) -> bool:
+    """Whether a branch rule reads the output it routes, or a loop's condition the output it judges
+    (``$.x``, ``output.x``); one that reads only the run's inputs (or a loop's count) routes the
+    same whatever a decision, or its upstream, was. One that does not compile is taken to."""
     from .expressions import ExpressionError, expand_shorthand, fields_read
 
     try:
@@ -788,9 +789,10 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     times the approved action runs on the one approval (a payment joined with a step of a paging
     loop pays on every page), though the loop may lie outside what ``guarded`` walks (before
     another gate, or beside the action). A loop that runs the gate again is not: the gate asks on
-    every pass. And what the action reads that may still run after the approval (``feeders``), with
-    every edge into those and every branch rule out of them: the amount a payment sends is part of
-    what was approved.
+    every pass. And what the action, and such a loop's condition, read that may still run after the
+    approval (``feeders``), with every edge into those and every branch rule out of them: the amount
+    a payment sends is part of what was approved, and so is the step whose output says whether the
+    paging loop goes round again (rewritten, one approved payment was paid on every pass).
 
     Nodes named in ``leave_out`` (added by an agent the gate already approved) are not part of it,
     and neither are the edges among them nor the plain edges from the approved action to them (an
@@ -809,14 +811,14 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     inside = {gate, *region}
     loops = sorted(n for n, reruns in bodies.items() if n in nodes and n not in inside and n not in skip
                    and gate not in reruns and set(reruns) & inside)
-    # what the approved action reads, not what nodes added after it read (``leave_out``)
-    fed = sorted(feeders(definition, gate, region) - skip) if gate is not None else []
-    read = inside | set(fed)
-    # every edge into or out of the action; into what it reads, and the branch rules out of that (a
-    # rule that holds is taken alone: one added elsewhere starves the step the action reads); a
-    # plain edge out of it, elsewhere, is not read
+    # what the approved action and those loops read, not what nodes added after it read (``leave_out``)
+    fed = sorted(feeders(definition, gate, [*region, *loops]) - skip) if gate is not None else []
+    read, looped = inside | set(fed), set(loops)
+    # every edge into or out of the action; into those loops; into what they read, and the branch
+    # rules out of that (a rule that holds is taken alone: one added elsewhere starves the step the
+    # action reads); a plain edge out of it, elsewhere, is not read
     routes = [[source, target, condition] for source, target, condition in edges(definition)
-              if (source in inside or target in read or (condition and source in read))
+              if (source in inside or target in read or target in looped or (condition and source in read))
               and not (target in skip and not condition)]
     digested = {"gate": nodes.get(gate) if gate else None, "nodes": [nodes[n] for n in region], "edges": routes,
                 "loops": [nodes[n] for n in loops]}

@@ -579,10 +579,15 @@ class _Judgement:
 
     def widened(self, loop_id: str) -> bool:
         """Whether the patch lets an existing loop go round more often: more iterations, or any change
-        to its condition or to where it jumps back."""
+        to its condition, to where it jumps back, or to what its condition reads (``conditions_fed``)."""
         old, new = self.old[loop_id], self.new[loop_id]
         return any(_loop_config(new, key) != _loop_config(old, key) for key in ("loop_back_to", "condition")) or (
-            _iterations(new) > _iterations(old))
+            _iterations(new) > _iterations(old)) or loop_id in self.conditions_fed
+
+    @functools.cached_property
+    def conditions_fed(self) -> set[str]:
+        """``conditions_fed`` of this patch: once a judgement, for every loop."""
+        return conditions_fed(self.before, self.after)
 
     def check_loop_bounds(self) -> None:
         """How often an existing loop goes round is its author's bound (or the person's who patched it
@@ -592,8 +597,10 @@ class _Judgement:
         for loop_id in sorted(self.bodies_after):
             if loop_id in self.old and self.old[loop_id].get("type") == "loop" and self.widened(loop_id):
                 self.refuse(Rule.AGENT_PRIVILEGE, f"loop {loop_id!r}: an agent may not let a loop go round more "
-                            "often (max_iterations raised, condition or loop_back_to changed): its bound is its "
-                            "author's", _node(loop_id), node_id=loop_id)
+                            "often (max_iterations raised, condition or loop_back_to changed, or what its "
+                            "condition reads: an edge into it, a step before it or one it reads): its bound is "
+                            "its author's", _node(loop_id),
+                            lambda doc, loop=loop_id: loop in conditions_fed(self.before, doc), node_id=loop_id)
         # the same raise spelled as a new loop over what a loop of the run's, or of its author's, runs
         # again (beside it, inside it, in its place, or after a patch that removed it): that loop, widened
         bounded: dict[str, str] = {}
@@ -899,6 +906,34 @@ def influenced(before: dict[str, Any], after: dict[str, Any], *, avoid: str | No
     it is taken beside them, never instead."""
     start = _influence_start(before, after)
     return _reached(before, start, avoid) | _reached(after, start, avoid)
+
+
+def conditions_fed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """The loops of ``before`` whose condition may read otherwise in ``after`` (``influenced``, as if
+    each loop's own node were left as it was: its own config is the policy's ``widened``, and a
+    bound may be lowered): those whose edges in change, and those whose condition reads the output
+    of the loop's first parent that delivered (``output``) or a step's (``$nodes``) that the change
+    may alter: a rewritten step before the loop, or one it reads, says what the condition says. An
+    author's transform feeding its paging loop ``{'more': false}``, rewritten to ``{'more': true}``,
+    made a POST of one pass run on every one of the loop's passes. A condition on the loop's count
+    alone (``iteration < 3``) reads nothing a patch writes."""
+    old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
+    loops = {n for n, node in old.items() if node.get("type") == "loop" and n in new}
+    if not loops:
+        return set()
+    kept = {**after, "nodes": [old[n["id"]] if n.get("id") in loops else n for n in after["nodes"]]}
+    start = _influence_start(before, kept)
+    reached = _reached(before, start) | _reached(after, start)
+    return {n for n in loops & reached if n in start or _condition_reads(old[n], reached)}
+
+
+def _condition_reads(loop: dict[str, Any], reached: set[str]) -> bool:
+    """Whether a loop's condition reads its upstream's output, or a step of ``reached`` by name."""
+    condition = _loop_config(loop, "condition")
+    if not condition:
+        return False  # (none: the loop goes round until its bound)
+    return not isinstance(condition, str) or gates.reads_output(condition) or bool(
+        referenced_nodes(loop.get("config")) & reached)
 
 
 def _influence_start(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
