@@ -182,6 +182,19 @@ def check_hook_delivery(*, owner_id: int) -> None:
                         "user_rate_limit_exceeded", "hook deliveries per owner")])
 
 
+def hook_refusal_kept(*, owner_id: int) -> bool:
+    """Whether one more delivery that ``check_hook_delivery`` refused may be remembered (its
+    signature bound to its delivery id, ``hooks._first_seen``): as many per window as that limit lets
+    through, so a sender that holds the secret and sends on past its 429s keeps no more in Redis
+    than one whose deliveries were accepted. Past it (or without Redis) nothing is kept."""
+    try:
+        check([Layer(f"aob:rl:user:{owner_id}:deliveries-refused-kept", settings.AOB_RATE_USER_RUNS_PER_MIN,
+                     "user_rate_limit_exceeded", "refused hook deliveries remembered per owner")])
+    except (RateLimited, redis.RedisError):
+        return False
+    return True
+
+
 def _fail_closed(layers: list[Layer]) -> None:
     """``check`` for what may start a run: without Redis, nothing starts (503)."""
     try:

@@ -289,6 +289,31 @@ def test_a_step_hanging_off_a_loop_s_body_runs_for_a_pass_that_finishes_after_a_
     assert sorted(k for k in sim.finals() if k[0] == "pay") == [("pay", 0), ("pay", 1)]
 
 
+@pytest.mark.parametrize("budget", [None, pure.Budget.none()], ids=["in-the-start", "each-in-a-decision"])
+def test_a_replay_after_a_loop_runs_none_of_the_passes_its_source_made(budget):
+    """A replay reuses each node's latest node run (``run_replay``): page's last pass, not its first.
+    Its start's state held start@0 unconsumed, so pass 0 read as whole, and page@0, absent, was
+    queued again: the loop went round and POSTed every page the source had. A replay from ``after``
+    runs ``after`` only, whether the start consumes what it reused or (a request's start, no budget)
+    each reused node run goes on in a decision of its own."""
+    definition = {"nodes": [step("start"), step("page"), step("after"),
+                            {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page"}}],
+                  "edges": [{"from": "start", "to": "page"}, {"from": "page", "to": "more"},
+                            {"from": "more", "to": "after"}]}
+    source = drive(Sim(definition), first)
+    assert sorted(k for k in source.finals() if k[0] == "page") == [("page", 0), ("page", 1), ("page", 2)]
+    replay = Sim(definition)
+    for token in source.latest().values():  # what run_replay copies: each node's latest, but what runs again
+        if token.node_id != "after":
+            pk = len(replay.tokens) + 1
+            replay.tokens[pk] = dataclasses.replace(token, pk=pk, consumed=False, taken=None, reused=True)
+    replay.start = lambda: replay.apply(planner.plan_start(replay.ir, replay.state(), {}, "artifact",  # type: ignore[method-assign]
+                                                           budget=budget))
+    drive(replay, first)
+    assert replay.run["status"] == Run.Status.COMPLETED
+    assert [node_id for node_id, _ in replay.started] == ["after"], replay.started
+
+
 def test_a_step_joining_a_gate_in_a_loop_s_body_waits_for_this_pass_s_decision():
     """Each pass of the loop fetches an invoice (``fetch``), checks it, and asks ``review`` (a gate);
     ``pay`` joins the invoice and the decision, and hangs off the body (it leads back to no loop

@@ -180,3 +180,33 @@ def test_a_replay_from_a_failed_node_does_not_repeat_a_sibling_that_completed(en
     assert new["pay"].reused is True and new["pay"].output == node_runs(source)["pay"].output
     assert new["tell"].reused is False and new["tell"].output["body"] == {"sent": True}
     assert event_counts(replay)[("node_started", "pay")] == 0
+
+
+def test_a_replay_after_a_loop_does_not_run_the_loop_s_passes_again(engine, api, remote):
+    """start → page (a POST) → more (a loop back to page: two passes) → after, replayed from after.
+    The replay reuses each node's latest node run (page's pass 1, not its pass 0), and its state held
+    start's unconsumed: page's pass 0 read as missing and was queued again, and the loop went round,
+    POSTing the pages the source had already sent (``planner._Planner.known``)."""
+    pages = f"/echo/{unique('pages')}"
+    definition = {
+        "nodes": [
+            transform("start", "{'n': 1}"),
+            http("page", f"{remote.base}{pages}", config={"method": "POST", "payload": {"page": True}}),
+            {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                      "condition": "iteration < 1"}},
+            transform("after", "2"),
+        ],
+        "edges": [edge("start", "page"), edge("page", "more"), edge("more", "after")],
+    }
+    source = wait_for_run(submit(api, definition))
+    assert source.status == "completed", source.error
+    assert len(remote.hits(pages)) == 2  # two passes of page
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/after/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"])
+
+    assert replay.status == "completed", replay.error
+    ran = list(replay.node_runs.filter(reused=False).values_list("node_id", "iteration"))
+    assert [node_id for node_id, _ in ran] == ["after"], f"the replay ran {ran}"
+    assert len(remote.hits(pages)) == 2, "the replay POSTed page again"

@@ -929,3 +929,67 @@ def test_a_mapping_error_recorded_for_the_owner_names_its_rule_and_never_quotes_
     assert page["results"][0]["error"]["message"] == refused.json()["message"]
     assert "token-in-the-body" not in json.dumps(page), page["results"][0]["error"]
     assert "token-in-the-body" not in HookRefusal.objects.get().message
+
+
+def bound_ids(hook: dict) -> list[bytes]:
+    """The delivery ids the hook's signatures are bound to in Redis (``hooks._first_seen``)."""
+    from aob_project import redis_client
+
+    client = redis_client.shared()
+    return [client.get(key) or b"" for key in client.scan_iter(f"aob:hook:{hook['id']}:signature-delivery:*")]
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_signed_deliveries_to_a_paused_hook_count_against_its_owner_s_delivery_limit(api, user, settings):
+    """A new signed delivery to a paused hook proves itself (no anonymous request of its address),
+    but a paused hook never reached the owner's delivery limit: whoever holds the secret sent it any
+    number of deliveries, each two HMACs, a query and a Redis key kept twice the tolerance and a
+    minute, with no limit of any kind. It is counted against the owner's limit as an enabled hook's."""
+    settings.AOB_RATE_ANON_PER_MIN = 3
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 3
+    hook = make_hook(api, user)
+    assert api.patch(f"/api/v1/hooks/{hook['id']}", {"enabled": False}, format="json").status_code == 200
+
+    answers = [deliver(hook, {"n": n}, delivery=f"evt-{n}-" + "x" * 150) for n in range(12)]
+
+    assert [a.json() for a in answers[:3]] == [UNAUTHORIZED] * 3 and {a.status_code for a in answers[:3]} == {401}
+    assert [(a.status_code, a.json()["error"]) for a in answers[3:]] == [(429, "user_rate_limit_exceeded")] * 9
+    assert len(bound_ids(hook)) <= 2 * settings.AOB_RATE_USER_RUNS_PER_MIN, bound_ids(hook)
+    assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_paused_hook_s_signed_delivery_binds_no_delivery_id_past_its_bound_in_redis(api, user):
+    """The paused hook's branch bound a signature to its X-AOB-Delivery before any check of it (1 to
+    MAX_DELIVERY_ID printable characters): one as large as the request head (64 KiB) was written to
+    Redis for twice the tolerance and a minute per request. Such an id binds nothing, as on an
+    enabled hook, where it is refused 400."""
+    from triggers.services.hooks import MAX_DELIVERY_ID
+
+    hook = make_hook(api, user)
+    assert api.patch(f"/api/v1/hooks/{hook['id']}", {"enabled": False}, format="json").status_code == 200
+
+    answer = deliver(hook, {"n": 1}, delivery="d" * 32_000)
+
+    assert (answer.status_code, answer.json()) == (401, UNAUTHORIZED)
+    assert all(len(value) <= MAX_DELIVERY_ID for value in bound_ids(hook)), [len(v) for v in bound_ids(hook)]
+    assert bound_ids(hook) == []
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_deliveries_refused_by_the_owner_s_limit_keep_no_more_in_redis_than_the_limit_lets_through(api, user,
+                                                                                                   settings):
+    """A delivery refused 429 by its owner's limit keeps its signature bound to its id (its bytes
+    under the sender's next id are a replay), but each one did: a sender that holds the secret and
+    sends on past its 429s grew Redis by a key per request. As many are kept per window as the limit
+    lets through; past that, a refused one leaves nothing."""
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 2
+    hook = make_hook(api, user)
+
+    answers = [deliver(hook, {"n": n}, delivery=f"evt-{n}") for n in range(10)]
+
+    assert [a.status_code for a in answers] == [202] * 2 + [429] * 8
+    assert len(bound_ids(hook)) == 2 * settings.AOB_RATE_USER_RUNS_PER_MIN, bound_ids(hook)
+    assert Run.objects.count() == 2

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 from django.conf import settings
@@ -234,11 +234,11 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     expected = _matched(hook, given, timestamp or "", body)
     fresh = _fresh(timestamp)
     if not (expected and fresh and hook is not None and hook.enabled):
-        if expected and fresh and hook is not None and authenticated is not None \
-                and _first_seen(hook.pk, expected, delivery_id or "") is True:
-            # a sender's new signed delivery to a paused hook: the same 401, but no anonymous request
-            # of its address (a sender's address is many tenants'); a repeat of one stays counted
-            authenticated()
+        if expected and fresh and hook is not None and _delivery_id_valid(delivery_id) \
+                and _delivered(hook, delivery_id, expected) is None:
+            # a sender's signed delivery to a paused hook: the same 401 (or the owner's 429), counted
+            # as an enabled hook's against its owner, not its address (a sender's address is many tenants')
+            _admit(hook, delivery_id, expected, authenticated)
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
     try:
@@ -305,7 +305,7 @@ def _still_signed(hook: Hook, given: str, timestamp: str, expected: str, body: b
 def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, headers: dict[str, str], *,
             given: str, timestamp: str, authenticated: Callable[[], None] | None = None) -> Accepted:
     """The authenticated delivery's run, started once; an AobError says why not."""
-    if not (delivery_id and len(delivery_id) <= MAX_DELIVERY_ID and delivery_id.isprintable()):
+    if not _delivery_id_valid(delivery_id):
         raise ValidationFailed(f"X-AOB-Delivery is the sender's id of this delivery: 1 to {MAX_DELIVERY_ID} "
                                "printable characters", code="invalid_delivery_id",
                                extra={"field": "X-AOB-Delivery", "rule": "delivery_id"})
@@ -314,19 +314,7 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
     first = _delivered(hook, delivery_id, expected)
     if first is not None:
         return first
-    # the delivery id is not signed: a signature seen before under another id (a refused delivery's
-    # captured bytes, sent again as another event) is a replay, answered before it is judged again
-    if _first_seen(hook.pk, expected, delivery_id) is None:
-        logger.info("hook.refused", extra={"hook_id": hook.pk})  # never why
-        raise HookUnauthorized("the request could not be authenticated")
-    # a new delivery: its address no longer counts it (a sender delivers many tenants' hooks), its
-    # owner does; a repeat (of one accepted, answered above, or of one refused) stays its address's
-    # to count, so replays of a captured request are bounded by that limit and spend none of the
-    # owner's. A repeat of a refused one is judged again: the owner may have fixed the cause.
-    if not _refused_before(hook.pk, expected):
-        if authenticated is not None:
-            authenticated()
-        ratelimit.check_hook_delivery(owner_id=hook.owner_id)  # before the mapping costs anything
+    _admit(hook, delivery_id, expected, authenticated)
     read = hook.mapping
     inputs = _inputs(hook, body, headers)
     try:
@@ -349,6 +337,38 @@ def _accept(hook: Hook, delivery_id: str | None, expected: str, body: bytes, hea
         return first
     logger.info("hook.delivered", extra={"hook_id": hook.pk, "run_id": str(run.pk)})
     return Accepted(run=run, duplicate=False)
+
+
+def _delivery_id_valid(delivery_id: str | None) -> TypeGuard[str]:
+    return bool(delivery_id and len(delivery_id) <= MAX_DELIVERY_ID and delivery_id.isprintable())
+
+
+def _admit(hook: Hook, delivery_id: str, expected: str, authenticated: Callable[[], None] | None) -> None:
+    """A signed delivery under a valid id, not a repeat of one accepted, to an enabled hook or a
+    paused one alike: bound to its id, then counted against its owner's limit (before the mapping
+    costs anything), or raises why not."""
+    # the delivery id is not signed: a signature seen before under another id (a refused delivery's
+    # captured bytes, sent again as another event) is a replay, answered before it is judged again
+    bound = _first_seen(hook.pk, expected, delivery_id)
+    if bound is None:
+        logger.info("hook.refused", extra={"hook_id": hook.pk})  # never why
+        raise HookUnauthorized("the request could not be authenticated")
+    # a new delivery: its address no longer counts it (a sender delivers many tenants' hooks), its
+    # owner does; a repeat (of one accepted, answered before, or of one refused) stays its address's
+    # to count, so replays of a captured request are bounded by that limit and spend none of the
+    # owner's. A repeat of a refused one is judged again: the owner may have fixed the cause.
+    if _refused_before(hook.pk, expected):
+        return
+    if authenticated is not None:
+        authenticated()
+    try:
+        ratelimit.check_hook_delivery(owner_id=hook.owner_id)
+    except ratelimit.RateLimited:
+        # its binding (against its bytes replayed under the sender's next id) is kept as long as the
+        # owner's limit would have let as many through; past that, nothing of it stays in Redis
+        if bound and not ratelimit.hook_refusal_kept(owner_id=hook.owner_id):
+            _unbind(hook.pk, expected)
+        raise
 
 
 _REFUSAL_MESSAGE_CHARS = 2000
@@ -374,7 +394,7 @@ def _first_seen(hook_id: str, signature: str, delivery_id: str) -> bool | None:
     bound to ``delivery_id`` for as long as its timestamp can be fresh (the tolerance either side,
     and a minute). None if it came before under another delivery id (a replay: the delivery id is
     not signed); False if it came before under this one, or Redis is away (nothing is bound)."""
-    key, value = f"aob:hook:{hook_id}:signature-delivery:{signature}", delivery_id.encode(errors="backslashreplace")
+    key, value = _bound_key(hook_id, signature), delivery_id.encode(errors="backslashreplace")
     client = redis_client.shared(ratelimit.TIMEOUT_S)
     try:
         if client.set(key, value, nx=True, ex=2 * settings.AOB_HOOK_TOLERANCE_S + 60):
@@ -384,6 +404,17 @@ def _first_seen(hook_id: str, signature: str, delivery_id: str) -> bool | None:
         logger.warning("hook.signature_bind_failed", extra={"hook_id": hook_id})
         return False
     return False if first is None or first == value else None
+
+
+def _unbind(hook_id: str, signature: str) -> None:
+    try:
+        redis_client.shared(ratelimit.TIMEOUT_S).delete(_bound_key(hook_id, signature))
+    except redis.RedisError:  # then it expires with its tolerance
+        logger.warning("hook.signature_unbind_failed", extra={"hook_id": hook_id})
+
+
+def _bound_key(hook_id: str, signature: str) -> str:
+    return f"aob:hook:{hook_id}:signature-delivery:{signature}"
 
 
 def _refused_before(hook_id: str, signature: str) -> bool:

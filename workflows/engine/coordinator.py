@@ -134,16 +134,17 @@ def _publish_after_commit(run: Run, ir: IR, new: list[NodeRun]) -> None:
 
 def _needed_tokens(run: Run, ir: IR) -> list[Token]:
     """What a decision reads: the latest iteration of each node, plus any node run still active
-    or not yet consumed, and, in a run with loops, every node run of the passes those finished and
-    unconsumed belong to (a join of such a pass reads its parents' node runs of that pass: the loop
-    may have gone round since, ``planner.edge_state``) and each loop's latest that ran
-    (``planner._counted``); outputs only where routing reads them
-    (``planner.output_readers``, and skipped nodes' pass-through marker). Never inputs, logs or
-    usage. A loop of many iterations with large outputs costs a decision what its last iteration,
-    and the passes it decides, cost."""
+    or not yet consumed, a replay's reused ones (at most one a node, ``run_replay``: a node reused
+    at a pass ran in the source at every pass up to it, ``planner._Planner.known``), and, in a run
+    with loops, every node run of the passes those finished and unconsumed belong to (a join of
+    such a pass reads its parents' node runs of that pass: the loop may have gone round since,
+    ``planner.edge_state``) and each loop's latest that ran (``planner._counted``); outputs only
+    where routing reads them (``planner.output_readers``, and skipped nodes' pass-through marker).
+    Never inputs, logs or usage. A loop of many iterations with large outputs costs a decision what
+    its last iteration, and the passes it decides, cost."""
     latest = (NodeRun.objects.filter(run_id=run.pk).order_by("node_id", "-iteration").distinct("node_id")
               .values("pk"))
-    wanted = Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE)
+    wanted = Q(pk__in=Subquery(latest)) | Q(consumed=False) | Q(status__in=ACTIVE) | Q(reused=True)
     if ir.loops:
         passes = NodeRun.objects.filter(run_id=run.pk, consumed=False, status__in=NodeRun.FINISHED).values("iteration")
         # and each loop's latest that ran, past its dead-path skips: what its next pass counts on

@@ -104,8 +104,9 @@ def over_output_limit(stored: int, limits: Limits) -> bool:
 @dataclass
 class State:
     """What a decision reads: the run (locked) and its node runs: the latest iteration of each
-    node, and any node run still active or unconsumed; in a run with loops, every node run of each
-    pass a finished, unconsumed one belongs to (``coordinator._needed_tokens``; ``known`` trusts it)."""
+    node, any node run still active or unconsumed, and a replay's reused ones; in a run with loops,
+    every node run of each pass a finished, unconsumed one belongs to
+    (``coordinator._needed_tokens``; ``known`` trusts it)."""
 
     run_status: str
     inputs: dict[str, Any]
@@ -289,6 +290,7 @@ class _Planner:
         self.run_status = state.run_status
         self.by_key: dict[tuple[str, int], Token] = {}
         self.latest: dict[str, Token] = {}
+        self.reused: dict[str, int] = {}  # a replay's: the pass each node was reused at (``known``)
         for token in sorted(state.tokens, key=lambda t: t.iteration):
             self._index(token)
         self.whole = ({t.iteration for t in state.tokens if not t.consumed and t.status in NodeRun.FINISHED}
@@ -309,6 +311,8 @@ class _Planner:
         current = self.latest.get(token.node_id)
         if current is None or token.iteration >= current.iteration:
             self.latest[token.node_id] = token
+        if token.reused:
+            self.reused[token.node_id] = max(token.iteration, self.reused.get(token.node_id, 0))
 
     def _touch(self, token: Token, **fields: Any) -> None:
         for name, value in fields.items():
@@ -322,8 +326,10 @@ class _Planner:
         iteration of each node is read, and a node's iterations only grow, so anything at or below
         it exists already. Not so within a pass: a step hanging off a loop's body runs once a pass,
         and its later pass may have run first (pay's pass 1 before pass 0's slow finished: pay's
-        pass 0 was taken for run, and never ran)."""
-        if (node_id, iteration) in self.by_key:
+        pass 0 was taken for run, and never ran). A replay's node reused at a pass (``run_replay``
+        copies each node's latest only; ``State`` holds it) ran in its source at every pass up to
+        it: none of those runs again (a replay after a loop POSTed its earlier pages again)."""
+        if (node_id, iteration) in self.by_key or iteration <= self.reused.get(node_id, -1):
             return True
         if iteration in self.whole:
             return False
