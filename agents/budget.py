@@ -65,6 +65,11 @@ class Reservation:
     def key(self) -> str:
         return f"{self.node_run_id}/{self.attempt}"
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Of ``tokens``, the prompt's share: what the call's prompt cannot exceed."""
+        return self.tokens - self.max_tokens
+
 
 def totals(run_id: str) -> dict[str, Any]:
     usage = Run.objects.values_list("usage", flat=True).get(pk=run_id) or {}
@@ -137,8 +142,8 @@ def _settle(run: Run, held: dict[str, Any], live: set[str]) -> dict[str, Any]:
 
 LAPSED = "its attempt ended before the answer (the process died mid-call): charged at its worst case"
 CUT_OFF = "no answer came back, but the request may have reached the provider: charged at its worst case"
-USAGE_UNKNOWN = ("the answer counted no usage (none, or a count that is no non-negative integer): charged at its "
-                 "worst case")
+USAGE_UNKNOWN = ("the answer counted no usage the call could have (none, a count that is no non-negative integer, "
+                 "or one past the call's worst case): charged at its worst case")
 
 
 def fits_now(*, run_id: str, tokens: int, cost: float, node_budget: dict[str, Any] | None = None) -> bool:
@@ -368,7 +373,7 @@ def charge_worst_case(reservation: Reservation) -> None:
 
 def at_worst_case(call: Call, reservation: Reservation) -> Call:
     """``call`` counted at ``reservation``'s worst case, as the provider may bill it."""
-    call.prompt_tokens, call.cached_tokens = reservation.tokens - reservation.max_tokens, 0
+    call.prompt_tokens, call.cached_tokens = reservation.prompt_tokens, 0
     call.completion_tokens, call.cost_usd = reservation.max_tokens, reservation.cost_usd
     return call
 

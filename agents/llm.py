@@ -146,7 +146,7 @@ class Call:
     cost_usd: float = 0.0
     attempts: int = 1
     errors: list[str] = field(default_factory=list)
-    usage_unknown: bool = False  # the answer counted no usage: charged at its reservation's worst case
+    usage_unknown: bool = False  # the answer counted no usage it could have: charged at its reservation's worst case
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
@@ -193,9 +193,11 @@ def made(exc: BaseException) -> bool:
 
 
 def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-         max_tokens: int | None = None, key: str | None = None) -> tuple[Any, Call]:
+         max_tokens: int | None = None, prompt_bound: int | None = None,
+         key: str | None = None) -> tuple[Any, Call]:
     """One request (no retry here: each try is reserved and charged by the caller). ``key``: the
-    request's ``Idempotency-Key``."""
+    request's ``Idempotency-Key``; ``prompt_bound``: the prompt tokens the call cannot exceed (its
+    reservation's, ``budget.worst_case``), as ``max_tokens`` bounds its completion."""
     call = Call(model=model)
     kwargs: dict[str, Any] = {"model": model, "messages": messages}
     if tools:
@@ -207,7 +209,7 @@ def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, An
     started = time.monotonic()
     response = client().chat.completions.create(**kwargs)
     call.latency_ms = int((time.monotonic() - started) * 1000)
-    counts = _counts(getattr(response, "usage", None))
+    counts = _counts(getattr(response, "usage", None), prompt_bound=prompt_bound, max_tokens=max_tokens)
     if counts is None:
         call.usage_unknown = True  # the caller charges it at its worst case (agents.loop._call)
     else:
@@ -216,15 +218,21 @@ def chat(*, model: str, messages: list[dict[str, Any]], tools: list[dict[str, An
     return response, call
 
 
-def _counts(usage: Any) -> tuple[int, int, int] | None:
+def _counts(usage: Any, *, prompt_bound: int | None, max_tokens: int | None) -> tuple[int, int, int] | None:
     """The answer's prompt, completion and cached token counts, or None where it counts nothing a
-    call can be charged by: no ``usage`` (which made the call free), or a count that is no
-    non-negative integer (a negative one took spend off the run and the owner's day)."""
+    call can be charged by: no ``usage`` (which made the call free), a count that is no
+    non-negative integer (a negative one took spend off the run and the owner's day), or one past
+    what the call can use: its ``prompt_bound`` or ``max_tokens``, cached tokens past its prompt's
+    (``completion_tokens: 10**9`` of a 100-token call charged the owner's day $600, and a count past
+    a float's range failed the node in ``cost``, after the call was made)."""
     if usage is None:
         return None
     details = getattr(usage, "prompt_tokens_details", None)
     counts = (getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None),
               (getattr(details, "cached_tokens", None) or 0) if details is not None else 0)
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        return None
+    prompt, completion, cached = counts
+    if (prompt_bound is not None and prompt > prompt_bound) or (max_tokens and completion > max_tokens) or cached > prompt:
         return None
     return counts

@@ -199,14 +199,22 @@ def _message(response: Any) -> dict[str, Any]:
     failed and the node with it, after the call was made and charged). In arguments each becomes its
     JSON escape, which means the same character inside a string (the call is then
     ``invalid_arguments``, as its arguments hold what no request or journal can carry); elsewhere
-    U+FFFD, as in every stored output."""
+    U+FFFD, as in every stored output. A tool call that is no function call (the SDK models a
+    ``custom`` one too, and validates no answer: ``function`` may be missing or None) is kept as one
+    naming no tool, which the model is told is unknown (``_run_tool``); its ``AttributeError``
+    failed the node after the call was made, its usage unrecorded."""
     message = response.choices[0].message
     out: dict[str, Any] = {"role": "assistant", "content": message.content}
     if message.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "type": "function",
-                              "function": {"name": c.function.name, "arguments": _escaped(c.function.arguments)}}
-                             for c in message.tool_calls]
+        out["tool_calls"] = [_tool_call(c) for c in message.tool_calls]
     return strict_json(out, non_finite="null")
+
+
+def _tool_call(call: Any) -> dict[str, Any]:
+    function = getattr(call, "function", None)
+    return {"id": call.id, "type": "function",
+            "function": {"name": getattr(function, "name", None),
+                         "arguments": _escaped(getattr(function, "arguments", None))}}
 
 
 UNSTORABLE_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
@@ -308,7 +316,7 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
                                      node_budget=ctx.config.get("budget"), tools=tools)
         try:
             response, call = llm.chat(model=model, messages=messages, tools=tools or None, max_tokens=max_tokens,
-                                      key=key)
+                                      prompt_bound=reservation.prompt_tokens, key=key)
         except BaseException as exc:
             if llm.made(exc):
                 budget.charge_worst_case(reservation)
@@ -325,7 +333,7 @@ def _call(ctx: NodeContext, journal: Journal, turn: int, *, model: str, messages
             raise AobError(f"LLM call failed: {exc}", code=type(exc).__name__,
                            extra={"retryable": isinstance(exc, llm.TRANSIENT), "transient": False}) from exc
         call.attempts, call.errors = len(errors) + 1, errors
-        if call.usage_unknown:  # the provider's word that it used nothing, or less than nothing, is not taken
+        if call.usage_unknown:  # the provider's word that it used nothing, less, or more than it could, is not taken
             budget.at_worst_case(call, reservation).errors.append(budget.USAGE_UNKNOWN)
         return journal.record_response(turn, _message(response), call, reservation)
 

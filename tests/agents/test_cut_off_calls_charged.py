@@ -17,10 +17,11 @@ import openai
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from agents import llm
+from agents import budget, llm
 from agents.exceptions import ModelNotPriced
 from agents.llm import cost
 from agents.models import OwnerSpend
+from tests.agents.flows import agent, finish, node, start
 from tests.conftest import wait_for_run
 from tests.engine.flow import submit, wait_until
 from tests.support.fake_llm import FakeLLM
@@ -91,3 +92,37 @@ def test_a_call_whose_answer_counts_no_usage_is_charged_its_worst_case(engine: A
     worst = cost(MODEL, 0, 0, 4096)  # its completion alone, at AOB_LLM_MAX_TOKENS
     spent_today = sum(OwnerSpend.objects.filter(owner=user).values_list("cost_usd", flat=True))
     assert (run.usage or {}).get("cost_usd", 0.0) >= worst and spent_today >= worst, (run.usage, spent_today)
+
+
+PAST_THE_WORST_CASE = {
+    "completion_past_max_tokens": {"prompt_tokens": 10, "completion_tokens": 10**9, "total_tokens": 10**9 + 10},
+    "prompt_past_its_bytes": {"prompt_tokens": 10**19, "completion_tokens": 5, "total_tokens": 10**19 + 5},
+    "past_a_float": {"prompt_tokens": 2 * 10**308, "completion_tokens": 5, "total_tokens": 5},
+    "cached_past_the_prompt": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                               "prompt_tokens_details": {"cached_tokens": 10**9}},
+}
+
+
+@pytest.mark.parametrize("case", list(PAST_THE_WORST_CASE))
+def test_a_call_is_charged_no_more_than_its_worst_case_whatever_the_answer_counts(engine: Any, fake_llm: FakeLLM,
+                                                                                 api: Any, user: Any,
+                                                                                 case: str) -> None:
+    """A count past what the call can use (``budget.worst_case``: the prompt at ~3 bytes a token, the
+    ``max_tokens`` asked for; cached tokens past the prompt's) is no more believable than a negative
+    one: a provider's (or a gateway's) ``completion_tokens: 10**9`` on a 100-token call charged the
+    run and the owner's day $600 (the day's ceiling is $20), ``prompt_tokens: 10**19`` $1.5e12, and a
+    count past a float's range failed the node with ``OverflowError`` after the call was made. Such a
+    call is charged its reservation's worst case, saying why."""
+    fake_llm.reset([{"content": "Done.", "usage": PAST_THE_WORST_CASE[case]}])
+
+    run = finish(start(api, [agent(tools=[], max_tokens=100)]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    assert len(fake_llm.requests) == 1
+    call = plan.usage["calls"][0]
+    assert call["completion_tokens"] == 100 and budget.USAGE_UNKNOWN in call["errors"], call  # its worst case
+    assert 0 < call["prompt_tokens"] < 10**5, call  # the prompt's worst case: a few KB at ~3 bytes a token
+    assert run.usage["tokens"] == call["prompt_tokens"] + 100, run.usage
+    spent_today = sum(OwnerSpend.objects.filter(owner=user).values_list("cost_usd", flat=True))
+    assert spent_today == pytest.approx(call["cost_usd"]) and 0 < spent_today < 0.01, (spent_today, call)

@@ -4,6 +4,13 @@ never the end of its node and its run."""
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
 from tests.agents.flows import agent, finish, node, start, tool_messages
 from tests.support.fake_llm import RawArguments
 
@@ -59,6 +66,24 @@ def test_nan_in_a_tool_call_s_arguments_is_invalid_arguments_not_the_agent_s_end
     results = tool_messages(fake_llm.requests[1])
     assert [r.get("error") for r in results] == ["invalid_arguments"] * 3, results
     assert remote.hits("/echo") == []
+
+
+def test_a_tiny_number_in_a_tool_call_s_arguments_is_sent_and_kept_as_the_model_wrote_it(engine, api, fake_llm,
+                                                                                          remote):
+    """A p-value of 5e-324 is a number like any other: the tool sends it and the node's output keeps
+    it (measured as jsonb writes it, in full). Refused below 1e-20 (``invalid_number``), it failed
+    the whole node after every call was made and charged: the loop keeps the parsed arguments in
+    the output (``tool_calls[].arguments``), which the strict output rule judged."""
+    calls = [("execute_pipeline", RawArguments('{"steps": [{"op": "http_request", "url": "' + remote.base
+                                               + '/echo/p", "method": "POST", "payload": {"p": 5e-324}}]}'))]
+    fake_llm.reset([{"tool_calls": calls}, TEXT])
+
+    run = finish(start(api, [agent(tools=["execute_pipeline"])]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    assert [r.get("error") for r in tool_messages(fake_llm.requests[1])] == [None]
+    assert [json.loads(h["body"]) for h in remote.hits("/echo/p")] == [{"p": 5e-324}]
 
 
 def test_a_key_given_twice_in_a_tool_call_s_arguments_is_invalid_arguments_naming_it(engine, api, fake_llm, remote):
@@ -126,3 +151,36 @@ def test_a_select_is_bounded_by_the_rows_it_reads_not_by_fetches_it_threw_away(e
     assert straight["status"] == "error" and "table_select would make" in straight["message"]
     assert padded["status"] == "error" and "table_select would make" in padded["message"], padded
     assert len(remote.hits("/big")) == 2
+
+
+ODD_TOOL_CALLS = {
+    "custom": {"id": "call_1", "type": "custom", "custom": {"name": "search_tools", "input": "x"}},
+    "no_function": {"id": "call_1", "type": "function"},
+}
+
+
+@pytest.mark.parametrize("shape", list(ODD_TOOL_CALLS))
+def test_a_tool_call_that_is_no_function_call_is_a_tool_error_not_the_agent_s_end(engine, api, fake_llm, monkeypatch,
+                                                                                  shape):
+    """The openai SDK models a second kind of tool call, ``{"type": "custom", ...}``, and builds an
+    answer without validating it, so a call may have no ``function``: ``loop._message`` read
+    ``c.function.name`` of each and the node failed with ``AttributeError`` after the call was made,
+    its usage unrecorded (its reservation held until the run's settling), the model never told."""
+    def reply(body: dict[str, Any], item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        message: dict[str, Any] = {"role": "assistant", "content": item.get("content")}
+        if item.get("odd"):
+            message["tool_calls"] = [ODD_TOOL_CALLS[shape]]
+        return 200, {"id": f"chatcmpl-{uuid.uuid4().hex[:8]}", "object": "chat.completion", "created": int(time.time()),
+                     "model": body.get("model"), "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+
+    monkeypatch.setattr(fake_llm, "reply", reply)  # the stand-in answers as a provider may
+    fake_llm.reset([{"odd": True}, TEXT])
+
+    run = finish(start(api, [agent(tools=["search_tools"])]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    assert [c["prompt_tokens"] for c in plan.usage["calls"]] == [10, 10]  # each call answered charged what it used
+    assert [r["error"] for r in tool_messages(fake_llm.requests[1])] == ["unknown_tool"]
+    assert plan.output["tool_calls"][0]["name"] is None, plan.output["tool_calls"]
