@@ -160,7 +160,7 @@ def approvals_visible(*, user: User) -> QuerySet[Approval]:
 
 def approval_get(*, user: User, approval_id: object) -> Approval:
     try:
-        return approvals_visible(user=user).get(pk=int(str(approval_id)))
+        return approvals_visible(user=user).prefetch_related(_COUNTED).get(pk=int(str(approval_id)))
     except (Approval.DoesNotExist, ValueError, OverflowError):
         raise ApprovalNotFound("approval not found") from None
 
@@ -189,7 +189,11 @@ def approvals_listed(*, user: User, status: str | None = None, run: Run | None =
         _DECISIONS, _LATEST_DELIVERIES)
 
 
-_DECISIONS = Prefetch("decisions", queryset=measured(measured(Decision.objects.all(), "comment"), "data"))
+# An approval's answer lists the votes that count (``Decision.objects.counting``): one a patch voided
+# was listed too, and the inbox and the run page counted it ("1 of 2 approvals" that one more vote
+# would not approve). The run's approval_voided event says votes lapsed; the admin shows them.
+_COUNTED = Prefetch("decisions", queryset=Decision.objects.counting())
+_DECISIONS = Prefetch("decisions", queryset=measured(measured(Decision.objects.counting(), "comment"), "data"))
 # A list shows each approval's latest notifications (the approval's own answer shows all of them, up
 # to the run's AOB_MAX_NOTIFICATIONS_PER_RUN, each error up to 2,000 characters).
 LISTED_DELIVERIES = 5

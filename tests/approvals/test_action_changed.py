@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from approvals.models import Approval
-from tests.approvals.runs import approval_of, decide, submit
+from tests.approvals.runs import approval_of, decide, refund_flow, submit
 from tests.conftest import client_for, wait_for_run
 from tests.engine.flow import http, wait_until
 from workflows.engine import execution
@@ -153,3 +153,38 @@ def test_a_patch_committed_while_the_gate_is_about_to_ask_is_told_to_its_approve
         run = Run.objects.get(pk=run_id)
         if run.status not in Run.FINISHED:
             run_cancel(run=run, user=user)
+
+
+def test_a_vote_a_patch_voided_is_counted_in_no_answer(engine, user, bob, carol) -> None:
+    """bob approves a two-person gate, a patch then changes what it guards: his vote lapses, and
+    only a vote on the action as it is now counts. The approvals' answers (the inbox, the run page,
+    the approval's own, the CLI's) listed it still, so the inbox said "1 of 2 approvals" though one
+    more vote would not approve it. They list the votes that count (``Decision.objects.counting``)."""
+    run_id = submit(user, refund_flow({"approvers": ["bob", "carol"], "required_approvals": 2}))
+    approval = approval_of(run_id)
+    assert decide(bob, approval, comment="for 42").status_code == 200
+    answer = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/2/config/expression", "value": "{'refunded': 999999}"}],
+        "description": "pay more"}, format="json")
+    assert answer.status_code == 201, answer.json()
+    assert approval.decisions.get().voided  # the patch voided bob's vote
+
+    def votes(reader: Any, url: str) -> list[list[Any]]:
+        read = client_for(reader).get(url)
+        assert read.status_code == 200, read.json()
+        body = read.json()
+        shown = next(a for a in body["results"] if a["id"] == approval.pk) if "results" in body else body
+        return [[d["user"], d["approve"]] for d in shown["decisions"]]
+
+    assert votes(carol, "/api/v1/approvals?status=pending") == []  # carol's inbox
+    assert votes(bob, "/api/v1/approvals?status=pending") == []  # bob is asked again
+    assert votes(user, f"/api/v1/approvals?run={run_id}") == []  # the run page
+    assert votes(user, f"/api/v1/approvals/{approval.pk}") == []
+
+    assert decide(carol, approval).status_code == 200
+    assert votes(bob, f"/api/v1/approvals/{approval.pk}") == [["carol", True]]
+    assert Approval.objects.get(pk=approval.pk).status == "pending"  # one vote of the two it needs
+    assert decide(bob, approval).status_code == 200
+    assert wait_for_run(run_id).status == "completed"
+    assert votes(user, f"/api/v1/approvals/{approval.pk}") == [["carol", True], ["bob", True]]
+    assert votes(user, f"/api/v1/approvals?run={run_id}") == [["carol", True], ["bob", True]]

@@ -52,6 +52,7 @@ def test_an_open_inbox_card_follows_a_colleagues_vote_and_a_patch_to_the_guarded
         assert patched.status_code == 201, patched.text
         expect(card).to_contain_text("Changed since the run started")
         expect(card.get_by_label("Comment (optional)")).to_have_value("")
+        expect(card).to_contain_text("0 of 2 approvals")  # the colleague's vote lapsed with the old action
 
         # a vote from the card as redrawn is on the action as it is now: it counts, and the gate,
         # still waiting on a second vote, has nothing more for this approver to decide
