@@ -174,6 +174,10 @@ class Delivery(models.Model):
     # its retry is due. A pending delivery long past it is one whose message was lost, and is
     # published again (``deliveries_republish``).
     published_at = models.DateTimeField(null=True, blank=True)
+    # What its first attempt said, which every later one says again (``notifications._said``): AOB's
+    # lines before its link (the deadline as it was then) and its webhook's ``Idempotency-Key``. None
+    # before its first attempt.
+    said = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -43,6 +43,7 @@ from django.db import transaction
 from django.db.models import Count, F, Max, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from aob.text import shown
 from aob_project.celery import app
@@ -57,6 +58,7 @@ from workflows.models import Event, Run
 logger = logging.getLogger(__name__)
 
 LINK_SALT = "aob.approvals.link"
+KEY_SALT = "aob.approvals.delivery-key"
 
 
 def approval_notify(*, approval: Approval, reason: str = Delivery.Reason.REQUIRED,
@@ -291,10 +293,12 @@ def delivery_send(*, delivery_id: int) -> str:
     # twice) that read the same attempt finds it taken and sends nothing. The claim moves
     # ``published_at`` too: a sender that dies past it leaves a delivery republished in its turn.
     attempt = delivery.attempts + 1
+    said = _said(delivery)  # its first attempt's words and key: the claim keeps them for every later one
     if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING,
-                                   attempts=delivery.attempts).update(attempts=attempt,
-                                                                      published_at=timezone.now()):
+                                   attempts=delivery.attempts).update(attempts=attempt, published_at=timezone.now(),
+                                                                      said=said):
         return Delivery.objects.filter(pk=delivery.pk).values_list("status", flat=True).first() or "gone"
+    delivery.said = said
     link = link_for(delivery)
     try:
         if delivery.channel == Delivery.Channel.EMAIL:
@@ -423,9 +427,32 @@ ONCE = "(the link works once, for you only; AOB sends no other link)"
 QUOTED = "The run's message (the workflow's or its agent's words, not AOB's):"
 
 
+def _said(delivery: Delivery) -> dict[str, Any]:
+    """What the delivery says at every attempt: what its first attempt said, kept on its row (the
+    claim of that attempt writes it), so a repeat under its ``Idempotency-Key`` or ``Message-ID`` is
+    the same message (as ``link_for``'s link). Rendered at each attempt from the approval as it then
+    was, a retry after an escalation or a patch that asked again said another deadline under the
+    first attempt's key: a receiver keeping the key refused it (422, the approver never told) or
+    dropped it. The key names the installation too (a keyed hash of ``SECRET_KEY``): two
+    installations posting to one receiver, or a database restored, reuse delivery ids. One attempted
+    before the key did (a rolling deploy) keeps the key it was sent under."""
+    if delivery.said is not None:
+        return delivery.said
+    installation = "" if delivery.attempts else salted_hmac(KEY_SALT, "installation").hexdigest()[:16] + "-"
+    return {"facts": _facts_now(delivery.approval), "key": f"aob-approval-delivery-{installation}{delivery.pk}"}
+
+
+def webhook_key(delivery: Delivery) -> str:
+    """The ``Idempotency-Key`` of every attempt of a webhook delivery once it has been attempted."""
+    return str(_said(delivery)["key"])
+
+
 def _facts(delivery: Delivery) -> list[str]:
-    """What AOB itself says before its link: the run and node, the deadline."""
-    approval = delivery.approval
+    """What AOB itself says before its link: the run and node, the deadline, as its first attempt said them."""
+    return [str(line) for line in _said(delivery)["facts"]]
+
+
+def _facts_now(approval: Approval) -> list[str]:
     lines = [f"A decision is needed: run {approval.run_id}, "
              f"{'patch' if approval.kind == Approval.Kind.PATCH else 'node'} {approval.node_id or '-'}."]
     if approval.deadline:
@@ -509,7 +536,7 @@ def _send_webhook(delivery: Delivery, link: str) -> None:
         # image or a card its host titles (Slack's fields; other chats ignore them)
         result = request(method="POST", url=target.webhook_url, follow_redirects=False,
                          json={"text": _webhook_text(delivery, link), "unfurl_links": False, "unfurl_media": False},
-                         headers={"Idempotency-Key": f"aob-approval-delivery-{delivery.pk}"})
+                         headers={"Idempotency-Key": webhook_key(delivery)})
     except HTTPRequestError as exc:
         if exc.extra.get("transient"):
             raise TransientNotifyError(f"webhook: {exc.message}") from exc

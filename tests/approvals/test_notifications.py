@@ -8,19 +8,23 @@ import contextlib
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 
 from approvals.models import Approval, Delivery, NotificationTarget
-from approvals.notifications import _ERROR_READ, _private, approval_notify
+from approvals.notifications import _ERROR_READ, _private, _said, approval_notify, webhook_key
+from approvals.services import _expire_one
 from tests.approvals.runs import refund_flow, submit
 from tests.conftest import client_for
-from tests.engine.flow import wait_until
+from tests.engine.flow import unique, wait_until
 from tests.support.remote import Reply
 from workflows.registry import MAINTENANCE_QUEUE
 
@@ -114,6 +118,46 @@ def key_of(hit: dict[str, Any]) -> str | None:
     return {name.lower(): value for name, value in hit["headers"].items()}.get("idempotency-key")
 
 
+def test_a_webhook_retry_says_what_its_first_attempt_said_under_its_key(engine: Any, user: User, bob: User,
+                                                                       carol: User, remote: Any) -> None:
+    """Each attempt rendered the approval as it then was: bob's webhook answered 503, the approval
+    escalated meanwhile, and the retry said "(then reject)" and the escalation's deadline under the
+    first attempt's Idempotency-Key, which a receiver keeping the key refuses (422: recorded failed,
+    bob never told) or drops (a red team's find). A retry says what the first attempt said."""
+    hook = unique("hook")
+    remote.script(hook, [Reply(503, {"down": True})] * 4 + [{"ok": True}])
+    NotificationTarget.objects.create(user=bob, webhook_url=f"{remote.base}/seq/{hook}")
+    run_id = submit(user, refund_flow({"approvers": ["bob"], "timeout_ms": 3_600_000, "on_timeout": "escalate",
+                                       "escalate_to": ["carol"], "escalation_timeout_ms": 7_200_000}))
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    wait_until(lambda: remote.hits(f"/seq/{hook}"), what="bob's webhook tried once (answered 503)")
+
+    # its deadline comes while bob's delivery waits for its retry: the sweep's own step escalates it
+    Approval.objects.filter(pk=approval.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+    assert _expire_one(approval.pk, timezone.now()) == 1
+    approval.refresh_from_db()
+    assert approval.escalated and approval.status == "pending" and approval.on_timeout == "reject"
+
+    delivery = wait_until(lambda: approval.deliveries.filter(user=bob, status="sent").first(), timeout=30,
+                          what="bob's delivery sent at a retry")
+    hits = remote.hits(f"/seq/{hook}")
+    assert len(hits) == delivery.attempts > 1
+    assert {key_of(h) for h in hits} == {webhook_key(delivery)}
+    assert len({h["body"] for h in hits}) == 1, "one key, two bodies"
+    assert "(then escalate)" in json.loads(hits[-1]["body"])["text"]
+
+
+def test_a_delivery_key_names_its_installation_and_one_sent_before_keeps_its_own(settings: Any) -> None:
+    """A key of the delivery's id alone is another installation's (one receiver for two, or a
+    database restored) for another message; one first sent under that key keeps it (a rolling deploy)."""
+    approval = Approval(run_id=uuid.uuid4(), node_id="approve")
+    first, again = (_said(Delivery(pk=7, approval=approval))["key"] for _ in range(2))
+    settings.SECRET_KEY = "another installation's secret"
+    other = _said(Delivery(pk=7, approval=approval))["key"]
+    assert first == again != other and first.endswith("-7") and other.endswith("-7")
+    assert _said(Delivery(pk=7, approval=approval, attempts=1))["key"] == "aob-approval-delivery-7"
+
+
 @pytest.mark.parametrize("broken_first", [False, True], ids=["working target first", "broken target first"])
 def test_each_webhook_of_a_person_is_its_own_delivery_and_a_failing_one_neither_repeats_nor_blocks_another(
         engine: Any, user: User, bob: User, remote: Any, broken_first: bool) -> None:
@@ -134,10 +178,10 @@ def test_each_webhook_of_a_person_is_its_own_delivery_and_a_failing_one_neither_
     sent = approval.deliveries.get(channel="webhook", status="sent")
     told = remote.hits(working.removeprefix(remote.base))
     assert len(told) == 1 and sent.attempts == 1, (len(told), sent.attempts)
-    assert key_of(told[0]) == f"aob-approval-delivery-{sent.pk}"
+    assert key_of(told[0]) == webhook_key(sent)
     retried = remote.hits("/status/503")
     assert failed.attempts == 6 and len(retried) == 6
-    assert {key_of(h) for h in retried} == {f"aob-approval-delivery-{failed.pk}"}
+    assert {key_of(h) for h in retried} == {webhook_key(failed)} != {webhook_key(sent)}
     assert len({h["body"] for h in retried}) == 1  # one key, one message
     assert link_path(json.loads(retried[0]["body"])["text"]) != link_path(json.loads(told[0]["body"])["text"])
 
