@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
+from collections import OrderedDict
 
 import pytest
 from django.conf import settings
 
+from aob.jsontext import loads_unique
 from tests.api.factories import (
     API,
     assert_error,
@@ -19,6 +22,9 @@ from tests.api.factories import (
     post_workflow,
     problems,
 )
+from workflows.api.parsers import loads_strict
+from workflows.definition.validation import json_depth
+from workflows.limits import loads_storable, unstorable
 from workflows.models import Artifact, Run, Workflow
 
 MB = 1024 * 1024
@@ -310,3 +316,70 @@ def test_more_query_parameters_than_django_reads_is_a_json_400_naming_the_rule(a
     assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
     assert response.json() == {"error": "bad_request", "message": "at most 1000 parameters a request",
                                "details": {"rule": "too_many_fields_sent"}}
+
+
+def _cpu(work) -> float:
+    """The least CPU time of three runs of ``work``."""
+    spent = []
+    for _ in range(3):
+        started = time.process_time()
+        work()
+        spent.append(time.process_time() - started)
+    return min(spent)
+
+
+def test_the_checks_of_a_body_of_many_small_values_cost_less_than_its_parsing():
+    """A body at the limit of 30,000 small objects: the depth and storable checks took the web
+    process ten times the parsing's CPU, a value at a time (1.8 s beside 0.18 s at 12 MB)."""
+    items, size = [], 40
+    while size < MB - 100:
+        items.append({"a": len(items), "b": "x", "c": True})
+        size += len(json.dumps(items[-1])) + 2
+    raw = json.dumps({"inputs": {"items": items}}).encode()
+    assert len(raw) <= MB
+
+    parsing = _cpu(lambda: loads_unique(raw.decode()))
+    checked = _cpu(lambda: loads_strict(raw))
+
+    assert checked < 2.5 * parsing, (checked, parsing)
+
+
+# Texts whose values are on either side of each part of ``unstorable``'s rule, and on either side
+# of ``loads_storable``'s reasons to judge a value (an exponent, 19 digits, an escape).
+EDGES = [
+    "NaN", "-Infinity", "Infinity", "1e999", "-1e999", "1E400", "1e20", "-1e19", "9.3e18", "1.5E+19",
+    "9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809",
+    "9223372036854775807.0", "9223372036854775808.0", "-9223372036854775808.0", "-9223372036854775809.0",
+    "9223372036854775296.0", "922337203685477580.7", "100000000000000000000", "99999999999999999999e-2",
+    "1e-20", "1E-20", "1e-21", "-1e-21", "9.99e-21", "0.00000000000000000001", "0.000000000000000000001",
+    "-0.0000000000000000000099", "5e-324", "0", "-0", "0.0", "-0.0", "0e0", "0E-400", "1e5", "1.5",
+    "123456789012345678", "-123456789012345678", "1234567890123456789", "0.1234567890123456789",
+    '"\\u0000"', '"a\\u0000b"', '"\\\\u0000"', '"\\ud800"', '"\\uDBFF"', '"\\udc00"', '"\\uDFFF"',
+    '"\\ud83d\\ude00"', '"\\uD83D\\uDE00"', '"\\ud83d\\ud83d"', '"\\ude00\\ud83d"', '"\\\\ud800"',
+    '"\\\\\\ud800"', '"\\ud83d\\\\ude00"', '"\\\\ud83d\\ude00"', '"\\u00e9"', '"\\u00e9\\u0000"', '"é"',
+    '"\\ud7ff\\ue000"', '"NaN"', '"1e999"', '"12345678901234567890"', '"\\u0030e5"',
+]
+
+
+@pytest.mark.parametrize("int64", [True, False])
+def test_a_value_is_refused_by_the_text_it_was_parsed_from_as_by_the_walk(int64):
+    """``loads_storable`` skips the walk where the text cannot hold what ``unstorable`` refuses:
+    it answers as the walk does, for each edge alone, as a key and inside a larger value."""
+    texts = [*EDGES, *(f'{{"{edge[1:-1]}": 1}}' for edge in EDGES if edge.startswith('"'))]
+    texts += [f'{{"a": [1, {{"b": {edge}}}, "x"], "c": 1.5}}' for edge in EDGES]
+    texts += [f"[{a}, {b}]" for a in EDGES for b in EDGES[::7]]
+    for text in texts:
+        walked = unstorable(json.loads(text), int64=int64)
+
+        value, found = loads_storable(text, int64=int64)
+
+        assert found == walked, text
+        assert json.dumps(value) == json.dumps(json.loads(text)), text
+
+
+def test_json_depth_counts_each_level_of_dicts_and_lists_alike():
+    assert [json_depth(value, 64) for value in (1, "x", {}, [], [1, "x"], {"a": [{}]}, [1, [2, [3]], {"b": {}}])] \
+        == [0, 0, 1, 1, 1, 3, 3]
+    assert json_depth([[[[0]]], [1, {"a": [[[[2]]]]}]], 64) == 7
+    assert json_depth([[[[0]]]], 2) == 3  # past the limit: stops
+    assert json_depth(OrderedDict(a=[OrderedDict(b=1)]), 64) == 3

@@ -16,7 +16,7 @@ from rest_framework.parsers import JSONParser
 from aob.jsontext import DuplicateKey, loads_unique
 from aob_project.exceptions import AobError
 from workflows.definition.validation import json_depth
-from workflows.limits import unstorable
+from workflows.limits import loads_storable
 
 
 class BodyRejected(ParseError):
@@ -51,8 +51,8 @@ def loads_strict(raw: bytes) -> Any:
         raise BodyRejected("malformed_json", "request body is not UTF-8") from exc
     try:
         # NaN, Infinity and 1e999 (Infinity by another name) are parsed as Python's floats, and
-        # ``unstorable`` below refuses them naming where they are, as it does an integer past 64 bits
-        data = loads_unique(text)
+        # ``unstorable`` refuses them naming where they are, as it does an integer past 64 bits
+        data, problem = loads_storable(text, loads_unique)
     except DuplicateKey as exc:
         raise BodyRejected(exc.rule, str(exc), exc.path) from None
     except RecursionError as exc:
@@ -61,8 +61,7 @@ def loads_strict(raw: bytes) -> Any:
         raise BodyRejected("malformed_json", f"malformed JSON: {exc}") from exc
     if json_depth(data, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
         raise BodyRejected("max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
-    problem = unstorable(data)  # what parsing lets through: NUL and lone surrogates, in keys too
-    if problem is not None:
+    if problem is not None:  # what parsing lets through: NUL and lone surrogates, in keys too
         raise BodyRejected(problem.rule, f"{problem.message} (at {problem.path})", problem.path)
     return data
 
