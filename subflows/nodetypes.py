@@ -26,6 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from aob_project.exceptions import NotFound, ServiceUnavailable
+from workers.http.idempotency import effect_key
 from workflows.definition.gates import binding
 from workflows.engine.execution import WAITING, park
 from workflows.engine.sweeper import ClockTimestamp
@@ -104,8 +105,11 @@ def run_workflow(ctx: NodeContext) -> Any:
             except NotFound as exc:
                 raise NodeFailed(f"the owner has no workflow {tag!r}: it was deleted as the child started",
                                  code="SubWorkflowNotFound", extra={"tag": tag, "transient": False}) from exc
+        # its requests' keys are named by this node's (``Run.key_run``), not by its own new id: a
+        # replay that goes on with this node's unsettled work starts a child whose requests the
+        # remotes know for the first child's
         child = run_start(owner=owner, artifact_id=version.artifact_id, inputs=inputs, workflow=workflow,
-                          request_id=f"sub-{ctx.node_run_id}")
+                          request_id=f"sub-{ctx.node_run_id}", key_origins={"": effect_key(ctx, "child")})
         # its spend counts against the parent's ceilings, its requests go only where the parent's may and
         # its agents are bound by the parent's rules (as they are now, under its lock: a person's patch
         # since this node was claimed included; patches._hand_down hands later ones down)

@@ -90,6 +90,8 @@ class NodeContext:
     # where the run's requests may go (``workflows.egress``: its ``metadata.allowed_hosts`` and those
     # of the runs above it), each list binding; none: no bound of this kind
     hosts: tuple[tuple[str, ...], ...] = ()
+    # the run whose name its Idempotency-Keys carry (``Run.key_run``); "": its own
+    key_run_id: str = ""
 
 
 class Repeats(NamedTuple):

@@ -3,7 +3,10 @@ remote that honours it applies a repeated request once.
 
 One key per effect: stable for a run, node and iteration (and, for an agent, the turn, the tool
 call and the step), so the retries of one node run and the attempt that follows a worker killed
-mid-request send the same key; another iteration, and a replay (a new run), send another.
+mid-request send the same key; another iteration, and a replay (a new run), send another, except
+where the replay goes on with its source's work that did not settle (a payment in flight when the
+source failed: ``run_replay``), which keeps the source's run in its key (``Run.key_run``), as does
+a sub-workflow its parent's node's (``run_workflow``): the same work is one request outside.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 def effect_key(ctx: NodeContext, *parts: Any) -> str:
-    """A UUID named by the run, node and iteration (and ``parts``): the same for every attempt."""
-    return str(uuid.uuid5(NAMESPACE, "/".join([ctx.run_id, ctx.node_id, str(ctx.iteration), *map(str, parts)])))
+    """A UUID named by the run (``ctx.key_run_id``: ``Run.key_run``), node and iteration (and
+    ``parts``): the same for every attempt."""
+    run = ctx.key_run_id or ctx.run_id
+    return str(uuid.uuid5(NAMESPACE, "/".join([run, ctx.node_id, str(ctx.iteration), *map(str, parts)])))
 
 
 def with_key(headers: Mapping[str, str] | None, name: str | None, key: str) -> dict[str, str]:

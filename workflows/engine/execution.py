@@ -88,7 +88,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
       FROM claimed
      WHERE r.id = claimed.run_id
  RETURNING r.id, r.event_seq, r.owner_id, {inputs_head} AS inputs, r.current_artifact_id, r.request_id,
-           r.hosts_above, r.budget->>%(within)s AS parent
+           r.hosts_above, r.budget->>%(within)s AS parent, r.key_origins
 ), started AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
     SELECT bumped.id, bumped.event_seq, %(event_type)s, claimed.node_id,
@@ -100,11 +100,12 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
 SELECT claimed.run_id, claimed.node_id, claimed.node_type, claimed.iteration, claimed.attempts, claimed.queued_at,
        bumped.owner_id, bumped.inputs, bumped.current_artifact_id, started.seq, started.request_id, false,
        (SELECT owner.is_active FROM {users} owner WHERE owner.id = bumped.owner_id),  -- engine.owners
-       bumped.hosts_above, bumped.parent  -- a sub-workflow's (_below_ended)
+       bumped.hosts_above, bumped.parent,  -- a sub-workflow's (_below_ended)
+       bumped.key_origins
   FROM claimed, bumped, started
 UNION ALL  -- held: the node_held event's seq when this was its first hold
 SELECT locked.id, due.node_id, due.node_type, due.iteration, NULL, NULL, due.owner_id, NULL, NULL, held_event.seq,
-       held_event.request_id, true, NULL, NULL, NULL
+       held_event.request_id, true, NULL, NULL, NULL, NULL
   FROM held, due, locked LEFT JOIN held_event ON true
 """.replace("{at_limit}", admission.AT_LIMIT).replace("{inputs_head}", run_inputs.HEAD_SQL).replace(
     "{users}", User._meta.db_table)
@@ -136,7 +137,7 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
     if not rows:
         return None
     (run_id, node_id, node_type, iteration, attempts, queued_at, owner_id, inputs, artifact_id, seq,
-     request_id, held, owner_active, hosts_above, parent) = rows[0]
+     request_id, held, owner_active, hosts_above, parent, key_origins) = rows[0]
     if held:
         NODE_HELD.labels(node_type).inc()
         logger.debug("node_run.held", extra={"node_run_id": node_run_id})
@@ -159,6 +160,8 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
         inputs = json.loads(inputs)
     if isinstance(hosts_above, str):
         hosts_above = json.loads(hosts_above)
+    if isinstance(key_origins, str):
+        key_origins = json.loads(key_origins)
     inputs = run_inputs.of(run_id, inputs)  # large ones are not in the claim's answer
     ir = graph(artifact_id)
     node = ir.nodes.get(node_id)
@@ -174,7 +177,8 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
                        iteration=iteration, attempt=attempts, config=raw_config, raw_config=raw_config, inputs=inputs,
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms},
-                       owner_active=bool(owner_active), hosts=egress.binding(ir.metadata, hosts_above))
+                       owner_active=bool(owner_active), hosts=egress.binding(ir.metadata, hosts_above),
+                       key_run_id=Run.key_run(run_id, key_origins, node_id, iteration))
 
 
 def _below_ended(run_id: Any, owner_id: int, parent: Any) -> bool:

@@ -77,6 +77,11 @@ class Run(models.Model):
     # them sets it: ``patches.policy.rules_handed_down``; ``{}``: none), binding beside its own; None
     # for a top run, and for a child the code before it started: read through ``runs.run_rules_above``.
     rules_above = models.JSONField(null=True, blank=True, default=None)
+    # Whose Idempotency-Key its requests carry where not its own (``key_run``): a replay's node that
+    # goes on with its source's unsettled work, under "<node_id>/<iteration>" (``run_replay``), and a
+    # sub-workflow's every node, under "", named by the node that started it (``run_workflow``): the
+    # same work is the same request outside. None: its own, as the runs before the column.
+    key_origins = models.JSONField(null=True, blank=True, default=None)
     request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -121,6 +126,14 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @staticmethod
+    def key_run(run_id: Any, key_origins: dict[str, str] | None, node_id: str, iteration: int) -> str:
+        """The run whose name a node run's Idempotency-Keys carry (``workers.http.idempotency``):
+        its own, but where ``key_origins`` names another for it (the source's unsettled work a
+        replay goes on with) or for the whole run (a sub-workflow's: named by its parent's node)."""
+        origins = key_origins or {}
+        return origins.get(f"{node_id}/{iteration}") or origins.get("") or str(run_id)
 
     @property
     def output_pending(self) -> bool:

@@ -62,13 +62,15 @@ def run_inputs_check(inputs: Any, *, error: type[ValidationFailed] = ValidationF
 def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | None = None,
               workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
               replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "",
-              record: Callable[[Run], None] | None = None, reuse_llm: bool = False, api_write: bool = False) -> Run:
+              record: Callable[[Run], None] | None = None, reuse_llm: bool = False, api_write: bool = False,
+              key_origins: dict[str, str] | None = None) -> Run:
     """Validate and compile the frozen version, create the run and emit its entry nodes, in one
     transaction; executor messages go out after commit. ``artifact_id`` names a version already
     stored (a workflow's): its content is then read only if this process has not compiled it.
     ``record(run)`` runs in that transaction (an idempotency key's claim: if it raises, no run).
     ``api_write``: the start answers a state-changing API request whose throttle left the global
-    write limit to the run limits' check (workflows/api/throttles.py): one round trip for both."""
+    write limit to the run limits' check (workflows/api/throttles.py): one round trip for both.
+    ``key_origins``: whose name its requests' Idempotency-Keys carry where not its own (``Run.key_run``)."""
     if not owner.is_active:
         # a schedule's, a hook's or a running parent's start: a run as someone who cannot sign in
         # would be seen by no one but staff, and an approval it asks of them (the default) never decided
@@ -110,6 +112,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
               usage={key: value for key, value in (("output_bytes", reused_bytes), ("kept_bytes", kept_bytes)) if value},
               replay_of=replay_of,
               replay_from_node=replay_from_node, reuse_llm=reuse_llm and replay_of is not None,
+              key_origins=key_origins or None,
               # a replay's definition is its source's, with the agent nodes patches added to it: they
               # count against its spawn limit as they did there (a replay of a replay would grow without end)
               spawned_agents=replay_of.spawned_agents if replay_of is not None else 0,
@@ -226,10 +229,14 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
     again, and reuses the recorded outputs of every other node that completed: those upstream,
     which must have, and the siblings beside them (a payment that went out beside the step that
     failed is the source's: run again, under a replay's new Idempotency-Key, the payee would take it
-    for a second order). A human gate's decision is never reused for what runs again: a gate that
-    leads to it, or whose decision it reads, asks again, and what follows that gate runs again after
-    it; a gated branch the replay never meets is reused whole (``_runs_again``). With ``reuse_llm`` its agent nodes reuse the source's recorded
-    model responses while their conversation matches the source's (agents/journal.py): no call, no cost.
+    for a second order). A sibling that began and did not settle (its payment sent, its answer cut
+    off when the source failed) runs again under the source's key (``key_origins``: the source's
+    own origin for it, down a chain of replays): the payee knows it for the same order. A human
+    gate's decision is never reused for what runs again: a gate that leads to it, or whose
+    decision it reads, asks again, and what follows that gate runs again after it; a gated branch
+    the replay never meets is reused whole (``_runs_again``). With ``reuse_llm`` its agent nodes
+    reuse the source's recorded model responses while their conversation matches the source's
+    (agents/journal.py): no call, no cost.
 
     The source is read under a row lock in the start's transaction, so retention cannot remove it
     (nor the version and outputs only it refers to) between the read and the new run's insert;
@@ -259,8 +266,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         # nor its recorded values, which the copies take in the database (COPY_RECORDED)
         latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source)
                   .order_by("node_id", "-iteration").distinct("node_id")
-                  .only("pk", "node_id", "iteration", "node_type", "status", "output_artifact_id", "started_at",
-                        "finished_at")}
+                  .only("pk", "node_id", "iteration", "node_type", "status", "attempts", "output_artifact_id",
+                        "started_at", "finished_at")}
         completed = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.COMPLETED}
         skipped = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.SKIPPED}
         again = _runs_again(ir, node_id, completed | skipped)
@@ -269,9 +276,14 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
             raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                            code="replay_upstream_incomplete", extra={"nodes": missing})
         reused = [latest[n] for n in sorted(completed - again)]
+        # what began beside it and did not settle goes on under the source's keys (the replayed
+        # node, and what follows it or a gate asked again, is new work: new keys)
+        went_on = {f"{n}/{nr.iteration}": Run.key_run(source.pk, source.key_origins, n, nr.iteration)
+                   for n, nr in latest.items() if n in ir.nodes and n not in completed | skipped | again
+                   and NodeRun.begun(nr.status, nr.attempts)}
         replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                            workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
-                           reused=reused, reuse_llm=reuse_llm, record=record)
+                           reused=reused, reuse_llm=reuse_llm, record=record, key_origins=went_on)
         # its provenance is its own from the start: the source may be deleted once nothing unfinished replays it
         replay_inherits(replay=replay, source=source)
         return replay

@@ -1,0 +1,75 @@
+"""A replay goes on with its source's unsettled work under the source's ``Idempotency-Key``.
+
+pay (a POST whose remote applies the effect at once, answers slowly and honours the key as Stripe
+does) runs beside wait → tell; tell fails while pay's request is at the remote, so the run fails
+and pay is stopped mid-request: its effect applied, its answer never came. A person replays tell.
+pay did not settle in the source, so it runs in the replay again: under the replay's own run id
+its key was new and the payee applied the payment twice. It now carries the source's key
+(``Run.key_run``), down a chain of replays, and a sub-workflow's requests carry keys named by the
+node that started it, so a child that goes on with the source's child's payment is known outside too."""
+
+from __future__ import annotations
+
+from subflows.models import SubRun
+from tests.conftest import wait_for_run
+from tests.engine.flow import edge, http, node_runs, submit, unique, wait_until
+from tests.support.remote import Reply
+from workflows.models import Run
+from workflows.services.definitions import workflow_save
+
+
+def _beside(pay_node: dict, remote, hold: str, tell: str) -> dict:
+    return {"nodes": [pay_node, http("wait", f"{remote.base}/hold/{hold}"),
+                      http("tell", f"{remote.base}/seq/{tell}", config={"fail_on_status": True})],
+            "edges": [edge("wait", "tell")]}
+
+
+def _fail_then_replay(api, remote, run_id: str, paid, hold: str) -> tuple[Run, Run]:
+    """tell fails while pay's request is held at the remote; then tell is replayed."""
+    wait_until(lambda: paid() and remote.hits(f"/hold/{hold}"), what="the payment sent and the hold")
+    remote.release(hold)  # tell runs now, and fails, while pay's answer is still seconds away
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and source.error["node_id"] == "tell", source.error
+    assert len(paid()) == 1  # the payee has it, and no answer came
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/tell/replay")
+    assert response.status_code == 201, response.json()
+    return source, wait_for_run(response.json()["run_id"])
+
+
+def test_a_replay_does_not_pay_again_for_a_payment_in_flight_when_the_source_failed(engine, api, remote):
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    node = http("pay", f"{remote.base}/effect/{pay}/4", config={"method": "POST", "payload": {"amount": 10}})
+    source, replay = _fail_then_replay(api, remote, submit(api, _beside(node, remote, hold, tell)),
+                                       lambda: remote.effects(pay), hold)
+    assert node_runs(source)["pay"].status != "completed"
+
+    assert replay.status == "completed", replay.error
+    effects = remote.effects(pay)
+    assert len(effects) == 1, effects  # the repeat is known at the payee: the same key, one payment
+    assert replay.key_origins == {"pay/0": str(source.pk)}
+    assert node_runs(replay)["pay"].output["body"]["key"] == effects[0]["key"]  # the first request's answer
+
+    # a replay of the replay goes on under the first run's key, down the chain
+    again = api.post(f"/api/v1/runs/{replay.pk}/nodes/tell/replay")
+    assert again.status_code == 201, again.json()
+    assert wait_for_run(again.json()["run_id"]).status == "completed"
+    assert len(remote.effects(pay)) == 1
+
+
+def test_a_replayed_parent_does_not_pay_again_for_its_child_s_payment_in_flight(engine, api, remote, user):
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    workflow_save(owner=user, tag=pay, definition={"nodes": [
+        http("charge", f"{remote.base}/effect/{pay}/4", config={"method": "POST", "payload": {"amount": 10}})],
+        "edges": []})
+    node = {"id": "pay", "type": "workflow", "config": {"tag": pay}}
+    source, replay = _fail_then_replay(api, remote, submit(api, _beside(node, remote, hold, tell)),
+                                       lambda: remote.effects(pay), hold)
+    first = SubRun.objects.get(parent_run=source).child_run
+
+    assert replay.status == "completed", replay.error
+    effects = remote.effects(pay)
+    assert len(effects) == 1, effects  # the second child's charge is known for the first's
+    second = SubRun.objects.get(parent_run=replay).child_run
+    assert second.pk != first.pk and second.key_origins == first.key_origins
