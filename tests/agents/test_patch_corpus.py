@@ -125,6 +125,9 @@ INVOICE = {
     "edges": [edge("plan", "fetch"), edge("fetch", "review"), edge("review", "pay", APPROVED),
               edge("review", "notify", DECLINED)],
 }
+# An agent and the step after it, and the patch that removes the step: /nodes: 0 plan, 1 x; /edges: 0 plan→x
+READD = {"nodes": [agent("plan"), transform("x")], "edges": [edge("plan", "x")]}
+DROP_X = [remove("/edges/0"), remove("/nodes/1")]
 FOUR_EYES = with_config(INVOICE, "review", allow_self_approval=False)
 GOVERNED = with_metadata(INVOICE, patch_policy="require_approval", max_agent_nodes=2)
 DENIED = with_metadata(INVOICE, patch_policy="deny")
@@ -598,6 +601,16 @@ CORPUS = [
         [remove("/nodes/1"), add("/nodes/1", INVOICE["nodes"][1])], "applied"),
     row("history-reorder-completed-node-accepted", INVOICE, WAITING, PERSON, [move("/nodes/1", "/nodes/-")],
         "applied"),
+
+    # --- node_id_used: a node a patch adds, under the id of one with a node run (an earlier patch removed it) ----
+    row("node-id-used-removed-while-queued-added-back", READD, {"plan": "completed", "x": "queued"}, PERSON,
+        [add_node(transform("x")), add_edge("plan", "x")], "node_id_used", 0, prior=((PERSON, DROP_X),)),
+    row("node-id-used-skipped-added-back-by-an-agent", READD, {"plan": "running", "x": "skipped"}, PLAN,
+        [add_node(transform("x")), add_edge("plan", "x")], "node_id_used", 0, prior=((PERSON, DROP_X),)),
+    row("node-id-used-added-back-under-a-new-id-accepted", READD, {"plan": "running", "x": "skipped"}, PLAN,
+        [add_node(transform("x2")), add_edge("plan", "x2")], "applied", prior=((PERSON, DROP_X),)),
+    row("node-id-used-never-queued-added-back-accepted", READD, {"plan": "running"}, PLAN,
+        [add_node(transform("x")), add_edge("plan", "x")], "applied", prior=((PERSON, DROP_X),)),
 
     # --- type_immutable --------------------------------------------------------------------------------
     row("type-replace", INVOICE, PLANNING, PERSON, [replace("/nodes/3/type", "transform")], "type_immutable", 0),

@@ -62,6 +62,8 @@ class Rule(StrEnum):
     MAX_OPERATIONS = "max_operations", "a patch has too many operations"
     HISTORY_IMMUTABLE = ("history_immutable",
                          "a node that has begun (run, running, or queued for its retry), and its incoming edges, cannot change")
+    NODE_ID_USED = ("node_id_used",
+                    "a node a patch adds cannot take the id of a node that has a node run in this run: give it a new id")
     TYPE_IMMUTABLE = "type_immutable", "a node cannot change type"
     METADATA_IMMUTABLE = "metadata_immutable", "an agent may not change /metadata"
     GATE_IMMUTABLE = "gate_immutable", "human gates and their edges are out of an agent's reach"
@@ -343,6 +345,14 @@ class _Judgement:
             if _incoming(self.before, node_id) != _incoming(self.after, node_id):
                 self.refuse(Rule.HISTORY_IMMUTABLE, f"the incoming edges of node {node_id!r}, which has begun, "
                             "cannot change", lambda doc, n=node_id: _incoming(doc, n), node_id=node_id)
+        # a node run's record is its node's for good (the planner reads a node's latest, a join its
+        # parents'): a step added under the id of one removed (a queued one is cancelled, a skipped
+        # one dead) would find that row standing for it, and never run; its successors go on without it
+        for node_id in sorted(self.new.keys() - self.old.keys()):
+            if node_id in self.state.statuses:
+                self.refuse(Rule.NODE_ID_USED, f"node {node_id!r} has a node run in this run ({self.state.statuses[node_id]}) "
+                            "from before an earlier patch removed it: a node added under its id would never run; give "
+                            "it a new id", _node(node_id), node_id=node_id)
         for node_id, node in self.new.items():
             if node_id in self.old and self.old[node_id].get("type") != node.get("type"):
                 self.refuse(Rule.TYPE_IMMUTABLE, f"node {node_id!r} cannot change type ({self.old[node_id].get('type')} "
