@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from collections import OrderedDict
 
 import pytest
 from django.conf import settings
 
-from aob.jsontext import loads_unique
 from tests.api.factories import (
     API,
     assert_error,
@@ -22,7 +20,6 @@ from tests.api.factories import (
     post_workflow,
     problems,
 )
-from workflows.api.parsers import loads_strict
 from workflows.definition.validation import json_depth
 from workflows.limits import loads_storable, unstorable
 from workflows.models import Artifact, Run, Workflow
@@ -316,32 +313,6 @@ def test_more_query_parameters_than_django_reads_is_a_json_400_naming_the_rule(a
     assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
     assert response.json() == {"error": "bad_request", "message": "at most 1000 parameters a request",
                                "details": {"rule": "too_many_fields_sent"}}
-
-
-def _cpu(work) -> float:
-    """The least CPU time of three runs of ``work``."""
-    spent = []
-    for _ in range(3):
-        started = time.process_time()
-        work()
-        spent.append(time.process_time() - started)
-    return min(spent)
-
-
-def test_the_checks_of_a_body_of_many_small_values_cost_less_than_its_parsing():
-    """A body at the limit of 30,000 small objects: the depth and storable checks took the web
-    process ten times the parsing's CPU, a value at a time (1.8 s beside 0.18 s at 12 MB)."""
-    items, size = [], 40
-    while size < MB - 100:
-        items.append({"a": len(items), "b": "x", "c": True})
-        size += len(json.dumps(items[-1])) + 2
-    raw = json.dumps({"inputs": {"items": items}}).encode()
-    assert len(raw) <= MB
-
-    parsing = _cpu(lambda: loads_unique(raw.decode()))
-    checked = _cpu(lambda: loads_strict(raw))
-
-    assert checked < 2.5 * parsing, (checked, parsing)
 
 
 # Texts whose values are on either side of each part of ``unstorable``'s rule, and on either side
