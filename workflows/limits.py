@@ -6,8 +6,7 @@ What is stored whatever its size, an error, is cut to its bound where it is made
 
 A value JSON in PostgreSQL or the engine cannot hold is refused by one rule too (``unstorable``):
 the API's body parser applies it to every body, and ``run_start`` to every run's inputs, whoever
-made them (a hook's mapping can make NaN or NUL from a body that had neither). Its rule for numbers
-(``number_problem``) is the node outputs' too (``engine.outputs.strict_json``)."""
+made them (a hook's mapping can make NaN or NUL from a body that had neither)."""
 
 from __future__ import annotations
 
@@ -16,14 +15,13 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
 
 from aob_project.exceptions import AobError, ValidationFailed
-from workflows.models import canonical_json, size_of
+from workflows.models import canonical_json, size_of, stored_size
 
 
 def refuse_past(value: Any, limit: int, *, field: str, error: type[AobError] = ValidationFailed,
@@ -51,16 +49,6 @@ def refuse_more(rows: QuerySet, *, setting: str, what: str, field: str, rule: st
 # The engine's integers (CEL's int) are 64-bit: a wider one would fail the first node that reads it.
 INT64 = (-(2**63), 2**63 - 1)
 
-# PostgreSQL's jsonb keeps a number as the decimal it was sent as (Python writes a float's shortest
-# form: 5e-324) and writes it back out in full, without an exponent: 5e-324 is 326 characters read
-# back, where every size bound measured 6 (``canonical_json``). A number other than 0 smaller than
-# this is refused: at it, the text read back is at most 17 characters longer than the text measured
-# (1e-20 is 0.00000000000000000001). A larger float, past 1e16, jsonb reads back as an integer of
-# as many digits as it has: ``canonical_json`` writes it so (and measures it so).
-SMALLEST = 1e-20
-# Where a text may hold a float ``number_problem`` refuses as too small (1e-21 and smaller: Python
-# writes every float below 1e-4 with an exponent of two or three digits); a string may match too.
-TOO_SMALL_TEXT = re.compile(r"e(?<=\de)-(?:2[1-9]|[3-9]\d|\d{3})")  # "e" first: searched as fast as a string
 
 
 @dataclass(frozen=True)
@@ -116,7 +104,7 @@ def loads_storable(text: str, loads: Callable[..., Any] = json.loads, *, int64: 
     CPU on a 12 MB body of 330,000 small objects, five times its parsing). Numbers are judged by
     ``_scalar_problem`` as they are parsed, and only where the text may hold one it refuses: each
     is NaN or Infinity, has an exponent (``1e999``, ``1e20``, ``1e-21``) or, without one, 19 digits
-    in a row (past 64 bits takes 19 integer digits, below ``SMALLEST`` 20 zeros after the point).
+    in a row (past 64 bits takes 19 integer digits).
     Strings, where the text has an escape that may make one it refuses (``STRING_ESCAPES``), by the
     value written again (in C): with no lone surrogate it encodes, and ``json`` writes a NUL as
     ``\\u0000``."""
@@ -161,8 +149,8 @@ def loads_storable(text: str, loads: Callable[..., Any] = json.loads, *, int64: 
 # exponent, and where it has no 19 "0"s in a row no number has 19 digits.
 _DIGITS = bytes.maketrans(b"0123456789E", b"0000000000e")
 # The magnitudes of a float no part of ``_scalar_problem`` refuses (NaN compares false): within
-# 64 bits and not too small.
-_PLAIN = (SMALLEST, float(2**63))
+# 64 bits.
+_PLAIN = (0.0, float(2**63))
 
 
 def _encodable(text: str) -> bool:
@@ -178,8 +166,9 @@ def _scalar_problem(value: Any, int64: bool) -> tuple[str, str] | None:
         return _text_problem(value)
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, float) and (problem := number_problem(value)) is not None:
-        return problem
+    if isinstance(value, float) and not math.isfinite(value):
+        return "invalid_number", ("NaN is not a JSON number" if math.isnan(value) else
+                                  "a number outside the range of a double (1e999, Infinity) is not a JSON number")
     if isinstance(value, int | float):
         # a float too: jsonb keeps 1e20 as the number it is and reads it back as an integer, 21
         # digits, which this rule would refuse when the value read is sent again
@@ -189,20 +178,6 @@ def _scalar_problem(value: Any, int64: bool) -> tuple[str, str] | None:
                                         else f"number {value!r} is outside the 64-bit range (stored, it reads back "
                                              "as an integer)")
     return "type", f"a value of type {type(value).__name__} is not JSON"
-
-
-def number_problem(value: float) -> tuple[str, str] | None:
-    """The rule a float breaks (``invalid_number``) and why, else None: NaN and Infinity (no JSON),
-    and a number other than 0 smaller than ``SMALLEST``, which jsonb writes out in full."""
-    if not math.isfinite(value):
-        return "invalid_number", ("NaN is not a JSON number" if math.isnan(value) else
-                                  "a number outside the range of a double (1e999, Infinity) is not a JSON number")
-    if value and -SMALLEST < value < SMALLEST:
-        written = format(Decimal(float.__repr__(value)), "f")
-        return "invalid_number", (f"number {float.__repr__(value)} is too small: PostgreSQL writes a number out in "
-                                  f"full, without an exponent ({len(written)} characters); a number other than 0 "
-                                  f"must be at least {SMALLEST!r} in size (send a smaller one as a string)")
-    return None
 
 
 def _text_problem(text: str) -> tuple[str, str] | None:
@@ -248,8 +223,8 @@ _FIELD_BYTES = 1024
 
 
 def _size(value: Any) -> int:
-    """Bytes as the database stores the value (UTF-8 JSON)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+    """Bytes as the database stores the value (UTF-8 JSON: ``stored_size``)."""
+    return stored_size(value)
 
 
 def clipped(text: str, max_bytes: int = _MESSAGE_BYTES) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.engine.flow import edge, event_counts, http, node_runs, run_to_end, transform
 from workflows.engine.outputs import NonJSONOutput, strict_json
-from workflows.models import canonical_json
+from workflows.models import canonical_json, size_of
 
 
 def test_an_http_body_with_nan_fails_the_node_at_once_naming_the_path(engine, api, remote):
@@ -56,23 +56,27 @@ def test_infinity_from_cel_fails_the_node_and_nul_in_a_body_is_replaced(engine, 
     assert node_runs(run)["fetch"].output["body"] == {"s": "a\ufffdb"}
 
 
-def test_a_number_jsonb_writes_out_in_full_fails_the_node_naming_the_path_and_rule(engine, api, remote):
-    """A remote's 5e-324 (6 bytes measured) is 326 characters as jsonb writes it: the stored inputs'
-    rule (``limits.number_problem``), not retried; at the bound (1e-20) the output is stored."""
-    remote.script("tiny", [{"items": [{"x": 1e-20}, {"x": 5e-324}]}])
-    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/tiny", retry={"max_attempts": 3})],
-                           "edges": []})
+def test_a_tiny_number_is_stored_as_sent_and_measured_as_jsonb_writes_it(engine, api, remote):
+    """A remote's p-value of 1e-30 is the output, as sent; its size is of the number written in
+    full, as jsonb writes it back (``size_of``): 140,000 copies of 5e-324, a 1 MB answer,
+    are 46 MB stored, past AOB_MAX_NODE_OUTPUT_BYTES (32 MiB), so the node fails by size, not
+    retried, and stores nothing of it. Before, a number below 1e-20 failed the node as
+    ``invalid_number`` whatever its size."""
+    remote.script("tiny", [{"p": 1e-30, "items": [{"x": 5e-324}, {"x": -1.5e-300}], "s": "5e-324"}])
+    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/tiny")], "edges": []})
+    assert run.status == "completed", run.error
+    fetch = node_runs(run)["fetch"]
+    assert fetch.output["body"] == {"p": 1e-30, "items": [{"x": 5e-324}, {"x": -1.5e-300}], "s": "5e-324"}
+    assert run.usage["output_bytes"] >= size_of(canonical_json(fetch.output)) > 326 + 301 + 30
+
+    remote.script("many", [{"xs": [5e-324] * 140_000}])
+    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/many", retry={"max_attempts": 3})],
+                           "edges": []}, timeout=60)
     assert run.status == "failed"
     fetch = node_runs(run)["fetch"]
-    assert fetch.status == "failed" and fetch.attempts == 1
-    assert fetch.error["error_type"] == "NonJSONOutput" and fetch.error["rule"] == "invalid_number", fetch.error
-    assert fetch.error["path"] == "/body/items/1/x" and "/body/items/1/x" in fetch.error["message"]
-    assert "326 characters" in fetch.error["message"], fetch.error
-
-    remote.script("bound", [{"x": 1e-20, "s": "5e-324"}])
-    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/bound")], "edges": []})
-    assert run.status == "completed", run.error
-    assert node_runs(run)["fetch"].output["body"] == {"x": 1e-20, "s": "5e-324"}
+    assert fetch.status == "failed" and fetch.attempts == 1, fetch.error
+    assert fetch.error["error_type"] == "OutputTooLarge" and fetch.error["bytes"] > 45_000_000, fetch.error
+    assert fetch.output is None and fetch.output_artifact_id is None
 
 
 # --- the rule itself (a pure function) ----------------------------------------------------------
@@ -96,8 +100,4 @@ def test_the_rule():
         strict_json({"x": object()})
     assert err.value.extra["path"] == "/x" and err.value.extra["type"] == "object"
     assert strict_json({"x": ValueError("boom")}, non_finite="null") == {"x": "boom"}  # an error payload
-    assert strict_json({"x": [1e-20, "1e-300"]}) == {"x": [1e-20, "1e-300"]}
-    assert strict_json({"x": -1e-300}, non_finite="null") == {"x": None}
-    with pytest.raises(NonJSONOutput) as err:
-        strict_json({"x": [0.5, -1e-21]})
-    assert err.value.extra["path"] == "/x/1" and err.value.extra["rule"] == "invalid_number"
+    assert strict_json({"x": [1e-20, "1e-300", -5e-324]}) == {"x": [1e-20, "1e-300", -5e-324]}

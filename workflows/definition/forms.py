@@ -39,6 +39,8 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from workflows.models import stored_size
+
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TYPES = ["array", "boolean", "integer", "null", "number", "object", "string"]
 
@@ -486,7 +488,7 @@ FORM_MAX_PROBLEMS = 20  # a form's problems read at save: the first ones, never 
 
 def form_problems(form: Any) -> list[FormProblem]:
     """What is wrong with ``form`` as an approval form; empty when it is safe to store and run."""
-    size = len(json.dumps(form, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    size = stored_size(form)
     if size > FORM_MAX_BYTES:
         return [FormProblem("", "form.max_bytes", f"the form is {size} bytes; at most {FORM_MAX_BYTES} are kept")]
     problems = []

@@ -11,6 +11,7 @@ from django.conf import settings
 
 from aob_project.decimal_text import bounded_decimal
 from aob_project.exceptions import AobError
+from workflows.models import stored_size
 
 TEMPLATE = re.compile(r"\$\{\s*\$?((?:nodes|inputs)(?:\.[A-Za-z0-9_\-]+)+)\s*\}")
 WHOLE = re.compile(r"^\$((?:nodes|inputs)(?:\.[A-Za-z0-9_\-]+)+)$")
@@ -90,7 +91,7 @@ class _Budget:
         cap), measured once per path."""
         if path not in self._sizes:
             self._sizes[path] = (stored_text_bytes(value) + 2 if isinstance(value, str) else
-                                 len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()))
+                                 stored_size(value))
         return self._sizes[path]
 
 

@@ -38,8 +38,9 @@ _STARTED_ROOM = 256
 _IDENTIFYING = ("iteration", "attempt", "approval_id", "patch_id", "seq", "child_run_id", "artifact_id",
                 "output_artifact_id", "kind", "reason", "user", "approve", "settled", "inline")
 _IDENTIFYING_CHARS = 200
-# Upper bounds of a scalar's JSON in bytes (a float's repr is at most 24 characters).
-_SCALAR_BYTES = {bool: 5, type(None): 4, float: 24}
+# Upper bounds of a scalar's JSON in bytes, as measured (``size_of``): a float as jsonb writes it
+# out, in full (-5e-324 is 327 characters, 1.7976931348623157e308 an integer of 309 digits).
+_SCALAR_BYTES = {bool: 5, type(None): 4, float: 327}
 _WALKED = 256  # values judged without serialising; past it the data is measured
 
 

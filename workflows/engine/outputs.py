@@ -6,11 +6,11 @@ crashing the completion (which looked like a lost worker: three attempts and a `
 
 The rule:
 
-- ``NaN``, ``Infinity`` and ``-Infinity`` (a remote's non-standard JSON, ``1.0/0.0`` in CEL), and
-  a number other than 0 smaller than 1e-20 (``jsonb`` writes it out in full: 5e-324 is 326
-  characters): the node fails with ``NonJSONOutput`` naming the JSON Pointer of the value and the
-  rule (``invalid_number``: ``workflows.limits.number_problem``, the stored inputs' rule); not
-  retried. In an error payload they become ``null`` (a failure is recorded whatever it holds).
+- ``NaN``, ``Infinity`` and ``-Infinity`` (a remote's non-standard JSON, ``1.0/0.0`` in CEL): the
+  node fails with ``NonJSONOutput`` naming the JSON Pointer of the value; not retried. In an error
+  payload they become ``null`` (a failure is recorded whatever it holds). A tiny number (a
+  p-value's 1e-30) is stored as it is, and measured as ``jsonb`` writes it out, in full
+  (``size_of``: 5e-324 is 326 bytes against AOB_MAX_NODE_OUTPUT_BYTES).
 - Timestamps (``datetime``, ``date``, ``time``): ISO 8601 strings, UTC written ``Z``.
 - Durations (``timedelta``): ISO 8601 durations (``PT1M30S``).
 - Bytes: standard base64 strings.
@@ -39,7 +39,6 @@ from django.conf import settings
 from django.db import connection
 
 from aob_project.exceptions import AobError
-from workflows.limits import TOO_SMALL_TEXT, number_problem
 from workflows.models import canonical_json
 from workflows.storage import kept_added
 
@@ -112,7 +111,7 @@ def strict_json(value: Any, *, non_finite: str = "fail") -> Any:
     except (TypeError, ValueError, RecursionError):  # RecursionError: nested past the encoder, far past the bound
         pass
     else:
-        if "\\u0000" not in text and _encodable(text) and not TOO_SMALL_TEXT.search(text) and _plain(value):
+        if "\\u0000" not in text and _encodable(text) and _plain(value):
             return value  # already strict: stored exactly as serialised (tuples as arrays)
     return _walk(value, "", non_finite, 1)
 
@@ -182,15 +181,10 @@ def _walk(value: Any, path: str, non_finite: str, depth: int) -> Any:
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, float):
-        problem = number_problem(value)
-        if problem is None:
+        if math.isfinite(value):
             return value
         if non_finite == "null":
             return None
-        if math.isfinite(value):  # too small to store
-            raise NonJSONOutput(f"the output cannot be stored at {path or '/'}: {problem[1]}",
-                                extra={"path": path or "/", "rule": problem[0], "value": float.__repr__(value),
-                                       "transient": False})
         raise NonJSONOutput(
             f"the output is not JSON: {path or 'the output'} is {value!r} (JSON has no NaN or Infinity)",
             extra={"path": path or "/", "value": repr(value), "transient": False})

@@ -1,4 +1,4 @@
-from .artifact import Artifact, canonical_json, content_id, size_of, text_id
+from .artifact import Artifact, canonical_json, content_id, size_of, stored_size, text_id
 from .event import Event
 from .idempotency import IdempotencyKey
 from .names import LeftName
@@ -23,5 +23,6 @@ __all__ = [
     "canonical_json",
     "content_id",
     "size_of",
+    "stored_size",
     "text_id",
 ]

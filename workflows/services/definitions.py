@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from django.db.models import Max, RestrictedError, Sum
 
 from aob_project.exceptions import Conflict, NotFound, ValidationFailed
 from workflows.definition.validation import Report, json_depth, validate
-from workflows.models import Artifact, DeletedTag, Workflow, WorkflowVersion
+from workflows.models import Artifact, DeletedTag, Workflow, WorkflowVersion, stored_size
 from workflows.models.workflow import DESCRIPTION_MAX_CHARS, RESERVED_TAGS, TAG_PATTERN, TAG_RULE
 
 from .artifacts import artifact_store
@@ -318,8 +317,9 @@ def _failure(exc: Exception, document: Any, operation: Any) -> dict[str, Any]:
 
 
 def json_size(value: Any) -> int:
-    """Bytes of ``value`` as compact JSON, the measure of ``AOB_MAX_DEFINITION_BYTES``."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    """Bytes of ``value`` as stored (``stored_size``: compact JSON, a number as jsonb writes it
+    out), the measure of ``AOB_MAX_DEFINITION_BYTES``."""
+    return stored_size(value)
 
 
 def _check_depth(document: Any, operation: dict[str, Any], index: int) -> None:
