@@ -7,7 +7,6 @@ it (``canonical_json``, ``size_of``): a tiny number (a p-value) is stored as sen
 from __future__ import annotations
 
 import json
-import time
 
 from django.db import connection
 
@@ -44,10 +43,10 @@ def test_a_tiny_number_is_stored_as_sent_and_measured_as_the_database_writes_it(
     assert run.inputs_bytes == size_of(canonical_json({"xs": numbers})) > 326 + 32
 
 
-def test_what_a_number_is_written_as_costs_nothing_where_no_number_needs_it():
-    """Only a number is written or measured otherwise (``"x,1e+5]"`` is a string's text), and a
-    string with "e+" or "-0.0" in it (base64, a URL's query) costs no second serialisation: one
-    did, 0.7 s -> 4.2 s on 16 MB, in the coordinator's decisions and each executor's outputs."""
+def test_only_a_number_is_written_or_measured_otherwise_never_a_string_s_text():
+    """Only a number is written or measured otherwise (``"x,1e+5]"`` is a string's text, as is "e+"
+    or "-0.0" in base64 or a URL's query). The cost of a string's "e+" (one more serialisation: 0.7 s
+    -> 4.2 s on 16 MB) is measured, not asserted here: 4bc2ec2's message has the figures."""
     strings = {"a": "x,1e+5]", "b": ":-0.0}", "c": "1e-05", "d": "see+you", "e": "QUJD3e+4", "f": '\\",1e-9]'}
     assert canonical_json(strings) == json.dumps(strings, sort_keys=True, separators=(",", ":"))
     assert size_of(canonical_json(strings)) == len(canonical_json(strings))
@@ -56,19 +55,6 @@ def test_what_a_number_is_written_as_costs_nothing_where_no_number_needs_it():
         '[1e-05,0.0,10000000000000000,-1500000000000000000,9.999e-05,0.0001,-0.05,"x,1e+5]",[1.5e-07]]'
     assert size_of(canonical_json(numbers)) == len(canonical_json(numbers)) + 2 + 1 + 3  # 0.00001, 0.00009999, 0.00000015
     assert size_of(canonical_json(-5e-324)) == 327 and canonical_json({"k": -0.0}) == '{"k":0.0}'
-
-    def cost(value: dict) -> float:  # the least of three: other suites share the machine
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            canonical_json(value)
-            times.append(time.perf_counter() - started)
-        return min(times)
-
-    plain = {"items": [n % 7 for n in range(2_000_000)]}
-    base = cost(plain)
-    plain["note"] = "see+you QUJD3e+4 x-0.0]"  # strings, no float at all
-    assert cost(plain) <= 1.5 * base + 0.05, base
 
 
 def test_a_stored_definition_reads_back_as_the_content_its_id_names(api):
