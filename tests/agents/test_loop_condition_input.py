@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.agents.flows import agent, edge, finish, http, start, tool_messages
+from tests.agents.flows import agent, edge, finish, http, node, start, tool_messages
 from workflows.models import PatchRefusal
 
 ALWAYS = "{'more': true}"
@@ -65,4 +65,37 @@ def test_a_step_an_agent_adds_after_itself_away_from_the_loop_is_applied(engine,
 
     assert [r["status"] for r in fed_back] == ["applied"], fed_back
     assert len(remote.hits("/echo")) == 1
+    assert not PatchRefusal.objects.filter(run_id=run_id).exists()
+
+
+# /nodes: 0 a, 1 page, 2 check, 3 inner, 4 plan, 5 report, 6 outer
+REPORT = [{"op": "replace", "path": "/nodes/5/config/expression", "value": "{'summary': 'by the agent'}"}]
+
+
+@pytest.mark.parametrize("condition", ["iteration < 1", "output.more"])
+def test_a_step_an_agent_rewrites_after_itself_after_an_inner_loop_is_applied(engine, api, user, fake_llm, condition):
+    """The outer loop's jump runs the inner paging loop again but carries no output into it, and
+    nothing reads ``report`` by name: what the inner loop's condition reads cannot change, whether
+    it counts passes or reads ``output.more``."""
+    fake_llm.reset([
+        {"tool_calls": [("patch_workflow", {"operations": REPORT, "description": "better report"})]},
+        {"content": "done"},
+    ])
+    run_id = start(api, [
+        {"id": "a", "type": "transform", "config": {"expression": "1"}},
+        {"id": "page", "type": "transform", "config": {"expression": "2"}},
+        {"id": "check", "type": "transform", "config": {"expression": "{'more': false}"}},
+        {"id": "inner", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                    "condition": condition}},
+        agent(tools=["patch_workflow"]),
+        {"id": "report", "type": "transform", "config": {"expression": "{'summary': 'plain'}"}},
+        {"id": "outer", "type": "loop", "config": {"max_iterations": 2, "loop_back_to": "a",
+                                                    "condition": "iteration < 0"}},
+    ], [edge("a", "page"), edge("page", "check"), edge("check", "inner"), edge("inner", "plan"),
+        edge("plan", "report"), edge("report", "outer")])
+    run = finish(run_id, timeout=60)
+
+    assert run.status == "completed", run.error
+    assert [r["status"] for r in tool_messages(fake_llm.requests[1])] == ["applied"]
+    assert node(run, "report").output == {"summary": "by the agent"}
     assert not PatchRefusal.objects.filter(run_id=run_id).exists()

@@ -720,15 +720,31 @@ def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set
     one's config or by the condition of an edge into one (``$nodes.quote``), neither the gate nor
     upstream of it (those have all run once the gate asks). An approved payment reads its amount
     from such a step: rewritten after the approval, the payment sent what nobody approved."""
-    reverse = _control_predecessors(definition)
+    reverse = reads_from(definition)
     if gate not in reverse:
         return set()
     asked_after = before(definition, gate) | {gate}
-    reads = _reads(definition)
-    read_from = {node: [s for s in (*sources, *reads.get(node, ())) if s in reverse and s not in asked_after]
-                 for node, sources in reverse.items()}
+    read_from = {node: [s for s in sources if s not in asked_after] for node, sources in reverse.items()}
     wanted = set(action)
     return reachable(read_from, [source for node in wanted if node in read_from for source in read_from[node]]) - wanted
+
+
+def reads_from(definition: dict[str, Any]) -> dict[str, list[str]]:
+    """What each node reads: its sources along the edges control runs on (``_control_predecessors``:
+    a loop's jump back carries no output into what it runs again) and the nodes it names, in its
+    config or in the condition of an edge into it (``_reads``). The one notion of a read that
+    ``feeders`` walks back and the patch policy's ``conditions_fed`` forward (``read_by``)."""
+    def build() -> dict[str, list[str]]:
+        reverse, reads = _control_predecessors(definition), _reads(definition)
+        return {node: [*sources, *sorted(s for s in reads.get(node, ()) if s in reverse)]
+                for node, sources in reverse.items()}
+
+    return _memoized("reads_from", definition, build)
+
+
+def read_by(definition: dict[str, Any]) -> dict[str, list[str]]:
+    """``reads_from`` turned round: each node, with the nodes that read its output."""
+    return _memoized("read_by", definition, lambda: _predecessors(reads_from(definition)))
 
 
 def before(definition: dict[str, Any], node_id: str) -> set[str]:

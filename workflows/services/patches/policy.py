@@ -926,14 +926,18 @@ def conditions_fed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     may alter: a rewritten step before the loop, or one it reads, says what the condition says. An
     author's transform feeding its paging loop ``{'more': false}``, rewritten to ``{'more': true}``,
     made a POST of one pass run on every one of the loop's passes. A condition on the loop's count
-    alone (``iteration < 3``) reads nothing a patch writes."""
+    alone (``iteration < 3``) reads nothing a patch writes. What may alter is walked along what reads
+    what (``gates.read_by``: edges and ``$nodes``, as an approval's ``feeders``), not along loop
+    jumps: a jump runs its body again with nothing of what ran after it (a report an agent rewrites
+    after an inner paging loop, in an outer loop's body, is no input of the inner loop's condition;
+    the outer loop's own condition is its own entry here)."""
     old, new = gates.nodes_by_id(before), gates.nodes_by_id(after)
     loops = {n for n, node in old.items() if node.get("type") == "loop" and n in new}
     if not loops:
         return set()
     kept = {**after, "nodes": [old[n["id"]] if n.get("id") in loops else n for n in after["nodes"]]}
     start = _influence_start(before, kept)
-    reached = _reached(before, start) | _reached(after, start)
+    reached = gates.reachable(gates.read_by(before), start) | gates.reachable(gates.read_by(after), start)
     return {n for n in loops & reached if n in start or _condition_reads(old[n], reached)}
 
 
