@@ -314,6 +314,32 @@ def test_a_replay_after_a_loop_runs_none_of_the_passes_its_source_made(budget):
     assert [node_id for node_id, _ in replay.started] == ["after"], replay.started
 
 
+@pytest.mark.parametrize("budget", [None, pure.Budget.none()], ids=["in-the-start", "each-in-a-decision"])
+def test_a_replay_from_a_loop_node_goes_on_with_the_count_its_source_had_at_that_pass(budget):
+    """Replayed from ``more`` (the loop node), the replay reuses page's last pass (2) and decides the
+    loop again there. Its count started again at 0 and the loop went round (page ran a fourth time);
+    ``run_replay`` copies the loop's node run of the pass before, consumed (``_loop_counts``): the
+    count goes on from it, the loop ends where its source's did, and that copy routes nothing."""
+    definition = {"nodes": [step("start"), step("page"), step("after"),
+                            {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page"}}],
+                  "edges": [{"from": "start", "to": "page"}, {"from": "page", "to": "more"},
+                            {"from": "more", "to": "after"}]}
+    source = drive(Sim(definition), first)
+    replay = Sim(definition)
+    copies = [*(t for t in source.latest().values() if t.node_id not in {"more", "after"}),
+              source.tokens[next(pk for pk, t in source.tokens.items() if (t.node_id, t.iteration) == ("more", 1))]]
+    for token in copies:
+        pk = len(replay.tokens) + 1
+        replay.tokens[pk] = dataclasses.replace(token, pk=pk, consumed=token.node_id == "more", taken=None, reused=True)
+    replay.start = lambda: replay.apply(planner.plan_start(replay.ir, replay.state(), {}, "artifact",  # type: ignore[method-assign]
+                                                           budget=budget))
+    drive(replay, first)
+    assert replay.run["status"] == Run.Status.COMPLETED
+    assert [node_id for node_id, _ in replay.started] == ["after"], replay.started
+    more = replay.latest()["more"]
+    assert (more.iteration, more.output["iteration"], more.output["decision"]) == (2, 2, "timeout")
+
+
 def test_a_step_joining_a_gate_in_a_loop_s_body_waits_for_this_pass_s_decision():
     """Each pass of the loop fetches an invoice (``fetch``), checks it, and asks ``review`` (a gate);
     ``pay`` joins the invoice and the decision, and hangs off the body (it leads back to no loop

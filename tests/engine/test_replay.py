@@ -3,6 +3,8 @@ and what follows it again and reuses the recorded outputs of the other nodes tha
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import wait_for_run
 from tests.engine.flow import edge, event_counts, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
@@ -210,3 +212,39 @@ def test_a_replay_after_a_loop_does_not_run_the_loop_s_passes_again(engine, api,
     ran = list(replay.node_runs.filter(reused=False).values_list("node_id", "iteration"))
     assert [node_id for node_id, _ in ran] == ["after"], f"the replay ran {ran}"
     assert len(remote.hits(pages)) == 2, "the replay POSTed page again"
+
+
+@pytest.mark.parametrize("from_node", ["more", "check"])
+def test_a_replay_from_a_loop_s_last_pass_goes_on_with_the_count_its_source_had_there(engine, api, remote,
+                                                                                       from_node):
+    """start → page (a POST) → check → more (a loop back to page while ``iteration < 1``: two
+    passes), replayed from the loop node, or from check in its body: the replay reuses page's last
+    pass and decides the loop again at that pass. Its count started again at 0, so the loop went
+    round and page POSTed a third time; it goes on from the source's count there
+    (``run_replay``'s ``_loop_counts``): the loop ends, nothing is POSTed."""
+    pages = f"/echo/{unique('pages')}"
+    definition = {
+        "nodes": [
+            transform("start", "{'n': 1}"),
+            http("page", f"{remote.base}{pages}", config={"method": "POST", "payload": {"page": True}}),
+            transform("check", "1"),
+            {"id": "more", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "page",
+                                                      "condition": "iteration < 1"}},
+            transform("after", "2"),
+        ],
+        "edges": [edge("start", "page"), edge("page", "check"), edge("check", "more"), edge("more", "after")],
+    }
+    source = wait_for_run(submit(api, definition))
+    assert source.status == "completed", source.error
+    assert len(remote.hits(pages)) == 2
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/{from_node}/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"])
+
+    assert replay.status == "completed", replay.error
+    ran = sorted(replay.node_runs.filter(reused=False).values_list("node_id", "iteration"))
+    assert ran == sorted([*([("check", 1)] if from_node == "check" else []), ("more", 1), ("after", 0)]), ran
+    more = replay.node_runs.get(node_id="more", iteration=1)
+    assert (more.output["iteration"], more.output["decision"]) == (1, "break")
+    assert len(remote.hits(pages)) == 2, f"the replay POSTed page again: {ran}"

@@ -751,13 +751,16 @@ def plan(ir: IR, state: State, finished: int, evaluate: Evaluate | None = None, 
 
 def plan_start(ir: IR, state: State, inputs: dict[str, Any], artifact_id: str,
                evaluate: Evaluate | None = None, budget: Budget | None = None) -> Plan:
-    """A new run: consume the node runs a replay reused (in graph order), emit the entry nodes.
+    """A new run: consume the node runs a replay reused (in graph order; those it copied consumed are
+    read only for a loop's count, ``_counted``), emit the entry nodes.
     ``inputs``: the run's inputs as its ``workflow_started`` event shows them (``events.shown_inputs``)."""
     planner = _Planner(ir, state, evaluate, budget)
     planner.unsent = {t.pk for t in state.tokens if t.reused and t.pk is not None}
     planner.event(Event.Type.WORKFLOW_STARTED, "", inputs=inputs, artifact_id=artifact_id)
     order = {node_id: i for i, node_id in enumerate(ir.topological())}
-    for token in sorted((t for t in planner.by_key.values() if t.reused), key=lambda t: order[t.node_id]):
+    # (one copied consumed is a loop's count only, ``run_replay``: consumed, it would go round again)
+    for token in sorted((t for t in planner.by_key.values() if t.reused and not t.consumed),
+                        key=lambda t: order[t.node_id]):
         planner.consume(token)
     for node_id in ir.entries:
         planner.emit(node_id, 0)

@@ -63,14 +63,15 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
               workflow: Workflow | None = None, request_id: str = "", replay_of: Run | None = None,
               replay_from_node: str = "", reused: list[NodeRun] | None = None, artifact_id: str = "",
               record: Callable[[Run], None] | None = None, reuse_llm: bool = False, api_write: bool = False,
-              key_origins: dict[str, str] | None = None) -> Run:
+              key_origins: dict[str, str] | None = None, counted: list[NodeRun] | None = None) -> Run:
     """Validate and compile the frozen version, create the run and emit its entry nodes, in one
     transaction; executor messages go out after commit. ``artifact_id`` names a version already
     stored (a workflow's): its content is then read only if this process has not compiled it.
     ``record(run)`` runs in that transaction (an idempotency key's claim: if it raises, no run).
     ``api_write``: the start answers a state-changing API request whose throttle left the global
     write limit to the run limits' check (workflows/api/throttles.py): one round trip for both.
-    ``key_origins``: whose name its requests' Idempotency-Keys carry where not its own (``Run.key_run``)."""
+    ``key_origins``: whose name its requests' Idempotency-Keys carry where not its own (``Run.key_run``).
+    ``counted``: a replay's loops' node runs its passes count on (``_loop_counts``), copied consumed."""
     if not owner.is_active:
         # a schedule's, a hook's or a running parent's start: a run as someone who cannot sign in
         # would be seen by no one but staff, and an approval it asks of them (the default) never decided
@@ -104,8 +105,9 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     # of each reused node run's input; and every run keeps its definition (its artifact, PROTECT),
     # whatever named it: a tag's version is kept past the tag's delete by the runs that ran it. Both
     # counted from the start as what the owner's runs keep (``usage.kept_bytes``, workflows.storage)
-    reused_bytes = _reused_bytes(reused or [])
-    kept_bytes = definition_bytes + _reused_input_bytes(reused or [])
+    copied = [*(reused or []), *(counted or [])]
+    reused_bytes = _reused_bytes(copied)
+    kept_bytes = definition_bytes + _reused_input_bytes(copied)
     storage.check_room(owner_id=owner.pk, username=owner.username, adding=inputs_bytes + reused_bytes + kept_bytes)
     run = Run(owner=owner, workflow=workflow, tag=workflow.tag if workflow else "", base_artifact_id=artifact_id,
               current_artifact_id=artifact_id, inputs=inputs, inputs_bytes=inputs_bytes, request_id=request_id,
@@ -124,7 +126,7 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
     # when something else must commit with it. Inside a caller's transaction there is no savepoint:
     # a failed start fails the caller's transaction.
     try:
-        _insert(run, text=text, reused=reused, record=record)
+        _insert(run, text=text, reused=reused, counted=counted or [], record=record)
     except IntegrityError as exc:
         # the tag's delete committed while the start waited on its lock: the run would name a tag
         # that is gone (a 500 before); the delete's 404, as a start a moment later gets
@@ -164,8 +166,9 @@ UPDATE workflows_noderun AS copy SET input = source.input, output = source.outpu
 """
 
 
-def _insert(run: Run, *, text: str, reused: Any, record: Any) -> None:
-    """``text``: the definition sent with the run, stored as its artifact with it ("": a version stored)."""
+def _insert(run: Run, *, text: str, reused: Any, record: Any, counted: list[NodeRun]) -> None:
+    """``text``: the definition sent with the run, stored as its artifact with it ("": a version stored).
+    ``counted`` are copied consumed, routing nothing: read only for a loop's count."""
     with transaction.atomic() if text or reused or record is not None else nullcontext():
         if text:
             keep_artifacts({run.base_artifact_id: (Artifact.Kind.DAG_VERSION, text)})
@@ -174,11 +177,12 @@ def _insert(run: Run, *, text: str, reused: Any, record: Any) -> None:
             copies = NodeRun.objects.bulk_create([
                 NodeRun(run=run, node_id=nr.node_id, iteration=nr.iteration, node_type=nr.node_type,
                         status=nr.status, output_artifact_id=nr.output_artifact_id, attempts=0, reused=True,
-                        consumed=False, started_at=nr.started_at, finished_at=nr.finished_at)
-                for nr in reused
+                        consumed=nr in counted, started_at=nr.started_at, finished_at=nr.finished_at)
+                for nr in [*reused, *counted]
             ])
             with connection.cursor() as cursor:  # in the database: a source's outputs are never parsed here
-                cursor.execute(COPY_RECORDED, {"copies": [c.pk for c in copies], "sources": [nr.pk for nr in reused]})
+                cursor.execute(COPY_RECORDED, {"copies": [c.pk for c in copies],
+                                               "sources": [nr.pk for nr in [*reused, *counted]]})
             coordinator.start(run, [c.pk for c in copies])
         else:
             coordinator.start_new(run)
@@ -276,6 +280,7 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
             raise Conflict("cannot replay: upstream nodes did not complete in the source run",
                            code="replay_upstream_incomplete", extra={"nodes": missing})
         reused = [latest[n] for n in sorted(completed - again)]
+        counted = _loop_counts(source, ir, again, {nr.node_id: nr.iteration for nr in reused})
         # what began beside it and did not settle goes on under the source's keys (the replayed
         # node, and what follows it or a gate asked again, is new work: new keys)
         went_on = {f"{n}/{nr.iteration}": Run.key_run(source.pk, source.key_origins, n, nr.iteration)
@@ -283,10 +288,30 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
                    and NodeRun.begun(nr.status, nr.attempts)}
         replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                            workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
-                           reused=reused, reuse_llm=reuse_llm, record=record, key_origins=went_on)
+                           reused=reused, counted=counted, reuse_llm=reuse_llm, record=record, key_origins=went_on)
         # its provenance is its own from the start: the source may be deleted once nothing unfinished replays it
         replay_inherits(replay=replay, source=source)
         return replay
+
+
+def _loop_counts(source: Run, ir: IR, again: set[str], reused: dict[str, int]) -> list[NodeRun]:
+    """The source's node runs of each loop that runs again at a pass its body's start was reused at
+    (``reused``: the iteration of each node reused): what the loop's count at that pass went on from
+    in the source (``planner._Planner._counted``: its latest below the pass, and its latest below it
+    that ran), at most two a loop. The replay re-decides the loop at that pass with the count the
+    source had there; counted from 0 again, a loop of two passes replayed from its loop node went
+    round again and POSTed a third page."""
+    below = Q()
+    for lid, loop in ir.loops.items():
+        if lid in again and loop.loop_back_to in reused:
+            below |= Q(node_id=lid, iteration__lt=reused[loop.loop_back_to])
+    if not below:
+        return []
+    rows = NodeRun.objects.filter(below, run=source).order_by("node_id", "-iteration").distinct("node_id")
+    fields = ("pk", "node_id", "iteration", "node_type", "status", "attempts", "output_artifact_id", "started_at",
+              "finished_at")
+    found = [*rows.only(*fields), *rows.exclude(status=NodeRun.Status.SKIPPED).only(*fields)]
+    return list({nr.pk: nr for nr in found}.values())
 
 
 def _runs_again(ir: IR, node_id: str, settled: set[str]) -> set[str]:
