@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -60,6 +62,30 @@ def test_a_key_outlives_its_deleted_run_and_answers_it_again(engine, api, user):
     assert (again.status_code, again.json()) == (200, first.json())
     assert not Run.objects.filter(owner=user).exists()
     assert api.get(f"/api/v1/runs/{run_id}").status_code == 404  # the answer names a run that is gone
+
+
+def test_a_start_retried_across_an_upgrade_gets_its_first_answer(engine, api, user):
+    """A rolling deploy: a key's fingerprint is the same bytes whichever release took the request
+    (2cbdf8d's: the body as ``json`` writes it, ``-0.0`` and ``1e+16`` as sent), so a retry that
+    reaches a web process of the other release gets the first answer, never
+    ``idempotency_key_reused`` and then a second run under a new key (6eac6d4 had the fingerprint
+    follow content ids' serialization, reading these numbers as jsonb does)."""
+    key = str(uuid.uuid4())
+    raw = '{"workflow": ' + json.dumps(DEFINITION) + ', "inputs": {"n": 1, "lon": -0.0, "big": 1e16}}'
+    first = api.post("/api/v1/runs", raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key)
+    assert first.status_code == 201, first.json()
+    # 2cbdf8d's fingerprint, verbatim (workflows/services/idempotency.py start_key, canonical_json)
+    as_2cbdf8d = json.dumps({"endpoint": "POST /api/v1/runs", "body": json.loads(raw)},
+                            sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    old = hashlib.sha256(as_2cbdf8d.encode()).hexdigest()
+    # an old web process answers a retry of the key this one stored
+    assert IdempotencyKey.objects.get(owner=user, key=key).fingerprint == old
+    # and this one answers a retry of the key an old one stored
+    IdempotencyKey.objects.filter(owner=user, key=key).update(fingerprint=old)
+    again = api.post("/api/v1/runs", raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key)
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert wait_for_run(first.json()["run_id"]).status == "completed"
+    assert Run.objects.filter(owner=user).count() == 1
 
 
 def test_the_same_key_with_another_body_is_refused_naming_the_header(engine, api):

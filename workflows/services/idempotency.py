@@ -24,7 +24,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from aob_project.exceptions import AobError, ValidationFailed
-from workflows.models import Run, canonical_json
+from workflows.models import Run
 
 HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
@@ -58,11 +58,23 @@ def start_key(*, header: str | None, endpoint: str, body: Any) -> StartKey | Non
         raise ValidationFailed(f"{HEADER} must be 1 to {MAX_LENGTH} printable ASCII characters",
                                code="invalid_idempotency_key",
                                extra={"field": HEADER, "rule": f"1 to {MAX_LENGTH} printable ASCII characters"})
+    return StartKey(key, request_fingerprint(endpoint, body))
+
+
+def request_fingerprint(endpoint: str, body: Any) -> str:
+    """What names a request: a hash of its endpoint and body as ``json`` writes them, sorted keys, no
+    whitespace, a number as Python writes it (``-0.0``, ``1e+16``), as every release since keys
+    came has. Its own serialization, not ``canonical_json`` (content ids', which may change: 6eac6d4
+    had it write a number as jsonb reads it back): a key lives ``TTL`` and a retry may reach a web
+    process of another release, which must take the same bytes for the same request, or it refuses
+    the retry as another and the client starts a second run under a new key. A change here needs a
+    release that accepts both forms for ``TTL`` first."""
+    value = {"endpoint": endpoint, "body": body}
     try:
-        text = canonical_json({"endpoint": endpoint, "body": body})
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        text = json.dumps({"endpoint": endpoint, "body": body}, sort_keys=True, default=str)
-    return StartKey(key, hashlib.sha256(text.encode()).hexdigest())
+        text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def start_key_answer(*, owner: User, start: StartKey) -> dict[str, Any] | None:
