@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from subflows.models import SubRun
 from tests.conftest import wait_for_run
-from tests.engine.flow import edge, http, node_runs, submit, unique, wait_until
+from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
 from workflows.models import Run
 from workflows.services.definitions import workflow_save
@@ -73,3 +73,43 @@ def test_a_replayed_parent_does_not_pay_again_for_its_child_s_payment_in_flight(
     assert len(effects) == 1, effects  # the second child's charge is known for the first's
     second = SubRun.objects.get(parent_run=replay).child_run
     assert second.pk != first.pk and second.key_origins == first.key_origins
+
+
+def test_a_replay_sends_a_sibling_its_remote_answered_a_failure_under_a_new_key(engine, api, remote):
+    """charge's remote answered it 402 (card declined) in the source: it settled. Run again beside
+    the replayed wait it is a new attempt, under a new key; under the source's, a remote that keeps
+    its answers by key (failures too, as Stripe does) declined it again, however often it was
+    replayed from anywhere but charge."""
+    charge, hold = unique("charge"), unique("hold")
+    remote.script(charge, [Reply(402, {"error": "card_declined"}), {"paid": True}])
+    definition = {
+        "nodes": [
+            http("charge", f"{remote.base}/seq/{charge}",
+                 config={"method": "POST", "payload": {"amount": 10}, "fail_on_status": True}),
+            http("wait", f"{remote.base}/hold/{hold}"),
+            transform("after", "1"),
+        ],
+        "edges": [edge("wait", "after")],
+    }
+    run_id = submit(api, definition)
+    wait_until(lambda: remote.hits(f"/hold/{hold}") and remote.hits(f"/seq/{charge}"), what="both sent")
+    remote.release(hold)
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and source.error["node_id"] == "charge", source.error
+    assert node_runs(source)["charge"].error["answered"] is True
+    first = remote.hits(f"/seq/{charge}")
+    assert len(first) == 1 and _key(first[0])
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/wait/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"])
+
+    hits = remote.hits(f"/seq/{charge}")
+    assert len(hits) == 2, hits
+    assert _key(hits[1]) != _key(hits[0]), replay.key_origins  # the decline was an answer: a new attempt
+    assert not replay.key_origins
+    assert replay.status == "completed", replay.error
+
+
+def _key(hit: dict) -> str:
+    return next((v for k, v in hit["headers"].items() if k.lower() == "idempotency-key"), "")

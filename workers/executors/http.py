@@ -177,10 +177,15 @@ def _output(config: dict[str, Any], method: str, key_header: str | None, repeats
         again = (idempotency.repeats_after(result.status_code, wait, method, config.get("on_lost"), bool(key_header))
                  and (repeats or not result.redirect_urls))
         via = f"{method} {config['url']} was redirected: " if result.redirect_urls else ""
+        # ``answered``: the remote's own answer to this request says what came of it (not a failure
+        # mid-way, nor a redirect's target after the request was taken): a replay sends it as new
+        # work, under a new key (``NodeRun.unsettled``), where a remote keeping answers by key
+        # would answer the same failure again
+        answered = result.status_code not in idempotency.OUTCOME_UNKNOWN and not result.redirect_urls
         raise NodeFailed(f"{via}{result.method} {result.url} answered {result.status_code}", code="HTTPStatusError",
                          extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None,
                                 "transient": again, **({"retry_after_seconds": wait} if again and wait is not None
-                                                       else {})})
+                                                       else {}), **({"answered": True} if answered else {})})
     return output
 
 

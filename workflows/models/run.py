@@ -311,6 +311,17 @@ class NodeRun(models.Model):
         return status in cls.RAN or attempts > 0
 
     @classmethod
+    def unsettled(cls, status: str, attempts: int, error: Any) -> bool:
+        """Whether a node run began and did not settle: what came of its work outside is unknown
+        here, or known only to the remote (it runs, waits, is queued again after an attempt, or
+        failed without its remote's answer: a timeout, a dropped connection, a lost worker, a 5xx,
+        an agent's or a child's failure after calls that took effect). One that failed with the
+        remote's own answer to its request (``answered``: an http node's 402, workers/executors/http.py)
+        settled: sent again it is new work. What a replay goes on with under its source's keys."""
+        answered = status == cls.Status.FAILED and isinstance(error, dict) and error.get("answered") is True
+        return cls.begun(status, attempts) and status != cls.Status.COMPLETED and not answered
+
+    @classmethod
     def waiting_for(cls, status: str, wait_reason: str) -> str:
         """What a node run in ``status`` waits for, in words; "" when it waits for nothing named."""
         if status not in (cls.Status.QUEUED, cls.Status.WAITING) or not wait_reason:

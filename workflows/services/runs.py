@@ -271,7 +271,7 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source)
                   .order_by("node_id", "-iteration").distinct("node_id")
                   .only("pk", "node_id", "iteration", "node_type", "status", "attempts", "output_artifact_id",
-                        "started_at", "finished_at")}
+                        "started_at", "finished_at", "error")}
         completed = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.COMPLETED}
         skipped = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.SKIPPED}
         again = _runs_again(ir, node_id, completed | skipped)
@@ -282,10 +282,11 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         reused = [latest[n] for n in sorted(completed - again)]
         counted = _loop_counts(source, ir, again, {nr.node_id: nr.iteration for nr in reused})
         # what began beside it and did not settle goes on under the source's keys (the replayed
-        # node, and what follows it or a gate asked again, is new work: new keys)
+        # node, what follows it or a gate asked again, and what its remote answered a failure
+        # (``NodeRun.unsettled``) are new work: new keys)
         went_on = {f"{n}/{nr.iteration}": Run.key_run(source.pk, source.key_origins, n, nr.iteration)
                    for n, nr in latest.items() if n in ir.nodes and n not in completed | skipped | again
-                   and NodeRun.begun(nr.status, nr.attempts)}
+                   and NodeRun.unsettled(nr.status, nr.attempts, nr.error)}
         replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                            workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
                            reused=reused, counted=counted, reuse_llm=reuse_llm, record=record, key_origins=went_on)
