@@ -173,26 +173,35 @@ def check_run_start(*, user: Any, ir: IR, api_write: bool = False) -> None:
     _fail_closed(layers)
 
 
-def check_hook_delivery(*, owner_id: int) -> None:
+def check_hook_delivery(*, owner_id: int, paused_hook: str | None = None) -> None:
     """One authenticated delivery to one of ``owner_id``'s hooks, counted before its mapping is
     evaluated in the request: each may start a run, so past the owner's run limit
     (``AOB_RATE_USER_RUNS_PER_MIN``) a flood of deliveries costs no evaluation (the run's own
-    limits are checked again when it starts)."""
-    _fail_closed([Layer(f"aob:rl:user:{owner_id}:deliveries", settings.AOB_RATE_USER_RUNS_PER_MIN,
-                        "user_rate_limit_exceeded", "hook deliveries per owner")])
+    limits are checked again when it starts). One to a paused hook (``paused_hook``, its id) starts
+    nothing and is counted in a layer of that hook's own, of the same size: its sender sending on
+    spends none of what the owner's enabled hooks may start."""
+    _fail_closed([_hook_delivery_layer(owner_id, paused_hook)])
 
 
-def hook_refusal_kept(*, owner_id: int) -> bool:
+def hook_refusal_kept(*, owner_id: int, paused_hook: str | None = None) -> bool:
     """Whether one more delivery that ``check_hook_delivery`` refused may be remembered (its
     signature bound to its delivery id, ``hooks._first_seen``): as many per window as that limit lets
     through, so a sender that holds the secret and sends on past its 429s keeps no more in Redis
     than one whose deliveries were accepted. Past it (or without Redis) nothing is kept."""
+    layer = _hook_delivery_layer(owner_id, paused_hook)
     try:
-        check([Layer(f"aob:rl:user:{owner_id}:deliveries-refused-kept", settings.AOB_RATE_USER_RUNS_PER_MIN,
-                     "user_rate_limit_exceeded", "refused hook deliveries remembered per owner")])
+        check([Layer(f"{layer.key}-refused-kept", layer.limit, layer.code, f"refused {layer.label} remembered")])
     except (RateLimited, redis.RedisError):
         return False
     return True
+
+
+def _hook_delivery_layer(owner_id: int, paused_hook: str | None) -> Layer:
+    if paused_hook is None:
+        return Layer(f"aob:rl:user:{owner_id}:deliveries", settings.AOB_RATE_USER_RUNS_PER_MIN,
+                     "user_rate_limit_exceeded", "hook deliveries per owner")
+    return Layer(f"aob:rl:hook:{paused_hook}:paused-deliveries", settings.AOB_RATE_USER_RUNS_PER_MIN,
+                 "user_rate_limit_exceeded", "deliveries to a paused hook")
 
 
 def _fail_closed(layers: list[Layer]) -> None:

@@ -941,11 +941,11 @@ def bound_ids(hook: dict) -> list[bytes]:
 
 @pytest.mark.ratelimit
 @pytest.mark.django_db
-def test_signed_deliveries_to_a_paused_hook_count_against_its_owner_s_delivery_limit(api, user, settings):
+def test_signed_deliveries_to_a_paused_hook_count_against_a_delivery_limit(api, user, settings):
     """A new signed delivery to a paused hook proves itself (no anonymous request of its address),
-    but a paused hook never reached the owner's delivery limit: whoever holds the secret sent it any
-    number of deliveries, each two HMACs, a query and a Redis key kept twice the tolerance and a
-    minute, with no limit of any kind. It is counted against the owner's limit as an enabled hook's."""
+    but a paused hook never reached a delivery limit: whoever holds the secret sent it any number of
+    deliveries, each two HMACs, a query and a Redis key kept twice the tolerance and a minute, with no
+    limit of any kind. It is counted against a limit of the hook's own, the size of the owner's."""
     settings.AOB_RATE_ANON_PER_MIN = 3
     settings.AOB_RATE_USER_RUNS_PER_MIN = 3
     hook = make_hook(api, user)
@@ -957,6 +957,27 @@ def test_signed_deliveries_to_a_paused_hook_count_against_its_owner_s_delivery_l
     assert [(a.status_code, a.json()["error"]) for a in answers[3:]] == [(429, "user_rate_limit_exceeded")] * 9
     assert len(bound_ids(hook)) <= 2 * settings.AOB_RATE_USER_RUNS_PER_MIN, bound_ids(hook)
     assert not Run.objects.exists()
+
+
+@pytest.mark.ratelimit
+@pytest.mark.django_db
+def test_a_paused_hook_s_refused_deliveries_do_not_refuse_the_owner_s_enabled_hook(api, user, settings):
+    """An owner pauses a busy hook to stop it, and its sender sends on (GitHub, Stripe do): each
+    delivery is a 401 that starts nothing, yet they were counted against the owner's delivery limit,
+    which every enabled hook of the owner's shares, and the owner's live hook was refused 429 for the
+    paused one's traffic. A paused hook's deliveries spend a limit of its own."""
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 3
+    paused = make_hook(api, user)
+    live = api.post("/api/v1/hooks", {"tag": "on-push"}, format="json").json()
+    assert api.patch(f"/api/v1/hooks/{paused['id']}", {"enabled": False}, format="json").status_code == 200
+
+    answers = [deliver(paused, {"n": n}) for n in range(4)]  # the paused hook's sender sends on
+    lives = [deliver(live, {"n": f"live-{n}"}) for n in range(4)]
+
+    assert [(a.status_code, a.json()) for a in answers[:3]] == [(401, UNAUTHORIZED)] * 3
+    assert (answers[3].status_code, answers[3].json()["error"]) == (429, "user_rate_limit_exceeded")
+    assert [a.status_code for a in lives] == [202] * 3 + [429], [a.json() for a in lives]
+    assert sorted(r.inputs["n"] for r in Run.objects.filter(owner=user)) == ["live-0", "live-1", "live-2"]
 
 
 @pytest.mark.django_db

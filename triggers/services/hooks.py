@@ -236,8 +236,8 @@ def hook_deliver(*, hook_id: str, timestamp: str | None, signature: str | None, 
     if not (expected and fresh and hook is not None and hook.enabled):
         if expected and fresh and hook is not None and _delivery_id_valid(delivery_id) \
                 and _delivered(hook, delivery_id, expected) is None:
-            # a sender's signed delivery to a paused hook: the same 401 (or the owner's 429), counted
-            # as an enabled hook's against its owner, not its address (a sender's address is many tenants')
+            # a sender's signed delivery to a paused hook: the same 401 (or 429 past the hook's own
+            # limit), counted against the hook, not its address (a sender's address is many tenants')
             _admit(hook, delivery_id, expected, authenticated)
         logger.info("hook.refused", extra={"hook_id": str(hook_id)[:40]})  # never why
         raise HookUnauthorized("the request could not be authenticated")
@@ -346,7 +346,7 @@ def _delivery_id_valid(delivery_id: str | None) -> TypeGuard[str]:
 def _admit(hook: Hook, delivery_id: str, expected: str, authenticated: Callable[[], None] | None) -> None:
     """A signed delivery under a valid id, not a repeat of one accepted, to an enabled hook or a
     paused one alike: bound to its id, then counted against its owner's limit (before the mapping
-    costs anything), or raises why not."""
+    costs anything; a paused hook's against a limit of its own), or raises why not."""
     # the delivery id is not signed: a signature seen before under another id (a refused delivery's
     # captured bytes, sent again as another event) is a replay, answered before it is judged again
     bound = _first_seen(hook.pk, expected, delivery_id)
@@ -361,12 +361,13 @@ def _admit(hook: Hook, delivery_id: str, expected: str, authenticated: Callable[
         return
     if authenticated is not None:
         authenticated()
+    paused = None if hook.enabled else hook.pk  # a paused hook's deliveries spend none of the owner's limit
     try:
-        ratelimit.check_hook_delivery(owner_id=hook.owner_id)
+        ratelimit.check_hook_delivery(owner_id=hook.owner_id, paused_hook=paused)
     except ratelimit.RateLimited:
         # its binding (against its bytes replayed under the sender's next id) is kept as long as the
-        # owner's limit would have let as many through; past that, nothing of it stays in Redis
-        if bound and not ratelimit.hook_refusal_kept(owner_id=hook.owner_id):
+        # limit would have let as many through; past that, nothing of it stays in Redis
+        if bound and not ratelimit.hook_refusal_kept(owner_id=hook.owner_id, paused_hook=paused):
             _unbind(hook.pk, expected)
         raise
 
