@@ -76,12 +76,21 @@ def totals(run_id: str) -> dict[str, Any]:
     return {"tokens": usage.get("tokens", 0), "cost_usd": usage.get("cost_usd", 0.0), "calls": usage.get("calls", 0)}
 
 
+# What a provider adds to a prompt's text, a message's or a tool's (its role and separators, a
+# tool's rendering), in tokens: a few in OpenAI's counting, taken generously.
+ITEM_OVERHEAD_TOKENS = 16
+
+
 def worst_case(model: str, messages: list[dict[str, Any]], max_tokens: int,
                tools: list[dict[str, Any]] | None = None) -> tuple[int, float]:
-    """Tokens and cost a call cannot exceed: a token is at least ~3 bytes of the prompt's JSON, the
-    tools' schemas sent beside the messages included."""
+    """Tokens and cost a call cannot exceed (``llm._counts`` believes no count past them): a
+    byte-level tokenizer's token is at least one byte, so the prompt is at most its JSON's UTF-8
+    bytes (the tools' schemas sent beside the messages included) and each message's and tool's
+    overhead. A third of the bytes was no bound: digits and commas ("0,1,2,...", a tool's everyday
+    output) are a token a byte in cl100k and o200k, and such a call was charged a third of its bill."""
     prices = price(model)
-    prompt = len(json.dumps([messages, tools or []], ensure_ascii=False).encode()) // 3 + 1
+    prompt = (len(json.dumps([messages, tools or []], ensure_ascii=False).encode())
+              + ITEM_OVERHEAD_TOKENS * (len(messages) + len(tools or []) + 1))
     return prompt + max_tokens, (prompt * prices["input"] + max_tokens * prices["output"]) / 1_000_000
 
 

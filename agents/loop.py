@@ -200,9 +200,10 @@ def _message(response: Any) -> dict[str, Any]:
     JSON escape, which means the same character inside a string (the call is then
     ``invalid_arguments``, as its arguments hold what no request or journal can carry); elsewhere
     U+FFFD, as in every stored output. A tool call that is no function call (the SDK models a
-    ``custom`` one too, and validates no answer: ``function`` may be missing or None) is kept as one
-    naming no tool, which the model is told is unknown (``_run_tool``); its ``AttributeError``
-    failed the node after the call was made, its usage unrecorded."""
+    ``custom`` one too, and validates no answer: ``function`` may be missing or None) is one the
+    model is told is unknown (``_run_tool``); its ``AttributeError`` failed the node after the call
+    was made, its usage unrecorded. Each is kept in a shape the provider takes back in the next
+    turn's messages (``_tool_call``)."""
     message = response.choices[0].message
     out: dict[str, Any] = {"role": "assistant", "content": message.content}
     if message.tool_calls:
@@ -211,10 +212,29 @@ def _message(response: Any) -> dict[str, Any]:
 
 
 def _tool_call(call: Any) -> dict[str, Any]:
+    """``call`` as the next turn sends it back: a ``custom`` one as it came, any other as a function
+    call, its fields strings ("" for what is missing). OpenAI refuses a history whose tool call has
+    a null ``function.name`` or ``arguments`` (400, expected a string): the node failed one call
+    later, after both calls were charged."""
+    custom = getattr(call, "custom", None)
+    if getattr(call, "type", None) == "custom" and custom is not None:
+        return {"id": _text(getattr(call, "id", None)), "type": "custom",
+                "custom": {"name": _text(getattr(custom, "name", None)),
+                           "input": _escaped(_text(getattr(custom, "input", None)))}}
     function = getattr(call, "function", None)
-    return {"id": call.id, "type": "function",
-            "function": {"name": getattr(function, "name", None),
-                         "arguments": _escaped(getattr(function, "arguments", None))}}
+    return {"id": _text(getattr(call, "id", None)), "type": "function",
+            "function": {"name": _text(getattr(function, "name", None)),
+                         "arguments": _escaped(_text(getattr(function, "arguments", None)))}}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _called(call: dict[str, Any]) -> tuple[Any, Any]:
+    """A journaled tool call's tool name and arguments: none but a function call's."""
+    function = (call.get("function") or {}) if call.get("type") == "function" else {}
+    return function.get("name"), function.get("arguments")
 
 
 UNSTORABLE_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
@@ -261,7 +281,7 @@ def run_agent(ctx: NodeContext) -> Any:
             break
         messages.append(message)
         for index, call_ in enumerate(message["tool_calls"]):
-            name, arguments = call_["function"]["name"], call_["function"]["arguments"]
+            name, arguments = _called(call_)
             result = journal.tools.get((turn, index))
             if result is None:
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"

@@ -107,7 +107,7 @@ PAST_THE_WORST_CASE = {
 def test_a_call_is_charged_no_more_than_its_worst_case_whatever_the_answer_counts(engine: Any, fake_llm: FakeLLM,
                                                                                  api: Any, user: Any,
                                                                                  case: str) -> None:
-    """A count past what the call can use (``budget.worst_case``: the prompt at ~3 bytes a token, the
+    """A count past what the call can use (``budget.worst_case``: the prompt at a token a byte, the
     ``max_tokens`` asked for; cached tokens past the prompt's) is no more believable than a negative
     one: a provider's (or a gateway's) ``completion_tokens: 10**9`` on a 100-token call charged the
     run and the owner's day $600 (the day's ceiling is $20), ``prompt_tokens: 10**19`` $1.5e12, and a
@@ -122,7 +122,30 @@ def test_a_call_is_charged_no_more_than_its_worst_case_whatever_the_answer_count
     assert len(fake_llm.requests) == 1
     call = plan.usage["calls"][0]
     assert call["completion_tokens"] == 100 and budget.USAGE_UNKNOWN in call["errors"], call  # its worst case
-    assert 0 < call["prompt_tokens"] < 10**5, call  # the prompt's worst case: a few KB at ~3 bytes a token
+    assert 0 < call["prompt_tokens"] < 10**5, call  # the prompt's worst case: a few KB at a token a byte
     assert run.usage["tokens"] == call["prompt_tokens"] + 100, run.usage
     spent_today = sum(OwnerSpend.objects.filter(owner=user).values_list("cost_usd", flat=True))
     assert spent_today == pytest.approx(call["cost_usd"]) and 0 < spent_today < 0.01, (spent_today, call)
+
+
+def test_a_dense_prompt_is_charged_what_the_provider_counts(engine: Any, fake_llm: FakeLLM, api: Any,
+                                                            user: Any) -> None:
+    """A list of small numbers ("0,1,2,...", a tool's or an input's everyday text) is a token a byte
+    in cl100k and o200k. The prompt's worst case was its JSON's bytes / 3: such a call's true count
+    was taken as past it (``USAGE_UNKNOWN``) and the run and the owner's day charged a third of what
+    the provider bills, an agent's way past the ceilings. A token is at least a byte."""
+    digits = ",".join(str(i % 10) for i in range(24000))  # 47999 bytes, 47999 tokens in cl100k/o200k
+    billed = len(digits) + 20  # the task's tokens, and the few the prompt's frame adds
+    fake_llm.reset([{"content": "Done.", "usage": {"prompt_tokens": billed, "completion_tokens": 5,
+                                                   "total_tokens": billed + 5}}])
+
+    run = finish(start(api, [agent(task=f"Sum these: {digits}", tools=[], max_tokens=100)]))
+
+    plan = node(run, "plan")
+    assert run.status == "completed", (run.error, plan.error)
+    call = plan.usage["calls"][0]
+    assert budget.USAGE_UNKNOWN not in call["errors"], call
+    assert (call["prompt_tokens"], call["completion_tokens"]) == (billed, 5), call  # what the provider bills
+    assert run.usage["tokens"] == billed + 5, run.usage
+    spent_today = sum(OwnerSpend.objects.filter(owner=user).values_list("cost_usd", flat=True))
+    assert spent_today == pytest.approx(cost(call["model"], billed, 0, 5)), (spent_today, call)

@@ -159,14 +159,42 @@ ODD_TOOL_CALLS = {
 }
 
 
+def _refused(body: dict[str, Any]) -> str | None:
+    """What OpenAI's Chat Completions refuses (400) in a history's tool calls, as it words it: each
+    call's id and its kind's fields (``function.name``/``arguments``, ``custom.name``/``input``) are
+    strings."""
+    for i, message in enumerate(body.get("messages", [])):
+        for j, call in enumerate(message.get("tool_calls") or []):
+            kind = call.get("type")
+            fields = {"id": call.get("id")}
+            if kind in ("function", "custom"):
+                named = call.get(kind) or {}
+                fields |= {f"{kind}.{f}": named.get(f) for f in (("name", "arguments") if kind == "function"
+                                                                 else ("name", "input"))}
+            else:
+                return f"Invalid value for 'messages[{i}].tool_calls[{j}].type': {kind!r}."
+            for field, value in fields.items():
+                if not isinstance(value, str):
+                    return (f"Invalid type for 'messages[{i}].tool_calls[{j}].{field}': expected a string, but got "
+                            f"{type(value).__name__} instead.")
+    return None
+
+
 @pytest.mark.parametrize("shape", list(ODD_TOOL_CALLS))
 def test_a_tool_call_that_is_no_function_call_is_a_tool_error_not_the_agent_s_end(engine, api, fake_llm, monkeypatch,
                                                                                   shape):
     """The openai SDK models a second kind of tool call, ``{"type": "custom", ...}``, and builds an
     answer without validating it, so a call may have no ``function``: ``loop._message`` read
     ``c.function.name`` of each and the node failed with ``AttributeError`` after the call was made,
-    its usage unrecorded (its reservation held until the run's settling), the model never told."""
+    its usage unrecorded (its reservation held until the run's settling), the model never told. Then
+    it was journaled with a null ``function.name`` and ``arguments``, which the next turn sent back
+    and OpenAI refuses (400): the node failed one call later, both calls charged. The stand-in
+    validates the history as the provider does."""
     def reply(body: dict[str, Any], item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        problem = _refused(body)
+        if problem:
+            return 400, {"error": {"message": problem, "type": "invalid_request_error", "param": "messages",
+                                   "code": None}}
         message: dict[str, Any] = {"role": "assistant", "content": item.get("content")}
         if item.get("odd"):
             message["tool_calls"] = [ODD_TOOL_CALLS[shape]]
@@ -174,13 +202,14 @@ def test_a_tool_call_that_is_no_function_call_is_a_tool_error_not_the_agent_s_en
                      "model": body.get("model"), "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                      "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
-    monkeypatch.setattr(fake_llm, "reply", reply)  # the stand-in answers as a provider may
+    monkeypatch.setattr(fake_llm, "reply", reply)  # the stand-in answers, and refuses, as a provider may
     fake_llm.reset([{"odd": True}, TEXT])
 
     run = finish(start(api, [agent(tools=["search_tools"])]))
 
     plan = node(run, "plan")
+    assert len(fake_llm.requests) == 2
     assert run.status == "completed", (run.error, plan.error)
     assert [c["prompt_tokens"] for c in plan.usage["calls"]] == [10, 10]  # each call answered charged what it used
     assert [r["error"] for r in tool_messages(fake_llm.requests[1])] == ["unknown_tool"]
-    assert plan.output["tool_calls"][0]["name"] is None, plan.output["tool_calls"]
+    assert not plan.output["tool_calls"][0]["name"], plan.output["tool_calls"]  # search_tools was not run
