@@ -5,13 +5,17 @@ durations and bytes are stored as ISO 8601 and base64 strings."""
 from __future__ import annotations
 
 import datetime
+import json
 import math
+import tracemalloc
+from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.engine.flow import edge, event_counts, http, node_runs, run_to_end, transform
 from workflows.engine.outputs import NonJSONOutput, strict_json
-from workflows.models import canonical_json, size_of
+from workflows.models import canonical_json, size_of, text_id
 
 
 def test_an_http_body_with_nan_fails_the_node_at_once_naming_the_path(engine, api, remote):
@@ -79,6 +83,46 @@ def test_a_tiny_number_is_stored_as_sent_and_measured_as_jsonb_writes_it(engine,
     assert fetch.output is None and fetch.output_artifact_id is None
 
 
+def test_a_body_of_huge_numbers_fails_by_size_without_the_worker_writing_them_out(engine, api, remote):
+    """A remote's 3.2 MB of ``1e300`` is 400,000 integers of 301 digits as jsonb writes them out
+    (121 MB): measured from their exponents (``size_of``), past AOB_MAX_NODE_OUTPUT_BYTES, so the
+    node fails by size, not retried, and no pool process grows by more than a few times the body.
+    Before, every digit was written out (``canonical_json``) before any bound was judged: 50 times
+    the body (a 10 MiB answer, the response bound, built 500 MB)."""
+    pool = psutil.Process(engine["worker"].popen.pid).children()
+    before = {proc.pid: _peak_reset(proc.pid) for proc in pool}
+    remote.script("huge", [[1e300] * 400_000])  # "1e+300, " each
+
+    run = run_to_end(api, {"nodes": [http("fetch", f"{remote.base}/seq/huge", retry={"max_attempts": 3})],
+                           "edges": []}, timeout=60)
+
+    grown = max(_peak(pid) - rss for pid, rss in before.items())
+    assert grown < 48 * 1024 * 1024, f"a pool process grew by {grown} bytes for a 3.2 MB answer"
+    assert run.status == "failed"
+    fetch = node_runs(run)["fetch"]
+    assert fetch.status == "failed" and fetch.attempts == 1, fetch.error
+    assert fetch.error["error_type"] == "OutputTooLarge", fetch.error
+    assert fetch.error["bytes"] > 400_000 * 302, fetch.error  # as jsonb would write it out
+    assert fetch.output is None and fetch.output_artifact_id is None
+
+
+def _peak_reset(pid: int) -> int:
+    """Start ``pid``'s peak resident size (VmHWM) again from now; its resident size now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return _status(pid, "VmRSS")
+
+
+def _peak(pid: int) -> int:
+    return _status(pid, "VmHWM")
+
+
+def _status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
 # --- the rule itself (a pure function) ----------------------------------------------------------
 
 
@@ -101,3 +145,20 @@ def test_the_rule():
     assert err.value.extra["path"] == "/x" and err.value.extra["type"] == "object"
     assert strict_json({"x": ValueError("boom")}, non_finite="null") == {"x": "boom"}  # an error payload
     assert strict_json({"x": [1e-20, "1e-300", -5e-324]}) == {"x": [1e-20, "1e-300", -5e-324]}
+
+
+def test_huge_numbers_are_measured_without_being_written_out():
+    """``1e300`` is 301 digits as jsonb writes it out: measured (``size_of``) and hashed
+    (``text_id``, as the integer read back) from the text as Python writes it, never built."""
+    body = {"body": [1e300, -1.5e300] * 85_000}
+    sent = len(json.dumps(body))  # 1.2 MB; written out, 51 MB
+    tracemalloc.start()
+    try:
+        text = canonical_json(strict_json(body))
+        size = size_of(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == len('{"body":[]}') + 85_000 * (301 + 1 + 302 + 1) - 1
+    assert peak < 8 * sent, f"{peak} bytes held to measure {sent} characters"
+    assert text_id(canonical_json([1.5e300, -0.0])) == text_id("[" + "15" + "0" * 299 + ",0.0]")

@@ -3,40 +3,34 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from decimal import Decimal
 from typing import Any
 
 from django.db import models
 
 
 def canonical_json(value: Any) -> str:
-    """The one serialization that content ids are taken over: sorted keys, no whitespace; a number
-    as PostgreSQL's jsonb reads it back (``as_read``), so a value read back has the id it was
-    stored under. Sizes are of it as jsonb writes it out (``size_of``)."""
-    text = _dumps(value)
-    if _rewritten(text):
-        return _dumps(as_read(value))
-    return text
-
-
-def _dumps(value: Any) -> str:
+    """The one serialization that content ids are taken over: sorted keys, no whitespace, a number
+    as Python writes it (a float's shortest form: ``1.5e+300``, ``5e-324``, ``-0.0``). Its id and
+    size are of it as PostgreSQL's jsonb reads it back and writes it out (``text_id``,
+    ``size_of``), each measured from the text as written: ``1.5e+300`` is read back as an integer
+    of 301 digits, which nothing builds (a remote's 10 MiB of ``1e300`` would be 500 MB of them,
+    built before any bound refused it)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-# A number jsonb reads back as another (``as_read``): one with a positive exponent, ``-0.0``.
+# A number jsonb reads back as another: one with a positive exponent (``1e+16`` as the integer
+# 10000000000000000, as many digits as the exponent says), ``-0.0`` (as ``0.0``: no negative zero).
 # Searched for by its end, a literal first (a 16 MB text in a few tens of milliseconds, where a
-# search for the whole token took as long as writing the text, and rebuilding the value for any
-# "e+" in a string, base64's or a URL's, four times that); ``_NUMBER``, the whole token.
+# search for the whole token took as long as writing the text); ``_NUMBER``, the whole token.
 _ENDS = (re.compile(r"e\+(?<=\de\+)\d+(?=[,\]}]|$)"), re.compile(r"-0\.0(?=[,\]}]|$)"))
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?e\+\d+|-0\.0")
 _DIGITS = frozenset("0123456789.-")
 
 
 def _rewritten(text: str) -> bool:
-    """Whether ``text`` (``_dumps``) holds a number ``as_read`` writes otherwise: a whole
-    ``_NUMBER`` where only a number can be (first, or after ``:``, ``,`` or ``[``). A string may end
-    so too (``"x,1e+5]"``): past a few such, the value is rebuilt anyway (a wrong text never, a
-    slower one for whoever sent it)."""
+    """Whether ``text`` (``canonical_json``) may hold a number jsonb reads back as another: a
+    whole ``_NUMBER`` where only a number can be (first, or after ``:``, ``,`` or ``[``). A string
+    may end so too (``"x,1e+5]"``): past a few such, the text is read exactly (``_READ``) anyway."""
     looked = 0
     for search in _ENDS:
         for match in search.finditer(text):
@@ -51,22 +45,19 @@ def _rewritten(text: str) -> bool:
     return False
 
 
-def as_read(value: Any) -> Any:
-    """``value`` with its floats as jsonb reads them back: jsonb keeps the decimal Python wrote and
-    writes it out in full, so ``1e+16`` is read back as the integer 10000000000000000 (as many
-    digits as the exponent says: ``1.5e+300`` is 301) and ``-0.0`` as ``0.0`` (no negative zero).
-    A float below 1e-4 (``1e-05``) reads back as the same float: kept, and measured in full."""
-    if isinstance(value, float):
-        if value == 0:
-            return 0.0
-        if abs(value) >= 1e16:  # where Python writes a float with an exponent: a whole number
-            return int(Decimal(float.__repr__(value)))
-        return value
-    if isinstance(value, dict):
-        return {key: as_read(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_read(item) for item in value]
-    return value
+# A string (``json`` writes a quote in one as ``\\"``), or a number jsonb reads back as another.
+_READ = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+(?:\.\d+)?e\+\d+|-0\.0(?!\d))')
+
+
+def _read_back(number: str) -> str:
+    """A ``_NUMBER`` as jsonb writes it out: ``1.5e+300`` as 15 and 299 zeros, ``-0.0`` as ``0.0``
+    (Python writes a float from 1e16 up with one digit before the point, at most 17 in all)."""
+    if number == "-0.0":
+        return "0.0"
+    mantissa, exponent = number.split("e+")
+    sign = "-" if mantissa[0] == "-" else ""
+    digits = mantissa.lstrip("-").replace(".", "")
+    return sign + digits + "0" * (int(exponent) + 1 - len(digits))
 
 
 def content_id(value: Any) -> str:
@@ -74,19 +65,39 @@ def content_id(value: Any) -> str:
 
 
 def text_id(canonical: str) -> str:
-    """The content id of a value already in ``canonical_json`` form."""
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """The content id of a value already in ``canonical_json`` form: of it as jsonb reads it back,
+    so a value read back has the id it was stored under (``1e+16`` hashed as 10000000000000000).
+    Each such number is written out as it is hashed, one at a time: nothing of its size is built
+    (the caller has refused a value past its bound by ``size_of`` first)."""
+    digest = hashlib.sha256()
+    if not _rewritten(canonical):
+        digest.update(canonical.encode("utf-8"))
+        return "sha256:" + digest.hexdigest()
+    at = 0
+    for match in _READ.finditer(canonical):
+        if match.group(1) is not None:
+            digest.update(canonical[at:match.start()].encode("utf-8"))
+            digest.update(_read_back(match.group(1)).encode())
+            at = match.end()
+    digest.update(canonical[at:].encode("utf-8"))
+    return "sha256:" + digest.hexdigest()
 
 
 def size_of(canonical: str) -> int:
     """An artifact's ``size_bytes``, what every size bound measures: its ``canonical_json`` in UTF-8
-    as jsonb writes it out, each number with a negative exponent in full (``_TINY``)."""
+    as jsonb writes it out, each number written otherwise measured from its exponent, not built:
+    a negative one in full (``_TINY``: ``5e-324`` is 326 bytes), a positive one as the integer it
+    is read back as (``_HUGE``: ``1.5e+300`` is 301), ``-0.0`` as ``0.0``."""
     size = len(canonical.encode("utf-8"))
-    if "e-" in canonical and _TINY_END.search(canonical):
+    tiny = "e-" in canonical and _TINY_END.search(canonical)
+    if tiny or _rewritten(canonical):
         numbers = _STRING.sub('""', canonical)  # the numbers, not a string's text
         # "5e-324" is 320 characters longer, "1.5e-05" 1: "0." and the exponent's zeros in place of "e-" and it
         size += sum(int(exponent) - len(exponent) - 1 for exponent in _TINY.findall(numbers))
         size -= len(_FRACTION.findall(numbers))
+        # "1.5e+300" is 293 longer: the exponent's digits and one (and its sign) in place of the token
+        size += sum(len(huge[1]) + int(huge[2]) + 1 - len(huge[0]) for huge in _HUGE.finditer(numbers))
+        size -= sum(1 for _ in _NEGATIVE_ZERO.finditer(numbers))
     return size
 
 
@@ -97,6 +108,8 @@ def size_of(canonical: str) -> int:
 _TINY_END = re.compile(r"e-(?<=\de-)\d+(?=[,\]}]|$)")
 _TINY = re.compile(r"e-(\d+)")
 _FRACTION = re.compile(r"\.\d+e-")
+_HUGE = re.compile(r"(-?)\d+(?:\.\d+)?e\+(\d+)")
+_NEGATIVE_ZERO = re.compile(r"-0\.0(?!\d)")
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
