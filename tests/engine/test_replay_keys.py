@@ -10,6 +10,8 @@ node that started it, so a child that goes on with the source's child's payment 
 
 from __future__ import annotations
 
+import pytest
+
 from subflows.models import SubRun
 from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
@@ -113,3 +115,42 @@ def test_a_replay_sends_a_sibling_its_remote_answered_a_failure_under_a_new_key(
 
 def _key(hit: dict) -> str:
     return next((v for k, v in hit["headers"].items() if k.lower() == "idempotency-key"), "")
+
+
+@pytest.mark.parametrize("answers", [(409,), (503, 409), (503, 402)], ids=["in-use", "503-then-in-use", "503-then-402"])
+def test_a_replay_sends_a_sibling_whose_outcome_stays_unknown_under_its_source_s_key(engine, api, remote, answers):
+    """A 409 to a keyed request is the Idempotency-Key draft's (and Stripe's) "a request with this
+    key is still being processed", and an answer after a 503 (a gateway's: the first attempt may
+    have reached the payee) speaks for the retry only: what came of the charge is unknown, as after
+    a lost worker. Read as answered, a replay from wait sent charge under a new key, and a payee that
+    went on to apply the first attempt applied a second charge."""
+    charge, hold = unique("charge"), unique("hold")
+    remote.script(charge, [*(Reply(status, {"error": "declined_or_busy"}) for status in answers), {"paid": True}])
+    definition = {
+        "nodes": [
+            http("charge", f"{remote.base}/seq/{charge}",
+                 config={"method": "POST", "payload": {"amount": 10}, "fail_on_status": True},
+                 retry={"max_attempts": 2, "backoff_ms": 100}),
+            http("wait", f"{remote.base}/hold/{hold}"),
+            transform("after", "1"),
+        ],
+        "edges": [edge("wait", "after")],
+    }
+    run_id = submit(api, definition)
+    wait_until(lambda: remote.hits(f"/hold/{hold}") and len(remote.hits(f"/seq/{charge}")) == len(answers),
+               what="every charge attempt sent and the hold")
+    remote.release(hold)
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and source.error["node_id"] == "charge", source.error
+    error = node_runs(source)["charge"].error
+    assert error["status_code"] == answers[-1] and "answered" not in error, error
+    first = remote.hits(f"/seq/{charge}")
+    assert len(first) == len(answers) and len({_key(hit) for hit in first}) == 1, first  # retried under its key
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/wait/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"])
+    hits = remote.hits(f"/seq/{charge}")
+    assert len(hits) == len(answers) + 1, hits
+    assert _key(hits[-1]) == _key(hits[0]), error  # unknown: it goes on under the source's key
+    assert replay.status == "completed", replay.error

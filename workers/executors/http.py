@@ -13,7 +13,7 @@ from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
 from workers.http.exceptions import DNSResolutionFailed, HTTPRequestError
 from workflows.definition.references import resolve
-from workflows.engine.execution import LOST, SENT_AGAIN, answered
+from workflows.engine.execution import LOST, NOT_TRIED, SENT_AGAIN, answered
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, Repeats, executor
 
@@ -151,10 +151,11 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
                                    ctx.attempt) from None
         raise
     answered()  # the node's timeout_ms from here on (its output made, masked, checked) sends nothing again
-    return _output(config, method, key_header, repeats, result)
+    return _output(config, method, key_header, repeats, result, ctx)
 
 
-def _output(config: dict[str, Any], method: str, key_header: str | None, repeats: bool, result: Any) -> dict[str, Any]:
+def _output(config: dict[str, Any], method: str, key_header: str | None, repeats: bool, result: Any,
+            ctx: NodeContext) -> dict[str, Any]:
     """The node's output from the answer, or the failure a status is where ``fail_on_status``."""
     # JSON the engine can store and every reader read back (outputs.OUTPUT_MAX_DEPTH), else its text
     parsed = result.json_body is not None and depth_within(result.json_body, OUTPUT_MAX_DEPTH - 1)
@@ -180,8 +181,11 @@ def _output(config: dict[str, Any], method: str, key_header: str | None, repeats
         # ``answered``: the remote's own answer to this request says what came of it (not a failure
         # mid-way, nor a redirect's target after the request was taken): a replay sends it as new
         # work, under a new key (``NodeRun.unsettled``), where a remote keeping answers by key
-        # would answer the same failure again
-        answered = result.status_code not in idempotency.OUTCOME_UNKNOWN and not result.redirect_urls
+        # would answer the same failure again. Not a 409 to a keyed request (the Idempotency-Key
+        # draft's and Stripe's "a request with this key is still being processed"), nor any answer
+        # after an earlier attempt whose outcome is unknown: the first may yet take effect
+        answered = (result.status_code not in idempotency.OUTCOME_UNKNOWN and not result.redirect_urls
+                    and not (result.status_code == 409 and key_header) and not _unknown_before(ctx))
         raise NodeFailed(f"{via}{result.method} {result.url} answered {result.status_code}", code="HTTPStatusError",
                          extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None,
                                 "transient": again, **({"retry_after_seconds": wait} if again and wait is not None
@@ -216,15 +220,29 @@ def _outcome_unknown(method: str, config: dict[str, Any], why: str, attempt: int
 
 def _lost_before(ctx: NodeContext) -> int | None:
     """The attempt before this one when it was lost: claimed, and its worker died before it
-    finished (the sweeper logged it ``lost``). Claims given back unrun between them
-    (``execution.send_again``: its timeout_ms patched while it was queued) sent nothing."""
-    if ctx.attempt <= 1:
-        return None
-    from workflows.models import NodeRun
-
-    log = NodeRun.objects.filter(pk=ctx.node_run_id).values_list("attempt_log", flat=True).first() or []
-    tried = [past for past in log if not (isinstance(past, dict) and past.get("status") == SENT_AGAIN)]
+    finished (the sweeper logged it ``lost``), claims given back unrun left out (``_tried_before``)."""
+    tried = _tried_before(ctx)
     last = tried[-1] if tried else None
     if isinstance(last, dict) and last.get("status") == LOST:
         return last.get("attempt") if isinstance(last.get("attempt"), int) else ctx.attempt - 1
     return None
+
+
+def _unknown_before(ctx: NodeContext) -> bool:
+    """Whether an earlier attempt of this node run left unknown whether its request took effect:
+    its worker lost, its timeout, a send cut off, a 5xx. Known are only an answer its remote gave
+    to it (``answered``) and a failure before anything was sent (``sent``: false)."""
+    return any(not isinstance(past, dict) or past.get("status") not in NOT_TRIED and not (
+        isinstance(error := past.get("error"), dict) and (error.get("answered") is True or error.get("sent") is False))
+        for past in _tried_before(ctx))
+
+
+def _tried_before(ctx: NodeContext) -> list[Any]:
+    """This node run's earlier attempts as its log has them, less the claims given back unrun
+    (``execution.send_again``: its timeout_ms patched while it was queued), which sent nothing."""
+    if ctx.attempt <= 1:
+        return []
+    from workflows.models import NodeRun
+
+    log = NodeRun.objects.filter(pk=ctx.node_run_id).values_list("attempt_log", flat=True).first() or []
+    return [past for past in log if not (isinstance(past, dict) and past.get("status") == SENT_AGAIN)]
