@@ -136,11 +136,11 @@ def loads_storable(text: str, loads: Callable[..., Any] = json.loads, *, int64: 
     elif b"0e" in digits:
         hooks["parse_float"] = real
     value = loads(text, **hooks)
-    if not found and "\x00" not in text and (text.isascii() or _encodable(text)):
+    if not found and "\x00" not in text and (text.isascii() or encodable(text)):
         if "\\u" not in text or not STRING_ESCAPES.search(text):
             return value, None
         written = json.dumps(value, ensure_ascii=False)
-        if "\\u0000" not in written and _encodable(written):
+        if "\\u0000" not in written and encodable(written):
             return value, None
     return value, unstorable(value, int64=int64)
 
@@ -153,7 +153,8 @@ _DIGITS = bytes.maketrans(b"0123456789E", b"0000000000e")
 _PLAIN = (0.0, float(2**63))
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """Whether ``text`` is UTF-8 as it stands (no lone surrogate)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

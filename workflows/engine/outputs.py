@@ -39,6 +39,7 @@ from django.conf import settings
 from django.db import connection
 
 from aob_project.exceptions import AobError
+from workflows.limits import encodable as _encodable
 from workflows.models import canonical_json
 from workflows.storage import kept_added
 
@@ -136,14 +137,6 @@ def _plain(value: Any, limit: int = OUTPUT_MAX_DEPTH, *, keys: bool = True) -> b
             else:
                 below.extend(v for v in item if isinstance(v, dict | list | tuple))
         level = below
-    return True
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
     return True
 
 
