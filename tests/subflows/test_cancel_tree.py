@@ -111,6 +111,9 @@ def test_a_gate_below_a_cancelled_run_is_not_decided_while_its_cancel_waits_on_t
     grandchild = wait_until(lambda: SubRun.objects.filter(parent_run=child).first(), what="the grandchild").child_run
     approval = wait_until(lambda: Approval.objects.filter(run=grandchild, status="pending").first(),
                           what="the grandchild waiting at its gate")
+    # each run's decision after its waiting node made (a later one would end it: its tree has ended)
+    wait_until(lambda: set(Run.objects.filter(pk__in=[child.pk, grandchild.pk]).values_list("status", flat=True))
+               == {"waiting_for_approval"}, what="the middle run and the grandchild decided, waiting")
 
     with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the children's cancel not yet taken
         assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
@@ -138,7 +141,8 @@ def test_a_child_takes_no_next_step_once_its_tree_is_cancelled_whatever_its_canc
         engine, api, user, remote):
     """A parent's cancel reaches its children later, on the maintenance queue. Until then a child's
     node in flight finished and the next one ran: ``pay`` sent 5000 after the whole tree was
-    cancelled (200). The child's next claim ends it instead, cancelled, saying why."""
+    cancelled (200). The child's next decision ends it instead, cancelled, saying why: ``pay`` is not
+    queued (a step already queued, its claim would end it so)."""
     workflow_save(owner=user, tag="page-then-pay", definition={"nodes": [
         {"id": "page", "type": "http", "config": {"url": f"{remote.base}/hold/page-then-pay", "method": "GET"}},
         {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo", "method": "POST",
@@ -157,8 +161,7 @@ def test_a_child_takes_no_next_step_once_its_tree_is_cancelled_whatever_its_canc
         assert Run.objects.get(pk=child.pk).status == "cancelled"
         assert _run_cancelled(child)["reason"] == "a run above it ended (cancelled)"
         assert NodeRun.objects.get(run=child, node_id="page").status == "completed"  # it was in flight
-        assert NodeRun.objects.get(run=child, node_id="pay").status == "cancelled"
-        assert not remote.hits("/echo")
+        assert not NodeRun.objects.filter(run=child, node_id="pay").exists() and not remote.hits("/echo")
 
 
 def test_a_childs_gate_past_its_deadline_approves_nothing_once_its_tree_is_cancelled(engine, api, user, remote):
@@ -187,3 +190,57 @@ def test_a_childs_gate_past_its_deadline_approves_nothing_once_its_tree_is_cance
         assert Approval.objects.get(pk=approval.pk).status == "cancelled"
         assert NodeRun.objects.get(run=child, node_id="gate").status == "cancelled"
         assert not NodeRun.objects.filter(run=child, node_id="pay").exists() and not remote.hits("/echo")
+
+
+def test_the_middle_run_of_a_cancelled_tree_ends_cancelled_not_failed(engine, api, user, remote):
+    """Three levels, the top cancelled while the tree's cancel waits on the maintenance queue: the
+    grandchild's next claim cancels it, and its end resumes the middle run's ``workflow`` node with
+    ``SubWorkflowCancelled``. The middle run's own decision failed it ("child run ... cancelled"):
+    its tree was cancelled, so its decision cancels it instead, saying why."""
+    workflow_save(owner=user, tag="held-page-then-pay", definition={"nodes": [
+        {"id": "page", "type": "http", "config": {"url": f"{remote.base}/hold/held-ptp", "method": "GET"}},
+        {"id": "pay", "type": "http", "config": {"url": f"{remote.base}/echo", "method": "POST",
+                                                 "payload": {"amount": 5000}}}],
+        "edges": [{"from": "page", "to": "pay"}]})
+    workflow_save(owner=user, tag="middle", definition={
+        "nodes": [{"id": "inner", "type": "workflow", "config": {"tag": "held-page-then-pay"}}], "edges": []})
+    run = start(api, parent("middle"), {"n": 1})
+    middle = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), what="the child run").child_run
+    grandchild = wait_until(lambda: SubRun.objects.filter(parent_run=middle).first(), what="the grandchild").child_run
+    wait_until(lambda: remote.hits("/hold/held-ptp"), what="the grandchild's page in flight")
+
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the tree's cancel not yet taken
+        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
+        remote.release("held-ptp")
+        wait_until(lambda: Run.objects.get(pk=middle.pk).status in Run.FINISHED, timeout=30,
+                   what="the middle run ended, by the grandchild's end (its tree's cancel still queued)")
+
+        assert Run.objects.get(pk=grandchild.pk).status == "cancelled"
+        middle = Run.objects.get(pk=middle.pk)
+        assert middle.status == "cancelled", (middle.status, middle.error)
+        assert _run_cancelled(middle)["reason"] == "a run above it ended (cancelled)"
+        assert not remote.hits("/echo")
+
+
+def test_a_child_whose_tree_was_cancelled_does_not_end_completed_by_its_pure_steps(engine, api, user, remote):
+    """The child's page in flight answers after its tree was cancelled (its own cancel still on the
+    maintenance queue); what follows is a transform the coordinator evaluates in the decision, no
+    claim: the child ended ``completed`` under a cancelled tree. Its decision cancels it instead."""
+    workflow_save(owner=user, tag="held-page-then-sum", definition={"nodes": [
+        {"id": "page", "type": "http", "config": {"url": f"{remote.base}/hold/held-pts", "method": "GET"}},
+        {"id": "sum", "type": "transform", "config": {"expression": "{'label': 'done'}"}}],
+        "edges": [{"from": "page", "to": "sum"}]})
+    run = start(api, parent("held-page-then-sum"), {"n": 1})
+    child = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), what="the child run").child_run
+    wait_until(lambda: remote.hits("/hold/held-pts"), what="the child's page in flight")
+
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the children's cancel not yet taken
+        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
+        remote.release("held-pts")
+        wait_until(lambda: Run.objects.get(pk=child.pk).status in Run.FINISHED, timeout=30,
+                   what="the child ended, its tree's cancel still queued")
+
+        assert Run.objects.get(pk=child.pk).status == "cancelled"
+        assert _run_cancelled(child)["reason"] == "a run above it ended (cancelled)"
+        assert NodeRun.objects.get(run=child, node_id="page").status == "completed"  # it was in flight
+        assert not NodeRun.objects.filter(run=child, node_id="sum").exists()

@@ -27,6 +27,9 @@ class Completion:
     patch_seq: int
     output_bytes: int = 0  # what the run's outputs had stored, this one included
     status: str = "completed"
+    # a sub-workflow's run (it has a run above): its steps take the full decision, which asks first
+    # whether its tree has ended (``coordinator._decide``); a plain step would not
+    below: bool = False
 
     def as_message(self) -> list[Any]:
         return list(astuple(self))

@@ -295,7 +295,11 @@ def coordinate(node_run_id: int, completion: Completion | None = None, *, over_s
 
 def _decide(node_run_id: int, started: float, deferrable: bool) -> None:
     """The full decision, its time (since ``started``) charged to the run's owner, raised or not.
-    ``deferrable``: an owner past its share has it asked for again, behind everyone else's."""
+    ``deferrable``: an owner past its share has it asked for again, behind everyone else's. A
+    sub-workflow's run whose tree has ended (its cancel still on the maintenance queue) is cancelled
+    instead (``transitions.cancel_below_ended``): what it would decide (a node's failure, a pure
+    node's output, its end) must not settle it otherwise. Every step of such a run is decided here
+    (``Completion.below``: no plain step); a top run's costs no statement for it."""
     seen = NodeRun.objects.filter(pk=node_run_id).values_list("consumed", "run__owner_id").first()
     if seen is None or seen[0]:
         return  # a duplicate, or consumed with a sibling's decision: no lock needed to know
@@ -308,6 +312,9 @@ def _decide(node_run_id: int, started: float, deferrable: bool) -> None:
             run = locked_run(node_run_id)
             if run is None:
                 return
+            if (run.within and run.status not in Run.FINISHED
+                    and transitions.cancel_below_ended(run.pk, run.status, run.owner_id, parent=run.within)):
+                return  # its tree has ended: it was cancelled with it, and decides nothing more
             ir = load_ir(run)
             state = read_state(run, ir)
             mine = next((t for t in state.tokens if t.pk == node_run_id), None)

@@ -241,7 +241,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
     UPDATE workflows_run r SET event_seq = r.event_seq + 1, usage = {added}
       FROM done, was WHERE r.id = done.run_id
  RETURNING r.event_seq, r.status, r.current_artifact_id, r.patch_seq,
-           (r.usage->>'output_bytes')::bigint AS output_bytes
+           (r.usage->>'output_bytes')::bigint AS output_bytes, r.budget ? %(within)s AS below
 ), appended AS (
     INSERT INTO workflows_event (run_id, seq, type, node_id, data, request_id, created_at)
     SELECT %(run_id)s, bumped.event_seq, %(event_type)s, %(node_id)s, %(data)s::jsonb, %(request_id)s, %(now)s
@@ -249,7 +249,7 @@ WITH locked AS (  -- the run row first, then the node run (workflows/engine/lock
     RETURNING seq
 )
 SELECT appended.seq, bumped.status, bumped.current_artifact_id, bumped.patch_seq, bumped.output_bytes,
-       {waiting} AS waiting  -- for its slot, now free (admission.py)
+       bumped.below, {waiting} AS waiting  -- for its slot, now free (admission.py)
   FROM appended, bumped
 """.replace("{waiting}", admission.WAITING).replace(
     "{added}", kept_added(OUTPUT_BYTES_ADDED, "done.input_bytes - was.bytes"))  # the owner's storage (storage.py)
@@ -274,7 +274,7 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
         "entry": json.dumps([{"attempt": ctx.attempt, "status": "completed", "duration_ms": duration_ms}]),
         "id": ctx.node_run_id, "attempt": ctx.attempt, "run_id": ctx.run_id, "node_id": ctx.node_id,
         "data": json.dumps(data), "request_id": request_id, "event_type": Event.Type.NODE_COMPLETED.value,
-        "owner_id": ctx.owner_id, "node_type": ctx.node_type}
+        "owner_id": ctx.owner_id, "node_type": ctx.node_type, "within": Run.WITHIN}
     for last in (False, True):
         try:
             with connection.cursor() as cursor:  # autocommit: one statement, nothing half written
@@ -292,7 +292,7 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
                                              "attempt": ctx.attempt, "iteration": ctx.iteration})
     if row is None:
         return None
-    seq, run_status, artifact_id, patch_seq, output_bytes, waiting = row
+    seq, run_status, artifact_id, patch_seq, output_bytes, below, waiting = row
     if waiting:  # a statement of its own, after this one committed: no lock held while it takes one
         try:
             admission.release(ctx.owner_id, ctx.node_type)
@@ -302,7 +302,7 @@ def complete(ctx: NodeContext, output: Any, started: float) -> Completion | None
                                                         request_id, now)])
     return Completion(node_run_id=ctx.node_run_id, run_id=ctx.run_id, node_id=ctx.node_id, node_type=ctx.node_type,
                       iteration=ctx.iteration, run_status=run_status, artifact_id=artifact_id, patch_seq=patch_seq,
-                      output_bytes=output_bytes or 0)
+                      output_bytes=output_bytes or 0, below=bool(below))
 
 
 # An attempt that leaves ``running`` other than completed (``_finish``): its resolved input is kept

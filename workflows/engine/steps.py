@@ -169,12 +169,14 @@ SELECT NULL, NULL, NULL, NULL, NULL FROM workflows_noderun WHERE id = %(id)s AND
 def step_plain(completion: Completion, ir: IR) -> bool:
     """Apply the plan ``planner.plain_step`` made for the completed node (``ir``: the graph of the
     artifact the completion names), in one round trip, if its premises hold. False when the full
-    decision must run instead: there is no plain plan for that node, the run moved on (patched,
-    cancelled, failed, waiting), the node run was consumed already (a chain step's), or the state
-    is not the one planned for. True also when a join or end step finds its node run consumed
-    before it (absorbed by a sibling's join step, or a duplicate): nothing is left to do."""
-    if completion.status != NodeRun.Status.COMPLETED or completion.run_status != Run.Status.RUNNING:
-        return False
+    decision must run instead: there is no plain plan for that node, the run is a sub-workflow's,
+    the run moved on (patched, cancelled, failed, waiting), the node run was consumed already (a
+    chain step's), or the state is not the one planned for. True also when a join or end step finds
+    its node run consumed before it (absorbed by a sibling's join step, or a duplicate): nothing is
+    left to do."""
+    if (completion.status != NodeRun.Status.COMPLETED or completion.run_status != Run.Status.RUNNING
+            or completion.below):
+        return False  # a sub-workflow's: the full decision asks first whether its tree has ended
     limits = planner.Limits.from_settings()
     if planner.over_output_limit(completion.output_bytes, limits):
         return False  # the full decision fails the run
