@@ -134,8 +134,9 @@ def _publish_after_commit(run: Run, ir: IR, new: list[NodeRun]) -> None:
 
 def _needed_tokens(run: Run, ir: IR) -> list[Token]:
     """What a decision reads: the latest iteration of each node, plus any node run still active
-    or not yet consumed, a replay's reused ones (at most one a node, ``run_replay``: a node reused
-    at a pass ran in the source at every pass up to it, ``planner._Planner.known``), and, in a run
+    or not yet consumed, a replay's reused ones (a node's latest, and for a loop decided again up to
+    two below it that its count rests on, ``run_replay``: a node reused at a pass ran in the source
+    at every pass up to it, ``planner._Planner.known``), and, in a run
     with loops, every node run of the passes those finished and unconsumed belong to (a join of
     such a pass reads its parents' node runs of that pass: the loop may have gone round since,
     ``planner.edge_state``) and each loop's latest that ran (``planner._counted``); outputs only
