@@ -75,8 +75,12 @@ def finished_undecided(run: Run, *node_ids: str) -> None:
 
 
 def consumed(run: Run, node_id: str) -> NodeRun:
-    return until(lambda: NodeRun.objects.filter(run=run, node_id=node_id, consumed=True).first(),
-                 f"{node_id} consumed")
+    try:
+        return until(lambda: NodeRun.objects.filter(run=run, node_id=node_id, consumed=True).first(),
+                     f"{node_id} consumed")
+    except AssertionError as missed:  # say where each node run stood: queued, held, or undecided
+        rows = NodeRun.objects.filter(run=run).values_list("node_id", "status", "consumed")
+        raise AssertionError(f"{missed}; the run's node runs: {sorted(rows)}") from None
 
 
 class Stack:
