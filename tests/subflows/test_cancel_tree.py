@@ -3,6 +3,8 @@ cancels none of them itself; bounded tasks on the maintenance queue cancel the w
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.db import connection
@@ -192,6 +194,18 @@ def test_a_childs_gate_past_its_deadline_approves_nothing_once_its_tree_is_cance
         assert not NodeRun.objects.filter(run=child, node_id="pay").exists() and not remote.hits("/echo")
 
 
+@contextmanager
+def _cancelled_before_its_tree(engine, api, remote, run: Run, held: str, below: Run) -> Iterator[Run]:
+    """``run`` cancelled while the maintenance queue (its tree's cancel) is not consumed, then the
+    request ``held`` let answer: ``below`` as it ended by that, the queue still not consumed."""
+    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):
+        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
+        remote.release(held)
+        wait_until(lambda: Run.objects.get(pk=below.pk).status in Run.FINISHED, timeout=30,
+                   what=f"run {below.pk} ended, its tree's cancel still queued")
+        yield Run.objects.get(pk=below.pk)
+
+
 def test_the_middle_run_of_a_cancelled_tree_ends_cancelled_not_failed(engine, api, user, remote):
     """Three levels, the top cancelled while the tree's cancel waits on the maintenance queue: the
     grandchild's next claim cancels it, and its end resumes the middle run's ``workflow`` node with
@@ -209,14 +223,8 @@ def test_the_middle_run_of_a_cancelled_tree_ends_cancelled_not_failed(engine, ap
     grandchild = wait_until(lambda: SubRun.objects.filter(parent_run=middle).first(), what="the grandchild").child_run
     wait_until(lambda: remote.hits("/hold/held-ptp"), what="the grandchild's page in flight")
 
-    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the tree's cancel not yet taken
-        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
-        remote.release("held-ptp")
-        wait_until(lambda: Run.objects.get(pk=middle.pk).status in Run.FINISHED, timeout=30,
-                   what="the middle run ended, by the grandchild's end (its tree's cancel still queued)")
-
+    with _cancelled_before_its_tree(engine, api, remote, run, "held-ptp", middle) as middle:  # by the grandchild's end
         assert Run.objects.get(pk=grandchild.pk).status == "cancelled"
-        middle = Run.objects.get(pk=middle.pk)
         assert middle.status == "cancelled", (middle.status, middle.error)
         assert _run_cancelled(middle)["reason"] == "a run above it ended (cancelled)"
         assert not remote.hits("/echo")
@@ -234,13 +242,8 @@ def test_a_child_whose_tree_was_cancelled_does_not_end_completed_by_its_pure_ste
     child = wait_until(lambda: SubRun.objects.filter(parent_run=run).first(), what="the child run").child_run
     wait_until(lambda: remote.hits("/hold/held-pts"), what="the child's page in flight")
 
-    with not_consuming(engine["worker"], MAINTENANCE_QUEUE):  # the children's cancel not yet taken
-        assert api.post(f"/api/v1/runs/{run.pk}/cancel").status_code == 200
-        remote.release("held-pts")
-        wait_until(lambda: Run.objects.get(pk=child.pk).status in Run.FINISHED, timeout=30,
-                   what="the child ended, its tree's cancel still queued")
-
-        assert Run.objects.get(pk=child.pk).status == "cancelled"
+    with _cancelled_before_its_tree(engine, api, remote, run, "held-pts", child) as child:
+        assert child.status == "cancelled"
         assert _run_cancelled(child)["reason"] == "a run above it ended (cancelled)"
         assert NodeRun.objects.get(run=child, node_id="page").status == "completed"  # it was in flight
         assert not NodeRun.objects.filter(run=child, node_id="sum").exists()
