@@ -232,3 +232,32 @@ def test_a_start_of_more_entry_nodes_than_one_statement_carries_is_written_in_ba
     run = run_start(owner=user, definition=definition, inputs={})
 
     assert NodeRun.objects.filter(run=run, status="queued").count() == 2500
+
+
+def test_a_definition_sent_again_after_its_artifact_was_pruned_starts(user: Any) -> None:
+    """A definition sent with a run is validated once a process (its content id vouches for it
+    after). Sent again after its runs were removed and a prune deleted its artifact, in a process
+    whose compiled graphs (fewer than the runnable ids it remembers) no longer held it, the start
+    read the graph from the artifact it had not stored yet: a 500 (Artifact.DoesNotExist)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from retention.services import prune
+    from workflows.definition import ir
+
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "'pruned'", **Q}}]}
+    first = run_start(owner=user, definition=definition)
+    artifact_id = first.base_artifact_id
+    Run.objects.filter(pk=first.pk).delete()  # its runs removed (as run_remove or a prune removes them)
+    prune(now=timezone.now() + timedelta(days=3650))
+    assert not Artifact.objects.filter(pk=artifact_id).exists()
+    other = {"nodes": [{"id": "x", "type": "transform", "config": {"expression": "1"}}]}
+    for k in range(ir._CACHE_SIZE):  # other versions compiled since, evicting its graph
+        ir.ir_for(f"other-{k}", lambda: other)
+
+    again = run_start(owner=user, definition=definition)
+
+    assert again.base_artifact_id == artifact_id
+    assert Artifact.objects.get(pk=artifact_id).content == definition
+    assert NodeRun.objects.filter(run=again, node_id="a").exists()

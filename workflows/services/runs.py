@@ -95,11 +95,13 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         report = validate(definition, literal_urls=not stored)  # a stored version was judged at its save
         if not report.valid:
             raise validation_error(report, "the workflow version cannot run")
-        ir_for(artifact_id, lambda: definition)
         _RUNNABLE[artifact_id] = definition_bytes
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
-    _check_rate_limits(owner=owner, ir=coordinator.graph(artifact_id), api_write=api_write)
+    # a definition sent with the run compiles from what was sent: this process may know it runnable
+    # (_RUNNABLE) after its compiled graph was evicted and its artifact pruned with its last run
+    ir = coordinator.graph(artifact_id) if definition is None else ir_for(artifact_id, lambda: definition)
+    _check_rate_limits(owner=owner, ir=ir, api_write=api_write)
     # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
     # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep); and
     # of each reused node run's input; and every run keeps its definition (its artifact, PROTECT),
