@@ -92,6 +92,9 @@ class NodeContext:
     hosts: tuple[tuple[str, ...], ...] = ()
     # the run whose name its Idempotency-Keys carry (``Run.key_run``); "": its own
     key_run_id: str = ""
+    # it goes on with that run's unsettled work (``Run.goes_on``): attempts of unknown outcome came
+    # before its first
+    goes_on: bool = False
 
 
 class Repeats(NamedTuple):

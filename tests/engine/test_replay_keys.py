@@ -117,13 +117,16 @@ def _key(hit: dict) -> str:
     return next((v for k, v in hit["headers"].items() if k.lower() == "idempotency-key"), "")
 
 
-@pytest.mark.parametrize("answers", [(409,), (503, 409), (503, 402)], ids=["in-use", "503-then-in-use", "503-then-402"])
+@pytest.mark.parametrize("answers", [(409,), (503, 409), (503, 402), (524,), (520,), (599,)],
+                         ids=["in-use", "503-then-in-use", "503-then-402", "cdn-timeout", "cdn-unknown", "proxy-599"])
 def test_a_replay_sends_a_sibling_whose_outcome_stays_unknown_under_its_source_s_key(engine, api, remote, answers):
     """A 409 to a keyed request is the Idempotency-Key draft's (and Stripe's) "a request with this
     key is still being processed", and an answer after a 503 (a gateway's: the first attempt may
     have reached the payee) speaks for the retry only: what came of the charge is unknown, as after
-    a lost worker. Read as answered, a replay from wait sent charge under a new key, and a payee that
-    went on to apply the first attempt applied a second charge."""
+    a lost worker. So is any 5xx, not only 500/502/503/504: a CDN's 524 ("the origin took it and did
+    not answer in time"), its 520, a proxy's 599 are no more the remote's word than a 504 is. Read as
+    answered, a replay from wait sent charge under a new key, and a payee that went on to apply the
+    first attempt applied a second charge."""
     charge, hold = unique("charge"), unique("hold")
     remote.script(charge, [*(Reply(status, {"error": "declined_or_busy"}) for status in answers), {"paid": True}])
     definition = {
@@ -154,3 +157,44 @@ def test_a_replay_sends_a_sibling_whose_outcome_stays_unknown_under_its_source_s
     assert len(hits) == len(answers) + 1, hits
     assert _key(hits[-1]) == _key(hits[0]), error  # unknown: it goes on under the source's key
     assert replay.status == "completed", replay.error
+
+
+def test_an_answer_to_a_replay_going_on_with_its_source_s_unknown_attempt_is_not_answered(engine, api, remote):
+    """The source's charge answered 503 (unknown: the replay goes on with it under the source's
+    key), the replay's charge, under that key, 402. That 402 follows an attempt whose outcome is
+    unknown, a replay apart: it speaks for the repeat only. Read as answered (its own node run's
+    log has no attempt before it), a replay of the replay sent the charge under a new key, while
+    the 503's attempt may yet have taken effect."""
+    charge, hold = unique("charge"), unique("hold")
+    remote.script(charge, [Reply(503, {"error": "busy"}), Reply(402, {"error": "declined"}), {"paid": True}])
+    definition = {
+        "nodes": [
+            http("charge", f"{remote.base}/seq/{charge}",
+                 config={"method": "POST", "payload": {"amount": 10}, "fail_on_status": True}),
+            http("wait", f"{remote.base}/hold/{hold}"),
+            transform("after", "1"),
+        ],
+        "edges": [edge("wait", "after")],
+    }
+    run_id = submit(api, definition)
+    wait_until(lambda: remote.hits(f"/hold/{hold}") and remote.hits(f"/seq/{charge}"), what="both sent")
+    remote.release(hold)
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and "answered" not in node_runs(source)["charge"].error
+
+    first = api.post(f"/api/v1/runs/{source.pk}/nodes/wait/replay")
+    assert first.status_code == 201, first.json()
+    replay = wait_for_run(first.json()["run_id"])
+    assert replay.key_origins == {"charge/0": str(source.pk)}
+    hits = remote.hits(f"/seq/{charge}")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0])  # went on under the 503's key, answered 402
+    assert replay.status == "failed", replay.error
+    error = node_runs(replay)["charge"].error
+    assert error["status_code"] == 402 and "answered" not in error, error
+
+    second = api.post(f"/api/v1/runs/{replay.pk}/nodes/wait/replay")
+    assert second.status_code == 201, second.json()
+    assert wait_for_run(second.json()["run_id"]).status == "completed"
+    hits = remote.hits(f"/seq/{charge}")
+    assert len(hits) == 3, hits
+    assert _key(hits[2]) == _key(hits[0]), error  # still unknown: under the first attempt's key

@@ -178,14 +178,13 @@ def _output(config: dict[str, Any], method: str, key_header: str | None, repeats
         again = (idempotency.repeats_after(result.status_code, wait, method, config.get("on_lost"), bool(key_header))
                  and (repeats or not result.redirect_urls))
         via = f"{method} {config['url']} was redirected: " if result.redirect_urls else ""
-        # ``answered``: the remote's own answer to this request says what came of it (not a failure
-        # mid-way, nor a redirect's target after the request was taken): a replay sends it as new
-        # work, under a new key (``NodeRun.unsettled``), where a remote keeping answers by key
-        # would answer the same failure again. Not a 409 to a keyed request (the Idempotency-Key
-        # draft's and Stripe's "a request with this key is still being processed"), nor any answer
-        # after an earlier attempt whose outcome is unknown: the first may yet take effect
-        answered = (result.status_code not in idempotency.OUTCOME_UNKNOWN and not result.redirect_urls
-                    and not (result.status_code == 409 and key_header) and not _unknown_before(ctx))
+        # ``answered``: the remote's own answer to this request says what came of it (a 4xx:
+        # ``idempotency.outcome_answered``; not a redirect's target after the request was taken): a
+        # replay sends it as new work, under a new key (``NodeRun.unsettled``), where a remote
+        # keeping answers by key would answer the same failure again. Not any answer after an
+        # earlier attempt whose outcome is unknown: the first may yet take effect
+        answered = (idempotency.outcome_answered(result.status_code, bool(key_header)) and not result.redirect_urls
+                    and not _unknown_before(ctx))
         raise NodeFailed(f"{via}{result.method} {result.url} answered {result.status_code}", code="HTTPStatusError",
                          extra={"status_code": result.status_code, "body": body if len(str(body)) < 2000 else None,
                                 "transient": again, **({"retry_after_seconds": wait} if again and wait is not None
@@ -229,10 +228,12 @@ def _lost_before(ctx: NodeContext) -> int | None:
 
 
 def _unknown_before(ctx: NodeContext) -> bool:
-    """Whether an earlier attempt of this node run left unknown whether its request took effect:
-    its worker lost, its timeout, a send cut off, a 5xx. Known are only an answer its remote gave
-    to it (``answered``) and a failure before anything was sent (``sent``: false)."""
-    return any(not isinstance(past, dict) or past.get("status") not in NOT_TRIED and not (
+    """Whether an earlier attempt of this request left unknown whether it took effect: its worker
+    lost, its timeout, a send cut off, a 5xx. Known are only an answer its remote gave to it
+    (``answered``) and a failure before anything was sent (``sent``: false). A node run that goes
+    on with another run's unsettled work under that run's key (``ctx.goes_on``: a replay's) repeats
+    a request whose outcome is unknown there (``NodeRun.unsettled``), whatever its own log says."""
+    return ctx.goes_on or any(not isinstance(past, dict) or past.get("status") not in NOT_TRIED and not (
         isinstance(error := past.get("error"), dict) and (error.get("answered") is True or error.get("sent") is False))
         for past in _tried_before(ctx))
 

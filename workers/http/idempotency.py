@@ -57,7 +57,8 @@ def repeats_when_lost(method: str, on_lost: str | None, key_sent: bool) -> bool:
 # Retry-After (RFC 9110 15.6.4): a proxy answers a bare 503 when its upstream failed mid-request too.
 NOT_NOW = frozenset({408, 425, 429})
 # Answers that leave unknown whether the request took effect (the remote failed mid-way, or a
-# gateway in front of it did): sent again only as after a lost attempt (``repeats_when_lost``).
+# gateway in front of it did) that the node's retry sends again, as after a lost attempt
+# (``repeats_when_lost``). Every 5xx leaves it unknown (``outcome_answered``); these are retried.
 OUTCOME_UNKNOWN = frozenset({500, 502, 503, 504})
 _SECONDS = re.compile(r"[0-9]{1,10}")
 
@@ -68,6 +69,16 @@ def repeats_after(status: int, retry_after: float | None, method: str, on_lost: 
     if status in NOT_NOW or (status == 503 and retry_after is not None):
         return True
     return status in OUTCOME_UNKNOWN and repeats_when_lost(method, on_lost, key_sent)
+
+
+def outcome_answered(status: int, key_sent: bool) -> bool:
+    """Whether an error answer ``status`` is the remote's own word on what came of the request
+    (an http node's ``answered``: a replay sends it again as new work, under a new key). Only a
+    4xx: any 5xx may be a gateway's or a CDN's in front of it (524, 520, 599 as much as 504: the
+    origin may have taken the request and be applying it), not only ``OUTCOME_UNKNOWN``, which
+    says what the node's retry sends again. Not a 409 to a keyed request either: the IETF draft's
+    and Stripe's "a request with this key is still being processed"."""
+    return 400 <= status < 500 and not (status == 409 and key_sent)
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float | None:

@@ -178,7 +178,8 @@ def claim(node_run_id: int) -> NodeContext | Literal["held"] | None:
                        outputs=outputs, timeout_s=(timeout_ms / 1000) if timeout_ms else None, owner_id=owner_id,
                        definition={"retry": node.retry if node else None, "timeout_ms": timeout_ms},
                        owner_active=bool(owner_active), hosts=egress.binding(ir.metadata, hosts_above),
-                       key_run_id=Run.key_run(run_id, key_origins, node_id, iteration))
+                       key_run_id=Run.key_run(run_id, key_origins, node_id, iteration),
+                       goes_on=Run.goes_on(key_origins, node_id, iteration))
 
 
 def _below_ended(run_id: Any, owner_id: int, parent: Any) -> bool:

@@ -133,7 +133,19 @@ class Run(models.Model):
         its own, but where ``key_origins`` names another for it (the source's unsettled work a
         replay goes on with) or for the whole run (a sub-workflow's: named by its parent's node)."""
         origins = key_origins or {}
-        return origins.get(f"{node_id}/{iteration}") or origins.get("") or str(run_id)
+        return origins.get(Run.origin(node_id, iteration)) or origins.get("") or str(run_id)
+
+    @staticmethod
+    def goes_on(key_origins: dict[str, str] | None, node_id: str, iteration: int) -> bool:
+        """Whether a node run goes on with another run's work that did not settle, under that run's
+        key (a replay's ``key_origins`` entry for it): its attempts there, their outcome unknown,
+        came before its own (an answer to it is not ``answered``: workers/executors/http.py)."""
+        return Run.origin(node_id, iteration) in (key_origins or {})
+
+    @staticmethod
+    def origin(node_id: str, iteration: int) -> str:
+        """A node run's entry in ``key_origins`` (``run_replay`` writes them)."""
+        return f"{node_id}/{iteration}"
 
     @property
     def output_pending(self) -> bool:

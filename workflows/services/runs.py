@@ -286,7 +286,7 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         # what began beside it and did not settle goes on under the source's keys (the replayed
         # node, what follows it or a gate asked again, and what its remote answered a failure
         # (``NodeRun.unsettled``) are new work: new keys)
-        went_on = {f"{n}/{nr.iteration}": Run.key_run(source.pk, source.key_origins, n, nr.iteration)
+        went_on = {Run.origin(n, nr.iteration): Run.key_run(source.pk, source.key_origins, n, nr.iteration)
                    for n, nr in latest.items() if n in ir.nodes and n not in completed | skipped | again
                    and NodeRun.unsettled(nr.status, nr.attempts, nr.error)}
         replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
