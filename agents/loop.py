@@ -285,6 +285,7 @@ def run_agent(ctx: NodeContext) -> Any:
             result = journal.tools.get((turn, index))
             if result is None:
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
+                state.call_key = f"{turn}:{index}"
                 result = journal.record_tool(turn, index, _next_result(state, name, arguments, index, kept))
             journal.compare_tool(turn, index, result)
             state.observe(name, result)

@@ -12,7 +12,11 @@ class AgentState:
 
     ctx: NodeContext
     tools: list[str] = field(default_factory=list)  # the tools this node may call
-    proposal_key: str = ""  # node run, turn and call of the tool call running now
+    proposal_key: str = ""  # node run, turn and call of the tool call running now: its patch's name in the run
+    # Turn and call of the tool call running now: its requests' Idempotency-Keys (``effect_key``)
+    # add these to the key's run, node and iteration, and no node run id, so a replay that goes on
+    # with its source's unsettled agent (``Run.key_origins``) repeats the source's calls under their keys.
+    call_key: str = ""
     patches_applied: int = 0
     spawn_limit_hit: bool = False
     notes: list[str] = field(default_factory=list)

@@ -219,7 +219,7 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
         query.update(box.render(raw_auth.get("query") or {}, resolved_auth.get("query") or {}, text))
         try:
             headers = idempotency.with_key(headers, idempotency.HEADER,
-                                           idempotency.effect_key(ctx, "tool", state.proposal_key))
+                                           idempotency.effect_key(ctx, "tool", state.call_key))
             result = request(method=method, url=url, params=query or None, headers=headers,
                              json=body if isinstance(body, dict | list) else None)
         except AobError as exc:

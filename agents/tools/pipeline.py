@@ -96,7 +96,7 @@ def _run(state: AgentState, args: dict[str, Any], done: list[dict[str, Any]]) ->
                 raise ToolError(f"step {i}: http_request needs a url")
             payload = step.get("payload")
             # one key per step of this tool call of this turn: a resumed attempt repeats it with the same key
-            key = idempotency.effect_key(state.ctx, "tool", state.proposal_key, i)
+            key = idempotency.effect_key(state.ctx, "tool", state.call_key, i)
             result = request(method=str(step.get("method", "GET")).upper(), url=step["url"],
                              headers=idempotency.with_key({str(k): str(v) for k, v in (step.get("headers") or {}).items()},
                                                           idempotency.HEADER, key),

@@ -1,0 +1,82 @@
+"""A replay that goes on with its source's unsettled agent sends the agent's tool calls under the
+source's ``Idempotency-Key``s, as it does the agent's model calls and an http node's request
+(``Run.key_origins``; tests/engine/test_replay_keys.py).
+
+The payee (``/effect/``) applies an effect at once, answers slowly and honours the key as Stripe
+does. A tool call's key was named by its node run's row id, which a replay's node run never shares
+with its source's: a replay re-sent the same call of the same turn under a new key, and the payee
+applied the payment twice. The key is now the run (the source's, where the replay goes on with its
+work), node, iteration, turn and call: one node run per node and iteration in a run, whose retries
+are attempts of that node run, so a repeat is a repeat outside and nothing else is."""
+
+from __future__ import annotations
+
+from tests.agents.flows import agent
+from tests.conftest import wait_for_run
+from tests.engine.flow import edge, http, node_runs, submit, unique, wait_until
+from tests.support.remote import Reply
+
+TEXT = {"content": "Done."}
+
+
+def _key(hit: dict) -> str:
+    return next((v for k, v in hit["headers"].items() if k.lower() == "idempotency-key"), "")
+
+
+def _pay(url: str) -> dict:
+    return {"steps": [{"op": "http_request", "method": "POST", "url": url, "payload": {"amount": 10}}]}
+
+
+def test_a_replay_does_not_pay_again_for_an_agent_s_tool_call_in_flight(engine, api, remote, fake_llm):
+    """The agent's payment is at the payee when a sibling fails the run; the replay's agent, the
+    same conversation, makes the same call at the same turn: the payee knows it for a repeat."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    pipeline = _pay(f"{remote.base}/effect/{pay}/4")
+    # the source's one call, then the replay's agent's (the same call), then its end
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline)]},
+                    {"tool_calls": [("execute_pipeline", pipeline)]}, TEXT])
+    definition = {"nodes": [agent("pay", tools=["execute_pipeline"]), http("wait", f"{remote.base}/hold/{hold}"),
+                            http("tell", f"{remote.base}/seq/{tell}", config={"fail_on_status": True})],
+                  "edges": [edge("wait", "tell")]}
+    run_id = submit(api, definition)
+
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), timeout=30,
+               what="the agent's payment sent and the hold")
+    remote.release(hold)  # tell runs now, and fails, while the payment's answer is still seconds away
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and source.error["node_id"] == "tell", source.error
+    assert node_runs(source)["pay"].status != "completed"
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/tell/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"], timeout=40)
+    assert replay.key_origins == {"pay/0": str(source.pk)}
+
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
+
+
+def test_a_replay_reusing_the_model_does_not_pay_again_for_a_failed_agent_s_payment(engine, api, remote, fake_llm):
+    """The agent paid, then its next model call was refused and the node failed. With ``reuse_llm``
+    the replay's agent makes the same call at the same turn, under the source's key."""
+    pay = unique("pay")
+    pipeline = _pay(f"{remote.base}/effect/{pay}/0")
+    # the source: the call, then a refusal that fails the node; the replay: turn 0 reused, then its end
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline)]}, {"status": 400}, TEXT])
+    definition = {"nodes": [agent("pay", tools=["execute_pipeline"]), http("wait", f"{remote.base}/echo/{pay}")],
+                  "edges": []}
+    source = wait_for_run(submit(api, definition))
+    assert source.status == "failed" and source.error["node_id"] == "pay", source.error
+    assert len(remote.effects(pay)) == 1
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/wait/replay", {"reuse_llm": True}, format="json")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"], timeout=40)
+    assert replay.key_origins == {"pay/0": str(source.pk)}
+    assert replay.status == "completed", replay.error
+
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
