@@ -31,7 +31,7 @@ from agents.tools import TOOLS, AgentState, schemas
 from aob import jsontext
 from aob_project.exceptions import AobError
 from workers.http import idempotency
-from workflows.engine import heartbeat
+from workflows.engine import heartbeat, owners
 from workflows.engine.execution import WAITING, park
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within, strict_json
 from workflows.limits import unstorable
@@ -284,6 +284,10 @@ def run_agent(ctx: NodeContext) -> Any:
             name, arguments = _called(call_)
             result = journal.tools.get((turn, index))
             if result is None:
+                # an answer may hold many calls, each a request as the owner with their secrets: one
+                # deactivated while it was on its way starts none (a journaled one sends nothing)
+                if not owners.owner_active(ctx.owner_id):
+                    raise owners.OwnerInactive.of(ctx.owner_id, f"run {ctx.run_id}'s agent makes no further tool call")
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
                 state.call_key = f"{turn}:{index}"
                 result = journal.record_tool(turn, index, _next_result(state, name, arguments, index, kept))

@@ -3,10 +3,11 @@ a running one starts as them either. The run is theirs alone to cancel (``run_ow
 included), and they can no longer sign in: what it would still do (send their secrets, call the
 model on their budget, ask their approvers) nobody could stop. The node that would start fails
 saying why (``owner_inactive``), which fails the run; an agent already working makes no further
-model call."""
+model call, nor any tool call of an answer that came after."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from django.contrib.auth.models import User
@@ -54,6 +55,32 @@ def test_an_agent_makes_no_model_call_after_its_owner_is_deactivated(engine, api
     assert not remote.hits("/echo/again")
     assert (run.status, plan.status) == ("failed", "failed"), (run.status, plan.status, plan.error)
     assert plan.error["error_type"] == "owner_inactive" and "deactivated" in plan.error["message"], plan.error
+
+
+def test_an_answer_received_after_the_owner_is_deactivated_runs_none_of_its_tool_calls(
+        engine, api, user, fake_llm, remote):
+    """The model call was made while the owner was active; its answer comes after. Each of its
+    calls would be a request as the owner, with their secret: none goes out, and the node fails
+    as at a claim, not only at the next model call."""
+    assert api.put("/api/v1/secrets/API_TOKEN", {"value": TOKEN}, format="json").status_code == 201
+    answered = threading.Event()
+    calls = [("openapi_action", {"api": "remote", "operation_id": "getItem", "parameters": {"item_id": str(k)}})
+             for k in range(5)]
+    fake_llm.reset([{"tool_calls": calls, "until": answered}, {"content": "Done."}])
+    run_id = start(api, [agent(tools=["openapi_action"],
+                               auth={"remote": {"headers": {"X-Api-Key": "$secrets.API_TOKEN"}}})])
+    wait_until(lambda: len(fake_llm.requests) == 1, what="the model call in flight")
+
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    answered.set()
+
+    run = finish(run_id)
+    plan = node(run, "plan")
+    sent = remote.hits("/echo/items/")
+    assert not sent, f"{len(sent)} requests with the deactivated owner's secret: {sent[0]['headers']}"
+    assert (run.status, plan.status) == ("failed", "failed"), (run.status, plan.status, plan.error)
+    assert plan.error["error_type"] == "owner_inactive" and "tool call" in plan.error["message"], plan.error
+    assert len(fake_llm.requests) == 1
 
 
 def test_a_step_the_decision_evaluates_itself_does_not_start_for_a_deactivated_owner(engine, api, user, remote):

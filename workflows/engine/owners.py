@@ -2,9 +2,10 @@
 No run starts as a deactivated owner (``services.runs.run_start``), and nothing of a running one
 starts once they are deactivated either: the executor's claim reads whether the owner is active
 (``execution.CLAIM``, in its one statement; a decision's lock of the run, for the steps it evaluates
-itself), the one preparation of a node refuses it (``execution.prepared``), and every model call's
-reservation reads it again
-(``agents.budget.reserve``), so an agent already at work stops before its next call.
+itself), the one preparation of a node refuses it (``execution.prepared``), every model call's
+reservation reads it again (``agents.budget.reserve``), and so does every tool call an agent has
+not yet made (``agents.loop.run_agent``: an answer received after the owner left runs none of its
+calls), so an agent already at work stops before its next call or request.
 
 Why fail rather than carry on: a run is changed by its owner alone (``run_owner_check``, staff
 included), and a deactivated owner can no longer sign in, so nobody could cancel what the run went
