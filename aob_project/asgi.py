@@ -1,7 +1,8 @@
 """ASGI entry: Django for HTTP (each request in one thread of a pool: aob_project/http_handler.py),
-Channels for WebSocket."""
+Channels for WebSocket, and the server's start and stop (``lifespan``)."""
 
 import os
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aob_project.settings")
 
@@ -23,8 +24,28 @@ from aob_project.same_origin import SameOriginValidator  # noqa: E402
 from workflows.consumers import AnonymousLimit  # noqa: E402
 from workflows.routing import websocket_urlpatterns  # noqa: E402
 
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The web process's start and stop (uvicorn's lifespan): while it serves, it records its vault
+    keys for ``aob_rotate_secrets`` (``vault.processes``); it has no periodic work to do it from."""
+    from vault import processes
+
+    stop = None
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            stop = processes.announce_every("web")
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if stop is not None:
+                stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 application = ProtocolTypeRouter(
     {
+        "lifespan": lifespan,
         "http": BodySizeLimit(django_http_app),
         "websocket": SameOriginValidator(AnonymousLimit(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }

@@ -120,6 +120,37 @@ app.user_options["worker"].add(click.Option(
     "AOB_WORKER_NODE_TYPES); add -Q for other queues such as wf.coordinator."))
 app.steps["worker"].add(ServeNodeTypes)
 
+
+class RecordVaultKeys(bootsteps.StartStopStep):
+    """The worker's vault keys, recorded for ``aob_rotate_secrets`` (``vault.processes``) at start and
+    every ``REFRESH_S`` on the worker's own timer, from its main process: its pool's processes are
+    forked from it, with the same environment (a thread would run while the pool forks, and a lock it
+    held then would stay held in the child)."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def start(self, worker: object) -> None:
+        from vault import processes
+
+        name = getattr(worker, "hostname", "worker")
+        processes.announce(name)
+        self.renewal = worker.timer.call_repeatedly(  # type: ignore[attr-defined]
+            processes.REFRESH_S, processes.announce, (name,))
+
+    def stop(self, worker: object) -> None:
+        from vault import processes
+
+        renewal = getattr(self, "renewal", None)
+        if renewal is not None:
+            renewal.cancel()
+            self.renewal = None
+        processes.withdraw()
+
+    shutdown = stop
+
+
+app.steps["worker"].add(RecordVaultKeys)
+
 import aob_project.context  # noqa: E402,F401  (request-id propagation through task headers)
 
 

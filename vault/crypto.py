@@ -3,7 +3,11 @@ over ``AOB_SECRETS_KEYS``: the first key encrypts, every key decrypts, so keys r
 new one first and re-encrypting (``manage.py aob_rotate_secrets``) before the old one is dropped.
 
 Outside production a development key is derived from ``SECRET_KEY`` (``make up`` sets both its
-own); production refuses to start without ``AOB_SECRETS_KEYS`` (settings)."""
+own); production refuses to start without ``AOB_SECRETS_KEYS`` (settings).
+
+A process reads its keys once, from its environment, and cannot see them change: a new key list
+takes a restart of every process, before the re-encryption (``vault.processes`` says which running
+processes hold which keys, and ``aob_rotate_secrets`` waits for all of them to hold its first)."""
 
 from __future__ import annotations
 
@@ -15,16 +19,20 @@ from django.conf import settings
 
 from aob_project.development import derived_vault_key
 
-__all__ = ["ENCRYPTED_FIELDS", "InvalidToken", "decrypt", "encrypt", "fernet", "rotate"]
+__all__ = ["ENCRYPTED_FIELDS", "InvalidToken", "decrypt", "encrypt", "fernet", "keys", "rotate"]
 
 # (app_label.Model, field) of every column holding a Fernet token, for re-encryption after a key rotation.
 ENCRYPTED_FIELDS: list[tuple[str, str]] = [("vault.Secret", "ciphertext")]
 
 
-@cache
+def keys() -> list[bytes]:
+    """This process's keys, the one that encrypts first."""
+    return [k.encode() for k in settings.AOB_SECRETS_KEYS] or [derived_vault_key(settings.SECRET_KEY)]
+
+
+@cache  # the settings come from the environment, which a running process never sees change
 def fernet() -> MultiFernet:
-    keys = [k.encode() for k in settings.AOB_SECRETS_KEYS] or [derived_vault_key(settings.SECRET_KEY)]
-    return MultiFernet([Fernet(k) for k in keys])
+    return MultiFernet([Fernet(k) for k in keys()])
 
 
 def encrypt(value: str) -> str:

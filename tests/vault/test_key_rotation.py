@@ -1,11 +1,14 @@
 """`make up` keeps a data directory's own secret key and vault key, never the public development
 ones, and re-encrypts what the vault held under the earlier one; a rotation names what no key
-decrypts instead of stopping at it."""
+decrypts instead of stopping at it, and waits for every running process to hold its key first."""
 
 from __future__ import annotations
 
+import io
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -13,7 +16,9 @@ from django.core.management import CommandError, call_command
 
 from aob.launcher import development_keys, vault_key_rotated
 from aob_project.development import DEV_SECRET_KEY, derived_vault_key
-from vault import crypto
+from tests.agents.flows import finish, http, start
+from tests.support.stack import start_web
+from vault import crypto, processes
 from vault.models import Secret
 
 
@@ -53,7 +58,7 @@ def test_a_data_directory_s_secrets_move_from_the_public_key_to_its_own(tmp_path
     made = development_keys(tmp_path, {})
     keys_as(made["AOB_SECRETS_KEYS"])
     assert vault_key_rotated(tmp_path) is False
-    call_command("aob_rotate_secrets")
+    call_command("aob_rotate_secrets", force=True)  # the session's workers, if running, hold the suite's keys
     vault_key_rotated(tmp_path, now=True)
 
     own_only = development_keys(tmp_path, {})["AOB_SECRETS_KEYS"]
@@ -73,7 +78,53 @@ def test_a_rotation_re_encrypts_the_rest_and_names_what_no_key_decrypts(user, ke
     keys_as(f"{new},{old}")
 
     with pytest.raises(CommandError, match=rf"no key in AOB_SECRETS_KEYS decrypts vault.Secret {stray.pk}\b"):
-        call_command("aob_rotate_secrets")
+        call_command("aob_rotate_secrets", force=True)
 
     keys_as(new)
     assert crypto.decrypt(Secret.objects.get(name="KEPT").ciphertext) == "kept"
+
+
+def test_a_rotation_waits_for_every_running_process_to_hold_its_key_first(engine: Any, api: Any, remote: Any,
+                                                                          keys_as: Any, settings: Any) -> None:
+    """Each process reads its keys once, from its environment. The documented rotation (a new key
+    first, ``aob_rotate_secrets``, the old key dropped), run from a one-off container beside the
+    running web and workers, re-encrypted every secret under a key none of them held: each node
+    sending a secret failed ``SecretUnreadable`` and each hook answered 401 until every process was
+    restarted. The command now refuses, naming the processes, while one does not hold its key first."""
+    assert api.put("/api/v1/secrets/TOKEN", {"value": "rotated-but-still-mine-42"}, format="json").status_code == 201
+    suite = ",".join(settings.AOB_SECRETS_KEYS) or derived_vault_key(settings.SECRET_KEY).decode()
+    keys_as(f"{Fernet.generate_key().decode()},{suite}")  # the one-off container, the workers as they started
+
+    with pytest.raises(CommandError, match=r"do not hold \w+ first: .*w1@.*Nothing was re-encrypted"):
+        call_command("aob_rotate_secrets", stdout=io.StringIO())
+
+    keys_as(suite)
+    run = finish(start(api, [http("send", f"{remote.base}/echo/rotated", headers={"X-Api-Key": "$secrets.TOKEN"})]))
+    assert run.status == "completed", run.error
+    assert remote.hits("/echo/rotated")[0]["headers"]["X-Api-Key"] == "rotated-but-still-mine-42"
+    # every running process holding the command's key first: it re-encrypts, saying what it saw
+    said = io.StringIO()
+    call_command("aob_rotate_secrets", stdout=said)
+    assert "w1@" in said.getvalue() and "vault.Secret: 1 re-encrypted" in said.getvalue(), said.getvalue()
+
+
+def test_a_web_process_records_its_keys_while_it_serves(stack_env: dict[str, str], settings: Any) -> None:
+    """The web has no periodic work of its own: its server's start starts the record's renewal and
+    its stop withdraws it (``aob_project.asgi.lifespan``), as a worker's main process does on its
+    timer."""
+    proc = start_web(dict(stack_env), "uvicorn-vault-keys")
+    mine = f"pid {proc.popen.pid})"
+    try:
+        recorded = _until(lambda: [h for h in processes.holders() if h.process.startswith("web ") and mine in h.process])
+        assert recorded[0].keys == processes.held(), recorded
+    finally:
+        proc.stop()
+    _until(lambda: not [h for h in processes.holders() if mine in h.process])
+
+
+def _until(check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, processes.holders()
+        time.sleep(0.1)
+    return found
