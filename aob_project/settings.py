@@ -384,6 +384,12 @@ AOB_MAX_DEFINITION_BYTES = env_int("AOB_MAX_DEFINITION_BYTES", 1024 * 1024)
 # tag lives: workflows/services/definitions.py); past it a save is refused.
 AOB_MAX_DEFINITIONS_BYTES_PER_OWNER = env_int("AOB_MAX_DEFINITIONS_BYTES_PER_OWNER", 1024**3,
                                               within=(1024 * 1024, 1024**4))
+# What the workflow graphs a process keeps compiled (workflows/definition/ir.py, at most 512 of
+# them) may weigh together, counted as their definitions' stored bytes: a graph keeps its nodes'
+# configs parsed, in the heap up to ~25 times their stored size (a 1 MiB definition of small
+# objects, ~25 MB), so the default keeps at most ~200 MB; 512 definitions of 10 KB weigh 5 MiB.
+# One heavier than this alone is compiled again each time it is needed.
+AOB_COMPILED_GRAPHS_BYTES = env_int("AOB_COMPILED_GRAPHS_BYTES", 8 * 1024 * 1024, within=(0, 1024**4))
 # Steps one approval decision may spend checking data against a hitl form (workflows/definition/
 # forms.py: a step per keyword evaluated, more where its work grows with the form or the data);
 # 50,000 is under 0.2 s for the costliest forms measured, and 400 line items of an ordinary form

@@ -9,6 +9,7 @@ the run's fields, its node runs and its events are compared.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -254,10 +255,55 @@ def test_a_definition_sent_again_after_its_artifact_was_pruned_starts(user: Any)
     assert not Artifact.objects.filter(pk=artifact_id).exists()
     other = {"nodes": [{"id": "x", "type": "transform", "config": {"expression": "1"}}]}
     for k in range(ir._CACHE_SIZE):  # other versions compiled since, evicting its graph
-        ir.ir_for(f"other-{k}", lambda: other)
+        ir.ir_for(f"other-{k}", lambda: (other, size_of(canonical_json(other))))
 
     again = run_start(owner=user, definition=definition)
 
     assert again.base_artifact_id == artifact_id
     assert Artifact.objects.get(pk=artifact_id).content == definition
     assert NodeRun.objects.filter(run=again, node_id="a").exists()
+
+
+def test_a_start_refused_by_its_run_limit_keeps_no_graph_of_the_definition_it_was_sent(user: Any,
+                                                                                   settings: Any) -> None:
+    """A start sent with its definition compiled it and kept the graph before its run limits were
+    judged: each start answered 429 kept one (a 1 MB definition's ~25 MB of parsed configs), and one
+    user's refused starts made a web process hold gigabytes. Kept once a start passes them."""
+    from workflows.definition import ir
+    from workflows.models import text_id
+    from workflows.ratelimit import RateLimited
+
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": f"'{uuid.uuid4()}'", **Q}}]}
+    artifact_id = text_id(canonical_json(definition))
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 0
+
+    with pytest.raises(RateLimited) as refused:
+        run_start(owner=user, definition=definition)
+
+    assert refused.value.code == "user_rate_limit_exceeded"
+    assert ir.cached(artifact_id) is None
+    assert not Run.objects.filter(base_artifact_id=artifact_id).exists()
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 1000
+    run = run_start(owner=user, definition=definition)
+    assert run.base_artifact_id == artifact_id and ir.cached(artifact_id) is not None
+
+
+def test_the_graphs_a_process_keeps_compiled_weigh_at_most_their_bound(settings: Any) -> None:
+    """512 compiled graphs were kept whatever their size, each holding its definition's configs
+    parsed (~25 times a definition of small objects: 512 of 1 MB, ~12.8 GB). They are weighed by
+    their definitions' stored bytes (``AOB_COMPILED_GRAPHS_BYTES``), the least recently used dropped;
+    one heavier than the bound alone is compiled for its use and not kept."""
+    from workflows.definition import ir
+
+    settings.AOB_COMPILED_GRAPHS_BYTES = 10_000
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}]}
+    ids = [f"weighed-{uuid.uuid4()}" for _ in range(5)]
+
+    for artifact_id in ids:
+        assert ir.ir_for(artifact_id, lambda: (definition, 3_000)).entries == ["a"]
+        assert ir.kept_bytes() <= 10_000
+
+    assert [ir.cached(artifact_id) is not None for artifact_id in ids] == [False, False, True, True, True]
+    heavier = f"weighed-{uuid.uuid4()}"
+    assert ir.ir_for(heavier, lambda: (definition, 10_001)).entries == ["a"]
+    assert ir.cached(heavier) is None and ir.kept_bytes() == 9_000

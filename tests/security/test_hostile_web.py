@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -148,6 +149,46 @@ def test_a_workflow_s_forms_share_one_evaluation_budget_at_save(api: Any, settin
     assert refused and refused[-1]["path"] == "/nodes/29/config/form"
     assert f"within {settings.AOB_FORM_EVAL_BUDGET} steps, shared by the workflow's forms" in refused[0]["message"]
     assert ordinary.json()["valid"] is True, ordinary.json()  # ordinary forms are far from it
+
+
+def gate_with_patterns(patterns: list[str]) -> dict[str, Any]:
+    form = {"type": "object", "properties": {f"f{k}": {"type": "string", "pattern": p} for k, p in enumerate(patterns)}}
+    return {"nodes": [{"id": "gate", "type": "hitl", "config": {"form": form}}], "edges": []}
+
+
+def test_a_form_s_patterns_compile_as_cel_s_within_re2_s_memory_for_one(api: Any) -> None:
+    """A form's patterns were compiled with RE2's default 8 MiB and 512 kept, and nothing weighed a
+    compile: ``\\p{L}{300}1`` (11 bytes) took 0.35 s and kept 5 MB, one validation of 100 such 16 s
+    and 344 MB. They compile as CEL's ``matches`` does (``expressions.regex``): a program past
+    1 MiB is refused naming the pattern; many costly ones are refused by the budget too."""
+    one = api.post(f"{API}/workflows/validate", {"workflow": gate_with_patterns([r"\p{L}{300}1"])}, format="json")
+    costly = [r"[\p{L}\p{N}]{400}" + str(k) for k in range(24)]
+    many = api.post(f"{API}/workflows/validate", {"workflow": gate_with_patterns(costly)}, format="json")
+    ordinary = [r"^[A-Z]{2}-\d{4}$" + "x" * k for k in range(24)]
+    fine = api.post(f"{API}/workflows/validate", {"workflow": gate_with_patterns(ordinary)}, format="json")
+
+    assert one.status_code == 200 and one.json()["valid"] is False, one.json()
+    [error] = one.json()["errors"]
+    assert (error["path"], error["rule"]) == ("/nodes/0/config/form/properties/f0/pattern", "form.pattern")
+    assert "would need more than 1024 KiB" in error["message"]
+    assert many.json()["valid"] is False and {e["rule"] for e in many.json()["errors"]} <= {"form.pattern", "form.budget"}
+    assert fine.json()["valid"] is True, fine.json()
+
+
+def test_a_form_s_pattern_is_not_compiled_past_what_its_budget_has_left(api: Any, settings: Any) -> None:
+    """Compiling a pattern is weighed before it starts (``COMPILE_NS``, at ``forms.STEP_NS`` a step),
+    at save as at decision time: a budget that could not cover it refuses it uncompiled."""
+    from workflows.definition import expressions
+
+    pattern = f"^{uuid.uuid4().hex}$"  # compiled by no one before
+    settings.AOB_FORM_EVAL_BUDGET = 2_000
+
+    response = api.post(f"{API}/workflows/validate", {"workflow": gate_with_patterns([pattern])}, format="json")
+
+    [error] = response.json()["errors"]
+    assert (error["path"], error["rule"]) == ("/nodes/0/config/form", "form.budget"), error
+    assert "compiling the pattern" in error["message"] and "2000 steps" in error["message"]
+    assert pattern not in expressions._regexes
 
 
 def with_remote(value: Any, base: str) -> Any:

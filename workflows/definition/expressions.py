@@ -35,7 +35,7 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -498,7 +498,7 @@ COMPILE_BYTE_NS = 45_000
 # (``(?s:.){1000}`` is 7,005; three of them are too large), which is all the deadline lets search
 # more than ~4 kB of text anyway.
 REGEX_MAX_MEM = 1 << 20
-# Compiled patterns (and the errors of those RE2 refuses) kept per process, most recently used;
+# Compiled patterns (and the reasons RE2 refused others) kept per process, most recently used;
 # ``re2.compile`` keeps its own 128 besides, so a process holds at most ~200 MB of them at worst.
 REGEX_CACHE = 64
 
@@ -521,36 +521,59 @@ def _shown(text: str, limit: int = 60) -> str:
     return repr(clipped)
 
 
-def _regex(pattern: str, budget: _Budget) -> Any:
-    """The RE2 program for ``pattern``, cached; compiling one is weighed first (``COMPILE_NS``)."""
+class RegexRefused(ValueError):
+    """A pattern RE2 does not accept: its syntax, or a program past ``REGEX_MAX_MEM``."""
+
+    def __init__(self, pattern: str, reason: str) -> None:
+        super().__init__(f"the pattern {_shown(pattern)} is not one RE2 accepts: {_shown(reason, 200)[1:-1]}")
+        self.pattern, self.reason = pattern, reason
+
+
+def regex(pattern: str, admit: Callable[[str, int], None], spent: Callable[[int], object]) -> Any:
+    """The RE2 program for ``pattern``: the one rule for every pattern a user writes (CEL's
+    ``matches``, an approval form's ``pattern`` and ``patternProperties``), each compiled within
+    ``REGEX_MAX_MEM`` and kept (``REGEX_CACHE``; refusals too). Only a compile is weighed: first
+    ``admit(what, weighed_ns)``, which raises to refuse it (``COMPILE_NS``, ``COMPILE_BYTE_NS``),
+    then ``spent(ns)``, what it took. Raises ``RegexRefused``."""
     with _regexes_lock:
         found = _regexes.get(pattern)
         if found is not None:
             _regexes.move_to_end(pattern)
     if found is None:
         size = len(pattern.encode())
-        weighed = COMPILE_NS + COMPILE_BYTE_NS * size
-        if time.monotonic() + weighed / 1e9 > budget.deadline:
-            raise budget.refuse(f"compiling the pattern {_shown(pattern)} ({size} bytes)", weighed)
+        admit(f"compiling the pattern {_shown(pattern)} ({size} bytes)", COMPILE_NS + COMPILE_BYTE_NS * size)
+        started = time.monotonic_ns()
         try:
             found = re2.compile(pattern, _regex_options())
         except re2.error as exc:
-            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            if "too large" in reason:
-                reason += f" (its RE2 program would need more than {REGEX_MAX_MEM >> 10} KiB)"
-            found = ExpressionError(f"matches: the pattern {_shown(pattern)} is not one RE2 accepts: "
-                                    f"{_shown(reason, 200)[1:-1]}", "regex")
+            found = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            if "too large" in found:
+                found += f" (its RE2 program would need more than {REGEX_MAX_MEM >> 10} KiB)"
         with _regexes_lock:
             _regexes[pattern] = found
             while len(_regexes) > REGEX_CACHE:
                 _regexes.popitem(last=False)
-        budget()  # its time counts
-    if isinstance(found, ExpressionError):
-        # a new error each time: the cached one, raised, would keep its raiser's frames (and the
-        # data they hold) alive with it, and is shared by every thread that reads the cache
-        budget.error = ExpressionError(str(found), found.rule)
-        raise ValueError(str(found))
+        spent(time.monotonic_ns() - started)
+    if isinstance(found, str):
+        # a new error each time: a cached one, raised, would keep its raiser's frames (and the data
+        # they hold) alive with it, and is shared by every thread that reads the cache
+        raise RegexRefused(pattern, found)
     return found
+
+
+def _regex(pattern: str, budget: _Budget) -> Any:
+    """``matches``'s program: a compile that could not end by the deadline is not started, and
+    what it took counts against it."""
+
+    def admit(what: str, weighed_ns: int) -> None:
+        if time.monotonic() + weighed_ns / 1e9 > budget.deadline:
+            raise budget.refuse(what, weighed_ns)
+
+    try:
+        return regex(pattern, admit, lambda ns: budget())
+    except RegexRefused as exc:
+        budget.error = ExpressionError(f"matches: {exc}", "regex")
+        raise ValueError(str(budget.error)) from None
 
 
 # What converting a value to CEL costs the binding, in ns: Rust holding the GIL, before any tick can

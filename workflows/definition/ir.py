@@ -189,21 +189,59 @@ def compile_definition(definition: dict[str, Any], *, validated: bool = False) -
     return IR(nodes, out_edges, in_edges, entries, loops, definition.get("metadata", {}))
 
 
+# Graphs this process compiled, most recently used last. A graph keeps its nodes' configs parsed,
+# several times its definition's stored size in the heap (a 1 MiB definition of small objects took
+# ~25 MB), so they are bounded by their definitions' stored bytes together
+# (``AOB_COMPILED_GRAPHS_BYTES``) as well as by count: 512 of any size let one user's distinct
+# definitions keep ~12.8 GB in a web process. A hit reads neither bound: each decision reads its
+# run's graph here.
 _CACHE: OrderedDict[str, IR] = OrderedDict()
+_WEIGHTS: dict[str, int] = {}  # each kept graph's definition's stored bytes
+_weight = 0  # their sum
 _CACHE_LOCK = Lock()
 _CACHE_SIZE = 512
 
 
 def ir_for(artifact_id: str, definition_loader: Any) -> IR:
-    """The IR of a stored version; ``definition_loader()`` is called only on a cache miss."""
+    """The IR of a stored version; ``definition_loader()`` is called only on a cache miss, and
+    answers the definition and its stored size (``Artifact.size_bytes``), what keeping it weighs."""
     with _CACHE_LOCK:
         ir = _CACHE.get(artifact_id)
         if ir is not None:
             _CACHE.move_to_end(artifact_id)
             return ir
-    ir = compile_definition(definition_loader(), validated=True)
+    definition, stored_bytes = definition_loader()
+    return keep(artifact_id, compile_definition(definition, validated=True), stored_bytes)
+
+
+def cached(artifact_id: str) -> IR | None:
+    """The IR of ``artifact_id`` if this process keeps it, without keeping anything."""
     with _CACHE_LOCK:
+        return _CACHE.get(artifact_id)
+
+
+def keep(artifact_id: str, ir: IR, stored_bytes: int) -> IR:
+    """Keep ``ir`` (of a definition of ``stored_bytes``), the least recently used dropped until the
+    kept fit both bounds; one heavier than ``AOB_COMPILED_GRAPHS_BYTES`` alone is not kept (it is
+    compiled again where it is needed). Answers the graph kept (another thread's, if it kept one first)."""
+    global _weight
+    bound = settings.AOB_COMPILED_GRAPHS_BYTES
+    with _CACHE_LOCK:
+        found = _CACHE.get(artifact_id)
+        if found is not None:
+            _CACHE.move_to_end(artifact_id)
+            return found
+        if stored_bytes > bound:
+            return ir
         _CACHE[artifact_id] = ir
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        _WEIGHTS[artifact_id] = stored_bytes
+        _weight += stored_bytes
+        while len(_CACHE) > _CACHE_SIZE or _weight > bound:
+            dropped, _ = _CACHE.popitem(last=False)
+            _weight -= _WEIGHTS.pop(dropped)
     return ir
+
+
+def kept_bytes() -> int:
+    """What the kept graphs weigh: their definitions' stored bytes together."""
+    return _weight

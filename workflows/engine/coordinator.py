@@ -44,7 +44,7 @@ ACTIVE = frozenset(NodeRun.ACTIVE)
 
 def graph(artifact_id: str) -> IR:
     """The compiled graph of a stored version (cached per process; the content read on a miss)."""
-    return ir_for(artifact_id, lambda: Artifact.objects.values_list("content", flat=True).get(pk=artifact_id))
+    return ir_for(artifact_id, lambda: Artifact.objects.values_list("content", "size_bytes").get(pk=artifact_id))
 
 
 def load_ir(run: Run) -> IR:

@@ -16,7 +16,8 @@ from django.utils import timezone
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
 from workflows import egress, storage
 from workflows.definition import gates
-from workflows.definition.ir import IR, ir_for
+from workflows.definition import ir as graphs
+from workflows.definition.ir import IR, compile_definition
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, run_output, transitions
@@ -99,9 +100,17 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
         while len(_RUNNABLE) > 4096:
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     # a definition sent with the run compiles from what was sent: this process may know it runnable
-    # (_RUNNABLE) after its compiled graph was evicted and its artifact pruned with its last run
-    ir = coordinator.graph(artifact_id) if definition is None else ir_for(artifact_id, lambda: definition)
+    # (_RUNNABLE) after its compiled graph was evicted and its artifact pruned with its last run. A
+    # graph compiled here is kept only once the start passed its run limits: each start refused a
+    # 429 kept its sent definition's (a 1 MB definition's ~25 MB), and nothing bounds those starts
+    if definition is None:
+        ir = coordinator.graph(artifact_id)
+    else:
+        found = graphs.cached(artifact_id)
+        ir = compile_definition(definition, validated=True) if found is None else found
     _check_rate_limits(owner=owner, ir=ir, api_write=api_write)
+    if definition is not None:
+        ir = graphs.keep(artifact_id, ir, definition_bytes)
     # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
     # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep); and
     # of each reused node run's input; and every run keeps its definition (its artifact, PROTECT),
