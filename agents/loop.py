@@ -284,8 +284,11 @@ def run_agent(ctx: NodeContext) -> Any:
             name, arguments = _called(call_)
             result = journal.tools.get((turn, index))
             if result is None:
-                # an answer may hold many calls, each a request as the owner with their secrets: one
-                # deactivated while it was on its way starts none (a journaled one sends nothing)
+                # an answer may hold many calls, each a request as the owner with their secrets: a run
+                # cancelled (or a node re-queued) or an owner deactivated while it was on its way starts
+                # none, as no further model call would (a journaled one sends nothing). The heartbeat's
+                # interrupt comes only at its next renewal, after every quick call had gone out
+                heartbeat.ensure_held(ctx.node_run_id, ctx.attempt)
                 if not owners.owner_active(ctx.owner_id):
                     raise owners.OwnerInactive.of(ctx.owner_id, f"run {ctx.run_id}'s agent makes no further tool call")
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"

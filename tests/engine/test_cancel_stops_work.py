@@ -1,9 +1,11 @@
 """Cancel stops work: a running HTTP request is aborted within seconds (the heartbeat finds the
 lease gone and stops its executor), queued messages are revoked, an agent checks between turns and
-makes no further model call, and an approval of a cancelled run cannot be decided (409)."""
+makes no further model call, nor any tool call of an answer that came after, and an approval of a
+cancelled run cannot be decided (409)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -104,6 +106,31 @@ def test_a_cancelled_agent_makes_no_further_model_call(engine, api, fake_llm, re
         HOOKS.delete("aob:test:lease_stop_off")
     assert len(fake_llm.requests) == 1  # the second turn's call never went out
     assert NodeRun.objects.get(run_id=run_id, node_id="plan").status == "cancelled"
+
+
+def test_an_answer_received_after_the_run_is_cancelled_runs_none_of_its_tool_calls(engine, api, fake_llm, remote):
+    """The model call was made before the cancel; its answer comes after. Each of its calls would be
+    a request the owner cancelled (a payment): none goes out, not only no further model call. The
+    heartbeat's interrupt is off: it would come at its next renewal, after quick calls had gone."""
+    answered = threading.Event()
+    calls = [("openapi_action", {"api": "remote", "operation_id": "getItem", "parameters": {"item_id": str(k)}})
+             for k in range(5)]
+    fake_llm.reset([{"tool_calls": calls, "until": answered}, {"content": "Done."}])
+    HOOKS.set("aob:test:lease_stop_off", 1)
+    try:
+        run_id = submit(api, {"nodes": [agent(tools=["openapi_action"])], "edges": []})
+        wait_until(lambda: len(fake_llm.requests) == 1, what="the model call in flight")
+        cancel(api, run_id)
+        answered.set()
+        plan = NodeRun.objects.get(run_id=run_id, node_id="plan")
+        wait_until(lambda: logged(engine["worker"], "node_run.lease_lost", node_run_id=plan.pk),
+                   what="the agent stopping")
+    finally:
+        HOOKS.delete("aob:test:lease_stop_off")
+    sent = remote.hits("/echo/items/")
+    assert not sent, f"{len(sent)} tool requests sent after the run was cancelled"
+    assert NodeRun.objects.get(pk=plan.pk).status == "cancelled"
+    assert len(fake_llm.requests) == 1
 
 
 def test_a_cancelled_agent_is_interrupted_mid_tool_call(engine, api, fake_llm, remote):

@@ -119,7 +119,8 @@ def lost(node_run_id: int) -> bool:
 
 def ensure_held(node_run_id: int, attempt: int) -> None:
     """Raise ``LeaseLost`` unless the node run is still this attempt's (``running``, same attempt):
-    an executor that works in steps (an agent's turns) asks before each costly one."""
+    an executor that works in steps asks before each costly one (an agent's model calls, and each
+    tool call of an answer: the interrupt comes only at the next renewal)."""
     from workflows.models import NodeRun
 
     if lost(node_run_id) or not NodeRun.objects.filter(pk=node_run_id, status=NodeRun.Status.RUNNING,
