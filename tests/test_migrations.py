@@ -214,6 +214,35 @@ def test_the_patch_provenance_backfill_measures_the_patches_of_runs_still_going(
 
 
 @pytest.mark.django_db
+def test_the_op_count_backfill_counts_the_operations_of_patches_from_before_in_batches() -> None:
+    """Patches stored before ``RunPatch.op_count`` get their operations counted, a batch of 1,000
+    at a time until none is left (each its own transaction in the migration); a patch whose
+    operations are no list (none is stored so) counts 0."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from tests.conftest import stored_run
+    from workflows.models import RunPatch
+
+    backfill = importlib.import_module("workflows.migrations.0039_run_patch_op_count").count_operations
+    run = stored_run(User.objects.create_user("old-patches"))
+    at = run.base_artifact_id
+    RunPatch.objects.bulk_create([RunPatch(run=run, seq=seq, operations=[{"op": "test", "path": "", "value": 1}] * (
+        seq % 3), status="applied", patch_artifact_id=at, before_artifact_id=at, after_artifact_id=at)
+        for seq in range(1, 1102)] + [RunPatch(run=run, seq=1102, operations={"op": "test"}, status="applied",
+                                               patch_artifact_id=at, before_artifact_id=at, after_artifact_id=at)])
+
+    backfill(None, SimpleNamespace(connection=connection))
+
+    counts = dict(RunPatch.objects.values_list("seq", "op_count"))
+    assert counts[1] == 1 and counts[2] == 2 and counts[3] == 0 and counts[1100] == 2 and counts[1102] == 0
+    assert not RunPatch.objects.filter(op_count=None).exists()
+
+
+@pytest.mark.django_db
 def test_a_process_still_on_the_code_before_0021_can_store_a_patch() -> None:
     """A rolling deploy: a process still on the old code inserts a run patch naming every column
     but ``wrote``; the column's database default takes it (a 500 on a person's patch, otherwise)."""

@@ -8,18 +8,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.db.models import Func, IntegerField, TextField
+from django.db.models import Case, F, Func, IntegerField, TextField, When
 from django.db.models.functions import Cast
+from django.db.models.lookups import LessThanOrEqual
 
 
 def stored_bytes(field: str) -> Func:
-    """A JSON column's size as the database measures it, in bytes of its text (``octet_length``;
-    ``length`` counts characters, and a budget is in bytes): every size a list or an answer reads
-    from the database before the values that fit (``STORED_BYTES_SQL`` in a statement's text)."""
+    """A JSON (or text) column's size as the database measures it, in bytes of its text
+    (``octet_length``; ``length`` counts characters, and a budget is in bytes): every size a list
+    or an answer reads from the database before the values that fit (``STORED_BYTES_SQL`` in a
+    statement's text). A text's is the size kept with it: measuring it never reads it."""
     return Func(Cast(field, TextField()), function="octet_length", output_field=IntegerField())
 
 
 STORED_BYTES_SQL = "octet_length({}::text)"
+
+# A text column's value up to this many bytes comes along with its size (``text_head``): PostgreSQL
+# keeps values this small in the row it reads anyway, and a longer one's size is kept with it.
+TEXT_READ_BYTES = 2000
+
+
+def text_head(field: str) -> Case:
+    """A text column's value when it is at most ``TEXT_READ_BYTES``, else null (left unread): a list
+    carries its short texts without a second statement to read them (``selectors.measured``)."""
+    stored = Func(F(field), function="octet_length", output_field=IntegerField())
+    return Case(When(LessThanOrEqual(stored, TEXT_READ_BYTES), then=F(field)), default=None,
+                output_field=TextField())
 
 
 def json_size(value: Any) -> int:
@@ -63,6 +77,12 @@ def node_value_href(*, run_id: Any, node_id: str, iteration: int, field: str, ar
     return f"/api/v1/runs/{run_id}/nodes/{node_id}/iterations/{iteration}/{field}"
 
 
+# What one row of a list holds beside the values its answer measures (ids, status, times, counts:
+# a run's is 522 bytes), at most: spent for each row before them, so a page of 1,000 rows stays in
+# its budget with them (as ``selectors.EVENT_FRAME_BYTES`` for an event).
+ROW_FRAME_BYTES = 600
+
+
 class Page:
     """The byte budget of one answer, spent in order; what does not fit is left in the database."""
 
@@ -79,6 +99,11 @@ class Page:
     def spend(self, size: int) -> None:
         """What the answer carries whatever its size: what follows gets only what is left."""
         self.used += size
+
+    def rows(self, count: int) -> Page:
+        """This page with ``count`` rows' frames (``ROW_FRAME_BYTES``) spent: a list's, before its values."""
+        self.spend(count * ROW_FRAME_BYTES)
+        return self
 
     def left(self) -> int:
         return max(0, self.limit - self.used)

@@ -61,16 +61,16 @@ TIMELINE_ERROR_CHARS = 200
 # attempt each fit the default whole; ones of many failed attempts fill it sooner.
 TIMELINE_BUDGETS = 4
 # A node run's attempts as the timeline shows them, cut in the database: each entry's number,
-# status, duration and the start of its error's message with the message's length.
+# status, duration and the start of its error's message with the message's length. The log (up
+# to 20 attempts of 8 KiB errors) is named once, so PostgreSQL reads it once: a strict path over
+# an array's objects, silent (no rows) when the log is no array (a CASE on its type read it twice).
 _ATTEMPTS_SHOWN = """(
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'attempt', e -> 'attempt', 'status', e -> 'status', 'duration_ms', e -> 'duration_ms',
                'message', left(e -> 'error' ->> 'message', %s), 'message_chars', length(e -> 'error' ->> 'message'))
            ORDER BY o), '[]'::jsonb)
-    FROM jsonb_array_elements(CASE jsonb_typeof(workflows_noderun.attempt_log)
-                              WHEN 'array' THEN workflows_noderun.attempt_log ELSE '[]'::jsonb END)
-         WITH ORDINALITY AS x(e, o)
-    WHERE jsonb_typeof(e) = 'object')"""
+    FROM jsonb_path_query(workflows_noderun.attempt_log, 'strict $[*] ? (@.type() == "object")', '{}', true)
+         WITH ORDINALITY AS x(e, o))"""
 # The starts of the listed node runs' attempts: their node_started events, and no other's.
 _ATTEMPT_STARTS = """
     SELECT e.node_id, e.data ->> 'iteration', e.data ->> 'attempt', e.created_at

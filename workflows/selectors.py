@@ -40,6 +40,7 @@ from workflows.answers import (
     run_inputs_href,
     run_inputs_marker,
     stored_bytes,
+    text_head,
 )
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
@@ -59,7 +60,8 @@ def workflows_visible(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
 def workflows_listed(*, user: User, scope: str = "user") -> QuerySet[Workflow]:
     """The workflows a list shows, in a total order, each with its current version's summary (counts, name and
     description, kept at save) and its definition's size; the definitions stay in the database
-    (``workflows_materialized`` reads those a page has room for)."""
+    (``workflows_fill`` reads those a page has room for, and the name and description of those
+    ``workflows_answered`` measured)."""
     qs = Workflow.objects.select_related("current_version", "owner").annotate(
         definition_bytes=F("current_version__artifact__size_bytes"))
     # by tag, and among every owner's (staff's scope) one tag's workflows by id: an order with ties
@@ -76,12 +78,39 @@ def workflow_href(workflow: Workflow, *, user: User) -> str:
     return f"/api/v1/artifacts/{workflow.current_version.artifact_id}"
 
 
-def workflows_materialized(workflows: list[Workflow], *, user: User) -> list[Workflow]:
-    """A page of ``workflows_listed`` with each current definition (``listed_definition``) read
-    while they fit one answer's budget (``AOB_DETAILS_MAX_BYTES``), in the page's order, by the
-    sizes stored with them; one that does not is a marker linking to ``workflow_href``. These
-    instances are for answering, never for saving."""
-    page = Page(settings.AOB_DETAILS_MAX_BYTES)
+# What a list of workflows shows of each current version that its owner (or an agent's metadata
+# patch) wrote: up to 500 and 10,000 characters (``definition.validation``).
+_WORKFLOW_TEXTS = ("metadata_name", "metadata_description")
+
+
+def workflows_answered(qs: QuerySet[Workflow]) -> QuerySet[Workflow]:
+    """``workflows_listed`` for an API answer: the current version's name and description left in
+    the database and measured there (``measured``); ``workflows_fill`` reads those that fit."""
+    for field in _WORKFLOW_TEXTS:
+        qs = measured(qs, f"current_version__{field}")
+    return qs
+
+
+def workflows_fill(workflows: list[Workflow], *, user: User, materialize: bool = False) -> list[Workflow]:
+    """A page of ``workflows_answered`` with each current version's name, then description, then
+    (``materialize``) definition (``listed_definition``), read while they fit one answer's budget
+    (``AOB_DETAILS_MAX_BYTES``), in the page's order; one that does not is a marker linking to
+    ``workflow_href``, which answers it whole. These instances are for answering, never for saving."""
+    page = Page(settings.AOB_DETAILS_MAX_BYTES).rows(len(workflows))
+    versions = {w.current_version.pk: w for w in workflows if w.current_version is not None}
+    if versions:
+        rows = [w.current_version for w in versions.values()]
+        for field in _WORKFLOW_TEXTS:
+            for w in versions.values():
+                for measure in ("bytes", "head"):
+                    setattr(w.current_version, f"{field}_{measure}", getattr(w, f"current_version_{field}_{measure}"))
+            _fill(rows, field, lambda version: workflow_href(versions[version.pk], user=user), page)
+    return _materialized(workflows, user=user, page=page) if materialize else workflows
+
+
+def _materialized(workflows: list[Workflow], *, user: User, page: Page) -> list[Workflow]:
+    """``workflows`` with each current definition (``listed_definition``) read while they fit
+    ``page``, by the sizes stored with them; one that does not is a marker linking to ``workflow_href``."""
     shown = {w.pk: page.fits(w.definition_bytes) for w in workflows  # type: ignore[attr-defined]
              if w.current_version is not None}
     wanted = {w.current_version.artifact_id for w in workflows if shown.get(w.pk)}
@@ -135,11 +164,22 @@ def workflow_with_last_run(*, workflow: Workflow, user: User) -> Workflow:
         "current_version__artifact", "owner").get()
 
 
-def workflow_versions(*, workflow: Workflow, after: int = -1, limit: int = 1000) -> QuerySet[WorkflowVersion]:
+def workflow_versions(*, workflow: Workflow, after: int = -1, limit: int = 1000) -> list[WorkflowVersion]:
     """A workflow's versions after seq ``after`` (-1: from the first), oldest first, at most ``limit``:
-    a workflow saved ten thousand times is read a page at a time, and its tag once."""
-    return WorkflowVersion.objects.filter(workflow=workflow, seq__gt=after).select_related("workflow").order_by(
-        "seq")[:limit]
+    a workflow saved ten thousand times is read a page at a time, and its tag once. Each one's
+    description (up to 10,000 characters) is read while they fit one answer's budget
+    (``AOB_DETAILS_MAX_BYTES``), else is a marker linking to the version, which answers it whole.
+    For answering, never for saving."""
+    versions = list(measured(WorkflowVersion.objects.filter(workflow=workflow, seq__gt=after), "description")
+                    .select_related("workflow").order_by("seq")[:limit])
+    if versions:
+        _fill(versions, "description", lambda version: workflow_version_href(
+            tag=workflow.tag, seq=version.seq), Page(settings.AOB_DETAILS_MAX_BYTES).rows(len(versions)))
+    return versions
+
+
+def workflow_version_href(*, tag: str, seq: int) -> str:
+    return f"/api/v1/workflows/{quote(tag, safe='')}/versions/{seq}"
 
 
 def workflow_version_get(*, workflow: Workflow, seq: int) -> WorkflowVersion:
@@ -223,10 +263,21 @@ def run_get(*, user: User, run_id: Any, change: bool = False) -> Run:
 
 
 def measured(qs: QuerySet[Any], field: str) -> QuerySet[Any]:
-    """Rows of a list with ``field`` (a JSON column) left in the database and its size measured
-    there, as ``<field>_bytes``: ``fill_within`` then reads the values that fit the answer. (A
-    run's inputs have their size stored: ``runs_without_inputs``.)"""
-    return qs.defer(field).annotate(**{f"{field}_bytes": stored_bytes(field)})
+    """Rows of a list with ``field`` (a JSON or a text column) left in the database and its size
+    measured there, as ``<field>_bytes`` (a related one's ``a__b`` as ``a_b_bytes``): ``fill_within``
+    then reads the values that fit the answer. A text's size is kept with it (never read to measure
+    it), and a short one comes along (``<field>_head``, ``answers.text_head``)."""
+    name = field.replace("__", "_")
+    qs = qs.defer(field).annotate(**{f"{name}_bytes": stored_bytes(field)})
+    return qs.annotate(**{f"{name}_head": text_head(field)}) if _is_text(qs.model, field) else qs
+
+
+def _is_text(model: Any, field: str) -> bool:
+    """Whether ``field`` (which may follow relations, ``a__b``) is a text column."""
+    *path, last = field.split("__")
+    for step in path:
+        model = model._meta.get_field(step).related_model
+    return isinstance(model._meta.get_field(last), TextField)
 
 
 def fill_within(rows: list[Any], field: str, href: Callable[[Any], str], page: Page | None = None) -> list[Any]:
@@ -238,12 +289,16 @@ def fill_within(rows: list[Any], field: str, href: Callable[[Any], str], page: P
 
 
 def _fill(rows: list[Any], field: str, href: Callable[[Any], str], page: Page, into: str | None = None) -> int:
-    """The one way an answer reads JSON values it measured first: ``field`` of each of ``rows``
-    (its size in ``<field>_bytes``) while it fits ``page``, in order, in one statement; a value
-    that does not is the marker linking to ``href(row)``. Set on each row as ``into`` (default
-    ``field``). Returns how many were cut."""
+    """The one way an answer reads JSON values and texts it measured first: ``field`` of each of ``rows``
+    (its size in ``<field>_bytes``) while it fits ``page``, in order, in one statement (none for
+    the short texts read with the rows, ``<field>_head``); a value that does not is the marker
+    linking to ``href(row)``. Set on each row as ``into`` (default ``field``). Returns how many
+    were cut."""
     fits = [row.pk for row in rows if page.fits(getattr(row, f"{field}_bytes") or 0)]
-    read = dict(type(rows[0]).objects.filter(pk__in=fits).values_list("pk", field)) if fits else {}
+    heads = {row.pk: head for row in rows if (head := getattr(row, f"{field}_head", None)) is not None}
+    wanted = [pk for pk in fits if pk not in heads]
+    read = dict(type(rows[0]).objects.filter(pk__in=wanted).values_list("pk", field)) if wanted else {}
+    read.update((pk, heads[pk]) for pk in fits if pk in heads)
     for row in rows:
         setattr(row, into or field,
                 read[row.pk] if row.pk in read else left_out(getattr(row, f"{field}_bytes"), href(row)))
@@ -251,17 +306,24 @@ def _fill(rows: list[Any], field: str, href: Callable[[Any], str], page: Page, i
 
 
 def runs_without_inputs(qs: QuerySet[Run]) -> QuerySet[Run]:
-    """Runs of a list with their inputs left in the database (their size is ``inputs_bytes``):
-    ``fill_inputs`` then reads the ones that fit the answer."""
-    return qs.defer("inputs")
+    """Runs of a list with their inputs (their size is ``inputs_bytes``) and errors (up to
+    ``limits.ERROR_MAX_BYTES``, measured) left in the database: ``fill_inputs`` then reads the ones
+    that fit the answer."""
+    return measured(qs.defer("inputs"), "error")
+
+
+def run_href(*, run_id: Any) -> str:
+    return f"/api/v1/runs/{run_id}"
 
 
 def fill_inputs(rows: list[Run]) -> list[Run]:
-    """A page of ``runs_without_inputs`` with their inputs read while they fit one answer's budget
-    (``AOB_DETAILS_MAX_BYTES``), in one statement, as ``inputs_shown``; inputs that do not are the
-    marker linking to them whole. The instances are for answering, never for saving."""
-    _fill(rows, "inputs", lambda row: run_inputs_href(run_id=row.pk), Page(settings.AOB_DETAILS_MAX_BYTES),
-          into="inputs_shown")
+    """A page of ``runs_without_inputs`` with their errors, then their inputs (as ``inputs_shown``),
+    read while they fit one answer's budget (``AOB_DETAILS_MAX_BYTES``), in one statement each; an
+    error that does not is the marker linking to the run, inputs the marker linking to them whole.
+    The instances are for answering, never for saving."""
+    page = Page(settings.AOB_DETAILS_MAX_BYTES).rows(len(rows))
+    _fill(rows, "error", lambda row: run_href(run_id=row.pk), page)
+    _fill(rows, "inputs", lambda row: run_inputs_href(run_id=row.pk), page, into="inputs_shown")
     return rows
 
 
@@ -280,22 +342,33 @@ def run_patches(*, run: Run) -> QuerySet[RunPatch]:
 
 def run_patches_listed(*, run: Run) -> QuerySet[RunPatch]:
     """A run's patches in order, each with its operations' size (its patch set artifact's, stored)
-    and count; the operations stay in the database (``patch_operations_fill`` reads those that fit)."""
-    return run_patches(run=run).defer("operations").annotate(
+    and count (``RunPatch.op_count``, kept when it was written), and its description's size; the
+    operations and descriptions stay in the database (``patches_fill`` reads those that fit). Only
+    a patch written before its count was kept (a process on the code before 0039) has its
+    operations read to count them (an agent writes up to 1 MiB of them a patch)."""
+    return measured(run_patches(run=run), "description").defer("operations").annotate(
         operations_bytes=F("patch_artifact__size_bytes"),
-        op_count=Func(F("operations"), function="jsonb_array_length", output_field=IntegerField()))
+        op_count_listed=Coalesce(F("op_count"), Func(F("operations"), function="jsonb_array_length"),
+                                 output_field=IntegerField()))
 
 
 def patch_href(*, run_id: Any, seq: int) -> str:
     return f"/api/v1/runs/{run_id}/patches/{seq}"
 
 
-def patch_operations_fill(patches: list[RunPatch], *, run: Run, page: Page | None = None) -> list[RunPatch]:
-    """``patches`` (of ``run_patches_listed``) with each one's operations read while they fit
-    ``page`` (one answer's ``AOB_DETAILS_MAX_BYTES`` unless given), in order; one that does not is
-    a marker linking to the patch. These instances are for answering, never for saving."""
-    _fill(patches, "operations", lambda p: patch_href(run_id=run.pk, seq=p.seq),
-          page if page is not None else Page(settings.AOB_DETAILS_MAX_BYTES))
+def patches_fill(patches: list[RunPatch], *, run: Run, page: Page | None = None) -> list[RunPatch]:
+    """``patches`` (of ``run_patches_listed``) with each one's description, then each one's
+    operations, read while they fit ``page`` (one answer's ``AOB_DETAILS_MAX_BYTES`` unless given),
+    in order; one that does not is a marker linking to the patch, which answers it whole. A
+    description is an agent's to write (up to 10,000 characters, up to 500 patches a run): counted
+    like any other value, it cannot take an answer past its budget. These instances are for
+    answering, never for saving."""
+    if not patches:
+        return patches
+    # details pass their page, which counted the patches' other fields; a list counts its rows here
+    page = page if page is not None else Page(settings.AOB_DETAILS_MAX_BYTES).rows(len(patches))
+    for field in ("description", "operations"):
+        _fill(patches, field, lambda p: patch_href(run_id=run.pk, seq=p.seq), page)
     return patches
 
 
@@ -537,9 +610,9 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     counts = {node_id: nr.iteration_count for node_id, nr in latest.items()}
     # a run's patches are numbered by its patch_seq: none yet, nothing to read
     listed = (list(run_patches_listed(run=run).order_by("-seq")[:DETAILS_PATCHES])[::-1] if run.patch_seq else [])
-    patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": p.description, "node_id": p.node_id,
-                "op_count": p.op_count, "operations": None, "artifact_id": p.after_artifact_id,  # type: ignore[attr-defined]
-                "created_at": p.created_at} for p in listed]
+    patches = [{"id": p.pk, "seq": p.seq, "status": p.status, "description": None, "node_id": p.node_id,
+                "op_count": p.op_count_listed, "operations": None,  # type: ignore[attr-defined]
+                "artifact_id": p.after_artifact_id, "created_at": p.created_at} for p in listed]
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     page = Page(min(ceiling, max_bytes or ceiling))
     # the run's inputs first, while they fit (up to AOB_MAX_RUN_INPUTS_BYTES, read whole at their href;
@@ -548,7 +621,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     inputs_cut = not page.fits(size)
     if inputs_cut:
         run.inputs_shown = run_inputs_marker(run)  # type: ignore[attr-defined]
-    # then what is always there: the definitions, the patches but their operations (bounded when written)
+    # then what is always there: the definitions, the patches but their descriptions and operations
     page.spend(json_size(base) + (0 if current is base else json_size(current)) + json_size(patches))
     # then the run's result, before the nodes' fields: RunResultOut renders what was read here
     result = run.result = run_result(run, page=page)  # type: ignore[attr-defined]
@@ -559,9 +632,10 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
         last = latest.get(node_id)
         nodes.append({"node_id": node_id, "type": node.type, "added_by_patch": node_id not in base_ids,
                       "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
-    # the operations last: the nodes are what the run page draws from details
-    for summary, patch in zip(patches, patch_operations_fill(listed, run=run, page=page), strict=True):
-        summary["operations"] = patch.operations
+    # the patches' descriptions and operations last: the nodes are what the run page draws from
+    # details (an agent's descriptions counted first pushed the run's inputs and output out)
+    for summary, patch in zip(patches, patches_fill(listed, run=run, page=page), strict=True):
+        summary["description"], summary["operations"] = patch.description, patch.operations
     # the refusals' operations after them (each up to 64 KiB; 50 of them passed the budget threefold)
     refusals = _LATEST_REFUSALS.objects(run_id=run.pk)
     refusals_cut = refusal_operations_fill(refusals, run=run, page=page)
@@ -569,7 +643,7 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
             "patches_count": run.patch_seq, "patch_refusals": refusals, "inputs_truncated": inputs_cut,
             "truncated": inputs_cut or page.used > page.limit or result.truncated or any(
                 isinstance(v, dict) and v.get("truncated") for h in heavy.values() for v in h.values())
-            or any(isinstance(p["operations"], dict) for p in patches)
+            or any(isinstance(p["operations"], dict) or isinstance(p["description"], dict) for p in patches)
             or refusals_cut > 0}
 
 

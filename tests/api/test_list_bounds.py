@@ -8,6 +8,8 @@ fit, else a marker linking to the patch."""
 from __future__ import annotations
 
 import importlib
+import random
+import string
 from typing import Any
 
 from django.db import connection
@@ -172,7 +174,8 @@ def patched_run(owner: Any, kilobytes: list[int]) -> Run:
     run = stored_run(owner)
     for seq, size in enumerate(kilobytes, start=1):
         ops = operations(seq, size)
-        RunPatch.objects.create(run=run, seq=seq, operations=ops, description=f"patch {seq}", status="applied",
+        RunPatch.objects.create(run=run, seq=seq, operations=ops, op_count=len(ops), description=f"patch {seq}",
+                                status="applied",
                                 patch_artifact=artifact_store(kind="patch_set", content=ops),
                                 before_artifact_id=run.base_artifact_id, after_artifact_id=run.base_artifact_id,
                                 applied_at=timezone.now())
@@ -234,6 +237,127 @@ def test_run_details_list_the_latest_patches_and_count_them_all(user: Any) -> No
     assert [p["seq"] for p in body["patches"]] == list(range(6, 106))
     assert body["patches"][0]["operations"] == operations(6, 0)
     assert api.get(f"{API}/runs/{run.pk}/patches", {"limit": 1000}).json()["count"] == 105
+
+
+# U+2028: three bytes stored, six as DRF's JSON renderer writes it ("\u2028"); a long text of it
+# is counted at six bytes a stored byte (``answers.text_bytes``), a JSON value's at what it stores
+WIDE = "\u2028"
+
+
+def wide_patches(owner: Any, count: int, inputs: dict[str, Any] | None = None) -> Run:
+    """A run with ``count`` applied patches, each described by 10,000 characters (an agent's to
+    write: up to DESCRIPTION_MAX_CHARS, up to AOB_RUN_MAX_PATCHES = 500 of them)."""
+    run = patched_run(owner, [0] * count)
+    RunPatch.objects.filter(run=run).update(description=WIDE * 10_000)
+    if inputs is not None:
+        set_inputs(run, inputs)
+    return run
+
+
+def test_a_run_s_patches_carry_their_descriptions_while_they_fit_and_the_patch_answers_them_whole(
+        user: Any, settings: Any) -> None:
+    """100 descriptions of 60 kB each were sent whole, outside the answer's budget: 6 MB a page."""
+    run = wide_patches(user, 100)
+    api = client_for(user)
+
+    response, statements = read(api, f"{API}/runs/{run.pk}/patches", {"limit": "1000"})
+
+    assert len(response.content) <= 2 * settings.AOB_DETAILS_MAX_BYTES, len(response.content)
+    listed = response.json()["results"]
+    whole = [p["seq"] for p in listed if p["description"] == WIDE * 10_000]
+    cut = [p for p in listed if isinstance(p["description"], dict)]
+    assert whole and cut and len(whole) + len(cut) == 100
+    assert cut[0]["description"]["href"] == f"{API}/runs/{run.pk}/patches/{cut[0]['seq']}"
+    assert api.get(cut[0]["description"]["href"]).json()["description"] == WIDE * 10_000
+    assert all(p["op_count"] == 2 for p in listed)
+
+
+def test_run_details_carry_the_run_before_its_patches_descriptions(user: Any, settings: Any) -> None:
+    """An agent's descriptions, counted before the run's inputs, pushed them out to a marker."""
+    inputs = {"pad": "i" * 500_000}
+    run = wide_patches(user, 100, inputs)
+    api = client_for(user)
+
+    response = api.get(f"{API}/runs/{run.pk}/details")
+
+    assert response.status_code == 200, response.content[:300]
+    assert len(response.content) <= 2 * settings.AOB_DETAILS_MAX_BYTES, len(response.content)
+    body = response.json()
+    assert body["run"]["inputs"] == inputs and body["inputs_truncated"] is False
+    cut = [p for p in body["patches"] if isinstance(p["description"], dict)]
+    assert cut and body["truncated"] is True
+    assert api.get(cut[-1]["description"]["href"]).json()["description"] == WIDE * 10_000
+
+
+def test_a_list_of_patches_reads_their_kept_count_never_their_operations(user: Any) -> None:
+    """``jsonb_array_length(operations)`` read every listed patch's whole operations (an agent
+    writes up to 1 MiB a patch) for one number: 40 patches of 500 kB, 2,600 blocks of 8 kB read
+    for a page, measured as the buffers its statements touched (never as time). A patch stored
+    keeps its count; one stored before the count was kept is counted when listed."""
+    run = patched_run(user, [500] * 40)
+    api = client_for(user)
+
+    for path in (f"{API}/runs/{run.pk}/patches?limit=1000", f"{API}/runs/{run.pk}/details"):
+        with CaptureQueriesContext(connection) as reads:
+            assert api.get(path).status_code == 200
+        touched = 0
+        for sql in [q["sql"] for q in reads.captured_queries]:
+            if sql.lstrip().upper().startswith("SELECT") and "workflows_runpatch" in sql:
+                with connection.cursor() as cursor:
+                    cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql)
+                    plan = cursor.fetchone()[0][0]["Plan"]
+                touched += plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+        assert touched <= 1000, f"{path}: {touched} blocks of 8 kB read for one page of 40 patches"
+
+    RunPatch.objects.filter(run=run, seq=1).update(op_count=None)  # stored by the code before 0039
+    listed = api.get(f"{API}/runs/{run.pk}/patches").json()["results"]
+    assert [p["op_count"] for p in listed[:2]] == [2, 2]
+    proposed = api.post(f"{API}/runs/{stored_run(user).pk}/patches", {"operations": [
+        {"op": "replace", "path": "/nodes/0/config/expression", "value": "2"},
+        {"op": "add", "path": "/metadata", "value": {}}]}, format="json")
+    assert proposed.status_code == 201, proposed.content[:300]
+    assert RunPatch.objects.get(pk=proposed.json()["id"]).op_count == 2 == proposed.json()["op_count"]
+
+
+def test_lists_carry_workflows_versions_and_runs_texts_while_they_fit(make_user: Any, settings: Any) -> None:
+    """A workflow's metadata.name (500 characters) and description (10,000), a version's
+    description (10,000) and a run's error (8 KiB) were sent whole in every row, 1,000 rows a page:
+    63 kB a workflow, 63 MB an answer."""
+    owner = make_user("alice")
+    for i in range(40):
+        workflow_save(owner=owner, tag=f"w{i}", description=WIDE * 10_000, definition={
+            "nodes": [{"id": "a", "type": "transform", "config": {"expression": str(i)}}], "edges": [],
+            "metadata": {"name": WIDE * 500, "description": WIDE * 10_000}})
+        workflow_save(owner=owner, tag="zz", description=WIDE * 10_000, definition={
+            "nodes": [{"id": "a", "type": "transform", "config": {"expression": str(i)}}], "edges": []})
+    error = {"error_type": "HttpError", "message": WIDE * 2000, "node_id": "a"}
+    for _ in range(300):
+        Run.objects.filter(pk=stored_run(owner).pk).update(status="failed", error=error)
+    api = client_for(owner)
+
+    workflows = api.get(f"{API}/workflows", {"limit": "1000"})
+    versions = api.get(f"{API}/workflows/zz/versions", {"limit": "1000"})
+    runs = api.get(f"{API}/runs", {"limit": "1000"})
+
+    for answer in (workflows, versions, runs):
+        assert answer.status_code == 200, answer.content[:300]
+        assert len(answer.content) <= 2 * settings.AOB_DETAILS_MAX_BYTES, (answer.request["PATH_INFO"],
+                                                                           len(answer.content))
+    listed = workflows.json()["results"]
+    assert len(listed) == 41 and listed[0]["name"] == WIDE * 500 and listed[0]["description"] == WIDE * 10_000
+    cut = next(w for w in listed if isinstance(w["description"], dict))
+    assert cut["description"]["href"] == f"{API}/workflows/{cut['tag']}?materialize=true"
+    assert api.get(cut["description"]["href"]).json()["description"] == WIDE * 10_000
+    listed = versions.json()
+    assert len(listed) == 40 and listed[0]["description"] == WIDE * 10_000
+    cut = next(v for v in listed if isinstance(v["description"], dict))
+    assert cut["description"]["href"] == f"{API}/workflows/zz/versions/{cut['seq']}"
+    assert api.get(cut["description"]["href"]).json()["description"] == WIDE * 10_000
+    listed = runs.json()["results"]
+    assert len(listed) == 300 and listed[0]["error"] == error
+    cut = next(r for r in listed if r["error"].get("truncated"))
+    assert cut["error"]["href"] == f"{API}/runs/{cut['run_id']}"
+    assert api.get(cut["error"]["href"]).json()["error"] == error
 
 
 def test_run_lists_carry_inputs_while_they_fit_and_the_web_list_reads_none(make_user: Any, settings: Any) -> None:
@@ -315,6 +439,33 @@ def test_a_timeline_is_bounded_however_many_attempts_and_errors_its_node_runs_ho
     attempts = [a for item in body["items"] for a in item["attempt_log"]]
     assert len(attempts) == 20 * len(body["items"]) and all(a["started_at"] for a in attempts)
     assert {a["error"] for a in attempts} == {"x" * results.TIMELINE_ERROR_CHARS + "… (8000 characters in all)"}
+
+
+def test_a_timeline_reads_each_attempt_log_once(user: Any) -> None:
+    """The attempts' errors are cut in the database, from each node run's whole attempt log (up to
+    20 attempts of 8 KiB errors): it was read twice (its type asked, then its elements), 6,000
+    blocks of 8 kB for 2,700 of logs; measured as the buffers the timeline's statements on the node
+    runs touched, against the size of the table's out-of-row storage, never as time."""
+    run = stored_run(user)
+    log = [{"attempt": a, "status": "failed", "duration_ms": 5,
+            "error": {"error_type": "HTTPStatusError", "message": "".join(random.Random(a).choices(
+                string.ascii_letters, k=7000))}} for a in range(1, 21)]
+    NodeRun.objects.bulk_create([NodeRun(run=run, node_id="fetch", iteration=i, node_type="http", status="failed",
+                                         attempts=20, attempt_log=log) for i in range(150)])
+
+    response, statements = read(client_for(user), f"{API}/runs/{run.pk}/timeline")
+
+    touched = 0
+    with connection.cursor() as cursor:
+        for sql in statements:
+            if sql.lstrip().upper().startswith("SELECT") and "workflows_noderun" in sql:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql)
+                plan = cursor.fetchone()[0][0]["Plan"]
+                touched += plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+        cursor.execute("SELECT pg_relation_size(reltoastrelid) / 8192 FROM pg_class WHERE relname = 'workflows_noderun'")
+        (logs,) = cursor.fetchone()
+    assert logs > 2000 and touched < 1.5 * logs, f"{touched} blocks touched for {logs} of attempt logs"
+    assert len(response.json()["items"]) == 150
 
 
 def test_every_answer_judges_a_run_s_inputs_by_the_one_size_its_start_stored(user: Any, settings: Any) -> None:

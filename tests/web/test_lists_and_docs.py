@@ -17,7 +17,7 @@ from tests.api.test_list_bounds import patched_run
 from tests.conftest import stored_run
 from tests.web.browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, WAIT_MS, chromium_page
 from tests.web.test_builder import log_in
-from workflows.models import Run
+from workflows.models import Run, RunPatch
 from workflows.services.definitions import workflow_save
 
 pytestmark = pytest.mark.browser
@@ -97,6 +97,28 @@ def test_the_run_page_pages_its_patches_and_reads_operations_too_large_to_list(w
         page.get_by_role("button", name="More patches (2 left)").click()
         expect(cards).to_have_count(52)
         expect(cards.nth(51)).to_contain_text("Patch 52")
+        assert problems == []
+
+
+def test_the_run_page_reads_a_patch_description_too_long_to_list_from_the_patch(web: str) -> None:
+    """A page of patches carries their descriptions (an agent's, up to 10,000 characters) while the
+    answer has room, else a marker: the card reads the rest from the patch on request."""
+    from playwright.sync_api import expect
+
+    user = User.objects.create_user("describer", password=PASSWORD)
+    run = patched_run(user, [0] * 30)
+    RunPatch.objects.filter(run=run).update(description="\U0001d11e" * 10_000)  # 40 kB each: 25 fit a page
+    with chromium_page("web-run-patch-description-failure.png") as (page, problems):
+        log_in(page, web, "describer")
+        page.goto(f"{web}/runs/{run.pk}/")
+        page.locator("#tab-patches").click()
+        cards = page.locator("#patches article.patch")
+        expect(cards).to_have_count(30)
+        expect(cards.nth(0)).to_contain_text("\U0001d11e" * 100)
+        last = cards.nth(29)
+        expect(last).to_contain_text("Too long to list")
+        last.get_by_role("button", name="Show it").click()
+        expect(last).to_contain_text("\U0001d11e" * 10_000)
         assert problems == []
 
 

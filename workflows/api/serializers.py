@@ -258,6 +258,17 @@ class ValidationOut(serializers.Serializer):
     warnings = ProblemOut(many=True)
 
 
+def left_out_text(item: str, what: str = "a string") -> str:
+    """What the schema says of a value a list reads while the answer has room (``selectors.fill_within``)."""
+    return (f'{what}; in a list, while the page has room (AOB_DETAILS_MAX_BYTES), else {{"truncated": true, '
+            f'"bytes", "href"}} linking to {item}, which answers it whole')
+
+
+def listed_text(item: str) -> serializers.JSONField:
+    """A text field that a list may carry as a marker (``left_out_text``); ``item``: where it leads."""
+    return serializers.JSONField(help_text=left_out_text(item))
+
+
 class LastRunOut(serializers.Serializer):
     # renders a workflow's selectors.with_last_run annotations; null when it has no run
 
@@ -279,10 +290,10 @@ class WorkflowOut(serializers.Serializer):
     version = serializers.IntegerField(source="current_version.seq", allow_null=True)
     nodes_count = computed(serializers.IntegerField, lambda w: _summary(w, "nodes_count", 0))
     edges_count = computed(serializers.IntegerField, lambda w: _summary(w, "edges_count", 0))
-    name = computed(serializers.CharField, lambda w: _summary(w, "metadata_name", ""), allow_blank=True,
-                    help_text="metadata.name of the current version")
-    description = computed(serializers.CharField, lambda w: _summary(w, "metadata_description", ""),
-                           allow_blank=True, help_text="metadata.description of the current version")
+    name = computed(serializers.JSONField, lambda w: _summary(w, "metadata_name", ""), help_text=(
+        "metadata.name of the current version: " + left_out_text("the workflow")))
+    description = computed(serializers.JSONField, lambda w: _summary(w, "metadata_description", ""), help_text=(
+        "metadata.description of the current version: " + left_out_text("the workflow")))
     last_run = LastRunOut(allow_null=True, help_text="the newest run of this workflow the reader may see")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -297,7 +308,7 @@ class VersionOut(serializers.Serializer):
     tag = serializers.CharField(source="workflow.tag")
     seq = serializers.IntegerField()
     artifact_id = serializers.CharField()
-    description = serializers.CharField(allow_blank=True)
+    description = listed_text("the version (GET /workflows/{tag}/versions/{seq})")
     created_at = serializers.DateTimeField()
     definition = MaterializedField(lambda version: version.artifact.content)
 
@@ -393,6 +404,8 @@ class RunOut(FieldsBuiltOnce):
                                    "spend counts against")
     duration_ms = serializers.SerializerMethodField(help_text="from submission to the end; null until it ends")
     inputs = serializers.SerializerMethodField()
+    error = serializers.JSONField(allow_null=True, help_text=left_out_text(
+        "the run (GET /runs/{id})", "why it failed: {error_type, message, node_id, ...} (at most 8 KiB), or null"))
     deleting_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text=(
         "when a delete (the owner's, or a prune) that did not finish took the first of its rows; null otherwise. "
         "What is left reads as before, a replay of it is refused, and the same delete again goes on"))
@@ -512,7 +525,7 @@ class PatchSummaryOut(serializers.Serializer):
     id = serializers.IntegerField()
     seq = serializers.IntegerField()
     status = serializers.CharField()
-    description = serializers.CharField(allow_blank=True)
+    description = listed_text("the patch (GET /runs/{id}/patches/{seq})")
     node_id = serializers.CharField(allow_blank=True)
     op_count = serializers.IntegerField()
     operations = serializers.JSONField(help_text=(
@@ -655,7 +668,7 @@ class RunPatchOut(serializers.Serializer):
     operations = serializers.JSONField(help_text=(
         'in a list, while the page has room (AOB_DETAILS_MAX_BYTES), else {"truncated": true, "bytes", "href"} '
         "linking to the patch"))
-    description = serializers.CharField(allow_blank=True)
+    description = listed_text("the patch (GET /runs/{id}/patches/{seq})")
     node_id = serializers.CharField(allow_blank=True)
     status = serializers.CharField()
     reason = serializers.CharField(allow_blank=True)
@@ -663,7 +676,10 @@ class RunPatchOut(serializers.Serializer):
     applied_at = serializers.DateTimeField(allow_null=True)
 
     def get_op_count(self, obj: Any) -> int:
-        counted = getattr(obj, "op_count", None)  # a list's, counted in the database
+        # kept when the patch was written; a list's reads it, or counts one written before it was
+        counted = getattr(obj, "op_count_listed", None)
+        if counted is None:
+            counted = obj.op_count
         return counted if counted is not None else len(obj.operations)
 
 

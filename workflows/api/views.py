@@ -224,11 +224,9 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     def list(self, request: Request) -> Response:
         scope = query_choice(request, "scope", SCOPES, default="user")
         materialize = query_bool(request, "materialize")
-        qs = selectors.workflows_listed(user=request.user, scope=scope)
+        qs = selectors.workflows_answered(selectors.workflows_listed(user=request.user, scope=scope))
         qs = selectors.with_last_run(filters.CheckedFilterBackend().filter_queryset(request, qs, self), user=request.user)
-        page = self.paginate_queryset(qs)
-        if materialize:
-            page = selectors.workflows_materialized(page, user=request.user)
+        page = selectors.workflows_fill(self.paginate_queryset(qs), user=request.user, materialize=materialize)
         return self.get_paginated_response(s.WorkflowOut(page, many=True, context={"materialize": materialize}).data)
 
     @extend_schema(request=s.WorkflowCreateIn, responses={201: s.WorkflowSavedOut, 200: s.WorkflowSavedOut,
@@ -577,8 +575,9 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             reuse_llm=data.validated_data["reuse_llm"], record=record), respond=_replay_started)
 
     @extend_schema(methods=["GET"], responses={200: s.RunPatchOut(many=True), **ERRORS},
-                   description="The run's patches in order, a page at a time; each one's operations while the "
-                               "page has room (AOB_DETAILS_MAX_BYTES), else a marker linking to the patch.")
+                   description="The run's patches in order, a page at a time; each one's description, then each "
+                               "one's operations, while the page has room (AOB_DETAILS_MAX_BYTES), else a marker "
+                               "linking to the patch.")
     @extend_schema(methods=["POST"], request=s.RunPatchIn, parameters=[PATCH_IDEMPOTENCY_KEY],
                    responses={201: s.RunPatchOut, 200: s.RunPatchOut, 403: s.ErrorOut, 409: s.ErrorOut,
                               413: s.ErrorOut, 422: s.ErrorOut, **ERRORS})
@@ -589,7 +588,7 @@ class RunViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             run = self._run(pk)
             page = self.paginate_queryset(selectors.run_patches_listed(run=run))
             return self.get_paginated_response(
-                s.RunPatchOut(selectors.patch_operations_fill(page, run=run), many=True).data)
+                s.RunPatchOut(selectors.patches_fill(page, run=run), many=True).data)
         run = self._run(pk, change=True)
         data = s.RunPatchIn(data=request.data)
         data.is_valid(raise_exception=True)

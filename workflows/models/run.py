@@ -353,6 +353,10 @@ class RunPatch(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="patches")
     seq = models.PositiveIntegerField()
     operations = models.JSONField()
+    # How many operations, kept when the patch is written (``run_patch_propose``): a list of patches
+    # reads it, never the operations (up to 1 MiB a patch). Null: written by a process on the code
+    # before 0039 (a rolling deploy), counted when listed.
+    op_count = models.PositiveIntegerField(null=True, blank=True)
     description = models.TextField(blank=True, default="")
     node_id = models.CharField(max_length=200, blank=True, default="")
     status = models.CharField(max_length=20, choices=Status.choices)

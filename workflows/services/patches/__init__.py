@@ -164,7 +164,8 @@ def _propose(*, run: Run, operations: Any, description: str, proposer: Proposer,
         held = proposer.agent and patch_policy(before, run_rules_above(run)) == "require_approval"
         run.patch_seq += 1
         patch = RunPatch.objects.create(
-            run=run, seq=run.patch_seq, operations=operations, description=description, node_id=proposer.node_id,
+            run=run, seq=run.patch_seq, operations=operations, op_count=len(operations), description=description,
+            node_id=proposer.node_id,
             status=RunPatch.Status.PENDING_APPROVAL if held else RunPatch.Status.APPLIED, proposal_key=proposal_key,
             patch_artifact=artifact_store(kind=Artifact.Kind.PATCH_SET, content=operations),
             before_artifact_id=run.current_artifact_id,

@@ -140,6 +140,26 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A list's text (a patch's or a version's description) is a {truncated, bytes, href} marker once
+// the answer's byte budget is spent (the server's selectors.fill_within): then a button reads it
+// whole from the item itself (``load`` answers the string).
+export function listedText(value, load) {
+  if (value === null || value === undefined || typeof value === "string") return value || "";
+  const box = el("span", {});
+  const button = el("button", { type: "button", class: "btn small" }, "Show it");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      setChildren(box, await load());
+    } catch (err) {
+      button.disabled = false;
+      setChildren(box, el("span", { class: "alert" }, errorText(err), " "), button);
+    }
+  });
+  setChildren(box, el("span", { class: "muted" }, `Too long to list (${value.bytes} bytes). `), button);
+  return box;
+}
+
 const present = (children) => children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false && c !== "")
   .map((c) => (c instanceof Node ? c : textNode(c)));
 

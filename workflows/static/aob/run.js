@@ -2,7 +2,7 @@
 // /runs/{id}/details (coalesced while a fetch is in flight) and redraws. The socket starts at the
 // run's newest page of events (page.events_after), and resumes with ?after=<last seq> after a
 // disconnect, with backoff. No polling.
-import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, liveLabel, messageOf, numberOf, onSecondPress, pageData, pretty, setChildren, setSiblings, showAlert, stringifyJson, timeEl } from "./api.js";
+import { LiveSocket, api, badge, decisionForm, el, errorText, fmtTime, jsonBlock, listedText, liveLabel, messageOf, numberOf, onSecondPress, pageData, pretty, setChildren, setSiblings, showAlert, stringifyJson, timeEl } from "./api.js";
 import { graphOf, renderGraph } from "./graph.js";
 import { fmtMs, renderTimeline } from "./timeline.js";
 
@@ -612,7 +612,8 @@ async function patchCards(offset) {
     }
     cards.push(el("article", { class: "card patch" },
       el("h3", {}, `Patch ${p.seq} `, badge(p.status), p.node_id ? el("span", { class: "muted" }, ` by node ${p.node_id}`) : ""),
-      p.description ? el("p", {}, p.description) : null,
+      p.description ? el("p", {}, listedText(p.description,
+        async () => (await api(`/runs/${runId}/patches/${p.seq}`)).description)) : null,
       p.reason ? el("p", { class: "alert" }, p.reason) : null,
       patchDecide(p),
       el("h4", {}, `Operations (${p.op_count})`), operationsBlock(p),

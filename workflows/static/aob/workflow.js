@@ -1,7 +1,7 @@
 // The workflow page: the visual builder and the JSON view side by side, kept equal (an edit in
 // either redraws the other), validated as you type (debounced, POST /workflows/validate) with each
 // problem shown beside its node; versions, recent runs and a run button with an inputs form.
-import { api, ApiError, authoringOrder, badge, el, errorText, pageData, parseJson, pretty, setChildren, showAlert, shown, stringifyJson,
+import { api, ApiError, authoringOrder, badge, el, errorText, listedText, pageData, parseJson, pretty, setChildren, showAlert, shown, stringifyJson,
   takeOver, timeEl } from "./api.js";
 import { Builder } from "./builder.js";
 import { mountJsonEditor } from "./editor.js";
@@ -185,7 +185,7 @@ async function loadVersions() {
   setChildren(body, ...versions.slice().reverse().map((v) => el("tr", {},
     el("td", {}, v.seq),
     el("td", { class: "mono", title: v.artifact_id }, v.artifact_id.slice(7, 19)),
-    el("td", {}, v.description || ""),
+    el("td", {}, listedText(v.description, async () => (await api(`/workflows/${enc(page.tag)}/versions/${v.seq}`)).description)),
     el("td", {}, timeEl(v.created_at)),
     el("td", {}, el("button", { type: "button", class: "btn small", onclick: (ev) => loadVersion(v.seq, ev.currentTarget),
       "aria-label": `Load version ${v.seq} into the editor` }, "Load")),
