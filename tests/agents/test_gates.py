@@ -167,3 +167,31 @@ def test_what_an_agent_adds_after_itself_and_edges_out_of_what_the_action_reads_
     hung["nodes"].append({"id": "log", "type": "transform", "config": {"expression": "1"}})
     hung["edges"].append({"from": "quote", "to": "log"})
     assert _digest(hung) == _digest(before)
+
+
+def test_a_left_out_step_the_action_reads_and_a_loop_over_what_it_reads_are_part_of_what_was_approved():
+    """A red team's finds. A step an agent the gate approved adds (``leave_out``) that the action
+    reads (``quote`` reads an optional ``adjust``) is part of the action, in a child run's whole
+    definition too (``gate`` None); and a loop over a step the action reads (``pages`` over
+    ``rate``, the payment reads its last pass) is part of it, however the loop's bound changes."""
+    from workflows.services.patches.policy import loop_bodies
+
+    def digest(definition: dict[str, Any], gate: str | None = "review", **kwargs: Any) -> str:
+        return gates.action_digest(definition, gate, bodies=loop_bodies(definition), **kwargs)
+
+    optional = _paying_a_quote()
+    optional["nodes"][3]["config"]["expression"] = "has(nodes.adjust) ? nodes.adjust : {'amount': 5}"
+    adjusted = _paying_a_quote()
+    adjusted["nodes"][3]["config"]["expression"] = optional["nodes"][3]["config"]["expression"]
+    adjusted["nodes"].append({"id": "adjust", "type": "transform", "config": {"expression": "{'amount': 5000}"}})
+    adjusted["edges"].append({"from": "pay", "to": "adjust"})
+    assert digest(adjusted, leave_out=["adjust"]) != digest(optional)
+    assert digest(adjusted, None, leave_out=["adjust"]) != digest(optional, None)
+
+    paged, fewer = _paying_a_quote(), _paying_a_quote()
+    for definition, passes in ((paged, 5), (fewer, 1)):
+        definition["nodes"].append({"id": "pages", "type": "loop",
+                                    "config": {"max_iterations": passes, "loop_back_to": "rate"}})
+        definition["edges"].append({"from": "rate", "to": "pages"})
+    assert digest(paged) != digest(_paying_a_quote())
+    assert digest(fewer) != digest(paged)

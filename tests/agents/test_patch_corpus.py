@@ -147,6 +147,16 @@ DELEGATE = {
     "edges": [edge("fetch", "review"), edge("review", "act", APPROVED), edge("act", "pay")],
 }
 
+# A gate that asks once fetch ran and audit was skipped; pay reads quote, which runs after plan, beside it.
+# /nodes: 0 plan, 1 fetch, 2 audit, 3 review, 4 pay, 5 quote; /edges: 0 fetch→audit, 1 fetch→review, 2 audit→review
+AUDITED = {
+    "nodes": [agent("plan"), http("fetch", f"{API}/invoice"), transform("audit"), hitl("review", approvers=["bob"]),
+              http("pay", method="POST", payload={"amount": "$nodes.quote.amount"}), transform("quote")],
+    "edges": [edge("fetch", "audit", "inputs.audit == true"), edge("fetch", "review"), edge("audit", "review"),
+              edge("review", "pay", APPROVED), edge("plan", "quote")],
+}
+AUDIT_SKIPPED = {"plan": "running", "fetch": "completed", "audit": "skipped", "review": "waiting"}
+
 # Two roots: an agent researching on its own, beside an invoice the gate guards.
 # /nodes: 0 plan, 1 fetch, 2 review, 3 pay; /edges: 0 fetch→review, 1 review→pay
 PARALLEL = {
@@ -1285,6 +1295,15 @@ CORPUS = [
         [*after("act", transform("x")), *after("x", http("log", f"{API}/log"))], "applied"),
     row("approved-agent-adds-a-loop-of-its-own-accepted", BRANCHED, ACTING, ACT,
         [*after("act", transform("x")), *loop_back("x")], "applied"),
+
+    # what is before a gate has run when it asks (its digest leaves it out): quote, yet to run, is not put
+    # there by an edge into a skipped step, from anyone, while the gate waits or once it approved
+    row("before-gate-step-yet-to-run-put-there", AUDITED, AUDIT_SKIPPED, PLAN, [add_edge("quote", "audit")],
+        "history_immutable", 0),
+    row("before-approved-gate-step-yet-to-run-put-there", AUDITED, {**AUDIT_SKIPPED, "review": "approved"}, PERSON,
+        [add_edge("quote", "audit")], "history_immutable", 0),
+    row("before-gate-steps-that-ran-put-there-accepted", AUDITED,
+        {**AUDIT_SKIPPED, "plan": "completed", "quote": "completed"}, PERSON, [add_edge("quote", "audit")], "applied"),
 
     # --- patch_policy ----------------------------------------------------------------------------------
     row("deny-agent", DENIED, PLANNING, PLAN, after("plan", transform("x")), "patch_policy"),

@@ -4,14 +4,17 @@ by anyone; a replay below a gate never reuses the old decision."""
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from typing import Any
 
 from approvals.models import Approval, Decision
+from tests.agents.flows import agent, edge, http
 from tests.approvals.runs import WAITING, decide, submit, wait_until
 from tests.conftest import client_for, wait_for_run
 from tests.support.remote import Reply
-from workflows.models import Event, NodeRun, Run, canonical_json, size_of
+from workflows.models import Event, NodeRun, PatchRefusal, Run, canonical_json, size_of
 
 
 def _join_behind_gate(owner: str, remote: Any, **review: Any) -> dict[str, Any]:
@@ -419,3 +422,154 @@ def test_a_gate_asked_again_waits_its_whole_timeout_whatever_the_creating_host_s
     assert approval.status == "pending"
     assert before + timedelta(seconds=59) < approval.deadline <= clock() + timedelta(seconds=60)
     remote.release("slow")
+
+
+# --- what an approved action reads, an agent may not change under the approval (a red team's finds) ---
+
+
+def _status(run_id: str, node_id: str) -> str | None:
+    return (NodeRun.objects.filter(run_id=run_id, node_id=node_id).order_by("-iteration")
+            .values_list("status", flat=True).first())
+
+
+def _patching(fake_llm: Any, *patches: list[dict[str, Any]]) -> None:
+    """Each agent that asks, in turn, proposes the next patch and is done."""
+    fake_llm.reset([turn for operations in patches for turn in (
+        {"tool_calls": [("patch_workflow", {"operations": operations, "description": "tidy up"})]},
+        {"content": "done"})])
+
+
+def _sent(remote: Any, path: str) -> list[Any]:
+    return [json.loads(hit["body"]) for hit in remote.hits(path)]
+
+
+def _refused(run_id: str) -> list[str]:
+    return list(PatchRefusal.objects.filter(run_id=run_id).values_list("rule", flat=True))
+
+
+def test_a_step_an_agent_adds_inside_an_approved_action_that_the_action_reads_is_part_of_it(
+        engine, user, fake_llm, remote):
+    """A step an agent the gate approved adds after itself is left out of the action's digest, but
+    not one the action reads: ``amount`` reads an optional ``adjust`` (``has(nodes.adjust)``) that
+    did not exist when the approver read the action, and the agent added it with its own amount: the
+    approval stood and ``pay`` sent 1,000,000. Now the action has begun (the agent runs), and the
+    patch is refused."""
+    pay = f"/echo/{uuid.uuid4().hex[:8]}"
+    _patching(fake_llm, [{"op": "add", "path": "/nodes/-", "value": {
+        "id": "adjust", "type": "transform", "config": {"template": {"amount": 1000000}}}},
+        {"op": "add", "path": "/edges/0", "value": edge("act", "adjust")}])
+    run_id = submit(user, {"nodes": [
+        {"id": "review", "type": "hitl", "config": {"message": "Pay 100?", "approvers": [user.username]}},
+        agent("act", tools=["patch_workflow"]),
+        {"id": "amount", "type": "transform",
+         "config": {"expression": "has(nodes.adjust) ? nodes.adjust.amount : inputs.amount"}},
+        http("pay", f"{remote.base}{pay}", method="POST", payload={"amount": "$nodes.amount"}),
+    ], "edges": [{**edge("review", "act"), "condition": "$.approved == true"}, edge("act", "amount"),
+                 edge("amount", "pay")]}, inputs={"amount": 100})
+    assert decide(user, pending_approval(run_id)).status_code == 200
+
+    run = wait_for_run(run_id)
+    assert _refused(run_id) == ["approved_action_started"]
+    assert run.status == "completed" and _sent(remote, pay) == [{"amount": 100}]
+
+
+def test_a_step_yet_to_run_cannot_be_put_before_a_gate_that_has_asked(engine, user, fake_llm, remote):
+    """What is before a gate has run when it asks, and its digest leaves it out. An agent's edge
+    from ``quote`` (yet to run) into ``audit`` (skipped, before the gate) put quote "before" it: the
+    approvers were asked again about the action without quote, and after the approval another agent
+    rewrote quote's amount, the gate not asked again. The edge is refused."""
+    pay, hold, asked = f"/echo/{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    _patching(fake_llm, [{"op": "add", "path": "/edges/-", "value": edge("quote", "audit")}])
+    run_id = submit(user, {"nodes": [
+        {"id": "start", "type": "transform", "config": {"expression": "1"}},
+        {"id": "audit", "type": "transform", "config": {"expression": "1"}},
+        {"id": "review", "type": "hitl", "config": {"message": "Pay 100?", "approvers": [user.username]}},
+        http("pay", f"{remote.base}{pay}", method="POST", payload={"amount": "$nodes.quote.amount"}),
+        agent("prep", tools=["patch_workflow"]),
+        http("held", f"{remote.base}/hold/{hold}"),
+        http("asked", f"{remote.base}/hold/{asked}"),  # prep proposes once the gate has asked
+        {"id": "quote", "type": "transform", "config": {"template": {"amount": 100}}},
+    ], "edges": [{**edge("start", "audit"), "condition": "inputs.audit == true"}, edge("start", "review"),
+                 edge("audit", "review"), {**edge("review", "pay"), "condition": "$.approved == true"},
+                 edge("asked", "prep"), edge("held", "quote"), edge("quote", "pay")]}, inputs={"audit": False})
+    approval = pending_approval(run_id)
+    assert _status(run_id, "audit") == "skipped"
+    remote.release(asked)
+    wait_until(lambda: _status(run_id, "prep") == "completed", what="prep")
+
+    refusal = PatchRefusal.objects.get(run_id=run_id)
+    assert refusal.rule == "history_immutable" and "before gate 'review'" in refusal.message, refusal.message
+    assert decide(user, approval).status_code == 200
+    remote.release(hold)
+    run = wait_for_run(run_id)
+    assert run.status == "completed" and _sent(remote, pay) == [{"amount": 100}]
+
+
+def _paying_a_looped_step(remote: Any, pay: str, hold: str, **more: Any) -> dict[str, Any]:
+    """review → wait (held by the test) → pay, which sends F; plan (an agent) → F, beside the gate."""
+    return {"nodes": [
+        {"id": "review", "type": "hitl", "config": {"message": "Pay?", "approvers": [more.pop("approver")]}},
+        http("wait", f"{remote.base}/hold/{hold}"),
+        http("pay", f"{remote.base}{pay}", method="POST", payload={"amount": "$nodes.F"}),
+        agent("plan", tools=["patch_workflow"]),
+        {"id": "F", "type": "transform", "config": {"expression": more.pop("amount")}},
+        *more.pop("nodes", []),
+    ], "edges": [{**edge("review", "wait"), "condition": "$.approved == true"}, edge("wait", "pay"),
+                 edge("plan", "F"), *more.pop("edges", [])]}
+
+
+def test_lowering_a_loop_over_a_step_the_approved_action_reads_is_part_of_the_approval(
+        engine, user, fake_llm, remote):
+    """The author's loop L runs F five passes, and the payment reads F's last (100). The loops in the
+    digest were those running the action itself again: an agent lowered L to one pass after the
+    approval (an agent may lower a loop's bound), F said 500, and pay sent it. A loop over what the
+    action reads is part of the approval: the action has begun, and the patch is refused."""
+    pay, hold = f"/echo/{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    _patching(fake_llm, [{"op": "replace", "path": "/nodes/6/config/max_iterations", "value": 1}])
+    flow = _paying_a_looped_step(remote, pay, hold, approver=user.username, amount="inputs.amount * (5 - iteration)",
+                                 nodes=[{"id": "L", "type": "loop", "config": {"max_iterations": 5,
+                                                                                "loop_back_to": "F"}}],
+                                 edges=[edge("F", "L")])
+    flow["nodes"].insert(3, http("later", f"{remote.base}/hold/{hold}-plan"))  # plan proposes once the action began
+    flow["edges"].append(edge("later", "plan"))
+    run_id = submit(user, flow, inputs={"amount": 100})
+    assert decide(user, pending_approval(run_id)).status_code == 200
+    wait_until(lambda: _status(run_id, "wait") == "running", what="the approved action to begin")
+
+    remote.release(f"{hold}-plan")
+    wait_until(lambda: _status(run_id, "plan") == "completed", what="plan")
+    wait_until(lambda: NodeRun.objects.filter(run_id=run_id, node_id="L", status="completed",
+                                              output__decision__in=["timeout", "break"]).exists(), what="L's last pass")
+    remote.release(hold)  # pay reads F once L has run it for the last time
+    run = wait_for_run(run_id)
+    assert _refused(run_id) == ["approved_action_started"]
+    assert run.status == "completed" and _sent(remote, pay) == [{"amount": 100}]
+
+
+def test_a_loop_added_over_a_step_the_approved_action_reads_is_part_of_the_approval(
+        engine, user, fake_llm, remote):
+    """F, a step the payment reads (100 on its one pass), brought under a new loop after the approval:
+    it ran five passes, and pay sent the last, 500, the gate not asked again (an agent's loop over its
+    own step, in a red team's repro). Now the action has begun, and the loop is refused."""
+    pay, hold = f"/echo/{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    fake_llm.reset([{"content": "done"}])
+    flow = _paying_a_looped_step(remote, pay, hold, approver=user.username, amount="inputs.amount * (iteration + 1)")
+    flow["nodes"].insert(3, http("later", f"{remote.base}/hold/{hold}-plan"))
+    flow["edges"].append(edge("later", "plan"))
+    run_id = submit(user, flow, inputs={"amount": 100})
+    assert decide(user, pending_approval(run_id)).status_code == 200
+    wait_until(lambda: _status(run_id, "wait") == "running", what="the approved action to begin")
+
+    looped = client_for(user).post(f"/api/v1/runs/{run_id}/patches", {"operations": [
+        {"op": "add", "path": "/nodes/-", "value": {"id": "L", "type": "loop",
+                                                    "config": {"max_iterations": 5, "loop_back_to": "F"}}},
+        {"op": "add", "path": "/edges/-", "value": edge("F", "L")}]}, format="json")
+
+    assert looped.status_code == 400, looped.json()
+    assert (looped.json()["details"]["rule"], looped.json()["details"]["node_id"]) == (
+        "approved_action_started", "review")
+    remote.release(f"{hold}-plan")
+    wait_until(lambda: _status(run_id, "F") == "completed", what="F")
+    remote.release(hold)
+    run = wait_for_run(run_id)
+    assert run.status == "completed" and _sent(remote, pay) == [{"amount": 100}]

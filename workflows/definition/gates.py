@@ -15,7 +15,7 @@ import hashlib
 import heapq
 import json
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from .validation import LOOP_KEYS, control_edges, loop_targets
@@ -720,13 +720,44 @@ def feeders(definition: dict[str, Any], gate: str, action: Iterable[str]) -> set
     one's config or by the condition of an edge into one (``$nodes.quote``), neither the gate nor
     upstream of it (those have all run once the gate asks). An approved payment reads its amount
     from such a step: rewritten after the approval, the payment sent what nobody approved."""
+    return _bound(definition, gate, action, bodies={}) - set(action)
+
+
+def _bound(definition: dict[str, Any], gate: str | None, action: Iterable[str], *,
+           bodies: Mapping[str, Collection[str]], leave_out: Iterable[str] = ()) -> set[str]:
+    """What approving ``gate`` binds besides the gate: its ``action`` (less what ``leave_out``
+    names), what that reads that may still run after the gate asks (``feeders``), and every loop
+    whose jump runs again any of those without running the gate again (``bodies``; one in the
+    action, the gate's too), each taking in what it reads in turn, until nothing more is found. A
+    loop over a step the action reads decides which pass's output the action reads (an author's
+    paging loop lowered after the approval, the payment sent its first page's amount), and a node
+    ``leave_out`` names that the action reads, or a loop of its that runs a bound node again, is
+    part of it after all (an agent inside the approved action added the step that the author's
+    ``has(nodes.adjust)`` read: the payment sent its amount, the gate not asked again). ``gate``
+    None: ``action`` is the whole definition, and nothing is before it. One walk: each node and
+    each loop's body once."""
+    nodes = nodes_by_id(definition)
     reverse = reads_from(definition)
-    if gate not in reverse:
+    if gate is not None and gate not in reverse:
         return set()
-    asked_after = before(definition, gate) | {gate}
-    read_from = {node: [s for s in sources if s not in asked_after] for node, sources in reverse.items()}
-    wanted = set(action)
-    return reachable(read_from, [source for node in wanted if node in read_from for source in read_from[node]]) - wanted
+    asked_after = before(definition, gate) | {gate} if gate is not None else set()
+    in_action, left_out = set(action), set(leave_out)
+    rerun_by: dict[str, list[str]] = {}
+    for loop, reruns in bodies.items():
+        if loop in nodes and (loop in in_action or gate not in reruns):  # (a loop that runs the gate again asks)
+            for node in reruns:
+                rerun_by.setdefault(node, []).append(loop)
+    found = {n for n in in_action if n in nodes and n not in left_out}
+    todo = [*found, *([gate] if gate is not None else [])]
+    while todo:
+        node = todo.pop()
+        onward = [*(s for s in reverse[node] if s not in asked_after), *rerun_by.get(node, ())] if node != gate else (
+            rerun_by.get(node, []))
+        for source in onward:
+            if source not in found and source != gate:
+                found.add(source)
+                todo.append(source)
+    return found
 
 
 def reads_from(definition: dict[str, Any]) -> dict[str, list[str]]:
@@ -795,7 +826,7 @@ def _reads(definition: dict[str, Any]) -> dict[str, set[str]]:
     return _memoized("reads", definition, build)
 
 
-def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mapping[str, Iterable[str]],
+def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mapping[str, Collection[str]],
                   leave_out: Iterable[str] = ()) -> str:
     """A digest of what approving ``gate`` lets run: the gate's own definition, the definitions of
     the nodes it guards and every edge into or out of them (in authoring order, which routes: an
@@ -808,27 +839,27 @@ def action_digest(definition: dict[str, Any], gate: str | None, *, bodies: Mappi
     every pass. And what the action, and such a loop's condition, read that may still run after the
     approval (``feeders``), with every edge into those and every branch rule out of them: the amount
     a payment sends is part of what was approved, and so is the step whose output says whether the
-    paging loop goes round again (rewritten, one approved payment was paid on every pass).
+    paging loop goes round again (rewritten, one approved payment was paid on every pass); and every
+    loop that runs one of those again, and what it reads, in turn (``_bound``: a loop over the step
+    the payment reads decides which pass's amount it sends).
 
     Nodes named in ``leave_out`` (added by an agent the gate already approved) are not part of it,
     and neither are the edges among them nor the plain edges from the approved action to them (an
     edge without a condition is taken beside a node's others, never instead of them): so the agent
     may add steps after itself, or after the action, without asking again. Any other edge between
     them and the action is part of it (an edge into an approved node makes it run, a branch rule
-    out of one routes it anew), and so is such a node that is a loop whose jump runs a node of the
-    approved action again. ``gate`` None: the whole definition is the approved action (a child run
+    out of one routes it anew), and so is such a node that the approved action reads, or a loop whose
+    jump runs a node of it, or one it reads, again. ``gate`` None: the whole definition is the approved action (a child run
     started inside an approved action of its parent)."""
     nodes = nodes_by_id(definition)
-    left_out = set(leave_out)
     action = sorted(nodes) if gate is None else guarded(definition, gate)
-    approved = {gate, *action} - left_out
-    skip = {n for n in left_out if not (n in nodes and set(bodies.get(n, ())) & approved)}
-    region = [n for n in action if n not in skip]
+    left_out = set(leave_out)
+    bound = _bound(definition, gate, action, bodies=bodies, leave_out=left_out)
+    skip = {n for n in left_out if n not in bound and not set(bodies.get(n, ())) & {gate, *bound}}
+    region = [n for n in action if n in bound]
     inside = {gate, *region}
-    loops = sorted(n for n, reruns in bodies.items() if n in nodes and n not in inside and n not in skip
-                   and gate not in reruns and set(reruns) & inside)
-    # what the approved action and those loops read, not what nodes added after it read (``leave_out``)
-    fed = sorted(feeders(definition, gate, [*region, *loops]) - skip) if gate is not None else []
+    loops = sorted(n for n in bound - inside if n in bodies and gate not in bodies[n] and (set(bodies[n]) - {n}) & bound)
+    fed = sorted(bound - inside - set(loops))
     read, looped = inside | set(fed), set(loops)
     # every edge into or out of the action; into those loops; into what they read, and the branch
     # rules out of that (a rule that holds is taken alone: one added elsewhere starves the step the

@@ -34,6 +34,7 @@ from workflows.definition.ir import attempts_of, iterations_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
 from workflows.definition.validation import literal_url_problems, validate
 from workflows.limits import unstorable
+from workflows.models import NodeRun
 
 from ..definitions import apply_operations, json_type
 
@@ -61,7 +62,8 @@ class Rule(StrEnum):
     RFC6902 = "rfc6902", "the operation cannot be applied to the run's definition as it is now"
     MAX_OPERATIONS = "max_operations", "a patch has too many operations"
     HISTORY_IMMUTABLE = ("history_immutable",
-                         "a node that has begun (run, running, or queued for its retry), and its incoming edges, cannot change")
+                         "a node that has begun (run, running, or queued for its retry), and its incoming edges, cannot "
+                         "change; nor can a step that has not run be put before a gate that has asked")
     NODE_ID_USED = ("node_id_used",
                     "a node a patch adds cannot take the id of a node that has a node run in this run: give it a new id")
     TYPE_IMMUTABLE = "type_immutable", "a node cannot change type"
@@ -852,6 +854,20 @@ class _Judgement:
             self.refuse(problem.rule, problem.message, lambda doc, n=node_id, u=url: _url(n)(doc) == _dump(u),
                         _node(node_id), **problem.details)
 
+    def check_ran_before(self, gate: str) -> None:
+        """What is before a gate (``gates.before``) has settled when it asks, and the action's digest
+        leaves it out (``gates.feeders``: its output is fixed): a gate with a node run keeps it so. An
+        agent's edge from a step yet to run into a skipped step before the gate (a skipped step's
+        edges in are no history) put the step the approved payment read "before" the gate: out of the
+        digest, rewritten after the approval, and the payment sent what nobody approved."""
+        was, now = self.around
+        unsettled = sorted(n for n in self.named(now.before(gate) & ~was.before(gate))
+                           if self.state.statuses.get(n) in (None, *NodeRun.ACTIVE))
+        if unsettled:
+            self.refuse(Rule.HISTORY_IMMUTABLE, f"node {unsettled[0]!r} has not run: it cannot be put before gate "
+                        f"{gate!r}, which has asked (what is before a gate has run when it asks)",
+                        lambda doc, g=gate, n=unsettled[0]: n in gates.before(doc, g), node_id=unsettled[0], gate=gate)
+
     def check_approved_actions(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """An approval is bound to the action it approved: a patch that changes it voids the decision.
         A gate in a loop's body decides once per pass, each on the one action: every pass counts (a
@@ -860,6 +876,8 @@ class _Judgement:
         added = [n for n in self.new if n not in self.old]
         around = set(gates.guarding(self.before, self.proposer.node_id)) if self.proposer.agent else set()
         for gate in gates.gates(self.before):
+            if gate in self.state.statuses:
+                self.check_ran_before(gate)
             pending = self.state.statuses.get(gate) == "waiting"
             if not (pending or gate in self.state.approved):
                 continue
