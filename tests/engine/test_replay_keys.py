@@ -6,13 +6,17 @@ and pay is stopped mid-request: its effect applied, its answer never came. A per
 pay did not settle in the source, so it runs in the replay again: under the replay's own run id
 its key was new and the payee applied the payment twice. It now carries the source's key
 (``Run.key_run``), down a chain of replays, and a sub-workflow's requests carry keys named by the
-node that started it, so a child that goes on with the source's child's payment is known outside too."""
+node that started it, so a child that goes on with the source's child's payment is known outside too.
+A payment that runs again after a gate the replay asks again keeps the source's key while it sends
+the same request, and gets a new one when the request changed (``idempotency.going_on``)."""
 
 from __future__ import annotations
 
 import pytest
 
+from approvals.models import Approval
 from subflows.models import SubRun
+from tests.approvals.runs import decide
 from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
@@ -198,3 +202,61 @@ def test_an_answer_to_a_replay_going_on_with_its_source_s_unknown_attempt_is_not
     hits = remote.hits(f"/seq/{charge}")
     assert len(hits) == 3, hits
     assert _key(hits[2]) == _key(hits[0]), error  # still unknown: under the first attempt's key
+
+
+def _gate_before_pay(remote, pay: str, hold: str, tell: str, amount) -> dict:
+    """review (a gate whose form says the amount) → pay, beside wait → tell."""
+    form = {"type": "object", "properties": {"amount": {"type": "integer"}}}
+    return {"nodes": [{"id": "review", "type": "hitl", "config": {"message": "pay?", "form": form}},
+                      http("pay", f"{remote.base}/effect/{pay}/4", config={"method": "POST",
+                                                                           "payload": {"amount": amount}}),
+                      http("wait", f"{remote.base}/hold/{hold}"),
+                      http("tell", f"{remote.base}/seq/{tell}", config={"fail_on_status": True})],
+            "edges": [edge("review", "pay"), edge("wait", "tell")]}
+
+
+def _gate_asked_again(api, remote, user, definition: dict, pay: str, hold: str, amounts: tuple[int, int]) -> Run:
+    """The gate approved (amount first), pay stopped mid-request when tell fails, tell replayed,
+    the gate asked again and approved (amount second); the replay, finished."""
+    run_id = submit(api, definition)
+    approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
+    assert decide(user, approval, data={"amount": amounts[0]}).status_code == 200
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the payment sent and the hold")
+    remote.release(hold)
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and node_runs(source)["pay"].status != "completed"
+    assert len(remote.effects(pay)) == 1
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/tell/replay")
+    assert response.status_code == 201, response.json()
+    replay_id = response.json()["run_id"]
+    again = wait_until(lambda: Approval.objects.filter(run_id=replay_id).first(), what="the gate asked again")
+    assert decide(user, again, data={"amount": amounts[1]}).status_code == 200
+    return wait_for_run(replay_id)
+
+
+def test_a_payment_in_flight_behind_a_gate_asked_again_keeps_its_key_when_the_request_is_the_same(
+        engine, api, remote, user):
+    """The gate a replay asks again leads to pay, whose request was in flight when the source
+    failed: approved again, pay ran again under the replay's new key and the payee applied it
+    twice. The same request goes on under the source's key (``idempotency.going_on``)."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    replay = _gate_asked_again(api, remote, user, _gate_before_pay(remote, pay, hold, tell, 10), pay, hold, (1, 2))
+    assert replay.status == "completed", replay.error
+    effects = remote.effects(pay)
+    assert len(effects) == 1, effects  # the same payment: known by its key
+    assert node_runs(replay)["pay"].output["body"]["key"] == effects[0]["key"]
+    assert replay.key_origins == {"pay/0": str(replay.replay_of_id)}  # its retries and replays keep it
+
+
+def test_a_changed_payment_behind_a_gate_asked_again_goes_under_a_new_key(engine, api, remote, user):
+    """The amount is the gate's form data, changed by the second approval: another request, which a
+    remote keeping the first under its key refuses or answers with the first's answer: a new key."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    definition = _gate_before_pay(remote, pay, hold, tell, "$nodes.review.data.amount")
+    replay = _gate_asked_again(api, remote, user, definition, pay, hold, (10, 12))
+    assert replay.status == "completed", replay.error
+    effects = remote.effects(pay)
+    assert len(effects) == 2 and effects[0]["key"] != effects[1]["key"], effects
+    assert not replay.key_origins

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
@@ -13,7 +14,7 @@ from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
 from workers.http.exceptions import DNSResolutionFailed, HTTPRequestError
 from workflows.definition.references import resolve
-from workflows.engine.execution import LOST, NOT_TRIED, SENT_AGAIN, answered
+from workflows.engine.execution import LOST, NOT_TRIED, SENT_AGAIN, answered, kept_before_sending
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, Repeats, executor
 
@@ -40,6 +41,8 @@ CONFIG_SCHEMA = {
     },
     "additionalProperties": False,
 }
+
+logger = logging.getLogger(__name__)
 
 
 def check_config(config: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -135,6 +138,25 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     lost = _lost_before(ctx) if not repeats else None
     if lost is not None:
         raise _outcome_unknown(method, config, "the worker running the previous attempt stopped mid-request", lost)
+    keyed = None
+    if idempotency.decided_by_request(method, key_header):
+        # the request as resolved (its $secrets as written) is kept first: what a replay compares its own with
+        if not kept_before_sending(ctx):
+            raise NodeFailed("the node run was stopped before its request went out: nothing was sent",
+                             code="NodeRunMoved", extra={"transient": False, "sent": False})
+        ctx, keyed = idempotency.going_on(ctx, ctx.config)
+        if keyed is not None:  # which key a replay's request carried, and why, for a person to read
+            logger.info("http.idempotency_key", extra={"key_run": keyed["run"], "why": keyed["why"]})
+    try:
+        return _sent(ctx, config, method, payload, timeout_ms, key_header, repeats)
+    except AobError as exc:
+        if keyed is not None:
+            exc.extra["idempotency_key"] = keyed
+        raise
+
+
+def _sent(ctx: NodeContext, config: dict[str, Any], method: str, payload: Any, timeout_ms: int | None,
+          key_header: str | None, repeats: bool) -> dict[str, Any]:
     try:
         result = _request(config, method, payload, timeout_ms, key_header, ctx)
     except (HTTPRequestError, DNSResolutionFailed) as exc:

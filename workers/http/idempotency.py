@@ -6,11 +6,17 @@ call and the step), so the retries of one node run and the attempt that follows 
 mid-request send the same key; another iteration, and a replay (a new run), send another, except
 where the replay goes on with its source's work that did not settle (a payment in flight when the
 source failed: ``run_replay``), which keeps the source's run in its key (``Run.key_run``), as does
-a sub-workflow its parent's node's (``run_workflow``): the same work is one request outside.
+a sub-workflow its parent's node's (``run_workflow``): the same work is one request outside. A
+replay's request that runs again (after a gate asked again, or replayed itself) keeps its source's
+key too where the source's did not settle and the request is the same (``going_on``): decided at
+send time, as only then is the request known.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -34,6 +40,68 @@ def effect_key(ctx: NodeContext, *parts: Any) -> str:
     ``parts``): the same for every attempt."""
     run = ctx.key_run_id or ctx.run_id
     return str(uuid.uuid5(NAMESPACE, "/".join([run, ctx.node_id, str(ctx.iteration), *map(str, parts)])))
+
+
+# What a request is, as the node's resolved config says it: what the remote is sent, its $secrets
+# as written (the config is resolved before they are put in: a rotated secret is the same request,
+# and no secret is kept or compared in clear).
+REQUEST_FIELDS = ("method", "url", "headers", "query", "payload")
+
+
+def request_digest(config: Mapping[str, Any] | None) -> str | None:
+    """The request an http node's resolved ``config`` (or a node run's kept ``input``) sends; None
+    when there is none to compare (no input kept: a node run stopped mid-request on an older release)."""
+    if not isinstance(config, Mapping) or "url" not in config:
+        return None
+    request = {name: config.get(name) for name in REQUEST_FIELDS}
+    request["method"] = str(request["method"] or "GET").upper()
+    text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def decided_by_request(method: str, key_header: str | None) -> bool:
+    """Whether a request's key is decided by what it sends (``going_on``), its resolved input kept
+    before it goes out: a keyed one the remote could apply twice (not idempotent by definition)."""
+    return bool(key_header) and method.upper() not in IDEMPOTENT_METHODS
+
+
+def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, dict[str, Any] | None]:
+    """The context a replay's request is sent with, and why (None: nothing to decide). A node run
+    that runs again in a replay (its node replayed, or after a gate asked again: ``run_replay``'s
+    ``again``) whose source's node run began and did not settle (``NodeRun.unsettled``: its request
+    may have taken effect) goes on under the source's key (``Run.key_run``, down a chain of replays)
+    when it sends the same request (``request_digest`` of the source's kept input); a changed one
+    (a gate's new form data, an upstream's new price) is new work under a new key, which a remote
+    refuses under the old (Stripe) or answers with the old request's answer (a key-only remote).
+    The decision is kept in the run's ``key_origins`` before the request goes out, so the node
+    run's retries, and replays of this run, carry the same key (``execution.claim``)."""
+    from django.db import connection
+
+    from workflows.models import NodeRun, Run
+
+    if ctx.goes_on:  # run_replay, or an earlier attempt of this node run, decided it
+        return ctx, None
+    run = Run.objects.filter(pk=ctx.run_id).values_list("replay_of_id", "replay_of__key_origins").first()
+    if run is None or run[0] is None:
+        return ctx, None
+    source_id, source_origins = run
+    source = (NodeRun.objects.filter(run_id=source_id, node_id=ctx.node_id, iteration=ctx.iteration)
+              .values_list("status", "attempts", "error", "input").first())
+    if source is None or not NodeRun.unsettled(*source[:3]):
+        return ctx, None
+    key_run = Run.key_run(source_id, source_origins, ctx.node_id, ctx.iteration)
+    sent, now = request_digest(source[3]), request_digest(config)
+    if sent is None or sent != now:
+        why = ("its source kept no request to compare (stopped mid-request on an older release)"
+               if sent is None else "its request differs from its source's, whose outcome is unknown")
+        return ctx, {"run": ctx.key_run_id or ctx.run_id, "why": f"a new key: {why}", "request": now, "source": sent}
+    origin = Run.origin(ctx.node_id, ctx.iteration)
+    with connection.cursor() as cursor:  # one statement: the run's other origins stay as they are
+        cursor.execute("UPDATE workflows_run SET key_origins = COALESCE(key_origins, '{}'::jsonb) || %s::jsonb "
+                       "WHERE id = %s", [json.dumps({origin: key_run}), ctx.run_id])
+    return dataclasses.replace(ctx, key_run_id=key_run, goes_on=True), {
+        "run": key_run, "why": "its source's key: the same request as its source's, whose outcome is unknown",
+        "request": now}
 
 
 def with_key(headers: Mapping[str, str] | None, name: str | None, key: str) -> dict[str, str]:

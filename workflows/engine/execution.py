@@ -341,6 +341,36 @@ def _finish(ctx: NodeContext, now: Any, *, status: str, entry: dict[str, Any], e
         return cursor.fetchone()[0] == 1
 
 
+# An attempt's resolved input kept before it acts outside (``kept_before_sending``), counted for the
+# owner's storage as FINISH counts it (the run's row first: workflows/engine/locks.py).
+KEEP_INPUT = f"""
+WITH locked AS (
+    SELECT id FROM workflows_run WHERE id = %(run_id)s FOR UPDATE
+), was AS (
+    SELECT COALESCE(input_bytes, 0) AS bytes FROM workflows_noderun WHERE id = %(id)s
+), kept AS (
+    UPDATE workflows_noderun SET input = %(input)s::jsonb
+     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s AND run_id IN (SELECT id FROM locked)
+ RETURNING run_id, COALESCE(input_bytes, 0) AS input_bytes
+), counted AS (
+    UPDATE workflows_run r SET usage = {kept_added("r.usage", "kept.input_bytes - was.bytes")}
+      FROM kept, was WHERE r.id = kept.run_id AND kept.input_bytes <> was.bytes
+)
+SELECT count(*) FROM kept
+"""  # noqa: S608 - no input
+
+
+def kept_before_sending(ctx: NodeContext) -> bool:
+    """Keep this attempt's resolved input before its request goes out: a node run stopped
+    mid-request (its run failed or was cancelled beside it, its worker lost) keeps what it sent,
+    which a replay compares its own request with (``idempotency.going_on``). False when the node
+    run is no longer this attempt's (cancelled, moved on): then nothing may be sent."""
+    with connection.cursor() as cursor:
+        cursor.execute(KEEP_INPUT, {"run_id": ctx.run_id, "id": ctx.node_run_id, "attempt": ctx.attempt,
+                                    "input": canonical_json(ctx.config)})
+        return cursor.fetchone()[0] == 1
+
+
 def fail(ctx: NodeContext, error: dict[str, Any], started: float) -> str:
     """Record a failure; a transient one with attempts left goes back to the queue with backoff.
     Returns ``failed``, ``retrying`` or ``discarded``."""

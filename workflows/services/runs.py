@@ -292,9 +292,10 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
                            code="replay_upstream_incomplete", extra={"nodes": missing})
         reused = [latest[n] for n in sorted(completed - again)]
         counted = _loop_counts(source, ir, again, {nr.node_id: nr.iteration for nr in reused})
-        # what began beside it and did not settle goes on under the source's keys (the replayed
-        # node, what follows it or a gate asked again, and what its remote answered a failure
-        # (``NodeRun.unsettled``) are new work: new keys)
+        # what began beside it and did not settle goes on under the source's keys (what its remote
+        # answered a failure (``NodeRun.unsettled``) is new work: new keys; the replayed node, what
+        # follows it or a gate asked again, run again, keep the source's key where they send the
+        # same request as its unsettled one: decided at send time, ``idempotency.going_on``)
         went_on = {Run.origin(n, nr.iteration): Run.key_run(source.pk, source.key_origins, n, nr.iteration)
                    for n, nr in latest.items() if n in ir.nodes and n not in completed | skipped | again
                    and NodeRun.unsettled(nr.status, nr.attempts, nr.error)}
