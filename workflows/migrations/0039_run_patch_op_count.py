@@ -10,14 +10,24 @@ BATCH = 1000
 
 
 def count_operations(apps, schema_editor):
-    while True:
-        with schema_editor.connection.cursor() as cursor:
+    # A range of ids at a time, from where the last one ended (as 0033 pages by id): a batch that
+    # looked for the first 1,000 patches with no count (no index on it) scanned every patch the
+    # batches before it had counted, so the work grew with the square of the table (a review's
+    # find). Each range starts at the next patch there is (min(id) reads the primary key's index,
+    # with or without statistics: ORDER BY id LIMIT 1000 sorted the whole table on one never
+    # analysed), so ids left sparse by deleted runs cost no empty batches.
+    after = 0
+    with schema_editor.connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT min(id) FROM workflows_runpatch WHERE id > %s", [after])
+            [first] = cursor.fetchone()
+            if first is None:
+                return
+            after = first + BATCH - 1
             cursor.execute(
                 "UPDATE workflows_runpatch SET op_count = CASE jsonb_typeof(operations) "
                 "WHEN 'array' THEN jsonb_array_length(operations) ELSE 0 END "
-                "WHERE id IN (SELECT id FROM workflows_runpatch WHERE op_count IS NULL LIMIT %s)", [BATCH])
-            if cursor.rowcount < BATCH:
-                return
+                "WHERE id >= %s AND id <= %s AND op_count IS NULL", [first, after])
 
 
 class Migration(migrations.Migration):
