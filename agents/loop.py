@@ -86,6 +86,8 @@ def _run_tool(state: AgentState, name: str, raw_args: str) -> Any:
         return {"status": "error", "error": "invalid_arguments", "message": f"{where}: {problem.message}"}
     try:
         return tool.run(state, args)
+    except owners.OwnerInactive:  # found before a pipeline step: the node fails, as before a tool call
+        raise
     except RecursionError:  # a remote's answer nested past what a tool's own walk of it (masking) takes
         return _too_deep(name)
     except AobError as exc:  # the rule, where the error names one (a refused host, an SSRF rule)
@@ -286,11 +288,8 @@ def run_agent(ctx: NodeContext) -> Any:
             if result is None:
                 # an answer may hold many calls, each a request as the owner with their secrets: a run
                 # cancelled (or a node re-queued) or an owner deactivated while it was on its way starts
-                # none, as no further model call would (a journaled one sends nothing). The heartbeat's
-                # interrupt comes only at its next renewal, after every quick call had gone out
-                heartbeat.ensure_held(ctx.node_run_id, ctx.attempt)
-                if not owners.owner_active(ctx.owner_id):
-                    raise owners.OwnerInactive.of(ctx.owner_id, f"run {ctx.run_id}'s agent makes no further tool call")
+                # none, as no further model call would (a journaled one sends nothing)
+                state.before_acting("makes no further tool call")
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
                 state.call_key = f"{turn}:{index}"
                 result = journal.record_tool(turn, index, _next_result(state, name, arguments, index, kept))

@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from workflows.engine import heartbeat, owners
 from workflows.registry import NodeContext
 
 
@@ -21,6 +22,16 @@ class AgentState:
     spawn_limit_hit: bool = False
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def before_acting(self, what: str) -> None:
+        """Before a request as the run's owner, with their secrets (each tool call not yet journaled,
+        each ``execute_pipeline`` step that sends): a node run cancelled or re-queued stops
+        (``LeaseLost``), an owner deactivated fails the node (``OwnerInactive``, ``what`` saying what
+        does not happen). The heartbeat's interrupt comes only at its next renewal, after every quick
+        request had gone out, and never for a deactivation."""
+        heartbeat.ensure_held(self.ctx.node_run_id, self.ctx.attempt)
+        if not owners.owner_active(self.ctx.owner_id):
+            raise owners.OwnerInactive.of(self.ctx.owner_id, f"run {self.ctx.run_id}'s agent {what}")
 
     def observe(self, name: str, result: Any) -> None:
         """Learn from a tool result, fresh or replayed from the journal."""

@@ -94,6 +94,9 @@ def _run(state: AgentState, args: dict[str, Any], done: list[dict[str, Any]]) ->
         if op == "http_request":
             if not isinstance(step.get("url"), str):
                 raise ToolError(f"step {i}: http_request needs a url")
+            # one tool call, many requests: a run cancelled or an owner deactivated while a step was
+            # in flight sends no later one (steps are not journaled: a resumed attempt sends each again)
+            state.before_acting("sends no further pipeline step")
             payload = step.get("payload")
             # one key per step of this tool call of this turn: a resumed attempt repeats it with the same key
             key = idempotency.effect_key(state.ctx, "tool", state.call_key, i)

@@ -1,7 +1,7 @@
 """Cancel stops work: a running HTTP request is aborted within seconds (the heartbeat finds the
 lease gone and stops its executor), queued messages are revoked, an agent checks between turns and
-makes no further model call, nor any tool call of an answer that came after, and an approval of a
-cancelled run cannot be decided (409)."""
+makes no further model call, nor any tool call of an answer that came after, nor a pipeline's next
+step, and an approval of a cancelled run cannot be decided (409)."""
 
 from __future__ import annotations
 
@@ -145,6 +145,31 @@ def test_a_cancelled_agent_is_interrupted_mid_tool_call(engine, api, fake_llm, r
     plan = NodeRun.objects.get(run_id=run_id, node_id="plan")
     wait_until(lambda: logged(engine["worker"], "node_run.lease_lost", node_run_id=plan.pk), what="the agent stopping")
     remote.release(key)
+    assert len(fake_llm.requests) == 1
+
+
+def test_a_cancelled_pipeline_sends_no_further_step(engine, api, fake_llm, remote):
+    """One ``execute_pipeline`` call sends many requests: a cancel while one is in flight stops the
+    rest, though quick ones would all go out before the heartbeat's next renewal (its interrupt is
+    off here, as it would come then)."""
+    key, tag = uuid.uuid4().hex, f"after-cancel-{uuid.uuid4().hex[:8]}"
+    steps = [{"op": "http_request", "url": f"{remote.base}/hold/{key}"},
+             *({"op": "http_request", "url": f"{remote.base}/echo/{tag}/{k}"} for k in range(3))]
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", {"steps": steps})]}, {"content": "Done."}])
+    HOOKS.set("aob:test:lease_stop_off", 1)
+    try:
+        run_id = submit(api, {"nodes": [agent(tools=["execute_pipeline"])], "edges": []})
+        wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 1, what="the pipeline's first step in flight")
+        cancel(api, run_id)
+        remote.release(key)
+        plan = NodeRun.objects.get(run_id=run_id, node_id="plan")
+        wait_until(lambda: logged(engine["worker"], "node_run.lease_lost", node_run_id=plan.pk),
+                   what="the agent stopping")
+    finally:
+        HOOKS.delete("aob:test:lease_stop_off")
+    sent = remote.hits(f"/echo/{tag}/")
+    assert not sent, f"{len(sent)} pipeline steps sent after the run was cancelled"
+    assert NodeRun.objects.get(pk=plan.pk).status == "cancelled"
     assert len(fake_llm.requests) == 1
 
 

@@ -3,7 +3,7 @@ a running one starts as them either. The run is theirs alone to cancel (``run_ow
 included), and they can no longer sign in: what it would still do (send their secrets, call the
 model on their budget, ask their approvers) nobody could stop. The node that would start fails
 saying why (``owner_inactive``), which fails the run; an agent already working makes no further
-model call, nor any tool call of an answer that came after."""
+model call, nor any tool call of an answer that came after, nor a pipeline's next step."""
 
 from __future__ import annotations
 
@@ -80,6 +80,27 @@ def test_an_answer_received_after_the_owner_is_deactivated_runs_none_of_its_tool
     assert not sent, f"{len(sent)} requests with the deactivated owner's secret: {sent[0]['headers']}"
     assert (run.status, plan.status) == ("failed", "failed"), (run.status, plan.status, plan.error)
     assert plan.error["error_type"] == "owner_inactive" and "tool call" in plan.error["message"], plan.error
+    assert len(fake_llm.requests) == 1
+
+
+def test_a_pipeline_sends_no_step_after_its_owner_is_deactivated(engine, api, user, fake_llm, remote):
+    """One ``execute_pipeline`` call sends many requests as the owner: a deactivation while one is in
+    flight stops the rest (the heartbeat never interrupts for it), and the node fails as at a claim."""
+    key, tag = uuid.uuid4().hex, f"after-owner-{uuid.uuid4().hex[:8]}"
+    steps = [{"op": "http_request", "url": f"{remote.base}/hold/{key}"},
+             *({"op": "http_request", "url": f"{remote.base}/echo/{tag}/{k}"} for k in range(3))]
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", {"steps": steps})]}, {"content": "Done."}])
+    run_id = start(api, [agent(tools=["execute_pipeline"])])
+    wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 1, what="the pipeline's first step in flight")
+
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    remote.release(key)
+
+    run = finish(run_id)
+    plan = node(run, "plan")
+    sent = remote.hits(f"/echo/{tag}/")
+    assert not sent, f"{len(sent)} pipeline steps sent as an owner deactivated before them"
+    assert plan.error["error_type"] == "owner_inactive" and "pipeline step" in plan.error["message"], plan.error
     assert len(fake_llm.requests) == 1
 
 
