@@ -288,6 +288,35 @@ def test_a_start_refused_by_its_run_limit_keeps_no_graph_of_the_definition_it_wa
     assert run.base_artifact_id == artifact_id and ir.cached(artifact_id) is not None
 
 
+def test_a_start_of_a_stored_version_refused_by_its_run_limit_keeps_no_graph(user: Any, settings: Any) -> None:
+    """A sent definition's graph was kept only once its start passed its run limits, but a start of a
+    stored version this process knew runnable (its second on, by tag, schedule or hook) compiled
+    and kept its graph before them: refused starts kept graphs and evicted others'. Both alike."""
+    from workflows.definition import ir
+    from workflows.ratelimit import RateLimited
+
+    definition = {"nodes": [{"id": "a", "type": "transform", "config": {"expression": f"'{uuid.uuid4()}'", **Q}}]}
+    saved = workflow_save(owner=user, tag=f"stored-{uuid.uuid4().hex[:8]}", definition=definition)
+    artifact_id = saved.version.artifact_id
+    run_start(owner=user, artifact_id=artifact_id, workflow=saved.workflow)  # this process knows it runnable
+    settings.AOB_COMPILED_GRAPHS_BYTES = 10_000  # other versions compiled since evict its graph
+    other = {"nodes": [{"id": "x", "type": "transform", "config": {"expression": "1"}}]}
+    ir.ir_for(f"other-{uuid.uuid4()}", lambda: (other, 9_999))
+    assert ir.cached(artifact_id) is None
+    settings.AOB_COMPILED_GRAPHS_BYTES = 8 * 1024 * 1024
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 0
+
+    with pytest.raises(RateLimited) as refused:
+        run_start(owner=user, artifact_id=artifact_id, workflow=saved.workflow)
+
+    assert refused.value.code == "user_rate_limit_exceeded"
+    assert Run.objects.filter(base_artifact_id=artifact_id).count() == 1
+    assert ir.cached(artifact_id) is None
+    settings.AOB_RATE_USER_RUNS_PER_MIN = 1000
+    run = run_start(owner=user, artifact_id=artifact_id, workflow=saved.workflow)
+    assert run.base_artifact_id == artifact_id and ir.cached(artifact_id) is not None
+
+
 def test_the_graphs_a_process_keeps_compiled_weigh_at_most_their_bound(settings: Any) -> None:
     """512 compiled graphs were kept whatever their size, each holding its definition's configs
     parsed (~25 times a definition of small objects: 512 of 1 MB, ~12.8 GB). They are weighed by

@@ -345,6 +345,26 @@ def test_compiling_a_long_pattern_from_data_is_weighed_too() -> None:
     assert time.monotonic() - started < 0.5
 
 
+def test_a_pattern_weighs_the_same_in_matches_whether_this_process_compiled_it_before_or_not(settings: Any) -> None:
+    """``matches`` charged a compile what it took, and nothing on a hit of the cache every user
+    shares: the same expression was refused, then answered. Each evaluation is charged the
+    pattern's weight (``expressions.regex``: its bytes and its program, ~36 ms for this one)."""
+    import uuid
+
+    pattern = "\\p{L}{50}" + uuid.uuid4().hex[:8]  # compiled by no one before; admitted at 12.8 ms
+    settings.AOB_CEL_TIMEOUT_MS = 30
+    outcomes = []
+    for _ in range(2):
+        with pytest.raises(ExpressionError) as caught:
+            evaluate("inputs.s.matches(inputs.p)", {"inputs": {"s": "x", "p": pattern}})
+        outcomes.append(caught.value.rule)
+
+    assert outcomes == ["timeout", "timeout"]
+    assert "59812 instructions" in str(caught.value), caught.value
+    settings.AOB_CEL_TIMEOUT_MS = 1000
+    assert evaluate("[1, 2, 3].all(i, inputs.s.matches(inputs.p))", {"inputs": {"s": "x", "p": pattern}}) is False
+
+
 @pytest.mark.parametrize("source, context", [
     ('"xx abc yy".matches("abc")', {}),  # a search: anywhere in the text
     ('"abc".matches("^b")', {}),

@@ -191,6 +191,49 @@ def test_a_form_s_pattern_is_not_compiled_past_what_its_budget_has_left(api: Any
     assert pattern not in expressions._regexes
 
 
+def test_a_form_s_patterns_weigh_the_same_whether_this_process_compiled_them_before_or_not(api: Any,
+                                                                                           settings: Any) -> None:
+    """A pattern's compile was charged its measured time, and only when it missed the process's
+    cache (64 patterns, shared with every user's CEL ``matches``): the same definition was refused
+    on its first save and valid on its second. Each use weighs its bytes and its RE2 program
+    (``expressions.regex``): ``\\p{L}{50}`` (59,804 instructions) and 8 letters past 3,200 steps both times."""
+    pattern = r"\p{L}{50}" + uuid.uuid4().hex[:8]  # compiled by no one before; admitted (3,192 steps)
+    settings.AOB_FORM_EVAL_BUDGET = 3_200
+    workflow = gate_with_patterns([pattern])
+
+    first = api.post(f"{API}/workflows/validate", {"workflow": workflow}, format="json").json()
+    second = api.post(f"{API}/workflows/validate", {"workflow": workflow}, format="json").json()
+
+    assert first == second, (first, second)
+    assert first["valid"] is False and first["errors"][0]["rule"] == "form.budget", first
+    assert "59812 instructions" in first["errors"][0]["message"], first
+
+
+def test_the_budget_that_saves_a_form_decides_it_after_its_patterns_left_the_cache(settings: Any) -> None:
+    """Saved while its patterns were in the cache (charged nothing), decided after other users'
+    patterns evicted them or in another process (charged the compile): valid at save, ``form.budget``
+    at the decision. Its patterns weigh the same at both."""
+    from workflows.definition import forms
+
+    pattern = r"\p{L}{50}" + uuid.uuid4().hex[:8]
+    form = gate_with_patterns([pattern])["nodes"][0]["config"]["form"]
+    forms.compile_pattern(pattern)  # e.g. an earlier save attempt, or a CEL matches of the same text
+    low, high = 1, 50_000  # the smallest budget that saves it
+    while low < high:
+        settings.AOB_FORM_EVAL_BUDGET = (low + high) // 2
+        if forms.form_problems(form):
+            low = settings.AOB_FORM_EVAL_BUDGET + 1
+        else:
+            high = settings.AOB_FORM_EVAL_BUDGET
+    for k in range(200):  # other forms' patterns compiled in this process since (past its 64 and re2's 128)
+        forms.compile_pattern(f"^other-{uuid.uuid4().hex}-{k}$")
+    settings.AOB_FORM_EVAL_BUDGET = high + 100  # and room for the answer's own few steps
+
+    problem = forms.form_data_failure(form, {"f0": "x"})
+
+    assert problem is not None and problem.rule == "form.pattern", problem  # evaluated: "x" does not match
+
+
 def with_remote(value: Any, base: str) -> Any:
     if isinstance(value, dict):
         return {k: with_remote(v, base) for k, v in value.items()}

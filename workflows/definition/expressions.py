@@ -434,13 +434,14 @@ class _Budget:
     """One evaluation's deadline, from before its context is converted; also the tick a guarded
     program calls at every comprehension step, and the ``matches`` it calls instead of CEL's."""
 
-    __slots__ = ("deadline", "error", "expired", "refused")
+    __slots__ = ("deadline", "error", "expired", "programs", "refused")
 
     def __init__(self, seconds: float) -> None:
         self.deadline = time.monotonic() + seconds
         self.expired = False
         self.refused: str | None = None  # what was refused for the time it would take
         self.error: ExpressionError | None = None  # an error of ours raised inside the binding
+        self.programs: dict[str, Any] = {}  # each pattern's program, charged once an evaluation
 
     def __call__(self) -> bool:
         if time.monotonic() > self.deadline:
@@ -460,8 +461,8 @@ class _Budget:
         ran ``(?s:.){9000}!`` over 100 kB for 9 s, 1 MB for 92 s). RE2's time is linear in the
         text, at worst its program's size times the text's bytes (``MATCH_NS``): a call that
         could not end by the deadline is refused before it starts, the pattern's compiling
-        included (``_regex``), and what it took counts against the deadline, looked at before and
-        after."""
+        included (``_regex``), and its weight (``regex``) counts against the deadline, looked at
+        before and after."""
         if not isinstance(text, str) or not isinstance(pattern, str):
             self.error = ExpressionError(f"matches takes a string and a pattern string, not {type(text).__name__} "
                                          f"and {type(pattern).__name__}", "evaluation")
@@ -494,6 +495,10 @@ MATCH_NS = 12
 # (at most 6-8 ms here, 45 ms under RE2's default 8 MB). Weighed at about 1.5 times that.
 COMPILE_NS = 12_000_000
 COMPILE_BYTE_NS = 45_000
+# What a compiled program weighs, besides its bytes: 260-420 ns per instruction of ``programsize``
+# here (7 December: ``\p{L}{50}``, 59,804 instructions, 15-26 ms; ``(?i)[^\pL]`` 1,203 in 0.5 ms).
+# Weighed at about 1.5 times that.
+COMPILE_INSTRUCTION_NS = 600
 # RE2's memory for one pattern, program and DFA caches: a program of up to ~20,000 instructions
 # (``(?s:.){1000}`` is 7,005; three of them are too large), which is all the deadline lets search
 # more than ~4 kB of text anyway.
@@ -529,51 +534,69 @@ class RegexRefused(ValueError):
         self.pattern, self.reason = pattern, reason
 
 
-def regex(pattern: str, admit: Callable[[str, int], None], spent: Callable[[int], object]) -> Any:
+def regex(pattern: str, admit: Callable[[str, int], None], spent: Callable[[str, int], object]) -> Any:
     """The RE2 program for ``pattern``: the one rule for every pattern a user writes (CEL's
     ``matches``, an approval form's ``pattern`` and ``patternProperties``), each compiled within
-    ``REGEX_MAX_MEM`` and kept (``REGEX_CACHE``; refusals too). Only a compile is weighed: first
-    ``admit(what, weighed_ns)``, which raises to refuse it (``COMPILE_NS``, ``COMPILE_BYTE_NS``),
-    then ``spent(ns)``, what it took. Raises ``RegexRefused``."""
+    ``REGEX_MAX_MEM`` and kept (``REGEX_CACHE``; refusals too). A compile is first weighed from the
+    pattern's bytes, ``admit(what, weighed_ns)`` raising to refuse it uncompiled (``COMPILE_NS``,
+    ``COMPILE_BYTE_NS``). Then every use is charged ``spent(what, weight_ns)``, the same weight
+    whether this process compiled the pattern just now or before: its bytes and its program's
+    instructions (``COMPILE_INSTRUCTION_NS``), a refusal what it was admitted at. Charging the
+    compile's measured time, and only on a miss of the cache every user shares, made one form
+    refused on its first save and valid on its second, valid at save and refused at its decision,
+    and refused on a slow machine what a fast one accepted. Raises ``RegexRefused``."""
     with _regexes_lock:
         found = _regexes.get(pattern)
         if found is not None:
             _regexes.move_to_end(pattern)
+    size = len(pattern.encode())
     if found is None:
-        size = len(pattern.encode())
-        admit(f"compiling the pattern {_shown(pattern)} ({size} bytes)", COMPILE_NS + COMPILE_BYTE_NS * size)
-        started = time.monotonic_ns()
+        admitted = COMPILE_NS + COMPILE_BYTE_NS * size
+        admit(f"compiling the pattern {_shown(pattern)} ({size} bytes)", admitted)
         try:
-            found = re2.compile(pattern, _regex_options())
+            program = re2.compile(pattern, _regex_options())
+            found = (program, COMPILE_BYTE_NS * size + COMPILE_INSTRUCTION_NS * program.programsize)
         except re2.error as exc:
-            found = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            if "too large" in found:
-                found += f" (its RE2 program would need more than {REGEX_MAX_MEM >> 10} KiB)"
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            if "too large" in reason:
+                reason += f" (its RE2 program would need more than {REGEX_MAX_MEM >> 10} KiB)"
+            found = (reason, admitted)
         with _regexes_lock:
             _regexes[pattern] = found
             while len(_regexes) > REGEX_CACHE:
                 _regexes.popitem(last=False)
-        spent(time.monotonic_ns() - started)
-    if isinstance(found, str):
+    program, weight = found
+    if isinstance(program, str):
+        spent(f"the pattern {_shown(pattern)} ({size} bytes, refused by RE2)", weight)
         # a new error each time: a cached one, raised, would keep its raiser's frames (and the data
         # they hold) alive with it, and is shared by every thread that reads the cache
-        raise RegexRefused(pattern, found)
-    return found
+        raise RegexRefused(pattern, program)
+    spent(f"the pattern {_shown(pattern)} ({size} bytes, an RE2 program of {program.programsize} instructions)",
+          weight)
+    return program
 
 
 def _regex(pattern: str, budget: _Budget) -> Any:
-    """``matches``'s program: a compile that could not end by the deadline is not started, and
-    what it took counts against it."""
+    """``matches``'s program, charged once an evaluation: a compile that could not end by the
+    deadline is not started, and the pattern's weight (``regex``) is taken from what is left."""
+    known = budget.programs.get(pattern)
+    if known is not None:
+        return known
 
     def admit(what: str, weighed_ns: int) -> None:
         if time.monotonic() + weighed_ns / 1e9 > budget.deadline:
             raise budget.refuse(what, weighed_ns)
 
+    def spent(what: str, weight_ns: int) -> None:
+        admit(what, weight_ns)
+        budget.deadline -= weight_ns / 1e9
+
     try:
-        return regex(pattern, admit, lambda ns: budget())
+        known = budget.programs[pattern] = regex(pattern, admit, spent)
     except RegexRefused as exc:
         budget.error = ExpressionError(f"matches: {exc}", "regex")
         raise ValueError(str(budget.error)) from None
+    return known
 
 
 # What converting a value to CEL costs the binding, in ns: Rust holding the GIL, before any tick can

@@ -10,7 +10,7 @@ are refused that a general JSON Schema library allows:
   fetch a URL or read a file.
 - **Backtracking regular expressions.** ``pattern`` and ``patternProperties`` are compiled with
   RE2 (linear time in the input, no backreferences or lookaround) as CEL's ``matches`` compiles
-  (``expressions.regex``: a program within 1 MiB, each compile weighed against the budget); a
+  (``expressions.regex``: a program within 1 MiB, each pattern's weight charged to the budget); a
   pattern RE2 cannot compile is refused at save, and at decision time too if it came from an
   older stored definition.
 - **Unbounded evaluation.** A decision spends at most ``AOB_FORM_EVAL_BUDGET`` steps: a step per
@@ -122,7 +122,7 @@ def _free(*_: Any) -> None:
 def compile_pattern(pattern: str, budget: _Budget | None = None) -> Any:
     """The RE2 program for ``pattern``, or PatternRefused: never Python's backtracking ``re``. By
     the rule CEL's ``matches`` compiles by (``expressions.regex``: RE2 within ``REGEX_MAX_MEM``, a
-    few kept), its compile charged to the form's ``budget``: RE2's default 8 MiB and 512 kept let
+    few kept), its weight charged to the form's ``budget``: RE2's default 8 MiB and 512 kept let
     ``\\p{L}{300}1`` (11 bytes) take 0.35 s and 5 MB, and one validation of 100 such 16 s and 344 MB."""
     try:
         return regex(pattern, budget.admit if budget else _free, budget.spent if budget else _free)
@@ -136,8 +136,8 @@ def _pointer(parts: Any) -> str:
 
 # --- the safe validator ---------------------------------------------------------------------------
 
-# A step's time, for what is weighed in time (a pattern's compile, ``expressions.regex``): the
-# default 50,000 steps were under 0.2 s for the costliest forms measured.
+# A step's time, for what is weighed in time (a pattern, ``expressions.regex``): the default
+# 50,000 steps were under 0.2 s for the costliest forms measured.
 STEP_NS = 4_000
 
 
@@ -177,8 +177,10 @@ class _Budget:
         if steps > self.left:
             raise BudgetExceeded(f"{what} is weighed at {steps} steps, more than the {max(0, self.left)} left")
 
-    def spent(self, ns: int) -> None:
-        self.charge(-(-ns // STEP_NS))
+    def spent(self, what: str, weight_ns: int) -> None:
+        """A pattern's weight (``expressions.regex``), the same whether it was compiled just now or before."""
+        self.admit(what, weight_ns)
+        self.left -= -(-weight_ns // STEP_NS)
 
     def enum(self, values: list[Any]) -> frozenset[Any]:
         known = self.enums.get(id(values))
@@ -440,9 +442,14 @@ _regex_format = FormatChecker(formats=())
 
 @_regex_format.checks("regex", raises=PatternRefused)
 def _is_re2(value: object) -> bool:
-    """Compiled at save, charged to the forms' budget (``form_problems`` gives it one)."""
+    """Compiled at save, charged to the forms' budget (``form_problems`` gives it one), once a
+    pattern as an evaluation is: a pattern repeated in a form weighs as one."""
     if isinstance(value, str):
-        compile_pattern(value, _budget.get())
+        budget = _budget.get()
+        if budget is None:
+            compile_pattern(value)
+        else:
+            budget.program(value)
     return True
 
 

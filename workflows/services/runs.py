@@ -101,16 +101,16 @@ def run_start(*, owner: User, definition: Any = None, inputs: dict[str, Any] | N
             _RUNNABLE.pop(next(iter(_RUNNABLE)))
     # a definition sent with the run compiles from what was sent: this process may know it runnable
     # (_RUNNABLE) after its compiled graph was evicted and its artifact pruned with its last run. A
-    # graph compiled here is kept only once the start passed its run limits: each start refused a
-    # 429 kept its sent definition's (a 1 MB definition's ~25 MB), and nothing bounds those starts
-    if definition is None:
-        ir = coordinator.graph(artifact_id)
-    else:
-        found = graphs.cached(artifact_id)
-        ir = compile_definition(definition, validated=True) if found is None else found
+    # graph compiled here is kept only once the start passed its run limits, a stored version's as a
+    # sent one's: each start refused a 429 kept one (a 1 MB definition's ~25 MB), evicting others,
+    # and nothing bounds those starts
+    ir = graphs.cached(artifact_id)
+    if ir is None:
+        if definition is None:
+            definition = Artifact.objects.values_list("content", flat=True).get(pk=artifact_id)
+        ir = compile_definition(definition, validated=True)
     _check_rate_limits(owner=owner, ir=ir, api_write=api_write)
-    if definition is not None:
-        ir = graphs.keep(artifact_id, ir, definition_bytes)
+    ir = graphs.keep(artifact_id, ir, definition_bytes)
     # a replay keeps a copy of each output it reuses: counted as its own from the start, as a
     # completion counts one (against AOB_MAX_RUN_OUTPUT_BYTES and what the owner's runs keep); and
     # of each reused node run's input; and every run keeps its definition (its artifact, PROTECT),
