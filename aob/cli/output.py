@@ -118,6 +118,17 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())  # escaped above
 
 
+def listed(value: Any, *, width: int | None = None, text: Callable[[Any], str] = str) -> str:
+    """A text a list answers (a workflow's name or description, a version's or a patch's
+    description, a run's error) for a cell: ``text(value)``, cut to ``width``. Past the answer's
+    byte budget (AOB_DETAILS_MAX_BYTES) the server sends ``{"truncated": true, "bytes", "href"}``
+    instead, which the item answers whole: said so, whole (where to read it is the point of it);
+    sliced as text it stopped ``workflow list`` with a TypeError, printed as a dict elsewhere."""
+    if isinstance(value, dict) and value.get("truncated") is True:
+        return f"(too long to list: {value.get('bytes')} bytes, see {value.get('href')})"
+    return "" if value is None else text(value)[:width]
+
+
 def more_after(page: dict[str, Any], offset: int) -> None:
     """Under an offset-paged list with more after it, how many of how many it showed and the
     ``--offset`` that shows the next ones."""

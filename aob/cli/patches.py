@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import dumps, echo, more_after, printable, quote, short_time, table
+from .output import dumps, echo, listed, more_after, printable, quote, short_time, table
 from .session import Session, idempotency_key_check, operations_from, pass_session, read_json_file
 
 
@@ -32,7 +32,7 @@ def patch_list(session: Session, run_id: str, limit: int, offset: int) -> None:
 
     def pretty(d: dict[str, Any]) -> None:
         rows = [(p["seq"], p["status"], p["op_count"], p["node_id"] or "-", short_time(p["created_at"]),
-                 p["description"]) for p in d["results"]]
+                 listed(p["description"])) for p in d["results"]]
         table(rows, ["SEQ", "STATUS", "OPS", "BY NODE", "CREATED", "DESCRIPTION"])
         more_after(d, offset)
 

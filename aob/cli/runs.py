@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 from .client import ApiError, segment
-from .output import Failure, dumps, duration_text, echo, printable, short_time, table
+from .output import Failure, dumps, duration_text, echo, listed, printable, short_time, table
 from .session import (
     Session,
     definition_of,
@@ -241,7 +241,8 @@ def run_list(session: Session, status: str | None, workflow: str | None, since: 
 
     def pretty(d: dict[str, Any]) -> None:
         table([(r["run_id"], r["status"], r["tag"] or "-", short_time(r["created_at"]),
-                duration_text(r.get("duration_ms")), _error_text(r.get("error"))[:60]) for r in d["results"]],
+                duration_text(r.get("duration_ms")), listed(r.get("error"), width=60, text=_error_text))
+               for r in d["results"]],
               ["RUN", "STATUS", "WORKFLOW", "CREATED", "DURATION", "ERROR"])
         if d.get("next"):
             next_cursor = parse_qs(urlsplit(d["next"]).query).get("cursor", [""])[0]

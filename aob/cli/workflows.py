@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .client import segment
-from .output import dumps, echo, more_after, short_time, table
+from .output import dumps, echo, listed, more_after, short_time, table
 from .session import (
     Session,
     definition_of,
@@ -47,7 +47,8 @@ def workflow_list(session: Session, scope: str, limit: int, offset: int, search:
 
     def pretty(d: dict[str, Any]) -> None:
         rows = [(w["tag"], w["version"], w["nodes_count"], w["edges_count"], w["owner"], short_time(w["updated_at"]),
-                 (w.get("last_run") or {}).get("status", "-"), (w.get("description") or w.get("name") or "")[:50])
+                 (w.get("last_run") or {}).get("status", "-"),
+                 listed(w.get("description") or w.get("name"), width=50))
                 for w in d["results"]]
         table(rows, ["TAG", "VERSION", "NODES", "EDGES", "OWNER", "UPDATED", "LAST RUN", "DESCRIPTION"])
         more_after(d, offset)
@@ -170,7 +171,7 @@ def workflow_versions(session: Session, tag: str) -> None:
     """Every version of TAG, oldest first."""
     answer = session.client.get(_tag_path(tag, "versions"))
     session.output.emit(answer, lambda d: table(
-        [(v["seq"], v["artifact_id"], short_time(v["created_at"]), v["description"]) for v in d],
+        [(v["seq"], v["artifact_id"], short_time(v["created_at"]), listed(v["description"])) for v in d],
         ["SEQ", "ARTIFACT", "CREATED", "DESCRIPTION"]))
 
 

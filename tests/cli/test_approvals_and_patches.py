@@ -140,3 +140,24 @@ def test_approve_by_run_and_node_where_two_passes_of_a_loop_wait_names_their_ids
     assert as_alice("approve", str(two[0])).code == 0
     assert as_alice("approve", run_id, "review").code == 0  # the one left waiting
     assert wait_for_run(run_id).status == "completed"
+
+
+def test_patch_list_says_where_to_read_a_description_too_long_to_list(as_alice, alice):
+    """Past the answer's byte budget (1 MiB) a patch's description is a marker ({"truncated",
+    "bytes", "href"}), and ``patch list`` printed the dict in its column."""
+    from tests.cli.test_workflows import LONG
+    from tests.conftest import stored_run
+    from workflows.models import RunPatch
+
+    run = stored_run(alice)
+    at = run.base_artifact_id
+    RunPatch.objects.bulk_create([RunPatch(run=run, seq=seq, operations=[], op_count=0, description=LONG,
+                                           status="applied", patch_artifact_id=at, before_artifact_id=at,
+                                           after_artifact_id=at) for seq in range(1, 31)])
+
+    listed = as_alice("patch", "list", str(run.pk))
+
+    assert listed.code == 0, listed.err[-2000:]
+    rows = {line.split()[0]: line for line in listed.lines()[1:]}
+    assert rows["1"].endswith(LONG)
+    assert rows["30"].endswith(f"(too long to list: 40000 bytes, see /api/v1/runs/{run.pk}/patches/30)")

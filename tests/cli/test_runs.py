@@ -335,3 +335,20 @@ def test_a_watch_that_reaches_a_gate_nobody_can_decide_says_so_and_how_it_ends(e
     gate_at = next(i for i, line in enumerate(lines) if "approval_required" in line)
     assert "nobody can decide approval" in lines[gate_at + 1] and f"aob run cancel {run_id}" in lines[gate_at + 1]
     assert "aob approve" not in lines[gate_at + 1]
+
+
+def test_run_list_says_where_to_read_an_error_too_long_to_list(as_alice, alice):
+    """Past the answer's byte budget (1 MiB) a run's error is a marker ({"truncated", "bytes",
+    "href"}), and ``run list`` printed the dict in its column."""
+    from tests.api.test_lists import a_run
+
+    error = {"error_type": "HttpError", "message": "\U0001F600" * 2000, "node_id": "a"}  # 8 KB
+    runs = [a_run(alice, status="failed", error=error) for _ in range(200)]
+
+    listed = as_alice("run", "list", "--limit", "200")
+
+    assert listed.code == 0, listed.err[-2000:]
+    rows = {line.split()[0]: line for line in listed.lines()[1:]}
+    assert rows[str(runs[-1].pk)].endswith("\U0001F600" * 60)  # the newest first, and fit: cut to 60, as before
+    cut = [line for line in rows.values() if "(too long to list: " in line]
+    assert cut and all(f"see /api/v1/runs/{line.split()[0]})" in line for line in cut), cut[:1]

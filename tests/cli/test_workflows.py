@@ -122,3 +122,34 @@ def test_a_schedule_s_firings_are_listed_a_page_at_a_time_saying_how_many_more(a
     assert listed[-1] == "(2 of 3; --offset 2 for more)"
     rest = as_alice("schedule", "firings", str(schedule_id), "--limit", "2", "--offset", "2").lines()
     assert len(rest) == 2 and rest[1].startswith("2026-01-01")
+
+
+# 10,000 characters (the most a description may have) of 4 bytes: 40 KB a text, 30 of them past the
+# 1 MiB an answer carries (AOB_DETAILS_MAX_BYTES)
+LONG = "\U0001F600" * 10_000
+
+
+def test_workflow_list_and_versions_say_where_to_read_a_text_too_long_to_list(as_alice, alice):
+    """Past the answer's byte budget a list's text is a marker ({"truncated", "bytes", "href"}):
+    ``workflow list`` sliced it as text and stopped with a TypeError (exit 1, "did not answer as
+    the AOB API does"), ``workflow versions`` printed the dict."""
+    from workflows.services.definitions import workflow_save
+
+    for k in range(30):
+        workflow_save(owner=alice, tag=f"wide-{k:02}", definition={
+            "metadata": {"name": f"wf {k}", "description": LONG},
+            "nodes": [{"id": "a", "type": "transform", "config": {"expression": "1"}}], "edges": []})
+        workflow_save(owner=alice, tag="many", description=LONG, definition={
+            "nodes": [{"id": "a", "type": "transform", "config": {"expression": str(k)}}], "edges": []})
+
+    workflows = as_alice("workflow", "list")
+    versions = as_alice("workflow", "versions", "many")
+
+    assert workflows.code == 0, workflows.err[-2000:]
+    rows = {line.split()[0]: line for line in workflows.lines()[1:]}
+    assert LONG[:50] in rows["wide-00"]  # one that fit: its first 50 characters, as before
+    assert rows["wide-29"].endswith("(too long to list: 40000 bytes, see /api/v1/workflows/wide-29?materialize=true)")
+    assert versions.code == 0, versions.err[-2000:]
+    rows = {line.split()[0]: line for line in versions.lines()[1:]}
+    assert rows["0"].endswith(LONG)
+    assert rows["29"].endswith("(too long to list: 40000 bytes, see /api/v1/workflows/many/versions/29)")
