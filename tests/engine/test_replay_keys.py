@@ -8,11 +8,17 @@ its key was new and the payee applied the payment twice. It now carries the sour
 (``Run.key_run``), down a chain of replays, and a sub-workflow's requests carry keys named by the
 node that started it, so a child that goes on with the source's child's payment is known outside too.
 A payment that runs again after a gate the replay asks again keeps the source's key while it sends
-the same request, and gets a new one when the request changed (``idempotency.going_on``)."""
+the same request, and gets a new one when the request changed (``idempotency.going_on``). A
+sibling that goes on so is begun: no patch changes it in the replay (``RunState.started``), and one
+whose request changed all the same is compared with its source's at its first attempt."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import redis
+from django.conf import settings
 
 from approvals.models import Approval
 from subflows.models import SubRun
@@ -20,8 +26,11 @@ from tests.approvals.runs import decide
 from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
-from workflows.models import Run
+from workflows.models import Artifact, NodeRun, Run
+from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import workflow_save
+
+HOOKS = redis.Redis.from_url(settings.REDIS_URL)  # tests/support/fault_points.py
 
 
 def _beside(pay_node: dict, remote, hold: str, tell: str) -> dict:
@@ -260,3 +269,81 @@ def test_a_changed_payment_behind_a_gate_asked_again_goes_under_a_new_key(engine
     effects = remote.effects(pay)
     assert len(effects) == 2 and effects[0]["key"] != effects[1]["key"], effects
     assert not replay.key_origins
+
+
+def _going_on_held(api, remote, pay: str) -> tuple[Run, str]:
+    """pay (10) stopped mid-request when tell fails; tell replayed, the replay's pay (which goes on
+    under the source's key) held queued before its first attempt: (the source, the replay's id)."""
+    hold, tell = unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    node = http("pay", f"{remote.base}/effect/{pay}/4", config={"method": "POST", "payload": {"amount": 10}})
+    run_id = submit(api, _beside(node, remote, hold, tell))
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the payment sent and the hold")
+    remote.release(hold)
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and node_runs(source)["pay"].status != "completed"
+    HOOKS.set("aob:test:stall:execution:pay", 1)
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/tell/replay")
+    assert response.status_code == 201, response.json()
+    replay_id = response.json()["run_id"]
+    wait_until(lambda: HOOKS.exists("aob:test:stalled:execution:pay"), timeout=30, what="the replay's pay held")
+    assert Run.objects.get(pk=replay_id).key_origins == {"pay/0": str(source.pk)}
+    return source, replay_id
+
+
+def test_a_payment_going_on_with_its_source_s_work_cannot_be_patched_in_the_replay(engine, api, remote):
+    """The replay's pay, queued and not yet begun there, goes on with the source's payment (10,
+    taken by the payee, no answer) under the source's key. A patch made it 1000 (accepted): sent
+    under that key, the payee answered the 10's answer, and the replay completed reporting it as the
+    1000's. It has begun, as a node queued for its retry has: history_immutable refuses the patch."""
+    pay = unique("pay")
+    source, replay_id = _going_on_held(api, remote, pay)
+    try:
+        response = api.post(f"/api/v1/runs/{replay_id}/patches", {"operations": [
+            {"op": "replace", "path": "/nodes/0/config/payload", "value": {"amount": 1000}}]}, format="json")
+    finally:
+        HOOKS.set("aob:test:stall_release:execution:pay", 1)
+    assert response.status_code == 400, response.json()
+    body = response.json()
+    assert body["details"]["rule"] == "history_immutable" and "replay source" in body["message"], body
+    replay = wait_for_run(replay_id)
+    assert replay.status == "completed", replay.error
+    hits = remote.hits(f"/effect/{pay}")
+    assert [json.loads(hit["body"]) for hit in hits] == [{"amount": 10}] * 2
+    assert len(remote.effects(pay)) == 1 and _key(hits[1]) == _key(hits[0])  # the same payment, known by its key
+
+
+@pytest.mark.parametrize("case", ["changed", "source-kept-nothing"])
+def test_a_payment_going_on_with_its_source_s_work_is_compared_with_its_source_s_request(engine, api, remote, case):
+    """A replay patched before the rule above (its definition written here as that patch left it)
+    sent pay's 1000 under the source's key: ``going_on`` took ``run_replay``'s decision as its own
+    and compared nothing. Compared at its first attempt, the changed request is new work under a
+    new key, its ``key_origins`` entry dropped so its retries and replays follow. Where the
+    source kept no request to compare (an attempt of an older release) ``run_replay``'s decision
+    stands: the same definition on the same outputs is the same payment, under the source's key."""
+    pay = unique("pay")
+    source, replay_id = _going_on_held(api, remote, pay)
+    try:
+        if case == "changed":
+            run = Run.objects.get(pk=replay_id)
+            definition = Artifact.objects.get(pk=run.current_artifact_id).content
+            definition["nodes"][0]["config"]["payload"] = {"amount": 1000}
+            Run.objects.filter(pk=replay_id).update(
+                current_artifact=artifact_store(kind=Artifact.Kind.DAG_VERSION, content=definition))
+        else:
+            NodeRun.objects.filter(run=source, node_id="pay").update(input=None)
+    finally:
+        HOOKS.set("aob:test:stall_release:execution:pay", 1)
+    replay = wait_for_run(replay_id)
+    assert replay.status == "completed", replay.error
+    hits = remote.hits(f"/effect/{pay}")
+    assert len(hits) == 2, hits
+    answer = node_runs(replay)["pay"].output["body"]
+    if case == "changed":
+        assert json.loads(hits[1]["body"]) == {"amount": 1000}
+        assert _key(hits[1]) != _key(hits[0]), replay.key_origins  # another request: new work
+        assert answer["key"] == _key(hits[1]) and len(remote.effects(pay)) == 2, answer
+        assert not replay.key_origins
+    else:
+        assert _key(hits[1]) == _key(hits[0]) and len(remote.effects(pay)) == 1, replay.key_origins
+        assert replay.key_origins == {"pay/0": str(source.pk)}

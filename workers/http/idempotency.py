@@ -74,12 +74,21 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
     (a gate's new form data, an upstream's new price) is new work under a new key, which a remote
     refuses under the old (Stripe) or answers with the old request's answer (a key-only remote).
     The decision is kept in the run's ``key_origins`` before the request goes out, so the node
-    run's retries, and replays of this run, carry the same key (``execution.claim``)."""
+    run's retries, and replays of this run, carry the same key (``execution.claim``).
+
+    A sibling ``run_replay`` sent on under its source's key (``ctx.goes_on`` at a first attempt) is
+    compared too: its node cannot be patched (``RunState.started``), but a replay patched before
+    that rule, or a definition read otherwise, may send another request; then its entry is dropped
+    (its retries and replays follow: its own key). Where its source kept no request to compare
+    (stopped mid-request on an older release) ``run_replay``'s decision stands: it runs the source's
+    definition on the source's outputs, the same work, which a new key would have applied twice."""
     from django.db import connection
 
     from workflows.models import NodeRun, Run
 
-    if ctx.goes_on:  # run_replay, or an earlier attempt of this node run, decided it
+    # an earlier attempt of this node run decided it (its first compared), and its decision was kept:
+    # its retries repeat what it may have sent under that key, whatever their request says now
+    if ctx.goes_on and ctx.attempt > 1:
         return ctx, None
     run = Run.objects.filter(pk=ctx.run_id).values_list("replay_of_id", "replay_of__key_origins").first()
     if run is None or run[0] is None:
@@ -91,14 +100,26 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
         return ctx, None
     key_run = Run.key_run(source_id, source_origins, ctx.node_id, ctx.iteration)
     sent, now = request_digest(source[3]), request_digest(config)
+    origin = Run.origin(ctx.node_id, ctx.iteration)
+    if sent is None and ctx.goes_on:
+        return ctx, {"run": key_run, "why": "its source's key: the replay goes on with its source's work, which kept "
+                     "no request to compare (stopped mid-request on an older release)", "request": now}
     if sent is None or sent != now:
         why = ("its source kept no request to compare (stopped mid-request on an older release)"
                if sent is None else "its request differs from its source's, whose outcome is unknown")
+        if ctx.goes_on:  # run_replay's decision is undone before the request goes out
+            with connection.cursor() as cursor:
+                cursor.execute("UPDATE workflows_run SET key_origins = key_origins - %s WHERE id = %s "
+                               "RETURNING key_origins", [origin, ctx.run_id])
+                row = cursor.fetchone()
+            origins = json.loads(row[0]) if row and isinstance(row[0], str) else (row[0] if row else None)
+            ctx = dataclasses.replace(ctx, key_run_id=Run.key_run(ctx.run_id, origins, ctx.node_id, ctx.iteration),
+                                      goes_on=False)
         return ctx, {"run": ctx.key_run_id or ctx.run_id, "why": f"a new key: {why}", "request": now, "source": sent}
-    origin = Run.origin(ctx.node_id, ctx.iteration)
-    with connection.cursor() as cursor:  # one statement: the run's other origins stay as they are
-        cursor.execute("UPDATE workflows_run SET key_origins = COALESCE(key_origins, '{}'::jsonb) || %s::jsonb "
-                       "WHERE id = %s", [json.dumps({origin: key_run}), ctx.run_id])
+    if not ctx.goes_on:
+        with connection.cursor() as cursor:  # one statement: the run's other origins stay as they are
+            cursor.execute("UPDATE workflows_run SET key_origins = COALESCE(key_origins, '{}'::jsonb) || %s::jsonb "
+                           "WHERE id = %s", [json.dumps({origin: key_run}), ctx.run_id])
     return dataclasses.replace(ctx, key_run_id=key_run, goes_on=True), {
         "run": key_run, "why": "its source's key: the same request as its source's, whose outcome is unknown",
         "request": now}

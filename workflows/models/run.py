@@ -147,6 +147,12 @@ class Run(models.Model):
         """A node run's entry in ``key_origins`` (``run_replay`` writes them)."""
         return f"{node_id}/{iteration}"
 
+    @staticmethod
+    def going_on_nodes(key_origins: dict[str, str] | None) -> set[str]:
+        """The nodes with a node run that goes on with another run's unsettled work (``goes_on``):
+        its ``origin`` entries, not a sub-workflow's whole-run "" (the iteration is after the last "/")."""
+        return {origin.rpartition("/")[0] for origin in key_origins or {} if origin}
+
     @property
     def output_pending(self) -> bool:
         """Completed, and its ``metadata.output`` not stored yet (``output_asked_at`` is set)."""

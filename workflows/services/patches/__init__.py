@@ -115,6 +115,10 @@ def run_state(run: Run) -> RunState:
             started.add(node_id)
         if node_type == gates.GATE and status == NodeRun.Status.COMPLETED:
             completed.append(pk)
+    # a replay's node that goes on with its source's unsettled work (``Run.key_origins``: its request
+    # may have taken effect there) has begun, as one queued for its retry has, before its first attempt
+    # here: changed, it went out under the source's key and the payee answered the first request's answer
+    started |= Run.going_on_nodes(run.key_origins)
     base = Artifact.objects.values_list("content", flat=True).get(pk=authored_base_id(
         run.pk, base_artifact_id=run.base_artifact_id))
     approved = set(NodeRun.objects.filter(pk__in=completed, output__approved=True)

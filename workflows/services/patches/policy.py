@@ -144,7 +144,8 @@ class RunState:
     # node id -> status of its latest node run, or "waiting" while any of its node runs waits (a gate
     # in a loop's body waits once per pass: an earlier pass's may wait beside the newest)
     statuses: dict[str, str] = field(default_factory=dict)
-    # nodes with a node run that has begun (``NodeRun.begun``: it ran, or made an attempt): their past is fixed
+    # nodes with a node run that has begun (``NodeRun.begun``: it ran, or made an attempt; or it goes on
+    # with its replay source's unsettled work, ``Run.going_on_nodes``): their past is fixed
     started: frozenset[str] = frozenset()
     approved: frozenset[str] = frozenset()  # gates a completed node run of which approved (any pass of a loop's)
     base: dict[str, Any] = field(default_factory=dict)  # the frozen version the run started from
@@ -339,11 +340,13 @@ class _Judgement:
             if node_id not in self.old:
                 continue
             if node_id not in self.new:
-                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has begun (run, running, or queued for "
-                            "its retry) and cannot be removed", _node(node_id), node_id=node_id)
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has begun (run, running, queued for its "
+                            "retry, or going on with its replay source's unsettled work) and cannot be removed",
+                            _node(node_id), node_id=node_id)
             if self.new[node_id] != self.old[node_id]:
-                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has begun (run, running, or queued for "
-                            "its retry) and cannot be changed", _node(node_id), node_id=node_id)
+                self.refuse(Rule.HISTORY_IMMUTABLE, f"node {node_id!r} has begun (run, running, queued for its "
+                            "retry, or going on with its replay source's unsettled work) and cannot be changed",
+                            _node(node_id), node_id=node_id)
             if _incoming(self.before, node_id) != _incoming(self.after, node_id):
                 self.refuse(Rule.HISTORY_IMMUTABLE, f"the incoming edges of node {node_id!r}, which has begun, "
                             "cannot change", lambda doc, n=node_id: _incoming(doc, n), node_id=node_id)
