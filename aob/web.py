@@ -7,8 +7,11 @@ process so; what a client may make it hold is decided here once, not in each com
 request heads bounded in bytes, headers and time, and connections per client address
 (aob_project/http_head.py, from settings), and
 WebSocket frames of at most 4 KiB (clients send nothing over the event streams; uvicorn's default
-16 MiB frames were buffered whole before the consumer dropped them). The options that set these
-cannot be given: they would take the bounds away.
+16 MiB frames were buffered whole before the consumer dropped them); and the ASGI lifespan run, with
+its failure stopping the server (``--lifespan on``): the lifespan is where the web records its vault
+keys for ``aob_rotate_secrets`` (aob_project/asgi.py), and a web with it off (or ``auto`` swallowing
+its failure) served unseen while a rotation re-encrypted under a key it did not hold. The options
+that set these cannot be given: they would take the bounds away.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 
 APP = "aob_project.asgi:application"
 FIXED = ["--http", "aob_project.http_head:HeadBoundedProtocol", "--ws", "aob_project.http_head:CountedWebSocket",
-         "--ws-max-size", "4096"]
+         "--ws-max-size", "4096", "--lifespan", "on"]
 
 
 def argv_for(args: list[str]) -> list[str]:

@@ -27,7 +27,10 @@ from workflows.routing import websocket_urlpatterns  # noqa: E402
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The web process's start and stop (uvicorn's lifespan): while it serves, it records its vault
-    keys for ``aob_rotate_secrets`` (``vault.processes``); it has no periodic work to do it from."""
+    keys for ``aob_rotate_secrets`` (``vault.processes``); it has no periodic work to do it from.
+    An exception here stops the server (aob/web.py runs it ``--lifespan on``): a web that cannot
+    keep its record does not serve unseen. A Redis away at the start is not one: the record is
+    written from the renewal's thread, tried again every ``REFRESH_S``."""
     from vault import processes
 
     stop = None

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,13 +61,29 @@ class Holder:
     keys: list[str]
 
 
+# This process's own among the records: a host name and a pid do not tell processes apart
+# (containers sharing the host's network each run as pid 1 under the host's name, and would write
+# one record, the last one wins, and one's withdraw delete the other's). Made again in a forked
+# child, which is another process with a record of its own to make.
+_ID = uuid.uuid4().hex[:12]
+
+
+def _new_id() -> None:
+    global _ID
+    _ID = uuid.uuid4().hex[:12]
+
+
+os.register_at_fork(after_in_child=_new_id)
+
+
 def _key() -> str:
-    return KEY.format(f"{socket.gethostname()}:{os.getpid()}")
+    return KEY.format(f"{socket.gethostname()}:{os.getpid()}:{_ID}")
 
 
 def announce(name: str) -> None:
     """Record this process's keys for ``KEPT_S``; a Redis that does not answer is tried next time."""
-    record = json.dumps({"process": f"{name} (host {socket.gethostname()}, pid {os.getpid()})", "keys": held()})
+    record = json.dumps({"process": f"{name} (host {socket.gethostname()}, pid {os.getpid()}, id {_ID})",
+                         "keys": held()})
     try:
         redis_client.shared(TIMEOUT_S, once=True).set(_key(), record, ex=KEPT_S)
     except redis.RedisError:

@@ -5,7 +5,11 @@ decrypts instead of stopping at it, and waits for every running process to hold 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +18,13 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
+from aob import web
+from aob.embedded import free_port
 from aob.launcher import development_keys, vault_key_rotated
+from aob_project import redis_client
 from aob_project.development import DEV_SECRET_KEY, derived_vault_key
 from tests.agents.flows import finish, http, start
-from tests.support.stack import start_web
+from tests.support.stack import ROOT, start_web
 from vault import crypto, processes
 from vault.models import Secret
 
@@ -113,13 +120,60 @@ def test_a_web_process_records_its_keys_while_it_serves(stack_env: dict[str, str
     its stop withdraws it (``aob_project.asgi.lifespan``), as a worker's main process does on its
     timer."""
     proc = start_web(dict(stack_env), "uvicorn-vault-keys")
-    mine = f"pid {proc.popen.pid})"
+    mine = f"pid {proc.popen.pid},"
     try:
         recorded = _until(lambda: [h for h in processes.holders() if h.process.startswith("web ") and mine in h.process])
         assert recorded[0].keys == processes.held(), recorded
     finally:
         proc.stop()
     _until(lambda: not [h for h in processes.holders() if mine in h.process])
+
+
+def test_a_web_cannot_serve_without_running_what_records_its_keys(stack_env: dict[str, str]) -> None:
+    """The process table said any other uvicorn option may follow ``python -m aob.web``, and a
+    deployment that silenced uvicorn's "lifespan unsupported" line with ``--lifespan off`` served
+    with no record: ``aob_rotate_secrets`` re-encrypted beside it while it held the old key (its
+    hooks answered 401). aob/web.py runs the lifespan ``on`` and refuses the option, as it refuses
+    ``--http``; a Redis away at the start still lets the web serve (the record is tried again)."""
+    for given in (["--lifespan", "off"], ["--lifespan=off"], ["--lifespan", "auto"]):
+        with pytest.raises(SystemExit, match="--lifespan is set by aob/web.py"):
+            web.argv_for(given)
+    assert web.argv_for([])[-2:] == ["--lifespan", "on"]
+
+    away = {**stack_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    proc = start_web(away, "uvicorn-redis-away")  # serving: "Uvicorn running on"
+    try:
+        proc.wait_for("vault.keys_unrecorded")
+        assert proc.popen.poll() is None and "Application startup complete" in proc.log.read_text()
+    finally:
+        proc.stop()
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare(1) for a process of its own pid namespace")
+def test_processes_of_one_host_name_and_pid_keep_records_of_their_own(stack_env: dict[str, str]) -> None:
+    """A record was keyed by host name and pid: two containers with the host's network (compose
+    ``network_mode: host``, a Kubernetes ``hostNetwork`` pod) each run their command as pid 1 under
+    the host's name, so the worker still on the old key list and the one restarted with the new key
+    first wrote one record, the last won, and the rotation saw only the new one; and one's stop
+    withdrew the other's. Here processes each pid 1 in a pid namespace of their own on this host."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    script = ("import sys, django; django.setup(); from vault import processes; "
+              "processes.withdraw() if sys.argv[1:] == ['stop'] else processes.announce('worker'); print('done')")
+    marks = [processes.fingerprint(old.encode())]
+    try:
+        # the worker not yet restarted, the one restarted, then a third one stopping
+        for keys, *args in ((old,), (f"{new},{old}",), (new, "stop")):
+            env = {**stack_env, "AOB_SECRETS_KEYS": keys, "DJANGO_SETTINGS_MODULE": "aob_project.settings"}
+            done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script, *args],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0 and "done" in done.stdout, done.stdout + done.stderr
+        seen = [h.keys for h in processes.holders() if "pid 1," in h.process]
+        assert marks in seen and [processes.fingerprint(new.encode()), *marks] in seen, processes.holders()
+    finally:  # lapsing only after KEPT_S, they would hold back the rotations of the tests after this one
+        client = redis_client.shared()
+        for key in client.scan_iter(processes.KEY.format("*")):
+            if marks[0] in json.loads(client.get(key) or "{}").get("keys", []):
+                client.delete(key)
 
 
 def _until(check: Any, timeout: float = 60) -> Any:
