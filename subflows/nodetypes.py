@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from aob_project.exceptions import NotFound, ServiceUnavailable
-from workers.http.idempotency import effect_key
+from workers.http.idempotency import decided_before_acting, effect_key
 from workflows.definition.gates import binding
 from workflows.engine.execution import WAITING, park
 from workflows.engine.sweeper import ClockTimestamp
@@ -57,7 +57,7 @@ CONFIG_SCHEMA = {
 
 
 @executor("workflow", config_schema=CONFIG_SCHEMA, on_run_finished=on_run_finished, started_approved=lambda r: started_approved(r),
-          acts_for_owner=True, times_wait=True,
+          acts_for_owner=True, times_wait=True, sends=("tag", "version", "inputs"),
           description="Runs another workflow (tag, optional pinned version) of the same owner as a child run with "
           "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
           "outputs); fails when the child fails or is cancelled. Not available to agents.")
@@ -93,6 +93,10 @@ def run_workflow(ctx: NodeContext) -> Any:
     # the node's own timeout_ms bounds the wait for its child, not this task (which starts it:
     # ``times_wait``), set and judged (subflows_sweep) by the database's clock, not by either host's
     timeout_ms = (ctx.definition or {}).get("timeout_ms")
+    # a replay's node whose source's child did not settle starts its child under the source's node's
+    # key when it starts the same one (the tag, pinned version and inputs): the first child's payment
+    # in flight is then one payment outside, as an http node's request is (one rule for both)
+    ctx, keyed = decided_before_acting(ctx)
 
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:
         nonlocal version
@@ -122,6 +126,7 @@ def run_workflow(ctx: NodeContext) -> Any:
                                                       "tag": tag, "version": version.seq, "depth": depth,
                                                       **({"as_approved_at": approved_at.isoformat()}
                                                          if approved_at else {}),
+                                                      **({"idempotency_key": keyed} if keyed else {}),
                                                       **({"timeout_ms": timeout_ms, "deadline": deadline.isoformat()}
                                                          if deadline else {})})]
 

@@ -174,6 +174,11 @@ class NodeType:
     # something computed from what it read: a gate's decision it reads is not carried on in it
     # (``gates.deciders``). Left False, a node of the type that reads a decision carries it on.
     answers_outside: bool = False
+    # What a node of this type does outside, as the fields of its resolved config that say it (an
+    # http request's method, URL, headers, query and payload; a ``workflow`` node's child: its tag,
+    # pinned version and inputs): a replay that runs the node again keeps its source's unsettled
+    # work's Idempotency-Key when these are the same (``idempotency.going_on``). Empty: not compared.
+    sends: tuple[str, ...] = ()
     # Called after commit whenever any run has finished (run id, its status): a type whose nodes
     # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.
     on_run_finished: Callable[[str, str], None] | None = None

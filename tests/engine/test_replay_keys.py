@@ -347,3 +347,35 @@ def test_a_payment_going_on_with_its_source_s_work_is_compared_with_its_source_s
     else:
         assert _key(hits[1]) == _key(hits[0]) and len(remote.effects(pay)) == 1, replay.key_origins
         assert replay.key_origins == {"pay/0": str(source.pk)}
+
+
+def test_a_replayed_subworkflow_node_starts_its_child_under_its_source_s_key_when_it_starts_the_same_one(
+        engine, api, remote, user):
+    """A ``workflow`` node replayed itself, whose source's child had a payment in flight when the
+    source failed, started its child under the replay's new key: the child's payment went out again
+    under another key and the payee applied it twice. A node of every type that acts outside follows
+    the http node's rule (``idempotency.decided_before_acting``): the same child goes on under the
+    source's key."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    workflow_save(owner=user, tag=pay, definition={"nodes": [
+        http("charge", f"{remote.base}/effect/{pay}/4", config={"method": "POST", "payload": {"amount": 10}})],
+        "edges": []})
+    node = {"id": "pay", "type": "workflow", "config": {"tag": pay}}
+    run_id = submit(api, _beside(node, remote, hold, tell))
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
+    remote.release(hold)  # tell fails while the child's charge is still at the payee
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and node_runs(source)["pay"].status != "completed"
+    assert len(remote.effects(pay)) == 1
+
+    # the person replays pay itself: the same child, the same inputs, the same charge
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"])
+
+    assert replay.status == "completed", replay.error
+    first = SubRun.objects.get(parent_run=source).child_run
+    second = SubRun.objects.get(parent_run=replay).child_run
+    assert second.key_origins == first.key_origins
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)

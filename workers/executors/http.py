@@ -14,7 +14,7 @@ from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
 from workers.http import idempotency
 from workers.http.exceptions import DNSResolutionFailed, HTTPRequestError
 from workflows.definition.references import resolve
-from workflows.engine.execution import LOST, NOT_TRIED, SENT_AGAIN, answered, kept_before_sending
+from workflows.engine.execution import LOST, NOT_TRIED, SENT_AGAIN, answered
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, Repeats, executor
 
@@ -101,7 +101,7 @@ def _limits(config: dict[str, Any]) -> dict[str, int | None]:
 
 
 @executor("http", config_schema=CONFIG_SCHEMA, check=check_config, check_outbound=literal_url_problems,
-          repeats=_repeats, limits=_limits, answers_outside=True,
+          repeats=_repeats, limits=_limits, answers_outside=True, sends=idempotency.REQUEST_FIELDS,
           description="Calls a URL (SSRF-safe) and outputs {status, status_code, headers, body, duration_ms, url, "
           "method}; 4xx/5xx complete unless fail_on_status (then 408/425/429 and a 503 with Retry-After, and "
           "500/502/503/504 where a repeat is safe, are retried by the node's retry, no sooner than the answer's "
@@ -141,10 +141,7 @@ def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:
     keyed = None
     if idempotency.decided_by_request(method, key_header):
         # the request as resolved (its $secrets as written) is kept first: what a replay compares its own with
-        if not kept_before_sending(ctx):
-            raise NodeFailed("the node run was stopped before its request went out: nothing was sent",
-                             code="NodeRunMoved", extra={"transient": False, "sent": False})
-        ctx, keyed = idempotency.going_on(ctx, ctx.config)
+        ctx, keyed = idempotency.decided_before_acting(ctx)
         if keyed is not None:  # which key a replay's request carried, and why, for a person to read
             logger.info("http.idempotency_key", extra={"key_run": keyed["run"], "why": keyed["why"]})
     try:

@@ -7,9 +7,11 @@ mid-request send the same key; another iteration, and a replay (a new run), send
 where the replay goes on with its source's work that did not settle (a payment in flight when the
 source failed: ``run_replay``), which keeps the source's run in its key (``Run.key_run``), as does
 a sub-workflow its parent's node's (``run_workflow``): the same work is one request outside. A
-replay's request that runs again (after a gate asked again, or replayed itself) keeps its source's
-key too where the source's did not settle and the request is the same (``going_on``): decided at
-send time, as only then is the request known.
+replay's node that runs again (after a gate asked again, or replayed itself) keeps its source's
+key too where the source's did not settle and it acts the same (``going_on``): decided just before
+it acts (``decided_before_acting``), as only then is its resolved config known. Every type that
+acts outside follows that one rule (``NodeType.sends``: an http request, a ``workflow`` node's
+child, whose requests carry keys named by it); an agent's own journal and model calls decide its.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from workflows import registry
 from workflows.definition.ir import MAX_BACKOFF_MS
-from workflows.registry import NodeContext
+from workflows.registry import NodeContext, NodeFailed
 
 HEADER = "Idempotency-Key"
 NAMESPACE = uuid.UUID("5b0f7d9e-2c4a-4f57-9a61-0d3e8f2b6c11")
@@ -42,19 +45,23 @@ def effect_key(ctx: NodeContext, *parts: Any) -> str:
     return str(uuid.uuid5(NAMESPACE, "/".join([run, ctx.node_id, str(ctx.iteration), *map(str, parts)])))
 
 
-# What a request is, as the node's resolved config says it: what the remote is sent, its $secrets
-# as written (the config is resolved before they are put in: a rotated secret is the same request,
-# and no secret is kept or compared in clear).
-REQUEST_FIELDS = ("method", "url", "headers", "query", "payload")
+# What an http request is, as the node's resolved config says it (its ``NodeType.sends``): what the
+# remote is sent, its $secrets as written (the config is resolved before they are put in: a rotated
+# secret is the same request, and no secret is kept or compared in clear). Its target first.
+REQUEST_FIELDS = ("url", "method", "headers", "query", "payload")
 
 
-def request_digest(config: Mapping[str, Any] | None) -> str | None:
-    """The request an http node's resolved ``config`` (or a node run's kept ``input``) sends; None
-    when there is none to compare (no input kept: a node run stopped mid-request on an older release)."""
-    if not isinstance(config, Mapping) or "url" not in config:
+def request_digest(node_type: str, config: Mapping[str, Any] | None) -> str | None:
+    """What a node of ``node_type`` does outside, as its resolved ``config`` (or a node run's kept
+    ``input``) says it (``NodeType.sends``); None when there is none to compare (a type that says
+    none, or no input kept: a node run stopped mid-request on an older release)."""
+    spec = registry.get(node_type)
+    fields = spec.sends if spec is not None else ()
+    if not fields or not isinstance(config, Mapping) or fields[0] not in config:
         return None
-    request = {name: config.get(name) for name in REQUEST_FIELDS}
-    request["method"] = str(request["method"] or "GET").upper()
+    request = {name: config.get(name) for name in fields}
+    if "method" in request:  # an http method as sent: "post" and an omitted GET are what goes out
+        request["method"] = str(request["method"] or "GET").upper()
     text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -99,7 +106,7 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
     if source is None or not NodeRun.unsettled(*source[:3]):
         return ctx, None
     key_run = Run.key_run(source_id, source_origins, ctx.node_id, ctx.iteration)
-    sent, now = request_digest(source[3]), request_digest(config)
+    sent, now = request_digest(ctx.node_type, source[3]), request_digest(ctx.node_type, config)
     origin = Run.origin(ctx.node_id, ctx.iteration)
     if sent is None and ctx.goes_on:
         return ctx, {"run": key_run, "why": "its source's key: the replay goes on with its source's work, which kept "
@@ -123,6 +130,21 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
     return dataclasses.replace(ctx, key_run_id=key_run, goes_on=True), {
         "run": key_run, "why": "its source's key: the same request as its source's, whose outcome is unknown",
         "request": now}
+
+
+def decided_before_acting(ctx: NodeContext) -> tuple[NodeContext, dict[str, Any] | None]:
+    """The one rule a node that acts outside (``NodeType.sends``) follows just before it acts (an http
+    node's keyed POST/PATCH, a ``workflow`` node's child start): its resolved input is kept first
+    (``kept_before_sending``: what a replay of its run compares with, were it stopped mid-way), then a
+    replay's key is decided (``going_on``). Returns the context to act with and why it carries its
+    key (None: nothing to decide); raises ``NodeFailed`` when the node run is no longer this
+    attempt's (cancelled, moved on): nothing may act."""
+    from workflows.engine.execution import kept_before_sending
+
+    if not kept_before_sending(ctx):
+        raise NodeFailed("the node run was stopped before it acted outside: nothing was sent",
+                         code="NodeRunMoved", extra={"transient": False, "sent": False})
+    return going_on(ctx, ctx.config)
 
 
 def with_key(headers: Mapping[str, str] | None, name: str | None, key: str) -> dict[str, str]:

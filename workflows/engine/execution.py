@@ -361,10 +361,11 @@ SELECT count(*) FROM kept
 
 
 def kept_before_sending(ctx: NodeContext) -> bool:
-    """Keep this attempt's resolved input before its request goes out: a node run stopped
-    mid-request (its run failed or was cancelled beside it, its worker lost) keeps what it sent,
-    which a replay compares its own request with (``idempotency.going_on``). False when the node
-    run is no longer this attempt's (cancelled, moved on): then nothing may be sent."""
+    """Keep this attempt's resolved input before it acts outside (its request goes out, its child
+    starts: ``idempotency.decided_before_acting``): a node run stopped mid-request (its run failed
+    or was cancelled beside it, its worker lost) keeps what it sent, which a replay compares its
+    own with (``idempotency.going_on``). False when the node run is no longer this attempt's
+    (cancelled, moved on): then nothing may be sent."""
     with connection.cursor() as cursor:
         cursor.execute(KEEP_INPUT, {"run_id": ctx.run_id, "id": ctx.node_run_id, "attempt": ctx.attempt,
                                     "input": canonical_json(ctx.config)})
