@@ -491,32 +491,57 @@ class _Budget:
 # pattern (``(?i)hello``, an e-mail shape) may search ~5 MB, ``\p{L}+`` (1,201 instructions) ~70 kB.
 MATCH_NS = 12
 # Compiling: RE2 parses a Unicode class escape in up to ~30 µs a pattern byte (``\pL``, ``(?i)[^\pL]``,
-# 20-47 µs here; literals and ``.`` 0.1-1 µs), then compiles until its program passes ``REGEX_MAX_MEM``
-# (at most 6-8 ms here, 45 ms under RE2's default 8 MB). Weighed at about 1.5 times that.
+# 20-47 µs here; literals and ``.`` 0.1-1 µs), then compiles until its program passes its ``max_mem``
+# (a refusal at most 6-8 ms here under ``REGEX_MAX_MEM``; 45-100 ms under ``FORM_REGEX_MAX_MEM``,
+# 7 December, a loaded machine). Weighed at about 1.5 times that, per MiB of ``max_mem``.
 COMPILE_NS = 12_000_000
 COMPILE_BYTE_NS = 45_000
-# What a compiled program weighs, besides its bytes: 260-420 ns per instruction of ``programsize``
-# here (7 December: ``\p{L}{50}``, 59,804 instructions, 15-26 ms; ``(?i)[^\pL]`` 1,203 in 0.5 ms).
-# Weighed at about 1.5 times that.
+# What a compiled program weighs, besides its bytes: 260-660 ns per instruction of ``programsize``
+# here (7 December: ``\p{L}{50}``, 59,804 instructions, 15-37 ms; ``^[\p{L} .'-]{1,100}$``, 120,001,
+# 80 ms; ``(?i)[^\pL]`` 1,203 in 0.5 ms). Weighed at about 1.5 times the quiet machine's.
 COMPILE_INSTRUCTION_NS = 600
-# RE2's memory for one pattern, program and DFA caches: a program of up to ~20,000 instructions
-# (``(?s:.){1000}`` is 7,005; three of them are too large), which is all the deadline lets search
-# more than ~4 kB of text anyway.
+# RE2's memory for one of CEL's patterns, program and DFA caches: a program of up to ~60,000
+# instructions (``(?s:.){1000}`` is 7,005; three of them are too large), which is all the deadline
+# lets search more than ~4 kB of text anyway.
 REGEX_MAX_MEM = 1 << 20
-# Compiled patterns (and the reasons RE2 refused others) kept per process, most recently used;
-# ``re2.compile`` keeps its own 128 besides, so a process holds at most ~200 MB of them at worst.
+# An approval form's: RE2's default, which forms compiled with until 7 December. Under 1 MiB an
+# ordinary name pattern, ``^[\p{L} .'-]{1,100}$`` (120,001 instructions), was refused, and every
+# stored form holding one failed its decisions. A form's pattern matches one answer's string, read
+# by the DFA (``_COSTS``); what bounds its compiles is the form's budget: that name pattern weighs
+# 18,226 of the default 50,000 steps, an e-mail or phone pattern 250-550, and a program past
+# ~330,000 instructions (``\p{L}{300}1``, 0.2 s) more than all of them.
+FORM_REGEX_MAX_MEM = 8 << 20
+# Compiled patterns (and the reasons RE2 refused others) kept per process, most recently used: at
+# most ``REGEX_CACHE`` of them and ``REGEX_CACHE_BYTES`` of RE2 memory, each program weighed at the
+# ``max_mem`` it was compiled under (its DFA caches grow to it as it runs): 64 CEL patterns, or 8
+# of a form's. Kept here only: ``re2.compile``'s own cache of 128 whatever their size would hold
+# 1 GiB of 8 MiB programs, so they are built by ``re2._Regexp`` (the class ``re2.compile``
+# returns, google-re2 pinned in requirements.txt).
 REGEX_CACHE = 64
+REGEX_CACHE_BYTES = 64 << 20
 
-_regexes: OrderedDict[str, Any] = OrderedDict()
+_regexes: OrderedDict[tuple[int, str], tuple[Any, int, int]] = OrderedDict()
+_regexes_held = 0  # the sum of the kept programs' ``max_mem``
 _regexes_lock = threading.Lock()
 
 
-def _regex_options() -> re2.Options:
+def _regex_options(max_mem: int) -> re2.Options:
     options = re2.Options()
     options.log_errors = False
-    options.max_mem = REGEX_MAX_MEM
+    options.max_mem = max_mem
     options.never_capture = True  # ``matches`` answers a boolean: no group is ever read
     return options
+
+
+def _keep(key: tuple[int, str], found: tuple[Any, int, int]) -> None:
+    global _regexes_held
+    with _regexes_lock:
+        if key in _regexes:  # compiled by two threads at once: one kept
+            return
+        _regexes[key] = found
+        _regexes_held += found[2]
+        while len(_regexes) > REGEX_CACHE or _regexes_held > REGEX_CACHE_BYTES:
+            _regexes_held -= _regexes.popitem(last=False)[1][2]
 
 
 def _shown(text: str, limit: int = 60) -> str:
@@ -527,45 +552,47 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 class RegexRefused(ValueError):
-    """A pattern RE2 does not accept: its syntax, or a program past ``REGEX_MAX_MEM``."""
+    """A pattern RE2 does not accept: its syntax, or a program past its ``max_mem``."""
 
     def __init__(self, pattern: str, reason: str) -> None:
         super().__init__(f"the pattern {_shown(pattern)} is not one RE2 accepts: {_shown(reason, 200)[1:-1]}")
         self.pattern, self.reason = pattern, reason
 
 
-def regex(pattern: str, admit: Callable[[str, int], None], spent: Callable[[str, int], object]) -> Any:
+def regex(pattern: str, admit: Callable[[str, int], None], spent: Callable[[str, int], object],
+          max_mem: int = REGEX_MAX_MEM) -> Any:
     """The RE2 program for ``pattern``: the one rule for every pattern a user writes (CEL's
-    ``matches``, an approval form's ``pattern`` and ``patternProperties``), each compiled within
-    ``REGEX_MAX_MEM`` and kept (``REGEX_CACHE``; refusals too). A compile is first weighed from the
-    pattern's bytes, ``admit(what, weighed_ns)`` raising to refuse it uncompiled (``COMPILE_NS``,
-    ``COMPILE_BYTE_NS``). Then every use is charged ``spent(what, weight_ns)``, the same weight
-    whether this process compiled the pattern just now or before: its bytes and its program's
-    instructions (``COMPILE_INSTRUCTION_NS``), a refusal what it was admitted at. Charging the
-    compile's measured time, and only on a miss of the cache every user shares, made one form
+    ``matches`` within ``REGEX_MAX_MEM``, an approval form's ``pattern`` and ``patternProperties``
+    within ``FORM_REGEX_MAX_MEM``), each compiled within ``max_mem`` and kept (``REGEX_CACHE``,
+    ``REGEX_CACHE_BYTES``; refusals too). A compile is first weighed from the pattern's bytes,
+    ``admit(what, weighed_ns)`` raising to refuse it uncompiled (``COMPILE_NS``, ``COMPILE_BYTE_NS``).
+    Then every use is charged ``spent(what, weight_ns)``, the same weight whether this process
+    compiled the pattern just now or before: its bytes and its program's instructions
+    (``COMPILE_INSTRUCTION_NS``), a refusal ``COMPILE_NS`` per MiB of ``max_mem`` and its bytes (what
+    compiling to the limit may take). What ``admit`` looks at is the least a compile takes, not its
+    class's most: a form's last patterns would be refused behind two name patterns, so a budget's
+    last compile may pass it by one program's time (0.1-0.4 s under ``FORM_REGEX_MAX_MEM``). Charging
+    the compile's measured time, and only on a miss of the cache every user shares, made one form
     refused on its first save and valid on its second, valid at save and refused at its decision,
     and refused on a slow machine what a fast one accepted. Raises ``RegexRefused``."""
+    key = (max_mem, pattern)
     with _regexes_lock:
-        found = _regexes.get(pattern)
+        found = _regexes.get(key)
         if found is not None:
-            _regexes.move_to_end(pattern)
+            _regexes.move_to_end(key)
     size = len(pattern.encode())
     if found is None:
-        admitted = COMPILE_NS + COMPILE_BYTE_NS * size
-        admit(f"compiling the pattern {_shown(pattern)} ({size} bytes)", admitted)
+        admit(f"compiling the pattern {_shown(pattern)} ({size} bytes)", COMPILE_NS + COMPILE_BYTE_NS * size)
         try:
-            program = re2.compile(pattern, _regex_options())
-            found = (program, COMPILE_BYTE_NS * size + COMPILE_INSTRUCTION_NS * program.programsize)
+            program = re2._Regexp(pattern, _regex_options(max_mem))
+            found = (program, COMPILE_BYTE_NS * size + COMPILE_INSTRUCTION_NS * program.programsize, max_mem)
         except re2.error as exc:
             reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
             if "too large" in reason:
-                reason += f" (its RE2 program would need more than {REGEX_MAX_MEM >> 10} KiB)"
-            found = (reason, admitted)
-        with _regexes_lock:
-            _regexes[pattern] = found
-            while len(_regexes) > REGEX_CACHE:
-                _regexes.popitem(last=False)
-    program, weight = found
+                reason += f" (its RE2 program would need more than {max_mem >> 10} KiB)"
+            found = (reason, COMPILE_NS * max(1, max_mem >> 20) + COMPILE_BYTE_NS * size, 0)
+        _keep(key, found)
+    program, weight, _ = found
     if isinstance(program, str):
         spent(f"the pattern {_shown(pattern)} ({size} bytes, refused by RE2)", weight)
         # a new error each time: a cached one, raised, would keep its raiser's frames (and the data

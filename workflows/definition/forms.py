@@ -10,9 +10,9 @@ are refused that a general JSON Schema library allows:
   fetch a URL or read a file.
 - **Backtracking regular expressions.** ``pattern`` and ``patternProperties`` are compiled with
   RE2 (linear time in the input, no backreferences or lookaround) as CEL's ``matches`` compiles
-  (``expressions.regex``: a program within 1 MiB, each pattern's weight charged to the budget); a
-  pattern RE2 cannot compile is refused at save, and at decision time too if it came from an
-  older stored definition.
+  (``expressions.regex``: a program within RE2's default 8 MiB, each pattern's weight charged to
+  the budget); a pattern RE2 cannot compile is refused at save, and at decision time too if it
+  came from an older stored definition.
 - **Unbounded evaluation.** A decision spends at most ``AOB_FORM_EVAL_BUDGET`` steps: a step per
   keyword evaluated, and more where its work grows with the form's value or the data (``_COSTS``)
   and for each error it makes; past it the decision is a 400. ``unevaluatedProperties`` and
@@ -42,7 +42,7 @@ from referencing.exceptions import Unresolvable
 
 from workflows.models import stored_size
 
-from .expressions import RegexRefused, regex
+from .expressions import FORM_REGEX_MAX_MEM, RegexRefused, regex
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TYPES = ["array", "boolean", "integer", "null", "number", "object", "string"]
@@ -121,11 +121,12 @@ def _free(*_: Any) -> None:
 
 def compile_pattern(pattern: str, budget: _Budget | None = None) -> Any:
     """The RE2 program for ``pattern``, or PatternRefused: never Python's backtracking ``re``. By
-    the rule CEL's ``matches`` compiles by (``expressions.regex``: RE2 within ``REGEX_MAX_MEM``, a
-    few kept), its weight charged to the form's ``budget``: RE2's default 8 MiB and 512 kept let
-    ``\\p{L}{300}1`` (11 bytes) take 0.35 s and 5 MB, and one validation of 100 such 16 s and 344 MB."""
+    the rule CEL's ``matches`` compiles by (``expressions.regex``: RE2 within ``FORM_REGEX_MAX_MEM``,
+    a few kept), its weight charged to the form's ``budget``: 512 kept and nothing charged let
+    ``\\p{L}{300}1`` (11 bytes) take 0.35 s and 5 MB, and one validation of 100 such 16 s and 344 MB.
+    Within CEL's 1 MiB an ordinary name pattern, ``^[\\p{L} .'-]{1,100}$``, was refused."""
     try:
-        return regex(pattern, budget.admit if budget else _free, budget.spent if budget else _free)
+        return regex(pattern, budget.admit if budget else _free, budget.spent if budget else _free, FORM_REGEX_MAX_MEM)
     except RegexRefused as exc:
         raise PatternRefused(pattern, exc.reason) from None
 
