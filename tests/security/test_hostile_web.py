@@ -181,6 +181,33 @@ def test_a_form_s_ordinary_name_pattern_is_valid_at_save_and_at_its_decision(api
     assert refused is not None and (refused.path, refused.rule) == ("/first", "form.pattern"), refused
 
 
+def test_a_decision_searches_one_string_with_one_pattern_once(monkeypatch: Any) -> None:
+    """A ``pattern`` step is charged as a DFA reads its string (``forms._COSTS``), and RE2 may read
+    a large program's by its NFA: ``\\p{L}{1,100}x`` (119,704 instructions) over 20,000 CJK
+    characters took 0.25 s, and one ``$ref`` to it 40 times in an ``allOf`` searched the string 40
+    times, a decision of 9.8 s within the default budget. Each pattern searches a string once."""
+    import re2
+
+    from workflows.definition import forms
+
+    text = "".join(chr(0x4E00 + i % 2000) for i in range(20000))
+    searched: list[int] = []
+    search = re2._Regexp.search
+
+    def counted(self: Any, string: Any, *args: Any, **kwargs: Any) -> Any:  # RE2's, not ours
+        searched.append(len(string))
+        return search(self, string, *args, **kwargs)
+
+    monkeypatch.setattr(re2._Regexp, "search", counted)
+    form = {"type": "object", "properties": {"v": {"allOf": [{"$ref": "#/$defs/n"}] * 40}},
+            "$defs": {"n": {"type": "string", "pattern": r"\p{L}{1,100}x"}}}
+
+    problem = forms.form_data_failure(form, {"v": text})
+
+    assert problem is not None and (problem.path, problem.rule) == ("/v", "form.pattern"), problem
+    assert searched == [len(text)], len(searched)
+
+
 def test_a_form_s_costly_patterns_are_refused_within_re2_s_default_memory(api: Any) -> None:
     """A form's patterns were compiled with RE2's default 8 MiB, 512 kept, and nothing weighed a
     compile: ``\\p{L}{300}1`` (11 bytes) took 0.35 s and kept 5 MB, one validation of 100 such 16 s
