@@ -19,15 +19,18 @@ afterwards cannot change what the approvers let run."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import transaction
 
 from aob_project.exceptions import NotFound, ServiceUnavailable
 from workers.http.idempotency import decided_before_acting, effect_key
 from workflows.definition.gates import binding
+from workflows.engine import locks, time_limit
 from workflows.engine.execution import WAITING, park
 from workflows.engine.sweeper import ClockTimestamp
 from workflows.models import Artifact, Event, NodeRun, Run, Workflow, WorkflowVersion
@@ -55,9 +58,14 @@ CONFIG_SCHEMA = {
     "additionalProperties": False,
 }
 
+# The artifact of the version a node's child runs, as resolved at its start and kept with its input
+# (never written in a definition: the schema refuses it). First of what it sends, so a source kept
+# on an older release, without it, is one with no input to compare (``request_digest``).
+RESOLVED = "resolved_artifact"
+
 
 @executor("workflow", config_schema=CONFIG_SCHEMA, on_run_finished=on_run_finished, started_approved=lambda r: started_approved(r),
-          acts_for_owner=True, times_wait=True, sends=("tag", "version", "inputs"),
+          acts_for_owner=True, times_wait=True, sends=(RESOLVED, "tag", "version", "inputs"),
           description="Runs another workflow (tag, optional pinned version) of the same owner as a child run with "
           "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
           "outputs); fails when the child fails or is cancelled. Not available to agents.")
@@ -93,22 +101,11 @@ def run_workflow(ctx: NodeContext) -> Any:
     # the node's own timeout_ms bounds the wait for its child, not this task (which starts it:
     # ``times_wait``), set and judged (subflows_sweep) by the database's clock, not by either host's
     timeout_ms = (ctx.definition or {}).get("timeout_ms")
-    # a replay's node whose source's child did not settle starts its child under the source's node's
-    # key when it starts the same one (the tag, pinned version and inputs): the first child's payment
-    # in flight is then one payment outside, as an http node's request is (one rule for both)
-    ctx, keyed = decided_before_acting(ctx)
+    keyed: dict[str, Any] | None = None
 
     def start_child() -> list[tuple[str, str, dict[str, Any]]]:
-        nonlocal version
-        if pinned is None and approved_at is None:
-            # the tag's current version as committed, held until the child commits, as every start of
-            # a tag reads it (``workflow_version_for_start``): read before, a save meanwhile made the
-            # child run the version the save had replaced, after the save answered (a review's find)
-            try:
-                version = workflow_version_for_start(workflow=workflow)
-            except NotFound as exc:
-                raise NodeFailed(f"the owner has no workflow {tag!r}: it was deleted as the child started",
-                                 code="SubWorkflowNotFound", extra={"tag": tag, "transient": False}) from exc
+        # the version resolved and compared below, in this transaction, never one read again: what a
+        # replay's key was decided for is what starts
         # its requests' keys are named by this node's (``Run.key_run``), not by its own new id: a
         # replay that goes on with this node's unsettled work starts a child whose requests the
         # remotes know for the first child's
@@ -131,7 +128,29 @@ def run_workflow(ctx: NodeContext) -> Any:
                                                          if deadline else {})})]
 
     try:
-        park(ctx, start_child, reason="workflow")
+        # one transaction from the version's read to the child's start, the run's lock first (park's
+        # order): the tag held (``workflow_version_for_start``) until the child commits, so a save
+        # either waits for it or is what it runs, and a key decided for a start that did not happen
+        # (a limit refused it) is not kept
+        with time_limit.held(), transaction.atomic():
+            locks.lock_run(ctx.run_id)
+            if pinned is None and approved_at is None:
+                # the tag's current version as committed, as every start of a tag reads it: read
+                # earlier, a save meanwhile made the child run the version the save had replaced,
+                # after the save answered (a review's find)
+                try:
+                    version = workflow_version_for_start(workflow=workflow)
+                except NotFound as exc:
+                    raise NodeFailed(f"the owner has no workflow {tag!r}: it was deleted as the child started",
+                                     code="SubWorkflowNotFound", extra={"tag": tag, "transient": False}) from exc
+            # a replay's node whose source's child did not settle starts its child under the source's
+            # node's key when it starts the same one (``NodeType.sends``: the version that runs, as
+            # resolved here, with the tag, pinned version and inputs; an unpinned tag saved since is
+            # another child): the first child's payment in flight is then one payment outside, as an
+            # http node's request is (one rule for both)
+            ctx = dataclasses.replace(ctx, config={**ctx.config, RESOLVED: str(version.artifact_id)})
+            ctx, keyed = decided_before_acting(ctx)
+            park(ctx, start_child, reason="workflow")
     except (RateLimited, ServiceUnavailable) as exc:
         # the owner's run limits, or Redis that counts them, refused the start: nothing was written
         # (the park's transaction rolled back), and a later attempt may fit, so the node's retry applies

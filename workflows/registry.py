@@ -175,9 +175,10 @@ class NodeType:
     # (``gates.deciders``). Left False, a node of the type that reads a decision carries it on.
     answers_outside: bool = False
     # What a node of this type does outside, as the fields of its resolved config that say it (an
-    # http request's method, URL, headers, query and payload; a ``workflow`` node's child: its tag,
-    # pinned version and inputs): a replay that runs the node again keeps its source's unsettled
-    # work's Idempotency-Key when these are the same (``idempotency.going_on``). Empty: not compared.
+    # http request's method, URL, headers, query and payload; a ``workflow`` node's child: the version
+    # that runs, as resolved at its start, its tag, pinned version and inputs): a replay that runs the
+    # node again keeps its source's unsettled work's Idempotency-Key when these are the same
+    # (``idempotency.going_on``). Empty: not compared.
     sends: tuple[str, ...] = ()
     # Called after commit whenever any run has finished (run id, its status): a type whose nodes
     # wait on other runs (``workflow``) resumes or cancels them here. See workflows.engine.hooks.

@@ -379,3 +379,40 @@ def test_a_replayed_subworkflow_node_starts_its_child_under_its_source_s_key_whe
     second = SubRun.objects.get(parent_run=replay).child_run
     assert second.key_origins == first.key_origins
     assert len(remote.effects(pay)) == 1, remote.effects(pay)
+
+
+def test_a_replayed_unpinned_subworkflow_node_whose_tag_was_saved_since_starts_its_new_child_under_a_new_key(
+        engine, api, remote, user):
+    """An unpinned tag's child is the version current at the start: one saved between the source
+    and the replay is another child (another charge). It went on under the source's child's key, its
+    config (the tag alone) being the same, so a key-only payee answered the 1000 with the 10's answer.
+    The version that runs, resolved before the decision, is part of what the node sends."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+
+    def child(amount: int) -> dict:
+        return {"nodes": [http("charge", f"{remote.base}/effect/{pay}/4",
+                               config={"method": "POST", "payload": {"amount": amount}})], "edges": []}
+
+    workflow_save(owner=user, tag=pay, definition=child(10))
+    run_id = submit(api, _beside({"id": "pay", "type": "workflow", "config": {"tag": pay}}, remote, hold, tell))
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
+    remote.release(hold)
+    source = wait_for_run(run_id)
+    assert source.status == "failed" and node_runs(source)["pay"].status != "completed"
+
+    workflow_save(owner=user, tag=pay, definition=child(1000))  # the owner changes the child
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"])
+    assert replay.status == "completed", replay.error
+
+    bodies: dict[str, set[str]] = {}
+    for hit in remote.hits(f"/effect/{pay}/4"):
+        key = next((v for k, v in hit["headers"].items() if k.lower() == "idempotency-key"), "")
+        bodies.setdefault(key, set()).add(json.dumps(json.loads(hit["body"]), sort_keys=True))
+    assert len(bodies) == 2 and all(len(b) == 1 for b in bodies.values()), bodies
+    first = SubRun.objects.get(parent_run=source).child_run
+    second = SubRun.objects.get(parent_run=replay).child_run
+    assert second.key_origins != first.key_origins

@@ -267,6 +267,41 @@ def test_stored_forms_the_current_rules_refuse_are_listed(api: Any, settings: An
     assert len(lines) == 2 and lines[-1] == "1 form(s) refused", lines
 
 
+def test_a_version_a_workflow_node_or_a_schedule_pins_is_listed_when_its_form_is_refused(
+        api: Any, user: Any, settings: Any) -> None:
+    """``aob_check_forms`` read each tag's current version only: a version a parent's ``workflow``
+    node pins (``version: 0``), which every run of the parent starts, or a schedule pins, was never
+    judged, and after the deploy every such run failed at its child's gate."""
+    import io
+
+    from django.core.management import call_command
+
+    from triggers.models import Schedule
+    from workflows.services.definitions import workflow_save
+
+    heavy, light = r"\p{L}{50}" + uuid.uuid4().hex[:8], r"^[A-Z]{2}-\d{4}$"
+    child, timed = f"child-{uuid.uuid4().hex[:8]}", f"timed-{uuid.uuid4().hex[:8]}"
+    pinned = {tag: workflow_save(owner=user, tag=tag, definition=gate_with_patterns([heavy + tag])).version.seq
+              for tag in (child, timed)}  # the heavy form, then a current version that is fine
+    for tag in (child, timed):
+        workflow_save(owner=user, tag=tag, definition=gate_with_patterns([light]))
+    workflow_save(owner=user, tag=f"parent-{uuid.uuid4().hex[:8]}", definition={
+        "nodes": [{"id": "sub", "type": "workflow", "config": {"tag": child, "version": pinned[child]}}], "edges": []})
+    Schedule.objects.create(owner=user, workflow=Workflow.objects.get(owner=user, tag=timed), cron="0 0 1 1 *",
+                            version=pinned[timed], enabled=False)
+    settings.AOB_FORM_EVAL_BUDGET = 3_200  # as a stricter rule would: \p{L}{50} weighs ~9,000 steps
+    out = io.StringIO()
+
+    call_command("aob_check_forms", stdout=out)
+
+    lines = out.getvalue().splitlines()
+    for tag in (child, timed):
+        assert [line for line in lines if f"/{tag}@" in line] == [
+            line for line in lines if f"/{tag}@{pinned[tag]} node gate: form.budget at /config/form: " in line], lines
+        assert any(f"/{tag}@" in line for line in lines), lines
+    assert lines[-1] == "2 form(s) refused", lines
+
+
 def test_a_form_s_pattern_is_not_compiled_past_what_its_budget_has_left(api: Any, settings: Any) -> None:
     """Compiling a pattern is weighed before it starts (``COMPILE_NS``, at ``forms.STEP_NS`` a step),
     at save as at decision time: a budget that could not cover it refuses it uncompiled."""
