@@ -8,6 +8,9 @@ each pending approval's form, and judges each form as its node's run does (``for
 the form alone): each workflow's current version, the versions pinned by a ``workflow`` node of one
 of those (and of those pinned in turn) and by a schedule, and the definitions of unfinished runs
 (their patches included). Each distinct definition is judged once.
+
+It lives in ``triggers``, the lowest app that may read approvals and schedules both (apps depend
+downwards only: pyproject.toml's import contracts).
 """
 
 from __future__ import annotations
