@@ -13,8 +13,15 @@ const deliveriesBox = document.getElementById("hook-deliveries");
 
 function fail(err) { showAlert(alertBox, errorText(err)); }
 
+// An action, then the tables drawn again; what it shows (a secret) is shown once they are: a row
+// drawn after it would replace a button its user already pressed once (a second press lost).
 async function act(fn) {
-  try { await fn(); showAlert(alertBox, ""); await load(); } catch (err) { fail(err); }
+  try {
+    const shown = await fn();
+    showAlert(alertBox, "");
+    await load();
+    if (typeof shown === "function") shown();
+  } catch (err) { fail(err); }
 }
 
 // What cannot be undone (a removal; a new secret that stops the old one signing at once) asks a
@@ -48,10 +55,10 @@ async function load() {
       el("td", {},
         el("button", { type: "button", class: "btn small", "aria-label": `Deliveries of webhook ${h.id}`,
           onclick: () => showDeliveries(h).catch(fail) }, "Deliveries"),
-        el("button", { type: "button", class: "btn small", onclick: () => act(async () => showSecret(
+        el("button", { type: "button", class: "btn small", onclick: () => act(async () => secretShown(
           await api(`/hooks/${h.id}/rotate`, { method: "POST" }), true)) }, "New secret"),
         destructive("New secret, old one stops now", "Confirm: new secret, the old one stops signing now",
-          async () => showSecret(await api(`/hooks/${h.id}/rotate`, { method: "POST", body: { grace_s: 0 } }), true)),
+          async () => secretShown(await api(`/hooks/${h.id}/rotate`, { method: "POST", body: { grace_s: 0 } }), true)),
         destructive("Remove", "Confirm: remove this webhook", () => api(`/hooks/${h.id}`, { method: "DELETE" }))))));
   } catch (err) { fail(err); }
 }
@@ -72,6 +79,8 @@ async function showDeliveries(hook) {
       el("th", { scope: "col" }, "Delivery"), el("th", { scope: "col" }, "Outcome"),
       el("th", { scope: "col" }, "Run or error"))), el("tbody", {}, ...rows)));
 }
+
+function secretShown(hook, rotated = false) { return () => showSecret(hook, rotated); }
 
 function showSecret(hook, rotated = false) {
   secretBox.hidden = false;
@@ -111,7 +120,7 @@ takeOver(document.getElementById("hook-form"), (ev) => {
     if (kind === "template") {
       try { mapping = { template: parseJson(source) }; } catch (err) { throw new Error(`Template is not JSON: ${err.message}`); }
     }
-    showSecret(await api("/hooks", { method: "POST", body: { tag, mapping } }));
+    return secretShown(await api("/hooks", { method: "POST", body: { tag, mapping } }));
   });
 });
 
