@@ -89,23 +89,32 @@ def test_cancel_revokes_queued_messages(engine, stack_env, api, remote):
     assert NodeRun.objects.get(pk=nr.pk).attempts == 0  # never claimed
 
 
-def test_a_cancelled_agent_makes_no_further_model_call(engine, api, fake_llm, remote):
-    key = uuid.uuid4().hex
-    pipeline = {"steps": [{"op": "http_request", "url": f"{remote.base}/hold/{key}"}]}
-    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline)]}, {"content": "Done."}])
-    HOOKS.set("aob:test:lease_stop_off", 1)  # no interrupt: the check between turns alone stops it
+def _cancelled_in_flight(engine, api, tool: str, in_flight, let_go) -> NodeRun:
+    """An agent given ``tool``, cancelled once ``in_flight()`` holds, then ``let_go()``, with the
+    heartbeat's interrupt off (the checks in its loop alone stop it): its node run, once it stopped."""
+    HOOKS.set("aob:test:lease_stop_off", 1)
     try:
-        run_id = submit(api, {"nodes": [agent(tools=["execute_pipeline"])], "edges": []})
-        wait_until(lambda: remote.hits(f"/hold/{key}"), what="the agent's tool call reaching the remote")
+        run_id = submit(api, {"nodes": [agent(tools=[tool])], "edges": []})
+        wait_until(in_flight, what="the agent's call in flight")
         cancel(api, run_id)
-        remote.release(key)
+        let_go()
         plan = NodeRun.objects.get(run_id=run_id, node_id="plan")
         wait_until(lambda: logged(engine["worker"], "node_run.lease_lost", node_run_id=plan.pk),
                    what="the agent stopping")
     finally:
         HOOKS.delete("aob:test:lease_stop_off")
+    return plan
+
+
+def test_a_cancelled_agent_makes_no_further_model_call(engine, api, fake_llm, remote):
+    key = uuid.uuid4().hex
+    pipeline = {"steps": [{"op": "http_request", "url": f"{remote.base}/hold/{key}"}]}
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", pipeline)]}, {"content": "Done."}])
+    # no interrupt: the check between turns alone stops it
+    plan = _cancelled_in_flight(engine, api, "execute_pipeline", lambda: remote.hits(f"/hold/{key}"),
+                                lambda: remote.release(key))
     assert len(fake_llm.requests) == 1  # the second turn's call never went out
-    assert NodeRun.objects.get(run_id=run_id, node_id="plan").status == "cancelled"
+    assert NodeRun.objects.get(pk=plan.pk).status == "cancelled"
 
 
 def test_an_answer_received_after_the_run_is_cancelled_runs_none_of_its_tool_calls(engine, api, fake_llm, remote):
@@ -116,17 +125,7 @@ def test_an_answer_received_after_the_run_is_cancelled_runs_none_of_its_tool_cal
     calls = [("openapi_action", {"api": "remote", "operation_id": "getItem", "parameters": {"item_id": str(k)}})
              for k in range(5)]
     fake_llm.reset([{"tool_calls": calls, "until": answered}, {"content": "Done."}])
-    HOOKS.set("aob:test:lease_stop_off", 1)
-    try:
-        run_id = submit(api, {"nodes": [agent(tools=["openapi_action"])], "edges": []})
-        wait_until(lambda: len(fake_llm.requests) == 1, what="the model call in flight")
-        cancel(api, run_id)
-        answered.set()
-        plan = NodeRun.objects.get(run_id=run_id, node_id="plan")
-        wait_until(lambda: logged(engine["worker"], "node_run.lease_lost", node_run_id=plan.pk),
-                   what="the agent stopping")
-    finally:
-        HOOKS.delete("aob:test:lease_stop_off")
+    plan = _cancelled_in_flight(engine, api, "openapi_action", lambda: len(fake_llm.requests) == 1, answered.set)
     sent = remote.hits("/echo/items/")
     assert not sent, f"{len(sent)} tool requests sent after the run was cancelled"
     assert NodeRun.objects.get(pk=plan.pk).status == "cancelled"
@@ -156,17 +155,8 @@ def test_a_cancelled_pipeline_sends_no_further_step(engine, api, fake_llm, remot
     steps = [{"op": "http_request", "url": f"{remote.base}/hold/{key}"},
              *({"op": "http_request", "url": f"{remote.base}/echo/{tag}/{k}"} for k in range(3))]
     fake_llm.reset([{"tool_calls": [("execute_pipeline", {"steps": steps})]}, {"content": "Done."}])
-    HOOKS.set("aob:test:lease_stop_off", 1)
-    try:
-        run_id = submit(api, {"nodes": [agent(tools=["execute_pipeline"])], "edges": []})
-        wait_until(lambda: len(remote.hits(f"/hold/{key}")) == 1, what="the pipeline's first step in flight")
-        cancel(api, run_id)
-        remote.release(key)
-        plan = NodeRun.objects.get(run_id=run_id, node_id="plan")
-        wait_until(lambda: logged(engine["worker"], "node_run.lease_lost", node_run_id=plan.pk),
-                   what="the agent stopping")
-    finally:
-        HOOKS.delete("aob:test:lease_stop_off")
+    plan = _cancelled_in_flight(engine, api, "execute_pipeline", lambda: len(remote.hits(f"/hold/{key}")) == 1,
+                                lambda: remote.release(key))
     sent = remote.hits(f"/echo/{tag}/")
     assert not sent, f"{len(sent)} pipeline steps sent after the run was cancelled"
     assert NodeRun.objects.get(pk=plan.pk).status == "cancelled"

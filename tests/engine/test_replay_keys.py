@@ -90,27 +90,35 @@ def test_a_replayed_parent_does_not_pay_again_for_its_child_s_payment_in_flight(
     assert second.pk != first.pk and second.key_origins == first.key_origins
 
 
-def test_a_replay_sends_a_sibling_its_remote_answered_a_failure_under_a_new_key(engine, api, remote):
-    """charge's remote answered it 402 (card declined) in the source: it settled. Run again beside
-    the replayed wait it is a new attempt, under a new key; under the source's, a remote that keeps
-    its answers by key (failures too, as Stripe does) declined it again, however often it was
-    replayed from anywhere but charge."""
-    charge, hold = unique("charge"), unique("hold")
-    remote.script(charge, [Reply(402, {"error": "card_declined"}), {"paid": True}])
+def _charge_failed_beside_wait(api, remote, replies: list, *, sent: int = 1, **charge) -> tuple[str, Run]:
+    """A source run whose charge (a POST failing on its status) the remote answers with ``replies``
+    while wait is held, let go once ``sent`` attempts of the charge reached it: the run fails at charge."""
+    name, hold = unique("charge"), unique("hold")
+    remote.script(name, replies)
     definition = {
         "nodes": [
-            http("charge", f"{remote.base}/seq/{charge}",
-                 config={"method": "POST", "payload": {"amount": 10}, "fail_on_status": True}),
+            http("charge", f"{remote.base}/seq/{name}",
+                 config={"method": "POST", "payload": {"amount": 10}, "fail_on_status": True}, **charge),
             http("wait", f"{remote.base}/hold/{hold}"),
             transform("after", "1"),
         ],
         "edges": [edge("wait", "after")],
     }
     run_id = submit(api, definition)
-    wait_until(lambda: remote.hits(f"/hold/{hold}") and remote.hits(f"/seq/{charge}"), what="both sent")
+    wait_until(lambda: remote.hits(f"/hold/{hold}") and len(remote.hits(f"/seq/{name}")) == sent,
+               what="every charge attempt sent and the hold")
     remote.release(hold)
     source = wait_for_run(run_id)
     assert source.status == "failed" and source.error["node_id"] == "charge", source.error
+    return name, source
+
+
+def test_a_replay_sends_a_sibling_its_remote_answered_a_failure_under_a_new_key(engine, api, remote):
+    """charge's remote answered it 402 (card declined) in the source: it settled. Run again beside
+    the replayed wait it is a new attempt, under a new key; under the source's, a remote that keeps
+    its answers by key (failures too, as Stripe does) declined it again, however often it was
+    replayed from anywhere but charge."""
+    charge, source = _charge_failed_beside_wait(api, remote, [Reply(402, {"error": "card_declined"}), {"paid": True}])
     assert node_runs(source)["charge"].error["answered"] is True
     first = remote.hits(f"/seq/{charge}")
     assert len(first) == 1 and _key(first[0])
@@ -140,24 +148,9 @@ def test_a_replay_sends_a_sibling_whose_outcome_stays_unknown_under_its_source_s
     not answer in time"), its 520, a proxy's 599 are no more the remote's word than a 504 is. Read as
     answered, a replay from wait sent charge under a new key, and a payee that went on to apply the
     first attempt applied a second charge."""
-    charge, hold = unique("charge"), unique("hold")
-    remote.script(charge, [*(Reply(status, {"error": "declined_or_busy"}) for status in answers), {"paid": True}])
-    definition = {
-        "nodes": [
-            http("charge", f"{remote.base}/seq/{charge}",
-                 config={"method": "POST", "payload": {"amount": 10}, "fail_on_status": True},
-                 retry={"max_attempts": 2, "backoff_ms": 100}),
-            http("wait", f"{remote.base}/hold/{hold}"),
-            transform("after", "1"),
-        ],
-        "edges": [edge("wait", "after")],
-    }
-    run_id = submit(api, definition)
-    wait_until(lambda: remote.hits(f"/hold/{hold}") and len(remote.hits(f"/seq/{charge}")) == len(answers),
-               what="every charge attempt sent and the hold")
-    remote.release(hold)
-    source = wait_for_run(run_id)
-    assert source.status == "failed" and source.error["node_id"] == "charge", source.error
+    charge, source = _charge_failed_beside_wait(
+        api, remote, [*(Reply(status, {"error": "declined_or_busy"}) for status in answers), {"paid": True}],
+        sent=len(answers), retry={"max_attempts": 2, "backoff_ms": 100})
     error = node_runs(source)["charge"].error
     assert error["status_code"] == answers[-1] and "answered" not in error, error
     first = remote.hits(f"/seq/{charge}")
@@ -178,22 +171,9 @@ def test_an_answer_to_a_replay_going_on_with_its_source_s_unknown_attempt_is_not
     unknown, a replay apart: it speaks for the repeat only. Read as answered (its own node run's
     log has no attempt before it), a replay of the replay sent the charge under a new key, while
     the 503's attempt may yet have taken effect."""
-    charge, hold = unique("charge"), unique("hold")
-    remote.script(charge, [Reply(503, {"error": "busy"}), Reply(402, {"error": "declined"}), {"paid": True}])
-    definition = {
-        "nodes": [
-            http("charge", f"{remote.base}/seq/{charge}",
-                 config={"method": "POST", "payload": {"amount": 10}, "fail_on_status": True}),
-            http("wait", f"{remote.base}/hold/{hold}"),
-            transform("after", "1"),
-        ],
-        "edges": [edge("wait", "after")],
-    }
-    run_id = submit(api, definition)
-    wait_until(lambda: remote.hits(f"/hold/{hold}") and remote.hits(f"/seq/{charge}"), what="both sent")
-    remote.release(hold)
-    source = wait_for_run(run_id)
-    assert source.status == "failed" and "answered" not in node_runs(source)["charge"].error
+    charge, source = _charge_failed_beside_wait(
+        api, remote, [Reply(503, {"error": "busy"}), Reply(402, {"error": "declined"}), {"paid": True}])
+    assert "answered" not in node_runs(source)["charge"].error
 
     first = api.post(f"/api/v1/runs/{source.pk}/nodes/wait/replay")
     assert first.status_code == 201, first.json()
