@@ -72,13 +72,18 @@ def test_a_replay_does_not_pay_again_for_a_payment_in_flight_when_the_source_fai
     assert len(remote.effects(pay)) == 1
 
 
-def test_a_replayed_parent_does_not_pay_again_for_its_child_s_payment_in_flight(engine, api, remote, user):
-    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
-    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+def _paying_child(user, remote, pay: str) -> dict:
+    """A ``workflow`` node starting the owner's saved workflow ``pay``, whose one step charges 10 (``/effect``)."""
     workflow_save(owner=user, tag=pay, definition={"nodes": [
         http("charge", f"{remote.base}/effect/{pay}/4", config={"method": "POST", "payload": {"amount": 10}})],
         "edges": []})
-    node = {"id": "pay", "type": "workflow", "config": {"tag": pay}}
+    return {"id": "pay", "type": "workflow", "config": {"tag": pay}}
+
+
+def test_a_replayed_parent_does_not_pay_again_for_its_child_s_payment_in_flight(engine, api, remote, user):
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    node = _paying_child(user, remote, pay)
     source, replay = _fail_then_replay(api, remote, submit(api, _beside(node, remote, hold, tell)),
                                        lambda: remote.effects(pay), hold)
     first = SubRun.objects.get(parent_run=source).child_run
@@ -338,10 +343,7 @@ def test_a_replayed_subworkflow_node_starts_its_child_under_its_source_s_key_whe
     source's key."""
     pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
     remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
-    workflow_save(owner=user, tag=pay, definition={"nodes": [
-        http("charge", f"{remote.base}/effect/{pay}/4", config={"method": "POST", "payload": {"amount": 10}})],
-        "edges": []})
-    node = {"id": "pay", "type": "workflow", "config": {"tag": pay}}
+    node = _paying_child(user, remote, pay)
     run_id = submit(api, _beside(node, remote, hold, tell))
     wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
     remote.release(hold)  # tell fails while the child's charge is still at the payee
