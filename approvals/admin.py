@@ -152,6 +152,21 @@ class DeliveryAdmin(ApprovalRowsAdmin, ReadOnlyAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("approval").defer(*_APPROVAL_LARGE)
 
+    # Whom a delivery was sent to (a group's member; the webhook target, a row the targets' page
+    # shows its person only) only to staff who read every run; to everyone else the name the
+    # approval lists, as the API answers: naming a group on a gate of one's own run must not list
+    # its members.
+    MEMBER_FIELDS = ("user", "target")
+
+    def _kept(self, request, fields):
+        return fields if self.reads_every(request.user) else [f for f in fields if f not in self.MEMBER_FIELDS]
+
+    def get_list_display(self, request):
+        return self._kept(request, super().get_list_display(request))
+
+    def get_fields(self, request, obj=None):
+        return self._kept(request, super().get_fields(request, obj))
+
 
 @admin.register(NotificationTarget)
 class NotificationTargetAdmin(OwnedRowsAdmin):

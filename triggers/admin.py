@@ -130,6 +130,7 @@ class ScheduleFiringAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
 @admin.register(HookDelivery)
 class HookDeliveryAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     owner = "hook__owner"
+    reads_every = staticmethod(visibility.reads_every_run_and_workflow)  # who reads another's hooks (HookAdmin)
     list_display = ["hook", "delivery_id", "received_at", "run"]
     list_columns = ["hook__id", "delivery_id", "received_at", "run__tag"]
     search_fields = ["delivery_id"]

@@ -33,7 +33,7 @@ from workflows import registry, visibility
 from workflows.answers import node_value_href, run_inputs_href
 from workflows.api.parsers import BodyRejected, loads_strict
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
-from workflows.selectors import artifacts_referenced, refusal_href
+from workflows.selectors import artifact_seen, artifacts_referenced, refusal_href
 from workflows.services import runs
 from workflows.services.patches import Rule
 
@@ -524,7 +524,12 @@ class RefusalRuleFilter(admin.SimpleListFilter):
 class ArtifactAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     """Artifacts are shared by content: one is shown as the API shows it (``selectors.artifact_get``),
     through what refers to it, a version of a workflow or a run (definitions, outputs, patches) the
-    reader may read; all of them to staff who read every owner's workflows and runs."""
+    reader may read; all of them to staff who read every owner's workflows and runs.
+
+    Same content, same row: the row's own kind and time are its first storer's, maybe another
+    user's. To everyone else an artifact's page shows the kind and time of the reader's own
+    reference (``selectors.artifact_seen``, as the API answers), and the list neither shows nor
+    filters by them (a row's own, or a reference's each, for 100 rows)."""
 
     reads_every = staticmethod(visibility.reads_every_run_and_workflow)
 
@@ -542,6 +547,23 @@ class ArtifactAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("content")
+
+    def get_list_display(self, request):
+        shown = super().get_list_display(request)
+        return shown if self.reads_every(request.user) else [f for f in shown if f not in ("kind", "created_at")]
+
+    def get_list_filter(self, request):
+        return super().get_list_filter(request) if self.reads_every(request.user) else []
+
+    def get_object(self, request, object_id, from_field=None):
+        artifact = super().get_object(request, object_id, from_field)
+        if artifact is None or self.reads_every(request.user):
+            return artifact
+        seen = artifact_seen(user=request.user, artifact_id=artifact.pk)
+        if seen is None:  # its last reference the reader reads went meanwhile
+            return None
+        artifact.kind, artifact.created_at = seen  # for showing, never for saving (the admin saves none)
+        return artifact
 
     @admin.display(description="content")
     def content_pretty(self, obj: Artifact) -> str:
@@ -574,7 +596,7 @@ class WorkflowVersionAdmin(OwnersRowsAdmin, ReadOnlyAdmin):
     owner = "workflow__owner"
     reads_every = staticmethod(visibility.reads_every_workflow)
     list_display = ["workflow", "seq", "artifact", "created_at"]
-    list_columns = ["workflow__tag", "seq", "artifact__kind", "created_at"]
+    list_columns = ["workflow__tag", "seq", "artifact__id", "created_at"]
     readonly_fields = ["workflow", "seq", "artifact", "parent", "description", "created_at", "definition"]
 
     def get_queryset(self, request):

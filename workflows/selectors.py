@@ -397,17 +397,24 @@ def artifact_get(*, user: User, artifact_id: str, admit: Callable[[int], None] =
 
     ``admit`` is given its size before its content is read, and may refuse it by raising (the
     per-user limit of whole reads, ``api.views.whole_read``)."""
-    seen = (_version_reference(artifact_id, WorkflowVersion.objects.filter(workflow__owner=user))
-            or _reference(artifact_id, Run.objects.filter(owner=user))
-            or _reference(artifact_id, visibility.runs_visible(user=user))
-            or (_version_reference(artifact_id, WorkflowVersion.objects.all())
-                if visibility.reads_every_workflow(user) else None))
+    seen = artifact_seen(user=user, artifact_id=artifact_id)
     if seen is None:
         raise NotFound("artifact not found")
     admit(Artifact.objects.values_list("size_bytes", flat=True).get(pk=artifact_id))
     artifact = Artifact.objects.defer("content").annotate(text=Cast("content", TextField())).get(pk=artifact_id)
     artifact.kind, artifact.created_at = seen  # for answering, never for saving
     return artifact
+
+
+def artifact_seen(*, user: User, artifact_id: str) -> Seen | None:
+    """The (kind, time) of the reference that lets ``user`` read the artifact (``artifact_get``'s
+    rule), None when none does: what every surface tells ``user`` of an artifact's kind and age,
+    never the shared row's own (the first storer's, maybe another user's)."""
+    return (_version_reference(artifact_id, WorkflowVersion.objects.filter(workflow__owner=user))
+            or _reference(artifact_id, Run.objects.filter(owner=user))
+            or _reference(artifact_id, visibility.runs_visible(user=user))
+            or (_version_reference(artifact_id, WorkflowVersion.objects.all())
+                if visibility.reads_every_workflow(user) else None))
 
 
 def artifacts_referenced(*, versions: QuerySet[WorkflowVersion], runs: QuerySet[Run]) -> Q:

@@ -287,3 +287,100 @@ def test_staff_who_look_after_their_own_schedules_and_hooks_read_no_one_else_s(m
     assert all("acquisition-of-initech" in reader.get(page).content.decode() for page in lists)
     assert "INITECH-42M" in reader.get(f"/admin/triggers/schedule/{schedule.pk}/change/").content.decode()
     assert 'name="_save"' not in reader.get(f"/admin/triggers/hook/{quote(hook.pk)}/change/").content.decode()
+
+
+def test_the_admin_tells_of_a_shared_artifact_only_what_the_api_tells_the_reader(make_user: Any, user: Any) -> None:
+    """Same content, same artifact row, whose own kind and time are its first storer's. The API
+    answers carol the kind and time of her own reference (``selectors.artifact_seen``: an id tells
+    nobody whether, when or as what someone else stored the same content); the admin's artifact
+    page told staff carol (given ``view_artifact`` to look at her own) alice's, its list showed and
+    filtered by them, and every page naming the artifact (a version's list) named it by the row's
+    kind (a red-team helper's finding). Staff who read every run and workflow read the row's own."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.conftest import client_for
+    from workflows.models import Artifact, WorkflowVersion
+    from workflows.services.artifacts import artifact_store
+
+    guessable = {"nodes": [{"id": "pay", "type": "transform", "config": {"expression": "'acme-merger'"}}],
+                 "edges": []}
+    stored_run(user)
+    artifact = artifact_store(kind="node_io", content=guessable)  # alice's node's output, long ago
+    Artifact.objects.filter(pk=artifact.pk).update(created_at=timezone.now() - timedelta(days=400))
+    long_ago = timezone.localtime(Artifact.objects.get(pk=artifact.pk).created_at).strftime("%Y-%m-%d")
+    carol = staff_with(make_user, "carol", "view_artifact", "view_workflowversion")
+    stored_run(carol, guessable)  # carol stores the same content, as her run's definition
+    WorkflowVersion.objects.create(workflow=workflow_save(owner=carol, tag="carols", definition=ONE).workflow,
+                                   seq=2, artifact=artifact)
+    assert client_for(carol).get(f"/api/v1/artifacts/{artifact.pk}").json()["kind"] == "dag_version"  # the API's rule
+    client = logged_in(carol)
+
+    page = client.get(f"/admin/workflows/artifact/{artifact.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Dag Version" in text and "Node Io" not in text and "node_io" not in text  # her reference's kind
+    assert long_ago not in text and timezone.localtime().strftime("%Y-%m-%d") in text  # and time
+    listed = client.get("/admin/workflows/artifact/")
+    assert listed.status_code == 200 and artifact.pk[:19] in listed.content.decode()
+    assert "Node Io" not in listed.content.decode() and long_ago not in listed.content.decode()
+    assert client.get("/admin/workflows/artifact/?kind=node_io").status_code == 400  # no filter to ask by
+    versions = client.get("/admin/workflows/workflowversion/").content.decode()
+    assert artifact.pk[:19] in versions and "node_io" not in versions  # a page naming it names it by id
+
+    reader = logged_in(staff_with(make_user, "reader", "view_artifact", "view_run", "view_workflow"))
+    assert "Node Io" in reader.get(f"/admin/workflows/artifact/{artifact.pk}/change/").content.decode()
+    assert "Node Io" in reader.get("/admin/workflows/artifact/?kind=node_io").content.decode()
+
+
+def test_the_admins_deliveries_do_not_list_who_is_in_a_group_ones_gate_names(make_user: Any) -> None:
+    """carol (staff, given ``view_delivery`` to look at her own gates' notifications) names the
+    group ``finance``, which she is not in, on a gate of her own run. The API answers her with the
+    group's name only (test_ones_own_gate_does_not_list_who_is_in_a_group_it_names); the admin's
+    Deliveries pages named each member: anyone so permitted listed every group's members, one gate
+    at a time (a red-team helper's finding). Staff who read every run read whom each was sent to."""
+    from django.contrib.auth.models import Group
+
+    from approvals.models import Approval
+    from approvals.notifications import approval_notify
+    from tests.conftest import client_for
+
+    finance = Group.objects.create(name="finance")
+    for name in ("erin", "frank"):
+        make_user(name, email=f"{name}@example.com").groups.add(finance)
+    carol = staff_with(make_user, "carol", "view_delivery")
+    approval = Approval.objects.create(run=stored_run(carol), approvers=["finance"])
+    approval_notify(approval=approval)
+    assert "frank" not in client_for(carol).get(f"/api/v1/approvals/{approval.pk}").content.decode()  # the API's
+    erins = approval.deliveries.get(user__username="erin")
+    client = logged_in(carol)
+
+    listed = client.get("/admin/approvals/delivery/")
+    assert listed.status_code == 200 and listed.context["cl"].result_count == 2  # an email to each
+    detail = client.get(f"/admin/approvals/delivery/{erins.pk}/change/")
+    assert detail.status_code == 200 and "finance" in detail.content.decode()
+    for text in (listed.content.decode(), detail.content.decode()):
+        assert "erin" not in text and "frank" not in text
+
+    reader = logged_in(staff_with(make_user, "reader", "view_delivery", "view_run"))
+    assert "erin" in reader.get("/admin/approvals/delivery/").content.decode()
+    assert "erin" in reader.get(f"/admin/approvals/delivery/{erins.pk}/change/").content.decode()
+
+
+def test_staff_read_another_owners_hook_deliveries_only_where_they_read_the_hook(make_user: Any, user: Any) -> None:
+    """A hook's delivery names the hook (its id, in its URL) and the delivery's signature: staff
+    given only ``view_run`` and ``view_hookdelivery`` read every owner's, while another's hook
+    itself is read only by staff who read every owner's runs and workflows (``HookAdmin``)."""
+    from triggers.models import HookDelivery
+    from triggers.services import hooks
+
+    hook, _ = hooks.hook_create(owner=user, workflow=workflow_save(owner=user, tag="alices", definition=ONE).workflow)
+    HookDelivery.objects.create(hook=hook, delivery_id="ALICE-DELIVERY", signature="a" * 64)
+
+    runs_only = logged_in(staff_with(make_user, "runs", "view_run", "view_hookdelivery"))
+    listed = runs_only.get("/admin/triggers/hookdelivery/")
+    assert listed.status_code == 200 and "ALICE-DELIVERY" not in listed.content.decode()
+    assert hook.pk not in listed.content.decode()
+    reader = logged_in(staff_with(make_user, "reader", "view_run", "view_workflow", "view_hookdelivery"))
+    assert "ALICE-DELIVERY" in reader.get("/admin/triggers/hookdelivery/").content.decode()

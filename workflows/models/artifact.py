@@ -141,4 +141,5 @@ class Artifact(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.id[:19]}"
+        # its id alone: the row's kind is its first storer's, maybe another user's (``selectors.artifact_seen``)
+        return self.id[:19]
