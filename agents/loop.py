@@ -256,7 +256,8 @@ def run_agent(ctx: NodeContext) -> Any:
     max_tokens = min(int(config.get("max_tokens") or settings.AOB_LLM_MAX_TOKENS), settings.AOB_LLM_MAX_TOKENS)
     journal = Journal(ctx.node_run_id, ctx.attempt)
     messages = list(journal.prompt or journal.record_prompt(_first_messages(ctx)))
-    journal.reuse_from(_replay_source(ctx), messages)
+    source, source_key_run = _replay_source(ctx)
+    journal.reuse_from(source, messages)
     names = effective_tools(config)
     tools = schemas(names)
     state = AgentState(ctx=ctx, tools=names)
@@ -290,6 +291,10 @@ def run_agent(ctx: NodeContext) -> Any:
                 # cancelled (or a node re-queued) or an owner deactivated while it was on its way starts
                 # none, as no further model call would (a journaled one sends nothing)
                 state.before_acting("makes no further tool call")
+                if record.get("reused") and source_key_run and not ctx.goes_on:
+                    # the source's answer reused: the call its unsettled node run made (or was making),
+                    # the same request, goes on under its key, as a sibling going on does (kept first)
+                    state.ctx = ctx = idempotency.going_on_under(ctx, source_key_run)
                 state.proposal_key = f"{ctx.node_run_id}:{turn}:{index}"
                 state.call_key = f"{turn}:{index}"
                 result = journal.record_tool(turn, index, _next_result(state, name, arguments, index, kept))
@@ -308,15 +313,23 @@ def run_agent(ctx: NodeContext) -> Any:
             "tool_calls": tool_calls, "usage": _usage_totals(calls), "result": last}
 
 
-def _replay_source(ctx: NodeContext) -> int | None:
-    """The node run of the run this one replays, when the replay reuses recorded responses."""
+def _replay_source(ctx: NodeContext) -> tuple[int | None, str]:
+    """The node run of the run this one replays, when the replay reuses recorded responses, and the
+    run whose key the tool calls of a reused response go on under ("": their own), where that node
+    run did not settle (``NodeRun.unsettled``: a call it made may have taken effect): the source's
+    key for it (``Run.key_run``, down a chain of replays)."""
     from workflows.models import NodeRun
 
-    source = Run.objects.filter(pk=ctx.run_id, reuse_llm=True).values_list("replay_of_id", flat=True).first()
-    if source is None:
-        return None
-    return (NodeRun.objects.filter(run_id=source, node_id=ctx.node_id, iteration=ctx.iteration)
-            .values_list("pk", flat=True).first())
+    source = (Run.objects.filter(pk=ctx.run_id, reuse_llm=True)
+              .values_list("replay_of_id", "replay_of__key_origins").first())
+    if source is None or source[0] is None:
+        return None, ""
+    found = (NodeRun.objects.filter(run_id=source[0], node_id=ctx.node_id, iteration=ctx.iteration)
+             .values_list("pk", "status", "attempts", "error").first())
+    if found is None:
+        return None, ""
+    unsettled = NodeRun.unsettled(*found[1:])
+    return found[0], Run.key_run(source[0], source[1], ctx.node_id, ctx.iteration) if unsettled else ""
 
 
 def _first_messages(ctx: NodeContext) -> list[dict[str, Any]]:

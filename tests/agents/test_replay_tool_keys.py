@@ -80,3 +80,25 @@ def test_a_replay_reusing_the_model_does_not_pay_again_for_a_failed_agent_s_paym
     hits = remote.hits(f"/effect/{pay}/")
     assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
     assert len(remote.effects(pay)) == 1, remote.effects(pay)
+
+
+def test_an_agent_replayed_itself_reusing_the_model_does_not_pay_again(engine, api, remote, fake_llm):
+    """The agent replayed itself: with ``reuse_llm`` its turn 0 is the source's answer, the same call
+    the unsettled source made. It went out under the replay's own key and the payee applied it twice.
+    A call of a reused answer goes on under the source's key, kept in ``key_origins`` first."""
+    pay = unique("pay")
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", _pay(f"{remote.base}/effect/{pay}/0"))]}, {"status": 400},
+                    TEXT])
+    definition = {"nodes": [agent("pay", tools=["execute_pipeline"]), http("wait", f"{remote.base}/echo/{pay}")],
+                  "edges": []}
+    source = wait_for_run(submit(api, definition))
+    assert source.status == "failed" and source.error["node_id"] == "pay", source.error
+
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/pay/replay", {"reuse_llm": True}, format="json")
+    assert response.status_code == 201, response.json()
+    replay = wait_for_run(response.json()["run_id"], timeout=40)
+    assert replay.status == "completed", replay.error
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
+    assert replay.key_origins == {"pay/0": str(source.pk)}  # its retries and replays keep it

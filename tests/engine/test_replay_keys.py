@@ -26,6 +26,7 @@ from tests.approvals.runs import decide
 from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
+from vault.services import secret_delete, secret_set
 from workflows.models import Artifact, NodeRun, Run
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import workflow_save
@@ -209,17 +210,23 @@ def _gate_before_pay(remote, pay: str, hold: str, tell: str, amount) -> dict:
             "edges": [edge("review", "pay"), edge("wait", "tell")]}
 
 
-def _gate_asked_again(api, remote, user, definition: dict, pay: str, hold: str, amounts: tuple[int, int]) -> Run:
-    """The gate approved (amount first), pay stopped mid-request when tell fails, tell replayed,
-    the gate asked again and approved (amount second); the replay, finished."""
+def _gate_paid_then_failed(api, remote, user, definition: dict, pay: str, hold: str, amount: int) -> Run:
+    """The gate approved (``amount``), pay stopped mid-request when tell fails: the source, failed."""
     run_id = submit(api, definition)
     approval = wait_until(lambda: Approval.objects.filter(run_id=run_id).first(), what="the approval")
-    assert decide(user, approval, data={"amount": amounts[0]}).status_code == 200
+    assert decide(user, approval, data={"amount": amount}).status_code == 200
     wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the payment sent and the hold")
     remote.release(hold)
     source = wait_for_run(run_id)
     assert source.status == "failed" and node_runs(source)["pay"].status != "completed"
     assert len(remote.effects(pay)) == 1
+    return source
+
+
+def _gate_asked_again(api, remote, user, definition: dict, pay: str, hold: str, amounts: tuple[int, int]) -> Run:
+    """The gate approved (amount first), pay stopped mid-request when tell fails, tell replayed,
+    the gate asked again and approved (amount second); the replay, finished."""
+    source = _gate_paid_then_failed(api, remote, user, definition, pay, hold, amounts[0])
     response = api.post(f"/api/v1/runs/{source.pk}/nodes/tell/replay")
     assert response.status_code == 201, response.json()
     replay_id = response.json()["run_id"]
@@ -254,6 +261,72 @@ def test_a_changed_payment_behind_a_gate_asked_again_goes_under_a_new_key(engine
     effects = remote.effects(pay)
     assert len(effects) == 2 and effects[0]["key"] != effects[1]["key"], effects
     assert not replay.key_origins
+
+
+def test_a_payment_in_flight_keeps_its_key_past_a_replay_cancelled_while_its_gate_waited(engine, api, remote, user):
+    """The replay (S1) asks the gate again and is cancelled while it waits: pay never runs in S1. A
+    replay of S1 (S2), approved again with the same request, found no node run of pay in its source
+    and sent it under its own new key: the payee applied the source's payment, whose outcome was never
+    known, twice. The request last sent is the nearest run's of the chain that ran pay (S0)."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}, {"sent": True}])
+    source = _gate_paid_then_failed(api, remote, user, _gate_before_pay(remote, pay, hold, tell, 10), pay, hold, 1)
+    response = api.post(f"/api/v1/runs/{source.pk}/nodes/tell/replay")
+    assert response.status_code == 201, response.json()
+    s1_id = response.json()["run_id"]
+    wait_until(lambda: Approval.objects.filter(run_id=s1_id).first(), what="the gate asked again in S1")
+    assert api.post(f"/api/v1/runs/{s1_id}/cancel").status_code in (200, 202)
+    s1 = wait_for_run(s1_id)
+    assert s1.status == "cancelled" and "pay" not in node_runs(s1), s1.status
+
+    response = api.post(f"/api/v1/runs/{s1_id}/nodes/review/replay")
+    assert response.status_code == 201, response.json()
+    s2_id = response.json()["run_id"]
+    again = wait_until(lambda: Approval.objects.filter(run_id=s2_id).first(), what="the gate asked again in S2")
+    assert decide(user, again, data={"amount": 1}).status_code == 200
+    s2 = wait_for_run(s2_id)
+    assert s2.status == "completed", s2.error
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
+    assert s2.key_origins == {"pay/0": str(source.pk)}
+
+
+def test_a_payment_whose_replay_stopped_before_it_sent_keeps_its_source_s_key_in_the_next_replay(
+        engine, api, remote, user):
+    """pay replayed itself (S1) fails before it sends: its secret was removed meanwhile. It sent
+    nothing, yet counted as unsettled: a replay of S1 (S2) sent the same charge under S1's key,
+    which the payee never saw, while S0's was the one in flight. A failure before anything was
+    sent (``sent``: false) did not act (``NodeRun.acted``): S2 goes on under S0's key."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    secret_set(owner=user, name="PAY_TOKEN", value="tok-000001")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    node = http("pay", f"{remote.base}/effect/{pay}/4", config={
+        "method": "POST", "payload": {"amount": 10}, "headers": {"Authorization": "$secrets.PAY_TOKEN"}})
+    run_id = submit(api, _beside(node, remote, hold, tell))
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
+    remote.release(hold)
+    s0 = wait_for_run(run_id)
+    assert s0.status == "failed" and node_runs(s0)["pay"].status != "completed", s0.error
+
+    secret_delete(owner=user, name="PAY_TOKEN")
+    response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s1 = wait_for_run(response.json()["run_id"])
+    error = node_runs(s1)["pay"].error
+    assert s1.status == "failed" and error["error_type"] == "SecretMissing", error
+    assert len(remote.hits(f"/effect/{pay}/")) == 1
+
+    secret_set(owner=user, name="PAY_TOKEN", value="tok-000001")
+    response = api.post(f"/api/v1/runs/{s1.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s2 = wait_for_run(response.json()["run_id"])
+    assert s2.status == "completed", s2.error
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
+    assert s2.key_origins["pay/0"] == str(s0.pk)  # (tell may have been stopped beside pay in S1: its own entry)
+    assert error["sent"] is False
 
 
 def _going_on_held(api, remote, pay: str) -> tuple[Run, str]:
@@ -398,3 +471,29 @@ def test_a_replayed_unpinned_subworkflow_node_whose_tag_was_saved_since_starts_i
     first = SubRun.objects.get(parent_run=source).child_run
     second = SubRun.objects.get(parent_run=replay).child_run
     assert second.key_origins != first.key_origins
+
+
+def test_a_sibling_going_on_keeps_its_source_s_key_past_a_replay_cancelled_before_its_claim(engine, api, remote):
+    """The replay's pay goes on under the source's key (S1's ``key_origins``) and S1 is cancelled
+    while pay's message waits, before its claim: pay never began in S1, neither completed nor
+    unsettled there. A replay of S1 (S2) dropped the entry and sent the payment under its own new
+    key. A node run that went on and never acted passes its entry on (``run_replay``)."""
+    pay = unique("pay")
+    source, s1_id = _going_on_held(api, remote, pay)
+    try:
+        assert api.post(f"/api/v1/runs/{s1_id}/cancel").status_code in (200, 202)
+    finally:
+        HOOKS.set("aob:test:stall_release:execution:pay", 1)
+    s1 = wait_for_run(s1_id)
+    assert s1.status == "cancelled" and node_runs(s1)["pay"].attempts == 0, node_runs(s1)["pay"].status
+
+    response = api.post(f"/api/v1/runs/{s1_id}/nodes/tell/replay")
+    assert response.status_code == 201, response.json()
+    # carried from its start, as a sibling going on is (no patch changes it: ``RunState.started``)
+    assert Run.objects.get(pk=response.json()["run_id"]).key_origins == {"pay/0": str(source.pk)}
+    s2 = wait_for_run(response.json()["run_id"])
+    assert s2.status == "completed", s2.error
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
+    assert s2.key_origins == {"pay/0": str(source.pk)}

@@ -115,10 +115,14 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
     box = SecretBox(ctx.owner_id)
     with box.active():
         config = dict(ctx.config)
-        for key in SECRET_FIELDS:
-            if key in ctx.raw_config:
-                config[key] = box.render(ctx.raw_config[key], ctx.config.get(key), lambda text: resolve(
-                    text, inputs=ctx.inputs, outputs=ctx.outputs))
+        try:
+            for key in SECRET_FIELDS:
+                if key in ctx.raw_config:
+                    config[key] = box.render(ctx.raw_config[key], ctx.config.get(key), lambda text: resolve(
+                        text, inputs=ctx.inputs, outputs=ctx.outputs))
+        except NodeFailed as exc:  # a secret missing or unreadable: nothing was sent (``NodeRun.acted``)
+            exc.extra.setdefault("sent", False)
+            raise
         try:
             return box.mask(_run_http(ctx, config))
         except AobError as exc:

@@ -77,7 +77,10 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
     that runs again in a replay (its node replayed, or after a gate asked again: ``run_replay``'s
     ``again``) whose source's node run began and did not settle (``NodeRun.unsettled``: its request
     may have taken effect) goes on under the source's key (``Run.key_run``, down a chain of replays)
-    when it sends the same request (``request_digest`` of the source's kept input); a changed one
+    when it sends the same request (``request_digest`` of the source's kept input). The source is
+    the nearest run of the replay chain whose node run may have acted (``_last_acted``): a replay in
+    between that never ran it (cancelled while a gate waited, or before its message was claimed) or
+    stopped before it sent (``NodeRun.acted``) passes on the request before it. A changed one
     (a gate's new form data, an upstream's new price) is new work under a new key, which a remote
     refuses under the old (Stripe) or answers with the old request's answer (a key-only remote).
     The decision is kept in the run's ``key_origins`` before the request goes out, so the node
@@ -97,16 +100,13 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
     # its retries repeat what it may have sent under that key, whatever their request says now
     if ctx.goes_on and ctx.attempt > 1:
         return ctx, None
-    run = Run.objects.filter(pk=ctx.run_id).values_list("replay_of_id", "replay_of__key_origins").first()
-    if run is None or run[0] is None:
+    found = _last_acted(ctx)
+    if found is None or not NodeRun.unsettled(*found[2:5]):
         return ctx, None
-    source_id, source_origins = run
-    source = (NodeRun.objects.filter(run_id=source_id, node_id=ctx.node_id, iteration=ctx.iteration)
-              .values_list("status", "attempts", "error", "input").first())
-    if source is None or not NodeRun.unsettled(*source[:3]):
-        return ctx, None
+    source_id, source_origins, *_, node_run_id = found
     key_run = Run.key_run(source_id, source_origins, ctx.node_id, ctx.iteration)
-    sent, now = request_digest(ctx.node_type, source[3]), request_digest(ctx.node_type, config)
+    kept = NodeRun.objects.filter(pk=node_run_id).values_list("input", flat=True).first()
+    sent, now = request_digest(ctx.node_type, kept), request_digest(ctx.node_type, config)
     origin = Run.origin(ctx.node_id, ctx.iteration)
     if sent is None and ctx.goes_on:
         return ctx, {"run": key_run, "why": "its source's key: the replay goes on with its source's work, which kept "
@@ -123,13 +123,62 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
             ctx = dataclasses.replace(ctx, key_run_id=Run.key_run(ctx.run_id, origins, ctx.node_id, ctx.iteration),
                                       goes_on=False)
         return ctx, {"run": ctx.key_run_id or ctx.run_id, "why": f"a new key: {why}", "request": now, "source": sent}
-    if not ctx.goes_on:
-        with connection.cursor() as cursor:  # one statement: the run's other origins stay as they are
-            cursor.execute("UPDATE workflows_run SET key_origins = COALESCE(key_origins, '{}'::jsonb) || %s::jsonb "
-                           "WHERE id = %s", [json.dumps({origin: key_run}), ctx.run_id])
-    return dataclasses.replace(ctx, key_run_id=key_run, goes_on=True), {
+    return going_on_under(ctx, key_run), {
         "run": key_run, "why": "its source's key: the same request as its source's, whose outcome is unknown",
         "request": now}
+
+
+def going_on_under(ctx: NodeContext, key_run: str) -> NodeContext:
+    """The context of a node run that goes on with another run's unsettled work under ``key_run``'s
+    key (``going_on``'s decision; an agent's reused answer, agents/loop.py), kept in its run's
+    ``key_origins`` first: its later attempts (``execution.claim``) and replays of its run carry it."""
+    from django.db import connection
+
+    from workflows.models import Run
+
+    if not ctx.goes_on or ctx.key_run_id != key_run:
+        with connection.cursor() as cursor:  # one statement: the run's other origins stay as they are
+            cursor.execute("UPDATE workflows_run SET key_origins = COALESCE(key_origins, '{}'::jsonb) || %s::jsonb "
+                           "WHERE id = %s", [json.dumps({Run.origin(ctx.node_id, ctx.iteration): key_run}), ctx.run_id])
+    return dataclasses.replace(ctx, key_run_id=key_run, goes_on=True)
+
+
+# The runs a replay replays, nearest first (its source, the source's source...), with each one's node
+# run of this node and iteration: where one never began, or stopped before it acted (``NodeRun.acted``),
+# the request last sent for this node may be an earlier run's, whatever replays came in between
+# (cancelled while a gate waited, failed before deciding). One statement; a run deleted ends the chain.
+CHAIN = """
+WITH RECURSIVE chain(id, replay_of_id, key_origins, depth) AS (
+    SELECT s.id, s.replay_of_id, s.key_origins, 1
+      FROM workflows_run r JOIN workflows_run s ON s.id = r.replay_of_id WHERE r.id = %(run_id)s
+    UNION ALL
+    SELECT s.id, s.replay_of_id, s.key_origins, chain.depth + 1
+      FROM chain JOIN workflows_run s ON s.id = chain.replay_of_id
+)
+SELECT chain.id, chain.key_origins, nr.status, nr.attempts, nr.error, nr.id
+  FROM chain JOIN workflows_noderun nr
+    ON nr.run_id = chain.id AND nr.node_id = %(node_id)s AND nr.iteration = %(iteration)s
+ ORDER BY chain.depth
+"""
+
+
+def _last_acted(ctx: NodeContext) -> tuple[str, Any, str, int, Any, int] | None:
+    """The nearest run in this replay's chain whose node run of this node may have acted
+    (``NodeRun.acted``): (its id, its ``key_origins``, that node run's status, attempts, error and
+    id); None when none did (not a replay, or nothing ran it before)."""
+    from django.db import connection
+
+    from workflows.models import NodeRun
+
+    with connection.cursor() as cursor:
+        cursor.execute(CHAIN, {"run_id": ctx.run_id, "node_id": ctx.node_id, "iteration": ctx.iteration})
+        rows = cursor.fetchall()
+    for run_id, origins, status, attempts, error, node_run_id in rows:
+        origins = json.loads(origins) if isinstance(origins, str) else origins
+        error = json.loads(error) if isinstance(error, str) else error
+        if NodeRun.acted(status, attempts, error):
+            return str(run_id), origins, status, attempts, error, node_run_id
+    return None
 
 
 def decided_before_acting(ctx: NodeContext) -> tuple[NodeContext, dict[str, Any] | None]:

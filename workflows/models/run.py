@@ -329,6 +329,16 @@ class NodeRun(models.Model):
         return status in cls.RAN or attempts > 0
 
     @classmethod
+    def acted(cls, status: str, attempts: int, error: Any) -> bool:
+        """Whether a node run may have acted outside: it began, and did not fail at its first attempt
+        before anything was sent (``sent``: false: its secret missing, the node run moved). One that
+        did not may still be a link in a chain of replays, not its end: a run before it in the chain
+        may have sent its request (``idempotency.going_on`` looks past it)."""
+        stopped = (status == cls.Status.FAILED and attempts <= 1 and isinstance(error, dict)
+                   and error.get("sent") is False)
+        return cls.begun(status, attempts) and not stopped
+
+    @classmethod
     def unsettled(cls, status: str, attempts: int, error: Any) -> bool:
         """Whether a node run began and did not settle: what came of its work outside is unknown
         here, or known only to the remote (it runs, waits, is queued again after an attempt, or

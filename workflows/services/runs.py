@@ -295,10 +295,14 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         # what began beside it and did not settle goes on under the source's keys (what its remote
         # answered a failure (``NodeRun.unsettled``) is new work: new keys; the replayed node, what
         # follows it or a gate asked again, run again, keep the source's key where they send the
-        # same request as its unsettled one: decided at send time, ``idempotency.going_on``)
+        # same request as its unsettled one: decided at send time, ``idempotency.going_on``). One
+        # that went on in the source and never acted there (cancelled before its claim, failed before
+        # it sent: ``NodeRun.acted``) goes on under the same key still: the work it went on with is
+        # as unknown as it was
         went_on = {Run.origin(n, nr.iteration): Run.key_run(source.pk, source.key_origins, n, nr.iteration)
                    for n, nr in latest.items() if n in ir.nodes and n not in completed | skipped | again
-                   and NodeRun.unsettled(nr.status, nr.attempts, nr.error)}
+                   and (NodeRun.unsettled(nr.status, nr.attempts, nr.error) if NodeRun.acted(nr.status, nr.attempts, nr.error)
+                        else Run.goes_on(source.key_origins, n, nr.iteration))}
         replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                            workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
                            reused=reused, counted=counted, reuse_llm=reuse_llm, record=record, key_origins=went_on)
