@@ -150,12 +150,10 @@ class HeadBoundedProtocol(HttpToolsProtocol):
             if isinstance(exc.__context__, HeadTooLarge):
                 self._refuse_too_large(exc.__context__)
             else:
-                self.logger.warning("Invalid HTTP request received.")
-                self.send_400_response("Invalid HTTP request received.")
+                self._refuse_malformed(exc)
             return
-        except httptools.HttpParserError:
-            self.logger.warning("Invalid HTTP request received.")
-            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserError as exc:  # a NUL in a header, a space in its name, a bad chunk size
+            self._refuse_malformed(exc)
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
@@ -238,17 +236,31 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         self._send_error(431, "request_head_too_large", f"the request's head has more than {exc.limit} {what}",
                          {"rule": exc.rule, "limit": exc.limit})
 
+    def _refuse_malformed(self, exc: Exception) -> None:
+        self.logger.warning("Invalid HTTP request received: %s.", exc)
+        self._send_error(400, "malformed_request", f"the request is not HTTP this server can read: {exc}",
+                         {"rule": "http_syntax"})
+
     def _responding(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
+        """A response goes out, or waits to, before any answer of ours could: while a head is read,
+        an earlier request's; once it is whole (a body being read), this request's own once begun,
+        or an earlier one's it waits behind in uvicorn's pipeline."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return False
+        return self.head_open or cycle.response_started or bool(self.pipeline)
 
     def _send_error(self, status: int, code: str, message: str, details: dict[str, Any]) -> None:
         """The API's error shape, then the connection closed (nothing of the request was read whole);
         behind a response still going out, only the close."""
         self._disarm()
+        responding = self._responding()
         self.head_open = False
-        if self._responding():
+        if responding:
             self.transport.close()
             return
+        if self.cycle is not None and not self.cycle.response_complete:  # this request's, its answer unbegun:
+            self.cycle.disconnected = True  # the app's answer, if it comes, is not written after ours
         body = json.dumps({"error": code, "message": message, "details": details}).encode()
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:

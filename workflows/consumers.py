@@ -56,9 +56,9 @@ TOO_MANY = 4429
 
 @database_sync_to_async
 def _token_user(key: str) -> User | None:
-    from rest_framework.authtoken.models import Token
+    from workflows.api.authentication import token_with_user
 
-    token = Token.objects.select_related("user").filter(key=key).first()
+    token = token_with_user(key)
     return token.user if token and token.user.is_active else None
 
 

@@ -61,9 +61,18 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(RATE_WAIT_MAX_S, max(0.5, seconds)) if seconds == seconds else None  # NaN names none
 
 
+def unwritable(exc: UnicodeError, to: str = "the API") -> ApiError:
+    """The error for a request that cannot be written: a lone surrogate (an argument's bytes that
+    were not UTF-8, kept by Python as surrogates) in its URL or body, a header beyond ASCII."""
+    return ApiError(f"the request to {to} cannot be written: {exc}", code="bad_request")
+
+
 def segment(value: Any) -> str:
     """One path segment, quoted: a tag or an id never changes which endpoint is called."""
-    return quote(str(value), safe="")
+    try:
+        return quote(str(value), safe="")
+    except UnicodeEncodeError as exc:
+        raise unwritable(exc) from None
 
 
 def in_the_clear(api_url: str) -> str | None:
@@ -199,7 +208,7 @@ class ApiClient:
             raise ApiError(f"the answer of the API at {self.api_url} to {method} {path} cannot be read: {said}",
                            code="bad_answer") from None
         except UnicodeError as exc:  # a host IDNA cannot write, a header beyond ASCII
-            raise ApiError(f"the request to {self.api_url} cannot be written: {exc}", code="bad_request") from None
+            raise unwritable(exc, self.api_url) from None
         if response.is_redirect:  # never a success: nothing was done (a proxy's move to https, say)
             where = response.headers.get("location", "nowhere said")
             raise ApiError(f"{method} {response.url} was redirected (HTTP {response.status_code}) to {where}: nothing "

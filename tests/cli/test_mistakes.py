@@ -209,3 +209,14 @@ def test_a_stored_token_that_is_not_text_is_refused_naming_the_file(tmp_path: Pa
     done = aob(tmp_path, "whoami")
     no_traceback(done)
     assert "config.json" in done.stderr.decode() and "delete the file" in done.stderr.decode(), done.stderr.decode()
+
+
+def test_an_argument_that_is_not_utf8_in_a_url_path_is_one_error_line(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 (a Latin-1 terminal, a script's bytes) come to Python as lone
+    surrogates; quoted into a path segment they ended in a traceback, where the same bytes in
+    ``--inputs`` or ``--tag`` end in the request's "cannot be written" line, as these now do."""
+    for args in (("workflow", "show", b"caf\xe9"), ("workflow", "versions", b"caf\xe9"), ("run", "status", b"\xff"),
+                 ("logs", b"\xff"), ("run", "list", "--tag", b"caf\xe9")):
+        done = aob(tmp_path, *(os.fsdecode(a) for a in args))
+        no_traceback(done)
+        assert "cannot be written" in done.stderr.decode(errors="replace"), done.stderr

@@ -335,6 +335,17 @@ def test_a_token_in_the_query_string_is_not_accepted(engine: Any, make_user: Any
     assert wait_for_run(run_id).status == "completed"
 
 
+@pytest.mark.parametrize("auth", [b"Token a\x00b", b"Bearer \x00", b"Token \xff\xfe\x00", b"Token " + b"k" * 5000])
+def test_an_authorization_no_key_can_be_is_closed_4401_not_raised(transactional_db: Any, auth: bytes) -> None:
+    """A NUL in the key reached PostgreSQL, which refuses it in text: the handshake raised. uvicorn's
+    parser refuses a NUL in a header first; daphne and other ASGI servers pass it."""
+    async def main() -> int | None:
+        return await close_code(WebsocketCommunicator(application, f"/ws/runs/{uuid.uuid4()}/",
+                                                      headers=[*headers(), (b"authorization", auth)]))
+
+    assert run(main()) == 4401
+
+
 def test_a_frame_a_client_sends_is_dropped_unread_and_the_stream_goes_on(engine: Any, user: Any) -> None:
     """The stream is one-way: what a client sends (here 1 MB that is not JSON) is never parsed in
     the event loop every socket and request of the process shares, and breaks nothing."""

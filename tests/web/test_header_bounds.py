@@ -7,6 +7,7 @@ sent a byte every few seconds was never cut off)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -199,3 +200,25 @@ def test_a_connection_that_sends_nothing_is_closed(server: tuple[int, psutil.Pro
         waited = time.monotonic() - started
     assert data is not None, f"a connection that sent nothing was still open after {waited:.1f} s"
     assert data == b"" or data.startswith(b"HTTP/1.1 408"), data
+
+
+@pytest.mark.parametrize("request_bytes", [
+    get("/api/v1/runs", "Authorization: Token a\x00b"),
+    get("/api/v1/runs", "Bad Name: x"),
+    b"POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+], ids=["nul-in-a-header", "space-in-a-header-name", "bad-chunk-size"])
+def test_a_request_the_parser_refuses_is_answered_400_in_the_api_s_json(server: tuple[int, psutil.Process],
+                                                                          request_bytes: bytes) -> None:
+    """uvicorn answered these with its text/plain "Invalid HTTP request received.", not the one
+    error shape its 431 and 408 here are answered in."""
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes after its answer
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), data[:300]
+    answer = json.loads(body)
+    assert answer["error"] == "malformed_request" and answer["details"] == {"rule": "http_syntax"}, answer

@@ -21,6 +21,18 @@ SCHEMES = (b"token", b"bearer")
 # Every API request reads its token and user: compiled once per thread (aob_project/compiled.py).
 _TOKEN_WITH_USER = CompiledRead(lambda key: Token.objects.select_related("user").filter(key=key),
                                 key=PROBE_TEXT)
+KEY_MAX = Token._meta.get_field("key").max_length
+
+
+def token_with_user(key: str) -> Token | None:
+    """The token whose key ``key`` is, its user read with it, for the API and the WebSocket
+    handshake alike; None when there is none, and, unasked, for what no key can be: empty, longer
+    than the column holds, or anything but printable ASCII without spaces (a NUL, which PostgreSQL
+    refuses in text: a DataError, a 500 and a handshake that raised)."""
+    if not (0 < len(key) <= KEY_MAX and key.isascii() and key.isprintable() and " " not in key):
+        return None
+    found = _TOKEN_WITH_USER.objects(key=key)
+    return found[0] if found else None
 
 
 class TokenOrBearerAuthentication(TokenAuthentication):
@@ -38,10 +50,9 @@ class TokenOrBearerAuthentication(TokenAuthentication):
 
     def authenticate_credentials(self, key: str) -> tuple[User, Token]:
         """DRF's lookup and checks, on the compiled read."""
-        found = _TOKEN_WITH_USER.objects(key=str(key))
-        if not found:
+        token = token_with_user(str(key))
+        if token is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        token = found[0]
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         return token.user, token
