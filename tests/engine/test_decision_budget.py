@@ -19,15 +19,18 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.engine import graphs
+from tests.conftest import client_for, wait_for_run
+from tests.engine import graphs, test_plain_step
 from tests.engine.flow import submit, wait_all
 from tests.engine.test_planner import LIMITS, T0, Sim, drive, first
 from workflows.definition.ir import compile_definition
 from workflows.engine import planner, pure
 from workflows.engine.planner import State, Token
 from workflows.models import Event, NodeRun, Run
+from workflows.services.runs import run_start
 
 Q = graphs.Q
+workers_ = test_plain_step.workers_  # the session's workers, a node's execution held until released
 # a map over an exists: several milliseconds per evaluation here for 200 inputs, 20–40 ms for 300
 SLOW = "inputs.xs.map(x, inputs.xs.exists(y, y == -1)).size() >= 0"
 
@@ -362,6 +365,102 @@ def test_a_pure_node_whose_reads_cannot_be_converted_within_its_cap_goes_to_a_wo
     assert outcome is not None and outcome.error is None and outcome.output == 30_000
 
 
+def dead_path(k: int) -> dict[str, Any]:
+    """``s`` into ``z`` and, by a rule that never holds, ``b``; ``b`` fans out to ``k`` steps that
+    join at ``J``, then ``e``: all of ``b``'s branch is a dead path."""
+    nodes = [{"id": n, "type": "transform", "config": {"expression": graphs.ok(1), **Q}} for n in ("s", "z", "b", "J", "e")]
+    nodes += [{"id": f"a{i}", "type": "transform", "config": {"expression": graphs.ok(1), **Q}} for i in range(k)]
+    edges = [{"from": "s", "to": "b", "condition": "false"}, {"from": "s", "to": "z"}, {"from": "J", "to": "e"}]
+    edges += [{"from": "b", "to": f"a{i}"} for i in range(k)] + [{"from": f"a{i}", "to": "J"} for i in range(k)]
+    return {"nodes": nodes, "edges": edges}
+
+
+def test_a_dead_path_s_skips_are_the_decision_s_time_and_go_on_in_decisions_of_their_own():
+    """Judging a node's edges in, and skipping it, is time the decision spends (``Budget``): past
+    it, a skip is stored unconsumed and goes on in a decision of its own (``Plan.continued``), as an
+    inline node does. Uncounted, a dead path in front of a join of 300 inside 300 loops held one
+    decision 47 s (each skip judged every edge in again, each asking which loops run both again:
+    a red team's find). Here the decision sent for ``b``'s stored skip has almost no time: the
+    first judgement spends it."""
+    ir = compile_definition(dead_path(5))
+    tokens = [Token("s", 0, "transform", NodeRun.Status.COMPLETED, pk=2, output={"x": 1}, finished_at=T0,
+                    consumed=True, taken=["z"]),
+              Token("b", 0, "transform", NodeRun.Status.SKIPPED, pk=1, finished_at=T0)]
+
+    def decided(budget: pure.Budget) -> planner.Plan:
+        state = State(run_status=Run.Status.RUNNING, inputs={}, now=T0, limits=LIMITS, node_runs_stored=2,
+                      tokens=[dataclasses.replace(t) for t in tokens])
+        return planner.plan(ir, state, 1, None, budget)
+
+    unbounded = decided(pure.Budget(max_nodes=50, max_ms=10**9))  # the control: the whole path in one
+    assert sorted(t.node_id for t in unbounded.inserts) == ["J", "a0", "a1", "a2", "a3", "a4", "e"]
+    assert not unbounded.continued and all(t.consumed and t.taken == [] for t in unbounded.inserts)
+
+    bounded = decided(pure.Budget(max_nodes=50, max_ms=1e-6))
+    assert bounded.updates[1] == {"consumed": True, "taken": []}  # its own is routed whatever the budget says
+    assert [t.node_id for t in bounded.continued] == ["a0", "a1", "a2", "a3", "a4"] == [t.node_id for t in bounded.inserts]
+    assert all(t.status == NodeRun.Status.SKIPPED and not t.consumed and t.taken is None for t in bounded.continued)
+
+
+class SpentSim(Sim):
+    """Every decision (the start too) with its budget spent from the first: each node run the due
+    one leads to (an inline node, a dead path's skip) goes on in a coordinator message of its own."""
+
+    def coordinate(self, pk: int) -> None:
+        budget = pure.Budget(max_nodes=10**6, max_ms=0)
+        self.apply(planner.plan(self.ir, self.state(), pk, None, budget))
+
+    def start(self) -> None:
+        self.apply(planner.plan_start(self.ir, self.state(), {}, "artifact", budget=pure.Budget(max_nodes=10**6, max_ms=0)))
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@example(definition=dead_path(3), data=None)
+@example(definition=graphs.nested_loops(), data=None)
+@given(definition=graphs.dags(failures=False) | graphs.loop_chains(), data=st.none() | st.data())
+def test_dead_paths_handed_on_skip_by_skip_reach_the_same_final_states(definition, data):
+    """A dead path handed on at every skip, its messages delivered in any order, ends where one
+    decision skipping all of it does: the same final states, edges taken and events."""
+    bounded = drive(SpentSim(definition), first if data is None else lambda n: data.draw(st.integers(0, n - 1)),
+                    max_steps=10**4)
+    unbounded = drive(Sim(definition), first)
+    assert finals_and_taken(bounded) == finals_and_taken(unbounded)
+    assert bounded.run["status"] == unbounded.run["status"] == Run.Status.COMPLETED
+    assert sorted(e[:2] for e in bounded.events) == sorted(e[:2] for e in unbounded.events)
+
+
+def test_a_pure_node_s_reads_are_the_decision_s_time():
+    """What a pure node reads of other nodes' outputs (``_Planner.read``: for each reference, the
+    pass it reads) is looked up inside the decision's budget, before the node is evaluated: read
+    outside it, a node inside 500 loops referencing 500 nodes cost one decision 10^8 steps against
+    its 50 ms (a red team's find). Here the loop's jump back to ``p`` is the decision's first work,
+    and the reads spend the little time it has: the evaluator takes nothing on, ``p`` goes to a
+    worker (read outside it, the evaluator took ``p`` on, for its cap to stop it at once)."""
+    definition = {"nodes": [{"id": "x", "type": "transform", "config": {"expression": graphs.ok(1), **Q}},
+                            {"id": "p", "type": "transform", "config": {"template": {"v": "$nodes.x"}}},
+                            {"id": "L", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "p"}}],
+                  "edges": [{"from": "x", "to": "p"}, {"from": "p", "to": "L"}]}
+    ir = compile_definition(definition)
+
+    def decided(budget: pure.Budget) -> Token:
+        evaluator = pure.Evaluator(run_id="r", owner_id=1, owner_active=True, inputs={}, budget=budget)
+        tokens = [Token("x", 0, "transform", NodeRun.Status.COMPLETED, pk=2, output={"x": 1}, finished_at=T0,
+                        consumed=True, taken=["p"]),
+                  Token("p", 0, "transform", NodeRun.Status.COMPLETED, pk=3, output={"v": {"x": 1}}, finished_at=T0,
+                        consumed=True, taken=["L"]),
+                  Token("L", 0, "loop", NodeRun.Status.COMPLETED, pk=1, finished_at=T0,
+                        output={"iteration": 0, "iterations": 1, "condition": True, "decision": "again"})]
+        state = State(run_status=Run.Status.RUNNING, inputs={}, now=T0, limits=LIMITS, node_runs_stored=3, tokens=tokens)
+        return next(t for t in planner.plan(ir, state, 1, evaluator, budget).inserts if t.node_id == "p")
+
+    room = pure.Budget(max_nodes=50, max_ms=10_000)
+    again = decided(room)  # the control: evaluated in place, reading x
+    assert again.status == NodeRun.Status.COMPLETED and again.output == {"v": {"x": 1}} and room.nodes >= 1
+    little = pure.Budget(max_nodes=50, max_ms=1e-6)
+    assert decided(little).status == NodeRun.Status.QUEUED
+    assert little.nodes == 0 and little.spent
+
+
 # --- the whole path, with real workers ------------------------------------------------------------
 
 
@@ -381,6 +480,29 @@ def test_an_inline_loop_runs_to_its_end_in_many_decisions(engine, api, worker_fi
                     .values_list("finished_at", flat=True))
     assert len(decisions) >= 2 * 200 // 50
     assert Event.objects.filter(run=run, type=Event.Type.NODE_COMPLETED, node_id="L").count() == 200
+
+
+def test_a_dead_path_a_patch_adds_goes_on_in_a_coordinator_s_decision(workers_, user):
+    """A patch's refresh runs in the web request (``Budget.none``): of a dead path it adds, it skips
+    the first node and leaves the skip unconsumed, with a coordinator message; that decision skips
+    the rest and the run ends. (The request skipped all of it: a path inside many loops, each skip
+    judging every edge in again, held the request and the run's lock for as long.)"""
+    step = {"type": "transform", "config": {"expression": graphs.ok(1), **Q}}
+    workers_.hold_execution("c")  # the run goes on meanwhile
+    run = run_start(owner=user, definition={"nodes": [{"id": "a", **step}, {"id": "c", **step}], "edges": []})
+    test_plain_step.consumed(run, "a")
+    added = [{"op": "add", "path": "/nodes/-", "value": {"id": f"d{i}", **step}} for i in range(3)]
+    added += [{"op": "add", "path": "/edges/-", "value": {"from": "a", "to": "d0", "condition": "false"}},
+              {"op": "add", "path": "/edges/-", "value": {"from": "d0", "to": "d1"}},
+              {"op": "add", "path": "/edges/-", "value": {"from": "d1", "to": "d2"}}]
+    response = client_for(user).post(f"/api/v1/runs/{run.pk}/patches", {"operations": added}, format="json")
+    assert response.status_code == 201, response.json()
+    workers_.release_execution("c")
+    run = wait_for_run(run.pk)
+    assert run.status == Run.Status.COMPLETED, run.error
+    rows = test_plain_step.node_runs(run)
+    assert all(rows[f"d{i}"].status == NodeRun.Status.SKIPPED and rows[f"d{i}"].consumed for i in range(3))
+    assert rows["d0"].finished_at < rows["d1"].finished_at == rows["d2"].finished_at  # the request's, then one decision's
 
 
 @pytest.mark.parametrize("stored_bytes", [10, 10**6], ids=["under-the-cap", "over-the-cap"])

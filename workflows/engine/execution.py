@@ -198,13 +198,11 @@ def _below_ended(run_id: Any, owner_id: int, parent: Any) -> bool:
 def _outputs(run_id: Any, ir: Any, node_id: str, iteration: int, refs: set[str]) -> dict[str, Any]:
     """What a node run reads of the nodes it refers to: each one's latest node run (a node after a
     loop of thousands reads one row of it), but below the next pass of a loop that runs both again
-    where one has begun (``planner.pass_loops``: a payment reads the invoice of its own pass)."""
-    shared = {ref: planner.pass_loops(ir, node_id, ref) for ref in refs}
-    backs = {ir.loops[lid].loop_back_to for loops in shared.values() for lid in loops}
+    where one has begun (``planner.read_bound``: a payment reads the invoice of its own pass)."""
+    backs = {start for ref in refs for start in planner.pass_starts(ir, node_id, ref)}
     nexts = dict(NodeRun.objects.filter(run_id=run_id, node_id__in=backs, iteration__gt=iteration).order_by()
                  .values("node_id").annotate(next=Min("iteration")).values_list("node_id", "next")) if backs else {}
-    bounds = {ref: min((nexts[b] for b in {ir.loops[lid].loop_back_to for lid in loops} if b in nexts), default=None)
-              for ref, loops in shared.items()}
+    bounds = {ref: planner.read_bound(ir, node_id, ref, nexts.get) for ref in refs}
     latest = [ref for ref, bound in bounds.items() if bound is None]
     outputs = dict(NodeRun.objects.filter(run_id=run_id, node_id__in=latest).order_by("node_id", "-iteration")
                    .distinct("node_id").values_list("node_id", "output")) if latest else {}

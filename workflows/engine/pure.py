@@ -90,7 +90,8 @@ READ_MAX_BYTES = 256 * 1024
 
 class Budget:
     """What one decision may evaluate in place: ``max_nodes`` nodes (pure, conditional, loop) and
-    ``max_ms`` of evaluation (pure nodes, edge and loop conditions). ``spent`` once either is used."""
+    ``max_ms`` of evaluation (pure nodes and their reads, edge and loop conditions, the planner's
+    judging of edges in and its dead-path skips). ``spent`` once either is used."""
 
     def __init__(self, max_nodes: int | None = None, max_ms: float | None = None) -> None:
         self.max_nodes = settings.AOB_DECISION_MAX_NODES if max_nodes is None else max_nodes
