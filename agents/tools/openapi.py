@@ -8,13 +8,14 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 
 from agents.exceptions import ToolError
 from aob_project.exceptions import AobError
 from vault.references import SecretBox
+from workers.executors.outbound import DOT_SEGMENT, path_segment
 from workers.http import idempotency, request
 from workflows import egress
 from workflows.definition.references import resolve
@@ -37,8 +38,6 @@ PARAMETERS = {
 
 METHODS = ("get", "post", "put", "patch", "delete", "head")
 PLACEHOLDER = re.compile(r"\{[^{}/]*\}")
-# A "." or ".." segment, which the client (RFC 3986) or the server removes with the one before it.
-DOT_SEGMENT = re.compile(r"(^|[/\\])\.\.?([/\\]|$)")
 
 
 @cache
@@ -189,13 +188,10 @@ def run(state: AgentState, args: dict[str, Any]) -> dict[str, Any]:
         value = params.pop(name)
         value = value if isinstance(value, str) else json.dumps(value)  # true, not Python's True
         if where == "path":
-            if value in ("", ".", ".."):  # a dot segment is removed on the way (RFC 3986): another path
-                raise ToolError(f"path parameter {name!r} may not be empty, '.' or '..': it would leave the "
-                                "operation's path")
-            try:
-                segment = quote(value, safe="")
-            except UnicodeEncodeError as exc:  # a lone surrogate, which JSON lets a model write
-                raise ToolError(f"path parameter {name!r} cannot be encoded as UTF-8: {exc.reason}") from None
+            try:  # one segment, as an http node's ${…} in its URL's path (the one rule)
+                segment = path_segment(value)
+            except ValueError as exc:
+                raise ToolError(f"path parameter {name!r} {exc}") from None
             path = path.replace("{" + name + "}", segment)
         elif where == "query":
             query[name] = value

@@ -1045,6 +1045,12 @@ CORPUS = [
         "agent_privilege", 0),
     row("privilege-author-tokens-raised", STAGED, PLANNING, PLAN, [replace("/nodes/5/config/max_tokens", 5000)],
         "agent_privilege", 0),
+    # the schema's integer takes 500.0: read as the number it is, on either side (an author's 500.0
+    # bound nothing, and an added agent's 100.0 under its proposer's 100 was refused)
+    row("privilege-author-float-tokens-raised", with_config(STAGED, "boss", max_tokens=500.0), PLANNING, PLAN,
+        [replace("/nodes/5/config/max_tokens", 5000)], "agent_privilege", 0),
+    row("privilege-proposers-tokens-as-float-accepted", with_config(INVOICE, "plan", max_tokens=100), PLANNING, PLAN,
+        after("plan", agent("helper", max_tokens=100.0)), "applied"),
     row("privilege-author-tools-widened", STAGED, PLANNING, PLAN,
         [replace("/nodes/5/config/tools", ["search_tools", "patch_workflow"])], "agent_privilege", 0),
     row("privilege-other-model", INVOICE, PLANNING, PLAN, after("plan", agent("helper", model="gpt-4.1-mini")),

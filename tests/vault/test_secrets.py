@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 
 from agents.models import AgentTurn
-from tests.agents.flows import agent, edge, finish, http, start, tool_messages
+from tests.agents.flows import agent, edge, finish, http, node, start, tool_messages
 from tests.conftest import client_for
 from tests.support.remote import Reply
 from vault.models import Secret
@@ -206,6 +206,38 @@ def test_a_node_that_sends_a_secret_names_its_host_as_written(api):
         assert save(url, f"fixed-{i}", **secret).status_code == 201, url
     # and a node that sends no secret may go where its references say
     assert save("$nodes.prep.url", "no-secret", headers={"X-Trace": "${inputs.trace}"}).status_code == 201
+
+
+def test_an_agents_answer_or_a_run_input_cannot_move_a_keyed_request_out_of_its_authors_path(
+        engine, api, fake_llm, remote):
+    """The host as written is not enough: ``…/tenant-a/items/${nodes.plan.message}`` took an
+    injected agent's ``../../../status/200`` as the rest of its path (the client removed the dot
+    segments), and a run input's ``../../tenant-b/items/9?as=admin#`` replaced the author's path and
+    dropped its ``/summary``; the owner's key went with each (red team 8). A value put into the path
+    is one segment, into the query one value (``outbound.templated_url``), the rule an
+    ``openapi_action``'s path parameter follows; ``.``, ``..`` or nothing as a whole segment fails
+    the node, sending nothing."""
+    assert api.put("/api/v1/secrets/API_TOKEN", {"value": VALUE}, format="json").status_code == 201
+    keyed = {"X-Api-Key": "$secrets.API_TOKEN"}
+    fake_llm.reset([{"content": "../../../status/200"}])
+    climbs = finish(start(api, [agent("plan", task="answer with the item's id only"),
+                                http("fetch", f"{remote.base}/echo/tenant-a/items/" + "${nodes.plan.message}",
+                                     headers=keyed)], [edge("plan", "fetch")]))
+    replaces = finish(start(api, [http("fetch", f"{remote.base}/echo/tenant-a/items/" + "${inputs.id}/summary?v="
+                                       + "${inputs.v}", headers=keyed)],
+                            inputs={"id": "../../tenant-b/items/9?as=admin#", "v": "1&as=admin"}))
+    dots = [finish(start(api, [http("fetch", f"{remote.base}/echo/tenant-a/items/" + "${inputs.id}/summary",
+                                    headers=keyed)], inputs={"id": value})) for value in ("..", ".", "")]
+
+    assert climbs.status == replaces.status == "completed", (climbs.error, replaces.error)
+    sent = [(hit["path"], hit["query"]) for hit in remote.requests if hit["headers"].get("X-Api-Key") == VALUE]
+    assert sent == [("/echo/tenant-a/items/..%2F..%2F..%2Fstatus%2F200", {}),
+                    ("/echo/tenant-a/items/..%2F..%2Ftenant-b%2Fitems%2F9%3Fas%3Dadmin%23/summary",
+                     {"v": ["1&as=admin"]})], sent
+    for run in dots:
+        assert run.status == "failed"
+        error = node(run, "fetch").error
+        assert (error["rule"], error["sent"]) == ("url_value", False), error
 
 
 @pytest.mark.django_db

@@ -246,6 +246,10 @@ def test_raw_content_is_sent_as_is(server: Server) -> None:
     ({"Host": "evil.example"}, "header_forbidden"),
     ({"transfer-encoding": "chunked"}, "header_forbidden"),
     ({"Proxy-Authorization": "Basic x"}, "header_forbidden"),
+    # the synonyms servers read for the method applied, the path or host routed, the client's address
+    *[({name: "DELETE" if "Method" in name else "127.0.0.1"}, "header_forbidden") for name in (
+        "X-HTTP-Method", "X-Method-Override", "X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Server", "X-Host",
+        "True-Client-IP", "X-Client-IP", "CF-Connecting-IP")],
     ({"X-Ok": "a\r\nX-Injected: 1"}, "header_value"),
     ({"X-Ok": "a\nb"}, "header_value"),
     ({"X-Ok": "a\x00b"}, "header_value"),

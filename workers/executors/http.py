@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -10,10 +11,10 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from aob_project.exceptions import AobError
-from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems
+from workers.executors.outbound import LITERAL_ORIGIN, literal_url_problems, templated_url
 from workers.http import idempotency
 from workers.http.exceptions import DNSResolutionFailed, HTTPRequestError
-from workflows.definition.references import resolve
+from workflows.definition.references import TEMPLATE, resolve
 from workflows.engine.execution import LOST, NOT_TRIED, SENT_AGAIN, answered
 from workflows.engine.outputs import OUTPUT_MAX_DEPTH, depth_within
 from workflows.registry import NodeContext, NodeFailed, Repeats, executor
@@ -109,6 +110,7 @@ def _limits(config: dict[str, Any]) -> dict[str, int | None]:
 def run_http(ctx: NodeContext) -> dict[str, Any]:
     from vault.references import SecretBox, has_reference
 
+    ctx = _with_url(ctx)
     if not has_reference([ctx.raw_config.get(k) for k in SECRET_FIELDS]):
         return _run_http(ctx, ctx.config)
     # $secrets.NAME: the values are put in here, at send time, and masked out of what is kept.
@@ -131,6 +133,22 @@ def run_http(ctx: NodeContext) -> dict[str, Any]:
 
 # Where an http node may refer to secrets; the URL may not (it is logged, and shown in outputs).
 SECRET_FIELDS = ("headers", "query", "payload")
+
+
+def _with_url(ctx: NodeContext) -> NodeContext:
+    """The node's context with its URL as ``outbound.templated_url`` fills the author's ``${…}``: a
+    value in the path is one segment, in the query one value, on every http node (an agent's answer
+    or a run's input cannot move the request, and the owner's $secrets with it, to another path of
+    the host). A URL that is one reference (``$inputs.url``) is that value, as resolved."""
+    raw = ctx.raw_config.get("url")
+    if not isinstance(raw, str) or not TEMPLATE.search(raw):
+        return ctx
+    try:
+        url = templated_url(raw, lambda ref: resolve(ref, inputs=ctx.inputs, outputs=ctx.outputs), TEMPLATE)
+    except ValueError as exc:
+        raise NodeFailed(f"the url's {exc}: not sent", code="ConfigInvalid",
+                         extra={"path": "/url", "rule": "url_value", "transient": False, "sent": False}) from None
+    return dataclasses.replace(ctx, config={**ctx.config, "url": url})
 
 
 def _run_http(ctx: NodeContext, config: dict[str, Any]) -> dict[str, Any]:

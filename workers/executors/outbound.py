@@ -1,11 +1,16 @@
-"""The ``http`` type's outbound check at save (``NodeType.check_outbound``): the SSRF policy's
-static verdict on a literal URL, from the one SSRF-safe client's own rules (workers/http), and the
-host of a literal origin by the workflow's ``allowed_hosts`` (``workflows.egress``)."""
+"""Where a request goes. The ``http`` type's outbound check at save (``NodeType.check_outbound``):
+the SSRF policy's static verdict on a literal URL, from the one SSRF-safe client's own rules
+(workers/http), and the host of a literal origin by the workflow's ``allowed_hosts``
+(``workflows.egress``). And the one rule for a value put into a URL an author wrote, an ``http``
+node's ``${…}`` and an ``openapi_action``'s path parameter alike: in the path it is one segment, in
+the query one value (``path_segment``, ``query_value``, ``templated_url``)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from workers.http import SSRFBlocked, check_url_static
 from workflows import egress
@@ -13,6 +18,73 @@ from workflows import egress
 # The start of a URL that fixes where a request goes (scheme, host, port, then /, ? or #), before
 # any reference: a node that sends secrets must have one, so no reference can aim them elsewhere.
 LITERAL_ORIGIN = re.compile(r"^https?://[^/?#\\$@]+[/?#]", re.IGNORECASE)
+# A URL up to where its origin ends (the /, ?, # or \ after scheme://host[:port]): what follows is
+# its path, query or fragment. Bounded (a scheme, a host DNS could resolve, a user and password): a
+# longer "origin" is none, and the text matched while none has ended is at most ``_HEAD``.
+PAST_ORIGIN = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^/?#\\]{0,2048}[/?#\\]")
+_HEAD = 2100  # longer than any PAST_ORIGIN match
+# A "." or ".." segment, which the client (RFC 3986) or the server removes with the one before it.
+DOT_SEGMENT = re.compile(r"(^|[/\\])\.\.?([/\\]|$)")
+
+
+def path_segment(value: str, *, whole: bool = True) -> str:
+    """``value`` put into a URL's path as one segment (or, not ``whole``, part of one): percent-encoded
+    whole, so its ``/``, ``?``, ``#``, ``\\`` and ``%`` are its own characters and not the URL's; never
+    ``.`` or ``..``, which the client (RFC 3986) or the server removes with the segment before, nor,
+    as a whole segment, empty, which a server merges with the next: another path than the author's.
+    ``ValueError`` says why not."""
+    if value in (".", "..") or (whole and not value):
+        raise ValueError("may not be empty, '.' or '..': it would leave its place in the path")
+    return _encoded(value)
+
+
+def query_value(value: str) -> str:
+    """``value`` put into a URL's query (or fragment) as one value: its ``&``, ``=``, ``#`` and ``+``
+    percent-encoded, so it neither adds parameters nor ends the query. ``ValueError`` says why not."""
+    return _encoded(value)
+
+
+def _encoded(value: str) -> str:
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError as exc:  # a lone surrogate, which JSON lets a model or a sender write
+        raise ValueError(f"cannot be encoded as UTF-8: {exc.reason}") from None
+
+
+def templated_url(template: str, text_of: Callable[[str], str], references: re.Pattern[str]) -> str:
+    """The URL a template names, each reference (a match of ``references``; ``text_of`` gives its
+    text) put in by where it stands once what comes before it is filled: before the origin ends as it
+    is (a whole URL or host a reference gives: never on a node that sends secrets,
+    ``secret_destination``); in the path as one segment (``path_segment``: ``../../x`` climbed out of
+    the author's path, ``9?as=admin#`` replaced its end); in the query or fragment as one value
+    (``query_value``). ``ValueError`` names the reference that may not be put in."""
+    out: list[str] = []
+    position, where, head = 0, "origin", ""
+    for found in references.finditer(template):
+        literal = template[position:found.start()]
+        out.append(literal)
+        position = found.end()
+        value = text_of(found.group(0))
+        if where == "origin":
+            head += literal
+            origin = PAST_ORIGIN.match(head)
+            if origin is not None:
+                literal, where, head = head[origin.end() - 1:], "path", ""
+            elif len(head) > _HEAD:  # no host is this long: held to the strict rule, as past one
+                literal, where, head = head, "path", ""
+        if where == "path" and ("?" in literal or "#" in literal):
+            where = "query"
+        whole = out[-1].endswith(("/", "\\")) and template[position:position + 1] in ("", "/", "?", "#", "\\")
+        try:
+            piece = (value if where == "origin" else query_value(value) if where == "query"
+                     else path_segment(value, whole=whole))
+        except ValueError as exc:
+            raise ValueError(f"{found.group(0)} ({value[:100]!r}) is put in the URL's {where} as one "
+                             f"{'value' if where == 'query' else 'segment'}, and {exc}") from None
+        out.append(piece)
+        if where == "origin":
+            head += piece
+    return "".join(out) + template[position:]
 
 
 def literal_url_problems(config: dict[str, Any], hosts: egress.Lists = (),

@@ -23,6 +23,10 @@ FORBIDDEN = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer",
     "expect", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
     "x-http-method-override", "http2-settings",
+    # the other spellings common servers and proxies read for the same three things: the method
+    # applied, the path or virtual host routed, the client's address
+    "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url", "x-forwarded-server", "x-host",
+    "true-client-ip", "x-client-ip", "cf-connecting-ip",
 })
 FORBIDDEN_PREFIXES = ("proxy-",)
 

@@ -696,9 +696,10 @@ class _Judgement:
                 if extra_tools:
                     self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r} may not have tools beyond {whose}: "
                                 f"{', '.join(extra_tools)}", _written(node_id), node_id=node_id)
-                tokens = bound.get("max_tokens")
-                if isinstance(tokens, int) and not (isinstance(config.get("max_tokens"), int)
-                                                    and config["max_tokens"] <= tokens):
+                # numbers as the schema's ``integer`` takes them (``100.0`` too): an author's 100.0 held nothing
+                tokens, given = (v if isinstance(v, int | float) and not isinstance(v, bool) else None
+                                 for v in (bound.get("max_tokens"), config.get("max_tokens")))
+                if tokens is not None and not (given is not None and given <= tokens):
                     self.refuse(Rule.AGENT_PRIVILEGE, f"agent {node_id!r}: max_tokens must be at most {whose} "
                                 f"({tokens})", _written(node_id), node_id=node_id)
                 theirs = config.get("budget") or {}
