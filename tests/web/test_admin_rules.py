@@ -362,9 +362,15 @@ def test_the_admins_deliveries_do_not_list_who_is_in_a_group_ones_gate_names(mak
     assert detail.status_code == 200 and "finance" in detail.content.decode()
     for text in (listed.content.decode(), detail.content.decode()):
         assert "erin" not in text and "frank" not in text
+    # nor filters by them: ?user=<id> counted 1 row for a member, 0 for anyone else (a red-team helper's)
+    gina = make_user("gina", email="gina@example.com")
+    for lookup in (f"user={erins.user_id}", f"user={gina.pk}", f"user__id__exact={erins.user_id}", "target=1",
+                   "user__isnull=True"):
+        assert client.get(f"/admin/approvals/delivery/?{lookup}").status_code == 400, lookup
 
     reader = logged_in(staff_with(make_user, "reader", "view_delivery", "view_run"))
     assert "erin" in reader.get("/admin/approvals/delivery/").content.decode()
+    assert reader.get(f"/admin/approvals/delivery/?user={erins.user_id}").context["cl"].result_count == 1
     assert "erin" in reader.get(f"/admin/approvals/delivery/{erins.pk}/change/").content.decode()
 
 
