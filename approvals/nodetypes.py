@@ -17,6 +17,7 @@ from approvals.services import (
     approvals_cancel_for_run,
     approvals_void_for_changed_action,
     gate_context,
+    gates_nobody_can_decide,
 )
 from workflows.definition.forms import form_problems
 from workflows.engine.execution import WAITING, park
@@ -72,6 +73,7 @@ def cancel_pending(run_id: str, status: str, now: Any) -> None:
 
 @executor("hitl", config_schema=CONFIG_SCHEMA, check=check_config, reads_upstream=True, on_run_ending=cancel_pending,
           hold_patch=approval_hold_patch, void_approvals=approvals_void_for_changed_action, answers_outside=True,
+          waiting_for=gates_nobody_can_decide,
           description="Pauses its branch until approvers decide. Output {approved, decision, decisions, data}: "
           "put `$.approved == true` on the approve edge and an unconditional edge for reject.")
 def run_hitl(ctx: NodeContext) -> Any:

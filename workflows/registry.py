@@ -162,6 +162,11 @@ class NodeType:
     # Called inside the transaction that ends a run (run id, status, time): a type that leaves rows
     # waiting on people (``hitl``'s approvals) settles them with the run.
     on_run_ending: Callable[[str, str, Any], None] | None = None
+    # What its node runs that wait (``wait_reason``) wait for, where the type knows more than the
+    # reason's words (``NodeRun.WAITING_FOR``): given such node runs' ids, the words for those it says
+    # more of, by id (``hitl``: an approval nobody can decide). Called once per answer for all of them
+    # that the run's details, timeline or a node's iterations show: a bounded number of queries.
+    waiting_for: Callable[[list[Any]], dict[Any, str]] | None = None
     # Whether a run this type's node started (a ``workflow`` node's child run: run id) began inside
     # an action its parent's approvers approved: every patch to it is then judged as changing an
     # approved action that has begun (workflows/services/patches: ``run_state``).

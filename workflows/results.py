@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,7 @@ from django.db.models import JSONField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from workflows import registry
 from workflows.answers import Page, json_size, left_out, node_value_href
 from workflows.definition.expressions import ExpressionError, evaluate, fields_read
 from workflows.definition.ir import IR
@@ -293,6 +295,23 @@ def run_output_compute(run: Run) -> tuple[Any, dict[str, Any] | None]:
         return None, _failed("OutputFailed", "internal", f"{type(exc).__name__}: {exc}")
 
 
+def waiting_for_each(rows: Iterable[tuple[Any, str, str, str]]) -> dict[Any, str]:
+    """What each of ``rows`` (node run id, node type, status, wait_reason) waits for, in words: its
+    reason's (``NodeRun.waiting_for``), or its type's own where that says more (``NodeType.waiting_for``:
+    a gate nobody can decide), asked once per type for all of its node runs that wait."""
+    said: dict[Any, str] = {}
+    waiting: dict[str, list[Any]] = {}
+    for pk, node_type, status, reason in rows:
+        said[pk] = NodeRun.waiting_for(status, reason)
+        if said[pk]:
+            waiting.setdefault(node_type, []).append(pk)
+    for node_type, pks in waiting.items():
+        spec = registry.get(node_type)
+        if spec is not None and spec.waiting_for is not None:
+            said.update({pk: words for pk, words in spec.waiting_for(pks).items() if pk in said})
+    return said
+
+
 def run_timeline(*, run: Run) -> dict[str, Any]:
     """Each node run with its queue wait and run time, and each attempt's start and duration: the
     run page's Gantt bars. Times are ISO instants; ``*_ms`` are offsets from the run's creation.
@@ -306,10 +325,11 @@ def run_timeline(*, run: Run) -> dict[str, Any]:
     origin = run.created_at
     shown = RawSQL(_ATTEMPTS_SHOWN, [TIMELINE_ERROR_CHARS], output_field=JSONField())  # noqa: S611 - a constant
     node_runs = list(NodeRun.objects.filter(run=run).order_by("queued_at", "id").annotate(attempts_shown=shown)
-                     .values("node_id", "node_type", "iteration", "status", "queued_at", "started_at",
+                     .values("id", "node_id", "node_type", "iteration", "status", "queued_at", "started_at",
                              "finished_at", "attempts", "attempts_shown", "wait_reason")[:TIMELINE_MAX_ITEMS + 1])
     truncated = len(node_runs) > TIMELINE_MAX_ITEMS
     node_runs = node_runs[:TIMELINE_MAX_ITEMS]
+    waiting = waiting_for_each((nr["id"], nr["node_type"], nr["status"], nr["wait_reason"]) for nr in node_runs)
     starts: dict[tuple[str, int, int], datetime] = {}
     if node_runs:
         with connection.cursor() as cursor:
@@ -338,7 +358,7 @@ def run_timeline(*, run: Run) -> dict[str, Any]:
         end = nr["finished_at"] or (now if nr["status"] in NodeRun.ACTIVE else None)
         item = {
             "node_id": nr["node_id"], "type": nr["node_type"], "iteration": nr["iteration"], "status": nr["status"],
-            "wait_reason": nr["wait_reason"], "waiting_for": NodeRun.waiting_for(nr["status"], nr["wait_reason"]),
+            "wait_reason": nr["wait_reason"], "waiting_for": waiting[nr["id"]],
             "attempts": nr["attempts"],
             "queued_at": nr["queued_at"], "started_at": nr["started_at"], "finished_at": nr["finished_at"],
             "queued_ms": ms_between(origin, nr["queued_at"]),

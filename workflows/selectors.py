@@ -44,7 +44,7 @@ from workflows.answers import (
 )
 from workflows.engine.coordinator import load_ir
 from workflows.models import Artifact, Event, NodeRun, PatchRefusal, Run, RunPatch, Workflow, WorkflowVersion
-from workflows.results import run_result
+from workflows.results import run_result, waiting_for_each
 
 
 def _in_scope(qs: QuerySet[Workflow], *, user: User, scope: str) -> QuerySet[Workflow]:
@@ -572,7 +572,11 @@ def _heavy_rows(rows: list[NodeRun], page: Page, run: Run,
     return out
 
 
-def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
+def _waiting(rows: list[NodeRun]) -> dict[Any, str]:
+    return waiting_for_each((nr.pk, nr.node_type, nr.status, nr.wait_reason) for nr in rows)
+
+
+def _node_out(nr: NodeRun | None, heavy: dict[str, Any], waiting: dict[Any, str]) -> dict[str, Any]:
     output = heavy.get("output") if nr else None
     return {
         "status": nr.status if nr else "not_executed",
@@ -591,7 +595,7 @@ def _node_out(nr: NodeRun | None, heavy: dict[str, Any]) -> dict[str, Any]:
         "total_duration_ms": _ms(nr.queued_at, nr.finished_at) if nr else None,
         "usage": nr.usage if nr else {},
         "wait_reason": nr.wait_reason if nr else "",
-        "waiting_for": NodeRun.waiting_for(nr.status, nr.wait_reason) if nr else "",
+        "waiting_for": waiting.get(nr.pk, "") if nr else "",
     }
 
 
@@ -634,11 +638,13 @@ def run_details(*, run: Run, max_bytes: int | None = None) -> dict[str, Any]:
     result = run.result = run_result(run, page=page)  # type: ignore[attr-defined]
     rows = [latest[n] for n in ir.nodes if n in latest]
     heavy = _heavy_rows(rows, page, run, {nr.pk: {f: getattr(nr, f"{f}_bytes") for f in HEAVY_FIELDS} for nr in rows})
+    waiting = _waiting(rows)
     nodes = []
     for node_id, node in ir.nodes.items():
         last = latest.get(node_id)
         nodes.append({"node_id": node_id, "type": node.type, "added_by_patch": node_id not in base_ids,
-                      "iterations": counts.get(node_id, 0), **_node_out(last, heavy.get(last.pk, {}) if last else {})})
+                      "iterations": counts.get(node_id, 0),
+                      **_node_out(last, heavy.get(last.pk, {}) if last else {}, waiting)})
     # the patches' descriptions and operations last: the nodes are what the run page draws from
     # details (an agent's descriptions counted first pushed the run's inputs and output out)
     for summary, patch in zip(patches, patches_fill(listed, run=run, page=page), strict=True):
@@ -664,7 +670,8 @@ def node_iterations(*, run: Run, node_id: str, offset: int = 0, limit: int = 20,
         raise NotFound(f"node {node_id!r} is not in run {run.pk}", extra={"field": "node_id"})
     ceiling = settings.AOB_DETAILS_MAX_BYTES
     heavy = _heavy_rows(rows, Page(min(ceiling, max_bytes or ceiling)), run)
-    items = [{"iteration": nr.iteration, **_node_out(nr, heavy.get(nr.pk, {}))} for nr in rows]
+    waiting = _waiting(rows)
+    items = [{"iteration": nr.iteration, **_node_out(nr, heavy.get(nr.pk, {}), waiting)} for nr in rows]
     following = offset + len(rows)
     return {"node_id": node_id, "count": total, "offset": offset, "results": items,
             "next": (f"/api/v1/runs/{run.pk}/nodes/{node_id}/iterations?offset={following}&limit={limit}"

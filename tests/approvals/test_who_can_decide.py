@@ -8,10 +8,14 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from tests.approvals.runs import decide, parked
+from approvals.models import Approval
+from tests.approvals.runs import decide, parked, submit, wait_until
 from tests.conftest import client_for
 from workflows.approvers import validate_group_name, validate_username
+from workflows.models import NodeRun
 
 
 def _read(owner: Any, approval_id: int) -> dict:
@@ -119,3 +123,48 @@ def test_the_pending_inbox_leaves_out_a_gate_the_user_has_already_voted_on(engin
 
     assert pending(carol) == [approval.pk]
     assert pending(bob) == [], "bob's inbox of what he can decide now lists a gate he can no longer vote on"
+
+
+def test_a_gate_whose_only_approver_is_deactivated_says_so_where_the_run_says_what_it_waits_for(engine, user, bob):
+    """bob, the gate's one approver, is deactivated after it asked: its approval answers
+    ``nobody_can_decide``, and the run's details, timeline and the gate's iterations, which said
+    only "a person's decision (its approval)", say that nobody can make it and what ends it
+    (red team 11): the approvals' one rule (``fill_decidable``), read once per answer."""
+    run_id, approval = parked(user, {"approvers": ["bob"]})
+    api = client_for(user)
+
+    def said() -> list[str]:
+        details = api.get(f"/api/v1/runs/{run_id}/details").json()
+        timeline = api.get(f"/api/v1/runs/{run_id}/timeline").json()
+        iterations = api.get(f"/api/v1/runs/{run_id}/nodes/review/iterations").json()
+        return [*(n["waiting_for"] for n in details["nodes"] if n["node_id"] == "review"),
+                *(i["waiting_for"] for i in timeline["items"] if i["node_id"] == "review"),
+                *(i["waiting_for"] for i in iterations["results"])]
+
+    assert said() == [NodeRun.WAITING_FOR["approval"]] * 3
+    bob.is_active = False
+    bob.save(update_fields=["is_active"])
+    assert _read(user, approval.pk)["nobody_can_decide"] is True
+    now = said()
+    assert len(now) == 3 and len(set(now)) == 1, now
+    assert "nobody can make" in now[0] and f"approval {approval.pk}" in now[0] and "cancelling the run" in now[0], now
+
+
+def test_what_gates_nobody_can_decide_wait_for_is_read_in_the_same_statements_for_one_or_many(engine, user, bob):
+    """The run's details ask the approvals once for all its waiting gates, not once per gate."""
+    def gates(count: int) -> dict:
+        return {"nodes": [{"id": f"g{i}", "type": "hitl", "config": {"approvers": ["bob"]}} for i in range(count)],
+                "edges": []}
+
+    runs = [submit(user, gates(1), {}), submit(user, gates(3), {})]
+    wait_until(lambda: Approval.objects.filter(run_id__in=runs, status="pending").count() == 4, what="4 gates asked")
+    bob.is_active = False
+    bob.save(update_fields=["is_active"])
+    api = client_for(user)
+    read = []
+    for run_id in runs:
+        with CaptureQueriesContext(connection) as statements:
+            answer = api.get(f"/api/v1/runs/{run_id}/details").json()
+        read.append(len(statements.captured_queries))
+        assert all("nobody can make" in n["waiting_for"] for n in answer["nodes"]), answer["nodes"]
+    assert read[0] == read[1], read

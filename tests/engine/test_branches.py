@@ -3,7 +3,7 @@ unconditional edge as default, no match ends the branch, conditions on any node'
 
 from __future__ import annotations
 
-from tests.engine.flow import edge, event_counts, node_runs, statuses, submit, transform, wait_all
+from tests.engine.flow import edge, event_counts, events, node_runs, statuses, submit, transform, wait_all
 from workflows.models import Run
 
 
@@ -112,3 +112,31 @@ def test_a_condition_on_the_only_edge_of_an_http_node_is_honoured(engine, api, r
     run = wait_all([submit(api, definition)])[0]
     assert run.status == "completed"
     assert statuses(run) == {"call": "completed", "found": "skipped"}
+
+
+def test_a_condition_that_is_not_a_boolean_is_a_condition_error_not_a_silent_dead_path(engine, api):
+    """`$.items` meant as "non-empty", `'yes'`, a number: never `true`, each was skipped as a dead
+    path without a word (red team 11). Now each is a `condition_error` saying what it gave, counted
+    false as an error is: the default edge runs; a loop whose condition gives a list breaks, saying so."""
+    definition = {
+        "nodes": [transform("a", "{'items': [1, 2], 'answer': 'yes', 'n': 3}"), transform("listed", "1"),
+                  transform("said", "2"), transform("counted", "3"), transform("fallback", "4")],
+        "edges": [edge("a", "listed", "$.items"), edge("a", "said", "$.answer"), edge("a", "counted", "$.n"),
+                  edge("a", "fallback")],
+    }
+    looping = {"nodes": [transform("body", "{'items': [1]}"),
+                         {"id": "again", "type": "loop", "config": {"max_iterations": 3, "loop_back_to": "body",
+                                                                    "condition": "$.items"}}],
+               "edges": [edge("body", "again"), edge("again", "body")]}
+    ids = [submit(api, definition), submit(api, looping)]
+    run, looped = sorted(wait_all(ids), key=lambda r: ids.index(str(r.pk)))
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert statuses(run) == {"a": "completed", "listed": "skipped", "said": "skipped", "counted": "skipped",
+                             "fallback": "completed"}
+    said = {e.data["to"]: e.data["error"] for e in events(run) if e.type == "condition_error"}
+    assert sorted(said) == ["counted", "listed", "said"]
+    assert "gave list, not a boolean" in said["listed"] and "gave string" in said["said"] and "gave int" in said["counted"]
+    assert looped.status == Run.Status.COMPLETED, looped.error
+    assert node_runs(looped)["again"].output["decision"] == "break"
+    [loop_error] = [e.data for e in events(looped) if e.type == "condition_error"]
+    assert loop_error["loop"] == "again" and "gave list, not a boolean" in loop_error["error"]

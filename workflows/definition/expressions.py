@@ -842,7 +842,20 @@ def evaluate(source: str, context: dict[str, Any], *, timeout_ms: int | None = N
         raise ExpressionError(f"{type(exc).__name__}: {exc}", "evaluation") from exc
 
 
+def _cel_type(value: Any) -> str:
+    """The CEL name of an evaluated value's type, as a person wrote it (``list``, ``string``)."""
+    names = ((type(None), "null"), (bool, "bool"), (int, "int"), (float, "double"), (str, "string"),
+             (bytes, "bytes"), (list, "list"), (dict, "map"))
+    return next((name for kind, name in names if isinstance(value, kind)), type(value).__name__)
+
+
 def evaluate_condition(source: str, context: dict[str, Any]) -> bool:
     """A condition holds only when it evaluates to ``true``. Errors raise ``ExpressionError``:
-    the coordinator counts them as false and says so in a ``condition_error`` event."""
-    return evaluate(source, context) is True
+    the coordinator counts them as false and says so in a ``condition_error`` event. So does a
+    value that is not a boolean (``$.items`` meant as "non-empty", ``'yes'``, ``1``): it is never
+    truthy, and was once skipped as a dead path without a word (red team 11)."""
+    value = evaluate(source, context)
+    if not isinstance(value, bool):
+        raise ExpressionError(f"the condition gave {_cel_type(value)}, not a boolean: write the comparison "
+                              "meant (size($.items) > 0, $.answer == 'yes')", "evaluation")
+    return value
