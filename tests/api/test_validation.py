@@ -80,6 +80,30 @@ INVALID = [
     ("the same edge twice", _with(lambda d: d["edges"].append({"from": "fetch", "to": "store", "condition": "true"})),
      "/edges/1", "unique_edge"),
     ("more edges than AOB_MAX_EDGES", _with(lambda d: d["edges"].extend([{}] * 5000)), "/edges", "max_edges"),
+    # judged as written (a save, /validate, a patch), not when a stored version runs (WRITTEN_RULES):
+    # a reference to a node the definition does not have resolves to null at every run
+    ("$nodes reference to no node", _with(lambda d: d["nodes"][0]["config"].update(payload={"n": "$nodes.fetc.x"})),
+     "/nodes/0/config/payload/n", "reference_node_exists"),
+    ("${nodes} template to no node", _with(lambda d: d["nodes"][0]["config"].update(payload="id ${nodes.ghost.id}")),
+     "/nodes/0/config/payload", "reference_node_exists"),
+    ("transform template to no node", _with(lambda d: d["nodes"][1].update(config={"template": ["$nodes.fetc"]})),
+     "/nodes/1/config/template/0", "reference_node_exists"),
+    ("CEL read of no node", _with(lambda d: d["nodes"][1]["config"].update(expression="nodes.fetc.status_code")),
+     "/nodes/1/config/expression", "reference_node_exists"),
+    ("run output of no node", _with(lambda d: d.update(metadata={"output": {"expression": "nodes['stor']"}})),
+     "/metadata/output/expression", "reference_node_exists"),
+    # an edge condition is evaluated over output and inputs, a loop's also over iteration
+    ("edge condition reads nodes", _with(lambda d: d["edges"][0].update(condition="nodes.fetch.status_code == 1")),
+     "/edges/0/condition", "condition_variable"),
+    ("edge condition misspells output", _with(lambda d: d["edges"][0].update(condition="outptu.x == 1")),
+     "/edges/0/condition", "condition_variable"),
+    ("loop condition reads nodes", _loop(condition="nodes.work.value < 3"), "/nodes/2/config/condition",
+     "condition_variable"),
+    # a typo of a bound in metadata bounded nothing
+    ("misspelled allowed_hosts", _with(lambda d: d.update(metadata={"alowed_hosts": ["example.com"]})),
+     "/metadata/alowed_hosts", "metadata_key"),
+    ("misspelled patch_policy", _with(lambda d: d.update(metadata={"patch_polcy": "deny"})),
+     "/metadata/patch_polcy", "metadata_key"),
 ]
 
 
@@ -222,3 +246,33 @@ def test_a_huge_invalid_definition_gets_a_bounded_report(api):
     assert body["errors"][-1]["rule"] == "max_problems" and "or more problem(s) not listed" in body["errors"][-1]["message"]
     refused = assert_error(post_workflow(api, "bad", definition), 400, "invalid_workflow")
     assert len(refused["details"]["errors"]) == MAX_PROBLEMS + 1
+
+
+@pytest.mark.parametrize("change", [
+    # what the rules above leave alone: text that mentions $nodes without being a reference, a
+    # comprehension's own variable, the variables each condition is given, a reference to itself
+    lambda d: d["nodes"].append({"id": "ask", "type": "agent", "config": {
+        "task": "Summarise; do not write $nodes.anything or nodes.ghost yourself", "tools": []}}),
+    lambda d: d["edges"][0].update(condition="$.items.exists(i, i.ok) && inputs.mode == 'x'"),
+    lambda d: d["nodes"][1]["config"].update(expression="size(nodes) + nodes['fetch'].status_code"),
+    lambda d: d["nodes"][0]["config"].update(payload={"v": "$inputs.v", "t": "${nodes.store.x} and $nodes.x"}),
+], ids=["agent task text", "comprehension variable", "nodes read whole", "inputs and templates"])
+def test_what_the_written_rules_still_accept(api, change):
+    response = api.post(f"{API}/workflows/validate", {"workflow": _with(change)}, format="json")
+
+    assert response.json()["valid"] is True, response.json()
+
+
+def test_a_loop_condition_reads_iteration(api):
+    response = api.post(f"{API}/workflows/validate", {"workflow": _loop(condition="iteration < 2 && $.value < 3")},
+                        format="json")
+
+    assert response.json()["valid"] is True, response.json()
+
+
+def test_an_unknown_metadata_key_is_saved_with_a_warning(api):
+    definition = _with(lambda d: d.update(metadata={"bench": {"n": 3}, "name": "x"}))
+    response = post_workflow(api, "kept", definition)
+
+    assert response.status_code == 201, response.json()
+    assert [(w["path"], w["rule"]) for w in response.json()["warnings"]] == [("/metadata/bench", "unknown_metadata_key")]

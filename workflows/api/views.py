@@ -186,7 +186,7 @@ class WorkflowValidateView(APIView):
     def post(self, request: Request) -> Response:
         data = s.WorkflowValidateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(s.ValidationOut(validate(data.validated_data["workflow"], literal_urls=True)).data)
+        return Response(s.ValidationOut(validate(data.validated_data["workflow"], literal_urls=True, written=True)).data)
 
 
 def _base_version(request: Request, data: dict[str, Any]) -> definitions.BaseVersion:

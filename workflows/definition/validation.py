@@ -6,7 +6,9 @@ client, the web editor and an agent correcting its own patch can all point at th
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,8 +22,9 @@ from jsonschema.exceptions import ValidationError as SchemaError
 
 from workflows import egress, registry
 
-from .expressions import ExpressionError, compile_expression
+from .expressions import MACROS, Compiled, ExpressionError, compile_expression
 from .forms import PATTERN_KEYWORDS, one_budget
+from .references import TEMPLATE, WHOLE
 
 SCHEMA_PATH = Path(__file__).with_name("workflow.schema.json")
 
@@ -64,6 +67,7 @@ class Report:
     cel_sources: set[str] = field(default_factory=set)  # the distinct CEL sources compiled so far
     cel_failed: dict[str, Any] = field(default_factory=dict)  # and why those that failed did (no cache keeps it)
     cel_bytes: int = 0  # and their bytes, within AOB_MAX_DEFINITION_CEL_BYTES
+    written: bool = False  # judged as written (``validate(written=True)``): the ``WRITTEN_RULES`` too
 
     @property
     def valid(self) -> bool:
@@ -126,10 +130,17 @@ def json_depth(value: Any, limit: int) -> int:
     return depth
 
 
-def validate(definition: Any, *, literal_urls: bool = False) -> Report:
+# Rules a definition is held to as it is written (a save, ``/workflows/validate``, a patch), not when
+# a stored version runs: a version saved before a rule was added still runs as it did (a patch of its
+# run is refused only for what the patch itself brings, ``new_problems``).
+WRITTEN_RULES = frozenset({"reference_node_exists", "condition_variable", "metadata_key"})
+
+
+def validate(definition: Any, *, literal_urls: bool = False, written: bool = False) -> Report:
     """``literal_urls``: judge literal ``http`` URLs by the SSRF policy too (on save: see
-    ``literal_url_problems``)."""
-    report = Report()
+    ``literal_url_problems``). ``written``: the ``WRITTEN_RULES`` too, and the warnings that go with
+    them (an unknown ``metadata`` key)."""
+    report = Report(written=written)
     if json_depth(definition, settings.AOB_MAX_JSON_DEPTH) > settings.AOB_MAX_JSON_DEPTH:
         report.error("/", "max_depth", f"JSON nesting is deeper than {settings.AOB_MAX_JSON_DEPTH} levels")
         return report
@@ -215,16 +226,25 @@ def _check_graph(definition: dict[str, Any], report: Report) -> None:
                          "their conditions with || in one edge")
         seen.add(pair)
         if "condition" in edge:
-            _check_expression(report, f"/edges/{i}/condition", "condition", edge["condition"])
+            _check_variables(report, f"/edges/{i}/condition", f"edge {edge['from']!r} → {edge['to']!r}",
+                             _check_expression(report, f"/edges/{i}/condition", "condition", edge["condition"]),
+                             CONDITION_VARIABLES["edge"])
 
     for i, node in enumerate(nodes):
         _check_config(i, node, index, report)
-    output = (definition.get("metadata") or {}).get("output") or {}
+    metadata = definition.get("metadata") or {}
+    output = metadata.get("output") or {}
     if "expression" in output:
         try:
-            compile_expression(output["expression"])
+            compiled = compile_expression(output["expression"])
         except ExpressionError as exc:
             report.error("/metadata/output/expression", "expression_syntax", f"invalid CEL expression: {exc}")
+        else:
+            _check_node_reads(report, "/metadata/output/expression", "the run's output", compiled, index)
+    if report.written:
+        if "template" in output:
+            _check_references(report, "/metadata/output/template", "the run's output", output["template"], index)
+        _check_metadata_keys(metadata, report)
     if not report.valid:
         return
 
@@ -356,10 +376,101 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
     for key in ("condition", "expression"):
         source = config.get(key) if isinstance(config, dict) else None
         if isinstance(source, str) and (node["type"] == "loop" or key == "expression"):
-            _check_expression(report, f"/nodes/{i}/config/{key}", key, source)
+            compiled = _check_expression(report, f"/nodes/{i}/config/{key}", key, source)
+            if node["type"] == "loop":
+                _check_variables(report, f"/nodes/{i}/config/{key}", f"loop {node['id']!r}", compiled,
+                                 CONDITION_VARIABLES["loop"])
+            elif node["type"] == "transform":
+                _check_node_reads(report, f"/nodes/{i}/config/{key}", f"node {node['id']!r}", compiled, index)
+    if report.written and spec.resolve_config and isinstance(config, dict):
+        _check_references(report, f"/nodes/{i}/config", f"node {node['id']!r}", config, index)
 
 
-def _check_expression(report: Report, path: str, key: str, source: str) -> None:
+# The variables a condition is evaluated over (``planner.Planner.route``, ``_loop_output``): any other
+# name fails every evaluation ("Undefined variable"), and the condition is never true.
+CONDITION_VARIABLES = {"edge": frozenset({"output", "inputs"}), "loop": frozenset({"output", "inputs", "iteration"})}
+# a comprehension's own variable (``output.items.exists(i, i > 1)``): CEL lists it among the names read
+_BOUND = re.compile(r"\.\s*(?:" + "|".join(sorted(MACROS)) + r")\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+
+
+def _check_variables(report: Report, path: str, what: str, compiled: Compiled | None,
+                     available: frozenset[str]) -> None:
+    """``condition_variable``: a condition that names a variable its evaluation is not given."""
+    if not report.written or compiled is None:
+        return
+    unknown = compiled.variables - available - set(_BOUND.findall(compiled.source))
+    if unknown:
+        report.error(path, "condition_variable",
+                     f"{what}: the condition reads {', '.join(map(repr, sorted(unknown)))}, which it is never given "
+                     f"(it is evaluated over {', '.join(sorted(available))} only): it would fail at every "
+                     "evaluation and never hold")
+
+
+def _check_node_reads(report: Report, path: str, what: str, compiled: Compiled | None, index: dict[str, int]) -> None:
+    """``reference_node_exists`` for a CEL expression over ``nodes``: the nodes it names by field
+    (``nodes.a``, ``nodes["a-1"]``; one it reads whole, ``nodes[k]``, names none)."""
+    if not report.written or compiled is None:
+        return
+    fields = compiled.reads.get("nodes")
+    for name in sorted(n for n in (fields or {}) if isinstance(n, str) and n not in index):
+        report.error(path, "reference_node_exists", f"{what}: the expression reads nodes.{name}, and the "
+                     f"definition has no node {name!r}")
+
+
+def _check_references(report: Report, path: str, what: str, value: Any, index: dict[str, int]) -> None:
+    """``reference_node_exists``: a ``$nodes.<id>…`` or ``${nodes.<id>…}`` the config's resolution
+    takes (``references.resolve``: a whole string, or a template in one) naming no node of the
+    definition; it would resolve to null at every run. Text that merely mentions ``$nodes`` is
+    not a reference and is not judged."""
+    todo: list[tuple[str, Any]] = [(path, value)]
+    while todo:
+        where, item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend((f"{where}/{_pointer([k])[1:]}", v) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            todo.extend((f"{where}/{j}", v) for j, v in reversed(list(enumerate(item))))
+        elif isinstance(item, str) and "$" in item:
+            whole = WHOLE.match(item)
+            found = [whole.group(1)] if whole else [m.group(1) for m in TEMPLATE.finditer(item)] if "${" in item else []
+            for reference in found:
+                head, *rest = reference.split(".")
+                if head == "nodes" and rest and rest[0] not in index:
+                    report.error(where, "reference_node_exists", f"{what}: ${reference} names no node of the "
+                                 f"definition ({rest[0]!r}): it would resolve to null at every run")
+
+
+# ``metadata`` keys that bound what a run may do: a key one typo away from one of them is refused
+# (``alowed_hosts`` bound nothing, silently); any other unknown key is a warning (tools and tests
+# keep their own keys there).
+BOUND_METADATA_KEYS = ("allowed_hosts", "patch_policy", "max_agent_nodes")
+
+
+def _check_metadata_keys(metadata: dict[str, Any], report: Report) -> None:
+    known = workflow_schema()["properties"]["metadata"].get("properties", {})
+    for key in metadata:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, BOUND_METADATA_KEYS, n=1, cutoff=0.8)
+        where = _pointer(["metadata", key])
+        if close:
+            report.error(where, "metadata_key", f"metadata key {key!r} is not one the platform reads; did you mean "
+                         f"{close[0]!r}? (as written it bounds nothing)")
+        else:
+            report.warn(where, "unknown_metadata_key", f"metadata key {key!r} is not one the platform reads "
+                        f"({', '.join(sorted(known))}); it is kept and has no effect")
+
+
+def new_problems(report: Report, before: Any) -> Report:
+    """``report`` (of a patched definition, ``written``) without the ``WRITTEN_RULES`` errors that the
+    definition ``before`` the patch had already: a run of a version saved before a rule was added
+    may still be patched, for what the patch brings."""
+    if any(p.rule in WRITTEN_RULES for p in report.errors):
+        had = {(p.rule, p.message) for p in validate(before, written=True).errors if p.rule in WRITTEN_RULES}
+        report.errors = [p for p in report.errors if (p.rule, p.message) not in had]
+    return report
+
+
+def _check_expression(report: Report, path: str, key: str, source: str) -> Compiled | None:
     """Compile a CEL source: a syntax error is ``<key>_syntax``; a bound it breaks (size,
     comprehension macros, their nesting) is ``cel.<bound>``, with the limit in the message. A
     definition's distinct sources together are at most ``AOB_MAX_DEFINITION_CEL_BYTES``: each is
@@ -369,22 +480,23 @@ def _check_expression(report: Report, path: str, key: str, source: str) -> None:
     if source not in report.cel_sources:
         limit = settings.AOB_MAX_DEFINITION_CEL_BYTES
         if report.cel_bytes > limit:
-            return  # refused already: compiling the rest would spend what the bound saves
+            return None  # refused already: compiling the rest would spend what the bound saves
         report.cel_sources.add(source)
         report.cel_bytes += len(source.encode())
         if report.cel_bytes > limit:
             report.error(path, "cel.total_bytes", f"the definition's CEL expressions come to more than {limit} "
                          "bytes together (AOB_MAX_DEFINITION_CEL_BYTES); move the logic into fewer, shorter ones")
-            return
+            return None
     try:
         failed = report.cel_failed.get(source)
         if failed is not None:
             raise failed  # a repeat of a source that failed: judged once (a failure is not cached)
-        compile_expression(source)
+        return compile_expression(source)
     except ExpressionError as exc:
         report.cel_failed[source] = exc
         report.error(path, exc.named(key), f"invalid CEL {key}: {exc}" if exc.rule == "syntax" else
                      f"CEL {key} too costly: {exc}")
+        return None
 
 
 def loop_targets(value: Any) -> list[str]:

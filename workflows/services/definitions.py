@@ -71,7 +71,7 @@ def workflow_save(*, owner: User, tag: str, definition: Any, description: str = 
     if len(description) > DESCRIPTION_MAX_CHARS:
         raise ValidationFailed(f"a description has at most {DESCRIPTION_MAX_CHARS} characters",
                                extra={"field": "description", "rule": "max_length", "limit": DESCRIPTION_MAX_CHARS})
-    report = validate(definition, literal_urls=True)
+    report = validate(definition, literal_urls=True, written=True)
     if not report.valid:
         raise validation_error(report)
     size, limit = json_size(definition), settings.AOB_MAX_DEFINITION_BYTES

@@ -32,7 +32,7 @@ from workflows import egress, registry
 from workflows.definition import gates
 from workflows.definition.ir import attempts_of, iterations_of, timeout_ms_of
 from workflows.definition.references import referenced_nodes
-from workflows.definition.validation import literal_url_problems, validate
+from workflows.definition.validation import literal_url_problems, new_problems, validate
 from workflows.limits import unstorable
 from workflows.models import NodeRun
 
@@ -409,7 +409,7 @@ class _Judgement:
                             lambda doc, c=carrier: gates.held_edges(doc, c), node_id=carrier)
 
     def check_valid(self) -> None:
-        report = validate(self.after)
+        report = new_problems(validate(self.after, written=True), self.before)
         if not report.valid:
             self.refuse_invalid(report)
         # what each loop's jump runs again, by the planner's own rule, before and after the patch
