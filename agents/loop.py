@@ -314,22 +314,23 @@ def run_agent(ctx: NodeContext) -> Any:
 
 
 def _replay_source(ctx: NodeContext) -> tuple[int | None, str]:
-    """The node run of the run this one replays, when the replay reuses recorded responses, and the
-    run whose key the tool calls of a reused response go on under ("": their own), where that node
-    run did not settle (``NodeRun.unsettled``: a call it made may have taken effect): the source's
-    key for it (``Run.key_run``, down a chain of replays)."""
+    """The node run whose recorded responses a replay with ``reuse_llm`` reuses, and the run whose
+    key the tool calls of a reused response go on under ("": their own): the nearest run of the
+    replay chain whose node run may have acted (``idempotency.last_acted``, the one walk an http or
+    ``workflow`` node's request follows too): a replay in between that never ran the agent
+    (cancelled before its claim) journaled nothing and sent nothing. That node run's key
+    (``Run.key_run``) where it did not settle (``NodeRun.unsettled``: a call it made may have taken
+    effect)."""
     from workflows.models import NodeRun
 
-    source = (Run.objects.filter(pk=ctx.run_id, reuse_llm=True)
-              .values_list("replay_of_id", "replay_of__key_origins").first())
-    if source is None or source[0] is None:
+    if not Run.objects.filter(pk=ctx.run_id, reuse_llm=True, replay_of__isnull=False).exists():
         return None, ""
-    found = (NodeRun.objects.filter(run_id=source[0], node_id=ctx.node_id, iteration=ctx.iteration)
-             .values_list("pk", "status", "attempts", "error").first())
+    found = idempotency.last_acted(ctx)
     if found is None:
         return None, ""
-    unsettled = NodeRun.unsettled(*found[1:])
-    return found[0], Run.key_run(source[0], source[1], ctx.node_id, ctx.iteration) if unsettled else ""
+    run_id, origins, status, attempts, error, node_run_id = found
+    unsettled = NodeRun.unsettled(status, attempts, error)
+    return node_run_id, Run.key_run(run_id, origins, ctx.node_id, ctx.iteration) if unsettled else ""
 
 
 def _first_messages(ctx: NodeContext) -> list[dict[str, Any]]:

@@ -70,6 +70,8 @@ RESOLVED = "resolved_artifact"
           "`inputs`, waits for it without a worker, and outputs {run_id, status, outputs} (the child's last nodes' "
           "outputs); fails when the child fails or is cancelled. Not available to agents.")
 def run_workflow(ctx: NodeContext) -> Any:
+    # what fails before its child starts says ``sent: false`` (``NodeRun.acted``): a replay of its run
+    # goes on with the request of the run before it in the replay chain, not with this one's
     if SubRun.objects.filter(parent_node_run_id=ctx.node_run_id).exists():
         raise NodeFailed("this node's child run was already started", code="SubWorkflowStarted")
     above = SubRun.objects.filter(child_run_id=ctx.run_id).values_list("depth", flat=True).first() or 0
@@ -77,7 +79,8 @@ def run_workflow(ctx: NodeContext) -> Any:
     if depth > settings.AOB_SUBWORKFLOW_MAX_DEPTH:
         raise NodeFailed(f"sub-workflows nest at most {settings.AOB_SUBWORKFLOW_MAX_DEPTH} deep "
                          "(AOB_SUBWORKFLOW_MAX_DEPTH)", code="SubWorkflowTooDeep",
-                         extra={"depth": depth, "limit": settings.AOB_SUBWORKFLOW_MAX_DEPTH, "transient": False})
+                         extra={"depth": depth, "limit": settings.AOB_SUBWORKFLOW_MAX_DEPTH, "transient": False,
+                                "sent": False})
     tag = ctx.config["tag"]
     workflow = Workflow.objects.filter(owner_id=ctx.owner_id, tag=tag).select_related("current_version").first()
     pinned = ctx.config.get("version")
@@ -93,10 +96,12 @@ def run_workflow(ctx: NodeContext) -> Any:
     if version is None:
         when = f" when this action was approved ({approved_at.isoformat()})" if approved_at and workflow else ""
         raise NodeFailed(f"the owner has no workflow {tag!r}" + (f" version {pinned}" if pinned is not None else "")
-                         + when, code="SubWorkflowNotFound", extra={"tag": tag, "version": pinned, "transient": False})
+                         + when, code="SubWorkflowNotFound",
+                         extra={"tag": tag, "version": pinned, "transient": False, "sent": False})
     inputs = ctx.config.get("inputs", {})
     if not isinstance(inputs, dict):
-        raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs", extra={"transient": False})
+        raise NodeFailed("inputs must resolve to a JSON object", code="SubWorkflowInputs",
+                         extra={"transient": False, "sent": False})
     owner = User.objects.get(pk=ctx.owner_id)
     # the node's own timeout_ms bounds the wait for its child, not this task (which starts it:
     # ``times_wait``), set and judged (subflows_sweep) by the database's clock, not by either host's
@@ -142,7 +147,8 @@ def run_workflow(ctx: NodeContext) -> Any:
                     version = workflow_version_for_start(workflow=workflow)
                 except NotFound as exc:
                     raise NodeFailed(f"the owner has no workflow {tag!r}: it was deleted as the child started",
-                                     code="SubWorkflowNotFound", extra={"tag": tag, "transient": False}) from exc
+                                     code="SubWorkflowNotFound",
+                                     extra={"tag": tag, "transient": False, "sent": False}) from exc
             # a replay's node whose source's child did not settle starts its child under the source's
             # node's key when it starts the same one (``NodeType.sends``: the version that runs, as
             # resolved here, with the tag, pinned version and inputs; an unpinned tag saved since is
@@ -154,7 +160,7 @@ def run_workflow(ctx: NodeContext) -> Any:
     except (RateLimited, ServiceUnavailable) as exc:
         # the owner's run limits, or Redis that counts them, refused the start: nothing was written
         # (the park's transaction rolled back), and a later attempt may fit, so the node's retry applies
-        raise NodeFailed(exc.message, code=exc.code, extra={**exc.extra, "transient": True}) from exc
+        raise NodeFailed(exc.message, code=exc.code, extra={**exc.extra, "transient": True, "sent": False}) from exc
     return WAITING
 
 

@@ -11,12 +11,16 @@ are attempts of that node run, so a repeat is a repeat outside and nothing else 
 
 from __future__ import annotations
 
+import redis
+from django.conf import settings
+
 from tests.agents.flows import agent
 from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, unique, wait_until
 from tests.support.remote import Reply
 
 TEXT = {"content": "Done."}
+HOOKS = redis.Redis.from_url(settings.REDIS_URL)  # tests/support/fault_points.py
 
 
 def _key(hit: dict) -> str:
@@ -102,3 +106,41 @@ def test_an_agent_replayed_itself_reusing_the_model_does_not_pay_again(engine, a
     assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
     assert len(remote.effects(pay)) == 1, remote.effects(pay)
     assert replay.key_origins == {"pay/0": str(source.pk)}  # its retries and replays keep it
+
+
+def test_an_agent_reusing_the_model_keeps_its_key_past_a_replay_cancelled_before_its_claim(
+        engine, api, remote, fake_llm):
+    """S1 replayed the agent with ``reuse_llm`` and was cancelled before its agent was claimed: it
+    journaled nothing and sent nothing. The agent followed only its direct source (S1): S2 reused
+    nothing, and the same call went out under S2's own key. It follows the replay chain as an http
+    node's request does (``idempotency.last_acted``): S2 reuses S0's answer and goes on under its key."""
+    pay = unique("pay")
+    fake_llm.reset([{"tool_calls": [("execute_pipeline", _pay(f"{remote.base}/effect/{pay}/0"))]}, {"status": 400}])
+    definition = {"nodes": [agent("pay", tools=["execute_pipeline"]), http("wait", f"{remote.base}/echo/{pay}")],
+                  "edges": []}
+    s0 = wait_for_run(submit(api, definition))
+    assert s0.status == "failed" and s0.error["node_id"] == "pay", s0.error
+    assert len(remote.effects(pay)) == 1
+
+    HOOKS.set("aob:test:stall:execution:pay", 1)
+    try:
+        response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay", {"reuse_llm": True}, format="json")
+        assert response.status_code == 201, response.json()
+        s1_id = response.json()["run_id"]
+        wait_until(lambda: HOOKS.exists("aob:test:stalled:execution:pay"), timeout=30, what="S1's agent held")
+        assert api.post(f"/api/v1/runs/{s1_id}/cancel").status_code in (200, 202)
+    finally:
+        HOOKS.set("aob:test:stall_release:execution:pay", 1)
+    s1 = wait_for_run(s1_id)
+    assert s1.status == "cancelled" and node_runs(s1)["pay"].attempts == 0, node_runs(s1)["pay"].status
+    HOOKS.delete(*(f"aob:test:{k}:execution:pay" for k in ("stalled", "stall_release")))
+
+    fake_llm.reset([TEXT])  # S0's answer reused for turn 0; the model ends at turn 1
+    response = api.post(f"/api/v1/runs/{s1_id}/nodes/pay/replay", {"reuse_llm": True}, format="json")
+    assert response.status_code == 201, response.json()
+    s2 = wait_for_run(response.json()["run_id"], timeout=40)
+    assert s2.status == "completed", s2.error
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
+    assert s2.key_origins == {"pay/0": str(s0.pk)}

@@ -27,9 +27,9 @@ from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
 from vault.services import secret_delete, secret_set
-from workflows.models import Artifact, NodeRun, Run
+from workflows.models import Artifact, NodeRun, Run, Workflow
 from workflows.services.artifacts import artifact_store
-from workflows.services.definitions import workflow_save
+from workflows.services.definitions import workflow_delete, workflow_save
 
 HOOKS = redis.Redis.from_url(settings.REDIS_URL)  # tests/support/fault_points.py
 
@@ -497,3 +497,83 @@ def test_a_sibling_going_on_keeps_its_source_s_key_past_a_replay_cancelled_befor
     assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
     assert len(remote.effects(pay)) == 1, remote.effects(pay)
     assert s2.key_origins == {"pay/0": str(source.pk)}
+
+
+def test_a_payment_whose_replay_stopped_before_it_sent_after_a_claim_given_back_keeps_its_source_s_key(
+        engine, api, remote, user):
+    """S1's pay was claimed, given back unrun (its ``timeout_ms`` patched while its message waited:
+    ``send_again``), then its one try failed before it sent (its secret removed: ``sent``: false).
+    ``NodeRun.acted`` read its two claims as two tries, so S1 counted as having acted and S2 sent the
+    charge under S1's key, which the payee never saw. A claim given back unrun is no try
+    (``execution.given_back``): S2 goes on under S0's key."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    secret_set(owner=user, name="PAY_TOKEN", value="tok-000001")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    node = http("pay", f"{remote.base}/effect/{pay}/4", config={
+        "method": "POST", "payload": {"amount": 10}, "headers": {"Authorization": "$secrets.PAY_TOKEN"}})
+    run_id = submit(api, _beside(node, remote, hold, tell))
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
+    remote.release(hold)
+    s0 = wait_for_run(run_id)
+    assert s0.status == "failed" and node_runs(s0)["pay"].status != "completed", s0.error
+
+    HOOKS.set("aob:test:stall:execution:pay", 1)
+    try:
+        response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
+        assert response.status_code == 201, response.json()
+        s1_id = response.json()["run_id"]
+        wait_until(lambda: HOOKS.exists("aob:test:stalled:execution:pay"), timeout=30, what="S1's pay held, queued")
+        patched = api.post(f"/api/v1/runs/{s1_id}/patches", {"operations": [
+            {"op": "add", "path": "/nodes/0/timeout_ms", "value": 25000}]}, format="json")
+        assert patched.status_code == 201, patched.json()
+        secret_delete(owner=user, name="PAY_TOKEN")
+    finally:
+        HOOKS.set("aob:test:stall_release:execution:pay", 1)
+    s1 = wait_for_run(s1_id)
+    step = node_runs(s1)["pay"]
+    assert step.error["error_type"] == "SecretMissing" and step.error["sent"] is False, step.error
+    assert step.attempts == 2 and "sent_again" in [e.get("status") for e in step.attempt_log], step.attempt_log
+    assert len(remote.hits(f"/effect/{pay}/")) == 1  # S1 sent nothing
+    HOOKS.delete(*(f"aob:test:{k}:execution:pay" for k in ("stalled", "stall_release")))
+
+    secret_set(owner=user, name="PAY_TOKEN", value="tok-000001")
+    response = api.post(f"/api/v1/runs/{s1.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s2 = wait_for_run(response.json()["run_id"])
+    assert s2.status == "completed", s2.error
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)  # the payee charged once
+    assert s2.key_origins.get("pay/0") == str(s0.pk), s2.key_origins
+
+
+def test_a_child_s_payment_keeps_its_key_past_a_replay_whose_workflow_node_failed_before_starting_its_child(
+        engine, api, remote, user):
+    """S1's ``workflow`` node failed before it started a child (its tag deleted meanwhile:
+    SubWorkflowNotFound) with no ``sent: false``: ``NodeRun.acted`` counted it as having acted and
+    S2, the same child saved again, started it under S1's never-used key; the child's payee charged
+    twice. What fails before the child starts says so: S2 goes on under S0's key."""
+    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    run_id = submit(api, _beside(_paying_child(user, remote, pay), remote, hold, tell))
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
+    remote.release(hold)
+    s0 = wait_for_run(run_id)
+    assert s0.status == "failed" and node_runs(s0)["pay"].status != "completed", s0.error
+
+    workflow_delete(workflow=Workflow.objects.get(owner=user, tag=pay), force=True)
+    response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s1 = wait_for_run(response.json()["run_id"])
+    error = node_runs(s1)["pay"].error
+    assert error["error_type"] == "SubWorkflowNotFound" and error["sent"] is False, error
+
+    _paying_child(user, remote, pay)  # the same child saved again
+    response = api.post(f"/api/v1/runs/{s1.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s2 = wait_for_run(response.json()["run_id"], timeout=40)
+    assert s2.status == "completed", s2.error
+    hits = remote.hits(f"/effect/{pay}/")
+    assert len(hits) == 2 and _key(hits[1]) == _key(hits[0]), [_key(h) for h in hits]
+    assert len(remote.effects(pay)) == 1, remote.effects(pay)
+    assert s2.key_origins["pay/0"] == str(s0.pk), s2.key_origins

@@ -78,7 +78,7 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
     ``again``) whose source's node run began and did not settle (``NodeRun.unsettled``: its request
     may have taken effect) goes on under the source's key (``Run.key_run``, down a chain of replays)
     when it sends the same request (``request_digest`` of the source's kept input). The source is
-    the nearest run of the replay chain whose node run may have acted (``_last_acted``): a replay in
+    the nearest run of the replay chain whose node run may have acted (``last_acted``): a replay in
     between that never ran it (cancelled while a gate waited, or before its message was claimed) or
     stopped before it sent (``NodeRun.acted``) passes on the request before it. A changed one
     (a gate's new form data, an upstream's new price) is new work under a new key, which a remote
@@ -100,7 +100,7 @@ def going_on(ctx: NodeContext, config: Mapping[str, Any]) -> tuple[NodeContext, 
     # its retries repeat what it may have sent under that key, whatever their request says now
     if ctx.goes_on and ctx.attempt > 1:
         return ctx, None
-    found = _last_acted(ctx)
+    found = last_acted(ctx)
     if found is None or not NodeRun.unsettled(*found[2:5]):
         return ctx, None
     source_id, source_origins, *_, node_run_id = found
@@ -155,28 +155,31 @@ WITH RECURSIVE chain(id, replay_of_id, key_origins, depth) AS (
     SELECT s.id, s.replay_of_id, s.key_origins, chain.depth + 1
       FROM chain JOIN workflows_run s ON s.id = chain.replay_of_id
 )
-SELECT chain.id, chain.key_origins, nr.status, nr.attempts, nr.error, nr.id
+SELECT chain.id, chain.key_origins, nr.status, nr.attempts, nr.error, nr.id, {given_back}
   FROM chain JOIN workflows_noderun nr
     ON nr.run_id = chain.id AND nr.node_id = %(node_id)s AND nr.iteration = %(iteration)s
  ORDER BY chain.depth
 """
 
 
-def _last_acted(ctx: NodeContext) -> tuple[str, Any, str, int, Any, int] | None:
+def last_acted(ctx: NodeContext) -> tuple[str, Any, str, int, Any, int] | None:
     """The nearest run in this replay's chain whose node run of this node may have acted
     (``NodeRun.acted``): (its id, its ``key_origins``, that node run's status, attempts, error and
-    id); None when none did (not a replay, or nothing ran it before)."""
+    id); None when none did (not a replay, or nothing ran it before). The one walk an http or
+    ``workflow`` node's request (``going_on``) and an agent's reused answers (agents/loop.py) follow."""
     from django.db import connection
 
+    from workflows.engine.execution import given_back
     from workflows.models import NodeRun
 
     with connection.cursor() as cursor:
-        cursor.execute(CHAIN, {"run_id": ctx.run_id, "node_id": ctx.node_id, "iteration": ctx.iteration})
+        cursor.execute(CHAIN.format(given_back=given_back("nr.attempt_log")),
+                       {"run_id": ctx.run_id, "node_id": ctx.node_id, "iteration": ctx.iteration})
         rows = cursor.fetchall()
-    for run_id, origins, status, attempts, error, node_run_id in rows:
+    for run_id, origins, status, attempts, error, node_run_id, unrun in rows:
         origins = json.loads(origins) if isinstance(origins, str) else origins
         error = json.loads(error) if isinstance(error, str) else error
-        if NodeRun.acted(status, attempts, error):
+        if NodeRun.acted(status, attempts, error, unrun):
             return str(run_id), origins, status, attempts, error, node_run_id
     return None
 

@@ -532,6 +532,14 @@ NOT_TRIED = frozenset({PAUSED, SENT_AGAIN})
 LOST = "lost"
 
 
+def given_back(column: str) -> str:
+    """SQL counting the claims of a node run given back unrun (``send_again``) in its ``attempt_log``
+    (``column``), read in the database (a replay reads no log whole): attempts that never tried, so
+    sent nothing (``NodeRun.acted`` counts its attempts without them)."""
+    return (f"(SELECT count(*) FROM jsonb_array_elements(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} "  # noqa: S608 - our column names
+            f"ELSE '[]'::jsonb END) AS past WHERE past->>'status' = '{SENT_AGAIN}')")
+
+
 def tries(node_run_id: int, attempt: int) -> int:
     """The attempts of a node run that were tries: its claims, less the pauses it was claimed
     again from (``CLAIMED_AGAIN``) and the claims given back unrun (``send_again``). A node's

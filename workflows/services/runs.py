@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from aob_project.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
@@ -23,6 +24,7 @@ from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, run_output, transitions
 from workflows.engine.artifacts import keep_artifacts
 from workflows.engine.dispatch import Dispatch, publish_after_commit
+from workflows.engine.execution import given_back
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
 from workflows.limits import bounded_error, refuse_past, refuse_unstorable
 from workflows.models import (
@@ -282,7 +284,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         latest = {nr.node_id: nr for nr in NodeRun.objects.filter(run=source)
                   .order_by("node_id", "-iteration").distinct("node_id")
                   .only("pk", "node_id", "iteration", "node_type", "status", "attempts", "output_artifact_id",
-                        "started_at", "finished_at", "error")}
+                        "started_at", "finished_at", "error")
+                  .annotate(given_back=RawSQL(given_back("attempt_log"), ()))}  # noqa: S611 - no input
         completed = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.COMPLETED}
         skipped = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.SKIPPED}
         again = _runs_again(ir, node_id, completed | skipped)
@@ -301,7 +304,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         # as unknown as it was
         went_on = {Run.origin(n, nr.iteration): Run.key_run(source.pk, source.key_origins, n, nr.iteration)
                    for n, nr in latest.items() if n in ir.nodes and n not in completed | skipped | again
-                   and (NodeRun.unsettled(nr.status, nr.attempts, nr.error) if NodeRun.acted(nr.status, nr.attempts, nr.error)
+                   and (NodeRun.unsettled(nr.status, nr.attempts, nr.error)
+                        if NodeRun.acted(nr.status, nr.attempts, nr.error, nr.given_back)
                         else Run.goes_on(source.key_origins, n, nr.iteration))}
         replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                            workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
