@@ -123,6 +123,15 @@ class RemoteServer:
         with self.lock:
             return [e for e in self.applied if e["name"] == name]
 
+    def applied_once(self, name: str, sent: int = 2) -> list[dict[str, Any]]:
+        """Asserts ``/effect/<name>/`` was sent ``sent`` times under one Idempotency-Key and applied
+        once (a repeat the payee recognised); returns the requests."""
+        hits = self.hits(f"/effect/{name}/")
+        keys = [next((v for k, v in hit["headers"].items() if k.lower() == "idempotency-key"), "") for hit in hits]
+        assert len(hits) == sent and len(set(keys)) == 1, keys
+        assert len(self.effects(name)) == 1, self.effects(name)
+        return hits
+
     def close(self) -> None:
         self.httpd.shutdown()
 
