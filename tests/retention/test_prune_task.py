@@ -30,8 +30,8 @@ def _slices(log: str) -> list[dict[str, Any]]:
 def test_the_hourly_prune_goes_in_slices_each_sending_the_next(engine: Any, stack_env: dict[str, str],
                                                                 make_user: Any) -> None:
     owner = make_user("pruned")
-    runs = big_old_runs(owner, 60, node_runs=20, events=40)
-    # one run a batch, a second a slice: 60 runs of 60 rows each take several
+    runs = big_old_runs(owner, 24, node_runs=20, events=40)
+    # one run a batch, a second a slice: 24 runs of 60 rows each take several (about five a slice here)
     maintenance = Victim(engine, {**stack_env, "AOB_PRUNE_TASK_S": "1", "AOB_RETENTION_BATCH_SIZE": "1",
                                   "AOB_RETENTION_CHUNK_ROWS": "10"}, [MAINTENANCE_QUEUE], concurrency=1)
     try:
