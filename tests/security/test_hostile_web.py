@@ -593,7 +593,9 @@ def test_moves_of_a_large_value_walk_it_only_when_deeper_and_count_what_they_wal
     moves of 600 KB back and forth held the web process 20 s, a run's row as long on a run patch (a
     review's find). A move no deeper than it was walks nothing; one deeper is charged as a copy is
     (its bytes against ``AOB_MAX_DEFINITION_BYTES``), so moving it down and up again is refused."""
-    big = [[] for _ in range(200_000)]  # 600 KB of a template, 200,000 containers
+    # 150 KB of a template, 50,000 containers: its 20 moves down copy 3 MB, its 40 level ones would 6 MB,
+    # each past the 1 MiB limit several times over
+    big = [[] for _ in range(50_000)]
     definition = {"nodes": [{"id": "t", "type": "transform", "config": {"template": big}}], "edges": []}
     assert api.post(f"{API}/workflows", {"tag_name": "wide", "workflow": definition}, format="json").status_code == 201
     level = [{"op": "move", "from": "/nodes/0/config/template", "path": "/nodes/0/config/t2"},
