@@ -46,7 +46,7 @@ from workflows import registry
 from workflows.answers import Page, json_size, left_out, node_value_href
 from workflows.definition.expressions import ExpressionError, evaluate, fields_read
 from workflows.definition.ir import IR
-from workflows.definition.references import ConfigTooLarge, referenced_nodes, resolve
+from workflows.definition.references import ConfigTooLarge, ReferenceMissing, referenced_nodes, resolve
 from workflows.engine import run_output
 from workflows.engine.coordinator import load_ir
 from workflows.engine.outputs import NonJSONOutput, strict_json
@@ -194,6 +194,8 @@ def _computed(spec: dict[str, Any], inputs: dict[str, Any], rows: list[_Latest])
         return None, _failed("OutputExpressionError", exc.rule, str(exc))
     except ConfigTooLarge as exc:
         return None, _failed(exc.code, "max_resolved_config_bytes", exc.message)
+    except ReferenceMissing as exc:
+        return None, _failed(exc.code, "reference_missing", exc.message)
     except NonJSONOutput as exc:
         return None, _failed(exc.code, "strict_json", exc.message)
 

@@ -34,16 +34,22 @@ def test_metadata_output_as_cel_and_as_a_template(engine, api):
     as_template = {**branches(), "metadata": {"output": {"template": {"sum": "$nodes.left",
                                                                       "text": "${$inputs.name} got ${$nodes.left}"}}}}
     broken = {**branches(), "metadata": {"output": {"expression": "nodes.nowhere.x"}}}
-    runs = [submit(api, d, {"n": 3, "name": "Ada"}) for d in (as_cel, as_template, broken)]
+    misspelt = {**branches(), "metadata": {"output": {"template": {"half": "$nodes.right.hlf"}}}}
+    runs = [submit(api, d, {"n": 3, "name": "Ada"}) for d in (as_cel, as_template, broken, misspelt)]
     wait_all(runs)
 
-    cel, template, failed = (api.get(f"/api/v1/runs/{r}").json() for r in runs)
+    cel, template, failed, missing = (api.get(f"/api/v1/runs/{r}").json() for r in runs)
 
     assert cel["output"] == {"total": 10, "who": "Ada"}
     assert template["output"] == {"sum": 8, "text": "Ada got 8"}
     assert failed["status"] == "completed" and failed["output"] is None
     assert failed["output_error"]["error_type"] == "OutputExpressionError"
     assert failed["output_error"]["message"].startswith("metadata.output:")
+    # a template's reference naming what a node that ran did not give is an error, as CEL's is, not null
+    assert missing["status"] == "completed" and missing["output"] is None
+    assert missing["output_error"]["error_type"] == "ReferenceMissing"
+    assert missing["output_error"]["rule"] == "reference_missing"
+    assert "/half: $nodes.right.hlf names nothing" in missing["output_error"]["message"]
 
 
 def test_an_invalid_output_expression_is_refused_at_save(api):

@@ -23,7 +23,7 @@ from workflows import registry
 from workflows.definition import expressions
 from workflows.definition.expressions import ExpressionError, compile_expression, evaluate, fields_read, shape
 from workflows.definition.ir import compile_definition
-from workflows.definition.references import ConfigTooLarge, resolve
+from workflows.definition.references import ConfigTooLarge, ReferenceMissing, resolve
 from workflows.definition.validation import validate
 from workflows.models import Run
 from workflows.services.runs import run_start
@@ -447,13 +447,20 @@ def test_a_caller_may_lower_the_resolve_cap_never_raise_it(settings: Any) -> Non
     ("$inputs.a.1", 2), ("$inputs.a.-1", 2), ("$inputs.a.-2", 1), ("$inputs.a.2", None), ("$inputs.a.-3", None),
     ("$inputs.a." + "0" * 5000 + "1", 2),  # leading zeros, as int() reads them
     ("$inputs.a." + "9" * 5000, None), ("$inputs.a.-" + "9" * 5000, None), ("$inputs.a." + "9" * 19, None),
-    ("${inputs.a." + "9" * 5000 + "}", ""),
+    ("${inputs.a." + "9" * 5000 + "}", None),
 ])
-def test_a_list_index_past_the_end_is_nothing_however_many_digits_it_has(reference: str, found: Any) -> None:
+def test_a_list_index_past_the_end_names_nothing_however_many_digits_it_has(reference: str, found: Any) -> None:
     """Python refuses int() of more than 4300 digits (a ValueError): a hook's template mapping, a
     node's config and ``metadata.output`` all resolve through here, so such an index is only one
-    more index past the end."""
-    assert resolve({"x": reference}, inputs={"a": [1, 2]}, outputs={}) == {"x": found}
+    more index past the end: a reference naming nothing (``ReferenceMissing``; null in a hook's
+    mapping, whose body's fields are optional)."""
+    if found is None:
+        with pytest.raises(ReferenceMissing, match="is a list of 2 with no item"):
+            resolve({"x": reference}, inputs={"a": [1, 2]}, outputs={})
+        assert resolve({"x": reference}, inputs={"a": [1, 2]}, outputs={}, strict=False) == \
+            {"x": "" if reference.startswith("${") else None}
+    else:
+        assert resolve({"x": reference}, inputs={"a": [1, 2]}, outputs={}) == {"x": found}
 
 
 # --- the validator: a wrong type anywhere is a problem with path and rule, never an exception ------

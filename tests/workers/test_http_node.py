@@ -80,6 +80,42 @@ def test_headers_query_and_json_payload_arrive_as_sent_with_references_resolved(
     assert nodes["b"].input["payload"]["id"] == 7  # the resolved config is what the node run records
 
 
+def test_a_reference_naming_nothing_fails_the_node_before_it_sends(engine, api, remote):
+    """``$nodes.prepare.amout`` (meant ``amount``) sent ``{"amount": null}`` to the payee and the run
+    completed; ``${inputs.url}`` not given failed only as "scheme '' is not allowed". A reference
+    naming what a node that ran did not give, or an input not given, fails the node unsent, naming
+    the reference and where it is in the config (``references.ReferenceMissing``)."""
+    prepare = {"id": "prepare", "type": "transform", "config": {"expression": "{'amount': 5}"}}
+    pay = http("pay", "${$inputs.base}/pay", method="POST", payload={"amount": "$nodes.prepare.amout"})
+    run, nodes = run_to_end(api, [prepare, pay], edges=[{"from": "prepare", "to": "pay"}],
+                            inputs={"base": remote.base})
+    assert run.status == "failed" and nodes["pay"].status == NodeRun.Status.FAILED
+    error = nodes["pay"].error
+    assert {k: error[k] for k in ("error_type", "path", "reference", "rule", "sent")} == {
+        "error_type": "ReferenceMissing", "path": "/payload/amount", "reference": "$nodes.prepare.amout",
+        "rule": "reference_missing", "sent": False}
+    assert "nodes.prepare has no key 'amout' (did you mean 'amount'?)" in error["message"]
+    assert nodes["pay"].attempts == 1 and remote.hits("/pay") == []
+
+    run, nodes = run_to_end(api, [http("fetch", "${$inputs.url}")], inputs={})
+    assert nodes["fetch"].error["error_type"] == "ReferenceMissing" and nodes["fetch"].error["path"] == "/url"
+    assert "inputs has no key 'url'" in nodes["fetch"].error["message"]
+
+
+def test_a_reference_to_a_node_that_did_not_run_is_still_null(engine, api, remote):
+    """A node skipped on a dead path gave nothing: a reference to it is null, as before."""
+    start = {"id": "start", "type": "transform", "config": {"expression": "{'go': false}"}}
+    maybe = {"id": "maybe", "type": "transform", "config": {"expression": "{'x': 1}"}}
+    after = http("after", "${$inputs.base}/after", method="POST", payload={"x": "$nodes.maybe.x"})
+    run, nodes = run_to_end(api, [start, maybe, after], inputs={"base": remote.base},
+                            edges=[{"from": "start", "to": "maybe", "condition": "$.go"},
+                                   {"from": "start", "to": "after"}])
+    assert run.status == "completed", nodes["after"].error
+    assert nodes["maybe"].status == NodeRun.Status.SKIPPED
+    [got] = remote.hits("/after")
+    assert json.loads(got["body"]) == {"x": None}
+
+
 def test_string_payload_is_sent_as_is_and_query_merges_with_the_urls_own(engine, api, remote):
     text = "a=1&b=${$inputs.b} {not json"
     run, nodes = run_to_end(api, [http("s", f"{remote.base}/echo?fixed=1", method="PUT", payload=text,

@@ -524,7 +524,8 @@ def _inputs(hook: Hook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
                                    extra={"field": "mapping.cel", "rule": problem.rule, "path": problem.path})
     else:
         try:
-            inputs = resolve(mapping["template"], inputs=_template_inputs(payload), outputs={})
+            # a body's fields are optional: one it does not have maps to null (a node reading it decides)
+            inputs = resolve(mapping["template"], inputs=_template_inputs(payload), outputs={}, strict=False)
         except ConfigTooLarge as exc:  # the bound of every resolution, here the mapping's, not a node's
             limit = exc.extra.get("limit")
             raise ValidationFailed(f"the hook's mapping failed: the inputs its template makes passed {limit} bytes "

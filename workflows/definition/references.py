@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import re
 from collections.abc import Iterable
@@ -22,17 +24,49 @@ _MISSING = object()
 
 
 def _walk(root: Any, parts: Iterable[str]) -> Any:
+    """The value at ``parts`` below ``root``, or a ``_Gap`` naming the first part it does not have."""
     value = root
-    for part in parts:
+    for depth, part in enumerate(parts):
         if isinstance(value, dict):
-            value = value.get(part, _MISSING)
+            found = value.get(part, _MISSING)
         elif isinstance(value, list) and (index := list_index(part, len(value))) is not None:
-            value = value[index]
+            found = value[index]
         else:
-            value = _MISSING
-        if value is _MISSING:
-            return None
+            found = _MISSING
+        if found is _MISSING:
+            return _Gap(depth, part, value)
+        value = found
     return value
+
+
+class _Gap:
+    """Where a path left the value it walked: the ``depth``-th part, ``part``, which ``value`` lacks."""
+
+    def __init__(self, depth: int, part: str, value: Any) -> None:
+        self.depth, self.part, self.value = depth, part, value
+
+    def says(self, head: list[str]) -> str:
+        within = ".".join(head) or "it"
+        if isinstance(self.value, dict):
+            keys = [k for k in itertools.islice(self.value, _CLOSE_KEYS) if len(k) <= _CLOSE_LENGTH]
+            close = difflib.get_close_matches(self.part, keys, n=1) if len(self.part) <= _CLOSE_LENGTH else []
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"{within} has no key {self.part[:80]!r}{hint}"
+        if isinstance(self.value, list):
+            return f"{within} is a list of {len(self.value)} with no item {self.part[:40]!r}"
+        kind = "null" if self.value is None else type(self.value).__name__
+        return f"{within} is {kind}, with no {self.part[:40]!r}"
+
+
+# keys compared for a "did you mean", and their length: a large object, or long keys, are not searched
+_CLOSE_KEYS, _CLOSE_LENGTH = 200, 64
+
+
+class ReferenceMissing(AobError):
+    """A reference naming what its value does not have: an input not given, a key or item the
+    output of a node that ran lacks. It resolved to null (``""`` in a template) and went out so."""
+
+    code = "ReferenceMissing"
 
 
 def list_index(part: str, length: int) -> int | None:
@@ -46,13 +80,39 @@ def list_index(part: str, length: int) -> int | None:
 
 
 def lookup(path: str, *, inputs: dict, outputs: dict[str, Any]) -> Any:
+    """The value ``path`` (``inputs.…`` or ``nodes.<id>.…``) names, or a ``_Gap`` where it names
+    nothing. A node that has no output here (it did not run: skipped on a dead path, not reached
+    yet; or it gave null) is null, and so is all below it."""
     head, *rest = path.split(".")
     if head == "inputs":
-        return _walk(inputs, rest)
+        found = _walk(inputs, rest)
+        if isinstance(found, _Gap):
+            found.depth += 1
+        return found
     if not rest:
         return outputs
     node_id, *tail = rest
-    return _walk(outputs.get(node_id), tail)
+    output = outputs.get(node_id)
+    if output is None:
+        return None
+    found = _walk(output, tail)
+    if isinstance(found, _Gap):
+        found.depth += 2
+    return found
+
+
+def _found(path: str, reference: str, inputs: dict, outputs: dict[str, Any], strict: bool) -> Any:
+    found = lookup(path, inputs=inputs, outputs=outputs)
+    if not isinstance(found, _Gap):
+        return found
+    if not strict:
+        return None
+    parts = path.split(".")
+    raise ReferenceMissing(
+        f"{reference[:200]} names nothing: {found.says(parts[:found.depth])}; it would have been null (\"\" in "
+        "text). Correct the reference, or test for the value in a transform (has())",
+        extra={"path": "/", "reference": reference[:200], "rule": "reference_missing",
+               "transient": False, "sent": False})
 
 
 def _to_text(value: Any) -> str:
@@ -103,31 +163,42 @@ def stored_text_bytes(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode()) - 2
 
 
-def resolve(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int | None = None) -> Any:
+def resolve(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int | None = None,
+            strict: bool = True) -> Any:
     """A string that is exactly a reference takes the referenced value with its type; a
     ``${…}`` inside a longer string interpolates its text. The result is at most ``max_bytes``
-    (``AOB_MAX_RESOLVED_CONFIG_BYTES``, or less when asked) as JSON text, or ``ConfigTooLarge``."""
-    return resolve_counted(value, inputs=inputs, outputs=outputs, max_bytes=max_bytes)[0]
+    (``AOB_MAX_RESOLVED_CONFIG_BYTES``, or less when asked) as JSON text, or ``ConfigTooLarge``.
+    A reference naming nothing (an input not given, a key the output of a node that ran lacks) is
+    ``ReferenceMissing`` naming it and where it is; ``strict=False`` (a hook's mapping of a body
+    whose fields are optional) makes it null, ``""`` in text. A node that did not run is null."""
+    return resolve_counted(value, inputs=inputs, outputs=outputs, max_bytes=max_bytes, strict=strict)[0]
 
 
-def resolve_counted(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int | None = None) -> tuple[Any, int]:
+def resolve_counted(value: Any, *, inputs: dict, outputs: dict[str, Any], max_bytes: int | None = None,
+                    strict: bool = True) -> tuple[Any, int]:
     """``resolve``, and how many references it took (none: the value is what its save judged)."""
     ceiling = settings.AOB_MAX_RESOLVED_CONFIG_BYTES
     budget = _Budget(min(ceiling, max_bytes or ceiling))
-    return _resolve(value, inputs, outputs, budget), budget.resolved
+    try:
+        return _resolve(value, inputs, outputs, budget, strict), budget.resolved
+    except ReferenceMissing as exc:
+        exc.extra["path"] = exc.extra["path"] or "/"
+        exc.message = f"{exc.extra['path']}: {exc.message}"
+        exc.args = (exc.message,)
+        raise
 
 
-def _resolve(value: Any, inputs: dict, outputs: dict[str, Any], budget: _Budget) -> Any:
+def _resolve(value: Any, inputs: dict, outputs: dict[str, Any], budget: _Budget, strict: bool) -> Any:
     if isinstance(value, str):
         whole = WHOLE.match(value)
         if whole:
             budget.resolved += 1
-            found = lookup(whole.group(1), inputs=inputs, outputs=outputs)
+            found = _found(whole.group(1), value, inputs, outputs, strict)
             budget.spend(budget.size_of(whole.group(1), found), value)
             return found
         if "${" in value:
             def text(m: re.Match[str]) -> str:
-                piece = _to_text(lookup(m.group(1), inputs=inputs, outputs=outputs))
+                piece = _to_text(_found(m.group(1), m.group(0), inputs, outputs, strict))
                 budget.spend(stored_text_bytes(piece), m.group(0))
                 return piece
 
@@ -136,10 +207,16 @@ def _resolve(value: Any, inputs: dict, outputs: dict[str, Any], budget: _Budget)
             return TEMPLATE.sub(text, value)
         budget.spend(len(value), "a string")
         return value
-    if isinstance(value, dict):
-        return {k: _resolve(v, inputs, outputs, budget) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, inputs, outputs, budget) for v in value]
+    if isinstance(value, dict | list):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        done: list[tuple[Any, Any]] = []
+        for key, item in items:
+            try:
+                done.append((key, _resolve(item, inputs, outputs, budget, strict)))
+            except ReferenceMissing as exc:  # where it is, put together on the way out: nothing spent otherwise
+                exc.extra["path"] = "/" + str(key).replace("~", "~0").replace("/", "~1") + exc.extra["path"].rstrip("/")
+                raise
+        return dict(done) if isinstance(value, dict) else [item for _, item in done]
     return value
 
 
