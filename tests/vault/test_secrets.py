@@ -215,8 +215,8 @@ def test_an_agents_answer_or_a_run_input_cannot_move_a_keyed_request_out_of_its_
     segments), and a run input's ``../../tenant-b/items/9?as=admin#`` replaced the author's path and
     dropped its ``/summary``; the owner's key went with each (red team 8). A value put into the path
     is one segment, into the query one value (``outbound.templated_url``), the rule an
-    ``openapi_action``'s path parameter follows; ``.``, ``..`` or nothing as a whole segment fails
-    the node, sending nothing."""
+    ``openapi_action``'s path parameter follows; a segment references make ``.``, ``..`` or empty
+    fails the node, sending nothing."""
     assert api.put("/api/v1/secrets/API_TOKEN", {"value": VALUE}, format="json").status_code == 201
     keyed = {"X-Api-Key": "$secrets.API_TOKEN"}
     fake_llm.reset([{"content": "../../../status/200"}])
@@ -228,6 +228,11 @@ def test_an_agents_answer_or_a_run_input_cannot_move_a_keyed_request_out_of_its_
                             inputs={"id": "../../tenant-b/items/9?as=admin#", "v": "1&as=admin"}))
     dots = [finish(start(api, [http("fetch", f"{remote.base}/echo/tenant-a/items/" + "${inputs.id}/summary",
                                     headers=keyed)], inputs={"id": value})) for value in ("..", ".", "")]
+    # decided per segment as assembled: two references, or references round a dot, that make one
+    # empty or dot segment between them (``//summary``, ``/./summary``) fail the same way
+    dots += [finish(start(api, [http("fetch", f"{remote.base}/echo/tenant-a/items/" + segment + "/summary",
+                                     headers=keyed)], inputs={"a": "", "b": ""}))
+             for segment in ("${inputs.a}${inputs.b}", "${inputs.a}.${inputs.b}")]
 
     assert climbs.status == replaces.status == "completed", (climbs.error, replaces.error)
     sent = [(hit["path"], hit["query"]) for hit in remote.requests if hit["headers"].get("X-Api-Key") == VALUE]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from workers.http import SSRFBlocked, check_url_static
 from workflows import egress
@@ -25,6 +25,8 @@ PAST_ORIGIN = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^/?#\\]{0,2048}[/?#
 _HEAD = 2100  # longer than any PAST_ORIGIN match
 # A "." or ".." segment, which the client (RFC 3986) or the server removes with the one before it.
 DOT_SEGMENT = re.compile(r"(^|[/\\])\.\.?([/\\]|$)")
+# Where a URL's path segment ends: at the next segment, or where the path does (a query, a fragment).
+_SEGMENT_END = re.compile(r"[/\\?#]")
 
 
 def path_segment(value: str, *, whole: bool = True) -> str:
@@ -60,6 +62,7 @@ def templated_url(template: str, text_of: Callable[[str], str], references: re.P
     (``query_value``). ``ValueError`` names the reference that may not be put in."""
     out: list[str] = []
     position, where, head = 0, "origin", ""
+    segment, inside = "", []  # the path segment being assembled, and the references put in it
     for found in references.finditer(template):
         literal = template[position:found.start()]
         out.append(literal)
@@ -72,19 +75,40 @@ def templated_url(template: str, text_of: Callable[[str], str], references: re.P
                 literal, where, head = head[origin.end() - 1:], "path", ""
             elif len(head) > _HEAD:  # no host is this long: held to the strict rule, as past one
                 literal, where, head = head, "path", ""
-        if where == "path" and ("?" in literal or "#" in literal):
-            where = "query"
-        whole = out[-1].endswith(("/", "\\")) and template[position:position + 1] in ("", "/", "?", "#", "\\")
+        if where == "path":
+            segment, inside = _segment_so_far(segment, inside, literal)
+            if "?" in literal or "#" in literal:
+                where = "query"
         try:
             piece = (value if where == "origin" else query_value(value) if where == "query"
-                     else path_segment(value, whole=whole))
+                     else path_segment(value, whole=False))
         except ValueError as exc:
             raise ValueError(f"{found.group(0)} ({value[:100]!r}) is put in the URL's {where} as one "
                              f"{'value' if where == 'query' else 'segment'}, and {exc}") from None
         out.append(piece)
         if where == "origin":
             head += piece
+        elif where == "path":
+            segment, inside = segment + piece, [*inside, found.group(0)]
+    if where == "path":
+        _segment_so_far(segment, inside, template[position:] + "/")
     return "".join(out) + template[position:]
+
+
+def _segment_so_far(segment: str, inside: list[str], literal: str) -> tuple[str, list[str]]:
+    """The path segment being assembled (and the references put in it) once ``literal`` follows it.
+    A segment that ends here with a reference in it may not be empty, ``.`` or ``..`` once decoded
+    (``${a}${b}`` of two empty values, ``${a}.${b}``, ``%2${a}`` of ``E``): a server merges an empty
+    one with the next, and the client or server removes a dot one with the segment before. A
+    segment the author wrote whole (``//``, ``/./``) is theirs, as written."""
+    end = _SEGMENT_END.search(literal)
+    if end is None:
+        return segment + literal, inside
+    text = segment + literal[:end.start()]
+    if inside and unquote(text) in ("", ".", ".."):
+        raise ValueError(f"path segment made with {''.join(inside)} is {text[:100]!r}, and may not be empty, "
+                         f"'.' or '..': it would leave its place in the path")
+    return _SEGMENT_END.split(literal)[-1], []
 
 
 def literal_url_problems(config: dict[str, Any], hosts: egress.Lists = (),
