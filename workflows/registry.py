@@ -122,6 +122,9 @@ class NodeType:
     pure: bool = False
     # The executor receives its config with ``$inputs…``, ``$nodes…`` and ``${…}`` resolved.
     resolve_config: bool = True
+    # Keys of the config its executor reads as written, never resolved (``transform``'s CEL
+    # ``expression``: a ``${nodes.x}`` in it is text): they are left as they are.
+    raw_keys: frozenset[str] = frozenset()
     # The executor reads its predecessors' outputs even where its config names none (``agent``, ``hitl``).
     reads_upstream: bool = False
     # The Celery queue its executor task is published to; ``wf.tasks.<type>`` unless given.

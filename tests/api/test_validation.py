@@ -104,6 +104,10 @@ INVALID = [
      "/metadata/alowed_hosts", "metadata_key"),
     ("misspelled patch_policy", _with(lambda d: d.update(metadata={"patch_polcy": "deny"})),
      "/metadata/patch_polcy", "metadata_key"),
+    ("patch_policy with two letters swapped", _with(lambda d: d.update(metadata={"pacth_policy": "deny"})),
+     "/metadata/pacth_policy", "metadata_key"),
+    ("allowed_hosts with a letter changed", _with(lambda d: d.update(metadata={"Allowed-Hosta": ["example.com"]})),
+     "/metadata/Allowed-Hosta", "metadata_key"),
 ]
 
 
@@ -256,9 +260,25 @@ def test_a_huge_invalid_definition_gets_a_bounded_report(api):
     lambda d: d["edges"][0].update(condition="$.items.exists(i, i.ok) && inputs.mode == 'x'"),
     lambda d: d["nodes"][1]["config"].update(expression="size(nodes) + nodes['fetch'].status_code"),
     lambda d: d["nodes"][0]["config"].update(payload={"v": "$inputs.v", "t": "${nodes.store.x} and $nodes.x"}),
-], ids=["agent task text", "comprehension variable", "nodes read whole", "inputs and templates"])
+    # CEL's type names are not variables: the binding resolves them without being given them
+    lambda d: d["edges"][0].update(condition="type($.body) == map && type($.status_code) == int && "
+                                   "type(inputs.mode) == string && type($.body.items) == list"),
+    lambda d: d["edges"][0].update(condition="type($.a) in [uint, double, bool, bytes, null_type] || type(int) == type"),
+    # a comprehension's own variable with a comment after it (a comment is a blank to CEL)
+    lambda d: d["edges"][0].update(condition="$.items.exists(i // the item\n, i > 1)"),
+    # a transform's CEL expression is evaluated as written: a ${nodes.x} in its string is text
+    lambda d: d["nodes"][1].update(config={"expression": "'Dear ${nodes.customer.name}, ' + inputs.body"}),
+], ids=["agent task text", "comprehension variable", "nodes read whole", "inputs and templates", "CEL type names",
+        "every CEL type name", "comprehension variable and a comment", "dollar brace in a transform's CEL string"])
 def test_what_the_written_rules_still_accept(api, change):
     response = api.post(f"{API}/workflows/validate", {"workflow": _with(change)}, format="json")
+
+    assert response.json()["valid"] is True, response.json()
+
+
+def test_a_loop_condition_checks_a_cel_type(api):
+    response = api.post(f"{API}/workflows/validate", {"workflow": _loop(condition="type($.value) == int && $.value < 3")},
+                        format="json")
 
     assert response.json()["valid"] is True, response.json()
 
@@ -276,3 +296,14 @@ def test_an_unknown_metadata_key_is_saved_with_a_warning(api):
 
     assert response.status_code == 201, response.json()
     assert [(w["path"], w["rule"]) for w in response.json()["warnings"]] == [("/metadata/bench", "unknown_metadata_key")]
+
+
+@pytest.mark.parametrize("key", ["patch_policy_note", "allowed_ports", "allowed_hooks", "match_policy",
+                                 "allowed_hosts_v2"])
+def test_a_key_of_its_own_near_a_bound_is_saved_with_a_warning(api, key):
+    # another word (ports, hooks, match) or a key going on past the bound's name is no slip of it
+    response = post_workflow(api, "kept", _with(lambda d: d.update(metadata={key: "ours"})))
+
+    assert response.status_code == 201, response.json()
+    assert [(w["path"], w["rule"]) for w in response.json()["warnings"]] == [(f"/metadata/{key}",
+                                                                             "unknown_metadata_key")]

@@ -42,6 +42,21 @@ def test_each_record_holds_the_facts_the_engine_reads() -> None:
     assert registry.queues(["shout", "http"]) == ["wf.tasks.http", "wf.tasks.shout"]
 
 
+def test_a_transform_expression_is_run_as_written_not_resolved(engine: Any, api: Any) -> None:
+    # its ``expression`` is a raw key (``NodeType.raw_keys``): a ${inputs.name} in its CEL string is
+    # text; resolved, it named no input and failed the node (reference_missing), on a worker and in
+    # the decision alike
+    assert registry.get("transform").raw_keys == {"expression"}
+    queued, pure = unique("queued"), unique("pure")
+    expression = "'Dear ${inputs.name}, ' + inputs.body"
+    run = wait_for_run(submit(api, {"nodes": [transform(queued, expression), transform(pure, expression, pure=True)],
+                                    "edges": [edge(queued, pure)]}, inputs={"body": "hi"}))
+
+    assert run.status == Run.Status.COMPLETED, run.error
+    outputs = dict(NodeRun.objects.filter(run=run).values_list("node_id", "output"))
+    assert outputs == {queued: "Dear ${inputs.name}, hi", pure: "Dear ${inputs.name}, hi"}
+
+
 def test_a_worker_cannot_serve_a_type_nobody_registered() -> None:
     with pytest.raises(registry.RegistryError, match="nosuchtype"):
         registry.queues(["http", "nosuchtype"])

@@ -26,7 +26,7 @@ CONFIG_SCHEMA = {
 }
 
 
-@executor("transform", config_schema=CONFIG_SCHEMA, pure=True,
+@executor("transform", config_schema=CONFIG_SCHEMA, pure=True, raw_keys=frozenset({"expression"}),
           description="Computes its output from a CEL `expression` over `inputs`, `nodes` (upstream outputs) "
           "and `iteration`, or from a JSON `template` with $nodes/$inputs references.")
 def run_transform(ctx: NodeContext) -> Any:

@@ -47,6 +47,9 @@ from django.conf import settings
 
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 KEYWORDS = frozenset({"true", "false", "null", "in"})
+# CEL's type names (``type(output.x) == int``): the binding lists one a source names among its
+# variables, yet resolves it without being given it (``dyn`` it does not know).
+CEL_TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"})
 TICK = "__aob_tick"
 # Every ``matches`` call, ``s.matches(p)`` and ``matches(s, p)`` alike, is renamed to ours (``shape``).
 MATCHES = "__aob_matches"
@@ -118,6 +121,7 @@ class Shape:
     references: tuple[tuple[str | int, ...], ...] = ()
     reads: tuple[tuple[str | int, ...], ...] = ()
     matches: int = 0  # ``matches`` calls, each renamed to ``MATCHES`` in ``guarded``
+    bound: frozenset[str] = frozenset()  # the comprehensions' own variables (``xs.exists(i, …)``: ``i``)
 
 
 def _string_end(source: str, i: int) -> int:
@@ -219,6 +223,7 @@ def shape(source: str) -> Shape:
     references: list[tuple[str | int, ...]] = []
     reads: list[tuple[str | int, ...]] = []
     stack: list[dict[str, Any]] = []  # open brackets; macro frames carry their argument state
+    bound: set[str] = set()
     macros = depth = concatenations = matches = 0
     previous = ""  # the last character of the token before, blanks and comments skipped
     i, n = 0, len(source)
@@ -250,6 +255,8 @@ def shape(source: str) -> Shape:
             if word == "matches" and called:
                 matches += 1
                 inserts.append((i, len(word), MATCHES))
+            if stack and stack[-1]["macro"] and stack[-1]["arg"] == 0 and not selected and not called:
+                bound.add(word)  # a macro's first argument: its own variable, comments or not around it
             if word not in KEYWORDS and not selected and not called:
                 path, method = _field_path(source, word, j)
                 reads.append(path)
@@ -282,7 +289,8 @@ def shape(source: str) -> Shape:
         guarded.append(text)
         last = pos + replaced
     guarded.append(source[last:])
-    return Shape(macros, depth, concatenations, "".join(guarded), tuple(references), tuple(reads), matches)
+    return Shape(macros, depth, concatenations, "".join(guarded), tuple(references), tuple(reads), matches,
+                 frozenset(bound))
 
 
 # --- compiling -----------------------------------------------------------------------------------

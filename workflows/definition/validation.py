@@ -6,9 +6,7 @@ client, the web editor and an agent correcting its own patch can all point at th
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,7 +20,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 
 from workflows import egress, registry
 
-from .expressions import MACROS, Compiled, ExpressionError, compile_expression
+from .expressions import CEL_TYPE_NAMES, Compiled, ExpressionError, compile_expression
 from .forms import PATTERN_KEYWORDS, one_budget
 from .references import TEMPLATE, WHOLE
 
@@ -383,14 +381,14 @@ def _check_config(i: int, node: dict[str, Any], index: dict[str, int], report: R
             elif node["type"] == "transform":
                 _check_node_reads(report, f"/nodes/{i}/config/{key}", f"node {node['id']!r}", compiled, index)
     if report.written and spec.resolve_config and isinstance(config, dict):
-        _check_references(report, f"/nodes/{i}/config", f"node {node['id']!r}", config, index)
+        for key, value in config.items():  # those the type reads as written are text (``raw_keys``)
+            if key not in spec.raw_keys:
+                _check_references(report, _pointer(["nodes", i, "config", key]), f"node {node['id']!r}", value, index)
 
 
 # The variables a condition is evaluated over (``planner.Planner.route``, ``_loop_output``): any other
 # name fails every evaluation ("Undefined variable"), and the condition is never true.
 CONDITION_VARIABLES = {"edge": frozenset({"output", "inputs"}), "loop": frozenset({"output", "inputs", "iteration"})}
-# a comprehension's own variable (``output.items.exists(i, i > 1)``): CEL lists it among the names read
-_BOUND = re.compile(r"\.\s*(?:" + "|".join(sorted(MACROS)) + r")\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
 
 def _check_variables(report: Report, path: str, what: str, compiled: Compiled | None,
@@ -398,7 +396,9 @@ def _check_variables(report: Report, path: str, what: str, compiled: Compiled | 
     """``condition_variable``: a condition that names a variable its evaluation is not given."""
     if not report.written or compiled is None:
         return
-    unknown = compiled.variables - available - set(_BOUND.findall(compiled.source))
+    # CEL lists among the names read a comprehension's own variable (``output.items.exists(i, i > 1)``)
+    # and a type name (``type(output.x) == int``): neither is given, and neither fails
+    unknown = compiled.variables - available - compiled.shape.bound - CEL_TYPE_NAMES
     if unknown:
         report.error(path, "condition_variable",
                      f"{what}: the condition reads {', '.join(map(repr, sorted(unknown)))}, which it is never given "
@@ -439,10 +439,28 @@ def _check_references(report: Report, path: str, what: str, value: Any, index: d
                                  f"definition ({rest[0]!r}): it would resolve to null at every run")
 
 
-# ``metadata`` keys that bound what a run may do: a key one typo away from one of them is refused
+# ``metadata`` keys that bound what a run may do: a key one slip away from one of them is refused
 # (``alowed_hosts`` bound nothing, silently); any other unknown key is a warning (tools and tests
-# keep their own keys there).
+# keep their own keys there: ``patch_policy_note``, ``allowed_ports``, ``match_policy``).
 BOUND_METADATA_KEYS = ("allowed_hosts", "patch_policy", "max_agent_nodes")
+
+
+def misspells(key: str, name: str) -> bool:
+    """``key`` is ``name`` written with one slip: in another case or with ``-`` or a blank for a
+    ``_``, a letter left out or added, a letter changed, or two neighbouring letters swapped. A
+    changed first letter of a word makes another word (``match_policy``), and a key that goes on
+    past ``name`` with ``_`` (``allowed_hosts_v2``) is another key: neither is a slip."""
+    if key.startswith(name + "_"):
+        return False
+    typed = key.lower().replace("-", "_").replace(" ", "_")
+    if len(typed) == len(name):
+        differ = [i for i in range(len(name)) if typed[i] != name[i]]
+        if len(differ) == 1:
+            return differ[0] > 0 and name[differ[0] - 1] != "_"
+        return len(differ) in (0, 2) and (not differ or differ[1] == differ[0] + 1 and (
+            typed[differ[0]], typed[differ[1]]) == (name[differ[1]], name[differ[0]]))
+    short, long = sorted((typed, name), key=len)
+    return len(long) - len(short) == 1 and any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 def _check_metadata_keys(metadata: dict[str, Any], report: Report) -> None:
@@ -450,11 +468,11 @@ def _check_metadata_keys(metadata: dict[str, Any], report: Report) -> None:
     for key in metadata:
         if key in known:
             continue
-        close = difflib.get_close_matches(key, BOUND_METADATA_KEYS, n=1, cutoff=0.8)
+        close = next((name for name in BOUND_METADATA_KEYS if misspells(key, name)), None)
         where = _pointer(["metadata", key])
         if close:
             report.error(where, "metadata_key", f"metadata key {key!r} is not one the platform reads; did you mean "
-                         f"{close[0]!r}? (as written it bounds nothing)")
+                         f"{close!r}? (as written it bounds nothing)")
         else:
             report.warn(where, "unknown_metadata_key", f"metadata key {key!r} is not one the platform reads "
                         f"({', '.join(sorted(known))}); it is kept and has no effect")

@@ -455,7 +455,10 @@ def prepared(ctx: NodeContext) -> tuple[NodeContext, Callable[[NodeContext], Any
     if spec is None or spec.run is None:
         raise AobError(f"no executor for node type {ctx.node_type!r}", code="UnknownNodeType")
     if spec.resolve_config:
-        config, resolved = resolve_counted(ctx.raw_config, inputs=ctx.inputs, outputs=ctx.outputs)
+        raw = {key: value for key, value in ctx.raw_config.items() if key in spec.raw_keys}
+        config, resolved = resolve_counted({key: value for key, value in ctx.raw_config.items() if key not in raw},
+                                           inputs=ctx.inputs, outputs=ctx.outputs)
+        config.update(raw)
         problem = resolved_config_problem(ctx.node_type, config) if resolved else None
         if problem is not None:  # the type's bounds hold for what references bring, not only for the references
             where, rule, message = problem
