@@ -62,7 +62,8 @@ def templated_url(template: str, text_of: Callable[[str], str], references: re.P
     (``query_value``). ``ValueError`` names the reference that may not be put in."""
     out: list[str] = []
     position, where, head = 0, "origin", ""
-    segment, inside = "", []  # the path segment being assembled, and the references put in it
+    segment = ""  # the path segment being assembled
+    inside: list[str] = []  # the references put in it
     for found in references.finditer(template):
         literal = template[position:found.start()]
         out.append(literal)
