@@ -27,6 +27,7 @@ from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
 from vault.services import secret_delete, secret_set
+from workflows.engine import execution
 from workflows.models import Artifact, NodeRun, Run, Workflow
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import workflow_delete, workflow_save
@@ -544,19 +545,27 @@ def test_a_payment_whose_replay_stopped_before_it_sent_after_a_claim_given_back_
     assert s2.key_origins.get("pay/0") == str(s0.pk), s2.key_origins
 
 
+def _child_paid_then_failed(api, remote, user, pay: str, **node) -> Run:
+    """S0: a ``workflow`` node (``node``: more of its definition) whose child charged, its answer
+    held while a sibling fails the run: the child did not settle."""
+    hold, tell = unique("hold"), unique("tell")
+    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
+    run_id = submit(api, _beside({**_paying_child(user, remote, pay), **node}, remote, hold, tell))
+    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
+    remote.release(hold)
+    s0 = wait_for_run(run_id)
+    assert s0.status == "failed" and node_runs(s0)["pay"].status != "completed", s0.error
+    return s0
+
+
 def test_a_child_s_payment_keeps_its_key_past_a_replay_whose_workflow_node_failed_before_starting_its_child(
         engine, api, remote, user):
     """S1's ``workflow`` node failed before it started a child (its tag deleted meanwhile:
     SubWorkflowNotFound) with no ``sent: false``: ``NodeRun.acted`` counted it as having acted and
     S2, the same child saved again, started it under S1's never-used key; the child's payee charged
     twice. What fails before the child starts says so: S2 goes on under S0's key."""
-    pay, hold, tell = unique("pay"), unique("hold"), unique("tell")
-    remote.script(tell, [Reply(400, {"error": "bad"}), {"sent": True}])
-    run_id = submit(api, _beside(_paying_child(user, remote, pay), remote, hold, tell))
-    wait_until(lambda: remote.effects(pay) and remote.hits(f"/hold/{hold}"), what="the charge sent and the hold")
-    remote.release(hold)
-    s0 = wait_for_run(run_id)
-    assert s0.status == "failed" and node_runs(s0)["pay"].status != "completed", s0.error
+    pay = unique("pay")
+    s0 = _child_paid_then_failed(api, remote, user, pay)
 
     workflow_delete(workflow=Workflow.objects.get(owner=user, tag=pay), force=True)
     response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
@@ -572,3 +581,41 @@ def test_a_child_s_payment_keeps_its_key_past_a_replay_whose_workflow_node_faile
     assert s2.status == "completed", s2.error
     remote.applied_once(pay)
     assert s2.key_origins["pay/0"] == str(s0.pk), s2.key_origins
+
+
+def test_a_child_s_payment_keeps_its_key_past_a_replay_refused_its_child_by_run_limits_on_every_try(
+        engine, api, remote, user, settings):
+    """S1's ``workflow`` node was refused its child by the owner's run limits on both its tries
+    (``RateLimited``, rolled back: ``sent: false`` each). ``NodeRun.acted`` read ``sent: false`` only
+    at a first try, so S2 started the child under S1's never-used key and its payee charged twice. A
+    node run all of whose tries sent nothing did not act (``execution.unsent``)."""
+    pay = unique("pay")
+    s0 = _child_paid_then_failed(api, remote, user, pay, retry={"max_attempts": 2, "backoff_ms": 1})
+    limit = settings.AOB_RATE_USER_RUNS_PER_MIN
+    HOOKS.set("aob:test:stall:execution:pay", 1)
+    try:  # S1's pay runs here, under a limit of 0, its workers' copies held
+        response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
+        assert response.status_code == 201, response.json()
+        s1_id = response.json()["run_id"]
+        wait_until(lambda: HOOKS.exists("aob:test:stalled:execution:pay"), timeout=30, what="pay's copy held")
+        HOOKS.delete("aob:test:stalled:execution:pay")
+        HOOKS.set("aob:test:stall:execution:pay", 1)  # its retry's copy too
+        settings.AOB_RATE_USER_RUNS_PER_MIN = 0
+        step = NodeRun.objects.get(run_id=s1_id, node_id="pay")
+        assert execution.execute(step.pk) == "retrying"
+        outcome = wait_until(lambda: (o := execution.execute(step.pk)) != "duplicate" and o,
+                             timeout=75, what="pay's retry due (the limit's Retry-After)")
+        assert outcome == "failed", outcome
+    finally:
+        settings.AOB_RATE_USER_RUNS_PER_MIN = limit
+        HOOKS.set("aob:test:stall_release:execution:pay", 1)
+    s1 = wait_for_run(s1_id)
+    step = node_runs(s1)["pay"]
+    assert step.attempts == 2 and step.error["sent"] is False, step.error
+    HOOKS.delete(*(f"aob:test:{k}:execution:pay" for k in ("stall", "stalled", "stall_release")))
+
+    response = api.post(f"/api/v1/runs/{s1.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s2 = wait_for_run(response.json()["run_id"], timeout=40)
+    assert s2.status == "completed", s2.error
+    remote.applied_once(pay)

@@ -155,7 +155,7 @@ WITH RECURSIVE chain(id, replay_of_id, key_origins, depth) AS (
     SELECT s.id, s.replay_of_id, s.key_origins, chain.depth + 1
       FROM chain JOIN workflows_run s ON s.id = chain.replay_of_id
 )
-SELECT chain.id, chain.key_origins, nr.status, nr.attempts, nr.error, nr.id, {given_back}
+SELECT chain.id, chain.key_origins, nr.status, nr.attempts, nr.error, nr.id, {given_back}, {unsent}
   FROM chain JOIN workflows_noderun nr
     ON nr.run_id = chain.id AND nr.node_id = %(node_id)s AND nr.iteration = %(iteration)s
  ORDER BY chain.depth
@@ -169,17 +169,17 @@ def last_acted(ctx: NodeContext) -> tuple[str, Any, str, int, Any, int] | None:
     ``workflow`` node's request (``going_on``) and an agent's reused answers (agents/loop.py) follow."""
     from django.db import connection
 
-    from workflows.engine.execution import given_back
+    from workflows.engine.execution import given_back, unsent
     from workflows.models import NodeRun
 
     with connection.cursor() as cursor:
-        cursor.execute(CHAIN.format(given_back=given_back("nr.attempt_log")),
+        cursor.execute(CHAIN.format(given_back=given_back("nr.attempt_log"), unsent=unsent("nr.attempt_log")),
                        {"run_id": ctx.run_id, "node_id": ctx.node_id, "iteration": ctx.iteration})
         rows = cursor.fetchall()
-    for run_id, origins, status, attempts, error, node_run_id, unrun in rows:
+    for run_id, origins, status, attempts, error, node_run_id, unrun, not_sent in rows:
         origins = json.loads(origins) if isinstance(origins, str) else origins
         error = json.loads(error) if isinstance(error, str) else error
-        if NodeRun.acted(status, attempts, error, unrun):
+        if NodeRun.acted(status, attempts, unrun, not_sent):
             return str(run_id), origins, status, attempts, error, node_run_id
     return None
 

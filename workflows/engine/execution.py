@@ -535,12 +535,25 @@ NOT_TRIED = frozenset({PAUSED, SENT_AGAIN})
 LOST = "lost"
 
 
+def _logged(column: str, where: str) -> str:
+    """SQL counting the entries ``past`` of a node run's ``attempt_log`` (``column``) that ``where``
+    holds for, read in the database (a replay reads no log whole)."""
+    return (f"(SELECT count(*) FROM jsonb_array_elements(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} "  # noqa: S608 - our column names
+            f"ELSE '[]'::jsonb END) AS past WHERE {where})")
+
+
 def given_back(column: str) -> str:
     """SQL counting the claims of a node run given back unrun (``send_again``) in its ``attempt_log``
-    (``column``), read in the database (a replay reads no log whole): attempts that never tried, so
-    sent nothing (``NodeRun.acted`` counts its attempts without them)."""
-    return (f"(SELECT count(*) FROM jsonb_array_elements(CASE WHEN jsonb_typeof({column}) = 'array' THEN {column} "  # noqa: S608 - our column names
-            f"ELSE '[]'::jsonb END) AS past WHERE past->>'status' = '{SENT_AGAIN}')")
+    (``column``): attempts that never tried, so sent nothing (``NodeRun.acted`` counts its attempts
+    without them)."""
+    return _logged(column, f"past->>'status' = '{SENT_AGAIN}'")
+
+
+def unsent(column: str) -> str:
+    """SQL counting the tries of a node run in its ``attempt_log`` (``column``) that failed before
+    anything was sent (their error ``sent``: false): ``NodeRun.acted`` reads a node run all of whose
+    tries so failed as one that never acted."""
+    return _logged(column, "past->'error'->'sent' = 'false'::jsonb")
 
 
 def tries(node_run_id: int, attempt: int) -> int:

@@ -329,18 +329,17 @@ class NodeRun(models.Model):
         return status in cls.RAN or attempts > 0
 
     @classmethod
-    def acted(cls, status: str, attempts: int, error: Any, given_back: int) -> bool:
-        """Whether a node run may have acted outside: it began, and did not fail at its first try
+    def acted(cls, status: str, attempts: int, given_back: int, unsent: int) -> bool:
+        """Whether a node run may have acted outside: it began, and not every try it made failed
         before anything was sent (``sent``: false: its secret missing, the node run moved, a child
-        not started). Its tries are its claims less those given back unrun (``given_back``:
-        ``execution.given_back`` of its ``attempt_log``; a claim paused on a budget counts: an agent
-        may have acted before it paused). One that did not may still be a link in a chain of
-        replays, not its end: a run before it in the chain may have sent its request
-        (``idempotency.last_acted`` looks past it)."""
+        not started, the owner's run limits). Its tries are its claims less those given back unrun
+        (``given_back``: ``execution.given_back`` of its ``attempt_log``; a claim paused on a budget
+        counts: an agent may have acted before it paused), ``unsent`` those of them its log records
+        so failed (``execution.unsent``). One that did not may still be a link in a chain of replays,
+        not its end: a run before it in the chain may have sent its request (``idempotency.last_acted``
+        looks past it)."""
         tried = attempts - given_back
-        stopped = (status == cls.Status.FAILED and tried <= 1 and isinstance(error, dict)
-                   and error.get("sent") is False)
-        return cls.begun(status, tried) and not stopped
+        return cls.begun(status, tried) and not (tried > 0 and unsent >= tried)
 
     @classmethod
     def unsettled(cls, status: str, attempts: int, error: Any) -> bool:

@@ -24,7 +24,7 @@ from workflows.definition.validation import validate
 from workflows.engine import coordinator, events, run_output, transitions
 from workflows.engine.artifacts import keep_artifacts
 from workflows.engine.dispatch import Dispatch, publish_after_commit
-from workflows.engine.execution import given_back
+from workflows.engine.execution import given_back, unsent
 from workflows.engine.outputs import OutputTooLarge, refuse_large_output
 from workflows.limits import bounded_error, refuse_past, refuse_unstorable
 from workflows.models import (
@@ -285,7 +285,8 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
                   .order_by("node_id", "-iteration").distinct("node_id")
                   .only("pk", "node_id", "iteration", "node_type", "status", "attempts", "output_artifact_id",
                         "started_at", "finished_at", "error")
-                  .annotate(given_back=RawSQL(given_back("attempt_log"), ()))}  # noqa: S611 - no input
+                  .annotate(given_back=RawSQL(given_back("attempt_log"), ()),  # noqa: S611 - no input
+                            unsent=RawSQL(unsent("attempt_log"), ()))}  # noqa: S611 - no input
         completed = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.COMPLETED}
         skipped = {n for n, nr in latest.items() if n in ir.nodes and nr.status == NodeRun.Status.SKIPPED}
         again = _runs_again(ir, node_id, completed | skipped)
@@ -305,7 +306,7 @@ def run_replay(*, run: Run, node_id: str, user: User, request_id: str = "", reus
         went_on = {Run.origin(n, nr.iteration): Run.key_run(source.pk, source.key_origins, n, nr.iteration)
                    for n, nr in latest.items() if n in ir.nodes and n not in completed | skipped | again
                    and (NodeRun.unsettled(nr.status, nr.attempts, nr.error)
-                        if NodeRun.acted(nr.status, nr.attempts, nr.error, nr.given_back)
+                        if NodeRun.acted(nr.status, nr.attempts, nr.given_back, nr.unsent)
                         else Run.goes_on(source.key_origins, n, nr.iteration))}
         replay = run_start(owner=user, artifact_id=source.current_artifact_id, inputs=source.inputs,
                            workflow=source.workflow, request_id=request_id, replay_of=source, replay_from_node=node_id,
