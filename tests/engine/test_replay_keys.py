@@ -27,7 +27,6 @@ from tests.conftest import wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
 from vault.services import secret_delete, secret_set
-from workflows.engine import execution
 from workflows.models import Artifact, NodeRun, Run, Workflow
 from workflows.services.artifacts import artifact_store
 from workflows.services.definitions import workflow_delete, workflow_save
@@ -558,6 +557,31 @@ def _child_paid_then_failed(api, remote, user, pay: str, **node) -> Run:
     return s0
 
 
+def _child_refused_in_a_replay(api, remote, user, pay: str) -> tuple[Run, Run]:
+    """S0 (``_child_paid_then_failed``) and S1, its pay replayed after the child's tag was deleted:
+    the ``workflow`` node failed before it started a child (SubWorkflowNotFound)."""
+    s0 = _child_paid_then_failed(api, remote, user, pay)
+    workflow_delete(workflow=Workflow.objects.get(owner=user, tag=pay), force=True)
+    response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s1 = wait_for_run(response.json()["run_id"])
+    error = node_runs(s1)["pay"].error
+    assert error["error_type"] == "SubWorkflowNotFound" and error["sent"] is False, error
+    return s0, s1
+
+
+def _child_saved_again_and_replayed(api, remote, user, pay: str, s1: Run) -> Run:
+    """S2: the same child saved again, S1's pay replayed: completed, its charge sent under one key and
+    applied once."""
+    _paying_child(user, remote, pay)
+    response = api.post(f"/api/v1/runs/{s1.pk}/nodes/pay/replay")
+    assert response.status_code == 201, response.json()
+    s2 = wait_for_run(response.json()["run_id"], timeout=40)
+    assert s2.status == "completed", s2.error
+    remote.applied_once(pay)
+    return s2
+
+
 def test_a_child_s_payment_keeps_its_key_past_a_replay_whose_workflow_node_failed_before_starting_its_child(
         engine, api, remote, user):
     """S1's ``workflow`` node failed before it started a child (its tag deleted meanwhile:
@@ -565,57 +589,23 @@ def test_a_child_s_payment_keeps_its_key_past_a_replay_whose_workflow_node_faile
     S2, the same child saved again, started it under S1's never-used key; the child's payee charged
     twice. What fails before the child starts says so: S2 goes on under S0's key."""
     pay = unique("pay")
-    s0 = _child_paid_then_failed(api, remote, user, pay)
-
-    workflow_delete(workflow=Workflow.objects.get(owner=user, tag=pay), force=True)
-    response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
-    assert response.status_code == 201, response.json()
-    s1 = wait_for_run(response.json()["run_id"])
-    error = node_runs(s1)["pay"].error
-    assert error["error_type"] == "SubWorkflowNotFound" and error["sent"] is False, error
-
-    _paying_child(user, remote, pay)  # the same child saved again
-    response = api.post(f"/api/v1/runs/{s1.pk}/nodes/pay/replay")
-    assert response.status_code == 201, response.json()
-    s2 = wait_for_run(response.json()["run_id"], timeout=40)
-    assert s2.status == "completed", s2.error
-    remote.applied_once(pay)
+    s0, s1 = _child_refused_in_a_replay(api, remote, user, pay)
+    s2 = _child_saved_again_and_replayed(api, remote, user, pay, s1)
     assert s2.key_origins["pay/0"] == str(s0.pk), s2.key_origins
 
 
-def test_a_child_s_payment_keeps_its_key_past_a_replay_refused_its_child_by_run_limits_on_every_try(
-        engine, api, remote, user, settings):
-    """S1's ``workflow`` node was refused its child by the owner's run limits on both its tries
-    (``RateLimited``, rolled back: ``sent: false`` each). ``NodeRun.acted`` read ``sent: false`` only
-    at a first try, so S2 started the child under S1's never-used key and its payee charged twice. A
-    node run all of whose tries sent nothing did not act (``execution.unsent``)."""
+def test_a_child_s_payment_keeps_its_key_past_a_replay_whose_every_try_failed_before_starting_its_child(
+        engine, api, remote, user):
+    """S1's ``workflow`` node tried twice and started no child either time (each try ``sent: false``:
+    run limits refusing the child, say, whose transaction rolls back). ``NodeRun.acted`` read
+    ``sent: false`` only at a first try, so S2 started the child under S1's never-used key and its
+    payee charged twice. A node run all of whose tries sent nothing did not act (``execution.unsent``).
+    S1's one real try (its tag deleted: SubWorkflowNotFound) is logged twice, as two such tries leave
+    it: a refusal by the limits retries only after their Retry-After, a minute."""
     pay = unique("pay")
-    s0 = _child_paid_then_failed(api, remote, user, pay, retry={"max_attempts": 2, "backoff_ms": 1})
-    limit = settings.AOB_RATE_USER_RUNS_PER_MIN
-    HOOKS.set("aob:test:stall:execution:pay", 1)
-    try:  # S1's pay runs here, under a limit of 0, its workers' copies held
-        response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
-        assert response.status_code == 201, response.json()
-        s1_id = response.json()["run_id"]
-        wait_until(lambda: HOOKS.exists("aob:test:stalled:execution:pay"), timeout=30, what="pay's copy held")
-        HOOKS.delete("aob:test:stalled:execution:pay")
-        HOOKS.set("aob:test:stall:execution:pay", 1)  # its retry's copy too
-        settings.AOB_RATE_USER_RUNS_PER_MIN = 0
-        step = NodeRun.objects.get(run_id=s1_id, node_id="pay")
-        assert execution.execute(step.pk) == "retrying"
-        outcome = wait_until(lambda: (o := execution.execute(step.pk)) != "duplicate" and o,
-                             timeout=75, what="pay's retry due (the limit's Retry-After)")
-        assert outcome == "failed", outcome
-    finally:
-        settings.AOB_RATE_USER_RUNS_PER_MIN = limit
-        HOOKS.set("aob:test:stall_release:execution:pay", 1)
-    s1 = wait_for_run(s1_id)
+    s0, s1 = _child_refused_in_a_replay(api, remote, user, pay)
     step = node_runs(s1)["pay"]
-    assert step.attempts == 2 and step.error["sent"] is False, step.error
-    HOOKS.delete(*(f"aob:test:{k}:execution:pay" for k in ("stall", "stalled", "stall_release")))
-
-    response = api.post(f"/api/v1/runs/{s1.pk}/nodes/pay/replay")
-    assert response.status_code == 201, response.json()
-    s2 = wait_for_run(response.json()["run_id"], timeout=40)
-    assert s2.status == "completed", s2.error
-    remote.applied_once(pay)
+    assert step.attempts == 1 and len(step.attempt_log) == 1, step.attempt_log
+    NodeRun.objects.filter(pk=step.pk).update(attempts=2, attempt_log=[step.attempt_log[0], step.attempt_log[0]])
+    s2 = _child_saved_again_and_replayed(api, remote, user, pay, s1)
+    assert s2.key_origins["pay/0"] == str(s0.pk), s2.key_origins
