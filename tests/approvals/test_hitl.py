@@ -3,6 +3,7 @@ routes on the decision (approve edge, reject edge, or no reject edge at all)."""
 
 from __future__ import annotations
 
+from ast import literal_eval
 from datetime import datetime
 from typing import Any
 
@@ -80,8 +81,10 @@ def test_reject_with_no_reject_edge_ends_the_branch_and_the_run_completes(engine
 
 
 def test_waiting_holds_no_worker(engine, user):
-    """More parked approvals than the worker has processes, and no executor task is running:
-    the wait is a row. Work submitted meanwhile still runs."""
+    """More parked approvals than the worker has processes, and no executor task is running one of
+    their node runs: the wait is a row. Work submitted meanwhile still runs. (Only these runs' node
+    runs count: a task an earlier test on this worker left running, a node held on a remote, is
+    not this wait's.)"""
     concurrency = 3
     run_ids = [submit(user, refund_flow()) for _ in range(concurrency + 1)]
     approvals = [approval_of(run_id) for run_id in run_ids]
@@ -89,7 +92,10 @@ def test_waiting_holds_no_worker(engine, user):
 
     active = app.control.inspect(timeout=1.0).active() or {}
     assert active, "no worker answered"
-    assert [t["name"] for tasks in active.values() for t in tasks if t["name"].startswith("workers.")] == []
+    mine = set(NodeRun.objects.filter(run_id__in=run_ids).values_list("pk", flat=True))
+    held = [t for tasks in active.values() for t in tasks if t["name"].startswith("workers.")
+            and (literal_eval(t["args"]) if isinstance(t["args"], str) else t["args"] or [None])[0] in mine]
+    assert held == []
 
     other = submit(user, {"nodes": [{"id": "t", "type": "transform", "config": {"expression": "1"}}], "edges": []})
     assert finished(other).status == "completed"
