@@ -23,7 +23,7 @@ from django.conf import settings
 from approvals.models import Approval
 from subflows.models import SubRun
 from tests.approvals.runs import decide
-from tests.conftest import wait_for_run
+from tests.conftest import again_after_a_deadlock, wait_for_run
 from tests.engine.flow import edge, http, node_runs, submit, transform, unique, wait_until
 from tests.support.remote import Reply
 from vault.services import secret_delete, secret_set
@@ -561,7 +561,10 @@ def _child_refused_in_a_replay(api, remote, user, pay: str) -> tuple[Run, Run]:
     """S0 (``_child_paid_then_failed``) and S1, its pay replayed after the child's tag was deleted:
     the ``workflow`` node failed before it started a child (SubWorkflowNotFound)."""
     s0 = _child_paid_then_failed(api, remote, user, pay)
-    workflow_delete(workflow=Workflow.objects.get(owner=user, tag=pay), force=True)
+    # S0's child may still be ending as its tag goes: a fresh clone's CI saw the delete made the
+    # victim of a deadlock with that worker's transaction (a user's DELETE answers 503
+    # database_busy), so it is tried again
+    again_after_a_deadlock(lambda: workflow_delete(workflow=Workflow.objects.get(owner=user, tag=pay), force=True))
     response = api.post(f"/api/v1/runs/{s0.pk}/nodes/pay/replay")
     assert response.status_code == 201, response.json()
     s1 = wait_for_run(response.json()["run_id"])
