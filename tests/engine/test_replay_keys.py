@@ -111,8 +111,10 @@ def _charge_failed_beside_wait(api, remote, replies: list, *, sent: int = 1, **c
         "edges": [edge("wait", "after")],
     }
     run_id = submit(api, definition)
+    # (up to the 60 s a worker process may still be held by an earlier test's stall or remote hold:
+    # a fresh clone's CI once waited past 15 s here for the charge and the hold to go out)
     wait_until(lambda: remote.hits(f"/hold/{hold}") and len(remote.hits(f"/seq/{name}")) == sent,
-               what="every charge attempt sent and the hold")
+               timeout=75, what="every charge attempt sent and the hold")
     remote.release(hold)
     source = wait_for_run(run_id)
     assert source.status == "failed" and source.error["node_id"] == "charge", source.error
