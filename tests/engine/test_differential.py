@@ -59,41 +59,26 @@ def ended_cleanly(run: Run) -> None:
 @pytest.fixture
 def full_decisions_only(engine: dict[str, stack.Proc], stack_env: dict[str, str]) -> Iterator[Any]:
     """A context in which the coordinator queue is served only by a worker whose plain step is
-    off: the session worker stops consuming it meanwhile. The worker is started at the first entry
-    and kept for the test's examples, consuming the queue only inside the context."""
+    off: the session worker stops consuming it meanwhile."""
 
     class Switch:
-        worker: stack.Proc | None = None
-        since = 0  # the worker's log up to this entry
-
         def __enter__(self) -> None:
             control(engine["worker"].node_name, "cancel_consumer", COORDINATOR_QUEUE)
-            if self.worker is None:
-                self.worker = stack.start_worker({**stack_env, "AOB_PLAIN_STEPS": "0"}, "full",
-                                                 queues=[COORDINATOR_QUEUE], concurrency=2)
-            else:
-                self.since = len(self.worker.log.read_bytes())
-                control(self.worker.node_name, "add_consumer", COORDINATOR_QUEUE)
+            self.worker = stack.start_worker({**stack_env, "AOB_PLAIN_STEPS": "0"}, "full",
+                                             queues=[COORDINATOR_QUEUE], concurrency=2)
 
         def __exit__(self, *exc: object) -> None:
             try:
-                assert self.worker is not None
-                control(self.worker.node_name, "cancel_consumer", COORDINATOR_QUEUE)
-            finally:
                 control(engine["worker"].node_name, "add_consumer", COORDINATOR_QUEUE)
+            finally:
+                self.worker.stop()
 
         def steps(self) -> list[str]:
-            """The step of each decision the worker took since the last entry (its ``coordinator.decided`` lines)."""
-            assert self.worker is not None
-            lines = self.worker.log.read_bytes()[self.since:].decode(errors="replace").splitlines()
+            """The step of each decision the worker took (its ``coordinator.decided`` lines)."""
+            lines = self.worker.log.read_text(errors="replace").splitlines()
             return [json.loads(line)["step"] for line in lines if '"coordinator.decided"' in line]
 
-    switch = Switch()
-    try:
-        yield switch
-    finally:
-        if switch.worker is not None:
-            switch.worker.stop()
+    yield Switch()
 
 
 @settings(max_examples=2, deadline=None, derandomize=True,
